@@ -1,0 +1,87 @@
+"""The six TRELLIS networks and the model-level loader (spec §2.3-§2.5, §12)."""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+
+__all__ = ["SparseStructureFlowModel", "SparseStructureDecoder", "SLatFlowModel", "SLatGaussianDecoder",
+           "SLatRadianceFieldDecoder", "SLatMeshDecoder", "MODEL_CLASSES", "from_pretrained", "from_config",
+           "load_weights"]
+
+# Class name in a ckpt JSON -> module that defines it. Loaded lazily to keep `import trellis` light.
+_CLASS_MODULES = {
+    "SparseStructureFlowModel": ".sparse_structure_flow",
+    "SparseStructureDecoder": ".sparse_structure_vae",
+    "SLatFlowModel": ".structured_latent_flow",
+    "SLatGaussianDecoder": ".structured_latent_vae",
+    "SLatRadianceFieldDecoder": ".structured_latent_vae",
+    "SLatMeshDecoder": ".structured_latent_vae",
+}
+MODEL_CLASSES = tuple(_CLASS_MODULES)
+
+
+def __getattr__(name):
+    if name in _CLASS_MODULES:
+        return getattr(importlib.import_module(_CLASS_MODULES[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def model_class(name: str):
+    # The training configs name the activation-checkpointing variants "Elastic<X>": same parameters.
+    base = name[len("Elastic"):] if name.startswith("Elastic") else name
+    if base not in _CLASS_MODULES:
+        raise ValueError(f"unknown model class {name!r}; known: {', '.join(MODEL_CLASSES)}")
+    return __getattr__(base)
+
+
+def from_config(config: dict):
+    """Build a model from a ckpt JSON dict {"name", "args"} (random weights)."""
+    return model_class(config["name"])(**config["args"])
+
+
+def load_weights(model, path: str, strict: bool = True):
+    """Copy a safetensors file into `model` (each tensor cast to the parameter's dtype), strict keys."""
+    from safetensors.torch import load_file
+
+    state = load_file(path, device="cpu")
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if strict and (missing or unexpected):
+        raise ValueError(f"{path} does not match {type(model).__name__}: "
+                         f"missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
+                         f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}")
+    bad = [k for k in state if k in expected and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if bad:
+        k = bad[0]
+        raise ValueError(f"{path}: tensor {k} has shape {tuple(state[k].shape)}, "
+                         f"the model expects {tuple(expected[k].shape)} (wrong config for these weights?)")
+    model.load_state_dict(state, strict=strict)
+    return model
+
+
+def _resolve_files(path: str) -> tuple[str, str]:
+    """Local `<path>.json` + `<path>.safetensors`, else `<owner>/<repo>/<stem>` on the Hugging Face hub."""
+    if os.path.exists(path + ".json") and os.path.exists(path + ".safetensors"):
+        return path + ".json", path + ".safetensors"
+    parts = path.replace("\\", "/").split("/")
+    if len(parts) < 3 or os.path.isabs(path) or os.path.exists(parts[0]):
+        raise FileNotFoundError(f"no model at {path!r}: expected {path}.json and {path}.safetensors "
+                                f"(or a Hugging Face path <owner>/<repo>/<file stem>)")
+    from huggingface_hub import hf_hub_download
+
+    repo, stem = "/".join(parts[:2]), "/".join(parts[2:])
+    return hf_hub_download(repo, stem + ".json"), hf_hub_download(repo, stem + ".safetensors")
+
+
+def from_pretrained(path: str, **overrides):
+    """Load a model from `<path>.json` ({"name", "args"}) and `<path>.safetensors` (spec §12).
+
+    `overrides` replace constructor args (e.g. use_fp16=False to run the whole model in fp32).
+    """
+    config_file, weights_file = _resolve_files(path)
+    with open(config_file, encoding="utf-8") as f:
+        config = json.load(f)
+    config = {"name": config["name"], "args": {**config["args"], **overrides}}
+    return load_weights(from_config(config), weights_file)

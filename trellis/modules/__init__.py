@@ -1,0 +1,1 @@
+"""Numerical building blocks: attention, norms, embeddings, transformer blocks and sparse tensors."""

@@ -1,0 +1,213 @@
+"""Softmax attention, dense and variable-length, behind one interface per kind.
+
+Layouts follow flash-attn: dense tensors are [B, L, H, D]; packed variable-length tensors are
+[T, H, D] with sequence boundaries given as per-sequence lengths. Scale is always 1/sqrt(D), no
+mask, no dropout (spec §3.4). The "naive" implementation is the plain definition in fp32 and is the
+yardstick every other backend is tested against.
+
+fp16/bf16 inputs: the GPU kernels accumulate in fp32 and return the input dtype. On the CPU we do
+the maths in fp32 and cast back, which gives the same numbers within rounding and avoids the slow
+half-precision CPU kernels.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+from . import config
+
+
+# ----------------------------------------------------------------------------------- availability
+
+@lru_cache(maxsize=None)
+def _optional(module: str):
+    try:
+        return __import__(module, fromlist=["_"])
+    except Exception:  # not installed, or installed against another torch build
+        return None
+
+
+def has_torch_varlen() -> bool:
+    return _torch_varlen_fn() is not None
+
+
+@lru_cache(maxsize=None)
+def _torch_varlen_fn():
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+        return varlen_attn
+    except Exception:
+        return None
+
+
+def _warn_fallback(name: str, why: str) -> None:
+    warnings.warn(f"attention backend {name!r} {why}; using the built-in PyTorch path instead.",
+                  RuntimeWarning, stacklevel=3)
+
+
+# ------------------------------------------------------------------------------------------- dense
+
+def _naive_dense(q, k, v):
+    d = q.shape[-1]
+    qf, kf, vf = (t.float().transpose(1, 2) for t in (q, k, v))        # [B, H, L, D]
+    w = torch.softmax(qf @ kf.transpose(-1, -2) / math.sqrt(d), dim=-1)
+    return (w @ vf).transpose(1, 2).to(q.dtype)
+
+
+def _sdpa_dense(q, k, v):
+    upcast = q.device.type == "cpu" and q.dtype != torch.float32
+    qt, kt, vt = ((t.float() if upcast else t).transpose(1, 2) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(qt, kt, vt)
+    return out.transpose(1, 2).to(q.dtype)
+
+
+def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+    """q [B, Lq, H, D], k/v [B, Lk, H, D] -> [B, Lq, H, D]."""
+    name = backend or config.get("dense")
+    if name == "naive":
+        return _naive_dense(q, k, v)
+    if name == "flash_attn" and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+        fa = _optional("flash_attn")
+        if fa is not None:
+            return fa.flash_attn_func(q, k, v)
+        _warn_fallback(name, "is not installed")
+    if name == "xformers" and q.is_cuda:
+        xops = _optional("xformers.ops")
+        if xops is not None:
+            return xops.memory_efficient_attention(q, k, v)
+        _warn_fallback(name, "is not installed")
+    return _sdpa_dense(q, k, v)
+
+
+# ---------------------------------------------------------------------------------- variable length
+
+def _as_lengths(lengths, device) -> torch.Tensor:
+    if isinstance(lengths, torch.Tensor):
+        return lengths.to(device=device, dtype=torch.int64)
+    return torch.as_tensor(list(lengths), dtype=torch.int64, device=device)
+
+
+def _cumulative(lengths: torch.Tensor) -> torch.Tensor:
+    return F.pad(torch.cumsum(lengths, 0), (1, 0)).to(torch.int32)
+
+
+def _naive_varlen(q, k, v, lq, lk):
+    out = torch.empty_like(q)
+    sq, sk = 0, 0
+    for nq, nk in zip(lq.tolist(), lk.tolist()):
+        if nq:
+            out[sq:sq + nq] = _naive_dense(q[None, sq:sq + nq], k[None, sk:sk + nk], v[None, sk:sk + nk])[0]
+        sq, sk = sq + nq, sk + nk
+    return out
+
+
+def _gather_padded(x: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor, max_len: int):
+    """Rows start_s .. start_s+len_s-1 of packed x [T, H, D] as a zero-padded [S, max_len, H, D] tensor.
+
+    Returns the padded tensor, the validity mask [S, max_len] and the packed row index of each
+    valid entry (in mask order).
+    """
+    pos = torch.arange(max_len, device=x.device)
+    valid = pos[None, :] < lengths[:, None]
+    rows = (starts[:, None] + pos[None, :])[valid]
+    padded = x.new_zeros(lengths.numel(), max_len, *x.shape[1:])
+    padded[valid] = x[rows]
+    return padded, valid, rows
+
+
+# Upper bound on the score tensor of one padded SDPA call, in elements.
+_PADDED_SCORE_BUDGET = 1 << 27
+
+
+def _sdpa_varlen(q, k, v, lq, lk):
+    """Padded SDPA: sequences of similar length are batched; keys beyond a sequence's end are masked.
+
+    Works on every device. Sequences are processed in groups so that the padded score tensor stays
+    bounded (the decoders have thousands of short windows, the flow has a few long sequences).
+    """
+    out = torch.empty_like(q)
+    upcast = q.device.type == "cpu" and q.dtype != torch.float32
+    start_q, start_k = _cumulative(lq)[:-1].long(), _cumulative(lk)[:-1].long()
+    order = torch.argsort(lk, descending=True)
+    lk_sorted = lk[order].tolist()
+    lq_max = int(lq.max())
+    heads, i = q.shape[1], 0
+    while i < order.numel():
+        per_seq = heads * max(lq_max, 1) * max(lk_sorted[i], 1)
+        j = min(order.numel(), i + max(1, _PADDED_SCORE_BUDGET // per_seq))
+        g = order[i:j]
+        if int(lq[g].max()) > 0:
+            pq, valid_q, rows_q = _gather_padded(q, start_q[g], lq[g], int(lq[g].max()))
+            pk, valid_k, _ = _gather_padded(k, start_k[g], lk[g], lk_sorted[i])
+            pv, _, _ = _gather_padded(v, start_k[g], lk[g], lk_sorted[i])
+            if upcast:
+                pq, pk, pv = pq.float(), pk.float(), pv.float()
+            res = F.scaled_dot_product_attention(pq.transpose(1, 2), pk.transpose(1, 2), pv.transpose(1, 2),
+                                                 attn_mask=valid_k[:, None, None, :])
+            out[rows_q] = res.transpose(1, 2)[valid_q].to(q.dtype)
+        i = j
+    return out
+
+
+def _torch_varlen(q, k, v, lq, lk):
+    fn = _torch_varlen_fn()
+    cu_q, cu_k = _cumulative(lq), _cumulative(lk)
+    return fn(q, k, v, cu_q, cu_k, int(lq.max()), int(lk.max()))
+
+
+def _flash_varlen(fa, q, k, v, lq, lk):
+    cu_q, cu_k = _cumulative(lq), _cumulative(lk)
+    return fa.flash_attn_varlen_func(q, k, v, cu_q, cu_k, int(lq.max()), int(lk.max()))
+
+
+def _xformers_varlen(xops, q, k, v, lq, lk):
+    bias = xops.fmha.BlockDiagonalMask.from_seqlens(lq.tolist(), lk.tolist())
+    return xops.memory_efficient_attention(q[None], k[None], v[None], attn_bias=bias)[0]
+
+
+def resolve_varlen_backend(name: str, q: torch.Tensor) -> str:
+    """The backend that will actually run for this call (after availability checks)."""
+    gpu_half = q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
+    if name == "auto":
+        return "torch_varlen" if gpu_half and has_torch_varlen() else "sdpa"
+    if name == "torch_varlen" and not (gpu_half and has_torch_varlen()):
+        return "sdpa"
+    if name == "flash_attn":
+        if not gpu_half:
+            return "sdpa"
+        if _optional("flash_attn") is None:
+            _warn_fallback(name, "is not installed")
+            return resolve_varlen_backend("auto", q)
+    if name == "xformers":
+        if not q.is_cuda:
+            return "sdpa"
+        if _optional("xformers.ops") is None:
+            _warn_fallback(name, "is not installed")
+            return resolve_varlen_backend("auto", q)
+    return name
+
+
+def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths_q, lengths_kv,
+                     backend: str | None = None) -> torch.Tensor:
+    """Attention within each of S independent sequences packed along dim 0.
+
+    q [Tq, H, D], k/v [Tk, H, D]; lengths_q / lengths_kv: S lengths (list or tensor), summing to
+    Tq / Tk. Sequence s of q attends to sequence s of k/v only. Returns [Tq, H, D].
+    """
+    if q.shape[0] == 0:
+        return q.clone()
+    lq, lk = _as_lengths(lengths_q, q.device), _as_lengths(lengths_kv, q.device)
+    name = resolve_varlen_backend(backend or config.get("varlen"), q)
+    if name == "naive":
+        return _naive_varlen(q, k, v, lq, lk)
+    if name == "torch_varlen":
+        return _torch_varlen(q, k, v, lq, lk)
+    if name == "flash_attn":
+        return _flash_varlen(_optional("flash_attn"), q, k, v, lq, lk)
+    if name == "xformers":
+        return _xformers_varlen(_optional("xformers.ops"), q, k, v, lq, lk)
+    return _sdpa_varlen(q, k, v, lq, lk)

@@ -1,0 +1,44 @@
+"""Normalisation layers. All compute in fp32 and return the input dtype (spec §3.3)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class LayerNorm32(nn.LayerNorm):
+    """LayerNorm over the last dim, computed in fp32 whatever the activation dtype."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.float() if self.weight is not None else None
+        b = self.bias.float() if self.bias is not None else None
+        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(x.dtype)
+
+
+class GroupNorm32(nn.GroupNorm):
+    """GroupNorm on [N, C, ...], computed in fp32."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.group_norm(x.float(), self.num_groups, self.weight.float(), self.bias.float(), self.eps).to(x.dtype)
+
+
+class ChannelLayerNorm32(LayerNorm32):
+    """LayerNorm over the channel dim of an [N, C, D, H, W] tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.movedim(1, -1)).movedim(-1, 1)
+
+
+class MultiHeadRMSNorm(nn.Module):
+    """Per-head L2 normalisation rescaled by sqrt(head_dim) and a learned gain (spec §3.3).
+
+    `x / max(|x|, 1e-12) * gamma * sqrt(D)` over the last dim of [..., H, D]; fp32 maths.
+    """
+
+    def __init__(self, head_dim: int, heads: int):
+        super().__init__()
+        self.scale = head_dim ** 0.5
+        self.gamma = nn.Parameter(torch.ones(heads, head_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (F.normalize(x.float(), dim=-1) * self.gamma.float() * self.scale).to(x.dtype)

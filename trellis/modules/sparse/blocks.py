@@ -1,0 +1,81 @@
+"""Sparse residual blocks: the SLat flow's SparseResBlock3d (§6.2) and the mesh decoder's subdivide block (§7.4)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..norm import LayerNorm32
+from .conv import SparseConv3d
+from .spatial import SparseDownsample, SparseSubdivide, SparseUpsample
+from .tensor import SparseTensor
+from .transformer import SparseLinear
+
+
+class SparseGroupNorm32(nn.GroupNorm):
+    """GroupNorm with statistics over all voxels of one batch item (and the group's channels), fp32."""
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        feats = x.feats.float()
+        out = torch.empty_like(feats)
+        w, b = self.weight.float(), self.bias.float()
+        for s in x.layout:
+            item = feats[s].t()[None]                                # [1, C, n]
+            out[s] = F.group_norm(item, self.num_groups, w, b, self.eps)[0].t()
+        return x.replace(out.to(x.dtype))
+
+
+class SparseResBlock3d(nn.Module):
+    """Conv residual block modulated by the timestep embedding; (scale, shift) order (quirk §19.2)."""
+
+    def __init__(self, channels: int, emb_channels: int, out_channels: int | None = None,
+                 downsample: bool = False, upsample: bool = False):
+        super().__init__()
+        out_channels = out_channels or channels
+        if downsample and upsample:
+            raise ValueError("a block cannot both down- and up-sample")
+        self.norm1 = LayerNorm32(channels, elementwise_affine=True, eps=1e-6)
+        self.norm2 = LayerNorm32(out_channels, elementwise_affine=False, eps=1e-6)
+        self.conv1 = SparseConv3d(channels, out_channels, 3)
+        self.conv2 = SparseConv3d(out_channels, out_channels, 3)
+        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels))
+        self.skip_connection = SparseLinear(channels, out_channels) if channels != out_channels else nn.Identity()
+        self.updown = SparseDownsample(2) if downsample else SparseUpsample(2) if upsample else None
+
+    def forward(self, x: SparseTensor, emb: torch.Tensor) -> SparseTensor:
+        scale, shift = self.emb_layers(emb).to(x.dtype).chunk(2, dim=1)
+        if self.updown is not None:
+            x = self.updown(x)
+        rows = x.batch_index()
+        h = self.conv1(x.replace(F.silu(self.norm1(x.feats))))
+        h = self.norm2(h.feats) * (1 + scale[rows]) + shift[rows]
+        h = self.conv2(x.replace(F.silu(h)))
+        return h + self.skip_connection(x)
+
+
+class SparseSubdivideBlock3d(nn.Module):
+    """GN-SiLU, subdivide, conv-GN-SiLU-conv, plus a kernel-1 conv skip of the subdivided input."""
+
+    def __init__(self, channels: int, out_channels: int | None = None, num_groups: int = 32):
+        super().__init__()
+        out_channels = out_channels or channels
+        self.act_layers = nn.Sequential(SparseGroupNorm32(num_groups, channels), _SparseSiLU())
+        self.sub = SparseSubdivide()
+        self.out_layers = nn.Sequential(
+            SparseConv3d(channels, out_channels, 3),
+            SparseGroupNorm32(num_groups, out_channels),
+            _SparseSiLU(),
+            SparseConv3d(out_channels, out_channels, 3),
+        )
+        self.skip_connection = SparseConv3d(channels, out_channels, 1) if channels != out_channels else nn.Identity()
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        h = self.sub(self.act_layers(x))
+        x = h.replace(x.feats.repeat_interleave(8, dim=0))    # subdivided input, on h's coordinates
+        h = self.out_layers(h)
+        return h + self.skip_connection(x)
+
+
+class _SparseSiLU(nn.Module):
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        return x.replace(F.silu(x.feats))

@@ -1,0 +1,181 @@
+"""Submanifold 3-D convolution on a SparseTensor (spec §3.9).
+
+Output sites = input sites, same row order. Weight layout is spconv's [C_out, kx, ky, kz, C_in];
+the kernel is not flipped: out[p] = b + sum_o W[:, o] . x[p + o - k//2], neighbours looked up only
+within the same batch item.
+
+The built-in path gathers the k^3 neighbour rows of a chunk of sites into one [n, k^3 * C_in] matrix
+and does a single GEMM, so it runs anywhere PyTorch runs. spconv is used only when it is installed,
+the tensors are on a GPU it supports and SPARSE_BACKEND allows it.
+"""
+from __future__ import annotations
+
+import warnings
+from functools import lru_cache
+
+import torch
+import torch.nn as nn
+
+from ..attention import config
+from .tensor import COORD_LIMIT, SparseTensor, pack_keys
+
+# Largest gathered [n, k^3 * C_in] block of one GEMM, in elements (chunks rows to bound memory).
+_GATHER_BUDGET = 1 << 26
+
+
+def kernel_offsets(kernel_size: int, device=None) -> torch.Tensor:
+    """[k^3, 3] offsets in weight order (x slowest, z fastest), centred on 0."""
+    r = torch.arange(kernel_size, device=device) - kernel_size // 2
+    return torch.stack(torch.meshgrid(r, r, r, indexing="ij"), dim=-1).reshape(-1, 3)
+
+
+def neighbour_map(x: SparseTensor, kernel_size: int) -> torch.Tensor:
+    """int64 [N, k^3]: row index of the neighbour at each kernel offset, or N where there is none."""
+    key = ("neighbour_map", kernel_size, x.device)
+    nbr = x.cache.get(key)
+    if nbr is not None:
+        return nbr
+    coords = x.coords.long()
+    n = coords.shape[0]
+    keys = pack_keys(coords)
+    sorted_keys, order = torch.sort(keys)
+    offsets = kernel_offsets(kernel_size, x.device)
+    nbr = torch.empty(n, offsets.shape[0], dtype=torch.int64, device=x.device)
+    for i, off in enumerate(offsets):
+        moved = coords.clone()
+        moved[:, 1:] += off
+        inside = ((moved[:, 1:] >= 0) & (moved[:, 1:] < COORD_LIMIT)).all(dim=1)
+        q = pack_keys(moved.clamp(0, COORD_LIMIT - 1))
+        pos = torch.searchsorted(sorted_keys, q).clamp_(max=max(n - 1, 0))
+        found = inside & (sorted_keys[pos] == q) if n else inside
+        nbr[:, i] = torch.where(found, order[pos], torch.full_like(pos, n))
+    x.cache[key] = nbr
+    return nbr
+
+
+def _compute_dtype(t: torch.Tensor) -> torch.dtype:
+    # CPU half-precision GEMMs are slow and not always available; the GPU ones accumulate in fp32.
+    return torch.float32 if t.device.type == "cpu" else t.dtype
+
+
+def submanifold_conv3d_torch(x: SparseTensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Gather-GEMM submanifold conv; returns the new features [N, C_out] in x's dtype."""
+    c_out, k = weight.shape[0], weight.shape[1]
+    feats = x.feats
+    cdt = _compute_dtype(feats)
+    if k == 1:
+        return conv1x1_quirk(feats, weight, bias)
+    nbr = neighbour_map(x, k)
+    n, c_in = feats.shape
+    w = weight.to(cdt).permute(1, 2, 3, 4, 0).reshape(k ** 3 * c_in, c_out)
+    padded = torch.cat([feats.to(cdt), feats.new_zeros(1, c_in, dtype=cdt)])
+    out = torch.empty(n, c_out, dtype=cdt, device=feats.device)
+    step = max(1, _GATHER_BUDGET // (k ** 3 * c_in))
+    for s in range(0, n, step):
+        cols = padded[nbr[s:s + step]].reshape(-1, k ** 3 * c_in)
+        if bias is not None:
+            torch.addmm(bias.to(cdt), cols, w, out=out[s:s + step])
+        else:
+            torch.mm(cols, w, out=out[s:s + step])
+    return out.to(feats.dtype)
+
+
+def conv1x1_quirk(feats: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Kernel-size-1 sparse conv exactly as the reference computes it (spec §3.9, quirk 13).
+
+    spconv 2.x's kernel-1 shortcut reads the [C_out,1,1,1,C_in] weight in memory order as a
+    [C_in, C_out] matrix. The official mesh decoder was trained with that, so we reproduce it.
+    """
+    c_out, c_in = weight.shape[0], weight.shape[-1]
+    cdt = _compute_dtype(feats)
+    w = weight.to(cdt).reshape(c_in, c_out)
+    out = feats.to(cdt) @ w
+    if bias is not None:
+        out = out + bias.to(cdt)
+    return out.to(feats.dtype)
+
+
+# ---------------------------------------------------------------------------------- spconv backend
+
+@lru_cache(maxsize=None)
+def _spconv():
+    try:
+        import spconv.pytorch as spconv  # noqa: F401
+        return spconv
+    except Exception:
+        return None
+
+
+def spconv_usable(x: SparseTensor) -> bool:
+    # spconv's CPU build gives wrong results with several threads on a few thousand voxels, and it
+    # has no kernels for sm_120 (RTX 50): only CUDA devices it was built for are used.
+    if not x.feats.is_cuda or _spconv() is None:
+        return False
+    major, _ = torch.cuda.get_device_capability(x.device)
+    return major < 10
+
+
+def submanifold_conv3d_spconv(x: SparseTensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                              indice_key: str | None = None) -> torch.Tensor:
+    spconv = _spconv()
+    c_out, k = weight.shape[0], weight.shape[1]
+    if k == 1:
+        return conv1x1_quirk(x.feats, weight, bias)
+    key = ("spconv_tensor_shape", x.device)
+    spatial = x.cache.get(key)
+    if spatial is None:
+        spatial = (x.coords[:, 1:].max(0).values + 1).tolist() if x.coords.shape[0] else [1, 1, 1]
+        x.cache[key] = spatial
+    algo = {"auto": None, "native": spconv.ConvAlgo.Native,
+            "implicit_gemm": spconv.ConvAlgo.MaskImplicitGemm}[config.get("spconv_algo")]
+    indice_cache = x.cache.setdefault(("spconv_indice_dict", x.device), {})
+    st = spconv.SparseConvTensor(x.feats, x.coords.int(), spatial, x.batch_size)
+    st.indice_dict = indice_cache
+    conv_kwargs = {"algo": algo} if algo is not None else {}
+    layer = spconv.SubMConv3d(weight.shape[-1], c_out, k, padding=k // 2, bias=bias is not None,
+                              indice_key=indice_key or f"subm{k}", **conv_kwargs)
+    layer = layer.to(device=x.device, dtype=weight.dtype)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        if bias is not None:
+            layer.bias.copy_(bias)
+    out = layer(st)
+    indice_cache.update(out.indice_dict)
+    return out.features
+
+
+def submanifold_conv3d(x: SparseTensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                       backend: str | None = None) -> torch.Tensor:
+    name = backend or config.get("sparse_conv")
+    if name in ("auto", "spconv") and spconv_usable(x):
+        return submanifold_conv3d_spconv(x, weight, bias)
+    if name == "spconv" and x.feats.is_cuda and _spconv() is None:
+        warnings.warn("SPARSE_BACKEND=spconv but spconv is not installed; using the built-in conv.",
+                      RuntimeWarning, stacklevel=2)
+    return submanifold_conv3d_torch(x, weight, bias)
+
+
+class _ConvWeights(nn.Module):
+    """Holds weight [C_out, k, k, k, C_in] and bias: the reference's keys are `<name>.conv.weight`."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_channels, kernel_size, kernel_size, kernel_size, in_channels))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        bound = 1.0 / (in_channels * kernel_size ** 3) ** 0.5
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+
+class SparseConv3d(nn.Module):
+    """Submanifold conv, stride 1 (the only kind TRELLIS inference uses)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True):
+        super().__init__()
+        if kernel_size not in (1, 3, 5):
+            raise ValueError(f"kernel_size must be odd and small, got {kernel_size}")
+        self.conv = _ConvWeights(in_channels, out_channels, kernel_size, bias)
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        return x.replace(submanifold_conv3d(x, self.conv.weight, self.conv.bias))

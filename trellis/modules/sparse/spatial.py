@@ -1,0 +1,74 @@
+"""Sparse down-sampling, up-sampling and subdivision (spec §3.10).
+
+Down-sampling by 2 merges children into parents (unique parents sorted by (batch, x, y, z)). The
+reference's "mean" divides the children's sum by (n + 1), because its scatter target starts at zero
+and counts as an element; the official SLat flow was trained that way, so we do the same. The
+child->parent map is remembered on the parent tensor so that the paired up-sampling restores the
+original coordinates, row order and cached maps exactly.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .tensor import COORD_BITS, SparseTensor, pack_keys
+
+
+def _unpack_keys(keys: torch.Tensor) -> torch.Tensor:
+    mask = (1 << COORD_BITS) - 1
+    cols = [(keys >> (COORD_BITS * s)) & mask for s in (3, 2, 1, 0)]
+    return torch.stack(cols, dim=1).int()
+
+
+def downsample(x: SparseTensor, factor: int = 2) -> SparseTensor:
+    parent = x.coords.clone()
+    parent[:, 1:] = torch.div(parent[:, 1:], factor, rounding_mode="floor")
+    keys, inverse = torch.unique(pack_keys(parent), return_inverse=True)   # sorted = lexicographic
+    coords = _unpack_keys(keys)
+    acc = torch.zeros(keys.shape[0], *x.feats.shape[1:], dtype=torch.float32, device=x.device)
+    acc.index_add_(0, inverse, x.feats.float())
+    counts = torch.bincount(inverse, minlength=keys.shape[0]).to(torch.float32)
+    feats = (acc / (counts + 1).view(-1, *[1] * (acc.ndim - 1))).to(x.dtype)
+    out = SparseTensor(feats, coords)
+    out.cache[("upsample", factor)] = (x.coords, x.layout, x.cache, inverse)
+    return out
+
+
+def upsample(x: SparseTensor, factor: int = 2) -> SparseTensor:
+    entry = x.cache.get(("upsample", factor))
+    if entry is None:
+        raise RuntimeError("upsample needs the map of a preceding downsample of the same tensor")
+    coords, layout, cache, inverse = entry
+    return SparseTensor(x.feats[inverse], coords, layout=layout, cache=cache)
+
+
+def subdivide(x: SparseTensor) -> SparseTensor:
+    """Each voxel c -> 8 children 2c + o, o enumerated z fastest; children of a parent are consecutive."""
+    r = torch.arange(2, device=x.device)
+    offsets = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), dim=-1).reshape(8, 3).int()
+    coords = x.coords.repeat_interleave(8, dim=0)
+    coords[:, 1:] = coords[:, 1:] * 2 + offsets.repeat(x.coords.shape[0], 1)
+    return SparseTensor(x.feats.repeat_interleave(8, dim=0), coords)
+
+
+class SparseDownsample(nn.Module):
+    def __init__(self, factor: int = 2):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        return downsample(x, self.factor)
+
+
+class SparseUpsample(nn.Module):
+    def __init__(self, factor: int = 2):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        return upsample(x, self.factor)
+
+
+class SparseSubdivide(nn.Module):
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        return subdivide(x)

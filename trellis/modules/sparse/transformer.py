@@ -1,0 +1,99 @@
+"""Sparse transformer pieces: linear, attention (full / shifted windows / cross), blocks (spec §3.4, §3.11, §7.1)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..attention import varlen_attention
+from ..norm import LayerNorm32
+from ..transformer import AttentionProjections, FeedForwardNet, ModulatedTransformerCrossBlock, modulate
+from .tensor import SparseTensor, pack_keys
+
+
+class SparseLinear(nn.Linear):
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        return x.replace(super().forward(x.feats))
+
+
+def window_partition(x: SparseTensor, window_size: int, shift: int):
+    """Group rows by (batch, floor((coord + shift) / W)) (cached per tensor).
+
+    Returns (order, lengths): `x.feats[order]` lists the rows window by window, `lengths` the number
+    of rows in each window.
+    """
+    key = ("window_partition", window_size, shift, x.device)
+    part = x.cache.get(key)
+    if part is None:
+        c = x.coords.long().clone()
+        c[:, 1:] = torch.div(c[:, 1:] + shift, window_size, rounding_mode="floor")
+        wkeys = pack_keys(c)
+        order = torch.argsort(wkeys, stable=True)
+        _, lengths = torch.unique_consecutive(wkeys[order], return_counts=True)
+        part = (order, lengths)
+        x.cache[key] = part
+    return part
+
+
+class SparseMultiHeadAttention(AttentionProjections):
+    """Attention over the rows of a SparseTensor.
+
+    attn_mode "full": each batch item attends to all its voxels; "swin": within shifted 8^3 windows;
+    cross-attention: the voxels of item b attend to the dense context tokens [B, L, ctx] of item b.
+    """
+
+    def __init__(self, channels: int, num_heads: int, ctx_channels: int | None = None, cross: bool = False,
+                 qk_rms_norm: bool = False, attn_mode: str = "full", window_size: int = 8, shift: int = 0):
+        super().__init__(channels, num_heads, ctx_channels, cross, qk_rms_norm)
+        if attn_mode not in ("full", "swin"):
+            raise ValueError(f"attn_mode {attn_mode!r} is not supported (use 'full' or 'swin')")
+        self.attn_mode, self.window_size, self.shift = attn_mode, window_size, shift
+
+    def forward(self, x: SparseTensor, context: torch.Tensor | None = None) -> SparseTensor:
+        if self.cross:
+            q, k, v = self.qkv(x.feats, context)                  # q [N,H,D], k/v [B,L,H,D]
+            lengths_kv = [context.shape[1]] * context.shape[0]
+            out = varlen_attention(q, k.flatten(0, 1), v.flatten(0, 1), x.seqlens(), lengths_kv)
+        elif self.attn_mode == "full":
+            q, k, v = self.qkv(x.feats)
+            lengths = x.seqlens()
+            out = varlen_attention(q, k, v, lengths, lengths)
+        else:
+            order, lengths = window_partition(x, self.window_size, self.shift)
+            q, k, v = self.qkv(x.feats[order])
+            out = torch.empty_like(q)
+            out[order] = varlen_attention(q, k, v, lengths, lengths)
+        return x.replace(self.out(out))
+
+
+class SparseTransformerBlock(nn.Module):
+    """Pre-norm block without modulation (decoders): x += Attn(LN(x)); x += MLP(LN(x))."""
+
+    def __init__(self, channels: int, num_heads: int, mlp_ratio: float = 4.0, attn_mode: str = "swin",
+                 window_size: int = 8, shift: int = 0, qk_rms_norm: bool = False):
+        super().__init__()
+        self.norm1 = LayerNorm32(channels, elementwise_affine=False, eps=1e-6)
+        self.norm2 = LayerNorm32(channels, elementwise_affine=False, eps=1e-6)
+        self.attn = SparseMultiHeadAttention(channels, num_heads, qk_rms_norm=qk_rms_norm, attn_mode=attn_mode,
+                                             window_size=window_size, shift=shift)
+        self.mlp = FeedForwardNet(channels, mlp_ratio)
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        h = x.feats + self.attn(x.replace(self.norm1(x.feats))).feats
+        h = h + self.mlp(self.norm2(h))
+        return x.replace(h)
+
+
+class SparseModulatedTransformerCrossBlock(ModulatedTransformerCrossBlock):
+    """The DiT block of §3.5 on sparse voxels; modulation vectors broadcast to each item's rows."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, attention_cls=SparseMultiHeadAttention, **kwargs)
+
+    def forward(self, x: SparseTensor, emb: torch.Tensor, context: torch.Tensor) -> SparseTensor:
+        rows = x.batch_index()
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (m[rows] for m in self.modulation(emb))
+        h = x.feats
+        h = h + gate_msa * self.self_attn(x.replace(modulate(self.norm1(h), shift_msa, scale_msa))).feats
+        h = h + self.cross_attn(x.replace(self.norm2(h)), context).feats
+        h = h + gate_mlp * self.mlp(modulate(self.norm3(h), shift_mlp, scale_mlp))
+        return x.replace(h)

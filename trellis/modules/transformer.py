@@ -1,0 +1,117 @@
+"""Dense transformer pieces shared by the flow models (spec §3.4, §3.5).
+
+Parameter names follow the checkpoints: `to_qkv` / `to_q` + `to_kv` / `to_out`, `q_rms_norm.gamma`,
+`mlp.mlp.{0,2}`, `adaLN_modulation.1`, `norm2`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .attention import dense_attention
+from .norm import LayerNorm32, MultiHeadRMSNorm
+
+
+def head_layout(channels: int, num_heads: int | None, num_head_channels: int = 64) -> tuple[int, int]:
+    """(heads, head_dim) from the constructor args (spec §2.3)."""
+    heads = num_heads if num_heads is not None else channels // num_head_channels
+    if channels % heads:
+        raise ValueError(f"model_channels {channels} is not divisible by {heads} heads")
+    return heads, channels // heads
+
+
+class FeedForwardNet(nn.Module):
+    """Linear -> tanh-GELU -> Linear; keys mlp.0 / mlp.2."""
+
+    def __init__(self, channels: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        hidden = int(channels * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x)
+
+
+class AttentionProjections(nn.Module):
+    """Projections of self- or cross-attention; the attention itself is done by the caller.
+
+    Self: `to_qkv` (C -> 3C, split [q|k|v], heads major inside each part). Cross: `to_q` (C -> C),
+    `to_kv` (ctx -> 2C, split [k|v]). Optional per-head RMS norm of q and k.
+    """
+
+    def __init__(self, channels: int, num_heads: int, ctx_channels: int | None = None, cross: bool = False,
+                 qk_rms_norm: bool = False):
+        super().__init__()
+        self.channels, self.heads, self.cross = channels, num_heads, cross
+        self.head_dim = channels // num_heads
+        if cross:
+            self.to_q = nn.Linear(channels, channels)
+            self.to_kv = nn.Linear(ctx_channels or channels, 2 * channels)
+        else:
+            self.to_qkv = nn.Linear(channels, 3 * channels)
+        self.qk_rms_norm = qk_rms_norm
+        if qk_rms_norm:
+            self.q_rms_norm = MultiHeadRMSNorm(self.head_dim, num_heads)
+            self.k_rms_norm = MultiHeadRMSNorm(self.head_dim, num_heads)
+        self.to_out = nn.Linear(channels, channels)
+
+    def qkv(self, x: torch.Tensor, context: torch.Tensor | None = None):
+        """x [..., C] (and context [..., Lc, ctx]) -> q, k, v with a trailing [H, D]."""
+        h, d = self.heads, self.head_dim
+        if self.cross:
+            q = self.to_q(x).unflatten(-1, (h, d))
+            k, v = self.to_kv(context).unflatten(-1, (2, h, d)).unbind(-3)
+        else:
+            q, k, v = self.to_qkv(x).unflatten(-1, (3, h, d)).unbind(-3)
+        if self.qk_rms_norm:
+            q, k = self.q_rms_norm(q), self.k_rms_norm(k)
+        return q, k, v
+
+    def out(self, attn: torch.Tensor) -> torch.Tensor:
+        return self.to_out(attn.flatten(-2))
+
+
+class MultiHeadAttention(AttentionProjections):
+    """Dense attention over [B, L, C] tokens (full self-attention, or cross to a [B, Lc, ctx] context)."""
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        q, k, v = self.qkv(x, context)
+        return self.out(dense_attention(q, k, v))
+
+
+def modulate(h: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return h * (1 + scale) + shift
+
+
+class ModulatedTransformerCrossBlock(nn.Module):
+    """adaLN-modulated DiT block with self-attention, cross-attention and MLP (spec §3.5).
+
+    Works on dense [B, L, C] tokens; the sparse flow uses the same block with a row-wise broadcast of
+    the modulation (see sparse.transformer).
+    """
+
+    def __init__(self, channels: int, ctx_channels: int, num_heads: int, mlp_ratio: float = 4.0,
+                 qk_rms_norm: bool = False, qk_rms_norm_cross: bool = False, share_mod: bool = False,
+                 attention_cls=MultiHeadAttention):
+        super().__init__()
+        self.norm1 = LayerNorm32(channels, elementwise_affine=False, eps=1e-6)
+        self.norm2 = LayerNorm32(channels, elementwise_affine=True, eps=1e-6)
+        self.norm3 = LayerNorm32(channels, elementwise_affine=False, eps=1e-6)
+        self.self_attn = attention_cls(channels, num_heads, qk_rms_norm=qk_rms_norm)
+        self.cross_attn = attention_cls(channels, num_heads, ctx_channels=ctx_channels, cross=True,
+                                        qk_rms_norm=qk_rms_norm_cross)
+        self.mlp = FeedForwardNet(channels, mlp_ratio)
+        self.share_mod = share_mod
+        if not share_mod:
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(channels, 6 * channels))
+
+    def modulation(self, emb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Six [B, C] chunks: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp."""
+        mod = emb if self.share_mod else self.adaLN_modulation(emb)
+        return mod.chunk(6, dim=-1)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (m[:, None] for m in self.modulation(emb))
+        x = x + gate_msa * self.self_attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        x = x + self.cross_attn(self.norm2(x), context)
+        return x + gate_mlp * self.mlp(modulate(self.norm3(x), shift_mlp, scale_mlp))

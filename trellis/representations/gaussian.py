@@ -1,0 +1,185 @@
+"""3-D Gaussians with degree-0 spherical harmonics, as the reference stores and activates them (spec §13.1)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# The PLY axis transform of the reference: (x, y, z) -> (x, -z, y). GLB uses another one (§15.6).
+PLY_TRANSFORM = [[1, 0, 0], [0, 0, -1], [0, 1, 0]]
+_PLY_FIELDS = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
+               "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+
+
+def _inverse_softplus(y: float) -> float:
+    return float(np.log(np.expm1(np.float32(y))).astype(np.float32))
+
+
+def quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
+    w, x, y, z = F.normalize(q, dim=-1).unbind(-1)
+    return torch.stack([
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ], dim=-1).reshape(*q.shape[:-1], 3, 3)
+
+
+def matrix_to_quaternion(m: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices [..., 3, 3] -> unit quaternions (w, x, y, z) with w >= 0 (robust branch choice)."""
+    m00, m11, m22 = m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]
+    # |w|, |x|, |y|, |z| from the diagonal, then signs from the off-diagonal of the largest one.
+    mag = torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1)
+    mag = 0.5 * torch.sqrt(mag.clamp(min=0))
+    best = mag.argmax(-1)
+    d = [m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1],
+         m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1]]
+    cands = []
+    for i in range(4):
+        s = 4 * mag[..., i].clamp(min=1e-12)
+        if i == 0:
+            q = [mag[..., 0], d[0] / s, d[1] / s, d[2] / s]
+        elif i == 1:
+            q = [d[0] / s, mag[..., 1], d[3] / s, d[4] / s]
+        elif i == 2:
+            q = [d[1] / s, d[3] / s, mag[..., 2], d[5] / s]
+        else:
+            q = [d[2] / s, d[4] / s, d[5] / s, mag[..., 3]]
+        cands.append(torch.stack(q, -1))
+    q = torch.stack(cands, -2).gather(-2, best[..., None, None].expand(*best.shape, 1, 4)).squeeze(-2)
+    q = torch.where(q[..., :1] < 0, -q, q)
+    return F.normalize(q, dim=-1)
+
+
+class Gaussian:
+    def __init__(self, aabb, sh_degree: int = 0, mininum_kernel_size: float = 0.0, scaling_bias: float = 0.01,
+                 opacity_bias: float = 0.1, scaling_activation: str = "exp", device="cpu"):
+        if sh_degree != 0:
+            raise ValueError("only degree-0 spherical harmonics are used by TRELLIS")
+        if scaling_activation not in ("exp", "softplus"):
+            raise ValueError(f"scaling_activation {scaling_activation!r} is not 'exp' or 'softplus'")
+        self.init_params = dict(aabb=list(aabb), sh_degree=sh_degree, mininum_kernel_size=mininum_kernel_size,
+                                scaling_bias=scaling_bias, opacity_bias=opacity_bias,
+                                scaling_activation=scaling_activation)
+        self.sh_degree = sh_degree
+        self.active_sh_degree = sh_degree
+        self.mininum_kernel_size = mininum_kernel_size
+        self.scaling_bias = scaling_bias
+        self.opacity_bias = opacity_bias
+        self.scaling_activation_type = scaling_activation
+        self.device = device
+        self.aabb = torch.tensor(aabb, dtype=torch.float32, device=device)
+        if scaling_activation == "exp":
+            self.scale_bias = float(np.log(np.float32(scaling_bias)))
+        else:
+            self.scale_bias = _inverse_softplus(scaling_bias)
+        self.rots_bias = torch.zeros(4, device=device)
+        self.rots_bias[0] = 1
+        self.opacity_bias_logit = float(np.log(np.float32(opacity_bias) / (1 - np.float32(opacity_bias))))
+        self._xyz = self._features_dc = self._features_rest = None
+        self._scaling = self._rotation = self._opacity = None
+
+    # ------------------------------------------------------------------ activations
+    def _scale_act(self, x):
+        return torch.exp(x) if self.scaling_activation_type == "exp" else F.softplus(x)
+
+    def _scale_inv(self, y):
+        return torch.log(y) if self.scaling_activation_type == "exp" else y + torch.log(-torch.expm1(-y))
+
+    @property
+    def get_xyz(self) -> torch.Tensor:
+        return self._xyz * self.aabb[None, 3:] + self.aabb[None, :3]
+
+    @property
+    def get_scaling(self) -> torch.Tensor:
+        s = self._scale_act(self._scaling + self.scale_bias)
+        return torch.sqrt(s.square() + self.mininum_kernel_size ** 2)
+
+    @property
+    def get_rotation(self) -> torch.Tensor:
+        return F.normalize(self._rotation + self.rots_bias[None, :], dim=-1)
+
+    @property
+    def get_opacity(self) -> torch.Tensor:
+        return torch.sigmoid(self._opacity + self.opacity_bias_logit)
+
+    @property
+    def get_features(self) -> torch.Tensor:
+        return self._features_dc
+
+    # ------------------------------------------------------------------ setters from activated values
+    def from_xyz(self, xyz):
+        self._xyz = (xyz - self.aabb[None, :3]) / self.aabb[None, 3:]
+
+    def from_scaling(self, scales):
+        s = torch.sqrt((scales.square() - self.mininum_kernel_size ** 2).clamp(min=1e-20))
+        self._scaling = self._scale_inv(s) - self.scale_bias
+
+    def from_rotation(self, rots):
+        self._rotation = rots - self.rots_bias[None, :]
+
+    def from_opacity(self, opacities):
+        self._opacity = torch.logit(opacities) - self.opacity_bias_logit
+
+    def from_features(self, features):
+        self._features_dc = features
+
+    def __len__(self) -> int:
+        return 0 if self._xyz is None else self._xyz.shape[0]
+
+    def to(self, device) -> "Gaussian":
+        self.device = device
+        self.aabb, self.rots_bias = self.aabb.to(device), self.rots_bias.to(device)
+        for name in ("_xyz", "_features_dc", "_scaling", "_rotation", "_opacity"):
+            t = getattr(self, name)
+            if t is not None:
+                setattr(self, name, t.to(device))
+        return self
+
+    # ------------------------------------------------------------------ PLY
+    def save_ply(self, path, transform=PLY_TRANSFORM) -> None:
+        """Binary little-endian PLY in the 3DGS layout (x y z nx ny nz f_dc_* opacity scale_* rot_*)."""
+        xyz = self.get_xyz.detach().float()
+        rot = (self._rotation + self.rots_bias[None, :]).detach().float()
+        if transform is not None:
+            t = torch.tensor(transform, dtype=torch.float32, device=xyz.device)
+            xyz = xyz @ t.T
+            rot = matrix_to_quaternion(t @ quaternion_to_matrix(rot))
+        columns = [xyz, torch.zeros_like(xyz), self._features_dc.detach().float().reshape(-1, 3),
+                   torch.logit(self.get_opacity.detach().float()), torch.log(self.get_scaling.detach().float()), rot]
+        data = torch.cat(columns, dim=1).cpu().numpy().astype("<f4")
+        header = "ply\nformat binary_little_endian 1.0\nelement vertex %d\n" % data.shape[0]
+        header += "".join(f"property float {name}\n" for name in _PLY_FIELDS) + "end_header\n"
+        with open(path, "wb") as f:
+            f.write(header.encode("ascii"))
+            f.write(np.ascontiguousarray(data).tobytes())
+
+    def load_ply(self, path, transform=PLY_TRANSFORM) -> None:
+        with open(path, "rb") as f:
+            names, count = [], 0
+            while True:
+                line = f.readline().decode("ascii").strip()
+                if line.startswith("element vertex"):
+                    count = int(line.split()[-1])
+                elif line.startswith("property"):
+                    names.append(line.split()[-1])
+                elif line == "end_header":
+                    break
+                elif not line and f.tell() > 1 << 16:
+                    raise ValueError(f"{path}: not a PLY file (no end_header)")
+            data = np.frombuffer(f.read(count * 4 * len(names)), dtype="<f4").reshape(count, len(names))
+        col = {n: i for i, n in enumerate(names)}
+        pick = lambda keys: torch.from_numpy(data[:, [col[k] for k in keys]].copy()).to(self.device)  # noqa: E731
+        xyz = pick(["x", "y", "z"])
+        rot = pick(["rot_0", "rot_1", "rot_2", "rot_3"])
+        if transform is not None:
+            t = torch.tensor(transform, dtype=torch.float32, device=xyz.device)
+            xyz = xyz @ t                                   # inverse of a rotation = its transpose
+            rot = matrix_to_quaternion(t.T @ quaternion_to_matrix(rot))
+        self.from_xyz(xyz)
+        self._features_dc = pick(["f_dc_0", "f_dc_1", "f_dc_2"]).reshape(-1, 1, 3)
+        self.from_opacity(torch.sigmoid(pick(["opacity"])))
+        self.from_scaling(torch.exp(pick(["scale_0", "scale_1", "scale_2"])))
+        self.from_rotation(F.normalize(rot, dim=-1))
+
+
+SH_C0 = 0.28209479177387814
