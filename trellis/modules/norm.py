@@ -6,20 +6,26 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def _fp32_or_wider(x: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(x.dtype, torch.float32)
+
+
 class LayerNorm32(nn.LayerNorm):
     """LayerNorm over the last dim, computed in fp32 whatever the activation dtype."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight.float() if self.weight is not None else None
-        b = self.bias.float() if self.bias is not None else None
-        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(x.dtype)
+        dt = _fp32_or_wider(x)
+        w = self.weight.to(dt) if self.weight is not None else None
+        b = self.bias.to(dt) if self.bias is not None else None
+        return F.layer_norm(x.to(dt), self.normalized_shape, w, b, self.eps).to(x.dtype)
 
 
 class GroupNorm32(nn.GroupNorm):
     """GroupNorm on [N, C, ...], computed in fp32."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.group_norm(x.float(), self.num_groups, self.weight.float(), self.bias.float(), self.eps).to(x.dtype)
+        dt = _fp32_or_wider(x)
+        return F.group_norm(x.to(dt), self.num_groups, self.weight.to(dt), self.bias.to(dt), self.eps).to(x.dtype)
 
 
 class ChannelLayerNorm32(LayerNorm32):
@@ -41,4 +47,5 @@ class MultiHeadRMSNorm(nn.Module):
         self.gamma = nn.Parameter(torch.ones(heads, head_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (F.normalize(x.float(), dim=-1) * self.gamma.float() * self.scale).to(x.dtype)
+        dt = _fp32_or_wider(x)
+        return (F.normalize(x.to(dt), dim=-1) * self.gamma.to(dt) * self.scale).to(x.dtype)

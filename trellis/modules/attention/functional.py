@@ -51,15 +51,23 @@ def _warn_fallback(name: str, why: str) -> None:
 
 # ------------------------------------------------------------------------------------------- dense
 
+def _math_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(t.dtype, torch.float32)
+
+
+def _cpu_upcast(t: torch.Tensor) -> bool:
+    return t.device.type == "cpu" and t.dtype in (torch.float16, torch.bfloat16)
+
+
 def _naive_dense(q, k, v):
     d = q.shape[-1]
-    qf, kf, vf = (t.float().transpose(1, 2) for t in (q, k, v))        # [B, H, L, D]
+    qf, kf, vf = (t.to(_math_dtype(q)).transpose(1, 2) for t in (q, k, v))   # [B, H, L, D]
     w = torch.softmax(qf @ kf.transpose(-1, -2) / math.sqrt(d), dim=-1)
     return (w @ vf).transpose(1, 2).to(q.dtype)
 
 
 def _sdpa_dense(q, k, v):
-    upcast = q.device.type == "cpu" and q.dtype != torch.float32
+    upcast = _cpu_upcast(q)
     qt, kt, vt = ((t.float() if upcast else t).transpose(1, 2) for t in (q, k, v))
     out = F.scaled_dot_product_attention(qt, kt, vt)
     return out.transpose(1, 2).to(q.dtype)
@@ -130,7 +138,7 @@ def _sdpa_varlen(q, k, v, lq, lk):
     bounded (the decoders have thousands of short windows, the flow has a few long sequences).
     """
     out = torch.empty_like(q)
-    upcast = q.device.type == "cpu" and q.dtype != torch.float32
+    upcast = _cpu_upcast(q)
     start_q, start_k = _cumulative(lq)[:-1].long(), _cumulative(lk)[:-1].long()
     order = torch.argsort(lk, descending=True)
     lk_sorted = lk[order].tolist()

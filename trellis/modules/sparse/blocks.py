@@ -16,9 +16,9 @@ class SparseGroupNorm32(nn.GroupNorm):
     """GroupNorm with statistics over all voxels of one batch item (and the group's channels), fp32."""
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        feats = x.feats.float()
+        feats = x.feats.to(torch.promote_types(x.dtype, torch.float32))
         out = torch.empty_like(feats)
-        w, b = self.weight.float(), self.bias.float()
+        w, b = self.weight.to(feats.dtype), self.bias.to(feats.dtype)
         for s in x.layout:
             item = feats[s].t()[None]                                # [1, C, n]
             out[s] = F.group_norm(item, self.num_groups, w, b, self.eps)[0].t()
