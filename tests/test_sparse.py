@@ -137,3 +137,26 @@ def test_sparse_tensor_layout_broadcast_and_moves():
     assert torch.equal((x * 2).feats, x.feats * 2)
     with pytest.raises(ValueError):
         SparseTensor(torch.zeros(3, 2), torch.zeros(3, 3, dtype=torch.int32))
+
+
+def test_spconv_backend_agrees_with_torch_path():
+    """spconv (when installed) and our gather-GEMM conv give the same numbers.
+
+    Run on spconv's CPU build with one thread: that build is never used by default because it is
+    wrong with several threads on a few thousand voxels; the CUDA build is checked on the GPU.
+    """
+    pytest.importorskip("spconv.pytorch")
+    from trellis.modules.sparse.conv import submanifold_conv3d_spconv
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        x = random_sparse(batch=2, res=14, channels=16, seed=9)
+        w, b = torch.randn(8, 3, 3, 3, 16), torch.randn(8)
+        ours = submanifold_conv3d(x, w, b, backend="torch")
+        theirs = submanifold_conv3d_spconv(x, w, b)
+        torch.testing.assert_close(theirs, ours, atol=1e-4, rtol=1e-4)
+        # the default never picks spconv on the CPU
+        assert torch.equal(submanifold_conv3d(x, w, b, backend="auto"), ours)
+    finally:
+        torch.set_num_threads(threads)

@@ -139,7 +139,8 @@ def submanifold_conv3d_spconv(x: SparseTensor, weight: torch.Tensor, bias: torch
         layer.weight.copy_(weight)
         if bias is not None:
             layer.bias.copy_(bias)
-    out = layer(st)
+    with torch.no_grad():
+        out = layer(st)
     indice_cache.update(out.indice_dict)
     return out.features
 
