@@ -30,7 +30,7 @@ def hammersley_3d(n: int) -> np.ndarray:
 
 def offset_perturbation(num_gaussians: int, voxel_size: float) -> torch.Tensor:
     """atanh((2h - 1) / voxel_size): with zero network output the Gaussians tile their voxel."""
-    h = torch.from_numpy(hammersley_3d(num_gaussians)).float()
+    h = torch.tensor(hammersley_3d(num_gaussians), dtype=torch.float32)   # honours a default-device context
     return torch.atanh((2 * h - 1) / voxel_size)
 
 
@@ -73,7 +73,7 @@ class SLatGaussianDecoder(SparseTransformerBase):
             centres = (x.coords[s, 1:].to(feats.dtype) + 0.5) / res
             offset = fields["_xyz"]
             if cfg.get("perturb_offset", False):
-                offset = offset + self.offset_perturbation.to(offset.dtype)
+                offset = offset + self.offset_perturbation.to(offset)
             offset = torch.tanh(offset) / res * 0.5 * cfg["voxel_size"]
             rep = Gaussian(
                 sh_degree=0,

@@ -128,6 +128,8 @@ def submanifold_conv3d_spconv(x: SparseTensor, weight: torch.Tensor, bias: torch
         x.cache[key] = spatial
     algo = {"auto": None, "native": spconv.ConvAlgo.Native,
             "implicit_gemm": spconv.ConvAlgo.MaskImplicitGemm}[config.get("spconv_algo")]
+    if not x.feats.is_cuda:
+        algo = spconv.ConvAlgo.Native            # the implicit-GEMM kernels exist only for CUDA
     indice_cache = x.cache.setdefault(("spconv_indice_dict", x.device), {})
     st = spconv.SparseConvTensor(x.feats, x.coords.int(), spatial, x.batch_size)
     st.indice_dict = indice_cache
