@@ -1,31 +1,16 @@
 """SLat -> 3-D Gaussians (spec §7.2)."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn as nn
 
 from ...modules.norm import LayerNorm32
 from ...modules.sparse import SparseLinear, SparseTensor
 from ...representations.gaussian import Gaussian
+from ...utils.hammersley import hammersley_3d
 from .base import SparseTransformerBase
 
 _FIELDS = ("_xyz", "_features_dc", "_scaling", "_rotation", "_opacity")
-
-
-def radical_inverse(i: int, base: int) -> float:
-    """Digit-reversed fraction of i in `base` (float64)."""
-    inv, f = 0.0, 1.0 / base
-    while i > 0:
-        inv += f * (i % base)
-        i //= base
-        f /= base
-    return inv
-
-
-def hammersley_3d(n: int) -> np.ndarray:
-    """[n, 3] points (i/n, phi_2(i), phi_3(i)) in float64."""
-    return np.array([[i / n, radical_inverse(i, 2), radical_inverse(i, 3)] for i in range(n)], dtype=np.float64)
 
 
 def offset_perturbation(num_gaussians: int, voxel_size: float) -> torch.Tensor:

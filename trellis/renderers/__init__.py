@@ -1,0 +1,1 @@
+"""Cameras and rasterisers (pure PyTorch, correct on any device)."""

@@ -1,0 +1,1 @@
+"""Utilities: low-discrepancy sequences, rendering and post-processing helpers."""
