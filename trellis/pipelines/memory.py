@@ -1,0 +1,106 @@
+"""Memory policy: precision and offload chosen at run time, plus per-stage time / peak-memory tracking.
+
+precision: "fp16" (the checkpoints' own fp16 torsos), "bf16" (same layers in bfloat16: more range,
+less mantissa; outputs drift further from the reference, spec §3.6), "fp32" (everything fp32).
+offload: "none" (all networks stay on the device) or "model" (each network, DINOv2 included, is on
+the device only while it runs; the rest wait in CPU memory). Both switch without reloading weights.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+PRECISIONS = ("auto", "fp16", "bf16", "fp32")
+OFFLOADS = ("auto", "none", "model")
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+# Peak allocated memory of the default chain with everything resident (fp16 torsos, measured on the
+# GPU with a ~20 000-voxel structure; see docs/BENCHMARKS.md), with head room.
+RESIDENT_BUDGET_BYTES = 10 * 2 ** 30
+
+
+@dataclass
+class MemoryPolicy:
+    precision: str = "auto"
+    offload: str = "auto"
+    cfg_batch: bool = True        # run conditional and unconditional passes as one batch
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.offload not in OFFLOADS:
+            raise ValueError(f"offload must be one of {', '.join(OFFLOADS)}, got {self.offload!r}")
+
+    def resolve(self, device: torch.device) -> "MemoryPolicy":
+        """Replace "auto" by concrete choices for `device`."""
+        preset = pick_preset(device)
+        return MemoryPolicy(precision=preset.precision if self.precision == "auto" else self.precision,
+                            offload=preset.offload if self.offload == "auto" else self.offload,
+                            cfg_batch=self.cfg_batch)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return _DTYPES[self.precision]
+
+
+def free_device_memory(device: torch.device) -> int | None:
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return free
+
+
+def pick_preset(device: torch.device, free_bytes: int | None = None) -> MemoryPolicy:
+    """A precision/offload preset for the device: fp32 on the CPU; on a GPU fp16, offloading when small."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return MemoryPolicy("fp32", "none")
+    free = free_device_memory(device) if free_bytes is None else free_bytes
+    if free is not None and free < RESIDENT_BUDGET_BYTES:
+        return MemoryPolicy("fp16", "model", cfg_batch=free >= 6 * 2 ** 30)
+    return MemoryPolicy("fp16", "none")
+
+
+def release_device_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+@dataclass
+class StageStat:
+    stage: str
+    seconds: float
+    peak_allocated_bytes: int | None = None
+    peak_reserved_bytes: int | None = None
+
+
+@dataclass
+class StageTracker:
+    """Wall time and CUDA peak memory of each stage of one run."""
+
+    device: torch.device
+    stats: list[StageStat] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if cuda:
+                torch.cuda.synchronize(self.device)
+            stat = StageStat(name, time.perf_counter() - t0)
+            if cuda:
+                stat.peak_allocated_bytes = torch.cuda.max_memory_allocated(self.device)
+                stat.peak_reserved_bytes = torch.cuda.max_memory_reserved(self.device)
+            self.stats.append(stat)
+
+    def as_dicts(self) -> list[dict]:
+        return [asdict(s) for s in self.stats]
