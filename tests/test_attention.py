@@ -85,7 +85,7 @@ def test_swin_attention_equals_masked_attention(shift):
     ref = attn.out(brute_force(q, k, v, same).to(q.dtype))
     torch.testing.assert_close(out, ref, atol=1e-9, rtol=1e-9)
     order, lengths = window_partition(x, 8, shift)
-    assert lengths.sum().item() == len(coords) and lengths.max().item() <= 512
+    assert lengths.lengths.sum().item() == len(coords) and lengths.max <= 512 and lengths.cu[-1] == len(coords)
 
 
 def test_full_and_cross_sparse_attention_stay_within_batch_item():

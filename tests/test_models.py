@@ -262,3 +262,14 @@ def test_tiny_pipeline_cli_writes_official_layout(tmp_path):
         for k, v in tensors.items():
             if k not in ("pos_emb", "offset_perturbation", "mask_token"):
                 assert (v != 0).all(), f"{stem}: {k} has zeros"
+
+
+def test_precision_round_trip_through_bf16_is_lossless(tiny_pipeline_dir):
+    m = load(tiny_pipeline_dir, "slat_flow_model")
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    m.set_torso_dtype(torch.bfloat16)
+    assert m.blocks[0].mlp.mlp[0].weight.dtype == torch.bfloat16 and m.dtype == torch.bfloat16
+    m.set_torso_dtype(torch.float32)
+    m.set_torso_dtype(torch.float16)
+    after = m.state_dict()
+    assert all(torch.equal(before[k], after[k]) and before[k].dtype == after[k].dtype for k in before)

@@ -11,11 +11,10 @@ _TORSO_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
                  nn.ConvTranspose3d, _ConvWeights)
 
 
-def convert_layers(module: nn.Module, dtype: torch.dtype) -> None:
+def torso_parameters(module: nn.Module):
     for m in module.modules():
         if isinstance(m, _TORSO_LAYERS):
-            for p in m.parameters(recurse=False):
-                p.data = p.data.to(dtype)
+            yield from m.parameters(recurse=False)
 
 
 class TorsoMixin:
@@ -30,8 +29,16 @@ class TorsoMixin:
     dtype: torch.dtype = torch.float32
 
     def set_torso_dtype(self, dtype: torch.dtype) -> None:
-        for name in self.torso_modules:
-            convert_layers(getattr(self, name), dtype)
+        params = [p for name in self.torso_modules for p in torso_parameters(getattr(self, name))]
+        master = self.__dict__.get("_torso_master")
+        if dtype == torch.bfloat16 and master is None and params and params[0].dtype != torch.bfloat16:
+            # bf16 drops mantissa bits: keep the exact weights on the CPU to come back to later.
+            self.__dict__["_torso_master"] = [p.detach().to("cpu", copy=True) for p in params]
+        for i, p in enumerate(params):
+            src = master[i] if master is not None and dtype != torch.bfloat16 else p.data
+            p.data = src.to(device=p.device, dtype=dtype)
+        if master is not None and dtype != torch.bfloat16:
+            del self.__dict__["_torso_master"]
         self.dtype = dtype
 
     def _init_torso(self, use_fp16: bool) -> None:

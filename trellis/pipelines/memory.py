@@ -104,3 +104,38 @@ class StageTracker:
 
     def as_dicts(self) -> list[dict]:
         return [asdict(s) for s in self.stats]
+
+
+class HostWeights:
+    """A model whose weights live in (pinned) CPU memory and visit the GPU only while it runs.
+
+    Moving to the GPU is an asynchronous copy from pinned memory; moving back just points the
+    parameters at the host copies again (weights never change at inference), so it costs nothing.
+    Call `refresh()` after changing the model's dtypes.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        self.refresh()
+
+    def _tensors(self):
+        yield from self.model.named_parameters()
+        yield from self.model.named_buffers()
+
+    def refresh(self) -> None:
+        pin = torch.cuda.is_available()
+        self.host = {}
+        for name, t in self._tensors():
+            h = t.detach().to("cpu")
+            if pin and not h.is_pinned():
+                h = h.pin_memory()
+            self.host[name] = h
+            t.data = h
+
+    def to_device(self, device: torch.device) -> None:
+        for name, t in self._tensors():
+            t.data = self.host[name].to(device, non_blocking=True)
+
+    def to_host(self) -> None:
+        for name, t in self._tensors():
+            t.data = self.host[name]

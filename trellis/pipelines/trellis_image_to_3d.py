@@ -22,7 +22,7 @@ from .. import models as model_zoo
 from ..modules.sparse import SparseTensor
 from ..utils.cancel import CancelCheck, Cancelled, check
 from . import samplers
-from .memory import MemoryPolicy, StageTracker, release_device_memory
+from .memory import HostWeights, MemoryPolicy, StageTracker, release_device_memory
 
 DEFAULT_FORMATS = ("mesh", "gaussian", "radiance_field")
 # DINOv2 ViT-L/14 + 4 registers (spec §9): the official torch.hub weights.
@@ -101,6 +101,7 @@ class TrellisImageTo3DPipeline:
         self._device = torch.device("cpu")
         self._policy = MemoryPolicy()
         self._remover = None
+        self._hosts: dict[str, HostWeights] = {}     # pinned CPU homes while offloading
         self.last_stats: list[dict] = []
         for m in self._all_models().values():
             m.eval()
@@ -143,8 +144,8 @@ class TrellisImageTo3DPipeline:
 
     def to(self, device) -> "TrellisImageTo3DPipeline":
         self._device = torch.device(device)
-        self._place_all()
         self._apply_precision()
+        self._place_all()
         return self
 
     def cuda(self, device=None) -> "TrellisImageTo3DPipeline":
@@ -168,29 +169,37 @@ class TrellisImageTo3DPipeline:
         for model in self.models.values():
             model.set_torso_dtype(dtype)       # DINOv2 stays fp32 as in the reference
 
-    def _home(self) -> torch.device:
-        return torch.device("cpu") if self.memory_policy.offload == "model" else self._device
+    def _offloading(self) -> bool:
+        return self.memory_policy.offload == "model" and self._device.type != "cpu"
 
     def _place_all(self) -> None:
-        home = self._home()
-        for model in self._all_models().values():
-            model.to(home)
+        """Every model at its home: the compute device, or pinned CPU memory when offloading."""
+        if self._offloading():
+            for name, model in self._all_models().items():
+                if name in self._hosts:
+                    self._hosts[name].refresh()        # dtypes may have changed
+                else:
+                    self._hosts[name] = HostWeights(model)
+        else:
+            self._hosts.clear()
+            for model in self._all_models().values():
+                model.to(self._device)
         release_device_memory(self._device)
 
     @contextlib.contextmanager
     def _on_device(self, *names):
         """Models `names` on the compute device for the duration of the block (offload "model")."""
         models = [self._all_models()[n] for n in names]
-        offload = self.memory_policy.offload == "model" and self._device.type != "cpu"
+        offload = self._offloading()
         if offload:
-            for m in models:
-                m.to(self._device)
+            for n in names:
+                self._hosts[n].to_device(self._device)
         try:
             yield models if len(models) > 1 else models[0]
         finally:
             if offload:
-                for m in models:
-                    m.to("cpu")
+                for n in names:
+                    self._hosts[n].to_host()
                 release_device_memory(self._device)
 
     # ------------------------------------------------------------------ stages

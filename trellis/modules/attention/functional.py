@@ -93,20 +93,41 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: 
 
 # ---------------------------------------------------------------------------------- variable length
 
-def _as_lengths(lengths, device) -> torch.Tensor:
-    if isinstance(lengths, torch.Tensor):
-        return lengths.to(device=device, dtype=torch.int64)
-    return torch.as_tensor(list(lengths), dtype=torch.int64, device=device)
-
-
 def _cumulative(lengths: torch.Tensor) -> torch.Tensor:
     return F.pad(torch.cumsum(lengths, 0), (1, 0)).to(torch.int32)
 
 
-def _naive_varlen(q, k, v, lq, lk):
+class SeqLens:
+    """Sequence lengths of a packed batch with what the kernels need, computed once.
+
+    `lengths` int64 and `cu` int32 (cumulative, S + 1 entries) live on the device; `max` is a Python
+    int. Building one costs a device->host sync; callers cache it (per sparse tensor, per window
+    partition) so that the attention calls themselves never sync.
+    """
+
+    def __init__(self, lengths, device):
+        lengths = torch.as_tensor(lengths if isinstance(lengths, torch.Tensor) else list(lengths),
+                                  dtype=torch.int64, device=device)
+        self.lengths = lengths
+        self.cu = _cumulative(lengths)
+        self.max = int(lengths.max()) if lengths.numel() else 0
+
+    @staticmethod
+    @lru_cache(maxsize=64)
+    def uniform(count: int, length: int, device: torch.device) -> "SeqLens":
+        return SeqLens([length] * count, device)
+
+
+def _as_seqlens(lengths, device) -> SeqLens:
+    if isinstance(lengths, SeqLens):
+        return lengths
+    return SeqLens(lengths, device)
+
+
+def _naive_varlen(q, k, v, lq: SeqLens, lk: SeqLens):
     out = torch.empty_like(q)
     sq, sk = 0, 0
-    for nq, nk in zip(lq.tolist(), lk.tolist()):
+    for nq, nk in zip(lq.lengths.tolist(), lk.lengths.tolist()):
         if nq:
             out[sq:sq + nq] = _naive_dense(q[None, sq:sq + nq], k[None, sk:sk + nk], v[None, sk:sk + nk])[0]
         sq, sk = sq + nq, sk + nk
@@ -131,7 +152,7 @@ def _gather_padded(x: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor,
 _PADDED_SCORE_BUDGET = 1 << 27
 
 
-def _sdpa_varlen(q, k, v, lq, lk):
+def _sdpa_varlen(q, k, v, sq: SeqLens, sk: SeqLens):
     """Padded SDPA: sequences of similar length are batched; keys beyond a sequence's end are masked.
 
     Works on every device. Sequences are processed in groups so that the padded score tensor stays
@@ -139,10 +160,11 @@ def _sdpa_varlen(q, k, v, lq, lk):
     """
     out = torch.empty_like(q)
     upcast = _cpu_upcast(q)
-    start_q, start_k = _cumulative(lq)[:-1].long(), _cumulative(lk)[:-1].long()
+    lq, lk = sq.lengths, sk.lengths
+    start_q, start_k = sq.cu[:-1].long(), sk.cu[:-1].long()
     order = torch.argsort(lk, descending=True)
     lk_sorted = lk[order].tolist()
-    lq_max = int(lq.max())
+    lq_max = sq.max
     heads, i = q.shape[1], 0
     while i < order.numel():
         per_seq = heads * max(lq_max, 1) * max(lk_sorted[i], 1)
@@ -161,19 +183,16 @@ def _sdpa_varlen(q, k, v, lq, lk):
     return out
 
 
-def _torch_varlen(q, k, v, lq, lk):
-    fn = _torch_varlen_fn()
-    cu_q, cu_k = _cumulative(lq), _cumulative(lk)
-    return fn(q, k, v, cu_q, cu_k, int(lq.max()), int(lk.max()))
+def _torch_varlen(q, k, v, sq: SeqLens, sk: SeqLens):
+    return _torch_varlen_fn()(q, k, v, sq.cu, sk.cu, sq.max, sk.max)
 
 
-def _flash_varlen(fa, q, k, v, lq, lk):
-    cu_q, cu_k = _cumulative(lq), _cumulative(lk)
-    return fa.flash_attn_varlen_func(q, k, v, cu_q, cu_k, int(lq.max()), int(lk.max()))
+def _flash_varlen(fa, q, k, v, sq: SeqLens, sk: SeqLens):
+    return fa.flash_attn_varlen_func(q, k, v, sq.cu, sk.cu, sq.max, sk.max)
 
 
-def _xformers_varlen(xops, q, k, v, lq, lk):
-    bias = xops.fmha.BlockDiagonalMask.from_seqlens(lq.tolist(), lk.tolist())
+def _xformers_varlen(xops, q, k, v, sq: SeqLens, sk: SeqLens):
+    bias = xops.fmha.BlockDiagonalMask.from_seqlens(sq.lengths.tolist(), sk.lengths.tolist())
     return xops.memory_efficient_attention(q[None], k[None], v[None], attn_bias=bias)[0]
 
 
@@ -203,12 +222,12 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths_
                      backend: str | None = None) -> torch.Tensor:
     """Attention within each of S independent sequences packed along dim 0.
 
-    q [Tq, H, D], k/v [Tk, H, D]; lengths_q / lengths_kv: S lengths (list or tensor), summing to
-    Tq / Tk. Sequence s of q attends to sequence s of k/v only. Returns [Tq, H, D].
+    q [Tq, H, D], k/v [Tk, H, D]; lengths_q / lengths_kv: S lengths (list, tensor or SeqLens), summing
+    to Tq / Tk. Sequence s of q attends to sequence s of k/v only. Returns [Tq, H, D].
     """
     if q.shape[0] == 0:
         return q.clone()
-    lq, lk = _as_lengths(lengths_q, q.device), _as_lengths(lengths_kv, q.device)
+    lq, lk = _as_seqlens(lengths_q, q.device), _as_seqlens(lengths_kv, q.device)
     name = resolve_varlen_backend(backend or config.get("varlen"), q)
     if name == "naive":
         return _naive_varlen(q, k, v, lq, lk)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..attention import varlen_attention
+from ..attention import SeqLens, varlen_attention
 from ..norm import LayerNorm32
 from ..transformer import AttentionProjections, FeedForwardNet, ModulatedTransformerCrossBlock, modulate
 from .tensor import SparseTensor, pack_keys
@@ -15,11 +15,20 @@ class SparseLinear(nn.Linear):
         return x.replace(super().forward(x.feats))
 
 
+def item_seqlens(x: SparseTensor) -> SeqLens:
+    """Rows per batch item, as attention metadata (cached per tensor)."""
+    key = ("item_seqlens", x.device)
+    lengths = x.cache.get(key)
+    if lengths is None:
+        lengths = x.cache[key] = SeqLens(x.seqlens(), x.device)
+    return lengths
+
+
 def window_partition(x: SparseTensor, window_size: int, shift: int):
     """Group rows by (batch, floor((coord + shift) / W)) (cached per tensor).
 
-    Returns (order, lengths): `x.feats[order]` lists the rows window by window, `lengths` the number
-    of rows in each window.
+    Returns (order, lengths): `x.feats[order]` lists the rows window by window, `lengths` (SeqLens)
+    the number of rows in each window.
     """
     key = ("window_partition", window_size, shift, x.device)
     part = x.cache.get(key)
@@ -28,8 +37,8 @@ def window_partition(x: SparseTensor, window_size: int, shift: int):
         c[:, 1:] = torch.div(c[:, 1:] + shift, window_size, rounding_mode="floor")
         wkeys = pack_keys(c)
         order = torch.argsort(wkeys, stable=True)
-        _, lengths = torch.unique_consecutive(wkeys[order], return_counts=True)
-        part = (order, lengths)
+        _, counts = torch.unique_consecutive(wkeys[order], return_counts=True)
+        part = (order, SeqLens(counts, x.device))
         x.cache[key] = part
     return part
 
@@ -51,11 +60,11 @@ class SparseMultiHeadAttention(AttentionProjections):
     def forward(self, x: SparseTensor, context: torch.Tensor | None = None) -> SparseTensor:
         if self.cross:
             q, k, v = self.qkv(x.feats, context)                  # q [N,H,D], k/v [B,L,H,D]
-            lengths_kv = [context.shape[1]] * context.shape[0]
-            out = varlen_attention(q, k.flatten(0, 1), v.flatten(0, 1), x.seqlens(), lengths_kv)
+            lengths_kv = SeqLens.uniform(context.shape[0], context.shape[1], context.device)
+            out = varlen_attention(q, k.flatten(0, 1), v.flatten(0, 1), item_seqlens(x), lengths_kv)
         elif self.attn_mode == "full":
             q, k, v = self.qkv(x.feats)
-            lengths = x.seqlens()
+            lengths = item_seqlens(x)
             out = varlen_attention(q, k, v, lengths, lengths)
         else:
             order, lengths = window_partition(x, self.window_size, self.shift)

@@ -1,0 +1,114 @@
+"""The whole image -> {Gaussians, mesh, radiance field} chain at full size on a GPU, per memory preset.
+
+    python benchmarks/pipeline_gpu.py [--steps 12] [--voxels 20000] [--out pipeline_gpu.json]
+
+Random weights (shapes decide time and memory), the demo's sampler settings (12 + 12 steps, CFG 7.5 / 3.0,
+interval [0.5, 1], rescale 3), and stage 2 fed a fixed ~20 000-voxel structure so that runs compare.
+Each preset runs once to warm up, then once timed; the table lists seconds and peak allocated /
+reserved memory per stage (from the pipeline's own stage tracker) and the end-to-end total.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from networks_gpu import KEYS, MANIFESTS, shell_structure  # noqa: E402
+import trellis.models as models  # noqa: E402
+from trellis.models.dinov2 import DINOV2_VITL14_REG_ARGS  # noqa: E402
+from trellis.models.image_conditioner import ImageConditioner  # noqa: E402
+from trellis.pipelines import TrellisImageTo3DPipeline  # noqa: E402
+from trellis.pipelines.memory import StageTracker  # noqa: E402
+from trellis.pipelines.samplers import FlowEulerGuidanceIntervalSampler  # noqa: E402
+
+PRESETS = [("fp16+offload", "fp16", "model"), ("fp16", "fp16", "none"), ("fp32", "fp32", "none")]
+
+
+def build_pipeline() -> TrellisImageTo3DPipeline:
+    torch.manual_seed(0)
+    nets = {}
+    for key in KEYS:
+        config = json.loads(json.loads((MANIFESTS / f"{key}.json").read_text())["ckpt_json_text"])
+        nets[key] = models.from_config(config)
+    cond_model = ImageConditioner.from_config(DINOV2_VITL14_REG_ARGS)
+    repo = json.loads((MANIFESTS / "_hf_repo_files.json").read_text())["files"]
+    norm = json.loads(repo["pipeline.json"]["text"])["args"]["slat_normalization"]
+    return TrellisImageTo3DPipeline(nets, FlowEulerGuidanceIntervalSampler(1e-5), FlowEulerGuidanceIntervalSampler(1e-5),
+                                    norm, cond_model)
+
+
+def one_run(pipe, image, coords, args) -> tuple[float, list[dict]]:
+    ss = {"steps": args.steps, "cfg_strength": 7.5, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0}
+    slat = {"steps": args.steps, "cfg_strength": 3.0, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0}
+    tracker = StageTracker(pipe.device)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        with tracker.stage("condition"):
+            cond = pipe.get_cond(image)
+        with tracker.stage("sparse_structure"):
+            try:
+                pipe.sample_sparse_structure(cond, 1, ss, gen)
+            except ValueError:
+                pass                      # random weights may give no voxel: stage 2 uses the fixed structure
+        with tracker.stage("slat"):
+            latent = pipe.sample_slat(cond, coords, slat, gen)
+        pipe.decode_slat(latent, ("gaussian", "radiance_field", "mesh"), tracker=tracker)
+    torch.cuda.synchronize()
+    return time.perf_counter() - t0, tracker.as_dicts()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--voxels", type=int, default=20000)
+    ap.add_argument("--out", default="pipeline_gpu.json")
+    ap.add_argument("--commit", default="?")
+    args = ap.parse_args()
+    pipe = build_pipeline().to("cuda")
+    coords = shell_structure(args.voxels).coords
+    image = torch.rand(1, 3, 518, 518, generator=torch.Generator().manual_seed(0))
+    info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "commit": args.commit,
+            "date": time.strftime("%Y-%m-%d"), "voxels": int(coords.shape[0]), "steps": args.steps, "presets": {}}
+    for name, precision, offload in PRESETS:
+        pipe.set_memory_policy(precision=precision, offload=offload)
+        torch.cuda.empty_cache()
+        one_run(pipe, image, coords, args)                      # warm-up
+        total, stages = one_run(pipe, image, coords, args)
+        info["presets"][name] = {"total_seconds": total, "stages": stages,
+                                 "peak_allocated_GiB": max(s["peak_allocated_bytes"] for s in stages) / 2 ** 30,
+                                 "peak_reserved_GiB": max(s["peak_reserved_bytes"] for s in stages) / 2 ** 30}
+        print(json.dumps({name: info["presets"][name]}), flush=True)
+    Path(args.out).write_text(json.dumps(info, indent=1))
+    print(markdown(info))
+    return 0
+
+
+def markdown(info: dict) -> str:
+    names = list(info["presets"])
+    stages = [s["stage"] for s in info["presets"][names[0]]["stages"]]
+    head = "| stage | " + " | ".join(f"{n}: s | {n}: peak alloc GiB" for n in names) + " |"
+    lines = [f"{info['device']}, torch {info['torch']}, commit {info['commit']}, {info['date']}; "
+             f"{info['steps']}+{info['steps']} steps, stage 2 on {info['voxels']} voxels", "", head,
+             "|---|" + "---|---|" * len(names)]
+    for i, stage in enumerate(stages):
+        cells = []
+        for n in names:
+            s = info["presets"][n]["stages"][i]
+            cells += [f"{s['seconds']:.3f}", f"{s['peak_allocated_bytes'] / 2 ** 30:.2f}"]
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    lines.append("| **total** | " + " | ".join(f"**{info['presets'][n]['total_seconds']:.3f}** | "
+                                             f"**{info['presets'][n]['peak_allocated_GiB']:.2f}**" for n in names) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

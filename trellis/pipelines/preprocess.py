@@ -1,0 +1,527 @@
+"""Image preprocessing: any picture in, the 518x518 RGB cutout TRELLIS conditions on out (spec §11.1).
+
+Data path, top to bottom:
+    load_image            file / bytes / numpy / PIL -> upright 8-bit RGB or RGBA (real alpha kept)
+    BackgroundRemover     RGB -> RGBA with rembg's `u2net` model, on the CPU only
+    preprocess_image      RGBA -> crop around the object -> 518x518 -> composite on black -> RGB
+    split_multiview_strip one RGBA strip of several views -> one preprocessed image per view
+
+Nothing here imports torch or touches a GPU. rembg (and with it onnxruntime) is imported only when
+background removal is first needed, because importing it costs about two seconds.
+
+Huge images (the pixel budget, MAX_PIXELS = 64 megapixels):
+* JPEG files above the budget are decoded at 1/2, 1/4 or 1/8 scale by libjpeg (`Image.draft`), so
+  they never occupy more than the budget in memory; one that would not fit even at 1/8 is refused,
+  and so is a progressive JPEG above 3x the budget (libjpeg buffers all its coefficients).
+* Other files above the budget (PNG, WebP, TIFF, ...) are refused with a ValueError that says to
+  downscale them; they are not decoded at all (only the header is read).
+* Images already in memory (PIL images, numpy arrays) above the budget are shrunk by an integer
+  factor (`Image.reduce`) to fit.
+Below the budget nothing is resampled while loading, so results match the reference exactly.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import threading
+import urllib.request
+import warnings
+from pathlib import Path
+from typing import Callable, Optional, Protocol, Union
+
+import numpy as np
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
+
+ImageInput = Union[Image.Image, np.ndarray, str, os.PathLike, bytes, bytearray, memoryview]
+
+MIN_SIDE = 8                      # pixels; anything smaller cannot hold a recognisable object
+MAX_PIXELS = 64_000_000           # decode budget, see the module docstring
+MAX_REMBG_SIDE = 1024             # §11.1 step 2
+OUTPUT_SIZE = 518                 # §11.1 step 4
+ALPHA_THRESHOLD = 0.8 * 255       # §11.1 step 3: foreground is alpha > 204
+CROP_MARGIN = 1.2                 # §11.1 step 3
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_READABLE = "PNG, JPEG, WebP, BMP, TIFF or GIF"
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and mode normalisation
+# ---------------------------------------------------------------------------------------------
+
+def load_image(image: ImageInput) -> Image.Image:
+    """Any supported image input -> an upright 8-bit PIL image, mode "RGB" or "RGBA".
+
+    Accepts a PIL image, a numpy array (HxW, HxWx1, HxWx2, HxWx3 or HxWx4; uint8, uint16, bool,
+    or float in [0, 1]), a path (str or os.PathLike) or the encoded bytes of an image file.
+    EXIF orientation is applied. The result is "RGBA" only when the alpha channel is real (some
+    value below 255); an opaque alpha channel is dropped. 16-bit data is scaled to 8 bits
+    (x / 257), CMYK/YCbCr/LAB/HSV become RGB, a palette or grey image with a transparent colour
+    becomes RGBA. Huge inputs follow the MAX_PIXELS policy in the module docstring.
+
+    Raises FileNotFoundError for a missing path, ValueError (saying what is wrong and what to do)
+    for anything that is not a usable image, TypeError for an unsupported input type.
+    """
+    if isinstance(image, Image.Image):
+        img = _normalise(image, source="the image")
+        return _fit_budget_in_memory(img)
+    if isinstance(image, np.ndarray):
+        img = _normalise(_array_to_pil(image), source="the array")
+        return _fit_budget_in_memory(img)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        data = bytes(image)
+        if not data:
+            raise ValueError("The image data is empty (0 bytes). Provide the contents of an image file.")
+        return _read_file(io.BytesIO(data), source="the uploaded data")
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(os.path.expanduser(os.fspath(image)))
+        if not path.exists():
+            raise FileNotFoundError(f"Image file not found: {path}")
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder, not an image file. Pick one image file inside it.")
+        with open(path, "rb") as fp:
+            return _read_file(fp, source=str(path))
+    raise TypeError(
+        f"Unsupported image input of type {type(image).__name__}: pass a PIL image, a numpy array, "
+        "a file path or the bytes of an image file."
+    )
+
+
+def has_real_alpha(img: Image.Image) -> bool:
+    """True for an RGBA image with at least one alpha value below 255 (§11.1 step 1)."""
+    return img.mode == "RGBA" and img.getchannel("A").getextrema()[0] < 255
+
+
+def _read_file(fp, source: str) -> Image.Image:
+    head = fp.read(len(_JPEG_MAGIC))
+    fp.seek(0)
+    try:
+        with warnings.catch_warnings():
+            # Our own budget below replaces Pillow's size warning.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if head == _JPEG_MAGIC:
+                # Opened through the JPEG plugin directly: Pillow's generic size guard would refuse
+                # very large photos (e.g. 200 MP phone shots) that libjpeg can decode at 1/8 scale
+                # cheaply; our budget check below keeps memory bounded instead.
+                img = JpegImagePlugin.JpegImageFile(fp)
+            else:
+                img = Image.open(fp)
+            with img:
+                _check_size(img.size, source)
+                if img.width * img.height > MAX_PIXELS:
+                    _draft_into_budget(img, source)
+                img.load()
+                return _normalise(img, source=source)
+    except Image.DecompressionBombError as e:
+        raise ValueError(
+            f"{source} is far too large to open safely ({e}). Downscale it to at most "
+            f"{_budget_side()} pixels on the long side and try again."
+        ) from None
+    except (UnidentifiedImageError, SyntaxError, EOFError) as e:
+        raise ValueError(
+            f"{source} is not an image file this app can read ({e}). Use a {_READABLE} image."
+        ) from None
+    except OSError as e:
+        if isinstance(e, (FileNotFoundError, PermissionError)):
+            raise
+        raise ValueError(
+            f"{source} could not be decoded; the file looks damaged or truncated ({e}). "
+            f"Re-export or re-download it, or use another {_READABLE} image."
+        ) from None
+
+
+def _budget_side() -> int:
+    return int(math.isqrt(MAX_PIXELS))
+
+
+def _check_size(size: tuple[int, int], source: str) -> None:
+    w, h = size
+    if min(w, h) < MIN_SIDE:
+        raise ValueError(
+            f"{source} is only {w}x{h} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed "
+            "(a few hundred pixels or more works best). Use a larger image."
+        )
+
+
+def _draft_into_budget(img: Image.Image, source: str) -> None:
+    """Let libjpeg decode at a reduced scale so the pixels fit MAX_PIXELS, or refuse."""
+    w, h = img.size
+    # A progressive JPEG makes libjpeg hold every DCT coefficient (about 3 bytes per pixel) however
+    # small the output, so only moderately oversized ones are drafted.
+    progressive_too_big = img.info.get("progressive") and w * h > 3 * MAX_PIXELS
+    if img.format in ("JPEG", "MPO") and not progressive_too_big:
+        scale = 1
+        while -(-w // scale) * -(-h // scale) > MAX_PIXELS and scale < 8:
+            scale *= 2
+        # draft picks the strongest reduction whose result is still at least the requested size
+        img.draft(None, (-(-w // scale), -(-h // scale)))
+        if img.width * img.height <= MAX_PIXELS:
+            return
+    raise ValueError(
+        f"{source} is {w}x{h} pixels ({w * h / 1e6:.0f} megapixels), more than the "
+        f"{MAX_PIXELS / 1e6:.0f} megapixels this app decodes. Downscale it to at most "
+        f"{_budget_side()} pixels on the long side (more than 1024 brings nothing) and try again."
+    )
+
+
+def _fit_budget_in_memory(img: Image.Image) -> Image.Image:
+    pixels = img.width * img.height
+    if pixels <= MAX_PIXELS:
+        return img
+    factor = math.ceil(math.sqrt(pixels / MAX_PIXELS))
+    while (img.width // factor) * (img.height // factor) > MAX_PIXELS:
+        factor += 1
+    return img.reduce(factor)
+
+
+def _array_to_pil(arr: np.ndarray) -> Image.Image:
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (2, 3, 4)):
+        raise ValueError(
+            f"Image arrays must be HxW or HxWxC with C in 1-4 channels (channels last); got shape "
+            f"{arr.shape}. A CxHxW array needs arr.transpose(1, 2, 0) first."
+        )
+    if min(arr.shape[0], arr.shape[1]) < MIN_SIDE:
+        raise ValueError(
+            f"The array is only {arr.shape[1]}x{arr.shape[0]} pixels; at least {MIN_SIDE}x{MIN_SIDE} "
+            "is needed. Use a larger image."
+        )
+    if arr.dtype == np.uint8:
+        data = arr
+    elif arr.dtype == np.uint16:
+        data = np.round(arr.astype(np.float32) / 257.0).astype(np.uint8)
+    elif arr.dtype == np.bool_:
+        data = arr.astype(np.uint8) * 255
+    elif np.issubdtype(arr.dtype, np.floating):
+        lo, hi = float(np.min(arr)), float(np.max(arr))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError("The float image array contains NaN or infinity. Fix the data and try again.")
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise ValueError(
+                f"Float image arrays must hold values in [0, 1]; this one spans [{lo:g}, {hi:g}]. "
+                "Divide 0-255 data by 255 (or pass it as uint8)."
+            )
+        data = np.round(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
+    else:
+        raise ValueError(
+            f"Unsupported image array dtype {arr.dtype}: use uint8 (0-255), uint16 (0-65535) or "
+            "float (0-1)."
+        )
+    # Pillow infers L / LA / RGB / RGBA from the shape of a uint8 array
+    return Image.fromarray(np.ascontiguousarray(data))
+
+
+def _normalise(img: Image.Image, source: str) -> Image.Image:
+    """Upright, 8-bit, RGB or RGBA (RGBA only with real alpha). Never modifies `img`."""
+    _check_size(img.size, source)
+    try:
+        img = ImageOps.exif_transpose(img)  # always returns a new image
+    except Exception:  # a malformed EXIF block must not block the image itself
+        img = img.copy()
+
+    mode = img.mode
+    if mode.startswith("I") or mode == "F":
+        img = _high_depth_to_l(img)
+    palette_alpha = img.mode == "P" and img.palette is not None and img.palette.mode == "RGBA"
+    if (img.mode in ("LA", "La", "PA", "RGBa") or palette_alpha
+            or (img.mode != "RGBA" and "transparency" in img.info)):
+        img = img.convert("RGBA")  # keeps the alpha channel / the tRNS transparent colour
+    elif img.mode not in ("RGB", "RGBA"):  # 1, L, P, CMYK, YCbCr, LAB, HSV, RGBX
+        img = img.convert("RGB")
+    if img.mode == "RGBA" and not has_real_alpha(img):
+        img = img.convert("RGB")
+    return img
+
+
+def _high_depth_to_l(img: Image.Image) -> Image.Image:
+    """Grey 16/32-bit integer or float images -> 8-bit "L" (Pillow's own convert would clip)."""
+    a = np.asarray(img).astype(np.float64)
+    if img.mode == "F":
+        hi = float(np.nanmax(a)) if a.size else 0.0
+        scale = 255.0 if hi <= 1.0 else 1.0  # float data in [0, 1], else already 0-255
+    elif img.mode.startswith("I;16"):
+        scale = 1 / 257.0
+    else:  # "I": 32-bit integers; guess the range from the data
+        hi = float(a.max())
+        scale = 1.0 if hi <= 255 else (1 / 257.0 if hi <= 65535 else 255.0 / hi)
+    a = np.nan_to_num(a * scale, nan=0.0)
+    return Image.fromarray(np.round(np.clip(a, 0, 255)).astype(np.uint8))
+
+
+# ---------------------------------------------------------------------------------------------
+# Background removal (rembg, u2net, CPU)
+# ---------------------------------------------------------------------------------------------
+
+U2NET_FILE = "u2net.onnx"
+# Where rembg itself downloads u2net from (rembg's README, "Models"), and the md5 it verifies.
+U2NET_URL = "https://github.com/danielgatis/rembg/releases/download/v0.0.0/u2net.onnx"
+U2NET_MD5 = "60024c5c889badc19c04ad937298a77b"
+
+
+class BackgroundRemovalUnavailable(RuntimeError):
+    """Background removal cannot run here (model file missing and not downloadable, rembg absent)."""
+
+
+class Remover(Protocol):
+    def remove(self, img: Image.Image) -> Image.Image: ...
+
+
+def default_model_dir() -> Path:
+    """Folder that holds u2net.onnx: $TRELLIS_MODEL_DIR/u2net, else <repo>/.cache/models/u2net."""
+    root = os.environ.get("TRELLIS_MODEL_DIR")
+    if root:
+        return Path(os.path.expanduser(root)) / "u2net"
+    return Path(__file__).resolve().parents[2] / ".cache" / "models" / "u2net"
+
+
+# rembg reads its model folder from the process environment; hold this while it is changed.
+_ENV_LOCK = threading.Lock()
+
+
+class BackgroundRemover:
+    """rembg with the `u2net` model (always named explicitly: rembg's default model is BRIA's
+    non-commercial RMBG), run by onnxruntime on the CPU execution provider only.
+
+    The model file lives in a folder we control, `model_dir` (default: `default_model_dir()`), as
+    `<model_dir>/u2net.onnx`; rembg is pointed at it through its documented `U2NET_HOME` variable,
+    set only while the session is created. When the file is missing it is downloaded once from
+    `download_url` (default: $TRELLIS_U2NET_URL, else rembg's own URL) and checked against rembg's
+    md5, unless `allow_download` is False. `model_path` instead names any local u2net-style ONNX
+    file (rembg's `u2net_custom` session: input [1,3,320,320], first output [1,1,320,320]); it is
+    never downloaded. The ONNX session is created lazily, once, on the first `remove` call.
+    """
+
+    def __init__(self, model_dir: Union[str, os.PathLike, None] = None,
+                 model_path: Union[str, os.PathLike, None] = None, allow_download: bool = True,
+                 download_url: Optional[str] = None,
+                 progress: Optional[Callable[[int, Optional[int]], None]] = None):
+        self.model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
+        self.model_path = Path(model_path).resolve() if model_path is not None else None
+        self.allow_download = allow_download
+        self.download_url = download_url or os.environ.get("TRELLIS_U2NET_URL") or U2NET_URL
+        self.progress = progress
+        self._session = None
+        self._lock = threading.Lock()
+
+    @property
+    def model_file(self) -> Path:
+        return self.model_path if self.model_path is not None else self.model_dir / U2NET_FILE
+
+    def remove(self, img: Image.Image) -> Image.Image:
+        """RGB image -> RGBA image of the same size whose alpha is u2net's foreground mask."""
+        session = self._get_session()
+        import rembg
+
+        rgb = img.convert("RGB")
+        try:
+            out = rembg.remove(rgb, session=session)
+        except Exception as e:
+            raise RuntimeError(f"Background removal failed while running u2net: {e}") from e
+        if not isinstance(out, Image.Image):
+            out = Image.open(io.BytesIO(out)) if isinstance(out, bytes) else Image.fromarray(out)
+        out = out.convert("RGBA")
+        if out.size != rgb.size:
+            raise RuntimeError(f"Background removal returned size {out.size} for an input of {rgb.size}.")
+        return out
+
+    def ensure_model(self) -> Path:
+        """Path of the model file, downloading u2net.onnx first if needed and allowed."""
+        path = self.model_file
+        if path.is_file():
+            return path
+        if self.model_path is not None:
+            raise BackgroundRemovalUnavailable(
+                f"Background removal is unavailable: the model file {path} does not exist. Point "
+                "model_path at an existing u2net-style .onnx file, or upload an image with a "
+                "transparent background (an RGBA PNG) so that no background removal is needed."
+            )
+        if not self.allow_download:
+            raise self._unavailable("downloading is switched off")
+        try:
+            self._download(path)
+        except (OSError, ValueError) as e:  # URLError and HTTPError are OSErrors
+            raise self._unavailable(f"the download failed: {e}") from e
+        return path
+
+    def _unavailable(self, why: str) -> BackgroundRemovalUnavailable:
+        return BackgroundRemovalUnavailable(
+            f"Background removal is unavailable: the u2net model file '{U2NET_FILE}' is not in "
+            f"{self.model_dir} and {why}. To fix it, download {self.download_url} yourself and save "
+            f"it as {self.model_dir / U2NET_FILE} (or set TRELLIS_MODEL_DIR to a folder whose "
+            f"'u2net' subfolder holds it). Alternatively, upload an image that already has a "
+            "transparent background (an RGBA PNG), which needs no background removal."
+        )
+
+    def _download(self, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = dest.with_name(dest.name + ".part")
+        md5 = hashlib.md5()
+        try:
+            with urllib.request.urlopen(self.download_url, timeout=30) as resp, open(part, "wb") as f:
+                total = resp.headers.get("Content-Length")
+                total = int(total) if total and total.isdigit() else None
+                done = 0
+                while True:
+                    chunk = resp.read(1 << 20)
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    md5.update(chunk)
+                    done += len(chunk)
+                    if self.progress is not None:
+                        self.progress(done, total)
+            if md5.hexdigest() != U2NET_MD5:
+                raise ValueError(f"the file from {self.download_url} has md5 {md5.hexdigest()}, "
+                                 f"expected {U2NET_MD5} (wrong or damaged file)")
+            os.replace(part, dest)
+        finally:
+            if part.exists():
+                part.unlink()
+
+    def _get_session(self):
+        with self._lock:
+            if self._session is None:
+                self._session = self._create_session()
+            return self._session
+
+    def _create_session(self):
+        path = self.ensure_model()
+        try:
+            import rembg
+        except ImportError as e:  # rembg, or the onnxruntime it imports, is not installed
+            raise BackgroundRemovalUnavailable(
+                f"Background removal is unavailable: {e}. Install it with "
+                "`pip install rembg==2.0.86 onnxruntime==1.31.1` (never rembg[cli]), or upload an "
+                "image with a transparent background (an RGBA PNG)."
+            ) from e
+        if self.model_path is not None:
+            # rembg only accepts a model_path inside its home folder: make the file's folder the home
+            home, name, extra = path.parent, "u2net_custom", {"model_path": str(path)}
+        else:
+            home, name, extra = self.model_dir, "u2net", {}
+        with _ENV_LOCK:
+            saved = os.environ.get("U2NET_HOME")
+            os.environ["U2NET_HOME"] = str(home)
+            try:
+                return rembg.new_session(name, providers=["CPUExecutionProvider"], **extra)
+            except Exception as e:
+                raise BackgroundRemovalUnavailable(
+                    f"Background removal is unavailable: the model file {path} could not be loaded "
+                    f"({e}). Delete it and let the app download it again (or save {U2NET_URL} "
+                    "there yourself), or upload an image with a transparent background."
+                ) from e
+            finally:
+                if saved is None:
+                    os.environ.pop("U2NET_HOME", None)
+                else:
+                    os.environ["U2NET_HOME"] = saved
+
+
+_default_remover: Optional[BackgroundRemover] = None
+_default_lock = threading.Lock()
+
+
+def get_default_remover() -> BackgroundRemover:
+    """The process-wide remover (its ONNX session is created once, on first use)."""
+    global _default_remover
+    with _default_lock:
+        if _default_remover is None:
+            _default_remover = BackgroundRemover()
+        return _default_remover
+
+
+# ---------------------------------------------------------------------------------------------
+# Crop, resize, composite (§11.1)
+# ---------------------------------------------------------------------------------------------
+
+def preprocess_image(image: ImageInput, remover: Optional[Remover] = None) -> Image.Image:
+    """Any image input -> the 518x518 RGB image TRELLIS conditions on (spec §11.1).
+
+    An RGBA input with real transparency is used as is; anything else has its background removed
+    by `remover` (default: `get_default_remover()`) after its long side is capped at 1024 px.
+    Raises ValueError when no foreground is found, BackgroundRemovalUnavailable when background
+    removal is needed but cannot run.
+    """
+    img = load_image(image)
+    if has_real_alpha(img):
+        rgba = img
+        where = "the image's transparency leaves no solid object"
+    else:
+        rgb = _cap_size(img.convert("RGB"), MAX_REMBG_SIDE)
+        rgba = (remover if remover is not None else get_default_remover()).remove(rgb)
+        if not isinstance(rgba, Image.Image) or rgba.size != rgb.size:
+            raise RuntimeError("Background removal must return a PIL image of the input's size.")
+        rgba = rgba.convert("RGBA")
+        where = "background removal found no object in the picture"
+    return crop_and_composite(rgba, where)
+
+
+def _cap_size(img: Image.Image, max_side: int) -> Image.Image:
+    w, h = img.size
+    if max(w, h) <= max_side:
+        return img
+    scale = max_side / max(w, h)
+    # integer truncation as in §11.1; max(1, .) only guards extreme aspect ratios
+    return img.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.Resampling.LANCZOS)
+
+
+def crop_and_composite(rgba: Image.Image, where: str = "no object found") -> Image.Image:
+    """§11.1 steps 3-5 on an RGBA image: crop around alpha > 204, resize to 518², composite on black."""
+    alpha = np.asarray(rgba.getchannel("A"))
+    ys, xs = np.nonzero(alpha > ALPHA_THRESHOLD)
+    if xs.size == 0:
+        raise ValueError(
+            f"No foreground found: {where} (no pixel is more than 80% opaque). Provide an image "
+            "with a clearly visible object, or one whose transparency marks the object."
+        )
+    x_min, x_max = int(xs.min()), int(xs.max())
+    y_min, y_max = int(ys.min()), int(ys.max())
+    cx, cy = (x_min + x_max) / 2, (y_min + y_max) / 2
+    side = int(CROP_MARGIN * max(x_max - x_min, y_max - y_min))
+    half = side // 2
+    if half < 1:
+        raise ValueError(
+            f"No usable foreground: the object is only {x_max - x_min + 1}x{y_max - y_min + 1} "
+            "pixels. Provide an image in which the object is clearly visible."
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        # float box: Pillow rounds each coordinate (half to even); outside the image is (0,0,0,0)
+        crop = rgba.crop((cx - half, cy - half, cx + half, cy + half))
+    crop = crop.resize((OUTPUT_SIZE, OUTPUT_SIZE), Image.Resampling.LANCZOS)
+    arr = np.asarray(crop).astype(np.float32) / 255
+    rgb = arr[:, :, :3] * arr[:, :, 3:4]
+    return Image.fromarray((rgb * 255).astype(np.uint8))
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-view strip (§11.1, multi-view demo helper; used with §11.7's run_multi_image)
+# ---------------------------------------------------------------------------------------------
+
+def split_multiview_strip(image: ImageInput, preprocess: bool = True,
+                          remover: Optional[Remover] = None) -> list[Image.Image]:
+    """Split a horizontal RGBA strip of views at the columns where "any alpha > 0" switches.
+
+    Each view is a maximal run of columns holding some non-transparent pixel, full strip height.
+    Unlike the reference helper, a run touching the strip's left or right edge is kept too.
+    With `preprocess` (default) each view goes through `preprocess_image`; otherwise the raw RGBA
+    crops are returned.
+    """
+    img = load_image(image)
+    if img.mode != "RGBA":
+        raise ValueError(
+            "A multi-view strip needs transparency between the views (an RGBA PNG whose gaps are "
+            "transparent); this image has none."
+        )
+    filled = np.asarray(img.getchannel("A")).max(axis=0) > 0
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], filled.astype(np.int8), [0]))))
+    runs = list(zip(edges[0::2].tolist(), edges[1::2].tolist()))  # [start, stop) per view
+    if not runs:
+        raise ValueError("The multi-view strip is fully transparent; it holds no views.")
+    views = [img.crop((start, 0, stop, img.height)) for start, stop in runs]
+    if not preprocess:
+        return views
+    return [preprocess_image(view, remover=remover) for view in views]
