@@ -28,7 +28,9 @@ from trellis.pipelines import TrellisImageTo3DPipeline  # noqa: E402
 from trellis.pipelines.memory import StageTracker  # noqa: E402
 from trellis.pipelines.samplers import FlowEulerGuidanceIntervalSampler  # noqa: E402
 
-PRESETS = [("fp16+offload", "fp16", "model"), ("fp16", "fp16", "none"), ("fp32", "fp32", "none")]
+# name, precision, offload, CUDA graphs
+PRESETS = [("fp16+offload", "fp16", "model", True), ("fp16", "fp16", "none", True),
+           ("fp16 eager", "fp16", "none", False), ("fp32", "fp32", "none", True)]
 
 
 def build_pipeline() -> TrellisImageTo3DPipeline:
@@ -44,7 +46,7 @@ def build_pipeline() -> TrellisImageTo3DPipeline:
                                     norm, cond_model)
 
 
-def one_run(pipe, image, coords, args) -> tuple[float, list[dict]]:
+def one_run(pipe, image, coords, args) -> tuple[float, list[dict], torch.Tensor]:
     ss = {"steps": args.steps, "cfg_strength": 7.5, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0}
     slat = {"steps": args.steps, "cfg_strength": 3.0, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0}
     tracker = StageTracker(pipe.device)
@@ -63,7 +65,7 @@ def one_run(pipe, image, coords, args) -> tuple[float, list[dict]]:
             latent = pipe.sample_slat(cond, coords, slat, gen)
         pipe.decode_slat(latent, ("gaussian", "radiance_field", "mesh"), tracker=tracker)
     torch.cuda.synchronize()
-    return time.perf_counter() - t0, tracker.as_dicts()
+    return time.perf_counter() - t0, tracker.as_dicts(), latent.feats.float()
 
 
 def main() -> int:
@@ -78,15 +80,20 @@ def main() -> int:
     image = torch.rand(1, 3, 518, 518, generator=torch.Generator().manual_seed(0))
     info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "commit": args.commit,
             "date": time.strftime("%Y-%m-%d"), "voxels": int(coords.shape[0]), "steps": args.steps, "presets": {}}
-    for name, precision, offload in PRESETS:
-        pipe.set_memory_policy(precision=precision, offload=offload)
+    latents = {}
+    for name, precision, offload, graphs in PRESETS:
+        pipe.set_memory_policy(precision=precision, offload=offload, cuda_graphs=graphs)
         torch.cuda.empty_cache()
         one_run(pipe, image, coords, args)                      # warm-up
-        total, stages = one_run(pipe, image, coords, args)
+        total, stages, latents[name] = one_run(pipe, image, coords, args)
         info["presets"][name] = {"total_seconds": total, "stages": stages,
                                  "peak_allocated_GiB": max(s["peak_allocated_bytes"] for s in stages) / 2 ** 30,
                                  "peak_reserved_GiB": max(s["peak_reserved_bytes"] for s in stages) / 2 ** 30}
         print(json.dumps({name: info["presets"][name]}), flush=True)
+    ref = latents["fp16 eager"]
+    info["slat_rel_rms_vs_fp16_eager"] = {
+        n: float((v - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt()) for n, v in latents.items()}
+    print(json.dumps(info["slat_rel_rms_vs_fp16_eager"]))
     Path(args.out).write_text(json.dumps(info, indent=1))
     print(markdown(info))
     return 0
@@ -107,6 +114,9 @@ def markdown(info: dict) -> str:
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     lines.append("| **total** | " + " | ".join(f"**{info['presets'][n]['total_seconds']:.3f}** | "
                                              f"**{info['presets'][n]['peak_allocated_GiB']:.2f}**" for n in names) + " |")
+    if "slat_rel_rms_vs_fp16_eager" in info:
+        lines += ["", "Structured latent after stage 2, relative RMS difference to the fp16 eager run: " + ", ".join(
+            f"{n} {v:.1e}" for n, v in info["slat_rel_rms_vs_fp16_eager"].items())]
     return "\n".join(lines)
 
 

@@ -157,3 +157,30 @@ def test_top_level_from_pretrained_dispatches(tiny_pipeline_dir, tmp_path):
     assert isinstance(pipelines.from_pretrained(tiny_pipeline_dir), TrellisImageTo3DPipeline)
     with pytest.raises(FileNotFoundError, match="pipeline.json"):
         pipelines.from_pretrained(str(tmp_path))
+
+
+def test_presets_follow_device_memory():
+    from trellis.pipelines.memory import MemoryPolicy, pick_preset
+
+    assert pick_preset(torch.device("cpu")) == MemoryPolicy("fp32", "none", True, False)
+    big = pick_preset(torch.device("cuda"), free_bytes=24 * 2 ** 30)
+    assert (big.precision, big.offload, big.cuda_graphs) == ("fp16", "none", True)
+    mid = pick_preset(torch.device("cuda"), free_bytes=8 * 2 ** 30)
+    assert (mid.precision, mid.offload, mid.cfg_batch) == ("fp16", "model", True)
+    small = pick_preset(torch.device("cuda"), free_bytes=4 * 2 ** 30)
+    assert (small.offload, small.cfg_batch, small.cuda_graphs) == ("model", False, False)
+    with pytest.raises(ValueError, match="offload must be one of"):
+        MemoryPolicy("fp16", "disk")
+
+
+def test_preprocessing_inside_run_keeps_real_alpha(pipe, tmp_path):
+    rgba = np.zeros((400, 300, 4), np.uint8)
+    rgba[100:300, 80:220] = (220, 120, 30, 255)
+    path = tmp_path / "object.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    out = pipe.run(str(path), seed=2, formats=["gaussian"], **FAST)      # a path works; no rembg needed
+    assert len(out["gaussian"][0]) > 0
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(ValueError):
+        pipe.run(str(text), **FAST)

@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn as nn
 
-from ..modules.embed import TimestepEmbedder, absolute_position_embedding
+from ..modules.embed import TimestepEmbedder, cached_position_embedding
 from ..modules.norm import LayerNorm32
 from ..modules.sparse import (SparseLinear, SparseModulatedTransformerCrossBlock, SparseResBlock3d, SparseTensor,
                               sparse_cat)
@@ -83,7 +83,7 @@ class SLatFlowModel(TorsoMixin, nn.Module):
         for block in self.input_blocks:
             h = block(h, emb)
             skips.append(h.feats)
-        h = h + absolute_position_embedding(h.coords[:, 1:], self.model_channels).to(self.dtype)
+        h = h + cached_position_embedding(h, self.model_channels).to(self.dtype)
         for block in self.blocks:
             h = block(h, emb, cond)
         for block, skip in zip(self.out_blocks, reversed(skips)):

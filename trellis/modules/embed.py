@@ -47,3 +47,12 @@ def grid_coords(size: int, device=None) -> torch.Tensor:
     """All points of a size^3 grid in C order (x slowest), as [size^3, 3] int64."""
     r = torch.arange(size, device=device)
     return torch.stack(torch.meshgrid(r, r, r, indexing="ij"), dim=-1).reshape(-1, 3)
+
+
+def cached_position_embedding(x, channels: int) -> torch.Tensor:
+    """APE of a SparseTensor's spatial coordinates, kept in its coordinate cache."""
+    key = ("ape", channels, x.device)
+    emb = x.cache.get(key)
+    if emb is None:
+        emb = x.cache[key] = absolute_position_embedding(x.coords[:, 1:], channels)
+    return emb

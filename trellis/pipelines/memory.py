@@ -26,7 +26,8 @@ RESIDENT_BUDGET_BYTES = 10 * 2 ** 30
 class MemoryPolicy:
     precision: str = "auto"
     offload: str = "auto"
-    cfg_batch: bool = True        # run conditional and unconditional passes as one batch
+    cfg_batch: bool | None = None      # conditional + unconditional passes as one batch (None: auto)
+    cuda_graphs: bool | None = None    # replay the flows' forwards as CUDA graphs, CUDA only (None: auto)
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -39,7 +40,8 @@ class MemoryPolicy:
         preset = pick_preset(device)
         return MemoryPolicy(precision=preset.precision if self.precision == "auto" else self.precision,
                             offload=preset.offload if self.offload == "auto" else self.offload,
-                            cfg_batch=self.cfg_batch)
+                            cfg_batch=preset.cfg_batch if self.cfg_batch is None else self.cfg_batch,
+                            cuda_graphs=preset.cuda_graphs if self.cuda_graphs is None else self.cuda_graphs)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -56,12 +58,13 @@ def free_device_memory(device: torch.device) -> int | None:
 def pick_preset(device: torch.device, free_bytes: int | None = None) -> MemoryPolicy:
     """A precision/offload preset for the device: fp32 on the CPU; on a GPU fp16, offloading when small."""
     device = torch.device(device)
-    if device.type == "cpu":
-        return MemoryPolicy("fp32", "none")
+    if device.type != "cuda":
+        return MemoryPolicy("fp32", "none", cfg_batch=True, cuda_graphs=False)
     free = free_device_memory(device) if free_bytes is None else free_bytes
-    if free is not None and free < RESIDENT_BUDGET_BYTES:
-        return MemoryPolicy("fp16", "model", cfg_batch=free >= 6 * 2 ** 30)
-    return MemoryPolicy("fp16", "none")
+    if free < RESIDENT_BUDGET_BYTES:
+        roomy = free >= 6 * 2 ** 30     # graph pools and batched CFG cost activation memory
+        return MemoryPolicy("fp16", "model", cfg_batch=roomy, cuda_graphs=roomy)
+    return MemoryPolicy("fp16", "none", cfg_batch=True, cuda_graphs=True)
 
 
 def release_device_memory(device: torch.device) -> None:

@@ -155,11 +155,12 @@ class TrellisImageTo3DPipeline:
         return self.to("cpu")
 
     def set_memory_policy(self, precision: str | None = None, offload: str | None = None,
-                          cfg_batch: bool | None = None) -> MemoryPolicy:
-        """Change precision / offload / CFG batching at run time (no reload from disk)."""
+                          cfg_batch: bool | None = None, cuda_graphs: bool | None = None) -> MemoryPolicy:
+        """Change precision / offload / CFG batching / CUDA graphs at run time (no reload from disk)."""
         current = self._policy
         self._policy = MemoryPolicy(precision or current.precision, offload or current.offload,
-                                    current.cfg_batch if cfg_batch is None else cfg_batch)
+                                    current.cfg_batch if cfg_batch is None else cfg_batch,
+                                    current.cuda_graphs if cuda_graphs is None else cuda_graphs)
         self._apply_precision()
         self._place_all()
         return self.memory_policy
@@ -237,7 +238,7 @@ class TrellisImageTo3DPipeline:
         with self._on_device("sparse_structure_flow_model") as flow:
             z = self.sparse_structure_sampler.sample(
                 flow, noise, **cond, **params, **sampler_kwargs, verbose=False, cancel=cancel,
-                cfg_batch=self.memory_policy.cfg_batch,
+                cfg_batch=self.memory_policy.cfg_batch, cuda_graph=self.memory_policy.cuda_graphs,
                 progress=(lambda i, n: progress("sparse_structure", i, n)) if progress else None).samples
         del noise
         check(cancel)
@@ -262,7 +263,7 @@ class TrellisImageTo3DPipeline:
         with self._on_device("slat_flow_model") as flow:
             slat = self.slat_sampler.sample(
                 flow, noise, **cond, **params, **sampler_kwargs, verbose=False, cancel=cancel,
-                cfg_batch=self.memory_policy.cfg_batch,
+                cfg_batch=self.memory_policy.cfg_batch, cuda_graph=self.memory_policy.cuda_graphs,
                 progress=(lambda i, n: progress("slat", i, n)) if progress else None).samples
         std = torch.tensor(self.slat_normalization["std"], device=self._device)[None]
         mean = torch.tensor(self.slat_normalization["mean"], device=self._device)[None]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ...modules.embed import absolute_position_embedding
+from ...modules.embed import cached_position_embedding
 from ...modules.sparse import SparseLinear, SparseTensor, SparseTransformerBlock
 from ...modules.transformer import head_layout
 from ..common import TorsoMixin
@@ -38,7 +38,7 @@ class SparseTransformerBase(TorsoMixin, nn.Module):
     def trunk(self, x: SparseTensor) -> SparseTensor:
         """Returns torso-dtype features on x's coordinates and row order."""
         h = self.input_layer(x)
-        h = h + absolute_position_embedding(x.coords[:, 1:], self.model_channels)
+        h = h + cached_position_embedding(x, self.model_channels)
         h = h.type(self.dtype)
         for block in self.blocks:
             h = block(h)

@@ -21,17 +21,22 @@ def _unpack_keys(keys: torch.Tensor) -> torch.Tensor:
 
 
 def downsample(x: SparseTensor, factor: int = 2) -> SparseTensor:
-    parent = x.coords.clone()
-    parent[:, 1:] = torch.div(parent[:, 1:], factor, rounding_mode="floor")
-    keys, inverse = torch.unique(pack_keys(parent), return_inverse=True)   # sorted = lexicographic
-    coords = _unpack_keys(keys)
-    acc = torch.zeros(keys.shape[0], *x.feats.shape[1:], dtype=torch.float32, device=x.device)
+    key = ("downsample", factor, x.device)
+    plan = x.cache.get(key)
+    if plan is None:           # parent coordinates and the child->parent map, once per coordinate set
+        parent = x.coords.clone()
+        parent[:, 1:] = torch.div(parent[:, 1:], factor, rounding_mode="floor")
+        keys, inverse = torch.unique(pack_keys(parent), return_inverse=True)   # sorted = lexicographic
+        divisor = torch.bincount(inverse, minlength=keys.shape[0]).to(torch.float32) + 1
+        coords = _unpack_keys(keys)
+        layout = SparseTensor._compute_layout(coords)
+        parent_cache = {("upsample", factor): (x.coords, x.layout, x.cache, inverse)}
+        plan = x.cache[key] = (coords, layout, parent_cache, inverse, divisor)
+    coords, layout, parent_cache, inverse, divisor = plan
+    acc = torch.zeros(coords.shape[0], *x.feats.shape[1:], dtype=torch.float32, device=x.device)
     acc.index_add_(0, inverse, x.feats.float())
-    counts = torch.bincount(inverse, minlength=keys.shape[0]).to(torch.float32)
-    feats = (acc / (counts + 1).view(-1, *[1] * (acc.ndim - 1))).to(x.dtype)
-    out = SparseTensor(feats, coords)
-    out.cache[("upsample", factor)] = (x.coords, x.layout, x.cache, inverse)
-    return out
+    feats = (acc / divisor.view(-1, *[1] * (acc.ndim - 1))).to(x.dtype)
+    return SparseTensor(feats, coords, layout=layout, cache=parent_cache)
 
 
 def upsample(x: SparseTensor, factor: int = 2) -> SparseTensor:
