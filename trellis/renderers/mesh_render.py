@@ -1,0 +1,421 @@
+"""Exact triangle rasteriser in pure PyTorch (CPU and GPU), written from first principles.
+
+Used for the normal-map video (spec §14.2), face visibility for hole filling (§15.2) and texture
+baking (§15.5). Everything is vectorised: triangles are grouped by the size of their screen
+bounding box (padded to 1, 2, 3, 4, 6, 8, 12, ... pixels) and processed in chunks; a chunk is a
+dense [n, bh, bw] block of candidate pixel centres, tested by broadcasting exact integer edge
+functions, and visibility is resolved with a scatter-min of a packed (depth, face index) int64 key.
+A second pass computes float64 barycentrics and depth for the winning face of each pixel only.
+
+Conventions (fixed here, relied on by the callers and the tests)
+------------------------------------------------------------------
+* Input: homogeneous clip coordinates [V,4] (x, y, z, w). Only w is used for depth; z is ignored,
+  so the near/far planes of the projection do not clip anything (see "Limits" below).
+* Screen mapping: NDC = clip.xy / w. Pixel units: x_pix = (x_ndc + 1) * W / 2, so NDC x = -1 is the
+  left edge of column 0 and +1 the right edge of column W-1. Image row 0 is the top row.
+  - ``ndc_y_up=False`` (default): y_pix = (y_ndc + 1) * H / 2, i.e. NDC y = -1 is the TOP edge.
+    Pair this with ``cameras.projection_opencv`` (OpenCV camera, y down): it yields images with
+    row 0 = top and no flip. (This is also the memory order of a y=-1-first raster buffer.)
+  - ``ndc_y_up=True``: y_pix = (1 - y_ndc) * H / 2, i.e. NDC y = -1 is the BOTTOM edge. Pair this
+    with an OpenGL view/projection (view = OpenCV extrinsics with rows y, z negated, OpenGL
+    perspective from intrinsics, spec §14.1): again row 0 = top and no flip.
+* Pixel (i, j) (row i, column j) is sampled at its centre (j + 0.5, i + 0.5) in pixel units.
+* Coverage is decided exactly: vertex screen positions are snapped to a fixed-point grid of
+  1/256 pixel (round half to even, computed in float64 from the clip coordinates) and the three edge
+  functions are evaluated in int64, so the result does not depend on the device or chunking.
+* Fill rule: a pixel centre lying exactly on an edge (or vertex) belongs to the triangle that
+  contains the point displaced by an infinitesimal (-eps, +eps^2) in pixel units (i.e. "just to the
+  left, then just below" in image order). This is simulation-of-simplicity for the sample point:
+  two triangles sharing an edge never both own, or both miss, a pixel on it, and a fan around a
+  shared vertex owns a centre at the vertex exactly once, whatever the winding of each triangle.
+* Both windings are rasterised (no back-face culling).
+* Depth test: nearest view depth wins (view depth = the clip w, i.e. the camera-space z of an
+  OpenCV camera, or -z of an OpenGL one). The test key is the float32 view depth evaluated from the
+  unsnapped vertices, packed with the face index, so exact ties go to the lower face id.
+* Outputs: ``face_id`` [H,W] int64, 0 = empty, f + 1 for face f; ``bary`` [H,W,3] float32
+  perspective-correct barycentrics of the face's vertices 0, 1, 2 (sum 1, evaluated in float64 from
+  the unsnapped vertices at the pixel centre; a pixel owned through the fill rule or snapping may
+  have a weight slightly below 0); ``depth`` [H,W] float32 view depth (perspective correct), 0 where
+  empty.
+
+Limits (documented, not clipped): triangles with a vertex at w <= 0 (on/behind the camera plane), a
+non-finite coordinate or a vertex farther than 2**21 pixels off screen are skipped, and z is not
+clipped against near/far. Every TRELLIS use keeps the mesh in front of the camera and inside the
+depth range (camera radius 2, object inside [-0.5, 0.5]^3, near <= 1, far >= 3).
+"""
+from __future__ import annotations
+
+from typing import Iterable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..utils.cancel import check as _check_cancel
+from .cameras import projection_opencv
+
+__all__ = ["rasterize", "interpolate", "bary_derivatives", "render_mesh", "SUBPIXEL_BITS"]
+
+SUBPIXEL_BITS = 8
+_SUB = 1 << SUBPIXEL_BITS
+_HALF = _SUB // 2
+_GUARD = 1 << 29  # max |fixed-point coordinate|; keeps every edge-function product below 2**62
+_INT64_MAX = torch.iinfo(torch.int64).max
+
+
+def _default_budget(device: torch.device) -> int:
+    return (1 << 22) if device.type == "cpu" else (1 << 25)
+
+
+def _screen_coords(vertices_clip: torch.Tensor, height: int, width: int, ndc_y_up: bool):
+    """float64 pixel coordinates [V,2], w [V] and per-vertex validity."""
+    v = vertices_clip.to(torch.float64)
+    w = v[:, 3]
+    x = (v[:, 0] / w + 1) * (width * 0.5)
+    if ndc_y_up:
+        y = (1 - v[:, 1] / w) * (height * 0.5)
+    else:
+        y = (v[:, 1] / w + 1) * (height * 0.5)
+    xy = torch.stack([x, y], -1)
+    valid = (w > 0) & torch.isfinite(xy).all(-1) & (xy.abs() * _SUB < _GUARD).all(-1)
+    return xy, w, valid
+
+
+def _triangle_setup(vertices_clip, faces, height, width, ndc_y_up):
+    """Per-triangle integer edge equations, bounding boxes and the float depth plane."""
+    xy, w, vvalid = _screen_coords(vertices_clip, height, width, ndc_y_up)
+    fixed = torch.where(vvalid[:, None], torch.round(xy * _SUB), torch.zeros_like(xy)).long()
+    fx = fixed[faces]  # [F,3,2] int64
+    valid = vvalid[faces].all(-1)
+    e1 = fx[:, 1] - fx[:, 0]
+    e2 = fx[:, 2] - fx[:, 0]
+    area = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    valid &= area != 0
+    s = torch.where(area > 0, 1, -1).long()
+
+    # Edge k is opposite vertex k: from a = v[k+1] to b = v[k+2]. With s folding the winding in,
+    # E'_k(p) = s * cross(b - a, p - a) + tie_k, inside iff E'_k > 0 for k = 0, 1, 2 (integers).
+    coefs = []
+    for k in range(3):
+        a = fx[:, (k + 1) % 3]
+        b = fx[:, (k + 2) % 3]
+        dx, dy = b[:, 0] - a[:, 0], b[:, 1] - a[:, 1]
+        owner = (dy > 0) | ((dy == 0) & (dx > 0))
+        tie = (owner == (s > 0)).long()
+        ax_ = -s * dy
+        ay_ = s * dx
+        c = s * (dy * a[:, 0] - dx * a[:, 1]) + tie
+        # At pixel centres, in pixel indices: p = SUB * idx + HALF.
+        coefs.append(torch.stack([ax_ * _SUB, ay_ * _SUB, c + (ax_ + ay_) * _HALF], -1))
+    coefs = torch.stack(coefs, 1)  # [F,3,3]: E'_k(j, i) = A*j + B*i + C
+
+    lo = fx.min(1).values
+    hi = fx.max(1).values
+    j0 = (-((_HALF - lo[:, 0]) // _SUB)).clamp(min=0)
+    j1 = ((hi[:, 0] - _HALF) // _SUB).clamp(max=width - 1)
+    i0 = (-((_HALF - lo[:, 1]) // _SUB)).clamp(min=0)
+    i1 = ((hi[:, 1] - _HALF) // _SUB).clamp(max=height - 1)
+    bw = (j1 - j0 + 1).clamp(min=0)
+    bh = (i1 - i0 + 1).clamp(min=0)
+    count = torch.where(valid, bw * bh, torch.zeros_like(bw))
+    # Re-anchor at the first candidate centre: E'_k(j0 + dj, i0 + di) = A*dj + B*di + E0.
+    e0 = coefs[:, :, 0] * j0[:, None] + coefs[:, :, 1] * i0[:, None] + coefs[:, :, 2]
+    coefs = torch.stack([coefs[:, :, 0], coefs[:, :, 1], torch.where(valid[:, None], e0, 0)], -1)
+
+    # Inverse view depth is affine in screen space: 1/w(p) = sum_k l_k(p) / w_k. Plane from the
+    # unsnapped float64 vertices, anchored at the first candidate pixel centre (j0, i0).
+    fxy = xy[faces]  # [F,3,2] float64
+    fw = w[faces]
+    farea = ((fxy[:, 1, 0] - fxy[:, 0, 0]) * (fxy[:, 2, 1] - fxy[:, 0, 1])
+             - (fxy[:, 1, 1] - fxy[:, 0, 1]) * (fxy[:, 2, 0] - fxy[:, 0, 0]))
+    farea = torch.where(farea == 0, torch.ones_like(farea), farea)
+    ox = j0.to(torch.float64) + 0.5
+    oy = i0.to(torch.float64) + 0.5
+    g0 = torch.zeros_like(ox)
+    gx = torch.zeros_like(ox)
+    gy = torch.zeros_like(ox)
+    for k in range(3):
+        a = fxy[:, (k + 1) % 3]
+        b = fxy[:, (k + 2) % 3]
+        dx, dy = b[:, 0] - a[:, 0], b[:, 1] - a[:, 1]
+        scale = 1.0 / (farea * fw[:, k])
+        g0 += (dx * (oy - a[:, 1]) - dy * (ox - a[:, 0])) * scale
+        gx += -dy * scale
+        gy += dx * scale
+    plane = torch.stack([g0, gx, gy], -1).to(torch.float32)
+    return coefs, torch.stack([j0, i0, bw, bh], -1), count, plane
+
+
+def rasterize(vertices_clip: torch.Tensor, faces: torch.Tensor, height: int, width: int,
+              cancel=None, ndc_y_up: bool = False, chunk_budget: Optional[int] = None,
+              with_bary: bool = True):
+    """Rasterise triangles given in homogeneous clip coordinates.
+
+    vertices_clip [V,4] float, faces [F,3] int. Returns (face_id [H,W] int64 with 0 = empty and
+    f + 1 for face f, bary [H,W,3] float32 perspective-correct, depth [H,W] float32 view depth w,
+    0 where empty). See the module docstring for every convention. ``cancel`` (a callable returning
+    True to stop) is checked between chunks and raises ``trellis.utils.cancel.Cancelled``.
+    ``chunk_budget`` bounds the number of candidate pixels processed at once (default 2**22 on
+    CPU, 2**25 on other devices; peak memory ~ 30 bytes per candidate). ``with_bary=False``
+    skips the barycentric/depth pass and returns (face_id, None, None) (visibility only needs
+    face ids).
+    """
+    device = vertices_clip.device
+    faces = faces.to(device=device, dtype=torch.int64).reshape(-1, 3)
+    if faces.shape[0] >= (1 << 31):
+        raise ValueError("too many faces for the packed depth key")
+    hw = height * width
+    keys = torch.full((hw,), _INT64_MAX, dtype=torch.int64, device=device)
+    _check_cancel(cancel)
+    if faces.shape[0] > 0 and hw > 0:
+        coefs, box, count, plane = _triangle_setup(vertices_clip, faces, height, width, ndc_y_up)
+        live = torch.nonzero(count > 0)[:, 0]
+        budget = int(chunk_budget or _default_budget(device))
+        # Bucket triangles by padded bounding-box size so that a chunk is a dense [n, bh, bw]
+        # block evaluated by broadcasting (no per-candidate gathers).
+        ladder = _size_ladder(max(height, width), device)
+        bw_c = torch.searchsorted(ladder, box[live, 2])
+        bh_c = torch.searchsorted(ladder, box[live, 3])
+        bucket = bh_c * ladder.numel() + bw_c
+        bucket, order = torch.sort(bucket, stable=True)
+        live = live[order]
+        ids, counts = torch.unique_consecutive(bucket, return_counts=True)
+        ladder_cpu = ladder.tolist()
+        first = 0
+        for bid, cnt in zip(ids.tolist(), counts.tolist()):
+            bhp, bwp = ladder_cpu[bid // len(ladder_cpu)], ladder_cpu[bid % len(ladder_cpu)]
+            per = max(1, budget // (bhp * bwp))
+            for s0 in range(first, first + cnt, per):
+                _check_cancel(cancel)
+                _raster_block(live[s0:min(s0 + per, first + cnt)], bhp, bwp, coefs, box, plane,
+                              keys, width)
+            first += cnt
+        _check_cancel(cancel)
+
+    covered = keys != _INT64_MAX
+    face_idx = (keys & 0xFFFFFFFF)
+    face_id = torch.where(covered, face_idx + 1, torch.zeros_like(face_idx)).reshape(height, width)
+    if not with_bary:
+        return face_id, None, None
+    bary = torch.zeros(hw, 3, dtype=torch.float32, device=device)
+    depth = torch.zeros(hw, dtype=torch.float32, device=device)
+    pix = torch.nonzero(covered)[:, 0]
+    if pix.numel() > 0:
+        b, d, _ = _pixel_bary(vertices_clip, faces, face_idx[pix], pix, height, width, ndc_y_up,
+                              with_derivatives=False)
+        bary[pix] = b.to(torch.float32)
+        depth[pix] = d.to(torch.float32)
+    return face_id, bary.reshape(height, width, 3), depth.reshape(height, width)
+
+
+def _size_ladder(limit: int, device) -> torch.Tensor:
+    """Padded block sizes 1, 2, 3, 4, 6, 8, 12, 16, ... (<= 1.5x padding), capped at limit."""
+    vals, p = {1, max(limit, 1)}, 2
+    while p < limit:
+        vals.update((p, min(3 * p // 2, limit)))
+        p *= 2
+    return torch.tensor(sorted(vals), dtype=torch.int64, device=device)
+
+
+def _raster_block(tris, bhp, bwp, coefs, box, plane, keys, width):
+    """Rasterise triangles whose candidate box fits in bhp x bwp and scatter-min their keys."""
+    device = keys.device
+    n = tris.shape[0]
+    cc = coefs[tris]  # [n,3,3]: A, B, E0 per edge
+    bx = box[tris]  # [n,4]: j0, i0, bw, bh
+    dj = torch.arange(bwp, device=device).view(1, 1, bwp)
+    di = torch.arange(bhp, device=device).view(1, bhp, 1)
+    inside = (dj < bx[:, 2].view(n, 1, 1)) & (di < bx[:, 3].view(n, 1, 1))
+    for k in range(3):
+        row = cc[:, k, 0].view(n, 1, 1) * dj + cc[:, k, 2].view(n, 1, 1)  # [n,1,bw]
+        ek = row + cc[:, k, 1].view(n, 1, 1) * di  # [n,bh,bw]
+        inside &= ek > 0
+        del ek
+    nz = torch.nonzero(inside)
+    del inside
+    if nz.numel() == 0:
+        return
+    t, ii, jj = nz[:, 0], nz[:, 1], nz[:, 2]
+    pl = plane[tris][t]
+    invw = pl[:, 0] + pl[:, 1] * jj.to(torch.float32) + pl[:, 2] * ii.to(torch.float32)
+    depth = 1.0 / invw.clamp(min=1e-30)
+    key = (depth.view(torch.int32).to(torch.int64) << 32) | tris[t]
+    b = bx[t]
+    pix = (b[:, 1] + ii) * width + (b[:, 0] + jj)
+    keys.scatter_reduce_(0, pix, key, reduce="amin", include_self=True)
+
+
+def _pixel_bary(vertices_clip, faces, fidx, pix, height, width, ndc_y_up, with_derivatives):
+    """float64 perspective-correct barycentrics, view depth and (optionally) d bary / d (x, y)."""
+    xy, w, _ = _screen_coords(vertices_clip, height, width, ndc_y_up)
+    tri = faces[fidx]
+    vxy = xy[tri]  # [P,3,2]
+    vw = w[tri]
+    px = (pix % width).to(torch.float64) + 0.5
+    py = torch.div(pix, width, rounding_mode="floor").to(torch.float64) + 0.5
+    q, dqx, dqy = [], [], []
+    for k in range(3):
+        a = vxy[:, (k + 1) % 3]
+        b = vxy[:, (k + 2) % 3]
+        dx, dy = b[:, 0] - a[:, 0], b[:, 1] - a[:, 1]
+        ek = dx * (py - a[:, 1]) - dy * (px - a[:, 0])
+        q.append(ek / vw[:, k])
+        dqx.append(-dy / vw[:, k])
+        dqy.append(dx / vw[:, k])
+    q = torch.stack(q, -1)
+    qs = q.sum(-1, keepdim=True)
+    qs = torch.where(qs == 0, torch.full_like(qs, 1e-300), qs)
+    bary = q / qs
+    # sum_k E_k equals twice the (signed) screen area for every p; depth = area / sum_k E_k / w_k.
+    area = (q * vw).sum(-1)
+    depth = area / qs[:, 0]
+    deriv = None
+    if with_derivatives:
+        dqx = torch.stack(dqx, -1)
+        dqy = torch.stack(dqy, -1)
+        dbx = (dqx * qs - q * dqx.sum(-1, keepdim=True)) / qs ** 2
+        dby = (dqy * qs - q * dqy.sum(-1, keepdim=True)) / qs ** 2
+        deriv = torch.stack([dbx, dby], -1)  # [P,3,2]
+    return bary, depth, deriv
+
+
+def bary_derivatives(vertices_clip: torch.Tensor, faces: torch.Tensor, face_id: torch.Tensor,
+                     ndc_y_up: bool = False) -> torch.Tensor:
+    """Screen-space derivatives of the perspective-correct barycentrics, [H,W,3,2] float32.
+
+    [..., k, 0] = d bary_k / d x and [..., k, 1] = d bary_k / d y, per pixel, x to the right and
+    y DOWN the image rows (pixel units), at each pixel centre; zeros where empty. Used with
+    ``interpolate(..., bary_db=...)`` for attribute (UV) derivatives.
+    """
+    height, width = face_id.shape
+    faces = faces.to(device=face_id.device, dtype=torch.int64).reshape(-1, 3)
+    out = torch.zeros(height * width, 3, 2, dtype=torch.float32, device=face_id.device)
+    flat = face_id.reshape(-1)
+    pix = torch.nonzero(flat > 0)[:, 0]
+    if pix.numel() > 0:
+        _, _, d = _pixel_bary(vertices_clip, faces, flat[pix] - 1, pix, height, width, ndc_y_up,
+                              with_derivatives=True)
+        out[pix] = d.to(torch.float32)
+    return out.reshape(height, width, 3, 2)
+
+
+def interpolate(attrs: torch.Tensor, face_id: torch.Tensor, bary: torch.Tensor,
+                faces: Optional[torch.Tensor] = None, bary_db: Optional[torch.Tensor] = None):
+    """Interpolate attributes over the raster: [H,W,C], zeros where face_id == 0.
+
+    attrs is per vertex [V,C] (then ``faces`` [F,3] is required) or per face corner [F,3,C].
+    With ``bary_db`` ([H,W,3,2] from ``bary_derivatives``) also returns the attribute derivatives
+    [H,W,C,2] (d/dx, d/dy in pixels, y down).
+    """
+    height, width = face_id.shape
+    channels = attrs.shape[-1]
+    flat = face_id.reshape(-1)
+    pix = torch.nonzero(flat > 0)[:, 0]
+    fidx = flat[pix] - 1
+    if attrs.dim() == 3:
+        corner = attrs[fidx]  # [P,3,C]
+    else:
+        if faces is None:
+            raise ValueError("per-vertex attributes need `faces`")
+        corner = attrs[faces.to(attrs.device).long()[fidx]]
+    b = bary.reshape(-1, 3)[pix].to(attrs.dtype)
+    out = attrs.new_zeros(height * width, channels)
+    out[pix] = (corner * b[:, :, None]).sum(1)
+    out = out.reshape(height, width, channels)
+    if bary_db is None:
+        return out
+    db = bary_db.reshape(-1, 3, 2)[pix].to(attrs.dtype)
+    dout = attrs.new_zeros(height * width, channels, 2)
+    dout[pix] = torch.einsum("pkc,pkd->pcd", corner, db)
+    return out, dout.reshape(height, width, channels, 2)
+
+
+def _mesh_parts(mesh):
+    """(vertices, faces, face_normal or None) from a MeshExtractResult-like object or a tuple."""
+    if isinstance(mesh, (tuple, list)):
+        return mesh[0], mesh[1], None
+    if isinstance(mesh, dict):
+        return mesh["vertices"], mesh["faces"], mesh.get("face_normal")
+    return mesh.vertices, mesh.faces, getattr(mesh, "face_normal", None)
+
+
+def _face_normals(vertices, faces):
+    v0, v1, v2 = (vertices[faces[:, k]] for k in range(3))
+    return F.normalize(torch.cross(v1 - v0, v2 - v0, dim=-1), dim=-1)
+
+
+def render_mesh(mesh, extrinsics: torch.Tensor, intrinsics: torch.Tensor, resolution: int,
+                near: float = 1.0, far: float = 100.0, ssaa: int = 1,
+                return_types: Iterable[str] = ("mask", "depth", "normal", "face_id"),
+                attrs: Optional[torch.Tensor] = None, cancel=None,
+                chunk_budget: Optional[int] = None) -> dict:
+    """Render one view of a mesh (spec §14.2 mesh renderer, without nvdiffrast).
+
+    mesh: MeshExtractResult (or anything with .vertices/.faces[/.face_normal]), a dict with those
+    keys, or a (vertices [V,3], faces [F,3]) tuple. extrinsics [4,4] OpenCV world->camera,
+    intrinsics [3,3] normalised (``cameras.orbit_cameras``); a leading batch dim of 1 is accepted.
+    The image is rasterised at resolution*ssaa with ``projection_opencv(intrinsics, near, far)``
+    (row 0 = top) and reduced by area averaging (``F.avg_pool2d`` with kernel = stride = ssaa).
+
+    return_types (any of):
+      "mask"    [1,H,W] coverage: fraction of covered subsamples (multiples of 1/ssaa^2);
+      "depth"   [1,H,W] view depth, averaged over the covered subsamples only, 0 where none;
+      "normal"  [3,H,W] (flat face normal + 1) / 2 on covered subsamples, black (0) elsewhere,
+                then area-averaged, so edges blend with the black background;
+      "face_id" [H,W] int64 (0 = empty, f + 1 for face f); only with ssaa == 1;
+      "attr"    [C,H,W] ``attrs`` ([V,C] per vertex or [F,3,C] per corner) interpolated, black
+                background, area-averaged.
+    An empty mesh gives zero images (and an all-zero face_id).
+    """
+    return_types = tuple(return_types)
+    if "face_id" in return_types and ssaa != 1:
+        raise ValueError("face_id is only available without supersampling (ssaa=1)")
+    extrinsics = extrinsics.reshape(4, 4)
+    intrinsics = intrinsics.reshape(3, 3)
+    vertices, faces, face_normal = _mesh_parts(mesh)
+    device = vertices.device
+    faces = faces.to(device=device, dtype=torch.int64).reshape(-1, 3)
+    vertices = vertices.to(torch.float32)
+    res = resolution * ssaa
+
+    proj = projection_opencv(intrinsics.to(device=device, dtype=torch.float32), near, far)
+    full = proj @ extrinsics.to(device=device, dtype=torch.float32)
+    vh = torch.cat([vertices, torch.ones_like(vertices[:, :1])], -1)
+    clip = vh @ full.T
+    face_id, bary, depth = rasterize(clip, faces, res, res, cancel=cancel,
+                                     chunk_budget=chunk_budget,
+                                     with_bary=("depth" in return_types or "attr" in return_types))
+    cov = (face_id > 0).to(torch.float32)
+
+    def down(img):  # [C,res,res] -> [C,resolution,resolution]
+        if ssaa == 1:
+            return img
+        return F.avg_pool2d(img[None], kernel_size=ssaa, stride=ssaa)[0]
+
+    out = {}
+    mask = down(cov[None])
+    if "mask" in return_types:
+        out["mask"] = mask
+    if "depth" in return_types:
+        dsum = down(depth[None])
+        out["depth"] = torch.where(mask > 0, dsum / mask.clamp(min=1e-12), torch.zeros_like(dsum))
+    if "normal" in return_types:
+        if faces.shape[0] == 0:
+            out["normal"] = torch.zeros(3, resolution, resolution, device=device)
+        else:
+            if face_normal is not None:
+                fn = face_normal.to(device=device, dtype=torch.float32)
+                fn = fn.reshape(faces.shape[0], -1, 3)[:, 0]  # flat: the same for all corners
+            else:
+                fn = _face_normals(vertices, faces)
+            fid = face_id.reshape(-1)
+            nrm = torch.where((fid > 0)[:, None], (fn[(fid - 1).clamp(min=0)] + 1) / 2,
+                              torch.zeros(1, 3, device=device))
+            out["normal"] = down(nrm.reshape(res, res, 3).permute(2, 0, 1))
+    if "attr" in return_types:
+        if attrs is None:
+            raise ValueError("return type 'attr' needs `attrs`")
+        a = interpolate(attrs.to(device=device, dtype=torch.float32), face_id, bary, faces=faces)
+        out["attr"] = down(a.permute(2, 0, 1))
+    if "face_id" in return_types:
+        out["face_id"] = face_id
+    return out
