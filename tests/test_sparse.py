@@ -160,3 +160,35 @@ def test_spconv_backend_agrees_with_torch_path():
         assert torch.equal(submanifold_conv3d(x, w, b, backend="auto"), ours)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_sparse_group_norm_matches_per_item_group_norm(monkeypatch):
+    from trellis.modules.sparse import SparseGroupNorm32
+
+    x = random_sparse(batch=3, res=10, channels=64, seed=11)
+    x = x.replace(x.feats * 3 + 1)
+    gn = SparseGroupNorm32(32, 64)
+    with torch.no_grad():
+        gn.weight.normal_()
+        gn.bias.normal_()
+    monkeypatch.setattr(SparseGroupNorm32, "CHUNK_ROWS", 7)          # exercise the chunking
+    out = gn(x).feats
+    for s in x.layout:
+        ref = F.group_norm(x.feats[s].t()[None].double(), 32, gn.weight.double(), gn.bias.double(), 1e-5)[0].t()
+        torch.testing.assert_close(out[s].double(), ref, atol=1e-5, rtol=1e-5)
+    half = gn(x.half()).feats
+    assert half.dtype == torch.float16
+    torch.testing.assert_close(half.float(), out, atol=1e-2, rtol=1e-2)
+
+
+def test_subdivide_block_skip_before_subdivision_is_exact():
+    from trellis.modules.sparse import SparseSubdivideBlock3d, subdivide
+
+    torch.manual_seed(0)
+    blk = SparseSubdivideBlock3d(64, 32).double()
+    x = random_sparse(batch=2, res=6, channels=64, seed=12)
+    x = x.replace(x.feats.double())
+    sub = subdivide(x)
+    # the block's definition: out_layers(subdivide(act(x))) + skip(subdivide(x))
+    expected = blk.out_layers(blk.sub(blk.act_layers(x))).feats + blk.skip_connection(sub).feats
+    torch.testing.assert_close(blk(x).feats, expected)

@@ -110,7 +110,8 @@ class SeqLens:
                                   dtype=torch.int64, device=device)
         self.lengths = lengths
         self.cu = _cumulative(lengths)
-        self.max = int(lengths.max()) if lengths.numel() else 0
+        self.host = lengths.tolist()
+        self.max = max(self.host, default=0)
 
     @staticmethod
     @lru_cache(maxsize=64)
@@ -152,7 +153,24 @@ def _gather_padded(x: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor,
 _PADDED_SCORE_BUDGET = 1 << 27
 
 
+# Up to this many sequences, attend to each one separately with no padding and no mask (the flows'
+# one sequence per batch item); beyond, batch padded groups (the decoders' thousands of windows).
+_UNPADDED_MAX_SEQUENCES = 8
+
+
+def _sdpa_each(q, k, v, sq: SeqLens, sk: SeqLens):
+    out = torch.empty_like(q)
+    a = b = 0
+    for nq, nk in zip(sq.host, sk.host):
+        if nq:
+            out[a:a + nq] = _sdpa_dense(q[None, a:a + nq], k[None, b:b + nk], v[None, b:b + nk])[0]
+        a, b = a + nq, b + nk
+    return out
+
+
 def _sdpa_varlen(q, k, v, sq: SeqLens, sk: SeqLens):
+    if len(sq.host) <= _UNPADDED_MAX_SEQUENCES:
+        return _sdpa_each(q, k, v, sq, sk)
     """Padded SDPA: sequences of similar length are batched; keys beyond a sequence's end are masked.
 
     Works on every device. Sequences are processed in groups so that the padded score tensor stays

@@ -13,16 +13,37 @@ from .transformer import SparseLinear
 
 
 class SparseGroupNorm32(nn.GroupNorm):
-    """GroupNorm with statistics over all voxels of one batch item (and the group's channels), fp32."""
+    """GroupNorm with statistics over all voxels of one batch item (and the group's channels), fp32.
+
+    Statistics are accumulated in fp32 chunk by chunk and the output is written in the input dtype,
+    so no full fp32 copy of a million-voxel feature map is ever held.
+    """
+
+    CHUNK_ROWS = 1 << 16
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        feats = x.feats.to(torch.promote_types(x.dtype, torch.float32))
+        feats = x.feats
+        c, g = feats.shape[1], self.num_groups
+        dt = torch.promote_types(feats.dtype, torch.float32)
+        w, b = self.weight.to(dt), self.bias.to(dt)
         out = torch.empty_like(feats)
-        w, b = self.weight.to(feats.dtype), self.bias.to(feats.dtype)
         for s in x.layout:
-            item = feats[s].t()[None]                                # [1, C, n]
-            out[s] = F.group_norm(item, self.num_groups, w, b, self.eps)[0].t()
-        return x.replace(out.to(x.dtype))
+            n = s.stop - s.start
+            total = torch.zeros(g, dtype=dt, device=feats.device)
+            for a in range(s.start, s.stop, self.CHUNK_ROWS):
+                total += feats[a:min(a + self.CHUNK_ROWS, s.stop)].to(dt).view(-1, g, c // g).sum(dim=(0, 2))
+            mean = total / (n * (c // g))
+            sq = torch.zeros(g, dtype=dt, device=feats.device)
+            for a in range(s.start, s.stop, self.CHUNK_ROWS):
+                d = feats[a:min(a + self.CHUNK_ROWS, s.stop)].to(dt).view(-1, g, c // g) - mean[:, None]
+                sq += d.square().sum(dim=(0, 2))
+            inv = torch.rsqrt(sq / (n * (c // g)) + self.eps)
+            scale = (inv.repeat_interleave(c // g) * w)
+            shift = b - mean.repeat_interleave(c // g) * scale
+            for a in range(s.start, s.stop, self.CHUNK_ROWS):
+                e = min(a + self.CHUNK_ROWS, s.stop)
+                out[a:e] = (feats[a:e].to(dt) * scale + shift).to(feats.dtype)
+        return x.replace(out)
 
 
 class SparseResBlock3d(nn.Module):
@@ -70,10 +91,11 @@ class SparseSubdivideBlock3d(nn.Module):
         self.skip_connection = SparseConv3d(channels, out_channels, 1) if channels != out_channels else nn.Identity()
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        h = self.sub(self.act_layers(x))
-        x = h.replace(x.feats.repeat_interleave(8, dim=0))    # subdivided input, on h's coordinates
-        h = self.out_layers(h)
-        return h + self.skip_connection(x)
+        # The skip path is per voxel and children copy their parent, so it runs before subdividing
+        # (8x fewer rows, same numbers).
+        skip = self.skip_connection(x).feats.repeat_interleave(8, dim=0)
+        h = self.out_layers(self.sub(self.act_layers(x)))
+        return h.replace(h.feats + skip)
 
 
 class _SparseSiLU(nn.Module):

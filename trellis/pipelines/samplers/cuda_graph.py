@@ -16,9 +16,14 @@ from ...modules.sparse import SparseTensor
 
 
 class GraphedFlow:
-    def __init__(self, model, warmup: int = 2):
-        self.model, self.warmup = model, warmup
+    """The first call of each input shape runs eagerly (it builds the cached maps and initialises the
+    kernels), the second is captured, later ones replay. A run with few steps therefore pays one
+    capture per shape and nothing else."""
+
+    def __init__(self, model):
+        self.model = model
         self.graphs: dict = {}
+        self.seen: set = set()
         self.pool = None
 
     @staticmethod
@@ -34,12 +39,6 @@ class GraphedFlow:
         else:
             sx = x.clone()
         st, sc = t.clone(), cond.clone()
-        side = torch.cuda.Stream(device=st.device)
-        side.wait_stream(torch.cuda.current_stream(st.device))
-        with torch.cuda.stream(side):
-            for _ in range(self.warmup):
-                self.model(sx, st, sc)
-        torch.cuda.current_stream(st.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
             out = self.model(sx, st, sc)
@@ -49,6 +48,9 @@ class GraphedFlow:
 
     def __call__(self, x, t, cond):
         key = self._key(x, t, cond)
+        if key not in self.seen:
+            self.seen.add(key)
+            return self.model(x, t, cond)
         if key not in self.graphs:
             try:
                 self.graphs[key] = self._capture(x, t, cond)

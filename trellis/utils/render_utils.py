@@ -1,0 +1,291 @@
+"""Turntable videos, multi-view renders and snapshots of TRELLIS outputs (spec §12, §14).
+
+The reference's API on the pure-PyTorch renderers of `trellis.renderers`:
+
+* `render_frames(sample, extrinsics, intrinsics, options, ...)` renders one frame per camera and
+  dispatches on the representation:
+
+  ====================  ============================  =========================================
+  representation        renderer (defaults)           keys of the returned dict of lists
+  ====================  ============================  =========================================
+  `Gaussian`            gaussian_render (near 0.8,    ``color`` (uint8 HxWx3), ``depth`` (float32
+                        far 1.6, ssaa 1, kernel 0.1)  HxW, alpha-weighted camera depth)
+  `MeshExtractResult`   mesh_render (near 1, far 100, ``normal`` (uint8 HxWx3, (n + 1) / 2 on a
+                        ssaa 4)                       black background), ``mask`` (float32 HxW
+                                                      coverage in [0,1])
+  `Strivec`             radiance_field_render (near   ``color`` (uint8 HxWx3), ``depth`` (float32
+                        0.8, far 1.6, ssaa 4)         HxW, alpha-weighted camera depth)
+  ====================  ============================  =========================================
+
+  ``options`` keys: ``resolution`` (512), ``bg_color`` ((0, 0, 0)), and to override the defaults
+  above ``near``, ``far``, ``ssaa``, ``kernel_size``. Colour images are converted like the
+  reference: float [3,H,W] clipped to [0,1], times 255, truncated to uint8, HxWx3.
+* `render_video` (§14.2 orbit), `render_multiview` (§14.3 spherical Hammersley views) and
+  `render_snapshot` (4 views around the object) build the cameras and call `render_frames`.
+* `save_video(frames, path, fps)` writes an H.264 / yuv420p mp4 (see its docstring).
+
+Every frame loop calls ``progress(done, total)`` after each frame and ``cancel()`` before each frame
+(and the renderers poll it between their chunks); a True from ``cancel()`` raises
+`trellis.utils.cancel.Cancelled`.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..renderers.cameras import hammersley_sphere_views, orbit_cameras
+from ..renderers.gaussian_render import render_gaussians
+from ..renderers.mesh_render import render_mesh
+from ..renderers.radiance_field_render import render_strivec
+from ..representations.gaussian import SH_C0, Gaussian
+from ..representations.mesh import MeshExtractResult
+from ..representations.radiance_field import Strivec
+from .cancel import Cancelled, check
+
+__all__ = ["render_frames", "render_video", "render_multiview", "render_snapshot", "save_video",
+           "VIDEO_CRF", "VIDEO_PRESET", "Cancelled"]
+
+ProgressFn = Optional[Callable[[int, int], None]]
+CancelFn = Optional[Callable[[], bool]]
+
+# Per-representation renderer defaults (spec §14.2).
+_GAUSSIAN_DEFAULTS = dict(near=0.8, far=1.6, ssaa=1, kernel_size=0.1)
+_MESH_DEFAULTS = dict(near=1.0, far=100.0, ssaa=4)
+_RF_DEFAULTS = dict(near=0.8, far=1.6, ssaa=4)
+
+# save_video encoder settings: visually lossless-ish constant quality, widely compatible profile.
+VIDEO_CRF = 18
+VIDEO_PRESET = "medium"
+
+
+def _to_uint8_image(img: torch.Tensor) -> np.ndarray:
+    """float [3,H,W] -> uint8 [H,W,3] (clip to [0,1], x255, truncate), like the reference."""
+    arr = img.detach().to("cpu", torch.float32).numpy().transpose(1, 2, 0)
+    return (np.clip(arr, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def _to_float_map(img: torch.Tensor) -> np.ndarray:
+    """float [1,H,W] -> float32 [H,W]."""
+    return img.detach().to("cpu", torch.float32).numpy()[0]
+
+
+def _overwrite_colors(gaussian: Gaussian, colors) -> Gaussian:
+    """Shallow copy of `gaussian` whose degree-0 colour is `colors` [M,3] (RGB, before clamping)."""
+    colors = torch.as_tensor(colors, dtype=torch.float32, device=gaussian.get_xyz.device).reshape(-1, 3)
+    if colors.shape[0] != len(gaussian):
+        raise ValueError(f"colors_overwrite has {colors.shape[0]} rows for {len(gaussian)} Gaussians")
+    g = copy.copy(gaussian)
+    g._features_dc = ((colors - 0.5) / SH_C0).reshape(-1, 1, 3)
+    return g
+
+
+def _progress_bar(total: int, verbose: bool):
+    if not verbose:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency of huggingface_hub
+        return None
+    return tqdm(total=total, desc="Rendering", leave=False)
+
+
+def render_frames(sample, extrinsics, intrinsics, options: Optional[dict] = None, colors_overwrite=None,
+                  verbose: bool = True, progress: ProgressFn = None, cancel: CancelFn = None,
+                  **kwargs) -> dict:
+    """Render `sample` from every camera. extrinsics [n,4,4] (or a list of [4,4]), intrinsics [n,3,3].
+
+    Returns a dict of lists (one entry per camera), keys per representation as in the module
+    docstring. ``colors_overwrite`` ([M,3] RGB per Gaussian) replaces a Gaussian's colours; it is
+    only defined for Gaussians. Extra keyword arguments are passed to the renderer.
+    """
+    options = dict(options or {})
+    resolution = options.get("resolution", 512)
+    bg_color = tuple(float(c) for c in options.get("bg_color", (0, 0, 0)))
+    if isinstance(extrinsics, (list, tuple)):
+        extrinsics = torch.stack([torch.as_tensor(e) for e in extrinsics])
+    if isinstance(intrinsics, (list, tuple)):
+        intrinsics = torch.stack([torch.as_tensor(k) for k in intrinsics])
+    extrinsics = torch.as_tensor(extrinsics, dtype=torch.float32).reshape(-1, 4, 4)
+    intrinsics = torch.as_tensor(intrinsics, dtype=torch.float32).reshape(-1, 3, 3)
+    if extrinsics.shape[0] != intrinsics.shape[0]:
+        raise ValueError(f"{extrinsics.shape[0]} extrinsics for {intrinsics.shape[0]} intrinsics")
+    n = extrinsics.shape[0]
+
+    if colors_overwrite is not None and not isinstance(sample, Gaussian):
+        raise ValueError("colors_overwrite is only supported for Gaussian samples")
+    if isinstance(sample, Gaussian):
+        opt = {k: options.get(k, v) for k, v in _GAUSSIAN_DEFAULTS.items()}
+        if opt["ssaa"] != 1:
+            raise ValueError("the Gaussian renderer renders without supersampling (ssaa must be 1)")
+        rep = sample if colors_overwrite is None else _overwrite_colors(sample, colors_overwrite)
+        device = rep.get_xyz.device
+
+        def one(ext, k):
+            r = render_gaussians(rep, ext.to(device), k.to(device), resolution, near=opt["near"],
+                                 far=opt["far"], bg_color=bg_color, kernel_size=opt["kernel_size"],
+                                 cancel=cancel, **kwargs)
+            return {"color": _to_uint8_image(r["color"]), "depth": _to_float_map(r["depth"])}
+    elif isinstance(sample, MeshExtractResult):
+        opt = {k: options.get(k, v) for k, v in _MESH_DEFAULTS.items()}
+        device = sample.vertices.device
+
+        def one(ext, k):
+            r = render_mesh(sample, ext.to(device), k.to(device), resolution, near=opt["near"],
+                            far=opt["far"], ssaa=opt["ssaa"], return_types=("mask", "normal"),
+                            cancel=cancel, **kwargs)
+            return {"normal": _to_uint8_image(r["normal"]), "mask": _to_float_map(r["mask"])}
+    elif isinstance(sample, Strivec):
+        opt = {k: options.get(k, v) for k, v in _RF_DEFAULTS.items()}
+        device = sample.aabb.device if sample.position is None else sample.position.device
+
+        def one(ext, k):
+            r = render_strivec(sample, ext.to(device), k.to(device), resolution, near=opt["near"],
+                               far=opt["far"], bg_color=bg_color, ssaa=opt["ssaa"], cancel=cancel,
+                               **kwargs)
+            return {"color": _to_uint8_image(r["color"]), "depth": _to_float_map(r["depth"])}
+    else:
+        raise TypeError(f"render_frames: unsupported representation {type(sample).__name__} "
+                        "(expected Gaussian, MeshExtractResult or Strivec)")
+
+    out: dict = {}
+    bar = _progress_bar(n, verbose)
+    try:
+        for i in range(n):
+            check(cancel)
+            frame = one(extrinsics[i], intrinsics[i])
+            for key, val in frame.items():
+                out.setdefault(key, []).append(val)
+            if bar is not None:
+                bar.update(1)
+            if progress is not None:
+                progress(i + 1, n)
+    finally:
+        if bar is not None:
+            bar.close()
+    return out
+
+
+def video_cameras(num_frames: int = 300, r: float = 2.0, fov: float = 40.0):
+    """The render_video orbit (§14.2): yaw = linspace(0, 2 * 3.1415, n) (3.1415 as in the reference),
+    pitch = 0.25 + 0.5 * sin(yaw), radius r, fov in degrees. Returns (extrinsics, intrinsics)."""
+    yaws = torch.linspace(0, 2 * 3.1415, num_frames)
+    pitches = 0.25 + 0.5 * torch.sin(torch.linspace(0, 2 * 3.1415, num_frames))
+    return orbit_cameras(yaws, pitches, r, fov)
+
+
+def render_video(sample, resolution: int = 512, bg_color=(0, 0, 0), num_frames: int = 300, r: float = 2,
+                 fov: float = 40, progress: ProgressFn = None, cancel: CancelFn = None, **kwargs) -> dict:
+    """Turntable video frames (§14.2): dict of frame lists, ``color``/``depth`` for Gaussians and
+    radiance fields, ``normal``/``mask`` for meshes. Extra keyword arguments go to `render_frames`
+    (``options`` entries are merged over resolution/bg_color)."""
+    if num_frames < 1:
+        raise ValueError("num_frames must be >= 1")
+    extrinsics, intrinsics = video_cameras(num_frames, r, fov)
+    options = {"resolution": resolution, "bg_color": bg_color, **kwargs.pop("options", {})}
+    return render_frames(sample, extrinsics, intrinsics, options, progress=progress, cancel=cancel, **kwargs)
+
+
+def render_multiview(sample, resolution: int = 512, nviews: int = 30, progress: ProgressFn = None,
+                     cancel: CancelFn = None, **kwargs):
+    """Renders from the spherical Hammersley views (§14.3; r 2, fov 40°, black background).
+
+    Returns (frames, extrinsics [n,4,4], intrinsics [n,3,3]); frames are the ``color`` images
+    (``normal`` for a mesh, which has no colour)."""
+    yaws, pitches = hammersley_sphere_views(nviews)
+    extrinsics, intrinsics = orbit_cameras(yaws, pitches, 2.0, 40.0)
+    options = {"resolution": resolution, "bg_color": (0, 0, 0), **kwargs.pop("options", {})}
+    res = render_frames(sample, extrinsics, intrinsics, options, progress=progress, cancel=cancel, **kwargs)
+    frames = res["color"] if "color" in res else res["normal"]
+    return frames, extrinsics, intrinsics
+
+
+def render_snapshot(samples, resolution: int = 512, bg_color=(0, 0, 0),
+                    offset: Sequence[float] = (-16 / 180 * math.pi, 20 / 180 * math.pi), r: float = 10,
+                    fov: float = 8, progress: ProgressFn = None, cancel: CancelFn = None, **kwargs) -> dict:
+    """Four views at yaw 0, 90, 180, 270° plus offset[0], pitch offset[1] (radians), radius r,
+    fov in degrees (a near-orthographic look). Returns render_frames' dict of 4-frame lists."""
+    yaws = [k * math.pi / 2 + offset[0] for k in range(4)]
+    pitches = [offset[1]] * 4
+    extrinsics, intrinsics = orbit_cameras(yaws, pitches, r, fov)
+    options = {"resolution": resolution, "bg_color": bg_color, **kwargs.pop("options", {})}
+    return render_frames(samples, extrinsics, intrinsics, options, progress=progress, cancel=cancel, **kwargs)
+
+
+def _frame_rgb(frame) -> np.ndarray:
+    """Any HxW / HxWx1 / HxWx3 / HxWx4 frame (uint8, or float in [0,1]) -> uint8 HxWx3."""
+    a = frame.detach().cpu().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+        raise ValueError(f"save_video: a frame must be HxW, HxWx1, HxWx3 or HxWx4, got shape {a.shape}")
+    if a.dtype != np.uint8:
+        if np.issubdtype(a.dtype, np.floating):
+            a = (np.clip(a, 0.0, 1.0) * 255).round()
+        a = np.clip(a, 0, 255).astype(np.uint8)
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    elif a.shape[2] == 4:
+        a = a[:, :, :3]
+    return a
+
+
+def save_video(frames, path, fps: float = 30, crf: int = VIDEO_CRF, preset: str = VIDEO_PRESET,
+               progress: ProgressFn = None, cancel: CancelFn = None) -> str:
+    """Write frames to an mp4 that plays in browsers and Unity.
+
+    Encoding: H.264 (libx264, High profile), yuv420p 4:2:0 (the only chroma layout browsers and
+    hardware decoders all accept), constant quality CRF 18 / preset "medium" (visually lossless for
+    these renders at a few hundred kB per 512² second), BT.709 matrix and tags, ``+faststart`` (the
+    index is moved to the front so playback starts before the download ends). 4:2:0 needs even
+    sizes: odd widths/heights are padded by repeating the last column/row. Frames: a list (or
+    iterable) of uint8 (or float [0,1]) HxWx3 arrays of one size; grey and RGBA are converted.
+    Returns the path. Raises ValueError for an empty frame list or mismatched sizes.
+    """
+    import imageio_ffmpeg
+
+    frames = list(frames)
+    if len(frames) == 0:
+        raise ValueError("save_video: no frames to write (the frame list is empty)")
+    path = os.fspath(path)
+    first = _frame_rgb(frames[0])
+    h, w = first.shape[:2]
+    if h < 1 or w < 1:
+        raise ValueError(f"save_video: empty frame size {w}x{h}")
+    pad_h, pad_w = h % 2, w % 2
+    out_w, out_h = w + pad_w, h + pad_h
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    output_params = [
+        "-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p",
+        "-preset", str(preset), "-crf", str(int(crf)), "-profile:v", "high",
+        "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
+        "-movflags", "+faststart",
+    ]
+    writer = imageio_ffmpeg.write_frames(path, (out_w, out_h), pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
+                                         fps=fps, quality=None, codec="libx264", macro_block_size=1,
+                                         ffmpeg_log_level="error", output_params=output_params)
+    writer.send(None)
+    ok = False
+    try:
+        n = len(frames)
+        for i, frame in enumerate(frames):
+            check(cancel)
+            a = first if i == 0 else _frame_rgb(frame)
+            if a.shape[:2] != (h, w):
+                raise ValueError(f"save_video: frame {i} is {a.shape[1]}x{a.shape[0]}, expected {w}x{h}")
+            if pad_h or pad_w:
+                a = np.pad(a, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+            writer.send(np.ascontiguousarray(a))
+            if progress is not None:
+                progress(i + 1, n)
+        ok = True
+    finally:
+        writer.close()
+        if not ok and os.path.exists(path):
+            os.remove(path)
+    return path
