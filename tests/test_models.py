@@ -17,7 +17,6 @@ from trellis.models.structured_latent_vae.decoder_gs import offset_perturbation
 from trellis.tools.tiny_pipeline import CONFIGS
 
 MANIFESTS = Path(__file__).parent / "data" / "state_dict"
-torch.set_grad_enabled(False)
 
 
 def load(tiny_dir, key, **overrides):
@@ -134,8 +133,9 @@ def test_modulated_block_follows_spec_equations():
 
     torch.manual_seed(0)
     blk = ModulatedTransformerCrossBlock(32, 12, 2, mlp_ratio=2, qk_rms_norm=True).double()
-    for p in blk.parameters():
-        p.copy_(torch.randn_like(p) * 0.3)
+    with torch.no_grad():
+        for p in blk.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
     x, e, c = torch.randn(2, 5, 32).double(), torch.randn(2, 32).double(), torch.randn(2, 7, 12).double()
 
     def ln(v, w=None, b=None):
@@ -170,8 +170,9 @@ def test_res_block_uses_scale_then_shift():
 
     torch.manual_seed(1)
     blk = SparseResBlock3d(4, 6, 4).double()
-    for p in blk.parameters():
-        p.copy_(torch.randn_like(p) * 0.3)
+    with torch.no_grad():
+        for p in blk.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
     x = structure(seed=7, res=6, density=0.4)
     x = SparseTensor(x.feats[:, :4].double(), x.coords)
     emb = torch.randn(1, 6).double()

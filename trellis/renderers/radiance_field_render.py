@@ -238,9 +238,9 @@ def render_strivec(strivec, extrinsics: torch.Tensor, intrinsics: torch.Tensor, 
                     d, dz = _pixel_rays(s_ray, width, fx, fy, cx, cy, rot, wide)
                     t = kk.to(wide) * step
                     p = origin + t[:, None] * d
-                    u = ((p - vmin[s_vox]) / (vmax[s_vox] - vmin[s_vox]) * dim - 0.5).to(torch.float32)
+                    u = (p - vmin[s_vox]) / (vmax[s_vox] - vmin[s_vox]) * dim - 0.5
                     c = torch.floor(u).clamp(0, dim - 2)
-                    f = u - c                                                            # [S,3]
+                    f = (u - c).to(torch.float32)                                        # [S,3]
                     gidx = (s_vox[:, None, None] * vox_stride + lane[None]
                             + c.to(torch.int64)[:, None, :])                             # [S,R,3]
                     v0 = trivec[gidx]

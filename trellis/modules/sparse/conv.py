@@ -75,10 +75,7 @@ def submanifold_conv3d_torch(x: SparseTensor, weight: torch.Tensor, bias: torch.
     step = max(1, _GATHER_BUDGET // (k ** 3 * c_in))
     for s in range(0, n, step):
         cols = padded[nbr[s:s + step]].reshape(-1, k ** 3 * c_in)
-        if bias is not None:
-            torch.addmm(bias.to(cdt), cols, w, out=out[s:s + step])
-        else:
-            torch.mm(cols, w, out=out[s:s + step])
+        out[s:s + step] = torch.addmm(bias.to(cdt), cols, w) if bias is not None else cols @ w
     return out.to(feats.dtype)
 
 
