@@ -28,9 +28,10 @@ from trellis.pipelines import TrellisImageTo3DPipeline  # noqa: E402
 from trellis.pipelines.memory import StageTracker  # noqa: E402
 from trellis.pipelines.samplers import FlowEulerGuidanceIntervalSampler  # noqa: E402
 
-# name, precision, offload, CUDA graphs
-PRESETS = [("fp16+offload", "fp16", "model", True), ("fp16", "fp16", "none", True),
-           ("fp16 eager", "fp16", "none", False), ("fp32", "fp32", "none", True)]
+# name, precision, offload, batched CFG, CUDA graphs (the low-VRAM preset is what pick_preset gives < 6 GB)
+PRESETS = [("low-VRAM fp16+offload", "fp16", "model", False, False), ("fp16+offload", "fp16", "model", True, True),
+           ("fp16", "fp16", "none", True, True), ("fp16 eager", "fp16", "none", True, False),
+           ("fp32", "fp32", "none", True, True)]
 
 
 def build_pipeline() -> TrellisImageTo3DPipeline:
@@ -81,8 +82,8 @@ def main() -> int:
     info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "commit": args.commit,
             "date": time.strftime("%Y-%m-%d"), "voxels": int(coords.shape[0]), "steps": args.steps, "presets": {}}
     latents = {}
-    for name, precision, offload, graphs in PRESETS:
-        pipe.set_memory_policy(precision=precision, offload=offload, cuda_graphs=graphs)
+    for name, precision, offload, cfg_batch, graphs in PRESETS:
+        pipe.set_memory_policy(precision=precision, offload=offload, cfg_batch=cfg_batch, cuda_graphs=graphs)
         torch.cuda.empty_cache()
         one_run(pipe, image, coords, args)                      # warm-up
         total, stages, latents[name] = one_run(pipe, image, coords, args)
