@@ -164,7 +164,7 @@ def test_presets_follow_device_memory():
 
     assert pick_preset(torch.device("cpu")) == MemoryPolicy("fp32", "none", True, False)
     big = pick_preset(torch.device("cuda"), free_bytes=24 * 2 ** 30)
-    assert (big.precision, big.offload, big.cuda_graphs) == ("fp16", "none", True)
+    assert (big.precision, big.offload, big.cfg_batch) == ("fp16", "none", True)
     mid = pick_preset(torch.device("cuda"), free_bytes=8 * 2 ** 30)
     assert (mid.precision, mid.offload, mid.cfg_batch) == ("fp16", "model", True)
     small = pick_preset(torch.device("cuda"), free_bytes=4 * 2 ** 30)
