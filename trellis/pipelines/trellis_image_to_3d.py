@@ -321,7 +321,8 @@ class TrellisImageTo3DPipeline:
         finally:
             self.last_stats = tracker.as_dicts()
             if failure is not None:
-                self._place_all()       # offloaded models back home, caches released
+                self._place_all()       # offloaded models back home
+            release_device_memory(self._device)   # give cached blocks back: other apps share the GPU
         raise failure
 
     def run(self, image, num_samples: int = 1, seed: int = 42, sparse_structure_sampler_params: dict | None = None,
