@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import subprocess
 import sys
@@ -189,7 +188,7 @@ def main() -> int:
             model.set_torso_dtype(torch.float32)
             full = flat_output(key, model(*inputs(key, fresh_structure(structure), dev)))
             info["agreement"][f"{key}: fp16 torso vs fp32"] = rel_rms(half, full)
-        del model
+        model = None                                   # free the weights before the next network
         torch.cuda.empty_cache()
         print(json.dumps({k: v for k, v in info["agreement"].items() if k.startswith(key)}), flush=True)
 

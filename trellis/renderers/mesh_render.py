@@ -45,7 +45,7 @@ depth range (camera radius 2, object inside [-0.5, 0.5]^3, near <= 1, far >= 3).
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional
 
 import torch
 import torch.nn.functional as F

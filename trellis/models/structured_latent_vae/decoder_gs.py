@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 
 from ...modules.norm import LayerNorm32
 from ...modules.sparse import SparseLinear, SparseTensor
@@ -20,24 +19,16 @@ def offset_perturbation(num_gaussians: int, voxel_size: float) -> torch.Tensor:
 
 
 class SLatGaussianDecoder(SparseTransformerBase):
-    def __init__(self, resolution: int, model_channels: int, latent_channels: int, num_blocks: int,
-                 num_heads: int | None = None, num_head_channels: int = 64, mlp_ratio: float = 4,
-                 attn_mode: str = "swin", window_size: int = 8, pe_mode: str = "ape", use_fp16: bool = False,
-                 use_checkpoint: bool = False, qk_rms_norm: bool = False, representation_config: dict | None = None):
-        super().__init__(latent_channels, model_channels, num_blocks, num_heads, num_head_channels, mlp_ratio,
-                         attn_mode, window_size, pe_mode, False, use_checkpoint, qk_rms_norm)
-        self.resolution = resolution
-        self.rep_config = dict(representation_config or {})
+    def build_head(self, channels: int) -> None:
         g = self.rep_config["num_gaussians"]
         self.num_gaussians = g
         # Channels per field per Gaussian, in the order of the output layer.
         self.layout = {"_xyz": 3, "_features_dc": 3, "_scaling": 3, "_rotation": 4, "_opacity": 1}
-        self.final_norm = LayerNorm32(model_channels, elementwise_affine=False, eps=1e-5)
-        self.out_layer = SparseLinear(model_channels, g * sum(self.layout.values()))
+        self.final_norm = LayerNorm32(channels, elementwise_affine=False, eps=1e-5)
+        self.out_layer = SparseLinear(channels, g * sum(self.layout.values()))
         if self.rep_config.get("perturb_offset", False):
             self.register_buffer("offset_perturbation",
                                  offset_perturbation(g, self.rep_config["voxel_size"]))
-        self._init_torso(use_fp16)
 
     def forward(self, x: SparseTensor) -> list[Gaussian]:
         h = self.trunk(x)

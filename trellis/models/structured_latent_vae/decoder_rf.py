@@ -12,18 +12,10 @@ from .base import SparseTransformerBase
 
 
 class SLatRadianceFieldDecoder(SparseTransformerBase):
-    def __init__(self, resolution: int, model_channels: int, latent_channels: int, num_blocks: int,
-                 num_heads: int | None = None, num_head_channels: int = 64, mlp_ratio: float = 4,
-                 attn_mode: str = "swin", window_size: int = 8, pe_mode: str = "ape", use_fp16: bool = False,
-                 use_checkpoint: bool = False, qk_rms_norm: bool = False, representation_config: dict | None = None):
-        super().__init__(latent_channels, model_channels, num_blocks, num_heads, num_head_channels, mlp_ratio,
-                         attn_mode, window_size, pe_mode, False, use_checkpoint, qk_rms_norm)
-        self.resolution = resolution
-        self.rep_config = dict(representation_config or {})
+    def build_head(self, channels: int) -> None:
         self.rank, self.dim = self.rep_config["rank"], self.rep_config["dim"]
-        self.final_norm = LayerNorm32(model_channels, elementwise_affine=False, eps=1e-5)
-        self.out_layer = SparseLinear(model_channels, self.rank * (3 * self.dim + 1 + 3))
-        self._init_torso(use_fp16)
+        self.final_norm = LayerNorm32(channels, elementwise_affine=False, eps=1e-5)
+        self.out_layer = SparseLinear(channels, self.rank * (3 * self.dim + 1 + 3))
 
     def forward(self, x: SparseTensor) -> list[Strivec]:
         h = self.trunk(x)
