@@ -32,13 +32,19 @@ volume-rendering equations:
 * Supersampling: ``ssaa = s`` renders at (s H, s W) and area-averages s x s blocks.
 
 Implementation: every occupied voxel's 8 corners are projected to bound the pixels whose rays can hit
-it (all pixels if the voxel reaches behind the camera plane); each (pixel, voxel) candidate gets an
-exact ray/box slab test in float64, giving the half-open interval [t_in, t_out) and so the integer
-range of sample indices k inside the voxel. Adjacent voxels share face planes computed from the
-same integer coordinates, so a sample never falls into two voxels or into a crack between them.
-The (ray, k)-sorted intervals are expanded into samples in chunks; per-ray log-transmittance is
-carried across chunks, so the result does not depend on the chunking. Positions and transmittance
-sums are float64 (float32 on devices without float64), the field evaluation float32.
+it (all pixels if the voxel reaches behind the camera plane), with a 1-pixel margin. The image is
+processed in bands of rows holding about ``pair_budget`` such (pixel, voxel) candidates. Each
+candidate gets an exact ray/box slab test in float64, giving the half-open interval [t_in, t_out) and
+so the integer range of sample indices k inside the voxel. Adjacent voxels share face planes computed
+from the same integer coordinates, so a sample never falls into two voxels or into a crack between
+them. The intervals are shaded in voxel-major order (cache-friendly table lookups), in chunks of
+about ``sample_budget`` work elements: per interval the samples are composited on their own (log-
+transmittance L, premultiplied colour C, weighted depth D); then the intervals of each ray, sorted
+by their first sample, are composited front to back: ``color += exp(sum of the earlier L) * C``. This
+is the same sum as compositing sample by sample, so the result does not depend on the chunking.
+Positions and transmittance sums are float64 (float32 on devices without float64), the field
+evaluation float32 (the local coordinate is formed in float64 before the cast). Memory is bounded by
+the budgets plus the [H*W] accumulators.
 """
 from __future__ import annotations
 
@@ -82,6 +88,55 @@ def _pixel_rays(ray, width, fx, fy, cx, cy, rot, wide):
     return (dc @ rot) * inv_norm[:, None], inv_norm
 
 
+def _rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x[idx] for a 1-D index (index_select: much faster than advanced indexing for row gathers)."""
+    return torch.index_select(x, 0, idx)
+
+
+def _shade(ctx, i_ray, i_vox, i_k0, cn):
+    """Evaluate and composite the samples of a run of intervals (voxel-major order).
+
+    Returns per interval: L = sum of log(1 - alpha) (wide), C [I,3] = premultiplied colour and
+    D = alpha-weighted camera depth, both with the transmittance measured from the interval's start.
+    """
+    wide, step, dim, rank = ctx.wide, ctx.step, ctx.dim, ctx.rank
+    n_int = i_ray.numel()
+    device = i_ray.device
+    d = _rows(ctx.pix_dir, i_ray)
+    sc = _rows(ctx.scale, i_vox)
+    t0 = i_k0.to(wide) * step
+    u0 = (ctx.origin + t0[:, None] * d - _rows(ctx.vmin, i_vox)) * sc - 0.5   # local coord of sample k0
+    du = (step * d) * sc                                                      # its increment per step
+    dz = _rows(ctx.pix_dz, i_ray)
+    tot = int(cn.sum())
+    sid = torch.repeat_interleave(torch.arange(n_int, device=device), cn)
+    first = torch.cumsum(cn, 0) - cn
+    jj = (torch.arange(tot, device=device) - _rows(first, sid)).to(wide)
+    u = _rows(u0, sid) + jj[:, None] * _rows(du, sid)                        # [S,3]
+    c = torch.floor(u).clamp(0, dim - 2)
+    f = (u - c).to(torch.float32)
+    row = _rows(_rows(ctx.row_base, i_vox), sid) + c.to(torch.int64)         # [S,3]
+    tab = _rows(ctx.table, row.reshape(-1)).reshape(tot, 3, 2 * rank)         # [S,3,2R]
+    v = torch.addcmul(tab[..., :rank], f[..., None], tab[..., rank:])        # [S,3,R] lerp
+    w = v[:, 0] * v[:, 1] * v[:, 2]                                           # [S,R]
+    s_vox = _rows(i_vox, sid)
+    mixed = torch.bmm(w[:, None, :], _rows(ctx.mix, s_vox))[:, 0]             # [S,4]
+    sigma = F.softplus(mixed[:, 0])
+    rgb = torch.sigmoid(mixed[:, 1:])
+    # log(1 - alpha) = max(-sigma step, log(1 - 0.999)); alpha from it
+    lt = torch.clamp(-sigma.to(wide) * step, min=_LOG_1M_ALPHA_MAX)
+    alpha = -torch.expm1(lt)
+    excl = torch.cumsum(lt, 0) - lt
+    trans = torch.exp(excl - _rows(_rows(excl, first), sid))                  # from the interval start
+    wgt = trans * alpha
+    col = torch.zeros(n_int, 3, dtype=wide, device=device).index_add_(0, sid, wgt[:, None] * rgb.to(wide))
+    w0 = torch.zeros(n_int, dtype=wide, device=device).index_add_(0, sid, wgt)
+    w1 = torch.zeros(n_int, dtype=wide, device=device).index_add_(0, sid, wgt * jj)
+    logt = torch.zeros(n_int, dtype=wide, device=device).index_add_(0, sid, lt)
+    depth = t0 * dz * w0 + step * dz * w1                                     # sum wgt * (k0 + j) step dz
+    return logt, col, depth
+
+
 def render_strivec(strivec, extrinsics: torch.Tensor, intrinsics: torch.Tensor, resolution,
                    near: float = 0.8, far: float = 1.6, bg_color: Sequence[float] = (0.0, 0.0, 0.0),
                    ssaa: int = 1, cancel: Optional[Callable[[], bool]] = None, *,
@@ -90,9 +145,10 @@ def render_strivec(strivec, extrinsics: torch.Tensor, intrinsics: torch.Tensor, 
 
     resolution: int (square) or (height, width) of the returned image. Returns ``color`` [3,H,W]
     (not clipped), ``alpha`` [1,H,W] and ``depth`` [1,H,W] (see the module docstring), float32.
-    ``pair_budget`` bounds the (pixel, voxel) candidates tested at once, ``sample_budget`` the
-    elements of the per-chunk field evaluation (samples x rank x 6). ``cancel()`` is polled between
-    chunks and raises `Cancelled` when it returns True.
+    ``pair_budget`` bounds the (pixel, voxel) candidates held at once (the image is processed in
+    bands of rows of about that many candidates), ``sample_budget`` the elements of one chunk of the
+    field evaluation (samples x rank x 6). ``cancel()`` is polled between chunks and raises
+    `Cancelled` when it returns True.
     """
     if isinstance(resolution, int):
         out_h = out_w = resolution
@@ -116,7 +172,7 @@ def render_strivec(strivec, extrinsics: torch.Tensor, intrinsics: torch.Tensor, 
         cx, cy = float(k_mat[0, 2]) * width, float(k_mat[1, 2]) * height
 
         npix = height * width
-        carry = torch.zeros(npix, dtype=wide, device=device)           # sum of log(1 - alpha)
+        log_t = torch.zeros(npix, dtype=wide, device=device)           # sum of log(1 - alpha) per ray
         acc_c = torch.zeros(npix, 3, dtype=wide, device=device)
         acc_d = torch.zeros(npix, dtype=wide, device=device)
 
@@ -139,8 +195,7 @@ def render_strivec(strivec, extrinsics: torch.Tensor, intrinsics: torch.Tensor, 
             corners = torch.where(corner_sel[None], vmax[:, None], vmin[:, None])          # [N,8,3]
             cam = corners @ rot.T + tvec
             cz = cam[..., 2]
-            zmin, zmax = cz.min(1).values, cz.max(1).values
-            front = zmin > 1e-6
+            front = cz.min(1).values > 1e-6
             czs = torch.where(front[:, None], cz, torch.ones_like(cz))
             pu = fx * cam[..., 0] / czs + cx
             pv = fy * cam[..., 1] / czs + cy
@@ -155,118 +210,41 @@ def render_strivec(strivec, extrinsics: torch.Tensor, intrinsics: torch.Tensor, 
             j1 = torch.where(front, j1, torch.full_like(j1, width - 1)).to(torch.int64)
             i1 = torch.where(front, i1, torch.full_like(i1, height - 1)).to(torch.int64)
             bw = (j1 - j0 + 1).clamp(min=0)
-            bh = (i1 - i0 + 1).clamp(min=0)
-            bw = torch.where(zmax > near, bw, torch.zeros_like(bw))          # wholly before near: culled
-            counts = bw * bh
+            live = (bw > 0) & (i1 >= i0) & (cz.max(1).values > near)   # wholly before near: culled
+            del corners, cam, cz, czs, pu, pv
 
-            # ---- (ray, voxel) intervals, in voxel groups of at most pair_budget candidates
-            hit_ray, hit_vox, hit_k0, hit_n = [], [], [], []
-            live = (counts > 0).nonzero().squeeze(-1)
-            csum = torch.cumsum(counts[live], 0)
-            start = 0
-            while start < live.numel():
-                check(cancel)
-                base = int(csum[start - 1]) if start > 0 else 0
-                stop = int(torch.searchsorted(csum, torch.tensor(base + pair_budget, device=device),
-                                              right=True))
-                stop = max(stop, start + 1)
-                vox_g = live[start:stop]
-                cnt = counts[vox_g]
-                tot = int(cnt.sum())
-                vox = torch.repeat_interleave(vox_g, cnt)
-                first = torch.cumsum(cnt, 0) - cnt
-                local = torch.arange(tot, device=device) - torch.repeat_interleave(first, cnt)
-                bwv = bw[vox]
-                ray = (i0[vox] + local // bwv) * width + j0[vox] + local % bwv
-                d, dz = _pixel_rays(ray, width, fx, fy, cx, cy, rot, wide)
-                d_safe = torch.where(d == 0, torch.full_like(d, 1e-300 if wide == torch.float64 else 1e-30), d)
-                inv = 1.0 / d_safe
-                t1 = (vmin[vox] - origin) * inv
-                t2 = (vmax[vox] - origin) * inv
-                t_in = torch.minimum(t1, t2).max(-1).values
-                t_out = torch.maximum(t1, t2).min(-1).values
-                k0 = torch.ceil(t_in / step)
-                k_near = torch.floor(near / (step * dz)) + 1
-                k0 = torch.maximum(torch.maximum(k0, k_near), torch.ones_like(k0))
-                k1 = torch.ceil(t_out / step)
-                n = k1 - k0
-                keep = n > 0
-                hit_ray.append(ray[keep])
-                hit_vox.append(vox[keep])
-                hit_k0.append(k0[keep].to(torch.int64))
-                hit_n.append(n[keep].to(torch.int64))
-                start = stop
+            # ---- field tables: per (voxel, axis, cell c) the R values at c and the R slopes to c + 1
+            tv = strivec.trivec.to(device=device, dtype=torch.float32).permute(0, 2, 3, 1)   # [N,3,d,R]
+            table = torch.cat([tv[:, :, :-1], tv[:, :, 1:] - tv[:, :, :-1]], -1)
+            ctx = _Ctx()
+            ctx.wide, ctx.step, ctx.dim, ctx.rank, ctx.origin, ctx.vmin = wide, step, dim, rank, origin, vmin
+            ctx.table = table.reshape(n_vox * 3 * (dim - 1), 2 * rank).contiguous()
+            ctx.mix = torch.cat([strivec.density.to(device=device, dtype=torch.float32).reshape(n_vox, rank, 1),
+                                 SH_C0 * strivec.features_dc.to(device=device, dtype=torch.float32)
+                                 .reshape(n_vox, rank, 3)], -1).contiguous()                 # [N,R,4]
+            ctx.row_base = ((torch.arange(n_vox, device=device) * 3)[:, None]
+                            + torch.arange(3, device=device)) * (dim - 1)                     # [N,3]
+            ctx.scale = dim / (vmax - vmin)                                                  # [N,3]
+            chunk_samples = max(256, sample_budget // (rank * 6))
+            tiny = 1e-300 if wide == torch.float64 else 1e-30
 
-            if hit_ray:
-                ray_all = torch.cat(hit_ray)
-                vox_all = torch.cat(hit_vox)
-                k0_all = torch.cat(hit_k0)
-                n_all = torch.cat(hit_n)
-            else:
-                ray_all = vox_all = k0_all = n_all = torch.zeros(0, dtype=torch.int64, device=device)
-            del hit_ray, hit_vox, hit_k0, hit_n
+            # ---- bands of rows holding about pair_budget candidates each
+            lv = live.nonzero().squeeze(-1)
+            row_load = torch.zeros(height + 1, dtype=torch.int64, device=device)
+            row_load.index_add_(0, i0[lv], bw[lv])
+            row_load.index_add_(0, i1[lv] + 1, -bw[lv])
+            row_cum = torch.cumsum(torch.cumsum(row_load[:height], 0), 0)    # candidates in rows [0, r]
+            r0 = 0
+            while r0 < height:
+                done = int(row_cum[r0 - 1]) if r0 > 0 else 0
+                r1 = int(torch.searchsorted(row_cum, torch.tensor(done + pair_budget, device=device),
+                                            right=True))
+                r1 = min(max(r1, r0 + 1), height)                                    # rows [r0, r1)
+                _render_band(ctx, r0, r1, lv, i0, i1, j0, bw, vmin, vmax, width, fx, fy, cx, cy, rot,
+                             near, tiny, pair_budget, chunk_samples, log_t, acc_c, acc_d, cancel)
+                r0 = r1
 
-            if ray_all.numel() > 0:
-                # order by (ray, first sample): intervals of one ray are disjoint in t
-                order = torch.argsort(k0_all, stable=True)
-                order = order[torch.argsort(ray_all[order], stable=True)]
-                ray_all, vox_all, k0_all, n_all = ray_all[order], vox_all[order], k0_all[order], n_all[order]
-
-                trivec = strivec.trivec.to(device=device, dtype=torch.float32).reshape(-1)
-                dens_w = strivec.density.to(device=device, dtype=torch.float32).reshape(n_vox, rank)
-                dc_w = strivec.features_dc.to(device=device, dtype=torch.float32).reshape(n_vox, rank, 3)
-                vox_stride = rank * 3 * dim
-                lane = (torch.arange(rank, device=device)[:, None] * (3 * dim)
-                        + torch.arange(3, device=device)[None, :] * dim)                 # [R,3]
-                chunk_samples = max(256, sample_budget // (rank * 6))
-                ncum = torch.cumsum(n_all, 0)
-                start = 0
-                n_int = ray_all.numel()
-                while start < n_int:
-                    check(cancel)
-                    base = int(ncum[start - 1]) if start > 0 else 0
-                    stop = int(torch.searchsorted(ncum, torch.tensor(base + chunk_samples, device=device),
-                                                  right=True))
-                    stop = max(stop, start + 1)
-                    cn = n_all[start:stop]
-                    tot = int(cn.sum())
-                    sid = torch.repeat_interleave(torch.arange(start, stop, device=device), cn)
-                    first = torch.cumsum(cn, 0) - cn
-                    kk = k0_all[sid] + torch.arange(tot, device=device) - torch.repeat_interleave(first, cn)
-                    s_ray = ray_all[sid]
-                    s_vox = vox_all[sid]
-                    d, dz = _pixel_rays(s_ray, width, fx, fy, cx, cy, rot, wide)
-                    t = kk.to(wide) * step
-                    p = origin + t[:, None] * d
-                    u = (p - vmin[s_vox]) / (vmax[s_vox] - vmin[s_vox]) * dim - 0.5
-                    c = torch.floor(u).clamp(0, dim - 2)
-                    f = (u - c).to(torch.float32)                                        # [S,3]
-                    gidx = (s_vox[:, None, None] * vox_stride + lane[None]
-                            + c.to(torch.int64)[:, None, :])                             # [S,R,3]
-                    v0 = trivec[gidx]
-                    v1 = trivec[gidx + 1]
-                    fr = f[:, None, :]
-                    w = (v0 * (1 - fr) + v1 * fr).prod(-1)                              # [S,R]
-                    sigma = F.softplus((dens_w[s_vox] * w).sum(-1))
-                    rgb = torch.sigmoid(SH_C0 * torch.einsum("sr,src->sc", w, dc_w[s_vox]))
-                    # log(1 - alpha) = max(-sigma step, log(1 - 0.999)); alpha from it
-                    lt = torch.clamp(-sigma.to(wide) * step, min=_LOG_1M_ALPHA_MAX)
-                    alpha = -torch.expm1(lt)
-                    # exclusive per-ray cumulative sum of lt inside the chunk, plus the carry
-                    cs = torch.cumsum(lt, 0)
-                    excl = cs - lt
-                    new_seg = torch.ones(tot, dtype=torch.bool, device=device)
-                    new_seg[1:] = s_ray[1:] != s_ray[:-1]
-                    seg_id = torch.cumsum(new_seg.to(torch.int64), 0) - 1
-                    seg_base = excl[new_seg][seg_id]
-                    trans = torch.exp(carry[s_ray] + excl - seg_base)
-                    wgt = trans * alpha
-                    acc_c.index_add_(0, s_ray, wgt[:, None] * rgb.to(wide))
-                    acc_d.index_add_(0, s_ray, wgt * (t * dz))
-                    carry.index_add_(0, s_ray, lt)
-                    start = stop
-
-        trans = torch.exp(carry)
+        trans = torch.exp(log_t)
         color = (acc_c + trans[:, None] * bg.to(wide)).to(torch.float32).T.reshape(3, height, width)
         alpha = (1 - trans).to(torch.float32).reshape(1, height, width)
         depth = acc_d.to(torch.float32).reshape(1, height, width)
@@ -274,3 +252,87 @@ def render_strivec(strivec, extrinsics: torch.Tensor, intrinsics: torch.Tensor, 
             color, alpha, depth = (F.avg_pool2d(x[None], kernel_size=ssaa, stride=ssaa)[0]
                                    for x in (color, alpha, depth))
     return {"color": color, "alpha": alpha, "depth": depth}
+
+
+class _Ctx:
+    """Per-render constants shared by the band and shading helpers."""
+
+
+def _render_band(ctx, r0, r1, lv, i0, i1, j0, bw, vmin, vmax, width, fx, fy, cx, cy, rot, near, tiny,
+                 pair_budget, chunk_samples, log_t, acc_c, acc_d, cancel):
+    """All intervals of the rays of image rows [r0, r1): find, shade, composite into the accumulators."""
+    device, wide, step = lv.device, ctx.wide, ctx.step
+    check(cancel)
+    sel = lv[(i0[lv] < r1) & (i1[lv] >= r0)]
+    if sel.numel() == 0:
+        return
+    bi0 = i0[sel].clamp(min=r0)
+    bh = i1[sel].clamp(max=r1 - 1) - bi0 + 1
+    counts = bh * bw[sel]
+    # rays of the band (local ids): unit world direction, depth per unit distance, slab inverses
+    ctx.pix_dir, ctx.pix_dz = _pixel_rays(torch.arange(r0 * width, r1 * width, device=device), width,
+                                          fx, fy, cx, cy, rot, wide)
+    pix_inv = 1.0 / torch.where(ctx.pix_dir == 0, torch.full_like(ctx.pix_dir, tiny), ctx.pix_dir)
+    pix_knear = (torch.floor(near / (step * ctx.pix_dz)) + 1).clamp(min=1)   # first k with k step dz > near
+    keys, logts, cols, depths = [], [], [], []
+    csum = torch.cumsum(counts, 0)
+    start = 0
+    while start < sel.numel():
+        check(cancel)
+        base = int(csum[start - 1]) if start > 0 else 0
+        stop = int(torch.searchsorted(csum, torch.tensor(base + pair_budget, device=device), right=True))
+        stop = max(stop, start + 1)
+        cnt = counts[start:stop]
+        tot = int(cnt.sum())
+        vox = torch.repeat_interleave(sel[start:stop], cnt)                       # voxel-major order
+        first = torch.cumsum(cnt, 0) - cnt
+        local = torch.arange(tot, device=device) - torch.repeat_interleave(first, cnt)
+        g = torch.repeat_interleave(torch.arange(start, stop, device=device), cnt)
+        bwv = _rows(bw, vox)
+        ray = (_rows(bi0, g) - r0 + local // bwv) * width + _rows(j0, vox) + local % bwv   # band-local id
+        inv = _rows(pix_inv, ray)
+        t1 = (_rows(vmin, vox) - ctx.origin) * inv
+        t2 = (_rows(vmax, vox) - ctx.origin) * inv
+        t_in = torch.minimum(t1, t2).max(-1).values
+        t_out = torch.maximum(t1, t2).min(-1).values
+        k0 = torch.maximum(torch.ceil(t_in / step), _rows(pix_knear, ray))
+        n = torch.ceil(t_out / step) - k0
+        keep = n > 0
+        ray, vox, k0, n = ray[keep], vox[keep], k0[keep].to(torch.int64), n[keep].to(torch.int64)
+        del t1, t2, t_in, t_out, inv, local, g, bwv, keep
+        if k0.numel() and int(k0.max()) >= (1 << 31):
+            raise ValueError("render_strivec: camera too far from the radiance field for the sample index range")
+        # shade the intervals in chunks of about chunk_samples samples (never splitting an interval)
+        ncum = torch.cumsum(n, 0)
+        a = 0
+        while a < ray.numel():
+            check(cancel)
+            b0 = int(ncum[a - 1]) if a > 0 else 0
+            b = int(torch.searchsorted(ncum, torch.tensor(b0 + chunk_samples, device=device), right=True))
+            b = max(b, a + 1)
+            lt, col, dep = _shade(ctx, ray[a:b], vox[a:b], k0[a:b], n[a:b])
+            keys.append(ray[a:b] * (1 << 31) + k0[a:b])
+            logts.append(lt)
+            cols.append(col)
+            depths.append(dep)
+            a = b
+        start = stop
+    if not keys:
+        return
+    # composite the intervals of each ray front to back (their sample ranges are disjoint: unique keys)
+    key = torch.cat(keys)
+    order = torch.argsort(key)
+    key = key[order]
+    lt = torch.cat(logts)[order]
+    col = torch.cat(cols)[order]
+    dep = torch.cat(depths)[order]
+    ray = torch.div(key, 1 << 31, rounding_mode="floor")
+    excl = torch.cumsum(lt, 0) - lt
+    new_seg = torch.ones(ray.numel(), dtype=torch.bool, device=device)
+    new_seg[1:] = ray[1:] != ray[:-1]
+    seg_id = torch.cumsum(new_seg.to(torch.int64), 0) - 1
+    trans = torch.exp(excl - excl[new_seg][seg_id])
+    gray = ray + r0 * width
+    acc_c.index_add_(0, gray, trans[:, None] * col)
+    acc_d.index_add_(0, gray, trans * dep)
+    log_t.index_add_(0, gray, lt)

@@ -261,7 +261,8 @@ def save_video(frames, path, fps: float = 30, crf: int = VIDEO_CRF, preset: str 
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     output_params = [
-        "-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p",
+        "-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p,"
+               "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv",
         "-preset", str(preset), "-crf", str(int(crf)), "-profile:v", "high",
         "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
         "-movflags", "+faststart",
