@@ -214,9 +214,15 @@ def _xformers_varlen(xops, q, k, v, sq: SeqLens, sk: SeqLens):
     return xops.memory_efficient_attention(q[None], k[None], v[None], attn_bias=bias)[0]
 
 
+@lru_cache(maxsize=None)
+def _flash_capable(device: torch.device) -> bool:
+    # FlashAttention-2 kernels (behind torch's varlen_attn and flash-attn) need Ampere (sm_80) or newer.
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def resolve_varlen_backend(name: str, q: torch.Tensor) -> str:
     """The backend that will actually run for this call (after availability checks)."""
-    gpu_half = q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
+    gpu_half = q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and _flash_capable(q.device)
     if name == "auto":
         return "torch_varlen" if gpu_half and has_torch_varlen() else "sdpa"
     if name == "torch_varlen" and not (gpu_half and has_torch_varlen()):

@@ -1,0 +1,493 @@
+"""The install plan: which PyTorch build fits this GPU and driver, which backends and preset the app starts with.
+
+Every decision comes from a rule in `RULES` (id -> where the fact comes from) and the plan lists the
+rules it applied, so a reader can check each choice against its published source. The rules are
+data: when PyTorch or NVIDIA publish a new matrix, edit the tables below, not the logic.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from .detect import Gpu, System, parse_version
+
+TORCH_VERSION = "2.13.0"                          # requirements_1.txt pins the same (tests check)
+TORCH_INDEX = "https://download.pytorch.org/whl/"  # + cuda tag ("cu130") or "cpu"
+
+
+# ------------------------------------------------------------------------------------ the rules
+
+RULES: dict[str, str] = {
+    "torch_builds":
+        "PyTorch 2.13 publishes CUDA 12.6 (legacy, for older GPUs) and CUDA 13.0 (stable) wheels on "
+        "download.pytorch.org, plus CUDA 13.2 as experimental; the CUDA 12.8 build was dropped in 2.12 "
+        "(pytorch/pytorch RELEASE.md release matrix, PR #187075; RFC #178665). shared/research/dependencies.md §6 "
+        "still lists cu128, which applied to 2.11.",
+    "gpu_arch":
+        "PyTorch CUDA Support Matrix for 2.12-2.14, Linux x86 and Windows builds (pytorch/pytorch RELEASE.md, "
+        "PR #182849 and #197555): CUDA 12.6.3 = Maxwell 5.0, Pascal 6.0, Volta 7.0, Turing 7.5, Ampere 8.0/8.6, "
+        "Hopper 9.0; CUDA 13.0.2 = Turing 7.5, Ampere 8.0/8.6, Hopper 9.0, Blackwell 10.0/12.0 (+PTX, Linux only).",
+    "binary_compat":
+        "CUDA C++ Programming Guide, 'Binary Compatibility': code built for compute capability X.y runs on X.z "
+        "for z >= y (so sm_86 kernels run on 8.9, sm_120 on 12.1), never on another major version; PTX is "
+        "compiled by the driver for newer GPUs.",
+    "driver_cuda12":
+        "NVIDIA CUDA Toolkit Release Notes, 'CUDA Toolkit and Corresponding Driver Versions': CUDA 12.6 Update 3 "
+        "needs >= 560.35.05 (Linux) / >= 561.17 (Windows); CUDA 12.x minor-version compatibility runs on "
+        ">= 525.60.13 (Linux) / >= 528.33 (Windows) (CUDA Compatibility guide).",
+    "driver_cuda13":
+        "NVIDIA CUDA Toolkit 13.x Release Notes, 'CUDA Driver': CUDA 13.0 corresponds to driver branch R580 "
+        "(13.0 GA >= 580.65.06 on Linux) and 13.x applications run on drivers >= 580 under minor-version "
+        "compatibility; nothing older runs CUDA 13.",
+    "wsl_driver":
+        "NVIDIA CUDA on WSL User Guide: inside WSL the GPU driver is the Windows driver, so its version is "
+        "checked against the Windows column.",
+    "platform":
+        "PyTorch's CUDA wheels for the builds above (and this app's installer) cover Windows and Linux on "
+        "x86-64; other systems get the CPU build (DESIGN.md: Windows/Linux app on the user's NVIDIA GPU).",
+    "no_gpu_cpu":
+        "No usable NVIDIA GPU: the CPU wheels at https://download.pytorch.org/whl/cpu (DESIGN.md: CPU runs "
+        "everything, slowly).",
+    "cc_from_name":
+        "Compute capability looked up from the GPU's name when nvidia-smi cannot report it: NVIDIA, "
+        "'CUDA GPUs - Compute Capability' (https://developer.nvidia.com/cuda-gpus).",
+    "attention_varlen":
+        "attention 'torch_varlen': torch.nn.attention.varlen.varlen_attn, the FlashAttention-2 kernel inside "
+        "PyTorch (dependencies.md §5-6, trellis/modules/attention); FlashAttention-2 refuses GPUs below compute "
+        "capability 8.0 ('FlashAttention only supports Ampere GPUs or newer').",
+    "attention_sdpa":
+        "attention 'sdpa': padded/per-sequence scaled_dot_product_attention, which runs on every device "
+        "(trellis/modules/attention/functional.py); used on the CPU and on GPUs below compute capability 8.0.",
+    "sparse_conv_torch":
+        "sparse conv 'torch': our gather-GEMM convolution (trellis/modules/sparse/conv.py) measured faster than "
+        "spconv-cu126 in docs/BENCHMARKS.md (slat_flow_model fp16: 0.052 s vs 0.273 s on an H200).",
+    "preset_memory":
+        "precision/offload: the thresholds of trellis/pipelines/memory.py::pick_preset (fp16; model offload "
+        "below 10 GiB free; sequential CFG below 6 GiB free; fp32 on the CPU), applied to an estimate of free "
+        "memory (memory.total minus 512 MiB for the CUDA context and the desktop).",
+    "xformers_not_planned":
+        "xformers is not installed: its wheels are built for one torch build (0.0.35: torch 2.10.0+cu128) and "
+        "cannot load their kernels with another (shared/research/dependencies.md §1, §6).",
+    "flash_attn_not_planned":
+        "flash-attn is not installed: PyPI has only its source (needs nvcc), no wheels (dependencies.md §1).",
+    "spconv_not_planned":
+        "spconv is not installed: PyPI spconv has no sm_100/sm_120 kernels (dependencies.md §1; "
+        "traveller59/spconv#746) and our torch sparse conv is faster (docs/BENCHMARKS.md).",
+    "multi_gpu":
+        "CUDA C++ Programming Guide, 'CUDA Environment Variables': CUDA numbers GPUs fastest-first unless "
+        "CUDA_DEVICE_ORDER=PCI_BUS_ID, which matches nvidia-smi's order; CUDA_VISIBLE_DEVICES picks the GPU.",
+    "pascal_fp16":
+        "CUDA C++ Programming Guide, 'Arithmetic Instructions' throughput table: compute capability 6.1 runs "
+        "16-bit float add/multiply at 2 results per clock per SM, against 128 for 32-bit float.",
+    "small_gpu":
+        "docs/BENCHMARKS.md: the low-VRAM preset (fp16, model offload, sequential CFG) peaked at 2.78 GiB "
+        "allocated on the 20 000-voxel benchmark structure.",
+    "python_version":
+        "DESIGN.md and dependencies.md §1: Python 3.11 (3.12 fine), not 3.10; torch 2.13 has wheels for "
+        "3.10-3.15 (pytorch/pytorch PR #187075).",
+    "disk_space":
+        "dependencies.md §1-2: the venv with CPU torch is 2.2 GB; a CUDA torch adds about 3 GB of nvidia-* "
+        "wheels; the weights (TRELLIS-image-large, DINOv2 ViT-L/14, u2net) are about 4.5 GB.",
+    "windows_long_paths":
+        "Microsoft, 'Maximum Path Length Limitation': paths are limited to 260 characters unless "
+        "LongPathsEnabled is set; the deepest file of our venv is about 200 characters below the app folder "
+        "(torch 2.13's bundled licence files, measured).",
+}
+
+
+@dataclass(frozen=True)
+class TorchCudaBuild:
+    tag: str                                   # wheel index and local version: cu130, cu126
+    cuda: str                                  # CUDA toolkit the wheels are built with
+    sass: tuple[tuple[int, int], ...]          # GPU code compiled in (Linux x86-64 and Windows)
+    ptx_linux: tuple[int, int] | None          # PTX also shipped on Linux: the driver compiles it for newer GPUs
+    driver_full: dict[str, str]                # the driver of this CUDA release, per OS
+    driver_compat: dict[str, str]              # the oldest driver under CUDA minor-version compatibility
+    rules: tuple[str, ...]
+
+    def kernel_for(self, cc: tuple[int, int], os_name: str) -> str | None:
+        """"sass" if compiled code runs on this GPU, "ptx" if only the JIT path does, else None."""
+        if any(major == cc[0] and minor <= cc[1] for major, minor in self.sass):
+            return "sass"
+        if self.ptx_linux is not None and os_name == "Linux" and cc >= self.ptx_linux:
+            return "ptx"
+        return None
+
+    @property
+    def arch_range(self) -> str:
+        lo, hi = self.sass[0], self.sass[-1]
+        return f"{self.tag}: compute capability {lo[0]}.{lo[1]} to {hi[0]}.x"
+
+
+# In order of preference: PyTorch's stable build first, the legacy one for GPUs and drivers it leaves out.
+# cu132 is experimental in 2.13 and not planned.
+TORCH_CUDA_BUILDS: tuple[TorchCudaBuild, ...] = (
+    TorchCudaBuild(
+        tag="cu130", cuda="13.0.2",
+        sass=((7, 5), (8, 0), (8, 6), (9, 0), (10, 0), (12, 0)), ptx_linux=(12, 0),
+        driver_full={"Linux": "580.65.06", "Windows": "580"},
+        driver_compat={"Linux": "580", "Windows": "580"},
+        rules=("torch_builds", "gpu_arch", "driver_cuda13"),
+    ),
+    TorchCudaBuild(
+        tag="cu126", cuda="12.6.3",
+        sass=((5, 0), (6, 0), (7, 0), (7, 5), (8, 0), (8, 6), (9, 0)), ptx_linux=None,
+        driver_full={"Linux": "560.35.05", "Windows": "561.17"},
+        driver_compat={"Linux": "525.60.13", "Windows": "528.33"},
+        rules=("torch_builds", "gpu_arch", "driver_cuda12"),
+    ),
+)
+
+# Same thresholds as trellis/pipelines/memory.py::pick_preset. Not imported from there: the installer
+# runs before torch exists. tests/test_installer.py checks that the two agree.
+RESIDENT_BUDGET_BYTES = 10 * 2 ** 30     # memory.RESIDENT_BUDGET_BYTES: below it, model offload
+CFG_BATCH_MIN_BYTES = 6 * 2 ** 30        # below it, the CFG passes run one after the other
+# pick_preset measures free memory when the app starts; the installer only has memory.total. The CUDA
+# context and (on the display GPU) the desktop usually hold a few hundred MiB before the app starts.
+ASSUMED_IN_USE_MIB = 512
+SMALL_GPU_FREE_BYTES = 4 * 2 ** 30       # below this, warn: little room above the low-VRAM peak
+LOW_VRAM_PEAK_GIB = 2.78                 # docs/BENCHMARKS.md, low-VRAM preset, peak allocated
+
+# Estimates for the app folder (venv + weights + room for pip's unpacking), see RULES["disk_space"].
+DISK_NEEDED_GIB = {"cpu": 8, "cuda": 15}
+# Windows without long paths: the app folder path plus this must stay under 260 characters. Measured:
+# the longest file below the app folder is ".venv/" + 200 characters on Linux (torch 2.13's bundled
+# licence files under lib/python3.11/site-packages); Windows' Lib\site-packages is 11 characters
+# shorter and a "+cu130" dist-info 2 longer, so 200 covers ".venv\" as well.
+WINDOWS_MAX_PATH = 260
+DEEPEST_VENV_FILE_CHARS = 200
+
+SUPPORTED_PYTHONS = ((3, 11), (3, 12))
+TORCH_PYTHONS = ((3, 10), (3, 15))       # inclusive range torch 2.13 has wheels for
+
+
+@dataclass
+class Plan:
+    device: str                       # "cuda" | "cpu"
+    cuda_tag: str                     # "cu130", "cu126" or "cpu"
+    torch_index_url: str
+    packages: list[str]               # installed from torch_index_url (step 1, before requirements_2.txt)
+    optional_packages: list[str]      # accelerators added on top; none today (see notes)
+    attention_backend: str            # "torch_varlen" | "sdpa"
+    sparse_conv_backend: str          # "torch"
+    precision: str                    # "fp16" | "fp32"
+    offload: str                      # "none" | "model"
+    cfg_batch: bool
+    gpu: dict | None                  # the GPU the app will use
+    env: dict[str, str] = field(default_factory=dict)   # for the app's process (several GPUs)
+    warnings: list[str] = field(default_factory=list)   # what the user should read or act on
+    notes: list[str] = field(default_factory=list)      # what was left out, and why
+    rules: list[dict] = field(default_factory=list)     # [{"rule", "source"}] behind each decision
+    system: dict = field(default_factory=dict)          # what was detected
+
+
+def to_json(plan: Plan) -> str:
+    return json.dumps(asdict(plan), indent=2)
+
+
+# ------------------------------------------------------------------------------------ choosing
+
+def _v(version: tuple[int, ...]) -> str:
+    return ".".join(str(p) for p in version)
+
+
+def _cc(cc: tuple[int, int] | None) -> str:
+    return "unknown" if cc is None else f"{cc[0]}.{cc[1]}"
+
+
+def driver_os(system: System) -> str:
+    return "Windows" if system.os == "Windows" or system.wsl else "Linux"
+
+
+@dataclass
+class BuildChoice:
+    gpu: Gpu
+    build: TorchCudaBuild | None
+    kernel: str | None = None          # "sass" or "ptx"
+    compat_only: bool = False          # driver older than the build's CUDA release: minor-version compatibility
+    better_with_new_driver: TorchCudaBuild | None = None
+    why_not: str | None = None
+
+
+def choose_build(gpu: Gpu, system: System) -> BuildChoice:
+    """The preferred PyTorch CUDA build that has kernels for this GPU and runs on its driver."""
+    os_key = driver_os(system)
+    cc = gpu.compute_capability
+    if cc is None:     # unknown GPU: keep every build, the warning says so
+        builds = list(TORCH_CUDA_BUILDS)
+    else:
+        builds = [b for b in TORCH_CUDA_BUILDS if b.kernel_for(cc, system.os)]
+        if not builds:
+            ranges = "; ".join(b.arch_range for b in TORCH_CUDA_BUILDS)
+            return BuildChoice(gpu, None, why_not=(
+                f"compute capability {_cc(cc)} is not supported by any PyTorch {TORCH_VERSION} CUDA build ({ranges})"))
+    driver = gpu.driver
+    if driver is None:
+        return BuildChoice(gpu, builds[0], kernel=builds[0].kernel_for(cc, system.os) if cc else None)
+    full = [b for b in builds if driver >= parse_version(b.driver_full[os_key])]
+    compat = [b for b in builds if driver >= parse_version(b.driver_compat[os_key])]
+    if full:
+        chosen, compat_only = full[0], False
+    elif compat:
+        chosen, compat_only = compat[0], True
+    else:
+        need = min(builds, key=lambda b: parse_version(b.driver_compat[os_key]))
+        tags = " or ".join(b.tag for b in builds)
+        target = f"compute capability {_cc(cc)}" if cc else "this GPU"
+        return BuildChoice(gpu, None, why_not=(
+            f"the NVIDIA driver {gpu.driver_version} is too old: PyTorch {TORCH_VERSION}'s {tags} build for {target} "
+            f"needs driver {need.driver_compat[os_key]} or newer on {os_key}. Update the driver "
+            "(https://www.nvidia.com/drivers) and run the installer again"))
+    better = builds[0] if builds[0] is not chosen else None
+    return BuildChoice(gpu, chosen, kernel=chosen.kernel_for(cc, system.os) if cc else None,
+                       compat_only=compat_only, better_with_new_driver=better)
+
+
+def preset_for_free_bytes(free_bytes: int | None) -> tuple[str, str, bool]:
+    """(precision, offload, cfg_batch) on a GPU, as pick_preset chooses them for this much free memory."""
+    if free_bytes is None or free_bytes < RESIDENT_BUDGET_BYTES:
+        return "fp16", "model", free_bytes is not None and free_bytes >= CFG_BATCH_MIN_BYTES
+    return "fp16", "none", True
+
+
+CPU_PRESET = ("fp32", "none", True)
+
+
+def estimated_free_bytes(gpu: Gpu) -> int | None:
+    if gpu.memory_mib is None:
+        return None
+    return max(0, gpu.memory_mib - ASSUMED_IN_USE_MIB) * 2 ** 20
+
+
+class _Builder:
+    """Collects warnings, notes and the rules behind them while the plan is made."""
+
+    def __init__(self):
+        self.warnings: list[str] = []
+        self.notes: list[str] = []
+        self.rule_ids: list[str] = []
+
+    def rule(self, *ids: str) -> None:
+        for rule_id in ids:
+            if rule_id not in RULES:
+                raise KeyError(f"unknown rule {rule_id!r}")
+            if rule_id not in self.rule_ids:
+                self.rule_ids.append(rule_id)
+
+    def warn(self, text: str, *ids: str) -> None:
+        self.warnings.append(text)
+        self.rule(*ids)
+
+    def note(self, text: str, *ids: str) -> None:
+        self.notes.append(text)
+        self.rule(*ids)
+
+
+def _system_summary(system: System) -> dict:
+    return {
+        "os": system.os, "machine": system.machine, "python": ".".join(map(str, system.python)),
+        "wsl": system.wsl, "app_dir": system.app_dir,
+        "free_disk_gib": None if system.free_disk_bytes is None else round(system.free_disk_bytes / 2 ** 30, 1),
+        "long_paths_enabled": system.long_paths_enabled,
+        "gpus": [_gpu_summary(g) for g in system.gpus],
+        "gpu_error": system.gpu_error,
+    }
+
+
+def _gpu_summary(gpu: Gpu) -> dict:
+    return {"index": gpu.index, "name": gpu.name, "memory_mib": gpu.memory_mib,
+            "driver_version": gpu.driver_version, "compute_capability": _cc(gpu.compute_capability),
+            "compute_capability_from": gpu.compute_capability_from}
+
+
+def _check_machine(system: System, b: _Builder) -> None:
+    py = tuple(system.python[:2])
+    if not TORCH_PYTHONS[0] <= py <= TORCH_PYTHONS[1]:
+        b.warn(f"Python {py[0]}.{py[1]} cannot be used: PyTorch {TORCH_VERSION} has wheels for Python "
+               f"{_v(TORCH_PYTHONS[0])} to {_v(TORCH_PYTHONS[1])} only. Install Python 3.11 and run the installer "
+               "again.", "python_version")
+    elif py not in SUPPORTED_PYTHONS:
+        b.warn(f"Python {py[0]}.{py[1]} is not one Trellis Desktop is tested with (3.11, 3.12); some packages may "
+               "fall back to older releases. Python 3.11 is recommended.", "python_version")
+    if system.os == "Windows" and system.long_paths_enabled is False:
+        room = WINDOWS_MAX_PATH - 1 - DEEPEST_VENV_FILE_CHARS
+        if len(system.app_dir) > room:
+            b.warn(f"Windows long paths are off and the app folder path is {len(system.app_dir)} characters long: "
+                   f"installing PyTorch needs paths about {DEEPEST_VENV_FILE_CHARS} characters below it, over the "
+                   f"{WINDOWS_MAX_PATH}-character limit. Move the app to a shorter folder (at most {room} "
+                   "characters, e.g. C:\\TrellisDesktop) or enable long paths (as administrator: "
+                   "reg add HKLM\\SYSTEM\\CurrentControlSet\\Control\\FileSystem /v LongPathsEnabled /t REG_DWORD "
+                   "/d 1 /f).", "windows_long_paths")
+        else:
+            b.note("Windows long paths are off; the app folder path is short enough for the install.",
+                   "windows_long_paths")
+
+
+def _check_disk(system: System, device: str, b: _Builder) -> None:
+    need = DISK_NEEDED_GIB[device]
+    if system.free_disk_bytes is not None and system.free_disk_bytes < need * 2 ** 30:
+        b.warn(f"Only {system.free_disk_bytes / 2 ** 30:.1f} GiB free on the drive of {system.app_dir}; the "
+               f"{device.upper()} install and the model weights need about {need} GiB. Free some space first.",
+               "disk_space")
+
+
+_DRIVER_HINT = (" If this computer has an NVIDIA GPU, install or update its driver (https://www.nvidia.com/drivers) "
+                "and run the installer again.")
+
+
+def _cpu_plan(system: System, b: _Builder, reason: str, hint: str = "") -> Plan:
+    b.warn(f"{reason}. Trellis Desktop will install the CPU build of PyTorch: everything works, but it is very "
+           f"slow (minutes per asset instead of seconds on a GPU).{hint}", "no_gpu_cpu")
+    b.rule("attention_sdpa", "sparse_conv_torch", "preset_memory")
+    _check_disk(system, "cpu", b)
+    precision, offload, cfg_batch = CPU_PRESET
+    return Plan(device="cpu", cuda_tag="cpu", torch_index_url=TORCH_INDEX + "cpu",
+                packages=[f"torch=={TORCH_VERSION}"], optional_packages=[], attention_backend="sdpa",
+                sparse_conv_backend="torch", precision=precision, offload=offload, cfg_batch=cfg_batch, gpu=None)
+
+
+def make_plan(system: System) -> Plan:
+    """The install plan for this machine; installs nothing."""
+    b = _Builder()
+    for n in system.notes:
+        if "assumed from its name" in n:
+            b.note(n, "cc_from_name")
+        else:
+            b.notes.append(n)
+    _check_machine(system, b)
+    plan = _plan_device(system, b)
+    plan.warnings, plan.notes = b.warnings, b.notes
+    plan.rules = [{"rule": r, "source": RULES[r]} for r in b.rule_ids]
+    plan.system = _system_summary(system)
+    return plan
+
+
+def _plan_device(system: System, b: _Builder) -> Plan:
+    if system.os not in ("Windows", "Linux") or system.machine != "x86_64":
+        b.rule("platform")
+        return _cpu_plan(system, b, f"GPU builds are planned for Windows and Linux on x86-64 only, not "
+                                    f"{system.os} on {system.machine}")
+    if not system.gpus:
+        b.rule("no_gpu_cpu")
+        why = system.gpu_error or "nvidia-smi listed no GPU"
+        return _cpu_plan(system, b, f"No NVIDIA GPU was found ({why})", _DRIVER_HINT)
+    if system.wsl:
+        b.rule("wsl_driver")
+
+    choices = [choose_build(g, system) for g in system.gpus]
+    usable = [c for c in choices if c.build is not None]
+    for c in choices:
+        if c.build is None and (len(choices) == 1 or usable):
+            (b.note if usable else b.warn)(f"{c.gpu.describe()} cannot be used: {c.why_not}.",
+                                           "gpu_arch", "binary_compat", "driver_cuda12", "driver_cuda13")
+    if not usable:
+        reasons = "; ".join(f"{c.gpu.describe()}: {c.why_not}" for c in choices)
+        if len(choices) > 1:
+            b.warn(f"None of the {len(choices)} NVIDIA GPUs can be used: {reasons}.",
+                   "gpu_arch", "binary_compat", "driver_cuda12", "driver_cuda13")
+        return _cpu_plan(system, b, "No usable NVIDIA GPU")
+
+    # The GPU that holds the most of the pipeline (resident beats offload, batched CFG beats sequential),
+    # then the newest architecture, then the most memory; ties go to the first in nvidia-smi's order.
+    def rank(c: BuildChoice):
+        _, offload, cfg_batch = preset_for_free_bytes(estimated_free_bytes(c.gpu))
+        return (offload == "none", cfg_batch, c.gpu.compute_capability or (0, 0), c.gpu.memory_mib or 0, -c.gpu.index)
+    best = max(usable, key=rank)
+    gpu, build = best.gpu, best.build
+    b.rule(*build.rules)
+    if gpu.compute_capability is not None:
+        b.rule("binary_compat")
+    else:
+        b.warn(f"Could not tell the compute capability of {gpu.name}; planning PyTorch's {build.tag} build. If the "
+               "app reports 'no kernel image is available', reinstall with the CPU build (run.bat --cpu / "
+               "./run.sh --cpu).", "gpu_arch")
+    if gpu.driver is None:
+        b.warn(f"Could not read the NVIDIA driver version; {build.tag} needs driver "
+               f"{build.driver_compat[driver_os(system)]} or newer.", build.rules[-1])
+    if best.kernel == "ptx":
+        b.note(f"{build.tag} has no compiled kernels for compute capability {_cc(gpu.compute_capability)}; the "
+               "driver compiles them from PTX on first use (the first run is slower).", "binary_compat")
+    if best.compat_only:
+        b.warn(f"The NVIDIA driver {gpu.driver_version} is older than the driver of CUDA {build.cuda} "
+               f"({build.driver_full[driver_os(system)]}): PyTorch's {build.tag} build runs on it through CUDA "
+               "minor-version compatibility, but updating the driver (https://www.nvidia.com/drivers) is "
+               "recommended.", build.rules[-1])
+    if best.better_with_new_driver is not None:
+        nb = best.better_with_new_driver
+        b.note(f"With NVIDIA driver {nb.driver_compat[driver_os(system)]} or newer, PyTorch's {nb.tag} build "
+               f"(CUDA {nb.cuda}) would be used instead of {build.tag}.", *nb.rules)
+
+    if len(system.gpus) > 1:
+        env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": str(gpu.index)}
+        b.note(f"{len(system.gpus)} NVIDIA GPUs: the app will use GPU {gpu.index} ({gpu.name}), the one that holds "
+               "the most of the pipeline in memory (then the newest).", "multi_gpu")
+        for c in choices:
+            if c is not best and c.build is not None and (c.gpu.compute_capability is None
+                                                          or not build.kernel_for(c.gpu.compute_capability, system.os)):
+                b.note(f"{c.gpu.describe()} has no kernels in the {build.tag} build and will not be used.", "gpu_arch")
+    else:
+        env = {}
+
+    cc = gpu.compute_capability
+    attention = "torch_varlen" if cc is not None and cc >= (8, 0) else "sdpa"
+    b.rule("attention_varlen" if attention == "torch_varlen" else "attention_sdpa")
+    if attention == "sdpa":
+        b.note(f"Attention uses PyTorch's scaled_dot_product_attention: the varlen FlashAttention kernel needs "
+               f"compute capability 8.0 or newer (this GPU: {_cc(cc)}).", "attention_varlen")
+
+    free = estimated_free_bytes(gpu)
+    precision, offload, cfg_batch = preset_for_free_bytes(free)
+    b.rule("preset_memory")
+    if free is None:
+        b.warn(f"nvidia-smi did not report the memory of {gpu.name}; starting with the low-memory preset "
+               "(fp16, model offload).", "preset_memory")
+    elif free < SMALL_GPU_FREE_BYTES:
+        b.warn(f"{gpu.name} has {gpu.memory_mib / 1024:.1f} GiB: the app starts with its low-memory preset (fp16, "
+               f"each network on the GPU only while it runs); that preset peaked at {LOW_VRAM_PEAK_GIB} GiB in our "
+               "benchmark, so close other programs that use the GPU. If it still runs out of memory, the app says so "
+               "(a CUDA build of PyTorch also runs on the CPU).", "small_gpu")
+    if cc == (6, 1):
+        b.note("GeForce Pascal GPUs (compute capability 6.1) compute fp16 far slower than fp32; where fp32 fits in "
+               "memory, switching precision to fp32 in the app can be faster.", "pascal_fp16")
+
+    b.note("xformers is not installed: its wheels are built against one torch build, not torch "
+           f"{TORCH_VERSION}; the built-in PyTorch attention gives the same results.", "xformers_not_planned")
+    b.note("flash-attn is not installed: PyPI has no wheels for it (it needs a CUDA compiler).",
+           "flash_attn_not_planned")
+    spconv_why = (f"it has no kernels for this GPU (compute capability {_cc(cc)})"
+                  if cc is not None and cc[0] >= 10 else "our built-in sparse convolution is faster")
+    b.note(f"spconv is not installed: {spconv_why}.", "spconv_not_planned", "sparse_conv_torch")
+    _check_disk(system, "cuda", b)
+
+    gpu_info = _gpu_summary(gpu)
+    gpu_info["estimated_free_gib"] = None if free is None else round(free / 2 ** 30, 2)
+    return Plan(device="cuda", cuda_tag=build.tag, torch_index_url=TORCH_INDEX + build.tag,
+                packages=[f"torch=={TORCH_VERSION}"], optional_packages=[], attention_backend=attention,
+                sparse_conv_backend="torch", precision=precision, offload=offload, cfg_batch=cfg_batch,
+                gpu=gpu_info, env=env)
+
+
+def describe(plan: Plan) -> str:
+    """The plan for people (what `python -m installer plan` prints without --json)."""
+    lines = ["Trellis Desktop install plan (nothing has been installed)"]
+    if plan.gpu:
+        g = plan.gpu
+        mem = "?" if g["memory_mib"] is None else f"{g['memory_mib'] / 1024:.1f} GiB"
+        lines.append(f"  device       cuda: GPU {g['index']} {g['name']} ({mem}, compute capability "
+                     f"{g['compute_capability']}, driver {g['driver_version']})")
+    else:
+        lines.append("  device       cpu")
+    lines += [
+        f"  PyTorch      {' '.join(plan.packages)} from {plan.torch_index_url} ({plan.cuda_tag})",
+        f"  extras       {', '.join(plan.optional_packages) or 'none'}",
+        f"  attention    {plan.attention_backend}; sparse conv {plan.sparse_conv_backend}",
+        f"  preset       {plan.precision}, offload {plan.offload}, CFG "
+        + ("batched" if plan.cfg_batch else "sequential"),
+    ]
+    for key, value in plan.env.items():
+        lines.append(f"  env          {key}={value}")
+    for title, items in (("Warnings", plan.warnings), ("Notes", plan.notes)):
+        if items:
+            lines.append(f"{title}:")
+            lines += [f"  - {item}" for item in items]
+    return "\n".join(lines)
