@@ -77,6 +77,13 @@ if [[ $mode == test ]]; then
         pip_install -r requirements_test.txt -c requirements_1.txt -c requirements_2.txt
         touch "$test_stamp"
     fi
+    # The Khronos glTF validator (npm, pinned by tests/js/package-lock.json) for tests/test_export.py.
+    # Without npm the test says how to install it; a failed install leaves it to fail the same way.
+    js_stamp=tests/js/node_modules/.installed-$(stamp tests/js/package-lock.json)
+    if [[ ! -e $js_stamp ]] && command -v npm >/dev/null 2>&1; then
+        if npm ci --prefix tests/js --no-audit --no-fund; then touch "$js_stamp"
+        else echo "npm ci --prefix tests/js failed; the glTF validator test will fail" >&2; fi
+    fi
     # pytest's exit status is ours. "No tests collected" is 5, so it fails CI like any other error.
     exec "$py" -m pytest "$@"
 fi

@@ -1,0 +1,290 @@
+"""`python -m desktop generate IMAGE... -o OUT_DIR [options]`: photos to 3-D assets from the command line.
+
+Each image becomes one job (one sub-folder of OUT_DIR) run by the JobRunner; the folder of every
+finished job is printed on stdout, progress and messages go to stderr.
+
+Exit status: 0 every image succeeded, 1 at least one failed (its message is printed), 2 usage error,
+130 interrupted (Ctrl-C cancels the running job cleanly; a second Ctrl-C stops waiting for it).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import shutil
+import sys
+import time
+
+from .settings import DEFAULT_PRESET, FORMATS, PRESETS, GenerationSettings, field_names
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# How long a Ctrl-C waits for the running job to stop at its next step.
+CANCEL_WAIT_S = 60.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m desktop generate",
+        description="Turn photos into 3-D assets (GLB, PLY, OBJ, preview MP4), one output folder per image.",
+        epilog="Exit status: 0 all images succeeded, 1 some failed, 2 usage error, 130 interrupted. "
+               f"Presets: {', '.join(PRESETS)} (default {DEFAULT_PRESET}).")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, ...)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="outputs folder (created if missing)")
+    p.add_argument("--model", default=os.environ.get("TRELLIS_DESKTOP_MODEL", "microsoft/TRELLIS-image-large"),
+                   metavar="PATH_OR_REPO",
+                   help="pipeline folder or Hugging Face repo (default: $TRELLIS_DESKTOP_MODEL or %(default)s)")
+    p.add_argument("--preset", choices=list(PRESETS), default=None, help=f"quality preset (default {DEFAULT_PRESET})")
+    p.add_argument("--settings", metavar="FILE", help="start from a settings file (e.g. a job's settings.json, "
+                                                       "to reproduce it); other options override it")
+    p.add_argument("--seed", type=int, metavar="N", help="random seed (default: a new random seed per image)")
+    p.add_argument("--steps", type=int, metavar="N", help="sampling steps of both stages")
+    p.add_argument("--texture-size", type=int, metavar="N", help="texture side in pixels (GLB / OBJ)")
+    p.add_argument("--simplify", type=float, metavar="F", help="fraction of triangles removed (0..0.99)")
+    p.add_argument("--formats", metavar="LIST", help=f"comma-separated, from {','.join(FORMATS)} "
+                                                     "(default glb,ply,mp4)")
+    p.add_argument("--device", type=_device, metavar="cpu|cuda[:N]",
+                   help="compute device (default: cuda when available, else cpu)")
+    p.add_argument("--gpus", type=_gpus, metavar="0,1", help="one worker per listed GPU (images in parallel)")
+    p.add_argument("--no-background-removal", action="store_true",
+                   help="use the image as it is (transparent PNGs are still cropped to their object)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"any other setting, repeatable: {', '.join(field_names())}")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output, only errors and folders")
+    return p
+
+
+def _device(text: str) -> str:
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: use cpu, cuda or cuda:N")
+    return text
+
+
+def _gpus(text: str) -> list:
+    try:
+        ids = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use GPU numbers separated by commas, e.g. 0,1") from None
+    if not ids or any(i < 0 for i in ids) or len(set(ids)) != len(ids):
+        raise argparse.ArgumentTypeError(f"{text!r}: use distinct GPU numbers separated by commas, e.g. 0,1")
+    return ids
+
+
+def _parse_value(key: str, text: str):
+    kind = {f.name: f.type for f in dataclasses.fields(GenerationSettings)}[key]
+    kind = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+    if kind == "bool":
+        low = text.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{key}: expected true or false, got {text!r}")
+    if kind == "int":
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"{key}: expected a whole number, got {text!r}") from None
+    if kind == "float":
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{key}: expected a number, got {text!r}") from None
+    return text          # str; "tuple" (formats) is split by the settings themselves
+
+
+def build_settings(args) -> GenerationSettings:
+    """The job settings from the parsed options. Raises ValueError with a readable message."""
+    if args.settings and args.preset:
+        raise ValueError("use either --settings or --preset, not both")
+    if args.settings:
+        try:
+            with open(args.settings, encoding="utf-8") as f:
+                base = GenerationSettings.from_json(f.read())
+        except OSError as err:
+            raise ValueError(f"--settings: cannot read {args.settings}: {err.strerror or err}") from None
+    else:
+        base = GenerationSettings.from_preset(args.preset or DEFAULT_PRESET)
+    changes = {}
+    if args.seed is not None:
+        changes.update(seed=args.seed, randomize_seed=False)
+    if args.steps is not None:
+        changes.update(ss_steps=args.steps, slat_steps=args.steps)
+    if args.texture_size is not None:
+        changes["texture_size"] = args.texture_size
+    if args.simplify is not None:
+        changes["simplify"] = args.simplify
+    if args.formats is not None:
+        changes["formats"] = args.formats
+    if args.no_background_removal:
+        changes["preprocess"] = False
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in field_names():
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(field_names())}")
+        changes[key] = _parse_value(key, value)
+    if "seed" in changes and "randomize_seed" not in changes:
+        changes["randomize_seed"] = False
+    return base.replace(**changes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress display (no dependency: a plain text bar on stderr)
+# ---------------------------------------------------------------------------------------------
+
+def _clock(seconds) -> str:
+    if seconds is None:
+        return "--:--"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class ProgressDisplay:
+    """One redrawn line on a terminal; on a pipe or file, one line per stage change."""
+
+    def __init__(self, stream=None, enabled: bool = True):
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.width = 0
+        self.last_key = None
+
+    def update(self, index: int, count: int, name: str, job) -> None:
+        if not self.enabled:
+            return
+        p = job.progress
+        head = f"[{index}/{count}] {name}"
+        if self.tty:
+            cols = max(40, shutil.get_terminal_size((100, 20)).columns - 1)
+            bar_w = 20
+            filled = int(round(p.fraction * bar_w))
+            step = f" {p.step}/{p.total}" if p.total > 1 else ""
+            sub = f" ({p.message})" if p.message else ""
+            line = (f"{head}  {p.label}{sub}{step}  [{'#' * filled}{'-' * (bar_w - filled)}] "
+                    f"{p.fraction * 100:3.0f}%  ETA {_clock(p.eta_s)}")
+            self._draw(line[:cols])
+        else:
+            key = (index, p.stage)
+            if key != self.last_key:
+                self.last_key = key
+                self.stream.write(f"{head}: {p.label}...\n")
+                self.stream.flush()
+
+    def _draw(self, line: str) -> None:
+        pad = max(0, self.width - len(line))
+        self.stream.write("\r" + line + " " * pad)
+        self.stream.flush()
+        self.width = len(line)
+
+    def clear(self) -> None:
+        if self.tty and self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+            self.width = 0
+
+    def say(self, text: str) -> None:
+        """A permanent message line (errors are printed even when progress is off)."""
+        self.clear()
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+# ---------------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)                      # exits with 2 on a usage error
+    try:
+        settings = build_settings(args)
+    except ValueError as err:
+        parser.error(str(err))                          # exits with 2
+    if args.gpus and args.device and args.device != "cuda":
+        parser.error("--gpus picks the GPUs itself; leave out --device (or use --device cuda)")
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        parser.error(f"-o/--output: {args.output} exists and is not a folder")
+    display = ProgressDisplay(enabled=not args.quiet)
+
+    from .jobs import JobRunner, JobState               # heavy (torch): only once the options are good
+
+    try:
+        runner = JobRunner(args.model, args.output, device=args.device, gpus=args.gpus)
+    except (OSError, ValueError, RuntimeError) as err:
+        display.say(f"error: {err}")
+        return EXIT_FAILED
+    names = [os.path.basename(x) or x for x in args.images]
+    jobs = []
+    failed = 0
+    try:
+        jobs = [runner.submit([image], settings) for image in args.images]
+        pending = list(range(len(jobs)))
+        model_failed = False
+        while pending:
+            for k in list(pending):
+                job = jobs[k]
+                if job.state in JobState.FINISHED:
+                    pending.remove(k)
+                    failed += _report(display, k, len(jobs), names[k], job, model_failed) != EXIT_OK
+                    if job.error_kind == "model" and not model_failed:
+                        model_failed = True            # every other image would fail the same way
+                        for other in jobs:
+                            runner.cancel(other.id)
+            running = [k for k in pending if jobs[k].state == JobState.RUNNING]
+            if running:
+                k = running[0]
+                display.update(k + 1, len(jobs), names[k], jobs[k])
+                jobs[k].wait(0.1)
+            elif pending:
+                jobs[pending[0]].wait(0.1)
+    except KeyboardInterrupt:
+        _interrupt(display, runner, jobs)
+        return EXIT_INTERRUPTED
+    finally:
+        display.clear()
+        runner.shutdown(cancel=True, wait=False)
+    if failed and not args.quiet and len(jobs) > 1:
+        display.say(f"{failed} of {len(jobs)} image(s) failed.")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _report(display: ProgressDisplay, k: int, count: int, name: str, job, model_failed: bool = False) -> int:
+    from .jobs import JobState
+
+    head = f"[{k + 1}/{count}] {name}"
+    if job.state == JobState.DONE:
+        if display.enabled:
+            secs = job.timings.get("total")
+            took = f", {secs:.1f} s" if isinstance(secs, (int, float)) else ""
+            display.say(f"{head}: done (seed {job.seed}{took}) -> {job.out_dir}")
+        display.clear()
+        print(job.out_dir, flush=True)
+        return EXIT_OK
+    if job.state == JobState.CANCELLED:
+        display.say(f"{head}: skipped (the model could not be loaded)" if model_failed else f"{head}: cancelled")
+    else:
+        display.say(f"{head}: FAILED: {job.error}")
+        if job.error_kind == "internal" and job.detail:
+            display.say(job.detail.rstrip())
+    return EXIT_FAILED
+
+
+def _interrupt(display: ProgressDisplay, runner, jobs) -> None:
+    """Ctrl-C: cancel everything and wait (bounded) for the running job to stop at its next step."""
+    from .jobs import JobState
+
+    display.say("Interrupted: cancelling (press Ctrl-C again to stop waiting)...")
+    for job in jobs:
+        runner.cancel(job.id)
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    try:
+        for job in jobs:
+            while job.state not in JobState.FINISHED and time.monotonic() < deadline:
+                job.wait(0.2)
+    except KeyboardInterrupt:
+        pass
+    display.say("cancelled")

@@ -1,0 +1,216 @@
+"""Generation settings: every knob of one image-to-3D job, the named presets, validation and JSON.
+
+    s = GenerationSettings.from_preset("high", seed=7, formats=("glb", "ply"))
+    s.to_json()                                   # str; GenerationSettings.from_json(text) reads it back
+
+Nothing here imports torch: the CLI validates its options before the heavy imports.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+from dataclasses import dataclass
+
+# Largest seed: the reference demo's int32 range, so a seed from it can be typed in here.
+MAX_SEED = 2 ** 31 - 1
+
+FORMATS = ("glb", "ply", "obj", "mp4")
+BAKE_MODES = ("fast", "opt")
+MULTI_IMAGE_MODES = ("stochastic", "multidiffusion")
+# Same values as trellis.pipelines.memory.PRECISIONS / OFFLOADS (a test keeps them equal); repeated
+# here so that validating settings does not import torch.
+PRECISIONS = ("auto", "fp16", "bf16", "fp32")
+OFFLOADS = ("auto", "none", "model")
+
+DEFAULT_PRESET = "balanced"
+
+
+@dataclass
+class GenerationSettings:
+    """One job's parameters. Validated on construction (and by `dataclasses.replace`): a bad value
+    raises ValueError naming the field, the value and what is accepted."""
+
+    preset: str = DEFAULT_PRESET          # the preset these settings started from (informational)
+    seed: int = 0
+    randomize_seed: bool = True           # draw a fresh seed per job; the one used goes to settings.json
+    ss_steps: int = 12                    # stage 1 (sparse structure) sampling steps
+    ss_cfg: float = 7.5                   # stage 1 classifier-free guidance strength
+    slat_steps: int = 12                  # stage 2 (structured latent) sampling steps
+    slat_cfg: float = 3.0                 # stage 2 guidance strength
+    simplify: float = 0.95                # fraction of mesh triangles removed before baking
+    fill_holes: bool = True               # remove hidden inner faces and close small holes (slow on a CPU)
+    texture_size: int = 1024              # GLB / OBJ texture side in pixels
+    bake_mode: str = "fast"               # "fast" (least squares) or "opt" (the reference's optimiser)
+    bake_views: int = 100                 # renders of the Gaussians the texture is baked from
+    bake_resolution: int = 1024           # side of those renders
+    formats: tuple = ("glb", "ply", "mp4")
+    preprocess: bool = True               # background removal for images without transparency
+    multi_image_mode: str = "stochastic"  # how several views of one object are combined
+    video_frames: int = 120               # preview turntable length
+    video_resolution: int = 512           # preview side in pixels
+    video_fps: int = 24
+    precision: str = "auto"               # "auto" | "fp16" | "bf16" | "fp32"
+    offload: str = "auto"                 # "auto" | "none" | "model" (each network on the GPU only while it runs)
+
+    def __post_init__(self):
+        self.formats = _normalise_formats(self.formats)
+        self._validate()
+
+    # ------------------------------------------------------------------ validation
+    def _validate(self) -> None:
+        if self.preset not in PRESETS and self.preset != "custom":
+            raise ValueError(f"preset: unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
+        _int("seed", self.seed, 0, MAX_SEED)
+        _bool("randomize_seed", self.randomize_seed)
+        _int("ss_steps", self.ss_steps, 1, 500)
+        _int("slat_steps", self.slat_steps, 1, 500)
+        _float("ss_cfg", self.ss_cfg, 0.0, 100.0)
+        _float("slat_cfg", self.slat_cfg, 0.0, 100.0)
+        _float("simplify", self.simplify, 0.0, 0.99)
+        _bool("fill_holes", self.fill_holes)
+        _int("texture_size", self.texture_size, 64, 8192)
+        _choice("bake_mode", self.bake_mode, BAKE_MODES)
+        _int("bake_views", self.bake_views, 1, 1000)
+        _int("bake_resolution", self.bake_resolution, 32, 4096)
+        _bool("preprocess", self.preprocess)
+        _choice("multi_image_mode", self.multi_image_mode, MULTI_IMAGE_MODES)
+        _int("video_frames", self.video_frames, 1, 3000)
+        _int("video_resolution", self.video_resolution, 16, 4096)
+        _int("video_fps", self.video_fps, 1, 240)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("offload", self.offload, OFFLOADS)
+
+    # ------------------------------------------------------------------ construction helpers
+    @classmethod
+    def from_preset(cls, name: str = DEFAULT_PRESET, **overrides) -> "GenerationSettings":
+        """The preset's values with `overrides` on top (None values are ignored)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        values = {**PRESETS[name], "preset": name}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        _check_keys(values)
+        return cls(**values)
+
+    def replace(self, **changes) -> "GenerationSettings":
+        _check_keys(changes)
+        return dataclasses.replace(self, **changes)
+
+    def with_seed(self, rng: random.Random | None = None) -> "GenerationSettings":
+        """The settings a job actually runs with: a drawn seed when randomize_seed, and randomize_seed
+        off, so that the result can be reproduced from settings.json alone."""
+        if not self.randomize_seed:
+            return self
+        seed = (rng or random.SystemRandom()).randint(0, MAX_SEED)
+        return dataclasses.replace(self, seed=seed, randomize_seed=False)
+
+    @property
+    def decode_formats(self) -> list:
+        """The pipeline outputs the requested files need."""
+        out = []
+        if set(self.formats) & {"ply", "mp4", "glb", "obj"}:
+            out.append("gaussian")
+        if set(self.formats) & {"glb", "obj"}:
+            out.append("mesh")
+        return out
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["formats"] = list(self.formats)
+        return d
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GenerationSettings":
+        if not isinstance(data, dict):
+            raise ValueError(f"settings must be a JSON object, got {type(data).__name__}")
+        if "settings" in data and isinstance(data["settings"], dict):   # a job's settings.json
+            data = data["settings"]
+        _check_keys(data)
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text) -> "GenerationSettings":
+        """Settings from JSON text (or bytes, or an already parsed dict). A job folder's settings.json
+        is accepted too (its "settings" entry is read)."""
+        if isinstance(text, dict):
+            return cls.from_dict(text)
+        try:
+            data = json.loads(text)
+        except (TypeError, json.JSONDecodeError) as err:
+            raise ValueError(f"settings are not valid JSON: {err}") from None
+        return cls.from_dict(data)
+
+
+_FIELDS = None
+
+
+def field_names() -> tuple:
+    global _FIELDS
+    if _FIELDS is None:
+        _FIELDS = tuple(f.name for f in dataclasses.fields(GenerationSettings))
+    return _FIELDS
+
+
+def _check_keys(values: dict) -> None:
+    unknown = sorted(set(values) - set(field_names()))
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(map(repr, unknown))}; known: {', '.join(field_names())}")
+
+
+def _normalise_formats(formats) -> tuple:
+    if isinstance(formats, str):
+        formats = formats.split(",")
+    try:
+        items = [str(f).strip().lower().lstrip(".") for f in formats]
+    except TypeError:
+        raise ValueError(f"formats: expected a list such as ['glb', 'ply'], got {formats!r}") from None
+    items = [f for f in items if f]
+    bad = [f for f in items if f not in FORMATS]
+    if bad:
+        raise ValueError(f"formats: unknown format(s) {', '.join(map(repr, bad))}; choose from {', '.join(FORMATS)}")
+    if not items:
+        raise ValueError(f"formats: choose at least one of {', '.join(FORMATS)}")
+    return tuple(f for f in FORMATS if f in items)      # canonical order, no duplicates
+
+
+def _int(name, value, lo, hi) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name}: expected a whole number, got {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name}: {value} is out of range; use {lo}..{hi}")
+
+
+def _float(name, value, lo, hi) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name}: expected a number, got {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name}: {value} is out of range; use {lo}..{hi}")
+
+
+def _bool(name, value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}: expected true or false, got {value!r}")
+
+
+def _choice(name, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+
+
+# Presets: values that differ from the dataclass defaults ("balanced" is the defaults themselves).
+PRESETS: dict = {
+    # Quick look: fewer steps, a smaller texture and a shorter preview.
+    "fast": dict(ss_steps=8, slat_steps=8, texture_size=512, bake_views=50, bake_resolution=512,
+                 video_frames=60, video_resolution=384),
+    # The reference demo's defaults: 12 + 12 steps, guidance 7.5 / 3.0, 1024² texture, 95 % simplification.
+    "balanced": dict(),
+    # More sampling steps and a 2048² texture.
+    "high": dict(ss_steps=25, slat_steps=25, texture_size=2048),
+    # Small GPUs: each network on the GPU only while it runs, fp16 torsos.
+    "low-vram": dict(precision="fp16", offload="model"),
+}

@@ -1,0 +1,202 @@
+"""`python -m desktop generate` end to end in a subprocess, on the tiny random-weight pipeline (CPU)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from desktop import cli
+from desktop.settings import GenerationSettings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Small everything: 2 + 2 steps, an 8-frame 64² preview, a 64² texture baked from 4 views.
+SMALL = ["--steps", "2", "--texture-size", "64", "--set", "video_frames=8", "--set", "video_resolution=64",
+         "--set", "fill_holes=false", "--set", "bake_views=4", "--set", "bake_resolution=64"]
+
+
+def rgba_blob(path, size=96, color=(200, 80, 40)):
+    """An RGBA PNG with real transparency (no background removal, so nothing is downloaded)."""
+    yy, xx = np.mgrid[:size, :size]
+    mask = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2
+    a = np.zeros((size, size, 4), np.uint8)
+    a[mask] = (*color, 255)
+    Image.fromarray(a, "RGBA").save(path)
+    return str(path)
+
+
+def desktop(*args, timeout=180, **kw):
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "desktop", *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def job_folders(out):
+    return sorted(os.path.join(out, d) for d in os.listdir(out)) if os.path.isdir(out) else []
+
+
+def count_frames(path):
+    import imageio.v2 as imageio
+
+    with imageio.get_reader(path, format="ffmpeg") as reader:
+        frames = [f for f in reader]
+    assert frames[0].shape == (64, 64, 3)
+    return len(frames)
+
+
+def test_generate_two_images_ply_mp4(tiny_pipeline_dir, tmp_path):
+    a, b = rgba_blob(tmp_path / "a.png"), rgba_blob(tmp_path / "b.png", color=(30, 90, 220))
+    out = tmp_path / "out"
+    proc = desktop("generate", a, b, "-o", out, "--model", tiny_pipeline_dir, "--seed", 1234,
+                   "--formats", "ply,mp4", *SMALL)
+    assert proc.returncode == 0, proc.stderr
+    folders = job_folders(out)
+    assert len(folders) == 2
+    assert sorted(proc.stdout.split()) == folders                    # one folder per image on stdout
+    for folder in folders:
+        files = sorted(os.listdir(folder))
+        assert files == ["input.png", "model.ply", "preprocessed.png", "preview.mp4", "settings.json",
+                         "timings.json"], files
+        record = json.load(open(os.path.join(folder, "settings.json")))
+        assert record["seed"] == 1234 and record["settings"]["seed"] == 1234
+        assert record["settings"]["ss_steps"] == 2 and record["settings"]["formats"] == ["ply", "mp4"]
+        assert count_frames(os.path.join(folder, "preview.mp4")) == 8
+        assert os.path.getsize(os.path.join(folder, "model.ply")) > 1000
+    assert "done (seed 1234" in proc.stderr
+
+
+def test_generate_glb_and_obj(tiny_pipeline_dir, tmp_path):
+    try:
+        import trellis.utils.postprocessing_utils  # noqa: F401
+    except ImportError as err:
+        pytest.skip(f"glb/obj export not testable: trellis.utils.postprocessing_utils does not import ({err})")
+    out = tmp_path / "out"
+    proc = desktop("generate", rgba_blob(tmp_path / "a.png"), "-o", out, "--model", tiny_pipeline_dir,
+                   "--formats", "glb,obj", "--quiet", *SMALL)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""                                          # --quiet
+    (folder,) = job_folders(out)
+    assert proc.stdout.strip() == folder
+    files = set(os.listdir(folder))
+    assert {"model.glb", "model.obj", "model.mtl", "model.png"} <= files and "model.ply" not in files
+    import trimesh
+
+    glb = trimesh.load(os.path.join(folder, "model.glb"), force="mesh")
+    assert len(glb.faces) > 0
+    assert "mtllib model.mtl" in open(os.path.join(folder, "model.obj")).read()
+    timings = json.load(open(os.path.join(folder, "timings.json")))
+    assert {"glb", "obj"} <= set(timings["export"])
+    seed = json.load(open(os.path.join(folder, "settings.json")))["seed"]
+    assert isinstance(seed, int)                                      # a random seed, recorded
+
+
+def test_text_file_fails_with_exit_1(tiny_pipeline_dir, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    out = tmp_path / "out"
+    proc = desktop("generate", text, tmp_path / "missing.png", "-o", out, "--model", tiny_pipeline_dir, *SMALL)
+    assert proc.returncode == 1
+    assert "notes.txt: FAILED: bad input:" in proc.stderr and "not an image file" in proc.stderr
+    assert "missing.png: FAILED: bad input: Image file not found" in proc.stderr
+    assert proc.stdout == "" and job_folders(out) == []
+
+
+def test_model_missing_is_a_clear_failure(tmp_path):
+    a, b = rgba_blob(tmp_path / "a.png"), rgba_blob(tmp_path / "b.png")
+    out = tmp_path / "out"
+    proc = desktop("generate", a, b, "-o", out, "--model", tmp_path / "no-such-model", "--steps", "2")
+    assert proc.returncode == 1
+    assert "a.png: FAILED: could not load the model" in proc.stderr and "pipeline.json" in proc.stderr
+    assert "b.png: skipped (the model could not be loaded)" in proc.stderr
+    assert job_folders(out) == []                                  # nothing written
+
+
+def test_usage_errors_exit_2(tmp_path):
+    for args, message in [(["generate", "x.png"], "-o/--output"),
+                          (["generate", "x.png", "-o", "out", "--preset", "ultra"], "invalid choice"),
+                          (["generate", "x.png", "-o", "out", "--formats", "glb,fbx"], "fbx"),
+                          (["generate", "x.png", "-o", "out", "--steps", "0"], "ss_steps"),
+                          (["generate", "x.png", "-o", "out", "--set", "bogus=1"], "KEY=VALUE"),
+                          (["generate", "x.png", "-o", "out", "--device", "tpu"], "cpu, cuda"),
+                          (["ui"], "not yet available"), (["api"], "not yet available"), ([], "command")]:
+        proc = desktop(*args, timeout=60)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert message in proc.stderr, (args, proc.stderr)
+    assert not os.path.exists(os.path.join(ROOT, "out"))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sends SIGINT")
+def test_ctrl_c_cancels_cleanly_with_exit_130(tiny_pipeline_dir, tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    proc = subprocess.Popen([sys.executable, "-m", "desktop", "generate", rgba_blob(tmp_path / "a.png"), "-o", out,
+                             "--model", tiny_pipeline_dir, "--steps", "500", "--formats", "ply"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    timer = threading.Timer(120, proc.kill)
+    timer.start()
+    try:
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if "Sampling structure" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        rest_out, rest_err = proc.communicate()
+    finally:
+        timer.cancel()
+    stderr = "".join(seen) + rest_err
+    assert proc.returncode == 130, stderr
+    assert "cancelled" in stderr and rest_out == ""
+    (folder,) = job_folders(out)
+    files = os.listdir(folder)
+    assert "model.ply" not in files and not [f for f in files if f.startswith(".")]
+    assert json.load(open(os.path.join(folder, "error.json")))["state"] == "cancelled"
+
+
+# ------------------------------------------------------------------------------------------ in process
+
+def test_settings_from_options(tmp_path):
+    parse = cli.build_parser().parse_args
+    s = cli.build_settings(parse(["a.png", "-o", "o", "--preset", "high", "--seed", "7", "--steps", "3",
+                                  "--formats", "obj,glb", "--no-background-removal", "--simplify", "0.5",
+                                  "--set", "video_fps=12", "--set", "fill-holes=no", "--set", "precision=bf16"]))
+    assert (s.preset, s.seed, s.randomize_seed, s.ss_steps, s.slat_steps) == ("high", 7, False, 3, 3)
+    assert (s.formats, s.preprocess, s.simplify, s.video_fps, s.fill_holes, s.precision) == (
+        ("glb", "obj"), False, 0.5, 12, False, "bf16")
+    assert s.texture_size == 2048                                        # from the preset
+    assert cli.build_settings(parse(["a.png", "-o", "o"])) == GenerationSettings()
+
+    # Reproduce a job from its settings.json; options still override.
+    record = tmp_path / "settings.json"
+    record.write_text(json.dumps({"seed": 99, "settings": s.to_dict()}))
+    again = cli.build_settings(parse(["a.png", "-o", "o", "--settings", str(record), "--texture-size", "512"]))
+    assert again == s.replace(texture_size=512)
+    with pytest.raises(ValueError, match="either"):
+        cli.build_settings(parse(["a.png", "-o", "o", "--settings", str(record), "--preset", "fast"]))
+    with pytest.raises(ValueError, match="video_frames"):
+        cli.build_settings(parse(["a.png", "-o", "o", "--set", "video_frames=many"]))
+    assert parse(["a.png", "-o", "o", "--gpus", "0,1"]).gpus == [0, 1]
+
+
+def test_progress_bar_text():
+    import io
+
+    from desktop.jobs import Job, Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    stream = Tty()
+    display = cli.ProgressDisplay(stream)
+    job = Job(id="x" * 32, inputs=["a.png"], settings=GenerationSettings())
+    job.progress = Progress("slat", 6, 12, 0.5, 75.0, 75.0, "")
+    display.update(1, 2, "a.png", job)
+    text = stream.getvalue()
+    assert text.startswith("\r[1/2] a.png  Sampling details 6/12  [##########----------]  50%  ETA 1:15")
+    display.clear()
+    assert stream.getvalue().endswith("\r")
+    assert cli._clock(3725) == "1:02:05" and cli._clock(None) == "--:--"

@@ -1,0 +1,99 @@
+"""Textured mesh export: GLB (spec §15.6) and OBJ + MTL + PNG.
+
+Inputs are in the TRELLIS world frame (z up) with UVs in the OBJ convention (v up, see
+``uv_unwrap``) and a texture image stored top row first. Both formats are written y up, the
+convention of glTF and of most OBJ importers: (x, y, z) -> (x, z, -y).
+
+Material: PBR with the baked image as base colour, roughness 1 and **metallic 0**. The reference
+leaves metallicFactor unset, which glTF reads as 1.0 and makes assets look dark in most viewers
+(spec §19.6); we set it on purpose.
+"""
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+
+__all__ = ["Z_UP_TO_Y_UP", "make_glb_mesh", "save_glb", "save_obj"]
+
+# Row-vector transform: v' = v @ Z_UP_TO_Y_UP, i.e. (x, y, z) -> (x, z, -y).
+Z_UP_TO_Y_UP = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
+
+
+def _np(x, dtype):
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.ascontiguousarray(np.asarray(x), dtype=dtype)
+
+
+def _image(texture):
+    from PIL import Image
+    if isinstance(texture, Image.Image):
+        return texture.convert("RGB")
+    t = np.asarray(texture.detach().cpu().numpy() if hasattr(texture, "detach") else texture)
+    if t.dtype != np.uint8:
+        t = (np.clip(t, 0, 1) * 255).round().astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(t[..., :3]), "RGB")
+
+
+def make_glb_mesh(vertices, faces, uvs, texture_uint8, double_sided: bool = False):
+    """A ``trimesh.Trimesh`` ready for ``.export("x.glb")``: y-up vertices, UVs, PBR material."""
+    import trimesh
+    from trimesh.visual.material import PBRMaterial
+    v = _np(vertices, np.float64).reshape(-1, 3) @ Z_UP_TO_Y_UP
+    f = _np(faces, np.int64).reshape(-1, 3)
+    uv = _np(uvs, np.float64).reshape(-1, 2)
+    material = PBRMaterial(
+        name="baked",
+        baseColorTexture=_image(texture_uint8),
+        baseColorFactor=np.array([255, 255, 255, 255], dtype=np.uint8),
+        metallicFactor=0.0,
+        roughnessFactor=1.0,
+        doubleSided=bool(double_sided),
+    )
+    visual = trimesh.visual.TextureVisuals(uv=uv, material=material)
+    # process=False: keep the seam-duplicated vertices and the face order as given.
+    return trimesh.Trimesh(vertices=v.astype(np.float32), faces=f, visual=visual, process=False)
+
+
+def save_glb(mesh, path) -> str:
+    """Write a mesh from ``make_glb_mesh`` as binary glTF; returns the path."""
+    path = os.fspath(path)
+    data = mesh.export(file_type="glb")
+    with open(path, "wb") as fh:
+        fh.write(data)
+    return path
+
+
+def save_obj(vertices, faces, uvs, texture, path) -> str:
+    """Write ``path`` (.obj) with ``<stem>.mtl`` and ``<stem>.png`` beside it; returns the OBJ path.
+
+    Vertices go out y up like the GLB; one ``vt`` per vertex (seams are already duplicated), so
+    faces read ``f a/a b/b c/c``.
+    """
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    stem = os.path.splitext(name)[0]
+    mtl_name, png_name = stem + ".mtl", stem + ".png"
+    v = _np(vertices, np.float64).reshape(-1, 3) @ Z_UP_TO_Y_UP
+    f = _np(faces, np.int64).reshape(-1, 3) + 1
+    uv = _np(uvs, np.float64).reshape(-1, 2)
+    if len(uv) != len(v):
+        raise ValueError(f"{len(uv)} UVs for {len(v)} vertices")
+
+    _image(texture).save(os.path.join(folder, png_name))
+    with open(os.path.join(folder, mtl_name), "w", encoding="ascii", newline="\n") as fh:
+        fh.write("# Trellis Desktop\nnewmtl baked\n"
+                 "Ka 1.000 1.000 1.000\nKd 1.000 1.000 1.000\nKs 0.000 0.000 0.000\n"
+                 "d 1.0\nillum 1\n"
+                 f"map_Kd {png_name}\n")
+    buf = io.StringIO()
+    buf.write(f"# Trellis Desktop\nmtllib {mtl_name}\no mesh\n")
+    np.savetxt(buf, v, fmt="v %.6f %.6f %.6f")
+    np.savetxt(buf, uv, fmt="vt %.6f %.6f")
+    buf.write("usemtl baked\n")
+    np.savetxt(buf, np.repeat(f, 2, axis=1), fmt="f %d/%d %d/%d %d/%d")
+    with open(path, "w", encoding="ascii", newline="\n") as fh:
+        fh.write(buf.getvalue())
+    return path

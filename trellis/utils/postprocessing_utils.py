@@ -1,0 +1,201 @@
+"""Textured mesh export of a TRELLIS result: ``to_glb`` (spec §12, §15) and ``to_obj``.
+
+Stages, in the reference's order, each in its own module:
+
+1. clean-up (``mesh_cleanup.clean_mesh_for_export``): simplification, hidden-face removal, hole
+   filling;
+2. UV unwrap (``uv_unwrap.unwrap_uv``): xatlas bounded in time, our chart layout as fallback;
+3. observations (``texture_bake.render_observations``): renders of the Gaussians from ``nviews``
+   spherical-Hammersley cameras (radius 2, fov 40°) at ``render_resolution``² (reference: 100 at
+   1024²; default here 50 at 1024² for "fast", which measured as good);
+4. texture bake (``texture_bake``): "fast" (default; streaming weighted least squares, one view in
+   memory at a time) or "opt" (the reference's 2500-step Adam optimisation); then inpainting;
+5. assembly (``export.make_glb_mesh``): y up, PBR material with metallic 0 and roughness 1.
+
+Measured on an H200 (82 k faces, 500 k Gaussians, texture 1024², PSNR of the GLB against the
+Gaussians / against the known colours at 4 held-out views): fast, 100 views: 34.04 / 42.40 dB,
+observe + bake 29 s; fast, 50 views (our default): 34.05 / 42.35 dB, 15 s; opt (100 views, 2500
+steps): 33.91 / 40.83 dB, 39 s. The views are our pure-PyTorch Gaussian renders (0.25 s each at
+1024²), so they dominate; xatlas adds up to its budget (3.7 s at 20 k faces on that host).
+
+``progress(stage, done, total)`` is called throughout (stages: the clean-up's own ones, then
+"uv_unwrap", "observe", "bake", "assemble"); ``cancel()`` returning True raises
+``trellis.utils.cancel.Cancelled`` between and inside stages.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from .cancel import check
+
+__all__ = ["to_glb", "to_obj", "bake_textured_mesh"]
+
+Progress = Optional[Callable[[str, int, int], None]]
+
+# Our extra keyword arguments (the reference's to_glb has none) and their defaults.
+_EXTRA_DEFAULTS = dict(
+    nviews=None,             # observation views: 50 for "fast", 100 (the reference) for "opt"
+    render_resolution=1024,  # observation size (reference: 1024)
+    uv_time_budget_s=10.0,   # xatlas budget before the chart-layout fallback
+    uv_method="auto",        # "auto" | "xatlas" | "charts"
+    steps=2500,              # "opt" bake steps (reference: 2500)
+    lambda_tv=0.01,          # "opt" TV weight (reference: 0.01)
+    cg_iterations=30,        # "fast" bake solver iterations
+    device=None,             # default: the device of the Gaussians
+)
+
+
+def _mesh_arrays(mesh, device):
+    if isinstance(mesh, (tuple, list)):
+        v, f = mesh[0], mesh[1]
+    elif isinstance(mesh, dict):
+        v, f = mesh["vertices"], mesh["faces"]
+    else:
+        v, f = mesh.vertices, mesh.faces
+    v = torch.as_tensor(np.asarray(v) if not torch.is_tensor(v) else v).to(device, torch.float32)
+    f = torch.as_tensor(np.asarray(f) if not torch.is_tensor(f) else f).to(device, torch.int64)
+    return v.reshape(-1, 3), f.reshape(-1, 3)
+
+
+def _app_device(app_rep):
+    if hasattr(app_rep, "get_xyz"):
+        return app_rep.get_xyz.device
+    pos = getattr(app_rep, "position", None)
+    return pos.device if pos is not None else app_rep.aabb.device
+
+
+def _options(kwargs):
+    unknown = set(kwargs) - set(_EXTRA_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s) {sorted(unknown)}; "
+                        f"known extras: {sorted(_EXTRA_DEFAULTS)}")
+    return {**_EXTRA_DEFAULTS, **kwargs}
+
+
+def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes_max_size=0.04,
+                       texture_size=1024, debug=False, verbose=True, bake_mode="fast",
+                       progress: Progress = None, cancel=None, **kwargs):
+    """Stages 1-4: returns (vertices [V,3] float32 z up, faces [F,3] int64, uvs [V,2] float32,
+    texture uint8 [S,S,3], info dict with per-stage seconds, face counts and the UV method used;
+    with ``debug`` also the texture before inpainting and its observed-texel mask)."""
+    from . import texture_bake as tb
+    from .uv_unwrap import unwrap_uv
+
+    opt = _options(kwargs)
+    if bake_mode not in ("fast", "opt"):
+        raise ValueError(f"unknown bake_mode {bake_mode!r} (use 'fast' or 'opt')")
+    device = torch.device(opt["device"]) if opt["device"] is not None else _app_device(app_rep)
+    info = {"seconds": {}}
+    clock = [time.perf_counter()]
+
+    def report(stage, done, total):
+        if progress is not None:
+            progress(stage, done, total)
+
+    def lap(name):
+        now = time.perf_counter()
+        info["seconds"][name] = round(now - clock[0], 3)
+        clock[0] = now
+        if verbose:
+            print(f"[to_glb] {name}: {info['seconds'][name]:.2f} s", flush=True)
+
+    check(cancel)
+    vertices, faces = _mesh_arrays(mesh, device)
+    if faces.shape[0] == 0:
+        raise ValueError("to_glb: the mesh is empty (no faces)")
+    info["input_faces"] = int(faces.shape[0])
+
+    # 1. clean-up
+    if simplify > 0 or fill_holes:
+        from .mesh_cleanup import clean_mesh_for_export
+        v_np, f_np = clean_mesh_for_export(vertices, faces, simplify=simplify, fill_holes=fill_holes,
+                                           fill_holes_max_size=fill_holes_max_size, device=device,
+                                           progress=progress, cancel=cancel)
+    else:
+        v_np, f_np = vertices.cpu().numpy(), faces.cpu().numpy()
+    if len(f_np) == 0:
+        raise ValueError("to_glb: no faces left after clean-up")
+    info["faces"] = int(len(f_np))
+    lap("cleanup")
+
+    # 2. UV unwrap
+    uv_info = {}
+    v_np, f_np, uv_np, _ = unwrap_uv(v_np, f_np, time_budget_s=opt["uv_time_budget_s"],
+                                     progress=lambda d, t: report("uv_unwrap", d, t), cancel=cancel,
+                                     texture_size=texture_size, method=opt["uv_method"],
+                                     verbose=verbose, info=uv_info)
+    info["uv_method"] = uv_info["method"]
+    info["vertices"] = int(len(v_np))
+    lap("uv_unwrap")
+
+    # 3-4. observations and bake
+    nviews = opt["nviews"] or (50 if bake_mode == "fast" else 100)
+    ext, intr = tb.observation_cameras(nviews, device=device)
+    n = ext.shape[0]
+    views = tb.render_observations(app_rep, ext, intr, opt["render_resolution"], cancel=cancel)
+    if bake_mode == "fast":
+        acc = tb.TextureAccumulator(v_np, f_np, uv_np, texture_size, device=device)
+        for i, (color, mask, depth) in enumerate(views):
+            acc.add_view(color, mask, ext[i], intr[i], depth=depth, cancel=cancel)
+            report("observe", i + 1, n)
+        lap("observe+accumulate")
+        texture, filled = acc.solve(iterations=opt["cg_iterations"], cancel=cancel,
+                                    progress=lambda d, t: report("bake", d, t))
+        texture_u8 = tb.inpaint_texture(texture, filled)
+        if debug:
+            info["texture_before_inpaint"] = (texture.cpu().numpy() * 255).round().astype(np.uint8)
+            info["observed_texels"] = filled.cpu().numpy()
+    else:
+        colors, masks = [], []
+        for i, (color, mask, _) in enumerate(views):
+            colors.append((color * 255).round().to(torch.uint8))  # the reference keeps 8-bit frames
+            masks.append(mask)
+            report("observe", i + 1, n)
+        lap("observe")
+        texture_u8 = tb.bake_texture(v_np, f_np, uv_np, colors, masks, ext, intr,
+                                     texture_size=texture_size, mode="opt",
+                                     lambda_tv=opt["lambda_tv"], steps=opt["steps"],
+                                     progress=lambda d, t: report("bake", d, t), cancel=cancel,
+                                     device=device)
+        del colors, masks
+    lap("bake+inpaint")
+    return v_np, f_np, uv_np, texture_u8, info
+
+
+def to_glb(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes_max_size=0.04, texture_size=1024,
+           debug=False, verbose=True, bake_mode="fast", progress: Progress = None, cancel=None, **kwargs):
+    """Textured ``trimesh.Trimesh`` of a TRELLIS result (the reference's signature; call
+    ``.export("x.glb")``). Extras: ``bake_mode`` "fast" | "opt", ``progress``, ``cancel`` and the
+    keyword arguments of ``_EXTRA_DEFAULTS`` (nviews, render_resolution, uv_time_budget_s,
+    uv_method, steps, lambda_tv, cg_iterations, device). Per-stage seconds, face counts and the
+    UV method used are in ``mesh.export_info`` (not saved in the file)."""
+    from .export import make_glb_mesh
+    v, f, uv, tex, info = bake_textured_mesh(app_rep, mesh, simplify, fill_holes, fill_holes_max_size,
+                                             texture_size, debug, verbose, bake_mode, progress, cancel,
+                                             **kwargs)
+    check(cancel)
+    out = make_glb_mesh(v, f, uv, tex)
+    if progress is not None:
+        progress("assemble", 1, 1)
+    # An attribute, not mesh.metadata: trimesh writes metadata into the file's "extras".
+    out.export_info = info
+    return out
+
+
+def to_obj(app_rep, mesh, path, simplify=0.95, fill_holes=True, fill_holes_max_size=0.04,
+           texture_size=1024, debug=False, verbose=True, bake_mode="fast", progress: Progress = None,
+           cancel=None, **kwargs) -> str:
+    """Like ``to_glb`` but writes ``path`` (.obj) with ``<stem>.mtl`` and ``<stem>.png``; returns path."""
+    from .export import save_obj
+    v, f, uv, tex, _ = bake_textured_mesh(app_rep, mesh, simplify, fill_holes, fill_holes_max_size,
+                                          texture_size, debug, verbose, bake_mode, progress, cancel,
+                                          **kwargs)
+    check(cancel)
+    out = save_obj(v, f, uv, tex, path)
+    if progress is not None:
+        progress("assemble", 1, 1)
+    return out
