@@ -6,27 +6,16 @@ import subprocess
 import sys
 import threading
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from desktop import cli
 from desktop.settings import GenerationSettings
+from images import rgba_blob
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Small everything: 2 + 2 steps, an 8-frame 64² preview, a 64² texture baked from 4 views.
 SMALL = ["--steps", "2", "--texture-size", "64", "--set", "video_frames=8", "--set", "video_resolution=64",
          "--set", "fill_holes=false", "--set", "bake_views=4", "--set", "bake_resolution=64"]
-
-
-def rgba_blob(path, size=96, color=(200, 80, 40)):
-    """An RGBA PNG with real transparency (no background removal, so nothing is downloaded)."""
-    yy, xx = np.mgrid[:size, :size]
-    mask = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2
-    a = np.zeros((size, size, 4), np.uint8)
-    a[mask] = (*color, 255)
-    Image.fromarray(a, "RGBA").save(path)
-    return str(path)
 
 
 def desktop(*args, timeout=180, **kw):

@@ -5,7 +5,6 @@ import os
 import threading
 import time
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -16,6 +15,7 @@ from desktop.jobs import JobRunner, JobState, classify_failure
 from desktop.settings import PRESETS, GenerationSettings
 from trellis.pipelines import TrellisImageTo3DPipeline
 from trellis.representations.gaussian import Gaussian
+from images import rgba_blob
 
 TIMEOUT = 120
 
@@ -26,16 +26,6 @@ def fast(**kw):
                 video_resolution=64, fill_holes=False, texture_size=64, bake_views=4, bake_resolution=64)
     base.update(kw)
     return GenerationSettings(**base)
-
-
-def rgba_blob(path, size=96, color=(200, 80, 40)):
-    """An RGBA PNG with real transparency (no background removal, so nothing is downloaded)."""
-    yy, xx = np.mgrid[:size, :size]
-    mask = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2
-    a = np.zeros((size, size, 4), np.uint8)
-    a[mask] = (*color, 255)
-    Image.fromarray(a, "RGBA").save(path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")
