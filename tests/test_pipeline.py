@@ -184,3 +184,13 @@ def test_preprocessing_inside_run_keeps_real_alpha(pipe, tmp_path):
     text.write_text("not an image")
     with pytest.raises(ValueError):
         pipe.run(str(text), **FAST)
+
+
+def test_run_without_preprocessing_accepts_paths_and_arrays(pipe, tmp_path):
+    img = object_image()
+    path = tmp_path / "ready.png"
+    img.save(path)
+    a = pipe.run(img, seed=4, preprocess_image=False, formats=["gaussian"], **FAST)["gaussian"][0]
+    b = pipe.run(str(path), seed=4, preprocess_image=False, formats=["gaussian"], **FAST)["gaussian"][0]
+    c = pipe.run(np.asarray(img), seed=4, preprocess_image=False, formats=["gaussian"], **FAST)["gaussian"][0]
+    assert torch.equal(a._xyz, b._xyz) and torch.equal(a._xyz, c._xyz)

@@ -289,6 +289,10 @@ class TrellisImageTo3DPipeline:
         with tracker.stage("preprocess"):
             if preprocess:
                 images = [self.preprocess_image(img) for img in images]
+            elif not isinstance(images, torch.Tensor):
+                from .preprocess import load_image     # paths and arrays too, used as they are
+
+                images = [load_image(img) for img in images]
         if progress:
             progress("preprocess", 1, 1)
         with tracker.stage("condition"):
