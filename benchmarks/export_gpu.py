@@ -94,6 +94,9 @@ def main() -> int:
     glb_opt = row(f"to_glb bake_mode=opt ({args.opt_steps} steps)",
                   lambda: postprocessing_utils.to_glb(gaussian, mesh, verbose=False, bake_mode="opt",
                                                       steps=args.opt_steps))
+    info["to_glb_stages_fast"] = getattr(glb_fast, "export_info", None)
+    info["to_glb_stages_opt"] = getattr(glb_opt, "export_info", None)
+    print(json.dumps({"to_glb_stages_fast": info["to_glb_stages_fast"]}, default=str), flush=True)
     held_out = [0.3, 1.9, 3.5, 5.1]
     info["psnr_fast"] = baked_views(glb_fast, gaussian, held_out, 0.35, 512)
     info["psnr_opt"] = baked_views(glb_opt, gaussian, held_out, 0.35, 512)
@@ -112,7 +115,7 @@ def main() -> int:
     cpu = render_gaussians(part, ext[0], intr[0], 256)["color"]
     info["gaussian_render_cpu_vs_gpu_max_abs"] = float((gpu - cpu).abs().max())
     print(json.dumps({"gaussian_render_cpu_vs_gpu_max_abs": info["gaussian_render_cpu_vs_gpu_max_abs"]}))
-    Path(args.out).write_text(json.dumps(info, indent=1))
+    Path(args.out).write_text(json.dumps(info, indent=1, default=str))
     return 0
 
 
