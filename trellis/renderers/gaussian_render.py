@@ -47,6 +47,10 @@ T_MIN = 1e-4
 # Devices without float64: there the exponent is evaluated directly in float32 instead of by a
 # float64 quadratic-form matmul (slower, same result up to rounding).
 _NO_FLOAT64_DEVICES = {"mps"}
+# On CUDA with float32 inputs and Triton importable, the per-pixel compositing runs in the fused Triton
+# kernel of `gaussian_render_triton` (same equations; projection and binning stay here). Set to False
+# to force the pure-PyTorch path (the reference) everywhere.
+USE_TRITON = True
 
 
 def _project(xyz, scales, rots, opacity, extrinsics, intrinsics, width, height, near, far, cull_far,
@@ -112,7 +116,7 @@ def _bin(proj, width, height, tile_size):
     rank = torch.empty_like(order)
     rank[order] = torch.arange(n, device=device)
     total = int(counts.sum())
-    gid = torch.repeat_interleave(torch.arange(n, device=device), counts)
+    gid = torch.repeat_interleave(torch.arange(n, device=device), counts, output_size=total)
     first = torch.cumsum(counts, 0) - counts
     local = torch.arange(total, device=device) - first[gid]
     wxg = wx[gid].clamp(min=1)
@@ -155,6 +159,12 @@ def render_gaussians(gaussian, extrinsics: torch.Tensor, intrinsics: torch.Tenso
                         opacity_compensation)
         colors = (SH_C0 * gaussian.get_features.reshape(-1, 3)[proj["idx"]] + 0.5).clamp(min=0)
         ntx, nty, sorted_g, tile_start, tile_count = _bin(proj, width, height, tile_size)
+        if USE_TRITON and device.type == "cuda":
+            from . import gaussian_render_triton as grt
+            if grt.supported(device, dtype, tile_size):
+                check(cancel)
+                return grt.composite(proj, colors, ntx, nty, sorted_g, tile_start, tile_count, width, height,
+                                     tile_size, bg)
 
         ts = tile_size
         npix = ts * ts

@@ -1,0 +1,147 @@
+"""Triton forward kernel for the tile-based Gaussian splatting of `gaussian_render` (CUDA only).
+
+Written from the same equations as the PyTorch path (see the docstring of `gaussian_render`), which
+stays the reference: projection, culling, the Mip-filter opacity compensation and the (tile, depth)
+binning are shared (`_project`, `_bin`); only the per-pixel compositing runs here.
+
+One program per tile (``tile_size`` x ``tile_size`` pixels, one lane per pixel) walks the tile's
+depth-sorted list front to back:
+
+* ``power = log(o) - 0.5 d^T S''^-1 d`` with ``d`` = pixel centre (j + 0.5, i + 0.5) minus the
+  projected centre, evaluated in float64 (``WIDE``, as the PyTorch CUDA path does) or float32;
+* ``alpha = min(0.99, exp(power))``; alpha < 1/255 is skipped;
+* a Gaussian that would bring the transmittance below 1e-4 is not composited and ends the pixel;
+* ``color = sum(w c) + T bg``, ``alpha = 1 - T``, ``depth = sum(w z)`` with ``w = alpha T``.
+
+The tile stops once all its pixels are finished (checked every ``BATCH`` list entries).
+
+Agreement with the PyTorch path (benchmarks/gaussian_render_gpu.py, H200, 640 k Gaussians, five
+scenes at 512², 1024² and 300×500): max abs difference 1.0e-6 colour, 1.4e-6 alpha, 2.4e-6 depth, and
+≤ 2e-6 against the brute-force reference of the CPU tests. (With ``tl.exp`` on float32, a fast
+approximation, a few pixels per frame differed by up to 6e-4: contributions within a few ulps of the
+1/255 cut were kept by one path and skipped by the other. The exp is therefore evaluated in float64
+and rounded to float32, like torch's accurate ``expf``.)
+"""
+from __future__ import annotations
+
+import torch
+
+try:  # pragma: no cover - exercised on CUDA machines only
+    import triton
+    import triton.language as tl
+    AVAILABLE = True
+except Exception:  # pragma: no cover
+    triton = tl = None
+    AVAILABLE = False
+
+ALPHA_MIN = 1.0 / 255.0
+ALPHA_MAX = 0.99
+T_MIN = 1e-4
+# Columns of the packed per-Gaussian table read by the kernel.
+_N_COLS = 10  # u, v, conic a, conic b, conic c, log opacity, r, g, b, z
+
+
+if AVAILABLE:  # pragma: no cover - needs a CUDA device
+    @triton.jit
+    def _composite_kernel(sorted_ptr, start_ptr, count_ptr, gdata_ptr, color_ptr, alpha_ptr, depth_ptr,
+                          bg_r, bg_g, bg_b, width, height, ntx,
+                          TS: tl.constexpr, BATCH: tl.constexpr, WIDE: tl.constexpr):
+        tile = tl.program_id(0)
+        tx = tile % ntx
+        ty = tile // ntx
+        p = tl.arange(0, TS * TS)
+        col = tx * TS + p % TS
+        row = ty * TS + p // TS
+        if WIDE:
+            px = col.to(tl.float64) + 0.5
+            py = row.to(tl.float64) + 0.5
+        else:
+            px = col.to(tl.float32) + 0.5
+            py = row.to(tl.float32) + 0.5
+        start = tl.load(start_ptr + tile)
+        cnt = tl.load(count_ptr + tile)
+        trans = tl.full([TS * TS], 1.0, tl.float32)
+        acc_r = tl.zeros([TS * TS], tl.float32)
+        acc_g = tl.zeros([TS * TS], tl.float32)
+        acc_b = tl.zeros([TS * TS], tl.float32)
+        acc_d = tl.zeros([TS * TS], tl.float32)
+        alive = tl.full([TS * TS], 1, tl.int32)
+        n_alive = tl.sum(alive, axis=0)
+        i = cnt * 0
+        while (i < cnt) & (n_alive > 0):
+            stop = tl.minimum(i + BATCH, cnt)
+            for k in range(i, stop):
+                g = tl.load(sorted_ptr + start + k).to(tl.int64)
+                base = gdata_ptr + g * 10
+                u = tl.load(base + 0)
+                v = tl.load(base + 1)
+                ca = tl.load(base + 2)
+                cb = tl.load(base + 3)
+                cc = tl.load(base + 4)
+                logop = tl.load(base + 5)
+                cr = tl.load(base + 6)
+                cg = tl.load(base + 7)
+                cbl = tl.load(base + 8)
+                z = tl.load(base + 9)
+                if WIDE:
+                    dx = px - u.to(tl.float64)
+                    dy = py - v.to(tl.float64)
+                    q = ca.to(tl.float64) * dx * dx + cc.to(tl.float64) * dy * dy
+                    power = (logop.to(tl.float64) - 0.5 * q - cb.to(tl.float64) * dx * dy).to(tl.float32)
+                else:
+                    dx = px - u
+                    dy = py - v
+                    power = logop - 0.5 * (ca * dx * dx + cc * dy * dy) - cb * dx * dy
+                # exp of the float32 exponent evaluated in float64 and rounded: the keep/skip decision at
+                # the 1/255 cut then matches torch's accurate expf (tl.exp on float32 is approximate).
+                a = tl.minimum(tl.exp(tl.maximum(power, -10.0).to(tl.float64)).to(tl.float32), 0.99)
+                a = tl.where(a < 0.00392156862745098, 0.0, a)  # ALPHA_MIN = 1/255
+                t_next = trans * (1.0 - a)
+                take = (alive != 0) & (t_next >= 1e-4)  # T_MIN
+                w = tl.where(take, a * trans, 0.0)
+                acc_r += w * cr
+                acc_g += w * cg
+                acc_b += w * cbl
+                acc_d += w * z
+                trans = tl.where(take, t_next, trans)
+                alive = tl.where(take, alive, 0)
+            i = stop
+            n_alive = tl.sum(alive, axis=0)
+        mask = (row < height) & (col < width)
+        off = row * width + col
+        npx = width * height
+        tl.store(color_ptr + off, acc_r + trans * bg_r, mask=mask)
+        tl.store(color_ptr + npx + off, acc_g + trans * bg_g, mask=mask)
+        tl.store(color_ptr + 2 * npx + off, acc_b + trans * bg_b, mask=mask)
+        tl.store(alpha_ptr + off, 1.0 - trans, mask=mask)
+        tl.store(depth_ptr + off, acc_d, mask=mask)
+
+
+def supported(device: torch.device, dtype: torch.dtype, tile_size: int) -> bool:
+    """Whether the kernel can run for this device/dtype/tile size."""
+    return (AVAILABLE and device.type == "cuda" and dtype == torch.float32
+            and tile_size >= 4 and (tile_size & (tile_size - 1)) == 0 and tile_size * tile_size <= 1024)
+
+
+def composite(proj, colors, ntx, nty, sorted_g, tile_start, tile_count, width, height, tile_size, bg,
+              wide: bool = True, batch: int = 32) -> dict:
+    """Composite the binned splats; same outputs as `render_gaussians` (``color``, ``alpha``, ``depth``)."""
+    device = colors.device
+    color = torch.empty(3, height, width, dtype=torch.float32, device=device)
+    alpha = torch.empty(1, height, width, dtype=torch.float32, device=device)
+    depth = torch.empty(1, height, width, dtype=torch.float32, device=device)
+    if ntx * nty == 0:
+        return {"color": color, "alpha": alpha, "depth": depth}
+    gdata = torch.cat([proj["u"][:, None], proj["v"][:, None], proj["conic"],
+                       torch.log(proj["opacity"])[:, None], colors, proj["z"][:, None]], 1).float().contiguous()
+    if gdata.shape[0] == 0:
+        gdata = torch.zeros(1, _N_COLS, dtype=torch.float32, device=device)
+    if sorted_g.numel() == 0:
+        sorted_g = torch.zeros(1, dtype=torch.long, device=device)
+    bg = [float(b) for b in bg.tolist()]
+    npix = tile_size * tile_size
+    _composite_kernel[(ntx * nty,)](
+        sorted_g.contiguous(), tile_start.to(torch.int64).contiguous(), tile_count.to(torch.int32).contiguous(),
+        gdata, color, alpha, depth, bg[0], bg[1], bg[2], width, height, ntx,
+        TS=tile_size, BATCH=batch, WIDE=wide, num_warps=max(1, min(8, npix // 32)))
+    return {"color": color, "alpha": alpha, "depth": depth}
