@@ -97,7 +97,7 @@ def check_pixels(g, e, k, res, bgc, out_t, out_p, limit=6):
         a = torch.exp(logop[order] - 0.5 * (ca[order] * dx * dx + cc[order] * dy * dy) - cb[order] * dx * dy)
         a = a.clamp(max=0.99)
         sel = (a >= 1 / 255).nonzero().squeeze(-1)
-        al, co, zz = a[sel].cpu().numpy(), cols[order][sel].cpu().numpy(), z[order][sel].cpu().numpy()
+        al, co = a[sel].cpu().numpy(), cols[order][sel].cpu().numpy()
         t, acc = 1.0, np.zeros(3)
         for ai, ci in zip(al, co):
             tn = t * (1 - ai)

@@ -448,3 +448,76 @@ def test_make_glb_mesh_transform_and_material():
     mesh = make_glb_mesh(v, f, uv, np.zeros((4, 4, 3), np.uint8))
     np.testing.assert_allclose(mesh.vertices, [[0, 0, 0], [1, 0, 0], [0, 0, -1], [0, 1, 0]])
     assert mesh.visual.material.metallicFactor == 0.0 and mesh.visual.material.roughnessFactor == 1.0
+
+
+class _ReferenceAccumulator(tb.TextureAccumulator):
+    """The accumulator as it was before the host-sync removal (per-view float()/int()/bool() reads,
+    boolean-mask indexing, an early return on empty views): the optimised one must equal it."""
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self._tpp_ref, self._pix_ref = 0.0, 0
+
+    @property
+    def texels_per_pixel(self) -> float:
+        return self._tpp_ref / max(self._pix_ref, 1)
+
+    def add_view(self, color, mask, extrinsics, intrinsics, depth=None, cancel=None):
+        dev = self.mesh.device
+        color = torch.as_tensor(color, device=dev).float()
+        mask = torch.as_tensor(mask, device=dev).bool()
+        h, w = mask.shape
+        if self.edge_erode > 0:
+            k = 2 * self.edge_erode + 1
+            mask = -F.max_pool2d(-mask[None, None].float(), k, 1, self.edge_erode)[0, 0] > 0.5
+        extr = torch.as_tensor(extrinsics, dtype=torch.float32).reshape(4, 4)
+        intr = torch.as_tensor(intrinsics, dtype=torch.float32).reshape(3, 3)
+        m = self.mesh
+        full = tb.projection_opencv(intr, tb.NEAR, tb.FAR) @ extr
+        clip = torch.cat([m.v, torch.ones_like(m.v[:, :1])], -1) @ full.T
+        face_id, bary, dep = tb.rasterize(clip, m.f, h, w)
+        flat = face_id.reshape(-1)
+        pix = torch.nonzero(flat > 0)[:, 0]
+        face = flat[pix] - 1
+        b = bary.reshape(-1, 3)[pix]
+        corners = m.f[face]
+        uv = (m.uv[corners] * b[:, :, None]).sum(1)
+        point = (m.v[corners] * b[:, :, None]).sum(1)
+        eye = -extr[:3, :3].T @ extr[:3, 3]
+        cos = (m.normal[face] * F.normalize(eye[None] - point, dim=-1)).sum(-1).abs()
+        d = dep.reshape(-1)[pix]
+        tpp = m.texel_density[face] * (d / (intr[0, 0] * w)) ** 2 / cos.clamp(min=1e-3)
+        ok = mask.reshape(-1)[pix]
+        if depth is not None and self.depth_tolerance is not None:
+            ok &= (torch.as_tensor(depth).reshape(-1)[pix].float() - d).abs() <= self.depth_tolerance
+        wgt = cos.pow(self.cos_power) / tpp.clamp(min=1.0)
+        ok &= wgt > 1e-6
+        if not bool(ok.any()):
+            self.views += 1
+            return
+        self._tpp_ref += float(tpp[ok].sum())
+        self._pix_ref += int(ok.sum())
+        self._fold(uv[ok], color.reshape(-1, 3)[pix[ok]], wgt[ok])
+        self.views += 1
+
+
+def test_accumulator_without_host_syncs_equals_previous_computation(asset, observations):
+    v, f, uv = _uv_mesh(asset)
+    obs = observations
+    new = tb.TextureAccumulator(v, f, uv, 128)
+    ref = _ReferenceAccumulator(v, f, uv, 128)
+    blank = torch.zeros_like(obs["mask"][0])  # an empty view: folds nothing in both
+    for acc in (new, ref):
+        for i in range(6):
+            acc.add_view(obs["color"][i], obs["mask"][i], obs["ext"][i], obs["intr"][i],
+                         depth=obs["depth"][i])
+        acc.add_view(obs["color"][0], blank, obs["ext"][0], obs["intr"][0])
+    assert new.views == ref.views == 7
+    assert new.texels_per_pixel == ref.texels_per_pixel
+    assert int(new._pixels) == ref._pix_ref > 0
+    for name in ("normal_eq", "rhs", "weight"):
+        assert torch.equal(getattr(new, name), getattr(ref, name)), name
+    t_new, m_new = new.solve(iterations=10)
+    t_ref, m_ref = ref.solve(iterations=10)
+    assert torch.equal(m_new, m_ref)
+    assert (t_new - t_ref).abs().max() <= 1e-6

@@ -109,6 +109,7 @@ class _MeshViews:
                                   dtype=torch.float32).to(device)
         self.size = int(texture_size)
         self.device = device
+        self.v_h = torch.cat([self.v, torch.ones_like(self.v[:, :1])], -1)  # homogeneous, for raster
         a, b, c = (self.v[self.f[:, k]] for k in range(3))
         n = torch.cross(b - a, c - a, dim=-1)
         world_area = n.norm(dim=-1) * 0.5
@@ -124,7 +125,7 @@ class _MeshViews:
         extr = torch.as_tensor(extrinsics, dtype=torch.float32, device=self.device).reshape(4, 4)
         intr = torch.as_tensor(intrinsics, dtype=torch.float32, device=self.device).reshape(3, 3)
         full = projection_opencv(intr, NEAR, FAR) @ extr
-        clip = torch.cat([self.v, torch.ones_like(self.v[:, :1])], -1) @ full.T
+        clip = self.v_h @ full.T
         face_id, bary, depth = rasterize(clip, self.f, height, width, cancel=cancel)
         flat = face_id.reshape(-1)
         pix = torch.nonzero(flat > 0)[:, 0]
@@ -190,13 +191,16 @@ class TextureAccumulator:
         self.rhs = torch.zeros(s * s, 3, dtype=torch.float32, device=dev)
         self.weight = torch.zeros(s * s, dtype=torch.float32, device=dev)  # sum of w * tap weight
         self.views = 0
-        self._tpp_sum = 0.0  # sum over accepted pixels of texels per pixel, and their count
-        self._pixels = 0
+        # Sum over accepted pixels of texels per pixel (float64: the same as summing the per-view
+        # float32 sums in Python floats) and their count, kept on the device: reading them per view
+        # would stall the host on the GPU once per view.
+        self._tpp_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        self._pixels = torch.zeros((), dtype=torch.int64, device=dev)
 
     @property
     def texels_per_pixel(self) -> float:
         """Mean texels under one accepted pixel (< 1: the views oversample the texture)."""
-        return self._tpp_sum / max(self._pixels, 1)
+        return float(self._tpp_sum) / max(int(self._pixels), 1)
 
     def add_view(self, color, mask, extrinsics, intrinsics, depth=None, cancel=None):
         """color [H,W,3] in [0,1], mask [H,W] bool, optional depth [H,W] (mean camera z)."""
@@ -217,13 +221,13 @@ class TextureAccumulator:
             ok &= (gd - r["depth"]).abs() <= self.depth_tolerance
         wgt = r["cos"].pow(self.cos_power) / r["texels_per_pixel"].clamp(min=1.0)
         ok &= wgt > 1e-6
-        if not bool(ok.any()):
-            self.views += 1
-            return
-        uv, wgt = r["uv"][ok], wgt[ok]
-        self._tpp_sum += float(r["texels_per_pixel"][ok].sum())
-        self._pixels += int(ok.sum())
-        c = color.reshape(-1, 3)[r["pix"][ok]]
+        # No host reads here (no early return on an empty view, no float()/int() of the sums):
+        # a view without accepted pixels folds nothing, and the sums stay on the device.
+        sel = torch.nonzero(ok)[:, 0]
+        uv, wgt = r["uv"][sel], wgt[sel]
+        self._tpp_sum += r["texels_per_pixel"][sel].sum().double()
+        self._pixels += sel.numel()
+        c = color.reshape(-1, 3)[r["pix"][sel]]
         self._fold(uv, c, wgt)
         self.views += 1
 
