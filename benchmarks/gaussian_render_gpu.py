@@ -86,7 +86,7 @@ def check_pixels(g, e, k, res, bgc, out_t, out_p, limit=6):
     proj = gr._project(g.get_xyz, g.get_scaling, g.get_rotation, g.get_opacity.reshape(-1), e, k, w, h,
                        0.8, 1.6, False, 0.1, True)
     cols = (SH_C0 * g.get_features.reshape(-1, 3)[proj["idx"]] + 0.5).clamp(min=0).double()
-    u, v, z = proj["u"].double(), proj["v"].double(), proj["z"].double()
+    u, v = proj["u"].double(), proj["v"].double()
     ca, cb, cc = proj["conic"].double().unbind(-1)
     logop = torch.log(proj["opacity"]).double()
     order = torch.argsort(proj["z"], stable=True)
