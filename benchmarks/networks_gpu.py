@@ -103,6 +103,16 @@ def rel_rms(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt().clamp(min=1e-30))
 
 
+def compare_backends(kind: str, fast: str, plain: str, run) -> float:
+    """Relative RMS difference of `run()` with backend `fast` against backend `plain` (then back to auto)."""
+    set_backend(kind, fast)
+    a = run()
+    set_backend(kind, plain)
+    b = run()
+    set_backend(kind, "auto")
+    return rel_rms(a, b)
+
+
 def fresh_structure(s: SparseTensor) -> SparseTensor:
     return SparseTensor(s.feats, s.coords)            # new cache: maps are rebuilt inside the timing
 
@@ -162,19 +172,11 @@ def main() -> int:
         if key in ("slat_flow_model", "slat_decoder_gs", "slat_decoder_rf", "slat_decoder_mesh"):
             fwd = (lambda: model.decode_features(fresh_structure(structure))) if key == "slat_decoder_mesh" \
                 else (lambda: model(*inputs(key, fresh_structure(structure), dev)))
-            set_backend("varlen", "torch_varlen")
-            fast = flat_output(key, fwd())
-            set_backend("varlen", "sdpa")
-            plain = flat_output(key, fwd())
-            set_backend("varlen", "auto")
-            info["agreement"][f"{key}: torch_varlen vs padded sdpa (fp16)"] = rel_rms(fast, plain)
+            info["agreement"][f"{key}: torch_varlen vs padded sdpa (fp16)"] = compare_backends(
+                "varlen", "torch_varlen", "sdpa", lambda: flat_output(key, fwd()))
             if info["spconv"] and key in ("slat_flow_model", "slat_decoder_mesh"):
-                set_backend("sparse_conv", "spconv")
-                sp = flat_output(key, fwd())
-                set_backend("sparse_conv", "torch")
-                tc = flat_output(key, fwd())
-                set_backend("sparse_conv", "auto")
-                info["agreement"][f"{key}: spconv vs torch conv (fp16)"] = rel_rms(sp, tc)
+                info["agreement"][f"{key}: spconv vs torch conv (fp16)"] = compare_backends(
+                    "sparse_conv", "spconv", "torch", lambda: flat_output(key, fwd()))
         if key == "sparse_structure_flow_model":
             set_backend("dense", "auto")
             fast = model(*x)
