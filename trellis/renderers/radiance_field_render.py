@@ -258,6 +258,19 @@ class _Ctx:
     """Per-render constants shared by the band and shading helpers."""
 
 
+def _budget_chunks(csum: torch.Tensor, budget: int, cancel=None):
+    """Consecutive (start, stop) item ranges whose sizes (cumulative sums `csum`) add up to about
+    `budget` each; an item larger than the budget gets a range of its own. Checks `cancel` per range."""
+    start, total = 0, csum.numel()
+    while start < total:
+        check(cancel)
+        base = int(csum[start - 1]) if start > 0 else 0
+        stop = int(torch.searchsorted(csum, torch.tensor(base + budget, device=csum.device), right=True))
+        stop = max(stop, start + 1)
+        yield start, stop
+        start = stop
+
+
 def _render_band(ctx, r0, r1, lv, i0, i1, j0, bw, vmin, vmax, width, fx, fy, cx, cy, rot, near, tiny,
                  pair_budget, chunk_samples, log_t, acc_c, acc_d, cancel):
     """All intervals of the rays of image rows [r0, r1): find, shade, composite into the accumulators."""
@@ -275,13 +288,7 @@ def _render_band(ctx, r0, r1, lv, i0, i1, j0, bw, vmin, vmax, width, fx, fy, cx,
     pix_inv = 1.0 / torch.where(ctx.pix_dir == 0, torch.full_like(ctx.pix_dir, tiny), ctx.pix_dir)
     pix_knear = (torch.floor(near / (step * ctx.pix_dz)) + 1).clamp(min=1)   # first k with k step dz > near
     keys, logts, cols, depths = [], [], [], []
-    csum = torch.cumsum(counts, 0)
-    start = 0
-    while start < sel.numel():
-        check(cancel)
-        base = int(csum[start - 1]) if start > 0 else 0
-        stop = int(torch.searchsorted(csum, torch.tensor(base + pair_budget, device=device), right=True))
-        stop = max(stop, start + 1)
+    for start, stop in _budget_chunks(torch.cumsum(counts, 0), pair_budget, cancel):
         cnt = counts[start:stop]
         tot = int(cnt.sum())
         vox = torch.repeat_interleave(sel[start:stop], cnt)                       # voxel-major order
@@ -303,20 +310,12 @@ def _render_band(ctx, r0, r1, lv, i0, i1, j0, bw, vmin, vmax, width, fx, fy, cx,
         if k0.numel() and int(k0.max()) >= (1 << 31):
             raise ValueError("render_strivec: camera too far from the radiance field for the sample index range")
         # shade the intervals in chunks of about chunk_samples samples (never splitting an interval)
-        ncum = torch.cumsum(n, 0)
-        a = 0
-        while a < ray.numel():
-            check(cancel)
-            b0 = int(ncum[a - 1]) if a > 0 else 0
-            b = int(torch.searchsorted(ncum, torch.tensor(b0 + chunk_samples, device=device), right=True))
-            b = max(b, a + 1)
+        for a, b in _budget_chunks(torch.cumsum(n, 0), chunk_samples, cancel):
             lt, col, dep = _shade(ctx, ray[a:b], vox[a:b], k0[a:b], n[a:b])
             keys.append(ray[a:b] * (1 << 31) + k0[a:b])
             logts.append(lt)
             cols.append(col)
             depths.append(dep)
-            a = b
-        start = stop
     if not keys:
         return
     # composite the intervals of each ray front to back (their sample ranges are disjoint: unique keys)
