@@ -226,6 +226,17 @@ class TrellisImageTo3DPipeline:
             cond = cond_model(images.to(self._device, torch.float32))
         return {"cond": cond, "neg_cond": torch.zeros_like(cond)}
 
+    def _sample(self, stage: str, sampler, model_key: str, defaults: dict, noise, cond: dict,
+                sampler_params: dict | None, progress: Progress, cancel: CancelCheck, **sampler_kwargs):
+        """Run one flow stage: pipeline.json params overridden by the caller's, memory policy applied."""
+        params = {**defaults, **(sampler_params or {})}
+        policy = self.memory_policy
+        with self._on_device(model_key) as flow:
+            return sampler.sample(
+                flow, noise, **cond, **params, **sampler_kwargs, verbose=False, cancel=cancel,
+                cfg_batch=policy.cfg_batch, cuda_graph=policy.cuda_graphs,
+                progress=(lambda i, n: progress(stage, i, n)) if progress else None).samples
+
     @torch.no_grad()
     def sample_sparse_structure(self, cond: dict, num_samples: int = 1, sampler_params: dict | None = None,
                                 generator: torch.Generator | None = None, progress: Progress = None,
@@ -234,12 +245,9 @@ class TrellisImageTo3DPipeline:
         flow = self.models["sparse_structure_flow_model"]
         reso, channels = flow.resolution, flow.in_channels
         noise = torch.randn(num_samples, channels, reso, reso, reso, generator=generator).to(self._device)
-        params = {**self.sparse_structure_sampler_params, **(sampler_params or {})}
-        with self._on_device("sparse_structure_flow_model") as flow:
-            z = self.sparse_structure_sampler.sample(
-                flow, noise, **cond, **params, **sampler_kwargs, verbose=False, cancel=cancel,
-                cfg_batch=self.memory_policy.cfg_batch, cuda_graph=self.memory_policy.cuda_graphs,
-                progress=(lambda i, n: progress("sparse_structure", i, n)) if progress else None).samples
+        z = self._sample("sparse_structure", self.sparse_structure_sampler, "sparse_structure_flow_model",
+                         self.sparse_structure_sampler_params, noise, cond, sampler_params, progress, cancel,
+                         **sampler_kwargs)
         del noise
         check(cancel)
         with self._on_device("sparse_structure_decoder") as decoder:
@@ -259,12 +267,8 @@ class TrellisImageTo3DPipeline:
         flow = self.models["slat_flow_model"]
         feats = torch.randn(coords.shape[0], flow.in_channels, generator=generator).to(self._device)
         noise = SparseTensor(feats=feats, coords=coords.to(self._device))
-        params = {**self.slat_sampler_params, **(sampler_params or {})}
-        with self._on_device("slat_flow_model") as flow:
-            slat = self.slat_sampler.sample(
-                flow, noise, **cond, **params, **sampler_kwargs, verbose=False, cancel=cancel,
-                cfg_batch=self.memory_policy.cfg_batch, cuda_graph=self.memory_policy.cuda_graphs,
-                progress=(lambda i, n: progress("slat", i, n)) if progress else None).samples
+        slat = self._sample("slat", self.slat_sampler, "slat_flow_model", self.slat_sampler_params, noise, cond,
+                            sampler_params, progress, cancel, **sampler_kwargs)
         std = torch.tensor(self.slat_normalization["std"], device=self._device)[None]
         mean = torch.tensor(self.slat_normalization["mean"], device=self._device)[None]
         return slat * std + mean
