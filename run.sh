@@ -84,6 +84,15 @@ if [[ $mode == test ]]; then
         if npm ci --prefix tests/js --no-audit --no-fund; then touch "$js_stamp"
         else echo "npm ci --prefix tests/js failed; the glTF validator test will fail" >&2; fi
     fi
+    # System tools of the app's tests (Debian/Ubuntu package names): a headless chromium for the browser
+    # test. Installed with apt-get when we are root (CI); otherwise the test that needs one says how.
+    need=()
+    command -v chromium >/dev/null 2>&1 || need+=(chromium fonts-dejavu-core)
+    if (( ${#need[@]} )) && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "Installing test tools with apt-get: ${need[*]}"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"; } \
+            || echo "apt-get install ${need[*]} failed; the tests that need them will fail" >&2
+    fi
     # pytest's exit status is ours. "No tests collected" is 5, so it fails CI like any other error.
     exec "$py" -m pytest "$@"
 fi

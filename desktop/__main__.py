@@ -2,44 +2,33 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
+# command -> (module with a `main(argv) -> int`, what it is)
 COMMANDS = {
-    "ui": "browser app",
-    "api": "REST API",
-    "generate": "command-line generator",
+    "ui": ("desktop.ui", "browser app"),
+    "api": ("desktop.api", "REST API server"),
+    "generate": ("desktop.cli", "command-line generator"),
 }
-AVAILABLE = {"generate"}
-
-# Exit status for "this command exists but does nothing yet", distinct from success.
-NOT_YET = 2
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "generate":
-        from .cli import main as generate   # its own parser: `python -m desktop generate --help`
-
-        return generate(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m desktop", usage="python -m desktop {ui,api,generate} [options]",
-        description="Trellis Desktop: turn one photo into a 3D asset on your own GPU.",
+        description="Trellis Desktop: turn one photo into a 3D asset on your own GPU. "
+                    "`python -m desktop COMMAND --help` lists a command's options.",
     )
     parser.add_argument("command", choices=COMMANDS,
-                        help="ui: the browser app; api: the REST API server; generate: images from the command "
-                             "line (python -m desktop generate --help)")
-    # Options after the command belong to it; until the commands exist they are accepted and unused.
-    command = parser.parse_known_args(argv)[0].command
-    if command in AVAILABLE:        # reached when options came before the command name
-        from .cli import main as generate
-
-        rest = list(argv)
-        rest.remove(command)
-        return generate(rest)
-    print(f"Trellis Desktop: the {COMMANDS[command]} (`{command}`) is not yet available; it arrives in a later "
-          "release. Today `python -m desktop generate IMAGE -o OUT_DIR` and the Python library `trellis` work: "
-          "see README.md and docs/.", file=sys.stderr)
-    return NOT_YET
+                        help="ui: the browser app; api: the REST API server; generate: images from the command line")
+    # The command is the first word that names one; everything else belongs to it.
+    for i, word in enumerate(argv):
+        if word in COMMANDS:
+            rest = argv[:i] + argv[i + 1:]
+            return importlib.import_module(COMMANDS[word][0]).main(rest)
+    parser.parse_args(argv)      # no command: prints usage (or --help) and exits 2
+    return 2
 
 
 if __name__ == "__main__":
