@@ -30,8 +30,9 @@ Conventions (fixed here, relied on by the callers and the tests)
   shared vertex owns a centre at the vertex exactly once, whatever the winding of each triangle.
 * Both windings are rasterised (no back-face culling).
 * Depth test: nearest view depth wins (view depth = the clip w, i.e. the camera-space z of an
-  OpenCV camera, or -z of an OpenGL one). The test key is the float32 view depth evaluated from the
-  unsnapped vertices, packed with the face index, so exact ties go to the lower face id.
+  OpenCV camera, or -z of an OpenGL one). The test key is the view depth from the unsnapped
+  vertices (1 / the affine inverse-depth plane, whose float32 coefficients are evaluated in float64,
+  then rounded to float32), packed with the face index, so exact ties go to the lower face id.
 * Outputs: ``face_id`` [H,W] int64, 0 = empty, f + 1 for face f; ``bary`` [H,W,3] float32
   perspective-correct barycentrics of the face's vertices 0, 1, 2 (sum 1, evaluated in float64 from
   the unsnapped vertices at the pixel centre; a pixel owned through the fill rule or snapping may
@@ -60,6 +61,17 @@ _SUB = 1 << SUBPIXEL_BITS
 _HALF = _SUB // 2
 _GUARD = 1 << 29  # max |fixed-point coordinate|; keeps every edge-function product below 2**62
 _INT64_MAX = torch.iinfo(torch.int64).max
+
+
+# On CUDA the coverage/depth pass runs as one Triton kernel (`mesh_raster_triton`, bit-identical keys);
+# set to False to use the PyTorch loop everywhere.
+USE_TRITON = True
+
+
+def _triton_available() -> bool:
+    from . import mesh_raster_triton
+
+    return mesh_raster_triton.AVAILABLE
 
 
 def _default_budget(device: torch.device) -> int:
@@ -168,6 +180,11 @@ def rasterize(vertices_clip: torch.Tensor, faces: torch.Tensor, height: int, wid
     _check_cancel(cancel)
     if faces.shape[0] > 0 and hw > 0:
         coefs, box, count, plane = _triangle_setup(vertices_clip, faces, height, width, ndc_y_up)
+        if USE_TRITON and device.type == "cuda" and _triton_available():
+            from . import mesh_raster_triton
+
+            mesh_raster_triton.raster_keys(coefs, box, count, plane, keys, width)
+            count = count[:0]  # nothing left for the PyTorch loop below
         live = torch.nonzero(count > 0)[:, 0]
         budget = int(chunk_budget or _default_budget(device))
         # Bucket triangles by padded bounding-box size so that a chunk is a dense [n, bh, bw]
@@ -235,9 +252,12 @@ def _raster_block(tris, bhp, bwp, coefs, box, plane, keys, width):
     if nz.numel() == 0:
         return
     t, ii, jj = nz[:, 0], nz[:, 1], nz[:, 2]
-    pl = plane[tris][t]
-    invw = pl[:, 0] + pl[:, 1] * jj.to(torch.float32) + pl[:, 2] * ii.to(torch.float32)
-    depth = 1.0 / invw.clamp(min=1e-30)
+    # float64 from the float32 plane: the products are exact, so the result does not depend on
+    # whether a device fuses them into multiply-adds (the Triton path gets the same bits).
+    pl = plane[tris][t].to(torch.float64)
+    invw = pl[:, 0] + pl[:, 1] * jj.to(torch.float64)
+    invw = invw + pl[:, 2] * ii.to(torch.float64)
+    depth = (1.0 / invw.clamp(min=1e-30)).to(torch.float32)
     key = (depth.view(torch.int32).to(torch.int64) << 32) | tris[t]
     b = bx[t]
     pix = (b[:, 1] + ii) * width + (b[:, 0] + jj)
