@@ -415,6 +415,34 @@ def test_chart_layout_splits_self_overlapping_charts():
     assert (owned[big] >= 0.5 * area[big]).all()  # nothing lies under another face
 
 
+def test_xatlas_in_pieces_keeps_faces_and_never_overlaps():
+    import trellis.utils.uv_unwrap as uvu
+    v, f = make_mesh(subdivisions=5)  # ~20 k faces: about ten pieces
+    v, f = v.numpy(), f.numpy()
+    piece = uvu.split_pieces(v, f)
+    sizes = np.bincount(piece)
+    assert len(sizes) >= 8 and sizes.max() <= uvu.PIECE_FACES and sizes.min() > 0
+    # pieces are compact: each spans a small part of the sphere
+    c = v[f].mean(1)
+    spans = [np.linalg.norm(c[piece == i].max(0) - c[piece == i].min(0)) for i in range(len(sizes))]
+    assert max(spans) < 0.6 * np.linalg.norm(c.max(0) - c.min(0))
+    info = {}
+    vv, ff, uv, vm = unwrap_uv(v, f, texture_size=1024, method="xatlas", info=info)
+    assert info["method"] == "xatlas" and ff.shape == f.shape
+    np.testing.assert_array_equal(vm[ff], f)         # same corners, same face order
+    np.testing.assert_array_equal(vv, v[vm])
+    assert uv.min() >= 0 and uv.max() <= 1
+    face_id = uv_coverage(ff, uv, 1024).reshape(-1).numpy()
+    owned = np.bincount(face_id, minlength=len(ff) + 1)[1:]
+    t = uv[ff] * 1024
+    area = 0.5 * np.abs((t[:, 1, 0] - t[:, 0, 0]) * (t[:, 2, 1] - t[:, 0, 1])
+                        - (t[:, 1, 1] - t[:, 0, 1]) * (t[:, 2, 0] - t[:, 0, 0]))
+    big = area >= 6
+    assert big.sum() > 0.3 * len(ff)
+    assert (owned[big] >= 0.5 * area[big]).all()      # no face under another, across pieces too
+    assert area.sum() > 0.4 * 1024 ** 2               # the atlas is well used
+
+
 def test_xatlas_is_killed_at_its_time_budget(monkeypatch):
     import trellis.utils.uv_unwrap as uvu
     v, f = make_mesh(subdivisions=6)  # ~82 k faces: xatlas needs seconds

@@ -2,12 +2,12 @@
 
 The reference calls ``xatlas.parametrize`` with default options; we ask xatlas to pack for the
 texture size with a margin of ``padding`` texels around each chart (the default packs charts edge
-to edge, so bilinear lookups bleed between them). xatlas holds the GIL, its run time grows faster
-than linearly with the face count (2 CPU cores: 20 k faces ~1 s, 82 k ~9 s; a 16-core H200 host:
-3.7 s and more than 10 s), a call cannot be interrupted, and 0.0.11 crashes (SIGSEGV) on some
-inputs. So it runs in a child Python process that is killed when the time budget is spent or the
-caller cancels, and any failure falls back to our own layout, which finishes in well under a
-second:
+to edge, so bilinear lookups bleed between them), and we give it the mesh cut into compact pieces of
+~``PIECE_FACES`` faces: its chart search is strongly superlinear in the size of a connected piece
+(a 27 k-face noisy mesh: 15 s whole, 0.75 s in 16–32 pieces, same texel use). xatlas holds the GIL, a
+call cannot be interrupted, and 0.0.11 crashes (SIGSEGV) on some inputs. So it runs in a child
+Python process that is killed when the time budget is spent or the caller cancels, and any failure
+falls back to our own layout, which finishes in well under a second:
 
 * "charts" layout: every face is assigned to the signed axis (one of 6) of the largest component of
   its normal, averaged over a few rings of neighbours so that surface noise does not shatter the
@@ -35,7 +35,7 @@ import numpy as np
 
 from .cancel import check
 
-__all__ = ["unwrap_uv", "xatlas_time_estimate", "chart_layout", "uv_coverage"]
+__all__ = ["unwrap_uv", "xatlas_time_estimate", "split_pieces", "chart_layout", "uv_coverage"]
 
 Progress = Optional[Callable[[int, int], None]]
 
@@ -43,28 +43,70 @@ Progress = Optional[Callable[[int, int], None]]
 # noisy sphere (vertex noise 0.002 at ~0.02 edges) 8 raised the texels in use from 30 % to 37 %.
 SMOOTH_ITERATIONS = 8
 
-# Child process: load the mesh, run xatlas, save the result. Kept free of any trellis import so that
-# the child starts in about 0.1 s.
+# xatlas's chart search grows much faster than linearly with the size of a connected piece (27 k noisy
+# faces on 2 cores: 15.3 s as one mesh; 3.6 s in 2 pieces, 1.15 s in 8, 0.78 s in 16, 0.72 s in 32, with
+# the same 76 % texel use), so the mesh is cut into spatially compact pieces of about this many faces,
+# each given to xatlas as its own mesh (charted in parallel, packed together into one atlas). The cuts
+# only add seams where a chart would have crossed a piece boundary.
+PIECE_FACES = 2000
+
+# Child process: load the pieces, run xatlas, save the result. Kept free of any trellis import so that
+# the child starts in about 0.1 s. Input: vertices, faces sorted by piece, piece start offsets. Output,
+# pieces concatenated in order: vmapping (input vertex of each output vertex), faces (indices into the
+# output vertices, in the sorted order) and uvs.
 _XATLAS_CHILD = r"""
 import sys, numpy as np, xatlas
 d = np.load(sys.argv[1])
+v, f, starts = d["vertices"], d["faces"], d["starts"]
 atlas = xatlas.Atlas()
-atlas.add_mesh(d["vertices"], d["faces"])
+used = []
+for a, b in zip(starts[:-1], starts[1:]):
+    u, local = np.unique(f[a:b], return_inverse=True)
+    used.append(u)
+    atlas.add_mesh(v[u], local.reshape(-1, 3).astype(np.uint32))
 chart, pack = xatlas.ChartOptions(), xatlas.PackOptions()
 pack.resolution = int(d["resolution"])
 pack.padding = int(d["padding"])
 atlas.generate(chart, pack)
-vmapping, faces, uvs = atlas[0]
-np.savez(sys.argv[2], vmapping=vmapping, faces=faces, uvs=uvs, atlas_count=atlas.atlas_count)
+vm, fs, uv, base = [], [], [], 0
+for i, u in enumerate(used):
+    vmapping, faces, uvs = atlas[i]
+    vm.append(u[vmapping]); fs.append(faces.astype(np.int64) + base); uv.append(uvs); base += len(vmapping)
+np.savez(sys.argv[2], vmapping=np.concatenate(vm), faces=np.concatenate(fs), uvs=np.concatenate(uv),
+         atlas_count=atlas.atlas_count)
 """
 
 
-def xatlas_time_estimate(num_faces: int) -> float:
-    """Rough xatlas run time in seconds (fit on 2 CPU cores: ~1 s at 20 k faces, exponent 1.6).
+def split_pieces(vertices: np.ndarray, faces: np.ndarray, piece_faces: int = PIECE_FACES) -> np.ndarray:
+    """Piece id per face: the largest piece is halved at the median face centroid along the longest
+    side of its centroids' box until every piece has at most ``piece_faces`` faces."""
+    n = len(faces)
+    pieces = [np.arange(n)]
+    if n > piece_faces:
+        centroid = vertices[faces].mean(1)
+        done = []
+        while pieces:
+            g = pieces.pop()
+            if len(g) <= piece_faces:
+                done.append(g)
+                continue
+            c = centroid[g]
+            axis = int(np.argmax(c.max(0) - c.min(0)))
+            order = g[np.argsort(c[:, axis], kind="stable")]
+            half = len(order) // 2
+            pieces += [order[:half], order[half:]]
+        pieces = done
+    piece = np.empty(n, dtype=np.int64)
+    for i, g in enumerate(pieces):
+        piece[g] = i
+    return piece
 
-    CPUs differ a lot: on a 16-core H200 host, 20 k faces took 3.7 s and 82 k more than 10 s, so
-    this only skips hopeless cases; the budget is what bounds the time."""
-    return 1.0 * (max(num_faces, 1) / 20000.0) ** 1.6
+
+def xatlas_time_estimate(num_faces: int) -> float:
+    """Rough xatlas run time in seconds with the mesh cut into pieces (about linear: 27 k noisy faces
+    took ~0.75 s on 2 CPU cores). CPUs differ several-fold, so this only skips hopeless cases; the
+    budget is what bounds the time."""
+    return 1.0 * max(num_faces, 1) / 30000.0
 
 
 def unwrap_uv(vertices, faces, time_budget_s: float = 10.0, progress: Progress = None, cancel=None,
@@ -131,8 +173,11 @@ def _xatlas_subprocess(v, f, budget, texture_size, padding, progress, cancel):
     estimate = max(xatlas_time_estimate(len(f)), 0.1)
     with tempfile.TemporaryDirectory(prefix="trellis_uv_") as tmp:
         src, dst = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
-        np.savez(src, vertices=v, faces=f.astype(np.uint32), resolution=int(texture_size),
-                 padding=int(padding))
+        piece = split_pieces(v, f)
+        order = np.argsort(piece, kind="stable")
+        starts = np.searchsorted(piece[order], np.arange(int(piece.max()) + 2))
+        np.savez(src, vertices=v, faces=f[order].astype(np.uint32), starts=starts,
+                 resolution=int(texture_size), padding=int(padding))
         # Same interpreter and environment (so xatlas is found wherever this process finds it),
         # started in the temporary folder so that nothing in the caller's cwd shadows a module.
         proc = subprocess.Popen([sys.executable, "-c", _XATLAS_CHILD, src, dst], cwd=tmp,
@@ -157,7 +202,8 @@ def _xatlas_subprocess(v, f, budget, texture_size, padding, progress, cancel):
             raise RuntimeError(f"xatlas exited with {proc.returncode}: {err.strip()[-500:]}")
         out = np.load(dst)
         vmapping = out["vmapping"].astype(np.int64)
-        new_faces = out["faces"].astype(np.int64)
+        new_faces = np.empty_like(f)
+        new_faces[order] = out["faces"].astype(np.int64)  # back to the input face order
         uvs = out["uvs"].astype(np.float32)
         atlas_count = int(out["atlas_count"])
     if atlas_count != 1 or new_faces.shape != f.shape:
