@@ -89,8 +89,22 @@ def main() -> int:
         lambda: render_utils.render_video(gaussian, resolution=args.resolution, num_frames=args.frames))
     row(f"render_video mesh normals {args.frames} frames {args.resolution}^2",
         lambda: render_utils.render_video(mesh, resolution=args.resolution, num_frames=args.frames))
-    glb_fast = row("to_glb default (fast bake, texture 1024, simplify 0.95)",
-                   lambda: postprocessing_utils.to_glb(gaussian, mesh, verbose=False))
+    row(f"preview as the reference demo: Gaussian colour + mesh normal videos, {args.frames} frames "
+        f"{args.resolution}^2", lambda: (render_utils.render_video(gaussian, resolution=args.resolution,
+                                                                    num_frames=args.frames, verbose=False),
+                                         render_utils.render_video(mesh, resolution=args.resolution,
+                                                                    num_frames=args.frames, verbose=False)))
+    # to_glb's clean-up and UV stages run on the CPU, whose speed on a shared host varies from run to
+    # run: three timed runs, each reported, and the median.
+    runs = []
+    for rep in range(3):
+        glb_fast = row(f"to_glb default (fast bake, texture 1024, simplify 0.95) run {rep + 1}",
+                       lambda: postprocessing_utils.to_glb(gaussian, mesh, verbose=False))
+        runs.append(info["rows"][f"to_glb default (fast bake, texture 1024, simplify 0.95) run {rep + 1}"]["seconds"])
+        info.setdefault("to_glb_stages_fast_runs", []).append(glb_fast.export_info["seconds"])
+    info["to_glb_default_median_s"] = sorted(runs)[1]
+    print(json.dumps({"to_glb_default_median_s": info["to_glb_default_median_s"],
+                      "stages": info["to_glb_stages_fast_runs"]}), flush=True)
     glb_opt = row(f"to_glb bake_mode=opt ({args.opt_steps} steps)",
                   lambda: postprocessing_utils.to_glb(gaussian, mesh, verbose=False, bake_mode="opt",
                                                       steps=args.opt_steps))

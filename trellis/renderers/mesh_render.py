@@ -78,6 +78,12 @@ def _default_budget(device: torch.device) -> int:
     return (1 << 22) if device.type == "cpu" else (1 << 25)
 
 
+def _rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` for a [N,2] table of 8-byte elements, one column at a time: on CUDA, torch's
+    gather of 16-byte rows takes ~2.3 ms for 3.8 M rows (H200, torch 2.11) against ~0.15 ms this way."""
+    return torch.stack([table[:, c].contiguous()[index] for c in range(table.shape[1])], -1)
+
+
 def _screen_coords(vertices_clip: torch.Tensor, height: int, width: int, ndc_y_up: bool):
     """float64 pixel coordinates [V,2], w [V] and per-vertex validity."""
     v = vertices_clip.to(torch.float64)
@@ -96,7 +102,7 @@ def _triangle_setup(vertices_clip, faces, height, width, ndc_y_up):
     """Per-triangle integer edge equations, bounding boxes and the float depth plane."""
     xy, w, vvalid = _screen_coords(vertices_clip, height, width, ndc_y_up)
     fixed = torch.where(vvalid[:, None], torch.round(xy * _SUB), torch.zeros_like(xy)).long()
-    fx = fixed[faces]  # [F,3,2] int64
+    fx = _rows(fixed, faces)  # [F,3,2] int64
     valid = vvalid[faces].all(-1)
     e1 = fx[:, 1] - fx[:, 0]
     e2 = fx[:, 2] - fx[:, 0]
@@ -135,7 +141,7 @@ def _triangle_setup(vertices_clip, faces, height, width, ndc_y_up):
 
     # Inverse view depth is affine in screen space: 1/w(p) = sum_k l_k(p) / w_k. Plane from the
     # unsnapped float64 vertices, anchored at the first candidate pixel centre (j0, i0).
-    fxy = xy[faces]  # [F,3,2] float64
+    fxy = _rows(xy, faces)  # [F,3,2] float64
     fw = w[faces]
     farea = ((fxy[:, 1, 0] - fxy[:, 0, 0]) * (fxy[:, 2, 1] - fxy[:, 0, 1])
              - (fxy[:, 1, 1] - fxy[:, 0, 1]) * (fxy[:, 2, 0] - fxy[:, 0, 0]))
@@ -268,7 +274,7 @@ def _pixel_bary(vertices_clip, faces, fidx, pix, height, width, ndc_y_up, with_d
     """float64 perspective-correct barycentrics, view depth and (optionally) d bary / d (x, y)."""
     xy, w, _ = _screen_coords(vertices_clip, height, width, ndc_y_up)
     tri = faces[fidx]
-    vxy = xy[tri]  # [P,3,2]
+    vxy = _rows(xy, tri)  # [P,3,2]
     vw = w[tri]
     px = (pix % width).to(torch.float64) + 0.5
     py = torch.div(pix, width, rounding_mode="floor").to(torch.float64) + 0.5
@@ -427,9 +433,10 @@ def render_mesh(mesh, extrinsics: torch.Tensor, intrinsics: torch.Tensor, resolu
                 fn = fn.reshape(faces.shape[0], -1, 3)[:, 0]  # flat: the same for all corners
             else:
                 fn = _face_normals(vertices, faces)
-            fid = face_id.reshape(-1)
-            nrm = torch.where((fid > 0)[:, None], (fn[(fid - 1).clamp(min=0)] + 1) / 2,
-                              torch.zeros(1, 3, device=device))
+            # Row f + 1 = (normal of face f + 1) / 2, row 0 = black background.
+            table = torch.zeros(faces.shape[0] + 1, 3, device=device)
+            table[1:, :3] = (fn + 1) / 2
+            nrm = table[face_id.reshape(-1)][:, :3]
             out["normal"] = down(nrm.reshape(res, res, 3).permute(2, 0, 1))
     if "attr" in return_types:
         if attrs is None:
