@@ -222,7 +222,12 @@ def _default_pixel_budget(device) -> int:
     if device.type == "cpu":
         return 1 << 23
     try:
-        free, _ = torch.get_device_module(device).mem_get_info(device)
+        if device.type == "cuda":
+            from ..pipelines.memory import free_device_memory  # honours a per-process memory limit
+
+            free = free_device_memory(device)
+        else:
+            free, _ = torch.get_device_module(device).mem_get_info(device)
     except Exception:  # backends without a memory query
         return 1 << 25
     return int(min(1 << 26, max(1 << 22, free // 4 // _BYTES_PER_ATLAS_PIXEL)))

@@ -1,0 +1,200 @@
+"""Image -> textured GLB end to end at full size on a GPU, per preset, and the low-VRAM proof.
+
+    python benchmarks/e2e_gpu.py [--presets low-vram,balanced] [--out e2e_gpu.json] [--svg e2e_gpu.svg]
+    python benchmarks/e2e_gpu.py --limits 6,4,3.5,3,2.5      # the proof: one fresh process per budget
+    python benchmarks/e2e_gpu.py --limit-gib 4 --presets auto  # one run under a 4 GiB cap
+
+Random full-size weights (shapes decide time and memory); the demo's sampler settings (12 + 12 steps,
+CFG 7.5 / 3.0) with stage 2 fed the fixed ~20 000-voxel structure (random weights give an arbitrary
+stage-1 result), then the Gaussian + mesh decoders and ``to_glb`` at default quality (simplify 0.95,
+texture 1024, hole filling with the reference's 1000 views, fast bake). Each preset runs once to warm up
+and once timed. Per stage: seconds and peak allocated / reserved memory; plus the end-to-end total.
+
+Presets (as the app resolves them, trellis.pipelines.memory): "low-vram" = fp16, models offloaded to
+pinned host memory and back, sequential CFG (what ``pick_preset`` gives below 6 GiB free); "balanced" =
+fp16, everything resident, batched CFG (≥ 10 GiB free); "auto" = ``pick_preset`` of this process (so it
+follows a ``--limit-gib`` cap).
+
+``--limit-gib X`` calls ``trellis.pipelines.memory.set_memory_limit`` (torch's per-process memory
+fraction, X GiB / total) before anything is allocated: an allocation past the cap raises OutOfMemoryError like a card of that size would.
+``--limits`` runs one subprocess per value and reports which completed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+PRESETS = {"low-vram": ("fp16", "model", False), "balanced": ("fp16", "none", True)}
+GiB = 2 ** 30
+
+
+def stage_row(name, seconds, peak_alloc, peak_res):
+    return {"stage": name, "seconds": round(seconds, 3), "peak_allocated_GiB": round(peak_alloc / GiB, 3),
+            "peak_reserved_GiB": round(peak_res / GiB, 3)}
+
+
+def measured(name, fn, rows):
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    out = fn()
+    torch.cuda.synchronize()
+    rows.append(stage_row(name, time.perf_counter() - t0, torch.cuda.max_memory_allocated(),
+                          torch.cuda.max_memory_reserved()))
+    return out
+
+
+def one_run(pipe, image, coords, preset):
+    from trellis.pipelines.memory import StageTracker, pick_preset
+    from trellis.utils import postprocessing_utils
+
+    if preset == "auto":
+        pol = pick_preset(torch.device("cuda"))
+        pipe.set_memory_policy(precision=pol.precision, offload=pol.offload, cfg_batch=pol.cfg_batch,
+                               cuda_graphs=False)
+        resolved = {"precision": pol.precision, "offload": pol.offload, "cfg_batch": pol.cfg_batch}
+    else:
+        precision, offload, cfg_batch = PRESETS[preset]
+        pipe.set_memory_policy(precision=precision, offload=offload, cfg_batch=cfg_batch, cuda_graphs=False)
+        resolved = {"precision": precision, "offload": offload, "cfg_batch": cfg_batch}
+    ss = {"steps": 12, "cfg_strength": 7.5, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0}
+    slat = {"steps": 12, "cfg_strength": 3.0, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0}
+    tracker = StageTracker(pipe.device)
+    gen = torch.Generator().manual_seed(1)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        with tracker.stage("condition"):
+            cond = pipe.get_cond(image)
+        with tracker.stage("sparse_structure"):
+            try:
+                pipe.sample_sparse_structure(cond, 1, ss, gen)
+            except ValueError:
+                pass
+        with tracker.stage("slat"):
+            latent = pipe.sample_slat(cond, coords, slat, gen)
+        out = pipe.decode_slat(latent, ("gaussian", "mesh"), tracker=tracker)
+    rows = [stage_row(s["stage"], s["seconds"], s["peak_allocated_bytes"] or 0, s["peak_reserved_bytes"] or 0)
+            for s in tracker.as_dicts()]
+    del cond, latent
+    torch.cuda.empty_cache()
+    glb = measured("to_glb", lambda: postprocessing_utils.to_glb(out["gaussian"][0], out["mesh"][0], verbose=False),
+                   rows)
+    torch.cuda.synchronize()
+    total = time.perf_counter() - t0
+    return {"preset": preset, "resolved": resolved, "total_seconds": round(total, 3), "stages": rows,
+            "to_glb_stages": glb.export_info["seconds"], "glb_faces": glb.export_info["faces"],
+            "peak_allocated_GiB": max(r["peak_allocated_GiB"] for r in rows),
+            "peak_reserved_GiB": max(r["peak_reserved_GiB"] for r in rows)}
+
+
+def run_presets(args) -> dict:
+    if args.limit_gib:
+        from trellis.pipelines.memory import free_device_memory, set_memory_limit
+
+        set_memory_limit("cuda", int(args.limit_gib * GiB))
+        print(f"cap {args.limit_gib} GiB: free_device_memory sees {free_device_memory(torch.device('cuda')) / GiB:.2f} GiB",
+              flush=True)
+    from networks_gpu import shell_structure
+    from pipeline_gpu import build_pipeline
+
+    pipe = build_pipeline().to("cpu")
+    pipe.set_memory_policy(precision="fp16", offload="model", cfg_batch=False, cuda_graphs=False)
+    pipe = pipe.to("cuda")
+    coords = shell_structure(args.voxels).coords
+    image = torch.rand(1, 3, 518, 518, generator=torch.Generator().manual_seed(0))
+    info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "commit": args.commit,
+            "date": time.strftime("%Y-%m-%d"), "voxels": int(coords.shape[0]), "limit_gib": args.limit_gib,
+            "runs": {}}
+    for preset in args.presets.split(","):
+        one_run(pipe, image, coords, preset)            # warm-up
+        torch.cuda.empty_cache()
+        info["runs"][preset] = one_run(pipe, image, coords, preset)
+        print(json.dumps({preset: info["runs"][preset]}), flush=True)
+    return info
+
+
+def proof(args) -> dict:
+    results = []
+    for limit in [float(x) for x in args.limits.split(",")]:
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, __file__, "--limit-gib", str(limit), "--presets", "auto",
+                               "--voxels", str(args.voxels), "--out", f"/tmp/e2e_limit_{limit}.json"],
+                              capture_output=True, text=True)
+        ok = proc.returncode == 0
+        row = {"limit_gib": limit, "completed": ok, "wall_seconds": round(time.perf_counter() - t0, 1)}
+        if ok:
+            run = json.loads(Path(f"/tmp/e2e_limit_{limit}.json").read_text())["runs"]["auto"]
+            row.update(resolved=run["resolved"], total_seconds=run["total_seconds"],
+                       peak_allocated_GiB=run["peak_allocated_GiB"], peak_reserved_GiB=run["peak_reserved_GiB"])
+        else:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            row["error"] = " | ".join(tail)[-400:]
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    done = [r["limit_gib"] for r in results if r["completed"]]
+    return {"limits": results, "smallest_completed_gib": min(done) if done else None}
+
+
+def svg(info: dict) -> str:
+    """Two grouped bar charts (seconds, peak allocated GiB) per stage per preset, as plain SVG."""
+    runs = info["runs"]
+    names = list(runs)
+    stages = [r["stage"] for r in runs[names[0]]["stages"]]
+    colours = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759"]
+    w, h, left, top, gap = 760, 230, 60, 30, 40
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{2 * h + gap + 40}" '
+           'font-family="sans-serif" font-size="11">']
+    for panel, (key, label) in enumerate([("seconds", "seconds"), ("peak_allocated_GiB", "peak allocated GiB")]):
+        y0 = top + panel * (h + gap)
+        vmax = max(max(r[key] for r in runs[n]["stages"]) for n in names) or 1
+        out.append(f'<text x="{left}" y="{y0 - 8}" font-weight="bold">{label} per stage</text>')
+        out.append(f'<line x1="{left}" y1="{y0 + h - 30}" x2="{w - 10}" y2="{y0 + h - 30}" stroke="#444"/>')
+        slot = (w - left - 20) / len(stages)
+        bar = slot * 0.8 / len(names)
+        for i, st in enumerate(stages):
+            x = left + i * slot
+            out.append(f'<text x="{x + slot * 0.4:.1f}" y="{y0 + h - 15}" text-anchor="middle">{st}</text>')
+            for j, n in enumerate(names):
+                val = runs[n]["stages"][i][key]
+                bh = (h - 50) * val / vmax
+                bx = x + j * bar
+                out.append(f'<rect x="{bx:.1f}" y="{y0 + h - 30 - bh:.1f}" width="{bar - 1:.1f}" height="{bh:.1f}" '
+                           f'fill="{colours[j % len(colours)]}"><title>{n} {st}: {val}</title></rect>')
+                out.append(f'<text x="{bx + bar / 2:.1f}" y="{y0 + h - 33 - bh:.1f}" text-anchor="middle" '
+                           f'font-size="8">{val:.2f}</text>')
+    for j, n in enumerate(names):
+        out.append(f'<rect x="{left + j * 160}" y="{2 * h + gap + 15}" width="10" height="10" '
+                   f'fill="{colours[j % len(colours)]}"/><text x="{left + j * 160 + 14}" y="{2 * h + gap + 24}">{n}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--presets", default="low-vram,balanced")
+    ap.add_argument("--voxels", type=int, default=20000)
+    ap.add_argument("--limit-gib", type=float, default=None)
+    ap.add_argument("--limits", default=None, help="comma-separated GiB caps: one fresh process each")
+    ap.add_argument("--out", default="e2e_gpu.json")
+    ap.add_argument("--svg", default=None)
+    ap.add_argument("--commit", default="?")
+    args = ap.parse_args()
+    info = proof(args) if args.limits else run_presets(args)
+    Path(args.out).write_text(json.dumps(info, indent=1))
+    if args.svg and "runs" in info:
+        Path(args.svg).write_text(svg(info))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
