@@ -378,3 +378,15 @@ def test_save_video_odd_size_gray_and_empty(tmp_path):
     with pytest.raises(ValueError):
         render_utils.save_video([base, base[:32]], tmp_path / "mixed.mp4")
     assert not (tmp_path / "mixed.mp4").exists()
+
+
+def test_uint8_frames_equal_the_reference_numpy_conversion():
+    # frames are converted on the render device; the bytes must equal numpy's clip * 255 + truncation
+    from trellis.utils.render_utils import _to_uint8_image
+
+    x = torch.randn(3, 40, 50, generator=torch.Generator().manual_seed(0)) * 0.7 + 0.5
+    x[0, 0, :6] = torch.tensor([0.0, 1.0, 1 / 255, 254.9999 / 255, 0.5, -0.0])
+    ref = (np.clip(x.numpy().transpose(1, 2, 0), 0.0, 1.0) * 255).astype(np.uint8)
+    got = _to_uint8_image(x)
+    assert got.dtype == np.uint8 and got.shape == (40, 50, 3) and got.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(got, ref)
