@@ -14,6 +14,11 @@ file then a rename, so a failure never leaves a half-written file): the input im
 read and the model is loaded, so a wrong file or a missing model leaves no folder behind. A failure of
 any kind fails that job only (`Job.error`, a message for the user; `Job.error_kind`, one of
 ERROR_KINDS): the worker goes on with the next one.
+
+Preview first, asset later: a job submitted with `keep_result=True` keeps its decoded result (the
+Gaussians and the mesh) in memory once it is done; `runner.submit_export(job.id, texture_size=2048)`
+then queues an export job that writes other files (GLB, OBJ, PLY, MP4) from that result without
+sampling again, into a folder of its own. Only the `keep_results` most recent results are kept.
 """
 from __future__ import annotations
 
@@ -38,7 +43,7 @@ import torch
 
 from trellis.utils.cancel import Cancelled
 
-from .settings import GenerationSettings
+from .settings import EXPORT_FIELDS, GenerationSettings
 
 DEFAULT_MODEL = "microsoft/TRELLIS-image-large"
 
@@ -83,6 +88,14 @@ class ModelLoadError(RuntimeError):
     """The pipeline could not be loaded (message says how to fix it)."""
 
 
+class UnknownJobError(LookupError):
+    """No job has this id."""
+
+
+class NoResultError(RuntimeError):
+    """An export was asked of a job whose decoded result is not (or no longer) in memory."""
+
+
 @dataclass
 class Progress:
     stage: str = "queued"
@@ -101,8 +114,12 @@ class Progress:
 @dataclass
 class Job:
     id: str
-    inputs: list                      # what was submitted: paths (str), PIL images or bytes
+    inputs: list                      # what was submitted: paths (str), PIL images or bytes (images and
+                                      # bytes become the path of their copy once the job folder is made)
     settings: GenerationSettings      # as submitted; `used_settings` holds the seed actually used
+    kind: str = "generate"            # "generate" (image -> files) or "export" (a kept result -> files)
+    source_id: Optional[str] = None   # export jobs: the job whose result they export
+    keep_result: bool = False         # keep the decoded result in memory for later exports
     state: str = JobState.QUEUED
     progress: Progress = field(default_factory=Progress)
     error: Optional[str] = None       # user-facing message when failed
@@ -120,6 +137,14 @@ class Job:
     def __post_init__(self):
         self._cancel = threading.Event()
         self._done = threading.Event()
+        self._result: Optional[dict] = None         # {"gaussian", "mesh"} while kept (keep_result)
+        self._source_result: Optional[dict] = None  # export jobs: the result they export
+        self._affinity: Optional[str] = None        # export jobs run on the device that holds the result
+
+    @property
+    def result_kept(self) -> bool:
+        """True while the decoded result is in memory (an export can be made from it)."""
+        return self._result is not None
 
     @property
     def seed(self) -> Optional[int]:
@@ -140,12 +165,14 @@ class Job:
     def to_dict(self) -> dict:
         p = asdict(self.progress)
         p["label"] = self.progress.label
-        return {"id": self.id, "state": self.state, "progress": p, "error": self.error,
+        return {"id": self.id, "kind": self.kind, "source_id": self.source_id, "state": self.state,
+                "progress": p, "error": self.error,
                 "error_kind": self.error_kind, "out_dir": self.out_dir,
-                "files": dict(self.files), "timings": self.timings, "device": self.device,
+                "files": dict(self.files), "timings": _snapshot(self.timings), "device": self.device,
                 "inputs": [_describe_input(x) for x in self.inputs],
                 "settings": (self.used_settings or self.settings).to_dict(), "seed": self.seed,
-                "created": self.created, "started": self.started, "finished": self.finished}
+                "created": self.created, "started": self.started, "finished": self.finished,
+                "keep_result": self.keep_result, "result_kept": self.result_kept}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,11 +277,44 @@ def _model_load_message(model: str, err: BaseException) -> str:
         return f"could not load the image encoder of the model: {err}"
     local = os.path.exists(model) or os.path.isabs(model) or model.startswith(".")
     if local:
-        return (f"could not load the model from {model}: {err}. The folder must hold pipeline.json and ckpts/ "
+        return (f"could not load the model from {model}: {str(err).rstrip('.?!')}. The folder must hold pipeline.json and ckpts/ "
                 f"(a copy of {DEFAULT_MODEL}).")
     return (f"could not load the model {model!r} ({type(err).__name__}: {err}). Check the internet connection "
             f"and try again, or download the model with `hf download {model} --local-dir DIR` (on any computer "
             f"with internet access, then copy DIR here) and pass --model DIR.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Input images
+# ---------------------------------------------------------------------------------------------
+
+def prepare_image(image, remove_background: bool, remover=None, check_only: bool = False):
+    """Any input -> the 518² RGB image the pipeline conditions on. Raises InputError.
+
+    With `check_only`, an image that needs background removal is only loaded (the removal itself,
+    slow and possibly a model download, is skipped) and None is returned for it."""
+    from trellis.pipelines import preprocess as pre
+
+    try:
+        img = pre.load_image(image)
+        if pre.has_real_alpha(img):          # no removal needed: crop to the alpha as usual
+            return pre.crop_and_composite(img, "the image's transparency leaves no solid object")
+        if not remove_background:
+            return img.convert("RGB")
+        if check_only:
+            return None
+        return pre.preprocess_image(img, remover=remover or pre.get_default_remover())
+    except (ValueError, TypeError, FileNotFoundError, IsADirectoryError) as err:
+        raise InputError(str(err)) from None
+    except PermissionError as err:
+        raise InputError(f"cannot read {err.filename}: permission denied") from None
+
+
+def check_image(image, remove_background: bool = True) -> None:
+    """Raise InputError when `image` cannot be used (not an image, damaged, too large, fully
+    transparent), in well under a second and without the model: callers such as the REST API refuse
+    a bad upload at once instead of queueing a job that would fail."""
+    prepare_image(image, remove_background, check_only=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,6 +359,14 @@ class _ProgressTracker:
 _MULTI_STEP = {"glb": 6, "obj": 6}
 
 
+def _export_stages(settings: GenerationSettings) -> list:
+    """The stages that write the requested files, in the order they run (see _Worker._write_outputs)."""
+    fmt = set(settings.formats)
+    stages = ["ply"] if "ply" in fmt else []
+    stages += ["video", "encode"] if "mp4" in fmt else []
+    return stages + [s for s in ("glb", "obj") if s in fmt]
+
+
 # ---------------------------------------------------------------------------------------------
 # The runner
 # ---------------------------------------------------------------------------------------------
@@ -329,11 +397,13 @@ def _check_devices(devices: list) -> None:
 
 class JobRunner:
     """Queue + workers. `gpus` (a list of CUDA ordinals) starts one worker per GPU; otherwise one
-    worker runs on `device` (default "cuda" when available, else "cpu")."""
+    worker runs on `device` (default "cuda" when available, else "cpu"). `keep_results`: how many
+    decoded results of `keep_result` jobs stay in memory for exports (the oldest is dropped first)."""
 
     def __init__(self, model_path: str = DEFAULT_MODEL, outputs_dir="outputs", device: Optional[str] = None,
-                 gpus: Optional[list] = None, pipeline_factory: Optional[Callable] = None):
+                 gpus: Optional[list] = None, pipeline_factory: Optional[Callable] = None, keep_results: int = 1):
         self.model_path = os.fspath(model_path)
+        self.keep_results = max(0, int(keep_results))
         self.outputs_dir = Path(outputs_dir).expanduser().resolve()
         if gpus:
             self.devices = [f"cuda:{int(g)}" for g in gpus]
@@ -346,6 +416,7 @@ class JobRunner:
         self._wakeup = threading.Condition(self._lock)
         self._queue: collections.deque = collections.deque()
         self._jobs: dict = {}
+        self._kept: collections.OrderedDict = collections.OrderedDict()    # job id -> job holding a result
         self._stopping = False
         self._workers = []
         for i, dev in enumerate(self.devices):
@@ -354,22 +425,69 @@ class JobRunner:
             w.thread.start()
 
     # ------------------------------------------------------------------ public API
-    def submit(self, images, settings: Optional[GenerationSettings] = None) -> Job:
-        """Queue one job: one image, or several views of one object. Returns at once."""
+    def submit(self, images, settings: Optional[GenerationSettings] = None, keep_result: bool = False) -> Job:
+        """Queue one job: one image, or several views of one object. Returns at once. With
+        `keep_result`, the decoded result stays in memory after the job for `submit_export`."""
         images = list(images) if isinstance(images, (list, tuple)) else [images]
         if not images:
             raise ValueError("submit needs at least one image")
         settings = settings or GenerationSettings()
         if not isinstance(settings, GenerationSettings):
             raise TypeError("settings must be a GenerationSettings")
-        job = Job(id=uuid.uuid4().hex, inputs=images, settings=settings)
+        job = Job(id=uuid.uuid4().hex, inputs=images, settings=settings, keep_result=bool(keep_result))
+        self._enqueue(job)
+        return job
+
+    def submit_export(self, source_id: str, **changes) -> Job:
+        """Queue an export job: files written from the kept result of the finished job `source_id`,
+        with the source's settings changed by `changes` (only the fields of EXPORT_FIELDS, e.g.
+        formats, texture_size, simplify). Raises UnknownJobError, NoResultError (the source is not
+        done, or its result is not or no longer kept) or ValueError (a bad change)."""
+        sampling = sorted(set(changes) - set(EXPORT_FIELDS))
+        if sampling:
+            raise ValueError(f"an export cannot change {', '.join(sampling)} (only {', '.join(EXPORT_FIELDS)}); "
+                             "submit a new job to sample again")
+        with self._lock:
+            source = self._jobs.get(source_id)
+            if source is None:
+                raise UnknownJobError(f"no job {source_id!r}")
+            result = source._result
+        if result is None:
+            if source.state != JobState.DONE:
+                raise NoResultError(f"job {source_id} is {source.state}: only a finished job can be exported")
+            if not source.keep_result:
+                raise NoResultError(f"job {source_id} did not keep its result (submit it with keep_result)")
+            raise NoResultError(f"the result of job {source_id} is no longer in memory (a newer result replaced "
+                                "it); run the job again")
+        settings = source.used_settings.replace(**changes)
+        job = Job(id=uuid.uuid4().hex, inputs=list(source.inputs), settings=settings, kind="export",
+                  source_id=source_id)
+        job._source_result = result
+        job._affinity = source.device
+        self._enqueue(job)
+        return job
+
+    def release_result(self, job_id: str) -> bool:
+        """Drop a kept result (its memory is freed once no export job uses it). False if none was kept."""
+        with self._lock:
+            job = self._kept.pop(job_id, None)
+            if job is None:
+                return False
+            job._result = None
+        return True
+
+    @property
+    def model_loaded(self) -> bool:
+        """True once a worker has loaded the pipeline."""
+        return any(w.pipeline is not None for w in self._workers)
+
+    def _enqueue(self, job: Job) -> None:
         with self._wakeup:
             if self._stopping:
                 raise RuntimeError("the job runner is shut down")
             self._jobs[job.id] = job
             self._queue.append(job)
-            self._wakeup.notify()
-        return job
+            self._wakeup.notify_all()        # all: a job bound to one device must reach its worker
 
     def get(self, job_id: str) -> Optional[Job]:
         with self._lock:
@@ -400,6 +518,7 @@ class JobRunner:
                 job.state = JobState.CANCELLED
                 job.error = job.error_kind = "cancelled"
                 job.finished = time.time()
+                job._source_result = None
                 job._done.set()
         return True
 
@@ -413,6 +532,8 @@ class JobRunner:
             self._wakeup.notify_all()
         for job in queued + running:
             self.cancel(job.id)
+        for job_id in list(self._kept):
+            self.release_result(job_id)
         if wait:
             for w in self._workers:
                 w.thread.join(timeout)
@@ -424,17 +545,31 @@ class JobRunner:
         self.shutdown()
 
     # ------------------------------------------------------------------ used by the workers
-    def _next_job(self) -> Optional[Job]:
+    def _next_job(self, device: Optional[str] = None) -> Optional[Job]:
+        """The first queued job this worker may run (export jobs are bound to their result's device)."""
         with self._wakeup:
-            while not self._queue:
+            while True:
+                job = next((j for j in self._queue if j._affinity in (None, device)), None)
+                if job is not None:
+                    break
                 if self._stopping:
                     return None
                 self._wakeup.wait()
-            job = self._queue.popleft()
+            self._queue.remove(job)
             job.state = JobState.RUNNING
             job.started = time.time()
             job.progress = Progress("starting")
             return job
+
+    def _store_result(self, job: Job, result: dict) -> None:
+        if self.keep_results == 0:
+            return
+        with self._lock:
+            job._result = result
+            self._kept[job.id] = job
+            while len(self._kept) > self.keep_results:
+                _, old = self._kept.popitem(last=False)
+                old._result = None
 
     def _load_pipeline(self, device: str):
         from trellis.pipelines import TrellisImageTo3DPipeline
@@ -460,7 +595,7 @@ class _Worker:
             with contextlib.suppress(Exception):
                 torch.cuda.set_device(torch.device(self.device))
         while True:
-            job = self.runner._next_job()
+            job = self.runner._next_job(self.device)
             if job is None:
                 return
             try:
@@ -473,6 +608,7 @@ class _Worker:
         with self.runner._lock:
             job.state, job.error, job.detail = state, error, detail
             job.finished = time.time()
+            job._source_result = None         # an export job no longer needs the result it exported
             if state == JobState.DONE:
                 job.progress = Progress("done", 1, 1, 1.0, 0.0, job.progress.elapsed_s, "")
         job._done.set()
@@ -481,7 +617,10 @@ class _Worker:
         job.device = self.device
         t_start = time.perf_counter()
         try:
-            self._generate(job)
+            if job.kind == "export":
+                self._export(job)
+            else:
+                self._generate(job)
         except BaseException as err:
             self._fail(job, err)
             return
@@ -523,12 +662,7 @@ class _Worker:
         runner = self.runner
         settings = job.settings.with_seed()
         job.used_settings = settings
-        fmt = set(settings.formats)
-        # In the order they run (exports: cheapest first, so that something useful lands early).
-        stages = ["preprocess", "condition", "sparse_structure", "slat", "decode"]
-        stages += ["ply"] if "ply" in fmt else []
-        stages += ["video", "encode"] if "mp4" in fmt else []
-        stages += [s for s in ("glb", "obj") if s in fmt]
+        stages = ["preprocess", "condition", "sparse_structure", "slat", "decode"] + _export_stages(settings)
         progress = _ProgressTracker(job, stages, runner._lock)
         cancel = job._cancel.is_set
 
@@ -536,7 +670,8 @@ class _Worker:
         #    anything is written (a wrong file leaves no folder behind).
         progress("preprocess", 0, 1)
         t = time.perf_counter()
-        images = [self._prepare(x, settings.preprocess) for x in job.inputs]
+        remover = self.pipeline._remover if self.pipeline is not None else None
+        images = [prepare_image(x, settings.preprocess, remover) for x in job.inputs]
         job.timings["preprocess"] = time.perf_counter() - t
         if cancel():
             raise Cancelled()
@@ -561,8 +696,9 @@ class _Worker:
             job.files["preprocessed" if i == 0 else f"preprocessed_{i + 1}"] = str(out / name)
         progress("preprocess", 1, 1)
 
-        # 4. Sampling.
-        run_args = dict(seed=settings.seed, formats=settings.decode_formats, preprocess_image=False,
+        # 4. Sampling. A result kept for later exports has both decodings, whatever this job writes.
+        decode = ["gaussian", "mesh"] if job.keep_result else settings.decode_formats
+        run_args = dict(seed=settings.seed, formats=decode, preprocess_image=False,
                         sparse_structure_sampler_params={"steps": settings.ss_steps, "cfg_strength": settings.ss_cfg},
                         slat_sampler_params={"steps": settings.slat_steps, "cfg_strength": settings.slat_cfg},
                         progress=lambda stage, i, n: progress(stage, i, n), cancel=cancel)
@@ -580,7 +716,36 @@ class _Worker:
         mesh = outputs["mesh"][0] if "mesh" in outputs else None
         del outputs
 
-        # 5. Exports (each file atomic), in the order of `stages`.
+        # 5. Exports (each file atomic).
+        self._write_outputs(job, out, settings, gaussian, mesh, progress, cancel)
+        if job.keep_result:
+            runner._store_result(job, {"gaussian": gaussian, "mesh": mesh})
+
+    def _export(self, job: Job) -> None:
+        """An export job: the files of `job.settings.formats` from the result of job.source_id."""
+        settings = job.used_settings = job.settings
+        progress = _ProgressTracker(job, _export_stages(settings), self.runner._lock)
+        cancel = job._cancel.is_set
+        result = job._source_result
+        if cancel():
+            raise Cancelled()
+        out = self._make_job_dir(job)
+        job.out_dir = str(out)
+        source = self.runner.get(job.source_id)
+        for key, path in (source.files.items() if source else ()):
+            if key.startswith(("input", "preprocessed")) and os.path.isfile(path):
+                dest = out / os.path.basename(path)
+                with atomic_path(dest) as tmp:
+                    shutil.copyfile(path, tmp)
+                job.files[key] = str(dest)
+        write_atomic(out / "settings.json", _json_bytes(self._settings_record(job, settings)))
+        job.files["settings"] = str(out / "settings.json")
+        self._write_outputs(job, out, settings, result["gaussian"], result["mesh"], progress, cancel)
+
+    def _write_outputs(self, job: Job, out: Path, settings: GenerationSettings, gaussian, mesh, progress,
+                       cancel) -> None:
+        """The requested files, cheapest first (so that something useful lands early), each atomic."""
+        fmt = set(settings.formats)
         if "ply" in fmt:
             self._timed(job, "ply", lambda: self._write_ply(gaussian, out / "model.ply", progress))
             job.files["ply"] = str(out / "model.ply")
@@ -629,7 +794,8 @@ class _Worker:
         return out
 
     def _settings_record(self, job: Job, settings: GenerationSettings) -> dict:
-        return {"job_id": job.id, "seed": settings.seed, "seed_was_random": job.settings.randomize_seed,
+        source = {"source_job": job.source_id} if job.kind == "export" else {}
+        return {"job_id": job.id, **source, "seed": settings.seed, "seed_was_random": job.settings.randomize_seed,
                 "model": self.runner.model_path, "device": self.device,
                 "inputs": [_describe_input(x) for x in job.inputs],
                 "created": datetime.fromtimestamp(job.created).isoformat(timespec="seconds"),
@@ -654,23 +820,10 @@ class _Worker:
             else:
                 continue
             job.files[base] = str(dest)
-
-    def _prepare(self, image, remove_background: bool):
-        """Any input -> the 518² RGB image the pipeline conditions on. Raises InputError."""
-        from trellis.pipelines import preprocess as pre
-
-        try:
-            if remove_background:
-                remover = self.pipeline._remover if self.pipeline is not None and self.pipeline._remover else None
-                return pre.preprocess_image(image, remover=remover or pre.get_default_remover())
-            img = pre.load_image(image)
-            if pre.has_real_alpha(img):          # no removal needed: crop to the alpha as usual
-                return pre.crop_and_composite(img, "the image's transparency leaves no solid object")
-            return img.convert("RGB")
-        except (ValueError, TypeError, FileNotFoundError, IsADirectoryError) as err:
-            raise InputError(str(err)) from None
-        except PermissionError as err:
-            raise InputError(f"cannot read {err.filename}: permission denied") from None
+            if not isinstance(x, (str, os.PathLike)):
+                # From now on the copy stands for it: a long-running server (the REST API) then holds
+                # no upload in memory once its job has started.
+                job.inputs[i] = str(dest)
 
     # ------------------------------------------------------------------ exports
     def _write_ply(self, gaussian, path: Path, progress) -> None:
@@ -736,6 +889,12 @@ def _jsonable(obj):
     if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
         return obj.item()
     return str(obj)
+
+
+def _snapshot(d: dict) -> dict:
+    """A copy of a dict the worker may be adding to (dict() copies without releasing the GIL, so
+    another thread can iterate the copy safely), nested dicts included."""
+    return {k: _snapshot(v) if isinstance(v, dict) else v for k, v in dict(d).items()}
 
 
 def _drop_tracebacks(err: BaseException) -> None:

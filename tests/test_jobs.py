@@ -106,6 +106,10 @@ def test_presets_validation_and_json():
     from trellis.pipelines import memory
     assert settings_mod.PRECISIONS == memory.PRECISIONS and settings_mod.OFFLOADS == memory.OFFLOADS
 
+    # Every field has a rule (what the API's schema is built from) and a help line.
+    assert set(settings_mod.RULES) | {"preset", "formats"} == set(settings_mod.field_names()) == set(settings_mod.HELP)
+    assert set(settings_mod.EXPORT_FIELDS) < set(settings_mod.field_names())
+
     drawn = GenerationSettings(randomize_seed=True).with_seed()
     assert not drawn.randomize_seed and 0 <= drawn.seed <= settings_mod.MAX_SEED
     fixed = GenerationSettings(seed=5, randomize_seed=False)
@@ -319,3 +323,63 @@ def test_one_worker_per_gpu(tmp_path):
     assert not any(w.thread.is_alive() for w in runner._workers)
     with pytest.raises(RuntimeError, match="shut down"):
         runner.submit(["x.png"])
+
+
+def test_kept_result_is_exported_without_sampling_again(make_runner, image, tmp_path):
+    import trimesh
+
+    from desktop.jobs import InputError, NoResultError, UnknownJobError, check_image
+
+    runner = make_runner(keep_results=1)
+    preview = runner.submit([image], fast(formats=("mp4",), seed=5), keep_result=True)
+    assert preview.wait(TIMEOUT) and preview.state == JobState.DONE, preview.error
+    assert preview.result_kept and preview.to_dict()["result_kept"] is True
+    assert "glb" not in preview.files and "mp4" in preview.files
+
+    glb = runner.submit_export(preview.id, formats=("glb",), texture_size=128)
+    assert glb.kind == "export" and glb.source_id == preview.id
+    assert glb.wait(TIMEOUT) and glb.state == JobState.DONE, glb.error
+    assert glb.out_dir != preview.out_dir
+    assert all_files(glb.out_dir) == ["input.png", "model.glb", "preprocessed.png", "settings.json", "timings.json"]
+    assert len(trimesh.load(glb.files["glb"], force="mesh").faces) > 0
+    record = json.load(open(os.path.join(glb.out_dir, "settings.json")))
+    assert record["source_job"] == preview.id and record["seed"] == 5
+    assert record["settings"]["texture_size"] == 128 and record["settings"]["ss_steps"] == 2
+    assert "pipeline" not in glb.timings and set(glb.timings["export"]) == {"glb"}    # nothing sampled
+    assert glb.progress.stage == "done" and runner.factory_calls == ["cpu"]
+
+    again = runner.submit_export(preview.id, formats="ply,obj")           # the result can be used again
+    assert again.wait(TIMEOUT) and again.state == JobState.DONE, again.error
+    assert {"model.ply", "model.obj", "model.mtl", "model.png"} <= set(all_files(again.out_dir))
+
+    with pytest.raises(ValueError, match="cannot change ss_steps"):
+        runner.submit_export(preview.id, ss_steps=3)
+    with pytest.raises(ValueError, match="texture_size"):
+        runner.submit_export(preview.id, texture_size=3)
+    with pytest.raises(UnknownJobError):
+        runner.submit_export("no-such-job")
+    plain = runner.submit([image], fast())
+    assert plain.wait(TIMEOUT) and not plain.result_kept
+    with pytest.raises(NoResultError, match="did not keep"):
+        runner.submit_export(plain.id)
+    newer = runner.submit([image], fast(), keep_result=True)               # keep_results=1: replaces it
+    assert newer.wait(TIMEOUT) and newer.result_kept and not preview.result_kept
+    with pytest.raises(NoResultError, match="no longer in memory"):
+        runner.submit_export(preview.id)
+    assert runner.release_result(newer.id) and not newer.result_kept and not runner.release_result(newer.id)
+
+    # Uploaded bytes are not held once the job folder has their copy.
+    data = open(image, "rb").read()
+    from_bytes = runner.submit([data], fast())
+    assert from_bytes.wait(TIMEOUT) and from_bytes.inputs == [from_bytes.files["input"]]
+
+    # The quick input check the API runs before queueing a job.
+    check_image(image)
+    check_image(data, remove_background=False)
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(tmp_path / "opaque.png")
+    check_image(str(tmp_path / "opaque.png"))                # would need background removal: not run here
+    Image.new("RGBA", (64, 64), (255, 0, 0, 0)).save(tmp_path / "clear.png")
+    for bad, match in [(b"hello", "not an image"), (str(tmp_path / "clear.png"), "No foreground"),
+                       (data[:200], "damaged or truncated")]:
+        with pytest.raises(InputError, match=match):
+            check_image(bad)

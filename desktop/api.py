@@ -1,0 +1,772 @@
+"""`python -m desktop api`: the REST API server (FastAPI on uvicorn) over the job runner.
+
+    python -m desktop api [--model REPO_OR_DIR] [--host 127.0.0.1] [--port 7960] [--token TOKEN]
+                          [--outputs DIR] [--device cpu|cuda[:N] | --gpus 0,1] [--preset NAME]
+                          [--precision auto|fp16|bf16|fp32] [--offload auto|none|model]
+
+One JobRunner serves every request: one FIFO queue, the model loaded once, lazily, by the first job.
+Two families of endpoints share it:
+
+* `/v1/...`, the job API. `POST /v1/jobs` queues a job (multipart files `images`, or JSON with base64
+  `images`, plus any generation setting or a preset) and answers 202 at once; `GET /v1/jobs/{id}`
+  reports its state and progress (stage, step i/n, fraction, ETA, queue position);
+  `GET /v1/jobs/{id}/files/{name}` downloads one of its files.
+* `/ping`, `/status`, `/generate...`, `/download/...`: the endpoints StableProjectorz calls, with their
+  parameter names (desktop/api_spz.py).
+
+Security. The server binds 127.0.0.1 (this computer only) by default; bound to any other address it
+refuses to start without a token. When a token is set, every request needs it, from this computer
+too, as `Authorization: Bearer TOKEN` or `X-API-Key: TOKEN` (401 otherwise); only the docs
+(/docs, /redoc, /openapi.json) stay open. Without a token, requests must name this computer in their
+Host header (127.0.0.1, localhost or ::1), which stops web pages from reaching the API through DNS
+rebinding; no CORS headers are sent, so other sites' pages cannot read the answers.
+
+Status codes: 200 / 202 success; 400 unreadable body; 401 token missing or wrong; 404 unknown job
+or file; 409 wrong state (e.g. cancelling a finished job); 413 body too large; 415 body not JSON or
+a form; 422 invalid parameters or an unusable image (not an image, damaged, too many pixels, fully
+transparent); StableProjectorz family, which answers when the job ends: 499 cancelled, 503 busy (a
+generation is already running), and the job's failure as a status (see ERROR_STATUS).
+"""
+
+import argparse
+import base64
+import binascii
+import ipaddress
+import json
+import os
+import secrets
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Any, Literal, Optional, Union
+
+from .settings import (DEFAULT_PRESET, EXPORT_FIELDS, FORMATS, HELP, OFFLOADS, PRECISIONS, PRESETS, RULES,
+                       GenerationSettings)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7960
+API_VERSION = "1"
+
+MAX_IMAGES = 16                         # per job (several views of one object)
+MAX_IMAGE_BYTES = 64 * 1024 * 1024      # per image file
+MAX_BODY_BYTES = 256 * 1024 * 1024      # per request (413 above)
+POLL_S = 0.1                            # how often a waiting request looks at its job
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+# HTTP status of a job's failure, for the endpoints that answer when the job has ended.
+ERROR_STATUS = {"input": 422, "empty": 422, "cancelled": 499, "oom": 507, "disk": 507, "model": 503,
+                "background_removal": 503, "internal": 500}
+
+# Content types of the files a job writes (by extension).
+CONTENT_TYPES = {".glb": "model/gltf-binary", ".mp4": "video/mp4", ".ply": "application/octet-stream",
+                 ".obj": "model/obj", ".mtl": "model/mtl", ".png": "image/png", ".jpg": "image/jpeg",
+                 ".webp": "image/webp", ".gif": "image/gif", ".bmp": "image/bmp", ".tif": "image/tiff",
+                 ".json": "application/json", ".bin": "application/octet-stream"}
+_INLINE = {"video/mp4", "image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "application/json"}
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, a message (or FastAPI-style list of problems) and extra fields."""
+
+    def __init__(self, http_status: int, detail, **extra):
+        super().__init__(detail if isinstance(detail, str) else "invalid request")
+        self.http_status, self.detail, self.extra = http_status, detail, extra
+
+
+# ---------------------------------------------------------------------------------------------
+# Schemas (pydantic): every request and response of the job API
+# ---------------------------------------------------------------------------------------------
+
+def _rule_type(name: str):
+    """(annotation, constraints) of a generation setting, from settings.RULES."""
+    rule = RULES[name]
+    if rule[0] == "int":
+        return int, {"ge": rule[1], "le": rule[2]}
+    if rule[0] == "float":
+        return float, {"ge": rule[1], "le": rule[2]}
+    if rule[0] == "bool":
+        return bool, {}
+    return Literal[tuple(rule[1])], {}
+
+
+def parameter_fields(skip=()) -> dict:
+    """pydantic field definitions of every generation setting, all optional (None: not given)."""
+    from pydantic import Field
+
+    fields = {"preset": (Optional[Literal[tuple(PRESETS)]],
+                         Field(None, description=f"start from this preset (default: the server's, "
+                                                 f"normally {DEFAULT_PRESET}); the other fields override it"))}
+    for name in RULES:
+        kind, limits = _rule_type(name)
+        fields[name] = (Optional[kind], Field(None, description=HELP[name], **limits))
+    fields["formats"] = (Optional[list[Literal[FORMATS]]],
+                         Field(None, min_length=1, max_length=len(FORMATS), description=HELP["formats"]))
+    return {k: v for k, v in fields.items() if k not in skip}
+
+
+def _build_models():
+    from pydantic import BaseModel, ConfigDict, Field, create_model
+
+    from .jobs import ERROR_KINDS
+
+    forbid = ConfigDict(extra="forbid")
+    settings_fields = {"preset": (str, Field(description=HELP["preset"]))}
+    for name in RULES:
+        kind, limits = _rule_type(name)
+        settings_fields[name] = (kind, Field(description=HELP[name], **limits))
+    settings_fields["formats"] = (list[Literal[FORMATS]], Field(description=HELP["formats"]))
+    Settings = create_model("Settings", __doc__="Every parameter of a job.", **settings_fields)
+
+    JobRequest = create_model(
+        "JobRequest", __config__=forbid,
+        __doc__="A new job: image(s) plus settings. Settings left out come from the preset.",
+        images=(list[str], Field(min_length=1, max_length=MAX_IMAGES,
+                                 description="base64 image files (PNG, JPEG, WebP, ...; a data: URL prefix is "
+                                             "allowed); several images are views of one object")),
+        keep_result=(bool, Field(False, description="keep the decoded result in memory so that "
+                                                    "POST /v1/jobs/{id}/export can write other files from it "
+                                                    "without sampling again (only the most recent kept "
+                                                    "results stay in memory)")),
+        **parameter_fields())
+
+    export_fields = {k: v for k, v in parameter_fields().items() if k in EXPORT_FIELDS}
+    ExportRequest = create_model(
+        "ExportRequest", __config__=forbid,
+        __doc__="Files to write from a job's kept result; fields left out keep the job's values.", **export_fields)
+
+    class Progress(BaseModel):
+        stage: str = Field(description="current stage: queued, starting, load, preprocess, condition, "
+                                       "sparse_structure, slat, decode, ply, video, encode, glb, obj, done")
+        label: str = Field(description="the stage in words")
+        step: int
+        total: int = Field(description="steps of this stage (0 when it has none)")
+        fraction: float = Field(ge=0, le=1, description="of the whole job")
+        percent: int = Field(ge=0, le=100)
+        eta_s: Optional[float] = Field(description="seconds left (null while unknown)")
+        elapsed_s: float
+        message: str
+
+    class FileInfo(BaseModel):
+        name: str
+        kind: str = Field(description="glb, ply, obj, mtl, texture, mp4, input, preprocessed, settings, ...")
+        url: str
+        size_bytes: int
+        content_type: str
+
+    class JobInfo(BaseModel):
+        id: str
+        kind: Literal["generate", "export"]
+        source_id: Optional[str] = Field(description="export jobs: the job whose result they export")
+        state: Literal["queued", "running", "done", "failed", "cancelled"]
+        queue_position: Optional[int] = Field(description="0: next to start; null unless queued")
+        progress: Progress
+        error: Optional[str] = Field(description="what went wrong and what to do (failed or cancelled)")
+        error_kind: Optional[Literal[ERROR_KINDS]] = Field(description="input, empty, oom, disk, model, "
+                                                                         "background_removal, cancelled or internal")
+        files: list[FileInfo]
+        settings: Settings
+        seed: Optional[int] = Field(description="the seed used (null until the job starts)")
+        device: Optional[str]
+        out_dir: Optional[str] = Field(description="the job's folder on the server")
+        created: float
+        started: Optional[float]
+        finished: Optional[float]
+        keep_result: bool
+        result_kept: bool = Field(description="an export can be made from this job now")
+
+    class JobList(BaseModel):
+        jobs: list[JobInfo] = Field(description="oldest first")
+
+    class Health(BaseModel):
+        status: Literal["ok"]
+        api_version: str
+        model: str
+        model_loaded: bool
+        devices: list[str]
+        queued: int
+        running: int
+        auth_required: bool
+
+    class Presets(BaseModel):
+        default: str
+        presets: dict[str, Settings]
+
+    class ErrorBody(BaseModel):
+        detail: Union[str, list[dict[str, Any]]] = Field(description="the message, or one entry per invalid field")
+        error_kind: Optional[str] = None
+        job_id: Optional[str] = None
+        status: Optional[str] = None
+
+    return dict(Settings=Settings, JobRequest=JobRequest, ExportRequest=ExportRequest, Progress=Progress,
+                FileInfo=FileInfo, JobInfo=JobInfo, JobList=JobList, Health=Health, Presets=Presets,
+                ErrorBody=ErrorBody)
+
+
+_MODELS: dict = {}
+
+
+def models() -> dict:
+    if not _MODELS:
+        _MODELS.update(_build_models())
+    return _MODELS
+
+
+def error_responses(*codes: int) -> dict:
+    """OpenAPI `responses` entries for error statuses (all share the ErrorBody schema)."""
+    words = {400: "unreadable request body", 401: "token missing or wrong", 404: "no such job or file",
+             409: "not possible in the job's current state", 413: "request body too large",
+             415: "body is neither JSON nor a form", 422: "invalid parameters or an unusable image",
+             499: "cancelled", 500: "unexpected failure", 503: "busy, or the model cannot be loaded",
+             507: "out of memory or disk space"}
+    return {c: {"model": models()["ErrorBody"], "description": words[c]} for c in codes}
+
+
+# ---------------------------------------------------------------------------------------------
+# Server state
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class ServerDefaults:
+    """What the server fills in when a request does not say (command-line options)."""
+    preset: str = DEFAULT_PRESET
+    precision: str = "auto"
+    offload: str = "auto"
+
+
+class ApiState:
+    def __init__(self, runner, token: Optional[str] = None, defaults: Optional[ServerDefaults] = None):
+        from .api_spz import SpzSlot
+
+        self.runner = runner
+        self.token = token or None
+        self.defaults = defaults or ServerDefaults()
+        self.spz = SpzSlot()
+
+
+# ---------------------------------------------------------------------------------------------
+# Request helpers, shared by both families
+# ---------------------------------------------------------------------------------------------
+
+def decode_base64(text: str, where: str) -> bytes:
+    """base64 (standard or URL-safe, padding optional, a data: URL prefix allowed) -> bytes."""
+    if not isinstance(text, str):
+        raise ApiError(422, f"{where}: expected a base64 string")
+    s = text.strip()
+    if s.startswith("data:"):
+        head, sep, s = s.partition(",")
+        if not sep or ";base64" not in head:
+            raise ApiError(422, f"{where}: a data: URL must be base64 (data:image/png;base64,...)")
+    s = "".join(s.split()).replace("-", "+").replace("_", "/")
+    s += "=" * (-len(s) % 4)
+    try:
+        data = base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(422, f"{where}: not valid base64 (send the image file's bytes base64-encoded)") from None
+    if not data:
+        raise ApiError(422, f"{where}: the image is empty")
+    return data
+
+
+async def read_form(request) -> dict:
+    """The form fields of a multipart or urlencoded body: name -> list of str / UploadFile."""
+    try:
+        form = await request.form(max_files=MAX_IMAGES * 2, max_fields=200, max_part_size=MAX_IMAGE_BYTES * 2)
+    except Exception as err:          # malformed multipart, too many parts, ...
+        detail = getattr(err, "detail", None) or getattr(err, "message", None) or str(err)
+        raise ApiError(400, f"the form could not be read: {detail}") from None
+    out: dict = {}
+    for key, value in form.multi_items():
+        out.setdefault(key, []).append(value)
+    return out
+
+
+async def read_body(request) -> tuple:
+    """("json", object) or ("form", {name: [values]}) from a request body; 400 / 415 otherwise."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "application/json" or ctype.endswith("+json"):
+        raw = await request.body()
+        try:
+            return "json", json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ApiError(422, [{"loc": ["body"], "msg": f"invalid JSON: {err}", "type": "json_invalid"}]) from None
+    if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return "form", await read_form(request)
+    raise ApiError(415, f"send the job as multipart/form-data (image files) or application/json (base64 images), "
+                        f"not {ctype or 'a body without Content-Type'}")
+
+
+async def upload_bytes(value, where: str) -> bytes:
+    """An uploaded file (UploadFile) or a base64 string -> the image bytes (size-checked)."""
+    if isinstance(value, str):
+        data = decode_base64(value, where)
+    else:
+        data = await value.read(MAX_IMAGE_BYTES + 1)
+        if not data:
+            raise ApiError(422, f"{where}: the uploaded file is empty")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ApiError(413, f"{where}: the image file is larger than {MAX_IMAGE_BYTES // 2 ** 20} MB; "
+                            "downscale or recompress it")
+    return data
+
+
+def form_values(form: dict, list_fields=("formats",), skip=()) -> dict:
+    """Form fields -> plain values for validation: one value per field (a repeated field is an error),
+    list fields split on commas, empty values treated as not given."""
+    out = {}
+    for key, values in form.items():
+        if key in skip:
+            continue
+        if any(not isinstance(v, str) for v in values):
+            raise ApiError(422, [{"loc": ["body", key], "msg": "expected a text field, got a file",
+                                  "type": "value_error"}])
+        if key in list_fields:
+            items = [x.strip() for v in values for x in v.split(",") if x.strip()]
+            if items:
+                out[key] = items
+            continue
+        if len(values) > 1:
+            raise ApiError(422, [{"loc": ["body", key], "msg": "given more than once", "type": "value_error"}])
+        if values[0].strip() != "":
+            out[key] = values[0].strip()
+    return out
+
+
+def validate(model, data, loc_prefix=("body",)):
+    """model.model_validate(data), a failure -> 422 with one entry per problem."""
+    from pydantic import ValidationError
+
+    if not isinstance(data, dict):
+        raise ApiError(422, [{"loc": list(loc_prefix), "msg": "expected a JSON object", "type": "dict_type"}])
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        problems = [{"loc": [*loc_prefix, *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                    for e in err.errors(include_url=False, include_context=False, include_input=False)]
+        raise ApiError(422, problems) from None
+
+
+async def check_images(images: list, preprocess: bool, names: list) -> None:
+    """422 with the reason when an image cannot be used (read off the event loop)."""
+    from starlette.concurrency import run_in_threadpool
+
+    from .jobs import InputError, check_image
+
+    for data, name in zip(images, names, strict=True):
+        try:
+            await run_in_threadpool(check_image, data, preprocess)
+        except InputError as err:
+            raise ApiError(422, f"{name}: {err}") from None
+
+
+def build_settings(params: dict, defaults: ServerDefaults) -> GenerationSettings:
+    """A job's settings: the preset (the server's by default), the server's precision / offload unless
+    the request or its preset sets them, then the request's own values. Invalid -> 422."""
+    params = {k: v for k, v in params.items() if v is not None}
+    preset = params.pop("preset", None) or defaults.preset
+    for name in ("precision", "offload"):
+        server = getattr(defaults, name)
+        if name not in params and name not in PRESETS.get(preset, {}) and server != "auto":
+            params[name] = server
+    if "seed" in params and "randomize_seed" not in params:
+        params["randomize_seed"] = False          # a seed given means: use it
+    if "formats" in params:
+        params["formats"] = tuple(params["formats"])
+    try:
+        return GenerationSettings.from_preset(preset, **params)
+    except ValueError as err:
+        raise ApiError(422, str(err)) from None
+
+
+def api_state(request):
+    return request.app.state.api
+
+
+# ---------------------------------------------------------------------------------------------
+# Job API (/v1)
+# ---------------------------------------------------------------------------------------------
+
+def file_entries(job) -> list:
+    out = []
+    for kind, path in dict(job.files).items():     # a copy: the worker adds files while the job runs
+        name = os.path.basename(path)
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            continue
+        out.append({"name": name, "kind": kind, "url": f"/v1/jobs/{job.id}/files/{name}", "size_bytes": size,
+                    "content_type": content_type(name)})
+    return out
+
+
+def content_type(name: str) -> str:
+    return CONTENT_TYPES.get(os.path.splitext(name)[1].lower(), "application/octet-stream")
+
+
+def job_info(job, runner) -> dict:
+    d = job.to_dict()
+    p = d["progress"]
+    p["percent"] = int(round(100 * p["fraction"]))
+    return {"id": job.id, "kind": job.kind, "source_id": job.source_id, "state": job.state,
+            "queue_position": runner.queue_position(job.id) if job.state == "queued" else None,
+            "progress": p, "error": job.error, "error_kind": job.error_kind, "files": file_entries(job),
+            "settings": d["settings"], "seed": job.seed, "device": job.device, "out_dir": job.out_dir,
+            "created": job.created, "started": job.started, "finished": job.finished,
+            "keep_result": job.keep_result, "result_kept": job.result_kept}
+
+
+def find_job(state: ApiState, job_id: str):
+    job = state.runner.get(job_id)
+    if job is None:
+        raise ApiError(404, f"no job {job_id!r} (GET /v1/jobs lists the jobs of this server run)")
+    return job
+
+
+def form_schema(model, files: Optional[dict] = None, required=()) -> dict:
+    """A multipart/form-data or urlencoded request schema from a pydantic model: optional fields are
+    simply left out (no null), `files` adds file fields ({name: "one" | "many"})."""
+    props = {}
+    for name, prop in model.model_json_schema()["properties"].items():
+        prop = dict(prop)
+        if "anyOf" in prop:
+            options = [o for o in prop.pop("anyOf") if o.get("type") != "null"]
+            prop.update(options[0] if len(options) == 1 else {"anyOf": options})
+        prop.pop("default", None)
+        props[name] = prop
+    for name, count in (files or {}).items():
+        binary = {"type": "string", "format": "binary"}
+        props[name] = binary if count == "one" else {
+            "type": "array", "minItems": 1, "maxItems": MAX_IMAGES, "items": binary,
+            "description": "image files (repeat the field for several views of one object)"}
+    return {"type": "object", "required": list(required), "properties": props}
+
+
+def add_job_routes(app) -> None:
+    from fastapi import Request
+    from fastapi.responses import FileResponse, JSONResponse, Response
+    from starlette.concurrency import run_in_threadpool
+
+    from .jobs import JobState, NoResultError, UnknownJobError
+
+    M = models()
+    JobInfo, JobRequest, ExportRequest = M["JobInfo"], M["JobRequest"], M["ExportRequest"]
+
+    @app.get("/v1/health", response_model=M["Health"], tags=["service"], summary="Server and queue state")
+    async def health(request: Request):
+        state = api_state(request)
+        jobs = state.runner.list()
+        return {"status": "ok", "api_version": API_VERSION, "model": state.runner.model_path,
+                "model_loaded": state.runner.model_loaded, "devices": list(state.runner.devices),
+                "queued": sum(j.state == JobState.QUEUED for j in jobs),
+                "running": sum(j.state == JobState.RUNNING for j in jobs), "auth_required": state.token is not None}
+
+    @app.get("/v1/presets", response_model=M["Presets"], tags=["service"],
+             summary="The presets' settings (and the server's default preset)")
+    async def presets(request: Request):
+        state = api_state(request)
+        return {"default": state.defaults.preset,
+                "presets": {name: build_settings({"preset": name}, state.defaults).to_dict() for name in PRESETS}}
+
+    request_body = {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": form_schema(JobRequest, {"images": "many"}, ["images"])},
+            "application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}},
+        },
+    }
+
+    @app.post("/v1/jobs", status_code=202, response_model=JobInfo, tags=["jobs"], summary="Queue a job",
+              description="Multipart form (files `images` + setting fields) or JSON (base64 `images` + settings). "
+                          "The images are checked at once (422 with the reason); the job then waits in the "
+                          "queue: poll GET /v1/jobs/{id}. The answer's Location header is that URL.",
+              openapi_extra={"requestBody": request_body},
+              responses=error_responses(400, 413, 415, 422, 503))
+    async def create_job(request: Request):
+        state = api_state(request)
+        kind, body = await read_body(request)
+        if kind == "json":
+            req = validate(JobRequest, body)
+            images = [decode_base64(text, f"images[{i}]") for i, text in enumerate(req.images)]
+            if any(len(x) > MAX_IMAGE_BYTES for x in images):
+                raise ApiError(413, f"an image is larger than {MAX_IMAGE_BYTES // 2 ** 20} MB")
+        else:
+            files = body.get("images", [])
+            # Validated with placeholders for the files (their count is checked here, their bytes below).
+            req = validate(JobRequest, {**form_values(body, skip=("images",)), "images": ["-"] * len(files)})
+            images = [await upload_bytes(v, f"images[{i}]") for i, v in enumerate(files)]
+        params = req.model_dump(exclude={"images", "keep_result"}, exclude_none=True)
+        settings = build_settings(params, state.defaults)
+        await check_images(images, settings.preprocess, [f"images[{i}]" for i in range(len(images))])
+        try:
+            job = state.runner.submit(images, settings, keep_result=req.keep_result)
+        except RuntimeError as err:
+            raise ApiError(503, str(err)) from None
+        return JSONResponse(job_info(job, state.runner), status_code=202,
+                            headers={"Location": f"/v1/jobs/{job.id}"})
+
+    @app.get("/v1/jobs", response_model=M["JobList"], tags=["jobs"], summary="All jobs of this server run")
+    async def list_jobs(request: Request):
+        state = api_state(request)
+        return {"jobs": [job_info(j, state.runner) for j in state.runner.list()]}
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobInfo, tags=["jobs"], summary="A job's state and progress",
+             responses=error_responses(404))
+    async def get_job(job_id: str, request: Request):
+        state = api_state(request)
+        return job_info(find_job(state, job_id), state.runner)
+
+    @app.post("/v1/jobs/{job_id}/cancel", response_model=JobInfo, tags=["jobs"], summary="Cancel a job",
+              description="A queued job is cancelled at once; a running one stops at its next step (poll it "
+                          "until its state is cancelled). 409 when it has already ended.",
+              responses=error_responses(404, 409))
+    async def cancel_job(job_id: str, request: Request):
+        state = api_state(request)
+        job = find_job(state, job_id)
+        if not state.runner.cancel(job_id):
+            raise ApiError(409, f"job {job_id} has already ended ({job.state})", job_id=job_id)
+        return job_info(job, state.runner)
+
+    @app.post("/v1/jobs/{job_id}/export", status_code=202, response_model=JobInfo, tags=["jobs"],
+              summary="Write other files from a job's kept result",
+              description="Queues an export job that writes the requested files (e.g. a GLB with another "
+                          "texture size) from the decoded result of a finished job submitted with "
+                          "keep_result, without sampling again. 409 when that result is not in memory.",
+              responses=error_responses(400, 404, 409, 413, 422, 503))
+    async def export_job(job_id: str, body: ExportRequest, request: Request):
+        state = api_state(request)
+        find_job(state, job_id)
+        changes = body.model_dump(exclude_none=True)
+        if "formats" in changes:
+            changes["formats"] = tuple(changes["formats"])
+        try:
+            job = state.runner.submit_export(job_id, **changes)
+        except UnknownJobError as err:
+            raise ApiError(404, str(err)) from None
+        except NoResultError as err:
+            raise ApiError(409, str(err), job_id=job_id) from None
+        except ValueError as err:
+            raise ApiError(422, str(err)) from None
+        except RuntimeError as err:
+            raise ApiError(503, str(err)) from None
+        return JSONResponse(job_info(job, state.runner), status_code=202,
+                            headers={"Location": f"/v1/jobs/{job.id}"})
+
+    file_content = {ct: {"schema": {} if ct == "application/json" else {"type": "string", "format": "binary"}}
+                    for ct in sorted(set(CONTENT_TYPES.values()))}
+
+    @app.get("/v1/jobs/{job_id}/files/{name}", tags=["jobs"], summary="Download one of a job's files",
+             description="`name` is a file name from the job's `files` (model.glb, preview.mp4, model.ply, ...). "
+                         "Only that job's own files are served.",
+             response_class=Response,
+             responses={200: {"description": "the file", "content": file_content}, **error_responses(404)})
+    async def get_file(job_id: str, name: str, request: Request):
+        state = api_state(request)
+        job = find_job(state, job_id)
+        # Only names the job itself lists; the request never becomes part of a path.
+        path = next((p for p in list(job.files.values()) if os.path.basename(p) == name), None)
+        if path is None or not await run_in_threadpool(os.path.isfile, path):
+            raise ApiError(404, f"job {job_id} has no file {name!r}" + (
+                f" (its files: {', '.join(e['name'] for e in file_entries(job))})" if job.files else ""))
+        ctype = content_type(name)
+        return FileResponse(path, media_type=ctype, filename=name,
+                            content_disposition_type="inline" if ctype in _INLINE else "attachment")
+
+
+# ---------------------------------------------------------------------------------------------
+# The app
+# ---------------------------------------------------------------------------------------------
+
+def create_app(runner, token: Optional[str] = None, defaults: Optional[ServerDefaults] = None,
+               allowed_hosts: Optional[list] = None):
+    """The FastAPI app over `runner` (which the caller owns and shuts down). With `token`, every
+    endpoint but the docs needs it. Without one, only Host headers naming this computer (or
+    `allowed_hosts`) are served."""
+    from fastapi import Depends, FastAPI, Request, Security
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    from . import api_spz
+
+    state = ApiState(runner, token, defaults)
+    dependencies = []
+    if state.token:
+        bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer TOKEN")
+        api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: TOKEN")
+        expected = state.token.encode("utf-8")
+
+        async def require_token(creds: Optional[HTTPAuthorizationCredentials] = Security(bearer),
+                                key: Optional[str] = Security(api_key)):
+            given = creds.credentials if creds is not None else key
+            if not given or not secrets.compare_digest(given.encode("utf-8"), expected):
+                raise ApiError(401, "a valid token is required: send 'Authorization: Bearer TOKEN' or "
+                                    "'X-API-Key: TOKEN' (the token the server was started with)")
+        dependencies.append(Depends(require_token))
+
+    app = FastAPI(
+        title="Trellis Desktop API", version=API_VERSION, max_body_size=MAX_BODY_BYTES, dependencies=dependencies,
+        responses=error_responses(401) if state.token else None,
+        description="Image to 3D asset (GLB, PLY, OBJ, preview MP4) on this computer's GPU. The /v1 job API "
+                    "queues jobs and reports their progress; the StableProjectorz endpoints (/ping, /status, "
+                    "/generate...) keep that app's parameter names. "
+                    + ("Every endpoint needs the server's token (Bearer or X-API-Key)." if state.token else ""))
+    app.state.api = state
+    if not state.token:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(LOOPBACK_NAMES) + list(allowed_hosts or []))
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, err: ApiError):
+        headers = {"WWW-Authenticate": "Bearer"} if err.http_status == 401 else None
+        return JSONResponse({"detail": err.detail, **err.extra}, status_code=err.http_status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, err: RequestValidationError):
+        problems = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                    for e in err.errors()]
+        return JSONResponse({"detail": problems}, status_code=422)
+
+    add_job_routes(app)
+    api_spz.add_routes(app)
+    _register_schemas(app, [models()["JobRequest"], *api_spz.referenced_models()])
+    return app
+
+
+def _register_schemas(app, request_models: list) -> None:
+    """Add the request schemas of bodies that routes parse themselves (referenced from openapi_extra)."""
+    build = app.openapi
+
+    def openapi():
+        if app.openapi_schema is None:
+            schema = build()
+            comps = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in request_models:
+                js = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                comps.update(js.pop("$defs", {}))
+                comps[model.__name__] = js
+        return app.openapi_schema
+    app.openapi = openapi
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+# ---------------------------------------------------------------------------------------------
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use a port number (1..65535)") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port}: use a port number (1..65535)")
+    return port
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .cli import _device, _gpus
+
+    p = argparse.ArgumentParser(
+        prog="python -m desktop api",
+        description="Serve the REST API: a job API under /v1 and the StableProjectorz endpoints. "
+                    "OpenAPI docs at http://HOST:PORT/docs.",
+        epilog="Bound to 127.0.0.1 (the default) only this computer can connect. Any other --host needs "
+               "--token. Exit status: 0 after Ctrl-C, 1 when the server cannot start, 2 usage error.")
+    p.add_argument("--model", default=os.environ.get("TRELLIS_DESKTOP_MODEL", "microsoft/TRELLIS-image-large"),
+                   metavar="PATH_OR_REPO",
+                   help="pipeline folder or Hugging Face repo (default: $TRELLIS_DESKTOP_MODEL or %(default)s); "
+                        "loaded once, by the first job")
+    p.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default %(default)s: this "
+                                                         "computer only; 0.0.0.0: every network, needs --token)")
+    p.add_argument("--port", type=_port, default=DEFAULT_PORT, help="port (default %(default)s)")
+    p.add_argument("--token", default=os.environ.get("TRELLIS_DESKTOP_API_TOKEN") or None,
+                   help="require this token (Authorization: Bearer TOKEN or X-API-Key: TOKEN) on every request "
+                        "(default: $TRELLIS_DESKTOP_API_TOKEN; required when --host is not this computer)")
+    p.add_argument("--outputs", default="outputs", metavar="DIR", help="outputs folder (default %(default)s)")
+    p.add_argument("--device", type=_device, metavar="cpu|cuda[:N]",
+                   help="compute device (default: cuda when available, else cpu)")
+    p.add_argument("--gpus", type=_gpus, metavar="0,1", help="one worker per listed GPU (jobs in parallel)")
+    p.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
+                   help="preset of requests that do not name one (default %(default)s)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="network precision of jobs that do not set one (default %(default)s)")
+    p.add_argument("--offload", choices=OFFLOADS, default="auto",
+                   help="GPU offloading of jobs that do not set one (default %(default)s)")
+    return p
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket (OSError with the reason when the address cannot be used)."""
+    infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        if os.name == "posix":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)                      # exits with 2 on a usage error
+    if args.gpus and args.device and args.device != "cuda":
+        parser.error("--gpus picks the GPUs itself; leave out --device (or use --device cuda)")
+    if args.token is not None and len(args.token) < 8:
+        parser.error("--token: use at least 8 characters (e.g. python -c \"import secrets; "
+                     "print(secrets.token_urlsafe())\")")
+    if not is_loopback(args.host) and not args.token:
+        parser.error(f"--host {args.host} lets other computers reach the API: set a token with --token TOKEN "
+                     "(or $TRELLIS_DESKTOP_API_TOKEN) so that only clients that send it are served, or keep the "
+                     f"default --host {DEFAULT_HOST}")
+    if os.path.exists(args.outputs) and not os.path.isdir(args.outputs):
+        parser.error(f"--outputs: {args.outputs} exists and is not a folder")
+
+    import uvicorn
+
+    from .jobs import JobRunner
+
+    try:
+        sock = bind_socket(args.host, args.port)
+    except OSError as err:
+        print(f"error: cannot listen on {args.host}:{args.port}: {err.strerror or err}"
+              + (" (another program uses this port: choose another with --port)"
+                 if getattr(err, "errno", None) in (98, 48, 10048) else ""), file=sys.stderr)
+        return 1
+    try:
+        # Two kept results: the StableProjectorz preview and one /v1 job's can both wait for an export.
+        runner = JobRunner(args.model, args.outputs, device=args.device, gpus=args.gpus, keep_results=2)
+    except (OSError, ValueError, RuntimeError) as err:
+        sock.close()
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    port = sock.getsockname()[1]
+    defaults = ServerDefaults(preset=args.preset, precision=args.precision, offload=args.offload)
+    app = create_app(runner, token=args.token, defaults=defaults)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"Trellis Desktop API on http://{shown}:{port}  (docs: http://{shown}:{port}/docs; "
+          f"model {args.model}, outputs {runner.outputs_dir}; "
+          f"{'token required' if args.token else 'no token: this computer only'}). Ctrl-C stops it.",
+          file=sys.stderr, flush=True)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, lifespan="off")
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:      # uvicorn stops on Ctrl-C, then raises it again: the normal way out
+        pass
+    finally:
+        runner.shutdown(cancel=True, wait=False)
+        sock.close()
+    return 0

@@ -1,0 +1,435 @@
+"""The StableProjectorz-compatible endpoints of the REST API (mounted by desktop/api.py).
+
+StableProjectorz's 3D mode talks to a server at ip:port with these endpoints and parameter names
+(those of the trellis-stable-projectorz API). One generation at a time, the request answering when
+it has ended, while the client polls GET /status on another connection:
+
+    POST /generate_no_preview         one image (`file` upload or `image_base64`) -> GLB
+    POST /generate_multi_no_preview   several views (`file_list` or repeated `image_list_base64`) -> GLB
+    POST /generate_preview            one image -> turntable preview; the result stays in memory
+    POST /generate_multi_preview      several views -> preview
+    POST /resume_from_preview         the GLB from that result, without sampling again
+    POST /generate                    JSON (`single_multi_img_input`: base64 images) -> GLB
+    POST /interrupt                   cancel the running generation
+    GET  /download/model, /download/preview/gaussian, /ping, /status, /info/supported_operations,
+         /download/spz-ui-layout/generation-3d-panel
+
+Compared with that API: uploads work as multipart files as well as base64; a second generation
+while one runs is 503; a cancelled one is 499; invalid parameters or images are 422 (never 500);
+a failed job answers with the status of its kind (api.ERROR_STATUS) and a message that says what to
+do; only preview URLs that exist are advertised (the Gaussian turntable; /download/preview/mesh is
+404). Every job also shows up in the /v1 job API (and its files in the outputs folder). Besides the
+names below, the form endpoints and /generate accept any generation setting under its own name
+(e.g. bake_views, fill_holes, preset); unknown fields are ignored, as that API did.
+"""
+
+import asyncio
+from typing import Literal, Optional
+
+from .api import (ERROR_STATUS, MAX_IMAGES, POLL_S, ApiError, api_state, build_settings, check_images, decode_base64,
+                  error_responses, form_schema, form_values, parameter_fields, read_body, upload_bytes, validate)
+from .settings import MAX_SEED, RULES
+
+STATUSES = ("PROCESSING", "PREVIEW_READY", "COMPLETE", "FAILED")
+BUSY = ("Server is busy: a generation is running. Wait for it (GET /status) or stop it (POST /interrupt).")
+
+# StableProjectorz's parameter names -> ours.
+ALIASES = {"ss_guidance_strength": "ss_cfg", "ss_sampling_steps": "ss_steps", "slat_guidance_strength": "slat_cfg",
+           "slat_sampling_steps": "slat_steps", "preview_resolution": "video_resolution",
+           "preview_frames": "video_frames", "preview_fps": "video_fps", "mesh_simplify_ratio": "simplify",
+           "ss_strength": "ss_cfg", "slat_strength": "slat_cfg", "mesh_simplify": "simplify"}
+_PERCENT_OK = ("mesh_simplify_ratio", "mesh_simplify")      # 0..1, or a percentage 0..100
+
+SUPPORTED_OPERATIONS = ["make_meshes_and_tex"]
+
+
+class SpzSlot:
+    """The one generation StableProjectorz sees: the latest job started from these endpoints."""
+
+    def __init__(self):
+        self.job = None              # the latest job
+        self.mode = None             # "generate" | "preview" | "resume"
+        self.reserved = False        # a request is reading its input before submitting its job
+        self.preview_job = None      # the latest preview, whose result is kept for /resume_from_preview
+        self.jobs: list = []         # recent jobs, newest last (downloads come from the newest done one)
+
+    def busy(self) -> bool:
+        return self.reserved or (self.job is not None and self.job.state in ("queued", "running"))
+
+    def start(self, job, mode: str, runner) -> None:
+        if mode != "resume" and self.preview_job is not None:
+            runner.release_result(self.preview_job.id)      # a new generation replaces the old preview
+            self.preview_job = None
+        if mode == "preview":
+            self.preview_job = job
+        self.job, self.mode = job, mode
+        self.jobs = (self.jobs + [job])[-20:]
+
+    def latest_with(self, kind: str):
+        return next((j for j in reversed(self.jobs) if j.state == "done" and kind in j.files), None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Schemas
+# ---------------------------------------------------------------------------------------------
+
+def _aliased(name: str, ours: str, description: str):
+    from pydantic import Field
+
+    rule = RULES[ours]
+    kind = int if rule[0] == "int" else float
+    lo, hi = rule[1], rule[2]
+    if name in _PERCENT_OK:
+        lo, hi = 0.0, 100.0
+    return (Optional[kind], Field(None, ge=lo, le=hi, description=f"{description} (our name: {ours})"))
+
+
+def _common_fields() -> dict:
+    from pydantic import Field
+
+    return {
+        "seed": (int, Field(1, ge=-1, le=MAX_SEED, description="random seed; -1 draws a new one")),
+        "ss_guidance_strength": _aliased("ss_guidance_strength", "ss_cfg", "structure guidance strength"),
+        "ss_sampling_steps": _aliased("ss_sampling_steps", "ss_steps", "structure sampling steps"),
+        "slat_guidance_strength": _aliased("slat_guidance_strength", "slat_cfg", "detail guidance strength"),
+        "slat_sampling_steps": _aliased("slat_sampling_steps", "slat_steps", "detail sampling steps"),
+        "preview_resolution": _aliased("preview_resolution", "video_resolution", "preview video side in pixels"),
+        "preview_frames": _aliased("preview_frames", "video_frames", "preview video frames"),
+        "preview_fps": _aliased("preview_fps", "video_fps", "preview video frames per second"),
+        "mesh_simplify_ratio": _aliased("mesh_simplify_ratio", "simplify",
+                                        "fraction of triangles removed, 0..0.99, or a percentage (values above "
+                                        "0.999 are divided by 100)"),
+        "output_format": (Literal["glb", "gltf"], Field("glb", description="a GLB is written either way")),
+        **parameter_fields(skip=("seed", "formats")),           # our names too (one of the two per setting)
+    }
+
+
+def _build_models() -> dict:
+    from pydantic import BaseModel, ConfigDict, Field, create_model
+
+    ignore = ConfigDict(extra="ignore")
+    single = create_model(
+        "SpzImageForm", __config__=ignore, __doc__="One image (`file` upload or `image_base64`) and parameters.",
+        image_base64=(Optional[str], Field(None, description="the image file, base64 (a data: prefix is allowed)")),
+        **_common_fields())
+    multi = create_model(
+        "SpzMultiImageForm", __config__=ignore,
+        __doc__="Several views of one object (`file_list` uploads or `image_list_base64`) and parameters.",
+        image_list_base64=(Optional[list[str]], Field(None, max_length=MAX_IMAGES,
+                                                      description="the image files, base64")),
+        **_common_fields())
+    generate_fields = parameter_fields(skip=("formats",))
+    generate_fields["seed"] = (int, Field(1, ge=-1, le=MAX_SEED, description="random seed; -1 draws a new one"))
+    generate = create_model(
+        "SpzGenerateRequest", __config__=ignore, __doc__="StableProjectorz's JSON request.",
+        single_multi_img_input=(list[str], Field(min_length=1, max_length=MAX_IMAGES,
+                                                 description="base64 images: one, or several views of one object")),
+        ss_strength=_aliased("ss_strength", "ss_cfg", "structure guidance strength"),
+        slat_strength=_aliased("slat_strength", "slat_cfg", "detail guidance strength"),
+        mesh_simplify=_aliased("mesh_simplify", "simplify", "fraction of triangles removed, 0..0.99, or a "
+                                                            "percentage (values above 0.999 are divided by 100)"),
+        skip_videos=(bool, Field(True, description="false: also render the preview video")),
+        **generate_fields)
+
+    class Ping(BaseModel):
+        status: Literal["running"]
+        message: str
+        busy: bool
+
+    class Status(BaseModel):
+        status: Literal[STATUSES] = Field(description="FAILED also before the first generation (as that API did)")
+        progress: int = Field(ge=0, le=100)
+        message: str
+        busy: bool
+        job_id: Optional[str] = None
+        stage: Optional[str] = None
+        eta_s: Optional[float] = None
+
+    class Result(BaseModel):
+        status: Literal[STATUSES]
+        progress: int = Field(ge=0, le=100)
+        message: str
+        job_id: str
+        model_url: Optional[str] = None
+        preview_urls: Optional[dict[str, str]] = None
+
+    class Interrupt(BaseModel):
+        status: Literal["interrupt_requested", "no_generation_in_progress"]
+
+    return dict(SpzImageForm=single, SpzMultiImageForm=multi, SpzGenerateRequest=generate, Ping=Ping,
+                Status=Status, Result=Result, Interrupt=Interrupt)
+
+
+_MODELS: dict = {}
+
+
+def spz_models() -> dict:
+    if not _MODELS:
+        _MODELS.update(_build_models())
+    return _MODELS
+
+
+def referenced_models() -> list:
+    """Request models the form endpoints refer to from their hand-written request bodies."""
+    m = spz_models()
+    return [m["SpzImageForm"], m["SpzMultiImageForm"]]
+
+
+def _form_body(model, file_field: str, count: str) -> dict:
+    return {"required": True, "content": {
+        "multipart/form-data": {"schema": form_schema(model, {file_field: count})},
+        "application/x-www-form-urlencoded": {"schema": form_schema(model)},
+        "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}},
+    }}
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests -> jobs
+# ---------------------------------------------------------------------------------------------
+
+def to_params(values: dict) -> dict:
+    """Validated request fields (StableProjectorz names or ours) -> generation settings (our names)."""
+    params, source = {}, {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        ours = ALIASES.get(name, name)
+        if name in _PERCENT_OK and value > 0.999:
+            value = value / 100
+        if ours in params:
+            raise ApiError(422, f"{name} and {source[ours]} set the same thing: give only one of them")
+        params[ours], source[ours] = value, name
+    if params.get("seed") == -1:
+        params.pop("seed")
+        params["randomize_seed"] = True
+    return params
+
+
+async def _form_request(request, model, multi: bool) -> tuple:
+    """(validated model, image bytes) of a form endpoint (multipart, urlencoded or JSON)."""
+    kind, body = await read_body(request)
+    file_field, b64_field = ("file_list", "image_list_base64") if multi else ("file", "image_base64")
+    if kind == "json":
+        req = validate(model, body)
+        texts = getattr(req, b64_field)
+        texts = ([] if texts is None else texts) if multi else ([] if texts is None else [texts])
+        sources = [(t, b64_field) for t in texts]
+    else:
+        files, texts = body.pop(file_field, []), body.pop(b64_field, [])
+        req = validate(model, form_values(body, skip=(file_field, b64_field)))
+        sources = [(f, file_field) for f in files] + [(t, b64_field) for t in texts]
+    if not sources:
+        raise ApiError(422, f"no image: send it as a `{file_field}` upload or as `{b64_field}` (base64)")
+    if not multi and len(sources) > 1:
+        raise ApiError(422, "one image per request here; send several views to /generate_multi_no_preview "
+                            "or /generate_multi_preview")
+    if len(sources) > MAX_IMAGES:
+        raise ApiError(422, f"at most {MAX_IMAGES} images per request")
+    images = []
+    for i, (value, field) in enumerate(sources):
+        where = f"{field}[{i}]" if multi else field
+        images.append(await upload_bytes(value, where))
+    return req, images
+
+
+async def _submit(state, req, images: list, mode: str, formats: tuple):
+    values = req.model_dump(exclude={"image_base64", "image_list_base64", "single_multi_img_input",
+                                     "output_format", "skip_videos"})
+    params = to_params(values)
+    params["formats"] = formats
+    settings = build_settings(params, state.defaults)
+    await check_images(images, settings.preprocess, [f"image {i + 1}" for i in range(len(images))])
+    try:
+        return state.runner.submit(images, settings, keep_result=(mode == "preview"))
+    except RuntimeError as err:
+        raise ApiError(503, str(err)) from None
+
+
+async def _generation(request, mode: str, make_job) -> dict:
+    """Run one generation in the slot: 503 when busy, then wait for the job and answer its outcome."""
+    state = api_state(request)
+    slot = state.spz
+    if slot.busy():
+        raise ApiError(503, BUSY, status="FAILED")
+    slot.reserved = True                      # no await between the check and this line: no race
+    try:
+        job = await make_job(state)
+        slot.start(job, mode, state.runner)
+    finally:
+        slot.reserved = False
+    while not job.wait(0):
+        await asyncio.sleep(POLL_S)
+    if job.state == "done":
+        out = {"status": "PREVIEW_READY" if mode == "preview" else "COMPLETE", "progress": 100, "job_id": job.id}
+        if "glb" in job.files:
+            out["model_url"] = "/download/model"
+        if "mp4" in job.files:
+            out["preview_urls"] = {"gaussian": "/download/preview/gaussian"}
+        out["message"] = ("preview ready: POST /resume_from_preview makes the GLB from it" if mode == "preview"
+                          else "generation complete: GET /download/model")
+        return out
+    kind = job.error_kind or "internal"
+    raise ApiError(ERROR_STATUS.get(kind, 500), job.error or kind, status="FAILED", error_kind=kind, job_id=job.id)
+
+
+def _status(slot) -> dict:
+    job = slot.job
+    if job is None:
+        return {"status": "FAILED", "progress": 0, "message": "idle: no generation has run yet", "busy": slot.busy()}
+    p = job.progress
+    out = {"job_id": job.id, "stage": p.stage, "eta_s": p.eta_s, "busy": slot.busy(),
+           "progress": int(round(100 * p.fraction))}
+    if job.state in ("queued", "running"):
+        step = f" {p.step}/{p.total}" if p.total > 1 else ""
+        out.update(status="PROCESSING", message=f"{p.label}{step}" if job.state == "running" else "waiting in queue")
+    elif job.state == "done":
+        out.update(status="PREVIEW_READY" if slot.mode == "preview" else "COMPLETE", progress=100,
+                   message="preview ready" if slot.mode == "preview" else "generation complete")
+    else:
+        out.update(status="FAILED", message=job.error or job.state)
+    return out
+
+
+# The panel StableProjectorz shows for this server: our own plain-text description of the controls
+# (name, type, range, default: the defaults of our balanced preset, the simplify ratio as a percentage).
+PANEL_LAYOUT = """\
+# Trellis Desktop: 3D generation panel
+operation make_meshes_and_tex
+images 1..16
+seed int -1..2147483647 default -1 "Seed (-1: random)"
+ss_strength float 0..10 default 7.5 "Structure guidance"
+ss_steps int 1..50 default 12 "Structure steps"
+slat_strength float 0..10 default 3 "Detail guidance"
+slat_steps int 1..50 default 12 "Detail steps"
+mesh_simplify int 0..99 default 95 "Simplify (% of triangles removed)"
+texture_size int 256..8192 default 1024 "Texture size"
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Routes
+# ---------------------------------------------------------------------------------------------
+
+def add_routes(app) -> None:
+    from fastapi import Query, Request
+    from fastapi.responses import FileResponse, PlainTextResponse, Response
+
+    from .settings import BAKE_MODES
+
+    M = spz_models()
+    GenerateRequest = M["SpzGenerateRequest"]
+    tags = ["StableProjectorz"]
+    gen_errors = error_responses(400, 413, 415, 422, 499, 500, 503, 507)
+
+    @app.get("/ping", response_model=M["Ping"], tags=tags, summary="Liveness")
+    async def ping(request: Request):
+        return {"status": "running", "message": "Trellis Desktop API is running", "busy": api_state(request).spz.busy()}
+
+    @app.get("/status", response_model=M["Status"], tags=tags, summary="The current (or last) generation")
+    async def status(request: Request):
+        return _status(api_state(request).spz)
+
+    def form_route(path: str, multi: bool, mode: str, summary: str):
+        model = M["SpzMultiImageForm" if multi else "SpzImageForm"]
+        body = _form_body(model, "file_list" if multi else "file", "many" if multi else "one")
+        formats = ("mp4",) if mode == "preview" else ("glb",)
+
+        @app.post(path, response_model=M["Result"], tags=tags, summary=summary, responses=gen_errors,
+                  openapi_extra={"requestBody": body}, name=path.strip("/"))
+        async def generate(request: Request):
+            async def make(state):
+                req, images = await _form_request(request, model, multi)
+                return await _submit(state, req, images, mode, formats=formats)
+            return await _generation(request, mode, make)
+
+    form_route("/generate_no_preview", False, "generate", "One image to a GLB")
+    form_route("/generate_preview", False, "preview", "One image to a preview video (then /resume_from_preview)")
+    form_route("/generate_multi_no_preview", True, "generate", "Several views of one object to a GLB")
+    form_route("/generate_multi_preview", True, "preview", "Several views to a preview video")
+
+    @app.post("/generate", response_model=M["Result"], tags=tags, responses=gen_errors,
+              summary="StableProjectorz's JSON entry point: base64 image(s) to a GLB")
+    async def generate_json(body: GenerateRequest, request: Request):
+        async def make(state):
+            images = [decode_base64(t, f"single_multi_img_input[{i}]")
+                      for i, t in enumerate(body.single_multi_img_input)]
+            return await _submit(state, body, images, "generate",
+                                 formats=("glb",) if body.skip_videos else ("glb", "mp4"))
+        return await _generation(request, "generate", make)
+
+    @app.post("/resume_from_preview", response_model=M["Result"], tags=tags,
+              responses={**gen_errors, **error_responses(409)},
+              summary="The GLB from the last preview's result, without sampling again",
+              description="409 when there is no preview result in memory (run /generate_preview first).")
+    async def resume(request: Request,
+                     mesh_simplify_ratio: Optional[float] = Query(None, ge=0, le=100, description=(
+                         "fraction of triangles removed, 0..0.99, or a percentage")),
+                     texture_size: Optional[int] = Query(None, ge=RULES["texture_size"][1],
+                                                         le=RULES["texture_size"][2]),
+                     fill_holes: Optional[bool] = Query(None),
+                     bake_mode: Optional[Literal[BAKE_MODES]] = Query(None),
+                     bake_views: Optional[int] = Query(None, ge=RULES["bake_views"][1], le=RULES["bake_views"][2]),
+                     bake_resolution: Optional[int] = Query(None, ge=RULES["bake_resolution"][1],
+                                                            le=RULES["bake_resolution"][2])):
+        from .jobs import NoResultError, UnknownJobError
+
+        async def make(state):
+            preview = state.spz.preview_job
+            if preview is None or not preview.result_kept:
+                raise ApiError(409, "no preview in memory to resume from (a newer generation replaces it): call "
+                                    "/generate_preview or /generate_multi_preview first")
+            changes = to_params({"mesh_simplify_ratio": mesh_simplify_ratio, "texture_size": texture_size,
+                                 "fill_holes": fill_holes, "bake_mode": bake_mode, "bake_views": bake_views,
+                                 "bake_resolution": bake_resolution})
+            try:
+                return state.runner.submit_export(preview.id, formats=("glb",), **changes)
+            except (UnknownJobError, NoResultError) as err:
+                raise ApiError(409, str(err)) from None
+            except ValueError as err:
+                raise ApiError(422, str(err)) from None
+            except RuntimeError as err:
+                raise ApiError(503, str(err)) from None
+        return await _generation(request, "resume", make)
+
+    @app.post("/interrupt", response_model=M["Interrupt"], tags=tags, summary="Cancel the running generation",
+              description="The generation request then answers 499.")
+    async def interrupt(request: Request):
+        state = api_state(request)
+        job = state.spz.job
+        if job is not None and state.runner.cancel(job.id):
+            return {"status": "interrupt_requested"}
+        return {"status": "no_generation_in_progress"}
+
+    @app.get("/download/model", tags=tags, summary="The GLB of the latest generation", response_class=Response,
+             responses={200: {"description": "the GLB", "content": {"model/gltf-binary": {
+                 "schema": {"type": "string", "format": "binary"}}}}, **error_responses(404)})
+    async def download_model(request: Request):
+        job = api_state(request).spz.latest_with("glb")
+        if job is None:
+            raise ApiError(404, "no model yet: run /generate_no_preview, /generate or /resume_from_preview first")
+        return FileResponse(job.files["glb"], media_type="model/gltf-binary", filename="model.glb")
+
+    @app.get("/download/preview/{kind}", tags=tags, summary="The preview video of the latest preview",
+             description="`gaussian`: the turntable of the result. No `mesh` preview is made (404).",
+             response_class=Response,
+             responses={200: {"description": "an H.264 mp4", "content": {"video/mp4": {
+                 "schema": {"type": "string", "format": "binary"}}}}, **error_responses(404)})
+    async def download_preview(kind: Literal["gaussian", "mesh"], request: Request):
+        if kind == "mesh":
+            raise ApiError(404, "no mesh preview is made; the preview is /download/preview/gaussian")
+        job = api_state(request).spz.latest_with("mp4")
+        if job is None:
+            raise ApiError(404, "no preview yet: run /generate_preview first")
+        return FileResponse(job.files["mp4"], media_type="video/mp4", filename="preview_gaussian.mp4",
+                            content_disposition_type="inline")
+
+    @app.get("/info/supported_operations", response_model=list[str], tags=tags, summary="What this server does")
+    async def supported_operations():
+        return SUPPORTED_OPERATIONS
+
+    @app.get("/download/spz-ui-layout/generation-3d-panel", tags=tags, response_class=PlainTextResponse,
+             summary="The generation panel's controls, as text",
+             responses={200: {"description": "the panel layout", "content": {"text/plain": {
+                 "schema": {"type": "string"}}}}})
+    async def panel_layout():
+        return PlainTextResponse(PANEL_LAYOUT)
