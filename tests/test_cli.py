@@ -111,7 +111,8 @@ def test_usage_errors_exit_2(tmp_path):
                           (["generate", "x.png", "-o", "out", "--steps", "0"], "ss_steps"),
                           (["generate", "x.png", "-o", "out", "--set", "bogus=1"], "KEY=VALUE"),
                           (["generate", "x.png", "-o", "out", "--device", "tpu"], "cpu, cuda"),
-                          (["ui"], "not yet available"), (["api"], "not yet available"), ([], "command")]:
+                          (["ui", "--port", "notanumber"], "not a port number"), (["api", "--port", "notanumber"], "--port"),
+                          ([], "command")]:
         proc = desktop(*args, timeout=60)
         assert proc.returncode == 2, (args, proc.stderr)
         assert message in proc.stderr, (args, proc.stderr)
