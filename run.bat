@@ -1,9 +1,9 @@
 @echo off
 rem Trellis Desktop for Windows. The first run installs into .venv here; later runs start at once.
-rem   run.bat [--cpu]                     start the app
-rem   run.bat [--cpu] test [pytest args]  run the tests (installs the test tools too)
-rem --cpu: PyPI's Windows torch is the CPU build, so today it changes nothing; the installer
-rem issue will pick the CUDA wheel index when nvidia-smi shows a GPU, and keep CPU with --cpu.
+rem   run.bat [--cpu] [app options]          start the app (opens the browser)
+rem   run.bat [--cpu] test [pytest args]     run the tests (installs the test tools too)
+rem   --repair, --update, --wheelhouse DIR and the other launcher options: run.bat --launcher-help
+rem The logic is in installer\ (Python); this file finds Python and runs check, install, launch.
 setlocal
 cd /d "%~dp0"
 
@@ -13,73 +13,54 @@ set "PIP_USER=0"
 set "PIP_DISABLE_PIP_VERSION_CHECK=1"
 set "PYTHONPATH="
 set "PYTHONHOME="
-set "VPY=.venv\Scripts\python.exe"
-rem No quotes inside HASHPY, so it survives cmd's quoting in for /f.
-set "HASHPY=import hashlib, pathlib, sys; print(hashlib.sha256(bytes().join(pathlib.Path(f).read_bytes() for f in sys.argv[1:])).hexdigest()[:16])"
 
-rem Drop the leading --cpu / test from the arguments; the rest go to the app or to pytest.
-set "MODE=ui"
-set "ARGS=%*"
-if /i not "%~1"=="--cpu" goto cpu_done
-set "ARGS=%ARGS:*--cpu=%"
-shift
-:cpu_done
-if /i not "%~1"=="test" goto mode_done
-set "MODE=test"
-set "ARGS=%ARGS:*test=%"
-:mode_done
-
-"%VPY%" -c "pass" >nul 2>&1 && goto have_venv
+rem 64-bit Python 3.11 first (the tested one), then 3.12, then whatever "python" is.
 set "PY="
-for %%v in (3.11 3.12) do if not defined PY py -%%v -c "pass" >nul 2>&1 && set "PY=py -%%v"
-if not defined PY python -c "import sys; sys.exit(sys.version_info < (3, 11))" >nul 2>&1 && set "PY=python"
-if not defined PY (
-    echo Trellis Desktop needs Python 3.11 ^(64-bit^). Install it from https://www.python.org/downloads/
-    echo or run: winget install Python.Python.3.11  -- then start run.bat again.
-    goto fail
-)
-echo Creating .venv with %PY%
-if exist .venv rmdir /s /q .venv
-%PY% -m venv .venv || goto fail
-:have_venv
+if defined TRELLIS_PYTHON call :try "%TRELLIS_PYTHON%"
+if not defined PY call :try py -3.11
+if not defined PY call :try py -3.12
+if not defined PY call :try python
+if not defined PY goto no_python
+if /i "%~1"=="--launcher-help" goto launcher_help
 
-rem Stamp name = hash of the requirements files, so editing one triggers a re-install.
-for /f "delims=" %%h in ('%VPY% -c "%HASHPY%" requirements_1.txt requirements_2.txt') do set "APP_STAMP=.venv\.installed-%%h"
-if exist "%APP_STAMP%" goto app_installed
-del /q .venv\.installed-* >nul 2>&1
-echo Installing torch and the app's packages into .venv; the first run takes a few minutes...
-call :pip -r requirements_1.txt || goto fail
-call :pip -r requirements_2.txt || goto fail
-type nul > "%APP_STAMP%"
-:app_installed
-
-if not "%MODE%"=="test" goto launch
-for /f "delims=" %%h in ('%VPY% -c "%HASHPY%" requirements_1.txt requirements_2.txt requirements_test.txt') do set "TEST_STAMP=.venv\.installed-%%h"
-if exist "%TEST_STAMP%" goto run_tests
-rem The app's pins are constraints here: a test tool may not move them.
-call :pip -r requirements_test.txt -c requirements_1.txt -c requirements_2.txt || goto fail
-type nul > "%TEST_STAMP%"
-:run_tests
-rem pytest's exit status is ours. "No tests collected" is 5, so it fails CI like any other error.
-"%VPY%" -m pytest %ARGS%
-exit /b %ERRORLEVEL%
-
-:launch
-"%VPY%" -m desktop ui %ARGS%
+rem check: 0 = installed and up to date, 10 = install (or update) first, else an error already explained.
+%PY% -m installer check %*
 set "RC=%ERRORLEVEL%"
-rem Keep the window open after a message when started by a double click.
-if not "%RC%"=="0" pause
+if "%RC%"=="0" goto launch
+if not "%RC%"=="10" goto end
+%PY% -m installer install %*
+set "RC=%ERRORLEVEL%"
+if not "%RC%"=="0" goto install_failed
+:launch
+%PY% -m installer launch %*
+set "RC=%ERRORLEVEL%"
+goto end
+
+:no_python
+echo Trellis Desktop needs 64-bit Python 3.11 (3.12 works too), and none was found.
+echo Install it from https://www.python.org/downloads/ (tick "Add python.exe to PATH"),
+echo or in a terminal run:  winget install Python.Python.3.11
+echo then start run.bat again. (TRELLIS_PYTHON may name a python.exe to use.)
+set "RC=1"
+goto end
+
+:install_failed
+echo Trellis Desktop could not be installed (exit status %RC%). The message above says why and what
+echo to do; the full log is logs\installer.log. Start run.bat again when it is fixed.
+goto end
+
+:launcher_help
+%PY% -m installer launch --help
+exit /b 0
+
+:end
+rem Keep the window open after an error when started by a double click (TRELLIS_NO_PAUSE=1: never).
+if not "%RC%"=="0" if not defined TRELLIS_NO_PAUSE pause
 exit /b %RC%
 
-rem Wheels only: nothing may need a compiler. One retry covers a dropped download.
-:pip
-"%VPY%" -m pip install --only-binary=:all: %*
-if not errorlevel 1 exit /b 0
-echo pip failed; retrying once...
-"%VPY%" -m pip install --only-binary=:all: %*
-exit /b %ERRORLEVEL%
-
-:fail
-echo Install failed (see the message above). Check the network, then run run.bat again.
-pause
-exit /b 1
+rem :try COMMAND... -> PY=COMMAND if it is a 64-bit Python 3.11 to 3.13.
+:try
+%* -c "import sys; sys.exit(not ((3, 11) <= sys.version_info[:2] < (3, 14) and sys.maxsize > 2 ** 32))" >nul 2>&1
+if errorlevel 1 exit /b 1
+set "PY=%*"
+exit /b 0

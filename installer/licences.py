@@ -37,6 +37,27 @@ ALLOWED: dict[str, str] = {
     ),
 }
 
+# What we ship ourselves besides pip-installed packages: the one-file launcher TrellisDesktop(.exe), built by
+# installer/build_launcher.py. These build tools are checked like the app's packages (tests/test_launcher.py).
+SHIPPED_BUILD_TOOLS = ("pyinstaller",)
+
+ALLOWED.update({
+    "pyinstaller": (
+        "PyInstaller is GPL-2.0-or-later with a special exception: its bootloader (the part copied into every "
+        "frozen executable) may be distributed with programs under any licence, and so may the executable "
+        "PyInstaller builds. TrellisDesktop(.exe) holds the bootloader, PyInstaller's run-time hooks and "
+        "run-time modules (Apache-2.0, per the same COPYING.txt), a Python runtime (PSF licence) and our MIT "
+        "launcher code; PyInstaller itself is a build tool we run and never ship. The exception text is in "
+        "PyInstaller's COPYING.txt (\"Bootloader Exception\")."
+    ),
+    "pyinstaller-hooks-contrib": (
+        "Its licence file: the standard hooks are GPL-2.0-or-later and only run inside PyInstaller while it "
+        "builds (they are never copied into an executable); the runtime hooks, the only files of it that can "
+        "be bundled, are Apache-2.0. Our launcher imports only the standard library, so none of its runtime "
+        "hooks is bundled either; nothing of it under the GPL is shipped."
+    ),
+})
+
 # Metadata is clean, but the wheel carries a copyleft program. Not flagged by the check; listed so that
 # the decision is written down next to the others.
 BUNDLED: dict[str, str] = {

@@ -48,6 +48,13 @@ RULES: dict[str, str] = {
     "no_gpu_cpu":
         "No usable NVIDIA GPU: the CPU wheels at https://download.pytorch.org/whl/cpu (DESIGN.md: CPU runs "
         "everything, slowly).",
+    "cpu_requested":
+        "--cpu (run.sh / run.bat / TrellisDesktop): the CPU build of PyTorch whatever GPU is present (issue #6).",
+    "torch_local_version":
+        "PyTorch's wheel indexes (download.pytorch.org/whl/<tag>) name their Linux and Windows x86-64 wheels "
+        "with a PEP 440 local version, 2.13.0+cu130 / 2.13.0+cu126 / 2.13.0+cpu; PyPI hosts no local versions "
+        "(PEP 440, 'Local version identifiers'), so pinning the local version picks exactly the planned build "
+        "from whichever source has it. macOS and Arm wheels carry no local version.",
     "cc_from_name":
         "Compute capability looked up from the GPU's name when nvidia-smi cannot report it: NVIDIA, "
         "'CUDA GPUs - Compute Capability' (https://developer.nvidia.com/cuda-gpus).",
@@ -342,12 +349,21 @@ def _cpu_plan(system: System, b: _Builder, reason: str, hint: str = "") -> Plan:
     _check_disk(system, "cpu", b)
     precision, offload, cfg_batch = CPU_PRESET
     return Plan(device="cpu", cuda_tag="cpu", torch_index_url=TORCH_INDEX + "cpu",
-                packages=[f"torch=={TORCH_VERSION}"], optional_packages=[], attention_backend="sdpa",
+                packages=[torch_requirement(system, "cpu", b)], optional_packages=[], attention_backend="sdpa",
                 sparse_conv_backend="torch", precision=precision, offload=offload, cfg_batch=cfg_batch, gpu=None)
 
 
-def make_plan(system: System) -> Plan:
-    """The install plan for this machine; installs nothing."""
+def torch_requirement(system: System, tag: str, b: _Builder | None = None) -> str:
+    """The pip requirement of the planned build: `torch==2.13.0+cu130` where PyTorch tags its wheels."""
+    if system.os in ("Windows", "Linux") and system.machine == "x86_64":
+        if b is not None:
+            b.rule("torch_local_version")
+        return f"torch=={TORCH_VERSION}+{tag}"
+    return f"torch=={TORCH_VERSION}"
+
+
+def make_plan(system: System, force_cpu: bool = False) -> Plan:
+    """The install plan for this machine; installs nothing. `force_cpu`: the CPU build (--cpu)."""
     b = _Builder()
     for n in system.notes:
         if "assumed from its name" in n:
@@ -355,7 +371,11 @@ def make_plan(system: System) -> Plan:
         else:
             b.notes.append(n)
     _check_machine(system, b)
-    plan = _plan_device(system, b)
+    if force_cpu:
+        b.rule("cpu_requested")
+        plan = _cpu_plan(system, b, "--cpu was given")
+    else:
+        plan = _plan_device(system, b)
     plan.warnings, plan.notes = b.warnings, b.notes
     plan.rules = [{"rule": r, "source": RULES[r]} for r in b.rule_ids]
     plan.system = _system_summary(system)
@@ -462,7 +482,7 @@ def _plan_device(system: System, b: _Builder) -> Plan:
     gpu_info = _gpu_summary(gpu)
     gpu_info["estimated_free_gib"] = None if free is None else round(free / 2 ** 30, 2)
     return Plan(device="cuda", cuda_tag=build.tag, torch_index_url=TORCH_INDEX + build.tag,
-                packages=[f"torch=={TORCH_VERSION}"], optional_packages=[], attention_backend=attention,
+                packages=[torch_requirement(system, build.tag, b)], optional_packages=[], attention_backend=attention,
                 sparse_conv_backend="torch", precision=precision, offload=offload, cfg_batch=cfg_batch,
                 gpu=gpu_info, env=env)
 

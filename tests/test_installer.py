@@ -141,6 +141,24 @@ CASES = [
          why="Under WSL the driver is the Windows one: 561.09 < 561.17 (Windows column) though >= 560.35.05 "
              "(Linux column).",
          rules=("wsl_driver", "driver_cuda12"), warn=("minor-version compatibility",), wsl=True),
+    Case("rtx4080_driver550", "NVIDIA GeForce RTX 4080, 16376, 550.144.03, 8.9\n", "Linux",
+         "cu126", "torch_varlen", "fp16", "none",
+         why="R550 (CUDA 12.4 driver): no CUDA 13; cu126 runs through 12.x minor-version compatibility (>= "
+             "525.60.13); Ada runs sm_86 code.",
+         rules=("driver_cuda12", "binary_compat"), warn=("550.144.03 is older",), note=("580 or newer",)),
+    Case("rtx2070_windows_driver591", "NVIDIA GeForce RTX 2070 SUPER, 8192, 591.44, 7.5\n", "Windows",
+         "cu130", "sdpa", "fp16", "model",
+         why="Turing is in cu130 and 591 >= 580; 8 GiB: model offload with batched CFG; below FlashAttention's 8.0.",
+         rules=("driver_cuda13", "attention_sdpa", "preset_memory"), no_warnings=True, cfg_batch=True),
+    Case("rtx5080_driver575", "NVIDIA GeForce RTX 5080, 16303, 575.64.05, 12.0\n", "Linux",
+         "cpu", "sdpa", "fp32", "none",
+         why="R575 (CUDA 12.9 driver) runs Blackwell, but torch 2.13 has sm_120 only in cu130 (R580): update the "
+             "driver; meanwhile the CPU build.",
+         rules=("gpu_arch", "driver_cuda13", "no_gpu_cpu"), warn=("575.64.05 is too old", "580 or newer")),
+    Case("gtx1650_4gb_windows_driver566", "NVIDIA GeForce GTX 1650, 4096, 566.36, 7.5\n", "Windows",
+         "cu126", "sdpa", "fp16", "model",
+         why="4 GiB Turing on R565: cu126 (full support on Windows >= 561.17); low-memory preset, sequential CFG.",
+         rules=("driver_cuda12", "small_gpu"), warn=("low-memory preset",), cfg_batch=False),
     Case("compute_cap_na_from_name", "NVIDIA GeForce RTX 4070 SUPER, 12282, 580.95.05, [N/A]\n", "Linux",
          "cu130", "torch_varlen", "fp16", "none",
          why="nvidia-smi printed [N/A] for compute_cap: 8.9 from NVIDIA's compute capability list.",
@@ -176,7 +194,7 @@ def check_case(case: Case, p: dict, exact_warnings: bool) -> None:
     assert p["device"] == ("cpu" if case.cuda_tag == "cpu" else "cuda")
     index = "https://download.pytorch.org/whl/" + case.cuda_tag
     assert p["torch_index_url"] == index
-    assert p["packages"] == ["torch==2.13.0"] and p["optional_packages"] == []
+    assert p["packages"] == [f"torch==2.13.0+{case.cuda_tag}"] and p["optional_packages"] == []
     assert (p["attention_backend"], p["precision"], p["offload"]) == (case.attention, case.precision, case.offload)
     assert p["sparse_conv_backend"] == "torch"
     if case.cfg_batch is not None:
@@ -218,7 +236,9 @@ def test_table_covers_the_issue_cases():
     assert len(CASES) >= 12
     assert {"no_gpu", "gtx1080ti_driver470_3_fields", "rtx5090_driver580", "laptop_4gb_windows_driver560",
             "two_gpus"} <= ids
-    assert {c.id.split("_")[0][:5] for c in CASES} >= {"rtx20", "rtx30", "rtx40", "rtx50"}
+    assert {c.id.split("_")[0][:5] for c in CASES} >= {"rtx20", "rtx30", "rtx40", "rtx50", "gtx10"}
+    for family in ("rtx20", "rtx30", "rtx40", "rtx50"):     # several drivers per generation
+        assert len({c.smi.split(",")[2] for c in CASES if c.id.startswith(family)}) >= 2, family
     for c in CASES:
         assert c.why and c.rules and all(r in RULES for r in c.rules)
 
@@ -291,10 +311,22 @@ def test_human_readable_plan(tmp_path):
     assert "cu130" in proc.stdout and "RTX 3060" in proc.stdout and "fp16, offload none" in proc.stdout
 
 
-@pytest.mark.parametrize("command", ["install", "repair", "update"])
-def test_other_commands_not_yet(command):
-    proc = run_cli(command)
-    assert proc.returncode == 2 and "not yet implemented (issue #6)" in proc.stderr
+def test_cpu_forces_the_cpu_build(tmp_path):
+    gpus = parse_nvidia_smi("NVIDIA GeForce RTX 4090, 24564, 591.44, 8.9")[0]
+    p = make_plan(System(gpus=gpus), force_cpu=True)
+    assert (p.cuda_tag, p.packages, p.precision, p.gpu) == ("cpu", ["torch==2.13.0+cpu"], "fp32", None)
+    assert any(r["rule"] == "cpu_requested" for r in p.rules) and "--cpu was given" in p.warnings[0]
+    f = tmp_path / "smi.txt"
+    f.write_text("NVIDIA GeForce RTX 4090, 24564, 580.95.05, 8.9\n")
+    proc = run_cli("plan", "--json", "--cpu", "--nvidia-smi-output", str(f))
+    assert json.loads(proc.stdout)["cuda_tag"] == "cpu"
+    mac = make_plan(System(os="Darwin", machine="arm64"), force_cpu=True)
+    assert mac.packages == ["torch==2.13.0"]          # macOS and Arm wheels have no local version
+
+
+def test_unknown_command_is_a_usage_error():
+    proc = run_cli("frobnicate")
+    assert proc.returncode == 2 and "unknown command" in proc.stderr and "launch" in proc.stderr
 
 
 def test_unreadable_smi_file_is_a_clear_error(tmp_path):
@@ -303,7 +335,8 @@ def test_unreadable_smi_file_is_a_clear_error(tmp_path):
 
 
 def test_installer_does_not_import_torch():
-    code = "import sys, installer, installer.__main__, installer.licences; print('torch' in sys.modules)"
+    code = ("import sys, installer, installer.__main__, installer.licences, installer.install, installer.launch, "
+            "installer.weights, installer.launcher, installer.build_launcher; print('torch' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
                           check=False)
     assert proc.stdout.strip() == "False", proc.stderr

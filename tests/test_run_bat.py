@@ -1,0 +1,141 @@
+"""run.bat under Wine's cmd, with a stand-in python.exe (tests/data/winfake/fake_python.c, built here with
+mingw-w64) that records every call and answers with configured exit codes. Each case checks the path the
+batch file takes (which Python commands, in which order, with which arguments) and its exit code.
+
+Needs `wine` and `x86_64-w64-mingw32-gcc` (Debian: apt-get install wine mingw-w64; `./run.sh test` installs
+them when run as root, as CI does). A throw-away Wine prefix is made for the session (about 10 s).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKE_SOURCE = ROOT / "tests" / "data" / "winfake" / "fake_python.c"
+WINE = shutil.which("wine")
+GCC = shutil.which("x86_64-w64-mingw32-gcc")
+PROBE = '-c "import sys; sys.exit(not ((3, 11) <= sys.version_info[:2] < (3, 14) and sys.maxsize > 2 ** 32))"'
+
+pytestmark = pytest.mark.skipif(
+    not (WINE and GCC), reason="needs wine and mingw-w64 (Debian/Ubuntu: sudo apt-get install wine mingw-w64)")
+
+
+def wine_path(p: Path) -> str:
+    return "Z:" + str(p).replace("/", "\\")
+
+
+@pytest.fixture(scope="module")
+def wine(tmp_path_factory):
+    base = tmp_path_factory.mktemp("wine")
+    exe = base / "python.exe"
+    subprocess.run([GCC, "-O2", "-o", str(exe), str(FAKE_SOURCE)], check=True, timeout=120)
+    env = {**os.environ, "WINEPREFIX": str(base / "prefix"), "WINEDEBUG": "-all", "WINEDLLOVERRIDES": "mscoree,mshtml=",
+           "TRELLIS_NO_PAUSE": "1"}
+    for key in ("WINEPATH", "DISPLAY", "WAYLAND_DISPLAY", "TRELLIS_PYTHON"):
+        env.pop(key, None)
+    # Wine's background processes (wineserver, services.exe, ...) outlive the command that started them and
+    # inherit its stdout: start them here with no pipe attached, and give the cases files, not pipes.
+    quiet = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    subprocess.run(["wineserver", "-p"], env=env, check=False, timeout=60, **quiet)   # stays up between the cases
+    subprocess.run(["wineboot", "-i"], env=env, check=True, timeout=300, **quiet)
+    subprocess.run(["wine", "cmd", "/c", "echo", "ready"], env=env, check=False, timeout=120, **quiet)
+    yield exe, env
+    subprocess.run(["wineserver", "-k"], env=env, check=False, timeout=60)
+
+
+class BatRun:
+    def __init__(self, wine, tmp_path: Path, pythons=("python.exe",), exit_codes: dict | None = None):
+        exe, self.env = wine
+        self.app = tmp_path / "My Apps" / "Trellis Desktop"      # spaces on purpose
+        self.app.mkdir(parents=True)
+        shutil.copy(ROOT / "run.bat", self.app / "run.bat")
+        self.bin = tmp_path / "bin"
+        self.bin.mkdir()
+        for name in pythons:
+            shutil.copy(exe, self.bin / name)
+        lines = [f"{k}\t{v}" for k, v in (exit_codes or {}).items()]
+        (self.bin / "exit_codes.txt").write_text("\n".join(lines) + "\n")
+        self.log = self.bin / "calls.log"
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess:
+        env = dict(self.env)
+        if any(self.bin.glob("*.exe")):
+            env["WINEPATH"] = wine_path(self.bin)
+        out_file, err_file = self.bin.parent / "stdout.txt", self.bin.parent / "stderr.txt"
+        with open(out_file, "wb") as out, open(err_file, "wb") as err:
+            # Started from another folder: run.bat must cd to its own.
+            proc = subprocess.run(["wine", "cmd", "/c", wine_path(self.app / "run.bat"), *args], env=env,
+                                  stdout=out, stderr=err, check=False, timeout=120, cwd=str(self.bin.parent),
+                                  stdin=subprocess.DEVNULL)
+        proc.stdout = out_file.read_text(errors="replace").replace("\r\n", "\n")
+        proc.stderr = err_file.read_text(errors="replace")
+        return proc
+
+    def calls(self) -> list[tuple[str, str, str, str]]:
+        if not self.log.exists():
+            return []
+        return [tuple(line.rstrip("\r").split("\t")) for line in self.log.read_text().splitlines()]
+
+
+def steps(run: BatRun) -> list[str]:
+    return [args.strip() if "-m installer" in args else f"{exe} probe" for exe, args, _, _ in run.calls()]
+
+
+def test_first_run_installs_then_launches(wine, tmp_path):
+    run = BatRun(wine, tmp_path, exit_codes={"-m installer check": 10})
+    proc = run("--cpu", "test", "-q")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert steps(run) == ["python.exe probe", "-m installer check --cpu test -q", "-m installer install --cpu test -q",
+                          "-m installer launch --cpu test -q"]
+    assert run.calls()[0][1].strip() == PROBE
+    assert all(c[2] == wine_path(run.app) for c in run.calls())            # ran in the app folder
+    assert all(c[3] == "PYTHONNOUSERSITE=1" for c in run.calls())           # no user site-packages
+
+
+def test_later_run_only_launches(wine, tmp_path):
+    run = BatRun(wine, tmp_path)                      # check answers 0: installed and up to date
+    proc = run("--port", "7861")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert steps(run) == ["python.exe probe", "-m installer check --port 7861", "-m installer launch --port 7861"]
+
+
+def test_no_python_found(wine, tmp_path):
+    run = BatRun(wine, tmp_path, pythons=())
+    proc = run()
+    assert proc.returncode == 1
+    assert "needs 64-bit Python 3.11" in proc.stdout and "winget install Python.Python.3.11" in proc.stdout
+    assert run.calls() == []
+
+
+def test_too_old_python_counts_as_none(wine, tmp_path):
+    run = BatRun(wine, tmp_path, exit_codes={"sys.version_info": 1})
+    proc = run()
+    assert proc.returncode == 1 and "needs 64-bit Python 3.11" in proc.stdout
+    assert steps(run) == ["python.exe probe"]
+
+
+def test_failed_install_stops_with_its_exit_code(wine, tmp_path):
+    run = BatRun(wine, tmp_path, exit_codes={"-m installer check": 10, "-m installer install": 1})
+    proc = run()
+    assert proc.returncode == 1
+    assert steps(run) == ["python.exe probe", "-m installer check", "-m installer install"]     # no launch
+    assert "could not be installed (exit status 1)" in proc.stdout and "logs\\installer.log" in proc.stdout
+
+
+def test_check_error_and_app_exit_code_are_passed_on(wine, tmp_path):
+    run = BatRun(wine, tmp_path, exit_codes={"-m installer check": 2})
+    assert run("--bad").returncode == 2 and steps(run) == ["python.exe probe", "-m installer check --bad"]
+    run2 = BatRun(wine, tmp_path / "b", exit_codes={"-m installer launch": 3})
+    assert run2().returncode == 3
+
+
+def test_py_launcher_is_preferred(wine, tmp_path):
+    run = BatRun(wine, tmp_path, pythons=("py.exe", "python.exe"))
+    assert run("--cpu").returncode == 0
+    calls = run.calls()
+    assert [c[0] for c in calls] == ["py.exe", "py.exe", "py.exe"]
+    assert calls[0][1].startswith("-3.11 -c ") and calls[1][1].strip() == "-3.11 -m installer check --cpu"
