@@ -1,6 +1,6 @@
 """Image -> textured GLB end to end at full size on a GPU, per preset, and the low-VRAM proof.
 
-    python benchmarks/e2e_gpu.py [--presets low-vram,balanced] [--out e2e_gpu.json] [--svg e2e_gpu.svg]
+    python benchmarks/e2e_gpu.py [--presets low-vram,balanced,fast,high] [--out e2e_gpu.json] [--svg e2e_gpu.svg]
     python benchmarks/e2e_gpu.py --limits 6,4,3.5,3,2.5      # the proof: one fresh process per budget
     python benchmarks/e2e_gpu.py --limit-gib 4 --presets auto  # one run under a 4 GiB cap
 
@@ -10,10 +10,10 @@ stage-1 result), then the Gaussian + mesh decoders and ``to_glb`` at default qua
 texture 1024, hole filling with the reference's 1000 views, fast bake). Each preset runs once to warm up
 and once timed. Per stage: seconds and peak allocated / reserved memory; plus the end-to-end total.
 
-Presets (as the app resolves them, trellis.pipelines.memory): "low-vram" = fp16, models offloaded to
-pinned host memory and back, sequential CFG (what ``pick_preset`` gives below 6 GiB free); "balanced" =
-fp16, everything resident, batched CFG (≥ 10 GiB free); "auto" = ``pick_preset`` of this process (so it
-follows a ``--limit-gib`` cap).
+Presets are the app's (desktop/settings.py: steps, guidance, texture size, bake views, precision,
+offload), resolved as the app does: "low-vram" = fp16, models offloaded to pinned host memory and back,
+sequential CFG below 6 GiB free; the others leave precision/offload to ``pick_preset`` (fp16 resident with
+batched CFG on a big GPU); "auto" = "balanced" (so it follows a ``--limit-gib`` cap).
 
 ``--limit-gib X`` calls ``trellis.pipelines.memory.set_memory_limit`` (torch's per-process memory
 fraction, X GiB / total) before anything is allocated: an allocation past the cap raises OutOfMemoryError like a card of that size would.
@@ -33,7 +33,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-PRESETS = {"low-vram": ("fp16", "model", False), "balanced": ("fp16", "none", True)}
 GiB = 2 ** 30
 
 
@@ -53,21 +52,34 @@ def measured(name, fn, rows):
     return out
 
 
+def preset_settings(preset: str) -> dict:
+    """The app's preset (desktop/settings.py) as pipeline + to_glb arguments; "auto" = balanced with the
+    memory policy left to pick_preset."""
+    from desktop.settings import GenerationSettings
+
+    st = GenerationSettings.from_preset("balanced" if preset == "auto" else preset)
+    return {"precision": st.precision, "offload": st.offload, "ss_steps": st.ss_steps, "slat_steps": st.slat_steps,
+            "ss_cfg": st.ss_cfg, "slat_cfg": st.slat_cfg, "simplify": st.simplify, "fill_holes": st.fill_holes,
+            "texture_size": st.texture_size, "bake_mode": st.bake_mode, "nviews": st.bake_views,
+            "render_resolution": st.bake_resolution}
+
+
 def one_run(pipe, image, coords, preset):
     from trellis.pipelines.memory import StageTracker, pick_preset
     from trellis.utils import postprocessing_utils
 
-    if preset == "auto":
-        pol = pick_preset(torch.device("cuda"))
-        pipe.set_memory_policy(precision=pol.precision, offload=pol.offload, cfg_batch=pol.cfg_batch,
-                               cuda_graphs=False)
-        resolved = {"precision": pol.precision, "offload": pol.offload, "cfg_batch": pol.cfg_batch}
-    else:
-        precision, offload, cfg_batch = PRESETS[preset]
-        pipe.set_memory_policy(precision=precision, offload=offload, cfg_batch=cfg_batch, cuda_graphs=False)
-        resolved = {"precision": precision, "offload": offload, "cfg_batch": cfg_batch}
-    ss = {"steps": 12, "cfg_strength": 7.5, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0}
-    slat = {"steps": 12, "cfg_strength": 3.0, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0}
+    cfg = preset_settings(preset)
+    pol = pick_preset(torch.device("cuda"))
+    precision = pol.precision if cfg["precision"] == "auto" else cfg["precision"]
+    offload = pol.offload if cfg["offload"] == "auto" else cfg["offload"]
+    # batched CFG unless offloading on a small budget (as the app's auto policy does)
+    cfg_batch = pol.cfg_batch if offload == pol.offload else offload == "none"
+    pipe.set_memory_policy(precision=precision, offload=offload, cfg_batch=cfg_batch, cuda_graphs=False)
+    resolved = {"precision": precision, "offload": offload, "cfg_batch": cfg_batch,
+                **{k: v for k, v in cfg.items() if k not in ("precision", "offload")}}
+    ss = {"steps": cfg["ss_steps"], "cfg_strength": cfg["ss_cfg"], "cfg_interval": [0.5, 1.0], "rescale_t": 3.0}
+    slat = {"steps": cfg["slat_steps"], "cfg_strength": cfg["slat_cfg"], "cfg_interval": [0.5, 1.0],
+            "rescale_t": 3.0}
     tracker = StageTracker(pipe.device)
     gen = torch.Generator().manual_seed(1)
     torch.cuda.synchronize()
@@ -87,8 +99,10 @@ def one_run(pipe, image, coords, preset):
             for s in tracker.as_dicts()]
     del cond, latent
     torch.cuda.empty_cache()
-    glb = measured("to_glb", lambda: postprocessing_utils.to_glb(out["gaussian"][0], out["mesh"][0], verbose=False),
-                   rows)
+    glb = measured("to_glb", lambda: postprocessing_utils.to_glb(
+        out["gaussian"][0], out["mesh"][0], simplify=cfg["simplify"], fill_holes=cfg["fill_holes"],
+        texture_size=cfg["texture_size"], bake_mode=cfg["bake_mode"], nviews=cfg["nviews"],
+        render_resolution=cfg["render_resolution"], verbose=False), rows)
     torch.cuda.synchronize()
     total = time.perf_counter() - t0
     return {"preset": preset, "resolved": resolved, "total_seconds": round(total, 3), "stages": rows,
@@ -181,7 +195,7 @@ def svg(info: dict) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--presets", default="low-vram,balanced")
+    ap.add_argument("--presets", default="low-vram,balanced,fast,high")
     ap.add_argument("--voxels", type=int, default=20000)
     ap.add_argument("--limit-gib", type=float, default=None)
     ap.add_argument("--limits", default=None, help="comma-separated GiB caps: one fresh process each")

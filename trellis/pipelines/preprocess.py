@@ -120,8 +120,10 @@ def _read_file(fp, source: str) -> Image.Image:
             f"{_budget_side()} pixels on the long side and try again."
         ) from None
     except (UnidentifiedImageError, SyntaxError, EOFError) as e:
+        # Pillow's "cannot identify image file <_io.BytesIO object at 0x...>" says nothing a user can use.
+        detail = "" if isinstance(e, UnidentifiedImageError) else f" ({e})"
         raise ValueError(
-            f"{source} is not an image file this app can read ({e}). Use a {_READABLE} image."
+            f"{source} is not an image file this app can read{detail}. Use a {_READABLE} image."
         ) from None
     except OSError as e:
         if isinstance(e, (FileNotFoundError, PermissionError)):
