@@ -1,6 +1,6 @@
 """Image -> textured GLB end to end at full size on a GPU, per preset, and the low-VRAM proof.
 
-    python benchmarks/e2e_gpu.py [--presets low-vram,balanced,fast,high] [--out e2e_gpu.json] [--svg e2e_gpu.svg]
+    python benchmarks/e2e_gpu.py [--presets low-vram,balanced,fast,high] [--out e2e_gpu.json] [--svg e2e_gpu.svg] [--md FILE]
     python benchmarks/e2e_gpu.py --limits 6,4,3.5,3,2.5      # the proof: one fresh process per budget
     python benchmarks/e2e_gpu.py --limit-gib 4 --presets auto  # one run under a 4 GiB cap
 
@@ -193,6 +193,37 @@ def svg(info: dict) -> str:
     return "\n".join(out)
 
 
+def markdown(info: dict) -> str:
+    """The table of docs/BENCHMARKS.md (presets side by side, or the capped-memory proof)."""
+    if "limits" in info:
+        lines = ["| cap | completed | image → GLB s | peak alloc / reserved GiB |", "|---|---|---|---|"]
+        for r in info["limits"]:
+            if r["completed"]:
+                lines.append(f"| {r['limit_gib']:g} GiB | yes | {r['total_seconds']:.2f} | "
+                             f"{r['peak_allocated_GiB']:.2f} / {r['peak_reserved_GiB']:.2f} |")
+            else:
+                lines.append(f"| {r['limit_gib']:g} GiB | no | — | — |")
+        return "\n".join(lines + ["", f"smallest cap that completed: {info['smallest_completed_gib']} GiB"])
+    runs = info["runs"]
+    names = list(runs)
+    lines = [f"{info['device']}, torch {info['torch']}, commit {info['commit']}, {info['date']}, "
+             f"stage 2 on {info['voxels']} voxels" + (f", cap {info['limit_gib']} GiB" if info["limit_gib"] else ""),
+             "", "| stage | " + " | ".join(f"{n}: s | peak alloc / reserved GiB" for n in names) + " |",
+             "|---|" + "---|---|" * len(names)]
+    for i, row in enumerate(runs[names[0]]["stages"]):
+        lines.append(f"| {row['stage']} | " + " | ".join(
+            f"{runs[n]['stages'][i]['seconds']:.3f} | {runs[n]['stages'][i]['peak_allocated_GiB']:.2f} / "
+            f"{runs[n]['stages'][i]['peak_reserved_GiB']:.2f}" for n in names) + " |")
+    lines.append("| — of which " + " / ".join(runs[names[0]]["to_glb_stages"]) + " | " + " | ".join(
+        " / ".join(f"{v:.2f}" for v in runs[n]["to_glb_stages"].values()) + " | " for n in names) + "|")
+    lines.append("| **image → GLB** | " + " | ".join(
+        f"**{runs[n]['total_seconds']:.2f}** | **{runs[n]['peak_allocated_GiB']:.2f}** / {runs[n]['peak_reserved_GiB']:.2f}"
+        for n in names) + " |")
+    lines += ["", "settings: " + "; ".join(f"{n}: " + ", ".join(f"{k} {v}" for k, v in runs[n]["resolved"].items())
+                                          for n in names)]
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--presets", default="low-vram,balanced,fast,high")
@@ -201,10 +232,15 @@ def main() -> int:
     ap.add_argument("--limits", default=None, help="comma-separated GiB caps: one fresh process each")
     ap.add_argument("--out", default="e2e_gpu.json")
     ap.add_argument("--svg", default=None)
+    ap.add_argument("--md", default=None, help="also write the markdown table here")
     ap.add_argument("--commit", default="?")
     args = ap.parse_args()
     info = proof(args) if args.limits else run_presets(args)
     Path(args.out).write_text(json.dumps(info, indent=1))
+    table = markdown(info)
+    print(table)
+    if args.md:
+        Path(args.md).write_text(table + "\n")
     if args.svg and "runs" in info:
         Path(args.svg).write_text(svg(info))
     return 0

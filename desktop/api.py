@@ -652,18 +652,8 @@ def _register_schemas(app, request_models: list) -> None:
 # The command
 # ---------------------------------------------------------------------------------------------
 
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: use a port number (1..65535)") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port}: use a port number (1..65535)")
-    return port
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from .cli import _device, _gpus
+    from .cli import _device, _gpus, port_number
 
     p = argparse.ArgumentParser(
         prog="python -m desktop api",
@@ -677,7 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "loaded once, by the first job")
     p.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default %(default)s: this "
                                                          "computer only; 0.0.0.0: every network, needs --token)")
-    p.add_argument("--port", type=_port, default=DEFAULT_PORT, help="port (default %(default)s)")
+    p.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="port (default %(default)s)")
     p.add_argument("--token", default=os.environ.get("TRELLIS_DESKTOP_API_TOKEN") or None,
                    help="require this token (Authorization: Bearer TOKEN or X-API-Key: TOKEN) on every request "
                         "(default: $TRELLIS_DESKTOP_API_TOKEN; required when --host is not this computer)")

@@ -71,6 +71,17 @@ def _gpus(text: str) -> list:
     return ids
 
 
+def port_number(text: str) -> int:
+    """argparse type of the servers' --port (ui, api)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (use 1..65535)") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (use 1..65535)")
+    return port
+
+
 def _parse_value(key: str, text: str):
     kind = {f.name: f.type for f in dataclasses.fields(GenerationSettings)}[key]
     kind = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))

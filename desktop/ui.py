@@ -47,16 +47,6 @@ def _load_gradio():
 # Options
 # ---------------------------------------------------------------------------------------------
 
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (use 1..65535, e.g. 7860)") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is out of range (use 1..65535, e.g. 7860)")
-    return port
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m desktop ui",
@@ -67,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pipeline folder or Hugging Face repo (default: $TRELLIS_DESKTOP_MODEL or %(default)s)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default %(default)s: this computer only; 0.0.0.0 for the network)")
-    p.add_argument("--port", type=_port, default=7860, help="port to listen on (default %(default)s)")
+    p.add_argument("--port", type=cli.port_number, default=7860, help="port to listen on (default %(default)s)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="initial precision of the networks (default %(default)s; changeable in the page)")
     p.add_argument("--offload", choices=OFFLOADS, default="auto",
