@@ -70,14 +70,15 @@ STAGE_LABELS = {
     "video": "Rendering preview",
     "encode": "Encoding preview",
     "ply": "Writing PLY",
-    "glb": "Baking GLB",
-    "obj": "Baking OBJ",
+    "bake": "Baking texture",
+    "glb": "Writing GLB",
+    "obj": "Writing OBJ",
     "done": "Done",
 }
 
 # Rough share of the run time of each stage (for the overall fraction and the ETA).
 _STAGE_WEIGHTS = {"preprocess": 2, "condition": 1, "sparse_structure": 12, "slat": 20, "decode": 4,
-                  "video": 8, "encode": 1, "ply": 1, "glb": 30, "obj": 30}
+                  "video": 8, "encode": 1, "ply": 1, "bake": 30, "glb": 1, "obj": 1}
 
 
 class InputError(ValueError):
@@ -356,7 +357,7 @@ class _ProgressTracker:
 
 
 # Stages whose progress comes as several sub-stages, and about how many there are.
-_MULTI_STEP = {"glb": 6, "obj": 6}
+_MULTI_STEP = {"bake": 6}
 
 
 def _export_stages(settings: GenerationSettings) -> list:
@@ -364,7 +365,8 @@ def _export_stages(settings: GenerationSettings) -> list:
     fmt = set(settings.formats)
     stages = ["ply"] if "ply" in fmt else []
     stages += ["video", "encode"] if "mp4" in fmt else []
-    return stages + [s for s in ("glb", "obj") if s in fmt]
+    # GLB and OBJ share one bake (clean-up, UV unwrap, texture), then each is written from it.
+    return stages + (["bake"] if fmt & {"glb", "obj"} else []) + [s for s in ("glb", "obj") if s in fmt]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -759,20 +761,21 @@ class _Worker:
             bake = dict(simplify=settings.simplify, fill_holes=settings.fill_holes,
                         texture_size=settings.texture_size, verbose=False, bake_mode=settings.bake_mode,
                         cancel=cancel, nviews=settings.bake_views, render_resolution=settings.bake_resolution)
+            baked = self._timed(job, "bake", lambda: post.bake_textured_mesh(
+                gaussian, mesh, progress=lambda s, i, n: progress("bake", i, n, s), **bake))
+            job.timings["export_bake_stages"] = _jsonable(baked[4])
             if "glb" in fmt:
-                self._timed(job, "glb", lambda: self._write_glb(post, gaussian, mesh, out / "model.glb", bake,
-                                                                progress, job))
+                self._timed(job, "glb", lambda: self._write_glb(baked, out / "model.glb", progress))
                 job.files["glb"] = str(out / "model.glb")
             if "obj" in fmt:
-                self._timed(job, "obj", lambda: self._write_obj(post, gaussian, mesh, out / "model.obj", bake,
-                                                                progress))
+                self._timed(job, "obj", lambda: self._write_obj(baked, out / "model.obj", progress))
                 job.files.update({"obj": str(out / "model.obj"), "mtl": str(out / "model.mtl"),
                                   "texture": str(out / "model.png")})
 
-    def _timed(self, job: Job, name: str, fn) -> None:
+    def _timed(self, job: Job, name: str, fn):
         t = time.perf_counter()
         try:
-            fn()
+            return fn()
         finally:
             job.timings.setdefault("export", {})[name] = time.perf_counter() - t
 
@@ -841,22 +844,24 @@ class _Worker:
             save_video(frames, tmp, fps=settings.video_fps, progress=lambda i, n: progress("encode", i, n),
                        cancel=cancel)
 
-    def _write_glb(self, post, gaussian, mesh, path: Path, bake: dict, progress, job: Job) -> None:
-        glb = post.to_glb(gaussian, mesh, progress=lambda s, i, n: progress("glb", i, n, s), **bake)
-        info = getattr(glb, "metadata", {}).get("trellis_export")
-        if info:
-            job.timings.setdefault("export_glb_stages", _jsonable(info))
-        with atomic_path(path) as tmp:
-            glb.export(tmp)
+    def _write_glb(self, baked, path: Path, progress) -> None:
+        from trellis.utils.export import make_glb_mesh
 
-    def _write_obj(self, post, gaussian, mesh, path: Path, bake: dict, progress) -> None:
-        # to_obj writes model.obj + model.mtl + model.png: into a hidden temp folder, then moved.
+        progress("glb", 0, 1)
+        with atomic_path(path) as tmp:
+            make_glb_mesh(*baked[:4]).export(tmp)
+        progress("glb", 1, 1)
+
+    def _write_obj(self, baked, path: Path, progress) -> None:
+        from trellis.utils.export import save_obj
+
+        progress("obj", 0, 1)
+        # save_obj writes model.obj + model.mtl + model.png: into a hidden temp folder, then moved.
         tmp_dir = path.parent / f".obj-partial-{uuid.uuid4().hex[:8]}"
         tmp_dir.mkdir()
         moved = []
         try:
-            post.to_obj(gaussian, mesh, str(tmp_dir / path.name), progress=lambda s, i, n: progress("obj", i, n, s),
-                        **bake)
+            save_obj(*baked[:4], str(tmp_dir / path.name))
             files = sorted(tmp_dir.iterdir(), key=lambda p: p.suffix == ".obj")     # the .obj last
             for f in files:
                 os.replace(f, path.parent / f.name)
@@ -868,6 +873,7 @@ class _Worker:
             raise
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
+        progress("obj", 1, 1)
 
     def _write_timings(self, job: Job, out: Optional[Path]) -> None:
         if out is None:

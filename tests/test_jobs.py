@@ -5,6 +5,7 @@ import os
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -345,7 +346,7 @@ def test_kept_result_is_exported_without_sampling_again(make_runner, image, tmp_
     record = json.load(open(os.path.join(glb.out_dir, "settings.json")))
     assert record["source_job"] == preview.id and record["seed"] == 5
     assert record["settings"]["texture_size"] == 128 and record["settings"]["ss_steps"] == 2
-    assert "pipeline" not in glb.timings and set(glb.timings["export"]) == {"glb"}    # nothing sampled
+    assert "pipeline" not in glb.timings and set(glb.timings["export"]) == {"bake", "glb"}    # nothing sampled
     assert glb.progress.stage == "done" and runner.factory_calls == ["cpu"]
 
     again = runner.submit_export(preview.id, formats="ply,obj")           # the result can be used again
@@ -383,3 +384,35 @@ def test_kept_result_is_exported_without_sampling_again(make_runner, image, tmp_
                        (data[:200], "damaged or truncated")]:
         with pytest.raises(InputError, match=match):
             check_image(bad)
+
+
+def test_glb_and_obj_share_one_bake(make_runner, image, monkeypatch):
+    from trellis.utils import postprocessing_utils as post
+
+    calls = []
+    real = post.bake_textured_mesh
+
+    def counted(*args, **kwargs):                        # the real bake, counted
+        calls.append(kwargs.get("texture_size"))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(post, "bake_textured_mesh", counted)
+    seen = []
+    original = jobs_mod._ProgressTracker.__call__
+
+    def spy(self, stage, step, total, message=""):
+        seen.append(stage)
+        return original(self, stage, step, total, message)
+    monkeypatch.setattr(jobs_mod._ProgressTracker, "__call__", spy)
+    job = make_runner().submit([image], fast(formats=("glb", "obj")))
+    assert job.wait(TIMEOUT) and job.state == JobState.DONE, job.error
+    assert calls == [64]                                  # one bake for both files
+    import trimesh
+    glb = trimesh.load(job.files["glb"], force="mesh")
+    obj = trimesh.load(job.files["obj"], force="mesh")
+    assert len(glb.faces) == len(obj.faces) > 0
+    tex = np.asarray(glb.visual.material.baseColorTexture.convert("RGB"))
+    np.testing.assert_array_equal(tex, np.asarray(Image.open(job.files["texture"]).convert("RGB")))
+    timings = json.load(open(os.path.join(job.out_dir, "timings.json")))
+    assert {"bake", "glb", "obj"} <= set(timings["export"]) and "uv_unwrap" in timings["export_bake_stages"]["seconds"]
+    stages = [s for s in seen if s in ("bake", "glb", "obj")]
+    assert stages.index("bake") < stages.index("glb") < stages.index("obj") and stages[-1] == "obj"
