@@ -1,5 +1,5 @@
 """The browser app end to end: a real `gradio_main.py` process on the tiny random-weight pipeline (CPU),
-driven by Playwright in Debian's headless chromium (never a downloaded browser).
+driven by Playwright in Debian's headless chromium (or Chrome/Edge on Windows; never a downloaded browser).
 
 Screenshots go to test-artifacts/ui/. The knobs are set through the page itself (tiny values: 2 + 2
 steps, an 8-frame 64² preview, a 64² texture baked from 4 views, no hole filling).
@@ -18,7 +18,23 @@ import pytest
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHROMIUM = "/usr/bin/chromium"
+
+
+def _find_chromium():
+    """A Chromium-family browser already on this machine (never a downloaded one): $TRELLIS_TEST_BROWSER,
+    Debian's /usr/bin/chromium, then Chrome / Edge where Windows and macOS install them."""
+    import shutil
+
+    candidates = [os.environ.get("TRELLIS_TEST_BROWSER"), "/usr/bin/chromium",
+                  *(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "chrome", "msedge"))]
+    for base in filter(None, (os.environ.get(v) for v in ("PROGRAMFILES", "PROGRAMFILES(X86)", "LOCALAPPDATA"))):
+        candidates += [os.path.join(base, "Google", "Chrome", "Application", "chrome.exe"),
+                       os.path.join(base, "Microsoft", "Edge", "Application", "msedge.exe")]
+    candidates.append("/Applications/Google Chrome.app/Contents/MacOS/Google Chrome")
+    return next((c for c in candidates if c and os.path.isfile(c)), None)
+
+
+CHROMIUM = _find_chromium()
 SHOTS = os.path.join(ROOT, "test-artifacts", "ui")
 EXAMPLES = os.path.join(ROOT, "assets", "examples")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -81,9 +97,10 @@ def server(tiny_pipeline_dir, outputs, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: the browser tests need Debian's chromium. Install it with "
-                    "`apt-get install chromium` (./run.sh test does so when run as root).")
+    if CHROMIUM is None:
+        pytest.fail("no Chromium-family browser found: the browser tests need one. On Debian/Ubuntu "
+                    "`apt-get install chromium` (./run.sh test does so when run as root); on Windows install "
+                    "Chrome or Edge, or set TRELLIS_TEST_BROWSER to a chrome.exe.")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
