@@ -80,24 +80,15 @@ def one_run(pipe, image, coords, preset):
     ss = {"steps": cfg["ss_steps"], "cfg_strength": cfg["ss_cfg"], "cfg_interval": [0.5, 1.0], "rescale_t": 3.0}
     slat = {"steps": cfg["slat_steps"], "cfg_strength": cfg["slat_cfg"], "cfg_interval": [0.5, 1.0],
             "rescale_t": 3.0}
+    from pipeline_gpu import sample_and_decode
+
     tracker = StageTracker(pipe.device)
-    gen = torch.Generator().manual_seed(1)
     torch.cuda.synchronize()
     t0 = time.perf_counter()
-    with torch.no_grad():
-        with tracker.stage("condition"):
-            cond = pipe.get_cond(image)
-        with tracker.stage("sparse_structure"):
-            try:
-                pipe.sample_sparse_structure(cond, 1, ss, gen)
-            except ValueError:
-                pass
-        with tracker.stage("slat"):
-            latent = pipe.sample_slat(cond, coords, slat, gen)
-        out = pipe.decode_slat(latent, ("gaussian", "mesh"), tracker=tracker)
+    latent, out = sample_and_decode(pipe, image, coords, ss, slat, ("gaussian", "mesh"), tracker)
     rows = [stage_row(s["stage"], s["seconds"], s["peak_allocated_bytes"] or 0, s["peak_reserved_bytes"] or 0)
             for s in tracker.as_dicts()]
-    del cond, latent
+    del latent
     torch.cuda.empty_cache()
     glb = measured("to_glb", lambda: postprocessing_utils.to_glb(
         out["gaussian"][0], out["mesh"][0], simplify=cfg["simplify"], fill_holes=cfg["fill_holes"],

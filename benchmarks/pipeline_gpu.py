@@ -47,12 +47,9 @@ def build_pipeline() -> TrellisImageTo3DPipeline:
                                     norm, cond_model)
 
 
-def one_run(pipe, image, coords, args) -> tuple[float, list[dict], torch.Tensor]:
-    ss = {"steps": args.steps, "cfg_strength": 7.5, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0}
-    slat = {"steps": args.steps, "cfg_strength": 3.0, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0}
-    tracker = StageTracker(pipe.device)
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
+def sample_and_decode(pipe, image, coords, ss: dict, slat: dict, formats, tracker: StageTracker):
+    """Condition, stage 1 (timed; its result is not used), stage 2 on the fixed structure `coords`, decoders;
+    each stage timed by `tracker`. Returns (latent, decoded outputs)."""
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         with tracker.stage("condition"):
@@ -64,7 +61,16 @@ def one_run(pipe, image, coords, args) -> tuple[float, list[dict], torch.Tensor]
                 pass                      # random weights may give no voxel: stage 2 uses the fixed structure
         with tracker.stage("slat"):
             latent = pipe.sample_slat(cond, coords, slat, gen)
-        pipe.decode_slat(latent, ("gaussian", "radiance_field", "mesh"), tracker=tracker)
+        return latent, pipe.decode_slat(latent, formats, tracker=tracker)
+
+
+def one_run(pipe, image, coords, args) -> tuple[float, list[dict], torch.Tensor]:
+    ss = {"steps": args.steps, "cfg_strength": 7.5, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0}
+    slat = {"steps": args.steps, "cfg_strength": 3.0, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0}
+    tracker = StageTracker(pipe.device)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    latent, _ = sample_and_decode(pipe, image, coords, ss, slat, ("gaussian", "radiance_field", "mesh"), tracker)
     torch.cuda.synchronize()
     return time.perf_counter() - t0, tracker.as_dicts(), latent.feats.float()
 
