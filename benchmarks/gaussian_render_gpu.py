@@ -226,7 +226,7 @@ def main() -> int:
     print(f"turntable {args.frames} frames at 512² (Triton): {time.perf_counter() - t:.2f} s")
     t = time.perf_counter()
     for i in range(50):
-        render(g, e[i], k[i], 1024, True)
+        render(g, e[i % len(e)], k[i % len(k)], 1024, True)
     torch.cuda.synchronize()
     print(f"50 views at 1024² (Triton): {time.perf_counter() - t:.2f} s")
     print("peak alloc GiB %.2f" % (torch.cuda.max_memory_allocated() / 2 ** 30))

@@ -309,3 +309,31 @@ def test_binning_extent_covers_every_visible_sample():
         assert np.abs(dx[seen]).max() <= hx and np.abs(dy[seen]).max() <= hy
         # and the box is tight: it is at most a few percent larger than the visible region
         assert np.abs(dx[seen]).max() > 0.97 * hx - 0.02 and np.abs(dy[seen]).max() > 0.97 * hy - 0.02
+
+
+def test_a_failing_triton_kernel_falls_back_to_the_same_render(monkeypatch):
+    # Simulated broken Triton (it cannot run on a CPU): the compositing kernel raises, the frame is
+    # rendered by the PyTorch path with a warning, and the kernel stays off for the process.
+    import trellis.renderers.gaussian_render_triton as grt
+    from trellis.renderers import triton_support
+
+    rng = np.random.default_rng(7)
+    ext, intr = orbit_cameras([0.8], [0.2], radius=2.0, fov=40.0)
+    eye = -ext[0, :3, :3].T.double().numpy() @ ext[0, :3, 3].double().numpy()
+    g = random_scene(rng, eye=eye)
+    ref = render_gaussians(g, ext[0], intr[0], 24)
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("triton: no working C compiler")
+    monkeypatch.setattr(grt, "composite", broken)
+    monkeypatch.setattr(grt, "supported", lambda *a: True)
+    monkeypatch.setattr(triton_support, "_disabled", {})
+    monkeypatch.setattr(triton_support, "usable", lambda name, device: name not in triton_support._disabled)
+    with pytest.warns(RuntimeWarning, match="gaussian_composite"):
+        out = render_gaussians(g, ext[0], intr[0], 24)
+    again = render_gaussians(g, ext[0], intr[0], 24)
+    assert calls == [1]
+    for key in ("color", "alpha", "depth"):
+        assert torch.equal(out[key], ref[key]) and torch.equal(again[key], ref[key])

@@ -407,3 +407,41 @@ def test_cancel_raises():
     assert len(calls) == 3
     with pytest.raises(Cancelled):
         render_mesh((verts, faces), ext[0], intr[0], 32, cancel=lambda: True)
+
+
+def test_a_failing_triton_kernel_falls_back_to_the_same_result(monkeypatch):
+    # A user's Triton may not compile (old GPU, missing toolchain). Simulated here (Triton cannot run on a
+    # CPU): the kernel raises, the call is redone by the PyTorch path with a warning, and stays off after.
+    import trellis.renderers.mesh_raster_triton as mrt
+    from trellis.renderers import mesh_render, triton_support
+
+    v, f = _uv_sphere(0.8, 12, 24)
+    ext, intr = orbit_cameras([0.4], [0.3], 2.5, 40.0)
+    clip = _to_clip(v, ext[0], intr[0])
+    ref = rasterize(clip, f, 48, 48)
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        args[4].fill_(0)                 # a half-done launch may leave anything behind
+        raise RuntimeError("PTX assembler not found")
+    monkeypatch.setattr(mrt, "raster_keys", broken)
+    monkeypatch.setattr(triton_support, "_disabled", {})
+    monkeypatch.setattr(triton_support, "usable", lambda name, device: name not in triton_support._disabled)
+    with pytest.warns(RuntimeWarning, match="mesh_raster"):
+        got = rasterize(clip, f, 48, 48)
+    assert calls == [1] and "mesh_raster" in triton_support._disabled
+    for a, b in zip(ref, got):
+        assert torch.equal(a, b)
+    got2 = rasterize(clip, f, 48, 48)    # switched off: not tried again, no warning
+    assert calls == [1] and all(torch.equal(a, b) for a, b in zip(ref, got2))
+    assert mesh_render.USE_TRITON
+
+
+def test_triton_support_rules():
+    from trellis.renderers import triton_support
+    from trellis.utils.cancel import Cancelled
+
+    assert not triton_support.usable("mesh_raster", torch.device("cpu"))
+    assert triton_support.is_fatal(torch.OutOfMemoryError("x")) and triton_support.is_fatal(Cancelled())
+    assert not triton_support.is_fatal(RuntimeError("compile error"))

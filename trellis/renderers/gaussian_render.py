@@ -40,6 +40,7 @@ import torch
 
 from ..representations.gaussian import SH_C0, quaternion_to_matrix
 from ..utils.cancel import check
+from . import triton_support
 
 ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.99
@@ -159,12 +160,17 @@ def render_gaussians(gaussian, extrinsics: torch.Tensor, intrinsics: torch.Tenso
                         opacity_compensation)
         colors = (SH_C0 * gaussian.get_features.reshape(-1, 3)[proj["idx"]] + 0.5).clamp(min=0)
         ntx, nty, sorted_g, tile_start, tile_count = _bin(proj, width, height, tile_size)
-        if USE_TRITON and device.type == "cuda":
+        if USE_TRITON and triton_support.usable("gaussian_composite", device):
             from . import gaussian_render_triton as grt
             if grt.supported(device, dtype, tile_size):
                 check(cancel)
-                return grt.composite(proj, colors, ntx, nty, sorted_g, tile_start, tile_count, width, height,
-                                     tile_size, bg)
+                try:
+                    return grt.composite(proj, colors, ntx, nty, sorted_g, tile_start, tile_count, width,
+                                         height, tile_size, bg)
+                except Exception as err:
+                    if triton_support.is_fatal(err):
+                        raise
+                    triton_support.disable("gaussian_composite", err)   # redone below by the PyTorch path
 
         ts = tile_size
         npix = ts * ts

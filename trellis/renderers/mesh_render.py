@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from ..utils.cancel import check as _check_cancel
+from . import triton_support
 from .cameras import projection_opencv
 
 __all__ = ["rasterize", "interpolate", "bary_derivatives", "render_mesh", "SUBPIXEL_BITS"]
@@ -63,15 +64,9 @@ _GUARD = 1 << 29  # max |fixed-point coordinate|; keeps every edge-function prod
 _INT64_MAX = torch.iinfo(torch.int64).max
 
 
-# On CUDA the coverage/depth pass runs as one Triton kernel (`mesh_raster_triton`, bit-identical keys);
-# set to False to use the PyTorch loop everywhere.
+# On CUDA the coverage/depth pass runs as one Triton kernel (`mesh_raster_triton`, bit-identical keys)
+# where `triton_support.usable` allows; set to False to use the PyTorch loop everywhere.
 USE_TRITON = True
-
-
-def _triton_available() -> bool:
-    from . import mesh_raster_triton
-
-    return mesh_raster_triton.AVAILABLE
 
 
 def _default_budget(device: torch.device) -> int:
@@ -186,11 +181,17 @@ def rasterize(vertices_clip: torch.Tensor, faces: torch.Tensor, height: int, wid
     _check_cancel(cancel)
     if faces.shape[0] > 0 and hw > 0:
         coefs, box, count, plane = _triangle_setup(vertices_clip, faces, height, width, ndc_y_up)
-        if USE_TRITON and device.type == "cuda" and _triton_available():
+        if USE_TRITON and triton_support.usable("mesh_raster", device):
             from . import mesh_raster_triton
 
-            mesh_raster_triton.raster_keys(coefs, box, count, plane, keys, width)
-            count = count[:0]  # nothing left for the PyTorch loop below
+            try:
+                mesh_raster_triton.raster_keys(coefs, box, count, plane, keys, width)
+                count = count[:0]  # nothing left for the PyTorch loop below
+            except Exception as err:
+                if triton_support.is_fatal(err):
+                    raise
+                triton_support.disable("mesh_raster", err)
+                keys.fill_(_INT64_MAX)  # whatever a failed launch left, the loop below starts afresh
         live = torch.nonzero(count > 0)[:, 0]
         budget = int(chunk_budget or _default_budget(device))
         # Bucket triangles by padded bounding-box size so that a chunk is a dense [n, bh, bw]
