@@ -549,3 +549,19 @@ def test_accumulator_without_host_syncs_equals_previous_computation(asset, obser
     t_ref, m_ref = ref.solve(iterations=10)
     assert torch.equal(m_new, m_ref)
     assert (t_new - t_ref).abs().max() <= 1e-6
+
+
+def test_observations_rendered_during_uv_unwrap_give_the_same_bake(asset, glb):
+    from trellis.utils.postprocessing_utils import bake_textured_mesh
+
+    kw = dict(simplify=0.0, fill_holes=False, texture_size=TEXTURE, verbose=False, nviews=NVIEWS,
+              render_resolution=RES)
+    # the default (overlapped) run is the `glb` fixture; xatlas took long enough to overlap some views
+    assert glb["mesh"].export_info["views_rendered_during_uv"] > 0
+    v1, f1, uv1, tex1, info1 = bake_textured_mesh(asset["gaussian"], (asset["v"], asset["f"]), overlap_uv=False,
+                                                  **kw)
+    assert info1["views_rendered_during_uv"] == 0
+    mesh = glb["mesh"]
+    np.testing.assert_array_equal(np.asarray(mesh.faces), f1)
+    np.testing.assert_array_equal(np.asarray(mesh.visual.uv, dtype=np.float32), uv1)
+    np.testing.assert_array_equal(np.asarray(mesh.visual.material.baseColorTexture.convert("RGB")), tex1)

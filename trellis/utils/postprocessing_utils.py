@@ -24,6 +24,8 @@ steps): 33.91 / 40.83 dB, 39 s. The views are our pure-PyTorch Gaussian renders 
 """
 from __future__ import annotations
 
+import itertools
+import threading
 import time
 from typing import Callable, Optional
 
@@ -46,6 +48,7 @@ _EXTRA_DEFAULTS = dict(
     lambda_tv=0.01,          # "opt" TV weight (reference: 0.01)
     cg_iterations=30,        # "fast" bake solver iterations
     device=None,             # default: the device of the Gaussians
+    overlap_uv=True,         # render observations while xatlas runs (same result; False: one after the other)
 )
 
 
@@ -122,21 +125,51 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
     info["faces"] = int(len(f_np))
     lap("cleanup")
 
-    # 2. UV unwrap
-    uv_info = {}
-    v_np, f_np, uv_np, _ = unwrap_uv(v_np, f_np, time_budget_s=opt["uv_time_budget_s"],
-                                     progress=lambda d, t: report("uv_unwrap", d, t), cancel=cancel,
-                                     texture_size=texture_size, method=opt["uv_method"],
-                                     verbose=verbose, info=uv_info)
-    info["uv_method"] = uv_info["method"]
-    info["vertices"] = int(len(v_np))
-    lap("uv_unwrap")
-
-    # 3-4. observations and bake
+    # 2-3. UV unwrap and observations. xatlas runs in a child process (watched by a thread that mostly
+    # sleeps), so the Gaussians are rendered from the observation cameras meanwhile (they need no UVs);
+    # the views rendered before the UVs are ready wait in host memory, the rest stream as before. The
+    # views and their order are the same either way, so the bake is too (tests/test_export.py).
     nviews = opt["nviews"] or (50 if bake_mode == "fast" else 100)
     ext, intr = tb.observation_cameras(nviews, device=device)
     n = ext.shape[0]
     views = tb.render_observations(app_rep, ext, intr, opt["render_resolution"], cancel=cancel)
+    uv_info, uv_box, abort = {}, {}, threading.Event()
+
+    def unwrap():
+        try:
+            uv_box["out"] = unwrap_uv(v_np, f_np, time_budget_s=opt["uv_time_budget_s"],
+                                      progress=lambda d, t: report("uv_unwrap", d, t),
+                                      cancel=lambda: abort.is_set() or (cancel is not None and cancel()),
+                                      texture_size=texture_size, method=opt["uv_method"], verbose=verbose,
+                                      info=uv_info)
+        except BaseException as e:  # re-raised in the caller's thread
+            uv_box["error"] = e
+
+    held = []
+    if opt["overlap_uv"]:
+        worker = threading.Thread(target=unwrap, name="trellis-uv-unwrap", daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive() and len(held) < n:
+                color, mask, depth = next(views)
+                held.append((color.cpu(), mask.cpu(), depth.cpu()))
+        except BaseException:
+            abort.set()
+            raise
+        finally:
+            worker.join()
+    else:
+        unwrap()
+    if "error" in uv_box:
+        raise uv_box["error"]
+    v_np, f_np, uv_np, _ = uv_box["out"]
+    info["uv_method"] = uv_info["method"]
+    info["vertices"] = int(len(v_np))
+    info["views_rendered_during_uv"] = len(held)
+    lap("uv_unwrap")
+    views = itertools.chain(((c.to(device), m.to(device), d.to(device)) for c, m, d in held), views)
+
+    # 3-4. observations and bake
     if bake_mode == "fast":
         acc = tb.TextureAccumulator(v_np, f_np, uv_np, texture_size, device=device)
         for i, (color, mask, depth) in enumerate(views):
