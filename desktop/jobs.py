@@ -748,6 +748,20 @@ class _Worker:
                        cancel) -> None:
         """The requested files, cheapest first (so that something useful lands early), each atomic."""
         fmt = set(settings.formats)
+        simplified = None
+        if fmt & {"glb", "obj"} and settings.simplify > 0 and ("ply" in fmt or "mp4" in fmt):
+            # The mesh decimation (CPU, seconds on a million faces) runs in a child process while the
+            # PLY and the preview video are written (GPU); the bake then takes its result.
+            from trellis.utils.mesh_cleanup import BackgroundSimplify
+
+            simplified = BackgroundSimplify(mesh.vertices, mesh.faces, settings.simplify)
+        try:
+            self._write_files(job, out, settings, gaussian, mesh, progress, cancel, fmt, simplified)
+        finally:
+            if simplified is not None:
+                simplified.close()
+
+    def _write_files(self, job, out, settings, gaussian, mesh, progress, cancel, fmt, simplified) -> None:
         if "ply" in fmt:
             self._timed(job, "ply", lambda: self._write_ply(gaussian, out / "model.ply", progress))
             job.files["ply"] = str(out / "model.ply")
@@ -760,7 +774,8 @@ class _Worker:
 
             bake = dict(simplify=settings.simplify, fill_holes=settings.fill_holes,
                         texture_size=settings.texture_size, verbose=False, bake_mode=settings.bake_mode,
-                        cancel=cancel, nviews=settings.bake_views, render_resolution=settings.bake_resolution)
+                        cancel=cancel, nviews=settings.bake_views, render_resolution=settings.bake_resolution,
+                        simplified=simplified)
             baked = self._timed(job, "bake", lambda: post.bake_textured_mesh(
                 gaussian, mesh, progress=lambda s, i, n: progress("bake", i, n, s), **bake))
             job.timings["export_bake_stages"] = _jsonable(baked[4])

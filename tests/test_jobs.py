@@ -403,9 +403,19 @@ def test_glb_and_obj_share_one_bake(make_runner, image, monkeypatch):
         seen.append(stage)
         return original(self, stage, step, total, message)
     monkeypatch.setattr(jobs_mod._ProgressTracker, "__call__", spy)
-    job = make_runner().submit([image], fast(formats=("glb", "obj")))
+    started = []
+    from trellis.utils import mesh_cleanup
+
+    class Recorded(mesh_cleanup.BackgroundSimplify):      # the real child process, recorded
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            started.append(self)
+    monkeypatch.setattr(mesh_cleanup, "BackgroundSimplify", Recorded)
+    job = make_runner().submit([image], fast(formats=("glb", "obj", "ply")))
     assert job.wait(TIMEOUT) and job.state == JobState.DONE, job.error
     assert calls == [64]                                  # one bake for both files
+    # the decimation ran in a child process while the PLY was written, and was cleaned up
+    assert len(started) == 1 and started[0]._proc.returncode == 0 and not os.path.exists(started[0]._dir)
     import trimesh
     glb = trimesh.load(job.files["glb"], force="mesh")
     obj = trimesh.load(job.files["obj"], force="mesh")

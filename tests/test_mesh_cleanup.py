@@ -369,3 +369,39 @@ def test_cancel_raises():
     with pytest.raises(Cancelled):
         mc.face_visibility(v, f, num_views=64, resolution=64, pixel_budget=64 * 64 * 4,
                            cancel=later)
+
+
+def test_background_simplify_equals_simplify_mesh(monkeypatch, tmp_path):
+    import os
+
+    v, f = _sphere(5)                                   # ~20 k faces
+    ref = mc.simplify_mesh(v, f, 0.9)
+    job = mc.BackgroundSimplify(v, f, 0.9)
+    folder = job._dir
+    got = job.result()
+    assert job._proc.returncode == 0                     # it really ran in the child
+    for a, b in zip(ref, got):
+        np.testing.assert_array_equal(a, b)
+    assert not os.path.exists(folder)                    # temp files removed
+    # used by the clean-up chain: the same result as simplifying there
+    pre = mc.BackgroundSimplify(v, f, 0.9)
+    for a, b in zip(mc.clean_mesh_for_export(v, f, simplify=0.9, fill_holes=False),
+                    mc.clean_mesh_for_export(v, f, simplify=0.9, fill_holes=False, simplified=pre)):
+        np.testing.assert_array_equal(a, b)
+    other = mc.BackgroundSimplify(v, f, 0.9)
+    with pytest.raises(ValueError):
+        mc.clean_mesh_for_export(v, f, simplify=0.8, fill_holes=False, simplified=other)
+    other.close()
+    assert other._proc.poll() is not None
+    # cancel: the child is killed and its folder removed
+    slow = mc.BackgroundSimplify(*_sphere(7), 0.95)
+    with pytest.raises(Cancelled):
+        slow.result(cancel=lambda: True)
+    assert slow._proc.poll() is not None and not os.path.exists(slow._dir)
+    # a child that fails (e.g. no fast-simplification in its environment): done in this process instead
+    monkeypatch.setattr(mc.BackgroundSimplify, "_CHILD", "import os; os._exit(3)")
+    broken = mc.BackgroundSimplify(v, f, 0.9)
+    got = broken.result()
+    assert broken._proc.returncode == 3
+    for a, b in zip(ref, got):
+        np.testing.assert_array_equal(a, b)

@@ -208,6 +208,72 @@ def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, 
     return _output(v, f)
 
 
+class BackgroundSimplify:
+    """``simplify_mesh`` in a child process, started now, collected with ``result()``.
+
+    fast-simplification holds the GIL for the whole decimation (seconds on a million faces), so in a
+    thread it would stall the caller's Python; in a child process the caller's GPU work (e.g. the app's
+    preview video) goes on meanwhile. ``result()`` returns exactly what ``simplify_mesh`` returns for the
+    same input (same code, same arrays); if the child fails for any reason, it runs ``simplify_mesh`` in
+    this process instead. ``close()`` (also on ``cancel``) kills the child and removes its files.
+    """
+
+    _CHILD = r"""
+import sys
+sys.path.insert(0, sys.argv[3])
+import numpy as np
+from trellis.utils.mesh_cleanup import simplify_mesh
+d = np.load(sys.argv[1])
+v, f = simplify_mesh(d["vertices"], d["faces"], float(d["reduction"]))
+np.savez(sys.argv[2], vertices=v, faces=f)
+"""
+
+    def __init__(self, vertices, faces, reduction: float):
+        import os
+        import subprocess
+        import sys
+        import tempfile
+
+        self.vertices, self.faces = _to_numpy(vertices, faces)
+        self.reduction = float(reduction)
+        self._dir = tempfile.mkdtemp(prefix="trellis_simplify_")
+        self._src, self._dst = os.path.join(self._dir, "in.npz"), os.path.join(self._dir, "out.npz")
+        np.savez(self._src, vertices=self.vertices, faces=self.faces, reduction=self.reduction)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        self._proc = subprocess.Popen([sys.executable, "-c", self._CHILD, self._src, self._dst, root], cwd=self._dir,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._result = None
+
+    def result(self, progress: Progress = None, cancel=None):
+        """(vertices float32 [V,3], faces int64 [F,3]) as ``simplify_mesh(vertices, faces, reduction)``."""
+        import time
+
+        if self._result is not None:
+            return self._result
+        _report(progress, "simplify", 0, 2)
+        try:
+            while self._proc.poll() is None:
+                _check_cancel(cancel)
+                time.sleep(0.01)
+            if self._proc.returncode == 0:
+                with np.load(self._dst) as out:
+                    self._result = (out["vertices"], out["faces"])
+        finally:                       # also on cancel: the child is killed, its files removed
+            self.close()
+        if self._result is None:       # the child failed: do it here
+            self._result = simplify_mesh(self.vertices, self.faces, self.reduction, cancel=cancel)
+        _report(progress, "simplify", 2, 2)
+        return self._result
+
+    def close(self) -> None:
+        import shutil
+
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # §15.2 visibility
 
@@ -709,15 +775,23 @@ _fill_holes = fill_holes
 
 def clean_mesh_for_export(vertices, faces, simplify: float = 0.95, fill_holes: bool = True,
                           fill_holes_max_size: float = 0.04, device=None,
-                          progress: Progress = None, cancel=None, **visibility_kwargs):
+                          progress: Progress = None, cancel=None, simplified: Optional["BackgroundSimplify"] = None,
+                          **visibility_kwargs):
     """Spec §15.1-§15.2 in the reference's order: simplify, then (if ``fill_holes``) visibility,
     invisible-face removal (holes up to ``fill_holes_max_size``) and hole filling of loops with
     at most int(250 * sqrt(1 - simplify)) edges. ``visibility_kwargs`` go to
     ``face_visibility`` (num_views, resolution, radius, fov, near, far, pixel_budget); the
     defaults are the reference's 1000 views at 1024^2, ``num_views=FAST_VISIBILITY_VIEWS`` is the
-    4x cheaper opt-in preset (module docstring: what it changes).
+    4x cheaper opt-in preset (module docstring: what it changes). ``simplified``: a
+    ``BackgroundSimplify`` of these vertices/faces with the same ``simplify`` started earlier, whose
+    result is used instead of simplifying here (the same arrays).
     """
-    v, f = simplify_mesh(vertices, faces, simplify, progress=progress, cancel=cancel)
+    if simplified is not None:
+        if simplified.reduction != float(simplify) or len(simplified.faces) != len(np.asarray(faces).reshape(-1, 3)):
+            raise ValueError("`simplified` was started for another mesh or another simplify value")
+        v, f = simplified.result(progress=progress, cancel=cancel)
+    else:
+        v, f = simplify_mesh(vertices, faces, simplify, progress=progress, cancel=cancel)
     if fill_holes:
         vis = face_visibility(v, f, device=device, progress=progress, cancel=cancel,
                               **visibility_kwargs)

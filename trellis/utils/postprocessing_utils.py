@@ -49,6 +49,7 @@ _EXTRA_DEFAULTS = dict(
     cg_iterations=30,        # "fast" bake solver iterations
     device=None,             # default: the device of the Gaussians
     overlap_uv=True,         # render observations while xatlas runs (same result; False: one after the other)
+    simplified=None,         # a mesh_cleanup.BackgroundSimplify of this mesh started earlier (same result)
 )
 
 
@@ -117,7 +118,7 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
         from .mesh_cleanup import clean_mesh_for_export
         v_np, f_np = clean_mesh_for_export(vertices, faces, simplify=simplify, fill_holes=fill_holes,
                                            fill_holes_max_size=fill_holes_max_size, device=device,
-                                           progress=progress, cancel=cancel)
+                                           progress=progress, cancel=cancel, simplified=opt["simplified"])
     else:
         v_np, f_np = vertices.cpu().numpy(), faces.cpu().numpy()
     if len(f_np) == 0:
