@@ -787,7 +787,9 @@ def clean_mesh_for_export(vertices, faces, simplify: float = 0.95, fill_holes: b
     result is used instead of simplifying here (the same arrays).
     """
     if simplified is not None:
-        if simplified.reduction != float(simplify) or len(simplified.faces) != len(np.asarray(faces).reshape(-1, 3)):
+        shape = tuple(getattr(faces, "shape", np.shape(faces)))   # torch (any device) or numpy
+        n_faces = shape[0] if len(shape) == 2 else int(np.prod(shape)) // 3
+        if simplified.reduction != float(simplify) or len(simplified.faces) != n_faces:
             raise ValueError("`simplified` was started for another mesh or another simplify value")
         v, f = simplified.result(progress=progress, cancel=cancel)
     else:
