@@ -240,9 +240,12 @@ np.savez(sys.argv[2], vertices=v, faces=f)
         self._src, self._dst = os.path.join(self._dir, "in.npz"), os.path.join(self._dir, "out.npz")
         np.savez(self._src, vertices=self.vertices, faces=self.faces, reduction=self.reduction)
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        self._proc = subprocess.Popen([sys.executable, "-c", self._CHILD, self._src, self._dst, root], cwd=self._dir,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._result = None
+        try:
+            self._proc = subprocess.Popen([sys.executable, "-c", self._CHILD, self._src, self._dst, root],
+                                          cwd=self._dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except OSError:                # no child possible here: result() does the work in this process
+            self._proc = None
 
     def result(self, progress: Progress = None, cancel=None):
         """(vertices float32 [V,3], faces int64 [F,3]) as ``simplify_mesh(vertices, faces, reduction)``."""
@@ -252,10 +255,10 @@ np.savez(sys.argv[2], vertices=v, faces=f)
             return self._result
         _report(progress, "simplify", 0, 2)
         try:
-            while self._proc.poll() is None:
+            while self._proc is not None and self._proc.poll() is None:
                 _check_cancel(cancel)
                 time.sleep(0.01)
-            if self._proc.returncode == 0:
+            if self._proc is not None and self._proc.returncode == 0:
                 with np.load(self._dst) as out:
                     self._result = (out["vertices"], out["faces"])
         finally:                       # also on cancel: the child is killed, its files removed
@@ -268,7 +271,7 @@ np.savez(sys.argv[2], vertices=v, faces=f)
     def close(self) -> None:
         import shutil
 
-        if self._proc.poll() is None:
+        if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
         shutil.rmtree(self._dir, ignore_errors=True)
