@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import trellis.renderers.mesh_render as mr  # noqa: E402
+from gaussian_render_gpu import timeit  # noqa: E402
 from trellis.renderers.cameras import orbit_cameras, projection_opencv  # noqa: E402
 
 
@@ -84,16 +85,6 @@ def full_mesh():
     return mesh
 
 
-def timed(fn, reps):
-    fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / reps * 1e3
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=120)
@@ -139,8 +130,8 @@ def main() -> int:
         for use in (True, False):
             mr.USE_TRITON = use
             reps = 10 if use else 2
-            ms = timed(lambda: mr.rasterize(clip, f, res, res), reps)
-            ms_nb = timed(lambda: mr.rasterize(clip, f, res, res, with_bary=False), reps)
+            ms = timeit(lambda: mr.rasterize(clip, f, res, res), reps)
+            ms_nb = timeit(lambda: mr.rasterize(clip, f, res, res, with_bary=False), reps)
             key = f"{'triton' if use else 'torch'}@{res}"
             report["ms"][key] = {"with_bary": round(ms, 2), "face_id_only": round(ms_nb, 2)}
             print(key, report["ms"][key], flush=True)
