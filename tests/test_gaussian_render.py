@@ -109,7 +109,7 @@ def test_matches_brute_force(seed, res, yaw, pitch, bg, kernel, tile, chunk):
     eye = -ext[0, :3, :3].T.double().numpy() @ ext[0, :3, 3].double().numpy()
     g = random_scene(rng, eye=eye)
     out = render_gaussians(g, ext[0], intr[0], res, bg_color=bg, kernel_size=kernel, tile_size=tile,
-                           max_chunk=chunk)
+                           work_budget=chunk)
     color, alpha, depth = render_brute_force(g, ext[0], intr[0], res, res, bg=bg, kernel_size=kernel)
     assert out["color"].shape == (3, res, res) and out["alpha"].shape == (1, res, res)
     assert out["depth"].shape == (1, res, res)
@@ -128,7 +128,7 @@ def test_float32_exponent_path_matches_brute_force(monkeypatch):
     ext, intr = orbit_cameras([0.8], [0.1])
     eye = -ext[0, :3, :3].T.double().numpy() @ ext[0, :3, 3].double().numpy()
     g = random_scene(rng, eye=eye)
-    out = render_gaussians(g, ext[0], intr[0], 24, max_chunk=5)
+    out = render_gaussians(g, ext[0], intr[0], 24, work_budget=5)
     color, alpha, depth = render_brute_force(g, ext[0], intr[0], 24, 24)
     np.testing.assert_allclose(out["color"].numpy(), color, atol=1e-4, rtol=0)
     np.testing.assert_allclose(out["alpha"].numpy(), alpha, atol=1e-4, rtol=0)
@@ -145,7 +145,7 @@ def test_saturated_pixels_match_brute_force():
     ext, intr = orbit_cameras([1.0], [0.3])
     color, alpha, depth = render_brute_force(g, ext[0], intr[0], 16, 16)
     for chunk in (2, 256):
-        out = render_gaussians(g, ext[0], intr[0], 16, max_chunk=chunk)
+        out = render_gaussians(g, ext[0], intr[0], 16, work_budget=chunk)
         np.testing.assert_allclose(out["color"].numpy(), color, atol=1e-4, rtol=0)
         np.testing.assert_allclose(out["alpha"].numpy(), alpha, atol=1e-4, rtol=0)
         np.testing.assert_allclose(out["depth"].numpy(), depth, atol=1e-4, rtol=0)
@@ -283,21 +283,21 @@ def test_cancel_raises():
         return len(calls) > 2
 
     with pytest.raises(Cancelled):
-        render_gaussians(g, ext[0], intr[0], 24, max_chunk=2, cancel=cancel_later)
+        render_gaussians(g, ext[0], intr[0], 24, work_budget=2, cancel=cancel_later)
     out = render_gaussians(g, ext[0], intr[0], 24, cancel=lambda: False)
     assert out["alpha"].max() > 0
 
 
 def test_binning_extent_covers_every_visible_sample():
     """Wherever alpha >= 1/255 (sampled on a fine grid), the point lies inside the binning box."""
-    from trellis.renderers.gaussian_render import _project
+    from trellis.renderers.gaussian_render import project
 
     rng = np.random.default_rng(11)
     n = 30
     g = make_gaussian(rng.uniform(-0.3, 0.3, (n, 3)), np.exp(rng.uniform(-5, -2.5, (n, 3))),
                       rng.normal(size=(n, 4)), rng.uniform(0.01, 1.0, n), np.zeros((n, 3)))
     ext, intr = orbit_cameras([0.7], [0.3])
-    p = _project(g.get_xyz, g.get_scaling, g.get_rotation, g.get_opacity.reshape(-1), ext[0], intr[0],
+    p = project(g.get_xyz, g.get_scaling, g.get_rotation, g.get_opacity.reshape(-1), ext[0], intr[0],
                  64, 64, 0.8, 1.6, False, 0.1, True)
     for i in range(p["idx"].numel()):
         hx, hy = p["half_x"][i].item(), p["half_y"][i].item()
@@ -311,11 +311,10 @@ def test_binning_extent_covers_every_visible_sample():
         assert np.abs(dx[seen]).max() > 0.97 * hx - 0.02 and np.abs(dy[seen]).max() > 0.97 * hy - 0.02
 
 
-def test_a_failing_triton_kernel_falls_back_to_the_same_render(monkeypatch):
+def test_a_failing_fast_kernel_falls_back_to_the_same_render(monkeypatch):
     # Simulated broken Triton (it cannot run on a CPU): the compositing kernel raises, the frame is
-    # rendered by the PyTorch path with a warning, and the kernel stays off for the process.
-    import trellis.renderers.gaussian_render_triton as grt
-    from trellis.renderers import triton_support
+    # rendered by the PyTorch twin with a warning, and the kernel stays off for the process.
+    from trellis import fastpaths
 
     rng = np.random.default_rng(7)
     ext, intr = orbit_cameras([0.8], [0.2], radius=2.0, fov=40.0)
@@ -327,13 +326,15 @@ def test_a_failing_triton_kernel_falls_back_to_the_same_render(monkeypatch):
     def broken(*args, **kwargs):
         calls.append(1)
         raise RuntimeError("triton: no working C compiler")
-    monkeypatch.setattr(grt, "composite", broken)
-    monkeypatch.setattr(grt, "supported", lambda *a: True)
-    monkeypatch.setattr(triton_support, "_disabled", {})
-    monkeypatch.setattr(triton_support, "usable", lambda name, device: name not in triton_support._disabled)
+    kernel_module = fastpaths._import_kernel_module(fastpaths.KERNELS["gaussian_composite"].module)
+    monkeypatch.setattr(kernel_module, "composite", broken)
+    monkeypatch.setattr(fastpaths, "_disabled", {})
+    monkeypatch.setattr(fastpaths, "_backend_reason", lambda backend, device: None)
+    monkeypatch.setattr(fastpaths, "_override", True)
     with pytest.warns(RuntimeWarning, match="gaussian_composite"):
         out = render_gaussians(g, ext[0], intr[0], 24)
     again = render_gaussians(g, ext[0], intr[0], 24)
-    assert calls == [1]
+    assert calls == [1] and "gaussian_composite" in fastpaths._disabled
+    assert fastpaths.status("cpu")["kernels"]["gaussian_composite"].startswith("switched off after a failure")
     for key in ("color", "alpha", "depth"):
         assert torch.equal(out[key], ref[key]) and torch.equal(again[key], ref[key])

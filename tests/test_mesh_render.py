@@ -409,11 +409,10 @@ def test_cancel_raises():
         render_mesh((verts, faces), ext[0], intr[0], 32, cancel=lambda: True)
 
 
-def test_a_failing_triton_kernel_falls_back_to_the_same_result(monkeypatch):
+def test_a_failing_fast_kernel_falls_back_to_the_same_result(monkeypatch):
     # A user's Triton may not compile (old GPU, missing toolchain). Simulated here (Triton cannot run on a
-    # CPU): the kernel raises, the call is redone by the PyTorch path with a warning, and stays off after.
-    import trellis.renderers.mesh_raster_triton as mrt
-    from trellis.renderers import mesh_render, triton_support
+    # CPU): the kernel raises, the call is redone by the PyTorch twin with a warning, and stays off after.
+    from trellis import fastpaths
 
     v, f = _uv_sphere(0.8, 12, 24)
     ext, intr = orbit_cameras([0.4], [0.3], 2.5, 40.0)
@@ -425,23 +424,51 @@ def test_a_failing_triton_kernel_falls_back_to_the_same_result(monkeypatch):
         calls.append(1)
         args[4].fill_(0)                 # a half-done launch may leave anything behind
         raise RuntimeError("PTX assembler not found")
-    monkeypatch.setattr(mrt, "raster_keys", broken)
-    monkeypatch.setattr(triton_support, "_disabled", {})
-    monkeypatch.setattr(triton_support, "usable", lambda name, device: name not in triton_support._disabled)
+    kernel_module = fastpaths._import_kernel_module(fastpaths.KERNELS["mesh_raster"].module)
+    monkeypatch.setattr(kernel_module, "raster_keys", broken)
+    monkeypatch.setattr(fastpaths, "_disabled", {})
+    monkeypatch.setattr(fastpaths, "_backend_reason", lambda backend, device: None)
+    monkeypatch.setattr(fastpaths, "_override", True)
     with pytest.warns(RuntimeWarning, match="mesh_raster"):
         got = rasterize(clip, f, 48, 48)
-    assert calls == [1] and "mesh_raster" in triton_support._disabled
+    assert calls == [1] and "mesh_raster" in fastpaths._disabled
     for a, b in zip(ref, got):
         assert torch.equal(a, b)
     got2 = rasterize(clip, f, 48, 48)    # switched off: not tried again, no warning
     assert calls == [1] and all(torch.equal(a, b) for a, b in zip(ref, got2))
-    assert mesh_render.USE_TRITON
 
 
-def test_triton_support_rules():
-    from trellis.renderers import triton_support
+def test_fast_path_rules(monkeypatch):
+    from trellis import fastpaths
     from trellis.utils.cancel import Cancelled
 
-    assert not triton_support.usable("mesh_raster", torch.device("cpu"))
-    assert triton_support.is_fatal(torch.OutOfMemoryError("x")) and triton_support.is_fatal(Cancelled())
-    assert not triton_support.is_fatal(RuntimeError("compile error"))
+    assert not fastpaths.usable("mesh_raster", torch.device("cpu"))
+    assert "CUDA" in fastpaths.reason_off("mesh_raster", "cpu")
+    assert fastpaths.is_fatal(torch.OutOfMemoryError("x")) and fastpaths.is_fatal(Cancelled())
+    assert not fastpaths.is_fatal(RuntimeError("compile error"))
+    # One switch: the environment variable (read at each call), overridden by set_enabled.
+    monkeypatch.setattr(fastpaths, "_override", None)
+    monkeypatch.setenv(fastpaths.ENV_VAR, "off")
+    assert not fastpaths.enabled() and "switched off" in fastpaths.reason_off("gaussian_composite", "cpu")
+    monkeypatch.setenv(fastpaths.ENV_VAR, "on")
+    assert fastpaths.enabled()
+    fastpaths.set_enabled(False)
+    try:
+        assert not fastpaths.enabled()
+        # Off: the twin runs even where the kernel would be usable, and nothing is imported or tried.
+        monkeypatch.setattr(fastpaths, "_backend_reason", lambda backend, device: None)
+        tried = []
+        kernel_module = fastpaths._import_kernel_module(fastpaths.KERNELS["mesh_raster"].module)
+        monkeypatch.setattr(kernel_module, "raster_keys", lambda *a, **k: tried.append(1))
+        assert fastpaths.dispatch("mesh_raster", "cpu", lambda *a: "twin", 1) == "twin" and not tried
+    finally:
+        fastpaths.set_enabled(None)
+    # A kernel answering NotImplemented (inputs it does not handle) hands over to the twin and stays on.
+    kernel_module = fastpaths._import_kernel_module(fastpaths.KERNELS["mesh_raster"].module)
+    monkeypatch.setattr(kernel_module, "raster_keys", lambda *a, **k: NotImplemented)
+    monkeypatch.setattr(fastpaths, "_disabled", {})
+    assert fastpaths.dispatch("mesh_raster", "cpu", lambda *a: "twin") == "twin"
+    assert "mesh_raster" not in fastpaths._disabled and fastpaths.status("cpu")["fast"]
+    for name, k in fastpaths.KERNELS.items():   # every kernel names a twin that exists
+        mod, fn = k.twin.rsplit(".", 1)
+        assert callable(getattr(__import__(mod, fromlist=[fn]), fn))

@@ -23,14 +23,24 @@ Written from the published equations (EWA splatting / 3D Gaussian Splatting / Mi
 * Culling: centres with z <= near are dropped. ``far`` only defines the projection's depth range in
   the reference and does not cull by default: at the render_video settings (radius 2, far 1.6) the
   object centre itself lies beyond ``far``. Pass ``cull_far=True`` to drop centres with z >= far.
-* Tiles: each Gaussian is binned into the tiles overlapped by the bounding box of the ellipse on
-  which its alpha falls to 1/255 (slightly enlarged), so the tiling never drops a contribution the
-  1/255 test would keep: the result equals an untiled per-pixel evaluation up to float rounding.
-* Evaluation: (tile, depth)-sorted lists are walked in chunks of [tiles, 256 pixels, K entries]
-  (bounded by ``work_budget``); the transmittance and a per-pixel "finished" flag carry between
-  chunks, and tiles whose pixels are all finished drop out. The exponent is one float64 matmul of
-  per-pixel quadratic features with per-splat coefficients (float32 direct form on devices without
-  float64); everything else is float32.
+* Extent: only pixel centres inside the bounding box of the ellipse on which a Gaussian's alpha falls
+  to 1/255 (slightly enlarged, ``project``) can receive it, so evaluating (Gaussian, pixel) pairs in
+  that box alone gives the result of an untiled per-pixel evaluation up to float rounding.
+
+Compositing is a pair of functions with the same arguments (``trellis.fastpaths`` chooses):
+
+* ``composite_torch`` — this module, the reference, any device. Vectorised over (Gaussian, pixel)
+  pairs with no per-tile loops: Gaussians are taken front to back in groups of at most ``work_budget``
+  candidate pairs; a group's pairs are evaluated at once (exponent in float64, alpha in float32),
+  those with alpha >= 1/255 on unfinished pixels are stable-sorted by pixel (pairs are generated in
+  depth order, so each pixel's run is front to back), and the transmittance is a segmented product
+  taken as a float64 cumulative sum of log(1 - alpha). Per-pixel log-transmittance and the
+  "finished" flag carry from group to group, and a Gaussian whose box holds no unfinished pixel
+  (an integral image of the finished map) is skipped: hidden layers cost almost nothing.
+* ``trellis_triton.gaussian_composite.composite`` — the Triton kernel (tiles of ``tile_size``²
+  pixels walking (tile, depth)-sorted lists from ``bin_tiles``; sequential float32 transmittance).
+  The two agree to ~1e-6 except where a running transmittance lands within rounding of the 1e-4
+  stop (tests/gpu/ states the tolerances).
 """
 from __future__ import annotations
 
@@ -40,7 +50,7 @@ import torch
 
 from ..representations.gaussian import SH_C0, quaternion_to_matrix
 from ..utils.cancel import check
-from . import triton_support
+from .. import fastpaths
 
 ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.99
@@ -48,13 +58,12 @@ T_MIN = 1e-4
 # Devices without float64: there the exponent is evaluated directly in float32 instead of by a
 # float64 quadratic-form matmul (slower, same result up to rounding).
 _NO_FLOAT64_DEVICES = {"mps"}
-# On CUDA with float32 inputs and Triton importable, the per-pixel compositing runs in the fused Triton
-# kernel of `gaussian_render_triton` (same equations; projection and binning stay here). Set to False
-# to force the pure-PyTorch path (the reference) everywhere.
-USE_TRITON = True
+# Candidate (Gaussian, pixel) pairs per group of ``composite_torch`` (~60 bytes each at the peak).
+_DEFAULT_WORK_BUDGET = {"cpu": 1 << 20}
+_WORK_BUDGET_OTHER = 1 << 22
 
 
-def _project(xyz, scales, rots, opacity, extrinsics, intrinsics, width, height, near, far, cull_far,
+def project(xyz, scales, rots, opacity, extrinsics, intrinsics, width, height, near, far, cull_far,
              kernel_size, opacity_compensation):
     """Per-Gaussian screen-space quantities. Returns a dict of tensors for the kept Gaussians."""
     rot_w = extrinsics[:3, :3]
@@ -97,8 +106,9 @@ def _project(xyz, scales, rots, opacity, extrinsics, intrinsics, width, height, 
                 half_x=half_x[idx], half_y=half_y[idx])
 
 
-def _bin(proj, width, height, tile_size):
-    """Sorted (tile, depth) list: per-tile start/count and the Gaussian order within tiles."""
+def bin_tiles(proj, width, height, tile_size):
+    """Sorted (tile, depth) lists for tile-based compositing (used by the Triton kernel): ntx, nty, the
+    Gaussian order within tiles, per-tile start and count."""
     ntx, nty = -(-width // tile_size), -(-height // tile_size)
     u, v, hx, hy = proj["u"], proj["v"], proj["half_x"], proj["half_y"]
 
@@ -130,18 +140,143 @@ def _bin(proj, width, height, tile_size):
     return ntx, nty, sorted_g, tile_start, tile_count
 
 
+
+def _pixel_boxes(proj, width, height):
+    """Per Gaussian, the pixel-index box [x0, x1] x [y0, y1] of the centres inside its extent."""
+    def span(c, half, n):
+        lo = torch.ceil((c - half - 0.5).clamp(-1, n + 1)).long().clamp(0, n)
+        hi = torch.floor((c + half - 0.5).clamp(-2, n)).long().clamp(-1, n - 1)
+        return lo, (hi - lo + 1).clamp(min=0)
+
+    x0, bw = span(proj["u"], proj["half_x"], width)
+    y0, bh = span(proj["v"], proj["half_y"], height)
+    return x0, y0, bw, bh
+
+
+def _work_budget(device: torch.device) -> int:
+    return _DEFAULT_WORK_BUDGET.get(device.type, _WORK_BUDGET_OTHER)
+
+
+def composite_torch(proj, colors, width, height, bg, tile_size=16, cancel=None, work_budget=None):
+    """Composite projected splats front to back (the PyTorch twin of the ``gaussian_composite`` kernel).
+
+    proj: the dict of ``project`` (u, v, z, conic, opacity, half_x, half_y of the kept Gaussians);
+    colors [N,3]; bg [3]. Returns ``{"color" [3,H,W], "alpha" [1,H,W], "depth" [1,H,W]}``.
+    ``tile_size`` is the kernel's (unused here: no tiles); ``work_budget`` bounds the candidate pairs
+    evaluated at once (default by device). ``cancel()`` is polled between groups.
+    """
+    device, dtype = colors.device, colors.dtype
+    npx = width * height
+    log_t = torch.zeros(npx, dtype=torch.float64, device=device)    # log transmittance per pixel
+    acc_c = torch.zeros(npx, 3, dtype=dtype, device=device)
+    acc_d = torch.zeros(npx, dtype=dtype, device=device)
+    done = torch.zeros(npx, dtype=torch.bool, device=device)
+    n = proj["u"].shape[0]
+    budget = max(1, int(work_budget or _work_budget(device)))
+    wide = torch.float32 if device.type in _NO_FLOAT64_DEVICES else torch.float64
+    if n > 0 and npx > 0:
+        order = torch.argsort(proj["z"], stable=True)                # front to back
+        x0, y0, bw, bh = (t[order] for t in _pixel_boxes(proj, width, height))
+        count = bw * bh
+        g_u, g_v = proj["u"][order].to(wide), proj["v"][order].to(wide)
+        g_conic = proj["conic"][order].to(wide)
+        g_logop = torch.log(proj["opacity"][order]).to(wide)
+        g_col, g_z = colors[order], proj["z"][order]
+        pos = 0
+        while pos < n:
+            check(cancel)
+            cnt = count[pos:]
+            if pos > 0:
+                # Skip Gaussians whose box holds no unfinished pixel (integral image of the live map).
+                live = torch.zeros(height + 1, width + 1, dtype=torch.int32, device=device)
+                live[1:, 1:] = (~done).view(height, width).to(torch.int32).cumsum(0).cumsum(1)
+                bx0, by0 = x0[pos:], y0[pos:]
+                bx1, by1 = bx0 + bw[pos:], by0 + bh[pos:]
+                inside = live[by1, bx1] - live[by0, bx1] - live[by1, bx0] + live[by0, bx0]
+                cnt = torch.where(inside > 0, cnt, torch.zeros_like(cnt))
+            cum = torch.cumsum(cnt, 0)
+            k = torch.searchsorted(cum, torch.tensor([budget], device=device), right=True)[0]
+            k = torch.clamp(k, min=1, max=cnt.shape[0])
+            k, total, rest = (int(x) for x in torch.stack([k, cum[k - 1], cum[-1]]).tolist())
+            if rest == 0:
+                break                                               # nothing left can reach a live pixel
+            if total > 0:
+                _composite_group(pos, cnt[:k], total, x0, y0, bw, g_u, g_v, g_conic, g_logop, g_col, g_z,
+                                 width, log_t, acc_c, acc_d, done, wide)
+            pos += k
+    trans = torch.exp(log_t).to(dtype)
+    color = acc_c + trans[:, None] * bg.to(dtype)[None, :]
+    return {"color": color.T.reshape(3, height, width), "alpha": (1 - trans).reshape(1, height, width),
+            "depth": acc_d.reshape(1, height, width)}
+
+
+def _composite_group(pos, cnt, total, x0, y0, bw, g_u, g_v, g_conic, g_logop, g_col, g_z, width,
+                     log_t, acc_c, acc_d, done, wide):
+    """Composite Gaussians pos .. pos + len(cnt) (depth order) into the per-pixel accumulators."""
+    device = cnt.device
+    k = cnt.shape[0]
+    local_g = torch.repeat_interleave(torch.arange(k, device=device), cnt, output_size=total)
+    first = torch.cumsum(cnt, 0) - cnt
+    lin = torch.arange(total, device=device) - first[local_g]
+    gi = local_g + pos                                           # index into the depth-ordered arrays
+    w_box = bw[gi]
+    px = x0[gi] + lin % w_box
+    py = y0[gi] + torch.div(lin, w_box, rounding_mode="floor")
+    del local_g, first, lin, w_box
+    pix = py * width + px
+    dx = px.to(wide) + 0.5 - g_u[gi]
+    dy = py.to(wide) + 0.5 - g_v[gi]
+    cn = g_conic[gi]
+    power = (g_logop[gi] - 0.5 * (cn[:, 0] * dx * dx + cn[:, 2] * dy * dy) - cn[:, 1] * dx * dy)
+    del dx, dy, cn, px, py
+    # alpha >= 1/255 needs power >= log(1/255) > -10: clamping there changes no kept value.
+    alpha = power.to(torch.float32).clamp_(min=-10.0).exp_().clamp_(max=ALPHA_MAX)
+    del power
+    keep = (alpha >= ALPHA_MIN) & ~done[pix]
+    sel = torch.nonzero(keep)[:, 0]
+    if sel.numel() == 0:
+        return
+    pix, alpha, gi = pix[sel], alpha[sel], gi[sel]
+    del sel, keep
+    # Pairs were generated Gaussian by Gaussian in depth order: a stable sort by pixel makes each
+    # pixel's run contiguous and front to back.
+    pix, perm = torch.sort(pix.to(torch.int32), stable=True)
+    alpha, gi = alpha[perm], gi[perm]
+    pix = pix.long()
+    del perm
+    m = pix.numel()
+    lg = torch.log1p(-alpha.to(torch.float64))
+    incl = torch.cumsum(lg, 0)
+    excl = incl - lg
+    idx = torch.arange(m, device=device)
+    start = torch.ones(m, dtype=torch.bool, device=device)
+    start[1:] = pix[1:] != pix[:-1]
+    seg_first = torch.cummax(torch.where(start, idx, torch.zeros_like(idx)), 0).values
+    del idx, start
+    base = excl[seg_first] - log_t[pix]                          # carry the transmittance in
+    del seg_first
+    t_incl = torch.exp(incl - base)
+    take = t_incl >= T_MIN                                       # a prefix of each pixel's run
+    w = (alpha.to(torch.float64) * torch.exp(excl - base)).to(alpha.dtype) * take
+    del incl, excl, base
+    acc_c.index_add_(0, pix, g_col[gi] * w[:, None])
+    acc_d.index_add_(0, pix, g_z[gi] * w)
+    log_t.index_add_(0, pix, lg * take)
+    done[pix[~take]] = True                                      # the first refused splat ends the pixel
+
+
 def render_gaussians(gaussian, extrinsics: torch.Tensor, intrinsics: torch.Tensor, resolution,
                      near: float = 0.8, far: float = 1.6, bg_color: Sequence[float] = (0.0, 0.0, 0.0),
                      kernel_size: float = 0.1, tile_size: int = 16,
                      cancel: Optional[Callable[[], bool]] = None, *, opacity_compensation: bool = True,
-                     cull_far: bool = False, max_chunk: int = 256,
-                     work_budget: int = 1 << 21) -> dict:
+                     cull_far: bool = False, work_budget: Optional[int] = None) -> dict:
     """Render a `Gaussian` with OpenCV extrinsics [4,4] and normalised intrinsics [3,3].
 
     resolution: int (square) or (height, width). Returns ``color`` [3,H,W] (not clipped), ``alpha``
-    [1,H,W] and ``depth`` [1,H,W] (sum of alpha-weighted camera z). ``max_chunk`` bounds the number of
-    list entries per tile evaluated at once, ``work_budget`` the elements of one [tiles, pixels, chunk]
-    tensor. ``cancel()`` is polled between chunks and raises `Cancelled` when it returns True.
+    [1,H,W] and ``depth`` [1,H,W] (sum of alpha-weighted camera z). Compositing runs in the fast
+    kernel where ``trellis.fastpaths`` allows, else in ``composite_torch`` (``work_budget``: its
+    candidate pairs per group; ``tile_size``: the kernel's tiles). ``cancel()`` is polled between
+    steps and raises `Cancelled` when it returns True.
     """
     if isinstance(resolution, int):
         height = width = resolution
@@ -153,96 +288,10 @@ def render_gaussians(gaussian, extrinsics: torch.Tensor, intrinsics: torch.Tenso
     intrinsics = torch.as_tensor(intrinsics, dtype=dtype, device=device).reshape(3, 3)
     bg = torch.as_tensor(bg_color, dtype=dtype, device=device).reshape(3)
     check(cancel)
-
     with torch.no_grad():
-        proj = _project(xyz, gaussian.get_scaling, gaussian.get_rotation, gaussian.get_opacity.reshape(-1),
-                        extrinsics, intrinsics, width, height, near, far, cull_far, kernel_size,
-                        opacity_compensation)
+        proj = project(xyz, gaussian.get_scaling, gaussian.get_rotation, gaussian.get_opacity.reshape(-1),
+                       extrinsics, intrinsics, width, height, near, far, cull_far, kernel_size,
+                       opacity_compensation)
         colors = (SH_C0 * gaussian.get_features.reshape(-1, 3)[proj["idx"]] + 0.5).clamp(min=0)
-        ntx, nty, sorted_g, tile_start, tile_count = _bin(proj, width, height, tile_size)
-        if USE_TRITON and triton_support.usable("gaussian_composite", device):
-            from . import gaussian_render_triton as grt
-            if grt.supported(device, dtype, tile_size):
-                check(cancel)
-                try:
-                    return grt.composite(proj, colors, ntx, nty, sorted_g, tile_start, tile_count, width,
-                                         height, tile_size, bg)
-                except Exception as err:
-                    if triton_support.is_fatal(err):
-                        raise
-                    triton_support.disable("gaussian_composite", err)   # redone below by the PyTorch path
-
-        ts = tile_size
-        npix = ts * ts
-        ntiles = ntx * nty
-        trans = torch.ones(ntiles, npix, dtype=dtype, device=device)
-        acc_c = torch.zeros(ntiles, npix, 3, dtype=dtype, device=device)
-        acc_d = torch.zeros(ntiles, npix, dtype=dtype, device=device)
-        done = torch.zeros(ntiles, npix, dtype=torch.bool, device=device)
-        # Pixel-centre offsets inside a tile (row-major), relative to the tile centre.
-        iy, ix = torch.meshgrid(torch.arange(ts, device=device), torch.arange(ts, device=device), indexing="ij")
-        off_x = ix.reshape(-1).to(dtype) + 0.5 - ts / 2
-        off_y = iy.reshape(-1).to(dtype) + 0.5 - ts / 2
-        g_u, g_v, g_z, g_conic = proj["u"], proj["v"], proj["z"], proj["conic"]
-        g_logop = torch.log(proj["opacity"])
-        wide = torch.float32 if device.type in _NO_FLOAT64_DEVICES else torch.float64
-        if wide == torch.float64:
-            # Quadratic-form features of each pixel: power = feat @ coefficients (one matmul per chunk).
-            ox, oy = off_x.to(wide), off_y.to(wide)
-            feat = torch.stack([ox * ox, ox * oy, oy * oy, ox, oy, torch.ones_like(ox)], -1)  # [P, 6]
-
-        active = (tile_count > 0).nonzero().squeeze(-1)
-        pos = 0
-        while active.numel() > 0:
-            n_act = active.numel()
-            chunk = max(8, min(max_chunk, work_budget // (npix * n_act)))
-            tiles_per_batch = max(1, work_budget // (npix * chunk))
-            k = torch.arange(chunk, device=device)
-            for b0 in range(0, n_act, tiles_per_batch):
-                check(cancel)
-                tl = active[b0:b0 + tiles_per_batch]
-                slot = pos + k[None, :]                                   # [B, K]
-                valid = slot < tile_count[tl, None]
-                entry = (tile_start[tl, None] + slot).clamp(max=max(sorted_g.numel() - 1, 0))
-                g = sorted_g[entry]                                       # [B, K]
-                # log(alpha) before the 0.99 clamp = log(opacity) - 0.5 d^T conic d
-                tcx = (tl % ntx * ts + ts / 2).to(wide)[:, None]
-                tcy = (tl // ntx * ts + ts / 2).to(wide)[:, None]
-                mx, my = g_u[g].to(wide) - tcx, g_v[g].to(wide) - tcy    # centres, tile-centred [B, K]
-                cn = g_conic[g].to(wide)
-                ca, cb, cc = cn[..., 0], cn[..., 1], cn[..., 2]
-                logop = torch.where(valid, g_logop[g].to(wide), torch.full_like(mx, -1e4))
-                if wide == torch.float64:
-                    coef = torch.stack([-0.5 * ca, -cb, -0.5 * cc, ca * mx + cb * my, cb * mx + cc * my,
-                                        logop - 0.5 * (ca * mx * mx + 2 * cb * mx * my + cc * my * my)], 1)
-                    power = torch.matmul(feat, coef).to(dtype)            # [B, P, K]
-                else:
-                    dx = off_x[None, :, None] - mx[:, None, :]
-                    dy = off_y[None, :, None] - my[:, None, :]
-                    power = (ca[:, None, :] * dx * dx + cc[:, None, :] * dy * dy) * -0.5 \
-                        - cb[:, None, :] * dx * dy + logop[:, None, :]
-                    del dx, dy
-                # alpha >= 1/255 needs power >= log(1/255) > -10: clamping there changes no kept value
-                # and keeps exp() off its slow underflow path.
-                alpha = power.clamp_(min=-10.0).exp_().clamp_(max=ALPHA_MAX)
-                alpha.masked_fill_(alpha < ALPHA_MIN, 0.0)
-                t0 = trans[tl]                                            # [B, P]
-                t_incl = torch.cumprod(1 - alpha, dim=-1).mul_(t0[:, :, None])
-                take = t_incl >= T_MIN                                    # a prefix along K
-                take &= ~done[tl][:, :, None]
-                w = alpha.mul_(torch.cat([t0[:, :, None], t_incl[:, :, :-1]], -1)).mul_(take)
-                acc_c[tl] += torch.bmm(w, colors[g])
-                acc_d[tl] += torch.bmm(w, g_z[g][:, :, None])[..., 0]
-                # transmittance after the last composited entry (take is a prefix, t_incl decreasing)
-                trans[tl] = torch.where(take, t_incl, t0[:, :, None]).amin(-1)
-                done[tl] |= t_incl[..., -1] < T_MIN
-            pos += chunk
-            active = active[(tile_count[active] > pos) & ~done[active].all(-1)]
-
-        def untile(t, c):
-            t = t.reshape(nty, ntx, ts, ts, c).permute(4, 0, 2, 1, 3).reshape(c, nty * ts, ntx * ts)
-            return t[:, :height, :width]
-
-        trans_img = untile(trans, 1)
-        color = untile(acc_c, 3) + trans_img * bg[:, None, None]
-        return {"color": color, "alpha": 1 - trans_img, "depth": untile(acc_d, 1)}
+        return fastpaths.dispatch("gaussian_composite", device, composite_torch, proj, colors, width, height,
+                                  bg, tile_size, cancel, work_budget=work_budget)

@@ -51,11 +51,11 @@ from typing import Iterable, Optional
 import torch
 import torch.nn.functional as F
 
+from .. import fastpaths
 from ..utils.cancel import check as _check_cancel
-from . import triton_support
 from .cameras import projection_opencv
 
-__all__ = ["rasterize", "interpolate", "bary_derivatives", "render_mesh", "SUBPIXEL_BITS"]
+__all__ = ["rasterize", "raster_keys_torch", "interpolate", "bary_derivatives", "render_mesh", "SUBPIXEL_BITS"]
 
 SUBPIXEL_BITS = 8
 _SUB = 1 << SUBPIXEL_BITS
@@ -63,10 +63,6 @@ _HALF = _SUB // 2
 _GUARD = 1 << 29  # max |fixed-point coordinate|; keeps every edge-function product below 2**62
 _INT64_MAX = torch.iinfo(torch.int64).max
 
-
-# On CUDA the coverage/depth pass runs as one Triton kernel (`mesh_raster_triton`, bit-identical keys)
-# where `triton_support.usable` allows; set to False to use the PyTorch loop everywhere.
-USE_TRITON = True
 
 
 def _default_budget(device: torch.device) -> int:
@@ -181,38 +177,11 @@ def rasterize(vertices_clip: torch.Tensor, faces: torch.Tensor, height: int, wid
     _check_cancel(cancel)
     if faces.shape[0] > 0 and hw > 0:
         coefs, box, count, plane = _triangle_setup(vertices_clip, faces, height, width, ndc_y_up)
-        if USE_TRITON and triton_support.usable("mesh_raster", device):
-            from . import mesh_raster_triton
-
-            try:
-                mesh_raster_triton.raster_keys(coefs, box, count, plane, keys, width)
-                count = count[:0]  # nothing left for the PyTorch loop below
-            except Exception as err:
-                if triton_support.is_fatal(err):
-                    raise
-                triton_support.disable("mesh_raster", err)
-                keys.fill_(_INT64_MAX)  # whatever a failed launch left, the loop below starts afresh
-        live = torch.nonzero(count > 0)[:, 0]
-        budget = int(chunk_budget or _default_budget(device))
-        # Bucket triangles by padded bounding-box size so that a chunk is a dense [n, bh, bw]
-        # block evaluated by broadcasting (no per-candidate gathers).
-        ladder = _size_ladder(max(height, width), device)
-        bw_c = torch.searchsorted(ladder, box[live, 2])
-        bh_c = torch.searchsorted(ladder, box[live, 3])
-        bucket = bh_c * ladder.numel() + bw_c
-        bucket, order = torch.sort(bucket, stable=True)
-        live = live[order]
-        ids, counts = torch.unique_consecutive(bucket, return_counts=True)
-        ladder_cpu = ladder.tolist()
-        first = 0
-        for bid, cnt in zip(ids.tolist(), counts.tolist()):
-            bhp, bwp = ladder_cpu[bid // len(ladder_cpu)], ladder_cpu[bid % len(ladder_cpu)]
-            per = max(1, budget // (bhp * bwp))
-            for s0 in range(first, first + cnt, per):
-                _check_cancel(cancel)
-                _raster_block(live[s0:min(s0 + per, first + cnt)], bhp, bwp, coefs, box, plane,
-                              keys, width)
-            first += cnt
+        # The coverage + depth-test pass: a fast kernel where `fastpaths` allows (bit-identical keys),
+        # else its twin `raster_keys_torch`. A kernel that fails mid-way leaves partial keys: reset them.
+        fastpaths.dispatch("mesh_raster", device, raster_keys_torch, coefs, box, count, plane, keys, width,
+                           cancel=cancel, budget=chunk_budget,
+                           on_failure=lambda: keys.fill_(_INT64_MAX))
         _check_cancel(cancel)
 
     covered = keys != _INT64_MAX
@@ -229,6 +198,40 @@ def rasterize(vertices_clip: torch.Tensor, faces: torch.Tensor, height: int, wid
         bary[pix] = b.to(torch.float32)
         depth[pix] = d.to(torch.float32)
     return face_id, bary.reshape(height, width, 3), depth.reshape(height, width)
+
+
+def raster_keys_torch(coefs: torch.Tensor, box: torch.Tensor, count: torch.Tensor, plane: torch.Tensor,
+                      keys: torch.Tensor, width: int, cancel=None, budget: Optional[int] = None) -> None:
+    """The coverage + depth-test pass in PyTorch (the twin of the ``mesh_raster`` fast kernel).
+
+    Merges the packed (depth bits << 32 | face) key of every covered candidate pixel into ``keys`` (flat
+    int64 [H*W], in place) with a scatter-min. coefs [F,3,3] int64, box [F,4] int64 (j0, i0, bw, bh),
+    count [F] int64 candidates (0 for skipped triangles), plane [F,3] float32, as returned by
+    ``_triangle_setup``. ``budget`` bounds the candidate pixels processed at once (default 2**22 on CPU,
+    2**25 elsewhere); ``cancel`` is checked between chunks.
+    """
+    device = keys.device
+    live = torch.nonzero(count > 0)[:, 0]
+    budget = int(budget or _default_budget(device))
+    height_or_width = max(keys.numel() // max(width, 1), width)
+    # Bucket triangles by padded bounding-box size so that a chunk is a dense [n, bh, bw]
+    # block evaluated by broadcasting (no per-candidate gathers).
+    ladder = _size_ladder(height_or_width, device)
+    bw_c = torch.searchsorted(ladder, box[live, 2])
+    bh_c = torch.searchsorted(ladder, box[live, 3])
+    bucket = bh_c * ladder.numel() + bw_c
+    bucket, order = torch.sort(bucket, stable=True)
+    live = live[order]
+    ids, counts = torch.unique_consecutive(bucket, return_counts=True)
+    ladder_cpu = ladder.tolist()
+    first = 0
+    for bid, cnt in zip(ids.tolist(), counts.tolist()):
+        bhp, bwp = ladder_cpu[bid // len(ladder_cpu)], ladder_cpu[bid % len(ladder_cpu)]
+        per = max(1, budget // (bhp * bwp))
+        for s0 in range(first, first + cnt, per):
+            _check_cancel(cancel)
+            _raster_block(live[s0:min(s0 + per, first + cnt)], bhp, bwp, coefs, box, plane, keys, width)
+        first += cnt
 
 
 def _size_ladder(limit: int, device) -> torch.Tensor:

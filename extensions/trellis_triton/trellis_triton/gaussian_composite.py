@@ -1,8 +1,10 @@
-"""Triton forward kernel for the tile-based Gaussian splatting of `gaussian_render` (CUDA only).
+"""Triton compositing for `trellis.renderers.gaussian_render` (CUDA only): the fast kernel of the pair
+whose PyTorch twin is ``gaussian_render.composite_torch`` (same arguments, same result within the
+tolerances of tests/gpu/). Chosen by ``trellis.fastpaths``.
 
-Written from the same equations as the PyTorch path (see the docstring of `gaussian_render`), which
-stays the reference: projection, culling, the Mip-filter opacity compensation and the (tile, depth)
-binning are shared (`_project`, `_bin`); only the per-pixel compositing runs here.
+Written from the same equations as the twin (see the docstring of `gaussian_render`): projection,
+culling and the Mip-filter opacity compensation are shared (``gaussian_render.project``); here the
+splats are binned into (tile, depth)-sorted lists (``gaussian_render.bin_tiles``) and composited.
 
 One program per tile (``tile_size`` x ``tile_size`` pixels, one lane per pixel) walks the tile's
 depth-sorted list front to back:
@@ -117,16 +119,21 @@ if AVAILABLE:  # pragma: no cover - needs a CUDA device
         tl.store(depth_ptr + off, acc_d, mask=mask)
 
 
-def supported(device: torch.device, dtype: torch.dtype, tile_size: int) -> bool:
-    """Whether the kernel can run for this device/dtype/tile size."""
-    return (AVAILABLE and device.type == "cuda" and dtype == torch.float32
-            and tile_size >= 4 and (tile_size & (tile_size - 1)) == 0 and tile_size * tile_size <= 1024)
+def composite(proj, colors, width, height, bg, tile_size=16, cancel=None, work_budget=None):
+    """Composite the projected splats; same outputs as ``gaussian_render.composite_torch``.
 
+    ``work_budget`` is the twin's (unused here). Returns ``NotImplemented`` for inputs the kernel does not handle (not CUDA, not float32, a tile size
+    that is not a power of two in 4..32): the dispatcher then runs the twin.
+    """
+    from trellis.renderers.gaussian_render import bin_tiles
+    from trellis.utils.cancel import check
 
-def composite(proj, colors, ntx, nty, sorted_g, tile_start, tile_count, width, height, tile_size, bg,
-              wide: bool = True, batch: int = 32) -> dict:
-    """Composite the binned splats; same outputs as `render_gaussians` (``color``, ``alpha``, ``depth``)."""
     device = colors.device
+    if (not AVAILABLE or device.type != "cuda" or colors.dtype != torch.float32
+            or tile_size < 4 or (tile_size & (tile_size - 1)) or tile_size * tile_size > 1024):
+        return NotImplemented
+    ntx, nty, sorted_g, tile_start, tile_count = bin_tiles(proj, width, height, tile_size)
+    check(cancel)
     color = torch.empty(3, height, width, dtype=torch.float32, device=device)
     alpha = torch.empty(1, height, width, dtype=torch.float32, device=device)
     depth = torch.empty(1, height, width, dtype=torch.float32, device=device)
@@ -143,5 +150,5 @@ def composite(proj, colors, ntx, nty, sorted_g, tile_start, tile_count, width, h
     _composite_kernel[(ntx * nty,)](
         sorted_g.contiguous(), tile_start.to(torch.int64).contiguous(), tile_count.to(torch.int32).contiguous(),
         gdata, color, alpha, depth, bg[0], bg[1], bg[2], width, height, ntx,
-        TS=tile_size, BATCH=batch, WIDE=wide, num_warps=max(1, min(8, npix // 32)))
+        TS=tile_size, BATCH=32, WIDE=True, num_warps=max(1, min(8, npix // 32)))
     return {"color": color, "alpha": alpha, "depth": depth}

@@ -1,8 +1,8 @@
-"""Triton kernel for the coverage + depth-test pass of `mesh_render.rasterize` (CUDA only).
+"""Triton kernel for the coverage + depth-test pass of `trellis.renderers.mesh_render.rasterize` (CUDA
+only): the fast kernel of the pair whose PyTorch twin is ``mesh_render.raster_keys_torch`` (same
+arguments, bit-identical keys). Chosen by ``trellis.fastpaths``.
 
-The PyTorch path stays the reference; this replaces only its bucketed loop (`_raster_block`), which
-launches a few kernels per (bucket, chunk) — thousands per view on a million-face mesh, so a view
-was bound by the host's launch rate. Here the triangle set-up (`_triangle_setup`: integer edge
+The triangle set-up (`_triangle_setup`: integer edge
 equations anchored at the first candidate pixel, candidate box, float depth plane) is shared and the
 candidates of all triangles are covered by ONE launch:
 
@@ -66,12 +66,16 @@ if AVAILABLE:  # pragma: no cover - needs a CUDA device
 
 
 def raster_keys(coefs: torch.Tensor, box: torch.Tensor, count: torch.Tensor, plane: torch.Tensor,
-                keys: torch.Tensor, width: int) -> None:
+                keys: torch.Tensor, width: int, cancel=None, budget=None):
     """Merge the depth keys of every candidate pixel into ``keys`` (flat int64, in place).
 
     coefs [F,3,3] int64, box [F,4] int64 (j0, i0, bw, bh), count [F] int64 candidates (0 for
     skipped triangles), plane [F,3] float32 — as returned by ``mesh_render._triangle_setup``.
+    ``cancel`` and ``budget`` are the twin's (one launch needs neither). Returns None, or
+    ``NotImplemented`` off CUDA.
     """
+    if not AVAILABLE or keys.device.type != "cuda":
+        return NotImplemented
     ntiles = torch.div(count + (BLOCK - 1), BLOCK, rounding_mode="floor")
     total = int(ntiles.sum())
     if total == 0:
