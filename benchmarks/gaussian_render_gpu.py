@@ -1,16 +1,18 @@
-"""GPU check and timing of the Gaussian rasteriser: fused Triton path vs the exact pure-PyTorch path.
+"""GPU check and timing of Gaussian splatting: the Triton kernel vs its PyTorch twin (fast paths off).
 
-    python benchmarks/gaussian_render_gpu.py [--n 640000] [--profile] [--frames 120]
+    python benchmarks/gaussian_render_gpu.py [--n 640000] [--profile] [--frames 120] [--out results.json]
 
-* equality: max abs difference of color/alpha/depth between the Triton path (float64 and float32
-  exponent) and the PyTorch path (the reference, `USE_TRITON = False`) for several random scenes and
-  cameras at 512² and 1024², plus the small brute-force scenes of tests/test_gaussian_render.py on CUDA;
-* timing: ms/frame at 512² and 1024² for both paths, and a 120-frame 512² turntable;
+* equality: max abs difference of color/alpha/depth between the Triton kernel and ``composite_torch``
+  (the twin: what a Windows user without Triton gets) for several random scenes and cameras at 512²,
+  1024² and 300×500, plus the small brute-force scenes of tests/test_gaussian_render.py on CUDA for both;
+* timing: ms/frame at 512² and 1024² for both, the twin at several work budgets, a 120-frame 512²
+  turntable and 50 views at 1024² (the bake's observations) for both;
 * ``--profile``: torch.profiler tables of one 512² frame of each path.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -23,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import trellis.renderers.gaussian_render as gr  # noqa: E402
-import trellis.renderers.gaussian_render_triton as grt  # noqa: E402
+from trellis import fastpaths  # noqa: E402
 from trellis.renderers.cameras import orbit_cameras  # noqa: E402
 from trellis.representations.gaussian import SH_C0, Gaussian  # noqa: E402
 
@@ -53,16 +55,12 @@ def scene(n, seed, device="cuda", kind="shell"):
     return g.to(device)
 
 
-def render(g, ext, intr, res, triton, wide=True, **kw):
-    gr.USE_TRITON = triton
-    if triton and not wide:
-        orig = grt.composite
-        grt.composite = lambda *a, **k: orig(*a, wide=False, **k)
-        try:
-            return gr.render_gaussians(g, ext, intr, res, **kw)
-        finally:
-            grt.composite = orig
-    return gr.render_gaussians(g, ext, intr, res, **kw)
+def render(g, ext, intr, res, fast, **kw):
+    fastpaths.set_enabled(fast)
+    try:
+        return gr.render_gaussians(g, ext, intr, res, **kw)
+    finally:
+        fastpaths.set_enabled(None)
 
 
 def maxdiff(a, b):
@@ -83,7 +81,7 @@ def check_pixels(g, e, k, res, bgc, out_t, out_p, limit=6):
     """Where the paths differ by > 1e-4: both against a sequential float64 compositing of the same
     (float32) projected splats, per pixel over every Gaussian (no tiles)."""
     h, w = (res, res) if isinstance(res, int) else res
-    proj = gr._project(g.get_xyz, g.get_scaling, g.get_rotation, g.get_opacity.reshape(-1), e, k, w, h,
+    proj = gr.project(g.get_xyz, g.get_scaling, g.get_rotation, g.get_opacity.reshape(-1), e, k, w, h,
                        0.8, 1.6, False, 0.1, True)
     cols = (SH_C0 * g.get_features.reshape(-1, 3)[proj["idx"]] + 0.5).clamp(min=0).double()
     u, v = proj["u"].double(), proj["v"].double()
@@ -116,79 +114,63 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=640_000)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--frames", type=int, default=120)
-    ap.add_argument("--torch-reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--pixels", action="store_true", help="explain differing pixels with a float64 reference")
+    ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args()
     dev = "cuda"
-    print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton available", grt.AVAILABLE, flush=True)
+    res_json = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "n": args.n,
+                "fast_paths": fastpaths.describe(dev)}
+    print(res_json, flush=True)
     ext, intr = orbit_cameras([0.3, 2.0, 4.4], [0.2, -0.5, 0.9], radius=2.0, fov=40.0, device=dev)
     g = scene(args.n, 0)
 
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
-        for tri in (False, True):
+        for fast in (False, True):
             try:
-                render(g, ext[0], intr[0], 512, tri)
+                render(g, ext[0], intr[0], 512, fast)
                 torch.cuda.synchronize()
                 with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-                    render(g, ext[0], intr[0], 512, tri)
+                    render(g, ext[0], intr[0], 512, fast)
                     torch.cuda.synchronize()
-                print(f"\n=== profile, triton={tri}, one 512² frame, {args.n} Gaussians ===")
+                print(f"\n=== profile, fast={fast}, one 512² frame, {args.n} Gaussians ===")
                 print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=22))
                 print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=12))
             except Exception:
                 traceback.print_exc()
-        # stage split of the Triton path
-        try:
-            gr.USE_TRITON = True
-            x = g.get_xyz
-            e, k = ext[0], intr[0]
-            with torch.no_grad():
-                def stage_proj():
-                    return gr._project(x, g.get_scaling, g.get_rotation, g.get_opacity.reshape(-1), e, k,
-                                       512, 512, 0.8, 1.6, False, 0.1, True)
-                proj = stage_proj()
-                colors = (SH_C0 * g.get_features.reshape(-1, 3)[proj["idx"]] + 0.5).clamp(min=0)
-                binned = gr._bin(proj, 512, 512, 16)
-                bg = torch.zeros(3, device=dev)
-                print("pairs at 512²:", binned[2].numel(), "kept Gaussians:", proj["idx"].numel(),
-                      "max per tile:", binned[4].max().item())
-                print("stage ms: project %.2f  bin %.2f  composite %.2f" % (
-                    timeit(stage_proj, 10), timeit(lambda: gr._bin(proj, 512, 512, 16), 10),
-                    timeit(lambda: grt.composite(proj, colors, *binned, 512, 512, 16, bg), 10)))
-        except Exception:
-            traceback.print_exc()
 
-    print("\n=== equality: Triton path vs PyTorch path (max abs difference) ===", flush=True)
+    print("\n=== equality: Triton kernel vs PyTorch twin (max abs difference) ===", flush=True)
     worst = {"color": 0.0, "alpha": 0.0, "depth": 0.0}
+    over = 0
     cases = [(0, "shell", 512, 0), (1, "shell", 512, 1), (2, "cube", 512, 2), (3, "shell", 1024, 1),
              (4, "cube", (300, 500), 0)]
     for seed, kind, res, cam in cases:
         gs = g if seed == 0 else scene(args.n, seed, kind=kind)
         bgc = (0.2, 0.5, 1.0) if seed % 2 else (0.0, 0.0, 0.0)
-        ref = render(gs, ext[cam], intr[cam], res, False, bg_color=bgc)
-        for wide in (True, False):
-            try:
-                out = render(gs, ext[cam], intr[cam], res, True, wide, bg_color=bgc)
-                d = maxdiff(out, ref)
-                if wide:
-                    worst = {k_: max(worst[k_], d[k_]) for k_ in d}
-                    if args.pixels:
-                        check_pixels(gs, ext[cam], intr[cam], res, bgc, out, ref)
-                npx = (ref["alpha"] > 0).float().mean().item()
-                print(f"seed {seed} {kind:5s} res {res} cam {cam} wide={wide}: "
-                      + " ".join(f"{k_} {v:.2e}" for k_, v in d.items())
-                      + f"  (covered {npx:.2f}; color>1e-4 px {(out['color'] - ref['color']).abs().gt(1e-4).sum().item()})",
-                      flush=True)
-            except Exception:
-                traceback.print_exc()
-    print("worst (float64 exponent):", worst)
+        try:
+            ref = render(gs, ext[cam], intr[cam], res, False, bg_color=bgc)
+            out = render(gs, ext[cam], intr[cam], res, True, bg_color=bgc)
+            d = maxdiff(out, ref)
+            worst = {k_: max(worst[k_], d[k_]) for k_ in d}
+            n_over = (out["color"] - ref["color"]).abs().gt(1e-4).sum().item()
+            over += n_over
+            if args.pixels:
+                check_pixels(gs, ext[cam], intr[cam], res, bgc, out, ref)
+            npx = (ref["alpha"] > 0).float().mean().item()
+            print(f"seed {seed} {kind:5s} res {res} cam {cam}: "
+                  + " ".join(f"{k_} {v:.2e}" for k_, v in d.items())
+                  + f"  (covered {npx:.2f}; color>1e-4 px {n_over})", flush=True)
+        except Exception:
+            traceback.print_exc()
+    print("worst:", worst, "pixels with colour difference > 1e-4:", over)
+    res_json["equality"] = {"worst": worst, "pixels_over_1e-4": over}
 
-    # the brute-force scenes of the CPU tests, on CUDA (Triton path vs the per-pixel reference)
+    # the brute-force scenes of the CPU tests, on CUDA (both paths vs the per-pixel float64 reference)
     try:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
         import test_gaussian_render as tg
-        worst_bf = 0.0
+        worst_bf = {True: 0.0, False: 0.0}
         for seed, res, yaw, pitch, bgc, kern, tile in [(0, 24, 0.3, 0.2, (0, 0, 0), 0.1, 16),
                                                         (1, 24, 2.0, -0.4, (0.2, 0.5, 1.0), 0.1, 16),
                                                         (2, 21, 4.0, 0.9, (1, 1, 1), 0.3, 8),
@@ -199,37 +181,52 @@ def main() -> int:
             eye = -e[0, :3, :3].T.double().numpy() @ e[0, :3, 3].double().numpy()
             gc = tg.random_scene(rng, eye=eye)
             c, a, d = tg.render_brute_force(gc, e[0], k[0], res, res, bg=bgc, kernel_size=kern)
-            out = render(gc.to("cuda"), e[0].cuda(), k[0].cuda(), res, True, bg_color=bgc, kernel_size=kern,
-                         tile_size=tile)
-            m = max(np.abs(out["color"].cpu().numpy() - c).max(), np.abs(out["alpha"].cpu().numpy() - a).max(),
-                    np.abs(out["depth"].cpu().numpy() - d).max())
-            worst_bf = max(worst_bf, m)
-        print(f"brute-force test scenes on CUDA (Triton path): max abs difference {worst_bf:.2e}")
+            for fast in (True, False):
+                out = render(gc.to("cuda"), e[0].cuda(), k[0].cuda(), res, fast, bg_color=bgc, kernel_size=kern,
+                             tile_size=tile)
+                m = max(np.abs(out["color"].cpu().numpy() - c).max(), np.abs(out["alpha"].cpu().numpy() - a).max(),
+                        np.abs(out["depth"].cpu().numpy() - d).max())
+                worst_bf[fast] = max(worst_bf[fast], m)
+        print(f"brute-force test scenes on CUDA: max abs difference Triton {worst_bf[True]:.2e}, "
+              f"twin {worst_bf[False]:.2e}")
+        res_json["brute_force"] = {"triton": worst_bf[True], "twin": worst_bf[False]}
     except Exception:
         traceback.print_exc()
 
     print("\n=== timing (ms/frame, warm) ===", flush=True)
+    res_json["ms_per_frame"] = {}
     for res in (512, 1024):
-        t_torch = timeit(lambda: render(g, ext[0], intr[0], res, False), args.torch_reps)
-        t_tri = timeit(lambda: render(g, ext[0], intr[0], res, True), 20)
-        t_tri32 = timeit(lambda: render(g, ext[0], intr[0], res, True, False), 20)
-        print(f"{res}²: pytorch {t_torch:.1f}  triton(f64 exponent) {t_tri:.2f}  triton(f32 exponent) {t_tri32:.2f}",
-              flush=True)
+        t_twin = timeit(lambda: render(g, ext[0], intr[0], res, False), args.reps)
+        t_tri = timeit(lambda: render(g, ext[0], intr[0], res, True), args.reps)
+        sweep = {b: timeit(lambda: render(g, ext[0], intr[0], res, False, work_budget=b), max(2, args.reps // 3))
+                 for b in (1 << 21, 1 << 23, 1 << 24)}
+        print(f"{res}²: Triton {t_tri:.2f}  fast paths off (twin) {t_twin:.1f}  twin by work budget "
+              + " ".join(f"2^{int(math.log2(b))}: {t:.1f}" for b, t in sweep.items()), flush=True)
+        res_json["ms_per_frame"][res] = {"triton": t_tri, "twin": t_twin,
+                                         "twin_by_budget": {str(b): t for b, t in sweep.items()}}
     yaws = torch.linspace(0, 2 * math.pi, args.frames + 1)[:-1]
     e, k = orbit_cameras(yaws, torch.full_like(yaws, 0.25), radius=2.0, fov=40.0, device=dev)
-    render(g, e[0], k[0], 512, True)
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for i in range(args.frames):
-        render(g, e[i], k[i], 512, True)["color"].clamp(0, 1)
-    torch.cuda.synchronize()
-    print(f"turntable {args.frames} frames at 512² (Triton): {time.perf_counter() - t:.2f} s")
-    t = time.perf_counter()
-    for i in range(50):
-        render(g, e[i % len(e)], k[i % len(k)], 1024, True)
-    torch.cuda.synchronize()
-    print(f"50 views at 1024² (Triton): {time.perf_counter() - t:.2f} s")
-    print("peak alloc GiB %.2f" % (torch.cuda.max_memory_allocated() / 2 ** 30))
+    for fast in (True, False):
+        label = "Triton" if fast else "fast paths off"
+        render(g, e[0], k[0], 512, fast)
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        for i in range(args.frames):
+            render(g, e[i], k[i], 512, fast)["color"].clamp(0, 1)
+        torch.cuda.synchronize()
+        t_turn = time.perf_counter() - t
+        t = time.perf_counter()
+        for i in range(50):
+            render(g, e[i % len(e)], k[i % len(k)], 1024, fast)
+        torch.cuda.synchronize()
+        t_obs = time.perf_counter() - t
+        print(f"{label}: turntable {args.frames} frames at 512² {t_turn:.2f} s; 50 views at 1024² {t_obs:.2f} s")
+        res_json[f"turntable_s_{'triton' if fast else 'twin'}"] = t_turn
+        res_json[f"views50_1024_s_{'triton' if fast else 'twin'}"] = t_obs
+    res_json["peak_alloc_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
+    print("peak alloc GiB %.2f" % res_json["peak_alloc_gib"])
+    if args.out:
+        Path(args.out).write_text(json.dumps(res_json, indent=1))
     return 0
 
 
