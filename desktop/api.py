@@ -184,6 +184,8 @@ def _build_models():
         model: str
         model_loaded: bool
         devices: list[str]
+        fast_paths: dict[str, str] = Field(description="per device: whether the renderers' fast GPU kernels run "
+                                                       "there and, on the slower PyTorch path, why")
         queued: int
         running: int
         auth_required: bool
@@ -457,6 +459,7 @@ def add_job_routes(app) -> None:
         jobs = state.runner.list()
         return {"status": "ok", "api_version": API_VERSION, "model": state.runner.model_path,
                 "model_loaded": state.runner.model_loaded, "devices": list(state.runner.devices),
+                "fast_paths": state.runner.fast_paths(),
                 "queued": sum(j.state == JobState.QUEUED for j in jobs),
                 "running": sum(j.state == JobState.RUNNING for j in jobs), "auth_required": state.token is not None}
 
@@ -743,6 +746,7 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     port = sock.getsockname()[1]
+    runner.say_fast_paths()
     defaults = ServerDefaults(preset=args.preset, precision=args.precision, offload=args.offload)
     app = create_app(runner, token=args.token, defaults=defaults)
     shown = f"[{args.host}]" if ":" in args.host else args.host

@@ -478,6 +478,18 @@ class JobRunner:
             job._result = None
         return True
 
+    def fast_paths(self) -> dict:
+        """Per device, one line: whether the renderers' fast kernels run there and, if not, why they do not
+        (`trellis.fastpaths.describe`; a kernel that failed in this process shows as switched off)."""
+        from trellis import fastpaths
+
+        return {dev: fastpaths.describe(dev) for dev in self.devices}
+
+    def say_fast_paths(self, stream=None) -> None:
+        """The fast-path line of every device, once, for the log of a starting server."""
+        for dev, line in self.fast_paths().items():
+            print(f"device {dev}: {line}", file=stream or sys.stderr, flush=True)
+
     @property
     def model_loaded(self) -> bool:
         """True once a worker has loaded the pipeline."""

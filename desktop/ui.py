@@ -102,6 +102,7 @@ def main(argv=None) -> int:
     except (OSError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    runner.say_fast_paths()
     problem = _model_problem(args.model)
     if problem:
         print(f"warning: {problem}", file=sys.stderr)
@@ -362,6 +363,15 @@ _LISTED = ["model.glb", "model.ply", "model.obj", "model.mtl", "model.png", "pre
            "settings.json", "timings.json", "error.json"]
 
 
+def device_line(fast_paths: dict) -> str:
+    """The devices and their fast-path lines for the page header: "`cuda:0` (fast paths on (Triton kernels))";
+    devices that share a line are listed together."""
+    groups: dict = {}
+    for dev, line in fast_paths.items():
+        groups.setdefault(line, []).append(dev)
+    return "; ".join(f"`{', '.join(devs)}` ({_md_escape(line)})" for line, devs in groups.items())
+
+
 def _read_json(path: Path):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -448,14 +458,19 @@ class TrellisApp:
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     # ------------------------------------------------------------------ page
+    def header_text(self) -> str:
+        """The page's title line: model, device (with its fast-path line: which renderer path it takes and,
+        if the slower one, why) and outputs folder."""
+        return (f"## Trellis Desktop\nOne photo in, a textured 3D model out. Model: `{self.runner.model_path}` "
+                f"· device: {device_line(self.runner.fast_paths())} · outputs: `{self.runner.outputs_dir}`")
+
     def build(self):
         _load_gradio()
         d = self.defaults
         start = preset_values(DEFAULT_PRESET, d)
         with gr.Blocks(title="Trellis Desktop", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
-            devices = ", ".join(self.runner.devices)
-            gr.Markdown(f"## Trellis Desktop\nOne photo in, a textured 3D model out. Model: `{self.runner.model_path}` "
-                        f"· device: `{devices}` · outputs: `{self.runner.outputs_dir}`")
+            # A function: evaluated on every page load, so a kernel that failed since the start shows up.
+            gr.Markdown(self.header_text, elem_id="td-header")
             if self.model_problem:
                 gr.Markdown(f"**Model not found.** {self.model_problem}", elem_id="td-banner")
             mode = gr.State("single")

@@ -241,6 +241,9 @@ def test_help_lists_the_options():
 
 def test_bad_files_then_generate(app, outputs, tmp_path):
     ui = app()
+    # The device line says which renderer path this device takes (trellis.fastpaths.describe).
+    header = ui.page.wait_for_selector("#td-header:has-text('device: cpu')").inner_text()
+    assert "device: cpu (CPU: PyTorch paths (no GPU kernels))" in header, header
     # 1. A text file named .png: refused at upload and by Generate, with a visible message.
     fake = tmp_path / "notes.png"
     fake.write_text("this is not an image")
