@@ -1,8 +1,11 @@
 """`python -m installer check|install`: the app's own Python environment, `.venv` in the app folder.
 
 install, in order: plan (installer.plan) -> a new venv (the old one, if any, waits as .venv.previous) ->
-PyTorch of the planned build -> requirements_2.txt (-> requirements_test.txt in test mode) -> every package
-imported once, and a tiny CUDA computation when a GPU is planned -> the state file .venv/trellis-install.json.
+PyTorch of the planned build -> requirements_2.txt -> the plan's optional accelerators (triton-windows on
+Windows with a GPU Triton supports; a failure there is reported, not fatal) (-> requirements_test.txt in test
+mode) -> every package imported once, and when a GPU is planned a tiny CUDA computation plus one render through
+each fast kernel (whether the fast paths work is recorded, never fatal) -> the state file
+.venv/trellis-install.json.
 Only then is .venv.previous deleted; any failure deletes the new venv and puts the previous one back, so a
 venv is never left half-updated. Everything pip prints also goes to logs/pip.log.
 
@@ -46,6 +49,7 @@ IMPORT_NAMES = {
     "huggingface-hub": "huggingface_hub",
     "imageio-ffmpeg": "imageio_ffmpeg",
     "fast-simplification": "fast_simplification",
+    "triton-windows": "triton",
 }
 
 # Run by the venv's Python: import each module, report failures as JSON.
@@ -72,6 +76,54 @@ x = torch.randn(256, 256, device="cuda")
 value = float((x @ x).sum())
 torch.cuda.synchronize()
 print(f"CUDA-OK {torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}")
+"""
+
+# Run by the venv's Python in the app folder, after CUDA_SMOKE: one tiny render through each renderer that has a
+# fast kernel (the mesh rasteriser and the Gaussian compositor), so that Triton compiles and launches our own
+# kernels, then trellis.fastpaths.status says which kernels stay on (a failed one is switched off with the
+# reason). Prints FAST-PATHS {json}; never fails: the app falls back to the PyTorch twins. argv[1]: the device.
+FAST_PATH_CHECK = r"""
+import json, sys
+device = sys.argv[1] if len(sys.argv) > 1 else "cuda"
+result = {"device": device, "fast": False, "line": None, "kernels": {}, "reason": None, "error": None}
+try:
+    import torch
+    from trellis import fastpaths
+    from trellis.renderers.cameras import orbit_cameras
+    from trellis.renderers.gaussian_render import render_gaussians
+    from trellis.renderers.mesh_render import rasterize
+    from trellis.representations.gaussian import Gaussian
+
+    dev = torch.device(device)
+    # Two triangles in clip space, one in front of the other over part of a 32 x 48 image.
+    verts = torch.tensor([[-0.8, -0.8, 0.5, 1.0], [0.8, -0.8, 0.5, 1.0], [0.0, 0.8, 0.5, 1.0],
+                          [-0.5, 0.0, 0.2, 1.0], [0.5, 0.0, 0.2, 1.0], [0.0, 0.9, 0.2, 1.0]], device=dev)
+    faces = torch.tensor([[0, 1, 2], [3, 4, 5]], device=dev)
+    face_id, _, _ = rasterize(verts, faces, 32, 48)
+    covered = sorted(int(f) for f in torch.unique(face_id).tolist())
+    if covered != [0, 1, 2]:
+        raise RuntimeError(f"the mesh raster test image shows faces {covered}, expected 0 (empty), 1 and 2")
+    # A few hundred small Gaussians around the origin, seen from a camera at distance 2.
+    gen = torch.Generator().manual_seed(0)
+    n = 300
+    g = Gaussian([-0.5, -0.5, -0.5, 1.0, 1.0, 1.0])
+    g.from_xyz(((torch.rand(n, 3, generator=gen) - 0.5) * 0.6).to(dev))
+    g.from_scaling(torch.full((n, 3), 0.03).to(dev))
+    g.from_rotation(torch.nn.functional.normalize(torch.randn(n, 4, generator=gen), dim=-1).to(dev))
+    g.from_opacity(torch.full((n, 1), 0.8).to(dev))
+    g.from_features(torch.randn(n, 1, 3, generator=gen).to(dev))
+    extrinsics, intrinsics = orbit_cameras([0.3], [0.2], radius=2.0, fov=40.0, device=dev)
+    out = render_gaussians(g, extrinsics[0], intrinsics[0], 32)
+    alpha = float(out["alpha"].max())
+    if not alpha > 0.5 or not bool(torch.isfinite(out["color"]).all()):
+        raise RuntimeError(f"the Gaussian test image is wrong (max alpha {alpha})")
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    st = fastpaths.status(dev)
+    result.update(fast=st["fast"], kernels=st["kernels"], reason=st["reason"], line=fastpaths.describe(dev))
+except Exception as e:
+    result["error"] = f"{type(e).__name__}: {e}"[:500]
+print("FAST-PATHS " + json.dumps(result))
 """
 
 # Error text from pip -> what the user should do.
@@ -337,6 +389,54 @@ class Installer:
             "Update the NVIDIA driver (https://www.nvidia.com/drivers) and run the installer with --update, or "
             "install the CPU build instead with --cpu (slow, but it works without the GPU).")
 
+    def install_optional(self, python: Path, plan, constraint: Path) -> dict:
+        """The plan's optional accelerators (triton-windows). {"installed": [...], "failed": {requirement: why}}:
+        the app runs without them (the PyTorch paths), so a failure is said, not raised."""
+        done: dict = {"installed": [], "failed": {}}
+        for requirement in plan.optional_packages:
+            args = [requirement, "-c", str(constraint)]
+            if self.opts.wheelhouse:
+                args += self.wheelhouse_args()
+            self.log.say(f"Installing {requirement} (optional: the fast GPU kernels)...")
+            ok, output = self.pip(python, args, requirement)
+            if ok:
+                done["installed"].append(requirement)
+            else:
+                done["failed"][requirement] = hint_for(output)
+                self.log.say(f"  ! {requirement} could not be installed ({hint_for(output)}). The app works "
+                             "without it, on its slower PyTorch paths; run the installer with --update to try "
+                             "again.")
+        return done
+
+    def fast_path_check(self, python: Path, plan, device: str = "cuda") -> dict:
+        """Render through each fast kernel once (FAST_PATH_CHECK) and say whether the fast paths work."""
+        self.log.say("Checking the fast GPU kernels (Triton compiles them on first use)...")
+        rc, out = self.log.run([str(python), "-c", FAST_PATH_CHECK, device], env={**self.env, **plan.env},
+                               cwd=self.layout.app_dir, echo=False, shown=f"{python} -c <fast path check> {device}")
+        result = parse_fast_path_check(out)
+        if result is None:
+            result = {"device": device, "fast": False, "line": None, "kernels": {}, "reason": None,
+                      "error": f"the check stopped (exit status {rc}):\n{_last_lines(out, 6)}"}
+        if result["fast"]:
+            self.log.say(f"Fast paths work: {result['line']}.")
+        else:
+            why = result["error"] or result["reason"] or "unknown"
+            self.log.say(f"  ! The fast GPU kernels are off ({why}). The app works on its slower PyTorch paths "
+                         "(the same results).")
+        return result
+
+
+def parse_fast_path_check(output: str) -> dict | None:
+    """The FAST-PATHS record FAST_PATH_CHECK printed, or None when it printed none (it crashed)."""
+    for line in reversed(output.splitlines()):
+        if line.startswith("FAST-PATHS "):
+            try:
+                result = json.loads(line[len("FAST-PATHS "):])
+            except ValueError:
+                return None
+            return result if isinstance(result, dict) and "fast" in result else None
+    return None
+
 
 def import_name(requirement_name: str) -> str:
     from .licences import normalise
@@ -482,8 +582,10 @@ def _install(layout: Layout, opts: Options, log: Log, system, sleep) -> int:
     if not TORCH_PYTHONS[0] <= py <= TORCH_PYTHONS[1]:
         raise InstallError(next(w for w in plan.warnings if "cannot be used" in w))
     where = f"GPU {plan.gpu['index']}: {plan.gpu['name']}" if plan.gpu else "CPU"
-    log.say(f"Plan: {plan.packages[0]} for the {where}; attention {plan.attention_backend}, preset {plan.precision}"
-            f"{', model offload' if plan.offload == 'model' else ''}. (Details: python -m installer plan)")
+    extras = f" + {', '.join(plan.optional_packages)}" if plan.optional_packages else ""
+    log.say(f"Plan: {plan.packages[0]}{extras} for the {where}; attention {plan.attention_backend}, preset "
+            f"{plan.precision}{', model offload' if plan.offload == 'model' else ''}. "
+            "(Details: python -m installer plan)")
     for w in plan.warnings:
         log.say(f"  ! {w}")
     log.say("This takes a few minutes (PyTorch alone is a large download).")
@@ -496,6 +598,7 @@ def _install(layout: Layout, opts: Options, log: Log, system, sleep) -> int:
         constraint = _torch_constraint(layout, torch_version)
         inst.install_requirements(python, ["requirements_2.txt"], [constraint],
                                   "the app's packages (requirements_2.txt)")
+        optional = inst.install_optional(python, plan, constraint)
         if opts.test:
             inst.install_requirements(python, [TEST_REQUIREMENTS],
                                       [layout.requirement(n) for n in APP_REQUIREMENTS] + [constraint],
@@ -507,12 +610,14 @@ def _install(layout: Layout, opts: Options, log: Log, system, sleep) -> int:
             names += requirement_names(str(layout.requirement(n)))
         inst.check_imports(python, names, plan.env)
         gpu_check = inst.cuda_smoke(python, plan) if plan.device == "cuda" else None
+        fast_paths = inst.fast_path_check(python, plan) if plan.device == "cuda" else None
         new_state = {
             "schema": STATE_SCHEMA, "installed_at": _now(), "app_key": layout.app_key(),
             "test_key": layout.test_key() if opts.test else None,
             "python": ".".join(map(str, system.python)), "base_python": base_python(),
             "torch": torch_version, "torch_source": source, "cuda_tag": plan.cuda_tag, "device": plan.device,
-            "cpu_requested": force_cpu, "gpu": plan.gpu, "gpu_check": gpu_check, "env": plan.env,
+            "cpu_requested": force_cpu, "gpu": plan.gpu, "gpu_check": gpu_check, "fast_paths": fast_paths,
+            "optional_packages": optional["installed"], "optional_failed": optional["failed"], "env": plan.env,
             "attention_backend": plan.attention_backend, "precision": plan.precision, "offload": plan.offload,
             "warnings": plan.warnings,
         }
@@ -528,7 +633,8 @@ def _install(layout: Layout, opts: Options, log: Log, system, sleep) -> int:
     if had_previous:
         _rmtree(layout.venv_previous)
     log.say(f"Installed: torch {torch_version} ({plan.cuda_tag}) from {source}."
-            + (f" GPU check passed: {gpu_check}." if gpu_check else ""))
+            + (f" GPU check passed: {gpu_check}." if gpu_check else "")
+            + (f" Fast paths: {'on' if fast_paths['fast'] else 'off (slower PyTorch paths)'}." if fast_paths else ""))
     return EXIT_OK
 
 

@@ -8,7 +8,9 @@ and everything those require (Requires-Dist, with environment markers and extras
 Flagged: AGPL, GPL, LGPL, the NVIDIA Source Code License (NSCL) and non-commercial licences (CC BY-NC
 and the like). An SPDX "A OR B" is fine when one side is. Anything flagged must be in ALLOWED with the
 reason it is acceptable; BUNDLED records packages whose metadata is clean but whose wheels carry a
-copyleft program.
+copyleft program. PLANNED lists what installer/plan.py adds on some machines only (so it is not installed
+where the check runs): those are checked from their wheel's METADATA (`inspect_wheel`;
+tests/test_triton_windows.py downloads the pinned wheel and does so).
 """
 from __future__ import annotations
 
@@ -71,6 +73,27 @@ BUNDLED: dict[str, str] = {
         "licence: a product decision, not a copyright one."
     ),
 }
+
+
+# Installed by the plan on some machines only (installer/plan.py optional_packages), not from the requirements
+# files: name -> the licence its wheel declares and where it is planned. Checked from the wheel (inspect_wheel).
+PLANNED: dict[str, str] = {
+    "triton-windows": (
+        "MIT (classifier 'License :: OSI Approved :: MIT License', licence file: Triton's MIT licence). "
+        "Planned on Windows with an NVIDIA GPU of compute capability 7.0 or newer, pinned by installer/plan.py "
+        "TRITON_WINDOWS_VERSION."
+    ),
+}
+
+BUNDLED["triton-windows"] = (
+    "triton-windows is MIT, but its wheels also carry two programs it runs to compile kernels: TinyCC "
+    "(triton/runtime/tcc: tcc.exe, libtcc.dll; LGPL-2.1, used unmodified as a separate compiler library that "
+    "Triton loads at run time, which the LGPL permits without obligations on the program that uses it) and "
+    "NVIDIA's ptxas.exe, libdevice and cuda.lib (triton/backends/nvidia; CUDA Toolkit components that NVIDIA's "
+    "CUDA EULA lets applications redistribute). pip downloads the wheel from PyPI on the user's machine, so we "
+    "redistribute neither; an offline bundle that ships the wheel must keep its licence files and the TinyCC "
+    "source offer of the LGPL."
+)
 
 
 def normalise(name: str) -> str:
@@ -240,6 +263,20 @@ def inspect_metadata(name: str, version: str, metadata) -> LicenceInfo:
     if info.flagged:
         info.allowed_reason = ALLOWED.get(normalise(name))
     return info
+
+
+def inspect_wheel(path: str) -> LicenceInfo:
+    """Classify a wheel file from the METADATA inside it, without installing it."""
+    import email.parser
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        names = [n for n in z.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
+        if len(names) != 1:
+            raise ValueError(f"{path}: expected one .dist-info/METADATA, found {len(names)}")
+        text = z.read(names[0]).decode("utf-8", "replace")
+    metadata = email.parser.Parser().parsestr(text, headersonly=True)
+    return inspect_metadata(metadata.get("Name") or "", metadata.get("Version") or "", metadata)
 
 
 # ------------------------------------------------------------------------------ what is installed

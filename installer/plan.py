@@ -13,6 +13,12 @@ from .detect import Gpu, System, parse_version
 
 TORCH_VERSION = "2.13.0"                          # requirements_1.txt pins the same (tests check)
 TORCH_INDEX = "https://download.pytorch.org/whl/"  # + cuda tag ("cu130") or "cpu"
+# Triton for PyTorch's Windows wheels (which ship none): the triton-windows release of the Triton line
+# TORCH_VERSION is built with (RULES["triton_windows"]). tests/test_triton_windows.py checks that PyPI has
+# its win_amd64 wheels for every supported Python.
+TRITON_WINDOWS_VERSION = "3.7.1.post27"
+TRITON_MIN_CC = (7, 0)                            # trellis/fastpaths.py MIN_CAPABILITY (tests check)
+TRITON_TESTED_CC = (8, 0)                         # what Triton's developers list as supported
 
 
 # ------------------------------------------------------------------------------------ the rules
@@ -95,6 +101,25 @@ RULES: dict[str, str] = {
     "disk_space":
         "dependencies.md §1-2: the venv with CPU torch is 2.2 GB; a CUDA torch adds about 3 GB of nvidia-* "
         "wheels; the weights (TRELLIS-image-large, DINOv2 ViT-L/14, u2net) are about 4.5 GB.",
+    "triton_windows":
+        "PyTorch's Windows wheels ship no Triton, so on Windows the app's Triton kernels need the triton-windows "
+        "wheel (PyPI, MIT; wheels for CPython 3.10-3.14 on win_amd64 with a bundled CUDA toolchain and C "
+        "compiler). Its version follows PyTorch's: torch 2.13.0's own wheel metadata requires triton==3.7.1 on "
+        "Linux (Requires-Dist: triton==3.7.1; platform_system == \"Linux\"); the triton-windows README, "
+        "section 'PyTorch': 'Each PyTorch minor version is only guaranteed to work with a specific Triton minor "
+        "version' (its table: 2.6-3.2, 2.7-3.3, ..., 2.10-3.6); triton-lang/triton-windows#42, its maintainer: "
+        "'torch 2.13 works with triton 3.7.x'. So the pin is the newest 3.7.1 build, 3.7.1.post27.",
+    "triton_floor":
+        "Triton compiles for NVIDIA GPUs of compute capability 7.0 and newer (trellis/fastpaths.py "
+        "MIN_CAPABILITY; the triton-windows README: 'GTX 10xx (Pascal architecture, sm61) and older: This is not "
+        "supported'); Triton's developers list 8.0 and newer as supported, so on 7.x the install's GPU check "
+        "compiles and runs our kernels and records whether they work.",
+    "triton_linux":
+        "On Linux, PyTorch's CUDA wheels require Triton themselves (torch 2.13.0: triton==3.7.1 from PyPI), so "
+        "the plan adds nothing for the fast kernels.",
+    "fast_path_fallback":
+        "trellis/fastpaths.py: every Triton kernel has a pure-PyTorch twin with the same results; where Triton "
+        "cannot run (no Triton, compute capability below 7.0, a failed compile) the twin runs, slower.",
     "windows_long_paths":
         "Microsoft, 'Maximum Path Length Limitation': paths are limited to 260 characters unless "
         "LongPathsEnabled is set; the deepest file of our venv is about 200 characters below the app folder "
@@ -174,7 +199,7 @@ class Plan:
     cuda_tag: str                     # "cu130", "cu126" or "cpu"
     torch_index_url: str
     packages: list[str]               # installed from torch_index_url (step 1, before requirements_2.txt)
-    optional_packages: list[str]      # accelerators added on top; none today (see notes)
+    optional_packages: list[str]      # accelerators added on top (triton-windows); the app runs without them
     attention_backend: str            # "torch_varlen" | "sdpa"
     sparse_conv_backend: str          # "torch"
     precision: str                    # "fp16" | "fp32"
@@ -477,14 +502,35 @@ def _plan_device(system: System, b: _Builder) -> Plan:
     spconv_why = (f"it has no kernels for this GPU (compute capability {_cc(cc)})"
                   if cc is not None and cc[0] >= 10 else "our built-in sparse convolution is faster")
     b.note(f"spconv is not installed: {spconv_why}.", "spconv_not_planned", "sparse_conv_torch")
+    optional = _plan_triton(system, cc, b)
     _check_disk(system, "cuda", b)
 
     gpu_info = _gpu_summary(gpu)
     gpu_info["estimated_free_gib"] = None if free is None else round(free / 2 ** 30, 2)
     return Plan(device="cuda", cuda_tag=build.tag, torch_index_url=TORCH_INDEX + build.tag,
-                packages=[torch_requirement(system, build.tag, b)], optional_packages=[], attention_backend=attention,
-                sparse_conv_backend="torch", precision=precision, offload=offload, cfg_batch=cfg_batch,
-                gpu=gpu_info, env=env)
+                packages=[torch_requirement(system, build.tag, b)], optional_packages=optional,
+                attention_backend=attention, sparse_conv_backend="torch", precision=precision, offload=offload,
+                cfg_batch=cfg_batch, gpu=gpu_info, env=env)
+
+
+def _plan_triton(system: System, cc: tuple[int, int] | None, b: _Builder) -> list[str]:
+    """The triton-windows wheel where the renderers' Triton kernels can run on Windows; [] elsewhere."""
+    if system.os != "Windows":       # WSL included: it installs PyTorch's Linux wheels
+        b.rule("triton_linux")
+        return []
+    if cc is not None and cc < TRITON_MIN_CC:
+        b.note(f"triton-windows is not installed: Triton needs compute capability {_cc(TRITON_MIN_CC)} or newer "
+               f"and this GPU has {_cc(cc)} (Pascal or older), so the renderers use their PyTorch paths (the same "
+               "results, slower).", "triton_floor", "fast_path_fallback")
+        return []
+    requirement = f"triton-windows=={TRITON_WINDOWS_VERSION}"
+    b.rule("triton_windows", "triton_floor")
+    if cc is None or cc < TRITON_TESTED_CC:
+        b.note(f"{requirement} is installed for the fast renderers, but Triton is tested on compute capability "
+               f"{_cc(TRITON_TESTED_CC)} and newer (this GPU: {_cc(cc)}): the install's GPU check compiles our "
+               "kernels and records whether they work; if not, the app uses the PyTorch paths (slower).",
+               "triton_floor", "fast_path_fallback")
+    return [requirement]
 
 
 def describe(plan: Plan) -> str:

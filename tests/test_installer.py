@@ -43,6 +43,7 @@ class Case:
     gpu_index: int | None = None
     wsl: bool = False
     cli: bool = False                # run through `python -m installer plan` (Linux rows only)
+    triton: bool = False             # the plan adds the pinned triton-windows wheel (Windows, cc >= 7.0)
 
 
 CASES = [
@@ -85,7 +86,7 @@ CASES = [
          "cu126", "torch_varlen", "fp16", "model",
          why="566.36 >= 561.17 (CUDA 12.6 U3, Windows) but < 580: cu126 with full support; 10 GiB minus the "
              "context is below the 10 GiB resident budget, so model offload.",
-         rules=("driver_cuda12",), no_warnings=True, note=("580 or newer",), cfg_batch=True),
+         rules=("driver_cuda12",), no_warnings=True, note=("580 or newer",), cfg_batch=True, triton=True),
     Case("rtx3090_driver570", "NVIDIA GeForce RTX 3090, 24576, 570.195.03, 8.6\n", "Linux",
          "cu126", "torch_varlen", "fp16", "none",
          why="R570 is a CUDA 12.8 driver: no CUDA 13 (R580), and torch 2.13 has no cu128 build; cu126 fully supported.",
@@ -93,7 +94,7 @@ CASES = [
     Case("rtx4090_windows_driver591", "NVIDIA GeForce RTX 4090, 24564, 591.44, 8.9\n", "Windows",
          "cu130", "torch_varlen", "fp16", "none",
          why="Ada (8.9) runs cu130's sm_86 code (binary compatibility within major 8); 591 >= 580.",
-         rules=("gpu_arch", "binary_compat", "driver_cuda13", "attention_varlen"), no_warnings=True),
+         rules=("gpu_arch", "binary_compat", "driver_cuda13", "attention_varlen"), no_warnings=True, triton=True),
     Case("rtx4060_laptop_driver580", "NVIDIA GeForce RTX 4060 Laptop GPU, 8188, 580.82.09, 8.9\n", "Linux",
          "cu130", "torch_varlen", "fp16", "model",
          why="8 GiB: below the 10 GiB resident budget (model offload), above 6 GiB (batched CFG).",
@@ -113,7 +114,7 @@ CASES = [
          why="560.94 < 561.17 (CUDA 12.6 U3 on Windows): minor-version compatibility; 4 GiB: offload and "
              "sequential CFG, close to the 2.78 GiB low-VRAM peak.",
          rules=("driver_cuda12", "preset_memory", "small_gpu"),
-         warn=("minor-version compatibility", "low-memory preset"), cfg_batch=False),
+         warn=("minor-version compatibility", "low-memory preset"), cfg_batch=False, triton=True),
     Case("two_gpus", "NVIDIA GeForce RTX 3060, 12288, 580.95.05, 8.6\nNVIDIA GeForce RTX 4090, 24564, 580.95.05, 8.9\n",
          "Linux", "cu130", "torch_varlen", "fp16", "none",
          why="The app uses one GPU: the one with most memory (nvidia-smi index 1), pinned with "
@@ -149,7 +150,7 @@ CASES = [
     Case("rtx2070_windows_driver591", "NVIDIA GeForce RTX 2070 SUPER, 8192, 591.44, 7.5\n", "Windows",
          "cu130", "sdpa", "fp16", "model",
          why="Turing is in cu130 and 591 >= 580; 8 GiB: model offload with batched CFG; below FlashAttention's 8.0.",
-         rules=("driver_cuda13", "attention_sdpa", "preset_memory"), no_warnings=True, cfg_batch=True),
+         rules=("driver_cuda13", "attention_sdpa", "preset_memory"), no_warnings=True, cfg_batch=True, triton=True),
     Case("rtx5080_driver575", "NVIDIA GeForce RTX 5080, 16303, 575.64.05, 12.0\n", "Linux",
          "cpu", "sdpa", "fp32", "none",
          why="R575 (CUDA 12.9 driver) runs Blackwell, but torch 2.13 has sm_120 only in cu130 (R580): update the "
@@ -158,7 +159,7 @@ CASES = [
     Case("gtx1650_4gb_windows_driver566", "NVIDIA GeForce GTX 1650, 4096, 566.36, 7.5\n", "Windows",
          "cu126", "sdpa", "fp16", "model",
          why="4 GiB Turing on R565: cu126 (full support on Windows >= 561.17); low-memory preset, sequential CFG.",
-         rules=("driver_cuda12", "small_gpu"), warn=("low-memory preset",), cfg_batch=False),
+         rules=("driver_cuda12", "small_gpu"), warn=("low-memory preset",), cfg_batch=False, triton=True),
     Case("compute_cap_na_from_name", "NVIDIA GeForce RTX 4070 SUPER, 12282, 580.95.05, [N/A]\n", "Linux",
          "cu130", "torch_varlen", "fp16", "none",
          why="nvidia-smi printed [N/A] for compute_cap: 8.9 from NVIDIA's compute capability list.",
@@ -194,7 +195,8 @@ def check_case(case: Case, p: dict, exact_warnings: bool) -> None:
     assert p["device"] == ("cpu" if case.cuda_tag == "cpu" else "cuda")
     index = "https://download.pytorch.org/whl/" + case.cuda_tag
     assert p["torch_index_url"] == index
-    assert p["packages"] == [f"torch==2.13.0+{case.cuda_tag}"] and p["optional_packages"] == []
+    assert p["packages"] == [f"torch==2.13.0+{case.cuda_tag}"]
+    assert p["optional_packages"] == ([f"triton-windows=={plan.TRITON_WINDOWS_VERSION}"] if case.triton else [])
     assert (p["attention_backend"], p["precision"], p["offload"]) == (case.attention, case.precision, case.offload)
     assert p["sparse_conv_backend"] == "torch"
     if case.cfg_batch is not None:
