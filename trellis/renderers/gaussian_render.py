@@ -60,7 +60,7 @@ T_MIN = 1e-4
 _NO_FLOAT64_DEVICES = {"mps"}
 # Candidate (Gaussian, pixel) pairs per group of ``composite_torch`` (~60 bytes each at the peak).
 _DEFAULT_WORK_BUDGET = {"cpu": 1 << 20}
-_WORK_BUDGET_OTHER = 1 << 22
+_WORK_BUDGET_OTHER = 1 << 23
 
 
 def project(xyz, scales, rots, opacity, extrinsics, intrinsics, width, height, near, far, cull_far,
@@ -163,25 +163,28 @@ def composite_torch(proj, colors, width, height, bg, tile_size=16, cancel=None, 
     proj: the dict of ``project`` (u, v, z, conic, opacity, half_x, half_y of the kept Gaussians);
     colors [N,3]; bg [3]. Returns ``{"color" [3,H,W], "alpha" [1,H,W], "depth" [1,H,W]}``.
     ``tile_size`` is the kernel's (unused here: no tiles); ``work_budget`` bounds the candidate pairs
-    evaluated at once (default by device). ``cancel()`` is polled between groups.
+    evaluated at once (default by device; ~80 bytes each at the peak). ``cancel()`` is polled between
+    groups.
     """
     device, dtype = colors.device, colors.dtype
     npx = width * height
     log_t = torch.zeros(npx, dtype=torch.float64, device=device)    # log transmittance per pixel
-    acc_c = torch.zeros(npx, 3, dtype=dtype, device=device)
-    acc_d = torch.zeros(npx, dtype=dtype, device=device)
+    acc = torch.zeros(npx, 4, dtype=dtype, device=device)           # colour, depth
     done = torch.zeros(npx, dtype=torch.bool, device=device)
     n = proj["u"].shape[0]
     budget = max(1, int(work_budget or _work_budget(device)))
     wide = torch.float32 if device.type in _NO_FLOAT64_DEVICES else torch.float64
     if n > 0 and npx > 0:
         order = torch.argsort(proj["z"], stable=True)                # front to back
-        x0, y0, bw, bh = (t[order] for t in _pixel_boxes(proj, width, height))
-        count = bw * bh
-        g_u, g_v = proj["u"][order].to(wide), proj["v"][order].to(wide)
-        g_conic = proj["conic"][order].to(wide)
-        g_logop = torch.log(proj["opacity"][order]).to(wide)
-        g_col, g_z = colors[order], proj["z"][order]
+        x0, y0, bw, bh = (t[order].to(torch.int32) for t in _pixel_boxes(proj, width, height))
+        count = bw.long() * bh.long()
+        # Per-Gaussian tables in depth order, one contiguous column each: torch's CUDA gather of wide
+        # rows is many times slower than of 4- or 8-byte elements.
+        boxes = (x0, y0, bw)
+        params = tuple(t.to(wide).contiguous() for t in (proj["u"][order], proj["v"][order],
+                                                        *proj["conic"][order].unbind(-1),
+                                                        torch.log(proj["opacity"][order])))
+        shade = tuple(t.to(dtype).contiguous() for t in (*colors[order].unbind(-1), proj["z"][order]))
         pos = 0
         while pos < n:
             check(cancel)
@@ -201,67 +204,71 @@ def composite_torch(proj, colors, width, height, bg, tile_size=16, cancel=None, 
             if rest == 0:
                 break                                               # nothing left can reach a live pixel
             if total > 0:
-                _composite_group(pos, cnt[:k], total, x0, y0, bw, g_u, g_v, g_conic, g_logop, g_col, g_z,
-                                 width, log_t, acc_c, acc_d, done, wide)
+                _composite_group(pos, cnt[:k], total, boxes, params, shade, width, log_t, acc, done)
             pos += k
     trans = torch.exp(log_t).to(dtype)
-    color = acc_c + trans[:, None] * bg.to(dtype)[None, :]
+    color = acc[:, :3] + trans[:, None] * bg.to(dtype)[None, :]
     return {"color": color.T.reshape(3, height, width), "alpha": (1 - trans).reshape(1, height, width),
-            "depth": acc_d.reshape(1, height, width)}
+            "depth": acc[:, 3].reshape(1, height, width)}
 
 
-def _composite_group(pos, cnt, total, x0, y0, bw, g_u, g_v, g_conic, g_logop, g_col, g_z, width,
-                     log_t, acc_c, acc_d, done, wide):
+def _composite_group(pos, cnt, total, boxes, params, shade, width, log_t, acc, done):
     """Composite Gaussians pos .. pos + len(cnt) (depth order) into the per-pixel accumulators."""
     device = cnt.device
     k = cnt.shape[0]
-    local_g = torch.repeat_interleave(torch.arange(k, device=device), cnt, output_size=total)
-    first = torch.cumsum(cnt, 0) - cnt
-    lin = torch.arange(total, device=device) - first[local_g]
-    gi = local_g + pos                                           # index into the depth-ordered arrays
-    w_box = bw[gi]
-    px = x0[gi] + lin % w_box
-    py = y0[gi] + torch.div(lin, w_box, rounding_mode="floor")
-    del local_g, first, lin, w_box
+    # int32 index arithmetic (a group holds < 2**31 candidates; int64 division is slow on GPUs).
+    cnt32 = cnt.to(torch.int32)
+    local_g = torch.repeat_interleave(torch.arange(pos, pos + k, device=device, dtype=torch.int32), cnt32,
+                                      output_size=total)            # Gaussian (depth-order index)
+    first = torch.cumsum(cnt32, 0, dtype=torch.int32).sub_(cnt32)
+    lin = torch.arange(total, device=device, dtype=torch.int32).sub_(first[local_g - pos])
+    del first
+    w_box = boxes[2][local_g]
+    row = torch.div(lin, w_box, rounding_mode="floor")
+    px = lin.sub_(row * w_box).add_(boxes[0][local_g])
+    py = row.add_(boxes[1][local_g])
+    del w_box
     pix = py * width + px
-    dx = px.to(wide) + 0.5 - g_u[gi]
-    dy = py.to(wide) + 0.5 - g_v[gi]
-    cn = g_conic[gi]
-    power = (g_logop[gi] - 0.5 * (cn[:, 0] * dx * dx + cn[:, 2] * dy * dy) - cn[:, 1] * dx * dy)
-    del dx, dy, cn, px, py
+    # Candidates on finished pixels (hidden layers under a saturated front) are dropped before the
+    # float work.
+    live = torch.nonzero(~done[pix])[:, 0]
+    pix, px, py, local_g = pix[live], px[live], py[live], local_g[live]
+    del live
+    u, v, ca, cb, cc, logop = (t[local_g] for t in params)
+    dx = px.to(u.dtype).add_(0.5).sub_(u)
+    dy = py.to(u.dtype).add_(0.5).sub_(v)
+    del px, py, u, v
+    power = ca.mul_(dx).mul_(dx).addcmul_(cc.mul_(dy), dy).mul_(-0.5)
+    power.sub_(cb.mul_(dx).mul_(dy)).add_(logop)
+    del dx, dy, ca, cb, cc, logop
     # alpha >= 1/255 needs power >= log(1/255) > -10: clamping there changes no kept value.
     alpha = power.to(torch.float32).clamp_(min=-10.0).exp_().clamp_(max=ALPHA_MAX)
     del power
-    keep = (alpha >= ALPHA_MIN) & ~done[pix]
-    sel = torch.nonzero(keep)[:, 0]
+    sel = torch.nonzero(alpha >= ALPHA_MIN)[:, 0]
     if sel.numel() == 0:
         return
-    pix, alpha, gi = pix[sel], alpha[sel], gi[sel]
-    del sel, keep
+    pix, alpha, gi = pix[sel], alpha[sel], local_g[sel]
+    del sel, local_g
     # Pairs were generated Gaussian by Gaussian in depth order: a stable sort by pixel makes each
     # pixel's run contiguous and front to back.
-    pix, perm = torch.sort(pix.to(torch.int32), stable=True)
-    alpha, gi = alpha[perm], gi[perm]
-    pix = pix.long()
+    pix, perm = torch.sort(pix, stable=True)
+    alpha, gi = alpha[perm].to(torch.float64), gi[perm]
     del perm
-    m = pix.numel()
-    lg = torch.log1p(-alpha.to(torch.float64))
+    lg = torch.log1p(-alpha)
     incl = torch.cumsum(lg, 0)
     excl = incl - lg
-    idx = torch.arange(m, device=device)
-    start = torch.ones(m, dtype=torch.bool, device=device)
+    start = torch.ones(pix.shape[0], dtype=torch.bool, device=device)
     start[1:] = pix[1:] != pix[:-1]
-    seg_first = torch.cummax(torch.where(start, idx, torch.zeros_like(idx)), 0).values
-    del idx, start
-    base = excl[seg_first] - log_t[pix]                          # carry the transmittance in
-    del seg_first
+    seg = torch.cumsum(start, 0, dtype=torch.int32).sub_(1)      # the pixel run of each pair
+    first = torch.nonzero(start)[:, 0]                           # where each run starts
+    base = (excl[first] - log_t[pix[first]])[seg]                # carry the pixel's transmittance in
+    del start, seg, first
     t_incl = torch.exp(incl - base)
     take = t_incl >= T_MIN                                       # a prefix of each pixel's run
-    w = (alpha.to(torch.float64) * torch.exp(excl - base)).to(alpha.dtype) * take
+    w = alpha.mul_(torch.exp(excl.sub_(base))).to(acc.dtype).mul_(take)
     del incl, excl, base
-    acc_c.index_add_(0, pix, g_col[gi] * w[:, None])
-    acc_d.index_add_(0, pix, g_z[gi] * w)
-    log_t.index_add_(0, pix, lg * take)
+    acc.index_add_(0, pix, torch.stack([t[gi] for t in shade], -1).mul_(w[:, None]))
+    log_t.index_add_(0, pix, lg.mul_(take))
     done[pix[~take]] = True                                      # the first refused splat ends the pixel
 
 
