@@ -472,3 +472,86 @@ def test_fast_path_rules(monkeypatch):
     for name, k in fastpaths.KERNELS.items():   # every kernel names a twin that exists
         mod, fn = k.twin.rsplit(".", 1)
         assert callable(getattr(__import__(mod, fromlist=[fn]), fn))
+
+
+# ----------------------------------------------------------------------------- the PyTorch twin of the raster kernel
+
+def _reference_keys(coefs, box, count, plane, height, width):
+    """Plain per-(triangle, candidate pixel) evaluation of the conventions in mesh_render's docstring:
+    the three int64 edge functions A*dj + B*di + E0 must all be > 0, depth = 1 / max(float64 plane, 1e-30)
+    rounded to float32, key = (depth bits << 32) | face, nearest key per pixel."""
+    coefs, box, count, plane = (x.numpy() for x in (coefs, box, count, plane))
+    keys = np.full(height * width, np.iinfo(np.int64).max, dtype=np.int64)
+    for t in range(len(count)):
+        if count[t] == 0:
+            continue
+        j0, i0, bw, bh = (int(x) for x in box[t])
+        di, dj = np.meshgrid(np.arange(bh, dtype=np.int64), np.arange(bw, dtype=np.int64), indexing="ij")
+        inside = np.ones_like(di, dtype=bool)
+        for k in range(3):
+            a, b, c = (np.int64(x) for x in coefs[t, k])
+            inside &= a * dj + b * di + c > 0
+        g0, gx, gy = (np.float64(x) for x in plane[t])
+        invw = np.maximum(g0 + gx * dj.astype(np.float64) + gy * di.astype(np.float64), 1e-30)
+        depth = (1.0 / invw).astype(np.float32)
+        key = (depth.view(np.int32).astype(np.int64) << 32) | t
+        pix = (i0 + di) * width + (j0 + dj)
+        np.minimum.at(keys, pix[inside], key[inside])
+    return torch.from_numpy(keys)
+
+
+def _soup(seed, n, height, width):
+    """Random triangles from sub-pixel slivers to several times the screen; a third of them with vertices
+    on pixel centres and corners and w = 1 (axis-parallel edges through pixel centres: the fill rule's ties),
+    zero-area ones, duplicates (exact depth ties) and both windings. float64 clip coordinates."""
+    g = torch.Generator().manual_seed(seed)
+    size = torch.tensor([width, height], dtype=torch.float64)
+    scale = torch.tensor([0.01, 0.1, 0.5, 3.0], dtype=torch.float64)[torch.randint(0, 4, (n, 1, 1), generator=g)]
+    centre = torch.rand(n, 1, 2, generator=g, dtype=torch.float64) * 1.2 - 0.1
+    px = (centre + scale * torch.randn(n, 3, 2, generator=g, dtype=torch.float64)) * size
+    w = 0.5 + 2 * torch.rand(n, 3, 1, generator=g, dtype=torch.float64)
+    grid = torch.arange(n) % 3 == 0
+    px[grid] = torch.round(px[grid] * 2) / 2          # pixel corners and centres
+    w[grid] = 1.0
+    px[1::10, 2] = (px[1::10, 0] + px[1::10, 1]) / 2  # collinear: zero area
+    px[2::10, 1] = px[2::10, 0]                       # repeated vertex
+    ndc = px / size * 2 - 1
+    clip = torch.cat([ndc * w, torch.zeros(n, 3, 1, dtype=torch.float64), w], -1).reshape(-1, 4)
+    faces = torch.arange(3 * n).reshape(n, 3)
+    faces = torch.cat([faces, faces[-5:], faces[-5:].flip(1)])   # duplicates: depth ties
+    return clip, faces
+
+
+@pytest.mark.parametrize("seed,height,width", [(0, 17, 23), (1, 24, 24), (2, 31, 9), (3, 1, 40)])
+def test_raster_keys_twin_matches_per_candidate_reference(seed, height, width):
+    from trellis.renderers.mesh_render import _INT64_MAX, _triangle_setup, raster_keys_torch
+
+    clip, faces = _soup(seed, 60, height, width)
+    coefs, box, count, plane = _triangle_setup(clip, faces, height, width, False)
+    assert int((count > 0).sum()) >= 10 and int(count.max()) >= height * width // 2  # big ones included
+    ref = _reference_keys(coefs, box, count, plane, height, width)
+    assert int((ref != _INT64_MAX).sum()) > height * width // 3
+    for budget in (None, 1, 2, 5, 37, 10 ** 6):     # one fragment per chunk up to one chunk for all
+        keys = torch.full((height * width,), _INT64_MAX, dtype=torch.int64)
+        raster_keys_torch(coefs, box, count, plane, keys, width, budget=budget)
+        assert torch.equal(keys, ref), budget
+    # merging into keys that already hold some values (the scatter-min includes them)
+    keys = torch.full((height * width,), _INT64_MAX, dtype=torch.int64)
+    keys[::3] = 5
+    raster_keys_torch(coefs, box, count, plane, keys, width, budget=7)
+    expect = ref.clone()
+    expect[::3] = torch.minimum(expect[::3], torch.tensor(5))
+    assert torch.equal(keys, expect)
+
+
+def test_raster_keys_twin_nothing_to_draw_and_cancel():
+    from trellis.renderers.mesh_render import _INT64_MAX, _triangle_setup, raster_keys_torch
+
+    clip, faces = _soup(5, 10, 16, 16)
+    coefs, box, count, plane = _triangle_setup(clip, faces, 16, 16, False)
+    keys = torch.full((256,), _INT64_MAX, dtype=torch.int64)
+    raster_keys_torch(coefs, box, torch.zeros_like(count), plane, keys, 16)  # every triangle skipped
+    raster_keys_torch(coefs[:0], box[:0], count[:0], plane[:0], keys, 16)   # no triangles
+    assert bool((keys == _INT64_MAX).all())
+    with pytest.raises(Cancelled):
+        raster_keys_torch(coefs, box, count, plane, keys, 16, cancel=lambda: True)
