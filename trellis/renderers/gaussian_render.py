@@ -257,19 +257,22 @@ def _composite_group(pos, cnt, total, boxes, params, shade, width, log_t, acc, d
     lg = torch.log1p(-alpha)
     incl = torch.cumsum(lg, 0)
     excl = incl - lg
+    # The running sum before each pixel's run (its value at the run's first pair), scattered to the
+    # pixel and gathered back: only run starts add a non-zero, so the sum is exact (and needs no sync).
     start = torch.ones(pix.shape[0], dtype=torch.bool, device=device)
     start[1:] = pix[1:] != pix[:-1]
-    seg = torch.cumsum(start, 0, dtype=torch.int32).sub_(1)      # the pixel run of each pair
-    first = torch.nonzero(start)[:, 0]                           # where each run starts
-    base = (excl[first] - log_t[pix[first]])[seg]                # carry the pixel's transmittance in
-    del start, seg, first
+    run_base = torch.zeros_like(log_t).index_add_(0, pix, excl * start)
+    base = (run_base.sub_(log_t))[pix]                           # carry the pixel's transmittance in
+    del start, run_base
     t_incl = torch.exp(incl - base)
     take = t_incl >= T_MIN                                       # a prefix of each pixel's run
     w = alpha.mul_(torch.exp(excl.sub_(base))).to(acc.dtype).mul_(take)
     del incl, excl, base
     acc.index_add_(0, pix, torch.stack([t[gi] for t in shade], -1).mul_(w[:, None]))
     log_t.index_add_(0, pix, lg.mul_(take))
-    done[pix[~take]] = True                                      # the first refused splat ends the pixel
+    refused = torch.zeros(log_t.shape[0], dtype=torch.int32, device=device)
+    refused.index_add_(0, pix, (~take).to(torch.int32))
+    done |= refused > 0                                          # the first refused splat ends the pixel
 
 
 def render_gaussians(gaussian, extrinsics: torch.Tensor, intrinsics: torch.Tensor, resolution,
