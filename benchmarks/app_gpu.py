@@ -106,6 +106,9 @@ def main() -> int:
     cmd = [sys.executable, "-m", "desktop", "generate", *[str(image)] * args.runs, "-o", str(out),
            "--model", str(model), "--device", "cuda", "--preset", args.preset, "--formats", "glb,ply,obj,mp4",
            "--seed", "3"]
+    from trellis import fastpaths
+
+    print("renderers:", fastpaths.describe("cuda"), flush=True)   # TRELLIS_FAST_PATHS=off reaches the job too
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}, capture_output=True, text=True)

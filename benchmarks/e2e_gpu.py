@@ -226,7 +226,12 @@ def main() -> int:
     ap.add_argument("--md", default=None, help="also write the markdown table here")
     ap.add_argument("--commit", default="?")
     args = ap.parse_args()
+    from trellis import fastpaths
+
+    path = fastpaths.describe("cuda")
+    print("renderers:", path, flush=True)
     info = proof(args) if args.limits else run_presets(args)
+    info["fast_paths"] = path          # "fast paths on (Triton kernels)" or why not (TRELLIS_FAST_PATHS=off)
     Path(args.out).write_text(json.dumps(info, indent=1))
     table = markdown(info)
     print(table)
