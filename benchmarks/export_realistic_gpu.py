@@ -1,0 +1,215 @@
+"""``to_glb`` on realistic objects at the app's balanced preset: seconds per stage, peak memory, quality.
+
+    python benchmarks/export_realistic_gpu.py [--shapes bunny nut] [--out export_realistic.json]
+    TRELLIS_FAST_PATHS=off python benchmarks/export_realistic_gpu.py --out export_realistic_off.json
+    python benchmarks/export_realistic_gpu.py --device cpu --quick        # reduced size, a few minutes
+
+The objects come from ``benchmarks/realistic_objects.py`` (real scanned / CAD shapes turned into a
+decoder-like 256^3 thin-shell mesh with its inner sheet and ~500 k surface Gaussians carrying a known
+sharp-edged pattern; built once and cached). ``to_glb`` gets the arguments the desktop app passes at the
+balanced preset (``desktop.settings.GenerationSettings.from_preset("balanced")``: simplify, hole filling,
+texture size, bake mode, bake views and their resolution). Per shape: one warm-up run (``--warmup``),
+then ``--runs`` timed runs; the median total, the median of each stage from ``mesh.export_info``, the
+peak CUDA memory (allocated and reserved, reset before each timed run) and the texture quality of the
+last GLB against the truth at held-out views (``realistic_objects.glb_quality``: PSNR inside the object,
+mask IoU against the decoder mesh, and the Gaussians' own PSNR on the same pixels: the bake's ceiling
+from its input). The column label is ``trellis.fastpaths.describe(device)``; run
+once as is and once with ``TRELLIS_FAST_PATHS=off`` for the two columns of the benchmark tables.
+
+``--quick`` (a smoke run for the CPU, a few minutes on 2 cores): a 64^3 mesh grid, 20 k Gaussians, no
+warm-up, one timed run, quality from 4 views at 256^2, and lighter export settings: 8 bake views at
+384^2, texture 512 and no hole filling (on a CPU the preset's 1000-view hidden-face removal alone took
+~10 min for a 150 k-face mesh on a busy 2-core box, and the 50 bake views at 1024^2 several more; issue
+11 §4). Every export setting can be set by hand (``--nviews``, ``--render-resolution``,
+``--texture-size``, ``--fill-holes``); the JSON records what ran.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from realistic_objects import DEFAULT_SHAPES, SHAPES, SOURCES, build_arrays, glb_quality, realistic_object  # noqa: E402
+
+
+def balanced_to_glb_kwargs() -> dict:
+    """The keyword arguments the app's job runner gives ``to_glb`` at the balanced preset."""
+    from desktop.settings import GenerationSettings
+
+    s = GenerationSettings.from_preset("balanced")
+    return dict(simplify=s.simplify, fill_holes=s.fill_holes, texture_size=s.texture_size,
+                bake_mode=s.bake_mode, nviews=s.bake_views, render_resolution=s.bake_resolution)
+
+
+def path_label(device) -> tuple:
+    try:
+        from trellis import fastpaths
+    except ImportError as err:      # before trellis/fastpaths.py exists
+        return f"unknown (trellis.fastpaths not importable: {err})", None
+    return fastpaths.describe(device), fastpaths.status(device)
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else "?"
+    except Exception:
+        return "?"
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_to_glb(gaussian, mesh, kwargs, device):
+    from trellis.utils import postprocessing_utils
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    sync(device)
+    t0 = time.perf_counter()
+    glb = postprocessing_utils.to_glb(gaussian, mesh, verbose=False, **kwargs)
+    sync(device)
+    sec = time.perf_counter() - t0
+    mem = {}
+    if device.type == "cuda":
+        mem = {"peak_alloc_GiB": round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 3),
+               "peak_reserved_GiB": round(torch.cuda.max_memory_reserved(device) / 2 ** 30, 3)}
+    return glb, sec, mem
+
+
+def process_peak_rss_gib() -> float:
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kib / 2 ** 20, 3)
+
+
+def markdown(info: dict) -> str:
+    stages = []
+    for row in info["rows"].values():
+        for k in row["stages_median_s"]:
+            if k not in stages:
+                stages.append(k)
+    head = (f"{info['device_name']}, torch {info['torch']}, commit {info['commit']}, {info['date']}; "
+            f"path: **{info['path']}**; to_glb {json.dumps(info['to_glb_kwargs'])}; "
+            f"{info['warmup']} warm-up + {info['runs']} timed run(s), median")
+    cols = (["shape", "input faces (outer + inner)", "Gaussians", "GLB faces", "to_glb s"] + [f"{s} s" for s in stages]
+            + ["peak alloc / reserved GiB", "PSNR dB (held-out)", "Gaussians' PSNR dB", "mask IoU"])
+    lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for name, r in info["rows"].items():
+        mem = (f"{r['peak_alloc_GiB']:.2f} / {r['peak_reserved_GiB']:.2f}" if "peak_alloc_GiB" in r
+               else f"RSS {info['process_peak_rss_GiB']:.2f} (process)")
+        cells = [name, f"{r['input_faces']} ({r['outer_faces']} + {r['input_faces'] - r['outer_faces']})",
+                 str(r["gaussians"]), str(r["glb_faces"]), f"{r['median_s']:.2f}"]
+        cells += [f"{r['stages_median_s'].get(s, float('nan')):.2f}" for s in stages]
+        cells += [mem, f"{r['quality']['psnr_db']:.2f}", f"{r['quality'].get('gaussian_psnr_db', float('nan')):.2f}",
+                  f"{r['quality'].get('mask_iou', float('nan')):.4f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shapes", nargs="+", default=list(DEFAULT_SHAPES), choices=SHAPES)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--quick", action="store_true", help="reduced size for the CPU (see the module doc)")
+    ap.add_argument("--resolution", type=int, default=None, help="mesh grid (default 256; quick 64)")
+    ap.add_argument("--gaussians", type=int, default=None, help="default 500000; quick 20000")
+    ap.add_argument("--warmup", type=int, default=None, help="default 1; quick 0")
+    ap.add_argument("--runs", type=int, default=None, help="timed runs (default 3; quick 1)")
+    ap.add_argument("--quality-views", type=int, default=None, help="default 8; quick 4")
+    ap.add_argument("--quality-resolution", type=int, default=None, help="default 512; quick 256")
+    ap.add_argument("--nviews", type=int, default=None, help="override the preset's bake views")
+    ap.add_argument("--render-resolution", type=int, default=None, help="override the preset's bake resolution")
+    ap.add_argument("--texture-size", type=int, default=None, help="override the preset's texture size")
+    ap.add_argument("--fill-holes", choices=("on", "off"), default=None, help="override the preset's hole filling")
+    ap.add_argument("--cache", default=None, help="object cache folder (default $TRELLIS_BENCH_CACHE or .cache/)")
+    ap.add_argument("--out", default="export_realistic.json")
+    args = ap.parse_args(argv)
+    q = args.quick
+    pick = lambda v, full, quick: v if v is not None else (quick if q else full)  # noqa: E731
+    res, n_gs = pick(args.resolution, 256, 64), pick(args.gaussians, 500_000, 20_000)
+    warmup, runs = pick(args.warmup, 1, 0), pick(args.runs, 3, 1)
+    qviews, qres = pick(args.quality_views, 8, 4), pick(args.quality_resolution, 512, 256)
+    device = torch.device(args.device)
+    kwargs = balanced_to_glb_kwargs()
+    if q:
+        kwargs.update(nviews=8, render_resolution=384, texture_size=512, fill_holes=False)
+    fill = None if args.fill_holes is None else args.fill_holes == "on"
+    for key, val in (("nviews", args.nviews), ("render_resolution", args.render_resolution),
+                     ("texture_size", args.texture_size), ("fill_holes", fill)):
+        if val is not None:
+            kwargs[key] = val
+    label, status = path_label(device)
+    info = {"device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else
+            f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"{torch.get_num_threads()} torch threads)",
+            "device": str(device), "path": label, "fastpaths_status": status,
+            "TRELLIS_FAST_PATHS": os.environ.get("TRELLIS_FAST_PATHS"), "torch": torch.__version__,
+            "commit": commit(), "date": time.strftime("%Y-%m-%d"), "quick": q, "mesh_resolution": res,
+            "gaussians": n_gs, "warmup": warmup, "runs": runs, "to_glb_kwargs": kwargs,
+            "quality": {"views": qviews, "resolution": qres}, "rows": {}}
+    print(json.dumps({k: v for k, v in info.items() if k != "rows"}, default=str), flush=True)
+    for name in args.shapes:
+        t0 = time.perf_counter()
+        gaussian, mesh = realistic_object(name, device, resolution=res, num_gaussians=n_gs, cache=args.cache)
+        outer = int(build_arrays(name, res, n_gs, cache=args.cache, verbose=False)["outer"].sum())
+        load_s = time.perf_counter() - t0
+        for _ in range(warmup):
+            run_to_glb(gaussian, mesh, kwargs, device)
+        secs, stages, mems, glb = [], [], [], None
+        for i in range(runs):
+            del glb
+            glb, sec, mem = run_to_glb(gaussian, mesh, kwargs, device)
+            secs.append(sec)
+            stages.append(dict(glb.export_info["seconds"]))
+            mems.append(mem)
+            print(json.dumps({"shape": name, "run": i + 1, "seconds": round(sec, 3), "stages": stages[-1], **mem}),
+                  flush=True)
+        t1 = time.perf_counter()
+        quality = glb_quality(glb, device, views=qviews, resolution=qres, reference_mesh=mesh, pattern_res=res,
+                              gaussian=gaussian)
+        row = {"source": SOURCES[name].__dict__, "input_faces": int(mesh["faces"].shape[0]), "outer_faces": outer,
+               "input_vertices": int(mesh["vertices"].shape[0]), "gaussians": len(gaussian),
+               "glb_faces": int(len(glb.faces)), "glb_vertices": int(len(glb.vertices)),
+               "uv_method": glb.export_info.get("uv_method"), "median_s": round(statistics.median(secs), 3),
+               "runs_s": [round(s, 3) for s in secs], "stages_runs_s": stages,
+               "stages_median_s": {k: round(statistics.median(s.get(k, 0.0) for s in stages), 3) for k in stages[0]},
+               "object_load_s": round(load_s, 2), "quality_s": round(time.perf_counter() - t1, 2),
+               "quality": quality}
+        if mems and mems[0]:
+            row["peak_alloc_GiB"] = max(m["peak_alloc_GiB"] for m in mems)
+            row["peak_reserved_GiB"] = max(m["peak_reserved_GiB"] for m in mems)
+        info["rows"][name] = row
+        print(json.dumps({"shape": name, "median_s": row["median_s"], "stages_median_s": row["stages_median_s"],
+                          "glb_faces": row["glb_faces"], "quality": quality}), flush=True)
+        del gaussian, mesh, glb
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    info["process_peak_rss_GiB"] = process_peak_rss_gib()
+    info["markdown"] = markdown(info)
+    print()
+    print(info["markdown"], flush=True)
+    Path(args.out).write_text(json.dumps(info, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
