@@ -245,6 +245,8 @@ def test_glb_progress_reports_every_stage(glb):
         assert stage in stages, stages
     observe = [c for c in glb["progress"] if c[0] == "observe"]
     assert [c[1] for c in observe] == list(range(1, NVIEWS + 1)) and observe[-1][2] == NVIEWS
+    solve = [c for c in glb["progress"] if c[0] == "bake"]          # one report per solver iteration
+    assert [c[1] for c in solve] == list(range(1, solve[-1][2] + 1)) and solve[-1][2] >= 10
 
 
 def test_glb_round_trip_and_material(asset, glb):
@@ -565,3 +567,12 @@ def test_observations_rendered_during_uv_unwrap_give_the_same_bake(asset, glb):
     np.testing.assert_array_equal(np.asarray(mesh.faces), f1)
     np.testing.assert_array_equal(np.asarray(mesh.visual.uv, dtype=np.float32), uv1)
     np.testing.assert_array_equal(np.asarray(mesh.visual.material.baseColorTexture.convert("RGB")), tex1)
+
+
+def test_observation_defaults_follow_the_device():
+    from trellis.utils import postprocessing_utils as post
+
+    assert post.observation_settings("cuda") == (50, 1024)
+    assert post.observation_settings(torch.device("cuda:1"), "opt") == (100, 1024)   # the reference's
+    assert post.observation_settings("cpu") == (24, 512)
+    assert post.observation_settings("cpu", "opt") == (48, 512)

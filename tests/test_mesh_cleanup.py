@@ -200,6 +200,41 @@ def test_defaults_are_the_reference_camera_set():
     assert (mc.REFERENCE_VISIBILITY_VIEWS, mc.REFERENCE_VISIBILITY_RESOLUTION) == (1000, 1024)
 
 
+def test_visibility_settings_by_device():
+    coarse = _sphere(3)                       # large faces: low resolution, many views
+    dense = creature_mesh(64)                 # ~36 k small faces: higher resolution, fewer views
+    assert mc.visibility_settings(*coarse, device=torch.device("cuda")) == (1000, 1024)
+    views_c, res_c = mc.visibility_settings(*coarse)
+    views_d, res_d = mc.visibility_settings(*dense)
+    assert res_c == 256 and views_c == mc.CPU_VISIBILITY_PIXELS // 256 ** 2
+    assert res_d > res_c and res_d % 64 == 0 and views_d == mc.CPU_VISIBILITY_PIXELS // res_d ** 2
+    assert views_d >= mc.CPU_VISIBILITY_MIN_VIEWS
+    assert views_d * res_d ** 2 <= mc.CPU_VISIBILITY_PIXELS
+    # the small faces span the intended pixels at that resolution (or the pixel bound caps it)
+    v, f = dense
+    size = np.sqrt(np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1))
+    frame = 2 * 2.0 * np.tan(np.radians(20))
+    cap = 64 * int(np.sqrt(mc.CPU_VISIBILITY_PIXELS / mc.CPU_VISIBILITY_MIN_VIEWS) // 64)
+    small = np.quantile(size, 0.1) / frame
+    assert small * res_d >= min(mc.CPU_PIXELS_PER_SMALL_FACE, small * cap) - 1e-9
+
+
+def test_visibility_defaults_follow_the_device_and_explicit_values_win():
+    v, f = _union(_box(0.6, 1), _box(0.2, 1))
+    views, res = mc.visibility_settings(v, f)
+    calls = []
+    auto = mc.face_visibility(v, f, progress=lambda s, i, n: calls.append((i, n)))
+    assert np.array_equal(auto, mc.face_visibility(v, f, num_views=views, resolution=res))
+    assert calls[-1] == (views, views) and len(calls) >= 3       # several calls, each reported
+    assert np.diff([i for i, _ in calls]).max() <= 32
+    info = {}
+    mc.clean_mesh_for_export(v, f, simplify=0.0, info=info)
+    assert info["visibility"] == {"views": views, "resolution": res}
+    info = {}
+    mc.clean_mesh_for_export(v, f, simplify=0.0, num_views=12, info=info)
+    assert info["visibility"] == {"views": 12, "resolution": res}
+
+
 def test_fast_preset_agrees_with_reference_views():
     """The opt-in 250-view preset against the reference's 1000 views, at a scaled-down size.
 
@@ -379,7 +414,10 @@ def test_background_simplify_equals_simplify_mesh(monkeypatch, tmp_path):
     ref = mc.simplify_mesh(v, f, 0.9)
     job = mc.BackgroundSimplify(v, f, 0.9)
     folder = job._dir
-    got = job.result()
+    calls = []
+    got = job.result(progress=lambda s, i, n: calls.append((s, i, n)))
+    assert calls[0] == ("simplify", 0, 100) and calls[-1] == ("simplify", 100, 100)
+    assert [i for _, i, _ in calls] == sorted(i for _, i, _ in calls)
     assert job._proc.returncode == 0                     # it really ran in the child
     for a, b in zip(ref, got):
         np.testing.assert_array_equal(a, b)

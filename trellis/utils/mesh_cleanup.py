@@ -44,6 +44,37 @@ took 6.9 s, as each call costs tens of milliseconds of kernel launches and syncs
 within ~2-3x the noise floor on ordinary shapes, at the cost of the bias above; it is opt-in.
 On a CPU every 1024^2 view costs ~0.1-0.2 s whatever the mesh, so 1000 views take minutes.
 
+The CPU's views (``visibility_settings``, used when the caller sets no views / resolution)
+------------------------------------------------------------------------------------------
+On a busy 2-core CPU the 1000 views at 1024^2 took 15-30 min (0.4-6 s per view; 23 of 25 minutes
+of a tiny-pipeline job). There the cost is about proportional to the pixels rasterised (plus a
+per-face setup), and what a view must resolve is the mesh's faces, not a fixed pixel count: so the
+CPU renders at the lowest resolution (multiple of 64, 256..1024, at most 384 with the pixel bound
+below) where the small faces (10th percentile of sqrt(2 x area)) still span 4 pixels, and as many
+views as 2**24 pixels in all allow (at least 100, at most 1000): 256 views at 256^2 for coarse
+meshes, ~110 at 384^2 for a dense one, a few seconds either way. Ray casting per face was the other
+candidate; it needs an acceleration structure we do not have and an occlusion test with a depth
+tolerance that the decoder's inner sheet (a voxel or two behind the outer one) defeats, whereas
+the face-id raster decides ownership exactly. Measured on this repository's CPU runner (2 cores,
+busy, torch 2.13 CPU, 2026-11-22) against the 1000-view @ 1024^2 answer computed on the same CPU,
+after simplify 0.95; "differ" = faces whose removal decision differs (all were extra removals):
+
+    mesh (faces after simplify)               views @ res     time    removed (1000@1024)  differ
+    realistic bunny (benchmarks/realistic_        113 @ 384   2.6 s   17607 (17594)         13
+      objects.py: decoder-like two-sheet          100 @ 256   1.8 s   17619                 25
+      shell, 36 550 faces)                        256 @ 256   4.2 s   17605                 11
+                                                 1000 @ 256  20.0 s   17598                  6
+                                                  250 @ 512   9.3 s   17599                  5
+    creature (tests, n=128: 7 198 faces)          163 @ 320  23.0 s*  2750 (2750)            0
+                                                  100 @ 384   3.7 s   2751                   1
+                                                 1000 @ 256  32.0 s   2750                   0
+
+The chosen settings are the first row of each mesh (* the test suite shared the 2 cores during that
+run; the other rows ran after it). Both stay inside the GPU study's noise floor above (18-163 faces differ
+between turned 1000-view sets); the 1000 @ 1024 reference itself took 15 min (bunny) and 33 min
+(creature) on that CPU. The bias of fewer views (more faces never seen, so slightly more cut)
+shows as the extra removals; 4x more views at the same resolution halves it.
+
 Arrays are numpy float32 vertices [V,3] and int64 faces [F,3]; torch tensors are accepted too.
 ``progress(stage, i, n)`` is called as work advances and ``cancel`` (a callable returning True to
 stop) is checked between steps through ``trellis.utils.cancel.check``.
@@ -61,10 +92,11 @@ from .cancel import check as _check_cancel
 
 __all__ = [
     "simplify_mesh", "face_visibility", "remove_invisible_faces", "fill_holes",
-    "clean_mesh_for_export", "merge_duplicate_vertices", "boundary_edges", "invisible_face_mask",
+    "clean_mesh_for_export", "merge_duplicate_vertices", "simplify_time_estimate", "boundary_edges", "invisible_face_mask",
     "DEFAULT_VISIBILITY_VIEWS", "DEFAULT_VISIBILITY_RESOLUTION",
     "REFERENCE_VISIBILITY_VIEWS", "REFERENCE_VISIBILITY_RESOLUTION",
     "FAST_VISIBILITY_VIEWS", "FAST_VISIBILITY_RESOLUTION",
+    "visibility_settings", "CPU_VISIBILITY_PIXELS", "CPU_VISIBILITY_MIN_VIEWS", "CPU_PIXELS_PER_SMALL_FACE",
 ]
 
 Progress = Optional[Callable[[str, int, int], None]]
@@ -78,6 +110,13 @@ DEFAULT_VISIBILITY_VIEWS = REFERENCE_VISIBILITY_VIEWS
 DEFAULT_VISIBILITY_RESOLUTION = REFERENCE_VISIBILITY_RESOLUTION
 FAST_VISIBILITY_VIEWS = 250
 FAST_VISIBILITY_RESOLUTION = 1024
+# On a CPU (``visibility_settings``): all views together rasterise about this many pixels, never
+# fewer than CPU_VISIBILITY_MIN_VIEWS views, at the lowest resolution (a multiple of 64, 256..1024)
+# where the mesh's small faces (10th percentile of sqrt(2 x area)) still span
+# CPU_PIXELS_PER_SMALL_FACE pixels. See "The CPU's views" in the module docstring.
+CPU_VISIBILITY_PIXELS = 1 << 24
+CPU_VISIBILITY_MIN_VIEWS = 100
+CPU_PIXELS_PER_SMALL_FACE = 4.0
 # Peak memory of one atlas call, measured on an H200: ~58 bytes per atlas pixel.
 _BYTES_PER_ATLAS_PIXEL = 64
 
@@ -208,6 +247,12 @@ def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, 
     return _output(v, f)
 
 
+def simplify_time_estimate(n_faces: int) -> float:
+    """Rough seconds of ``simplify_mesh`` on ``n_faces`` faces (for progress only): ~2.3 s per
+    1.26 M faces measured on a GPU host's CPU, doubled for a slower desktop CPU."""
+    return 0.5 + 3.7e-6 * n_faces
+
+
 class BackgroundSimplify:
     """``simplify_mesh`` in a child process, started now, collected with ``result()``.
 
@@ -248,16 +293,25 @@ np.savez(sys.argv[2], vertices=v, faces=f)
             self._proc = None
 
     def result(self, progress: Progress = None, cancel=None):
-        """(vertices float32 [V,3], faces int64 [F,3]) as ``simplify_mesh(vertices, faces, reduction)``."""
+        """(vertices float32 [V,3], faces int64 [F,3]) as ``simplify_mesh(vertices, faces, reduction)``.
+        ``progress("simplify", percent, 100)`` about every 0.2 s while the child works (an estimate
+        from the face count, ``simplify_time_estimate``), 100 when the result is in."""
         import time
 
         if self._result is not None:
             return self._result
-        _report(progress, "simplify", 0, 2)
+        _report(progress, "simplify", 0, 100)
+        # The decimation is one native call without progress of its own: while waiting for it, report
+        # the time spent against an estimate (in percent, capped at 99), about every 0.2 s.
+        start, last, estimate = time.monotonic(), 0.0, simplify_time_estimate(len(self.faces))
         try:
             while self._proc is not None and self._proc.poll() is None:
                 _check_cancel(cancel)
                 time.sleep(0.01)
+                elapsed = time.monotonic() - start
+                if elapsed - last >= 0.2:
+                    last = elapsed
+                    _report(progress, "simplify", min(99, int(100 * elapsed / estimate)), 100)
             if self._proc is not None and self._proc.returncode == 0:
                 with np.load(self._dst) as out:
                     self._result = (out["vertices"], out["faces"])
@@ -265,7 +319,7 @@ np.savez(sys.argv[2], vertices=v, faces=f)
             self.close()
         if self._result is None:       # the child failed: do it here
             self._result = simplify_mesh(self.vertices, self.faces, self.reduction, cancel=cancel)
-        _report(progress, "simplify", 2, 2)
+        _report(progress, "simplify", 100, 100)
         return self._result
 
     def close(self) -> None:
@@ -282,14 +336,15 @@ np.savez(sys.argv[2], vertices=v, faces=f)
 
 
 def _default_pixel_budget(device) -> int:
-    """Atlas pixels per rasterise call: 2**23 on CPU; on an accelerator a quarter of its free
+    """Atlas pixels per rasterise call: 2**21 on CPU; on an accelerator a quarter of its free
     memory at ~64 bytes per pixel, between 2**22 and 2**26 (~4 GB peak). Fewer, larger calls
     are faster (each call costs ~0.1 s of kernel launches and syncs); on an H200, 1000 views at
     1024^2 took 6.9 s with 2**24, 1.8-2.5 s with 2**26 and 1.4-1.8 s with 2**27-2**28 (8-15 GB)."""
     import torch
 
     if device.type == "cpu":
-        return 1 << 23
+        # Small calls: each takes about a second on a CPU, so progress moves at least that often.
+        return 1 << 21
     try:
         if device.type == "cuda":
             from ..pipelines.memory import free_device_memory  # honours a per-process memory limit
@@ -302,8 +357,43 @@ def _default_pixel_budget(device) -> int:
     return int(min(1 << 26, max(1 << 22, free // 4 // _BYTES_PER_ATLAS_PIXEL)))
 
 
-def face_visibility(vertices, faces, num_views: int = DEFAULT_VISIBILITY_VIEWS,
-                    resolution: int = DEFAULT_VISIBILITY_RESOLUTION, device=None,
+def visibility_settings(vertices, faces, device=None, radius: float = 2.0,
+                        fov: float = 40.0) -> tuple:
+    """(num_views, resolution) that ``face_visibility`` uses when the caller sets neither.
+
+    On an accelerator: the reference's 1000 views at 1024^2. On a CPU, where every 1024^2 view
+    costs 0.1-1 s: views at the lowest resolution (a multiple of 64 in 256..1024) at which the
+    mesh's small faces (10th percentile of sqrt(2 x area)) span ``CPU_PIXELS_PER_SMALL_FACE``
+    pixels at the centre of the views, and as many views as ``CPU_VISIBILITY_PIXELS`` pixels allow
+    (at least ``CPU_VISIBILITY_MIN_VIEWS``, at most 1000; with the minimum count the resolution is
+    lowered to stay within the pixels). Cost on a CPU is about proportional to the pixels, so the
+    time is about the same whatever the mesh; the module docstring measures how close it comes to
+    the reference set.
+    """
+    import torch
+
+    if device is None:
+        device = vertices.device if isinstance(vertices, torch.Tensor) else torch.device("cpu")
+    if torch.device(device).type != "cpu":
+        return DEFAULT_VISIBILITY_VIEWS, DEFAULT_VISIBILITY_RESOLUTION
+    v, f = _to_numpy(vertices, faces)
+    res = 256
+    if len(f):
+        a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+        size = np.sqrt(np.linalg.norm(np.cross(b - a, c - a), axis=1))  # sqrt(2 x area)
+        small = float(np.quantile(size, 0.1))
+        frame = 2 * radius * math.tan(math.radians(fov) / 2)             # frame width at the centre
+        if small > 0:
+            res = CPU_PIXELS_PER_SMALL_FACE * frame / small
+    cap = 64 * math.floor(math.sqrt(CPU_VISIBILITY_PIXELS / CPU_VISIBILITY_MIN_VIEWS) / 64)
+    res = int(min(1024, max(256, min(cap, 64 * math.ceil(res / 64 - 1e-9)))))
+    views = int(min(REFERENCE_VISIBILITY_VIEWS,
+                    max(CPU_VISIBILITY_MIN_VIEWS, CPU_VISIBILITY_PIXELS // (res * res))))
+    return views, res
+
+
+def face_visibility(vertices, faces, num_views: Optional[int] = None,
+                    resolution: Optional[int] = None, device=None,
                     progress: Progress = None, cancel=None, radius: float = 2.0,
                     fov: float = 40.0, near: float = 1.0, far: float = 3.0,
                     pixel_budget: Optional[int] = None) -> np.ndarray:
@@ -312,8 +402,11 @@ def face_visibility(vertices, faces, num_views: int = DEFAULT_VISIBILITY_VIEWS,
     Cameras follow spec §15.2: ``num_views`` views on the spherical Hammersley sequence (§14.3),
     at ``radius`` looking at the origin (up +z), field of view ``fov`` degrees, depth range
     near..far, square images of ``resolution`` pixels; both windings are drawn and the nearest
-    surface owns a pixel. The defaults are the reference's 1000 views at 1024x1024; the module
-    docstring has the measurements behind that and the opt-in ``FAST_VISIBILITY_*`` preset.
+    surface owns a pixel. ``num_views`` / ``resolution`` left at None are chosen by
+    ``visibility_settings`` for the device: the reference's 1000 views at 1024x1024 on an
+    accelerator, fewer and smaller views on a CPU; the module docstring has the measurements behind
+    both and the opt-in ``FAST_VISIBILITY_*`` preset. Progress: ("visibility", views done, views)
+    after every rasterise call (about a second each on a CPU).
 
     Views are rendered as tiles of one atlas image per ``rasterize`` call. Each tile has a
     gutter wide enough to hold everything the view projects outside its frame, and only the
@@ -330,6 +423,10 @@ def face_visibility(vertices, faces, num_views: int = DEFAULT_VISIBILITY_VIEWS,
         device = vertices.device if isinstance(vertices, torch.Tensor) else torch.device("cpu")
     device = torch.device(device)
     v_np, f_np = _to_numpy(vertices, faces)
+    if num_views is None or resolution is None:
+        auto_views, auto_res = visibility_settings(v_np, f_np, device, radius=radius, fov=fov)
+        num_views = auto_views if num_views is None else num_views
+        resolution = auto_res if resolution is None else resolution
     n_faces = len(f_np)
     if n_faces == 0 or num_views <= 0:
         return np.zeros(n_faces, dtype=np.float32)
@@ -779,7 +876,7 @@ _fill_holes = fill_holes
 def clean_mesh_for_export(vertices, faces, simplify: float = 0.95, fill_holes: bool = True,
                           fill_holes_max_size: float = 0.04, device=None,
                           progress: Progress = None, cancel=None, simplified: Optional["BackgroundSimplify"] = None,
-                          **visibility_kwargs):
+                          info: Optional[dict] = None, **visibility_kwargs):
     """Spec §15.1-§15.2 in the reference's order: simplify, then (if ``fill_holes``) visibility,
     invisible-face removal (holes up to ``fill_holes_max_size``) and hole filling of loops with
     at most int(250 * sqrt(1 - simplify)) edges. ``visibility_kwargs`` go to
@@ -787,7 +884,8 @@ def clean_mesh_for_export(vertices, faces, simplify: float = 0.95, fill_holes: b
     defaults are the reference's 1000 views at 1024^2, ``num_views=FAST_VISIBILITY_VIEWS`` is the
     4x cheaper opt-in preset (module docstring: what it changes). ``simplified``: a
     ``BackgroundSimplify`` of these vertices/faces with the same ``simplify`` started earlier, whose
-    result is used instead of simplifying here (the same arrays).
+    result is used instead of simplifying here (the same arrays). ``info``, if a dict, receives the
+    face counts after each step and the visibility views / resolution used.
     """
     if simplified is not None:
         shape = tuple(getattr(faces, "shape", np.shape(faces)))   # torch (any device) or numpy
@@ -797,11 +895,23 @@ def clean_mesh_for_export(vertices, faces, simplify: float = 0.95, fill_holes: b
         v, f = simplified.result(progress=progress, cancel=cancel)
     else:
         v, f = simplify_mesh(vertices, faces, simplify, progress=progress, cancel=cancel)
+    record = info if info is not None else {}
+    record["simplified_faces"] = int(len(f))
     if fill_holes:
+        if visibility_kwargs.get("num_views") is None or visibility_kwargs.get("resolution") is None:
+            views, res = visibility_settings(v, f, device, radius=visibility_kwargs.get("radius", 2.0),
+                                             fov=visibility_kwargs.get("fov", 40.0))
+            chosen = {"num_views": views, "resolution": res}
+            visibility_kwargs = {**visibility_kwargs, **{k: chosen[k] for k in chosen
+                                                         if visibility_kwargs.get(k) is None}}
+        record["visibility"] = {"views": int(visibility_kwargs["num_views"]),
+                                "resolution": int(visibility_kwargs["resolution"])}
         vis = face_visibility(v, f, device=device, progress=progress, cancel=cancel,
                               **visibility_kwargs)
         v, f = remove_invisible_faces(v, f, vis, max_hole_size=fill_holes_max_size,
                                       progress=progress, cancel=cancel)
+        record["visible_faces"] = int(len(f))
         max_edges = int(250 * math.sqrt(1 - max(simplify, 0.0)))
         v, f = _fill_holes(v, f, max_edges, progress=progress, cancel=cancel)
+    record["faces"] = int(len(f))
     return _output(v, f)

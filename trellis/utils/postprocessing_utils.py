@@ -7,7 +7,8 @@ Stages, in the reference's order, each in its own module:
 2. UV unwrap (``uv_unwrap.unwrap_uv``): xatlas bounded in time, our chart layout as fallback;
 3. observations (``texture_bake.render_observations``): renders of the Gaussians from ``nviews``
    spherical-Hammersley cameras (radius 2, fov 40°) at ``render_resolution``² (reference: 100 at
-   1024²; default here 50 at 1024² for "fast", which measured as good);
+   1024²; default here 50 at 1024² for "fast", which measured as good; on a CPU 24 at 512², see
+   ``observation_settings``);
 4. texture bake (``texture_bake``): "fast" (default; streaming weighted least squares, one view in
    memory at a time) or "opt" (the reference's 2500-step Adam optimisation); then inpainting;
 5. assembly (``export.make_glb_mesh``): y up, PBR material with metallic 0 and roughness 1.
@@ -19,7 +20,7 @@ steps): 33.91 / 40.83 dB, 39 s. The views are our pure-PyTorch Gaussian renders 
 1024²), so they dominate; xatlas adds up to its budget (3.7 s at 20 k faces on that host).
 
 ``progress(stage, done, total)`` is called throughout (stages: the clean-up's own ones, then
-"uv_unwrap", "observe", "bake", "assemble"); ``cancel()`` returning True raises
+"uv_unwrap", "observe", "bake", "inpaint" (fast mode), "assemble"); ``cancel()`` returning True raises
 ``trellis.utils.cancel.Cancelled`` between and inside stages.
 """
 from __future__ import annotations
@@ -34,14 +35,14 @@ import torch
 
 from .cancel import check
 
-__all__ = ["to_glb", "to_obj", "bake_textured_mesh"]
+__all__ = ["to_glb", "to_obj", "bake_textured_mesh", "observation_settings"]
 
 Progress = Optional[Callable[[str, int, int], None]]
 
 # Our extra keyword arguments (the reference's to_glb has none) and their defaults.
 _EXTRA_DEFAULTS = dict(
-    nviews=None,             # observation views: 50 for "fast", 100 (the reference) for "opt"
-    render_resolution=1024,  # observation size (reference: 1024)
+    nviews=None,             # observation views; None: by device (observation_settings)
+    render_resolution=None,  # observation size; None: by device (reference: 1024)
     uv_time_budget_s=10.0,   # xatlas budget before the chart-layout fallback
     uv_method="auto",        # "auto" | "xatlas" | "charts"
     steps=2500,              # "opt" bake steps (reference: 2500)
@@ -70,6 +71,22 @@ def _app_device(app_rep):
         return app_rep.get_xyz.device
     pos = getattr(app_rep, "position", None)
     return pos.device if pos is not None else app_rep.aabb.device
+
+
+# Observation views when the caller does not choose: (views for "fast", for "opt", resolution).
+# A CPU renders a 1024^2 view of the Gaussians in ~0.2-1 s and rasterises the mesh for it in as
+# long again, so there fewer and smaller views are used (docs/BENCHMARKS.md, "CPU: the tiny
+# pipeline's full job").
+GPU_OBSERVATIONS = (50, 100, 1024)
+CPU_OBSERVATIONS = (24, 48, 512)
+
+
+def observation_settings(device, bake_mode: str = "fast") -> tuple:
+    """(nviews, render_resolution) ``to_glb`` uses on ``device`` when the caller sets neither:
+    50 ("fast") / 100 ("opt", the reference) views at 1024^2 on an accelerator, 24 / 48 at 512^2
+    on a CPU."""
+    fast, opt, res = CPU_OBSERVATIONS if torch.device(device).type == "cpu" else GPU_OBSERVATIONS
+    return (fast if bake_mode == "fast" else opt), res
 
 
 def _options(kwargs):
@@ -118,7 +135,8 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
         from .mesh_cleanup import clean_mesh_for_export
         v_np, f_np = clean_mesh_for_export(vertices, faces, simplify=simplify, fill_holes=fill_holes,
                                            fill_holes_max_size=fill_holes_max_size, device=device,
-                                           progress=progress, cancel=cancel, simplified=opt["simplified"])
+                                           progress=progress, cancel=cancel, simplified=opt["simplified"],
+                                           info=info.setdefault("cleanup", {}))
     else:
         v_np, f_np = vertices.cpu().numpy(), faces.cpu().numpy()
     if len(f_np) == 0:
@@ -130,10 +148,13 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
     # sleeps), so the Gaussians are rendered from the observation cameras meanwhile (they need no UVs);
     # the views rendered before the UVs are ready wait in host memory, the rest stream as before. The
     # views and their order are the same either way, so the bake is too (tests/test_export.py).
-    nviews = opt["nviews"] or (50 if bake_mode == "fast" else 100)
+    auto_views, auto_res = observation_settings(device, bake_mode)
+    nviews = opt["nviews"] or auto_views
+    render_resolution = opt["render_resolution"] or auto_res
+    info["observations"] = {"views": int(nviews), "resolution": int(render_resolution)}
     ext, intr = tb.observation_cameras(nviews, device=device)
     n = ext.shape[0]
-    views = tb.render_observations(app_rep, ext, intr, opt["render_resolution"], cancel=cancel)
+    views = tb.render_observations(app_rep, ext, intr, render_resolution, cancel=cancel)
     uv_info, uv_box, abort = {}, {}, threading.Event()
 
     def unwrap():
@@ -179,7 +200,9 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
         lap("observe+accumulate")
         texture, filled = acc.solve(iterations=opt["cg_iterations"], cancel=cancel,
                                     progress=lambda d, t: report("bake", d, t))
+        report("inpaint", 0, 1)     # one OpenCV call (about a second for 1024² on a CPU)
         texture_u8 = tb.inpaint_texture(texture, filled)
+        report("inpaint", 1, 1)
         if debug:
             info["texture_before_inpaint"] = (texture.cpu().numpy() * 255).round().astype(np.uint8)
             info["observed_texels"] = filled.cpu().numpy()

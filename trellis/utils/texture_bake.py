@@ -266,6 +266,8 @@ class TextureAccumulator:
             x = _cg_stencil(self.normal_eq.view(s, s, 9), self.weight.view(s, s), active.view(s, s),
                             self.rhs.view(s, s, 3), avg.view(s, s, 3), anchor, smooth, iterations,
                             progress, cancel).reshape(-1, 3)
+        elif progress is not None:    # nothing observed (or no iterations): the solve is done at once
+            progress(iterations, iterations)
         tex = x.clamp(0, 1).view(s, s, 3)
         return tex, active.view(s, s)
 
