@@ -58,9 +58,8 @@ T_MIN = 1e-4
 # Devices without float64: there the exponent is evaluated directly in float32 instead of by a
 # float64 quadratic-form matmul (slower, same result up to rounding).
 _NO_FLOAT64_DEVICES = {"mps"}
-# Candidate (Gaussian, pixel) pairs per group of ``composite_torch`` (~60 bytes each at the peak).
+# Candidate (Gaussian, pixel) pairs per group of ``composite_torch`` on the CPU (GPUs: ``_work_budget``).
 _DEFAULT_WORK_BUDGET = {"cpu": 1 << 20}
-_WORK_BUDGET_OTHER = 1 << 23
 
 
 def project(xyz, scales, rots, opacity, extrinsics, intrinsics, width, height, near, far, cull_far,
@@ -153,8 +152,19 @@ def _pixel_boxes(proj, width, height):
     return x0, y0, bw, bh
 
 
-def _work_budget(device: torch.device) -> int:
-    return _DEFAULT_WORK_BUDGET.get(device.type, _WORK_BUDGET_OTHER)
+def _work_budget(device: torch.device, npx: int) -> int:
+    """Candidate pairs per group: on the CPU fixed; on a GPU ~32 per pixel between 2**22 and 2**24
+    (fewer, larger groups pay on a big GPU: H100, 640 k Gaussians: 2**23 best at 512², 2**24 at 1024²),
+    and at most what a quarter of the free memory holds (~96 bytes per pair at the peak)."""
+    if device.type in _DEFAULT_WORK_BUDGET:
+        return _DEFAULT_WORK_BUDGET[device.type]
+    budget = min(max(32 * npx, 1 << 22), 1 << 24)
+    try:
+        free, _ = torch.get_device_module(device).mem_get_info(device)
+        budget = min(budget, max(1 << 20, free // 4 // 96))
+    except Exception:  # backends without a memory query
+        pass
+    return int(budget)
 
 
 def composite_torch(proj, colors, width, height, bg, tile_size=16, cancel=None, work_budget=None):
@@ -163,28 +173,28 @@ def composite_torch(proj, colors, width, height, bg, tile_size=16, cancel=None, 
     proj: the dict of ``project`` (u, v, z, conic, opacity, half_x, half_y of the kept Gaussians);
     colors [N,3]; bg [3]. Returns ``{"color" [3,H,W], "alpha" [1,H,W], "depth" [1,H,W]}``.
     ``tile_size`` is the kernel's (unused here: no tiles); ``work_budget`` bounds the candidate pairs
-    evaluated at once (default by device; ~80 bytes each at the peak). ``cancel()`` is polled between
+    evaluated at once (default: ``_work_budget``; ~96 bytes each at the peak). ``cancel()`` is polled between
     groups.
     """
     device, dtype = colors.device, colors.dtype
     npx = width * height
     log_t = torch.zeros(npx, dtype=torch.float64, device=device)    # log transmittance per pixel
-    acc = torch.zeros(npx, 4, dtype=dtype, device=device)           # colour, depth
+    acc = torch.zeros(4, npx, dtype=dtype, device=device)           # colour, depth
     done = torch.zeros(npx, dtype=torch.bool, device=device)
     n = proj["u"].shape[0]
-    budget = max(1, int(work_budget or _work_budget(device)))
+    budget = max(1, int(work_budget or _work_budget(device, npx)))
     wide = torch.float32 if device.type in _NO_FLOAT64_DEVICES else torch.float64
     if n > 0 and npx > 0:
         order = torch.argsort(proj["z"], stable=True)                # front to back
         x0, y0, bw, bh = (t[order].to(torch.int32) for t in _pixel_boxes(proj, width, height))
         count = bw.long() * bh.long()
-        # Per-Gaussian tables in depth order, one contiguous column each: torch's CUDA gather of wide
-        # rows is many times slower than of 4- or 8-byte elements.
-        boxes = (x0, y0, bw)
-        params = tuple(t.to(wide).contiguous() for t in (proj["u"][order], proj["v"][order],
-                                                        *proj["conic"][order].unbind(-1),
-                                                        torch.log(proj["opacity"][order])))
-        shade = tuple(t.to(dtype).contiguous() for t in (*colors[order].unbind(-1), proj["z"][order]))
+        # Per-Gaussian tables in depth order, one row per quantity: a candidate's values are gathered
+        # with one index_select along the columns (torch's CUDA gather of wide rows is many times slower).
+        boxes = torch.stack([x0, y0, bw])
+        params = torch.stack([proj["u"][order], proj["v"][order], *proj["conic"][order].unbind(-1),
+                              torch.log(proj["opacity"][order])]).to(wide)
+        shade = torch.cat([colors[order].T, proj["z"][order][None]]).to(dtype)
+        budget_t = torch.tensor([budget], device=device)
         pos = 0
         while pos < n:
             check(cancel)
@@ -198,7 +208,7 @@ def composite_torch(proj, colors, width, height, bg, tile_size=16, cancel=None, 
                 inside = live[by1, bx1] - live[by0, bx1] - live[by1, bx0] + live[by0, bx0]
                 cnt = torch.where(inside > 0, cnt, torch.zeros_like(cnt))
             cum = torch.cumsum(cnt, 0)
-            k = torch.searchsorted(cum, torch.tensor([budget], device=device), right=True)[0]
+            k = torch.searchsorted(cum, budget_t, right=True)[0]
             k = torch.clamp(k, min=1, max=cnt.shape[0])
             k, total, rest = (int(x) for x in torch.stack([k, cum[k - 1], cum[-1]]).tolist())
             if rest == 0:
@@ -207,9 +217,9 @@ def composite_torch(proj, colors, width, height, bg, tile_size=16, cancel=None, 
                 _composite_group(pos, cnt[:k], total, boxes, params, shade, width, log_t, acc, done)
             pos += k
     trans = torch.exp(log_t).to(dtype)
-    color = acc[:, :3] + trans[:, None] * bg.to(dtype)[None, :]
-    return {"color": color.T.reshape(3, height, width), "alpha": (1 - trans).reshape(1, height, width),
-            "depth": acc[:, 3].reshape(1, height, width)}
+    color = acc[:3] + trans[None, :] * bg.to(dtype)[:, None]
+    return {"color": color.reshape(3, height, width), "alpha": (1 - trans).reshape(1, height, width),
+            "depth": acc[3].reshape(1, height, width)}
 
 
 def _composite_group(pos, cnt, total, boxes, params, shade, width, log_t, acc, done):
@@ -223,18 +233,18 @@ def _composite_group(pos, cnt, total, boxes, params, shade, width, log_t, acc, d
     first = torch.cumsum(cnt32, 0, dtype=torch.int32).sub_(cnt32)
     lin = torch.arange(total, device=device, dtype=torch.int32).sub_(first[local_g - pos])
     del first
-    w_box = boxes[2][local_g]
+    bx0, by0, w_box = boxes.index_select(1, local_g)
     row = torch.div(lin, w_box, rounding_mode="floor")
-    px = lin.sub_(row * w_box).add_(boxes[0][local_g])
-    py = row.add_(boxes[1][local_g])
-    del w_box
+    px = lin.sub_(row * w_box).add_(bx0)
+    py = row.add_(by0)
+    del bx0, by0, w_box
     pix = py * width + px
     # Candidates on finished pixels (hidden layers under a saturated front) are dropped before the
     # float work.
     live = torch.nonzero(~done[pix])[:, 0]
-    pix, px, py, local_g = pix[live], px[live], py[live], local_g[live]
+    pix, px, py, local_g = torch.stack([pix, px, py, local_g]).index_select(1, live)
     del live
-    u, v, ca, cb, cc, logop = (t[local_g] for t in params)
+    u, v, ca, cb, cc, logop = params.index_select(1, local_g)
     dx = px.to(u.dtype).add_(0.5).sub_(u)
     dy = py.to(u.dtype).add_(0.5).sub_(v)
     del px, py, u, v
@@ -268,7 +278,7 @@ def _composite_group(pos, cnt, total, boxes, params, shade, width, log_t, acc, d
     take = t_incl >= T_MIN                                       # a prefix of each pixel's run
     w = alpha.mul_(torch.exp(excl.sub_(base))).to(acc.dtype).mul_(take)
     del incl, excl, base
-    acc.index_add_(0, pix, torch.stack([t[gi] for t in shade], -1).mul_(w[:, None]))
+    acc.index_add_(1, pix, shade.index_select(1, gi).mul_(w))
     log_t.index_add_(0, pix, lg.mul_(take))
     refused = torch.zeros(log_t.shape[0], dtype=torch.int32, device=device)
     refused.index_add_(0, pix, (~take).to(torch.int32))
