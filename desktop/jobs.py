@@ -325,8 +325,8 @@ def check_image(image, remove_background: bool = True) -> None:
 class _ProgressTracker:
     """Turns (stage, step, total) reports into the job's overall fraction and ETA (elapsed / fraction)."""
 
-    def __init__(self, job: Job, stages: list, lock: threading.Lock):
-        self.job, self.lock = job, lock
+    def __init__(self, job: Job, stages: list, lock: threading.Lock, listener: Optional[Callable] = None):
+        self.job, self.lock, self.listener = job, lock, listener
         self.weights = {s: _STAGE_WEIGHTS.get(s, 1) for s in stages}
         self.order = list(stages)
         self.total_weight = float(sum(self.weights.values())) or 1.0
@@ -353,11 +353,13 @@ class _ProgressTracker:
         elapsed = time.perf_counter() - self.t0
         eta = elapsed * (1 - fraction) / fraction if fraction > 0.02 else None
         with self.lock:
-            self.job.progress = Progress(stage, step, total, fraction, eta, elapsed, message)
+            self.job.progress = progress = Progress(stage, step, total, fraction, eta, elapsed, message)
+        if self.listener is not None:
+            self.listener(self.job, progress)
 
 
 # Stages whose progress comes as several sub-stages, and about how many there are.
-_MULTI_STEP = {"bake": 6}
+_MULTI_STEP = {"bake": 8}     # simplify, visibility, remove_invisible, fill_holes, uv_unwrap, observe, bake, inpaint
 
 
 def _export_stages(settings: GenerationSettings) -> list:
@@ -400,11 +402,16 @@ def _check_devices(devices: list) -> None:
 class JobRunner:
     """Queue + workers. `gpus` (a list of CUDA ordinals) starts one worker per GPU; otherwise one
     worker runs on `device` (default "cuda" when available, else "cpu"). `keep_results`: how many
-    decoded results of `keep_result` jobs stay in memory for exports (the oldest is dropped first)."""
+    decoded results of `keep_result` jobs stay in memory for exports (the oldest is dropped first).
+    `on_progress(job, progress)`, if given, is called in the worker's thread on every progress report
+    (`Progress`), e.g. to watch how often progress moves. On a CPU a job runs with
+    `settings.for_device("cpu")` (smaller bake renders and preview; settings.json records the change)."""
 
     def __init__(self, model_path: str = DEFAULT_MODEL, outputs_dir="outputs", device: Optional[str] = None,
-                 gpus: Optional[list] = None, pipeline_factory: Optional[Callable] = None, keep_results: int = 1):
+                 gpus: Optional[list] = None, pipeline_factory: Optional[Callable] = None, keep_results: int = 1,
+                 on_progress: Optional[Callable] = None):
         self.model_path = os.fspath(model_path)
+        self.on_progress = on_progress
         self.keep_results = max(0, int(keep_results))
         self.outputs_dir = Path(outputs_dir).expanduser().resolve()
         if gpus:
@@ -674,10 +681,10 @@ class _Worker:
     # ------------------------------------------------------------------ one job
     def _generate(self, job: Job) -> None:
         runner = self.runner
-        settings = job.settings.with_seed()
+        settings = job.settings.with_seed().for_device(self.device)
         job.used_settings = settings
         stages = ["preprocess", "condition", "sparse_structure", "slat", "decode"] + _export_stages(settings)
-        progress = _ProgressTracker(job, stages, runner._lock)
+        progress = _ProgressTracker(job, stages, runner._lock, runner.on_progress)
         cancel = job._cancel.is_set
 
         # 1. The input first: a bad image fails in a second, before the model is loaded and before
@@ -737,8 +744,8 @@ class _Worker:
 
     def _export(self, job: Job) -> None:
         """An export job: the files of `job.settings.formats` from the result of job.source_id."""
-        settings = job.used_settings = job.settings
-        progress = _ProgressTracker(job, _export_stages(settings), self.runner._lock)
+        settings = job.used_settings = job.settings.for_device(self.device)
+        progress = _ProgressTracker(job, _export_stages(settings), self.runner._lock, self.runner.on_progress)
         cancel = job._cancel.is_set
         result = job._source_result
         if cancel():
@@ -830,7 +837,15 @@ class _Worker:
                 "inputs": [_describe_input(x) for x in job.inputs],
                 "created": datetime.fromtimestamp(job.created).isoformat(timespec="seconds"),
                 "versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
-                "settings": settings.to_dict()}
+                "settings": settings.to_dict(), **self._device_changes(job, settings)}
+
+    def _device_changes(self, job: Job, settings: GenerationSettings) -> dict:
+        """{"changed_for_device": {field: [submitted, used]}} for the fields `for_device` replaced."""
+        from .settings import CPU_VALUES
+
+        changed = {k: [getattr(job.settings, k), getattr(settings, k)] for k in CPU_VALUES
+                   if getattr(job.settings, k) != getattr(settings, k)}
+        return {"changed_for_device": changed} if changed else {}
 
     def _copy_inputs(self, job: Job, out: Path) -> None:
         for i, x in enumerate(job.inputs):

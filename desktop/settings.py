@@ -86,6 +86,26 @@ class GenerationSettings:
         _check_keys(changes)
         return dataclasses.replace(self, **changes)
 
+    def for_device(self, device: str) -> "GenerationSettings":
+        """The settings a job runs with on `device` ("cpu", "cuda", "cuda:1", ...).
+
+        On a CPU, each field of CPU_VALUES that still has its preset's value (for "custom" settings:
+        the value some preset gives it) takes the CPU value where that is smaller: the presets are
+        sized for a GPU, and on a CPU their 50 bake renders at 1024², 1024² texture and 120-frame
+        preview take minutes. A value the user chose (anything else) is kept. Elsewhere: unchanged (self)."""
+        if not str(device).startswith("cpu"):
+            return self
+        changes = {}
+        for name, cpu_value in CPU_VALUES.items():
+            value = getattr(self, name)
+            if self.preset in PRESETS:
+                preset_values = {_preset_value(self.preset, name)}
+            else:                                                   # "custom"
+                preset_values = {_preset_value(p, name) for p in PRESETS}
+            if value in preset_values and cpu_value < value:
+                changes[name] = cpu_value
+        return dataclasses.replace(self, **changes) if changes else self
+
     def with_seed(self, rng: random.Random | None = None) -> "GenerationSettings":
         """The settings a job actually runs with: a drawn seed when randomize_seed, and randomize_seed
         off, so that the result can be reproduced from settings.json alone."""
@@ -242,6 +262,22 @@ def _choice(name, value, choices) -> None:
 
 _CHECKS = {"int": _int, "float": _float, "bool": _bool, "choice": _choice}
 
+
+def _preset_value(preset: str, name: str):
+    """The value preset `preset` gives field `name` (its own value, else the dataclass default)."""
+    if name in PRESETS[preset]:
+        return PRESETS[preset][name]
+    return next(f.default for f in dataclasses.fields(GenerationSettings) if f.name == name)
+
+
+# On a CPU (GenerationSettings.for_device): the observation renders the texture is baked from, the
+# texture (512² views of the object cannot fill a 1024² texture with detail, and its solve, inpainting
+# and PNG cost 4x more) and the preview video: the parts of an export whose cost is a number of renders
+# or texels. Measured on 2 cores with the tiny pipeline (docs/BENCHMARKS.md, "CPU: the tiny pipeline's
+# full job"). The hole filling's views are chosen by the library for the device
+# (trellis.utils.mesh_cleanup.visibility_settings).
+CPU_VALUES: dict = dict(texture_size=512, bake_views=24, bake_resolution=512, video_frames=60,
+                        video_resolution=384)
 
 # Presets: values that differ from the dataclass defaults ("balanced" is the defaults themselves).
 PRESETS: dict = {

@@ -426,3 +426,65 @@ def test_glb_and_obj_share_one_bake(make_runner, image, monkeypatch):
     assert {"bake", "glb", "obj"} <= set(timings["export"]) and "uv_unwrap" in timings["export_bake_stages"]["seconds"]
     stages = [s for s in seen if s in ("bake", "glb", "obj")]
     assert stages.index("bake") < stages.index("glb") < stages.index("obj") and stages[-1] == "obj"
+
+
+def test_cpu_settings_replace_only_preset_values():
+    from desktop.settings import CPU_VALUES
+
+    bal = GenerationSettings.from_preset("balanced")
+    cpu = bal.for_device("cpu")
+    assert {k: getattr(cpu, k) for k in CPU_VALUES} == CPU_VALUES
+    assert cpu.ss_steps == bal.ss_steps and cpu.simplify == bal.simplify     # nothing else changes
+    assert bal.for_device("cuda") is bal and bal.for_device("cuda:1") is bal
+    # A value the user chose is kept; so is a preset value already below the CPU's.
+    mine = GenerationSettings.from_preset("high", bake_views=80, video_frames=30)
+    used = mine.for_device("cpu")
+    assert (used.bake_views, used.video_frames) == (80, 30)
+    assert (used.bake_resolution, used.video_resolution) == (CPU_VALUES["bake_resolution"],
+                                                             CPU_VALUES["video_resolution"])
+    small = GenerationSettings.from_preset("fast", video_resolution=256)
+    assert small.for_device("cpu").video_resolution == 256
+    # "custom" settings (the UI after a knob was moved): values some preset gives are the preset's.
+    custom = GenerationSettings(preset="custom", texture_size=1536, bake_views=100, video_frames=77)
+    used = custom.for_device("cpu")
+    assert (used.bake_views, used.video_frames, used.texture_size) == (CPU_VALUES["bake_views"], 77, 1536)
+
+
+def test_cpu_job_progress_moves_within_every_long_step(make_runner, image):
+    """A real tiny job with every format and hole filling on the CPU: each step that grows with the
+    work (visibility views, preview frames, encoded frames, observation views, solver iterations)
+    reports as it goes, in advancing steps, and the overall fraction never goes back. The number of
+    work units between two reports is bounded (speed itself is measured in benchmarks/cpu_job.py)."""
+    events = []
+    runner = make_runner(on_progress=lambda job, p: events.append(
+        (p.stage, p.message, p.step, p.total, p.fraction)))
+    settings = fast(formats=("glb", "ply", "obj", "mp4"), fill_holes=True, video_frames=12, bake_views=6,
+                    texture_size=128, bake_resolution=96)
+    job = runner.submit([image], settings)
+    assert job.wait(TIMEOUT * 3) and job.state == JobState.DONE, job.error
+    fractions = [e[4] for e in events]
+    assert fractions == sorted(fractions) and fractions[-1] <= 1.0
+
+    steps = {}
+    for stage, message, step, total, _ in events:
+        steps.setdefault((stage, message), []).append((step, total))
+    # bound on work units between two reports, per (stage, sub-stage)
+    per_unit = {("video", ""): 1, ("encode", ""): 1, ("bake", "observe"): 1, ("bake", "bake"): 1,
+                ("bake", "visibility"): 32, ("bake", "uv_unwrap"): 100, ("bake", "simplify"): 100,
+                ("bake", "remove_invisible"): 4, ("bake", "fill_holes"): 3}     # short steps: may skip to the end
+    for key, bound in per_unit.items():
+        assert key in steps, f"no progress from {key}; got {sorted(steps)}"
+        seq = [s for s, _ in steps[key]]
+        total = steps[key][-1][1]
+        assert seq == sorted(seq), (key, seq)
+        assert seq[-1] == total, (key, seq, total)
+        if key == ("bake", "bake") and seq == [total]:
+            continue      # nothing observed (the random-weight Gaussians are nearly transparent): no solve
+            # (the solver's per-iteration reports are checked on a real asset in tests/test_export.py)
+        jumps = np.diff([0] + seq)
+        assert jumps.max() <= bound, (key, seq)
+    # the visibility pass ran in several calls, with the views the CPU gets by default
+    record = json.load(open(os.path.join(job.out_dir, "timings.json")))["export_bake_stages"]["cleanup"]
+    views = record["visibility"]["views"]
+    assert views == steps[("bake", "visibility")][-1][1] and len(steps[("bake", "visibility")]) >= 3
+    assert record["visibility"]["resolution"] <= 1024 and views <= 1000
