@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 import traceback
@@ -55,12 +56,20 @@ def scene(n, seed, device="cuda", kind="shell"):
     return g.to(device)
 
 
+MODES = {True: "triton", "nvrtc": "nvrtc", False: "off"}   # TRELLIS_FAST_PATHS per mode
+
+
 def render(g, ext, intr, res, fast, **kw):
-    fastpaths.set_enabled(fast)
+    """fast: True = the Triton kernel, "nvrtc" = the NVRTC kernel, False = the PyTorch twin."""
+    old = os.environ.get(fastpaths.ENV_VAR)
+    os.environ[fastpaths.ENV_VAR] = MODES[fast]
     try:
         return gr.render_gaussians(g, ext, intr, res, **kw)
     finally:
-        fastpaths.set_enabled(None)
+        if old is None:
+            os.environ.pop(fastpaths.ENV_VAR, None)
+        else:
+            os.environ[fastpaths.ENV_VAR] = old
 
 
 def maxdiff(a, b):
@@ -142,6 +151,7 @@ def main() -> int:
 
     print("\n=== equality: Triton kernel vs PyTorch twin (max abs difference) ===", flush=True)
     worst = {"color": 0.0, "alpha": 0.0, "depth": 0.0}
+    worst_nv = dict(worst)
     over = 0
     cases = [(0, "shell", 512, 0), (1, "shell", 512, 1), (2, "cube", 512, 2), (3, "shell", 1024, 1),
              (4, "cube", (300, 500), 0)]
@@ -151,6 +161,8 @@ def main() -> int:
         try:
             ref = render(gs, ext[cam], intr[cam], res, False, bg_color=bgc)
             out = render(gs, ext[cam], intr[cam], res, True, bg_color=bgc)
+            d_nv = maxdiff(render(gs, ext[cam], intr[cam], res, "nvrtc", bg_color=bgc), ref)
+            worst_nv = {k_: max(worst_nv[k_], d_nv[k_]) for k_ in d_nv}
             d = maxdiff(out, ref)
             worst = {k_: max(worst[k_], d[k_]) for k_ in d}
             n_over = (out["color"] - ref["color"]).abs().gt(1e-4).sum().item()
@@ -164,13 +176,14 @@ def main() -> int:
         except Exception:
             traceback.print_exc()
     print("worst:", worst, "pixels with colour difference > 1e-4:", over)
-    res_json["equality"] = {"worst": worst, "pixels_over_1e-4": over}
+    print("worst NVRTC kernel vs twin:", worst_nv)
+    res_json["equality"] = {"worst": worst, "pixels_over_1e-4": over, "worst_nvrtc": worst_nv}
 
     # the brute-force scenes of the CPU tests, on CUDA (both paths vs the per-pixel float64 reference)
     try:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
         import test_gaussian_render as tg
-        worst_bf = {True: 0.0, False: 0.0}
+        worst_bf = {True: 0.0, "nvrtc": 0.0, False: 0.0}
         for seed, res, yaw, pitch, bgc, kern, tile in [(0, 24, 0.3, 0.2, (0, 0, 0), 0.1, 16),
                                                         (1, 24, 2.0, -0.4, (0.2, 0.5, 1.0), 0.1, 16),
                                                         (2, 21, 4.0, 0.9, (1, 1, 1), 0.3, 8),
@@ -181,15 +194,15 @@ def main() -> int:
             eye = -e[0, :3, :3].T.double().numpy() @ e[0, :3, 3].double().numpy()
             gc = tg.random_scene(rng, eye=eye)
             c, a, d = tg.render_brute_force(gc, e[0], k[0], res, res, bg=bgc, kernel_size=kern)
-            for fast in (True, False):
+            for fast in (True, "nvrtc", False):
                 out = render(gc.to("cuda"), e[0].cuda(), k[0].cuda(), res, fast, bg_color=bgc, kernel_size=kern,
                              tile_size=tile)
                 m = max(np.abs(out["color"].cpu().numpy() - c).max(), np.abs(out["alpha"].cpu().numpy() - a).max(),
                         np.abs(out["depth"].cpu().numpy() - d).max())
                 worst_bf[fast] = max(worst_bf[fast], m)
         print(f"brute-force test scenes on CUDA: max abs difference Triton {worst_bf[True]:.2e}, "
-              f"twin {worst_bf[False]:.2e}")
-        res_json["brute_force"] = {"triton": worst_bf[True], "twin": worst_bf[False]}
+              f"NVRTC {worst_bf['nvrtc']:.2e}, twin {worst_bf[False]:.2e}")
+        res_json["brute_force"] = {"triton": worst_bf[True], "nvrtc": worst_bf["nvrtc"], "twin": worst_bf[False]}
     except Exception:
         traceback.print_exc()
 
@@ -198,16 +211,17 @@ def main() -> int:
     for res in (512, 1024):
         t_twin = timeit(lambda: render(g, ext[0], intr[0], res, False), args.reps)
         t_tri = timeit(lambda: render(g, ext[0], intr[0], res, True), args.reps)
+        t_nv = timeit(lambda: render(g, ext[0], intr[0], res, "nvrtc"), args.reps)
         sweep = {b: timeit(lambda: render(g, ext[0], intr[0], res, False, work_budget=b), max(2, args.reps // 3))
                  for b in (1 << 21, 1 << 23, 1 << 24)}
-        print(f"{res}²: Triton {t_tri:.2f}  fast paths off (twin) {t_twin:.1f}  twin by work budget "
+        print(f"{res}²: Triton {t_tri:.2f}  NVRTC {t_nv:.2f}  fast paths off (twin) {t_twin:.1f}  twin by work budget "
               + " ".join(f"2^{int(math.log2(b))}: {t:.1f}" for b, t in sweep.items()), flush=True)
-        res_json["ms_per_frame"][res] = {"triton": t_tri, "twin": t_twin,
+        res_json["ms_per_frame"][res] = {"triton": t_tri, "nvrtc": t_nv, "twin": t_twin,
                                          "twin_by_budget": {str(b): t for b, t in sweep.items()}}
     yaws = torch.linspace(0, 2 * math.pi, args.frames + 1)[:-1]
     e, k = orbit_cameras(yaws, torch.full_like(yaws, 0.25), radius=2.0, fov=40.0, device=dev)
-    for fast in (True, False):
-        label = "Triton" if fast else "fast paths off"
+    for fast in (True, "nvrtc", False):
+        label = {True: "Triton", "nvrtc": "NVRTC", False: "fast paths off"}[fast]
         render(g, e[0], k[0], 512, fast)
         torch.cuda.synchronize()
         t = time.perf_counter()
@@ -221,8 +235,8 @@ def main() -> int:
         torch.cuda.synchronize()
         t_obs = time.perf_counter() - t
         print(f"{label}: turntable {args.frames} frames at 512² {t_turn:.2f} s; 50 views at 1024² {t_obs:.2f} s")
-        res_json[f"turntable_s_{'triton' if fast else 'twin'}"] = t_turn
-        res_json[f"views50_1024_s_{'triton' if fast else 'twin'}"] = t_obs
+        res_json[f"turntable_s_{MODES[fast]}"] = t_turn
+        res_json[f"views50_1024_s_{MODES[fast]}"] = t_obs
     res_json["peak_alloc_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
     print("peak alloc GiB %.2f" % res_json["peak_alloc_gib"])
     if args.out:

@@ -424,14 +424,14 @@ def test_a_failing_fast_kernel_falls_back_to_the_same_result(monkeypatch):
         calls.append(1)
         args[4].fill_(0)                 # a half-done launch may leave anything behind
         raise RuntimeError("PTX assembler not found")
-    kernel_module = fastpaths._import_kernel_module(fastpaths.KERNELS["mesh_raster"].module)
+    kernel_module = fastpaths._import_kernel_module(fastpaths.KERNELS["mesh_raster"][0].module)
     monkeypatch.setattr(kernel_module, "raster_keys", broken)
     monkeypatch.setattr(fastpaths, "_disabled", {})
     monkeypatch.setattr(fastpaths, "_backend_reason", lambda backend, device: None)
     monkeypatch.setattr(fastpaths, "_override", True)
     with pytest.warns(RuntimeWarning, match="mesh_raster"):
         got = rasterize(clip, f, 48, 48)
-    assert calls == [1] and "mesh_raster" in fastpaths._disabled
+    assert calls == [1] and "mesh_raster:triton" in fastpaths._disabled
     for a, b in zip(ref, got):
         assert torch.equal(a, b)
     got2 = rasterize(clip, f, 48, 48)    # switched off: not tried again, no warning
@@ -458,20 +458,22 @@ def test_fast_path_rules(monkeypatch):
         # Off: the twin runs even where the kernel would be usable, and nothing is imported or tried.
         monkeypatch.setattr(fastpaths, "_backend_reason", lambda backend, device: None)
         tried = []
-        kernel_module = fastpaths._import_kernel_module(fastpaths.KERNELS["mesh_raster"].module)
-        monkeypatch.setattr(kernel_module, "raster_keys", lambda *a, **k: tried.append(1))
+        for k in fastpaths.KERNELS["mesh_raster"]:
+            monkeypatch.setattr(fastpaths._import_kernel_module(k.module), k.function, lambda *a, **kw: tried.append(1))
         assert fastpaths.dispatch("mesh_raster", "cpu", lambda *a: "twin", 1) == "twin" and not tried
     finally:
         fastpaths.set_enabled(None)
     # A kernel answering NotImplemented (inputs it does not handle) hands over to the twin and stays on.
-    kernel_module = fastpaths._import_kernel_module(fastpaths.KERNELS["mesh_raster"].module)
-    monkeypatch.setattr(kernel_module, "raster_keys", lambda *a, **k: NotImplemented)
+    for k in fastpaths.KERNELS["mesh_raster"]:
+        monkeypatch.setattr(fastpaths._import_kernel_module(k.module), k.function, lambda *a, **kw: NotImplemented)
     monkeypatch.setattr(fastpaths, "_disabled", {})
     assert fastpaths.dispatch("mesh_raster", "cpu", lambda *a: "twin") == "twin"
-    assert "mesh_raster" not in fastpaths._disabled and fastpaths.status("cpu")["fast"]
-    for name, k in fastpaths.KERNELS.items():   # every kernel names a twin that exists
-        mod, fn = k.twin.rsplit(".", 1)
-        assert callable(getattr(__import__(mod, fromlist=[fn]), fn))
+    assert "mesh_raster:triton" not in fastpaths._disabled and fastpaths.status("cpu")["fast"]
+    for name, kernels in fastpaths.KERNELS.items():   # every kernel names a twin that exists, and a function
+        for k in kernels:
+            mod, fn = k.twin.rsplit(".", 1)
+            assert callable(getattr(__import__(mod, fromlist=[fn]), fn))
+            assert callable(getattr(fastpaths._import_kernel_module(k.module), k.function))
 
 
 # ----------------------------------------------------------------------------- the PyTorch twin of the raster kernel

@@ -1,24 +1,32 @@
 """Optional fast kernels and the PyTorch twins they must equal: the one place that decides which runs.
 
-Every fast path is a pair with the same arguments:
+Every fast path is a pair (or more) with the same arguments:
 
 * the **twin**: a named pure-PyTorch function inside ``trellis/`` — the reference, correct on any device,
-  and written to be fast on its own (vectorised, no host syncs in loops), because it is what users without
-  Triton get (PyTorch's Windows wheels ship none; Pascal cards and broken toolchains land here too);
-* the **kernel**: a function of the same name and arguments in an optional package under ``extensions/``
-  (e.g. ``trellis_triton``), which must give the twin's result (exact keys for rasterisation, stated
-  tolerances for compositing; ``tests/gpu/`` checks every pair).
+  and written to be fast on its own (vectorised, no host syncs in loops), because it is what users get
+  when no kernel can run;
+* one or more **kernels**: functions of the same arguments in optional packages under ``extensions/``,
+  each of which must give the twin's result (exact keys for rasterisation, stated tolerances for
+  compositing; ``tests/gpu/`` checks every pair). Backends, tried in this order:
 
-``dispatch(name, device, twin, *args)`` runs the kernel where ``usable`` allows, else the twin. A kernel
-may return ``NotImplemented`` for inputs it does not handle (e.g. float64): the twin then runs and the
-kernel stays on. A kernel that fails to compile or launch warns once, is switched off for the rest of the
-process, and the call is redone by the twin (after ``on_failure`` has reset any in-place output), so a
-broken toolchain never breaks a render. Errors the twin would hit too (out of memory, cancel, Ctrl-C) are
-raised, not retried.
+  - ``triton`` (``trellis_triton``): Linux wheels of PyTorch bring Triton; on Windows the
+    ``triton-windows`` wheel (the installer adds it); compute capability >= 7.0;
+  - ``nvrtc`` (``trellis_nvrtc``): CUDA C compiled at run time by the NVRTC inside PyTorch's CUDA wheels
+    (``torch.cuda._compile_kernel``: no host compiler, no Triton; Windows and Pascal cards included). A
+    private PyTorch API: only ever called behind this fallback.
 
-One setting turns every fast path off: the environment variable ``TRELLIS_FAST_PATHS=off`` (read at
-each call; also ``0``/``false``/``no``), or ``set_enabled(False)`` in this process (``None`` returns to
-the environment's choice). Use it for tests, benchmarks ("as on Windows") and support.
+``dispatch(name, device, twin, *args)`` runs the first usable kernel, else the twin. A kernel may
+return ``NotImplemented`` for inputs it does not handle (e.g. float64): the next one (finally the twin)
+runs and the kernel stays on. A kernel that fails to compile or launch warns once, is switched off for
+the rest of the process, and the call is redone by the next backend or the twin (after ``on_failure``
+has reset any in-place output), so a broken toolchain never breaks a render. Errors the twin would hit
+too (out of memory, cancel, Ctrl-C) are raised, not retried.
+
+One setting: the environment variable ``TRELLIS_FAST_PATHS`` (read at each call): ``on`` (default,
+every backend in order), ``off`` (also ``0``/``false``/``no``/``pytorch``: twins only — "as on a
+machine without kernels"), or one backend's name (``triton`` / ``nvrtc``: only that one, for
+benchmarks and support). ``set_enabled(False)`` turns them off in this process, ``set_enabled(True)``
+turns them on (keeping a backend named by the variable), ``set_enabled(None)`` follows the variable.
 
 Kernel packages are imported as installed packages first; in a source checkout the sibling
 ``extensions/<package>/`` folder is used when they are not installed.
@@ -36,34 +44,46 @@ from typing import Callable, Optional
 
 import torch
 
-__all__ = ["KERNELS", "ENV_VAR", "enabled", "set_enabled", "usable", "reason_off", "dispatch", "disable",
-           "is_fatal", "status", "describe", "triton_importable"]
+__all__ = ["KERNELS", "BACKENDS", "ENV_VAR", "enabled", "set_enabled", "usable", "reason_off", "dispatch",
+           "disable", "is_fatal", "status", "describe", "triton_importable", "path_of"]
 
 ENV_VAR = "TRELLIS_FAST_PATHS"
 _OFF_VALUES = {"0", "off", "false", "no", "disable", "disabled", "pytorch"}
-# Triton's own floor for NVIDIA GPUs (Volta); Pascal and older take the twins.
+BACKENDS = ("triton", "nvrtc")
+# Triton's own floor for NVIDIA GPUs (Volta); Pascal and older take NVRTC kernels or the twins.
 MIN_CAPABILITY = (7, 0)
 EXTENSIONS_DIR = Path(__file__).resolve().parents[1] / "extensions"
 
 
 @dataclass(frozen=True)
 class Kernel:
-    name: str       # dispatcher name
+    name: str       # dispatcher name (the pair's)
+    backend: str    # "triton" | "nvrtc"
     module: str     # importable module holding the kernel function
     function: str   # function name (the same arguments as the twin)
     twin: str       # dotted path of the PyTorch twin (documentation and tests)
-    backend: str    # "triton"
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}:{self.backend}"
 
 
-KERNELS = {k.name: k for k in (
-    Kernel("gaussian_composite", "trellis_triton.gaussian_composite", "composite",
-           "trellis.renderers.gaussian_render.composite_torch", "triton"),
-    Kernel("mesh_raster", "trellis_triton.mesh_raster", "raster_keys",
-           "trellis.renderers.mesh_render.raster_keys_torch", "triton"),
-)}
+_GAUSS_TWIN = "trellis.renderers.gaussian_render.composite_torch"
+_RASTER_TWIN = "trellis.renderers.mesh_render.raster_keys_torch"
+# name -> its kernels in the order they are tried.
+KERNELS = {
+    "gaussian_composite": (
+        Kernel("gaussian_composite", "triton", "trellis_triton.gaussian_composite", "composite", _GAUSS_TWIN),
+        Kernel("gaussian_composite", "nvrtc", "trellis_nvrtc.gaussian_composite", "composite", _GAUSS_TWIN),
+    ),
+    "mesh_raster": (
+        Kernel("mesh_raster", "triton", "trellis_triton.mesh_raster", "raster_keys", _RASTER_TWIN),
+        Kernel("mesh_raster", "nvrtc", "trellis_nvrtc.mesh_raster", "raster_keys", _RASTER_TWIN),
+    ),
+}
 
 _override: Optional[bool] = None
-_disabled: dict = {}          # kernel name -> why it was switched off in this process
+_disabled: dict = {}          # "name:backend" -> why it was switched off in this process
 _lock = threading.Lock()
 
 
@@ -73,11 +93,19 @@ def set_enabled(flag: Optional[bool]) -> None:
     _override = None if flag is None else bool(flag)
 
 
+def _setting() -> str:
+    value = os.environ.get(ENV_VAR, "on").strip().lower()
+    value = "off" if value in _OFF_VALUES else (value if value in BACKENDS else "on")
+    if _override is False:
+        return "off"
+    if _override is True and value == "off":
+        return "on"
+    return value
+
+
 def enabled() -> bool:
     """Whether fast paths may run at all (the one switch)."""
-    if _override is not None:
-        return _override
-    return os.environ.get(ENV_VAR, "on").strip().lower() not in _OFF_VALUES
+    return _setting() != "off"
 
 
 def triton_importable() -> bool:
@@ -105,9 +133,9 @@ def _import_kernel_module(module: str):
 
 
 def _backend_reason(backend: str, device: torch.device) -> Optional[str]:
+    if device.type != "cuda":
+        return f"the GPU kernels run on CUDA only (device {device})"
     if backend == "triton":
-        if device.type != "cuda":
-            return f"Triton kernels run on CUDA only (device {device})"
         try:
             cap = torch.cuda.get_device_capability(device)
         except Exception as err:  # pragma: no cover - broken driver
@@ -119,17 +147,21 @@ def _backend_reason(backend: str, device: torch.device) -> Optional[str]:
             return ("Triton is not installed (PyTorch's Windows wheels ship none: install the "
                     "triton-windows wheel)" if sys.platform == "win32" else "Triton is not installed")
         return None
+    if backend == "nvrtc":
+        if not callable(getattr(torch.cuda, "_compile_kernel", None)):
+            return "this PyTorch has no torch.cuda._compile_kernel (NVRTC)"
+        return None
     return f"unknown backend {backend!r}"
 
 
-def reason_off(name: str, device) -> Optional[str]:
-    """Why kernel ``name`` will not run on ``device`` (None: it will be tried)."""
-    if not enabled():
+def _kernel_reason(kernel: Kernel, device: torch.device, setting: str) -> Optional[str]:
+    if setting == "off":
         return f"fast paths are switched off ({ENV_VAR}=off)"
-    kernel = KERNELS[name]
-    if name in _disabled:
-        return f"switched off after a failure: {_disabled[name]}"
-    why = _backend_reason(kernel.backend, torch.device(device))
+    if setting in BACKENDS and kernel.backend != setting:
+        return f"{ENV_VAR}={setting}"
+    if kernel.key in _disabled:
+        return f"switched off after a failure: {_disabled[kernel.key]}"
+    why = _backend_reason(kernel.backend, device)
     if why:
         return why
     try:
@@ -139,19 +171,44 @@ def reason_off(name: str, device) -> Optional[str]:
     return None
 
 
+def _usable_kernels(name: str, device) -> list:
+    device, setting = torch.device(device), _setting()
+    return [k for k in KERNELS[name] if _kernel_reason(k, device, setting) is None]
+
+
+def reason_off(name: str, device) -> Optional[str]:
+    """Why no kernel of ``name`` will run on ``device`` (None: at least one will be tried)."""
+    device, setting = torch.device(device), _setting()
+    reasons = [(k.backend, _kernel_reason(k, device, setting)) for k in KERNELS[name]]
+    if any(r is None for _, r in reasons):
+        return None
+    if setting == "off":
+        return reasons[0][1]
+    return "; ".join(f"{backend}: {r}" for backend, r in reasons)
+
+
 def usable(name: str, device) -> bool:
-    """Whether kernel ``name`` should be tried on ``device``."""
+    """Whether a kernel of ``name`` will be tried on ``device``."""
     return reason_off(name, device) is None
 
 
-def disable(name: str, err: BaseException) -> None:
-    """Switch kernel ``name`` off for this process after it failed with ``err`` (warns once)."""
+def path_of(name: str, device) -> str:
+    """The backend that runs ``name`` on ``device`` now ("triton", "nvrtc") or "pytorch" (the twin)."""
+    kernels = _usable_kernels(name, device)
+    return kernels[0].backend if kernels else "pytorch"
+
+
+def disable(key: str, err: BaseException) -> None:
+    """Switch kernel ``key`` ("name:backend", or a bare name: all its backends) off for this process after
+    it failed with ``err`` (warns once)."""
+    keys = [k.key for k in KERNELS[key]] if key in KERNELS else [key]
     with _lock:
-        if name in _disabled:
-            return
-        _disabled[name] = f"{type(err).__name__}: {err}"[:300]
-    warnings.warn(f"the fast kernel {name!r} failed ({_disabled[name]}); using its PyTorch twin from now on "
-                  "(same results, slower)", RuntimeWarning, stacklevel=3)
+        new = [k for k in keys if k not in _disabled]
+        for k in new:
+            _disabled[k] = f"{type(err).__name__}: {err}"[:300]
+    if new:
+        warnings.warn(f"the fast kernel {new[0]!r} failed ({_disabled[new[0]]}); using the next path from now on "
+                      "(the PyTorch twin gives the same results, slower)", RuntimeWarning, stacklevel=3)
 
 
 def is_fatal(err: BaseException) -> bool:
@@ -163,9 +220,8 @@ def is_fatal(err: BaseException) -> bool:
 
 def dispatch(name: str, device, twin: Callable, *args, on_failure: Optional[Callable[[], None]] = None,
              **kwargs):
-    """Run kernel ``name`` with ``args``/``kwargs`` where usable, else (or if it fails) ``twin``."""
-    if usable(name, device):
-        k = KERNELS[name]
+    """Run the first usable kernel of ``name`` with ``args``/``kwargs``, else (or after failures) ``twin``."""
+    for k in _usable_kernels(name, device):
         try:
             fn = getattr(_import_kernel_module(k.module), k.function)
             out = fn(*args, **kwargs)
@@ -174,7 +230,7 @@ def dispatch(name: str, device, twin: Callable, *args, on_failure: Optional[Call
         except Exception as err:
             if is_fatal(err):
                 raise
-            disable(name, err)
+            disable(k.key, err)
             if on_failure is not None:
                 on_failure()
     return twin(*args, **kwargs)
@@ -183,7 +239,8 @@ def dispatch(name: str, device, twin: Callable, *args, on_failure: Optional[Call
 def status(device=None) -> dict:
     """Which path each kernel takes on ``device`` (default: the first CUDA device, else CPU).
 
-    ``{"device": str, "enabled": bool, "fast": bool (every kernel on), "kernels": {name: None | why off},
+    ``{"device": str, "enabled": bool, "fast": bool (every kernel has a usable fast path),
+    "kernels": {name: None | why none runs}, "paths": {name: "triton" | "nvrtc" | "pytorch"},
     "reason": None | the first reason a kernel is off}``.
     """
     if device is None:
@@ -192,14 +249,22 @@ def status(device=None) -> dict:
     kernels = {name: reason_off(name, device) for name in KERNELS}
     reasons = [r for r in kernels.values() if r]
     return {"device": str(device), "enabled": enabled(), "fast": not reasons, "kernels": kernels,
+            "paths": {name: path_of(name, device) for name in KERNELS},
             "reason": reasons[0] if reasons else None}
 
 
+_LABEL = {"triton": "Triton", "nvrtc": "NVRTC", "pytorch": "PyTorch twin"}
+
+
 def describe(device=None) -> str:
-    """One line for the log and the UI: which path the renderers take and, if the slower one, why."""
+    """One line for the log and the UI: which path the renderers take and, if a slower one, why."""
     st = status(device)
-    if st["fast"]:
-        return "fast paths on (Triton kernels)"
     if torch.device(st["device"]).type == "cpu":
         return "CPU: PyTorch paths (no GPU kernels)"
-    return f"slower path: PyTorch twins ({st['reason']})"
+    used = sorted(set(st["paths"].values()))
+    if st["fast"]:
+        return f"fast paths on ({' + '.join(_LABEL[u] for u in used)} kernels)"
+    if not any(p != "pytorch" for p in st["paths"].values()):
+        return f"slower path: PyTorch twins ({st['reason']})"
+    parts = ", ".join(f"{name}: {_LABEL[p]}" for name, p in st["paths"].items())
+    return f"partly fast ({parts}; {st['reason']})"

@@ -31,10 +31,20 @@ def fast_on():
     return run
 
 
+@pytest.fixture(params=fastpaths.BACKENDS)
+def backend(request, monkeypatch):
+    """Each test using this runs once per kernel backend, with TRELLIS_FAST_PATHS naming it."""
+    monkeypatch.setenv(fastpaths.ENV_VAR, request.param)
+    return request.param
+
+
 @pytest.fixture
-def need_kernel():
+def need_kernel(backend):
     def check(name):
+        if not any(k.backend == backend for k in fastpaths.KERNELS[name]):
+            pytest.skip(f"{name} has no {backend} kernel")
         why = fastpaths.reason_off(name, "cuda")
         if why:
-            pytest.fail(f"kernel {name!r} does not run on this GPU machine: {why}")
+            pytest.fail(f"kernel {name!r} ({backend}) does not run on this GPU machine: {why}")
+        assert fastpaths.path_of(name, "cuda") == backend
     return check

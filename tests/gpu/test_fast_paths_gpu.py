@@ -1,4 +1,5 @@
-"""Every fast kernel equals its PyTorch twin on the GPU (tests/gpu: skipped without CUDA).
+"""Every fast kernel equals its PyTorch twin on the GPU (tests/gpu: skipped without CUDA), for each
+backend (Triton, NVRTC) that has one.
 
 * ``mesh_raster``: face ids, barycentrics and depth bit-identical (exact integer coverage, float64
   depth keys) on random triangle soups from sub-pixel to screen-filling, with vertices on pixel centres,
@@ -124,7 +125,8 @@ def test_mesh_raster_sphere_views(fast_on, need_kernel):
             assert torch.equal(a, b)
 
 
-def test_status_reports_the_fast_path_on_this_gpu():
+def test_status_reports_the_fast_path_on_this_gpu(monkeypatch):
+    monkeypatch.delenv(fastpaths.ENV_VAR, raising=False)
     st = fastpaths.status(DEV)
     assert st["device"].startswith("cuda")
     if fastpaths.triton_importable() and torch.cuda.get_device_capability() >= (7, 0):

@@ -56,7 +56,7 @@ from .. import fastpaths
 from ..utils.cancel import check as _check_cancel
 from .cameras import projection_opencv
 
-__all__ = ["rasterize", "raster_keys_torch", "interpolate", "bary_derivatives", "render_mesh", "SUBPIXEL_BITS"]
+__all__ = ["rasterize", "raster_keys_torch", "candidate_tiles", "interpolate", "bary_derivatives", "render_mesh", "SUBPIXEL_BITS"]
 
 SUBPIXEL_BITS = 8
 _SUB = 1 << SUBPIXEL_BITS
@@ -204,6 +204,23 @@ def rasterize(vertices_clip: torch.Tensor, faces: torch.Tensor, height: int, wid
         bary[pix] = b.to(torch.float32)
         depth[pix] = d.to(torch.float32)
     return face_id, bary.reshape(height, width, 3), depth.reshape(height, width)
+
+
+def candidate_tiles(count: torch.Tensor, block: int):
+    """Work items of the rasteriser's fast kernels: (triangle, tile of ``block`` consecutive candidates
+    of its box in row-major order) for every triangle with candidates. Returns (item_tri int32,
+    item_tile int32) or None when there is nothing to draw."""
+    ntiles = torch.div(count + (block - 1), block, rounding_mode="floor")
+    total = int(ntiles.sum())
+    if total == 0:
+        return None
+    if total >= (1 << 31):
+        raise ValueError("too many candidate tiles for one launch")
+    tri = torch.arange(count.shape[0], device=count.device, dtype=torch.int32)
+    item_tri = torch.repeat_interleave(tri, ntiles, output_size=total)
+    first = torch.cumsum(ntiles, 0) - ntiles
+    item_tile = (torch.arange(total, device=count.device, dtype=torch.int64) - first[item_tri.long()]).to(torch.int32)
+    return item_tri, item_tile
 
 
 def raster_keys_torch(coefs: torch.Tensor, box: torch.Tensor, count: torch.Tensor, plane: torch.Tensor,

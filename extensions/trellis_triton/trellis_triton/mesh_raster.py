@@ -76,16 +76,12 @@ def raster_keys(coefs: torch.Tensor, box: torch.Tensor, count: torch.Tensor, pla
     """
     if not AVAILABLE or keys.device.type != "cuda":
         return NotImplemented
-    ntiles = torch.div(count + (BLOCK - 1), BLOCK, rounding_mode="floor")
-    total = int(ntiles.sum())
-    if total == 0:
-        return
-    if total >= (1 << 31):
-        raise ValueError("too many candidate tiles for one launch")
-    tri = torch.arange(count.shape[0], device=count.device, dtype=torch.int32)
-    item_tri = torch.repeat_interleave(tri, ntiles, output_size=total)
-    first = torch.cumsum(ntiles, 0) - ntiles
-    item_tile = (torch.arange(total, device=count.device, dtype=torch.int64)
-                 - first[item_tri.long()]).to(torch.int32)
+    from trellis.renderers.mesh_render import candidate_tiles
+
+    items = candidate_tiles(count, BLOCK)
+    if items is None:
+        return None
+    item_tri, item_tile = items
+    total = item_tri.shape[0]
     _raster_kernel[(total,)](item_tri, item_tile, coefs.contiguous(), box.contiguous(), plane.contiguous(),
                              keys, width, BLOCK=BLOCK, num_warps=2)

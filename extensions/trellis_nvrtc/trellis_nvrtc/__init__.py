@@ -1,0 +1,10 @@
+"""CUDA C kernels for Trellis Desktop's renderers, compiled at run time with ``torch.cuda._compile_kernel``.
+
+That is the NVRTC shipped inside PyTorch's CUDA wheels (Windows included): no host compiler, no CUDA
+toolkit, no Triton. Each compile takes about a second on first use and is kept for the process. The API
+is private to PyTorch, so ``trellis.fastpaths`` calls these kernels behind its fallback: a compile or
+launch failure switches the kernel off and the PyTorch twin redoes the call.
+
+Kernels: ``gaussian_composite.composite`` (twin: ``trellis.renderers.gaussian_render.composite_torch``)
+and ``mesh_raster.raster_keys`` (twin: ``trellis.renderers.mesh_render.raster_keys_torch``).
+"""

@@ -1,0 +1,126 @@
+"""Gaussian compositing in CUDA C through NVRTC: the kernel of the ``gaussian_composite`` pair for GPUs
+without Triton (PyTorch's Windows wheels, Pascal cards). Twin: ``trellis.renderers.gaussian_render.
+composite_torch``; same equations and cut-offs (see that module's docstring).
+
+One thread block per 16 x 16 tile, one thread per pixel. The tile's depth-sorted list
+(``gaussian_render.bin_tiles``) is walked front to back in batches of 256 splats staged in shared
+memory; a block stops as soon as all its pixels are finished. Per pixel and splat: the exponent
+``log(o) - 0.5 (A dx^2 + C dy^2) - B dx dy`` in double (as the twin and the Triton kernel), rounded to
+float, ``alpha = min(0.99, exp(max(power, -10)))`` with exp in double, alpha < 1/255 skipped, a splat
+that would bring the transmittance below 1e-4 ends the pixel; float accumulation front to back.
+"""
+from __future__ import annotations
+
+import threading
+
+import torch
+
+TILE = 16
+_COLS = 10  # u, v, conic a, b, c, log opacity, r, g, b, z
+
+_SOURCE = r"""
+extern "C" __global__ void trellis_gaussian_composite(
+    const long long* __restrict__ sorted_g, const long long* __restrict__ tile_start,
+    const int* __restrict__ tile_count, const float* __restrict__ gdata,
+    float* __restrict__ color, float* __restrict__ alpha_out, float* __restrict__ depth_out,
+    double bg_r, double bg_g, double bg_b, int width, int height, int ntx)
+{
+    const int TS = 16, BATCH = 256, COLS = 10;
+    __shared__ float sh[BATCH * COLS];
+    const int tile = blockIdx.x;
+    const int p = threadIdx.x;
+    const int col = (tile % ntx) * TS + p % TS;
+    const int row = (tile / ntx) * TS + p / TS;
+    const double px = col + 0.5, py = row + 0.5;
+    const long long start = tile_start[tile];
+    const int cnt = tile_count[tile];
+    const float alpha_min = (float)(1.0 / 255.0);
+    float T = 1.0f, acc_r = 0.0f, acc_g = 0.0f, acc_b = 0.0f, acc_d = 0.0f;
+    int alive = 1;
+    for (int base = 0; base < cnt; base += BATCH) {
+        if (__syncthreads_count(alive) == 0) break;
+        const int k = base + p;
+        if (k < cnt) {
+            const long long g = sorted_g[start + k];
+            for (int j = 0; j < COLS; ++j) sh[p * COLS + j] = gdata[g * COLS + j];
+        }
+        __syncthreads();
+        const int m = min(BATCH, cnt - base);
+        for (int i = 0; alive && i < m; ++i) {
+            const float* d = sh + i * COLS;
+            const double dx = px - (double)d[0];
+            const double dy = py - (double)d[1];
+            const double q = (double)d[2] * dx * dx + (double)d[4] * dy * dy;
+            const float power = (float)((double)d[5] - 0.5 * q - (double)d[3] * dx * dy);
+            float a = (float)exp((double)fmaxf(power, -10.0f));
+            a = fminf(a, 0.99f);
+            if (a < alpha_min) continue;
+            const float t_next = T * (1.0f - a);
+            if (t_next < 1e-4f) { alive = 0; break; }
+            const float w = a * T;
+            acc_r += w * d[6];
+            acc_g += w * d[7];
+            acc_b += w * d[8];
+            acc_d += w * d[9];
+            T = t_next;
+        }
+        __syncthreads();
+    }
+    if (row < height && col < width) {
+        const int off = row * width + col;
+        const int npx = width * height;
+        color[off] = acc_r + T * (float)bg_r;
+        color[npx + off] = acc_g + T * (float)bg_g;
+        color[2 * npx + off] = acc_b + T * (float)bg_b;
+        alpha_out[off] = 1.0f - T;
+        depth_out[off] = acc_d;
+    }
+}
+"""
+
+_compiled: dict = {}
+_lock = threading.Lock()
+
+
+def _kernel(device: torch.device):
+    key = torch.cuda.get_device_capability(device)
+    with _lock:
+        if key not in _compiled:
+            with torch.cuda.device(device):
+                _compiled[key] = torch.cuda._compile_kernel(_SOURCE, "trellis_gaussian_composite")
+        return _compiled[key]
+
+
+def composite(proj, colors, width, height, bg, tile_size=16, cancel=None, work_budget=None):
+    """Composite the projected splats; same outputs as ``gaussian_render.composite_torch``.
+
+    Returns ``NotImplemented`` where the kernel does not apply (not CUDA, not float32, ``tile_size`` not
+    16): the dispatcher then runs the twin. ``work_budget`` is the twin's.
+    """
+    from trellis.renderers.gaussian_render import bin_tiles
+    from trellis.utils.cancel import check
+
+    device = colors.device
+    if device.type != "cuda" or colors.dtype != torch.float32 or tile_size != TILE:
+        return NotImplemented
+    kernel = _kernel(device)
+    ntx, nty, sorted_g, tile_start, tile_count = bin_tiles(proj, width, height, TILE)
+    check(cancel)
+    color = torch.empty(3, height, width, dtype=torch.float32, device=device)
+    alpha = torch.empty(1, height, width, dtype=torch.float32, device=device)
+    depth = torch.empty(1, height, width, dtype=torch.float32, device=device)
+    if ntx * nty == 0:
+        return {"color": color, "alpha": alpha, "depth": depth}
+    gdata = torch.cat([proj["u"][:, None], proj["v"][:, None], proj["conic"],
+                       torch.log(proj["opacity"])[:, None], colors, proj["z"][:, None]], 1).float().contiguous()
+    if gdata.shape[0] == 0:
+        gdata = torch.zeros(1, _COLS, dtype=torch.float32, device=device)
+    if sorted_g.numel() == 0:
+        sorted_g = torch.zeros(1, dtype=torch.long, device=device)
+    bg = [float(b) for b in bg.tolist()]
+    with torch.cuda.device(device):
+        kernel(grid=(ntx * nty, 1, 1), block=(TILE * TILE, 1, 1),
+               args=[sorted_g.to(torch.int64).contiguous(), tile_start.to(torch.int64).contiguous(),
+                     tile_count.to(torch.int32).contiguous(), gdata, color, alpha, depth,
+                     bg[0], bg[1], bg[2], int(width), int(height), int(ntx)])
+    return {"color": color, "alpha": alpha, "depth": depth}
