@@ -417,6 +417,21 @@ def test_chart_layout_splits_self_overlapping_charts():
     assert (owned[big] >= 0.5 * area[big]).all()  # nothing lies under another face
 
 
+def test_chart_layout_with_more_charts_than_margins_allow_still_packs():
+    # 3000 separate triangles (charts) in a 64² texture: their 2-texel margins alone need ~48 k texels
+    # (the app hit this on a noisy 276 k-face mesh when xatlas ran out of time): the margins shrink
+    # instead of the export failing, and every corner lands inside the texture.
+    rng = np.random.default_rng(0)
+    centres = rng.uniform(-0.5, 0.5, (3000, 1, 3))
+    v = (centres + rng.normal(scale=0.01, size=(3000, 3, 3))).reshape(-1, 3).astype(np.float32)
+    f = np.arange(len(v)).reshape(-1, 3)
+    vv, ff, uv, vm = unwrap_uv(v, f, texture_size=64, method="charts")
+    assert ff.shape == f.shape and np.isfinite(uv).all()
+    assert uv.min() >= 0 and uv.max() <= 1
+    np.testing.assert_array_equal(vv[ff], v[f])     # the same triangles, corner for corner
+    np.testing.assert_array_equal(vm[ff], f)
+
+
 def test_xatlas_in_pieces_keeps_faces_and_never_overlaps():
     import trellis.utils.uv_unwrap as uvu
     v, f = make_mesh(subdivisions=5)  # ~20 k faces: about ten pieces

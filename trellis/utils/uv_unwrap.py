@@ -289,7 +289,17 @@ def _layout(v, f, chart_of_face, planar_xy, size, padding):
     np.minimum.at(lo, corner_chart, pts)
     np.maximum.at(hi, corner_chart, pts)
     ext = np.maximum(hi - lo, 1e-9)
-    scale, x0, y0 = _shelf_pack(ext[:, 0], ext[:, 1], size, padding)
+    # So many charts (a noisy mesh of ~10^5 faces) that their margins alone overflow the texture: fewer
+    # texels of margin (texture inpainting still fills the seams) rather than a failed export. At
+    # zero padding every scale small enough fits.
+    for pad in dict.fromkeys([padding, min(padding, 1), 0]):
+        try:
+            scale, x0, y0 = _shelf_pack(ext[:, 0], ext[:, 1], size, pad)
+            break
+        except RuntimeError:
+            if pad == 0:
+                raise
+    padding = pad
     tex = (pts - lo[corner_chart]) * scale + np.stack([x0, y0], 1)[corner_chart] + padding
     uv = np.stack([tex[:, 0] / size, 1.0 - tex[:, 1] / size], 1)
     # One output vertex per (chart, input vertex): duplicates along seams, shared inside a chart.
