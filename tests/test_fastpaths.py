@@ -59,8 +59,12 @@ def test_the_setting_selects_a_backend_or_none(fake, monkeypatch):
     monkeypatch.setenv(fastpaths.ENV_VAR, "off")
     assert fastpaths.dispatch("fake", "cuda", twin, 3) == "twin:3" and calls == ["nvrtc"]
     assert "switched off" in fastpaths.reason_off("fake", "cuda")
-    monkeypatch.setenv(fastpaths.ENV_VAR, "something-else")          # unknown values mean "on"
+    monkeypatch.setenv(fastpaths.ENV_VAR, "Yes")
     assert fastpaths.dispatch("fake", "cuda", twin, 4) == "triton:4"
+    monkeypatch.setenv(fastpaths.ENV_VAR, "cuda-please")             # a typo is refused, not guessed
+    with pytest.raises(ValueError, match="TRELLIS_FAST_PATHS='cuda-please' is not a known value: use on"):
+        fastpaths.dispatch("fake", "cuda", twin, 4)
+    monkeypatch.setenv(fastpaths.ENV_VAR, "on")
     fastpaths.set_enabled(False)                                     # the in-process override wins
     try:
         assert fastpaths.dispatch("fake", "cuda", twin, 5) == "twin:5"

@@ -23,9 +23,10 @@ has reset any in-place output), so a broken toolchain never breaks a render. Err
 too (out of memory, cancel, Ctrl-C) are raised, not retried.
 
 One setting: the environment variable ``TRELLIS_FAST_PATHS`` (read at each call): ``on`` (default,
-every backend in order), ``off`` (also ``0``/``false``/``no``/``pytorch``: twins only — "as on a
-machine without kernels"), or one backend's name (``triton`` / ``nvrtc``: only that one, for
-benchmarks and support). ``set_enabled(False)`` turns them off in this process, ``set_enabled(True)``
+every backend in order; also ``1``/``true``/``yes``/``auto``), ``off`` (also ``0``/``false``/``no``/
+``pytorch``: twins only — "as on a machine without kernels"), or one backend's name (``triton`` /
+``nvrtc``: only that one, for benchmarks and support); any other value is refused with a ValueError
+that lists these. ``set_enabled(False)`` turns them off in this process, ``set_enabled(True)``
 turns them on (keeping a backend named by the variable), ``set_enabled(None)`` follows the variable.
 
 Kernel packages are imported as installed packages first; in a source checkout the sibling
@@ -93,9 +94,19 @@ def set_enabled(flag: Optional[bool]) -> None:
     _override = None if flag is None else bool(flag)
 
 
+_ON_VALUES = {"", "on", "1", "true", "yes", "auto"}
+
+
 def _setting() -> str:
-    value = os.environ.get(ENV_VAR, "on").strip().lower()
-    value = "off" if value in _OFF_VALUES else (value if value in BACKENDS else "on")
+    raw = os.environ.get(ENV_VAR, "on")
+    value = raw.strip().lower()
+    if value in _OFF_VALUES:
+        value = "off"
+    elif value in _ON_VALUES:
+        value = "on"
+    elif value not in BACKENDS:
+        raise ValueError(f"{ENV_VAR}={raw!r} is not a known value: use on (the default), off, "
+                         f"{' or '.join(BACKENDS)}")
     if _override is False:
         return "off"
     if _override is True and value == "off":
