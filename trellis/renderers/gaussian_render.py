@@ -140,6 +140,26 @@ def bin_tiles(proj, width, height, tile_size):
 
 
 
+# Columns of ``kernel_inputs``' per-splat table, in this order.
+KERNEL_COLUMNS = ("u", "v", "conic_a", "conic_b", "conic_c", "log_opacity", "r", "g", "b", "z")
+
+
+def kernel_inputs(proj, colors, width, height, tile_size):
+    """What the tile-based compositing kernels read: ``bin_tiles``' lists (int64 order and starts,
+    int32 counts) and one float32 row of ``KERNEL_COLUMNS`` per splat; never empty tensors (a kernel
+    gets a valid pointer even where nothing is drawn)."""
+    ntx, nty, sorted_g, tile_start, tile_count = bin_tiles(proj, width, height, tile_size)
+    device = colors.device
+    table = torch.cat([proj["u"][:, None], proj["v"][:, None], proj["conic"], torch.log(proj["opacity"])[:, None],
+                       colors, proj["z"][:, None]], 1).float().contiguous()
+    if table.shape[0] == 0:
+        table = torch.zeros(1, len(KERNEL_COLUMNS), dtype=torch.float32, device=device)
+    if sorted_g.numel() == 0:
+        sorted_g = torch.zeros(1, dtype=torch.int64, device=device)
+    return (ntx, nty, sorted_g.to(torch.int64).contiguous(), tile_start.to(torch.int64).contiguous(),
+            tile_count.to(torch.int32).contiguous(), table)
+
+
 def _pixel_boxes(proj, width, height):
     """Per Gaussian, the pixel-index box [x0, x1] x [y0, y1] of the centres inside its extent."""
     def span(c, half, n):

@@ -8,3 +8,20 @@ launch failure switches the kernel off and the PyTorch twin redoes the call.
 Kernels: ``gaussian_composite.composite`` (twin: ``trellis.renderers.gaussian_render.composite_torch``)
 and ``mesh_raster.raster_keys`` (twin: ``trellis.renderers.mesh_render.raster_keys_torch``).
 """
+
+import threading
+
+_cache: dict = {}
+_lock = threading.Lock()
+
+
+def compiled(source: str, name: str, device):
+    """Kernel ``name`` of ``source`` compiled for ``device``'s compute capability (once per process)."""
+    import torch
+
+    key = (name, torch.cuda.get_device_capability(device))
+    with _lock:
+        if key not in _cache:
+            with torch.cuda.device(device):
+                _cache[key] = torch.cuda._compile_kernel(source, name)
+        return _cache[key]

@@ -3,7 +3,7 @@ without Triton (PyTorch's Windows wheels, Pascal cards). Twin: ``trellis.rendere
 composite_torch``; same equations and cut-offs (see that module's docstring).
 
 One thread block per 16 x 16 tile, one thread per pixel. The tile's depth-sorted list
-(``gaussian_render.bin_tiles``) is walked front to back in batches of 256 splats staged in shared
+(``gaussian_render.kernel_inputs``) is walked front to back in batches of 256 splats staged in shared
 memory; a block stops as soon as all its pixels are finished. Per pixel and splat: the exponent
 ``log(o) - 0.5 (A dx^2 + C dy^2) - B dx dy`` in double (as the twin and the Triton kernel), rounded to
 float, ``alpha = min(0.99, exp(max(power, -10)))`` with exp in double, alpha < 1/255 skipped, a splat
@@ -11,12 +11,12 @@ that would bring the transmittance below 1e-4 ends the pixel; float accumulation
 """
 from __future__ import annotations
 
-import threading
-
 import torch
 
+from . import compiled
+
 TILE = 16
-_COLS = 10  # u, v, conic a, b, c, log opacity, r, g, b, z
+# the per-splat table: gaussian_render.KERNEL_COLUMNS (u, v, conic a, b, c, log opacity, r, g, b, z)
 
 _SOURCE = r"""
 extern "C" __global__ void trellis_gaussian_composite(
@@ -78,49 +78,29 @@ extern "C" __global__ void trellis_gaussian_composite(
 }
 """
 
-_compiled: dict = {}
-_lock = threading.Lock()
-
-
-def _kernel(device: torch.device):
-    key = torch.cuda.get_device_capability(device)
-    with _lock:
-        if key not in _compiled:
-            with torch.cuda.device(device):
-                _compiled[key] = torch.cuda._compile_kernel(_SOURCE, "trellis_gaussian_composite")
-        return _compiled[key]
-
-
 def composite(proj, colors, width, height, bg, tile_size=16, cancel=None, work_budget=None):
     """Composite the projected splats; same outputs as ``gaussian_render.composite_torch``.
 
     Returns ``NotImplemented`` where the kernel does not apply (not CUDA, not float32, ``tile_size`` not
     16): the dispatcher then runs the twin. ``work_budget`` is the twin's.
     """
-    from trellis.renderers.gaussian_render import bin_tiles
+    from trellis.renderers.gaussian_render import kernel_inputs
     from trellis.utils.cancel import check
 
     device = colors.device
     if device.type != "cuda" or colors.dtype != torch.float32 or tile_size != TILE:
         return NotImplemented
-    kernel = _kernel(device)
-    ntx, nty, sorted_g, tile_start, tile_count = bin_tiles(proj, width, height, TILE)
+    kernel = compiled(_SOURCE, "trellis_gaussian_composite", device)
+    ntx, nty, sorted_g, tile_start, tile_count, table = kernel_inputs(proj, colors, width, height, TILE)
     check(cancel)
     color = torch.empty(3, height, width, dtype=torch.float32, device=device)
     alpha = torch.empty(1, height, width, dtype=torch.float32, device=device)
     depth = torch.empty(1, height, width, dtype=torch.float32, device=device)
     if ntx * nty == 0:
         return {"color": color, "alpha": alpha, "depth": depth}
-    gdata = torch.cat([proj["u"][:, None], proj["v"][:, None], proj["conic"],
-                       torch.log(proj["opacity"])[:, None], colors, proj["z"][:, None]], 1).float().contiguous()
-    if gdata.shape[0] == 0:
-        gdata = torch.zeros(1, _COLS, dtype=torch.float32, device=device)
-    if sorted_g.numel() == 0:
-        sorted_g = torch.zeros(1, dtype=torch.long, device=device)
     bg = [float(b) for b in bg.tolist()]
     with torch.cuda.device(device):
         kernel(grid=(ntx * nty, 1, 1), block=(TILE * TILE, 1, 1),
-               args=[sorted_g.to(torch.int64).contiguous(), tile_start.to(torch.int64).contiguous(),
-                     tile_count.to(torch.int32).contiguous(), gdata, color, alpha, depth,
+               args=[sorted_g, tile_start, tile_count, table, color, alpha, depth,
                      bg[0], bg[1], bg[2], int(width), int(height), int(ntx)])
     return {"color": color, "alpha": alpha, "depth": depth}

@@ -11,9 +11,9 @@ non-negative, so the unsigned comparison orders them as the signed one).
 """
 from __future__ import annotations
 
-import threading
-
 import torch
+
+from . import compiled
 
 BLOCK = 64
 
@@ -43,19 +43,6 @@ extern "C" __global__ void trellis_raster_keys(
 }
 """
 
-_compiled: dict = {}
-_lock = threading.Lock()
-
-
-def _kernel(device: torch.device):
-    key = torch.cuda.get_device_capability(device)
-    with _lock:
-        if key not in _compiled:
-            with torch.cuda.device(device):
-                _compiled[key] = torch.cuda._compile_kernel(_SOURCE, "trellis_raster_keys")
-        return _compiled[key]
-
-
 def raster_keys(coefs: torch.Tensor, box: torch.Tensor, count: torch.Tensor, plane: torch.Tensor,
                 keys: torch.Tensor, width: int, cancel=None, budget=None):
     """Merge the depth keys of every candidate pixel into ``keys`` (flat int64, in place); the twin's
@@ -64,7 +51,7 @@ def raster_keys(coefs: torch.Tensor, box: torch.Tensor, count: torch.Tensor, pla
 
     if keys.device.type != "cuda":
         return NotImplemented
-    kernel = _kernel(keys.device)
+    kernel = compiled(_SOURCE, "trellis_raster_keys", keys.device)
     items = candidate_tiles(count, BLOCK)
     if items is None:
         return None

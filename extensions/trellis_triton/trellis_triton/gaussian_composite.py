@@ -4,7 +4,7 @@ tolerances of tests/gpu/). Chosen by ``trellis.fastpaths``.
 
 Written from the same equations as the twin (see the docstring of `gaussian_render`): projection,
 culling and the Mip-filter opacity compensation are shared (``gaussian_render.project``); here the
-splats are binned into (tile, depth)-sorted lists (``gaussian_render.bin_tiles``) and composited.
+splats are binned into (tile, depth)-sorted lists (``gaussian_render.kernel_inputs``) and composited.
 
 One program per tile (``tile_size`` x ``tile_size`` pixels, one lane per pixel) walks the tile's
 depth-sorted list front to back:
@@ -39,8 +39,7 @@ except Exception:  # pragma: no cover
 ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.99
 T_MIN = 1e-4
-# Columns of the packed per-Gaussian table read by the kernel.
-_N_COLS = 10  # u, v, conic a, conic b, conic c, log opacity, r, g, b, z
+# The kernel reads gaussian_render.kernel_inputs' table: u, v, conic a, b, c, log opacity, r, g, b, z.
 
 
 if AVAILABLE:  # pragma: no cover - needs a CUDA device
@@ -122,33 +121,27 @@ if AVAILABLE:  # pragma: no cover - needs a CUDA device
 def composite(proj, colors, width, height, bg, tile_size=16, cancel=None, work_budget=None):
     """Composite the projected splats; same outputs as ``gaussian_render.composite_torch``.
 
-    ``work_budget`` is the twin's (unused here). Returns ``NotImplemented`` for inputs the kernel does not handle (not CUDA, not float32, a tile size
-    that is not a power of two in 4..32): the dispatcher then runs the twin.
+    ``work_budget`` is the twin's (unused here). Returns ``NotImplemented`` for inputs the kernel does not
+    handle (not CUDA, not float32, a tile size that is not a power of two in 4..32): the dispatcher then
+    tries the next path.
     """
-    from trellis.renderers.gaussian_render import bin_tiles
+    from trellis.renderers.gaussian_render import kernel_inputs
     from trellis.utils.cancel import check
 
     device = colors.device
     if (not AVAILABLE or device.type != "cuda" or colors.dtype != torch.float32
             or tile_size < 4 or (tile_size & (tile_size - 1)) or tile_size * tile_size > 1024):
         return NotImplemented
-    ntx, nty, sorted_g, tile_start, tile_count = bin_tiles(proj, width, height, tile_size)
+    ntx, nty, sorted_g, tile_start, tile_count, table = kernel_inputs(proj, colors, width, height, tile_size)
     check(cancel)
     color = torch.empty(3, height, width, dtype=torch.float32, device=device)
     alpha = torch.empty(1, height, width, dtype=torch.float32, device=device)
     depth = torch.empty(1, height, width, dtype=torch.float32, device=device)
     if ntx * nty == 0:
         return {"color": color, "alpha": alpha, "depth": depth}
-    gdata = torch.cat([proj["u"][:, None], proj["v"][:, None], proj["conic"],
-                       torch.log(proj["opacity"])[:, None], colors, proj["z"][:, None]], 1).float().contiguous()
-    if gdata.shape[0] == 0:
-        gdata = torch.zeros(1, _N_COLS, dtype=torch.float32, device=device)
-    if sorted_g.numel() == 0:
-        sorted_g = torch.zeros(1, dtype=torch.long, device=device)
     bg = [float(b) for b in bg.tolist()]
     npix = tile_size * tile_size
     _composite_kernel[(ntx * nty,)](
-        sorted_g.contiguous(), tile_start.to(torch.int64).contiguous(), tile_count.to(torch.int32).contiguous(),
-        gdata, color, alpha, depth, bg[0], bg[1], bg[2], width, height, ntx,
+        sorted_g, tile_start, tile_count, table, color, alpha, depth, bg[0], bg[1], bg[2], width, height, ntx,
         TS=tile_size, BATCH=32, WIDE=True, num_warps=max(1, min(8, npix // 32)))
     return {"color": color, "alpha": alpha, "depth": depth}
