@@ -259,11 +259,12 @@ def _composite_group(pos, cnt, total, boxes, params, shade, width, log_t, acc, d
     py = row.add_(by0)
     del bx0, by0, w_box
     pix = py * width + px
-    # Candidates on finished pixels (hidden layers under a saturated front) are dropped before the
-    # float work.
-    live = torch.nonzero(~done[pix])[:, 0]
-    pix, px, py, local_g = torch.stack([pix, px, py, local_g]).index_select(1, live)
-    del live
+    if pos > 0:
+        # Candidates on finished pixels (hidden layers under a saturated front) are dropped before the
+        # float work (in the first group no pixel is finished yet).
+        live = torch.nonzero(~done[pix])[:, 0]
+        pix, px, py, local_g = torch.stack([pix, px, py, local_g]).index_select(1, live)
+        del live
     u, v, ca, cb, cc, logop = params.index_select(1, local_g)
     dx = px.to(u.dtype).add_(0.5).sub_(u)
     dy = py.to(u.dtype).add_(0.5).sub_(v)
