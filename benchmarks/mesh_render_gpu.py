@@ -1,12 +1,14 @@
-"""Check and timing of the triangle rasteriser: the Triton kernel vs its PyTorch twin (fast paths off, as on
-Windows), on the GPU (and, with ``--quick``, a small version anywhere, e.g. on the CPU).
+"""Check and timing of the triangle rasteriser: a fast kernel vs its PyTorch twin (fast paths off), on the
+GPU (and, with ``--quick``, a small version anywhere, e.g. on the CPU).
 
     python benchmarks/mesh_render_gpu.py [--mesh full|sphere] [--frames 120] [--views 1000] [--out FILE.json]
     python benchmarks/mesh_render_gpu.py --quick --device cpu     # small sizes: a smoke run
 
-The two modes are switched with ``trellis.fastpaths.set_enabled(True/False)``: "Triton" is what Linux users
-get; "fast paths off (as on Windows)" runs ``mesh_render.raster_keys_torch`` (PyTorch wheels for Windows
-ship no Triton; Pascal cards and failed kernel compiles land there too). On a CPU both columns run the twin.
+The two modes are switched with ``trellis.fastpaths.set_enabled(True/False)``: "fast kernel" is the first
+usable backend — Triton where it is installed (Linux), else the NVRTC kernel (Windows without Triton,
+Pascal); ``TRELLIS_FAST_PATHS=nvrtc`` picks NVRTC explicitly — and its name is printed; "fast paths off"
+runs ``mesh_render.raster_keys_torch`` (what a machine gets when no kernel can run). On a CPU both
+columns run the twin.
 
 * equality: face ids, barycentrics and depth of the two modes must be bit-identical on random triangle
   soups (tiny to screen-filling, edges and vertices on pixel centres, both windings, depth ties), a sphere
@@ -38,7 +40,7 @@ import trellis.renderers.mesh_render as mr  # noqa: E402
 from trellis import fastpaths  # noqa: E402
 from trellis.renderers.cameras import orbit_cameras, projection_opencv  # noqa: E402
 
-MODES = (("triton", True, "Triton"), ("off", False, "fast paths off (as on Windows)"))
+MODES = (("triton", True, "fast kernel"), ("off", False, "fast paths off (PyTorch twin)"))
 
 
 def sync(device):
