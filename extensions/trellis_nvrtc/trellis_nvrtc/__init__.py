@@ -16,10 +16,12 @@ _lock = threading.Lock()
 
 
 def compiled(source: str, name: str, device):
-    """Kernel ``name`` of ``source`` compiled for ``device``'s compute capability (once per process)."""
+    """Kernel ``name`` of ``source`` compiled for and loaded on ``device`` (once per process and GPU: a
+    loaded module belongs to one device's context, so two GPUs of the same kind each get their own)."""
     import torch
 
-    key = (name, torch.cuda.get_device_capability(device))
+    device = torch.device(device)
+    key = (name, device.index if device.index is not None else torch.cuda.current_device())
     with _lock:
         if key not in _cache:
             with torch.cuda.device(device):
