@@ -137,3 +137,25 @@ def test_status_reports_the_fast_path_on_this_gpu(monkeypatch):
         assert not fastpaths.status(DEV)["fast"] and "slower path" in fastpaths.describe(DEV)
     finally:
         fastpaths.set_enabled(None)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_kernels_run_on_a_second_gpu_after_the_first(fast_on, need_kernel):
+    # A compiled kernel belongs to one device's context: the second GPU (often of the same kind, as with
+    # --gpus 0,1) must get its own, not the first one's.
+    need_kernel("gaussian_composite")
+    g0 = _gaussians(20_000, 5, "shell")
+    ext, intr = orbit_cameras([0.7], [0.1], radius=2.0, fov=40.0)
+    outs = {}
+    for dev in ("cuda:0", "cuda:1"):
+        g = g0.to(dev)
+        outs[dev] = {fast: fast_on(fast, render_gaussians, g, ext[0].to(dev), intr[0].to(dev), 256)
+                     for fast in (True, False)}
+        v, f = _uv_sphere(0.5, 40, 80)
+        clip, f = _to_clip(v, ext[0], intr[0]).to(dev), f.to(dev)
+        a = fast_on(True, rasterize, clip, f, 256, 256)
+        b = fast_on(False, rasterize, clip, f, 256, 256)
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    for dev, o in outs.items():
+        assert (o[True]["color"] - o[False]["color"]).abs().max().item() <= 1e-3, dev
+    assert torch.equal(outs["cuda:0"][True]["color"].cpu(), outs["cuda:1"][True]["color"].cpu())
