@@ -34,6 +34,7 @@ Kernel packages are imported as installed packages first; in a source checkout t
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -232,10 +233,15 @@ def is_fatal(err: BaseException) -> bool:
 def dispatch(name: str, device, twin: Callable, *args, on_failure: Optional[Callable[[], None]] = None,
              **kwargs):
     """Run the first usable kernel of ``name`` with ``args``/``kwargs``, else (or after failures) ``twin``."""
+    device = torch.device(device)
     for k in _usable_kernels(name, device):
         try:
             fn = getattr(_import_kernel_module(k.module), k.function)
-            out = fn(*args, **kwargs)
+            # Kernels launch on the current CUDA device: make it the data's (cuda:1 from a thread whose
+            # current device is cuda:0 would otherwise run on the wrong GPU).
+            on_gpu = device.type == "cuda" and torch.cuda.is_available()
+            with torch.cuda.device(device) if on_gpu else contextlib.nullcontext():
+                out = fn(*args, **kwargs)
             if out is not NotImplemented:
                 return out
         except Exception as err:
