@@ -11,8 +11,22 @@ _PLY_FIELDS = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "o
                "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
 
 
-def _inverse_softplus(y: float) -> float:
-    return float(np.log(np.expm1(np.float32(y))).astype(np.float32))
+# Raw scale -> activated scale and back, keyed by the `scaling_activation` value of pipeline.json.
+_SCALE_MAPS = {
+    "exp": (torch.exp, torch.log),
+    "softplus": (F.softplus, lambda y: y + torch.log(-torch.expm1(-y))),
+}
+
+
+def _f32(x: float) -> float:
+    """Round a Python float through float32 (the bias constants are evaluated in float32, spec §13.1)."""
+    return float(np.float32(x))
+
+
+def _raw_scale_shift(activation: str, scaling_bias: float) -> float:
+    """b_s with act(b_s) = scaling_bias: log(b) for exp, log(expm1(b)) for softplus."""
+    b = np.float32(scaling_bias)
+    return _f32(np.log(b) if activation == "exp" else np.log(np.expm1(b)))
 
 
 def quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
@@ -51,56 +65,62 @@ def matrix_to_quaternion(m: torch.Tensor) -> torch.Tensor:
 
 
 class Gaussian:
-    def __init__(self, aabb, sh_degree: int = 0, mininum_kernel_size: float = 0.0, scaling_bias: float = 0.01,
+    """Degree-0 3-D Gaussians kept as raw fields (`_xyz`, `_features_dc`, `_scaling`, `_rotation`,
+    `_opacity`) plus the few constants their activations need; `get_*` gives the activated values.
+
+    The keyword names are the reference's (they are the keys of pipeline.json's representation_config),
+    hence `mininum_kernel_size` as spelled there. They are kept verbatim in `init_params`, so that
+    `Gaussian(**g.init_params)` builds an empty twin; everything stored besides is derived from them.
+    """
+
+    def __init__(self, aabb, *, sh_degree: int = 0, mininum_kernel_size: float = 0.0, scaling_bias: float = 0.01,
                  opacity_bias: float = 0.1, scaling_activation: str = "exp", device="cpu"):
         if sh_degree != 0:
             raise ValueError("only degree-0 spherical harmonics are used by TRELLIS")
-        if scaling_activation not in ("exp", "softplus"):
-            raise ValueError(f"scaling_activation {scaling_activation!r} is not 'exp' or 'softplus'")
-        self.init_params = dict(aabb=list(aabb), sh_degree=sh_degree, mininum_kernel_size=mininum_kernel_size,
-                                scaling_bias=scaling_bias, opacity_bias=opacity_bias,
-                                scaling_activation=scaling_activation)
-        self.sh_degree = sh_degree
-        self.active_sh_degree = sh_degree
-        self.mininum_kernel_size = mininum_kernel_size
-        self.scaling_bias = scaling_bias
-        self.opacity_bias = opacity_bias
-        self.scaling_activation_type = scaling_activation
-        self.device = device
+        if scaling_activation not in _SCALE_MAPS:
+            raise ValueError(f"scaling_activation {scaling_activation!r} is not one of {sorted(_SCALE_MAPS)}")
+        # Grouped as the activations use them: the box, then scale, then opacity.
+        self.init_params = {
+            "aabb": list(aabb),
+            "scaling_activation": scaling_activation, "scaling_bias": scaling_bias,
+            "mininum_kernel_size": mininum_kernel_size,
+            "opacity_bias": opacity_bias,
+            "sh_degree": sh_degree,
+        }
+        # Box: origin aabb[:3] and size aabb[3:]; it also fixes the device (see `device`).
         self.aabb = torch.tensor(aabb, dtype=torch.float32, device=device)
-        if scaling_activation == "exp":
-            self.scale_bias = float(np.log(np.float32(scaling_bias)))
-        else:
-            self.scale_bias = _inverse_softplus(scaling_bias)
-        self.rots_bias = torch.zeros(4, device=device)
-        self.rots_bias[0] = 1
-        self.opacity_bias_logit = float(np.log(np.float32(opacity_bias) / (1 - np.float32(opacity_bias))))
-        self._xyz = self._features_dc = self._features_rest = None
-        self._scaling = self._rotation = self._opacity = None
+        # Scale: raw -> act(raw + scale_bias), then widened by the 3-D filter k: sqrt(s^2 + k^2).
+        self._scale_kind = scaling_activation
+        self.scale_bias = _raw_scale_shift(scaling_activation, scaling_bias)
+        self._kernel_sq = mininum_kernel_size ** 2
+        # Rotation: the raw field is an offset from the identity quaternion (w, x, y, z).
+        self._identity_quat = torch.tensor([1.0, 0.0, 0.0, 0.0], device=device)
+        # Opacity: sigmoid(raw + logit(opacity_bias)).
+        p = np.float32(opacity_bias)
+        self._opacity_shift = _f32(np.log(p / (1 - p)))
+        self._xyz = self._features_dc = self._scaling = self._rotation = self._opacity = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.aabb.device
 
     # ------------------------------------------------------------------ activations
-    def _scale_act(self, x):
-        return torch.exp(x) if self.scaling_activation_type == "exp" else F.softplus(x)
-
-    def _scale_inv(self, y):
-        return torch.log(y) if self.scaling_activation_type == "exp" else y + torch.log(-torch.expm1(-y))
-
     @property
     def get_xyz(self) -> torch.Tensor:
         return self._xyz * self.aabb[None, 3:] + self.aabb[None, :3]
 
     @property
     def get_scaling(self) -> torch.Tensor:
-        s = self._scale_act(self._scaling + self.scale_bias)
-        return torch.sqrt(s.square() + self.mininum_kernel_size ** 2)
+        act, _ = _SCALE_MAPS[self._scale_kind]
+        return torch.sqrt(act(self._scaling + self.scale_bias).square() + self._kernel_sq)
 
     @property
     def get_rotation(self) -> torch.Tensor:
-        return F.normalize(self._rotation + self.rots_bias[None, :], dim=-1)
+        return F.normalize(self._rotation + self._identity_quat, dim=-1)
 
     @property
     def get_opacity(self) -> torch.Tensor:
-        return torch.sigmoid(self._opacity + self.opacity_bias_logit)
+        return torch.sigmoid(self._opacity + self._opacity_shift)
 
     @property
     def get_features(self) -> torch.Tensor:
@@ -111,14 +131,15 @@ class Gaussian:
         self._xyz = (xyz - self.aabb[None, :3]) / self.aabb[None, 3:]
 
     def from_scaling(self, scales):
-        s = torch.sqrt((scales.square() - self.mininum_kernel_size ** 2).clamp(min=1e-20))
-        self._scaling = self._scale_inv(s) - self.scale_bias
+        _, inverse = _SCALE_MAPS[self._scale_kind]
+        unfiltered = torch.sqrt((scales.square() - self._kernel_sq).clamp(min=1e-20))
+        self._scaling = inverse(unfiltered) - self.scale_bias
 
     def from_rotation(self, rots):
-        self._rotation = rots - self.rots_bias[None, :]
+        self._rotation = rots - self._identity_quat
 
     def from_opacity(self, opacities):
-        self._opacity = torch.logit(opacities) - self.opacity_bias_logit
+        self._opacity = torch.logit(opacities) - self._opacity_shift
 
     def from_features(self, features):
         self._features_dc = features
@@ -127,9 +148,7 @@ class Gaussian:
         return 0 if self._xyz is None else self._xyz.shape[0]
 
     def to(self, device) -> "Gaussian":
-        self.device = device
-        self.aabb, self.rots_bias = self.aabb.to(device), self.rots_bias.to(device)
-        for name in ("_xyz", "_features_dc", "_scaling", "_rotation", "_opacity"):
+        for name in ("aabb", "_identity_quat", "_xyz", "_features_dc", "_scaling", "_rotation", "_opacity"):
             t = getattr(self, name)
             if t is not None:
                 setattr(self, name, t.to(device))
@@ -139,7 +158,7 @@ class Gaussian:
     def save_ply(self, path, transform=PLY_TRANSFORM) -> None:
         """Binary little-endian PLY in the 3DGS layout (x y z nx ny nz f_dc_* opacity scale_* rot_*)."""
         xyz = self.get_xyz.detach().float()
-        rot = (self._rotation + self.rots_bias[None, :]).detach().float()
+        rot = (self._rotation + self._identity_quat).detach().float()
         if transform is not None:
             t = torch.tensor(transform, dtype=torch.float32, device=xyz.device)
             xyz = xyz @ t.T
