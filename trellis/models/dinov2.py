@@ -7,7 +7,8 @@ with ``strict=True`` and no renaming.
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from ..modules.attention import dense_attention
 
 # Architecture of `dinov2_vitl14_reg` (spec §9 / manifest `args`), ViT arguments only.
 DINOV2_VITL14_REG_ARGS = dict(
@@ -47,24 +48,23 @@ class LayerScale(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with one fused qkv projection laid out as [q | k | v]."""
+    """Multi-head self-attention with one fused qkv projection laid out as [q | k | v].
+
+    Split and merge as in `trellis.modules.transformer`: tokens stay [B, N, heads, head_dim] and the
+    softmax runs through the project's dense attention (scale 1/sqrt(head_dim), as DINOv2 uses).
+    """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
-        self.scale = (dim // num_heads) ** -0.5
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, C = x.shape
-        # [B, N, 3C] -> [3, B, heads, N, head_dim]
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
-        return self.proj(out.transpose(1, 2).reshape(B, N, C))
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, self.head_dim)).unbind(-3)
+        return self.proj(dense_attention(q, k, v).flatten(-2))
 
 
 class Mlp(nn.Module):
