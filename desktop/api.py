@@ -21,6 +21,13 @@ too, as `Authorization: Bearer TOKEN` or `X-API-Key: TOKEN` (401 otherwise); onl
 Host header (127.0.0.1, localhost or ::1), which stops web pages from reaching the API through DNS
 rebinding; no CORS headers are sent, so other sites' pages cannot read the answers.
 
+Stops and restarts. Ctrl-C, SIGTERM or SIGHUP stop the server cleanly (_StopSignals): the running job
+stops at its next step and ends interrupted (its folder keeps what was finished and gets an error.json
+with `state: interrupted`), exit status 0; a second signal stops waiting (130 after a second Ctrl-C).
+On start the runner puts the outputs folder in order (recovery.py): unfinished job folders are marked
+interrupted, stale partial and temp files removed, and earlier jobs are served again by /v1/jobs.
+An interrupted job reports state `cancelled` with error_kind `interrupted`.
+
 Status codes: 200 / 202 success; 400 unreadable body; 401 token missing or wrong; 404 unknown job
 or file; 409 wrong state (e.g. cancelling a finished job); 413 body too large; 415 body not JSON or
 a form; 422 invalid parameters or an unusable image (not an image, damaged, too many pixels, fully
@@ -31,12 +38,16 @@ generation is already running), and the job's failure as a status (see ERROR_STA
 import argparse
 import base64
 import binascii
+import contextlib
 import ipaddress
 import json
 import os
 import secrets
+import signal
 import socket
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, Union
 
@@ -56,7 +67,7 @@ LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 # HTTP status of a job's failure, for the endpoints that answer when the job has ended.
 ERROR_STATUS = {"input": 422, "empty": 422, "cancelled": 499, "oom": 507, "disk": 507, "model": 503,
-                "background_removal": 503, "internal": 500}
+                "background_removal": 503, "interrupted": 503, "internal": 500}
 
 # Content types of the files a job writes (by extension).
 CONTENT_TYPES = {".glb": "model/gltf-binary", ".mp4": "video/mp4", ".ply": "application/octet-stream",
@@ -163,7 +174,7 @@ def _build_models():
         progress: Progress
         error: Optional[str] = Field(description="what went wrong and what to do (failed or cancelled)")
         error_kind: Optional[Literal[ERROR_KINDS]] = Field(description="input, empty, oom, disk, model, "
-                                                                         "background_removal, cancelled or internal")
+                                                                         "background_removal, cancelled, interrupted or internal")
         files: list[FileInfo]
         settings: Settings
         seed: Optional[int] = Field(description="the seed used (null until the job starts)")
@@ -420,7 +431,7 @@ def job_info(job, runner) -> dict:
 def find_job(state: ApiState, job_id: str):
     job = state.runner.get(job_id)
     if job is None:
-        raise ApiError(404, f"no job {job_id!r} (GET /v1/jobs lists the jobs of this server run)")
+        raise ApiError(404, f"no job {job_id!r} (GET /v1/jobs lists the jobs in this server's outputs folder)")
     return job
 
 
@@ -507,7 +518,7 @@ def add_job_routes(app) -> None:
         return JSONResponse(job_info(job, state.runner), status_code=202,
                             headers={"Location": f"/v1/jobs/{job.id}"})
 
-    @app.get("/v1/jobs", response_model=M["JobList"], tags=["jobs"], summary="All jobs of this server run")
+    @app.get("/v1/jobs", response_model=M["JobList"], tags=["jobs"], summary="All jobs (this run's and the earlier ones in the outputs folder)")
     async def list_jobs(request: Request):
         state = api_state(request)
         return {"jobs": [job_info(j, state.runner) for j in state.runner.list()]}
@@ -663,7 +674,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the REST API: a job API under /v1 and the StableProjectorz endpoints. "
                     "OpenAPI docs at http://HOST:PORT/docs.",
         epilog="Bound to 127.0.0.1 (the default) only this computer can connect. Any other --host needs "
-               "--token. Exit status: 0 after Ctrl-C, 1 when the server cannot start, 2 usage error.")
+               "--token. Ctrl-C (or SIGTERM, SIGHUP) stops it cleanly: the running job is stopped at its next "
+               "step and marked interrupted. Exit status: 0 after such a stop, 130 when a second Ctrl-C cut "
+               "it short, 1 when the server cannot start, 2 usage error.")
     p.add_argument("--model", default=os.environ.get("TRELLIS_DESKTOP_MODEL", "microsoft/TRELLIS-image-large"),
                    metavar="PATH_OR_REPO",
                    help="pipeline folder or Hugging Face repo (default: $TRELLIS_DESKTOP_MODEL or %(default)s); "
@@ -747,6 +760,9 @@ def main(argv=None) -> int:
         return 1
     port = sock.getsockname()[1]
     runner.say_fast_paths()
+    rec = runner.recovery
+    if rec.interrupted or rec.removed:
+        print(f"outputs folder: {rec.summary()}", file=sys.stderr, flush=True)
     defaults = ServerDefaults(preset=args.preset, precision=args.precision, offload=args.offload)
     app = create_app(runner, token=args.token, defaults=defaults)
     shown = f"[{args.host}]" if ":" in args.host else args.host
@@ -755,12 +771,88 @@ def main(argv=None) -> int:
           f"{'token required' if args.token else 'no token: this computer only'}). Ctrl-C stops it.",
           file=sys.stderr, flush=True)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, lifespan="off")
-    server = uvicorn.Server(config)
+    server = _Server(config)
+    stop = _StopSignals(server, runner)
+    stop.install()
     try:
         server.run(sockets=[sock])
-    except KeyboardInterrupt:      # uvicorn stops on Ctrl-C, then raises it again: the normal way out
-        pass
     finally:
-        runner.shutdown(cancel=True, wait=False)
         sock.close()
-    return 0
+        code = stop.finish()
+    return code
+
+
+# How long a stopping server waits for the running job to stop at its next step (a second signal
+# stops waiting).
+STOP_WAIT_S = 60.0
+
+
+def _Server(config):
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server without its own signal handling (_StopSignals does it; uvicorn's re-raises
+        the signal after its shutdown, which kills the process before the job has stopped)."""
+
+        def capture_signals(self):
+            return contextlib.nullcontext()
+    return Server(config)
+
+
+class _StopSignals:
+    """Clean stops. The first SIGINT (Ctrl-C), SIGTERM or SIGHUP (SIGBREAK on Windows) stops the
+    server: no new requests, the running job is cancelled at its next step and its folder gets an
+    error.json with `state: interrupted` (partial files and temp folders removed), queued jobs end
+    interrupted too; once the worker has stopped the process exits 0. A second signal while it waits
+    stops waiting: exit 128 + that signal's number (130 for Ctrl-C); what the job left behind is then
+    marked and cleaned at the next start (recovery.py). Exit 1 if the job did not stop in STOP_WAIT_S."""
+
+    def __init__(self, server, runner):
+        self.server, self.runner = server, runner
+        self.signals: list = []
+        self._stop_requested = threading.Event()
+
+    def install(self) -> None:
+        for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK"):
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    signal.signal(sig, self._handle)
+        # The runner is told from a thread: a signal handler may interrupt code that holds its lock.
+        threading.Thread(target=self._stop_jobs, name="trellis-api-stop", daemon=True).start()
+
+    def _handle(self, sig, frame) -> None:
+        self.signals.append(sig)
+        self.server.should_exit = True
+        if len(self.signals) > 1:
+            self.server.force_exit = True
+        self._stop_requested.set()
+
+    def _reason(self) -> str:
+        if not self.signals:
+            return "the API server stopped"
+        return f"the API server received {signal.Signals(self.signals[0]).name}"
+
+    def _stop_jobs(self) -> None:
+        self._stop_requested.wait()
+        self.runner.shutdown(cancel=True, wait=False, reason=self._reason())
+
+    def finish(self) -> int:
+        """After the server loop: stop the jobs, wait (bounded) for the worker; the exit code."""
+        running = any(j.state == "running" for j in self.runner.list())
+        self.runner.shutdown(cancel=True, wait=False, reason=self._reason())
+        if running:
+            print("Stopping: the running job stops at its next step (Ctrl-C again to stop at once)...",
+                  file=sys.stderr, flush=True)
+        deadline = time.monotonic() + STOP_WAIT_S
+        while not self.runner.stopped and len(self.signals) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not self.runner.stopped:
+            # A worker is still inside native code: the interpreter's normal exit would tear it down
+            # mid-call (SIGABRT). Its folder is marked and cleaned at the next start.
+            code = 128 + self.signals[-1] if len(self.signals) > 1 else 1
+            print("Stopped without waiting for the running job (its folder is marked interrupted at the next "
+                  "start).", file=sys.stderr, flush=True)
+            os._exit(code)
+        print("Stopped.", file=sys.stderr, flush=True)
+        return 0

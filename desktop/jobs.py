@@ -43,6 +43,7 @@ import torch
 
 from trellis.utils.cancel import Cancelled
 
+from . import recovery
 from .settings import EXPORT_FIELDS, GenerationSettings
 
 DEFAULT_MODEL = "microsoft/TRELLIS-image-large"
@@ -141,6 +142,8 @@ class Job:
         self._result: Optional[dict] = None         # {"gaussian", "mesh"} while kept (keep_result)
         self._source_result: Optional[dict] = None  # export jobs: the result they export
         self._affinity: Optional[str] = None        # export jobs run on the device that holds the result
+        self._interrupted: Optional[str] = None     # why the app stopped it (JobRunner.shutdown(reason=))
+        self._folder_lock = None                    # (fd, path) of the running job's lock (recovery.py)
 
     @property
     def result_kept(self) -> bool:
@@ -240,7 +243,9 @@ def _is_disk_full(err: BaseException) -> bool:
 
 
 # Kinds of failure (Job.error_kind), for callers that react differently (HTTP status, retry advice).
-ERROR_KINDS = ("input", "empty", "oom", "disk", "model", "background_removal", "cancelled", "internal")
+# "interrupted": the app was stopped (Ctrl-C, SIGTERM, ...) or killed while the job ran or waited.
+ERROR_KINDS = ("input", "empty", "oom", "disk", "model", "background_removal", "cancelled", "interrupted",
+               "internal")
 
 
 def classify_failure(err: BaseException, outputs_dir, device: str) -> tuple:
@@ -405,11 +410,15 @@ class JobRunner:
     decoded results of `keep_result` jobs stay in memory for exports (the oldest is dropped first).
     `on_progress(job, progress)`, if given, is called in the worker's thread on every progress report
     (`Progress`), e.g. to watch how often progress moves. On a CPU a job runs with
-    `settings.for_device("cpu")` (smaller bake renders and preview; settings.json records the change)."""
+    `settings.for_device("cpu")` (smaller bake renders and preview; settings.json records the change).
+
+    On start (`recover=True`) the outputs folder is put in order (recovery.py): folders of jobs that
+    never finished are marked interrupted, stale partial and temp files removed, and the earlier jobs
+    are listed again (`get`, `list`; `self.recovery` says what was done)."""
 
     def __init__(self, model_path: str = DEFAULT_MODEL, outputs_dir="outputs", device: Optional[str] = None,
                  gpus: Optional[list] = None, pipeline_factory: Optional[Callable] = None, keep_results: int = 1,
-                 on_progress: Optional[Callable] = None):
+                 on_progress: Optional[Callable] = None, recover: bool = True):
         self.model_path = os.fspath(model_path)
         self.on_progress = on_progress
         self.keep_results = max(0, int(keep_results))
@@ -427,6 +436,9 @@ class JobRunner:
         self._jobs: dict = {}
         self._kept: collections.OrderedDict = collections.OrderedDict()    # job id -> job holding a result
         self._stopping = False
+        self.recovery = recovery.recover_outputs(self.outputs_dir) if recover else recovery.Recovery()
+        for job in self.recovery.jobs:
+            self._jobs[job.id] = job
         self._workers = []
         for i, dev in enumerate(self.devices):
             w = _Worker(self, dev, name=f"trellis-worker-{i}")
@@ -538,18 +550,26 @@ class JobRunner:
                 self._queue.remove(job)
                 job.state = JobState.CANCELLED
                 job.error = job.error_kind = "cancelled"
+                if job._interrupted:
+                    job.error, job.error_kind = job._interrupted, "interrupted"
                 job.finished = time.time()
                 job._source_result = None
                 job._done.set()
         return True
 
-    def shutdown(self, cancel: bool = True, wait: bool = True, timeout: Optional[float] = None) -> None:
+    def shutdown(self, cancel: bool = True, wait: bool = True, timeout: Optional[float] = None,
+                 reason: Optional[str] = None) -> None:
         """Stop the workers. With `cancel`, queued jobs are cancelled and running ones asked to stop;
-        otherwise the queue is worked off first."""
+        otherwise the queue is worked off first. With `reason` (e.g. "the server received SIGTERM"),
+        those jobs end as interrupted (error_kind "interrupted", error.json `state: interrupted`)
+        rather than cancelled."""
         with self._wakeup:
             self._stopping = True
             queued = list(self._queue) if cancel else []
             running = [j for j in self._jobs.values() if j.state == JobState.RUNNING] if cancel else []
+            if reason:
+                for job in queued + running:
+                    job._interrupted = recovery.INTERRUPTED_MESSAGE.format(how=reason)
             self._wakeup.notify_all()
         for job in queued + running:
             self.cancel(job.id)
@@ -558,6 +578,11 @@ class JobRunner:
         if wait:
             for w in self._workers:
                 w.thread.join(timeout)
+
+    @property
+    def stopped(self) -> bool:
+        """True once every worker has ended (after shutdown: the queue is empty and no job runs)."""
+        return not any(w.thread.is_alive() for w in self._workers)
 
     def __enter__(self):
         return self
@@ -626,6 +651,10 @@ class _Worker:
                 self._finish(job, JobState.FAILED, f"internal error: {err}")
 
     def _finish(self, job: Job, state: str, error: Optional[str] = None, detail: Optional[str] = None) -> None:
+        # Its final file is written: the folder is no longer this process's to finish.
+        if job._folder_lock is not None:
+            recovery.release_lock(*job._folder_lock)
+            job._folder_lock = None
         with self.runner._lock:
             job.state, job.error, job.detail = state, error, detail
             job.finished = time.time()
@@ -652,7 +681,10 @@ class _Worker:
 
     def _fail(self, job: Job, err: BaseException) -> None:
         kind, message = classify_failure(err, self.runner.outputs_dir, self.device)
-        state = JobState.CANCELLED if kind == "cancelled" else JobState.FAILED
+        if job._interrupted and kind not in ("oom", "disk"):
+            # Stopped by the app's shutdown (whatever the stop broke on the way, e.g. an encoder child).
+            kind, message = "interrupted", job._interrupted
+        state = JobState.CANCELLED if kind in ("cancelled", "interrupted") else JobState.FAILED
         detail = None
         if kind == "internal":
             detail = "".join(traceback.format_exception(type(err), err, err.__traceback__))
@@ -665,7 +697,8 @@ class _Worker:
         if job.out_dir:
             try:
                 write_atomic(Path(job.out_dir) / "error.json",
-                             _json_bytes({"state": state, "error": message, "kind": kind, "detail": detail,
+                             _json_bytes({"state": "interrupted" if kind == "interrupted" else state,
+                                          "error": message, "kind": kind, "detail": detail,
                                           "timings": _jsonable(job.timings)}))
                 job.files["error"] = str(Path(job.out_dir) / "error.json")
             except OSError:
@@ -827,7 +860,17 @@ class _Worker:
         root.mkdir(parents=True, exist_ok=True)
         stamp = datetime.fromtimestamp(job.started or time.time()).strftime("%Y%m%d-%H%M%S")
         out = root / f"{stamp}-{job.id[:8]}"
-        out.mkdir()
+        # The lock first: another process's recovery pass then never takes this folder for a dead job's.
+        lock = recovery.lock_path(root, out.name)
+        fd = recovery.try_lock(lock)
+        job._folder_lock = (fd, lock) if fd is not None else None
+        try:
+            out.mkdir()
+        except BaseException:
+            if job._folder_lock is not None:
+                recovery.release_lock(*job._folder_lock)
+                job._folder_lock = None
+            raise
         return out
 
     def _settings_record(self, job: Job, settings: GenerationSettings) -> dict:
