@@ -42,6 +42,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -61,6 +62,7 @@ API_VERSION = "1"
 MAX_IMAGES = 16                         # per job (several views of one object)
 MAX_IMAGE_BYTES = 64 * 1024 * 1024      # per image file
 MAX_BODY_BYTES = 256 * 1024 * 1024      # per request (413 above)
+MAX_JSON_DEPTH = 32                     # nesting of a JSON body (a job needs 2: an object of lists)
 POLL_S = 0.1                            # how often a waiting request looks at its job
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -281,6 +283,23 @@ def decode_base64(text: str, where: str) -> bytes:
     return data
 
 
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+
+
+def json_depth(raw: bytes) -> int:
+    """The deepest nesting of [ and { in a JSON text (outside strings), without parsing it: a deep
+    body is refused before the parser (or the validation) recurses through it. C-speed passes only
+    (a body may hold 256 MB of base64)."""
+    import numpy as np
+
+    skeleton = _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", bytes(raw)))
+    if not skeleton:
+        return 0
+    a = np.frombuffer(skeleton, np.uint8)
+    return int(np.cumsum(np.where((a == ord("[")) | (a == ord("{")), 1, -1)).max())
+
+
 async def read_form(request) -> dict:
     """The form fields of a multipart or urlencoded body: name -> list of str / UploadFile."""
     try:
@@ -299,6 +318,10 @@ async def read_body(request) -> tuple:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json" or ctype.endswith("+json"):
         raw = await request.body()
+        if json_depth(raw) > MAX_JSON_DEPTH:
+            raise ApiError(422, [{"loc": ["body"], "msg": f"JSON nested more than {MAX_JSON_DEPTH} levels deep; a "
+                                  "request is an object of settings and lists of base64 images (2 levels)",
+                                  "type": "json_invalid"}])
         try:
             return "json", json.loads(raw)
         except (ValueError, UnicodeDecodeError) as err:

@@ -248,8 +248,9 @@ ERROR_KINDS = ("input", "empty", "oom", "disk", "model", "background_removal", "
                "internal")
 
 
-def classify_failure(err: BaseException, outputs_dir, device: str) -> tuple:
-    """(kind, user-facing message) for an exception that ended a job."""
+def classify_failure(err: BaseException, outputs_dir, device: str, error_file: Optional[str] = None) -> tuple:
+    """(kind, user-facing message) for an exception that ended a job; `error_file`: where its details
+    are written (an unexpected error's message points there), None when the job has no folder."""
     from trellis.pipelines import EmptyStructureError
     from trellis.pipelines.preprocess import BackgroundRemovalUnavailable
 
@@ -275,7 +276,8 @@ def classify_failure(err: BaseException, outputs_dir, device: str) -> tuple:
         return "background_removal", str(err)
     if isinstance(err, OSError) and err.filename:
         return "internal", f"could not write or read {err.filename}: {err.strerror or err}"
-    return "internal", f"unexpected error ({type(err).__name__}: {err}). The details are in the job's error.json."
+    where = f" The details are in {error_file}." if error_file else ""
+    return "internal", f"unexpected error ({type(err).__name__}: {err}).{where}"
 
 
 def _model_load_message(model: str, err: BaseException) -> str:
@@ -299,6 +301,8 @@ def prepare_image(image, remove_background: bool, remover=None, check_only: bool
 
     With `check_only`, an image that needs background removal is only loaded (the removal itself,
     slow and possibly a model download, is skipped) and None is returned for it."""
+    from PIL import Image
+
     from trellis.pipelines import preprocess as pre
 
     try:
@@ -308,10 +312,13 @@ def prepare_image(image, remove_background: bool, remover=None, check_only: bool
         if not remove_background:
             return img.convert("RGB")
         if check_only:
+            pre.check_aspect(img.width, img.height, "The image")     # as preprocess_image will
             return None
         return pre.preprocess_image(img, remover=remover or pre.get_default_remover())
     except (ValueError, TypeError, FileNotFoundError, IsADirectoryError) as err:
         raise InputError(str(err)) from None
+    except Image.DecompressionBombError as err:      # a size no check above foresaw: still the input's
+        raise InputError(f"the image is too large to process ({err}); downscale it and try again") from None
     except PermissionError as err:
         raise InputError(f"cannot read {err.filename}: permission denied") from None
 
@@ -680,7 +687,8 @@ class _Worker:
         self._finish(job, JobState.DONE)
 
     def _fail(self, job: Job, err: BaseException) -> None:
-        kind, message = classify_failure(err, self.runner.outputs_dir, self.device)
+        error_file = str(Path(job.out_dir) / "error.json") if job.out_dir else None
+        kind, message = classify_failure(err, self.runner.outputs_dir, self.device, error_file)
         if job._interrupted and kind not in ("oom", "disk"):
             # Stopped by the app's shutdown (whatever the stop broke on the way, e.g. an encoder child).
             kind, message = "interrupted", job._interrupted

@@ -609,3 +609,49 @@ def test_openapi_schema_fuzzing_finds_no_server_error(tiny_pipeline_dir, tmp_pat
     finally:
         server.close()
         runner.shutdown(timeout=30)
+
+
+# ------------------------------------------------------------------------------------------ hostile inputs
+
+def band_png(width: int, height: int, mode: str = "RGBA") -> bytes:
+    """A width x height PNG: transparent but for an opaque band across the whole width (RGBA), or
+    opaque everywhere (RGB). A few hundred bytes however wide."""
+    img = Image.new(mode, (width, height), (0, 0, 0, 0) if mode == "RGBA" else (0, 0, 0))
+    img.paste((200, 80, 40, 255) if mode == "RGBA" else (200, 80, 40), (0, 2, width, height - 2))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def test_elongated_images_are_422_on_every_endpoint(client, blob):
+    """A very wide opaque band made a square crop beyond Pillow's pixel limit (500) or of 0.7 GB."""
+    for data, words in [(band_png(100_000, 8), "times wider than tall"), (band_png(10_000, 8), "times wider"),
+                        (band_png(8, 10_000), "times taller than wide"),
+                        (band_png(20_000, 8, "RGB"), "times wider")]:          # RGB: before background removal
+        assert len(data) < 5000
+        r = client.post("/v1/jobs", files=[("images", ("band.png", data, "image/png"))], data=form(**FAST))
+        assert r.status_code == 422 and words in r.json()["detail"] and "Crop the image" in r.json()["detail"], r.text
+        r = client.post("/v1/jobs", json={"images": [b64(data)], **FAST})
+        assert r.status_code == 422 and words in r.json()["detail"], r.text
+        r = client.post("/generate_no_preview", files={"file": ("band.png", data, "image/png")}, data=form(**SPZ_FAST))
+        assert r.status_code == 422 and words in json.dumps(r.json()), r.text
+        r = client.post("/generate", json={"single_multi_img_input": [b64(data)], **SPZ_FAST})
+        assert r.status_code == 422 and words in json.dumps(r.json()), r.text
+    assert client.get("/status").json()["busy"] is False
+
+
+def test_deep_json_is_422_not_500(client, blob):
+    for body in ["[" * 1000 + "]" * 1000, "{\"images\": " + "[" * 5000 + "]" * 5000 + "}",
+                 json.dumps({"images": [b64(blob)], "formats": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["glb"]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}),
+                 "[" * 100_000]:
+        for route in ("/v1/jobs", "/generate_no_preview"):
+            r = client.post(route, content=body.encode(), headers={"content-type": "application/json"})
+            assert r.status_code == 422, (route, body[:40], r.text)
+            assert "nested more than 32 levels" in json.dumps(r.json()), r.text
+        # /generate's body is parsed by FastAPI itself: an unreadable body there is a 400.
+        r = client.post("/generate", content=body.encode(), headers={"content-type": "application/json"})
+        assert r.status_code in (400, 422), r.text
+    # Brackets inside strings are text, not nesting.
+    r = client.post("/v1/jobs", json={"images": ["[" * 100 + "{" * 100], **FAST})
+    assert r.status_code == 422 and "not valid base64" in r.json()["detail"], r.text
+    assert api_mod.json_depth(b'{"a": [1, {"b": "]]]}}\\"[[["}], "c": []}') == 3

@@ -190,3 +190,26 @@ def test_progress_bar_text():
     display.clear()
     assert stream.getvalue().endswith("\r")
     assert cli._clock(3725) == "1:02:05" and cli._clock(None) == "--:--"
+
+
+def test_elongated_image_is_a_user_error_without_traceback(tiny_pipeline_dir, tmp_path):
+    from PIL import Image
+
+    band = Image.new("RGBA", (100_000, 8), (0, 0, 0, 0))
+    band.paste((200, 80, 40, 255), (0, 2, 100_000, 6))
+    band.save(tmp_path / "band.png")
+    out = tmp_path / "out"
+    proc = desktop("generate", tmp_path / "band.png", "-o", out, "--model", tiny_pipeline_dir, *SMALL)
+    assert proc.returncode == 1, proc.stderr
+    assert "band.png: FAILED: bad input:" in proc.stderr and "times wider than tall" in proc.stderr
+    assert "Traceback" not in proc.stderr and "error.json" not in proc.stderr
+    assert proc.stdout == "" and job_folders(out) == []
+
+
+def test_unexpected_errors_name_only_a_file_that_is_written(tmp_path):
+    from desktop.jobs import classify_failure
+
+    kind, message = classify_failure(RuntimeError("boom"), tmp_path, "cpu")
+    assert kind == "internal" and "boom" in message and "error.json" not in message
+    kind, message = classify_failure(RuntimeError("boom"), tmp_path, "cpu", str(tmp_path / "j" / "error.json"))
+    assert str(tmp_path / "j" / "error.json") in message

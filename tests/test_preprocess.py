@@ -571,3 +571,37 @@ def test_split_multiview_strip():
         split_multiview_strip(Image.new("RGB", (100, 40)))
     with pytest.raises(ValueError, match="fully transparent"):
         split_multiview_strip(np.zeros((40, 100, 4), np.uint8))
+
+
+def test_elongated_objects_and_images_are_refused_cheaply():
+    band = Image.new("RGBA", (100_000, 8), (0, 0, 0, 0))
+    band.paste((200, 80, 40, 255), (0, 2, 100_000, 6))
+    with pytest.raises(ValueError, match="25000 times wider than tall"):
+        pp.crop_and_composite(band)
+    with pytest.raises(ValueError, match="times taller than wide"):
+        pp.crop_and_composite(band.transpose(Image.Transpose.ROTATE_90))
+    with pytest.raises(ValueError, match="The image is 20000x8 pixels"):
+        pp.preprocess_image(Image.new("RGB", (20_000, 8), (9, 9, 9)), remover=lambda img: img)
+    # A small object in a very wide image is fine: only the object's shape counts.
+    dot = Image.new("RGBA", (50_000, 64), (0, 0, 0, 0))
+    dot.paste((200, 80, 40, 255), (30_000, 10, 30_040, 50))
+    assert pp.crop_and_composite(dot).size == (518, 518)
+    # 100:1 is still accepted.
+    ok = Image.new("RGBA", (1000, 10), (200, 80, 40, 255))
+    assert pp.crop_and_composite(ok).size == (518, 518)
+
+
+def test_crop_beyond_the_square_budget_is_made_from_a_shrunk_image(monkeypatch):
+    monkeypatch.setattr(pp, "MAX_CROP_SIDE", 256)
+    img = Image.new("RGBA", (800, 600), (0, 0, 0, 0))
+    img.paste((200, 80, 40, 255), (100, 100, 700, 500))       # crop side 1.2 * 599 = 718 > 256
+    seen = []
+    real_crop = Image.Image.crop
+    monkeypatch.setattr(Image.Image, "crop", lambda self, box=None: seen.append(box) or real_crop(self, box))
+    out = pp.crop_and_composite(img)
+    assert out.size == (518, 518)
+    (box,) = seen
+    assert box[2] - box[0] <= 256
+    arr = np.asarray(out).astype(int)
+    assert arr[259, 259].tolist() == [200, 80, 40]              # the object, in the middle
+    assert arr[5, 5].tolist() == [0, 0, 0]                      # the margin, black

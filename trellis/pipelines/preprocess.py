@@ -18,6 +18,11 @@ Huge images (the pixel budget, MAX_PIXELS = 64 megapixels):
 * Images already in memory (PIL images, numpy arrays) above the budget are shrunk by an integer
   factor (`Image.reduce`) to fit.
 Below the budget nothing is resampled while loading, so results match the reference exactly.
+
+Extreme shapes: an object (or, when the background must be removed, an image) more than MAX_ASPECT
+times wider than tall (or taller than wide) is refused with a ValueError: at 518² it would be a line
+a few pixels thick. A square crop larger than MAX_CROP_SIDE (a long, thin object in a huge image)
+is made from the image shrunk first by an integer factor, so it never costs more than that square.
 """
 from __future__ import annotations
 
@@ -42,6 +47,8 @@ MAX_REMBG_SIDE = 1024             # §11.1 step 2
 OUTPUT_SIZE = 518                 # §11.1 step 4
 ALPHA_THRESHOLD = 0.8 * 255       # §11.1 step 3: foreground is alpha > 204
 CROP_MARGIN = 1.2                 # §11.1 step 3
+MAX_ASPECT = 100                  # longest / shortest side of an object (or of an image to cut out)
+MAX_CROP_SIDE = 8192              # larger square crops are made from a shrunk image (bounded memory)
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _READABLE = "PNG, JPEG, WebP, BMP, TIFF or GIF"
@@ -452,6 +459,7 @@ def preprocess_image(image: ImageInput, remover: Optional[Remover] = None) -> Im
         rgba = img
         where = "the image's transparency leaves no solid object"
     else:
+        check_aspect(img.width, img.height, "The image")
         rgb = _cap_size(img.convert("RGB"), MAX_REMBG_SIDE)
         rgba = (remover if remover is not None else get_default_remover()).remove(rgb)
         if not isinstance(rgba, Image.Image) or rgba.size != rgb.size:
@@ -470,17 +478,32 @@ def _cap_size(img: Image.Image, max_side: int) -> Image.Image:
     return img.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.Resampling.LANCZOS)
 
 
+def check_aspect(width: int, height: int, what: str) -> None:
+    """ValueError when `what` (width x height pixels) is more than MAX_ASPECT times longer than wide."""
+    long, short = max(width, height), max(1, min(width, height))
+    if long > MAX_ASPECT * short:
+        shape = "wider than tall" if width >= height else "taller than wide"
+        raise ValueError(
+            f"{what} is {width}x{height} pixels, {long / short:.0f} times {shape}; at most {MAX_ASPECT}:1 "
+            "can become a 3D object (more would be a line a few pixels thick). Crop the image around the "
+            "object, or use a picture in which the object is less elongated."
+        )
+
+
 def crop_and_composite(rgba: Image.Image, where: str = "no object found") -> Image.Image:
     """§11.1 steps 3-5 on an RGBA image: crop around alpha > 204, resize to 518², composite on black."""
     alpha = np.asarray(rgba.getchannel("A"))
-    ys, xs = np.nonzero(alpha > ALPHA_THRESHOLD)
-    if xs.size == 0:
+    # Rows and columns first: the object's box without a coordinate list as long as its pixel count.
+    mask = alpha > ALPHA_THRESHOLD
+    cols, rows = np.flatnonzero(mask.any(axis=0)), np.flatnonzero(mask.any(axis=1))
+    if cols.size == 0:
         raise ValueError(
             f"No foreground found: {where} (no pixel is more than 80% opaque). Provide an image "
             "with a clearly visible object, or one whose transparency marks the object."
         )
-    x_min, x_max = int(xs.min()), int(xs.max())
-    y_min, y_max = int(ys.min()), int(ys.max())
+    x_min, x_max = int(cols[0]), int(cols[-1])
+    y_min, y_max = int(rows[0]), int(rows[-1])
+    check_aspect(x_max - x_min + 1, y_max - y_min + 1, "The object (its opaque part)")
     cx, cy = (x_min + x_max) / 2, (y_min + y_max) / 2
     side = int(CROP_MARGIN * max(x_max - x_min, y_max - y_min))
     half = side // 2
@@ -489,6 +512,9 @@ def crop_and_composite(rgba: Image.Image, where: str = "no object found") -> Ima
             f"No usable foreground: the object is only {x_max - x_min + 1}x{y_max - y_min + 1} "
             "pixels. Provide an image in which the object is clearly visible."
         )
+    if 2 * half > MAX_CROP_SIDE:
+        # The square around a huge object would not fit in memory (Pillow refuses it): shrink first.
+        return crop_and_composite(rgba.reduce(-(-2 * half // MAX_CROP_SIDE)), where)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         # float box: Pillow rounds each coordinate (half to even); outside the image is (0,0,0,0)
