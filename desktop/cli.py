@@ -12,8 +12,10 @@ import argparse
 import dataclasses
 import os
 import re
+import errno
 import shutil
 import sys
+import tempfile
 import time
 
 from .settings import DEFAULT_PRESET, FORMATS, PRESETS, GenerationSettings, field_names
@@ -80,6 +82,37 @@ def port_number(text: str) -> int:
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{port} is not a port number (use 1..65535)")
     return port
+
+
+def output_folder_problem(path: str):
+    """None when the outputs folder `path` exists or can be created, and can be written; otherwise what is
+    wrong and what to do. Checked by trying (a probe folder, removed at once), so read-only disks, ACLs
+    and root's privileges all count as they will later; nothing is left behind, no folder is created."""
+    target = os.path.abspath(os.path.expanduser(path))
+    other = "choose another folder with -o"
+    fix = f"{other}, or make it writable"
+    existing = target
+    while True:                                        # the nearest part of the path that exists
+        try:
+            os.stat(existing)
+            break
+        except OSError as err:
+            if err.errno == errno.ENAMETOOLONG:
+                return f"cannot create {path}: the name is too long; {other}"
+            parent = os.path.dirname(existing)
+            if parent == existing:
+                return f"cannot create {path}: {err.strerror or err}; {fix}"
+            existing = parent
+    if not os.path.isdir(existing):
+        if existing == target:
+            return f"{path} exists and is not a folder; {other}"
+        return f"cannot create {path}: {existing} is a file, not a folder; {other}"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".trellis-write-check-", dir=existing))
+    except OSError as err:
+        where = path if existing == target else f"{path} (in {existing})"
+        return f"cannot write to {where}: {err.strerror or err}; {fix}"
+    return None
 
 
 def _parse_value(key: str, text: str):
@@ -217,8 +250,9 @@ def main(argv=None) -> int:
         parser.error(str(err))                          # exits with 2
     if args.gpus and args.device and args.device != "cuda":
         parser.error("--gpus picks the GPUs itself; leave out --device (or use --device cuda)")
-    if os.path.exists(args.output) and not os.path.isdir(args.output):
-        parser.error(f"-o/--output: {args.output} exists and is not a folder")
+    problem = output_folder_problem(args.output)
+    if problem:
+        parser.error(f"-o/--output: {problem}")
     display = ProgressDisplay(enabled=not args.quiet)
 
     from .jobs import JobRunner, JobState               # heavy (torch): only once the options are good

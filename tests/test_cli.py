@@ -1,9 +1,11 @@
 """`python -m desktop generate` end to end in a subprocess, on the tiny random-weight pipeline (CPU)."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 
 import pytest
@@ -18,10 +20,37 @@ SMALL = ["--steps", "2", "--texture-size", "64", "--set", "video_frames=8", "--s
          "--set", "fill_holes=false", "--set", "bake_views=4", "--set", "bake_resolution=64"]
 
 
-def desktop(*args, timeout=180, **kw):
+def desktop(*args, timeout=180, prefix=(), **kw):
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "desktop", *map(str, args)], cwd=ROOT, env=env,
+    return subprocess.run([*prefix, sys.executable, "-m", "desktop", *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def _can_create_in(folder) -> bool:
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=folder))
+        return True
+    except OSError:
+        return False
+
+
+def read_only_folder(tmp_path):
+    """(folder, prefix): a real folder that the command run with `prefix` cannot write to. chmod 555 for a
+    normal user; for root, whom chmod does not stop, a read-only bind mount of it in a private mount
+    namespace (`unshare -m`: the kernel refuses every write there, root's too). Skips where neither works."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if not _can_create_in(folder):
+        return folder, ()
+    folder.chmod(0o755)
+    prefix = ("unshare", "-m", "--propagation", "private", "sh", "-c",
+              'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"', str(folder))
+    if shutil.which("unshare") and shutil.which("mount"):
+        probe = subprocess.run([*prefix, "sh", "-c", 'mkdir "$0/probe"', str(folder)], capture_output=True, text=True)
+        if probe.returncode != 0 and "Read-only file system" in probe.stderr and not os.listdir(folder):
+            return folder, prefix
+    pytest.skip("no way here to make a folder that this user cannot write to (root without unshare/mount)")
 
 
 def job_folders(out):
@@ -117,6 +146,36 @@ def test_usage_errors_exit_2(tmp_path):
         assert proc.returncode == 2, (args, proc.stderr)
         assert message in proc.stderr, (args, proc.stderr)
     assert not os.path.exists(os.path.join(ROOT, "out"))
+
+
+def test_output_folder_under_a_file_is_a_usage_error_before_the_model_loads(tiny_pipeline_dir, tmp_path):
+    a = rgba_blob(tmp_path / "a.png")
+    (tmp_path / "notes.txt").write_text("hello")
+    before = sorted(os.listdir(tmp_path))
+    for out, message in [(tmp_path / "notes.txt" / "out", "notes.txt is a file, not a folder"),
+                         (tmp_path / "notes.txt", "exists and is not a folder"),
+                         (tmp_path / ("x" * 300) / "out", "the name is too long")]:
+        proc = desktop("generate", a, "-o", out, "--model", tiny_pipeline_dir, *SMALL, timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert message in proc.stderr and "choose another folder with -o" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and "Loading model" not in proc.stderr and proc.stdout == ""
+    assert sorted(os.listdir(tmp_path)) == before and (tmp_path / "notes.txt").read_text() == "hello"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions / mounts")
+def test_read_only_output_folder_is_a_usage_error_before_the_model_loads(tiny_pipeline_dir, tmp_path):
+    a = rgba_blob(tmp_path / "a.png")
+    folder, prefix = read_only_folder(tmp_path)
+    try:
+        for out in (folder, folder / "new" / "out"):
+            proc = desktop("generate", a, "-o", out, "--model", tiny_pipeline_dir, *SMALL, prefix=prefix, timeout=60)
+            assert proc.returncode == 2, proc.stderr
+            assert f"cannot write to {out}" in proc.stderr, proc.stderr
+            assert "choose another folder with -o, or make it writable" in proc.stderr
+            assert "Traceback" not in proc.stderr and "Loading model" not in proc.stderr and proc.stdout == ""
+        assert os.listdir(folder) == []                                 # no probe, no job folder left
+    finally:
+        folder.chmod(0o755)
 
 
 @pytest.mark.skipif(os.name != "posix", reason="sends SIGINT")
