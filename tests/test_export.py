@@ -584,6 +584,25 @@ def test_observations_rendered_during_uv_unwrap_give_the_same_bake(asset, glb):
     np.testing.assert_array_equal(np.asarray(mesh.visual.material.baseColorTexture.convert("RGB")), tex1)
 
 
+def test_observations_rendered_during_the_decimation_give_the_same_bake(asset):
+    # The app hands to_glb a decimation already running in a child process; views rendered while it
+    # runs wait in host memory. Same faces, UVs and texture as rendering them one after the other.
+    from trellis.utils.mesh_cleanup import BackgroundSimplify
+    from trellis.utils.postprocessing_utils import bake_textured_mesh
+
+    kw = dict(simplify=0.6, fill_holes=False, texture_size=TEXTURE, verbose=False, nviews=NVIEWS,
+              render_resolution=RES, uv_method="charts")
+    mesh = (asset["v"], asset["f"])
+    v0, f0, uv0, tex0, info0 = bake_textured_mesh(asset["gaussian"], mesh, overlap_uv=False, **kw)
+    assert info0["views_rendered_during_simplify"] == 0
+    pre = BackgroundSimplify(asset["v"], asset["f"], 0.6)
+    v1, f1, uv1, tex1, info1 = bake_textured_mesh(asset["gaussian"], mesh, simplified=pre, **kw)
+    assert 0 <= info1["views_rendered_during_simplify"] <= NVIEWS
+    np.testing.assert_array_equal(f0, f1)
+    np.testing.assert_array_equal(uv0, uv1)
+    np.testing.assert_array_equal(tex0, tex1)
+
+
 def test_observation_defaults_follow_the_device():
     from trellis.utils import postprocessing_utils as post
 

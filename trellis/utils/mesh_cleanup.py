@@ -292,6 +292,10 @@ np.savez(sys.argv[2], vertices=v, faces=f)
         except OSError:                # no child possible here: result() does the work in this process
             self._proc = None
 
+    def running(self) -> bool:
+        """Whether the child is still decimating (False once it ended, or if it never started)."""
+        return self._result is None and self._proc is not None and self._proc.poll() is None
+
     def result(self, progress: Progress = None, cancel=None):
         """(vertices float32 [V,3], faces int64 [F,3]) as ``simplify_mesh(vertices, faces, reduction)``.
         ``progress("simplify", percent, 100)`` about every 0.2 s while the child works (an estimate

@@ -33,11 +33,15 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from .. import fastpaths
 from .cancel import check
 
 __all__ = ["to_glb", "to_obj", "bake_textured_mesh", "observation_settings"]
 
 Progress = Optional[Callable[[str, int, int], None]]
+
+# Host memory the observation views rendered ahead of their use may take (~17 bytes per pixel each).
+_HELD_VIEW_BYTES = 2 << 30
 
 # Our extra keyword arguments (the reference's to_glb has none) and their defaults.
 _EXTRA_DEFAULTS = dict(
@@ -49,7 +53,7 @@ _EXTRA_DEFAULTS = dict(
     lambda_tv=0.01,          # "opt" TV weight (reference: 0.01)
     cg_iterations=30,        # "fast" bake solver iterations
     device=None,             # default: the device of the Gaussians
-    overlap_uv=True,         # render observations while xatlas runs (same result; False: one after the other)
+    overlap_uv=True,         # render observations while the decimation / xatlas run (same result; False: in turn)
     simplified=None,         # a mesh_cleanup.BackgroundSimplify of this mesh started earlier (same result)
 )
 
@@ -130,24 +134,10 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
         raise ValueError("to_glb: the mesh is empty (no faces)")
     info["input_faces"] = int(faces.shape[0])
 
-    # 1. clean-up
-    if simplify > 0 or fill_holes:
-        from .mesh_cleanup import clean_mesh_for_export
-        v_np, f_np = clean_mesh_for_export(vertices, faces, simplify=simplify, fill_holes=fill_holes,
-                                           fill_holes_max_size=fill_holes_max_size, device=device,
-                                           progress=progress, cancel=cancel, simplified=opt["simplified"],
-                                           info=info.setdefault("cleanup", {}))
-    else:
-        v_np, f_np = vertices.cpu().numpy(), faces.cpu().numpy()
-    if len(f_np) == 0:
-        raise ValueError("to_glb: no faces left after clean-up")
-    info["faces"] = int(len(f_np))
-    lap("cleanup")
-
-    # 2-3. UV unwrap and observations. xatlas runs in a child process (watched by a thread that mostly
-    # sleeps), so the Gaussians are rendered from the observation cameras meanwhile (they need no UVs);
-    # the views rendered before the UVs are ready wait in host memory, the rest stream as before. The
-    # views and their order are the same either way, so the bake is too (tests/test_export.py).
+    # Observation cameras and the (lazy) stream of their renders: they need neither the clean mesh nor
+    # the UVs, so views are rendered while the CPU-bound stages run in child processes (the decimation,
+    # xatlas) and wait in host memory (at most ``_HELD_VIEW_BYTES``); the views and their order are the
+    # same either way, so the bake is too (tests/test_export.py).
     auto_views, auto_res = observation_settings(device, bake_mode)
     nviews = opt["nviews"] or auto_views
     render_resolution = opt["render_resolution"] or auto_res
@@ -155,6 +145,43 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
     ext, intr = tb.observation_cameras(nviews, device=device)
     n = ext.shape[0]
     views = tb.render_observations(app_rep, ext, intr, render_resolution, cancel=cancel)
+    max_held = min(n, max(1, _HELD_VIEW_BYTES // (17 * int(render_resolution) ** 2)))
+    held = []
+
+    def hold_next():
+        color, mask, depth = next(views)
+        held.append((color.cpu(), mask.cpu(), depth.cpu()))
+
+    # 1. clean-up. While a decimation runs in a child process (the caller's ``simplified``, or our own
+    # where views are slow to render: a GPU without a fast compositing kernel), views are rendered.
+    simplified, own = opt["simplified"], None
+    if (simplify > 0 and simplified is None and opt["overlap_uv"] and device.type != "cpu"
+            and fastpaths.path_of("gaussian_composite", device) == "pytorch"):
+        from .mesh_cleanup import BackgroundSimplify
+        own = simplified = BackgroundSimplify(vertices, faces, simplify)
+    try:
+        if simplified is not None and opt["overlap_uv"]:
+            while simplified.running() and len(held) < max_held:
+                hold_next()
+        info["views_rendered_during_simplify"] = len(held)
+        if simplify > 0 or fill_holes:
+            from .mesh_cleanup import clean_mesh_for_export
+            v_np, f_np = clean_mesh_for_export(vertices, faces, simplify=simplify, fill_holes=fill_holes,
+                                               fill_holes_max_size=fill_holes_max_size, device=device,
+                                               progress=progress, cancel=cancel, simplified=simplified,
+                                               info=info.setdefault("cleanup", {}))
+        else:
+            v_np, f_np = vertices.cpu().numpy(), faces.cpu().numpy()
+    finally:
+        if own is not None:
+            own.close()
+    if len(f_np) == 0:
+        raise ValueError("to_glb: no faces left after clean-up")
+    info["faces"] = int(len(f_np))
+    lap("cleanup")
+
+    # 2-3. UV unwrap and observations. xatlas runs in a child process (watched by a thread that mostly
+    # sleeps), so more views are rendered meanwhile.
     uv_info, uv_box, abort = {}, {}, threading.Event()
 
     def unwrap():
@@ -167,14 +194,13 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
         except BaseException as e:  # re-raised in the caller's thread
             uv_box["error"] = e
 
-    held = []
+    early = len(held)
     if opt["overlap_uv"]:
         worker = threading.Thread(target=unwrap, name="trellis-uv-unwrap", daemon=True)
         worker.start()
         try:
-            while worker.is_alive() and len(held) < n:
-                color, mask, depth = next(views)
-                held.append((color.cpu(), mask.cpu(), depth.cpu()))
+            while worker.is_alive() and len(held) < max_held:
+                hold_next()
         except BaseException:
             abort.set()
             raise
@@ -187,7 +213,7 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
     v_np, f_np, uv_np, _ = uv_box["out"]
     info["uv_method"] = uv_info["method"]
     info["vertices"] = int(len(v_np))
-    info["views_rendered_during_uv"] = len(held)
+    info["views_rendered_during_uv"] = len(held) - early
     lap("uv_unwrap")
     views = itertools.chain(((c.to(device), m.to(device), d.to(device)) for c, m, d in held), views)
 
