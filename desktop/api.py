@@ -1,7 +1,7 @@
 """`python -m desktop api`: the REST API server (FastAPI on uvicorn) over the job runner.
 
     python -m desktop api [--model REPO_OR_DIR] [--host 127.0.0.1] [--port 7960] [--token TOKEN]
-                          [--outputs DIR] [--device cpu|cuda[:N] | --gpus 0,1] [--preset NAME]
+                          [--allow-origin URL ...] [--outputs DIR] [--device cpu|cuda[:N] | --gpus 0,1] [--preset NAME]
                           [--precision auto|fp16|bf16|fp32] [--offload auto|none|model]
 
 One JobRunner serves every request: one FIFO queue, the model loaded once, lazily, by the first job.
@@ -19,7 +19,12 @@ refuses to start without a token. When a token is set, every request needs it, f
 too, as `Authorization: Bearer TOKEN` or `X-API-Key: TOKEN` (401 otherwise); only the docs
 (/docs, /redoc, /openapi.json) stay open. Without a token, requests must name this computer in their
 Host header (127.0.0.1, localhost or ::1), which stops web pages from reaching the API through DNS
-rebinding; no CORS headers are sent, so other sites' pages cannot read the answers.
+rebinding. Web pages of other sites may not change anything (CrossSiteGuard): a POST, PUT, PATCH or
+DELETE whose Origin header is not the server's own origin (the scheme, host and port it is reached at;
+127.0.0.1, localhost and ::1 count as one host) nor one allowed with --allow-origin, or that the browser
+marks `Sec-Fetch-Site: cross-site`, is refused (403) unless it carries the server's valid token.
+Programs that send no Origin (StableProjectorz, curl, Python clients) are not affected, and GET stays
+open. CORS headers are sent only to the allowed origins, so other sites' pages cannot read the answers.
 
 Stops and restarts. Ctrl-C, SIGTERM or SIGHUP stop the server cleanly (_StopSignals): the running job
 stops at its next step and ends interrupted (its folder keeps what was finished and gets an error.json
@@ -28,7 +33,8 @@ On start the runner puts the outputs folder in order (recovery.py): unfinished j
 interrupted, stale partial and temp files removed, and earlier jobs are served again by /v1/jobs.
 An interrupted job reports state `cancelled` with error_kind `interrupted`.
 
-Status codes: 200 / 202 success; 400 unreadable body; 401 token missing or wrong; 404 unknown job
+Status codes: 200 / 202 success; 400 unreadable body; 401 token missing or wrong; 403 cross-site request
+(see Security); 404 unknown job
 or file; 409 wrong state (e.g. cancelling a finished job); 413 body too large; 415 body not JSON or
 a form; 422 invalid parameters or an unusable image (not an image, damaged, too many pixels, fully
 transparent); StableProjectorz family, which answers when the job ends: 499 cancelled, 503 busy (a
@@ -66,6 +72,7 @@ MAX_JSON_DEPTH = 32                     # nesting of a JSON body (a job needs 2:
 POLL_S = 0.1                            # how often a waiting request looks at its job
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})     # what the cross-site guard checks
 
 # HTTP status of a job's failure, for the endpoints that answer when the job has ended.
 ERROR_STATUS = {"input": 422, "empty": 422, "cancelled": 499, "oom": 507, "disk": 507, "model": 503,
@@ -610,18 +617,130 @@ def add_job_routes(app) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Cross-site requests
+# ---------------------------------------------------------------------------------------------
+
+def parse_origin(text: str) -> Optional[tuple]:
+    """'scheme://host[:port]' -> (scheme, host, port), lower-case, the default port filled in; None
+    when `text` is not an http(s) origin (e.g. "null", a path, a user name)."""
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(text.strip())
+        port = u.port
+    except ValueError:
+        return None
+    if (u.scheme not in ("http", "https") or not u.hostname or u.path not in ("", "/") or u.query or u.fragment
+            or u.username is not None or u.password is not None):
+        return None
+    return u.scheme, u.hostname.lower(), port or (443 if u.scheme == "https" else 80)
+
+
+def format_origin(origin: tuple) -> str:
+    """(scheme, host, port) -> the origin as browsers write it (no default port, IPv6 in brackets)."""
+    scheme, host, port = origin
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}" + ("" if port == (443 if scheme == "https" else 80) else f":{port}")
+
+
+def origin_arg(text: str) -> str:
+    """argparse type of --allow-origin: an origin, normalised."""
+    origin = parse_origin(text)
+    if origin is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an origin: give scheme://host[:port], e.g. "
+                                         "http://localhost:3000 (no path)")
+    return format_origin(origin)
+
+
+def token_given(headers) -> Optional[str]:
+    """The token a request sends (Authorization: Bearer TOKEN or X-API-Key: TOKEN), if any."""
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return headers.get("x-api-key") or None
+
+
+class CrossSiteGuard:
+    """ASGI middleware: refuses (403) state-changing requests that a web page of another site sent.
+
+    A POST/PUT/PATCH/DELETE passes when its Origin is one of `allowed` or the server's own origin
+    (the request's scheme, its Host header and port; loopback names are one host), or when it has no
+    Origin and is not marked `Sec-Fetch-Site: cross-site` (programs: StableProjectorz, curl, Python),
+    or when it carries the server's valid token. GET, HEAD and OPTIONS always pass."""
+
+    def __init__(self, app, allowed=(), token: Optional[str] = None):
+        self.app = app
+        self.allowed = {parse_origin(o) for o in allowed}
+        self.token = token.encode("utf-8") if token else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] in UNSAFE_METHODS:
+            reason = self.refusal(scope)
+            if reason is not None:
+                from starlette.responses import JSONResponse
+
+                await JSONResponse({"detail": reason}, status_code=403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def own_origin(self, scope, headers) -> Optional[tuple]:
+        scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
+        return parse_origin(f"{scheme}://{headers.get('host', '')}")
+
+    def refusal(self, scope) -> Optional[str]:
+        """None when the request may go on, else the 403 message."""
+        from starlette.datastructures import Headers
+
+        headers = Headers(scope=scope)
+        origin_text = headers.get("origin")
+        fetch_site = headers.get("sec-fetch-site", "").strip().lower()
+        if origin_text is None and fetch_site != "cross-site":
+            return None                                     # not a cross-site page: a program, a form of ours
+        origin = parse_origin(origin_text) if origin_text is not None else None
+        if origin is not None and origin in self.allowed:
+            return None
+        own = self.own_origin(scope, headers)
+        if origin is not None and own is not None and fetch_site != "cross-site" and _same_origin(origin, own):
+            return None
+        given = token_given(headers)
+        if self.token is not None and given and secrets.compare_digest(given.encode("utf-8"), self.token):
+            return None
+        if origin_text is not None and origin is None:
+            who = f"a page with Origin {origin_text!r} (a sandboxed page or a local file)"
+            fix = ("open the page from a web server and start this server with --allow-origin "
+                   "scheme://host:port of that page")
+        else:
+            shown = format_origin(origin) if origin is not None else "another site"
+            who = f"a web page at {shown}" if origin is not None else \
+                "a web page of another site (Sec-Fetch-Site: cross-site)"
+            fix = (f"if you trust that page, start the server with --allow-origin {shown}" if origin is not None
+                   else "if you trust that page, start the server with --allow-origin scheme://host:port of that page")
+        return (f"cross-site request refused: {who} may not change anything on this server "
+                f"(its own pages are {format_origin(own) if own else 'on the address it is reached at'}). "
+                f"To allow it, {fix}" + (", or send the server's token" if self.token else "")
+                + ". Programs that send no Origin header (StableProjectorz, curl, Python) are not affected.")
+
+
+def _same_origin(a: tuple, b: tuple) -> bool:
+    """Same scheme and port, and the same host (127.0.0.1, localhost and ::1 being one)."""
+    return a[0] == b[0] and a[2] == b[2] and (a[1] == b[1] or (is_loopback(a[1]) and is_loopback(b[1])))
+
+
+# ---------------------------------------------------------------------------------------------
 # The app
 # ---------------------------------------------------------------------------------------------
 
 def create_app(runner, token: Optional[str] = None, defaults: Optional[ServerDefaults] = None,
-               allowed_hosts: Optional[list] = None):
+               allowed_hosts: Optional[list] = None, allowed_origins: Optional[list] = None):
     """The FastAPI app over `runner` (which the caller owns and shuts down). With `token`, every
     endpoint but the docs needs it. Without one, only Host headers naming this computer (or
-    `allowed_hosts`) are served."""
+    `allowed_hosts`) are served. State-changing requests from web pages are served only from the
+    server's own origin and `allowed_origins` (scheme://host[:port]), which also get CORS headers."""
     from fastapi import Depends, FastAPI, Request, Security
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+    from starlette.middleware.cors import CORSMiddleware
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     from . import api_spz
@@ -649,6 +768,12 @@ def create_app(runner, token: Optional[str] = None, defaults: Optional[ServerDef
                     "/generate...) keep that app's parameter names. "
                     + ("Every endpoint needs the server's token (Bearer or X-API-Key)." if state.token else ""))
     app.state.api = state
+    origins = [origin_arg(o) for o in allowed_origins or []]
+    # The last added runs first: Host check, then CORS (preflights of allowed origins), then the guard.
+    app.add_middleware(CrossSiteGuard, allowed=origins, token=state.token)
+    if origins:
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type"], expose_headers=["Location"])
     if not state.token:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(LOOPBACK_NAMES) + list(allowed_hosts or []))
 
@@ -710,6 +835,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", default=os.environ.get("TRELLIS_DESKTOP_API_TOKEN") or None,
                    help="require this token (Authorization: Bearer TOKEN or X-API-Key: TOKEN) on every request "
                         "(default: $TRELLIS_DESKTOP_API_TOKEN; required when --host is not this computer)")
+    p.add_argument("--allow-origin", action="append", type=origin_arg, default=[], metavar="URL",
+                   help="let web pages at this origin (scheme://host[:port], e.g. http://localhost:3000) start and "
+                        "cancel jobs and read the answers (CORS); repeat for several. Other sites' pages are "
+                        "refused (403) unless they send the token; programs that send no Origin are not affected")
     p.add_argument("--outputs", default="outputs", metavar="DIR", help="outputs folder (default %(default)s)")
     p.add_argument("--device", type=_device, metavar="cpu|cuda[:N]",
                    help="compute device (default: cuda when available, else cpu)")
@@ -787,7 +916,7 @@ def main(argv=None) -> int:
     if rec.interrupted or rec.removed:
         print(f"outputs folder: {rec.summary()}", file=sys.stderr, flush=True)
     defaults = ServerDefaults(preset=args.preset, precision=args.precision, offload=args.offload)
-    app = create_app(runner, token=args.token, defaults=defaults)
+    app = create_app(runner, token=args.token, defaults=defaults, allowed_origins=args.allow_origin)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"Trellis Desktop API on http://{shown}:{port}  (docs: http://{shown}:{port}/docs; "
           f"model {args.model}, outputs {runner.outputs_dir}; "
