@@ -283,6 +283,17 @@ def classify_failure(err: BaseException, outputs_dir, device: str, error_file: O
 def _model_load_message(model: str, err: BaseException) -> str:
     if isinstance(err, RuntimeError) and "DINOv2" in str(err):     # the image encoder's own download
         return f"could not load the image encoder of the model: {err}"
+    from trellis.models import WeightsFileError
+
+    if isinstance(err, OSError) and not isinstance(err, WeightsFileError) and err.filename \
+            and not isinstance(err, FileNotFoundError):
+        err = WeightsFileError(err.filename, err.strerror or str(err), err.errno)  # e.g. pipeline.json unreadable
+    if isinstance(err, WeightsFileError):
+        again = (f"re-download it with `python -m installer weights --repair` (the app's own model files) "
+                 f"or `hf download {DEFAULT_MODEL} --local-dir {model}`")
+        if err.errno in (errno.EACCES, errno.EPERM):
+            again = f"let this user read it (e.g. chmod -R a+rX {model}), or {again}"
+        return f"could not load the model from {model}: {err}; {again}."
     local = os.path.exists(model) or os.path.isabs(model) or model.startswith(".")
     if local:
         return (f"could not load the model from {model}: {str(err).rstrip('.?!')}. The folder must hold pipeline.json and ckpts/ "

@@ -178,6 +178,79 @@ def test_read_only_output_folder_is_a_usage_error_before_the_model_loads(tiny_pi
         folder.chmod(0o755)
 
 
+def _damaged_copy(tiny_pipeline_dir, dest, damage):
+    shutil.copytree(tiny_pipeline_dir, dest)
+    target = os.path.join(dest, "ckpts", "ss_dec_conv3d_tiny_fp16.safetensors")
+    damage(target)
+    return target
+
+
+def _truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+def _garbage_header(path):
+    with open(path, "r+b") as f:
+        f.write(b"\xff" * 16)
+
+
+def _folder_instead(path):
+    os.remove(path)
+    os.mkdir(path)
+
+
+@pytest.mark.parametrize("damage, reason", [(_truncate, "the file is damaged or incomplete"),
+                                            (_garbage_header, "the file is damaged or incomplete"),
+                                            (os.remove, "the file is missing"),
+                                            (_folder_instead, "Is a directory")])
+def test_unreadable_weights_are_named_with_how_to_get_them_again(tiny_pipeline_dir, tmp_path, damage, reason):
+    model = str(tmp_path / "model")
+    target = _damaged_copy(tiny_pipeline_dir, model, damage)
+    out = tmp_path / "out"
+    proc = desktop("generate", rgba_blob(tmp_path / "a.png"), rgba_blob(tmp_path / "b.png"), "-o", out,
+                   "--model", model, *SMALL)
+    assert proc.returncode == 1, proc.stderr
+    assert f"a.png: FAILED: could not load the model from {model}: cannot read {target}: {reason}" in proc.stderr
+    assert "re-download it with `python -m installer weights --repair`" in proc.stderr
+    assert "b.png: skipped (the model could not be loaded)" in proc.stderr
+    assert "No such file or directory" not in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == "" and job_folders(out) == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_weights_this_user_may_not_read(tiny_pipeline_dir, tmp_path):
+    """A weights file with mode 000. Root reads it anyway, so as root the CLI runs as `nobody` (setpriv) on a
+    world-readable copy: the kernel then refuses that one file for real."""
+    prefix = ()
+    base = tmp_path
+    if os.geteuid() == 0:
+        prefix = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+        if not shutil.which("setpriv") or subprocess.run([*prefix, sys.executable, "-c", "import desktop"],
+                                                        cwd=ROOT, capture_output=True).returncode != 0:
+            pytest.skip("root, and no way here to run the CLI as another user")
+        base = tempfile.mkdtemp(prefix="trellis-cli-test-")          # pytest's own tmp folders are 0700
+        os.chmod(base, 0o777)
+    try:
+        model = os.path.join(base, "model")
+        target = _damaged_copy(tiny_pipeline_dir, model, lambda path: None)
+        for d, _, files in os.walk(model):
+            os.chmod(d, 0o755)
+            for f in files:
+                os.chmod(os.path.join(d, f), 0o644)
+        os.chmod(target, 0)
+        image = rgba_blob(os.path.join(base, "a.png"))
+        os.chmod(image, 0o644)
+        out = os.path.join(base, "out")
+        proc = desktop("generate", image, "-o", out, "--model", model, *SMALL, prefix=prefix)
+        assert proc.returncode == 1, proc.stderr
+        assert f"cannot read {target}: Permission denied; let this user read it" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and job_folders(out) == []
+    finally:
+        if base is not tmp_path:
+            shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.mark.skipif(os.name != "posix", reason="sends SIGINT")
 def test_ctrl_c_cancels_cleanly_with_exit_130(tiny_pipeline_dir, tmp_path):
     out = tmp_path / "out"

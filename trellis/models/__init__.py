@@ -1,13 +1,14 @@
 """The six TRELLIS networks and the model-level loader (spec §2.3-§2.5, §12)."""
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import os
 
 __all__ = ["SparseStructureFlowModel", "SparseStructureDecoder", "SLatFlowModel", "SLatGaussianDecoder",
            "SLatRadianceFieldDecoder", "SLatMeshDecoder", "MODEL_CLASSES", "from_pretrained", "from_config",
-           "load_weights"]
+           "load_weights", "WeightsFileError", "MissingWeightsFileError", "read_safetensors", "check_readable"]
 
 # Class name in a ckpt JSON -> module that defines it. Loaded lazily to keep `import trellis` light.
 _CLASS_MODULES = {
@@ -40,11 +41,50 @@ def from_config(config: dict):
     return model_class(config["name"])(**config["args"])
 
 
-def load_weights(model, path: str, strict: bool = True):
-    """Copy a safetensors file into `model` (each tensor cast to the parameter's dtype), strict keys."""
+class WeightsFileError(OSError):
+    """A model file that is missing, cannot be read or is damaged: "cannot read <file>: <reason>".
+    `path` and `reason` let an app add how to get the file again."""
+
+    def __init__(self, path, reason: str, code: int | None = None):
+        super().__init__(f"cannot read {path}: {reason}")
+        self.path, self.reason = os.fspath(path), reason
+        self.errno = code               # e.g. errno.EACCES: the file is there, this user may not read it
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class MissingWeightsFileError(WeightsFileError, FileNotFoundError):
+    """A model file that is not there at all."""
+
+
+def check_readable(path) -> None:
+    """Raise WeightsFileError unless `path` is a file that opens and reads (the real reason: missing,
+    permission denied, a folder, ...)."""
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except FileNotFoundError:
+        raise MissingWeightsFileError(path, "the file is missing", errno.ENOENT) from None
+    except OSError as err:
+        raise WeightsFileError(path, err.strerror or str(err), err.errno) from None
+
+
+def read_safetensors(path) -> dict:
+    """The tensors of a .safetensors file on the CPU. WeightsFileError names the file and why it cannot be
+    read (safetensors itself says "No such file or directory" for any file it cannot open)."""
     from safetensors.torch import load_file
 
-    state = load_file(path, device="cpu")
+    check_readable(path)
+    try:
+        return load_file(path, device="cpu")
+    except Exception as err:           # SafetensorError (truncated, corrupt header), OSError
+        raise WeightsFileError(path, f"the file is damaged or incomplete ({err})") from None
+
+
+def load_weights(model, path: str, strict: bool = True):
+    """Copy a safetensors file into `model` (each tensor cast to the parameter's dtype), strict keys."""
+    state = read_safetensors(path)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -67,6 +107,13 @@ def _resolve_files(path: str) -> tuple[str, str]:
         return path + ".json", path + ".safetensors"
     parts = path.replace("\\", "/").split("/")
     if len(parts) < 3 or os.path.isabs(path) or os.path.exists(parts[0]):
+        if os.path.isdir(os.path.dirname(path) or "."):     # a model folder that lacks (or hides) a file
+            for file in (path + ".json", path + ".safetensors"):
+                try:
+                    check_readable(file)
+                except MissingWeightsFileError:
+                    raise MissingWeightsFileError(file, f"the file is missing (expected {path}.json and "
+                                                        f"{path}.safetensors)", errno.ENOENT) from None
         raise FileNotFoundError(f"no model at {path!r}: expected {path}.json and {path}.safetensors "
                                 f"(or a Hugging Face path <owner>/<repo>/<file stem>)")
     from huggingface_hub import hf_hub_download
@@ -81,6 +128,7 @@ def from_pretrained(path: str, **overrides):
     `overrides` replace constructor args (e.g. use_fp16=False to run the whole model in fp32).
     """
     config_file, weights_file = _resolve_files(path)
+    check_readable(config_file)
     with open(config_file, encoding="utf-8") as f:
         config = json.load(f)
     config = {"name": config["name"], "args": {**config["args"], **overrides}}
