@@ -34,9 +34,10 @@ interrupted, stale partial and temp files removed, and earlier jobs are served a
 An interrupted job reports state `cancelled` with error_kind `interrupted`.
 
 Status codes: 200 / 202 success; 400 unreadable body; 401 token missing or wrong; 403 cross-site request
-(see Security); 404 unknown job
-or file; 409 wrong state (e.g. cancelling a finished job); 413 body too large; 415 body not JSON or
-a form; 422 invalid parameters or an unusable image (not an image, damaged, too many pixels, fully
+(see Security); 404 unknown job or file; 408 the body stopped arriving (BODY_READ_TIMEOUT_S); 409 wrong
+state (e.g. cancelling a finished job); 413 body too large; 415 body not JSON or a form (/generate:
+not JSON); 422 invalid parameters (checked first, even while a generation runs; JSON numbers and
+booleans strictly typed) or an unusable image (not an image, damaged, too many pixels, fully
 transparent); StableProjectorz family, which answers when the job ends: 499 cancelled, 503 busy (a
 generation is already running), and the job's failure as a status (see ERROR_STATUS).
 """
@@ -58,6 +59,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, Union
 
+from starlette.exceptions import HTTPException as _StarletteHTTPException
+
 from .settings import (DEFAULT_PRESET, EXPORT_FIELDS, FORMATS, HELP, OFFLOADS, PRECISIONS, PRESETS, RULES,
                        GenerationSettings)
 
@@ -70,6 +73,9 @@ MAX_IMAGE_BYTES = 64 * 1024 * 1024      # per image file
 MAX_BODY_BYTES = 256 * 1024 * 1024      # per request (413 above)
 MAX_JSON_DEPTH = 32                     # nesting of a JSON body (a job needs 2: an object of lists)
 POLL_S = 0.1                            # how often a waiting request looks at its job
+# A request body that stops arriving (shorter than its Content-Length, a stalled upload) is given up
+# after this many seconds without a byte: 408 and the connection closed (BodyReadTimeout).
+BODY_READ_TIMEOUT_S = 30.0
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})     # what the cross-site guard checks
@@ -84,6 +90,14 @@ CONTENT_TYPES = {".glb": "model/gltf-binary", ".mp4": "video/mp4", ".ply": "appl
                  ".webp": "image/webp", ".gif": "image/gif", ".bmp": "image/bmp", ".tif": "image/tiff",
                  ".json": "application/json", ".bin": "application/octet-stream"}
 _INLINE = {"video/mp4", "image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "application/json"}
+
+
+class BodyTimeout(_StarletteHTTPException):
+    """The request body stopped arriving (BODY_READ_TIMEOUT_S without a byte). An HTTPException so that
+    FastAPI's own body parsing lets it through (it turns other errors into a 400)."""
+
+    def __init__(self):
+        super().__init__(408)
 
 
 class ApiError(Exception):
@@ -104,7 +118,7 @@ def _rule_type(name: str):
     if rule[0] == "int":
         return int, {"ge": rule[1], "le": rule[2]}
     if rule[0] == "float":
-        return float, {"ge": rule[1], "le": rule[2]}
+        return float, {"ge": rule[1], "le": rule[2], "allow_inf_nan": False}
     if rule[0] == "bool":
         return bool, {}
     return Literal[tuple(rule[1])], {}
@@ -152,7 +166,7 @@ def _build_models():
 
     export_fields = {k: v for k, v in parameter_fields().items() if k in EXPORT_FIELDS}
     ExportRequest = create_model(
-        "ExportRequest", __config__=forbid,
+        "ExportRequest", __config__=ConfigDict(extra="forbid", strict=True),
         __doc__="Files to write from a job's kept result; fields left out keep the job's values.", **export_fields)
 
     class Progress(BaseModel):
@@ -311,6 +325,8 @@ async def read_form(request) -> dict:
     """The form fields of a multipart or urlencoded body: name -> list of str / UploadFile."""
     try:
         form = await request.form(max_files=MAX_IMAGES * 2, max_fields=200, max_part_size=MAX_IMAGE_BYTES * 2)
+    except BodyTimeout:
+        raise
     except Exception as err:          # malformed multipart, too many parts, ...
         detail = getattr(err, "detail", None) or getattr(err, "message", None) or str(err)
         raise ApiError(400, f"the form could not be read: {detail}") from None
@@ -320,9 +336,13 @@ async def read_form(request) -> dict:
     return out
 
 
-async def read_body(request) -> tuple:
-    """("json", object) or ("form", {name: [values]}) from a request body; 400 / 415 otherwise."""
+async def read_body(request, forms: bool = True) -> tuple:
+    """("json", object) or ("form", {name: [values]}) from a request body; 400 / 415 otherwise
+    (forms=False: only JSON)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not forms and not (ctype == "application/json" or ctype.endswith("+json")):
+        raise ApiError(415, f"send this endpoint a JSON body (Content-Type: application/json), not "
+                            f"{ctype or 'a body without Content-Type'}")
     if ctype == "application/json" or ctype.endswith("+json"):
         raw = await request.body()
         if json_depth(raw) > MAX_JSON_DEPTH:
@@ -355,7 +375,7 @@ async def upload_bytes(value, where: str) -> bytes:
 
 def form_values(form: dict, list_fields=("formats",), skip=()) -> dict:
     """Form fields -> plain values for validation: one value per field (a repeated field is an error),
-    list fields split on commas, empty values treated as not given."""
+    list fields split on commas (given but empty: an error), other empty values treated as not given."""
     out = {}
     for key, values in form.items():
         if key in skip:
@@ -365,8 +385,10 @@ def form_values(form: dict, list_fields=("formats",), skip=()) -> dict:
                                   "type": "value_error"}])
         if key in list_fields:
             items = [x.strip() for v in values for x in v.split(",") if x.strip()]
-            if items:
-                out[key] = items
+            if not items:
+                raise ApiError(422, [{"loc": ["body", key], "msg": _EMPTY_LIST.get(key, "give at least one value"),
+                                      "type": "too_short"}])
+            out[key] = items
             continue
         if len(values) > 1:
             raise ApiError(422, [{"loc": ["body", key], "msg": "given more than once", "type": "value_error"}])
@@ -375,16 +397,31 @@ def form_values(form: dict, list_fields=("formats",), skip=()) -> dict:
     return out
 
 
-def validate(model, data, loc_prefix=("body",)):
-    """model.model_validate(data), a failure -> 422 with one entry per problem."""
+_EMPTY_LIST = {"formats": f"choose at least one of {', '.join(FORMATS)} (comma-separated in a form)"}
+
+
+def problem(loc: list, msg: str, kind: str) -> dict:
+    """One entry of a 422's list, with our words where pydantic's mislead."""
+    if kind == "finite_number":
+        msg = "not a number (NaN or infinity): give a finite number"
+    elif kind == "too_short" and loc and loc[-1] in _EMPTY_LIST:
+        msg = _EMPTY_LIST[loc[-1]]
+    elif kind in ("int_type", "float_type", "bool_type", "string_type") and msg.startswith("Input should be"):
+        msg += " (true, false and quoted numbers are not numbers here)" if kind != "bool_type" else " (true or false)"
+    return {"loc": loc, "msg": msg, "type": kind}
+
+
+def validate(model, data, loc_prefix=("body",), strict: bool = False):
+    """model.model_validate(data), a failure -> 422 with one entry per problem. strict (JSON bodies):
+    no true for a number, no 1 or "yes" for a boolean, no "5" for a number; forms are text, read laxly."""
     from pydantic import ValidationError
 
     if not isinstance(data, dict):
         raise ApiError(422, [{"loc": list(loc_prefix), "msg": "expected a JSON object", "type": "dict_type"}])
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, strict=strict)
     except ValidationError as err:
-        problems = [{"loc": [*loc_prefix, *e["loc"]], "msg": e["msg"], "type": e["type"]}
+        problems = [problem([*loc_prefix, *e["loc"]], e["msg"], e["type"])
                     for e in err.errors(include_url=False, include_context=False, include_input=False)]
         raise ApiError(422, problems) from None
 
@@ -529,7 +566,7 @@ def add_job_routes(app) -> None:
         state = api_state(request)
         kind, body = await read_body(request)
         if kind == "json":
-            req = validate(JobRequest, body)
+            req = validate(JobRequest, body, strict=True)
             images = [decode_base64(text, f"images[{i}]") for i, text in enumerate(req.images)]
             if any(len(x) > MAX_IMAGE_BYTES for x in images):
                 raise ApiError(413, f"an image is larger than {MAX_IMAGE_BYTES // 2 ** 20} MB")
@@ -721,6 +758,37 @@ class CrossSiteGuard:
                 + ". Programs that send no Origin header (StableProjectorz, curl, Python) are not affected.")
 
 
+class BodyReadTimeout:
+    """ASGI middleware: while a request body is incomplete, each wait for more of it ends after
+    BODY_READ_TIMEOUT_S (read when the request comes) with BodyTimeout, answered 408 with the
+    connection closed. A body shorter than its Content-Length holds nothing open for long."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        import asyncio
+
+        limit = BODY_READ_TIMEOUT_S
+        done = False
+
+        async def timed_receive():
+            nonlocal done
+            if done:
+                return await receive()                  # after the body: disconnect listeners wait freely
+            try:
+                message = await asyncio.wait_for(receive(), limit)
+            except asyncio.TimeoutError:
+                raise BodyTimeout() from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                done = True
+            return message
+        await self.app(scope, timed_receive, send)
+
+
 def _same_origin(a: tuple, b: tuple) -> bool:
     """Same scheme and port, and the same host (127.0.0.1, localhost and ::1 being one)."""
     return a[0] == b[0] and a[2] == b[2] and (a[1] == b[1] or (is_loopback(a[1]) and is_loopback(b[1])))
@@ -769,11 +837,12 @@ def create_app(runner, token: Optional[str] = None, defaults: Optional[ServerDef
                     + ("Every endpoint needs the server's token (Bearer or X-API-Key)." if state.token else ""))
     app.state.api = state
     origins = [origin_arg(o) for o in allowed_origins or []]
-    # The last added runs first: Host check, then CORS (preflights of allowed origins), then the guard.
+    # The last added runs first: Host check, body read timeout, CORS (preflights of allowed origins), the guard.
     app.add_middleware(CrossSiteGuard, allowed=origins, token=state.token)
     if origins:
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type"], expose_headers=["Location"])
+    app.add_middleware(BodyReadTimeout)
     if not state.token:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(LOOPBACK_NAMES) + list(allowed_hosts or []))
 
@@ -784,9 +853,14 @@ def create_app(runner, token: Optional[str] = None, defaults: Optional[ServerDef
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, err: RequestValidationError):
-        problems = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-                    for e in err.errors()]
+        problems = [problem(list(e.get("loc", ())), e.get("msg", ""), e.get("type", "")) for e in err.errors()]
         return JSONResponse({"detail": problems}, status_code=422)
+
+    @app.exception_handler(BodyTimeout)
+    async def body_timeout(request: Request, err: BodyTimeout):
+        return JSONResponse({"detail": f"the request body stopped arriving ({BODY_READ_TIMEOUT_S:g} s without a "
+                                       "byte): send the whole body, as long as its Content-Length says"},
+                            status_code=408, headers={"Connection": "close"})
 
     add_job_routes(app)
     api_spz.add_routes(app)

@@ -14,7 +14,8 @@ it has ended, while the client polls GET /status on another connection:
     GET  /download/model, /download/preview/gaussian, /ping, /status, /info/supported_operations,
          /download/spz-ui-layout/generation-3d-panel
 
-Compared with that API: uploads work as multipart files as well as base64; a second generation
+Compared with that API: uploads work as multipart files as well as base64; a request is checked
+first (invalid parameters or images: 422, also while a generation runs), then a second generation
 while one runs is 503; a cancelled one is 499; invalid parameters or images are 422 (never 500);
 a failed job answers with the status of its kind (api.ERROR_STATUS) and a message that says what to
 do; only preview URLs that exist are advertised (the Gaussian turntable; /download/preview/mesh is
@@ -49,12 +50,11 @@ class SpzSlot:
     def __init__(self):
         self.job = None              # the latest job
         self.mode = None             # "generate" | "preview" | "resume"
-        self.reserved = False        # a request is reading its input before submitting its job
         self.preview_job = None      # the latest preview, whose result is kept for /resume_from_preview
         self.jobs: list = []         # recent jobs, newest last (downloads come from the newest done one)
 
     def busy(self) -> bool:
-        return self.reserved or (self.job is not None and self.job.state in ("queued", "running"))
+        return self.job is not None and self.job.state in ("queued", "running")
 
     def start(self, job, mode: str, runner) -> None:
         if mode != "resume" and self.preview_job is not None:
@@ -81,7 +81,8 @@ def _aliased(name: str, ours: str, description: str):
     lo, hi = rule[1], rule[2]
     if name in _PERCENT_OK:
         lo, hi = 0.0, 100.0
-    return (Optional[kind], Field(None, ge=lo, le=hi, description=f"{description} (our name: {ours})"))
+    extra = {"allow_inf_nan": False} if kind is float else {}
+    return (Optional[kind], Field(None, ge=lo, le=hi, description=f"{description} (our name: {ours})", **extra))
 
 
 def _common_fields() -> dict:
@@ -172,7 +173,7 @@ def spz_models() -> dict:
 def referenced_models() -> list:
     """Request models the form endpoints refer to from their hand-written request bodies."""
     m = spz_models()
-    return [m["SpzImageForm"], m["SpzMultiImageForm"]]
+    return [m["SpzImageForm"], m["SpzMultiImageForm"], m["SpzGenerateRequest"]]
 
 
 def _form_body(model, file_field: str, count: str) -> dict:
@@ -210,13 +211,13 @@ async def _form_request(request, model, multi: bool) -> tuple:
     kind, body = await read_body(request)
     file_field, b64_field = ("file_list", "image_list_base64") if multi else ("file", "image_base64")
     if kind == "json":
-        req = validate(model, body)
+        req = validate(model, body, strict=True)
         texts = getattr(req, b64_field)
         texts = ([] if texts is None else texts) if multi else ([] if texts is None else [texts])
         sources = [(t, b64_field) for t in texts]
     else:
         files, texts = body.pop(file_field, []), body.pop(b64_field, [])
-        req = validate(model, form_values(body, skip=(file_field, b64_field)))
+        req = validate(model, form_values(body, list_fields=(), skip=(file_field, b64_field)))
         sources = [(f, file_field) for f in files] + [(t, b64_field) for t in texts]
     if not sources:
         raise ApiError(422, f"no image: send it as a `{file_field}` upload or as `{b64_field}` (base64)")
@@ -232,31 +233,34 @@ async def _form_request(request, model, multi: bool) -> tuple:
     return req, images
 
 
-async def _submit(state, req, images: list, mode: str, formats: tuple):
+async def _checked(state, req, images: list, mode: str, formats: tuple):
+    """Check a generation's settings and images (422); returns the function that queues its job."""
     values = req.model_dump(exclude={"image_base64", "image_list_base64", "single_multi_img_input",
                                      "output_format", "skip_videos"})
     params = to_params(values)
     params["formats"] = formats
     settings = build_settings(params, state.defaults)
     await check_images(images, settings.preprocess, [f"image {i + 1}" for i in range(len(images))])
-    try:
-        return state.runner.submit(images, settings, keep_result=(mode == "preview"))
-    except RuntimeError as err:
-        raise ApiError(503, str(err)) from None
+
+    def submit():
+        try:
+            return state.runner.submit(images, settings, keep_result=(mode == "preview"))
+        except RuntimeError as err:
+            raise ApiError(503, str(err)) from None
+    return submit
 
 
-async def _generation(request, mode: str, make_job) -> dict:
-    """Run one generation in the slot: 503 when busy, then wait for the job and answer its outcome."""
+async def _generation(request, mode: str, prepare) -> dict:
+    """Run one generation in the slot: `prepare(state)` reads and checks the request (4xx first, even
+    while another generation runs) and returns the function that queues the job; then 503 when busy,
+    else the job is queued and the answer waits for its outcome."""
     state = api_state(request)
     slot = state.spz
+    submit = await prepare(state)
     if slot.busy():
         raise ApiError(503, BUSY, status="FAILED")
-    slot.reserved = True                      # no await between the check and this line: no race
-    try:
-        job = await make_job(state)
-        slot.start(job, mode, state.runner)
-    finally:
-        slot.reserved = False
+    job = submit()                            # no await between the check and the start: no race
+    slot.start(job, mode, state.runner)
     while not job.wait(0):
         await asyncio.sleep(POLL_S)
     if job.state == "done":
@@ -337,10 +341,10 @@ def add_routes(app) -> None:
         @app.post(path, response_model=M["Result"], tags=tags, summary=summary, responses=gen_errors,
                   openapi_extra={"requestBody": body}, name=path.strip("/"))
         async def generate(request: Request):
-            async def make(state):
+            async def prepare(state):
                 req, images = await _form_request(request, model, multi)
-                return await _submit(state, req, images, mode, formats=formats)
-            return await _generation(request, mode, make)
+                return await _checked(state, req, images, mode, formats=formats)
+            return await _generation(request, mode, prepare)
 
     form_route("/generate_no_preview", False, "generate", "One image to a GLB")
     form_route("/generate_preview", False, "preview", "One image to a preview video (then /resume_from_preview)")
@@ -348,21 +352,26 @@ def add_routes(app) -> None:
     form_route("/generate_multi_preview", True, "preview", "Several views to a preview video")
 
     @app.post("/generate", response_model=M["Result"], tags=tags, responses=gen_errors,
-              summary="StableProjectorz's JSON entry point: base64 image(s) to a GLB")
-    async def generate_json(body: GenerateRequest, request: Request):
-        async def make(state):
+              summary="StableProjectorz's JSON entry point: base64 image(s) to a GLB",
+              description="A JSON body only (415 otherwise).",
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": {"$ref": "#/components/schemas/SpzGenerateRequest"}}}}})
+    async def generate_json(request: Request):
+        async def prepare(state):
+            _, raw = await read_body(request, forms=False)
+            body = validate(GenerateRequest, raw, strict=True)
             images = [decode_base64(t, f"single_multi_img_input[{i}]")
                       for i, t in enumerate(body.single_multi_img_input)]
-            return await _submit(state, body, images, "generate",
-                                 formats=("glb",) if body.skip_videos else ("glb", "mp4"))
-        return await _generation(request, "generate", make)
+            return await _checked(state, body, images, "generate",
+                                  formats=("glb",) if body.skip_videos else ("glb", "mp4"))
+        return await _generation(request, "generate", prepare)
 
     @app.post("/resume_from_preview", response_model=M["Result"], tags=tags,
               responses={**gen_errors, **error_responses(409)},
               summary="The GLB from the last preview's result, without sampling again",
               description="409 when there is no preview result in memory (run /generate_preview first).")
     async def resume(request: Request,
-                     mesh_simplify_ratio: Optional[float] = Query(None, ge=0, le=100, description=(
+                     mesh_simplify_ratio: Optional[float] = Query(None, ge=0, le=100, allow_inf_nan=False, description=(
                          "fraction of triangles removed, 0..0.99, or a percentage")),
                      texture_size: Optional[int] = Query(None, ge=RULES["texture_size"][1],
                                                          le=RULES["texture_size"][2]),
@@ -373,23 +382,26 @@ def add_routes(app) -> None:
                                                             le=RULES["bake_resolution"][2])):
         from .jobs import NoResultError, UnknownJobError
 
-        async def make(state):
-            preview = state.spz.preview_job
-            if preview is None or not preview.result_kept:
-                raise ApiError(409, "no preview in memory to resume from (a newer generation replaces it): call "
-                                    "/generate_preview or /generate_multi_preview first")
+        async def prepare(state):
             changes = to_params({"mesh_simplify_ratio": mesh_simplify_ratio, "texture_size": texture_size,
                                  "fill_holes": fill_holes, "bake_mode": bake_mode, "bake_views": bake_views,
                                  "bake_resolution": bake_resolution})
-            try:
-                return state.runner.submit_export(preview.id, formats=("glb",), **changes)
-            except (UnknownJobError, NoResultError) as err:
-                raise ApiError(409, str(err)) from None
-            except ValueError as err:
-                raise ApiError(422, str(err)) from None
-            except RuntimeError as err:
-                raise ApiError(503, str(err)) from None
-        return await _generation(request, "resume", make)
+
+            def submit():
+                preview = state.spz.preview_job
+                if preview is None or not preview.result_kept:
+                    raise ApiError(409, "no preview in memory to resume from (a newer generation replaces it): "
+                                        "call /generate_preview or /generate_multi_preview first")
+                try:
+                    return state.runner.submit_export(preview.id, formats=("glb",), **changes)
+                except (UnknownJobError, NoResultError) as err:
+                    raise ApiError(409, str(err)) from None
+                except ValueError as err:
+                    raise ApiError(422, str(err)) from None
+                except RuntimeError as err:
+                    raise ApiError(503, str(err)) from None
+            return submit
+        return await _generation(request, "resume", prepare)
 
     @app.post("/interrupt", response_model=M["Interrupt"], tags=tags, summary="Cancel the running generation",
               description="The generation request then answers 499.")

@@ -48,6 +48,11 @@ def blob(tmp_path_factory):
     return open(rgba_blob(tmp_path_factory.mktemp("img") / "blob.png"), "rb").read()
 
 
+def raw_json(obj) -> dict:
+    """httpx arguments for a JSON body that may hold NaN / Infinity (httpx's json= refuses them)."""
+    return dict(content=json.dumps(obj).encode(), headers={"content-type": "application/json"})
+
+
 def job_ids(c, headers=None) -> set:
     return {j["id"] for j in c.get("/v1/jobs", headers=headers).json()["jobs"]}
 
@@ -180,3 +185,149 @@ def test_allow_origin_option():
         with pytest.raises(SystemExit) as exit_info:
             parser.parse_args(["--allow-origin", bad])
         assert exit_info.value.code == 2, bad
+
+
+# ------------------------------------------------------------------------------------------ validation first
+
+def test_invalid_requests_are_422_even_while_a_generation_runs(open_server, blob):
+    result = {}
+
+    def generate():
+        with httpx.Client(base_url=open_server.url, timeout=TIMEOUT) as c:
+            result["r"] = c.post("/generate_no_preview", files={"file": ("a.png", blob, "image/png")},
+                                 data=form(**{**SPZ_FAST, "ss_sampling_steps": 400}))
+
+    thread = threading.Thread(target=generate)
+    thread.start()
+    try:
+        with httpx.Client(base_url=open_server.url, timeout=TIMEOUT) as c:
+            deadline = time.time() + 60
+            while (s := c.get("/status").json())["status"] != "PROCESSING" or s["stage"] != "sparse_structure":
+                assert time.time() < deadline and "r" not in result, (s, result)
+                time.sleep(0.02)
+            file = {"file": ("a.png", blob, "image/png")}
+            for path, kwargs, words in [
+                    ("/generate_no_preview", dict(data=form(**SPZ_FAST)), "no image"),
+                    ("/generate_no_preview", dict(data=form(**{**SPZ_FAST, "ss_sampling_steps": 0}), files=file),
+                     "ss_sampling_steps"),
+                    ("/generate_preview", dict(files={"file": ("n.txt", b"text", "text/plain")}), "not an image"),
+                    ("/generate_multi_no_preview", dict(data=form(image_list_base64=["@@"])), "not valid base64"),
+                    ("/generate_multi_preview", dict(data=form(texture_size=1), files={
+                        "file_list": ("a.png", blob, "image/png")}), "texture_size"),
+                    ("/generate", dict(json={"single_multi_img_input": [b64(blob)], "seed": True}), "seed"),
+                    ("/generate", dict(json={"seed": 1}), "single_multi_img_input"),
+                    ("/generate_no_preview", raw_json({"image_base64": b64(blob), "ss_guidance_strength": float("nan")}),
+                     "not a number"),
+                    ("/resume_from_preview", dict(params={"texture_size": 1}), "texture_size")]:
+                r = c.post(path, **kwargs)
+                assert r.status_code == 422 and words in json.dumps(r.json()), (path, r.status_code, r.text)
+            r = c.post("/generate", content=b"hello", headers={"content-type": "text/plain"})
+            assert r.status_code == 415 and "JSON" in r.json()["detail"], r.text
+            # Valid requests: busy.
+            for path, kwargs in [("/generate_no_preview", dict(files=file, data=form(**SPZ_FAST))),
+                                 ("/generate_multi_preview", dict(data=form(image_list_base64=[b64(blob)]))),
+                                 ("/generate", dict(json={"single_multi_img_input": [b64(blob)]})),
+                                 ("/resume_from_preview", {})]:
+                r = c.post(path, **kwargs)
+                assert r.status_code == 503 and "busy" in r.json()["detail"], (path, r.text)
+            assert c.post("/interrupt").json() == {"status": "interrupt_requested"}
+            thread.join(TIMEOUT)
+            assert result["r"].status_code == 499
+    finally:
+        thread.join(TIMEOUT)
+
+
+def test_numbers_and_booleans_are_strict_and_nan_is_not_a_number(open_server, blob):
+    with httpx.Client(base_url=open_server.url, timeout=TIMEOUT) as c:
+        before = job_ids(c)
+        image = {"images": [b64(blob)], **FAST}
+        for fields, where, words in [
+                ({"seed": True}, "seed", "valid integer"), ({"seed": "5"}, "seed", "valid integer"),
+                ({"ss_steps": 2.5}, "ss_steps", "integer"), ({"fill_holes": 1}, "fill_holes", "valid boolean"),
+                ({"fill_holes": "yes"}, "fill_holes", "valid boolean"), ({"keep_result": 0}, "keep_result", "boolean"),
+                ({"ss_cfg": True}, "ss_cfg", "valid number"), ({"ss_cfg": float("nan")}, "ss_cfg", "not a number"),
+                ({"simplify": float("inf")}, "simplify", "not a number"),
+                ({"slat_cfg": float("-inf")}, "slat_cfg", "not a number"),
+                ({"formats": []}, "formats", "glb, ply, obj, mp4")]:
+            r = c.post("/v1/jobs", **raw_json({**image, **fields}))
+            assert r.status_code == 422, (fields, r.text)
+            problems = r.json()["detail"]
+            assert any(where in p["loc"] and words in p["msg"] for p in problems), (fields, problems)
+            assert not any("less than" in p["msg"] or "greater than" in p["msg"] for p in problems), problems
+        r = c.post("/v1/jobs", content=b'{"images": ["x"], "ss_cfg": NaN}', headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "not a number" in r.text
+        # Forms are text: numbers and booleans are read from it, but not NaN / inf, and formats= is not "any".
+        file = [("images", ("a.png", blob, "image/png"))]
+        for fields, where, words in [({"ss_cfg": "nan"}, "ss_cfg", "not a number"),
+                                     ({"simplify": "inf"}, "simplify", "not a number"),
+                                     ({"formats": ""}, "formats", "glb, ply, obj, mp4"),
+                                     ({"formats": " , "}, "formats", "at least one"), ({"seed": "true"}, "seed", "")]:
+            r = c.post("/v1/jobs", files=file, data=form(**{**FAST, **fields}))
+            assert r.status_code == 422, (fields, r.text)
+            assert any(where in p["loc"] and words in p["msg"] for p in r.json()["detail"]), (fields, r.text)
+        r = c.post("/generate_no_preview", data=form(image_base64=b64(blob), mesh_simplify_ratio="nan"))
+        assert r.status_code == 422 and "not a number" in r.text
+        r = c.post("/resume_from_preview", params={"mesh_simplify_ratio": "inf"})
+        assert r.status_code == 422 and "not a number" in r.text
+        r = c.post("/v1/jobs/nope/export", json={"texture_size": True})
+        assert r.status_code == 422 and "valid integer" in r.text
+        r = c.post("/v1/jobs/nope/export", json={"formats": []})
+        assert r.status_code == 422 and "glb, ply, obj, mp4" in r.text
+        assert job_ids(c) == before
+        # Well-typed values still pass, forms included.
+        r = queue_and_cancel(c, blob, {})
+        assert r.status_code == 202
+        r = c.post("/v1/jobs", files=file, data=form(**{**FAST, "fill_holes": "false", "ss_cfg": "3.5",
+                                                        "formats": "ply"}))
+        assert r.status_code == 202, r.text
+        c.post(f"/v1/jobs/{r.json()['id']}/cancel")
+
+
+def test_text_plain_is_415_as_documented(open_server):
+    with httpx.Client(base_url=open_server.url, timeout=TIMEOUT) as c:
+        for path in ("/generate", "/v1/jobs", "/generate_no_preview"):
+            r = c.post(path, content=b"hello", headers={"content-type": "text/plain"})
+            assert r.status_code == 415, (path, r.text)
+        r = c.post("/generate", data={"single_multi_img_input": "x"})            # a form is not JSON either
+        assert r.status_code == 415 and "application/json" in r.json()["detail"]
+
+
+# ------------------------------------------------------------------------------------------ body read timeout
+
+def raw_request(url: str, head: str, body: bytes) -> tuple:
+    """Send a request whose body is shorter than its Content-Length over a real socket; (the answer,
+    whether the server then closed the connection)."""
+    host, port = url.rsplit("/", 1)[1].split(":")
+    with socket.create_connection((host, int(port))) as s:
+        s.settimeout(60)                 # only so that a hang fails the test instead of blocking it
+        s.sendall(head.encode() + b"\r\n" + body)
+        data = b""
+        while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+            chunk = s.recv(65536)
+            if not chunk:
+                return data, True
+            data += chunk
+        return data, s.recv(65536) == b""
+
+
+def test_a_short_body_is_given_up_after_the_read_timeout(open_server, blob, monkeypatch):
+    assert api_mod.BODY_READ_TIMEOUT_S == 30
+    monkeypatch.setattr(api_mod, "BODY_READ_TIMEOUT_S", 0.5)
+    partial = json.dumps({"images": [b64(blob)], **FAST}).encode()
+    multipart = (b"--xyz\r\nContent-Disposition: form-data; name=\"images\"; filename=\"a.png\"\r\n"
+                 b"Content-Type: image/png\r\n\r\n" + blob[:100])
+    for path, ctype, body in [("/v1/jobs", "application/json", partial[:200]),
+                              ("/v1/jobs", "multipart/form-data; boundary=xyz", multipart),
+                              ("/generate_no_preview", "application/json", partial[:10]),
+                              ("/generate", "application/json", b""),
+                              ("/v1/jobs/nope/export", "application/json", b'{"formats": ')]:
+        head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body) + 1000}\r\n")
+        answer, closed = raw_request(open_server.url, head, body)
+        status, _, rest = answer.partition(b"\r\n")
+        assert status.split()[1] == b"408", (path, answer[:300])
+        assert b"stopped arriving" in rest and b"0.5 s" in rest and closed, (path, answer[:300])
+    with httpx.Client(base_url=open_server.url, timeout=TIMEOUT) as c:        # complete bodies: as before
+        assert c.get("/ping").json()["busy"] is False
+        r = queue_and_cancel(c, blob, {})
+        assert r.status_code == 202
