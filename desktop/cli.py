@@ -22,6 +22,9 @@ from .settings import DEFAULT_PRESET, FORMATS, PRESETS, GenerationSettings, fiel
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
+# A settings file is a few hundred bytes; anything this large is not one.
+SETTINGS_MAX_BYTES = 1 << 20
+
 # How long a Ctrl-C waits for the running job to stop at its next step.
 CANCEL_WAIT_S = 60.0
 
@@ -144,10 +147,21 @@ def build_settings(args) -> GenerationSettings:
         raise ValueError("use either --settings or --preset, not both")
     if args.settings:
         try:
-            with open(args.settings, encoding="utf-8") as f:
-                base = GenerationSettings.from_json(f.read())
+            with open(args.settings, "rb") as f:
+                data = f.read(SETTINGS_MAX_BYTES + 1)
         except OSError as err:
             raise ValueError(f"--settings: cannot read {args.settings}: {err.strerror or err}") from None
+        what = "a settings file (e.g. a job's settings.json)"
+        if len(data) > SETTINGS_MAX_BYTES:
+            raise ValueError(f"--settings: {args.settings} is too large to be {what}")
+        try:
+            base = GenerationSettings.from_json(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ValueError(f"--settings: {args.settings} is not {what}: it is not UTF-8 text") from None
+        except RecursionError:
+            raise ValueError(f"--settings: {args.settings} is not {what}: its JSON is nested too deeply") from None
+        except ValueError as err:
+            raise ValueError(f"--settings {args.settings}: {err}") from None
     else:
         base = GenerationSettings.from_preset(args.preset or DEFAULT_PRESET)
     changes = {}
@@ -250,6 +264,9 @@ def main(argv=None) -> int:
         parser.error(str(err))                          # exits with 2
     if args.gpus and args.device and args.device != "cuda":
         parser.error("--gpus picks the GPUs itself; leave out --device (or use --device cuda)")
+    for image in args.images:                           # a pipe or a device would be read forever
+        if os.path.exists(image) and not os.path.isdir(image) and not os.path.isfile(image):
+            parser.error(f"{image} is not a file but a pipe, socket or device; give an image file")
     problem = output_folder_problem(args.output)
     if problem:
         parser.error(f"-o/--output: {problem}")

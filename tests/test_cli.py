@@ -251,6 +251,68 @@ def test_weights_this_user_may_not_read(tiny_pipeline_dir, tmp_path):
             shutil.rmtree(base, ignore_errors=True)
 
 
+def _usage_error(proc, message):
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_bad_settings_files_are_usage_errors(tmp_path):
+    cases = [(b"{bad json", "settings are not valid JSON"), (b"[1, 2]", "must be a JSON object"),
+             (b'{"settings": {"ss_steps": "x"}}', "ss_steps: expected a whole number"),
+             (b'{"settings": {"simplify": NaN}}', "simplify: expected a number, got nan"),
+             (b'{"bogus": 1}', "unknown setting(s) 'bogus'"),
+             (b"\xff\xfe{}", "is not a settings file (e.g. a job's settings.json): it is not UTF-8 text"),
+             (b"[" * 100_000 + b"]" * 100_000, "its JSON is nested too deeply"),
+             (b" " * (cli.SETTINGS_MAX_BYTES + 1), "is too large to be a settings file")]
+    out = tmp_path / "out"
+    for k, (content, message) in enumerate(cases):
+        path = tmp_path / f"settings{k}.json"
+        path.write_bytes(content)
+        _usage_error(desktop("generate", "x.png", "-o", out, "--settings", path, timeout=60), message)
+    _usage_error(desktop("generate", "x.png", "-o", out, "--settings", tmp_path, timeout=60),
+                 f"--settings: cannot read {tmp_path}: Is a directory")
+    _usage_error(desktop("generate", "x.png", "-o", out, "--settings", tmp_path / "none.json", timeout=60),
+                 "No such file or directory")
+    assert not out.exists()
+
+
+def test_bad_set_values_are_usage_errors(tmp_path):
+    out = tmp_path / "out"
+    for item, message in [("video_frames=many", "video_frames: expected a whole number, got 'many'"),
+                          ("seed=1.5", "seed: expected a whole number"), ("simplify=nan", "expected a number"),
+                          ("simplify=inf", "expected a number"), ("formats=", "choose at least one"),
+                          ("precision=xx", "'xx' is not one of"), ("randomize_seed=maybe", "expected true or false"),
+                          ("texture_size=99999999999999999999", "out of range"), ("video_fps", "KEY=VALUE")]:
+        _usage_error(desktop("generate", "x.png", "-o", out, "--set", item, timeout=60), message)
+    assert not out.exists()
+
+
+def test_inputs_that_are_not_image_files(tiny_pipeline_dir, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (tmp_path / "empty.png").write_bytes(b"")
+    with open(rgba_blob(tmp_path / "whole.png"), "rb") as f:
+        (tmp_path / "cut.png").write_bytes(f.read(300))
+    out = tmp_path / "out"
+    proc = desktop("generate", folder, tmp_path / "missing.png", tmp_path / "empty.png", tmp_path / "cut.png",
+                   "-o", out, "--model", tiny_pipeline_dir, *SMALL)
+    assert proc.returncode == 1, proc.stderr
+    for line in ["photos: FAILED: bad input: " + f"{folder} is a folder, not an image file",
+                 "missing.png: FAILED: bad input: Image file not found", "empty.png: FAILED: bad input:",
+                 "cut.png: FAILED: bad input:", "cut.png could not be decoded; the file looks damaged"]:
+        assert line in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == "" and job_folders(out) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_a_pipe_as_input_is_a_usage_error_not_a_hang(tmp_path):
+    pipe = tmp_path / "photo.png"
+    os.mkfifo(pipe)
+    _usage_error(desktop("generate", pipe, "-o", tmp_path / "out", timeout=60), "is not a file but a pipe")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.skipif(os.name != "posix", reason="sends SIGINT")
 def test_ctrl_c_cancels_cleanly_with_exit_130(tiny_pipeline_dir, tmp_path):
     out = tmp_path / "out"
