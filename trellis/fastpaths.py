@@ -35,6 +35,7 @@ Kernel packages are imported as installed packages first; in a source checkout t
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 import sys
@@ -120,7 +121,10 @@ def enabled() -> bool:
     return _setting() != "off"
 
 
+@functools.lru_cache(maxsize=None)
 def triton_importable() -> bool:
+    """Whether Triton imports (asked once per process: a failed import is not cached by Python, and
+    this is consulted on every dispatch)."""
     try:
         import triton  # noqa: F401
         import triton.language  # noqa: F401
