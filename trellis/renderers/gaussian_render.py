@@ -1,4 +1,4 @@
-"""Exact tile-based splatting of 3-D Gaussians in pure PyTorch (CPU or any torch device).
+"""Exact splatting of 3-D Gaussians in pure PyTorch (CPU or any torch device), with fast GPU kernels beside it.
 
 Written from the published equations (EWA splatting / 3D Gaussian Splatting / Mip-Splatting papers):
 
@@ -37,10 +37,11 @@ Compositing is a pair of functions with the same arguments (``trellis.fastpaths`
   taken as a float64 cumulative sum of log(1 - alpha). Per-pixel log-transmittance and the
   "finished" flag carry from group to group, and a Gaussian whose box holds no unfinished pixel
   (an integral image of the finished map) is skipped: hidden layers cost almost nothing.
-* ``trellis_triton.gaussian_composite.composite`` — the Triton kernel (tiles of ``tile_size``²
-  pixels walking (tile, depth)-sorted lists from ``bin_tiles``; sequential float32 transmittance).
-  The two agree to ~1e-6 except where a running transmittance lands within rounding of the 1e-4
-  stop (tests/gpu/ states the tolerances).
+* ``trellis_triton.gaussian_composite.composite`` (Triton) and ``trellis_nvrtc.gaussian_composite.
+  composite`` (CUDA C through PyTorch's NVRTC, for GPUs without Triton) — tiles of ``tile_size``²
+  pixels walking (tile, depth)-sorted lists from ``kernel_inputs``, sequential float32 transmittance.
+  They agree with the twin to ~1e-6 except where a running transmittance lands within rounding of the
+  1e-4 stop (tests/gpu/ states the tolerances).
 """
 from __future__ import annotations
 
@@ -48,15 +49,14 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from .. import fastpaths
 from ..representations.gaussian import SH_C0, quaternion_to_matrix
 from ..utils.cancel import check
-from .. import fastpaths
 
 ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.99
 T_MIN = 1e-4
-# Devices without float64: there the exponent is evaluated directly in float32 instead of by a
-# float64 quadratic-form matmul (slower, same result up to rounding).
+# Devices without float64: there the exponent is evaluated in float32 (same result up to rounding).
 _NO_FLOAT64_DEVICES = {"mps"}
 # Candidate (Gaussian, pixel) pairs per group of ``composite_torch`` on the CPU (GPUs: ``_work_budget``).
 _DEFAULT_WORK_BUDGET = {"cpu": 1 << 20}
