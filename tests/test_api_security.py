@@ -1,6 +1,7 @@
 """The REST API's defences, live: uvicorn servers on 127.0.0.1 over the tiny random-weight pipeline on
 the CPU, driven with real HTTP requests (httpx, and raw sockets where a client would not misbehave):
 cross-site requests, validation before "busy", strict types and a body read with a time limit."""
+import contextlib
 import json
 import socket
 import threading
@@ -133,31 +134,42 @@ def test_cross_site_cancel_export_and_stableprojectorz_endpoints(open_server, bl
         assert c.get("/ping").json()["busy"] is False
 
 
-def test_cross_site_interrupt_leaves_the_generation_running(open_server, blob):
+@contextlib.contextmanager
+def long_generation(server, blob):
+    """A StableProjectorz generation of 400 steps running in a thread; yields (client, end) once it is
+    sampling, where end() interrupts it (as StableProjectorz does, no Origin) and returns its answer."""
     result = {}
 
     def generate():
-        with httpx.Client(base_url=open_server.url, timeout=TIMEOUT) as c:
+        with httpx.Client(base_url=server.url, timeout=TIMEOUT) as c:
             result["r"] = c.post("/generate_no_preview", files={"file": ("a.png", blob, "image/png")},
                                  data=form(**{**SPZ_FAST, "ss_sampling_steps": 400}))
 
     thread = threading.Thread(target=generate)
     thread.start()
     try:
-        with httpx.Client(base_url=open_server.url, timeout=TIMEOUT) as c:
+        with httpx.Client(base_url=server.url, timeout=TIMEOUT) as c:
             deadline = time.time() + 60
             while (s := c.get("/status").json())["status"] != "PROCESSING" or s["stage"] != "sparse_structure":
                 assert time.time() < deadline and "r" not in result, (s, result)
                 time.sleep(0.02)
-            r = c.post("/interrupt", headers={"Origin": EVIL})
-            assert r.status_code == 403 and f"--allow-origin {EVIL}" in r.json()["detail"]
-            time.sleep(0.2)
-            assert c.get("/status").json()["status"] == "PROCESSING"
-            assert c.post("/interrupt").json() == {"status": "interrupt_requested"}      # StableProjectorz: no Origin
-            thread.join(TIMEOUT)
-            assert result["r"].status_code == 499
+
+            def end() -> httpx.Response:
+                assert c.post("/interrupt").json() == {"status": "interrupt_requested"}
+                thread.join(TIMEOUT)
+                return result["r"]
+            yield c, end
     finally:
         thread.join(TIMEOUT)
+
+
+def test_cross_site_interrupt_leaves_the_generation_running(open_server, blob):
+    with long_generation(open_server, blob) as (c, end):
+        r = c.post("/interrupt", headers={"Origin": EVIL})
+        assert r.status_code == 403 and f"--allow-origin {EVIL}" in r.json()["detail"]
+        time.sleep(0.2)
+        assert c.get("/status").json()["status"] == "PROCESSING"
+        assert end().status_code == 499                                      # StableProjectorz: no Origin
 
 
 def test_cross_site_requests_with_the_token_pass(token_server, blob):
@@ -190,51 +202,33 @@ def test_allow_origin_option():
 # ------------------------------------------------------------------------------------------ validation first
 
 def test_invalid_requests_are_422_even_while_a_generation_runs(open_server, blob):
-    result = {}
-
-    def generate():
-        with httpx.Client(base_url=open_server.url, timeout=TIMEOUT) as c:
-            result["r"] = c.post("/generate_no_preview", files={"file": ("a.png", blob, "image/png")},
-                                 data=form(**{**SPZ_FAST, "ss_sampling_steps": 400}))
-
-    thread = threading.Thread(target=generate)
-    thread.start()
-    try:
-        with httpx.Client(base_url=open_server.url, timeout=TIMEOUT) as c:
-            deadline = time.time() + 60
-            while (s := c.get("/status").json())["status"] != "PROCESSING" or s["stage"] != "sparse_structure":
-                assert time.time() < deadline and "r" not in result, (s, result)
-                time.sleep(0.02)
-            file = {"file": ("a.png", blob, "image/png")}
-            for path, kwargs, words in [
-                    ("/generate_no_preview", dict(data=form(**SPZ_FAST)), "no image"),
-                    ("/generate_no_preview", dict(data=form(**{**SPZ_FAST, "ss_sampling_steps": 0}), files=file),
-                     "ss_sampling_steps"),
-                    ("/generate_preview", dict(files={"file": ("n.txt", b"text", "text/plain")}), "not an image"),
-                    ("/generate_multi_no_preview", dict(data=form(image_list_base64=["@@"])), "not valid base64"),
-                    ("/generate_multi_preview", dict(data=form(texture_size=1), files={
-                        "file_list": ("a.png", blob, "image/png")}), "texture_size"),
-                    ("/generate", dict(json={"single_multi_img_input": [b64(blob)], "seed": True}), "seed"),
-                    ("/generate", dict(json={"seed": 1}), "single_multi_img_input"),
-                    ("/generate_no_preview", raw_json({"image_base64": b64(blob), "ss_guidance_strength": float("nan")}),
-                     "not a number"),
-                    ("/resume_from_preview", dict(params={"texture_size": 1}), "texture_size")]:
-                r = c.post(path, **kwargs)
-                assert r.status_code == 422 and words in json.dumps(r.json()), (path, r.status_code, r.text)
-            r = c.post("/generate", content=b"hello", headers={"content-type": "text/plain"})
-            assert r.status_code == 415 and "JSON" in r.json()["detail"], r.text
-            # Valid requests: busy.
-            for path, kwargs in [("/generate_no_preview", dict(files=file, data=form(**SPZ_FAST))),
-                                 ("/generate_multi_preview", dict(data=form(image_list_base64=[b64(blob)]))),
-                                 ("/generate", dict(json={"single_multi_img_input": [b64(blob)]})),
-                                 ("/resume_from_preview", {})]:
-                r = c.post(path, **kwargs)
-                assert r.status_code == 503 and "busy" in r.json()["detail"], (path, r.text)
-            assert c.post("/interrupt").json() == {"status": "interrupt_requested"}
-            thread.join(TIMEOUT)
-            assert result["r"].status_code == 499
-    finally:
-        thread.join(TIMEOUT)
+    with long_generation(open_server, blob) as (c, end):
+        file = {"file": ("a.png", blob, "image/png")}
+        for path, kwargs, words in [
+                ("/generate_no_preview", dict(data=form(**SPZ_FAST)), "no image"),
+                ("/generate_no_preview", dict(data=form(**{**SPZ_FAST, "ss_sampling_steps": 0}), files=file),
+                 "ss_sampling_steps"),
+                ("/generate_preview", dict(files={"file": ("n.txt", b"text", "text/plain")}), "not an image"),
+                ("/generate_multi_no_preview", dict(data=form(image_list_base64=["@@"])), "not valid base64"),
+                ("/generate_multi_preview", dict(data=form(texture_size=1), files={
+                    "file_list": ("a.png", blob, "image/png")}), "texture_size"),
+                ("/generate", dict(json={"single_multi_img_input": [b64(blob)], "seed": True}), "seed"),
+                ("/generate", dict(json={"seed": 1}), "single_multi_img_input"),
+                ("/generate_no_preview", raw_json({"image_base64": b64(blob), "ss_guidance_strength": float("nan")}),
+                 "not a number"),
+                ("/resume_from_preview", dict(params={"texture_size": 1}), "texture_size")]:
+            r = c.post(path, **kwargs)
+            assert r.status_code == 422 and words in json.dumps(r.json()), (path, r.status_code, r.text)
+        r = c.post("/generate", content=b"hello", headers={"content-type": "text/plain"})
+        assert r.status_code == 415 and "JSON" in r.json()["detail"], r.text
+        # Valid requests: busy.
+        for path, kwargs in [("/generate_no_preview", dict(files=file, data=form(**SPZ_FAST))),
+                             ("/generate_multi_preview", dict(data=form(image_list_base64=[b64(blob)]))),
+                             ("/generate", dict(json={"single_multi_img_input": [b64(blob)]})),
+                             ("/resume_from_preview", {})]:
+            r = c.post(path, **kwargs)
+            assert r.status_code == 503 and "busy" in r.json()["detail"], (path, r.text)
+        assert end().status_code == 499
 
 
 def test_numbers_and_booleans_are_strict_and_nan_is_not_a_number(open_server, blob):
