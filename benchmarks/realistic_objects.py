@@ -495,20 +495,10 @@ def held_out_cameras(n: int = 8, device=None):
 
 
 def _glb_arrays(glb, device):
-    from trellis.utils.export import Z_UP_TO_Y_UP
+    from trellis.utils.texture_bake import textured_mesh_tensors
 
-    if hasattr(glb, "geometry") and not hasattr(glb, "faces"):
-        geoms = list(glb.geometry.values())
-        if len(geoms) != 1:
-            raise ValueError(f"expected one mesh in the scene, found {len(geoms)}")
-        glb = geoms[0]
-    material = glb.visual.material
-    image = getattr(material, "baseColorTexture", None) or getattr(material, "image", None)
-    tex = torch.as_tensor(np.array(image.convert("RGB")), device=device).float() / 255
-    v = torch.as_tensor(np.asarray(glb.vertices, np.float64) @ Z_UP_TO_Y_UP.T, dtype=torch.float32, device=device)
-    f = torch.as_tensor(np.asarray(glb.faces, np.int64), device=device)
-    uv = torch.as_tensor(np.asarray(glb.visual.uv, np.float32), device=device)
-    return v, f, uv, tex
+    v, f, uv, tex = textured_mesh_tensors(glb, device)
+    return v, f, uv, tex.float() / 255
 
 
 @torch.no_grad()

@@ -44,7 +44,8 @@ from ..renderers.mesh_render import rasterize
 from .cancel import check
 
 __all__ = ["observation_cameras", "render_observations", "bake_texture", "inpaint_texture",
-           "render_textured", "render_textured_mesh", "sample_texture", "TextureAccumulator"]
+           "render_textured", "render_textured_mesh", "textured_mesh_tensors", "sample_texture",
+           "TextureAccumulator"]
 
 Progress = Optional[Callable[[int, int], None]]
 
@@ -450,10 +451,10 @@ def render_textured(vertices, faces, uvs, texture, extrinsics, intrinsics, resol
     return img, cov
 
 
-def render_textured_mesh(mesh, extrinsics, intrinsics, resolution: int, ssaa: int = 2,
-                         device=None) -> np.ndarray:
-    """Render a textured ``trimesh.Trimesh`` as exported (y up, e.g. from ``to_glb`` or loaded back
-    from a .glb/.obj) in the TRELLIS cameras: uint8 [H,W,3], black background."""
+def textured_mesh_tensors(mesh, device):
+    """(vertices [V,3] float32 z up, faces [F,3] int64, uvs [V,2] float32, texture uint8 [S,S,3]) on
+    ``device`` of a textured ``trimesh.Trimesh`` as exported (y up, e.g. from ``to_glb`` or loaded back
+    from a .glb/.obj), or of a Scene holding exactly one."""
     from .export import Z_UP_TO_Y_UP
     if hasattr(mesh, "geometry") and not hasattr(mesh, "faces"):  # a Scene: take its only mesh
         meshes = list(mesh.geometry.values())
@@ -464,12 +465,20 @@ def render_textured_mesh(mesh, extrinsics, intrinsics, resolution: int, ssaa: in
     image = getattr(material, "baseColorTexture", None) or getattr(material, "image", None)
     if image is None:
         raise ValueError("the mesh has no texture image")
-    texture = np.array(image.convert("RGB"))
-    dev = torch.device(device) if device is not None else torch.as_tensor(extrinsics).device
+    texture = torch.as_tensor(np.array(image.convert("RGB")), device=device)
     v = torch.as_tensor(np.asarray(mesh.vertices, dtype=np.float64) @ Z_UP_TO_Y_UP.T,
-                        dtype=torch.float32, device=dev)
-    f = torch.as_tensor(np.asarray(mesh.faces, dtype=np.int64), device=dev)
-    uv = torch.as_tensor(np.asarray(mesh.visual.uv, dtype=np.float32), device=dev)
-    img, _ = render_textured(v, f, uv, torch.as_tensor(texture, device=dev), extrinsics, intrinsics,
+                        dtype=torch.float32, device=device)
+    f = torch.as_tensor(np.asarray(mesh.faces, dtype=np.int64), device=device)
+    uv = torch.as_tensor(np.asarray(mesh.visual.uv, dtype=np.float32), device=device)
+    return v, f, uv, texture
+
+
+def render_textured_mesh(mesh, extrinsics, intrinsics, resolution: int, ssaa: int = 2,
+                         device=None) -> np.ndarray:
+    """Render a textured ``trimesh.Trimesh`` as exported (y up, e.g. from ``to_glb`` or loaded back
+    from a .glb/.obj) in the TRELLIS cameras: uint8 [H,W,3], black background."""
+    dev = torch.device(device) if device is not None else torch.as_tensor(extrinsics).device
+    v, f, uv, texture = textured_mesh_tensors(mesh, dev)
+    img, _ = render_textured(v, f, uv, texture, extrinsics, intrinsics,
                              resolution, ssaa=ssaa)
     return (img.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
