@@ -141,7 +141,6 @@ def bin_tiles(proj, width, height, tile_size):
     return ntx, nty, sorted_g, tile_start, tile_count
 
 
-
 # Columns of ``kernel_inputs``' per-splat table, in this order.
 KERNEL_COLUMNS = ("u", "v", "conic_a", "conic_b", "conic_c", "log_opacity", "r", "g", "b", "z")
 

@@ -4,7 +4,7 @@ Used for the normal-map video (spec §14.2), face visibility for hole filling (�
 baking (§15.5). Everything is vectorised: the candidate rows of all triangles are flattened into one
 list, each row's covered pixels are found as one span by exact integer arithmetic on the edge
 functions, the spans are flattened into fragments (covered pixels) and visibility is resolved with a
-scatter-min of a packed (depth, face index) int64 key (``raster_keys_torch``; a Triton kernel with
+scatter-min of a packed (depth, face index) int64 key (``raster_keys_torch``; a Triton or NVRTC kernel with
 bit-identical keys runs instead where ``trellis.fastpaths`` allows).
 A second pass computes float64 barycentrics and depth for the winning face of each pixel only.
 
@@ -56,14 +56,14 @@ from .. import fastpaths
 from ..utils.cancel import check as _check_cancel
 from .cameras import projection_opencv
 
-__all__ = ["rasterize", "raster_keys_torch", "candidate_tiles", "interpolate", "bary_derivatives", "render_mesh", "SUBPIXEL_BITS"]
+__all__ = ["rasterize", "raster_keys_torch", "candidate_tiles", "interpolate", "bary_derivatives",
+           "render_mesh", "SUBPIXEL_BITS"]
 
 SUBPIXEL_BITS = 8
 _SUB = 1 << SUBPIXEL_BITS
 _HALF = _SUB // 2
 _GUARD = 1 << 29  # max |fixed-point coordinate|; keeps every edge-function product below 2**62
 _INT64_MAX = torch.iinfo(torch.int64).max
-
 
 
 def _default_budget(device: torch.device) -> int:
