@@ -18,11 +18,12 @@ import pytest
 
 from installer import install as inst
 from installer import licences, plan
-from installer.detect import System, detect_system
+from installer.detect import System
 from installer.layout import Layout
 from installer.log import Log
 from installer.options import Options
 from installer.plan import RULES, make_plan
+from test_installer import make_system   # a table row as detect_system reads its GPUs, on a fixed machine
 
 ROOT = Path(__file__).resolve().parent.parent
 PIN = f"triton-windows=={plan.TRITON_WINDOWS_VERSION}"
@@ -69,18 +70,9 @@ ROWS = [
 ]
 
 
-def system_of(row: Row) -> System:
-    seen = detect_system(nvidia_smi_output=row.smi)
-    windows = row.os == "Windows"
-    return System(os=row.os, machine="x86_64", python=(3, 11, 9), wsl=row.wsl,
-                  app_dir="C:\\TrellisDesktop" if windows else "/home/user/trellis-desktop", free_disk_bytes=None,
-                  long_paths_enabled=True if windows else None, gpus=seen.gpus, gpu_error=seen.gpu_error,
-                  notes=seen.notes)
-
-
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.id)
 def test_plan_adds_triton_windows_only_where_it_can_run(row):
-    p = json.loads(plan.to_json(make_plan(system_of(row), force_cpu=row.force_cpu)))
+    p = json.loads(plan.to_json(make_plan(make_system(row), force_cpu=row.force_cpu)))
     assert p["optional_packages"] == ([PIN] if row.triton else [])
     assert not any(pkg.startswith("triton") for pkg in p["packages"])          # never in torch's own step
     cited = {r["rule"]: r["source"] for r in p["rules"]}
@@ -91,7 +83,7 @@ def test_plan_adds_triton_windows_only_where_it_can_run(row):
     for s in row.note:
         assert s in notes, (s, p["notes"])
     if row.triton:
-        assert PIN in plan.describe(make_plan(system_of(row)))                  # the "extras" line
+        assert PIN in plan.describe(make_plan(make_system(row)))                  # the "extras" line
     if p["device"] == "cpu":
         assert "triton_windows" not in cited and "triton_linux" not in cited
 
