@@ -81,7 +81,7 @@ PLANNED: dict[str, str] = {
     "triton-windows": (
         "MIT (classifier 'License :: OSI Approved :: MIT License', licence file: Triton's MIT licence). "
         "Planned on Windows with an NVIDIA GPU of compute capability 7.0 or newer, pinned by installer/plan.py "
-        "TRITON_WINDOWS_VERSION."
+        "TRITON_WINDOWS_VERSION (TRITON_WINDOWS_VERSION_CU128 where the plan picks torch 2.11.0)."
     ),
 }
 

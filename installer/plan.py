@@ -12,11 +12,16 @@ from dataclasses import asdict, dataclass, field
 from .detect import Gpu, System, parse_version
 
 TORCH_VERSION = "2.13.0"                          # requirements_1.txt pins the same (tests check)
+# Older releases, planned only where no build of TORCH_VERSION runs (RULES["torch_builds_older"]); CI runs the
+# library's tests on the oldest of them (OLDEST_TORCH_VERSION, .ci/run).
+TORCH_VERSION_CU128 = "2.11.0"                    # the last release with a CUDA 12.8 build
+TORCH_VERSION_CU118 = "2.7.1"                     # the last release with a CUDA 11.8 build
 TORCH_INDEX = "https://download.pytorch.org/whl/"  # + cuda tag ("cu130") or "cpu"
 # Triton for PyTorch's Windows wheels (which ship none): the triton-windows release of the Triton line
 # TORCH_VERSION is built with (RULES["triton_windows"]). tests/test_triton_windows.py checks that PyPI has
 # its win_amd64 wheels for every supported Python.
 TRITON_WINDOWS_VERSION = "3.7.1.post27"
+TRITON_WINDOWS_VERSION_CU128 = "3.6.0.post26"     # for torch 2.11.0 (RULES["triton_windows_2_11"])
 TRITON_MIN_CC = (7, 0)                            # trellis/fastpaths.py MIN_CAPABILITY (tests check)
 TRITON_TESTED_CC = (8, 0)                         # what Triton's developers list as supported
 
@@ -45,6 +50,42 @@ RULES: dict[str, str] = {
         "NVIDIA CUDA Toolkit 13.x Release Notes, 'CUDA Driver': CUDA 13.0 corresponds to driver branch R580 "
         "(13.0 GA >= 580.65.06 on Linux) and 13.x applications run on drivers >= 580 under minor-version "
         "compatibility; nothing older runs CUDA 13.",
+    "torch_builds_older":
+        "Older PyTorch releases keep a CUDA build for drivers that cannot run CUDA 12.6 U3 / 13.0 wheels of "
+        "torch 2.13: torch 2.11.0 is the last release with a CUDA 12.8 (cu128) build (pytorch/FBGEMM#5976, checked on "
+        "download.pytorch.org: 'cu128's last version was 2.11'; pytorch/pytorch#179072 removed cu128 for 2.12) and "
+        "torch 2.7.1 the last with a CUDA 11.8 (cu118) build (pytorch/pytorch RFC #147383: CUDA 11.8 kept as legacy "
+        "in 2.7 and dropped in 2.8). Both have win_amd64 and manylinux_2_28_x86_64 wheels for CPython 3.11 and 3.12 "
+        "(e.g. download.pytorch.org/whl/cu118/torch-2.7.1%2Bcu118-cp311-cp311-win_amd64.whl and "
+        ".../whl/cu128/torch-2.11.0%2Bcu128-cp312-cp312-win_amd64.whl; PyPI's torch 2.7.1 and 2.11.0 list "
+        "cp39-cp313 and cp310-cp314). The plan takes the NEWEST release whose build runs on the driver and has "
+        "code for the GPU; a newer release always wins over an older one.",
+    "gpu_arch_cu128":
+        "PyTorch CUDA Support Matrix for release 2.11 (pytorch/pytorch RELEASE.md, PR #175253; RFC #172352 dropped "
+        "Volta from cu128 in 2.11): CUDA 12.8.1 = Turing 7.5, Ampere 8.0/8.6, Hopper 9.0, Blackwell 10.0/12.0 on "
+        "Linux x86 and Windows, no PTX (.ci/pytorch/windows/cuda128.bat: TORCH_CUDA_ARCH_LIST=7.5;8.0;8.6;9.0;10.0;"
+        "12.0). The only build before torch 2.13's cu130 with Blackwell (sm_120) code.",
+    "gpu_arch_cu118":
+        "torch 2.7's CUDA 11.8 build: Windows compiles TORCH_CUDA_ARCH_LIST=3.7+PTX;5.0;6.0;6.1;7.0;7.5;8.0;8.6;9.0 "
+        "(pytorch/pytorch .ci/pytorch/windows/cuda118.bat); the Linux binaries hold sm_37, sm_50, sm_60, sm_70, "
+        "sm_75, sm_80, sm_86, sm_90 (cuobjdump table of pytorch-2.7.0 cuda11.8, moi90/pytorch_compute_capabilities). "
+        "So Maxwell 5.x, Pascal 6.x (GTX 10xx: sm_61 on Windows, sm_60 code on Linux by binary compatibility) through "
+        "Hopper; Kepler 3.7 is left out as it is below this app's floor of compute capability 5.0 (README).",
+    "driver_cuda12_8":
+        "NVIDIA CUDA Toolkit Release Notes, 'CUDA Toolkit and Corresponding Driver Versions': CUDA 12.8 Update 1 "
+        "needs >= 570.124.06 (Linux) / >= 572.61 (Windows); older 12.x drivers (>= 525.60.13 Linux / >= 528.33 "
+        "Windows) run it under CUDA minor-version compatibility (CUDA Compatibility guide). Blackwell GPUs need an "
+        "R570 or newer driver in any case.",
+    "driver_cuda11":
+        "NVIDIA CUDA Toolkit Release Notes, 'CUDA Toolkit and Corresponding Driver Versions': CUDA 11.8 GA needs "
+        ">= 520.61.05 (Linux) / >= 520.06 (Windows); CUDA 11.x minor-version compatibility runs it on >= 450.80.02 "
+        "(Linux) / >= 452.39 (Windows) (same notes, 'Minimum Required Driver Version for CUDA Minor Version "
+        "Compatibility'; CUDA Compatibility guide). PyTorch's cu118 wheels carry their own CUDA 11.8 runtime.",
+    "triton_windows_cu118":
+        "triton-windows README, section 'PyTorch': 'PyTorch tagged with CUDA 12 is required. CUDA 11 is not "
+        "supported.' and section 'CUDA': its wheels bundle a CUDA 12 toolchain that works with CUDA 12.x drivers "
+        "through minor-version compatibility; 'CUDA 11 and older versions are not supported'. So a cu118 plan (a "
+        "driver older than CUDA 12) gets no triton-windows.",
     "wsl_driver":
         "NVIDIA CUDA on WSL User Guide: inside WSL the GPU driver is the Windows driver, so its version is "
         "checked against the Windows column.",
@@ -68,6 +109,10 @@ RULES: dict[str, str] = {
         "attention 'torch_varlen': torch.nn.attention.varlen.varlen_attn, the FlashAttention-2 kernel inside "
         "PyTorch (dependencies.md §5-6, trellis/modules/attention); FlashAttention-2 refuses GPUs below compute "
         "capability 8.0 ('FlashAttention only supports Ampere GPUs or newer').",
+    "attention_varlen_torch":
+        "torch.nn.attention.varlen.varlen_attn is new in PyTorch 2.10 (pytorch/pytorch PR #164502, release feature "
+        "RFC #171814); with an older torch (the cu118 plan's 2.7.1) the library's attention falls back to SDPA "
+        "(trellis/modules/attention/functional.py: has_torch_varlen).",
     "attention_sdpa":
         "attention 'sdpa': padded/per-sequence scaled_dot_product_attention, which runs on every device "
         "(trellis/modules/attention/functional.py); used on the CPU and on GPUs below compute capability 8.0.",
@@ -109,6 +154,11 @@ RULES: dict[str, str] = {
         "section 'PyTorch': 'Each PyTorch minor version is only guaranteed to work with a specific Triton minor "
         "version' (its table: 2.6-3.2, 2.7-3.3, ..., 2.10-3.6); triton-lang/triton-windows#42, its maintainer: "
         "'torch 2.13 works with triton 3.7.x'. So the pin is the newest 3.7.1 build, 3.7.1.post27.",
+    "triton_windows_2_11":
+        "torch 2.11.0's own wheel metadata (PyPI, manylinux_2_28_x86_64) requires triton==3.6.0 on Linux, and the "
+        "triton-windows README pairs each PyTorch minor version with one Triton minor version; so where the plan "
+        "picks torch 2.11.0 (the cu128 build) the triton-windows pin is the newest 3.6.0 build, 3.6.0.post26 (PyPI "
+        "has its win_amd64 wheels for CPython 3.10-3.14).",
     "triton_floor":
         "Triton compiles for NVIDIA GPUs of compute capability 7.0 and newer (trellis/fastpaths.py "
         "MIN_CAPABILITY; the triton-windows README: 'GTX 10xx (Pascal architecture, sm61) and older: This is not "
@@ -130,11 +180,14 @@ RULES: dict[str, str] = {
 @dataclass(frozen=True)
 class TorchCudaBuild:
     tag: str                                   # wheel index and local version: cu130, cu126
+    torch: str                                 # the PyTorch release planned with this build
     cuda: str                                  # CUDA toolkit the wheels are built with
     sass: tuple[tuple[int, int], ...]          # GPU code compiled in (Linux x86-64 and Windows)
     ptx_linux: tuple[int, int] | None          # PTX also shipped on Linux: the driver compiles it for newer GPUs
     driver_full: dict[str, str]                # the driver of this CUDA release, per OS
     driver_compat: dict[str, str]              # the oldest driver under CUDA minor-version compatibility
+    pythons: tuple[tuple[int, int], tuple[int, int]]   # inclusive range of CPython versions with wheels
+    triton_windows: str | None                 # the triton-windows pin for this torch (None: none works)
     rules: tuple[str, ...]
 
     def kernel_for(self, cc: tuple[int, int], os_name: str) -> str | None:
@@ -146,29 +199,53 @@ class TorchCudaBuild:
         return None
 
     @property
+    def name(self) -> str:
+        return f"torch {self.torch}+{self.tag}"
+
+    @property
     def arch_range(self) -> str:
         lo, hi = self.sass[0], self.sass[-1]
-        return f"{self.tag}: compute capability {lo[0]}.{lo[1]} to {hi[0]}.x"
+        return f"{self.name}: compute capability {lo[0]}.{lo[1]} to {hi[0]}.x"
 
 
-# In order of preference: PyTorch's stable build first, the legacy one for GPUs and drivers it leaves out.
-# cu132 is experimental in 2.13 and not planned.
+# In order of preference: PyTorch's stable build first, the legacy one for GPUs and drivers it leaves out, then
+# older releases for drivers too old for both. cu132 is experimental in 2.13 and not planned. choose_build
+# takes the newest torch release that fits; this order only breaks ties within one release.
 TORCH_CUDA_BUILDS: tuple[TorchCudaBuild, ...] = (
     TorchCudaBuild(
-        tag="cu130", cuda="13.0.2",
+        tag="cu130", torch=TORCH_VERSION, cuda="13.0.2",
         sass=((7, 5), (8, 0), (8, 6), (9, 0), (10, 0), (12, 0)), ptx_linux=(12, 0),
         driver_full={"Linux": "580.65.06", "Windows": "580"},
         driver_compat={"Linux": "580", "Windows": "580"},
+        pythons=((3, 10), (3, 15)), triton_windows=TRITON_WINDOWS_VERSION,
         rules=("torch_builds", "gpu_arch", "driver_cuda13"),
     ),
     TorchCudaBuild(
-        tag="cu126", cuda="12.6.3",
+        tag="cu126", torch=TORCH_VERSION, cuda="12.6.3",
         sass=((5, 0), (6, 0), (7, 0), (7, 5), (8, 0), (8, 6), (9, 0)), ptx_linux=None,
         driver_full={"Linux": "560.35.05", "Windows": "561.17"},
         driver_compat={"Linux": "525.60.13", "Windows": "528.33"},
+        pythons=((3, 10), (3, 15)), triton_windows=TRITON_WINDOWS_VERSION,
         rules=("torch_builds", "gpu_arch", "driver_cuda12"),
     ),
+    TorchCudaBuild(
+        tag="cu128", torch=TORCH_VERSION_CU128, cuda="12.8.1",
+        sass=((7, 5), (8, 0), (8, 6), (9, 0), (10, 0), (12, 0)), ptx_linux=None,
+        driver_full={"Linux": "570.124.06", "Windows": "572.61"},
+        driver_compat={"Linux": "525.60.13", "Windows": "528.33"},
+        pythons=((3, 10), (3, 14)), triton_windows=TRITON_WINDOWS_VERSION_CU128,
+        rules=("torch_builds_older", "gpu_arch_cu128", "driver_cuda12_8"),
+    ),
+    TorchCudaBuild(
+        tag="cu118", torch=TORCH_VERSION_CU118, cuda="11.8.0",
+        sass=((5, 0), (6, 0), (7, 0), (7, 5), (8, 0), (8, 6), (9, 0)), ptx_linux=None,
+        driver_full={"Linux": "520.61.05", "Windows": "520.06"},
+        driver_compat={"Linux": "450.80.02", "Windows": "452.39"},
+        pythons=((3, 9), (3, 13)), triton_windows=None,
+        rules=("torch_builds_older", "gpu_arch_cu118", "driver_cuda11"),
+    ),
 )
+OLDEST_TORCH_VERSION = min((b.torch for b in TORCH_CUDA_BUILDS), key=lambda v: tuple(map(int, v.split("."))))
 
 # Same thresholds as trellis/pipelines/memory.py::pick_preset. Not imported from there: the installer
 # runs before torch exists. tests/test_installer.py checks that the two agree.
@@ -190,13 +267,14 @@ WINDOWS_MAX_PATH = 260
 DEEPEST_VENV_FILE_CHARS = 200
 
 SUPPORTED_PYTHONS = ((3, 11), (3, 12))
+VARLEN_MIN_TORCH = (2, 10)               # torch.nn.attention.varlen (RULES["attention_varlen_torch"])
 TORCH_PYTHONS = ((3, 10), (3, 15))       # inclusive range torch 2.13 has wheels for
 
 
 @dataclass
 class Plan:
     device: str                       # "cuda" | "cpu"
-    cuda_tag: str                     # "cu130", "cu126" or "cpu"
+    cuda_tag: str                     # "cu130", "cu126", "cu128", "cu118" or "cpu"
     torch_index_url: str
     packages: list[str]               # installed from torch_index_url (step 1, before requirements_2.txt)
     optional_packages: list[str]      # accelerators added on top (triton-windows); the app runs without them
@@ -241,38 +319,47 @@ class BuildChoice:
     why_not: str | None = None
 
 
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
+
+
 def choose_build(gpu: Gpu, system: System) -> BuildChoice:
-    """The preferred PyTorch CUDA build that has kernels for this GPU and runs on its driver."""
+    """The newest PyTorch release with a CUDA build that has kernels for this GPU and runs on its driver;
+    within one release the build that runs with full driver support, then TORCH_CUDA_BUILDS' order."""
     os_key = driver_os(system)
     cc = gpu.compute_capability
+    py = tuple(system.python[:2])
+    for_python = [b for b in TORCH_CUDA_BUILDS if b.pythons[0] <= py <= b.pythons[1]]
     if cc is None:     # unknown GPU: keep every build, the warning says so
-        builds = list(TORCH_CUDA_BUILDS)
+        builds = for_python
     else:
-        builds = [b for b in TORCH_CUDA_BUILDS if b.kernel_for(cc, system.os)]
+        builds = [b for b in for_python if b.kernel_for(cc, system.os)]
         if not builds:
             ranges = "; ".join(b.arch_range for b in TORCH_CUDA_BUILDS)
             return BuildChoice(gpu, None, why_not=(
-                f"compute capability {_cc(cc)} is not supported by any PyTorch {TORCH_VERSION} CUDA build ({ranges})"))
+                f"compute capability {_cc(cc)} is not supported by any PyTorch CUDA build for Python "
+                f"{py[0]}.{py[1]} ({ranges})"))
+    if not builds:
+        return BuildChoice(gpu, None, why_not=f"no PyTorch CUDA build has wheels for Python {py[0]}.{py[1]}")
     driver = gpu.driver
     if driver is None:
         return BuildChoice(gpu, builds[0], kernel=builds[0].kernel_for(cc, system.os) if cc else None)
-    full = [b for b in builds if driver >= parse_version(b.driver_full[os_key])]
-    compat = [b for b in builds if driver >= parse_version(b.driver_compat[os_key])]
-    if full:
-        chosen, compat_only = full[0], False
-    elif compat:
-        chosen, compat_only = compat[0], True
-    else:
+    runnable = [b for b in builds if driver >= parse_version(b.driver_compat[os_key])]
+    if not runnable:
         need = min(builds, key=lambda b: parse_version(b.driver_compat[os_key]))
-        tags = " or ".join(b.tag for b in builds)
         target = f"compute capability {_cc(cc)}" if cc else "this GPU"
         return BuildChoice(gpu, None, why_not=(
-            f"the NVIDIA driver {gpu.driver_version} is too old: PyTorch {TORCH_VERSION}'s {tags} build for {target} "
-            f"needs driver {need.driver_compat[os_key]} or newer on {os_key}. Update the driver "
-            "(https://www.nvidia.com/drivers) and run the installer again"))
+            f"the NVIDIA driver {gpu.driver_version} is too old: the oldest PyTorch CUDA build for {target}, "
+            f"{need.name} (CUDA {need.cuda}), needs driver {need.driver_compat[os_key]} or newer on {os_key}. "
+            "Update the driver (https://www.nvidia.com/drivers) and run the installer again"))
+
+    def full(b: TorchCudaBuild) -> bool:
+        return driver >= parse_version(b.driver_full[os_key])
+
+    chosen = max(runnable, key=lambda b: (_release(b.torch), full(b), -TORCH_CUDA_BUILDS.index(b)))
     better = builds[0] if builds[0] is not chosen else None
     return BuildChoice(gpu, chosen, kernel=chosen.kernel_for(cc, system.os) if cc else None,
-                       compat_only=compat_only, better_with_new_driver=better)
+                       compat_only=not full(chosen), better_with_new_driver=better)
 
 
 def preset_for_free_bytes(free_bytes: int | None) -> tuple[str, str, bool]:
@@ -378,13 +465,13 @@ def _cpu_plan(system: System, b: _Builder, reason: str, hint: str = "") -> Plan:
                 sparse_conv_backend="torch", precision=precision, offload=offload, cfg_batch=cfg_batch, gpu=None)
 
 
-def torch_requirement(system: System, tag: str, b: _Builder | None = None) -> str:
+def torch_requirement(system: System, tag: str, b: _Builder | None = None, version: str = TORCH_VERSION) -> str:
     """The pip requirement of the planned build: `torch==2.13.0+cu130` where PyTorch tags its wheels."""
     if system.os in ("Windows", "Linux") and system.machine == "x86_64":
         if b is not None:
             b.rule("torch_local_version")
-        return f"torch=={TORCH_VERSION}+{tag}"
-    return f"torch=={TORCH_VERSION}"
+        return f"torch=={version}+{tag}"
+    return f"torch=={version}"
 
 
 def make_plan(system: System, force_cpu: bool = False) -> Plan:
@@ -407,6 +494,11 @@ def make_plan(system: System, force_cpu: bool = False) -> Plan:
     return plan
 
 
+# Every build's facts: why a GPU fits none of them.
+_CANNOT_USE_RULES = ("gpu_arch", "gpu_arch_cu128", "gpu_arch_cu118", "binary_compat", "driver_cuda13",
+                     "driver_cuda12", "driver_cuda12_8", "driver_cuda11", "torch_builds_older")
+
+
 def _plan_device(system: System, b: _Builder) -> Plan:
     if system.os not in ("Windows", "Linux") or system.machine != "x86_64":
         b.rule("platform")
@@ -423,13 +515,11 @@ def _plan_device(system: System, b: _Builder) -> Plan:
     usable = [c for c in choices if c.build is not None]
     for c in choices:
         if c.build is None and (len(choices) == 1 or usable):
-            (b.note if usable else b.warn)(f"{c.gpu.describe()} cannot be used: {c.why_not}.",
-                                           "gpu_arch", "binary_compat", "driver_cuda12", "driver_cuda13")
+            (b.note if usable else b.warn)(f"{c.gpu.describe()} cannot be used: {c.why_not}.", *_CANNOT_USE_RULES)
     if not usable:
         reasons = "; ".join(f"{c.gpu.describe()}: {c.why_not}" for c in choices)
         if len(choices) > 1:
-            b.warn(f"None of the {len(choices)} NVIDIA GPUs can be used: {reasons}.",
-                   "gpu_arch", "binary_compat", "driver_cuda12", "driver_cuda13")
+            b.warn(f"None of the {len(choices)} NVIDIA GPUs can be used: {reasons}.", *_CANNOT_USE_RULES)
         return _cpu_plan(system, b, "No usable NVIDIA GPU")
 
     # The GPU that holds the most of the pipeline (resident beats offload, batched CFG beats sequential),
@@ -443,24 +533,29 @@ def _plan_device(system: System, b: _Builder) -> Plan:
     if gpu.compute_capability is not None:
         b.rule("binary_compat")
     else:
-        b.warn(f"Could not tell the compute capability of {gpu.name}; planning PyTorch's {build.tag} build. If the "
+        b.warn(f"Could not tell the compute capability of {gpu.name}; planning PyTorch's {build.name} build. If the "
                "app reports 'no kernel image is available', reinstall with the CPU build (run.bat --cpu / "
                "./run.sh --cpu).", "gpu_arch")
     if gpu.driver is None:
-        b.warn(f"Could not read the NVIDIA driver version; {build.tag} needs driver "
+        b.warn(f"Could not read the NVIDIA driver version; {build.name} needs driver "
                f"{build.driver_compat[driver_os(system)]} or newer.", build.rules[-1])
     if best.kernel == "ptx":
         b.note(f"{build.tag} has no compiled kernels for compute capability {_cc(gpu.compute_capability)}; the "
                "driver compiles them from PTX on first use (the first run is slower).", "binary_compat")
     if best.compat_only:
         b.warn(f"The NVIDIA driver {gpu.driver_version} is older than the driver of CUDA {build.cuda} "
-               f"({build.driver_full[driver_os(system)]}): PyTorch's {build.tag} build runs on it through CUDA "
+               f"({build.driver_full[driver_os(system)]}): PyTorch's {build.name} build runs on it through CUDA "
                "minor-version compatibility, but updating the driver (https://www.nvidia.com/drivers) is "
                "recommended.", build.rules[-1])
     if best.better_with_new_driver is not None:
         nb = best.better_with_new_driver
-        b.note(f"With NVIDIA driver {nb.driver_compat[driver_os(system)]} or newer, PyTorch's {nb.tag} build "
-               f"(CUDA {nb.cuda}) would be used instead of {build.tag}.", *nb.rules)
+        b.note(f"With NVIDIA driver {nb.driver_compat[driver_os(system)]} or newer, PyTorch's {nb.name} build "
+               f"(CUDA {nb.cuda}) would be used instead of {build.name}.", *nb.rules)
+    if build.torch != TORCH_VERSION:
+        b.note(f"This driver runs no CUDA build of PyTorch {TORCH_VERSION} with code for this GPU, so the newest "
+               f"release that has one is planned: {build.name} (CUDA {build.cuda}). The app and its library run on "
+               "it (our CI tests the library on the oldest release the plan can pick); updating the driver gets "
+               f"PyTorch {TORCH_VERSION}.", "torch_builds_older")
 
     if len(system.gpus) > 1:
         env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": str(gpu.index)}
@@ -474,9 +569,13 @@ def _plan_device(system: System, b: _Builder) -> Plan:
         env = {}
 
     cc = gpu.compute_capability
-    attention = "torch_varlen" if cc is not None and cc >= (8, 0) else "sdpa"
+    varlen_torch = _release(build.torch) >= VARLEN_MIN_TORCH
+    attention = "torch_varlen" if cc is not None and cc >= (8, 0) and varlen_torch else "sdpa"
     b.rule("attention_varlen" if attention == "torch_varlen" else "attention_sdpa")
-    if attention == "sdpa":
+    if not varlen_torch:
+        b.note(f"Attention uses PyTorch's scaled_dot_product_attention: torch {build.torch} has no varlen_attn "
+               "(new in 2.10).", "attention_varlen_torch")
+    elif attention == "sdpa":
         b.note(f"Attention uses PyTorch's scaled_dot_product_attention: the varlen FlashAttention kernel needs "
                f"compute capability 8.0 or newer (this GPU: {_cc(cc)}).", "attention_varlen")
 
@@ -496,24 +595,24 @@ def _plan_device(system: System, b: _Builder) -> Plan:
                "memory, switching precision to fp32 in the app can be faster.", "pascal_fp16")
 
     b.note("xformers is not installed: its wheels are built against one torch build, not torch "
-           f"{TORCH_VERSION}; the built-in PyTorch attention gives the same results.", "xformers_not_planned")
+           f"{build.torch}; the built-in PyTorch attention gives the same results.", "xformers_not_planned")
     b.note("flash-attn is not installed: PyPI has no wheels for it (it needs a CUDA compiler).",
            "flash_attn_not_planned")
     spconv_why = (f"it has no kernels for this GPU (compute capability {_cc(cc)})"
                   if cc is not None and cc[0] >= 10 else "our built-in sparse convolution is faster")
     b.note(f"spconv is not installed: {spconv_why}.", "spconv_not_planned", "sparse_conv_torch")
-    optional = _plan_triton(system, cc, b)
+    optional = _plan_triton(system, cc, build, b)
     _check_disk(system, "cuda", b)
 
     gpu_info = _gpu_summary(gpu)
     gpu_info["estimated_free_gib"] = None if free is None else round(free / 2 ** 30, 2)
     return Plan(device="cuda", cuda_tag=build.tag, torch_index_url=TORCH_INDEX + build.tag,
-                packages=[torch_requirement(system, build.tag, b)], optional_packages=optional,
+                packages=[torch_requirement(system, build.tag, b, build.torch)], optional_packages=optional,
                 attention_backend=attention, sparse_conv_backend="torch", precision=precision, offload=offload,
                 cfg_batch=cfg_batch, gpu=gpu_info, env=env)
 
 
-def _plan_triton(system: System, cc: tuple[int, int] | None, b: _Builder) -> list[str]:
+def _plan_triton(system: System, cc: tuple[int, int] | None, build: TorchCudaBuild, b: _Builder) -> list[str]:
     """The triton-windows wheel where the renderers' Triton kernels can run on Windows; [] elsewhere."""
     if system.os != "Windows":       # WSL included: it installs PyTorch's Linux wheels
         b.rule("triton_linux")
@@ -523,8 +622,15 @@ def _plan_triton(system: System, cc: tuple[int, int] | None, b: _Builder) -> lis
                f"and this GPU has {_cc(cc)} (Pascal or older), so the renderers use their PyTorch paths (the same "
                "results, slower).", "triton_floor", "fast_path_fallback")
         return []
-    requirement = f"triton-windows=={TRITON_WINDOWS_VERSION}"
+    if build.triton_windows is None:
+        b.note(f"triton-windows is not installed: it needs PyTorch built for CUDA 12 or newer and a CUDA 12 driver, "
+               f"and this plan is {build.name} for an older driver, so the renderers use their PyTorch paths (the "
+               "same results, slower).", "triton_windows_cu118", "fast_path_fallback")
+        return []
+    requirement = f"triton-windows=={build.triton_windows}"
     b.rule("triton_windows", "triton_floor")
+    if build.torch == TORCH_VERSION_CU128:
+        b.rule("triton_windows_2_11")
     if cc is None or cc < TRITON_TESTED_CC:
         b.note(f"{requirement} is installed for the fast renderers, but Triton is tested on compute capability "
                f"{_cc(TRITON_TESTED_CC)} and newer (this GPU: {_cc(cc)}): the install's GPU check compiles our "

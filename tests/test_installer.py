@@ -44,6 +44,7 @@ class Case:
     wsl: bool = False
     cli: bool = False                # run through `python -m installer plan` (Linux rows only)
     triton: bool = False             # the plan adds the pinned triton-windows wheel (Windows, cc >= 7.0)
+    torch: str = plan.TORCH_VERSION  # the PyTorch release planned (older ones for older drivers, issue #16)
 
 
 CASES = [
@@ -52,10 +53,12 @@ CASES = [
              "memory.py::pick_preset gives fp32 on the CPU.",
          rules=("no_gpu_cpu", "attention_sdpa", "preset_memory"), warn=("very slow", "CPU build"), cli=True),
     Case("gtx1080ti_driver470_3_fields", "NVIDIA GeForce GTX 1080 Ti, 11264, 470.256.02\n", "Linux",
-         "cpu", "sdpa", "fp32", "none",
+         "cu118", "sdpa", "fp16", "none", torch="2.7.1",
          why="R470 predates the compute_cap field (3 fields) and CUDA 12 (minor-version compatibility starts at "
-             "525.60.13); PyTorch 2.13 has no CUDA 11 build, so nothing runs on this driver.",
-         rules=("driver_cuda12", "cc_from_name", "no_gpu_cpu"), warn=("470.256.02 is too old", "525.60.13"), cli=True),
+             "525.60.13), so no torch 2.13 build runs; it is >= 450.80.02, CUDA 11.x minor-version compatibility, "
+             "and torch 2.7.1 is the last release with a cu118 build (sm_60 code runs on 6.1). 11 GiB: resident.",
+         rules=("driver_cuda11", "gpu_arch_cu118", "torch_builds_older", "cc_from_name", "attention_varlen_torch"),
+         warn=("470.256.02 is older", "minor-version compatibility"), note=("525.60.13 or newer",), cli=True),
     Case("gtx1070_driver535", "NVIDIA GeForce GTX 1070, 8192, 535.183.01, 6.1\n", "Linux",
          "cu126", "sdpa", "fp16", "model",
          why="Pascal is only in the cu126 build; 535 < 560.35.05 (CUDA 12.6 U3) but >= 525.60.13, so it runs under "
@@ -105,10 +108,12 @@ CASES = [
              "spconv has no sm_120 kernels.",
          rules=("gpu_arch", "driver_cuda13", "spconv_not_planned"), note=("no kernels for this GPU",), cli=True),
     Case("rtx5070_windows_driver572", "NVIDIA GeForce RTX 5070, 12227, 572.83, 12.0\n", "Windows",
-         "cpu", "sdpa", "fp32", "none",
+         "cu128", "torch_varlen", "fp16", "none", torch="2.11.0",
          why="An early Blackwell driver (R570, CUDA 12.8): cu126 has no sm_120 code and cu130 needs R580, so no "
-             "torch 2.13 CUDA build runs: update the driver.",
-         rules=("gpu_arch", "driver_cuda13", "no_gpu_cpu"), warn=("572.83 is too old", "580 or newer")),
+             "torch 2.13 build runs; torch 2.11.0 is the last release with cu128 (sm_120), and 572.83 >= 572.61 "
+             "(CUDA 12.8 U1, Windows): full support. triton-windows follows torch 2.11 (Triton 3.6).",
+         rules=("gpu_arch_cu128", "driver_cuda12_8", "torch_builds_older", "triton_windows_2_11"), no_warnings=True,
+         note=("580 or newer", "newest release that has one"), cfg_batch=True, triton=True),
     Case("laptop_4gb_windows_driver560", "NVIDIA GeForce RTX 3050 Laptop GPU, 4096, 560.94, 8.6\n", "Windows",
          "cu126", "torch_varlen", "fp16", "model",
          why="560.94 < 561.17 (CUDA 12.6 U3 on Windows): minor-version compatibility; 4 GiB: offload and "
@@ -129,7 +134,7 @@ CASES = [
     Case("kepler_gtx780", "NVIDIA GeForce GTX 780, 3072, 470.256.02\n", "Linux",
          "cpu", "sdpa", "fp32", "none",
          why="Kepler (3.5) is below every torch 2.13 build (cu126 starts at Maxwell 5.0).",
-         rules=("gpu_arch", "no_gpu_cpu"), warn=("not supported by any PyTorch 2.13.0 CUDA build",)),
+         rules=("gpu_arch", "gpu_arch_cu118", "no_gpu_cpu"), warn=("not supported by any PyTorch CUDA build",)),
     Case("v100_driver580", "Tesla V100-SXM2-16GB, 16384, 580.95.05, 7.0\n", "Linux",
          "cu126", "sdpa", "fp16", "none",
          why="Volta (7.0) is only in cu126 (dropped from CUDA 12.8+/13 builds); below FlashAttention's 8.0.",
@@ -152,10 +157,50 @@ CASES = [
          why="Turing is in cu130 and 591 >= 580; 8 GiB: model offload with batched CFG; below FlashAttention's 8.0.",
          rules=("driver_cuda13", "attention_sdpa", "preset_memory"), no_warnings=True, cfg_batch=True, triton=True),
     Case("rtx5080_driver575", "NVIDIA GeForce RTX 5080, 16303, 575.64.05, 12.0\n", "Linux",
+         "cu128", "torch_varlen", "fp16", "none", torch="2.11.0",
+         why="R575 (CUDA 12.9 driver) runs Blackwell, but torch 2.13 has sm_120 only in cu130 (R580); torch 2.11.0's "
+             "cu128 has sm_120 and 575.64.05 >= 570.124.06 (CUDA 12.8 U1, Linux).",
+         rules=("gpu_arch_cu128", "driver_cuda12_8", "torch_builds_older", "triton_linux"), no_warnings=True,
+         note=("580 or newer",), cli=True),
+    # Issue #16's acceptance rows.
+    Case("rtx5090_windows_driver572", "NVIDIA GeForce RTX 5090, 32607, 572.16, 12.0\n", "Windows",
+         "cu128", "torch_varlen", "fp16", "none", torch="2.11.0",
+         why="Blackwell on R570: only cu128 (torch 2.11.0, the last release with it) has sm_120 for a pre-R580 "
+             "driver; 572.16 < 572.61 (CUDA 12.8 U1, Windows) but >= 528.33: minor-version compatibility.",
+         rules=("torch_builds_older", "gpu_arch_cu128", "driver_cuda12_8", "triton_windows_2_11", "attention_varlen"),
+         warn=("572.16 is older", "minor-version compatibility"), note=("580 or newer",), cfg_batch=True,
+         triton=True),
+    Case("gtx1060_windows_driver472", "NVIDIA GeForce GTX 1060 6GB, 6144, 472.12, 6.1\n", "Windows",
+         "cu118", "sdpa", "fp16", "model", torch="2.7.1",
+         why="472.12 is below CUDA 12's 528.33 but >= 452.39 (CUDA 11.x minor-version compatibility, Windows); "
+             "torch 2.7.1 is the newest release with cu118, whose Windows build compiles sm_61. No triton-windows "
+             "(Pascal; and it needs CUDA 12); no varlen_attn in torch 2.7.",
+         rules=("torch_builds_older", "gpu_arch_cu118", "driver_cuda11", "attention_varlen_torch", "triton_floor"),
+         warn=("472.12 is older", "minor-version compatibility"), note=("528.33 or newer", "no varlen_attn"),
+         cfg_batch=False),
+    Case("rtx4060_laptop_windows_driver551", "NVIDIA GeForce RTX 4060 Laptop GPU, 8188, 551.86, 8.9\n", "Windows",
+         "cu126", "torch_varlen", "fp16", "model",
+         why="551.86 is a CUDA 12.4 driver: below 561.17 (CUDA 12.6 U3) but >= 528.33, so torch 2.13's cu126 runs "
+             "under CUDA 12.x minor-version compatibility (PyTorch's cu12x wheels carry their own CUDA runtime); "
+             "the newest release wins over 2.11's cu128. Ada runs sm_86 code.",
+         rules=("driver_cuda12", "binary_compat", "triton_windows"), warn=("minor-version compatibility",),
+         note=("580 or newer",), cfg_batch=True, triton=True),
+    Case("rtx3060_windows_driver472", "NVIDIA GeForce RTX 3060, 12288, 472.12, 8.6\n", "Windows",
+         "cu118", "sdpa", "fp16", "none", torch="2.7.1",
+         why="A CUDA 11.4 driver: torch 2.7.1+cu118 (sm_86); triton-windows needs a CUDA 12 PyTorch and driver, so "
+             "none; torch 2.7 has no varlen_attn, so SDPA even on Ampere.",
+         rules=("driver_cuda11", "triton_windows_cu118", "attention_varlen_torch", "fast_path_fallback"),
+         warn=("minor-version compatibility",), note=("triton-windows is not installed",)),
+    Case("gtx970_windows_driver441_too_old", "NVIDIA GeForce GTX 970, 4096, 441.22\n", "Windows",
          "cpu", "sdpa", "fp32", "none",
-         why="R575 (CUDA 12.9 driver) runs Blackwell, but torch 2.13 has sm_120 only in cu130 (R580): update the "
-             "driver; meanwhile the CPU build.",
-         rules=("gpu_arch", "driver_cuda13", "no_gpu_cpu"), warn=("575.64.05 is too old", "580 or newer")),
+         why="441.22 (a CUDA 10.2 driver) is below CUDA 11.x minor-version compatibility (452.39 on Windows), the "
+             "oldest driver any planned build runs on: update the driver.",
+         rules=("driver_cuda11", "no_gpu_cpu"), warn=("441.22 is too old", "452.39", "torch 2.7.1+cu118")),
+    Case("nvml_error", "Failed to initialize NVML: Driver/library version mismatch\n", "Linux",
+         "cpu", "sdpa", "fp32", "none",
+         why="nvidia-smi printed an NVML error instead of GPU rows (e.g. after a driver update without a reboot): no "
+             "GPU can be planned, the CPU build, and the warning says to fix the driver.",
+         rules=("no_gpu_cpu",), warn=("NVML", "CPU build"), cli=True),
     Case("gtx1650_4gb_windows_driver566", "NVIDIA GeForce GTX 1650, 4096, 566.36, 7.5\n", "Windows",
          "cu126", "sdpa", "fp16", "model",
          why="4 GiB Turing on R565: cu126 (full support on Windows >= 561.17); low-memory preset, sequential CFG.",
@@ -195,8 +240,9 @@ def check_case(case: Case, p: dict, exact_warnings: bool) -> None:
     assert p["device"] == ("cpu" if case.cuda_tag == "cpu" else "cuda")
     index = "https://download.pytorch.org/whl/" + case.cuda_tag
     assert p["torch_index_url"] == index
-    assert p["packages"] == [f"torch==2.13.0+{case.cuda_tag}"]
-    assert p["optional_packages"] == ([f"triton-windows=={plan.TRITON_WINDOWS_VERSION}"] if case.triton else [])
+    assert p["packages"] == [f"torch=={case.torch}+{case.cuda_tag}"]
+    pin = {plan.TORCH_VERSION: plan.TRITON_WINDOWS_VERSION, "2.11.0": plan.TRITON_WINDOWS_VERSION_CU128}
+    assert p["optional_packages"] == ([f"triton-windows=={pin[case.torch]}"] if case.triton else [])
     assert (p["attention_backend"], p["precision"], p["offload"]) == (case.attention, case.precision, case.offload)
     assert p["sparse_conv_backend"] == "torch"
     if case.cfg_batch is not None:
@@ -238,6 +284,10 @@ def test_table_covers_the_issue_cases():
     assert len(CASES) >= 12
     assert {"no_gpu", "gtx1080ti_driver470_3_fields", "rtx5090_driver580", "laptop_4gb_windows_driver560",
             "two_gpus"} <= ids
+    # issue #16: a CUDA build for these, the CPU for no GPU and an NVML error
+    assert {"rtx5090_windows_driver572", "gtx1060_windows_driver472", "rtx4060_laptop_windows_driver551",
+            "nvml_error"} <= ids
+    assert {c.torch for c in CASES} == {b.torch for b in plan.TORCH_CUDA_BUILDS}     # every release is planned
     assert {c.id.split("_")[0][:5] for c in CASES} >= {"rtx20", "rtx30", "rtx40", "rtx50", "gtx10"}
     for family in ("rtx20", "rtx30", "rtx40", "rtx50"):     # several drivers per generation
         assert len({c.smi.split(",")[2] for c in CASES if c.id.startswith(family)}) >= 2, family
@@ -249,7 +299,36 @@ def test_rules_have_sources_and_builds_cite_them():
     assert all(len(source) > 40 for source in RULES.values())
     for build in plan.TORCH_CUDA_BUILDS:
         assert all(r in RULES for r in build.rules)
-    assert [b.tag for b in plan.TORCH_CUDA_BUILDS] == ["cu130", "cu126"]   # torch 2.13: no cu128 (dropped in 2.12)
+    # torch 2.13: cu130 and cu126 (cu128 dropped in 2.12); older releases for older drivers (issue #16)
+    assert [(b.tag, b.torch) for b in plan.TORCH_CUDA_BUILDS] == [
+        ("cu130", "2.13.0"), ("cu126", "2.13.0"), ("cu128", "2.11.0"), ("cu118", "2.7.1")]
+    assert plan.OLDEST_TORCH_VERSION == "2.7.1"
+    for build in plan.TORCH_CUDA_BUILDS:       # each fact in the rules the build cites
+        text = " ".join(RULES[r] for r in build.rules)
+        assert build.torch in text or build.torch == plan.TORCH_VERSION, build.tag
+        for os_name in ("Linux", "Windows"):
+            for driver in (build.driver_full[os_name], build.driver_compat[os_name]):
+                assert driver in text, (build.tag, driver)
+
+
+def test_newest_release_wins_and_older_builds_only_fill_gaps():
+    """For every GPU generation and driver, the plan picks the newest torch release that runs, never an older one
+    where torch 2.13 fits."""
+    gens = {"5.2": "GTX 980", "6.1": "GTX 1080", "7.0": "TITAN V", "7.5": "RTX 2080", "8.6": "RTX 3080",
+            "8.9": "RTX 4080", "12.0": "RTX 5080"}
+    for driver in ("452.39", "472.12", "528.33", "551.86", "566.36", "572.16", "581.57"):
+        for cc, name in gens.items():
+            sys_ = make_system(Case("x", f"NVIDIA GeForce {name}, 16384, {driver}, {cc}\n", "Windows", "", "", "",
+                                    "", why="-", rules=()))
+            p = make_plan(sys_)
+            d = parse_version(driver)
+            if cc == "12.0":
+                want = "cu130" if d >= (580,) else "cu128" if d >= (528, 33) else "cpu"
+            elif d >= (528, 33):
+                want = "cu130" if d >= (580,) and cc not in ("5.2", "6.1", "7.0") else "cu126"
+            else:
+                want = "cu118"
+            assert p.cuda_tag == want, (driver, cc, p.cuda_tag, p.warnings)
 
 
 def test_torch_pin_matches_requirements_1():

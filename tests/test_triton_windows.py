@@ -27,6 +27,7 @@ from test_installer import make_system   # a table row as detect_system reads it
 
 ROOT = Path(__file__).resolve().parent.parent
 PIN = f"triton-windows=={plan.TRITON_WINDOWS_VERSION}"
+PIN_CU128 = f"triton-windows=={plan.TRITON_WINDOWS_VERSION_CU128}"     # for torch 2.11.0 (issue #16)
 
 
 @dataclass
@@ -34,12 +35,13 @@ class Row:
     id: str
     smi: str
     os: str
-    triton: bool                      # the plan has PIN among its optional packages
+    triton: bool                      # the plan has PIN (or `pin`) among its optional packages
     why: str
     rules: tuple[str, ...]            # RULES ids the plan must cite
     note: tuple[str, ...] = ()        # substrings expected in the notes
     force_cpu: bool = False
     wsl: bool = False
+    pin: str = PIN
 
 
 ROWS = [
@@ -50,6 +52,15 @@ ROWS = [
     Row("windows_rtx5090", "NVIDIA GeForce RTX 5090, 32607, 591.44, 12.0\n", "Windows", True,
         why="Blackwell (12.0) on cu130: Triton >= 3.3 supports sm_120; the same pin.",
         rules=("triton_windows",)),
+    Row("windows_rtx5090_driver572_torch211", "NVIDIA GeForce RTX 5090, 32607, 572.16, 12.0\n", "Windows", True,
+        pin=PIN_CU128,
+        why="An R570 driver gets torch 2.11.0+cu128, whose Linux wheel requires triton==3.6.0: the triton-windows pin "
+            "follows the planned torch, not torch 2.13.",
+        rules=("triton_windows", "triton_windows_2_11")),
+    Row("windows_rtx3060_driver472_cu118", "NVIDIA GeForce RTX 3060, 12288, 472.12, 8.6\n", "Windows", False,
+        why="A CUDA 11 driver gets torch 2.7.1+cu118; triton-windows supports only CUDA 12 PyTorch and drivers, so "
+            "none is planned even on Ampere, and the PyTorch twins run.",
+        rules=("triton_windows_cu118", "fast_path_fallback"), note=("triton-windows is not installed", "CUDA 12")),
     Row("windows_rtx2060_turing", "NVIDIA GeForce RTX 2060, 6144, 591.44, 7.5\n", "Windows", True,
         why="Turing (7.5) is above Triton's 7.0 floor but below the 8.0 Triton's developers test: installed, and "
             "the plan says the install's GPU check decides.",
@@ -73,7 +84,7 @@ ROWS = [
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.id)
 def test_plan_adds_triton_windows_only_where_it_can_run(row):
     p = json.loads(plan.to_json(make_plan(make_system(row), force_cpu=row.force_cpu)))
-    assert p["optional_packages"] == ([PIN] if row.triton else [])
+    assert p["optional_packages"] == ([row.pin] if row.triton else [])
     assert not any(pkg.startswith("triton") for pkg in p["packages"])          # never in torch's own step
     cited = {r["rule"]: r["source"] for r in p["rules"]}
     for rule in row.rules:
@@ -83,7 +94,7 @@ def test_plan_adds_triton_windows_only_where_it_can_run(row):
     for s in row.note:
         assert s in notes, (s, p["notes"])
     if row.triton:
-        assert PIN in plan.describe(make_plan(make_system(row)))                  # the "extras" line
+        assert row.pin in plan.describe(make_plan(make_system(row)))              # the "extras" line
     if p["device"] == "cpu":
         assert "triton_windows" not in cited and "triton_linux" not in cited
 
@@ -94,6 +105,11 @@ def test_pin_follows_torch_and_fastpaths():
     torch_minor = ".".join(plan.TORCH_VERSION.split(".")[:2])
     assert f"torch {torch_minor}" in RULES["triton_windows"]
     assert plan.TRITON_WINDOWS_VERSION.startswith("3.7.1")             # torch 2.13.0 requires triton==3.7.1
+    assert plan.TRITON_WINDOWS_VERSION_CU128 in RULES["triton_windows_2_11"]
+    assert plan.TRITON_WINDOWS_VERSION_CU128.startswith("3.6.0")       # torch 2.11.0 requires triton==3.6.0
+    pins = {b.torch: b.triton_windows for b in plan.TORCH_CUDA_BUILDS}
+    assert pins == {"2.13.0": plan.TRITON_WINDOWS_VERSION, "2.11.0": plan.TRITON_WINDOWS_VERSION_CU128,
+                    "2.7.1": None}
     from trellis import fastpaths
 
     assert plan.TRITON_MIN_CC == fastpaths.MIN_CAPABILITY
@@ -105,23 +121,24 @@ def test_planned_packages_have_a_licence_record():
     assert inst.import_name("triton-windows") == "triton"
 
 
+@pytest.mark.parametrize("pin", [PIN, PIN_CU128])
 @pytest.mark.parametrize("python", ["3.11", "3.12"])
-def test_pinned_wheel_exists_for_windows(python, tmp_path):
+def test_pinned_wheel_exists_for_windows(python, pin, tmp_path):
     """pip resolves the pinned wheel for win_amd64 on each supported Python (downloaded, not installed), and its
     metadata says MIT. Needs PyPI (or the pip mirror configured on this machine)."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--platform", "win_amd64",
-           "--python-version", python, "--disable-pip-version-check", "-d", str(tmp_path), PIN]
+           "--python-version", python, "--disable-pip-version-check", "-d", str(tmp_path), pin]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-8:])
-        pytest.fail(f"pip could not download {PIN} for win_amd64 / Python {python}. If this machine cannot reach "
+        pytest.fail(f"pip could not download {pin} for win_amd64 / Python {python}. If this machine cannot reach "
                     f"PyPI (or its pip mirror), this test needs the network; otherwise the pin is wrong.\n"
                     f"$ {' '.join(cmd)}\n{tail}")
     wheels = list(tmp_path.glob("*.whl"))
     tag = "cp" + python.replace(".", "")
     assert len(wheels) == 1 and wheels[0].name.endswith(f"-{tag}-{tag}-win_amd64.whl"), wheels
     info = licences.inspect_wheel(str(wheels[0]))
-    assert (licences.normalise(info.name), info.version) == ("triton-windows", plan.TRITON_WINDOWS_VERSION)
+    assert (licences.normalise(info.name), info.version) == ("triton-windows", pin.split("==")[1])
     assert info.flagged == [] and "MIT" in info.licence
 
 
