@@ -26,7 +26,7 @@ marks `Sec-Fetch-Site: cross-site`, is refused (403) unless it carries the serve
 Programs that send no Origin (StableProjectorz, curl, Python clients) are not affected, and GET stays
 open. CORS headers are sent only to the allowed origins, so other sites' pages cannot read the answers.
 
-Stops and restarts. Ctrl-C, SIGTERM or SIGHUP stop the server cleanly (_StopSignals): the running job
+Stops and restarts. Ctrl-C, SIGTERM or SIGHUP stop the server cleanly (stopping.py): the running job
 stops at its next step and ends interrupted (its folder keeps what was finished and gets an error.json
 with `state: interrupted`), exit status 0; a second signal stops waiting (130 after a second Ctrl-C).
 On start the runner puts the outputs folder in order (recovery.py): unfinished job folders are marked
@@ -35,9 +35,9 @@ An interrupted job reports state `cancelled` with error_kind `interrupted`.
 
 Status codes: 200 / 202 success; 400 unreadable body; 401 token missing or wrong; 403 cross-site request
 (see Security); 404 unknown job or file; 408 the body stopped arriving (BODY_READ_TIMEOUT_S); 409 wrong
-state (e.g. cancelling a finished job); 413 body too large; 415 body not JSON or a form (/generate:
-not JSON); 422 invalid parameters (checked first, even while a generation runs; JSON numbers and
-booleans strictly typed) or an unusable image (not an image, damaged, too many pixels, fully
+state (e.g. cancelling a finished job); 413 body too large; 415 body not JSON or a form (/generate,
+/v1/jobs/{id}/export: not JSON); 422 invalid parameters (checked first, even while a generation runs;
+JSON numbers and booleans strictly typed) or an unusable image (not an image, damaged, too many pixels, fully
 transparent); StableProjectorz family, which answers when the job ends: 499 cancelled, 503 busy (a
 generation is already running), and the job's failure as a status (see ERROR_STATUS).
 """
@@ -51,11 +51,8 @@ import json
 import os
 import re
 import secrets
-import signal
 import socket
 import sys
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, Union
 
@@ -63,6 +60,7 @@ from starlette.exceptions import HTTPException as _StarletteHTTPException
 
 from .settings import (DEFAULT_PRESET, EXPORT_FIELDS, FORMATS, HELP, OFFLOADS, PRECISIONS, PRESETS, RULES,
                        GenerationSettings)
+from .stopping import StopSignals
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7960
@@ -483,6 +481,20 @@ def content_type(name: str) -> str:
     return CONTENT_TYPES.get(os.path.splitext(name)[1].lower(), "application/octet-stream")
 
 
+def binary_content(*types: str) -> dict:
+    """OpenAPI `content` of a file download: application/octet-stream first, then `types`. Generated
+    clients read a response as the first type they know, and most know only octet-stream among the binary
+    ones (they would drop a model/gltf-binary answer, or parse model.glb as JSON when JSON came first)."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {"application/octet-stream": binary, **{t: binary for t in types if t != "application/octet-stream"}}
+
+
+def file_content_types() -> dict:
+    """The job file route's: every binary type, then JSON (settings.json, timings.json) last."""
+    types = sorted(set(CONTENT_TYPES.values()) - {"application/json"})
+    return {**binary_content(*types), "application/json": {"schema": {}}}
+
+
 def job_info(job, runner) -> dict:
     d = job.to_dict()
     p = d["progress"]
@@ -612,9 +624,13 @@ def add_job_routes(app) -> None:
               description="Queues an export job that writes the requested files (e.g. a GLB with another "
                           "texture size) from the decoded result of a finished job submitted with "
                           "keep_result, without sampling again. 409 when that result is not in memory.",
-              responses=error_responses(400, 404, 409, 413, 422, 503))
-    async def export_job(job_id: str, body: ExportRequest, request: Request):
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": {"$ref": "#/components/schemas/ExportRequest"}}}}},
+              responses=error_responses(400, 404, 409, 413, 415, 422, 503))
+    async def export_job(job_id: str, request: Request):
         state = api_state(request)
+        _, raw = await read_body(request, forms=False)          # 415 unless JSON, 422 when too deep
+        body = validate(ExportRequest, raw, strict=True)
         find_job(state, job_id)
         changes = body.model_dump(exclude_none=True)
         if "formats" in changes:
@@ -632,8 +648,7 @@ def add_job_routes(app) -> None:
         return JSONResponse(job_info(job, state.runner), status_code=202,
                             headers={"Location": f"/v1/jobs/{job.id}"})
 
-    file_content = {ct: {"schema": {} if ct == "application/json" else {"type": "string", "format": "binary"}}
-                    for ct in sorted(set(CONTENT_TYPES.values()))}
+    file_content = file_content_types()
 
     @app.get("/v1/jobs/{job_id}/files/{name}", tags=["jobs"], summary="Download one of a job's files",
              description="`name` is a file name from the job's `files` (model.glb, preview.mp4, model.ply, ...). "
@@ -830,6 +845,8 @@ def create_app(runner, token: Optional[str] = None, defaults: Optional[ServerDef
 
     app = FastAPI(
         title="Trellis Desktop API", version=API_VERSION, max_body_size=MAX_BODY_BYTES, dependencies=dependencies,
+        docs_url=None, redoc_url=None,                    # add_docs_routes: served from an installed package
+        generate_unique_id_function=lambda route: route.name,      # operationId: create_job, get_file, ...
         responses=error_responses(401) if state.token else None,
         description="Image to 3D asset (GLB, PLY, OBJ, preview MP4) on this computer's GPU. The /v1 job API "
                     "queues jobs and reports their progress; the StableProjectorz endpoints (/ping, /status, "
@@ -862,10 +879,84 @@ def create_app(runner, token: Optional[str] = None, defaults: Optional[ServerDef
                                        "byte): send the whole body, as long as its Content-Length says"},
                             status_code=408, headers={"Connection": "close"})
 
+    add_docs_routes(app)
     add_job_routes(app)
     api_spz.add_routes(app)
-    _register_schemas(app, [models()["JobRequest"], *api_spz.referenced_models()])
+    _register_schemas(app, [models()["JobRequest"], models()["ExportRequest"], *api_spz.referenced_models()])
     return app
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
+def docs_assets_dir() -> Optional[str]:
+    """The folder of Swagger UI's and ReDoc's script, style sheet and icon: the `static` folder of the
+    installed fastapi-offline package (MIT; Swagger UI is Apache-2.0, ReDoc MIT). None when it is missing."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = os.path.join(list(spec.submodule_search_locations)[0], "static")
+    needed = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")
+    return folder if all(os.path.isfile(os.path.join(folder, n)) for n in needed) else None
+
+
+def add_docs_routes(app) -> None:
+    """/docs (Swagger UI) and /redoc with their files served by this server, so that they work offline and
+    no visit calls out to a CDN. Plain routes: they stay open when a token is set, like /openapi.json."""
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from starlette.responses import PlainTextResponse
+    from starlette.staticfiles import StaticFiles
+
+    folder = docs_assets_dir()
+    if folder is None:
+        async def missing(request):
+            return PlainTextResponse("The API docs pages need the fastapi-offline package, which is not installed: "
+                                     "run the installer again (./run.sh --update, or run.bat --update). The "
+                                     "OpenAPI schema is at /openapi.json.", status_code=503)
+        app.router.add_route("/docs", missing, include_in_schema=False)
+        app.router.add_route("/redoc", missing, include_in_schema=False)
+        return
+    app.mount(DOCS_ASSETS, StaticFiles(directory=folder), name="docs-assets")
+    title = f"{app.title} {app.version}"
+
+    def offline(page):
+        # Whatever the scripts would still fetch from elsewhere (ReDoc's sidebar logo comes from its CDN), the
+        # browser does not even ask for: only this server (and inline/data/blob parts of the page itself).
+        page.headers["Content-Security-Policy"] = (
+            "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'")
+        return page
+
+    async def swagger_ui(request):
+        return offline(get_swagger_ui_html(
+            openapi_url=app.openapi_url, title=title + " - docs",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js", swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+            # No badge from the online validator (swagger.io) either.
+            swagger_ui_parameters={"validatorUrl": None}))
+
+    async def redoc(request):
+        return offline(get_redoc_html(openapi_url=app.openapi_url, title=title + " - ReDoc",
+                                      redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+                                      redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png", with_google_fonts=False))
+    app.router.add_route("/docs", swagger_ui, include_in_schema=False)
+    app.router.add_route("/redoc", redoc, include_in_schema=False)
+
+
+def _declare_middleware_answers(schema: dict) -> None:
+    """The answers of the middleware, on the operations where they can happen: 403 (CrossSiteGuard) on
+    every state-changing method, 408 (BodyReadTimeout) wherever a request body is read."""
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    words = {403: "cross-site request refused: a web page of another origin (add it with --allow-origin, or "
+                  "send the token)",
+             408: f"the request body stopped arriving ({BODY_READ_TIMEOUT_S:g} s without a byte)"}
+    for operations in schema.get("paths", {}).values():
+        for method, op in operations.items():
+            codes = ([403] if method.upper() in UNSAFE_METHODS else []) + ([408] if "requestBody" in op else [])
+            for code in codes:
+                op.setdefault("responses", {}).setdefault(str(code), {"description": words[code], "content": error})
 
 
 def _register_schemas(app, request_models: list) -> None:
@@ -880,6 +971,7 @@ def _register_schemas(app, request_models: list) -> None:
                 js = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 comps.update(js.pop("$defs", {}))
                 comps[model.__name__] = js
+            _declare_middleware_answers(schema)
         return app.openapi_schema
     app.openapi = openapi
 
@@ -998,7 +1090,11 @@ def main(argv=None) -> int:
           file=sys.stderr, flush=True)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, lifespan="off")
     server = _Server(config)
-    stop = _StopSignals(server, runner)
+
+    def end_server_loop(forced: bool):
+        server.should_exit = True
+        server.force_exit = server.force_exit or forced
+    stop = StopSignals(runner, "the API server", on_signal=end_server_loop)
     stop.install()
     try:
         server.run(sockets=[sock])
@@ -1008,77 +1104,13 @@ def main(argv=None) -> int:
     return code
 
 
-# How long a stopping server waits for the running job to stop at its next step (a second signal
-# stops waiting).
-STOP_WAIT_S = 60.0
-
-
 def _Server(config):
     import uvicorn
 
     class Server(uvicorn.Server):
-        """uvicorn's server without its own signal handling (_StopSignals does it; uvicorn's re-raises
+        """uvicorn's server without its own signal handling (StopSignals does it; uvicorn's re-raises
         the signal after its shutdown, which kills the process before the job has stopped)."""
 
         def capture_signals(self):
             return contextlib.nullcontext()
     return Server(config)
-
-
-class _StopSignals:
-    """Clean stops. The first SIGINT (Ctrl-C), SIGTERM or SIGHUP (SIGBREAK on Windows) stops the
-    server: no new requests, the running job is cancelled at its next step and its folder gets an
-    error.json with `state: interrupted` (partial files and temp folders removed), queued jobs end
-    interrupted too; once the worker has stopped the process exits 0. A second signal while it waits
-    stops waiting: exit 128 + that signal's number (130 for Ctrl-C); what the job left behind is then
-    marked and cleaned at the next start (recovery.py). Exit 1 if the job did not stop in STOP_WAIT_S."""
-
-    def __init__(self, server, runner):
-        self.server, self.runner = server, runner
-        self.signals: list = []
-        self._stop_requested = threading.Event()
-
-    def install(self) -> None:
-        for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK"):
-            sig = getattr(signal, name, None)
-            if sig is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    signal.signal(sig, self._handle)
-        # The runner is told from a thread: a signal handler may interrupt code that holds its lock.
-        threading.Thread(target=self._stop_jobs, name="trellis-api-stop", daemon=True).start()
-
-    def _handle(self, sig, frame) -> None:
-        self.signals.append(sig)
-        self.server.should_exit = True
-        if len(self.signals) > 1:
-            self.server.force_exit = True
-        self._stop_requested.set()
-
-    def _reason(self) -> str:
-        if not self.signals:
-            return "the API server stopped"
-        return f"the API server received {signal.Signals(self.signals[0]).name}"
-
-    def _stop_jobs(self) -> None:
-        self._stop_requested.wait()
-        self.runner.shutdown(cancel=True, wait=False, reason=self._reason())
-
-    def finish(self) -> int:
-        """After the server loop: stop the jobs, wait (bounded) for the worker; the exit code."""
-        running = any(j.state == "running" for j in self.runner.list())
-        self.runner.shutdown(cancel=True, wait=False, reason=self._reason())
-        if running:
-            print("Stopping: the running job stops at its next step (Ctrl-C again to stop at once)...",
-                  file=sys.stderr, flush=True)
-        deadline = time.monotonic() + STOP_WAIT_S
-        while not self.runner.stopped and len(self.signals) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not self.runner.stopped:
-            # A worker is still inside native code: the interpreter's normal exit would tear it down
-            # mid-call (SIGABRT). Its folder is marked and cleaned at the next start.
-            code = 128 + self.signals[-1] if len(self.signals) > 1 else 1
-            print("Stopped without waiting for the running job (its folder is marked interrupted at the next "
-                  "start).", file=sys.stderr, flush=True)
-            os._exit(code)
-        print("Stopped.", file=sys.stderr, flush=True)
-        return 0

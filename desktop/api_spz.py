@@ -27,8 +27,9 @@ names below, the form endpoints and /generate accept any generation setting unde
 import asyncio
 from typing import Literal, Optional
 
-from .api import (ERROR_STATUS, MAX_IMAGES, POLL_S, ApiError, api_state, build_settings, check_images, decode_base64,
-                  error_responses, form_schema, form_values, parameter_fields, read_body, upload_bytes, validate)
+from .api import (ERROR_STATUS, MAX_IMAGES, POLL_S, ApiError, api_state, binary_content, build_settings, check_images,
+                  decode_base64, error_responses, form_schema, form_values, parameter_fields, read_body, upload_bytes,
+                  validate)
 from .settings import MAX_SEED, RULES
 
 STATUSES = ("PROCESSING", "PREVIEW_READY", "COMPLETE", "FAILED")
@@ -413,8 +414,8 @@ def add_routes(app) -> None:
         return {"status": "no_generation_in_progress"}
 
     @app.get("/download/model", tags=tags, summary="The GLB of the latest generation", response_class=Response,
-             responses={200: {"description": "the GLB", "content": {"model/gltf-binary": {
-                 "schema": {"type": "string", "format": "binary"}}}}, **error_responses(404)})
+             responses={200: {"description": "the GLB", "content": binary_content("model/gltf-binary")},
+                        **error_responses(404)})
     async def download_model(request: Request):
         job = api_state(request).spz.latest_with("glb")
         if job is None:
@@ -424,8 +425,8 @@ def add_routes(app) -> None:
     @app.get("/download/preview/{kind}", tags=tags, summary="The preview video of the latest preview",
              description="`gaussian`: the turntable of the result. No `mesh` preview is made (404).",
              response_class=Response,
-             responses={200: {"description": "an H.264 mp4", "content": {"video/mp4": {
-                 "schema": {"type": "string", "format": "binary"}}}}, **error_responses(404)})
+             responses={200: {"description": "an H.264 mp4", "content": binary_content("video/mp4")},
+                        **error_responses(404)})
     async def download_preview(kind: Literal["gaussian", "mesh"], request: Request):
         if kind == "mesh":
             raise ApiError(404, "no mesh preview is made; the preview is /download/preview/gaussian")
