@@ -7,6 +7,10 @@ folder. Every job gets its own folder there (see desktop/jobs.py), so nothing is
 is closed. Nothing is fetched from the internet by the page itself (Gradio serves its own assets;
 analytics are off); the model is downloaded by the runner only when it is not on disk yet.
 
+gradio_client scripts it through three named endpoints (/generate, /status, /cancel; the page's own
+handlers are private). Ctrl-C, SIGTERM and SIGHUP stop it cleanly (desktop/stopping.py, shared with the
+REST API server): the running job ends interrupted, then the app exits 0.
+
 Gradio is imported only once the options are parsed, so `--help` and a usage error are instant.
 """
 import argparse
@@ -22,6 +26,7 @@ import zipfile
 from pathlib import Path
 
 from . import cli
+from .stopping import StopSignals
 from .settings import (BAKE_MODES, DEFAULT_PRESET, MAX_SEED, MULTI_IMAGE_MODES, OFFLOADS, PRECISIONS,
                        PRESETS, GenerationSettings)
 
@@ -107,6 +112,11 @@ def main(argv=None) -> int:
     if problem:
         print(f"warning: {problem}", file=sys.stderr)
     app = TrellisApp(runner, defaults=defaults, model_problem=problem)
+    # Ctrl-C, SIGTERM, SIGHUP (Windows: Ctrl-C, Ctrl-Break, closing the console): the running job stops at
+    # its next step and is marked interrupted, then the app exits 0 (a second Ctrl-C: 130 at once).
+    stop = StopSignals(runner, "the app")
+    stop.install()
+    demo, failed = None, False
     try:
         demo = app.build()
         try:
@@ -114,24 +124,27 @@ def main(argv=None) -> int:
                 server_name=args.host, server_port=args.port, inbrowser=not args.no_browser,
                 prevent_thread_lock=True, quiet=True, show_error=True, ssr_mode=False,
                 allowed_paths=[str(runner.outputs_dir), str(EXAMPLES_DIR)], css=CSS,
-                theme=gr.themes.Default(primary_hue="green"), footer_links=["gradio"])
+                theme=gr.themes.Default(primary_hue="green"), footer_links=["api", "gradio"])
         except OSError as err:
             print(f"error: could not listen on {args.host}:{args.port} ({err}). Is the app already running? "
                   f"Pick another port with --port.", file=sys.stderr)
-            return 1
-        url = url or f"http://{args.host}:{args.port}/"
-        print(f"Trellis Desktop is running at {url}  (outputs: {runner.outputs_dir}; Ctrl-C to stop)", flush=True)
-        if args.host not in ("127.0.0.1", "localhost", "::1"):
-            print(f"note: listening on {args.host}: anyone who can reach this computer on port {args.port} can use "
-                  "the app and see its outputs (there is no login).", file=sys.stderr, flush=True)
-        demo.block_thread()                              # until Ctrl-C
+            failed = True
+        if not failed:
+            url = url or f"http://{args.host}:{args.port}/"
+            print(f"Trellis Desktop is running at {url}  (outputs: {runner.outputs_dir}; Ctrl-C to stop)",
+                  flush=True)
+            if args.host not in ("127.0.0.1", "localhost", "::1"):
+                print(f"note: listening on {args.host}: anyone who can reach this computer on port {args.port} can "
+                      "use the app and see its outputs (there is no login).", file=sys.stderr, flush=True)
+            stop.wait()                                  # until Ctrl-C (or another stop signal)
     finally:
-        # A running job is cancelled and given a moment to stop, so that its folder gets its error.json.
-        if any(j.state == "running" for j in runner.list()):
-            print("Stopping: cancelling the running job...", file=sys.stderr, flush=True)
-        runner.shutdown(cancel=True, wait=True, timeout=10)
+        # The job first (its folder gets its error.json), then the page's server, which ends the job's
+        # progress events as they see it stopped.
+        code = stop.finish()
+        if demo is not None:
+            demo.close()
         app.close()
-    return 0
+    return 1 if failed else code
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,8 +482,9 @@ class TrellisApp:
         d = self.defaults
         start = preset_values(DEFAULT_PRESET, d)
         with gr.Blocks(title="Trellis Desktop", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
-            # A function: evaluated on every page load, so a kernel that failed since the start shows up.
-            gr.Markdown(self.header_text, elem_id="td-header")
+            # Re-read on every page load, so that a kernel that failed since the start shows up.
+            header = gr.Markdown(self.header_text(), elem_id="td-header")
+            demo.load(self.header_text, None, header, api_visibility="private", show_progress="hidden")
             if self.model_problem:
                 gr.Markdown(f"**Model not found.** {self.model_problem}", elem_id="td-banner")
             mode = gr.State("single")
@@ -579,8 +593,8 @@ class TrellisApp:
                     reuse = gr.Button("Use these settings", scale=1, elem_id="td-reuse")
 
             # ---------------------------------------------------------- events
-            # Every handler is for this page only: none is offered as a Gradio API endpoint (the REST API
-            # is `python -m desktop api`). Quick handlers never wait behind a running generation.
+            # The page's handlers are for this page only (private); gradio_client gets its own named
+            # endpoints (_add_api_endpoints). Quick handlers never wait behind a running generation.
             page_only = dict(api_visibility="private", show_progress="hidden")
             quick = dict(page_only, concurrency_limit=None)
             knob_order = list(PRESET_KNOBS)
@@ -618,7 +632,106 @@ class TrellisApp:
                           api_visibility="private", show_progress="minimal", concurrency_limit=4)
             settings_outputs = [preset, seed, randomize, formats, preprocess, multi_mode] + knob_components
             reuse.click(self.reuse_settings, history, settings_outputs, **quick)
+            self._add_api_endpoints()
         return demo
+
+    # ------------------------------------------------------------------ gradio_client endpoints
+    def _add_api_endpoints(self) -> None:
+        """/generate, /status and /cancel for gradio_client (and the page's "Use via API"): one image and a
+        dict of settings with the REST API's names in, the job's state and files out. Their components
+        are hidden: the page does not show them."""
+        with gr.Group(visible=False):
+            image = gr.File(label="image", file_count="single", type="filepath")
+            settings = gr.JSON(label="settings")
+            info = gr.JSON(label="job")
+            model = gr.File(label="model.glb")
+            files = gr.File(label="files", file_count="multiple")
+            trigger = gr.Button()
+        api = dict(api_visibility="public", concurrency_limit=None)
+        trigger.click(self.api_generate, [image, settings], [info, model, files], api_name="generate",
+                      show_progress="hidden", api_description=(
+                          "Queue a job for one image (gradio_client.handle_file(path)) with settings such as "
+                          "{\"preset\": \"fast\", \"seed\": 1, \"formats\": [\"glb\"]} (names as in the "
+                          "REST API's POST /v1/jobs; {} for the defaults). Streams the job (its id first), then "
+                          "returns it with model.glb and every file. A failed job raises with the reason."), **api)
+
+        def status(job_id: str) -> dict:
+            return self.api_status(job_id)
+
+        def cancel(job_id: str) -> dict:
+            return self.api_cancel(job_id)
+        gr.api(status, api_name="status", api_description="A job's state, progress, error and file names.", **api)
+        gr.api(cancel, api_name="cancel", api_description="Cancel a job (queued: at once; running: at its next "
+                                                          "step); the job, with cancel_requested.", **api)
+
+    def api_settings(self, values) -> GenerationSettings:
+        """The settings dict of an API call -> GenerationSettings, checked as strictly as the REST API's JSON."""
+        from pydantic import ConfigDict, create_model
+
+        from .api import ApiError, ServerDefaults, build_settings, parameter_fields, validate
+
+        model = create_model("UiSettings", __config__=ConfigDict(extra="forbid"), **parameter_fields())
+        try:
+            params = validate(model, values if values is not None else {}, loc_prefix=("settings",), strict=True)
+            defaults = ServerDefaults(precision=self.defaults.precision, offload=self.defaults.offload)
+            return build_settings(params.model_dump(exclude_none=True), defaults)
+        except ApiError as err:
+            detail = err.detail if isinstance(err.detail, str) else "; ".join(
+                f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in err.detail)
+            raise gr.Error(f"invalid settings: {detail}") from None
+
+    def api_job(self, job) -> dict:
+        """A job as the API endpoints report it (file names, not paths; upload paths hidden)."""
+        d = job.to_dict()
+        d.pop("inputs")
+        d["files"] = {kind: os.path.basename(path) for kind, path in d["files"].items()}
+        d["queue_position"] = self.runner.queue_position(job.id) if job.state == "queued" else None
+        if d["error"]:
+            d["error"] = _hide_paths(d["error"], job.inputs)
+        return d
+
+    def _api_find(self, job_id: str):
+        job = self.runner.get(job_id) if isinstance(job_id, str) else None
+        if job is None:
+            raise gr.Error(f"no job {job_id!r} (the id is in the first answer of /generate)")
+        return job
+
+    def api_generate(self, image, settings):
+        from .jobs import JobState
+
+        if not image:
+            raise gr.Error("give an image file (gradio_client: handle_file('photo.png'))")
+        job_settings = self.api_settings(settings)
+        try:
+            job = self.runner.submit([image], job_settings)
+        except RuntimeError as err:               # the app is stopping
+            raise gr.Error(f"cannot start a job: {err}") from None
+        last = None
+        try:
+            while job.state not in JobState.FINISHED:
+                p = job.progress
+                now = (job.state, p.stage, p.step)
+                if now != last:
+                    last = now
+                    yield self.api_job(job), None, None
+                job.wait(POLL_S)
+        finally:
+            if job.state not in JobState.FINISHED:       # the call was cancelled (gradio_client's job.cancel())
+                self.runner.cancel(job.id)
+        info = self.api_job(job)
+        if job.state == JobState.FAILED:
+            raise gr.Error(f"job {job.id} failed: {_hide_paths(friendly_error(job), job.inputs)}")
+        folder = Path(job.out_dir) if job.out_dir else None
+        glb = job.files.get("glb")
+        yield info, glb, ([str(p) for p in folder_files(folder)] if folder and job.state == JobState.DONE else None)
+
+    def api_status(self, job_id: str) -> dict:
+        return self.api_job(self._api_find(job_id))
+
+    def api_cancel(self, job_id: str) -> dict:
+        job = self._api_find(job_id)
+        requested = self.runner.cancel(job.id)
+        return {**self.api_job(job), "cancel_requested": bool(requested)}
 
     # ------------------------------------------------------------------ handlers
     def check_upload(self, payload):

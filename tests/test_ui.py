@@ -427,6 +427,59 @@ def test_batch_multi_view_presets_and_history(app, outputs):
 
 # ------------------------------------------------------------------------------------------ in process
 
+API_TINY = {"ss_steps": 2, "slat_steps": 2, "texture_size": 64, "bake_views": 4, "bake_resolution": 64,
+            "video_frames": 8, "video_resolution": 64, "fill_holes": False}
+
+
+def test_gradio_client_drives_jobs(server, outputs, tmp_path):
+    """gradio_client (how Gradio apps are scripted) against the running app: its named endpoints
+    /generate, /status and /cancel run a tiny job to its GLB, report it, refuse bad settings and cancel."""
+    import trimesh
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    client = Client(server, verbose=False, download_files=str(tmp_path / "downloads"))
+    api = client.view_api(return_format="dict", print_info=False)
+    assert set(api["named_endpoints"]) == {"/generate", "/status", "/cancel"}, api["named_endpoints"]
+    assert api["unnamed_endpoints"] == {}                   # the page's own handlers stay private
+    mug = handle_file(os.path.join(EXAMPLES, "mug.png"))
+
+    before = set(job_dirs(outputs))
+    call = client.submit(mug, {"seed": 7, "formats": ["glb", "ply"], **API_TINY}, api_name="/generate")
+    info, glb, files = call.result(timeout=JOB_TIMEOUT)
+    assert info["state"] == "done" and info["seed"] == 7 and info["settings"]["ss_steps"] == 2, info
+    assert call.outputs()[0][0]["id"] == info["id"]          # the id came first, while it ran
+    assert trimesh.load(glb, force="mesh").faces.shape[0] > 0
+    assert {os.path.basename(f) for f in files} >= {"model.glb", "model.ply", "settings.json", "timings.json"}
+    (folder,) = set(job_dirs(outputs)) - before
+    assert info["out_dir"] == str(folder) and info["files"]["glb"] == "model.glb"
+    status = client.predict(info["id"], api_name="/status")
+    assert status["state"] == "done" and status["progress"]["fraction"] == 1.0
+
+    for bad, words in [({"seed": True}, "settings.seed"), ({"ss_steps": 0}, "settings.ss_steps"),
+                       ({"formats": []}, "choose at least one"), ({"colour": "red"}, "settings.colour"), ("fast", "object")]:
+        with pytest.raises(AppError, match="invalid settings") as err:
+            client.predict(mug, bad, api_name="/generate")
+        assert words in str(err.value), (bad, str(err.value))
+    with pytest.raises(AppError, match="no job 'nope'"):
+        client.predict("nope", api_name="/status")
+
+    # Cancel a long job once it samples.
+    call = client.submit(mug, {**API_TINY, "ss_steps": 500, "slat_steps": 500, "formats": ["ply"]}, api_name="/generate")
+    deadline = time.time() + JOB_TIMEOUT
+    while not call.outputs() or client.predict(call.outputs()[0][0]["id"], api_name="/status")["progress"]["stage"] \
+            not in ("sparse_structure", "slat"):
+        assert time.time() < deadline and not call.done(), call.outputs()
+        time.sleep(0.1)
+    job_id = call.outputs()[0][0]["id"]
+    cancelled = client.predict(job_id, api_name="/cancel")
+    assert cancelled["id"] == job_id and cancelled["cancel_requested"] is True
+    info, glb, files = call.result(timeout=JOB_TIMEOUT)
+    assert info["state"] == "cancelled" and glb is None and files is None, info
+    assert client.predict(job_id, api_name="/cancel")["cancel_requested"] is False      # already ended
+    client.close()
+
+
 def test_page_values_to_settings_and_presets():
     from desktop import ui
     from desktop.settings import GenerationSettings
