@@ -14,12 +14,16 @@ set "PIP_DISABLE_PIP_VERSION_CHECK=1"
 set "PYTHONPATH="
 set "PYTHONHOME="
 
-rem 64-bit Python 3.11 first (the tested one), then 3.12, then whatever "python" is.
+rem The app's own Python (.python\, made by installer\get_python.ps1), then 64-bit Python 3.11 (the tested one),
+rem then 3.12, then whatever "python" is.
 set "PY="
 if defined TRELLIS_PYTHON call :try "%TRELLIS_PYTHON%"
+if not defined TRELLIS_PYTHON call :try_private
 if not defined PY call :try py -3.11
 if not defined PY call :try py -3.12
 if not defined PY call :try python
+rem None: offer to download a private one (asks in a console; TRELLIS_FETCH_PYTHON=1 / 0: yes / no without asking).
+if not defined PY if not defined TRELLIS_PYTHON call :fetch_python
 if not defined PY goto no_python
 if /i "%~1"=="--launcher-help" goto launcher_help
 
@@ -40,7 +44,8 @@ goto end
 echo Trellis Desktop needs 64-bit Python 3.11 (3.12 works too), and none was found.
 echo Install it from https://www.python.org/downloads/ (tick "Add python.exe to PATH"),
 echo or in a terminal run:  winget install Python.Python.3.11
-echo then start run.bat again. (TRELLIS_PYTHON may name a python.exe to use.)
+echo then start run.bat again. (TRELLIS_PYTHON may name a python.exe to use; or let run.bat download a
+echo private one into .python\: start it in a console and answer y, or set TRELLIS_FETCH_PYTHON=1.)
 set "RC=1"
 goto end
 
@@ -57,6 +62,21 @@ exit /b 0
 rem Keep the window open after an error when started by a double click (TRELLIS_NO_PAUSE=1: never).
 if not "%RC%"=="0" if not defined TRELLIS_NO_PAUSE pause
 exit /b %RC%
+
+rem :try_private -> PY=the newest .python\cpython-3.11.*\python.exe that works.
+:try_private
+rem (dir /a:d, not for /d: that skips hidden folders, as Wine shows every dot-folder)
+for /f "delims=" %%D in ('dir /b /o:n /a:d ".python\cpython-3.11.*" 2^>nul') do if exist "%CD%\.python\%%D\python.exe" call :try "%CD%\.python\%%D\python.exe"
+exit /b 0
+
+rem :fetch_python -> installer\get_python.ps1 downloads uv and a private Python 3.11 (its messages say why not).
+:fetch_python
+set "PS=%SystemRoot%\System32\WindowsPowerShell\v1.0\powershell.exe"
+if not exist "%PS%" exit /b 0
+"%PS%" -NoProfile -ExecutionPolicy Bypass -File "%CD%\installer\get_python.ps1" "%CD%"
+if errorlevel 1 exit /b 0
+call :try_private
+exit /b 0
 
 rem :try COMMAND... -> PY=COMMAND if it is a 64-bit Python 3.11 to 3.13.
 :try

@@ -16,17 +16,24 @@ unset PYTHONPATH PYTHONHOME
 
 ok_python() { "$1" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 14))' >/dev/null 2>&1; }
 
-candidates=(python3.11 python3.12 python3)
+# The app's own Python (.python/, made by installer/get_python.sh) first, then the system's.
+candidates=($(ls -d .python/cpython-3.11.*/bin/python3.11 2>/dev/null | sort -V | tail -1) python3.11 python3.12 python3)
 if [[ -n ${TRELLIS_PYTHON:-} ]]; then candidates=("$TRELLIS_PYTHON"); fi
 py=""
 for c in "${candidates[@]}"; do
     if ok_python "$c"; then py=$c; break; fi
 done
+# None: offer to download a private one (asks in a terminal; TRELLIS_FETCH_PYTHON=1 / 0: yes / no without asking).
+if [[ -z $py && -z ${TRELLIS_PYTHON:-} ]]; then
+    fetched=$(bash installer/get_python.sh "$PWD" | tail -1)
+    if [[ -n $fetched ]] && ok_python "$fetched"; then py=$fetched; fi
+fi
 if [[ -z $py ]]; then
     echo "Trellis Desktop needs Python 3.11 or 3.12 (with its venv module). Install it, then run ./run.sh again:" >&2
     echo "  Debian/Ubuntu: sudo apt install python3.11 python3.11-venv" >&2
     echo "  Fedora: sudo dnf install python3.11    macOS: brew install python@3.11" >&2
-    echo "  (or point TRELLIS_PYTHON at a python3.11 executable)" >&2
+    echo "  (or point TRELLIS_PYTHON at a python3.11 executable, or let ./run.sh download a private one into" >&2
+    echo "  .python/: run it in a terminal and answer y, or set TRELLIS_FETCH_PYTHON=1)" >&2
     exit 1
 fi
 if [[ ${1:-} == --launcher-help ]]; then exec "$py" -m installer launch --help; fi

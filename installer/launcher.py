@@ -65,6 +65,29 @@ def python_candidates(windows: bool | None = None) -> list[list[str]]:
     return [["python3.11"], ["python3.12"], ["python3"]]
 
 
+def private_pythons(app: Path, windows: bool | None = None) -> list[list[str]]:
+    """The app's own Pythons (.python/, made by installer/get_python.sh or .ps1), newest first."""
+    windows = os.name == "nt" if windows is None else windows
+    pattern = "cpython-3.11.*/python.exe" if windows else "cpython-3.11.*/bin/python3.11"
+    return [[str(p)] for p in sorted((app / ".python").glob(pattern), reverse=True)]
+
+
+def fetch_private_python(app: Path, env: dict) -> list[str] | None:
+    """No Python at all: the same offer run.sh / run.bat make (the helper asks, or says why it does not)."""
+    if os.name == "nt":
+        system_root = Path(os.environ.get("SystemRoot", r"C:\Windows"))
+        ps = system_root / "System32" / "WindowsPowerShell" / "v1.0" / "powershell.exe"
+        cmd = [str(ps), "-NoProfile", "-ExecutionPolicy", "Bypass", "-File", str(app / "installer" / "get_python.ps1"),
+               str(app)]
+    else:
+        cmd = ["bash", str(app / "installer" / "get_python.sh"), str(app)]
+    try:
+        subprocess.call(cmd, cwd=app, env=env, stdout=subprocess.DEVNULL)
+    except OSError:
+        return None
+    return find_python(private_pythons(app), env)
+
+
 def child_env() -> dict:
     """This process's environment without what PyInstaller's bootloader added for itself."""
     env = dict(os.environ)
@@ -168,7 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if not dry else dry_run(None, None, opts, argv)
     env = child_env()
     _reset_dll_directory()
-    python = find_python(python_candidates(), env)
+    candidates = python_candidates()
+    if app is not None and not os.environ.get("TRELLIS_PYTHON"):
+        candidates = private_pythons(app) + candidates
+    python = find_python(candidates, env)
+    if python is None and app is not None and not dry and not os.environ.get("TRELLIS_PYTHON"):
+        python = fetch_private_python(app, env)
     if dry:
         return dry_run(app, python, opts, argv)
     if app is None:

@@ -66,6 +66,26 @@ def test_launcher_without_python_says_what_to_install(tmp_path):
     assert "needs 64-bit Python 3.11" in proc.stderr and "python3.11" in proc.stderr
 
 
+@pytest.mark.skipif(not POSIX, reason="the stand-in Python is a shell script")
+def test_launcher_uses_the_apps_private_python_first(tmp_path, monkeypatch):
+    """A Python in .python/ (installer/get_python.sh made it, issue 16) is used before the system's."""
+    app = tmp_path / "app"
+    shutil.copytree(ROOT / "installer", app / "installer", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "requirements_2.txt", app / "requirements_2.txt")
+    private = app / ".python" / "cpython-3.11.99-linux-x86_64-gnu" / "bin"
+    private.mkdir(parents=True)
+    exe, log = fake_python(tmp_path, check=0)
+    shutil.copy(exe, private / "python3.11")
+    assert launcher.private_pythons(app, windows=False) == [[str(private / "python3.11")]]
+    env = {k: v for k, v in os.environ.items() if k != "TRELLIS_PYTHON"}
+    proc = subprocess.run([sys.executable, str(app / "installer" / "launcher.py"), "--app-dir", str(app), "--cpu"],
+                          capture_output=True, text=True, check=False, timeout=120,
+                          env={**env, "TRELLIS_NO_PAUSE": "1"}, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert calls(log) == ["probe", "installer check --app-dir " + str(app) + " --cpu",
+                          "installer launch --app-dir " + str(app) + " --cpu"]
+
+
 def test_launcher_finds_the_app_folder(tmp_path, monkeypatch):
     app = tmp_path / "app"
     (app / "installer").mkdir(parents=True)

@@ -139,3 +139,57 @@ def test_py_launcher_is_preferred(wine, tmp_path):
     calls = run.calls()
     assert [c[0] for c in calls] == ["py.exe", "py.exe", "py.exe"]
     assert calls[0][1].startswith("-3.11 -c ") and calls[1][1].strip() == "-3.11 -m installer check --cpu"
+
+
+# ----------------------------------------------------------------- a private Python (issue 16 §7)
+
+def test_private_python_comes_first(wine, tmp_path):
+    """.python\\cpython-3.11.*\\python.exe (made by installer\\get_python.ps1) is used before any other Python."""
+    run = BatRun(wine, tmp_path)                                         # a system python.exe is there too
+    private = run.app / ".python" / "cpython-3.11.99-windows-x86_64-none"
+    private.mkdir(parents=True)
+    shutil.copy(run.bin / "python.exe", private / "python.exe")
+    assert run("--cpu").returncode == 0
+    assert run.calls() == []                                             # the system one was not even probed
+    used = [line.split("\t")[1].strip() for line in (private / "calls.log").read_text().splitlines()]
+    assert used == [PROBE, "-m installer check --cpu", "-m installer launch --cpu"]
+
+
+@pytest.fixture
+def stand_in_powershell(wine):
+    """Windows PowerShell's own path in the Wine prefix holds the recording stand-in for one test."""
+    exe, env = wine
+    ps_dir = Path(env["WINEPREFIX"]) / "drive_c" / "windows" / "system32" / "WindowsPowerShell" / "v1.0"
+    ps_dir.mkdir(parents=True, exist_ok=True)
+    ps = ps_dir / "powershell.exe"
+    saved = ps.read_bytes() if ps.exists() else None
+    shutil.copy(exe, ps)
+    yield ps_dir
+    for name in ("calls.log", "exit_codes.txt"):
+        (ps_dir / name).unlink(missing_ok=True)
+    if saved is None:
+        ps.unlink()
+    else:
+        ps.write_bytes(saved)
+
+
+@pytest.mark.parametrize("answer", [3, 1], ids=["declined_or_no_console", "download_failed"])
+def test_no_python_runs_the_download_helper(wine, tmp_path, stand_in_powershell, answer):
+    """No Python: run.bat hands over to installer\\get_python.ps1 (which asks, or says why not); when it installs
+    nothing, the usual instructions follow, now with the download option."""
+    (stand_in_powershell / "exit_codes.txt").write_text(f"get_python.ps1\t{answer}\n")
+    run = BatRun(wine, tmp_path, pythons=())
+    proc = run()
+    assert proc.returncode == 1
+    assert "needs 64-bit Python 3.11" in proc.stdout and "TRELLIS_FETCH_PYTHON=1" in proc.stdout
+    [call] = [line.split("\t") for line in (stand_in_powershell / "calls.log").read_text().splitlines()]
+    assert call[1].strip() == (f'-NoProfile -ExecutionPolicy Bypass -File "{wine_path(run.app)}\\installer\\'
+                               f'get_python.ps1" "{wine_path(run.app)}"')
+
+
+def test_trellis_python_set_means_no_download(wine, tmp_path, stand_in_powershell):
+    run = BatRun(wine, tmp_path, pythons=())
+    env_python = {**run.env, "TRELLIS_PYTHON": "C:\\nowhere\\python.exe"}
+    run.env = env_python
+    assert run().returncode == 1
+    assert not (stand_in_powershell / "calls.log").exists()
