@@ -45,7 +45,11 @@ RULES: dict[str, str] = {
     "driver_cuda12":
         "NVIDIA CUDA Toolkit Release Notes, 'CUDA Toolkit and Corresponding Driver Versions': CUDA 12.6 Update 3 "
         "needs >= 560.35.05 (Linux) / >= 561.17 (Windows); CUDA 12.x minor-version compatibility runs on "
-        ">= 525.60.13 (Linux) / >= 528.33 (Windows) (CUDA Compatibility guide).",
+        ">= 525.60.13 (Linux) / >= 528.33 (Windows) (CUDA Compatibility guide). That holds for PyTorch's CUDA 12 "
+        "wheels because they carry their own CUDA runtime and libraries (torch 2.7.1's Linux wheel on PyPI requires "
+        "nvidia-cuda-runtime-cu12==12.6.77, nvidia-cublas-cu12, nvidia-cudnn-cu12, ...; the Windows wheels ship the "
+        "DLLs), so only the driver comes from the system, and the kernels they launch are compiled SASS, which "
+        "minor-version compatibility covers (JIT-compiling PTX would need the full driver of that CUDA release).",
     "driver_cuda13":
         "NVIDIA CUDA Toolkit 13.x Release Notes, 'CUDA Driver': CUDA 13.0 corresponds to driver branch R580 "
         "(13.0 GA >= 580.65.06 on Linux) and 13.x applications run on drivers >= 580 under minor-version "
