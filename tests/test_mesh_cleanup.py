@@ -152,6 +152,89 @@ def test_simplify_merges_duplicates_and_handles_non_manifold():
     assert np.isfinite(v3).all() and f3.max() < len(v3)
 
 
+def _surface_error(v, f, reference_points):
+    """Mean distance from points spread over the faces of (v, f) to a dense sample of the source."""
+    rng = np.random.default_rng(0)
+    tri = np.asarray(v, dtype=np.float64)[f]
+    r = rng.random((len(f), 4, 2))
+    r = np.where(r.sum(-1, keepdims=True) > 1, 1 - r, r)
+    p = tri[:, None, 0] + r[..., :1] * (tri[:, None, 1] - tri[:, None, 0]) + r[..., 1:] * (tri[:, None, 2] - tri[:, None, 0])
+    return cKDTree(reference_points).query(p.reshape(-1, 3))[0].mean()
+
+
+def test_decimation_pieces_depend_on_the_face_count_only():
+    assert [mc.decimation_pieces(n) for n in (0, 100_000, 299_999, 300_000, 731_036, 1_261_352, 6_270_000,
+                                              50_000_000)] == [1, 1, 1, 2, 4, 8, 16, 16]
+
+
+def test_simplify_in_pieces_equals_one_pass_in_quality(monkeypatch, tmp_path):
+    import subprocess
+    import tempfile
+
+    v, f = noisy_sphere_with_inner_shell(7)            # ~200 k faces, two closed noisy sheets
+    dense = v[f].mean(axis=1)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    started = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(cmd, *a, **k):
+        started.append(cmd)
+        return real_popen(cmd, *a, **k)
+
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
+    one = mc.simplify_mesh(v, f, 0.95, pieces=1)
+    assert not started
+    calls = []
+    four = mc.simplify_mesh(v, f, 0.95, pieces=4, progress=lambda s, i, n: calls.append((s, i, n)))
+    assert len(started) == 4 and all(c[1:3] == ["-c", mc._PIECE_CHILD] for c in started)   # one child per piece
+    assert calls[0] == ("simplify", 1, 6) and calls[-1] == ("simplify", 6, 6)
+    assert [i for _, i, _ in calls] == sorted(i for _, i, _ in calls)
+    target = round(0.05 * len(f))
+    assert abs(len(four[1]) - target) <= 0.01 * target
+    # The seams between pieces are decimated by the final pass: closed, consistently wound sheets, as close
+    # to the source as one pass, and no vertex crowding along the cuts.
+    assert _directed_edges_ok(four[1])
+    err_one, err_four = _surface_error(*one, dense), _surface_error(*four, dense)
+    assert err_four <= 1.15 * err_one, (err_four, err_one)
+    edge = lambda vv, ff: np.linalg.norm(vv[ff[:, 0]] - vv[ff[:, 1]], axis=1)   # noqa: E731
+    assert np.percentile(edge(*four), 5) >= 0.6 * np.percentile(edge(*one), 5)
+    assert list(tmp_path.iterdir()) == []               # the pieces' files are gone
+    # repeatable, and the same when a piece's child fails or no child can start (done in this process)
+    for a, b in zip(four, mc.simplify_mesh(v, f, 0.95, pieces=4)):
+        np.testing.assert_array_equal(a, b)
+    monkeypatch.setattr(mc, "_PIECE_CHILD", "import os; os._exit(3)")
+    for a, b in zip(four, mc.simplify_mesh(v, f, 0.95, pieces=4)):
+        np.testing.assert_array_equal(a, b)
+
+    def no_spawn(*a, **k):
+        raise OSError("spawn refused")
+    monkeypatch.setattr(subprocess, "Popen", no_spawn)
+    for a, b in zip(four, mc.simplify_mesh(v, f, 0.95, pieces=4)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_cancel_while_pieces_run_kills_them(monkeypatch, tmp_path):
+    import subprocess
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(mc, "_PIECE_CHILD", "import time; time.sleep(60)")
+    children = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(cmd, *a, **k):
+        children.append(real_popen(cmd, *a, **k))
+        return children[-1]
+
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
+    polls = []
+    v, f = _sphere(5)
+    with pytest.raises(Cancelled):
+        mc.simplify_mesh(v, f, 0.9, pieces=2, cancel=lambda: polls.append(1) or len(polls) > 20)
+    assert len(children) == 2 and all(c.poll() is not None for c in children)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_coincident_faces_cancel():
     f = np.array([[0, 1, 2], [2, 1, 0],               # back-to-back fin: both go
                   [3, 4, 5], [4, 5, 3], [4, 5, 3],    # repeats: one stays
