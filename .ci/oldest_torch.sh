@@ -36,7 +36,7 @@ LIB_TESTS=(tests/test_attention.py tests/test_sparse.py tests/test_models.py tes
 
 if [[ ! -f $venv/ready ]]; then
     echo "== creating $venv (torch $version for the library tests)"
-    rm -rf "$venv"
+    rm -rf "$venv" "$cache"/oldest-torch-*      # a venv of other requirements is stale: about 5 GB each
     mkdir -p "$cache"
     "$py" -m venv "$venv"
     pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check --only-binary=:all:)
