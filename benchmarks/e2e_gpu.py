@@ -64,6 +64,9 @@ def preset_settings(preset: str) -> dict:
             "render_resolution": st.bake_resolution}
 
 
+SAVE_MESH = None      # --save-mesh
+
+
 def one_run(pipe, image, coords, preset):
     from trellis.pipelines.memory import StageTracker, pick_preset
     from trellis.utils import postprocessing_utils
@@ -90,6 +93,10 @@ def one_run(pipe, image, coords, preset):
             for s in tracker.as_dicts()]
     del latent
     torch.cuda.empty_cache()
+    if SAVE_MESH:                       # the decoder's mesh, e.g. for benchmarks/decimation.py --mesh
+        import numpy as np
+
+        np.savez(SAVE_MESH, vertices=out["mesh"][0].vertices.cpu().numpy(), faces=out["mesh"][0].faces.cpu().numpy())
     glb = measured("to_glb", lambda: postprocessing_utils.to_glb(
         out["gaussian"][0], out["mesh"][0], simplify=cfg["simplify"], fill_holes=cfg["fill_holes"],
         texture_size=cfg["texture_size"], bake_mode=cfg["bake_mode"], nviews=cfg["nviews"],
@@ -225,7 +232,10 @@ def main() -> int:
     ap.add_argument("--svg", default=None)
     ap.add_argument("--md", default=None, help="also write the markdown table here")
     ap.add_argument("--commit", default="?")
+    ap.add_argument("--save-mesh", default=None, help="write the (last) decoder mesh here (.npz)")
     args = ap.parse_args()
+    global SAVE_MESH
+    SAVE_MESH = args.save_mesh
     from trellis import fastpaths
 
     path = fastpaths.describe("cuda")

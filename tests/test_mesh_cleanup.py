@@ -186,8 +186,9 @@ def test_simplify_in_pieces_equals_one_pass_in_quality(monkeypatch, tmp_path):
     assert not started
     calls = []
     four = mc.simplify_mesh(v, f, 0.95, pieces=4, progress=lambda s, i, n: calls.append((s, i, n)))
-    assert len(started) == 4 and all(c[1:3] == ["-c", mc._PIECE_CHILD] for c in started)   # one child per piece
-    assert calls[0] == ("simplify", 1, 6) and calls[-1] == ("simplify", 6, 6)
+    # one child per piece, one for the re-joined mesh
+    assert len(started) == 5 and all(c[1:3] == ["-c", mc._PIECE_CHILD] for c in started)
+    assert calls[0] == ("simplify", 0, 5) and calls[-1] == ("simplify", 5, 5)
     assert [i for _, i, _ in calls] == sorted(i for _, i, _ in calls)
     target = round(0.05 * len(f))
     assert abs(len(four[1]) - target) <= 0.01 * target
@@ -521,7 +522,7 @@ def test_background_simplify_equals_simplify_mesh(monkeypatch, tmp_path):
         slow.result(cancel=lambda: True)
     assert slow._proc.poll() is not None and not os.path.exists(slow._dir)
     # a child that fails (e.g. no fast-simplification in its environment): done in this process instead
-    monkeypatch.setattr(mc.BackgroundSimplify, "_CHILD", "import os; os._exit(3)")
+    monkeypatch.setattr(mc, "_PIECE_CHILD", "import os; os._exit(3)")
     broken = mc.BackgroundSimplify(v, f, 0.9)
     got = broken.result()
     assert broken._proc.returncode == 3

@@ -228,12 +228,12 @@ PIECE_MIN_FACES = 150_000
 MAX_PIECES = 16
 PIECE_SLACK = 2.0
 
-# A piece's child process: no trellis import, so it starts in ~0.1 s.
+# A decimation child process (a piece, or a whole mesh): no trellis import, so it starts in ~0.1 s.
 _PIECE_CHILD = r"""
 import sys, numpy as np, fast_simplification
 d = np.load(sys.argv[1])
 v, f = fast_simplification.simplify(d["vertices"], d["faces"], target_count=int(d["target"]),
-                                    preserve_border=True)
+                                    preserve_border=bool(d["preserve_border"]))
 np.savez(sys.argv[2], vertices=np.asarray(v, dtype=np.float64), faces=np.asarray(f, dtype=np.int32))
 """
 
@@ -282,107 +282,178 @@ def _decimate(v, f, target: int, preserve_border: bool = False):
     return np.asarray(v2, dtype=np.float64), np.asarray(f2, dtype=np.int64).reshape(-1, 3)
 
 
-def _decimate_pieces(v, f, target: int, pieces: int, progress: Progress, cancel):
-    """The pieces' pass of ``simplify_mesh``: (vertices, faces) of the re-joined pieces, each
-    decimated with its borders kept, in child processes (at most one per core; a piece whose child
-    fails is decimated here instead, with the same result)."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-    import tempfile
-    import time
+class _Decimation:
+    """The decimation of a merged mesh to ``target`` faces as child processes that ``poll()`` advances
+    (it never blocks on a child): either one child for the whole mesh, or ``pieces`` compact pieces (one
+    child each, at most one per core, borders kept, PIECE_SLACK times their share) and then one child for
+    the re-joined mesh. A child that fails or cannot start is replaced by the same call in this process,
+    with the same result. ``result()`` is the raw decimator output; ``close()`` kills the children and
+    removes the folder (``folder``)."""
 
-    groups = _split_compact(v[f[:, 0]], pieces)       # a face's first corner stands for the face
-    tmp = tempfile.mkdtemp(prefix="trellis_simplify_")
-    procs, results = {}, {}
-    try:
-        inputs = []
-        for i, g in enumerate(groups):
-            used = np.zeros(len(v), dtype=bool)
-            used[f[g].reshape(-1)] = True
-            local = (np.cumsum(used) - 1)[f[g]]
-            share = max(1, int(math.ceil(target * PIECE_SLACK * len(g) / len(f))))
-            src = os.path.join(tmp, f"in{i}.npz")
-            np.savez(src, vertices=v[used], faces=local.astype(np.int32), target=share)
-            inputs.append((src, os.path.join(tmp, f"out{i}.npz"), share))
-        pending, workers = list(range(len(groups))), _workers()
-        while pending or procs:
-            _check_cancel(cancel)
-            while pending and len(procs) < workers:
-                i = pending.pop(0)
-                try:
-                    procs[i] = subprocess.Popen([sys.executable, "-c", _PIECE_CHILD, inputs[i][0], inputs[i][1]],
-                                                cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                except OSError:              # no child possible: this piece is done below, here
-                    results[i] = None
-            for i, proc in list(procs.items()):
-                if proc.poll() is None:
-                    continue
-                del procs[i]
-                results[i] = None
-                if proc.returncode == 0:
-                    try:
-                        with np.load(inputs[i][1]) as out:
-                            results[i] = (out["vertices"], out["faces"].astype(np.int64))
-                    except (OSError, ValueError, KeyError):
-                        pass
-                _report(progress, "simplify", 1 + len(results), pieces + 2)
-            time.sleep(0.005)
-        for i, r in results.items():
-            if r is None:                    # the child failed: the same call in this process
-                _check_cancel(cancel)
-                with np.load(inputs[i][0]) as d:
-                    results[i] = _decimate(d["vertices"], d["faces"], inputs[i][2], preserve_border=True)
-    finally:                                 # also on cancel: children killed, files removed
-        for proc in procs.values():
-            proc.kill()
+    def __init__(self, v, f, target: int, pieces: int):
+        import tempfile
+
+        self.target, self.folder = target, tempfile.mkdtemp(prefix="trellis_simplify_")
+        self.proc = None             # the last child started
+        self._running, self._pending, self._done, self._result = {}, [], {}, None
+        try:
+            if pieces > 1 and target * PIECE_SLACK < len(f):
+                self.phase = "pieces"
+                groups = _split_compact(v[f[:, 0]], pieces)    # a face's first corner stands for the face
+                for g in groups:
+                    used = np.zeros(len(v), dtype=bool)
+                    used[f[g].reshape(-1)] = True
+                    share = max(1, int(math.ceil(target * PIECE_SLACK * len(g) / len(f))))
+                    self._add(v[used], (np.cumsum(used) - 1)[f[g]], share, True)
+            else:
+                self.phase = "whole"
+                self._add(v, f, target, False)
+            self.steps = len(self._pending) + (1 if self.phase == "pieces" else 0)
+        except BaseException:
+            self.close()
+            raise
+
+    def _add(self, v, f, target, preserve_border):
+        import os
+
+        i = self._files = getattr(self, "_files", -1) + 1
+        src, dst = os.path.join(self.folder, f"in{i}.npz"), os.path.join(self.folder, f"out{i}.npz")
+        np.savez(src, vertices=v, faces=f.astype(np.int32), target=target, preserve_border=preserve_border)
+        self._pending.append((i, src, dst))
+
+    def finished_steps(self) -> int:
+        return len(self._done) if self.phase == "pieces" else len(self._done) + (self.steps - 1)
+
+    def poll(self) -> bool:
+        """Starts what may start, collects what ended; True once the result is in."""
+        import subprocess
+        import sys
+
+        if self._result is not None:
+            return True
+        for i, (proc, src, dst) in list(self._running.items()):
+            if proc.poll() is None:
+                continue
+            del self._running[i]
+            self._done[i] = self._collect(proc.returncode, src, dst)
+        while self._pending and len(self._running) < _workers():
+            i, src, dst = self._pending.pop(0)
+            try:
+                self.proc = subprocess.Popen([sys.executable, "-c", _PIECE_CHILD, src, dst], cwd=self.folder,
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                self._running[i] = (self.proc, src, dst)
+            except OSError:                  # no child possible: this step is done here
+                self._done[i] = self._collect(None, src, dst)
+        if self._pending or self._running:
+            return False
+        parts = [self._done[i] for i in sorted(self._done)]
+        if self.phase == "pieces":
+            # Re-join: a piece's border vertices never moved, so the pieces' copies of a seam vertex are
+            # bit-identical and merge. Then the whole mesh once more, every edge free.
+            base, faces = 0, []
+            for pv, pf in parts:
+                faces.append(pf + base)
+                base += len(pv)
+            v, f = merge_duplicate_vertices(np.concatenate([pv for pv, _ in parts]), np.concatenate(faces))
+            self.phase, self._done = "whole", {}
+            if self.target < len(f):
+                self._add(v, f, self.target, False)
+                return self.poll()
+            parts = [(v, f)]
+        self._result = parts[0]
+        return True
+
+    @staticmethod
+    def _collect(returncode, src, dst):
+        if returncode == 0:
+            try:
+                with np.load(dst) as out:
+                    return out["vertices"], out["faces"].astype(np.int64).reshape(-1, 3)
+            except (OSError, ValueError, KeyError):
+                pass
+        with np.load(src) as d:              # the child failed: the same call in this process
+            return _decimate(d["vertices"], d["faces"], int(d["target"]), bool(d["preserve_border"]))
+
+    def result(self):
+        return self._result
+
+    def close(self) -> None:
+        import shutil
+
+        for proc, _, _ in self._running.values():
+            if proc.poll() is None:
+                proc.kill()
             proc.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
-    # Re-join: a piece's border vertices never moved, so the pieces' copies of a seam vertex are
-    # bit-identical and merge.
-    base, faces = 0, []
-    for i in range(len(groups)):
-        faces.append(results[i][1] + base)
-        base += len(results[i][0])
-    return merge_duplicate_vertices(np.concatenate([results[i][0] for i in range(len(groups))]),
-                                    np.concatenate(faces))
+        self._running = {}
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _prepare(vertices, faces, reduction):
+    """(merged vertices float64, faces int64, target face count) for a decimation by ``reduction``."""
+    v, f = _to_numpy(vertices, faces)
+    if reduction >= 1:
+        raise ValueError(f"reduction must be below 1 (got {reduction}); 0.95 removes 95 % of faces")
+    if reduction <= 0 or len(f) == 0:
+        return v, f, len(f)
+    v, f = merge_duplicate_vertices(v, f)
+    # Count from the merged mesh so that "remove 95 %" means the same with or without duplicates.
+    return v, f, max(1, int(round(len(f) * (1.0 - reduction))))
+
+
+def _finish(v, f):
+    """Decimator output -> (float32 vertices, int64 faces): degenerate and coincident faces dropped."""
+    keep = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])
+    return _output(*_drop_unreferenced(v, _cancel_coincident_faces(f[keep])))
 
 
 def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, cancel=None,
-                  pieces: Optional[int] = None):
+                  pieces: Optional[int] = None, while_waiting: Optional[Callable[[], None]] = None):
     """Quadric decimation removing the fraction ``reduction`` of the faces (0.95 keeps 5 %).
 
     Duplicate vertices are merged first (decimation needs shared vertices to see connectivity);
     non-manifold input is fine (the decimator works on any triangle set). A large mesh is decimated
-    in ``pieces`` (default ``decimation_pieces(faces)``; 1: one pass) in parallel child processes,
-    then once more as a whole (see PIECE_MIN_FACES). Afterwards, faces that collapsed onto the same
-    three vertices are cancelled (``_cancel_coincident_faces``). ``reduction <= 0`` returns the
-    input unchanged (as float32 / int64 arrays). Progress is reported per piece; cancel is checked
-    between steps and while the pieces' children run (which it kills).
+    in ``pieces`` (default ``decimation_pieces(faces)``; 1: one pass, in this process) in parallel
+    child processes, then once more as a whole (see PIECE_MIN_FACES); meanwhile ``while_waiting()``, if
+    given, is called over and over (e.g. to render something on the GPU; keep each call short).
+    Afterwards, faces that collapsed onto the same three vertices are cancelled
+    (``_cancel_coincident_faces``). ``reduction <= 0`` returns the input unchanged (as float32 /
+    int64 arrays). Progress is reported per piece; cancel is checked between steps and while the
+    children run (which it kills).
     """
-    v, f = _to_numpy(vertices, faces)
+    import time
+
+    v, f, target = _prepare(vertices, faces, reduction)
     if reduction <= 0 or len(f) == 0:
         return _output(v, f)
-    if reduction >= 1:
-        raise ValueError(f"reduction must be below 1 (got {reduction}); 0.95 removes 95 % of faces")
     _check_cancel(cancel)
-    v, f = merge_duplicate_vertices(v, f)
-    # Count from the merged mesh so that "remove 95 %" means the same with or without duplicates.
-    target = max(1, int(round(len(f) * (1.0 - reduction))))
     pieces = decimation_pieces(len(f)) if pieces is None else max(1, int(pieces))
-    _report(progress, "simplify", 1, pieces + 2)
-    _check_cancel(cancel)
-    if pieces > 1 and target * PIECE_SLACK < len(f):
-        v, f = _decimate_pieces(v, f, target, pieces, progress, cancel)
-        _check_cancel(cancel)
-    if target < len(f):
+    if target >= len(f):
+        return _finish(v, f)
+    if pieces == 1 or target * PIECE_SLACK >= len(f):
+        _report(progress, "simplify", 0, 1)
         v, f = _decimate(v, f, target)
-        keep = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])
-        v, f = _drop_unreferenced(v, _cancel_coincident_faces(f[keep]))
+        _check_cancel(cancel)
+        _report(progress, "simplify", 1, 1)
+        return _finish(v, f)
+    job = _Decimation(v, f, target, pieces)
+    try:
+        _report(progress, "simplify", 0, job.steps)
+        done = 0
+        while not job.poll():
+            _check_cancel(cancel)
+            if job.finished_steps() != done:
+                done = job.finished_steps()
+                _report(progress, "simplify", done, job.steps)
+            if while_waiting is not None:
+                while_waiting()
+            else:
+                time.sleep(0.005)
+        v, f = job.result()
+    finally:                                 # also on cancel: children killed, files removed
+        job.close()
     _check_cancel(cancel)
-    _report(progress, "simplify", pieces + 2, pieces + 2)
-    return _output(v, f)
+    _report(progress, "simplify", job.steps, job.steps)
+    return _finish(v, f)
 
 
 def simplify_time_estimate(n_faces: int) -> float:
@@ -397,85 +468,70 @@ def simplify_time_estimate(n_faces: int) -> float:
 
 
 class BackgroundSimplify:
-    """``simplify_mesh`` in a child process, started now, collected with ``result()``.
+    """``simplify_mesh`` in child processes, started now, collected with ``result()``.
 
     fast-simplification holds the GIL for the whole decimation (seconds on a million faces), so in a
-    thread it would stall the caller's Python; in a child process the caller's GPU work (e.g. the app's
-    preview video) goes on meanwhile. ``result()`` returns exactly what ``simplify_mesh`` returns for the
-    same input (same code, same arrays); if the child fails for any reason, it runs ``simplify_mesh`` in
-    this process instead. ``close()`` (also on ``cancel``) kills the child and removes its files.
+    thread it would stall the caller's Python; in child processes the caller's GPU work (e.g. the app's
+    preview video) goes on meanwhile. The merge of duplicate vertices and the cut into pieces happen
+    here, at once; then the decimation runs as ``_Decimation`` (one child for a mesh below
+    ``decimation_pieces`` > 1, else one per piece and one for the re-joined mesh), advanced whenever
+    ``running()`` or ``result()`` is called. ``result()`` returns exactly what ``simplify_mesh``
+    returns for the same input (same code, same arrays); a child that fails is replaced by the same
+    call in this process. ``close()`` (also on ``cancel``) kills the children and removes their files.
     """
 
-    _CHILD = r"""
-import sys
-sys.path.insert(0, sys.argv[3])
-import numpy as np
-from trellis.utils.mesh_cleanup import simplify_mesh
-d = np.load(sys.argv[1])
-v, f = simplify_mesh(d["vertices"], d["faces"], float(d["reduction"]))
-np.savez(sys.argv[2], vertices=v, faces=f)
-"""
-
     def __init__(self, vertices, faces, reduction: float):
-        import os
-        import subprocess
-        import sys
-        import tempfile
-
         self.vertices, self.faces = _to_numpy(vertices, faces)
         self.reduction = float(reduction)
-        self._dir = tempfile.mkdtemp(prefix="trellis_simplify_")
-        self._src, self._dst = os.path.join(self._dir, "in.npz"), os.path.join(self._dir, "out.npz")
-        np.savez(self._src, vertices=self.vertices, faces=self.faces, reduction=self.reduction)
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        self._result = None
-        try:
-            self._proc = subprocess.Popen([sys.executable, "-c", self._CHILD, self._src, self._dst, root],
-                                          cwd=self._dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        except OSError:                # no child possible here: result() does the work in this process
-            self._proc = None
+        self._result, self._job = None, None
+        v, f, target = _prepare(self.vertices, self.faces, self.reduction)
+        if self.reduction <= 0 or len(f) == 0:
+            self._result = _output(v, f)
+        elif target >= len(f):
+            self._result = _finish(v, f)
+        else:
+            self._job = _Decimation(v, f, target, decimation_pieces(len(f)))
+            self._job.poll()
+        self._dir = self._job.folder if self._job is not None else None
+
+    @property
+    def _proc(self):
+        """The last child process started (None if none was)."""
+        return self._job.proc if self._job is not None else None
 
     def running(self) -> bool:
-        """Whether the child is still decimating (False once it ended, or if it never started)."""
-        return self._result is None and self._proc is not None and self._proc.poll() is None
+        """Whether the decimation is still going on (False once its result is in)."""
+        return self._result is None and self._job is not None and not self._job.poll()
 
     def result(self, progress: Progress = None, cancel=None):
         """(vertices float32 [V,3], faces int64 [F,3]) as ``simplify_mesh(vertices, faces, reduction)``.
-        ``progress("simplify", percent, 100)`` about every 0.2 s while the child works (an estimate
+        ``progress("simplify", percent, 100)`` about every 0.2 s while the children work (an estimate
         from the face count, ``simplify_time_estimate``), 100 when the result is in."""
         import time
 
         if self._result is not None:
             return self._result
         _report(progress, "simplify", 0, 100)
-        # The decimation is one native call without progress of its own: while waiting for it, report
+        # The decimation is native calls without progress of their own: while waiting for them, report
         # the time spent against an estimate (in percent, capped at 99), about every 0.2 s.
         start, last, estimate = time.monotonic(), 0.0, simplify_time_estimate(len(self.faces))
         try:
-            while self._proc is not None and self._proc.poll() is None:
+            while not self._job.poll():
                 _check_cancel(cancel)
-                time.sleep(0.01)
+                time.sleep(0.005)
                 elapsed = time.monotonic() - start
                 if elapsed - last >= 0.2:
                     last = elapsed
                     _report(progress, "simplify", min(99, int(100 * elapsed / estimate)), 100)
-            if self._proc is not None and self._proc.returncode == 0:
-                with np.load(self._dst) as out:
-                    self._result = (out["vertices"], out["faces"])
-        finally:                       # also on cancel: the child is killed, its files removed
+            self._result = _finish(*self._job.result())
+        finally:                       # also on cancel: the children are killed, their files removed
             self.close()
-        if self._result is None:       # the child failed: do it here
-            self._result = simplify_mesh(self.vertices, self.faces, self.reduction, cancel=cancel)
         _report(progress, "simplify", 100, 100)
         return self._result
 
     def close(self) -> None:
-        import shutil
-
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if self._job is not None:
+            self._job.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1023,7 +1079,8 @@ _fill_holes = fill_holes
 def clean_mesh_for_export(vertices, faces, simplify: float = 0.95, fill_holes: bool = True,
                           fill_holes_max_size: float = 0.04, device=None,
                           progress: Progress = None, cancel=None, simplified: Optional["BackgroundSimplify"] = None,
-                          info: Optional[dict] = None, **visibility_kwargs):
+                          info: Optional[dict] = None, while_waiting: Optional[Callable[[], None]] = None,
+                          **visibility_kwargs):
     """Spec §15.1-§15.2 in the reference's order: simplify, then (if ``fill_holes``) visibility,
     invisible-face removal (holes up to ``fill_holes_max_size``) and hole filling of loops with
     at most int(250 * sqrt(1 - simplify)) edges. ``visibility_kwargs`` go to
@@ -1031,9 +1088,23 @@ def clean_mesh_for_export(vertices, faces, simplify: float = 0.95, fill_holes: b
     defaults are the reference's 1000 views at 1024^2, ``num_views=FAST_VISIBILITY_VIEWS`` is the
     4x cheaper opt-in preset (module docstring: what it changes). ``simplified``: a
     ``BackgroundSimplify`` of these vertices/faces with the same ``simplify`` started earlier, whose
-    result is used instead of simplifying here (the same arrays). ``info``, if a dict, receives the
-    face counts after each step and the visibility views / resolution used.
+    result is used instead of simplifying here (the same arrays). ``while_waiting``: called
+    over and over while the decimation's child processes run (``simplify_mesh``). ``info``, if a dict, receives the
+    face counts after each step, the visibility views / resolution used and the seconds of each step
+    (``info["seconds"]``: simplify, i.e. the wait for ``simplified``, visibility, remove_invisible,
+    fill_holes).
     """
+    import time
+
+    record = info if info is not None else {}
+    seconds = record.setdefault("seconds", {})
+    clock = [time.perf_counter()]
+
+    def lap(name):
+        now = time.perf_counter()
+        seconds[name] = round(now - clock[0], 3)
+        clock[0] = now
+
     if simplified is not None:
         shape = tuple(getattr(faces, "shape", np.shape(faces)))   # torch (any device) or numpy
         n_faces = shape[0] if len(shape) == 2 else int(np.prod(shape)) // 3
@@ -1041,8 +1112,8 @@ def clean_mesh_for_export(vertices, faces, simplify: float = 0.95, fill_holes: b
             raise ValueError("`simplified` was started for another mesh or another simplify value")
         v, f = simplified.result(progress=progress, cancel=cancel)
     else:
-        v, f = simplify_mesh(vertices, faces, simplify, progress=progress, cancel=cancel)
-    record = info if info is not None else {}
+        v, f = simplify_mesh(vertices, faces, simplify, progress=progress, cancel=cancel, while_waiting=while_waiting)
+    lap("simplify")
     record["simplified_faces"] = int(len(f))
     if fill_holes:
         if visibility_kwargs.get("num_views") is None or visibility_kwargs.get("resolution") is None:
@@ -1055,10 +1126,13 @@ def clean_mesh_for_export(vertices, faces, simplify: float = 0.95, fill_holes: b
                                 "resolution": int(visibility_kwargs["resolution"])}
         vis = face_visibility(v, f, device=device, progress=progress, cancel=cancel,
                               **visibility_kwargs)
+        lap("visibility")
         v, f = remove_invisible_faces(v, f, vis, max_hole_size=fill_holes_max_size,
                                       progress=progress, cancel=cancel)
+        lap("remove_invisible")
         record["visible_faces"] = int(len(f))
         max_edges = int(250 * math.sqrt(1 - max(simplify, 0.0)))
         v, f = _fill_holes(v, f, max_edges, progress=progress, cancel=cancel)
+        lap("fill_holes")
     record["faces"] = int(len(f))
     return _output(v, f)

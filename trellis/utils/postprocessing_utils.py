@@ -33,7 +33,6 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from .. import fastpaths
 from .cancel import check
 
 __all__ = ["to_glb", "to_obj", "bake_textured_mesh", "observation_settings"]
@@ -152,29 +151,29 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
         color, mask, depth = next(views)
         held.append((color.cpu(), mask.cpu(), depth.cpu()))
 
-    # 1. clean-up. While a decimation runs in a child process (the caller's ``simplified``, or our own
-    # where views are slow to render: a GPU without a fast compositing kernel), views are rendered.
-    simplified, own = opt["simplified"], None
-    if (simplify > 0 and simplified is None and opt["overlap_uv"] and device.type != "cpu"
-            and fastpaths.path_of("gaussian_composite", device) == "pytorch"):
-        from .mesh_cleanup import BackgroundSimplify
-        own = simplified = BackgroundSimplify(vertices, faces, simplify)
-    try:
-        if simplified is not None and opt["overlap_uv"]:
-            while simplified.running() and len(held) < max_held:
-                hold_next()
-        info["views_rendered_during_simplify"] = len(held)
-        if simplify > 0 or fill_holes:
-            from .mesh_cleanup import clean_mesh_for_export
-            v_np, f_np = clean_mesh_for_export(vertices, faces, simplify=simplify, fill_holes=fill_holes,
-                                               fill_holes_max_size=fill_holes_max_size, device=device,
-                                               progress=progress, cancel=cancel, simplified=simplified,
-                                               info=info.setdefault("cleanup", {}))
+    # 1. clean-up. While the decimation runs in child processes (the caller's ``simplified``, or the
+    # pieces of a large mesh), views are rendered (on an accelerator: a CPU's cores are busy decimating).
+    simplified = opt["simplified"]
+    overlap = opt["overlap_uv"] and device.type != "cpu"
+
+    def while_waiting():
+        if overlap and len(held) < max_held:
+            hold_next()
         else:
-            v_np, f_np = vertices.cpu().numpy(), faces.cpu().numpy()
-    finally:
-        if own is not None:
-            own.close()
+            time.sleep(0.005)
+
+    if simplified is not None and opt["overlap_uv"]:
+        while simplified.running() and len(held) < max_held:
+            hold_next()
+    if simplify > 0 or fill_holes:
+        from .mesh_cleanup import clean_mesh_for_export
+        v_np, f_np = clean_mesh_for_export(vertices, faces, simplify=simplify, fill_holes=fill_holes,
+                                           fill_holes_max_size=fill_holes_max_size, device=device,
+                                           progress=progress, cancel=cancel, simplified=simplified,
+                                           info=info.setdefault("cleanup", {}), while_waiting=while_waiting)
+    else:
+        v_np, f_np = vertices.cpu().numpy(), faces.cpu().numpy()
+    info["views_rendered_during_simplify"] = len(held)
     if len(f_np) == 0:
         raise ValueError("to_glb: no faces left after clean-up")
     info["faces"] = int(len(f_np))

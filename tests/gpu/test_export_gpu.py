@@ -1,0 +1,28 @@
+"""GPU-only: the GLB export's overlap of observation renders with the decimation's child processes."""
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def test_views_rendered_while_pieces_decimate_give_the_same_bake():
+    # A mesh large enough to be decimated in pieces (child processes): the observation views rendered
+    # while they run give the same faces, UVs and texture as rendering them afterwards.
+    from test_export import make_gaussians
+    from test_mesh_cleanup import noisy_sphere_with_inner_shell
+    from trellis.utils import mesh_cleanup as mc
+    from trellis.utils.postprocessing_utils import bake_textured_mesh
+
+    v, f = noisy_sphere_with_inner_shell(8)                 # ~1.4 M faces: several pieces
+    assert mc.decimation_pieces(len(f)) > 1
+    gaussian = make_gaussians(torch.as_tensor(v, dtype=torch.float32), torch.as_tensor(f), n=40000).to("cuda")
+    mesh = (torch.as_tensor(v, dtype=torch.float32, device="cuda"), torch.as_tensor(f, device="cuda"))
+    kw = dict(simplify=0.95, fill_holes=True, texture_size=512, verbose=False, nviews=16, render_resolution=256,
+              uv_method="charts", device="cuda")
+    v0, f0, uv0, tex0, info0 = bake_textured_mesh(gaussian, mesh, overlap_uv=False, **kw)
+    v1, f1, uv1, tex1, info1 = bake_textured_mesh(gaussian, mesh, **kw)
+    assert info0["views_rendered_during_simplify"] == 0 and info1["views_rendered_during_simplify"] > 0
+    np.testing.assert_array_equal(f0, f1)
+    np.testing.assert_array_equal(uv0, uv1)
+    np.testing.assert_array_equal(tex0, tex1)
