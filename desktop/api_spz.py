@@ -1,4 +1,5 @@
-"""The StableProjectorz-compatible endpoints of the REST API (mounted by desktop/api.py).
+"""The StableProjectorz-compatible endpoints of the REST API (mounted by desktop/api.py; what they share
+with the /v1 job API comes from desktop/api_common.py).
 
 StableProjectorz's 3D mode talks to a server at ip:port with these endpoints and parameter names
 (those of the trellis-stable-projectorz API). One generation at a time, the request answering when
@@ -25,12 +26,14 @@ names below, the form endpoints and /generate accept any generation setting unde
 """
 
 import asyncio
+import functools
+import os
 from typing import Literal, Optional
 
-from .api import (ERROR_STATUS, MAX_IMAGES, POLL_S, ApiError, api_state, binary_content, build_settings, check_images,
-                  decode_base64, error_responses, form_schema, form_values, parameter_fields, read_body, upload_bytes,
-                  validate)
-from .settings import MAX_SEED, RULES
+from .api_common import (ERROR_STATUS, MAX_IMAGES, POLL_S, ApiError, api_state, binary_content, build_settings,
+                         check_images, decode_base64, error_responses, form_schema, form_values, parameter_fields,
+                         read_body, upload_bytes, validate)
+from .settings import MAX_SEED, RULES, GenerationSettings, number_range
 
 STATUSES = ("PROCESSING", "PREVIEW_READY", "COMPLETE", "FAILED")
 BUSY = ("Server is busy: a generation is running. Wait for it (GET /status) or stop it (POST /interrupt).")
@@ -162,13 +165,9 @@ def _build_models() -> dict:
                 Status=Status, Result=Result, Interrupt=Interrupt)
 
 
-_MODELS: dict = {}
-
-
+@functools.cache
 def spz_models() -> dict:
-    if not _MODELS:
-        _MODELS.update(_build_models())
-    return _MODELS
+    return _build_models()
 
 
 def referenced_models() -> list:
@@ -296,19 +295,28 @@ def _status(slot) -> dict:
 
 
 # The panel StableProjectorz shows for this server: our own plain-text description of the controls
-# (name, type, range, default: the defaults of our balanced preset, the simplify ratio as a percentage).
-PANEL_LAYOUT = """\
-# Trellis Desktop: 3D generation panel
-operation make_meshes_and_tex
-images 1..16
-seed int -1..2147483647 default -1 "Seed (-1: random)"
-ss_strength float 0..10 default 7.5 "Structure guidance"
-ss_steps int 1..50 default 12 "Structure steps"
-slat_strength float 0..10 default 3 "Detail guidance"
-slat_steps int 1..50 default 12 "Detail steps"
-mesh_simplify int 0..99 default 95 "Simplify (% of triangles removed)"
-texture_size int 256..8192 default 1024 "Texture size"
-"""
+# (name, type, range, default), generated from settings.RULES and the balanced preset's values, so that
+# its ranges are the ones every other surface accepts; the simplify ratio as a percentage.
+_PANEL_ROWS = (("ss_strength", "ss_cfg", "Structure guidance"), ("ss_steps", "ss_steps", "Structure steps"),
+               ("slat_strength", "slat_cfg", "Detail guidance"), ("slat_steps", "slat_steps", "Detail steps"))
+
+
+def panel_layout() -> str:
+    d = GenerationSettings()
+    rows = ["# Trellis Desktop: 3D generation panel", "operation make_meshes_and_tex", f"images 1..{MAX_IMAGES}",
+            f'seed int -1..{MAX_SEED} default -1 "Seed (-1: random)"']
+    for spz, ours, label in _PANEL_ROWS:
+        lo, hi = number_range(ours)
+        rows.append(f'{spz} {RULES[ours][0]} {lo:g}..{hi:g} default {getattr(d, ours):g} "{label}"')
+    lo, hi = number_range("simplify")
+    rows.append(f'mesh_simplify int {round(lo * 100)}..{round(hi * 100)} default {round(d.simplify * 100)} '
+                '"Simplify (% of triangles removed)"')
+    lo, hi = number_range("texture_size")
+    rows.append(f'texture_size int {lo}..{hi} default {d.texture_size} "Texture size"')
+    return "\n".join(rows) + "\n"
+
+
+PANEL_LAYOUT = panel_layout()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,7 +428,8 @@ def add_routes(app) -> None:
         job = api_state(request).spz.latest_with("glb")
         if job is None:
             raise ApiError(404, "no model yet: run /generate_no_preview, /generate or /resume_from_preview first")
-        return FileResponse(job.files["glb"], media_type="model/gltf-binary", filename="model.glb")
+        path = job.files["glb"]
+        return FileResponse(path, media_type="model/gltf-binary", filename=os.path.basename(path))
 
     @app.get("/download/preview/{kind}", tags=tags, summary="The preview video of the latest preview",
              description="`gaussian`: the turntable of the result. No `mesh` preview is made (404).",

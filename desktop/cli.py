@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import re
 import errno
+import os
 import shutil
 import sys
 import tempfile
 import time
 
-from .settings import DEFAULT_PRESET, FORMATS, PRESETS, GenerationSettings, field_names
+from .options import add_model_option, add_runner_options, check_runner_args, format_clock
+from .settings import DEFAULT_PRESET, FORMATS, PRESETS, GenerationSettings, field_names, number_range
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -37,54 +37,25 @@ def build_parser() -> argparse.ArgumentParser:
                f"Presets: {', '.join(PRESETS)} (default {DEFAULT_PRESET}).")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, ...)")
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="outputs folder (created if missing)")
-    p.add_argument("--model", default=os.environ.get("TRELLIS_DESKTOP_MODEL", "microsoft/TRELLIS-image-large"),
-                   metavar="PATH_OR_REPO",
-                   help="pipeline folder or Hugging Face repo (default: $TRELLIS_DESKTOP_MODEL or %(default)s)")
+    add_model_option(p)
     p.add_argument("--preset", choices=list(PRESETS), default=None, help=f"quality preset (default {DEFAULT_PRESET})")
     p.add_argument("--settings", metavar="FILE", help="start from a settings file (e.g. a job's settings.json, "
                                                        "to reproduce it); other options override it")
     p.add_argument("--seed", type=int, metavar="N", help="random seed (default: a new random seed per image)")
-    p.add_argument("--steps", type=int, metavar="N", help="sampling steps of both stages")
-    p.add_argument("--texture-size", type=int, metavar="N", help="texture side in pixels (GLB / OBJ)")
-    p.add_argument("--simplify", type=float, metavar="F", help="fraction of triangles removed (0..0.99)")
+    p.add_argument("--steps", type=int, metavar="N", help="sampling steps of both stages (%d..%d)" % number_range("ss_steps"))
+    p.add_argument("--texture-size", type=int, metavar="N",
+                   help="texture side in pixels, GLB / OBJ (%d..%d)" % number_range("texture_size"))
+    p.add_argument("--simplify", type=float, metavar="F",
+                   help="fraction of triangles removed (%g..%g)" % number_range("simplify"))
     p.add_argument("--formats", metavar="LIST", help=f"comma-separated, from {','.join(FORMATS)} "
                                                      "(default glb,ply,mp4)")
-    p.add_argument("--device", type=_device, metavar="cpu|cuda[:N]",
-                   help="compute device (default: cuda when available, else cpu)")
-    p.add_argument("--gpus", type=_gpus, metavar="0,1", help="one worker per listed GPU (images in parallel)")
+    add_runner_options(p, parallel="images in parallel", outputs=False)
     p.add_argument("--no-background-removal", action="store_true",
                    help="use the image as it is (transparent PNGs are still cropped to their object)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help=f"any other setting, repeatable: {', '.join(field_names())}")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output, only errors and folders")
     return p
-
-
-def _device(text: str) -> str:
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
-        raise argparse.ArgumentTypeError(f"{text!r}: use cpu, cuda or cuda:N")
-    return text
-
-
-def _gpus(text: str) -> list:
-    try:
-        ids = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: use GPU numbers separated by commas, e.g. 0,1") from None
-    if not ids or any(i < 0 for i in ids) or len(set(ids)) != len(ids):
-        raise argparse.ArgumentTypeError(f"{text!r}: use distinct GPU numbers separated by commas, e.g. 0,1")
-    return ids
-
-
-def port_number(text: str) -> int:
-    """argparse type of the servers' --port (ui, api)."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (use 1..65535)") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a port number (use 1..65535)")
-    return port
 
 
 def output_folder_problem(path: str):
@@ -192,15 +163,6 @@ def build_settings(args) -> GenerationSettings:
 # Progress display (no dependency: a plain text bar on stderr)
 # ---------------------------------------------------------------------------------------------
 
-def _clock(seconds) -> str:
-    if seconds is None:
-        return "--:--"
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 class ProgressDisplay:
     """One redrawn line on a terminal; on a pipe or file, one line per stage change."""
 
@@ -223,7 +185,7 @@ class ProgressDisplay:
             step = f" {p.step}/{p.total}" if p.total > 1 else ""
             sub = f" ({p.message})" if p.message else ""
             line = (f"{head}  {p.label}{sub}{step}  [{'#' * filled}{'-' * (bar_w - filled)}] "
-                    f"{p.fraction * 100:3.0f}%  ETA {_clock(p.eta_s)}")
+                    f"{p.fraction * 100:3.0f}%  ETA {format_clock(p.eta_s)}")
             self._draw(line[:cols])
         else:
             key = (index, p.stage)
@@ -262,8 +224,7 @@ def main(argv=None) -> int:
         settings = build_settings(args)
     except ValueError as err:
         parser.error(str(err))                          # exits with 2
-    if args.gpus and args.device and args.device != "cuda":
-        parser.error("--gpus picks the GPUs itself; leave out --device (or use --device cuda)")
+    check_runner_args(parser, args, outputs=None)   # -o is checked below
     for image in args.images:                           # a pipe or a device would be read forever
         if os.path.exists(image) and not os.path.isdir(image) and not os.path.isfile(image):
             parser.error(f"{image} is not a file but a pipe, socket or device; give an image file")

@@ -179,6 +179,27 @@ RULES: dict = {
     "offload": ("choice", OFFLOADS),
 }
 
+# The step between the values a page offers (the UI's sliders). A slider spans its setting's whole RULES
+# range: that is the one range of each setting, on every surface (UI, CLI, REST schema, StableProjectorz
+# panel), so that settings written by any of them (a settings.json from the CLI with --texture-size 8192,
+# an API job with 200 steps) load back into the page as they are.
+STEPS: dict = {"ss_steps": 1, "slat_steps": 1, "ss_cfg": 0.1, "slat_cfg": 0.1, "simplify": 0.01, "texture_size": 64,
+               "bake_views": 1, "bake_resolution": 32, "video_frames": 1, "video_resolution": 16, "video_fps": 1}
+
+
+def number_range(name: str) -> tuple:
+    """(lo, hi) of a numeric setting (RULES)."""
+    kind, lo, hi = RULES[name]
+    if kind not in ("int", "float"):
+        raise ValueError(f"{name} is not a number setting")
+    return lo, hi
+
+
+def slider(name: str) -> tuple:
+    """(lo, hi, step) of the page's slider for a numeric setting: its RULES range and its STEPS step."""
+    return (*number_range(name), STEPS[name])
+
+
 # One line per field, for help texts (CLI, UI tooltips, the API's schema).
 HELP: dict = {
     "preset": "the preset these settings started from (fast, balanced, high, low-vram or custom)",

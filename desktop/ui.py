@@ -3,7 +3,7 @@
 A Gradio Blocks page on top of the JobRunner: one image, several views of one object, or a batch of
 files in; a live progress line (stage, step i/n, ETA) while the job runs; the preview video, an
 interactive 3D view of the GLB and download buttons when it is done; the history of the outputs
-folder. Every job gets its own folder there (see desktop/jobs.py), so nothing is lost when the page
+folder. Every job gets its own folder there (see desktop/jobs/folder.py), so nothing is lost when the page
 is closed. Nothing is fetched from the internet by the page itself (Gradio serves its own assets;
 analytics are off); the model is downloaded by the runner only when it is not on disk yet.
 
@@ -15,24 +15,23 @@ Gradio is imported only once the options are parsed, so `--help` and a usage err
 """
 import argparse
 import html
-import json
 import os
 import shutil
 import sys
 import tempfile
 import threading
-import time
 import zipfile
 from pathlib import Path
 
-from . import cli
+from .jobs import folder as job_folder
+from .options import (DEFAULT_MODEL, add_memory_options, add_model_option, add_runner_options, add_server_options,
+                      check_runner_args, format_clock)
 from .stopping import StopSignals
 from .settings import (BAKE_MODES, DEFAULT_PRESET, MAX_SEED, MULTI_IMAGE_MODES, OFFLOADS, PRECISIONS,
-                       PRESETS, GenerationSettings)
+                       PRESETS, GenerationSettings, slider)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = ROOT / "assets" / "examples"
-DEFAULT_MODEL = "microsoft/TRELLIS-image-large"
 
 gr = None           # the gradio module, set by _load_gradio()
 
@@ -58,21 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start the Trellis Desktop browser app (also: python gradio_main.py [options]).",
         epilog="Precision and offloading chosen in the page apply from the next job on, without a restart. "
                "Every job is saved in its own sub-folder of the outputs folder.")
-    p.add_argument("--model", default=os.environ.get("TRELLIS_DESKTOP_MODEL", DEFAULT_MODEL), metavar="REPO_OR_DIR",
-                   help="pipeline folder or Hugging Face repo (default: $TRELLIS_DESKTOP_MODEL or %(default)s)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default %(default)s: this computer only; 0.0.0.0 for the network)")
-    p.add_argument("--port", type=cli.port_number, default=7860, help="port to listen on (default %(default)s)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="initial precision of the networks (default %(default)s; changeable in the page)")
-    p.add_argument("--offload", choices=OFFLOADS, default="auto",
-                   help="initial offloading: model = each network on the GPU only while it runs "
-                        "(default %(default)s; changeable in the page)")
-    p.add_argument("--outputs", default="outputs", metavar="DIR",
-                   help="folder that receives one sub-folder per job (default: %(default)s)")
-    p.add_argument("--device", type=cli._device, metavar="cpu|cuda[:N]",
-                   help="compute device (default: cuda when available, else cpu)")
-    p.add_argument("--gpus", type=cli._gpus, metavar="0,1", help="one worker per listed GPU (batch jobs in parallel)")
+    add_model_option(p, metavar="REPO_OR_DIR")
+    add_server_options(p, port=7860, host_help="address to listen on (default %(default)s: this computer only; "
+                                               "0.0.0.0 for the network)")
+    add_memory_options(p, precision_help="initial precision of the networks (default %(default)s; changeable in "
+                                         "the page)",
+                       offload_help="initial offloading: model = each network on the GPU only while it runs "
+                                    "(default %(default)s; changeable in the page)")
+    add_runner_options(p, parallel="batch jobs in parallel")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser window")
     return p
 
@@ -93,10 +85,7 @@ def _model_problem(model: str) -> str | None:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)                       # exits with 2 on a usage error
-    if args.gpus and args.device and args.device != "cuda":
-        parser.error("--gpus picks the GPUs itself; leave out --device (or use --device cuda)")
-    if os.path.exists(args.outputs) and not os.path.isdir(args.outputs):
-        parser.error(f"--outputs: {args.outputs} exists and is not a folder")
+    check_runner_args(parser, args)
     defaults = GenerationSettings(precision=args.precision, offload=args.offload)
 
     _load_gradio()
@@ -220,10 +209,6 @@ def _labelled(message: str) -> str:
     return f"{LABELS[key]}:{rest}" if sep and key in LABELS else message
 
 
-def _clock(seconds) -> str:
-    return cli._clock(seconds)
-
-
 # ---------------------------------------------------------------------------------------------
 # Inputs from the page (raw payloads: the event runs with preprocess=False so that an unreadable
 # upload reaches the job runner, which says what is wrong with it, instead of failing in Gradio)
@@ -328,8 +313,8 @@ def _job_line(job, runner) -> tuple:
         if p.total > 1:
             parts.append(f"step {p.step}/{p.total}")
         parts.append(f"{p.fraction * 100:.0f}%")
-        parts.append(f"ETA {_clock(p.eta_s)}" if p.eta_s is not None else "ETA --:--")
-        parts.append(f"elapsed {_clock(p.elapsed_s)}")
+        parts.append(f"ETA {format_clock(p.eta_s)}" if p.eta_s is not None else "ETA --:--")
+        parts.append(f"elapsed {format_clock(p.elapsed_s)}")
         return "running", " · ".join(parts)
     if job.state == JobState.DONE:
         took = job.timings.get("total")
@@ -371,11 +356,6 @@ def status_html(entries: list, runner) -> str:
 # Job folders (the outputs folder is the history)
 # ---------------------------------------------------------------------------------------------
 
-# Files of a job folder in the order the file list shows them.
-_LISTED = ["model.glb", "model.ply", "model.obj", "model.mtl", "model.png", "preview.mp4", "preprocessed.png",
-           "settings.json", "timings.json", "error.json"]
-
-
 def device_line(fast_paths: dict) -> str:
     """The devices and their fast-path lines for the page header: "`cuda:0` (fast paths on (Triton kernels))";
     devices that share a line are listed together."""
@@ -383,54 +363,6 @@ def device_line(fast_paths: dict) -> str:
     for dev, line in fast_paths.items():
         groups.setdefault(line, []).append(dev)
     return "; ".join(f"`{', '.join(devs)}` ({_md_escape(line)})" for line, devs in groups.items())
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def folder_state(folder: Path, running_dirs=()) -> str:
-    err = _read_json(folder / "error.json")
-    if isinstance(err, dict):
-        return str(err.get("state") or "failed")
-    if (folder / "timings.json").exists():
-        return "done"
-    return "running" if str(folder) in running_dirs else "incomplete"
-
-
-def folder_files(folder: Path) -> list:
-    files = [folder / n for n in _LISTED if (folder / n).is_file()]
-    files += sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                    and p.name not in _LISTED and (p.name.startswith("input") or p.name.startswith("preprocessed")))
-    return files
-
-
-def list_history(outputs_dir: Path, running_dirs=(), limit: int = 200) -> list:
-    """[(label, folder name)] of the job folders in the outputs folder, newest first."""
-    try:
-        folders = [p for p in outputs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
-                   and (p / "settings.json").is_file()]
-    except OSError:
-        return []
-    folders.sort(key=lambda p: p.name, reverse=True)
-    out = []
-    for folder in folders[:limit]:
-        record = _read_json(folder / "settings.json") or {}
-        inputs = record.get("inputs") or []
-        names = [os.path.basename(str(x)) for x in inputs]
-        what = names[0] if names else "?"
-        if len(names) > 1:
-            what += f" + {len(names) - 1}"
-        stamp = folder.name[:15]
-        try:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.strptime(stamp, "%Y%m%d-%H%M%S"))
-        except ValueError:
-            pass
-        out.append((f"{stamp} · {what} · {folder_state(folder, running_dirs)}", folder.name))
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -525,24 +457,23 @@ class TrellisApp:
                             randomize = gr.Checkbox(d.randomize_seed, label=LABELS["randomize_seed"],
                                                     elem_id="td-randomize")
                         k = {}
+
+                        def knob(name):
+                            # The setting's whole range (settings.slider): any valid settings load into it.
+                            lo, hi, step = slider(name)
+                            return gr.Slider(lo, hi, start[name], step=step, label=LABELS[name], elem_id=f"td-{name}")
                         with gr.Row():
-                            k["ss_steps"] = gr.Slider(1, 100, start["ss_steps"], step=1,
-                                                      label=LABELS["ss_steps"], elem_id="td-ss_steps")
-                            k["ss_cfg"] = gr.Slider(0, 10, start["ss_cfg"], step=0.1, label=LABELS["ss_cfg"],
-                                                    elem_id="td-ss_cfg")
+                            k["ss_steps"] = knob("ss_steps")
+                            k["ss_cfg"] = knob("ss_cfg")
                         with gr.Row():
-                            k["slat_steps"] = gr.Slider(1, 100, start["slat_steps"], step=1,
-                                                        label=LABELS["slat_steps"], elem_id="td-slat_steps")
-                            k["slat_cfg"] = gr.Slider(0, 10, start["slat_cfg"], step=0.1,
-                                                      label=LABELS["slat_cfg"], elem_id="td-slat_cfg")
+                            k["slat_steps"] = knob("slat_steps")
+                            k["slat_cfg"] = knob("slat_cfg")
                     with gr.Accordion("Output settings", open=False, elem_id="td-out-settings"):
                         formats = gr.CheckboxGroup(FORMAT_CHOICES, value=list(d.formats), label=LABELS["formats"],
                                                    elem_id="td-formats")
                         with gr.Row():
-                            k["simplify"] = gr.Slider(0, 0.99, start["simplify"], step=0.01,
-                                                      label=LABELS["simplify"], elem_id="td-simplify")
-                            k["texture_size"] = gr.Slider(64, 4096, start["texture_size"], step=64,
-                                                          label=LABELS["texture_size"], elem_id="td-texture_size")
+                            k["simplify"] = knob("simplify")
+                            k["texture_size"] = knob("texture_size")
                         with gr.Row():
                             k["bake_mode"] = gr.Radio(list(BAKE_MODES), value=start["bake_mode"],
                                                       label=LABELS["bake_mode"], elem_id="td-bake_mode",
@@ -550,17 +481,11 @@ class TrellisApp:
                             k["fill_holes"] = gr.Checkbox(start["fill_holes"], label=LABELS["fill_holes"],
                                                           elem_id="td-fill_holes")
                         with gr.Row():
-                            k["bake_views"] = gr.Slider(1, 300, start["bake_views"], step=1,
-                                                        label=LABELS["bake_views"], elem_id="td-bake_views")
-                            k["bake_resolution"] = gr.Slider(64, 2048, start["bake_resolution"], step=64,
-                                                             label=LABELS["bake_resolution"],
-                                                             elem_id="td-bake_resolution")
+                            k["bake_views"] = knob("bake_views")
+                            k["bake_resolution"] = knob("bake_resolution")
                         with gr.Row():
-                            k["video_frames"] = gr.Slider(8, 480, start["video_frames"], step=1,
-                                                          label=LABELS["video_frames"], elem_id="td-video_frames")
-                            k["video_resolution"] = gr.Slider(64, 1024, start["video_resolution"], step=32,
-                                                              label=LABELS["video_resolution"],
-                                                              elem_id="td-video_resolution")
+                            k["video_frames"] = knob("video_frames")
+                            k["video_resolution"] = knob("video_resolution")
                     with gr.Accordion("Memory and input", open=False, elem_id="td-mem-settings"):
                         with gr.Row():
                             k["precision"] = gr.Dropdown(list(PRECISIONS), value=start["precision"],
@@ -644,7 +569,7 @@ class TrellisApp:
             image = gr.File(label="image", file_count="single", type="filepath")
             settings = gr.JSON(label="settings")
             info = gr.JSON(label="job")
-            model = gr.File(label="model.glb")
+            model = gr.File(label=job_folder.NAMES["glb"])
             files = gr.File(label="files", file_count="multiple")
             trigger = gr.Button()
         api = dict(api_visibility="public", concurrency_limit=None)
@@ -668,7 +593,7 @@ class TrellisApp:
         """The settings dict of an API call -> GenerationSettings, checked as strictly as the REST API's JSON."""
         from pydantic import ConfigDict, create_model
 
-        from .api import ApiError, ServerDefaults, build_settings, parameter_fields, validate
+        from .api_common import ApiError, ServerDefaults, build_settings, parameter_fields, validate
 
         model = create_model("UiSettings", __config__=ConfigDict(extra="forbid"), **parameter_fields())
         try:
@@ -721,9 +646,9 @@ class TrellisApp:
         info = self.api_job(job)
         if job.state == JobState.FAILED:
             raise gr.Error(f"job {job.id} failed: {_hide_paths(friendly_error(job), job.inputs)}")
-        folder = Path(job.out_dir) if job.out_dir else None
+        folder = job_folder.JobFolder(job.out_dir) if job.out_dir else None
         glb = job.files.get("glb")
-        yield info, glb, ([str(p) for p in folder_files(folder)] if folder and job.state == JobState.DONE else None)
+        yield info, glb, ([str(p) for p in folder.listed_files()] if folder and job.state == JobState.DONE else None)
 
     def api_status(self, job_id: str) -> dict:
         return self.api_job(self._api_find(job_id))
@@ -740,12 +665,11 @@ class TrellisApp:
         if item is None:
             return idle_html()
         name, source = item
-        from trellis.pipelines import preprocess as pre
+        from .jobs.inputs import load_and_cut_out
 
         try:
-            img = pre.load_image(source)
-            if pre.has_real_alpha(img):
-                pre.crop_and_composite(img, "the image's transparency leaves no solid object")
+            img, cutout = load_and_cut_out(source)
+            if cutout is not None:
                 note = "its transparency marks the object (no background removal needed)"
             else:
                 note = "no transparency: its background is removed when you generate (if ticked)"
@@ -790,7 +714,7 @@ class TrellisApp:
                     if job.state == JobState.DONE and job.out_dir:
                         seed = job.seed if single_job else skip
                         yield (status_html(entries, self.runner), seed,
-                               *self._results(Path(job.out_dir), name if not single_job else None),
+                               *self._results(job_folder.JobFolder(job.out_dir), name if not single_job else None),
                                gr.update(choices=self._history_choices(), value=Path(job.out_dir).name))
                     else:
                         if job.state == JobState.FAILED:
@@ -834,16 +758,16 @@ class TrellisApp:
         folder = self._job_folder(folder_name)
         if folder is None:
             return (message_html("error", "That job folder is gone; press Refresh."), "", *self._empty_results())
-        state = folder_state(folder, self._running_dirs())
+        state = folder.state(self._running_dirs())
         text = f"Showing {folder.name} ({state})"
-        err = _read_json(folder / "error.json")
-        if isinstance(err, dict) and err.get("error"):
+        err = folder.error()
+        if err and err.get("error"):
             text += f": {err['error']}"
         return (message_html("history", text), *self._results(folder))
 
     def reuse_settings(self, folder_name):
         folder = self._job_folder(folder_name)
-        record = _read_json(folder / "settings.json") if folder else None
+        record = folder.settings_record() if folder else None
         try:
             s = GenerationSettings.from_json(record)
         except ValueError:
@@ -859,45 +783,41 @@ class TrellisApp:
         return {j.out_dir for j in self.runner.list() if j.out_dir and j.state not in ("done", "failed", "cancelled")}
 
     def _history_choices(self) -> list:
-        return list_history(self.runner.outputs_dir, self._running_dirs())
+        return job_folder.list_history(self.runner.outputs_dir, self._running_dirs())
 
-    def _job_folder(self, name) -> Path | None:
-        if not name or not isinstance(name, str) or name != os.path.basename(name) or name.startswith("."):
-            return None
-        folder = self.runner.outputs_dir / name
-        return folder if folder.is_dir() else None
+    def _job_folder(self, name) -> "job_folder.JobFolder | None":
+        return job_folder.find(self.runner.outputs_dir, name)
 
     def _empty_results(self) -> tuple:
         off = gr.update(value=None, interactive=False)
         return None, None, off, off, off, None          # video, model, glb, ply, obj, files
 
-    def _obj_zip(self, folder: Path) -> Path | None:
-        parts = [folder / n for n in ("model.obj", "model.mtl", "model.png")]
-        if not parts[0].is_file():
+    def _obj_zip(self, folder) -> Path | None:
+        parts = folder.obj_parts()
+        if not parts:
             return None
         dest = self._tmp / f"{folder.name}-obj.zip"
         if not dest.exists():
             tmp = dest.with_suffix(".partial")
             with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
                 for p in parts:
-                    if p.is_file():
-                        z.write(p, p.name)
+                    z.write(p, p.name)
             os.replace(tmp, dest)
         return dest
 
-    def _results(self, folder: Path, name: str | None = None) -> tuple:
-        """(info, video, model, glb button, ply button, obj button, files) for a job folder."""
-        def there(n):
-            p = folder / n
-            return str(p) if p.is_file() else None
-        glb, ply, mp4 = there("model.glb"), there("model.ply"), there("preview.mp4")
+    def _results(self, folder, name: str | None = None) -> tuple:
+        """(info, video, model, glb button, ply button, obj button, files) for a job folder (a JobFolder)."""
+        def there(kind):
+            p = folder.existing(kind)
+            return str(p) if p else None
+        glb, ply, mp4 = there("glb"), there("ply"), there("mp4")
         obj = self._obj_zip(folder)
 
         def button(path):
             return gr.update(value=path, interactive=True) if path else gr.update(value=None, interactive=False)
-        record = _read_json(folder / "settings.json") or {}
+        record = folder.settings_record() or {}
         s = record.get("settings") or {}
-        timings = _read_json(folder / "timings.json") or {}
+        timings = folder.timings() or {}
         bits = []
         if name:
             bits.append(f"**{_md_escape(name)}**")
@@ -907,10 +827,10 @@ class TrellisApp:
             bits.append(f"**Time:** {timings['total']:.1f} s")
         if s:
             bits.append(f"**Steps:** {s.get('ss_steps')} + {s.get('slat_steps')} · **preset:** {s.get('preset')}")
-        info = " · ".join(bits) + f"\n\nFolder: `{folder}`"
+        info = " · ".join(bits) + f"\n\nFolder: `{folder.path}`"
         # The viewer shows the GLB only: Gradio's splat viewer for a PLY of Gaussians is heavy without a GPU.
         return (info, mp4, glb, button(glb), button(ply), button(str(obj) if obj else None),
-                [str(p) for p in folder_files(folder)] or None)
+                [str(p) for p in folder.listed_files()] or None)
 
 
 def _md_escape(text: str) -> str:

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from desktop import api as api_mod
+from desktop import api_common
 from desktop.api import create_app
 from desktop.jobs import JobRunner
 from images import rgba_blob
@@ -210,7 +211,7 @@ def test_v1_bad_requests_are_4xx_with_a_reason(client, blob, monkeypatch):
     assert r.status_code == 415 and "multipart/form-data" in r.json()["detail"]
     r = client.post("/v1/jobs", content=b"--x\r\nbroken", headers={"content-type": "multipart/form-data; boundary=x"})
     assert r.status_code in (400, 422), r.text
-    monkeypatch.setattr(api_mod, "MAX_IMAGE_BYTES", 1000)
+    monkeypatch.setattr(api_common, "MAX_IMAGE_BYTES", 1000)   # read by upload_bytes
     r = post_file(blob + b"\0" * 2000)
     assert r.status_code == 413 and "larger than" in r.json()["detail"]
     monkeypatch.undo()

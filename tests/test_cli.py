@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from desktop import cli
+from desktop.options import format_clock
 from desktop.settings import GenerationSettings
 from images import rgba_blob
 
@@ -383,7 +384,7 @@ def test_progress_bar_text():
     assert text.startswith("\r[1/2] a.png  Sampling details 6/12  [##########----------]  50%  ETA 1:15")
     display.clear()
     assert stream.getvalue().endswith("\r")
-    assert cli._clock(3725) == "1:02:05" and cli._clock(None) == "--:--"
+    assert format_clock(3725) == "1:02:05" and format_clock(None) == "--:--"
 
 
 def test_elongated_image_is_a_user_error_without_traceback(tiny_pipeline_dir, tmp_path):

@@ -520,6 +520,7 @@ def test_inputs_messages_status_and_history(tmp_path):
 
     from desktop import ui
     from desktop.jobs import Job, JobState, Progress
+    from desktop.jobs import folder as job_folder
     from desktop.settings import GenerationSettings
 
     # Raw upload payloads -> jobs.
@@ -575,12 +576,12 @@ def test_inputs_messages_status_and_history(tmp_path):
         elif extra:
             (out / name / extra).write_text("{}")
     (out / ".hidden").mkdir()
-    assert ui.list_history(out) == [("2026-01-03 10:00:00 · cat.png · incomplete", "20260103-100000-cccccccc"),
+    assert job_folder.list_history(out) == [("2026-01-03 10:00:00 · cat.png · incomplete", "20260103-100000-cccccccc"),
                                     ("2026-01-02 10:00:00 · cat.png · cancelled", "20260102-100000-bbbbbbbb"),
                                     ("2026-01-01 10:00:00 · cat.png · done", "20260101-100000-aaaaaaaa")]
     app = ui.TrellisApp(SimpleNamespace(outputs_dir=out, list=lambda: []))
     try:
-        assert app._job_folder("20260101-100000-aaaaaaaa") == out / "20260101-100000-aaaaaaaa"
+        assert app._job_folder("20260101-100000-aaaaaaaa").path == out / "20260101-100000-aaaaaaaa"
         for bad in ("../outputs", "/etc", ".hidden", "", None, "nope"):
             assert app._job_folder(bad) is None, bad
     finally:

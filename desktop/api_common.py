@@ -1,0 +1,315 @@
+"""What both families of REST endpoints share (desktop/api.py's /v1 job API and desktop/api_spz.py's
+StableProjectorz endpoints): limits, the error answer, request body reading and validation, the settings
+of a request, the OpenAPI pieces. Both import it; it imports neither, so they depend on it one way.
+"""
+import base64
+import binascii
+import functools
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Literal, Optional, Union
+
+from starlette.exceptions import HTTPException as _StarletteHTTPException
+
+from .settings import DEFAULT_PRESET, FORMATS, HELP, PRESETS, RULES, GenerationSettings
+
+MAX_IMAGES = 16                         # per job (several views of one object)
+MAX_IMAGE_BYTES = 64 * 1024 * 1024      # per image file
+MAX_JSON_DEPTH = 32                     # nesting of a JSON body (a job needs 2: an object of lists)
+POLL_S = 0.1                            # how often a waiting request looks at its job
+
+# HTTP status of a job's failure, for the endpoints that answer when the job has ended.
+ERROR_STATUS = {"input": 422, "empty": 422, "cancelled": 499, "oom": 507, "disk": 507, "model": 503,
+                "background_removal": 503, "interrupted": 503, "internal": 500}
+
+
+class BodyTimeout(_StarletteHTTPException):
+    """The request body stopped arriving (BODY_READ_TIMEOUT_S without a byte). An HTTPException so that
+    FastAPI's own body parsing lets it through (it turns other errors into a 400)."""
+
+    def __init__(self):
+        super().__init__(408)
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, a message (or FastAPI-style list of problems) and extra fields."""
+
+    def __init__(self, http_status: int, detail, **extra):
+        super().__init__(detail if isinstance(detail, str) else "invalid request")
+        self.http_status, self.detail, self.extra = http_status, detail, extra
+
+
+# ---------------------------------------------------------------------------------------------
+# Schemas
+# ---------------------------------------------------------------------------------------------
+
+def rule_type(name: str):
+    """(annotation, constraints) of a generation setting, from settings.RULES."""
+    rule = RULES[name]
+    if rule[0] == "int":
+        return int, {"ge": rule[1], "le": rule[2]}
+    if rule[0] == "float":
+        return float, {"ge": rule[1], "le": rule[2], "allow_inf_nan": False}
+    if rule[0] == "bool":
+        return bool, {}
+    return Literal[tuple(rule[1])], {}
+
+
+def parameter_fields(skip=()) -> dict:
+    """pydantic field definitions of every generation setting, all optional (None: not given)."""
+    from pydantic import Field
+
+    fields = {"preset": (Optional[Literal[tuple(PRESETS)]],
+                         Field(None, description=f"start from this preset (default: the server's, "
+                                                 f"normally {DEFAULT_PRESET}); the other fields override it"))}
+    for name in RULES:
+        kind, limits = rule_type(name)
+        fields[name] = (Optional[kind], Field(None, description=HELP[name], **limits))
+    fields["formats"] = (Optional[list[Literal[FORMATS]]],
+                         Field(None, min_length=1, max_length=len(FORMATS), description=HELP["formats"]))
+    return {k: v for k, v in fields.items() if k not in skip}
+
+
+def error_responses(*codes: int) -> dict:
+    """OpenAPI `responses` entries for error statuses (all share the ErrorBody schema)."""
+    words = {400: "unreadable request body", 401: "token missing or wrong", 404: "no such job or file",
+             409: "not possible in the job's current state", 413: "request body too large",
+             415: "body is neither JSON nor a form", 422: "invalid parameters or an unusable image",
+             499: "cancelled", 500: "unexpected failure", 503: "busy, or the model cannot be loaded",
+             507: "out of memory or disk space"}
+    return {c: {"model": error_body_model(), "description": words[c]} for c in codes}
+
+
+@functools.cache
+def error_body_model():
+    """The body of every error answer."""
+    from pydantic import BaseModel, Field
+
+    class ErrorBody(BaseModel):
+        detail: Union[str, list[dict[str, Any]]] = Field(description="the message, or one entry per invalid field")
+        error_kind: Optional[str] = None
+        job_id: Optional[str] = None
+        status: Optional[str] = None
+    return ErrorBody
+
+
+def binary_content(*types: str) -> dict:
+    """OpenAPI `content` of a file download: application/octet-stream first, then `types`. Generated
+    clients read a response as the first type they know, and most know only octet-stream among the binary
+    ones (they would drop a model/gltf-binary answer, or parse model.glb as JSON when JSON came first)."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {"application/octet-stream": binary, **{t: binary for t in types if t != "application/octet-stream"}}
+
+
+def form_schema(model, files: Optional[dict] = None, required=()) -> dict:
+    """A multipart/form-data or urlencoded request schema from a pydantic model: optional fields are
+    simply left out (no null), `files` adds file fields ({name: "one" | "many"})."""
+    props = {}
+    for name, prop in model.model_json_schema()["properties"].items():
+        prop = dict(prop)
+        if "anyOf" in prop:
+            options = [o for o in prop.pop("anyOf") if o.get("type") != "null"]
+            prop.update(options[0] if len(options) == 1 else {"anyOf": options})
+        prop.pop("default", None)
+        props[name] = prop
+    for name, count in (files or {}).items():
+        binary = {"type": "string", "format": "binary"}
+        props[name] = binary if count == "one" else {
+            "type": "array", "minItems": 1, "maxItems": MAX_IMAGES, "items": binary,
+            "description": "image files (repeat the field for several views of one object)"}
+    return {"type": "object", "required": list(required), "properties": props}
+
+
+# ---------------------------------------------------------------------------------------------
+# Server state
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class ServerDefaults:
+    """What the server fills in when a request does not say (command-line options)."""
+    preset: str = DEFAULT_PRESET
+    precision: str = "auto"
+    offload: str = "auto"
+
+
+# ---------------------------------------------------------------------------------------------
+# Request helpers
+# ---------------------------------------------------------------------------------------------
+
+def decode_base64(text: str, where: str) -> bytes:
+    """base64 (standard or URL-safe, padding optional, a data: URL prefix allowed) -> bytes."""
+    if not isinstance(text, str):
+        raise ApiError(422, f"{where}: expected a base64 string")
+    s = text.strip()
+    if s.startswith("data:"):
+        head, sep, s = s.partition(",")
+        if not sep or ";base64" not in head:
+            raise ApiError(422, f"{where}: a data: URL must be base64 (data:image/png;base64,...)")
+    s = "".join(s.split()).replace("-", "+").replace("_", "/")
+    s += "=" * (-len(s) % 4)
+    try:
+        data = base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(422, f"{where}: not valid base64 (send the image file's bytes base64-encoded)") from None
+    if not data:
+        raise ApiError(422, f"{where}: the image is empty")
+    return data
+
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+
+
+def json_depth(raw: bytes) -> int:
+    """The deepest nesting of [ and { in a JSON text (outside strings), without parsing it: a deep
+    body is refused before the parser (or the validation) recurses through it. C-speed passes only
+    (a body may hold 256 MB of base64)."""
+    import numpy as np
+
+    skeleton = _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", bytes(raw)))
+    if not skeleton:
+        return 0
+    a = np.frombuffer(skeleton, np.uint8)
+    return int(np.cumsum(np.where((a == ord("[")) | (a == ord("{")), 1, -1)).max())
+
+
+async def read_form(request) -> dict:
+    """The form fields of a multipart or urlencoded body: name -> list of str / UploadFile."""
+    try:
+        form = await request.form(max_files=MAX_IMAGES * 2, max_fields=200, max_part_size=MAX_IMAGE_BYTES * 2)
+    except BodyTimeout:
+        raise
+    except Exception as err:          # malformed multipart, too many parts, ...
+        detail = getattr(err, "detail", None) or getattr(err, "message", None) or str(err)
+        raise ApiError(400, f"the form could not be read: {detail}") from None
+    out: dict = {}
+    for key, value in form.multi_items():
+        out.setdefault(key, []).append(value)
+    return out
+
+
+async def read_body(request, forms: bool = True) -> tuple:
+    """("json", object) or ("form", {name: [values]}) from a request body; 400 / 415 otherwise
+    (forms=False: only JSON)."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not forms and not (ctype == "application/json" or ctype.endswith("+json")):
+        raise ApiError(415, f"send this endpoint a JSON body (Content-Type: application/json), not "
+                            f"{ctype or 'a body without Content-Type'}")
+    if ctype == "application/json" or ctype.endswith("+json"):
+        raw = await request.body()
+        if json_depth(raw) > MAX_JSON_DEPTH:
+            raise ApiError(422, [{"loc": ["body"], "msg": f"JSON nested more than {MAX_JSON_DEPTH} levels deep; a "
+                                  "request is an object of settings and lists of base64 images (2 levels)",
+                                  "type": "json_invalid"}])
+        try:
+            return "json", json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ApiError(422, [{"loc": ["body"], "msg": f"invalid JSON: {err}", "type": "json_invalid"}]) from None
+    if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return "form", await read_form(request)
+    raise ApiError(415, f"send the job as multipart/form-data (image files) or application/json (base64 images), "
+                        f"not {ctype or 'a body without Content-Type'}")
+
+
+async def upload_bytes(value, where: str) -> bytes:
+    """An uploaded file (UploadFile) or a base64 string -> the image bytes (size-checked)."""
+    if isinstance(value, str):
+        data = decode_base64(value, where)
+    else:
+        data = await value.read(MAX_IMAGE_BYTES + 1)
+        if not data:
+            raise ApiError(422, f"{where}: the uploaded file is empty")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ApiError(413, f"{where}: the image file is larger than {MAX_IMAGE_BYTES // 2 ** 20} MB; "
+                            "downscale or recompress it")
+    return data
+
+
+def form_values(form: dict, list_fields=("formats",), skip=()) -> dict:
+    """Form fields -> plain values for validation: one value per field (a repeated field is an error),
+    list fields split on commas (given but empty: an error), other empty values treated as not given."""
+    out = {}
+    for key, values in form.items():
+        if key in skip:
+            continue
+        if any(not isinstance(v, str) for v in values):
+            raise ApiError(422, [{"loc": ["body", key], "msg": "expected a text field, got a file",
+                                  "type": "value_error"}])
+        if key in list_fields:
+            items = [x.strip() for v in values for x in v.split(",") if x.strip()]
+            if not items:
+                raise ApiError(422, [{"loc": ["body", key], "msg": _EMPTY_LIST.get(key, "give at least one value"),
+                                      "type": "too_short"}])
+            out[key] = items
+            continue
+        if len(values) > 1:
+            raise ApiError(422, [{"loc": ["body", key], "msg": "given more than once", "type": "value_error"}])
+        if values[0].strip() != "":
+            out[key] = values[0].strip()
+    return out
+
+
+_EMPTY_LIST = {"formats": f"choose at least one of {', '.join(FORMATS)} (comma-separated in a form)"}
+
+
+def problem(loc: list, msg: str, kind: str) -> dict:
+    """One entry of a 422's list, with our words where pydantic's mislead."""
+    if kind == "finite_number":
+        msg = "not a number (NaN or infinity): give a finite number"
+    elif kind == "too_short" and loc and loc[-1] in _EMPTY_LIST:
+        msg = _EMPTY_LIST[loc[-1]]
+    elif kind in ("int_type", "float_type", "bool_type", "string_type") and msg.startswith("Input should be"):
+        msg += " (true, false and quoted numbers are not numbers here)" if kind != "bool_type" else " (true or false)"
+    return {"loc": loc, "msg": msg, "type": kind}
+
+
+def validate(model, data, loc_prefix=("body",), strict: bool = False):
+    """model.model_validate(data), a failure -> 422 with one entry per problem. strict (JSON bodies):
+    no true for a number, no 1 or "yes" for a boolean, no "5" for a number; forms are text, read laxly."""
+    from pydantic import ValidationError
+
+    if not isinstance(data, dict):
+        raise ApiError(422, [{"loc": list(loc_prefix), "msg": "expected a JSON object", "type": "dict_type"}])
+    try:
+        return model.model_validate(data, strict=strict)
+    except ValidationError as err:
+        problems = [problem([*loc_prefix, *e["loc"]], e["msg"], e["type"])
+                    for e in err.errors(include_url=False, include_context=False, include_input=False)]
+        raise ApiError(422, problems) from None
+
+
+async def check_images(images: list, preprocess: bool, names: list) -> None:
+    """422 with the reason when an image cannot be used (read off the event loop)."""
+    from starlette.concurrency import run_in_threadpool
+
+    from .jobs import InputError, check_image
+
+    for data, name in zip(images, names, strict=True):
+        try:
+            await run_in_threadpool(check_image, data, preprocess)
+        except InputError as err:
+            raise ApiError(422, f"{name}: {err}") from None
+
+
+def build_settings(params: dict, defaults: ServerDefaults) -> GenerationSettings:
+    """A job's settings: the preset (the server's by default), the server's precision / offload unless
+    the request or its preset sets them, then the request's own values. Invalid -> 422."""
+    params = {k: v for k, v in params.items() if v is not None}
+    preset = params.pop("preset", None) or defaults.preset
+    for name in ("precision", "offload"):
+        server = getattr(defaults, name)
+        if name not in params and name not in PRESETS.get(preset, {}) and server != "auto":
+            params[name] = server
+    if "seed" in params and "randomize_seed" not in params:
+        params["randomize_seed"] = False          # a seed given means: use it
+    if "formats" in params:
+        params["formats"] = tuple(params["formats"])
+    try:
+        return GenerationSettings.from_preset(preset, **params)
+    except ValueError as err:
+        raise ApiError(422, str(err)) from None
+
+
+def api_state(request):
+    return request.app.state.api

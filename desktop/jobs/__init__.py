@@ -1,0 +1,67 @@
+"""Job runner: a FIFO queue of image-to-3D jobs served by one worker thread per GPU.
+
+    runner = JobRunner("microsoft/TRELLIS-image-large", "outputs", gpus=[0, 1])
+    job = runner.submit(["photo.png"], GenerationSettings.from_preset("fast"))
+    job.wait()                 # or poll job.state / job.progress
+    job.files["glb"]           # <outputs>/<YYYYmmdd-HHMMSS>-<id8>/model.glb
+
+Each worker loads the pipeline once, lazily, on its first job, and switches precision / offloading per
+job without reloading. A job's folder receives, as they are finished (each written atomically: a temp
+file then a rename, so a failure never leaves a half-written file): the input image(s),
+`settings.json` (every parameter and the seed actually used), `preprocessed.png`, `preview.mp4`,
+`model.ply`, `model.glb`, `model.obj` (+ `model.mtl`, `model.png`) as requested, and `timings.json`
+(or `error.json` when the job failed or was cancelled). The folder is made once the input image is
+read and the model is loaded, so a wrong file or a missing model leaves no folder behind. A failure of
+any kind fails that job only (`Job.error`, a message for the user; `Job.error_kind`, one of
+ERROR_KINDS): the worker goes on with the next one.
+
+Preview first, asset later: a job submitted with `keep_result=True` keeps its decoded result (the
+Gaussians and the mesh) in memory once it is done; `runner.submit_export(job.id, texture_size=2048)`
+then queues an export job that writes other files (GLB, OBJ, PLY, MP4) from that result without
+sampling again, into a folder of its own. Only the `keep_results` most recent results are kept.
+
+The package, one concern per module (each imports only those listed before it):
+
+    job.py       Job, JobState, Progress, the error classes, TexturedMesh (plain data, no torch)
+    folder.py    the job folder: its file names, atomic writers, readers (history, recovery), the lock
+    progress.py  stage weights -> the job's fraction and ETA
+    failures.py  an exception -> (kind, message that says what to do)
+    inputs.py    input image -> the pipeline's 518² image (InputError)
+    recovery.py  the outputs folder put in order at start (unfinished jobs marked interrupted)
+    steps.py     generate / export, top to bottom
+    runner.py    JobRunner (queue, kept results, cancel, shutdown) and its workers
+
+Names are imported lazily (PEP 562), so that `from desktop.jobs import folder` (the UI's history) does
+not import torch; `from desktop.jobs import JobRunner` works as before.
+"""
+import importlib
+
+_EXPORTS = {
+    "job": ("JobState", "STAGE_LABELS", "ERROR_KINDS", "InputError", "ModelLoadError", "UnknownJobError",
+            "NoResultError", "Progress", "Job", "TexturedMesh"),
+    "folder": ("JobFolder", "atomic_path", "write_atomic"),
+    "progress": ("ProgressTracker", "export_stages"),
+    "failures": ("classify_failure",),
+    "inputs": ("prepare_image", "check_image"),
+    "runner": ("JobRunner",),
+    "options": ("DEFAULT_MODEL",),
+}
+# Private names that tests reach for, under their names from before the split.
+_ALIASES = {"_ProgressTracker": ("progress", "ProgressTracker")}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    module, attr = _ALIASES.get(name, (_WHERE.get(name), name))
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    package = "desktop" if module == "options" else __name__
+    value = getattr(importlib.import_module(f"{package}.{module}"), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_WHERE) | set(_ALIASES))

@@ -1,0 +1,94 @@
+"""Why a job ended badly: each exception becomes one of ERROR_KINDS and a message that says what to do."""
+from __future__ import annotations
+
+import errno
+import os
+from typing import Optional
+
+import torch
+
+from trellis.utils.cancel import Cancelled
+
+from ..options import DEFAULT_MODEL
+from .job import ERROR_KINDS, InputError, ModelLoadError  # noqa: F401  (ERROR_KINDS: the kinds classified here)
+
+
+
+def is_oom(err: BaseException) -> bool:
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("out of memory" in text.lower() or "can't allocate memory" in text)
+
+
+def is_disk_full(err: BaseException) -> bool:
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def classify_failure(err: BaseException, outputs_dir, device: str, error_file: Optional[str] = None) -> tuple:
+    """(kind, user-facing message) for an exception that ended a job; `error_file`: where its details
+    are written (an unexpected error's message points there), None when the job has no folder."""
+    from trellis.pipelines import EmptyStructureError
+    from trellis.pipelines.preprocess import BackgroundRemovalUnavailable
+
+    if isinstance(err, Cancelled):
+        return "cancelled", "cancelled"
+    if isinstance(err, InputError):
+        return "input", f"bad input: {err}"
+    if isinstance(err, EmptyStructureError):
+        return "empty", str(err)
+    if is_oom(err):
+        if str(device).startswith("cuda"):
+            return "oom", ("out of GPU memory: try the low-vram preset (--preset low-vram), a smaller texture "
+                           "size or fewer steps, and close other programs that use the GPU. The memory was freed; "
+                           "the app keeps running.")
+        return "oom", ("out of memory: close other programs, or try the fast preset (--preset fast) or a smaller "
+                       "texture size. The memory was freed; the app keeps running.")
+    if is_disk_full(err):
+        return "disk", (f"the outputs folder is full ({outputs_dir}): free some disk space there or choose "
+                        "another outputs folder, then try again.")
+    if isinstance(err, ModelLoadError):
+        return "model", str(err)
+    if isinstance(err, BackgroundRemovalUnavailable):
+        return "background_removal", str(err)
+    if isinstance(err, OSError) and err.filename:
+        return "internal", f"could not write or read {err.filename}: {err.strerror or err}"
+    where = f" The details are in {error_file}." if error_file else ""
+    return "internal", f"unexpected error ({type(err).__name__}: {err}).{where}"
+
+
+def model_load_message(model: str, err: BaseException) -> str:
+    """What to do when the pipeline at `model` (a folder or a hub repo) could not be loaded."""
+    if isinstance(err, RuntimeError) and "DINOv2" in str(err):     # the image encoder's own download
+        return f"could not load the image encoder of the model: {err}"
+    from trellis.models import WeightsFileError
+
+    if isinstance(err, OSError) and not isinstance(err, WeightsFileError) and err.filename \
+            and not isinstance(err, FileNotFoundError):
+        err = WeightsFileError(err.filename, err.strerror or str(err), err.errno)  # e.g. pipeline.json unreadable
+    if isinstance(err, WeightsFileError):
+        again = (f"re-download it with `python -m installer weights --repair` (the app's own model files) "
+                 f"or `hf download {DEFAULT_MODEL} --local-dir {model}`")
+        if err.errno in (errno.EACCES, errno.EPERM):
+            again = f"let this user read it (e.g. chmod -R a+rX {model}), or {again}"
+        return f"could not load the model from {model}: {err}; {again}."
+    local = os.path.exists(model) or os.path.isabs(model) or model.startswith(".")
+    if local:
+        return (f"could not load the model from {model}: {str(err).rstrip('.?!')}. The folder must hold pipeline.json and ckpts/ "
+                f"(a copy of {DEFAULT_MODEL}).")
+    return (f"could not load the model {model!r} ({type(err).__name__}: {err}). Check the internet connection "
+            f"and try again, or download the model with `hf download {model} --local-dir DIR` (on any computer "
+            f"with internet access, then copy DIR here) and pass --model DIR.")
+
+
+def drop_tracebacks(err: BaseException) -> None:
+    """Drop the tracebacks of `err` and its causes: their frames hold the run's tensors."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        err.__traceback__ = None
+        err = err.__cause__ or err.__context__

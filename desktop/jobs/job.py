@@ -1,0 +1,169 @@
+"""A job: what was asked (inputs, settings), where it stands (state, progress) and what it made (files).
+
+Plain data, no torch: the worker fills it in, the UI, API and CLI read it."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import NamedTuple, Optional
+
+from ..settings import GenerationSettings
+
+
+class JobState:
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    FINISHED = (DONE, FAILED, CANCELLED)
+
+
+# User-facing names of the stages a job goes through, in order.
+STAGE_LABELS = {
+    "queued": "Waiting",
+    "starting": "Starting",
+    "load": "Loading model (once)",
+    "preprocess": "Preparing image",
+    "condition": "Reading image",
+    "sparse_structure": "Sampling structure",
+    "slat": "Sampling details",
+    "decode": "Decoding",
+    "video": "Rendering preview",
+    "encode": "Encoding preview",
+    "ply": "Writing PLY",
+    "bake": "Baking texture",
+    "glb": "Writing GLB",
+    "obj": "Writing OBJ",
+    "done": "Done",
+}
+
+
+# Kinds of failure (Job.error_kind), for callers that react differently (HTTP status, retry advice).
+# "interrupted": the app was stopped (Ctrl-C, SIGTERM, ...) or killed while the job ran or waited.
+ERROR_KINDS = ("input", "empty", "oom", "disk", "model", "background_removal", "cancelled", "interrupted",
+               "internal")
+
+
+class InputError(ValueError):
+    """The input image cannot be used (wrong type, broken, giant, fully transparent, ...)."""
+
+
+class ModelLoadError(RuntimeError):
+    """The pipeline could not be loaded (message says how to fix it)."""
+
+
+class UnknownJobError(LookupError):
+    """No job has this id."""
+
+
+class NoResultError(RuntimeError):
+    """An export was asked of a job whose decoded result is not (or no longer) in memory."""
+
+
+@dataclass
+class Progress:
+    stage: str = "queued"
+    step: int = 0
+    total: int = 0
+    fraction: float = 0.0          # of the whole job, 0..1
+    eta_s: Optional[float] = None  # seconds left, None while unknown
+    elapsed_s: float = 0.0
+    message: str = ""
+
+    @property
+    def label(self) -> str:
+        return STAGE_LABELS.get(self.stage, self.stage)
+
+
+@dataclass
+class Job:
+    id: str
+    inputs: list                      # what was submitted: paths (str), PIL images or bytes (images and
+                                      # bytes become the path of their copy once the job folder is made)
+    settings: GenerationSettings      # as submitted; `used_settings` holds the seed actually used
+    kind: str = "generate"            # "generate" (image -> files) or "export" (a kept result -> files)
+    source_id: Optional[str] = None   # export jobs: the job whose result they export
+    keep_result: bool = False         # keep the decoded result in memory for later exports
+    state: str = JobState.QUEUED
+    progress: Progress = field(default_factory=Progress)
+    error: Optional[str] = None       # user-facing message when failed
+    error_kind: Optional[str] = None  # one of ERROR_KINDS
+    detail: Optional[str] = None      # traceback of an unexpected failure
+    out_dir: Optional[str] = None
+    files: dict = field(default_factory=dict)     # kind -> absolute path
+    timings: dict = field(default_factory=dict)
+    used_settings: Optional[GenerationSettings] = None
+    device: Optional[str] = None
+    created: float = field(default_factory=time.time)
+    started: Optional[float] = None
+    finished: Optional[float] = None
+
+    def __post_init__(self):
+        self._cancel = threading.Event()
+        self._done = threading.Event()
+        self._result: Optional[dict] = None         # {"gaussian", "mesh"} while kept (keep_result)
+        self._source_result: Optional[dict] = None  # export jobs: the result they export
+        self._affinity: Optional[str] = None        # export jobs run on the device that holds the result
+        self._interrupted: Optional[str] = None     # why the app stopped it (JobRunner.shutdown(reason=))
+        self._folder_lock = None                    # (fd, path) of the running job's lock (folder.py)
+
+    @property
+    def result_kept(self) -> bool:
+        """True while the decoded result is in memory (an export can be made from it)."""
+        return self._result is not None
+
+    @property
+    def seed(self) -> Optional[int]:
+        return self.used_settings.seed if self.used_settings else None
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
+
+    @property
+    def finished_ok(self) -> bool:
+        return self.state == JobState.DONE
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Block until the job is done, failed or cancelled; False on timeout."""
+        return self._done.wait(timeout)
+
+    def to_dict(self) -> dict:
+        p = asdict(self.progress)
+        p["label"] = self.progress.label
+        return {"id": self.id, "kind": self.kind, "source_id": self.source_id, "state": self.state,
+                "progress": p, "error": self.error,
+                "error_kind": self.error_kind, "out_dir": self.out_dir,
+                "files": dict(self.files), "timings": _snapshot(self.timings), "device": self.device,
+                "inputs": [describe_input(x) for x in self.inputs],
+                "settings": (self.used_settings or self.settings).to_dict(), "seed": self.seed,
+                "created": self.created, "started": self.started, "finished": self.finished,
+                "keep_result": self.keep_result, "result_kept": self.result_kept}
+
+
+def describe_input(x) -> str:
+    """An input as text: its path, or what it is (an upload held in memory)."""
+    if isinstance(x, (str, os.PathLike)):
+        return os.fspath(x)
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        return f"<{len(x)} bytes>"
+    return f"<{type(x).__name__}>"
+
+
+def _snapshot(d: dict) -> dict:
+    """A copy of a dict the worker may be adding to (dict() copies without releasing the GIL, so
+    another thread can iterate the copy safely), nested dicts included."""
+    return {k: _snapshot(v) if isinstance(v, dict) else v for k, v in dict(d).items()}
+
+
+class TexturedMesh(NamedTuple):
+    """A baked, export-ready mesh: what trellis.utils.postprocessing_utils.bake_textured_mesh returns (a
+    plain 5-tuple there, in this order; named here where the app receives it)."""
+    vertices: object      # [V, 3] float32, z up
+    faces: object         # [F, 3] int64
+    uvs: object           # [V, 2] float32
+    texture: object       # [T, T, 3] uint8
+    info: dict            # the bake's stage timings and counts (timings.json "export_bake_stages")

@@ -1,0 +1,377 @@
+"""The queue and its workers: a FIFO of jobs served by one worker thread per device.
+
+The runner takes jobs (submit, submit_export), keeps the decoded results that later exports need, and
+cancels or shuts down; each worker loads the pipeline once, lazily, and runs one job at a time through
+steps.py (generate, export), then records how it ended (timings.json, or error.json with the failure's
+kind and message: failures.py).
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import gc
+import os
+import sys
+import threading
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from ..options import DEFAULT_MODEL
+from ..settings import EXPORT_FIELDS, GenerationSettings
+from . import recovery, steps
+from .failures import classify_failure, drop_tracebacks, is_disk_full, is_oom, model_load_message
+from .folder import JobFolder, jsonable
+from .job import Job, JobState, ModelLoadError, NoResultError, Progress, UnknownJobError
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _check_devices(devices: list) -> None:
+    """ValueError with the fix when a requested device does not exist here."""
+    for dev in devices:
+        try:
+            d = torch.device(dev)
+        except RuntimeError:
+            raise ValueError(f"unsupported device {dev!r}: use cpu, cuda or cuda:N") from None
+        if d.type == "cpu":
+            continue
+        if d.type != "cuda":
+            raise ValueError(f"unsupported device {dev!r}: use cpu, cuda or cuda:N")
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {dev!r} requested but CUDA is not available here (no NVIDIA GPU, no driver, "
+                             "or a CPU-only PyTorch); use the CPU instead (--device cpu).")
+        count = torch.cuda.device_count()
+        if d.index is not None and d.index >= count:
+            raise ValueError(f"device {dev!r} requested but this computer has {count} GPU(s) "
+                             f"(numbered 0..{count - 1}).")
+
+
+class JobRunner:
+    """Queue + workers. `gpus` (a list of CUDA ordinals) starts one worker per GPU; otherwise one
+    worker runs on `device` (default "cuda" when available, else "cpu"). `keep_results`: how many
+    decoded results of `keep_result` jobs stay in memory for exports (the oldest is dropped first).
+    `on_progress(job, progress)`, if given, is called in the worker's thread on every progress report
+    (`Progress`), e.g. to watch how often progress moves. On a CPU a job runs with
+    `settings.for_device("cpu")` (smaller bake renders and preview; settings.json records the change).
+
+    On start (`recover=True`) the outputs folder is put in order (recovery.py): folders of jobs that
+    never finished are marked interrupted, stale partial and temp files removed, and the earlier jobs
+    are listed again (`get`, `list`; `self.recovery` says what was done)."""
+
+    def __init__(self, model_path: str = DEFAULT_MODEL, outputs_dir="outputs", device: Optional[str] = None,
+                 gpus: Optional[list] = None, pipeline_factory: Optional[Callable] = None, keep_results: int = 1,
+                 on_progress: Optional[Callable] = None, recover: bool = True):
+        self.model_path = os.fspath(model_path)
+        self.on_progress = on_progress
+        self.keep_results = max(0, int(keep_results))
+        self.outputs_dir = Path(outputs_dir).expanduser().resolve()
+        if gpus:
+            self.devices = [f"cuda:{int(g)}" for g in gpus]
+        else:
+            self.devices = [device or _default_device()]
+        if pipeline_factory is None:
+            _check_devices(self.devices)
+        self._factory = pipeline_factory or self._load_pipeline
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
+        self._queue: collections.deque = collections.deque()
+        self._jobs: dict = {}
+        self._kept: collections.OrderedDict = collections.OrderedDict()    # job id -> job holding a result
+        self._stopping = False
+        self.recovery = recovery.recover_outputs(self.outputs_dir) if recover else recovery.Recovery()
+        for job in self.recovery.jobs:
+            self._jobs[job.id] = job
+        self._workers = []
+        for i, dev in enumerate(self.devices):
+            w = _Worker(self, dev, name=f"trellis-worker-{i}")
+            self._workers.append(w)
+            w.thread.start()
+
+    # ------------------------------------------------------------------ public API
+    def submit(self, images, settings: Optional[GenerationSettings] = None, keep_result: bool = False) -> Job:
+        """Queue one job: one image, or several views of one object. Returns at once. With
+        `keep_result`, the decoded result stays in memory after the job for `submit_export`."""
+        images = list(images) if isinstance(images, (list, tuple)) else [images]
+        if not images:
+            raise ValueError("submit needs at least one image")
+        settings = settings or GenerationSettings()
+        if not isinstance(settings, GenerationSettings):
+            raise TypeError("settings must be a GenerationSettings")
+        job = Job(id=uuid.uuid4().hex, inputs=images, settings=settings, keep_result=bool(keep_result))
+        self._enqueue(job)
+        return job
+
+    def submit_export(self, source_id: str, **changes) -> Job:
+        """Queue an export job: files written from the kept result of the finished job `source_id`,
+        with the source's settings changed by `changes` (only the fields of EXPORT_FIELDS, e.g.
+        formats, texture_size, simplify). Raises UnknownJobError, NoResultError (the source is not
+        done, or its result is not or no longer kept) or ValueError (a bad change)."""
+        sampling = sorted(set(changes) - set(EXPORT_FIELDS))
+        if sampling:
+            raise ValueError(f"an export cannot change {', '.join(sampling)} (only {', '.join(EXPORT_FIELDS)}); "
+                             "submit a new job to sample again")
+        with self._lock:
+            source = self._jobs.get(source_id)
+            if source is None:
+                raise UnknownJobError(f"no job {source_id!r}")
+            result = source._result
+        if result is None:
+            if source.state != JobState.DONE:
+                raise NoResultError(f"job {source_id} is {source.state}: only a finished job can be exported")
+            if not source.keep_result:
+                raise NoResultError(f"job {source_id} did not keep its result (submit it with keep_result)")
+            raise NoResultError(f"the result of job {source_id} is no longer in memory (a newer result replaced "
+                                "it); run the job again")
+        settings = source.used_settings.replace(**changes)
+        job = Job(id=uuid.uuid4().hex, inputs=list(source.inputs), settings=settings, kind="export",
+                  source_id=source_id)
+        job._source_result = result
+        job._affinity = source.device
+        self._enqueue(job)
+        return job
+
+    def release_result(self, job_id: str) -> bool:
+        """Drop a kept result (its memory is freed once no export job uses it). False if none was kept."""
+        with self._lock:
+            job = self._kept.pop(job_id, None)
+            if job is None:
+                return False
+            job._result = None
+        return True
+
+    def fast_paths(self) -> dict:
+        """Per device, one line: whether the renderers' fast kernels run there and, if not, why they do not
+        (`trellis.fastpaths.describe`; a kernel that failed in this process shows as switched off)."""
+        from trellis import fastpaths
+
+        return {dev: fastpaths.describe(dev) for dev in self.devices}
+
+    def say_fast_paths(self, stream=None) -> None:
+        """The fast-path line of every device, once, for the log of a starting server."""
+        for dev, line in self.fast_paths().items():
+            print(f"device {dev}: {line}", file=stream or sys.stderr, flush=True)
+
+    @property
+    def model_loaded(self) -> bool:
+        """True once a worker has loaded the pipeline."""
+        return any(w.pipeline is not None for w in self._workers)
+
+    def _enqueue(self, job: Job) -> None:
+        with self._wakeup:
+            if self._stopping:
+                raise RuntimeError("the job runner is shut down")
+            self._jobs[job.id] = job
+            self._queue.append(job)
+            self._wakeup.notify_all()        # all: a job bound to one device must reach its worker
+
+    def get(self, job_id: str) -> Optional[Job]:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def list(self) -> list:
+        with self._lock:
+            return sorted(self._jobs.values(), key=lambda j: j.created)
+
+    def queue_position(self, job_id: str) -> Optional[int]:
+        """0 for the next job to start, None when not queued."""
+        with self._lock:
+            for i, j in enumerate(self._queue):
+                if j.id == job_id:
+                    return i
+        return None
+
+    def cancel(self, job_id: str) -> bool:
+        """Queued: removed from the queue (state cancelled). Running: stops at the next step. Returns
+        False for an unknown or already finished job."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.state in JobState.FINISHED:
+                return False
+            job._cancel.set()
+            if job.state == JobState.QUEUED:
+                self._queue.remove(job)
+                job.state = JobState.CANCELLED
+                job.error = job.error_kind = "cancelled"
+                if job._interrupted:
+                    job.error, job.error_kind = job._interrupted, "interrupted"
+                job.finished = time.time()
+                job._source_result = None
+                job._done.set()
+        return True
+
+    def shutdown(self, cancel: bool = True, wait: bool = True, timeout: Optional[float] = None,
+                 reason: Optional[str] = None) -> None:
+        """Stop the workers. With `cancel`, queued jobs are cancelled and running ones asked to stop;
+        otherwise the queue is worked off first. With `reason` (e.g. "the server received SIGTERM"),
+        those jobs end as interrupted (error_kind "interrupted", error.json `state: interrupted`)
+        rather than cancelled."""
+        with self._wakeup:
+            self._stopping = True
+            queued = list(self._queue) if cancel else []
+            running = [j for j in self._jobs.values() if j.state == JobState.RUNNING] if cancel else []
+            if reason:
+                for job in queued + running:
+                    job._interrupted = recovery.INTERRUPTED_MESSAGE.format(how=reason)
+            self._wakeup.notify_all()
+        for job in queued + running:
+            self.cancel(job.id)
+        for job_id in list(self._kept):
+            self.release_result(job_id)
+        if wait:
+            for w in self._workers:
+                w.thread.join(timeout)
+
+    @property
+    def stopped(self) -> bool:
+        """True once every worker has ended (after shutdown: the queue is empty and no job runs)."""
+        return not any(w.thread.is_alive() for w in self._workers)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+
+    # ------------------------------------------------------------------ used by the workers
+    def _next_job(self, device: Optional[str] = None) -> Optional[Job]:
+        """The first queued job this worker may run (export jobs are bound to their result's device)."""
+        with self._wakeup:
+            while True:
+                job = next((j for j in self._queue if j._affinity in (None, device)), None)
+                if job is not None:
+                    break
+                if self._stopping:
+                    return None
+                self._wakeup.wait()
+            self._queue.remove(job)
+            job.state = JobState.RUNNING
+            job.started = time.time()
+            job.progress = Progress("starting")
+            return job
+
+    def _store_result(self, job: Job, result: dict) -> None:
+        if self.keep_results == 0:
+            return
+        with self._lock:
+            job._result = result
+            self._kept[job.id] = job
+            while len(self._kept) > self.keep_results:
+                _, old = self._kept.popitem(last=False)
+                old._result = None
+
+    def _load_pipeline(self, device: str):
+        from trellis.pipelines import TrellisImageTo3DPipeline
+
+        try:
+            pipeline = TrellisImageTo3DPipeline.from_pretrained(self.model_path)
+        except Exception as err:
+            if is_oom(err) or is_disk_full(err):
+                raise
+            raise ModelLoadError(model_load_message(self.model_path, err)) from err
+        return pipeline.to(device)
+
+
+class _Worker:
+    def __init__(self, runner: JobRunner, device: str, name: str):
+        self.runner, self.device = runner, device
+        self.pipeline = None
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    # ------------------------------------------------------------------ loop
+    def _loop(self) -> None:
+        if self.device.startswith("cuda") and torch.cuda.is_available():
+            with contextlib.suppress(Exception):
+                torch.cuda.set_device(torch.device(self.device))
+        while True:
+            job = self.runner._next_job(self.device)
+            if job is None:
+                return
+            try:
+                self._run_job(job)
+            except BaseException as err:       # never let the worker die
+                print(f"trellis worker: internal error on job {job.id}: {err!r}", file=sys.stderr)
+                self._finish(job, JobState.FAILED, f"internal error: {err}")
+
+    def _finish(self, job: Job, state: str, error: Optional[str] = None, detail: Optional[str] = None) -> None:
+        # Its final file is written: the folder is no longer this process's to finish.
+        JobFolder.release(job)
+        with self.runner._lock:
+            job.state, job.error, job.detail = state, error, detail
+            job.finished = time.time()
+            job._source_result = None         # an export job no longer needs the result it exported
+            if state == JobState.DONE:
+                job.progress = Progress("done", 1, 1, 1.0, 0.0, job.progress.elapsed_s, "")
+        job._done.set()
+
+    def _run_job(self, job: Job) -> None:
+        job.device = self.device
+        t_start = time.perf_counter()
+        try:
+            if job.kind == "export":
+                steps.export(self, job)
+            else:
+                steps.generate(self, job)
+        except BaseException as err:
+            self._fail(job, err)
+            return
+        finally:
+            job.timings.setdefault("total", time.perf_counter() - t_start)
+        self._write_timings(job)
+        self._finish(job, JobState.DONE)
+
+    def _fail(self, job: Job, err: BaseException) -> None:
+        folder = JobFolder(job.out_dir) if job.out_dir else None
+        error_file = str(folder.file("error")) if folder else None
+        kind, message = classify_failure(err, self.runner.outputs_dir, self.device, error_file)
+        if job._interrupted and kind not in ("oom", "disk"):
+            # Stopped by the app's shutdown (whatever the stop broke on the way, e.g. an encoder child).
+            kind, message = "interrupted", job._interrupted
+        state = JobState.CANCELLED if kind in ("cancelled", "interrupted") else JobState.FAILED
+        detail = None
+        if kind == "internal":
+            detail = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+        job.error_kind = kind
+        # The tracebacks' frames hold the run's tensors: drop them before freeing memory.
+        drop_tracebacks(err)
+        del err
+        if kind == "oom":
+            self._free_memory()
+        if folder is not None:
+            try:
+                job.files.update(folder.write_error({"state": "interrupted" if kind == "interrupted" else state,
+                                                     "error": message, "kind": kind, "detail": detail,
+                                                     "timings": jsonable(job.timings)}))
+            except OSError:
+                pass          # e.g. the disk is full: the message still reaches the caller
+        self._finish(job, state, message, detail)
+
+    def _free_memory(self) -> None:
+        gc.collect()
+        if self.device.startswith("cuda") and torch.cuda.is_available():
+            with contextlib.suppress(Exception):
+                torch.cuda.empty_cache()
+
+
+    def ensure_pipeline(self, job: Job, progress):
+        """The worker's pipeline, loaded on its first job."""
+        if self.pipeline is None:
+            progress("load", 0, 1)
+            t = time.perf_counter()
+            self.pipeline = self.runner._factory(self.device)
+            job.timings["load_model"] = time.perf_counter() - t
+        return self.pipeline
+
+    def _write_timings(self, job: Job) -> None:
+        if not job.out_dir:
+            return
+        try:
+            job.files.update(JobFolder(job.out_dir).write_timings(job.timings))
+        except OSError:
+            pass          # the assets are written; a missing timings file is not worth failing the job

@@ -1,0 +1,191 @@
+"""The two things a worker does with a job, each readable top to bottom in one function:
+
+    generate: input images -> (model) -> job folder -> sample -> decode -> files
+    export:   a kept result of an earlier job -> job folder -> files
+
+and the file writing they share (`write_outputs`), cheapest file first so that something useful lands
+early. `worker` is the runner's worker: its device, its lazily loaded pipeline and its runner.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict
+from datetime import datetime
+
+import torch
+
+from trellis.utils.cancel import Cancelled
+
+from ..settings import CPU_VALUES, GenerationSettings
+from .folder import JobFolder, jsonable
+from .inputs import prepare_image
+from .job import Job, TexturedMesh, describe_input
+from .progress import GENERATE_STAGES, ProgressTracker, export_stages
+
+
+def generate(worker, job: Job) -> None:
+    """A generation job: the files of `job.settings.formats` from the job's image(s)."""
+    runner = worker.runner
+    settings = job.settings.with_seed().for_device(worker.device)
+    job.used_settings = settings
+    progress = ProgressTracker(job, GENERATE_STAGES + export_stages(settings), runner._lock, runner.on_progress)
+    cancel = job._cancel.is_set
+
+    # 1. The input first: a bad image fails in a second, before the model is loaded and before
+    #    anything is written (a wrong file leaves no folder behind).
+    progress("preprocess", 0, 1)
+    t = time.perf_counter()
+    remover = worker.pipeline._remover if worker.pipeline is not None else None
+    images = [prepare_image(x, settings.preprocess, remover) for x in job.inputs]
+    job.timings["preprocess"] = time.perf_counter() - t
+    if cancel():
+        raise Cancelled()
+
+    # 2. The model, once per worker; precision / offload switched per job without reloading.
+    pipeline = worker.ensure_pipeline(job, progress)
+    pipeline.set_memory_policy(precision=settings.precision, offload=settings.offload)
+    if cancel():
+        raise Cancelled()
+    progress.restart_clock()
+
+    # 3. The job folder: inputs, settings and the preprocessed image(s).
+    folder = JobFolder.create(runner.outputs_dir, job)
+    job.out_dir = str(folder.path)
+    folder.copy_inputs(job)
+    job.files.update(folder.write_settings(settings_record(job, settings, runner.model_path, worker.device)))
+    job.files.update(folder.write_preprocessed(images))
+    progress("preprocess", 1, 1)
+
+    # 4. Sampling and decoding. A result kept for later exports has both decodings, whatever this job writes.
+    decode = ["gaussian", "mesh"] if job.keep_result else settings.decode_formats
+    run_args = dict(seed=settings.seed, formats=decode, preprocess_image=False,
+                    sparse_structure_sampler_params={"steps": settings.ss_steps, "cfg_strength": settings.ss_cfg},
+                    slat_sampler_params={"steps": settings.slat_steps, "cfg_strength": settings.slat_cfg},
+                    progress=lambda stage, i, n: progress(stage, i, n), cancel=cancel)
+    t = time.perf_counter()
+    try:
+        if len(images) == 1:
+            outputs = pipeline.run(images[0], **run_args)
+        else:
+            outputs = pipeline.run_multi_image(images, mode=settings.multi_image_mode, **run_args)
+    finally:
+        job.timings["pipeline"] = {"seconds": time.perf_counter() - t,
+                                   "stages": list(getattr(pipeline, "last_stats", []))}
+        job.timings["memory_policy"] = asdict(pipeline.memory_policy)
+    gaussian = outputs["gaussian"][0] if "gaussian" in outputs else None
+    mesh = outputs["mesh"][0] if "mesh" in outputs else None
+    del outputs
+
+    # 5. The files (each atomic).
+    write_outputs(job, folder, settings, gaussian, mesh, progress, cancel)
+    if job.keep_result:
+        runner._store_result(job, {"gaussian": gaussian, "mesh": mesh})
+
+
+def export(worker, job: Job) -> None:
+    """An export job: the files of `job.settings.formats` from the kept result of job.source_id."""
+    runner = worker.runner
+    settings = job.used_settings = job.settings.for_device(worker.device)
+    progress = ProgressTracker(job, export_stages(settings), runner._lock, runner.on_progress)
+    cancel = job._cancel.is_set
+    result = job._source_result
+    if cancel():
+        raise Cancelled()
+
+    # 1. The job folder: the source's inputs and preprocessed image(s), the settings.
+    folder = JobFolder.create(runner.outputs_dir, job)
+    job.out_dir = str(folder.path)
+    source = runner.get(job.source_id)
+    job.files.update(folder.copy_from(dict(source.files) if source else {}))
+    job.files.update(folder.write_settings(settings_record(job, settings, runner.model_path, worker.device)))
+
+    # 2. The files.
+    write_outputs(job, folder, settings, result["gaussian"], result["mesh"], progress, cancel)
+
+
+def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gaussian, mesh, progress,
+                  cancel) -> None:
+    """The requested files, cheapest first (so that something useful lands early), each atomic."""
+    fmt = set(settings.formats)
+    simplified = None
+    if fmt & {"glb", "obj"} and settings.simplify > 0 and ("ply" in fmt or "mp4" in fmt):
+        # The mesh decimation (CPU, seconds on a million faces) runs in a child process while the
+        # PLY and the preview video are written (GPU); the bake then takes its result.
+        from trellis.utils.mesh_cleanup import BackgroundSimplify
+
+        simplified = BackgroundSimplify(mesh.vertices, mesh.faces, settings.simplify)
+    try:
+        if "ply" in fmt:
+            with timed(job, "ply"):
+                progress("ply", 0, 1)
+                job.files.update(folder.write_ply(gaussian))
+                progress("ply", 1, 1)
+        if "mp4" in fmt:
+            with timed(job, "mp4"):
+                frames = render_preview(gaussian, settings, progress, cancel)
+                job.files.update(folder.write_video(frames, settings.video_fps, cancel=cancel,
+                                                    progress=lambda i, n: progress("encode", i, n)))
+        if "glb" in fmt or "obj" in fmt:
+            with timed(job, "bake"):
+                textured = bake(gaussian, mesh, settings, simplified, progress, cancel)
+            job.timings["export_bake_stages"] = jsonable(textured.info)
+            for kind, write in (("glb", folder.write_glb), ("obj", folder.write_obj)):
+                if kind in fmt:
+                    with timed(job, kind):
+                        progress(kind, 0, 1)
+                        job.files.update(write(textured))
+                        progress(kind, 1, 1)
+    finally:
+        if simplified is not None:
+            simplified.close()
+
+
+def render_preview(gaussian, settings: GenerationSettings, progress, cancel):
+    """The turntable frames of the preview video."""
+    from trellis.utils.render_utils import render_video
+
+    return render_video(gaussian, resolution=settings.video_resolution, num_frames=settings.video_frames,
+                        verbose=False, progress=lambda i, n: progress("video", i, n), cancel=cancel)["color"]
+
+
+def bake(gaussian, mesh, settings: GenerationSettings, simplified, progress, cancel) -> TexturedMesh:
+    """Clean-up, UV unwrap and texture bake: the one textured mesh the GLB and the OBJ are both written from."""
+    from trellis.utils import postprocessing_utils as post
+
+    return TexturedMesh(*post.bake_textured_mesh(
+        gaussian, mesh, simplify=settings.simplify, fill_holes=settings.fill_holes,
+        texture_size=settings.texture_size, verbose=False, bake_mode=settings.bake_mode, cancel=cancel,
+        nviews=settings.bake_views, render_resolution=settings.bake_resolution, simplified=simplified,
+        progress=lambda s, i, n: progress("bake", i, n, s)))
+
+
+class timed:
+    """`with timed(job, "glb"):` adds the block's seconds to job.timings["export"]["glb"] (also on failure)."""
+
+    def __init__(self, job: Job, name: str):
+        self.job, self.name = job, name
+
+    def __enter__(self):
+        self.t = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.job.timings.setdefault("export", {})[self.name] = time.perf_counter() - self.t
+
+
+def settings_record(job: Job, settings: GenerationSettings, model_path: str, device: str) -> dict:
+    """settings.json: everything needed to run the job again (the seed used, the model, the device, versions)."""
+    source = {"source_job": job.source_id} if job.kind == "export" else {}
+    return {"job_id": job.id, **source, "seed": settings.seed, "seed_was_random": job.settings.randomize_seed,
+            "model": model_path, "device": device,
+            "inputs": [describe_input(x) for x in job.inputs],
+            "created": datetime.fromtimestamp(job.created).isoformat(timespec="seconds"),
+            "versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
+            "settings": settings.to_dict(), **_device_changes(job, settings)}
+
+
+def _device_changes(job: Job, settings: GenerationSettings) -> dict:
+    """{"changed_for_device": {field: [submitted, used]}} for the fields `for_device` replaced."""
+    changed = {k: [getattr(job.settings, k), getattr(settings, k)] for k in CPU_VALUES
+               if getattr(job.settings, k) != getattr(settings, k)}
+    return {"changed_for_device": changed} if changed else {}

@@ -1,0 +1,98 @@
+"""The command-line options the three commands share (ui, api, generate), declared once.
+
+    add_runner_options(parser)          --model, --outputs, --device, --gpus (the job runner's)
+    add_memory_options(parser, ...)     --precision, --offload (the servers' defaults for new jobs)
+    add_server_options(parser, port)    --host, --port
+    check_runner_args(parser, args)     what argparse cannot check by itself
+
+No heavy import: `--help` and a usage error stay instant.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+
+from .settings import OFFLOADS, PRECISIONS
+
+DEFAULT_MODEL = "microsoft/TRELLIS-image-large"
+MODEL_ENV = "TRELLIS_DESKTOP_MODEL"          # the default of --model when set
+LOCALHOST = "127.0.0.1"
+
+
+def default_model() -> str:
+    return os.environ.get(MODEL_ENV, DEFAULT_MODEL)
+
+
+def device_arg(text: str) -> str:
+    """argparse type of --device."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: use cpu, cuda or cuda:N")
+    return text
+
+
+def gpus_arg(text: str) -> list:
+    """argparse type of --gpus: distinct GPU numbers separated by commas."""
+    try:
+        ids = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use GPU numbers separated by commas, e.g. 0,1") from None
+    if not ids or any(i < 0 for i in ids) or len(set(ids)) != len(ids):
+        raise argparse.ArgumentTypeError(f"{text!r}: use distinct GPU numbers separated by commas, e.g. 0,1")
+    return ids
+
+
+def port_number(text: str) -> int:
+    """argparse type of the servers' --port (ui, api)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (use 1..65535)") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (use 1..65535)")
+    return port
+
+
+def add_model_option(parser: argparse.ArgumentParser, metavar: str = "PATH_OR_REPO", extra: str = "") -> None:
+    parser.add_argument("--model", default=default_model(), metavar=metavar,
+                        help=f"pipeline folder or Hugging Face repo (default: ${MODEL_ENV} or %(default)s){extra}")
+
+
+def add_runner_options(parser: argparse.ArgumentParser, parallel: str = "jobs in parallel",
+                       outputs: bool = True) -> None:
+    """--device and --gpus (and --outputs for the servers; the generate command names its folder -o)."""
+    if outputs:
+        parser.add_argument("--outputs", default="outputs", metavar="DIR",
+                            help="folder that receives one sub-folder per job (default: %(default)s)")
+    parser.add_argument("--device", type=device_arg, metavar="cpu|cuda[:N]",
+                        help="compute device (default: cuda when available, else cpu)")
+    parser.add_argument("--gpus", type=gpus_arg, metavar="0,1", help=f"one worker per listed GPU ({parallel})")
+
+
+def add_memory_options(parser: argparse.ArgumentParser, precision_help: str, offload_help: str) -> None:
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=precision_help)
+    parser.add_argument("--offload", choices=OFFLOADS, default="auto", help=offload_help)
+
+
+def add_server_options(parser: argparse.ArgumentParser, port: int, host_help: str) -> None:
+    parser.add_argument("--host", default=LOCALHOST, help=host_help)
+    parser.add_argument("--port", type=port_number, default=port, help="port to listen on (default %(default)s)")
+
+
+def check_runner_args(parser: argparse.ArgumentParser, args, outputs: str | None = "outputs") -> None:
+    """Usage errors (exit 2) argparse cannot see: --gpus with another --device; an outputs folder that is a file."""
+    if args.gpus and args.device and args.device != "cuda":
+        parser.error("--gpus picks the GPUs itself; leave out --device (or use --device cuda)")
+    folder = getattr(args, outputs) if outputs else None
+    if folder is not None and os.path.exists(folder) and not os.path.isdir(folder):
+        parser.error(f"--{outputs}: {folder} exists and is not a folder")
+
+
+def format_clock(seconds) -> str:
+    """Seconds as m:ss or h:mm:ss; --:-- for None (an ETA not known yet)."""
+    if seconds is None:
+        return "--:--"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

@@ -1,0 +1,72 @@
+"""One range per setting on every surface: settings written by any surface (CLI, REST API, the UI's page,
+StableProjectorz) load back into every other one, the UI's sliders included."""
+import re
+from types import SimpleNamespace
+
+from desktop import api_common, api_spz, cli
+from desktop.jobs.folder import JobFolder
+from desktop.settings import RULES, STEPS, GenerationSettings, number_range
+
+NUMBERS = [name for name, rule in RULES.items() if rule[0] in ("int", "float") and name != "seed"]
+
+
+def extreme_settings(end: int) -> GenerationSettings:
+    """Every numeric setting at the low (end=0) or high (end=1) end of its range."""
+    return GenerationSettings(preset="custom", **{n: number_range(n)[end] for n in NUMBERS})
+
+
+def test_the_cli_accepts_each_whole_range(tmp_path):
+    parser = cli.build_parser()
+    args = parser.parse_args(["x.png", "-o", str(tmp_path), "--texture-size", "8192", "--steps", "500"])
+    s = cli.build_settings(args)
+    assert (s.texture_size, s.ss_steps, s.slat_steps) == (number_range("texture_size")[1], 500, 500)
+    args = parser.parse_args(["x.png", "-o", str(tmp_path), "--texture-size", str(number_range("texture_size")[1] + 1)])
+    try:
+        cli.build_settings(args)
+    except ValueError as err:
+        assert "texture_size" in str(err) and "out of range" in str(err)
+    else:
+        raise AssertionError("a texture size past the range was accepted")
+
+
+def test_the_rest_schema_and_the_stable_projectorz_panel_use_the_rules():
+    fields = api_common.parameter_fields()
+    for name in NUMBERS:
+        limits = {m.__class__.__name__: m for m in fields[name][1].metadata}
+        assert (limits["Ge"].ge, limits["Le"].le) == number_range(name), name
+    rows = dict(re.findall(r"^(\w+) \w+ (-?[\d.]+\.\.-?[\d.]+)", api_spz.PANEL_LAYOUT, re.M))
+    for spz, ours in [("ss_strength", "ss_cfg"), ("ss_steps", "ss_steps"), ("slat_strength", "slat_cfg"),
+                      ("slat_steps", "slat_steps"), ("texture_size", "texture_size")]:
+        lo, hi = (float(x) for x in rows[spz].split(".."))
+        assert (lo, hi) == number_range(ours), spz
+    assert rows["mesh_simplify"] == f"0..{round(number_range('simplify')[1] * 100)}"
+
+
+def test_settings_from_any_surface_load_into_the_page_sliders(tmp_path):
+    from desktop import ui
+
+    runner = SimpleNamespace(outputs_dir=tmp_path, list=lambda: [], model_path="m",
+                             fast_paths=lambda: {"cpu": "CPU"})
+    app = ui.TrellisApp(runner)
+    try:
+        demo = app.build()
+        sliders = {c.elem_id[3:]: c for c in demo.blocks.values()
+                   if type(c).__name__ == "Slider" and (c.elem_id or "").startswith("td-")}
+        assert set(sliders) == set(STEPS) - {"video_fps"}
+        for name, slider in sliders.items():
+            assert (slider.minimum, slider.maximum) == number_range(name), name
+        for end in (0, 1):
+            # A job folder written by the CLI or the API (settings.json), loaded with "Use these settings".
+            folder = JobFolder(tmp_path / f"20260101-10000{end}-aaaaaaa{end}")
+            folder.path.mkdir()
+            folder.write_settings({"settings": extreme_settings(end).to_dict()})
+            values = dict(zip(ui.PRESET_KNOBS, app.reuse_settings(folder.name)[6:]))
+            for name, slider in sliders.items():
+                assert slider.minimum <= values[name] <= slider.maximum, (name, values[name])
+            # ... and what the page then sends is valid settings again.
+            page = {**{k: values[k] for k in ui.PRESET_KNOBS}, "seed": 1, "randomize_seed": False,
+                    "formats": ["glb"], "preprocess": True, "multi_image_mode": "stochastic"}
+            s = ui.settings_from_values(page, "custom", GenerationSettings())
+            assert {n: getattr(s, n) for n in sliders} == {n: values[n] for n in sliders}
+    finally:
+        app.close()
