@@ -105,6 +105,7 @@ def one_run(pipe, image, coords, preset):
     total = time.perf_counter() - t0
     return {"preset": preset, "resolved": resolved, "total_seconds": round(total, 3), "stages": rows,
             "to_glb_stages": glb.export_info["seconds"], "glb_faces": glb.export_info["faces"],
+            "cleanup_steps": glb.export_info.get("cleanup", {}).get("seconds"),
             "peak_allocated_GiB": max(r["peak_allocated_GiB"] for r in rows),
             "peak_reserved_GiB": max(r["peak_reserved_GiB"] for r in rows)}
 

@@ -174,14 +174,16 @@ def main(argv=None) -> int:
         load_s = time.perf_counter() - t0
         for _ in range(warmup):
             run_to_glb(gaussian, mesh, kwargs, device)
-        secs, stages, mems, glb = [], [], [], None
+        secs, stages, cleanup_steps, mems, glb = [], [], [], [], None
         for i in range(runs):
             del glb
             glb, sec, mem = run_to_glb(gaussian, mesh, kwargs, device)
             secs.append(sec)
             stages.append(dict(glb.export_info["seconds"]))
+            cleanup_steps.append({**glb.export_info.get("cleanup", {}).get("seconds", {}),
+                                  "views_during_simplify": glb.export_info.get("views_rendered_during_simplify")})
             mems.append(mem)
-            print(json.dumps({"shape": name, "run": i + 1, "seconds": round(sec, 3), "stages": stages[-1], **mem}),
+            print(json.dumps({"shape": name, "run": i + 1, "seconds": round(sec, 3), "stages": stages[-1], "cleanup": cleanup_steps[-1], **mem}),
                   flush=True)
         t1 = time.perf_counter()
         quality = glb_quality(glb, device, views=qviews, resolution=qres, reference_mesh=mesh, pattern_res=res,
@@ -190,7 +192,7 @@ def main(argv=None) -> int:
                "input_vertices": int(mesh["vertices"].shape[0]), "gaussians": len(gaussian),
                "glb_faces": int(len(glb.faces)), "glb_vertices": int(len(glb.vertices)),
                "uv_method": glb.export_info.get("uv_method"), "median_s": round(statistics.median(secs), 3),
-               "runs_s": [round(s, 3) for s in secs], "stages_runs_s": stages,
+               "runs_s": [round(s, 3) for s in secs], "stages_runs_s": stages, "cleanup_steps_runs_s": cleanup_steps,
                "stages_median_s": {k: round(statistics.median(s.get(k, 0.0) for s in stages), 3) for k in stages[0]},
                "object_load_s": round(load_s, 2), "quality_s": round(time.perf_counter() - t1, 2),
                "quality": quality}

@@ -163,8 +163,8 @@ def _surface_error(v, f, reference_points):
 
 
 def test_decimation_pieces_depend_on_the_face_count_only():
-    assert [mc.decimation_pieces(n) for n in (0, 100_000, 299_999, 300_000, 731_036, 1_261_352, 6_270_000,
-                                              50_000_000)] == [1, 1, 1, 2, 4, 8, 16, 16]
+    assert [mc.decimation_pieces(n) for n in (0, 100_000, 300_000, 731_036, 999_999, 1_000_000, 1_261_352, 6_270_000,
+                                              50_000_000)] == [1, 1, 1, 1, 1, 4, 8, 16, 16]
 
 
 def test_simplify_in_pieces_equals_one_pass_in_quality(monkeypatch, tmp_path):

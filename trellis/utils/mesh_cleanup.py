@@ -212,19 +212,24 @@ def _cancel_coincident_faces(faces):
     return faces[keep]
 
 
-# Decimation in pieces. fast-simplification is single-threaded (~2.3 s per 1.26 M faces on a GPU host's
-# CPU, 15-20 s for the 6.27 M-face random-weight mesh), so a large mesh is cut into compact pieces
-# (recursive median splits of the face centroids along the longest extent), each piece is decimated in
-# its own child process with its cut edges (and any open border) kept where they are, to
-# PIECE_SLACK times its share of the target, and a final pass over the re-joined mesh decimates to the
-# target with every edge free, the seams included. The number of pieces depends on the face count
-# only (never on the machine's cores), so a mesh gives the same result everywhere.
-# Measured on the realistic bunny (731 k faces -> 36.5 k; mean / p99 distance to the source surface in
-# voxels of 1/256): one pass 0.194 / 0.453; slabs of 2 / 4 / 8 pieces with slack 1.25: 0.190 / 0.448,
-# 0.196 / 0.463, 0.228 / 0.723 (thin slabs: too much of each piece is seam); slack 2: 8 pieces
-# 0.194 / 0.450, 16 pieces 0.215 / 0.622; slack 3: 16 pieces 0.196 / 0.457. Compact pieces, fewer of
-# them per face (PIECE_MIN_FACES) and slack 2.5 keep the one-pass quality (tests/test_mesh_cleanup.py).
+# Decimation in pieces. fast-simplification is single-threaded (~1.2-1.5 s for 731 k faces on a GPU
+# host's CPU, 8-10 s for 2.9 M noisy ones), so a large mesh is cut into compact pieces (recursive median
+# splits of the faces' first corners along the longest extent), each piece is decimated in its own child
+# process with its cut edges (and any open border) kept where they are, to PIECE_SLACK times its share of
+# the target, and a final pass over the re-joined mesh (another child) decimates to the target with
+# every edge free, the seams included. The number of pieces depends on the face count only (never on
+# the machine's cores), so a mesh gives the same result everywhere.
+# Distance to the source surface (mean / p99, voxels of 1/256), realistic bunny 731 k -> 36.5 k faces:
+# one pass 0.194 / 0.453; thin slabs (first try) with slack 1.25: 2 / 4 / 8 pieces 0.190 / 0.448,
+# 0.196 / 0.463, 0.228 / 0.723 (too much of a thin piece is seam), slack 2: 16 pieces 0.215 / 0.622;
+# compact pieces, slack 2: 4 pieces 0.190 / 0.439, 16 pieces 0.193 / 0.445; the CAD nut (1.1 M faces)
+# 0.272 / 0.975 in one pass, 0.240 / 0.58 in 4-16 pieces (the final pass re-plans the seams' region).
+# Time on a 16-core H100 host (benchmarks/decimation.py, docs/BENCHMARKS.md): 731 k faces 1.30 s one
+# pass, 1.32-1.40 s in 4 pieces (child start-up and the extra merge eat the gain: below
+# PIECES_FROM_FACES one pass, in-process); the e2e random-weight decoder mesh (1.52 M faces) 4.2 -> 2.6 s
+# in 8 pieces; 2.92 M noisy faces 8.2 -> 3.9 s in 16.
 PIECE_MIN_FACES = 150_000
+PIECES_FROM_FACES = 1_000_000
 MAX_PIECES = 16
 PIECE_SLACK = 2.0
 
@@ -239,10 +244,10 @@ np.savez(sys.argv[2], vertices=np.asarray(v, dtype=np.float64), faces=np.asarray
 
 
 def decimation_pieces(n_faces: int) -> int:
-    """How many pieces ``simplify_mesh`` decimates a mesh of ``n_faces`` faces in (a power of two,
-    each piece at least PIECE_MIN_FACES faces, at most MAX_PIECES)."""
+    """How many pieces ``simplify_mesh`` decimates a mesh of ``n_faces`` faces in: 1 below
+    PIECES_FROM_FACES, else a power of two, each piece at least PIECE_MIN_FACES faces, at most MAX_PIECES."""
     p = 1
-    while p < MAX_PIECES and n_faces >= 2 * p * PIECE_MIN_FACES:
+    while n_faces >= PIECES_FROM_FACES and p < MAX_PIECES and n_faces >= 2 * p * PIECE_MIN_FACES:
         p *= 2
     return p
 
