@@ -25,4 +25,7 @@ def test_views_rendered_while_pieces_decimate_give_the_same_bake():
     assert info0["views_rendered_during_simplify"] == 0 and info1["views_rendered_during_simplify"] > 0
     np.testing.assert_array_equal(f0, f1)
     np.testing.assert_array_equal(uv0, uv1)
-    np.testing.assert_array_equal(tex0, tex1)
+    # The bake's sums over views use atomic adds on a GPU, whose order varies from run to run: the float
+    # texture differs in its last bits, so a few texels round to the neighbouring 8-bit level.
+    diff = np.abs(tex0.astype(np.int16) - tex1.astype(np.int16))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
