@@ -7,6 +7,7 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from trellis.utils import mesh_cleanup as mc
+from trellis.utils.export import simplify as simp
 from trellis.utils.cancel import Cancelled
 
 
@@ -187,7 +188,7 @@ def test_simplify_in_pieces_equals_one_pass_in_quality(monkeypatch, tmp_path):
     calls = []
     four = mc.simplify_mesh(v, f, 0.95, pieces=4, progress=lambda s, i, n: calls.append((s, i, n)))
     # one child per piece, one for the re-joined mesh
-    assert len(started) == 5 and all(c[1:3] == ["-c", mc._PIECE_CHILD] for c in started)
+    assert len(started) == 5 and all(c[1:3] == ["-c", simp._PIECE_CHILD] for c in started)
     assert calls[0] == ("simplify", 0, 5) and calls[-1] == ("simplify", 5, 5)
     assert [i for _, i, _ in calls] == sorted(i for _, i, _ in calls)
     target = round(0.05 * len(f))
@@ -203,7 +204,7 @@ def test_simplify_in_pieces_equals_one_pass_in_quality(monkeypatch, tmp_path):
     # repeatable, and the same when a piece's child fails or no child can start (done in this process)
     for a, b in zip(four, mc.simplify_mesh(v, f, 0.95, pieces=4)):
         np.testing.assert_array_equal(a, b)
-    monkeypatch.setattr(mc, "_PIECE_CHILD", "import os; os._exit(3)")
+    monkeypatch.setattr(simp, "_PIECE_CHILD", "import os; os._exit(3)")
     for a, b in zip(four, mc.simplify_mesh(v, f, 0.95, pieces=4)):
         np.testing.assert_array_equal(a, b)
 
@@ -219,7 +220,7 @@ def test_cancel_while_pieces_run_kills_them(monkeypatch, tmp_path):
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.setattr(mc, "_PIECE_CHILD", "import time; time.sleep(60)")
+    monkeypatch.setattr(simp, "_PIECE_CHILD", "import time; time.sleep(60)")
     children = []
     real_popen = subprocess.Popen
 
@@ -522,7 +523,7 @@ def test_background_simplify_equals_simplify_mesh(monkeypatch, tmp_path):
         slow.result(cancel=lambda: True)
     assert slow._proc.poll() is not None and not os.path.exists(slow._dir)
     # a child that fails (e.g. no fast-simplification in its environment): done in this process instead
-    monkeypatch.setattr(mc, "_PIECE_CHILD", "import os; os._exit(3)")
+    monkeypatch.setattr(simp, "_PIECE_CHILD", "import os; os._exit(3)")
     broken = mc.BackgroundSimplify(v, f, 0.9)
     got = broken.result()
     assert broken._proc.returncode == 3

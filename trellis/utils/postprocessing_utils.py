@@ -106,8 +106,8 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
     """Stages 1-4: returns (vertices [V,3] float32 z up, faces [F,3] int64, uvs [V,2] float32,
     texture uint8 [S,S,3], info dict with per-stage seconds, face counts and the UV method used;
     with ``debug`` also the texture before inpainting and its observed-texel mask)."""
-    from . import texture_bake as tb
-    from .uv_unwrap import unwrap_uv
+    from .export import texture_bake as tb
+    from .export.uv_unwrap import unwrap_uv
 
     opt = _options(kwargs)
     if bake_mode not in ("fast", "opt"):
@@ -166,7 +166,7 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
         while simplified.running() and len(held) < max_held:
             hold_next()
     if simplify > 0 or fill_holes:
-        from .mesh_cleanup import clean_mesh_for_export
+        from .export.cleanup import clean_mesh_for_export
         v_np, f_np = clean_mesh_for_export(vertices, faces, simplify=simplify, fill_holes=fill_holes,
                                            fill_holes_max_size=fill_holes_max_size, device=device,
                                            progress=progress, cancel=cancel, simplified=simplified,

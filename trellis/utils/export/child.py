@@ -1,0 +1,32 @@
+"""Child Python processes for the export's native steps (fast-simplification, xatlas).
+
+Those libraries hold the GIL for seconds and cannot be interrupted (xatlas can even crash), so they run
+in a child of the same interpreter and environment, started in its own temporary folder (so nothing in
+the caller's working directory shadows a module), fed and read through ``.npz`` files. The callers
+poll the child, so the GPU work of the caller goes on meanwhile, and kill it on cancel or timeout.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Optional
+
+
+def start(code: str, args, cwd: str, keep_stderr: bool = False) -> Optional[subprocess.Popen]:
+    """``python -c code *args`` in ``cwd``; None when no child can be started here (the caller then
+    does the work itself)."""
+    try:
+        return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], cwd=cwd,
+                                stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE if keep_stderr else subprocess.DEVNULL)
+    except OSError:
+        return None
+
+
+def stop(proc: Optional[subprocess.Popen]) -> None:
+    """Kill ``proc`` if it still runs and reap it (nothing for None)."""
+    if proc is None:
+        return
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()

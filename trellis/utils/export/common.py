@@ -1,0 +1,37 @@
+"""Array helpers shared by the export stages (numpy in, float32 / int64 out)."""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+
+
+Progress = Optional[Callable[[str, int, int], None]]
+
+
+def _report(progress: Progress, stage: str, i: int, n: int) -> None:
+    if progress is not None:
+        progress(stage, i, n)
+
+
+def _to_numpy(vertices, faces):
+    """(float64 [V,3], int64 [F,3]) numpy copies of torch or numpy inputs."""
+    if hasattr(vertices, "detach"):
+        vertices = vertices.detach().cpu().numpy()
+    if hasattr(faces, "detach"):
+        faces = faces.detach().cpu().numpy()
+    v = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
+    f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    return v, f
+
+
+def _output(vertices, faces):
+    return (np.ascontiguousarray(vertices, dtype=np.float32),
+            np.ascontiguousarray(faces, dtype=np.int64).reshape(-1, 3))
+
+
+def _drop_unreferenced(vertices, faces):
+    used = np.zeros(len(vertices), dtype=bool)
+    used[faces.reshape(-1)] = True
+    remap = np.cumsum(used) - 1
+    return vertices[used], remap[faces]

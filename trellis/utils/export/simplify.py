@@ -1,0 +1,389 @@
+"""Spec §15.1: quadric decimation (fast-simplification, MIT), in pieces for large meshes, and in child
+processes the caller drives (``BackgroundSimplify``).
+
+Arrays are numpy float32 vertices [V,3] and int64 faces [F,3]; torch tensors are accepted too.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..cancel import check as _check_cancel
+from . import child
+from .common import Progress, _drop_unreferenced, _output, _report, _to_numpy
+
+
+def merge_duplicate_vertices(vertices, faces):
+    """Merge bit-identical vertex positions and drop faces that become degenerate."""
+    v = np.asarray(vertices)
+    f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    if len(v) == 0:
+        return v, f
+    order = np.lexsort(v.T[::-1])
+    sv = v[order]
+    new_group = np.ones(len(v), dtype=bool)
+    new_group[1:] = np.any(sv[1:] != sv[:-1], axis=1)
+    group = np.cumsum(new_group) - 1
+    remap = np.empty(len(v), dtype=np.int64)
+    remap[order] = group
+    merged = sv[new_group]
+    f = remap[f]
+    keep = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])
+    return merged, f[keep]
+
+
+def _cancel_coincident_faces(faces):
+    """Faces on the same three vertices: opposite windings cancel in pairs, repeats collapse.
+
+    The decimator sometimes folds a patch into a back-to-back pair of faces (a zero-volume fin
+    whose edges are then used four times). Per vertex set the kept result is the net winding:
+    nothing for a back-to-back pair, one face otherwise.
+    """
+    if len(faces) == 0:
+        return faces
+    first = np.argmin(faces, axis=1)
+    rows = np.arange(len(faces))[:, None]
+    rot = faces[rows, (first[:, None] + np.arange(3)) % 3]  # smallest vertex first
+    sign = np.where(rot[:, 1] < rot[:, 2], 1, -1)
+    canon = np.stack([rot[:, 0], np.minimum(rot[:, 1], rot[:, 2]),
+                      np.maximum(rot[:, 1], rot[:, 2])], -1)
+    order = np.lexsort(canon.T[::-1])
+    sc = canon[order]
+    start = np.ones(len(sc), dtype=bool)
+    start[1:] = np.any(sc[1:] != sc[:-1], axis=1)
+    if start.all():
+        return faces
+    group = np.cumsum(start) - 1
+    net = np.bincount(group, weights=sign[order]).astype(np.int64)
+    # Keep the first face of each group whose winding agrees with the net winding.
+    agrees = sign[order] == np.sign(net)[group]
+    pick = np.zeros(len(sc), dtype=bool)
+    cand = np.nonzero(agrees & (net[group] != 0))[0]
+    _, first_in_group = np.unique(group[cand], return_index=True)
+    pick[cand[first_in_group]] = True
+    keep = np.zeros(len(faces), dtype=bool)
+    keep[order[pick]] = True
+    return faces[keep]
+
+
+# Decimation in pieces. fast-simplification is single-threaded (~1.2-1.5 s for 731 k faces on a GPU
+# host's CPU, 8-10 s for 2.9 M noisy ones), so a large mesh is cut into compact pieces (recursive median
+# splits of the faces' first corners along the longest extent), each piece is decimated in its own child
+# process with its cut edges (and any open border) kept where they are, to PIECE_SLACK times its share of
+# the target, and a final pass over the re-joined mesh (another child) decimates to the target with
+# every edge free, the seams included. The number of pieces depends on the face count only (never on
+# the machine's cores), so a mesh gives the same result everywhere.
+# Distance to the source surface (mean / p99, voxels of 1/256), realistic bunny 731 k -> 36.5 k faces:
+# one pass 0.194 / 0.453; thin slabs (first try) with slack 1.25: 2 / 4 / 8 pieces 0.190 / 0.448,
+# 0.196 / 0.463, 0.228 / 0.723 (too much of a thin piece is seam), slack 2: 16 pieces 0.215 / 0.622;
+# compact pieces, slack 2: 4 pieces 0.190 / 0.439, 16 pieces 0.193 / 0.445; the CAD nut (1.1 M faces)
+# 0.272 / 0.975 in one pass, 0.240 / 0.58 in 4-16 pieces (the final pass re-plans the seams' region).
+# Time on a 16-core H100 host (benchmarks/decimation.py, docs/BENCHMARKS.md): 731 k faces 1.30 s one
+# pass, 1.32-1.40 s in 4 pieces (child start-up and the extra merge eat the gain: below
+# PIECES_FROM_FACES one pass, in-process); the e2e random-weight decoder mesh (1.52 M faces) 4.2 -> 2.6 s
+# in 8 pieces; 2.92 M noisy faces 8.2 -> 3.9 s in 16.
+PIECE_MIN_FACES = 150_000
+PIECES_FROM_FACES = 1_000_000
+MAX_PIECES = 16
+PIECE_SLACK = 2.0
+
+# A decimation child process (a piece, or a whole mesh): no trellis import, so it starts in ~0.1 s.
+_PIECE_CHILD = r"""
+import sys, numpy as np, fast_simplification
+d = np.load(sys.argv[1])
+v, f = fast_simplification.simplify(d["vertices"], d["faces"], target_count=int(d["target"]),
+                                    preserve_border=bool(d["preserve_border"]))
+np.savez(sys.argv[2], vertices=np.asarray(v, dtype=np.float64), faces=np.asarray(f, dtype=np.int32))
+"""
+
+
+def decimation_pieces(n_faces: int) -> int:
+    """How many pieces ``simplify_mesh`` decimates a mesh of ``n_faces`` faces in: 1 below
+    PIECES_FROM_FACES, else a power of two, each piece at least PIECE_MIN_FACES faces, at most MAX_PIECES."""
+    p = 1
+    while n_faces >= PIECES_FROM_FACES and p < MAX_PIECES and n_faces >= 2 * p * PIECE_MIN_FACES:
+        p *= 2
+    return p
+
+
+def _split_compact(points: np.ndarray, pieces: int) -> list:
+    """Indices of ``points`` [N,3] in ``pieces`` (a power of two) compact groups of equal size: each
+    group is halved at the median of its longest extent until there are enough. Each group lists its
+    points in ascending order."""
+    cols = np.ascontiguousarray(np.asarray(points, dtype=np.float32).T)     # [3, N]: fast per-axis work
+    groups = [np.arange(len(points))]
+    while len(groups) < pieces:
+        halves = []
+        for g in groups:
+            probe = cols[:, g[:: max(1, len(g) // 65536)]]          # the extent of a sample is enough
+            axis = int(np.argmax(probe.max(axis=1) - probe.min(axis=1)))
+            lower = np.zeros(len(g), dtype=bool)
+            lower[np.argpartition(cols[axis, g], len(g) // 2 - 1)[: len(g) // 2]] = True
+            halves += [g[lower], g[~lower]]
+        groups = halves
+    return groups
+
+
+def _workers() -> int:
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _decimate(v, f, target: int, preserve_border: bool = False):
+    import fast_simplification
+
+    v2, f2 = fast_simplification.simplify(v, f.astype(np.int32, copy=False), target_count=target,
+                                          preserve_border=preserve_border)
+    return np.asarray(v2, dtype=np.float64), np.asarray(f2, dtype=np.int64).reshape(-1, 3)
+
+
+class _Decimation:
+    """The decimation of a merged mesh to ``target`` faces as child processes that ``poll()`` advances
+    (it never blocks on a child): either one child for the whole mesh, or ``pieces`` compact pieces (one
+    child each, at most one per core, borders kept, PIECE_SLACK times their share) and then one child for
+    the re-joined mesh. A child that fails or cannot start is replaced by the same call in this process,
+    with the same result. ``result()`` is the raw decimator output; ``close()`` kills the children and
+    removes the folder (``folder``)."""
+
+    def __init__(self, v, f, target: int, pieces: int):
+        import tempfile
+
+        self.target, self.folder = target, tempfile.mkdtemp(prefix="trellis_simplify_")
+        self.proc = None             # the last child started
+        self._running, self._pending, self._done, self._result = {}, [], {}, None
+        try:
+            if pieces > 1 and target * PIECE_SLACK < len(f):
+                self.phase = "pieces"
+                groups = _split_compact(v[f[:, 0]], pieces)    # a face's first corner stands for the face
+                for g in groups:
+                    used = np.zeros(len(v), dtype=bool)
+                    used[f[g].reshape(-1)] = True
+                    share = max(1, int(math.ceil(target * PIECE_SLACK * len(g) / len(f))))
+                    self._add(v[used], (np.cumsum(used) - 1)[f[g]], share, True)
+            else:
+                self.phase = "whole"
+                self._add(v, f, target, False)
+            self.steps = len(self._pending) + (1 if self.phase == "pieces" else 0)
+        except BaseException:
+            self.close()
+            raise
+
+    def _add(self, v, f, target, preserve_border):
+        import os
+
+        i = self._files = getattr(self, "_files", -1) + 1
+        src, dst = os.path.join(self.folder, f"in{i}.npz"), os.path.join(self.folder, f"out{i}.npz")
+        np.savez(src, vertices=v, faces=f.astype(np.int32), target=target, preserve_border=preserve_border)
+        self._pending.append((i, src, dst))
+
+    def finished_steps(self) -> int:
+        return len(self._done) if self.phase == "pieces" else len(self._done) + (self.steps - 1)
+
+    def poll(self) -> bool:
+        """Starts what may start, collects what ended; True once the result is in."""
+        if self._result is not None:
+            return True
+        for i, (proc, src, dst) in list(self._running.items()):
+            if proc.poll() is None:
+                continue
+            del self._running[i]
+            self._done[i] = self._collect(proc.returncode, src, dst)
+        while self._pending and len(self._running) < _workers():
+            i, src, dst = self._pending.pop(0)
+            proc = child.start(_PIECE_CHILD, (src, dst), self.folder)
+            if proc is None:                 # no child possible: this step is done here
+                self._done[i] = self._collect(None, src, dst)
+            else:
+                self.proc, self._running[i] = proc, (proc, src, dst)
+        if self._pending or self._running:
+            return False
+        parts = [self._done[i] for i in sorted(self._done)]
+        if self.phase == "pieces":
+            # Re-join: a piece's border vertices never moved, so the pieces' copies of a seam vertex are
+            # bit-identical and merge. Then the whole mesh once more, every edge free.
+            base, faces = 0, []
+            for pv, pf in parts:
+                faces.append(pf + base)
+                base += len(pv)
+            v, f = merge_duplicate_vertices(np.concatenate([pv for pv, _ in parts]), np.concatenate(faces))
+            self.phase, self._done = "whole", {}
+            if self.target < len(f):
+                self._add(v, f, self.target, False)
+                return self.poll()
+            parts = [(v, f)]
+        self._result = parts[0]
+        return True
+
+    @staticmethod
+    def _collect(returncode, src, dst):
+        if returncode == 0:
+            try:
+                with np.load(dst) as out:
+                    return out["vertices"], out["faces"].astype(np.int64).reshape(-1, 3)
+            except (OSError, ValueError, KeyError):
+                pass
+        with np.load(src) as d:              # the child failed: the same call in this process
+            return _decimate(d["vertices"], d["faces"], int(d["target"]), bool(d["preserve_border"]))
+
+    def result(self):
+        return self._result
+
+    def close(self) -> None:
+        import shutil
+
+        for proc, _, _ in self._running.values():
+            child.stop(proc)
+        self._running = {}
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _prepare(vertices, faces, reduction):
+    """(merged vertices float64, faces int64, target face count) for a decimation by ``reduction``."""
+    v, f = _to_numpy(vertices, faces)
+    if reduction >= 1:
+        raise ValueError(f"reduction must be below 1 (got {reduction}); 0.95 removes 95 % of faces")
+    if reduction <= 0 or len(f) == 0:
+        return v, f, len(f)
+    v, f = merge_duplicate_vertices(v, f)
+    # Count from the merged mesh so that "remove 95 %" means the same with or without duplicates.
+    return v, f, max(1, int(round(len(f) * (1.0 - reduction))))
+
+
+def _finish(v, f):
+    """Decimator output -> (float32 vertices, int64 faces): degenerate and coincident faces dropped."""
+    keep = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])
+    return _output(*_drop_unreferenced(v, _cancel_coincident_faces(f[keep])))
+
+
+def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, cancel=None,
+                  pieces: Optional[int] = None, while_waiting: Optional[Callable[[], None]] = None):
+    """Quadric decimation removing the fraction ``reduction`` of the faces (0.95 keeps 5 %).
+
+    Duplicate vertices are merged first (decimation needs shared vertices to see connectivity);
+    non-manifold input is fine (the decimator works on any triangle set). A large mesh is decimated
+    in ``pieces`` (default ``decimation_pieces(faces)``; 1: one pass, in this process) in parallel
+    child processes, then once more as a whole (see PIECE_MIN_FACES); meanwhile ``while_waiting()``, if
+    given, is called over and over (e.g. to render something on the GPU; keep each call short).
+    Afterwards, faces that collapsed onto the same three vertices are cancelled
+    (``_cancel_coincident_faces``). ``reduction <= 0`` returns the input unchanged (as float32 /
+    int64 arrays). Progress is reported per piece; cancel is checked between steps and while the
+    children run (which it kills).
+    """
+    import time
+
+    v, f, target = _prepare(vertices, faces, reduction)
+    if reduction <= 0 or len(f) == 0:
+        return _output(v, f)
+    _check_cancel(cancel)
+    pieces = decimation_pieces(len(f)) if pieces is None else max(1, int(pieces))
+    if target >= len(f):
+        return _finish(v, f)
+    if pieces == 1 or target * PIECE_SLACK >= len(f):
+        _report(progress, "simplify", 0, 1)
+        v, f = _decimate(v, f, target)
+        _check_cancel(cancel)
+        _report(progress, "simplify", 1, 1)
+        return _finish(v, f)
+    job = _Decimation(v, f, target, pieces)
+    try:
+        _report(progress, "simplify", 0, job.steps)
+        done = 0
+        while not job.poll():
+            _check_cancel(cancel)
+            if job.finished_steps() != done:
+                done = job.finished_steps()
+                _report(progress, "simplify", done, job.steps)
+            if while_waiting is not None:
+                while_waiting()
+            else:
+                time.sleep(0.005)
+        v, f = job.result()
+    finally:                                 # also on cancel: children killed, files removed
+        job.close()
+    _check_cancel(cancel)
+    _report(progress, "simplify", job.steps, job.steps)
+    return _finish(v, f)
+
+
+def simplify_time_estimate(n_faces: int) -> float:
+    """Rough seconds of ``simplify_mesh`` on ``n_faces`` faces (for progress only): ~2.3 s per
+    1.26 M faces in one pass measured on a GPU host's CPU, doubled for a slower desktop CPU; a mesh
+    in pieces takes its pieces' share on this machine's cores plus the final pass."""
+    pieces = decimation_pieces(n_faces)
+    if pieces == 1:
+        return 0.5 + 3.7e-6 * n_faces
+    rounds = math.ceil(pieces / _workers())
+    return 0.8 + 3.7e-6 * n_faces * rounds / pieces + 3.7e-6 * n_faces * 0.05 * PIECE_SLACK
+
+
+class BackgroundSimplify:
+    """``simplify_mesh`` in child processes, started now, collected with ``result()``.
+
+    fast-simplification holds the GIL for the whole decimation (seconds on a million faces), so in a
+    thread it would stall the caller's Python; in child processes the caller's GPU work (e.g. the app's
+    preview video) goes on meanwhile. The merge of duplicate vertices and the cut into pieces happen
+    here, at once; then the decimation runs as ``_Decimation`` (one child for a mesh below
+    ``decimation_pieces`` > 1, else one per piece and one for the re-joined mesh), advanced whenever
+    ``running()`` or ``result()`` is called. ``result()`` returns exactly what ``simplify_mesh``
+    returns for the same input (same code, same arrays); a child that fails is replaced by the same
+    call in this process. ``close()`` (also on ``cancel``) kills the children and removes their files.
+    """
+
+    def __init__(self, vertices, faces, reduction: float):
+        self.vertices, self.faces = _to_numpy(vertices, faces)
+        self.reduction = float(reduction)
+        self._result, self._job = None, None
+        v, f, target = _prepare(self.vertices, self.faces, self.reduction)
+        if self.reduction <= 0 or len(f) == 0:
+            self._result = _output(v, f)
+        elif target >= len(f):
+            self._result = _finish(v, f)
+        else:
+            self._job = _Decimation(v, f, target, decimation_pieces(len(f)))
+            self._job.poll()
+        self._dir = self._job.folder if self._job is not None else None
+
+    @property
+    def _proc(self):
+        """The last child process started (None if none was)."""
+        return self._job.proc if self._job is not None else None
+
+    def running(self) -> bool:
+        """Whether the decimation is still going on (False once its result is in)."""
+        return self._result is None and self._job is not None and not self._job.poll()
+
+    def result(self, progress: Progress = None, cancel=None):
+        """(vertices float32 [V,3], faces int64 [F,3]) as ``simplify_mesh(vertices, faces, reduction)``.
+        ``progress("simplify", percent, 100)`` about every 0.2 s while the children work (an estimate
+        from the face count, ``simplify_time_estimate``), 100 when the result is in."""
+        import time
+
+        if self._result is not None:
+            return self._result
+        _report(progress, "simplify", 0, 100)
+        # The decimation is native calls without progress of their own: while waiting for them, report
+        # the time spent against an estimate (in percent, capped at 99), about every 0.2 s.
+        start, last, estimate = time.monotonic(), 0.0, simplify_time_estimate(len(self.faces))
+        try:
+            while not self._job.poll():
+                _check_cancel(cancel)
+                time.sleep(0.005)
+                elapsed = time.monotonic() - start
+                if elapsed - last >= 0.2:
+                    last = elapsed
+                    _report(progress, "simplify", min(99, int(100 * elapsed / estimate)), 100)
+            self._result = _finish(*self._job.result())
+        finally:                       # also on cancel: the children are killed, their files removed
+            self.close()
+        _report(progress, "simplify", 100, 100)
+        return self._result
+
+    def close(self) -> None:
+        if self._job is not None:
+            self._job.close()
