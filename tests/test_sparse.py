@@ -137,6 +137,11 @@ def test_sparse_tensor_layout_broadcast_and_moves():
     assert torch.equal((x * 2).feats, x.feats * 2)
     with pytest.raises(ValueError):
         SparseTensor(torch.zeros(3, 2), torch.zeros(3, 3, dtype=torch.int32))
+    # The reference's keyword names work; a misspelled one is refused, not ignored.
+    named = SparseTensor(feats=torch.zeros(3, 2), coords=torch.zeros(3, 4, dtype=torch.int32))
+    assert named.shape == torch.Size([1, 2])
+    with pytest.raises(TypeError, match="layuot"):
+        SparseTensor(feats=torch.zeros(3, 2), coords=torch.zeros(3, 4, dtype=torch.int32), layuot=None)
 
 
 def test_spconv_backend_agrees_with_torch_path():

@@ -229,7 +229,7 @@ def disable(key: str, err: BaseException) -> None:
 
 def is_fatal(err: BaseException) -> bool:
     """Errors the twin would hit too (out of memory, cancel, Ctrl-C): raised, not retried."""
-    from .utils.cancel import Cancelled
+    from .core.callbacks import Cancelled
 
     return isinstance(err, (torch.OutOfMemoryError, Cancelled, KeyboardInterrupt))
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..modules.sparse.conv import _ConvWeights
+from ..modules.sparse import SparseConvWeights
 
 # Layer types whose weights live in the torso dtype; norms, RMS gains and buffers stay fp32.
 _TORSO_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
-                 nn.ConvTranspose3d, _ConvWeights)
+                 nn.ConvTranspose3d, SparseConvWeights)
 
 
 def torso_parameters(module: nn.Module):
@@ -22,11 +22,16 @@ class TorsoMixin:
 
     The rest (input/output layers, timestep embedder, norms, buffers) stays fp32, and inputs and
     outputs are fp32, as in the reference. `set_torso_dtype` switches precision at run time
-    (fp16 / bf16 / fp32) without reloading weights.
+    (fp16 / bf16 / fp32) without reloading weights. Every network has an `input_layer`; its weight's
+    device is the network's `device`.
     """
 
     torso_modules: tuple[str, ...] = ("blocks",)
     dtype: torch.dtype = torch.float32
+
+    @property
+    def device(self) -> torch.device:
+        return self.input_layer.weight.device
 
     def set_torso_dtype(self, dtype: torch.dtype) -> None:
         params = [p for name in self.torso_modules for p in torso_parameters(getattr(self, name))]

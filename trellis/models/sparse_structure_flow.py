@@ -41,10 +41,6 @@ class SparseStructureFlowModel(TorsoMixin, nn.Module):
         self.final_norm = LayerNorm32(model_channels, elementwise_affine=False, eps=1e-5)
         self._init_torso(use_fp16)
 
-    @property
-    def device(self) -> torch.device:
-        return self.input_layer.weight.device
-
     def _to_tokens(self, x: torch.Tensor) -> torch.Tensor:
         b, c, p = x.shape[0], x.shape[1], self.patch_size
         g = self.resolution // p

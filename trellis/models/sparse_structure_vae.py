@@ -70,10 +70,6 @@ class SparseStructureDecoder(TorsoMixin, nn.Module):
                                        nn.Conv3d(channels[-1], out_channels, 3, padding=1))
         self._init_torso(use_fp16)
 
-    @property
-    def device(self) -> torch.device:
-        return self.input_layer.weight.device
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.input_layer(x).to(self.dtype)
         h = self.middle_block(h)

@@ -66,10 +66,6 @@ class SLatFlowModel(TorsoMixin, nn.Module):
         self.out_layer = SparseLinear(io[0] if io else c, out_channels)
         self._init_torso(use_fp16)
 
-    @property
-    def device(self) -> torch.device:
-        return self.input_layer.weight.device
-
     def forward(self, x: SparseTensor, t: torch.Tensor, cond: torch.Tensor) -> SparseTensor:
         if x.feats.shape[-1] != self.in_channels:
             raise ValueError(f"expected {self.in_channels} input channels, got {x.feats.shape[-1]}")

@@ -13,6 +13,12 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+# The device-memory helpers live in the bottom layer; this module re-exports them for older callers.
+from ..core.device import free_device_memory, release_device_memory, set_memory_limit
+
+__all__ = ["PRECISIONS", "OFFLOADS", "RESIDENT_BUDGET_BYTES", "MemoryPolicy", "pick_preset", "StageStat", "StageTracker",
+           "HostWeights", "free_device_memory", "release_device_memory", "set_memory_limit"]
+
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
 OFFLOADS = ("auto", "none", "model")
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -48,47 +54,6 @@ class MemoryPolicy:
         return _DTYPES[self.precision]
 
 
-# Per-process caps set through `set_memory_limit` (device index -> fraction), for torch builds without
-# `torch.cuda.get_per_process_memory_fraction` (it is missing from some releases).
-_FRACTIONS: dict = {}
-
-
-def set_memory_limit(device, limit_bytes: int) -> None:
-    """Cap this process's CUDA memory on `device` (what a card of that size would allow):
-    `torch.cuda.set_per_process_memory_fraction`, recorded so that `free_device_memory` sees it."""
-    device = torch.device(device)
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    total = torch.cuda.get_device_properties(index).total_memory
-    fraction = min(1.0, max(0.0, limit_bytes / total))
-    torch.cuda.set_per_process_memory_fraction(fraction, index)
-    _FRACTIONS[index] = fraction
-
-
-def _memory_fraction(index: int) -> float:
-    for getter in (getattr(torch.cuda, "get_per_process_memory_fraction", None),
-                   getattr(torch._C, "_cuda_getMemoryFraction", None)):
-        if getter is not None:
-            try:
-                return float(getter(index))
-            except Exception:
-                pass
-    return _FRACTIONS.get(index, 1.0)
-
-
-def free_device_memory(device: torch.device) -> int | None:
-    """Bytes this process can still get on a CUDA device: the driver's free memory, capped by a
-    per-process memory fraction (minus what the caching allocator already holds)."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        return None
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    free, total = torch.cuda.mem_get_info(index)
-    fraction = _memory_fraction(index)
-    if fraction < 1.0:
-        free = min(free, max(0, int(fraction * total) - torch.cuda.memory_reserved(index)))
-    return free
-
-
 def pick_preset(device: torch.device, free_bytes: int | None = None) -> MemoryPolicy:
     """A precision/offload preset for the device: fp32 on the CPU; on a GPU fp16, offloading when small."""
     device = torch.device(device)
@@ -100,11 +65,6 @@ def pick_preset(device: torch.device, free_bytes: int | None = None) -> MemoryPo
     if free < RESIDENT_BUDGET_BYTES:
         return MemoryPolicy("fp16", "model", cfg_batch=free >= 6 * 2 ** 30, cuda_graphs=False)
     return MemoryPolicy("fp16", "none", cfg_batch=True, cuda_graphs=False)
-
-
-def release_device_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 @dataclass

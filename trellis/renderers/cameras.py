@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..utils.hammersley import radical_inverse
+from ..core.lowdiscrepancy import radical_inverse
 
 
 def look_at_opencv(eye: torch.Tensor, target: torch.Tensor, up: torch.Tensor) -> torch.Tensor:

@@ -45,13 +45,13 @@ Compositing is a pair of functions with the same arguments (``trellis.fastpaths`
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 
 from .. import fastpaths
 from ..representations.gaussian import SH_C0, quaternion_to_matrix
-from ..utils.cancel import check
+from ..core.callbacks import CancelCheck, check
 
 ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.99
@@ -310,7 +310,7 @@ def _composite_group(pos, cnt, total, boxes, params, shade, width, log_t, acc, d
 def render_gaussians(gaussian, extrinsics: torch.Tensor, intrinsics: torch.Tensor, resolution,
                      near: float = 0.8, far: float = 1.6, bg_color: Sequence[float] = (0.0, 0.0, 0.0),
                      kernel_size: float = 0.1, tile_size: int = 16,
-                     cancel: Optional[Callable[[], bool]] = None, *, opacity_compensation: bool = True,
+                     cancel: CancelCheck = None, *, opacity_compensation: bool = True,
                      cull_far: bool = False, work_budget: Optional[int] = None) -> dict:
     """Render a `Gaussian` with OpenCV extrinsics [4,4] and normalised intrinsics [3,3].
 

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import fastpaths
-from ..utils.cancel import check as _check_cancel
+from ..core.callbacks import check as _check_cancel
 from .cameras import projection_opencv
 
 __all__ = ["rasterize", "raster_keys_torch", "candidate_tiles", "interpolate", "bary_derivatives",
@@ -168,7 +168,7 @@ def rasterize(vertices_clip: torch.Tensor, faces: torch.Tensor, height: int, wid
     vertices_clip [V,4] float, faces [F,3] int. Returns (face_id [H,W] int64 with 0 = empty and
     f + 1 for face f, bary [H,W,3] float32 perspective-correct, depth [H,W] float32 view depth w,
     0 where empty). See the module docstring for every convention. ``cancel`` (a callable returning
-    True to stop) is checked between chunks and raises ``trellis.utils.cancel.Cancelled``.
+    True to stop) is checked between chunks and raises ``trellis.core.callbacks.Cancelled``.
     ``chunk_budget`` bounds the number of covered pixels processed at once by the PyTorch path
     (default 2**22 on CPU, 2**24 on other devices; see ``raster_keys_torch`` for the memory). ``with_bary=False``
     skips the barycentric/depth pass and returns (face_id, None, None) (visibility only needs

@@ -1,18 +1,4 @@
-"""Cooperative cancellation: long loops call `check(cancel)` and stop with `Cancelled`."""
-from __future__ import annotations
+"""Cooperative cancellation (moved to `trellis.core.callbacks`; this path stays for existing imports)."""
+from ..core.callbacks import CancelCheck, Cancelled, check
 
-from typing import Callable, Optional
-
-CancelCheck = Optional[Callable[[], bool]]
-
-
-class Cancelled(Exception):
-    """Raised inside a long loop when the caller asked to stop."""
-
-    def __init__(self, message: str = "cancelled by the user"):
-        super().__init__(message)
-
-
-def check(cancel: CancelCheck) -> None:
-    if cancel is not None and cancel():
-        raise Cancelled()
+__all__ = ["CancelCheck", "Cancelled", "check"]

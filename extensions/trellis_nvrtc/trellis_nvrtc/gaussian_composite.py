@@ -85,7 +85,7 @@ def composite(proj, colors, width, height, bg, tile_size=16, cancel=None, work_b
     16): the dispatcher then runs the twin. ``work_budget`` is the twin's.
     """
     from trellis.renderers.gaussian_render import kernel_inputs
-    from trellis.utils.cancel import check
+    from trellis.core.callbacks import check
 
     device = colors.device
     if device.type != "cuda" or colors.dtype != torch.float32 or tile_size != TILE:

@@ -126,7 +126,7 @@ def composite(proj, colors, width, height, bg, tile_size=16, cancel=None, work_b
     tries the next path.
     """
     from trellis.renderers.gaussian_render import kernel_inputs
-    from trellis.utils.cancel import check
+    from trellis.core.callbacks import check
 
     device = colors.device
     if (not AVAILABLE or device.type != "cuda" or colors.dtype != torch.float32

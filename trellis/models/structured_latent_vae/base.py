@@ -4,7 +4,6 @@ Each decoder adds its head in `build_head` and turns the head's output into its 
 """
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 
 from ...modules.embed import cached_position_embedding
@@ -39,10 +38,6 @@ class SparseTransformerBase(TorsoMixin, nn.Module):
 
     def build_head(self, channels: int) -> None:
         raise NotImplementedError
-
-    @property
-    def device(self) -> torch.device:
-        return self.input_layer.weight.device
 
     def trunk(self, x: SparseTensor) -> SparseTensor:
         """Returns torso-dtype features on x's coordinates and row order."""

@@ -6,7 +6,7 @@ import torch
 from ...modules.norm import LayerNorm32
 from ...modules.sparse import SparseLinear, SparseTensor
 from ...representations.gaussian import Gaussian
-from ...utils.hammersley import hammersley_3d
+from ...core.lowdiscrepancy import hammersley_3d
 from .base import SparseTransformerBase
 
 _FIELDS = ("_xyz", "_features_dc", "_scaling", "_rotation", "_opacity")

@@ -1,5 +1,5 @@
 """Attention kernels: dense and variable-length softmax attention with selectable backends."""
-from .config import get as get_backend, set_backend
+from ...core.backends import get as get_backend, set_backend
 from .functional import SeqLens, dense_attention, varlen_attention, has_torch_varlen, resolve_varlen_backend
 
 __all__ = ["dense_attention", "varlen_attention", "get_backend", "set_backend", "has_torch_varlen",

@@ -18,7 +18,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from . import config
+from ...core import backends
 
 
 # ----------------------------------------------------------------------------------- availability
@@ -75,7 +75,7 @@ def _sdpa_dense(q, k, v):
 
 def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str | None = None) -> torch.Tensor:
     """q [B, Lq, H, D], k/v [B, Lk, H, D] -> [B, Lq, H, D]."""
-    name = backend or config.get("dense")
+    name = backend or backends.get("dense")
     if name == "naive":
         return _naive_dense(q, k, v)
     if name == "flash_attn" and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
@@ -169,13 +169,12 @@ def _sdpa_each(q, k, v, sq: SeqLens, sk: SeqLens):
 
 
 def _sdpa_varlen(q, k, v, sq: SeqLens, sk: SeqLens):
+    """Variable-length SDPA on every device. A few sequences: one SDPA call each. More: padded SDPA,
+    sequences of similar length batched, keys beyond a sequence's end masked, in groups so that the
+    padded score tensor stays bounded (the decoders have thousands of short windows, the flow has a few
+    long sequences)."""
     if len(sq.host) <= _UNPADDED_MAX_SEQUENCES:
         return _sdpa_each(q, k, v, sq, sk)
-    """Padded SDPA: sequences of similar length are batched; keys beyond a sequence's end are masked.
-
-    Works on every device. Sequences are processed in groups so that the padded score tensor stays
-    bounded (the decoders have thousands of short windows, the flow has a few long sequences).
-    """
     out = torch.empty_like(q)
     upcast = _cpu_upcast(q)
     lq, lk = sq.lengths, sk.lengths
@@ -252,7 +251,7 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths_
     if q.shape[0] == 0:
         return q.clone()
     lq, lk = _as_seqlens(lengths_q, q.device), _as_seqlens(lengths_kv, q.device)
-    name = resolve_varlen_backend(backend or config.get("varlen"), q)
+    name = resolve_varlen_backend(backend or backends.get("varlen"), q)
     if name == "naive":
         return _naive_varlen(q, k, v, lq, lk)
     if name == "torch_varlen":

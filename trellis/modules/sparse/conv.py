@@ -16,7 +16,7 @@ from functools import lru_cache
 import torch
 import torch.nn as nn
 
-from ..attention import config
+from ...core import backends
 from .tensor import COORD_LIMIT, SparseTensor, pack_keys
 
 # Largest gathered [n, k^3 * C_in] block of one GEMM, in elements (chunks rows to bound memory).
@@ -126,7 +126,7 @@ def submanifold_conv3d_spconv(x: SparseTensor, weight: torch.Tensor, bias: torch
         spatial = (x.coords[:, 1:].max(0).values + 1).tolist() if x.coords.shape[0] else [1, 1, 1]
         x.cache[key] = spatial
     algo = {"auto": None, "native": spconv.ConvAlgo.Native,
-            "implicit_gemm": spconv.ConvAlgo.MaskImplicitGemm}[config.get("spconv_algo")]
+            "implicit_gemm": spconv.ConvAlgo.MaskImplicitGemm}[backends.get("spconv_algo")]
     if not x.feats.is_cuda:
         algo = spconv.ConvAlgo.Native            # the implicit-GEMM kernels exist only for CUDA
     indice_cache = x.cache.setdefault(("spconv_indice_dict", x.device), {})
@@ -148,7 +148,7 @@ def submanifold_conv3d_spconv(x: SparseTensor, weight: torch.Tensor, bias: torch
 
 def submanifold_conv3d(x: SparseTensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                        backend: str | None = None) -> torch.Tensor:
-    name = backend or config.get("sparse_conv")
+    name = backend or backends.get("sparse_conv")
     if name in ("auto", "spconv") and spconv_usable(x):
         return submanifold_conv3d_spconv(x, weight, bias)
     if name == "spconv" and x.feats.is_cuda and _spconv() is None:
@@ -157,8 +157,10 @@ def submanifold_conv3d(x: SparseTensor, weight: torch.Tensor, bias: torch.Tensor
     return submanifold_conv3d_torch(x, weight, bias)
 
 
-class _ConvWeights(nn.Module):
-    """Holds weight [C_out, k, k, k, C_in] and bias: the reference's keys are `<name>.conv.weight`."""
+class SparseConvWeights(nn.Module):
+    """Holds weight [C_out, k, k, k, C_in] and bias: the reference's keys are `<name>.conv.weight`.
+
+    Public because the fp16 torso policy (`trellis.models.common`) converts these layers' weights."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool):
         super().__init__()
@@ -177,7 +179,7 @@ class SparseConv3d(nn.Module):
         super().__init__()
         if kernel_size not in (1, 3, 5):
             raise ValueError(f"kernel_size must be odd and small, got {kernel_size}")
-        self.conv = _ConvWeights(in_channels, out_channels, kernel_size, bias)
+        self.conv = SparseConvWeights(in_channels, out_channels, kernel_size, bias)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         return x.replace(submanifold_conv3d(x, self.conv.weight, self.conv.bias))

@@ -56,22 +56,23 @@ def subdivide(x: SparseTensor) -> SparseTensor:
     return SparseTensor(x.feats.repeat_interleave(8, dim=0), coords)
 
 
-class SparseDownsample(nn.Module):
+class _Resample(nn.Module):
+    """A module (no weights) that calls its class's `resample(x, factor)`."""
+
     def __init__(self, factor: int = 2):
         super().__init__()
         self.factor = factor
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        return downsample(x, self.factor)
+        return self.resample(x, self.factor)
 
 
-class SparseUpsample(nn.Module):
-    def __init__(self, factor: int = 2):
-        super().__init__()
-        self.factor = factor
+class SparseDownsample(_Resample):
+    resample = staticmethod(downsample)
 
-    def forward(self, x: SparseTensor) -> SparseTensor:
-        return upsample(x, self.factor)
+
+class SparseUpsample(_Resample):
+    resample = staticmethod(upsample)
 
 
 class SparseSubdivide(nn.Module):

@@ -21,8 +21,12 @@ def pack_keys(coords: torch.Tensor) -> torch.Tensor:
 
 
 class SparseTensor:
+    """`SparseTensor(feats=, coords=)` as in the reference's API; `shape`, `layout` and `cache` are ours
+    (derived values handed on by `replace` and the resampling layers). Any other keyword is a TypeError,
+    so a misspelled argument is not silently dropped."""
+
     def __init__(self, feats: torch.Tensor, coords: torch.Tensor, shape: torch.Size | None = None,
-                 layout: list[slice] | None = None, cache: dict | None = None, **_ignored):
+                 layout: list[slice] | None = None, cache: dict | None = None):
         if coords.ndim != 2 or coords.shape[1] != 4:
             raise ValueError(f"coords must be [N, 4] (batch, x, y, z), got {tuple(coords.shape)}")
         if feats.shape[0] != coords.shape[0]:

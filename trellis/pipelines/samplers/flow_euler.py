@@ -9,16 +9,14 @@ multi-image modes of §11.7 built in rather than patched in from outside.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 
+from ...core.callbacks import CancelCheck, StepProgress, check
 from ...modules.sparse import SparseTensor
-from ...utils.cancel import CancelCheck, check
 from .cuda_graph import GraphedFlow
-
-Progress = Optional[Callable[[int, int], None]]
 
 
 class SampleResult(dict):
@@ -99,7 +97,7 @@ class FlowEulerSampler:
 
     # ------------------------------------------------------------------ loop
     def sample(self, model, noise, cond=None, steps: int = 50, rescale_t: float = 1.0, verbose: bool = True,
-               progress: Progress = None, cancel: CancelCheck = None, cuda_graph: bool = False,
+               progress: StepProgress = None, cancel: CancelCheck = None, cuda_graph: bool = False,
                **kwargs) -> SampleResult:
         """`cuda_graph=True` replays each distinct forward as a CUDA graph (same numbers, far fewer
         launches); it applies on CUDA devices only."""
@@ -163,7 +161,7 @@ class FlowEulerCfgSampler(FlowEulerSampler):
         return v
 
     def sample(self, model, noise, cond, neg_cond, steps: int = 50, rescale_t: float = 1.0,
-               cfg_strength: float = 3.0, verbose: bool = True, progress: Progress = None,
+               cfg_strength: float = 3.0, verbose: bool = True, progress: StepProgress = None,
                cancel: CancelCheck = None, **kwargs) -> SampleResult:
         return super().sample(model, noise, cond, steps=steps, rescale_t=rescale_t, verbose=verbose,
                               progress=progress, cancel=cancel, neg_cond=neg_cond, cfg_strength=cfg_strength,
@@ -178,7 +176,7 @@ class FlowEulerGuidanceIntervalSampler(FlowEulerCfgSampler):
 
     def sample(self, model, noise, cond, neg_cond, steps: int = 50, rescale_t: float = 1.0,
                cfg_strength: float = 3.0, cfg_interval=(0.0, 1.0), verbose: bool = True,
-               progress: Progress = None, cancel: CancelCheck = None, **kwargs) -> SampleResult:
+               progress: StepProgress = None, cancel: CancelCheck = None, **kwargs) -> SampleResult:
         return super().sample(model, noise, cond, neg_cond, steps=steps, rescale_t=rescale_t,
                               cfg_strength=cfg_strength, verbose=verbose, progress=progress, cancel=cancel,
                               cfg_interval=cfg_interval, **kwargs)
