@@ -307,6 +307,32 @@ def test_render_multiview_and_snapshot():
                                    verbose=False)
 
 
+def test_one_dispatch_from_representation_to_renderer():
+    """trellis.renderers.render picks each representation's renderer and moves the cameras to rep.device;
+    each representation's device is read from its tensors."""
+    from trellis import renderers
+    from trellis.renderers.mesh_render import render_mesh
+
+    ext, intr = orbit_cameras([0.3], [0.2], 2.0, 40.0)
+    g, s, m = make_gaussian(50), make_strivec(1), make_icosphere(subdiv=0)
+    cases = [(g, render_gaussians, {"near": 0.8, "far": 1.6}), (s, render_strivec, {"ssaa": 2}),
+             (m, render_mesh, {"return_types": ("mask", "normal")})]
+    for rep, fn, opt in cases:
+        assert rep.device == torch.device("cpu")
+        assert renderers.renderer_for(rep) is fn
+        got = renderers.render(rep, ext[0].double(), intr[0], 24, **opt)
+        want = fn(rep, ext[0].double(), intr[0], 24, **opt)
+        assert got.keys() == want.keys()
+        for key in got:
+            assert torch.equal(got[key], want[key]), key
+    empty = Strivec(8, AABB)
+    assert empty.device == empty.aabb.device and Gaussian(AABB).device == torch.device("cpu")
+    with pytest.raises(AttributeError):
+        s.device = "cuda"                       # derived, never stored
+    with pytest.raises(TypeError, match="no renderer for object"):
+        renderers.render(object(), ext[0], intr[0], 8)
+
+
 def test_cancel_mid_video():
     g = make_gaussian(100)
     calls = []

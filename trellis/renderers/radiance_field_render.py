@@ -49,13 +49,13 @@ the budgets plus the [H*W] accumulators.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..representations.gaussian import SH_C0
-from ..utils.cancel import check
+from ..core.callbacks import CancelCheck, check
 
 __all__ = ["render_strivec", "ALPHA_MAX", "STEPS_PER_VOXEL"]
 
@@ -139,7 +139,7 @@ def _shade(ctx, i_ray, i_vox, i_k0, cn):
 
 def render_strivec(strivec, extrinsics: torch.Tensor, intrinsics: torch.Tensor, resolution,
                    near: float = 0.8, far: float = 1.6, bg_color: Sequence[float] = (0.0, 0.0, 0.0),
-                   ssaa: int = 1, cancel: Optional[Callable[[], bool]] = None, *,
+                   ssaa: int = 1, cancel: CancelCheck = None, *,
                    pair_budget: int = 1 << 21, sample_budget: int = 1 << 22) -> dict:
     """Render one view of a `Strivec` (OpenCV extrinsics [4,4], normalised intrinsics [3,3]).
 
@@ -158,7 +158,7 @@ def render_strivec(strivec, extrinsics: torch.Tensor, intrinsics: torch.Tensor, 
     if ssaa < 1:
         raise ValueError("ssaa must be >= 1")
     height, width = out_h * ssaa, out_w * ssaa
-    device = strivec.aabb.device if strivec.position is None else strivec.position.device
+    device = strivec.device
     wide = torch.float32 if device.type in _NO_FLOAT64_DEVICES else torch.float64
     check(cancel)
 

@@ -87,7 +87,7 @@ class Gaussian:
             "opacity_bias": opacity_bias,
             "sh_degree": sh_degree,
         }
-        # Box: origin aabb[:3] and size aabb[3:]; it also fixes the device (see `device`).
+        # Box: origin aabb[:3] and size aabb[3:]; its device is `device` until there are Gaussians.
         self.aabb = torch.tensor(aabb, dtype=torch.float32, device=device)
         # Scale: raw -> act(raw + scale_bias), then widened by the 3-D filter k: sqrt(s^2 + k^2).
         self._scale_kind = scaling_activation
@@ -102,7 +102,8 @@ class Gaussian:
 
     @property
     def device(self) -> torch.device:
-        return self.aabb.device
+        """Where the Gaussians are (the box's device while there are none)."""
+        return self.aabb.device if self._xyz is None else self._xyz.device
 
     # ------------------------------------------------------------------ activations
     @property

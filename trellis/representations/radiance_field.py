@@ -14,15 +14,18 @@ class Strivec:
     def __init__(self, resolution: int, aabb, sh_degree: int = 0, rank: int = 8, dim: int = 8, device="cpu"):
         self.resolution, self.sh_degree, self.rank, self.dim = resolution, sh_degree, rank, dim
         self.aabb = torch.tensor(aabb, dtype=torch.float32, device=device)
-        self.device = device
         self.density_shift = 0
         self.position = self.depth = self.trivec = self.density = self.features_dc = None
 
     def __len__(self) -> int:
         return 0 if self.position is None else self.position.shape[0]
 
+    @property
+    def device(self) -> torch.device:
+        """Where the voxels are (the box's device while there are none)."""
+        return self.aabb.device if self.position is None else self.position.device
+
     def to(self, device) -> "Strivec":
-        self.device = device
         self.aabb = self.aabb.to(device)
         for name in ("position", "depth", "trivec", "density", "features_dc"):
             t = getattr(self, name)

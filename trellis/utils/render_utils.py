@@ -2,8 +2,8 @@
 
 The reference's API on the pure-PyTorch renderers of `trellis.renderers`:
 
-* `render_frames(sample, extrinsics, intrinsics, options, ...)` renders one frame per camera and
-  dispatches on the representation:
+* `render_frames(sample, extrinsics, intrinsics, options, ...)` renders one frame per camera with
+  `trellis.renderers.render` (which picks the renderer by representation), with these defaults:
 
   ====================  ============================  =========================================
   representation        renderer (defaults)           keys of the returned dict of lists
@@ -33,25 +33,20 @@ from __future__ import annotations
 import copy
 import math
 import os
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
+from ..core.callbacks import CancelCheck, Cancelled, StepProgress, check
+from ..renderers import render
 from ..renderers.cameras import hammersley_sphere_views, orbit_cameras
-from ..renderers.gaussian_render import render_gaussians
-from ..renderers.mesh_render import render_mesh
-from ..renderers.radiance_field_render import render_strivec
 from ..representations.gaussian import SH_C0, Gaussian
 from ..representations.mesh import MeshExtractResult
 from ..representations.radiance_field import Strivec
-from .cancel import Cancelled, check
 
 __all__ = ["render_frames", "render_video", "render_multiview", "render_snapshot", "save_video",
            "VIDEO_CRF", "VIDEO_PRESET", "Cancelled"]
-
-ProgressFn = Optional[Callable[[int, int], None]]
-CancelFn = Optional[Callable[[], bool]]
 
 # Per-representation renderer defaults (spec §14.2).
 _GAUSSIAN_DEFAULTS = dict(near=0.8, far=1.6, ssaa=1, kernel_size=0.1)
@@ -78,7 +73,7 @@ def _to_float_map(img: torch.Tensor) -> np.ndarray:
 
 def _overwrite_colors(gaussian: Gaussian, colors) -> Gaussian:
     """Shallow copy of `gaussian` whose degree-0 colour is `colors` [M,3] (RGB, before clamping)."""
-    colors = torch.as_tensor(colors, dtype=torch.float32, device=gaussian.get_xyz.device).reshape(-1, 3)
+    colors = torch.as_tensor(colors, dtype=torch.float32, device=gaussian.device).reshape(-1, 3)
     if colors.shape[0] != len(gaussian):
         raise ValueError(f"colors_overwrite has {colors.shape[0]} rows for {len(gaussian)} Gaussians")
     g = copy.copy(gaussian)
@@ -96,8 +91,30 @@ def _progress_bar(total: int, verbose: bool):
     return tqdm(total=total, desc="Rendering", leave=False)
 
 
+# How each image a renderer returns becomes a frame.
+_FRAME = {"color": _to_uint8_image, "normal": _to_uint8_image, "depth": _to_float_map, "mask": _to_float_map}
+
+
+def _renderer_options(sample, options: dict, bg_color: tuple) -> tuple[dict, tuple[str, ...]]:
+    """The renderer's keyword arguments for `sample` (the defaults above, overridden by `options`) and
+    the keys of the frames it gives (module docstring)."""
+    if isinstance(sample, Gaussian):
+        opt = {k: options.get(k, v) for k, v in _GAUSSIAN_DEFAULTS.items()}
+        if opt.pop("ssaa") != 1:
+            raise ValueError("the Gaussian renderer renders without supersampling (ssaa must be 1)")
+        return {**opt, "bg_color": bg_color}, ("color", "depth")
+    if isinstance(sample, MeshExtractResult):
+        opt = {k: options.get(k, v) for k, v in _MESH_DEFAULTS.items()}
+        return {**opt, "return_types": ("mask", "normal")}, ("normal", "mask")
+    if isinstance(sample, Strivec):
+        opt = {k: options.get(k, v) for k, v in _RF_DEFAULTS.items()}
+        return {**opt, "bg_color": bg_color}, ("color", "depth")
+    raise TypeError(f"render_frames: unsupported representation {type(sample).__name__} "
+                    "(expected Gaussian, MeshExtractResult or Strivec)")
+
+
 def render_frames(sample, extrinsics, intrinsics, options: Optional[dict] = None, colors_overwrite=None,
-                  verbose: bool = True, progress: ProgressFn = None, cancel: CancelFn = None,
+                  verbose: bool = True, progress: StepProgress = None, cancel: CancelCheck = None,
                   **kwargs) -> dict:
     """Render `sample` from every camera. extrinsics [n,4,4] (or a list of [4,4]), intrinsics [n,3,3].
 
@@ -120,39 +137,12 @@ def render_frames(sample, extrinsics, intrinsics, options: Optional[dict] = None
 
     if colors_overwrite is not None and not isinstance(sample, Gaussian):
         raise ValueError("colors_overwrite is only supported for Gaussian samples")
-    if isinstance(sample, Gaussian):
-        opt = {k: options.get(k, v) for k, v in _GAUSSIAN_DEFAULTS.items()}
-        if opt["ssaa"] != 1:
-            raise ValueError("the Gaussian renderer renders without supersampling (ssaa must be 1)")
-        rep = sample if colors_overwrite is None else _overwrite_colors(sample, colors_overwrite)
-        device = rep.get_xyz.device
+    opt, keys = _renderer_options(sample, options, bg_color)
+    rep = sample if colors_overwrite is None else _overwrite_colors(sample, colors_overwrite)
 
-        def one(ext, k):
-            r = render_gaussians(rep, ext.to(device), k.to(device), resolution, near=opt["near"],
-                                 far=opt["far"], bg_color=bg_color, kernel_size=opt["kernel_size"],
-                                 cancel=cancel, **kwargs)
-            return {"color": _to_uint8_image(r["color"]), "depth": _to_float_map(r["depth"])}
-    elif isinstance(sample, MeshExtractResult):
-        opt = {k: options.get(k, v) for k, v in _MESH_DEFAULTS.items()}
-        device = sample.vertices.device
-
-        def one(ext, k):
-            r = render_mesh(sample, ext.to(device), k.to(device), resolution, near=opt["near"],
-                            far=opt["far"], ssaa=opt["ssaa"], return_types=("mask", "normal"),
-                            cancel=cancel, **kwargs)
-            return {"normal": _to_uint8_image(r["normal"]), "mask": _to_float_map(r["mask"])}
-    elif isinstance(sample, Strivec):
-        opt = {k: options.get(k, v) for k, v in _RF_DEFAULTS.items()}
-        device = sample.aabb.device if sample.position is None else sample.position.device
-
-        def one(ext, k):
-            r = render_strivec(sample, ext.to(device), k.to(device), resolution, near=opt["near"],
-                               far=opt["far"], bg_color=bg_color, ssaa=opt["ssaa"], cancel=cancel,
-                               **kwargs)
-            return {"color": _to_uint8_image(r["color"]), "depth": _to_float_map(r["depth"])}
-    else:
-        raise TypeError(f"render_frames: unsupported representation {type(sample).__name__} "
-                        "(expected Gaussian, MeshExtractResult or Strivec)")
+    def one(ext, k):
+        r = render(rep, ext, k, resolution, cancel=cancel, **opt, **kwargs)
+        return {key: _FRAME[key](r[key]) for key in keys}
 
     out: dict = {}
     bar = _progress_bar(n, verbose)
@@ -181,7 +171,7 @@ def video_cameras(num_frames: int = 300, r: float = 2.0, fov: float = 40.0):
 
 
 def render_video(sample, resolution: int = 512, bg_color=(0, 0, 0), num_frames: int = 300, r: float = 2,
-                 fov: float = 40, progress: ProgressFn = None, cancel: CancelFn = None, **kwargs) -> dict:
+                 fov: float = 40, progress: StepProgress = None, cancel: CancelCheck = None, **kwargs) -> dict:
     """Turntable video frames (§14.2): dict of frame lists, ``color``/``depth`` for Gaussians and
     radiance fields, ``normal``/``mask`` for meshes. Extra keyword arguments go to `render_frames`
     (``options`` entries are merged over resolution/bg_color)."""
@@ -192,8 +182,8 @@ def render_video(sample, resolution: int = 512, bg_color=(0, 0, 0), num_frames: 
     return render_frames(sample, extrinsics, intrinsics, options, progress=progress, cancel=cancel, **kwargs)
 
 
-def render_multiview(sample, resolution: int = 512, nviews: int = 30, progress: ProgressFn = None,
-                     cancel: CancelFn = None, **kwargs):
+def render_multiview(sample, resolution: int = 512, nviews: int = 30, progress: StepProgress = None,
+                     cancel: CancelCheck = None, **kwargs):
     """Renders from the spherical Hammersley views (§14.3; r 2, fov 40°, black background).
 
     Returns (frames, extrinsics [n,4,4], intrinsics [n,3,3]); frames are the ``color`` images
@@ -208,7 +198,7 @@ def render_multiview(sample, resolution: int = 512, nviews: int = 30, progress: 
 
 def render_snapshot(samples, resolution: int = 512, bg_color=(0, 0, 0),
                     offset: Sequence[float] = (-16 / 180 * math.pi, 20 / 180 * math.pi), r: float = 10,
-                    fov: float = 8, progress: ProgressFn = None, cancel: CancelFn = None, **kwargs) -> dict:
+                    fov: float = 8, progress: StepProgress = None, cancel: CancelCheck = None, **kwargs) -> dict:
     """Four views at yaw 0, 90, 180, 270° plus offset[0], pitch offset[1] (radians), radius r,
     fov in degrees (a near-orthographic look). Returns render_frames' dict of 4-frame lists."""
     yaws = [k * math.pi / 2 + offset[0] for k in range(4)]
@@ -237,7 +227,7 @@ def _frame_rgb(frame) -> np.ndarray:
 
 
 def save_video(frames, path, fps: float = 30, crf: int = VIDEO_CRF, preset: str = VIDEO_PRESET,
-               progress: ProgressFn = None, cancel: CancelFn = None) -> str:
+               progress: StepProgress = None, cancel: CancelCheck = None) -> str:
     """Write frames to an mp4 that plays in browsers and Unity.
 
     Encoding: H.264 (libx264, High profile), yuv420p 4:2:0 (the only chroma layout browsers and

@@ -27,6 +27,10 @@ class MeshExtractResult:
         self.success = vertices.shape[0] > 0 and self.faces.shape[0] > 0
         self.face_normal = self.comp_face_normals(vertices, self.faces)
 
+    @property
+    def device(self) -> torch.device:
+        return self.vertices.device
+
     @staticmethod
     def comp_face_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
         """Normalised (v1-v0) x (v2-v0) per face, repeated for the 3 corners -> [F,3,3]."""
