@@ -1,0 +1,260 @@
+"""What the image and text pipelines share: loading pipeline.json, the memory policy (precision, offload),
+the two flow stages, the decoders, variants on a given structure, and cancel / out-of-memory clean-up.
+
+A subclass names its conditioner (`COND_MODEL`, an attribute holding an nn.Module) and turns its input
+into {'cond', 'neg_cond'}; everything after the condition is here, top to bottom: stage-1 flow (dense
+latent) -> occupancy decoder -> voxel coords -> stage-2 flow (sparse latent) -> de-normalise -> decoders.
+The random generator is used as the reference uses it (spec §11.3): one CPU generator seeded once, the
+stage-1 noise drawn first, then one stage-2 noise row per voxel.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Callable, Optional
+
+import torch
+
+from ..modules.sparse import SparseTensor
+from ..utils.cancel import CancelCheck, Cancelled, check
+from . import samplers
+from .memory import HostWeights, MemoryPolicy, StageTracker, release_device_memory
+from .model_sources import load_model, resolve_pipeline_json
+
+DEFAULT_FORMATS = ("mesh", "gaussian", "radiance_field")
+DECODER_OF_FORMAT = {"mesh": "slat_decoder_mesh", "gaussian": "slat_decoder_gs", "radiance_field": "slat_decoder_rf"}
+REQUIRED_MODELS = ("sparse_structure_flow_model", "sparse_structure_decoder", "slat_flow_model")
+
+Progress = Optional[Callable[[str, int, int], None]]
+
+
+class EmptyStructureError(ValueError):
+    """Stage 1 found no occupied voxel: there is nothing to build a 3-D asset from."""
+
+
+def read_pipeline_config(path: str, name: str) -> dict:
+    with open(resolve_pipeline_json(path), encoding="utf-8") as f:
+        config = json.load(f)
+    if config.get("name") != name:
+        raise ValueError(f"{path}: pipeline.json describes {config.get('name')!r}, not {name}")
+    return config
+
+
+def load_pipeline_parts(path: str, args: dict, search_dirs=()) -> dict:
+    """Models and samplers of a pipeline.json `args` as keyword arguments of the pipeline's constructor."""
+    models = {key: load_model(path, value, search_dirs) for key, value in args["models"].items()}
+    missing = set(REQUIRED_MODELS) - set(models)
+    if missing:
+        raise ValueError(f"{path}: pipeline.json lacks the models {sorted(missing)}")
+
+    def sampler(entry):
+        return getattr(samplers, entry["name"])(**entry.get("args", {})), dict(entry.get("params", {}))
+
+    ss_sampler, ss_params = sampler(args["sparse_structure_sampler"])
+    slat_sampler, slat_params = sampler(args["slat_sampler"])
+    return dict(models=models, sparse_structure_sampler=ss_sampler, slat_sampler=slat_sampler,
+                slat_normalization=args["slat_normalization"], sparse_structure_sampler_params=ss_params,
+                slat_sampler_params=slat_params)
+
+
+class TrellisPipeline:
+    COND_MODEL = "cond_model"        # the attribute that holds the conditioner (a subclass names its own)
+    EMPTY_STRUCTURE_HINT = "a clearer input"
+
+    def __init__(self, models: dict, sparse_structure_sampler, slat_sampler, slat_normalization: dict,
+                 sparse_structure_sampler_params: dict | None = None, slat_sampler_params: dict | None = None):
+        self.models = dict(models)
+        self.sparse_structure_sampler = sparse_structure_sampler
+        self.slat_sampler = slat_sampler
+        self.sparse_structure_sampler_params = dict(sparse_structure_sampler_params or {})
+        self.slat_sampler_params = dict(slat_sampler_params or {})
+        self.slat_normalization = slat_normalization
+        self._device = torch.device("cpu")
+        self._policy = MemoryPolicy()
+        self._hosts: dict[str, HostWeights] = {}     # pinned CPU homes while offloading
+        self.last_stats: list[dict] = []
+        for m in self._all_models().values():
+            m.eval()
+        self._apply_precision()
+
+    def _all_models(self) -> dict:
+        return {**self.models, self.COND_MODEL: getattr(self, self.COND_MODEL)}
+
+    # ------------------------------------------------------------------ device and memory policy
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def memory_policy(self) -> MemoryPolicy:
+        return self._policy.resolve(self._device)
+
+    def to(self, device):
+        self._device = torch.device(device)
+        self._apply_precision()
+        self._place_all()
+        return self
+
+    def cuda(self, device=None):
+        return self.to("cuda" if device is None else device)
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def set_memory_policy(self, precision: str | None = None, offload: str | None = None,
+                          cfg_batch: bool | None = None, cuda_graphs: bool | None = None) -> MemoryPolicy:
+        """Change precision / offload / CFG batching / CUDA graphs at run time (no reload from disk)."""
+        current = self._policy
+        self._policy = MemoryPolicy(precision or current.precision, offload or current.offload,
+                                    current.cfg_batch if cfg_batch is None else cfg_batch,
+                                    current.cuda_graphs if cuda_graphs is None else cuda_graphs)
+        self._apply_precision()
+        self._place_all()
+        return self.memory_policy
+
+    def _apply_precision(self) -> None:
+        dtype = self.memory_policy.dtype
+        for model in self.models.values():
+            model.set_torso_dtype(dtype)       # the conditioner stays fp32 as in the reference
+
+    def _offloading(self) -> bool:
+        return self.memory_policy.offload == "model" and self._device.type != "cpu"
+
+    def _place_all(self) -> None:
+        """Every model at its home: the compute device, or pinned CPU memory when offloading."""
+        if self._offloading():
+            for name, model in self._all_models().items():
+                if name in self._hosts:
+                    self._hosts[name].refresh()        # dtypes may have changed
+                else:
+                    self._hosts[name] = HostWeights(model)
+        else:
+            self._hosts.clear()
+            for model in self._all_models().values():
+                model.to(self._device)
+        release_device_memory(self._device)
+
+    @contextlib.contextmanager
+    def _on_device(self, *names):
+        """Models `names` on the compute device for the duration of the block (offload "model")."""
+        models = [self._all_models()[n] for n in names]
+        offload = self._offloading()
+        if offload:
+            for n in names:
+                self._hosts[n].to_device(self._device)
+        try:
+            yield models if len(models) > 1 else models[0]
+        finally:
+            if offload:
+                for n in names:
+                    self._hosts[n].to_host()
+                release_device_memory(self._device)
+
+    # ------------------------------------------------------------------ stages
+    def _sample(self, stage: str, sampler, model_key: str, defaults: dict, noise, cond: dict,
+                sampler_params: dict | None, progress: Progress, cancel: CancelCheck, **sampler_kwargs):
+        """Run one flow stage: pipeline.json params overridden by the caller's, memory policy applied."""
+        params = {**defaults, **(sampler_params or {})}
+        policy = self.memory_policy
+        with self._on_device(model_key) as flow:
+            return sampler.sample(
+                flow, noise, **cond, **params, **sampler_kwargs, verbose=False, cancel=cancel,
+                cfg_batch=policy.cfg_batch, cuda_graph=policy.cuda_graphs,
+                progress=(lambda i, n: progress(stage, i, n)) if progress else None).samples
+
+    @torch.no_grad()
+    def sample_sparse_structure(self, cond: dict, num_samples: int = 1, sampler_params: dict | None = None,
+                                generator: torch.Generator | None = None, progress: Progress = None,
+                                cancel: CancelCheck = None, **sampler_kwargs) -> torch.Tensor:
+        """Stage 1: int32 coords [N, 4] = (batch, x, y, z) of the occupied voxels."""
+        flow = self.models["sparse_structure_flow_model"]
+        reso, channels = flow.resolution, flow.in_channels
+        noise = torch.randn(num_samples, channels, reso, reso, reso, generator=generator).to(self._device)
+        z = self._sample("sparse_structure", self.sparse_structure_sampler, "sparse_structure_flow_model",
+                         self.sparse_structure_sampler_params, noise, cond, sampler_params, progress, cancel,
+                         **sampler_kwargs)
+        del noise
+        check(cancel)
+        with self._on_device("sparse_structure_decoder") as decoder:
+            occupancy = decoder(z) > 0
+        coords = torch.argwhere(occupancy)[:, [0, 2, 3, 4]].int()
+        if coords.shape[0] == 0:
+            raise EmptyStructureError(f"The first stage found no occupied voxel, so there is no 3-D shape to "
+                                      f"build. Try another seed, a stronger stage-1 guidance, or "
+                                      f"{self.EMPTY_STRUCTURE_HINT}.")
+        return coords
+
+    @torch.no_grad()
+    def sample_slat(self, cond: dict, coords: torch.Tensor, sampler_params: dict | None = None,
+                    generator: torch.Generator | None = None, progress: Progress = None,
+                    cancel: CancelCheck = None, **sampler_kwargs) -> SparseTensor:
+        """Stage 2: the structured latent on `coords`, de-normalised (§11.5)."""
+        flow = self.models["slat_flow_model"]
+        feats = torch.randn(coords.shape[0], flow.in_channels, generator=generator).to(self._device)
+        noise = SparseTensor(feats=feats, coords=coords.to(self._device))
+        slat = self._sample("slat", self.slat_sampler, "slat_flow_model", self.slat_sampler_params, noise, cond,
+                            sampler_params, progress, cancel, **sampler_kwargs)
+        std = torch.tensor(self.slat_normalization["std"], device=self._device)[None]
+        mean = torch.tensor(self.slat_normalization["mean"], device=self._device)[None]
+        return slat * std + mean
+
+    @torch.no_grad()
+    def decode_slat(self, slat: SparseTensor, formats=DEFAULT_FORMATS, progress: Progress = None,
+                    cancel: CancelCheck = None, tracker: StageTracker | None = None) -> dict:
+        out = {}
+        for i, fmt in enumerate(formats):
+            if fmt not in DECODER_OF_FORMAT:
+                raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(DECODER_OF_FORMAT)}")
+            check(cancel)
+            stage = tracker.stage(f"decode_{fmt}") if tracker else contextlib.nullcontext()
+            with stage, self._on_device(DECODER_OF_FORMAT[fmt]) as decoder:
+                out[fmt] = decoder(slat)
+            if progress:
+                progress("decode", i + 1, len(formats))
+        return out
+
+    # ------------------------------------------------------------------ generation
+    def _generate(self, cond, num_samples, seed, ss_params, slat_params, formats, progress, cancel, tracker,
+                  **sampler_kwargs) -> dict:
+        generator = torch.Generator().manual_seed(seed)
+        with tracker.stage("sparse_structure"):
+            coords = self.sample_sparse_structure(cond, num_samples, ss_params, generator, progress, cancel,
+                                                  **sampler_kwargs)
+        with tracker.stage("slat"):
+            slat = self.sample_slat(cond, coords, slat_params, generator, progress, cancel, **sampler_kwargs)
+        return self.decode_slat(slat, formats, progress, cancel, tracker)
+
+    def voxelize(self, mesh) -> torch.Tensor:
+        """A mesh (path, trimesh.Trimesh or Scene) -> int32 [N, 3] voxel indices at stage 2's resolution
+        (64^3 for the published models), normalised as the reference does (text facts §5)."""
+        from ..representations.voxels import voxelize
+
+        return voxelize(mesh, resolution=self.models["slat_flow_model"].resolution)
+
+    def _generate_on_structure(self, cond, voxels: torch.Tensor, num_samples, seed, slat_params, formats, progress,
+                               cancel, tracker) -> dict:
+        """Stage 2 and the decoders on a given structure (stage 1 skipped): a variant of an existing shape."""
+        voxels = voxels.to(torch.int32)
+        batch = torch.arange(num_samples, dtype=torch.int32).repeat_interleave(voxels.shape[0])[:, None]
+        coords = torch.cat([batch, voxels.repeat(num_samples, 1)], dim=1)
+        generator = torch.Generator().manual_seed(seed)
+        with tracker.stage("slat"):
+            slat = self.sample_slat(cond, coords, slat_params, generator, progress, cancel)
+        return self.decode_slat(slat, formats, progress, cancel, tracker)
+
+    def _guarded(self, fn, *args, **kwargs):
+        """Run a generation so that a cancel or an out-of-memory leaves no activation behind."""
+        tracker = StageTracker(self._device)
+        failure = None
+        try:
+            return fn(*args, tracker=tracker, **kwargs)
+        except (Cancelled, torch.OutOfMemoryError) as err:
+            failure = err
+            # Drop the traceback: its frames hold the intermediate tensors.
+            failure.__traceback__ = None
+        finally:
+            self.last_stats = tracker.as_dicts()
+            if failure is not None:
+                self._place_all()       # offloaded models back home
+            release_device_memory(self._device)   # give cached blocks back: other apps share the GPU
+        raise failure
