@@ -56,3 +56,23 @@ def test_elastic_alias_and_unknown_class():
     assert models.model_class("ElasticSLatFlowModel") is models.SLatFlowModel
     with pytest.raises(ValueError, match="unknown model class"):
         models.model_class("NoSuchModel")
+
+
+TEXT_MANIFESTS = sorted((Path(__file__).parent / "data" / "state_dict_text").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", TEXT_MANIFESTS, ids=[p.stem for p in TEXT_MANIFESTS])
+def test_full_size_text_flow_matches_manifest(path):
+    """The text pipelines' flows (B / L / XL, text facts §2) built on the meta device from their ckpt JSON."""
+    manifest = json.loads(path.read_text())
+    config = json.loads(manifest["ckpt_json_text_assumed"])
+    assert config["name"] == manifest["class_name_in_ckpt_json"] and config["args"] == manifest["args"]
+    with torch.device("meta"):
+        model = models.from_config(config)
+    state = model.state_dict()
+    expected = {t["key"]: t for t in manifest["tensors"]}
+    assert set(state) == set(expected)
+    for k, t in expected.items():
+        assert list(state[k].shape) == t["shape"], k
+        assert str(state[k].dtype) == "torch." + t["dtype"], k
+    assert sum(v.numel() for v in state.values()) == manifest["total_numel"]

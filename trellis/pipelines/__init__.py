@@ -1,25 +1,28 @@
-"""Pipelines: samplers, preprocessing, the image-to-3D pipeline and its memory policy."""
+"""Pipelines: samplers, preprocessing, the image- and text-to-3D pipelines and their memory policy."""
 from __future__ import annotations
 
 import json
 import os
 
 from . import samplers
+from .base import EmptyStructureError
 from .memory import MemoryPolicy, pick_preset
-from .trellis_image_to_3d import EmptyStructureError, TrellisImageTo3DPipeline
+from .model_sources import ModelNotFoundError
+from .trellis_image_to_3d import TrellisImageTo3DPipeline
+from .trellis_text_to_3d import PromptTruncatedWarning, TrellisTextTo3DPipeline
 
-__all__ = ["samplers", "MemoryPolicy", "pick_preset", "EmptyStructureError", "TrellisImageTo3DPipeline",
-           "from_pretrained"]
+__all__ = ["samplers", "MemoryPolicy", "pick_preset", "EmptyStructureError", "ModelNotFoundError",
+           "PromptTruncatedWarning", "TrellisImageTo3DPipeline", "TrellisTextTo3DPipeline", "from_pretrained"]
 
-_PIPELINES = {"TrellisImageTo3DPipeline": TrellisImageTo3DPipeline}
+_PIPELINES = {"TrellisImageTo3DPipeline": TrellisImageTo3DPipeline, "TrellisTextTo3DPipeline": TrellisTextTo3DPipeline}
 
 
-def from_pretrained(path: str):
+def from_pretrained(path: str, **kwargs):
     """Read `name` from pipeline.json and build that pipeline (spec §12)."""
-    from .trellis_image_to_3d import _resolve_pipeline_json
+    from .model_sources import resolve_pipeline_json
 
-    with open(_resolve_pipeline_json(path), encoding="utf-8") as f:
+    with open(resolve_pipeline_json(path), encoding="utf-8") as f:
         name = json.load(f).get("name")
     if name not in _PIPELINES:
         raise ValueError(f"{os.path.join(path, 'pipeline.json')}: unknown pipeline {name!r}")
-    return _PIPELINES[name].from_pretrained(path)
+    return _PIPELINES[name].from_pretrained(path, **kwargs)

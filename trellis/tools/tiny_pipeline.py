@@ -1,6 +1,7 @@
 """Write a tiny random-weight pipeline folder in the official layout.
 
     python -m trellis.tools.tiny_pipeline OUT_DIR [--seed N]
+    python -m trellis.tools.tiny_pipeline --text OUT_DIR [--seed N]     (tiny_text_pipeline.py)
 
 OUT_DIR gets `pipeline.json`, `ckpts/<stem>.json` ({"name", "args"}) and `ckpts/<stem>.safetensors` for
 the six networks, plus the image conditioner (a small DINOv2) as `ckpts/image_cond_dinov2_tiny.*`.
@@ -135,7 +136,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trellis.tools.tiny_pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", help="folder to write (created if missing)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    parser.add_argument("--text", action="store_true",
+                        help="write a tiny TEXT pipeline (with the image-large decoders and a tiny CLIP beside it)")
     args = parser.parse_args(argv)
+    if args.text:
+        from .tiny_text_pipeline import write_tiny_text_pipeline
+
+        print(f"tiny text pipeline written to {write_tiny_text_pipeline(args.out_dir, args.seed)}")
+        return 0
     write_tiny_pipeline(args.out_dir, args.seed)
     print(f"tiny pipeline written to {args.out_dir}")
     return 0
