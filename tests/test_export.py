@@ -490,7 +490,8 @@ def test_make_glb_mesh_transform_and_material():
     v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)
     f = np.array([[0, 1, 2], [0, 1, 3]])
     uv = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], dtype=np.float32)
-    mesh = make_glb_mesh(v, f, uv, np.zeros((4, 4, 3), np.uint8))
+    # crease_angle=None: no normals, so no crease split (the two faces meet at 90°); normals: test_normals.py
+    mesh = make_glb_mesh(v, f, uv, np.zeros((4, 4, 3), np.uint8), crease_angle=None)
     np.testing.assert_allclose(mesh.vertices, [[0, 0, 0], [1, 0, 0], [0, 0, -1], [0, 1, 0]])
     assert mesh.visual.material.metallicFactor == 0.0 and mesh.visual.material.roughnessFactor == 1.0
 

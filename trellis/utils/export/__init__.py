@@ -7,7 +7,8 @@ them in this order):
   boundary loops closed);
 * ``uv_unwrap``: xatlas bounded in time, our chart layout as fallback;
 * ``texture_bake``: observation renders and the texture solve;
-* ``assemble``: the textured mesh as GLB (y up, PBR) or OBJ + MTL + PNG.
+* ``assemble``: the textured mesh as GLB (y up, PBR) or OBJ + MTL + PNG, with vertex normals from
+  ``normals`` (smooth, split at creases).
 
 Shared helpers: ``graph`` (edges, the dual graph, components), ``child`` (child processes for the
 native steps), ``common`` (array conversions). ``from trellis.utils.export import make_glb_mesh,

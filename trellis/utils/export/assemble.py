@@ -7,6 +7,11 @@ convention of glTF and of most OBJ importers: (x, y, z) -> (x, z, -y).
 Material: PBR with the baked image as base colour, roughness 1 and **metallic 0**. The reference
 leaves metallicFactor unset, which glTF reads as 1.0 and makes assets look dark in most viewers
 (spec §19.6); we set it on purpose.
+
+Normals: smooth vertex normals split at creases (``normals.split_vertex_normals``, 60° by default), in
+the GLB as the primitive's NORMAL and in the OBJ as ``vn``. A crease adds copies of its vertices (with
+the same UV), so a file has at least as many vertices as the UV-split mesh given here.
+``crease_angle=None`` writes no normals (viewers then shade flat).
 """
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ import io
 import os
 
 import numpy as np
+
+from .normals import DEFAULT_CREASE_ANGLE, split_vertex_normals
 
 __all__ = ["Z_UP_TO_Y_UP", "make_glb_mesh", "save_glb", "save_obj"]
 
@@ -37,13 +44,27 @@ def _image(texture):
     return Image.fromarray(np.ascontiguousarray(t[..., :3]), "RGB")
 
 
-def make_glb_mesh(vertices, faces, uvs, texture_uint8, double_sided: bool = False):
-    """A ``trimesh.Trimesh`` ready for ``.export("x.glb")``: y-up vertices, UVs, PBR material."""
-    import trimesh
-    from trimesh.visual.material import PBRMaterial
-    v = _np(vertices, np.float64).reshape(-1, 3) @ Z_UP_TO_Y_UP
+def _with_normals(vertices, faces, uvs, crease_angle):
+    """(vertices, faces, uvs, normals or None), z up; vertices split at creases when normals are made."""
+    v = _np(vertices, np.float64).reshape(-1, 3)
     f = _np(faces, np.int64).reshape(-1, 3)
     uv = _np(uvs, np.float64).reshape(-1, 2)
+    if len(uv) != len(v):
+        raise ValueError(f"{len(uv)} UVs for {len(v)} vertices")
+    if crease_angle is None:
+        return v, f, uv, None
+    source, f, normals = split_vertex_normals(v, f, crease_angle)
+    return v[source], f, uv[source], normals
+
+
+def make_glb_mesh(vertices, faces, uvs, texture_uint8, double_sided: bool = False,
+                  crease_angle: float | None = DEFAULT_CREASE_ANGLE):
+    """A ``trimesh.Trimesh`` ready for ``.export("x.glb")``: y-up vertices, UVs, vertex normals split
+    at ``crease_angle`` degrees (None: no normals), PBR material."""
+    import trimesh
+    from trimesh.visual.material import PBRMaterial
+    v, f, uv, normals = _with_normals(vertices, faces, uvs, crease_angle)
+    v = v @ Z_UP_TO_Y_UP
     material = PBRMaterial(
         name="baked",
         baseColorTexture=_image(texture_uint8),
@@ -54,7 +75,12 @@ def make_glb_mesh(vertices, faces, uvs, texture_uint8, double_sided: bool = Fals
     )
     visual = trimesh.visual.TextureVisuals(uv=uv, material=material)
     # process=False: keep the seam-duplicated vertices and the face order as given.
-    return trimesh.Trimesh(vertices=v.astype(np.float32), faces=f, visual=visual, process=False)
+    mesh = trimesh.Trimesh(vertices=v.astype(np.float32), faces=f, visual=visual, process=False)
+    if normals is not None:
+        # Set after construction: trimesh then keeps them as given and its glTF export writes NORMAL
+        # (it does when vertex normals are in the mesh's cache).
+        mesh.vertex_normals = normals @ Z_UP_TO_Y_UP
+    return mesh
 
 
 def save_glb(mesh, path) -> str:
@@ -66,21 +92,21 @@ def save_glb(mesh, path) -> str:
     return path
 
 
-def save_obj(vertices, faces, uvs, texture, path) -> str:
+def save_obj(vertices, faces, uvs, texture, path,
+             crease_angle: float | None = DEFAULT_CREASE_ANGLE) -> str:
     """Write ``path`` (.obj) with ``<stem>.mtl`` and ``<stem>.png`` beside it; returns the OBJ path.
 
-    Vertices go out y up like the GLB; one ``vt`` per vertex (seams are already duplicated), so
-    faces read ``f a/a b/b c/c``.
+    Vertices go out y up like the GLB; one ``vt`` and one ``vn`` per vertex (UV seams and creases are
+    already duplicated), so faces read ``f a/a/a b/b/b c/c/c`` (``f a/a ...`` with
+    ``crease_angle=None``, which writes no normals).
     """
     path = os.fspath(path)
     folder, name = os.path.split(path)
     stem = os.path.splitext(name)[0]
     mtl_name, png_name = stem + ".mtl", stem + ".png"
-    v = _np(vertices, np.float64).reshape(-1, 3) @ Z_UP_TO_Y_UP
-    f = _np(faces, np.int64).reshape(-1, 3) + 1
-    uv = _np(uvs, np.float64).reshape(-1, 2)
-    if len(uv) != len(v):
-        raise ValueError(f"{len(uv)} UVs for {len(v)} vertices")
+    v, f, uv, normals = _with_normals(vertices, faces, uvs, crease_angle)
+    v = v @ Z_UP_TO_Y_UP
+    f = f + 1
 
     _image(texture).save(os.path.join(folder, png_name))
     with open(os.path.join(folder, mtl_name), "w", encoding="ascii", newline="\n") as fh:
@@ -92,8 +118,13 @@ def save_obj(vertices, faces, uvs, texture, path) -> str:
     buf.write(f"# Trellis Desktop\nmtllib {mtl_name}\no mesh\n")
     np.savetxt(buf, v, fmt="v %.6f %.6f %.6f")
     np.savetxt(buf, uv, fmt="vt %.6f %.6f")
+    if normals is not None:
+        np.savetxt(buf, normals @ Z_UP_TO_Y_UP, fmt="vn %.6f %.6f %.6f")
     buf.write("usemtl baked\n")
-    np.savetxt(buf, np.repeat(f, 2, axis=1), fmt="f %d/%d %d/%d %d/%d")
+    if normals is not None:
+        np.savetxt(buf, np.repeat(f, 3, axis=1), fmt="f %d/%d/%d %d/%d/%d %d/%d/%d")
+    else:
+        np.savetxt(buf, np.repeat(f, 2, axis=1), fmt="f %d/%d %d/%d %d/%d")
     with open(path, "w", encoding="ascii", newline="\n") as fh:
         fh.write(buf.getvalue())
     return path
