@@ -44,7 +44,7 @@ class GenerationSettings:
     ss_cfg: float = 7.5                   # stage 1 classifier-free guidance strength
     slat_steps: int = 12                  # stage 2 (structured latent) sampling steps
     slat_cfg: float = 3.0                 # stage 2 guidance strength
-    simplify: float = 0.95                # fraction of mesh triangles removed before baking
+    simplify: float = 0.975               # fraction of the decoder mesh's triangles removed: the GLB keeps the rest
     fill_holes: bool = True               # remove hidden inner faces and close small holes (slow on a CPU)
     texture_size: int = 1024              # GLB / OBJ texture side in pixels
     bake_mode: str = "fast"               # "fast" (least squares) or "opt" (the reference's optimiser)
@@ -209,7 +209,8 @@ HELP: dict = {
     "ss_cfg": "guidance strength of stage 1 (how closely the structure follows the image)",
     "slat_steps": "sampling steps of stage 2 (the detailed latent)",
     "slat_cfg": "guidance strength of stage 2",
-    "simplify": "fraction of the mesh triangles removed before baking (0 keeps all)",
+    "simplify": "fraction of the decoder mesh's triangles removed; the file gets the rest (0.975: 2.5 %, "
+                "about 18 k faces for a typical object; 0 keeps all)",
     "fill_holes": "remove hidden inner faces and close small holes (slow on a CPU)",
     "texture_size": "side of the GLB / OBJ texture in pixels",
     "bake_mode": "texture baking: fast (least squares) or opt (optimiser, slower)",

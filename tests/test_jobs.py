@@ -72,7 +72,7 @@ def no_partials(folder):
 def test_presets_validation_and_json():
     bal = GenerationSettings.from_preset("balanced")
     assert (bal.ss_steps, bal.slat_steps, bal.ss_cfg, bal.slat_cfg) == (12, 12, 7.5, 3.0)
-    assert (bal.texture_size, bal.simplify) == (1024, 0.95)
+    assert (bal.texture_size, bal.simplify) == (1024, 0.975)
     assert GenerationSettings() == bal
     high = GenerationSettings.from_preset("high")
     assert (high.ss_steps, high.slat_steps, high.texture_size) == (25, 25, 2048)
@@ -471,7 +471,7 @@ def test_cpu_job_progress_moves_within_every_long_step(make_runner, image):
     # bound on work units between two reports, per (stage, sub-stage)
     per_unit = {("video", ""): 1, ("encode", ""): 1, ("bake", "observe"): 1, ("bake", "bake"): 1,
                 ("bake", "visibility"): 32, ("bake", "uv_unwrap"): 100, ("bake", "simplify"): 100,
-                ("bake", "remove_invisible"): 4, ("bake", "fill_holes"): 3}     # short steps: may skip to the end
+                ("bake", "remove_invisible"): 4, ("bake", "fill_holes"): 3, ("bake", "final_simplify"): 1}     # short steps: may skip to the end
     for key, bound in per_unit.items():
         assert key in steps, f"no progress from {key}; got {sorted(steps)}"
         seq = [s for s, _ in steps[key]]

@@ -63,9 +63,7 @@ LAYERS = {
 CORE_ELSEWHERE = {"trellis.utils.cancel", "trellis.utils.hammersley", "trellis.fastpaths"}
 # Back edges left in files this change could not edit (the GLB export was being split at the same time):
 # (importing layer, imported module) -> what removes it.
-KNOWN_BACK_EDGES = {
-    ("utils", "trellis.pipelines.memory"): "import free_device_memory from trellis.core.device",
-}
+KNOWN_BACK_EDGES: dict = {}
 
 
 def module_name(path: Path) -> str:

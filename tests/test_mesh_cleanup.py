@@ -8,6 +8,7 @@ from scipy.spatial import cKDTree
 
 from trellis.utils import mesh_cleanup as mc
 from trellis.utils.export import simplify as simp
+from trellis.utils.export.cleanup import face_budget, first_reduction
 from trellis.utils.cancel import Cancelled
 
 
@@ -465,6 +466,28 @@ def test_clean_mesh_for_export_removes_inner_shell_and_reports_progress():
     assert ("visibility", 30, 30) in calls
 
 
+def test_face_budget_is_the_faces_in_the_file():
+    # A two-sheet mesh like a decoder's (the inner sheet is deleted by the hidden-face removal): the
+    # faces asked for (a fraction or a count) are the faces exported, within 5 %.
+    v, f = noisy_sphere_with_inner_shell(6)
+    assert mc.decimation_pieces(len(f)) == 1
+    for kw in (dict(simplify=0.95), dict(target_faces=1500), dict(simplify=0.9, target_faces=3000)):
+        info = {}
+        v2, f2 = mc.clean_mesh_for_export(v, f, num_views=40, resolution=128, info=info, **kw)
+        budget = face_budget(len(f), kw.get("simplify", 0.95), kw.get("target_faces"))
+        assert info["budget_faces"] == budget and abs(len(f2) - budget) <= 0.05 * budget, (kw, len(f2), budget)
+        # the hidden-face removal really ran on the denser mesh and cut the inner sheet away
+        assert info["simplified_faces"] >= 2 * budget and info["visible_faces"] < 0.97 * info["simplified_faces"]
+        assert np.linalg.norm(v2, axis=1).min() > 0.4
+        assert trimesh.Trimesh(v2, f2, process=False).is_watertight
+    # without the hidden-face removal: one decimation to the budget
+    v3, f3 = mc.clean_mesh_for_export(v, f, simplify=0.95, fill_holes=False)
+    assert abs(len(f3) - face_budget(len(f), 0.95)) <= 0.01 * len(f3)
+    assert first_reduction(len(f), 0.95, fill_holes=True) == pytest.approx(1 - 2.5 * 0.05, abs=1e-4)
+    with pytest.raises(ValueError):
+        face_budget(100, target_faces=0)
+
+
 def test_cancel_raises():
     v, f = _union(_sphere(3), _sphere(2, 0.2))
     stop = lambda: True  # noqa: E731
@@ -508,7 +531,7 @@ def test_background_simplify_equals_simplify_mesh(monkeypatch, tmp_path):
         np.testing.assert_array_equal(a, b)
     assert not os.path.exists(folder)                    # temp files removed
     # used by the clean-up chain: the same result as simplifying there
-    pre = mc.BackgroundSimplify(v, f, 0.9)
+    pre = mc.BackgroundSimplify(v, f, first_reduction(len(f), 0.9, fill_holes=False))
     for a, b in zip(mc.clean_mesh_for_export(v, f, simplify=0.9, fill_holes=False),
                     mc.clean_mesh_for_export(v, f, simplify=0.9, fill_holes=False, simplified=pre)):
         np.testing.assert_array_equal(a, b)

@@ -15,7 +15,8 @@ STAGE_WEIGHTS = {"preprocess": 2, "condition": 1, "sparse_structure": 12, "slat"
                  "video": 8, "encode": 1, "ply": 1, "bake": 30, "glb": 1, "obj": 1}
 
 # Stages whose progress comes as several sub-stages, and about how many there are.
-MULTI_STEP = {"bake": 8}     # simplify, visibility, remove_invisible, fill_holes, uv_unwrap, observe, bake, inpaint
+MULTI_STEP = {"bake": 9}     # simplify, visibility, remove_invisible, fill_holes, final_simplify, uv_unwrap,
+#                              observe, bake, inpaint
 
 # The stages of a generation before its files are written.
 GENERATE_STAGES = ["preprocess", "condition", "sparse_structure", "slat", "decode"]

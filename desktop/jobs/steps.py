@@ -109,12 +109,15 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
     """The requested files, cheapest first (so that something useful lands early), each atomic."""
     fmt = set(settings.formats)
     simplified = None
-    if fmt & {"glb", "obj"} and settings.simplify > 0 and ("ply" in fmt or "mp4" in fmt):
-        # The mesh decimation (CPU, seconds on a million faces) runs in a child process while the
+    if fmt & {"glb", "obj"} and ("ply" in fmt or "mp4" in fmt):
+        # The mesh decimation (CPU, seconds on a million faces) runs in child processes while the
         # PLY and the preview video are written (GPU); the bake then takes its result.
+        from trellis.utils.export.cleanup import first_reduction
         from trellis.utils.mesh_cleanup import BackgroundSimplify
 
-        simplified = BackgroundSimplify(mesh.vertices, mesh.faces, settings.simplify)
+        reduction = first_reduction(int(mesh.faces.shape[0]), settings.simplify, settings.fill_holes)
+        if reduction > 0:
+            simplified = BackgroundSimplify(mesh.vertices, mesh.faces, reduction)
     try:
         if "ply" in fmt:
             with timed(job, "ply"):

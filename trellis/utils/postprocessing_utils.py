@@ -33,7 +33,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from .cancel import check
+from ..core.callbacks import check
 
 __all__ = ["to_glb", "to_obj", "bake_textured_mesh", "observation_settings"]
 
@@ -53,7 +53,8 @@ _EXTRA_DEFAULTS = dict(
     cg_iterations=30,        # "fast" bake solver iterations
     device=None,             # default: the device of the Gaussians
     overlap_uv=True,         # render observations while the decimation / xatlas run (same result; False: in turn)
-    simplified=None,         # a mesh_cleanup.BackgroundSimplify of this mesh started earlier (same result)
+    simplified=None,         # a BackgroundSimplify of this mesh started earlier with export.cleanup.first_reduction
+    target_faces=None,       # faces in the file (instead of the fraction kept, 1 - simplify)
 )
 
 
@@ -165,12 +166,13 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
     if simplified is not None and opt["overlap_uv"]:
         while simplified.running() and len(held) < max_held:
             hold_next()
-    if simplify > 0 or fill_holes:
+    if simplify > 0 or fill_holes or opt["target_faces"] is not None:
         from .export.cleanup import clean_mesh_for_export
         v_np, f_np = clean_mesh_for_export(vertices, faces, simplify=simplify, fill_holes=fill_holes,
                                            fill_holes_max_size=fill_holes_max_size, device=device,
                                            progress=progress, cancel=cancel, simplified=simplified,
-                                           info=info.setdefault("cleanup", {}), while_waiting=while_waiting)
+                                           info=info.setdefault("cleanup", {}), while_waiting=while_waiting,
+                                           target_faces=opt["target_faces"])
     else:
         v_np, f_np = vertices.cpu().numpy(), faces.cpu().numpy()
     info["views_rendered_during_simplify"] = len(held)

@@ -2,7 +2,7 @@
 
 The chain used by ``to_glb`` is ``clean_mesh_for_export``:
 
-1. ``simplify_mesh``: quadric decimation (fast-simplification, MIT) removing a fraction of faces.
+1. ``simplify_mesh``: quadric decimation (fast-simplification, MIT), to 2.5x the face budget.
 2. ``face_visibility``: in how many of a set of orbit views each face owns at least one pixel,
    using our own rasteriser (``trellis.renderers.mesh_render.rasterize``). Many views are
    rasterised in one call, as tiles of one large image (an "atlas"), so that a GPU gets big
@@ -11,6 +11,7 @@ The chain used by ``to_glb`` is ``clean_mesh_for_export``:
    (inner shells) from well-seen ones; ``scipy.sparse.csgraph.maximum_flow`` solves it.
 4. ``fill_holes``: boundary loops up to a number of edges are closed by a fan around the loop's
    centroid, wound consistently with the faces around the hole.
+5. ``simplify_mesh`` again, down to the face budget (the faces in the file).
 
 Everything here is our own code; the reference's igraph (GPL) and pymeshfix (AGPL) are not used.
 
@@ -25,30 +26,65 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .common import Progress, _output
+from .common import Progress, _output, _report
 from .hidden_faces import remove_invisible_faces
 from .holes import fill_holes as _fill_holes
 from .simplify import BackgroundSimplify, simplify_mesh
 from .visibility import face_visibility, visibility_settings
 
 
+# The face budget (issue 13): the faces the user asks for are faces in the file. A decoder's mesh has an
+# inner sheet (about half its faces) that the hidden-face removal deletes, so the chain decimates first to
+# BUDGET_HEADROOM times the budget, removes the hidden faces and fills small holes on that mesh, then
+# decimates the rest to the budget. (The reference decimates to the budget first, so about half of it
+# went to the inner sheet and the file got ~half the faces asked for.)
+BUDGET_HEADROOM = 2.5
+
+
+def face_budget(n_faces: int, simplify: float = 0.95, target_faces: Optional[int] = None) -> int:
+    """Faces the exported mesh gets: ``target_faces`` if given, else ``(1 - simplify)`` of ``n_faces``
+    (never more than ``n_faces``, at least 1)."""
+    if target_faces is not None:
+        if int(target_faces) < 1:
+            raise ValueError(f"target_faces must be at least 1 (got {target_faces})")
+        return min(int(n_faces), int(target_faces))
+    if not 0 <= simplify < 1:
+        raise ValueError(f"simplify must be in [0, 1) (got {simplify}); 0.95 keeps 5 % of the faces")
+    return max(1, min(int(n_faces), int(round(n_faces * (1.0 - simplify)))))
+
+
+def first_reduction(n_faces: int, simplify: float = 0.95, fill_holes: bool = True,
+                    target_faces: Optional[int] = None) -> float:
+    """The fraction of ``n_faces`` the chain's first decimation removes (what a ``BackgroundSimplify``
+    started for this export must be given): down to the budget, or with hidden-face removal
+    (``fill_holes``) down to BUDGET_HEADROOM times the budget. 0: no decimation."""
+    if n_faces == 0:
+        return 0.0
+    keep = face_budget(n_faces, simplify, target_faces) * (BUDGET_HEADROOM if fill_holes else 1.0)
+    return max(0.0, 1.0 - keep / n_faces)
+
+
 def clean_mesh_for_export(vertices, faces, simplify: float = 0.95, fill_holes: bool = True,
                           fill_holes_max_size: float = 0.04, device=None,
                           progress: Progress = None, cancel=None, simplified: Optional["BackgroundSimplify"] = None,
                           info: Optional[dict] = None, while_waiting: Optional[Callable[[], None]] = None,
-                          **visibility_kwargs):
-    """Spec §15.1-§15.2 in the reference's order: simplify, then (if ``fill_holes``) visibility,
-    invisible-face removal (holes up to ``fill_holes_max_size``) and hole filling of loops with
-    at most int(250 * sqrt(1 - simplify)) edges. ``visibility_kwargs`` go to
+                          target_faces: Optional[int] = None, **visibility_kwargs):
+    """Spec §15.1-§15.2 with the face budget kept: the result has ``face_budget(faces, simplify,
+    target_faces)`` faces (``simplify`` 0.95: 5 % of the input's faces; ``target_faces``: that many),
+    within the decimator's rounding. Without ``fill_holes``: one decimation to the budget. With it:
+    decimation to BUDGET_HEADROOM x the budget (``first_reduction``), visibility, invisible-face
+    removal (holes up to ``fill_holes_max_size``), hole filling of loops with at most
+    int(250 * sqrt(kept fraction)) edges (the reference's rule, for the faces kept by the first
+    decimation), then decimation of what is left down to the budget. ``visibility_kwargs`` go to
     ``face_visibility`` (num_views, resolution, radius, fov, near, far, pixel_budget); the
     defaults are the reference's 1000 views at 1024^2, ``num_views=FAST_VISIBILITY_VIEWS`` is the
-    4x cheaper opt-in preset (module docstring: what it changes). ``simplified``: a
-    ``BackgroundSimplify`` of these vertices/faces with the same ``simplify`` started earlier, whose
-    result is used instead of simplifying here (the same arrays). ``while_waiting``: called
-    over and over while the decimation's child processes run (``simplify_mesh``). ``info``, if a dict, receives the
-    face counts after each step, the visibility views / resolution used and the seconds of each step
-    (``info["seconds"]``: simplify, i.e. the wait for ``simplified``, visibility, remove_invisible,
-    fill_holes).
+    4x cheaper opt-in preset (visibility module: what it changes). ``simplified``: a
+    ``BackgroundSimplify`` of these vertices/faces with ``first_reduction(...)`` started earlier,
+    whose result is used instead of decimating here (the same arrays). ``while_waiting``: called
+    over and over while the decimation's child processes run (``simplify_mesh``). ``info``, if a dict,
+    receives the face counts after each step, the budget, the visibility views / resolution used and
+    the seconds of each step (``info["seconds"]``: simplify, i.e. the wait for ``simplified``,
+    visibility, remove_invisible, fill_holes, final_simplify).
     """
     import time
 
@@ -61,14 +97,18 @@ def clean_mesh_for_export(vertices, faces, simplify: float = 0.95, fill_holes: b
         seconds[name] = round(now - clock[0], 3)
         clock[0] = now
 
+    shape = tuple(getattr(faces, "shape", np.shape(faces)))   # torch (any device) or numpy
+    n_faces = shape[0] if len(shape) == 2 else int(np.prod(shape)) // 3
+    budget = face_budget(n_faces, simplify, target_faces)
+    reduction = first_reduction(n_faces, simplify, fill_holes, target_faces)
+    record["budget_faces"] = budget
     if simplified is not None:
-        shape = tuple(getattr(faces, "shape", np.shape(faces)))   # torch (any device) or numpy
-        n_faces = shape[0] if len(shape) == 2 else int(np.prod(shape)) // 3
-        if simplified.reduction != float(simplify) or len(simplified.faces) != n_faces:
-            raise ValueError("`simplified` was started for another mesh or another simplify value")
+        if abs(simplified.reduction - reduction) > 1e-12 or len(simplified.faces) != n_faces:
+            raise ValueError("`simplified` was started for another mesh or another reduction "
+                             "(start it with cleanup.first_reduction(...))")
         v, f = simplified.result(progress=progress, cancel=cancel)
     else:
-        v, f = simplify_mesh(vertices, faces, simplify, progress=progress, cancel=cancel, while_waiting=while_waiting)
+        v, f = simplify_mesh(vertices, faces, reduction, progress=progress, cancel=cancel, while_waiting=while_waiting)
     lap("simplify")
     record["simplified_faces"] = int(len(f))
     if fill_holes:
@@ -87,8 +127,13 @@ def clean_mesh_for_export(vertices, faces, simplify: float = 0.95, fill_holes: b
                                       progress=progress, cancel=cancel)
         lap("remove_invisible")
         record["visible_faces"] = int(len(f))
-        max_edges = int(250 * math.sqrt(1 - max(simplify, 0.0)))
+        max_edges = int(250 * math.sqrt(1 - reduction))
         v, f = _fill_holes(v, f, max_edges, progress=progress, cancel=cancel)
         lap("fill_holes")
+        _report(progress, "final_simplify", 0, 1)
+        if len(f) > budget:
+            v, f = simplify_mesh(v, f, 1.0 - budget / len(f), cancel=cancel)
+        _report(progress, "final_simplify", 1, 1)
+        lap("final_simplify")
     record["faces"] = int(len(f))
     return _output(v, f)

@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 
-from ..cancel import check as _check_cancel
+from ...core.callbacks import check as _check_cancel
 from .common import Progress, _drop_unreferenced, _output, _report, _to_numpy
 from .graph import _components, _dual_arcs, _edges
 

@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..cancel import check as _check_cancel
+from ...core.callbacks import check as _check_cancel
 from .common import Progress, _output, _report, _to_numpy
 from .graph import _components, _edges
 

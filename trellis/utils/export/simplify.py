@@ -10,7 +10,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..cancel import check as _check_cancel
+from ...core.callbacks import check as _check_cancel
 from . import child
 from .common import Progress, _drop_unreferenced, _output, _report, _to_numpy
 

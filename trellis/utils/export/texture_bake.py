@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from ...renderers.cameras import hammersley_sphere_views, orbit_cameras, projection_opencv
 from ...renderers.mesh_render import rasterize
-from ..cancel import check
+from ...core.callbacks import check
 
 __all__ = ["observation_cameras", "render_observations", "bake_texture", "inpaint_texture",
            "render_textured", "render_textured_mesh", "textured_mesh_tensors", "sample_texture",

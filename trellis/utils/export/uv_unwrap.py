@@ -31,7 +31,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..cancel import check
+from ...core.callbacks import check
 from . import child
 from .graph import _components, face_adjacency_pairs
 
@@ -157,7 +157,7 @@ def unwrap_uv(vertices, faces, time_budget_s: float = 10.0, progress: Progress =
 
 
 def _is_cancel(e: BaseException) -> bool:
-    from ..cancel import Cancelled
+    from ...core.callbacks import Cancelled
     return isinstance(e, Cancelled)
 
 

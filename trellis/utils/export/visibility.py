@@ -72,7 +72,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..cancel import check as _check_cancel
+from ...core.callbacks import check as _check_cancel
 from .common import Progress, _report, _to_numpy
 
 
@@ -108,7 +108,7 @@ def _default_pixel_budget(device) -> int:
         return 1 << 21
     try:
         if device.type == "cuda":
-            from ...pipelines.memory import free_device_memory  # honours a per-process memory limit
+            from ...core.device import free_device_memory  # honours a per-process memory limit
 
             free = free_device_memory(device)
         else:
