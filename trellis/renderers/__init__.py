@@ -6,7 +6,7 @@ import torch
 
 from ..representations import Gaussian, MeshExtractResult, Strivec
 from .gaussian_render import render_gaussians
-from .mesh_render import render_mesh
+from .mesh_view import render_mesh
 from .radiance_field_render import render_strivec
 
 __all__ = ["RENDERERS", "render", "renderer_for", "render_gaussians", "render_mesh", "render_strivec"]
