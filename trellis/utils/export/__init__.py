@@ -6,7 +6,8 @@ them in this order):
   orbit views see), ``hidden_faces`` (the min-cut that removes inner shells) and ``holes`` (small
   boundary loops closed);
 * ``uv_unwrap``: xatlas bounded in time, our chart layout as fallback;
-* ``texture_bake``: observation renders and the texture solve;
+* ``observations`` (the renders the bake reads: cameras, colour, mask, depth) and ``texture_bake`` (the
+  texture solve, inpainting, renders of the textured result; it re-exports the observation names);
 * ``assemble``: the textured mesh as GLB (y up, PBR) or OBJ + MTL + PNG, with vertex normals from
   ``normals`` (smooth, split at creases).
 

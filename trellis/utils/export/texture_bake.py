@@ -1,7 +1,7 @@
 """Texture baking: from renders of the appearance representation to a UV texture (spec §15.4-§15.5).
 
-Observations are renders of the Gaussians (or anything with the same role) from cameras on the
-spherical Hammersley sequence (radius 2, fov 40°, black background; the reference uses 100 views at
+Observations (observations.py) are renders of the Gaussians (or anything with the same role) from cameras
+on the spherical Hammersley sequence (radius 2, fov 40°, black background; the reference uses 100 views at
 1024²). Two bakers, both fed the same views and rasterising the mesh with our pure-PyTorch
 rasteriser (``mesh_render.rasterize``, image row 0 = top):
 
@@ -39,9 +39,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...renderers.cameras import hammersley_sphere_views, orbit_cameras, projection_opencv
+from ...renderers.cameras import projection_opencv
 from ...renderers.mesh_render import rasterize
 from ...core.callbacks import check
+from .observations import _renderer_for, observation_cameras, render_observations  # noqa: F401 (re-exported)
 
 __all__ = ["observation_cameras", "render_observations", "bake_texture", "inpaint_texture",
            "render_textured", "render_textured_mesh", "textured_mesh_tensors", "sample_texture",
@@ -50,49 +51,6 @@ __all__ = ["observation_cameras", "render_observations", "bake_texture", "inpain
 Progress = Optional[Callable[[int, int], None]]
 
 NEAR, FAR = 0.1, 10.0
-
-
-def observation_cameras(nviews: int = 100, radius: float = 2.0, fov: float = 40.0, device=None):
-    """(extrinsics [N,4,4], intrinsics [N,3,3]) on the spherical Hammersley sequence (§14.3)."""
-    yaws, pitches = hammersley_sphere_views(nviews)
-    return orbit_cameras(yaws, pitches, radius, fov, device=device)
-
-
-def render_observations(app_rep, extrinsics, intrinsics, resolution: int = 1024, cancel=None,
-                        alpha_threshold: float = 0.5):
-    """Yield (color [H,W,3] float, mask [H,W] bool, depth [H,W] float) per view of a `Gaussian`
-    (or a `Strivec` radiance field), on the representation's device, black background.
-
-    Unlike the reference (mask = any channel > 0 of the colour on black), the mask is the rendered
-    opacity > ``alpha_threshold`` and the colour is un-premultiplied by it, so dark surfaces are
-    observed too and the soft silhouette rim does not darken the texture. depth = mean camera z.
-    """
-    render = _renderer_for(app_rep)
-    for extr, intr in zip(extrinsics, intrinsics):
-        check(cancel)
-        out = render(extr, intr, resolution, cancel)
-        alpha = out["alpha"][0]
-        mask = alpha > alpha_threshold
-        a = alpha.clamp(min=1e-6)
-        color = (out["color"] / a).clamp(0, 1).permute(1, 2, 0)
-        depth = out["depth"][0] / a
-        yield color, mask, depth
-
-
-def _renderer_for(app_rep):
-    from ...representations.gaussian import Gaussian
-    if isinstance(app_rep, Gaussian):
-        from ...renderers.gaussian_render import render_gaussians
-        device = app_rep.get_xyz.device
-        return lambda e, k, res, cancel: render_gaussians(
-            app_rep, torch.as_tensor(e).to(device), torch.as_tensor(k).to(device), res, cancel=cancel)
-    from ...representations.radiance_field import Strivec
-    if isinstance(app_rep, Strivec):
-        from ...renderers.radiance_field_render import render_strivec
-        device = app_rep.aabb.device if app_rep.position is None else app_rep.position.device
-        return lambda e, k, res, cancel: render_strivec(
-            app_rep, torch.as_tensor(e).to(device), torch.as_tensor(k).to(device), res, cancel=cancel)
-    raise TypeError(f"cannot bake a texture from a {type(app_rep).__name__} (expected Gaussian or Strivec)")
 
 
 # ------------------------------------------------------------------------------------ raster
