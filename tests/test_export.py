@@ -350,7 +350,7 @@ def test_cancel_inside_to_glb(asset):
                texture_size=TEXTURE, verbose=False, nviews=4, render_resolution=64, cancel=cancel)
 
 
-def test_to_glb_simplifies_through_mesh_cleanup(asset):
+def test_to_glb_simplifies_through_mesh_cleanup(asset, tmp_path):
     calls = []
     mesh = to_glb(asset["gaussian"], (asset["v"], asset["f"]), simplify=0.5, fill_holes=False,
                   texture_size=64, verbose=False, nviews=4, render_resolution=64,
@@ -359,6 +359,14 @@ def test_to_glb_simplifies_through_mesh_cleanup(asset):
     assert info["input_faces"] == len(asset["f"]) and info["faces"] == len(mesh.faces)
     assert 0.4 * len(asset["f"]) <= len(mesh.faces) <= 0.6 * len(asset["f"])
     assert "simplify" in calls and mesh.visual.uv is not None
+    # target_faces asks for a count; crease_angle=None writes no normals (to_obj takes both too)
+    counted = to_glb(asset["gaussian"], (asset["v"], asset["f"]), fill_holes=False, target_faces=1000,
+                     texture_size=64, verbose=False, nviews=4, render_resolution=64, crease_angle=None)
+    assert abs(len(counted.faces) - 1000) <= 50 and counted.export_info["cleanup"]["budget_faces"] == 1000
+    counted.export(tmp_path / "flat.glb")
+    assert b'"NORMAL"' not in (tmp_path / "flat.glb").read_bytes()[:20000]
+    mesh.export(tmp_path / "smooth.glb")
+    assert b'"NORMAL"' in (tmp_path / "smooth.glb").read_bytes()[:20000]
 
 
 def test_xatlas_fallback_still_gives_a_valid_textured_glb(asset, tmp_path):

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..core.callbacks import check
+from .export.normals import DEFAULT_CREASE_ANGLE
 
 __all__ = ["to_glb", "to_obj", "bake_textured_mesh", "observation_settings"]
 
@@ -55,6 +56,7 @@ _EXTRA_DEFAULTS = dict(
     overlap_uv=True,         # render observations while the decimation / xatlas run (same result; False: in turn)
     simplified=None,         # a BackgroundSimplify of this mesh started earlier with export.cleanup.first_reduction
     target_faces=None,       # faces in the file (instead of the fraction kept, 1 - simplify)
+    crease_angle=DEFAULT_CREASE_ANGLE,  # vertex normals split at edges sharper than this (degrees); None: none
 )
 
 
@@ -255,14 +257,16 @@ def to_glb(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes_max_size=0.
     """Textured ``trimesh.Trimesh`` of a TRELLIS result (the reference's signature; call
     ``.export("x.glb")``). Extras: ``bake_mode`` "fast" | "opt", ``progress``, ``cancel`` and the
     keyword arguments of ``_EXTRA_DEFAULTS`` (nviews, render_resolution, uv_time_budget_s,
-    uv_method, steps, lambda_tv, cg_iterations, device). Per-stage seconds, face counts and the
+    uv_method, steps, lambda_tv, cg_iterations, device, overlap_uv, simplified, target_faces,
+    crease_angle). Per-stage seconds, face counts and the
     UV method used are in ``mesh.export_info`` (not saved in the file)."""
     from .export import make_glb_mesh
+    crease = _options(kwargs)["crease_angle"]
     v, f, uv, tex, info = bake_textured_mesh(app_rep, mesh, simplify, fill_holes, fill_holes_max_size,
                                              texture_size, debug, verbose, bake_mode, progress, cancel,
                                              **kwargs)
     check(cancel)
-    out = make_glb_mesh(v, f, uv, tex)
+    out = make_glb_mesh(v, f, uv, tex, crease_angle=crease)
     if progress is not None:
         progress("assemble", 1, 1)
     # An attribute, not mesh.metadata: trimesh writes metadata into the file's "extras".
@@ -275,11 +279,12 @@ def to_obj(app_rep, mesh, path, simplify=0.95, fill_holes=True, fill_holes_max_s
            cancel=None, **kwargs) -> str:
     """Like ``to_glb`` but writes ``path`` (.obj) with ``<stem>.mtl`` and ``<stem>.png``; returns path."""
     from .export import save_obj
+    crease = _options(kwargs)["crease_angle"]
     v, f, uv, tex, _ = bake_textured_mesh(app_rep, mesh, simplify, fill_holes, fill_holes_max_size,
                                           texture_size, debug, verbose, bake_mode, progress, cancel,
                                           **kwargs)
     check(cancel)
-    out = save_obj(v, f, uv, tex, path)
+    out = save_obj(v, f, uv, tex, path, crease_angle=crease)
     if progress is not None:
         progress("assemble", 1, 1)
     return out
