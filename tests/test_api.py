@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from desktop import api as api_mod
-from desktop import api_common
+from desktop.api import common as api_common
 from desktop.api import create_app
 from desktop.jobs import JobRunner
 from images import rgba_blob

@@ -306,7 +306,7 @@ def raw_request(url: str, head: str, body: bytes) -> tuple:
 
 def test_a_short_body_is_given_up_after_the_read_timeout(open_server, blob, monkeypatch):
     assert api_mod.BODY_READ_TIMEOUT_S == 30
-    monkeypatch.setattr(api_mod, "BODY_READ_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(api_mod.security, "BODY_READ_TIMEOUT_S", 0.5)     # read there, at each request
     partial = json.dumps({"images": [b64(blob)], **FAST}).encode()
     multipart = (b"--xyz\r\nContent-Disposition: form-data; name=\"images\"; filename=\"a.png\"\r\n"
                  b"Content-Type: image/png\r\n\r\n" + blob[:100])

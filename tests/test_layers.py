@@ -198,9 +198,27 @@ def test_no_import_cycle_inside_the_app():
 
 
 def test_the_stable_projectorz_endpoints_depend_on_the_api_one_way():
+    """desktop/api: common <- v1, spz, security <- docs <- server (never back; v1 and spz know only common)."""
     graph = desktop_graph()
-    assert "desktop.api_spz" in graph["desktop.api"] and "desktop.api" not in graph["desktop.api_spz"]
-    assert graph["desktop.api_common"] & {"desktop.api", "desktop.api_spz"} == set()
+    api = {m for m in graph if m.startswith("desktop.api.")}
+    assert api == {f"desktop.api.{m}" for m in ("common", "v1", "spz", "security", "docs", "server")}
+    inside = {m: graph[m] & (api | {"desktop.api"}) for m in api}
+    assert "desktop.api.spz" in inside["desktop.api.server"] and "desktop.api.v1" in inside["desktop.api.server"]
+    assert inside["desktop.api.common"] == set()
+    assert inside["desktop.api.v1"] == {"desktop.api.common"} and inside["desktop.api.spz"] == {"desktop.api.common"}
+    assert inside["desktop.api.security"] <= {"desktop.api.common"}
+    assert inside["desktop.api.docs"] <= {"desktop.api.common", "desktop.api.security"}
+    assert not [m for m in api if "desktop.api.server" in graph[m]]       # only the package re-exports it
+
+
+def test_the_ui_modules_import_in_their_stated_order():
+    """desktop/ui: lazy <- values <- status <- history, endpoints <- app <- server (never back)."""
+    order = ["lazy", "values", "status", "history", "endpoints", "app", "server"]
+    graph = desktop_graph()
+    assert {m for m in graph if m.startswith("desktop.ui.")} == {f"desktop.ui.{m}" for m in order}
+    bad = [f"{m} imports {d}" for i, m in enumerate(order) for d in graph[f"desktop.ui.{m}"]
+           if d == "desktop.ui" or d.startswith("desktop.ui.") and order.index(d.rsplit(".", 1)[1]) >= i]
+    assert not bad, bad
 
 
 def test_only_the_job_folder_module_knows_the_folder_layout():

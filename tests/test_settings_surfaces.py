@@ -3,7 +3,8 @@ StableProjectorz) load back into every other one, the UI's sliders included."""
 import re
 from types import SimpleNamespace
 
-from desktop import api_common, api_spz, cli
+from desktop import cli
+from desktop.api import common as api_common, spz as api_spz
 from desktop.jobs.folder import JobFolder
 from desktop.settings import RULES, STEPS, GenerationSettings, number_range
 

@@ -1,5 +1,5 @@
-"""The StableProjectorz-compatible endpoints of the REST API (mounted by desktop/api.py; what they share
-with the /v1 job API comes from desktop/api_common.py).
+"""The StableProjectorz-compatible endpoints of the REST API (mounted by server.py; what they share
+with the /v1 job API comes from common.py).
 
 StableProjectorz's 3D mode talks to a server at ip:port with these endpoints and parameter names
 (those of the trellis-stable-projectorz API). One generation at a time, the request answering when
@@ -18,7 +18,7 @@ it has ended, while the client polls GET /status on another connection:
 Compared with that API: uploads work as multipart files as well as base64; a request is checked
 first (invalid parameters or images: 422, also while a generation runs), then a second generation
 while one runs is 503; a cancelled one is 499; invalid parameters or images are 422 (never 500);
-a failed job answers with the status of its kind (api.ERROR_STATUS) and a message that says what to
+a failed job answers with the status of its kind (common.ERROR_STATUS) and a message that says what to
 do; only preview URLs that exist are advertised (the Gaussian turntable; /download/preview/mesh is
 404). Every job also shows up in the /v1 job API (and its files in the outputs folder). Besides the
 names below, the form endpoints and /generate accept any generation setting under its own name
@@ -30,10 +30,10 @@ import functools
 import os
 from typing import Literal, Optional
 
-from .api_common import (ERROR_STATUS, MAX_IMAGES, POLL_S, ApiError, api_state, binary_content, build_settings,
-                         check_images, decode_base64, error_responses, form_schema, form_values, parameter_fields,
-                         read_body, upload_bytes, validate)
-from .settings import MAX_SEED, RULES, GenerationSettings, number_range
+from .common import (ERROR_STATUS, MAX_IMAGES, POLL_S, ApiError, api_state, binary_content, build_settings,
+                     check_images, decode_base64, error_responses, form_schema, form_values, parameter_fields,
+                     read_body, upload_bytes, validate)
+from ..settings import MAX_SEED, RULES, GenerationSettings, number_range
 
 STATUSES = ("PROCESSING", "PREVIEW_READY", "COMPLETE", "FAILED")
 BUSY = ("Server is busy: a generation is running. Wait for it (GET /status) or stop it (POST /interrupt).")
@@ -327,7 +327,7 @@ def add_routes(app) -> None:
     from fastapi import Query, Request
     from fastapi.responses import FileResponse, PlainTextResponse, Response
 
-    from .settings import BAKE_MODES
+    from ..settings import BAKE_MODES
 
     M = spz_models()
     GenerateRequest = M["SpzGenerateRequest"]
@@ -389,7 +389,7 @@ def add_routes(app) -> None:
                      bake_views: Optional[int] = Query(None, ge=RULES["bake_views"][1], le=RULES["bake_views"][2]),
                      bake_resolution: Optional[int] = Query(None, ge=RULES["bake_resolution"][1],
                                                             le=RULES["bake_resolution"][2])):
-        from .jobs import NoResultError, UnknownJobError
+        from ..jobs import NoResultError, UnknownJobError
 
         async def prepare(state):
             changes = to_params({"mesh_simplify_ratio": mesh_simplify_ratio, "texture_size": texture_size,

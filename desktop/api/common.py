@@ -1,4 +1,4 @@
-"""What both families of REST endpoints share (desktop/api.py's /v1 job API and desktop/api_spz.py's
+"""What both families of REST endpoints share (v1.py's /v1 job API and spz.py's
 StableProjectorz endpoints): limits, the error answer, request body reading and validation, the settings
 of a request, the OpenAPI pieces. Both import it; it imports neither, so they depend on it one way.
 """
@@ -12,7 +12,7 @@ from typing import Any, Literal, Optional, Union
 
 from starlette.exceptions import HTTPException as _StarletteHTTPException
 
-from .settings import DEFAULT_PRESET, FORMATS, HELP, PRESETS, RULES, GenerationSettings
+from ..settings import DEFAULT_PRESET, FORMATS, HELP, PRESETS, RULES, GenerationSettings
 
 MAX_IMAGES = 16                         # per job (several views of one object)
 MAX_IMAGE_BYTES = 64 * 1024 * 1024      # per image file
@@ -283,7 +283,7 @@ async def check_images(images: list, preprocess: bool, names: list) -> None:
     """422 with the reason when an image cannot be used (read off the event loop)."""
     from starlette.concurrency import run_in_threadpool
 
-    from .jobs import InputError, check_image
+    from ..jobs import InputError, check_image
 
     for data, name in zip(images, names, strict=True):
         try:

@@ -1,0 +1,17 @@
+"""The REST API server (`python -m desktop api`), one module per concern, imported one way:
+
+    common   <- v1, spz, security <- docs <- server
+
+common: what both families of endpoints share (limits, errors, body reading, validation, settings of a
+request); v1: the /v1 job API; spz: the StableProjectorz endpoints; security: origins, tokens and the
+middleware; docs: /docs, /redoc and the OpenAPI schema; server: create_app and the command (main).
+The names below stay importable as `desktop.api.X`; patch a value where it is read (e.g.
+desktop.api.security.BODY_READ_TIMEOUT_S, desktop.api.common.MAX_IMAGE_BYTES).
+"""
+
+from .common import (ERROR_STATUS, MAX_IMAGE_BYTES, MAX_IMAGES, MAX_JSON_DEPTH, POLL_S, ApiError,  # noqa: F401
+                     ServerDefaults, json_depth)
+from .security import BODY_READ_TIMEOUT_S, CrossSiteGuard, is_loopback, origin_arg, parse_origin  # noqa: F401
+from .server import (DEFAULT_HOST, DEFAULT_PORT, MAX_BODY_BYTES, ApiState, bind_socket, build_parser,  # noqa: F401
+                     create_app, main)
+from .v1 import API_VERSION, CONTENT_TYPES, job_info, models  # noqa: F401

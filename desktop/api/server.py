@@ -1,0 +1,270 @@
+"""`python -m desktop api`: the REST API server (FastAPI on uvicorn) over the job runner: the app factory,
+its middleware and token check, and the command.
+
+    python -m desktop api [--model REPO_OR_DIR] [--host 127.0.0.1] [--port 7960] [--token TOKEN]
+                          [--allow-origin URL ...] [--outputs DIR] [--device cpu|cuda[:N] | --gpus 0,1] [--preset NAME]
+                          [--precision auto|fp16|bf16|fp32] [--offload auto|none|model]
+
+One JobRunner serves every request: one FIFO queue, the model loaded once, lazily, by the first job.
+Two families of endpoints share it:
+
+* `/v1/...`, the job API. `POST /v1/jobs` queues a job (multipart files `images`, or JSON with base64
+  `images`, plus any generation setting or a preset) and answers 202 at once; `GET /v1/jobs/{id}`
+  reports its state and progress (stage, step i/n, fraction, ETA, queue position);
+  `GET /v1/jobs/{id}/files/{name}` downloads one of its files.
+* `/ping`, `/status`, `/generate...`, `/download/...`: the endpoints StableProjectorz calls, with their
+  parameter names (spz.py).
+
+Security. The server binds 127.0.0.1 (this computer only) by default; bound to any other address it
+refuses to start without a token. When a token is set, every request needs it, from this computer
+too, as `Authorization: Bearer TOKEN` or `X-API-Key: TOKEN` (401 otherwise); only the docs
+(/docs, /redoc, /openapi.json) stay open. Without a token, requests must name this computer in their
+Host header (127.0.0.1, localhost or ::1), which stops web pages from reaching the API through DNS
+rebinding. Web pages of other sites may not change anything (CrossSiteGuard): a POST, PUT, PATCH or
+DELETE whose Origin header is not the server's own origin (the scheme, host and port it is reached at;
+127.0.0.1, localhost and ::1 count as one host) nor one allowed with --allow-origin, or that the browser
+marks `Sec-Fetch-Site: cross-site`, is refused (403) unless it carries the server's valid token.
+Programs that send no Origin (StableProjectorz, curl, Python clients) are not affected, and GET stays
+open. CORS headers are sent only to the allowed origins, so other sites' pages cannot read the answers.
+
+Stops and restarts. Ctrl-C, SIGTERM or SIGHUP stop the server cleanly (desktop/stopping.py): the running job
+stops at its next step and ends interrupted (its folder keeps what was finished and gets an error.json
+with `state: interrupted`), exit status 0; a second signal stops waiting (130 after a second Ctrl-C).
+On start the runner puts the outputs folder in order (desktop/jobs/recovery.py): unfinished job folders are marked
+interrupted, stale partial and temp files removed, and earlier jobs are served again by /v1/jobs.
+An interrupted job reports state `cancelled` with error_kind `interrupted`.
+
+Status codes: 200 / 202 success; 400 unreadable body; 401 token missing or wrong; 403 cross-site request
+(see Security); 404 unknown job or file; 408 the body stopped arriving (BODY_READ_TIMEOUT_S); 409 wrong
+state (e.g. cancelling a finished job); 413 body too large; 415 body not JSON or a form (/generate,
+/v1/jobs/{id}/export: not JSON); 422 invalid parameters (checked first, even while a generation runs;
+JSON numbers and booleans strictly typed) or an unusable image (not an image, damaged, too many pixels, fully
+transparent); StableProjectorz family, which answers when the job ends: 499 cancelled, 503 busy (a
+generation is already running), and the job's failure as a status (see ERROR_STATUS).
+"""
+
+import argparse
+import contextlib
+import os
+import secrets
+import socket
+import sys
+from typing import Optional
+
+from . import security, spz
+from .common import ApiError, BodyTimeout, ServerDefaults, error_responses, problem
+from .docs import _register_schemas, add_docs_routes
+from .security import LOOPBACK_NAMES, BodyReadTimeout, CrossSiteGuard, is_loopback, origin_arg
+from .v1 import API_VERSION, add_job_routes, models
+from ..options import (LOCALHOST, add_memory_options, add_model_option, add_runner_options, add_server_options,
+                       check_runner_args)
+from ..settings import DEFAULT_PRESET, PRESETS
+from ..stopping import StopSignals
+
+DEFAULT_HOST = LOCALHOST
+DEFAULT_PORT = 7960
+
+MAX_BODY_BYTES = 256 * 1024 * 1024      # per request (413 above)
+
+
+# ---------------------------------------------------------------------------------------------
+# Server state
+# ---------------------------------------------------------------------------------------------
+
+class ApiState:
+    def __init__(self, runner, token: Optional[str] = None, defaults: Optional[ServerDefaults] = None):
+        self.runner = runner
+        self.token = token or None
+        self.defaults = defaults or ServerDefaults()
+        self.spz = spz.SpzSlot()
+
+
+# ---------------------------------------------------------------------------------------------
+# The app
+# ---------------------------------------------------------------------------------------------
+
+def create_app(runner, token: Optional[str] = None, defaults: Optional[ServerDefaults] = None,
+               allowed_hosts: Optional[list] = None, allowed_origins: Optional[list] = None):
+    """The FastAPI app over `runner` (which the caller owns and shuts down). With `token`, every
+    endpoint but the docs needs it. Without one, only Host headers naming this computer (or
+    `allowed_hosts`) are served. State-changing requests from web pages are served only from the
+    server's own origin and `allowed_origins` (scheme://host[:port]), which also get CORS headers."""
+    from fastapi import Depends, FastAPI, Request, Security
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+    from starlette.middleware.cors import CORSMiddleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+
+    state = ApiState(runner, token, defaults)
+    dependencies = []
+    if state.token:
+        bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer TOKEN")
+        api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: TOKEN")
+        expected = state.token.encode("utf-8")
+
+        async def require_token(creds: Optional[HTTPAuthorizationCredentials] = Security(bearer),
+                                key: Optional[str] = Security(api_key)):
+            given = creds.credentials if creds is not None else key
+            if not given or not secrets.compare_digest(given.encode("utf-8"), expected):
+                raise ApiError(401, "a valid token is required: send 'Authorization: Bearer TOKEN' or "
+                                    "'X-API-Key: TOKEN' (the token the server was started with)")
+        dependencies.append(Depends(require_token))
+
+    app = FastAPI(
+        title="Trellis Desktop API", version=API_VERSION, max_body_size=MAX_BODY_BYTES, dependencies=dependencies,
+        docs_url=None, redoc_url=None,                    # add_docs_routes: served from an installed package
+        generate_unique_id_function=lambda route: route.name,      # operationId: create_job, get_file, ...
+        responses=error_responses(401) if state.token else None,
+        description="Image to 3D asset (GLB, PLY, OBJ, preview MP4) on this computer's GPU. The /v1 job API "
+                    "queues jobs and reports their progress; the StableProjectorz endpoints (/ping, /status, "
+                    "/generate...) keep that app's parameter names. "
+                    + ("Every endpoint needs the server's token (Bearer or X-API-Key)." if state.token else ""))
+    app.state.api = state
+    origins = [origin_arg(o) for o in allowed_origins or []]
+    # The last added runs first: Host check, body read timeout, CORS (preflights of allowed origins), the guard.
+    app.add_middleware(CrossSiteGuard, allowed=origins, token=state.token)
+    if origins:
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type"], expose_headers=["Location"])
+    app.add_middleware(BodyReadTimeout)
+    if not state.token:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(LOOPBACK_NAMES) + list(allowed_hosts or []))
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, err: ApiError):
+        headers = {"WWW-Authenticate": "Bearer"} if err.http_status == 401 else None
+        return JSONResponse({"detail": err.detail, **err.extra}, status_code=err.http_status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, err: RequestValidationError):
+        problems = [problem(list(e.get("loc", ())), e.get("msg", ""), e.get("type", "")) for e in err.errors()]
+        return JSONResponse({"detail": problems}, status_code=422)
+
+    @app.exception_handler(BodyTimeout)
+    async def body_timeout(request: Request, err: BodyTimeout):
+        seconds = security.BODY_READ_TIMEOUT_S
+        return JSONResponse({"detail": f"the request body stopped arriving ({seconds:g} s without a "
+                                       "byte): send the whole body, as long as its Content-Length says"},
+                            status_code=408, headers={"Connection": "close"})
+
+    add_docs_routes(app)
+    add_job_routes(app)
+    spz.add_routes(app)
+    _register_schemas(app, [models()["JobRequest"], models()["ExportRequest"], *spz.referenced_models()])
+    return app
+
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m desktop api",
+        description="Serve the REST API: a job API under /v1 and the StableProjectorz endpoints. "
+                    "OpenAPI docs at http://HOST:PORT/docs.",
+        epilog="Bound to 127.0.0.1 (the default) only this computer can connect. Any other --host needs "
+               "--token. Ctrl-C (or SIGTERM, SIGHUP) stops it cleanly: the running job is stopped at its next "
+               "step and marked interrupted. Exit status: 0 after such a stop, 130 when a second Ctrl-C cut "
+               "it short, 1 when the server cannot start, 2 usage error.")
+    add_model_option(p, extra="; loaded once, by the first job")
+    add_server_options(p, port=DEFAULT_PORT, host_help="address to listen on (default %(default)s: this computer "
+                                                        "only; 0.0.0.0: every network, needs --token)")
+    p.add_argument("--token", default=os.environ.get("TRELLIS_DESKTOP_API_TOKEN") or None,
+                   help="require this token (Authorization: Bearer TOKEN or X-API-Key: TOKEN) on every request "
+                        "(default: $TRELLIS_DESKTOP_API_TOKEN; required when --host is not this computer)")
+    p.add_argument("--allow-origin", action="append", type=origin_arg, default=[], metavar="URL",
+                   help="let web pages at this origin (scheme://host[:port], e.g. http://localhost:3000) start and "
+                        "cancel jobs and read the answers (CORS); repeat for several. Other sites' pages are "
+                        "refused (403) unless they send the token; programs that send no Origin are not affected")
+    add_runner_options(p)
+    p.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
+                   help="preset of requests that do not name one (default %(default)s)")
+    add_memory_options(p, precision_help="network precision of jobs that do not set one (default %(default)s)",
+                       offload_help="GPU offloading of jobs that do not set one (default %(default)s)")
+    return p
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket (OSError with the reason when the address cannot be used)."""
+    infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        if os.name == "posix":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)                      # exits with 2 on a usage error
+    check_runner_args(parser, args)
+    if args.token is not None and len(args.token) < 8:
+        parser.error("--token: use at least 8 characters (e.g. python -c \"import secrets; "
+                     "print(secrets.token_urlsafe())\")")
+    if not is_loopback(args.host) and not args.token:
+        parser.error(f"--host {args.host} lets other computers reach the API: set a token with --token TOKEN "
+                     "(or $TRELLIS_DESKTOP_API_TOKEN) so that only clients that send it are served, or keep the "
+                     f"default --host {DEFAULT_HOST}")
+
+    import uvicorn
+
+    from ..jobs import JobRunner
+
+    try:
+        sock = bind_socket(args.host, args.port)
+    except OSError as err:
+        print(f"error: cannot listen on {args.host}:{args.port}: {err.strerror or err}"
+              + (" (another program uses this port: choose another with --port)"
+                 if getattr(err, "errno", None) in (98, 48, 10048) else ""), file=sys.stderr)
+        return 1
+    try:
+        # Two kept results: the StableProjectorz preview and one /v1 job's can both wait for an export.
+        runner = JobRunner(args.model, args.outputs, device=args.device, gpus=args.gpus, keep_results=2)
+    except (OSError, ValueError, RuntimeError) as err:
+        sock.close()
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    port = sock.getsockname()[1]
+    runner.say_fast_paths()
+    rec = runner.recovery
+    if rec.interrupted or rec.removed:
+        print(f"outputs folder: {rec.summary()}", file=sys.stderr, flush=True)
+    defaults = ServerDefaults(preset=args.preset, precision=args.precision, offload=args.offload)
+    app = create_app(runner, token=args.token, defaults=defaults, allowed_origins=args.allow_origin)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"Trellis Desktop API on http://{shown}:{port}  (docs: http://{shown}:{port}/docs; "
+          f"model {args.model}, outputs {runner.outputs_dir}; "
+          f"{'token required' if args.token else 'no token: this computer only'}). Ctrl-C stops it.",
+          file=sys.stderr, flush=True)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, lifespan="off")
+    server = _Server(config)
+
+    def end_server_loop(forced: bool):
+        server.should_exit = True
+        server.force_exit = server.force_exit or forced
+    stop = StopSignals(runner, "the API server", on_signal=end_server_loop)
+    stop.install()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        code = stop.finish()
+    return code
+
+
+def _Server(config):
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server without its own signal handling (StopSignals does it; uvicorn's re-raises
+        the signal after its shutdown, which kills the process before the job has stopped)."""
+
+        def capture_signals(self):
+            return contextlib.nullcontext()
+    return Server(config)

@@ -1,0 +1,310 @@
+"""The /v1 job API of the REST server: its pydantic schemas and routes (mounted by server.py; what it
+shares with the StableProjectorz endpoints comes from common.py).
+
+`POST /v1/jobs` queues a job (multipart files `images`, or JSON with base64 `images`, plus any generation
+setting or a preset) and answers 202 at once; `GET /v1/jobs/{id}` reports its state and progress (stage,
+step i/n, fraction, ETA, queue position); `GET /v1/jobs/{id}/files/{name}` downloads one of its files.
+"""
+
+import functools
+import os
+from typing import Literal, Optional
+
+from .common import (MAX_IMAGE_BYTES, MAX_IMAGES, ApiError, api_state, binary_content, build_settings, check_images,
+                     decode_base64, error_body_model, error_responses, form_schema, form_values, parameter_fields,
+                     read_body, rule_type, upload_bytes, validate)
+from ..settings import EXPORT_FIELDS, FORMATS, HELP, PRESETS, RULES
+
+API_VERSION = "1"
+
+# Content types of the files a job writes (by extension).
+# Content types of the files a job writes (by extension).
+CONTENT_TYPES = {".glb": "model/gltf-binary", ".mp4": "video/mp4", ".ply": "application/octet-stream",
+                 ".obj": "model/obj", ".mtl": "model/mtl", ".png": "image/png", ".jpg": "image/jpeg",
+                 ".webp": "image/webp", ".gif": "image/gif", ".bmp": "image/bmp", ".tif": "image/tiff",
+                 ".json": "application/json", ".bin": "application/octet-stream"}
+_INLINE = {"video/mp4", "image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "application/json"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Schemas (pydantic): every request and response of the job API
+# ---------------------------------------------------------------------------------------------
+
+def _build_models():
+    from pydantic import BaseModel, ConfigDict, Field, create_model
+
+    from ..jobs import ERROR_KINDS
+
+    forbid = ConfigDict(extra="forbid")
+    settings_fields = {"preset": (str, Field(description=HELP["preset"]))}
+    for name in RULES:
+        kind, limits = rule_type(name)
+        settings_fields[name] = (kind, Field(description=HELP[name], **limits))
+    settings_fields["formats"] = (list[Literal[FORMATS]], Field(description=HELP["formats"]))
+    Settings = create_model("Settings", __doc__="Every parameter of a job.", **settings_fields)
+
+    JobRequest = create_model(
+        "JobRequest", __config__=forbid,
+        __doc__="A new job: image(s) plus settings. Settings left out come from the preset.",
+        images=(list[str], Field(min_length=1, max_length=MAX_IMAGES,
+                                 description="base64 image files (PNG, JPEG, WebP, ...; a data: URL prefix is "
+                                             "allowed); several images are views of one object")),
+        keep_result=(bool, Field(False, description="keep the decoded result in memory so that "
+                                                    "POST /v1/jobs/{id}/export can write other files from it "
+                                                    "without sampling again (only the most recent kept "
+                                                    "results stay in memory)")),
+        **parameter_fields())
+
+    export_fields = {k: v for k, v in parameter_fields().items() if k in EXPORT_FIELDS}
+    ExportRequest = create_model(
+        "ExportRequest", __config__=ConfigDict(extra="forbid", strict=True),
+        __doc__="Files to write from a job's kept result; fields left out keep the job's values.", **export_fields)
+
+    class Progress(BaseModel):
+        stage: str = Field(description="current stage: queued, starting, load, preprocess, condition, "
+                                       "sparse_structure, slat, decode, ply, video, encode, glb, obj, done")
+        label: str = Field(description="the stage in words")
+        step: int
+        total: int = Field(description="steps of this stage (0 when it has none)")
+        fraction: float = Field(ge=0, le=1, description="of the whole job")
+        percent: int = Field(ge=0, le=100)
+        eta_s: Optional[float] = Field(description="seconds left (null while unknown)")
+        elapsed_s: float
+        message: str
+
+    class FileInfo(BaseModel):
+        name: str
+        kind: str = Field(description="glb, ply, obj, mtl, texture, mp4, input, preprocessed, settings, ...")
+        url: str
+        size_bytes: int
+        content_type: str
+
+    class JobInfo(BaseModel):
+        id: str
+        kind: Literal["generate", "export"]
+        source_id: Optional[str] = Field(description="export jobs: the job whose result they export")
+        state: Literal["queued", "running", "done", "failed", "cancelled"]
+        queue_position: Optional[int] = Field(description="0: next to start; null unless queued")
+        progress: Progress
+        error: Optional[str] = Field(description="what went wrong and what to do (failed or cancelled)")
+        error_kind: Optional[Literal[ERROR_KINDS]] = Field(description="input, empty, oom, disk, model, "
+                                                                         "background_removal, cancelled, interrupted or internal")
+        files: list[FileInfo]
+        settings: Settings
+        seed: Optional[int] = Field(description="the seed used (null until the job starts)")
+        device: Optional[str]
+        out_dir: Optional[str] = Field(description="the job's folder on the server")
+        created: float
+        started: Optional[float]
+        finished: Optional[float]
+        keep_result: bool
+        result_kept: bool = Field(description="an export can be made from this job now")
+
+    class JobList(BaseModel):
+        jobs: list[JobInfo] = Field(description="oldest first")
+
+    class Health(BaseModel):
+        status: Literal["ok"]
+        api_version: str
+        model: str
+        model_loaded: bool
+        devices: list[str]
+        fast_paths: dict[str, str] = Field(description="per device: whether the renderers' fast GPU kernels run "
+                                                       "there and, on the slower PyTorch path, why")
+        queued: int
+        running: int
+        auth_required: bool
+
+    class Presets(BaseModel):
+        default: str
+        presets: dict[str, Settings]
+
+    return dict(Settings=Settings, JobRequest=JobRequest, ExportRequest=ExportRequest, Progress=Progress,
+                FileInfo=FileInfo, JobInfo=JobInfo, JobList=JobList, Health=Health, Presets=Presets,
+                ErrorBody=error_body_model())
+
+
+@functools.cache
+def models() -> dict:
+    return _build_models()
+
+
+# ---------------------------------------------------------------------------------------------
+# Job API (/v1)
+# ---------------------------------------------------------------------------------------------
+
+def file_entries(job) -> list:
+    out = []
+    for kind, path in dict(job.files).items():     # a copy: the worker adds files while the job runs
+        name = os.path.basename(path)
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            continue
+        out.append({"name": name, "kind": kind, "url": f"/v1/jobs/{job.id}/files/{name}", "size_bytes": size,
+                    "content_type": content_type(name)})
+    return out
+
+
+def content_type(name: str) -> str:
+    return CONTENT_TYPES.get(os.path.splitext(name)[1].lower(), "application/octet-stream")
+
+
+def file_content_types() -> dict:
+    """The job file route's: every binary type, then JSON (settings.json, timings.json) last."""
+    types = sorted(set(CONTENT_TYPES.values()) - {"application/json"})
+    return {**binary_content(*types), "application/json": {"schema": {}}}
+
+
+def job_info(job, runner) -> dict:
+    d = job.to_dict()
+    p = d["progress"]
+    p["percent"] = int(round(100 * p["fraction"]))
+    return {"id": job.id, "kind": job.kind, "source_id": job.source_id, "state": job.state,
+            "queue_position": runner.queue_position(job.id) if job.state == "queued" else None,
+            "progress": p, "error": job.error, "error_kind": job.error_kind, "files": file_entries(job),
+            "settings": d["settings"], "seed": job.seed, "device": job.device, "out_dir": job.out_dir,
+            "created": job.created, "started": job.started, "finished": job.finished,
+            "keep_result": job.keep_result, "result_kept": job.result_kept}
+
+
+def find_job(state, job_id: str):
+    job = state.runner.get(job_id)
+    if job is None:
+        raise ApiError(404, f"no job {job_id!r} (GET /v1/jobs lists the jobs in this server's outputs folder)")
+    return job
+
+
+def add_job_routes(app) -> None:
+    from fastapi import Request
+    from fastapi.responses import FileResponse, JSONResponse, Response
+    from starlette.concurrency import run_in_threadpool
+
+    from ..jobs import JobState, NoResultError, UnknownJobError
+
+    M = models()
+    JobInfo, JobRequest, ExportRequest = M["JobInfo"], M["JobRequest"], M["ExportRequest"]
+
+    @app.get("/v1/health", response_model=M["Health"], tags=["service"], summary="Server and queue state")
+    async def health(request: Request):
+        state = api_state(request)
+        jobs = state.runner.list()
+        return {"status": "ok", "api_version": API_VERSION, "model": state.runner.model_path,
+                "model_loaded": state.runner.model_loaded, "devices": list(state.runner.devices),
+                "fast_paths": state.runner.fast_paths(),
+                "queued": sum(j.state == JobState.QUEUED for j in jobs),
+                "running": sum(j.state == JobState.RUNNING for j in jobs), "auth_required": state.token is not None}
+
+    @app.get("/v1/presets", response_model=M["Presets"], tags=["service"],
+             summary="The presets' settings (and the server's default preset)")
+    async def presets(request: Request):
+        state = api_state(request)
+        return {"default": state.defaults.preset,
+                "presets": {name: build_settings({"preset": name}, state.defaults).to_dict() for name in PRESETS}}
+
+    request_body = {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": form_schema(JobRequest, {"images": "many"}, ["images"])},
+            "application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}},
+        },
+    }
+
+    @app.post("/v1/jobs", status_code=202, response_model=JobInfo, tags=["jobs"], summary="Queue a job",
+              description="Multipart form (files `images` + setting fields) or JSON (base64 `images` + settings). "
+                          "The images are checked at once (422 with the reason); the job then waits in the "
+                          "queue: poll GET /v1/jobs/{id}. The answer's Location header is that URL.",
+              openapi_extra={"requestBody": request_body},
+              responses=error_responses(400, 413, 415, 422, 503))
+    async def create_job(request: Request):
+        state = api_state(request)
+        kind, body = await read_body(request)
+        if kind == "json":
+            req = validate(JobRequest, body, strict=True)
+            images = [decode_base64(text, f"images[{i}]") for i, text in enumerate(req.images)]
+            if any(len(x) > MAX_IMAGE_BYTES for x in images):
+                raise ApiError(413, f"an image is larger than {MAX_IMAGE_BYTES // 2 ** 20} MB")
+        else:
+            files = body.get("images", [])
+            # Validated with placeholders for the files (their count is checked here, their bytes below).
+            req = validate(JobRequest, {**form_values(body, skip=("images",)), "images": ["-"] * len(files)})
+            images = [await upload_bytes(v, f"images[{i}]") for i, v in enumerate(files)]
+        params = req.model_dump(exclude={"images", "keep_result"}, exclude_none=True)
+        settings = build_settings(params, state.defaults)
+        await check_images(images, settings.preprocess, [f"images[{i}]" for i in range(len(images))])
+        try:
+            job = state.runner.submit(images, settings, keep_result=req.keep_result)
+        except RuntimeError as err:
+            raise ApiError(503, str(err)) from None
+        return JSONResponse(job_info(job, state.runner), status_code=202,
+                            headers={"Location": f"/v1/jobs/{job.id}"})
+
+    @app.get("/v1/jobs", response_model=M["JobList"], tags=["jobs"], summary="All jobs (this run's and the earlier ones in the outputs folder)")
+    async def list_jobs(request: Request):
+        state = api_state(request)
+        return {"jobs": [job_info(j, state.runner) for j in state.runner.list()]}
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobInfo, tags=["jobs"], summary="A job's state and progress",
+             responses=error_responses(404))
+    async def get_job(job_id: str, request: Request):
+        state = api_state(request)
+        return job_info(find_job(state, job_id), state.runner)
+
+    @app.post("/v1/jobs/{job_id}/cancel", response_model=JobInfo, tags=["jobs"], summary="Cancel a job",
+              description="A queued job is cancelled at once; a running one stops at its next step (poll it "
+                          "until its state is cancelled). 409 when it has already ended.",
+              responses=error_responses(404, 409))
+    async def cancel_job(job_id: str, request: Request):
+        state = api_state(request)
+        job = find_job(state, job_id)
+        if not state.runner.cancel(job_id):
+            raise ApiError(409, f"job {job_id} has already ended ({job.state})", job_id=job_id)
+        return job_info(job, state.runner)
+
+    @app.post("/v1/jobs/{job_id}/export", status_code=202, response_model=JobInfo, tags=["jobs"],
+              summary="Write other files from a job's kept result",
+              description="Queues an export job that writes the requested files (e.g. a GLB with another "
+                          "texture size) from the decoded result of a finished job submitted with "
+                          "keep_result, without sampling again. 409 when that result is not in memory.",
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": {"$ref": "#/components/schemas/ExportRequest"}}}}},
+              responses=error_responses(400, 404, 409, 413, 415, 422, 503))
+    async def export_job(job_id: str, request: Request):
+        state = api_state(request)
+        _, raw = await read_body(request, forms=False)          # 415 unless JSON, 422 when too deep
+        body = validate(ExportRequest, raw, strict=True)
+        find_job(state, job_id)
+        changes = body.model_dump(exclude_none=True)
+        if "formats" in changes:
+            changes["formats"] = tuple(changes["formats"])
+        try:
+            job = state.runner.submit_export(job_id, **changes)
+        except UnknownJobError as err:
+            raise ApiError(404, str(err)) from None
+        except NoResultError as err:
+            raise ApiError(409, str(err), job_id=job_id) from None
+        except ValueError as err:
+            raise ApiError(422, str(err)) from None
+        except RuntimeError as err:
+            raise ApiError(503, str(err)) from None
+        return JSONResponse(job_info(job, state.runner), status_code=202,
+                            headers={"Location": f"/v1/jobs/{job.id}"})
+
+    file_content = file_content_types()
+
+    @app.get("/v1/jobs/{job_id}/files/{name}", tags=["jobs"], summary="Download one of a job's files",
+             description="`name` is a file name from the job's `files` (model.glb, preview.mp4, model.ply, ...). "
+                         "Only that job's own files are served.",
+             response_class=Response,
+             responses={200: {"description": "the file", "content": file_content}, **error_responses(404)})
+    async def get_file(job_id: str, name: str, request: Request):
+        state = api_state(request)
+        job = find_job(state, job_id)
+        # Only names the job itself lists; the request never becomes part of a path.
+        path = next((p for p in list(job.files.values()) if os.path.basename(p) == name), None)
+        if path is None or not await run_in_threadpool(os.path.isfile, path):
+            raise ApiError(404, f"job {job_id} has no file {name!r}" + (
+                f" (its files: {', '.join(e['name'] for e in file_entries(job))})" if job.files else ""))
+        ctype = content_type(name)
+        return FileResponse(path, media_type=ctype, filename=name,
+                            content_disposition_type="inline" if ctype in _INLINE else "attachment")

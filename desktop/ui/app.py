@@ -1,0 +1,313 @@
+"""The browser app's page (TrellisApp): its layout, built from the settings table, and the handlers of
+Generate, Cancel and new uploads. Its gradio_client endpoints are in endpoints.py, the history and result
+views in history.py; status.py and values.py hold what the page shows and reads.
+"""
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from ..jobs import folder as job_folder
+from ..settings import (BAKE_MODES, DEFAULT_PRESET, MAX_SEED, MULTI_IMAGE_MODES, OFFLOADS, PRECISIONS,
+                        GenerationSettings, slider)
+from .endpoints import ApiEndpoints
+from .history import HistoryViews
+from .lazy import _load_gradio, gr
+from .status import POLL_S, _hide_paths, device_line, friendly_error, idle_html, message_html, status_html
+from .values import (FORMAT_CHOICES, LABELS, OTHER_KNOBS, PRESET_CHOICES, PRESET_KNOBS, _file_of, collect_work,
+                     preset_values, settings_from_values)
+
+ROOT = Path(__file__).resolve().parents[2]          # the repository
+EXAMPLES_DIR = ROOT / "assets" / "examples"
+
+
+# ---------------------------------------------------------------------------------------------
+# The app
+# ---------------------------------------------------------------------------------------------
+
+CSS = """
+.td-status {padding: 10px 14px; border-radius: 8px; border: 1px solid var(--border-color-primary);
+            background: var(--block-background-fill); min-height: 2.6em;}
+.td-status progress {width: 100%; height: 10px; margin-top: 6px;}
+.td-running, .td-queued {border-color: var(--color-accent);}
+.td-done {border-color: #2e9d4f;}
+.td-failed, .td-error {border-color: #d03b3b; color: #b32020; font-weight: 600;}
+.td-cancelled, .td-partial {border-color: #c98a16;}
+.td-jobs {width: 100%; margin-top: 6px; font-size: 0.9em;}
+.td-jobs td {padding: 2px 6px; border-top: 1px solid var(--border-color-primary);}
+.td-jobs tr[data-state=failed] td {color: #b32020;}
+#td-files .label-clear-button {display: none;}
+#td-banner {border: 1px solid #d03b3b; border-radius: 8px; padding: 4px 12px;}
+"""
+
+
+
+class TrellisApp(ApiEndpoints, HistoryViews):
+    """The page and its handlers. Jobs started from a page are remembered per browser session, so
+    that Cancel stops this page's jobs only."""
+
+    def __init__(self, runner, defaults: GenerationSettings | None = None, model_problem: str | None = None):
+        self.runner = runner
+        self.defaults = defaults or GenerationSettings()
+        self.model_problem = model_problem
+        self._lock = threading.Lock()
+        self._active: dict = {}                      # session hash -> [job ids]
+        self._tmp = Path(tempfile.mkdtemp(prefix="trellis-desktop-ui-"))    # OBJ zips
+
+    def close(self) -> None:
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    # ------------------------------------------------------------------ page
+    def header_text(self) -> str:
+        """The page's title line: model, device (with its fast-path line: which renderer path it takes and,
+        if the slower one, why) and outputs folder."""
+        return (f"## Trellis Desktop\nOne photo in, a textured 3D model out. Model: `{self.runner.model_path}` "
+                f"· device: {device_line(self.runner.fast_paths())} · outputs: `{self.runner.outputs_dir}`")
+
+    def build(self):
+        _load_gradio()
+        d = self.defaults
+        start = preset_values(DEFAULT_PRESET, d)
+        with gr.Blocks(title="Trellis Desktop", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
+            # Re-read on every page load, so that a kernel that failed since the start shows up.
+            header = gr.Markdown(self.header_text(), elem_id="td-header")
+            demo.load(self.header_text, None, header, api_visibility="private", show_progress="hidden")
+            if self.model_problem:
+                gr.Markdown(f"**Model not found.** {self.model_problem}", elem_id="td-banner")
+            mode = gr.State("single")
+            with gr.Row():
+                with gr.Column(scale=1):
+                    with gr.Tabs():
+                        with gr.Tab("Single image", id="single") as tab_single:
+                            single = gr.Image(label="Image: drop, paste or click to upload", type="filepath",
+                                              image_mode=None, sources=["upload", "clipboard"], height=300,
+                                              elem_id="td-single")
+                            examples = sorted(EXAMPLES_DIR.glob("*.png"))
+                            if examples:
+                                gr.Examples([[str(p)] for p in examples], inputs=[single], label="Examples",
+                                            example_labels=[p.stem.capitalize() for p in examples])
+                        with gr.Tab("Multiple views", id="multi") as tab_multi:
+                            gr.Markdown("Several photos of **one** object from different sides (experimental: "
+                                        "the views are combined while sampling, no training involved).")
+                            multi = gr.Gallery(label="Views", type="filepath", interactive=True, columns=3,
+                                               height=300, elem_id="td-multi")
+                            multi_mode = gr.Radio(list(MULTI_IMAGE_MODES), value=d.multi_image_mode,
+                                                  label=LABELS["multi_image_mode"], elem_id="td-multi-mode",
+                                                  info="stochastic: one view per step; multidiffusion: all "
+                                                       "views averaged each step")
+                        with gr.Tab("Batch", id="batch") as tab_batch:
+                            gr.Markdown("Several images, **each its own job**: they are queued and each result "
+                                        "is shown as it completes (and kept in the history).")
+                            batch = gr.File(label="Images", file_count="multiple", file_types=["image"],
+                                            elem_id="td-batch")
+                    preset = gr.Radio(PRESET_CHOICES, value=DEFAULT_PRESET, label="Preset", elem_id="td-preset",
+                                      info="Sets the knobs below; Low VRAM for GPUs with little memory")
+                    with gr.Row():
+                        generate = gr.Button("Generate", variant="primary", elem_id="td-generate")
+                        cancel = gr.Button("Cancel", variant="stop", elem_id="td-cancel")
+                    with gr.Accordion("Generation settings", open=False, elem_id="td-gen-settings"):
+                        with gr.Row():
+                            seed = gr.Number(d.seed, label=LABELS["seed"], precision=0, minimum=0,
+                                             maximum=MAX_SEED, elem_id="td-seed")
+                            randomize = gr.Checkbox(d.randomize_seed, label=LABELS["randomize_seed"],
+                                                    elem_id="td-randomize")
+                        k = {}
+
+                        def knob(name):
+                            # The setting's whole range (settings.slider): any valid settings load into it.
+                            lo, hi, step = slider(name)
+                            return gr.Slider(lo, hi, start[name], step=step, label=LABELS[name], elem_id=f"td-{name}")
+                        with gr.Row():
+                            k["ss_steps"] = knob("ss_steps")
+                            k["ss_cfg"] = knob("ss_cfg")
+                        with gr.Row():
+                            k["slat_steps"] = knob("slat_steps")
+                            k["slat_cfg"] = knob("slat_cfg")
+                    with gr.Accordion("Output settings", open=False, elem_id="td-out-settings"):
+                        formats = gr.CheckboxGroup(FORMAT_CHOICES, value=list(d.formats), label=LABELS["formats"],
+                                                   elem_id="td-formats")
+                        with gr.Row():
+                            k["simplify"] = knob("simplify")
+                            k["texture_size"] = knob("texture_size")
+                        with gr.Row():
+                            k["bake_mode"] = gr.Radio(list(BAKE_MODES), value=start["bake_mode"],
+                                                      label=LABELS["bake_mode"], elem_id="td-bake_mode",
+                                                      info="fast: least squares; opt: optimised (slower)")
+                            k["fill_holes"] = gr.Checkbox(start["fill_holes"], label=LABELS["fill_holes"],
+                                                          elem_id="td-fill_holes")
+                        with gr.Row():
+                            k["bake_views"] = knob("bake_views")
+                            k["bake_resolution"] = knob("bake_resolution")
+                        with gr.Row():
+                            k["video_frames"] = knob("video_frames")
+                            k["video_resolution"] = knob("video_resolution")
+                    with gr.Accordion("Memory and input", open=False, elem_id="td-mem-settings"):
+                        with gr.Row():
+                            k["precision"] = gr.Dropdown(list(PRECISIONS), value=start["precision"],
+                                                         label=LABELS["precision"], elem_id="td-precision",
+                                                         info="auto picks fp16/bf16 on a GPU that supports it")
+                            k["offload"] = gr.Dropdown(list(OFFLOADS), value=start["offload"],
+                                                       label=LABELS["offload"], elem_id="td-offload",
+                                                       info="model: each network on the GPU only while it runs")
+                        preprocess = gr.Checkbox(d.preprocess, label=LABELS["preprocess"], elem_id="td-preprocess",
+                                                 info="for photos without transparency; a PNG with transparency "
+                                                      "is always cropped to its object")
+                with gr.Column(scale=1):
+                    status = gr.HTML(idle_html(), elem_id="td-status")
+                    video = gr.Video(label="Preview", autoplay=True, loop=True, height=300, interactive=False,
+                                     elem_id="td-video")
+                    model3d = gr.Model3D(label="3D model (drag to turn, scroll to zoom)", height=400,
+                                         elem_id="td-model3d")
+                    with gr.Row():
+                        glb_btn = gr.DownloadButton("Download GLB", interactive=False, elem_id="td-dl-glb")
+                        ply_btn = gr.DownloadButton("Download PLY", interactive=False, elem_id="td-dl-ply")
+                        obj_btn = gr.DownloadButton("Download OBJ (zip)", interactive=False, elem_id="td-dl-obj")
+                    info = gr.Markdown("", elem_id="td-info")
+                    files = gr.File(label="All files of this job", file_count="multiple", interactive=False,
+                                    elem_id="td-files")
+            with gr.Accordion("History (the outputs folder)", open=True, elem_id="td-history-box"):
+                with gr.Row():
+                    history = gr.Dropdown(self._history_choices(), value=None, label="Past jobs, newest first",
+                                          scale=4, elem_id="td-history")
+                    refresh = gr.Button("Refresh", scale=1, elem_id="td-refresh")
+                    reuse = gr.Button("Use these settings", scale=1, elem_id="td-reuse")
+
+            # ---------------------------------------------------------- events
+            # The page's handlers are for this page only (private); gradio_client gets its own named
+            # endpoints (_add_api_endpoints). Quick handlers never wait behind a running generation.
+            page_only = dict(api_visibility="private", show_progress="hidden")
+            quick = dict(page_only, concurrency_limit=None)
+            knob_order = list(PRESET_KNOBS)
+            knob_components = [k[n] for n in knob_order]
+            tab_single.select(lambda: "single", None, mode, **quick)
+            tab_multi.select(lambda: "multi", None, mode, **quick)
+            tab_batch.select(lambda: "batch", None, mode, **quick)
+
+            def apply_preset(name):
+                values = preset_values(name, self.defaults)
+                return [values[n] for n in knob_order]
+            # input, not change: loading a past job's settings sets the preset without re-applying it.
+            preset.input(apply_preset, preset, knob_components, **quick)
+
+            # change: uploads, pastes and examples alike (and clearing the box resets the status).
+            single.change(self.check_upload, single, status, preprocess=False, **quick)
+
+            self._named = {"mode": mode, "single": single, "multi": multi, "batch": batch, "preset": preset,
+                           "seed": seed, "randomize_seed": randomize, "formats": formats, "preprocess": preprocess,
+                           "multi_image_mode": multi_mode, **k}
+            results = [status, seed, info, video, model3d, glb_btn, ply_btn, obj_btn, files, history]
+
+            def on_generate(data: dict, request: gr.Request):
+                yield from self.generate(data, request)
+            # Raw payloads (preprocess=False): an unreadable upload reaches the runner, which says what is
+            # wrong with it. No concurrency limit: the runner's queue orders the jobs of all pages.
+            generate.click(on_generate, set(self._named.values()), results, preprocess=False, **quick)
+
+            def on_cancel(request: gr.Request):
+                return self.cancel(request)
+            cancel.click(on_cancel, None, None, **quick)
+
+            refresh.click(lambda: gr.update(choices=self._history_choices()), None, history, **quick)
+            history.input(self.show_history, history, [status, info, video, model3d, glb_btn, ply_btn, obj_btn, files],
+                          api_visibility="private", show_progress="minimal", concurrency_limit=4)
+            settings_outputs = [preset, seed, randomize, formats, preprocess, multi_mode] + knob_components
+            reuse.click(self.reuse_settings, history, settings_outputs, **quick)
+            self._add_api_endpoints()
+        return demo
+
+
+    # ------------------------------------------------------------------ handlers
+    def check_upload(self, payload):
+        """Quick look at a new upload, so that a file that cannot be used says so at once."""
+        item = _file_of(payload)
+        if item is None:
+            return idle_html()
+        name, source = item
+        from ..jobs.inputs import load_and_cut_out
+
+        try:
+            img, cutout = load_and_cut_out(source)
+            if cutout is not None:
+                note = "its transparency marks the object (no background removal needed)"
+            else:
+                note = "no transparency: its background is removed when you generate (if ticked)"
+        except (ValueError, TypeError, OSError) as err:
+            message = _hide_paths(f"This image cannot be used: {err}", [source])
+            gr.Warning(message)
+            return message_html("error", message)
+        return message_html("ready", f"{name}: {img.width}×{img.height}, {note}. Press Generate.")
+
+    def generate(self, data: dict, request):
+        """Submit the job(s), then report progress until every one is finished (a generator handler)."""
+        from ..jobs import JobState
+
+        named = {name: data.get(comp) for name, comp in self._named.items()}
+        skip = gr.skip()
+        try:
+            values = {key: named[key] for key in [*PRESET_KNOBS, *OTHER_KNOBS]}
+            settings = settings_from_values(values, named["preset"], self.defaults)
+            work = collect_work(named["mode"] or "single", named["single"], named["multi"], named["batch"])
+        except ValueError as err:
+            gr.Warning(str(err))
+            yield (message_html("error", str(err)), *[skip] * 9)
+            return
+        try:
+            entries = [(name, self.runner.submit(images, settings)) for name, images in work]
+        except RuntimeError as err:          # the runner is shutting down
+            yield (message_html("error", f"Cannot start a job: {err}"), *[skip] * 9)
+            return
+        session = getattr(request, "session_hash", None)
+        with self._lock:
+            self._active.setdefault(session, []).extend(job.id for _, job in entries)
+        single_job = len(entries) == 1
+        empty = self._empty_results()
+        yield (status_html(entries, self.runner), skip, "", *empty, skip)
+        reported, last = set(), None
+        try:
+            while True:
+                for name, job in entries:
+                    if job.state not in JobState.FINISHED or job.id in reported:
+                        continue
+                    reported.add(job.id)
+                    if job.state == JobState.DONE and job.out_dir:
+                        seed = job.seed if single_job else skip
+                        yield (status_html(entries, self.runner), seed,
+                               *self._results(job_folder.JobFolder(job.out_dir), name if not single_job else None),
+                               gr.update(choices=self._history_choices(), value=Path(job.out_dir).name))
+                    else:
+                        if job.state == JobState.FAILED:
+                            message = _hide_paths(friendly_error(job), job.inputs)
+                            gr.Warning(f"{name}: {message}" if not single_job else message)
+                            if job.error_kind == "model":       # every other job would fail the same way
+                                for _, other in entries:
+                                    self.runner.cancel(other.id)
+                        if job.out_dir:          # a folder with error.json: listed in the history
+                            yield (skip,) * 9 + (gr.update(choices=self._history_choices()),)
+                pending = [job for _, job in entries if job.state not in JobState.FINISHED]
+                text = status_html(entries, self.runner)
+                if text != last or not pending:
+                    last = text
+                    yield (text, *[skip] * 9)
+                if not pending:
+                    if any(job.id not in reported for _, job in entries):
+                        continue            # finished since the loop above looked: report it first
+                    return
+                pending[0].wait(POLL_S)
+        finally:
+            with self._lock:
+                ids = self._active.get(session, [])
+                for _, job in entries:
+                    if job.id in ids:
+                        ids.remove(job.id)
+                if not ids:
+                    self._active.pop(session, None)
+
+    def cancel(self, request) -> None:
+        session = getattr(request, "session_hash", None)
+        with self._lock:
+            ids = list(self._active.get(session, []))
+        stopped = sum(self.runner.cancel(job_id) for job_id in ids)
+        if stopped:
+            gr.Info("Cancelling: the job stops at its next step.")
+        else:
+            gr.Info("Nothing is running.")

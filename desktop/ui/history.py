@@ -1,0 +1,93 @@
+"""The history of the outputs folder in the page: listing the job folders, showing one, reusing its settings,
+and the result views (preview video, 3D view, downloads) of a finished or earlier job."""
+import os
+import zipfile
+from pathlib import Path
+
+from ..jobs import folder as job_folder
+from .lazy import gr
+from ..settings import PRESETS, GenerationSettings
+from .status import _md_escape, message_html
+from .values import PRESET_KNOBS
+
+
+class HistoryViews:
+    """TrellisApp's history and result views (a mixin: uses self.runner, self.defaults, self._tmp)."""
+
+    def show_history(self, folder_name):
+        folder = self._job_folder(folder_name)
+        if folder is None:
+            return (message_html("error", "That job folder is gone; press Refresh."), "", *self._empty_results())
+        state = folder.state(self._running_dirs())
+        text = f"Showing {folder.name} ({state})"
+        err = folder.error()
+        if err and err.get("error"):
+            text += f": {err['error']}"
+        return (message_html("history", text), *self._results(folder))
+
+    def reuse_settings(self, folder_name):
+        folder = self._job_folder(folder_name)
+        record = folder.settings_record() if folder else None
+        try:
+            s = GenerationSettings.from_json(record)
+        except ValueError:
+            gr.Warning("Pick a past job first (its settings.json could not be read).")
+            return [gr.skip()] * (6 + len(PRESET_KNOBS))
+        gr.Info(f"Settings of {folder.name} loaded (seed {s.seed}, randomize off).")
+        preset = s.preset if s.preset in PRESETS else gr.skip()
+        return [preset, s.seed, False, list(s.formats), s.preprocess, s.multi_image_mode,
+                *[getattr(s, n) for n in PRESET_KNOBS]]
+
+    # ------------------------------------------------------------------ helpers
+    def _running_dirs(self) -> set:
+        return {j.out_dir for j in self.runner.list() if j.out_dir and j.state not in ("done", "failed", "cancelled")}
+
+    def _history_choices(self) -> list:
+        return job_folder.list_history(self.runner.outputs_dir, self._running_dirs())
+
+    def _job_folder(self, name) -> "job_folder.JobFolder | None":
+        return job_folder.find(self.runner.outputs_dir, name)
+
+    def _empty_results(self) -> tuple:
+        off = gr.update(value=None, interactive=False)
+        return None, None, off, off, off, None          # video, model, glb, ply, obj, files
+
+    def _obj_zip(self, folder) -> Path | None:
+        parts = folder.obj_parts()
+        if not parts:
+            return None
+        dest = self._tmp / f"{folder.name}-obj.zip"
+        if not dest.exists():
+            tmp = dest.with_suffix(".partial")
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+                for p in parts:
+                    z.write(p, p.name)
+            os.replace(tmp, dest)
+        return dest
+
+    def _results(self, folder, name: str | None = None) -> tuple:
+        """(info, video, model, glb button, ply button, obj button, files) for a job folder (a JobFolder)."""
+        def there(kind):
+            p = folder.existing(kind)
+            return str(p) if p else None
+        glb, ply, mp4 = there("glb"), there("ply"), there("mp4")
+        obj = self._obj_zip(folder)
+
+        def button(path):
+            return gr.update(value=path, interactive=True) if path else gr.update(value=None, interactive=False)
+        record = folder.settings_record() or {}
+        s = record.get("settings") or {}
+        timings = folder.timings() or {}
+        bits = []
+        if name:
+            bits.append(f"**{_md_escape(name)}**")
+        if "seed" in record:
+            bits.append(f"**Seed used:** {record['seed']}")
+        if isinstance(timings.get("total"), (int, float)):
+            bits.append(f"**Time:** {timings['total']:.1f} s")
+        if s:
+            bits.append(f"**Steps:** {s.get('ss_steps')} + {s.get('slat_steps')} · **preset:** {s.get('preset')}")
+        info = " · ".join(bits) + f"\n\nFolder: `{folder.path}`"
+        # The viewer shows the GLB only: Gradio's splat viewer for a PLY of Gaussians is heavy without a GPU.
+        return (info, mp4, glb, button(glb), button(ply), button(str(obj) if obj else None),
+                [str(p) for p in folder.listed_files()] or None)

@@ -1,0 +1,121 @@
+"""What the page shows about jobs: the status box (HTML; the data-state attribute says where the job stands),
+friendly error messages, and the device line of the header."""
+import html
+import os
+
+from ..options import format_clock
+
+POLL_S = 0.3       # how often a running job's progress is re-read
+
+
+def _box(state: str, body: str) -> str:
+    return f'<div class="td-status td-{state}" data-state="{state}">{body}</div>'
+
+
+def message_html(state: str, text: str) -> str:
+    return _box(state, html.escape(text))
+
+
+def idle_html() -> str:
+    return message_html("idle", "Add an image, pick a preset and press Generate.")
+
+
+def friendly_error(job) -> str:
+    """The message shown for a failed job, with the fix in this app's words."""
+    kind, message = job.error_kind, job.error or "failed"
+    if kind == "cancelled":
+        return "Cancelled."
+    if kind == "oom":
+        if str(job.device or "").startswith("cuda"):
+            return ("Out of GPU memory. Try the Low VRAM preset (or a smaller texture size or fewer steps) and "
+                    "generate again; closing other programs that use the GPU helps too. The memory was freed: "
+                    "the app keeps running.")
+        return ("Out of memory. Try the Fast preset or a smaller texture size, and close other programs. "
+                "The memory was freed: the app keeps running.")
+    if kind == "input":
+        return f"This image cannot be used: {message.removeprefix('bad input: ')}"
+    if kind == "model":
+        return (f"{message[:1].upper()}{message[1:]} (To use another model folder, restart the app with "
+                f"--model DIR.)")
+    if kind == "background_removal":
+        return (f"{message} Or untick 'Remove background' and use a PNG whose transparency marks the object.")
+    return message[:1].upper() + message[1:]
+
+
+def _hide_paths(text: str, inputs) -> str:
+    """Upload paths (Gradio's temp folder) shown by their file name only."""
+    for x in inputs:
+        if isinstance(x, (str, os.PathLike)) and os.fspath(x):
+            text = text.replace(os.fspath(x), os.path.basename(os.fspath(x)))
+    return text
+
+
+def _job_line(job, runner) -> tuple:
+    """(state, text) of one job for the status box."""
+    from ..jobs import JobState
+
+    p = job.progress
+    if job.state == JobState.QUEUED:
+        pos = runner.queue_position(job.id)
+        ahead = "" if pos is None else f" ({pos} job(s) ahead)" if pos else " (next)"
+        return "queued", f"Waiting in the queue{ahead}"
+    if job.state == JobState.RUNNING:
+        parts = [p.label + (f" ({p.message})" if p.message else "")]
+        if p.total > 1:
+            parts.append(f"step {p.step}/{p.total}")
+        parts.append(f"{p.fraction * 100:.0f}%")
+        parts.append(f"ETA {format_clock(p.eta_s)}" if p.eta_s is not None else "ETA --:--")
+        parts.append(f"elapsed {format_clock(p.elapsed_s)}")
+        return "running", " · ".join(parts)
+    if job.state == JobState.DONE:
+        took = job.timings.get("total")
+        took = f" in {took:.1f} s" if isinstance(took, (int, float)) else ""
+        return "done", f"Done{took} (seed {job.seed})"
+    if job.state == JobState.CANCELLED:
+        return "cancelled", "Cancelled"
+    return "failed", _hide_paths(friendly_error(job), job.inputs)
+
+
+def status_html(entries: list, runner) -> str:
+    """entries: [(name, job)]. One job: a line and a progress bar; several: a table and an overall line."""
+    from ..jobs import JobState
+
+    if len(entries) == 1:
+        name, job = entries[0]
+        state, text = _job_line(job, runner)
+        bar = ""
+        if state in ("running", "queued"):
+            bar = f'<progress max="100" value="{job.progress.fraction * 100:.1f}"></progress>'
+        return _box(state, f'<div class="td-line">{html.escape(text)}</div>{bar}')
+    rows, states = [], []
+    for name, job in entries:
+        state, text = _job_line(job, runner)
+        states.append(state)
+        rows.append(f'<tr data-state="{state}"><td>{html.escape(name)}</td><td>{html.escape(text)}</td></tr>')
+    finished = sum(j.state in JobState.FINISHED for _, j in entries)
+    ok = sum(j.state == JobState.DONE for _, j in entries)
+    overall = "running" if finished < len(entries) else ("done" if ok == len(entries) else
+                                                        "failed" if ok == 0 else "partial")
+    fraction = sum(1.0 if j.state in JobState.FINISHED else j.progress.fraction for _, j in entries) / len(entries)
+    head = f"{finished} of {len(entries)} job(s) finished, {ok} done"
+    bar = f'<progress max="100" value="{fraction * 100:.1f}"></progress>' if overall == "running" else ""
+    return _box(overall, f'<div class="td-line">{html.escape(head)}</div>{bar}'
+                         f'<table class="td-jobs">{"".join(rows)}</table>')
+
+
+# ---------------------------------------------------------------------------------------------
+# Job folders (the outputs folder is the history)
+# ---------------------------------------------------------------------------------------------
+
+def device_line(fast_paths: dict) -> str:
+    """The devices and their fast-path lines for the page header: "`cuda:0` (fast paths on (Triton kernels))";
+    devices that share a line are listed together."""
+    groups: dict = {}
+    for dev, line in fast_paths.items():
+        groups.setdefault(line, []).append(dev)
+    return "; ".join(f"`{', '.join(devs)}` ({_md_escape(line)})" for line, devs in groups.items())
+
+
+
+def _md_escape(text: str) -> str:
+    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|<>" else c for c in str(text))

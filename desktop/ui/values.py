@@ -1,0 +1,123 @@
+"""The page's values: settings <-> the page's knobs (presets, labels used in messages) and the images a
+Generate click brings (single, multi-view, batch)."""
+import os
+
+from ..settings import DEFAULT_PRESET, PRESETS, GenerationSettings
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings <-> page values
+# ---------------------------------------------------------------------------------------------
+
+# The knobs a preset sets, in the order of the page's inputs, with their labels (also used in messages).
+PRESET_KNOBS = {
+    "ss_steps": "Stage 1 sampling steps", "ss_cfg": "Stage 1 guidance strength",
+    "slat_steps": "Stage 2 sampling steps", "slat_cfg": "Stage 2 guidance strength",
+    "simplify": "Simplify (fraction of triangles removed)", "texture_size": "Texture size (pixels)",
+    "bake_mode": "Texture bake mode", "bake_views": "Bake views", "bake_resolution": "Bake render size",
+    "fill_holes": "Fill holes (slow on a CPU)", "video_frames": "Preview frames",
+    "video_resolution": "Preview size (pixels)", "precision": "Precision", "offload": "GPU memory offloading",
+}
+OTHER_KNOBS = {"seed": "Seed", "randomize_seed": "Randomize seed", "formats": "Output formats",
+               "preprocess": "Remove background", "multi_image_mode": "Multi-view algorithm"}
+LABELS = {**PRESET_KNOBS, **OTHER_KNOBS}
+_INT_KNOBS = {"ss_steps", "slat_steps", "texture_size", "bake_views", "bake_resolution", "video_frames",
+              "video_resolution", "seed"}
+_FLOAT_KNOBS = {"ss_cfg", "slat_cfg", "simplify"}
+PRESET_CHOICES = [("Fast", "fast"), ("Balanced", "balanced"), ("High", "high"), ("Low VRAM", "low-vram")]
+FORMAT_CHOICES = [("GLB (textured mesh)", "glb"), ("PLY (Gaussians)", "ply"), ("OBJ (+ MTL, PNG)", "obj"),
+                  ("MP4 preview", "mp4")]
+
+
+def preset_values(name: str, defaults: GenerationSettings) -> dict:
+    """The preset's knob values. Precision and offloading not set by the preset keep the app's
+    defaults (the command line's --precision / --offload)."""
+    base = {k: getattr(defaults, k) for k in ("precision", "offload")}
+    s = GenerationSettings.from_preset(name, **{k: v for k, v in base.items() if k not in PRESETS[name]})
+    return {k: getattr(s, k) for k in PRESET_KNOBS}
+
+
+def settings_from_values(values: dict, preset: str, defaults: GenerationSettings) -> GenerationSettings:
+    """GenerationSettings from the page's raw values (field name -> value). ValueError names the
+    control by its label."""
+    clean = {}
+    for key, value in values.items():
+        label = LABELS.get(key, key)
+        if key == "seed" and value in (None, "") and values.get("randomize_seed"):
+            value = 0
+        if key in _INT_KNOBS or key in _FLOAT_KNOBS:
+            if value is None or value == "":
+                raise ValueError(f"{label}: enter a number")
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{label}: {value!r} is not a number") from None
+            if key in _INT_KNOBS:
+                if number != int(number):
+                    raise ValueError(f"{label}: {value} is not a whole number")
+                number = int(number)
+            value = number
+        elif key == "formats":
+            value = list(value or [])
+            if not value:
+                raise ValueError(f"{label}: tick at least one of GLB, PLY, OBJ, MP4")
+        elif key in ("randomize_seed", "preprocess", "fill_holes"):
+            value = bool(value)
+        clean[key] = value
+    name = preset if preset in PRESETS else DEFAULT_PRESET
+    same = all(clean.get(k) == v for k, v in preset_values(name, defaults).items()
+               if k not in ("precision", "offload") or k in PRESETS[name])
+    try:
+        return GenerationSettings(preset=name if same else "custom", **clean)
+    except ValueError as err:
+        raise ValueError(_labelled(str(err))) from None
+
+
+def _labelled(message: str) -> str:
+    key, sep, rest = message.partition(":")
+    return f"{LABELS[key]}:{rest}" if sep and key in LABELS else message
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs from the page (raw payloads: the event runs with preprocess=False so that an unreadable
+# upload reaches the job runner, which says what is wrong with it, instead of failing in Gradio)
+# ---------------------------------------------------------------------------------------------
+
+def _file_of(payload):
+    """(display name, path or bytes) of one uploaded file payload; None when empty."""
+    if payload is None:
+        return None
+    if isinstance(payload, (str, os.PathLike)):
+        return os.path.basename(os.fspath(payload)), os.fspath(payload)
+    if isinstance(payload, dict):
+        if isinstance(payload.get("image"), dict):        # a gallery item
+            payload = payload["image"]
+        path, url = payload.get("path"), payload.get("url") or ""
+        name = payload.get("orig_name") or (os.path.basename(path) if path else "pasted image")
+        if url.startswith("data:") and not path:
+            import base64
+
+            return name, base64.b64decode(url.split(",", 1)[1])
+        if path:
+            return name, path
+    return None
+
+
+def collect_work(mode: str, single, multi, batch) -> list:
+    """[(name, [image, ...]), ...]: one entry per job to submit. ValueError when nothing usable is given."""
+    if mode == "multi":
+        items = [f for f in (_file_of(p) for p in (multi or [])) if f]
+        if len(items) < 2:
+            raise ValueError("Multiple views: add at least two images of the same object (for one image, "
+                             "use the Single image tab).")
+        return [(f"{items[0][0]} + {len(items) - 1} more view(s)", [x for _, x in items])]
+    if mode == "batch":
+        items = [f for f in (_file_of(p) for p in (batch or [])) if f]
+        if not items:
+            raise ValueError("Batch: add one or more image files; each becomes its own job.")
+        return [(name, [x]) for name, x in items]
+    item = _file_of(single)
+    if item is None:
+        raise ValueError("Add an image first: drop it on the Single image box, paste it, or pick an example.")
+    return [(item[0], [item[1]])]
+
