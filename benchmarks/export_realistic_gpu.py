@@ -12,6 +12,7 @@ texture size, bake mode, bake views and their resolution). Per shape: one warm-u
 then ``--runs`` timed runs; the median total, the median of each stage from ``mesh.export_info``, the
 peak CUDA memory (allocated and reserved, reset before each timed run) and the texture quality of the
 last GLB against the truth at held-out views (``realistic_objects.glb_quality``: PSNR inside the object,
+the ceiling — the same mesh and UV atlas with ideal texels, ``realistic_objects.ideal_texture`` —,
 mask IoU against the decoder mesh, and the Gaussians' own PSNR on the same pixels: the bake's ceiling
 from its input). The column label is ``trellis.fastpaths.describe(device)``; run
 once as is and once with ``TRELLIS_FAST_PATHS=off`` for the two columns of the benchmark tables.
@@ -42,7 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from realistic_objects import DEFAULT_SHAPES, SHAPES, SOURCES, build_arrays, glb_quality, realistic_object  # noqa: E402
+from realistic_objects import (DEFAULT_SHAPES, SHAPES, SOURCES, build_arrays, glb_quality, ideal_texture,  # noqa: E402
+                               realistic_object)
 
 
 def balanced_to_glb_kwargs() -> dict:
@@ -110,7 +112,8 @@ def markdown(info: dict) -> str:
             f"path: **{info['path']}**; to_glb {json.dumps(info['to_glb_kwargs'])}; "
             f"{info['warmup']} warm-up + {info['runs']} timed run(s), median")
     cols = (["shape", "input faces (outer + inner)", "Gaussians", "GLB faces", "to_glb s"] + [f"{s} s" for s in stages]
-            + ["peak alloc / reserved GiB", "PSNR dB (held-out)", "Gaussians' PSNR dB", "mask IoU"])
+            + ["peak alloc / reserved GiB", "PSNR dB (held-out)", "ceiling dB (ideal texels, same atlas)",
+               "Gaussians' PSNR dB", "mask IoU"])
     lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for name, r in info["rows"].items():
         mem = (f"{r['peak_alloc_GiB']:.2f} / {r['peak_reserved_GiB']:.2f}" if "peak_alloc_GiB" in r
@@ -118,7 +121,8 @@ def markdown(info: dict) -> str:
         cells = [name, f"{r['input_faces']} ({r['outer_faces']} + {r['input_faces'] - r['outer_faces']})",
                  str(r["gaussians"]), str(r["glb_faces"]), f"{r['median_s']:.2f}"]
         cells += [f"{r['stages_median_s'].get(s, float('nan')):.2f}" for s in stages]
-        cells += [mem, f"{r['quality']['psnr_db']:.2f}", f"{r['quality'].get('gaussian_psnr_db', float('nan')):.2f}",
+        cells += [mem, f"{r['quality']['psnr_db']:.2f}", f"{r['quality'].get('ceiling_psnr_db', float('nan')):.2f}",
+                  f"{r['quality'].get('gaussian_psnr_db', float('nan')):.2f}",
                   f"{r['quality'].get('mask_iou', float('nan')):.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -188,6 +192,11 @@ def main(argv=None) -> int:
         t1 = time.perf_counter()
         quality = glb_quality(glb, device, views=qviews, resolution=qres, reference_mesh=mesh, pattern_res=res,
                               gaussian=gaussian)
+        # The ceiling: the same mesh and UV atlas with ideal texels (issue 13 §1).
+        ceiling = glb_quality(glb, device, views=qviews, resolution=qres, pattern_res=res,
+                              texture=ideal_texture(glb, device, pattern_res=res))
+        quality["ceiling_psnr_db"] = ceiling["psnr_db"]
+        quality["below_ceiling_db"] = round(ceiling["psnr_db"] - quality["psnr_db"], 3)
         row = {"source": SOURCES[name].__dict__, "input_faces": int(mesh["faces"].shape[0]), "outer_faces": outer,
                "input_vertices": int(mesh["vertices"].shape[0]), "gaussians": len(gaussian),
                "glb_faces": int(len(glb.faces)), "glb_vertices": int(len(glb.vertices)),

@@ -502,8 +502,31 @@ def _glb_arrays(glb, device):
 
 
 @torch.no_grad()
+def ideal_texture(glb, device="cpu", pattern_res: int = PATTERN_RES) -> torch.Tensor:
+    """The best texture the GLB's own mesh and UV atlas can hold (float [S,S,3] in [0, 1], S the GLB's
+    texture size): every texel whose centre lies in a UV triangle gets ``truth_color`` of the surface
+    point there (our rasteriser in UV space: clip = (2u - 1, 2v - 1), NDC y up, so texel row (1 - v) S);
+    the texels no triangle covers are inpainted as the bake does (``inpaint_texture``). With it,
+    ``glb_quality(..., texture=...)`` is the atlas's ceiling: what a perfect bake would score."""
+    from trellis.renderers.mesh_render import rasterize
+    from trellis.utils.export.texture_bake import inpaint_texture
+
+    dev = torch.device(device)
+    v, f, uv, tex = _glb_arrays(glb, dev)
+    size = tex.shape[0]
+    clip = torch.cat([uv * 2 - 1, torch.full_like(uv[:, :1], 0.5), torch.ones_like(uv[:, :1])], 1)
+    face_id, bary, _ = rasterize(clip, f, size, size, ndc_y_up=True)
+    hit = face_id > 0
+    corners = v[f[face_id[hit] - 1]]                                # [P,3,3]
+    points = (corners * bary[hit][..., None]).sum(1)
+    out = torch.zeros(size, size, 3, device=dev)
+    out[hit] = truth_color(points, pattern_res).to(out.dtype)
+    return torch.as_tensor(inpaint_texture(out, hit), device=dev).float() / 255
+
+
+@torch.no_grad()
 def glb_quality(glb, device="cpu", views: int = 8, resolution: int = 512, reference_mesh=None,
-                pattern_res: int = PATTERN_RES, gaussian=None) -> dict:
+                pattern_res: int = PATTERN_RES, gaussian=None, texture=None) -> dict:
     """Texture quality of a textured mesh from ``to_glb`` against ``truth_color`` at held-out views.
 
     Each pixel's 3-D point and UV come from our rasteriser (``render_mesh`` with ``attrs``, no
@@ -512,13 +535,15 @@ def glb_quality(glb, device="cpu", views: int = 8, resolution: int = 512, refere
     views, per view, the pixel count and, with ``reference_mesh`` (the decoder mesh), the IoU of the
     object masks (holes or lost parts lower it). With ``gaussian``, also the PSNR of the Gaussians' own
     renders on the same pixels (``gaussian_psnr_db``: what the bake starts from; soft disc edges make it
-    finite).
+    finite). ``texture`` (float [S,S,3] in [0, 1]) replaces the GLB's own, e.g. ``ideal_texture(glb)``.
     """
     from trellis.renderers.mesh_render import render_mesh
     from trellis.utils.texture_bake import sample_texture
 
     dev = torch.device(device)
     v, f, uv, tex = _glb_arrays(glb, dev)
+    if texture is not None:
+        tex = torch.as_tensor(texture, device=dev).float()
     ext, intr = held_out_cameras(views, device=dev)
     attrs = torch.cat([v, uv], 1)
     sq, count, per_view, ious, gsq = 0.0, 0, [], [], 0.0
