@@ -198,14 +198,17 @@ def test_no_import_cycle_inside_the_app():
 
 
 def test_the_stable_projectorz_endpoints_depend_on_the_api_one_way():
-    """desktop/api: common <- v1, spz, security <- docs <- server (never back; v1 and spz know only common)."""
+    """desktop/api: common <- v1, spz_params <- spz, security <- docs <- server (never back; v1 and spz know only
+    common and StableProjectorz's names)."""
     graph = desktop_graph()
     api = {m for m in graph if m.startswith("desktop.api.")}
-    assert api == {f"desktop.api.{m}" for m in ("common", "v1", "spz", "security", "docs", "server")}
+    assert api == {f"desktop.api.{m}" for m in ("common", "v1", "spz_params", "spz", "security",
+                                                                 "docs", "server")}
     inside = {m: graph[m] & (api | {"desktop.api"}) for m in api}
     assert "desktop.api.spz" in inside["desktop.api.server"] and "desktop.api.v1" in inside["desktop.api.server"]
     assert inside["desktop.api.common"] == set()
-    assert inside["desktop.api.v1"] == {"desktop.api.common"} and inside["desktop.api.spz"] == {"desktop.api.common"}
+    assert inside["desktop.api.v1"] == inside["desktop.api.spz_params"] == {"desktop.api.common"}
+    assert inside["desktop.api.spz"] == {"desktop.api.common", "desktop.api.spz_params"}
     assert inside["desktop.api.security"] <= {"desktop.api.common"}
     assert inside["desktop.api.docs"] <= {"desktop.api.common", "desktop.api.security"}
     assert not [m for m in api if "desktop.api.server" in graph[m]]       # only the package re-exports it
