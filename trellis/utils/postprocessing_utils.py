@@ -72,13 +72,6 @@ def _mesh_arrays(mesh, device):
     return v.reshape(-1, 3), f.reshape(-1, 3)
 
 
-def _app_device(app_rep):
-    if hasattr(app_rep, "get_xyz"):
-        return app_rep.get_xyz.device
-    pos = getattr(app_rep, "position", None)
-    return pos.device if pos is not None else app_rep.aabb.device
-
-
 # Observation views when the caller does not choose: (views for "fast", for "opt", resolution).
 # A CPU renders a 1024^2 view of the Gaussians in ~0.2-1 s and rasterises the mesh for it in as
 # long again, so there fewer and smaller views are used (docs/BENCHMARKS.md, "CPU: the tiny
@@ -115,7 +108,7 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
     opt = _options(kwargs)
     if bake_mode not in ("fast", "opt"):
         raise ValueError(f"unknown bake_mode {bake_mode!r} (use 'fast' or 'opt')")
-    device = torch.device(opt["device"]) if opt["device"] is not None else _app_device(app_rep)
+    device = torch.device(opt["device"]) if opt["device"] is not None else app_rep.device
     info = {"seconds": {}}
     clock = [time.perf_counter()]
 

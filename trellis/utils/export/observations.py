@@ -4,7 +4,6 @@ depth per view. texture_bake.py folds them into the texture and re-exports these
 """
 from __future__ import annotations
 
-import torch
 
 from ...core.callbacks import check
 from ...renderers.cameras import hammersley_sphere_views, orbit_cameras
@@ -25,29 +24,17 @@ def render_observations(app_rep, extrinsics, intrinsics, resolution: int = 1024,
     opacity > ``alpha_threshold`` and the colour is un-premultiplied by it, so dark surfaces are
     observed too and the soft silhouette rim does not darken the texture. depth = mean camera z.
     """
-    render = _renderer_for(app_rep)
+    from ...renderers import render
+    from ...representations import Gaussian, Strivec
+
+    if not isinstance(app_rep, (Gaussian, Strivec)):
+        raise TypeError(f"cannot bake a texture from a {type(app_rep).__name__} (expected Gaussian or Strivec)")
     for extr, intr in zip(extrinsics, intrinsics):
         check(cancel)
-        out = render(extr, intr, resolution, cancel)
+        out = render(app_rep, extr, intr, resolution, cancel=cancel)
         alpha = out["alpha"][0]
         mask = alpha > alpha_threshold
         a = alpha.clamp(min=1e-6)
         color = (out["color"] / a).clamp(0, 1).permute(1, 2, 0)
         depth = out["depth"][0] / a
         yield color, mask, depth
-
-
-def _renderer_for(app_rep):
-    from ...representations.gaussian import Gaussian
-    if isinstance(app_rep, Gaussian):
-        from ...renderers.gaussian_render import render_gaussians
-        device = app_rep.get_xyz.device
-        return lambda e, k, res, cancel: render_gaussians(
-            app_rep, torch.as_tensor(e).to(device), torch.as_tensor(k).to(device), res, cancel=cancel)
-    from ...representations.radiance_field import Strivec
-    if isinstance(app_rep, Strivec):
-        from ...renderers.radiance_field_render import render_strivec
-        device = app_rep.aabb.device if app_rep.position is None else app_rep.position.device
-        return lambda e, k, res, cancel: render_strivec(
-            app_rep, torch.as_tensor(e).to(device), torch.as_tensor(k).to(device), res, cancel=cancel)
-    raise TypeError(f"cannot bake a texture from a {type(app_rep).__name__} (expected Gaussian or Strivec)")

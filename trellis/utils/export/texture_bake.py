@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from ...renderers.cameras import projection_opencv
 from ...renderers.mesh_render import rasterize
 from ...core.callbacks import check
-from .observations import _renderer_for, observation_cameras, render_observations  # noqa: F401 (re-exported)
+from .observations import observation_cameras, render_observations  # noqa: F401 (re-exported)
 
 __all__ = ["observation_cameras", "render_observations", "bake_texture", "inpaint_texture",
            "render_textured", "render_textured_mesh", "textured_mesh_tensors", "sample_texture",
