@@ -169,27 +169,35 @@ def test_decimation_pieces_depend_on_the_face_count_only():
                                               50_000_000)] == [1, 1, 1, 1, 1, 4, 8, 16, 16]
 
 
-def test_simplify_in_pieces_equals_one_pass_in_quality(monkeypatch, tmp_path):
+@pytest.fixture
+def children(monkeypatch, tmp_path):
+    """The real child processes started (subprocess.Popen recorded), temp files in tmp_path."""
     import subprocess
     import tempfile
 
-    v, f = noisy_sphere_with_inner_shell(7)            # ~200 k faces, two closed noisy sheets
-    dense = v[f].mean(axis=1)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     started = []
     real_popen = subprocess.Popen
 
     def recording_popen(cmd, *a, **k):
-        started.append(cmd)
-        return real_popen(cmd, *a, **k)
+        started.append(real_popen(cmd, *a, **k))
+        return started[-1]
 
     monkeypatch.setattr(subprocess, "Popen", recording_popen)
+    return started
+
+
+def test_simplify_in_pieces_equals_one_pass_in_quality(monkeypatch, tmp_path, children):
+    import subprocess
+
+    v, f = noisy_sphere_with_inner_shell(7)            # ~200 k faces, two closed noisy sheets
+    dense = v[f].mean(axis=1)
     one = mc.simplify_mesh(v, f, 0.95, pieces=1)
-    assert not started
+    assert not children
     calls = []
     four = mc.simplify_mesh(v, f, 0.95, pieces=4, progress=lambda s, i, n: calls.append((s, i, n)))
     # one child per piece, one for the re-joined mesh
-    assert len(started) == 5 and all(c[1:3] == ["-c", simp._PIECE_CHILD] for c in started)
+    assert len(children) == 5 and all(c.args[1:3] == ["-c", simp._PIECE_CHILD] for c in children)
     assert calls[0] == ("simplify", 0, 5) and calls[-1] == ("simplify", 5, 5)
     assert [i for _, i, _ in calls] == sorted(i for _, i, _ in calls)
     target = round(0.05 * len(f))
@@ -216,20 +224,8 @@ def test_simplify_in_pieces_equals_one_pass_in_quality(monkeypatch, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_cancel_while_pieces_run_kills_them(monkeypatch, tmp_path):
-    import subprocess
-    import tempfile
-
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+def test_cancel_while_pieces_run_kills_them(monkeypatch, tmp_path, children):
     monkeypatch.setattr(simp, "_PIECE_CHILD", "import time; time.sleep(60)")
-    children = []
-    real_popen = subprocess.Popen
-
-    def recording_popen(cmd, *a, **k):
-        children.append(real_popen(cmd, *a, **k))
-        return children[-1]
-
-    monkeypatch.setattr(subprocess, "Popen", recording_popen)
     polls = []
     v, f = _sphere(5)
     with pytest.raises(Cancelled):

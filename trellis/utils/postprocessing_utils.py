@@ -147,10 +147,11 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
         color, mask, depth = next(views)
         held.append((color.cpu(), mask.cpu(), depth.cpu()))
 
-    # 1. clean-up. While the decimation runs in child processes (the caller's ``simplified``, or the
-    # pieces of a large mesh), views are rendered (on an accelerator: a CPU's cores are busy decimating).
+    # 1. clean-up. While the decimation runs in child processes, views are rendered: during the caller's
+    # ``simplified`` on any device, during the pieces of a large mesh on an accelerator only (a CPU's
+    # cores are then busy decimating).
     simplified = opt["simplified"]
-    overlap = opt["overlap_uv"] and device.type != "cpu"
+    overlap = opt["overlap_uv"] and (simplified is not None or device.type != "cpu")
 
     def while_waiting():
         if overlap and len(held) < max_held:
@@ -158,9 +159,6 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
         else:
             time.sleep(0.005)
 
-    if simplified is not None and opt["overlap_uv"]:
-        while simplified.running() and len(held) < max_held:
-            hold_next()
     if simplify > 0 or fill_holes or opt["target_faces"] is not None:
         from .export.cleanup import clean_mesh_for_export
         v_np, f_np = clean_mesh_for_export(vertices, faces, simplify=simplify, fill_holes=fill_holes,

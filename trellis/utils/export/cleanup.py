@@ -106,7 +106,7 @@ def clean_mesh_for_export(vertices, faces, simplify: float = 0.95, fill_holes: b
         if abs(simplified.reduction - reduction) > 1e-12 or len(simplified.faces) != n_faces:
             raise ValueError("`simplified` was started for another mesh or another reduction "
                              "(start it with cleanup.first_reduction(...))")
-        v, f = simplified.result(progress=progress, cancel=cancel)
+        v, f = simplified.result(progress=progress, cancel=cancel, while_waiting=while_waiting)
     else:
         v, f = simplify_mesh(vertices, faces, reduction, progress=progress, cancel=cancel, while_waiting=while_waiting)
     lap("simplify")

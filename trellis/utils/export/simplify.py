@@ -143,6 +143,12 @@ def _decimate(v, f, target: int, preserve_border: bool = False):
     return np.asarray(v2, dtype=np.float64), np.asarray(f2, dtype=np.int64).reshape(-1, 3)
 
 
+def _in_pieces(pieces: int, target: int, n_faces: int) -> bool:
+    """Whether a decimation of ``n_faces`` to ``target`` goes through pieces (else one pass): only when
+    the pieces' share (PIECE_SLACK x the target) still removes faces."""
+    return pieces > 1 and target * PIECE_SLACK < n_faces
+
+
 class _Decimation:
     """The decimation of a merged mesh to ``target`` faces as child processes that ``poll()`` advances
     (it never blocks on a child): either one child for the whole mesh, or ``pieces`` compact pieces (one
@@ -158,7 +164,7 @@ class _Decimation:
         self.proc = None             # the last child started
         self._running, self._pending, self._done, self._result = {}, [], {}, None
         try:
-            if pieces > 1 and target * PIECE_SLACK < len(f):
+            if _in_pieces(pieces, target, len(f)):
                 self.phase = "pieces"
                 groups = _split_compact(v[f[:, 0]], pieces)    # a face's first corner stands for the face
                 for g in groups:
@@ -284,7 +290,7 @@ def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, 
     pieces = decimation_pieces(len(f)) if pieces is None else max(1, int(pieces))
     if target >= len(f):
         return _finish(v, f)
-    if pieces == 1 or target * PIECE_SLACK >= len(f):
+    if not _in_pieces(pieces, target, len(f)):
         _report(progress, "simplify", 0, 1)
         v, f = _decimate(v, f, target)
         _check_cancel(cancel)
@@ -347,7 +353,11 @@ class BackgroundSimplify:
         else:
             self._job = _Decimation(v, f, target, decimation_pieces(len(f)))
             self._job.poll()
-        self._dir = self._job.folder if self._job is not None else None
+
+    @property
+    def _dir(self):
+        """The children's temporary folder (None when no decimation was needed)."""
+        return self._job.folder if self._job is not None else None
 
     @property
     def _proc(self):
@@ -358,10 +368,11 @@ class BackgroundSimplify:
         """Whether the decimation is still going on (False once its result is in)."""
         return self._result is None and self._job is not None and not self._job.poll()
 
-    def result(self, progress: Progress = None, cancel=None):
+    def result(self, progress: Progress = None, cancel=None, while_waiting: Optional[Callable[[], None]] = None):
         """(vertices float32 [V,3], faces int64 [F,3]) as ``simplify_mesh(vertices, faces, reduction)``.
         ``progress("simplify", percent, 100)`` about every 0.2 s while the children work (an estimate
-        from the face count, ``simplify_time_estimate``), 100 when the result is in."""
+        from the face count, ``simplify_time_estimate``), 100 when the result is in. ``while_waiting()``,
+        if given, is called over and over meanwhile (as in ``simplify_mesh``)."""
         import time
 
         if self._result is not None:
@@ -373,7 +384,10 @@ class BackgroundSimplify:
         try:
             while not self._job.poll():
                 _check_cancel(cancel)
-                time.sleep(0.005)
+                if while_waiting is not None:
+                    while_waiting()
+                else:
+                    time.sleep(0.005)
                 elapsed = time.monotonic() - start
                 if elapsed - last >= 0.2:
                     last = elapsed
