@@ -23,6 +23,11 @@ MULTI_IMAGE_MODES = ("stochastic", "multidiffusion")
 # here so that validating settings does not import torch.
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
 OFFLOADS = ("auto", "none", "model")
+# The published text pipelines (microsoft/TRELLIS-text-<size>): text jobs and new looks from a prompt.
+TEXT_MODEL_SIZES = ("base", "large", "xlarge")
+DEFAULT_TEXT_MODEL_SIZE = "xlarge"
+# A prompt is cut to CLIP's 77 tokens (a few hundred characters); anything near this is not a prompt.
+MAX_PROMPT_CHARS = 20_000
 
 DEFAULT_PRESET = "balanced"
 
@@ -59,6 +64,7 @@ class GenerationSettings:
     video_fps: int = 24
     precision: str = "auto"               # "auto" | "fp16" | "bf16" | "fp32"
     offload: str = "auto"                 # "auto" | "none" | "model" (each network on the GPU only while it runs)
+    text_model_size: str = DEFAULT_TEXT_MODEL_SIZE   # prompts: TRELLIS-text-base / -large / -xlarge
 
     def __post_init__(self):
         self.formats = _normalise_formats(self.formats)
@@ -177,6 +183,7 @@ RULES: dict = {
     "video_fps": ("int", 1, 240),
     "precision": ("choice", PRECISIONS),
     "offload": ("choice", OFFLOADS),
+    "text_model_size": ("choice", TEXT_MODEL_SIZES),
 }
 
 # The step between the values a page offers (the UI's sliders). A slider spans its setting's whole RULES
@@ -224,9 +231,24 @@ HELP: dict = {
     "video_fps": "frames per second of the preview video",
     "precision": "network precision: auto, fp16, bf16 or fp32",
     "offload": "GPU memory use: auto, none, or model (each network on the GPU only while it runs)",
+    "text_model_size": "text model for prompts: base, large or xlarge (bigger: better, slower, larger download)",
 }
 
 _FIELDS = None
+
+
+def check_prompt(prompt) -> str:
+    """The prompt of a text job or a new look, stripped; ValueError when it is not one (not text, empty,
+    absurdly long). A prompt longer than CLIP's 77 tokens is accepted: the job says it was cut."""
+    if not isinstance(prompt, str):
+        raise ValueError(f"the prompt must be text, got {type(prompt).__name__}")
+    text = prompt.strip()
+    if not text:
+        raise ValueError("the prompt is empty: describe the object to make (e.g. 'a red wooden chair')")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise ValueError(f"the prompt has {len(text):,} characters, more than the {MAX_PROMPT_CHARS:,} accepted; "
+                         f"only its first ~77 words' worth of tokens is used anyway: shorten it")
+    return text
 
 
 def field_names() -> tuple:

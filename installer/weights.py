@@ -219,24 +219,33 @@ def _hub_listing(endpoint: str, repo: str, revision: str, opener) -> dict[str, d
     return out
 
 
-def _other_repo_files(layout: Layout, repo: str, endpoint: str, folder: Path, opener, log) -> tuple[list, str | None]:
-    """Files of a repo that is not in the manifest: its pipeline.json and the checkpoints it names, with the
-    sizes and hashes the hub lists. The listing is kept in the folder so that later starts work offline."""
-    listing_file = folder / ".trellis-listing.json"
-    revision = "main"
+LISTING_NAME = ".trellis-listing.json"
+
+
+def kept_listing(repo: str, endpoint: str, revision: str, folder: Path, opener,
+                 fix: str = "or start with --model FOLDER pointing at a downloaded copy") -> dict:
+    """The hub's file listing of `repo`, kept in `folder` so that later starts work offline (the kept one is
+    used when the hub cannot be reached)."""
+    listing_file = folder / LISTING_NAME
     try:
         listing = _hub_listing(endpoint, repo, revision, opener)
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
         try:
-            listing = json.loads(listing_file.read_text(encoding="utf-8"))
+            return json.loads(listing_file.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             raise WeightsError(
                 f"Cannot list the files of {repo} on {endpoint} ({_why(e)}), and it was never downloaded here. "
-                f"Check the repo id and the network (or --hf-endpoint / HF_ENDPOINT), or start with "
-                f"--model FOLDER pointing at a downloaded copy.") from None
-    else:
-        folder.mkdir(parents=True, exist_ok=True)
-        listing_file.write_text(json.dumps(listing, indent=1), encoding="utf-8")
+                f"Check the repo id and the network (or --hf-endpoint / HF_ENDPOINT), {fix}.") from None
+    folder.mkdir(parents=True, exist_ok=True)
+    listing_file.write_text(json.dumps(listing, indent=1), encoding="utf-8")
+    return listing
+
+
+def _other_repo_files(layout: Layout, repo: str, endpoint: str, folder: Path, opener, log) -> tuple[list, str | None]:
+    """Files of a repo that is not in the manifest: its pipeline.json and the checkpoints it names, with the
+    sizes and hashes the hub lists. The listing is kept in the folder so that later starts work offline."""
+    revision = "main"
+    listing = kept_listing(repo, endpoint, revision, folder, opener)
     if "pipeline.json" not in listing:
         raise WeightsError(f"{repo} has no pipeline.json: it is not a TRELLIS pipeline repo.")
 
@@ -300,8 +309,9 @@ def wanted_files(layout: Layout, repo: str | None = None, endpoint: str | None =
 class Progress:
     """One status line per file: rewritten in place on a terminal, every few seconds otherwise."""
 
-    def __init__(self, label: str, total: int | None, stream=None, interval: float | None = None):
+    def __init__(self, label: str, total: int | None, stream=None, interval: float | None = None, hook=None):
         self.label, self.total = label, total
+        self.hook = hook            # hook(label, done, total): every chunk (e.g. a job's progress in the app)
         self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.interval = interval if interval is not None else (0.5 if self.tty else 10.0)
@@ -310,6 +320,8 @@ class Progress:
 
     def __call__(self, done: int, force: bool = False) -> None:
         now = time.monotonic()
+        if self.hook is not None:
+            self.hook(self.label, done, self.total)
         if self.first_byte is None:
             self.first_byte = (done, now)
         if not force and now - self.last < self.interval:
@@ -393,14 +405,14 @@ class DownloadFailed(Exception):
 
 
 def download(wf: WeightFile, *, opener=None, retries: int = 2, stream=None, sleep=time.sleep,
-             cache: VerifiedCache | None = None) -> None:
+             cache: VerifiedCache | None = None, hook=None) -> None:
     """Fetch wf to wf.dest through `<dest>.part` (resumed if present), check it, then move it in place."""
     opener = opener or urllib.request.urlopen
     part = wf.dest.with_name(wf.dest.name + ".part")
     wf.dest.parent.mkdir(parents=True, exist_ok=True)
     attempt, fresh_starts = 0, 0
     while True:
-        progress = Progress(wf.label, wf.size, stream=stream)
+        progress = Progress(wf.label, wf.size, stream=stream, hook=hook)
         try:
             _fetch_into(wf, part, opener, progress)
             progress(part.stat().st_size, force=True)
@@ -458,7 +470,7 @@ def _copy_in(src: Path, wf: WeightFile) -> None:
 
 def ensure(files: list[WeightFile], *, log=None, cache: VerifiedCache | None = None, download_ok: bool = True,
            source_dir: str | os.PathLike | None = None, retries: int = 2, opener=None, sleep=time.sleep,
-           stream=None) -> None:
+           stream=None, hook=None, headline: str = "Trellis Desktop cannot start") -> None:
     """Every file present and matching its published size and sha256 afterwards, or WeightsError saying
     which files are missing, where each comes from and where to put it."""
     say = log.say if log is not None else (lambda text: print(text, file=stream or sys.stderr))
@@ -503,7 +515,7 @@ def ensure(files: list[WeightFile], *, log=None, cache: VerifiedCache | None = N
             missing.append((wf, offline_reason))
             continue
         try:
-            download(wf, opener=opener, retries=retries, stream=stream, sleep=sleep, cache=cache)
+            download(wf, opener=opener, retries=retries, stream=stream, sleep=sleep, cache=cache, hook=hook)
         except DownloadFailed as e:
             missing.append((wf, e.why))
             if e.offline:
@@ -511,11 +523,12 @@ def ensure(files: list[WeightFile], *, log=None, cache: VerifiedCache | None = N
         except OSError as e:                  # disk full, permissions
             missing.append((wf, f"cannot write {wf.dest}: {e.strerror or e}"))
     if missing:
-        raise WeightsError(missing_message(missing, source_dir))
+        raise WeightsError(missing_message(missing, source_dir, headline))
 
 
-def missing_message(missing: list[tuple[WeightFile, str]], source_dir=None) -> str:
-    lines = [(f"Trellis Desktop cannot start: {len(missing)} model file(s) are missing or wrong and could not be "
+def missing_message(missing: list[tuple[WeightFile, str]], source_dir=None,
+                    headline: str = "Trellis Desktop cannot start") -> str:
+    lines = [(f"{headline}: {len(missing)} model file(s) are missing or wrong and could not be "
               "downloaded.")]
     for wf, why in missing:
         lines += [f"  - {wf.label} ({_mib(wf.size)}): {why}",
@@ -545,3 +558,124 @@ def ensure_for_app(layout: Layout, *, repo=None, endpoint=None, pipeline=True, s
     ensure(plan.files, log=log, cache=cache, source_dir=source_dir, retries=retries, opener=opener, sleep=sleep,
            stream=stream)
     return plan
+
+
+# ------------------------------------------------------------------------------ text mode (on first use)
+
+TEXT_MANIFEST_PATH = Path(__file__).with_name("text_weights_manifest.json")
+
+
+def load_text_manifest(path: Path | None = None) -> dict:
+    with open(path or TEXT_MANIFEST_PATH, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def text_repo(size: str, manifest: dict | None = None) -> str:
+    repos = (manifest or load_text_manifest())["text_repos"]
+    if size not in repos:
+        raise ValueError(f"unknown text model size {size!r}; choose from {', '.join(repos)}")
+    return repos[size]
+
+
+def text_approx_bytes(size: str, manifest: dict | None = None) -> int:
+    """About how much the first text job of this size downloads (the flows and CLIP), for messages."""
+    approx = (manifest or load_text_manifest())["approx_bytes"]
+    return int(approx[size]) + int(approx["clip"])
+
+
+def _split_repo_path(value: str):
+    parts = value.replace("\\", "/").split("/")
+    if len(parts) < 3 or not parts[0] or not parts[1] or parts[0] in (".", ".."):
+        return None
+    return f"{parts[0]}/{parts[1]}", "/".join(parts[2:])
+
+
+def text_model_files(models_dir: Path, size: str, *, endpoint: str | None = None, opener=None, log=None,
+                     manifest: dict | None = None, base_manifest: dict | None = None,
+                     cache: VerifiedCache | None = None, hook=None) -> tuple[Path, list[WeightFile]]:
+    """(the text pipeline's folder, every file it needs) in the app's models folder:
+
+        microsoft/TRELLIS-text-<size>   -> models/TRELLIS-text-<size>/   pipeline.json + its two flows
+        <owner>/TRELLIS-image-large/... -> models/TRELLIS-image-large/   the decoders (the base install's files,
+                                                                         checked against weights_manifest.json)
+        openai/clip-vit-large-patch14   -> models/clip-vit-large-patch14/ config, weights, tokenizer
+
+    Sizes and sha256 of the text and CLIP files come from the hub's listing (kept beside them). pipeline.json is
+    fetched first (it names the rest)."""
+    manifest = manifest or load_text_manifest()
+    base_manifest = base_manifest or load_manifest()
+    opener = opener or urllib.request.urlopen
+    endpoint = endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
+    revision = manifest.get("revision", "main")
+    models_dir = Path(models_dir)
+    repo = text_repo(size, manifest)
+    folder = models_dir / repo.split("/")[-1]
+    fix = "or use a downloaded copy with --text-model FOLDER"
+
+    def from_listing(repo_id: str, dest: Path, listing: dict, rel: str) -> WeightFile:
+        e = listing[rel]
+        return WeightFile(f"{repo_id.split('/')[-1]} {rel}", rel, hf_url(endpoint, repo_id, revision, rel), dest / rel,
+                          e.get("size"), e.get("sha256"), e.get("git_sha1"), _hf_headers())
+
+    listing = kept_listing(repo, endpoint, revision, folder, opener, fix)
+    if "pipeline.json" not in listing:
+        raise WeightsError(f"{repo} has no pipeline.json: it is not a TRELLIS pipeline repo.")
+    pipeline = from_listing(repo, folder, listing, "pipeline.json")
+    if problem(pipeline.dest, pipeline, cache) is not None:
+        ensure([pipeline], log=log, cache=cache, opener=opener, hook=hook,
+               headline="The text model cannot be used")
+    args = json.loads(pipeline.dest.read_text(encoding="utf-8")).get("args", {})
+    files = [pipeline]
+    image_files = base_manifest["pipeline"]["files"]
+    image_repo, image_rev = base_manifest["pipeline"]["repo"], base_manifest["pipeline"]["revision"]
+    other_listings: dict[str, dict] = {}
+    for value in args.get("models", {}).values():
+        split = _split_repo_path(value)
+        if split is None or value + ".json" in listing:            # a checkpoint of the text repo itself
+            for ext in (".json", ".safetensors"):
+                if value + ext not in listing:
+                    raise WeightsError(f"{repo} lists no {value}{ext}, which its pipeline.json names.")
+                files.append(from_listing(repo, folder, listing, value + ext))
+            continue
+        other, stem = split
+        name = other.split("/")[1]
+        if name in manifest.get("image_repo_names", ()):
+            # The image pipeline's own files (any mirror owner): pinned sizes and sha256 of the base manifest.
+            for ext in (".json", ".safetensors"):
+                e = image_files.get(stem + ext)
+                if e is None:
+                    raise WeightsError(f"{value}{ext} (named in {repo}'s pipeline.json) is not a file of "
+                                       f"{image_repo} in weights_manifest.json.")
+                files.append(WeightFile(f"{name} {stem}{ext}", stem + ext,
+                                        hf_url(endpoint, image_repo, image_rev, stem + ext),
+                                        models_dir / name / (stem + ext), e["bytes"], e["sha256"],
+                                        headers=_hf_headers()))
+        else:
+            if other not in other_listings:
+                other_listings[other] = kept_listing(other, endpoint, revision, models_dir / name, opener, fix)
+            for ext in (".json", ".safetensors"):
+                files.append(from_listing(other, models_dir / name, other_listings[other], stem + ext))
+    clip = manifest["clip"]
+    if args.get("text_cond_model") != clip["repo"]:
+        raise WeightsError(f"{repo}'s pipeline.json names the text encoder {args.get('text_cond_model')!r}, not "
+                           f"{clip['repo']}: this app knows only that one.")
+    clip_dir = models_dir / clip["folder"]
+    clip_listing = kept_listing(clip["repo"], endpoint, revision, clip_dir, opener, fix)
+    lacking = [f for f in clip["required"] if f not in clip_listing]
+    if lacking:
+        raise WeightsError(f"{clip['repo']} lists no {', '.join(lacking)}.")
+    files += [from_listing(clip["repo"], clip_dir, clip_listing, rel) for rel in clip["files"] if rel in clip_listing]
+    return folder, files
+
+
+def ensure_text_model(models_dir: Path, size: str, *, endpoint: str | None = None, source_dir=None, retries: int = 2,
+                      log=None, opener=None, sleep=time.sleep, stream=None, hook=None, full_check: bool = False,
+                      manifest: dict | None = None, base_manifest: dict | None = None) -> Path:
+    """The text pipeline folder of `size` in the app's models folder, every file present and checked (downloaded
+    on first use, with progress through `hook(label, done, total)`), or WeightsError saying what to do."""
+    cache = VerifiedCache(Path(models_dir) / "verified.json", trust=not full_check)
+    folder, files = text_model_files(models_dir, size, endpoint=endpoint, opener=opener, log=log, manifest=manifest,
+                                     base_manifest=base_manifest, cache=cache, hook=hook)
+    ensure(files, log=log, cache=cache, source_dir=source_dir, retries=retries, opener=opener, sleep=sleep,
+           stream=stream, hook=hook, headline="The text model cannot be used")
+    return folder

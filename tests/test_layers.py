@@ -238,14 +238,15 @@ def test_only_the_job_folder_module_knows_the_folder_layout():
 
 
 def test_the_job_modules_import_in_their_stated_order():
-    """desktop/jobs: job <- folder, progress, failures, inputs <- recovery <- steps <- runner (never back)."""
-    order = ["job", "folder", "progress", "failures", "inputs", "recovery", "steps", "runner"]
+    """desktop/jobs: job <- folder, progress, failures, inputs, meshes <- recovery <- steps <- runner (never back)."""
+    order = ["job", "folder", "progress", "failures", "inputs", "meshes", "recovery", "steps", "runner"]
     graph = desktop_graph()
     bad = [f"{m} imports {d}" for i, m in enumerate(order) for d in graph[f"desktop.jobs.{m}"]
            if d.startswith("desktop.jobs.") and order.index(d.rsplit(".", 1)[1]) >= i]
     assert not bad, bad
     # The parts the UI reads at start-up (folder history) import no torch: `--help` stays instant.
-    light = {"desktop.jobs.job", "desktop.jobs.folder", "desktop.jobs.inputs", "desktop.options", "desktop.settings"}
+    light = {"desktop.jobs.job", "desktop.jobs.folder", "desktop.jobs.inputs", "desktop.jobs.meshes", "desktop.options",
+             "desktop.settings"}
     heavy = [f"{m} imports torch" for m in light for top, _ in imported_tops(ROOT / Path(*m.split("."))
                                                                           .with_suffix(".py")) if top == "torch"]
     assert not heavy, heavy

@@ -1,9 +1,11 @@
-"""Job runner: a FIFO queue of image-to-3D jobs served by one worker thread per GPU.
+"""Job runner: a FIFO queue of image-to-3D (and text-to-3D, new-look) jobs served by one worker thread per GPU.
 
     runner = JobRunner("microsoft/TRELLIS-image-large", "outputs", gpus=[0, 1])
     job = runner.submit(["photo.png"], GenerationSettings.from_preset("fast"))
     job.wait()                 # or poll job.state / job.progress
     job.files["glb"]           # <outputs>/<YYYYmmdd-HHMMSS>-<id8>/model.glb
+    runner.submit_text("a red wooden chair", settings)                  # a prompt (the text model: lazily)
+    runner.submit_variant("chair.glb", settings, prompt="made of gold")  # a new look (or image=photo)
 
 Each worker loads the pipeline once, lazily, on its first job, and switches precision / offloading per
 job without reloading. A job's folder receives, as they are finished (each written atomically: a temp
@@ -27,6 +29,7 @@ The package, one concern per module (each imports only those listed before it):
     progress.py  stage weights -> the job's fraction and ETA
     failures.py  an exception -> (kind, message that says what to do)
     inputs.py    input image -> the pipeline's 518² image (InputError)
+    meshes.py    a new-look job's 3-D model file: its format, checked from its header (InputError)
     recovery.py  the outputs folder put in order at start (unfinished jobs marked interrupted)
     steps.py     generate / export, top to bottom
     runner.py    JobRunner (queue, kept results, cancel, shutdown) and its workers
@@ -37,12 +40,13 @@ not import torch; `from desktop.jobs import JobRunner` works as before.
 import importlib
 
 _EXPORTS = {
-    "job": ("JobState", "STAGE_LABELS", "ERROR_KINDS", "InputError", "ModelLoadError", "UnknownJobError",
+    "job": ("JobState", "STAGE_LABELS", "ERROR_KINDS", "JOB_KINDS", "InputError", "ModelLoadError", "UnknownJobError",
             "NoResultError", "Progress", "Job", "TexturedMesh"),
     "folder": ("JobFolder", "atomic_path", "write_atomic"),
     "progress": ("ProgressTracker", "export_stages"),
     "failures": ("classify_failure",),
     "inputs": ("prepare_image", "check_image"),
+    "meshes": ("check_mesh", "MAX_MESH_BYTES", "MESH_FORMATS"),
     "runner": ("JobRunner",),
     "options": ("DEFAULT_MODEL",),
 }

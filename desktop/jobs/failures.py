@@ -37,7 +37,9 @@ def classify_failure(err: BaseException, outputs_dir, device: str, error_file: O
 
     if isinstance(err, Cancelled):
         return "cancelled", "cancelled"
-    if isinstance(err, InputError):
+    from trellis.representations.voxels import MeshInputError
+
+    if isinstance(err, (InputError, MeshInputError)):
         return "input", f"bad input: {err}"
     if isinstance(err, EmptyStructureError):
         return "empty", str(err)

@@ -3,6 +3,7 @@ knows its layout: it writes every file of it and reads them back (for the UI's h
 the recovery after a restart).
 
     input.png (input_2.jpg, ...)   the submitted image(s), as given
+    input_mesh.glb (.obj, ...)     new-look jobs: the submitted 3-D model (its format from its bytes)
     settings.json                  every parameter and the seed actually used (SETTINGS)
     preprocessed.png (_2, ...)     what the pipeline conditioned on
     model.ply, preview.mp4         Gaussians, turntable preview
@@ -33,6 +34,7 @@ SETTINGS = "settings.json"
 TIMINGS = "timings.json"
 ERROR = "error.json"
 PREPROCESSED = "preprocessed.png"
+MESH_INPUT = "input_mesh"          # + the model's format: input_mesh.glb, input_mesh.obj, ...
 
 # File name -> kind in Job.files, in the order the UI lists them (inputs and extra views come after).
 FILE_KINDS = {"model.glb": "glb", "model.ply": "ply", "model.obj": "obj", "model.mtl": "mtl",
@@ -251,6 +253,18 @@ class JobFolder:
                 # no upload in memory once its job has started.
                 job.inputs[i] = str(dest)
 
+    def copy_mesh(self, job, ext: str) -> dict:
+        """A new-look job's 3-D model as input_mesh<ext>; an upload held in memory is replaced in job.mesh by
+        the path of its copy."""
+        dest = self.path / (MESH_INPUT + ext)
+        if isinstance(job.mesh, tuple):                # (name, bytes) of an upload
+            write_atomic(dest, bytes(job.mesh[1]))
+            job.mesh = str(dest)
+        else:
+            with atomic_path(dest) as tmp:
+                shutil.copyfile(os.path.expanduser(os.fspath(job.mesh)), tmp)
+        return {"mesh": str(dest)}
+
     def copy_from(self, files: dict) -> dict:
         """The inputs and preprocessed images of another job (its Job.files), for an export job."""
         copied = {}
@@ -392,6 +406,8 @@ class JobFolder:
             stem = p.stem
             if p.name in FILE_KINDS:
                 files[FILE_KINDS[p.name]] = str(p)
+            elif stem == MESH_INPUT:
+                files["mesh"] = str(p)
             elif stem == "input" or re.fullmatch(r"input_\d+", stem):
                 files[stem] = str(p)
             elif re.fullmatch(r"preprocessed_\d+", stem):
@@ -426,6 +442,21 @@ def find(outputs_dir: Path, name) -> Optional[JobFolder]:
     return JobFolder(folder) if folder.is_dir() else None
 
 
+def describe_record(record: dict) -> str:
+    """A job in a few words for the history: its image(s), its prompt (quoted, cut) and its 3-D model."""
+    names = [os.path.basename(str(x)) for x in record.get("inputs") or []]
+    what = names[0] if names else ""
+    if len(names) > 1:
+        what += f" + {len(names) - 1}"
+    prompt = record.get("prompt")
+    if isinstance(prompt, str) and prompt:
+        what = f'"{prompt[:40]}…"' if len(prompt) > 40 else f'"{prompt}"'
+    mesh = record.get("mesh")
+    if isinstance(mesh, str) and mesh:
+        what = f"{os.path.basename(mesh)} → {what or '?'}"
+    return what or "?"
+
+
 def list_history(outputs_dir: Path, running_dirs=(), limit: int = 200) -> list:
     """[(label, folder name)] of the job folders in the outputs folder, newest first."""
     try:
@@ -438,11 +469,7 @@ def list_history(outputs_dir: Path, running_dirs=(), limit: int = 200) -> list:
     for path in folders[:limit]:
         folder = JobFolder(path)
         record = folder.settings_record() or {}
-        inputs = record.get("inputs") or []
-        names = [os.path.basename(str(x)) for x in inputs]
-        what = names[0] if names else "?"
-        if len(names) > 1:
-            what += f" + {len(names) - 1}"
+        what = describe_record(record)
         stamp = path.name[:15]
         try:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.strptime(stamp, "%Y%m%d-%H%M%S"))

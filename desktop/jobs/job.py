@@ -25,9 +25,11 @@ class JobState:
 STAGE_LABELS = {
     "queued": "Waiting",
     "starting": "Starting",
+    "download": "Downloading the text model (once)",
     "load": "Loading model (once)",
     "preprocess": "Preparing image",
-    "condition": "Reading image",
+    "voxelize": "Reading the 3D model",
+    "condition": "Reading the image or prompt",
     "sparse_structure": "Sampling structure",
     "slat": "Sampling details",
     "decode": "Decoding",
@@ -40,6 +42,10 @@ STAGE_LABELS = {
     "done": "Done",
 }
 
+
+# What a job makes: "generate" (image(s) -> asset), "export" (a kept result -> files), "text" (a prompt ->
+# asset), "variant" (a 3-D model + a prompt or an image -> the same shape with a new look).
+JOB_KINDS = ("generate", "export", "text", "variant")
 
 # Kinds of failure (Job.error_kind), for callers that react differently (HTTP status, retry advice).
 # "interrupted": the app was stopped (Ctrl-C, SIGTERM, ...) or killed while the job ran or waited.
@@ -84,9 +90,12 @@ class Job:
     inputs: list                      # what was submitted: paths (str), PIL images or bytes (images and
                                       # bytes become the path of their copy once the job folder is made)
     settings: GenerationSettings      # as submitted; `used_settings` holds the seed actually used
-    kind: str = "generate"            # "generate" (image -> files) or "export" (a kept result -> files)
+    kind: str = "generate"            # one of JOB_KINDS
     source_id: Optional[str] = None   # export jobs: the job whose result they export
     keep_result: bool = False         # keep the decoded result in memory for later exports
+    prompt: Optional[str] = None      # text jobs, and variants described by a prompt
+    mesh: object = None               # variant jobs: the 3-D model (path, or (name, bytes) of an upload)
+    warnings: list = field(default_factory=list)   # what the user should know about a finished job
     state: str = JobState.QUEUED
     progress: Progress = field(default_factory=Progress)
     error: Optional[str] = None       # user-facing message when failed
@@ -138,7 +147,9 @@ class Job:
                 "progress": p, "error": self.error,
                 "error_kind": self.error_kind, "out_dir": self.out_dir,
                 "files": dict(self.files), "timings": _snapshot(self.timings), "device": self.device,
-                "inputs": [describe_input(x) for x in self.inputs],
+                "inputs": [describe_input(x) for x in self.inputs], "prompt": self.prompt,
+                "mesh": describe_input(self.mesh) if self.mesh is not None else None,
+                "warnings": list(self.warnings),
                 "settings": (self.used_settings or self.settings).to_dict(), "seed": self.seed,
                 "created": self.created, "started": self.started, "finished": self.finished,
                 "keep_result": self.keep_result, "result_kept": self.result_kept}
@@ -150,6 +161,8 @@ def describe_input(x) -> str:
         return os.fspath(x)
     if isinstance(x, (bytes, bytearray, memoryview)):
         return f"<{len(x)} bytes>"
+    if isinstance(x, tuple) and len(x) == 2 and isinstance(x[1], (bytes, bytearray)):     # (name, bytes)
+        return f"<{x[0]}: {len(x[1])} bytes>"
     return f"<{type(x).__name__}>"
 
 

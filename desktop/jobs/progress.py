@@ -11,7 +11,7 @@ from ..settings import GenerationSettings
 from .job import Job, Progress
 
 # Rough share of the run time of each stage (for the overall fraction and the ETA).
-STAGE_WEIGHTS = {"preprocess": 2, "condition": 1, "sparse_structure": 12, "slat": 20, "decode": 4,
+STAGE_WEIGHTS = {"download": 1, "voxelize": 2, "preprocess": 2, "condition": 1, "sparse_structure": 12, "slat": 20, "decode": 4,
                  "video": 8, "encode": 1, "ply": 1, "bake": 30, "glb": 1, "obj": 1}
 
 # Stages whose progress comes as several sub-stages, and about how many there are.
@@ -20,6 +20,8 @@ MULTI_STEP = {"bake": 9}     # simplify, visibility, remove_invisible, fill_hole
 
 # The stages of a generation before its files are written.
 GENERATE_STAGES = ["preprocess", "condition", "sparse_structure", "slat", "decode"]
+TEXT_STAGES = ["condition", "sparse_structure", "slat", "decode"]
+VARIANT_STAGES = ["voxelize", "preprocess", "condition", "slat", "decode"]
 
 
 def export_stages(settings: GenerationSettings) -> list:

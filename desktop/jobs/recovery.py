@@ -30,7 +30,7 @@ from typing import Optional
 
 from ..settings import GenerationSettings
 from .folder import JOB_DIR, JobFolder, lock_path, release_lock, try_lock
-from .job import ERROR_KINDS, Job, JobState, Progress
+from .job import ERROR_KINDS, JOB_KINDS, Job, JobState, Progress
 
 TEMP_PREFIXES = ("trellis_simplify_",)      # temp folders of the export's background decimation
 # A temp folder younger than this may belong to a job that is just starting in another process.
@@ -187,8 +187,11 @@ def job_from_folder(folder: Path):
         created = datetime.fromisoformat(str(record.get("created"))).timestamp()
     except ValueError:
         created = jf.created_fallback()
+    kind = record.get("kind") if record.get("kind") in JOB_KINDS else "export" if record.get("source_job") \
+        else "generate"
+    prompt = record.get("prompt") if isinstance(record.get("prompt"), str) else None
     job = Job(id=job_id, inputs=inputs or list(record.get("inputs") or []), settings=settings,
-              kind="export" if record.get("source_job") else "generate", source_id=record.get("source_job"),
+              kind=kind, source_id=record.get("source_job"), prompt=prompt, mesh=files.get("mesh"),
               out_dir=str(folder), files=files, used_settings=settings, device=record.get("device"),
               created=created, started=created)
     error = jf.error()
@@ -198,6 +201,7 @@ def job_from_folder(folder: Path):
         job.timings = timings
         job.finished = jf.modified("timings")
         job.progress = Progress("done", 1, 1, 1.0, 0.0, float(timings.get("total") or 0.0), "")
+        job.warnings = [str(w) for w in timings.get("warnings") or [] if isinstance(w, str)]
     else:
         error = error or {}
         state = str(error.get("state") or "failed")

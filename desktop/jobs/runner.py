@@ -22,7 +22,7 @@ from typing import Callable, Optional
 import torch
 
 from ..options import DEFAULT_MODEL
-from ..settings import EXPORT_FIELDS, GenerationSettings
+from ..settings import EXPORT_FIELDS, GenerationSettings, check_prompt
 from . import recovery, steps
 from .failures import classify_failure, drop_tracebacks, is_disk_full, is_oom, model_load_message
 from .folder import JobFolder, jsonable
@@ -67,8 +67,12 @@ class JobRunner:
 
     def __init__(self, model_path: str = DEFAULT_MODEL, outputs_dir="outputs", device: Optional[str] = None,
                  gpus: Optional[list] = None, pipeline_factory: Optional[Callable] = None, keep_results: int = 1,
-                 on_progress: Optional[Callable] = None, recover: bool = True):
+                 on_progress: Optional[Callable] = None, recover: bool = True, text_model: Optional[str] = None,
+                 text_pipeline_factory: Optional[Callable] = None):
         self.model_path = os.fspath(model_path)
+        # Prompts: this text pipeline (folder or hub repo) for every size, or (None) the size's published one.
+        self.text_model = os.fspath(text_model) if text_model else None
+        self._text_factory = text_pipeline_factory or self._load_text_pipeline
         self.on_progress = on_progress
         self.keep_results = max(0, int(keep_results))
         self.outputs_dir = Path(outputs_dir).expanduser().resolve()
@@ -107,6 +111,45 @@ class JobRunner:
         job = Job(id=uuid.uuid4().hex, inputs=images, settings=settings, keep_result=bool(keep_result))
         self._enqueue(job)
         return job
+
+    def submit_text(self, prompt: str, settings: Optional[GenerationSettings] = None,
+                    keep_result: bool = False) -> Job:
+        """Queue a text job (a prompt -> a 3-D asset). ValueError for an empty or absurd prompt."""
+        job = Job(id=uuid.uuid4().hex, inputs=[], settings=self._checked(settings), kind="text",
+                  prompt=check_prompt(prompt), keep_result=bool(keep_result))
+        self._enqueue(job)
+        return job
+
+    def submit_variant(self, mesh, settings: Optional[GenerationSettings] = None, prompt: Optional[str] = None,
+                       image=None, keep_result: bool = False) -> Job:
+        """Queue a new-look job: `mesh` (a path, or (file name, bytes) of an upload) keeps its shape and gets the
+        look of `prompt` or of `image` (exactly one). The file is checked when the job starts (meshes.check_mesh;
+        callers that want to refuse a bad file at once call it first)."""
+        if (prompt is None) == (image is None):
+            raise ValueError("a new look needs a prompt or an image (one of them, not both)")
+        if mesh is None or (isinstance(mesh, tuple) and (len(mesh) != 2 or not isinstance(mesh[1], (bytes, bytearray)))):
+            raise ValueError("a new look needs a 3-D model: a file path, or (file name, bytes)")
+        job = Job(id=uuid.uuid4().hex, inputs=[] if image is None else [image], settings=self._checked(settings),
+                  kind="variant", prompt=None if prompt is None else check_prompt(prompt), mesh=mesh,
+                  keep_result=bool(keep_result))
+        self._enqueue(job)
+        return job
+
+    @staticmethod
+    def _checked(settings) -> GenerationSettings:
+        settings = settings or GenerationSettings()
+        if not isinstance(settings, GenerationSettings):
+            raise TypeError("settings must be a GenerationSettings")
+        return settings
+
+    def text_model_for(self, size: str) -> str:
+        """The text pipeline a job of `size` uses: --text-model when given, else the published one of that size
+        (in the app's models folder once downloaded, see _load_text_pipeline)."""
+        if self.text_model:
+            return self.text_model
+        from installer.weights import text_repo
+
+        return text_repo(size)
 
     def submit_export(self, source_id: str, **changes) -> Job:
         """Queue an export job: files written from the kept result of the finished job `source_id`,
@@ -277,11 +320,54 @@ class JobRunner:
             raise ModelLoadError(model_load_message(self.model_path, err)) from err
         return pipeline.to(device)
 
+    def _load_text_pipeline(self, device: str, size: str, progress=None):
+        """The text pipeline of `size`. The app's own install (TRELLIS_MODEL_DIR set by the launcher) downloads
+        the published files into its models folder on first use, each checked against the hub's sha256, with
+        the job's progress; elsewhere the library finds them (a folder, the Hugging Face cache, or the hub)."""
+        from trellis.pipelines import TrellisTextTo3DPipeline
+
+        source = self.text_model_for(size)
+        models_dir = os.environ.get("TRELLIS_MODEL_DIR")
+        try:
+            if not self.text_model and models_dir:
+                source = str(self._fetch_text_model(Path(models_dir), size, progress))
+            pipeline = TrellisTextTo3DPipeline.from_pretrained(source)
+        except Exception as err:
+            if is_oom(err) or is_disk_full(err):
+                raise
+            raise ModelLoadError(text_model_message(source, err)) from err
+        return pipeline.to(device), source
+
+    @staticmethod
+    def _fetch_text_model(models_dir: Path, size: str, progress=None) -> Path:
+        from installer import weights
+
+        done: dict = {}
+
+        def hook(label, got, total):
+            done[label] = (got, total or got)
+            if progress is not None:
+                mb = sum(g for g, _ in done.values()) // 2 ** 20
+                progress("download", mb, max(mb, sum(t for _, t in done.values()) // 2 ** 20, 1), label)
+        try:
+            return weights.ensure_text_model(models_dir, size, hook=hook)
+        except weights.WeightsError as err:
+            raise ModelLoadError(str(err)) from None
+
+
+def text_model_message(source: str, err: BaseException) -> str:
+    if isinstance(err, ModelLoadError):
+        return str(err)
+    return (f"could not load the text model {source}: {str(err).rstrip('.')}. Check the internet connection (the "
+            f"text model is downloaded on its first use), or pass --text-model FOLDER pointing at a downloaded "
+            f"copy (e.g. `hf download {source} --local-dir FOLDER`).")
+
 
 class _Worker:
     def __init__(self, runner: JobRunner, device: str, name: str):
         self.runner, self.device = runner, device
         self.pipeline = None
+        self.text_pipeline, self.text_source = None, None
         self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
     # ------------------------------------------------------------------ loop
@@ -314,15 +400,15 @@ class _Worker:
         job.device = self.device
         t_start = time.perf_counter()
         try:
-            if job.kind == "export":
-                steps.export(self, job)
-            else:
-                steps.generate(self, job)
+            run = {"export": steps.export, "text": steps.generate_text, "variant": steps.generate_variant}
+            run.get(job.kind, steps.generate)(self, job)
         except BaseException as err:
             self._fail(job, err)
             return
         finally:
             job.timings.setdefault("total", time.perf_counter() - t_start)
+        if job.warnings:
+            job.timings["warnings"] = list(job.warnings)
         self._write_timings(job)
         self._finish(job, JobState.DONE)
 
@@ -366,7 +452,33 @@ class _Worker:
             t = time.perf_counter()
             self.pipeline = self.runner._factory(self.device)
             job.timings["load_model"] = time.perf_counter() - t
-        return self.pipeline
+        return self._activate(self.pipeline)
+
+    def ensure_text_pipeline(self, job: Job, size: str, progress):
+        """(the text pipeline for `size`, what it was loaded from), loaded on first use; another size replaces it."""
+        wanted = self.runner.text_model_for(size)
+        if self.text_pipeline is None or self.text_source != wanted:
+            self.text_pipeline = None
+            self._free_memory()
+            progress("load", 0, 1)
+            t = time.perf_counter()
+            loaded = self.runner._text_factory(self.device, size, progress)
+            # A factory gives the pipeline, or (pipeline, where it was loaded from).
+            self.text_pipeline, source = loaded if isinstance(loaded, tuple) else (loaded, wanted)
+            self.text_source, self.text_loaded_from = wanted, source
+            job.timings["load_model"] = time.perf_counter() - t
+        return self._activate(self.text_pipeline), self.text_loaded_from
+
+    def _activate(self, pipeline):
+        """On a GPU only one pipeline (image or text) stays there: the other waits in CPU memory."""
+        if self.device.startswith("cuda"):
+            for other in (self.pipeline, self.text_pipeline):
+                if other is not None and other is not pipeline and getattr(other, "device", None) is not None \
+                        and other.device.type != "cpu":
+                    other.to("cpu")
+            if str(pipeline.device) != str(torch.device(self.device)):
+                pipeline.to(self.device)
+        return pipeline
 
     def _write_timings(self, job: Job) -> None:
         if not job.out_dir:

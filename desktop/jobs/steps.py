@@ -1,6 +1,8 @@
-"""The two things a worker does with a job, each readable top to bottom in one function:
+"""The things a worker does with a job, each readable top to bottom in one function:
 
     generate: input images -> (model) -> job folder -> sample -> decode -> files
+    text:     a prompt -> (text model) -> job folder -> sample -> decode -> files
+    variant:  a 3-D model + a prompt or an image -> (model) -> job folder -> stage 2 on its voxels -> files
     export:   a kept result of an earlier job -> job folder -> files
 
 and the file writing they share (`write_outputs`), cheapest file first so that something useful lands
@@ -20,8 +22,9 @@ from trellis.utils.cancel import Cancelled
 from ..settings import CPU_VALUES, GenerationSettings
 from .folder import JobFolder, jsonable
 from .inputs import prepare_image
-from .job import Job, TexturedMesh, describe_input
-from .progress import GENERATE_STAGES, ProgressTracker, export_stages
+from .job import InputError, Job, TexturedMesh, describe_input
+from .meshes import check_mesh
+from .progress import GENERATE_STAGES, TEXT_STAGES, VARIANT_STAGES, ProgressTracker, export_stages
 
 
 def generate(worker, job: Job) -> None:
@@ -78,6 +81,143 @@ def generate(worker, job: Job) -> None:
     del outputs
 
     # 5. The files (each atomic).
+    write_outputs(job, folder, settings, gaussian, mesh, progress, cancel)
+    if job.keep_result:
+        runner._store_result(job, {"gaussian": gaussian, "mesh": mesh})
+
+
+def generate_text(worker, job: Job) -> None:
+    """A text job: the files of `job.settings.formats` from the job's prompt."""
+    runner = worker.runner
+    settings = job.settings.with_seed().for_device(worker.device)
+    job.used_settings = settings
+    progress = ProgressTracker(job, TEXT_STAGES + export_stages(settings), runner._lock, runner.on_progress)
+    cancel = job._cancel.is_set
+
+    # 1. The text model, once per worker and size (downloaded on its first use); then the job folder.
+    pipeline, model = worker.ensure_text_pipeline(job, settings.text_model_size, progress)
+    pipeline.set_memory_policy(precision=settings.precision, offload=settings.offload)
+    if cancel():
+        raise Cancelled()
+    progress.restart_clock()
+    folder = JobFolder.create(runner.outputs_dir, job)
+    job.out_dir = str(folder.path)
+    job.files.update(folder.write_settings(settings_record(job, settings, model, worker.device)))
+
+    # 2. Sampling, decoding, the files.
+    outputs = _run(job, pipeline, lambda **a: pipeline.run(job.prompt, **a), settings, progress, cancel, stage1=True)
+    _note_truncation(job, pipeline)
+    _write(job, folder, settings, outputs, progress, cancel, runner)
+
+
+def generate_variant(worker, job: Job) -> None:
+    """A new-look job: the job's 3-D model keeps its shape (its voxels) and gets the look of the job's prompt
+    or image (stage 2 only)."""
+    runner = worker.runner
+    settings = job.settings.with_seed().for_device(worker.device)
+    job.used_settings = settings
+    progress = ProgressTracker(job, VARIANT_STAGES + export_stages(settings), runner._lock, runner.on_progress)
+    cancel = job._cancel.is_set
+
+    # 1. The inputs first, before any model is loaded and before anything is written: the 3-D model read
+    #    and checked (a wrong file fails in a second and leaves no folder), the photo prepared.
+    progress("voxelize", 0, 1)
+    t = time.perf_counter()
+    ext = check_mesh(job.mesh)
+    mesh = load_mesh(job.mesh, ext)
+    job.timings["read_mesh"] = time.perf_counter() - t
+    progress("voxelize", 1, 1)
+    if cancel():
+        raise Cancelled()
+    if job.prompt is None:
+        progress("preprocess", 0, 1)
+        remover = worker.pipeline._remover if worker.pipeline is not None else None
+        images = [prepare_image(x, settings.preprocess, remover) for x in job.inputs]
+        pipeline, model = worker.ensure_pipeline(job, progress), runner.model_path
+    else:
+        pipeline, model = worker.ensure_text_pipeline(job, settings.text_model_size, progress)
+    pipeline.set_memory_policy(precision=settings.precision, offload=settings.offload)
+    if cancel():
+        raise Cancelled()
+    progress.restart_clock()
+
+    # 2. The job folder: the 3-D model, the photo, the settings.
+    folder = JobFolder.create(runner.outputs_dir, job)
+    job.out_dir = str(folder.path)
+    name = job.mesh[0] if isinstance(job.mesh, tuple) else str(job.mesh)
+    job.files.update(folder.copy_mesh(job, ext))
+    record = settings_record(job, settings, model, worker.device)
+    record["mesh"] = name
+    job.files.update(folder.write_settings(record))
+    if job.prompt is None:
+        folder.copy_inputs(job)
+        job.files.update(folder.write_preprocessed(images))
+        progress("preprocess", 1, 1)
+
+    # 3. Stage 2 on the model's voxels, decoding, the files.
+    if job.prompt is None:
+        def run(**a):
+            return pipeline.run_variant(mesh, images[0], preprocess_image=False, **a)
+    else:
+        def run(**a):
+            return pipeline.run_variant(mesh, job.prompt, **a)
+    outputs = _run(job, pipeline, run, settings, progress, cancel, stage1=False)
+    if job.prompt is not None:
+        _note_truncation(job, pipeline)
+    _write(job, folder, settings, outputs, progress, cancel, runner)
+
+
+def load_mesh(source, ext: str):
+    """The job's 3-D model as a trimesh.Trimesh, checked as the voxeliser will check it; InputError otherwise."""
+    import io
+
+    import trimesh
+
+    from trellis.representations import voxels
+
+    try:
+        if isinstance(source, tuple):
+            loaded = trimesh.load(io.BytesIO(bytes(source[1])), file_type=ext[1:], force="mesh")
+        else:
+            loaded = trimesh.load(source, file_type=ext[1:], force="mesh")
+        mesh = voxels.load_mesh(loaded)
+        voxels.check_mesh(mesh.vertices, mesh.faces)
+    except voxels.MeshInputError as err:
+        raise InputError(str(err)) from None
+    except Exception as err:           # trimesh raises many kinds on a damaged file
+        raise InputError(f"the 3-D model cannot be read ({type(err).__name__}: {err}); export it again as GLB, "
+                         f"OBJ, PLY or STL") from None
+    return mesh
+
+
+def _run(job: Job, pipeline, call, settings: GenerationSettings, progress, cancel, stage1: bool) -> dict:
+    """One pipeline call with the job's sampling settings, its timings recorded."""
+    decode = ["gaussian", "mesh"] if job.keep_result else settings.decode_formats
+    args = dict(seed=settings.seed, formats=decode, progress=lambda stage, i, n: progress(stage, i, n), cancel=cancel,
+                slat_sampler_params={"steps": settings.slat_steps, "cfg_strength": settings.slat_cfg})
+    if stage1:
+        args["sparse_structure_sampler_params"] = {"steps": settings.ss_steps, "cfg_strength": settings.ss_cfg}
+    t = time.perf_counter()
+    try:
+        return call(**args)
+    finally:
+        job.timings["pipeline"] = {"seconds": time.perf_counter() - t,
+                                   "stages": list(getattr(pipeline, "last_stats", []))}
+        job.timings["memory_policy"] = asdict(pipeline.memory_policy)
+
+
+def _note_truncation(job: Job, pipeline) -> None:
+    """A prompt longer than CLIP's 77 tokens was cut: the job says so (the reference cuts silently)."""
+    encoder = getattr(pipeline, "text_cond_model", None)
+    if any(getattr(encoder, "last_truncated", ()) or ()):
+        job.warnings.append("The prompt is longer than the text model reads (77 tokens, about 60 words): only its "
+                            "beginning was used. Put what matters first, or shorten it.")
+
+
+def _write(job: Job, folder: JobFolder, settings: GenerationSettings, outputs: dict, progress, cancel, runner) -> None:
+    gaussian = outputs["gaussian"][0] if "gaussian" in outputs else None
+    mesh = outputs["mesh"][0] if "mesh" in outputs else None
+    del outputs
     write_outputs(job, folder, settings, gaussian, mesh, progress, cancel)
     if job.keep_result:
         runner._store_result(job, {"gaussian": gaussian, "mesh": mesh})
@@ -179,9 +319,10 @@ class timed:
 def settings_record(job: Job, settings: GenerationSettings, model_path: str, device: str) -> dict:
     """settings.json: everything needed to run the job again (the seed used, the model, the device, versions)."""
     source = {"source_job": job.source_id} if job.kind == "export" else {}
-    return {"job_id": job.id, **source, "seed": settings.seed, "seed_was_random": job.settings.randomize_seed,
-            "model": model_path, "device": device,
-            "inputs": [describe_input(x) for x in job.inputs],
+    prompt = {"prompt": job.prompt} if job.prompt is not None else {}
+    return {"job_id": job.id, "kind": job.kind, **source, "seed": settings.seed,
+            "seed_was_random": job.settings.randomize_seed, "model": model_path, "device": device,
+            "inputs": [describe_input(x) for x in job.inputs], **prompt,
             "created": datetime.fromtimestamp(job.created).isoformat(timespec="seconds"),
             "versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
             "settings": settings.to_dict(), **_device_changes(job, settings)}

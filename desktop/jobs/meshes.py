@@ -1,0 +1,168 @@
+"""3-D model inputs of new-look (variant) jobs: what kind of file it is and whether it can be used, from its
+first bytes and its header, in milliseconds, before the model is loaded or anything is written.
+
+    ext = check_mesh(("chair.glb", data))       # or a path; ".glb" | ".gltf" | ".obj" | ".ply" | ".stl"
+
+A file is refused (InputError, saying what to do) when it is empty, too large, an image or something else
+that is not a 3-D model, damaged, or when its header counts more triangles than the voxeliser accepts (a
+scan with 10 M faces is refused here at once instead of being loaded). The format comes from the bytes,
+not the name, so a GLB saved as model.obj still works. Loading and voxelising happen in the job
+(trellis.representations.voxels), whose MeshInputError is also an input error.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+
+from .job import InputError
+
+MAX_MESH_BYTES = 256 * 1024 * 1024
+MESH_FORMATS = (".glb", ".gltf", ".obj", ".ply", ".stl")
+_IMAGE_MAGIC = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image",
+                b"BM": "a BMP image", b"II*\x00": "a TIFF image", b"MM\x00*": "a TIFF image"}
+_HEAD = 1 << 16          # bytes read to sniff a file and parse a PLY header
+
+
+def max_faces() -> int:
+    from trellis.representations.voxels import MAX_FACES
+
+    return MAX_FACES
+
+
+def read_source(source) -> tuple:
+    """(display name, bytes or None, path or None, size) of a path or a (name, bytes) upload."""
+    if isinstance(source, tuple):
+        name, data = source
+        return os.path.basename(str(name or "model")), bytes(data), None, len(data)
+    path = os.fspath(source)
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no such file" if not os.path.exists(path) else f"{path} is not a file")
+    return os.path.basename(path), None, path, os.path.getsize(path)
+
+
+def _head(data, path, n=_HEAD) -> bytes:
+    if data is not None:
+        return data[:n]
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+def _all(data, path) -> bytes:
+    if data is not None:
+        return data
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def check_mesh(source) -> str:
+    """The format (".glb", ...) of a 3-D model file; InputError when it cannot be used."""
+    name, data, path, size = read_source(source)
+    if size == 0:
+        raise InputError(f"{name} is empty (0 bytes)")
+    if size > MAX_MESH_BYTES:
+        raise InputError(f"{name} is {size / 2 ** 20:.0f} MB, more than the {MAX_MESH_BYTES // 2 ** 20} MB accepted: "
+                         f"simplify (decimate) the model first; at 64^3 voxels the detail is lost anyway")
+    head = _head(data, path)
+    for magic, what in _IMAGE_MAGIC.items():
+        if head.startswith(magic):
+            raise InputError(f"{name} is {what}, not a 3-D model: give a GLB, OBJ, PLY or STL file (a photo goes "
+                             f"in the photo field)")
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        raise InputError(f"{name} is a WebP image, not a 3-D model: give a GLB, OBJ, PLY or STL file")
+    ext = _sniff(head, name, size)
+    faces = _claimed_faces(ext, head, data, path, name, size)
+    limit = max_faces()
+    if faces is not None and faces > limit:
+        raise InputError(f"{name} has {faces:,} triangles, more than the {limit:,} accepted: simplify (decimate) "
+                         f"it first; at 64^3 voxels the detail is lost anyway")
+    if faces == 0:
+        raise InputError(f"{name} has no triangles (a point cloud or an empty scene): a new look needs a surface")
+    return ext
+
+
+def _sniff(head: bytes, name: str, size: int) -> str:
+    if head.startswith(b"glTF"):
+        return ".glb"
+    if head.startswith(b"ply"):
+        return ".ply"
+    if size >= 84 and size == 84 + 50 * struct.unpack_from("<I", head, 80)[0]:
+        return ".stl"                                 # binary STL: its triangle count gives its size
+    text = head.lstrip()
+    if text.startswith(b"solid"):
+        return ".stl"
+    if text.startswith(b"{") and b'"asset"' in head:
+        return ".gltf"
+    suffix = os.path.splitext(name)[1].lower()
+    if suffix == ".stl" and size >= 84:
+        return ".stl"                                 # binary, with a wrong size: checked below
+    if suffix == ".obj" or re.search(rb"^\s*(v|f|vn|vt|o|g|mtllib)\s", head, re.M):
+        if b"\x00" in head:
+            raise InputError(f"{name} is not a 3-D model file (binary data, not OBJ text)")
+        return ".obj"
+    raise InputError(f"{name} is not a 3-D model file this app reads: use GLB, OBJ, PLY or STL")
+
+
+def _claimed_faces(ext: str, head: bytes, data, path, name: str, size: int):
+    """The triangle count the file states (header or a quick scan); None when it does not say."""
+    if ext == ".stl" and not head.lstrip().startswith(b"solid"):
+        count = struct.unpack_from("<I", head, 80)[0] if len(head) >= 84 else 0
+        if count > max_faces():
+            return count
+        if size != 84 + 50 * count:
+            raise InputError(f"{name} is a damaged STL file: it says {count:,} triangles but holds {size:,} bytes "
+                             f"(expected {84 + 50 * count:,}); export it again")
+        return count
+    if ext == ".ply":
+        end = head.find(b"end_header")
+        if end < 0:
+            raise InputError(f"{name} is a damaged PLY file: no end_header in its first {_HEAD // 1024} kB")
+        m = re.search(rb"^element\s+face\s+(\d+)", head[:end], re.M)
+        return int(m.group(1)) if m else 0
+    if ext == ".glb":
+        return _glb_faces(head, data, path, name)
+    if ext == ".gltf":
+        try:
+            doc = json.loads(_all(data, path))
+        except ValueError:
+            raise InputError(f"{name} is a damaged glTF file (its JSON cannot be read)") from None
+        external = [b.get("uri") for b in doc.get("buffers", []) if not str(b.get("uri", "")).startswith("data:")]
+        if external and data is not None:
+            raise InputError(f"{name} keeps its geometry in other files ({', '.join(map(str, external))}): upload "
+                             f"the model as one .glb file instead")
+        return _gltf_faces(doc)
+    if ext == ".obj":
+        text = _all(data, path)
+        return text.count(b"\nf ") + text.startswith(b"f ")
+    return None
+
+
+def _glb_faces(head: bytes, data, path, name: str):
+    if len(head) < 20:
+        raise InputError(f"{name} is a damaged GLB file (too short)")
+    json_len, kind = struct.unpack_from("<I4s", head, 12)
+    if kind != b"JSON":
+        raise InputError(f"{name} is a damaged GLB file (no JSON chunk)")
+    raw = head[20:20 + json_len] if 20 + json_len <= len(head) else _all(data, path)[20:20 + json_len]
+    try:
+        return _gltf_faces(json.loads(raw))
+    except (ValueError, UnicodeDecodeError):
+        raise InputError(f"{name} is a damaged GLB file (its JSON chunk cannot be read)") from None
+
+
+def _gltf_faces(doc: dict) -> int:
+    """Triangles of every triangle primitive (mode 4, the default), from the accessors' counts."""
+    accessors = doc.get("accessors", [])
+    total = 0
+    for mesh in doc.get("meshes", []):
+        for prim in mesh.get("primitives", []):
+            if prim.get("mode", 4) not in (4, 5, 6):
+                continue
+            index = prim.get("indices", prim.get("attributes", {}).get("POSITION"))
+            try:
+                count = int(accessors[index]["count"])
+            except (TypeError, IndexError, KeyError, ValueError):
+                continue
+            total += count // 3 if prim.get("mode", 4) == 4 else max(count - 2, 0)
+    return total
