@@ -1,0 +1,205 @@
+"""`python -m desktop batch INPUT -o OUT [options]`: thousands of assets, over every GPU of a machine
+(`--gpus`) or of a Ray cluster (`--ray ADDRESS|auto|local`). See desktop/batch/__init__.py.
+
+Exit status: 0 every item is done (now or before), 1 some failed (or the batch stopped: --max-failures,
+the model cannot be loaded), 2 usage error, 130 interrupted (Ctrl-C; a rerun goes on where it stopped).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from ..cli import build_settings, output_folder_problem
+from ..options import add_model_option, device_arg, gpus_arg
+from ..settings import DEFAULT_PRESET, FORMATS, PRESETS, field_names, number_range
+from .display import BatchDisplay, summary_table
+from .items import BatchInputError, read_items
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEFAULT_TEXT_MODEL = "microsoft/TRELLIS-text-xlarge"
+RAY_MISSING = ("--ray needs Ray, an optional extra: install it with `python -m installer install --with-ray` "
+               "(or `pip install -r requirements_ray.txt` in the app's environment)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m desktop batch",
+        description="Make a 3-D asset of every image or prompt of INPUT, one folder per item in OUT, over every "
+                    "GPU of this machine or of a Ray cluster. Rerun the same command to finish an interrupted "
+                    "batch: finished items are skipped, failed and unfinished ones are made again.",
+        epilog="Exit status: 0 all items done, 1 some failed, 2 usage error, 130 interrupted. "
+               f"Presets: {', '.join(PRESETS)} (default {DEFAULT_PRESET}).")
+    p.add_argument("input", metavar="INPUT", help="a folder of images, a glob ('photos/*.jpg', quoted), or a .csv / "
+                                                  ".jsonl list (an image path or a prompt per line, optional "
+                                                  "per-item settings)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="outputs folder (created if missing)")
+    add_model_option(p)
+    p.add_argument("--text-model", metavar="PATH_OR_REPO", default=None,
+                   help=f"text pipeline for prompt items (default {DEFAULT_TEXT_MODEL})")
+    p.add_argument("--preset", choices=list(PRESETS), default=None, help=f"quality preset (default {DEFAULT_PRESET})")
+    p.add_argument("--settings", metavar="FILE", help="start from a settings file (e.g. a job's settings.json)")
+    p.add_argument("--seed", type=int, metavar="N", help="random seed of every item (default: one drawn per item, "
+                                                         "recorded, kept by reruns)")
+    p.add_argument("--steps", type=int, metavar="N", help="sampling steps of both stages (%d..%d)" % number_range("ss_steps"))
+    p.add_argument("--texture-size", type=int, metavar="N",
+                   help="texture side in pixels, GLB / OBJ (%d..%d)" % number_range("texture_size"))
+    p.add_argument("--simplify", type=float, metavar="F",
+                   help="fraction of triangles removed (%g..%g)" % number_range("simplify"))
+    p.add_argument("--formats", metavar="LIST", help=f"comma-separated, from {','.join(FORMATS)} (default glb,ply,mp4)")
+    p.add_argument("--no-background-removal", action="store_true", help="use the images as they are")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"any other setting, repeatable: {', '.join(field_names())}")
+    where = p.add_argument_group("where it runs")
+    where.add_argument("--gpus", type=gpus_arg, metavar="0,1", help="one worker per listed GPU (default: every GPU)")
+    where.add_argument("--device", type=device_arg, metavar="cpu|cuda[:N]",
+                       help="run every worker on this device (with --workers N)")
+    where.add_argument("--workers", type=int, metavar="N",
+                       help="number of workers (default: one per GPU; with --device cpu: 1; with --ray: at most N)")
+    where.add_argument("--ray", metavar="ADDRESS", default=None,
+                       help="run on a Ray cluster: its address (host:6379, ray://host:10001), auto (the cluster this "
+                            "machine belongs to) or local (a private cluster on this machine only)")
+    where.add_argument("--ray-resource", default="GPU", metavar="NAME",
+                       help="the Ray resource one worker takes one unit of (default GPU)")
+    where.add_argument("--ray-output", choices=("auto", "shared", "driver"), default="auto",
+                       help="who writes the results: auto (a worker that sees OUT writes there, others send their "
+                            "files to this machine), shared, driver")
+    runs = p.add_argument_group("failures")
+    runs.add_argument("--retries", type=int, default=2, metavar="N",
+                      help="attempts after a failure or a worker's death, per item (default %(default)s)")
+    runs.add_argument("--max-failures", type=int, default=0, metavar="N",
+                      help="stop handing out items once N items failed (default 0: never stop)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress line, only failures and the summary")
+    return p
+
+
+def local_devices(args) -> list:
+    """[(label, CUDA_VISIBLE_DEVICES, device inside the worker)] of the local workers."""
+    if args.gpus:
+        return [(f"cuda:{g}", str(g), "cuda:0") for g in args.gpus]
+    if args.device and args.device.startswith("cuda:"):
+        g = args.device.split(":")[1]
+        return [(f"{args.device}#{i}", g, "cuda:0") for i in range(args.workers or 1)]
+    if args.device == "cpu":
+        return [(f"cpu#{i}", "", "cpu") for i in range(args.workers or 1)]
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        return [(f"cpu#{i}", "", "cpu") for i in range(args.workers or 1)]
+    gpus = list(range(count))[:args.workers] if args.workers else list(range(count))
+    return [(f"cuda:{g}", str(g), "cuda:0") for g in gpus]
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        base = build_settings(args)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.gpus and args.device:
+        parser.error("use either --gpus or --device")
+    if args.workers is not None and args.workers < 1:
+        parser.error("--workers: give 1 or more")
+    if args.retries < 0 or args.max_failures < 0:
+        parser.error("--retries and --max-failures take 0 or more")
+    if args.ray and args.gpus:
+        parser.error("--gpus picks GPUs of this machine; with --ray every GPU of the cluster is used "
+                     "(--workers N caps how many)")
+    problem = output_folder_problem(args.output)
+    if problem:
+        parser.error(f"-o/--output: {problem}")
+    try:
+        items = read_items(args.input)
+    except BatchInputError as err:
+        parser.error(str(err))
+    if args.ray:
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            print(f"error: {RAY_MISSING}", file=sys.stderr)
+            return EXIT_USAGE
+    return run(args, base, items)
+
+
+def run(args, base, items) -> int:
+    from pathlib import Path
+
+    from ..jobs.folder import lock_path, release_lock, try_lock
+    from . import manifest as mf
+    from .driver import Scheduler, plan
+
+    out = Path(args.output).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    lock = lock_path(out, "batch")
+    fd = try_lock(lock)
+    if fd is None:
+        print(f"error: another batch is writing to {out} (or its lock {lock} cannot be made); wait for it "
+              "or choose another -o", file=sys.stderr)
+        return EXIT_FAILED
+    display = BatchDisplay(len(items), enabled=not args.quiet)
+    log = mf.Manifest(out)
+    log.open()
+    pool = None
+    start = time.monotonic()
+    try:
+        mf.clean_work(out)
+        log.append("batch", input=os.path.abspath(args.input), items=len(items), argv=sys.argv[1:],
+                   settings=base.to_dict(), ray=args.ray)
+        tasks, skipped, bad = plan(items, base, out, log, display.say)
+        display.skipped = len(skipped)
+        if skipped:
+            display.say(f"{len(skipped)} of {len(items)} item(s) already done: skipped")
+        scheduler = Scheduler(None, log, display, out, retries=args.retries, max_failures=args.max_failures)
+        for name, message in bad:
+            scheduler.fail(name, message, "input")
+        if tasks and not scheduler.stopped:
+            common = {"model": args.model, "text_model": args.text_model or DEFAULT_TEXT_MODEL, "out": str(out)}
+            pool = make_pool(args, common, len(tasks))
+            scheduler.pool = pool
+            pool.start()
+            display.workers = pool.size()
+            scheduler.run(tasks)
+        if scheduler.stopped:
+            display.say(f"stopped: {scheduler.stopped}")
+    except KeyboardInterrupt:
+        display.say("Interrupted: stopping the workers (rerun the same command to go on).")
+        if pool is not None:
+            pool.close(kill=True)
+            pool = None
+        return EXIT_INTERRUPTED
+    except RuntimeError as err:
+        display.say(f"error: {err}")
+        return EXIT_FAILED
+    finally:
+        if pool is not None:
+            pool.close()
+        mf.clean_work(out)
+        log.close()
+        release_lock(fd, lock)
+        display.clear()
+    summary = {"total": len(items), "done": scheduler.done, "skipped": len(skipped), "failed": len(scheduler.failures),
+               "not_run": len(items) - scheduler.done - len(skipped) - len(scheduler.failures),
+               "retried": scheduler.retried, "worker_deaths": scheduler.deaths,
+               "seconds": time.monotonic() - start, "failures": scheduler.failures,
+               "workers": [{"label": k, **v} for k, v in sorted(scheduler.per_worker.items())]}
+    print(summary_table(summary), file=sys.stderr, flush=True)
+    from ..jobs.folder import json_bytes, write_atomic
+
+    write_atomic(out / mf.SUMMARY, json_bytes(summary))
+    ok = not scheduler.failures and summary["not_run"] == 0
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def make_pool(args, common: dict, count: int):
+    cores = os.cpu_count() or 1
+    if args.ray:
+        from .ray_pool import RayPool
+
+        return RayPool(args.ray, args.ray_resource, args.device, args.workers, common, args.ray_output)
+    from .local import LocalPool
+
+    devices = local_devices(args)[:count]          # no worker that would get no item
+    return LocalPool(devices, common, threads=max(1, cores // len(devices)))

@@ -1,0 +1,216 @@
+"""The batch on a Ray cluster: one actor per GPU on every node, each loading its pipelines once.
+
+Imported only with `--ray` (Ray is an optional extra: requirements_ray.txt). Each actor asks Ray for one
+unit of `resource` ("GPU": Ray sets CUDA_VISIBLE_DEVICES to the GPU it gave; a custom resource stands in
+for GPUs in the tests) and makes two items at a time (max_concurrency=2: one samples while the other is
+exported, worker.ItemWorker). Image bytes travel through Ray's object store, so the workers need no
+access to the driver's files. Where a worker sees the driver's outputs folder (shared storage; checked by
+a probe file the driver writes), it moves the finished folder there itself; elsewhere it returns the
+files and the driver writes them. An actor that dies (killed, its node lost) fails its items with
+RayActorError: they go back to the queue, and a new actor is asked for in its place, wherever Ray finds
+the resource.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from . import manifest as mf
+
+PER_WORKER = 2
+MAX_REPLACEMENTS = 16      # actors started in place of dead ones, in all
+
+
+class BatchActor:
+    """The actor: an ItemWorker on the device Ray gave it."""
+
+    def __init__(self, device: str | None, threads: int | None):
+        import torch
+
+        from .worker import ItemWorker
+
+        if device is None:
+            device = "cuda:0" if torch.cuda.is_available() else "cpu"
+        self.worker = ItemWorker(device, threads)
+
+    def ready(self, probe: str, token: str) -> dict:
+        try:
+            with open(probe, encoding="utf-8") as f:
+                shared = f.read().strip() == token
+        except OSError:
+            shared = False
+        return {"pid": self.worker.pid, "host": self.worker.host, "device": self.worker.device, "shared": shared}
+
+    def process(self, task: dict, data) -> dict:
+        return self.worker.process(task, data)
+
+
+class _Actor:
+    def __init__(self, handle, ready_ref):
+        self.handle, self.ready_ref = handle, ready_ref
+        self.info = None               # ready()'s answer once it came
+        self.refs = set()
+
+
+class RayPool:
+    def __init__(self, address: str, resource: str, device: str | None, max_workers: int | None, common: dict,
+                 output: str = "auto", threads: int | None = None):
+        self.address, self.resource, self.device = address, resource, device
+        self.max_workers, self.common, self.output, self.threads = max_workers, common, output, threads
+        self.notes = []
+        self.actors = []
+        self.in_flight = {}            # ref -> (actor, task)
+        self.data = {}                 # item name -> ObjectRef of its image bytes (kept for retries)
+        self.replacements = 0
+        self.we_started = False
+
+    # ------------------------------------------------------------------ start
+    def start(self) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            env = {"env_vars": {"PYTHONPATH": _pythonpath()}}
+            if self.address == "local":
+                ray.init(runtime_env=env, log_to_driver=False, include_dashboard=False)
+            else:
+                ray.init(address=self.address, runtime_env=env, log_to_driver=False)
+            self.we_started = True
+        total = int(ray.cluster_resources().get(self.resource, 0))
+        if total < 1:
+            raise RuntimeError(f"the Ray cluster has no {self.resource!r} resource (no GPU on any node?); start "
+                               "the nodes with GPUs (`ray start ...` on a machine with NVIDIA GPUs) or name the "
+                               "resource with --ray-resource")
+        self.target = min(total, self.max_workers) if self.max_workers else total
+        out = Path(self.common["out"])
+        (out / mf.WORK_DIR).mkdir(parents=True, exist_ok=True)
+        self.token = uuid.uuid4().hex
+        self.probe = out / mf.WORK_DIR / f"probe-{self.token[:8]}"
+        self.probe.write_text(self.token, encoding="utf-8")
+        self._remote = ray.remote(BatchActor)
+        for _ in range(self.target):
+            self._new_actor()
+
+    def _new_actor(self) -> None:
+        options = {"max_concurrency": PER_WORKER, "num_cpus": 0,
+                   "runtime_env": {"env_vars": {"PYTHONPATH": _pythonpath()}}}
+        if self.resource == "GPU":
+            options["num_gpus"] = 1
+        else:
+            options["resources"] = {self.resource: 1}
+        handle = self._remote.options(**options).remote(self.device, self.threads)
+        self.actors.append(_Actor(handle, handle.ready.remote(str(self.probe), self.token)))
+
+    # ------------------------------------------------------------------ the pool
+    def idle(self) -> list:
+        return [a for a in self.actors if a.info is not None and len(a.refs) < PER_WORKER]
+
+    def size(self) -> int:
+        return sum(a.info is not None for a in self.actors)
+
+    def starting(self) -> bool:
+        return any(a.info is None for a in self.actors)
+
+    def workers(self) -> list:
+        return [f"{a.info['device']} on {a.info['host']}" for a in self.actors if a.info]
+
+    def submit(self, actor: _Actor, task: dict) -> None:
+        import ray
+
+        returns = self.output == "driver" or (self.output == "auto" and not actor.info["shared"])
+        task = {**task, **self.common, "return_files": returns}
+        data = None
+        if task["kind"] == "image":
+            if task["name"] not in self.data:
+                try:
+                    with open(task["source"], "rb") as f:
+                        self.data[task["name"]] = ray.put(f.read())
+                except OSError:
+                    self.data[task["name"]] = None        # the worker reports the missing file as the item's
+            data = self.data[task["name"]]
+        ref = actor.handle.process.remote(task, data)
+        actor.refs.add(ref)
+        self.in_flight[ref] = (actor, task)
+
+    def poll(self, timeout: float) -> list:
+        import ray
+
+        waiting = {a.ready_ref: a for a in self.actors if a.info is None}
+        refs = list(self.in_flight) + list(waiting)
+        if not refs:
+            return []
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        if ready:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        finished = []
+        for ref in ready:
+            if ref in waiting:
+                self._started(waiting[ref], ref)
+                continue
+            actor, task = self.in_flight.pop(ref)
+            actor.refs.discard(ref)
+            try:
+                finished.append((task, ray.get(ref)))
+            except ray.exceptions.RayActorError:
+                finished.append((task, None))
+                self._lost(actor)
+            except ray.exceptions.RayError as err:    # the call failed inside Ray (e.g. unpickling)
+                finished.append((task, {"state": "failed", "kind": "internal", "retry": True,
+                                        "error": f"the Ray call failed: {err}"}))
+        return finished
+
+    def _started(self, actor: _Actor, ref) -> None:
+        import ray
+
+        try:
+            actor.info = ray.get(ref)
+        except ray.exceptions.RayError as err:
+            self.notes.append(f"a Ray worker could not start: {str(err).splitlines()[0]}")
+            self._lost(actor)
+            return
+        where = "writes to the outputs folder" if actor.info["shared"] else "returns its files to the driver"
+        self.notes.append(f"worker {actor.info['device']} on {actor.info['host']} (pid {actor.info['pid']}) ready; "
+                          f"it {where}")
+
+    def _lost(self, actor: _Actor) -> None:
+        import ray
+
+        if actor not in self.actors:
+            return
+        self.actors.remove(actor)
+        who = f"{actor.info['device']} on {actor.info['host']} (pid {actor.info['pid']})" if actor.info else "starting"
+        try:
+            ray.kill(actor.handle)
+        except Exception:
+            pass
+        if self.replacements < MAX_REPLACEMENTS:
+            self.replacements += 1
+            self.notes.append(f"worker {who} died; its items go back to the queue, a new worker is started")
+            self._new_actor()
+        else:
+            self.notes.append(f"worker {who} died; {MAX_REPLACEMENTS} workers were replaced already, not this one")
+
+    def close(self, kill: bool = False) -> None:
+        import ray
+
+        for actor in self.actors:
+            try:
+                ray.kill(actor.handle)
+            except Exception:
+                pass
+        self.actors = []
+        self.data.clear()
+        try:
+            self.probe.unlink()
+        except (OSError, AttributeError):
+            pass
+        if self.we_started:
+            ray.shutdown()
+
+
+def _pythonpath() -> str:
+    """This checkout first, so that every worker imports the same desktop/ and trellis/ (a multi-node
+    cluster needs the app at the same path on each node)."""
+    root = str(Path(__file__).resolve().parents[2])
+    rest = os.environ.get("PYTHONPATH", "")
+    return root + (os.pathsep + rest if rest else "")

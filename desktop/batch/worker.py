@@ -1,0 +1,197 @@
+"""One batch worker: a device, the pipelines loaded on it once, and items made two at a time.
+
+`ItemWorker.process(task)` makes one item: its folder in OUT/.batch-work, then moved onto OUT/<name>
+(manifest.commit), or, for a worker that cannot see the outputs folder (a Ray node without the shared
+disk), its files returned as bytes. It is thread-safe and meant to be called from two threads at once
+(two local threads, or a Ray actor with max_concurrency=2): sampling (the GPU) is one stage under one
+lock, the export (preview, clean-up, UV unwrap, texture bake, GLB: mostly CPU, partly in child
+processes) the other under another, so that one item is exported while the next one samples.
+
+A task is a plain dict (it crosses process boundaries):
+    name, kind ("image" | "prompt"), source (image path or prompt), data (the image's bytes, or None:
+    read the path), settings (GenerationSettings.to_dict(), the seed fixed), key (manifest.source_key),
+    model, text_model, out (the outputs folder), return_files (True: return the files, write nothing in out)
+
+and the answer is a dict: state "done" | "failed", name, plus `duplicate` (another attempt had landed
+first), files (return_files), kind and error (failed), retry (whether another attempt may succeed),
+seconds {"sample", "export"}, device, pid, host.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import uuid
+
+from ..settings import GenerationSettings
+from . import manifest
+
+# Failures that another attempt cannot fix (the same input fails the same way).
+FINAL_KINDS = ("input", "empty", "model", "background_removal", "cancelled")
+
+
+def _quiet(*args, **kwargs) -> None:
+    """The progress callback of a batch item (the batch shows items, not stages)."""
+
+
+def _never() -> bool:
+    return False
+
+
+class ItemWorker:
+    def __init__(self, device: str, threads: int | None = None):
+        self.device = device
+        self.pid, self.host = os.getpid(), socket.gethostname()
+        self._sample_lock = threading.Lock()
+        self._export_lock = threading.Lock()
+        self._pipelines = {}          # (kind, model) -> pipeline
+        self._policy = {}             # id(pipeline) -> (precision, offload) last set
+        if threads:
+            import torch
+
+            torch.set_num_threads(max(1, int(threads)))
+        if device.startswith("cuda"):
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.set_device(torch.device(device))
+
+    # ------------------------------------------------------------------ one item
+    def process(self, task: dict, data: bytes | None = None) -> dict:
+        from ..jobs.failures import classify_failure, drop_tracebacks
+        from ..jobs.job import Job
+
+        if data is not None:
+            task = {**task, "data": data}
+        answer = {"name": task["name"], "device": self.device, "pid": self.pid, "host": self.host,
+                  "seconds": {}}
+        to_return = bool(task.get("return_files"))
+        work = None
+        try:
+            if to_return:
+                work = tempfile.mkdtemp(prefix=f"trellis-batch-{task['name']}.")
+            else:
+                work = manifest.new_work_folder(task["out"], task["name"])
+                manifest.write_owner(work, self.device)
+            settings = GenerationSettings.from_dict(task["settings"]).for_device(self.device)
+            job = Job(id=uuid.uuid4().hex, inputs=[task.get("data") or task["source"]] if task["kind"] == "image"
+                      else [], settings=GenerationSettings.from_dict(task["settings"]))
+            job.used_settings = settings
+            job.out_dir = str(work)
+            with self._sample_lock:
+                t = time.perf_counter()
+                gaussian, mesh = self._sample(task, job, settings, work)
+                answer["seconds"]["sample"] = time.perf_counter() - t
+            with self._export_lock:
+                t = time.perf_counter()
+                self._export(job, settings, work, gaussian, mesh)
+                del gaussian, mesh
+                answer["seconds"]["export"] = time.perf_counter() - t
+            if to_return:
+                answer["files"] = manifest.read_files(work)
+            else:
+                answer["duplicate"] = not manifest.commit(work, os.path.join(task["out"], task["name"]))
+            answer["state"] = "done"
+        except BaseException as err:          # an item's failure is the item's, never the worker's
+            if isinstance(err, (KeyboardInterrupt, SystemExit)):
+                raise
+            kind, message = classify_failure(err, task.get("out"), self.device)
+            answer.update(state="failed", kind=kind, error=message, retry=kind not in FINAL_KINDS)
+            drop_tracebacks(err)
+            del err
+            self._free_memory()
+        finally:
+            if work is not None and os.path.isdir(work):
+                shutil.rmtree(work, ignore_errors=True)
+        return answer
+
+    def _sample(self, task: dict, job, settings: GenerationSettings, work):
+        """Input -> the decoded Gaussians and mesh; the input, settings.json and preprocessed image written."""
+        from ..jobs.folder import JobFolder
+        from ..jobs.inputs import prepare_image
+        from ..jobs.steps import settings_record
+
+        folder = JobFolder(work)
+        pipeline = self.pipeline(task, "image" if task["kind"] == "image" else "prompt")
+        self._set_policy(pipeline, settings)
+        record = settings_record(job, settings, task["text_model"] if task["kind"] == "prompt" else task["model"],
+                                 self.device)
+        record[manifest.ITEM_KEY] = {"name": task["name"], "key": task["key"], "kind": task["kind"]}
+        record["seed_was_random"] = bool(task.get("seed_was_random"))
+        run_args = dict(seed=settings.seed, formats=settings.decode_formats,
+                        sparse_structure_sampler_params={"steps": settings.ss_steps, "cfg_strength": settings.ss_cfg},
+                        slat_sampler_params={"steps": settings.slat_steps, "cfg_strength": settings.slat_cfg})
+        if task["kind"] == "image":
+            t = time.perf_counter()
+            image = prepare_image(job.inputs[0], settings.preprocess, getattr(pipeline, "_remover", None))
+            job.timings["preprocess"] = time.perf_counter() - t
+            record["inputs"] = [task["source"]]
+            folder.copy_inputs(job)
+            job.files.update(folder.write_preprocessed([image]))
+            run_args.update(preprocess_image=False)
+            source = image
+        else:
+            record["prompt"] = task["source"]
+            source = task["source"]
+        job.files.update(folder.write_settings(record))
+        t = time.perf_counter()
+        outputs = pipeline.run(source, **run_args)
+        job.timings["pipeline"] = {"seconds": time.perf_counter() - t,
+                                   "stages": list(getattr(pipeline, "last_stats", []))}
+        gaussian = outputs["gaussian"][0] if "gaussian" in outputs else None
+        mesh = outputs["mesh"][0] if "mesh" in outputs else None
+        return gaussian, mesh
+
+    def _export(self, job, settings: GenerationSettings, work, gaussian, mesh) -> None:
+        from ..jobs.folder import JobFolder
+        from ..jobs.steps import write_outputs
+
+        folder = JobFolder(work)
+        write_outputs(job, folder, settings, gaussian, mesh, _quiet, _never)
+        job.timings["total"] = time.time() - job.created
+        job.files.update(folder.write_timings(job.timings))
+
+    # ------------------------------------------------------------------ pipelines, once each
+    def pipeline(self, task: dict, kind: str):
+        model = task["model"] if kind == "image" else task["text_model"]
+        key = (kind, model)
+        if key not in self._pipelines:
+            from ..jobs.failures import is_disk_full, is_oom, model_load_message
+            from ..jobs.job import ModelLoadError
+
+            if kind == "image":
+                from trellis.pipelines import TrellisImageTo3DPipeline as cls
+            else:
+                from trellis.pipelines import TrellisTextTo3DPipeline as cls
+            try:
+                pipeline = cls.from_pretrained(model)
+            except Exception as err:
+                if is_oom(err) or is_disk_full(err):
+                    raise
+                raise ModelLoadError(model_load_message(model, err)) from err
+            # One text model at a time next to the image model: a list asking for several sizes would
+            # otherwise keep them all in GPU memory.
+            for old in [k for k in self._pipelines if k[0] == kind]:
+                del self._pipelines[old]
+            self._pipelines[key] = pipeline.to(self.device)
+        return self._pipelines[key]
+
+    def _set_policy(self, pipeline, settings: GenerationSettings) -> None:
+        wanted = (settings.precision, settings.offload)
+        if self._policy.get(id(pipeline)) != wanted:
+            pipeline.set_memory_policy(precision=settings.precision, offload=settings.offload)
+            self._policy[id(pipeline)] = wanted
+
+    def _free_memory(self) -> None:
+        import gc
+
+        gc.collect()
+        if self.device.startswith("cuda"):
+            import torch
+
+            with contextlib.suppress(Exception):
+                torch.cuda.empty_cache()
