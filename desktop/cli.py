@@ -1,9 +1,11 @@
-"""`python -m desktop generate IMAGE... -o OUT_DIR [options]`: photos to 3-D assets from the command line.
+"""`python -m desktop generate IMAGE... -o OUT_DIR [options]`: photos to 3-D assets from the command line;
+`python -m desktop generate --prompt "a red chair" -o OUT_DIR`: the same from a text prompt (text mode).
+(`python -m desktop retexture MODEL --prompt/--image`, a new look for a 3-D model, is desktop/retexture.py.)
 
-Each image becomes one job (one sub-folder of OUT_DIR) run by the JobRunner; the folder of every
+Each image (or prompt) becomes one job (one sub-folder of OUT_DIR) run by the JobRunner; the folder of every
 finished job is printed on stdout, progress and messages go to stderr.
 
-Exit status: 0 every image succeeded, 1 at least one failed (its message is printed), 2 usage error,
+Exit status: 0 every job succeeded, 1 at least one failed (its message is printed), 2 usage error,
 130 interrupted (Ctrl-C cancels the running job cleanly; a second Ctrl-C stops waiting for it).
 """
 from __future__ import annotations
@@ -17,8 +19,9 @@ import sys
 import tempfile
 import time
 
-from .options import add_model_option, add_runner_options, check_runner_args, format_clock
-from .settings import DEFAULT_PRESET, FORMATS, PRESETS, GenerationSettings, field_names, number_range
+from .options import add_model_option, add_runner_options, add_text_model_option, check_runner_args, format_clock
+from .settings import (DEFAULT_PRESET, FORMATS, PRESETS, TEXT_MODEL_SIZES, GenerationSettings, check_prompt,
+                       field_names, number_range)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -32,16 +35,31 @@ CANCEL_WAIT_S = 60.0
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m desktop generate",
-        description="Turn photos into 3-D assets (GLB, PLY, OBJ, preview MP4), one output folder per image.",
-        epilog="Exit status: 0 all images succeeded, 1 some failed, 2 usage error, 130 interrupted. "
-               f"Presets: {', '.join(PRESETS)} (default {DEFAULT_PRESET}).")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, ...)")
+        usage="python -m desktop generate (IMAGE... | --prompt TEXT) -o OUT_DIR [options]",
+        description="Turn photos (or text prompts) into 3-D assets (GLB, PLY, OBJ, preview MP4), one output folder "
+                    "per image or prompt.",
+        epilog="Exit status: 0 all jobs succeeded, 1 some failed, 2 usage error, 130 interrupted. "
+               f"Presets: {', '.join(PRESETS)} (default {DEFAULT_PRESET}). A new look for a 3-D model: "
+               "python -m desktop retexture --help.")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files (PNG, JPEG, WebP, ...)")
+    p.add_argument("--prompt", action="append", default=[], metavar="TEXT",
+                   help="make the asset from this text instead of images (text mode; repeat for several jobs). "
+                        "The text model is downloaded on first use")
+    add_common_options(p)
+    return p
+
+
+def add_common_options(p: argparse.ArgumentParser) -> None:
+    """The options of generate and retexture: outputs, models, settings, devices."""
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="outputs folder (created if missing)")
     add_model_option(p)
+    add_text_model_option(p)
+    p.add_argument("--text-size", choices=TEXT_MODEL_SIZES, default=None,
+                   help="size of the text model for prompts (default xlarge; base and large are smaller downloads)")
     p.add_argument("--preset", choices=list(PRESETS), default=None, help=f"quality preset (default {DEFAULT_PRESET})")
     p.add_argument("--settings", metavar="FILE", help="start from a settings file (e.g. a job's settings.json, "
                                                        "to reproduce it); other options override it")
-    p.add_argument("--seed", type=int, metavar="N", help="random seed (default: a new random seed per image)")
+    p.add_argument("--seed", type=int, metavar="N", help="random seed (default: a new random seed per job)")
     p.add_argument("--steps", type=int, metavar="N", help="sampling steps of both stages (%d..%d)" % number_range("ss_steps"))
     p.add_argument("--texture-size", type=int, metavar="N",
                    help="texture side in pixels, GLB / OBJ (%d..%d)" % number_range("texture_size"))
@@ -49,13 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of triangles removed (%g..%g)" % number_range("simplify"))
     p.add_argument("--formats", metavar="LIST", help=f"comma-separated, from {','.join(FORMATS)} "
                                                      "(default glb,ply,mp4)")
-    add_runner_options(p, parallel="images in parallel", outputs=False)
+    add_runner_options(p, parallel="jobs in parallel", outputs=False)
     p.add_argument("--no-background-removal", action="store_true",
                    help="use the image as it is (transparent PNGs are still cropped to their object)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help=f"any other setting, repeatable: {', '.join(field_names())}")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output, only errors and folders")
-    return p
 
 
 def output_folder_problem(path: str):
@@ -148,6 +165,8 @@ def build_settings(args) -> GenerationSettings:
         changes["formats"] = args.formats
     if args.no_background_removal:
         changes["preprocess"] = False
+    if getattr(args, "text_size", None):
+        changes["text_model_size"] = args.text_size
     for item in args.set:
         key, sep, value = item.partition("=")
         key = key.strip().replace("-", "_")
@@ -220,31 +239,60 @@ class ProgressDisplay:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)                      # exits with 2 on a usage error
+    if args.images and args.prompt:
+        parser.error("give images or --prompt, not both (one command makes one kind of job)")
+    if not args.images and not args.prompt:
+        parser.error("give one or more images, or --prompt TEXT")
+    prompts = []
+    for text in args.prompt:
+        try:
+            prompts.append(check_prompt(text))
+        except ValueError as err:
+            parser.error(f"--prompt: {err}")
+    settings = check_common_args(parser, args, inputs=args.images)
+
+    def image_job(image):
+        return lambda runner: runner.submit([image], settings)
+
+    def text_job(prompt):
+        return lambda runner: runner.submit_text(prompt, settings)
+    work = [(os.path.basename(x) or x, image_job(x)) for x in args.images]
+    work += [(f'"{p[:40]}…"' if len(p) > 40 else f'"{p}"', text_job(p)) for p in prompts]
+    return run_jobs(args, work)
+
+
+def check_common_args(parser, args, inputs=()) -> GenerationSettings:
+    """The settings, and every usage error found before the model loads (exits 2)."""
     try:
         settings = build_settings(args)
     except ValueError as err:
         parser.error(str(err))                          # exits with 2
     check_runner_args(parser, args, outputs=None)   # -o is checked below
-    for image in args.images:                           # a pipe or a device would be read forever
-        if os.path.exists(image) and not os.path.isdir(image) and not os.path.isfile(image):
-            parser.error(f"{image} is not a file but a pipe, socket or device; give an image file")
+    for path in inputs:                                 # a pipe or a device would be read forever
+        if os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):
+            parser.error(f"{path} is not a file but a pipe, socket or device; give a file")
     problem = output_folder_problem(args.output)
     if problem:
         parser.error(f"-o/--output: {problem}")
+    return settings
+
+
+def run_jobs(args, work: list) -> int:
+    """Submit [(name, submit(runner) -> Job)] and report each job as it ends; the exit status."""
     display = ProgressDisplay(enabled=not args.quiet)
 
     from .jobs import JobRunner, JobState               # heavy (torch): only once the options are good
 
     try:
-        runner = JobRunner(args.model, args.output, device=args.device, gpus=args.gpus)
+        runner = JobRunner(args.model, args.output, device=args.device, gpus=args.gpus, text_model=args.text_model)
     except (OSError, ValueError, RuntimeError) as err:
         display.say(f"error: {err}")
         return EXIT_FAILED
-    names = [os.path.basename(x) or x for x in args.images]
+    names = [name for name, _ in work]
     jobs = []
     failed = 0
     try:
-        jobs = [runner.submit([image], settings) for image in args.images]
+        jobs = [submit(runner) for _, submit in work]
         pending = list(range(len(jobs)))
         model_failed = False
         while pending:
@@ -254,7 +302,7 @@ def main(argv=None) -> int:
                     pending.remove(k)
                     failed += _report(display, k, len(jobs), names[k], job, model_failed) != EXIT_OK
                     if job.error_kind == "model" and not model_failed:
-                        model_failed = True            # every other image would fail the same way
+                        model_failed = True            # every other job would fail the same way
                         for other in jobs:
                             runner.cancel(other.id)
             running = [k for k in pending if jobs[k].state == JobState.RUNNING]
@@ -271,7 +319,7 @@ def main(argv=None) -> int:
         display.clear()
         runner.shutdown(cancel=True, wait=False)
     if failed and not args.quiet and len(jobs) > 1:
-        display.say(f"{failed} of {len(jobs)} image(s) failed.")
+        display.say(f"{failed} of {len(jobs)} job(s) failed.")
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -284,6 +332,8 @@ def _report(display: ProgressDisplay, k: int, count: int, name: str, job, model_
             secs = job.timings.get("total")
             took = f", {secs:.1f} s" if isinstance(secs, (int, float)) else ""
             display.say(f"{head}: done (seed {job.seed}{took}) -> {job.out_dir}")
+        for warning in job.warnings:                   # shown even with --quiet: the result is not all it could be
+            display.say(f"{head}: warning: {warning}")
         display.clear()
         print(job.out_dir, flush=True)
         return EXIT_OK

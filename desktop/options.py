@@ -17,6 +17,7 @@ from .settings import OFFLOADS, PRECISIONS
 
 DEFAULT_MODEL = "microsoft/TRELLIS-image-large"
 MODEL_ENV = "TRELLIS_DESKTOP_MODEL"          # the default of --model when set
+TEXT_MODEL_ENV = "TRELLIS_DESKTOP_TEXT_MODEL"  # the default of --text-model when set
 LOCALHOST = "127.0.0.1"
 
 
@@ -56,6 +57,13 @@ def port_number(text: str) -> int:
 def add_model_option(parser: argparse.ArgumentParser, metavar: str = "PATH_OR_REPO", extra: str = "") -> None:
     parser.add_argument("--model", default=default_model(), metavar=metavar,
                         help=f"pipeline folder or Hugging Face repo (default: ${MODEL_ENV} or %(default)s){extra}")
+
+
+def add_text_model_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--text-model", default=os.environ.get(TEXT_MODEL_ENV) or None, metavar="REPO_OR_DIR",
+                        help=f"text pipeline for prompts, whatever size a job asks for (default: ${TEXT_MODEL_ENV}, "
+                             "else microsoft/TRELLIS-text-<size> of the job's text_model_size: base, large or "
+                             "xlarge; downloaded on the first text job and loaded then)")
 
 
 def add_runner_options(parser: argparse.ArgumentParser, parallel: str = "jobs in parallel",

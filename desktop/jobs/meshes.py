@@ -67,8 +67,8 @@ def check_mesh(source) -> str:
     head = _head(data, path)
     for magic, what in _IMAGE_MAGIC.items():
         if head.startswith(magic):
-            raise InputError(f"{name} is {what}, not a 3-D model: give a GLB, OBJ, PLY or STL file (a photo goes "
-                             f"in the photo field)")
+            raise InputError(f"{name} is {what}, not a 3-D model: give a GLB, OBJ, PLY or STL file (a photo can "
+                             f"be the image the new look is taken from)")
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         raise InputError(f"{name} is a WebP image, not a 3-D model: give a GLB, OBJ, PLY or STL file")
     ext = _sniff(head, name, size)

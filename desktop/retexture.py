@@ -1,0 +1,59 @@
+"""`python -m desktop retexture MODEL... (--prompt TEXT | --image PHOTO) -o OUT_DIR [options]`: a new look for
+3-D models you already have. Each model keeps its shape (its 64^3 surface voxels) and gets new surface detail
+and colours from the prompt (the text model) or the photo (the image model); stage 1 is skipped.
+
+One job (one sub-folder of OUT_DIR) per model, as `generate` makes them: input_mesh.<fmt>, settings.json,
+model.glb, model.ply, preview.mp4, ... Exit status as `generate`: 0 ok, 1 a job failed, 2 usage error (also a
+file that is not a usable 3-D model: an image, a damaged file, too many triangles), 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from .cli import add_common_options, check_common_args, run_jobs
+from .settings import DEFAULT_PRESET, PRESETS, check_prompt
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m desktop retexture",
+        usage="python -m desktop retexture MODEL... (--prompt TEXT | --image PHOTO) -o OUT_DIR [options]",
+        description="Give 3-D models (GLB, OBJ, PLY, STL) a new look from a text prompt or a photo: the shape "
+                    "stays, the surface is generated again. One output folder per model.",
+        epilog="Exit status: 0 all models succeeded, 1 some failed, 2 usage error (a file that is not a usable "
+               f"3-D model included), 130 interrupted. Presets: {', '.join(PRESETS)} (default {DEFAULT_PRESET}).")
+    p.add_argument("meshes", nargs="+", metavar="MODEL", help="3-D model files (GLB, OBJ, PLY, STL; at most "
+                                                              "4 million triangles)")
+    look = p.add_mutually_exclusive_group(required=True)
+    look.add_argument("--prompt", metavar="TEXT", help="describe the new look (the text model is downloaded on "
+                                                      "first use)")
+    look.add_argument("--image", metavar="PHOTO", help="a photo whose look the model takes (the image model)")
+    add_common_options(p)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)                      # exits with 2 on a usage error
+    prompt = None
+    if args.prompt is not None:
+        try:
+            prompt = check_prompt(args.prompt)
+        except ValueError as err:
+            parser.error(f"--prompt: {err}")
+    settings = check_common_args(parser, args, inputs=[*args.meshes, *([args.image] if args.image else [])])
+    from .jobs.job import InputError
+    from .jobs.meshes import check_mesh
+
+    for path in args.meshes:                            # a wrong file is a usage error, found at once
+        try:
+            check_mesh(path)
+        except InputError as err:
+            parser.error(str(err))
+    if args.image is not None and not os.path.isfile(args.image):
+        parser.error(f"--image: {args.image}: no such file")
+
+    def variant(path):
+        return lambda runner: runner.submit_variant(os.path.abspath(path), settings, prompt=prompt, image=args.image)
+    return run_jobs(args, [(os.path.basename(m) or m, variant(m)) for m in args.meshes])
