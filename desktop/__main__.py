@@ -11,7 +11,6 @@ COMMANDS = {
     "api": ("desktop.api", "REST API server"),
     "generate": ("desktop.cli", "command-line generator"),
     "retexture": ("desktop.retexture", "new looks for 3-D models"),
-    "retexture": ("desktop.retexture", "new looks for 3-D models"),
     "batch": ("desktop.batch", "many images or prompts, over GPUs and Ray clusters"),
 }
 
