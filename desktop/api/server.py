@@ -1,7 +1,7 @@
 """`python -m desktop api`: the REST API server (FastAPI on uvicorn) over the job runner: the app factory,
 its middleware and token check, and the command.
 
-    python -m desktop api [--model REPO_OR_DIR] [--host 127.0.0.1] [--port 7960] [--token TOKEN]
+    python -m desktop api [--model REPO_OR_DIR] [--text-model REPO_OR_DIR] [--host 127.0.0.1] [--port 7960] [--token TOKEN]
                           [--allow-origin URL ...] [--outputs DIR] [--device cpu|cuda[:N] | --gpus 0,1] [--preset NAME]
                           [--precision auto|fp16|bf16|fp32] [--offload auto|none|model]
 
@@ -57,7 +57,7 @@ from .docs import _register_schemas, add_docs_routes
 from .security import LOOPBACK_NAMES, BodyReadTimeout, CrossSiteGuard, is_loopback, origin_arg
 from .v1 import API_VERSION, add_job_routes, models
 from ..options import (LOCALHOST, add_memory_options, add_model_option, add_runner_options, add_server_options,
-                       check_runner_args)
+                       add_text_model_option, check_runner_args)
 from ..settings import DEFAULT_PRESET, PRESETS
 from ..stopping import StopSignals
 
@@ -167,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                "step and marked interrupted. Exit status: 0 after such a stop, 130 when a second Ctrl-C cut "
                "it short, 1 when the server cannot start, 2 usage error.")
     add_model_option(p, extra="; loaded once, by the first job")
+    add_text_model_option(p)
     add_server_options(p, port=DEFAULT_PORT, host_help="address to listen on (default %(default)s: this computer "
                                                         "only; 0.0.0.0: every network, needs --token)")
     p.add_argument("--token", default=os.environ.get("TRELLIS_DESKTOP_API_TOKEN") or None,
@@ -225,7 +226,8 @@ def main(argv=None) -> int:
         return 1
     try:
         # Two kept results: the StableProjectorz preview and one /v1 job's can both wait for an export.
-        runner = JobRunner(args.model, args.outputs, device=args.device, gpus=args.gpus, keep_results=2)
+        runner = JobRunner(args.model, args.outputs, device=args.device, gpus=args.gpus, keep_results=2,
+                           text_model=args.text_model)
     except (OSError, ValueError, RuntimeError) as err:
         sock.close()
         print(f"error: {err}", file=sys.stderr)

@@ -2,7 +2,8 @@
 shares with the StableProjectorz endpoints comes from common.py).
 
 `POST /v1/jobs` queues a job (multipart files `images`, or JSON with base64 `images`, plus any generation
-setting or a preset) and answers 202 at once; `GET /v1/jobs/{id}` reports its state and progress (stage,
+setting or a preset; or a `prompt` instead of images: text mode; or a 3-D model `mesh` plus a `prompt` or one
+image: a new look for that model) and answers 202 at once; `GET /v1/jobs/{id}` reports its state and progress (stage,
 step i/n, fraction, ETA, queue position); `GET /v1/jobs/{id}/files/{name}` downloads one of its files.
 """
 
@@ -13,16 +14,17 @@ from typing import Literal, Optional
 from .common import (MAX_IMAGE_BYTES, MAX_IMAGES, ApiError, api_state, binary_content, build_settings, check_images,
                      decode_base64, error_body_model, error_responses, form_schema, form_values, parameter_fields,
                      read_body, rule_type, upload_bytes, validate)
-from ..settings import EXPORT_FIELDS, FORMATS, HELP, PRESETS, RULES
+from ..settings import EXPORT_FIELDS, FORMATS, HELP, MAX_PROMPT_CHARS, PRESETS, RULES, check_prompt
 
 API_VERSION = "1"
+MAX_MESH_UPLOAD = 128 * 1024 * 1024     # a 3-D model file (a form part's limit; 2.5 M triangles as binary STL)
 
-# Content types of the files a job writes (by extension).
 # Content types of the files a job writes (by extension).
 CONTENT_TYPES = {".glb": "model/gltf-binary", ".mp4": "video/mp4", ".ply": "application/octet-stream",
                  ".obj": "model/obj", ".mtl": "model/mtl", ".png": "image/png", ".jpg": "image/jpeg",
                  ".webp": "image/webp", ".gif": "image/gif", ".bmp": "image/bmp", ".tif": "image/tiff",
-                 ".json": "application/json", ".bin": "application/octet-stream"}
+                 ".json": "application/json", ".bin": "application/octet-stream",
+                 ".stl": "model/stl", ".gltf": "model/gltf+json"}
 _INLINE = {"video/mp4", "image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "application/json"}
 
 
@@ -45,10 +47,24 @@ def _build_models():
 
     JobRequest = create_model(
         "JobRequest", __config__=forbid,
-        __doc__="A new job: image(s) plus settings. Settings left out come from the preset.",
-        images=(list[str], Field(min_length=1, max_length=MAX_IMAGES,
-                                 description="base64 image files (PNG, JPEG, WebP, ...; a data: URL prefix is "
-                                             "allowed); several images are views of one object")),
+        __doc__="A new job plus settings (settings left out come from the preset). What it makes depends on what "
+                "it is given: `images` -> an asset from the photo(s); `prompt` -> an asset from the text (text "
+                "mode); `mesh` + `prompt` or `mesh` + one image -> that 3-D model with a new look.",
+        images=(Optional[list[str]], Field(None, min_length=1, max_length=MAX_IMAGES,
+                                           description="base64 image files (PNG, JPEG, WebP, ...; a data: URL prefix "
+                                                       "is allowed); several images are views of one object; with "
+                                                       "`mesh`: one image, the look to take")),
+        prompt=(Optional[str], Field(None, max_length=MAX_PROMPT_CHARS,
+                                     description="text mode: describe the object (e.g. 'a red wooden chair'); with "
+                                                 "`mesh`: describe its new look. CLIP reads 77 tokens (about 60 "
+                                                 "words): a longer prompt is cut, and the job's `warnings` say so. "
+                                                 "The text model (text_model_size) is downloaded on first use")),
+        mesh=(Optional[str], Field(None, description="a 3-D model to give a new look (GLB, OBJ, PLY or STL, base64; "
+                                                     "at most 4 million triangles and "
+                                                     f"{MAX_MESH_UPLOAD // 2 ** 20} MB); needs `prompt` or one "
+                                                     "image")),
+        mesh_name=(Optional[str], Field(None, max_length=255, description="the mesh's file name (e.g. chair.glb), "
+                                                                           "for the job's records")),
         keep_result=(bool, Field(False, description="keep the decoded result in memory so that "
                                                     "POST /v1/jobs/{id}/export can write other files from it "
                                                     "without sampling again (only the most recent kept "
@@ -81,7 +97,9 @@ def _build_models():
 
     class JobInfo(BaseModel):
         id: str
-        kind: Literal["generate", "export"]
+        kind: Literal["generate", "export", "text", "variant"] = Field(
+            description="generate: from image(s); text: from a prompt; variant: a 3-D model's new look; export: "
+                        "files from a kept result")
         source_id: Optional[str] = Field(description="export jobs: the job whose result they export")
         state: Literal["queued", "running", "done", "failed", "cancelled"]
         queue_position: Optional[int] = Field(description="0: next to start; null unless queued")
@@ -99,6 +117,9 @@ def _build_models():
         finished: Optional[float]
         keep_result: bool
         result_kept: bool = Field(description="an export can be made from this job now")
+        prompt: Optional[str] = Field(None, description="text and variant jobs: the prompt")
+        warnings: list[str] = Field(default_factory=list, description="what to know about the result (e.g. the "
+                                                                      "prompt was longer than the model reads)")
 
     class JobList(BaseModel):
         jobs: list[JobInfo] = Field(description="oldest first")
@@ -107,6 +128,8 @@ def _build_models():
         status: Literal["ok"]
         api_version: str
         model: str
+        text_model: Optional[str] = Field(description="the text pipeline for prompts (null: the published one of "
+                                                      "each job's text_model_size, downloaded on first use)")
         model_loaded: bool
         devices: list[str]
         fast_paths: dict[str, str] = Field(description="per device: whether the renderers' fast GPU kernels run "
@@ -165,7 +188,70 @@ def job_info(job, runner) -> dict:
             "progress": p, "error": job.error, "error_kind": job.error_kind, "files": file_entries(job),
             "settings": d["settings"], "seed": job.seed, "device": job.device, "out_dir": job.out_dir,
             "created": job.created, "started": job.started, "finished": job.finished,
-            "keep_result": job.keep_result, "result_kept": job.result_kept}
+            "keep_result": job.keep_result, "result_kept": job.result_kept, "prompt": job.prompt,
+            "warnings": list(job.warnings)}
+
+
+def _prompt_problem(prompt) -> str:
+    try:
+        check_prompt(prompt)
+    except ValueError as err:
+        return str(err)
+    return ""
+
+
+def _checked_prompt(prompt):
+    """The stripped prompt (None when not given); 422 when it is empty or not a prompt."""
+    if prompt is None:
+        return None
+    problem = _prompt_problem(prompt)
+    if problem:
+        raise ApiError(422, [{"loc": ["body", "prompt"], "msg": problem, "type": "value_error"}])
+    return check_prompt(prompt)
+
+
+def _check_combination(images: list, prompt, mesh) -> None:
+    """422 unless the job is one of: images; a prompt; a mesh with a prompt or one image."""
+    what = ("give `images` (an asset from photos), `prompt` (from text), or `mesh` with `prompt` or one image "
+            "(a new look for a 3-D model)")
+    if mesh is not None:
+        if prompt is not None and images:
+            raise ApiError(422, f"a new look takes a prompt or an image, not both; {what}")
+        if prompt is None and len(images) != 1:
+            raise ApiError(422, f"a new look for `mesh` needs a `prompt` or exactly one image; {what}")
+    elif prompt is not None and images:
+        raise ApiError(422, f"give images or a prompt, not both (a prompt with a 3-D model needs `mesh`); {what}")
+    elif prompt is None and not images:
+        raise ApiError(422, f"nothing to make: {what}")
+
+
+async def mesh_upload(value, name=None) -> tuple:
+    """(file name, bytes) of an uploaded 3-D model (a file, or base64 text in a form)."""
+    if isinstance(value, str):
+        data = decode_base64(value, "mesh")
+        filename = name or "mesh"
+    else:
+        data = await value.read(MAX_MESH_UPLOAD + 1)
+        filename = name or value.filename or "mesh"
+    if not data:
+        raise ApiError(422, "mesh: the uploaded file is empty")
+    if len(data) > MAX_MESH_UPLOAD:
+        raise ApiError(413, f"mesh: the file is larger than {MAX_MESH_UPLOAD // 2 ** 20} MB; simplify the model first")
+    return filename, data
+
+
+async def check_mesh_upload(mesh: tuple) -> None:
+    """422 with the reason when the 3-D model cannot be used (from its header, off the event loop)."""
+    from starlette.concurrency import run_in_threadpool
+
+    from ..jobs import InputError, check_mesh
+
+    if len(mesh[1]) > MAX_MESH_UPLOAD:
+        raise ApiError(413, f"mesh: the file is larger than {MAX_MESH_UPLOAD // 2 ** 20} MB; simplify the model first")
+    try:
+        await run_in_threadpool(check_mesh, mesh)
+    except InputError as err:
+        raise ApiError(422, f"mesh: {err}") from None
 
 
 def find_job(state, job_id: str):
@@ -190,6 +276,7 @@ def add_job_routes(app) -> None:
         state = api_state(request)
         jobs = state.runner.list()
         return {"status": "ok", "api_version": API_VERSION, "model": state.runner.model_path,
+                "text_model": state.runner.text_model,
                 "model_loaded": state.runner.model_loaded, "devices": list(state.runner.devices),
                 "fast_paths": state.runner.fast_paths(),
                 "queued": sum(j.state == JobState.QUEUED for j in jobs),
@@ -205,35 +292,59 @@ def add_job_routes(app) -> None:
     request_body = {
         "required": True,
         "content": {
-            "multipart/form-data": {"schema": form_schema(JobRequest, {"images": "many"}, ["images"])},
+            "multipart/form-data": {"schema": form_schema(JobRequest, {"images": "many", "mesh": "one"})},
             "application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}},
         },
     }
 
     @app.post("/v1/jobs", status_code=202, response_model=JobInfo, tags=["jobs"], summary="Queue a job",
-              description="Multipart form (files `images` + setting fields) or JSON (base64 `images` + settings). "
-                          "The images are checked at once (422 with the reason); the job then waits in the "
+              description="Multipart form (files `images` and/or `mesh`, text `prompt`, setting fields) or JSON "
+                          "(base64 `images` / `mesh`, `prompt`, settings). Give `images` (an asset from photos), "
+                          "`prompt` (text mode), or `mesh` with `prompt` or one image (a new look for a 3-D model). "
+                          "Inputs are checked at once (422 with the reason: an empty prompt, a file that is not an "
+                          "image or not a 3-D model, a model with too many triangles); the job then waits in the "
                           "queue: poll GET /v1/jobs/{id}. The answer's Location header is that URL.",
               openapi_extra={"requestBody": request_body},
               responses=error_responses(400, 413, 415, 422, 503))
     async def create_job(request: Request):
         state = api_state(request)
         kind, body = await read_body(request)
+        mesh = None
         if kind == "json":
             req = validate(JobRequest, body, strict=True)
-            images = [decode_base64(text, f"images[{i}]") for i, text in enumerate(req.images)]
+            images = [decode_base64(text, f"images[{i}]") for i, text in enumerate(req.images or [])]
             if any(len(x) > MAX_IMAGE_BYTES for x in images):
                 raise ApiError(413, f"an image is larger than {MAX_IMAGE_BYTES // 2 ** 20} MB")
+            if req.mesh is not None:
+                mesh = (req.mesh_name or "mesh", decode_base64(req.mesh, "mesh"))
         else:
-            files = body.get("images", [])
+            files, meshes = body.get("images", []), body.get("mesh", [])
+            if "prompt" in body and all(isinstance(v, str) and not v.strip() for v in body["prompt"]):
+                raise ApiError(422, [{"loc": ["body", "prompt"], "msg": _prompt_problem(""), "type": "value_error"}])
             # Validated with placeholders for the files (their count is checked here, their bytes below).
-            req = validate(JobRequest, {**form_values(body, skip=("images",)), "images": ["-"] * len(files)})
+            req = validate(JobRequest, {**form_values(body, skip=("images", "mesh")),
+                                        **({"images": ["-"] * len(files)} if files else {}),
+                                        **({"mesh": "-"} if meshes else {})})
+            if len(meshes) > 1:
+                raise ApiError(422, [{"loc": ["body", "mesh"], "msg": "one 3-D model per job", "type": "value_error"}])
             images = [await upload_bytes(v, f"images[{i}]") for i, v in enumerate(files)]
-        params = req.model_dump(exclude={"images", "keep_result"}, exclude_none=True)
+            if meshes:
+                mesh = await mesh_upload(meshes[0], req.mesh_name)
+        prompt = _checked_prompt(req.prompt)
+        _check_combination(images, prompt, mesh)
+        params = req.model_dump(exclude={"images", "keep_result", "prompt", "mesh", "mesh_name"}, exclude_none=True)
         settings = build_settings(params, state.defaults)
         await check_images(images, settings.preprocess, [f"images[{i}]" for i in range(len(images))])
+        if mesh is not None:
+            await check_mesh_upload(mesh)
         try:
-            job = state.runner.submit(images, settings, keep_result=req.keep_result)
+            if mesh is not None:
+                job = state.runner.submit_variant(mesh, settings, prompt=prompt, image=images[0] if images else None,
+                                                  keep_result=req.keep_result)
+            elif prompt is not None:
+                job = state.runner.submit_text(prompt, settings, keep_result=req.keep_result)
+            else:
+                job = state.runner.submit(images, settings, keep_result=req.keep_result)
         except RuntimeError as err:
             raise ApiError(503, str(err)) from None
         return JSONResponse(job_info(job, state.runner), status_code=202,

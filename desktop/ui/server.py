@@ -4,7 +4,7 @@ import os
 import sys
 
 from ..options import (DEFAULT_MODEL, add_memory_options, add_model_option, add_runner_options, add_server_options,
-                       check_runner_args)
+                       add_text_model_option, check_runner_args)
 from ..settings import GenerationSettings
 from ..stopping import StopSignals
 from .app import CSS, EXAMPLES_DIR, TrellisApp
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Precision and offloading chosen in the page apply from the next job on, without a restart. "
                "Every job is saved in its own sub-folder of the outputs folder.")
     add_model_option(p, metavar="REPO_OR_DIR")
+    add_text_model_option(p)
     add_server_options(p, port=7860, host_help="address to listen on (default %(default)s: this computer only; "
                                                "0.0.0.0 for the network)")
     add_memory_options(p, precision_help="initial precision of the networks (default %(default)s; changeable in "
@@ -56,7 +57,7 @@ def main(argv=None) -> int:
     from ..jobs import JobRunner                          # heavy (torch): only once the options are good
 
     try:
-        runner = JobRunner(args.model, args.outputs, device=args.device, gpus=args.gpus)
+        runner = JobRunner(args.model, args.outputs, device=args.device, gpus=args.gpus, text_model=args.text_model)
     except (OSError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
