@@ -83,6 +83,12 @@ KERNELS = {
         Kernel("mesh_raster", "triton", "trellis_triton.mesh_raster", "raster_keys", _RASTER_TWIN),
         Kernel("mesh_raster", "nvrtc", "trellis_nvrtc.mesh_raster", "raster_keys", _RASTER_TWIN),
     ),
+    # Submanifold sparse conv (the decoders' and the SLat flow's): Triton implicit GEMM; no NVRTC kernel
+    # yet, so without Triton it is spconv when installed, else the twin (see sparse.conv.submanifold_conv3d).
+    "sparse_conv3d": (
+        Kernel("sparse_conv3d", "triton", "trellis_triton.sparse_conv", "submanifold_conv3d",
+               "trellis.modules.sparse.conv.submanifold_conv3d_torch"),
+    ),
 }
 
 _override: Optional[bool] = None

@@ -5,8 +5,10 @@ the kernel is not flipped: out[p] = b + sum_o W[:, o] . x[p + o - k//2], neighbo
 within the same batch item.
 
 The built-in path gathers the k^3 neighbour rows of a chunk of sites into one [n, k^3 * C_in] matrix
-and does a single GEMM, so it runs anywhere PyTorch runs. spconv is used only when it is installed,
-the tensors are on a GPU it supports and SPARSE_BACKEND allows it.
+and does a single GEMM, so it runs anywhere PyTorch runs: it is the twin of the Triton implicit-GEMM
+kernel (``trellis_triton.sparse_conv``, "sparse_conv3d" in ``trellis.fastpaths``), which does the same
+GEMM without building that matrix. spconv is used only when it is installed, the tensors are on a GPU
+it supports and SPARSE_BACKEND allows it (order: ``submanifold_conv3d``).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from functools import lru_cache
 import torch
 import torch.nn as nn
 
+from ... import fastpaths
 from ...core import backends
 from .tensor import COORD_LIMIT, SparseTensor, pack_keys
 
@@ -32,17 +35,51 @@ def kernel_offsets(kernel_size: int, device=None) -> torch.Tensor:
 def neighbour_map(x: SparseTensor, kernel_size: int) -> torch.Tensor:
     """int32 [N, k^3]: row index of the neighbour at each kernel offset, or N where there is none.
 
-    int32 halves the largest index tensor of the mesh decoder (1.3 M voxels x 27 offsets)."""
+    int32 halves the largest index tensor of the mesh decoder (1.3 M voxels x 27 offsets). Where the
+    sites' bounding box is small enough (the decoders' 256^3 level included) the rows are written into a
+    dense grid of that box and each offset is one gather; otherwise each offset is a binary search among
+    the sorted keys. Both give the same map."""
     key = ("neighbour_map", kernel_size, x.device)
     nbr = x.cache.get(key)
     if nbr is not None:
         return nbr
     coords = x.coords.long()
+    nbr = _neighbour_map_grid(coords, kernel_offsets(kernel_size).tolist(), kernel_size // 2)
+    if nbr is None:
+        nbr = _neighbour_map_search(coords, kernel_offsets(kernel_size, x.device))
+    x.cache[key] = nbr
+    return nbr
+
+
+# Largest dense lookup grid, in cells (int32: 128 MiB); 258^3 (the 256^3 level with its border) fits.
+_GRID_BUDGET = 1 << 25
+
+
+def _neighbour_map_grid(coords: torch.Tensor, offsets: list, r: int) -> torch.Tensor | None:
+    n = coords.shape[0]
+    if n == 0:
+        return None
+    lo = coords.amin(0)
+    extent = coords.amax(0) - lo
+    lo[1:] -= r                     # a border of r cells: every site's k^3 box lies inside the grid
+    dims = (extent + 1 + torch.tensor([0, 2 * r, 2 * r, 2 * r], device=coords.device)).tolist()
+    if dims[0] * dims[1] * dims[2] * dims[3] > _GRID_BUDGET:
+        return None
+    local = coords - lo
+    lin = ((local[:, 0] * dims[1] + local[:, 1]) * dims[2] + local[:, 2]) * dims[3] + local[:, 3]
+    grid = torch.full((dims[0] * dims[1] * dims[2] * dims[3],), n, dtype=torch.int32, device=coords.device)
+    grid[lin] = torch.arange(n, dtype=torch.int32, device=coords.device)
+    nbr = torch.empty(n, len(offsets), dtype=torch.int32, device=coords.device)
+    for i, (dx, dy, dz) in enumerate(offsets):
+        nbr[:, i] = grid[lin + ((dx * dims[2] + dy) * dims[3] + dz)]
+    return nbr
+
+
+def _neighbour_map_search(coords: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     n = coords.shape[0]
     keys = pack_keys(coords)
     sorted_keys, order = torch.sort(keys)
-    offsets = kernel_offsets(kernel_size, x.device)
-    nbr = torch.empty(n, offsets.shape[0], dtype=torch.int32, device=x.device)
+    nbr = torch.empty(n, offsets.shape[0], dtype=torch.int32, device=coords.device)
     for i, off in enumerate(offsets):
         moved = coords.clone()
         moved[:, 1:] += off
@@ -51,7 +88,6 @@ def neighbour_map(x: SparseTensor, kernel_size: int) -> torch.Tensor:
         pos = torch.searchsorted(sorted_keys, q).clamp_(max=max(n - 1, 0))
         found = inside & (sorted_keys[pos] == q) if n else inside
         nbr[:, i] = torch.where(found, order[pos], torch.full_like(pos, n))
-    x.cache[key] = nbr
     return nbr
 
 
@@ -148,13 +184,28 @@ def submanifold_conv3d_spconv(x: SparseTensor, weight: torch.Tensor, bias: torch
 
 def submanifold_conv3d(x: SparseTensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                        backend: str | None = None) -> torch.Tensor:
+    """The conv through the first usable path, in this order:
+
+    * ``SPARSE_BACKEND=spconv`` (``backend="spconv"``): spconv where it is usable;
+    * our kernels through ``trellis.fastpaths`` ("sparse_conv3d": the Triton implicit GEMM, which
+      declines CPU tensors, float64 and kernel size 1), unless ``TRELLIS_FAST_PATHS=off``;
+    * ``auto`` (the default): then spconv where it is installed and usable, as before the kernel existed;
+    * the gather-GEMM twin ``submanifold_conv3d_torch`` (``SPARSE_BACKEND=torch`` never takes spconv).
+
+    The Triton kernel comes before spconv because it is the faster of the two on the decoders' shapes
+    (benchmarks/sparse_conv_gpu.py) and gives the twin's numbers; spconv stays the fallback of ``auto``
+    for a machine with spconv but without Triton."""
     name = backend or backends.get("sparse_conv")
-    if name in ("auto", "spconv") and spconv_usable(x):
-        return submanifold_conv3d_spconv(x, weight, bias)
-    if name == "spconv" and x.feats.is_cuda and _spconv() is None:
-        warnings.warn("SPARSE_BACKEND=spconv but spconv is not installed; using the built-in conv.",
-                      RuntimeWarning, stacklevel=2)
-    return submanifold_conv3d_torch(x, weight, bias)
+    if weight.shape[1] == 1:
+        return conv1x1_quirk(x.feats, weight, bias)
+    if name == "spconv":
+        if spconv_usable(x):
+            return submanifold_conv3d_spconv(x, weight, bias)
+        if x.feats.is_cuda and _spconv() is None:
+            warnings.warn("SPARSE_BACKEND=spconv but spconv is not installed; using the built-in conv.",
+                          RuntimeWarning, stacklevel=2)
+    last = submanifold_conv3d_spconv if name == "auto" and spconv_usable(x) else submanifold_conv3d_torch
+    return fastpaths.dispatch("sparse_conv3d", x.device, last, x, weight, bias)
 
 
 class SparseConvWeights(nn.Module):

@@ -1,0 +1,193 @@
+"""The Triton implicit-GEMM sparse conv (``trellis_triton.sparse_conv``) equals its PyTorch twin
+(``trellis.modules.sparse.conv.submanifold_conv3d_torch``) on the GPU (tests/gpu: skipped without CUDA).
+
+Shapes: every 3x3x3 conv of the SLat flow and of the mesh decoder at the sizes a ~20 000-voxel structure
+gives (64^3: 20 k sites, 32^3: ~4 k, 128^3: ~160 k, 256^3: ~1.3 M), on a subdivided shell like the
+decoders see, plus odd sizes (N not a multiple of a tile, C_in not a multiple of BLOCK_K, C_out below 16).
+
+Tolerance (stated once, used everywhere): the kernel and the twin both multiply the same rounded inputs
+and accumulate in fp32, then round once to the feature dtype. Against a float64 conv of those same
+inputs the kernel must be within ``eps * max|out|`` (at most one unit in the last place of the output's
+largest values; fp16 eps = 9.8e-4, bf16 7.8e-3) for fp16/bf16 and ``1e-5 * max|out|`` for fp32 (IEEE
+fp32 products, no TF32, like torch's default matmul); against the twin within that plus the twin's own
+distance to float64 (cuBLAS may reduce split-K partial sums in fp16), and their relative RMS difference
+below ``eps / 2``. The whole mesh decoder (fp16 torso, full size) with fast paths on and off: head
+features within relative RMS 2e-3 (the per-conv rounding differences pass through two blocks and
+GroupNorms), and FlexiCubes meshes whose vertex and face counts agree within 1 % (random weights put
+many SDF values near zero, where those differences can flip a sign).
+"""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from trellis import fastpaths
+from trellis.core import backends
+from trellis.modules.sparse import SparseTensor
+from trellis.modules.sparse.conv import neighbour_map, submanifold_conv3d, submanifold_conv3d_torch
+from trellis.modules.sparse.spatial import downsample, subdivide
+
+DEV = "cuda"
+MANIFESTS = Path(__file__).resolve().parents[1] / "data" / "state_dict"
+
+
+def shell(target: int, res: int = 64, subdivisions: int = 0, c: int = 8) -> SparseTensor:
+    """A thick spherical shell of about ``target`` voxels at ``res``^3, subdivided ``subdivisions`` times
+    (each voxel -> its 8 children, in the decoder's order)."""
+    r = torch.arange(res, device=DEV, dtype=torch.float32) + 0.5 - res / 2
+    d = torch.sqrt(r[:, None, None] ** 2 + r[None, :, None] ** 2 + r[None, None, :] ** 2)
+    radius, lo, hi = res * 0.38, 0.0, res / 4
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if int((torch.abs(d - radius) < mid).sum()) < target else (lo, mid)
+    xyz = (torch.abs(d - radius) < hi).nonzero().int()
+    x = SparseTensor(torch.zeros(len(xyz), c, device=DEV),
+                     torch.cat([torch.zeros(len(xyz), 1, dtype=torch.int32, device=DEV), xyz], 1))
+    for _ in range(subdivisions):
+        x = subdivide(x)
+    return x
+
+
+def conv_case(x: SparseTensor, c_in: int, c_out: int, dtype, seed: int):
+    g = torch.Generator(device=DEV).manual_seed(seed)
+    feats = torch.randn(x.coords.shape[0], c_in, device=DEV, generator=g).to(dtype)
+    w = (torch.randn(c_out, 3, 3, 3, c_in, device=DEV, generator=g) / (27 * c_in) ** 0.5).to(dtype)
+    b = (torch.randn(c_out, device=DEV, generator=g) * 0.1).to(dtype)
+    return SparseTensor(feats, x.coords, cache=x.cache), w, b
+
+
+def kernel_and_twin(x, w, b):
+    fastpaths.set_enabled(True)
+    try:
+        assert fastpaths.path_of("sparse_conv3d", DEV) == "triton", fastpaths.reason_off("sparse_conv3d", DEV)
+        kern = submanifold_conv3d(x, w, b, backend="torch")      # "torch": ours (kernel, else twin); no spconv
+    finally:
+        fastpaths.set_enabled(None)
+    assert "sparse_conv3d:triton" not in fastpaths._disabled, fastpaths._disabled
+    return kern, submanifold_conv3d_torch(x, w, b)
+
+
+def check_against_float64(x, w, b, kern, twin):
+    ref = submanifold_conv3d_torch(x.replace(x.feats.double()), w.double(), b.double())
+    scale = ref.abs().max().item()
+    eps = 1e-5 if x.dtype == torch.float32 else torch.finfo(x.dtype).eps
+    k_err = (kern.double() - ref).abs().max().item()
+    t_err = (twin.double() - ref).abs().max().item()
+    diff = (kern.double() - twin.double())
+    rms = (diff.pow(2).mean().sqrt() / ref.pow(2).mean().sqrt()).item()
+    msg = f"kernel {k_err / scale:.2e}, twin {t_err / scale:.2e} of max|out| {scale:.3g}; rel RMS {rms:.2e}"
+    assert kern.dtype == x.dtype and kern.shape == twin.shape
+    assert torch.isfinite(kern).all()
+    assert k_err <= eps * scale, msg
+    assert diff.abs().max().item() <= eps * scale + t_err, msg
+    assert rms <= eps / 2, msg
+
+
+_SHELLS = {}
+
+
+def level(name: str) -> SparseTensor:
+    """The structure at each level of the networks (built once, neighbour maps cached on it)."""
+    if name not in _SHELLS:
+        if name == "32":
+            x = downsample(shell(20_000, 64))
+        else:
+            x = shell(20_000, 64, {"64": 0, "128": 1, "256": 2}[name])
+        _SHELLS[name] = x
+    return _SHELLS[name]
+
+
+# (level, C_in, C_out): the SLat flow's input/output blocks and the mesh decoder's subdivision blocks.
+REAL_SHAPES = [
+    ("64", 128, 128), ("32", 128, 1024), ("32", 1024, 1024), ("64", 2048, 128), ("64", 256, 128),
+    ("128", 768, 192), ("128", 192, 192), ("256", 192, 96), ("256", 96, 96),
+]
+
+
+@pytest.mark.parametrize("lvl, c_in, c_out", REAL_SHAPES)
+def test_kernel_equals_twin_on_the_networks_shapes(lvl, c_in, c_out):
+    x, w, b = conv_case(level(lvl), c_in, c_out, torch.float16, c_in + c_out)
+    kern, twin = kernel_and_twin(x, w, b)
+    check_against_float64(x, w, b, kern, twin)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("c_in, c_out", [(192, 96), (96, 96)])
+def test_kernel_equals_twin_in_bf16_and_fp32(dtype, c_in, c_out):
+    x, w, b = conv_case(level("128"), c_in, c_out, dtype, 7)
+    kern, twin = kernel_and_twin(x, w, b)
+    check_against_float64(x, w, b, kern, twin)
+
+
+@pytest.mark.parametrize("n_keep, c_in, c_out", [(1, 16, 16), (1000, 40, 8), (12_345, 100, 72), (4097, 8, 24)])
+def test_kernel_equals_twin_on_odd_sizes(n_keep, c_in, c_out):
+    base = level("64")
+    keep = torch.randperm(base.coords.shape[0], generator=torch.Generator().manual_seed(n_keep))[:n_keep]
+    coords = base.coords[keep.sort().values.to(DEV)]          # sparser: many sites without neighbours
+    x, w, b = conv_case(SparseTensor(torch.zeros(len(coords), 1, device=DEV), coords), c_in, c_out,
+                        torch.float16, n_keep)
+    assert (neighbour_map(x, 3) == len(coords)).any()
+    kern, twin = kernel_and_twin(x, w, b)
+    check_against_float64(x, w, b, kern, twin)
+
+
+def test_no_bias_and_declined_inputs():
+    x, w, _ = conv_case(level("64"), 64, 32, torch.float16, 3)
+    kern, twin = kernel_and_twin(x, w, None)
+    check_against_float64(x, w, torch.zeros(32, device=DEV, dtype=w.dtype), kern, twin)
+    from trellis_triton import sparse_conv
+    xd = x.replace(x.feats.double())
+    assert sparse_conv.submanifold_conv3d(xd, w.double(), None) is NotImplemented      # float64: the twin
+    with torch.enable_grad():
+        wg = w.clone().requires_grad_()
+        assert sparse_conv.submanifold_conv3d(x, wg, None) is NotImplemented            # autograd: the twin
+
+
+def test_neighbour_maps_on_the_gpu_equal_the_search():
+    from trellis.modules.sparse import conv
+    for name in ("32", "256"):
+        coords = level(name).coords.long()
+        offsets = conv.kernel_offsets(3)
+        grid = conv._neighbour_map_grid(coords, offsets.tolist(), 1)
+        assert grid is not None                                  # 258^3 fits the dense-grid budget
+        assert torch.equal(grid, conv._neighbour_map_search(coords, offsets.to(DEV)))
+
+
+def _mesh_decoder():
+    config = json.loads(json.loads((MANIFESTS / "slat_decoder_mesh.json").read_text())["ckpt_json_text"])
+    import trellis.models as models
+    torch.manual_seed(0)
+    with torch.device(DEV):
+        model = models.from_config(config)
+    model.set_torso_dtype(torch.float16)
+    return model.eval()
+
+
+@torch.no_grad()
+def test_whole_mesh_decoder_with_fast_paths_on_and_off():
+    model = _mesh_decoder()
+    x64 = shell(20_000, 64)
+    g = torch.Generator(device=DEV).manual_seed(0)
+    slat = SparseTensor(torch.randn(x64.coords.shape[0], 8, device=DEV, generator=g), x64.coords)
+    outs = {}
+    before = backends.get("sparse_conv")
+    backends.set_backend("sparse_conv", "torch")        # compare the kernel with the twin, not spconv
+    try:
+        for fast in (True, False):
+            fastpaths.set_enabled(fast)
+            try:
+                fresh = SparseTensor(slat.feats, slat.coords)
+                feats = model.decode_features(fresh)
+                mesh = model.to_representation(feats)[0]
+                outs[fast] = (feats.feats.float(), mesh.vertices.shape[0], mesh.faces.shape[0])
+            finally:
+                fastpaths.set_enabled(None)
+    finally:
+        backends.set_backend("sparse_conv", before)
+    assert "sparse_conv3d:triton" not in fastpaths._disabled
+    (f_on, v_on, t_on), (f_off, v_off, t_off) = outs[True], outs[False]
+    assert f_on.shape[0] > 1_000_000 and torch.isfinite(f_on).all()
+    rms = ((f_on - f_off).pow(2).mean().sqrt() / f_off.pow(2).mean().sqrt()).item()
+    assert rms <= 2e-3, rms
+    assert abs(v_on - v_off) <= 0.01 * v_off and abs(t_on - t_off) <= 0.01 * t_off, (v_on, v_off, t_on, t_off)
