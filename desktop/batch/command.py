@@ -18,7 +18,6 @@ from .display import BatchDisplay, summary_table
 from .items import BatchInputError, read_items
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-DEFAULT_TEXT_MODEL = "microsoft/TRELLIS-text-xlarge"
 RAY_MISSING = ("--ray needs Ray, an optional extra: install it with `python -m installer install --with-ray` "
                "(or `pip install -r requirements_ray.txt` in the app's environment)")
 
@@ -37,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="outputs folder (created if missing)")
     add_model_option(p)
     p.add_argument("--text-model", metavar="PATH_OR_REPO", default=None,
-                   help=f"text pipeline for prompt items (default {DEFAULT_TEXT_MODEL})")
+                   help="text pipeline for prompt items (default microsoft/TRELLIS-text-SIZE, SIZE from the "
+                        "text_model_size setting)")
     p.add_argument("--preset", choices=list(PRESETS), default=None, help=f"quality preset (default {DEFAULT_PRESET})")
     p.add_argument("--settings", metavar="FILE", help="start from a settings file (e.g. a job's settings.json)")
     p.add_argument("--seed", type=int, metavar="N", help="random seed of every item (default: one drawn per item, "
@@ -156,7 +156,7 @@ def run(args, base, items) -> int:
         for name, message in bad:
             scheduler.fail(name, message, "input")
         if tasks and not scheduler.stopped:
-            common = {"model": args.model, "text_model": args.text_model or DEFAULT_TEXT_MODEL, "out": str(out)}
+            common = {"model": args.model, "text_model": args.text_model, "out": str(out)}
             pool = make_pool(args, common, len(tasks))
             scheduler.pool = pool
             pool.start()
@@ -182,7 +182,7 @@ def run(args, base, items) -> int:
         display.clear()
     summary = {"total": len(items), "done": scheduler.done, "skipped": len(skipped), "failed": len(scheduler.failures),
                "not_run": len(items) - scheduler.done - len(skipped) - len(scheduler.failures),
-               "retried": scheduler.retried, "worker_deaths": scheduler.deaths,
+               "retried": scheduler.retried, "lost_with_worker": scheduler.lost,
                "seconds": time.monotonic() - start, "failures": scheduler.failures,
                "workers": [{"label": k, **v} for k, v in sorted(scheduler.per_worker.items())]}
     print(summary_table(summary), file=sys.stderr, flush=True)

@@ -82,7 +82,8 @@ def summary_table(summary: dict) -> str:
     lines += [f"{label:<24}{count:>7}" for label, count in rows]
     lines.append(f"{'total':<24}{summary['total']:>7}")
     if summary["retried"]:
-        lines.append(f"({summary['retried']} attempt(s) retried, {summary['worker_deaths']} worker death(s))")
+        lines.append(f"({summary['retried']} attempt(s) retried; {summary['lost_with_worker']} lost with a worker "
+                     "that died)")
     secs = summary["seconds"]
     per_min = summary["done"] / secs * 60 if secs > 0 else 0.0
     lines.append(f"{summary['done']} item(s) made in {format_clock(secs)} ({per_min:.1f} items/min)")

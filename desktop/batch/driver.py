@@ -88,7 +88,7 @@ class Scheduler:
         self.queue = collections.deque()
         self.in_flight = 0
         self.failures = []             # (name, message)
-        self.done = self.retried = self.deaths = 0
+        self.done = self.retried = self.lost = 0
         self.stopped = None            # why scheduling stopped early (max failures, the model cannot load)
         self.per_worker = {}           # label -> {"items", "sample", "export"}
 
@@ -117,7 +117,7 @@ class Scheduler:
     def _take(self, task: dict, answer) -> None:
         name = task["name"]
         if answer is None:
-            self.deaths += 1
+            self.lost += 1
             answer = {"state": "failed", "kind": DIED, "retry": True,
                       "error": "its worker died while making it (killed, or the process crashed)"}
         if answer["state"] == "done":

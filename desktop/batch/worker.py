@@ -10,7 +10,7 @@ processes) the other under another, so that one item is exported while the next 
 A task is a plain dict (it crosses process boundaries):
     name, kind ("image" | "prompt"), source (image path or prompt), data (the image's bytes, or None:
     read the path), settings (GenerationSettings.to_dict(), the seed fixed), key (manifest.source_key),
-    model, text_model, out (the outputs folder), return_files (True: return the files, write nothing in out)
+    model, text_model (None: by the settings' text_model_size), out (the outputs folder), return_files (True: return the files, write nothing in out)
 
 and the answer is a dict: state "done" | "failed", name, plus `duplicate` (another attempt had landed
 first), files (return_files), kind and error (failed), retry (whether another attempt may succeed),
@@ -32,6 +32,11 @@ from . import manifest
 
 # Failures that another attempt cannot fix (the same input fails the same way).
 FINAL_KINDS = ("input", "empty", "model", "background_removal", "cancelled")
+
+
+def text_model(task: dict) -> str:
+    """The text pipeline of a prompt item: --text-model, else the published one of its text_model_size."""
+    return task.get("text_model") or f"microsoft/TRELLIS-text-{task['settings'].get('text_model_size', 'xlarge')}"
 
 
 def _quiet(*args, **kwargs) -> None:
@@ -116,27 +121,30 @@ class ItemWorker:
         from ..jobs.steps import settings_record
 
         folder = JobFolder(work)
-        pipeline = self.pipeline(task, "image" if task["kind"] == "image" else "prompt")
-        self._set_policy(pipeline, settings)
-        record = settings_record(job, settings, task["text_model"] if task["kind"] == "prompt" else task["model"],
-                                 self.device)
-        record[manifest.ITEM_KEY] = {"name": task["name"], "key": task["key"], "kind": task["kind"]}
-        record["seed_was_random"] = bool(task.get("seed_was_random"))
+        kind = "image" if task["kind"] == "image" else "prompt"
         run_args = dict(seed=settings.seed, formats=settings.decode_formats,
                         sparse_structure_sampler_params={"steps": settings.ss_steps, "cfg_strength": settings.ss_cfg},
                         slat_sampler_params={"steps": settings.slat_steps, "cfg_strength": settings.slat_cfg})
-        if task["kind"] == "image":
+        if kind == "image":
+            # The input first: a bad image fails in a second, before any model is loaded.
+            loaded = self._pipelines.get(("image", task["model"]))
             t = time.perf_counter()
-            image = prepare_image(job.inputs[0], settings.preprocess, getattr(pipeline, "_remover", None))
+            source = prepare_image(job.inputs[0], settings.preprocess, getattr(loaded, "_remover", None))
             job.timings["preprocess"] = time.perf_counter() - t
+            run_args.update(preprocess_image=False)
+        else:
+            source = task["source"]
+        pipeline = self.pipeline(task, kind)
+        self._set_policy(pipeline, settings)
+        record = settings_record(job, settings, task["model"] if kind == "image" else text_model(task), self.device)
+        record[manifest.ITEM_KEY] = {"name": task["name"], "key": task["key"], "kind": kind}
+        record["seed_was_random"] = bool(task.get("seed_was_random"))
+        if kind == "image":
             record["inputs"] = [task["source"]]
             folder.copy_inputs(job)
-            job.files.update(folder.write_preprocessed([image]))
-            run_args.update(preprocess_image=False)
-            source = image
+            job.files.update(folder.write_preprocessed([source]))
         else:
-            record["prompt"] = task["source"]
-            source = task["source"]
+            record["kind"], record["prompt"] = "text", source
         job.files.update(folder.write_settings(record))
         t = time.perf_counter()
         outputs = pipeline.run(source, **run_args)
@@ -157,7 +165,7 @@ class ItemWorker:
 
     # ------------------------------------------------------------------ pipelines, once each
     def pipeline(self, task: dict, kind: str):
-        model = task["model"] if kind == "image" else task["text_model"]
+        model = task["model"] if kind == "image" else text_model(task)
         key = (kind, model)
         if key not in self._pipelines:
             from ..jobs.failures import is_disk_full, is_oom, model_load_message
