@@ -136,7 +136,7 @@ def test_no_bias_and_declined_inputs():
     x, w, _ = conv_case(level("64"), 64, 32, torch.float16, 3)
     kern, twin = kernel_and_twin(x, w, None)
     check_against_float64(x, w, torch.zeros(32, device=DEV, dtype=w.dtype), kern, twin)
-    from trellis_triton import sparse_conv
+    sparse_conv = fastpaths._import_kernel_module("trellis_triton.sparse_conv")   # installed or in extensions/
     xd = x.replace(x.feats.double())
     assert sparse_conv.submanifold_conv3d(xd, w.double(), None) is NotImplemented      # float64: the twin
     with torch.enable_grad():
