@@ -617,7 +617,7 @@ def test_missing_model_is_a_message_and_the_app_goes_on(tmp_path):
         values = {"mode": "batch", "single": None, "multi": None, "preset": "fast",
                   "batch": [{"path": rgba_blob(tmp_path / f"{n}.png"), "orig_name": f"{n}.png"} for n in "abc"],
                   **{k: getattr(d, k) for k in [*ui.PRESET_KNOBS, *ui.OTHER_KNOBS]}, "formats": ["ply"]}
-        data = {comp: values[name] for name, comp in app._named.items()}
+        data = {comp: values.get(name) for name, comp in app._named.items()}
         updates = list(app.generate(data, SimpleNamespace(session_hash="s1")))
         final = updates[-1][0]
         assert 'data-state="failed"' in final and "could not load the model" in final.lower()

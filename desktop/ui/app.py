@@ -9,13 +9,13 @@ from pathlib import Path
 
 from ..jobs import folder as job_folder
 from ..settings import (BAKE_MODES, DEFAULT_PRESET, MAX_SEED, MULTI_IMAGE_MODES, OFFLOADS, PRECISIONS,
-                        GenerationSettings, slider)
+                        GenerationSettings, check_prompt, slider)
 from .endpoints import ApiEndpoints
 from .history import HistoryViews
 from .lazy import _load_gradio, gr
 from .status import POLL_S, _hide_paths, device_line, friendly_error, idle_html, message_html, status_html
-from .values import (FORMAT_CHOICES, LABELS, OTHER_KNOBS, PRESET_CHOICES, PRESET_KNOBS, _file_of, collect_work,
-                     preset_values, settings_from_values)
+from .values import (FORMAT_CHOICES, LABELS, MESH_TYPES, OTHER_KNOBS, PRESET_CHOICES, PRESET_KNOBS, _file_of,
+                     collect_look, collect_work, preset_values, settings_from_values, text_size_choices)
 
 ROOT = Path(__file__).resolve().parents[2]          # the repository
 EXAMPLES_DIR = ROOT / "assets" / "examples"
@@ -61,8 +61,11 @@ class TrellisApp(ApiEndpoints, HistoryViews):
     def header_text(self) -> str:
         """The page's title line: model, device (with its fast-path line: which renderer path it takes and,
         if the slower one, why) and outputs folder."""
-        return (f"## Trellis Desktop\nOne photo in, a textured 3D model out. Model: `{self.runner.model_path}` "
-                f"· device: {device_line(self.runner.fast_paths())} · outputs: `{self.runner.outputs_dir}`")
+        text = getattr(self.runner, "text_model", None)
+        text = f" · text model: `{text}`" if text else ""
+        return (f"## Trellis Desktop\nOne photo (or a prompt) in, a textured 3D model out. Model: "
+                f"`{self.runner.model_path}`{text} · device: {device_line(self.runner.fast_paths())} · outputs: "
+                f"`{self.runner.outputs_dir}`")
 
     def build(self):
         _load_gradio()
@@ -77,7 +80,7 @@ class TrellisApp(ApiEndpoints, HistoryViews):
             mode = gr.State("single")
             with gr.Row():
                 with gr.Column(scale=1):
-                    with gr.Tabs():
+                    with gr.Tabs(elem_id="td-tabs") as tabs:
                         with gr.Tab("Single image", id="single") as tab_single:
                             single = gr.Image(label="Image: drop, paste or click to upload", type="filepath",
                                               image_mode=None, sources=["upload", "clipboard"], height=300,
@@ -100,6 +103,25 @@ class TrellisApp(ApiEndpoints, HistoryViews):
                                         "is shown as it completes (and kept in the history).")
                             batch = gr.File(label="Images", file_count="multiple", file_types=["image"],
                                             elem_id="td-batch")
+                        with gr.Tab("Text", id="text") as tab_text:
+                            prompt = gr.Textbox(label="Prompt: describe one object", lines=3, max_lines=8,
+                                                placeholder="a red wooden chair with a tall back", elem_id="td-prompt",
+                                                info="The text model reads about 60 words (77 tokens); a longer "
+                                                     "prompt is cut, and the result says so.")
+                            text_size = gr.Radio(text_size_choices(), value=d.text_model_size,
+                                                 label=LABELS["text_model_size"], elem_id="td-text_model_size",
+                                                 info="Downloaded on its first use (once), then loaded; also used "
+                                                      "by New look with a prompt")
+                        with gr.Tab("New look", id="variant") as tab_variant:
+                            gr.Markdown("Keep the **shape** of a 3D model you have and give it a **new look**, "
+                                        "from a prompt or a photo (the first stage is skipped).")
+                            mesh = gr.File(label="3D model: GLB, OBJ, PLY or STL", file_types=list(MESH_TYPES),
+                                           elem_id="td-mesh")
+                            look_prompt = gr.Textbox(label="New look from a prompt", lines=2, elem_id="td-look-prompt",
+                                                     placeholder="made of polished gold")
+                            look_image = gr.Image(label="... or from a photo", type="filepath", image_mode=None,
+                                                  sources=["upload", "clipboard"], height=200,
+                                                  elem_id="td-look-image")
                     preset = gr.Radio(PRESET_CHOICES, value=DEFAULT_PRESET, label="Preset", elem_id="td-preset",
                                       info="Sets the knobs below; Low VRAM for GPUs with little memory")
                     with gr.Row():
@@ -182,6 +204,8 @@ class TrellisApp(ApiEndpoints, HistoryViews):
             tab_single.select(lambda: "single", None, mode, **quick)
             tab_multi.select(lambda: "multi", None, mode, **quick)
             tab_batch.select(lambda: "batch", None, mode, **quick)
+            tab_text.select(lambda: "text", None, mode, **quick)
+            tab_variant.select(lambda: "variant", None, mode, **quick)
 
             def apply_preset(name):
                 values = preset_values(name, self.defaults)
@@ -191,10 +215,12 @@ class TrellisApp(ApiEndpoints, HistoryViews):
 
             # change: uploads, pastes and examples alike (and clearing the box resets the status).
             single.change(self.check_upload, single, status, preprocess=False, **quick)
+            mesh.change(self.check_mesh_upload, mesh, status, preprocess=False, **quick)
 
             self._named = {"mode": mode, "single": single, "multi": multi, "batch": batch, "preset": preset,
                            "seed": seed, "randomize_seed": randomize, "formats": formats, "preprocess": preprocess,
-                           "multi_image_mode": multi_mode, **k}
+                           "multi_image_mode": multi_mode, "prompt": prompt, "text_model_size": text_size,
+                           "mesh": mesh, "look_prompt": look_prompt, "look_image": look_image, **k}
             results = [status, seed, info, video, model3d, glb_btn, ply_btn, obj_btn, files, history]
 
             def on_generate(data: dict, request: gr.Request):
@@ -210,7 +236,8 @@ class TrellisApp(ApiEndpoints, HistoryViews):
             refresh.click(lambda: gr.update(choices=self._history_choices()), None, history, **quick)
             history.input(self.show_history, history, [status, info, video, model3d, glb_btn, ply_btn, obj_btn, files],
                           api_visibility="private", show_progress="minimal", concurrency_limit=4)
-            settings_outputs = [preset, seed, randomize, formats, preprocess, multi_mode] + knob_components
+            settings_outputs = ([preset, seed, randomize, formats, preprocess, multi_mode] + knob_components
+                                + [text_size, tabs, mode, prompt, mesh, look_prompt, look_image])
             reuse.click(self.reuse_settings, history, settings_outputs, **quick)
             self._add_api_endpoints()
         return demo
@@ -246,14 +273,15 @@ class TrellisApp(ApiEndpoints, HistoryViews):
         try:
             values = {key: named[key] for key in [*PRESET_KNOBS, *OTHER_KNOBS]}
             settings = settings_from_values(values, named["preset"], self.defaults)
-            work = collect_work(named["mode"] or "single", named["single"], named["multi"], named["batch"])
+            work = self._work(named["mode"] or "single", named, settings)
         except ValueError as err:
-            gr.Warning(str(err))
-            yield (message_html("error", str(err)), *[skip] * 9)
+            message = str(err)
+            gr.Warning(message)
+            yield (message_html("error", message), *[skip] * 9)
             return
         try:
-            entries = [(name, self.runner.submit(images, settings)) for name, images in work]
-        except RuntimeError as err:          # the runner is shutting down
+            entries = [(name, submit()) for name, submit in work]
+        except (RuntimeError, ValueError) as err:          # the runner is shutting down; a refused input
             yield (message_html("error", f"Cannot start a job: {err}"), *[skip] * 9)
             return
         session = getattr(request, "session_hash", None)
@@ -269,6 +297,8 @@ class TrellisApp(ApiEndpoints, HistoryViews):
                     if job.state not in JobState.FINISHED or job.id in reported:
                         continue
                     reported.add(job.id)
+                    for warning in job.warnings:            # e.g. the prompt was cut: the result is still shown
+                        gr.Warning(warning)
                     if job.state == JobState.DONE and job.out_dir:
                         seed = job.seed if single_job else skip
                         yield (status_html(entries, self.runner), seed,
@@ -301,6 +331,42 @@ class TrellisApp(ApiEndpoints, HistoryViews):
                         ids.remove(job.id)
                 if not ids:
                     self._active.pop(session, None)
+
+    def _work(self, mode: str, named: dict, settings) -> list:
+        """[(name, submit() -> Job)] for a Generate click in `mode`; ValueError says what is missing or wrong."""
+        runner = self.runner
+        if mode == "text":
+            prompt = check_prompt(named["prompt"] or "")
+            label = f'"{prompt[:40]}…"' if len(prompt) > 40 else f'"{prompt}"'
+            return [(label, lambda: runner.submit_text(prompt, settings))]
+        if mode == "variant":
+            name, source, prompt, image = collect_look(named["mesh"], named["look_prompt"], named["look_image"])
+            self._checked_mesh(source, name)
+            return [(name, lambda: runner.submit_variant(source, settings, prompt=prompt, image=image))]
+        return [(name, lambda images=images: runner.submit(images, settings))
+                for name, images in collect_work(mode, named["single"], named["multi"], named["batch"])]
+
+    @staticmethod
+    def _checked_mesh(source, name: str) -> None:
+        from ..jobs import InputError, check_mesh
+
+        try:
+            check_mesh(source)
+        except InputError as err:
+            raise ValueError(_hide_paths(f"This 3D model cannot be used: {err}", [source])) from None
+
+    def check_mesh_upload(self, payload):
+        """Quick look at a new 3-D model upload (its header), so that a file that cannot be used says so at once."""
+        item = _file_of(payload)
+        if item is None:
+            return idle_html()
+        name, source = item
+        try:
+            self._checked_mesh(source, name)
+        except ValueError as err:
+            gr.Warning(str(err))
+            return message_html("error", str(err))
+        return message_html("ready", f"{name}: ready. Add a prompt or a photo for its new look, then press Generate.")
 
     def cancel(self, request) -> None:
         session = getattr(request, "session_hash", None)

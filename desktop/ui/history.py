@@ -32,11 +32,25 @@ class HistoryViews:
             s = GenerationSettings.from_json(record)
         except ValueError:
             gr.Warning("Pick a past job first (its settings.json could not be read).")
-            return [gr.skip()] * (6 + len(PRESET_KNOBS))
+            return [gr.skip()] * (6 + len(PRESET_KNOBS) + 7)
         gr.Info(f"Settings of {folder.name} loaded (seed {s.seed}, randomize off).")
         preset = s.preset if s.preset in PRESETS else gr.skip()
         return [preset, s.seed, False, list(s.formats), s.preprocess, s.multi_image_mode,
-                *[getattr(s, n) for n in PRESET_KNOBS]]
+                *[getattr(s, n) for n in PRESET_KNOBS], s.text_model_size, *self._reuse_inputs(folder, record)]
+
+    def _reuse_inputs(self, folder, record: dict) -> list:
+        """[tab, mode, prompt, 3-D model, look prompt, look photo] of a text or new-look job: its inputs back in
+        their tab, ready to run again (an image job leaves the inputs as they are)."""
+        skip = gr.skip()
+        prompt = record.get("prompt") if isinstance(record.get("prompt"), str) else None
+        if record.get("kind") == "text" and prompt:
+            return [gr.Tabs(selected="text"), "text", prompt, skip, skip, skip]
+        if record.get("kind") == "variant":
+            files = folder.file_kinds()
+            photo = files.get("input")
+            return [gr.Tabs(selected="variant"), "variant", skip, files.get("mesh") or skip, prompt or "",
+                    photo if photo and not prompt else None]
+        return [skip] * 6
 
     # ------------------------------------------------------------------ helpers
     def _running_dirs(self) -> set:
@@ -81,13 +95,18 @@ class HistoryViews:
         bits = []
         if name:
             bits.append(f"**{_md_escape(name)}**")
+        if isinstance(record.get("prompt"), str):
+            bits.append(f"**Prompt:** {_md_escape(record['prompt'][:200])}")
+        if isinstance(record.get("mesh"), str):
+            bits.append(f"**3D model:** {_md_escape(os.path.basename(record['mesh']))}")
         if "seed" in record:
             bits.append(f"**Seed used:** {record['seed']}")
         if isinstance(timings.get("total"), (int, float)):
             bits.append(f"**Time:** {timings['total']:.1f} s")
         if s:
             bits.append(f"**Steps:** {s.get('ss_steps')} + {s.get('slat_steps')} · **preset:** {s.get('preset')}")
-        info = " · ".join(bits) + f"\n\nFolder: `{folder.path}`"
+        warnings = [w for w in timings.get("warnings") or [] if isinstance(w, str)]
+        info = " · ".join(bits) + "".join(f"\n\n⚠ {_md_escape(w)}" for w in warnings) + f"\n\nFolder: `{folder.path}`"
         # The viewer shows the GLB only: Gradio's splat viewer for a PLY of Gaussians is heavy without a GPU.
         return (info, mp4, glb, button(glb), button(ply), button(str(obj) if obj else None),
                 [str(p) for p in folder.listed_files()] or None)

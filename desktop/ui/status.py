@@ -17,7 +17,8 @@ def message_html(state: str, text: str) -> str:
 
 
 def idle_html() -> str:
-    return message_html("idle", "Add an image, pick a preset and press Generate.")
+    return message_html("idle", "Add an image (or a prompt, or a 3D model for a new look), pick a preset and press "
+                                "Generate.")
 
 
 def friendly_error(job) -> str:
@@ -32,14 +33,23 @@ def friendly_error(job) -> str:
                     "the app keeps running.")
         return ("Out of memory. Try the Fast preset or a smaller texture size, and close other programs. "
                 "The memory was freed: the app keeps running.")
+    text_job = getattr(job, "kind", None) == "text" or (getattr(job, "kind", None) == "variant" and job.prompt)
     if kind == "input":
-        return f"This image cannot be used: {message.removeprefix('bad input: ')}"
+        what = "This 3D model" if getattr(job, "kind", None) == "variant" and _about_mesh(message) else "This image"
+        return f"{what} cannot be used: {message.removeprefix('bad input: ')}"
     if kind == "model":
+        option = "--text-model" if text_job else "--model"
         return (f"{message[:1].upper()}{message[1:]} (To use another model folder, restart the app with "
-                f"--model DIR.)")
+                f"{option} DIR.)")
     if kind == "background_removal":
         return (f"{message} Or untick 'Remove background' and use a PNG whose transparency marks the object.")
     return message[:1].upper() + message[1:]
+
+
+def _about_mesh(message: str) -> bool:
+    """Whether an input error of a new-look job is about its 3-D model (not its photo)."""
+    words = ("3-D model", "triangle", "mesh", "GLB", "STL", "PLY", "OBJ", "glTF", "vertices", "faces")
+    return any(w in message for w in words)
 
 
 def _hide_paths(text: str, inputs) -> str:
@@ -70,7 +80,8 @@ def _job_line(job, runner) -> tuple:
     if job.state == JobState.DONE:
         took = job.timings.get("total")
         took = f" in {took:.1f} s" if isinstance(took, (int, float)) else ""
-        return "done", f"Done{took} (seed {job.seed})"
+        warned = "".join(f" · Warning: {w}" for w in getattr(job, "warnings", ()))
+        return "done", f"Done{took} (seed {job.seed}){warned}"
     if job.state == JobState.CANCELLED:
         return "cancelled", "Cancelled"
     return "failed", _hide_paths(friendly_error(job), job.inputs)

@@ -19,12 +19,23 @@ PRESET_KNOBS = {
     "video_resolution": "Preview size (pixels)", "precision": "Precision", "offload": "GPU memory offloading",
 }
 OTHER_KNOBS = {"seed": "Seed", "randomize_seed": "Randomize seed", "formats": "Output formats",
-               "preprocess": "Remove background", "multi_image_mode": "Multi-view algorithm"}
+               "preprocess": "Remove background", "multi_image_mode": "Multi-view algorithm",
+               "text_model_size": "Text model size"}
 LABELS = {**PRESET_KNOBS, **OTHER_KNOBS}
 _INT_KNOBS = {"ss_steps", "slat_steps", "texture_size", "bake_views", "bake_resolution", "video_frames",
               "video_resolution", "seed"}
 _FLOAT_KNOBS = {"ss_cfg", "slat_cfg", "simplify"}
 PRESET_CHOICES = [("Fast", "fast"), ("Balanced", "balanced"), ("High", "high"), ("Low VRAM", "low-vram")]
+MESH_TYPES = (".glb", ".gltf", ".obj", ".ply", ".stl")
+TEXT_SIZES_GB = {"base": "0.7", "large": "2.3", "xlarge": "4.1"}     # the flows; CLIP adds 1.7 GB (once)
+
+
+def text_size_choices() -> list:
+    from ..settings import TEXT_MODEL_SIZES
+
+    return [(f"{size} (~{TEXT_SIZES_GB.get(size, '?')} GB)", size) for size in TEXT_MODEL_SIZES]
+
+
 FORMAT_CHOICES = [("GLB (textured mesh)", "glb"), ("PLY (Gaussians)", "ply"), ("OBJ (+ MTL, PNG)", "obj"),
                   ("MP4 preview", "mp4")]
 
@@ -101,6 +112,26 @@ def _file_of(payload):
         if path:
             return name, path
     return None
+
+
+def collect_look(mesh, prompt, image) -> tuple:
+    """(name, 3-D model, prompt or None, image or None) of a New-look click; ValueError when something is
+    missing or both a prompt and a photo are given."""
+    from ..settings import check_prompt
+
+    item = _file_of(mesh)
+    if item is None:
+        raise ValueError("New look: add a 3D model first (GLB, OBJ, PLY or STL).")
+    name, source = item
+    if isinstance(source, bytes):
+        source = (name, source)
+    photo = _file_of(image)
+    text = (prompt or "").strip()
+    if text and photo:
+        raise ValueError("New look: give a prompt or a photo, not both (clear one of them).")
+    if not text and not photo:
+        raise ValueError("New look: describe the new look in the prompt box, or add a photo to take it from.")
+    return name, source, check_prompt(text) if text else None, photo[1] if photo else None
 
 
 def collect_work(mode: str, single, multi, batch) -> list:
