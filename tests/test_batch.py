@@ -23,12 +23,16 @@ COLOURS = [(200, 80, 40), (30, 90, 220), (20, 160, 60), (220, 200, 30), (120, 40
            (90, 60, 30), (0, 140, 140)]
 
 
-@pytest.fixture(scope="module")
-def eight_images(tmp_path_factory):
+def make_eight_images(tmp_path_factory):
     folder = tmp_path_factory.mktemp("batch_images")
     for i, colour in enumerate(COLOURS):
         rgba_blob(folder / f"object_{i}.png", color=colour)
     return folder
+
+
+@pytest.fixture(scope="module")
+def eight_images(tmp_path_factory):
+    return make_eight_images(tmp_path_factory)
 
 
 def batch(*args, timeout=240):
@@ -65,13 +69,19 @@ class KillOneWorker(threading.Thread):
             time.sleep(0.05)
 
 
-def events(out, kind=None):
-    lines = (Path(out) / mf.MANIFEST).read_text().splitlines()
-    return [e for e in map(json.loads, lines) if kind is None or e["event"] == kind]
+def events(out, kind=None, run=None):
+    """The manifest's events (of one kind; of the run-th batch run only, counting from 0)."""
+    found, runs = [], -1
+    for e in map(json.loads, (Path(out) / mf.MANIFEST).read_text().splitlines()):
+        runs += e["event"] == "batch"
+        if (kind is None or e["event"] == kind) and (run is None or run == runs):
+            found.append(e)
+    return found
 
 
-def check_every_item_once(out, names, images):
-    """Each item's folder is there, complete, made from its own image; nothing else and nothing half."""
+def check_every_item_once(out, names, images, run=0):
+    """Each item's folder is there, complete, made from its own image; nothing else and nothing half; the
+    run-th batch run made each item once."""
     out = Path(out)
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(names)
     for name in names:
@@ -80,7 +90,7 @@ def check_every_item_once(out, names, images):
         assert (folder / "input.png").read_bytes() == (Path(images) / f"{name}.png").read_bytes()
         assert sorted(p.name for p in folder.iterdir()) == ["input.png", "model.glb", "model.ply",
                                                             "preprocessed.png", "settings.json", "timings.json"]
-    done = [e["item"] for e in events(out, "done")]
+    done = [e["item"] for e in events(out, "done", run)]
     assert sorted(done) == sorted(names)                  # one "done" per item: none landed twice
     assert not any(e.get("duplicate") for e in events(out, "done"))
 

@@ -198,7 +198,8 @@ def make_pool(args, common: dict, count: int):
     if args.ray:
         from .ray_pool import RayPool
 
-        return RayPool(args.ray, args.ray_resource, args.device, args.workers, common, args.ray_output)
+        return RayPool(args.ray, args.ray_resource, args.device, min(args.workers or count, count), common,
+                       args.ray_output)
     from .local import LocalPool
 
     devices = local_devices(args)[:count]          # no worker that would get no item

@@ -117,8 +117,7 @@ class RayPool:
     def submit(self, actor: _Actor, task: dict) -> None:
         import ray
 
-        returns = self.output == "driver" or (self.output == "auto" and not actor.info["shared"])
-        task = {**task, **self.common, "return_files": returns}
+        task = {**task, **self.common, "return_files": self._returns(actor)}
         data = None
         if task["kind"] == "image":
             if task["name"] not in self.data:
@@ -159,6 +158,10 @@ class RayPool:
                                         "error": f"the Ray call failed: {err}"}))
         return finished
 
+    def _returns(self, actor: _Actor) -> bool:
+        """Whether this worker sends its files back (it cannot see OUT, or --ray-output driver)."""
+        return self.output == "driver" or (self.output == "auto" and not actor.info["shared"])
+
     def _started(self, actor: _Actor, ref) -> None:
         import ray
 
@@ -168,7 +171,7 @@ class RayPool:
             self.notes.append(f"a Ray worker could not start: {str(err).splitlines()[0]}")
             self._lost(actor)
             return
-        where = "writes to the outputs folder" if actor.info["shared"] else "returns its files to the driver"
+        where = "returns its files to the driver" if self._returns(actor) else "writes to the outputs folder"
         self.notes.append(f"worker {actor.info['device']} on {actor.info['host']} (pid {actor.info['pid']}) ready; "
                           f"it {where}")
 

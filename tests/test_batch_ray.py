@@ -1,0 +1,73 @@
+"""`python -m desktop batch --ray`: a local Ray cluster started by the test (two actors on a custom resource
+that stands in for GPUs, tiny pipeline, CPU): one actor SIGKILLed mid-item, every item lands exactly once;
+a rerun skips everything; a worker that cannot see the outputs folder returns its files to the driver."""
+import json
+import os
+import shutil
+
+import pytest
+
+from desktop.batch import manifest as mf
+from desktop.batch.command import main as batch_main
+from test_batch import SMALL, KillOneWorker, check_every_item_once, events, make_eight_images
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def eight_images(tmp_path_factory):
+    return make_eight_images(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A private Ray cluster on this machine: this test process is its driver; 2 units of `fake_gpu`."""
+    old = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"          # no token file written into the user's home
+    ray.init(num_cpus=2, resources={"fake_gpu": 2}, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    yield
+    ray.shutdown()
+    if old is None:
+        os.environ.pop("RAY_AUTH_MODE", None)
+    else:
+        os.environ["RAY_AUTH_MODE"] = old
+
+
+def run_batch(capsys, *args):
+    rc = batch_main([*map(str, args)])
+    return rc, capsys.readouterr().err
+
+
+def test_ray_actor_killed_mid_item_every_item_once_rerun_skips_driver_writes(ray_cluster, tiny_pipeline_dir,
+                                                                             eight_images, tmp_path, capsys):
+    out = tmp_path / "out"
+    names = [f"object_{i}" for i in range(8)]
+    common = ["--model", tiny_pipeline_dir, "--device", "cpu", "--ray", "auto", "--ray-resource", "fake_gpu", *SMALL]
+    killer = KillOneWorker(out, spare={os.getpid()})
+    try:
+        rc, err = run_batch(capsys, eight_images, "-o", out, *common)
+    finally:
+        killer.stop.set()
+    assert killer.killed, err
+    assert rc == 0, err
+    assert err.count("writes to the outputs folder") >= 3            # two actors, then the one replacing the dead
+    assert f"(pid {killer.killed[0]}) died; its items go back to the queue" in err
+    check_every_item_once(out, names, eight_images)
+    retried = events(out, "retry")
+    assert killer.killed[1] in [e["item"] for e in retried] and {e["kind"] for e in retried} == {"worker_died"}
+    done_by = {e["item"]: e["worker"] for e in events(out, "done")}
+    assert len(set(done_by.values())) >= 2 and not any(str(killer.killed[0]) in w for w in done_by.values())
+    assert not (out / mf.WORK_DIR).exists()
+
+    # Rerun: everything skipped, no actor started.
+    rc, err = run_batch(capsys, eight_images, "-o", out, *common)
+    assert rc == 0 and "8 of 8 item(s) already done: skipped" in err and "ready; it" not in err, err
+
+    # A worker that cannot see OUT returns the files through Ray; the driver writes them (--ray-output driver).
+    shutil.rmtree(out / "object_5")
+    rc, err = run_batch(capsys, eight_images, "-o", out, *common, "--ray-output", "driver")
+    assert rc == 0 and "returns its files to the driver" in err and "1 item(s) made" in err, err
+    check_every_item_once(out, names, eight_images)
+    assert [e["item"] for e in events(out, "done", run=2)] == ["object_5"]
+    assert json.loads((out / "object_5" / "settings.json").read_text())["device"] == "cpu"
