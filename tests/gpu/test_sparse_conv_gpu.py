@@ -9,9 +9,10 @@ Tolerance (stated once, used everywhere): the kernel and the twin both multiply 
 and accumulate in fp32, then round once to the feature dtype. Against a float64 conv of those same
 inputs the kernel must be within ``eps * max|out|`` (at most one unit in the last place of the output's
 largest values; fp16 eps = 9.8e-4, bf16 7.8e-3) for fp16/bf16 and ``1e-5 * max|out|`` for fp32 (IEEE
-fp32 products, no TF32, like torch's default matmul); against the twin within that plus the twin's own
-distance to float64 (cuBLAS may reduce split-K partial sums in fp16), and their relative RMS difference
-below ``eps / 2``. The whole mesh decoder (fp16 torso, full size) with fast paths on and off: head
+fp32 products, no TF32, like torch's default matmul), with a relative RMS error below ``eps / 2`` (a
+correctly rounded result has about 0.3 eps); against the twin within those plus the twin's own distance
+to float64 (cuBLAS may reduce split-K partial sums in half precision). Triton's CPU interpreter rounds
+fp32 -> bf16 by truncation, so these bf16 bounds hold for compiled kernels (round to nearest) only. The whole mesh decoder (fp16 torso, full size) with fast paths on and off: head
 features within relative RMS 2e-3 (the per-conv rounding differences pass through two blocks and
 GroupNorms), and FlexiCubes meshes whose vertex and face counts agree within 1 % (random weights put
 many SDF values near zero, where those differences can flip a sign).
@@ -75,13 +76,18 @@ def check_against_float64(x, w, b, kern, twin):
     k_err = (kern.double() - ref).abs().max().item()
     t_err = (twin.double() - ref).abs().max().item()
     diff = (kern.double() - twin.double())
-    rms = (diff.pow(2).mean().sqrt() / ref.pow(2).mean().sqrt()).item()
-    msg = f"kernel {k_err / scale:.2e}, twin {t_err / scale:.2e} of max|out| {scale:.3g}; rel RMS {rms:.2e}"
+
+    def rel_rms(d):
+        return (d.pow(2).mean().sqrt() / ref.pow(2).mean().sqrt()).item()
+    k_rms, t_rms, rms = rel_rms(kern.double() - ref), rel_rms(twin.double() - ref), rel_rms(diff)
+    msg = (f"max: kernel {k_err / scale:.2e}, twin {t_err / scale:.2e} of max|out| {scale:.3g}; rel RMS: kernel "
+           f"{k_rms:.2e}, twin {t_rms:.2e}, kernel vs twin {rms:.2e}")
     assert kern.dtype == x.dtype and kern.shape == twin.shape
     assert torch.isfinite(kern).all()
     assert k_err <= eps * scale, msg
+    assert k_rms <= eps / 2, msg
     assert diff.abs().max().item() <= eps * scale + t_err, msg
-    assert rms <= eps / 2, msg
+    assert rms <= eps / 2 + t_rms, msg
 
 
 _SHELLS = {}
