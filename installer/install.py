@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .layout import APP_REQUIREMENTS, STATE_NAME, TEST_REQUIREMENTS, Layout
+from .layout import APP_REQUIREMENTS, STATE_NAME, TEST_REQUIREMENTS, Layout, files_hash
 from .log import Log
 from .options import Options
 
@@ -38,6 +38,13 @@ EXIT_USAGE = 2
 EXIT_NOT_INSTALLED = 3
 EXIT_WEIGHTS = 4
 EXIT_NEEDS_INSTALL = 10    # `check`: an install (or an update) is needed first
+
+# Ray, the optional extra of `python -m desktop batch --ray` (--with-ray); kept by later installs once there.
+RAY_REQUIREMENTS = "requirements_ray.txt"
+
+
+def ray_key(layout: Layout) -> str:
+    return files_hash([layout.requirement(RAY_REQUIREMENTS)])
 
 STATE_SCHEMA = 1
 
@@ -226,6 +233,8 @@ def install_reason(layout: Layout, opts: Options, state: dict | None = None) -> 
             return "requirements_1.txt or requirements_2.txt changed"
         if opts.test and state.get("test_key") != layout.test_key():
             return "the test tools (requirements_test.txt) are not installed yet"
+        if opts.with_ray and state.get("ray_key") != ray_key(layout):
+            return f"Ray ({RAY_REQUIREMENTS}, --with-ray) is not installed yet"
     except OSError as e:
         return f"cannot read the requirements: {e}"
     if opts.cpu and state.get("cuda_tag") != "cpu":
@@ -561,14 +570,19 @@ def _install(layout: Layout, opts: Options, log: Log, system, sleep) -> int:
 
     # Only the test tools are missing: add them to the working venv.
     app_ok = install_reason(layout, Options(cpu=opts.cpu), state) is None
-    if opts.test and app_ok and not (opts.repair or opts.update):
+    if (opts.test or opts.with_ray) and app_ok and not (opts.repair or opts.update):
         constraint = _torch_constraint(layout, state["torch"])
-        inst.install_requirements(python, [TEST_REQUIREMENTS],
-                                  [layout.requirement(n) for n in APP_REQUIREMENTS] + [constraint], "the test tools")
-        state = {**state, "test_key": layout.test_key()}
+        constraints = [layout.requirement(n) for n in APP_REQUIREMENTS] + [constraint]
+        if opts.test and state.get("test_key") != layout.test_key():
+            inst.install_requirements(python, [TEST_REQUIREMENTS], constraints, "the test tools")
+            state = {**state, "test_key": layout.test_key()}
+            log.say("Test tools installed.")
+        if opts.with_ray and state.get("ray_key") != ray_key(layout):
+            inst.install_requirements(python, [RAY_REQUIREMENTS], constraints, f"Ray ({RAY_REQUIREMENTS})")
+            state = {**state, "ray_key": ray_key(layout)}
+            log.say("Ray installed.")
         state.pop("legacy_stamps", None)
         write_state(layout, state)
-        log.say("Test tools installed.")
         return EXIT_OK
 
     log.say(f"Installing Trellis Desktop into {layout.venv} ({reason}).")
@@ -603,6 +617,11 @@ def _install(layout: Layout, opts: Options, log: Log, system, sleep) -> int:
             inst.install_requirements(python, [TEST_REQUIREMENTS],
                                       [layout.requirement(n) for n in APP_REQUIREMENTS] + [constraint],
                                       "the test tools")
+        with_ray = opts.with_ray or bool(state and state.get("ray_key"))
+        if with_ray:
+            inst.install_requirements(python, [RAY_REQUIREMENTS],
+                                      [layout.requirement(n) for n in APP_REQUIREMENTS] + [constraint],
+                                      f"Ray ({RAY_REQUIREMENTS})")
         from .licences import requirement_names
 
         names = []
@@ -614,6 +633,7 @@ def _install(layout: Layout, opts: Options, log: Log, system, sleep) -> int:
         new_state = {
             "schema": STATE_SCHEMA, "installed_at": _now(), "app_key": layout.app_key(),
             "test_key": layout.test_key() if opts.test else None,
+            "ray_key": ray_key(layout) if with_ray else None,
             "python": ".".join(map(str, system.python)), "base_python": base_python(),
             "torch": torch_version, "torch_source": source, "cuda_tag": plan.cuda_tag, "device": plan.device,
             "cpu_requested": force_cpu, "gpu": plan.gpu, "gpu_check": gpu_check, "fast_paths": fast_paths,

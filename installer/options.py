@@ -24,11 +24,12 @@ Launcher options (the rest goes to the app, `python -m desktop ui --help`, or af
   --hf-endpoint URL      Hugging Face mirror (default $HF_ENDPOINT or https://huggingface.co)
   --weights-from DIR     take the model files from DIR (checked, then copied) instead of downloading
   --skip-weights         do not download or check model files before starting the app
+  --with-ray             also install Ray (requirements_ray.txt), for `python -m desktop batch --ray` on a cluster
   --app-dir DIR          the app folder (default: the folder of run.sh / run.bat)
 """
 
 FLAGS = {"--cpu": "cpu", "--repair": "repair", "--update": "update", "--no-pip-config": "no_pip_config",
-         "--skip-weights": "skip_weights"}
+         "--skip-weights": "skip_weights", "--with-ray": "with_ray"}
 VALUES = {"--wheelhouse": "wheelhouse", "--torch-index-url": "torch_index_url", "--weights-repo": "weights_repo",
           "--hf-endpoint": "hf_endpoint", "--weights-from": "weights_from", "--retries": "retries",
           "--app-dir": "app_dir"}
@@ -45,6 +46,7 @@ class Options:
     update: bool = False
     no_pip_config: bool = False
     skip_weights: bool = False
+    with_ray: bool = False
     wheelhouse: str | None = None
     torch_index_url: str | None = None
     weights_repo: str | None = None

@@ -232,3 +232,38 @@ def test_usage_errors_need_no_model(tmp_path):
     proc = batch(tmp_path, "-o", tmp_path / "out", "--retries", "-1")
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "--retries" in err
+
+
+# ------------------------------------------------------------------------------------------ Ray, the extra
+
+def test_ray_is_an_optional_extra_the_installer_adds_with_with_ray(tmp_path):
+    from installer import install as inst
+    from installer import licences
+    from installer.layout import Layout
+    from installer.options import parse
+
+    assert parse(["--with-ray"]).with_ray and parse(["--with-ray"]).launcher_args() == ["--with-ray"]
+    app = tmp_path / "app"
+    app.mkdir()
+    for name in ("requirements_1.txt", "requirements_2.txt", "requirements_test.txt", "requirements_ray.txt"):
+        (app / name).write_bytes((Path(ROOT) / name).read_bytes())
+    layout = Layout.of(app)
+    state = {"schema": 1, "app_key": layout.app_key(), "test_key": None, "torch": "2.13.0+cpu", "cuda_tag": "cpu"}
+    layout.venv_python().parent.mkdir(parents=True)
+    layout.venv_python().symlink_to(sys.executable)
+    layout.state_file.write_text(json.dumps(state))
+    assert inst.install_reason(layout, parse([])) is None
+    assert inst.install_reason(layout, parse(["--with-ray"])) == \
+        "Ray (requirements_ray.txt, --with-ray) is not installed yet"
+    layout.state_file.write_text(json.dumps({**state, "ray_key": inst.ray_key(layout)}))
+    assert inst.install_reason(layout, parse(["--with-ray"])) is None
+    # The same pin for the tests as for users; the app never imports ray (only `batch --ray` does).
+    pins = {line.strip() for name in ("requirements_ray.txt", "requirements_test.txt")
+            for line in (Path(ROOT) / name).read_text().splitlines() if line.startswith("ray==")}
+    assert len(pins) == 1
+    bad = [str(p.relative_to(ROOT)) for p in Path(ROOT, "desktop").rglob("*.py")
+           if "import ray" in p.read_text() and p.name != "ray_pool.py"]
+    assert not bad, bad
+    pytest.importorskip("ray")
+    report = licences.check_requirements(str(Path(ROOT) / "requirements_ray.txt"))
+    assert report.missing == [] and report.rejected == [], report.summary()

@@ -250,3 +250,26 @@ def test_the_job_modules_import_in_their_stated_order():
     heavy = [f"{m} imports torch" for m in light for top, _ in imported_tops(ROOT / Path(*m.split("."))
                                                                           .with_suffix(".py")) if top == "torch"]
     assert not heavy, heavy
+
+
+def test_the_batch_modules_import_in_their_stated_order_and_the_app_never_imports_them_or_ray():
+    """desktop/batch: items, manifest, display <- worker <- local, ray_pool <- driver <- command (never back).
+    Ray is optional: only batch/ray_pool imports it (and only with --ray); no other part of the app imports
+    the batch package; the modules the command reads before its options are checked import no torch."""
+    order = ["items", "manifest", "display", "worker", "local", "ray_pool", "driver", "command"]
+    graph = desktop_graph()
+    assert {m for m in graph if m.startswith("desktop.batch.")} == {f"desktop.batch.{m}" for m in order}
+    bad = [f"{m} imports {d}" for i, m in enumerate(order) for d in graph[f"desktop.batch.{m}"]
+           if d == "desktop.batch" or d.startswith("desktop.batch.") and order.index(d.rsplit(".", 1)[1]) >= i]
+    assert not bad, bad
+    outside = [f"{m} imports {d}" for m, deps in graph.items() if not m.startswith("desktop.batch")
+               for d in deps if d.startswith("desktop.batch")]
+    assert not outside, outside
+    app = [p for d in ("desktop", "trellis", "installer", "extensions") for p in sorted((ROOT / d).rglob("*.py"))]
+    ray = [f"{p.relative_to(ROOT)}:{line}" for p in app + [ROOT / "gradio_main.py"]
+           if p != ROOT / "desktop" / "batch" / "ray_pool.py" for top, line in imported_tops(p) if top == "ray"]
+    assert not ray, ray
+    light = ["items", "manifest", "display", "driver", "command"]
+    heavy = [f"desktop.batch.{m} imports torch" for m in light
+             for top, _ in imported_tops(ROOT / "desktop" / "batch" / f"{m}.py") if top == "torch"]
+    assert not heavy, heavy

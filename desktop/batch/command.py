@@ -74,24 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def local_devices(args) -> list:
-    """[(label, CUDA_VISIBLE_DEVICES, device inside the worker)] of the local workers."""
-    if args.gpus:
-        return [(f"cuda:{g}", str(g), "cuda:0") for g in args.gpus]
-    if args.device and args.device.startswith("cuda:"):
-        g = args.device.split(":")[1]
-        return [(f"{args.device}#{i}", g, "cuda:0") for i in range(args.workers or 1)]
-    if args.device == "cpu":
-        return [(f"cpu#{i}", "", "cpu") for i in range(args.workers or 1)]
-    import torch
-
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if count == 0:
-        return [(f"cpu#{i}", "", "cpu") for i in range(args.workers or 1)]
-    gpus = list(range(count))[:args.workers] if args.workers else list(range(count))
-    return [(f"cuda:{g}", str(g), "cuda:0") for g in gpus]
-
-
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -200,7 +182,7 @@ def make_pool(args, common: dict, count: int):
 
         return RayPool(args.ray, args.ray_resource, args.device, min(args.workers or count, count), common,
                        args.ray_output)
-    from .local import LocalPool
+    from .local import LocalPool, local_devices
 
-    devices = local_devices(args)[:count]          # no worker that would get no item
+    devices = local_devices(args.gpus, args.device, args.workers)[:count]          # no worker that would get no item
     return LocalPool(devices, common, threads=max(1, cores // len(devices)))

@@ -61,6 +61,25 @@ def worker_main(conn, visible: str | None, device: str, threads: int) -> None:
             return
 
 
+def local_devices(gpus, device, workers) -> list:
+    """[(label, CUDA_VISIBLE_DEVICES, device inside the worker)] of the local workers: one per GPU of --gpus,
+    `workers` on --device, else one per GPU here (or `workers` on the CPU when there is none)."""
+    if gpus:
+        return [(f"cuda:{g}", str(g), "cuda:0") for g in gpus]
+    if device and device.startswith("cuda:"):
+        g = device.split(":")[1]
+        return [(f"{device}#{i}", g, "cuda:0") for i in range(workers or 1)]
+    if device == "cpu":
+        return [(f"cpu#{i}", "", "cpu") for i in range(workers or 1)]
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        return [(f"cpu#{i}", "", "cpu") for i in range(workers or 1)]
+    gpus = list(range(count))[:workers] if workers else list(range(count))
+    return [(f"cuda:{g}", str(g), "cuda:0") for g in gpus]
+
+
 class _Slot:
     def __init__(self, label: str, visible, device: str):
         self.label, self.visible, self.device = label, visible, device
