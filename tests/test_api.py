@@ -553,7 +553,7 @@ def test_command_serves_with_a_token(tiny_pipeline_dir, tmp_path, blob):
 
 # ------------------------------------------------------------------------------------------ schema fuzzing
 
-def test_openapi_schema_fuzzing_finds_no_server_error(tiny_pipeline_dir, tmp_path):
+def test_openapi_schema_fuzzing_finds_no_server_error(tiny_pipeline_dir, tiny_text_models_dir, tmp_path):
     """schemathesis over every operation of /openapi.json, against a fresh live server (nothing
     excluded). Bounded: a few examples per operation, positive and negative data, no deadline."""
     import schemathesis
@@ -564,7 +564,9 @@ def test_openapi_schema_fuzzing_finds_no_server_error(tiny_pipeline_dir, tmp_pat
     from schemathesis.specs.openapi import checks as oa_checks
 
     load_all_checks()
-    runner = JobRunner(tiny_pipeline_dir, tmp_path / "out", device="cpu")
+    # Prompts the fuzzer sends run on the tiny text pipeline (never the hub's).
+    runner = JobRunner(tiny_pipeline_dir, tmp_path / "out", device="cpu",
+                       text_model=os.path.join(tiny_text_models_dir, "TRELLIS-text-tiny"))
     server = LiveServer(create_app(runner))
     try:
         schema = schemathesis.openapi.from_url(server.url + "/openapi.json")

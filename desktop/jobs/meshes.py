@@ -71,8 +71,14 @@ def check_mesh(source) -> str:
                              f"be the image the new look is taken from)")
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         raise InputError(f"{name} is a WebP image, not a 3-D model: give a GLB, OBJ, PLY or STL file")
-    ext = _sniff(head, name, size)
-    faces = _claimed_faces(ext, head, data, path, name, size)
+    try:
+        ext = _sniff(head, name, size)
+        faces = _claimed_faces(ext, head, data, path, name, size)
+    except InputError:
+        raise
+    except Exception as err:          # a header that lies in some other way: still the input's fault
+        raise InputError(f"{name} cannot be read as a 3-D model ({type(err).__name__}: {err}); export it again as "
+                         f"GLB, OBJ, PLY or STL") from None
     limit = max_faces()
     if faces is not None and faces > limit:
         raise InputError(f"{name} has {faces:,} triangles, more than the {limit:,} accepted: simplify (decimate) "

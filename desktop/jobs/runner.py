@@ -21,6 +21,8 @@ from typing import Callable, Optional
 
 import torch
 
+from trellis.utils.cancel import Cancelled
+
 from ..options import DEFAULT_MODEL
 from ..settings import EXPORT_FIELDS, GenerationSettings, check_prompt
 from . import recovery, steps
@@ -333,7 +335,7 @@ class JobRunner:
                 source = str(self._fetch_text_model(Path(models_dir), size, progress))
             pipeline = TrellisTextTo3DPipeline.from_pretrained(source)
         except Exception as err:
-            if is_oom(err) or is_disk_full(err):
+            if is_oom(err) or is_disk_full(err) or isinstance(err, Cancelled):
                 raise
             raise ModelLoadError(text_model_message(source, err)) from err
         return pipeline.to(device), source
@@ -345,6 +347,9 @@ class JobRunner:
         done: dict = {}
 
         def hook(label, got, total):
+            # Cancel stops a long download (the partial file is kept: the next text job resumes it).
+            if getattr(getattr(progress, "job", None), "cancel_requested", False):
+                raise Cancelled()
             done[label] = (got, total or got)
             if progress is not None:
                 mb = sum(g for g, _ in done.values()) // 2 ** 20

@@ -146,11 +146,12 @@ def generate_variant(worker, job: Job) -> None:
     job.out_dir = str(folder.path)
     name = job.mesh[0] if isinstance(job.mesh, tuple) else str(job.mesh)
     job.files.update(folder.copy_mesh(job, ext))
+    if job.prompt is None:
+        folder.copy_inputs(job)
     record = settings_record(job, settings, model, worker.device)
     record["mesh"] = name
     job.files.update(folder.write_settings(record))
     if job.prompt is None:
-        folder.copy_inputs(job)
         job.files.update(folder.write_preprocessed(images))
         progress("preprocess", 1, 1)
 
