@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--ray-output", choices=("auto", "shared", "driver"), default="auto",
                        help="who writes the results: auto (a worker that sees OUT writes there, others send their "
                             "files to this machine), shared, driver")
+    where.add_argument("--no-overlap", action="store_true",
+                       help="one item at a time per worker (by default the next item samples while the previous one "
+                            "is exported: faster, but two results are held in GPU memory)")
     runs = p.add_argument_group("failures")
     runs.add_argument("--retries", type=int, default=2, metavar="N",
                       help="attempts after a failure or a worker's death, per item (default %(default)s)")
@@ -177,12 +180,13 @@ def run(args, base, items) -> int:
 
 def make_pool(args, common: dict, count: int):
     cores = os.cpu_count() or 1
+    per_worker = 1 if args.no_overlap else 2
     if args.ray:
         from .ray_pool import RayPool
 
         return RayPool(args.ray, args.ray_resource, args.device, min(args.workers or count, count), common,
-                       args.ray_output)
+                       args.ray_output, per_worker=per_worker)
     from .local import LocalPool, local_devices
 
     devices = local_devices(args.gpus, args.device, args.workers)[:count]          # no worker that would get no item
-    return LocalPool(devices, common, threads=max(1, cores // len(devices)))
+    return LocalPool(devices, common, threads=max(1, cores // len(devices)), per_worker=per_worker)

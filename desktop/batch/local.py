@@ -20,7 +20,7 @@ MAX_RESTARTS = 8
 PER_WORKER = 2          # items in flight per worker: one sampling, one exporting
 
 
-def worker_main(conn, visible: str | None, device: str, threads: int) -> None:
+def worker_main(conn, visible: str | None, device: str, threads: int, per_worker: int = PER_WORKER) -> None:
     """The worker process: items in from `conn`, answers out, two at a time. Ends when the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)        # Ctrl-C is the driver's to handle
     if visible is not None:
@@ -43,7 +43,7 @@ def worker_main(conn, visible: str | None, device: str, threads: int) -> None:
                 except (OSError, EOFError):
                     os._exit(0)                          # the driver is gone
 
-    threads_ = [threading.Thread(target=serve, daemon=True) for _ in range(PER_WORKER)]
+    threads_ = [threading.Thread(target=serve, daemon=True) for _ in range(per_worker)]
     for t in threads_:
         t.start()
     while True:
@@ -91,9 +91,9 @@ class _Slot:
 class LocalPool:
     """`devices`: [(label, CUDA_VISIBLE_DEVICES value or None, device inside the worker)]."""
 
-    def __init__(self, devices: list, common: dict, threads: int):
+    def __init__(self, devices: list, common: dict, threads: int, per_worker: int = PER_WORKER):
         self.common = common           # task fields every task gets (model, text_model, out)
-        self.threads = threads
+        self.threads, self.per_worker = threads, per_worker
         self.slots = [_Slot(*d) for d in devices]
         self.notes = []
         self._ctx = multiprocessing.get_context("spawn")
@@ -104,14 +104,14 @@ class LocalPool:
 
     def _spawn(self, slot: _Slot) -> None:
         ours, theirs = self._ctx.Pipe()
-        slot.proc = self._ctx.Process(target=worker_main, args=(theirs, slot.visible, slot.device, self.threads),
+        slot.proc = self._ctx.Process(target=worker_main, args=(theirs, slot.visible, slot.device, self.threads, self.per_worker),
                                       name=f"trellis-batch-{slot.label}", daemon=True)
         slot.proc.start()
         theirs.close()
         slot.conn = ours
 
     def idle(self) -> list:
-        return [s for s in self.slots if s.proc is not None and len(s.tasks) < PER_WORKER]
+        return [s for s in self.slots if s.proc is not None and len(s.tasks) < self.per_worker]
 
     def size(self) -> int:
         return sum(s.proc is not None for s in self.slots)

@@ -55,9 +55,10 @@ class _Actor:
 
 class RayPool:
     def __init__(self, address: str, resource: str, device: str | None, max_workers: int | None, common: dict,
-                 output: str = "auto", threads: int | None = None):
+                 output: str = "auto", threads: int | None = None, per_worker: int = PER_WORKER):
         self.address, self.resource, self.device = address, resource, device
         self.max_workers, self.common, self.output, self.threads = max_workers, common, output, threads
+        self.per_worker = per_worker
         self.notes = []
         self.actors = []
         self.in_flight = {}            # ref -> (actor, task)
@@ -92,10 +93,12 @@ class RayPool:
             self._new_actor()
 
     def _new_actor(self) -> None:
-        options = {"max_concurrency": PER_WORKER, "num_cpus": 0,
+        options = {"max_concurrency": self.per_worker, "num_cpus": 0,
                    "runtime_env": {"env_vars": {"PYTHONPATH": _pythonpath()}}}
         if self.resource == "GPU":
             options["num_gpus"] = 1
+        elif self.resource == "CPU":           # a CPU-only cluster (slow; Ray names CPUs its own way)
+            options["num_cpus"] = 1
         else:
             options["resources"] = {self.resource: 1}
         handle = self._remote.options(**options).remote(self.device, self.threads)
@@ -103,7 +106,7 @@ class RayPool:
 
     # ------------------------------------------------------------------ the pool
     def idle(self) -> list:
-        return [a for a in self.actors if a.info is not None and len(a.refs) < PER_WORKER]
+        return [a for a in self.actors if a.info is not None and len(a.refs) < self.per_worker]
 
     def size(self) -> int:
         return sum(a.info is not None for a in self.actors)
