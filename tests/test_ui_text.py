@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-from types import SimpleNamespace
 
 import pytest
 
@@ -158,25 +157,22 @@ def test_text_and_new_look_tabs(browser, server, outputs, tmp_path):
         ui.close()
 
 
-@pytest.mark.filterwarnings("ignore:Could not load the text model")      # gr.Warning outside a page
 def test_missing_text_model_is_a_message_and_the_app_goes_on(tmp_path, tiny_pipeline_dir):
-    """The generate handler itself (no browser): a text model that cannot be found fails the job with the fix
-    (--text-model), the page's status says so, and nothing is written."""
+    """A text model that cannot be found fails the job with the fix (--text-model) in the page's status box;
+    nothing is written, and the same runner then still makes an image job."""
     from desktop import ui
     from desktop.jobs import JobRunner
     from desktop.settings import GenerationSettings
 
     runner = JobRunner(tiny_pipeline_dir, tmp_path / "out", device="cpu", text_model=str(tmp_path / "no-text-model"))
-    app = ui.TrellisApp(runner)
     try:
-        app.build()
-        d = GenerationSettings()
-        values = {**{k: getattr(d, k) for k in [*ui.PRESET_KNOBS, *ui.OTHER_KNOBS]}, "formats": ["ply"],
-                  "mode": "text", "prompt": "a chair", "preset": "fast"}
-        data = {comp: values.get(name) for name, comp in app._named.items()}
-        final = list(app.generate(data, SimpleNamespace(session_hash="s1")))[-1][0]
-        assert 'data-state="failed"' in final and "could not load the text model" in final.lower(), final
-        assert "--text-model DIR" in final and not (tmp_path / "out").exists()
+        settings = GenerationSettings(ss_steps=1, slat_steps=1, formats=("ply",))
+        job = runner.submit_text("a chair", settings)
+        assert job.wait(60) and job.error_kind == "model", job.error
+        box = ui.status_html([('"a chair"', job)], runner)
+        assert 'data-state="failed"' in box and "could not load the text model" in box.lower(), box
+        assert "--text-model DIR" in box and not (tmp_path / "out").exists()
+        photo = runner.submit([os.path.join(ROOT, "assets", "examples", "mug.png")], settings.replace(preprocess=False))
+        assert photo.wait(60) and photo.state == "done", photo.error
     finally:
         runner.shutdown(cancel=True, wait=True, timeout=30)
-        app.close()
