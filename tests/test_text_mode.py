@@ -194,6 +194,23 @@ def test_api_prompt_and_mesh_jobs_and_bad_inputs(client, runner, rod, tmp_path):
     after = snapshot(runner.outputs_dir)
     assert {k: v for k, v in after.items() if k in before} == before
 
+    # After a restart the jobs are known again as what they were (kind, prompt, model, warnings), and the
+    # history names them by their prompt and model.
+    again = JobRunner(runner.model_path, runner.outputs_dir, device="cpu")
+    try:
+        known = {j.id: j for j in again.list()}
+        assert (known[long_job["id"]].kind, known[long_job["id"]].warnings) == ("text", long_job["warnings"])
+        assert known[info["id"]].prompt == "a red wooden chair"
+        assert known[variant["id"]].kind == "variant" and known[variant["id"]].files["mesh"].endswith("input_mesh.glb")
+    finally:
+        again.shutdown(cancel=True, wait=True, timeout=30)
+    from desktop.jobs.folder import list_history
+
+    labels = [label for label, _ in list_history(runner.outputs_dir)]
+    assert any(x.endswith('"a red wooden chair" · done') for x in labels)
+    assert any(x.endswith('rod.glb → "made of gold" · done') for x in labels)
+    assert any(x.endswith("rod.glb → blob.png · done") or x.endswith("rod.glb → input.png · done") for x in labels)
+
     # The schema documents the new fields, in JSON and as form files.
     schema = client.get("/openapi.json").json()
     props = schema["components"]["schemas"]["JobRequest"]["properties"]
