@@ -267,3 +267,54 @@ def test_ray_is_an_optional_extra_the_installer_adds_with_with_ray(tmp_path):
     pytest.importorskip("ray")
     report = licences.check_requirements(str(Path(ROOT) / "requirements_ray.txt"))
     assert report.missing == [] and report.rejected == [], report.summary()
+
+
+# ------------------------------------------------------------------------------------------ one worker
+
+def test_a_worker_makes_prompt_items_lands_each_once_and_can_return_files(tiny_pipeline_dir, eight_images,
+                                                                           tmp_path_factory, tmp_path):
+    """ItemWorker directly: a prompt item through the tiny text pipeline; the same item again (a retry of a
+    worker presumed dead) finds it landed and does nothing; a worker without the shared folder returns the
+    files (the image as bytes, as Ray sends it) and leaves OUT alone; two copies racing: one lands."""
+    from desktop.batch.worker import ItemWorker
+    from desktop.settings import GenerationSettings
+    from trellis.tools import tiny_pipeline
+    from trellis.tools.tiny_text_pipeline import TEXT_DIR
+
+    models = tmp_path_factory.mktemp("text_models")
+    assert tiny_pipeline.main(["--text", str(models)]) == 0
+    settings = GenerationSettings.from_preset("fast", seed=1, ss_steps=2, slat_steps=2, texture_size=64,
+                                              formats=("ply",)).to_dict()
+    out = tmp_path / "out"
+    out.mkdir()
+    worker = ItemWorker("cpu")
+    prompt = {"id": "chair", "name": "chair", "kind": "prompt", "source": "a red wooden chair", "settings": settings,
+              "key": mf.source_key("prompt", "a red wooden chair"), "model": tiny_pipeline_dir,
+              "text_model": str(models / TEXT_DIR), "out": str(out)}
+    answer = worker.process(prompt)
+    assert answer["state"] == "done" and not answer["duplicate"], answer
+    record = json.loads((out / "chair" / "settings.json").read_text())
+    assert (record["kind"], record["prompt"], record["model"]) == ("text", "a red wooden chair", str(models / TEXT_DIR))
+    assert mf.folder_problem(out / "chair", prompt["key"]) is None
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "chair").iterdir()}
+
+    again = worker.process(prompt)
+    assert again["state"] == "done" and again["duplicate"] and "sample" not in again["seconds"], again
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "chair").iterdir()} == before
+    assert not (out / mf.WORK_DIR).exists() or not any((out / mf.WORK_DIR).iterdir())
+
+    image = eight_images / "object_1.png"
+    task = {**prompt, "id": "object_1", "name": "object_1", "kind": "image", "source": str(image),
+            "key": mf.source_key("image", str(image)), "return_files": True}
+    answer = worker.process(task, image.read_bytes())
+    assert answer["state"] == "done", answer
+    assert {"input.png", "preprocessed.png", "settings.json", "model.ply", "timings.json"} == set(answer["files"])
+    assert {p.name for p in out.iterdir()} - {mf.WORK_DIR} == {"chair"}               # nothing written in OUT
+    assert mf.commit(mf.write_files(out, "object_1", answer["files"]), out / "object_1")
+    assert mf.folder_problem(out / "object_1", task["key"]) is None
+    assert json.loads((out / "object_1" / "settings.json").read_text())["inputs"] == [str(image)]
+
+    # Two attempts racing to land the same item: the first rename wins, the second copy is thrown away.
+    first, second = (mf.write_files(out, "object_2", {"settings.json": text}) for text in (b"{1}", b"{2}"))
+    assert mf.commit(first, out / "object_2") and not mf.commit(second, out / "object_2")
+    assert (out / "object_2" / "settings.json").read_bytes() == b"{1}" and not second.exists()

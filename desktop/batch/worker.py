@@ -76,6 +76,9 @@ class ItemWorker:
                   "seconds": {}}
         to_return = bool(task.get("return_files"))
         work = None
+        if not to_return and os.path.lexists(os.path.join(task["out"], task["name"])):
+            # Landed already (this is a retry of an attempt whose worker was presumed dead): nothing to do.
+            return {**answer, "state": "done", "duplicate": True}
         try:
             if to_return:
                 work = tempfile.mkdtemp(prefix=f"trellis-batch-{task['name']}.")
