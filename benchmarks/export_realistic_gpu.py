@@ -43,8 +43,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from realistic_objects import (DEFAULT_SHAPES, SHAPES, SOURCES, build_arrays, glb_quality, ideal_texture,  # noqa: E402
-                               realistic_object)
+from trellis.utils.export.uv_unwrap import uv_coverage  # noqa: E402
+
+from realistic_objects import (DEFAULT_SHAPES, SHAPES, SOURCES, build_arrays, effective_blur,  # noqa: E402
+                               glb_arrays, glb_quality, ideal_texture, realistic_object)
 
 
 def balanced_to_glb_kwargs() -> dict:
@@ -113,7 +115,7 @@ def markdown(info: dict) -> str:
             f"{info['warmup']} warm-up + {info['runs']} timed run(s), median")
     cols = (["shape", "input faces (outer + inner)", "Gaussians", "GLB faces", "to_glb s"] + [f"{s} s" for s in stages]
             + ["peak alloc / reserved GiB", "PSNR dB (held-out)", "ceiling dB (ideal texels, same atlas)",
-               "Gaussians' PSNR dB", "mask IoU"])
+               "SSIM (ceiling)", "blur texels", "seam-band error ratio", "Gaussians' PSNR dB", "mask IoU"])
     lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for name, r in info["rows"].items():
         mem = (f"{r['peak_alloc_GiB']:.2f} / {r['peak_reserved_GiB']:.2f}" if "peak_alloc_GiB" in r
@@ -121,7 +123,11 @@ def markdown(info: dict) -> str:
         cells = [name, f"{r['input_faces']} ({r['outer_faces']} + {r['input_faces'] - r['outer_faces']})",
                  str(r["gaussians"]), str(r["glb_faces"]), f"{r['median_s']:.2f}"]
         cells += [f"{r['stages_median_s'].get(s, float('nan')):.2f}" for s in stages]
-        cells += [mem, f"{r['quality']['psnr_db']:.2f}", f"{r['quality'].get('ceiling_psnr_db', float('nan')):.2f}",
+        q = r["quality"]
+        cells += [mem, f"{q['psnr_db']:.2f}", f"{q.get('ceiling_psnr_db', float('nan')):.2f}",
+                  f"{q.get('ssim', float('nan')):.3f} ({q.get('ceiling_ssim', float('nan')):.3f})",
+                  f"{q.get('blur', {}).get('sigma_texels', float('nan')):.2f}",
+                  f"{q.get('seam_band_error_ratio', float('nan')):.2f}",
                   f"{r['quality'].get('gaussian_psnr_db', float('nan')):.2f}",
                   f"{r['quality'].get('mask_iou', float('nan')):.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -193,9 +199,13 @@ def main(argv=None) -> int:
         quality = glb_quality(glb, device, views=qviews, resolution=qres, reference_mesh=mesh, pattern_res=res,
                               gaussian=gaussian)
         # The ceiling: the same mesh and UV atlas with ideal texels (issue 13 §1).
-        ceiling = glb_quality(glb, device, views=qviews, resolution=qres, pattern_res=res,
-                              texture=ideal_texture(glb, device, pattern_res=res))
+        ideal = ideal_texture(glb, device, pattern_res=res)
+        ceiling = glb_quality(glb, device, views=qviews, resolution=qres, pattern_res=res, texture=ideal)
         quality["ceiling_psnr_db"] = ceiling["psnr_db"]
+        quality["ceiling_ssim"] = ceiling["ssim"]
+        # How blurred the GLB's texture is against the ideal one, over the texels the atlas covers.
+        _, gf, guv, gtex = glb_arrays(glb, device)
+        quality["blur"] = effective_blur(gtex, ideal, uv_coverage(gf, guv, gtex.shape[0]) > 0)
         quality["below_ceiling_db"] = round(ceiling["psnr_db"] - quality["psnr_db"], 3)
         row = {"source": SOURCES[name].__dict__, "input_faces": int(mesh["faces"].shape[0]), "outer_faces": outer,
                "input_vertices": int(mesh["vertices"].shape[0]), "gaussians": len(gaussian),

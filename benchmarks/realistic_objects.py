@@ -494,7 +494,8 @@ def held_out_cameras(n: int = 8, device=None):
     return orbit_cameras(yaws, pitches, 2.0, 40.0, device=device)
 
 
-def _glb_arrays(glb, device):
+def glb_arrays(glb, device):
+    """(vertices z up, faces, uvs, texture float [S,S,3] in [0, 1]) of a textured GLB mesh on ``device``."""
     from trellis.utils.texture_bake import textured_mesh_tensors
 
     v, f, uv, tex = textured_mesh_tensors(glb, device)
@@ -512,7 +513,7 @@ def ideal_texture(glb, device="cpu", pattern_res: int = PATTERN_RES) -> torch.Te
     from trellis.utils.export.texture_bake import inpaint_texture
 
     dev = torch.device(device)
-    v, f, uv, tex = _glb_arrays(glb, dev)
+    v, f, uv, tex = glb_arrays(glb, dev)
     size = tex.shape[0]
     clip = torch.cat([uv * 2 - 1, torch.full_like(uv[:, :1], 0.5), torch.ones_like(uv[:, :1])], 1)
     face_id, bary, _ = rasterize(clip, f, size, size, ndc_y_up=True)
@@ -524,37 +525,127 @@ def ideal_texture(glb, device="cpu", pattern_res: int = PATTERN_RES) -> torch.Te
     return torch.as_tensor(inpaint_texture(out, hit), device=dev).float() / 255
 
 
+def _ssim_window(device, sigma: float = 1.5, size: int = 11) -> torch.Tensor:
+    x = torch.arange(size, device=device, dtype=torch.float32) - size // 2
+    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None].repeat(3, 1, 1, 1)
+
+
+def ssim_map(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03, dynamic range 1) of
+    two [H,W,3] images in [0, 1], per pixel averaged over the channels: [H,W]."""
+    import torch.nn.functional as F
+
+    w = _ssim_window(pred.device)
+    a, b = pred.permute(2, 0, 1)[None].float(), truth.permute(2, 0, 1)[None].float()
+    blur = lambda t: F.conv2d(t, w, padding=5, groups=3)  # noqa: E731
+    ma, mb = blur(a), blur(b)
+    va, vb, cov = blur(a * a) - ma ** 2, blur(b * b) - mb ** 2, blur(a * b) - ma * mb
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    s = ((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma ** 2 + mb ** 2 + c1) * (va + vb + c2))
+    return s[0].mean(0)
+
+
+def seam_band(faces, uvs, size: int, width: int = 2, device="cpu") -> torch.Tensor:
+    """[S,S] bool: the atlas texels within ``width`` texels of a texel no UV triangle covers (the
+    gutter), i.e. the band along every chart border, where a bake's seams would show."""
+    import torch.nn.functional as F
+    from trellis.utils.export.uv_unwrap import uv_coverage
+
+    empty = (uv_coverage(faces, uvs, size, device=device) == 0).float()[None, None]
+    near = F.max_pool2d(empty, 2 * width + 1, 1, width)[0, 0] > 0.5
+    return near & (empty[0, 0] < 0.5)
+
+
+@torch.no_grad()
+def effective_blur(texture, ideal, observed=None, sigmas=(0, .25, .5, .75, 1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6)) -> dict:
+    """The Gaussian blur (sigma in texels) that, applied to the ideal texture, comes closest (least squares
+    over the ``observed`` texels, [S,S] bool, default all) to ``texture``: how blurred the bake looks
+    against what the atlas could hold. Returns the best sigma (parabola through the best grid point and
+    its neighbours) and the residual PSNR at it."""
+    import torch.nn.functional as F
+
+    tex = torch.as_tensor(texture).float()
+    tex = tex / 255 if tex.max() > 1.5 else tex
+    ideal = torch.as_tensor(ideal, device=tex.device).float()
+    m = torch.ones(tex.shape[:2], dtype=torch.bool, device=tex.device) if observed is None else \
+        torch.as_tensor(observed, device=tex.device).bool()
+    errs = []
+    for sg in sigmas:
+        if sg == 0:
+            b = ideal
+        else:
+            r = int(math.ceil(3 * sg))
+            x = torch.arange(-r, r + 1, device=tex.device, dtype=torch.float32)
+            g = torch.exp(-x ** 2 / (2 * sg ** 2))
+            g = g / g.sum()
+            t = ideal.permute(2, 0, 1)[:, None]
+            t = F.conv2d(F.pad(t, (r, r, 0, 0), mode="replicate"), g.view(1, 1, 1, -1))
+            t = F.conv2d(F.pad(t, (0, 0, r, r), mode="replicate"), g.view(1, 1, -1, 1))
+            b = t[:, 0].permute(1, 2, 0)
+        errs.append(float((b - tex)[m].square().mean()))
+    k = int(np.argmin(errs))
+    best = float(sigmas[k])
+    if 0 < k < len(sigmas) - 1:        # parabola through the three points (unequal spacing)
+        x0, x1, x2 = sigmas[k - 1:k + 2]
+        y0, y1, y2 = errs[k - 1:k + 2]
+        den = (x0 - x1) * (x0 - x2) * (x1 - x2)
+        a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / den
+        bb = (x2 ** 2 * (y0 - y1) + x1 ** 2 * (y2 - y0) + x0 ** 2 * (y1 - y2)) / den
+        if a > 0:
+            best = float(min(max(-bb / (2 * a), x0), x2))
+    return {"sigma_texels": round(best, 2), "residual_psnr_db": round(10 * math.log10(1 / max(min(errs), 1e-12)), 2)}
+
+
 @torch.no_grad()
 def glb_quality(glb, device="cpu", views: int = 8, resolution: int = 512, reference_mesh=None,
-                pattern_res: int = PATTERN_RES, gaussian=None, texture=None) -> dict:
+                pattern_res: int = PATTERN_RES, gaussian=None, texture=None, seam_width: int = 2) -> dict:
     """Texture quality of a textured mesh from ``to_glb`` against ``truth_color`` at held-out views.
 
     Each pixel's 3-D point and UV come from our rasteriser (``render_mesh`` with ``attrs``, no
     supersampling); the texture is looked up bilinearly there (as ``render_textured`` does) and compared
-    with ``truth_color(point, pattern_res)`` (``pattern_res``: the object's mesh grid). Returns PSNR (dB, colours in [0, 1]) over all object pixels of all
-    views, per view, the pixel count and, with ``reference_mesh`` (the decoder mesh), the IoU of the
-    object masks (holes or lost parts lower it). With ``gaussian``, also the PSNR of the Gaussians' own
-    renders on the same pixels (``gaussian_psnr_db``: what the bake starts from; soft disc edges make it
-    finite). ``texture`` (float [S,S,3] in [0, 1]) replaces the GLB's own, e.g. ``ideal_texture(glb)``.
+    with ``truth_color(point, pattern_res)`` (``pattern_res``: the object's mesh grid). Returns over all
+    object pixels of all views: PSNR (dB, colours in [0, 1]) and per view; SSIM (``ssim_map`` of the
+    rendered and the true image, averaged over the object's pixels); the seam-band error ratio (mean
+    squared error of the pixels whose texel lies within ``seam_width`` texels of a chart border, divided
+    by that of the others: 1 = no visible seams); the pixel count and, with ``reference_mesh`` (the
+    decoder mesh), the IoU of the object masks (holes or lost parts lower it). With ``gaussian``, also
+    the PSNR of the Gaussians' own renders on the same pixels (``gaussian_psnr_db``: what the bake starts
+    from; soft disc edges make it finite). ``texture`` (float [S,S,3] in [0, 1]) replaces the GLB's own,
+    e.g. ``ideal_texture(glb)``.
     """
     from trellis.renderers.mesh_render import render_mesh
     from trellis.utils.texture_bake import sample_texture
 
     dev = torch.device(device)
-    v, f, uv, tex = _glb_arrays(glb, dev)
+    v, f, uv, tex = glb_arrays(glb, dev)
     if texture is not None:
         tex = torch.as_tensor(texture, device=dev).float()
+    size = tex.shape[0]
+    band = seam_band(f, uv, size, seam_width, device=dev)
     ext, intr = held_out_cameras(views, device=dev)
     attrs = torch.cat([v, uv], 1)
     sq, count, per_view, ious, gsq = 0.0, 0, [], [], 0.0
+    ssim_sum, band_sq, band_n = 0.0, 0.0, 0
     for i in range(views):
         out = render_mesh({"vertices": v, "faces": f}, ext[i], intr[i], resolution,
                           return_types=("mask", "attr"), attrs=attrs)
         mask = out["mask"][0] > 0.5
         a = out["attr"].permute(1, 2, 0)[mask]                  # [P,5]
         pred = sample_texture(tex, a[:, 3:5]).clamp(0, 1)
-        truth = truth_color(a[:, :3], pattern_res)
-        err = (pred - truth).square().sum().item()
+        truth = truth_color(a[:, :3], pattern_res).to(pred.dtype)
+        diff2 = (pred - truth).square().sum(-1)
+        err = diff2.sum().item()
+        img_p = torch.zeros(resolution, resolution, 3, device=dev)
+        img_t = torch.zeros_like(img_p)
+        img_p[mask], img_t[mask] = pred, truth
+        ssim_sum += ssim_map(img_p, img_t)[mask].sum().item()
+        col = (a[:, 3] * size).long().clamp(0, size - 1)
+        row = ((1 - a[:, 4]) * size).long().clamp(0, size - 1)
+        in_band = band[row, col]
+        band_sq += diff2[in_band].sum().item()
+        band_n += int(in_band.sum())
         if gaussian is not None:
             from trellis.renderers.gaussian_render import render_gaussians
             gi = render_gaussians(gaussian, ext[i], intr[i], resolution)["color"].permute(1, 2, 0)[mask]
@@ -566,8 +657,11 @@ def glb_quality(glb, device="cpu", views: int = 8, resolution: int = 512, refere
             ref = render_mesh(reference_mesh, ext[i], intr[i], resolution, return_types=("mask",))["mask"][0] > 0.5
             ious.append(float((ref & mask).sum()) / max(float((ref | mask).sum()), 1.0))
     mse = sq / max(3 * count, 1)
+    rest_mse = (sq - band_sq) / max(3 * (count - band_n), 1)
     out = {"psnr_db": round(10 * math.log10(1.0 / max(mse, 1e-12)), 3), "psnr_per_view": per_view,
-           "pixels": count, "views": views, "resolution": resolution}
+           "ssim": round(ssim_sum / max(count, 1), 4),
+           "seam_band_error_ratio": round(band_sq / max(3 * band_n, 1) / max(rest_mse, 1e-12), 3),
+           "seam_band_pixels": band_n, "pixels": count, "views": views, "resolution": resolution}
     if gaussian is not None:
         out["gaussian_psnr_db"] = round(10 * math.log10(1.0 / max(gsq / max(3 * count, 1), 1e-12)), 3)
     if ious:

@@ -52,6 +52,8 @@ _EXTRA_DEFAULTS = dict(
     steps=2500,              # "opt" bake steps (reference: 2500)
     lambda_tv=0.01,          # "opt" TV weight (reference: 0.01)
     cg_iterations=30,        # "fast" bake solver iterations
+    observation_scale=None,  # Gaussians' scale factor in the bake's renders; None: for "fast"
+                             # observations.sharpening_scale, for "opt" 1 (the reference's renders)
     device=None,             # default: the device of the Gaussians
     overlap_uv=True,         # render observations while the decimation / xatlas run (same result; False: in turn)
     simplified=None,         # a BackgroundSimplify of this mesh started earlier with export.cleanup.first_reduction
@@ -139,7 +141,14 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
     info["observations"] = {"views": int(nviews), "resolution": int(render_resolution)}
     ext, intr = tb.observation_cameras(nviews, device=device)
     n = ext.shape[0]
-    views = tb.render_observations(app_rep, ext, intr, render_resolution, cancel=cancel)
+    scale = opt["observation_scale"]
+    if scale is None:
+        from ..representations import Gaussian
+        scale = 1.0
+        if bake_mode == "fast" and isinstance(app_rep, Gaussian):
+            scale = tb.sharpening_scale(app_rep, render_resolution)
+    info["observations"]["gaussian_scale"] = float(scale)
+    views = tb.render_observations(app_rep, ext, intr, render_resolution, cancel=cancel, gaussian_scale=scale)
     max_held = min(n, max(1, _HELD_VIEW_BYTES // (17 * int(render_resolution) ** 2)))
     held = []
 

@@ -21,10 +21,11 @@ rasteriser (``mesh_render.rasterize``, image row 0 = top):
   solved with a few dozen conjugate-gradient steps starting from the weighted average of the
   observations per texel, plus a Laplacian smoothness term scaled by the texels per pixel (the
   solve sharpens where views oversample the texture and interpolates where they undersample it).
-  Measured on the synthetic asset of tests/test_export.py (24 views at 256², texture 256², CPU):
-  PSNR against the true colours 36.4 dB in 0.7 s vs 34.6 dB in 8.4 s for "opt"; on an H200 at full
-  size 42.4 vs 40.8 dB, solve 0.8 s vs 13 s. The plain weighted average alone scores 34.4 / 36.3 /
-  36.1 dB at 0.16 / 0.8 / 3.2 texels per pixel, the solve 36.7 / 36.5 / 36.2 dB.
+  Where sharpness is lost (issue 13; ``benchmarks/bake_study.py``, docs/BENCHMARKS.md): not in this
+  solver — fed the truth point-sampled at every pixel it lands above the atlas's ideal-texel ceiling —
+  but in the observations: renders of overlapping Gaussians are blurred by about the Gaussians' own
+  size. ``to_glb``'s fast bake therefore renders Gaussians larger than a pixel smaller, down to a pixel
+  and at most to 0.6x (``observations.sharpening_scale``, ``render_observations(gaussian_scale=)``).
 
 Texels left without data (outside every chart or never seen) are filled by OpenCV inpainting
 (Telea, radius 3). Textures are float [S,S,3] in [0,1], row 0 = top, in the UV convention of
@@ -42,9 +43,9 @@ import torch.nn.functional as F
 from ...renderers.cameras import projection_opencv
 from ...renderers.mesh_render import rasterize
 from ...core.callbacks import check
-from .observations import observation_cameras, render_observations  # noqa: F401 (re-exported)
+from .observations import observation_cameras, render_observations, sharpening_scale  # noqa: F401 (re-exported)
 
-__all__ = ["observation_cameras", "render_observations", "bake_texture", "inpaint_texture",
+__all__ = ["observation_cameras", "render_observations", "sharpening_scale", "bake_texture", "inpaint_texture",
            "render_textured", "render_textured_mesh", "textured_mesh_tensors", "sample_texture",
            "TextureAccumulator"]
 
