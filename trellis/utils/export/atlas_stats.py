@@ -30,68 +30,66 @@ def chart_ids(faces: np.ndarray) -> np.ndarray:
 def texel_counts(faces, uvs, texture_size: int, margin: float = 1e-4) -> np.ndarray:
     """[S,S] int32: how many triangles contain each texel centre (row 0 = v near 1, as stored).
 
-    A centre counts for a triangle when it lies more than ``margin`` texels inside each of the
-    triangle's edges, so neighbours along an edge never both claim it."""
+    A centre counts for a triangle when it lies more than ``margin`` texels inside its span along
+    the texel row, so neighbours along an edge never both claim it (a centre exactly on a shared
+    edge counts for neither)."""
     s = int(texture_size)
-    counts = np.zeros(s * s, dtype=np.int32)
-    for _, pix in _texel_hits(faces, uvs, s, margin):
-        np.add.at(counts, pix, 1)
-    return counts.reshape(s, s)
+    _, rows, c0, c1 = _row_spans(faces, uvs, s, margin)
+    return _counts(rows, c0, c1, s)
 
 
 def overlapping_faces(faces, uvs, texture_size: int, margin: float = 1e-4) -> np.ndarray:
     """Bool per face: some texel centre inside it is inside another face too."""
     s = int(texture_size)
-    hits = list(_texel_hits(faces, uvs, s, margin))
-    counts = np.zeros(s * s, dtype=np.int32)
-    for _, pix in hits:
-        np.add.at(counts, pix, 1)
+    tri, rows, c0, c1 = _row_spans(faces, uvs, s, margin)
+    over = (_counts(rows, c0, c1, s) > 1).astype(np.int32)
+    prefix = np.zeros((s, s + 1), dtype=np.int32)
+    np.cumsum(over, axis=1, out=prefix[:, 1:])
+    hit = prefix[rows, c1 + 1] - prefix[rows, c0] > 0
     out = np.zeros(len(np.asarray(faces).reshape(-1, 3)), dtype=bool)
-    for tri, pix in hits:
-        out[tri[counts[pix] > 1]] = True
+    out[tri[hit]] = True
     return out
 
 
-def _texel_hits(faces, uvs, s: int, margin: float, chunk: int = 1 << 22):
-    """Yields (face ids, texel ids) of the texel centres inside each face, in chunks."""
+def _counts(rows, c0, c1, s):
+    diff = np.zeros((s, s + 1), dtype=np.int32)
+    np.add.at(diff, (rows, c0), 1)
+    np.add.at(diff, (rows, c1 + 1), -1)
+    return np.cumsum(diff[:, :s], axis=1, dtype=np.int32)
+
+
+def _row_spans(faces, uvs, s: int, margin: float):
+    """Scan conversion: (face id, texel row, first column, last column) of the runs of texel centres
+    inside each face, one per face and row (empty runs left out)."""
     f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
     t = np.asarray(uvs, dtype=np.float64)[f] * s                      # [F,3,2] texel units, v up
     t[..., 1] = s - t[..., 1]                                         # row-down
-    lo = np.floor(t.min(1) - 0.5).astype(np.int64) + 1                # first centre index >= min
-    hi = np.floor(t.max(1) - 0.5).astype(np.int64)                    # last centre index <= max
-    lo, hi = np.clip(lo, 0, s - 1), np.clip(hi, 0, s - 1)
-    w, h = hi[:, 0] - lo[:, 0] + 1, hi[:, 1] - lo[:, 1] + 1
-    ok = (w > 0) & (h > 0)
-    idx = np.nonzero(ok)[0]
-    # bucket triangles by their box so that each bucket enumerates a fixed grid
-    key = np.maximum(w[idx], h[idx])
-    bucket = np.ceil(np.log2(np.maximum(key, 1))).astype(np.int64)
-    for b in np.unique(bucket):
-        tri = idx[bucket == b]
-        side = int(2 ** b)
-        per = side * side
-        step = max(1, chunk // per)
-        gy, gx = np.mgrid[0:side, 0:side]
-        gx, gy = gx.reshape(-1), gy.reshape(-1)
-        for a in range(0, len(tri), step):
-            ti = tri[a:a + step]
-            px = lo[ti, 0][:, None] + gx[None]
-            py = lo[ti, 1][:, None] + gy[None]
-            inside = (px <= hi[ti, 0][:, None]) & (py <= hi[ti, 1][:, None])
-            cx, cy = px + 0.5, py + 0.5
-            p = t[ti]
-            e = [None] * 3
-            for k in range(3):
-                p0, p1 = p[:, k], p[:, (k + 1) % 3]
-                ex, ey = p1[:, 0] - p0[:, 0], p1[:, 1] - p0[:, 1]
-                length = np.maximum(np.hypot(ex, ey), 1e-12)
-                # signed distance of the centre from edge k (positive on the left)
-                e[k] = (ex[:, None] * (cy - p0[:, 1][:, None]) - ey[:, None] * (cx - p0[:, 0][:, None])) \
-                    / length[:, None]
-            pos = (e[0] > margin) & (e[1] > margin) & (e[2] > margin)
-            neg = (e[0] < -margin) & (e[1] < -margin) & (e[2] < -margin)
-            hit = inside & (pos | neg)
-            yield np.broadcast_to(ti[:, None], hit.shape)[hit], (py * s + px)[hit]
+    y = t[..., 1]
+    r0 = np.clip(np.floor(y.min(1) + margin - 0.5).astype(np.int64) + 1, 0, s)
+    r1 = np.clip(np.ceil(y.max(1) - margin - 0.5).astype(np.int64) - 1, -1, s - 1)
+    n = np.maximum(r1 - r0 + 1, 0)
+    tri = np.repeat(np.arange(len(f)), n)
+    rows = r0[tri] + (np.arange(len(tri)) - np.repeat(np.cumsum(n) - n, n))
+    yc = rows + 0.5
+    p = t[tri]
+    xl = np.full(len(tri), np.inf)
+    xr = np.full(len(tri), -np.inf)
+    for k in range(3):
+        a, b = p[:, k], p[:, (k + 1) % 3]
+        dy = b[:, 1] - a[:, 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = (yc - a[:, 1]) / dy
+        ok = (dy != 0) & (u >= 0) & (u <= 1)
+        x = a[:, 0] + np.where(ok, u, 0) * (b[:, 0] - a[:, 0])
+        xl = np.where(ok, np.minimum(xl, x), xl)
+        xr = np.where(ok, np.maximum(xr, x), xr)
+    c0 = np.floor(xl + margin - 0.5).astype(np.int64, copy=False) + 1 if len(tri) else np.zeros(0, np.int64)
+    c1 = np.ceil(xr - margin - 0.5).astype(np.int64, copy=False) - 1 if len(tri) else np.zeros(0, np.int64)
+    good = np.isfinite(xl) & np.isfinite(xr)
+    c0 = np.clip(np.where(good, c0, 0), 0, s)
+    c1 = np.clip(np.where(good, c1, -1), -1, s - 1)
+    keep = good & (c1 >= c0)
+    return tri[keep], rows[keep], c0[keep], c1[keep]
 
 
 def atlas_stats(faces, uvs, texture_size: int) -> dict:
