@@ -388,7 +388,7 @@ def test_xatlas_fallback_still_gives_a_valid_textured_glb(asset, tmp_path):
 
 def test_unwrap_duplicates_seams_and_keeps_faces(asset):
     v, f = asset["v"].numpy(), asset["f"].numpy()
-    for method in ("xatlas", "charts"):
+    for method in ("geometric", "xatlas", "charts"):
         info = {}
         vv, ff, uv, vmap = unwrap_uv(v, f, texture_size=TEXTURE, method=method, info=info)
         assert info["method"] == method
@@ -468,6 +468,10 @@ def test_xatlas_in_pieces_keeps_faces_and_never_overlaps():
     assert area.sum() > 0.4 * 1024 ** 2               # the atlas is well used
 
 
+def _failing_geometric(*args, **kwargs):
+    raise RuntimeError("simulated failure of the geometric charts")
+
+
 def test_xatlas_is_killed_at_its_time_budget(monkeypatch):
     import trellis.utils.uv_unwrap as uvu
     v, f = make_mesh(subdivisions=6)  # ~82 k faces: xatlas needs seconds
@@ -477,6 +481,7 @@ def test_xatlas_is_killed_at_its_time_budget(monkeypatch):
         unwrap_uv(v, f, time_budget_s=0.3, method="xatlas")
     assert time.perf_counter() - t0 < 3.0
     monkeypatch.setattr(uvu, "xatlas_time_estimate", lambda n: 0.0)  # make "auto" try it
+    monkeypatch.setattr(uvu, "geometric_layout", _failing_geometric)  # ...after the geometric charts
     info = {}
     out = unwrap_uv(v, f, time_budget_s=0.3, info=info)
     assert info["method"] == "charts" and out[1].shape == f.shape
@@ -487,6 +492,7 @@ def test_xatlas_crash_falls_back_to_charts(monkeypatch, asset):
     # subdivisions; the child process keeps that from taking the app down. Simulated here.
     import trellis.utils.uv_unwrap as uvu
     monkeypatch.setattr(uvu, "_XATLAS_CHILD", "import os; os.abort()")
+    monkeypatch.setattr(uvu, "geometric_layout", _failing_geometric)
     info = {}
     out = unwrap_uv(asset["v"], asset["f"], info=info)
     assert info["method"] == "charts" and out[1].shape == tuple(asset["f"].shape)
