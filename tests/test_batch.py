@@ -168,19 +168,6 @@ def test_local_workers_one_killed_mid_item_every_item_once_then_rerun_skips(tiny
     assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.parent != out}
     check_every_item_once(out, names, eight_images)
 
-    # A file of a finished item lost: that item is made again (its old folder set aside, not deleted).
-    (out / "object_3" / "model.glb").unlink()
-    proc = batch(eight_images, "-o", out, "--model", tiny_pipeline_dir, "--device", "cpu", *SMALL)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    assert "object_3: its folder was incomplete (missing model.glb)" in err
-    assert "7 of 8 item(s) already done" in err and "1 item(s) made" in err
-    assert [p.name.split(".")[0] for p in (out / mf.WORK_DIR).iterdir()] == ["replaced-object_3"]
-    assert (out / "object_3" / "model.glb").is_file()
-    others = {p: t for p, t in before.items() if p.parent.name != "object_3"}
-    assert others == {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.parent != out
-                      and p.parent.name != "object_3" and mf.WORK_DIR not in p.parts}
-
 
 def test_failures_are_reported_not_retried_when_final_and_made_again_by_a_rerun(tiny_pipeline_dir, eight_images,
                                                                                  tmp_path):

@@ -1,7 +1,7 @@
 """`python -m desktop batch --ray`: a local Ray cluster started by the test (two actors on a custom resource
 that stands in for GPUs, tiny pipeline, CPU): one actor SIGKILLed mid-item, every item lands exactly once;
-a rerun skips everything; a worker that cannot see the outputs folder returns its files to the driver."""
-import json
+a rerun skips everything; an item with a file lost is made again, by a worker that returns its files to the
+driver (as one that cannot see the outputs folder does)."""
 import os
 import shutil
 
@@ -64,10 +64,18 @@ def test_ray_actor_killed_mid_item_every_item_once_rerun_skips_driver_writes(ray
     rc, err = run_batch(capsys, eight_images, "-o", out, *common)
     assert rc == 0 and "8 of 8 item(s) already done: skipped" in err and "ready; it" not in err, err
 
-    # A worker that cannot see OUT returns the files through Ray; the driver writes them (--ray-output driver).
-    shutil.rmtree(out / "object_5")
+    # A file of a finished item lost: that item is made again (its old folder set aside, not deleted), here by
+    # a worker that sends its files back through Ray for the driver to write (--ray-output driver).
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.parent.name != "object_5"
+              and p.parent != out}
+    (out / "object_5" / "model.glb").unlink()
     rc, err = run_batch(capsys, eight_images, "-o", out, *common, "--ray-output", "driver")
-    assert rc == 0 and "returns its files to the driver" in err and "1 item(s) made" in err, err
+    assert rc == 0 and "returns its files to the driver" in err, err
+    assert "object_5: its folder was incomplete (missing model.glb)" in err
+    assert "7 of 8 item(s) already done" in err and "1 item(s) made" in err
+    assert [p.name.split(".")[0] for p in (out / mf.WORK_DIR).iterdir()] == ["replaced-object_5"]
+    shutil.rmtree(out / mf.WORK_DIR)
     check_every_item_once(out, names, eight_images)
     assert [e["item"] for e in events(out, "done", run=2)] == ["object_5"]
-    assert json.loads((out / "object_5" / "settings.json").read_text())["device"] == "cpu"
+    assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.parent.name != "object_5"
+                      and p.parent != out}

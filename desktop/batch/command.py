@@ -184,7 +184,9 @@ def make_pool(args, common: dict, count: int):
     if args.ray:
         from .ray_pool import RayPool
 
-        return RayPool(args.ray, args.ray_resource, args.device, min(args.workers or count, count), common,
+        # Ray gives each actor its GPU as the only one it sees: "cuda:N" means "a GPU" there.
+        device = None if args.device and args.device.startswith("cuda") else args.device
+        return RayPool(args.ray, args.ray_resource, device, min(args.workers or count, count), common,
                        args.ray_output, per_worker=per_worker)
     from .local import LocalPool, local_devices
 

@@ -196,6 +196,9 @@ def clean_work(out_dir) -> list:
     if not work.is_dir():
         return removed
     for p in work.iterdir():
+        if p.name.startswith("probe-") and not p.is_dir():     # a Ray run's probe file, left by a crash
+            with contextlib.suppress(OSError):
+                p.unlink()
         if p.name.startswith("replaced-") or not p.is_dir():
             continue
         owner = job_folder.read_json(p / OWNER) or {}

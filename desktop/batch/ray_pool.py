@@ -25,11 +25,15 @@ MAX_REPLACEMENTS = 16      # actors started in place of dead ones, in all
 class BatchActor:
     """The actor: an ItemWorker on the device Ray gave it."""
 
-    def __init__(self, device: str | None, threads: int | None):
+    def __init__(self, device: str | None, threads: int | None, resource: str = "GPU"):
         import torch
 
         from .worker import ItemWorker
 
+        # Ray gives an actor without CPUs of its own OMP_NUM_THREADS=1: the export (and torch on the CPU)
+        # would run on one core. Share the node's cores among its workers instead, as the local mode does.
+        threads = threads or max(1, (os.cpu_count() or 1) // _units_on_this_node(resource))
+        os.environ["OMP_NUM_THREADS"] = str(threads)       # for the export's child processes too
         if device is None:
             device = "cuda:0" if torch.cuda.is_available() else "cpu"
         self.worker = ItemWorker(device, threads)
@@ -72,10 +76,15 @@ class RayPool:
 
         if not ray.is_initialized():
             env = {"env_vars": {"PYTHONPATH": _pythonpath()}}
-            if self.address == "local":
-                ray.init(runtime_env=env, log_to_driver=False, include_dashboard=False)
-            else:
-                ray.init(address=self.address, runtime_env=env, log_to_driver=False)
+            try:
+                if self.address == "local":
+                    ray.init(runtime_env=env, log_to_driver=False, include_dashboard=False)
+                else:
+                    ray.init(address=self.address, runtime_env=env, log_to_driver=False)
+            except Exception as err:
+                raise RuntimeError(f"cannot join the Ray cluster at {self.address}: {str(err).strip()[:300]}; start "
+                                   "one with `ray start --head` on this or another machine (or use --ray local "
+                                   "for this machine alone)") from None
             self.we_started = True
         total = int(ray.cluster_resources().get(self.resource, 0))
         if total < 1:
@@ -101,7 +110,7 @@ class RayPool:
             options["num_cpus"] = 1
         else:
             options["resources"] = {self.resource: 1}
-        handle = self._remote.options(**options).remote(self.device, self.threads)
+        handle = self._remote.options(**options).remote(self.device, self.threads, self.resource)
         self.actors.append(_Actor(handle, handle.ready.remote(str(self.probe), self.token)))
 
     # ------------------------------------------------------------------ the pool
@@ -212,6 +221,18 @@ class RayPool:
             pass
         if self.we_started:
             ray.shutdown()
+
+
+def _units_on_this_node(resource: str) -> int:
+    """How many workers this node can hold (its units of `resource`), at least 1."""
+    import ray
+
+    try:
+        node = ray.get_runtime_context().get_node_id()
+        found = [n["Resources"].get(resource, 0) for n in ray.nodes() if n.get("NodeID") == node]
+        return max(1, int(found[0])) if found else 1
+    except Exception:
+        return 1
 
 
 def _pythonpath() -> str:
