@@ -80,3 +80,19 @@ def test_atlas_stats_counts_what_it_should():
     assert atlas_stats(stacked, uv2, 64)["overlap_texels"] > 0.2 * 64 * 64
     assert overlapping_faces(stacked, uv2, 64).all()
     assert not overlapping_faces(square, uv, 64).any()
+
+
+def test_geometric_charts_past_their_budget_give_the_fast_layout(monkeypatch):
+    import trellis.utils.export.uv_unwrap as uvu
+    v, f = bumpy_sphere(3)
+    with pytest.raises(TimeoutError):
+        unwrap_uv(v, f, time_budget_s=1e-4, method="geometric")
+    monkeypatch.setattr(uvu, "_xatlas_subprocess", None)     # "auto" must not try xatlas after the budget
+    info = {}
+    vv, ff, uv, vm = unwrap_uv(v, f, time_budget_s=1e-4, info=info)
+    assert info["method"] == "charts" and ff.shape == f.shape
+    monkeypatch.setattr(uvu, "geometric_time_estimate", lambda n: 1e9)   # hopeless: not even started
+    monkeypatch.setattr(uvu, "geometric_layout", None)
+    monkeypatch.setattr(uvu, "xatlas_time_estimate", lambda n: 1e9)
+    unwrap_uv(v, f, time_budget_s=1.0, info=info)
+    assert info["method"] == "charts"
