@@ -64,8 +64,10 @@ SMOOTH_ITERATIONS = 8
 PIECE_FACES = 2000
 
 # Times the geometric layout cuts faces found overlapping in the atlas out of their charts and packs
-# again; faces still overlapping after that become charts of one face each.
-OVERLAP_RETRIES = 4
+# again; faces still overlapping after that become charts of one face each (up to SINGLE_FACE_ROUNDS
+# times: packed at a slightly different scale, faces overlapping by a sliver may then share a texel).
+OVERLAP_RETRIES = 3
+SINGLE_FACE_ROUNDS = 3
 
 # Child process: load the pieces, run xatlas, save the result. Kept free of any trellis import so that
 # the child starts in about 0.1 s. Input: vertices, faces sorted by piece, piece start offsets. Output,
@@ -228,19 +230,24 @@ def geometric_layout(vertices, faces, texture_size: int = 1024, padding: int = 2
     if progress is not None:
         progress(60, 100)
     pack_info = {}
-    for attempt in range(OVERLAP_RETRIES + 2):
+    for attempt in range(OVERLAP_RETRIES + SINGLE_FACE_ROUNDS + 1):
         corner_uv = pack_charts(tri, chart, int(texture_size), int(padding), info=pack_info)
         check(cancel)
         # LSCM keeps every triangle unfolded, but a chart can still run over itself (around a
         # vertex whose angles add up to more than a turn, or along its border): the faces found
         # overlapping are cut out (their charts re-solved, they are put back where they fit) and
         # the layout is packed again
-        bad = overlapping_faces(np.arange(3 * len(f)).reshape(-1, 3), corner_uv.reshape(-1, 2), int(texture_size))
+        # checked at the texture's texels and on a grid twice as fine: faces overlapping by a sliver
+        # may share no texel centre at this scale but one at the slightly different scale of the
+        # next packing
+        corners = np.arange(3 * len(f)).reshape(-1, 3)
+        bad = overlapping_faces(corners, corner_uv.reshape(-1, 2), int(texture_size))
+        bad |= overlapping_faces(corners, corner_uv.reshape(-1, 2), min(2 * int(texture_size), 8192))
         if not bad.any():
             break
-        if attempt == OVERLAP_RETRIES + 1:
+        if attempt == OVERLAP_RETRIES + SINGLE_FACE_ROUNDS:
             raise RuntimeError(f"geometric charts: {int(bad.sum())} faces overlap in the atlas")
-        if attempt == OVERLAP_RETRIES:    # the last few become charts of one face (these cannot overlap)
+        if attempt >= OVERLAP_RETRIES:    # the last few become charts of one face (these cannot overlap)
             chart, tri = single_face_charts(v, f, chart, tri, bad)
         else:
             chart, tri = flatten_charts(v, f, chart, mesh=mesh, tri=tri, detach=bad)
