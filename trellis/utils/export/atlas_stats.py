@@ -52,9 +52,9 @@ def overlapping_faces(faces, uvs, texture_size: int, margin: float = 1e-4) -> np
 
 
 def _counts(rows, c0, c1, s):
-    diff = np.zeros((s, s + 1), dtype=np.int32)
-    np.add.at(diff, (rows, c0), 1)
-    np.add.at(diff, (rows, c1 + 1), -1)
+    n = s * (s + 1)
+    diff = (np.bincount(rows * (s + 1) + c0, minlength=n)
+            - np.bincount(rows * (s + 1) + c1 + 1, minlength=n)).reshape(s, s + 1)
     return np.cumsum(diff[:, :s], axis=1, dtype=np.int32)
 
 

@@ -82,8 +82,13 @@ def _profiles(q, chart, nchart, padding):
     hi = np.full(start[-1], -np.inf)
     idx = start[chart[tri_id]] + col + padding
     good = np.isfinite(ylo)
-    np.minimum.at(lo, idx[good], np.floor(ylo[good]))
-    np.maximum.at(hi, idx[good], np.ceil(yhi[good]))
+    idx, ylo, yhi = idx[good], np.floor(ylo[good]), np.ceil(yhi[good])
+    if len(idx):        # per column min / max: sorted runs and reduceat (ufunc.at is slow)
+        order = np.argsort(idx, kind="stable")
+        idx, ylo, yhi = idx[order], ylo[order], yhi[order]
+        first = np.r_[0, np.nonzero(idx[1:] != idx[:-1])[0] + 1]
+        lo[idx[first]] = np.minimum.reduceat(ylo, first)
+        hi[idx[first]] = np.maximum.reduceat(yhi, first)
     body_hi = np.where(np.isfinite(hi), hi, -np.inf)     # the chart's own texels (no margin)
     body_lo = np.where(np.isfinite(lo), lo, np.inf)
     # grow by padding sideways (window min / max) and up / down

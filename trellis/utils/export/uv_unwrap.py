@@ -237,14 +237,14 @@ def geometric_layout(vertices, faces, texture_size: int = 1024, padding: int = 2
         # vertex whose angles add up to more than a turn, or along its border): the faces found
         # overlapping are cut out (their charts re-solved, they are put back where they fit) and
         # the layout is packed again
-        # checked at the texture's texels and on a grid twice as fine: faces overlapping by a sliver
-        # may share no texel centre at this scale but one at the slightly different scale of the
-        # next packing
+        # checked at the texture's texels; before packing again also on a grid twice as fine: faces
+        # overlapping by a sliver may share no texel centre at this scale but one at the slightly
+        # different scale of the next packing
         corners = np.arange(3 * len(f)).reshape(-1, 3)
         bad = overlapping_faces(corners, corner_uv.reshape(-1, 2), int(texture_size))
-        bad |= overlapping_faces(corners, corner_uv.reshape(-1, 2), min(2 * int(texture_size), 8192))
         if not bad.any():
             break
+        bad |= overlapping_faces(corners, corner_uv.reshape(-1, 2), min(2 * int(texture_size), 8192))
         if attempt == OVERLAP_RETRIES + SINGLE_FACE_ROUNDS:
             raise RuntimeError(f"geometric charts: {int(bad.sum())} faces overlap in the atlas")
         if attempt >= OVERLAP_RETRIES:    # the last few become charts of one face (these cannot overlap)
