@@ -20,6 +20,9 @@ from .mesh_extract_result import MeshExtractResult
 __all__ = ["extract_mesh", "load_tables"]
 
 _TABLE_FILE = Path(__file__).with_name("flexicubes_tables.json")
+# Surface cubes whose edge entries are made at once in step 8 (memory: ~4 entries per cube, ~150 bytes
+# each while a block is processed; the random-weight 4.7 M-face mesh has ~2.4 M surface cubes).
+CUBE_BLOCK = 1 << 18
 _TABLE_KEYS = ("dmc_table", "num_vd_table", "check_table", "cube_corners", "cube_edges",
                "edge_dir_table", "quad_split_1", "quad_split_2")
 _raw_tables = None
@@ -166,48 +169,64 @@ def extract_mesh(coords: torch.Tensor, feats: torch.Tensor, res: int,
     first_vd[by_count] = torch.cumsum(nvd[by_count], 0) - nvd[by_count]
     V = int(nvd.sum())
 
-    # One entry per (cube, owned surface edge): cube-major, then dmc table order.
-    owner = tab["edge_owner"][case]                                         # [S,12,2]
-    pc, pt = (owner[:, :, 0] >= 0).nonzero(as_tuple=True)
-    slot, e = owner[pc, pt, 0], owner[pc, pt, 1]
-    del owner, pt
-    dv = first_vd[pc] + slot                                                # dual vertex id
-    a, b = edges[2 * e], edges[2 * e + 1]                                   # endpoints, table order
-    ra, rb = rows[pc, a].long(), rows[pc, b].long()
-    cpc = cube[pc]
-    va, vb = cpc + corners[a], cpc + corners[b]                             # integer grid coords
+    # One entry per (cube, owned surface edge): cube-major, then dmc table order. Made and consumed in
+    # blocks of CUBE_BLOCK cubes (the same entries in the same order, summed in the same order), so the
+    # per-entry tensors (a dozen [M] / [M,3] arrays, ~4 entries per cube) never exist for the whole mesh
+    # at once: only what step 9 needs is kept (edge key, dual vertex, first endpoint's side).
+    n_attr = 9 if use_color else 3
+    acc = vattr.new_zeros(V, n_attr)
+    wsum = vattr.new_zeros(V)
+    vgamma = vattr.new_empty(V)
     step = (1 - 1e-8) / (2 * res)
-    xa = va.float() / res - 0.5 + step * torch.tanh(vattr[ra, 1:4])
-    xb = vb.float() / res - 0.5 + step * torch.tanh(vattr[rb, 1:4])
-    sa = (vsdf[ra] * alpha[pc, a])[:, None]                                 # alpha-weighted sdf
-    sb = (vsdf[rb] * alpha[pc, b])[:, None]
-    den = sb - sa                                                           # != 0: signs differ
-    bw = beta[pc, e]
-    vals = [(xa * sb - xb * sa) / den]                                      # zero crossing u_e
-    if use_color:
-        ca, cb = torch.sigmoid(vattr[ra, 4:10]), torch.sigmoid(vattr[rb, 4:10])
-        vals.append((ca * sb - cb * sa) / den)
-    u = torch.cat(vals, 1)
-    acc = u.new_zeros(V, u.shape[1]).index_add_(0, dv, bw[:, None] * u)
-    wsum = u.new_zeros(V).index_add_(0, dv, bw)
+    rank_of_dir = torch.tensor([2, 0, 1], device=device)
+    ekeys, dvs, outs = [], [], []
+    for s0 in range(0, S, CUBE_BLOCK):
+        owner = tab["edge_owner"][case[s0:s0 + CUBE_BLOCK]]                # [B,12,2]
+        pc, pt = (owner[:, :, 0] >= 0).nonzero(as_tuple=True)
+        slot, e = owner[pc, pt, 0], owner[pc, pt, 1]
+        del owner, pt
+        pc = pc + s0
+        dv = first_vd[pc] + slot                                            # dual vertex id
+        a, b = edges[2 * e], edges[2 * e + 1]                               # endpoints, table order
+        ra, rb = rows[pc, a].long(), rows[pc, b].long()
+        cpc = cube[pc]
+        va, vb = cpc + corners[a], cpc + corners[b]                         # integer grid coords
+        xa = va.float() / res - 0.5 + step * torch.tanh(vattr[ra, 1:4])
+        xb = vb.float() / res - 0.5 + step * torch.tanh(vattr[rb, 1:4])
+        sa = (vsdf[ra] * alpha[pc, a])[:, None]                             # alpha-weighted sdf
+        sb = (vsdf[rb] * alpha[pc, b])[:, None]
+        den = sb - sa                                                       # != 0: signs differ
+        bw = beta[pc, e]
+        vals = [(xa * sb - xb * sa) / den]                                  # zero crossing u_e
+        if use_color:
+            ca, cb = torch.sigmoid(vattr[ra, 4:10]), torch.sigmoid(vattr[rb, 4:10])
+            vals.append((ca * sb - cb * sa) / den)
+        u = torch.cat(vals, 1)
+        acc.index_add_(0, dv, bw[:, None] * u)
+        wsum.index_add_(0, dv, bw)
+        vgamma[dv] = gamma[pc]                                              # every vd owns an edge
+        # step 9's inputs: the grid edge's key (first endpoint in table order, axis rank), the dual
+        # vertex, and whether the first endpoint is outside (sdf > 0)
+        ekeys.append(_flat(va, R1) * 3 + rank_of_dir[tab["edge_dir_table"][e]])
+        dvs.append(dv)
+        outs.append(vsdf[ra] > 0)
+        del u, vals, xa, xb, va, vb, cpc, ra, rb, a, b, sa, sb, den, bw, pc, slot, e
     acc /= wsum[:, None]
     vertices = acc[:, :3].contiguous()
     vertex_attrs = acc[:, 3:].contiguous() if use_color else None
-    vgamma = u.new_empty(V)
-    vgamma[dv] = gamma[pc]                                                  # every vd owns an edge
-    del u, acc, vals, xa, xb
+    del acc, wsum
+    ekey, dv, first_out = torch.cat(ekeys), torch.cat(dvs), torch.cat(outs)
+    del ekeys, dvs, outs
 
     # -- step 9: faces. A grid edge is identified by its first endpoint (table order) and axis;
     # key = first-vertex key * 3 + rank, rank y=0, z=1, x=2 (y-edges point -y), which sorts like
     # (first vertex key, second vertex key). Edges seen by exactly 4 cubes are interior edges.
-    rank = torch.tensor([2, 0, 1], device=device)[tab["edge_dir_table"][e]]
-    ekey = _flat(va, R1) * 3 + rank
     ekey, perm = torch.sort(ekey, stable=True)                             # keeps ascending n
     _, ecount = torch.unique_consecutive(ekey, return_counts=True)
     start = (torch.cumsum(ecount, 0) - ecount)[ecount == 4]
     group = perm[start[:, None] + torch.arange(4, device=device)]           # [Q,4] entries
     q = dv[group]
-    outward = vsdf[ra[group[:, 0]]] > 0                                     # first endpoint sdf > 0
+    outward = first_out[group[:, 0]]                                        # first endpoint sdf > 0
     quads = torch.cat([q[outward][:, [0, 1, 3, 2]], q[~outward][:, [2, 3, 1, 0]]])
     g = vgamma[quads]
     split1 = (g[:, 0] * g[:, 2] > g[:, 1] * g[:, 3])[:, None]
