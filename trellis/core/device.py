@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["free_device_memory", "release_device_memory", "set_memory_limit"]
+__all__ = ["free_device_memory", "release_device_memory", "set_memory_limit", "device_capability",
+           "usable_device_memory"]
 
 # Per-process caps set through `set_memory_limit` (device index -> fraction), for torch builds without
 # `torch.cuda.get_per_process_memory_fraction` (it is missing from some releases).
@@ -49,3 +50,23 @@ def free_device_memory(device: torch.device) -> int | None:
 def release_device_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+def device_capability(device) -> tuple[int, int] | None:
+    """(major, minor) compute capability of a CUDA device; None for any other device."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return tuple(torch.cuda.get_device_capability(index))
+
+
+def usable_device_memory(device) -> int | None:
+    """Bytes of a CUDA device this process may use in all: its total memory, capped by a per-process memory
+    fraction (`set_memory_limit`), i.e. the size of the card it behaves as. None for any other device."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    total = torch.cuda.get_device_properties(index).total_memory
+    return int(total * min(1.0, _memory_fraction(index)))

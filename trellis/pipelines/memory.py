@@ -4,6 +4,8 @@ precision: "fp16" (the checkpoints' own fp16 torsos), "bf16" (same layers in bfl
 less mantissa; outputs drift further from the reference, spec §3.6), "fp32" (everything fp32).
 offload: "none" (all networks stay on the device) or "model" (each network, DINOv2 included, is on
 the device only while it runs; the rest wait in CPU memory). Both switch without reloading weights.
+"auto" precision follows the card: `precision_for(compute capability, memory)` (fp32 on Pascal and older
+when it fits, fp16 elsewhere; bf16 only when asked for).
 """
 from __future__ import annotations
 
@@ -14,9 +16,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 # The device-memory helpers live in the bottom layer; this module re-exports them for older callers.
-from ..core.device import free_device_memory, release_device_memory, set_memory_limit
+from ..core.device import (device_capability, free_device_memory, release_device_memory, set_memory_limit,
+                           usable_device_memory)
 
-__all__ = ["PRECISIONS", "OFFLOADS", "RESIDENT_BUDGET_BYTES", "MemoryPolicy", "pick_preset", "StageStat", "StageTracker",
+__all__ = ["PRECISIONS", "OFFLOADS", "RESIDENT_BUDGET_BYTES", "MemoryPolicy", "pick_preset", "precision_for",
+           "FP32_MIN_GIB", "RESIDENT_BUDGET_FP32_BYTES", "StageStat", "StageTracker",
            "HostWeights", "free_device_memory", "release_device_memory", "set_memory_limit"]
 
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
@@ -26,6 +30,44 @@ _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 # Peak allocated memory of the default chain with everything resident (fp16 torsos, measured on the
 # GPU with a ~20 000-voxel structure; see docs/BENCHMARKS.md), with head room.
 RESIDENT_BUDGET_BYTES = 10 * 2 ** 30
+# The same in fp32 (11.3 GiB peak resident in docs/BENCHMARKS.md, the same head room), and the free memory from
+# which conditional + unconditional passes run as one batch (activations double in fp32).
+RESIDENT_BUDGET_FP32_BYTES = 16 * 2 ** 30
+CFG_BATCH_MIN_BYTES = 6 * 2 ** 30
+# Card size from which a GPU without fast fp16 runs in fp32: fp32 with model offload peaks at about 5.1 GiB
+# (the mesh decoder; docs/BENCHMARKS.md, "Each network alone"), plus the CUDA context and the export. An "8 GB"
+# card reports 7.9-8.0 GiB.
+FP32_MIN_GIB = 7.5
+
+
+def precision_for(capability: tuple[int, int] | None, vram_gib: float | None) -> str:
+    """The precision "auto" picks on a CUDA GPU of compute `capability` (major, minor) with `vram_gib` GiB
+    that this process may use (the card's memory, or a `set_memory_limit` cap). Pure: no device is touched.
+
+    ======================  ============================  ==========  ======================================
+    compute capability      cards                         memory      precision
+    ======================  ============================  ==========  ======================================
+    unknown (None)          -                             any         fp16 (the reference's own torso dtype)
+    < 7.0: Maxwell, Pascal  GTX 9xx/10xx, P40, P100       >= 7.5 GiB  fp32
+    < 7.0                   GTX 1060 6 GB, 1050 Ti, ...   < 7.5 GiB   fp16 (storage; maths in fp32, below)
+    7.x: Volta, Turing      V100, T4, RTX 20xx, GTX 16xx  any         fp16
+    >= 8.0: Ampere and on   A100, RTX 30-50xx, H100, B200 any         fp16 (never bf16)
+    ======================  ============================  ==========  ======================================
+
+    Why. Pascal has no tensor cores, and consumer Pascal (6.1) does native fp16 arithmetic at 1/64 of its fp32
+    rate (CUDA C++ Programming Guide, arithmetic throughput table): fp16 can only save memory there, never time,
+    so fp32 — the exact maths — runs when it fits (with model offload below RESIDENT_BUDGET_FP32_BYTES free). When
+    it does not, fp16 still works at about fp32 speed: PyTorch stores half tensors but computes in fp32
+    (its cuBLAS half GEMMs, most of the work, ask for a 32-bit compute type; elementwise kernels compute in
+    float), so "fp16" there is fp16 storage with fp32 compute and no native-fp16 penalty. Volta and newer run
+    fp16 on tensor cores: several times fp32's speed (docs/BENCHMARKS.md: fp32 5x slower on an H200). bf16 runs
+    at exactly fp16's tensor-core rate on 8.0+, so it buys no speed, and it keeps 8 mantissa bits to fp16's 11,
+    drifting further from the reference, whose torsos are fp16 (spec §3.6); it stays a manual choice (its extra
+    range is the only reason to pick it).
+    """
+    if capability is None or tuple(capability) >= (7, 0):
+        return "fp16"
+    return "fp32" if vram_gib is not None and vram_gib >= FP32_MIN_GIB else "fp16"
 
 
 @dataclass
@@ -43,7 +85,7 @@ class MemoryPolicy:
 
     def resolve(self, device: torch.device) -> "MemoryPolicy":
         """Replace "auto" by concrete choices for `device`."""
-        preset = pick_preset(device)
+        preset = pick_preset(device, precision=None if self.precision == "auto" else self.precision)
         return MemoryPolicy(precision=preset.precision if self.precision == "auto" else self.precision,
                             offload=preset.offload if self.offload == "auto" else self.offload,
                             cfg_batch=preset.cfg_batch if self.cfg_batch is None else self.cfg_batch,
@@ -54,17 +96,31 @@ class MemoryPolicy:
         return _DTYPES[self.precision]
 
 
-def pick_preset(device: torch.device, free_bytes: int | None = None) -> MemoryPolicy:
-    """A precision/offload preset for the device: fp32 on the CPU; on a GPU fp16, offloading when small."""
+def pick_preset(device: torch.device, free_bytes: int | None = None, capability: tuple[int, int] | None = None,
+                total_bytes: int | None = None, precision: str | None = None) -> MemoryPolicy:
+    """A precision/offload preset for the device: fp32 on the CPU; on a GPU `precision_for` the card, offloading
+    when the free memory is below the resident budget of that precision. `free_bytes` / `capability` /
+    `total_bytes` stand for the device's own (when `free_bytes` is given nothing is read from the device: an
+    unknown capability gives fp16); `precision` fixes the precision whose budget decides the offload."""
     device = torch.device(device)
     if device.type != "cuda":
         return MemoryPolicy("fp32", "none", cfg_batch=True, cuda_graphs=False)
-    free = free_device_memory(device) if free_bytes is None else free_bytes
+    if free_bytes is None:
+        free = free_device_memory(device)
+        capability = device_capability(device) if capability is None else capability
+        total = usable_device_memory(device) if total_bytes is None else total_bytes
+    else:
+        free, total = free_bytes, free_bytes if total_bytes is None else total_bytes
+    if precision in (None, "auto"):
+        precision = precision_for(capability, total / 2 ** 30)
+    fp32 = precision == "fp32"
+    resident_budget = RESIDENT_BUDGET_FP32_BYTES if fp32 else RESIDENT_BUDGET_BYTES
+    cfg_batch_min = CFG_BATCH_MIN_BYTES * (2 if fp32 else 1)
     # CUDA graphs stay opt-in: at 12 + 12 steps the flows are GPU-bound and replays measured within
     # noise of eager mode (docs/BENCHMARKS.md), while their memory pools cost activation memory.
-    if free < RESIDENT_BUDGET_BYTES:
-        return MemoryPolicy("fp16", "model", cfg_batch=free >= 6 * 2 ** 30, cuda_graphs=False)
-    return MemoryPolicy("fp16", "none", cfg_batch=True, cuda_graphs=False)
+    if free < resident_budget:
+        return MemoryPolicy(precision, "model", cfg_batch=free >= cfg_batch_min, cuda_graphs=False)
+    return MemoryPolicy(precision, "none", cfg_batch=True, cuda_graphs=False)
 
 
 @dataclass
