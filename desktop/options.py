@@ -19,6 +19,7 @@ DEFAULT_MODEL = "microsoft/TRELLIS-image-large"
 MODEL_ENV = "TRELLIS_DESKTOP_MODEL"          # the default of --model when set
 TEXT_MODEL_ENV = "TRELLIS_DESKTOP_TEXT_MODEL"  # the default of --text-model when set
 LOCALHOST = "127.0.0.1"
+WARMUP_ENV = "TRELLIS_DESKTOP_WARMUP"         # 0 / off / false / no: the servers start no background warm-up
 
 
 def default_model() -> str:
@@ -82,9 +83,18 @@ def add_memory_options(parser: argparse.ArgumentParser, precision_help: str, off
     parser.add_argument("--offload", choices=OFFLOADS, default="auto", help=offload_help)
 
 
+def warmup_default() -> bool:
+    """The servers warm up in the background unless $TRELLIS_DESKTOP_WARMUP switches it off."""
+    return os.environ.get(WARMUP_ENV, "on").strip().lower() not in ("0", "off", "false", "no")
+
+
 def add_server_options(parser: argparse.ArgumentParser, port: int, host_help: str) -> None:
+    """--host, --port and --no-warmup (the servers')."""
     parser.add_argument("--host", default=LOCALHOST, help=host_help)
     parser.add_argument("--port", type=port_number, default=port, help="port to listen on (default %(default)s)")
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false", default=warmup_default(),
+                        help="do not load the model at start in the background (nor warm the GPU kernels with a "
+                             f"tiny run); the first job does it instead (default: warm up, unless ${WARMUP_ENV}=0)")
 
 
 def check_runner_args(parser: argparse.ArgumentParser, args, outputs: str | None = "outputs") -> None:

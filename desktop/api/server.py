@@ -239,6 +239,8 @@ def main(argv=None) -> int:
         print(f"outputs folder: {rec.summary()}", file=sys.stderr, flush=True)
     defaults = ServerDefaults(preset=args.preset, precision=args.precision, offload=args.offload)
     app = create_app(runner, token=args.token, defaults=defaults, allowed_origins=args.allow_origin)
+    if args.warmup:          # the model loads (and the GPU kernels warm up) while the first request is prepared
+        runner.start_warmup(precision=args.precision, offload=args.offload)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"Trellis Desktop API on http://{shown}:{port}  (docs: http://{shown}:{port}/docs; "
           f"model {args.model}, outputs {runner.outputs_dir}; "

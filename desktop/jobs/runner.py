@@ -4,6 +4,11 @@ The runner takes jobs (submit, submit_export), keeps the decoded results that la
 cancels or shuts down; each worker loads the pipeline once, lazily, and runs one job at a time through
 steps.py (generate, export), then records how it ended (timings.json, or error.json with the failure's
 kind and message: failures.py).
+
+The servers start a background warm-up (`start_warmup`): each worker loads its pipeline at once and, on a GPU,
+runs one tiny generation to bring up CUDA, cuBLAS and the Triton kernels, while the user is still picking an
+image. It is the worker's own first task, so a job submitted meanwhile waits for the load (never a second
+one) and cuts the tiny run short at its next step; `cancel_warmup` and `shutdown` stop it the same way.
 """
 from __future__ import annotations
 
@@ -29,6 +34,9 @@ from . import recovery, steps
 from .failures import classify_failure, drop_tracebacks, is_disk_full, is_oom, model_load_message
 from .folder import JobFolder, jsonable
 from .job import Job, JobState, ModelLoadError, NoResultError, Progress, UnknownJobError
+
+
+_WARMUP = object()                          # what _next_job hands a worker that is asked to warm up
 
 
 def _default_device() -> str:
@@ -91,6 +99,7 @@ class JobRunner:
         self._jobs: dict = {}
         self._kept: collections.OrderedDict = collections.OrderedDict()    # job id -> job holding a result
         self._stopping = False
+        self._warm_cancel = threading.Event()
         self.recovery = recovery.recover_outputs(self.outputs_dir) if recover else recovery.Recovery()
         for job in self.recovery.jobs:
             self._jobs[job.id] = job
@@ -203,6 +212,32 @@ class JobRunner:
         for dev, line in self.fast_paths().items():
             print(f"device {dev}: {line}", file=stream or sys.stderr, flush=True)
 
+    def start_warmup(self, precision: str = "auto", offload: str = "auto", forward: Optional[bool] = None) -> None:
+        """Warm up in the background, now: every worker loads its pipeline and then (`forward`; default: on a
+        GPU only, where kernels compile on first use) runs one tiny generation with this precision / offload,
+        the servers' defaults. Returns at once. A job submitted meanwhile waits for the load and stops the tiny
+        run at its next step; a failed warm-up only logs a warning (the first job then loads and reports)."""
+        with self._wakeup:
+            if self._stopping:
+                return
+            self._warm_cancel.clear()
+            for w in self._workers:
+                if w.pipeline is None or forward is not False:
+                    w.warm_request = (precision, offload, forward)
+            self._wakeup.notify_all()
+
+    def cancel_warmup(self) -> None:
+        """Stop a background warm-up at its next step (a load under way finishes first)."""
+        with self._wakeup:
+            self._warm_cancel.set()
+            for w in self._workers:
+                w.warm_request = None
+
+    @property
+    def warming_up(self) -> bool:
+        """True while a worker is asked to warm up or is warming up."""
+        return any(w.warm_request is not None or w.warming for w in self._workers)
+
     @property
     def model_loaded(self) -> bool:
         """True once a worker has loaded the pipeline."""
@@ -259,6 +294,7 @@ class JobRunner:
         rather than cancelled."""
         with self._wakeup:
             self._stopping = True
+            self._warm_cancel.set()
             queued = list(self._queue) if cancel else []
             running = [j for j in self._jobs.values() if j.state == JobState.RUNNING] if cancel else []
             if reason:
@@ -285,8 +321,9 @@ class JobRunner:
         self.shutdown()
 
     # ------------------------------------------------------------------ used by the workers
-    def _next_job(self, device: Optional[str] = None) -> Optional[Job]:
-        """The first queued job this worker may run (export jobs are bound to their result's device)."""
+    def _next_job(self, device: Optional[str] = None, worker: Optional["_Worker"] = None):
+        """The first queued job this worker may run (export jobs are bound to their result's device); _WARMUP when
+        the worker is asked to warm up and no job waits for it."""
         with self._wakeup:
             while True:
                 job = next((j for j in self._queue if j._affinity in (None, device)), None)
@@ -294,6 +331,8 @@ class JobRunner:
                     break
                 if self._stopping:
                     return None
+                if worker is not None and worker.warm_request is not None:
+                    return _WARMUP
                 self._wakeup.wait()
             self._queue.remove(job)
             job.state = JobState.RUNNING
@@ -373,6 +412,9 @@ class _Worker:
         self.runner, self.device = runner, device
         self.pipeline = None
         self.text_pipeline, self.text_source = None, None
+        self.warm_request = None           # (precision, offload, forward) of a warm-up asked for
+        self.warming = False
+        self.warmup_timings: dict = {}     # seconds of the last warm-up: load_model, warm_run
         self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
     # ------------------------------------------------------------------ loop
@@ -381,9 +423,12 @@ class _Worker:
             with contextlib.suppress(Exception):
                 torch.cuda.set_device(torch.device(self.device))
         while True:
-            job = self.runner._next_job(self.device)
+            job = self.runner._next_job(self.device, self)
             if job is None:
                 return
+            if job is _WARMUP:
+                self._warm_up()
+                continue
             try:
                 self._run_job(job)
             except BaseException as err:       # never let the worker die
@@ -450,6 +495,54 @@ class _Worker:
                 torch.cuda.empty_cache()
 
 
+    # ------------------------------------------------------------------ background warm-up
+    def _job_waiting(self) -> bool:
+        with self.runner._lock:
+            return any(j._affinity in (None, self.device) for j in self.runner._queue)
+
+    def _warm_up(self) -> None:
+        """Load the pipeline, then (on a GPU) one tiny generation; stops early for a job, cancel or shutdown."""
+        runner = self.runner
+        with runner._lock:
+            request, self.warm_request = self.warm_request, None
+            self.warming = request is not None
+        if request is None:
+            return
+        precision, offload, forward = request
+        forward = self.device.startswith("cuda") if forward is None else forward
+
+        def stop() -> bool:
+            return runner._warm_cancel.is_set() or runner._stopping
+
+        step = "loading the model"
+        try:
+            if self.pipeline is None and not stop():
+                t = time.perf_counter()
+                self.pipeline = runner._factory(self.device)
+                self.warmup_timings = {"load_model": time.perf_counter() - t}
+                print(f"device {self.device}: model loaded in {self.warmup_timings['load_model']:.1f} s "
+                      "(background warm-up)", file=sys.stderr, flush=True)
+            if forward and self.pipeline is not None and not stop() and not self._job_waiting():
+                step = "warming the kernels"
+                t = time.perf_counter()
+                pipeline = self._activate(self.pipeline)
+                pipeline.set_memory_policy(precision=precision, offload=offload)
+                warm_run(pipeline, cancel=lambda: stop() or self._job_waiting())
+                self.warmup_timings["warm_run"] = time.perf_counter() - t
+                print(f"device {self.device}: kernels warmed in {self.warmup_timings['warm_run']:.1f} s "
+                      "(background warm-up)", file=sys.stderr, flush=True)
+        except Cancelled:
+            pass                                   # a job, cancel_warmup or shutdown came first
+        except BaseException as err:               # never fatal: the first job loads and reports for itself
+            print(f"warning: background warm-up on {self.device} stopped while {step}: {err}", file=sys.stderr,
+                  flush=True)
+            drop_tracebacks(err)
+            del err
+        finally:
+            with runner._lock:
+                self.warming = False
+            self._free_memory()
+
     def ensure_pipeline(self, job: Job, progress):
         """The worker's pipeline, loaded on its first job."""
         if self.pipeline is None:
@@ -492,3 +585,27 @@ class _Worker:
             job.files.update(JobFolder(job.out_dir).write_timings(job.timings))
         except OSError:
             pass          # the assets are written; a missing timings file is not worth failing the job
+
+
+def warm_run(pipeline, cancel=None) -> None:
+    """One tiny generation (1 + 1 steps on a 96 px RGBA disc, both decoders, a one-frame 64 px render of each)
+    that brings up what a first job would otherwise wait for: the CUDA context and cuBLAS, attention and sparse
+    conv kernels, the renderers' Triton kernels. Results are thrown away; an empty structure just ends it."""
+    import numpy as np
+    from PIL import Image
+
+    from trellis.pipelines import EmptyStructureError
+    from trellis.utils import render_utils
+
+    yy, xx = np.mgrid[0:96, 0:96]
+    disc = (np.hypot(xx - 47.5, yy - 47.5) < 30).astype(np.uint8) * 255
+    image = Image.fromarray(np.dstack([np.full((96, 96, 3), 160, np.uint8), disc]), "RGBA")
+    try:
+        out = pipeline.run(image, seed=0, formats=["gaussian", "mesh"], sparse_structure_sampler_params={"steps": 1},
+                           slat_sampler_params={"steps": 1}, cancel=cancel)
+    except EmptyStructureError:
+        return
+    for kind in ("gaussian", "mesh"):
+        if cancel is not None and cancel():
+            raise Cancelled()
+        render_utils.render_video(out[kind][0], resolution=64, num_frames=1, cancel=cancel, verbose=False)

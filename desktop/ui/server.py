@@ -66,6 +66,8 @@ def main(argv=None) -> int:
     if problem:
         print(f"warning: {problem}", file=sys.stderr)
     app = TrellisApp(runner, defaults=defaults, model_problem=problem)
+    if args.warmup and not problem:      # the model loads (and GPU kernels warm up) while the user picks an image
+        runner.start_warmup(precision=args.precision, offload=args.offload)
     # Ctrl-C, SIGTERM, SIGHUP (Windows: Ctrl-C, Ctrl-Break, closing the console): the running job stops at
     # its next step and is marked interrupted, then the app exits 0 (a second Ctrl-C: 130 at once).
     stop = StopSignals(runner, "the app")
