@@ -1,0 +1,230 @@
+"""Launch -> first GLB (issue 14 §5): the real REST API server started in a fresh process, timed from the process
+start to the server answering, the model loaded, the first job's GLB and the second (warm) job's GLB.
+
+    python benchmarks/launch_gpu.py [--work DIR] [--preset balanced] [--submit-after 0,10] [--warmup on,off]
+                                    [--object random|bunny|nut] [--out launch_gpu.json] [--md launch_gpu.md]
+    python benchmarks/launch_gpu.py --tiny --device cpu       # the code path on a CPU, tiny pipeline
+
+The model is the full-size random-weight TRELLIS-image-large folder of app_gpu.py (written once under --work;
+shapes decide time and memory), on an RGBA example from assets/ (its alpha is used as it is: no background
+removal, so no u2net download; the run needs no network). Each run is one fresh `python -m desktop api`
+process (nothing warm but the OS file cache and Triton's on-disk kernel cache, which a user's second launch has
+too): it waits `--submit-after` seconds after the server answers (0: a script that posts at once; 10: a user
+picking an image), posts a job (GLB only, the preset's settings), then a second one when the first is done.
+`--warmup off` starts the server with --no-warmup (what the app did before the background warm-up).
+
+Columns, seconds from the process start: server answers /ping; /v1/health says the model is loaded; the first and
+second GLB are written (the job is done); and each job from its submission. The server's own log lines of the
+warm-up (model load, kernel warm run) and each job's timings.json (load_model, pipeline, export) come with it.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+IMAGE = ROOT / "assets" / "examples" / "mug.png"
+POLL_S = 0.02
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def model_folder(work: Path, tiny: bool) -> Path:
+    if tiny:
+        from trellis.tools.tiny_pipeline import write_tiny_pipeline
+
+        folder = work / "tiny"
+        if not (folder / "pipeline.json").exists():
+            write_tiny_pipeline(str(folder), seed=0)
+        return folder
+    from app_gpu import write_full_pipeline
+
+    folder = work / "TRELLIS-image-large-random"
+    if not (folder / "pipeline.json").exists():
+        t0 = time.perf_counter()
+        write_full_pipeline(folder)
+        print(f"wrote the full-size random pipeline in {time.perf_counter() - t0:.1f} s", flush=True)
+    return folder
+
+
+def job_settings(preset: str, tiny: bool) -> dict:
+    body = {"preset": preset, "seed": 3, "formats": ["glb"]}
+    if tiny:
+        body.update(ss_steps=2, slat_steps=2, texture_size=64, bake_views=4, bake_resolution=64, fill_holes=False)
+    return body
+
+
+def one_launch(model: Path, outputs: Path, device: str, warmup: bool, submit_after: float, body: dict,
+               obj: str) -> dict:
+    """One fresh server process, two jobs; seconds from the process start."""
+    import httpx
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    head = [sys.executable, "-m", "desktop"]
+    if obj != "random":
+        from app_gpu import _REALISTIC_BOOTSTRAP
+
+        head = [sys.executable, "-c", _REALISTIC_BOOTSTRAP, obj]
+    cmd = [*head, "api", "--model", str(model), "--port", str(port), "--outputs", str(outputs), "--device", device]
+    if not warmup:
+        cmd.append("--no-warmup")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "benchmarks"),
+                                                        *filter(None, [os.environ.get("PYTHONPATH")])])}
+    for name in ("TRELLIS_DESKTOP_API_TOKEN", "TRELLIS_DESKTOP_WARMUP"):
+        env.pop(name, None)
+    log: list[tuple[float, str]] = []
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def read_log():
+        for line in proc.stderr:
+            log.append((time.perf_counter() - t0, line.rstrip()))
+    reader = threading.Thread(target=read_log, daemon=True)
+    reader.start()
+    row = {"warmup": "on" if warmup else "off", "submit_after_s": submit_after}
+    loaded = {}
+    client = httpx.Client(base_url=url, timeout=600)
+
+    def health() -> None:
+        if "model_loaded_s" not in loaded:
+            try:
+                if client.get("/v1/health").json().get("model_loaded"):
+                    loaded["model_loaded_s"] = time.perf_counter() - t0
+            except httpx.TransportError:
+                pass
+    try:
+        while True:
+            try:
+                if client.get("/ping", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.perf_counter() - t0 > 600:
+                raise RuntimeError("the server did not start:\n" + "\n".join(line for _, line in log[-30:]))
+            time.sleep(POLL_S)
+        row["server_s"] = time.perf_counter() - t0
+        until = time.perf_counter() + submit_after
+        while time.perf_counter() < until:
+            health()
+            time.sleep(POLL_S)
+        image = base64.b64encode(IMAGE.read_bytes()).decode()
+        for n in (1, 2):
+            submitted = time.perf_counter()
+            r = client.post("/v1/jobs", json={"images": [image], **body})
+            if r.status_code != 202:
+                raise RuntimeError(f"job {n}: HTTP {r.status_code}: {r.text}")
+            job_id = r.json()["id"]
+            while (info := client.get(f"/v1/jobs/{job_id}").json())["state"] not in ("done", "failed", "cancelled"):
+                health()
+                time.sleep(POLL_S)
+            done = time.perf_counter()
+            if info["state"] != "done":
+                raise RuntimeError(f"job {n} {info['state']}: {info.get('error')}")
+            folder = Path(info["out_dir"])
+            timings = json.loads((folder / "timings.json").read_text())
+            health()
+            row[f"glb{n}_s"] = done - t0
+            row[f"job{n}_s"] = done - submitted
+            row[f"job{n}_timings"] = {k: timings.get(k) for k in ("load_model", "preprocess", "total")} | {
+                "pipeline": (timings.get("pipeline") or {}).get("seconds"),
+                "glb_bytes": (folder / "model.glb").stat().st_size}
+        row.update(loaded)
+    finally:
+        client.close()
+        proc.terminate()
+        try:
+            proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        reader.join(10)
+    for t, line in log:       # the warm-up's own figures (desktop/jobs/runner.py prints them)
+        m = re.search(r"(model loaded|kernels warmed) in ([0-9.]+) s \(background warm-up\)", line)
+        if m:
+            row["warmup_load_s" if m.group(1) == "model loaded" else "warmup_run_s"] = float(m.group(2))
+    row["server_log"] = [f"{t:.2f} s: {line}" for t, line in log if "warm" in line or "device" in line
+                         or "error" in line.lower()][-12:]
+    return row
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    out = [f"{meta['device']}, torch {meta['torch']}, commit {meta['commit']}, {meta['date']}; model {meta['model']}, "
+           f"preset {meta['preset']}, GLB only, {meta['image']}", "",
+           "| warm-up | submit after s | server answers s | model loaded s | first GLB s | first job s | "
+           "second GLB s | second job s | first job's load_model s | warm-up load s | warm-up run s |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def f(v):
+        return "-" if v is None else f"{v:.2f}"
+    for r in rows:
+        out.append(f"| {r['warmup']} | {r['submit_after_s']:g} | {f(r.get('server_s'))} | {f(r.get('model_loaded_s'))} "
+                   f"| {f(r.get('glb1_s'))} | {f(r.get('job1_s'))} | {f(r.get('glb2_s'))} | {f(r.get('job2_s'))} | "
+                   f"{f((r.get('job1_timings') or {}).get('load_model'))} | {f(r.get('warmup_load_s'))} | "
+                   f"{f(r.get('warmup_run_s'))} |")
+    return "\n".join(out) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--work", default="/tmp/launch_gpu", help="model folder and outputs (default %(default)s)")
+    ap.add_argument("--preset", default="balanced")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--warmup", default="on,off", help="warm-up settings to run, in order (default %(default)s)")
+    ap.add_argument("--warmup-off", action="store_true", help="only the runs without the warm-up (--warmup off)")
+    ap.add_argument("--submit-after", default="0,10", help="seconds between the server answering and the first "
+                                                          "job, one run per value (default %(default)s)")
+    ap.add_argument("--object", default="random", choices=("random", "bunny", "nut"),
+                    help="decoder outputs replaced by a realistic object (app_gpu.py) or the random-weight blob")
+    ap.add_argument("--tiny", action="store_true", help="tiny random pipeline (checks the code path, e.g. on a CPU)")
+    ap.add_argument("--out", default=None, help="JSON file (default: WORK/launch_gpu.json)")
+    ap.add_argument("--md", default=None, help="markdown table file (default: WORK/launch_gpu.md)")
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    model = model_folder(work, args.tiny)
+    body = job_settings(args.preset, args.tiny)
+    warmups = ["off"] if args.warmup_off else [w.strip() for w in args.warmup.split(",") if w.strip()]
+    waits = [float(x) for x in args.submit_after.split(",") if x.strip()]
+    import torch
+
+    cuda = args.device.startswith("cuda") and torch.cuda.is_available()
+    meta = {"device": torch.cuda.get_device_name() if cuda else "CPU", "torch": torch.__version__,
+            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                     text=True).stdout.strip(),
+            "date": date.today().isoformat(), "model": "tiny random" if args.tiny else "full-size random weights",
+            "preset": args.preset, "image": f"{IMAGE.relative_to(ROOT)} (RGBA)", "object": args.object,
+            "fast_paths": os.environ.get("TRELLIS_FAST_PATHS", "on")}
+    rows = []
+    for wait in waits:
+        for w in warmups:
+            outputs = work / f"outputs-warmup-{w}-after-{wait:g}"
+            row = one_launch(model, outputs, args.device, w == "on", wait, body, args.object)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    result = {"meta": meta, "runs": rows}
+    Path(args.out or work / "launch_gpu.json").write_text(json.dumps(result, indent=2))
+    table = markdown(rows, meta)
+    Path(args.md or work / "launch_gpu.md").write_text(table)
+    print(table, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
