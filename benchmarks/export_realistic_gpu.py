@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from trellis.utils.export.atlas_stats import atlas_stats  # noqa: E402
 from trellis.utils.export.uv_unwrap import uv_coverage  # noqa: E402
 
 from realistic_objects import (DEFAULT_SHAPES, SHAPES, SOURCES, build_arrays, effective_blur,  # noqa: E402
@@ -115,7 +116,8 @@ def markdown(info: dict) -> str:
             f"{info['warmup']} warm-up + {info['runs']} timed run(s), median")
     cols = (["shape", "input faces (outer + inner)", "Gaussians", "GLB faces", "to_glb s"] + [f"{s} s" for s in stages]
             + ["peak alloc / reserved GiB", "PSNR dB (held-out)", "ceiling dB (ideal texels, same atlas)",
-               "SSIM (ceiling)", "blur texels", "seam-band error ratio", "Gaussians' PSNR dB", "mask IoU"])
+               "SSIM (ceiling)", "blur texels", "seam-band error ratio", "texel use", "UV method",
+               "Gaussians' PSNR dB", "mask IoU"])
     lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for name, r in info["rows"].items():
         mem = (f"{r['peak_alloc_GiB']:.2f} / {r['peak_reserved_GiB']:.2f}" if "peak_alloc_GiB" in r
@@ -128,6 +130,7 @@ def markdown(info: dict) -> str:
                   f"{q.get('ssim', float('nan')):.3f} ({q.get('ceiling_ssim', float('nan')):.3f})",
                   f"{q.get('blur', {}).get('sigma_texels', float('nan')):.2f}",
                   f"{q.get('seam_band_error_ratio', float('nan')):.2f}",
+                  f"{q.get('texel_use', float('nan')):.3f}", str(r.get("uv_method")),
                   f"{r['quality'].get('gaussian_psnr_db', float('nan')):.2f}",
                   f"{r['quality'].get('mask_iou', float('nan')):.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -206,6 +209,11 @@ def main(argv=None) -> int:
         # How blurred the GLB's texture is against the ideal one, over the texels the atlas covers.
         _, gf, guv, gtex = glb_arrays(glb, device)
         quality["blur"] = effective_blur(gtex, ideal, uv_coverage(gf, guv, gtex.shape[0]) > 0)
+        # The atlas: texel use at the texture size and overlapping texels (charts are not counted here: the
+        # GLB splits vertices at creases for its normals, which would split charts too).
+        stats = atlas_stats(gf.cpu().numpy(), guv.cpu().numpy(), gtex.shape[0])
+        quality["texel_use"] = round(float(stats["texel_use"]), 4)
+        quality["overlap_texels"] = int(stats["overlap_texels"])
         quality["below_ceiling_db"] = round(ceiling["psnr_db"] - quality["psnr_db"], 3)
         row = {"source": SOURCES[name].__dict__, "input_faces": int(mesh["faces"].shape[0]), "outer_faces": outer,
                "input_vertices": int(mesh["vertices"].shape[0]), "gaussians": len(gaussian),
