@@ -46,7 +46,7 @@ def test_geometric_charts_use_the_texture_without_overlap(shape):
     make, min_texel_use = SHAPES[shape]
     v, f = make()
     info = {}
-    vv, ff, uv, vm = unwrap_uv(v, f, texture_size=SIZE, info=info)
+    vv, ff, uv, vm = unwrap_uv(v, f, texture_size=SIZE, info=info, method="geometric")
     assert info["method"] == "geometric"
     # same faces, same corners; vertices only duplicated along seams
     assert ff.shape == f.shape
@@ -87,6 +87,7 @@ def test_geometric_charts_past_their_budget_give_the_fast_layout(monkeypatch):
     v, f = bumpy_sphere(3)
     with pytest.raises(TimeoutError):
         unwrap_uv(v, f, time_budget_s=1e-4, method="geometric")
+    monkeypatch.setattr(uvu, "AUTO_GEOMETRIC", True)           # as "auto" would with the switch on
     monkeypatch.setattr(uvu, "_xatlas_subprocess", None)     # "auto" must not try xatlas after the budget
     info = {}
     vv, ff, uv, vm = unwrap_uv(v, f, time_budget_s=1e-4, info=info)

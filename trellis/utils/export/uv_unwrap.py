@@ -1,6 +1,7 @@
 """UV unwrapping for texture baking (spec §15.3), bounded in time.
 
-Method "geometric" (the default, ``auto`` tries it first; issue 13 §4): our own charts, cut along the
+Method "geometric" (opt-in, ``method="geometric"``; ``auto`` tries it first only when
+``AUTO_GEOMETRIC`` is set, see below; issue 13 §4): our own charts, cut along the
 geometry (``charts.geometric_charts``: normal clusters grown over the face adjacency, split until each
 is a disc of bounded bend, borders smoothed, tiny charts merged), flattened by LSCM
 (``charts.flatten_charts``; faces folded over by decimation are cut out and put back into a neighbour
@@ -9,6 +10,10 @@ at the balanced budget (18 k faces, texture 1024): 92 charts, no single-triangle
 where xatlas on the 2 000-face pieces below gave 116 charts of which 22 % single triangles, 56 %. xatlas
 given the same geometric pieces (or the whole mesh) still made 12-20 % single-triangle charts: it cuts
 decimation's fold-over faces out as charts of their own. Measured with ``atlas_stats.atlas_stats``.
+
+Not the default yet: on the H100 host (2026-11-22, realistic objects at the balanced preset) it made the
+CAD nut's UV stage 0.9 s slower than xatlas in pieces (1.77 vs 0.90 s) and its seam-band error ratio
+1.12 (xatlas: 0.97), with texel use 53-55 % either way; so ``auto`` keeps xatlas first, as before.
 
 Then, in order, when the one before fails:
 
@@ -62,6 +67,9 @@ SMOOTH_ITERATIONS = 8
 # each given to xatlas as its own mesh (charted in parallel, packed together into one atlas). The cuts
 # only add seams where a chart would have crossed a piece boundary.
 PIECE_FACES = 2000
+
+# Whether "auto" tries the geometric layout before xatlas (see the module docstring: not yet).
+AUTO_GEOMETRIC = False
 
 # Times the geometric layout cuts faces found overlapping in the atlas out of their charts and packs
 # again; faces still overlapping after that become charts of one face each (up to SINGLE_FACE_ROUNDS
@@ -137,9 +145,9 @@ def unwrap_uv(vertices, faces, time_budget_s: float = 10.0, progress: Progress =
     int64, uvs [V',2] float32, vmapping [V'] int64): vertices are duplicated along chart seams and
     vmapping gives the input vertex of each output vertex; faces keep their order.
 
-    method "auto": "geometric" within ``time_budget_s`` (checked between its steps; skipped when its
-    estimate exceeds the budget; a budget of 0 goes at once to "charts"); past its budget, "charts";
-    if it fails otherwise, xatlas within ``time_budget_s`` (skipped at once when
+    method "auto": with ``AUTO_GEOMETRIC``, first "geometric" within ``time_budget_s`` (checked between
+    its steps; skipped when its estimate exceeds the budget; a budget of 0 goes at once to "charts");
+    past its budget, "charts"; then (or at once, the default) xatlas within ``time_budget_s`` (skipped at once when
     its estimated time exceeds two budgets), else the "charts" layout; "geometric" and "xatlas" (no
     fallback, errors raise; xatlas's budget still applies and raises TimeoutError); "charts".
     ``padding`` = margin between charts in texels of a ``texture_size`` texture. ``progress(done,
@@ -157,7 +165,7 @@ def unwrap_uv(vertices, faces, time_budget_s: float = 10.0, progress: Progress =
     budget = float(time_budget_s)
     # (skipped in "auto" when its estimate exceeds the budget: then xatlas in pieces, faster on
     # large meshes, gets the budget, as before the geometric charts existed)
-    if method == "geometric" or (method == "auto" and budget > 0
+    if method == "geometric" or (method == "auto" and AUTO_GEOMETRIC and budget > 0
                                  and geometric_time_estimate(len(f)) <= budget):
         try:
             out = geometric_layout(v, f, texture_size=texture_size, padding=padding, progress=progress,
