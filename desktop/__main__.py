@@ -18,12 +18,12 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
-        prog="python -m desktop", usage="python -m desktop {ui,api,generate} [options]",
-        description="Trellis Desktop: turn one photo into a 3D asset on your own GPU. "
+        prog="python -m desktop", usage=f"python -m desktop {{{','.join(COMMANDS)}}} [options]",
+        description="Trellis Desktop: turn a photo or a prompt into a 3D asset on your own GPU. "
                     "`python -m desktop COMMAND --help` lists a command's options.",
     )
     parser.add_argument("command", choices=COMMANDS,
-                        help="ui: the browser app; api: the REST API server; generate: images from the command line")
+                        help="; ".join(f"{name}: {what}" for name, (_, what) in COMMANDS.items()))
     # The command is the first word that names one; everything else belongs to it.
     for i, word in enumerate(argv):
         if word in COMMANDS:

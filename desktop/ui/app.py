@@ -167,7 +167,7 @@ class TrellisApp(ApiEndpoints, HistoryViews):
                         with gr.Row():
                             k["precision"] = gr.Dropdown(list(PRECISIONS), value=start["precision"],
                                                          label=LABELS["precision"], elem_id="td-precision",
-                                                         info="auto picks fp16/bf16 on a GPU that supports it")
+                                                         info="auto: fp16 on a GPU (fp32 on Pascal cards with 8 GB or more), fp32 on a CPU")
                             k["offload"] = gr.Dropdown(list(OFFLOADS), value=start["offload"],
                                                        label=LABELS["offload"], elem_id="td-offload",
                                                        info="model: each network on the GPU only while it runs")
