@@ -124,6 +124,17 @@ try:
     alpha = float(out["alpha"].max())
     if not alpha > 0.5 or not bool(torch.isfinite(out["color"]).all()):
         raise RuntimeError(f"the Gaussian test image is wrong (max alpha {alpha})")
+    # The sparse 3x3x3 conv of the decoders (Triton's implicit GEMM on a GPU) on a little cube of voxels.
+    from trellis.modules.sparse import SparseTensor
+    from trellis.modules.sparse.conv import SparseConv3d
+    ijk = torch.stack(torch.meshgrid(*[torch.arange(4)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    coords = torch.cat([torch.zeros(len(ijk), 1, dtype=torch.long), ijk], 1).int().to(dev)
+    conv = SparseConv3d(16, 16, 3).to(dev)
+    dtype = torch.float16 if dev.type == "cuda" else torch.float32
+    with torch.no_grad():     # as in inference: the kernel leaves calls that need gradients to the twin
+        y = conv.to(dtype)(SparseTensor(feats=torch.randn(len(ijk), 16, generator=gen).to(dev, dtype), coords=coords))
+    if y.feats.shape != (len(ijk), 16) or not bool(torch.isfinite(y.feats).all()):
+        raise RuntimeError("the sparse conv test gave a wrong result")
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     st = fastpaths.status(dev)

@@ -146,14 +146,14 @@ def test_pinned_wheel_exists_for_windows(python, pin, tmp_path):
 
 def test_fast_path_check_runs_our_renderers_and_records_the_path():
     """The install's check script, run for real (on the CPU here: the renderers run, status says why the
-    kernels are off); on a GPU the same script makes Triton compile and launch both kernels."""
+    kernels are off); on a GPU the same script makes Triton compile and launch each kernel."""
     layout = Layout.of(ROOT)
     installer = inst.Installer(layout, Options(), Log(None, quiet=True), inst.isolated_env())
     p = make_plan(System(), force_cpu=True)
     result = installer.fast_path_check(Path(sys.executable), p, device="cpu")
     assert result["error"] is None, result
     assert result["fast"] is False and result["line"] == "CPU: PyTorch paths (no GPU kernels)"
-    assert set(result["kernels"]) == {"gaussian_composite", "mesh_raster"}
+    assert set(result["kernels"]) == {"gaussian_composite", "mesh_raster", "sparse_conv3d"}
     assert all("CUDA only" in why for why in result["kernels"].values())
 
 
