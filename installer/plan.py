@@ -124,9 +124,10 @@ RULES: dict[str, str] = {
         "sparse conv 'torch': our gather-GEMM convolution (trellis/modules/sparse/conv.py) measured faster than "
         "spconv-cu126 in docs/BENCHMARKS.md (slat_flow_model fp16: 0.052 s vs 0.273 s on an H200).",
     "preset_memory":
-        "precision/offload: the thresholds of trellis/pipelines/memory.py::pick_preset (fp16; model offload "
-        "below 10 GiB free; sequential CFG below 6 GiB free; fp32 on the CPU), applied to an estimate of free "
-        "memory (memory.total minus 512 MiB for the CUDA context and the desktop).",
+        "precision/offload: the thresholds of trellis/pipelines/memory.py::pick_preset (precision_for: fp16, fp32 "
+        "on compute capability < 7.0 with >= 7.5 GiB; model offload below 10 GiB free (fp32: 16); sequential CFG "
+        "below 6 GiB free (fp32: 12); fp32 on the CPU), applied to an estimate of free memory (memory.total minus "
+        "512 MiB for the CUDA context and the desktop).",
     "xformers_not_planned":
         "xformers is not installed: its wheels are built for one torch build (0.0.35: torch 2.10.0+cu128) and "
         "cannot load their kernels with another (shared/research/dependencies.md §1, §6).",
@@ -255,6 +256,8 @@ OLDEST_TORCH_VERSION = min((b.torch for b in TORCH_CUDA_BUILDS), key=lambda v: t
 # runs before torch exists. tests/test_installer.py checks that the two agree.
 RESIDENT_BUDGET_BYTES = 10 * 2 ** 30     # memory.RESIDENT_BUDGET_BYTES: below it, model offload
 CFG_BATCH_MIN_BYTES = 6 * 2 ** 30        # below it, the CFG passes run one after the other
+RESIDENT_BUDGET_FP32_BYTES = 16 * 2 ** 30   # memory.RESIDENT_BUDGET_FP32_BYTES: the same in fp32 (CFG: twice)
+FP32_MIN_GIB = 7.5                       # memory.FP32_MIN_GIB: Pascal and older with this much memory run fp32
 # pick_preset measures free memory when the app starts; the installer only has memory.total. The CUDA
 # context and (on the display GPU) the desktop usually hold a few hundred MiB before the app starts.
 ASSUMED_IN_USE_MIB = 512
@@ -366,11 +369,29 @@ def choose_build(gpu: Gpu, system: System) -> BuildChoice:
                        compat_only=not full(chosen), better_with_new_driver=better)
 
 
-def preset_for_free_bytes(free_bytes: int | None) -> tuple[str, str, bool]:
-    """(precision, offload, cfg_batch) on a GPU, as pick_preset chooses them for this much free memory."""
-    if free_bytes is None or free_bytes < RESIDENT_BUDGET_BYTES:
-        return "fp16", "model", free_bytes is not None and free_bytes >= CFG_BATCH_MIN_BYTES
-    return "fp16", "none", True
+def precision_for(capability: tuple[int, int] | None, vram_gib: float | None) -> str:
+    """memory.precision_for (see its table): fp32 on Pascal and older with >= FP32_MIN_GIB, else fp16."""
+    if capability is None or tuple(capability) >= (7, 0):
+        return "fp16"
+    return "fp32" if vram_gib is not None and vram_gib >= FP32_MIN_GIB else "fp16"
+
+
+def preset_for_free_bytes(free_bytes: int | None, capability: tuple[int, int] | None = None,
+                          total_bytes: int | None = None) -> tuple[str, str, bool]:
+    """(precision, offload, cfg_batch) on a GPU, as pick_preset chooses them for this much free memory on a card
+    of this compute capability and total memory (default: the free memory)."""
+    total = free_bytes if total_bytes is None else total_bytes
+    precision = precision_for(capability, None if total is None else total / 2 ** 30)
+    fp32 = precision == "fp32"
+    budget = RESIDENT_BUDGET_FP32_BYTES if fp32 else RESIDENT_BUDGET_BYTES
+    cfg_min = CFG_BATCH_MIN_BYTES * (2 if fp32 else 1)
+    if free_bytes is None or free_bytes < budget:
+        return precision, "model", free_bytes is not None and free_bytes >= cfg_min
+    return precision, "none", True
+
+
+def _total_bytes(gpu) -> int | None:
+    return None if gpu.memory_mib is None else gpu.memory_mib * 2 ** 20
 
 
 CPU_PRESET = ("fp32", "none", True)
@@ -529,7 +550,8 @@ def _plan_device(system: System, b: _Builder) -> Plan:
     # The GPU that holds the most of the pipeline (resident beats offload, batched CFG beats sequential),
     # then the newest architecture, then the most memory; ties go to the first in nvidia-smi's order.
     def rank(c: BuildChoice):
-        _, offload, cfg_batch = preset_for_free_bytes(estimated_free_bytes(c.gpu))
+        _, offload, cfg_batch = preset_for_free_bytes(estimated_free_bytes(c.gpu), c.gpu.compute_capability,
+                                                      _total_bytes(c.gpu))
         return (offload == "none", cfg_batch, c.gpu.compute_capability or (0, 0), c.gpu.memory_mib or 0, -c.gpu.index)
     best = max(usable, key=rank)
     gpu, build = best.gpu, best.build
@@ -584,7 +606,7 @@ def _plan_device(system: System, b: _Builder) -> Plan:
                f"compute capability 8.0 or newer (this GPU: {_cc(cc)}).", "attention_varlen")
 
     free = estimated_free_bytes(gpu)
-    precision, offload, cfg_batch = preset_for_free_bytes(free)
+    precision, offload, cfg_batch = preset_for_free_bytes(free, cc, _total_bytes(gpu))
     b.rule("preset_memory")
     if free is None:
         b.warn(f"nvidia-smi did not report the memory of {gpu.name}; starting with the low-memory preset "
@@ -594,9 +616,14 @@ def _plan_device(system: System, b: _Builder) -> Plan:
                f"each network on the GPU only while it runs); that preset peaked at {LOW_VRAM_PEAK_GIB} GiB in our "
                "benchmark, so close other programs that use the GPU. If it still runs out of memory, the app says so "
                "(a CUDA build of PyTorch also runs on the CPU).", "small_gpu")
-    if cc == (6, 1):
-        b.note("GeForce Pascal GPUs (compute capability 6.1) compute fp16 far slower than fp32; where fp32 fits in "
-               "memory, switching precision to fp32 in the app can be faster.", "pascal_fp16")
+    if cc is not None and cc < (7, 0):
+        if precision == "fp32":
+            b.note(f"{gpu.name} computes fp16 far slower than fp32 (compute capability {_cc(cc)}): the app runs "
+                   "fp32 on it.", "pascal_fp16")
+        else:
+            b.note(f"{gpu.name} computes fp16 far slower than fp32 (compute capability {_cc(cc)}), but fp32 needs "
+                   f"{FP32_MIN_GIB} GiB: the app stores fp16 and computes in fp32 (PyTorch's half GEMMs use fp32 "
+                   "maths).", "pascal_fp16")
 
     b.note("xformers is not installed: its wheels are built against one torch build, not torch "
            f"{build.torch}; the built-in PyTorch attention gives the same results.", "xformers_not_planned")

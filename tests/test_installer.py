@@ -53,18 +53,20 @@ CASES = [
              "memory.py::pick_preset gives fp32 on the CPU.",
          rules=("no_gpu_cpu", "attention_sdpa", "preset_memory"), warn=("very slow", "CPU build"), cli=True),
     Case("gtx1080ti_driver470_3_fields", "NVIDIA GeForce GTX 1080 Ti, 11264, 470.256.02\n", "Linux",
-         "cu118", "sdpa", "fp16", "none", torch="2.7.1",
+         "cu118", "sdpa", "fp32", "model", torch="2.7.1", cfg_batch=False,
          why="R470 predates the compute_cap field (3 fields) and CUDA 12 (minor-version compatibility starts at "
              "525.60.13), so no torch 2.13 build runs; it is >= 450.80.02, CUDA 11.x minor-version compatibility, "
-             "and torch 2.7.1 is the last release with a cu118 build (sm_60 code runs on 6.1). 11 GiB: resident.",
+             "and torch 2.7.1 is the last release with a cu118 build (sm_60 code runs on 6.1). 11 GiB of Pascal: "
+             "fp32 (memory.precision_for: fp16 arithmetic at 1/64 rate), offloaded below fp32's 16 GiB budget.",
          rules=("driver_cuda11", "gpu_arch_cu118", "torch_builds_older", "cc_from_name", "attention_varlen_torch"),
          warn=("470.256.02 is older", "minor-version compatibility"), note=("525.60.13 or newer",), cli=True),
     Case("gtx1070_driver535", "NVIDIA GeForce GTX 1070, 8192, 535.183.01, 6.1\n", "Linux",
-         "cu126", "sdpa", "fp16", "model",
+         "cu126", "sdpa", "fp32", "model",
          why="Pascal is only in the cu126 build; 535 < 560.35.05 (CUDA 12.6 U3) but >= 525.60.13, so it runs under "
-             "minor-version compatibility; FlashAttention needs 8.0.",
+             "minor-version compatibility; FlashAttention needs 8.0. 8 GiB of Pascal: fp32 (>= 7.5 GiB), offloaded, "
+             "CFG passes in turn (7.5 GiB free < fp32's 12).",
          rules=("gpu_arch", "driver_cuda12", "attention_sdpa", "pascal_fp16"),
-         warn=("minor-version compatibility",), note=("fp16 far slower",), cfg_batch=True, cli=True),
+         warn=("minor-version compatibility",), note=("fp16 far slower", "runs fp32"), cfg_batch=False, cli=True),
     Case("gtx1060_windows_driver581", "NVIDIA GeForce GTX 1060 6GB, 6144, 581.57, 6.1\n", "Windows",
          "cu126", "sdpa", "fp16", "model",
          why="Pascal: cu126 only, even on an R580 driver (cu130 starts at Turing 7.5); 6 GiB minus the context is "
@@ -592,6 +594,16 @@ def test_preset_thresholds_agree_with_memory_pick_preset():
         assert (p.precision, p.offload, p.cfg_batch) == plan.preset_for_free_bytes(free), free
     p = memory.pick_preset(torch.device("cpu"))
     assert (p.precision, p.offload, p.cfg_batch) == plan.CPU_PRESET
+    # the card's compute capability and total memory decide the precision (Pascal: fp32 from 7.5 GiB)
+    assert (plan.RESIDENT_BUDGET_FP32_BYTES, plan.FP32_MIN_GIB) == (memory.RESIDENT_BUDGET_FP32_BYTES,
+                                                                    memory.FP32_MIN_GIB)
+    for cc in (None, (5, 2), (6, 1), (7, 0), (7, 5), (8, 6), (9, 0)):
+        for total in (4 * gib, 6 * gib, 8 * gib, 11 * gib, 12 * gib, 16 * gib, 24 * gib, 80 * gib):
+            for free in (total - gib // 2, total // 3, 12 * gib, 20 * gib):
+                free = min(free, total)
+                p = memory.pick_preset(cuda, free_bytes=free, capability=cc, total_bytes=total)
+                assert (p.precision, p.offload, p.cfg_batch) == plan.preset_for_free_bytes(free, cc, total), \
+                    (cc, total, free)
 
 
 # -------------------------------------------------------------------------------------- licences
