@@ -15,11 +15,11 @@ import dataclasses
 import errno
 import os
 import shutil
-import sys
 import tempfile
 import time
 
-from .options import add_model_option, add_runner_options, add_text_model_option, check_runner_args, format_clock
+from .options import (TerminalLine, add_model_option, add_runner_options, add_text_model_option, check_runner_args,
+                      format_clock)
 from .settings import (DEFAULT_PRESET, FORMATS, PRESETS, TEXT_MODEL_SIZES, GenerationSettings, check_prompt,
                        field_names, number_range)
 
@@ -182,14 +182,11 @@ def build_settings(args) -> GenerationSettings:
 # Progress display (no dependency: a plain text bar on stderr)
 # ---------------------------------------------------------------------------------------------
 
-class ProgressDisplay:
+class ProgressDisplay(TerminalLine):
     """One redrawn line on a terminal; on a pipe or file, one line per stage change."""
 
     def __init__(self, stream=None, enabled: bool = True):
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.width = 0
+        super().__init__(stream, enabled)
         self.last_key = None
 
     def update(self, index: int, count: int, name: str, job) -> None:
@@ -213,23 +210,6 @@ class ProgressDisplay:
                 self.stream.write(f"{head}: {p.label}...\n")
                 self.stream.flush()
 
-    def _draw(self, line: str) -> None:
-        pad = max(0, self.width - len(line))
-        self.stream.write("\r" + line + " " * pad)
-        self.stream.flush()
-        self.width = len(line)
-
-    def clear(self) -> None:
-        if self.tty and self.width:
-            self.stream.write("\r" + " " * self.width + "\r")
-            self.stream.flush()
-            self.width = 0
-
-    def say(self, text: str) -> None:
-        """A permanent message line (errors are printed even when progress is off)."""
-        self.clear()
-        self.stream.write(text + "\n")
-        self.stream.flush()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
     add_memory_options(parser, ...)     --precision, --offload (the servers' defaults for new jobs)
     add_server_options(parser, port)    --host, --port
     check_runner_args(parser, args)     what argparse cannot check by itself
+    format_clock(seconds), TerminalLine the progress displays of generate and batch
 
 No heavy import: `--help` and a usage error stay instant.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 
 from .settings import OFFLOADS, PRECISIONS
 
@@ -114,3 +116,32 @@ def format_clock(seconds) -> str:
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class TerminalLine:
+    """One status line redrawn in place on a terminal (``_draw``), and whole lines that stay (``say``); on a
+    pipe or a file (not a tty) nothing is redrawn. The base of the progress displays of generate and batch."""
+
+    def __init__(self, stream=None, enabled: bool = True):
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.width = 0
+
+    def _draw(self, text: str) -> None:
+        pad = max(0, self.width - len(text))
+        self.stream.write("\r" + text + " " * pad)
+        self.stream.flush()
+        self.width = len(text)
+
+    def clear(self) -> None:
+        if self.tty and self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+            self.width = 0
+
+    def say(self, text: str) -> None:
+        """A permanent message line (errors are printed even when progress is off)."""
+        self.clear()
+        self.stream.write(text + "\n")
+        self.stream.flush()

@@ -7,20 +7,16 @@ dependency.
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 
-from ..options import format_clock
+from ..options import TerminalLine, format_clock
 
 
-class BatchDisplay:
+class BatchDisplay(TerminalLine):
     def __init__(self, total: int, stream=None, enabled: bool = True):
+        super().__init__(stream, enabled)
         self.total = total
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
         self.start = time.monotonic()
-        self.width = 0
         self.done = self.failed = self.skipped = 0
         self.workers = 0
 
@@ -53,23 +49,9 @@ class BatchDisplay:
             self.stream.write(self.line() + "\n")
             self.stream.flush()
 
-    def _draw(self, text: str) -> None:
-        pad = max(0, self.width - len(text))
-        self.stream.write("\r" + text + " " * pad)
-        self.stream.flush()
-        self.width = len(text)
-
-    def clear(self) -> None:
-        if self.tty and self.width:
-            self.stream.write("\r" + " " * self.width + "\r")
-            self.stream.flush()
-            self.width = 0
-
     def say(self, text: str) -> None:
-        """A line that stays (failures are said even when progress is off)."""
-        self.clear()
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        """A line that stays (failures are said even when progress is off); the progress line is redrawn under it."""
+        super().say(text)
         if self.tty:
             self.update()
 
