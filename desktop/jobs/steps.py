@@ -39,8 +39,7 @@ def generate(worker, job: Job) -> None:
     #    anything is written (a wrong file leaves no folder behind).
     progress("preprocess", 0, 1)
     t = time.perf_counter()
-    remover = worker.pipeline._remover if worker.pipeline is not None else None
-    images = [prepare_image(x, settings.preprocess, remover) for x in job.inputs]
+    images = _prepared_images(worker, job, settings)
     job.timings["preprocess"] = time.perf_counter() - t
     if cancel():
         raise Cancelled()
@@ -60,30 +59,17 @@ def generate(worker, job: Job) -> None:
     job.files.update(folder.write_preprocessed(images))
     progress("preprocess", 1, 1)
 
-    # 4. Sampling and decoding. A result kept for later exports has both decodings, whatever this job writes.
-    decode = ["gaussian", "mesh"] if job.keep_result else settings.decode_formats
-    run_args = dict(seed=settings.seed, formats=decode, preprocess_image=False,
-                    sparse_structure_sampler_params={"steps": settings.ss_steps, "cfg_strength": settings.ss_cfg},
-                    slat_sampler_params={"steps": settings.slat_steps, "cfg_strength": settings.slat_cfg},
-                    progress=lambda stage, i, n: progress(stage, i, n), cancel=cancel)
-    t = time.perf_counter()
-    try:
-        if len(images) == 1:
-            outputs = pipeline.run(images[0], **run_args)
-        else:
-            outputs = pipeline.run_multi_image(images, mode=settings.multi_image_mode, **run_args)
-    finally:
-        job.timings["pipeline"] = {"seconds": time.perf_counter() - t,
-                                   "stages": list(getattr(pipeline, "last_stats", []))}
-        job.timings["memory_policy"] = asdict(pipeline.memory_policy)
-    gaussian = outputs["gaussian"][0] if "gaussian" in outputs else None
-    mesh = outputs["mesh"][0] if "mesh" in outputs else None
-    del outputs
+    # 4. Sampling and decoding (a result kept for later exports has both decodings, whatever this job writes).
+    if len(images) == 1:
+        def run(**a):
+            return pipeline.run(images[0], preprocess_image=False, **a)
+    else:
+        def run(**a):
+            return pipeline.run_multi_image(images, mode=settings.multi_image_mode, preprocess_image=False, **a)
+    outputs = _run(job, pipeline, run, settings, progress, cancel, stage1=True)
 
     # 5. The files (each atomic).
-    write_outputs(job, folder, settings, gaussian, mesh, progress, cancel)
-    if job.keep_result:
-        runner._store_result(job, {"gaussian": gaussian, "mesh": mesh})
+    _write(job, folder, settings, outputs, progress, cancel, runner)
 
 
 def generate_text(worker, job: Job) -> None:
@@ -131,8 +117,7 @@ def generate_variant(worker, job: Job) -> None:
         raise Cancelled()
     if job.prompt is None:
         progress("preprocess", 0, 1)
-        remover = worker.pipeline._remover if worker.pipeline is not None else None
-        images = [prepare_image(x, settings.preprocess, remover) for x in job.inputs]
+        images = _prepared_images(worker, job, settings)
         pipeline, model = worker.ensure_pipeline(job, progress), runner.model_path
     else:
         pipeline, model = worker.ensure_text_pipeline(job, settings.text_model_size, progress)
@@ -191,8 +176,15 @@ def load_mesh(source, ext: str):
     return mesh
 
 
+def _prepared_images(worker, job: Job, settings: GenerationSettings) -> list:
+    """The job's images prepared for the pipeline (background removed with the worker's session, if loaded)."""
+    remover = worker.pipeline._remover if worker.pipeline is not None else None
+    return [prepare_image(x, settings.preprocess, remover) for x in job.inputs]
+
+
 def _run(job: Job, pipeline, call, settings: GenerationSettings, progress, cancel, stage1: bool) -> dict:
-    """One pipeline call with the job's sampling settings, its timings recorded."""
+    """One pipeline call with the job's sampling settings, its timings recorded. A result kept for later
+    exports has both decodings, whatever this job writes."""
     decode = ["gaussian", "mesh"] if job.keep_result else settings.decode_formats
     args = dict(seed=settings.seed, formats=decode, progress=lambda stage, i, n: progress(stage, i, n), cancel=cancel,
                 slat_sampler_params={"steps": settings.slat_steps, "cfg_strength": settings.slat_cfg})
