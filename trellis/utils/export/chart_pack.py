@@ -1,4 +1,12 @@
-"""Packing flat charts into one square texture: skyline placement of each chart's column profile.
+"""Packing flat charts into one square texture: ``pack_charts`` with ``PACKER`` "bitmap" (the default,
+``pack_charts_bitmap``, described before it below: each chart's conservative texel mask placed at the
+lowest free spot, holes and concave sides included) or "skyline" (the first packer, described here).
+On the realistic objects' outer sheets decimated to the balanced preset's faces (texture 1024, padding
+2, 2 CPU cores; ``benchmarks/uv_atlas_study.py``) the bitmap packer raised texel use from 53.3 % to
+62.0 % (bunny, 80 charts) and 60.7 % to 67.9 % (nut, 45 charts) and took less time (one or two
+layouts instead of four).
+
+Skyline placement of each chart's column profile.
 
 Each chart is rasterised conservatively as a column profile (per texel column, the lowest and
 highest texel any of its triangles touches), grown by ``padding`` texels on every side. Charts are
@@ -23,9 +31,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["pack_charts"]
+__all__ = ["pack_charts", "pack_charts_bitmap", "pack_charts_skyline", "chart_masks"]
 
 MAX_STRETCH = 1.15
+PACKER = "bitmap"          # pack_charts's default: "bitmap" (pack_charts_bitmap) or "skyline"
 X_STEP = 1                 # candidate columns for a chart's left edge: every X_STEP-th
 FIRST_FILL = 0.74          # linear: the first layout tries 0.74² = 55 % of the texture in triangles
 
@@ -208,7 +217,20 @@ def _attempt(q0, chart, nchart, scale, size, padding):
     return uv, used
 
 
-def pack_charts(tri, chart, size: int, padding: int = 2, attempts: int = 4, info: dict = None):
+def pack_charts(tri, chart, size: int, padding: int = 2, attempts: int = 4, info: dict = None,
+                packer: str = None):
+    """Corner UVs [F,3,2] in [0,1] (v up) for flat charts ``tri`` [F,3,2] (world units) with chart ids
+    ``chart`` [F]: ``packer`` "bitmap" (``pack_charts_bitmap``) or "skyline" (``pack_charts_skyline``);
+    default ``PACKER``."""
+    packer = packer or PACKER
+    if packer == "bitmap":
+        return pack_charts_bitmap(tri, chart, size, padding, info=info)
+    if packer == "skyline":
+        return pack_charts_skyline(tri, chart, size, padding, attempts=attempts, info=info)
+    raise ValueError(f"unknown packer {packer!r}")
+
+
+def pack_charts_skyline(tri, chart, size: int, padding: int = 2, attempts: int = 4, info: dict = None):
     """Corner UVs [F,3,2] in [0,1] (v up) for flat charts ``tri`` [F,3,2] (world units) with chart
     ids ``chart`` [F], packed into a ``size``² texture with ``padding`` texels between charts.
 
@@ -247,5 +269,231 @@ def pack_charts(tri, chart, size: int, padding: int = 2, attempts: int = 4, info
     stretch = min(MAX_STRETCH, size / max(used, 1.0))
     uv = uv.copy()
     uv[..., 1] *= stretch
+    uv /= size
+    return np.clip(uv, 0.0, 1.0)
+
+
+# ------------------------------------------------------------------------------------ bitmap packer
+#
+# Each chart is rasterised conservatively (every texel its triangles touch: its "body") and grown by
+# ``padding`` texels (square dilation). Charts are placed one by one, largest first, each in one of
+# four quarter turns, at the position whose top is lowest (then leftmost) where its grown mask touches
+# no body placed before: the position search is a correlation of the occupancy with the grown mask,
+# done by FFT on a grid of BITMAP_BLOCK-texel blocks (the block masks are conservative, so a free block
+# position is a free texel position); the chart is then slid down and left texel by texel while it
+# still touches nothing. Unlike the skyline, a chart can drop into a hole left under an earlier one
+# and nest into another's concave side. Neighbouring bodies end ``padding`` texels apart.
+
+BITMAP_GRID = 256           # the coarse grid has about this many blocks across (block = size // 256)
+BITMAP_FIRST_FILL = 0.78    # linear: the first layout tries 0.78² = 61 % of the texture in triangles
+BITMAP_HEADROOM = 1.15      # the atlas is searched up to this times the texture's height
+
+
+def chart_masks(q, chart, nchart):
+    """Conservative texel masks of charts from local texel coordinates ``q`` [F,3,2] (x right, y up,
+    each chart's minimum at >= 0): texel (i, j) = square [i, i+1] x [j, j+1] is set when a triangle of
+    the chart overlaps it. Per triangle and texel row, the triangle clipped to the row's band spans
+    x from the least to the greatest of its corners inside the band and its edges' crossings of the
+    band's two lines; every texel that span touches is set. Returns (h [K], w [K], offsets [K+1],
+    flat bool): chart k's mask is flat[off[k]:off[k+1]].reshape(h[k], w[k]), row = y."""
+    q = np.asarray(q, np.float64)
+    x, y = q[..., 0], q[..., 1]
+    w = np.zeros(nchart, np.int64)
+    h = np.zeros(nchart, np.int64)
+    np.maximum.at(w, chart, np.floor(x.max(1)).astype(np.int64) + 1)
+    np.maximum.at(h, chart, np.floor(y.max(1)).astype(np.int64) + 1)
+    w, h = np.maximum(w, 1), np.maximum(h, 1)
+    off = np.r_[0, np.cumsum(h * w)]
+    j0 = np.floor(y.min(1)).astype(np.int64)
+    n = np.floor(y.max(1)).astype(np.int64) - j0 + 1
+    t = np.repeat(np.arange(len(q)), n)
+    j = j0[t] + (np.arange(len(t)) - np.repeat(np.cumsum(n) - n, n))
+    lo = np.full(len(t), np.inf)
+    hi = np.full(len(t), -np.inf)
+    yb, yt = j.astype(np.float64), j + 1.0
+    for e in range(3):
+        xa, ya = x[t, e], y[t, e]
+        inside = (ya >= yb) & (ya <= yt)
+        lo = np.where(inside, np.minimum(lo, xa), lo)
+        hi = np.where(inside, np.maximum(hi, xa), hi)
+        xb, yb2 = x[t, (e + 1) % 3], y[t, (e + 1) % 3]
+        dy = yb2 - ya
+        for line in (yb, yt):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                u = (line - ya) / dy
+            ok = (dy != 0) & (u >= 0) & (u <= 1)
+            xc = xa + np.where(ok, u, 0.0) * (xb - xa)
+            lo = np.where(ok, np.minimum(lo, xc), lo)
+            hi = np.where(ok, np.maximum(hi, xc), hi)
+    good = np.isfinite(lo)
+    c = chart[t[good]]
+    row = off[c] + j[good] * w[c]
+    c0 = np.clip(np.floor(lo[good]).astype(np.int64), 0, w[c] - 1)
+    c1 = np.clip(np.floor(hi[good]).astype(np.int64), 0, w[c] - 1)
+    total = int(off[-1])
+    diff = np.bincount(row + c0, minlength=total + 1) - np.bincount(row + c1 + 1, minlength=total + 1)
+    flat = np.cumsum(diff[:total]) > 0
+    return h, w, off, flat
+
+
+def _quarter(m, r):
+    """Mask [rows=y, cols=x] turned r quarter turns counter-clockwise in (x, y)."""
+    for _ in range(r):
+        m = m.T[:, ::-1]
+    return m
+
+
+def _grow(m, padding):
+    """Mask grown by ``padding`` texels on every side (square dilation), shape + 2 padding."""
+    if padding <= 0:
+        return m.copy()
+    h, w = m.shape
+    rows = np.zeros((h, w + 2 * padding), bool)
+    for d in range(2 * padding + 1):
+        rows[:, d:d + w] |= m
+    out = np.zeros((h + 2 * padding, w + 2 * padding), bool)
+    for d in range(2 * padding + 1):
+        out[d:d + h] |= rows
+    return out
+
+
+def _blocks(m, b, rows, cols):
+    """Block-any of mask ``m`` on a rows x cols grid of b x b blocks (float32 for the FFT)."""
+    pad = np.zeros((rows * b, cols * b), bool)
+    pad[:m.shape[0], :m.shape[1]] = m
+    return pad.reshape(rows, b, cols, b).any(axis=(1, 3)).astype(np.float32)
+
+
+def _bitmap_attempt(q0, chart, nchart, scale, size, padding):
+    """Pack at ``scale`` (texels per world unit): (texture texel coordinates [F,3,2], used height) or
+    None when a chart finds no place up to BITMAP_HEADROOM times the texture's height."""
+    from scipy import fft
+    q = q0 * scale
+    cc = np.repeat(chart, 3)
+    mins = np.full((nchart, 2), np.inf)
+    np.minimum.at(mins, cc, q.reshape(-1, 2))
+    q = q - mins[chart][:, None, :]
+    h, w, off, flat = chart_masks(q, chart, nchart)
+    P = int(padding)
+    b = max(1, int(size) // BITMAP_GRID)
+    W = int(size) + 2 * P                       # atlas array: the texture with P texels around it
+    H = int(np.ceil(BITMAP_HEADROOM * size)) + 2 * P
+    gw, gh = -(-W // b) + 1, -(-H // b) + 1     # one spare block: no wrap-around in the correlation
+    occ = np.zeros((gh * b, gw * b), bool)
+    coarse = np.zeros((gh, gw), np.float32)
+    order = np.argsort(-(h + 2 * P) * (w + 2 * P), kind="stable")
+    where = np.zeros((nchart, 3), np.int64)      # atlas x, y of the grown mask's corner, quarter turns
+    used = 0
+    for k in order:
+        body = flat[off[k]:off[k + 1]].reshape(h[k], w[k])
+        turns = (0, 1, 2, 3) if body.size > 4 else (0,)
+        g0 = _grow(body, P)
+        grown = [_quarter(g0, r) for r in turns]
+        shapes = [(g.shape[0], g.shape[1]) for g in grown]
+        cm = np.zeros((len(turns) + 1, gh, gw), np.float32)
+        cm[0] = coarse
+        for n, g in enumerate(grown):
+            rr, cl = -(-g.shape[0] // b), -(-g.shape[1] // b)
+            if rr > gh or cl > gw:
+                continue
+            cm[n + 1, :rr, :cl] = _blocks(g, b, rr, cl)[::-1, ::-1]
+        spec = fft.rfft2(cm, workers=2)
+        hits = fft.irfft2(spec[1:] * spec[0], s=(gh, gw), workers=2)
+        best = None
+        for n, (hp, wp) in enumerate(shapes):
+            rr, cl = -(-hp // b), -(-wp // b)
+            ny, nx = (H - hp) // b + 1, (W - wp) // b + 1
+            if ny <= 0 or nx <= 0:
+                continue
+            # hits[n, Y, X] (position Y, X of the block mask's corner) sits at index Y + rr - 1, X + cl - 1
+            free = hits[n, rr - 1:rr - 1 + ny, cl - 1:cl - 1 + nx] < 0.5
+            row_free = free.any(1)
+            if not row_free.any():
+                continue
+            yy = int(np.argmax(row_free))             # the lowest row with a free position
+            xx = int(np.argmax(free[yy]))             # its leftmost
+            top = yy * b + hp
+            if best is None or (top, xx * b) < (best[0], best[2]):
+                best = (top, yy * b, xx * b, n)
+        if best is None:
+            return None
+        _, ay, ax, n = best
+        g = grown[n]
+        hp, wp = g.shape
+
+        def fits(x, y):
+            return x >= 0 and y >= 0 and not (occ[y:y + hp, x:x + wp] & g).any()
+
+        moved = True
+        while moved:                               # slide down, then left, texel by texel
+            moved = False
+            while fits(ax, ay - 1):
+                ay -= 1
+                moved = True
+            while fits(ax - 1, ay):
+                ax -= 1
+                moved = True
+        r = turns[n]
+        tb = _quarter(body, r)
+        occ[ay + P:ay + P + tb.shape[0], ax + P:ax + P + tb.shape[1]] |= tb
+        y0, y1 = (ay + P) // b, -(-(ay + P + tb.shape[0]) // b)
+        x0, x1 = (ax + P) // b, -(-(ax + P + tb.shape[1]) // b)
+        coarse[y0:y1, x0:x1] = occ[y0 * b:y1 * b, x0 * b:x1 * b].reshape(y1 - y0, b, x1 - x0, b).any(axis=(1, 3))
+        where[k] = (ax, ay, r)
+        used = max(used, ay + tb.shape[0])
+    # texture texel coordinates: the chart's points in its grown mask's frame, turned, moved
+    uv = np.empty_like(q)
+    pts = q + P                                    # body mask at (P, P) inside the grown mask
+    for r in range(4):
+        sel = where[chart, 2] == r
+        if not sel.any():
+            continue
+        p = pts[sel].reshape(-1, 2)
+        rows = np.repeat(h[chart[sel]] + 2 * P, 3).astype(np.float64)
+        cols = np.repeat(w[chart[sel]] + 2 * P, 3).astype(np.float64)
+        for _ in range(r):
+            p = np.stack([rows - p[:, 1], p[:, 0]], 1)
+            rows, cols = cols, rows
+        shift = where[chart[sel]][:, :2] - P
+        uv[sel] = p.reshape(-1, 3, 2) + shift[:, None, :]
+    return uv, used
+
+
+def pack_charts_bitmap(tri, chart, size: int, padding: int = 2, attempts: int = 3, info: dict = None):
+    """``pack_charts`` with the bitmap packer (see above). The scale starts at ``BITMAP_FIRST_FILL`` of
+    the area bound (or ``info["fill"]``); a layout that runs past the texture's top is packed again
+    smaller, one that ends well below it again larger (``attempts`` layouts at most); the best that fits
+    is stretched vertically to the top (at most ``MAX_STRETCH``)."""
+    chart = np.asarray(chart, np.int64)
+    nchart = int(chart.max()) + 1
+    q0 = _orient(np.asarray(tri, np.float64), chart, nchart)
+    area = 0.5 * np.abs((q0[:, 1, 0] - q0[:, 0, 0]) * (q0[:, 2, 1] - q0[:, 0, 1])
+                        - (q0[:, 1, 1] - q0[:, 0, 1]) * (q0[:, 2, 0] - q0[:, 0, 0])).sum()
+    bound = size / np.sqrt(max(area, 1e-30))
+    info = {} if info is None else info
+    s, best, fail = info.get("fill", BITMAP_FIRST_FILL) * bound, None, None
+    for _ in range(attempts):
+        got = _bitmap_attempt(q0, chart, nchart, s, size, padding)
+        if got is not None and got[1] <= size:
+            best = (s, got)
+            grow = np.sqrt(size / max(got[1], 1.0))
+            if grow * grow <= MAX_STRETCH:          # the vertical stretch fills the rest
+                break
+            s = s * min(grow, 1.1) * 0.995 if fail is None else 0.5 * (s + fail)
+        else:
+            fail = s
+            over = size / max(got[1], 1.0) if got is not None else 0.85 ** 2
+            s = 0.5 * (s + best[0]) if best is not None else s * np.sqrt(over) * 0.99
+    while best is None:                                # tiny textures / very many charts
+        s *= 0.8
+        got = _bitmap_attempt(q0, chart, nchart, s, size, padding)
+        if got is not None and got[1] <= size:
+            best = (s, got)
+        elif s < 1e-6 * bound:
+            raise RuntimeError("chart packing: the charts do not fit the texture")
+    uv, used = best[1]
+    info["fill"] = best[0] / bound
+    uv = uv.copy()
+    uv[..., 1] *= min(MAX_STRETCH, size / max(used, 1.0))
     uv /= size
     return np.clip(uv, 0.0, 1.0)

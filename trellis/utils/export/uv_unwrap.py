@@ -5,8 +5,9 @@ Method "geometric" (opt-in, ``method="geometric"``; ``auto`` tries it first only
 geometry (``charts.geometric_charts``: normal clusters grown over the face adjacency, split until each
 is a disc of bounded bend, borders smoothed, tiny charts merged), flattened by LSCM
 (``charts.flatten_charts``; faces folded over by decimation are cut out and put back into a neighbour
-where they fit) and packed by our skyline packer (``chart_pack.pack_charts``). On the realistic bunny
-at the balanced budget (18 k faces, texture 1024): 92 charts, no single-triangle chart, 57 % texel use,
+where they fit) and packed by our bitmap packer (``chart_pack.pack_charts``; the figures in this
+paragraph are from the skyline packer before it; with the bitmap packer: 62 % bunny, 68 % nut, see
+chart_pack). On the realistic bunny at the balanced budget (18 k faces, texture 1024): 92 charts, no single-triangle chart, 57 % texel use,
 where xatlas on the 2 000-face pieces below gave 116 charts of which 22 % single triangles, 56 %. xatlas
 given the same geometric pieces (or the whole mesh) still made 12-20 % single-triangle charts: it cuts
 decimation's fold-over faces out as charts of their own. Measured with ``atlas_stats.atlas_stats``.
