@@ -432,3 +432,23 @@ def test_cube_blocks_give_the_same_mesh(monkeypatch):
         assert torch.equal(part.faces, whole.faces)
         assert torch.equal(part.vertices, whole.vertices)
         torch.testing.assert_close(part.vertex_attrs, whole.vertex_attrs, atol=1e-6, rtol=0)
+
+
+def test_sort_path_matches_dense_grid_path(monkeypatch):
+    """Steps 1-6 find the touched vertices and candidate cubes on dense lookup grids up to GRID_CELLS
+    cells and by sorting above; both give the same mesh, bit for bit, and the sort path agrees with the
+    dense reference (the grid path is what test_sparse_matches_dense checks)."""
+    import trellis.representations.mesh.flexicubes as fc
+
+    for seed, res, col in CASES[:6]:
+        coords, feats = random_case(seed, res, col)
+        grid = extract_mesh(coords, feats, res, use_color=col)
+        monkeypatch.setattr(fc, "GRID_CELLS", 0)
+        srt = extract_mesh(coords, feats, res, use_color=col)
+        monkeypatch.setattr(fc, "GRID_CELLS", 1 << 25)
+        assert torch.equal(grid.faces, srt.faces) and torch.equal(grid.vertices, srt.vertices)
+        if col:
+            assert torch.equal(grid.vertex_attrs, srt.vertex_attrs)
+        V, Fc, A, _ = dense_reference(coords, feats, res, col)
+        torch.testing.assert_close(srt.vertices, V, atol=1e-6, rtol=0)
+        assert torch.equal(srt.faces, Fc)

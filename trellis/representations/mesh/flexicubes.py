@@ -20,9 +20,14 @@ from .mesh_extract_result import MeshExtractResult
 __all__ = ["extract_mesh", "load_tables"]
 
 _TABLE_FILE = Path(__file__).with_name("flexicubes_tables.json")
-# Surface cubes whose edge entries are made at once in step 8 (memory: ~4 entries per cube, ~150 bytes
-# each while a block is processed; the random-weight 4.7 M-face mesh has ~2.4 M surface cubes).
-CUBE_BLOCK = 1 << 18
+# Surface cubes whose edge entries are made at once in step 8. A block holds ~6 entries per cube at
+# ~350 bytes each with colour while it is processed: 1 << 16 cubes -> ~130 MiB (1 << 18 held ~500 MiB
+# on a 1.3 M-voxel res-256 grid of random features, the extraction's peak then; no slower on CPU).
+CUBE_BLOCK = 1 << 16
+# Largest dense lookup grid (cells) of steps 1-6: the touched-vertex and candidate-cube sets and the
+# vertex key -> row map are found on a dense (res+1)^3 / res^3 grid (int32: 68 MiB at res 256) instead
+# of by sorting [N,8] keys; above this (res > 321) the sort-and-search path gives the same result.
+GRID_CELLS = 1 << 25
 _TABLE_KEYS = ("dmc_table", "num_vd_table", "check_table", "cube_corners", "cube_edges",
                "edge_dir_table", "quad_split_1", "quad_split_2")
 _raw_tables = None
@@ -79,6 +84,58 @@ def _empty(device, use_color: bool, res: int) -> MeshExtractResult:
                              torch.zeros(0, 6, device=device) if use_color else None, res=res)
 
 
+def _dense_ok(cells: int) -> bool:
+    return cells <= GRID_CELLS
+
+
+def _touched_vertices(vkey0: torch.Tensor, corner_key: torch.Tensor, R1: int):
+    """Sorted keys of the grid vertices touched by the voxels' corners, each key's row lookup and count.
+
+    Returns (vert_keys [U], row_of(keys) -> int64 rows (U where untouched), counts [U]): what
+    torch.unique(return_inverse, return_counts) gives for the [N,8] corner keys, without the [N,8]
+    key tensor and the sort's buffers (a dense (res+1)^3 int32 grid where it fits the budget)."""
+    device = vkey0.device
+    if _dense_ok(R1 ** 3):
+        touched = torch.zeros(R1 ** 3, dtype=torch.bool, device=device)
+        for ck in corner_key.tolist():
+            touched[vkey0 + ck] = True
+        vert_keys = touched.nonzero().squeeze(1)                            # ascending
+        del touched
+        U = vert_keys.numel()
+        grid = torch.full((R1 ** 3,), U, dtype=torch.int32, device=device)
+        grid[vert_keys] = torch.arange(U, dtype=torch.int32, device=device)
+
+        def row_of(keys):
+            return grid[keys].long()
+    else:
+        vert_keys = torch.unique(vkey0[:, None] + corner_key)
+        U = vert_keys.numel()
+
+        def row_of(keys):
+            pos, found = _lookup(vert_keys, keys)
+            return torch.where(found, pos, U)
+    counts = torch.zeros(U, dtype=torch.long, device=device)
+    ones = torch.ones(vkey0.numel(), dtype=torch.long, device=device)
+    for ck in corner_key.tolist():
+        counts.index_add_(0, row_of(vkey0 + ck), ones)
+    return vert_keys, row_of, counts
+
+
+def _candidate_cubes(inside_v: torch.Tensor, corners: torch.Tensor, res: int) -> torch.Tensor:
+    """Sorted unique keys of the in-grid cubes having an inside vertex as a corner."""
+    if _dense_ok(res ** 3):
+        mark = torch.zeros(res ** 3, dtype=torch.bool, device=inside_v.device)
+        for o in corners:
+            c = inside_v - o
+            mark[_flat(c[_in_grid(c, res)], res)] = True
+        return mark.nonzero().squeeze(1)
+    cand = []
+    for o in corners:  # the 8 cubes having the vertex as a corner
+        c = inside_v - o
+        cand.append(_flat(c[_in_grid(c, res)], res))
+    return torch.unique(torch.cat(cand))
+
+
 @torch.no_grad()
 def extract_mesh(coords: torch.Tensor, feats: torch.Tensor, res: int,
                  use_color: bool = True) -> MeshExtractResult:
@@ -87,6 +144,10 @@ def extract_mesh(coords: torch.Tensor, feats: torch.Tensor, res: int,
     coords: int [N,3] voxel coordinates (x,y,z) in [0,res), unique.
     feats:  float [N,101] (use_color) or [N,53]: sdf 0-7, deform 8-31, weights 32-52, colour 53-100
             (per-voxel layout of TRELLIS_FACTS.md §7.4, corners x fastest).
+
+    Memory: besides `feats` and the result, the largest temporaries are a few [N] / [S] (surface cubes)
+    index arrays, the dense lookup grids ((res+1)^3 int32, 68 MiB at res 256, see GRID_CELLS) and one
+    block of step 8; nothing of size [N,8] or [S,21] is built.
     """
     device = feats.device
     n_feat = 101 if use_color else 53
@@ -98,68 +159,71 @@ def extract_mesh(coords: torch.Tensor, feats: torch.Tensor, res: int,
     tab = load_tables(device)
     corners, edges = tab["cube_corners"], tab["cube_edges"]
     coords = coords.to(device=device, dtype=torch.long)
-    feats = feats.float()
+    if feats.dtype != torch.float32:
+        feats = feats.float()
     N, R1 = feats.shape[0], res + 1
 
     # -- steps 1-3: merge the per-voxel corner values onto the touched grid vertices (true mean).
     # Row U of `vattr` is the default for untouched vertices: sdf +1, deform 0, colour logits 0.
     # Columns: sdf, deform xyz, colour logits x6.
     corner_key = _flat(corners, R1)           # flat() is linear: key(v + o) = key(v) + key(o)
-    vkey = _flat(coords, R1)[:, None] + corner_key                          # [N,8]
-    vert_keys, inv, cnt = torch.unique(vkey.flatten(), return_inverse=True, return_counts=True)
-    inv = inv.view(N, 8)
+    vkey0 = _flat(coords, R1)                                               # [N] corner 0
+    vert_keys, row_of, cnt = _touched_vertices(vkey0, corner_key, R1)
     U = vert_keys.numel()
     vattr = feats.new_zeros(U + 1, 10 if use_color else 4)
     for k in range(8):  # one add per corner slot: keeps memory at [N,10]; indices unique per k
         part = [feats[:, k:k + 1] - 1.0 / res, feats[:, 8 + 3 * k:11 + 3 * k]]
         if use_color:
             part.append(feats[:, 53 + 6 * k:59 + 6 * k])
-        vattr.index_add_(0, inv[:, k], torch.cat(part, 1))
+        vattr.index_add_(0, row_of(vkey0 + corner_key[k]), torch.cat(part, 1))
+        del part
+    del vkey0
     vattr[:U] /= cnt[:, None].float()
+    del cnt
     vattr[U, 0] = 1.0
     vsdf = vattr[:, 0]
 
     # -- step 5: cubes. A surface cube needs an inside corner and untouched vertices are outside,
     # so the only candidates are the in-grid cubes around inside (touched) vertices. This includes
     # the boundary cubes that share a corner with a voxel without being one.
-    inside_v = _unflat(vert_keys[vsdf[:U] < 0], R1)                         # [I,3]
-    cand = []
-    for o in corners:  # the 8 cubes having the vertex as a corner
-        c = inside_v - o
-        cand.append(_flat(c[_in_grid(c, res)], res))
-    cube_keys = torch.unique(torch.cat(cand))                               # ascending n
-    del cand, inside_v
-    cube = _unflat(cube_keys, res)                                          # [C,3]
-    pos, found = _lookup(vert_keys, _flat(cube, R1)[:, None] + corner_key)
-    rows = torch.where(found, pos, U)                                       # [C,8] rows of vattr
-    # -- step 6: case id = sum_k inside(k) * 2^k (strict sdf < 0)
-    case = ((vsdf[rows] < 0).long() << torch.arange(8, device=device)).sum(1)
+    cube_keys = _candidate_cubes(_unflat(vert_keys[vsdf[:U] < 0], R1), corners, res)   # ascending n
+    del vert_keys
+    # rows of vattr of each cube's 8 corners and (step 6) case id = sum_k inside(k) * 2^k (strict
+    # sdf < 0), one corner at a time: no [C,8] int64 temporaries.
+    cube_vkey = _flat(_unflat(cube_keys, res), R1)
+    rows = torch.empty(cube_keys.numel(), 8, dtype=torch.int32, device=device)
+    case = torch.zeros(cube_keys.numel(), dtype=torch.long, device=device)
+    for k in range(8):
+        r = row_of(cube_vkey + corner_key[k])
+        rows[:, k] = r
+        case |= (vsdf[r] < 0).long() << k
+        del r
+    del cube_vkey, row_of                      # the dense vertex grid goes with row_of
     surf = (case > 0) & (case < 255)
-    cube_keys, cube, rows, case = cube_keys[surf], cube[surf], rows[surf], case[surf]
+    cube_keys, rows, case = cube_keys[surf], rows[surf], case[surf]
+    del surf
     S = cube_keys.numel()
     if S == 0:
         return _empty(device, use_color, res)
-    rows = rows.int()  # largest index tensor kept around; int32 halves it
 
     # -- step 7: ambiguity (C16/C19), decided on the original cases of both cubes simultaneously.
     # A neighbour that is not a surface cube (incl. one not in `cube_keys`) never triggers.
-    chk = tab["check_table"][case]                                          # [S,5]
-    amb = (chk[:, 0] == 1).nonzero().squeeze(1)
-    nb = cube[amb] + chk[amb, 1:4]
+    amb = (tab["check_table"][case, 0] == 1).nonzero().squeeze(1)
+    chk = tab["check_table"][case[amb]]                                     # [A,5]
+    nb = _unflat(cube_keys[amb], res) + chk[:, 1:4]
     nb_ok = _in_grid(nb, res)
     nb_pos, nb_found = _lookup(cube_keys, _flat(nb, res))
     flip = nb_ok & nb_found & (tab["check_table"][case[nb_pos], 0] == 1)
-    case = case.clone()
-    case[amb[flip]] = chk[amb[flip], 4]
+    case[amb[flip]] = chk[flip, 4]
+    del amb, chk, nb, nb_ok, nb_pos, nb_found, flip
 
-    # -- step 5 (weights): the cube's own voxel weights, 0 for cubes that are not voxels.
+    # -- step 5 (weights): the cube's own voxel weights, 0 for cubes that are not voxels: here only
+    # the voxel row of each surface cube (-1: none); the weights are read block by block in step 8.
     vox_keys, vox_order = torch.sort(_flat(coords, res))
     wpos, wfound = _lookup(vox_keys, cube_keys)
-    w = feats.new_zeros(S, 21)
-    w[wfound] = feats[vox_order[wpos[wfound]], 32:53]
-    beta = 0.99 * torch.tanh(w[:, :12]) + 1.0
-    alpha = 0.99 * torch.tanh(w[:, 12:20]) + 1.0
-    gamma = 0.99 * torch.sigmoid(w[:, 20]) + 0.005
+    del vox_keys
+    wrow = torch.where(wfound, vox_order[wpos], -1).int()
+    del vox_order, wpos, wfound
 
     # -- step 8: dual vertices. Output order: cubes grouped by dual-vertex count (stable, so
     # ascending n inside a group), then table slot. first_vd = id of each cube's slot 0.
@@ -167,12 +231,15 @@ def extract_mesh(coords: torch.Tensor, feats: torch.Tensor, res: int,
     by_count = torch.argsort(nvd, stable=True)
     first_vd = torch.empty_like(nvd)
     first_vd[by_count] = torch.cumsum(nvd[by_count], 0) - nvd[by_count]
+    del by_count
     V = int(nvd.sum())
+    del nvd
 
     # One entry per (cube, owned surface edge): cube-major, then dmc table order. Made and consumed in
     # blocks of CUBE_BLOCK cubes (the same entries in the same order, summed in the same order), so the
-    # per-entry tensors (a dozen [M] / [M,3] arrays, ~4 entries per cube) never exist for the whole mesh
-    # at once: only what step 9 needs is kept (edge key, dual vertex, first endpoint's side).
+    # per-entry tensors (a dozen [M] / [M,3] arrays, ~4 entries per cube) and the cubes' weights never
+    # exist for the whole mesh at once: only what step 9 needs is kept (edge key, dual vertex, first
+    # endpoint's side).
     n_attr = 9 if use_color else 3
     acc = vattr.new_zeros(V, n_attr)
     wsum = vattr.new_zeros(V)
@@ -181,22 +248,32 @@ def extract_mesh(coords: torch.Tensor, feats: torch.Tensor, res: int,
     rank_of_dir = torch.tensor([2, 0, 1], device=device)
     ekeys, dvs, outs = [], [], []
     for s0 in range(0, S, CUBE_BLOCK):
-        owner = tab["edge_owner"][case[s0:s0 + CUBE_BLOCK]]                # [B,12,2]
-        pc, pt = (owner[:, :, 0] >= 0).nonzero(as_tuple=True)
-        slot, e = owner[pc, pt, 0], owner[pc, pt, 1]
+        s1 = min(s0 + CUBE_BLOCK, S)
+        # the block's weights: [B,21], rows of non-voxel cubes 0 (beta = alpha = 1, gamma = 0.5)
+        wr = wrow[s0:s1]
+        has = (wr >= 0).nonzero().squeeze(1)
+        w = feats.new_zeros(s1 - s0, 21)
+        w[has] = feats[wr[has].long(), 32:53]
+        beta = 0.99 * torch.tanh(w[:, :12]) + 1.0
+        alpha = 0.99 * torch.tanh(w[:, 12:20]) + 1.0
+        gamma = 0.99 * torch.sigmoid(w[:, 20]) + 0.005
+        del w, wr, has
+        owner = tab["edge_owner"][case[s0:s1]]                              # [B,12,2]
+        lc, pt = (owner[:, :, 0] >= 0).nonzero(as_tuple=True)              # lc: cube within the block
+        slot, e = owner[lc, pt, 0], owner[lc, pt, 1]
         del owner, pt
-        pc = pc + s0
+        pc = lc + s0
         dv = first_vd[pc] + slot                                            # dual vertex id
         a, b = edges[2 * e], edges[2 * e + 1]                               # endpoints, table order
         ra, rb = rows[pc, a].long(), rows[pc, b].long()
-        cpc = cube[pc]
+        cpc = _unflat(cube_keys[pc], res)
         va, vb = cpc + corners[a], cpc + corners[b]                         # integer grid coords
         xa = va.float() / res - 0.5 + step * torch.tanh(vattr[ra, 1:4])
         xb = vb.float() / res - 0.5 + step * torch.tanh(vattr[rb, 1:4])
-        sa = (vsdf[ra] * alpha[pc, a])[:, None]                             # alpha-weighted sdf
-        sb = (vsdf[rb] * alpha[pc, b])[:, None]
+        sa = (vsdf[ra] * alpha[lc, a])[:, None]                             # alpha-weighted sdf
+        sb = (vsdf[rb] * alpha[lc, b])[:, None]
         den = sb - sa                                                       # != 0: signs differ
-        bw = beta[pc, e]
+        bw = beta[lc, e]
         vals = [(xa * sb - xb * sa) / den]                                  # zero crossing u_e
         if use_color:
             ca, cb = torch.sigmoid(vattr[ra, 4:10]), torch.sigmoid(vattr[rb, 4:10])
@@ -204,31 +281,45 @@ def extract_mesh(coords: torch.Tensor, feats: torch.Tensor, res: int,
         u = torch.cat(vals, 1)
         acc.index_add_(0, dv, bw[:, None] * u)
         wsum.index_add_(0, dv, bw)
-        vgamma[dv] = gamma[pc]                                              # every vd owns an edge
+        vgamma[dv] = gamma[lc]                                              # every vd owns an edge
         # step 9's inputs: the grid edge's key (first endpoint in table order, axis rank), the dual
-        # vertex, and whether the first endpoint is outside (sdf > 0)
+        # vertex (int32: V < 2^31) and whether the first endpoint is outside (sdf > 0)
         ekeys.append(_flat(va, R1) * 3 + rank_of_dir[tab["edge_dir_table"][e]])
-        dvs.append(dv)
+        dvs.append(dv.int())
         outs.append(vsdf[ra] > 0)
-        del u, vals, xa, xb, va, vb, cpc, ra, rb, a, b, sa, sb, den, bw, pc, slot, e
+        del u, vals, xa, xb, va, vb, cpc, ra, rb, a, b, sa, sb, den, bw, pc, lc, slot, e, dv
+        del beta, alpha, gamma
+    del rows, case, first_vd, wrow, cube_keys, vattr, vsdf
     acc /= wsum[:, None]
+    del wsum
     vertices = acc[:, :3].contiguous()
     vertex_attrs = acc[:, 3:].contiguous() if use_color else None
-    del acc, wsum
-    ekey, dv, first_out = torch.cat(ekeys), torch.cat(dvs), torch.cat(outs)
-    del ekeys, dvs, outs
+    del acc
+    ekey = torch.cat(ekeys)
+    del ekeys
 
     # -- step 9: faces. A grid edge is identified by its first endpoint (table order) and axis;
     # key = first-vertex key * 3 + rank, rank y=0, z=1, x=2 (y-edges point -y), which sorts like
     # (first vertex key, second vertex key). Edges seen by exactly 4 cubes are interior edges.
     ekey, perm = torch.sort(ekey, stable=True)                             # keeps ascending n
     _, ecount = torch.unique_consecutive(ekey, return_counts=True)
+    del ekey
     start = (torch.cumsum(ecount, 0) - ecount)[ecount == 4]
+    del ecount
     group = perm[start[:, None] + torch.arange(4, device=device)]           # [Q,4] entries
+    del perm, start
+    dv = torch.cat(dvs)
+    del dvs
     q = dv[group]
+    del dv
+    first_out = torch.cat(outs)
+    del outs
     outward = first_out[group[:, 0]]                                        # first endpoint sdf > 0
+    del first_out, group
     quads = torch.cat([q[outward][:, [0, 1, 3, 2]], q[~outward][:, [2, 3, 1, 0]]])
+    del q, outward
     g = vgamma[quads]
     split1 = (g[:, 0] * g[:, 2] > g[:, 1] * g[:, 3])[:, None]
     faces = torch.where(split1, quads[:, tab["quad_split_1"]], quads[:, tab["quad_split_2"]])
+    del quads, g, split1
     return MeshExtractResult(vertices, faces.reshape(-1, 3), vertex_attrs, res=res)
