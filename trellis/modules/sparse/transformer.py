@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from ..attention import SeqLens, varlen_attention
 from ..norm import LayerNorm32
-from ..transformer import AttentionProjections, FeedForwardNet, ModulatedTransformerCrossBlock, modulate
+from ..transformer import AttentionProjections, FeedForwardNet, ModulatedTransformerCrossBlock, gated_residual, modulate
 from .tensor import SparseTensor, pack_keys
 
 
@@ -99,10 +99,30 @@ class SparseModulatedTransformerCrossBlock(ModulatedTransformerCrossBlock):
         super().__init__(*args, attention_cls=SparseMultiHeadAttention, **kwargs)
 
     def forward(self, x: SparseTensor, emb: torch.Tensor, context: torch.Tensor) -> SparseTensor:
-        rows = x.batch_index()
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (m[rows] for m in self.modulation(emb))
-        h = x.feats
-        h = h + gate_msa * self.self_attn(x.replace(modulate(self.norm1(h), shift_msa, scale_msa))).feats
-        h = h + self.cross_attn(x.replace(self.norm2(h)), context).feats
-        h = h + gate_mlp * self.mlp(modulate(self.norm3(h), shift_mlp, scale_mlp))
-        return x.replace(h)
+        mods = self.modulation(emb)
+        rows = equal_rows(x)
+        if rows is None:                  # items of different sizes: one modulation row per voxel
+            index = x.batch_index()
+            mods, shape = [m[index] for m in mods], x.feats.shape
+        else:                             # [B, rows, C] views: the [B, 1, C] modulation broadcasts
+            mods, shape = [m[:, None] for m in mods], (len(x.layout), rows, x.feats.shape[-1])
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods
+
+        def rows_of(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(shape)
+
+        def sparse(t: torch.Tensor) -> SparseTensor:
+            return x.replace(t.reshape(x.feats.shape))
+
+        h = rows_of(x.feats)
+        h = gated_residual(h, gate_msa, rows_of(self.self_attn(sparse(modulate(self.norm1(h), shift_msa,
+                                                                             scale_msa))).feats))
+        h = h + rows_of(self.cross_attn(sparse(self.norm2(h)), context).feats)
+        h = gated_residual(h, gate_mlp, self.mlp(modulate(self.norm3(h), shift_mlp, scale_mlp)))
+        return sparse(h)
+
+
+def equal_rows(x: SparseTensor) -> int | None:
+    """The row count when every batch item has the same number of rows (a CFG pair, one item), else None."""
+    sizes = {s.stop - s.start for s in x.layout}
+    return sizes.pop() if len(sizes) == 1 else None
