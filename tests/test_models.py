@@ -274,3 +274,42 @@ def test_precision_round_trip_through_bf16_is_lossless(tiny_pipeline_dir):
     m.set_torso_dtype(torch.float16)
     after = m.state_dict()
     assert all(torch.equal(before[k], after[k]) and before[k].dtype == after[k].dtype for k in before)
+
+
+def test_loading_skips_random_init_and_gives_the_same_model(tiny_pipeline_dir):
+    """from_pretrained builds without torch.nn.init (the weights are loaded next, strict): every parameter,
+    persistent and non-persistent buffer equals a model built with random init and then loaded, the output
+    is identical, and torch.nn.init is itself again afterwards."""
+    import torch.nn.init as init
+
+    before = {name: getattr(init, name) for name in ("kaiming_uniform_", "normal_", "zeros_", "ones_")}
+    for stem in sorted(p.stem for p in Path(tiny_pipeline_dir, "ckpts").glob("*.safetensors")):
+        prefix = os.path.join(tiny_pipeline_dir, "ckpts", stem)
+        config = json.loads(Path(prefix + ".json").read_text())
+        if config["name"] not in models.MODEL_CLASSES:       # the image conditioner has its own loader
+            continue
+        fast = models.from_pretrained(prefix)
+        slow = models.load_weights(models.from_config(config), prefix + ".safetensors")
+        a = dict(fast.named_parameters()) | dict(fast.named_buffers())
+        b = dict(slow.named_parameters()) | dict(slow.named_buffers())
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), (stem, key)
+    assert {name: getattr(init, name) for name in before} == before
+    with pytest.raises(RuntimeError, match="boom"):
+        with models.skipped_init():
+            raise RuntimeError("boom")
+    assert {name: getattr(init, name) for name in before} == before
+
+
+def test_skipped_init_really_skips():
+    """Inside skipped_init a Linear keeps whatever its memory held: NaNs placed in its weight survive
+    reset_parameters (outside, reset_parameters overwrites them)."""
+    lin = torch.nn.Linear(8, 8)
+    with torch.no_grad():
+        lin.weight.fill_(float("nan"))
+    with models.skipped_init():
+        lin.reset_parameters()
+    assert torch.isnan(lin.weight).all()
+    lin.reset_parameters()
+    assert not torch.isnan(lin.weight).any()

@@ -132,9 +132,10 @@ def load_text_tower(folder: str) -> ClipTextTransformer:
     for key and shape for shape."""
     from safetensors import safe_open
 
-    from . import WeightsFileError, check_readable
+    from . import WeightsFileError, check_readable, skipped_init
 
-    model = ClipTextTransformer(**read_text_config(folder))
+    with skipped_init():                       # every weight is loaded below, strictly
+        model = ClipTextTransformer(**read_text_config(folder))
     path = os.path.join(folder, "model.safetensors")
     check_readable(path)
     expected = model.state_dict()

@@ -145,27 +145,29 @@ def save_image_conditioner(model: nn.Module, prefix) -> None:
 
 def load_image_conditioner(prefix) -> ImageConditioner:
     """Inverse of `save_image_conditioner` (strict: any key mismatch raises)."""
-    from . import check_readable, read_safetensors
+    from . import check_readable, read_safetensors, skipped_init
 
     check_readable(f"{prefix}.json")
     with open(f"{prefix}.json") as f:
         config = json.load(f)
     if config.get("name") != "DINOv2":
         raise ValueError(f"{prefix}.json: expected name 'DINOv2', got {config.get('name')!r}")
-    model = ImageConditioner.from_config(config["args"])
+    with skipped_init():                       # every weight is loaded next, strictly
+        model = ImageConditioner.from_config(config["args"])
     load_dinov2_state_dict(model, read_safetensors(f"{prefix}.safetensors"))
     return model.eval()
 
 
 def load_official_dinov2(path) -> ImageConditioner:
     """ImageConditioner from the hub file `dinov2_vitl14_reg4_pretrain.pth` (local path)."""
-    from . import WeightsFileError, check_readable
+    from . import WeightsFileError, check_readable, skipped_init
 
     check_readable(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:           # truncated zip, not a checkpoint, ...
         raise WeightsFileError(path, f"the file is damaged or incomplete ({err})") from None
-    model = ImageConditioner.from_config(DINOV2_VITL14_REG_ARGS)
+    with skipped_init():                       # every weight is loaded next, strictly
+        model = ImageConditioner.from_config(DINOV2_VITL14_REG_ARGS)
     load_dinov2_state_dict(model, state)
     return model.eval()

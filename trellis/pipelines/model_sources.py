@@ -98,7 +98,7 @@ def load_model(root: str, value: str, dirs=()):
 
     with open(config_file, encoding="utf-8") as f:
         config = json.load(f)
-    return model_zoo.load_weights(model_zoo.from_config(config), weights_file)
+    return model_zoo.load_weights(model_zoo.from_config(config, init=False), weights_file)
 
 
 def _hub_file(repo: str, filename: str) -> str:
