@@ -208,6 +208,86 @@ def submanifold_conv3d(x: SparseTensor, weight: torch.Tensor, bias: torch.Tensor
     return fastpaths.dispatch("sparse_conv3d", x.device, last, x, weight, bias)
 
 
+# Child rows per chunk of the GPU path of `subdivided_conv3d` (its temporaries: ~5 bytes x C_in + 200
+# bytes per row; 64 k rows keeps the Triton kernel's tile choice of the whole tensor).
+SUBDIVIDED_CHUNK = 1 << 16
+
+
+def _spconv_would_run(x: SparseTensor, backend: str | None) -> bool:
+    """Whether `submanifold_conv3d(x, ...)` (k > 1) would run spconv (which reads the coordinates)."""
+    name = backend or backends.get("sparse_conv")
+    if not spconv_usable(x):
+        return False
+    return name == "spconv" or (name == "auto" and not fastpaths.usable("sparse_conv3d", x.device))
+
+
+def subdivided_conv3d(child: SparseTensor, parent_feats: torch.Tensor, weight: torch.Tensor,
+                      bias: torch.Tensor | None = None, backend: str | None = None,
+                      chunk: bool | None = None) -> torch.Tensor:
+    """`submanifold_conv3d` of a subdivided tensor without building its features.
+
+    ``child`` holds the children's coordinates (``spatial.subdivide_coords``: child row i is a copy of
+    parent row i // 8; its feats may have 0 columns) and gets the neighbour map cached as usual;
+    ``parent_feats`` [N/8, C_in]. Every gathered neighbour row is read from its parent instead of from an
+    8x larger copy (1.3 M x 192 fp16 = 0.47 GiB in the mesh decoder), so the numbers are the same:
+
+    * the PyTorch twin gathers ``parent_feats[nbr // 8]`` chunk by chunk (same chunks, same GEMMs);
+    * where the fast kernel runs (``chunk``, default: whenever ``trellis.fastpaths`` has a usable
+      "sparse_conv3d" kernel for the device), SUBDIVIDED_CHUNK child rows at a time: the parents their
+      neighbours need are gathered into a small tensor whose cached neighbour map points into it, and
+      that goes through `submanifold_conv3d` (the kernel computes each output row from the same rows);
+    * where spconv would run (it reads coordinates, not our map), the children's features are built.
+    """
+    n = child.coords.shape[0]
+    c_out, k = weight.shape[0], weight.shape[1]
+    if k == 1 or _spconv_would_run(child, backend):
+        return submanifold_conv3d(child.replace(parent_feats.repeat_interleave(8, dim=0)), weight, bias,
+                                  backend)
+    nbr = neighbour_map(child, k)
+    if chunk is None:
+        chunk = fastpaths.usable("sparse_conv3d", child.device)
+    if not chunk:
+        return _subdivided_conv3d_torch(nbr, parent_feats, weight, bias)
+    out = torch.empty(n, c_out, dtype=parent_feats.dtype, device=parent_feats.device)
+    zero_coords = torch.zeros(1, 4, dtype=torch.int32, device=child.device)
+    for a in range(0, n, SUBDIVIDED_CHUNK):
+        b = min(a + SUBDIVIDED_CHUNK, n)
+        idx = nbr[a:b].long()
+        has = idx < n
+        parents, local = torch.unique(torch.where(has, idx // 8, -1), return_inverse=True)
+        del idx
+        # parents[0] is -1 where some neighbour is missing: that slot is then never read
+        rows = max(b - a, parents.numel())
+        src = parent_feats.new_zeros(rows, parent_feats.shape[1])
+        src[:parents.numel()] = parent_feats[parents.clamp(min=0)]
+        local_nbr = torch.full((rows, nbr.shape[1]), rows, dtype=torch.int32, device=nbr.device)
+        local_nbr[:b - a] = torch.where(has, local, rows).int()
+        del has, local, parents
+        part = SparseTensor(src, zero_coords.expand(rows, 4), layout=[slice(0, rows)])
+        part.cache[("neighbour_map", k, part.device)] = local_nbr
+        out[a:b] = submanifold_conv3d(part, weight, bias, backend)[:b - a]
+        del part, src, local_nbr
+    return out
+
+
+def _subdivided_conv3d_torch(nbr: torch.Tensor, parent_feats: torch.Tensor, weight: torch.Tensor,
+                             bias: torch.Tensor | None) -> torch.Tensor:
+    """`submanifold_conv3d_torch` of the children, reading each neighbour from its parent row."""
+    c_out, k = weight.shape[0], weight.shape[1]
+    n, (m, c_in) = nbr.shape[0], parent_feats.shape
+    cdt = _compute_dtype(parent_feats)
+    w = weight.to(cdt).permute(1, 2, 3, 4, 0).reshape(k ** 3 * c_in, c_out)
+    padded = torch.cat([parent_feats.to(cdt), parent_feats.new_zeros(1, c_in, dtype=cdt)])
+    out = torch.empty(n, c_out, dtype=cdt, device=parent_feats.device)
+    step = max(1, _GATHER_BUDGET // (k ** 3 * c_in))
+    for s in range(0, n, step):
+        idx = nbr[s:s + step].long()
+        idx = torch.where(idx < n, idx // 8, m)                  # the parent's row, or the zero row
+        cols = padded[idx].reshape(-1, k ** 3 * c_in)
+        out[s:s + step] = torch.addmm(bias.to(cdt), cols, w) if bias is not None else cols @ w
+    return out.to(parent_feats.dtype)
+
+
 class SparseConvWeights(nn.Module):
     """Holds weight [C_out, k, k, k, C_in] and bias: the reference's keys are `<name>.conv.weight`.
 

@@ -47,13 +47,19 @@ def upsample(x: SparseTensor, factor: int = 2) -> SparseTensor:
     return SparseTensor(x.feats[inverse], coords, layout=layout, cache=cache)
 
 
-def subdivide(x: SparseTensor) -> SparseTensor:
-    """Each voxel c -> 8 children 2c + o, o enumerated z fastest; children of a parent are consecutive."""
-    r = torch.arange(2, device=x.device)
+def subdivide_coords(coords: torch.Tensor) -> torch.Tensor:
+    """[N,4] -> [8N,4]: each voxel c -> 8 children 2c + o, o enumerated z fastest; children of a parent
+    are consecutive (child row i has parent row i // 8)."""
+    r = torch.arange(2, device=coords.device)
     offsets = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), dim=-1).reshape(8, 3).int()
-    coords = x.coords.repeat_interleave(8, dim=0)
-    coords[:, 1:] = coords[:, 1:] * 2 + offsets.repeat(x.coords.shape[0], 1)
-    return SparseTensor(x.feats.repeat_interleave(8, dim=0), coords)
+    out = coords.repeat_interleave(8, dim=0)
+    out[:, 1:] = out[:, 1:] * 2 + offsets.repeat(coords.shape[0], 1)
+    return out
+
+
+def subdivide(x: SparseTensor) -> SparseTensor:
+    """Each voxel c -> 8 children 2c + o (see subdivide_coords), each a copy of its parent's features."""
+    return SparseTensor(x.feats.repeat_interleave(8, dim=0), subdivide_coords(x.coords))
 
 
 class _Resample(nn.Module):

@@ -1,0 +1,132 @@
+"""Peak GPU memory of the full-size SLat mesh decoder and FlexiCubes (issue 14 §4), module by module.
+
+    python benchmarks/mesh_memory_gpu.py [--voxels 20000] [--plain]
+
+Random weights, fp16 torso, the 64^3 thick-shell structure of networks_gpu.py (~20 k voxels -> ~1.3 M
+at 256^3). Prints torch.cuda.memory_allocated (GiB) before / peak / after each module call (forward
+pre/post hooks, peak reset at each pre-hook, so a row's peak is the peak inside that call), then
+the head and FlexiCubes, and the whole decode's peak. Then it runs the plain computation (subdivided
+tensor built, one fp32 cast of the torso output, as before issue 14 §4) and checks that features and
+mesh are the same; --plain prints the table for the plain computation instead.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from networks_gpu import build, shell_structure  # noqa: E402
+from trellis.modules.sparse import SparseTensor, subdivide  # noqa: E402
+from trellis.representations.mesh import extract_mesh  # noqa: E402
+
+GIB = 2 ** 30
+
+
+def plain_decode(m, x):
+    """The decoder as it was before issue 14 §4: subdivided tensor built, Sequential layers, one fp32 cast."""
+    h = m.trunk(x)
+    for block in m.upsample:
+        skip = block.skip_connection(h).feats.repeat_interleave(8, dim=0)
+        h = block.out_layers(block.sub(block.act_layers(h)))
+        h = h.replace(h.feats + skip)
+    return m.out_layer(h.type(x.dtype))
+
+
+def run(m, x, plain: bool, table: bool):
+    rows, stack = [], []          # stack entries: [name, allocated before, running peak]
+
+    def fold():                   # the peak since the last reset goes to every open call
+        p = torch.cuda.max_memory_allocated()
+        for e in stack:
+            e[2] = max(e[2], p)
+        torch.cuda.reset_peak_memory_stats()
+
+    def pre(name):
+        def f(mod, args):
+            torch.cuda.synchronize()
+            fold()
+            stack.append([name, torch.cuda.memory_allocated(), 0])
+        return f
+
+    def post(name):
+        def f(mod, args, out):
+            torch.cuda.synchronize()
+            fold()
+            n, before, peak = stack.pop()
+            for e in stack:
+                e[2] = max(e[2], peak)
+            rows.append((n, before, peak, torch.cuda.memory_allocated()))
+        return f
+
+    handles = []
+    if table:
+        for name, mod in m.named_modules():
+            if name.startswith("upsample.") and name.count(".") <= 2 or name == "out_layer":
+                handles += [mod.register_forward_pre_hook(pre(name)), mod.register_forward_hook(post(name))]
+    torch.cuda.synchronize()
+    start = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    stack.append(["decode", start, 0])
+    with torch.no_grad():
+        feats = plain_decode(m, x) if plain else m.decode_features(x)
+        torch.cuda.synchronize()
+        fold()
+        decode_peak = stack.pop()[2]
+        before_fc = torch.cuda.memory_allocated()
+        s = feats.layout[0]
+        mesh = extract_mesh(feats.coords[s, 1:], feats.feats[s], m.mesh_resolution, use_color=m.use_color)
+        torch.cuda.synchronize()
+        fc_peak = torch.cuda.max_memory_allocated()
+        after_fc = torch.cuda.memory_allocated()
+    for h in handles:
+        h.remove()
+    if table:
+        print(f"{'module':34s} {'before':>7s} {'peak':>7s} {'after':>7s}   (GiB allocated)")
+        for n, b, p, a in rows:
+            print(f"{n:34s} {b / GIB:7.3f} {p / GIB:7.3f} {a / GIB:7.3f}")
+        print(f"{'decode (trunk+upsample+head)':34s} {start / GIB:7.3f} {decode_peak / GIB:7.3f} {before_fc / GIB:7.3f}")
+        print(f"{'FlexiCubes (extract_mesh)':34s} {before_fc / GIB:7.3f} {fc_peak / GIB:7.3f} {after_fc / GIB:7.3f}")
+        print(f"whole mesh decode peak: {max(decode_peak, fc_peak) / GIB:.3f} GiB")
+    return feats, mesh
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--voxels", type=int, default=20000)
+    ap.add_argument("--plain", action="store_true", help="print the table of the plain computation")
+    args = ap.parse_args()
+    dev = torch.device("cuda")
+    m = build("slat_decoder_mesh", dev)
+    m.set_torso_dtype(torch.float16)
+    structure = shell_structure(args.voxels)
+    print(f"{torch.cuda.get_device_name()}; {len(structure.coords)} voxels at 64^3")
+    fresh = lambda: SparseTensor(structure.feats, structure.coords)  # noqa: E731  (maps built inside)
+    run(m, fresh(), args.plain, False)                               # warm-up (kernels, tables)
+    torch.cuda.empty_cache()
+    feats, mesh = run(m, fresh(), args.plain, True)
+    print(f"voxels at {m.mesh_resolution}^3: {feats.feats.shape[0]}; mesh: {mesh.vertices.shape[0]} vertices, "
+          f"{mesh.faces.shape[0]} faces")
+    feats = (feats.feats, mesh.vertices, mesh.faces)
+    del mesh
+    torch.cuda.empty_cache()
+    other, omesh = run(m, fresh(), not args.plain, False)
+    print(f"{'plain' if not args.plain else 'new'} computation: features identical: "
+          f"{torch.equal(feats[0], other.feats)} (max abs diff {(feats[0] - other.feats).abs().max().item():.3g}); "
+          f"faces identical: {torch.equal(feats[2], omesh.faces)}; vertices max abs diff "
+          f"{(feats[1] - omesh.vertices).abs().max().item():.3g} ({omesh.vertices.shape[0]} vertices, "
+          f"{omesh.faces.shape[0]} faces)")
+    # FlexiCubes' float sums are atomic adds on CUDA: the same features give vertices equal to rounding.
+    s = other.layout[0]
+    again = extract_mesh(other.coords[s, 1:], other.feats[s], m.mesh_resolution, use_color=m.use_color)
+    print(f"same features extracted again: faces identical: {torch.equal(again.faces, omesh.faces)}; vertices max "
+          f"abs diff {(again.vertices - omesh.vertices).abs().max().item():.3g}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
