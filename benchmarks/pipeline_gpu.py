@@ -1,11 +1,13 @@
 """The whole image -> {Gaussians, mesh, radiance field} chain at full size on a GPU, per memory preset.
 
     python benchmarks/pipeline_gpu.py [--steps 12] [--voxels 20000] [--out pipeline_gpu.json]
+                                      [--presets "fp16 eager,fp16 compiled"] [--repeats 3]
 
 Random weights (shapes decide time and memory), the demo's sampler settings (12 + 12 steps, CFG 7.5 / 3.0,
 interval [0.5, 1], rescale 3), and stage 2 fed a fixed ~20 000-voxel structure so that runs compare.
-Each preset runs once to warm up, then once timed; the table lists seconds and peak allocated /
-reserved memory per stage (from the pipeline's own stage tracker) and the end-to-end total.
+Each preset runs once to warm up (for the compiled presets this compiles the flows' blocks: its time is
+reported), then ``--repeats`` times timed; the table lists the median run's seconds and peak allocated /
+reserved memory per stage (from the pipeline's own stage tracker), its end-to-end total and the spread.
 """
 from __future__ import annotations
 
@@ -28,10 +30,14 @@ from trellis.pipelines import TrellisImageTo3DPipeline  # noqa: E402
 from trellis.pipelines.memory import StageTracker  # noqa: E402
 from trellis.pipelines.samplers import FlowEulerGuidanceIntervalSampler  # noqa: E402
 
-# name, precision, offload, batched CFG, CUDA graphs (the low-VRAM preset is what pick_preset gives < 6 GB)
-PRESETS = [("low-VRAM fp16+offload", "fp16", "model", False, False), ("fp16+offload", "fp16", "model", True, True),
-           ("fp16", "fp16", "none", True, True), ("fp16 eager", "fp16", "none", True, False),
-           ("fp32", "fp32", "none", True, True)]
+# name, precision, offload, batched CFG, CUDA graphs, compiled flow blocks (the low-VRAM preset is what
+# pick_preset gives < 6 GB; "compiled" = MemoryPolicy.compile, the flows' blocks through torch.compile)
+PRESETS = [("low-VRAM fp16+offload", "fp16", "model", False, False, False),
+           ("fp16+offload", "fp16", "model", True, True, False),
+           ("fp16", "fp16", "none", True, True, False), ("fp16 eager", "fp16", "none", True, False, False),
+           ("fp16 compiled", "fp16", "none", True, False, True),
+           ("low-VRAM compiled", "fp16", "model", False, False, True),
+           ("fp32", "fp32", "none", True, True, False)]
 
 
 def build_pipeline() -> TrellisImageTo3DPipeline:
@@ -81,6 +87,8 @@ def main() -> int:
     ap.add_argument("--voxels", type=int, default=20000)
     ap.add_argument("--out", default="pipeline_gpu.json")
     ap.add_argument("--commit", default="?")
+    ap.add_argument("--presets", default=None, help="comma-separated preset names (default: all)")
+    ap.add_argument("--repeats", type=int, default=1, help="timed runs per preset after the warm-up (median shown)")
     args = ap.parse_args()
     pipe = build_pipeline().to("cuda")
     coords = shell_structure(args.voxels).coords
@@ -88,12 +96,24 @@ def main() -> int:
     info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "commit": args.commit,
             "date": time.strftime("%Y-%m-%d"), "voxels": int(coords.shape[0]), "steps": args.steps, "presets": {}}
     latents = {}
-    for name, precision, offload, cfg_batch, graphs in PRESETS:
-        pipe.set_memory_policy(precision=precision, offload=offload, cfg_batch=cfg_batch, cuda_graphs=graphs)
+    wanted = [n.strip() for n in args.presets.split(",")] if args.presets else [p[0] for p in PRESETS]
+    unknown = set(wanted) - {p[0] for p in PRESETS}
+    if unknown:
+        ap.error(f"unknown preset(s) {sorted(unknown)}; known: {[p[0] for p in PRESETS]}")
+    if "fp16 eager" not in wanted:
+        wanted.append("fp16 eager")                             # the reference for the latent differences
+    for name, precision, offload, cfg_batch, graphs, compiled in (p for p in PRESETS if p[0] in wanted):
+        pipe.set_memory_policy(precision=precision, offload=offload, cfg_batch=cfg_batch, cuda_graphs=graphs,
+                               compile=compiled)
         torch.cuda.empty_cache()
-        one_run(pipe, image, coords, args)                      # warm-up
-        total, stages, latents[name] = one_run(pipe, image, coords, args)
-        info["presets"][name] = {"total_seconds": total, "stages": stages,
+        t0 = time.perf_counter()
+        one_run(pipe, image, coords, args)                      # warm-up (compiles, when compiled)
+        warmup_s = time.perf_counter() - t0
+        runs = [one_run(pipe, image, coords, args) for _ in range(args.repeats)]
+        runs.sort(key=lambda r: r[0])
+        total, stages, latents[name] = runs[len(runs) // 2]     # the median run
+        info["presets"][name] = {"total_seconds": total, "stages": stages, "warmup_seconds": warmup_s,
+                                 "all_totals": [r[0] for r in runs],
                                  "peak_allocated_GiB": max(s["peak_allocated_bytes"] for s in stages) / 2 ** 30,
                                  "peak_reserved_GiB": max(s["peak_reserved_bytes"] for s in stages) / 2 ** 30}
         print(json.dumps({name: info["presets"][name]}), flush=True)
@@ -121,6 +141,11 @@ def markdown(info: dict) -> str:
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     lines.append("| **total** | " + " | ".join(f"**{info['presets'][n]['total_seconds']:.3f}** | "
                                              f"**{info['presets'][n]['peak_allocated_GiB']:.2f}**" for n in names) + " |")
+    if any(len(info["presets"][n].get("all_totals", [])) > 1 for n in names):
+        lines.append("| total, all runs | " + " | ".join(
+            ", ".join(f"{t:.3f}" for t in info["presets"][n].get("all_totals", [])) + " | " for n in names) + "")
+    lines.append("| warm-up run (compiles) | " + " | ".join(
+        f"{info['presets'][n].get('warmup_seconds', float('nan')):.1f} | " for n in names) + "")
     if "slat_rel_rms_vs_fp16_eager" in info:
         lines += ["", "Structured latent after stage 2, relative RMS difference to the fp16 eager run: " + ", ".join(
             f"{n} {v:.1e}" for n, v in info["slat_rel_rms_vs_fp16_eager"].items())]

@@ -143,6 +143,31 @@ def test_precision_switch_at_run_time_without_reload(tiny_pipeline_dir):
         p.set_memory_policy(precision="int8")
 
 
+def test_compiled_flow_blocks_switch_and_fall_back_to_the_eager_twin(tiny_pipeline_dir, monkeypatch):
+    """MemoryPolicy.compile reaches both flows (and only them); where the fast path cannot run (here: the
+    CPU) the blocks go through the dispatcher to the eager twin, so results are bit-identical; compile is
+    never on by default."""
+    from trellis import fastpaths
+    from trellis.modules import transformer
+
+    p = TrellisImageTo3DPipeline.from_pretrained(tiny_pipeline_dir)
+    assert not p.memory_policy.compile
+    ref = p.run(object_image(), seed=5, preprocess_image=False, formats=["gaussian"], **FAST)["gaussian"][0]
+    calls = []
+    twin = transformer.block_forward_torch
+    monkeypatch.setattr(transformer, "block_forward_torch", lambda *a: calls.append(1) or twin(*a))
+    p.set_memory_policy(compile=True)
+    assert p.memory_policy.compile
+    assert p.models["sparse_structure_flow_model"].compile_blocks and p.models["slat_flow_model"].compile_blocks
+    assert not hasattr(p.models["slat_decoder_gs"], "compile_blocks")
+    assert fastpaths.path_of("flow_block", "cpu") == "pytorch"
+    out = p.run(object_image(), seed=5, preprocess_image=False, formats=["gaussian"], **FAST)["gaussian"][0]
+    assert calls, "the blocks did not go through the dispatcher"
+    assert torch.equal(out._xyz, ref._xyz) and torch.equal(out._features_dc, ref._features_dc)
+    p.set_memory_policy(compile=False)
+    assert not p.models["slat_flow_model"].compile_blocks
+
+
 def test_get_cond_accepts_tensors_and_images(pipe):
     img = object_image()
     a = pipe.get_cond([img])

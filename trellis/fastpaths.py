@@ -89,6 +89,12 @@ KERNELS = {
         Kernel("sparse_conv3d", "triton", "trellis_triton.sparse_conv", "submanifold_conv3d",
                "trellis.modules.sparse.conv.submanifold_conv3d_torch"),
     ),
+    # A flow's transformer block compiled by torch.compile (Inductor emits Triton); only asked for when the
+    # memory policy's `compile` is on (the first call of a process compiles for seconds).
+    "flow_block": (
+        Kernel("flow_block", "triton", "trellis_triton.compiled_block", "flow_block",
+               "trellis.modules.transformer.block_forward_torch"),
+    ),
 }
 
 _override: Optional[bool] = None

@@ -6,12 +6,13 @@ import torch.nn as nn
 
 from ..modules.embed import TimestepEmbedder, absolute_position_embedding, grid_coords
 from ..modules.norm import LayerNorm32
-from ..modules.transformer import ModulatedTransformerCrossBlock, head_layout
+from ..modules.transformer import ModulatedTransformerCrossBlock, head_layout, run_block
 from .common import TorsoMixin
 
 
 class SparseStructureFlowModel(TorsoMixin, nn.Module):
     torso_modules = ("blocks",)
+    compile_blocks = False     # set from the pipeline's memory policy (MemoryPolicy.compile)
 
     def __init__(self, resolution: int, in_channels: int, model_channels: int, cond_channels: int,
                  out_channels: int, num_blocks: int, num_heads: int | None = None, num_head_channels: int = 64,
@@ -63,6 +64,6 @@ class SparseStructureFlowModel(TorsoMixin, nn.Module):
             emb = self.adaLN_modulation(emb)
         h, emb, cond = h.to(self.dtype), emb.to(self.dtype), cond.to(self.dtype)
         for block in self.blocks:
-            h = block(h, emb, cond)
+            h = run_block(block, h, emb, cond, compiled=self.compile_blocks)
         h = self.out_layer(self.final_norm(h.to(x.dtype)))
         return self._from_tokens(h)

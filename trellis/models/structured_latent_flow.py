@@ -10,12 +10,13 @@ from ..modules.embed import TimestepEmbedder, cached_position_embedding
 from ..modules.norm import LayerNorm32
 from ..modules.sparse import (SparseLinear, SparseModulatedTransformerCrossBlock, SparseResBlock3d, SparseTensor,
                               sparse_cat)
-from ..modules.transformer import head_layout
+from ..modules.transformer import head_layout, run_block
 from .common import TorsoMixin
 
 
 class SLatFlowModel(TorsoMixin, nn.Module):
     torso_modules = ("input_blocks", "blocks", "out_blocks")
+    compile_blocks = False     # set from the pipeline's memory policy (MemoryPolicy.compile)
 
     def __init__(self, resolution: int, in_channels: int, model_channels: int, cond_channels: int,
                  out_channels: int, num_blocks: int, num_heads: int | None = None, num_head_channels: int = 64,
@@ -81,7 +82,7 @@ class SLatFlowModel(TorsoMixin, nn.Module):
             skips.append(h.feats)
         h = h + cached_position_embedding(h, self.model_channels).to(self.dtype)
         for block in self.blocks:
-            h = block(h, emb, cond)
+            h = run_block(block, h, emb, cond, compiled=self.compile_blocks)
         for block, skip in zip(self.out_blocks, reversed(skips)):
             if self.use_skip_connection:
                 h = sparse_cat([h, h.replace(skip)])

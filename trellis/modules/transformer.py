@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .. import fastpaths
 from .attention import dense_attention
 from .norm import LayerNorm32, MultiHeadRMSNorm
 
@@ -121,3 +122,18 @@ class ModulatedTransformerCrossBlock(nn.Module):
         x = gated_residual(x, gate_msa, self.self_attn(modulate(self.norm1(x), shift_msa, scale_msa)))
         x = x + self.cross_attn(self.norm2(x), context)
         return gated_residual(x, gate_mlp, self.mlp(modulate(self.norm3(x), shift_mlp, scale_mlp)))
+
+
+def block_forward_torch(block: nn.Module, *args):
+    """A flow's transformer block, eager: the twin of the compiled block (``trellis_triton.compiled_block``)."""
+    return block(*args)
+
+
+def run_block(block: nn.Module, *args, compiled: bool = False):
+    """``block(*args)``, through torch.compile when ``compiled`` and the fast paths allow (fastpaths
+    "flow_block": Triton on CUDA; otherwise, or after a failure, the eager block)."""
+    if not compiled:
+        return block(*args)
+    x = args[0]
+    device = x.device if isinstance(x, torch.Tensor) else x.feats.device
+    return fastpaths.dispatch("flow_block", device, block_forward_torch, block, *args)

@@ -102,20 +102,25 @@ class TrellisPipeline:
         return self.to("cpu")
 
     def set_memory_policy(self, precision: str | None = None, offload: str | None = None,
-                          cfg_batch: bool | None = None, cuda_graphs: bool | None = None) -> MemoryPolicy:
-        """Change precision / offload / CFG batching / CUDA graphs at run time (no reload from disk)."""
+                          cfg_batch: bool | None = None, cuda_graphs: bool | None = None,
+                          compile: bool | None = None) -> MemoryPolicy:
+        """Change precision / offload / CFG batching / CUDA graphs / compiled flow blocks at run time (no
+        reload from disk)."""
         current = self._policy
         self._policy = MemoryPolicy(precision or current.precision, offload or current.offload,
                                     current.cfg_batch if cfg_batch is None else cfg_batch,
-                                    current.cuda_graphs if cuda_graphs is None else cuda_graphs)
+                                    current.cuda_graphs if cuda_graphs is None else cuda_graphs,
+                                    current.compile if compile is None else compile)
         self._apply_precision()
         self._place_all()
         return self.memory_policy
 
     def _apply_precision(self) -> None:
-        dtype = self.memory_policy.dtype
+        policy = self.memory_policy
         for model in self.models.values():
-            model.set_torso_dtype(dtype)       # the conditioner stays fp32 as in the reference
+            model.set_torso_dtype(policy.dtype)       # the conditioner stays fp32 as in the reference
+            if hasattr(model, "compile_blocks"):
+                model.compile_blocks = bool(policy.compile)
 
     def _offloading(self) -> bool:
         return self.memory_policy.offload == "model" and self._device.type != "cpu"
@@ -159,7 +164,7 @@ class TrellisPipeline:
         with self._on_device(model_key) as flow:
             return sampler.sample(
                 flow, noise, **cond, **params, **sampler_kwargs, verbose=False, cancel=cancel,
-                cfg_batch=policy.cfg_batch, cuda_graph=policy.cuda_graphs,
+                cfg_batch=policy.cfg_batch, cuda_graph=policy.cuda_graphs and not policy.compile,
                 progress=(lambda i, n: progress(stage, i, n)) if progress else None).samples
 
     @torch.no_grad()

@@ -76,6 +76,9 @@ class MemoryPolicy:
     offload: str = "auto"
     cfg_batch: bool | None = None      # conditional + unconditional passes as one batch (None: auto)
     cuda_graphs: bool | None = None    # replay the flows' forwards as CUDA graphs, CUDA only (None: auto)
+    # The flows' transformer blocks through torch.compile (a fast path: Triton, CUDA; the eager blocks are its
+    # twin). None/False: off, because the first call of a process compiles for ~15 s (see docs/BENCHMARKS.md).
+    compile: bool | None = None
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -89,7 +92,8 @@ class MemoryPolicy:
         return MemoryPolicy(precision=preset.precision if self.precision == "auto" else self.precision,
                             offload=preset.offload if self.offload == "auto" else self.offload,
                             cfg_batch=preset.cfg_batch if self.cfg_batch is None else self.cfg_batch,
-                            cuda_graphs=preset.cuda_graphs if self.cuda_graphs is None else self.cuda_graphs)
+                            cuda_graphs=preset.cuda_graphs if self.cuda_graphs is None else self.cuda_graphs,
+                            compile=preset.compile if self.compile is None else self.compile)
 
     @property
     def dtype(self) -> torch.dtype:
