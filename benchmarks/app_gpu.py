@@ -1,6 +1,7 @@
 """The app's own path on a GPU at full size: `python -m desktop generate` on a random-weight pipeline folder.
 
     python benchmarks/app_gpu.py [--work DIR] [--preset balanced] [--runs 2] [--object random|bunny|nut]
+                                 [--limit-gib 2]
 
 Writes a full-size pipeline folder in the official layout (pipeline.json, ckpts/*.json + *.safetensors,
 the published configs of TRELLIS-image-large; random weights; the stage-1 decoder's output bias shifted so
@@ -17,6 +18,9 @@ mesh are then replaced by a realistic object of ``benchmarks/realistic_objects.p
 made decoder-like: a 256^3 two-sheet mesh and 500 k surface Gaussians), loaded before the job starts: the
 random weights' 6.27 M-face noisy mesh is far from what a trained model decodes, and the export is most of
 the job.
+
+``--limit-gib X``: the job's process is capped at X GiB of GPU memory (``set_memory_limit`` before anything is
+allocated, as ``e2e_gpu.py --limits`` does): the whole app job, mp4 included, on a card of that size.
 """
 from __future__ import annotations
 
@@ -124,12 +128,28 @@ runpy.run_module("desktop", run_name="__main__", alter_sys=True)
 """
 
 
+# Runs before the generator in the job's process: the GPU memory cap of ``--limit-gib``.
+_LIMIT_PRELUDE = r"""
+import os
+if os.environ.get("APP_GPU_LIMIT_GIB"):
+    import torch
+    from trellis.pipelines.memory import set_memory_limit
+    set_memory_limit(torch.device("cuda"), int(float(os.environ["APP_GPU_LIMIT_GIB"]) * 2 ** 30))
+"""
+_DESKTOP = r"""
+import runpy, sys
+sys.argv[0] = "desktop"
+runpy.run_module("desktop", run_name="__main__", alter_sys=True)
+"""
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default="/tmp/app_gpu")
     ap.add_argument("--preset", default="balanced")
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--object", default="random", choices=("random", "bunny", "nut"))
+    ap.add_argument("--limit-gib", type=float, default=None, help="cap the job's GPU memory (GiB)")
     args = ap.parse_args()
     work = Path(args.work)
     model = work / "TRELLIS-image-large-random"
@@ -138,9 +158,9 @@ def main() -> int:
         write_full_pipeline(model)
         print(f"wrote the full-size random pipeline in {time.perf_counter() - t0:.1f} s", flush=True)
     image = test_image(work / "object.png")
-    out = work / f"outputs-{args.object}"
-    head = [sys.executable, "-m", "desktop"] if args.object == "random" else \
-        [sys.executable, "-c", _REALISTIC_BOOTSTRAP, args.object]
+    out = work / (f"outputs-{args.object}" + (f"-{args.limit_gib:g}GiB" if args.limit_gib else ""))
+    head = [sys.executable, "-c", _LIMIT_PRELUDE + _DESKTOP] if args.object == "random" else \
+        [sys.executable, "-c", _LIMIT_PRELUDE + _REALISTIC_BOOTSTRAP, args.object]
     cmd = [*head, "generate", *[str(image)] * args.runs, "-o", str(out),
            "--model", str(model), "--device", "cuda", "--preset", args.preset, "--formats", "glb,ply,obj,mp4",
            "--seed", "3"]
@@ -148,8 +168,12 @@ def main() -> int:
 
     print("renderers:", fastpaths.describe("cuda"), flush=True)   # TRELLIS_FAST_PATHS=off reaches the job too
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(ROOT), str(ROOT / "benchmarks"), *filter(None, [os.environ.get("PYTHONPATH")])])}, capture_output=True, text=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), str(ROOT / "benchmarks"), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    if args.limit_gib:
+        env["APP_GPU_LIMIT_GIB"] = str(args.limit_gib)
+        print(f"GPU memory cap: {args.limit_gib:g} GiB", flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n", flush=True)
     print(f"exit {proc.returncode}, {wall:.1f} s for {args.runs} jobs (incl. start-up and model load)", flush=True)
