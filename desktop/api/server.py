@@ -57,7 +57,7 @@ from .docs import _register_schemas, add_docs_routes
 from .security import LOOPBACK_NAMES, BodyReadTimeout, CrossSiteGuard, is_loopback, origin_arg
 from .v1 import API_VERSION, add_job_routes, models
 from ..options import (LOCALHOST, add_memory_options, add_model_option, add_runner_options, add_server_options,
-                       add_text_model_option, check_runner_args)
+                       add_text_model_option, check_runner_args, apply_compile_option)
 from ..settings import DEFAULT_PRESET, PRESETS
 from ..stopping import StopSignals
 
@@ -204,6 +204,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)                      # exits with 2 on a usage error
+    apply_compile_option(args)
     check_runner_args(parser, args)
     if args.token is not None and len(args.token) < 8:
         parser.error("--token: use at least 8 characters (e.g. python -c \"import secrets; "

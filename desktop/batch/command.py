@@ -12,7 +12,7 @@ import sys
 import time
 
 from ..cli import build_settings, output_folder_problem
-from ..options import add_model_option, device_arg, gpus_arg
+from ..options import add_compile_option, add_model_option, apply_compile_option, device_arg, gpus_arg
 from ..settings import DEFAULT_PRESET, FORMATS, PRESETS, field_names, number_range
 from .display import BatchDisplay, summary_table
 from .items import BatchInputError, read_items
@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--ray-output", choices=("auto", "shared", "driver"), default="auto",
                        help="who writes the results: auto (a worker that sees OUT writes there, others send their "
                             "files to this machine), shared, driver")
+    add_compile_option(where)
     where.add_argument("--no-overlap", action="store_true",
                        help="one item at a time per worker (by default the next item samples while the previous one "
                             "is exported: faster, but two results are held in GPU memory)")
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    apply_compile_option(args)            # the workers (local processes, Ray actors) inherit it
     try:
         base = build_settings(args)
     except ValueError as err:

@@ -75,7 +75,7 @@ class RayPool:
         import ray
 
         if not ray.is_initialized():
-            env = {"env_vars": {"PYTHONPATH": _pythonpath()}}
+            env = {"env_vars": _actor_env()}
             try:
                 if self.address == "local":
                     ray.init(runtime_env=env, log_to_driver=False, include_dashboard=False)
@@ -103,7 +103,7 @@ class RayPool:
 
     def _new_actor(self) -> None:
         options = {"max_concurrency": self.per_worker, "num_cpus": 0,
-                   "runtime_env": {"env_vars": {"PYTHONPATH": _pythonpath()}}}
+                   "runtime_env": {"env_vars": _actor_env()}}
         if self.resource == "GPU":
             options["num_gpus"] = 1
         elif self.resource == "CPU":           # a CPU-only cluster (slow; Ray names CPUs its own way)
@@ -233,6 +233,16 @@ def _units_on_this_node(resource: str) -> int:
         return max(1, int(found[0])) if found else 1
     except Exception:
         return 1
+
+
+# Settings of the driver's environment that the actors (on any node) must see too.
+_FORWARDED_ENV = ("TRELLIS_COMPILE_FLOWS", "TRELLIS_FAST_PATHS")
+
+
+def _actor_env() -> dict:
+    env = {"PYTHONPATH": _pythonpath()}
+    env.update({k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ})
+    return env
 
 
 def _pythonpath() -> str:

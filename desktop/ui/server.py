@@ -4,7 +4,7 @@ import os
 import sys
 
 from ..options import (DEFAULT_MODEL, add_memory_options, add_model_option, add_runner_options, add_server_options,
-                       add_text_model_option, check_runner_args)
+                       add_text_model_option, check_runner_args, apply_compile_option)
 from ..settings import GenerationSettings
 from ..stopping import StopSignals
 from .app import CSS, EXAMPLES_DIR, TrellisApp
@@ -50,6 +50,7 @@ def _model_problem(model: str) -> str | None:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)                       # exits with 2 on a usage error
+    apply_compile_option(args)
     check_runner_args(parser, args)
     defaults = GenerationSettings(precision=args.precision, offload=args.offload)
 

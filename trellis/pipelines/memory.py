@@ -10,6 +10,7 @@ when it fits, fp16 elsewhere; bf16 only when asked for).
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -19,11 +20,13 @@ import torch
 from ..core.device import (device_capability, free_device_memory, release_device_memory, set_memory_limit,
                            usable_device_memory)
 
-__all__ = ["PRECISIONS", "OFFLOADS", "RESIDENT_BUDGET_BYTES", "MemoryPolicy", "pick_preset", "precision_for",
+__all__ = ["PRECISIONS", "OFFLOADS", "COMPILE_ENV", "compile_default", "RESIDENT_BUDGET_BYTES", "MemoryPolicy", "pick_preset", "precision_for",
            "FP32_MIN_GIB", "RESIDENT_BUDGET_FP32_BYTES", "StageStat", "StageTracker",
            "HostWeights", "free_device_memory", "release_device_memory", "set_memory_limit"]
 
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
+# MemoryPolicy.compile's default when a pipeline's policy leaves it unset: on / off (default off).
+COMPILE_ENV = "TRELLIS_COMPILE_FLOWS"
 OFFLOADS = ("auto", "none", "model")
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -70,6 +73,19 @@ def precision_for(capability: tuple[int, int] | None, vram_gib: float | None) ->
     return "fp32" if vram_gib is not None and vram_gib >= FP32_MIN_GIB else "fp16"
 
 
+def compile_default() -> bool:
+    """Whether the flows' blocks are compiled when the policy does not say (``$TRELLIS_COMPILE_FLOWS``: on /
+    1 / true / yes, or off / 0 / false / no / unset). It still only happens where the fast paths allow
+    (``fastpaths`` "flow_block": Triton on CUDA, fast paths on)."""
+    raw = os.environ.get(COMPILE_ENV, "")
+    value = raw.strip().lower()
+    if value in ("", "0", "off", "false", "no"):
+        return False
+    if value in ("1", "on", "true", "yes"):
+        return True
+    raise ValueError(f"{COMPILE_ENV}={raw!r} is not a known value: use on or off")
+
+
 @dataclass
 class MemoryPolicy:
     precision: str = "auto"
@@ -77,7 +93,8 @@ class MemoryPolicy:
     cfg_batch: bool | None = None      # conditional + unconditional passes as one batch (None: auto)
     cuda_graphs: bool | None = None    # replay the flows' forwards as CUDA graphs, CUDA only (None: auto)
     # The flows' transformer blocks through torch.compile (a fast path: Triton, CUDA; the eager blocks are its
-    # twin). None/False: off, because the first call of a process compiles for ~15 s (see docs/BENCHMARKS.md).
+    # twin). None: $TRELLIS_COMPILE_FLOWS (default off: the first run of a process compiles for ~20 s, see
+    # docs/BENCHMARKS.md).
     compile: bool | None = None
 
     def __post_init__(self):
@@ -93,7 +110,7 @@ class MemoryPolicy:
                             offload=preset.offload if self.offload == "auto" else self.offload,
                             cfg_batch=preset.cfg_batch if self.cfg_batch is None else self.cfg_batch,
                             cuda_graphs=preset.cuda_graphs if self.cuda_graphs is None else self.cuda_graphs,
-                            compile=preset.compile if self.compile is None else self.compile)
+                            compile=compile_default() if self.compile is None else self.compile)
 
     @property
     def dtype(self) -> torch.dtype:
