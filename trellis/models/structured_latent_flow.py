@@ -17,6 +17,11 @@ from .common import TorsoMixin
 class SLatFlowModel(TorsoMixin, nn.Module):
     torso_modules = ("input_blocks", "blocks", "out_blocks")
     compile_blocks = False     # set from the pipeline's memory policy (MemoryPolicy.compile)
+    # Low-VRAM mode, set by the pipeline when it offloads (MemoryPolicy.offload == "model"): the same numbers
+    # with a lower activation peak (row-chunked norms and MLPs, temporaries dropped early, skips released
+    # once used; see SparseResBlock3d._forward_lean and SparseModulatedTransformerCrossBlock._forward_lean).
+    # The compiled transformer blocks (compile_blocks) stay as they are: lean only changes the eager ones.
+    lean = False
 
     def __init__(self, resolution: int, in_channels: int, model_channels: int, cond_channels: int,
                  out_channels: int, num_blocks: int, num_heads: int | None = None, num_head_channels: int = 64,
@@ -76,17 +81,23 @@ class SLatFlowModel(TorsoMixin, nn.Module):
             emb = self.adaLN_modulation(emb)
         emb, cond = emb.to(self.dtype), cond.to(self.dtype)
 
+        lean = self.lean
         skips = []
         for block in self.input_blocks:
-            h = block(h, emb)
+            h = block(h, emb, lean=True) if lean else block(h, emb)
             skips.append(h.feats)
         h = h + cached_position_embedding(h, self.model_channels).to(self.dtype)
         for block in self.blocks:
-            h = run_block(block, h, emb, cond, compiled=self.compile_blocks)
-        for block, skip in zip(self.out_blocks, reversed(skips)):
+            if lean and not self.compile_blocks:
+                h = block(h, emb, cond, lean=True)
+            else:
+                h = run_block(block, h, emb, cond, compiled=self.compile_blocks)
+        for block in self.out_blocks:
+            skip = skips.pop()               # released once concatenated
             if self.use_skip_connection:
                 h = sparse_cat([h, h.replace(skip)])
-            h = block(h, emb)
+            del skip
+            h = block(h, emb, lean=True) if lean else block(h, emb)
         # The reference normalises the torso-dtype features and casts afterwards (quirk §19.3).
         h = h.replace(self.final_norm(h.feats).to(x.dtype))
         return self.out_layer(h)

@@ -121,6 +121,8 @@ class TrellisPipeline:
             model.set_torso_dtype(policy.dtype)       # the conditioner stays fp32 as in the reference
             if hasattr(model, "compile_blocks"):
                 model.compile_blocks = bool(policy.compile)
+            if hasattr(model, "lean"):                # the SLat flow's low-VRAM mode: same numbers, lower peak
+                model.lean = policy.offload == "model"
 
     def _offloading(self) -> bool:
         return self.memory_policy.offload == "model" and self._device.type != "cpu"

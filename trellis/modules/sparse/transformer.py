@@ -98,7 +98,10 @@ class SparseModulatedTransformerCrossBlock(ModulatedTransformerCrossBlock):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, attention_cls=SparseMultiHeadAttention, **kwargs)
 
-    def forward(self, x: SparseTensor, emb: torch.Tensor, context: torch.Tensor) -> SparseTensor:
+    # Hidden-layer elements of one MLP chunk in the lean path (fp16: 16 MiB; 2048 rows at 4 x 1024 channels).
+    LEAN_MLP_ELEMENTS = 1 << 23
+
+    def forward(self, x: SparseTensor, emb: torch.Tensor, context: torch.Tensor, lean: bool = False) -> SparseTensor:
         mods = self.modulation(emb)
         rows = equal_rows(x)
         if rows is None:                  # items of different sizes: one modulation row per voxel
@@ -115,14 +118,50 @@ class SparseModulatedTransformerCrossBlock(ModulatedTransformerCrossBlock):
             return x.replace(t.reshape(x.feats.shape))
 
         h = rows_of(x.feats)
+        if lean:
+            return sparse(self._forward_lean(h, mods, context, rows_of, sparse))
         h = gated_residual(h, gate_msa, rows_of(self.self_attn(sparse(modulate(self.norm1(h), shift_msa,
                                                                              scale_msa))).feats))
         h = h + rows_of(self.cross_attn(sparse(self.norm2(h)), context).feats)
         h = gated_residual(h, gate_mlp, self.mlp(modulate(self.norm3(h), shift_mlp, scale_mlp)))
         return sparse(h)
 
+    def _forward_lean(self, h: torch.Tensor, mods, context: torch.Tensor, rows_of, sparse) -> torch.Tensor:
+        """The block with a lower memory peak, same numbers (the SLat flow's low-VRAM mode, issue 14 §4).
+
+        Each temporary is dropped as soon as it is used; the residual sums after the first (which makes the
+        fresh tensor, so the caller's input is left alone) are in place; the MLP runs over chunks of rows
+        (rows are independent) and adds each chunk's gated output into its rows of the residual in place, so
+        its [rows, 4C] hidden tensor and GELU output exist for one chunk at a time and its [rows, C] output
+        never in full."""
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods
+        y = modulate(self.norm1(h), shift_msa, scale_msa)
+        y = self.self_attn(sparse(y)).feats
+        h = gated_residual(h, gate_msa, rows_of(y))
+        y = self.cross_attn(sparse(self.norm2(h)), context).feats
+        h += rows_of(y)
+        del y
+        rows = h.shape[-2]
+        per_row = h.numel() // max(1, rows * h.shape[-1]) * self.mlp.mlp[0].out_features
+        step = _balanced_step(rows, max(1, self.LEAN_MLP_ELEMENTS // max(1, per_row)))
+        for a in range(0, rows, step):
+            part = h[..., a:a + step, :]
+
+            def cut(m: torch.Tensor) -> torch.Tensor:     # [B, 1, C] broadcasts; per-row [N, C] is cut
+                return m if m.shape[-2] == 1 else m[..., a:a + step, :]
+
+            part.addcmul_(cut(gate_mlp), self.mlp(modulate(self.norm3(part), cut(shift_mlp), cut(scale_mlp))))
+        return h
+
 
 def equal_rows(x: SparseTensor) -> int | None:
     """The row count when every batch item has the same number of rows (a CFG pair, one item), else None."""
     sizes = {s.stop - s.start for s in x.layout}
     return sizes.pop() if len(sizes) == 1 else None
+
+
+def _balanced_step(rows: int, step: int) -> int:
+    """Rows per chunk when `rows` are cut into ceil(rows / step) chunks of (nearly) equal size: no small tail
+    chunk (the CPU's GEMM takes another kernel for a few rows, which rounds differently)."""
+    chunks = max(1, -(-rows // step))
+    return max(1, -(-rows // chunks))
