@@ -57,6 +57,12 @@ def load_pipeline_parts(path: str, args: dict, search_dirs=()) -> dict:
                 slat_sampler_params=slat_params)
 
 
+# The SLat flow's lean mode (row-chunked norms and MLP, released skips) for the offloading preset. Bit-identical on
+# the CPU (tests/test_slat_lean.py) but not yet measured or checked on a GPU (benchmarks/slat_memory_gpu.py), so
+# the low-VRAM preset does not use it yet; `pipeline.models["slat_flow_model"].lean = True` turns it on by hand.
+LEAN_WHEN_OFFLOADING = False
+
+
 class TrellisPipeline:
     COND_MODEL = "cond_model"        # the attribute that holds the conditioner (a subclass names its own)
     EMPTY_STRUCTURE_HINT = "a clearer input"
@@ -122,7 +128,7 @@ class TrellisPipeline:
             if hasattr(model, "compile_blocks"):
                 model.compile_blocks = bool(policy.compile)
             if hasattr(model, "lean"):                # the SLat flow's low-VRAM mode: same numbers, lower peak
-                model.lean = policy.offload == "model"
+                model.lean = LEAN_WHEN_OFFLOADING and policy.offload == "model"
 
     def _offloading(self) -> bool:
         return self.memory_policy.offload == "model" and self._device.type != "cpu"
