@@ -160,3 +160,21 @@ def test_the_api_server_loads_the_model_at_start(tiny_pipeline_dir, tmp_path, im
         _, err = proc.communicate(timeout=60)
     assert err.count("model loaded in") == 1 and "(background warm-up)" in err, err
     assert "kernels warmed" not in err            # no tiny run on the CPU by default
+
+
+def test_with_compiled_blocks_the_warm_run_reaches_both_cfg_batch_sizes(tiny_pipeline_dir):
+    """With --compile the warm run must compile the flows for the CFG pair (batch 2, inside the guidance interval)
+    and for the single pass (batch 1, after it): its steps reach both on the pipelines' own time grid."""
+    from desktop.jobs.runner import warm_steps
+    from trellis.pipelines import TrellisImageTo3DPipeline
+    from trellis.pipelines.samplers.flow_euler import time_grid
+
+    p = TrellisImageTo3DPipeline.from_pretrained(tiny_pipeline_dir)
+    assert warm_steps(p) == 1
+    p.set_memory_policy(compile=True)
+    steps = warm_steps(p)
+    for params in (p.sparse_structure_sampler_params, p.slat_sampler_params):
+        lo, hi = params["cfg_interval"]
+        ts = time_grid(steps, params["rescale_t"])[:steps]          # the t each step's forward sees
+        inside = [lo <= t <= hi for t in ts]
+        assert any(inside) and not all(inside), (params, ts)
