@@ -17,16 +17,11 @@ from trellis.modules.sparse import conv as conv_mod
 from trellis.modules.sparse.spatial import subdivide_coords
 from trellis.representations.mesh import extract_mesh
 from trellis.tools.tiny_pipeline import CONFIGS
+import structures
 
 
 def random_structure(seed, res=12, channels=64, batch=2, density=0.25, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    parts = []
-    for b in range(batch):
-        xyz = (torch.rand(res, res, res, generator=g) < density).nonzero().int()
-        parts.append(torch.cat([torch.full((len(xyz), 1), b, dtype=torch.int32), xyz], 1))
-    coords = torch.cat(parts)
-    return SparseTensor(torch.randn(len(coords), channels, generator=g).to(dtype), coords)
+    return structures.random_structure(seed, res=res, batch=batch, density=density, channels=channels, dtype=dtype)
 
 
 def reference_block(block, x):

@@ -15,6 +15,7 @@ from trellis.modules.embed import absolute_position_embedding, timestep_features
 from trellis.modules.sparse import SparseTensor, sparse_batch
 from trellis.models.structured_latent_vae.decoder_gs import offset_perturbation
 from trellis.tools.tiny_pipeline import CONFIGS
+from structures import random_structure
 
 MANIFESTS = Path(__file__).parent / "data" / "state_dict"
 
@@ -24,13 +25,7 @@ def load(tiny_dir, key, **overrides):
 
 
 def structure(seed=0, res=16, batch=1, density=0.1):
-    g = torch.Generator().manual_seed(seed)
-    parts = []
-    for b in range(batch):
-        xyz = (torch.rand(res, res, res, generator=g) < density).nonzero().int()
-        parts.append(torch.cat([torch.full((len(xyz), 1), b, dtype=torch.int32), xyz], 1))
-    coords = torch.cat(parts)
-    return SparseTensor(torch.randn(len(coords), 8, generator=g), coords)
+    return random_structure(seed, res=res, batch=batch, density=density)
 
 
 def rel_rms(a, b):
