@@ -103,14 +103,24 @@ def submanifold_conv3d_torch(x: SparseTensor, weight: torch.Tensor, bias: torch.
     cdt = _compute_dtype(feats)
     if k == 1:
         return conv1x1_quirk(feats, weight, bias)
-    nbr = neighbour_map(x, k)
-    n, c_in = feats.shape
+    return _gather_gemm(neighbour_map(x, k), feats, weight, bias)
+
+
+def _gather_gemm(nbr: torch.Tensor, feats: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 to_row=None) -> torch.Tensor:
+    """The twin's gather-GEMM: output row i = bias + sum over the k^3 offsets j of feats[nbr[i, j]] @ W_j, chunk by
+    chunk of rows; [len(nbr), C_out] in feats' dtype. A neighbour index len(feats) reads a zero row (missing
+    neighbour). ``to_row`` maps a chunk's neighbour indices to rows of feats first (e.g. children to parents)."""
+    c_out, k = weight.shape[0], weight.shape[1]
+    n, (m, c_in) = nbr.shape[0], feats.shape
+    cdt = _compute_dtype(feats)
     w = weight.to(cdt).permute(1, 2, 3, 4, 0).reshape(k ** 3 * c_in, c_out)
     padded = torch.cat([feats.to(cdt), feats.new_zeros(1, c_in, dtype=cdt)])
     out = torch.empty(n, c_out, dtype=cdt, device=feats.device)
     step = max(1, _GATHER_BUDGET // (k ** 3 * c_in))
     for s in range(0, n, step):
-        cols = padded[nbr[s:s + step]].reshape(-1, k ** 3 * c_in)
+        idx = nbr[s:s + step] if to_row is None else to_row(nbr[s:s + step])
+        cols = padded[idx].reshape(-1, k ** 3 * c_in)
         out[s:s + step] = torch.addmm(bias.to(cdt), cols, w) if bias is not None else cols @ w
     return out.to(feats.dtype)
 
@@ -273,19 +283,13 @@ def subdivided_conv3d(child: SparseTensor, parent_feats: torch.Tensor, weight: t
 def _subdivided_conv3d_torch(nbr: torch.Tensor, parent_feats: torch.Tensor, weight: torch.Tensor,
                              bias: torch.Tensor | None) -> torch.Tensor:
     """`submanifold_conv3d_torch` of the children, reading each neighbour from its parent row."""
-    c_out, k = weight.shape[0], weight.shape[1]
-    n, (m, c_in) = nbr.shape[0], parent_feats.shape
-    cdt = _compute_dtype(parent_feats)
-    w = weight.to(cdt).permute(1, 2, 3, 4, 0).reshape(k ** 3 * c_in, c_out)
-    padded = torch.cat([parent_feats.to(cdt), parent_feats.new_zeros(1, c_in, dtype=cdt)])
-    out = torch.empty(n, c_out, dtype=cdt, device=parent_feats.device)
-    step = max(1, _GATHER_BUDGET // (k ** 3 * c_in))
-    for s in range(0, n, step):
-        idx = nbr[s:s + step].long()
-        idx = torch.where(idx < n, idx // 8, m)                  # the parent's row, or the zero row
-        cols = padded[idx].reshape(-1, k ** 3 * c_in)
-        out[s:s + step] = torch.addmm(bias.to(cdt), cols, w) if bias is not None else cols @ w
-    return out.to(parent_feats.dtype)
+    n, m = nbr.shape[0], parent_feats.shape[0]
+
+    def parent_row(idx: torch.Tensor) -> torch.Tensor:              # the parent's row, or the zero row
+        idx = idx.long()
+        return torch.where(idx < n, idx // 8, m)
+
+    return _gather_gemm(nbr, parent_feats, weight, bias, to_row=parent_row)
 
 
 class SparseConvWeights(nn.Module):
