@@ -595,9 +595,10 @@ def warm_steps(pipeline) -> int:
 
 
 def warm_run(pipeline, cancel=None) -> None:
-    """One tiny generation (1 + 1 steps on a 96 px RGBA disc, both decoders, a one-frame 64 px render of each)
-    that brings up what a first job would otherwise wait for: the CUDA context and cuBLAS, attention and sparse
-    conv kernels, the renderers' Triton kernels. Results are thrown away; an empty structure just ends it."""
+    """One tiny generation (`warm_steps` steps per stage on a 96 px RGBA disc, both decoders, a one-frame 64 px
+    render of each) that brings up what a first job would otherwise wait for: the CUDA context and cuBLAS,
+    attention and sparse conv kernels, the renderers' Triton kernels (and, with `--compile`, the compiled flow
+    blocks). Results are thrown away; an empty structure just ends it."""
     import numpy as np
     from PIL import Image
 

@@ -85,7 +85,7 @@ class SLatFlowModel(TorsoMixin, nn.Module):
         lean = self.lean
         skips = []
         for block in self.input_blocks:
-            h = block(h, emb, lean=True) if lean else block(h, emb)
+            h = block(h, emb, lean=lean)
             skips.append(h.feats)
         h = h + cached_position_embedding(h, self.model_channels).to(self.dtype)
         for block in self.blocks:
@@ -98,7 +98,7 @@ class SLatFlowModel(TorsoMixin, nn.Module):
             if self.use_skip_connection:
                 h = sparse_cat([h, h.replace(skip)])
             del skip
-            h = block(h, emb, lean=True) if lean else block(h, emb)
+            h = block(h, emb, lean=lean)
         # The reference normalises the torso-dtype features and casts afterwards (quirk §19.3).
         h = h.replace(self.final_norm(h.feats).to(x.dtype))
         return self.out_layer(h)

@@ -25,9 +25,9 @@ __all__ = ["PRECISIONS", "OFFLOADS", "COMPILE_ENV", "compile_default", "RESIDENT
            "HostWeights", "free_device_memory", "release_device_memory", "set_memory_limit"]
 
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
+OFFLOADS = ("auto", "none", "model")
 # MemoryPolicy.compile's default when a pipeline's policy leaves it unset: on / off (default off).
 COMPILE_ENV = "TRELLIS_COMPILE_FLOWS"
-OFFLOADS = ("auto", "none", "model")
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 # Peak allocated memory of the default chain with everything resident (fp16 torsos, measured on the
