@@ -189,9 +189,9 @@ def test_presets_follow_device_memory():
 
     assert pick_preset(torch.device("cpu")) == MemoryPolicy("fp32", "none", True, False)
     big = pick_preset(torch.device("cuda"), free_bytes=24 * 2 ** 30)
-    assert (big.precision, big.offload, big.cfg_batch) == ("fp16", "none", True)
+    assert (big.precision, big.offload, big.cfg_batch, big.cuda_graphs) == ("fp16", "none", True, True)
     mid = pick_preset(torch.device("cuda"), free_bytes=8 * 2 ** 30)
-    assert (mid.precision, mid.offload, mid.cfg_batch) == ("fp16", "model", True)
+    assert (mid.precision, mid.offload, mid.cfg_batch, mid.cuda_graphs) == ("fp16", "model", True, False)
     small = pick_preset(torch.device("cuda"), free_bytes=4 * 2 ** 30)
     assert (small.offload, small.cfg_batch, small.cuda_graphs) == ("model", False, False)
     with pytest.raises(ValueError, match="offload must be one of"):

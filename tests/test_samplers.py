@@ -135,3 +135,28 @@ def test_multi_image_modes():
     torch.testing.assert_close(v, 3.0 * mean - 2.0 * model(x, t, neg))
     with pytest.raises(ValueError, match="multi-image mode"):
         sampler._velocity(model, x, 0.7, conds, step=0, neg_cond=neg, multi_mode="vote")
+
+
+def test_cfg_batch_builds_the_repeated_structure_once_per_run():
+    """Batched CFG hands the network the same repeated coordinates (and so the same cache of neighbour maps,
+    windows, sequence lengths) at every guided step of a run: before, each step built a new repeated tensor
+    and every sparse map was rebuilt per step (and a CUDA graph keyed on the coordinates never replayed)."""
+    class Recording(ToyFlow):
+        def forward(self, x, t, cond):
+            self.seen.append((x.coords, "maps" in x.cache))
+            x.cache.setdefault("maps", object())          # what a sparse conv would cache on first use
+            return super().forward(x, t, cond)
+
+    g = torch.Generator().manual_seed(0)
+    coords = torch.tensor([[0, 0, 0, 0], [0, 1, 0, 0], [0, 2, 3, 1]], dtype=torch.int32)
+    noise = SparseTensor(torch.randn(3, 4, generator=g), coords)
+    cond, neg = torch.randn(1, 5, 6, generator=g), torch.zeros(1, 5, 6)
+    model = Recording()
+    for run in range(2):
+        model.seen = []
+        FlowEulerGuidanceIntervalSampler().sample(model, noise, cond, neg, steps=5, cfg_strength=3.0,
+                                                  cfg_interval=(0.0, 1.0), cfg_batch=True, verbose=False)
+        assert len(model.seen) == 5
+        first = model.seen[0][0]
+        assert first.shape[0] == 6 and all(c is first for c, _ in model.seen)
+        assert [cached for _, cached in model.seen] == [False] + [True] * 4

@@ -137,11 +137,13 @@ def pick_preset(device: torch.device, free_bytes: int | None = None, capability:
     fp32 = precision == "fp32"
     resident_budget = RESIDENT_BUDGET_FP32_BYTES if fp32 else RESIDENT_BUDGET_BYTES
     cfg_batch_min = CFG_BATCH_MIN_BYTES * (2 if fp32 else 1)
-    # CUDA graphs stay opt-in: at 12 + 12 steps the flows are GPU-bound and replays measured within
-    # noise of eager mode (docs/BENCHMARKS.md), while their memory pools cost activation memory.
+    # CUDA graphs when the models stay resident: the eager flows are launch-bound, and replaying each guided
+    # step's forward took the fp16 chain from 1.22 to 1.08 s on an H100 (docs/BENCHMARKS.md). Not when
+    # offloading: a graph's memory pool holds a forward's activations for the whole stage. With compiled
+    # blocks (MemoryPolicy.compile) the pipeline does not replay graphs: they measured no faster there.
     if free < resident_budget:
         return MemoryPolicy(precision, "model", cfg_batch=free >= cfg_batch_min, cuda_graphs=False)
-    return MemoryPolicy(precision, "none", cfg_batch=True, cuda_graphs=False)
+    return MemoryPolicy(precision, "none", cfg_batch=True, cuda_graphs=True)
 
 
 @dataclass

@@ -49,7 +49,8 @@ class _Repeated:
     """x repeated n times along the batch, rebuilt cheaply every step (sparse coordinates are fixed).
 
     For a SparseTensor the repeated coordinates and their cached maps (neighbours, windows, ...) are
-    built once per sampling run.
+    built once per sampling run: the sampler keeps one instance per n for the whole run (`_repeater`), so
+    every guided step hands the model the same coordinates object (and a CUDA graph keyed on it replays).
     """
 
     def __init__(self, n: int):
@@ -66,6 +67,13 @@ class _Repeated:
             self._template = SparseTensor(torch.cat([x.feats] * self.n), coords)
             self._coords_of = x.coords
         return self._template.replace(torch.cat([x.feats] * self.n))
+
+
+def _repeater(run: Optional[dict], n: int) -> _Repeated:
+    """The run's `_Repeated` for n branches (a fresh one when called outside a sampling run)."""
+    if run is None:
+        return _Repeated(n)
+    return run.setdefault(("repeat", n), _Repeated(n))
 
 
 def _split(out, n: int):
@@ -89,7 +97,8 @@ class FlowEulerSampler:
         t_model = torch.full((_batch_size(x),), 1000 * t, dtype=torch.float32, device=_feats(x).device)
         return model(x, t_model, cond, **kwargs)
 
-    def _velocity(self, model, x, t: float, cond, step: int, cfg_batch: bool = True, **kwargs) -> torch.Tensor:
+    def _velocity(self, model, x, t: float, cond, step: int, cfg_batch: bool = True, _run: Optional[dict] = None,
+                  **kwargs) -> torch.Tensor:
         """Velocity prediction as a tensor shaped like x's features (no guidance here: cfg_batch unused)."""
         if cond is not None:
             cond = _match_batch(cond, _batch_size(x))
@@ -106,11 +115,12 @@ class FlowEulerSampler:
         if cuda_graph and _feats(noise).is_cuda:
             model = GraphedFlow(model)
         x = noise
+        run: dict = {}        # what lives for this run only (the CFG batch's repeated coordinates)
         result = SampleResult(samples=None, pred_x_t=[], pred_x_0=[])
         for k in range(steps):
             check(cancel)
             t, t_next = ts[k], ts[k + 1]
-            v = self._velocity(model, x, t, cond, step=k, **kwargs)
+            v = self._velocity(model, x, t, cond, step=k, _run=run, **kwargs)
             xf = _feats(x)
             x0 = (1 - self.sigma_min) * xf - (self.sigma_min + (1 - self.sigma_min) * t) * v
             xf_next = xf - (t - t_next) * v
@@ -130,7 +140,8 @@ class FlowEulerCfgSampler(FlowEulerSampler):
         return True
 
     def _velocity(self, model, x, t: float, cond, step: int, neg_cond=None, cfg_strength: float = 3.0,
-                  cfg_interval=(0.0, 1.0), cfg_batch: bool = True, multi_mode: Optional[str] = None, **kwargs):
+                  cfg_interval=(0.0, 1.0), cfg_batch: bool = True, multi_mode: Optional[str] = None,
+                  _run: Optional[dict] = None, **kwargs):
         b = _batch_size(x)
         guided = cfg_strength != 0 and neg_cond is not None and self._guided(step, t, cfg_interval)
         # Conditions for this step: one image, or K images (multi-image modes, §11.7).
@@ -147,7 +158,7 @@ class FlowEulerCfgSampler(FlowEulerSampler):
         if guided:
             branches.append(_match_batch(neg_cond, b))
         if cfg_batch and len(branches) > 1:
-            rep = _Repeated(len(branches))
+            rep = _repeater(_run, len(branches))
             outs = _split(self._call_model(model, rep(x), t, torch.cat(branches), **kwargs), len(branches))
         else:
             outs = [_feats(self._call_model(model, x, t, c, **kwargs)) for c in branches]
