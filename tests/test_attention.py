@@ -18,7 +18,7 @@ def brute_force(q, k, v, allowed):
     return torch.einsum("hqk,khd->qhd", torch.softmax(s, -1), v.double())
 
 
-@pytest.mark.parametrize("backend", ["naive", "sdpa", "auto", "torch_varlen", "flash_attn", "xformers"])
+@pytest.mark.parametrize("backend", ["naive", "sdpa", "auto", "torch_varlen", "cudnn", "flash_attn", "xformers"])
 def test_varlen_backends_match_definition(backend):
     g = torch.Generator().manual_seed(0)
     lq, lk = [5, 1, 17, 3, 64], [7, 2, 17, 1, 30]

@@ -16,8 +16,8 @@ __all__ = ["DENSE_BACKENDS", "VARLEN_BACKENDS", "SPARSE_CONV_BACKENDS", "SPCONV_
            "set_backend", "reload_from_env"]
 
 # Canonical names. "auto" picks the fastest built-in path for the device of each call.
-DENSE_BACKENDS = ("auto", "sdpa", "naive", "flash_attn", "xformers")
-VARLEN_BACKENDS = ("auto", "torch_varlen", "sdpa", "naive", "flash_attn", "xformers")
+DENSE_BACKENDS = ("auto", "sdpa", "cudnn", "naive", "flash_attn", "xformers")
+VARLEN_BACKENDS = ("auto", "torch_varlen", "cudnn", "sdpa", "naive", "flash_attn", "xformers")
 SPARSE_CONV_BACKENDS = ("auto", "torch", "spconv")
 SPCONV_ALGOS = ("auto", "native", "implicit_gemm")
 

@@ -11,6 +11,7 @@ half-precision CPU kernels.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from functools import lru_cache
@@ -73,11 +74,68 @@ def _sdpa_dense(q, k, v):
     return out.transpose(1, 2).to(q.dtype)
 
 
+# cuDNN's fused attention kernel ships inside PyTorch's CUDA wheels (Windows too). On an H100 it runs the flows'
+# attention 1.5-1.6x faster than the FlashAttention-2 kernel that SDPA and varlen_attn pick by default
+# (docs/BENCHMARKS.md, "cuDNN attention"); results differ by fp16 rounding (relative RMS 4e-4). "auto" puts it
+# first on Hopper (sm_90) and newer, where it was measured, in eager code (not inside torch.compile); ATTN_BACKEND / SPARSE_ATTN_BACKEND = cudnn asks for
+# it on any GPU that has it, another name (sdpa, torch_varlen, ...) keeps it out.
+_CUDNN_AUTO_CAPABILITY = (9, 0)
+
+
+def _find_sdpa_priority():
+    """(sdpa_kernel, backends in priority order) when this PyTorch can put cuDNN first, else None."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        if "set_priority" not in inspect.signature(sdpa_kernel).parameters:
+            return None
+        return sdpa_kernel, [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION,
+                             SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    except (ImportError, AttributeError):
+        return None
+
+
+_SDPA_PRIORITY = _find_sdpa_priority()     # at import: torch.compile traces the callers
+
+
+def _sdpa_priority():
+    return _SDPA_PRIORITY
+
+
+@lru_cache(maxsize=None)
+def _cudnn_capability_ok(device: torch.device, auto: bool) -> bool:
+    if _sdpa_priority() is None or not torch.backends.cudnn.is_available():
+        return False
+    need = _CUDNN_AUTO_CAPABILITY if auto else (8, 0)
+    return torch.cuda.get_device_capability(device) >= need
+
+
+def _cudnn_wanted(name: str, q: torch.Tensor) -> bool:
+    """Whether backend `name` ("auto" or "cudnn") runs this half-precision CUDA call through cuDNN first."""
+    if name not in ("auto", "cudnn") or not (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)):
+        return False
+    if torch.compiler.is_compiling():
+        # Not inside torch.compile (the compiled flow blocks): there the priority context, and the cuDNN operator
+        # called directly, measured slower than FlashAttention-2 (compiled SLat steps 35 -> 46-55 ms on an H100:
+        # recompilations), so compiled code keeps the kernels it was measured with.
+        return False
+    return _cudnn_capability_ok(q.device, name == "auto")
+
+
+def _sdpa_cudnn_first(qt, kt, vt):
+    """SDPA on [B, H, L, D] tensors with cuDNN first (SDPA falls back to the next kernel where cuDNN cannot
+    run these inputs)."""
+    sdpa_kernel, order = _sdpa_priority()
+    with sdpa_kernel(order, set_priority=True):
+        return F.scaled_dot_product_attention(qt, kt, vt)
+
+
 def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str | None = None) -> torch.Tensor:
     """q [B, Lq, H, D], k/v [B, Lk, H, D] -> [B, Lq, H, D]."""
     name = backend or backends.get("dense")
     if name == "naive":
         return _naive_dense(q, k, v)
+    if _cudnn_wanted(name, q):
+        return _sdpa_cudnn_first(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
     if name == "flash_attn" and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
         fa = _optional("flash_attn")
         if fa is not None:
@@ -106,11 +164,13 @@ class SeqLens:
     """
 
     def __init__(self, lengths, device):
-        lengths = torch.as_tensor(lengths if isinstance(lengths, torch.Tensor) else list(lengths),
-                                  dtype=torch.int64, device=device)
+        host = None if isinstance(lengths, torch.Tensor) else [int(v) for v in lengths]
+        lengths = torch.as_tensor(lengths if host is None else host, dtype=torch.int64, device=device)
         self.lengths = lengths
         self.cu = _cumulative(lengths)
-        self.host = lengths.tolist()
+        # Lengths given as Python numbers need no device -> host copy (no sync; torch.compile traces it
+        # without a graph break: the flows' cross-attention builds one inside a compiled block).
+        self.host = lengths.tolist() if host is None else host
         self.max = max(self.host, default=0)
 
     @staticmethod
@@ -200,6 +260,20 @@ def _sdpa_varlen(q, k, v, sq: SeqLens, sk: SeqLens):
     return out
 
 
+def _uniform(s: SeqLens) -> bool:
+    return len(s.host) > 0 and s.host[0] > 0 and s.host.count(s.host[0]) == len(s.host)
+
+
+def _cudnn_uniform(q, k, v, sq: SeqLens, sk: SeqLens):
+    """Packed sequences that all have one length (a flow's CFG pair on one structure; the cross-attention's
+    condition tokens) are a dense batch: [B * L, H, D] viewed as [B, H, L, D], no copy."""
+    b, nq, nk = len(sq.host), sq.host[0], sk.host[0]
+    qt = q.view(b, nq, *q.shape[1:]).transpose(1, 2)
+    kt = k.view(len(sk.host), nk, *k.shape[1:]).transpose(1, 2)
+    vt = v.view(len(sk.host), nk, *v.shape[1:]).transpose(1, 2)
+    return _sdpa_cudnn_first(qt, kt, vt).transpose(1, 2).reshape(q.shape[0], *q.shape[1:-1], v.shape[-1])
+
+
 def _torch_varlen(q, k, v, sq: SeqLens, sk: SeqLens):
     return _torch_varlen_fn()(q, k, v, sq.cu, sk.cu, sq.max, sk.max)
 
@@ -222,7 +296,9 @@ def _flash_capable(device: torch.device) -> bool:
 def resolve_varlen_backend(name: str, q: torch.Tensor) -> str:
     """The backend that will actually run for this call (after availability checks)."""
     gpu_half = q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and _flash_capable(q.device)
-    if name == "auto":
+    if name in ("auto", "cudnn") and _cudnn_wanted(name, q):
+        return "cudnn"
+    if name in ("auto", "cudnn"):
         return "torch_varlen" if gpu_half and has_torch_varlen() else "sdpa"
     if name == "torch_varlen" and not (gpu_half and has_torch_varlen()):
         return "sdpa"
@@ -252,6 +328,10 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths_
         return q.clone()
     lq, lk = _as_seqlens(lengths_q, q.device), _as_seqlens(lengths_kv, q.device)
     name = resolve_varlen_backend(backend or backends.get("varlen"), q)
+    if name == "cudnn":
+        if _uniform(lq) and _uniform(lk):
+            return _cudnn_uniform(q, k, v, lq, lk)
+        name = "torch_varlen" if has_torch_varlen() else "sdpa"     # sequences of different lengths
     if name == "naive":
         return _naive_varlen(q, k, v, lq, lk)
     if name == "torch_varlen":

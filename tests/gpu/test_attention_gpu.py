@@ -1,0 +1,138 @@
+"""cuDNN-first attention ("auto" on Hopper and newer) against the FlashAttention-2 paths it replaces, and the
+samplers' CUDA-graph replay against eager sampling, on the GPU (tests/gpu: skipped without CUDA).
+
+Tolerance, stated once: cuDNN and FlashAttention-2 accumulate in fp32 in different orders, so fp16 outputs
+differ by rounding: one attention call within relative RMS 2e-3 (measured 3.6e-4 to 3.8e-4 on an H100), a whole
+24-block flow within 4e-3 (the compiled-block bound of test_compiled_block_gpu.py). Sequences of different
+lengths never take the cuDNN path: there "auto" gives torch's varlen kernel's result bit for bit.
+"""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from trellis.core import backends
+from trellis.modules.attention import functional as fn
+from trellis.modules.attention.functional import SeqLens, dense_attention, varlen_attention
+from trellis.modules.sparse import SparseTensor
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def rel_rms(a, b):
+    a, b = a.float(), b.float()
+    return ((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt()).item()
+
+
+def hopper():
+    return torch.cuda.get_device_capability() >= (9, 0)
+
+
+@pytest.fixture
+def varlen_backend():
+    def use(name):
+        backends.set_backend("varlen", name)
+        backends.set_backend("dense", name if name in backends.DENSE_BACKENDS else "sdpa")
+    yield use
+    backends.reload_from_env()
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("b, n, l", [(2, 4096, 4096), (2, 4096, 1374), (1, 4500, 1374)])
+def test_dense_auto_equals_sdpa(b, n, l):
+    g = torch.Generator(device="cuda").manual_seed(n + l)
+    q = torch.randn(b, n, 16, 64, device="cuda", generator=g).half()
+    k = torch.randn(b, l, 16, 64, device="cuda", generator=g).half()
+    v = torch.randn(b, l, 16, 64, device="cuda", generator=g).half()
+    assert fn._cudnn_wanted("auto", q) == (hopper() and fn._sdpa_priority() is not None)
+    got = dense_attention(q, k, v, backend="auto")
+    want = dense_attention(q, k, v, backend="sdpa")
+    assert got.shape == want.shape and got.dtype == torch.float16
+    assert rel_rms(got, want) < 2e-3
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("count, n, l", [(2, 4500, 4500), (2, 4500, 1374), (1, 3000, 3000)])
+def test_uniform_varlen_auto_equals_torch_varlen(count, n, l):
+    """The flows' case: the CFG pair shares one structure; q is a strided slice of a packed qkv tensor."""
+    g = torch.Generator(device="cuda").manual_seed(n)
+    qkv = torch.randn(count * n, 3, 16, 64, device="cuda", generator=g).half()
+    q = qkv[:, 0]
+    kv = torch.randn(count * l, 2, 16, 64, device="cuda", generator=g).half()
+    k, v = kv.unbind(1)
+    sq, sk = SeqLens([n] * count, "cuda"), SeqLens([l] * count, "cuda")
+    if hopper() and fn._sdpa_priority() is not None:
+        assert fn.resolve_varlen_backend("auto", q) == "cudnn"
+    got = varlen_attention(q, k, v, sq, sk, backend="auto")
+    want = varlen_attention(q, k, v, sq, sk, backend="torch_varlen")
+    assert got.shape == want.shape == q.shape
+    assert rel_rms(got, want) < 2e-3
+
+
+@torch.no_grad()
+def test_different_lengths_keep_the_varlen_kernel():
+    g = torch.Generator(device="cuda").manual_seed(0)
+    lq, lk = [3000, 4100], [1374, 1374]
+    q = torch.randn(sum(lq), 16, 64, device="cuda", generator=g).half()
+    k = torch.randn(sum(lk), 16, 64, device="cuda", generator=g).half()
+    v = torch.randn(sum(lk), 16, 64, device="cuda", generator=g).half()
+    got = varlen_attention(q, k, v, lq, lk, backend="auto")
+    want = varlen_attention(q, k, v, lq, lk, backend="torch_varlen")
+    assert torch.equal(got, want)
+
+
+@torch.no_grad()
+def test_whole_flows_auto_attention_equal_flash(varlen_backend):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from networks_gpu import build, inputs, shell_structure
+
+    s = shell_structure(20000)
+    for key in ("slat_flow_model", "sparse_structure_flow_model"):
+        model = build(key, "cuda")
+        model.set_torso_dtype(torch.float16)
+        x = inputs(key, s, "cuda")
+        outs = {}
+        for name in ("torch_varlen", "auto"):
+            varlen_backend(name)
+            args = (SparseTensor(x[0].feats, x[0].coords),) + x[1:] if isinstance(x[0], SparseTensor) else x
+            out = model(*args)
+            outs[name] = out.feats if isinstance(out, SparseTensor) else out
+        assert rel_rms(outs["auto"], outs["torch_varlen"]) < 4e-3, key
+        del model
+
+
+@torch.no_grad()
+def test_graph_replay_sampling_equals_eager():
+    """The sampler's CUDA-graph replay (the resident preset's default) gives the eager run's numbers: the guided
+    steps replay one captured forward (same repeated structure every step), the last two unguided steps run
+    eagerly, and every step's latent equals the eager run's bit for bit."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from networks_gpu import build, shell_structure
+    from trellis.pipelines.samplers import FlowEulerGuidanceIntervalSampler
+    from trellis.pipelines.samplers import cuda_graph
+
+    model = build("slat_flow_model", "cuda")
+    model.set_torso_dtype(torch.float16)
+    s = shell_structure(8000)
+    g = torch.Generator(device="cuda").manual_seed(3)
+    noise = SparseTensor(torch.randn(s.coords.shape[0], model.in_channels, device="cuda", generator=g), s.coords)
+    cond = torch.randn(1, 1374, 1024, device="cuda", generator=g)
+    kw = dict(steps=12, cfg_strength=3.0, cfg_interval=(0.5, 1.0), rescale_t=3.0, verbose=False)
+    captured = []
+    original = cuda_graph.GraphedFlow._capture
+
+    def spy(self, *a):
+        captured.append(1)
+        return original(self, *a)
+    cuda_graph.GraphedFlow._capture = spy
+    try:
+        graphed = FlowEulerGuidanceIntervalSampler().sample(model, noise, cond, torch.zeros_like(cond),
+                                                            cuda_graph=True, **kw)
+    finally:
+        cuda_graph.GraphedFlow._capture = original
+    eager = FlowEulerGuidanceIntervalSampler().sample(model, noise, cond, torch.zeros_like(cond),
+                                                      cuda_graph=False, **kw)
+    assert len(captured) == 1          # 10 guided steps share one graph; the 2 unguided ones stay eager
+    for a, b in zip(graphed.pred_x_t, eager.pred_x_t):
+        assert torch.equal(a.feats, b.feats)
