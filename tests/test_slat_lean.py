@@ -105,16 +105,18 @@ def test_tiny_pipeline_slat_flow_lean_equals_resident(tiny_pipeline_dir, small_c
 
 
 def test_pipeline_sets_lean_from_the_offload_policy(tiny_pipeline_dir, monkeypatch):
-    """Off by default until measured on a GPU; with base.LEAN_WHEN_OFFLOADING: offload "model" -> lean on (the
-    SLat flow only), "none" -> off; the offloading run gives the resident
+    """base.LEAN_WHEN_OFFLOADING (on since measured on an H100): offload "model" -> lean on (the SLat flow only),
+    "none" -> off; with the switch off, never; the offloading run gives the resident
     run's results bit for bit and really goes through the lean blocks (on the CPU nothing is moved, so the
     policy alone switches it)."""
     from trellis.pipelines import base
 
     p = TrellisImageTo3DPipeline.from_pretrained(tiny_pipeline_dir)
     flow_model = p.models["slat_flow_model"]
+    assert base.LEAN_WHEN_OFFLOADING
+    monkeypatch.setattr(base, "LEAN_WHEN_OFFLOADING", False)
     p.set_memory_policy(offload="model")
-    assert not flow_model.lean                  # off until measured on a GPU (base.LEAN_WHEN_OFFLOADING)
+    assert not flow_model.lean                  # the switch off: never lean
     p.set_memory_policy(offload="none")
     monkeypatch.setattr(base, "LEAN_WHEN_OFFLOADING", True)
     assert p.memory_policy.offload == "none" and not flow_model.lean
