@@ -19,6 +19,14 @@ from trellis.modules.transformer import ModulatedTransformerCrossBlock, run_bloc
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
+@pytest.fixture(autouse=True)
+def _fast_paths_on():
+    """The compiled path is what is under test, also when the run has TRELLIS_FAST_PATHS=off."""
+    fastpaths.set_enabled(True)
+    yield
+    fastpaths.set_enabled(None)
+
+
 def rel_rms(a, b):
     a, b = a.float(), b.float()
     return ((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt()).item()
@@ -72,6 +80,7 @@ def test_sparse_block_compiled_equals_eager(rows, batch):
     ctx = torch.randn(batch, 1374, 1024, device="cuda").half()
     got = run_block(block, x, emb, ctx, compiled=True).feats
     want = block(x, emb, ctx).feats
+    assert "_trellis_compiled_forward" in block.__dict__
     assert rel_rms(got, want) < 1e-3
 
 
@@ -102,4 +111,4 @@ class _off:
         fastpaths.set_enabled(False)
 
     def __exit__(self, *exc):
-        fastpaths.set_enabled(None)
+        fastpaths.set_enabled(True)
