@@ -1,13 +1,20 @@
 """Peak GPU memory of the full-size SLat mesh decoder and FlexiCubes (issue 14 §4), module by module.
 
-    python benchmarks/mesh_memory_gpu.py [--voxels 20000] [--plain]
+    python benchmarks/mesh_memory_gpu.py [--voxels 20000] [--structure shell|scattered] [--plain]
+    python benchmarks/mesh_memory_gpu.py --device cpu --voxels 3000 --structure scattered   # CPU, slow
 
-Random weights, fp16 torso, the 64^3 thick-shell structure of networks_gpu.py (~20 k voxels -> ~1.3 M
-at 256^3). Prints torch.cuda.memory_allocated (GiB) before / peak / after each module call (forward
-pre/post hooks, peak reset at each pre-hook, so a row's peak is the peak inside that call), then
-the head and FlexiCubes, and the whole decode's peak. Then it runs the plain computation (subdivided
-tensor built, one fp32 cast of the torso output, as before issue 14 §4) and checks that features and
-mesh are the same; --plain prints the table for the plain computation instead.
+Random weights, fp16 torso (fp32 on the CPU). The structure at 64^3 (~20 k voxels -> ~1.3 M at 256^3) is
+the thick shell of networks_gpu.py (default: a smooth field, ~1.3 M faces), or with --structure scattered
+the same number of voxels picked at random over the whole grid (~8 % occupancy, fixed seed; a noisy field
+with many surface cubes, ~5x the faces: FlexiCubes' worst case). Prints the memory allocated (GiB) before /
+peak / after each module call (forward pre/post hooks, peak reset at each pre-hook, so a row's peak is the
+peak inside that call), then the head and FlexiCubes, and the whole decode's peak. Then it runs the plain
+computation (subdivided tensor built, one fp32 cast of the torso output, as before issue 14 §4) and checks
+that features and mesh are the same; --plain prints the table for the plain computation instead.
+
+On CUDA the memory is torch.cuda.memory_allocated / max_memory_allocated; on the CPU it is the bytes of the
+live tensor storages made inside the measured call (the dispatch-mode tracker of slat_memory_gpu.py, so
+everything is relative to the start of the call, and allocations inside a kernel are not seen).
 """
 from __future__ import annotations
 
@@ -21,10 +28,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from networks_gpu import build, shell_structure  # noqa: E402
+from slat_memory_gpu import Meter  # noqa: E402
 from trellis.modules.sparse import SparseTensor, subdivide  # noqa: E402
 from trellis.representations.mesh import extract_mesh  # noqa: E402
 
 GIB = 2 ** 30
+
+
+def scattered_structure(target: int, res: int = 64, device="cuda") -> SparseTensor:
+    """`target` voxels picked at random over the res^3 grid (fixed seed): ~8 % occupancy for 20 000 at 64^3."""
+    g = torch.Generator().manual_seed(0)
+    keys = torch.randperm(res ** 3, generator=g)[:target].sort().values
+    xyz = torch.stack((keys // (res * res), keys // res % res, keys % res), 1).int()
+    coords = torch.cat([torch.zeros(len(xyz), 1, dtype=torch.int32), xyz], 1).to(device)
+    return SparseTensor(torch.randn(len(xyz), 8, generator=g).to(device), coords)
 
 
 def plain_decode(m, x):
@@ -39,28 +56,27 @@ def plain_decode(m, x):
 
 def run(m, x, plain: bool, table: bool):
     rows, stack = [], []          # stack entries: [name, allocated before, running peak]
+    meter = Meter(x.feats.device)
 
     def fold():                   # the peak since the last reset goes to every open call
-        p = torch.cuda.max_memory_allocated()
+        p = meter.peak()
         for e in stack:
             e[2] = max(e[2], p)
-        torch.cuda.reset_peak_memory_stats()
+        meter.reset_peak()
 
     def pre(name):
         def f(mod, args):
-            torch.cuda.synchronize()
             fold()
-            stack.append([name, torch.cuda.memory_allocated(), 0])
+            stack.append([name, meter.live(), 0])
         return f
 
     def post(name):
         def f(mod, args, out):
-            torch.cuda.synchronize()
             fold()
             n, before, peak = stack.pop()
             for e in stack:
                 e[2] = max(e[2], peak)
-            rows.append((n, before, peak, torch.cuda.memory_allocated()))
+            rows.append((n, before, peak, meter.live()))
         return f
 
     handles = []
@@ -68,21 +84,18 @@ def run(m, x, plain: bool, table: bool):
         for name, mod in m.named_modules():
             if name.startswith("upsample.") and name.count(".") <= 2 or name == "out_layer":
                 handles += [mod.register_forward_pre_hook(pre(name)), mod.register_forward_hook(post(name))]
-    torch.cuda.synchronize()
-    start = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    stack.append(["decode", start, 0])
-    with torch.no_grad():
+    with meter, torch.no_grad():
+        start = meter.live()
+        meter.reset_peak()
+        stack.append(["decode", start, 0])
         feats = plain_decode(m, x) if plain else m.decode_features(x)
-        torch.cuda.synchronize()
         fold()
         decode_peak = stack.pop()[2]
-        before_fc = torch.cuda.memory_allocated()
+        before_fc = meter.live()
         s = feats.layout[0]
         mesh = extract_mesh(feats.coords[s, 1:], feats.feats[s], m.mesh_resolution, use_color=m.use_color)
-        torch.cuda.synchronize()
-        fc_peak = torch.cuda.max_memory_allocated()
-        after_fc = torch.cuda.memory_allocated()
+        fc_peak = meter.peak()
+        after_fc = meter.live()
     for h in handles:
         h.remove()
     if table:
@@ -98,29 +111,38 @@ def run(m, x, plain: bool, table: bool):
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--voxels", type=int, default=20000)
+    ap.add_argument("--structure", choices=["shell", "scattered"], default="shell",
+                    help="thick shell (smooth field) or the same number of voxels scattered at random (noisy field)")
+    ap.add_argument("--device", default="cuda")
     ap.add_argument("--plain", action="store_true", help="print the table of the plain computation")
     args = ap.parse_args()
-    dev = torch.device("cuda")
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
     m = build("slat_decoder_mesh", dev)
-    m.set_torso_dtype(torch.float16)
-    structure = shell_structure(args.voxels)
-    print(f"{torch.cuda.get_device_name()}; {len(structure.coords)} voxels at 64^3")
+    if cuda:
+        m.set_torso_dtype(torch.float16)
+    structure = (shell_structure if args.structure == "shell" else scattered_structure)(args.voxels, device=dev)
+    print(f"{torch.cuda.get_device_name(dev) if cuda else 'cpu'}; {args.structure}: {len(structure.coords)} "
+          f"voxels at 64^3")
     fresh = lambda: SparseTensor(structure.feats, structure.coords)  # noqa: E731  (maps built inside)
-    run(m, fresh(), args.plain, False)                               # warm-up (kernels, tables)
-    torch.cuda.empty_cache()
+    if cuda:
+        run(m, fresh(), args.plain, False)                           # warm-up (kernels, tables)
+        torch.cuda.empty_cache()
     feats, mesh = run(m, fresh(), args.plain, True)
     print(f"voxels at {m.mesh_resolution}^3: {feats.feats.shape[0]}; mesh: {mesh.vertices.shape[0]} vertices, "
           f"{mesh.faces.shape[0]} faces")
     feats = (feats.feats, mesh.vertices, mesh.faces)
     del mesh
-    torch.cuda.empty_cache()
+    if cuda:
+        torch.cuda.empty_cache()
     other, omesh = run(m, fresh(), not args.plain, False)
     print(f"{'plain' if not args.plain else 'new'} computation: features identical: "
           f"{torch.equal(feats[0], other.feats)} (max abs diff {(feats[0] - other.feats).abs().max().item():.3g}); "
           f"faces identical: {torch.equal(feats[2], omesh.faces)}; vertices max abs diff "
           f"{(feats[1] - omesh.vertices).abs().max().item():.3g} ({omesh.vertices.shape[0]} vertices, "
           f"{omesh.faces.shape[0]} faces)")
-    # FlexiCubes' float sums are atomic adds on CUDA: the same features give vertices equal to rounding.
+    # FlexiCubes' float sums are atomic adds on CUDA: the same features give vertices equal to rounding
+    # (on the CPU they are bit for bit equal).
     s = other.layout[0]
     again = extract_mesh(other.coords[s, 1:], other.feats[s], m.mesh_resolution, use_color=m.use_color)
     print(f"same features extracted again: faces identical: {torch.equal(again.faces, omesh.faces)}; vertices max "

@@ -24,6 +24,8 @@ _TABLE_FILE = Path(__file__).with_name("flexicubes_tables.json")
 # ~350 bytes each with colour while it is processed: 1 << 16 cubes -> ~130 MiB (1 << 18 held ~500 MiB
 # on a 1.3 M-voxel res-256 grid of random features, the extraction's peak then; no slower on CPU).
 CUBE_BLOCK = 1 << 16
+# Quads / faces handled at once when the faces and their normals are written (step 9, the result).
+FACE_BLOCK = 1 << 18
 # Largest dense lookup grid (cells) of steps 1-6: the touched-vertex and candidate-cube sets and the
 # vertex key -> row map are found on a dense (res+1)^3 / res^3 grid (int32: 68 MiB at res 256) instead
 # of by sorting [N,8] keys; above this (res > 321) the sort-and-search path gives the same result.
@@ -37,8 +39,15 @@ _device_tables: Dict[torch.device, Dict[str, torch.Tensor]] = {}
 def load_tables(device="cpu") -> Dict[str, torch.Tensor]:
     """FlexiCubes tables (int64 tensors) on `device`; the JSON is read once, each device cached once.
 
-    Besides the raw tables it holds `edge_owner` [256,12,2]: for each case the (dual-vertex slot,
-    edge id) pairs of dmc_table in table order (slot-major), padded with -1.
+    Besides the raw tables it holds tables derived from them:
+      edge_owner [256,12,2]: for each case the (dual-vertex slot, edge id) pairs of dmc_table in table
+                 order (slot-major), padded with -1;
+      edge_slot  [256,12]: the slot owning each edge in each case, -1 for none;
+      quad_d [3,4,3], quad_e [3,4], quad_first [3], quad_rank [3]: for the grid edge along each axis
+                 that starts at a cube's corner 0, the offsets d of the 4 cubes around it (the cube is
+                 c - d, in ascending cube key order, so the cube itself is last), the edge's local id in
+                 each of them, the cube's corner that is the edge's first endpoint (table order) and the
+                 edge's axis rank of step 9.
     """
     global _raw_tables
     device = torch.device(device)
@@ -48,14 +57,47 @@ def load_tables(device="cpu") -> Dict[str, torch.Tensor]:
                 raw = json.load(f)
             t = {k: torch.tensor(raw[k], dtype=torch.long) for k in _TABLE_KEYS}
             owner = torch.full((256, 12, 2), -1, dtype=torch.long)
+            slot_of = torch.full((256, 12), -1, dtype=torch.long)
             for case in range(256):  # 256 x <=28 entries, done once
                 pairs = [(j, e) for j in range(4) for e in raw["dmc_table"][case][j] if e >= 0]
                 if pairs:
                     owner[case, :len(pairs)] = torch.tensor(pairs)
-            t["edge_owner"] = owner
+                for j, e in pairs:
+                    slot_of[case, e] = j
+            t["edge_owner"], t["edge_slot"] = owner, slot_of
+            t.update(_quad_tables(raw))
             _raw_tables = t
         _device_tables[device] = {k: v.to(device) for k, v in _raw_tables.items()}
     return _device_tables[device]
+
+
+def _quad_tables(raw) -> Dict[str, torch.Tensor]:
+    corners, pairs = raw["cube_corners"], [raw["cube_edges"][2 * e:2 * e + 2] for e in range(12)]
+    rank_of_dir = (2, 0, 1)
+
+    def local_edge(low, axis):  # the cube edge from corner offset `low` one step along `axis`
+        for e, (a, b) in enumerate(pairs):
+            lo = [min(u, v) for u, v in zip(corners[a], corners[b])]
+            if lo == list(low) and corners[a][axis] != corners[b][axis]:
+                return e
+        raise ValueError("incomplete cube_edges table")
+
+    quad_d, quad_e, quad_first, quad_rank = [], [], [], []
+    for axis in range(3):
+        ds = [d for d in ((i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)) if d[axis] == 0]
+        ds.sort(reverse=True)                       # c - d ascending in key: d descending (x slowest)
+        es = [local_edge(d, axis) for d in ds]
+        first = raw["cube_edges"][2 * es[-1]]
+        # step 9 names a grid edge by its first endpoint in table order: the same grid vertex in the 4 cubes
+        for d, e in zip(ds, es):
+            if [c - o for c, o in zip(corners[raw["cube_edges"][2 * e]], d)] != corners[first]:
+                raise ValueError("cube_edges orients a grid edge differently in neighbouring cubes")
+        quad_d.append(ds)
+        quad_e.append(es)
+        quad_first.append(first)
+        quad_rank.append(rank_of_dir[raw["edge_dir_table"][es[-1]]])
+    return {"quad_d": torch.tensor(quad_d), "quad_e": torch.tensor(quad_e),
+            "quad_first": torch.tensor(quad_first), "quad_rank": torch.tensor(quad_rank)}
 
 
 def _flat(ijk: torch.Tensor, dim: int) -> torch.Tensor:
@@ -121,6 +163,21 @@ def _touched_vertices(vkey0: torch.Tensor, corner_key: torch.Tensor, R1: int):
     return vert_keys, row_of, counts
 
 
+def _cube_index(cube_keys: torch.Tensor, res: int):
+    """Lookup of the position of cube keys in the sorted unique `cube_keys`: (position, found); on a
+    dense res^3 int32 grid where it fits GRID_CELLS, else by binary search."""
+    if not _dense_ok(res ** 3):
+        return lambda keys: _lookup(cube_keys, keys)
+    grid = torch.full((res ** 3,), -1, dtype=torch.int32, device=cube_keys.device)
+    grid[cube_keys] = torch.arange(cube_keys.numel(), dtype=torch.int32, device=cube_keys.device)
+
+    def index_of(keys):
+        pos = grid[keys]
+        found = pos >= 0
+        return pos.clamp_min_(0).long(), found
+    return index_of
+
+
 def _candidate_cubes(inside_v: torch.Tensor, corners: torch.Tensor, res: int) -> torch.Tensor:
     """Sorted unique keys of the in-grid cubes having an inside vertex as a corner."""
     if _dense_ok(res ** 3):
@@ -146,8 +203,11 @@ def extract_mesh(coords: torch.Tensor, feats: torch.Tensor, res: int,
             (per-voxel layout of TRELLIS_FACTS.md §7.4, corners x fastest).
 
     Memory: besides `feats` and the result, the largest temporaries are a few [N] / [S] (surface cubes)
-    index arrays, the dense lookup grids ((res+1)^3 int32, 68 MiB at res 256, see GRID_CELLS) and one
-    block of step 8; nothing of size [N,8] or [S,21] is built.
+    index arrays, the dense lookup grids ((res+1)^3 int32, 68 MiB at res 256, see GRID_CELLS), one
+    block of step 8 and step 9's quads ([F/2,4] int32 and a key each); nothing of size [N,8] or [S,21]
+    is built, nothing per (cube, edge) entry outlives its block, and the int64 faces and the [F,3,3] face
+    normals are written block by block into the result. On a noisy field (many surface cubes, ~6 faces
+    per voxel) the result itself, normals included, is then most of the peak.
     """
     device = feats.device
     n_feat = 101 if use_color else 53
@@ -205,6 +265,11 @@ def extract_mesh(coords: torch.Tensor, feats: torch.Tensor, res: int,
     S = cube_keys.numel()
     if S == 0:
         return _empty(device, use_color, res)
+    # step 9's quad orientation: whether each cube's corner k is outside (sdf > 0; 0 is neither), as bit
+    # k, for the corners where step 9's edges start
+    outside = torch.zeros(S, dtype=torch.uint8, device=device)
+    for k in tab["quad_first"].unique().tolist():
+        outside |= (vsdf[rows[:, k].long()] > 0).to(torch.uint8) << k
 
     # -- step 7: ambiguity (C16/C19), decided on the original cases of both cubes simultaneously.
     # A neighbour that is not a surface cube (incl. one not in `cube_keys`) never triggers.
@@ -223,7 +288,7 @@ def extract_mesh(coords: torch.Tensor, feats: torch.Tensor, res: int,
     wpos, wfound = _lookup(vox_keys, cube_keys)
     del vox_keys
     wrow = torch.where(wfound, vox_order[wpos], -1).int()
-    del vox_order, wpos, wfound
+    del vox_order, wpos, wfound, coords
 
     # -- step 8: dual vertices. Output order: cubes grouped by dual-vertex count (stable, so
     # ascending n inside a group), then table slot. first_vd = id of each cube's slot 0.
@@ -238,15 +303,13 @@ def extract_mesh(coords: torch.Tensor, feats: torch.Tensor, res: int,
     # One entry per (cube, owned surface edge): cube-major, then dmc table order. Made and consumed in
     # blocks of CUBE_BLOCK cubes (the same entries in the same order, summed in the same order), so the
     # per-entry tensors (a dozen [M] / [M,3] arrays, ~4 entries per cube) and the cubes' weights never
-    # exist for the whole mesh at once: only what step 9 needs is kept (edge key, dual vertex, first
-    # endpoint's side).
-    n_attr = 9 if use_color else 3
-    acc = vattr.new_zeros(V, n_attr)
+    # exist for the whole mesh at once; nothing per entry outlives its block (step 9 finds the quads
+    # from the cubes). Positions and colours have their own sums, divided in place into the result.
+    pos_sum = vattr.new_zeros(V, 3)
+    col_sum = vattr.new_zeros(V, 6) if use_color else None
     wsum = vattr.new_zeros(V)
     vgamma = vattr.new_empty(V)
     step = (1 - 1e-8) / (2 * res)
-    rank_of_dir = torch.tensor([2, 0, 1], device=device)
-    ekeys, dvs, outs = [], [], []
     for s0 in range(0, S, CUBE_BLOCK):
         s1 = min(s0 + CUBE_BLOCK, S)
         # the block's weights: [B,21], rows of non-voxel cubes 0 (beta = alpha = 1, gamma = 0.5)
@@ -268,58 +331,101 @@ def extract_mesh(coords: torch.Tensor, feats: torch.Tensor, res: int,
         ra, rb = rows[pc, a].long(), rows[pc, b].long()
         cpc = _unflat(cube_keys[pc], res)
         va, vb = cpc + corners[a], cpc + corners[b]                         # integer grid coords
+        del cpc, pc, slot
         xa = va.float() / res - 0.5 + step * torch.tanh(vattr[ra, 1:4])
         xb = vb.float() / res - 0.5 + step * torch.tanh(vattr[rb, 1:4])
+        del va, vb
         sa = (vsdf[ra] * alpha[lc, a])[:, None]                             # alpha-weighted sdf
         sb = (vsdf[rb] * alpha[lc, b])[:, None]
         den = sb - sa                                                       # != 0: signs differ
         bw = beta[lc, e]
-        vals = [(xa * sb - xb * sa) / den]                                  # zero crossing u_e
+        pos_sum.index_add_(0, dv, bw[:, None] * ((xa * sb - xb * sa) / den))  # zero crossing u_e
+        del xa, xb
         if use_color:
             ca, cb = torch.sigmoid(vattr[ra, 4:10]), torch.sigmoid(vattr[rb, 4:10])
-            vals.append((ca * sb - cb * sa) / den)
-        u = torch.cat(vals, 1)
-        acc.index_add_(0, dv, bw[:, None] * u)
+            col_sum.index_add_(0, dv, bw[:, None] * ((ca * sb - cb * sa) / den))
+            del ca, cb
         wsum.index_add_(0, dv, bw)
         vgamma[dv] = gamma[lc]                                              # every vd owns an edge
-        # step 9's inputs: the grid edge's key (first endpoint in table order, axis rank), the dual
-        # vertex (int32: V < 2^31) and whether the first endpoint is outside (sdf > 0)
-        ekeys.append(_flat(va, R1) * 3 + rank_of_dir[tab["edge_dir_table"][e]])
-        dvs.append(dv.int())
-        outs.append(vsdf[ra] > 0)
-        del u, vals, xa, xb, va, vb, cpc, ra, rb, a, b, sa, sb, den, bw, pc, lc, slot, e, dv
-        del beta, alpha, gamma
-    del rows, case, first_vd, wrow, cube_keys, vattr, vsdf
-    acc /= wsum[:, None]
-    del wsum
-    vertices = acc[:, :3].contiguous()
-    vertex_attrs = acc[:, 3:].contiguous() if use_color else None
-    del acc
-    ekey = torch.cat(ekeys)
-    del ekeys
+        del ra, rb, a, b, sa, sb, den, bw, lc, e, dv, beta, alpha, gamma
+    del rows, wrow, vattr, vsdf
+    vertices = pos_sum.div_(wsum[:, None])
+    vertex_attrs = col_sum.div_(wsum[:, None]) if use_color else None
+    del pos_sum, col_sum, wsum
 
-    # -- step 9: faces. A grid edge is identified by its first endpoint (table order) and axis;
-    # key = first-vertex key * 3 + rank, rank y=0, z=1, x=2 (y-edges point -y), which sorts like
-    # (first vertex key, second vertex key). Edges seen by exactly 4 cubes are interior edges.
-    ekey, perm = torch.sort(ekey, stable=True)                             # keeps ascending n
-    _, ecount = torch.unique_consecutive(ekey, return_counts=True)
-    del ekey
-    start = (torch.cumsum(ecount, 0) - ecount)[ecount == 4]
-    del ecount
-    group = perm[start[:, None] + torch.arange(4, device=device)]           # [Q,4] entries
-    del perm, start
-    dv = torch.cat(dvs)
-    del dvs
-    q = dv[group]
-    del dv
-    first_out = torch.cat(outs)
-    del outs
-    outward = first_out[group[:, 0]]                                        # first endpoint sdf > 0
-    del first_out, group
-    quads = torch.cat([q[outward][:, [0, 1, 3, 2]], q[~outward][:, [2, 3, 1, 0]]])
-    del q, outward
-    g = vgamma[quads]
-    split1 = (g[:, 0] * g[:, 2] > g[:, 1] * g[:, 3])[:, None]
-    faces = torch.where(split1, quads[:, tab["quad_split_1"]], quads[:, tab["quad_split_2"]])
-    del quads, g, split1
-    return MeshExtractResult(vertices, faces.reshape(-1, 3), vertex_attrs, res=res)
+    # -- step 9: faces. A grid edge gets a quad when the 4 cubes around it are surface cubes that all
+    # own it (an interior edge with a sign change). Each such edge is found from the cube around it with
+    # the largest key, where it starts at corner 0; the other three are looked up by key (cube_keys is
+    # sorted), so nothing per (cube, edge) entry is kept for the whole mesh. Quad corners are the dual
+    # vertices of the 4 cubes in ascending cube key; quads are ordered by the edge's key (first endpoint
+    # in table order, axis rank y=0, z=1, x=2: the order of (first vertex key, second vertex key)), those
+    # whose first endpoint is outside (sdf > 0) first, each flipped by its orientation.
+    quads, qkeys, qout = [], [], []
+    key_dtype = torch.int32 if R1 ** 3 * 3 < 2 ** 31 else torch.long
+    index_of = _cube_index(cube_keys, res)
+    for s0 in range(0, S, CUBE_BLOCK):
+        s1 = min(s0 + CUBE_BLOCK, S)
+        for axis in range(3):
+            d, slot_of = tab["quad_d"][axis], tab["edge_slot"][:, tab["quad_e"][axis]].T   # [4,256]
+            own = (slot_of[3][case[s0:s1]] >= 0).nonzero().squeeze(1) + s0
+            ijk = _unflat(cube_keys[own], res)
+            pos, slot, ok = [], [], None
+            for i in range(3):                                   # the three lower cubes
+                nb = ijk - d[i]
+                p, found = index_of(_flat(nb.clamp_min(0), res))
+                sl = slot_of[i][case[p]]
+                ok_i = (nb >= 0).all(-1) & found & (sl >= 0)
+                ok = ok_i if ok is None else ok & ok_i
+                pos.append(p)
+                slot.append(sl)
+                del nb, p, found, sl, ok_i
+            keep = ok.nonzero().squeeze(1)
+            own, ijk = own[keep], ijk[keep]
+            q = torch.empty(keep.numel(), 4, dtype=torch.int32, device=device)  # ascending cube key
+            for i in range(3):
+                q[:, i] = first_vd[pos[i][keep]] + slot[i][keep]
+            q[:, 3] = first_vd[own] + slot_of[3][case[own]]
+            del pos, slot, ok, keep
+            first = tab["quad_first"][axis]
+            quads.append(q)
+            qkeys.append((_flat(ijk + corners[first], R1) * 3 + tab["quad_rank"][axis]).to(key_dtype))
+            qout.append(((outside[own] >> first) & 1).bool())
+            del q, own, ijk
+    del case, first_vd, cube_keys, outside, index_of
+    quads, qout = torch.cat(quads), torch.cat(qout)
+    order = torch.sort(torch.cat(qkeys))[1]                                  # keys are unique
+    del qkeys
+    o = qout[order]
+    order = torch.cat([order[o], order[~o]])
+    del o
+    quads, qout = quads[order], qout[order]
+    del order
+
+    # faces in blocks, written once as the int64 result: outward quads (v0,v1,v3,v2), inward (v2,v3,v1,v0),
+    # each split into two triangles along the diagonal of the larger gamma product
+    Q = quads.shape[0]
+    faces = torch.empty(2 * Q, 3, dtype=torch.long, device=device)
+    sp1, sp2 = tab["quad_split_1"], tab["quad_split_2"]
+    fwd, back = torch.tensor([0, 1, 3, 2], device=device), torch.tensor([2, 3, 1, 0], device=device)
+    for q0 in range(0, Q, FACE_BLOCK):
+        q1 = min(q0 + FACE_BLOCK, Q)
+        qb = torch.where(qout[q0:q1, None], quads[q0:q1][:, fwd], quads[q0:q1][:, back])
+        g = vgamma[qb]
+        split1 = (g[:, 0] * g[:, 2] > g[:, 1] * g[:, 3])[:, None]
+        faces[2 * q0:2 * q1] = torch.where(split1, qb[:, sp1], qb[:, sp2]).view(-1, 3)
+        del qb, g, split1
+    del quads, qout, vgamma
+    return _result(vertices, faces, vertex_attrs, res)
+
+
+def _result(vertices: torch.Tensor, faces: torch.Tensor, vertex_attrs, res: int) -> MeshExtractResult:
+    """MeshExtractResult of an int64 [F,3] `faces`, its face normals computed FACE_BLOCK faces at a time
+    (MeshExtractResult.comp_face_normals on each block: the same rows, without its whole-mesh [F,3]
+    gathers and products next to the [F,3,3] result)."""
+    out = MeshExtractResult(vertices, faces[:0], vertex_attrs, res=res)
+    normal = vertices.new_empty(faces.shape[0], 3, 3)
+    for f0 in range(0, faces.shape[0], FACE_BLOCK):
+        normal[f0:f0 + FACE_BLOCK] = MeshExtractResult.comp_face_normals(vertices, faces[f0:f0 + FACE_BLOCK])
+    out.faces, out.face_normal = faces, normal
+    out.success = vertices.shape[0] > 0 and faces.shape[0] > 0
+    return out
