@@ -1,4 +1,5 @@
-"""cuDNN-first attention ("auto" on Hopper and newer) against the FlashAttention-2 paths it replaces, and the
+"""cuDNN-first attention ("auto" for packed sequences of one length on Hopper and newer; "cudnn" also for dense
+calls) against the FlashAttention-2 paths it replaces, and the
 samplers' CUDA-graph replay against eager sampling, on the GPU (tests/gpu: skipped without CUDA).
 
 Tolerance, stated once: cuDNN and FlashAttention-2 accumulate in fp32 in different orders, so fp16 outputs
@@ -40,13 +41,13 @@ def varlen_backend():
 
 @torch.no_grad()
 @pytest.mark.parametrize("b, n, l", [(2, 4096, 4096), (2, 4096, 1374), (1, 4500, 1374)])
-def test_dense_auto_equals_sdpa(b, n, l):
+def test_dense_cudnn_equals_sdpa(b, n, l):
     g = torch.Generator(device="cuda").manual_seed(n + l)
     q = torch.randn(b, n, 16, 64, device="cuda", generator=g).half()
     k = torch.randn(b, l, 16, 64, device="cuda", generator=g).half()
     v = torch.randn(b, l, 16, 64, device="cuda", generator=g).half()
     assert fn._cudnn_wanted("auto", q) == (hopper() and fn._sdpa_priority() is not None)
-    got = dense_attention(q, k, v, backend="auto")
+    got = dense_attention(q, k, v, backend="cudnn")
     want = dense_attention(q, k, v, backend="sdpa")
     assert got.shape == want.shape and got.dtype == torch.float16
     assert rel_rms(got, want) < 2e-3

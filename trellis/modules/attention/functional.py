@@ -75,10 +75,13 @@ def _sdpa_dense(q, k, v):
 
 
 # cuDNN's fused attention kernel ships inside PyTorch's CUDA wheels (Windows too). On an H100 it runs the flows'
-# attention 1.5-1.6x faster than the FlashAttention-2 kernel that SDPA and varlen_attn pick by default
-# (docs/BENCHMARKS.md, "cuDNN attention"); results differ by fp16 rounding (relative RMS 4e-4). "auto" puts it
-# first on Hopper (sm_90) and newer, where it was measured, in eager code (not inside torch.compile); ATTN_BACKEND / SPARSE_ATTN_BACKEND = cudnn asks for
-# it on any GPU that has it, another name (sdpa, torch_varlen, ...) keeps it out.
+# attention shapes 1.5-1.6x faster than the FlashAttention-2 kernel that SDPA and varlen_attn pick by default
+# (docs/BENCHMARKS.md, "cuDNN attention"); results differ by fp16 rounding (relative RMS 4e-4). Inside the blocks
+# the gain survives only for the sparse flow (packed sequences of one length: a SLat guided step 46 -> 42 ms);
+# the dense stage-1 block measured 1.50 -> 1.58 ms with it (the q/k/v views of the packed projection), and
+# compiled blocks gained nothing (0.99 vs 1.00 ms). So "auto" puts it first for uniform varlen calls on Hopper
+# (sm_90) and newer, outside torch.compile; ATTN_BACKEND / SPARSE_ATTN_BACKEND = cudnn asks for it (dense calls
+# too) on any GPU that has it, another name (sdpa, torch_varlen, ...) keeps it out.
 _CUDNN_AUTO_CAPABILITY = (9, 0)
 
 
@@ -134,7 +137,7 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: 
     name = backend or backends.get("dense")
     if name == "naive":
         return _naive_dense(q, k, v)
-    if _cudnn_wanted(name, q):
+    if name == "cudnn" and _cudnn_wanted(name, q):    # asked for only: "auto" measured no gain here (above)
         return _sdpa_cudnn_first(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
     if name == "flash_attn" and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
         fa = _optional("flash_attn")
