@@ -188,3 +188,25 @@ def test_lean_mode_lowers_the_peak(monkeypatch):
             run(model, x, t, cond, lean)
         peaks[lean] = meter.peak
     assert peaks[True] < 0.85 * peaks[False], peaks   # measured: 0.76
+
+
+def test_lean_only_when_the_device_is_short(tiny_pipeline_dir, monkeypatch):
+    """Offloading with plenty free (a 4-8 GB card): the faster plain path; below LEAN_BELOW_FREE_BYTES free
+    (a 2-3 GB card, a memory cap): lean. Resident: never. Decided again as stage 2 starts."""
+    from trellis.pipelines import base
+
+    p = TrellisImageTo3DPipeline.from_pretrained(tiny_pipeline_dir)
+    flow_model = p.models["slat_flow_model"]
+    free = {"bytes": 8 * 2 ** 30}
+    monkeypatch.setattr(base, "free_device_memory", lambda device: free["bytes"])
+    p.set_memory_policy(offload="model")
+    assert not flow_model.lean
+    free["bytes"] = base.LEAN_BELOW_FREE_BYTES - 1
+    p.set_memory_policy(offload="model")
+    assert flow_model.lean
+    p.set_memory_policy(offload="none")
+    assert not flow_model.lean
+    p.set_memory_policy(offload="model")
+    free["bytes"] = 8 * 2 ** 30                 # memory freed up before the next job: stage 2 decides again
+    p.run(object_image(), seed=3, preprocess_image=False, formats=["gaussian"], **FAST)
+    assert not flow_model.lean

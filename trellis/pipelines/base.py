@@ -18,7 +18,7 @@ import torch
 from ..modules.sparse import SparseTensor
 from ..utils.cancel import CancelCheck, Cancelled, check
 from . import samplers
-from .memory import HostWeights, MemoryPolicy, StageTracker, release_device_memory
+from .memory import HostWeights, MemoryPolicy, StageTracker, free_device_memory, release_device_memory
 from .model_sources import load_model, resolve_pipeline_json
 
 DEFAULT_FORMATS = ("mesh", "gaussian", "radiance_field")
@@ -59,8 +59,11 @@ def load_pipeline_parts(path: str, args: dict, search_dirs=()) -> dict:
 
 # The SLat flow's lean mode (row-chunked norms and MLP, released skips) for the offloading preset: bit-identical on
 # the CPU (tests/test_slat_lean.py) and on an H100 (benchmarks/slat_memory_gpu.py, 35 k voxels: activation peak
-# 754 -> 204 MiB, forward 0.10 -> 0.11 s, outputs identical; docs/BENCHMARKS.md).
+# 754 -> 204 MiB, outputs identical; docs/BENCHMARKS.md). It costs time (H100, 20 k voxels, low-VRAM chain
+# 1.35 -> 1.60 s, peak 1.68 -> 1.39 GiB), so it is on only when the device is short: offloading, and less than
+# LEAN_BELOW_FREE_BYTES free as stage 2 starts (always on the CPU, where nothing is measured).
 LEAN_WHEN_OFFLOADING = True
+LEAN_BELOW_FREE_BYTES = 3 * 2 ** 30
 
 
 class TrellisPipeline:
@@ -128,7 +131,13 @@ class TrellisPipeline:
             if hasattr(model, "compile_blocks"):
                 model.compile_blocks = bool(policy.compile)
             if hasattr(model, "lean"):                # the SLat flow's low-VRAM mode: same numbers, lower peak
-                model.lean = LEAN_WHEN_OFFLOADING and policy.offload == "model"
+                model.lean = self._lean_wanted(policy)
+
+    def _lean_wanted(self, policy: MemoryPolicy) -> bool:
+        if not (LEAN_WHEN_OFFLOADING and policy.offload == "model"):
+            return False
+        free = free_device_memory(self._device)
+        return free is None or free < LEAN_BELOW_FREE_BYTES
 
     def _offloading(self) -> bool:
         return self.memory_policy.offload == "model" and self._device.type != "cpu"
@@ -203,6 +212,8 @@ class TrellisPipeline:
                     cancel: CancelCheck = None, **sampler_kwargs) -> SparseTensor:
         """Stage 2: the structured latent on `coords`, de-normalised (§11.5)."""
         flow = self.models["slat_flow_model"]
+        if hasattr(flow, "lean"):
+            flow.lean = self._lean_wanted(self.memory_policy)     # what is free now, before the flow loads
         feats = torch.randn(coords.shape[0], flow.in_channels, generator=generator).to(self._device)
         noise = SparseTensor(feats=feats, coords=coords.to(self._device))
         slat = self._sample("slat", self.slat_sampler, "slat_flow_model", self.slat_sampler_params, noise, cond,
