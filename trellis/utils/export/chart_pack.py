@@ -6,6 +6,28 @@ On the realistic objects' outer sheets decimated to the balanced preset's faces 
 62.0 % (bunny, 80 charts) and 60.7 % to 67.9 % (nut, 45 charts) and took less time (one or two
 layouts instead of four).
 
+Then (2026-11-23, same meshes and options): trying the block positions the coarse FFT search rejects
+by only a few blocks at their texel offsets (``BITMAP_NEAR``) raised texel use to 64.4 % (bunny) and
+68.7 % (nut); FFT sizes of small primes, the correlation over the filled rows only and the half turns'
+spectra from the quarter turns' pay for it: packing 0.45 s vs 0.45 s (bunny) and 0.24 vs 0.29 s
+(nut), medians of 10 interleaved runs; no overlaps, no single-triangle charts. Mean over five scales
+(0.74-0.82 of the area bound) of the layout's density: bunny 0.629 -> 0.643, nut 0.661 -> 0.681
+(``BITMAP_NEAR`` 16: 0.650 / 0.678 at +15-25 % packing time). 70 % is not reached on the bunny: at
+fill 0.78 its bodies take 0.644 of the used rectangle and grown by half the padding 0.705 (the
+padding alone caps it near 0.9 x that of a perfect packing); the rest, ~26 % of the rectangle, are
+holes wider than 9 texels between its jagged charts. Tried and dropped (each within the ±1-3 points
+that any change of the greedy order moves a layout, measured as that five-scale mean): 8 base angles
+instead of 4 quarter turns (+0-1, 2-3x the time), a finer block grid (b = 3: +0.6; b = 2: +1-2 at
+2x; texel-exact b = 1: bunny ~0.65 at ~10x), choosing among turns by contact with placed charts
+(-2.6) or by the empty texels left under the chart (+0.6 bunny, -0.3 nut), lowest bottom or lowest
+centre of gravity instead of lowest top, several candidate rows per turn, sliding down-right past
+steps, other chart orders ("extent" = texels per row plus per column: nut +2, bunny -0.6, torus -10;
+kept as an option, ``BITMAP_ORDERS``, the best of the orders at the same scale is kept, one layout
+each), the minimum-area box orientation instead of the principal axis (bunny +1, nut -1.3), splitting
+charts that fill less than half their box (-0.2 to -1), and in ``charts`` straighter chart borders
+(a face moving to the chart it shares the most edge length with: +1, but LSCM self-overlaps on the
+bunny cost a second packing round).
+
 Skyline placement of each chart's column profile.
 
 Each chart is rasterised conservatively as a column profile (per texel column, the lowest and
@@ -279,14 +301,28 @@ def pack_charts_skyline(tri, chart, size: int, padding: int = 2, attempts: int =
 # ``padding`` texels (square dilation). Charts are placed one by one, largest first, each in one of
 # four quarter turns, at the position whose top is lowest (then leftmost) where its grown mask touches
 # no body placed before: the position search is a correlation of the occupancy with the grown mask,
-# done by FFT on a grid of BITMAP_BLOCK-texel blocks (the block masks are conservative, so a free block
-# position is a free texel position); the chart is then slid down and left texel by texel while it
-# still touches nothing. Unlike the skyline, a chart can drop into a hole left under an earlier one
-# and nest into another's concave side. Neighbouring bodies end ``padding`` texels apart.
+# done by FFT on a grid of b-texel blocks (b = round(size / BITMAP_GRID); the block masks are
+# conservative, so a free block position is a free texel position); the chart is then slid down and
+# left texel by texel while it still touches nothing. Unlike the skyline, a chart can drop into a hole
+# left under an earlier one and nest into another's concave side. Neighbouring bodies end ``padding``
+# texels apart.
+#
+# Block positions are conservative: a pocket with less than about a block to spare is missed. So the
+# block positions whose correlation counts only a few overlapping blocks (<= BITMAP_NEAR), lower than
+# the chosen one, are also tried at each of their b x b texel offsets against the texel occupancy
+# (the lowest BITMAP_NEAR_TRIES per turn); one that fits and, slid, ends lower wins.
+# The FFT runs on sizes of small primes (next_fast_len: pocketfft was 2-3x slower on the old
+# 296 x 258 grid), only over the rows that hold anything plus the chart's height (positions above are
+# free), and the two half turns' spectra come from the quarter turns' (conjugate and a phase), so
+# 3 forward transforms per chart instead of 5.
 
-BITMAP_GRID = 256           # the coarse grid has about this many blocks across (block = size // 256)
+BITMAP_GRID = 256           # the coarse grid has about this many blocks across (block = round(size / 256))
 BITMAP_FIRST_FILL = 0.78    # linear: the first layout tries 0.78² = 61 % of the texture in triangles
 BITMAP_HEADROOM = 1.15      # the atlas is searched up to this times the texture's height
+BITMAP_NEAR = 8             # block positions overlapping at most this many occupied blocks are tried
+BITMAP_NEAR_TRIES = 60      # per turn, the lowest this many of them (each at its b x b texel offsets)
+BITMAP_ORDERS = ("box",)    # chart orders tried at the scale found ("box", "extent", "texels"): the best is kept
+BITMAP_ATTEMPTS = 3         # layouts at most in the scale search
 
 
 def chart_masks(q, chart, nchart):
@@ -364,46 +400,99 @@ def _blocks(m, b, rows, cols):
     return pad.reshape(rows, b, cols, b).any(axis=(1, 3)).astype(np.float32)
 
 
-def _bitmap_attempt(q0, chart, nchart, scale, size, padding):
-    """Pack at ``scale`` (texels per world unit): (texture texel coordinates [F,3,2], used height) or
-    None when a chart finds no place up to BITMAP_HEADROOM times the texture's height."""
-    from scipy import fft
+def _unreversed_spectrum(spec, rr, cl, fr, fw):
+    """``rfft2`` (shape fr x fw) of an rr x cl array at the origin, from that of the same array
+    reversed on both axes (also at the origin): its complex conjugate times exp(-2 pi i k.(rr-1, cl-1))
+    (the reversal is x[-n], shifted back by the size)."""
+    py = np.exp(-2j * np.pi * (rr - 1) / fr * np.arange(spec.shape[0])).astype(spec.dtype)
+    px = np.exp(-2j * np.pi * (cl - 1) / fw * np.arange(spec.shape[1])).astype(spec.dtype)
+    out = np.conj(spec)
+    out *= py[:, None]
+    out *= px[None, :]
+    return out
+
+
+def _slide(occ, g, ay, ax):
+    """Slide grown mask ``g`` from a free position down, then left, texel by texel, while it touches
+    nothing in ``occ``; repeated until it moves no more. Returns (y, x)."""
+    hp, wp = g.shape
+
+    def fits(x, y):
+        return x >= 0 and y >= 0 and not (occ[y:y + hp, x:x + wp] & g).any()
+
+    moved = True
+    while moved:
+        moved = False
+        while fits(ax, ay - 1):
+            ay -= 1
+            moved = True
+        while fits(ax - 1, ay):
+            ax -= 1
+            moved = True
+    return ay, ax
+
+
+def _bitmap_masks(q0, chart, nchart, scale):
+    """Each chart at ``scale`` moved to its corner and its conservative texel mask: (q, h, w, off, flat)."""
     q = q0 * scale
-    cc = np.repeat(chart, 3)
     mins = np.full((nchart, 2), np.inf)
-    np.minimum.at(mins, cc, q.reshape(-1, 2))
+    np.minimum.at(mins, np.repeat(chart, 3), q.reshape(-1, 2))
     q = q - mins[chart][:, None, :]
-    h, w, off, flat = chart_masks(q, chart, nchart)
+    return (q,) + chart_masks(q, chart, nchart)
+
+
+def _bitmap_attempt(q0, chart, nchart, scale, size, padding, order="box", masks=None):
+    """Pack at ``scale`` (texels per world unit), charts in ``order`` ("box": by the area of their grown
+    box; "extent": by texels per row plus per column; "texels": by texel count), largest first:
+    (texture texel coordinates [F,3,2], used height) or None when a chart finds no place up to
+    BITMAP_HEADROOM times the texture's height. ``masks``: ``_bitmap_masks`` at this scale."""
+    from scipy import fft
+    q, h, w, off, flat = masks if masks is not None else _bitmap_masks(q0, chart, nchart, scale)
     P = int(padding)
-    b = max(1, int(size) // BITMAP_GRID)
+    b = max(1, int(round(size / BITMAP_GRID)))
     W = int(size) + 2 * P                       # atlas array: the texture with P texels around it
     H = int(np.ceil(BITMAP_HEADROOM * size)) + 2 * P
     gw, gh = -(-W // b) + 1, -(-H // b) + 1     # one spare block: no wrap-around in the correlation
+    gwf = fft.next_fast_len(gw, True)          # FFT sizes of small primes: pocketfft is 2-3x slower on others
     occ = np.zeros((gh * b, gw * b), bool)
-    coarse = np.zeros((gh, gw), np.float32)
-    order = np.argsort(-(h + 2 * P) * (w + 2 * P), kind="stable")
+    coarse = np.zeros((gh, gwf), np.float32)
+    texels = np.add.reduceat(flat, off[:-1]) if len(flat) else np.zeros(nchart)
+    key = {"box": (h + 2 * P) * (w + 2 * P), "extent": texels / h + texels / w, "texels": texels}[order]
+    order = np.argsort(-key, kind="stable")
     where = np.zeros((nchart, 3), np.int64)      # atlas x, y of the grown mask's corner, quarter turns
-    used = 0
+    used = 0                                     # atlas rows up to the highest body texel
     for k in order:
         body = flat[off[k]:off[k + 1]].reshape(h[k], w[k])
         turns = (0, 1, 2, 3) if body.size > 4 else (0,)
         g0 = _grow(body, P)
         grown = [_quarter(g0, r) for r in turns]
-        shapes = [(g.shape[0], g.shape[1]) for g in grown]
-        cm = np.zeros((len(turns) + 1, gh, gw), np.float32)
-        cm[0] = coarse
-        for n, g in enumerate(grown):
-            rr, cl = -(-g.shape[0] // b), -(-g.shape[1] // b)
-            if rr > gh or cl > gw:
-                continue
-            cm[n + 1, :rr, :cl] = _blocks(g, b, rr, cl)[::-1, ::-1]
+        # the correlation only over the rows that hold anything and those a chart resting on them
+        # reaches: positions above are free
+        rows = [-(-g.shape[0] // b) for g in grown]
+        fr = min(fft.next_fast_len(-(-used // b) + 1 + max(rows) + 1, True), gh)
+        cm = np.zeros((1 + min(len(turns), 2), fr, gwf), np.float32)
+        cm[0] = coarse[:fr]
+        for n in range(cm.shape[0] - 1):
+            rr, cl = rows[n], -(-grown[n].shape[1] // b)
+            if rr <= fr and cl <= gw:
+                cm[n + 1, :rr, :cl] = _blocks(grown[n], b, rr, cl)[::-1, ::-1]
         spec = fft.rfft2(cm, workers=2)
-        hits = fft.irfft2(spec[1:] * spec[0], s=(gh, gw), workers=2)
+        if len(turns) == 4:
+            # the half turns from the spectra of turns 0 and 1 (two transforms fewer): the block mask
+            # turned by 180° and reversed for the correlation is the block mask itself, whose
+            # spectrum is the reversed one's conjugate moved by (rr - 1, cl - 1). Its blocks are those
+            # of the turned texel mask moved by e = blocks * b - texels (placed there below).
+            half = [_unreversed_spectrum(spec[n + 1], rows[n], -(-grown[n].shape[1] // b), fr, gwf)
+                    for n in (0, 1)]
+            spec = np.concatenate([spec, np.stack(half)], 0)
+        hits = fft.irfft2(spec[1:] * spec[0], s=(fr, gwf), workers=2)
         best = None
-        for n, (hp, wp) in enumerate(shapes):
-            rr, cl = -(-hp // b), -(-wp // b)
-            ny, nx = (H - hp) // b + 1, (W - wp) // b + 1
-            if ny <= 0 or nx <= 0:
+        for n, g in enumerate(grown):
+            hp, wp = g.shape
+            rr, cl = rows[n], -(-wp // b)
+            ey, ex = (rr * b - hp, cl * b - wp) if n >= 2 else (0, 0)
+            ny, nx = min((H - hp - ey) // b + 1, fr - rr + 1), (W - wp - ex) // b + 1
+            if ny <= 0 or nx <= 0 or cl > gw:
                 continue
             # hits[n, Y, X] (position Y, X of the block mask's corner) sits at index Y + rr - 1, X + cl - 1
             free = hits[n, rr - 1:rr - 1 + ny, cl - 1:cl - 1 + nx] < 0.5
@@ -412,27 +501,36 @@ def _bitmap_attempt(q0, chart, nchart, scale, size, padding):
                 continue
             yy = int(np.argmax(row_free))             # the lowest row with a free position
             xx = int(np.argmax(free[yy]))             # its leftmost
-            top = yy * b + hp
-            if best is None or (top, xx * b) < (best[0], best[2]):
-                best = (top, yy * b, xx * b, n)
+            ay, ax = yy * b + ey, xx * b + ex
+            if best is None or (ay + hp, ax) < best[0]:
+                best = ((ay + hp, ax), ay, ax, n)
         if best is None:
             return None
         _, ay, ax, n = best
-        g = grown[n]
-        hp, wp = g.shape
-
-        def fits(x, y):
-            return x >= 0 and y >= 0 and not (occ[y:y + hp, x:x + wp] & g).any()
-
-        moved = True
-        while moved:                               # slide down, then left, texel by texel
-            moved = False
-            while fits(ax, ay - 1):
-                ay -= 1
-                moved = True
-            while fits(ax - 1, ay):
-                ax -= 1
-                moved = True
+        ay, ax = _slide(occ, grown[n], ay, ax)        # down / left texel by texel
+        if BITMAP_NEAR:
+            top = ay + grown[n].shape[0]
+            for m, g in enumerate(grown):
+                hp, wp = g.shape
+                rr, cl = rows[m], -(-wp // b)
+                ey, ex = (rr * b - hp, cl * b - wp) if m >= 2 else (0, 0)
+                ny, nx = min((H - hp - ey) // b + 1, fr - rr + 1), (W - wp - ex) // b + 1
+                ny = min(ny, max(0, (top - hp - ey) // b + 1))
+                if ny <= 0 or nx <= 0 or cl > gw:
+                    continue
+                win = hits[m, rr - 1:rr - 1 + ny, cl - 1:cl - 1 + nx]
+                cand = np.argwhere((win > 0.5) & (win < BITMAP_NEAR + 0.5))[:BITMAP_NEAR_TRIES]
+                for Y, X in cand:                          # each near position's b x b texel offsets
+                    for y in range(int(Y) * b + ey, int(Y) * b + ey + b):
+                        if y + hp >= top or y + hp > H:
+                            break
+                        x = next((x for x in range(int(X) * b + ex, int(X) * b + ex + b)
+                                  if x + wp <= W and not (occ[y:y + hp, x:x + wp] & g).any()), None)
+                        if x is not None:
+                            y2, x2 = _slide(occ, g, y, x)
+                            if y2 + hp < top:
+                                top, ay, ax, n = y2 + hp, y2, x2, m
+                            break
         r = turns[n]
         tb = _quarter(body, r)
         occ[ay + P:ay + P + tb.shape[0], ax + P:ax + P + tb.shape[1]] |= tb
@@ -440,7 +538,7 @@ def _bitmap_attempt(q0, chart, nchart, scale, size, padding):
         x0, x1 = (ax + P) // b, -(-(ax + P + tb.shape[1]) // b)
         coarse[y0:y1, x0:x1] = occ[y0 * b:y1 * b, x0 * b:x1 * b].reshape(y1 - y0, b, x1 - x0, b).any(axis=(1, 3))
         where[k] = (ax, ay, r)
-        used = max(used, ay + tb.shape[0])
+        used = max(used, ay + P + tb.shape[0])
     # texture texel coordinates: the chart's points in its grown mask's frame, turned, moved
     uv = np.empty_like(q)
     pts = q + P                                    # body mask at (P, P) inside the grown mask
@@ -456,16 +554,18 @@ def _bitmap_attempt(q0, chart, nchart, scale, size, padding):
             rows, cols = cols, rows
         shift = where[chart[sel]][:, :2] - P
         uv[sel] = p.reshape(-1, 3, 2) + shift[:, None, :]
-    return uv, used
+    return uv, used - P
 
 
-def pack_charts_bitmap(tri, chart, size: int, padding: int = 2, attempts: int = 3, info: dict = None):
+def pack_charts_bitmap(tri, chart, size: int, padding: int = 2, attempts: int = None, info: dict = None):
     """``pack_charts`` with the bitmap packer (see above). The scale starts at ``BITMAP_FIRST_FILL`` of
     the area bound (or ``info["fill"]``); a layout that runs past the texture's top is packed again
-    smaller, one that ends well below it again larger (``attempts`` layouts at most); the best that fits
-    is stretched vertically to the top (at most ``MAX_STRETCH``)."""
+    smaller, one that ends well below it again larger (``attempts`` layouts at most, default
+    ``BITMAP_ATTEMPTS``); of those that fit, the one with the most texel use after the vertical
+    stretch to the top (at most ``MAX_STRETCH``) is kept."""
     chart = np.asarray(chart, np.int64)
     nchart = int(chart.max()) + 1
+    attempts = BITMAP_ATTEMPTS if attempts is None else attempts
     q0 = _orient(np.asarray(tri, np.float64), chart, nchart)
     area = 0.5 * np.abs((q0[:, 1, 0] - q0[:, 0, 0]) * (q0[:, 2, 1] - q0[:, 0, 1])
                         - (q0[:, 1, 1] - q0[:, 0, 1]) * (q0[:, 2, 0] - q0[:, 0, 0])).sum()
@@ -473,9 +573,11 @@ def pack_charts_bitmap(tri, chart, size: int, padding: int = 2, attempts: int = 
     info = {} if info is None else info
     s, best, fail = info.get("fill", BITMAP_FIRST_FILL) * bound, None, None
     for _ in range(attempts):
-        got = _bitmap_attempt(q0, chart, nchart, s, size, padding)
+        got = _bitmap_attempt(q0, chart, nchart, s, size, padding, BITMAP_ORDERS[0])
         if got is not None and got[1] <= size:
-            best = (s, got)
+            use = (s / bound) ** 2 * min(MAX_STRETCH, size / max(got[1], 1.0))
+            if best is None or use > best[2]:
+                best = (s, got, use)
             grow = np.sqrt(size / max(got[1], 1.0))
             if grow * grow <= MAX_STRETCH:          # the vertical stretch fills the rest
                 break
@@ -484,11 +586,19 @@ def pack_charts_bitmap(tri, chart, size: int, padding: int = 2, attempts: int = 
             fail = s
             over = size / max(got[1], 1.0) if got is not None else 0.85 ** 2
             s = 0.5 * (s + best[0]) if best is not None else s * np.sqrt(over) * 0.99
+    if best is not None and len(BITMAP_ORDERS) > 1:
+        masks = _bitmap_masks(q0, chart, nchart, best[0])
+        for order in BITMAP_ORDERS[1:]:                # the same scale, charts in another order
+            got = _bitmap_attempt(q0, chart, nchart, best[0], size, padding, order, masks)
+            if got is not None and got[1] <= size:
+                use = (best[0] / bound) ** 2 * min(MAX_STRETCH, size / max(got[1], 1.0))
+                if use > best[2]:
+                    best = (best[0], got, use)
     while best is None:                                # tiny textures / very many charts
         s *= 0.8
-        got = _bitmap_attempt(q0, chart, nchart, s, size, padding)
+        got = _bitmap_attempt(q0, chart, nchart, s, size, padding, BITMAP_ORDERS[0])
         if got is not None and got[1] <= size:
-            best = (s, got)
+            best = (s, got, 0.0)
         elif s < 1e-6 * bound:
             raise RuntimeError("chart packing: the charts do not fit the texture")
     uv, used = best[1]
