@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from networks_gpu import build, shell_structure  # noqa: E402
-from slat_memory_gpu import Meter  # noqa: E402
+from slat_memory_gpu import Meter, ModulePeaks  # noqa: E402
 from trellis.modules.sparse import SparseTensor, subdivide  # noqa: E402
 from trellis.representations.mesh import extract_mesh  # noqa: E402
 
@@ -55,52 +55,23 @@ def plain_decode(m, x):
 
 
 def run(m, x, plain: bool, table: bool):
-    rows, stack = [], []          # stack entries: [name, allocated before, running peak]
     meter = Meter(x.feats.device)
-
-    def fold():                   # the peak since the last reset goes to every open call
-        p = meter.peak()
-        for e in stack:
-            e[2] = max(e[2], p)
-        meter.reset_peak()
-
-    def pre(name):
-        def f(mod, args):
-            fold()
-            stack.append([name, meter.live(), 0])
-        return f
-
-    def post(name):
-        def f(mod, args, out):
-            fold()
-            n, before, peak = stack.pop()
-            for e in stack:
-                e[2] = max(e[2], peak)
-            rows.append((n, before, peak, meter.live()))
-        return f
-
-    handles = []
+    peaks = ModulePeaks(meter)
     if table:
-        for name, mod in m.named_modules():
-            if name.startswith("upsample.") and name.count(".") <= 2 or name == "out_layer":
-                handles += [mod.register_forward_pre_hook(pre(name)), mod.register_forward_hook(post(name))]
+        peaks.watch(m, lambda name: name.startswith("upsample.") and name.count(".") <= 2 or name == "out_layer")
     with meter, torch.no_grad():
-        start = meter.live()
-        meter.reset_peak()
-        stack.append(["decode", start, 0])
+        start = peaks.open("decode")
         feats = plain_decode(m, x) if plain else m.decode_features(x)
-        fold()
-        decode_peak = stack.pop()[2]
+        decode_peak = peaks.close()[2]
         before_fc = meter.live()
         s = feats.layout[0]
         mesh = extract_mesh(feats.coords[s, 1:], feats.feats[s], m.mesh_resolution, use_color=m.use_color)
         fc_peak = meter.peak()
         after_fc = meter.live()
-    for h in handles:
-        h.remove()
+    peaks.remove()
     if table:
         print(f"{'module':34s} {'before':>7s} {'peak':>7s} {'after':>7s}   (GiB allocated)")
-        for n, b, p, a in rows:
+        for n, b, p, a in peaks.rows:
             print(f"{n:34s} {b / GIB:7.3f} {p / GIB:7.3f} {a / GIB:7.3f}")
         print(f"{'decode (trunk+upsample+head)':34s} {start / GIB:7.3f} {decode_peak / GIB:7.3f} {before_fc / GIB:7.3f}")
         print(f"{'FlexiCubes (extract_mesh)':34s} {before_fc / GIB:7.3f} {fc_peak / GIB:7.3f} {after_fc / GIB:7.3f}")

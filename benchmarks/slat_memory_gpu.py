@@ -114,6 +114,51 @@ class Meter:
             self.tracker.reset_peak()
 
 
+class ModulePeaks:
+    """Memory rows of nested calls on a Meter: open(name) / close() around a span, or watch() a model's modules
+    with forward hooks. The peak since the last reset goes to every open call, so a row's peak covers its callees;
+    `rows` holds (name, live before, peak inside, live after) of each watched call, in the order they end."""
+
+    def __init__(self, meter: Meter):
+        self.meter, self.rows, self.stack, self.handles = meter, [], [], []
+
+    def fold(self) -> None:
+        p = self.meter.peak()
+        for e in self.stack:
+            e[2] = max(e[2], p)
+        self.meter.reset_peak()
+
+    def open(self, name: str) -> int:
+        self.fold()
+        self.stack.append([name, self.meter.live(), 0])
+        return self.stack[-1][1]
+
+    def close(self) -> tuple:
+        self.fold()
+        name, before, peak = self.stack.pop()
+        for e in self.stack:
+            e[2] = max(e[2], peak)
+        return name, before, peak, self.meter.live()
+
+    def watch(self, model: torch.nn.Module, wanted) -> None:
+        """A row for each call of the modules whose qualified name passes `wanted`."""
+        def pre(name):
+            def hook(mod, args):          # a pre-hook's return value would replace the arguments: None here
+                self.open(name)
+            return hook
+
+        def post(mod, args, out):
+            self.rows.append(self.close())
+        for name, mod in model.named_modules():
+            if wanted(name):
+                self.handles += [mod.register_forward_pre_hook(pre(name)), mod.register_forward_hook(post)]
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
 def build_flow(device: torch.device, precision: str, blocks: int | None) -> torch.nn.Module:
     config = json.loads(json.loads(CONFIG.read_text())["ckpt_json_text"])
     if blocks is not None:
@@ -131,45 +176,18 @@ def build_flow(device: torch.device, precision: str, blocks: int | None) -> torc
 def measure(model, x, t, cond, lean: bool, table: bool, device: torch.device):
     """(output feats on the CPU in fp32, peak above the start, [(module, before, peak, after)] above the start)."""
     model.lean = lean
-    rows, stack, handles = [], [], []
     with Meter(device) as meter:
-        def fold():
-            p = meter.peak()
-            for e in stack:
-                e[2] = max(e[2], p)
-            meter.reset_peak()
-
-        def pre(name):
-            def hook(mod, args):
-                fold()
-                stack.append([name, meter.live(), 0])
-            return hook
-
-        def post(name):
-            def hook(mod, args, out):
-                fold()
-                n, before, peak = stack.pop()
-                for e in stack:
-                    e[2] = max(e[2], peak)
-                rows.append((n, before, peak, meter.live()))
-            return hook
-
+        peaks = ModulePeaks(meter)
         if table:
-            for name, mod in model.named_modules():
-                if name.count(".") == 1 or name in ("input_layer", "out_layer"):
-                    handles += [mod.register_forward_pre_hook(pre(name)), mod.register_forward_hook(post(name))]
+            peaks.watch(model, lambda name: name.count(".") == 1 or name in ("input_layer", "out_layer"))
         try:
-            start = meter.live()
-            meter.reset_peak()
-            stack.append(["forward", start, 0])
+            start = peaks.open("forward")
             with torch.no_grad():
                 out = model(x, t, cond).feats.float().cpu()
-            fold()
-            total = stack.pop()[2]
+            total = peaks.close()[2]
         finally:
-            for h in handles:
-                h.remove()
-    rows = [(n, b - start, p - start, a - start) for n, b, p, a in rows]
+            peaks.remove()
+    rows = [(n, b - start, p - start, a - start) for n, b, p, a in peaks.rows]
     return out, total - start, rows
 
 
