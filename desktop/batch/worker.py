@@ -200,9 +200,12 @@ class ItemWorker:
     def _free_memory(self) -> None:
         import gc
 
-        gc.collect()
-        if self.device.startswith("cuda"):
-            import torch
+        # Under the sampling lock: emptying the cache synchronises the device, which would break a CUDA graph
+        # that the other item's sampling may be capturing right now.
+        with self._sample_lock:
+            gc.collect()
+            if self.device.startswith("cuda"):
+                import torch
 
-            with contextlib.suppress(Exception):
-                torch.cuda.empty_cache()
+                with contextlib.suppress(Exception):
+                    torch.cuda.empty_cache()

@@ -8,6 +8,7 @@ differ by rounding: one attention call within relative RMS 2e-3 (measured 3.6e-4
 lengths never take the cuDNN path: there "auto" gives torch's varlen kernel's result bit for bit.
 """
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,64 @@ def test_graph_replay_sampling_equals_eager():
     assert len(captured) == 1          # 10 guided steps share one graph; the 2 unguided ones stay eager
     for a, b in zip(graphed.pred_x_t, eager.pred_x_t):
         assert torch.equal(a.feats, b.feats)
+
+
+@torch.no_grad()
+def test_graph_capture_beside_a_busy_thread():
+    """A batch worker samples (capturing a CUDA graph) in one thread while another exports (GPU renders, host
+    copies, allocations, synchronisations). Neither may fail, and the graphed sampling still equals the
+    eager one. With CUDA's default global capture mode the other thread's calls raised
+    (cudaErrorStreamCaptureUnsupported / "Cannot copy between CPU and CUDA tensors during CUDA graph capture")."""
+    import threading
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from networks_gpu import build, shell_structure
+    from trellis.pipelines.samplers import FlowEulerGuidanceIntervalSampler
+
+    model = build("slat_flow_model", "cuda")
+    model.set_torso_dtype(torch.float16)
+    s = shell_structure(6000)
+    g = torch.Generator(device="cuda").manual_seed(5)
+    noise = SparseTensor(torch.randn(s.coords.shape[0], model.in_channels, device="cuda", generator=g), s.coords)
+    cond = torch.randn(1, 1374, 1024, device="cuda", generator=g)
+    kw = dict(steps=12, cfg_strength=3.0, cfg_interval=(0.5, 1.0), rescale_t=3.0, verbose=False)
+    stop, errors, rounds = threading.Event(), [], [0]
+
+    # What such a thread may not do while another captures, and the export does not: draw from the default
+    # CUDA generator (the capture claims it: "Offset increment outside graph capture"; a private generator is
+    # fine) or synchronise the whole device (torch.cuda.synchronize / empty_cache wait on the capturing stream
+    # too and invalidate the capture).
+    own = torch.Generator(device="cuda").manual_seed(1)
+
+    def export_like():
+        try:
+            while not stop.is_set():
+                a = torch.randn(1536, 1536, device="cuda", generator=own)   # fresh allocations
+                b = (a @ a.T).softmax(-1)
+                host = b[:64].cpu()                                  # device -> host copy (synchronising)
+                back = torch.from_numpy(host.numpy()).to("cuda")     # host -> device, pageable
+                torch.cuda.mem_get_info()                            # as the renderers' chunking does
+                torch.cuda.current_stream().synchronize()           # (not torch.cuda.synchronize(): see below)
+                assert torch.equal(back, b[:64])
+                rounds[0] += 1
+        except BaseException as err:      # reported by the main thread
+            errors.append(err)
+
+    worker = threading.Thread(target=export_like, daemon=True)
+    worker.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)          # "CUDA graph capture failed" fails the test
+            graphed = FlowEulerGuidanceIntervalSampler().sample(model, noise, cond, torch.zeros_like(cond),
+                                                                cuda_graph=True, **kw)
+        graphed2 = FlowEulerGuidanceIntervalSampler().sample(model, noise, cond, torch.zeros_like(cond),
+                                                             cuda_graph=True, **kw)
+    finally:
+        stop.set()
+        worker.join(60)
+    assert not errors, repr(errors[0])
+    assert rounds[0] > 0
+    eager = FlowEulerGuidanceIntervalSampler().sample(model, noise, cond, torch.zeros_like(cond),
+                                                      cuda_graph=False, **kw)
+    for a, b, c in zip(graphed.pred_x_t, graphed2.pred_x_t, eager.pred_x_t):
+        assert torch.equal(a.feats, c.feats) and torch.equal(b.feats, c.feats)

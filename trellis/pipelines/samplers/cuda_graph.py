@@ -43,7 +43,12 @@ class GraphedFlow:
             sx = x.clone()
         st, sc = t.clone(), cond.clone()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
+        # "thread_local": other threads of this process may use the GPU while this one captures. With CUDA's
+        # default ("global") a batch worker's export thread, rendering and copying to the host while the
+        # sampling thread captures, had its own calls fail (and broke the capture). Such a thread must still
+        # not draw from the default CUDA generator while a capture runs (a private torch.Generator is fine):
+        # the export draws none (tests/gpu/test_attention_gpu.py::test_graph_capture_beside_a_busy_thread).
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             out = self.model(sx, st, sc)
         if self.pool is None:
             self.pool = graph.pool()
