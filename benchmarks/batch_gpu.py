@@ -27,11 +27,14 @@ decoders included), then the decoders' Gaussians and mesh are replaced by the re
 benchmarks/realistic_objects.py (a 256^3 two-sheet mesh, 500 k surface Gaussians), as app_gpu.py does:
 the random weights' 6 M-face noisy mesh is the worst case, ``--object random``, whose export alone takes
 about 30 s. The replacement is installed in every worker process (local or Ray) by a sitecustomize.py on
-PYTHONPATH that acts only when BATCH_GPU_OBJECT is set.
+PYTHONPATH that acts only when BATCH_GPU_OBJECT is set, and only once the process imports trellis.pipelines
+(the export's small child processes stay as fast as in the app; before 2026-11-23 each of them imported
+torch and trellis here, which added ~9 s to every item's export: the earlier table's export column).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -54,21 +57,25 @@ MODES = {
 
 # Installed into every Python process of a run (driver, local workers, Ray workers) through PYTHONPATH.
 SITECUSTOMIZE = r'''
-import os
+import os, sys
 if os.environ.get("BATCH_GPU_OBJECT"):
-    try:
+    # Lazily: only a process that imports trellis.pipelines (a batch worker) gets the realistic object. The
+    # export's own child processes (xatlas, the decimation pieces) run small scripts that never import it, and
+    # must not pay for importing torch and trellis here (that added ~4 s to each of them, ~9 s per item).
+    import importlib.abc, importlib.util
+
+    def _patch(module):
         import numpy as np, torch
-        from trellis.pipelines import TrellisImageTo3DPipeline
         from trellis.representations.mesh import MeshExtractResult
-        _arrays = {}
-        _run = TrellisImageTo3DPipeline.run
+        arrays, cls = {}, module.TrellisImageTo3DPipeline
+        run = cls.run
 
         def _realistic_run(self, *args, **kwargs):
             from realistic_objects import build_arrays, make_gaussian
-            out = _run(self, *args, **kwargs)
-            if not _arrays:
-                _arrays.update(build_arrays(os.environ["BATCH_GPU_OBJECT"], verbose=False))
-            a, device = _arrays, self.device
+            out = run(self, *args, **kwargs)
+            if not arrays:
+                arrays.update(build_arrays(os.environ["BATCH_GPU_OBJECT"], verbose=False))
+            a, device = arrays, self.device
             if "gaussian" in out:
                 out["gaussian"][0] = make_gaussian({k[3:]: a[k] for k in a if k.startswith("gs_")}, device)
             if "mesh" in out:
@@ -76,10 +83,28 @@ if os.environ.get("BATCH_GPU_OBJECT"):
                                                    torch.as_tensor(a["faces"].astype(np.int64), device=device), res=256)
             return out
 
-        TrellisImageTo3DPipeline.run = _realistic_run
-    except Exception as err:      # never break an unrelated process (Ray's own helpers share the environment)
-        import sys
-        print(f"batch_gpu sitecustomize: {err!r}", file=sys.stderr)
+        cls.run = _realistic_run
+
+    class _Hook(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name != "trellis.pipelines":
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.util.find_spec(name)
+            if spec is None or spec.loader is None:
+                return spec
+            execute = spec.loader.exec_module
+
+            def exec_module(module):
+                execute(module)
+                try:
+                    _patch(module)
+                except Exception as err:      # never break an unrelated process
+                    print(f"batch_gpu sitecustomize: {err!r}", file=sys.stderr)
+            spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, _Hook())
 '''
 
 
@@ -127,10 +152,33 @@ def run_mode(name: str, args, model: Path, images: Path, env: dict) -> dict:
     workers = summary.get("workers") or []
     items = sum(w["items"] for w in workers)
     steady = (len(done_times) - 1) / (done_times[-1] - done_times[0]) * 60 if len(done_times) > 2 else None
+    stages = item_stages(out)
     return {**result, "done": summary["done"], "failed": summary["failed"], "workers": len(workers),
+            "stages": stages,
             "items_per_min_wall": summary["done"] / wall * 60, "items_per_min_steady": steady,
             "sample_s": sum(w["sample"] for w in workers) / items if items else None,
             "export_s": sum(w["export"] for w in workers) / items if items else None}
+
+
+def item_stages(out: Path) -> dict:
+    """Mean seconds per item of every timed stage (each item's timings.json: pipeline, export.*, the bake's
+    clean-up / UV / observe / solve), to see where an item's export time goes when it overlaps sampling."""
+    sums, counts = {}, {}
+
+    def walk(prefix, value):
+        if isinstance(value, bool):
+            return
+        if isinstance(value, (int, float)):
+            sums[prefix] = sums.get(prefix, 0.0) + float(value)
+            counts[prefix] = counts.get(prefix, 0) + 1
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+
+    for path in sorted(out.glob("*/timings.json")):
+        with contextlib.suppress(ValueError, OSError):
+            walk("", json.loads(path.read_text()))
+    return {k: round(sums[k] / counts[k], 3) for k in sorted(sums)}
 
 
 def table(results: list, info: dict) -> str:
