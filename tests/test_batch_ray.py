@@ -39,6 +39,29 @@ def run_batch(capsys, *args):
     return rc, capsys.readouterr().err
 
 
+def test_ray_address_with_nothing_there_fails_fast_and_writes_no_item(tiny_pipeline_dir, eight_images, tmp_path,
+                                                                       capsys):
+    """`--ray HOST:PORT` where no cluster listens: a clear error within seconds (ray.init alone waited for the
+    cluster for minutes: killed at 120 s), exit 1, no item folder. First in this module: the other tests'
+    cluster is not up yet, so the driver really tries to join."""
+    import socket
+    import time
+
+    assert not ray.is_initialized()
+    with socket.socket() as s:             # a port that was free a moment ago: nothing listens on it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "out"
+    t = time.monotonic()
+    rc, err = run_batch(capsys, eight_images, "-o", out, "--model", tiny_pipeline_dir, "--device", "cpu",
+                        "--ray", f"127.0.0.1:{port}", "--ray-resource", "fake_gpu", *SMALL)
+    assert rc == 1
+    assert time.monotonic() - t < 30
+    assert f"nothing answers at 127.0.0.1:{port}" in err and "ray start --head" in err
+    assert not ray.is_initialized()
+    assert not [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
+
+
 def test_ray_actor_killed_mid_item_every_item_once_rerun_skips_driver_writes(ray_cluster, tiny_pipeline_dir,
                                                                              eight_images, tmp_path, capsys):
     out = tmp_path / "out"

@@ -80,6 +80,7 @@ class RayPool:
                 if self.address == "local":
                     ray.init(runtime_env=env, log_to_driver=False, include_dashboard=False)
                 else:
+                    _check_reachable(self.address)
                     ray.init(address=self.address, runtime_env=env, log_to_driver=False)
             except Exception as err:
                 raise RuntimeError(f"cannot join the Ray cluster at {self.address}: {str(err).strip()[:300]}; start "
@@ -221,6 +222,28 @@ class RayPool:
             pass
         if self.we_started:
             ray.shutdown()
+
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _check_reachable(address: str) -> None:
+    """For an address HOST:PORT (or ray://HOST:PORT): raise at once, with the reason, when nothing accepts a
+    connection there. ray.init would otherwise wait for the cluster's GCS for minutes, saying nothing useful.
+    "auto" (the cluster this machine belongs to) is left to Ray, which fails fast when there is none."""
+    import socket
+
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return                        # "auto" or a form Ray resolves itself
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as err:
+        reason = "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err))
+        raise RuntimeError(f"nothing answers at {hostport} ({reason} after at most {CONNECT_TIMEOUT_S:.0f} s)") from None
 
 
 def _units_on_this_node(resource: str) -> int:
