@@ -357,3 +357,24 @@ def test_texture_png_is_written_fast_and_lossless(tmp_path):
     png = (tmp_path / "m.png").read_bytes()
     assert _zlib_level_flag(png) == 0
     assert np.array_equal(np.asarray(Image.open(tmp_path / "m.png").convert("RGB")), texture)
+
+
+def test_obj_text_is_numpys_savetxt_text(tmp_path):
+    """The OBJ lines (written a chunk of rows per format operation) are exactly what np.savetxt writes for the
+    same rows, across chunk borders too."""
+    import io
+
+    from trellis.utils.export import assemble
+
+    rng = np.random.default_rng(2)
+    rows_f = rng.random((1000, 3)) * 2 - 1
+    rows_i = rng.integers(1, 10 ** 6, (1000, 9))
+    for line, rows in (("v %.6f %.6f %.6f\n", rows_f), ("f %d/%d/%d %d/%d/%d %d/%d/%d\n", rows_i)):
+        ours, numpys = io.StringIO(), io.StringIO()
+        assemble._write_rows(ours, line, rows, chunk=300)
+        np.savetxt(numpys, rows, fmt=line[:-1])
+        assert ours.getvalue() == numpys.getvalue()
+    v, f = sphere(2)
+    obj = save_obj(v, f, rng.random((len(v), 2)), np.zeros((4, 4, 3), np.uint8), tmp_path / "s.obj")
+    loaded = trimesh.load(obj, process=False, force="mesh")
+    assert len(loaded.faces) == len(f)
