@@ -117,6 +117,11 @@ RULES: dict[str, str] = {
         "torch.nn.attention.varlen.varlen_attn is new in PyTorch 2.10 (pytorch/pytorch PR #164502, release feature "
         "RFC #171814); with an older torch (the cu118 plan's 2.7.1) the library's attention falls back to SDPA "
         "(trellis/modules/attention/functional.py: has_torch_varlen).",
+    "attention_cudnn":
+        "on compute capability 9.0 and newer the library's 'auto' attention also puts PyTorch's cuDNN attention "
+        "first for the sparse flow's packed sequences of one length, outside torch.compile: 1.5-1.6x "
+        "FlashAttention-2 alone on the flows' shapes, a stage-2 guided step 46 -> 42 ms on an H100 "
+        "(docs/BENCHMARKS.md, issue 14; trellis/modules/attention/functional.py).",
     "attention_sdpa":
         "attention 'sdpa': padded/per-sequence scaled_dot_product_attention, which runs on every device "
         "(trellis/modules/attention/functional.py); used on the CPU and on GPUs below compute capability 8.0.",
@@ -285,7 +290,7 @@ class Plan:
     torch_index_url: str
     packages: list[str]               # installed from torch_index_url (step 1, before requirements_2.txt)
     optional_packages: list[str]      # accelerators added on top (triton-windows); the app runs without them
-    attention_backend: str            # "torch_varlen" | "sdpa"
+    attention_backend: str            # "torch_varlen" | "sdpa" (cuDNN too on sm_90+: rule attention_cudnn)
     sparse_conv_backend: str          # "torch"
     precision: str                    # "fp16" | "fp32"
     offload: str                      # "none" | "model"
@@ -604,6 +609,9 @@ def _plan_device(system: System, b: _Builder) -> Plan:
     elif attention == "sdpa":
         b.note(f"Attention uses PyTorch's scaled_dot_product_attention: the varlen FlashAttention kernel needs "
                f"compute capability 8.0 or newer (this GPU: {_cc(cc)}).", "attention_varlen")
+    if attention == "torch_varlen" and cc >= (9, 0):
+        b.note("Attention: FlashAttention-2 (varlen), and cuDNN attention for the sparse flow's equal-length "
+               "windows on this Hopper-or-newer GPU.", "attention_cudnn")
 
     free = estimated_free_bytes(gpu)
     precision, offload, cfg_batch = preset_for_free_bytes(free, cc, _total_bytes(gpu))

@@ -143,7 +143,8 @@ CASES = [
          rules=("gpu_arch", "attention_sdpa"), no_warnings=True),
     Case("h100_driver580", "NVIDIA H100 80GB HBM3, 81559, 580.95.05, 9.0\n", "Linux",
          "cu130", "torch_varlen", "fp16", "none",
-         why="Hopper 9.0 is in cu130; R580.", rules=("gpu_arch", "driver_cuda13"), no_warnings=True),
+         why="Hopper 9.0 is in cu130; R580.", rules=("gpu_arch", "driver_cuda13", "attention_cudnn"),
+         note=("cuDNN attention",), no_warnings=True),
     Case("wsl_rtx4070_driver561", "NVIDIA GeForce RTX 4070, 12282, 561.09, 8.9\n", "Linux",
          "cu126", "torch_varlen", "fp16", "none",
          why="Under WSL the driver is the Windows one: 561.09 < 561.17 (Windows column) though >= 560.35.05 "
