@@ -491,7 +491,9 @@ def test_noisy_field_peak_memory(monkeypatch):
     Blocks are made small next to this mesh, as the defaults are next to a full-size one; the peak of the
     live tensor storages made inside the call stays close to the result: measured 1.20x here (2.12x before
     quads were found per cube and faces and normals were written in blocks, which at full size was 1317
-    MiB -> 661 MiB). The face normals are those of MeshExtractResult's plain computation, bit for bit."""
+    MiB -> 661 MiB). The face normals are those of MeshExtractResult's plain computation, bit for bit, and kept
+    as one [F,3] row per face behind the [F,3,3] view: the result shrank by 2/3 of its normals (here 4.82 ->
+    1.61 MB) while the peak, reached before they are made, stayed 12.55 MB, so peak / result is 1.71x now."""
     import trellis.representations.mesh.flexicubes as fc
     from slat_memory_gpu import LiveStorages
 
@@ -503,8 +505,9 @@ def test_noisy_field_peak_memory(monkeypatch):
     with LiveStorages() as meter:
         m = extract_mesh(coords, feats, res)
     result = sum(t.untyped_storage().nbytes() for t in (m.vertices, m.vertex_attrs, m.faces, m.face_normal))
+    assert m.face_normal.untyped_storage().nbytes() == m.faces.shape[0] * 3 * 4          # [F,3] float32 held
     assert m.faces.shape[0] > 5 * len(coords) > 100000
-    assert meter.peak < 1.4 * result, (meter.peak, result)
+    assert meter.peak < 1.8 * result, (meter.peak, result)
     assert torch.equal(m.face_normal, MeshExtractResult.comp_face_normals(m.vertices, m.faces))
     monkeypatch.setattr(fc, "CUBE_BLOCK", 1 << 16)
     monkeypatch.setattr(fc, "FACE_BLOCK", 1 << 18)

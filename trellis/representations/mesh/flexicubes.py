@@ -420,12 +420,12 @@ def extract_mesh(coords: torch.Tensor, feats: torch.Tensor, res: int,
 
 def _result(vertices: torch.Tensor, faces: torch.Tensor, vertex_attrs, res: int) -> MeshExtractResult:
     """MeshExtractResult of an int64 [F,3] `faces`, its face normals computed FACE_BLOCK faces at a time
-    (MeshExtractResult.comp_face_normals on each block: the same rows, without its whole-mesh [F,3]
-    gathers and products next to the [F,3,3] result)."""
+    (MeshExtractResult.face_normal_rows_of on each block: the same rows, without its whole-mesh [F,3]
+    gathers and products next to the [F,3] result)."""
     out = MeshExtractResult(vertices, faces[:0], vertex_attrs, res=res)
-    normal = vertices.new_empty(faces.shape[0], 3, 3)
+    normal = vertices.new_empty(faces.shape[0], 3)
     for f0 in range(0, faces.shape[0], FACE_BLOCK):
-        normal[f0:f0 + FACE_BLOCK] = MeshExtractResult.comp_face_normals(vertices, faces[f0:f0 + FACE_BLOCK])
-    out.faces, out.face_normal = faces, normal
+        normal[f0:f0 + FACE_BLOCK] = MeshExtractResult.face_normal_rows_of(vertices, faces[f0:f0 + FACE_BLOCK])
+    out.faces, out.face_normal_rows = faces, normal
     out.success = vertices.shape[0] > 0 and faces.shape[0] > 0
     return out
