@@ -14,6 +14,10 @@ cached next to the objects. Each method runs ``--repeat`` times; the median time
 ``--export`` runs ``export_realistic_gpu.main`` once per method with ``uv_method`` added to the balanced
 preset's ``to_glb`` arguments (``--quick``: its reduced CPU size), so the seam-band error ratio, PSNR and
 the GLB atlas's texel use come from the same code as the GPU table.
+
+``--set charts.DIFFUSE_STEPS=0 chart_pack.BITMAP_FIRST_FILL=0.78`` sets module constants of
+``trellis.utils.export`` first (an A/B of one change in one session; 0 and 0.78: the layout before the
+compact chart borders).
 """
 from __future__ import annotations
 
@@ -57,6 +61,37 @@ def study_mesh(name: str, faces: int = None, cache=None):
     return v, f
 
 
+def distortion(vertices, faces, uvs) -> dict:
+    """How evenly the atlas spends its texels on the surface, from each face's map 3-D -> UV (its singular
+    values s1 >= s2): ``conformal``, the area-weighted mean of s1 / s2 (1: angles kept; the packer's
+    vertical stretch counts here); ``density_sd``, the area-weighted standard deviation of log(s1 s2)
+    over faces (0: every face gets texels in proportion to its area); ``chart_density_sd``, the same
+    over charts of their mean log density (0: every chart at the same texel density)."""
+    from trellis.utils.export.atlas_stats import chart_ids
+    v = np.asarray(vertices, np.float64)[faces]
+    t = np.asarray(uvs, np.float64)[faces]
+    e1, e2 = v[:, 1] - v[:, 0], v[:, 2] - v[:, 0]
+    n = np.cross(e1, e2)
+    area = 0.5 * np.linalg.norm(n, axis=1)
+    ok = area > 1e-12 * max(float(area.max(initial=0)), 1e-30)
+    x = e1 / np.maximum(np.linalg.norm(e1, axis=1, keepdims=True), 1e-30)
+    y = np.cross(n / np.maximum(2 * area[:, None], 1e-30), x)
+    p = np.stack([np.stack([(e1 * x).sum(1), (e1 * y).sum(1)], 1), np.stack([(e2 * x).sum(1), (e2 * y).sum(1)], 1)], 1)
+    q = np.stack([t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]], 1)
+    jac = np.linalg.solve(p[ok], q[ok])                 # rows: the face's edges in its own frame -> UV
+    sv = np.linalg.svd(jac, compute_uv=False)
+    w = area[ok] / area[ok].sum()
+    logd = np.log(np.maximum(sv[:, 0] * sv[:, 1], 1e-30))
+    mean = float((w * logd).sum())
+    chart = chart_ids(faces)[ok]
+    k = int(chart.max()) + 1
+    wc = np.bincount(chart, w, k)
+    per_chart = np.bincount(chart, w * logd, k) / np.maximum(wc, 1e-30)
+    return {"conformal": float((w * sv[:, 0] / np.maximum(sv[:, 1], 1e-30)).sum()),
+            "density_sd": float(np.sqrt((w * (logd - mean) ** 2).sum())),
+            "chart_density_sd": float(np.sqrt((wc * (per_chart - mean) ** 2).sum()))}
+
+
 def run_uv(v, f, method: str, size: int, padding: int, repeat: int) -> dict:
     from trellis.utils.export.uv_unwrap import unwrap_uv
     secs, out = [], None
@@ -65,8 +100,9 @@ def run_uv(v, f, method: str, size: int, padding: int, repeat: int) -> dict:
         info = {}
         out = unwrap_uv(v, f, time_budget_s=60.0, texture_size=size, padding=padding, method=method, info=info)
         secs.append(time.perf_counter() - t0)
-    _, ff, uv, _ = out
+    vv, ff, uv, _ = out
     st = atlas_stats(ff, uv, size)
+    st.update({k: round(x, 4) for k, x in distortion(vv, ff, uv).items()})
     st.update(method=info.get("method"), seconds=round(statistics.median(secs), 3), runs_s=[round(s, 3) for s in secs])
     return st
 
@@ -86,7 +122,16 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="with --export: the reduced CPU size")
     ap.add_argument("--device", default=None, help="with --export")
     ap.add_argument("--out", default="uv_atlas_study.json")
+    ap.add_argument("--set", nargs="+", default=[], metavar="MODULE.NAME=VALUE",
+                    help="module constants of trellis.utils.export to set first (numbers)")
     args = ap.parse_args(argv)
+    import importlib
+    for item in args.set:
+        name, value = item.split("=", 1)
+        mod, attr = name.rsplit(".", 1)
+        module = importlib.import_module(f"trellis.utils.export.{mod}")
+        old = getattr(module, attr)
+        setattr(module, attr, type(old)(float(value)) if isinstance(old, (int, float)) else value)
     from trellis.utils.export import chart_pack
     runs = [(m, pk) for m in args.methods for pk in (args.packers if m == "geometric" else [None])]
     rows = []
@@ -120,11 +165,13 @@ def main(argv=None) -> int:
             for k, q in per.items():
                 print(f"| {k} | {label} | {q['uv_s']:.2f} | {q['texel_use']:.3f} | {q['overlap_texels']} "
                       f"| {q['seam_band_error_ratio']:.2f} | {q['psnr_db']:.2f} | {q['ssim']:.3f} |")
-    print("\n| shape | method (packer) | faces | charts | single-triangle % | texel use | overlap texels | UV s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| shape | method (packer) | faces | charts | single-triangle % | texel use | overlap texels | UV s "
+          "| conformal | density sd (faces / charts) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['shape']} | {r['method']}{' (' + r['packer'] + ')' if r['packer'] else ''} | {r['faces']} | {r['charts']} | {100 * r['single_triangle_share']:.1f} "
-              f"| {r['texel_use']:.3f} | {r['overlap_texels']} | {r['seconds']:.2f} |")
+              f"| {r['texel_use']:.3f} | {r['overlap_texels']} | {r['seconds']:.2f} | {r['conformal']:.3f} "
+              f"| {r['density_sd']:.3f} / {r['chart_density_sd']:.3f} |")
     Path(args.out).write_text(json.dumps(result, indent=1, default=str))
     return 0
 

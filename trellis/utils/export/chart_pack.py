@@ -317,7 +317,7 @@ def pack_charts_skyline(tri, chart, size: int, padding: int = 2, attempts: int =
 # 3 forward transforms per chart instead of 5.
 
 BITMAP_GRID = 256           # the coarse grid has about this many blocks across (block = round(size / 256))
-BITMAP_FIRST_FILL = 0.78    # linear: the first layout tries 0.78² = 61 % of the texture in triangles
+BITMAP_FIRST_FILL = 0.80    # linear: the first layout tries 0.80² = 64 % of the texture in triangles
 BITMAP_HEADROOM = 1.15      # the atlas is searched up to this times the texture's height
 BITMAP_NEAR = 8             # block positions overlapping at most this many occupied blocks are tried
 BITMAP_NEAR_TRIES = 60      # per turn, the lowest this many of them (each at its b x b texel offsets)
