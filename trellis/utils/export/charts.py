@@ -25,7 +25,7 @@ Segmentation (a hierarchical variant of variational shape approximation):
   the neighbouring chart they share more edge length with (``SHORTEN_SWEEPS``), small charts merge
   again, and a chart that is no longer a disc is split as above. The bend limit is not checked again
   (it was not after the smoothing and merging either); the flattening's distortion is measured
-  instead (``benchmarks/uv_atlas_study.py``: the area distortion spread fell, 0.38 -> 0.20 on the bunny).
+  instead (``benchmarks/uv_atlas_study.py``: the area distortion spread fell, 0.38 -> 0.14 on the bunny).
 
 Flattening: LSCM (each triangle's map as close to a similarity as possible, two vertices of the
 chart pinned) for all charts in one sparse least-squares solve; each chart is then scaled so its
@@ -36,8 +36,8 @@ put back into a neighbouring chart, unfolded across a shared edge, where it over
 (``attach_single_faces``).
 
 Measured (2 busy cores) on the realistic bunny after the balanced clean-up (18 k faces): 92 charts,
-none of one triangle; segmentation ~0.2 s, LSCM ~0.1 s (with compact charts: 65 charts, the diffusion
-and shortening ~0.06 s more; texel use of the packed atlas 0.644 -> 0.697). On 150 k faces of the same shape: ~450
+none of one triangle; segmentation ~0.2 s, LSCM ~0.1 s (with compact charts and 20-face charts: 76
+charts, the diffusion and shortening ~0.06 s more; texel use of the packed atlas 0.644 -> 0.719). On 150 k faces of the same shape: ~450
 charts, 8 % of them single fold-over faces that fit nowhere, segmentation ~2 s, LSCM ~1.5 s.
 """
 from __future__ import annotations
