@@ -27,7 +27,7 @@ venv=$cache/oldest-torch-$version-$key
 # The torch-version-sensitive part of the library: attention, sparse tensors and conv, the six networks,
 # samplers, the pipeline end to end, FlexiCubes, the representations and the renderers. Left out (they run
 # on the main venv): export/to_glb, mesh clean-up and preprocessing, whose time goes to numpy, scipy,
-# xatlas, OpenCV and onnxruntime (the same versions in both venvs), and DINOv2's equivalence test
+# xatlas and onnxruntime (the same versions in both venvs), and DINOv2's equivalence test
 # (needs transformers). Together about 30 s here; making the venv the first time takes about 3 minutes.
 LIB_TESTS=(tests/test_attention.py tests/test_sparse.py tests/test_models.py tests/test_samplers.py
            tests/test_pipeline.py tests/test_flexicubes.py tests/test_representations.py

