@@ -199,6 +199,7 @@ def test_bitmap_packer_tries_the_near_block_positions(monkeypatch):
     size = 512
     use = {}
     monkeypatch.setattr(chart_pack, "BITMAP_FIRST_FILL", 0.78)   # as measured
+    monkeypatch.setattr(chart_pack, "BITMAP_PLACEMENTS", 0)      # one layout each, as measured
     for near in (0, chart_pack.BITMAP_NEAR):
         monkeypatch.setattr(chart_pack, "BITMAP_NEAR", near)
         uv = chart_pack.pack_charts_bitmap(tri, chart, size, 2)
@@ -300,3 +301,34 @@ def test_bad_charts_finds_tubes_and_passes_discs():
     phi = np.arctan2(mesh.centroid[:, 2], np.hypot(mesh.centroid[:, 0], mesh.centroid[:, 1]) - 1.0)
     quarters = ring * 2 + (phi > 0)                          # each half cut along the tube: four discs
     assert _bad_charts(mesh, quarters).tolist() == [False] * 4
+
+
+def test_bitmap_packer_spends_spare_placements_on_more_layouts(monkeypatch):
+    # few charts: the placements the scale search leaves go to more layouts, the best kept; never
+    # below the search's own layout, no overlap, inside the texture
+    from trellis.utils.export import chart_pack
+    size = 512
+    for name in ("torus", "decimated"):
+        chart, tri = _sphere_and_torus_charts()[name]
+        corners = np.arange(3 * len(chart)).reshape(-1, 3)
+        use = {}
+        for placements in (0, 8 * (int(chart.max()) + 1)):
+            monkeypatch.setattr(chart_pack, "BITMAP_PLACEMENTS", placements)
+            monkeypatch.setattr(chart_pack, "BITMAP_EXTRA_MAX_CHARTS", 10 ** 6)
+            uv = chart_pack.pack_charts_bitmap(tri, chart, size, 2)
+            assert np.isfinite(uv).all() and uv.min() >= 0 and uv.max() <= 1
+            st = atlas_stats(corners, uv.reshape(-1, 2), size)
+            assert st["overlap_texels"] == 0 and st["outside"] == 0
+            use[placements] = st["texel_use"]
+        print(name, use)
+        assert use[max(use)] >= use[0]
+
+
+def test_self_overlapping_faces_finds_a_chart_over_itself():
+    from trellis.utils.export.charts import self_overlapping_faces
+    a = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    tri = np.stack([a, a + 0.3, a + 5.0])            # faces 0 and 1 overlap, face 2 lies apart
+    out = self_overlapping_faces(np.array([0, 0, 0]), tri)
+    assert out.tolist() == [True, True, False]
+    # the same triangles in different charts: laid out side by side, no overlap
+    assert not self_overlapping_faces(np.array([0, 1, 2]), tri).any()

@@ -64,6 +64,10 @@ BORDER_SWEEPS = 3
 DIFFUSE_STEPS = 80          # random-walk steps of the border diffusion (0: off; 48-112 measured, 64-112 alike)
 SHORTEN_SWEEPS = 20         # sweeps of the border shortening after it
 MAX_ROUNDS = 3
+# faces of a chart that LSCM maps over itself are cut out before packing (``self_overlapping_faces``,
+# checked on a grid of about OVERLAP_GRID texels across, OVERLAP_ROUNDS times at most)
+OVERLAP_GRID = 1024
+OVERLAP_ROUNDS = 2
 
 
 class _Mesh:
@@ -479,6 +483,11 @@ def flatten_charts(vertices, faces, chart: np.ndarray = None, mesh: _Mesh = None
         if not folded.any():
             break
         chart, tri, signed = _detach(m, v, f, chart, tri, signed, folded)
+    for _ in range(OVERLAP_ROUNDS):
+        over = self_overlapping_faces(chart, tri)
+        if not over.any():
+            break
+        chart, tri, signed = _detach(m, v, f, chart, tri, signed, over)
     folded = real & (signed <= 0)
     if folded.any():    # still folded after the rounds: those charts are flattened face by face
         bad = np.isin(chart, np.unique(chart[folded]))
@@ -487,6 +496,43 @@ def flatten_charts(vertices, faces, chart: np.ndarray = None, mesh: _Mesh = None
     chart = np.unique(chart, return_inverse=True)[1]
     chart, tri = attach_single_faces(m, chart, tri)
     return chart, tri
+
+
+def self_overlapping_faces(chart: np.ndarray, tri: np.ndarray, size: int = None) -> np.ndarray:
+    """Bool per face: it shares a texel centre with another face of its own chart, the charts laid out
+    side by side (rows of their boxes, at least 2 texels apart) at ``size`` (default ``OVERLAP_GRID``)
+    texels across. A chart that LSCM maps over itself (around a vertex whose angles add up to more
+    than a turn, or along its border) would be found so in the packed atlas and cost ``uv_unwrap`` a
+    packing more."""
+    from .atlas_stats import overlapping_faces
+    size = int(OVERLAP_GRID if size is None else size)
+    chart = np.asarray(chart, np.int64)
+    k = int(chart.max()) + 1
+    pts = tri.reshape(-1, 2)
+    cc = np.repeat(chart, 3)
+    lo = np.full((k, 2), np.inf)
+    hi = np.full((k, 2), -np.inf)
+    np.minimum.at(lo, cc, pts)
+    np.maximum.at(hi, cc, pts)
+    box0 = np.maximum(hi - lo, 0.0)
+    gap = 3.0 * np.sqrt(max(float((box0[:, 0] * box0[:, 1]).sum()), 1e-30)) / size
+    for _ in range(4):                  # until the gap is 2 texels at least at the layout's scale
+        box = box0 + gap
+        row_w = max(float(box[:, 0].max()), 1.3 * float(np.sqrt((box[:, 0] * box[:, 1]).sum())))
+        at = np.zeros((k, 2))
+        x = y = row_h = 0.0
+        for c in np.argsort(-box[:, 1], kind="stable").tolist():
+            if x > 0 and x + box[c, 0] > row_w:
+                x, y, row_h = 0.0, y + row_h, 0.0
+            at[c] = (x, y)
+            x += box[c, 0]
+            row_h = max(row_h, box[c, 1])
+        extent = max(row_w, y + row_h)
+        if gap * size >= 2.0 * extent:
+            break
+        gap = 3.0 * extent / size
+    uv = (pts - lo[cc] + at[cc]) / extent
+    return overlapping_faces(np.arange(3 * len(tri)).reshape(-1, 3), uv, size)
 
 
 def single_face_charts(vertices, faces, chart, tri, which):
