@@ -15,6 +15,10 @@ cached next to the objects. Each method runs ``--repeat`` times; the median time
 preset's ``to_glb`` arguments (``--quick``: its reduced CPU size), so the seam-band error ratio, PSNR and
 the GLB atlas's texel use come from the same code as the GPU table.
 
+``--cleaned`` studies instead the mesh ``to_glb``'s clean-up leaves without hidden-face removal (both sheets
+decimated to the balanced preset's budget; with ``--quick`` from ``export_realistic_gpu --quick``'s 64^3
+grid: 1120 / 1710 faces), i.e. what the quick export unwraps: ``--cleaned --quick --texture-size 512``.
+
 ``--set charts.DIFFUSE_STEPS=0 chart_pack.BITMAP_FIRST_FILL=0.78`` sets module constants of
 ``trellis.utils.export`` first (an A/B of one change in one session; 0 and 0.78: the layout before the
 compact chart borders).
@@ -59,6 +63,21 @@ def study_mesh(name: str, faces: int = None, cache=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, vertices=v, faces=f)
     return v, f
+
+
+def cleaned_mesh(name: str, quick: bool = False, cache=None):
+    """The realistic object (outer and inner sheet) as ``to_glb``'s clean-up leaves it without hidden-face
+    removal: one decimation to the balanced preset's face budget (``quick``: from the 64^3 grid with
+    20 k Gaussians of ``export_realistic_gpu --quick``, else the 256^3 grid)."""
+    import export_realistic_gpu as erg
+    from realistic_objects import build_arrays
+
+    from trellis.utils.export.cleanup import clean_mesh_for_export
+    res, gs = (64, 20_000) if quick else (256, 500_000)
+    a = build_arrays(name, res, gs, cache=cache, verbose=False)
+    v, f = clean_mesh_for_export(np.asarray(a["vertices"]), np.asarray(a["faces"], np.int64),
+                                 simplify=erg.balanced_to_glb_kwargs()["simplify"], fill_holes=False)
+    return np.asarray(v, np.float32), np.asarray(f, np.int64)
 
 
 def distortion(vertices, faces, uvs) -> dict:
@@ -119,7 +138,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--cache", default=None)
     ap.add_argument("--export", action="store_true", help="also to_glb + glb_quality per method")
-    ap.add_argument("--quick", action="store_true", help="with --export: the reduced CPU size")
+    ap.add_argument("--quick", action="store_true", help="with --export or --cleaned: the reduced CPU size")
+    ap.add_argument("--cleaned", action="store_true",
+                    help="study the mesh to_glb's clean-up leaves (no hidden-face removal) instead")
     ap.add_argument("--device", default=None, help="with --export")
     ap.add_argument("--out", default="uv_atlas_study.json")
     ap.add_argument("--set", nargs="+", default=[], metavar="MODULE.NAME=VALUE",
@@ -136,7 +157,7 @@ def main(argv=None) -> int:
     runs = [(m, pk) for m in args.methods for pk in (args.packers if m == "geometric" else [None])]
     rows = []
     for name in args.shapes:
-        v, f = study_mesh(name, args.faces, args.cache)
+        v, f = cleaned_mesh(name, args.quick, args.cache) if args.cleaned else study_mesh(name, args.faces, args.cache)
         for m, pk in runs:
             chart_pack.PACKER = pk or "bitmap"
             st = run_uv(v, f, m, args.texture_size, args.padding, args.repeat)
