@@ -189,24 +189,29 @@ def _sphere_and_torus_charts():
     return out
 
 
+def _bitmap_texel_use(chart, tri, size: int) -> float:
+    """Texel use of ``pack_charts_bitmap`` (padding 2) at texture ``size``, after checking the layout: finite UVs
+    inside the texture, no overlapping texels."""
+    from trellis.utils.export import chart_pack
+    uv = chart_pack.pack_charts_bitmap(tri, chart, size, 2)
+    assert np.isfinite(uv).all() and uv.min() >= 0 and uv.max() <= 1
+    st = atlas_stats(np.arange(3 * len(chart)).reshape(-1, 3), uv.reshape(-1, 2), size)
+    assert st["overlap_texels"] == 0 and st["outside"] == 0
+    return st["texel_use"]
+
+
 def test_bitmap_packer_tries_the_near_block_positions(monkeypatch):
     # torus charts at texture 512 (blocks of 2 texels): texel use 0.5615 with the near positions
     # tried at texel offsets, 0.5419 without (decimated sphere 0.6168 / 0.6122); the bound fails
     # without them. No overlap, everything inside the texture.
     from trellis.utils.export import chart_pack
     chart, tri = _sphere_and_torus_charts()["torus"]
-    corners = np.arange(3 * len(chart)).reshape(-1, 3)
-    size = 512
     use = {}
     monkeypatch.setattr(chart_pack, "BITMAP_FIRST_FILL", 0.78)   # as measured
     monkeypatch.setattr(chart_pack, "BITMAP_PLACEMENTS", 0)      # one layout each, as measured
     for near in (0, chart_pack.BITMAP_NEAR):
         monkeypatch.setattr(chart_pack, "BITMAP_NEAR", near)
-        uv = chart_pack.pack_charts_bitmap(tri, chart, size, 2)
-        assert np.isfinite(uv).all() and uv.min() >= 0 and uv.max() <= 1
-        st = atlas_stats(corners, uv.reshape(-1, 2), size)
-        assert st["overlap_texels"] == 0 and st["outside"] == 0
-        use[near] = st["texel_use"]
+        use[near] = _bitmap_texel_use(chart, tri, 512)
     print(use)
     assert use[chart_pack.BITMAP_NEAR] >= 0.555 > use[0]
 
@@ -216,16 +221,11 @@ def test_bitmap_packer_keeps_the_best_of_its_chart_orders(monkeypatch):
     # first order alone ("extent" alone at that scale packs the decimated sphere worse)
     from trellis.utils.export import chart_pack
     chart, tri = _sphere_and_torus_charts()["decimated"]
-    corners = np.arange(3 * len(chart)).reshape(-1, 3)
-    size = 512
     use = {}
     monkeypatch.setattr(chart_pack, "BITMAP_FIRST_FILL", 0.78)   # as measured
     for orders in (("box",), ("box", "extent"), ("extent", "box")):
         monkeypatch.setattr(chart_pack, "BITMAP_ORDERS", orders)
-        uv = chart_pack.pack_charts_bitmap(tri, chart, size, 2)
-        st = atlas_stats(corners, uv.reshape(-1, 2), size)
-        assert st["overlap_texels"] == 0 and st["outside"] == 0
-        use[orders] = st["texel_use"]
+        use[orders] = _bitmap_texel_use(chart, tri, 512)
     print(use)
     assert use[("box", "extent")] >= use[("box",)] >= 0.61
 

@@ -104,23 +104,35 @@ def test_whole_flows_auto_attention_equal_flash(varlen_backend):
         del model
 
 
+def slat_flow_sampling(voxels: int, seed: int):
+    """``sample(cuda_graph=...)``: a 12-step CFG-interval sampling of the full-size SLat flow (fp16 torso, random
+    weights) on a ``voxels``-voxel shell, the same noise and condition at every call."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from networks_gpu import build, shell_structure
+    from trellis.pipelines.samplers import FlowEulerGuidanceIntervalSampler
+
+    model = build("slat_flow_model", "cuda")
+    model.set_torso_dtype(torch.float16)
+    s = shell_structure(voxels)
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    noise = SparseTensor(torch.randn(s.coords.shape[0], model.in_channels, device="cuda", generator=g), s.coords)
+    cond = torch.randn(1, 1374, 1024, device="cuda", generator=g)
+    kw = dict(steps=12, cfg_strength=3.0, cfg_interval=(0.5, 1.0), rescale_t=3.0, verbose=False)
+
+    def sample(cuda_graph: bool):
+        return FlowEulerGuidanceIntervalSampler().sample(model, noise, cond, torch.zeros_like(cond),
+                                                         cuda_graph=cuda_graph, **kw)
+    return sample
+
+
 @torch.no_grad()
 def test_graph_replay_sampling_equals_eager():
     """The sampler's CUDA-graph replay (the resident preset's default) gives the eager run's numbers: the guided
     steps replay one captured forward (same repeated structure every step), the last two unguided steps run
     eagerly, and every step's latent equals the eager run's bit for bit."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    from networks_gpu import build, shell_structure
-    from trellis.pipelines.samplers import FlowEulerGuidanceIntervalSampler
     from trellis.pipelines.samplers import cuda_graph
 
-    model = build("slat_flow_model", "cuda")
-    model.set_torso_dtype(torch.float16)
-    s = shell_structure(8000)
-    g = torch.Generator(device="cuda").manual_seed(3)
-    noise = SparseTensor(torch.randn(s.coords.shape[0], model.in_channels, device="cuda", generator=g), s.coords)
-    cond = torch.randn(1, 1374, 1024, device="cuda", generator=g)
-    kw = dict(steps=12, cfg_strength=3.0, cfg_interval=(0.5, 1.0), rescale_t=3.0, verbose=False)
+    sample = slat_flow_sampling(8000, seed=3)
     captured = []
     original = cuda_graph.GraphedFlow._capture
 
@@ -129,12 +141,10 @@ def test_graph_replay_sampling_equals_eager():
         return original(self, *a)
     cuda_graph.GraphedFlow._capture = spy
     try:
-        graphed = FlowEulerGuidanceIntervalSampler().sample(model, noise, cond, torch.zeros_like(cond),
-                                                            cuda_graph=True, **kw)
+        graphed = sample(cuda_graph=True)
     finally:
         cuda_graph.GraphedFlow._capture = original
-    eager = FlowEulerGuidanceIntervalSampler().sample(model, noise, cond, torch.zeros_like(cond),
-                                                      cuda_graph=False, **kw)
+    eager = sample(cuda_graph=False)
     assert len(captured) == 1          # 10 guided steps share one graph; the 2 unguided ones stay eager
     for a, b in zip(graphed.pred_x_t, eager.pred_x_t):
         assert torch.equal(a.feats, b.feats)
@@ -148,17 +158,7 @@ def test_graph_capture_beside_a_busy_thread():
     (cudaErrorStreamCaptureUnsupported / "Cannot copy between CPU and CUDA tensors during CUDA graph capture")."""
     import threading
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    from networks_gpu import build, shell_structure
-    from trellis.pipelines.samplers import FlowEulerGuidanceIntervalSampler
-
-    model = build("slat_flow_model", "cuda")
-    model.set_torso_dtype(torch.float16)
-    s = shell_structure(6000)
-    g = torch.Generator(device="cuda").manual_seed(5)
-    noise = SparseTensor(torch.randn(s.coords.shape[0], model.in_channels, device="cuda", generator=g), s.coords)
-    cond = torch.randn(1, 1374, 1024, device="cuda", generator=g)
-    kw = dict(steps=12, cfg_strength=3.0, cfg_interval=(0.5, 1.0), rescale_t=3.0, verbose=False)
+    sample = slat_flow_sampling(6000, seed=5)
     stop, errors, rounds = threading.Event(), [], [0]
 
     # What such a thread may not do while another captures, and the export does not: draw from the default
@@ -175,7 +175,7 @@ def test_graph_capture_beside_a_busy_thread():
                 host = b[:64].cpu()                                  # device -> host copy (synchronising)
                 back = torch.from_numpy(host.numpy()).to("cuda")     # host -> device, pageable
                 torch.cuda.mem_get_info()                            # as the renderers' chunking does
-                torch.cuda.current_stream().synchronize()           # (not torch.cuda.synchronize(): see below)
+                torch.cuda.current_stream().synchronize()           # (not torch.cuda.synchronize(): see above)
                 assert torch.equal(back, b[:64])
                 rounds[0] += 1
         except BaseException as err:      # reported by the main thread
@@ -186,16 +186,13 @@ def test_graph_capture_beside_a_busy_thread():
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", RuntimeWarning)          # "CUDA graph capture failed" fails the test
-            graphed = FlowEulerGuidanceIntervalSampler().sample(model, noise, cond, torch.zeros_like(cond),
-                                                                cuda_graph=True, **kw)
-        graphed2 = FlowEulerGuidanceIntervalSampler().sample(model, noise, cond, torch.zeros_like(cond),
-                                                             cuda_graph=True, **kw)
+            graphed = sample(cuda_graph=True)
+        graphed2 = sample(cuda_graph=True)
     finally:
         stop.set()
         worker.join(60)
     assert not errors, repr(errors[0])
     assert rounds[0] > 0
-    eager = FlowEulerGuidanceIntervalSampler().sample(model, noise, cond, torch.zeros_like(cond),
-                                                      cuda_graph=False, **kw)
+    eager = sample(cuda_graph=False)
     for a, b, c in zip(graphed.pred_x_t, graphed2.pred_x_t, eager.pred_x_t):
         assert torch.equal(a.feats, c.feats) and torch.equal(b.feats, c.feats)
