@@ -1,6 +1,7 @@
 """Peak GPU memory of the full-size SLat mesh decoder and FlexiCubes (issue 14 §4), module by module.
 
     python benchmarks/mesh_memory_gpu.py [--voxels 20000] [--structure shell|scattered] [--plain]
+    python benchmarks/mesh_memory_gpu.py --structure shell|scattered --time 5 [--blocks auto|small|one]   # seconds
     python benchmarks/mesh_memory_gpu.py --device cpu --voxels 3000 --structure scattered   # CPU, slow
 
 Random weights, fp16 torso (fp32 on the CPU). The structure at 64^3 (~20 k voxels -> ~1.3 M at 256^3) is
@@ -79,6 +80,37 @@ def run(m, x, plain: bool, table: bool):
     return feats, mesh
 
 
+def time_only(m, fresh, runs: int, dev) -> int:
+    """Seconds of decode_features and of extract_mesh (synchronised), a warm-up then ``runs`` runs."""
+    import statistics
+    import time
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    rows = []
+    for i in range(runs + 1):
+        with torch.no_grad():
+            sync()
+            t0 = time.perf_counter()
+            feats = m.decode_features(fresh())
+            sync()
+            t1 = time.perf_counter()
+            s = feats.layout[0]
+            mesh = extract_mesh(feats.coords[s, 1:], feats.feats[s], m.mesh_resolution, use_color=m.use_color)
+            sync()
+            t2 = time.perf_counter()
+        if i:
+            rows.append((t1 - t0, t2 - t1))
+        faces = mesh.faces.shape[0]
+        del feats, mesh
+    dec, fc = statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
+    print(f"decoder {dec:.4f} s, FlexiCubes {fc:.4f} s, total {dec + fc:.4f} s (median of {runs}; {faces} faces); "
+          f"runs: {[(round(a, 4), round(b, 4)) for a, b in rows]}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--voxels", type=int, default=20000)
@@ -86,7 +118,17 @@ def main() -> int:
                     help="thick shell (smooth field) or the same number of voxels scattered at random (noisy field)")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--plain", action="store_true", help="print the table of the plain computation")
+    ap.add_argument("--time", type=int, default=0, metavar="N",
+                    help="only time it: N runs after a warm-up, seconds of the decoder and of FlexiCubes (median)")
+    ap.add_argument("--blocks", choices=["auto", "small", "one"], default="auto",
+                    help="FlexiCubes' blocks: by free memory (the library's), the smallest (CUBE_BLOCK / FACE_BLOCK, "
+                         "what the CPU uses), or one block for the whole mesh")
     args = ap.parse_args()
+    import trellis.representations.mesh.flexicubes as fc
+    if args.blocks == "small":
+        fc._block_sizes = lambda device: (fc.CUBE_BLOCK, fc.FACE_BLOCK)
+    elif args.blocks == "one":
+        fc._block_sizes = lambda device: (1 << 40, 1 << 40)
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"
     m = build("slat_decoder_mesh", dev)
@@ -96,6 +138,8 @@ def main() -> int:
     print(f"{torch.cuda.get_device_name(dev) if cuda else 'cpu'}; {args.structure}: {len(structure.coords)} "
           f"voxels at 64^3")
     fresh = lambda: SparseTensor(structure.feats, structure.coords)  # noqa: E731  (maps built inside)
+    if args.time:
+        return time_only(m, fresh, args.time, dev)
     if cuda:
         run(m, fresh(), args.plain, False)                           # warm-up (kernels, tables)
         torch.cuda.empty_cache()

@@ -513,3 +513,24 @@ def test_noisy_field_peak_memory(monkeypatch):
     monkeypatch.setattr(fc, "FACE_BLOCK", 1 << 18)
     whole = extract_mesh(coords, feats, res)
     assert torch.equal(m.faces, whole.faces) and torch.equal(m.vertices, whole.vertices)
+
+
+def test_block_sizes_follow_the_free_memory(monkeypatch):
+    """_block_sizes: the smallest blocks on a CPU; on CUDA a quarter of what the process can still get
+    (free memory under its cap + the allocator's idle cache), at most BLOCK_MEMORY_MAX, never below the
+    smallest blocks (the device readings are stood in for: this box has no GPU)."""
+    import trellis.core.device as dev
+    import trellis.representations.mesh.flexicubes as fc
+
+    assert fc._block_sizes(torch.device("cpu")) == (fc.CUBE_BLOCK, fc.FACE_BLOCK)
+    cuda = torch.device("cuda", 0)
+    for free, reserved, allocated, want in ((70 << 30, 0, 0, fc.BLOCK_MEMORY_MAX),      # an idle large card
+                                            (600 << 20, 300 << 20, 200 << 20, (700 << 20) // 4),
+                                            (10 << 20, 0, 0, 0)):                         # nearly full: smallest
+        monkeypatch.setattr(dev, "free_device_memory", lambda d, free=free: free)
+        monkeypatch.setattr(torch.cuda, "memory_reserved", lambda d=None, r=reserved: r)
+        monkeypatch.setattr(torch.cuda, "memory_allocated", lambda d=None, a=allocated: a)
+        cube, face = fc._block_sizes(cuda)
+        assert cube == max(fc.CUBE_BLOCK, want // fc.CUBE_BLOCK_BYTES)
+        assert face == max(fc.FACE_BLOCK, want // fc.FACE_BLOCK_BYTES)
+    assert fc.BLOCK_MEMORY_MAX // fc.CUBE_BLOCK_BYTES >= 16 * fc.CUBE_BLOCK    # an idle card: 16x fewer blocks

@@ -197,3 +197,32 @@ def test_whole_mesh_decoder_with_fast_paths_on_and_off():
     rms = ((f_on - f_off).pow(2).mean().sqrt() / f_off.pow(2).mean().sqrt()).item()
     assert rms <= 2e-3, rms
     assert abs(v_on - v_off) <= 0.01 * v_off and abs(t_on - t_off) <= 0.01 * t_off, (v_on, v_off, t_on, t_off)
+
+
+def test_flexicubes_blocks_sized_by_free_memory_give_the_same_mesh(monkeypatch):
+    """On CUDA the extraction's blocks grow with the free memory (flexicubes._block_sizes); the mesh equals
+    the one made in the smallest blocks (faces bit for bit; vertices and colours to the rounding of CUDA's
+    atomic sums, which differ run to run anyway; face normals as computed from those vertices at once), on the
+    decoder's features of a 1.3 M-face shell."""
+    import trellis.representations.mesh.flexicubes as fc
+    from trellis.representations.mesh import extract_mesh
+
+    model = _mesh_decoder()
+    x64 = shell(20_000, 64)
+    g = torch.Generator(device=DEV).manual_seed(0)
+    feats = model.decode_features(SparseTensor(torch.randn(x64.coords.shape[0], 8, device=DEV, generator=g),
+                                               x64.coords))
+    s = feats.layout[0]
+    coords, f = feats.coords[s, 1:], feats.feats[s]
+    cube_block, face_block = fc._block_sizes(f.device)
+    assert cube_block >= 1 << 20 and face_block >= 1 << 24, (cube_block, face_block)   # an idle GPU: one block
+    big = extract_mesh(coords, f, model.mesh_resolution, use_color=model.use_color)
+    monkeypatch.setattr(fc, "_block_sizes", lambda device: (fc.CUBE_BLOCK, fc.FACE_BLOCK))
+    small = extract_mesh(coords, f, model.mesh_resolution, use_color=model.use_color)
+    assert big.faces.shape[0] > 1_000_000
+    assert torch.equal(big.faces, small.faces)
+    torch.testing.assert_close(big.vertices, small.vertices, atol=1e-6, rtol=0)
+    torch.testing.assert_close(big.vertex_attrs, small.vertex_attrs, atol=1e-5, rtol=0)
+    # normals: from the vertices in blocks as at once (those of a sliver face follow its vertices' rounding)
+    from trellis.representations.mesh.mesh_extract_result import MeshExtractResult
+    assert torch.equal(big.face_normal_rows, MeshExtractResult.face_normal_rows_of(big.vertices, big.faces))

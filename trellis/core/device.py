@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["free_device_memory", "release_device_memory", "set_memory_limit", "device_capability",
-           "usable_device_memory"]
+__all__ = ["free_device_memory", "obtainable_device_memory", "release_device_memory", "set_memory_limit",
+           "device_capability", "usable_device_memory"]
 
 # Per-process caps set through `set_memory_limit` (device index -> fraction), for torch builds without
 # `torch.cuda.get_per_process_memory_fraction` (it is missing from some releases).
@@ -45,6 +45,16 @@ def free_device_memory(device: torch.device) -> int | None:
     if fraction < 1.0:
         free = min(free, max(0, int(fraction * total) - torch.cuda.memory_reserved(index)))
     return free
+
+
+def obtainable_device_memory(device: torch.device) -> int | None:
+    """Bytes this process can still allocate on a CUDA device: ``free_device_memory`` plus what the caching
+    allocator holds unused (reserved - allocated). None for any other device."""
+    free = free_device_memory(device)
+    if free is None:
+        return None
+    device = torch.device(device)
+    return free + max(0, torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
 
 
 def release_device_memory(device: torch.device) -> None:

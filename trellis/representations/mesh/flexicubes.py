@@ -20,12 +20,25 @@ from .mesh_extract_result import MeshExtractResult
 __all__ = ["extract_mesh", "load_tables"]
 
 _TABLE_FILE = Path(__file__).with_name("flexicubes_tables.json")
-# Surface cubes whose edge entries are made at once in step 8. A block holds ~6 entries per cube at
-# ~350 bytes each with colour while it is processed: 1 << 16 cubes -> ~130 MiB (1 << 18 held ~500 MiB
-# on a 1.3 M-voxel res-256 grid of random features, the extraction's peak then; no slower on CPU).
+# Surface cubes whose edge entries are made at once in step 8 (and whose quads step 9 finds at once): the
+# smallest block. A block holds ~6 entries per cube at ~350 bytes each with colour while it is processed:
+# 1 << 16 cubes -> ~130 MiB (1 << 18 held ~500 MiB on a 1.3 M-voxel res-256 grid of random features, the
+# extraction's peak then; no slower on CPU).
 CUBE_BLOCK = 1 << 16
-# Quads / faces handled at once when the faces and their normals are written (step 9, the result).
+# Quads / faces handled at once when the faces and their normals are written (step 9, the result): the
+# smallest block.
 FACE_BLOCK = 1 << 18
+# On a CUDA device the blocks grow with the memory this process can still get (``_block_sizes``): each
+# block costs ~50 kernel launches and a few host syncs, so at the smallest blocks the extraction is
+# launch-bound (H100, 20 k voxels at 64^3 -> 1.26 M faces: 58 ms, ~4 800 kernels; one block: 20-23 ms; a
+# noisy field, 5.26 M faces: 238 -> 34 ms). Bytes one block costs above the rest of the extraction, per
+# surface cube (steps 8-9) and per quad (faces and normals), measured with the CPU dispatch tracker on a
+# noisy 5.1 M-face res-256 field (846 and 48 B; rounded up), the share of the free memory one block may
+# take, and the most it takes whatever is free (a low-VRAM run on a large card stays near its small peak).
+CUBE_BLOCK_BYTES = 1024
+FACE_BLOCK_BYTES = 64
+BLOCK_MEMORY_SHARE = 0.25
+BLOCK_MEMORY_MAX = 1 << 30
 # Largest dense lookup grid (cells) of steps 1-6: the touched-vertex and candidate-cube sets and the
 # vertex key -> row map are found on a dense (res+1)^3 / res^3 grid (int32: 68 MiB at res 256) instead
 # of by sorting [N,8] keys; above this (res > 321) the sort-and-search path gives the same result.
@@ -126,6 +139,18 @@ def _empty(device, use_color: bool, res: int) -> MeshExtractResult:
                              torch.zeros(0, 6, device=device) if use_color else None, res=res)
 
 
+def _block_sizes(device: torch.device):
+    """(cube block, face block) for an extraction on ``device``: the smallest blocks (CUBE_BLOCK,
+    FACE_BLOCK) on a CPU; on CUDA as large as BLOCK_MEMORY_SHARE of the memory this process can still get
+    allows (free device memory under any ``set_memory_limit`` cap, plus what the caching allocator holds
+    unused), at most BLOCK_MEMORY_MAX. The result does not depend on the block sizes."""
+    if device.type != "cuda":
+        return CUBE_BLOCK, FACE_BLOCK
+    from ...core.device import obtainable_device_memory
+    budget = min(int(BLOCK_MEMORY_SHARE * (obtainable_device_memory(device) or 0)), BLOCK_MEMORY_MAX)
+    return max(CUBE_BLOCK, budget // CUBE_BLOCK_BYTES), max(FACE_BLOCK, budget // FACE_BLOCK_BYTES)
+
+
 def _dense_ok(cells: int) -> bool:
     return cells <= GRID_CELLS
 
@@ -207,7 +232,9 @@ def extract_mesh(coords: torch.Tensor, feats: torch.Tensor, res: int,
     block of step 8 and step 9's quads ([F/2,4] int32 and a key each); nothing of size [N,8] or [S,21]
     is built, nothing per (cube, edge) entry outlives its block, and the int64 faces and the [F,3,3] face
     normals are written block by block into the result. On a noisy field (many surface cubes, ~6 faces
-    per voxel) the result itself, normals included, is then most of the peak.
+    per voxel) the result itself, normals included, is then most of the peak. On CUDA the blocks grow
+    with the free memory (``_block_sizes``: at most a quarter of it, at most BLOCK_MEMORY_MAX): fewer
+    kernel launches and host syncs where memory allows, the smallest blocks under a tight cap.
     """
     device = feats.device
     n_feat = 101 if use_color else 53
@@ -218,6 +245,7 @@ def extract_mesh(coords: torch.Tensor, feats: torch.Tensor, res: int,
         return _empty(device, use_color, res)
     tab = load_tables(device)
     corners, edges = tab["cube_corners"], tab["cube_edges"]
+    cube_block, face_block = _block_sizes(device)
     coords = coords.to(device=device, dtype=torch.long)
     if feats.dtype != torch.float32:
         feats = feats.float()
@@ -301,7 +329,7 @@ def extract_mesh(coords: torch.Tensor, feats: torch.Tensor, res: int,
     del nvd
 
     # One entry per (cube, owned surface edge): cube-major, then dmc table order. Made and consumed in
-    # blocks of CUBE_BLOCK cubes (the same entries in the same order, summed in the same order), so the
+    # blocks of cube_block cubes (the same entries in the same order, summed in the same order), so the
     # per-entry tensors (a dozen [M] / [M,3] arrays, ~4 entries per cube) and the cubes' weights never
     # exist for the whole mesh at once; nothing per entry outlives its block (step 9 finds the quads
     # from the cubes). Positions and colours have their own sums, divided in place into the result.
@@ -310,8 +338,8 @@ def extract_mesh(coords: torch.Tensor, feats: torch.Tensor, res: int,
     wsum = vattr.new_zeros(V)
     vgamma = vattr.new_empty(V)
     step = (1 - 1e-8) / (2 * res)
-    for s0 in range(0, S, CUBE_BLOCK):
-        s1 = min(s0 + CUBE_BLOCK, S)
+    for s0 in range(0, S, cube_block):
+        s1 = min(s0 + cube_block, S)
         # the block's weights: [B,21], rows of non-voxel cubes 0 (beta = alpha = 1, gamma = 0.5)
         wr = wrow[s0:s1]
         has = (wr >= 0).nonzero().squeeze(1)
@@ -363,8 +391,8 @@ def extract_mesh(coords: torch.Tensor, feats: torch.Tensor, res: int,
     quads, qkeys, qout = [], [], []
     key_dtype = torch.int32 if R1 ** 3 * 3 < 2 ** 31 else torch.long
     index_of = _cube_index(cube_keys, res)
-    for s0 in range(0, S, CUBE_BLOCK):
-        s1 = min(s0 + CUBE_BLOCK, S)
+    for s0 in range(0, S, cube_block):
+        s1 = min(s0 + cube_block, S)
         for axis in range(3):
             d, slot_of = tab["quad_d"][axis], tab["edge_slot"][:, tab["quad_e"][axis]].T   # [4,256]
             own = (slot_of[3][case[s0:s1]] >= 0).nonzero().squeeze(1) + s0
@@ -407,25 +435,26 @@ def extract_mesh(coords: torch.Tensor, feats: torch.Tensor, res: int,
     faces = torch.empty(2 * Q, 3, dtype=torch.long, device=device)
     sp1, sp2 = tab["quad_split_1"], tab["quad_split_2"]
     fwd, back = torch.tensor([0, 1, 3, 2], device=device), torch.tensor([2, 3, 1, 0], device=device)
-    for q0 in range(0, Q, FACE_BLOCK):
-        q1 = min(q0 + FACE_BLOCK, Q)
+    for q0 in range(0, Q, face_block):
+        q1 = min(q0 + face_block, Q)
         qb = torch.where(qout[q0:q1, None], quads[q0:q1][:, fwd], quads[q0:q1][:, back])
         g = vgamma[qb]
         split1 = (g[:, 0] * g[:, 2] > g[:, 1] * g[:, 3])[:, None]
         faces[2 * q0:2 * q1] = torch.where(split1, qb[:, sp1], qb[:, sp2]).view(-1, 3)
         del qb, g, split1
     del quads, qout, vgamma
-    return _result(vertices, faces, vertex_attrs, res)
+    return _result(vertices, faces, vertex_attrs, res, face_block)
 
 
-def _result(vertices: torch.Tensor, faces: torch.Tensor, vertex_attrs, res: int) -> MeshExtractResult:
+def _result(vertices: torch.Tensor, faces: torch.Tensor, vertex_attrs, res: int,
+            face_block: int = FACE_BLOCK) -> MeshExtractResult:
     """MeshExtractResult of an int64 [F,3] `faces`, its face normals computed FACE_BLOCK faces at a time
     (MeshExtractResult.face_normal_rows_of on each block: the same rows, without its whole-mesh [F,3]
     gathers and products next to the [F,3] result)."""
     out = MeshExtractResult(vertices, faces[:0], vertex_attrs, res=res)
     normal = vertices.new_empty(faces.shape[0], 3)
-    for f0 in range(0, faces.shape[0], FACE_BLOCK):
-        normal[f0:f0 + FACE_BLOCK] = MeshExtractResult.face_normal_rows_of(vertices, faces[f0:f0 + FACE_BLOCK])
+    for f0 in range(0, faces.shape[0], face_block):
+        normal[f0:f0 + face_block] = MeshExtractResult.face_normal_rows_of(vertices, faces[f0:f0 + face_block])
     out.faces, out.face_normal_rows = faces, normal
     out.success = vertices.shape[0] > 0 and faces.shape[0] > 0
     return out
