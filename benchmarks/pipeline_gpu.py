@@ -31,12 +31,16 @@ from trellis.pipelines.memory import StageTracker  # noqa: E402
 from trellis.pipelines.samplers import FlowEulerGuidanceIntervalSampler  # noqa: E402
 
 # name, precision, offload, batched CFG, CUDA graphs, compiled flow blocks (the low-VRAM preset is what
-# pick_preset gives < 6 GB; "compiled" = MemoryPolicy.compile, the flows' blocks through torch.compile)
-PRESETS = [("low-VRAM fp16+offload", "fp16", "model", False, False, False),
+# pick_preset gives < 6 GB: offload, CFG "auto" = batched per stage where it fits once the flow is loaded; the
+# "sequential CFG" rows force the conditional and unconditional passes apart, what "auto" does when memory is short;
+# "compiled" = MemoryPolicy.compile, the flows' blocks through torch.compile)
+PRESETS = [("low-VRAM", "fp16", "model", "auto", False, False),
+           ("low-VRAM compiled", "fp16", "model", "auto", False, True),
+           ("low-VRAM fp16+offload", "fp16", "model", False, False, False),
            ("fp16+offload", "fp16", "model", True, True, False),
            ("fp16", "fp16", "none", True, True, False), ("fp16 eager", "fp16", "none", True, False, False),
            ("fp16 compiled", "fp16", "none", True, False, True),
-           ("low-VRAM compiled", "fp16", "model", False, False, True),
+           ("low-VRAM sequential CFG compiled", "fp16", "model", False, False, True),
            ("fp32", "fp32", "none", True, True, False)]
 
 
@@ -89,11 +93,20 @@ def main() -> int:
     ap.add_argument("--commit", default="?")
     ap.add_argument("--presets", default=None, help="comma-separated preset names (default: all)")
     ap.add_argument("--repeats", type=int, default=1, help="timed runs per preset after the warm-up (median shown)")
+    ap.add_argument("--limit-gib", type=float, default=None,
+                    help="cap this process's GPU memory first (set_memory_limit): what a card of that size allows")
     args = ap.parse_args()
-    pipe = build_pipeline().to("cuda")
+    if args.limit_gib:
+        from trellis.core.device import set_memory_limit
+        set_memory_limit("cuda", int(args.limit_gib * 2 ** 30))
+    pipe = build_pipeline()
+    if args.limit_gib:
+        pipe.set_memory_policy(offload="model")     # under a cap the models wait in host memory from the start
+    pipe = pipe.to("cuda")
     coords = shell_structure(args.voxels).coords
     image = torch.rand(1, 3, 518, 518, generator=torch.Generator().manual_seed(0))
     info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "commit": args.commit,
+            "limit_gib": args.limit_gib,
             "date": time.strftime("%Y-%m-%d"), "voxels": int(coords.shape[0]), "steps": args.steps, "presets": {}}
     latents = {}
     wanted = [n.strip() for n in args.presets.split(",")] if args.presets else [p[0] for p in PRESETS]
@@ -116,6 +129,7 @@ def main() -> int:
                                  "all_totals": [r[0] for r in runs],
                                  "peak_allocated_GiB": max(s["peak_allocated_bytes"] for s in stages) / 2 ** 30,
                                  "peak_reserved_GiB": max(s["peak_reserved_bytes"] for s in stages) / 2 ** 30}
+        info["presets"][name]["cfg_batch_per_stage"] = dict(pipe.last_cfg_batch)
         print(json.dumps({name: info["presets"][name]}), flush=True)
     ref = latents["fp16 eager"]
     info["slat_rel_rms_vs_fp16_eager"] = {

@@ -115,3 +115,29 @@ def test_sparse_block_matches_dense_formulation(sizes):
     h = h + block16.cross_attn(x.replace(ln(block16.norm2, h)), ctx).feats
     ref = h + gate_mlp * block16.mlp(ln(block16.norm3, h) * (1 + scale_mlp) + shift_mlp)
     assert rel_rms(got, ref) < 2e-3
+
+
+def test_conditioner_in_fp16_autocast_stays_within_rounding_of_fp32():
+    """An fp16 pipeline runs DINOv2 under fp16 autocast on CUDA (trellis_image_to_3d.CONDITIONER_FP16): its
+    condition tokens equal the fp32 ones to fp16 rounding (H100: relative RMS 5.9e-4), and come out fp32."""
+    import trellis.pipelines.trellis_image_to_3d as t3d
+    from trellis.models.dinov2 import DINOV2_VITL14_REG_ARGS
+    from trellis.models.image_conditioner import ImageConditioner
+    from trellis.pipelines.memory import MemoryPolicy
+
+    torch.manual_seed(0)
+    pipe = t3d.TrellisImageTo3DPipeline.__new__(t3d.TrellisImageTo3DPipeline)
+    pipe.image_cond_model = ImageConditioner.from_config(DINOV2_VITL14_REG_ARGS).cuda().eval()
+    pipe._device, pipe._hosts = torch.device("cuda"), {}
+    pipe._policy = MemoryPolicy("fp16", "none")
+    pipe.models = {}
+    image = torch.rand(1, 3, 518, 518, generator=torch.Generator().manual_seed(0))
+    half = pipe.get_cond(image)["cond"]
+    t3d.CONDITIONER_FP16 = False
+    try:
+        full = pipe.get_cond(image)["cond"]
+    finally:
+        t3d.CONDITIONER_FP16 = True
+    assert half.dtype == torch.float32 and full.dtype == torch.float32
+    rel = ((half - full).pow(2).mean().sqrt() / full.pow(2).mean().sqrt()).item()
+    assert 0 < rel < 2e-3, rel

@@ -137,13 +137,15 @@ def pick_preset(device: torch.device, free_bytes: int | None = None, capability:
     fp32 = precision == "fp32"
     resident_budget = RESIDENT_BUDGET_FP32_BYTES if fp32 else RESIDENT_BUDGET_BYTES
     cfg_batch_min = CFG_BATCH_MIN_BYTES * (2 if fp32 else 1)
-    # CUDA graphs when the models stay resident: the eager flows are launch-bound, and replaying each guided
-    # step's forward took the fp16 chain from 1.22 to 1.08 s on an H100 (docs/BENCHMARKS.md). Not when
-    # offloading: a graph's memory pool holds a forward's activations for the whole stage. With compiled
-    # blocks (MemoryPolicy.compile) the pipeline does not replay graphs: they measured no faster there.
+    # No CUDA graphs by default (MemoryPolicy.cuda_graphs=True still asks for them): the 7th session measured the
+    # fp16 chain 1.22 -> 1.08 s with them on an H100, but against an eager path then slowed by cuDNN attention; on
+    # the 9th session's four H100 starts the graphed chain was slower than eager every time (1.125 vs 1.060,
+    # 1.061 vs 1.019, 1.146 vs 1.063, 1.135 vs 1.094 s; docs/BENCHMARKS.md): each run captures anew (two eager calls
+    # and a capture per shape) and the guided forwards are GPU-bound. Never when offloading (a graph's pool holds a
+    # forward's activations for the whole stage) or with compiled blocks (no faster there).
     if free < resident_budget:
         return MemoryPolicy(precision, "model", cfg_batch=free >= cfg_batch_min, cuda_graphs=False)
-    return MemoryPolicy(precision, "none", cfg_batch=True, cuda_graphs=True)
+    return MemoryPolicy(precision, "none", cfg_batch=True, cuda_graphs=False)
 
 
 @dataclass
