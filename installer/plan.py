@@ -118,10 +118,10 @@ RULES: dict[str, str] = {
         "RFC #171814); with an older torch (the cu118 plan's 2.7.1) the library's attention falls back to SDPA "
         "(trellis/modules/attention/functional.py: has_torch_varlen).",
     "attention_cudnn":
-        "on compute capability 9.0 and newer the library's 'auto' attention also puts PyTorch's cuDNN attention "
-        "first for the sparse flow's packed sequences of one length, outside torch.compile: 1.5-1.6x "
-        "FlashAttention-2 alone on the flows' shapes, a stage-2 guided step 46 -> 42 ms on an H100 "
-        "(docs/BENCHMARKS.md, issue 14; trellis/modules/attention/functional.py).",
+        "on compute capability 9.0 and newer PyTorch's cuDNN attention can run the flows (ATTN_BACKEND / "
+        "SPARSE_ATTN_BACKEND=cudnn): 1.5-1.6x FlashAttention-2 per call on an H100, but slower in the whole chain "
+        "there (low-VRAM 1.47 vs 1.19 s), so 'auto' keeps FlashAttention-2 (docs/BENCHMARKS.md, issue 14; "
+        "trellis/modules/attention/functional.py: CUDNN_IN_AUTO).",
     "attention_sdpa":
         "attention 'sdpa': padded/per-sequence scaled_dot_product_attention, which runs on every device "
         "(trellis/modules/attention/functional.py); used on the CPU and on GPUs below compute capability 8.0.",
@@ -610,8 +610,8 @@ def _plan_device(system: System, b: _Builder) -> Plan:
         b.note(f"Attention uses PyTorch's scaled_dot_product_attention: the varlen FlashAttention kernel needs "
                f"compute capability 8.0 or newer (this GPU: {_cc(cc)}).", "attention_varlen")
     if attention == "torch_varlen" and cc >= (9, 0):
-        b.note("Attention: FlashAttention-2 (varlen), and cuDNN attention for the sparse flow's equal-length "
-               "windows on this Hopper-or-newer GPU.", "attention_cudnn")
+        b.note("Attention: FlashAttention-2 (varlen); cuDNN attention (ATTN_BACKEND=cudnn) is there on this "
+               "Hopper-or-newer GPU but measured slower in the whole chain, so it is not the default.", "attention_cudnn")
 
     free = estimated_free_bytes(gpu)
     precision, offload, cfg_batch = preset_for_free_bytes(free, cc, _total_bytes(gpu))

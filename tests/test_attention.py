@@ -126,3 +126,21 @@ def test_environment_variables_are_honoured_and_refused_clearly():
     assert ok.stdout.split()[:2] == ["sdpa", "xformers"]
     bad = _import_with_env(SPARSE_BACKEND="torchsparse2")
     assert bad.returncode != 0 and "SPARSE_BACKEND='torchsparse2' is not a known value" in bad.stderr
+
+
+def test_seqlens_from_python_lengths_trace_without_a_graph_break():
+    """The flows' compiled cross-attention builds a SeqLens from Python lengths inside the compiled block:
+    Dynamo must trace it in one graph (torch 2.11 broke the graph at max(..., default=0))."""
+    import torch._dynamo
+
+    from trellis.modules.attention.functional import SeqLens
+
+    def f(x):
+        s = SeqLens([3, 4], x.device)
+        return x * s.max + s.cu.sum()
+
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(f)(torch.ones(3))
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert torch.equal(f(torch.ones(3)), torch.full((3,), 4.0 + 10))
+    assert SeqLens([], "cpu").max == 0

@@ -77,12 +77,17 @@ def _sdpa_dense(q, k, v):
 # cuDNN's fused attention kernel ships inside PyTorch's CUDA wheels (Windows too). On an H100 it runs the flows'
 # attention shapes 1.5-1.6x faster than the FlashAttention-2 kernel that SDPA and varlen_attn pick by default
 # (docs/BENCHMARKS.md, "cuDNN attention"); results differ by fp16 rounding (relative RMS 4e-4). Inside the blocks
-# the gain survives only for the sparse flow (packed sequences of one length: a SLat guided step 46 -> 42 ms);
-# the dense stage-1 block measured 1.50 -> 1.58 ms with it (the q/k/v views of the packed projection), and
-# compiled blocks gained nothing (0.99 vs 1.00 ms). So "auto" puts it first for uniform varlen calls on Hopper
-# (sm_90) and newer, outside torch.compile; ATTN_BACKEND / SPARSE_ATTN_BACKEND = cudnn asks for it (dense calls
-# too) on any GPU that has it, another name (sdpa, torch_varlen, ...) keeps it out.
+# the gain first seemed to survive for the sparse flow only (packed sequences of one length: a SLat guided step
+# 46 -> 42 ms; the dense stage-1 block 1.50 -> 1.58 ms with cuDNN first, compiled blocks no gain), so "auto" put it
+# first there, on Hopper (sm_90) and newer, outside torch.compile. In the whole chain it was slower where it counts
+# (H100, one device start, two processes, SPARSE_ATTN_BACKEND auto = cuDNN vs torch_varlen, 3 runs each,
+# pipeline_gpu): low-VRAM 1.455-1.488 vs 1.160-1.198 s, fp16 with CUDA graphs 1.236-1.275 vs 1.104-1.147, fp16 eager
+# 1.023-1.063 vs 1.058-1.084 (its only gain), compiled 0.904-0.994 vs 0.805-0.811: the per-call gain does not survive
+# fresh buffers and the CFG batch changing between steps (cuDNN's plan cache is the likely cause; not verified).
+# So "auto" keeps FlashAttention-2 (CUDNN_IN_AUTO); ATTN_BACKEND / SPARSE_ATTN_BACKEND = cudnn still asks for cuDNN
+# first (dense calls too) on any GPU that has it (_CUDNN_AUTO_CAPABILITY is what "auto" would need if switched on).
 _CUDNN_AUTO_CAPABILITY = (9, 0)
+CUDNN_IN_AUTO = False
 
 
 def _find_sdpa_priority():
@@ -115,6 +120,8 @@ def _cudnn_capability_ok(device: torch.device, auto: bool) -> bool:
 def _cudnn_wanted(name: str, q: torch.Tensor) -> bool:
     """Whether backend `name` ("auto" or "cudnn") runs this half-precision CUDA call through cuDNN first."""
     if name not in ("auto", "cudnn") or not (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)):
+        return False
+    if name == "auto" and not CUDNN_IN_AUTO:
         return False
     if torch.compiler.is_compiling():
         # Not inside torch.compile (the compiled flow blocks): there the priority context, and the cuDNN operator
@@ -174,7 +181,8 @@ class SeqLens:
         # Lengths given as Python numbers need no device -> host copy (no sync; torch.compile traces it
         # without a graph break: the flows' cross-attention builds one inside a compiled block).
         self.host = lengths.tolist() if host is None else host
-        self.max = max(self.host, default=0)
+        # (not max(..., default=0): torch 2.11's Dynamo cannot fold the keyword and breaks the graph there)
+        self.max = max(self.host) if self.host else 0
 
     @staticmethod
     @lru_cache(maxsize=64)
