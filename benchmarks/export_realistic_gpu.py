@@ -37,6 +37,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +82,22 @@ def commit() -> str:
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+_UV_INPUT = []
+
+
+def _record_uv_input():
+    """Wrap ``uv_unwrap.unwrap_uv`` (``bake_textured_mesh`` imports it at each call) so that the mesh it is
+    given is kept in ``_UV_INPUT`` (a copy: vertices float32, faces int64)."""
+    from trellis.utils.export import uv_unwrap
+    inner = uv_unwrap.unwrap_uv
+
+    def recording(vertices, faces, *a, **k):
+        _UV_INPUT.append((np.array(vertices, np.float32), np.array(faces, np.int64)))
+        return inner(vertices, faces, *a, **k)
+
+    uv_unwrap.unwrap_uv = recording
 
 
 def run_to_glb(gaussian, mesh, kwargs, device):
@@ -155,7 +172,12 @@ def main(argv=None) -> int:
     ap.add_argument("--fill-holes", choices=("on", "off"), default=None, help="override the preset's hole filling")
     ap.add_argument("--cache", default=None, help="object cache folder (default $TRELLIS_BENCH_CACHE or .cache/)")
     ap.add_argument("--out", default="export_realistic.json")
+    ap.add_argument("--save-uv-input", default=None, metavar="DIR",
+                    help="write the mesh each shape's last to_glb gave the UV unwrap (DIR/uv_input_<shape>.npz: "
+                         "vertices, faces), for CPU studies of the atlas on the exact mesh the product unwraps")
     args = ap.parse_args(argv)
+    if args.save_uv_input:
+        _record_uv_input()
     q = args.quick
     pick = lambda v, full, quick: v if v is not None else (quick if q else full)  # noqa: E731
     res, n_gs = pick(args.resolution, 256, 64), pick(args.gaussians, 500_000, 20_000)
@@ -229,6 +251,11 @@ def main(argv=None) -> int:
         info["rows"][name] = row
         print(json.dumps({"shape": name, "median_s": row["median_s"], "stages_median_s": row["stages_median_s"],
                           "glb_faces": row["glb_faces"], "quality": quality}), flush=True)
+        if args.save_uv_input and _UV_INPUT:
+            Path(args.save_uv_input).mkdir(parents=True, exist_ok=True)
+            v_in, f_in = _UV_INPUT[-1]
+            np.savez(Path(args.save_uv_input) / f"uv_input_{name}.npz", vertices=v_in, faces=f_in)
+            _UV_INPUT.clear()
         del gaussian, mesh, glb
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -8,7 +8,7 @@ object's outer sheet (``realistic_objects.build_arrays`` at grid 256, the decode
 library's ``simplify_mesh`` to the face count the balanced preset's clean-up leaves on the H100 host
 (bunny 18 276, nut 27 396 faces; ``--faces`` to change). Hidden-face removal is skipped (it takes minutes on
 a CPU); it only removes the inner sheet, which is left out here from the start. The decimated meshes are
-cached next to the objects. Each method runs ``--repeat`` times; the median time is reported.
+cached next to the objects. Each method runs ``--repeat`` times, the methods interleaved; the median time is reported.
 
 ``--packers bitmap skyline`` gives the geometric method once per chart packer (``chart_pack.PACKER``).
 ``--export`` runs ``export_realistic_gpu.main`` once per method with ``uv_method`` added to the balanced
@@ -18,6 +18,10 @@ the GLB atlas's texel use come from the same code as the GPU table.
 ``--cleaned`` studies instead the mesh ``to_glb``'s clean-up leaves without hidden-face removal (both sheets
 decimated to the balanced preset's budget; with ``--quick`` from ``export_realistic_gpu --quick``'s 64^3
 grid: 1120 / 1710 faces), i.e. what the quick export unwraps: ``--cleaned --quick --texture-size 512``.
+
+``--mesh-file bunny=/path/uv_input_bunny.npz nut=...`` studies saved meshes instead (npz with "vertices" and
+"faces", e.g. what ``export_realistic_gpu --save-uv-input DIR`` writes: the exact mesh ``to_glb`` unwraps, after
+the clean-up and hidden-face removal); ``NAME=`` is the row's label, ``--shapes`` is then ignored.
 
 ``--set charts.DIFFUSE_STEPS=0 chart_pack.BITMAP_FIRST_FILL=0.78`` sets module constants of
 ``trellis.utils.export`` first (an A/B of one change in one session; 0 and 0.78: the layout before the
@@ -112,14 +116,22 @@ def distortion(vertices, faces, uvs) -> dict:
 
 
 def run_uv(v, f, method: str, size: int, padding: int, repeat: int) -> dict:
+    return finish_uv(v, f, *[time_uv(v, f, method, size, padding) for _ in range(repeat)], size=size)
+
+
+def time_uv(v, f, method: str, size: int, padding: int):
+    """One ``unwrap_uv`` run: (output, info, seconds)."""
     from trellis.utils.export.uv_unwrap import unwrap_uv
-    secs, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        info = {}
-        out = unwrap_uv(v, f, time_budget_s=60.0, texture_size=size, padding=padding, method=method, info=info)
-        secs.append(time.perf_counter() - t0)
-    vv, ff, uv, _ = out
+    t0 = time.perf_counter()
+    info = {}
+    out = unwrap_uv(v, f, time_budget_s=60.0, texture_size=size, padding=padding, method=method, info=info)
+    return out, info, time.perf_counter() - t0
+
+
+def finish_uv(v, f, *runs, size: int) -> dict:
+    """Stats of the last of ``runs`` (``time_uv`` results), the median time of all."""
+    (vv, ff, uv, _), info, _ = runs[-1]
+    secs = [r[2] for r in runs]
     st = atlas_stats(ff, uv, size)
     st.update({k: round(x, 4) for k, x in distortion(vv, ff, uv).items()})
     st.update(method=info.get("method"), seconds=round(statistics.median(secs), 3), runs_s=[round(s, 3) for s in secs])
@@ -141,6 +153,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="with --export or --cleaned: the reduced CPU size")
     ap.add_argument("--cleaned", action="store_true",
                     help="study the mesh to_glb's clean-up leaves (no hidden-face removal) instead")
+    ap.add_argument("--mesh-file", nargs="+", default=[], metavar="NAME=PATH",
+                    help="study saved meshes (npz: vertices, faces) instead of --shapes")
     ap.add_argument("--device", default=None, help="with --export")
     ap.add_argument("--out", default="uv_atlas_study.json")
     ap.add_argument("--set", nargs="+", default=[], metavar="MODULE.NAME=VALUE",
@@ -156,11 +170,23 @@ def main(argv=None) -> int:
     from trellis.utils.export import chart_pack
     runs = [(m, pk) for m in args.methods for pk in (args.packers if m == "geometric" else [None])]
     rows = []
-    for name in args.shapes:
-        v, f = cleaned_mesh(name, args.quick, args.cache) if args.cleaned else study_mesh(name, args.faces, args.cache)
-        for m, pk in runs:
-            chart_pack.PACKER = pk or "bitmap"
-            st = run_uv(v, f, m, args.texture_size, args.padding, args.repeat)
+    files = dict(item.split("=", 1) if "=" in item else (Path(item).stem, item) for item in args.mesh_file)
+    for name in (files or args.shapes):
+        if files:
+            d = np.load(files[name])
+            v, f = np.asarray(d["vertices"], np.float32), np.asarray(d["faces"], np.int64)
+        elif args.cleaned:
+            v, f = cleaned_mesh(name, args.quick, args.cache)
+        else:
+            v, f = study_mesh(name, args.faces, args.cache)
+        done = {i: [] for i in range(len(runs))}
+        for _ in range(args.repeat):          # methods interleaved: each repeat runs every method once
+            for i, (m, pk) in enumerate(runs):
+                chart_pack.PACKER = pk or "bitmap"
+                done[i].append(time_uv(v, f, m, args.texture_size, args.padding))
+                done[i][:-1] = [(None, r[1], r[2]) for r in done[i][:-1]]     # keep only the last output
+        for i, (m, pk) in enumerate(runs):
+            st = finish_uv(v, f, *done[i], size=args.texture_size)
             st.update(shape=name, packer=pk)
             rows.append(st)
             print(json.dumps(st), flush=True)

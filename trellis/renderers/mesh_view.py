@@ -88,8 +88,8 @@ def render_mesh(mesh, extrinsics: torch.Tensor, intrinsics: torch.Tensor, resolu
             out["normal"] = torch.zeros(3, resolution, resolution, device=device)
         else:
             if face_normal is not None:
-                fn = face_normal.reshape(faces.shape[0], -1, 3)[:, 0] if face_normal.dim() != 3 else face_normal[:, 0]
-                fn = fn.to(device=device, dtype=torch.float32)  # flat: the same for all corners
+                # [F,3,3] (an expanded view: no copy) or [F,3]; flat: the same for all corners
+                fn = face_normal.reshape(faces.shape[0], -1, 3)[:, 0].to(device=device, dtype=torch.float32)
             else:
                 fn = _face_normals(vertices, faces)
             # Row f + 1 = (normal of face f + 1) / 2, row 0 = black background.

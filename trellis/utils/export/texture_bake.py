@@ -397,14 +397,14 @@ def inpaint_texture(texture, filled, rings: int = INPAINT_RINGS) -> np.ndarray:
     known = torch.as_tensor(filled, device=tex.device).bool()
     if bool(known.all()) or not bool(known.any()):
         return (tex.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-    out = _push_pull(*_grow_rings(tex, known, rings))
+    out = _push_pull(*_grow_rings(tex, known, rings)).permute(1, 2, 0)
     out = torch.where(known[..., None], tex, out)                  # filled texels bit for bit
     return (out.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
 def _grow_rings(tex, known, rings: int):
-    """(colour [S,S,3], known [S,S]) after ``rings`` rings of empty texels next to known ones took the mean of
-    their known 3x3 neighbours."""
+    """(colour x weight [1,3,S,S], weight [1,1,S,S] of 0 / 1): the known texels of ``tex`` [S,S,3], then
+    ``rings`` rings of empty texels next to known ones, each with the mean of its known 3x3 neighbours."""
     p = tex.permute(2, 0, 1)[None] * known
     w = known[None, None].to(tex.dtype)
     for _ in range(rings):
@@ -415,13 +415,12 @@ def _grow_rings(tex, known, rings: int):
         ps = F.avg_pool2d(p, 3, stride=1, padding=1)
         p = torch.where(grow, ps / ws.clamp_min(1e-12), p)
         w = torch.where(grow, torch.ones_like(w), w)
-    return p[0].permute(1, 2, 0), w[0, 0] > 0
+    return p, w
 
 
-def _push_pull(tex, known):
-    """float [S,S,3]: ``known`` texels kept, the rest from coarser averages of the known ones."""
-    p = tex.permute(2, 0, 1)[None] * known
-    w = known[None, None].to(tex.dtype)
+def _push_pull(p, w):
+    """[3,S,S]: texels of weight 1 keep colour ``p``, the rest (weight 0, colour 0) come from coarser averages of
+    the weighted ones (``p``, ``w``: [1,3,S,S] colour x weight, [1,1,S,S] weight, as ``_grow_rings`` gives)."""
     levels = [(p, w)]
     while w.shape[-1] > 1 or w.shape[-2] > 1:
         p, w = F.avg_pool2d(p, 2, ceil_mode=True), F.avg_pool2d(w, 2, ceil_mode=True)
@@ -431,7 +430,7 @@ def _push_pull(tex, known):
         colour = p / w.clamp_min(1e-12)
         fill = colour if fill is None else (
             w * colour + (1 - w) * F.interpolate(fill, size=w.shape[-2:], mode="bilinear", align_corners=False))
-    return fill[0].permute(1, 2, 0)
+    return fill[0]
 
 
 def render_textured(vertices, faces, uvs, texture, extrinsics, intrinsics, resolution: int,

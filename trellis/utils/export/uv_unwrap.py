@@ -1,7 +1,6 @@
 """UV unwrapping for texture baking (spec §15.3), bounded in time.
 
-Method "geometric" (opt-in, ``method="geometric"``; ``auto`` tries it first only when
-``AUTO_GEOMETRIC`` is set, see below; issue 13 §4): our own charts, cut along the
+Method "geometric" (``auto`` tries it first, ``AUTO_GEOMETRIC``, see below; issue 13 §4): our own charts, cut along the
 geometry (``charts.geometric_charts``: normal clusters grown over the face adjacency, split until each
 is a disc of bounded bend, borders smoothed, tiny charts merged), flattened by LSCM
 (``charts.flatten_charts``; faces folded over by decimation are cut out and put back into a neighbour
@@ -12,9 +11,17 @@ where xatlas on the 2 000-face pieces below gave 116 charts of which 22 % single
 given the same geometric pieces (or the whole mesh) still made 12-20 % single-triangle charts: it cuts
 decimation's fold-over faces out as charts of their own. Measured with ``atlas_stats.atlas_stats``.
 
-Not the default yet: on the H100 host (2026-11-22, realistic objects at the balanced preset) it made the
-CAD nut's UV stage 0.9 s slower than xatlas in pieces (1.77 vs 0.90 s) and its seam-band error ratio
-1.12 (xatlas: 0.97), with texel use 53-55 % either way; so ``auto`` keeps xatlas first, as before.
+On the meshes ``to_glb`` unwrapped at the balanced preset on the H100 (after hidden-face removal; texture
+1024, padding 2, 2 CPU cores, 2026-11-23): texel use 0.703 (bunny, 113 charts) and 0.701 (nut, 54 charts),
+xatlas 0.564 / 0.554; UV time still above xatlas's there (bunny 1.17 vs 1.03 s, nut 1.07 vs 0.76 s, medians
+of 7 interleaved runs on a shared runner). Then made faster at the same layouts (complex LSCM, Chebyshev
+border diffusion, leaner packing; charts / chart_pack): on 2 CPU cores, those two meshes, medians of 9
+interleaved runs in one process, before -> after (xatlas): bunny 0.90 -> 0.66 s (0.79), nut 0.84 -> 0.56 s
+(0.67). Inside ``to_glb`` on the H100 (2026-11-23, realistic objects at the balanced preset, 1 warm-up + 3 runs,
+median): UV bunny 0.90 s vs xatlas 0.93, nut 0.94 vs 0.89; ``to_glb`` 3.45 vs 3.44 s, 4.62 vs 4.86 s; texel use
+0.703 / 0.701 vs 0.564 / 0.554; seam-band error ratio 0.97 / 1.06 vs 0.96 / 0.97 (the issue's "no visible seams"
+baseline: 1.09); PSNR equal. So ``auto`` tries it first now (``AUTO_GEOMETRIC``; before, on 2026-11-22, it was
+0.9 s slower than xatlas on the nut with seams 1.12 and texel use 53-55 %).
 
 Then, in order, when the one before fails:
 
@@ -69,8 +76,11 @@ SMOOTH_ITERATIONS = 8
 # only add seams where a chart would have crossed a piece boundary.
 PIECE_FACES = 2000
 
-# Whether "auto" tries the geometric layout before xatlas (see the module docstring: not yet).
-AUTO_GEOMETRIC = False
+# Whether "auto" tries the geometric layout before xatlas (see the module docstring: yes since 2026-11-23), and on
+# meshes of up to how many faces: it was measured against xatlas on 18-27 k-face meshes (the balanced preset's
+# realistic objects); larger ones (the high preset, noisy random-weight meshes) keep xatlas until measured.
+AUTO_GEOMETRIC = True
+AUTO_GEOMETRIC_MAX_FACES = 40_000
 
 # Times the geometric layout cuts faces found overlapping in the atlas out of their charts and packs
 # again; faces still overlapping after that become charts of one face each (up to SINGLE_FACE_ROUNDS
@@ -167,6 +177,7 @@ def unwrap_uv(vertices, faces, time_budget_s: float = 10.0, progress: Progress =
     # (skipped in "auto" when its estimate exceeds the budget: then xatlas in pieces, faster on
     # large meshes, gets the budget, as before the geometric charts existed)
     if method == "geometric" or (method == "auto" and AUTO_GEOMETRIC and budget > 0
+                                 and len(f) <= AUTO_GEOMETRIC_MAX_FACES
                                  and geometric_time_estimate(len(f)) <= budget):
         try:
             out = geometric_layout(v, f, texture_size=texture_size, padding=padding, progress=progress,
