@@ -166,7 +166,7 @@ def _surface_error(v, f, reference_points):
 
 def test_decimation_pieces_depend_on_the_face_count_only():
     assert [mc.decimation_pieces(n) for n in (0, 100_000, 300_000, 731_036, 999_999, 1_000_000, 1_261_352, 6_270_000,
-                                              50_000_000)] == [1, 1, 1, 1, 1, 4, 8, 16, 16]
+                                              50_000_000)] == [1, 1, 2, 8, 8, 8, 8, 16, 16]
 
 
 @pytest.fixture
@@ -195,9 +195,11 @@ def test_simplify_in_pieces_equals_one_pass_in_quality(monkeypatch, tmp_path, ch
     one = mc.simplify_mesh(v, f, 0.95, pieces=1)
     assert not children
     calls = []
+    monkeypatch.setattr(simp, "_workers", lambda: 8)
     four = mc.simplify_mesh(v, f, 0.95, pieces=4, progress=lambda s, i, n: calls.append((s, i, n)))
-    # one child per piece, one for the re-joined mesh
+    # cores enough: one child per piece (an input and an output file each), one for the re-joined mesh
     assert len(children) == 5 and all(c.args[1:3] == ["-c", simp._PIECE_CHILD] for c in children)
+    assert [len(c.args) for c in children] == [5] * 5
     assert calls[0] == ("simplify", 0, 5) and calls[-1] == ("simplify", 5, 5)
     assert [i for _, i, _ in calls] == sorted(i for _, i, _ in calls)
     target = round(0.05 * len(f))
@@ -210,9 +212,15 @@ def test_simplify_in_pieces_equals_one_pass_in_quality(monkeypatch, tmp_path, ch
     edge = lambda vv, ff: np.linalg.norm(vv[ff[:, 0]] - vv[ff[:, 1]], axis=1)   # noqa: E731
     assert np.percentile(edge(*four), 5) >= 0.6 * np.percentile(edge(*one), 5)
     assert list(tmp_path.iterdir()) == []               # the pieces' files are gone
-    # repeatable, and the same when a piece's child fails or no child can start (done in this process)
+    # repeatable; the same on fewer cores (two children of two pieces each, then the re-joined mesh: the
+    # pieces do not depend on the cores), and when a piece's child fails or no child can start (done here)
     for a, b in zip(four, mc.simplify_mesh(v, f, 0.95, pieces=4)):
         np.testing.assert_array_equal(a, b)
+    monkeypatch.setattr(simp, "_workers", lambda: 2)
+    del children[:]
+    for a, b in zip(four, mc.simplify_mesh(v, f, 0.95, pieces=4)):
+        np.testing.assert_array_equal(a, b)
+    assert [len(c.args) for c in children] == [7, 7, 5]
     monkeypatch.setattr(simp, "_PIECE_CHILD", "import os; os._exit(3)")
     for a, b in zip(four, mc.simplify_mesh(v, f, 0.95, pieces=4)):
         np.testing.assert_array_equal(a, b)
@@ -226,6 +234,7 @@ def test_simplify_in_pieces_equals_one_pass_in_quality(monkeypatch, tmp_path, ch
 
 def test_cancel_while_pieces_run_kills_them(monkeypatch, tmp_path, children):
     monkeypatch.setattr(simp, "_PIECE_CHILD", "import time; time.sleep(60)")
+    monkeypatch.setattr(simp, "_workers", lambda: 2)
     polls = []
     v, f = _sphere(5)
     with pytest.raises(Cancelled):

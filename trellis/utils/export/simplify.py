@@ -84,18 +84,29 @@ def _cancel_coincident_faces(faces):
 # pass, 1.32-1.40 s in 4 pieces (child start-up and the extra merge eat the gain: below
 # PIECES_FROM_FACES one pass, in-process); the e2e random-weight decoder mesh (1.52 M faces) 4.2 -> 2.6 s
 # in 8 pieces; 2.92 M noisy faces 8.2 -> 3.9 s in 16.
-PIECE_MIN_FACES = 150_000
-PIECES_FROM_FACES = 1_000_000
+# 2026-11-23: smaller pieces from 300 k faces (were 150 k+ from 1 M). The decimator's time grows faster than
+# the faces (the nut's 1.1 M faces: 1.9-2.3 s in one pass, its four 274 k-face pieces 0.25-0.37 s each, its
+# sixteen 68 k-face pieces 0.05 s each), and pieces decimate in child processes while the caller renders
+# (``to_glb``'s observation views). The realistic bunny (731 k faces) is now cut in 8 pieces instead of one
+# pass in this process, the nut in 8 instead of 4. First decimation of to_glb (reduction 0.9375), 2 CPU cores
+# (benchmarks/decimation.py; distance mean / p99 in voxels): bunny 1 / 4 / 8 / 16 pieces 1.12 / 0.94 / 0.89 /
+# 0.92 s, 0.188 / 0.437, 0.187 / 0.437, 0.188 / 0.436, 0.189 / 0.439; nut 1.92 / 1.44 / 1.31 / 1.57 s, 0.259 /
+# 0.772, 0.240 / 0.577, 0.240 / 0.577, 0.240 / 0.579. Several pieces share one child on a machine with fewer
+# cores than pieces (the pieces, and so the result, are the same on every machine).
+PIECE_MIN_FACES = 80_000
+PIECES_FROM_FACES = 300_000
 MAX_PIECES = 16
 PIECE_SLACK = 2.0
 
-# A decimation child process (a piece, or a whole mesh): no trellis import, so it starts in ~0.1 s.
+# A decimation child process: one or more pieces (or a whole mesh), each an input .npz and an output .npz
+# named on the command line in pairs; no trellis import, so it starts in ~0.1 s.
 _PIECE_CHILD = r"""
 import sys, numpy as np, fast_simplification
-d = np.load(sys.argv[1])
-v, f = fast_simplification.simplify(d["vertices"], d["faces"], target_count=int(d["target"]),
-                                    preserve_border=bool(d["preserve_border"]))
-np.savez(sys.argv[2], vertices=np.asarray(v, dtype=np.float64), faces=np.asarray(f, dtype=np.int32))
+for src, dst in zip(sys.argv[1::2], sys.argv[2::2]):
+    d = np.load(src)
+    v, f = fast_simplification.simplify(d["vertices"], d["faces"], target_count=int(d["target"]),
+                                        preserve_border=bool(d["preserve_border"]))
+    np.savez(dst, vertices=np.asarray(v, dtype=np.float64), faces=np.asarray(f, dtype=np.int32))
 """
 
 
@@ -151,11 +162,13 @@ def _in_pieces(pieces: int, target: int, n_faces: int) -> bool:
 
 class _Decimation:
     """The decimation of a merged mesh to ``target`` faces as child processes that ``poll()`` advances
-    (it never blocks on a child): either one child for the whole mesh, or ``pieces`` compact pieces (one
-    child each, at most one per core, borders kept, PIECE_SLACK times their share) and then one child for
-    the re-joined mesh. A child that fails or cannot start is replaced by the same call in this process,
-    with the same result. ``result()`` is the raw decimator output; ``close()`` kills the children and
-    removes the folder (``folder``)."""
+    (it never blocks on a child): either one child for the whole mesh, or ``pieces`` compact pieces (borders
+    kept, PIECE_SLACK times their share) shared out among at most one child per core (``_workers()``; each
+    child decimates its pieces one after the other, so a machine with few cores starts few interpreters),
+    and then one child for the re-joined mesh. The pieces, and so the result, do not depend on the cores.
+    A child that fails or cannot start is replaced by the same calls in this process, with the same
+    result. ``result()`` is the raw decimator output; ``close()`` kills the children and removes the
+    folder (``folder``)."""
 
     def __init__(self, v, f, target: int, pieces: int):
         import tempfile
@@ -167,26 +180,30 @@ class _Decimation:
             if _in_pieces(pieces, target, len(f)):
                 self.phase = "pieces"
                 groups = _split_compact(v[f[:, 0]], pieces)    # a face's first corner stands for the face
+                files = []
                 for g in groups:
                     used = np.zeros(len(v), dtype=bool)
                     used[f[g].reshape(-1)] = True
                     share = max(1, int(math.ceil(target * PIECE_SLACK * len(g) / len(f))))
-                    self._add(v[used], (np.cumsum(used) - 1)[f[g]], share, True)
+                    files.append(self._write(v[used], (np.cumsum(used) - 1)[f[g]], share, True))
+                children = min(len(files), _workers())
+                self._pending = [files[c::children] for c in range(children)]
             else:
                 self.phase = "whole"
-                self._add(v, f, target, False)
-            self.steps = len(self._pending) + (1 if self.phase == "pieces" else 0)
+                self._pending = [[self._write(v, f, target, False)]]
+            self.steps = sum(map(len, self._pending)) + (1 if self.phase == "pieces" else 0)
         except BaseException:
             self.close()
             raise
 
-    def _add(self, v, f, target, preserve_border):
+    def _write(self, v, f, target, preserve_border):
+        """(index, input file, output file) of one decimation call, its input written."""
         import os
 
         i = self._files = getattr(self, "_files", -1) + 1
         src, dst = os.path.join(self.folder, f"in{i}.npz"), os.path.join(self.folder, f"out{i}.npz")
         np.savez(src, vertices=v, faces=f.astype(np.int32), target=target, preserve_border=preserve_border)
-        self._pending.append((i, src, dst))
+        return i, src, dst
 
     def finished_steps(self) -> int:
         return len(self._done) if self.phase == "pieces" else len(self._done) + (self.steps - 1)
@@ -195,18 +212,20 @@ class _Decimation:
         """Starts what may start, collects what ended; True once the result is in."""
         if self._result is not None:
             return True
-        for i, (proc, src, dst) in list(self._running.items()):
+        for key, (proc, calls) in list(self._running.items()):
             if proc.poll() is None:
                 continue
-            del self._running[i]
-            self._done[i] = self._collect(proc.returncode, src, dst)
+            del self._running[key]
+            for i, src, dst in calls:
+                self._done[i] = self._collect(proc.returncode, src, dst)
         while self._pending and len(self._running) < _workers():
-            i, src, dst = self._pending.pop(0)
-            proc = child.start(_PIECE_CHILD, (src, dst), self.folder)
-            if proc is None:                 # no child possible: this step is done here
-                self._done[i] = self._collect(None, src, dst)
+            calls = self._pending.pop(0)
+            proc = child.start(_PIECE_CHILD, [name for _, src, dst in calls for name in (src, dst)], self.folder)
+            if proc is None:                 # no child possible: these calls are done here
+                for i, src, dst in calls:
+                    self._done[i] = self._collect(None, src, dst)
             else:
-                self.proc, self._running[i] = proc, (proc, src, dst)
+                self.proc, self._running[calls[0][0]] = proc, (proc, calls)
         if self._pending or self._running:
             return False
         parts = [self._done[i] for i in sorted(self._done)]
@@ -220,7 +239,7 @@ class _Decimation:
             v, f = merge_duplicate_vertices(np.concatenate([pv for pv, _ in parts]), np.concatenate(faces))
             self.phase, self._done = "whole", {}
             if self.target < len(f):
-                self._add(v, f, self.target, False)
+                self._pending = [[self._write(v, f, self.target, False)]]
                 return self.poll()
             parts = [(v, f)]
         self._result = parts[0]
@@ -243,7 +262,7 @@ class _Decimation:
     def close(self) -> None:
         import shutil
 
-        for proc, _, _ in self._running.values():
+        for proc, _ in self._running.values():
             child.stop(proc)
         self._running = {}
         shutil.rmtree(self.folder, ignore_errors=True)
