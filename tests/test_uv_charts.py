@@ -17,7 +17,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trellis.utils.export.atlas_stats import atlas_stats, overlapping_faces, texel_counts
+from trellis.utils.export.atlas_stats import (
+    atlas_stats,
+    overlapping_faces,
+    texel_counts,
+)
 from trellis.utils.export.chart_pack import chart_masks, pack_charts
 from trellis.utils.export.uv_unwrap import unwrap_uv
 
@@ -273,7 +277,12 @@ def test_compact_borders_straighten_saw_teeth():
     # straight border (length 1 over sqrt(area 1 x 2 charts) = 0.71) is what the diffusion then the
     # shortening leave, each chart in one piece. Shortening alone (face by face) straightens teeth one
     # square deep but gets stuck on deeper ones (0.74 / 1.18 / 1.22 measured); diffused: 0.72 / 0.71 / 0.74
-    from trellis.utils.export.charts import _diffuse_borders, _label_components, _Mesh, _shorten_borders
+    from trellis.utils.export.charts import (
+        _diffuse_borders,
+        _label_components,
+        _Mesh,
+        _shorten_borders,
+    )
     n = 24
     v, f = _grid(n)
     mesh = _Mesh(v, f)
@@ -330,14 +339,77 @@ def test_bitmap_packer_spends_spare_placements_on_more_layouts(monkeypatch):
         assert use[max(use)] >= use[0]
 
 
-def test_self_overlapping_faces_finds_a_chart_over_itself():
-    from trellis.utils.export.charts import self_overlapping_faces
+def _fan(turns: float, n: int = 12):
+    """A fan of n triangles around vertex 0 flattened over ``turns`` full turns (1: a flat disc; more: it
+    runs over itself), faces wound counter-clockwise; vertices 1..n on the rim (n + 1 closes it when turns
+    != 1)."""
+    angles = 2 * np.pi * turns * np.arange(n + 1) / n
+    rim = np.stack([np.cos(angles), np.sin(angles)], 1)
+    closed = abs(turns - 1) < 1e-12
+    ids = [1 + (i % n if closed else i) for i in range(n + 1)]
+    f = np.array([[0, ids[i], ids[i + 1]] for i in range(n)])
+    tri = np.stack([np.stack([np.zeros(2), rim[i], rim[i + 1]]) for i in range(n)])
+    return f, tri
+
+
+def test_exact_overlap_test_finds_real_overlaps_only():
+    from trellis.utils.export.charts import overlapping_faces_exact
     a = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    tri = np.stack([a, a + 0.3, a + 5.0])            # faces 0 and 1 overlap, face 2 lies apart
-    out = self_overlapping_faces(np.array([0, 0, 0]), tri)
-    assert out.tolist() == [True, True, False]
-    # the same triangles in different charts: laid out side by side, no overlap
-    assert not self_overlapping_faces(np.array([0, 1, 2]), tri).any()
+    b = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])              # shares the edge (1,0)-(0,1) with a
+    c = np.array([[1.0, 1.0], [2.0, 1.0], [1.0, 2.0]])              # shares the corner (1,1) with b only
+    sliver = np.array([[0.1, 0.1], [0.8, 0.1 + 1e-6], [0.1, 0.1 + 2e-6]])   # inside a: a thin overlap
+    tri = np.stack([a, b, c, sliver])
+    assert overlapping_faces_exact(np.array([0, 0, 0, 0]), tri).tolist() == [True, False, False, True]
+    assert not overlapping_faces_exact(np.array([0, 0, 0, 1]), tri).any()          # other chart: never
+    assert overlapping_faces_exact(np.array([0, 0, 0, 0]), tri, faces=np.array([1, 2, 3])).tolist() == [False] * 4
+    # a disc fan does not overlap itself; one flattened over 1.3 turns does: its 0.3 turn of overlap (108°) is
+    # under 3 of its 39° faces at either end, so 3 + 3 faces
+    for turns, want in ((1.0, 0), (1.3, 6)):
+        _, fan = _fan(turns)
+        got = overlapping_faces_exact(np.zeros(len(fan), np.int64), fan)
+        assert int(got.sum()) == want, (turns, got)
+
+
+def test_only_charts_the_filter_does_not_clear_can_overlap():
+    # charts_that_may_overlap clears a chart only when its flattening is one sheet; the exact test restricted
+    # to the other charts (chart_self_overlaps) then gives what the exact test gives on every chart
+    from trellis.utils.export.charts import (
+        _Mesh,
+        _signed_area,
+        chart_self_overlaps,
+        charts_that_may_overlap,
+        flatten_charts,
+        geometric_charts,
+        overlapping_faces_exact,
+    )
+    f, fan = _fan(1.0)
+    assert not charts_that_may_overlap(f, np.zeros(len(f), np.int64), fan).any()
+    f, fan = _fan(1.3)                                   # inner vertex over more than a turn... as a border here
+    assert charts_that_may_overlap(f, np.zeros(len(f), np.int64), fan).all()
+    f, fan = _fan(0.9)                                   # an open fan of less than a turn: one sheet
+    assert not charts_that_may_overlap(f, np.zeros(len(f), np.int64), fan).any()
+    # a strip wound one and a quarter turns in the plane (every face counter-clockwise, no vertex inside it):
+    # its end lies over its start, which only its border crossing itself shows
+    ang = np.linspace(0, 2.5 * np.pi, 41)
+    inner, outer = 1.0 + 0.05 * ang, 1.5 + 0.05 * ang
+    pts = np.concatenate([np.stack([inner * np.cos(ang), inner * np.sin(ang)], 1),
+                          np.stack([outer * np.cos(ang), outer * np.sin(ang)], 1)])
+    f = np.array([q for i in range(40) for q in ([i, 41 + i, i + 1], [i + 1, 41 + i, 42 + i])])
+    one = np.zeros(len(f), np.int64)
+    assert (_signed_area(pts[f]) > 0).all() and overlapping_faces_exact(one, pts[f]).any()
+    assert charts_that_may_overlap(f, one, pts[f]).all()
+    assert not charts_that_may_overlap(f[:48], one[:48], pts[f[:48]]).any()       # its first 0.6 turn: clear
+    for make in (bumpy_sphere, decimated_sphere, torus):
+        v, faces = make()
+        v = v.astype(np.float64)
+        mesh = _Mesh(v, faces)
+        chart, flat = flatten_charts(v, faces, geometric_charts(v, faces, mesh=mesh), mesh=mesh)
+        # jitter some charts' corners so that some of them overlap: the filter must still find them
+        rng = np.random.default_rng(0)
+        flat = flat + rng.normal(scale=0.3 * np.median(np.abs(flat[:, 1] - flat[:, 0])), size=flat.shape) * \
+            (chart % 5 == 0)[:, None, None]
+        exact = overlapping_faces_exact(chart, flat)
+        assert exact.any() and (chart_self_overlaps(faces, chart, flat) == exact).all()
 
 
 def nut_like_ring():
