@@ -198,6 +198,20 @@ class Page:
             time.sleep(0.05)
         raise AssertionError(f"status never reached {states}; last: {self.status()}, seen: {seen}")
 
+    def wait_finished_after(self, previous, timeout=JOB_TIMEOUT):
+        """(state, text) of the first finished status other than ``previous`` (the status before a job was
+        started): a job of the tiny pipeline can finish (0.2 s) before a poll sees it queued or running."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                now = self.status()
+            except Exception:                       # re-rendered between the two reads
+                continue
+            if now != previous and now[0] in FINISHED:
+                return now
+            time.sleep(0.05)
+        raise AssertionError(f"no new finished status after {previous}; last: {self.status()}")
+
     def generate(self):
         self.page.click("#td-generate")
 

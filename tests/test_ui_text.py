@@ -97,9 +97,9 @@ def test_text_and_new_look_tabs(browser, server, outputs, tmp_path):
         # A 10 000-character prompt: the job completes and the page says the prompt was cut.
         ui.formats({"ply"})
         ui.page.locator("#td-prompt textarea").fill(LONG_PROMPT)
+        previous = ui.status()
         ui.generate()
-        ui.wait_status(("queued", "running"))
-        state, text = ui.wait_status(FINISHED)
+        state, text = ui.wait_finished_after(previous)
         assert state == "done" and "Warning: The prompt is longer than the text model reads" in text, text
         ui.page.wait_for_selector("[data-testid=toast-body]:has-text('prompt is longer')")
 
