@@ -97,7 +97,7 @@ MAX_ROUNDS = 3
 # (``chart_self_overlaps``: exact, so the packed atlas has none and ``uv_unwrap`` packs once. Until
 # 2026-11-23 this was a test at texel centres of the charts laid side by side, which missed slivers that
 # the packing's scale then put on a texel centre: the product-like nut made on a CPU was packed 3 times,
-# UV 2.95 s, now once, 1.0-1.3 s; bunny 1.09 -> 0.62 s)
+# UV 2.95 s, now once, 1.36 s; bunny 1.09 -> 0.51 s; docs/BENCHMARKS.md, tenth session)
 OVERLAP_ROUNDS = 2
 
 
@@ -643,13 +643,14 @@ def flatten_charts(vertices, faces, chart: np.ndarray = None, mesh: _Mesh = None
 
 def _box_pairs(lo, hi, group):
     """(i, j), i < j: items of the same ``group`` whose boxes ``lo`` / ``hi`` [N,2] overlap. Candidates from
-    a grid per group of about the median box size (each item entered in every cell its box covers)."""
+    a grid per group of about the median box size (each item entered in every cell its box covers), never
+    finer than 1/64 of the largest box (so no box covers more than 65 x 65 cells)."""
     n = len(lo)
     none = (np.zeros(0, np.int64),) * 2
     if n < 2:
         return none
     size = np.maximum(hi - lo, 0.0).max(1)
-    cell = float(np.median(size)) or float(size.max()) or 1.0
+    cell = max(float(np.median(size)), float(size.max()) / 64) or 1.0
     base = np.floor(lo / cell).astype(np.int64).min(0)
     i0 = np.floor(lo / cell).astype(np.int64) - base
     i1 = np.floor(hi / cell).astype(np.int64) - base
