@@ -730,11 +730,11 @@ def charts_that_may_overlap(faces, chart: np.ndarray, tri: np.ndarray, tol: floa
     nv = int(f.max()) + 1
     corner = chart[:, None] * nv + f                                                    # (chart, vertex)
     to = f[:, [1, 2, 0]]
-    half = corner * nv + to                                     # half-edge corner i -> i + 1 inside its chart
-    border = ~np.isin(half, (chart[:, None] * nv + to) * nv + f)
+    corner_to = chart[:, None] * nv + to                                                # (chart, next vertex)
+    border = ~np.isin(corner * nv + to, corner_to * nv + f)    # half-edge i -> i + 1 without its twin in the chart
     keys, inv = np.unique(corner.reshape(-1), return_inverse=True)
     turn = np.bincount(inv, weights=angle.reshape(-1), minlength=len(keys))
-    on_border = np.isin(keys, np.r_[corner[border], (chart[:, None] * nv + to)[border]])
+    on_border = np.isin(keys, np.r_[corner[border], corner_to[border]])
     wrong = np.where(on_border, turn > 2 * np.pi - tol, np.abs(turn - 2 * np.pi) > tol)
     out[keys[wrong] // nv] = True
     # border crossings: segments of one chart that share no vertex and cross properly
@@ -745,11 +745,9 @@ def charts_that_may_overlap(faces, chart: np.ndarray, tri: np.ndarray, tol: floa
     keep = (va[sa] != va[sb]) & (va[sa] != vb[sb]) & (vb[sa] != va[sb]) & (vb[sa] != vb[sb])
     sa, sb = sa[keep], sb[keep]
     if len(sa):
-        def side(a, b, c):
-            return (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
         scale = np.maximum(np.abs(p1[sa] - p0[sa]).max(1), np.abs(p1[sb] - p0[sb]).max(1)) ** 2 * tol
-        d1, d2 = side(p0[sb], p1[sb], p0[sa]), side(p0[sb], p1[sb], p1[sa])
-        d3, d4 = side(p0[sa], p1[sa], p0[sb]), side(p0[sa], p1[sa], p1[sb])
+        d1, d2 = _orient(p0[sb], p1[sb], p0[sa]), _orient(p0[sb], p1[sb], p1[sa])
+        d3, d4 = _orient(p0[sa], p1[sa], p0[sb]), _orient(p0[sa], p1[sa], p1[sb])
         # crossing or touching (an end on the other segment, up to the allowance): neither segment has both
         # ends strictly on one side of the other
         meet = (np.minimum(d1, d2) <= scale) & (np.maximum(d1, d2) >= -scale) & \
@@ -778,12 +776,15 @@ def single_face_charts(vertices, faces, chart, tri, which):
     return _dense(chart), tri
 
 
+def _orient(a, b, c):
+    """Twice the signed area of triangle a, b, c (arrays [...,2]): > 0 when c lies left of a -> b."""
+    return (b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1]) - (b[..., 1] - a[..., 1]) * (c[..., 0] - a[..., 0])
+
+
 def _seg_cross(p1, p2, q1, q2):
     """Proper crossing of segments p1p2 and q1q2 (arrays [...,2]), touching excluded."""
-    def orient(a, b, c):
-        return (b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1]) - (b[..., 1] - a[..., 1]) * (c[..., 0] - a[..., 0])
-    d1, d2 = orient(q1, q2, p1), orient(q1, q2, p2)
-    d3, d4 = orient(p1, p2, q1), orient(p1, p2, q2)
+    d1, d2 = _orient(q1, q2, p1), _orient(q1, q2, p2)
+    d3, d4 = _orient(p1, p2, q1), _orient(p1, p2, q2)
     return (d1 * d2 < 0) & (d3 * d4 < 0)
 
 
