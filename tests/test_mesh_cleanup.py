@@ -456,6 +456,94 @@ def test_fill_two_holes_sharing_a_vertex():
     assert _directed_edges_ok(f2)
 
 
+def _grid(n, height=None):
+    """A flat n x n quad grid in z = 0 (or z = height(x, y)), two triangles per quad wound for +z."""
+    x, y = np.meshgrid(np.arange(n + 1, dtype=np.float64), np.arange(n + 1, dtype=np.float64), indexing="ij")
+    z = np.zeros_like(x) if height is None else height(x, y)
+    v = np.stack([x.ravel(), y.ravel(), z.ravel()], -1)
+    idx = lambda i, j: i * (n + 1) + j  # noqa: E731
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    i, j = i.ravel(), j.ravel()
+    a, b, c, d = idx(i, j), idx(i + 1, j), idx(i + 1, j + 1), idx(i, j + 1)
+    f = np.concatenate([np.stack([a, b, c], -1), np.stack([a, c, d], -1)])
+    quad = np.concatenate([np.stack([i, j], -1)] * 2)
+    return v, f, quad
+
+
+def _unit_normals(v, f):
+    v = np.asarray(v, dtype=np.float64)
+    n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    return n / np.linalg.norm(n, axis=1, keepdims=True), 0.5 * np.linalg.norm(n, axis=1)
+
+
+def test_fill_non_convex_hole_flat_without_overlap():
+    """A U-shaped hole in a plane: its centroid lies outside it, where a centroid fan would wind
+    triangles backwards over each other. The patch must lie flat, wound like the plane, and cover
+    exactly the hole's area (no overlap, no gap)."""
+    v, f, quad = _grid(9)
+    qi, qj = quad[:, 0], quad[:, 1]
+    u = ((qi >= 2) & (qi <= 6) & (qj >= 2) & (qj <= 6)) & ~((qi >= 4) & (qi <= 4) & (qj >= 4))
+    holed = f[~u]
+    hole_area = _unit_normals(v, f[u])[1].sum()
+    v2, f2 = mc.fill_holes(v, holed, max_hole_edges=30)   # the U's 26 edges, not the rim's 36
+    patch = f2[len(holed):]
+    normals, areas = _unit_normals(v2, patch)
+    assert len(v2) == len(v)                      # no new vertex
+    assert normals[:, 2].min() > 1 - 1e-6         # all wound like the plane (a backward one has -1)
+    assert abs(areas.sum() - hole_area) < 1e-5    # covers the U exactly once (float32 output)
+    assert len(mc.boundary_edges(f2)) == len(mc.boundary_edges(f))   # only the grid's rim is open
+
+
+def test_fill_groove_hole_without_folds():
+    """A hole across the bottom of a V groove (the CAD nut's threads, where centroid fans folded back
+    over their neighbours): every patch triangle must meet its neighbours at a dihedral angle no
+    sharper than the groove's own."""
+    v, f, quad = _grid(12, height=lambda x, y: 1.5 * np.abs(x - 6.0))
+    qi, qj = quad[:, 0], quad[:, 1]
+    hole = (qi >= 3) & (qi <= 8) & (qj >= 2) & (qj <= 9) & ~((qi >= 3) & (qi <= 5) & (qj >= 4) & (qj <= 7))
+    holed = f[~hole]
+    v2, f2 = mc.fill_holes(v, holed, max_hole_edges=40)   # the hole's 34 edges, not the rim's 48
+    assert len(mc.boundary_edges(f2)) == len(mc.boundary_edges(f))
+    normals, _ = _unit_normals(v2, f2)
+    he = f2[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    face = np.repeat(np.arange(len(f2)), 3)
+    key = np.minimum(he[:, 0], he[:, 1]) * len(v2) + np.maximum(he[:, 0], he[:, 1])
+    order = np.argsort(key, kind="stable")
+    pair = np.nonzero(key[order][1:] == key[order][:-1])[0]
+    fa, fb = face[order][pair], face[order][pair + 1]
+    touches_patch = (fa >= len(holed)) | (fb >= len(holed))
+    cos = (normals[fa] * normals[fb]).sum(1)
+    groove_cos = np.cos(2 * np.arctan(1.5))       # the V's two walls: normals 2 x atan(1.5) apart
+    assert cos[touches_patch].min() >= groove_cos - 1e-6
+
+
+def test_fill_never_reuses_an_existing_edge():
+    """A square loop whose diagonal p0-p2 is already an edge of the mesh (two faces on the far side):
+    the patch must take the other diagonal, leaving a closed two-manifold (no edge used 4 times)."""
+    v = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.2], [1.0, 1.0, 0.0], [0.0, 1.0, 0.2]])
+    back = np.array([[0, 2, 1], [0, 3, 2]])
+    v2, f2 = mc.fill_holes(v, back, max_hole_edges=10)
+    assert len(v2) == 4 and len(f2) == 4
+    assert _directed_edges_ok(f2)
+    m = trimesh.Trimesh(v2, f2, process=False)
+    assert m.is_watertight and m.is_winding_consistent
+
+
+def test_fill_falls_back_to_a_fan_when_both_diagonals_exist():
+    """A square hole (the open base of a pyramid) whose two diagonals are edges of the mesh already
+    (two closed fins elsewhere use them): no triangulation of its own vertices is allowed, so the loop
+    gets a fan around a new centre vertex, and the mesh is closed."""
+    v = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.0],
+                  [0.5, 0.5, 1.0], [0.5, 0.5, -1.0], [0.2, 0.8, -1.0]])
+    sides = np.array([[1, 0, 4], [2, 1, 4], [3, 2, 4], [0, 3, 4]])
+    fins = np.array([[0, 2, 5], [2, 0, 5], [1, 3, 6], [3, 1, 6]])
+    f = np.concatenate([sides, fins])
+    v2, f2 = mc.fill_holes(v, f, max_hole_edges=10)
+    assert len(v2) == len(v) + 1 and len(f2) == len(f) + 4
+    assert np.allclose(v2[-1], [0.5, 0.5, 0.0])
+    assert len(mc.boundary_edges(f2)) == 0
+
+
 # ----------------------------------------------------------------------------- whole chain
 
 def test_clean_mesh_for_export_removes_inner_shell_and_reports_progress():

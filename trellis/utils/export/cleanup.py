@@ -9,8 +9,9 @@ The chain used by ``to_glb`` is ``clean_mesh_for_export``:
    kernels instead of thousands of small ones.
 3. ``remove_invisible_faces``: an s-t minimum cut on the dual graph separates hidden faces
    (inner shells) from well-seen ones; ``scipy.sparse.csgraph.maximum_flow`` solves it.
-4. ``fill_holes``: boundary loops up to a number of edges are closed by a fan around the loop's
-   centroid, wound consistently with the faces around the hole.
+4. ``fill_holes``: boundary loops up to a number of edges are closed by the triangulation of their
+   own vertices with the smallest largest dihedral angle, then the smallest area (a dynamic
+   programme over the loop), wound consistently with the faces around the hole.
 5. ``simplify_mesh`` again, down to the face budget (the faces in the file).
 
 Everything here is our own code; the reference's igraph (GPL) and pymeshfix (AGPL) are not used.
