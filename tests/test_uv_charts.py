@@ -327,6 +327,7 @@ def test_bitmap_packer_spends_spare_placements_on_more_layouts(monkeypatch):
         corners = np.arange(3 * len(chart)).reshape(-1, 3)
         use = {}
         monkeypatch.setattr(chart_pack, "BITMAP_RETRY", ())
+        monkeypatch.setattr(chart_pack, "BITMAP_TARGET", 1.0)        # spare placements only below it
         for placements in (0, 8 * (int(chart.max()) + 1)):
             monkeypatch.setattr(chart_pack, "BITMAP_PLACEMENTS", placements)
             monkeypatch.setattr(chart_pack, "BITMAP_EXTRA_MAX_CHARTS", 10 ** 6)

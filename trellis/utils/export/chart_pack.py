@@ -337,6 +337,9 @@ BITMAP_ATTEMPTS = 3         # layouts at most in the scale search
 # charts on the quick realistic objects, export_realistic_gpu --quick, texture 512) the best of several
 # is worth its time: GLB texel use bunny 0.678 -> 0.706, nut 0.598 -> 0.621. Not for more charts: on the
 # 45-chart study nut one more layout took 0.25 s and gained nothing; 76 charts (study bunny) take ~0.4 s.
+# They are spent only while the best layout stays below BITMAP_TARGET (2026-11-23: the product nut, 37
+# charts at 1024 since the hole patches stopped folding, reached the target in its second layout and
+# spent 0.1 s of its 0.75 s unwrap on a third that gained nothing).
 BITMAP_PLACEMENTS = 120
 # A layout whose texel use (triangle area after the stretch) stays below BITMAP_TARGET is packed again in
 # the orders of BITMAP_RETRY, one after the other until one reaches it; the best is kept. (Issue 13 §4 asks
@@ -669,10 +672,12 @@ def pack_charts_bitmap(tri, chart, size: int, padding: int = 2, attempts: int = 
         masks = _bitmap_masks(q0, chart, nchart, best[0])
         for order in BITMAP_ORDERS[1:]:                # the same scale, charts in another order
             best = better(best, best[0], order, masks)
-    if best is not None and nchart <= BITMAP_EXTRA_MAX_CHARTS:   # spare placements: more layouts, the best kept
+    if best is not None and best[2] < BITMAP_TARGET and nchart <= BITMAP_EXTRA_MAX_CHARTS:
+        # below the target with few charts: spare placements go to more layouts until one reaches it,
+        # the best kept
         s0, masks = best[0], {}
         for fac, order in BITMAP_EXTRA:
-            if spent + nchart > BITMAP_PLACEMENTS:
+            if spent + nchart > BITMAP_PLACEMENTS or best[2] >= BITMAP_TARGET:
                 break
             spent += nchart
             if fac not in masks:
