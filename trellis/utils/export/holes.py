@@ -113,7 +113,7 @@ def _loop_order(succ, loop_edges):
     return lo, size - 1 - dist
 
 
-def _min_weight_patches(points, rim_normal, forbidden):
+def _min_weight_patches(points, rim_normal, forbidden, length=None):
     """Minimum-weight triangulation of same-length polygons without new vertices (issue 13: the
     hole patches), weight = (largest dihedral angle, total area) compared lexicographically.
 
@@ -122,10 +122,15 @@ def _min_weight_patches(points, rim_normal, forbidden):
     that may not be used (edges the mesh has already). Every patch triangle (i, j, k), i < k < j in
     loop order, is wound against the loop, so it agrees with the faces around the hole. The dihedral
     angle is measured as 1 - cos between unit normals (0 flat, 2 folded back), against the patch
-    triangle or mesh face on each of its three sides. Returns (triangles [B,N-2,3] of local indices,
-    ok [B]: False where every triangulation needs a forbidden diagonal).
+    triangle or mesh face on each of its three sides. ``length`` [B] (default N): polygon b uses its
+    first length[b] vertices (the rest is padding, never read into its result). Returns (triangles
+    [B,N-2,3] of local indices, the first length[b] - 2 rows of polygon b valid; ok [B]: False where
+    every triangulation needs a forbidden diagonal).
     """
     B, N, _ = points.shape
+    length = np.full(B, N, dtype=np.int64) if length is None else np.asarray(length, dtype=np.int64)
+    last = (length - 1)[:, None, None]
+    rim_last = rim_normal[np.arange(B), length - 1][:, None, None, :]   # across edge L-1 -> 0
     big = np.inf
     ang = np.full((B, N, N), big)      # worst dihedral measure inside sub-polygon (i..j)
     area = np.full((B, N, N), big)
@@ -147,10 +152,10 @@ def _min_weight_patches(points, rim_normal, forbidden):
         worst = np.maximum(ang[bi, i, k], ang[bi, k, j])
         worst = np.maximum(worst, 1.0 - (unit * top[bi, i, k]).sum(-1))
         worst = np.maximum(worst, 1.0 - (unit * top[bi, k, j]).sum(-1))
-        if s == N - 1:  # the last triangle also meets the mesh face across edge N-1 -> 0
-            worst = np.maximum(worst, 1.0 - (unit * rim_normal[:, None, None, N - 1]).sum(-1))
+        closing = (i == 0) & (j == last)     # the whole polygon: its last triangle meets edge L-1 -> 0 too
+        worst = np.where(closing, np.maximum(worst, 1.0 - (unit * rim_last).sum(-1)), worst)
         total = area[bi, i, k] + area[bi, k, j] + 0.5 * a2
-        bad = forbidden[bi, i, j] & (s < N - 1)
+        bad = forbidden[bi, i, j] & ~closing
         worst = np.where(bad | (a2 <= 0.0), big, worst)
         # Lexicographic minimum: the smallest angle measure (to rounding), then the smallest area.
         best = worst.min(-1, keepdims=True)
@@ -162,11 +167,11 @@ def _min_weight_patches(points, rim_normal, forbidden):
         area[:, ii, jj] = take(total)
         top[:, ii, jj] = np.take_along_axis(unit, pick[..., None, None], -2)[..., 0, :]
         split[:, ii, jj] = ii + 1 + pick
-    ok = np.isfinite(ang[:, 0, N - 1])
+    ok = np.isfinite(ang[np.arange(B), 0, length - 1])
     # Read the triangles back, one level of the split tree at a time for every polygon together.
     tris = np.zeros((B, N - 2, 3), dtype=np.int64)
     count = np.zeros(B, dtype=np.int64)
-    fb, fi, fj = np.arange(B), np.zeros(B, dtype=np.int64), np.full(B, N - 1)
+    fb, fi, fj = np.arange(B), np.zeros(B, dtype=np.int64), length - 1
     while len(fb):
         fk = split[fb, fi, fj]
         tris[fb, count[fb] + _rank_in_group(fb)] = np.stack([fi, fj, fk], -1)
@@ -193,22 +198,33 @@ def _patch_loops(v, f, bnd, bnd_face, succ, on, loop):
     rim = np.cross(v[rf[:, 1]] - v[rf[:, 0]], v[rf[:, 2]] - v[rf[:, 0]])
     rim = rim / np.maximum(np.linalg.norm(rim, axis=1, keepdims=True), 1e-300)
     n_v = np.int64(len(v))
-    _, ends, _ = _edges(f, len(v))
-    mesh_keys = ends[:, 0] * n_v + ends[:, 1]
+    # The mesh's edges between two loop vertices (the only ones a patch diagonal could repeat).
+    on_loop = np.zeros(len(v), dtype=bool)
+    on_loop[vert] = True
+    he = f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    he = he[on_loop[he[:, 0]] & on_loop[he[:, 1]]]
+    mesh_keys = np.unique(he.min(1) * n_v + he.max(1))
+    if len(mesh_keys) == 0:
+        mesh_keys = np.full(1, -1, dtype=np.int64)
     out, failed = [], []
-    # Loops of one length in one batch, in chunks of bounded work (it is cubic in the length).
-    for n in np.unique(length):
-        ids = np.nonzero(length == n)[0]
+    # Loops of similar length in one batch, padded to the batch's longest (the DP runs one step per
+    # diagonal length for the whole batch), in chunks of bounded work (it is cubic in the length).
+    bucket = np.ceil(np.log2(length) * 2).astype(np.int64)        # lengths within a factor 1.41
+    for bkt in np.unique(bucket):
+        ids = np.nonzero(bucket == bkt)[0]
+        n = int(length[ids].max())
         for chunk in np.array_split(ids, max(1, len(ids) * n * n * n // 4_000_000)):
             if len(chunk) == 0:
                 continue
-            cols = first[chunk][:, None] + np.arange(n)
+            lc = length[chunk]
+            cols = first[chunk][:, None] + np.minimum(np.arange(n), lc[:, None] - 1)   # pad: repeat the last
             lv = vert[cols]
             key = np.minimum(lv[:, :, None], lv[:, None, :]) * n_v + np.maximum(lv[:, :, None], lv[:, None, :])
             hit = np.searchsorted(mesh_keys, key.ravel()).clip(0, len(mesh_keys) - 1)
             forbidden = (mesh_keys[hit] == key.ravel()).reshape(key.shape)
-            tris, ok = _min_weight_patches(v[lv], rim[cols], forbidden)
-            out.append(lv[np.arange(len(chunk))[:, None, None], tris][ok].reshape(-1, 3))
+            tris, ok = _min_weight_patches(v[lv], rim[cols], forbidden, lc)
+            valid = (np.arange(n - 2) < (lc - 2)[:, None]) & ok[:, None]
+            out.append(lv[np.arange(len(chunk))[:, None, None], tris][valid])
             failed.append(chunk[~ok])
     faces = np.concatenate(out) if out else np.zeros((0, 3), dtype=np.int64)
     return faces, np.concatenate(failed) if failed else np.zeros(0, dtype=np.int64)
