@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# One GPU session's measurements for the open issues, in steps that each fit one device command (<= 600 s).
+#
+#   bash benchmarks/gpu_session.sh STEP [STEP ...]      (on the device, from the repository root)
+#
+# Steps (results as JSON + logs under $OUT, or ./gpu_session_out when OUT is unset):
+#   objects     build the realistic bunny and nut (.cache/, ~1 min; too large to carry, so built there)
+#   tests       python -m pytest tests/gpu -q
+#   export      export_realistic_gpu.py --shapes bunny nut --runs 3 in three columns: Triton, Windows without
+#               Triton (a `triton` package that raises ImportError first on PYTHONPATH: the dispatcher picks
+#               NVRTC by itself), fast paths off (TRELLIS_FAST_PATHS=off, the PyTorch twins)
+#   decimation  decimation.py --shapes bunny nut --pieces 1 8 auto --runs 3 --reduction 0.9375
+#   chain       pipeline_gpu.py (issue 14's chain, resident fp16 and low-VRAM, 3 warm runs each)
+#   e2e         e2e_gpu.py --presets low-vram (image -> GLB with the random-weight blob, the worst case) with
+#               Triton and with the fast paths off
+#   limits      e2e_gpu.py --limits 4,3,2.5,2 (issue 14: the whole job in a fresh process per memory cap)
+# Every step records the commit, date and device in its JSON (the benchmarks do) and the step's wall time here.
+set -u
+OUT="${OUT:-gpu_session_out}"
+mkdir -p "$OUT"
+PY="${PYTHON:-python}"
+NOTRITON="$(mktemp -d)"
+mkdir -p "$NOTRITON/triton"
+echo 'raise ImportError("triton hidden: what a Windows install without the triton-windows wheel sees")' \
+    > "$NOTRITON/triton/__init__.py"
+COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+
+run() {   # run NAME CMD...: log to $OUT/NAME.log, time it, keep going on failure
+    local name="$1"; shift
+    local t0=$(date +%s)
+    echo "== $name: $*" | tee -a "$OUT/steps.log"
+    "$@" > "$OUT/$name.log" 2>&1
+    local rc=$?
+    echo "== $name: rc $rc, $(( $(date +%s) - t0 )) s" | tee -a "$OUT/steps.log"
+    tail -n 15 "$OUT/$name.log"
+}
+
+for step in "$@"; do
+    case "$step" in
+        objects)
+            run objects "$PY" benchmarks/realistic_objects.py build --shapes bunny nut ;;
+        tests)
+            run tests "$PY" -m pytest tests/gpu -q -p no:cacheprovider ;;
+        export)
+            run export_triton "$PY" benchmarks/export_realistic_gpu.py --shapes bunny nut --runs 3 \
+                --out "$OUT/export_triton.json"
+            run export_windows env PYTHONPATH="$NOTRITON${PYTHONPATH:+:$PYTHONPATH}" \
+                "$PY" benchmarks/export_realistic_gpu.py --shapes bunny nut --runs 3 --out "$OUT/export_windows.json"
+            run export_off env TRELLIS_FAST_PATHS=off \
+                "$PY" benchmarks/export_realistic_gpu.py --shapes bunny nut --runs 3 --out "$OUT/export_off.json" ;;
+        decimation)
+            run decimation "$PY" benchmarks/decimation.py --shapes bunny nut --pieces 1 8 auto --runs 3 \
+                --reduction 0.9375 --out "$OUT/decimation.json" ;;
+        chain)
+            run chain "$PY" benchmarks/pipeline_gpu.py --repeats 3 --commit "$COMMIT" --out "$OUT/chain.json" ;;
+        e2e)
+            run e2e_triton "$PY" benchmarks/e2e_gpu.py --presets low-vram --commit "$COMMIT" --out "$OUT/e2e_triton.json"
+            run e2e_off env TRELLIS_FAST_PATHS=off "$PY" benchmarks/e2e_gpu.py --presets low-vram --commit "$COMMIT" \
+                --out "$OUT/e2e_off.json" ;;
+        limits)
+            run limits "$PY" benchmarks/e2e_gpu.py --limits 4,3,2.5,2 --commit "$COMMIT" --out "$OUT/limits.json" ;;
+        *)
+            echo "unknown step: $step (objects tests export decimation chain e2e limits)" >&2; exit 2 ;;
+    esac
+done
+rm -rf "$NOTRITON"
