@@ -20,6 +20,7 @@ OUT="${OUT:-gpu_session_out}"
 mkdir -p "$OUT"
 PY="${PYTHON:-python}"
 NOTRITON="$(mktemp -d)"
+trap 'rm -rf "$NOTRITON"' EXIT
 mkdir -p "$NOTRITON/triton"
 echo 'raise ImportError("triton hidden: what a Windows install without the triton-windows wheel sees")' \
     > "$NOTRITON/triton/__init__.py"
@@ -63,4 +64,3 @@ for step in "$@"; do
             echo "unknown step: $step (objects tests export decimation chain e2e limits)" >&2; exit 2 ;;
     esac
 done
-rm -rf "$NOTRITON"
