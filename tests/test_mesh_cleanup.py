@@ -544,6 +544,32 @@ def test_fill_falls_back_to_a_fan_when_both_diagonals_exist():
     assert len(mc.boundary_edges(f2)) == 0
 
 
+def test_fill_long_loop_gets_a_fan():
+    """Loops longer than holes.PATCH_MAX_EDGES (the patch search is cubic in the length) are closed by
+    the centroid fan; shorter ones in the same call by patches of their own vertices."""
+    from trellis.utils.export import holes
+
+    def open_tube(n, shift):
+        t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+        ring = np.stack([np.cos(t), np.sin(t), np.zeros(n)], 1) + [shift, 0, 0]
+        v = np.concatenate([ring, ring + [0, 0, 1], [[shift, 0, -0.5]]])
+        i, j = np.arange(n), (np.arange(n) + 1) % n
+        f = np.concatenate([np.stack([i, j, n + j], 1), np.stack([i, n + j, n + i], 1),
+                            np.stack([j, i, np.full(n, 2 * n)], 1)])
+        return v, f
+
+    long_n, short_n = holes.PATCH_MAX_EDGES + 4, 12
+    (va, fa), (vb, fb) = open_tube(long_n, 0.0), open_tube(short_n, 5.0)
+    v, f = np.concatenate([va, vb]), np.concatenate([fa, fb + len(va)])
+    v2, f2 = mc.fill_holes(v, f, max_hole_edges=long_n)
+    assert len(mc.boundary_edges(f2)) == 0
+    assert len(v2) == len(v) + 1                                # one centre vertex: the long loop's fan
+    assert len(f2) == len(f) + long_n + (short_n - 2)
+    assert np.allclose(v2[-1], [0.0, 0.0, 1.0])
+    m = trimesh.Trimesh(v2, f2, process=False)
+    assert m.is_watertight and m.is_winding_consistent
+
+
 # ----------------------------------------------------------------------------- whole chain
 
 def test_clean_mesh_for_export_removes_inner_shell_and_reports_progress():

@@ -182,10 +182,17 @@ def _min_weight_patches(points, rim_normal, forbidden, length=None):
     return tris, ok
 
 
+# The patch search is cubic in a loop's length: loops longer than this get the centroid fan. One loop of
+# 128 edges takes ~0.06 s (2 CPU cores), twenty of 250 took 8 s; the balanced preset fills loops of up to
+# 62 edges on large meshes (250 x sqrt(kept fraction)), and the realistic objects' loops have at most 25.
+PATCH_MAX_EDGES = 128
+
+
 def _patch_loops(v, f, bnd, bnd_face, succ, on, loop):
     """Triangles closing the loops made of boundary half-edges ``on`` (loop id ``loop``, dense):
     minimum-weight patches (``_min_weight_patches``), loops of similar length in one batch. Returns
-    (faces [P,3], ids of the loops no patch could close)."""
+    (faces [P,3], ids of the loops not closed: longer than PATCH_MAX_EDGES, or every triangulation
+    needs an existing edge)."""
     _, pos = _loop_order(succ, on)
     length = np.bincount(loop)
     order = np.empty(len(on), dtype=np.int64)
@@ -206,12 +213,12 @@ def _patch_loops(v, f, bnd, bnd_face, succ, on, loop):
     mesh_keys = np.unique(he.min(1) * n_v + he.max(1))
     if len(mesh_keys) == 0:
         mesh_keys = np.full(1, -1, dtype=np.int64)
-    out, failed = [], []
+    out, failed = [], [np.nonzero(length > PATCH_MAX_EDGES)[0]]
     # Loops of similar length in one batch, padded to the batch's longest (the DP runs one step per
     # diagonal length for the whole batch), in chunks of bounded work (it is cubic in the length).
     bucket = np.ceil(np.log2(length) * 2).astype(np.int64)        # lengths within a factor 1.41
-    for bkt in np.unique(bucket):
-        ids = np.nonzero(bucket == bkt)[0]
+    for bkt in np.unique(bucket[length <= PATCH_MAX_EDGES]):
+        ids = np.nonzero((bucket == bkt) & (length <= PATCH_MAX_EDGES))[0]
         n = int(length[ids].max())
         for chunk in np.array_split(ids, max(1, len(ids) * n * n * n // 4_000_000)):
             if len(chunk) == 0:
@@ -227,7 +234,7 @@ def _patch_loops(v, f, bnd, bnd_face, succ, on, loop):
             out.append(lv[np.arange(len(chunk))[:, None, None], tris][valid])
             failed.append(chunk[~ok])
     faces = np.concatenate(out) if out else np.zeros((0, 3), dtype=np.int64)
-    return faces, np.concatenate(failed) if failed else np.zeros(0, dtype=np.int64)
+    return faces, np.concatenate(failed)
 
 
 def fill_holes(vertices, faces, max_hole_edges: int, progress: Progress = None, cancel=None):
@@ -242,7 +249,8 @@ def fill_holes(vertices, faces, max_hole_edges: int, progress: Progress = None, 
     closed every loop of four or more edges; on a CAD nut's grooves the fans folded back over their
     neighbours (557 edges with dihedral cos < -0.9 after filling 384 loops, 0 before), which then cost
     the UV atlas single-triangle charts. A loop no such triangulation closes (each needs an existing
-    edge) still gets the centroid fan. The rim of a lone triangle is left open. Loops whose edges do
+    edge), or one longer than PATCH_MAX_EDGES (the search is cubic in the length), still gets the
+    centroid fan. The rim of a lone triangle is left open. Loops whose edges do
     not chain up consistently (mixed winding around the hole) are left open too.
     """
     v, f = _to_numpy(vertices, faces)
