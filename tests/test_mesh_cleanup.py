@@ -570,6 +570,38 @@ def test_fill_long_loop_gets_a_fan():
     assert m.is_watertight and m.is_winding_consistent
 
 
+def test_fill_random_holes_keeps_every_edge_two_manifold():
+    """Spheres with random faces removed (many holes, some touching at vertices): every loop up to the
+    limit closes, and no edge ends up used by more than two faces or twice in one direction. Two loops
+    that share two vertices may both want the diagonal between them; one of them must then take the
+    fan (seen here: some trials add fan vertices)."""
+    from trellis.utils.export import holes
+
+    rng = np.random.default_rng(0)
+    fans = 0
+    for _ in range(60):
+        v, f = _sphere(int(rng.integers(2, 4)))
+        v = v * (1 + 0.2 * rng.standard_normal((len(v), 1)))
+        f = f[rng.random(len(f)) > rng.uniform(0.01, 0.3)]
+        limit = int(rng.integers(3, 60))
+        v2, f2 = mc.fill_holes(v, f, max_hole_edges=limit)
+        fans += len(v2) - len(v)
+        he = f2[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+        assert len({tuple(e) for e in he.tolist()}) == len(he)
+        und = np.unique(np.sort(he, 1), axis=0, return_counts=True)[1]
+        assert und.max() <= 2
+        # every loop of the input within the limit (but a lone triangle's rim) is closed, nothing else
+        bnd, bnd_face = holes._boundary(f, len(v))
+        succ, cycle = holes._boundary_cycles(bnd, len(v))
+        on = cycle >= 0
+        loop = np.unique(cycle[on], return_inverse=True)[1]
+        lengths = np.bincount(loop)
+        one_face = np.array([len(set(bnd_face[on][loop == i])) == 1 for i in range(len(lengths))], bool)
+        closed = (lengths >= 3) & (lengths <= limit) & ~((lengths == 3) & one_face)
+        assert len(mc.boundary_edges(f2)) == len(bnd) - lengths[closed].sum()
+    assert fans > 0
+
+
 # ----------------------------------------------------------------------------- whole chain
 
 def test_clean_mesh_for_export_removes_inner_shell_and_reports_progress():

@@ -213,7 +213,7 @@ def _patch_loops(v, f, bnd, bnd_face, succ, on, loop):
     mesh_keys = np.unique(he.min(1) * n_v + he.max(1))
     if len(mesh_keys) == 0:
         mesh_keys = np.full(1, -1, dtype=np.int64)
-    out, failed = [], [np.nonzero(length > PATCH_MAX_EDGES)[0]]
+    out, owner, failed = [], [], [np.nonzero(length > PATCH_MAX_EDGES)[0]]
     # Loops of similar length in one batch, padded to the batch's longest (the DP runs one step per
     # diagonal length for the whole batch), in chunks of bounded work (it is cubic in the length).
     bucket = np.ceil(np.log2(length) * 2).astype(np.int64)        # lengths within a factor 1.41
@@ -232,9 +232,24 @@ def _patch_loops(v, f, bnd, bnd_face, succ, on, loop):
             tris, ok = _min_weight_patches(v[lv], rim[cols], forbidden, lc)
             valid = (np.arange(n - 2) < (lc - 2)[:, None]) & ok[:, None]
             out.append(lv[np.arange(len(chunk))[:, None, None], tris][valid])
+            owner.append(np.broadcast_to(chunk[:, None], valid.shape)[valid])
             failed.append(chunk[~ok])
     faces = np.concatenate(out) if out else np.zeros((0, 3), dtype=np.int64)
-    return faces, np.concatenate(failed)
+    owner = np.concatenate(owner) if owner else np.zeros(0, dtype=np.int64)
+    # Two loops that share two vertices may both pick the diagonal between them (an edge of four faces):
+    # such loops get the fan instead (it adds no edge between loop vertices).
+    if len(faces):
+        pe = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+        pk = pe.min(1) * n_v + pe.max(1)
+        uk, inv, cnt = np.unique(pk, return_inverse=True, return_counts=True)
+        in_mesh = np.isin(uk, mesh_keys)
+        clash = (cnt + in_mesh) > 2
+        if clash.any():
+            bad = np.unique(np.repeat(owner, 3)[clash[inv]])
+            failed.append(bad)
+            keep = ~np.isin(owner, bad)
+            faces = faces[keep]
+    return faces, np.unique(np.concatenate(failed))
 
 
 def fill_holes(vertices, faces, max_hole_edges: int, progress: Progress = None, cancel=None):
@@ -249,8 +264,8 @@ def fill_holes(vertices, faces, max_hole_edges: int, progress: Progress = None, 
     closed every loop of four or more edges; on a CAD nut's grooves the fans folded back over their
     neighbours (557 edges with dihedral cos < -0.9 after filling 384 loops, 0 before), which then cost
     the UV atlas single-triangle charts. A loop no such triangulation closes (each needs an existing
-    edge), or one longer than PATCH_MAX_EDGES (the search is cubic in the length), still gets the
-    centroid fan. The rim of a lone triangle is left open. Loops whose edges do
+    edge), one longer than PATCH_MAX_EDGES (the search is cubic in the length), and two loops that
+    share two vertices and both picked the diagonal between them still get the centroid fan. The rim of a lone triangle is left open. Loops whose edges do
     not chain up consistently (mixed winding around the hole) are left open too.
     """
     v, f = _to_numpy(vertices, faces)
