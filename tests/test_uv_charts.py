@@ -400,6 +400,15 @@ def test_only_charts_the_filter_does_not_clear_can_overlap():
     assert (_signed_area(pts[f]) > 0).all() and overlapping_faces_exact(one, pts[f]).any()
     assert charts_that_may_overlap(f, one, pts[f]).all()
     assert not charts_that_may_overlap(f[:48], one[:48], pts[f[:48]]).any()       # its first 0.6 turn: clear
+    # two faces on one edge wound against each other (a -> b in both: meshes of random-weight decoders have
+    # them), flattened counter-clockwise each, so one lies over the other: nothing else shows it (every
+    # edge is border, no segments cross without a common vertex, the angles add up to less than a turn)
+    pts = np.array([[0.0, 0.0], [1.0, 0.0], [0.3, 1.0], [0.5, 0.3]])   # the second inside the first
+    f = np.array([[0, 1, 2], [0, 1, 3]])
+    two = np.zeros(2, np.int64)
+    assert (_signed_area(pts[f]) > 0).all() and overlapping_faces_exact(two, pts[f]).all()
+    assert charts_that_may_overlap(f, two, pts[f]).all()
+    assert chart_self_overlaps(f, two, pts[f]).all()
     for make in (bumpy_sphere, decimated_sphere, torus):
         v, faces = make()
         v = v.astype(np.float64)

@@ -714,8 +714,9 @@ def charts_that_may_overlap(faces, chart: np.ndarray, tri: np.ndarray, tol: floa
     """Bool per chart: its flattening may run over itself. A chart is cleared when every triangle of it keeps
     its orientation, the angles around each of its inner vertices add up to one turn, those at its border
     vertices to less than one, and its border (edges of one of its faces only) neither crosses nor touches
-    itself (border segments without a common vertex): a disc so flattened is one sheet. (``tol``: radians,
-    and of the segments' size squared for the crossings.)"""
+    itself (border segments without a common vertex): a disc so flattened is one sheet. A chart with a
+    half-edge in two of its faces (faces wound against each other, or three on one edge) is never cleared.
+    (``tol``: radians, and of the segments' size squared for the crossings.)"""
     f = np.asarray(faces, np.int64).reshape(-1, 3)
     chart = np.asarray(chart, np.int64)
     tri = np.asarray(tri, np.float64)
@@ -724,12 +725,17 @@ def charts_that_may_overlap(faces, chart: np.ndarray, tri: np.ndarray, tol: floa
     if k == 0:
         return out
     out[chart[_signed_area(tri) <= 0]] = True
-    nxt, prv = tri[:, [1, 2, 0]] - tri, tri[:, [2, 0, 1]] - tri
-    angle = np.arctan2(nxt[..., 0] * prv[..., 1] - nxt[..., 1] * prv[..., 0],
-                       nxt[..., 0] * prv[..., 0] + nxt[..., 1] * prv[..., 1])           # [F,3], at each corner
     nv = int(f.max()) + 1
     corner = chart[:, None] * nv + f                                                    # (chart, vertex)
     to = f[:, [1, 2, 0]]
+    # a half-edge twice in one chart: two of its faces wound against each other across that edge (or more
+    # than two faces on it), which the tests below, made for a consistently wound disc, do not see
+    _, uses = np.unique((corner * nv + to).reshape(-1), return_inverse=True)
+    twice = np.bincount(uses) > 1
+    out[chart[twice[uses].reshape(-1, 3).any(1)]] = True
+    nxt, prv = tri[:, [1, 2, 0]] - tri, tri[:, [2, 0, 1]] - tri
+    angle = np.arctan2(nxt[..., 0] * prv[..., 1] - nxt[..., 1] * prv[..., 0],
+                       nxt[..., 0] * prv[..., 0] + nxt[..., 1] * prv[..., 1])           # [F,3], at each corner
     corner_to = chart[:, None] * nv + to                                                # (chart, next vertex)
     border = ~np.isin(corner * nv + to, corner_to * nv + f)    # half-edge i -> i + 1 without its twin in the chart
     keys, inv = np.unique(corner.reshape(-1), return_inverse=True)
