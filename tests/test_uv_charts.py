@@ -493,3 +493,19 @@ def test_auto_tries_the_geometric_layout_first_up_to_its_measured_size(monkeypat
     monkeypatch.setattr(uvu, "geometric_layout", None)                        # must not be called
     unwrap_uv(v, f, time_budget_s=30.0, info=info)
     assert info["method"] == "xatlas"
+
+
+def test_auto_leaves_meshes_of_many_charts_to_xatlas(monkeypatch):
+    """A mesh that falls apart into more than AUTO_GEOMETRIC_MAX_CHARTS charts (noise: hundreds of small
+    charts, each costing a packing placement) goes to xatlas in ``auto``; ``geometric`` asked for by name
+    still packs them."""
+    import trellis.utils.export.uv_unwrap as uvu
+    v, f = bumpy_sphere(3)
+    info = {}
+    _, ff, uv, _ = unwrap_uv(v, f, time_budget_s=30.0, method="geometric", info=info)
+    assert info["method"] == "geometric" and atlas_stats(ff, uv, 1024)["charts"] > 2
+    monkeypatch.setattr(uvu, "AUTO_GEOMETRIC_MAX_CHARTS", 2)
+    unwrap_uv(v, f, time_budget_s=30.0, info=info)
+    assert info["method"] == "xatlas"
+    unwrap_uv(v, f, time_budget_s=30.0, method="geometric", info=info)
+    assert info["method"] == "geometric"

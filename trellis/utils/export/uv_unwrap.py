@@ -81,6 +81,11 @@ PIECE_FACES = 2000
 # realistic objects); larger ones (the high preset, noisy random-weight meshes) keep xatlas until measured.
 AUTO_GEOMETRIC = True
 AUTO_GEOMETRIC_MAX_FACES = 40_000
+# ... and with at most this many charts once flattened: packing costs ~5 ms per chart (the FFT placement,
+# 2 CPU cores, at any texture size), and a noisy mesh falls apart into hundreds of small charts (the tiny
+# CPU pipeline's random-weight mesh: 509 charts on 1 805 faces, 2.7 s against xatlas's 0.2 s), where the
+# realistic objects' meshes have 37-124 (2026-11-23). Past it "auto" goes to xatlas.
+AUTO_GEOMETRIC_MAX_CHARTS = 300
 
 # Times the geometric layout cuts faces found overlapping in the atlas out of their charts and packs
 # again; faces still overlapping after that become charts of one face each (up to SINGLE_FACE_ROUNDS
@@ -157,7 +162,8 @@ def unwrap_uv(vertices, faces, time_budget_s: float = 10.0, progress: Progress =
     vmapping gives the input vertex of each output vertex; faces keep their order.
 
     method "auto": with ``AUTO_GEOMETRIC``, first "geometric" within ``time_budget_s`` (checked between
-    its steps; skipped when its estimate exceeds the budget; a budget of 0 goes at once to "charts");
+    its steps; skipped when its estimate exceeds the budget; a budget of 0 goes at once to "charts";
+    left for xatlas once it has more than ``AUTO_GEOMETRIC_MAX_CHARTS`` charts);
     past its budget, "charts"; then (or at once, the default) xatlas within ``time_budget_s`` (skipped at once when
     its estimated time exceeds two budgets), else the "charts" layout; "geometric" and "xatlas" (no
     fallback, errors raise; xatlas's budget still applies and raises TimeoutError); "charts".
@@ -181,7 +187,8 @@ def unwrap_uv(vertices, faces, time_budget_s: float = 10.0, progress: Progress =
                                  and geometric_time_estimate(len(f)) <= budget):
         try:
             out = geometric_layout(v, f, texture_size=texture_size, padding=padding, progress=progress,
-                                   cancel=cancel, time_budget_s=budget if budget > 0 else None)
+                                   cancel=cancel, time_budget_s=budget if budget > 0 else None,
+                                   max_charts=AUTO_GEOMETRIC_MAX_CHARTS if method == "auto" else None)
             info.update(method="geometric", seconds=time.monotonic() - start)
             return out
         except Exception as e:  # any failure falls back (Cancelled does not)
@@ -223,10 +230,11 @@ def geometric_time_estimate(num_faces: int) -> float:
 
 
 def geometric_layout(vertices, faces, texture_size: int = 1024, padding: int = 2, progress: Progress = None,
-                     cancel=None, time_budget_s: Optional[float] = None):
+                     cancel=None, time_budget_s: Optional[float] = None, max_charts: Optional[int] = None):
     """Our charts: cut along the geometry, flattened by LSCM, skyline-packed (module docstring).
-    Same outputs as ``unwrap_uv``; raises on a failure (non-finite coordinates, overlaps found) and
-    TimeoutError between its steps once ``time_budget_s`` is spent."""
+    Same outputs as ``unwrap_uv``; raises on a failure (non-finite coordinates, overlaps found, more
+    than ``max_charts`` charts after the flattening) and TimeoutError between its steps once
+    ``time_budget_s`` is spent."""
     start = time.monotonic()
     user_cancel = cancel
 
@@ -248,6 +256,8 @@ def geometric_layout(vertices, faces, texture_size: int = 1024, padding: int = 2
     chart, tri = flatten_charts(v, f, chart, mesh=mesh)
     if not np.isfinite(tri).all():
         raise RuntimeError("geometric charts: the flattening did not converge")
+    if max_charts is not None and int(chart.max()) + 1 > max_charts:
+        raise RuntimeError(f"geometric charts: {int(chart.max()) + 1} charts (more than {max_charts})")
     check(cancel)
     if progress is not None:
         progress(60, 100)
