@@ -251,13 +251,15 @@ def geometric_layout(vertices, faces, texture_size: int = 1024, padding: int = 2
     mesh = _Mesh(v, f)
     chart = geometric_charts(v, f, mesh=mesh)
     check(cancel)
+    if max_charts is not None and int(chart.max()) + 1 > max_charts:         # the flattening only adds charts
+        raise RuntimeError(f"geometric charts: {int(chart.max()) + 1} charts (more than {max_charts})")
     if progress is not None:
         progress(30, 100)
     chart, tri = flatten_charts(v, f, chart, mesh=mesh)
     if not np.isfinite(tri).all():
         raise RuntimeError("geometric charts: the flattening did not converge")
     if max_charts is not None and int(chart.max()) + 1 > max_charts:
-        raise RuntimeError(f"geometric charts: {int(chart.max()) + 1} charts (more than {max_charts})")
+        raise RuntimeError(f"geometric charts: {int(chart.max()) + 1} charts after flattening (more than {max_charts})")
     check(cancel)
     if progress is not None:
         progress(60, 100)
