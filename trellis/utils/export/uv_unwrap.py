@@ -251,7 +251,7 @@ def geometric_layout(vertices, faces, texture_size: int = 1024, padding: int = 2
     mesh = _Mesh(v, f)
     chart = geometric_charts(v, f, mesh=mesh)
     check(cancel)
-    if max_charts is not None and int(chart.max()) + 1 > max_charts:         # the flattening only adds charts
+    if max_charts is not None and int(chart.max()) + 1 > max_charts:   # the flattening adds charts (cut-out faces)
         raise RuntimeError(f"geometric charts: {int(chart.max()) + 1} charts (more than {max_charts})")
     if progress is not None:
         progress(30, 100)
