@@ -8,7 +8,8 @@
 #   tests       python -m pytest tests/gpu -q
 #   export      export_realistic_gpu.py --shapes bunny nut --runs 3 in three columns: Triton, Windows without
 #               Triton (a `triton` package that raises ImportError first on PYTHONPATH: the dispatcher picks
-#               NVRTC by itself), fast paths off (TRELLIS_FAST_PATHS=off, the PyTorch twins)
+#               NVRTC by itself), fast paths off (TRELLIS_FAST_PATHS=off, the PyTorch twins); one column
+#               alone: export-triton, export-windows, export-off
 #   decimation  decimation.py --shapes bunny nut --pieces 1 8 auto --runs 3 --reduction 0.9375
 #   chain       pipeline_gpu.py (issue 14's chain, resident fp16 and low-VRAM, 3 warm runs each)
 #   e2e         e2e_gpu.py --presets low-vram (image -> GLB with the random-weight blob, the worst case) with
@@ -42,13 +43,19 @@ for step in "$@"; do
             run objects "$PY" benchmarks/realistic_objects.py build --shapes bunny nut ;;
         tests)
             run tests "$PY" -m pytest tests/gpu -q -p no:cacheprovider ;;
-        export)
-            run export_triton "$PY" benchmarks/export_realistic_gpu.py --shapes bunny nut --runs 3 \
-                --out "$OUT/export_triton.json"
-            run export_windows env PYTHONPATH="$NOTRITON${PYTHONPATH:+:$PYTHONPATH}" \
-                "$PY" benchmarks/export_realistic_gpu.py --shapes bunny nut --runs 3 --out "$OUT/export_windows.json"
-            run export_off env TRELLIS_FAST_PATHS=off \
-                "$PY" benchmarks/export_realistic_gpu.py --shapes bunny nut --runs 3 --out "$OUT/export_off.json" ;;
+        export|export-triton|export-windows|export-off)
+            if [ "$step" = export ] || [ "$step" = export-triton ]; then
+                run export_triton "$PY" benchmarks/export_realistic_gpu.py --shapes bunny nut --runs 3 \
+                    --out "$OUT/export_triton.json"
+            fi
+            if [ "$step" = export ] || [ "$step" = export-windows ]; then
+                run export_windows env PYTHONPATH="$NOTRITON${PYTHONPATH:+:$PYTHONPATH}" \
+                    "$PY" benchmarks/export_realistic_gpu.py --shapes bunny nut --runs 3 --out "$OUT/export_windows.json"
+            fi
+            if [ "$step" = export ] || [ "$step" = export-off ]; then
+                run export_off env TRELLIS_FAST_PATHS=off \
+                    "$PY" benchmarks/export_realistic_gpu.py --shapes bunny nut --runs 3 --out "$OUT/export_off.json"
+            fi ;;
         decimation)
             run decimation "$PY" benchmarks/decimation.py --shapes bunny nut --pieces 1 8 auto --runs 3 \
                 --reduction 0.9375 --out "$OUT/decimation.json" ;;
@@ -61,6 +68,7 @@ for step in "$@"; do
         limits)
             run limits "$PY" benchmarks/e2e_gpu.py --limits 4,3,2.5,2 --commit "$COMMIT" --out "$OUT/limits.json" ;;
         *)
-            echo "unknown step: $step (objects tests export decimation chain e2e limits)" >&2; exit 2 ;;
+            echo "unknown step: $step (objects tests export export-triton export-windows export-off decimation" \
+                 "chain e2e limits)" >&2; exit 2 ;;
     esac
 done
