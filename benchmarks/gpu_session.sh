@@ -10,7 +10,7 @@
 #               Triton (a `triton` package that raises ImportError first on PYTHONPATH: the dispatcher picks
 #               NVRTC by itself), fast paths off (TRELLIS_FAST_PATHS=off, the PyTorch twins); one column
 #               alone: export-triton, export-windows, export-off
-#   decimation  decimation.py --shapes bunny nut --pieces 1 8 auto --runs 3 --reduction 0.9375
+#   decimation  decimation.py --shapes bunny nut --pieces 1 8 16 auto --runs 3 --reduction 0.9375
 #   chain       pipeline_gpu.py (issue 14's chain, resident fp16 and low-VRAM, 3 warm runs each)
 #   e2e         e2e_gpu.py --presets low-vram (image -> GLB with the random-weight blob, the worst case) with
 #               Triton and with the fast paths off
@@ -57,7 +57,7 @@ for step in "$@"; do
                     "$PY" benchmarks/export_realistic_gpu.py --shapes bunny nut --runs 3 --out "$OUT/export_off.json"
             fi ;;
         decimation)
-            run decimation "$PY" benchmarks/decimation.py --shapes bunny nut --pieces 1 8 auto --runs 3 \
+            run decimation "$PY" benchmarks/decimation.py --shapes bunny nut --pieces 1 8 16 auto --runs 3 \
                 --reduction 0.9375 --out "$OUT/decimation.json" ;;
         chain)
             run chain "$PY" benchmarks/pipeline_gpu.py --repeats 3 --commit "$COMMIT" --out "$OUT/chain.json" ;;
