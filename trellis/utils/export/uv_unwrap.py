@@ -233,8 +233,8 @@ def geometric_layout(vertices, faces, texture_size: int = 1024, padding: int = 2
                      cancel=None, time_budget_s: Optional[float] = None, max_charts: Optional[int] = None):
     """Our charts: cut along the geometry, flattened by LSCM, skyline-packed (module docstring).
     Same outputs as ``unwrap_uv``; raises on a failure (non-finite coordinates, overlaps found, more
-    than ``max_charts`` charts after the flattening) and TimeoutError between its steps once
-    ``time_budget_s`` is spent."""
+    than ``max_charts`` charts after the segmentation or the flattening) and TimeoutError between its
+    steps once ``time_budget_s`` is spent."""
     start = time.monotonic()
     user_cancel = cancel
 
