@@ -16,6 +16,8 @@
 #               Triton and with the fast paths off
 #   limits      e2e_gpu.py --limits 4,3,2.5,2 (issue 14: the whole job in a fresh process per memory cap)
 # Every step records the commit, date and device in its JSON (the benchmarks do) and the step's wall time here.
+# STEP_TIMEOUT=S (seconds, default none) stops a step that runs longer (SIGINT, then SIGKILL 10 s later), so
+# one hung step cannot take the rest of a device command with it.
 set -u
 OUT="${OUT:-gpu_session_out}"
 mkdir -p "$OUT"
@@ -31,7 +33,11 @@ run() {   # run NAME CMD...: log to $OUT/NAME.log, time it, keep going on failur
     local name="$1"; shift
     local t0=$(date +%s)
     echo "== $name: $*" | tee -a "$OUT/steps.log"
-    "$@" > "$OUT/$name.log" 2>&1
+    if [ -n "${STEP_TIMEOUT:-}" ]; then
+        timeout --signal=INT --kill-after=10 "$STEP_TIMEOUT" "$@" > "$OUT/$name.log" 2>&1
+    else
+        "$@" > "$OUT/$name.log" 2>&1
+    fi
     local rc=$?
     echo "== $name: rc $rc, $(( $(date +%s) - t0 )) s" | tee -a "$OUT/steps.log"
     tail -n 15 "$OUT/$name.log"
