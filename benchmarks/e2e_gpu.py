@@ -234,9 +234,15 @@ def main() -> int:
     ap.add_argument("--md", default=None, help="also write the markdown table here")
     ap.add_argument("--commit", default="?")
     ap.add_argument("--save-mesh", default=None, help="write the (last) decoder mesh here (.npz)")
+    ap.add_argument("--save-uv-input", default=None, metavar="FILE",
+                    help="write the mesh the (last) to_glb gave the UV unwrap here (.npz: vertices, faces)")
     args = ap.parse_args()
     global SAVE_MESH
     SAVE_MESH = args.save_mesh
+    if args.save_uv_input:
+        from export_realistic_gpu import _UV_INPUT, _record_uv_input
+
+        _record_uv_input()
     from trellis import fastpaths
 
     path = fastpaths.describe("cuda")
@@ -244,6 +250,10 @@ def main() -> int:
     info = proof(args) if args.limits else run_presets(args)
     info["fast_paths"] = path          # "fast paths on (Triton kernels)" or why not (TRELLIS_FAST_PATHS=off)
     Path(args.out).write_text(json.dumps(info, indent=1))
+    if args.save_uv_input and _UV_INPUT:
+        import numpy as np
+
+        np.savez(args.save_uv_input, vertices=_UV_INPUT[-1][0], faces=_UV_INPUT[-1][1])
     table = markdown(info)
     print(table)
     if args.md:
