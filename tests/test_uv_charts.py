@@ -509,3 +509,24 @@ def test_auto_leaves_meshes_of_many_charts_to_xatlas(monkeypatch):
     assert info["method"] == "xatlas"
     unwrap_uv(v, f, time_budget_s=30.0, method="geometric", info=info)
     assert info["method"] == "geometric"
+
+
+def test_geometric_charts_give_up_early_on_noise(monkeypatch):
+    """``geometric_charts(max_charts=N)`` stops before the border compaction on a noisy mesh that falls
+    apart into far more than N charts (the random-weight decoder's surface spent 1.8 s there before the
+    final count was checked), and changes nothing for a mesh that ends within N."""
+    from trellis.utils.export import charts
+
+    v, f = bumpy_sphere(4, noise=0.3)                 # 5 120 noisy faces -> ~110 charts
+    full = charts.geometric_charts(v, f)
+    k = int(full.max()) + 1
+    assert k > 60
+    np.testing.assert_array_equal(charts.geometric_charts(v, f, max_charts=k), full)
+    with pytest.raises(charts.TooManyCharts):
+        charts.geometric_charts(v, f, max_charts=k - 1)
+    compactions = []
+    real = charts._diffuse_borders
+    monkeypatch.setattr(charts, "_diffuse_borders", lambda *a, **kw: compactions.append(1) or real(*a, **kw))
+    with pytest.raises(charts.TooManyCharts, match="after the first merge"):
+        charts.geometric_charts(v, f, max_charts=k // 3)
+    assert not compactions

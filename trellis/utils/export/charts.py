@@ -48,6 +48,8 @@ edge ids and stamp arrays. The meshes to_glb unwrapped: segmentation + flattenin
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -93,6 +95,18 @@ DIFFUSE_CHEBYSHEV = True    # the diffusion by its Chebyshev series (``_chebyshe
 DIFFUSE_TAIL = 1e-6
 SHORTEN_SWEEPS = 20         # sweeps of the border shortening after it
 MAX_ROUNDS = 3
+# ``geometric_charts(max_charts=N)`` gives up early on a mesh that will end with far more than N charts (a
+# noisy random-weight decoder surface: 35 k faces split into ~7 900 pieces, ~1 400 charts after the first
+# merge at 0.9 s, 1 816 at the end after 1.8 s, 2 cores): when the first merge leaves more than
+# MERGED_LIMIT_FACTOR x N charts. The compaction after that merge removes up to 45 % of the charts (first
+# merge / end: bunny 142 / 97, nut 29 / 46, noisy spheres 147 / 81 to 738 / 446, the e2e mesh 1 835 / 1 816),
+# so 3 x N leaves a margin. The pieces of the splits say too little to stop earlier: a noisy 5 k-face sphere
+# splits into over 1 100 pieces and ends with 109 charts, the e2e mesh ~7 900 / 1 816.
+MERGED_LIMIT_FACTOR = 3.0
+
+
+class TooManyCharts(RuntimeError):
+    """``geometric_charts`` stopped: the mesh would fall apart into more charts than asked for."""
 # faces of a chart that LSCM maps over itself are cut out before packing, OVERLAP_ROUNDS times at most
 # (``chart_self_overlaps``: exact, so the packed atlas has none and ``uv_unwrap`` packs once. Until
 # 2026-11-23 this was a test at texel centres of the charts laid side by side, which missed slivers that
@@ -273,12 +287,14 @@ def _merge_small(m: _Mesh, label: np.ndarray, min_faces: int) -> np.ndarray:
 
 
 def geometric_charts(vertices, faces, *, mesh: _Mesh = None, split: np.ndarray = None,
-                     label: np.ndarray = None, compact: bool = True, max_faces: int = MAX_CHART_FACES) -> np.ndarray:
+                     label: np.ndarray = None, compact: bool = True, max_faces: int = MAX_CHART_FACES,
+                     max_charts: Optional[int] = None) -> np.ndarray:
     """Chart id per face (0..K-1), see the module docstring. ``label`` with ``split`` (bool per
     chart): refine only those charts of an earlier labelling. ``compact``: diffuse and shorten the
     borders after the splits (``DIFFUSE_STEPS``, ``SHORTEN_SWEEPS``). ``max_faces``: split charts
     above this many faces too (below ``MAX_CHART_FACES``); fewer than ``MIN_CHARTS`` charts at the end:
-    see ``FEW_CHARTS_SHARE``."""
+    see ``FEW_CHARTS_SHARE``. ``max_charts``: raise ``TooManyCharts`` as soon as the mesh is seen to
+    need far more (``MERGED_LIMIT_FACTOR``) and when it ends with more."""
     m = mesh if mesh is not None else _Mesh(np.asarray(vertices, np.float64), np.asarray(faces, np.int64))
     cos_cone = float(np.cos(np.radians(MAX_CONE_DEG)))
     if label is None:
@@ -317,8 +333,11 @@ def geometric_charts(vertices, faces, *, mesh: _Mesh = None, split: np.ndarray =
     label = _label_components(m, label)
     min_faces = MIN_CHART_FACES if len(m.f) >= SMALL_CHARTS_MESH_FACES else MIN_CHART_FACES_SMALL_MESH
     label = _merge_small(m, label, min_faces)
+    if max_charts is not None and split is None and label.max() + 1 > MERGED_LIMIT_FACTOR * max_charts:
+        raise TooManyCharts(f"geometric charts: {int(label.max()) + 1} charts after the first merge "
+                            f"(limit {max_charts})")
     if not compact or DIFFUSE_STEPS <= 0 or label.max() == 0:
-        return label
+        return _at_most(label, max_charts)
     # compact charts (see the module docstring): smoothed borders, then shorter ones
     label = _label_components(m, _diffuse_borders(m, label, DIFFUSE_STEPS))
     label = _label_components(m, _shorten_borders(m, label, SHORTEN_SWEEPS))
@@ -332,6 +351,12 @@ def geometric_charts(vertices, faces, *, mesh: _Mesh = None, split: np.ndarray =
         big = np.bincount(label, minlength=k) > cap
         if big.any():
             label = geometric_charts(vertices, faces, mesh=m, split=big, label=label, max_faces=cap)
+    return _at_most(label, max_charts)
+
+
+def _at_most(label: np.ndarray, max_charts: Optional[int]) -> np.ndarray:
+    if max_charts is not None and label.max() + 1 > max_charts:
+        raise TooManyCharts(f"geometric charts: {int(label.max()) + 1} charts (more than {max_charts})")
     return label
 
 

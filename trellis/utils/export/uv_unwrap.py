@@ -249,10 +249,8 @@ def geometric_layout(vertices, faces, texture_size: int = 1024, padding: int = 2
     v = _as_numpy(vertices, np.float64).reshape(-1, 3)
     f = _as_numpy(faces, np.int64).reshape(-1, 3)
     mesh = _Mesh(v, f)
-    chart = geometric_charts(v, f, mesh=mesh)
+    chart = geometric_charts(v, f, mesh=mesh, max_charts=max_charts)   # raises early on a hopeless mesh
     check(cancel)
-    if max_charts is not None and int(chart.max()) + 1 > max_charts:   # the flattening adds charts (cut-out faces)
-        raise RuntimeError(f"geometric charts: {int(chart.max()) + 1} charts (more than {max_charts})")
     if progress is not None:
         progress(30, 100)
     chart, tri = flatten_charts(v, f, chart, mesh=mesh)
