@@ -83,6 +83,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--subdivide", nargs="*", type=int, default=[0])
     ap.add_argument("--out", default=None)
+    ap.add_argument("--timeline", action="store_true",
+                    help="also print where one decimation in pieces spends its time (child starts and ends)")
     args = ap.parse_args()
 
     meshes = {}
@@ -115,6 +117,19 @@ def main() -> int:
                    "seconds": round(statistics.median(times), 3), "all_seconds": [round(t, 3) for t in times],
                    "faces_out": int(len(rf)), "mean_dist_vox": round(float(d.mean()) * 256, 4),
                    "p99_dist_vox": round(float(np.percentile(d, 99)) * 256, 4), "bad_edges": bad_edges(rf)}
+            if args.timeline and (pieces or mc.decimation_pieces(len(f))) > 1:
+                from trellis.utils.export import simplify as simp
+
+                t0 = time.perf_counter()
+                vm, fm, target = simp._prepare(v, f, args.reduction)
+                prepared = round(time.perf_counter() - t0, 4)
+                job = simp._Decimation(vm, fm, target, pieces or mc.decimation_pieces(len(f)))
+                try:
+                    while not job.poll():
+                        time.sleep(0.002)
+                finally:
+                    job.close()
+                row["timeline"] = [(prepared, "merged")] + [(round(t + prepared, 4), e) for t, e in job.timeline] + [(round(time.perf_counter() - t0, 4), "done")]
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.out:

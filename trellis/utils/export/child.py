@@ -12,11 +12,13 @@ import sys
 from typing import Optional
 
 
-def start(code: str, args, cwd: str, keep_stderr: bool = False) -> Optional[subprocess.Popen]:
-    """``python -c code *args`` in ``cwd``; None when no child can be started here (the caller then
-    does the work itself)."""
+def start(code: str, args, cwd: str, keep_stderr: bool = False,
+          stdin: bool = False) -> Optional[subprocess.Popen]:
+    """``python -c code *args`` in ``cwd`` (with ``stdin``, a pipe the caller writes to as
+    ``proc.stdin``); None when no child can be started here (the caller then does the work itself)."""
     try:
         return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], cwd=cwd,
+                                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE if keep_stderr else subprocess.DEVNULL)
     except OSError:
@@ -30,3 +32,8 @@ def stop(proc: Optional[subprocess.Popen]) -> None:
     if proc.poll() is None:
         proc.kill()
     proc.wait()
+    if proc.stdin is not None:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass

@@ -98,15 +98,21 @@ PIECES_FROM_FACES = 300_000
 MAX_PIECES = 16
 PIECE_SLACK = 2.0
 
-# A decimation child process: one or more pieces (or a whole mesh), each an input .npz and an output .npz
-# named on the command line in pairs; no trellis import, so it starts in ~0.1 s.
+# A decimation child process. It starts before its work is known (importing numpy and fast-simplification
+# takes 0.1 s on a desktop and up to 0.6 s on a busy GPU host, so it overlaps the caller's merge and the cut
+# into pieces), then reads its work from stdin: one JSON line per batch, a list of [input .npz, output .npz]
+# pairs, each output written under another name and renamed when complete (the caller sees only whole
+# files). It serves batches until stdin closes, so the re-joined mesh's pass goes to a child that is
+# already warm. No trellis import.
 _PIECE_CHILD = r"""
-import sys, numpy as np, fast_simplification
-for src, dst in zip(sys.argv[1::2], sys.argv[2::2]):
-    d = np.load(src)
-    v, f = fast_simplification.simplify(d["vertices"], d["faces"], target_count=int(d["target"]),
-                                        preserve_border=bool(d["preserve_border"]))
-    np.savez(dst, vertices=np.asarray(v, dtype=np.float64), faces=np.asarray(f, dtype=np.int32))
+import json, os, sys, numpy as np, fast_simplification
+for line in sys.stdin:
+    for src, dst in json.loads(line):
+        d = np.load(src)
+        v, f = fast_simplification.simplify(d["vertices"], d["faces"], target_count=int(d["target"]),
+                                            preserve_border=bool(d["preserve_border"]))
+        np.savez(dst + ".part.npz", vertices=np.asarray(v, dtype=np.float64), faces=np.asarray(f, dtype=np.int32))
+        os.replace(dst + ".part.npz", dst)
 """
 
 
@@ -161,24 +167,32 @@ def _in_pieces(pieces: int, target: int, n_faces: int) -> bool:
 
 
 class _Decimation:
-    """The decimation of a merged mesh to ``target`` faces as child processes that ``poll()`` advances
+    """The decimation of a merged mesh to ``target`` faces in child processes that ``poll()`` advances
     (it never blocks on a child): either one child for the whole mesh, or ``pieces`` compact pieces (borders
     kept, PIECE_SLACK times their share) shared out among at most one child per core (``_workers()``; each
     child decimates its pieces one after the other, so a machine with few cores starts few interpreters),
-    and then one child for the re-joined mesh. The pieces, and so the result, do not depend on the cores.
-    A child that fails or cannot start is replaced by the same calls in this process, with the same
-    result. ``result()`` is the raw decimator output; ``close()`` kills the children and removes the
-    folder (``folder``)."""
+    and then the re-joined mesh, given to the first child that is done with its pieces. The children are
+    started first, so their start-up overlaps the cut and the writing of the pieces. The pieces, and so
+    the result, do not depend on the cores. A child that fails or cannot start is replaced by the same
+    calls in this process, with the same result. ``result()`` is the raw decimator output; ``close()``
+    kills the children and removes the folder (``folder``)."""
 
     def __init__(self, v, f, target: int, pieces: int):
         import tempfile
+        import time
 
+        self._t0 = time.perf_counter()
+        self.timeline = []           # (seconds since construction, event): where the time goes (benchmarks)
         self.target, self.folder = target, tempfile.mkdtemp(prefix="trellis_simplify_")
         self.proc = None             # the last child started
-        self._running, self._pending, self._done, self._result = {}, [], {}, None
+        self._idle, self._busy, self._done, self._result = [], {}, {}, None
+        self.child_calls = 0         # calls whose result a child wrote (the rest were done here)
         try:
-            if _in_pieces(pieces, target, len(f)):
-                self.phase = "pieces"
+            self.phase = "pieces" if _in_pieces(pieces, target, len(f)) else "whole"
+            for _ in range(min(pieces, _workers()) if self.phase == "pieces" else 1):
+                self._start_child()
+            self._mark(f"{len(self._idle)} children started")
+            if self.phase == "pieces":
                 groups = _split_compact(v[f[:, 0]], pieces)    # a face's first corner stands for the face
                 files = []
                 for g in groups:
@@ -186,15 +200,26 @@ class _Decimation:
                     used[f[g].reshape(-1)] = True
                     share = max(1, int(math.ceil(target * PIECE_SLACK * len(g) / len(f))))
                     files.append(self._write(v[used], (np.cumsum(used) - 1)[f[g]], share, True))
-                children = min(len(files), _workers())
-                self._pending = [files[c::children] for c in range(children)]
+                self._mark(f"{len(files)} pieces written")
+                batches = max(1, len(self._idle))
+                self._pending = [files[c::batches] for c in range(batches)]
             else:
-                self.phase = "whole"
                 self._pending = [[self._write(v, f, target, False)]]
             self.steps = sum(map(len, self._pending)) + (1 if self.phase == "pieces" else 0)
         except BaseException:
             self.close()
             raise
+
+    def _start_child(self) -> None:
+        proc = child.start(_PIECE_CHILD, (), self.folder, stdin=True)
+        if proc is not None:
+            self.proc = proc
+            self._idle.append(proc)
+
+    def _mark(self, event: str) -> None:
+        import time
+
+        self.timeline.append((round(time.perf_counter() - self._t0, 4), event))
 
     def _write(self, v, f, target, preserve_border):
         """(index, input file, output file) of one decimation call, its input written."""
@@ -208,25 +233,47 @@ class _Decimation:
     def finished_steps(self) -> int:
         return len(self._done) if self.phase == "pieces" else len(self._done) + (self.steps - 1)
 
+    def _send(self, calls) -> None:
+        """Give ``calls`` to an idle child, or do them here when there is none or it cannot take them."""
+        import json
+
+        while self._idle:
+            proc = self._idle.pop(0)
+            try:
+                proc.stdin.write((json.dumps([[src, dst] for _, src, dst in calls]) + "\n").encode())
+                proc.stdin.flush()
+            except (OSError, ValueError):     # it has exited (e.g. no fast-simplification there)
+                child.stop(proc)
+                continue
+            self._busy[id(proc)] = (proc, calls)
+            self._mark(f"calls {[i for i, _, _ in calls]} sent")
+            return
+        for i, src, dst in calls:
+            self._done[i] = self._collect(False, src, dst)
+
     def poll(self) -> bool:
-        """Starts what may start, collects what ended; True once the result is in."""
+        """Gives out what may start, collects what ended; True once the result is in."""
+        import os
+
         if self._result is not None:
             return True
-        for key, (proc, calls) in list(self._running.items()):
-            if proc.poll() is None:
+        for key, (proc, calls) in list(self._busy.items()):
+            complete = all(os.path.exists(dst) for _, _, dst in calls)
+            if not complete and proc.poll() is None:
                 continue
-            del self._running[key]
-            for i, src, dst in calls:
-                self._done[i] = self._collect(proc.returncode, src, dst)
-        while self._pending and len(self._running) < _workers():
-            calls = self._pending.pop(0)
-            proc = child.start(_PIECE_CHILD, [name for _, src, dst in calls for name in (src, dst)], self.folder)
-            if proc is None:                 # no child possible: these calls are done here
-                for i, src, dst in calls:
-                    self._done[i] = self._collect(None, src, dst)
+            del self._busy[key]
+            for i, src, dst in calls:         # a child that died: what it did not write is done here
+                written = os.path.exists(dst)
+                self.child_calls += written
+                self._done[i] = self._collect(written, src, dst)
+            if complete and proc.poll() is None:
+                self._idle.append(proc)
             else:
-                self.proc, self._running[calls[0][0]] = proc, (proc, calls)
-        if self._pending or self._running:
+                child.stop(proc)
+            self._mark(f"calls {[i for i, _, _ in calls]} collected")
+        while self._pending and (self._idle or not self._busy):
+            self._send(self._pending.pop(0))
+        if self._pending or self._busy:
             return False
         parts = [self._done[i] for i in sorted(self._done)]
         if self.phase == "pieces":
@@ -237,6 +284,7 @@ class _Decimation:
                 faces.append(pf + base)
                 base += len(pv)
             v, f = merge_duplicate_vertices(np.concatenate([pv for pv, _ in parts]), np.concatenate(faces))
+            self._mark(f"re-joined: {len(f)} faces")
             self.phase, self._done = "whole", {}
             if self.target < len(f):
                 self._pending = [[self._write(v, f, self.target, False)]]
@@ -246,8 +294,8 @@ class _Decimation:
         return True
 
     @staticmethod
-    def _collect(returncode, src, dst):
-        if returncode == 0:
+    def _collect(written: bool, src, dst):
+        if written:
             try:
                 with np.load(dst) as out:
                     return out["vertices"], out["faces"].astype(np.int64).reshape(-1, 3)
@@ -262,9 +310,11 @@ class _Decimation:
     def close(self) -> None:
         import shutil
 
-        for proc, _ in self._running.values():
+        # Killed, idle or not (an idle child holds nothing; an exit of its own would take tens of ms), and
+        # waited for, so that its folder can go (Windows keeps a process's working folder).
+        for proc in self._idle + [p for p, _ in self._busy.values()]:
             child.stop(proc)
-        self._running = {}
+        self._idle, self._busy = [], {}
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
