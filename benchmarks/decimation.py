@@ -120,16 +120,20 @@ def main() -> int:
             if args.timeline and (pieces or mc.decimation_pieces(len(f))) > 1:
                 from trellis.utils.export import simplify as simp
 
-                t0 = time.perf_counter()
+                # as simplify_mesh does it: children started, then the merge, then the pieces
+                p_ = pieces or mc.decimation_pieces(len(f))
+                job = simp._Decimation(simp._Decimation.children_for(
+                    p_, max(1, int(round(len(f) * (1 - args.reduction)))), len(f)))
                 vm, fm, target = simp._prepare(v, f, args.reduction)
-                prepared = round(time.perf_counter() - t0, 4)
-                job = simp._Decimation(vm, fm, target, pieces or mc.decimation_pieces(len(f)))
+                job._mark("merged")
+                job.begin(vm, fm, target, p_)
                 try:
                     while not job.poll():
                         time.sleep(0.002)
                 finally:
                     job.close()
-                row["timeline"] = [(prepared, "merged")] + [(round(t + prepared, 4), e) for t, e in job.timeline] + [(round(time.perf_counter() - t0, 4), "done")]
+                job._mark("done")
+                row["timeline"] = job.timeline
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.out:

@@ -177,21 +177,47 @@ class _Decimation:
     calls in this process, with the same result. ``result()`` is the raw decimator output; ``close()``
     kills the children and removes the folder (``folder``)."""
 
-    def __init__(self, v, f, target: int, pieces: int):
+    def __init__(self, children: int):
+        """Starts the folder and ``children`` child processes (they import while the caller prepares the
+        mesh); ``begin()`` gives them the work."""
         import tempfile
         import time
 
         self._t0 = time.perf_counter()
         self.timeline = []           # (seconds since construction, event): where the time goes (benchmarks)
-        self.target, self.folder = target, tempfile.mkdtemp(prefix="trellis_simplify_")
+        self.folder = tempfile.mkdtemp(prefix="trellis_simplify_")
         self.proc = None             # the last child started
-        self._idle, self._busy, self._done, self._result = [], {}, {}, None
+        self._idle, self._busy, self._done, self._result, self._pending = [], {}, {}, None, []
         self.child_calls = 0         # calls whose result a child wrote (the rest were done here)
+        self.steps = 0
         try:
-            self.phase = "pieces" if _in_pieces(pieces, target, len(f)) else "whole"
-            for _ in range(min(pieces, _workers()) if self.phase == "pieces" else 1):
+            for _ in range(children):
                 self._start_child()
-            self._mark(f"{len(self._idle)} children started")
+        except BaseException:
+            self.close()
+            raise
+        self._mark(f"{len(self._idle)} children started")
+
+    @staticmethod
+    def children_for(pieces: int, target: int, n_faces: int) -> int:
+        """The children a decimation of ``n_faces`` to ``target`` in ``pieces`` uses."""
+        return min(pieces, _workers()) if _in_pieces(pieces, target, n_faces) else 1
+
+    @classmethod
+    def of(cls, v, f, target: int, pieces: int) -> "_Decimation":
+        """A decimation of merged ``v``, ``f`` to ``target`` faces, started."""
+        job = cls(cls.children_for(pieces, target, len(f)))
+        job.begin(v, f, target, pieces)
+        return job
+
+    def begin(self, v, f, target: int, pieces: int) -> None:
+        """Cuts and writes the work (the merged mesh ``v``, ``f`` to ``target`` faces, in ``pieces``) and
+        gives it out; starts more children if this needs more than were started."""
+        try:
+            self.target = target
+            self.phase = "pieces" if _in_pieces(pieces, target, len(f)) else "whole"
+            for _ in range(self.children_for(pieces, target, len(f)) - len(self._idle)):
+                self._start_child()
             if self.phase == "pieces":
                 groups = _split_compact(v[f[:, 0]], pieces)    # a face's first corner stands for the face
                 files = []
@@ -352,21 +378,34 @@ def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, 
     """
     import time
 
-    v, f, target = _prepare(vertices, faces, reduction)
-    if reduction <= 0 or len(f) == 0:
-        return _output(v, f)
-    _check_cancel(cancel)
-    pieces = decimation_pieces(len(f)) if pieces is None else max(1, int(pieces))
-    if target >= len(f):
-        return _finish(v, f)
-    if not _in_pieces(pieces, target, len(f)):
-        _report(progress, "simplify", 0, 1)
-        v, f = _decimate(v, f, target)
-        _check_cancel(cancel)
-        _report(progress, "simplify", 1, 1)
-        return _finish(v, f)
-    job = _Decimation(v, f, target, pieces)
+    # The children start before the merge of duplicate vertices when the face count says that pieces
+    # will be used (they import meanwhile); the merged count decides, as everywhere.
+    n_raw = len(faces)
+    job = None
+    if 0 < reduction < 1 and n_raw:
+        p = decimation_pieces(n_raw) if pieces is None else max(1, int(pieces))
+        t = max(1, int(round(n_raw * (1.0 - reduction))))
+        if _in_pieces(p, t, n_raw):
+            job = _Decimation(_Decimation.children_for(p, t, n_raw))
     try:
+        v, f, target = _prepare(vertices, faces, reduction)
+        if reduction <= 0 or len(f) == 0:
+            return _output(v, f)
+        _check_cancel(cancel)
+        pieces = decimation_pieces(len(f)) if pieces is None else max(1, int(pieces))
+        if target >= len(f):
+            return _finish(v, f)
+        if not _in_pieces(pieces, target, len(f)):
+            if job is not None:
+                job.close()
+            _report(progress, "simplify", 0, 1)
+            v, f = _decimate(v, f, target)
+            _check_cancel(cancel)
+            _report(progress, "simplify", 1, 1)
+            return _finish(v, f)
+        if job is None:
+            job = _Decimation(_Decimation.children_for(pieces, target, len(f)))
+        job.begin(v, f, target, pieces)
         _report(progress, "simplify", 0, job.steps)
         done = 0
         while not job.poll():
@@ -379,8 +418,9 @@ def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, 
             else:
                 time.sleep(0.005)
         v, f = job.result()
-    finally:                                 # also on cancel: children killed, files removed
-        job.close()
+    finally:                                 # also on cancel or an error: children killed, files removed
+        if job is not None:
+            job.close()
     _check_cancel(cancel)
     _report(progress, "simplify", job.steps, job.steps)
     return _finish(v, f)
@@ -414,14 +454,26 @@ class BackgroundSimplify:
         self.vertices, self.faces = _to_numpy(vertices, faces)
         self.reduction = float(reduction)
         self._result, self._job = None, None
-        v, f, target = _prepare(self.vertices, self.faces, self.reduction)
-        if self.reduction <= 0 or len(f) == 0:
-            self._result = _output(v, f)
-        elif target >= len(f):
-            self._result = _finish(v, f)
-        else:
-            self._job = _Decimation(v, f, target, decimation_pieces(len(f)))
-            self._job.poll()
+        # children started first (they import while the duplicate vertices are merged), as many as the
+        # face count says; the merged count decides the pieces
+        n = len(self.faces)
+        job = None
+        if 0 < self.reduction < 1 and n:
+            t = max(1, int(round(n * (1.0 - self.reduction))))
+            job = _Decimation(_Decimation.children_for(decimation_pieces(n), t, n))
+        try:
+            v, f, target = _prepare(self.vertices, self.faces, self.reduction)
+            if self.reduction <= 0 or len(f) == 0:
+                self._result = _output(v, f)
+            elif target >= len(f):
+                self._result = _finish(v, f)
+            else:
+                job.begin(v, f, target, decimation_pieces(len(f)))
+                self._job, job = job, None
+                self._job.poll()
+        finally:
+            if job is not None:              # not needed, or an error
+                job.close()
 
     @property
     def _dir(self):
