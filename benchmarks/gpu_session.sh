@@ -14,7 +14,8 @@
 #   chain       pipeline_gpu.py (issue 14's chain, resident fp16 and low-VRAM, 3 warm runs each)
 #   e2e         e2e_gpu.py --presets low-vram (image -> GLB with the random-weight blob, the worst case) with
 #               Triton and with the fast paths off
-#   limits      e2e_gpu.py --limits 4,3,2.5,2 (issue 14: the whole job in a fresh process per memory cap)
+#   limits      e2e_gpu.py --limits 4,3,2.5,2 (issue 14: the whole job in a fresh process per memory cap;
+#               LIMITS=2 for other caps; each cap is a fresh process of ~45 s on the H100 host)
 # Every step records the commit, date and device in its JSON (the benchmarks do) and the step's wall time here.
 # STEP_TIMEOUT=S (seconds, default none) stops a step that runs longer (SIGINT, then SIGKILL 10 s later), so
 # one hung step cannot take the rest of a device command with it.
@@ -72,7 +73,7 @@ for step in "$@"; do
             run e2e_off env TRELLIS_FAST_PATHS=off "$PY" benchmarks/e2e_gpu.py --presets low-vram --commit "$COMMIT" \
                 --out "$OUT/e2e_off.json" ;;
         limits)
-            run limits "$PY" benchmarks/e2e_gpu.py --limits 4,3,2.5,2 --commit "$COMMIT" --out "$OUT/limits.json" ;;
+            run limits "$PY" benchmarks/e2e_gpu.py --limits "${LIMITS:-4,3,2.5,2}" --commit "$COMMIT" --out "$OUT/limits.json" ;;
         *)
             echo "unknown step: $step (objects tests export export-triton export-windows export-off decimation" \
                  "chain e2e limits)" >&2; exit 2 ;;
