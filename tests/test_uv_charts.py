@@ -530,3 +530,25 @@ def test_geometric_charts_give_up_early_on_noise(monkeypatch):
     with pytest.raises(charts.TooManyCharts, match="after the first merge"):
         charts.geometric_charts(v, f, max_charts=k // 3)
     assert not compactions
+
+
+def test_auto_sends_noisy_surfaces_to_xatlas_at_once(monkeypatch):
+    """``auto`` does not segment a surface whose neighbouring faces mostly meet at sharp angles (a
+    random-weight decoder's noise): xatlas at once. A smooth mesh is still segmented, and ``geometric``
+    asked for by name still runs on the noisy one."""
+    from trellis.utils.export import charts
+
+    noisy, smooth = bumpy_sphere(4, noise=0.3), bumpy_sphere(4)
+    m = charts._Mesh(noisy[0].astype(np.float64), noisy[1])
+    assert charts.sharp_pair_share(m) > 0.5
+    assert charts.sharp_pair_share(charts._Mesh(smooth[0].astype(np.float64), smooth[1])) < 0.01
+    segmented = []
+    real = charts.geometric_charts
+    monkeypatch.setattr(charts, "geometric_charts", lambda *a, **k: segmented.append(1) or real(*a, **k))
+    info = {}
+    unwrap_uv(*noisy, time_budget_s=30.0, info=info)
+    assert info["method"] == "xatlas" and not segmented
+    unwrap_uv(*smooth, time_budget_s=30.0, info=info)
+    assert info["method"] == "geometric" and segmented
+    unwrap_uv(*noisy, time_budget_s=30.0, method="geometric", info=info)
+    assert info["method"] == "geometric"

@@ -86,6 +86,11 @@ AUTO_GEOMETRIC_MAX_FACES = 40_000
 # CPU pipeline's random-weight mesh: 509 charts on 1 805 faces, 2.7 s against xatlas's 0.2 s), where the
 # realistic objects' meshes have 37-124 (2026-11-23). Past it "auto" goes to xatlas.
 AUTO_GEOMETRIC_MAX_CHARTS = 300
+# ... and not on a surface this noisy: when more than this share of neighbouring faces meet at over 45°
+# (``charts.sharp_pair_share``) "auto" goes to xatlas at once. The realistic objects' meshes: 0.9 % (bunny),
+# 0.5 % (nut); noisy random-weight decoder surfaces 64-74 %, where the segmentation ran 0.9 s (2 cores) only
+# to find far more than AUTO_GEOMETRIC_MAX_CHARTS charts (the e2e benchmark's 35 k faces: 1 835).
+AUTO_NOISY_SHARE = 0.25
 
 # Times the geometric layout cuts faces found overlapping in the atlas out of their charts and packs
 # again; faces still overlapping after that become charts of one face each (up to SINGLE_FACE_ROUNDS
@@ -249,6 +254,13 @@ def geometric_layout(vertices, faces, texture_size: int = 1024, padding: int = 2
     v = _as_numpy(vertices, np.float64).reshape(-1, 3)
     f = _as_numpy(faces, np.int64).reshape(-1, 3)
     mesh = _Mesh(v, f)
+    if max_charts is not None:
+        from .charts import TooManyCharts, sharp_pair_share
+
+        noisy = sharp_pair_share(mesh)
+        if noisy > AUTO_NOISY_SHARE:
+            raise TooManyCharts(f"geometric charts: a noisy surface ({100 * noisy:.0f} % of neighbouring faces "
+                                f"meet at over 45 degrees)")
     chart = geometric_charts(v, f, mesh=mesh, max_charts=max_charts)   # raises early on a hopeless mesh
     check(cancel)
     if progress is not None:
