@@ -93,6 +93,12 @@ def _cancel_coincident_faces(faces):
 # 0.92 s, 0.188 / 0.437, 0.187 / 0.437, 0.188 / 0.436, 0.189 / 0.439; nut 1.92 / 1.44 / 1.31 / 1.57 s, 0.259 /
 # 0.772, 0.240 / 0.577, 0.240 / 0.577, 0.240 / 0.579. Several pieces share one child on a machine with fewer
 # cores than pieces (the pieces, and so the result, are the same on every machine).
+# 2026-11-23 (twelfth session, H100 host): a child's import of numpy + fast-simplification takes 0.46-0.58 s
+# there (0.1 s on a desktop), and the pieces paid it twice in series (pieces, then the re-joined mesh): 8
+# pieces were slower than one pass for the bunny (1.58-2.05 vs 1.19-1.74 s). The children now start before
+# the merge and the cut, take their work through stdin and serve the last pass too (``_PIECE_CHILD``):
+# to_glb's simplify stage on that host bunny 1.79 -> 0.92 s, nut 2.10 -> 1.16 s; 2 cores: bunny 8 pieces
+# 0.85 -> 0.75 s.
 PIECE_MIN_FACES = 80_000
 PIECES_FROM_FACES = 300_000
 MAX_PIECES = 16
