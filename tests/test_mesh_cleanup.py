@@ -711,3 +711,27 @@ def test_background_simplify_equals_simplify_mesh(monkeypatch, tmp_path):
     monkeypatch.setattr(subprocess, "Popen", no_spawn)
     for a, b in zip(ref, mc.BackgroundSimplify(v, f, 0.9).result()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_idle_decimation_child_exits_by_itself(tmp_path):
+    """A warm decimation child does its work from stdin, then waits for more; one whose caller never
+    closes it (stdin left open) exits by itself once idle for its limit."""
+    import time
+    from trellis.utils.export import child
+
+    v, f = _sphere(4)
+    src, dst = tmp_path / "in.npz", tmp_path / "out.npz"
+    np.savez(src, vertices=v.astype(np.float64), faces=f.astype(np.int32), target=len(f) // 4, preserve_border=False)
+    proc = child.start(simp._piece_child(3.0), (), str(tmp_path), stdin=True)
+    try:
+        proc.stdin.write(f'[["{src.as_posix()}", "{dst.as_posix()}"]]\n'.encode())
+        proc.stdin.flush()
+        deadline = time.monotonic() + 60
+        while not dst.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with np.load(dst) as out:
+            assert abs(len(out["faces"]) - len(f) // 4) <= 0.02 * len(f)
+        assert proc.poll() is None                        # waits for more work
+        assert proc.wait(timeout=30) == 0                 # ... then leaves, stdin still open
+    finally:
+        child.stop(proc)

@@ -108,18 +108,38 @@ PIECE_SLACK = 2.0
 # takes 0.1 s on a desktop and up to 0.6 s on a busy GPU host, so it overlaps the caller's merge and the cut
 # into pieces), then reads its work from stdin: one JSON line per batch, a list of [input .npz, output .npz]
 # pairs, each output written under another name and renamed when complete (the caller sees only whole
-# files). It serves batches until stdin closes, so the re-joined mesh's pass goes to a child that is
-# already warm. No trellis import.
-_PIECE_CHILD = r"""
-import json, os, sys, numpy as np, fast_simplification
+# files). It serves batches until stdin closes (the caller closes or dies), so the re-joined mesh's pass
+# goes to a child that is already warm; one left idle for CHILD_IDLE_S by a caller that never closed it
+# exits by itself. No trellis import.
+CHILD_IDLE_S = 300.0
+_PIECE_CHILD_CODE = r"""
+import json, os, sys, threading, time
+import numpy as np, fast_simplification
+state = {"busy": False, "since": time.monotonic()}
+def idle_exit():
+    while True:
+        time.sleep(min(5.0, IDLE / 2))
+        if not state["busy"] and time.monotonic() - state["since"] > IDLE:
+            os._exit(0)
+threading.Thread(target=idle_exit, daemon=True).start()
 for line in sys.stdin:
+    state["busy"] = True
     for src, dst in json.loads(line):
         d = np.load(src)
         v, f = fast_simplification.simplify(d["vertices"], d["faces"], target_count=int(d["target"]),
                                             preserve_border=bool(d["preserve_border"]))
         np.savez(dst + ".part.npz", vertices=np.asarray(v, dtype=np.float64), faces=np.asarray(f, dtype=np.int32))
         os.replace(dst + ".part.npz", dst)
+    state["busy"], state["since"] = False, time.monotonic()
 """
+
+
+def _piece_child(idle_s: float) -> str:
+    """The decimation child's code, exiting after ``idle_s`` seconds without work."""
+    return _PIECE_CHILD_CODE.replace("IDLE", repr(float(idle_s)))
+
+
+_PIECE_CHILD = _piece_child(CHILD_IDLE_S)
 
 
 def decimation_pieces(n_faces: int) -> int:
