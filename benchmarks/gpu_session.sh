@@ -16,6 +16,11 @@
 #               Triton and with the fast paths off
 #   limits      e2e_gpu.py --limits 4,3,2.5,2 (issue 14: the whole job in a fresh process per memory cap;
 #               LIMITS=2 for other caps; each cap is a fresh process of ~45 s on the H100 host)
+# The lent H100/H200 image has torch, triton, numpy, scipy, scikit-image but not trimesh, fast-simplification or
+# xatlas: download their cp312 manylinux wheels here into .whl/ (git-ignored; ~1.3 MB: trimesh==5.2.0,
+# fast-simplification==0.2.0, xatlas==0.0.11, as in requirements_2.txt), carry .whl and start the device command
+# with `python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site`.
+# Only 8 files come back from $OUT: run with OUT=/tmp/gs and tar that folder into the real $OUT.
 # Every step records the commit, date and device in its JSON (the benchmarks do) and the step's wall time here.
 # STEP_TIMEOUT=S (seconds, default none) stops a step that runs longer (SIGINT, then SIGKILL 10 s later), so
 # one hung step cannot take the rest of a device command with it.
