@@ -670,9 +670,17 @@ def pack_charts_bitmap(tri, chart, size: int, padding: int = 2, attempts: int = 
                 best = (scale, g, use)
         return best
 
+    made = {}
+
+    def masks_at(scale):
+        """The charts' masks at ``scale``, made once (the retries reuse the scale search's)."""
+        if scale not in made:
+            made[scale] = _bitmap_masks(q0, chart, nchart, scale)
+        return made[scale]
+
     spent = 0
     for _ in range(attempts):
-        got = _bitmap_attempt(q0, chart, nchart, s, size, padding, BITMAP_ORDERS[0])
+        got = _bitmap_attempt(q0, chart, nchart, s, size, padding, BITMAP_ORDERS[0], masks_at(s))
         spent += nchart
         use = texel_use(s, got)
         if use is not None:
@@ -687,20 +695,18 @@ def pack_charts_bitmap(tri, chart, size: int, padding: int = 2, attempts: int = 
             over = size / max(got[1], 1.0) if got is not None else 0.85 ** 2
             s = 0.5 * (s + best[0]) if best is not None else s * np.sqrt(over) * 0.99
     if best is not None and len(BITMAP_ORDERS) > 1:
-        masks = _bitmap_masks(q0, chart, nchart, best[0])    # the same scale, charts in other orders
+        masks = masks_at(best[0])                           # the same scale, charts in other orders
         best = best_of(best, [(best[0], order, masks) for order in BITMAP_ORDERS[1:]])
     if best is not None and best[2] < BITMAP_TARGET and nchart <= BITMAP_EXTRA_MAX_CHARTS:
         # below the target with few charts: spare placements go to more layouts until one reaches it,
         # the best kept
-        s0, masks, extra = best[0], {}, list(BITMAP_EXTRA)
+        s0, extra = best[0], list(BITMAP_EXTRA)
         while extra and best[2] < BITMAP_TARGET:
             batch = []                                 # BITMAP_PARALLEL layouts at once, while placements last
             while extra and len(batch) < BITMAP_PARALLEL and spent + nchart <= BITMAP_PLACEMENTS:
                 fac, order = extra.pop(0)
                 spent += nchart
-                if fac not in masks:
-                    masks[fac] = _bitmap_masks(q0, chart, nchart, fac * s0)
-                batch.append((fac * s0, order, masks[fac]))
+                batch.append((fac * s0, order, masks_at(fac * s0)))
             if not batch:
                 break
             best = best_of(best, batch)
@@ -708,7 +714,7 @@ def pack_charts_bitmap(tri, chart, size: int, padding: int = 2, attempts: int = 
         # below the target: one more layout of the same charts at the same scale in another order (a
         # greedy layout moves +-1-2 points with the order), the better kept (with few charts the spare
         # placements above have tried those orders already)
-        masks = _bitmap_masks(q0, chart, nchart, best[0])
+        masks = masks_at(best[0])
         retry = list(BITMAP_RETRY)
         while retry and best[2] < BITMAP_TARGET:
             batch, retry = retry[:BITMAP_PARALLEL], retry[BITMAP_PARALLEL:]
