@@ -107,33 +107,18 @@ def main() -> int:
         tree = cKDTree(surface_points(v, f, 2_000_000, 1))
         for p in args.pieces:
             pieces = None if p == "auto" else int(p)
-            times = []
+            times, info = [], {}
             for _ in range(args.runs):
                 t0 = time.perf_counter()
-                rv, rf = mc.simplify_mesh(v, f, args.reduction, pieces=pieces)
+                rv, rf = mc.simplify_mesh(v, f, args.reduction, pieces=pieces, info=info)
                 times.append(time.perf_counter() - t0)
             d, _ = tree.query(surface_points(rv, rf, 200_000, 0))
             row = {"mesh": name, "faces": int(len(f)), "pieces": pieces or mc.decimation_pieces(len(f)),
                    "seconds": round(statistics.median(times), 3), "all_seconds": [round(t, 3) for t in times],
                    "faces_out": int(len(rf)), "mean_dist_vox": round(float(d.mean()) * 256, 4),
                    "p99_dist_vox": round(float(np.percentile(d, 99)) * 256, 4), "bad_edges": bad_edges(rf)}
-            if args.timeline and (pieces or mc.decimation_pieces(len(f))) > 1:
-                from trellis.utils.export import simplify as simp
-
-                # as simplify_mesh does it: children started, then the merge, then the pieces
-                p_ = pieces or mc.decimation_pieces(len(f))
-                job = simp._Decimation(simp._Decimation.children_for(
-                    p_, max(1, int(round(len(f) * (1 - args.reduction)))), len(f)))
-                vm, fm, target = simp._prepare(v, f, args.reduction)
-                job._mark("merged")
-                job.begin(vm, fm, target, p_)
-                try:
-                    while not job.poll():
-                        time.sleep(0.002)
-                finally:
-                    job.close()
-                job._mark("done")
-                row["timeline"] = job.timeline
+            if args.timeline and "timeline" in info:      # the last run's (a decimation in pieces)
+                row["timeline"] = info["timeline"]
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.out:

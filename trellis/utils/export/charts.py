@@ -104,15 +104,16 @@ MAX_ROUNDS = 3
 # splits into over 1 100 pieces and ends with 109 charts, the e2e mesh ~7 900 / 1 816.
 MERGED_LIMIT_FACTOR = 3.0
 
-
-class TooManyCharts(RuntimeError):
-    """``geometric_charts`` stopped: the mesh would fall apart into more charts than asked for."""
 # faces of a chart that LSCM maps over itself are cut out before packing, OVERLAP_ROUNDS times at most
 # (``chart_self_overlaps``: exact, so the packed atlas has none and ``uv_unwrap`` packs once. Until
 # 2026-11-23 this was a test at texel centres of the charts laid side by side, which missed slivers that
 # the packing's scale then put on a texel centre: the product-like nut made on a CPU was packed 3 times,
 # UV 2.95 s, now once, 1.36 s; bunny 1.09 -> 0.51 s; docs/BENCHMARKS.md, tenth session)
 OVERLAP_ROUNDS = 2
+
+
+class TooManyCharts(RuntimeError):
+    """``geometric_charts`` stopped: the mesh would fall apart into more charts than asked for."""
 
 
 class _Mesh:

@@ -389,7 +389,8 @@ def _finish(v, f):
 
 
 def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, cancel=None,
-                  pieces: Optional[int] = None, while_waiting: Optional[Callable[[], None]] = None):
+                  pieces: Optional[int] = None, while_waiting: Optional[Callable[[], None]] = None,
+                  info: Optional[dict] = None):
     """Quadric decimation removing the fraction ``reduction`` of the faces (0.95 keeps 5 %).
 
     Duplicate vertices are merged first (decimation needs shared vertices to see connectivity);
@@ -400,7 +401,8 @@ def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, 
     Afterwards, faces that collapsed onto the same three vertices are cancelled
     (``_cancel_coincident_faces``). ``reduction <= 0`` returns the input unchanged (as float32 /
     int64 arrays). Progress is reported per piece; cancel is checked between steps and while the
-    children run (which it kills).
+    children run (which it kills). ``info``, if a dict, receives "timeline" for a decimation in pieces:
+    (seconds, event) from the children's start to the result (benchmarks/decimation.py --timeline).
     """
     import time
 
@@ -431,6 +433,7 @@ def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, 
             return _finish(v, f)
         if job is None:
             job = _Decimation(_Decimation.children_for(pieces, target, len(f)))
+        job._mark("merged")
         job.begin(v, f, target, pieces)
         _report(progress, "simplify", 0, job.steps)
         done = 0
@@ -444,6 +447,9 @@ def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, 
             else:
                 time.sleep(0.005)
         v, f = job.result()
+        job._mark("done")
+        if info is not None:
+            info["timeline"] = job.timeline
     finally:                                 # also on cancel or an error: children killed, files removed
         if job is not None:
             job.close()

@@ -250,13 +250,12 @@ def geometric_layout(vertices, faces, texture_size: int = 1024, padding: int = 2
 
     from .atlas_stats import overlapping_faces
     from .chart_pack import pack_charts
-    from .charts import _Mesh, flatten_charts, geometric_charts, single_face_charts
+    from .charts import (TooManyCharts, _Mesh, flatten_charts, geometric_charts, sharp_pair_share,
+                         single_face_charts)
     v = _as_numpy(vertices, np.float64).reshape(-1, 3)
     f = _as_numpy(faces, np.int64).reshape(-1, 3)
     mesh = _Mesh(v, f)
     if max_charts is not None:
-        from .charts import TooManyCharts, sharp_pair_share
-
         noisy = sharp_pair_share(mesh)
         if noisy > AUTO_NOISY_SHARE:
             raise TooManyCharts(f"geometric charts: a noisy surface ({100 * noisy:.0f} % of neighbouring faces "
@@ -269,7 +268,7 @@ def geometric_layout(vertices, faces, texture_size: int = 1024, padding: int = 2
     if not np.isfinite(tri).all():
         raise RuntimeError("geometric charts: the flattening did not converge")
     if max_charts is not None and int(chart.max()) + 1 > max_charts:
-        raise RuntimeError(f"geometric charts: {int(chart.max()) + 1} charts after flattening (more than {max_charts})")
+        raise TooManyCharts(f"geometric charts: {int(chart.max()) + 1} charts after flattening (more than {max_charts})")
     check(cancel)
     if progress is not None:
         progress(60, 100)
