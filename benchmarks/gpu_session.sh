@@ -12,6 +12,9 @@
 #               alone: export-triton, export-windows, export-off
 #   decimation  decimation.py --shapes bunny nut --pieces 1 8 16 auto --runs 3 --reduction 0.9375
 #   chain       pipeline_gpu.py (issue 14's chain, resident fp16 and low-VRAM, 3 warm runs each)
+#   columns     pipeline_gpu.py per path, 3 warm runs each: Triton (fp16 eager, fp16 compiled, low-VRAM, low-VRAM
+#               compiled), Triton only (TRELLIS_FAST_PATHS=triton: the NVRTC kernels off), Windows without Triton
+#               (fp16 eager, low-VRAM: NVRTC kernels, sparse conv twin), fast paths off (the same two presets)
 #   e2e         e2e_gpu.py --presets low-vram (image -> GLB with the random-weight blob, the worst case) with
 #               Triton and with the fast paths off
 #   limits      e2e_gpu.py --limits 4,3,2.5,2 (issue 14: the whole job in a fresh process per memory cap;
@@ -73,6 +76,16 @@ for step in "$@"; do
                 --reduction 0.9375 --out "$OUT/decimation.json" ;;
         chain)
             run chain "$PY" benchmarks/pipeline_gpu.py --repeats 3 --commit "$COMMIT" --out "$OUT/chain.json" ;;
+        columns)
+            P4="fp16 eager,fp16 compiled,low-VRAM,low-VRAM compiled"; P2="fp16 eager,low-VRAM"
+            run chain_triton "$PY" benchmarks/pipeline_gpu.py --repeats 3 --presets "$P4" --commit "$COMMIT" \
+                --out "$OUT/chain_triton.json"
+            run chain_triton_only env TRELLIS_FAST_PATHS=triton "$PY" benchmarks/pipeline_gpu.py --repeats 3 \
+                --presets "$P4" --commit "$COMMIT" --out "$OUT/chain_triton_only.json"
+            run chain_windows env PYTHONPATH="$NOTRITON${PYTHONPATH:+:$PYTHONPATH}" "$PY" benchmarks/pipeline_gpu.py \
+                --repeats 3 --presets "$P2" --commit "$COMMIT" --out "$OUT/chain_windows.json"
+            run chain_off env TRELLIS_FAST_PATHS=off "$PY" benchmarks/pipeline_gpu.py --repeats 3 --presets "$P2" \
+                --commit "$COMMIT" --out "$OUT/chain_off.json" ;;
         e2e)
             run e2e_triton "$PY" benchmarks/e2e_gpu.py --presets low-vram --commit "$COMMIT" --out "$OUT/e2e_triton.json"
             run e2e_off env TRELLIS_FAST_PATHS=off "$PY" benchmarks/e2e_gpu.py --presets low-vram --commit "$COMMIT" \
@@ -81,6 +94,6 @@ for step in "$@"; do
             run limits "$PY" benchmarks/e2e_gpu.py --limits "${LIMITS:-4,3,2.5,2}" --commit "$COMMIT" --out "$OUT/limits.json" ;;
         *)
             echo "unknown step: $step (objects tests export export-triton export-windows export-off decimation" \
-                 "chain e2e limits)" >&2; exit 2 ;;
+                 "chain columns e2e limits)" >&2; exit 2 ;;
     esac
 done

@@ -89,6 +89,17 @@ KERNELS = {
         Kernel("sparse_conv3d", "triton", "trellis_triton.sparse_conv", "submanifold_conv3d",
                "trellis.modules.sparse.conv.submanifold_conv3d_torch"),
     ),
+    # The flow blocks' residual sum + LayerNorm + adaLN modulation, and their q/k RMS norms, one kernel each in
+    # eager mode (NVRTC only: it runs wherever PyTorch's CUDA wheels do, Windows included; under torch.compile
+    # Inductor fuses the twins itself).
+    "norm_modulate": (
+        Kernel("norm_modulate", "nvrtc", "trellis_nvrtc.block_norm", "norm_modulate",
+               "trellis.modules.transformer.norm_modulate_torch"),
+    ),
+    "head_rms_norm": (
+        Kernel("head_rms_norm", "nvrtc", "trellis_nvrtc.block_norm", "head_rms_norm",
+               "trellis.modules.transformer.head_rms_norm_torch"),
+    ),
     # A flow's transformer block compiled by torch.compile (Inductor emits Triton); only asked for when the
     # memory policy's `compile` is on (the first call of a process compiles for seconds).
     "flow_block": (
@@ -146,6 +157,9 @@ def triton_importable() -> bool:
 
 
 def _import_kernel_module(module: str):
+    loaded = sys.modules.get(module)
+    if loaded is not None:
+        return loaded
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as err:
@@ -254,9 +268,11 @@ def dispatch(name: str, device, twin: Callable, *args, on_failure: Optional[Call
         try:
             fn = getattr(_import_kernel_module(k.module), k.function)
             # Kernels launch on the current CUDA device: make it the data's (cuda:1 from a thread whose
-            # current device is cuda:0 would otherwise run on the wrong GPU).
-            on_gpu = device.type == "cuda" and torch.cuda.is_available()
-            with torch.cuda.device(device) if on_gpu else contextlib.nullcontext():
+            # current device is cuda:0 would otherwise run on the wrong GPU). Switching costs microseconds, which
+            # the blocks' norm kernels (~100 calls per network pass) notice: only when it is another device.
+            switch = (device.type == "cuda" and device.index is not None and torch.cuda.is_available()
+                      and device.index != torch.cuda.current_device())
+            with torch.cuda.device(device) if switch else contextlib.nullcontext():
                 out = fn(*args, **kwargs)
             if out is not NotImplemented:
                 return out

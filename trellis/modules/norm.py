@@ -13,18 +13,24 @@ def _fp32_or_wider(x: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
+def layer_norm32(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """LayerNorm over the last dim in fp32 (optional affine ``weight``/``bias``), returned in ``x``'s dtype."""
+    shape = x.shape[-1:]
+    if weight is None and x.is_cuda and x.dtype in _HALF:
+        # CUDA's layer norm already reduces and normalises half inputs in fp32 and rounds once on the
+        # way out: the same numbers as casting to fp32 and back, without the two copies.
+        return F.layer_norm(x, shape, None, None, eps)
+    dt = _fp32_or_wider(x)
+    w = weight.to(dt) if weight is not None else None
+    b = bias.to(dt) if bias is not None else None
+    return F.layer_norm(x.to(dt), shape, w, b, eps).to(x.dtype)
+
+
 class LayerNorm32(nn.LayerNorm):
     """LayerNorm over the last dim, computed in fp32 whatever the activation dtype."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.weight is None and x.is_cuda and x.dtype in _HALF:
-            # CUDA's layer norm already reduces and normalises half inputs in fp32 and rounds once on the
-            # way out: the same numbers as casting to fp32 and back, without the two copies.
-            return F.layer_norm(x, self.normalized_shape, None, None, self.eps)
-        dt = _fp32_or_wider(x)
-        w = self.weight.to(dt) if self.weight is not None else None
-        b = self.bias.to(dt) if self.bias is not None else None
-        return F.layer_norm(x.to(dt), self.normalized_shape, w, b, self.eps).to(x.dtype)
+        return layer_norm32(x, self.weight, self.bias, self.eps)
 
 
 class GroupNorm32(nn.GroupNorm):
@@ -54,5 +60,10 @@ class MultiHeadRMSNorm(nn.Module):
         self.gamma = nn.Parameter(torch.ones(heads, head_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dt = _fp32_or_wider(x)
-        return (F.normalize(x.to(dt), dim=-1) * self.gamma.to(dt) * self.scale).to(x.dtype)
+        return rms_norm_heads(x, self.gamma, self.scale)
+
+
+def rms_norm_heads(x: torch.Tensor, gamma: torch.Tensor, scale: float) -> torch.Tensor:
+    """MultiHeadRMSNorm's maths: ``x / max(|x|, 1e-12) * gamma * scale`` over the last dim, in fp32."""
+    dt = _fp32_or_wider(x)
+    return (F.normalize(x.to(dt), dim=-1) * gamma.to(dt) * scale).to(x.dtype)

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from .. import fastpaths
 from .attention import dense_attention
-from .norm import LayerNorm32, MultiHeadRMSNorm
+from .norm import LayerNorm32, MultiHeadRMSNorm, layer_norm32, rms_norm_heads
 
 
 def head_layout(channels: int, num_heads: int | None, num_head_channels: int = 64) -> tuple[int, int]:
@@ -65,7 +65,7 @@ class AttentionProjections(nn.Module):
         else:
             q, k, v = self.to_qkv(x).unflatten(-1, (3, h, d)).unbind(-3)
         if self.qk_rms_norm:
-            q, k = self.q_rms_norm(q), self.k_rms_norm(k)
+            q, k = head_rms_norm(q, k, self.q_rms_norm, self.k_rms_norm)
         return q, k, v
 
     def out(self, attn: torch.Tensor) -> torch.Tensor:
@@ -88,6 +88,50 @@ def modulate(h: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """x + gate * y, one kernel (rounded once in half precision)."""
     return torch.addcmul(x, gate, y)
+
+
+# ------------------------------------------------------------- the blocks' norms: twins and their dispatch
+# In eager mode a block's LayerNorms, adaLN modulation, residual sums and q/k RMS norms are ~30 small PyTorch
+# kernels per block (a third of a SLat-flow step's GPU time on an H100, and the launches that made the step
+# CPU-bound). The fast paths "norm_modulate" and "head_rms_norm" do each group in one kernel (NVRTC: no Triton
+# needed, so Windows gets them too) and round where these twins round. Inside torch.compile the twins are traced
+# (Inductor fuses them itself).
+
+def norm_modulate_torch(x: torch.Tensor, y: torch.Tensor | None, gate: torch.Tensor | None,
+                        weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,
+                        shift: torch.Tensor | None, scale: torch.Tensor | None):
+    """The residual sum then the next norm of a block: ``x' = x + gate * y`` (``x + y`` without ``gate``,
+    ``x`` itself without ``y``), ``h = LayerNorm32(x')`` (affine when ``weight``/``bias``), then adaLN's
+    ``h * (1 + scale) + shift`` when ``shift``/``scale`` are given. ``x``/``y`` [..., L, C]; ``gate``/``shift``/
+    ``scale`` broadcast to them ([..., 1, C] per item or [..., L, C] per row). Returns ``(x', h)``."""
+    if y is not None:
+        x = x + y if gate is None else gated_residual(x, gate, y)
+    h = layer_norm32(x, weight, bias, eps)
+    return x, (h if shift is None else modulate(h, shift, scale))
+
+
+def norm_modulate(x: torch.Tensor, y: torch.Tensor | None, gate: torch.Tensor | None, norm: nn.LayerNorm,
+                  shift: torch.Tensor | None = None, scale: torch.Tensor | None = None):
+    """``norm_modulate_torch`` with ``norm``'s parameters, through the fast path "norm_modulate" on CUDA."""
+    args = (x, y, gate, norm.weight, norm.bias, norm.eps, shift, scale)
+    if not x.is_cuda or torch.compiler.is_compiling():
+        return norm_modulate_torch(*args)
+    return fastpaths.dispatch("norm_modulate", x.device, norm_modulate_torch, *args)
+
+
+def head_rms_norm_torch(q: torch.Tensor, k: torch.Tensor, gamma_q: torch.Tensor, gamma_k: torch.Tensor,
+                        scale: float):
+    """MultiHeadRMSNorm of q and k (each [..., H, D], own gains [H, D]); new tensors in their dtype."""
+    return rms_norm_heads(q, gamma_q, scale), rms_norm_heads(k, gamma_k, scale)
+
+
+def head_rms_norm(q: torch.Tensor, k: torch.Tensor, q_norm: MultiHeadRMSNorm, k_norm: MultiHeadRMSNorm):
+    """``head_rms_norm_torch`` with the two modules' gains (one head size, so one scale), through the fast path
+    "head_rms_norm" on CUDA."""
+    args = (q, k, q_norm.gamma, k_norm.gamma, q_norm.scale)
+    if not q.is_cuda or torch.compiler.is_compiling():
+        return head_rms_norm_torch(*args)
+    return fastpaths.dispatch("head_rms_norm", q.device, head_rms_norm_torch, *args)
 
 
 class ModulatedTransformerCrossBlock(nn.Module):
@@ -119,9 +163,10 @@ class ModulatedTransformerCrossBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (m[:, None] for m in self.modulation(emb))
-        x = gated_residual(x, gate_msa, self.self_attn(modulate(self.norm1(x), shift_msa, scale_msa)))
-        x = x + self.cross_attn(self.norm2(x), context)
-        return gated_residual(x, gate_mlp, self.mlp(modulate(self.norm3(x), shift_mlp, scale_mlp)))
+        x, h = norm_modulate(x, None, None, self.norm1, shift_msa, scale_msa)
+        x, h = norm_modulate(x, self.self_attn(h), gate_msa, self.norm2)
+        x, h = norm_modulate(x, self.cross_attn(h, context), None, self.norm3, shift_mlp, scale_mlp)
+        return gated_residual(x, gate_mlp, self.mlp(h))
 
 
 def block_forward_torch(block: nn.Module, *args):

@@ -6,7 +6,8 @@ import torch.nn as nn
 
 from ..attention import SeqLens, varlen_attention
 from ..norm import LayerNorm32
-from ..transformer import AttentionProjections, FeedForwardNet, ModulatedTransformerCrossBlock, gated_residual, modulate
+from ..transformer import (AttentionProjections, FeedForwardNet, ModulatedTransformerCrossBlock, gated_residual, modulate,
+                           norm_modulate)
 from .tensor import SparseTensor, pack_keys
 
 
@@ -120,11 +121,11 @@ class SparseModulatedTransformerCrossBlock(ModulatedTransformerCrossBlock):
         h = rows_of(x.feats)
         if lean:
             return sparse(self._forward_lean(h, mods, context, rows_of, sparse))
-        h = gated_residual(h, gate_msa, rows_of(self.self_attn(sparse(modulate(self.norm1(h), shift_msa,
-                                                                             scale_msa))).feats))
-        h = h + rows_of(self.cross_attn(sparse(self.norm2(h)), context).feats)
-        h = gated_residual(h, gate_mlp, self.mlp(modulate(self.norm3(h), shift_mlp, scale_mlp)))
-        return sparse(h)
+        h, y = norm_modulate(h, None, None, self.norm1, shift_msa, scale_msa)
+        h, y = norm_modulate(h, rows_of(self.self_attn(sparse(y)).feats), gate_msa, self.norm2)
+        h, y = norm_modulate(h, rows_of(self.cross_attn(sparse(y), context).feats), None, self.norm3, shift_mlp,
+                             scale_mlp)
+        return sparse(gated_residual(h, gate_mlp, self.mlp(y)))
 
     def _forward_lean(self, h: torch.Tensor, mods, context: torch.Tensor, rows_of, sparse) -> torch.Tensor:
         """The block with a lower memory peak, same numbers (the SLat flow's low-VRAM mode, issue 14 §4).
