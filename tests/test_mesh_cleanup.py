@@ -7,6 +7,7 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from trellis.utils import mesh_cleanup as mc
+from trellis.utils.export import child
 from trellis.utils.export import simplify as simp
 from trellis.utils.export.cleanup import face_budget, first_reduction
 from trellis.utils.cancel import Cancelled
@@ -171,10 +172,12 @@ def test_decimation_pieces_depend_on_the_face_count_only():
 
 @pytest.fixture
 def children(monkeypatch, tmp_path):
-    """The real child processes started (subprocess.Popen recorded), temp files in tmp_path."""
+    """The real child processes started (subprocess.Popen recorded), temp files in tmp_path; the pool of warm
+    decimation children empty before and after (the counts are of children started here)."""
     import subprocess
     import tempfile
 
+    simp.drain_pool()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     started = []
     real_popen = subprocess.Popen
@@ -184,7 +187,15 @@ def children(monkeypatch, tmp_path):
         return started[-1]
 
     monkeypatch.setattr(subprocess, "Popen", recording_popen)
-    return started
+    yield started
+    simp.drain_pool()
+
+
+def child_code(proc) -> str:
+    """The code a recorded ``python [-P] -c CODE`` child runs (checks that nothing follows it)."""
+    args = proc.args
+    assert args[-2] == "-c" and args[1:-2] == (["-P"] if child.SAFE_PATH else []), args
+    return args[-1]
 
 
 def test_simplify_in_pieces_equals_one_pass_in_quality(monkeypatch, tmp_path, children):
@@ -199,8 +210,7 @@ def test_simplify_in_pieces_equals_one_pass_in_quality(monkeypatch, tmp_path, ch
     four = mc.simplify_mesh(v, f, 0.95, pieces=4, progress=lambda s, i, n: calls.append((s, i, n)))
     # cores enough: one child per piece (its work comes through stdin), and the re-joined mesh goes to the
     # first child done with its piece (no fifth start-up)
-    assert len(children) == 4 and all(c.args[1:3] == ["-c", simp._PIECE_CHILD] for c in children)
-    assert [len(c.args) for c in children] == [3] * 4
+    assert len(children) == 4 and all(child_code(c) == simp._PIECE_CHILD for c in children)
     assert calls[0] == ("simplify", 0, 5) and calls[-1] == ("simplify", 5, 5)
     assert [i for _, i, _ in calls] == sorted(i for _, i, _ in calls)
     target = round(0.05 * len(f))
@@ -215,8 +225,12 @@ def test_simplify_in_pieces_equals_one_pass_in_quality(monkeypatch, tmp_path, ch
     assert list(tmp_path.iterdir()) == []               # the pieces' files are gone
     # repeatable; the same on fewer cores (two children of two pieces each, then the re-joined mesh: the
     # pieces do not depend on the cores), and when a piece's child fails or no child can start (done here)
+    # (the four children wait in the pool when the platform allows it, and do the repeat: no new start-up)
+    assert simp.pooled_children() == (4 if child.SAFE_PATH else 0)
     for a, b in zip(four, mc.simplify_mesh(v, f, 0.95, pieces=4)):
         np.testing.assert_array_equal(a, b)
+    assert len(children) == 4
+    simp.drain_pool()
     monkeypatch.setattr(simp, "_workers", lambda: 2)
     del children[:]
     for a, b in zip(four, mc.simplify_mesh(v, f, 0.95, pieces=4)):
@@ -231,6 +245,34 @@ def test_simplify_in_pieces_equals_one_pass_in_quality(monkeypatch, tmp_path, ch
     monkeypatch.setattr(subprocess, "Popen", no_spawn)
     for a, b in zip(four, mc.simplify_mesh(v, f, 0.95, pieces=4)):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(not child.SAFE_PATH, reason="children are pooled only where Python has -P (3.11+)")
+def test_warm_pool_children_are_reused_and_dead_ones_replaced(monkeypatch, children):
+    """warm_pool() starts children that the next decimation takes instead of starting its own; one that died
+    while pooled is reaped and replaced; after the decimation its children wait in the pool again."""
+    monkeypatch.setattr(simp, "_workers", lambda: 2)
+    v, f = _sphere(6)                                   # ~80 k faces, in two pieces
+    ref = mc.simplify_mesh(v, f, 0.95, pieces=2)
+    simp.drain_pool()
+    del children[:]
+    assert simp.warm_pool() == 2 and len(children) == 2
+    del children[:]
+    for a, b in zip(ref, mc.simplify_mesh(v, f, 0.95, pieces=2)):
+        np.testing.assert_array_equal(a, b)
+    assert children == [] and simp.pooled_children() == 2
+    with simp._pool_lock:
+        victim = simp._pool[0][1]
+    victim.kill()
+    victim.wait()
+    for a, b in zip(ref, mc.simplify_mesh(v, f, 0.95, pieces=2)):
+        np.testing.assert_array_equal(a, b)
+    assert len(children) == 1 and simp.pooled_children() == 2
+    # another child code (e.g. after an update of the library in a long-lived process) is never handed out
+    monkeypatch.setattr(simp, "_PIECE_CHILD", simp._piece_child(7.0))
+    del children[:]
+    mc.simplify_mesh(v, f, 0.95, pieces=2)
+    assert len(children) == 2
 
 
 def test_cancel_while_pieces_run_kills_them(monkeypatch, tmp_path, children):

@@ -516,6 +516,11 @@ class _Worker:
 
         step = "loading the model"
         try:
+            if not stop():
+                # The GLB export's decimation children import numpy and fast-simplification (0.5 s on a busy GPU
+                # host): started now, they wait warm in the library's pool for the first export.
+                from trellis.utils.export import simplify
+                simplify.warm_pool()
             if self.pipeline is None and not stop():
                 t = time.perf_counter()
                 self.pipeline = runner._factory(self.device)

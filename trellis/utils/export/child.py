@@ -12,12 +12,19 @@ import sys
 from typing import Optional
 
 
+# Python 3.11+ ``-P``: the working folder is not put on the child's sys.path, so any folder may be its working
+# folder (nothing there can shadow a module); older Pythons need an empty folder of its own.
+SAFE_PATH = sys.version_info >= (3, 11)
+
+
 def start(code: str, args, cwd: str, keep_stderr: bool = False,
           stdin: bool = False) -> Optional[subprocess.Popen]:
-    """``python -c code *args`` in ``cwd`` (with ``stdin``, a pipe the caller writes to as
-    ``proc.stdin``); None when no child can be started here (the caller then does the work itself)."""
+    """``python -c code *args`` in ``cwd`` (``-P`` first where the Python has it; with ``stdin``, a pipe the
+    caller writes to as ``proc.stdin``); None when no child can be started here (the caller then does the
+    work itself)."""
     try:
-        return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], cwd=cwd,
+        return subprocess.Popen([sys.executable, *(["-P"] if SAFE_PATH else []), "-c", code, *map(str, args)],
+                                cwd=cwd,
                                 stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE if keep_stderr else subprocess.DEVNULL)

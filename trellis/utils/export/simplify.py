@@ -6,6 +6,7 @@ Arrays are numpy float32 vertices [V,3] and int64 faces [F,3]; torch tensors are
 from __future__ import annotations
 
 import math
+import threading
 from typing import Callable, Optional
 
 import numpy as np
@@ -141,6 +142,78 @@ def _piece_child(idle_s: float) -> str:
 
 _PIECE_CHILD = _piece_child(CHILD_IDLE_S)
 
+# Warm children between decimations. A decimation's children that are idle when it ends wait here (at most
+# POOL_MAX, each ~30 MB; they still leave by themselves after CHILD_IDLE_S without work, or when this process
+# ends: their stdin closes) and the next decimation takes them instead of starting new ones, so the app's
+# second export onwards (and its first, after ``warm_pool()`` at start-up) skips the children's imports
+# (0.5 s on a busy GPU host). Only where ``child.SAFE_PATH``: pooled children outlive the decimation's folder,
+# so they work in the temp folder itself, which ``-P`` keeps off their sys.path. Keyed by the child's code.
+POOL_MAX = MAX_PIECES
+_pool: list = []                      # (code, Popen), idle
+_pool_lock = threading.Lock()
+
+
+def _child_folder(folder: str) -> str:
+    """The working folder of a decimation child: the temp folder where children may be pooled, else ``folder``."""
+    import tempfile
+
+    return tempfile.gettempdir() if child.SAFE_PATH else folder
+
+
+def _take_child(code: str):
+    """A live idle child running ``code`` from the pool, or None."""
+    while True:
+        with _pool_lock:
+            found = next((i for i, (c, _) in enumerate(_pool) if c == code), None)
+            if found is None:
+                return None
+            proc = _pool.pop(found)[1]
+        if proc.poll() is None:
+            return proc
+        child.stop(proc)                  # left by itself while idle: reaped, try the next
+
+
+def _give_back(code: str, proc) -> None:
+    """Keep an idle child for the next decimation (where pooling is possible and there is room), else stop it."""
+    if child.SAFE_PATH and proc.poll() is None:
+        with _pool_lock:
+            if len(_pool) < POOL_MAX:
+                _pool.append((code, proc))
+                return
+    child.stop(proc)
+
+
+def pooled_children() -> int:
+    """Idle decimation children waiting in the pool (alive or not yet reaped)."""
+    with _pool_lock:
+        return len(_pool)
+
+
+def drain_pool() -> None:
+    """Stop every pooled child (tests; an app that wants its memory back)."""
+    with _pool_lock:
+        procs = [p for _, p in _pool]
+        _pool.clear()
+    for proc in procs:
+        child.stop(proc)
+
+
+def warm_pool(children: Optional[int] = None) -> int:
+    """Start decimation children into the pool now (default: one per core, at most POOL_MAX), so that the next
+    export's decimation finds them warm; returns how many wait there. Nothing where children cannot be pooled."""
+    if not child.SAFE_PATH:
+        return 0
+    want = min(POOL_MAX, children if children is not None else _workers())
+    code = _PIECE_CHILD
+    with _pool_lock:
+        have = sum(1 for c, p in _pool if c == code and p.poll() is None)
+    for _ in range(max(0, want - have)):
+        proc = child.start(code, (), _child_folder(""), stdin=True)
+        if proc is None:
+            break
+        _give_back(code, proc)
+    return pooled_children()
+
 
 def decimation_pieces(n_faces: int) -> int:
     """How many pieces ``simplify_mesh`` decimates a mesh of ``n_faces`` faces in: 1 below
@@ -215,7 +288,9 @@ class _Decimation:
         self.proc = None             # the last child started
         self._idle, self._busy, self._done, self._result, self._pending = [], {}, {}, None, []
         self.child_calls = 0         # calls whose result a child wrote (the rest were done here)
+        self.pooled = 0              # children taken warm from the pool
         self.steps = 0
+        self._code = _PIECE_CHILD
         try:
             for _ in range(children):
                 self._start_child()
@@ -263,7 +338,11 @@ class _Decimation:
             raise
 
     def _start_child(self) -> None:
-        proc = child.start(_PIECE_CHILD, (), self.folder, stdin=True)
+        proc = _take_child(self._code)
+        if proc is not None:
+            self.pooled += 1
+        else:
+            proc = child.start(self._code, (), _child_folder(self.folder), stdin=True)
         if proc is not None:
             self.proc = proc
             self._idle.append(proc)
@@ -362,9 +441,12 @@ class _Decimation:
     def close(self) -> None:
         import shutil
 
-        # Killed, idle or not (an idle child holds nothing; an exit of its own would take tens of ms), and
-        # waited for, so that its folder can go (Windows keeps a process's working folder).
-        for proc in self._idle + [p for p, _ in self._busy.values()]:
+        # Idle children go to the pool for the next decimation; busy ones (cancel, error) are killed and waited
+        # for (where children cannot be pooled, idle ones too, so that their working folder, this decimation's,
+        # can go: Windows keeps a process's working folder).
+        for proc in self._idle:
+            _give_back(self._code, proc)
+        for proc, _ in self._busy.values():
             child.stop(proc)
         self._idle, self._busy = [], {}
         shutil.rmtree(self.folder, ignore_errors=True)
