@@ -199,11 +199,13 @@ def drain_pool() -> None:
 
 
 def warm_pool(children: Optional[int] = None) -> int:
-    """Start decimation children into the pool now (default: one per core, at most POOL_MAX), so that the next
-    export's decimation finds them warm; returns how many wait there. Nothing where children cannot be pooled."""
+    """Start decimation children into the pool now (default: as many as the decimation of a decoder's mesh of a
+    million faces uses, ``min(cores, decimation_pieces(10**6))`` = 8 on 8+ cores), so that the next export's
+    decimation finds them warm; returns how many wait there. Nothing where children cannot be pooled."""
     if not child.SAFE_PATH:
         return 0
-    want = min(POOL_MAX, children if children is not None else _workers())
+    default = min(_workers(), decimation_pieces(1_000_000))
+    want = min(POOL_MAX, children if children is not None else default)
     code = _PIECE_CHILD
     with _pool_lock:
         have = sum(1 for c, p in _pool if c == code and p.poll() is None)
