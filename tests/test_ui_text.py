@@ -120,8 +120,10 @@ def test_text_and_new_look_tabs(browser, server, outputs, tmp_path):
         scan = tmp_path / "scan.ply"
         scan.write_bytes(ply_claiming(10_000_000))
         ui.page.locator("#td-mesh input[type=file]").set_input_files(str(scan))
-        state, text = ui.wait_status(("error",), timeout=30)
-        assert "10,000,000 triangles" in text, text
+        # the box already shows the JPEG's error (same state): wait for this upload's own message
+        ui.page.wait_for_selector("#td-status [data-state=error]:has-text('10,000,000 triangles')", timeout=30_000)
+        state, text = ui.status()
+        assert state == "error" and "10,000,000 triangles" in text, text
         assert set(job_dirs(outputs)) == before
 
         # A real model + a prompt: its new look.
