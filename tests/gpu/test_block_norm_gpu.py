@@ -21,6 +21,8 @@ from trellis.modules.sparse.transformer import SparseModulatedTransformerCrossBl
 from trellis.modules.transformer import (ModulatedTransformerCrossBlock, head_rms_norm, head_rms_norm_torch,
                                          norm_modulate, norm_modulate_torch)
 
+from .test_transformer_gpu import rel_rms
+
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
@@ -127,19 +129,20 @@ def test_head_rms_norm_kernel_equals_twin(dtype, heads, d):
         close_in_ulps(a, b, 2, 0.97 if dtype == torch.float16 else 0.95)
 
 
-def rel_rms(a, b):
-    a, b = a.float(), b.float()
-    return ((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt()).item()
+def dense_block_and_inputs(seed, tokens):
+    """A dense modulated block at the flows' sizes (fp16, q/k RMS norm) and a CFG pair of inputs for it."""
+    torch.manual_seed(seed)
+    block = ModulatedTransformerCrossBlock(1024, 1024, 16, qk_rms_norm=True).cuda().half().eval()
+    x = torch.randn(2, tokens, 1024, device="cuda").half()
+    emb = torch.randn(2, 1024, device="cuda").half()
+    ctx = torch.randn(2, 77, 1024, device="cuda").half()
+    return block, x, emb, ctx
 
 
 def test_whole_blocks_with_kernels_on_and_off(fast_on):
     """A dense and a sparse modulated block (fp16, the flows' sizes) give the twins' result with the kernels."""
     assert fastpaths.path_of("norm_modulate", "cuda") == "nvrtc"
-    torch.manual_seed(0)
-    dense = ModulatedTransformerCrossBlock(1024, 1024, 16, qk_rms_norm=True).cuda().half().eval()
-    x = torch.randn(2, 512, 1024, device="cuda").half()
-    emb = torch.randn(2, 1024, device="cuda").half()
-    ctx = torch.randn(2, 77, 1024, device="cuda").half()
+    dense, x, emb, ctx = dense_block_and_inputs(0, 512)
     with torch.no_grad():
         on, off = fast_on(True, dense, x, emb, ctx), fast_on(False, dense, x, emb, ctx)
     assert rel_rms(on, off) < 1e-3
@@ -158,13 +161,9 @@ def test_whole_blocks_with_kernels_on_and_off(fast_on):
 
 def test_kernels_inside_a_cuda_graph():
     """The kernels launch on the current stream, so a captured block replays them (the graphs memory policy)."""
-    torch.manual_seed(1)
-    block = ModulatedTransformerCrossBlock(1024, 1024, 16, qk_rms_norm=True).cuda().half().eval()
-    x = torch.randn(2, 256, 1024, device="cuda").half()
-    emb = torch.randn(2, 1024, device="cuda").half()
-    ctx = torch.randn(2, 77, 1024, device="cuda").half()
+    block, x, emb, ctx = dense_block_and_inputs(1, 256)
     with torch.no_grad():
-        eager = block(x, emb, ctx)                      # compiles the kernels before the capture
+        block(x, emb, ctx)                              # compiles the kernels before the capture
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
