@@ -347,7 +347,7 @@ def geometric_charts(vertices, faces, *, mesh: _Mesh = None, split: np.ndarray =
         raise TooManyCharts(f"geometric charts: {int(label.max()) + 1} charts after the first merge "
                             f"(limit {max_charts})")
     if not compact or DIFFUSE_STEPS <= 0 or label.max() == 0:
-        return _at_most(label, max_charts)
+        return at_most(label, max_charts)
     # compact charts (see the module docstring): smoothed borders, then shorter ones
     label = _label_components(m, _diffuse_borders(m, label, DIFFUSE_STEPS))
     label = _label_components(m, _shorten_borders(m, label, SHORTEN_SWEEPS))
@@ -361,12 +361,14 @@ def geometric_charts(vertices, faces, *, mesh: _Mesh = None, split: np.ndarray =
         big = np.bincount(label, minlength=k) > cap
         if big.any():
             label = geometric_charts(vertices, faces, mesh=m, split=big, label=label, max_faces=cap)
-    return _at_most(label, max_charts)
+    return at_most(label, max_charts)
 
 
-def _at_most(label: np.ndarray, max_charts: Optional[int]) -> np.ndarray:
+def at_most(label: np.ndarray, max_charts: Optional[int], when: str = "") -> np.ndarray:
+    """``label`` (chart id per face), or ``TooManyCharts`` when it has more than ``max_charts`` charts (``when``:
+    the step that made them, for the message)."""
     if max_charts is not None and label.max() + 1 > max_charts:
-        raise TooManyCharts(f"geometric charts: {int(label.max()) + 1} charts (more than {max_charts})")
+        raise TooManyCharts(f"geometric charts: {int(label.max()) + 1} charts{when} (more than {max_charts})")
     return label
 
 

@@ -276,7 +276,8 @@ class _Decimation:
     started first, so their start-up overlaps the cut and the writing of the pieces. The pieces, and so
     the result, do not depend on the cores. A child that fails or cannot start is replaced by the same
     calls in this process, with the same result. ``result()`` is the raw decimator output; ``close()``
-    kills the children and removes the folder (``folder``)."""
+    gives the idle children to the pool of warm children, kills the busy ones and removes the folder
+    (``folder``)."""
 
     def __init__(self, children: int):
         """Starts the folder and ``children`` child processes (they import while the caller prepares the

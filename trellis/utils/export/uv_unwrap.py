@@ -250,7 +250,7 @@ def geometric_layout(vertices, faces, texture_size: int = 1024, padding: int = 2
 
     from .atlas_stats import overlapping_faces
     from .chart_pack import pack_charts
-    from .charts import (TooManyCharts, _Mesh, flatten_charts, geometric_charts, sharp_pair_share,
+    from .charts import (TooManyCharts, _Mesh, at_most, flatten_charts, geometric_charts, sharp_pair_share,
                          single_face_charts)
     v = _as_numpy(vertices, np.float64).reshape(-1, 3)
     f = _as_numpy(faces, np.int64).reshape(-1, 3)
@@ -267,8 +267,7 @@ def geometric_layout(vertices, faces, texture_size: int = 1024, padding: int = 2
     chart, tri = flatten_charts(v, f, chart, mesh=mesh)
     if not np.isfinite(tri).all():
         raise RuntimeError("geometric charts: the flattening did not converge")
-    if max_charts is not None and int(chart.max()) + 1 > max_charts:
-        raise TooManyCharts(f"geometric charts: {int(chart.max()) + 1} charts after flattening (more than {max_charts})")
+    at_most(chart, max_charts, " after flattening")          # the flattening adds charts (cut-out faces)
     check(cancel)
     if progress is not None:
         progress(60, 100)
