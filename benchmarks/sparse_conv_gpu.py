@@ -1,7 +1,8 @@
-"""The submanifold sparse conv on a GPU: per layer (Triton implicit GEMM vs the PyTorch twin vs spconv) and
-in the networks (mesh decoder + FlexiCubes, one SLat flow forward) with the fast paths on and off.
+"""The submanifold sparse conv on a GPU: per layer (Triton implicit GEMM vs the NVRTC implicit GEMM, what
+Windows without Triton gets, vs the PyTorch twin vs spconv) and in the networks (mesh decoder + FlexiCubes,
+one SLat flow forward) per path.
 
-    python benchmarks/sparse_conv_gpu.py [--voxels 20000] [--repeats 20] [--tune] [--out sparse_conv_gpu.json]
+    python benchmarks/sparse_conv_gpu.py [--voxels 20000] [--repeats 20] [--tune] [--tiles] [--out sparse_conv_gpu.json]
 
 Shapes are those of the full-size networks on a ~20 000-voxel shell at 64^3 (random weights; shapes decide
 time): the SLat flow's convs at 64^3 and 32^3, the mesh decoder's at 128^3 (~160 k sites) and 256^3
@@ -12,17 +13,20 @@ both our paths, cached per structure) is timed on its own. spconv rows appear wh
 (``native`` and ``implicit_gemm`` algorithms, called the way the app calls it).
 
 ``--tune`` also sweeps Triton tile sizes per shape and prints the best next to ``pick_blocks``' choice
-(paste the lines it prints into ``trellis_triton.sparse_conv.BLOCKS`` where they win clearly).
+(paste the lines it prints into ``trellis_triton.sparse_conv.BLOCKS`` where they win clearly); ``--tiles``
+times every NVRTC tile shape next to ``pick_tiles``' choice.
 
-The network rows: ``triton`` = fast paths on with SPARSE_BACKEND=torch (our kernel), ``twin`` = fast paths
-off with SPARSE_BACKEND=torch (what a machine without Triton and spconv gets), ``spconv`` = fast paths off
-with SPARSE_BACKEND=spconv (when installed).
+The network rows: ``triton`` = TRELLIS_FAST_PATHS=triton with SPARSE_BACKEND=torch (our Triton kernel),
+``nvrtc`` = TRELLIS_FAST_PATHS=nvrtc (the NVRTC kernel: Windows without Triton), ``twin`` = fast paths off
+with SPARSE_BACKEND=torch (a machine without kernels and spconv), ``spconv`` = fast paths off with
+SPARSE_BACKEND=spconv (when installed).
 """
 from __future__ import annotations
 
 import argparse
 import itertools
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -111,8 +115,10 @@ def tune_configs(c_out: int):
         yield dict(BLOCK_N=bn, BLOCK_CO=bco, BLOCK_K=bk, num_warps=warps, num_stages=stages)
 
 
-def layer_rows(lv: dict, repeats: int, tune: bool) -> list[dict]:
+def layer_rows(lv: dict, repeats: int, tune: bool, tiles_sweep: bool = False) -> list[dict]:
     kernel = fastpaths._import_kernel_module("trellis_triton.sparse_conv")   # installed or in extensions/
+    nvrtc = fastpaths._import_kernel_module("trellis_nvrtc.sparse_conv")
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
     rows, seen = [], set()
     for i, (name, c_in, c_out, where) in enumerate(SHAPES):
         if (name, c_in, c_out) in seen:
@@ -126,8 +132,10 @@ def layer_rows(lv: dict, repeats: int, tune: bool) -> list[dict]:
         nbr = neighbour_map(x, 3)
         row = {"level": name, "sites": n, "C_in": c_in, "C_out": c_out, "where": where,
                "neighbour_map_s": round(map_s, 5),
-               "blocks": kernel.pick_blocks(n, c_in, c_out, x.dtype, x.device)}
+               "blocks": kernel.pick_blocks(n, c_in, c_out, x.dtype, x.device),
+               "nvrtc_tiles": list(nvrtc.pick_tiles(n, c_out, sms))}
         paths = {"triton": lambda: kernel.implicit_gemm(x.feats, nbr, w, b),
+                 "nvrtc": lambda: nvrtc.implicit_gemm(x.feats, nbr, w, b),
                  "twin": lambda: submanifold_conv3d_torch(x, w, b)}
         if _spconv() is not None:
             def spconv_with(algo):
@@ -151,11 +159,15 @@ def layer_rows(lv: dict, repeats: int, tune: bool) -> list[dict]:
             except Exception as err:          # spconv without kernels for this GPU, out of memory, ...
                 row[f"{label}_error"] = f"{type(err).__name__}: {err}"[:200]
         kern = twin = None
-        if "triton_s" in row and "twin_s" in row:
-            kern, twin = paths["triton"](), paths["twin"]()
-            scale = twin.float().abs().max().item()
-            row["kernel_vs_twin_max_rel"] = float((kern.float() - twin.float()).abs().max().item() / scale)
-        if tune:
+        for label in ("triton", "nvrtc"):
+            if f"{label}_s" in row and "twin_s" in row:
+                kern, twin = paths[label](), paths["twin"]()
+                scale = twin.float().abs().max().item()
+                row[f"{label}_vs_twin_max_rel"] = float((kern.float() - twin.float()).abs().max().item() / scale)
+        if tiles_sweep:
+            for tiles in sorted(nvrtc.TILES):
+                sec = gpu_seconds(lambda: nvrtc.implicit_gemm(x.feats, nbr, w, b, tiles=tiles), max(5, repeats // 2))
+                row[f"nvrtc_{tiles[0]}x{tiles[1]}_s"] = round(sec, 5)
             best = None
             for cfg in tune_configs(c_out):
                 try:
@@ -177,20 +189,22 @@ def layer_rows(lv: dict, repeats: int, tune: bool) -> list[dict]:
 
 
 def with_paths(label: str):
-    """(fast paths on?, SPARSE_BACKEND) of a network row."""
-    return {"triton": (True, "torch"), "twin": (False, "torch"), "spconv": (False, "spconv")}[label]
+    """(TRELLIS_FAST_PATHS, SPARSE_BACKEND) of a network row."""
+    return {"triton": ("triton", "torch"), "nvrtc": ("nvrtc", "torch"), "twin": ("off", "torch"),
+            "spconv": ("off", "spconv")}[label]
 
 
 def network_rows(voxels: int, repeats: int) -> list[dict]:
     structure = shell_structure(voxels)
-    labels = ["triton", "twin"] + (["spconv"] if _spconv() is not None else [])
+    labels = ["triton", "nvrtc", "twin"] + (["spconv"] if _spconv() is not None else [])
     rows = []
     for key in ("slat_decoder_mesh", "slat_flow_model"):
         model = build(key, torch.device("cuda"))
         model.set_torso_dtype(torch.float16)
         for label in labels:
             fast, conv = with_paths(label)
-            fastpaths.set_enabled(fast)
+            before = os.environ.get(fastpaths.ENV_VAR)
+            os.environ[fastpaths.ENV_VAR] = fast
             backends.set_backend("sparse_conv", conv)
             try:
                 row = {"model": key, "conv": label}
@@ -204,7 +218,10 @@ def network_rows(voxels: int, repeats: int) -> list[dict]:
                     row["forward_s"] = round(wall_seconds(
                         lambda: model(*inputs(key, fresh_structure(structure), torch.device("cuda"))), repeats), 4)
             finally:
-                fastpaths.set_enabled(None)
+                if before is None:
+                    os.environ.pop(fastpaths.ENV_VAR, None)
+                else:
+                    os.environ[fastpaths.ENV_VAR] = before
                 backends.set_backend("sparse_conv", "auto")
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -215,19 +232,23 @@ def network_rows(voxels: int, repeats: int) -> list[dict]:
 
 def markdown(info: dict) -> str:
     spconv = [p for p in ("spconv_native", "spconv_implicit_gemm") if any(f"{p}_s" in r for r in info["layers"])]
-    head = ["where", "sites", "C_in->C_out", "map s", "triton s (TFLOP/s)", "twin s (TFLOP/s)"]
-    head += [f"{p} s" for p in spconv] + ["triton MiB / twin MiB", "kernel vs twin"]
+    head = ["where", "sites", "C_in->C_out", "map s", "triton s (TFLOP/s)", "nvrtc s (TFLOP/s)", "twin s (TFLOP/s)"]
+    head += [f"{p} s" for p in spconv] + ["triton / nvrtc / twin MiB", "triton / nvrtc vs twin"]
     lines = [f"Device {info['device']}, torch {info['torch']}, triton {info['triton']}, commit {info['commit']}, "
              f"{info['date']}, {info['voxels_64']} voxels at 64^3, fp16", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in info["layers"]:
         cells = [r["where"], str(r["sites"]), f"{r['C_in']}->{r['C_out']}", str(r["neighbour_map_s"])]
-        for p in ("triton", "twin"):
+        for p in ("triton", "nvrtc", "twin"):
             cells.append(f"{r.get(p + '_s', 'error')} ({r.get(p + '_TFLOPs', '-')})")
         cells += [str(r.get(f"{p}_s", "error")) for p in spconv]
-        cells += [f"{r.get('triton_peak_MiB', '-')} / {r.get('twin_peak_MiB', '-')}", f"{r.get('kernel_vs_twin_max_rel', float('nan')):.1e}"]
+        cells += [" / ".join(str(r.get(f"{p}_peak_MiB", "-")) for p in ("triton", "nvrtc", "twin")),
+                  " / ".join(f"{r.get(p + '_vs_twin_max_rel', float('nan')):.1e}" for p in ("triton", "nvrtc"))]
         if "tuned_s" in r:
             cells[4] += f"; tuned {r['tuned_s']}"
+        swept = [f"{k[6:-2]} {v}" for k, v in r.items() if k.startswith("nvrtc_") and k.endswith("_s") and "x" in k]
+        if swept:
+            cells[5] += "; " + ", ".join(swept)
         lines.append("| " + " | ".join(cells) + " |")
     if info["networks"]:
         lines += ["", "| network | sparse conv | network s | + FlexiCubes s | peak above weights GiB |", "|---|---|---|---|---|"]
@@ -243,6 +264,7 @@ def main() -> int:
     ap.add_argument("--voxels", type=int, default=20000)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--tune", action="store_true", help="sweep Triton tile sizes per shape")
+    ap.add_argument("--tiles", action="store_true", help="time every NVRTC tile shape per layer")
     ap.add_argument("--layers-only", action="store_true", help="skip the whole-network rows")
     ap.add_argument("--out", default="sparse_conv_gpu.json")
     args = ap.parse_args()
@@ -259,7 +281,7 @@ def main() -> int:
             "spconv": _spconv() is not None, "path": fastpaths.path_of("sparse_conv3d", "cuda"),
             "why_not_triton": fastpaths.reason_off("sparse_conv3d", "cuda")}
     print(json.dumps(info), flush=True)
-    info["layers"] = layer_rows(lv, args.repeats, args.tune)
+    info["layers"] = layer_rows(lv, args.repeats, args.tune, args.tiles)
     del lv
     torch.cuda.empty_cache()
     info["networks"] = [] if args.layers_only else network_rows(args.voxels, max(3, args.repeats // 4))

@@ -55,17 +55,20 @@ def weights(c_in: int, c_out: int, k: int, seed: int):
 
 # ------------------------------------------------------------------------------------- no Triton needed
 
-def test_the_kernel_is_registered_with_its_twin():
-    (kernel,) = fastpaths.KERNELS["sparse_conv3d"]
-    assert (kernel.backend, kernel.module, kernel.function) == ("triton", "trellis_triton.sparse_conv",
-                                                                "submanifold_conv3d")
-    mod, fn = kernel.twin.rsplit(".", 1)
-    assert getattr(__import__(mod, fromlist=[fn]), fn) is submanifold_conv3d_torch
-    fast = getattr(fastpaths._import_kernel_module(kernel.module), kernel.function)
+def test_the_kernels_are_registered_with_their_twin():
+    kernels = fastpaths.KERNELS["sparse_conv3d"]
+    assert [(k.backend, k.module, k.function) for k in kernels] == [
+        ("triton", "trellis_triton.sparse_conv", "submanifold_conv3d"),
+        ("nvrtc", "trellis_nvrtc.sparse_conv", "submanifold_conv3d")]
     x = structure(40, 3, 8, 0)
     w, b = weights(8, 4, 3, 1)
-    assert fast(x, w, b) is NotImplemented                  # CPU tensors (and no Triton here, maybe)
-    assert fast(x.replace(x.feats.double()), w.double(), b.double()) is NotImplemented
+    for kernel in kernels:
+        mod, fn = kernel.twin.rsplit(".", 1)
+        assert getattr(__import__(mod, fromlist=[fn]), fn) is submanifold_conv3d_torch
+        fast = getattr(fastpaths._import_kernel_module(kernel.module), kernel.function)
+        assert fast(x, w, b) is NotImplemented                  # CPU tensors (and no Triton here, maybe)
+        assert fast(x.replace(x.feats.double()), w.double(), b.double()) is NotImplemented
+        assert fast(x.replace(x.feats.half()), w.half(), b.half()) is NotImplemented
     assert fastpaths.path_of("sparse_conv3d", "cpu") == "pytorch"
     assert "CUDA" in fastpaths.reason_off("sparse_conv3d", "cpu")
 

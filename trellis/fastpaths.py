@@ -83,10 +83,13 @@ KERNELS = {
         Kernel("mesh_raster", "triton", "trellis_triton.mesh_raster", "raster_keys", _RASTER_TWIN),
         Kernel("mesh_raster", "nvrtc", "trellis_nvrtc.mesh_raster", "raster_keys", _RASTER_TWIN),
     ),
-    # Submanifold sparse conv (the decoders' and the SLat flow's): Triton implicit GEMM; no NVRTC kernel
-    # yet, so without Triton it is spconv when installed, else the twin (see sparse.conv.submanifold_conv3d).
+    # Submanifold sparse conv (the decoders' and the SLat flow's): implicit GEMM in Triton, else in CUDA C on
+    # tensor cores through NVRTC (fp16/bf16, sm_75+); then spconv when installed, else the twin (see
+    # sparse.conv.submanifold_conv3d).
     "sparse_conv3d": (
         Kernel("sparse_conv3d", "triton", "trellis_triton.sparse_conv", "submanifold_conv3d",
+               "trellis.modules.sparse.conv.submanifold_conv3d_torch"),
+        Kernel("sparse_conv3d", "nvrtc", "trellis_nvrtc.sparse_conv", "submanifold_conv3d",
                "trellis.modules.sparse.conv.submanifold_conv3d_torch"),
     ),
     # The flow blocks' residual sum + LayerNorm + adaLN modulation, and their q/k RMS norms, one kernel each in

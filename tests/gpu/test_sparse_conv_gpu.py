@@ -1,5 +1,8 @@
-"""The Triton implicit-GEMM sparse conv (``trellis_triton.sparse_conv``) equals its PyTorch twin
+"""The implicit-GEMM sparse convs, Triton (``trellis_triton.sparse_conv``) and CUDA C through NVRTC
+(``trellis_nvrtc.sparse_conv``: what Windows without Triton gets), equal their PyTorch twin
 (``trellis.modules.sparse.conv.submanifold_conv3d_torch``) on the GPU (tests/gpu: skipped without CUDA).
+Every test runs once per backend; the NVRTC kernel also with each of its tile shapes and with Turing's
+code path (plain loads, m16n8k8 MMAs), which runs on newer GPUs too.
 
 Shapes: every 3x3x3 conv of the SLat flow and of the mesh decoder at the sizes a ~20 000-voxel structure
 gives (64^3: 20 k sites, 32^3: ~4 k, 128^3: ~160 k, 256^3: ~1.3 M), on a subdivided shell like the
@@ -58,18 +61,32 @@ def conv_case(x: SparseTensor, c_in: int, c_out: int, dtype, seed: int):
     return SparseTensor(feats, x.coords, cache=x.cache), w, b
 
 
-def kernel_and_twin(x, w, b):
-    fastpaths.set_enabled(True)
-    try:
-        assert fastpaths.path_of("sparse_conv3d", DEV) == "triton", fastpaths.reason_off("sparse_conv3d", DEV)
+def nvrtc_takes(x, c_in, c_out) -> bool:
+    """Whether the NVRTC kernel takes this conv (else it answers NotImplemented and the twin runs)."""
+    return x.dtype in (torch.float16, torch.bfloat16) and c_in % 8 == 0 and c_out % 2 == 0
+
+
+def kernel_and_twin(x, w, b, backend="triton", **kw):
+    """(the backend's kernel's output, the twin's). Through the dispatcher for Triton; the NVRTC module is
+    called directly so a decline cannot pass as the twin's numbers (it must decline exactly what
+    ``nvrtc_takes`` says it does not take)."""
+    assert fastpaths.path_of("sparse_conv3d", DEV) == backend, fastpaths.reason_off("sparse_conv3d", DEV)
+    if backend == "nvrtc":
+        module = fastpaths._import_kernel_module("trellis_nvrtc.sparse_conv")
+        kern = module.implicit_gemm(x.feats, neighbour_map(x, 3), w, b, **kw)
+        if not nvrtc_takes(x, w.shape[-1], w.shape[0]):
+            assert kern is NotImplemented
+            return None, None
+        assert kern is not NotImplemented
+    else:
         kern = submanifold_conv3d(x, w, b, backend="torch")      # "torch": ours (kernel, else twin); no spconv
-    finally:
-        fastpaths.set_enabled(None)
-    assert "sparse_conv3d:triton" not in fastpaths._disabled, fastpaths._disabled
+    assert f"sparse_conv3d:{backend}" not in fastpaths._disabled, fastpaths._disabled
     return kern, submanifold_conv3d_torch(x, w, b)
 
 
 def check_against_float64(x, w, b, kern, twin):
+    if kern is None:                    # declined (checked by kernel_and_twin)
+        return
     ref = submanifold_conv3d_torch(x.replace(x.feats.double()), w.double(), b.double())
     scale = ref.abs().max().item()
     eps = 1e-5 if x.dtype == torch.float32 else torch.finfo(x.dtype).eps
@@ -112,42 +129,61 @@ REAL_SHAPES = [
 
 
 @pytest.mark.parametrize("lvl, c_in, c_out", REAL_SHAPES)
-def test_kernel_equals_twin_on_the_networks_shapes(lvl, c_in, c_out):
+def test_kernel_equals_twin_on_the_networks_shapes(lvl, c_in, c_out, backend):
     x, w, b = conv_case(level(lvl), c_in, c_out, torch.float16, c_in + c_out)
-    kern, twin = kernel_and_twin(x, w, b)
+    kern, twin = kernel_and_twin(x, w, b, backend)
     check_against_float64(x, w, b, kern, twin)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("c_in, c_out", [(192, 96), (96, 96)])
-def test_kernel_equals_twin_in_bf16_and_fp32(dtype, c_in, c_out):
+def test_kernel_equals_twin_in_bf16_and_fp32(dtype, c_in, c_out, backend):
     x, w, b = conv_case(level("128"), c_in, c_out, dtype, 7)
-    kern, twin = kernel_and_twin(x, w, b)
+    kern, twin = kernel_and_twin(x, w, b, backend)
     check_against_float64(x, w, b, kern, twin)
 
 
-@pytest.mark.parametrize("n_keep, c_in, c_out", [(1, 16, 16), (1000, 40, 8), (12_345, 100, 72), (4097, 8, 24)])
-def test_kernel_equals_twin_on_odd_sizes(n_keep, c_in, c_out):
+@pytest.mark.parametrize("n_keep, c_in, c_out", [(1, 16, 16), (1000, 40, 8), (12_345, 100, 72), (4097, 8, 24),
+                                                 (3001, 24, 130)])
+def test_kernel_equals_twin_on_odd_sizes(n_keep, c_in, c_out, backend):
     base = level("64")
     keep = torch.randperm(base.coords.shape[0], generator=torch.Generator().manual_seed(n_keep))[:n_keep]
     coords = base.coords[keep.sort().values.to(DEV)]          # sparser: many sites without neighbours
     x, w, b = conv_case(SparseTensor(torch.zeros(len(coords), 1, device=DEV), coords), c_in, c_out,
                         torch.float16, n_keep)
     assert (neighbour_map(x, 3) == len(coords)).any()
-    kern, twin = kernel_and_twin(x, w, b)
+    kern, twin = kernel_and_twin(x, w, b, backend)
     check_against_float64(x, w, b, kern, twin)
 
 
-def test_no_bias_and_declined_inputs():
+def test_no_bias_and_declined_inputs(backend):
     x, w, _ = conv_case(level("64"), 64, 32, torch.float16, 3)
-    kern, twin = kernel_and_twin(x, w, None)
+    kern, twin = kernel_and_twin(x, w, None, backend)
     check_against_float64(x, w, torch.zeros(32, device=DEV, dtype=w.dtype), kern, twin)
-    sparse_conv = fastpaths._import_kernel_module("trellis_triton.sparse_conv")   # installed or in extensions/
+    sparse_conv = fastpaths._import_kernel_module(f"trellis_{backend}.sparse_conv")   # installed or in extensions/
     xd = x.replace(x.feats.double())
     assert sparse_conv.submanifold_conv3d(xd, w.double(), None) is NotImplemented      # float64: the twin
     with torch.enable_grad():
         wg = w.clone().requires_grad_()
         assert sparse_conv.submanifold_conv3d(x, wg, None) is NotImplemented            # autograd: the twin
+
+
+@pytest.mark.parametrize("tiles", [(128, 128), (64, 128), (128, 64), (64, 64)])
+@pytest.mark.parametrize("legacy", [False, True])
+def test_nvrtc_tiles_and_turing_path(tiles, legacy, monkeypatch):
+    """Each tile shape of the NVRTC kernel, on C_out that fill and that do not fill a tile, and C_in with a
+    partial last step of 32; ``legacy``: Turing's code (plain loads, two m16n8k8 MMAs per step; fp16 only)."""
+    monkeypatch.setenv(fastpaths.ENV_VAR, "nvrtc")
+    module = fastpaths._import_kernel_module("trellis_nvrtc.sparse_conv")
+    monkeypatch.setattr(module, "LEGACY_MMA", legacy)
+    for dtype in (torch.float16, torch.bfloat16):
+        for c_in, c_out in ((192, 96), (40, 192), (128, 130)):
+            x, w, b = conv_case(level("64"), c_in, c_out, dtype, c_in * c_out)
+            if legacy and dtype == torch.bfloat16:
+                assert module.implicit_gemm(x.feats, neighbour_map(x, 3), w, b, tiles=tiles) is NotImplemented
+                continue
+            kern, twin = kernel_and_twin(x, w, b, "nvrtc", tiles=tiles)
+            check_against_float64(x, w, b, kern, twin)
 
 
 def test_neighbour_maps_on_the_gpu_equal_the_search():
@@ -171,7 +207,8 @@ def _mesh_decoder():
 
 
 @torch.no_grad()
-def test_whole_mesh_decoder_with_fast_paths_on_and_off():
+def test_whole_mesh_decoder_with_fast_paths_on_and_off(backend):
+    assert fastpaths.path_of("sparse_conv3d", DEV) == backend
     model = _mesh_decoder()
     x64 = shell(20_000, 64)
     g = torch.Generator(device=DEV).manual_seed(0)
@@ -181,7 +218,7 @@ def test_whole_mesh_decoder_with_fast_paths_on_and_off():
     backends.set_backend("sparse_conv", "torch")        # compare the kernel with the twin, not spconv
     try:
         for fast in (True, False):
-            fastpaths.set_enabled(fast)
+            fastpaths.set_enabled(False if not fast else None)     # None: the backend named by the fixture
             try:
                 fresh = SparseTensor(slat.feats, slat.coords)
                 feats = model.decode_features(fresh)
@@ -191,7 +228,7 @@ def test_whole_mesh_decoder_with_fast_paths_on_and_off():
                 fastpaths.set_enabled(None)
     finally:
         backends.set_backend("sparse_conv", before)
-    assert "sparse_conv3d:triton" not in fastpaths._disabled
+    assert f"sparse_conv3d:{backend}" not in fastpaths._disabled
     (f_on, v_on, t_on), (f_off, v_off, t_off) = outs[True], outs[False]
     assert f_on.shape[0] > 1_000_000 and torch.isfinite(f_on).all()
     rms = ((f_on - f_off).pow(2).mean().sqrt() / f_off.pow(2).mean().sqrt()).item()
