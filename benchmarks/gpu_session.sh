@@ -6,6 +6,8 @@
 # Steps (results as JSON + logs under $OUT, or ./gpu_session_out when OUT is unset):
 #   objects     build the realistic bunny and nut (.cache/, ~1 min; too large to carry, so built there)
 #   tests       python -m pytest tests/gpu -q
+#   conv        sparse_conv_gpu.py --tiles: every sparse conv layer and network with Triton, NVRTC, the twin
+#   cache       nvrtc_cache_gpu.py: the NVRTC kernels' first-use cost in fresh processes, PTX disk cache off/cold/warm
 #   export      export_realistic_gpu.py --shapes bunny nut --runs 3 in three columns: Triton, Windows without
 #               Triton (a `triton` package that raises ImportError first on PYTHONPATH: the dispatcher picks
 #               NVRTC by itself), fast paths off (TRELLIS_FAST_PATHS=off, the PyTorch twins); one column
@@ -58,6 +60,10 @@ for step in "$@"; do
             run objects "$PY" benchmarks/realistic_objects.py build --shapes bunny nut ;;
         tests)
             run tests "$PY" -m pytest tests/gpu -q -p no:cacheprovider ;;
+        conv)
+            run conv "$PY" benchmarks/sparse_conv_gpu.py --tiles --out "$OUT/conv.json" ;;
+        cache)
+            run cache "$PY" benchmarks/nvrtc_cache_gpu.py --out "$OUT/cache.json" ;;
         export|export-triton|export-windows|export-off)
             if [ "$step" = export ] || [ "$step" = export-triton ]; then
                 run export_triton "$PY" benchmarks/export_realistic_gpu.py --shapes bunny nut --runs 3 \
@@ -93,7 +99,7 @@ for step in "$@"; do
         limits)
             run limits "$PY" benchmarks/e2e_gpu.py --limits "${LIMITS:-4,3,2.5,2}" --commit "$COMMIT" --out "$OUT/limits.json" ;;
         *)
-            echo "unknown step: $step (objects tests export export-triton export-windows export-off decimation" \
+            echo "unknown step: $step (objects tests conv cache export export-triton export-windows export-off decimation" \
                  "chain columns e2e limits)" >&2; exit 2 ;;
     esac
 done

@@ -1,24 +1,99 @@
 """CUDA C kernels for Trellis Desktop's renderers, compiled at run time with ``torch.cuda._compile_kernel``.
 
 That is the NVRTC shipped inside PyTorch's CUDA wheels (Windows included): no host compiler, no CUDA
-toolkit, no Triton. Each compile takes about a second on first use and is kept for the process. The API
-is private to PyTorch, so ``trellis.fastpaths`` calls these kernels behind its fallback: a compile or
+toolkit, no Triton. Each compile takes about a second on first use and is kept for the process, and its
+PTX on disk (``cache_dir``) for the next processes. The API is private to PyTorch, so ``trellis.fastpaths`` calls these kernels behind its fallback: a compile or
 launch failure switches the kernel off and the PyTorch twin redoes the call.
 
 Kernels: ``gaussian_composite.composite`` (twin: ``trellis.renderers.gaussian_render.composite_torch``),
 ``mesh_raster.raster_keys`` (twin: ``trellis.renderers.mesh_render.raster_keys_torch``), and the flow blocks'
-``block_norm.norm_modulate`` / ``block_norm.head_rms_norm`` (twins in ``trellis.modules.transformer``).
+``block_norm.norm_modulate`` / ``block_norm.head_rms_norm`` (twins in ``trellis.modules.transformer``) and
+``sparse_conv.submanifold_conv3d`` (twin: ``trellis.modules.sparse.conv.submanifold_conv3d_torch``).
 """
 
+import hashlib
+import os
 import threading
+from pathlib import Path
 
 _cache: dict = {}
 _lock = threading.Lock()
+# How this process got its kernels: "compiled" by NVRTC, "from_disk" (the PTX cache), "failed_writes".
+stats = {"compiled": 0, "from_disk": 0, "failed_writes": 0}
+CACHE_ENV = "TRELLIS_KERNEL_CACHE"
+_OFF = {"0", "off", "no", "false", "none"}
+
+
+def cache_dir():
+    """Folder of the PTX disk cache, or None when it is off. ``TRELLIS_KERNEL_CACHE``: a folder, or ``off``;
+    default ``%LOCALAPPDATA%\\trellis-desktop\\nvrtc`` on Windows, ``$XDG_CACHE_HOME/trellis-desktop/nvrtc``
+    (``~/.cache/...``) elsewhere. NVRTC spends about a second per kernel; the driver then turns the PTX into
+    machine code and keeps that in its own cache, so a later process that reads the PTX starts at once."""
+    raw = os.environ.get(CACHE_ENV)
+    if raw is not None:
+        return None if raw.strip().lower() in _OFF or not raw.strip() else Path(raw).expanduser()
+    if os.name == "nt":
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "trellis-desktop" / "nvrtc"
+
+
+def _ptx_path(source: str, name: str, arch: str):
+    """Cache file of one kernel: the name, then a digest of everything the PTX depends on (the source, the
+    architecture, the PyTorch build and so its NVRTC)."""
+    import torch
+
+    folder = cache_dir()
+    if folder is None:
+        return None
+    key = "\0".join((source, name, arch, torch.__version__, str(torch.version.cuda)))
+    return folder / f"{name}-sm{arch}-{hashlib.sha256(key.encode()).hexdigest()[:24]}.ptx"
+
+
+def _build(source: str, name: str, device):
+    """The loaded kernel: PTX from the disk cache when there, else compiled by NVRTC (and written there). A
+    cache file that does not load is compiled again and replaced; a cache that cannot be written (read-only,
+    full disk) only costs the next process its compile."""
+    import torch
+
+    try:
+        from torch.cuda._utils import _cuda_load_module, _nvrtc_compile
+    except ImportError:        # another PyTorch: its one entry point, no disk cache
+        stats["compiled"] += 1
+        return torch.cuda._compile_kernel(source, name)
+    major, minor = torch.cuda.get_device_capability(device)
+    arch = f"{major}{minor}"
+    path = _ptx_path(source, name, arch)
+    if path is not None and path.is_file():
+        try:
+            kernel = _cuda_load_module(path.read_bytes(), [name])[name]
+            stats["from_disk"] += 1
+            return kernel
+        except Exception:      # truncated or foreign file: compile again below
+            pass
+    ptx, mangled = _nvrtc_compile(source, name, arch)
+    kernel = _cuda_load_module(ptx, [mangled])[mangled]
+    stats["compiled"] += 1
+    if path is not None and mangled == name:
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(ptx if isinstance(ptx, bytes) else str(ptx).encode())
+            os.replace(tmp, path)
+        except OSError:
+            stats["failed_writes"] += 1
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+    return kernel
 
 
 def compiled(source: str, name: str, device):
     """Kernel ``name`` of ``source`` compiled for and loaded on ``device`` (once per process and GPU: a
-    loaded module belongs to one device's context, so two GPUs of the same kind each get their own)."""
+    loaded module belongs to one device's context, so two GPUs of the same kind each get their own; the PTX
+    is kept on disk between processes, see ``cache_dir``). Kernel names must be unique per source."""
     import torch
 
     device = torch.device(device)
@@ -26,7 +101,7 @@ def compiled(source: str, name: str, device):
     with _lock:
         if key not in _cache:
             with torch.cuda.device(device):
-                _cache[key] = torch.cuda._compile_kernel(source, name)
+                _cache[key] = _build(source, name, device)
         return _cache[key]
 
 
