@@ -18,7 +18,7 @@
 #               compiled), Triton only (TRELLIS_FAST_PATHS=triton: the NVRTC kernels off), Windows without Triton
 #               (fp16 eager, low-VRAM: NVRTC kernels, sparse conv twin), fast paths off (the same two presets)
 #   e2e         e2e_gpu.py --presets low-vram (image -> GLB with the random-weight blob, the worst case) with
-#               Triton and with the fast paths off
+#               Triton, Windows without Triton (NVRTC kernels) and the fast paths off
 #   limits      e2e_gpu.py --limits 4,3,2.5,2 (issue 14: the whole job in a fresh process per memory cap;
 #               LIMITS=2 for other caps; each cap is a fresh process of ~45 s on the H100 host)
 # The lent H100/H200 image has torch, triton, numpy, scipy, scikit-image but not trimesh, fast-simplification or
@@ -94,6 +94,8 @@ for step in "$@"; do
                 --commit "$COMMIT" --out "$OUT/chain_off.json" ;;
         e2e)
             run e2e_triton "$PY" benchmarks/e2e_gpu.py --presets low-vram --commit "$COMMIT" --out "$OUT/e2e_triton.json"
+            run e2e_windows env PYTHONPATH="$NOTRITON${PYTHONPATH:+:$PYTHONPATH}" "$PY" benchmarks/e2e_gpu.py \
+                --presets low-vram --commit "$COMMIT" --out "$OUT/e2e_windows.json"
             run e2e_off env TRELLIS_FAST_PATHS=off "$PY" benchmarks/e2e_gpu.py --presets low-vram --commit "$COMMIT" \
                 --out "$OUT/e2e_off.json" ;;
         limits)
