@@ -121,6 +121,22 @@ def test_status_and_the_line_for_the_ui(fake, monkeypatch):
     assert fastpaths.describe("cpu") == "CPU: PyTorch paths (no GPU kernels)"
 
 
+def test_a_kernel_asked_for_on_demand_does_not_make_the_line_partly_fast(fake, monkeypatch):
+    """Windows without Triton: every default kernel has its NVRTC version; the compiled flow block (only with
+    --compile, which needs Triton anyway) has none, and the line says so apart instead of "partly fast"."""
+    monkeypatch.setattr(fastpaths, "_backend_reason",
+                        lambda backend, device: "Triton is not installed" if backend == "triton" else None)
+    compiled = fastpaths.Kernel("flow_block", "triton", "fake_triton_kernels", "fn", "tests.test_fastpaths.twin")
+    monkeypatch.setattr(fastpaths, "KERNELS", {"fake": fastpaths.KERNELS["fake"], "flow_block": (compiled,)})
+    st = fastpaths.status("cuda")
+    assert st["fast"] and st["reason"] is None
+    assert st["paths"] == {"fake": "nvrtc", "flow_block": "pytorch"}
+    assert st["kernels"]["flow_block"] == "triton: Triton is not installed"
+    assert fastpaths.describe("cuda") == "fast paths on (NVRTC kernels; flow_block off: triton: Triton is not installed)"
+    monkeypatch.setattr(fastpaths, "_backend_reason", lambda backend, device: f"no {backend}")
+    assert fastpaths.describe("cuda") == "slower path: PyTorch twins (triton: no triton; nvrtc: no nvrtc)"
+
+
 def test_the_real_kernel_packages_import_without_a_gpu():
     for kernels in fastpaths.KERNELS.values():
         for k in kernels:

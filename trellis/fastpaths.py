@@ -111,6 +111,10 @@ KERNELS = {
     ),
 }
 
+# Kernels asked for only when a setting wants them (flow_block: the memory policy's `compile`): one that cannot run
+# slows no default path, so ``status()["fast"]`` and ``describe()`` judge the others and name these apart.
+ON_DEMAND = frozenset({"flow_block"})
+
 _override: Optional[bool] = None
 _disabled: dict = {}          # "name:backend" -> why it was switched off in this process
 _lock = threading.Lock()
@@ -293,13 +297,14 @@ def status(device=None) -> dict:
 
     ``{"device": str, "enabled": bool, "fast": bool (every kernel has a usable fast path),
     "kernels": {name: None | why none runs}, "paths": {name: "triton" | "nvrtc" | "pytorch"},
-    "reason": None | the first reason a kernel is off}``.
+    "reason": None | the first reason a kernel is off}``. "fast" and "reason" leave out the ``ON_DEMAND``
+    kernels (their entries in "kernels" and "paths" say how they stand).
     """
     if device is None:
         device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     device = torch.device(device)
     kernels = {name: reason_off(name, device) for name in KERNELS}
-    reasons = [r for r in kernels.values() if r]
+    reasons = [r for name, r in kernels.items() if r and name not in ON_DEMAND]
     return {"device": str(device), "enabled": enabled(), "fast": not reasons, "kernels": kernels,
             "paths": {name: path_of(name, device) for name in KERNELS},
             "reason": reasons[0] if reasons else None}
@@ -313,10 +318,12 @@ def describe(device=None) -> str:
     st = status(device)
     if torch.device(st["device"]).type == "cpu":
         return "CPU: PyTorch paths (no GPU kernels)"
-    used = sorted(set(st["paths"].values()))
+    paths = {name: p for name, p in st["paths"].items() if name not in ON_DEMAND}
+    off = [f"{name} off: {st['kernels'][name]}" for name in st["paths"] if name in ON_DEMAND and st["kernels"][name]]
+    used = sorted(set(paths.values()))
     if st["fast"]:
-        return f"fast paths on ({' + '.join(_LABEL[u] for u in used)} kernels)"
-    if not any(p != "pytorch" for p in st["paths"].values()):
+        return f"fast paths on ({' + '.join(_LABEL[u] for u in used)} kernels{''.join('; ' + o for o in off)})"
+    if not any(p != "pytorch" for p in paths.values()):
         return f"slower path: PyTorch twins ({st['reason']})"
-    parts = ", ".join(f"{name}: {_LABEL[p]}" for name, p in st["paths"].items())
+    parts = ", ".join(f"{name}: {_LABEL[p]}" for name, p in paths.items())
     return f"partly fast ({parts}; {st['reason']})"
