@@ -54,15 +54,24 @@ def test_a_second_build_reads_the_ptx_from_disk(nvrtc, tmp_path):
     assert not list((tmp_path / "kernels").glob("*.tmp"))
 
 
-def test_a_damaged_file_is_compiled_again_and_replaced(nvrtc, tmp_path):
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "no header", "empty"])
+def test_a_damaged_file_is_compiled_again_and_replaced(nvrtc, tmp_path, damage):
+    """Never handed to the driver: a truncated PTX made cuModuleLoadData crash the whole process."""
     name, build = fresh_kernel(nvrtc)
     build()
     (path,) = (tmp_path / "kernels").glob(f"{name}-*.ptx")
     good = path.read_bytes()
-    path.write_bytes(good[: len(good) // 3])                 # a write cut short (killed process, full disk)
+    head, body = good.split(b"\n", 1)
+    mid = len(body) // 2
+    bad = {"truncated": good[: len(good) // 3],
+           "flipped": head + b"\n" + body[:mid] + bytes([body[mid] ^ 0x20]) + body[mid + 1:],
+           "no header": body, "empty": b""}[damage]
+    assert bad != good
+    path.write_bytes(bad)
     before = dict(nvrtc.stats)
     build()
-    assert nvrtc.stats["compiled"] == before["compiled"] + 1
+    assert nvrtc.stats["compiled"] == before["compiled"] + 1 and nvrtc.stats["from_disk"] == before["from_disk"], \
+        (damage, before, nvrtc.stats, head[:80], len(body))
     assert path.read_bytes() == good
 
 

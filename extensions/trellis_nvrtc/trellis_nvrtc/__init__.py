@@ -51,9 +51,27 @@ def _ptx_path(source: str, name: str, arch: str):
     return folder / f"{name}-sm{arch}-{hashlib.sha256(key.encode()).hexdigest()[:24]}.ptx"
 
 
+_MAGIC = b"// trellis-nvrtc ptx sha256 "
+
+
+def _read_checked(path: Path):
+    """The PTX of a cache file when its header's digest matches what follows, else None. The driver must never
+    see a damaged file: a truncated PTX made cuModuleLoadData crash the process (H100, torch 2.11)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    head, sep, ptx = data.partition(b"\n")
+    if not sep or not head.startswith(_MAGIC) or head[len(_MAGIC):].decode("ascii", "replace") != \
+            hashlib.sha256(ptx).hexdigest():
+        return None
+    return ptx
+
+
 def _build(source: str, name: str, device):
-    """The loaded kernel: PTX from the disk cache when there, else compiled by NVRTC (and written there). A
-    cache file that does not load is compiled again and replaced; a cache that cannot be written (read-only,
+    """The loaded kernel: PTX from the disk cache when there and intact (a digest of the PTX heads the file),
+    else compiled by NVRTC (and written there: a temporary file renamed into place, so a killed process leaves
+    no half file). A damaged file is compiled again and replaced; a cache that cannot be written (read-only,
     full disk) only costs the next process its compile."""
     import torch
 
@@ -65,21 +83,23 @@ def _build(source: str, name: str, device):
     major, minor = torch.cuda.get_device_capability(device)
     arch = f"{major}{minor}"
     path = _ptx_path(source, name, arch)
-    if path is not None and path.is_file():
+    ptx = _read_checked(path) if path is not None and path.is_file() else None
+    if ptx is not None:
         try:
-            kernel = _cuda_load_module(path.read_bytes(), [name])[name]
+            kernel = _cuda_load_module(ptx, [name])[name]
             stats["from_disk"] += 1
             return kernel
-        except Exception:      # truncated or foreign file: compile again below
+        except Exception:      # intact but not loadable here (another driver): compile again below
             pass
     ptx, mangled = _nvrtc_compile(source, name, arch)
     kernel = _cuda_load_module(ptx, [mangled])[mangled]
     stats["compiled"] += 1
     if path is not None and mangled == name:
+        body = ptx if isinstance(ptx, bytes) else str(ptx).encode()
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(ptx if isinstance(ptx, bytes) else str(ptx).encode())
+            tmp.write_bytes(_MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
             os.replace(tmp, path)
         except OSError:
             stats["failed_writes"] += 1
