@@ -186,6 +186,30 @@ def test_nvrtc_tiles_and_turing_path(tiles, legacy, monkeypatch):
             check_against_float64(x, w, b, kern, twin)
 
 
+def test_nvrtc_conv_inside_a_captured_cuda_graph(monkeypatch):
+    """The flows' CUDA-graph replay (MemoryPolicy(cuda_graphs=True)) captures the io blocks' convs: the NVRTC
+    kernel launches on the capturing stream and a replay on new inputs gives the eager result."""
+    monkeypatch.setenv(fastpaths.ENV_VAR, "nvrtc")
+    x, w, b = conv_case(level("64"), 128, 128, torch.float16, 11)
+    static = x.feats.clone()
+    xs = SparseTensor(static, x.coords, cache=x.cache)
+    eager_first = submanifold_conv3d(xs, w, b, backend="torch")        # compiles, builds the neighbour map
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(stream), torch.cuda.graph(graph, stream=stream):
+        out = submanifold_conv3d(xs, w, b, backend="torch")
+    torch.cuda.current_stream().wait_stream(stream)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, eager_first)
+    static.copy_(torch.randn_like(static))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, submanifold_conv3d(xs, w, b, backend="torch"))
+    assert "sparse_conv3d:nvrtc" not in fastpaths._disabled
+
+
 def test_neighbour_maps_on_the_gpu_equal_the_search():
     from trellis.modules.sparse import conv
     for name in ("32", "256"):

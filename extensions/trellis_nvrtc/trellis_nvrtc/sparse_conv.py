@@ -256,12 +256,20 @@ def pick_tiles(n: int, c_out: int, sms: int) -> tuple[int, int]:
     return bm, bn
 
 
-_sms: dict = {}
+_gpus: dict = {}     # device index -> (compute capability, SM count), read once
 
 
-def _legacy(device: torch.device):
+def _gpu(index: int):
+    got = _gpus.get(index)
+    if got is None:
+        props = torch.cuda.get_device_properties(index)
+        got = _gpus[index] = ((props.major, props.minor), props.multi_processor_count)
+    return got
+
+
+def _legacy(index: int):
     """True: Turing's code path; False: sm_80+'s; None: no tensor-core path for this GPU here."""
-    cap = torch.cuda.get_device_capability(device)
+    cap = _gpu(index)[0]
     if cap >= (8, 0):
         return bool(LEGACY_MMA)
     return True if cap == (7, 5) else None
@@ -283,7 +291,8 @@ def implicit_gemm(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, 
     if weight.shape[-1] != c_in or nbr.shape != (n, kvol):
         raise ValueError(f"shapes do not agree: feats {tuple(feats.shape)}, neighbour map {tuple(nbr.shape)}, "
                          f"weight {tuple(weight.shape)}")
-    legacy = _legacy(feats.device)
+    index = feats.device.index if feats.device.index is not None else torch.cuda.current_device()
+    legacy = _legacy(index)
     if c_in % 8 or c_in == 0 or c_out % 2 or legacy is None or (legacy and bf):
         return NotImplemented
     out = torch.empty(n, c_out, dtype=feats.dtype, device=feats.device)
@@ -297,12 +306,8 @@ def implicit_gemm(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, 
         w = w.clone()
     b = bias.to(feats.dtype).contiguous() if bias is not None else None
     nbr = nbr.to(torch.int32).contiguous()
-    index = feats.device.index if feats.device.index is not None else torch.cuda.current_device()
     if tiles is None:
-        sms = _sms.get(index)
-        if sms is None:
-            sms = _sms[index] = torch.cuda.get_device_properties(index).multi_processor_count
-        tiles = pick_tiles(n, c_out, sms)
+        tiles = pick_tiles(n, c_out, _gpu(index)[1])
     bm, bn = tiles
     source, name, threads = _source(bm, bn, bool(bf), legacy)
     launch = launcher(source, name, feats.device, "ppppp" + "iiiii")
