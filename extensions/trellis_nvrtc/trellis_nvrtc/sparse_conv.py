@@ -246,14 +246,15 @@ def _source(bm: int, bn: int, bf16: bool, legacy: bool) -> tuple[str, str, int]:
 
 
 def pick_tiles(n: int, c_out: int, sms: int) -> tuple[int, int]:
-    """(BM, BN) for one conv shape: BN 128 when C_out is a multiple of 128 or at most 128 (96 -> one
-    128-wide tile gathers each row once), else 64 (192: three even tiles); BM 128, or 64 when that leaves
-    fewer than two thread blocks per SM (the flow's 64^3 level at 128 channels, its 32^3 level)."""
+    """(BM, BN) for one conv shape: BN 128 when C_out is a multiple of 128 or at most 128 (96 -> one 128-wide
+    tile gathers each row once), else 64 (192: three even tiles); then the tile of 64 x 128 or 128 x 64 (8 K
+    outputs, 4 warps with a 32 x 64 / 64 x 32 tile each). Measured on an H100 (`sparse_conv_gpu.py --tiles`,
+    docs/BENCHMARKS.md, fourteenth session) that pair was the fastest or within 0.02 ms of it on every layer
+    of the SLat flow and the mesh decoder: 64 x 128 5-10 % ahead of 128 x 128 on the decoder's 1.3 M-site
+    level and the flow's 2048 -> 128 conv, 128 x 64 ahead of 64 x 64 on the 160 k-site level. ``n`` and
+    ``sms`` are kept for rules that need them (a GPU with few SMs)."""
     bn = 128 if (c_out % 128 == 0 or 64 < c_out <= 128) else 64
-    bm = 128
-    if -(-n // 128) * -(-c_out // bn) < 2 * sms:
-        bm = 64
-    return bm, bn
+    return (64, 128) if bn == 128 else (128, 64)
 
 
 _gpus: dict = {}     # device index -> (compute capability, SM count), read once
