@@ -16,7 +16,8 @@ both our paths, cached per structure) is timed on its own. spconv rows appear wh
 (paste the lines it prints into ``trellis_triton.sparse_conv.BLOCKS`` where they win clearly); ``--tiles``
 times every NVRTC tile shape next to ``pick_tiles``' choice.
 
-The network rows: ``triton`` = TRELLIS_FAST_PATHS=triton with SPARSE_BACKEND=torch (our Triton kernel),
+The network rows: ``triton`` = TRELLIS_FAST_PATHS=on with SPARSE_BACKEND=torch (the Triton conv, and the flow
+blocks' NVRTC norms as a Linux user gets them; ``=triton`` would put those norms on their twins),
 ``nvrtc`` = TRELLIS_FAST_PATHS=nvrtc (the NVRTC kernel: Windows without Triton), ``twin`` = fast paths off
 with SPARSE_BACKEND=torch (a machine without kernels and spconv), ``spconv`` = fast paths off with
 SPARSE_BACKEND=spconv (when installed).
@@ -190,7 +191,7 @@ def layer_rows(lv: dict, repeats: int, tune: bool, tiles_sweep: bool = False) ->
 
 def with_paths(label: str):
     """(TRELLIS_FAST_PATHS, SPARSE_BACKEND) of a network row."""
-    return {"triton": ("triton", "torch"), "nvrtc": ("nvrtc", "torch"), "twin": ("off", "torch"),
+    return {"triton": ("on", "torch"), "nvrtc": ("nvrtc", "torch"), "twin": ("off", "torch"),
             "spconv": ("off", "spconv")}[label]
 
 
