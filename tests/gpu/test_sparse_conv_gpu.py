@@ -190,7 +190,9 @@ def test_nvrtc_conv_inside_a_captured_cuda_graph(monkeypatch):
     """The flows' CUDA-graph replay (MemoryPolicy(cuda_graphs=True)) captures the io blocks' convs: the NVRTC
     kernel launches on the capturing stream and a replay on new inputs gives the eager result."""
     monkeypatch.setenv(fastpaths.ENV_VAR, "nvrtc")
+    assert fastpaths.path_of("sparse_conv3d", DEV) == "nvrtc"
     x, w, b = conv_case(level("64"), 128, 128, torch.float16, 11)
+    assert nvrtc_takes(x, 128, 128)
     static = x.feats.clone()
     xs = SparseTensor(static, x.coords, cache=x.cache)
     eager_first = submanifold_conv3d(xs, w, b, backend="torch")        # compiles, builds the neighbour map

@@ -23,6 +23,8 @@ Anything else (fp32, float64, C_in not a multiple of 8, odd C_out, older GPUs, a
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from . import launcher
@@ -234,8 +236,9 @@ extern "C" __global__ void __launch_bounds__(THREADS) KNAME(
 """
 
 
+@functools.lru_cache(maxsize=None)
 def _source(bm: int, bn: int, bf16: bool, legacy: bool) -> tuple[str, str, int]:
-    """(source, kernel name, threads) of one tile variant."""
+    """(source, kernel name, threads) of one tile variant (built once: asked for at every call)."""
     wm, wn = TILES[(bm, bn)]
     stages = max(2, min(4, SMEM_BYTES // ((bm + bn) * BK * 2)))
     name = f"trellis_subm_conv_{bm}x{bn}_{'bf16' if bf16 else 'f16'}{'_sm75' if legacy else ''}"
@@ -250,8 +253,8 @@ def pick_tiles(n: int, c_out: int, sms: int) -> tuple[int, int]:
     tile gathers each row once), else 64 (192: three even tiles); then the tile of 64 x 128 or 128 x 64 (8 K
     outputs, 4 warps with a 32 x 64 / 64 x 32 tile each). Measured on an H100 (`sparse_conv_gpu.py --tiles`,
     docs/BENCHMARKS.md, fourteenth session) that pair was the fastest or within 0.02 ms of it on every layer
-    of the SLat flow and the mesh decoder: 64 x 128 5-10 % ahead of 128 x 128 on the decoder's 1.3 M-site
-    level and the flow's 2048 -> 128 conv, 128 x 64 ahead of 64 x 64 on the 160 k-site level. ``n`` and
+    of the SLat flow and the mesh decoder: 64 x 128 5-6 % ahead of 128 x 128 on the decoder's 1.3 M-site
+    level and 33 % on the flow's 2048 -> 128 conv, 128 x 64 ahead of 64 x 64 on the 160 k-site level. ``n`` and
     ``sms`` are kept for rules that need them (a GPU with few SMs)."""
     bn = 128 if (c_out % 128 == 0 or 64 < c_out <= 128) else 64
     return (64, 128) if bn == 128 else (128, 64)
