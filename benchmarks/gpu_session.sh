@@ -16,7 +16,7 @@
 #   chain       pipeline_gpu.py (issue 14's chain, resident fp16 and low-VRAM, 3 warm runs each)
 #   columns     pipeline_gpu.py per path, 3 warm runs each: Triton (fp16 eager, fp16 compiled, low-VRAM, low-VRAM
 #               compiled), Triton only (TRELLIS_FAST_PATHS=triton: the NVRTC kernels off), Windows without Triton
-#               (fp16 eager, low-VRAM: NVRTC kernels, sparse conv twin), fast paths off (the same two presets)
+#               (fp16 eager, low-VRAM: NVRTC kernels, the sparse conv too), fast paths off (the same two presets)
 #   e2e         e2e_gpu.py --presets low-vram (image -> GLB with the random-weight blob, the worst case) with
 #               Triton, Windows without Triton (NVRTC kernels) and the fast paths off
 #   limits      e2e_gpu.py --limits 4,3,2.5,2 (issue 14: the whole job in a fresh process per memory cap;
