@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import time
+from statistics import median_high as median
 from pathlib import Path
 
 import torch
@@ -37,11 +38,6 @@ def timed(fn):
     end.record()
     end.synchronize()
     return time.perf_counter() - t0, start.elapsed_time(end) / 1e3
-
-
-def median(v):
-    v = sorted(v)
-    return v[len(v) // 2]
 
 
 @torch.no_grad()

@@ -17,6 +17,31 @@ import os
 import threading
 from pathlib import Path
 
+# CUDA C that several kernels share (prepended to their sources; no CUDA headers needed): a 16-byte vector type,
+# and fp16 / bf16 <-> fp32 conversions by PTX ``cvt`` and, for bfloat16, bit arithmetic with round-to-nearest-even
+# (``bf`` a run-time flag, or a compile-time constant the compiler folds).
+HALF_C = r"""
+struct __align__(16) U4 { unsigned int a, b, c, d; };
+
+__device__ __forceinline__ float h2f(unsigned short h, int bf) {
+    if (bf) return __uint_as_float(((unsigned int)h) << 16);
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+__device__ __forceinline__ unsigned short f2h(float f, int bf) {
+    if (bf) {
+        unsigned int u = __float_as_uint(f);
+        if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40u);
+        u += 0x7fffu + ((u >> 16) & 1u);
+        return (unsigned short)(u >> 16);
+    }
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+"""
+
 _cache: dict = {}
 _lock = threading.Lock()
 # How this process got its kernels: "compiled" by NVRTC, "from_disk" (the PTX cache), "failed_writes".

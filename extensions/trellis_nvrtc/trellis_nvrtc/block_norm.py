@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from . import launcher
+from . import HALF_C, launcher
 
 WARPS = 4            # rows (units) per thread block: one warp each
 MAX_CHANNELS = 2048  # 32 lanes x 8 chunks x 8 values
@@ -26,26 +26,7 @@ MAX_HEAD_DIM = 256   # 32 lanes x 8 values
 _HALF = {torch.float16: 0, torch.bfloat16: 1}
 _PARAM_KIND = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
-_COMMON = r"""
-struct __align__(16) U4 { unsigned int a, b, c, d; };
-
-__device__ __forceinline__ float h2f(unsigned short h, int bf) {
-    if (bf) return __uint_as_float(((unsigned int)h) << 16);
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-    return f;
-}
-__device__ __forceinline__ unsigned short f2h(float f, int bf) {
-    if (bf) {
-        unsigned int u = __float_as_uint(f);
-        if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40u);
-        u += 0x7fffu + ((u >> 16) & 1u);
-        return (unsigned short)(u >> 16);
-    }
-    unsigned short h;
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
-    return h;
-}
+_COMMON = HALF_C + r"""
 __device__ __forceinline__ float rnd(float f, int bf) { return h2f(f2h(f, bf), bf); }
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll

@@ -27,7 +27,7 @@ import functools
 
 import torch
 
-from . import launcher
+from . import HALF_C, launcher
 
 __all__ = ["submanifold_conv3d", "implicit_gemm", "pick_tiles", "TILES", "LEGACY_MMA"]
 
@@ -39,9 +39,7 @@ TILES = {(128, 128): (2, 4), (64, 128): (2, 2), (128, 64): (2, 2), (64, 64): (2,
 # Run Turing's code (plain loads, m16n8k8 MMAs) on newer GPUs too: tests/gpu checks that path on what it has.
 LEGACY_MMA = False
 
-_SOURCE = r"""
-struct __align__(16) U4 { unsigned int a, b, c, d; };
-
+_SOURCE = HALF_C + r"""
 #define THREADS (WARPS_M * WARPS_N * 32)
 #define WM (BM / WARPS_M)
 #define WN (BN / WARPS_N)
@@ -91,27 +89,6 @@ __device__ __forceinline__ void mma(float* c, const unsigned* a, const unsigned*
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a[0]), "r"(a[1]), "r"(b[0]));
     asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a[2]), "r"(a[3]), "r"(b[1]));
-#endif
-}
-__device__ __forceinline__ float h2f(unsigned short h) {
-#if BF16
-    return __uint_as_float(((unsigned int)h) << 16);
-#else
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-    return f;
-#endif
-}
-__device__ __forceinline__ unsigned short f2h(float f) {
-#if BF16
-    unsigned int u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (unsigned short)(u >> 16);
-#else
-    unsigned short h;
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
-    return h;
 #endif
 }
 // element offset of the 16-byte piece `c` (0..3) of tile row `r` (32 values per row), swizzled
@@ -220,16 +197,16 @@ extern "C" __global__ void __launch_bounds__(THREADS) KNAME(
         const int col = n0 + wn0 + k * 8 + t4 * 2;
         if (col >= c_out) continue;
         float b0 = 0.0f, b1 = 0.0f;
-        if (has_bias) { b0 = h2f(bias[col]); b1 = h2f(bias[col + 1]); }
+        if (has_bias) { b0 = h2f(bias[col], BF16); b1 = h2f(bias[col + 1], BF16); }
 #pragma unroll
         for (int i = 0; i < MT; ++i) {
             const int row = m0 + wm0 + i * 16 + g;
             if (row < n)
                 *(unsigned int*)(out + (long long)row * c_out + col) =
-                    (unsigned int)f2h(acc[i][k][0] + b0) | ((unsigned int)f2h(acc[i][k][1] + b1) << 16);
+                    (unsigned int)f2h(acc[i][k][0] + b0, BF16) | ((unsigned int)f2h(acc[i][k][1] + b1, BF16) << 16);
             if (row + 8 < n)
                 *(unsigned int*)(out + (long long)(row + 8) * c_out + col) =
-                    (unsigned int)f2h(acc[i][k][2] + b0) | ((unsigned int)f2h(acc[i][k][3] + b1) << 16);
+                    (unsigned int)f2h(acc[i][k][2] + b0, BF16) | ((unsigned int)f2h(acc[i][k][3] + b1, BF16) << 16);
         }
     }
 }
