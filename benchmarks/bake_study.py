@@ -100,6 +100,9 @@ def main(argv=None) -> int:
     ap.add_argument("--texture-size", type=int, default=None)
     ap.add_argument("--quality-views", type=int, default=None)
     ap.add_argument("--cache", default=None)
+    ap.add_argument("--colors", choices=("sampled", "fitted"), default="sampled",
+                    help="the Gaussians' colours: the truth at their centres, or fitted to renders of the truth as a "
+                         "trained decoder's (realistic_objects.fit_colors)")
     ap.add_argument("--out", default="bake_study.json")
     args = ap.parse_args(argv)
     from trellis.utils import postprocessing_utils as pu
@@ -116,7 +119,8 @@ def main(argv=None) -> int:
     qviews, qres = (4, 256) if args.quick else (8, 512)
     qviews = args.quality_views or qviews
     size = kw["texture_size"]
-    gaussian, mesh = realistic_object(args.shape, dev, resolution=res, num_gaussians=n_gs, cache=args.cache)
+    gaussian, mesh = realistic_object(args.shape, dev, resolution=res, num_gaussians=n_gs, cache=args.cache,
+                                      colors=args.colors)
     t0 = time.perf_counter()
     v, f, uv, tex0, info = pu.bake_textured_mesh(gaussian, mesh, kw["simplify"], kw["fill_holes"], 0.04, size,
                                                  verbose=False, bake_mode="fast", nviews=kw["nviews"],
@@ -131,6 +135,7 @@ def main(argv=None) -> int:
     ceiling = glb_quality(glb, dev, qviews, qres, pattern_res=res, texture=ideal)
     result = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "path": path_label(dev)[0],
               "commit": commit(), "date": time.strftime("%Y-%m-%d"), "shape": args.shape, "quick": args.quick,
+              "colors": args.colors,
               "to_glb_kwargs": kw, "faces": len(f), "ceiling": ceiling, "variants": {}}
     print(json.dumps({"ceiling": {k: ceiling[k] for k in ("psnr_db", "ssim", "seam_band_error_ratio")}}), flush=True)
     # How blurred the observations themselves are: each Gaussian render against the truth point-sampled on

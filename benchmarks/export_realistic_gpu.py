@@ -129,7 +129,7 @@ def markdown(info: dict) -> str:
             if k not in stages:
                 stages.append(k)
     head = (f"{info['device_name']}, torch {info['torch']}, commit {info['commit']}, {info['date']}; "
-            f"path: **{info['path']}**; to_glb {json.dumps(info['to_glb_kwargs'])}; "
+            f"path: **{info['path']}**; Gaussians' colours: {info.get('colors', 'sampled')}; to_glb {json.dumps(info['to_glb_kwargs'])}; "
             f"{info['warmup']} warm-up + {info['runs']} timed run(s), median")
     cols = (["shape", "input faces (outer + inner)", "Gaussians", "GLB faces", "to_glb s"] + [f"{s} s" for s in stages]
             + ["peak alloc / reserved GiB", "PSNR dB (held-out)", "ceiling dB (ideal texels, same atlas)",
@@ -171,6 +171,9 @@ def main(argv=None) -> int:
     ap.add_argument("--texture-size", type=int, default=None, help="override the preset's texture size")
     ap.add_argument("--fill-holes", choices=("on", "off"), default=None, help="override the preset's hole filling")
     ap.add_argument("--cache", default=None, help="object cache folder (default $TRELLIS_BENCH_CACHE or .cache/)")
+    ap.add_argument("--colors", choices=("sampled", "fitted"), default="sampled",
+                    help="the Gaussians' colours: the truth at their centres (default), or fitted to renders of the "
+                         "truth as a trained decoder's (realistic_objects.fit_colors; built once and cached)")
     ap.add_argument("--out", default="export_realistic.json")
     ap.add_argument("--save-uv-input", default=None, metavar="DIR",
                     help="write the mesh each shape's last to_glb gave the UV unwrap (DIR/uv_input_<shape>.npz: "
@@ -199,12 +202,13 @@ def main(argv=None) -> int:
             "device": str(device), "path": label, "fastpaths_status": status,
             "TRELLIS_FAST_PATHS": os.environ.get("TRELLIS_FAST_PATHS"), "torch": torch.__version__,
             "commit": commit(), "date": time.strftime("%Y-%m-%d"), "quick": q, "mesh_resolution": res,
-            "gaussians": n_gs, "warmup": warmup, "runs": runs, "to_glb_kwargs": kwargs,
+            "gaussians": n_gs, "colors": args.colors, "warmup": warmup, "runs": runs, "to_glb_kwargs": kwargs,
             "quality": {"views": qviews, "resolution": qres}, "rows": {}}
     print(json.dumps({k: v for k, v in info.items() if k != "rows"}, default=str), flush=True)
     for name in args.shapes:
         t0 = time.perf_counter()
-        gaussian, mesh = realistic_object(name, device, resolution=res, num_gaussians=n_gs, cache=args.cache)
+        gaussian, mesh = realistic_object(name, device, resolution=res, num_gaussians=n_gs, cache=args.cache,
+                                          colors=args.colors)
         outer = int(build_arrays(name, res, n_gs, cache=args.cache, verbose=False)["outer"].sum())
         load_s = time.perf_counter() - t0
         for _ in range(warmup):

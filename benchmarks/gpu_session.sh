@@ -12,6 +12,9 @@
 #               Triton (a `triton` package that raises ImportError first on PYTHONPATH: the dispatcher picks
 #               NVRTC by itself), fast paths off (TRELLIS_FAST_PATHS=off, the PyTorch twins); one column
 #               alone: export-triton, export-windows, export-off
+#   fitted      the realistic objects' Gaussians with colours fitted to renders of the truth (as a trained
+#               decoder's; realistic_objects.py build --fitted), then bake_study.py on the bunny (the bake's
+#               variants on that input) and export_realistic_gpu.py --colors fitted --runs 1 (bunny, nut)
 #   decimation  decimation.py --shapes bunny nut --pieces 1 8 16 auto --runs 3 --reduction 0.9375
 #   chain       pipeline_gpu.py (issue 14's chain, resident fp16 and low-VRAM, 3 warm runs each)
 #   columns     pipeline_gpu.py per path, 3 warm runs each: Triton (fp16 eager, fp16 compiled, low-VRAM, low-VRAM
@@ -77,6 +80,12 @@ for step in "$@"; do
                 run export_off env TRELLIS_FAST_PATHS=off \
                     "$PY" benchmarks/export_realistic_gpu.py --shapes bunny nut --runs 3 --out "$OUT/export_off.json"
             fi ;;
+        fitted)
+            run fit "$PY" benchmarks/realistic_objects.py build --shapes bunny nut --fitted
+            run bake_fitted "$PY" benchmarks/bake_study.py --shape bunny --colors fitted --variants default scale1 \
+                scale.7 scale.5 opt perfect nearest --out "$OUT/bake_fitted.json"
+            run export_fitted "$PY" benchmarks/export_realistic_gpu.py --shapes bunny nut --runs 1 --colors fitted \
+                --out "$OUT/export_fitted.json" ;;
         decimation)
             run decimation "$PY" benchmarks/decimation.py --shapes bunny nut --pieces 1 8 16 auto --runs 3 \
                 --reduction 0.9375 --out "$OUT/decimation.json" ;;
@@ -101,7 +110,7 @@ for step in "$@"; do
         limits)
             run limits "$PY" benchmarks/e2e_gpu.py --limits "${LIMITS:-4,3,2.5,2}" --commit "$COMMIT" --out "$OUT/limits.json" ;;
         *)
-            echo "unknown step: $step (objects tests conv cache export export-triton export-windows export-off decimation" \
+            echo "unknown step: $step (objects tests conv cache export export-triton export-windows export-off fitted decimation" \
                  "chain columns e2e limits)" >&2; exit 2 ;;
     esac
 done
