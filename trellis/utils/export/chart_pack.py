@@ -23,10 +23,32 @@ instead of 4 quarter turns (+0-1, 2-3x the time), a finer block grid (b = 3: +0.
 centre of gravity instead of lowest top, several candidate rows per turn, sliding down-right past
 steps, other chart orders ("extent" = texels per row plus per column: nut +2, bunny -0.6, torus -10;
 kept as an option, ``BITMAP_ORDERS``, the best of the orders at the same scale is kept, one layout
-each), the minimum-area box orientation instead of the principal axis (bunny +1, nut -1.3), splitting
-charts that fill less than half their box (-0.2 to -1), and in ``charts`` straighter chart borders
-(a face moving to the chart it shares the most edge length with: +1, but LSCM self-overlaps on the
-bunny cost a second packing round).
+each), the minimum-area box orientation instead of the principal axis (bunny +1, nut -1.3; taken
+since, see below), splitting charts that fill less than half their box (-0.2 to -1), and in ``charts``
+straighter chart borders (a face moving to the chart it shares the most edge length with: +1, but LSCM
+self-overlaps on the bunny cost a second packing round).
+
+Then (2026-11-23, issue 13's 70 %): each chart is turned so that the sides of its smallest enclosing box
+(over its convex hull, ``_box_angles``) are horizontal and vertical (``BITMAP_ORIENT`` "box") instead of
+its principal axis; the 2-means and diffused borders are polygons of a few long straight runs (the CAD
+nut's flat faces: rectangles and trapezoids), which the principal axis left tilted by 10-45° (a square
+stood on its corner), so the charts met their neighbours and the texture's edges corner to side. With
+``charts.STRAIGHTEN_SWEEPS`` (the border teeth cut off) it raised the texel use, mean over 17 first
+scales 0.76-0.84 (texture 1024, padding 2; principal axis / box / axis and straightened / both): the
+meshes ``to_glb`` unwrapped on the H100 host nut 0.691 / 0.708 / 0.700 / 0.718, bunny 0.714 / 0.716 /
+0.719 / 0.721; the study's outer sheets nut 0.703 / 0.718 / 0.714 / 0.732, bunny 0.723 / 0.730 / 0.729
+/ 0.740; the quick cleaned meshes (512) nut 0.618 / 0.661 / 0.626 / 0.667, bunny 0.691 / 0.701 / 0.711
+/ 0.717; at 512 and 2048 (five scales 0.78-0.86) +1.1 to +3.3 points on each of the first four. At
+the default first scale (0.82 below; 2 cores, medians of 3 interleaved runs, before -> after): the H100
+host's nut 0.685 -> 0.729, UV 0.63 -> 0.50 s (its first layout reaches the target: no retry), bunny
+0.713 -> 0.714, 0.41 -> 0.415 s (0.80: 0.728; 0.78-0.86: +0.6 points on average); study nut 0.702 ->
+0.730, 0.43 -> 0.43 s, bunny 0.719 -> 0.733, 0.46 -> 0.47 s; quick nut 0.621 -> 0.670, bunny 0.707 ->
+0.717; no overlaps, no single-triangle chart more. Denser layouts end lower, so the first scale moved
+up, 0.80 -> 0.82 (``BITMAP_FIRST_FILL``: a layout of density d ends at 0.82² / d of the texture's
+height, inside the band the vertical stretch fills, 1 / 1.15 to 1, for d 0.68-0.77; at 0.80 the study
+bunny's first layout ended below it and was packed again, 0.45 -> 0.70 s). The box costs ~10 ms
+(qhull per chart), paid by ``chart_masks`` (per edge clipped to the row's band instead of per corner and
+crossing: the same masks, ~35 % less time).
 
 Skyline placement of each chart's column profile.
 
@@ -59,22 +81,72 @@ MAX_STRETCH = 1.15
 PACKER = "bitmap"          # pack_charts's default: "bitmap" (pack_charts_bitmap) or "skyline"
 X_STEP = 1                 # candidate columns for a chart's left edge: every X_STEP-th
 FIRST_FILL = 0.74          # linear: the first layout tries 0.74² = 55 % of the texture in triangles
+BITMAP_ORIENT = "box"      # the bitmap packer's base orientation of a chart (``_orient``): "box" or "axis"
+                           # (the principal axis), see the module docstring
 
 
-def _orient(tri, chart, nchart):
-    """Turn each chart so that its principal axis is horizontal. tri [F,3,2] -> same shape."""
+def _orient(tri, chart, nchart, how: str = "axis"):
+    """Turn each chart so that its principal axis is horizontal (``how`` "axis") or the sides of its
+    smallest enclosing box are horizontal and vertical ("box", ``_box_angles``). tri [F,3,2] -> same shape."""
     pts = tri.reshape(-1, 2)
     cc = np.repeat(chart, 3)
     cnt = np.bincount(cc, minlength=nchart).astype(np.float64)
     mean = np.stack([np.bincount(cc, pts[:, k], nchart) for k in range(2)], 1) / np.maximum(cnt, 1)[:, None]
     d = pts - mean[cc]
-    sxx = np.bincount(cc, d[:, 0] * d[:, 0], nchart)
-    syy = np.bincount(cc, d[:, 1] * d[:, 1], nchart)
-    sxy = np.bincount(cc, d[:, 0] * d[:, 1], nchart)
-    ang = 0.5 * np.arctan2(2 * sxy, sxx - syy)
+    if how == "box":
+        ang = _box_angles(d, chart, nchart)
+    else:
+        sxx = np.bincount(cc, d[:, 0] * d[:, 0], nchart)
+        syy = np.bincount(cc, d[:, 1] * d[:, 1], nchart)
+        sxy = np.bincount(cc, d[:, 0] * d[:, 1], nchart)
+        ang = 0.5 * np.arctan2(2 * sxy, sxx - syy)
     c, s = np.cos(-ang)[cc], np.sin(-ang)[cc]
     out = np.stack([c * d[:, 0] - s * d[:, 1], s * d[:, 0] + c * d[:, 1]], 1)
     return out.reshape(-1, 3, 2)
+
+
+def _box_angles(d, chart, nchart):
+    """Per chart the angle (mod 90°) of the sides of the smallest box around its points ``d`` [3F,2]
+    (the corners of faces of chart ``chart`` [F]): that box has a side along an edge of the chart's
+    convex hull (qhull), each edge's box is measured; a chart whose points are all on a line keeps 0."""
+    from scipy.spatial import ConvexHull
+    from scipy.spatial import QhullError
+
+    order = np.argsort(chart, kind="stable")
+    p = d.reshape(-1, 3, 2)[order].reshape(-1, 2)
+    start = 3 * np.searchsorted(np.asarray(chart)[order], np.arange(nchart + 1))
+    hulls = []
+    for k in range(nchart):
+        pts = p[start[k]:start[k + 1]]
+        try:
+            hulls.append(pts[ConvexHull(pts).vertices] if len(pts) >= 3 else pts[:0])
+        except QhullError:
+            hulls.append(pts[:0])
+    n = np.array([len(h) for h in hulls], np.int64)
+    out = np.zeros(nchart)
+    if n.sum() == 0:
+        return out
+    h = np.concatenate(hulls)
+    first = np.cumsum(n) - n
+    owner = np.repeat(np.arange(nchart), n)
+    nxt = np.arange(len(h)) + 1
+    nxt[first[n > 0] + n[n > 0] - 1] = first[n > 0]                 # each hull closed
+    side = h[nxt] - h
+    ang = np.arctan2(side[:, 1], side[:, 0]) % (0.5 * np.pi)        # per hull edge
+    # each edge against every point of its hull: the box with a side along the edge
+    m = n[owner]
+    e = np.repeat(np.arange(len(h)), m)
+    q = first[owner[e]] + (np.arange(len(e)) - np.repeat(np.cumsum(m) - m, m))
+    cs, sn = np.cos(ang[e]), np.sin(ang[e])
+    x = h[q, 0] * cs + h[q, 1] * sn
+    y = h[q, 1] * cs - h[q, 0] * sn
+    at = np.cumsum(m) - m
+    area = (np.maximum.reduceat(x, at) - np.minimum.reduceat(x, at)) * \
+           (np.maximum.reduceat(y, at) - np.minimum.reduceat(y, at))
+    best = np.lexsort((area, owner))                                  # per chart its smallest box first
+    lead = np.r_[True, owner[best][1:] != owner[best][:-1]]
+    out[owner[best][lead]] = ang[best][lead]
+    return out
 
 
 def _profiles(q, chart, nchart, padding):
@@ -324,7 +396,8 @@ def pack_charts_skyline(tri, chart, size: int, padding: int = 2, attempts: int =
 # blocks, 8.0 vs 8.7 ms on 288 x 270 with 2 threads; small transforms gain nothing from a second thread)
 BITMAP_FFT_WORKERS = 1
 BITMAP_GRID = 256           # the coarse grid has about this many blocks across (block = round(size / 256))
-BITMAP_FIRST_FILL = 0.80    # linear: the first layout tries 0.80² = 64 % of the texture in triangles
+BITMAP_FIRST_FILL = 0.82    # linear: the first layout tries 0.82² = 67 % of the texture in triangles (0.80 before
+                            # the box orientation and straightened borders, module docstring)
 BITMAP_HEADROOM = 1.15      # the atlas is searched up to this times the texture's height
 BITMAP_NEAR = 8             # block positions overlapping at most this many occupied blocks are tried
 BITMAP_NEAR_TRIES = 60      # per turn, the lowest this many of them (each at its b x b texel offsets)
@@ -361,9 +434,9 @@ def chart_masks(q, chart, nchart):
     """Conservative texel masks of charts from local texel coordinates ``q`` [F,3,2] (x right, y up,
     each chart's minimum at >= 0): texel (i, j) = square [i, i+1] x [j, j+1] is set when a triangle of
     the chart overlaps it. Per triangle and texel row, the triangle clipped to the row's band spans
-    x from the least to the greatest of its corners inside the band and its edges' crossings of the
-    band's two lines; every texel that span touches is set. Returns (h [K], w [K], offsets [K+1],
-    flat bool): chart k's mask is flat[off[k]:off[k+1]].reshape(h[k], w[k]), row = y."""
+    x from the least to the greatest x of its edges clipped to the band; every texel that span touches
+    is set. Returns (h [K], w [K], offsets [K+1], flat bool): chart k's mask is
+    flat[off[k]:off[k+1]].reshape(h[k], w[k]), row = y."""
     q = np.asarray(q, np.float64)
     x, y = q[..., 0], q[..., 1]
     w = np.zeros(nchart, np.int64)
@@ -381,23 +454,36 @@ def chart_masks(q, chart, nchart):
     n = np.floor(y.max(1)).astype(np.int64) - j0 + 1
     t = np.repeat(np.arange(len(q)), n)
     j = j0[t] + (np.arange(len(t)) - np.repeat(np.cumsum(n) - n, n))
+    yb = j.astype(np.float64)
+    yt = yb + 1.0
     lo = np.full(len(t), np.inf)
     hi = np.full(len(t), -np.inf)
-    yb, yt = j.astype(np.float64), j + 1.0
+    c0, c1, x0, x1 = (np.empty(len(t)) for _ in range(4))
     for e in range(3):
-        xa, ya = x[t, e], y[t, e]
-        inside = (ya >= yb) & (ya <= yt)
-        lo = np.where(inside, np.minimum(lo, xa), lo)
-        hi = np.where(inside, np.maximum(hi, xa), hi)
-        xb, yb2 = x[t, (e + 1) % 3], y[t, (e + 1) % 3]
+        xa, ya = x[:, e], y[:, e]
+        xb, yb2 = x[:, (e + 1) % 3], y[:, (e + 1) % 3]
         dy = yb2 - ya
-        for line in (yb, yt):
-            with np.errstate(divide="ignore", invalid="ignore"):
-                u = (line - ya) / dy
-            ok = (dy != 0) & (u >= 0) & (u <= 1)
-            xc = xa + np.where(ok, u, 0.0) * (xb - xa)
-            lo = np.where(ok, np.minimum(lo, xc), lo)
-            hi = np.where(ok, np.maximum(hi, xc), hi)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope = np.where(dy != 0, (xb - xa) / dy, 0.0)
+        # the edge clipped to the row's band: its points from y = c0 to y = c1 (none where c0 > c1), x at
+        # both ends (a level edge gives its first corner; its second is the next edge's first). Per edge
+        # instead of per corner and crossing: the same spans, ~35 % less time (2026-11-23)
+        np.maximum(yb, np.minimum(ya, yb2)[t], out=c0)
+        np.minimum(yt, np.maximum(ya, yb2)[t], out=c1)
+        miss = c0 > c1
+        xa_t, ya_t, s_t = xa[t], ya[t], slope[t]
+        np.subtract(c0, ya_t, out=x0)
+        x0 *= s_t
+        x0 += xa_t
+        np.subtract(c1, ya_t, out=x1)
+        x1 *= s_t
+        x1 += xa_t
+        lo_e = np.minimum(x0, x1)
+        hi_e = np.maximum(x0, x1, out=x1)
+        lo_e[miss] = np.inf
+        hi_e[miss] = -np.inf
+        np.minimum(lo, lo_e, out=lo)
+        np.maximum(hi, hi_e, out=hi)
     good = np.isfinite(lo)
     c = chart[t[good]]
     row = off[c] + j[good] * w[c]
@@ -630,15 +716,16 @@ def _bitmap_attempt(q0, chart, nchart, scale, size, padding, order="box", masks=
 
 
 def pack_charts_bitmap(tri, chart, size: int, padding: int = 2, attempts: int = None, info: dict = None):
-    """``pack_charts`` with the bitmap packer (see above). The scale starts at ``BITMAP_FIRST_FILL`` of
-    the area bound (or ``info["fill"]``); a layout that runs past the texture's top is packed again
-    smaller, one that ends well below it again larger (``attempts`` layouts at most, default
-    ``BITMAP_ATTEMPTS``); of those that fit, the one with the most texel use after the vertical
-    stretch to the top (at most ``MAX_STRETCH``) is kept."""
+    """``pack_charts`` with the bitmap packer (see above), each chart first turned as ``BITMAP_ORIENT``
+    says. The scale starts at ``BITMAP_FIRST_FILL`` of the area bound (or ``info["fill"]``); a layout
+    that runs past the texture's top is packed again smaller, one that ends well below it again larger
+    (``attempts`` layouts at most, default ``BITMAP_ATTEMPTS``; when none of them fits, smaller again
+    until one does); of those that fit, the one with the most texel use after the vertical stretch to
+    the top (at most ``MAX_STRETCH``) is kept."""
     chart = np.asarray(chart, np.int64)
     nchart = int(chart.max()) + 1
     attempts = BITMAP_ATTEMPTS if attempts is None else attempts
-    q0 = _orient(np.asarray(tri, np.float64), chart, nchart)
+    q0 = _orient(np.asarray(tri, np.float64), chart, nchart, BITMAP_ORIENT)
     area = 0.5 * np.abs((q0[:, 1, 0] - q0[:, 0, 0]) * (q0[:, 2, 1] - q0[:, 0, 1])
                         - (q0[:, 1, 1] - q0[:, 0, 1]) * (q0[:, 2, 0] - q0[:, 0, 0])).sum()
     bound = size / np.sqrt(max(area, 1e-30))
@@ -678,7 +765,7 @@ def pack_charts_bitmap(tri, chart, size: int, padding: int = 2, attempts: int = 
             made[scale] = _bitmap_masks(q0, chart, nchart, scale)
         return made[scale]
 
-    spent = 0
+    spent, got = 0, None
     for _ in range(attempts):
         got = _bitmap_attempt(q0, chart, nchart, s, size, padding, BITMAP_ORDERS[0], masks_at(s))
         spent += nchart
@@ -694,7 +781,22 @@ def pack_charts_bitmap(tri, chart, size: int, padding: int = 2, attempts: int = 
             fail = s
             over = size / max(got[1], 1.0) if got is not None else 0.85 ** 2
             s = 0.5 * (s + best[0]) if best is not None else s * np.sqrt(over) * 0.99
-    if best is not None and len(BITMAP_ORDERS) > 1:
+    while best is None:
+        # no layout of the search fitted (tiny textures, very many charts; or a greedy layout's height
+        # jumping by a few rows with the scale: the quick cleaned nut's 21 charts at 512 in the box
+        # orientation, before the straightened borders, overflowed by 1-2 rows three times and the 0.8 x
+        # the scale this took before gave texel use 0.45): smaller by what the last one overflowed, at
+        # least 3 %
+        over = size / max(got[1], 1.0) if got is not None else 0.85 ** 2
+        s *= min(0.97, np.sqrt(over) * 0.99)
+        got = _bitmap_attempt(q0, chart, nchart, s, size, padding, BITMAP_ORDERS[0])
+        spent += nchart
+        use = texel_use(s, got)
+        if use is not None:
+            best = (s, got, use)
+        elif s < 1e-6 * bound:
+            raise RuntimeError("chart packing: the charts do not fit the texture")
+    if len(BITMAP_ORDERS) > 1:
         masks = masks_at(best[0])                           # the same scale, charts in other orders
         best = best_of(best, [(best[0], order, masks) for order in BITMAP_ORDERS[1:]])
     if best is not None and best[2] < BITMAP_TARGET and nchart <= BITMAP_EXTRA_MAX_CHARTS:
@@ -719,13 +821,6 @@ def pack_charts_bitmap(tri, chart, size: int, padding: int = 2, attempts: int = 
         while retry and best[2] < BITMAP_TARGET:
             batch, retry = retry[:BITMAP_PARALLEL], retry[BITMAP_PARALLEL:]
             best = best_of(best, [(best[0], order, masks) for order in batch])
-    while best is None:                                # tiny textures / very many charts
-        s *= 0.8
-        got = _bitmap_attempt(q0, chart, nchart, s, size, padding, BITMAP_ORDERS[0])
-        if texel_use(s, got) is not None:
-            best = (s, got, 0.0)
-        elif s < 1e-6 * bound:
-            raise RuntimeError("chart packing: the charts do not fit the texture")
     uv, used = best[1]
     info["fill"] = best[0] / bound
     uv = uv.copy()
