@@ -29,3 +29,28 @@ def test_views_rendered_while_pieces_decimate_give_the_same_bake():
     # texture differs in its last bits, so a few texels round to the neighbouring 8-bit level.
     diff = np.abs(tex0.astype(np.int16) - tex1.astype(np.int16))
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
+
+
+def test_views_held_on_the_gpu_or_in_host_memory_give_the_same_bake(monkeypatch):
+    # Where the observation views wait until the UVs are known (on the GPU when they all fit with
+    # _DEVICE_VIEW_MARGIN to spare, else copied to host memory) changes no face, UV or texel beyond the
+    # atomic adds' last bits.
+    from test_export import make_gaussians
+    from test_mesh_cleanup import noisy_sphere_with_inner_shell
+    from trellis.utils import postprocessing_utils as pu
+
+    v, f = noisy_sphere_with_inner_shell(8)
+    gaussian = make_gaussians(torch.as_tensor(v, dtype=torch.float32), torch.as_tensor(f), n=40000).to("cuda")
+    mesh = (torch.as_tensor(v, dtype=torch.float32, device="cuda"), torch.as_tensor(f, device="cuda"))
+    kw = dict(simplify=0.95, fill_holes=True, texture_size=512, verbose=False, nviews=16, render_resolution=256,
+              uv_method="charts", device="cuda")
+    monkeypatch.setattr(pu, "_DEVICE_VIEW_MARGIN", 0)
+    v0, f0, uv0, tex0, info0 = pu.bake_textured_mesh(gaussian, mesh, **kw)
+    monkeypatch.setattr(pu, "_DEVICE_VIEW_MARGIN", 1 << 62)          # never room enough: host memory
+    v1, f1, uv1, tex1, info1 = pu.bake_textured_mesh(gaussian, mesh, **kw)
+    assert info0["observations"]["held_on"] == "device" and info1["observations"]["held_on"] == "host"
+    assert info0["views_rendered_during_simplify"] > 0 and info1["views_rendered_during_simplify"] > 0
+    np.testing.assert_array_equal(f0, f1)
+    np.testing.assert_array_equal(uv0, uv1)
+    diff = np.abs(tex0.astype(np.int16) - tex1.astype(np.int16))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())

@@ -42,6 +42,10 @@ Progress = Optional[Callable[[str, int, int], None]]
 
 # Host memory the observation views rendered ahead of their use may take (~17 bytes per pixel each).
 _HELD_VIEW_BYTES = 2 << 30
+# The views wait on the GPU instead (no copy out and back, both synchronous, on the export's critical path) when
+# all of them fit and at least this much would stay obtainable for the rest of the export (its own peak on the
+# realistic objects: ~3.5 GiB with the Gaussians and the decoder mesh; docs/BENCHMARKS.md, fifteenth session).
+_DEVICE_VIEW_MARGIN = 4 << 30
 
 # Our extra keyword arguments (the reference's to_glb has none) and their defaults.
 _EXTRA_DEFAULTS = dict(
@@ -133,7 +137,8 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
 
     # Observation cameras and the (lazy) stream of their renders: they need neither the clean mesh nor
     # the UVs, so views are rendered while the CPU-bound stages run in child processes (the decimation,
-    # xatlas) and wait in host memory (at most ``_HELD_VIEW_BYTES``); the views and their order are the
+    # xatlas) and wait on the GPU when they all fit there with room to spare (``_DEVICE_VIEW_MARGIN``), else in
+    # host memory (at most ``_HELD_VIEW_BYTES``); the views and their order are the
     # same either way, so the bake is too (tests/test_export.py).
     auto_views, auto_res = observation_settings(device, bake_mode)
     nviews = opt["nviews"] or auto_views
@@ -149,12 +154,20 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
             scale = tb.sharpening_scale(app_rep, render_resolution)
     info["observations"]["gaussian_scale"] = float(scale)
     views = tb.render_observations(app_rep, ext, intr, render_resolution, cancel=cancel, gaussian_scale=scale)
-    max_held = min(n, max(1, _HELD_VIEW_BYTES // (17 * int(render_resolution) ** 2)))
+    per_view = 17 * int(render_resolution) ** 2
+    max_held = min(n, max(1, _HELD_VIEW_BYTES // per_view))
+    hold_on_device = False
+    if device.type == "cuda":
+        from ..core.device import obtainable_device_memory
+        room = obtainable_device_memory(device)
+        if room is not None and room - n * per_view >= _DEVICE_VIEW_MARGIN:
+            hold_on_device, max_held = True, n
+    info["observations"]["held_on"] = "device" if hold_on_device else "host"
     held = []
 
     def hold_next():
         color, mask, depth = next(views)
-        held.append((color.cpu(), mask.cpu(), depth.cpu()))
+        held.append((color, mask, depth) if hold_on_device else (color.cpu(), mask.cpu(), depth.cpu()))
 
     # 1. clean-up. While the decimation runs in child processes, views are rendered: during the caller's
     # ``simplified`` on any device, during the pieces of a large mesh on an accelerator only (a CPU's
