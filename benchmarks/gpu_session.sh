@@ -15,6 +15,11 @@
 #   fitted      the realistic objects' Gaussians with colours fitted to renders of the truth (as a trained
 #               decoder's; realistic_objects.py build --fitted), then bake_study.py on the bunny (the bake's
 #               variants on that input) and export_realistic_gpu.py --colors fitted --runs 1 (bunny, nut)
+#   app         app_gpu.py --object bunny / nut --runs 2 (the app's whole job, GLB + PLY + OBJ + mp4, on the realistic
+#               objects; stage 2 on the object's surface voxels) in the three columns; needs imageio-ffmpeg
+#               in .whl/ too (0.7.0's manylinux2014 wheel, 30 MB: 0.8.1's is over the 64 MiB carry limit)
+#   views       export_realistic_gpu.py with the observation views kept on the GPU (the default where they fit)
+#               and in host memory (postprocessing_utils._DEVICE_VIEW_MARGIN huge), A B A B, Triton
 #   decimation  decimation.py --shapes bunny nut --pieces 1 8 16 auto --runs 3 --reduction 0.9375
 #   chain       pipeline_gpu.py (issue 14's chain, resident fp16 and low-VRAM, 3 warm runs each)
 #   columns     pipeline_gpu.py per path, 3 warm runs each: Triton (fp16 eager, fp16 compiled, low-VRAM, low-VRAM
@@ -24,9 +29,10 @@
 #               Triton, Windows without Triton (NVRTC kernels) and the fast paths off
 #   limits      e2e_gpu.py --limits 4,3,2.5,2 (issue 14: the whole job in a fresh process per memory cap;
 #               LIMITS=2 for other caps; each cap is a fresh process of ~45 s on the H100 host)
-# The lent H100/H200 image has torch, triton, numpy, scipy, scikit-image but not trimesh, fast-simplification or
-# xatlas: download their cp312 manylinux wheels here into .whl/ (git-ignored; ~1.3 MB: trimesh==5.2.0,
-# fast-simplification==0.2.0, xatlas==0.0.11, as in requirements_2.txt), carry .whl and start the device command
+# The lent H100/H200 image has torch, triton, numpy, scipy, scikit-image but not trimesh, fast-simplification,
+# xatlas or imageio-ffmpeg (the app step's mp4): download their cp312 manylinux wheels here into .whl/ (git-ignored;
+# trimesh==5.2.0, fast-simplification==0.2.0, xatlas==0.0.11 as in requirements_2.txt, ~1.3 MB; imageio-ffmpeg 0.7.0,
+# 30 MB, where requirements_2.txt pins 0.8.1: its wheel is over the carry limit), carry .whl and start the device command
 # with `python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site`.
 # Only 8 files come back from $OUT: run with OUT=/tmp/gs and tar that folder into the real $OUT.
 # Every step records the commit, date and device in its JSON (the benchmarks do) and the step's wall time here.
@@ -86,6 +92,22 @@ for step in "$@"; do
                 scale.7 scale.5 opt perfect nearest --out "$OUT/bake_fitted.json"
             run export_fitted "$PY" benchmarks/export_realistic_gpu.py --shapes bunny nut --runs 1 --colors fitted \
                 --out "$OUT/export_fitted.json" ;;
+        app)
+            for obj in bunny nut; do
+                run "app_${obj}_triton" "$PY" benchmarks/app_gpu.py --object "$obj" --runs 2
+                run "app_${obj}_windows" env PYTHONPATH="$NOTRITON${PYTHONPATH:+:$PYTHONPATH}" \
+                    "$PY" benchmarks/app_gpu.py --object "$obj" --runs 2
+                run "app_${obj}_off" env TRELLIS_FAST_PATHS=off "$PY" benchmarks/app_gpu.py --object "$obj" --runs 2
+            done ;;
+        views)
+            HOST='import sys; sys.path[:0] = ["benchmarks", "."]; from trellis.utils import postprocessing_utils as pu
+pu._DEVICE_VIEW_MARGIN = 1 << 62
+import export_realistic_gpu as e; sys.exit(e.main(sys.argv[1:]))'
+            for k in 1 2; do
+                run "views_gpu$k" "$PY" benchmarks/export_realistic_gpu.py --shapes bunny nut --runs 3 \
+                    --out "$OUT/views_gpu$k.json"
+                run "views_host$k" "$PY" -c "$HOST" --shapes bunny nut --runs 3 --out "$OUT/views_host$k.json"
+            done ;;
         decimation)
             run decimation "$PY" benchmarks/decimation.py --shapes bunny nut --pieces 1 8 16 auto --runs 3 \
                 --reduction 0.9375 --out "$OUT/decimation.json" ;;
@@ -110,7 +132,7 @@ for step in "$@"; do
         limits)
             run limits "$PY" benchmarks/e2e_gpu.py --limits "${LIMITS:-4,3,2.5,2}" --commit "$COMMIT" --out "$OUT/limits.json" ;;
         *)
-            echo "unknown step: $step (objects tests conv cache export export-triton export-windows export-off fitted decimation" \
+            echo "unknown step: $step (objects tests conv cache export export-triton export-windows export-off fitted app views decimation" \
                  "chain columns e2e limits)" >&2; exit 2 ;;
     esac
 done
