@@ -234,12 +234,31 @@ def geometric_time_estimate(num_faces: int) -> float:
     return max(num_faces, 1) / 10000.0
 
 
+def one_blas_thread():
+    """A context in which the BLAS libraries loaded in this process (numpy's and scipy's OpenBLAS, MKL) run on
+    one thread (``threadpoolctl``; no-op without it). The chart layout makes thousands of small BLAS calls
+    (matrix-vector products of a few columns, SuperLU's kernels in the LSCM solve): on a 16-core H100 host each
+    woke 16 OpenBLAS threads and the nut's unwrap took 1.22 s instead of 0.93 s with one (bunny 1.01 vs 0.87 s;
+    docs/BENCHMARKS.md, fifteenth session). The limit is process-wide while it holds (restored after)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:                 # an install without it: the default threads
+        import contextlib
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def geometric_layout(vertices, faces, texture_size: int = 1024, padding: int = 2, progress: Progress = None,
                      cancel=None, time_budget_s: Optional[float] = None, max_charts: Optional[int] = None):
     """Our charts: cut along the geometry, flattened by LSCM, skyline-packed (module docstring).
     Same outputs as ``unwrap_uv``; raises on a failure (non-finite coordinates, overlaps found, more
     than ``max_charts`` charts after the segmentation or the flattening) and TimeoutError between its
-    steps once ``time_budget_s`` is spent."""
+    steps once ``time_budget_s`` is spent. BLAS runs on one thread meanwhile (``one_blas_thread``)."""
+    with one_blas_thread():
+        return _geometric_layout(vertices, faces, texture_size, padding, progress, cancel, time_budget_s, max_charts)
+
+
+def _geometric_layout(vertices, faces, texture_size, padding, progress, cancel, time_budget_s, max_charts):
     start = time.monotonic()
     user_cancel = cancel
 
