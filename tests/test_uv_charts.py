@@ -590,3 +590,26 @@ def test_the_chart_layout_runs_blas_on_one_thread(monkeypatch):
     assert after and all(n == 2 for n in after), after
     st = atlas_stats(ff, uv, SIZE)
     assert st["overlap_texels"] == 0 and st["outside"] == 0
+
+
+def test_overlapping_blas_limits_leave_the_setting_as_found():
+    # two threads' layouts overlapping in time: the limit holds until the last one leaves, then the setting
+    # found before the first is back (a limit per caller would restore the first caller's "before" while the
+    # second still runs, and the second's "before" - one thread - for good)
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from trellis.utils.export.uv_unwrap import one_blas_thread
+
+    def blas_threads():
+        return {i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"}
+
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        if not blas_threads():
+            pytest.skip("no BLAS library that threadpoolctl can see")
+        first, second = one_blas_thread(), one_blas_thread()
+        first.__enter__()
+        second.__enter__()
+        assert blas_threads() == {1}
+        first.__exit__(None, None, None)
+        assert blas_threads() == {1}                  # the second caller is still inside
+        second.__exit__(None, None, None)
+        assert blas_threads() == {2}

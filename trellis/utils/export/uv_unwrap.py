@@ -49,8 +49,10 @@ UV convention (everything in this package, as in OBJ and trimesh): u to the righ
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+import threading
 import time
 from typing import Callable, Optional
 
@@ -234,18 +236,39 @@ def geometric_time_estimate(num_faces: int) -> float:
     return max(num_faces, 1) / 10000.0
 
 
+_blas_lock = threading.Lock()
+_blas_users = 0             # callers inside ``one_blas_thread`` now (threads may overlap)
+_blas_limiter = None
+
+
+@contextlib.contextmanager
 def one_blas_thread():
     """A context in which the BLAS libraries loaded in this process (numpy's and scipy's OpenBLAS, MKL) run on
     one thread (``threadpoolctl``; no-op without it). The chart layout makes thousands of small BLAS calls
     (matrix-vector products of a few columns, SuperLU's kernels in the LSCM solve): on a 16-core H100 host each
     woke 16 OpenBLAS threads and the nut's unwrap took 1.22 s instead of 0.93 s with one (bunny 1.01 vs 0.87 s;
-    docs/BENCHMARKS.md, fifteenth session). The limit is process-wide while it holds (restored after)."""
+    docs/BENCHMARKS.md, fifteenth session). The limit is process-wide: the first caller in sets it, the last one
+    out restores what was there before (so overlapping callers in several threads leave the setting as found);
+    scipy's sparse solvers are imported first so that their BLAS is loaded, and limited, too."""
+    global _blas_users, _blas_limiter
     try:
         from threadpoolctl import threadpool_limits
-    except ImportError:                 # an install without it: the default threads
-        import contextlib
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+        import scipy.sparse.linalg  # noqa: F401  (loads scipy's BLAS before the limit is applied)
+    except ImportError:                 # an install without threadpoolctl: the default threads
+        yield
+        return
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limiter = threadpool_limits(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
 
 
 def geometric_layout(vertices, faces, texture_size: int = 1024, padding: int = 2, progress: Progress = None,
