@@ -799,7 +799,7 @@ def pack_charts_bitmap(tri, chart, size: int, padding: int = 2, attempts: int = 
     if len(BITMAP_ORDERS) > 1:
         masks = masks_at(best[0])                           # the same scale, charts in other orders
         best = best_of(best, [(best[0], order, masks) for order in BITMAP_ORDERS[1:]])
-    if best is not None and best[2] < BITMAP_TARGET and nchart <= BITMAP_EXTRA_MAX_CHARTS:
+    if best[2] < BITMAP_TARGET and nchart <= BITMAP_EXTRA_MAX_CHARTS:
         # below the target with few charts: spare placements go to more layouts until one reaches it,
         # the best kept
         s0, extra = best[0], list(BITMAP_EXTRA)
@@ -812,7 +812,7 @@ def pack_charts_bitmap(tri, chart, size: int, padding: int = 2, attempts: int = 
             if not batch:
                 break
             best = best_of(best, batch)
-    if best is not None and best[2] < BITMAP_TARGET and BITMAP_RETRY and nchart > BITMAP_EXTRA_MAX_CHARTS:
+    if best[2] < BITMAP_TARGET and BITMAP_RETRY and nchart > BITMAP_EXTRA_MAX_CHARTS:
         # below the target: one more layout of the same charts at the same scale in another order (a
         # greedy layout moves +-1-2 points with the order), the better kept (with few charts the spare
         # placements above have tried those orders already)

@@ -139,7 +139,8 @@ class _Mesh:
         self.centroid = v[f].mean(1)
         self.pairs = face_adjacency_pairs(f)
         self.edge_len = None              # shared edge per pair, on first use
-        self.face_edges, self.n_edges = None, 0     # edge id per face side, on first use
+        self.face_edges, self.n_edges = None, 0     # edge id per face side, on first use (_mesh_edges)
+        self.edge_ends = self.edge_count = None     # per edge: its two vertices, faces using it (ditto)
         self.stamp_v = self.stamp_e = None    # scratch of _euler_of
         self.pairs_by_face = None         # pairs ordered by their first face, on first use
         nf = len(f)
@@ -188,15 +189,22 @@ def _two_means(m: _Mesh, idx: np.ndarray, iters: int = 6) -> np.ndarray:
     return side
 
 
+def _mesh_edges(m: _Mesh) -> None:
+    """Fill the mesh's edge tables on first use: ``face_edges`` (edge id per face side), ``n_edges``,
+    ``edge_ends`` [E,2], ``edge_count`` [E] (faces per edge) and the stamp arrays of ``_euler_of``."""
+    if m.face_edges is None:
+        edge_of_he, m.edge_ends, m.edge_count = _edges(m.f, len(m.v))
+        m.face_edges = edge_of_he.reshape(-1, 3)
+        m.n_edges = int(m.face_edges.max(initial=-1)) + 1
+        m.stamp_v = np.zeros(len(m.v), np.int64)
+        m.stamp_e = np.zeros(max(m.n_edges, 1), np.int64)
+
+
 def _euler_of(m: _Mesh, idx: np.ndarray) -> int:
     """V - E + F of faces ``idx``: distinct vertices and edges (the mesh's edge ids) counted with stamp
     arrays kept on the mesh (an entry holds the last position written to it: an id is counted once,
     at its last occurrence; no sort, no array of the mesh's size per call)."""
-    if m.face_edges is None:
-        m.face_edges = _edges(m.f, len(m.v))[0].reshape(-1, 3)
-        m.n_edges = int(m.face_edges.max(initial=-1)) + 1
-        m.stamp_v = np.zeros(len(m.v), np.int64)
-        m.stamp_e = np.zeros(max(m.n_edges, 1), np.int64)
+    _mesh_edges(m)
     return _distinct(m.stamp_v, m.f[idx].reshape(-1)) - _distinct(m.stamp_e, m.face_edges[idx].reshape(-1)) + len(idx)
 
 
@@ -541,12 +549,9 @@ def _straighten_borders(m: _Mesh, label: np.ndarray, sweeps: int) -> np.ndarray:
     the faces of one chart around it move to the other when the rim of those faces is shorter than the
     border's two edges there; per sweep only vertices whose gain is the largest within two rings move."""
     f, nv = m.f, len(m.v)
-    _euler_of(m, np.zeros(0, np.int64))                      # the mesh's edge ids
-    fe = m.face_edges
+    _mesh_edges(m)
+    fe, ends, count = m.face_edges, m.edge_ends, m.edge_count
     ne = max(m.n_edges, 1)
-    ends = np.zeros((ne, 2), np.int64)
-    ends[fe.reshape(-1)] = np.stack([f.reshape(-1), f[:, [1, 2, 0]].reshape(-1)], 1)
-    count = np.bincount(fe.reshape(-1), minlength=ne)
     elen = np.linalg.norm(m.v[ends[:, 0]] - m.v[ends[:, 1]], axis=1)
     # inner vertices of a closed fan: every edge at them in two faces, as many faces as edges
     bad = np.zeros(nv, bool)
@@ -625,7 +630,7 @@ def _bad_charts(m: _Mesh, label: np.ndarray) -> np.ndarray:
     k = int(label.max()) + 1
     f, nv = m.f, len(m.v)
     size = np.bincount(label, minlength=k)
-    _euler_of(m, np.zeros(0, np.int64))               # the mesh's edge ids
+    _mesh_edges(m)
     ne = max(m.n_edges, 1)
     ekey = np.unique(label[:, None].astype(np.int64) * ne + m.face_edges)
     vkey = np.unique(label[:, None].astype(np.int64) * nv + f)
