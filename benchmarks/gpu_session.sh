@@ -47,6 +47,7 @@ trap 'rm -rf "$NOTRITON"' EXIT
 mkdir -p "$NOTRITON/triton"
 echo 'raise ImportError("triton hidden: what a Windows install without the triton-windows wheel sees")' \
     > "$NOTRITON/triton/__init__.py"
+WINDOWS=(env PYTHONPATH="$NOTRITON${PYTHONPATH:+:$PYTHONPATH}")   # the Windows column: `import triton` fails
 COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 
 run() {   # run NAME CMD...: log to $OUT/NAME.log, time it, keep going on failure
@@ -79,7 +80,7 @@ for step in "$@"; do
                     --out "$OUT/export_triton.json"
             fi
             if [ "$step" = export ] || [ "$step" = export-windows ]; then
-                run export_windows env PYTHONPATH="$NOTRITON${PYTHONPATH:+:$PYTHONPATH}" \
+                run export_windows "${WINDOWS[@]}" \
                     "$PY" benchmarks/export_realistic_gpu.py --shapes bunny nut --runs 3 --out "$OUT/export_windows.json"
             fi
             if [ "$step" = export ] || [ "$step" = export-off ]; then
@@ -95,7 +96,7 @@ for step in "$@"; do
         app)
             for obj in bunny nut; do
                 run "app_${obj}_triton" "$PY" benchmarks/app_gpu.py --object "$obj" --runs 2
-                run "app_${obj}_windows" env PYTHONPATH="$NOTRITON${PYTHONPATH:+:$PYTHONPATH}" \
+                run "app_${obj}_windows" "${WINDOWS[@]}" \
                     "$PY" benchmarks/app_gpu.py --object "$obj" --runs 2
                 run "app_${obj}_off" env TRELLIS_FAST_PATHS=off "$PY" benchmarks/app_gpu.py --object "$obj" --runs 2
             done ;;
@@ -119,13 +120,13 @@ import export_realistic_gpu as e; sys.exit(e.main(sys.argv[1:]))'
                 --out "$OUT/chain_triton.json"
             run chain_triton_only env TRELLIS_FAST_PATHS=triton "$PY" benchmarks/pipeline_gpu.py --repeats 3 \
                 --presets "$P4" --commit "$COMMIT" --out "$OUT/chain_triton_only.json"
-            run chain_windows env PYTHONPATH="$NOTRITON${PYTHONPATH:+:$PYTHONPATH}" "$PY" benchmarks/pipeline_gpu.py \
+            run chain_windows "${WINDOWS[@]}" "$PY" benchmarks/pipeline_gpu.py \
                 --repeats 3 --presets "$P2" --commit "$COMMIT" --out "$OUT/chain_windows.json"
             run chain_off env TRELLIS_FAST_PATHS=off "$PY" benchmarks/pipeline_gpu.py --repeats 3 --presets "$P2" \
                 --commit "$COMMIT" --out "$OUT/chain_off.json" ;;
         e2e)
             run e2e_triton "$PY" benchmarks/e2e_gpu.py --presets low-vram --commit "$COMMIT" --out "$OUT/e2e_triton.json"
-            run e2e_windows env PYTHONPATH="$NOTRITON${PYTHONPATH:+:$PYTHONPATH}" "$PY" benchmarks/e2e_gpu.py \
+            run e2e_windows "${WINDOWS[@]}" "$PY" benchmarks/e2e_gpu.py \
                 --presets low-vram --commit "$COMMIT" --out "$OUT/e2e_windows.json"
             run e2e_off env TRELLIS_FAST_PATHS=off "$PY" benchmarks/e2e_gpu.py --presets low-vram --commit "$COMMIT" \
                 --out "$OUT/e2e_off.json" ;;
