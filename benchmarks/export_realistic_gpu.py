@@ -220,7 +220,9 @@ def main(argv=None) -> int:
             secs.append(sec)
             stages.append(dict(glb.export_info["seconds"]))
             cleanup_steps.append({**glb.export_info.get("cleanup", {}).get("seconds", {}),
-                                  "views_during_simplify": glb.export_info.get("views_rendered_during_simplify")})
+                                  "views_during_simplify": glb.export_info.get("views_rendered_during_simplify"),
+                                  "views_during_uv": glb.export_info.get("views_rendered_during_uv"),
+                                  "prepared_during_uv": glb.export_info["observations"].get("prepared_during_uv")})
             mems.append(mem)
             print(json.dumps({"shape": name, "run": i + 1, "seconds": round(sec, 3), "stages": stages[-1], "cleanup": cleanup_steps[-1], **mem}),
                   flush=True)

@@ -660,3 +660,66 @@ def test_inpaint_keeps_filled_texels_and_continues_chart_borders():
     u8 = (truth * 255).round().astype(np.uint8)
     assert np.array_equal(tb.inpaint_texture(u8, np.ones((size, size), bool)), u8)
     assert np.array_equal(tb.inpaint_texture(u8, np.zeros((size, size), bool)), u8)
+
+
+def test_views_prepared_before_the_uvs_fold_as_views_added_after(asset, observations):
+    """``prepare_view`` (raster and pixel tests of the clean mesh) before the UVs exist, ``fold_view`` after
+    ``set_uvs`` with the unwrapped mesh: the same sums, bit for bit, as ``add_view`` once the UVs are set."""
+    v_uv, f_uv, uv = _uv_mesh(asset)
+    obs = observations
+    blank = torch.zeros_like(obs["mask"][0])
+    early = tb.TextureAccumulator(asset["v"], asset["f"], None, 128)
+    prepared = [early.prepare_view(obs["color"][i], obs["mask"][i], obs["ext"][i], obs["intr"][i],
+                                   depth=obs["depth"][i]) for i in range(6)]
+    prepared.append(early.prepare_view(obs["color"][0], blank, obs["ext"][0], obs["intr"][0]))
+    with pytest.raises(RuntimeError, match="no UVs"):
+        early.fold_view(prepared[0])
+    early.set_uvs(uv, v_uv, f_uv)
+    for p in prepared:
+        early.fold_view(p)
+    late = tb.TextureAccumulator(asset["v"], asset["f"], None, 128)
+    late.set_uvs(uv, v_uv, f_uv)
+    for i in range(6):
+        late.add_view(obs["color"][i], obs["mask"][i], obs["ext"][i], obs["intr"][i], depth=obs["depth"][i])
+    late.add_view(obs["color"][0], blank, obs["ext"][0], obs["intr"][0])
+    assert early.views == late.views == 7
+    assert int(early._pixels) == int(late._pixels) > 0
+    for name in ("normal_eq", "rhs", "weight", "_tpp_sum"):
+        assert torch.equal(getattr(early, name), getattr(late, name)), name
+    # the UVs per vertex of the unwrapped mesh attach to the clean mesh's corners: the texel density
+    # is the unwrapped mesh's own
+    own = tb.TextureAccumulator(v_uv, f_uv, uv, 128)
+    assert torch.equal(early.mesh.texel_density, own.mesh.texel_density)
+    # a mesh whose faces are not the clean mesh's, in order with their corners in place, is refused
+    with pytest.raises(ValueError, match="same order"):
+        late.set_uvs(uv, v_uv, f_uv.flip(0))
+    with pytest.raises(ValueError, match="same order"):
+        late.set_uvs(uv, v_uv, f_uv[:, [1, 2, 0]])
+
+
+def test_views_prepared_while_the_uv_unwrap_runs_give_the_same_bake(asset, monkeypatch):
+    """to_glb's "fast" bake prepares views during the UV unwrap where the views are held on the GPU (here forced on
+    the CPU, with an unwrap slowed down through its own progress calls): the same mesh, UVs and texture as a run
+    that neither renders nor prepares anything during the unwrap."""
+    from trellis.utils import postprocessing_utils as pu
+
+    # six views: rendered in ~1-2 s on a busy 2-core CPU, then prepared while the unwrap still sleeps
+    kw = dict(simplify=0.0, fill_holes=False, texture_size=TEXTURE, verbose=False, nviews=6, render_resolution=RES)
+    slowed = []
+
+    def slow_unwrap(stage, done, total):
+        if stage == "uv_unwrap" and not slowed:
+            slowed.append(done)
+            time.sleep(5.0)          # in the unwrap's thread: the caller renders and prepares meanwhile
+
+    monkeypatch.setattr(pu, "PREPARE_AHEAD", True)
+    v1, f1, uv1, tex1, info1 = pu.bake_textured_mesh(asset["gaussian"], (asset["v"], asset["f"]),
+                                                     progress=slow_unwrap, **kw)
+    assert slowed and info1["observations"]["prepared_during_uv"] > 0
+    monkeypatch.setattr(pu, "PREPARE_AHEAD", False)
+    v2, f2, uv2, tex2, info2 = pu.bake_textured_mesh(asset["gaussian"], (asset["v"], asset["f"]),
+                                                     overlap_uv=False, **kw)
+    assert info2["observations"]["prepared_during_uv"] == 0 and info2["views_rendered_during_uv"] == 0
+    np.testing.assert_array_equal(f1, f2)
+    np.testing.assert_array_equal(uv1, uv2)
+    np.testing.assert_array_equal(tex1, tex2)

@@ -155,6 +155,41 @@ def test_simplify_merges_duplicates_and_handles_non_manifold():
     assert np.isfinite(v3).all() and f3.max() < len(v3)
 
 
+def _duplicated_soup(seed=0):
+    """A sphere as a triangle soup (every face its own corners) in shuffled vertex order, with -0.0 and 0.0
+    coordinates on vertices that must merge, a few degenerate faces and float32 positions."""
+    rng = np.random.default_rng(seed)
+    v, f = _sphere(3)
+    v = np.round(v.astype(np.float32) * 64) / 64           # many equal x / y values: the sort's later keys decide
+    v[np.abs(v) < 1e-9] = 0.0
+    soup = v[f].reshape(-1, 3).copy()
+    zeros = np.argwhere(soup == 0.0)
+    pick = zeros[rng.random(len(zeros)) < 0.5]
+    soup[pick[:, 0], pick[:, 1]] = -0.0
+    order = rng.permutation(len(soup))
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    faces = inverse[np.arange(len(soup)).reshape(-1, 3)]
+    faces = np.concatenate([faces, faces[:5, [0, 0, 1]]])  # degenerate once merged
+    return soup[order], faces
+
+
+def test_merge_duplicate_vertices_on_device_equals_numpy():
+    """The torch twin of the merge (run on the CPU here, on CUDA in tests/gpu) gives the numpy merge's arrays, bit
+    for bit: rows sorted by x, y, z, -0.0 merged with 0.0, degenerate faces dropped."""
+    v, f = _duplicated_soup()
+    assert np.signbit(v[v == 0]).any() and (~np.signbit(v[v == 0])).any()
+    ref_v, ref_f = simp.merge_duplicate_vertices(v.astype(np.float64), f)
+    got_v, got_f = simp.merge_duplicate_vertices_on_device(torch.from_numpy(v), torch.from_numpy(f))
+    assert got_v.dtype == np.float64 and got_f.dtype == np.int64
+    assert len(ref_v) < len(v) / 4 and len(ref_f) == len(f) - 5
+    np.testing.assert_array_equal(got_v, ref_v)
+    assert not np.signbit(got_v[got_v == 0]).any() and not np.signbit(ref_v[ref_v == 0]).any()
+    np.testing.assert_array_equal(got_f, ref_f)
+    empty_v, empty_f = simp.merge_duplicate_vertices_on_device(torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.int64))
+    assert empty_v.shape == (0, 3) and empty_f.shape == (0, 3)
+
+
 def _surface_error(v, f, reference_points):
     """Mean distance from points spread over the faces of (v, f) to a dense sample of the source."""
     rng = np.random.default_rng(0)

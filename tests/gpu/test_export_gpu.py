@@ -49,8 +49,37 @@ def test_views_held_on_the_gpu_or_in_host_memory_give_the_same_bake(monkeypatch)
     monkeypatch.setattr(pu, "_DEVICE_VIEW_MARGIN", 1 << 62)          # never room enough: host memory
     v1, f1, uv1, tex1, info1 = pu.bake_textured_mesh(gaussian, mesh, **kw)
     assert info0["observations"]["held_on"] == "device" and info1["observations"]["held_on"] == "host"
+    # held on the GPU, views are also prepared for the bake (raster, pixel tests) while the UV unwrap runs
+    assert info0["observations"]["prepared_during_uv"] > 0 and info1["observations"]["prepared_during_uv"] == 0
     assert info0["views_rendered_during_simplify"] > 0 and info1["views_rendered_during_simplify"] > 0
     np.testing.assert_array_equal(f0, f1)
     np.testing.assert_array_equal(uv0, uv1)
     diff = np.abs(tex0.astype(np.int16) - tex1.astype(np.int16))
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
+
+
+def test_merge_on_the_gpu_equals_numpy_and_simplify_takes_cuda_tensors():
+    # The decimation's merge of duplicate vertices runs on the GPU for CUDA tensors (to_glb's case): the same
+    # arrays as numpy's, and so the same decimation, in one pass and in pieces.
+    from test_mesh_cleanup import _duplicated_soup, noisy_sphere_with_inner_shell
+    from trellis.utils.export import simplify as simp
+
+    for v, f in (_duplicated_soup(), _duplicated_soup(1)):
+        ref = simp.merge_duplicate_vertices(v.astype(np.float64), f)
+        got = simp.merge_duplicate_vertices_on_device(torch.from_numpy(v).cuda(), torch.from_numpy(f).cuda())
+        np.testing.assert_array_equal(got[0], ref[0])
+        np.testing.assert_array_equal(got[1], ref[1])
+    v, f = noisy_sphere_with_inner_shell(8)
+    v = v.astype(np.float32)
+    soup_v = v[f[:200000]].reshape(-1, 3)          # a soup part: duplicates to merge
+    soup_f = np.arange(len(soup_v)).reshape(-1, 3) + len(v)
+    v, f = np.concatenate([v, soup_v]), np.concatenate([f, soup_f])
+    ref = simp.merge_duplicate_vertices(v.astype(np.float64), f)
+    got = simp.merge_duplicate_vertices_on_device(torch.from_numpy(v).cuda(), torch.from_numpy(f).cuda())
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
+    assert simp.decimation_pieces(len(f)) > 1
+    a = simp.simplify_mesh(v, f, 0.95)
+    b = simp.simplify_mesh(torch.from_numpy(v).cuda(), torch.from_numpy(f).cuda(), 0.95)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])

@@ -46,6 +46,9 @@ _HELD_VIEW_BYTES = 2 << 30
 # all of them fit and at least this much would stay obtainable for the rest of the export (its own peak on the
 # realistic objects: ~3.5 GiB with the Gaussians and the decoder mesh; docs/BENCHMARKS.md, fifteenth session).
 _DEVICE_VIEW_MARGIN = 4 << 30
+# The "fast" bake prepares views (the mesh's raster, the pixel tests) while the UV unwrap runs when the views are
+# held on the device (None); True / False: always / never (the texture is the same either way; tests).
+PREPARE_AHEAD = None
 
 # Our extra keyword arguments (the reference's to_glb has none) and their defaults.
 _EXTRA_DEFAULTS = dict(
@@ -197,7 +200,20 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
     lap("cleanup")
 
     # 2-3. UV unwrap and observations. xatlas runs in a child process (watched by a thread that mostly
-    # sleeps), so more views are rendered meanwhile.
+    # sleeps), our chart layout in a thread that is mostly numpy, so more views are rendered meanwhile;
+    # for the "fast" bake, views held on the GPU are then also prepared (the mesh's raster of each view and
+    # the pixel tests: everything but the UVs, which only change the faces' vertex indices) and freed. The
+    # accumulator rasterises the clean mesh either way, so the texture is the same whether or not a view was
+    # prepared ahead (tests/test_export.py).
+    acc = tb.TextureAccumulator(v_np, f_np, None, texture_size, device=device) if bake_mode == "fast" else None
+    prepared = []
+    ahead = acc is not None and (hold_on_device if PREPARE_AHEAD is None else PREPARE_AHEAD)
+
+    def prepare_next():
+        color, mask, depth = held.pop(0)
+        i = len(prepared)
+        prepared.append(acc.prepare_view(color, mask, ext[i], intr[i], depth=depth, cancel=cancel))
+
     uv_info, uv_box, abort = {}, {}, threading.Event()
 
     def unwrap():
@@ -210,13 +226,19 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
         except BaseException as e:  # re-raised in the caller's thread
             uv_box["error"] = e
 
-    early = len(held)
+    early = rendered = len(held)
     if opt["overlap_uv"]:
         worker = threading.Thread(target=unwrap, name="trellis-uv-unwrap", daemon=True)
         worker.start()
         try:
-            while worker.is_alive() and len(held) < max_held:
-                hold_next()
+            while worker.is_alive():
+                if rendered < n and len(held) + len(prepared) < max_held:
+                    hold_next()
+                    rendered += 1
+                elif ahead and held:
+                    prepare_next()
+                else:
+                    break
         except BaseException:
             abort.set()
             raise
@@ -229,14 +251,19 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
     v_np, f_np, uv_np, _ = uv_box["out"]
     info["uv_method"] = uv_info["method"]
     info["vertices"] = int(len(v_np))
-    info["views_rendered_during_uv"] = len(held) - early
+    info["views_rendered_during_uv"] = rendered - early
+    info["observations"]["prepared_during_uv"] = len(prepared)
     lap("uv_unwrap")
     views = itertools.chain(((c.to(device), m.to(device), d.to(device)) for c, m, d in held), views)
 
     # 3-4. observations and bake
     if bake_mode == "fast":
-        acc = tb.TextureAccumulator(v_np, f_np, uv_np, texture_size, device=device)
-        for i, (color, mask, depth) in enumerate(views):
+        acc.set_uvs(uv_np, v_np, f_np)
+        for i, p in enumerate(prepared):
+            acc.fold_view(p)
+            prepared[i] = None                 # freed as it goes
+            report("observe", i + 1, n)
+        for i, (color, mask, depth) in enumerate(views, start=len(prepared)):
             acc.add_view(color, mask, ext[i], intr[i], depth=depth, cancel=cancel)
             report("observe", i + 1, n)
         lap("observe+accumulate")

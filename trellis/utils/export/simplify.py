@@ -17,11 +17,13 @@ from .common import Progress, _drop_unreferenced, _output, _report, _to_numpy
 
 
 def merge_duplicate_vertices(vertices, faces):
-    """Merge bit-identical vertex positions and drop faces that become degenerate."""
+    """Merge equal vertex positions (-0.0 and 0.0 are equal: every zero becomes 0.0) and drop faces that
+    become degenerate. The merged vertices come sorted by x, then y, then z."""
     v = np.asarray(vertices)
     f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
     if len(v) == 0:
         return v, f
+    v = v + v.dtype.type(0)        # -0.0 -> 0.0, as the device twin does; otherwise the same values
     order = np.lexsort(v.T[::-1])
     sv = v[order]
     new_group = np.ones(len(v), dtype=bool)
@@ -455,11 +457,39 @@ class _Decimation:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def merge_duplicate_vertices_on_device(vertices, faces):
+    """``merge_duplicate_vertices`` of torch tensors, on their device, as numpy (float64 [V,3], int64 [F,3]): the
+    same arrays, bit for bit. A GPU sorts the rows in milliseconds where numpy's lexsort took 0.12 s for the
+    realistic nut's 548 k vertices on 2 CPU cores (0.2-0.3 s on the H100 hosts' CPUs), on the export's critical
+    path."""
+    import torch
+
+    v = vertices.detach().reshape(-1, 3)
+    if v.dtype not in (torch.float32, torch.float64):
+        v = v.double()
+    f = faces.detach().reshape(-1, 3).to(device=v.device, dtype=torch.int64)
+    if v.shape[0] == 0:
+        return v.double().cpu().numpy(), f.cpu().numpy()
+    # Rows sorted lexicographically (x, then y, then z) and equal rows merged, as the lexsort does; zeros made
+    # positive first so that -0.0 and 0.0 merge into the same value on both.
+    merged, remap = torch.unique(v + 0.0, dim=0, sorted=True, return_inverse=True)
+    f = remap[f]
+    f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
+    return merged.double().cpu().numpy(), f.cpu().numpy()
+
+
+def _on_accelerator(x) -> bool:
+    return hasattr(x, "detach") and getattr(x, "device", None) is not None and x.device.type != "cpu"
+
+
 def _prepare(vertices, faces, reduction):
     """(merged vertices float64, faces int64, target face count) for a decimation by ``reduction``."""
-    v, f = _to_numpy(vertices, faces)
     if reduction >= 1:
         raise ValueError(f"reduction must be below 1 (got {reduction}); 0.95 removes 95 % of faces")
+    if reduction > 0 and _on_accelerator(vertices) and _on_accelerator(faces) and len(faces):
+        v, f = merge_duplicate_vertices_on_device(vertices, faces)
+        return v, f, max(1, int(round(len(f) * (1.0 - reduction))))
+    v, f = _to_numpy(vertices, faces)
     if reduction <= 0 or len(f) == 0:
         return v, f, len(f)
     v, f = merge_duplicate_vertices(v, f)

@@ -61,30 +61,57 @@ NEAR, FAR = 0.1, 10.0
 
 
 class _MeshViews:
-    """The mesh, its UVs and per-face data, rasterised per view on one device."""
+    """The mesh, its UVs and per-face data, rasterised per view on one device.
+
+    ``uvs`` may be None: the geometry alone is rasterised (``raster_geometry``), and ``set_uvs`` attaches the UVs
+    later (``to_glb`` rasterises its observation views while the UV unwrap runs)."""
 
     def __init__(self, vertices, faces, uvs, texture_size, device):
         self.v = torch.as_tensor(np.asarray(vertices) if not torch.is_tensor(vertices) else vertices,
                                  dtype=torch.float32).to(device)
         self.f = torch.as_tensor(np.asarray(faces) if not torch.is_tensor(faces) else faces,
                                  dtype=torch.int64).to(device)
-        self.uv = torch.as_tensor(np.asarray(uvs) if not torch.is_tensor(uvs) else uvs,
-                                  dtype=torch.float32).to(device)
         self.size = int(texture_size)
         self.device = device
         self.v_h = torch.cat([self.v, torch.ones_like(self.v[:, :1])], -1)  # homogeneous, for raster
         a, b, c = (self.v[self.f[:, k]] for k in range(3))
         n = torch.cross(b - a, c - a, dim=-1)
-        world_area = n.norm(dim=-1) * 0.5
+        self.world_area = n.norm(dim=-1) * 0.5
         self.normal = F.normalize(n, dim=-1)
-        t = self.uv[self.f] * self.size
+        self.uv = self.uv_faces = self.corner_uv = self.texel_density = None
+        if uvs is not None:
+            self.set_uvs(uvs)
+
+    def set_uvs(self, uvs, vertices=None, faces=None):
+        """Attach UVs: ``uvs`` [V',2] per vertex of ``faces`` [F,3] (default: this mesh's vertices and faces). A
+        mesh given with them (``vertices`` [V',3]) must have this mesh's faces in the same order with every corner
+        at the same position, as ``unwrap_uv`` returns them (it splits vertices along seams and keeps the faces
+        and their corners); a ValueError says otherwise."""
+        uv = torch.as_tensor(np.asarray(uvs) if not torch.is_tensor(uvs) else uvs,
+                             dtype=torch.float32).to(self.device)
+        f = self.f
+        if faces is not None:
+            f = torch.as_tensor(np.asarray(faces) if not torch.is_tensor(faces) else faces,
+                                dtype=torch.int64).to(self.device).reshape(-1, 3)
+            if vertices is not None:
+                v = torch.as_tensor(np.asarray(vertices) if not torch.is_tensor(vertices) else vertices,
+                                    dtype=torch.float32).to(self.device).reshape(-1, 3)
+                same = f.shape == self.f.shape and torch.equal(v[f], self.v[self.f])
+            else:
+                same = f.shape == self.f.shape
+            if not same:
+                raise ValueError("set_uvs: the UV mesh's faces are not this mesh's faces in the same order with "
+                                 "their corners in place")
+        self.uv, self.uv_faces = uv, f
+        self.corner_uv = uv[f]                                            # [F,3,2]
+        t = self.corner_uv * self.size
         uv_area = 0.5 * ((t[:, 1, 0] - t[:, 0, 0]) * (t[:, 2, 1] - t[:, 0, 1])
                          - (t[:, 1, 1] - t[:, 0, 1]) * (t[:, 2, 0] - t[:, 0, 0])).abs()
-        self.texel_density = uv_area / world_area.clamp(min=1e-20)  # texels per unit area
+        self.texel_density = uv_area / self.world_area.clamp(min=1e-20)  # texels per unit area
 
-    def raster(self, extrinsics, intrinsics, height, width, cancel=None):
-        """Covered pixels of one view: dict of pix [P] (flat index), uv [P,2], face [P], point [P,3],
-        depth [P], cos [P] (|cos| of the view angle), texels_per_pixel [P]."""
+    def raster_geometry(self, extrinsics, intrinsics, height, width, cancel=None):
+        """Covered pixels of one view, without the UVs: dict of pix [P] (flat index), face [P], bary [P,3],
+        depth [P], cos [P] (|cos| of the view angle), f_px (the focal length in pixels, a 0-d tensor)."""
         extr = torch.as_tensor(extrinsics, dtype=torch.float32, device=self.device).reshape(4, 4)
         intr = torch.as_tensor(intrinsics, dtype=torch.float32, device=self.device).reshape(3, 3)
         full = projection_opencv(intr, NEAR, FAR) @ extr
@@ -95,16 +122,24 @@ class _MeshViews:
         face = flat[pix] - 1
         b = bary.reshape(-1, 3)[pix]
         corners = self.f[face]
-        uv = (self.uv[corners] * b[:, :, None]).sum(1)
         point = (self.v[corners] * b[:, :, None]).sum(1)
         eye = -extr[:3, :3].T @ extr[:3, 3]
         to_eye = F.normalize(eye[None] - point, dim=-1)
         cos = (self.normal[face] * to_eye).sum(-1).abs()
         d = depth.reshape(-1)[pix]
+        return dict(pix=pix, face=face, bary=b, point=point, depth=d, cos=cos, f_px=intr[0, 0] * width)
+
+    def with_uvs(self, r):
+        """``r`` of ``raster_geometry`` (any subset of its pixels) with uv [P,2] and texels_per_pixel [P] added."""
+        uv = (self.corner_uv[r["face"]] * r["bary"][:, :, None]).sum(1)
         # Texels under one pixel: pixel footprint on the surface (d / f_px)² / cos, times density.
-        f_px = intr[0, 0] * width
-        tpp = self.texel_density[face] * (d / f_px) ** 2 / cos.clamp(min=1e-3)
-        return dict(pix=pix, uv=uv, face=face, point=point, depth=d, cos=cos, texels_per_pixel=tpp)
+        tpp = self.texel_density[r["face"]] * (r["depth"] / r["f_px"]) ** 2 / r["cos"].clamp(min=1e-3)
+        return dict(r, uv=uv, texels_per_pixel=tpp)
+
+    def raster(self, extrinsics, intrinsics, height, width, cancel=None):
+        """Covered pixels of one view: dict of pix [P] (flat index), uv [P,2], face [P], point [P,3],
+        depth [P], cos [P] (|cos| of the view angle), texels_per_pixel [P] (and bary, f_px)."""
+        return self.with_uvs(self.raster_geometry(extrinsics, intrinsics, height, width, cancel=cancel))
 
 
 def _texel_coords(uv, size):
@@ -140,9 +175,13 @@ def sample_texture(texture, uv):
 
 
 class TextureAccumulator:
-    """Streaming weighted least-squares bake ("fast" mode): add views one by one, then solve."""
+    """Streaming weighted least-squares bake ("fast" mode): add views one by one, then solve.
 
-    def __init__(self, vertices, faces, uvs, texture_size=1024, device=None, cos_power=2.0,
+    ``uvs`` may be None: then views can be prepared (``prepare_view``: the raster and the pixel tests that need no
+    UVs) before the UVs exist, and folded (``fold_view``) after ``set_uvs``. ``add_view`` is both at once; either way
+    the sums are the same, bit for bit."""
+
+    def __init__(self, vertices, faces, uvs=None, texture_size=1024, device=None, cos_power=2.0,
                  depth_tolerance=0.05, edge_erode=1):
         self.mesh = _MeshViews(vertices, faces, uvs, texture_size, device or "cpu")
         s = self.mesh.size
@@ -160,6 +199,11 @@ class TextureAccumulator:
         self._tpp_sum = torch.zeros((), dtype=torch.float64, device=dev)
         self._pixels = torch.zeros((), dtype=torch.int64, device=dev)
 
+    def set_uvs(self, uvs, vertices=None, faces=None):
+        """Attach the UVs (``_MeshViews.set_uvs``: per vertex of this mesh, or of ``vertices`` / ``faces`` as
+        ``unwrap_uv`` returns them for this mesh)."""
+        self.mesh.set_uvs(uvs, vertices, faces)
+
     @property
     def texels_per_pixel(self) -> float:
         """Mean texels under one accepted pixel (< 1: the views oversample the texture)."""
@@ -167,6 +211,12 @@ class TextureAccumulator:
 
     def add_view(self, color, mask, extrinsics, intrinsics, depth=None, cancel=None):
         """color [H,W,3] in [0,1], mask [H,W] bool, optional depth [H,W] (mean camera z)."""
+        self.fold_view(self.prepare_view(color, mask, extrinsics, intrinsics, depth=depth, cancel=cancel))
+
+    def prepare_view(self, color, mask, extrinsics, intrinsics, depth=None, cancel=None) -> dict:
+        """What ``add_view`` does before it needs the UVs: the mesh's raster of the view and the pixels kept by the
+        mask (eroded at the silhouette) and the depth test, with their colours. Give the result to ``fold_view``.
+        It holds ~40 bytes per kept pixel (the view's images can go)."""
         dev = self.mesh.device
         color = torch.as_tensor(color, device=dev)
         if color.dtype == torch.uint8:
@@ -177,21 +227,27 @@ class TextureAccumulator:
         if self.edge_erode > 0:  # silhouette pixels mix object and background: do not trust them
             k = 2 * self.edge_erode + 1
             mask = -F.max_pool2d(-mask[None, None].float(), k, 1, self.edge_erode)[0, 0] > 0.5
-        r = self.mesh.raster(extrinsics, intrinsics, h, w, cancel=cancel)
+        r = self.mesh.raster_geometry(extrinsics, intrinsics, h, w, cancel=cancel)
         ok = mask.reshape(-1)[r["pix"]]
         if depth is not None and self.depth_tolerance is not None:
             gd = torch.as_tensor(depth, device=dev).reshape(-1)[r["pix"]].float()
             ok &= (gd - r["depth"]).abs() <= self.depth_tolerance
-        wgt = r["cos"].pow(self.cos_power) / r["texels_per_pixel"].clamp(min=1.0)
-        ok &= wgt > 1e-6
-        # No host reads here (no early return on an empty view, no float()/int() of the sums):
-        # a view without accepted pixels folds nothing, and the sums stay on the device.
+        # No host reads here (no early return on an empty view): a view without kept pixels folds nothing.
         sel = torch.nonzero(ok)[:, 0]
-        uv, wgt = r["uv"][sel], wgt[sel]
+        return dict(face=r["face"][sel], bary=r["bary"][sel], depth=r["depth"][sel], cos=r["cos"][sel],
+                    f_px=r["f_px"], color=color.reshape(-1, 3)[r["pix"][sel]])
+
+    def fold_view(self, prepared: dict) -> None:
+        """Fold a ``prepare_view`` result into the normal equations (the UVs must be set)."""
+        if self.mesh.corner_uv is None:
+            raise RuntimeError("fold_view: no UVs yet (set_uvs)")
+        r = self.mesh.with_uvs(prepared)
+        wgt = r["cos"].pow(self.cos_power) / r["texels_per_pixel"].clamp(min=1.0)
+        # No float()/int() of the sums: they stay on the device.
+        sel = torch.nonzero(wgt > 1e-6)[:, 0]
         self._tpp_sum += r["texels_per_pixel"][sel].sum().double()
         self._pixels += sel.numel()
-        c = color.reshape(-1, 3)[r["pix"][sel]]
-        self._fold(uv, c, wgt)
+        self._fold(r["uv"][sel], r["color"][sel], wgt[sel])
         self.views += 1
 
     def _fold(self, uv, c, wgt):
@@ -368,7 +424,7 @@ def bake_texture(vertices, faces, uvs, observations, masks, extrinsics, intrinsi
     if inpaint:
         if filled is None:
             from .uv_unwrap import uv_coverage
-            filled = uv_coverage(mesh.f, mesh.uv, texture_size, device=device) > 0
+            filled = uv_coverage(mesh.uv_faces, mesh.uv, texture_size, device=device) > 0
         out = inpaint_texture(tex, filled)
     else:
         out = (tex.cpu().numpy() * 255).round().astype(np.uint8)
