@@ -21,6 +21,8 @@
 #   views       export_realistic_gpu.py with the observation views kept on the GPU (the default where they fit)
 #               and in host memory (postprocessing_utils._DEVICE_VIEW_MARGIN huge), A B A B, Triton
 #   decimation  decimation.py --shapes bunny nut --pieces 1 8 16 auto --runs 3 --reduction 0.9375
+#   visibility  visibility_gpu.py: face_visibility's seconds and profile on the nut after the first decimation
+#   profile     chain_profile_gpu.py for "fp16 eager" and "fp16 compiled": per stage wall vs GPU-busy time, by kernel kind
 #   chain       pipeline_gpu.py (issue 14's chain, resident fp16 and low-VRAM, 3 warm runs each)
 #   columns     pipeline_gpu.py per path, 3 warm runs each: Triton (fp16 eager, fp16 compiled, low-VRAM, low-VRAM
 #               compiled), Triton only (TRELLIS_FAST_PATHS=triton: the NVRTC kernels off), Windows without Triton
@@ -112,6 +114,12 @@ import export_realistic_gpu as e; sys.exit(e.main(sys.argv[1:]))'
         decimation)
             run decimation "$PY" benchmarks/decimation.py --shapes bunny nut --pieces 1 8 16 auto --runs 3 \
                 --reduction 0.9375 --out "$OUT/decimation.json" ;;
+        visibility)
+            run visibility "$PY" benchmarks/visibility_gpu.py --out "$OUT/visibility.json" ;;
+        profile)
+            run profile_eager "$PY" benchmarks/chain_profile_gpu.py --preset "fp16 eager" --out "$OUT/profile_eager.json"
+            run profile_compiled "$PY" benchmarks/chain_profile_gpu.py --preset "fp16 compiled" \
+                --out "$OUT/profile_compiled.json" ;;
         chain)
             run chain "$PY" benchmarks/pipeline_gpu.py --repeats 3 --commit "$COMMIT" --out "$OUT/chain.json" ;;
         columns)
@@ -134,6 +142,6 @@ import export_realistic_gpu as e; sys.exit(e.main(sys.argv[1:]))'
             run limits "$PY" benchmarks/e2e_gpu.py --limits "${LIMITS:-4,3,2.5,2}" --commit "$COMMIT" --out "$OUT/limits.json" ;;
         *)
             echo "unknown step: $step (objects tests conv cache export export-triton export-windows export-off fitted app views decimation" \
-                 "chain columns e2e limits)" >&2; exit 2 ;;
+                 "visibility profile chain columns e2e limits)" >&2; exit 2 ;;
     esac
 done
