@@ -111,7 +111,7 @@ class _MeshViews:
 
     def raster_geometry(self, extrinsics, intrinsics, height, width, cancel=None):
         """Covered pixels of one view, without the UVs: dict of pix [P] (flat index), face [P], bary [P,3],
-        depth [P], cos [P] (|cos| of the view angle), f_px (the focal length in pixels, a 0-d tensor)."""
+        point [P,3], depth [P], cos [P] (|cos| of the view angle), f_px (the focal length in pixels, a 0-d tensor)."""
         extr = torch.as_tensor(extrinsics, dtype=torch.float32, device=self.device).reshape(4, 4)
         intr = torch.as_tensor(intrinsics, dtype=torch.float32, device=self.device).reshape(3, 3)
         full = projection_opencv(intr, NEAR, FAR) @ extr
