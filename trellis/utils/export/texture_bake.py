@@ -60,6 +60,11 @@ NEAR, FAR = 0.1, 10.0
 # ------------------------------------------------------------------------------------ raster
 
 
+def _tensor(x, dtype, device) -> torch.Tensor:
+    """A tensor or array-like as a tensor of ``dtype`` on ``device``."""
+    return torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=dtype).to(device)
+
+
 class _MeshViews:
     """The mesh, its UVs and per-face data, rasterised per view on one device.
 
@@ -67,10 +72,8 @@ class _MeshViews:
     later (``to_glb`` rasterises its observation views while the UV unwrap runs)."""
 
     def __init__(self, vertices, faces, uvs, texture_size, device):
-        self.v = torch.as_tensor(np.asarray(vertices) if not torch.is_tensor(vertices) else vertices,
-                                 dtype=torch.float32).to(device)
-        self.f = torch.as_tensor(np.asarray(faces) if not torch.is_tensor(faces) else faces,
-                                 dtype=torch.int64).to(device)
+        self.v = _tensor(vertices, torch.float32, device)
+        self.f = _tensor(faces, torch.int64, device)
         self.size = int(texture_size)
         self.device = device
         self.v_h = torch.cat([self.v, torch.ones_like(self.v[:, :1])], -1)  # homogeneous, for raster
@@ -87,19 +90,12 @@ class _MeshViews:
         mesh given with them (``vertices`` [V',3]) must have this mesh's faces in the same order with every corner
         at the same position, as ``unwrap_uv`` returns them (it splits vertices along seams and keeps the faces
         and their corners); a ValueError says otherwise."""
-        uv = torch.as_tensor(np.asarray(uvs) if not torch.is_tensor(uvs) else uvs,
-                             dtype=torch.float32).to(self.device)
+        uv = _tensor(uvs, torch.float32, self.device)
         f = self.f
         if faces is not None:
-            f = torch.as_tensor(np.asarray(faces) if not torch.is_tensor(faces) else faces,
-                                dtype=torch.int64).to(self.device).reshape(-1, 3)
-            if vertices is not None:
-                v = torch.as_tensor(np.asarray(vertices) if not torch.is_tensor(vertices) else vertices,
-                                    dtype=torch.float32).to(self.device).reshape(-1, 3)
-                same = f.shape == self.f.shape and torch.equal(v[f], self.v[self.f])
-            else:
-                same = f.shape == self.f.shape
-            if not same:
+            f = _tensor(faces, torch.int64, self.device).reshape(-1, 3)
+            v = None if vertices is None else _tensor(vertices, torch.float32, self.device).reshape(-1, 3)
+            if f.shape != self.f.shape or (v is not None and not torch.equal(v[f], self.v[self.f])):
                 raise ValueError("set_uvs: the UV mesh's faces are not this mesh's faces in the same order with "
                                  "their corners in place")
         self.uv, self.uv_faces = uv, f
