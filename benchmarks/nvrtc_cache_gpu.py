@@ -4,8 +4,8 @@
     python benchmarks/nvrtc_cache_gpu.py [--out nvrtc_cache_gpu.json]
 
 Three fresh processes in a row, each building (compile or read, then load) every NVRTC kernel the app uses
-(the flow blocks' two norms, the Gaussian compositor, the mesh rasteriser, the sparse conv's fp16 tile
-shapes): the cache switched off (``TRELLIS_KERNEL_CACHE=off``: what every process paid before), an empty
+(the flow blocks' norms: a block's three ``norm_modulate`` variants and the q/k RMS norm; the Gaussian
+compositor, the mesh rasteriser, the sparse conv's fp16 tile shapes): the cache switched off (``TRELLIS_KERNEL_CACHE=off``: what every process paid before), an empty
 cache folder (the first start: compile and write), the same folder again (every later start). The driver's
 own cache of machine code (``~/.nv/ComputeCache``) stays as the machine has it, as for a user.
 """
@@ -30,8 +30,8 @@ torch.cuda.init()
 torch.zeros(1, device="cuda")
 import trellis_nvrtc
 from trellis_nvrtc import block_norm, gaussian_composite, mesh_raster, sparse_conv
-kernels = [(block_norm._NORM_SOURCE, "trellis_norm_modulate"), (block_norm._RMS_SOURCE, "trellis_head_rms_norm"),
-           (gaussian_composite._SOURCE, "trellis_gaussian_composite"), (mesh_raster._SOURCE, "trellis_raster_keys")]
+kernels = [block_norm.norm_source(1024, 8, 0), block_norm.norm_source(1024, 7, 1), block_norm.norm_source(1024, 9, 0),
+           block_norm.rms_source(16, 64, 0, 1), (gaussian_composite._SOURCE, "trellis_gaussian_composite"), (mesh_raster._SOURCE, "trellis_raster_keys")]
 for bm, bn in sorted(sparse_conv.TILES):
     source, name, _ = sparse_conv._source(bm, bn, False, False)
     kernels.append((source, name))

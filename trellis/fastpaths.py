@@ -103,6 +103,17 @@ KERNELS = {
         Kernel("head_rms_norm", "nvrtc", "trellis_nvrtc.block_norm", "head_rms_norm",
                "trellis.modules.transformer.head_rms_norm_torch"),
     ),
+    # The blocks' last residual sum x + gate * y (a gate that broadcasts per item): one vectorised pass.
+    "gated_residual": (
+        Kernel("gated_residual", "nvrtc", "trellis_nvrtc.block_norm", "gated_residual",
+               "trellis.modules.transformer.gated_residual"),
+    ),
+    # The MLPs' Linear + tanh-GELU as one GEMM with cuBLASLt's GELU epilogue (torch._addmm_activation: a library in
+    # PyTorch's CUDA wheels behind a private entry point, so under the NVRTC backend's terms: no Triton, Windows too).
+    "linear_gelu": (
+        Kernel("linear_gelu", "nvrtc", "trellis_nvrtc.gemm_epilogue", "linear_gelu",
+               "trellis.modules.transformer.linear_gelu_torch"),
+    ),
     # A flow's transformer block compiled by torch.compile (Inductor emits Triton); only asked for when the
     # memory policy's `compile` is on (the first call of a process compiles for seconds).
     "flow_block": (

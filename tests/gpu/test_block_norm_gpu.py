@@ -9,7 +9,10 @@ Tolerances, stated once. The kernels round where the twins round (the residual s
 * the normalised outputs: at most two units in the last place of the output's magnitude (|diff| <= 2 eps
   max(1, |twin|)), equal on at least 97 % of the elements (fp16; 95 % in bf16, whose units are 8x coarser
   but whose ties are as rare);
-* a whole block, kernels on vs. off: relative RMS below 1e-3 (fp16).
+* the gated residual sum (``gated_residual``): as the residual sum above;
+* Linear + tanh-GELU with the GELU in cuBLASLt's epilogue (``linear_gelu``): at most three units in the last place of
+  max(1, |twin|) from the twin (which rounds the linear output first), and at least as close to the fp32 result;
+* a whole block or MLP, kernels on vs. off: relative RMS below 1e-3 (fp16; the MLP in bf16 below 8e-3).
 """
 import pytest
 import torch
@@ -18,8 +21,8 @@ from trellis import fastpaths
 from trellis.modules.norm import LayerNorm32, MultiHeadRMSNorm
 from trellis.modules.sparse import SparseTensor
 from trellis.modules.sparse.transformer import SparseModulatedTransformerCrossBlock
-from trellis.modules.transformer import (ModulatedTransformerCrossBlock, head_rms_norm, head_rms_norm_torch,
-                                         norm_modulate, norm_modulate_torch)
+from trellis.modules.transformer import (FeedForwardNet, ModulatedTransformerCrossBlock, gated_residual, head_rms_norm,
+                                         head_rms_norm_torch, linear_gelu_torch, norm_modulate, norm_modulate_torch)
 
 from .test_transformer_gpu import rel_rms
 
@@ -175,3 +178,56 @@ def test_kernels_inside_a_cuda_graph():
         x.copy_(torch.randn_like(x))
         graph.replay()
         assert torch.equal(out, block(x, emb, ctx))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("per_row", [False, True])
+def test_gated_residual_kernel_equals_twin(dtype, per_row):
+    torch.manual_seed(3)
+    shape = (3001, 1024) if per_row else (2, 1037, 1024)
+    x = (torch.randn(*shape, device="cuda") * 2 + 0.3).to(dtype)
+    y = torch.randn_like(x) * 3
+    gate = mods_for(x, per_row, seed=5)[2]
+    got = kernel_module().gated_residual(x, gate, y)
+    assert got is not NotImplemented
+    close_in_ulps(got, gated_residual(x, gate, y), 1, 0.999)
+    mod = kernel_module()
+    assert mod.gated_residual(x.float(), gate.float(), y.float()) is NotImplemented            # fp32
+    odd = x[..., :1020].contiguous()
+    assert mod.gated_residual(odd, gate[..., :1020], y[..., :1020].contiguous()) is NotImplemented  # C % 8
+
+
+def epilogue_module():
+    (k,) = fastpaths.KERNELS["linear_gelu"]
+    return fastpaths._import_kernel_module(k.module)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_linear_gelu_epilogue_equals_twin(dtype):
+    mod = epilogue_module()
+    torch.manual_seed(4)
+    lin = torch.nn.Linear(1024, 4096).cuda()
+    x32 = torch.randn(2, 1037, 1024, device="cuda")
+    x, w, b = x32.to(dtype), lin.weight.detach().to(dtype), lin.bias.detach().to(dtype)
+    want = linear_gelu_torch(x, w, b)
+    got = mod.linear_gelu(x, w, b)
+    assert got is not NotImplemented and got.shape == want.shape
+    close_in_ulps(got, want, 3, 0.5)
+    ref = linear_gelu_torch(x.float(), w.float(), b.float())
+    assert rel_rms(got, ref) <= rel_rms(want, ref) * 1.02         # the GELU of the fp32 sum, rounded once
+    assert mod._epilogue_is_tanh_gelu(x.device, dtype)            # the checkpoints' tanh form, not erf
+    # what it declines (the twin runs): no bias, a strided input, fp32
+    assert mod.linear_gelu(x, w, None) is NotImplemented
+    assert mod.linear_gelu(x.transpose(0, 1), w, b) is NotImplemented
+    assert mod.linear_gelu(x32, lin.weight, lin.bias) is NotImplemented
+    # through the module, kernels on and off
+    ffn = FeedForwardNet(1024).cuda().to(dtype).eval()
+    assert fastpaths.path_of("linear_gelu", "cuda") == "nvrtc"
+    with torch.no_grad():
+        on = ffn(x)
+        fastpaths.set_enabled(False)
+        try:
+            off = ffn(x)
+        finally:
+            fastpaths.set_enabled(None)
+    assert rel_rms(on, off) < (1e-3 if dtype == torch.float16 else 8e-3)     # bf16: units 8x coarser

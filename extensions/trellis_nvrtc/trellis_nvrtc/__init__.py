@@ -8,8 +8,10 @@ failure switches the kernel off and the PyTorch twin redoes the call.
 
 Kernels: ``gaussian_composite.composite`` (twin: ``trellis.renderers.gaussian_render.composite_torch``),
 ``mesh_raster.raster_keys`` (twin: ``trellis.renderers.mesh_render.raster_keys_torch``), and the flow blocks'
-``block_norm.norm_modulate`` / ``block_norm.head_rms_norm`` (twins in ``trellis.modules.transformer``) and
-``sparse_conv.submanifold_conv3d`` (twin: ``trellis.modules.sparse.conv.submanifold_conv3d_torch``).
+``block_norm.norm_modulate`` / ``block_norm.head_rms_norm`` / ``block_norm.gated_residual`` (twins in
+``trellis.modules.transformer``) and ``sparse_conv.submanifold_conv3d`` (twin:
+``trellis.modules.sparse.conv.submanifold_conv3d_torch``). Also here, though not NVRTC code: ``gemm_epilogue.linear_gelu``
+(cuBLASLt's GELU epilogue through a private PyTorch entry point; twin ``trellis.modules.transformer.linear_gelu_torch``).
 """
 
 import hashlib
@@ -155,7 +157,7 @@ class Launcher:
     """A compiled kernel launched with little Python work: for kernels called ~100 times per network pass (the
     flow blocks' norms), where PyTorch's generic launch (new ctypes objects for every argument, a stream object)
     costs more host time than the kernels it replaces. The argument ``signature`` is fixed ("p" pointer to a
-    tensor's data, "i" C int, "d" C double); the ctypes cells that hold the values are reused under a lock
+    tensor's data, "i" C int, "l" C long long, "d" C double); the ctypes cells that hold the values are reused under a lock
     (the driver copies the values at launch). Launches on the current stream of the current device, as PyTorch's
     launch does; a launch error raises RuntimeError (the dispatcher then falls back to the twin)."""
 
@@ -164,7 +166,7 @@ class Launcher:
 
         import torch
 
-        cell = {"p": ctypes.c_void_p, "i": ctypes.c_int, "d": ctypes.c_double}
+        cell = {"p": ctypes.c_void_p, "i": ctypes.c_int, "l": ctypes.c_longlong, "d": ctypes.c_double}
         self._kernel = kernel
         self._signature = signature
         self._cells = [cell[c]() for c in signature]

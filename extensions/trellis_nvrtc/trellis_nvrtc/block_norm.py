@@ -7,12 +7,15 @@ kernels each. These two kernels do each group in one pass over the rows and roun
 (the residual sum, the LayerNorm's output, ``1 + scale`` and the modulated output to the activation dtype),
 so the results differ from the twins only by the order of the fp32 sums (tests/gpu/).
 
-``norm_modulate``: one warp per row of C channels (C a multiple of 8, at most 2048: 8 x 16-byte chunks per
-lane kept in registers); fp32 mean and variance (two passes over the registers), ``rsqrtf`` as PyTorch's
-LayerNorm. ``head_rms_norm``: one warp per (row, q|k, head) of D <= 256 values: ``x / max(sqrt(sum x^2),
-1e-12) * gamma * scale`` with IEEE division, as ``F.normalize``. fp16 and bf16 activations (fp32 and others:
-``NotImplemented``, the twin runs); no CUDA headers are needed (half conversions by PTX ``cvt``, bfloat16 by
-bit arithmetic with round-to-nearest-even).
+``norm_modulate``: one warp per row of C channels (C a multiple of 8, at most 2048), specialised at compile time
+for C, the inputs present and the dtypes (one small NVRTC compile per combination, kept on disk like the others):
+every 16-byte load of the row is issued before any arithmetic, so a warp keeps its whole row in flight; fp32 mean
+and variance (two passes over the registers), ``rsqrtf`` as PyTorch's LayerNorm. ``head_rms_norm``: one warp per
+(row, q|k) of H heads x D values (D / 8 a power of two up to 32: 16-byte loads, the D / 8 lanes of a head reduce
+among themselves); other head sizes up to 256 take a generic kernel with one warp per (row, q|k, head).
+``x / max(sqrt(sum x^2), 1e-12) * gamma * scale`` with IEEE division, as ``F.normalize``. fp16 and bf16
+activations (fp32 and others: ``NotImplemented``, the twin runs); no CUDA headers are needed (half conversions by
+PTX ``cvt``, bfloat16 by bit arithmetic with round-to-nearest-even).
 """
 from __future__ import annotations
 
@@ -53,88 +56,204 @@ __device__ __forceinline__ float param(const void* p, long long i, int kind) {  
 }
 """
 
-_NORM_SOURCE = _COMMON + r"""
+# Compile-time constants of a variant: C_ channels, FLAGS_ (below), PK_ the LayerNorm parameters' dtype (0 fp32, 1 fp16,
+# 2 bf16), WARPS_ rows per thread block. The compiler drops the absent inputs' code and unrolls over the row.
+_NORM_TEMPLATE = r"""
 // flags: 1 y (residual), 2 gate (x + gate * y), 4 affine (weight, bias), 8 modulation (shift, scale), 16 bf16
-extern "C" __global__ void trellis_norm_modulate(
+#define BF_ ((FLAGS_ >> 4) & 1)
+#define NCH (C_ / 8)
+#define KPL ((NCH + 31) / 32)
+__device__ __forceinline__ void param8(const void* p, int c8, float* f) {
+    if (PK_ == 0) {
+        const U4 a = ((const U4*)p)[2 * c8], b = ((const U4*)p)[2 * c8 + 1];
+        f[0] = __uint_as_float(a.a); f[1] = __uint_as_float(a.b); f[2] = __uint_as_float(a.c);
+        f[3] = __uint_as_float(a.d); f[4] = __uint_as_float(b.a); f[5] = __uint_as_float(b.b);
+        f[6] = __uint_as_float(b.c); f[7] = __uint_as_float(b.d);
+    } else {
+        unpack8(((const U4*)p)[c8], f, PK_ == 2);
+    }
+}
+extern "C" __global__ void __launch_bounds__(WARPS_ * 32) KERNEL_NAME(
     const unsigned short* __restrict__ x, const unsigned short* __restrict__ y,
     const unsigned short* __restrict__ gate, const void* __restrict__ weight, const void* __restrict__ bias,
     const unsigned short* __restrict__ shift, const unsigned short* __restrict__ scale,
     unsigned short* __restrict__ x_out, unsigned short* __restrict__ h_out,
-    int rows, int C, int rows_per_item, int mod_stride, int flags, int param_kind, double eps)
+    int rows, int rows_per_item, int mod_stride, double eps)
 {
-    const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const int row = blockIdx.x * WARPS_ + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (row >= rows) return;
-    const int bf = (flags >> 4) & 1;
-    const int n8 = C >> 3;
-    const long long off = (long long)row * C;
+    const long long off = (long long)row * C_;
     const long long moff = (long long)(row / rows_per_item) * mod_stride;
-    float v[64];
+    U4 xa[KPL], ya[KPL], ga[KPL];
+#pragma unroll
+    for (int k = 0; k < KPL; ++k) {          // every load of the row first: the whole row in flight at once
+        const int c8 = k * 32 + lane;
+        if (c8 < NCH) {
+            xa[k] = ((const U4*)(x + off))[c8];
+            if (FLAGS_ & 1) ya[k] = ((const U4*)(y + off))[c8];
+            if (FLAGS_ & 2) ga[k] = ((const U4*)(gate + moff))[c8];
+        }
+    }
+    float v[KPL * 8];
     float sum = 0.0f;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
+    for (int k = 0; k < KPL; ++k) {
         const int c8 = k * 32 + lane;
-        if (c8 < n8) {
+        if (c8 < NCH) {
             float a[8];
-            unpack8(*(const U4*)(x + off + c8 * 8), a, bf);
-            if (flags & 1) {
+            unpack8(xa[k], a, BF_);
+            if (FLAGS_ & 1) {
                 float b[8];
-                unpack8(*(const U4*)(y + off + c8 * 8), b, bf);
-                if (flags & 2) {
+                unpack8(ya[k], b, BF_);
+                if (FLAGS_ & 2) {
                     float g[8];
-                    unpack8(*(const U4*)(gate + moff + c8 * 8), g, bf);
+                    unpack8(ga[k], g, BF_);
 #pragma unroll
-                    for (int j = 0; j < 8; ++j) a[j] = rnd(fmaf(g[j], b[j], a[j]), bf);
+                    for (int j = 0; j < 8; ++j) a[j] = rnd(fmaf(g[j], b[j], a[j]), BF_);
                 } else {
 #pragma unroll
-                    for (int j = 0; j < 8; ++j) a[j] = rnd(a[j] + b[j], bf);
+                    for (int j = 0; j < 8; ++j) a[j] = rnd(a[j] + b[j], BF_);
                 }
-                *(U4*)(x_out + off + c8 * 8) = pack8(a, bf);
+                ((U4*)(x_out + off))[c8] = pack8(a, BF_);
             }
 #pragma unroll
             for (int j = 0; j < 8; ++j) { v[k * 8 + j] = a[j]; sum += a[j]; }
         }
     }
-    const float mean = warp_sum(sum) / (float)C;
+    const float mean = warp_sum(sum) / (float)C_;
     float sq = 0.0f;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
-        if (k * 32 + lane < n8) {
+    for (int k = 0; k < KPL; ++k) {
+        if (k * 32 + lane < NCH) {
 #pragma unroll
             for (int j = 0; j < 8; ++j) { const float d = v[k * 8 + j] - mean; sq += d * d; }
         }
     }
-    const float rstd = rsqrtf(warp_sum(sq) / (float)C + (float)eps);
+    const float rstd = rsqrtf(warp_sum(sq) / (float)C_ + (float)eps);
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
+    for (int k = 0; k < KPL; ++k) {
         const int c8 = k * 32 + lane;
-        if (c8 < n8) {
-            float o[8];
+        if (c8 < NCH) {
+            float o[8], w[8], b[8];
+            if (FLAGS_ & 4) { param8(weight, c8, w); param8(bias, c8, b); }
 #pragma unroll
             for (int j = 0; j < 8; ++j) {
                 float h = (v[k * 8 + j] - mean) * rstd;
-                if (flags & 4) {
-                    const int c = c8 * 8 + j;
-                    h = fmaf(h, param(weight, c, param_kind), param(bias, c, param_kind));
-                }
-                o[j] = rnd(h, bf);
+                if (FLAGS_ & 4) h = fmaf(h, w[j], b[j]);
+                o[j] = rnd(h, BF_);
             }
-            if (flags & 8) {
+            if (FLAGS_ & 8) {
                 float sh[8], sc[8];
-                unpack8(*(const U4*)(shift + moff + c8 * 8), sh, bf);
-                unpack8(*(const U4*)(scale + moff + c8 * 8), sc, bf);
+                unpack8(((const U4*)(shift + moff))[c8], sh, BF_);
+                unpack8(((const U4*)(scale + moff))[c8], sc, BF_);
 #pragma unroll
-                for (int j = 0; j < 8; ++j) o[j] = fmaf(o[j], rnd(1.0f + sc[j], bf), sh[j]);
+                for (int j = 0; j < 8; ++j) o[j] = fmaf(o[j], rnd(1.0f + sc[j], BF_), sh[j]);
             }
-            *(U4*)(h_out + off + c8 * 8) = pack8(o, bf);
+            ((U4*)(h_out + off))[c8] = pack8(o, BF_);
         }
     }
 }
 """
 
+# Compile-time constants: H_ heads of D_ values (D_ / 8 a power of two up to 32), PK_ the gains' dtype, BF_ bfloat16
+# activations, WARPS_ units per thread block. One warp per (row, q|k); the D_ / 8 lanes holding one head's 16-byte
+# chunks reduce its sum of squares among themselves.
+_RMS_TEMPLATE = r"""
+#define C_ (H_ * D_)
+#define NCH (C_ / 8)
+#define KPL ((NCH + 31) / 32)
+#define LH (D_ / 8)
+extern "C" __global__ void __launch_bounds__(WARPS_ * 32) KERNEL_NAME(
+    const unsigned short* __restrict__ q, const unsigned short* __restrict__ k,
+    const void* __restrict__ gamma_q, const void* __restrict__ gamma_k,
+    unsigned short* __restrict__ q_out, unsigned short* __restrict__ k_out,
+    int rows, int q_stride, int k_stride, int parts, double scale)
+{
+    const long long unit = (long long)blockIdx.x * WARPS_ + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (unit >= (long long)rows * parts) return;
+    const int part = (int)(unit % parts);
+    const long long row = unit / parts;
+    const unsigned short* src = part ? k + row * k_stride : q + row * q_stride;
+    unsigned short* dst = (part ? k_out : q_out) + row * C_;
+    const void* g = part ? gamma_k : gamma_q;
+    U4 va[KPL];
+#pragma unroll
+    for (int i = 0; i < KPL; ++i) {
+        const int c8 = i * 32 + lane;
+        if (c8 < NCH) va[i] = ((const U4*)src)[c8];
+    }
+    const float s = (float)scale;
+#pragma unroll
+    for (int i = 0; i < KPL; ++i) {
+        const int c8 = i * 32 + lane;
+        float f[8];
+        float ss = 0.0f;
+        if (c8 < NCH) {
+            unpack8(va[i], f, BF_);
+#pragma unroll
+            for (int j = 0; j < 8; ++j) ss += f[j] * f[j];
+        }
+#pragma unroll
+        for (int o = 1; o < LH; o <<= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        const float n = fmaxf(sqrtf(ss), 1e-12f);
+        if (c8 < NCH) {
+            float gg[8];
+            if (PK_ == 0) {
+                const U4 a = ((const U4*)g)[2 * c8], b = ((const U4*)g)[2 * c8 + 1];
+                gg[0] = __uint_as_float(a.a); gg[1] = __uint_as_float(a.b); gg[2] = __uint_as_float(a.c);
+                gg[3] = __uint_as_float(a.d); gg[4] = __uint_as_float(b.a); gg[5] = __uint_as_float(b.b);
+                gg[6] = __uint_as_float(b.c); gg[7] = __uint_as_float(b.d);
+            } else {
+                unpack8(((const U4*)g)[c8], gg, PK_ == 2);
+            }
+            float o[8];
+#pragma unroll
+            for (int j = 0; j < 8; ++j) o[j] = f[j] / n * gg[j] * s;
+            ((U4*)dst)[c8] = pack8(o, BF_);
+        }
+    }
+}
+"""
+
+
+def _specialised(template: str, base: str, **constants) -> tuple[str, str]:
+    """(source, kernel name) of one compile-time variant of ``template``: the constants as ``#define``s ahead of
+    the shared helpers, and a kernel name that spells them (the launchers are kept per name)."""
+    name = base + "".join(f"_{k.rstrip('_').lower()}{v}" for k, v in constants.items())
+    defines = "".join(f"#define {k} {v}\n" for k, v in constants.items())
+    return f"#define KERNEL_NAME {name}\n{defines}{_COMMON}{template}", name
+
+
+def norm_source(C: int, flags: int, param_kind: int) -> tuple[str, str]:
+    """(source, name) of the ``norm_modulate`` kernel for ``C`` channels, ``flags`` and parameter dtype."""
+    return _specialised(_NORM_TEMPLATE, "trellis_norm_modulate", C_=C, FLAGS_=flags, PK_=param_kind, WARPS_=WARPS)
+
+
+def rms_source(heads: int, D: int, bf: int, param_kind: int) -> tuple[str, str]:
+    """(source, name) of the vectorised ``head_rms_norm`` kernel for ``heads`` x ``D`` (``D / 8`` a power of two
+    up to 32)."""
+    return _specialised(_RMS_TEMPLATE, "trellis_head_rms_norm", H_=heads, D_=D, BF_=bf, PK_=param_kind, WARPS_=WARPS)
+
+
+_variants: dict = {}
+
+
+def _variant_launcher(make, key: tuple, device, signature: str):
+    """The launcher of the variant ``make(*key)`` on ``device``, looked up by ``key`` without building its source
+    (a flow pass calls these ~100 times: no string work per call)."""
+    got = _variants.get((make, key, device.index))
+    if got is None:
+        source, name = make(*key)
+        got = _variants.setdefault((make, key, device.index), launcher(source, name, device, signature))
+    return got
+
+
+# The generic head_rms_norm kernel, for head sizes the vectorised one does not take: one warp per (row, part, head);
+# part 0 reads q, part 1 k (same rows and row stride).
 _RMS_SOURCE = _COMMON + r"""
-// one warp per (row, part, head); part 0 reads q, part 1 k (same rows and row stride)
-extern "C" __global__ void trellis_head_rms_norm(
+extern "C" __global__ void trellis_head_rms_norm_generic(
     const unsigned short* __restrict__ q, const unsigned short* __restrict__ k,
     const void* __restrict__ gamma_q, const void* __restrict__ gamma_k,
     unsigned short* __restrict__ q_out, unsigned short* __restrict__ k_out,
@@ -243,16 +362,17 @@ def norm_modulate(x: torch.Tensor, y, gate, weight, bias, eps: float, shift, sca
     rows = x.numel() // C
     x_out = torch.empty_like(x) if y is not None else x
     h_out = torch.empty_like(x)
-    launch = launcher(_NORM_SOURCE, "trellis_norm_modulate", x.device, "ppppppppp" + "iiiiii" + "d")
+    launch = _variant_launcher(norm_source, (C, flags, param_kind), x.device, "ppppppppp" + "iii" + "d")
     launch((rows + WARPS - 1) // WARPS, 32 * WARPS, x.device.index,
            x, x if y is None else y, x if gate is None else gate, x if weight is None else weight,
            x if bias is None else bias, x if shift is None else shift, x if scale is None else scale,
-           x_out, h_out, rows, C, per, stride, flags, param_kind, float(eps))
+           x_out, h_out, rows, per, stride, float(eps))
     return x_out, h_out
 
 
 def head_rms_norm(q: torch.Tensor, k: torch.Tensor, gamma_q: torch.Tensor, gamma_k: torch.Tensor, scale: float):
-    """The twin's two MultiHeadRMSNorms in one kernel (two launches when q and k have different rows);
+    """The twin's two MultiHeadRMSNorms in one kernel (two launches when q and k have different rows; the generic
+    kernel for head sizes whose D / 8 is not a power of two, or rows not 16-byte aligned);
     ``NotImplemented`` for inputs it does not take (not CUDA, not fp16/bf16, head size above 256, rows that are
     not one stride apart)."""
     bf = _HALF.get(q.dtype)
@@ -273,9 +393,22 @@ def head_rms_norm(q: torch.Tensor, k: torch.Tensor, gamma_q: torch.Tensor, gamma
         layout.append(got)
     q_out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     k_out = torch.empty(k.shape, dtype=k.dtype, device=k.device)
-    launch = launcher(_RMS_SOURCE, "trellis_head_rms_norm", q.device, "pppppp" + "iiiiiii" + "d")
     index = q.device.index
     (q_rows, q_stride), (k_rows, k_stride) = layout
+    lanes = D // 8
+    if D % 8 == 0 and lanes & (lanes - 1) == 0 and q_stride % 8 == 0 and k_stride % 8 == 0 \
+            and q.data_ptr() % 16 == 0 and k.data_ptr() % 16 == 0:
+        launch = _variant_launcher(rms_source, (H, D, bf, kind), q.device, "pppppp" + "iiii" + "d")
+        if q_rows == k_rows:
+            launch((q_rows * 2 + WARPS - 1) // WARPS, 32 * WARPS, index,
+                   q, k, gamma_q, gamma_k, q_out, k_out, q_rows, q_stride, k_stride, 2, float(scale))
+        else:
+            for t, g, out, rows, stride in ((q, gamma_q, q_out, q_rows, q_stride),
+                                            (k, gamma_k, k_out, k_rows, k_stride)):
+                launch((rows + WARPS - 1) // WARPS, 32 * WARPS, index,
+                       t, t, g, g, out, out, rows, stride, stride, 1, float(scale))
+        return q_out, k_out
+    launch = launcher(_RMS_SOURCE, "trellis_head_rms_norm_generic", q.device, "pppppp" + "iiiiiii" + "d")
     if q_rows == k_rows and q_stride == k_stride:
         launch((q_rows * 2 * H + WARPS - 1) // WARPS, 32 * WARPS, index,
                q, k, gamma_q, gamma_k, q_out, k_out, q_rows, H, D, q_stride, 2, bf, kind, float(scale))
@@ -284,3 +417,56 @@ def head_rms_norm(q: torch.Tensor, k: torch.Tensor, gamma_q: torch.Tensor, gamma
             launch((rows * H + WARPS - 1) // WARPS, 32 * WARPS, index,
                    t, t, g, g, out, out, rows, H, D, stride, 1, bf, kind, float(scale))
     return q_out, k_out
+
+
+# Compile-time constants: C_ channels, BF_ bfloat16, plus the shared helpers. One thread per 16-byte chunk of x.
+_RESIDUAL_TEMPLATE = r"""
+#define NCH (C_ / 8)
+extern "C" __global__ void __launch_bounds__(256) KERNEL_NAME(
+    const unsigned short* __restrict__ x, const unsigned short* __restrict__ gate,
+    const unsigned short* __restrict__ y, unsigned short* __restrict__ out,
+    long long chunks, int rows_per_item, int mod_stride)
+{
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= chunks) return;
+    const long long row = i / NCH;
+    const int c8 = (int)(i - row * NCH);
+    const U4 xa = ((const U4*)x)[i], ya = ((const U4*)y)[i];
+    const U4 ga = ((const U4*)(gate + (row / rows_per_item) * mod_stride))[c8];
+    float a[8], b[8], g[8];
+    unpack8(xa, a, BF_);
+    unpack8(ya, b, BF_);
+    unpack8(ga, g, BF_);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) a[j] = fmaf(g[j], b[j], a[j]);
+    ((U4*)out)[i] = pack8(a, BF_);
+}
+"""
+
+
+def residual_source(C: int, bf: int) -> tuple[str, str]:
+    """(source, name) of the ``gated_residual`` kernel for ``C`` channels."""
+    return _specialised(_RESIDUAL_TEMPLATE, "trellis_gated_residual", C_=C, BF_=bf)
+
+
+def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor):
+    """The twin's ``x + gate * y`` (``trellis.modules.transformer.gated_residual``: ``gate`` [B, 1, C] per item or
+    x's shape per row) in one vectorised pass, rounded once; ``NotImplemented`` for inputs it does not take (not
+    CUDA, not fp16/bf16, not contiguous, C not a multiple of 8, other gate layouts)."""
+    bf = _HALF.get(x.dtype)
+    if bf is None or x.device.type != "cuda" or x.dim() < 2 or x.numel() == 0:
+        return NotImplemented
+    C = x.shape[-1]
+    if C % 8 or not x.is_contiguous() or x.data_ptr() % 16:
+        return NotImplemented
+    if y.shape != x.shape or y.dtype != x.dtype or not y.is_contiguous() or y.data_ptr() % 16:
+        return NotImplemented
+    layout = _mod_layout(gate, x)
+    if layout is None or layout[1] % 8:
+        return NotImplemented
+    per, stride = layout
+    out = torch.empty_like(x)
+    chunks = x.numel() // 8
+    launch = _variant_launcher(residual_source, (C, bf), x.device, "pppp" + "l" + "ii")
+    launch((chunks + 255) // 256, 256, x.device.index, x, gate, y, out, chunks, per, stride)
+    return out

@@ -6,8 +6,8 @@ import torch.nn as nn
 
 from ..attention import SeqLens, varlen_attention
 from ..norm import LayerNorm32
-from ..transformer import (AttentionProjections, FeedForwardNet, ModulatedTransformerCrossBlock, gated_residual, modulate,
-                           norm_modulate)
+from ..transformer import (AttentionProjections, FeedForwardNet, ModulatedTransformerCrossBlock, gated_residual,
+                           gated_residual_sum, modulate, norm_modulate)
 from .tensor import SparseTensor, pack_keys
 
 
@@ -125,7 +125,7 @@ class SparseModulatedTransformerCrossBlock(ModulatedTransformerCrossBlock):
         h, y = norm_modulate(h, rows_of(self.self_attn(sparse(y)).feats), gate_msa, self.norm2)
         h, y = norm_modulate(h, rows_of(self.cross_attn(sparse(y), context).feats), None, self.norm3, shift_mlp,
                              scale_mlp)
-        return sparse(gated_residual(h, gate_mlp, self.mlp(y)))
+        return sparse(gated_residual_sum(h, gate_mlp, self.mlp(y)))
 
     def _forward_lean(self, h: torch.Tensor, mods, context: torch.Tensor, rows_of, sparse) -> torch.Tensor:
         """The block with a lower memory peak, same numbers (the SLat flow's low-VRAM mode, issue 14 §4).
