@@ -24,9 +24,11 @@
 #   visibility  visibility_gpu.py: face_visibility's seconds and profile on the nut after the first decimation
 #   profile     chain_profile_gpu.py for "fp16 eager" and "fp16 compiled": per stage wall vs GPU-busy time, by kernel kind
 #   chain       pipeline_gpu.py (issue 14's chain, resident fp16 and low-VRAM, 3 warm runs each)
-#   columns     pipeline_gpu.py per path, 3 warm runs each: Triton (fp16 eager, fp16 compiled, low-VRAM, low-VRAM
-#               compiled), Triton only (TRELLIS_FAST_PATHS=triton: the NVRTC kernels off), Windows without Triton
-#               (fp16 eager, low-VRAM: NVRTC kernels, the sparse conv too), fast paths off (the same two presets)
+#   columns     pipeline_gpu.py per path, 3 warm runs each: Triton (fp16 resident = the default, fp16 eager, fp16
+#               compiled, low-VRAM, low-VRAM compiled), Windows without Triton (fp16 resident, fp16 eager, low-VRAM:
+#               NVRTC kernels, the sparse conv too), fast paths off (the same three presets)
+#   ab          pipeline_gpu.py (fp16 eager, low-VRAM; 3 warm runs) A B A B: A this tree, B a copy of it with
+#               $BEFORE_PATCH (a `git diff` of the change, carried) reversed, i.e. the code before, on one host
 #   e2e         e2e_gpu.py --presets low-vram (image -> GLB with the random-weight blob, the worst case) with
 #               Triton, Windows without Triton (NVRTC kernels) and the fast paths off
 #   limits      e2e_gpu.py --limits 4,3,2.5,2 (issue 14: the whole job in a fresh process per memory cap;
@@ -123,15 +125,23 @@ import export_realistic_gpu as e; sys.exit(e.main(sys.argv[1:]))'
         chain)
             run chain "$PY" benchmarks/pipeline_gpu.py --repeats 3 --commit "$COMMIT" --out "$OUT/chain.json" ;;
         columns)
-            P4="fp16 eager,fp16 compiled,low-VRAM,low-VRAM compiled"; P2="fp16 eager,low-VRAM"
+            P4="fp16 resident,fp16 eager,fp16 compiled,low-VRAM,low-VRAM compiled"; P2="fp16 resident,fp16 eager,low-VRAM"
             run chain_triton "$PY" benchmarks/pipeline_gpu.py --repeats 3 --presets "$P4" --commit "$COMMIT" \
                 --out "$OUT/chain_triton.json"
-            run chain_triton_only env TRELLIS_FAST_PATHS=triton "$PY" benchmarks/pipeline_gpu.py --repeats 3 \
-                --presets "$P4" --commit "$COMMIT" --out "$OUT/chain_triton_only.json"
             run chain_windows "${WINDOWS[@]}" "$PY" benchmarks/pipeline_gpu.py \
                 --repeats 3 --presets "$P2" --commit "$COMMIT" --out "$OUT/chain_windows.json"
             run chain_off env TRELLIS_FAST_PATHS=off "$PY" benchmarks/pipeline_gpu.py --repeats 3 --presets "$P2" \
                 --commit "$COMMIT" --out "$OUT/chain_off.json" ;;
+        ab)
+            BEFORE_TREE="$(mktemp -d)/before"
+            cp -r . "$BEFORE_TREE" && (cd "$BEFORE_TREE" && git apply -R "$OLDPWD/${BEFORE_PATCH:?BEFORE_PATCH=file}") \
+                || { echo "cannot make the before tree" >&2; exit 2; }
+            for round in 1 2; do
+                run "ab_after_$round" "$PY" benchmarks/pipeline_gpu.py --repeats 3 --presets "fp16 eager,low-VRAM" \
+                    --commit "$COMMIT" --out "$OUT/ab_after_$round.json"
+                run "ab_before_$round" bash -c "cd '$BEFORE_TREE' && '$PY' benchmarks/pipeline_gpu.py --repeats 3 \
+                    --presets 'fp16 eager,low-VRAM' --commit before --out '$OUT/ab_before_$round.json'"
+            done ;;
         e2e)
             run e2e_triton "$PY" benchmarks/e2e_gpu.py --presets low-vram --commit "$COMMIT" --out "$OUT/e2e_triton.json"
             run e2e_windows "${WINDOWS[@]}" "$PY" benchmarks/e2e_gpu.py \
@@ -142,6 +152,6 @@ import export_realistic_gpu as e; sys.exit(e.main(sys.argv[1:]))'
             run limits "$PY" benchmarks/e2e_gpu.py --limits "${LIMITS:-4,3,2.5,2}" --commit "$COMMIT" --out "$OUT/limits.json" ;;
         *)
             echo "unknown step: $step (objects tests conv cache export export-triton export-windows export-off fitted app views decimation" \
-                 "visibility profile chain columns e2e limits)" >&2; exit 2 ;;
+                 "visibility profile chain columns ab e2e limits)" >&2; exit 2 ;;
     esac
 done

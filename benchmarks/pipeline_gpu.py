@@ -33,12 +33,14 @@ from trellis.pipelines.samplers import FlowEulerGuidanceIntervalSampler  # noqa:
 # name, precision, offload, batched CFG, CUDA graphs, compiled flow blocks (the low-VRAM preset is what
 # pick_preset gives < 6 GB: offload, CFG "auto" = batched per stage where it fits once the flow is loaded; the
 # "sequential CFG" rows force the conditional and unconditional passes apart, what "auto" does when memory is short;
-# "compiled" = MemoryPolicy.compile, the flows' blocks through torch.compile)
+# "compiled" = MemoryPolicy.compile, the flows' blocks through torch.compile; "fp16 resident" = what pick_preset
+# gives a big card: eager blocks, the sparse-structure flow's CUDA graphs kept from run to run)
 PRESETS = [("low-VRAM", "fp16", "model", "auto", False, False),
            ("low-VRAM compiled", "fp16", "model", "auto", False, True),
            ("low-VRAM fp16+offload", "fp16", "model", False, False, False),
            ("fp16+offload", "fp16", "model", True, True, False),
            ("fp16", "fp16", "none", True, True, False), ("fp16 eager", "fp16", "none", True, False, False),
+           ("fp16 resident", "fp16", "none", True, "auto", False),
            ("fp16 compiled", "fp16", "none", True, False, True),
            ("low-VRAM sequential CFG compiled", "fp16", "model", False, False, True),
            ("fp32", "fp32", "none", True, True, False)]

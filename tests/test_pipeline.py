@@ -189,13 +189,16 @@ def test_presets_follow_device_memory():
 
     assert pick_preset(torch.device("cpu")) == MemoryPolicy("fp32", "none", True, False)
     big = pick_preset(torch.device("cuda"), free_bytes=24 * 2 ** 30)
-    assert (big.precision, big.offload, big.cfg_batch, big.cuda_graphs) == ("fp16", "none", True, False)
+    # resident: the sparse-structure flow's graphs, kept from job to job
+    assert (big.precision, big.offload, big.cfg_batch, big.cuda_graphs) == ("fp16", "none", True, "structure")
     mid = pick_preset(torch.device("cuda"), free_bytes=8 * 2 ** 30)
     assert (mid.precision, mid.offload, mid.cfg_batch, mid.cuda_graphs) == ("fp16", "model", True, False)
     small = pick_preset(torch.device("cuda"), free_bytes=4 * 2 ** 30)
     assert (small.offload, small.cfg_batch, small.cuda_graphs) == ("model", False, False)
     with pytest.raises(ValueError, match="offload must be one of"):
         MemoryPolicy("fp16", "disk")
+    with pytest.raises(ValueError, match="cuda_graphs must be"):
+        MemoryPolicy("fp16", "none", cuda_graphs="both")
 
 
 def test_offloading_auto_cfg_batches_each_stage_that_fits(tiny_pipeline_dir, monkeypatch):
@@ -291,3 +294,40 @@ def test_run_without_preprocessing_accepts_paths_and_arrays(pipe, tmp_path):
     b = pipe.run(str(path), seed=4, preprocess_image=False, formats=["gaussian"], **FAST)["gaussian"][0]
     c = pipe.run(np.asarray(img), seed=4, preprocess_image=False, formats=["gaussian"], **FAST)["gaussian"][0]
     assert torch.equal(a._xyz, b._xyz) and torch.equal(a._xyz, c._xyz)
+
+
+def test_which_flows_replay_kept_cuda_graphs(tiny_pipeline_dir):
+    """The decision of ``_graphs_for`` (the replays themselves: tests/gpu/test_kept_graphs_gpu.py): the sparse-
+    structure flow's GraphedFlow is kept on the pipeline from run to run while its weights stay where they were; the
+    SLat flow gets new graphs per run only when asked for (True); nothing on the CPU, when offloading or compiled."""
+    from trellis.pipelines.memory import MemoryPolicy
+    from trellis.pipelines.samplers.cuda_graph import GraphedFlow
+
+    pipe = pipelines.from_pretrained(tiny_pipeline_dir)
+    ss, slat = pipe.models["sparse_structure_flow_model"], pipe.models["slat_flow_model"]
+
+    def policy(graphs, offload="none", compile=False):
+        return MemoryPolicy("fp32", offload, cfg_batch=True, cuda_graphs=graphs, compile=compile)
+
+    key = "sparse_structure_flow_model"
+    assert pipe._graphs_for("sparse_structure", key, ss, policy("structure")) is False      # the CPU
+    pipe._device = torch.device("cuda")      # only its type is read here: no GPU needed
+    kept = pipe._graphs_for("sparse_structure", key, ss, policy("structure"))
+    assert isinstance(kept, GraphedFlow) and kept.model is ss
+    assert pipe._graphs_for("sparse_structure", key, ss, policy(True)) is kept              # the next job: the same
+    assert pipe._graphs_for("slat", "slat_flow_model", slat, policy("structure")) is False
+    assert pipe._graphs_for("slat", "slat_flow_model", slat, policy(True)) is True          # new ones per run
+    assert pipe._graphs_for("sparse_structure", key, ss, policy(False)) is False
+    assert pipe._graphs_for("sparse_structure", key, ss, policy("structure", compile=True)) is False
+    with torch.no_grad():
+        ss.set_torso_dtype(torch.float16)    # weights at other addresses: graphs of the old ones must not replay
+    again = pipe._graphs_for("sparse_structure", key, ss, policy("structure"))
+    assert isinstance(again, GraphedFlow) and again is not kept
+    pipe._device = torch.device("cpu")
+    pipe.set_memory_policy(offload="model")  # placing the weights anew drops what was kept
+    assert pipe._kept_graphs == {}
+    pipe._device = torch.device("cuda")
+    assert pipe._graphs_for("sparse_structure", key, ss, policy("structure", offload="model")) is False
+    with pytest.raises(ValueError, match="another model"):
+        pipe.sparse_structure_sampler.sample(slat, torch.zeros(1, 8, 4, 4, 4), torch.zeros(1, 2, 4), None, steps=1,
+                                             cuda_graph=kept)

@@ -20,6 +20,7 @@ from ..modules.sparse import SparseTensor
 from ..utils.cancel import CancelCheck, Cancelled, check
 from . import samplers
 from .memory import HostWeights, MemoryPolicy, StageTracker, free_device_memory, release_device_memory
+from .samplers.cuda_graph import GraphedFlow
 from .model_sources import load_model, resolve_pipeline_json
 
 DEFAULT_FORMATS = ("mesh", "gaussian", "radiance_field")
@@ -101,6 +102,9 @@ class TrellisPipeline:
         self._device = torch.device("cpu")
         self._policy = MemoryPolicy()
         self._hosts: dict[str, HostWeights] = {}     # pinned CPU homes while offloading
+        # CUDA graphs kept from job to job (the sparse-structure flow's, see memory.pick_preset): model key ->
+        # (the weights' addresses and dtypes they were captured with, GraphedFlow)
+        self._kept_graphs: dict[str, tuple] = {}
         self.last_stats: list[dict] = []
         self.last_cfg_batch: dict[str, bool] = {}    # per flow stage of the last run: CFG as one batch of 2
         for m in self._all_models().values():
@@ -186,7 +190,9 @@ class TrellisPipeline:
         return self.memory_policy.offload == "model" and self._device.type != "cpu"
 
     def _place_all(self) -> None:
-        """Every model at its home: the compute device, or pinned CPU memory when offloading."""
+        """Every model at its home: the compute device, or pinned CPU memory when offloading. Kept CUDA graphs are
+        dropped (their memory pool freed): they replay the addresses of the weights and policy they were made with."""
+        self.release_graphs()
         if self._offloading():
             for name, model in self._all_models().items():
                 if name in self._hosts:
@@ -198,6 +204,29 @@ class TrellisPipeline:
             for model in self._all_models().values():
                 model.to(self._device)
         release_device_memory(self._device)
+
+    def release_graphs(self) -> None:
+        """Drop the CUDA graphs kept from job to job (their memory pool returns to PyTorch's cache; the next job
+        captures again)."""
+        self._kept_graphs.clear()
+
+    KEPT_GRAPH_STAGES = ("sparse_structure",)   # flows whose inputs have the same shapes in every job
+
+    def _graphs_for(self, stage: str, model_key: str, flow, policy: MemoryPolicy):
+        """What the sampler's ``cuda_graph`` gets: a ``GraphedFlow`` kept on the pipeline (policy True or
+        "structure", a stage in ``KEPT_GRAPH_STAGES``, resident on CUDA, eager blocks), True (new graphs for this
+        run: policy True, other stages) or False. A kept one is replaced when the weights it replays are no longer
+        the flow's (other addresses or dtypes)."""
+        graphs = policy.cuda_graphs
+        if not graphs or policy.compile or self._device.type != "cuda":
+            return False
+        if stage not in self.KEPT_GRAPH_STAGES or policy.offload == "model":
+            return graphs is True
+        weights = tuple((t.data_ptr(), t.dtype) for t in (*flow.parameters(), *flow.buffers()))
+        kept = self._kept_graphs.get(model_key)
+        if kept is None or kept[0] != weights or kept[1].model is not flow:
+            kept = self._kept_graphs[model_key] = (weights, GraphedFlow(flow))
+        return kept[1]
 
     @contextlib.contextmanager
     def _on_device(self, *names):
@@ -225,7 +254,7 @@ class TrellisPipeline:
             cfg_batch = self.last_cfg_batch[stage] = self._cfg_batch_for(flow, noise, policy)
             return sampler.sample(
                 flow, noise, **cond, **params, **sampler_kwargs, verbose=False, cancel=cancel,
-                cfg_batch=cfg_batch, cuda_graph=policy.cuda_graphs and not policy.compile,
+                cfg_batch=cfg_batch, cuda_graph=self._graphs_for(stage, model_key, flow, policy),
                 progress=(lambda i, n: progress(stage, i, n)) if progress else None).samples
 
     @torch.no_grad()

@@ -20,7 +20,7 @@ import torch
 from ..core.device import (device_capability, free_device_memory, release_device_memory, set_memory_limit,
                            usable_device_memory)
 
-__all__ = ["PRECISIONS", "OFFLOADS", "COMPILE_ENV", "compile_default", "RESIDENT_BUDGET_BYTES", "MemoryPolicy", "pick_preset", "precision_for",
+__all__ = ["PRECISIONS", "OFFLOADS", "STRUCTURE_GRAPHS", "COMPILE_ENV", "compile_default", "RESIDENT_BUDGET_BYTES", "MemoryPolicy", "pick_preset", "precision_for",
            "FP32_MIN_GIB", "RESIDENT_BUDGET_FP32_BYTES", "StageStat", "StageTracker",
            "HostWeights", "free_device_memory", "release_device_memory", "set_memory_limit"]
 
@@ -86,12 +86,18 @@ def compile_default() -> bool:
     raise ValueError(f"{COMPILE_ENV}={raw!r} is not a known value: use on or off")
 
 
+STRUCTURE_GRAPHS = "structure"
+
+
 @dataclass
 class MemoryPolicy:
     precision: str = "auto"
     offload: str = "auto"
     cfg_batch: bool | None = None      # conditional + unconditional passes as one batch (None: auto)
-    cuda_graphs: bool | None = None    # replay the flows' forwards as CUDA graphs, CUDA only (None: auto)
+    # Replay the flows' forwards as CUDA graphs, CUDA only: True both flows (each run captures anew; the sparse-
+    # structure flow's graphs are kept from job to job), "structure" only the sparse-structure flow's, kept from job
+    # to job (its inputs have the same shapes in every job), False none; None: auto (the preset's).
+    cuda_graphs: bool | str | None = None
     # The flows' transformer blocks through torch.compile (a fast path: Triton, CUDA; the eager blocks are its
     # twin). None: $TRELLIS_COMPILE_FLOWS (default off: the first run of a process compiles for ~20 s, see
     # docs/BENCHMARKS.md).
@@ -102,6 +108,9 @@ class MemoryPolicy:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.offload not in OFFLOADS:
             raise ValueError(f"offload must be one of {', '.join(OFFLOADS)}, got {self.offload!r}")
+        if self.cuda_graphs not in (None, True, False, STRUCTURE_GRAPHS):
+            raise ValueError(f"cuda_graphs must be True, False, {STRUCTURE_GRAPHS!r} or None (auto), "
+                             f"got {self.cuda_graphs!r}")
 
     def resolve(self, device: torch.device) -> "MemoryPolicy":
         """Replace "auto" by concrete choices for `device`."""
@@ -137,15 +146,17 @@ def pick_preset(device: torch.device, free_bytes: int | None = None, capability:
     fp32 = precision == "fp32"
     resident_budget = RESIDENT_BUDGET_FP32_BYTES if fp32 else RESIDENT_BUDGET_BYTES
     cfg_batch_min = CFG_BATCH_MIN_BYTES * (2 if fp32 else 1)
-    # No CUDA graphs by default (MemoryPolicy.cuda_graphs=True still asks for them): the 7th session measured the
-    # fp16 chain 1.22 -> 1.08 s with them on an H100, but against an eager path then slowed by cuDNN attention; on
-    # the 9th session's four H100 starts the graphed chain was slower than eager every time (1.125 vs 1.060,
-    # 1.061 vs 1.019, 1.146 vs 1.063, 1.135 vs 1.094 s; docs/BENCHMARKS.md): each run captures anew (two eager calls
-    # and a capture per shape) and the guided forwards are GPU-bound. Never when offloading (a graph's pool holds a
-    # forward's activations for the whole stage) or with compiled blocks (no faster there).
+    # CUDA graphs, resident only: the sparse-structure flow's ("structure"), kept from job to job. Its inputs have
+    # the same shapes in every job, so after the first job (or the app's warm-up) every step replays and the host's
+    # speed stops mattering for stage 1 (H100 hosts differed by ~0.1 s there in eager mode). Not both flows by
+    # default (True still asks for them): the SLat flow's shapes change with every structure, so each run captures
+    # anew (two eager calls and a capture per shape), and on the 9th session's four H100 starts that made the chain
+    # slower than eager every time (1.125 vs 1.060, 1.061 vs 1.019, 1.146 vs 1.063, 1.135 vs 1.094 s;
+    # docs/BENCHMARKS.md). Never when offloading (a graph's pool holds a forward's activations as long as it is
+    # kept) or with compiled blocks (no faster there).
     if free < resident_budget:
         return MemoryPolicy(precision, "model", cfg_batch=free >= cfg_batch_min, cuda_graphs=False)
-    return MemoryPolicy(precision, "none", cfg_batch=True, cuda_graphs=False)
+    return MemoryPolicy(precision, "none", cfg_batch=True, cuda_graphs=STRUCTURE_GRAPHS)
 
 
 @dataclass

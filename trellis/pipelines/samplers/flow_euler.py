@@ -109,10 +109,16 @@ class FlowEulerSampler:
                progress: StepProgress = None, cancel: CancelCheck = None, cuda_graph: bool = False,
                **kwargs) -> SampleResult:
         """`cuda_graph=True` replays each distinct forward as a CUDA graph (same numbers, far fewer
-        launches); it applies on CUDA devices only."""
+        launches); it applies on CUDA devices only. A ``GraphedFlow`` of `model` is used as it is (graphs kept
+        from run to run by the caller)."""
         ts = time_grid(steps, rescale_t)
         sparse = isinstance(noise, SparseTensor)
-        if cuda_graph and _feats(noise).is_cuda:
+        if isinstance(cuda_graph, GraphedFlow):
+            if cuda_graph.model is not model:
+                raise ValueError("cuda_graph is a GraphedFlow of another model")
+            if _feats(noise).is_cuda:
+                model = cuda_graph
+        elif cuda_graph and _feats(noise).is_cuda:
             model = GraphedFlow(model)
         x = noise
         run: dict = {}        # what lives for this run only (the CFG batch's repeated coordinates)
