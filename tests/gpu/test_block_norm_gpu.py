@@ -97,6 +97,9 @@ def test_norm_modulate_declines_what_it_does_not_take():
     assert mod.norm_modulate(wide, None, None, None, None, 1e-6, None, None) is NotImplemented  # C > 2048
     h = x.half()
     assert mod.norm_modulate(h, None, None, None, None, 1e-6, h[:1, None], None) is NotImplemented
+    # parameters that are not 16-byte aligned (read 16 bytes at a time): declined, not a misaligned load
+    wb = torch.randn(2 * 1024 + 1, device="cuda", dtype=torch.float16)
+    assert mod.norm_modulate(h, None, None, wb[1:1025], wb[1025:], 1e-6, None, None) is NotImplemented
     # through the dispatcher those all run the twin
     norm = LayerNorm32(1020, elementwise_affine=False, eps=1e-6).cuda()
     got = norm_modulate(odd, None, None, norm)

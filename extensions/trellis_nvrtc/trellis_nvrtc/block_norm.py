@@ -352,7 +352,8 @@ def norm_modulate(x: torch.Tensor, y, gate, weight, bias, eps: float, shift, sca
     if weight is not None:
         param_kind = _PARAM_KIND.get(weight.dtype)
         if param_kind is None or bias.dtype != weight.dtype or weight.numel() != C or bias.numel() != C \
-                or not weight.is_contiguous() or not bias.is_contiguous():
+                or not weight.is_contiguous() or not bias.is_contiguous() \
+                or weight.data_ptr() % 16 or bias.data_ptr() % 16:       # read 16 bytes at a time
             return NotImplemented
         flags |= 4
     if gate is not None:
@@ -397,7 +398,7 @@ def head_rms_norm(q: torch.Tensor, k: torch.Tensor, gamma_q: torch.Tensor, gamma
     (q_rows, q_stride), (k_rows, k_stride) = layout
     lanes = D // 8
     if D % 8 == 0 and lanes & (lanes - 1) == 0 and q_stride % 8 == 0 and k_stride % 8 == 0 \
-            and q.data_ptr() % 16 == 0 and k.data_ptr() % 16 == 0:
+            and all(t.data_ptr() % 16 == 0 for t in (q, k, gamma_q, gamma_k)):
         launch = _variant_launcher(rms_source, (H, D, bf, kind), q.device, "pppppp" + "iiii" + "d")
         if q_rows == k_rows:
             launch((q_rows * 2 + WARPS - 1) // WARPS, 32 * WARPS, index,
