@@ -6,7 +6,7 @@ The full-size random-weight pipeline of ``pipeline_gpu.py`` (12 + 12 steps, CFG 
 stage 2 on the fixed ~20 000-voxel shell). One warm-up run, one timed run, then each stage once more under
 torch.profiler: its wall seconds, the summed GPU kernel time (busy; wall - busy is time the GPU waited for the
 host), that time by kind of kernel (GEMM, attention, sparse conv, the blocks' fused norms, other elementwise,
-copies) and the top kernels.
+copies) and the top kernels, and on the host's side the operators and runtime calls with the most self CPU time.
 """
 from __future__ import annotations
 
@@ -58,9 +58,14 @@ def profiled(fn):
             launches += 1
     busy = sum(by_kind.values())
     top = sorted(by_name.items(), key=lambda kv: -kv[1])[:15]
+    # the host's side: the operators and runtime calls with the most self CPU time (a wait for the GPU shows as a
+    # synchronising call: cudaStreamSynchronize, cudaMemcpyAsync to the host, aten::item / _local_scalar_dense)
+    cpu = sorted(((a.key, a.self_cpu_time_total / 1e3, a.count) for a in prof.key_averages()),
+                 key=lambda r: -r[1])[:15]
     return {"wall_ms_profiled": round(wall * 1e3, 2), "gpu_busy_ms": round(busy, 2), "kernels": launches,
             "by_kind_ms": {k: round(v, 2) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
-            "top_ms": [[n, round(v, 2)] for n, v in top]}
+            "top_ms": [[n, round(v, 2)] for n, v in top],
+            "cpu_self_top_ms": [[n[:80], round(ms, 2), c] for n, ms, c in cpu]}
 
 
 def main() -> int:
@@ -105,6 +110,8 @@ def main() -> int:
         print(name, json.dumps({k: p[k] for k in ("wall_ms_profiled", "gpu_busy_ms", "kernels", "by_kind_ms")}))
         for n, v in p["top_ms"][:10]:
             print(f"    {v:9.2f} ms  {n}")
+        for n, v, c in p["cpu_self_top_ms"][:10]:
+            print(f"    host {v:9.2f} ms  {c:6d} x  {n}")
     Path(args.out).write_text(json.dumps(info, indent=1))
     return 0
 

@@ -76,6 +76,25 @@ def test_uniform_varlen_auto_equals_torch_varlen(count, n, l):
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("count, n, l", [(2, 4500, 4500), (2, 4500, 1374), (1, 3000, 3000), (3, 64, 77)])
+def test_uniform_batches_take_the_batched_flash_operator_with_varlen_attn_numbers(count, n, l):
+    """torch_varlen on packed sequences of one length runs SDPA's FlashAttention-2 operator on a [B, H, L, D] view
+    (one C++ call instead of varlen_attn's Python custom operator): the same kernel, the same numbers."""
+    assert fn._flash_batched_op() is not None
+    g = torch.Generator(device="cuda").manual_seed(n + l)
+    qkv = torch.randn(count * n, 3, 16, 64, device="cuda", generator=g).half()
+    q, k0, v0 = qkv.unbind(1)
+    kv = torch.randn(count * l, 2, 16, 64, device="cuda", generator=g).half()
+    k, v = (k0, v0) if n == l else kv.unbind(1)
+    sq, sk = SeqLens([n] * count, "cuda"), SeqLens([l] * count, "cuda")
+    got = fn._torch_varlen(q, k, v, sq, sk)
+    want = fn._torch_varlen_fn()(q, k, v, sq.cu, sk.cu, sq.max, sk.max)
+    assert got.shape == want.shape == q.shape and got.is_contiguous()
+    assert rel_rms(got, want) < 1e-3
+    assert (got == want).float().mean().item() > 0.99
+
+
+@torch.no_grad()
 def test_different_lengths_keep_the_varlen_kernel():
     g = torch.Generator(device="cuda").manual_seed(0)
     lq, lk = [3000, 4100], [1374, 1374]
