@@ -234,3 +234,31 @@ def test_linear_gelu_epilogue_equals_twin(dtype):
         finally:
             fastpaths.set_enabled(None)
     assert rel_rms(on, off) < (1e-3 if dtype == torch.float16 else 8e-3)     # bf16: units 8x coarser
+
+
+def test_linear_gelu_first_call_inside_a_capture_runs_the_twin():
+    """The epilogue's probe reads its result on the host, which a CUDA-graph capture forbids: a first call inside a
+    capture declines (the dispatcher runs the twin, which captures), and the probe runs at the next eager call."""
+    mod = epilogue_module()
+    mod._probed.clear()
+    ffn = FeedForwardNet(256).cuda().half().eval()
+    x = torch.randn(2, 64, 256, device="cuda").half()
+    with torch.no_grad():
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.stream(stream), torch.cuda.graph(graph, stream=stream):
+            out = ffn(x)
+        torch.cuda.current_stream().wait_stream(stream)
+        assert mod._probed == {}
+        graph.replay()
+        torch.cuda.synchronize()
+        fastpaths.set_enabled(False)
+        try:
+            want = ffn(x)
+        finally:
+            fastpaths.set_enabled(None)
+        assert torch.equal(out, want)               # the twin was captured
+        ffn(x)
+    assert mod._probed[(x.device.index, torch.float16)] is True
+    assert "linear_gelu:nvrtc" not in fastpaths._disabled

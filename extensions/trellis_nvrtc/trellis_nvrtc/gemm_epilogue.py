@@ -43,6 +43,8 @@ def _epilogue_is_tanh_gelu(device: torch.device, dtype: torch.dtype) -> bool:
     key = (device.index, dtype)
     got = _probed.get(key)
     if got is None:
+        if torch.cuda.is_current_stream_capturing():
+            return False         # the probe reads its result on the host: not inside a CUDA-graph capture
         with _lock:
             got = _probed.get(key)
             if got is None:
