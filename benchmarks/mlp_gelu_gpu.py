@@ -13,26 +13,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from block_norm_gpu import timed      # GPU ms per call of a replayed CUDA graph of the calls (and host ms)
+
 
 def graph_ms(fn, calls=50):
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(calls):
-            fn()
-    g.replay()
-    torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    g.replay()
-    b.record()
-    torch.cuda.synchronize()
-    return a.elapsed_time(b) / calls
+    return timed(fn, calls)[0]
 
 
 def main() -> int:

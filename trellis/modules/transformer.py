@@ -22,6 +22,14 @@ def head_layout(channels: int, num_heads: int | None, num_head_channels: int = 6
     return heads, channels // heads
 
 
+def eager_fast_path(name: str, twin, x: torch.Tensor, *args):
+    """``twin(x, *args)``, through the fast path ``name`` when ``x`` is on CUDA and not being traced by torch.compile
+    (there the twin is traced: Inductor fuses it itself)."""
+    if not x.is_cuda or torch.compiler.is_compiling():
+        return twin(x, *args)
+    return fastpaths.dispatch(name, x.device, twin, x, *args)
+
+
 def linear_gelu_torch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``tanh-GELU(x @ weight^T + bias)``: the MLPs' first layer and activation (the twin of the fast path
     "linear_gelu", which puts the GELU in the GEMM's epilogue)."""
@@ -30,9 +38,7 @@ def linear_gelu_torch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
 
 def linear_gelu(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     """``linear_gelu_torch`` with ``linear``'s parameters, through the fast path "linear_gelu" on CUDA (eager)."""
-    if not x.is_cuda or torch.compiler.is_compiling():
-        return linear_gelu_torch(x, linear.weight, linear.bias)
-    return fastpaths.dispatch("linear_gelu", x.device, linear_gelu_torch, x, linear.weight, linear.bias)
+    return eager_fast_path("linear_gelu", linear_gelu_torch, x, linear.weight, linear.bias)
 
 
 class FeedForwardNet(nn.Module):
@@ -108,9 +114,7 @@ def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torc
 def gated_residual_sum(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``gated_residual`` through the fast path "gated_residual" on CUDA (eager): PyTorch's ``addcmul`` cannot
     vectorise a gate that broadcasts ([B, 1, C]) and took ~2x the memory traffic's time."""
-    if not x.is_cuda or torch.compiler.is_compiling():
-        return gated_residual(x, gate, y)
-    return fastpaths.dispatch("gated_residual", x.device, gated_residual, x, gate, y)
+    return eager_fast_path("gated_residual", gated_residual, x, gate, y)
 
 
 # ------------------------------------------------------------- the blocks' norms: twins and their dispatch
@@ -136,10 +140,8 @@ def norm_modulate_torch(x: torch.Tensor, y: torch.Tensor | None, gate: torch.Ten
 def norm_modulate(x: torch.Tensor, y: torch.Tensor | None, gate: torch.Tensor | None, norm: nn.LayerNorm,
                   shift: torch.Tensor | None = None, scale: torch.Tensor | None = None):
     """``norm_modulate_torch`` with ``norm``'s parameters, through the fast path "norm_modulate" on CUDA."""
-    args = (x, y, gate, norm.weight, norm.bias, norm.eps, shift, scale)
-    if not x.is_cuda or torch.compiler.is_compiling():
-        return norm_modulate_torch(*args)
-    return fastpaths.dispatch("norm_modulate", x.device, norm_modulate_torch, *args)
+    return eager_fast_path("norm_modulate", norm_modulate_torch, x, y, gate, norm.weight, norm.bias, norm.eps, shift,
+                           scale)
 
 
 def head_rms_norm_torch(q: torch.Tensor, k: torch.Tensor, gamma_q: torch.Tensor, gamma_k: torch.Tensor,
@@ -151,10 +153,7 @@ def head_rms_norm_torch(q: torch.Tensor, k: torch.Tensor, gamma_q: torch.Tensor,
 def head_rms_norm(q: torch.Tensor, k: torch.Tensor, q_norm: MultiHeadRMSNorm, k_norm: MultiHeadRMSNorm):
     """``head_rms_norm_torch`` with the two modules' gains (one head size, so one scale), through the fast path
     "head_rms_norm" on CUDA."""
-    args = (q, k, q_norm.gamma, k_norm.gamma, q_norm.scale)
-    if not q.is_cuda or torch.compiler.is_compiling():
-        return head_rms_norm_torch(*args)
-    return fastpaths.dispatch("head_rms_norm", q.device, head_rms_norm_torch, *args)
+    return eager_fast_path("head_rms_norm", head_rms_norm_torch, q, k, q_norm.gamma, k_norm.gamma, q_norm.scale)
 
 
 class ModulatedTransformerCrossBlock(nn.Module):

@@ -54,6 +54,17 @@ __device__ __forceinline__ float param(const void* p, long long i, int kind) {  
     if (kind == 0) return ((const float*)p)[i];
     return h2f(((const unsigned short*)p)[i], kind == 2);
 }
+// values 8 * c8 .. 8 * c8 + 7 of a parameter vector of dtype kind, in 16-byte loads (p 16-byte aligned)
+__device__ __forceinline__ void param8(const void* p, int c8, float* f, int kind) {
+    if (kind == 0) {
+        const U4 a = ((const U4*)p)[2 * c8], b = ((const U4*)p)[2 * c8 + 1];
+        f[0] = __uint_as_float(a.a); f[1] = __uint_as_float(a.b); f[2] = __uint_as_float(a.c);
+        f[3] = __uint_as_float(a.d); f[4] = __uint_as_float(b.a); f[5] = __uint_as_float(b.b);
+        f[6] = __uint_as_float(b.c); f[7] = __uint_as_float(b.d);
+    } else {
+        unpack8(((const U4*)p)[c8], f, kind == 2);
+    }
+}
 """
 
 # Compile-time constants of a variant: C_ channels, FLAGS_ (below), PK_ the LayerNorm parameters' dtype (0 fp32, 1 fp16,
@@ -63,16 +74,6 @@ _NORM_TEMPLATE = r"""
 #define BF_ ((FLAGS_ >> 4) & 1)
 #define NCH (C_ / 8)
 #define KPL ((NCH + 31) / 32)
-__device__ __forceinline__ void param8(const void* p, int c8, float* f) {
-    if (PK_ == 0) {
-        const U4 a = ((const U4*)p)[2 * c8], b = ((const U4*)p)[2 * c8 + 1];
-        f[0] = __uint_as_float(a.a); f[1] = __uint_as_float(a.b); f[2] = __uint_as_float(a.c);
-        f[3] = __uint_as_float(a.d); f[4] = __uint_as_float(b.a); f[5] = __uint_as_float(b.b);
-        f[6] = __uint_as_float(b.c); f[7] = __uint_as_float(b.d);
-    } else {
-        unpack8(((const U4*)p)[c8], f, PK_ == 2);
-    }
-}
 extern "C" __global__ void __launch_bounds__(WARPS_ * 32) KERNEL_NAME(
     const unsigned short* __restrict__ x, const unsigned short* __restrict__ y,
     const unsigned short* __restrict__ gate, const void* __restrict__ weight, const void* __restrict__ bias,
@@ -136,7 +137,7 @@ extern "C" __global__ void __launch_bounds__(WARPS_ * 32) KERNEL_NAME(
         const int c8 = k * 32 + lane;
         if (c8 < NCH) {
             float o[8], w[8], b[8];
-            if (FLAGS_ & 4) { param8(weight, c8, w); param8(bias, c8, b); }
+            if (FLAGS_ & 4) { param8(weight, c8, w, PK_); param8(bias, c8, b, PK_); }
 #pragma unroll
             for (int j = 0; j < 8; ++j) {
                 float h = (v[k * 8 + j] - mean) * rstd;
@@ -200,14 +201,7 @@ extern "C" __global__ void __launch_bounds__(WARPS_ * 32) KERNEL_NAME(
         const float n = fmaxf(sqrtf(ss), 1e-12f);
         if (c8 < NCH) {
             float gg[8];
-            if (PK_ == 0) {
-                const U4 a = ((const U4*)g)[2 * c8], b = ((const U4*)g)[2 * c8 + 1];
-                gg[0] = __uint_as_float(a.a); gg[1] = __uint_as_float(a.b); gg[2] = __uint_as_float(a.c);
-                gg[3] = __uint_as_float(a.d); gg[4] = __uint_as_float(b.a); gg[5] = __uint_as_float(b.b);
-                gg[6] = __uint_as_float(b.c); gg[7] = __uint_as_float(b.d);
-            } else {
-                unpack8(((const U4*)g)[c8], gg, PK_ == 2);
-            }
+            param8(g, c8, gg, PK_);
             float o[8];
 #pragma unroll
             for (int j = 0; j < 8; ++j) o[j] = f[j] / n * gg[j] * s;

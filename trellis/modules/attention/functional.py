@@ -275,14 +275,19 @@ def _uniform(s: SeqLens) -> bool:
     return len(s.host) > 0 and s.host[0] > 0 and s.host.count(s.host[0]) == len(s.host)
 
 
-def _cudnn_uniform(q, k, v, sq: SeqLens, sk: SeqLens):
+def _uniform_batch(attend, q, k, v, sq: SeqLens, sk: SeqLens):
     """Packed sequences that all have one length (a flow's CFG pair on one structure; the cross-attention's
-    condition tokens) are a dense batch: [B * L, H, D] viewed as [B, H, L, D], no copy."""
+    condition tokens) are a dense batch: [B * L, H, D] viewed as [B, H, L, D], no copy, for ``attend`` (dense
+    attention on [B, H, L, D] tensors); its output is packed again (no copy where it is [B, L, H, D] in memory)."""
     b, nq, nk = len(sq.host), sq.host[0], sk.host[0]
     qt = q.view(b, nq, *q.shape[1:]).transpose(1, 2)
     kt = k.view(len(sk.host), nk, *k.shape[1:]).transpose(1, 2)
     vt = v.view(len(sk.host), nk, *v.shape[1:]).transpose(1, 2)
-    return _sdpa_cudnn_first(qt, kt, vt).transpose(1, 2).reshape(q.shape[0], *q.shape[1:-1], v.shape[-1])
+    return attend(qt, kt, vt).transpose(1, 2).reshape(q.shape[0], *q.shape[1:-1], v.shape[-1])
+
+
+def _cudnn_uniform(q, k, v, sq: SeqLens, sk: SeqLens):
+    return _uniform_batch(_sdpa_cudnn_first, q, k, v, sq, sk)
 
 
 def _torch_varlen(q, k, v, sq: SeqLens, sk: SeqLens):
@@ -300,16 +305,11 @@ def _flash_batched_op():
 
 
 def _flash_uniform(op, q, k, v, sq: SeqLens, sk: SeqLens):
-    """Packed sequences of one length (a flow's CFG pair on one structure; the cross-attention's condition tokens)
-    as a dense batch through the same FlashAttention-2 kernel, one C++ operator call: ``varlen_attn`` is a Python
-    custom operator whose dispatch took 75-107 us of host time per call on the H100 hosts (576 calls per SLat
-    stage), where the flow's eager steps are bound by the host. [B * L, H, D] viewed as [B, H, L, D], no copy; the
-    kernel writes [B, L, H, D], which is the packed layout again."""
-    b, nq, nk = len(sq.host), sq.host[0], sk.host[0]
-    qt = q.view(b, nq, *q.shape[1:]).transpose(1, 2)
-    kt = k.view(len(sk.host), nk, *k.shape[1:]).transpose(1, 2)
-    vt = v.view(len(sk.host), nk, *v.shape[1:]).transpose(1, 2)
-    return op(qt, kt, vt)[0].transpose(1, 2).reshape(q.shape[0], *q.shape[1:-1], v.shape[-1])
+    """Packed sequences of one length as a dense batch (``_uniform_batch``) through the same FlashAttention-2
+    kernel, one C++ operator call: ``varlen_attn`` is a Python custom operator whose dispatch took 75-107 us of host
+    time per call on the H100 hosts (576 calls per SLat stage), where the flow's eager steps are bound by the host.
+    The kernel writes [B, L, H, D], the packed layout again."""
+    return _uniform_batch(lambda qt, kt, vt: op(qt, kt, vt)[0], q, k, v, sq, sk)
 
 
 def _flash_varlen(fa, q, k, v, sq: SeqLens, sk: SeqLens):
