@@ -225,7 +225,7 @@ class TrellisPipeline:
         weights = tuple((t.data_ptr(), t.dtype) for t in (*flow.parameters(), *flow.buffers()))
         kept = self._kept_graphs.get(model_key)
         if kept is None or kept[0] != weights or kept[1].model is not flow:
-            kept = self._kept_graphs[model_key] = (weights, GraphedFlow(flow))
+            kept = self._kept_graphs[model_key] = (weights, GraphedFlow(flow, kept=True))
         return kept[1]
 
     @contextlib.contextmanager

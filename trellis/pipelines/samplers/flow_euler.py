@@ -126,6 +126,8 @@ class FlowEulerSampler:
         for k in range(steps):
             check(cancel)
             t, t_next = ts[k], ts[k + 1]
+            if isinstance(model, GraphedFlow):
+                model.steps_left = steps - k - 1
             v = self._velocity(model, x, t, cond, step=k, _run=run, **kwargs)
             xf = _feats(x)
             x0 = (1 - self.sigma_min) * xf - (self.sigma_min + (1 - self.sigma_min) * t) * v
