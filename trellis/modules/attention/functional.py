@@ -291,25 +291,20 @@ def _cudnn_uniform(q, k, v, sq: SeqLens, sk: SeqLens):
 
 
 def _torch_varlen(q, k, v, sq: SeqLens, sk: SeqLens):
-    if _uniform(sq) and _uniform(sk) and q.shape[-1] % 8 == 0 and q.shape[-1] <= 256:
-        op = _flash_batched_op()
-        if op is not None:
-            return _flash_uniform(op, q, k, v, sq, sk)
+    op = _flash_forward_op()
+    if op is not None and q.shape[-1] % 8 == 0 and q.shape[-1] <= 256:
+        return op(q, k, v, sq.cu, sk.cu, sq.max, sk.max, 0.0, False, False)[0]
     return _torch_varlen_fn()(q, k, v, sq.cu, sk.cu, sq.max, sk.max)
 
 
 @lru_cache(maxsize=None)
-def _flash_batched_op():
-    """SDPA's FlashAttention-2 operator (the kernel ``varlen_attn`` runs, for batches of one length), or None."""
-    return getattr(torch.ops.aten, "_scaled_dot_product_flash_attention", None)
-
-
-def _flash_uniform(op, q, k, v, sq: SeqLens, sk: SeqLens):
-    """Packed sequences of one length as a dense batch (``_uniform_batch``) through the same FlashAttention-2
-    kernel, one C++ operator call: ``varlen_attn`` is a Python custom operator whose dispatch took 75-107 us of host
-    time per call on the H100 hosts (576 calls per SLat stage), where the flow's eager steps are bound by the host.
-    The kernel writes [B, L, H, D], the packed layout again."""
-    return _uniform_batch(lambda qt, kt, vt: op(qt, kt, vt)[0], q, k, v, sq, sk)
+def _flash_forward_op():
+    """The ATen FlashAttention-2 operator that ``varlen_attn`` calls (packed [T, H, D] tensors, cumulative lengths),
+    or None. Called directly: ``varlen_attn`` is a Python custom operator whose dispatch took 75-107 us of host time
+    per call on the H100 hosts, and SDPA's batched operator on [B, H, L, D] views (used for sequences of one length
+    before) ~80 us with its views and checks, against ~36 us for this one call (the SLat flow's eager steps wait
+    on the host: 48 attention calls per forward). The same kernel: bit-equal to both (tests/gpu)."""
+    return getattr(torch.ops.aten, "_flash_attention_forward", None)
 
 
 def _flash_varlen(fa, q, k, v, sq: SeqLens, sk: SeqLens):
