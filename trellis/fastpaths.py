@@ -231,9 +231,26 @@ def _kernel_reason(kernel: Kernel, device: torch.device, setting: str) -> Option
     return None
 
 
+# _usable_kernels' answers: (name, device, raw setting, override) -> (kernels, _disabled, len(_disabled),
+# _backend_reason, usable). The flows' blocks dispatch ~150 times per network pass, where the eager steps wait on
+# the host: each answer is worked out once and reused while nothing it depends on changed (the setting is still
+# read at every call; a failure switching a kernel off, another override or kernel table gives a new answer).
+_usable_memo: dict = {}
+
+
 def _usable_kernels(name: str, device) -> list:
-    device, setting = torch.device(device), _setting()
-    return [k for k in KERNELS[name] if _kernel_reason(k, device, setting) is None]
+    device, kernels = torch.device(device), KERNELS[name]
+    key = (name, device, os.environ.get(ENV_VAR), _override)
+    hit = _usable_memo.get(key)
+    if (hit is not None and hit[0] is kernels and hit[1] is _disabled and hit[2] == len(_disabled)
+            and hit[3] is _backend_reason):
+        return hit[4]
+    setting = _setting()
+    usable = [k for k in kernels if _kernel_reason(k, device, setting) is None]
+    if len(_usable_memo) > 256:
+        _usable_memo.clear()
+    _usable_memo[key] = (kernels, _disabled, len(_disabled), _backend_reason, usable)
+    return usable
 
 
 def reason_off(name: str, device) -> Optional[str]:
