@@ -34,6 +34,9 @@ KINDS = [("attention", r"flash|fmha|attention|cudnn.*sdpa|sdpa"),
          ("elementwise", r"elementwise|vectorized|reduce|softmax|gelu|silu")]
 
 
+TOP_PRINTED = 20       # kernels listed per stage on stdout (the JSON keeps 30)
+
+
 def kind_of(name: str) -> str:
     for kind, pattern in KINDS:
         if re.search(pattern, name, re.IGNORECASE):
@@ -49,22 +52,23 @@ def profiled(fn):
         fn()
         torch.cuda.synchronize()
         wall = time.perf_counter() - t0
-    by_kind, by_name, launches = defaultdict(float), defaultdict(float), 0
+    by_kind, by_name, calls, launches = defaultdict(float), defaultdict(float), defaultdict(int), 0
     for e in prof.events():
         if e.device_type == torch.autograd.DeviceType.CUDA:
             us = e.device_time if hasattr(e, "device_time") else e.cuda_time
             by_kind[kind_of(e.name)] += us / 1e3
             by_name[e.name[:90]] += us / 1e3
+            calls[e.name[:90]] += 1
             launches += 1
     busy = sum(by_kind.values())
-    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:15]
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:30]
     # the host's side: the operators and runtime calls with the most self CPU time (a wait for the GPU shows as a
     # synchronising call: cudaStreamSynchronize, cudaMemcpyAsync to the host, aten::item / _local_scalar_dense)
     cpu = sorted(((a.key, a.self_cpu_time_total / 1e3, a.count) for a in prof.key_averages()),
                  key=lambda r: -r[1])[:15]
     return {"wall_ms_profiled": round(wall * 1e3, 2), "gpu_busy_ms": round(busy, 2), "kernels": launches,
             "by_kind_ms": {k: round(v, 2) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
-            "top_ms": [[n, round(v, 2)] for n, v in top],
+            "top_ms": [[n, round(v, 2), calls[n]] for n, v in top],
             "cpu_self_top_ms": [[n[:80], round(ms, 2), c] for n, ms, c in cpu]}
 
 
@@ -108,8 +112,8 @@ def main() -> int:
         }
     for name, p in info["profile"].items():
         print(name, json.dumps({k: p[k] for k in ("wall_ms_profiled", "gpu_busy_ms", "kernels", "by_kind_ms")}))
-        for n, v in p["top_ms"][:10]:
-            print(f"    {v:9.2f} ms  {n}")
+        for n, v, c in p["top_ms"][:TOP_PRINTED]:
+            print(f"    {v:9.2f} ms  {c:6d} x  {n}")
         for n, v, c in p["cpu_self_top_ms"][:10]:
             print(f"    host {v:9.2f} ms  {c:6d} x  {n}")
     Path(args.out).write_text(json.dumps(info, indent=1))

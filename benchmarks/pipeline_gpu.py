@@ -95,6 +95,9 @@ def main() -> int:
     ap.add_argument("--commit", default="?")
     ap.add_argument("--presets", default=None, help="comma-separated preset names (default: all)")
     ap.add_argument("--repeats", type=int, default=1, help="timed runs per preset after the warm-up (median shown)")
+    ap.add_argument("--vary", type=int, default=0,
+                    help="drop this many more voxels from the structure at every run (the warm-up included), so each "
+                         "run brings new shapes as each job does in the app (caches per shape then count)")
     ap.add_argument("--limit-gib", type=float, default=None,
                     help="cap this process's GPU memory first (set_memory_limit): what a card of that size allows")
     args = ap.parse_args()
@@ -106,9 +109,17 @@ def main() -> int:
         pipe.set_memory_policy(offload="model")     # under a cap the models wait in host memory from the start
     pipe = pipe.to("cuda")
     coords = shell_structure(args.voxels).coords
+    rounds = [0]
+
+    def structure() -> torch.Tensor:
+        """The fixed structure, or with --vary one with fewer voxels at every run of the process (new shapes)."""
+        if not args.vary:
+            return coords
+        rounds[0] += 1
+        return coords[args.vary * rounds[0]:]
     image = torch.rand(1, 3, 518, 518, generator=torch.Generator().manual_seed(0))
     info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "commit": args.commit,
-            "limit_gib": args.limit_gib,
+            "limit_gib": args.limit_gib, "vary": args.vary,
             "date": time.strftime("%Y-%m-%d"), "voxels": int(coords.shape[0]), "steps": args.steps, "presets": {}}
     latents = {}
     wanted = [n.strip() for n in args.presets.split(",")] if args.presets else [p[0] for p in PRESETS]
@@ -122,9 +133,9 @@ def main() -> int:
                                compile=compiled)
         torch.cuda.empty_cache()
         t0 = time.perf_counter()
-        one_run(pipe, image, coords, args)                      # warm-up (compiles, when compiled)
+        one_run(pipe, image, structure(), args)                # warm-up (compiles, when compiled)
         warmup_s = time.perf_counter() - t0
-        runs = [one_run(pipe, image, coords, args) for _ in range(args.repeats)]
+        runs = [one_run(pipe, image, structure(), args) for _ in range(args.repeats)]
         runs.sort(key=lambda r: r[0])
         total, stages, latents[name] = runs[len(runs) // 2]     # the median run
         info["presets"][name] = {"total_seconds": total, "stages": stages, "warmup_seconds": warmup_s,
@@ -134,9 +145,10 @@ def main() -> int:
         info["presets"][name]["cfg_batch_per_stage"] = dict(pipe.last_cfg_batch)
         print(json.dumps({name: info["presets"][name]}), flush=True)
     ref = latents["fp16 eager"]
-    info["slat_rel_rms_vs_fp16_eager"] = {
-        n: float((v - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt()) for n, v in latents.items()}
-    print(json.dumps(info["slat_rel_rms_vs_fp16_eager"]))
+    if not args.vary:                 # (with --vary every run has its own structure: nothing to compare)
+        info["slat_rel_rms_vs_fp16_eager"] = {
+            n: float((v - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt()) for n, v in latents.items()}
+        print(json.dumps(info["slat_rel_rms_vs_fp16_eager"]))
     Path(args.out).write_text(json.dumps(info, indent=1))
     print(markdown(info))
     return 0
