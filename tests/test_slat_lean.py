@@ -210,3 +210,50 @@ def test_lean_only_when_the_device_is_short(tiny_pipeline_dir, monkeypatch):
     free["bytes"] = 8 * 2 ** 30                 # memory freed up before the next job: stage 2 decides again
     p.run(object_image(), seed=3, preprocess_image=False, formats=["gaussian"], **FAST)
     assert not flow_model.lean
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_unguided_steps_take_the_maps_of_the_repeated_pair(batch, monkeypatch):
+    """The sampler's batched CFG pair builds the neighbour maps and down-sampling plans once; the unguided steps at
+    the end of a CFG-interval run get those of the pair's first copy (spatial.share_first_copy) instead of building
+    their own (which waits on the GPU mid-run). The shared maps equal freshly built ones, and the whole sampling is
+    the same bit for bit with and without the sharing."""
+    from trellis.modules.sparse import spatial
+    from trellis.modules.sparse.conv import neighbour_map
+    from trellis.pipelines.samplers import FlowEulerGuidanceIntervalSampler
+    from trellis.pipelines.samplers import flow_euler
+
+    x = structure(5, batch=batch)
+    pair = flow_euler._Repeated(2)(x)
+    neighbour_map(pair, 3)
+    neighbour_map(spatial.downsample(pair), 3)
+    spatial.share_first_copy(pair, x)
+    fresh = SparseTensor(x.feats, x.coords.clone())
+    assert torch.equal(x.cache[("neighbour_map", 3, x.device)], neighbour_map(fresh, 3))
+    shared_down, fresh_down = spatial.downsample(x), spatial.downsample(fresh)
+    assert torch.equal(shared_down.coords, fresh_down.coords) and shared_down.layout == fresh_down.layout
+    assert torch.equal(shared_down.feats, fresh_down.feats)
+    assert torch.equal(shared_down.cache[("neighbour_map", 3, x.device)], neighbour_map(fresh_down, 3))
+    back = spatial.upsample(shared_down)
+    assert back.coords is x.coords and torch.equal(back.feats, spatial.upsample(fresh_down).feats)
+
+    model = flow(3)
+    cond = torch.randn(batch, 7, 32, generator=torch.Generator().manual_seed(1))
+    kw = dict(steps=6, cfg_strength=3.0, cfg_interval=(0.5, 1.0), rescale_t=3.0, cfg_batch=True, verbose=False)
+    built = []
+    real_map = spatial.share_first_copy
+
+    def sharing(src, dst):
+        before = set(dst.cache)
+        real_map(src, dst)
+        built.append(set(dst.cache) - before)
+
+    def sample(share):
+        noise = SparseTensor(x.feats.clone(), x.coords.clone())
+        monkeypatch.setattr(flow_euler, "share_first_copy", sharing if share else lambda src, dst: None)
+        with torch.no_grad():
+            return FlowEulerGuidanceIntervalSampler().sample(model, noise, cond, torch.zeros_like(cond), **kw)
+    a, b = sample(True), sample(False)
+    assert any(("downsample", 2, x.device) in keys for keys in built)     # the unguided steps took the pair's
+    for p, q in zip(a.pred_x_t, b.pred_x_t):
+        assert torch.equal(p.feats, q.feats)

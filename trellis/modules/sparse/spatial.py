@@ -84,3 +84,36 @@ class SparseUpsample(_Resample):
 class SparseSubdivide(nn.Module):
     def forward(self, x: SparseTensor) -> SparseTensor:
         return subdivide(x)
+
+
+def share_first_copy(src: SparseTensor, dst: SparseTensor) -> None:
+    """Give ``dst`` the cached maps of the first ``len(dst)`` rows of ``src``, where ``src`` is ``dst`` repeated
+    along the batch (the sampler's batched CFG pair: copy k of dst's items becomes items k * B ... of src), so that
+    dst's own maps need not be built again (a build waits on the GPU several times: the unguided steps at the end
+    of a CFG-interval run otherwise rebuild them mid-run). Only maps derived exactly are given (the same numbers
+    as building them on dst): neighbour maps and down-sampling plans, recursively for the coarser levels; anything
+    else dst builds itself as before. Entries dst already has are kept."""
+    n, total = dst.coords.shape[0], src.coords.shape[0]
+    if n == 0 or total % n or dst.batch_size * (total // n) != src.batch_size:
+        return
+    _share_level(src, dst.cache, dst.coords, dst.layout, n, total)
+
+
+def _share_level(src: SparseTensor | None, cache: dict, coords: torch.Tensor, layout: list, n: int,
+                 total: int, src_cache: dict | None = None) -> None:
+    src_cache = src.cache if src_cache is None else src_cache
+    for key, value in list(src_cache.items()):
+        if not isinstance(key, tuple) or key in cache:
+            continue
+        if key[0] == "neighbour_map" and torch.is_tensor(value) and value.shape[0] == total:
+            first = value[:n]
+            cache[key] = torch.where(first == total, torch.full_like(first, n), first)
+        elif key[0] == "downsample" and isinstance(value, tuple) and len(value) == 5:
+            p_coords, p_layout, p_cache, inverse, divisor = value
+            items = len(layout)
+            m = sum(s.stop - s.start for s in p_layout[:items])       # the first copy's parents come first
+            child_inverse = inverse[:n]
+            parent_cache = {("upsample", key[1]): (coords, layout, cache, child_inverse)}
+            parent_layout = list(p_layout[:items])
+            _share_level(None, parent_cache, p_coords[:m], parent_layout, m, p_coords.shape[0], src_cache=p_cache)
+            cache[key] = (p_coords[:m], parent_layout, parent_cache, child_inverse, divisor[:m])

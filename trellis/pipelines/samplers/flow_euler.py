@@ -16,6 +16,7 @@ import torch
 
 from ...core.callbacks import CancelCheck, StepProgress, check
 from ...modules.sparse import SparseTensor
+from ...modules.sparse.spatial import share_first_copy
 from .cuda_graph import GraphedFlow
 
 
@@ -67,6 +68,12 @@ class _Repeated:
             self._template = SparseTensor(torch.cat([x.feats] * self.n), coords)
             self._coords_of = x.coords
         return self._template.replace(torch.cat([x.feats] * self.n))
+
+    def share_maps(self, x) -> None:
+        """Give x (this run's state, unrepeated) the cached maps of its first copy in the repeated template
+        (``share_first_copy``): the unguided steps then run without building them again."""
+        if isinstance(x, SparseTensor) and self._template is not None and self._coords_of is x.coords:
+            share_first_copy(self._template, x)
 
 
 def _repeater(run: Optional[dict], n: int) -> _Repeated:
@@ -169,6 +176,10 @@ class FlowEulerCfgSampler(FlowEulerSampler):
             rep = _repeater(_run, len(branches))
             outs = _split(self._call_model(model, rep(x), t, torch.cat(branches), **kwargs), len(branches))
         else:
+            if _run and isinstance(x, SparseTensor):
+                for key, rep in _run.items():
+                    if key[0] == "repeat":
+                        rep.share_maps(x)
             outs = [_feats(self._call_model(model, x, t, c, **kwargs)) for c in branches]
         if guided:
             *pos, neg = outs
