@@ -305,7 +305,9 @@ def dispatch(name: str, device, twin: Callable, *args, on_failure: Optional[Call
             # Kernels launch on the current CUDA device: make it the data's (cuda:1 from a thread whose
             # current device is cuda:0 would otherwise run on the wrong GPU). Switching costs microseconds, which
             # the blocks' norm kernels (~100 calls per network pass) notice: only when it is another device.
-            switch = (device.type == "cuda" and device.index is not None and torch.cuda.is_available()
+            # (No torch.cuda.is_available() here: it reads the environment at every call, and a CUDA device
+            # with an index reaches this point only from tensors that live on it.)
+            switch = (device.type == "cuda" and device.index is not None
                       and device.index != torch.cuda.current_device())
             with torch.cuda.device(device) if switch else contextlib.nullcontext():
                 out = fn(*args, **kwargs)

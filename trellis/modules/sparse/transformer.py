@@ -103,13 +103,12 @@ class SparseModulatedTransformerCrossBlock(ModulatedTransformerCrossBlock):
     LEAN_MLP_ELEMENTS = 1 << 23
 
     def forward(self, x: SparseTensor, emb: torch.Tensor, context: torch.Tensor, lean: bool = False) -> SparseTensor:
-        mods = self.modulation(emb)
         rows = equal_rows(x)
         if rows is None:                  # items of different sizes: one modulation row per voxel
             index = x.batch_index()
-            mods, shape = [m[index] for m in mods], x.feats.shape
+            mods, shape = [m[index] for m in self.modulation(emb)], x.feats.shape
         else:                             # [B, rows, C] views: the [B, 1, C] modulation broadcasts
-            mods, shape = [m[:, None] for m in mods], (len(x.layout), rows, x.feats.shape[-1])
+            mods, shape = self.item_modulation(emb), (len(x.layout), rows, x.feats.shape[-1])
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods
 
         def rows_of(t: torch.Tensor) -> torch.Tensor:
