@@ -26,7 +26,8 @@
 #   chain       pipeline_gpu.py (issue 14's chain, resident fp16 and low-VRAM, 3 warm runs each)
 #   columns     pipeline_gpu.py per path, 3 warm runs each: Triton (fp16 resident = the default, fp16 eager, fp16
 #               compiled, low-VRAM, low-VRAM compiled), Windows without Triton (fp16 resident, fp16 eager, low-VRAM:
-#               NVRTC kernels, the sparse conv too), fast paths off (the same three presets)
+#               NVRTC kernels, the sparse conv too), fast paths off (the same three presets); REPEATS=N runs,
+#               VARY=V a new structure at every run (pipeline_gpu.py --vary), P4= / P2= other preset lists
 #   ab          pipeline_gpu.py (fp16 eager, low-VRAM; 3 warm runs) A B A B: A this tree, B a copy of it with
 #               $BEFORE_PATCH (a `git diff` of the change, carried) reversed, i.e. the code before, on one host
 #   e2e         e2e_gpu.py --presets low-vram (image -> GLB with the random-weight blob, the worst case) with
@@ -125,12 +126,14 @@ import export_realistic_gpu as e; sys.exit(e.main(sys.argv[1:]))'
         chain)
             run chain "$PY" benchmarks/pipeline_gpu.py --repeats 3 --commit "$COMMIT" --out "$OUT/chain.json" ;;
         columns)
-            P4="fp16 resident,fp16 eager,fp16 compiled,low-VRAM,low-VRAM compiled"; P2="fp16 resident,fp16 eager,low-VRAM"
-            run chain_triton "$PY" benchmarks/pipeline_gpu.py --repeats 3 --presets "$P4" --commit "$COMMIT" \
+            P4="${P4:-fp16 resident,fp16 eager,fp16 compiled,low-VRAM,low-VRAM compiled}"
+            P2="${P2:-fp16 resident,fp16 eager,low-VRAM}"
+            R=(--repeats "${REPEATS:-3}" --vary "${VARY:-0}")
+            run chain_triton "$PY" benchmarks/pipeline_gpu.py "${R[@]}" --presets "$P4" --commit "$COMMIT" \
                 --out "$OUT/chain_triton.json"
             run chain_windows "${WINDOWS[@]}" "$PY" benchmarks/pipeline_gpu.py \
-                --repeats 3 --presets "$P2" --commit "$COMMIT" --out "$OUT/chain_windows.json"
-            run chain_off env TRELLIS_FAST_PATHS=off "$PY" benchmarks/pipeline_gpu.py --repeats 3 --presets "$P2" \
+                "${R[@]}" --presets "$P2" --commit "$COMMIT" --out "$OUT/chain_windows.json"
+            run chain_off env TRELLIS_FAST_PATHS=off "$PY" benchmarks/pipeline_gpu.py "${R[@]}" --presets "$P2" \
                 --commit "$COMMIT" --out "$OUT/chain_off.json" ;;
         ab)
             BEFORE_TREE="$(mktemp -d)/before"
