@@ -96,12 +96,11 @@ def share_first_copy(src: SparseTensor, dst: SparseTensor) -> None:
     n, total = dst.coords.shape[0], src.coords.shape[0]
     if n == 0 or total % n or dst.batch_size * (total // n) != src.batch_size:
         return
-    _share_level(src, dst.cache, dst.coords, dst.layout, n, total)
+    _share_level(src.cache, dst.cache, dst.coords, dst.layout, n, total)
 
 
-def _share_level(src: SparseTensor | None, cache: dict, coords: torch.Tensor, layout: list, n: int,
-                 total: int, src_cache: dict | None = None) -> None:
-    src_cache = src.cache if src_cache is None else src_cache
+def _share_level(src_cache: dict, cache: dict, coords: torch.Tensor, layout: list, n: int, total: int) -> None:
+    """One resolution level of ``share_first_copy``: ``src_cache`` (``total`` rows) into ``cache`` (the first ``n``)."""
     for key, value in list(src_cache.items()):
         if not isinstance(key, tuple) or key in cache:
             continue
@@ -115,5 +114,5 @@ def _share_level(src: SparseTensor | None, cache: dict, coords: torch.Tensor, la
             child_inverse = inverse[:n]
             parent_cache = {("upsample", key[1]): (coords, layout, cache, child_inverse)}
             parent_layout = list(p_layout[:items])
-            _share_level(None, parent_cache, p_coords[:m], parent_layout, m, p_coords.shape[0], src_cache=p_cache)
+            _share_level(p_cache, parent_cache, p_coords[:m], parent_layout, m, p_coords.shape[0])
             cache[key] = (p_coords[:m], parent_layout, parent_cache, child_inverse, divisor[:m])
