@@ -15,8 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from networks_gpu import build, shell_structure
-from trellis.modules.sparse import SparseTensor
+from networks_gpu import build, shell_pair
 from trellis.pipelines.samplers import cuda_graph as cg
 
 dev = "cuda"
@@ -25,9 +24,7 @@ cond = torch.randn(2, 1374, 1024, device=dev)
 t = torch.full((2,), 500.0, device=dev)
 
 def pair(n, drop=0):
-    c = shell_structure(n).coords[drop:]
-    c2 = torch.cat([c, c + torch.tensor([1, 0, 0, 0], device=dev, dtype=c.dtype)])
-    return SparseTensor(torch.randn(c2.shape[0], model.in_channels, device=dev), c2)
+    return shell_pair(n, model.in_channels, drop, device=dev)
 
 def ms(a, b): return (b - a) * 1e3
 with torch.no_grad():

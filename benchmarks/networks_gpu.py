@@ -49,6 +49,16 @@ def shell_structure(target: int, res: int = 64, device="cuda") -> SparseTensor:
     return SparseTensor(torch.randn(len(xyz), 8, device=device, generator=g), coords)
 
 
+def shell_pair(target: int, channels: int, drop: int = 0, device="cuda") -> SparseTensor:
+    """The SLat flow's batched CFG input on the shell of ``shell_structure(target)`` less its first ``drop`` voxels:
+    the structure twice along the batch, as the sampler repeats it (``_Repeated``), random features."""
+    from trellis.pipelines.samplers.flow_euler import _Repeated
+
+    coords = shell_structure(target, device=device).coords[drop:]
+    g = torch.Generator(device=device).manual_seed(0)
+    return _Repeated(2)(SparseTensor(torch.randn(coords.shape[0], channels, device=device, generator=g), coords))
+
+
 def build(key: str, device) -> torch.nn.Module:
     config = json.loads(json.loads((MANIFESTS / f"{key}.json").read_text())["ckpt_json_text"])
     torch.manual_seed(0)

@@ -20,8 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from networks_gpu import build, shell_structure
-from trellis.modules.sparse import SparseTensor
+from networks_gpu import build, shell_pair
 from trellis.modules.attention import functional as fn
 from trellis.modules.attention.functional import SeqLens
 
@@ -29,11 +28,7 @@ dev = "cuda"
 model = build("slat_flow_model", dev); model.set_torso_dtype(torch.float16)
 
 def pair(n):
-    s = shell_structure(n)
-    c = s.coords
-    c2 = torch.cat([c, c + torch.tensor([1, 0, 0, 0], device=dev, dtype=c.dtype)])
-    g = torch.Generator(device=dev).manual_seed(0)
-    return SparseTensor(torch.randn(c2.shape[0], model.in_channels, device=dev, generator=g), c2)
+    return shell_pair(n, model.in_channels, device=dev)
 
 cond = torch.randn(2, 1374, 1024, device=dev)
 t = torch.full((2,), 500.0, device=dev)
