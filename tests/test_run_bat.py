@@ -37,14 +37,36 @@ def wine(tmp_path_factory):
            "TRELLIS_NO_PAUSE": "1"}
     for key in ("WINEPATH", "DISPLAY", "WAYLAND_DISPLAY", "TRELLIS_PYTHON"):
         env.pop(key, None)
-    # Wine's background processes (wineserver, services.exe, ...) outlive the command that started them and
-    # inherit its stdout: start them here with no pipe attached, and give the cases files, not pipes.
-    quiet = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    subprocess.run(["wineserver", "-p"], env=env, check=False, timeout=60, **quiet)   # stays up between the cases
-    subprocess.run(["wineboot", "-i"], env=env, check=True, timeout=300, **quiet)
-    subprocess.run(["wine", "cmd", "/c", "echo", "ready"], env=env, check=False, timeout=120, **quiet)
+    _boot_prefix(env, base / "prefix", base / "wineboot.log")
     yield exe, env
     subprocess.run(["wineserver", "-k"], env=env, check=False, timeout=60)
+
+
+def _boot_prefix(env: dict, prefix: Path, log: Path, attempts: int = 3) -> None:
+    """Make the throw-away Wine prefix. Wine's own start-up sometimes fails on a given machine for reasons of its
+    own (seen in CI: wineboot exit 53, its loader unable to map kernel32.dll); a fresh prefix and a fresh
+    wineserver then boot. Tries `attempts` times and fails with what Wine printed if none boots: never skips."""
+    # Wine's background processes (wineserver, services.exe, ...) outlive the command that started them and
+    # inherit its stdout: start them with no pipe attached (their output goes to a file), and give the cases
+    # files, not pipes.
+    failures = []
+    for attempt in range(1, attempts + 1):
+        with open(log, "wb") as out:
+            quiet = {"stdin": subprocess.DEVNULL, "stdout": out, "stderr": subprocess.STDOUT}
+            boot = subprocess.run(["wineboot", "-i"], env=env, check=False, timeout=300, **quiet)
+            if boot.returncode == 0:
+                # Persistent from here on, so the cases do not each start one (it needs the prefix to exist).
+                subprocess.run(["wineserver", "-p"], env=env, check=False, timeout=60, **quiet)
+                subprocess.run(["wine", "cmd", "/c", "echo", "ready"], env=env, check=False, timeout=120, **quiet)
+                return
+        failures.append(f"attempt {attempt}: wineboot -i exited {boot.returncode}; Wine printed:\n"
+                        + log.read_text(errors="replace")[-2000:])
+        subprocess.run(["wineserver", "-k"], env=env, check=False, timeout=60, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(prefix, ignore_errors=True)
+    free = shutil.disk_usage(prefix.parent).free / 2 ** 20
+    pytest.fail(f"could not make a Wine prefix in {prefix} ({free:.0f} MiB free there; a prefix takes ~700 MiB):\n"
+                + "\n".join(failures), pytrace=False)
 
 
 class BatRun:
