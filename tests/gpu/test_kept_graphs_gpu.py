@@ -44,3 +44,44 @@ def test_kept_structure_graphs_replay_the_eager_result(tiny_pipeline_dir):
     assert torch.equal(structure(pipe, cond, 2), eager[1])
     pipe.release_graphs()
     assert pipe._kept_graphs == {}
+
+
+def _image(seed):
+    return torch.rand(1, 3, 518, 518, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("graphs", ["structure", True])
+def test_graphs_and_the_context_cache_follow_each_jobs_condition(tiny_pipeline_dir, graphs):
+    """Resident runs keep each run's condition-only tensors (modules.context_cache: the cross-attentions' keys and
+    values); a graph is never captured reading them. Kept graphs (stage 1) and per-run graphs (stage 2, True) give,
+    job after job with a new image each time, what eager runs without the cache give, bit for bit."""
+    pipe = pipelines.from_pretrained(tiny_pipeline_dir).to("cuda")
+    pipe.set_memory_policy(precision="fp16", offload="none", cuda_graphs=False)
+    conds = [pipe.get_cond(_image(seed)) for seed in (4, 5, 6)]
+    pipe._cache_context = lambda policy: False
+    eager = [structure(pipe, cond, 7) for cond in conds]
+    del pipe._cache_context
+    assert pipe._cache_context(pipe.memory_policy)
+
+    pipe.set_memory_policy(cuda_graphs=graphs)
+    for cond, want in zip(conds, eager):
+        assert torch.equal(structure(pipe, cond, 7), want)
+    (_, kept), = pipe._kept_graphs.values()
+    assert any(v is not None for v in kept.graphs.values())
+
+    coords = torch.argwhere(torch.rand(1, 16, 16, 16, generator=torch.Generator().manual_seed(8)) < 0.3)
+    coords = coords.int().cuda()
+
+    def slat(cond):
+        with torch.no_grad():
+            out = pipe.sample_slat(cond, coords, {"steps": 6, "cfg_strength": 3.0, "cfg_interval": [0.5, 1.0]},
+                                   generator=torch.Generator().manual_seed(9))
+        return out.feats
+
+    pipe.set_memory_policy(cuda_graphs=False)
+    pipe._cache_context = lambda policy: False
+    eager = [slat(cond) for cond in conds]
+    del pipe._cache_context
+    pipe.set_memory_policy(cuda_graphs=graphs)
+    for cond, want in zip(conds, eager):
+        assert torch.equal(slat(cond), want)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..modules.context_cache import for_context
 from ..modules.sparse import SparseConvWeights
 
 # Layer types whose weights live in the torso dtype; norms, RMS gains and buffers stay fp32.
@@ -32,6 +33,12 @@ class TorsoMixin:
     @property
     def device(self) -> torch.device:
         return self.input_layer.weight.device
+
+    def context_in_dtype(self, cond: torch.Tensor) -> torch.Tensor:
+        """The condition tokens in the torso's dtype (cast once per sampling run inside ``context_cache``, so the
+        cross-attentions see the same tensor at every step and reuse their keys and values)."""
+        dtype = self.dtype
+        return for_context(("context_in_dtype", dtype), cond, lambda: cond.to(dtype))
 
     def set_torso_dtype(self, dtype: torch.dtype) -> None:
         params = [p for name in self.torso_modules for p in torso_parameters(getattr(self, name))]

@@ -62,7 +62,7 @@ class SparseStructureFlowModel(TorsoMixin, nn.Module):
         emb = self.t_embedder(t)
         if self.share_mod:
             emb = self.adaLN_modulation(emb)
-        h, emb, cond = h.to(self.dtype), emb.to(self.dtype), cond.to(self.dtype)
+        h, emb, cond = h.to(self.dtype), emb.to(self.dtype), self.context_in_dtype(cond)
         for block in self.blocks:
             h = run_block(block, h, emb, cond, compiled=self.compile_blocks)
         h = self.out_layer(self.final_norm(h.to(x.dtype)))

@@ -80,7 +80,7 @@ class SLatFlowModel(TorsoMixin, nn.Module):
         emb = self.t_embedder(t)
         if self.share_mod:
             emb = self.adaLN_modulation(emb)
-        emb, cond = emb.to(self.dtype), cond.to(self.dtype)
+        emb, cond = emb.to(self.dtype), self.context_in_dtype(cond)
 
         lean = self.lean
         skips = []

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from .. import fastpaths
 from .attention import dense_attention
+from .context_cache import for_context
 from .norm import LayerNorm32, MultiHeadRMSNorm, layer_norm32, rms_norm_heads
 
 
@@ -77,17 +78,27 @@ class AttentionProjections(nn.Module):
             self.k_rms_norm = MultiHeadRMSNorm(self.head_dim, num_heads)
         self.to_out = nn.Linear(channels, channels)
 
-    def qkv(self, x: torch.Tensor, context: torch.Tensor | None = None):
-        """x [..., C] (and context [..., Lc, ctx]) -> q, k, v with a trailing [H, D]."""
+    def qkv(self, x: torch.Tensor, context: torch.Tensor | None = None, packed: bool = False):
+        """x [..., C] (and context [B, Lc, ctx]) -> q, k, v with a trailing [H, D]; cross-attention's k, v come
+        packed as [B * Lc, H, D] when `packed`. Without a q/k norm they depend on the context alone: computed
+        once per sampling run inside ``context_cache`` (``for_context``)."""
         h, d = self.heads, self.head_dim
-        if self.cross:
-            q = self.to_q(x).unflatten(-1, (h, d))
-            k, v = self.to_kv(context).unflatten(-1, (2, h, d)).unbind(-3)
-        else:
+        if not self.cross:
             q, k, v = self.to_qkv(x).unflatten(-1, (3, h, d)).unbind(-3)
-        if self.qk_rms_norm:
-            q, k = head_rms_norm(q, k, self.q_rms_norm, self.k_rms_norm)
-        return q, k, v
+            if self.qk_rms_norm:
+                q, k = head_rms_norm(q, k, self.q_rms_norm, self.k_rms_norm)
+            return q, k, v
+        q = self.to_q(x).unflatten(-1, (h, d))
+        if not self.qk_rms_norm:
+            k, v = for_context((self, packed), context, lambda: self._context_kv(context, packed))
+            return q, k, v
+        k, v = self._context_kv(context, False)
+        q, k = head_rms_norm(q, k, self.q_rms_norm, self.k_rms_norm)
+        return (q, k.flatten(0, 1), v.flatten(0, 1)) if packed else (q, k, v)
+
+    def _context_kv(self, context: torch.Tensor, packed: bool):
+        k, v = self.to_kv(context).unflatten(-1, (2, self.heads, self.head_dim)).unbind(-3)
+        return (k.flatten(0, 1), v.flatten(0, 1)) if packed else (k, v)
 
     def out(self, attn: torch.Tensor) -> torch.Tensor:
         return self.to_out(attn.flatten(-2))

@@ -228,6 +228,13 @@ class TrellisPipeline:
             kept = self._kept_graphs[model_key] = (weights, GraphedFlow(flow, kept=True))
         return kept[1]
 
+    @staticmethod
+    def _cache_context(policy: MemoryPolicy) -> bool:
+        """Whether a flow run keeps what depends on its condition alone (the cross-attentions' keys and values,
+        ~270 MiB for the SLat flow's CFG pair in fp16; ``modules.context_cache``): when the flows stay resident,
+        not when the memory is short enough to offload."""
+        return policy.offload == "none"
+
     @contextlib.contextmanager
     def _on_device(self, *names):
         """Models `names` on the compute device for the duration of the block (offload "model")."""
@@ -255,6 +262,7 @@ class TrellisPipeline:
             return sampler.sample(
                 flow, noise, **cond, **params, **sampler_kwargs, verbose=False, cancel=cancel,
                 cfg_batch=cfg_batch, cuda_graph=self._graphs_for(stage, model_key, flow, policy),
+                cache_context=self._cache_context(policy),
                 progress=(lambda i, n: progress(stage, i, n)) if progress else None).samples
 
     @torch.no_grad()

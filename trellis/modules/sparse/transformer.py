@@ -60,9 +60,9 @@ class SparseMultiHeadAttention(AttentionProjections):
 
     def forward(self, x: SparseTensor, context: torch.Tensor | None = None) -> SparseTensor:
         if self.cross:
-            q, k, v = self.qkv(x.feats, context)                  # q [N,H,D], k/v [B,L,H,D]
+            q, k, v = self.qkv(x.feats, context, packed=True)     # q [N,H,D], k/v [B*L,H,D]
             lengths_kv = SeqLens.uniform(context.shape[0], context.shape[1], context.device)
-            out = varlen_attention(q, k.flatten(0, 1), v.flatten(0, 1), item_seqlens(x), lengths_kv)
+            out = varlen_attention(q, k, v, item_seqlens(x), lengths_kv)
         elif self.attn_mode == "full":
             q, k, v = self.qkv(x.feats)
             lengths = item_seqlens(x)

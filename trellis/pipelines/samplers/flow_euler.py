@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ...core.callbacks import CancelCheck, StepProgress, check
+from ...modules.context_cache import context_cache, for_context
 from ...modules.sparse import SparseTensor
 from ...modules.sparse.spatial import share_first_copy
 from .cuda_graph import GraphedFlow
@@ -114,10 +115,17 @@ class FlowEulerSampler:
     # ------------------------------------------------------------------ loop
     def sample(self, model, noise, cond=None, steps: int = 50, rescale_t: float = 1.0, verbose: bool = True,
                progress: StepProgress = None, cancel: CancelCheck = None, cuda_graph: bool = False,
-               **kwargs) -> SampleResult:
+               cache_context: bool = False, **kwargs) -> SampleResult:
         """`cuda_graph=True` replays each distinct forward as a CUDA graph (same numbers, far fewer
         launches); it applies on CUDA devices only. A ``GraphedFlow`` of `model` is used as it is (graphs kept
-        from run to run by the caller)."""
+        from run to run by the caller). `cache_context=True` computes what depends on the condition alone (its
+        cast, the cross-attentions' keys and values) at the first step and reuses it for the run (same numbers;
+        costs the memory of what is kept, see ``modules.context_cache``)."""
+        with context_cache(cache_context):
+            return self._loop(model, noise, cond, steps, rescale_t, progress, cancel, cuda_graph, **kwargs)
+
+    def _loop(self, model, noise, cond, steps: int, rescale_t: float, progress: StepProgress, cancel: CancelCheck,
+              cuda_graph, **kwargs) -> SampleResult:
         ts = time_grid(steps, rescale_t)
         sparse = isinstance(noise, SparseTensor)
         if isinstance(cuda_graph, GraphedFlow):
@@ -174,7 +182,11 @@ class FlowEulerCfgSampler(FlowEulerSampler):
             branches.append(_match_batch(neg_cond, b))
         if cfg_batch and len(branches) > 1:
             rep = _repeater(_run, len(branches))
-            outs = _split(self._call_model(model, rep(x), t, torch.cat(branches), **kwargs), len(branches))
+            if multi_mode is None:    # the same pair at every guided step: one tensor for the run (context_cache)
+                pair = for_context(("cfg_pair", b), (cond, neg_cond), lambda: torch.cat(branches))
+            else:
+                pair = torch.cat(branches)
+            outs = _split(self._call_model(model, rep(x), t, pair, **kwargs), len(branches))
         else:
             if _run and isinstance(x, SparseTensor):
                 for key, rep in _run.items():
