@@ -29,7 +29,8 @@
 #               NVRTC kernels, the sparse conv too), fast paths off (the same three presets); REPEATS=N runs,
 #               VARY=V a new structure at every run (pipeline_gpu.py --vary), P4= / P2= other preset lists
 #   ab          pipeline_gpu.py (fp16 eager, low-VRAM; 3 warm runs) A B A B: A this tree, B a copy of it with
-#               $BEFORE_PATCH (a `git diff` of the change, carried) reversed, i.e. the code before, on one host
+#               $BEFORE_PATCH (a `git diff` of the change, carried) reversed, i.e. the code before, on one host;
+#               AB_PRESETS=, REPEATS=, VARY= as for columns
 #   e2e         e2e_gpu.py --presets low-vram (image -> GLB with the random-weight blob, the worst case) with
 #               Triton, Windows without Triton (NVRTC kernels) and the fast paths off
 #   limits      e2e_gpu.py --limits 4,3,2.5,2 (issue 14: the whole job in a fresh process per memory cap;
@@ -139,11 +140,13 @@ import export_realistic_gpu as e; sys.exit(e.main(sys.argv[1:]))'
             BEFORE_TREE="$(mktemp -d)/before"
             cp -r . "$BEFORE_TREE" && (cd "$BEFORE_TREE" && git apply -R "$OLDPWD/${BEFORE_PATCH:?BEFORE_PATCH=file}") \
                 || { echo "cannot make the before tree" >&2; exit 2; }
+            ABP="${AB_PRESETS:-fp16 eager,low-VRAM}"
+            R="--repeats ${REPEATS:-3} --vary ${VARY:-0}"
             for round in 1 2; do
-                run "ab_after_$round" "$PY" benchmarks/pipeline_gpu.py --repeats 3 --presets "fp16 eager,low-VRAM" \
+                run "ab_after_$round" "$PY" benchmarks/pipeline_gpu.py $R --presets "$ABP" \
                     --commit "$COMMIT" --out "$OUT/ab_after_$round.json"
-                run "ab_before_$round" bash -c "cd '$BEFORE_TREE' && '$PY' benchmarks/pipeline_gpu.py --repeats 3 \
-                    --presets 'fp16 eager,low-VRAM' --commit before --out '$OUT/ab_before_$round.json'"
+                run "ab_before_$round" bash -c "cd '$BEFORE_TREE' && '$PY' benchmarks/pipeline_gpu.py $R \
+                    --presets '$ABP' --commit before --out '$OUT/ab_before_$round.json'"
             done ;;
         e2e)
             run e2e_triton "$PY" benchmarks/e2e_gpu.py --presets low-vram --commit "$COMMIT" --out "$OUT/e2e_triton.json"
