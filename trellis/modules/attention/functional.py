@@ -275,19 +275,15 @@ def _uniform(s: SeqLens) -> bool:
     return len(s.host) > 0 and s.host[0] > 0 and s.host.count(s.host[0]) == len(s.host)
 
 
-def _uniform_batch(attend, q, k, v, sq: SeqLens, sk: SeqLens):
+def _cudnn_uniform(q, k, v, sq: SeqLens, sk: SeqLens):
     """Packed sequences that all have one length (a flow's CFG pair on one structure; the cross-attention's
-    condition tokens) are a dense batch: [B * L, H, D] viewed as [B, H, L, D], no copy, for ``attend`` (dense
-    attention on [B, H, L, D] tensors); its output is packed again (no copy where it is [B, L, H, D] in memory)."""
+    condition tokens) are a dense batch: [B * L, H, D] viewed as [B, H, L, D], no copy, for SDPA with cuDNN first;
+    its output is packed again (no copy where it is [B, L, H, D] in memory)."""
     b, nq, nk = len(sq.host), sq.host[0], sk.host[0]
     qt = q.view(b, nq, *q.shape[1:]).transpose(1, 2)
     kt = k.view(len(sk.host), nk, *k.shape[1:]).transpose(1, 2)
     vt = v.view(len(sk.host), nk, *v.shape[1:]).transpose(1, 2)
-    return attend(qt, kt, vt).transpose(1, 2).reshape(q.shape[0], *q.shape[1:-1], v.shape[-1])
-
-
-def _cudnn_uniform(q, k, v, sq: SeqLens, sk: SeqLens):
-    return _uniform_batch(_sdpa_cudnn_first, q, k, v, sq, sk)
+    return _sdpa_cudnn_first(qt, kt, vt).transpose(1, 2).reshape(q.shape[0], *q.shape[1:-1], v.shape[-1])
 
 
 def _torch_varlen(q, k, v, sq: SeqLens, sk: SeqLens):
