@@ -2,6 +2,7 @@
 computed once per run (modules.context_cache): the same numbers bit for bit, far fewer projections, nothing kept
 after the run, and a source changed in place or replaced is never served stale."""
 import threading
+import weakref
 
 import pytest
 import torch
@@ -58,14 +59,10 @@ def test_each_thread_has_its_own_scope():
 
 
 def _count_kv(model):
-    counts = []
-    for block in model.blocks:
-        counts.append(0)
-        i = len(counts) - 1
-
-        def hook(module, args, out, i=i):
-            counts[i] += 1
-        block.cross_attn.to_kv.register_forward_hook(hook)
+    """Calls of each block's cross-attention K/V projection, counted by forward hooks (a list, one per block)."""
+    counts = [0] * len(model.blocks)
+    for i, block in enumerate(model.blocks):
+        block.cross_attn.to_kv.register_forward_hook(lambda *_, i=i: counts.__setitem__(i, counts[i] + 1))
     return counts
 
 
@@ -157,7 +154,6 @@ def test_a_cache_entry_holds_its_source():
     cache = ContextCache()
     src = torch.ones(4)
     cache.get("k", src, lambda: 1)
-    import weakref
     ref = weakref.ref(src)
     del src
     assert ref() is not None
