@@ -1,10 +1,24 @@
-"""The surface voxeliser (trellis/representations/voxels.py) on real trimesh meshes and files."""
+"""The surface voxeliser (trellis/representations/voxels.py) on real trimesh meshes and files, and hostile
+models: surfaces that would take minutes to voxelise, cancel during it, FIFOs named by a model."""
+import json
+import os
+import struct
+import threading
+import time
+import tracemalloc
+
 import numpy as np
 import pytest
 import trimesh
 
+from trellis.core.callbacks import Cancelled
 from trellis.representations import voxels as vx
-from trellis.representations.voxels import MeshInputError, normalize_vertices, voxelize, voxelize_surface
+from trellis.representations.voxels import (
+    MeshInputError,
+    normalize_vertices,
+    voxelize,
+    voxelize_surface,
+)
 
 
 def analytic_sphere_shell(res=64):
@@ -72,10 +86,13 @@ def test_random_triangles_against_a_brute_force_scan():
 
 @pytest.mark.parametrize("suffix", ["glb", "obj", "ply", "stl"])
 def test_mesh_files_voxelise_like_the_mesh(tmp_path, suffix):
+    """A file's coordinates are taken as written; glTF and OBJ as y up (see test_retexture_orientation)."""
     mesh = trimesh.creation.capsule(height=1.0, radius=0.4, count=[12, 12])
     path = tmp_path / f"shape.{suffix}"
     mesh.export(path)
-    assert np.array_equal(voxelize(str(path)).numpy(), voxelize(mesh).numpy())
+    up = "y" if suffix in ("glb", "obj") else "z"
+    assert np.array_equal(voxelize(str(path)).numpy(), voxelize(mesh, up=up).numpy())
+    assert np.array_equal(voxelize(str(path), up="z").numpy(), voxelize(mesh).numpy())
 
 
 def test_scene_with_several_meshes_is_placed_by_its_transforms():
@@ -122,3 +139,171 @@ def test_non_manifold_meshes_voxelise_unless_refused():
     with pytest.raises(MeshInputError, match="not manifold: 1 edges"):
         voxelize(mesh, require_manifold=True)
     assert len(voxelize(trimesh.creation.box(), require_manifold=True)) > 0
+
+
+# ------------------------------------------------------------------------------------------ hostile models
+
+def nested_cubes(n: int) -> tuple:
+    """(vertices, faces) of n nested cube shells, scaled 0.5 to 1: 12 n large triangles lying over one another."""
+    v = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1]], float) - 0.5
+    f = np.array([[0, 2, 1], [0, 3, 2], [4, 5, 6], [4, 6, 7], [0, 1, 5], [0, 5, 4], [1, 2, 6], [1, 6, 5], [2, 3, 7],
+                  [2, 7, 6], [3, 0, 4], [3, 4, 7]])
+    tris = np.concatenate([v[f] * s for s in np.linspace(0.5, 1, n)])
+    return tris.reshape(-1, 3), np.arange(3 * len(tris)).reshape(-1, 3)
+
+
+def nested_cubes_stl(n: int) -> bytes:
+    """The binary STL of nested_cubes(n): 2 000 shells are 24 000 triangles in 1.2 MB."""
+    tris = nested_cubes(n)[0].reshape(-1, 3, 3)
+    rec = np.zeros(len(tris), [("n", "<f4", 3), ("v", "<f4", (3, 3)), ("a", "<u2")])
+    rec["v"] = tris
+    return b" " * 80 + struct.pack("<I", len(rec)) + rec.tobytes()
+
+
+def slivers(n: int, seed: int = 1) -> tuple:
+    """(vertices, faces) of n long thin triangles across the cube: many candidate voxels, few of them touched
+    and none shared, the slowest kind of work per test."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.uniform(-0.5, 0.5, (2, n, 3))
+    a[:, 0], b[:, 0] = -0.5, 0.5
+    tris = np.stack([a, b, b + rng.normal(0, 0.003, (n, 3))], 1)
+    return vx.normalize_vertices(tris.reshape(-1, 3)), np.arange(3 * n).reshape(-1, 3)
+
+
+def test_nested_shells_are_refused_at_once_with_what_to_do(tmp_path):
+    path = tmp_path / "nested.stl"
+    path.write_bytes(nested_cubes_stl(2000))
+    assert path.stat().st_size == 1_200_084
+    t = time.perf_counter()
+    with pytest.raises(MeshInputError, match=r"too large to voxelise: at 64\^3 they need about \d+ million .*"
+                                             r"remove the inner parts, or remesh"):
+        voxelize(str(path))
+    assert time.perf_counter() - t < 3.0
+    v, f = nested_cubes(2000)
+    assert vx.voxel_work(v, f) > 20 * vx.MAX_WORK          # far above, not a borderline case
+    with pytest.raises(MeshInputError, match="too large to voxelise"):
+        vx.check_mesh(v, f)                                # the check the app runs before loading the model
+    vx.check_mesh(v, f, resolution=None)
+    with pytest.raises(MeshInputError, match="at 16\\^3"):
+        voxelize(trimesh.Trimesh(v, f, process=False), resolution=16)
+
+
+def test_work_estimate_bounds_the_tests_made(monkeypatch):
+    """voxel_work is what MAX_WORK limits: never below the candidate voxels the voxeliser tests, and not
+    far above."""
+    tested = []
+    mark = vx._mark_pieces
+
+    def counting(grid, pieces, resolution, cancel):
+        lo, hi = pieces.min(axis=1), pieces.max(axis=1)
+        first = np.clip(np.floor(lo) - (lo == np.floor(lo)), 0, resolution - 1)
+        tested.append(int(np.prod(np.clip(np.floor(hi), 0, resolution - 1) - first + 1, axis=1).sum()))
+        return mark(grid, pieces, resolution, cancel)
+    monkeypatch.setattr(vx, "_mark_pieces", counting)
+    sphere = trimesh.creation.icosphere(3)
+    for v, f in (slivers(40), nested_cubes(3), (sphere.vertices, sphere.faces)):
+        v = normalize_vertices(v)
+        tested.clear()
+        voxelize_surface(v, f)
+        assert sum(tested) <= vx.voxel_work(v, f) <= 3 * sum(tested), (sum(tested), vx.voxel_work(v, f))
+
+
+def test_the_worst_accepted_surface_is_quick_in_bounded_memory():
+    v, f = slivers(1240)
+    work = vx.voxel_work(v, f)
+    assert 0.9 * vx.MAX_WORK < work <= vx.MAX_WORK
+    tracemalloc.start()
+    t = time.perf_counter()
+    coords = voxelize_surface(v, f)
+    seconds = time.perf_counter() - t
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(coords) > 50_000
+    assert seconds < 15, seconds
+    assert peak < 200 * 2 ** 20, peak / 2 ** 20     # chunks of bounded size, whatever the mesh
+    # The same triangles, tested one by one against the reference test, give the same voxels.
+    some = slice(0, 3)
+    got = {tuple(c) for c in voxelize_surface(v, f[some])}
+    grid = np.stack(np.meshgrid(*[np.arange(64)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    want = set()
+    for tri in (v[f[some]] + 0.5) * 64:
+        want |= {tuple(c) for c in grid[vx.triangle_box_overlap(np.repeat(tri[None], len(grid), 0), grid + 0.5)]}
+    assert got == want
+
+
+def test_cancel_lands_within_a_second_during_voxelisation():
+    v, f = nested_cubes(2000)
+    v = normalize_vertices(v)
+    stop = threading.Event()
+    outcome = {}
+
+    def run():
+        try:
+            voxelize_surface(v, f, cancel=stop.is_set, max_work=10 ** 12)     # no limit: it would run long
+            outcome["result"] = "finished"
+        except Cancelled as err:
+            outcome["result"] = err
+        outcome["at"] = time.perf_counter()
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    time.sleep(0.5)
+    asked = time.perf_counter()
+    stop.set()
+    worker.join(10)
+    assert isinstance(outcome.get("result"), Cancelled), outcome
+    assert outcome["at"] - asked < 2.0, outcome["at"] - asked
+    calls = []
+    with pytest.raises(Cancelled):
+        voxelize(trimesh.Trimesh(*nested_cubes(20), process=False), cancel=lambda: calls.append(1) or len(calls) > 3)
+    assert len(calls) == 4                         # checked between chunks, not only before and after
+
+
+def without_hanging(fn, fifo: str, seconds: float = 10.0):
+    """fn()'s result or exception; fails (after unblocking it) when fn is still blocked on `fifo` after
+    `seconds`: opening the FIFO's other end lets a reader stuck on it go on."""
+    box = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except Exception as err:          # returned for the caller to check
+            box["value"] = err
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(5)
+        pytest.fail(f"blocked on the FIFO {fifo} for {seconds} s")
+    return box["value"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+def test_files_a_model_names_are_opened_only_when_regular(tmp_path):
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    box = trimesh.creation.box()
+    for line in (f"mtllib {fifo}", "mtllib fifo"):             # absolute, and beside the model
+        path = tmp_path / "model.obj"
+        path.write_text(line + "\n" + box.export(file_type="obj"))
+        coords = without_hanging(lambda path=path: voxelize(str(path)), fifo)
+        assert not isinstance(coords, Exception), coords
+        assert np.array_equal(coords.numpy(), voxelize(box).numpy())
+    # A glTF's buffer that is a FIFO: refused, with the reason, at once.
+    files = box.export(file_type="gltf")
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    assert np.array_equal(voxelize(str(tmp_path / "model.gltf"), up="z").numpy(), voxelize(box).numpy())
+    doc = json.loads(files["model.gltf"])
+    doc["buffers"][0]["uri"] = "fifo"
+    (tmp_path / "piped.gltf").write_text(json.dumps(doc))
+    err = without_hanging(lambda: voxelize(str(tmp_path / "piped.gltf")), fifo)
+    assert isinstance(err, MeshInputError) and "piped.gltf names another file that cannot be used: fifo is not a " \
+        "regular file" in str(err), err
+    # The model itself a FIFO (or a folder): refused, never opened for reading.
+    os.mkfifo(tmp_path / "pipe.stl")
+    err = without_hanging(lambda: voxelize(str(tmp_path / "pipe.stl")), str(tmp_path / "pipe.stl"))
+    assert isinstance(err, MeshInputError) and "not a regular file" in str(err), err
+    (tmp_path / "folder.glb").mkdir()
+    with pytest.raises(MeshInputError, match="not a regular file"):
+        voxelize(str(tmp_path / "folder.glb"))

@@ -7,7 +7,9 @@ A file is refused (InputError, saying what to do) when it is empty, too large, a
 that is not a 3-D model, damaged, or when its header counts more triangles than the voxeliser accepts (a
 scan with 10 M faces is refused here at once instead of being loaded). The format comes from the bytes,
 not the name, so a GLB saved as model.obj still works. Loading and voxelising happen in the job
-(trellis.representations.voxels), whose MeshInputError is also an input error.
+(trellis.representations.voxels), whose MeshInputError is also an input error: a model whose surfaces
+would take too long to voxelise (voxels.MAX_WORK) is refused there, before the model is loaded. Only
+regular files are opened (a FIFO named as the model would block the reader).
 """
 from __future__ import annotations
 
@@ -43,17 +45,21 @@ def read_source(source) -> tuple:
 
 
 def _head(data, path, n=_HEAD) -> bytes:
-    if data is not None:
-        return data[:n]
-    with open(path, "rb") as f:
-        return f.read(n)
+    return data[:n] if data is not None else _read(path, n)
 
 
 def _all(data, path) -> bytes:
-    if data is not None:
-        return data
-    with open(path, "rb") as f:
-        return f.read()
+    return data if data is not None else _read(path)
+
+
+def _read(path, head=None) -> bytes:
+    """A path's bytes, opened only when it is a regular file: a FIFO or a device would block the reader."""
+    from trellis.representations.mesh_input import MeshInputError, read_regular_file
+
+    try:
+        return read_regular_file(path, limit=None, head=head)
+    except MeshInputError as err:
+        raise InputError(str(err)) from None
 
 
 def check_mesh(source) -> str:

@@ -329,12 +329,13 @@ class TrellisPipeline:
             slat = self.sample_slat(cond, coords, slat_params, generator, progress, cancel, **sampler_kwargs)
         return self.decode_slat(slat, formats, progress, cancel, tracker)
 
-    def voxelize(self, mesh) -> torch.Tensor:
+    def voxelize(self, mesh, up: str | None = None, cancel: CancelCheck = None) -> torch.Tensor:
         """A mesh (path, trimesh.Trimesh or Scene) -> int32 [N, 3] voxel indices at stage 2's resolution
-        (64^3 for the published models), normalised as the reference does (text facts §5)."""
+        (64^3 for the published models), normalised as the reference does (text facts §5). `up`: the mesh's
+        up axis, "y" or "z"; None goes by the format (glTF / OBJ y, STL / PLY and meshes given directly z)."""
         from ..representations.voxels import voxelize
 
-        return voxelize(mesh, resolution=self.models["slat_flow_model"].resolution)
+        return voxelize(mesh, resolution=self.models["slat_flow_model"].resolution, up=up, cancel=cancel)
 
     def _generate_on_structure(self, cond, voxels: torch.Tensor, num_samples, seed, slat_params, formats, progress,
                                cancel, tracker) -> dict:

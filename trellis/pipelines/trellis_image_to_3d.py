@@ -162,10 +162,11 @@ class TrellisImageTo3DPipeline(TrellisPipeline):
 
     def run_variant(self, mesh, image, num_samples: int = 1, seed: int = 42, slat_sampler_params: dict | None = None,
                     formats=DEFAULT_FORMATS, preprocess_image: bool = True, progress: Progress = None,
-                    cancel: CancelCheck = None) -> dict:
+                    cancel: CancelCheck = None, up: str | None = None) -> dict:
         """A new look for an existing shape: stage 2 conditioned on `image`, on the voxels of `mesh` (a path
-        to a GLB / OBJ / PLY / STL, a trimesh.Trimesh or Scene); stage 1 is skipped (text facts §5)."""
-        voxels = self.voxelize(mesh)
+        to a GLB / OBJ / PLY / STL, a trimesh.Trimesh or Scene); stage 1 is skipped (text facts §5). `up`: the
+        mesh's up axis, "y" or "z"; None goes by the format (see `voxelize`)."""
+        voxels = self.voxelize(mesh, up=up, cancel=cancel)
 
         def go(tracker):
             cond = self._cond_for([image], preprocess_image, progress, tracker)

@@ -19,12 +19,10 @@ import os
 
 import numpy as np
 
+from ...core.axes import Z_UP_TO_Y_UP      # (x, y, z) -> (x, z, -y): the GLB/OBJ are y-up
 from .normals import DEFAULT_CREASE_ANGLE, split_vertex_normals
 
 __all__ = ["Z_UP_TO_Y_UP", "make_glb_mesh", "save_glb", "save_obj"]
-
-# Row-vector transform: v' = v @ Z_UP_TO_Y_UP, i.e. (x, y, z) -> (x, z, -y).
-Z_UP_TO_Y_UP = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
 
 
 def _np(x, dtype):

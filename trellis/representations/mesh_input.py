@@ -1,0 +1,174 @@
+"""A user's 3-D model read for voxelisation: a trimesh.Trimesh in the pipeline's frame (z up).
+
+    mesh = load_mesh("chair.glb")                  # y up in the file, z up here
+    mesh = load_mesh("part.stl")                   # z up in the file and here
+    mesh = load_mesh("scan.obj", up="z")           # the caller knows better than the format
+
+The up axis (`up=None` reads it from the format):
+
+* glTF / GLB: y up, as the glTF specification says. This app's own GLBs are written that way
+  (`trellis.core.axes.Z_UP_TO_Y_UP`), and reading applies the exact inverse, so a result fed back in
+  stands as it stood.
+* OBJ: y up, the default of Blender's, Maya's and most DCC tools' OBJ export, and of this app's OBJ.
+* STL, PLY: z up, the convention of CAD, 3-D printing and scanners (the reference's variant example is a
+  z-up PLY).
+* A trimesh.Trimesh or Scene given directly: z up, taken as it is. It has no format to go by, the pipeline
+  works in z up, and a mesh this function returned must not turn again when given back. A mesh loaded
+  from a glTF or OBJ by the caller's own trimesh.load needs `up="y"`.
+
+Paths come from users (uploads, command lines, lists of files), so nothing is opened that is not a
+regular file: a FIFO or a device named as the model, as an OBJ's material library or as a glTF's buffer
+would block the reader or never end. Files a model names are looked up in its own folder only, and
+materials are never read (voxelisation uses the geometry alone).
+"""
+from __future__ import annotations
+
+import io
+import os
+import stat
+
+import numpy as np
+
+from ..core.axes import Y_UP_TO_Z_UP     # (x, y, z) -> (x, -z, y): undoes the GLB export
+
+__all__ = [
+    "MAX_FILE_BYTES",
+    "MESH_SUFFIXES",
+    "UP_BY_FORMAT",
+    "Y_UP_TO_Z_UP",
+    "MeshInputError",
+    "load_mesh",
+    "read_regular_file",
+]
+
+MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl")
+UP_BY_FORMAT = {".glb": "y", ".gltf": "y", ".obj": "y", ".ply": "z", ".stl": "z"}
+# A model file, or a file it names, larger than this is no model the 4 M-triangle limit lets through.
+MAX_FILE_BYTES = 1 << 30
+
+
+
+class MeshInputError(ValueError):
+    """A mesh that cannot be voxelised, with what is wrong and what to do."""
+
+
+# ------------------------------------------------------------------------------------------ files
+
+def read_regular_file(path, limit: int | None = MAX_FILE_BYTES, head: int | None = None) -> bytes:
+    """The bytes of `path` (the first `head` bytes when given), opened only when it is a regular file:
+    MeshInputError for a FIFO, a device, a socket or a folder, and for a file over `limit` bytes;
+    FileNotFoundError when there is none."""
+    path = os.fspath(path)
+    name = os.path.basename(path) or path
+
+    def regular(mode: int) -> None:
+        if not stat.S_ISREG(mode):
+            raise MeshInputError(f"{name} is not a regular file (a pipe, a device or a folder): give the model's "
+                                 f"file")
+    regular(os.stat(path).st_mode)
+    # Non-blocking: a FIFO swapped in after the check above opens at once instead of waiting for a writer.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        regular(st.st_mode)
+        if head is not None:
+            return f.read(head)
+        if limit is not None and st.st_size > limit:
+            raise MeshInputError(f"{name} is {st.st_size / 2 ** 20:,.0f} MB, more than the {limit // 2 ** 20:,} MB "
+                                 f"accepted: simplify (decimate) the model first")
+        data = f.read()                 # sized from fstat: read(limit + 1) would allocate the whole limit
+    if limit is not None and len(data) > limit:
+        raise MeshInputError(f"{name} grew past {limit // 2 ** 20:,} MB while it was read")
+    return data
+
+
+def _regular_file_resolver(path: str):
+    """A trimesh resolver for the files a model names: inside the model's folder, regular files only."""
+    from trimesh.resolvers import FilePathResolver
+
+    class RegularFileResolver(FilePathResolver):
+        def get(self, name: str):
+            for candidate in (name.strip(), name.strip().lstrip("/"), os.path.split(name)[-1]):
+                try:
+                    target = self.absolute(candidate)
+                except ValueError:              # outside the model's folder
+                    continue
+                try:
+                    return read_regular_file(target)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                except MeshInputError as err:         # a pipe, a device, a folder, too large
+                    raise MeshInputError(f"{self.file_name} names another file that cannot be used: {err}") from None
+            raise FileNotFoundError(f"{name}: not found beside the model")
+
+        def namespaced(self, namespace: str):
+            return RegularFileResolver(os.path.join(self.parent, namespace))
+
+    return RegularFileResolver(path)
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+def _format(name: str, file_type: str | None) -> str:
+    ext = ("." + file_type.lower().lstrip(".")) if file_type else os.path.splitext(name)[1].lower()
+    if ext not in MESH_SUFFIXES:
+        raise MeshInputError(f"{os.path.basename(name) or 'the file'}: not a 3-D model file; use one of "
+                             f"{', '.join(s[1:].upper() for s in MESH_SUFFIXES)}")
+    return ext
+
+
+def _read(source, file_type: str | None):
+    """(trimesh geometry, format) of a path or a binary file object."""
+    import trimesh
+
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        ext = _format(path, file_type)
+        try:
+            data = read_regular_file(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise MeshInputError(f"{path}: no such file") from None
+        except PermissionError:
+            raise MeshInputError(f"{path}: permission denied") from None
+        stream, resolver, name = io.BytesIO(data), _regular_file_resolver(os.path.abspath(path)), os.path.basename(path)
+    else:
+        if not file_type:
+            raise MeshInputError("a 3-D model given as a file object needs its file_type (e.g. 'glb')")
+        ext = _format("", file_type)
+        stream, resolver, name = source, None, "the file"
+    extra = {"skip_materials": True} if ext in (".glb", ".gltf", ".obj") else {}
+    try:
+        return trimesh.load(stream, file_type=ext[1:], resolver=resolver, **extra), ext
+    except MeshInputError:
+        raise
+    except Exception as err:       # trimesh raises many kinds on a damaged or mislabelled file
+        raise MeshInputError(f"{name} cannot be read as a 3-D model ({type(err).__name__}: {err}); export it "
+                             f"again as GLB, OBJ, PLY or STL") from None
+
+
+def load_mesh(source, up: str | None = None, file_type: str | None = None):
+    """A trimesh.Trimesh in the pipeline's frame (z up) from a path (GLB, glTF, OBJ, PLY, STL), a binary file
+    object with its `file_type`, a Trimesh or a Scene (all its meshes, placed by the scene's transforms).
+
+    `up`: "y" or "z", the up axis of the source; None reads it from the format (UP_BY_FORMAT; z for a Trimesh
+    or Scene given directly, see the module's docstring). `file_type` ("glb", ".obj", ...) overrides a path's
+    suffix, for a file whose bytes say another format than its name."""
+    import trimesh
+
+    if up not in (None, "y", "z"):
+        raise ValueError(f"up must be None, 'y' or 'z', not {up!r}")
+    fmt = None
+    if not isinstance(source, trimesh.parent.Geometry):         # a path or a file object
+        source, fmt = _read(source, file_type)
+    if isinstance(source, trimesh.Scene):
+        meshes = [g for g in source.dump() if isinstance(g, trimesh.Trimesh)]
+        if not meshes:
+            raise MeshInputError("the scene holds no triangle mesh (only points, lines or nothing)")
+        source = trimesh.util.concatenate(meshes)
+    if not isinstance(source, trimesh.Trimesh):
+        raise MeshInputError(f"the file holds a {type(source).__name__}, not a triangle mesh: a shape needs "
+                             f"faces, not only points or lines")
+    if (up or UP_BY_FORMAT.get(fmt, "z")) == "y":
+        vertices = np.asarray(source.vertices, dtype=np.float64) @ Y_UP_TO_Z_UP
+        source = trimesh.Trimesh(vertices=vertices, faces=source.faces, process=False)
+    return source
