@@ -118,8 +118,13 @@ def test_signal_mid_job_stops_cleanly_and_the_job_is_known_after_restart(tiny_pi
     assert "Stopped." in err
 
     folders = sorted(p for p in out.iterdir() if p.is_dir())
-    assert len(folders) == 2                          # the queued job never started: no folder
+    assert len(folders) == 3                          # the queued job's record became its folder
     folder = next(p for p in folders if p.name.endswith(job_id[:8]))
+    waited = next(p for p in folders if p.name.endswith(queued_id[:8]))
+    record = json.loads((waited / "error.json").read_text())
+    assert record["state"] == "interrupted" and signal.Signals(sig).name in record["error"], record
+    assert sorted(os.listdir(waited)) == ["error.json", "input.png", "settings.json"]
+    assert json.loads((waited / "settings.json").read_text())["job_id"] == queued_id
     record = json.loads((folder / "error.json").read_text())
     assert record["state"] == "interrupted" and record["kind"] == "interrupted"
     assert signal.Signals(sig).name in record["error"] and "again" in record["error"]
@@ -132,7 +137,7 @@ def test_signal_mid_job_stops_cleanly_and_the_job_is_known_after_restart(tiny_pi
     api = Api(tiny_pipeline_dir, out, tmp)
     try:
         listed = {j["id"]: j for j in api.client.get("/v1/jobs").json()["jobs"]}
-        assert set(listed) == {done_id, job_id}
+        assert set(listed) == {done_id, job_id, queued_id}
         info = api.client.get(f"/v1/jobs/{job_id}").json()
         assert info["state"] == "cancelled" and info["error_kind"] == "interrupted", info
         assert info["seed"] == 2 and info["settings"]["ss_steps"] == 500
@@ -142,7 +147,9 @@ def test_signal_mid_job_stops_cleanly_and_the_job_is_known_after_restart(tiny_pi
         assert {"model.glb", "model.ply", "settings.json", "timings.json", "input.png"} <= names
         glb = api.client.get(f"/v1/jobs/{done_id}/files/model.glb")
         assert glb.status_code == 200 and glb.content[:4] == b"glTF"
-        assert api.client.get(f"/v1/jobs/{queued_id}").status_code == 404    # it never reached the disk
+        waiting = api.client.get(f"/v1/jobs/{queued_id}").json()
+        assert waiting["state"] == "cancelled" and waiting["error_kind"] == "interrupted", waiting
+        assert waiting["seed"] == 2 and "again" in waiting["error"]
         assert api.client.post(f"/v1/jobs/{done_id}/cancel").status_code == 409
         # And it still works.
         new_id = api.submit(image, **FAST)
@@ -235,3 +242,106 @@ def test_kill_9_then_restart_marks_cleans_and_lists(tiny_pipeline_dir, tmp_path,
     assert (folder / "settings.json").is_file() and (folder / "input.png").is_file()    # nothing else lost
     assert not stale.exists() and fresh.exists() and other.exists()
     assert hidden(busy) == [".model.partial-00000000.ply"] and not (busy / "error.json").exists()
+
+
+def queue_folders(out):
+    return [n for n in os.listdir(out) if n.startswith(".queue-")]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_queued_jobs_are_known_after_a_stop_and_run_again_in_one_call(tiny_pipeline_dir, tmp_path, image, sig):
+    """Jobs accepted (202) but still waiting when the server stops, by kill -9 or SIGTERM: after a restart each is
+    known (interrupted, its inputs and settings in its folder) and POST /v1/jobs/{id}/rerun runs it again."""
+    out, tmp = tmp_path / "out", tmp_path / "tmp"
+    tmp.mkdir()
+    api = Api(tiny_pipeline_dir, out, tmp)
+    try:
+        running = api.submit(image, **SLOW)
+        waiting = [api.submit(image, **{**FAST, "seed": 10 + i, "formats": ["ply"]}) for i in range(3)]
+        api.wait_stage(running, ("sparse_structure", "slat"))
+        assert api.client.get(f"/v1/jobs/{waiting[-1]}").json()["queue_position"] == 2
+    finally:
+        if sig == signal.SIGKILL:
+            api.client.close()
+            api.proc.kill()
+            api.proc.communicate(timeout=TIMEOUT)
+        else:
+            code, err = api.stop(sig)
+            assert code == 0, err
+    if sig == signal.SIGKILL:
+        (queue,) = queue_folders(out)                   # the dead process's records, none of them lost
+        names = os.listdir(out / queue)                 # (the running job's folder names it: no record)
+        assert sorted(n[-8:] for n in names if n != ".owner") == sorted(j[:8] for j in waiting)
+    else:
+        assert queue_folders(out) == []                 # a clean stop made them job folders at once
+
+    api = Api(tiny_pipeline_dir, out, tmp)
+    try:
+        listed = {j["id"]: j for j in api.client.get("/v1/jobs").json()["jobs"]}
+        assert set(listed) == {running, *waiting}
+        for i, job_id in enumerate(waiting):
+            info = api.client.get(f"/v1/jobs/{job_id}").json()
+            assert info["state"] == "cancelled" and info["error_kind"] == "interrupted", info
+            assert "again" in info["error"] and info["seed"] == 10 + i and info["settings"]["ss_steps"] == 2
+            assert {f["name"] for f in info["files"]} == {"input.png", "settings.json", "error.json"}
+            assert api.client.get(f"/v1/jobs/{job_id}/files/input.png").content == image
+        assert queue_folders(out) == []
+        # Run again in one call: the same inputs, settings and seed, as a new job.
+        r = api.client.post(f"/v1/jobs/{waiting[0]}/rerun")
+        assert r.status_code == 202, r.text
+        again = r.json()
+        assert again["id"] not in listed and r.headers["location"] == f"/v1/jobs/{again['id']}"
+        assert again["state"] in ("queued", "running")
+        assert api.client.post(f"/v1/jobs/{again['id']}/rerun").status_code == 409      # it has not ended
+        done = api.wait_done(again["id"])
+        assert done["state"] == "done" and done["seed"] == 10, done
+        assert done["settings"]["ss_steps"] == 2 and done["settings"]["formats"] == ["ply"]
+        assert {"model.ply", "input.png"} <= {f["name"] for f in done["files"]}
+        assert api.client.get(f"/v1/jobs/{done['id']}/files/input.png").content == image
+        # The job that was running when the server stopped runs again the same way.
+        r = api.client.post(f"/v1/jobs/{running}/rerun")
+        assert r.status_code == 202 and r.json()["seed"] in (None, 2), r.text
+        assert api.client.post(f"/v1/jobs/{r.json()['id']}/cancel").status_code == 200
+        assert api.client.post("/v1/jobs/0123456789abcdef/rerun").status_code == 404
+    finally:
+        code, err = api.stop(signal.SIGTERM)
+    assert code == 0, err
+
+
+def test_kill_9_in_the_encode_stage_leaves_nothing_after_the_next_start(tiny_pipeline_dir, tmp_path, image):
+    """kill -9 while the preview is being encoded (the decimation for the GLB meanwhile in its temp folder): the
+    partial video and the decimation's folder stay until the next start, which removes both at once."""
+    out, tmp = tmp_path / "out", tmp_path / "tmp"
+    tmp.mkdir()
+    api = Api(tiny_pipeline_dir, out, tmp)
+    try:
+        job_id = api.submit(image, **{**FAST, "formats": ["glb", "mp4"], "video_frames": 60,
+                                      "video_resolution": 256})
+        # The encoder writes the hidden partial file from its first frame to its last: kill -9 the moment it is there.
+        deadline = time.time() + TIMEOUT * 2
+        partial = []
+        while not partial:
+            assert time.time() < deadline and api.proc.poll() is None
+            folder = next((p for p in out.iterdir() if p.is_dir() and p.name.endswith(job_id[:8])), None) \
+                if out.is_dir() else None
+            partial = [n for n in os.listdir(folder) if n.startswith(".preview.partial-")] if folder else []
+            time.sleep(0.002)
+        api.proc.kill()
+    finally:
+        api.client.close()
+        if api.proc.poll() is None:
+            api.proc.kill()
+        api.proc.communicate(timeout=TIMEOUT)
+    assert not (folder / "preview.mp4").exists()
+    assert [n for n in os.listdir(folder) if n.startswith(".preview.partial-") and n.endswith(".mp4")], \
+        os.listdir(folder)
+    assert [n for n in os.listdir(tmp) if n.startswith("trellis_simplify_")], os.listdir(tmp)
+    api = Api(tiny_pipeline_dir, out, tmp)         # seconds later: no grace period for a dead process's folder
+    try:
+        info = api.client.get(f"/v1/jobs/{job_id}").json()
+        assert info["state"] == "cancelled" and info["error_kind"] == "interrupted", info
+    finally:
+        code, err = api.stop()
+    assert code == 0, err
+    assert hidden(folder) == [] and hidden(out) == []
+    assert [n for n in os.listdir(tmp) if n.startswith("trellis_")] == []

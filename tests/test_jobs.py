@@ -495,3 +495,60 @@ def test_cpu_job_progress_moves_within_every_long_step(make_runner, image):
     views = record["visibility"]["views"]
     assert views == steps[("bake", "visibility")][-1][1] and len(steps[("bake", "visibility")]) >= 3
     assert record["visibility"]["resolution"] <= 1024 and views <= 1000
+
+
+def test_accepted_jobs_are_written_down_and_a_stop_keeps_them(make_runner, image, shared_pipe, tmp_path):
+    """Every accepted job has a record on disk until it ends; a user's cancel removes it; a stop of the app turns
+    the records of jobs that had made no folder into interrupted job folders, which a new runner lists and runs
+    again in one call (same inputs, settings and seed)."""
+    from desktop.jobs import RerunError, UnknownJobError
+
+    gate = threading.Event()
+
+    def slow_factory(device):
+        assert gate.wait(60)
+        return shared_pipe.to(device)
+    out = tmp_path / "out"
+    runner = make_runner(factory=slow_factory)
+    jobs = [runner.submit([image], fast(seed=20 + i)) for i in range(4)]
+    deadline = time.time() + 30
+    while jobs[0].state != JobState.RUNNING and time.time() < deadline:
+        time.sleep(0.01)
+    (queue,) = [p for p in out.iterdir() if p.name.startswith(".queue-")]
+    records = {p.name[-8:]: p for p in queue.iterdir() if not p.name.startswith(".")}
+    assert sorted(records) == sorted(j.id[:8] for j in jobs)
+    assert all_files(records[jobs[1].id[:8]]) == ["input.png", "settings.json"]
+    record = json.load(open(records[jobs[1].id[:8]] / "settings.json"))
+    assert record["job_id"] == jobs[1].id and record["settings"]["seed"] == 21 and record["queued"] is True
+
+    assert runner.cancel(jobs[2].id)                       # the user's cancel: the record goes, nothing is kept
+    assert not records[jobs[2].id[:8]].exists()
+    runner.shutdown(cancel=True, wait=False, reason="the test stopped the app")
+    gate.set()                                             # the running job (loading) stops at its next step
+    assert all(j.wait(TIMEOUT) for j in jobs)
+    runner.shutdown(wait=True, timeout=30)
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+    for job in (jobs[0], jobs[1], jobs[3]):
+        assert job.state == JobState.CANCELLED and job.error_kind == "interrupted", job.error
+        assert "the test stopped the app" in job.error and os.path.basename(job.out_dir).endswith(job.id[:8])
+        assert all_files(job.out_dir) == ["error.json", "input.png", "settings.json"]
+        assert json.load(open(os.path.join(job.out_dir, "error.json")))["state"] == "interrupted"
+    assert jobs[2].out_dir is None and len([p for p in out.iterdir() if p.is_dir()]) == 3
+
+    again = make_runner()
+    known = {j.id: j for j in again.list()}
+    assert set(known) == {jobs[0].id, jobs[1].id, jobs[3].id}
+    assert known[jobs[1].id].error_kind == "interrupted" and known[jobs[1].id].files["input"].endswith("input.png")
+    redo = again.rerun(jobs[1].id)
+    assert redo.id != jobs[1].id and redo.wait(TIMEOUT) and redo.state == JobState.DONE, redo.error
+    assert redo.seed == 21 and redo.used_settings.ss_steps == 2
+    first = again.submit([image], fast(seed=21))         # the same job submitted anew: the same asset
+    assert first.wait(TIMEOUT) and first.state == JobState.DONE
+    assert open(first.files["ply"], "rb").read() == open(redo.files["ply"], "rb").read()
+    with pytest.raises(UnknownJobError):
+        again.rerun("0" * 32)
+    waiting = again.submit([image], fast(ss_steps=300))
+    with pytest.raises(RerunError):
+        again.rerun(waiting.id)                         # not ended yet
+    again.cancel(waiting.id)
+    assert waiting.wait(TIMEOUT)

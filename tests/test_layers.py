@@ -238,14 +238,16 @@ def test_only_the_job_folder_module_knows_the_folder_layout():
 
 
 def test_the_job_modules_import_in_their_stated_order():
-    """desktop/jobs: job <- folder, progress, failures, inputs, meshes <- recovery <- steps <- runner (never back)."""
-    order = ["job", "folder", "progress", "failures", "inputs", "meshes", "recovery", "steps", "runner"]
+    """desktop/jobs: jsonio, job <- folder, progress, failures, inputs, meshes <- queued <- recovery, rerun, steps,
+    warmup <- runner (never back)."""
+    order = ["jsonio", "job", "folder", "progress", "failures", "inputs", "meshes", "queued", "recovery", "rerun",
+             "steps", "warmup", "runner"]
     graph = desktop_graph()
     bad = [f"{m} imports {d}" for i, m in enumerate(order) for d in graph[f"desktop.jobs.{m}"]
            if d.startswith("desktop.jobs.") and order.index(d.rsplit(".", 1)[1]) >= i]
     assert not bad, bad
     # The parts the UI reads at start-up (folder history) import no torch: `--help` stays instant.
-    light = {"desktop.jobs.job", "desktop.jobs.folder", "desktop.jobs.inputs", "desktop.jobs.meshes", "desktop.options",
+    light = {"desktop.jobs.jsonio", "desktop.jobs.job", "desktop.jobs.folder", "desktop.jobs.queued", "desktop.jobs.inputs", "desktop.jobs.meshes", "desktop.options",
              "desktop.settings"}
     heavy = [f"{m} imports torch" for m in light for top, _ in imported_tops(ROOT / Path(*m.split("."))
                                                                           .with_suffix(".py")) if top == "torch"]
@@ -253,10 +255,10 @@ def test_the_job_modules_import_in_their_stated_order():
 
 
 def test_the_batch_modules_import_in_their_stated_order_and_the_app_never_imports_them_or_ray():
-    """desktop/batch: items, manifest, display <- worker <- local, ray_pool <- driver <- command (never back).
+    """desktop/batch: files <- items, manifest, display <- worker <- local, ray_pool <- driver <- command (never back).
     Ray is optional: only batch/ray_pool imports it (and only with --ray); no other part of the app imports
     the batch package; the modules the command reads before its options are checked import no torch."""
-    order = ["items", "manifest", "display", "worker", "local", "ray_pool", "driver", "command"]
+    order = ["files", "items", "manifest", "display", "worker", "local", "ray_pool", "driver", "command"]
     graph = desktop_graph()
     assert {m for m in graph if m.startswith("desktop.batch.")} == {f"desktop.batch.{m}" for m in order}
     bad = [f"{m} imports {d}" for i, m in enumerate(order) for d in graph[f"desktop.batch.{m}"]
@@ -269,7 +271,7 @@ def test_the_batch_modules_import_in_their_stated_order_and_the_app_never_import
     ray = [f"{p.relative_to(ROOT)}:{line}" for p in app + [ROOT / "gradio_main.py"]
            if p != ROOT / "desktop" / "batch" / "ray_pool.py" for top, line in imported_tops(p) if top == "ray"]
     assert not ray, ray
-    light = ["items", "manifest", "display", "driver", "command"]
+    light = ["files", "items", "manifest", "display", "driver", "command"]
     heavy = [f"desktop.batch.{m} imports torch" for m in light
              for top, _ in imported_tops(ROOT / "desktop" / "batch" / f"{m}.py") if top == "torch"]
     assert not heavy, heavy

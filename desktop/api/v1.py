@@ -106,7 +106,9 @@ def _build_models():
         progress: Progress
         error: Optional[str] = Field(description="what went wrong and what to do (failed or cancelled)")
         error_kind: Optional[Literal[ERROR_KINDS]] = Field(description="input, empty, oom, disk, model, "
-                                                                         "background_removal, cancelled, interrupted or internal")
+                                                                         "background_removal, cancelled, interrupted, "
+                                                                         "internal or damaged (an earlier job whose "
+                                                                         "folder cannot be read)")
         files: list[FileInfo]
         settings: Settings
         seed: Optional[int] = Field(description="the seed used (null until the job starts)")
@@ -228,7 +230,7 @@ def _check_combination(images: list, prompt, mesh) -> None:
 async def mesh_upload(value, name=None) -> tuple:
     """(file name, bytes) of an uploaded 3-D model (a file, or base64 text in a form)."""
     if isinstance(value, str):
-        data = decode_base64(value, "mesh")
+        data = decode_base64(value, "mesh", "3-D model")
         filename = name or "mesh"
     else:
         data = await value.read(MAX_MESH_UPLOAD + 1)
@@ -289,8 +291,9 @@ def add_job_routes(app) -> None:
         return {"default": state.defaults.preset,
                 "presets": {name: build_settings({"preset": name}, state.defaults).to_dict() for name in PRESETS}}
 
+    # Optional in the schema: generated clients of a required body with several content types fail to import.
     request_body = {
-        "required": True,
+        "required": False,
         "content": {
             "multipart/form-data": {"schema": form_schema(JobRequest, {"images": "many", "mesh": "one"})},
             "application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}},
@@ -303,7 +306,8 @@ def add_job_routes(app) -> None:
                           "`prompt` (text mode), or `mesh` with `prompt` or one image (a new look for a 3-D model). "
                           "Inputs are checked at once (422 with the reason: an empty prompt, a file that is not an "
                           "image or not a 3-D model, a model with too many triangles); the job then waits in the "
-                          "queue: poll GET /v1/jobs/{id}. The answer's Location header is that URL.",
+                          "queue: poll GET /v1/jobs/{id}. The answer's Location header is that URL. A body is needed "
+                          "(415 without one).",
               openapi_extra={"requestBody": request_body},
               responses=error_responses(400, 413, 415, 422, 503))
     async def create_job(request: Request):
@@ -316,7 +320,7 @@ def add_job_routes(app) -> None:
             if any(len(x) > MAX_IMAGE_BYTES for x in images):
                 raise ApiError(413, f"an image is larger than {MAX_IMAGE_BYTES // 2 ** 20} MB")
             if req.mesh is not None:
-                mesh = (req.mesh_name or "mesh", decode_base64(req.mesh, "mesh"))
+                mesh = (req.mesh_name or "mesh", decode_base64(req.mesh, "mesh", "3-D model"))
         else:
             files, meshes = body.get("images", []), body.get("mesh", [])
             if "prompt" in body and all(isinstance(v, str) and not v.strip() for v in body["prompt"]):
@@ -396,6 +400,28 @@ def add_job_routes(app) -> None:
             raise ApiError(409, str(err), job_id=job_id) from None
         except ValueError as err:
             raise ApiError(422, str(err)) from None
+        except RuntimeError as err:
+            raise ApiError(503, str(err)) from None
+        return JSONResponse(job_info(job, state.runner), status_code=202,
+                            headers={"Location": f"/v1/jobs/{job.id}"})
+
+    @app.post("/v1/jobs/{job_id}/rerun", status_code=202, response_model=JobInfo, tags=["jobs"],
+              summary="Run an ended job again",
+              description="Queues a new job with the inputs and settings of an ended job (done, failed, cancelled, or "
+                          "interrupted by a stop of the server, queued ones included) and the seed it used. 409 while "
+                          "it is queued or running, for an export job, or when its folder is damaged.",
+              responses=error_responses(404, 409, 503))
+    async def rerun_job(job_id: str, request: Request):
+        from ..jobs import RerunError
+
+        state = api_state(request)
+        find_job(state, job_id)
+        try:
+            job = await run_in_threadpool(state.runner.rerun, job_id)
+        except UnknownJobError as err:
+            raise ApiError(404, str(err)) from None
+        except RerunError as err:
+            raise ApiError(409, str(err), job_id=job_id) from None
         except RuntimeError as err:
             raise ApiError(503, str(err)) from None
         return JSONResponse(job_info(job, state.runner), status_code=202,

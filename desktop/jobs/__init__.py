@@ -25,13 +25,17 @@ sampling again, into a folder of its own. Only the `keep_results` most recent re
 The package, one concern per module (each imports only those listed before it):
 
     job.py       Job, JobState, Progress, the error classes, TexturedMesh (plain data, no torch)
+    jsonio.py    the job folder's JSON files written, and read back without trusting them
     folder.py    the job folder: its file names, atomic writers, readers (history, recovery), the lock
     progress.py  stage weights -> the job's fraction and ETA
     failures.py  an exception -> (kind, message that says what to do)
     inputs.py    input image -> the pipeline's 518² image (InputError)
     meshes.py    a new-look job's 3-D model file: its format, checked from its header (InputError)
+    queued.py    accepted jobs written down until they end (a stop leaves them as interrupted job folders)
     recovery.py  the outputs folder put in order at start (unfinished jobs marked interrupted)
+    rerun.py     an ended job queued again from its folder (its inputs, settings and seed)
     steps.py     generate / export, top to bottom
+    warmup.py    the warm-up's tiny generation
     runner.py    JobRunner (queue, kept results, cancel, shutdown) and its workers
 
 Names are imported lazily (PEP 562), so that `from desktop.jobs import folder` (the UI's history) does
@@ -41,7 +45,7 @@ import importlib
 
 _EXPORTS = {
     "job": ("JobState", "STAGE_LABELS", "ERROR_KINDS", "JOB_KINDS", "InputError", "ModelLoadError", "UnknownJobError",
-            "NoResultError", "Progress", "Job", "TexturedMesh"),
+            "NoResultError", "RerunError", "Progress", "Job", "TexturedMesh"),
     "folder": ("JobFolder", "atomic_path", "write_atomic"),
     "progress": ("ProgressTracker", "export_stages"),
     "failures": ("classify_failure",),

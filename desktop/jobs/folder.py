@@ -20,7 +20,6 @@ written (the OS drops it when the process dies), so that another process's recov
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -29,6 +28,8 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Optional
+
+from .jsonio import MAX_JSON_BYTES, json_bytes, jsonable, load_json, read_json  # noqa: F401  (imported from here)
 
 SETTINGS = "settings.json"
 TIMINGS = "timings.json"
@@ -82,32 +83,6 @@ def write_atomic(path: Path, data) -> Path:
 def is_partial(name: str) -> bool:
     """A hidden partial file or folder of an atomic write (left behind when its process died)."""
     return name.startswith(".") and "partial-" in name
-
-
-def json_bytes(obj) -> bytes:
-    return (json.dumps(obj, indent=2, default=str) + "\n").encode("utf-8")
-
-
-def jsonable(obj):
-    """`obj` with every leaf JSON can hold (numpy / torch scalars as numbers, anything else as text)."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
-        return obj.item()
-    return str(obj)
-
-
-def read_json(path: Path):
-    """The parsed file, None when it is missing or not JSON."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def sniff_extension(head: bytes) -> str:
@@ -183,8 +158,9 @@ class JobFolder:
     """One job's folder. The writers return {kind: path} of what they wrote (for Job.files); the
     readers give None (or nothing) for what is missing or unreadable."""
 
-    def __init__(self, path):
+    def __init__(self, path, job=None):
         self.path = Path(path)
+        self.job = job              # the running job whose folder this is (made by `create`)
 
     def __repr__(self) -> str:
         return f"JobFolder({str(self.path)!r})"
@@ -210,7 +186,7 @@ class JobFolder:
         except BaseException:
             cls.release(job)
             raise
-        return cls(out)
+        return cls(out, job)
 
     @staticmethod
     def release(job) -> None:
@@ -282,7 +258,12 @@ class JobFolder:
         return {kind: str(path)}
 
     def write_settings(self, record: dict) -> dict:
-        return self.write_json("settings", record)
+        written = self.write_json("settings", record)
+        # From now on the folder names the job: what stood for it until it started can go (queued.py).
+        on_folder = getattr(self.job, "_on_folder", None)
+        if on_folder is not None:
+            on_folder()
+        return written
 
     def write_timings(self, timings: dict) -> dict:
         return self.write_json("timings", jsonable(timings))
@@ -370,12 +351,29 @@ class JobFolder:
     def created_fallback(self) -> float:
         return (self.path / SETTINGS).stat().st_mtime
 
+    def records(self) -> tuple:
+        """({"settings", "error", "timings": the file's object, or None when missing or damaged}, [what is damaged,
+        one line per file]): each file read once."""
+        values, damage = {}, []
+        for kind in ("settings", "error", "timings"):
+            value, problem = load_json(self.file(kind))
+            if problem is None and value is not None and not isinstance(value, dict):
+                problem = f"holds a JSON {type(value).__name__}, not an object"
+            if problem is not None:
+                damage.append(f"{NAMES[kind]} {problem}")
+                value = None
+            values[kind] = value
+        return values, damage
+
     def state(self, running_dirs=()) -> str:
-        """done, failed, cancelled, interrupted; running (its folder is in `running_dirs`) or incomplete."""
-        error = read_json(self.path / ERROR)
-        if isinstance(error, dict):
-            return str(error.get("state") or "failed")
-        if (self.path / TIMINGS).exists():
+        """done, failed, cancelled, interrupted; damaged (a record of it cannot be read); running (its folder is in
+        `running_dirs`) or incomplete."""
+        values, damage = self.records()
+        if damage:
+            return "damaged"
+        if values["error"] is not None:
+            return str(values["error"].get("state") or "failed")
+        if values["timings"] is not None:
             return "done"
         return "running" if str(self.path) in running_dirs else "incomplete"
 
@@ -400,26 +398,31 @@ class JobFolder:
     def file_kinds(self) -> dict:
         """kind -> path of its finished files (hidden partial files excluded), as Job.files has them."""
         files = {}
-        for p in sorted(self.path.iterdir()):
-            if not p.is_file() or p.name.startswith("."):
+        base = str(self.path)
+        with os.scandir(base) as listing:          # one listing, no stat per file: thousands of folders at start
+            entries = sorted((e.name, e) for e in listing if not e.name.startswith("."))
+        for name, entry in entries:
+            if not entry.is_file():
                 continue
-            stem = p.stem
-            if p.name in FILE_KINDS:
-                files[FILE_KINDS[p.name]] = str(p)
+            stem = os.path.splitext(name)[0]
+            path = os.path.join(base, name)
+            if name in FILE_KINDS:
+                files[FILE_KINDS[name]] = path
             elif stem == MESH_INPUT:
-                files["mesh"] = str(p)
+                files["mesh"] = path
             elif stem == "input" or re.fullmatch(r"input_\d+", stem):
-                files[stem] = str(p)
+                files[stem] = path
             elif re.fullmatch(r"preprocessed_\d+", stem):
-                files[stem] = str(p)
+                files[stem] = path
         return files
 
     def remove_partials(self) -> list:
         """The hidden partial files and folders that atomic writes leave when their process dies."""
         removed = []
-        for p in self.path.iterdir():
-            if not is_partial(p.name):
+        for name in os.listdir(self.path):
+            if not is_partial(name):
                 continue
+            p = self.path / name
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)
             else:
@@ -461,7 +464,7 @@ def list_history(outputs_dir: Path, running_dirs=(), limit: int = 200) -> list:
     """[(label, folder name)] of the job folders in the outputs folder, newest first."""
     try:
         folders = [p for p in Path(outputs_dir).iterdir() if p.is_dir() and not p.name.startswith(".")
-                   and (p / SETTINGS).is_file()]
+                   and (JOB_DIR.match(p.name) or (p / SETTINGS).is_file())]
     except OSError:
         return []
     folders.sort(key=lambda p: p.name, reverse=True)
@@ -469,7 +472,10 @@ def list_history(outputs_dir: Path, running_dirs=(), limit: int = 200) -> list:
     for path in folders[:limit]:
         folder = JobFolder(path)
         record = folder.settings_record() or {}
-        what = describe_record(record)
+        try:
+            what = describe_record(record)
+        except (TypeError, ValueError):         # a readable record with values of the wrong kinds
+            what = "?"
         stamp = path.name[:15]
         try:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.strptime(stamp, "%Y%m%d-%H%M%S"))

@@ -49,8 +49,9 @@ JOB_KINDS = ("generate", "export", "text", "variant")
 
 # Kinds of failure (Job.error_kind), for callers that react differently (HTTP status, retry advice).
 # "interrupted": the app was stopped (Ctrl-C, SIGTERM, ...) or killed while the job ran or waited.
+# "damaged": an earlier job whose folder's records cannot be read (listed as it is, never run again).
 ERROR_KINDS = ("input", "empty", "oom", "disk", "model", "background_removal", "cancelled", "interrupted",
-               "internal")
+               "internal", "damaged")
 
 
 class InputError(ValueError):
@@ -67,6 +68,10 @@ class UnknownJobError(LookupError):
 
 class NoResultError(RuntimeError):
     """An export was asked of a job whose decoded result is not (or no longer) in memory."""
+
+
+class RerunError(Exception):
+    """A job cannot be run again (it has not ended, is an export, or its folder is damaged); says why."""
 
 
 @dataclass
@@ -118,6 +123,7 @@ class Job:
         self._affinity: Optional[str] = None        # export jobs run on the device that holds the result
         self._interrupted: Optional[str] = None     # why the app stopped it (JobRunner.shutdown(reason=))
         self._folder_lock = None                    # (fd, path) of the running job's lock (folder.py)
+        self._on_folder = None                      # called once its folder holds settings.json (runner.py)
 
     @property
     def result_kept(self) -> bool:

@@ -30,10 +30,11 @@ from trellis.utils.cancel import Cancelled
 
 from ..options import DEFAULT_MODEL
 from ..settings import EXPORT_FIELDS, GenerationSettings, check_prompt
-from . import recovery, steps
+from . import queued, recovery, rerun, steps
 from .failures import classify_failure, drop_tracebacks, is_disk_full, is_oom, model_load_message
 from .folder import JobFolder, jsonable
 from .job import Job, JobState, ModelLoadError, NoResultError, Progress, UnknownJobError
+from .warmup import warm_run, warm_steps  # noqa: F401  (warm_steps: tests read it here)
 
 
 _WARMUP = object()                          # what _next_job hands a worker that is asked to warm up
@@ -73,7 +74,9 @@ class JobRunner:
 
     On start (`recover=True`) the outputs folder is put in order (recovery.py): folders of jobs that
     never finished are marked interrupted, stale partial and temp files removed, and the earlier jobs
-    are listed again (`get`, `list`; `self.recovery` says what was done)."""
+    are listed again (`get`, `list`; `self.recovery` says what was done). Each accepted job is written down
+    at once (`self.records`, queued.py), so that one still waiting when the app stops is known after it as an
+    interrupted job; `rerun(job_id)` queues an ended job again."""
 
     def __init__(self, model_path: str = DEFAULT_MODEL, outputs_dir="outputs", device: Optional[str] = None,
                  gpus: Optional[list] = None, pipeline_factory: Optional[Callable] = None, keep_results: int = 1,
@@ -101,6 +104,7 @@ class JobRunner:
         self._stopping = False
         self._warm_cancel = threading.Event()
         self.recovery = recovery.recover_outputs(self.outputs_dir) if recover else recovery.Recovery()
+        self.records = queued.QueueRecords(self.outputs_dir, self.model_path)     # accepted jobs, on disk
         for job in self.recovery.jobs:
             self._jobs[job.id] = job
         self._workers = []
@@ -243,9 +247,19 @@ class JobRunner:
         """True once a worker has loaded the pipeline."""
         return any(w.pipeline is not None for w in self._workers)
 
+    def rerun(self, job_id: str) -> Job:
+        """Queue the ended job `job_id` again: its inputs, settings and seed (rerun.py)."""
+        return rerun.rerun(self, job_id)
+
     def _enqueue(self, job: Job) -> None:
+        if self._stopping:
+            raise RuntimeError("the job runner is shut down")
+        self.records.add(job)               # written down first: known after any stop once accepted
+        job._on_folder = lambda: self.records.ended(job)        # its own folder names it from then on
         with self._wakeup:
             if self._stopping:
+                job.state = JobState.CANCELLED
+                self.records.ended(job)
                 raise RuntimeError("the job runner is shut down")
             self._jobs[job.id] = job
             self._queue.append(job)
@@ -275,15 +289,17 @@ class JobRunner:
             if job is None or job.state in JobState.FINISHED:
                 return False
             job._cancel.set()
-            if job.state == JobState.QUEUED:
-                self._queue.remove(job)
-                job.state = JobState.CANCELLED
-                job.error = job.error_kind = "cancelled"
-                if job._interrupted:
-                    job.error, job.error_kind = job._interrupted, "interrupted"
-                job.finished = time.time()
-                job._source_result = None
-                job._done.set()
+            if job.state != JobState.QUEUED:
+                return True
+            self._queue.remove(job)
+            job.state = JobState.CANCELLED
+            job.error = job.error_kind = "cancelled"
+            if job._interrupted:
+                job.error, job.error_kind = job._interrupted, "interrupted"
+            job.finished = time.time()
+            job._source_result = None
+        self.records.ended(job)         # removed, or (a stop of the app) kept as an interrupted job folder
+        job._done.set()
         return True
 
     def shutdown(self, cancel: bool = True, wait: bool = True, timeout: Optional[float] = None,
@@ -295,13 +311,15 @@ class JobRunner:
         with self._wakeup:
             self._stopping = True
             self._warm_cancel.set()
-            queued = list(self._queue) if cancel else []
+            waiting = list(self._queue) if cancel else []
             running = [j for j in self._jobs.values() if j.state == JobState.RUNNING] if cancel else []
             if reason:
-                for job in queued + running:
+                for job in waiting:
+                    job._interrupted = queued.interrupted_message(reason, job.id)
+                for job in running:
                     job._interrupted = recovery.INTERRUPTED_MESSAGE.format(how=reason)
             self._wakeup.notify_all()
-        for job in queued + running:
+        for job in waiting + running:
             self.cancel(job.id)
         for job_id in list(self._kept):
             self.release_result(job_id)
@@ -438,6 +456,9 @@ class _Worker:
     def _finish(self, job: Job, state: str, error: Optional[str] = None, detail: Optional[str] = None) -> None:
         # Its final file is written: the folder is no longer this process's to finish.
         JobFolder.release(job)
+        if job.error_kind == "interrupted" and not job.out_dir:
+            job.error = error                 # stopped before its folder: its record becomes that folder
+        self.runner.records.ended(job)
         with self.runner._lock:
             job.state, job.error, job.detail = state, error, detail
             job.finished = time.time()
@@ -590,37 +611,3 @@ class _Worker:
             job.files.update(JobFolder(job.out_dir).write_timings(job.timings))
         except OSError:
             pass          # the assets are written; a missing timings file is not worth failing the job
-
-
-def warm_steps(pipeline) -> int:
-    """Sampling steps of the warm run: 1, or with compiled flow blocks 5, so that the run has steps inside the
-    guidance interval (a CFG pair: batch 2) and after it (batch 1) and both shapes are compiled before a job
-    (5 steps of the usual time grid, rescaled by 3, end at t = 0.2 -> 0.43 < 0.5)."""
-    return 5 if pipeline.memory_policy.compile else 1
-
-
-def warm_run(pipeline, cancel=None) -> None:
-    """One tiny generation (`warm_steps` steps per stage on a 96 px RGBA disc, both decoders, a one-frame 64 px
-    render of each) that brings up what a first job would otherwise wait for: the CUDA context and cuBLAS,
-    attention and sparse conv kernels, the renderers' Triton kernels (and, with `--compile`, the compiled flow
-    blocks). Results are thrown away; an empty structure just ends it."""
-    import numpy as np
-    from PIL import Image
-
-    from trellis.pipelines import EmptyStructureError
-    from trellis.utils import render_utils
-
-    yy, xx = np.mgrid[0:96, 0:96]
-    disc = (np.hypot(xx - 47.5, yy - 47.5) < 30).astype(np.uint8) * 255
-    image = Image.fromarray(np.dstack([np.full((96, 96, 3), 160, np.uint8), disc]), "RGBA")
-    steps = warm_steps(pipeline)
-    try:
-        out = pipeline.run(image, seed=0, formats=["gaussian", "mesh"],
-                           sparse_structure_sampler_params={"steps": steps}, slat_sampler_params={"steps": steps},
-                           cancel=cancel)
-    except EmptyStructureError:
-        return
-    for kind in ("gaussian", "mesh"):
-        if cancel is not None and cancel():
-            raise Cancelled()
-        render_utils.render_video(out[kind][0], resolution=64, num_frames=1, cancel=cancel, verbose=False)

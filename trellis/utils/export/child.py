@@ -1,9 +1,11 @@
 """Child Python processes for the export's native steps (fast-simplification, xatlas).
 
 Those libraries hold the GIL for seconds and cannot be interrupted (xatlas can even crash), so they run
-in a child of the same interpreter and environment, started in its own temporary folder (so nothing in
-the caller's working directory shadows a module), fed and read through ``.npz`` files. The callers
-poll the child, so the GPU work of the caller goes on meanwhile, and kill it on cancel or timeout.
+in a child of the same interpreter and environment, started in a temporary folder (so nothing in the
+caller's working directory shadows a module: the temp root itself where ``-P`` keeps it off sys.path, as
+the pooled decimation children do), fed and read through ``.npz`` files in a folder of the caller's (the
+decimation's is owned by its process, ``trellis.utils.owned_dirs``, not by a child's working folder). The
+callers poll the child, so the GPU work of the caller goes on meanwhile, and kill it on cancel or timeout.
 """
 from __future__ import annotations
 

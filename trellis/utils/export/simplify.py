@@ -12,6 +12,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ...core.callbacks import check as _check_cancel
+from .. import owned_dirs
 from . import child
 from .common import Progress, _drop_unreferenced, _output, _report, _to_numpy
 
@@ -106,6 +107,10 @@ PIECE_MIN_FACES = 80_000
 PIECES_FROM_FACES = 300_000
 MAX_PIECES = 16
 PIECE_SLACK = 2.0
+
+# The decimation's temp folder: ``trellis_simplify_<random>`` in the temp folder, owned by its process
+# (``trellis.utils.owned_dirs``), so that an app's start removes only the folders of dead processes.
+TEMP_PREFIX = "trellis_simplify_"
 
 # A decimation child process. It starts before its work is known (importing numpy and fast-simplification
 # takes 0.1 s on a desktop and up to 0.6 s on a busy GPU host, so it overlaps the caller's merge and the cut
@@ -284,12 +289,13 @@ class _Decimation:
     def __init__(self, children: int):
         """Starts the folder and ``children`` child processes (they import while the caller prepares the
         mesh); ``begin()`` gives them the work."""
-        import tempfile
         import time
 
         self._t0 = time.perf_counter()
         self.timeline = []           # (seconds since construction, event): where the time goes (benchmarks)
-        self.folder = tempfile.mkdtemp(prefix="trellis_simplify_")
+        # Owned (an OS lock held until close()): another process's start tells it from a killed export's leftover.
+        self._owned = owned_dirs.make(TEMP_PREFIX)
+        self.folder = self._owned.path
         self.proc = None             # the last child started
         self._idle, self._busy, self._done, self._result, self._pending = [], {}, {}, None, []
         self.child_calls = 0         # calls whose result a child wrote (the rest were done here)
@@ -444,8 +450,6 @@ class _Decimation:
         return self._result
 
     def close(self) -> None:
-        import shutil
-
         # Idle children go to the pool for the next decimation; busy ones (cancel, error) are killed and waited
         # for (where children cannot be pooled, idle ones too, so that their working folder, this decimation's,
         # can go: Windows keeps a process's working folder).
@@ -454,7 +458,7 @@ class _Decimation:
         for proc, _ in self._busy.values():
             child.stop(proc)
         self._idle, self._busy = [], {}
-        shutil.rmtree(self.folder, ignore_errors=True)
+        self._owned.remove()
 
 
 def merge_duplicate_vertices_on_device(vertices, faces):

@@ -1,0 +1,255 @@
+"""Queued jobs written down, so that no stop (Ctrl-C, SIGTERM, kill -9, a power cut) loses a job it accepted.
+
+A job waits in memory until a worker takes it, and its folder is made only once it starts. So that a client
+that got an id (the API's 202) can still ask about it after any stop, the runner writes each job down as it
+accepts it: `<outputs>/.queue-<random>/<YYYYmmdd-HHMMSS>-<id8>/` (the time of submission), laid out as a job
+folder (settings.json naming the job and its settings; the inputs copied: input.png, ..., input_mesh.<ext>).
+Each runner has one `.queue-*` folder, owned by its process (trellis.utils.owned_dirs: an OS lock that the OS
+drops when the process ends) and removed whenever it holds no record.
+
+* The job's own folder holds its settings.json (it started), or it ends in this process first (failed on its
+  input, cancelled by the user): its record is removed.
+* The app stops first (shutdown with a reason: Ctrl-C, SIGTERM, closing the window) and the job had not made
+  its folder: the record gets error.json `state: interrupted` and moves into the outputs folder, a job folder
+  like any other (listed, its files served, run again with one call: rerun.py).
+* The process was killed: the next start (`recover`, from recovery.py) finds the `.queue-*` folder of a process
+  that is gone and does the same for each record whose job has no folder of its own.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+from trellis.utils import owned_dirs
+
+from .folder import JOB_DIR, MESH_INPUT, JobFolder, atomic_path, sniff_extension, write_atomic
+from .job import describe_input
+from .meshes import MESH_FORMATS
+
+QUEUE_PREFIX = ".queue-"
+
+QUEUED_INTERRUPTED_MESSAGE = ("interrupted: the app stopped before this job could finish ({how}); its inputs and "
+                              "settings are kept in its folder. Run it again (\"Use these settings\" in the "
+                              "history; over REST: POST /v1/jobs/{job_id}/rerun).")
+
+
+def interrupted_message(how: str, job_id: str) -> str:
+    return QUEUED_INTERRUPTED_MESSAGE.format(how=how, job_id=job_id)
+
+
+def record_name(job) -> str:
+    """The record's (and later, if the app stops first, the job folder's) name: submission time and id."""
+    return f"{datetime.fromtimestamp(job.created).strftime('%Y%m%d-%H%M%S')}-{job.id[:8]}"
+
+
+def settings_record(job, model_path: str) -> dict:
+    """settings.json of a job not started yet: what a job folder's holds, less what only the run knows (the
+    seed drawn for a random one, the device)."""
+    s = job.settings
+    record = {"job_id": job.id, "kind": job.kind, "queued": True, "model": model_path, "device": None,
+              "inputs": [describe_input(x) for x in job.inputs], "seed_was_random": s.randomize_seed,
+              "created": datetime.fromtimestamp(job.created).isoformat(timespec="seconds"), "settings": s.to_dict()}
+    if not s.randomize_seed:
+        record["seed"] = s.seed
+    if job.source_id:
+        record["source_job"] = job.source_id
+    if job.prompt is not None:
+        record["prompt"] = job.prompt
+    if job.mesh is not None:
+        record["mesh"] = job.mesh[0] if isinstance(job.mesh, tuple) else str(job.mesh)
+    return record
+
+
+def _write_inputs(folder: Path, job) -> None:
+    """The job's images as input.<ext>, input_2.<ext>, ... and its 3-D model as input_mesh.<ext> (each atomic).
+    An input path that is not a readable file is left out (the job fails on it when it starts)."""
+    for i, x in enumerate(job.inputs):
+        base = "input" if i == 0 else f"input_{i + 1}"
+        if isinstance(x, (str, os.PathLike)):
+            src = Path(os.path.expanduser(os.fspath(x)))
+            if src.is_file():
+                with atomic_path(folder / (base + src.suffix.lower()[:10])) as tmp:
+                    shutil.copyfile(src, tmp)
+        elif isinstance(x, (bytes, bytearray, memoryview)):
+            write_atomic(folder / (base + sniff_extension(bytes(x[:16]))), bytes(x))
+        elif hasattr(x, "save"):                       # PIL image
+            with atomic_path(folder / (base + ".png")) as tmp:
+                x.save(tmp, format="PNG")
+    mesh = job.mesh
+    if isinstance(mesh, tuple):                        # (file name, bytes) of an upload
+        ext = os.path.splitext(str(mesh[0]))[1].lower()
+        write_atomic(folder / (MESH_INPUT + (ext if ext in MESH_FORMATS else ".bin")), bytes(mesh[1]))
+    elif mesh is not None and os.path.isfile(os.path.expanduser(os.fspath(mesh))):
+        src = Path(os.path.expanduser(os.fspath(mesh)))
+        ext = src.suffix.lower()
+        with atomic_path(folder / (MESH_INPUT + (ext if ext in MESH_FORMATS else ".bin"))) as tmp:
+            shutil.copyfile(src, tmp)
+
+
+def _free_name(root: Path, name: str) -> Path:
+    """`root/name`, or (taken by another job: the same id prefix in the same second) the first free second after."""
+    target = root / name
+    if not target.exists():
+        return target
+    stamp = datetime.strptime(name[:15], "%Y%m%d-%H%M%S").timestamp()
+    for k in range(1, 3600):
+        target = root / f"{datetime.fromtimestamp(stamp + k).strftime('%Y%m%d-%H%M%S')}{name[15:]}"
+        if not target.exists():
+            return target
+    raise FileExistsError(f"no free folder name for {name} in {root}")
+
+
+def to_job_folder(record: Path, root: Path, message: str) -> Path:
+    """Make a record an interrupted job folder of `root` (error.json written, then the folder moved); the folder."""
+    JobFolder(record).write_error({"state": "interrupted", "error": message, "kind": "interrupted", "detail": None,
+                                   "timings": {}, "marked": datetime.now().isoformat(timespec="seconds")})
+    target = _free_name(root, record.name)
+    os.rename(record, target)
+    return target
+
+
+class QueueRecords:
+    """The records of one runner's accepted jobs (see the module doc). Never raises: a record that cannot be
+    written (a full disk) costs a warning, and the job runs all the same."""
+
+    def __init__(self, outputs_dir, model_path: str):
+        self.root = Path(outputs_dir)
+        self.model_path = model_path
+        self._lock = threading.Lock()
+        self._owned: Optional[owned_dirs.OwnedDir] = None
+        self._records: dict = {}          # job id -> its record folder
+        self._writing = 0                 # records being written (the folder must stay meanwhile)
+        self._made_root = False           # the outputs folder was made for a record: it goes when left empty
+
+    def add(self, job) -> None:
+        """Write `job` down: its settings and inputs, in a record folder made atomically."""
+        with self._lock:
+            self._writing += 1
+        try:
+            with self._lock:
+                if self._owned is None:
+                    self._made_root = self._made_root or not self.root.exists()
+                    self.root.mkdir(parents=True, exist_ok=True)
+                    self._owned = owned_dirs.make(QUEUE_PREFIX, str(self.root))
+                base = Path(self._owned.path)
+            name = record_name(job)
+            tmp = base / f".{name}.partial-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()
+            try:
+                _write_inputs(tmp, job)
+                JobFolder(tmp).write_settings(settings_record(job, self.model_path))
+                os.rename(tmp, base / name)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            with self._lock:
+                self._records[job.id] = base / name
+        except OSError as err:
+            print(f"warning: job {job.id} could not be written down in {self.root} ({err.strerror or err}); it is "
+                  "queued, but a stop of the app before it starts loses it", file=sys.stderr, flush=True)
+        finally:
+            with self._lock:
+                self._writing -= 1
+            self._drop_if_empty()
+
+    def ended(self, job) -> None:
+        """`job` has its own folder now, or ended in this process: its record goes, unless the app stopped it
+        before it made its folder (error_kind "interrupted", no out_dir): then the record becomes that folder."""
+        with self._lock:
+            record = self._records.pop(job.id, None)
+        try:
+            if record is not None and job.error_kind == "interrupted" and not job.out_dir:
+                message = job.error or interrupted_message("the app stopped", job.id)
+                job.out_dir = str(to_job_folder(record, self.root, message))
+                job.files.update(JobFolder(job.out_dir).file_kinds())
+            elif record is not None:
+                shutil.rmtree(record, ignore_errors=True)
+        except OSError as err:             # the record stays where it is: the next start marks it
+            print(f"warning: job {job.id} could not be marked interrupted ({err.strerror or err}); the next start "
+                  "marks it", file=sys.stderr, flush=True)
+        finally:
+            self._drop_if_empty()
+
+    def _drop_if_empty(self) -> None:
+        with self._lock:
+            if self._owned is None or self._records or self._writing:
+                return
+            owned, self._owned = self._owned, None
+            try:
+                if any(not n.startswith(".") for n in os.listdir(owned.path)):
+                    owned.release()       # a record left behind: the next start takes it over
+                    return
+            except OSError:
+                pass
+            owned.remove()
+            if self._made_root:           # a job that failed before making its folder leaves no outputs folder
+                with contextlib.suppress(OSError):
+                    self.root.rmdir()     # only when empty
+
+
+# ---------------------------------------------------------------------------------------------
+# At start: the records of processes that are gone
+# ---------------------------------------------------------------------------------------------
+
+def recover(root: Path, entries: list, how: str) -> tuple:
+    """([job folders made], [leftovers removed]) from the `.queue-*` folders of `root` whose process is gone
+    (`entries`: the outputs folder's listing). A record whose job has a folder of its own (it started) is dropped;
+    every other becomes an interrupted job folder."""
+    made, removed = [], []
+    names = {p.name for p in entries}
+    for queue in entries:
+        if not queue.name.startswith(QUEUE_PREFIX) or not queue.is_dir():
+            continue
+        taken = owned_dirs.adopt(queue)
+        if taken is None:
+            if owned_dirs.owner_state(queue) != "unmarked" or _age(queue) < UNMARKED_AFTER_S:
+                continue                  # its process runs (or is making it)
+            taken = owned_dirs.OwnedDir(str(queue), None)
+        kept = 0
+        try:
+            for record in sorted(queue.iterdir()):
+                if record.name.startswith(".") or not JOB_DIR.match(record.name) or not record.is_dir() \
+                        or _has_folder(root, names, record):
+                    continue              # a record cut short (never accepted), or its job made its folder
+                try:
+                    made.append(to_job_folder(record, root, interrupted_message(how, str(_job_id(record)))))
+                except OSError:
+                    kept += 1
+        except OSError:
+            kept += 1
+        if kept:
+            taken.release()               # tried again at the next start
+        else:
+            taken.remove()
+            removed.append(str(queue))
+    return made, removed
+
+
+# A `.queue-*` folder never marked (a file system without locks) is taken as a dead process's after this long.
+UNMARKED_AFTER_S = 3600.0
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _has_folder(root: Path, names: set, record: Path) -> bool:
+    """Whether the record's job made a folder of its own (named after its start: the same id prefix)."""
+    job_id = _job_id(record)
+    suffix = "-" + record.name[16:]
+    return any(name.endswith(suffix) and JOB_DIR.match(name) and _job_id(root / name) == job_id for name in names)
+
+
+def _job_id(folder: Path):
+    record = JobFolder(folder).settings_record()
+    return record.get("job_id") if isinstance(record, dict) else None
