@@ -65,9 +65,13 @@ class GenerationSettings:
     precision: str = "auto"               # "auto" | "fp16" | "bf16" | "fp32"
     offload: str = "auto"                 # "auto" | "none" | "model" (each network on the GPU only while it runs)
     text_model_size: str = DEFAULT_TEXT_MODEL_SIZE   # prompts: TRELLIS-text-base / -large / -xlarge
+    # Not a setting (never in JSON, not compared): the fields the user set, which `for_device` never lowers.
+    explicit: frozenset = dataclasses.field(default=frozenset(), compare=False, repr=False)
 
     def __post_init__(self):
         self.formats = _normalise_formats(self.formats)
+        self.explicit = frozenset(self.explicit)
+        _check_keys(dict.fromkeys(self.explicit))
         self._validate()
 
     # ------------------------------------------------------------------ validation
@@ -80,30 +84,35 @@ class GenerationSettings:
     # ------------------------------------------------------------------ construction helpers
     @classmethod
     def from_preset(cls, name: str = DEFAULT_PRESET, **overrides) -> "GenerationSettings":
-        """The preset's values with `overrides` on top (None values are ignored)."""
+        """The preset's values with `overrides` on top (None values are ignored); the overrides count as
+        set by the user (`explicit`)."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-        values = {**PRESETS[name], "preset": name}
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        chosen = {k: v for k, v in overrides.items() if v is not None}
+        values = {**PRESETS[name], "preset": name, **chosen}
         _check_keys(values)
-        return cls(**values)
+        return cls(**values, explicit=frozenset(chosen))
 
     def replace(self, **changes) -> "GenerationSettings":
+        """A copy with `changes`, which count as set by the user (`explicit`)."""
         _check_keys(changes)
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, **changes, explicit=self.explicit | set(changes))
 
     def for_device(self, device: str) -> "GenerationSettings":
         """The settings a job runs with on `device` ("cpu", "cuda", "cuda:1", ...).
 
-        On a CPU, each field of CPU_VALUES that still has its preset's value (for "custom" settings:
-        the value some preset gives it) takes the CPU value where that is smaller: the presets are
-        sized for a GPU, and on a CPU their 50 bake renders at 1024², 1024² texture and 120-frame
-        preview take minutes. A value the user chose (anything else) is kept. Elsewhere: unchanged (self)."""
+        On a CPU, each field of CPU_VALUES that the user did not set (`explicit`) and that still has its
+        preset's value (for "custom" settings: the value some preset gives it) takes the CPU value where
+        that is smaller: the presets are sized for a GPU, and on a CPU their 50 bake renders at 1024²,
+        1024² texture and 120-frame preview take minutes. A value the user set is kept, even one equal to
+        the preset's; `device_changes` names what was lowered. Elsewhere: unchanged (self)."""
         if not str(device).startswith("cpu"):
             return self
         changes = {}
         for name, cpu_value in CPU_VALUES.items():
             value = getattr(self, name)
+            if name in self.explicit:
+                continue
             if self.preset in PRESETS:
                 preset_values = {_preset_value(self.preset, name)}
             else:                                                   # "custom"
@@ -134,6 +143,7 @@ class GenerationSettings:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["formats"] = list(self.formats)
+        del d["explicit"]
         return d
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -238,12 +248,22 @@ _FIELDS = None
 
 
 def check_prompt(prompt) -> str:
-    """The prompt of a text job or a new look, stripped; ValueError when it is not one (not text, empty,
-    absurdly long). A prompt longer than CLIP's 77 tokens is accepted: the job says it was cut."""
+    """The prompt of a text job or a new look, stripped; ValueError when it is not one (not text, not
+    valid Unicode, empty or only invisible characters, absurdly long). A prompt longer than CLIP's 77
+    tokens is accepted: the job says it was cut."""
     if not isinstance(prompt, str):
         raise ValueError(f"the prompt must be text, got {type(prompt).__name__}")
     text = prompt.strip()
-    if not text:
+    bad = next((i for i, ch in enumerate(text) if "\ud800" <= ch <= "\udfff"), None)
+    if bad is not None:
+        code, before = ord(text[bad]), text[max(0, bad - 20):bad]
+        where = f"after {before!r}" if before else "at its start"
+        if 0xDC80 <= code <= 0xDCFF:      # how Python keeps a byte that is not UTF-8 (command line, file names)
+            raise ValueError(f"the prompt is not UTF-8 text: byte 0x{code - 0xDC00:02x} ({where}) is not a "
+                             "character in UTF-8; save the text as UTF-8 (or type it again) and try again")
+        raise ValueError(f"the prompt holds a lone surrogate (U+{code:04X}, {where}), which is not a "
+                         "character; send the text as UTF-8")
+    if not any(ch.isprintable() and not ch.isspace() for ch in text):
         raise ValueError("the prompt is empty: describe the object to make (e.g. 'a red wooden chair')")
     if len(text) > MAX_PROMPT_CHARS:
         raise ValueError(f"the prompt has {len(text):,} characters, more than the {MAX_PROMPT_CHARS:,} accepted; "
@@ -254,7 +274,7 @@ def check_prompt(prompt) -> str:
 def field_names() -> tuple:
     global _FIELDS
     if _FIELDS is None:
-        _FIELDS = tuple(f.name for f in dataclasses.fields(GenerationSettings))
+        _FIELDS = tuple(f.name for f in dataclasses.fields(GenerationSettings) if f.name != "explicit")
     return _FIELDS
 
 
@@ -322,6 +342,34 @@ def _preset_value(preset: str, name: str):
 # (trellis.utils.mesh_cleanup.visibility_settings).
 CPU_VALUES: dict = dict(texture_size=512, bake_views=24, bake_resolution=512, video_frames=60,
                         video_resolution=384)
+
+# Why each CPU value (for the job's warning), and the formats whose files it shapes.
+CPU_REASONS: dict = {
+    "texture_size": ("each doubling of the side takes about 4x as long to bake", ("glb", "obj")),
+    "bake_views": ("each is a render of the Gaussians", ("glb", "obj")),
+    "bake_resolution": ("each bake render takes seconds at the larger size", ("glb", "obj")),
+    "video_frames": ("each frame is a render", ("mp4",)),
+    "video_resolution": ("render time grows with the pixels", ("mp4",)),
+}
+
+
+def device_changes(submitted: GenerationSettings, used: GenerationSettings) -> dict:
+    """{field: (submitted value, used value)} for the fields of CPU_VALUES that `for_device` changed."""
+    return {k: (getattr(submitted, k), getattr(used, k)) for k in CPU_VALUES
+            if getattr(submitted, k) != getattr(used, k)}
+
+
+def device_change_warning(submitted: GenerationSettings, used: GenerationSettings) -> str | None:
+    """The job's warning naming each setting `for_device` lowered that shapes a file the job writes, from -> to
+    and why; None when there is none."""
+    parts = [f"{name} {was} -> {now} ({CPU_REASONS[name][0]})"
+             for name, (was, now) in device_changes(submitted, used).items()
+             if set(CPU_REASONS[name][1]) & set(used.formats)]
+    if not parts:
+        return None
+    return (f"Changed for the CPU, where the preset's values (sized for a GPU) would take minutes: {', '.join(parts)}. "
+            f"A value you set yourself is kept.")
+
 
 # Presets: values that differ from the dataclass defaults ("balanced" is the defaults themselves).
 PRESETS: dict = {

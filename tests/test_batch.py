@@ -305,3 +305,29 @@ def test_a_worker_makes_prompt_items_lands_each_once_and_can_return_files(tiny_p
     first, second = (mf.write_files(out, "object_2", {"settings.json": text}) for text in (b"{1}", b"{2}"))
     assert mf.commit(first, out / "object_2") and not mf.commit(second, out / "object_2")
     assert (out / "object_2" / "settings.json").read_bytes() == b"{1}" and not second.exists()
+
+
+def test_a_batch_item_keeps_the_values_set_and_reports_what_the_cpu_lowered(tiny_pipeline_dir, eight_images,
+                                                                           tmp_path):
+    """plan() carries which values the user set beside the settings; on a CPU the worker keeps those (an explicit
+    1024² texture) and lowers only the preset's (the bake renders), with the job's warning in its answer, which
+    the driver prints."""
+    from desktop.batch.driver import plan
+    from desktop.batch.worker import ItemWorker
+    from desktop.settings import GenerationSettings
+
+    out = tmp_path / "out"
+    out.mkdir()
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"image\n{eight_images / 'object_3.png'}\n")
+    base = GenerationSettings.from_preset("balanced", seed=3, ss_steps=2, slat_steps=2, texture_size=1024,
+                                          bake_views=4, fill_holes=False, formats=("glb",))
+    (task,), _, _ = plan(batch_items.read_items(str(listing)), base, out, mf.Manifest(out), print)
+    assert "texture_size" in task["explicit"] and "bake_resolution" not in task["explicit"]
+    answer = ItemWorker("cpu").process({**task, "model": tiny_pipeline_dir, "out": str(out)})
+    assert answer["state"] == "done", answer.get("error")
+    (change,) = [w for w in answer["warnings"] if w.startswith("Changed for the CPU")]
+    assert "bake_resolution 1024 -> 512" in change and "texture_size" not in change
+    record = json.loads((out / task["name"] / "settings.json").read_text())
+    assert record["settings"]["texture_size"] == 1024 and "texture_size" not in record["changed_for_device"]
+    assert record["changed_for_device"]["bake_resolution"] == [1024, 512]

@@ -15,6 +15,7 @@ A pool (local.LocalPool, ray_pool.RayPool) has:
 from __future__ import annotations
 
 import collections
+import errno
 import random
 from pathlib import Path
 
@@ -70,7 +71,8 @@ def plan(items: list, base: GenerationSettings, out_dir, log: mf.Manifest, say) 
             settings = settings.replace(seed=seed, randomize_seed=False)
         log.append("planned", item=item.name, key=key, kind=item.kind, source=item.source, seed=settings.seed)
         tasks.append({"id": item.name, "name": item.name, "kind": item.kind, "source": item.source, "key": key,
-                      "settings": settings.to_dict(), "seed_was_random": seed_was_random, "attempt": 0})
+                      "settings": settings.to_dict(), "explicit": sorted(settings.explicit),
+                      "seed_was_random": seed_was_random, "attempt": 0})
     return tasks, skipped, bad
 
 
@@ -120,11 +122,10 @@ class Scheduler:
             self.lost += 1
             answer = {"state": "failed", "kind": DIED, "retry": True,
                       "error": "its worker died while making it (killed, or the process crashed)"}
+        if answer["state"] == "done" and "files" in answer:    # a worker without the shared folder: written here
+            answer = self._land(name, answer)
         if answer["state"] == "done":
             duplicate = bool(answer.get("duplicate"))
-            if "files" in answer:              # a worker without the shared folder: the driver writes it
-                work = mf.write_files(self.out_dir, name, answer.pop("files"))
-                duplicate = not mf.commit(work, self.out_dir / name)
             self.log.append("done", item=name, key=task["key"], attempt=task["attempt"] + 1,
                             duplicate=duplicate, worker=_label(answer), seconds=answer.get("seconds"))
             self.done += 1
@@ -133,6 +134,8 @@ class Scheduler:
             stats["items"] += 1
             for k in ("sample", "export"):
                 stats[k] += (answer.get("seconds") or {}).get(k, 0.0)
+            for warning in answer.get("warnings") or ():
+                self.display.say(f"{name}: warning: {warning}")
             self.display.update(force=True)
             return
         task["attempt"] += 1
@@ -146,6 +149,20 @@ class Scheduler:
         self.fail(name, answer.get("error") or "failed", answer.get("kind"), task["attempt"])
         if answer.get("kind") == "model" and not self.stopped:
             self.stopped = "the model could not be loaded"
+
+    def _land(self, name: str, answer: dict) -> dict:
+        """Write the files a worker returned and move them onto OUT/<name>; a write that fails (a full disk)
+        fails this attempt, as it would have failed on the worker."""
+        try:
+            work = mf.write_files(self.out_dir, name, answer.pop("files"))
+            return {**answer, "duplicate": not mf.commit(work, self.out_dir / name)}
+        except OSError as err:
+            full = err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1), errno.EFBIG)
+            message = (f"the outputs folder is full ({self.out_dir}): free some disk space there or choose another "
+                       "outputs folder, then try again." if full
+                       else f"could not write {err.filename or self.out_dir}: {err.strerror or err}")
+            return {**answer, "state": "failed", "kind": "disk" if full else "internal", "error": message,
+                    "retry": True}
 
     def fail(self, name: str, message: str, kind=None, attempts: int = 0) -> None:
         self.log.append("failed", item=name, kind=kind, error=message, attempts=attempts)

@@ -19,6 +19,7 @@ seconds {"sample", "export"}, device, pid, host.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import socket
@@ -29,6 +30,7 @@ import uuid
 
 from ..settings import GenerationSettings
 from . import manifest
+from .files import special_file_problem
 
 # Failures that another attempt cannot fix (the same input fails the same way).
 FINAL_KINDS = ("input", "empty", "model", "background_removal", "cancelled")
@@ -69,6 +71,7 @@ class ItemWorker:
     def process(self, task: dict, data: bytes | None = None) -> dict:
         from ..jobs.failures import classify_failure, drop_tracebacks
         from ..jobs.job import Job
+        from ..jobs.steps import for_device
 
         if data is not None:
             task = {**task, "data": data}
@@ -85,9 +88,12 @@ class ItemWorker:
             else:
                 work = manifest.new_work_folder(task["out"], task["name"])
                 manifest.write_owner(work, self.device)
-            settings = GenerationSettings.from_dict(task["settings"]).for_device(self.device)
+            # The values the user set travel beside the settings: for_device never lowers those.
+            submitted = dataclasses.replace(GenerationSettings.from_dict(task["settings"]),
+                                            explicit=frozenset(task.get("explicit") or ()))
             job = Job(id=uuid.uuid4().hex, inputs=[task.get("data") or task["source"]] if task["kind"] == "image"
-                      else [], settings=GenerationSettings.from_dict(task["settings"]))
+                      else [], settings=submitted)
+            settings = for_device(job, submitted, self.device)
             job.used_settings = settings
             job.out_dir = str(work)
             with self._sample_lock:
@@ -103,7 +109,7 @@ class ItemWorker:
                 answer["files"] = manifest.read_files(work)
             else:
                 answer["duplicate"] = not manifest.commit(work, os.path.join(task["out"], task["name"]))
-            answer["state"] = "done"
+            answer["state"], answer["warnings"] = "done", list(job.warnings)
         except BaseException as err:          # an item's failure is the item's, never the worker's
             if isinstance(err, (KeyboardInterrupt, SystemExit)):
                 raise
@@ -131,6 +137,11 @@ class ItemWorker:
         if kind == "image":
             # The input first: a bad image fails in a second, before any model is loaded.
             loaded = self._pipelines.get(("image", task["model"]))
+            problem = special_file_problem(job.inputs[0]) if isinstance(job.inputs[0], str) else None
+            if problem:                       # a pipe or device would block this lock, and every item behind it
+                from ..jobs.job import InputError
+
+                raise InputError(problem)
             t = time.perf_counter()
             source = prepare_image(job.inputs[0], settings.preprocess, getattr(loaded, "_remover", None))
             job.timings["preprocess"] = time.perf_counter() - t

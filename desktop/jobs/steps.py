@@ -19,7 +19,7 @@ import torch
 
 from trellis.utils.cancel import Cancelled
 
-from ..settings import CPU_VALUES, GenerationSettings
+from ..settings import GenerationSettings, device_change_warning, device_changes
 from .folder import JobFolder, jsonable
 from .inputs import prepare_image
 from .job import InputError, Job, TexturedMesh, describe_input
@@ -30,7 +30,7 @@ from .progress import GENERATE_STAGES, TEXT_STAGES, VARIANT_STAGES, ProgressTrac
 def generate(worker, job: Job) -> None:
     """A generation job: the files of `job.settings.formats` from the job's image(s)."""
     runner = worker.runner
-    settings = job.settings.with_seed().for_device(worker.device)
+    settings = for_device(job, job.settings.with_seed(), worker.device)
     job.used_settings = settings
     progress = ProgressTracker(job, GENERATE_STAGES + export_stages(settings), runner._lock, runner.on_progress)
     cancel = job._cancel.is_set
@@ -75,7 +75,7 @@ def generate(worker, job: Job) -> None:
 def generate_text(worker, job: Job) -> None:
     """A text job: the files of `job.settings.formats` from the job's prompt."""
     runner = worker.runner
-    settings = job.settings.with_seed().for_device(worker.device)
+    settings = for_device(job, job.settings.with_seed(), worker.device)
     job.used_settings = settings
     progress = ProgressTracker(job, TEXT_STAGES + export_stages(settings), runner._lock, runner.on_progress)
     cancel = job._cancel.is_set
@@ -100,7 +100,7 @@ def generate_variant(worker, job: Job) -> None:
     """A new-look job: the job's 3-D model keeps its shape (its voxels) and gets the look of the job's prompt
     or image (stage 2 only)."""
     runner = worker.runner
-    settings = job.settings.with_seed().for_device(worker.device)
+    settings = for_device(job, job.settings.with_seed(), worker.device)
     job.used_settings = settings
     progress = ProgressTracker(job, VARIANT_STAGES + export_stages(settings), runner._lock, runner.on_progress)
     cancel = job._cancel.is_set
@@ -157,16 +157,12 @@ def load_mesh(source, ext: str):
     """The job's 3-D model as a trimesh.Trimesh, checked as the voxeliser will check it; InputError otherwise."""
     import io
 
-    import trimesh
-
     from trellis.representations import voxels
 
     try:
-        if isinstance(source, tuple):
-            loaded = trimesh.load(io.BytesIO(bytes(source[1])), file_type=ext[1:], force="mesh")
-        else:
-            loaded = trimesh.load(source, file_type=ext[1:], force="mesh")
-        mesh = voxels.load_mesh(loaded)
+        # The library reads it: the format's up axis (glTF / OBJ y up) and regular files only.
+        data = io.BytesIO(bytes(source[1])) if isinstance(source, tuple) else source
+        mesh = voxels.load_mesh(data, file_type=ext)
         voxels.check_mesh(mesh.vertices, mesh.faces)
     except voxels.MeshInputError as err:
         raise InputError(str(err)) from None
@@ -199,12 +195,47 @@ def _run(job: Job, pipeline, call, settings: GenerationSettings, progress, cance
         job.timings["memory_policy"] = asdict(pipeline.memory_policy)
 
 
+def warn(job: Job, text: str) -> None:
+    """A warning for the job's every surface (API `warnings`, CLI, page status); timings.json gets it too."""
+    job.warnings.append(text)
+    job.timings["warnings"] = list(job.warnings)
+
+
+def for_device(job: Job, settings: GenerationSettings, device: str) -> GenerationSettings:
+    """`settings` as the job runs them on `device`; every value lowered for the device is a warning."""
+    used = settings.for_device(device)
+    text = device_change_warning(settings, used)
+    if text:
+        warn(job, text)
+    return used
+
+
+def note_bake_coverage(job: Job, info: dict) -> None:
+    """A texture baked from almost nothing the renders showed says so (trellis.utils.export.bake_coverage)."""
+    from trellis.utils.export.bake_coverage import MIN_OBSERVED_SHARE
+
+    fallback = info.get("bake_fallback")
+    if not fallback:
+        return
+    share = info.get("observed_share", 0.0)
+    text = (f"The texture bake saw only {fallback['observed_share_before']:.1%} of the texture in its renders of the "
+            f"model (under {MIN_OBSERVED_SHARE:.0%}: the Gaussians are mostly transparent, e.g. untrained or test "
+            f"weights)")
+    if fallback["used"]:
+        text += f"; it was baked again from their fainter parts, which showed {share:.1%}"
+    else:
+        text += "; baking again from their fainter parts showed no more"
+    if share < MIN_OBSERVED_SHARE:
+        text += ", so its colours are mostly guessed"
+    warn(job, text + ". The rest of the texture is filled in from the colours seen: check the GLB / OBJ colours.")
+
+
 def _note_truncation(job: Job, pipeline) -> None:
     """A prompt longer than CLIP's 77 tokens was cut: the job says so (the reference cuts silently)."""
     encoder = getattr(pipeline, "text_cond_model", None)
     if any(getattr(encoder, "last_truncated", ()) or ()):
-        job.warnings.append("The prompt is longer than the text model reads (77 tokens, about 60 words): only its "
-                            "beginning was used. Put what matters first, or shorten it.")
+        warn(job, "The prompt is longer than the text model reads (77 tokens, about 60 words): only its "
+                  "beginning was used. Put what matters first, or shorten it.")
 
 
 def _write(job: Job, folder: JobFolder, settings: GenerationSettings, outputs: dict, progress, cancel, runner) -> None:
@@ -219,7 +250,7 @@ def _write(job: Job, folder: JobFolder, settings: GenerationSettings, outputs: d
 def export(worker, job: Job) -> None:
     """An export job: the files of `job.settings.formats` from the kept result of job.source_id."""
     runner = worker.runner
-    settings = job.used_settings = job.settings.for_device(worker.device)
+    settings = job.used_settings = for_device(job, job.settings, worker.device)
     progress = ProgressTracker(job, export_stages(settings), runner._lock, runner.on_progress)
     cancel = job._cancel.is_set
     result = job._source_result
@@ -266,6 +297,7 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
             with timed(job, "bake"):
                 textured = bake(gaussian, mesh, settings, simplified, progress, cancel)
             job.timings["export_bake_stages"] = jsonable(textured.info)
+            note_bake_coverage(job, textured.info)
             for kind, write in (("glb", folder.write_glb), ("obj", folder.write_obj)):
                 if kind in fmt:
                     with timed(job, kind):
@@ -323,6 +355,5 @@ def settings_record(job: Job, settings: GenerationSettings, model_path: str, dev
 
 def _device_changes(job: Job, settings: GenerationSettings) -> dict:
     """{"changed_for_device": {field: [submitted, used]}} for the fields `for_device` replaced."""
-    changed = {k: [getattr(job.settings, k), getattr(settings, k)] for k in CPU_VALUES
-               if getattr(job.settings, k) != getattr(settings, k)}
+    changed = {k: list(v) for k, v in device_changes(job.settings, settings).items()}
     return {"changed_for_device": changed} if changed else {}

@@ -60,8 +60,8 @@ def _hide_paths(text: str, inputs) -> str:
     return text
 
 
-def _job_line(job, runner) -> tuple:
-    """(state, text) of one job for the status box."""
+def _job_line(job, runner, warnings: bool = True) -> tuple:
+    """(state, text) of one job for the status box (a finished job's warnings appended unless `warnings` is off)."""
     from ..jobs import JobState
 
     p = job.progress
@@ -80,11 +80,17 @@ def _job_line(job, runner) -> tuple:
     if job.state == JobState.DONE:
         took = job.timings.get("total")
         took = f" in {took:.1f} s" if isinstance(took, (int, float)) else ""
-        warned = "".join(f" · Warning: {w}" for w in getattr(job, "warnings", ()))
+        warned = "".join(f" · Warning: {w}" for w in getattr(job, "warnings", ())) if warnings else ""
         return "done", f"Done{took} (seed {job.seed}){warned}"
     if job.state == JobState.CANCELLED:
         return "cancelled", "Cancelled"
     return "failed", _hide_paths(friendly_error(job), job.inputs)
+
+
+def warnings_html(job, state: str) -> str:
+    """A done job's warnings (a setting lowered for the device, a texture baked from little), one per line."""
+    items = [f"<li>Warning: {html.escape(w)}</li>" for w in getattr(job, "warnings", ())] if state == "done" else []
+    return f'<ul class="td-warnings">{"".join(items)}</ul>' if items else ""
 
 
 def status_html(entries: list, runner) -> str:
@@ -93,11 +99,11 @@ def status_html(entries: list, runner) -> str:
 
     if len(entries) == 1:
         name, job = entries[0]
-        state, text = _job_line(job, runner)
+        state, text = _job_line(job, runner, warnings=False)
         bar = ""
         if state in ("running", "queued"):
             bar = f'<progress max="100" value="{job.progress.fraction * 100:.1f}"></progress>'
-        return _box(state, f'<div class="td-line">{html.escape(text)}</div>{bar}')
+        return _box(state, f'<div class="td-line">{html.escape(text)}</div>{bar}{warnings_html(job, state)}')
     rows, states = [], []
     for name, job in entries:
         state, text = _job_line(job, runner)

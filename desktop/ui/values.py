@@ -76,10 +76,12 @@ def settings_from_values(values: dict, preset: str, defaults: GenerationSettings
             value = bool(value)
         clean[key] = value
     name = preset if preset in PRESETS else DEFAULT_PRESET
-    same = all(clean.get(k) == v for k, v in preset_values(name, defaults).items()
-               if k not in ("precision", "offload") or k in PRESETS[name])
+    shown = preset_values(name, defaults)
+    same = all(clean.get(k) == v for k, v in shown.items() if k not in ("precision", "offload") or k in PRESETS[name])
+    # A control moved off the preset's value was set by the user: a CPU keeps it (GenerationSettings.for_device).
+    moved = frozenset(k for k, v in shown.items() if k in clean and clean[k] != v)
     try:
-        return GenerationSettings(preset=name if same else "custom", **clean)
+        return GenerationSettings(preset=name if same else "custom", explicit=moved, **clean)
     except ValueError as err:
         raise ValueError(_labelled(str(err))) from None
 

@@ -10,7 +10,8 @@ Stages, in the reference's order, each in its own module:
    1024²; default here 50 at 1024² for "fast", which measured as good; on a CPU 24 at 512², see
    ``observation_settings``);
 4. texture bake (``texture_bake``): "fast" (default; streaming weighted least squares, one view in
-   memory at a time) or "opt" (the reference's 2500-step Adam optimisation); then inpainting;
+   memory at a time) or "opt" (the reference's 2500-step Adam optimisation); then inpainting. A bake that
+   observed under 5 % of its atlas is done again from fainter pixels (``bake_coverage``);
 5. assembly (``export.make_glb_mesh``): y up, PBR material with metallic 0 and roughness 1.
 
 Measured on an H200 (82 k faces, 500 k Gaussians, texture 1024², PSNR of the GLB against the
@@ -20,7 +21,8 @@ steps): 33.91 / 40.83 dB, 39 s. The views are our pure-PyTorch Gaussian renders 
 1024²), so they dominate; xatlas adds up to its budget (3.7 s at 20 k faces on that host).
 
 ``progress(stage, done, total)`` is called throughout (stages: the clean-up's own ones, then
-"uv_unwrap", "observe", "bake", "inpaint" (fast mode), "assemble"); ``cancel()`` returning True raises
+"uv_unwrap", "observe", "bake", "reobserve" (a bake done again, ``bake_coverage``), "inpaint" (fast mode),
+"assemble"); ``cancel()`` returning True raises
 ``trellis.utils.cancel.Cancelled`` between and inside stages.
 """
 from __future__ import annotations
@@ -109,9 +111,11 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
                        texture_size=1024, debug=False, verbose=True, bake_mode="fast",
                        progress: Progress = None, cancel=None, **kwargs):
     """Stages 1-4: returns (vertices [V,3] float32 z up, faces [F,3] int64, uvs [V,2] float32,
-    texture uint8 [S,S,3], info dict with per-stage seconds, face counts and the UV method used;
-    with ``debug`` also the texture before inpainting and its observed-texel mask)."""
+    texture uint8 [S,S,3], info dict with per-stage seconds, face counts, the UV method used and the share of
+    the atlas observed ("observed_share", "bake_fallback": ``bake_coverage``); with ``debug`` also the texture
+    before inpainting and its observed-texel mask)."""
     from .export import texture_bake as tb
+    from .export.bake_coverage import rebake_if_unobserved
     from .export.uv_unwrap import unwrap_uv
 
     opt = _options(kwargs)
@@ -269,6 +273,10 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
         lap("observe+accumulate")
         texture, filled = acc.solve(iterations=opt["cg_iterations"], cancel=cancel,
                                     progress=lambda d, t: report("bake", d, t))
+        again = rebake_if_unobserved(filled, app_rep, v_np, f_np, uv_np, texture_size, ext, intr, render_resolution,
+                                     info, device=device, cancel=cancel, progress=report,
+                                     cg_iterations=opt["cg_iterations"])
+        texture, filled = again or (texture, filled)
         report("inpaint", 0, 1)     # on the texture's device: milliseconds on a GPU, ~0.3 s for 1024² on a CPU core
         texture_u8 = tb.inpaint_texture(texture, filled)
         report("inpaint", 1, 1)
@@ -276,7 +284,7 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
             info["texture_before_inpaint"] = (texture.cpu().numpy() * 255).round().astype(np.uint8)
             info["observed_texels"] = filled.cpu().numpy()
     else:
-        colors, masks = [], []
+        colors, masks, seen = [], [], {}
         for i, (color, mask, _) in enumerate(views):
             colors.append((color * 255).round().to(torch.uint8))  # the reference keeps 8-bit frames
             masks.append(mask)
@@ -286,8 +294,12 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
                                      texture_size=texture_size, mode="opt",
                                      lambda_tv=opt["lambda_tv"], steps=opt["steps"],
                                      progress=lambda d, t: report("bake", d, t), cancel=cancel,
-                                     device=device)
+                                     device=device, info=seen)
         del colors, masks
+        again = rebake_if_unobserved(seen["observed_texels"], app_rep, v_np, f_np, uv_np, texture_size, ext, intr,
+                                     render_resolution, info, device=device, cancel=cancel, progress=report)
+        if again is not None:
+            texture_u8 = tb.inpaint_texture(*again)
     lap("bake+inpaint")
     return v_np, f_np, uv_np, texture_u8, info
 

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from ...renderers.cameras import projection_opencv
 from ...renderers.mesh_render import rasterize
 from ...core.callbacks import check
+from .bake_coverage import atlas_texels, texels_under
 from .observations import observation_cameras, render_observations, sharpening_scale  # noqa: F401 (re-exported)
 
 # Rings of texels around the charts that take their border's colour before the push-pull fill (inpaint_texture).
@@ -377,8 +378,9 @@ def _bake_opt(mesh: _MeshViews, views, lambda_tv, steps, progress, cancel, init=
 def bake_texture(vertices, faces, uvs, observations, masks, extrinsics, intrinsics,
                  texture_size: int = 1024, mode: str = "fast", lambda_tv: float = 0.01,
                  steps: int = 2500, progress: Progress = None, cancel=None, *, depths=None,
-                 inpaint: bool = True, device=None, cg_iterations: int = 30, seed: int = 0):
-    """Bake observations into a UV texture; returns uint8 [S,S,3] (row 0 = top).
+                 inpaint: bool = True, device=None, cg_iterations: int = 30, seed: int = 0, info=None):
+    """Bake observations into a UV texture; returns uint8 [S,S,3] (row 0 = top); a dict ``info`` gets the
+    observed texels ("observed_texels", bool [S,S]: some accepted pixel landed there; ``bake_coverage``).
 
     vertices [V,3], faces [F,3], uvs [V,2] (from ``unwrap_uv``); observations: [N,H,W,3] float in
     [0,1] or uint8 (tensor, array or a sequence of per-view images), masks [N,H,W] bool, extrinsics
@@ -416,15 +418,13 @@ def bake_texture(vertices, faces, uvs, observations, masks, extrinsics, intrinsi
             views.append((r["uv"][ok], obs.reshape(-1, 3)[r["pix"][ok]]))
         tex = _bake_opt(mesh, views, lambda_tv, steps, progress, cancel, seed=seed)
         filled = None
-    out = tex
-    if inpaint:
-        if filled is None:
-            from .uv_unwrap import uv_coverage
-            filled = uv_coverage(mesh.uv_faces, mesh.uv, texture_size, device=device) > 0
-        out = inpaint_texture(tex, filled)
-    else:
-        out = (tex.cpu().numpy() * 255).round().astype(np.uint8)
-    return out
+    if info is not None:
+        info["observed_texels"] = filled if filled is not None else texels_under(
+            [u for u, _ in views], texture_size, device)
+    if not inpaint:
+        return (tex.cpu().numpy() * 255).round().astype(np.uint8)
+    # The opt bake's texture counts everywhere inside the charts.
+    return inpaint_texture(tex, filled if filled is not None else atlas_texels(mesh.uv_faces, mesh.uv, texture_size))
 
 
 def inpaint_texture(texture, filled, rings: int = INPAINT_RINGS) -> np.ndarray:
