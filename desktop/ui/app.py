@@ -239,7 +239,7 @@ class TrellisApp(ApiEndpoints, HistoryViews):
             settings_outputs = ([preset, seed, randomize, formats, preprocess, multi_mode] + knob_components
                                 + [text_size, tabs, mode, prompt, mesh, look_prompt, look_image])
             reuse.click(self.reuse_settings, history, settings_outputs, **quick)
-            self._add_api_endpoints()
+            self._add_api_endpoints(examples[0] if examples else None)
         return demo
 
 

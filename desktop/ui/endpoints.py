@@ -1,23 +1,40 @@
 """The gradio_client endpoints of the page (/generate, /status, /cancel): one image and a dict of settings
 with the REST API's names in, the job's state and files out."""
+import copy
 import os
+from pathlib import Path
 
 from ..jobs import folder as job_folder
 from ..settings import GenerationSettings
 from .lazy import gr
 from .status import POLL_S, _hide_paths, friendly_error
 
+# The settings of the /generate example on the page's "Use via API" (a quick job: the fast preset, the GLB only).
+EXAMPLE_SETTINGS = {"preset": "fast", "seed": 1, "formats": ["glb"]}
+
+
+def example_file(path) -> dict:
+    """A file on this computer as the API page's example of a file input: its snippet writes handle_file(path)."""
+    path = Path(path).as_posix()        # the snippet quotes it as is: a backslash would start an escape
+    return {"path": path, "url": path, "orig_name": os.path.basename(path), "meta": {"_type": "gradio.FileData"}}
+
 
 class ApiEndpoints:
     """TrellisApp's named endpoints (a mixin: uses self.runner, self.defaults, self._results)."""
 
-    def _add_api_endpoints(self) -> None:
+    def _add_api_endpoints(self, example_image=None) -> None:
         """/generate, /status and /cancel for gradio_client (and the page's "Use via API"): one image and a
         dict of settings with the REST API's names in, the job's state and files out. Their components
-        are hidden: the page does not show them."""
+        are hidden: the page does not show them. The example of /generate on "Use via API" is
+        ``example_image`` (one of the app's example images) with ``EXAMPLE_SETTINGS``."""
         with gr.Group(visible=False):
             image = gr.File(label="image", file_count="single", type="filepath")
             settings = gr.JSON(label="settings")
+            # "Use via API" shows each input's example_payload(): File's is a PDF on GitHub, JSON's {"foo": "bar"}
+            if example_image is not None:
+                image.example_payload, image.example_value = (lambda: example_file(example_image),
+                                                               lambda: str(example_image))
+            settings.example_payload = settings.example_value = lambda: copy.deepcopy(EXAMPLE_SETTINGS)
             info = gr.JSON(label="job")
             model = gr.File(label=job_folder.NAMES["glb"])
             files = gr.File(label="files", file_count="multiple")

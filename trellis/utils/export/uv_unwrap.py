@@ -61,6 +61,7 @@ import numpy as np
 from ...core.callbacks import check
 from . import child
 from .graph import _components, face_adjacency_pairs
+from .uv_winding import unmirror_charts
 
 __all__ = ["unwrap_uv", "xatlas_time_estimate", "split_pieces", "chart_layout", "uv_coverage",
            "geometric_layout", "geometric_time_estimate"]
@@ -115,6 +116,7 @@ for a, b in zip(starts[:-1], starts[1:]):
     used.append(u)
     atlas.add_mesh(v[u], local.reshape(-1, 3).astype(np.uint32))
 chart, pack = xatlas.ChartOptions(), xatlas.PackOptions()
+chart.fix_winding, pack.rotate_charts = True, False   # xatlas turns a chart by transposing it: a mirror
 pack.resolution = int(d["resolution"])
 pack.padding = int(d["padding"])
 atlas.generate(chart, pack)
@@ -166,18 +168,16 @@ def unwrap_uv(vertices, faces, time_budget_s: float = 10.0, progress: Progress =
 
     vertices [V,3], faces [F,3] (numpy or torch). Returns (vertices [V',3] float32, faces [F,3]
     int64, uvs [V',2] float32, vmapping [V'] int64): vertices are duplicated along chart seams and
-    vmapping gives the input vertex of each output vertex; faces keep their order.
+    vmapping gives the input vertex of each output vertex; faces keep their order, UVs wind as they do (uv_winding).
 
-    method "auto": with ``AUTO_GEOMETRIC``, first "geometric" within ``time_budget_s`` (checked between
-    its steps; skipped when its estimate exceeds the budget; a budget of 0 goes at once to "charts";
-    left for xatlas once it has more than ``AUTO_GEOMETRIC_MAX_CHARTS`` charts);
-    past its budget, "charts"; then (or at once, the default) xatlas within ``time_budget_s`` (skipped at once when
-    its estimated time exceeds two budgets), else the "charts" layout; "geometric" and "xatlas" (no
-    fallback, errors raise; xatlas's budget still applies and raises TimeoutError); "charts".
-    ``padding`` = margin between charts in texels of a ``texture_size`` texture. ``progress(done,
-    total)`` is called with total 100; ``cancel()`` returning True raises ``Cancelled`` (the xatlas
-    child is killed). If ``info`` is a dict, it receives "method" ("geometric", "xatlas" or
-    "charts") and "seconds".
+    method "auto": with ``AUTO_GEOMETRIC``, first "geometric" within ``time_budget_s`` (checked between its steps;
+    skipped when its estimate exceeds the budget; a budget of 0 goes at once to "charts"; left for xatlas once it
+    has more than ``AUTO_GEOMETRIC_MAX_CHARTS`` charts); past its budget, "charts"; then (or at once, the default)
+    xatlas within ``time_budget_s`` (skipped at once when its estimated time exceeds two budgets), else the "charts"
+    layout; "geometric" and "xatlas" (no fallback, errors raise; xatlas's budget still applies and raises
+    TimeoutError); "charts". ``padding`` = margin between charts in texels of a ``texture_size`` texture.
+    ``progress(done, total)`` is called with total 100; ``cancel()`` returning True raises ``Cancelled`` (the xatlas
+    child is killed). If ``info`` is a dict, it receives "method" ("geometric", "xatlas" or "charts") and "seconds".
     """
     start = time.monotonic()
     info = {} if info is None else info
@@ -393,7 +393,7 @@ def _xatlas_subprocess(v, f, budget, texture_size, padding, progress, cancel):
         vmapping = out["vmapping"].astype(np.int64)
         new_faces = np.empty_like(f)
         new_faces[order] = out["faces"].astype(np.int64)  # back to the input face order
-        uvs = out["uvs"].astype(np.float32)
+        uvs = unmirror_charts(new_faces, out["uvs"], texture_size, padding)     # charts xatlas still mirrored
         atlas_count = int(out["atlas_count"])
     if atlas_count != 1 or new_faces.shape != f.shape:
         raise RuntimeError(f"xatlas produced {atlas_count} atlases / {new_faces.shape} faces")
@@ -568,7 +568,7 @@ def chart_layout(vertices, faces, texture_size: int = 1024, padding: int = 2, ca
         else:
             per_face |= bad
     vv, ff, uv, vm = out
-    return vv.astype(np.float32), ff, uv, vm.astype(np.int64)
+    return vv.astype(np.float32), ff, unmirror_charts(ff, uv, texture_size, own_boxes=True), vm.astype(np.int64)
 
 
 def _overlapping_faces(faces, uvs, size):
