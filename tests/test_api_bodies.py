@@ -22,7 +22,7 @@ FIELDS = ["images", "preset", "seed", "randomize_seed", "ss_steps", "ss_cfg", "s
           "texture_size", "bake_mode", "bake_views", "bake_resolution", "fill_holes", "video_frames",
           "video_resolution", "formats", "precision", "offload", "preprocess", "multi_image_mode", "keep_result",
           "single_multi_img_input", "image_base64", "image_list_base64", "ss_sampling_steps", "slat_sampling_steps",
-          "mesh_simplify_ratio", "skip_videos", "preview_frames", "preview_resolution", "__proto__", ""]
+          "mesh_simplify_ratio", "skip_videos", "preview_frames", "preview_resolution", "generate_what", "__proto__", ""]
 NOT_AN_IMAGE = base64.b64encode(b"GIF89a but not really an image").decode()
 
 

@@ -1,7 +1,8 @@
 """Third-party clients of the REST API, for real: a Python client generated from /openapi.json by
 openapi-python-client downloads a finished job's GLB, and the docs pages (/docs, /redoc) render in a
 headless browser with every request that leaves this computer blocked."""
-import re
+import importlib
+import io
 import subprocess
 import sys
 import time
@@ -46,8 +47,9 @@ def test_file_routes_list_binary_types_first(server):
 
 
 def test_generated_client_downloads_the_glb(server, tmp_path):
-    """openapi-python-client (a real generator) makes a package from the live /openapi.json; the job is
-    queued, polled and its model.glb downloaded through that package only."""
+    """openapi-python-client (a real generator) makes a package from the live /openapi.json; every module of it
+    imports as generated, and jobs are queued (multipart and JSON), polled and their files downloaded through
+    that package only."""
     (tmp_path / "config.yaml").write_text("post_hooks: []\n")       # no formatter run: not needed to import
     package = tmp_path / "trellis_api_client"
     gen = subprocess.run([sys.executable, "-m", "openapi_python_client", "generate", "--url", server.url + "/openapi.json",
@@ -55,42 +57,52 @@ def test_generated_client_downloads_the_glb(server, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert gen.returncode == 0, gen.stdout + gen.stderr
     assert "WARNING" not in gen.stdout + gen.stderr, gen.stdout + gen.stderr     # every operation generated
-    # openapi-python-client 0.29.1 types the body of an operation that takes several content types (here:
-    # multipart or JSON) as `... | Unset` without importing Unset (its template's `body_required` never
-    # leaves the loop). That one line is added for such modules; everything else runs as generated.
-    for module in (package / "api").rglob("*.py"):
-        text = module.read_text()
-        if "| Unset = UNSET" in text and not re.search(r"^from \.\.\.types import .*\bUnset\b", text, re.M):
-            assert module.name == "create_job.py" or module.name.startswith("generate_"), module
-            module.write_text(text.replace("import Response, UNSET\n", "import Response, UNSET, Unset\n"))
     sys.path.insert(0, str(tmp_path))
     try:
+        modules = sorted(".".join(m.relative_to(tmp_path).with_suffix("").parts) for m in package.rglob("*.py"))
+        for name in modules:
+            importlib.import_module(name.removesuffix(".__init__"))
+        assert "trellis_api_client.api.jobs.create_job" in modules
+        assert {f"trellis_api_client.api.stable_projectorz.generate_{kind}" for kind in (
+            "no_preview", "preview", "multi_no_preview", "multi_preview")} <= set(modules)
         from trellis_api_client import Client
         from trellis_api_client.api.jobs import create_job, get_file, get_job
-        from trellis_api_client.models import JobInfo, JobRequest
+        from trellis_api_client.models import (CreateJobFilesBody, CreateJobFilesBodyFormatsItem, JobInfo,
+                                               JobRequest)
         from trellis_api_client.types import File
     finally:
         sys.path.remove(str(tmp_path))
 
     image = open(rgba_blob(tmp_path / "blob.png"), "rb").read()
     with Client(base_url=server.url, timeout=httpx.Timeout(TIMEOUT)) as client:
+        def finished(job):
+            deadline = time.time() + TIMEOUT
+            while str(job.state) not in ("done", "failed", "cancelled"):
+                assert time.time() < deadline, job
+                time.sleep(0.1)
+                job = get_job.sync(job_id=job.id, client=client)
+            assert str(job.state) == "done", job.error
+            return job
+
+        photo = File(payload=io.BytesIO(image), file_name="blob.png", mime_type="image/png")
+        upload = CreateJobFilesBody(images=[photo], formats=[CreateJobFilesBodyFormatsItem.PLY],
+                                    **{**FAST, "seed": 2})
+        job = create_job.sync(client=client, body=upload)
+        assert isinstance(job, JobInfo), job
+        job = finished(job)
+        assert [f.value for f in job.settings.formats] == ["ply"] and job.seed == 2
+        assert get_file.sync(job_id=job.id, name="model.ply", client=client).payload.read().startswith(b"ply\n")
+
         job = create_job.sync(client=client, body=JobRequest.from_dict({"images": [b64(image)], **FAST,
                                                                          "formats": ["glb", "ply"]}))
         assert isinstance(job, JobInfo), job
-        deadline = time.time() + TIMEOUT
-        while str(job.state) not in ("done", "failed", "cancelled"):
-            assert time.time() < deadline, job
-            time.sleep(0.1)
-            job = get_job.sync(job_id=job.id, client=client)
-        assert str(job.state) == "done", job.error
+        job = finished(job)
         assert {"model.glb", "model.ply"} <= {f.name for f in job.files}
         glb = get_file.sync(job_id=job.id, name="model.glb", client=client)
         assert isinstance(glb, File), glb
         data = glb.payload.read()
         assert data[:4] == b"glTF"
         load_glb(data)
-        ply = get_file.sync(job_id=job.id, name="model.ply", client=client)
-        assert ply.payload.read().startswith(b"ply\n")
         missing = get_file.sync_detailed(job_id=job.id, name="model.obj", client=client)
         assert missing.status_code == 404 and "no file" in missing.parsed.detail
 

@@ -2,21 +2,22 @@
 StableProjectorz endpoints): limits, the error answer, request body reading and validation, the settings
 of a request, the OpenAPI pieces. Both import it; it imports neither, so they depend on it one way.
 """
+import asyncio
 import base64
 import binascii
 import functools
 import json
-import re
+import math
 from dataclasses import dataclass
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union, get_args
 
 from starlette.exceptions import HTTPException as _StarletteHTTPException
 
+from ..jobs.jsonio import MAX_JSON_DEPTH, json_depth  # noqa: F401  (the API's names for them)
 from ..settings import DEFAULT_PRESET, FORMATS, HELP, PRESETS, RULES, GenerationSettings
 
 MAX_IMAGES = 16                         # per job (several views of one object)
 MAX_IMAGE_BYTES = 64 * 1024 * 1024      # per image file
-MAX_JSON_DEPTH = 32                     # nesting of a JSON body (a job needs 2: an object of lists)
 POLL_S = 0.1                            # how often a waiting request looks at its job
 
 # HTTP status of a job's failure, for the endpoints that answer when the job has ended.
@@ -58,7 +59,7 @@ def rule_type(name: str):
 
 def parameter_fields(skip=()) -> dict:
     """pydantic field definitions of every generation setting, all optional (None: not given)."""
-    from pydantic import Field
+    from pydantic import BeforeValidator, Field
 
     fields = {"preset": (Optional[Literal[tuple(PRESETS)]],
                          Field(None, description=f"start from this preset (default: the server's, "
@@ -66,9 +67,20 @@ def parameter_fields(skip=()) -> dict:
     for name in RULES:
         kind, limits = rule_type(name)
         fields[name] = (Optional[kind], Field(None, description=HELP[name], **limits))
-    fields["formats"] = (Optional[list[Literal[FORMATS]]],
-                         Field(None, min_length=1, max_length=len(FORMATS), description=HELP["formats"]))
+    fields["formats"] = (Annotated[Optional[list[Literal[FORMATS]]], BeforeValidator(split_names)],
+                         Field(None, min_length=1, max_length=len(FORMATS),
+                               description=HELP["formats"] + ' (a list, or one comma-separated string: "glb,mp4")'))
     return {k: v for k, v in fields.items() if k not in skip}
+
+
+def split_names(value):
+    """A list field given as one comma-separated string ("glb,mp4", as a form sends it) -> its items; each
+    item of a list is split the same way. Anything else is left to the field's own validation."""
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return [x.strip() for v in value for x in v.split(",") if x.strip()]
+    return value
 
 
 def error_responses(*codes: int) -> dict:
@@ -137,8 +149,9 @@ class ServerDefaults:
 # Request helpers
 # ---------------------------------------------------------------------------------------------
 
-def decode_base64(text: str, where: str) -> bytes:
-    """base64 (standard or URL-safe, padding optional, a data: URL prefix allowed) -> bytes."""
+def decode_base64(text: str, where: str, what: str = "image") -> bytes:
+    """base64 (standard or URL-safe, padding optional, a data: URL prefix allowed) -> bytes; `what` names the
+    file in the messages ("image", "3-D model")."""
     if not isinstance(text, str):
         raise ApiError(422, f"{where}: expected a base64 string")
     s = text.strip()
@@ -151,27 +164,10 @@ def decode_base64(text: str, where: str) -> bytes:
     try:
         data = base64.b64decode(s, validate=True)
     except (binascii.Error, ValueError):
-        raise ApiError(422, f"{where}: not valid base64 (send the image file's bytes base64-encoded)") from None
+        raise ApiError(422, f"{where}: not valid base64 (send the {what} file's bytes base64-encoded)") from None
     if not data:
-        raise ApiError(422, f"{where}: the image is empty")
+        raise ApiError(422, f"{where}: the {what} is empty")
     return data
-
-
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
-_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
-
-
-def json_depth(raw: bytes) -> int:
-    """The deepest nesting of [ and { in a JSON text (outside strings), without parsing it: a deep
-    body is refused before the parser (or the validation) recurses through it. C-speed passes only
-    (a body may hold 256 MB of base64)."""
-    import numpy as np
-
-    skeleton = _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", bytes(raw)))
-    if not skeleton:
-        return 0
-    a = np.frombuffer(skeleton, np.uint8)
-    return int(np.cumsum(np.where((a == ord("[")) | (a == ord("{")), 1, -1)).max())
 
 
 async def read_form(request) -> dict:
@@ -198,7 +194,8 @@ async def read_body(request, forms: bool = True) -> tuple:
                             f"{ctype or 'a body without Content-Type'}")
     if ctype == "application/json" or ctype.endswith("+json"):
         raw = await request.body()
-        if json_depth(raw) > MAX_JSON_DEPTH:
+        # In a thread: a body of hundreds of MB takes seconds to scan, and other requests must not wait.
+        if await asyncio.to_thread(json_depth, raw) > MAX_JSON_DEPTH:
             raise ApiError(422, [{"loc": ["body"], "msg": f"JSON nested more than {MAX_JSON_DEPTH} levels deep; a "
                                   "request is an object of settings and lists of base64 images (2 levels)",
                                   "type": "json_invalid"}])
@@ -250,7 +247,7 @@ def form_values(form: dict, list_fields=("formats",), skip=()) -> dict:
     return out
 
 
-_EMPTY_LIST = {"formats": f"choose at least one of {', '.join(FORMATS)} (comma-separated in a form)"}
+_EMPTY_LIST = {"formats": f"choose at least one of {', '.join(FORMATS)} (a list, or comma-separated)"}
 
 
 def problem(loc: list, msg: str, kind: str) -> dict:
@@ -264,19 +261,54 @@ def problem(loc: list, msg: str, kind: str) -> dict:
     return {"loc": loc, "msg": msg, "type": kind}
 
 
-def validate(model, data, loc_prefix=("body",), strict: bool = False):
+def validate(model, data, loc_prefix=("body",), strict: bool = False, whole_floats: bool = False):
     """model.model_validate(data), a failure -> 422 with one entry per problem. strict (JSON bodies):
-    no true for a number, no 1 or "yes" for a boolean, no "5" for a number; forms are text, read laxly."""
+    no true for a number, no 1 or "yes" for a boolean, no "5" for a number; forms are text, read laxly.
+    whole_floats: a float with nothing after the point (12.0) counts as the integer for integer fields."""
     from pydantic import ValidationError
 
     if not isinstance(data, dict):
         raise ApiError(422, [{"loc": list(loc_prefix), "msg": "expected a JSON object", "type": "dict_type"}])
+    problems = []
+    if whole_floats:
+        data, problems = whole_numbers(model, data, loc_prefix)
     try:
-        return model.model_validate(data, strict=strict)
+        validated = model.model_validate(data, strict=strict)
     except ValidationError as err:
-        problems = [problem([*loc_prefix, *e["loc"]], e["msg"], e["type"])
-                    for e in err.errors(include_url=False, include_context=False, include_input=False)]
-        raise ApiError(422, problems) from None
+        reported = {tuple(p["loc"]) for p in problems}          # a fractional 12.5: said once, in our words
+        problems += [problem([*loc_prefix, *e["loc"]], e["msg"], e["type"])
+                     for e in err.errors(include_url=False, include_context=False, include_input=False)
+                     if (*loc_prefix, *e["loc"]) not in reported]
+        validated = None
+    if problems:
+        raise ApiError(422, problems)
+    return validated
+
+
+def integer_fields(model) -> set:
+    """Names of a pydantic model's fields that take an integer (int or Optional[int])."""
+    out = set()
+    for name, info in model.model_fields.items():
+        kinds = get_args(info.annotation) or (info.annotation,)
+        if int in kinds:
+            out.add(name)
+    return out
+
+
+def whole_numbers(model, data: dict, loc_prefix=("body",)) -> tuple:
+    """(data with whole floats of integer fields made ints, problems for the other finite floats there).
+    Clients whose number inputs are floats (StableProjectorz's sliders) write 12 as 12.0."""
+    ints = integer_fields(model)
+    out, problems = dict(data), []
+    for name, value in data.items():
+        if name not in ints or not isinstance(value, float) or not math.isfinite(value):
+            continue
+        if value.is_integer():
+            out[name] = int(value)
+        else:
+            problems.append({"loc": [*loc_prefix, name], "msg": f"{name} takes a whole number, got {value!r} "
+                             f"(12 or 12.0 are accepted, 12.5 is not)", "type": "int_from_float"})
+    return out, problems
 
 
 async def check_images(images: list, preprocess: bool, names: list) -> None:

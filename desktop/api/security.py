@@ -64,7 +64,9 @@ class CrossSiteGuard:
     A POST/PUT/PATCH/DELETE passes when its Origin is one of `allowed` or the server's own origin
     (the request's scheme, its Host header and port; loopback names are one host), or when it has no
     Origin and is not marked `Sec-Fetch-Site: cross-site` (programs: StableProjectorz, curl, Python),
-    or when it carries the server's valid token. GET, HEAD and OPTIONS always pass."""
+    or when it carries the server's valid token. GET, HEAD and OPTIONS always pass. A header sent more
+    than once counts with every value: one foreign Origin (or one `cross-site`) among them refuses the
+    request, and several Host headers leave no own origin to compare with."""
 
     def __init__(self, app, allowed=(), token: Optional[str] = None):
         self.app = app
@@ -82,27 +84,30 @@ class CrossSiteGuard:
         await self.app(scope, receive, send)
 
     def own_origin(self, scope, headers) -> Optional[tuple]:
+        hosts = headers.getlist("host")
+        if len(set(hosts)) != 1:
+            return None                                     # no Host, or two that disagree: no own origin
         scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
-        return parse_origin(f"{scheme}://{headers.get('host', '')}")
+        return parse_origin(f"{scheme}://{hosts[0]}")
 
     def refusal(self, scope) -> Optional[str]:
         """None when the request may go on, else the 403 message."""
         from starlette.datastructures import Headers
 
         headers = Headers(scope=scope)
-        origin_text = headers.get("origin")
-        fetch_site = headers.get("sec-fetch-site", "").strip().lower()
-        if origin_text is None and fetch_site != "cross-site":
+        origins = headers.getlist("origin")
+        cross_site = any(v.strip().lower() == "cross-site" for v in headers.getlist("sec-fetch-site"))
+        if not origins and not cross_site:
             return None                                     # not a cross-site page: a program, a form of ours
-        origin = parse_origin(origin_text) if origin_text is not None else None
-        if origin is not None and origin in self.allowed:
-            return None
-        own = self.own_origin(scope, headers)
-        if origin is not None and own is not None and fetch_site != "cross-site" and _same_origin(origin, own):
-            return None
         given = token_given(headers)
         if self.token is not None and given and secrets.compare_digest(given.encode("utf-8"), self.token):
             return None
+        own = self.own_origin(scope, headers)
+        # Every Origin value must pass on its own: the first foreign one is the one refused.
+        origin_text = next((t for t in origins if not self._passes(parse_origin(t), own, cross_site)), None)
+        if origins and origin_text is None:
+            return None
+        origin = parse_origin(origin_text) if origin_text is not None else None
         if origin_text is not None and origin is None:
             who = f"a page with Origin {origin_text!r} (a sandboxed page or a local file)"
             fix = ("open the page from a web server and start this server with --allow-origin "
@@ -117,6 +122,14 @@ class CrossSiteGuard:
                 f"(its own pages are {format_origin(own) if own else 'on the address it is reached at'}). "
                 f"To allow it, {fix}" + (", or send the server's token" if self.token else "")
                 + ". Programs that send no Origin header (StableProjectorz, curl, Python) are not affected.")
+
+    def _passes(self, origin: Optional[tuple], own: Optional[tuple], cross_site: bool) -> bool:
+        """Whether one Origin value may change things: an allowed origin, or the server's own page."""
+        if origin is None:
+            return False
+        if origin in self.allowed:
+            return True
+        return own is not None and not cross_site and _same_origin(origin, own)
 
 
 class BodyReadTimeout:

@@ -209,6 +209,9 @@ def main(argv=None) -> int:
     if args.token is not None and len(args.token) < 8:
         parser.error("--token: use at least 8 characters (e.g. python -c \"import secrets; "
                      "print(secrets.token_urlsafe())\")")
+    if args.token is not None and not (args.token.isascii() and args.token.isprintable()):
+        parser.error("--token: use printable ASCII characters (HTTP headers carry no other reliably; e.g. "
+                     "python -c \"import secrets; print(secrets.token_urlsafe())\")")
     if not is_loopback(args.host) and not args.token:
         parser.error(f"--host {args.host} lets other computers reach the API: set a token with --token TOKEN "
                      "(or $TRELLIS_DESKTOP_API_TOKEN) so that only clients that send it are served, or keep the "

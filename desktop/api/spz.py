@@ -11,7 +11,7 @@ it has ended, while the client polls GET /status on another connection:
     POST /generate_preview            one image -> turntable preview; the result stays in memory
     POST /generate_multi_preview      several views -> preview
     POST /resume_from_preview         the GLB from that result, without sampling again
-    POST /generate                    JSON (`single_multi_img_input`: base64 images) -> GLB
+    POST /generate                    JSON (`single_multi_img_input`: base64 images, or a `prompt`) -> GLB
     POST /interrupt                   cancel the running generation
     GET  /download/model, /download/preview/gaussian, /ping, /status, /info/supported_operations,
          /download/spz-ui-layout/generation-3d-panel
@@ -24,21 +24,32 @@ do; only preview URLs that exist are advertised (the Gaussian turntable; /downlo
 404). Every job also shows up in the /v1 job API (and its files in the outputs folder). Besides the
 names below, the form endpoints and /generate accept any generation setting under its own name
 (e.g. bake_views, fill_holes, preset); unknown fields are ignored, as that API did.
+
+StableProjectorz's own client (its 3D mode) pings, reads /info/supported_operations and the panel every few
+seconds, and on Generate POSTs its panel's values as JSON to /generate with `generate_what`
+(make_meshes_and_tex: the only operation offered; anything else is a 422 that names it). Its sliders are
+floats, so integer fields take whole floats (12.0; 12.5 is a 422) on these endpoints, unlike /v1. It
+polls /status while the request waits, from the moment it sends it, and takes the first status other
+than PROCESSING as the end: /status therefore reports PROCESSING from the moment a generation request
+arrives (while it is read and checked) until it has been answered (at most ANSWER_GRACE_S after the job
+ended, should that answer never go out).
 """
 
 import asyncio
 import os
+import time
 from typing import Literal, Optional
 
 from .common import (ERROR_STATUS, MAX_IMAGES, POLL_S, ApiError, api_state, binary_content, build_settings,
                      check_images, decode_base64, error_responses, form_values, read_body, upload_bytes, validate)
-from ..settings import RULES
+from ..settings import RULES, check_prompt
 # StableProjectorz's names, the request schemas and the panel (re-exported here):
-from .spz_params import ALIASES, PANEL_LAYOUT, STATUSES, _form_body, referenced_models, spz_models, to_params  # noqa: F401
+from .spz_params import (ALIASES, STATUSES, SUPPORTED_OPERATIONS, check_operation, form_body,  # noqa: F401
+                         panel_layout, referenced_models, spz_models, to_params)
 
 BUSY = ("Server is busy: a generation is running. Wait for it (GET /status) or stop it (POST /interrupt).")
 
-SUPPORTED_OPERATIONS = ["make_meshes_and_tex"]
+ANSWER_GRACE_S = 5.0        # the longest /status reports an ended job as PROCESSING while its answer goes out
 
 
 class SpzSlot:
@@ -49,9 +60,21 @@ class SpzSlot:
         self.mode = None             # "generate" | "preview" | "resume"
         self.preview_job = None      # the latest preview, whose result is kept for /resume_from_preview
         self.jobs: list = []         # recent jobs, newest last (downloads come from the newest done one)
+        self.unanswered = None       # the job whose generation request has not been answered yet
+        self.receiving = 0           # generation requests being read and checked (their job not queued yet)
 
     def busy(self) -> bool:
         return self.job is not None and self.job.state in ("queued", "running")
+
+    def answering(self) -> bool:
+        """The latest job has ended but its request's answer has not gone out yet (ANSWER_GRACE_S at most)."""
+        job = self.job
+        return (job is not None and self.unanswered is job and not self.busy()
+                and time.time() - (job.finished or 0) < ANSWER_GRACE_S)
+
+    def answered(self, job) -> None:
+        if self.unanswered is job:
+            self.unanswered = None
 
     def start(self, job, mode: str, runner) -> None:
         if mode != "resume" and self.preview_job is not None:
@@ -71,7 +94,7 @@ async def _form_request(request, model, multi: bool) -> tuple:
     kind, body = await read_body(request)
     file_field, b64_field = ("file_list", "image_list_base64") if multi else ("file", "image_base64")
     if kind == "json":
-        req = validate(model, body, strict=True)
+        req = validate(model, body, strict=True, whole_floats=True)
         texts = getattr(req, b64_field)
         texts = ([] if texts is None else texts) if multi else ([] if texts is None else [texts])
         sources = [(t, b64_field) for t in texts]
@@ -93,10 +116,11 @@ async def _form_request(request, model, multi: bool) -> tuple:
     return req, images
 
 
-async def _checked(state, req, images: list, mode: str, formats: tuple):
-    """Check a generation's settings and images (422); returns the function that queues its job."""
+async def _checked(state, req, images: list, mode: str, formats: tuple, prompt: Optional[str] = None):
+    """Check a generation's settings and images (422); returns the function that queues its job (a text
+    job when `prompt` is given instead of images)."""
     values = req.model_dump(exclude={"image_base64", "image_list_base64", "single_multi_img_input",
-                                     "output_format", "skip_videos"})
+                                     "output_format", "skip_videos", "prompt", "generate_what"})
     params = to_params(values)
     params["formats"] = formats
     settings = build_settings(params, state.defaults)
@@ -104,25 +128,57 @@ async def _checked(state, req, images: list, mode: str, formats: tuple):
 
     def submit():
         try:
+            if prompt is not None:
+                return state.runner.submit_text(prompt, settings, keep_result=(mode == "preview"))
             return state.runner.submit(images, settings, keep_result=(mode == "preview"))
         except RuntimeError as err:
             raise ApiError(503, str(err)) from None
     return submit
 
 
-async def _generation(request, mode: str, prepare) -> dict:
+def _json_generation(body) -> tuple:
+    """(images, prompt) of /generate's request: base64 images, or a prompt (text to 3D), not both."""
+    check_operation(body.generate_what)
+    texts = body.single_multi_img_input or []
+    prompt = body.prompt if body.prompt is not None and body.prompt.strip() else None
+    if prompt is not None and texts:
+        raise ApiError(422, "give images (single_multi_img_input) or a prompt, not both: clear the one not wanted")
+    if prompt is None and not texts:
+        raise ApiError(422, [{"loc": ["body", "single_multi_img_input"], "type": "missing", "msg": (
+            "no image: send one or more base64 images in single_multi_img_input"
+            + (", or a prompt" if body.prompt is not None else ""))}])
+    if prompt is not None:
+        try:
+            prompt = check_prompt(prompt)
+        except ValueError as err:
+            raise ApiError(422, [{"loc": ["body", "prompt"], "msg": str(err), "type": "value_error"}]) from None
+    images = [decode_base64(t, f"single_multi_img_input[{i}]") for i, t in enumerate(texts)]
+    return images, prompt
+
+
+async def _generation(request, mode: str, prepare):
     """Run one generation in the slot: `prepare(state)` reads and checks the request (4xx first, even
     while another generation runs) and returns the function that queues the job; then 503 when busy,
-    else the job is queued and the answer waits for its outcome."""
+    else the job is queued and the answer waits for its outcome. The slot counts the job as unanswered
+    until that answer has been sent (see _status)."""
+    from starlette.background import BackgroundTask
+    from starlette.responses import JSONResponse
+
     state = api_state(request)
     slot = state.spz
-    submit = await prepare(state)
-    if slot.busy():
-        raise ApiError(503, BUSY, status="FAILED")
-    job = submit()                            # no await between the check and the start: no race
-    slot.start(job, mode, state.runner)
+    slot.receiving += 1
+    try:
+        submit = await prepare(state)
+        if slot.busy():
+            raise ApiError(503, BUSY, status="FAILED")
+        job = submit()                        # no await between the check and the start: no race
+        slot.start(job, mode, state.runner)
+        slot.unanswered = job
+    finally:
+        slot.receiving -= 1
     while not job.wait(0):
         await asyncio.sleep(POLL_S)
+    sent = BackgroundTask(slot.answered, job)         # runs once the answer has been sent
     if job.state == "done":
         out = {"status": "PREVIEW_READY" if mode == "preview" else "COMPLETE", "progress": 100, "job_id": job.id}
         if "glb" in job.files:
@@ -131,13 +187,16 @@ async def _generation(request, mode: str, prepare) -> dict:
             out["preview_urls"] = {"gaussian": "/download/preview/gaussian"}
         out["message"] = ("preview ready: POST /resume_from_preview makes the GLB from it" if mode == "preview"
                           else "generation complete: GET /download/model")
-        return out
+        return JSONResponse(out, background=sent)
     kind = job.error_kind or "internal"
-    raise ApiError(ERROR_STATUS.get(kind, 500), job.error or kind, status="FAILED", error_kind=kind, job_id=job.id)
+    return JSONResponse({"detail": job.error or kind, "status": "FAILED", "error_kind": kind, "job_id": job.id},
+                        status_code=ERROR_STATUS.get(kind, 500), background=sent)
 
 
 def _status(slot) -> dict:
     job = slot.job
+    if slot.receiving and not slot.busy() and not slot.answering():
+        return {"status": "PROCESSING", "progress": 0, "message": "reading the generation request", "busy": False}
     if job is None:
         return {"status": "FAILED", "progress": 0, "message": "idle: no generation has run yet", "busy": slot.busy()}
     p = job.progress
@@ -146,6 +205,9 @@ def _status(slot) -> dict:
     if job.state in ("queued", "running"):
         step = f" {p.step}/{p.total}" if p.total > 1 else ""
         out.update(status="PROCESSING", message=f"{p.label}{step}" if job.state == "running" else "waiting in queue")
+    elif slot.answering():
+        out.update(status="PROCESSING", progress=min(out["progress"], 99), busy=True,
+                   message="finished: sending the answer to the generation request")
     elif job.state == "done":
         out.update(status="PREVIEW_READY" if slot.mode == "preview" else "COMPLETE", progress=100,
                    message="preview ready" if slot.mode == "preview" else "generation complete")
@@ -180,7 +242,7 @@ def add_routes(app) -> None:
 
     def form_route(path: str, multi: bool, mode: str, summary: str):
         model = M["SpzMultiImageForm" if multi else "SpzImageForm"]
-        body = _form_body(model, "file_list" if multi else "file", "many" if multi else "one")
+        body = form_body(model, "file_list" if multi else "file", "many" if multi else "one")
         formats = ("mp4",) if mode == "preview" else ("glb",)
 
         @app.post(path, response_model=M["Result"], tags=tags, summary=summary, responses=gen_errors,
@@ -197,17 +259,18 @@ def add_routes(app) -> None:
     form_route("/generate_multi_preview", True, "preview", "Several views to a preview video")
 
     @app.post("/generate", response_model=M["Result"], tags=tags, responses=gen_errors,
-              summary="StableProjectorz's JSON entry point: base64 image(s) to a GLB",
-              description="A JSON body only (415 otherwise).",
+              summary="StableProjectorz's JSON entry point: base64 image(s), or a prompt, to a GLB",
+              description="A JSON body only (415 otherwise): the panel's values under their code names "
+                          "(GET /download/spz-ui-layout/generation-3d-panel) and `generate_what`. Integer fields "
+                          "take whole floats too (12.0).",
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                   "schema": {"$ref": "#/components/schemas/SpzGenerateRequest"}}}}})
     async def generate_json(request: Request):
         async def prepare(state):
             _, raw = await read_body(request, forms=False)
-            body = validate(GenerateRequest, raw, strict=True)
-            images = [decode_base64(t, f"single_multi_img_input[{i}]")
-                      for i, t in enumerate(body.single_multi_img_input)]
-            return await _checked(state, body, images, "generate",
+            body = validate(GenerateRequest, raw, strict=True, whole_floats=True)
+            images, prompt = _json_generation(body)
+            return await _checked(state, body, images, "generate", prompt=prompt,
                                   formats=("glb",) if body.skip_videos else ("glb", "mp4"))
         return await _generation(request, "generate", prepare)
 
@@ -281,13 +344,19 @@ def add_routes(app) -> None:
         return FileResponse(job.files["mp4"], media_type="video/mp4", filename="preview_gaussian.mp4",
                             content_disposition_type="inline")
 
-    @app.get("/info/supported_operations", response_model=list[str], tags=tags, summary="What this server does")
+    @app.get("/info/supported_operations", response_model=list[str], tags=tags, summary="What this server does",
+             description="The `generate_what` values /generate accepts.")
     async def supported_operations():
-        return SUPPORTED_OPERATIONS
+        return list(SUPPORTED_OPERATIONS)
 
     @app.get("/download/spz-ui-layout/generation-3d-panel", tags=tags, response_class=PlainTextResponse,
-             summary="The generation panel's controls, as text",
+             summary="The generation panel's controls, in StableProjectorz's layout language",
+             description="The inputs StableProjectorz shows for this server (their code names are /generate's "
+                         "fields), with this server's ranges and its preset's defaults; a prompt input only "
+                         "when the server has a text model (--text-model).",
              responses={200: {"description": "the panel layout", "content": {"text/plain": {
-                 "schema": {"type": "string"}}}}})
-    async def panel_layout():
-        return PlainTextResponse(PANEL_LAYOUT)
+                 "schema": {"type": "string"}}}}}, name="panel_layout")
+    async def generation_panel(request: Request):
+        state = api_state(request)
+        text = getattr(state.runner, "text_model", None) is not None
+        return PlainTextResponse(panel_layout(build_settings({}, state.defaults), text=text))

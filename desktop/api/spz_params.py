@@ -1,15 +1,18 @@
 """StableProjectorz's side of the names: its parameter names -> ours (ALIASES, to_params), the request
-schemas of its endpoints (built from settings.RULES, so the ranges are ours), and the panel layout it
-shows for this server. spz.py (the slot and the routes) imports these and re-exports them.
+schemas of its endpoints (built from settings.RULES, so the ranges are ours), and the panel it shows for
+this server, written in its layout language (panel_layout). spz.py (the slot and the routes) imports these.
 """
 
 import functools
 from typing import Literal, Optional
 
 from .common import MAX_IMAGES, ApiError, form_schema, parameter_fields
-from ..settings import MAX_SEED, RULES, GenerationSettings, number_range
+from ..settings import MAX_PROMPT_CHARS, MAX_SEED, RULES, GenerationSettings, number_range
 
 STATUSES = ("PROCESSING", "PREVIEW_READY", "COMPLETE", "FAILED")
+
+# What /generate's `generate_what` may ask for (StableProjectorz also knows "retexture": not offered here).
+SUPPORTED_OPERATIONS = ("make_meshes_and_tex",)
 
 # StableProjectorz's parameter names -> ours.
 ALIASES = {"ss_guidance_strength": "ss_cfg", "ss_sampling_steps": "ss_steps", "slat_guidance_strength": "slat_cfg",
@@ -72,9 +75,17 @@ def _build_models() -> dict:
     generate_fields = parameter_fields(skip=("formats",))
     generate_fields["seed"] = (int, Field(1, ge=-1, le=MAX_SEED, description="random seed; -1 draws a new one"))
     generate = create_model(
-        "SpzGenerateRequest", __config__=ignore, __doc__="StableProjectorz's JSON request.",
-        single_multi_img_input=(list[str], Field(min_length=1, max_length=MAX_IMAGES,
-                                                 description="base64 images: one, or several views of one object")),
+        "SpzGenerateRequest", __config__=ignore,
+        __doc__="StableProjectorz's JSON request: the values of its panel's inputs under their code names.",
+        single_multi_img_input=(Optional[list[str]], Field(
+            None, max_length=MAX_IMAGES, description="base64 images (a data: prefix is allowed): one, or several "
+                                                     "views of one object; none with a `prompt`")),
+        prompt=(Optional[str], Field(None, max_length=MAX_PROMPT_CHARS, description=(
+            "text to 3D instead of images (the panel offers it when the server has a text model); empty: "
+            "not given"))),
+        generate_what=(Optional[str], Field(None, description=(
+            f"what to make: {', '.join(SUPPORTED_OPERATIONS)} (GET /info/supported_operations); any other "
+            "value is a 422"))),
         ss_strength=_aliased("ss_strength", "ss_cfg", "structure guidance strength"),
         slat_strength=_aliased("slat_strength", "slat_cfg", "detail guidance strength"),
         mesh_simplify=_aliased("mesh_simplify", "simplify", "fraction of triangles removed, 0..0.99, or a "
@@ -122,8 +133,9 @@ def referenced_models() -> list:
     return [m["SpzImageForm"], m["SpzMultiImageForm"], m["SpzGenerateRequest"]]
 
 
-def _form_body(model, file_field: str, count: str) -> dict:
-    return {"required": True, "content": {
+def form_body(model, file_field: str, count: str) -> dict:
+    """The OpenAPI request body of a form endpoint (optional in the schema, as /v1/jobs' is: see v1.py)."""
+    return {"required": False, "content": {
         "multipart/form-data": {"schema": form_schema(model, {file_field: count})},
         "application/x-www-form-urlencoded": {"schema": form_schema(model)},
         "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}},
@@ -152,26 +164,85 @@ def to_params(values: dict) -> dict:
     return params
 
 
-# The panel StableProjectorz shows for this server: our own plain-text description of the controls
-# (name, type, range, default), generated from settings.RULES and the balanced preset's values, so that
-# its ranges are the ones every other surface accepts; the simplify ratio as a percentage.
-_PANEL_ROWS = (("ss_strength", "ss_cfg", "Structure guidance"), ("ss_steps", "ss_steps", "Structure steps"),
-               ("slat_strength", "slat_cfg", "Detail guidance"), ("slat_steps", "slat_steps", "Detail steps"))
+def check_operation(value) -> None:
+    """422 unless `generate_what` is one this server does (or not given)."""
+    if value is not None and value not in SUPPORTED_OPERATIONS:
+        raise ApiError(422, [{"loc": ["body", "generate_what"], "type": "value_error", "msg": (
+            f"generate_what {value!r} is not supported by this server; it does: {', '.join(SUPPORTED_OPERATIONS)} "
+            "(GET /info/supported_operations)")}])
 
 
-def panel_layout() -> str:
-    d = GenerationSettings()
-    rows = ["# Trellis Desktop: 3D generation panel", "operation make_meshes_and_tex", f"images 1..{MAX_IMAGES}",
-            f'seed int -1..{MAX_SEED} default -1 "Seed (-1: random)"']
-    for spz, ours, label in _PANEL_ROWS:
-        lo, hi = number_range(ours)
-        rows.append(f'{spz} {RULES[ours][0]} {lo:g}..{hi:g} default {getattr(d, ours):g} "{label}"')
-    lo, hi = number_range("simplify")
-    rows.append(f'mesh_simplify int {round(lo * 100)}..{round(hi * 100)} default {round(d.simplify * 100)} '
-                '"Simplify (% of triangles removed)"')
-    lo, hi = number_range("texture_size")
-    rows.append(f'texture_size int {lo}..{hi} default {d.texture_size} "Texture size"')
+# ---------------------------------------------------------------------------------------------
+# The panel
+# ---------------------------------------------------------------------------------------------
+
+# (code name, our setting, label, decimals shown); "\\n" is a line break in the label.
+PANEL_SLIDERS = (("ss_strength", "ss_cfg", "structure\\nguidance", 1),
+                 ("slat_strength", "slat_cfg", "detail\\nguidance", 1))
+PANEL_STEPS = (("ss_steps", "structure steps"), ("slat_steps", "detail steps"))
+PANEL_BOX = (("bg.color", "255,255,255,10"), ("bg.ppu", 10))          # the shaded boxes around inputs
+
+
+def _num(value) -> str:
+    """A number as StableProjectorz parses it: ints bare, floats shortest (7.5, 0.975)."""
+    if isinstance(value, int) or float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
+def _line(depth: int, kind: str, *props) -> str:
+    return "    " * depth + kind + "".join(f" {key}=({value})" for key, value in props)
+
+
+def _slider(depth: int, code: str, label: str, lo, hi, default, decimals: int) -> list:
+    """A round slider in its shaded box, between flexible spaces."""
+    space = ("space", ("minWidth", 20), ("flexibleHeight", 1), ("flexibleWidth", 1))
+    return [_line(depth, "hgroup", *PANEL_BOX, ("flexibleWidth", 1)),
+            _line(depth + 1, *space),
+            _line(depth + 1, "slider", ("code_name", code), ("visible_name", label), ("min", _num(lo)),
+                  ("max", _num(hi)), ("default", _num(default)), ("show_n_decimals", decimals), ("flexibleHeight", 1)),
+            _line(depth + 1, *space)]
+
+
+def _integer(depth: int, code: str, label: str, lo, hi, default, seed: bool = False) -> list:
+    """An integer field in its shaded box, pinned to the box's top (the box has no layout of its own)."""
+    return [_line(depth, "go", *PANEL_BOX, ("flexibleWidth", 1), ("minHeight", 62), ("preferredHeight", 62)),
+            _line(depth + 1, "int_horizontal", ("code_name", code), ("visible_name", label), ("min", _num(lo)),
+                  ("max", _num(hi)), ("default", _num(default)), ("as_seed", "true" if seed else "false"),
+                  ("rect.anchors", "0,1,1,1"), ("rect.offsetMin", "0,-60"))]
+
+
+def panel_layout(settings: GenerationSettings, text: bool = False) -> str:
+    """The panel StableProjectorz shows for a server whose requests start from `settings` (its preset), in
+    that app's layout language: one element per line, children indented under their group, properties
+    written key=(value); each input's code_name is the request field it fills. Whole-number settings are
+    integer fields, since its sliders send floats in steps of 0.01 (12.37 steps); sliders only for settings
+    that are floats. Ranges from settings.RULES and defaults from `settings`, so the panel cannot drift
+    from what the server accepts. `text`: the server has a text model, so a prompt is offered too (then
+    neither input is required on its own)."""
+    rows = [_line(0, "vgroup", ("padl", 4), ("padr", 4), ("spacing", 8), ("flexibleWidth", 1)),
+            _line(1, "header", ("code_name", "title"), ("visible_name", "Trellis Desktop"), ("align", "center")),
+            _line(1, "go", ("minHeight", 120), ("preferredHeight", 120), ("flexibleWidth", 1)),
+            _line(1, "single_multi_img_input", ("code_name", "single_multi_img_input"), ("visible_name", "images"),
+                  *(() if text else (("content_min_num_needed", "make_meshes_and_tex:1"),))),
+            _line(1, "header", ("code_name", "images_note"), ("visible_name", "one image, or several views of one "
+                                                                             "object"), ("color", "200,200,200,1"))]
+    if text:
+        rows += [_line(1, "text_prompt", ("code_name", "prompt"), ("visible_name", "prompt"), ("is_positive", "true")),
+                 _line(1, "header", ("code_name", "prompt_note"), ("visible_name", "or a prompt instead of images "
+                                                                                  "(text to 3D)"),
+                       ("color", "200,200,200,1"))]
+    rows += [_line(1, "go", ("minHeight", 140), ("preferredHeight", 140), ("flexibleWidth", 1)),
+             _line(2, "hgroup", ("spacing", 8))]
+    for code, ours, label, decimals in PANEL_SLIDERS:
+        rows += _slider(3, code, label, *number_range(ours), getattr(settings, ours), decimals)
+    rows.append(_line(1, "hgroup", ("spacing", 8), ("flexibleWidth", 1)))
+    for code, label in PANEL_STEPS:
+        rows += _integer(2, code, label, *number_range(code), getattr(settings, code))
+    rows += [_line(1, "go", ("minHeight", 140), ("preferredHeight", 140), ("flexibleWidth", 1)),
+             _line(2, "hgroup", ("spacing", 8))]
+    rows += _slider(3, "mesh_simplify", "mesh\\nsimplify", *number_range("simplify"), settings.simplify, 3)
+    rows.append(_line(3, "vgroup", ("spacing", 8), ("flexibleWidth", 1)))
+    rows += _integer(4, "texture_size", "texture size", *number_range("texture_size"), settings.texture_size)
+    rows += _integer(4, "seed", "seed", -1, MAX_SEED, -1, seed=True)
     return "\n".join(rows) + "\n"
-
-
-PANEL_LAYOUT = panel_layout()
