@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import importlib
 import sys
 
@@ -15,8 +16,28 @@ COMMANDS = {
 }
 
 
+def _printable_paths(err: UnicodeEncodeError):
+    """Error handler of stdout: a path's bytes that are not UTF-8 (kept by Python as surrogate escapes) are
+    written back as those bytes, so that a script reading the printed folder finds it; any other character
+    the stream cannot encode is written as a \\u escape."""
+    try:
+        return codecs.lookup_error("surrogateescape")(err)
+    except UnicodeError:
+        return codecs.lookup_error("backslashreplace")(err)
+
+
+def keep_paths_printable(stream=None) -> None:
+    """Give a strict text stream (stdout under most UTF-8 locales) the _printable_paths handler: printing a
+    folder whose name has such bytes would otherwise end the command in a UnicodeEncodeError traceback."""
+    stream = sys.stdout if stream is None else stream
+    if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+        codecs.register_error("trellis-printable-paths", _printable_paths)
+        stream.reconfigure(errors="trellis-printable-paths")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    keep_paths_printable()
     parser = argparse.ArgumentParser(
         prog="python -m desktop", usage=f"python -m desktop {{{','.join(COMMANDS)}}} [options]",
         description="Trellis Desktop: turn a photo or a prompt into a 3D asset on your own GPU. "

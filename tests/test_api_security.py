@@ -325,3 +325,46 @@ def test_a_short_body_is_given_up_after_the_read_timeout(open_server, blob, monk
         assert c.get("/ping").json()["busy"] is False
         r = queue_and_cancel(c, blob, {})
         assert r.status_code == 202
+
+
+def test_every_origin_header_counts_not_only_the_first(open_server, blob):
+    """Raw HTTP with a header sent twice (a proxy or a hand-made request can; a browser does not): every
+    Origin value is checked, so one foreign Origin among them refuses the request whatever its place; so does
+    one `Sec-Fetch-Site: cross-site`; two Host headers that disagree leave no own origin to match."""
+    import http.client
+
+    port = int(open_server.url.rsplit(":", 1)[1])
+    own = f"http://127.0.0.1:{port}"
+    body = json.dumps({"images": [b64(blob)], **FAST, "formats": ["ply"]}).encode()
+
+    def post(headers):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+        try:
+            conn.putrequest("POST", "/v1/jobs", skip_host=any(k == "Host" for k, _ in headers))
+            for key, value in [*headers, ("Content-Type", "application/json"), ("Content-Length", str(len(body)))]:
+                conn.putheader(key, value)
+            conn.endheaders(body)
+            answer = conn.getresponse()
+            return answer.status, answer.read().decode()
+        finally:
+            conn.close()
+
+    with httpx.Client(base_url=open_server.url, timeout=TIMEOUT) as c:
+        before = job_ids(c)
+        for headers, refused in [([("Origin", own), ("Origin", EVIL)], "a web page at http://evil.com"),
+                                 ([("Origin", EVIL), ("Origin", own)], "a web page at http://evil.com"),
+                                 ([("Origin", own), ("Origin", "null")], "a page with Origin 'null'"),
+                                 ([("Origin", ALLOWED), ("Origin", EVIL)], "a web page at http://evil.com"),
+                                 ([("Origin", own), ("Sec-Fetch-Site", "same-origin"),
+                                   ("Sec-Fetch-Site", "cross-site")], f"a web page at {own}"),
+                                 ([("Host", f"127.0.0.1:{port}"), ("Host", "evil.com"), ("Origin", own)], None)]:
+            status, text = post(headers)
+            if refused is None:                  # refused by the HTTP parser (400) or by the guard (403)
+                assert status in (400, 403), (headers, status, text)
+            else:
+                assert status == 403 and refused in text and "cross-site request refused" in text, (headers, text)
+        assert job_ids(c) == before                      # nothing was queued
+        for headers in ([("Origin", own), ("Origin", own)], [("Origin", own), ("Origin", ALLOWED)]):
+            status, text = post(headers)               # every value is ours or allowed: it passes
+            assert status == 202, (headers, text)
+            c.post(f"/v1/jobs/{json.loads(text)['id']}/cancel")

@@ -102,3 +102,22 @@ def test_ray_actor_killed_mid_item_every_item_once_rerun_skips_driver_writes(ray
     assert [e["item"] for e in events(out, "done", run=2)] == ["object_5"]
     assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.parent.name != "object_5"
                       and p.parent != out}
+
+
+def test_device_cpu_on_a_cluster_without_gpus_asks_ray_for_cpus(ray_cluster, tiny_pipeline_dir, eight_images,
+                                                                  tmp_path, capsys):
+    """`--device cpu` alone on a CPU-only cluster (this one has CPUs and `fake_gpu`, no GPU): the workers ask
+    Ray for CPUs (it used to ask for a GPU and stop: "the Ray cluster has no 'GPU' resource"), one worker
+    per node using the node's cores, not one per core (each would hold its own copy of the model)."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in (0, 1, 2):
+        shutil.copy(eight_images / f"object_{i}.png", images)
+    assert "GPU" not in ray.cluster_resources()
+    out = tmp_path / "out"
+    rc, err = run_batch(capsys, images, "-o", out, "--model", tiny_pipeline_dir, "--device", "cpu", "--ray", "auto",
+                        *SMALL)
+    assert rc == 0, err
+    assert err.count("ready; it writes to the outputs folder") == 1 and "worker cpu on " in err, err
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["object_0", "object_1", "object_2"]
+    assert len({e["worker"] for e in events(out, "done")}) == 1          # the one node's one worker made all

@@ -2,11 +2,15 @@
 (`--gpus`) or of a Ray cluster (`--ray ADDRESS|auto|local`). See desktop/batch/__init__.py.
 
 Exit status: 0 every item is done (now or before), 1 some failed (or the batch stopped: --max-failures,
-the model cannot be loaded), 2 usage error, 130 interrupted (Ctrl-C; a rerun goes on where it stopped).
+the model cannot be loaded, the outputs folder cannot be written, e.g. a full disk), 2 usage error (a bad
+option, an input list that cannot be read: nothing started), 130 interrupted (Ctrl-C; a rerun goes on where
+it stopped). Once the batch has started, its summary is printed and saved as OUT/summary.json whatever
+ends it; when even that cannot be written, an error line says so (the exit status is then 1, or 130).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -28,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Make a 3-D asset of every image or prompt of INPUT, one folder per item in OUT, over every "
                     "GPU of this machine or of a Ray cluster. Rerun the same command to finish an interrupted "
                     "batch: finished items are skipped, failed and unfinished ones are made again.",
-        epilog="Exit status: 0 all items done, 1 some failed, 2 usage error, 130 interrupted. "
+        epilog="Exit status: 0 all items done, 1 some failed or the batch stopped (e.g. a full disk), 2 usage "
+               "error, 130 interrupted. "
                f"Presets: {', '.join(PRESETS)} (default {DEFAULT_PRESET}).")
     p.add_argument("input", metavar="INPUT", help="a folder of images, a glob ('photos/*.jpg', quoted), or a .csv / "
                                                   ".jsonl list (an image path or a prompt per line, optional "
@@ -60,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--ray", metavar="ADDRESS", default=None,
                        help="run on a Ray cluster: its address (host:6379, ray://host:10001), auto (the cluster this "
                             "machine belongs to) or local (a private cluster on this machine only)")
-    where.add_argument("--ray-resource", default="GPU", metavar="NAME",
-                       help="the Ray resource one worker takes one unit of (default GPU)")
+    where.add_argument("--ray-resource", default=None, metavar="NAME",
+                       help="the Ray resource one worker takes one unit of (default GPU; with --device cpu, CPU: "
+                            "one worker per node, using its cores)")
     where.add_argument("--ray-output", choices=("auto", "shared", "driver"), default="auto",
                        help="who writes the results: auto (a worker that sees OUT writes there, others send their "
                             "files to this machine), shared, driver")
@@ -112,6 +118,8 @@ def main(argv=None) -> int:
 
 
 def run(args, base, items) -> int:
+    """Run the batch; whatever happens once it has started (items fail, the outputs folder fills up, Ctrl-C),
+    the summary is printed and written to OUT/summary.json, or its write failure is reported."""
     from pathlib import Path
 
     from ..jobs.folder import lock_path, release_lock, try_lock
@@ -119,7 +127,11 @@ def run(args, base, items) -> int:
     from .driver import Scheduler, plan
 
     out = Path(args.output).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        print(f"error: cannot create {out}: {err.strerror or err}; choose another -o", file=sys.stderr)
+        return EXIT_FAILED
     lock = lock_path(out, "batch")
     fd = try_lock(lock)
     if fd is None:
@@ -127,19 +139,23 @@ def run(args, base, items) -> int:
               "or choose another -o", file=sys.stderr)
         return EXIT_FAILED
     display = BatchDisplay(len(items), enabled=not args.quiet)
-    log = mf.Manifest(out)
-    log.open()
-    pool = None
+    log = scheduler = pool = None
+    skipped = []
+    code = None
     start = time.monotonic()
     try:
+        log = mf.Manifest(out)
+        if log.damaged:
+            display.say(f"{log.path}: {log.damaged} damaged line(s) skipped (the item folders are checked instead)")
+        log.open()
         mf.clean_work(out)
+        scheduler = Scheduler(None, log, display, out, retries=args.retries, max_failures=args.max_failures)
         log.append("batch", input=os.path.abspath(args.input), items=len(items), argv=sys.argv[1:],
                    settings=base.to_dict(), ray=args.ray)
         tasks, skipped, bad = plan(items, base, out, log, display.say)
         display.skipped = len(skipped)
         if skipped:
             display.say(f"{len(skipped)} of {len(items)} item(s) already done: skipped")
-        scheduler = Scheduler(None, log, display, out, retries=args.retries, max_failures=args.max_failures)
         for name, message in bad:
             scheduler.fail(name, message, "input")
         if tasks and not scheduler.stopped:
@@ -156,28 +172,44 @@ def run(args, base, items) -> int:
         if pool is not None:
             pool.close(kill=True)
             pool = None
-        return EXIT_INTERRUPTED
-    except RuntimeError as err:
+        code = EXIT_INTERRUPTED
+    except RuntimeError as err:               # mf.OutputError included: a full disk, a manifest that is no file
         display.say(f"error: {err}")
-        return EXIT_FAILED
+        code = EXIT_FAILED
     finally:
         if pool is not None:
             pool.close()
-        mf.clean_work(out)
-        log.close()
+        with contextlib.suppress(OSError):
+            mf.clean_work(out)
+        if log is not None:
+            log.close()
         release_lock(fd, lock)
         display.clear()
-    summary = {"total": len(items), "done": scheduler.done, "skipped": len(skipped), "failed": len(scheduler.failures),
-               "not_run": len(items) - scheduler.done - len(skipped) - len(scheduler.failures),
-               "retried": scheduler.retried, "lost_with_worker": scheduler.lost,
-               "seconds": time.monotonic() - start, "failures": scheduler.failures,
-               "workers": [{"label": k, **v} for k, v in sorted(scheduler.per_worker.items())]}
+    summary = make_summary(items, scheduler, skipped, time.monotonic() - start)
     print(summary_table(summary), file=sys.stderr, flush=True)
     from ..jobs.folder import json_bytes, write_atomic
 
-    write_atomic(out / mf.SUMMARY, json_bytes(summary))
-    ok = not scheduler.failures and summary["not_run"] == 0
-    return EXIT_OK if ok else EXIT_FAILED
+    try:
+        write_atomic(out / mf.SUMMARY, json_bytes(summary))
+    except OSError as err:
+        print(f"error: the summary could not be saved to {out / mf.SUMMARY}: {err.strerror or err} (it is printed "
+              "above)", file=sys.stderr, flush=True)
+        code = code or EXIT_FAILED
+    if code is not None:
+        return code
+    return EXIT_OK if not scheduler.failures and summary["not_run"] == 0 else EXIT_FAILED
+
+
+def make_summary(items: list, scheduler, skipped: list, seconds: float) -> dict:
+    """The run's counts (all zero but `not_run` when it stopped before its scheduler existed)."""
+    done = scheduler.done if scheduler else 0
+    failures = scheduler.failures if scheduler else []
+    per_worker = scheduler.per_worker if scheduler else {}
+    return {"total": len(items), "done": done, "skipped": len(skipped), "failed": len(failures),
+            "not_run": len(items) - done - len(skipped) - len(failures),
+            "retried": scheduler.retried if scheduler else 0, "lost_with_worker": scheduler.lost if scheduler else 0,
+            "seconds": seconds, "failures": failures,
+            "workers": [{"label": k, **v} for k, v in sorted(per_worker.items())]}
 
 
 def make_pool(args, common: dict, count: int):
@@ -188,7 +220,8 @@ def make_pool(args, common: dict, count: int):
 
         # Ray gives each actor its GPU as the only one it sees: "cuda:N" means "a GPU" there.
         device = None if args.device and args.device.startswith("cuda") else args.device
-        return RayPool(args.ray, args.ray_resource, device, min(args.workers or count, count), common,
+        resource = args.ray_resource or ("CPU" if args.device == "cpu" else "GPU")
+        return RayPool(args.ray, resource, device, min(args.workers or count, count), common,
                        args.ray_output, per_worker=per_worker)
     from .local import LocalPool, local_devices
 

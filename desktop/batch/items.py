@@ -2,33 +2,44 @@
 
     INPUT is a folder        every image file in it (not its sub-folders), sorted by name
              a glob          e.g. 'photos/**/*.jpg' (quote it), every file it matches, sorted
-             a .csv file     one item a row: a header row names the columns (`image` or `prompt`, and
-                             optionally `name`, `preset` and any setting, e.g. `seed`, `texture_size`);
-                             without a header, one image path or prompt a row
+             a .csv file     one item a row, cells separated by commas, semicolons or tabs (as spreadsheets
+                             save them): a header row names the columns, one of them `image` or `prompt`,
+                             optionally `name`, `preset` and any setting (e.g. `seed`, `texture_size`);
+                             without a header, one image path or prompt a line
              a .jsonl file   one item a line: {"image": "a.png", "seed": 3} or {"prompt": "a red chair"},
                              or a bare JSON string (image path or prompt)
 
 A line without a header or key is an image when it ends with an image extension (a missing file then
-fails that item), otherwise a prompt. Relative image paths in a list are relative to the list's folder.
-An item's name (its output folder) is its image's file name without extension, or the first words of its
-prompt, or its `name` column; repeated names get -2, -3, ... in input order, so a rerun of the same input
-gives every item the name it had. No torch here.
+fails that item), otherwise a prompt. A first row that looks like a header (column names) but has no
+`image` or `prompt` column is refused, as is a header-less row of several cells starting with an image:
+they are mistakes, not prompts. Relative image paths in a list are relative to the list's folder. Only
+regular files are read: a list, or an image named in one, that is a pipe, socket, device or folder is
+refused without being opened. An item's name (its output folder) is its image's file name without
+extension, or the first words of its prompt, or its `name` column; repeated names get -2, -3, ... in input
+order, so a rerun of the same input gives every item the name it had. No torch here.
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
 import glob
-import json
+import io
 import os
 import re
 from dataclasses import dataclass, field
 
+from .. import settings as settings_mod
 from ..settings import DEFAULT_PRESET, PRESETS, GenerationSettings, field_names
+from .files import MAX_JSON_DEPTH, json_depth, load_json_text, read_regular, special_file_problem
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 NAME_MAX = 80
-PROMPT_MAX_CHARS = 20_000        # CLIP reads 77 tokens; anything this long is not a prompt
+# A list of a million items is about 100 MB; a larger file is not a list.
+LIST_MAX_BYTES = 256 << 20
+# Cell separators of a CSV: commas, and semicolons or tabs as spreadsheets in many locales write them.
+DELIMITERS = (",", ";", "\t")
+SEPARATORS = {",": "commas", ";": "semicolons", "\t": "tabs"}
+COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 # Names the batch's own files use in the outputs folder (manifest.py).
 RESERVED_NAMES = {"manifest.jsonl", "summary.json"}
 # An item's settings columns besides the GenerationSettings fields.
@@ -76,6 +87,9 @@ def read_items(source: str) -> list:
         rows = _jsonl_rows(path)
     elif os.path.isfile(path):
         rows = [{"image": path}]
+    elif os.path.exists(path):
+        raise BatchInputError(special_file_problem(path, "a folder, a glob, a .csv or a .jsonl")
+                              or f"{source}: cannot be read as a folder, a glob, a .csv or a .jsonl")
     elif is_glob(path):
         files = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
         if not files:
@@ -89,36 +103,91 @@ def read_items(source: str) -> list:
     return _name_items([_item(row, base_dir) for row in rows])
 
 
-def _csv_rows(path: str) -> list:
+def _read_list(path: str) -> str:
+    """A list file's text; never opens a pipe or device (read_regular checks the opened file's type)."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            table = [r for r in csv.reader(f) if any(c.strip() for c in r)]
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        data = read_regular(path, LIST_MAX_BYTES, "a list file")
+    except OSError as err:
+        raise BatchInputError(f"cannot read {path}: {err.strerror or err}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise BatchInputError(f"{path} is not UTF-8 text ({err}); save it as UTF-8 (a spreadsheet's "
+                              "\"CSV UTF-8\")") from None
+
+
+def _rows(text: str, delimiter: str):
+    return (r for r in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter) if any(c.strip() for c in r))
+
+
+def _column(cell: str) -> str:
+    return cell.strip().lower().replace("-", "_")
+
+
+def _is_column(name: str) -> bool:
+    return name in ITEM_KEYS or name in field_names()
+
+
+def _csv_rows(path: str) -> list:
+    text = _read_list(path)
+    try:
+        heads = {d: next(_rows(text, d), None) for d in DELIMITERS}
+        if heads[","] is None:
+            return []
+        # The separator under which the first row names the most known columns (then the most cells).
+        delimiter = max(DELIMITERS, key=lambda d: (sum(_is_column(_column(c)) for c in heads[d]), len(heads[d])))
+        head = [_column(c) for c in heads[delimiter]]
+        if "image" in head or "prompt" in head:
+            unknown = [c for c in head if c and not _is_column(c)]
+            if unknown:
+                raise BatchInputError(f"{path}: unknown column(s) {', '.join(unknown)}; use image or prompt, name, "
+                                      f"preset and settings ({', '.join(field_names())})")
+            table = list(_rows(text, delimiter))
+            for n, r in enumerate(table[1:], 2):
+                if any(c.strip() for c in r[len(head):]):
+                    raise BatchInputError(f"{path}: row {n} has {len(r)} cells but the header names {len(head)} "
+                                          f"columns (cells are separated by {SEPARATORS[delimiter]}): put a cell "
+                                          "that holds the separator in double quotes")
+            return [{k: v.strip() for k, v in zip(head, r) if k and v.strip() != ""} for r in table[1:]]
+    except csv.Error as err:
         raise BatchInputError(f"cannot read {path}: {err}") from None
-    if not table:
-        return []
-    head = [c.strip().lower().replace("-", "_") for c in table[0]]
-    if "image" in head or "prompt" in head:
-        unknown = [c for c in head if c and c not in ITEM_KEYS and c not in field_names()]
-        if unknown:
-            raise BatchInputError(f"{path}: unknown column(s) {', '.join(unknown)}; use image or prompt, name, "
-                                  f"preset and settings ({', '.join(field_names())})")
-        return [{k: v.strip() for k, v in zip(head, r) if k and v.strip() != ""} for r in table[1:]]
-    return [{"": r[0].strip()} for r in table]
+    cells = [c.strip() for c in heads[delimiter] if c.strip()]
+    if any(_is_column(_column(c)) for c in cells) or (len(cells) > 1 and all(COLUMN_NAME.fullmatch(c) for c in cells)):
+        raise BatchInputError(f"{path}: the first row ({', '.join(cells)}) is a header without an image or prompt "
+                              "column: name the column of image paths `image` (or the column of prompts `prompt`). "
+                              "A list without a header has one image path or prompt a line")
+    return _headerless_rows(path, text)
+
+
+def _headerless_rows(path: str, text: str) -> list:
+    rows = []
+    for n, line in enumerate(re.split(r"\r\n|\r|\n", text), 1):
+        cell = line.strip()
+        if not cell:
+            continue
+        for d in DELIMITERS:
+            first, sep, rest = cell.partition(d)
+            if sep and rest.strip() and first.strip().strip('"').lower().endswith(IMAGE_EXTENSIONS):
+                raise BatchInputError(f"{path}:{n}: several cells ({cell[:80]!r}, separated by {SEPARATORS[d]}) but "
+                                      "the list has no header row: add a first row naming the columns, e.g. "
+                                      f"{'image' + d + 'seed'!r}")
+        if len(cell) > 1 and cell[0] == cell[-1] == '"':
+            quoted = next(csv.reader([cell]), [cell])
+            cell = quoted[0] if len(quoted) == 1 else cell
+        rows.append({"": cell})
+    return rows
 
 
 def _jsonl_rows(path: str) -> list:
     rows = []
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise BatchInputError(f"cannot read {path}: {err}") from None
-    for n, line in enumerate(lines, 1):
+    for n, line in enumerate(re.split(r"\r\n|\r|\n", _read_list(path)), 1):
         if not line.strip():
             continue
+        if json_depth(line) > MAX_JSON_DEPTH:
+            raise BatchInputError(f"{path}:{n}: JSON nested more than {MAX_JSON_DEPTH} levels deep; an item is an "
+                                  "object of settings ({\"image\": \"a.png\", \"seed\": 3}) or a string")
         try:
-            value = json.loads(line)
+            value = load_json_text(line)
         except ValueError as err:
             raise BatchInputError(f"{path}:{n}: not JSON ({err})") from None
         if isinstance(value, str):
@@ -137,10 +206,17 @@ def _item(row: dict, base_dir: str) -> Item:
         key = "image" if str(bare).lower().endswith(IMAGE_EXTENSIONS) else "prompt"
         row[key] = bare
     name = row.pop("name", None)
+    problem = None
     if "image" in row:
-        kind, source = "image", str(row.pop("image"))
-        source = os.path.abspath(os.path.join(base_dir, os.path.expanduser(source)))
+        kind, source = "image", row.pop("image")
         row.pop("prompt", None)
+        if isinstance(source, str) and source.strip():
+            source = os.path.abspath(os.path.join(base_dir, os.path.expanduser(source)))
+            problem = special_file_problem(source)
+            problem = f"bad input: {problem}" if problem else None
+        else:
+            problem = f"bad item: image: expected a file path, got {source!r:.80}"
+            source = str(source)
     else:
         kind, source = "prompt", row.pop("prompt", "")
     item = Item(name=str(name) if name else "", kind=kind, source=source if isinstance(source, str) else "")
@@ -149,8 +225,9 @@ def _item(row: dict, base_dir: str) -> Item:
             item.source = check_prompt(source)
         item.changes = _settings_changes(row)
         item.settings(GenerationSettings.from_preset(DEFAULT_PRESET))     # validate now: fail this item only
-    except ValueError as err:
+    except (ValueError, TypeError) as err:
         item.problem = f"bad item: {err}"
+    item.problem = problem or item.problem
     return item
 
 
@@ -159,7 +236,7 @@ def _settings_changes(row: dict) -> dict:
     changes = {}
     for key, value in row.items():
         if key == "preset":
-            if value not in PRESETS:
+            if not isinstance(value, str) or value not in PRESETS:
                 raise ValueError(f"preset: unknown preset {value!r}; choose from {', '.join(PRESETS)}")
             changes["preset"] = value
         elif key in kinds:
@@ -191,12 +268,10 @@ def _coerce(key: str, kind: str, value):
 
 
 def check_prompt(prompt) -> str:
-    text = prompt.strip() if isinstance(prompt, str) else ""
-    if not text:
+    """A prompt item's text (the app's rules: settings.check_prompt); a missing or blank one says so."""
+    if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
         raise ValueError("no image and no prompt (a prompt describes the object, e.g. 'a red wooden chair')")
-    if len(text) > PROMPT_MAX_CHARS:
-        raise ValueError(f"the prompt has {len(text):,} characters, more than the {PROMPT_MAX_CHARS:,} accepted")
-    return text
+    return settings_mod.check_prompt(prompt)
 
 
 def clean_name(text: str) -> str:

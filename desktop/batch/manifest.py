@@ -14,21 +14,27 @@ checked against on a rerun: an item is finished when the manifest says done AND 
 (settings.json naming this item, timings.json, every requested file), or when its complete folder is there
 though the manifest missed the news (the driver died between the rename and the line). Everything else is
 done again: failed items, items that were running, folders with a file missing (those are moved to
-.batch-work/replaced-<name>.<token> first, nothing is deleted). No torch here.
+.batch-work/replaced-<name>.<token> first, nothing is deleted). A damaged manifest line (torn by a crash,
+not JSON, nested absurdly deep) is skipped and counted; a damaged settings.json makes its folder
+incomplete. A manifest that cannot be written (a full disk) raises OutputError: the driver stops and
+says so. No torch here.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
 import socket
+import stat
 import time
 import uuid
 from pathlib import Path
 
 from ..jobs import folder as job_folder
+from .files import load_json_text, read_json_file, what_it_is
 
 MANIFEST = "manifest.jsonl"
 SUMMARY = "summary.json"          # the last run's summary table, as JSON
@@ -39,64 +45,109 @@ ITEM_KEY = "batch_item"          # the entry of settings.json that says which ba
 
 def source_key(kind: str, source: str) -> str:
     """What identifies an item's input across reruns (its kind and image path or prompt)."""
-    return hashlib.sha256(f"{kind}\0{source}".encode("utf-8")).hexdigest()[:16]
+    # surrogateescape: a path's bytes that are not UTF-8 (kept by Python as surrogates) hash as those bytes
+    return hashlib.sha256(f"{kind}\0{source}".encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+class OutputError(RuntimeError):
+    """The outputs folder cannot be written (a full disk, a manifest that is not a file); the message says
+    what to do."""
 
 
 class Manifest:
-    """The append-only event log. Only the driver writes it; each line is flushed (and fsynced) at once, so
-    a crash loses at most the line being written, which the reader skips."""
+    """The append-only event log. Only the driver writes it; each line is written whole and fsynced at
+    once, so a crash loses at most the line being written, which the reader skips."""
 
     def __init__(self, out_dir):
         self.path = Path(out_dir) / MANIFEST
         self.events = []
+        self.damaged = 0               # lines skipped: torn, not JSON, nested too deep, not an event
+        self._check_is_file()
         if self.path.is_file():
             with open(self.path, "rb") as f:
                 for line in f.read().splitlines():
-                    with contextlib.suppress(ValueError, UnicodeDecodeError):
-                        event = json.loads(line)
-                        if isinstance(event, dict):
-                            self.events.append(event)
+                    try:
+                        event = load_json_text(line.decode("utf-8"))
+                    except ValueError:             # UnicodeDecodeError included
+                        event = None
+                    if isinstance(event, dict):
+                        self.events.append(event)
+                    elif line.strip():
+                        self.damaged += 1
         self._file = None
+        self._created = False
+
+    def _check_is_file(self) -> None:
+        try:
+            mode = os.stat(self.path).st_mode
+        except OSError:
+            return
+        if not stat.S_ISREG(mode):
+            raise OutputError(f"{self.path} is {what_it_is(mode)}, not the batch's record: move it away or choose "
+                              "another -o")
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.is_file() and self.path.stat().st_size:
-            with open(self.path, "rb") as f:          # a line cut by a crash: start on a fresh line
-                f.seek(-1, os.SEEK_END)
-                torn = f.read(1) != b"\n"
-        else:
+        self._check_is_file()
+        try:
             torn = False
-        self._file = open(self.path, "ab")
+            if self.path.is_file() and self.path.stat().st_size:
+                with open(self.path, "rb") as f:          # a line cut by a crash: start on a fresh line
+                    f.seek(-1, os.SEEK_END)
+                    torn = f.read(1) != b"\n"
+            self._created = not self.path.exists()
+            self._file = open(self.path, "ab", buffering=0)
+        except OSError as err:
+            raise self._error(err) from None
         if torn:
-            self._file.write(b"\n")
+            self._write(b"\n")
 
     def close(self) -> None:
-        if self._file is not None:
+        if self._file is None:
+            return
+        with contextlib.suppress(OSError):
             self._file.close()
-            self._file = None
+        self._file = None
+        with contextlib.suppress(OSError):
+            if self._created and self.path.stat().st_size == 0:
+                self.path.unlink()                 # nothing could be written: leave no empty record
 
     def append(self, event: str, **fields) -> dict:
         record = {"event": event, "time": round(time.time(), 3), **fields}
         self.events.append(record)
         if self._file is not None:
-            self._file.write((json.dumps(record, default=str) + "\n").encode("utf-8"))
-            self._file.flush()
+            self._write((json.dumps(record, default=str) + "\n").encode("utf-8"))
+        return record
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[self._file.write(view):]
             with contextlib.suppress(OSError):
                 os.fsync(self._file.fileno())
-        return record
+        except OSError as err:
+            raise self._error(err) from None
+
+    def _error(self, err: OSError) -> OutputError:
+        full = err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1), errno.EFBIG)
+        fix = ("free some disk space there or choose another -o" if full
+               else "make it writable or choose another -o")
+        return OutputError(f"cannot write the batch's record {self.path}: {err.strerror or err}; {fix}, then run the "
+                           "same command again (finished items are kept)")
 
     def last(self) -> dict:
         """item name -> its last event (planned, retry, done, failed)."""
         latest = {}
         for e in self.events:
-            if "item" in e:
+            if isinstance(e.get("item"), str):
                 latest[e["item"]] = e
         return latest
 
     def planned_seeds(self) -> dict:
         """item name -> (source key, seed) of its latest "planned" event: a rerun keeps the seed."""
         return {e["item"]: (e.get("key"), e.get("seed")) for e in self.events
-                if e.get("event") == "planned" and "item" in e}
+                if e.get("event") == "planned" and isinstance(e.get("item"), str)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,7 +164,7 @@ def expected_files(formats) -> list:
 
 def folder_item_key(path: Path):
     """The batch item key recorded in a folder's settings.json (None when there is none)."""
-    record = job_folder.read_json(Path(path) / job_folder.SETTINGS)
+    record = read_json_file(Path(path) / job_folder.SETTINGS)
     if isinstance(record, dict) and isinstance(record.get(ITEM_KEY), dict):
         return record[ITEM_KEY].get("key")
     return None
@@ -126,8 +177,10 @@ def folder_problem(path: Path, key: str):
         return "missing"
     if folder_item_key(path) != key:
         return "not this item's folder"
-    record = job_folder.read_json(path / job_folder.SETTINGS) or {}
-    formats = (record.get("settings") or {}).get("formats") or []
+    record = read_json_file(path / job_folder.SETTINGS)
+    settings = record.get("settings") if isinstance(record, dict) else None
+    formats = settings.get("formats") if isinstance(settings, dict) else None
+    formats = [f for f in formats if isinstance(f, str)] if isinstance(formats, list) else []
     missing = [n for n in [job_folder.TIMINGS, *expected_files(formats)] if not (path / n).is_file()]
     return f"missing {', '.join(missing)}" if missing else None
 
@@ -201,7 +254,8 @@ def clean_work(out_dir) -> list:
                 p.unlink()
         if p.name.startswith("replaced-") or not p.is_dir():
             continue
-        owner = job_folder.read_json(p / OWNER) or {}
+        owner = read_json_file(p / OWNER)
+        owner = owner if isinstance(owner, dict) else {}
         if owner.get("host") == socket.gethostname() and _alive(owner.get("pid")):
             continue
         shutil.rmtree(p, ignore_errors=True)

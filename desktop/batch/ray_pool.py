@@ -9,6 +9,10 @@ a probe file the driver writes), it moves the finished folder there itself; else
 files and the driver writes them. An actor that dies (killed, its node lost) fails its items with
 RayActorError: they go back to the queue, and a new actor is asked for in its place, wherever Ray finds
 the resource.
+
+On the CPU (`--device cpu`, resource "CPU"), a worker is one actor per node, using all its cores, as a
+local `--device cpu` worker uses the machine's: one per core would hold a model copy per core. It asks
+Ray for one CPU (so that it can start beside other work) and is pinned to its node.
 """
 from __future__ import annotations
 
@@ -17,8 +21,11 @@ import uuid
 from pathlib import Path
 
 from . import manifest as mf
+from .files import read_regular
 
 PER_WORKER = 2
+# Larger than any image the app opens; a larger file is left for the worker to refuse.
+IMAGE_MAX_BYTES = 1 << 30
 MAX_REPLACEMENTS = 16      # actors started in place of dead ones, in all
 
 
@@ -53,6 +60,7 @@ class BatchActor:
 class _Actor:
     def __init__(self, handle, ready_ref):
         self.handle, self.ready_ref = handle, ready_ref
+        self.node = None               # the node a CPU worker is pinned to
         self.info = None               # ready()'s answer once it came
         self.refs = set()
 
@@ -69,6 +77,7 @@ class RayPool:
         self.data = {}                 # item name -> ObjectRef of its image bytes (kept for retries)
         self.replacements = 0
         self.we_started = False
+        self.cpu_nodes = []            # [(node id, CPUs)] where CPU workers go
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
@@ -87,7 +96,13 @@ class RayPool:
                                    "one with `ray start --head` on this or another machine (or use --ray local "
                                    "for this machine alone)") from None
             self.we_started = True
-        total = int(ray.cluster_resources().get(self.resource, 0))
+        if self.resource == "CPU":
+            self.cpu_nodes = _cpu_nodes()
+            total = len(self.cpu_nodes)
+        else:
+            total = int(ray.cluster_resources().get(self.resource, 0))
+        if total < 1 and self.resource == "CPU":
+            raise RuntimeError("the Ray cluster has no node with a CPU for workers")
         if total < 1:
             raise RuntimeError(f"the Ray cluster has no {self.resource!r} resource (no GPU on any node?); start "
                                "the nodes with GPUs (`ray start ...` on a machine with NVIDIA GPUs) or name the "
@@ -102,17 +117,26 @@ class RayPool:
         for _ in range(self.target):
             self._new_actor()
 
-    def _new_actor(self) -> None:
+    def _new_actor(self, node=None) -> None:
         options = {"max_concurrency": self.per_worker, "num_cpus": 0,
                    "runtime_env": {"env_vars": _actor_env()}}
+        threads = self.threads
         if self.resource == "GPU":
             options["num_gpus"] = 1
-        elif self.resource == "CPU":           # a CPU-only cluster (slow; Ray names CPUs its own way)
-            options["num_cpus"] = 1
+        elif self.resource == "CPU":
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            taken = {a.node for a in self.actors}
+            node = node or next((n for n in self.cpu_nodes if n[0] not in taken), self.cpu_nodes[0])
+            # soft: a replacement whose node is gone starts on another one
+            options.update(num_cpus=1, scheduling_strategy=NodeAffinitySchedulingStrategy(node[0], soft=True))
+            threads = threads or node[1]
         else:
             options["resources"] = {self.resource: 1}
-        handle = self._remote.options(**options).remote(self.device, self.threads, self.resource)
-        self.actors.append(_Actor(handle, handle.ready.remote(str(self.probe), self.token)))
+        handle = self._remote.options(**options).remote(self.device, threads, self.resource)
+        actor = _Actor(handle, handle.ready.remote(str(self.probe), self.token))
+        actor.node = node[0] if node else None
+        self.actors.append(actor)
 
     # ------------------------------------------------------------------ the pool
     def idle(self) -> list:
@@ -135,10 +159,9 @@ class RayPool:
         if task["kind"] == "image":
             if task["name"] not in self.data:
                 try:
-                    with open(task["source"], "rb") as f:
-                        self.data[task["name"]] = ray.put(f.read())
+                    self.data[task["name"]] = ray.put(read_regular(task["source"], IMAGE_MAX_BYTES, "an image file"))
                 except OSError:
-                    self.data[task["name"]] = None        # the worker reports the missing file as the item's
+                    self.data[task["name"]] = None        # the worker reports the problem as the item's
             data = self.data[task["name"]]
         ref = actor.handle.process.remote(task, data)
         actor.refs.add(ref)
@@ -202,7 +225,8 @@ class RayPool:
         if self.replacements < MAX_REPLACEMENTS:
             self.replacements += 1
             self.notes.append(f"worker {who} died; its items go back to the queue, a new worker is started")
-            self._new_actor()
+            node = next((n for n in self.cpu_nodes if n[0] == actor.node), None)
+            self._new_actor(node)
         else:
             self.notes.append(f"worker {who} died; {MAX_REPLACEMENTS} workers were replaced already, not this one")
 
@@ -244,6 +268,14 @@ def _check_reachable(address: str) -> None:
     except OSError as err:
         reason = "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err))
         raise RuntimeError(f"nothing answers at {hostport} ({reason} after at most {CONNECT_TIMEOUT_S:.0f} s)") from None
+
+
+def _cpu_nodes() -> list:
+    """[(node id, CPUs)] of the live nodes with a CPU, most CPUs first: where CPU workers go, one each."""
+    import ray
+
+    nodes = [(n["NodeID"], int(n.get("Resources", {}).get("CPU", 0))) for n in ray.nodes() if n.get("Alive")]
+    return sorted((n for n in nodes if n[1] >= 1), key=lambda n: -n[1])
 
 
 def _units_on_this_node(resource: str) -> int:
