@@ -62,7 +62,7 @@ def nearest_gaussian_texture(gaussian, faces, uvs, vt, size, dev):
     Gaussians themselves hold at the atlas's resolution."""
     from scipy.spatial import cKDTree
     from trellis.renderers.mesh_render import rasterize
-    from trellis.utils.export.texture_bake import inpaint_texture
+    from trellis.export.bake.inpaint import inpaint_texture
 
     uv = torch.as_tensor(uvs, device=dev).float()
     f = torch.as_tensor(faces, device=dev).long()
@@ -106,8 +106,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="bake_study.json")
     args = ap.parse_args(argv)
     from trellis.utils import postprocessing_utils as pu
-    from trellis.utils.export import make_glb_mesh
-    from trellis.utils.export import texture_bake as tb
+    from trellis.export import bake as tb
+    from trellis.export.assemble import make_glb_mesh
 
     dev = torch.device(args.device)
     res, n_gs = (64, 20_000) if args.quick else (256, 500_000)

@@ -1,4 +1,4 @@
-"""Quadric decimation in one pass vs in pieces (``trellis.utils.mesh_cleanup.simplify_mesh``): seconds and
+"""Quadric decimation in one pass vs in pieces (``trellis.export.cleanup.decimate.simplify_mesh``): seconds and
 distance to the source surface.
 
     python benchmarks/decimation.py [--shapes bunny nut] [--mesh FILE.npz ...] [--pieces 1 auto 16] [--runs 3]
@@ -73,7 +73,8 @@ def _subdivided(mesh, k):
 
 
 def main() -> int:
-    from trellis.utils import mesh_cleanup as mc
+    from trellis.export import cleanup as mc
+    from trellis.export import processes
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", nargs="*", default=["bunny", "nut"])
@@ -101,7 +102,7 @@ def main() -> int:
 
     meshes = {f"{name}" + (f"_sub{k}" if k else ""): m for name, m in meshes.items() for k, m in
               ((k, _subdivided(m, k)) for k in args.subdivide)}
-    print(f"cores for the pieces: {mc._workers()}", flush=True)
+    print(f"cores for the pieces: {processes.usable_cores()}", flush=True)
     rows = []
     for name, (v, f) in meshes.items():
         tree = cKDTree(surface_points(v, f, 2_000_000, 1))

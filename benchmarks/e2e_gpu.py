@@ -193,7 +193,7 @@ def svg(info: dict) -> str:
 
 
 def markdown(info: dict) -> str:
-    """The table of docs/BENCHMARKS.md (presets side by side, or the capped-memory proof)."""
+    """The markdown table of docs/benchmarks/ (presets side by side, or the capped-memory proof)."""
     if "limits" in info:
         lines = ["| cap | completed | image → GLB s | peak alloc / reserved GiB |", "|---|---|---|---|"]
         for r in info["limits"]:

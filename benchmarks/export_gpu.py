@@ -44,7 +44,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def baked_views(glb, gaussian, yaws, pitch, resolution):
     """Render the baked GLB (our rasteriser + its texture) and the Gaussians at held-out views."""
-    from trellis.utils.texture_bake import render_textured_mesh
+    from trellis.export.bake.preview import render_textured_mesh
 
     ext, intr = orbit_cameras(yaws, [pitch] * len(yaws), 2.0, 40.0, device="cuda")
     scores = []

@@ -44,8 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from trellis.utils.export.atlas_stats import atlas_stats  # noqa: E402
-from trellis.utils.export.uv_unwrap import uv_coverage  # noqa: E402
+from trellis.export.uv.stats import atlas_stats, uv_coverage  # noqa: E402
 
 from realistic_objects import (DEFAULT_SHAPES, SHAPES, SOURCES, build_arrays, effective_blur,  # noqa: E402
                                glb_arrays, glb_quality, ideal_texture, realistic_object)
@@ -88,9 +87,9 @@ _UV_INPUT = []
 
 
 def _record_uv_input():
-    """Wrap ``uv_unwrap.unwrap_uv`` (``bake_textured_mesh`` imports it at each call) so that the mesh it is
+    """Wrap ``uv.unwrap.unwrap_uv`` (``bake_textured_mesh`` looks it up at each call) so that the mesh it is
     given is kept in ``_UV_INPUT`` (a copy: vertices float32, faces int64)."""
-    from trellis.utils.export import uv_unwrap
+    from trellis.export.uv import unwrap as uv_unwrap
     inner = uv_unwrap.unwrap_uv
 
     def recording(vertices, faces, *a, **k):

@@ -19,7 +19,7 @@
 #               objects; stage 2 on the object's surface voxels) in the three columns; needs imageio-ffmpeg
 #               in .whl/ too (0.7.0's manylinux2014 wheel, 30 MB: 0.8.1's is over the 64 MiB carry limit)
 #   views       export_realistic_gpu.py with the observation views kept on the GPU (the default where they fit)
-#               and in host memory (postprocessing_utils._DEVICE_VIEW_MARGIN huge), A B A B, Triton
+#               and in host memory (trellis.export.schedule.DEVICE_VIEW_MARGIN huge), A B A B, Triton
 #   decimation  decimation.py --shapes bunny nut --pieces 1 8 16 auto --runs 3 --reduction 0.9375
 #   visibility  visibility_gpu.py: face_visibility's seconds and profile on the nut after the first decimation
 #   profile     chain_profile_gpu.py for "fp16 eager" and "fp16 compiled": per stage wall vs GPU-busy time, by kernel kind
@@ -107,8 +107,8 @@ for step in "$@"; do
                 run "app_${obj}_off" env TRELLIS_FAST_PATHS=off "$PY" benchmarks/app_gpu.py --object "$obj" --runs 2
             done ;;
         views)
-            HOST='import sys; sys.path[:0] = ["benchmarks", "."]; from trellis.utils import postprocessing_utils as pu
-pu._DEVICE_VIEW_MARGIN = 1 << 62
+            HOST='import sys; sys.path[:0] = ["benchmarks", "."]; from trellis.export import schedule
+schedule.DEVICE_VIEW_MARGIN = 1 << 62
 import export_realistic_gpu as e; sys.exit(e.main(sys.argv[1:]))'
             for k in 1 2; do
                 run "views_gpu$k" "$PY" benchmarks/export_realistic_gpu.py --shapes bunny nut --runs 3 \

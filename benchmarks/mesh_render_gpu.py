@@ -16,7 +16,7 @@ columns run the twin.
   structure); the GPU raster also equals the CPU one on the small cases; ``face_visibility`` gives the
   same fractions in both modes;
 * timing: ms per view at 512², 1024² and 2048² (with and without the barycentric pass);
-  ``trellis.utils.mesh_cleanup.face_visibility`` (``--views`` views at 1024², the hole-filling default is
+  ``trellis.export.cleanup.visibility.face_visibility`` (``--views`` views at 1024², the hole-filling default is
   1000) on a bumpy sphere with an inner shell (~49 k faces, what a decimated decoder mesh looks like to
   the visibility pass); the 120-frame normal turntable of ``render_utils.render_video`` (SSAA 4 at 512²).
 
@@ -192,7 +192,7 @@ def main() -> int:
             print(f"{mode}@{res}", report["ms"][f"{mode}@{res}"], flush=True)
 
     # ---- face visibility (hole filling): many views as atlas images, ~1 M triangles per call
-    from trellis.utils.mesh_cleanup import face_visibility
+    from trellis.export.cleanup.visibility import face_visibility
 
     sv, sf = shell_object(30, 60, dev) if args.quick else shell_object(100, 200, dev)
     report["visibility"] = {"faces": int(sf.shape[0]), "views": args.views, "resolution": args.vis_res}

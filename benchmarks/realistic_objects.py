@@ -624,7 +624,7 @@ def held_out_cameras(n: int = 8, device=None):
 
 def glb_arrays(glb, device):
     """(vertices z up, faces, uvs, texture float [S,S,3] in [0, 1]) of a textured GLB mesh on ``device``."""
-    from trellis.utils.texture_bake import textured_mesh_tensors
+    from trellis.export.bake.preview import textured_mesh_tensors
 
     v, f, uv, tex = textured_mesh_tensors(glb, device)
     return v, f, uv, tex.float() / 255
@@ -638,7 +638,7 @@ def ideal_texture(glb, device="cpu", pattern_res: int = PATTERN_RES) -> torch.Te
     the texels no triangle covers are inpainted as the bake does (``inpaint_texture``). With it,
     ``glb_quality(..., texture=...)`` is the atlas's ceiling: what a perfect bake would score."""
     from trellis.renderers.mesh_render import rasterize
-    from trellis.utils.export.texture_bake import inpaint_texture
+    from trellis.export.bake.inpaint import inpaint_texture
 
     dev = torch.device(device)
     v, f, uv, tex = glb_arrays(glb, dev)
@@ -679,7 +679,7 @@ def seam_band(faces, uvs, size: int, width: int = 2, device="cpu") -> torch.Tens
     """[S,S] bool: the atlas texels within ``width`` texels of a texel no UV triangle covers (the
     gutter), i.e. the band along every chart border, where a bake's seams would show."""
     import torch.nn.functional as F
-    from trellis.utils.export.uv_unwrap import uv_coverage
+    from trellis.export.uv.stats import uv_coverage
 
     empty = (uv_coverage(faces, uvs, size, device=device) == 0).float()[None, None]
     near = F.max_pool2d(empty, 2 * width + 1, 1, width)[0, 0] > 0.5
@@ -744,7 +744,7 @@ def glb_quality(glb, device="cpu", views: int = 8, resolution: int = 512, refere
     e.g. ``ideal_texture(glb)``.
     """
     from trellis.renderers.mesh_render import render_mesh
-    from trellis.utils.texture_bake import sample_texture
+    from trellis.export.bake.views import sample_texture
 
     dev = torch.device(device)
     v, f, uv, tex = glb_arrays(glb, dev)

@@ -24,7 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from networks_gpu import build, shell_structure  # noqa: E402
-from trellis.utils import postprocessing_utils, texture_bake as tb, uv_unwrap  # noqa: E402
+from trellis.export import bake as tb  # noqa: E402
+from trellis.export.uv import unwrap as uv_unwrap  # noqa: E402
+from trellis.utils import postprocessing_utils  # noqa: E402
 
 
 def observe_accumulate(gaussian, v, f, uv, nviews=50, res=1024, size=1024):
@@ -95,7 +97,7 @@ def main() -> int:
     torch.cuda.synchronize()
     info["renders_alone_seconds"] = round(time.perf_counter() - t0, 3)
     # the mesh rasterisation alone
-    m = tb._MeshViews(v, f, uv, 1024, "cuda")
+    m = tb.MeshViews(v, f, uv, 1024, "cuda")
     t0 = time.perf_counter()
     for i in range(50):
         m.raster(ext[i], intr[i], 1024, 1024)

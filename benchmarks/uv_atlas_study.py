@@ -10,7 +10,6 @@ library's ``simplify_mesh`` to the face count the balanced preset's clean-up lea
 a CPU); it only removes the inner sheet, which is left out here from the start. The decimated meshes are
 cached next to the objects. Each method runs ``--repeat`` times, the methods interleaved; the median time is reported.
 
-``--packers bitmap skyline`` gives the geometric method once per chart packer (``chart_pack.PACKER``).
 ``--export`` runs ``export_realistic_gpu.main`` once per method with ``uv_method`` added to the balanced
 preset's ``to_glb`` arguments (``--quick``: its reduced CPU size), so the seam-band error ratio, PSNR and
 the GLB atlas's texel use come from the same code as the GPU table.
@@ -23,8 +22,8 @@ grid: 1120 / 1710 faces), i.e. what the quick export unwraps: ``--cleaned --quic
 "faces", e.g. what ``export_realistic_gpu --save-uv-input DIR`` writes: the exact mesh ``to_glb`` unwraps, after
 the clean-up and hidden-face removal); ``NAME=`` is the row's label, ``--shapes`` is then ignored.
 
-``--set charts.DIFFUSE_STEPS=0 chart_pack.BITMAP_FIRST_FILL=0.78`` sets module constants of
-``trellis.utils.export`` first (an A/B of one change in one session; 0 and 0.78: the layout before the
+``--set uv.segment.DIFFUSE_STEPS=0 uv.pack_bitmap.BITMAP_FIRST_FILL=0.78`` sets module constants of
+``trellis.export`` first (an A/B of one change in one session; 0 and 0.78: the layout before the
 compact chart borders).
 """
 from __future__ import annotations
@@ -42,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from trellis.utils.export.atlas_stats import atlas_stats  # noqa: E402
+from trellis.export.uv.stats import atlas_stats  # noqa: E402
 
 BALANCED_FACES = {"bunny": 18276, "nut": 27396}
 
@@ -51,7 +50,7 @@ def study_mesh(name: str, faces: int = None, cache=None):
     """The outer sheet of the realistic object decimated to ``faces`` faces (cached)."""
     from realistic_objects import build_arrays, cache_dir
 
-    from trellis.utils.export.simplify import simplify_mesh
+    from trellis.export.cleanup.decimate import simplify_mesh
     target = int(faces or BALANCED_FACES[name])
     path = cache_dir(cache) / f"uvstudy_{name}_{target}.npz"
     if path.exists():
@@ -76,7 +75,7 @@ def cleaned_mesh(name: str, quick: bool = False, cache=None):
     import export_realistic_gpu as erg
     from realistic_objects import build_arrays
 
-    from trellis.utils.export.cleanup import clean_mesh_for_export
+    from trellis.export.cleanup.chain import clean_mesh_for_export
     res, gs = (64, 20_000) if quick else (256, 500_000)
     a = build_arrays(name, res, gs, cache=cache, verbose=False)
     v, f = clean_mesh_for_export(np.asarray(a["vertices"]), np.asarray(a["faces"], np.int64),
@@ -90,7 +89,7 @@ def distortion(vertices, faces, uvs) -> dict:
     vertical stretch counts here); ``density_sd``, the area-weighted standard deviation of log(s1 s2)
     over faces (0: every face gets texels in proportion to its area); ``chart_density_sd``, the same
     over charts of their mean log density (0: every chart at the same texel density)."""
-    from trellis.utils.export.atlas_stats import chart_ids
+    from trellis.export.uv.stats import chart_ids
     v = np.asarray(vertices, np.float64)[faces]
     t = np.asarray(uvs, np.float64)[faces]
     e1, e2 = v[:, 1] - v[:, 0], v[:, 2] - v[:, 0]
@@ -121,7 +120,7 @@ def run_uv(v, f, method: str, size: int, padding: int, repeat: int) -> dict:
 
 def time_uv(v, f, method: str, size: int, padding: int):
     """One ``unwrap_uv`` run: (output, info, seconds)."""
-    from trellis.utils.export.uv_unwrap import unwrap_uv
+    from trellis.export.uv.unwrap import unwrap_uv
     t0 = time.perf_counter()
     info = {}
     out = unwrap_uv(v, f, time_budget_s=60.0, texture_size=size, padding=padding, method=method, info=info)
@@ -142,8 +141,6 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shapes", nargs="+", default=["bunny", "nut"])
     ap.add_argument("--methods", nargs="+", default=["xatlas", "geometric"])
-    ap.add_argument("--packers", nargs="+", default=["bitmap"], choices=["bitmap", "skyline"],
-                    help="chart_pack.PACKER for the geometric method (each a row)")
     ap.add_argument("--faces", type=int, default=None)
     ap.add_argument("--texture-size", type=int, default=1024)
     ap.add_argument("--padding", type=int, default=2)
@@ -158,17 +155,16 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default=None, help="with --export")
     ap.add_argument("--out", default="uv_atlas_study.json")
     ap.add_argument("--set", nargs="+", default=[], metavar="MODULE.NAME=VALUE",
-                    help="module constants of trellis.utils.export to set first (numbers)")
+                    help="module constants of trellis.export to set first (numbers), e.g. uv.segment.MIN_CHARTS=30")
     args = ap.parse_args(argv)
     import importlib
     for item in args.set:
         name, value = item.split("=", 1)
         mod, attr = name.rsplit(".", 1)
-        module = importlib.import_module(f"trellis.utils.export.{mod}")
+        module = importlib.import_module(f"trellis.export.{mod}")
         old = getattr(module, attr)
         setattr(module, attr, type(old)(float(value)) if isinstance(old, (int, float)) else value)
-    from trellis.utils.export import chart_pack
-    runs = [(m, pk) for m in args.methods for pk in (args.packers if m == "geometric" else [None])]
+    runs = list(args.methods)
     rows = []
     files = dict(item.split("=", 1) if "=" in item else (Path(item).stem, item) for item in args.mesh_file)
     for name in (files or args.shapes):
@@ -181,13 +177,12 @@ def main(argv=None) -> int:
             v, f = study_mesh(name, args.faces, args.cache)
         done = {i: [] for i in range(len(runs))}
         for _ in range(args.repeat):          # methods interleaved: each repeat runs every method once
-            for i, (m, pk) in enumerate(runs):
-                chart_pack.PACKER = pk or "bitmap"
+            for i, m in enumerate(runs):
                 done[i].append(time_uv(v, f, m, args.texture_size, args.padding))
                 done[i][:-1] = [(None, r[1], r[2]) for r in done[i][:-1]]     # keep only the last output
-        for i, (m, pk) in enumerate(runs):
+        for i, m in enumerate(runs):
             st = finish_uv(v, f, *done[i], size=args.texture_size)
-            st.update(shape=name, packer=pk)
+            st.update(shape=name)
             rows.append(st)
             print(json.dumps(st), flush=True)
     result = {"texture_size": args.texture_size, "padding": args.padding, "uv": rows}
@@ -195,10 +190,9 @@ def main(argv=None) -> int:
         import export_realistic_gpu as erg
         base = erg.balanced_to_glb_kwargs
         result["export"] = {}
-        for m, pk in runs:
-            chart_pack.PACKER = pk or "bitmap"
+        for m in runs:
             erg.balanced_to_glb_kwargs = lambda m=m: {**base(), "uv_method": m}
-            label = m + (f"-{pk}" if pk else "")
+            label = m
             out = Path(args.out).with_suffix(f".{label}.json")
             extra = ["--quick"] if args.quick else []
             extra += ["--device", args.device] if args.device else []

@@ -45,8 +45,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="64^3 grid, 20 k Gaussians, 8 views at 384^2 (a CPU check)")
     ap.add_argument("--out", default="uv_overlap.json")
     args = ap.parse_args(argv)
-    from trellis.utils.export import texture_bake as tb
-    from trellis.utils.export.uv_unwrap import unwrap_uv
+    from trellis.export import bake as tb
+    from trellis.export.uv.unwrap import unwrap_uv
 
     _record_uv_input()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")

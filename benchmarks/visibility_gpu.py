@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import realistic_objects as ro  # noqa: E402
-from trellis.utils.export import cleanup, simplify, visibility  # noqa: E402
+from trellis.export.cleanup import chain as cleanup, decimate as simplify, visibility  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     dev = torch.device("cuda")
     vt, ft = torch.as_tensor(v, device=dev), torch.as_tensor(f, device=dev)
     info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "shape": args.shape,
-            "faces": int(len(f)), "pixel_budget": visibility._default_pixel_budget(dev)}
+            "faces": int(len(f)), "pixel_budget": visibility.default_pixel_budget(dev)}
     visibility.face_visibility(vt, ft, device=dev)           # warm-up (kernels)
     torch.cuda.synchronize()
     secs = []

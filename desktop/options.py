@@ -88,8 +88,8 @@ def add_memory_options(parser: argparse.ArgumentParser, precision_help: str, off
 
 
 COMPILE_HELP = ("compile the flows' transformer blocks with torch.compile (GPUs with Triton): each process's first "
-                "job takes ~20 s longer, every later one samples faster (H100: 1.12 -> 0.95 s; low-VRAM 1.76 -> "
-                "1.05 s). Same as $TRELLIS_COMPILE_FLOWS=on")
+                "job takes ~20 s longer, every later one samples faster (figures: docs/benchmarks/pipeline.md). Same as "
+                "$TRELLIS_COMPILE_FLOWS=on")
 
 
 def add_compile_option(parser) -> None:

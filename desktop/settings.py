@@ -337,9 +337,9 @@ def _preset_value(preset: str, name: str):
 # On a CPU (GenerationSettings.for_device): the observation renders the texture is baked from, the
 # texture (512² views of the object cannot fill a 1024² texture with detail, and its solve, inpainting
 # and PNG cost 4x more) and the preview video: the parts of an export whose cost is a number of renders
-# or texels. Measured on 2 cores with the tiny pipeline (docs/BENCHMARKS.md, "CPU: the tiny pipeline's
-# full job"). The hole filling's views are chosen by the library for the device
-# (trellis.utils.mesh_cleanup.visibility_settings).
+# or texels. Measured on 2 cores with the tiny pipeline (docs/benchmarks/app.md#cpu-the-tiny-pipelines-job).
+# The hole filling's views are chosen by the library for the device
+# (trellis.export.cleanup.visibility.visibility_settings).
 CPU_VALUES: dict = dict(texture_size=512, bake_views=24, bake_resolution=512, video_frames=60,
                         video_resolution=384)
 

@@ -1,4 +1,4 @@
-"""One-click install for Trellis Desktop (issue #6): detect the machine, plan the PyTorch build, install the
+"""One-click install for Trellis Desktop: detect the machine, plan the PyTorch build, install the
 app's venv, fetch and check the model files, start the app; check licences.
 
 Everything here is plain standard-library Python so that it runs *before* torch is installed, on the

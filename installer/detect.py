@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-# The query the issue fixes; a FILE given to `plan --nvidia-smi-output` holds what this printed.
+# The one nvidia-smi query the plan reads; a FILE given to `plan --nvidia-smi-output` holds what this printed.
 NVIDIA_SMI_FIELDS = ("name", "memory.total", "driver_version", "compute_cap")
 NVIDIA_SMI_FORMAT = "--format=csv,noheader,nounits"
 # nvidia-smi normally answers in well under a second; a wedged driver can make it hang for minutes.

@@ -100,7 +100,7 @@ RULES: dict[str, str] = {
         "No usable NVIDIA GPU: the CPU wheels at https://download.pytorch.org/whl/cpu (DESIGN.md: CPU runs "
         "everything, slowly).",
     "cpu_requested":
-        "--cpu (run.sh / run.bat / TrellisDesktop): the CPU build of PyTorch whatever GPU is present (issue #6).",
+        "--cpu (run.sh / run.bat / TrellisDesktop): the CPU build of PyTorch whatever GPU is present (README: Installation).",
     "torch_local_version":
         "PyTorch's wheel indexes (download.pytorch.org/whl/<tag>) name their Linux and Windows x86-64 wheels "
         "with a PEP 440 local version, 2.13.0+cu130 / 2.13.0+cu126 / 2.13.0+cpu; PyPI hosts no local versions "
@@ -119,15 +119,15 @@ RULES: dict[str, str] = {
         "(trellis/modules/attention/functional.py: has_torch_varlen).",
     "attention_cudnn":
         "on compute capability 9.0 and newer PyTorch's cuDNN attention can run the flows (ATTN_BACKEND / "
-        "SPARSE_ATTN_BACKEND=cudnn): 1.5-1.6x FlashAttention-2 per call on an H100, but slower in the whole chain "
-        "there (low-VRAM 1.47 vs 1.19 s), so 'auto' keeps FlashAttention-2 (docs/BENCHMARKS.md, issue 14; "
+        "SPARSE_ATTN_BACKEND=cudnn): faster than FlashAttention-2 per call, but slower in the whole chain, so "
+        "'auto' keeps FlashAttention-2 (measured: docs/benchmarks/kernels.md; "
         "trellis/modules/attention/functional.py: CUDNN_IN_AUTO).",
     "attention_sdpa":
         "attention 'sdpa': padded/per-sequence scaled_dot_product_attention, which runs on every device "
         "(trellis/modules/attention/functional.py); used on the CPU and on GPUs below compute capability 8.0.",
     "sparse_conv_torch":
         "sparse conv 'torch': our gather-GEMM convolution (trellis/modules/sparse/conv.py) measured faster than "
-        "spconv-cu126 in docs/BENCHMARKS.md (slat_flow_model fp16: 0.052 s vs 0.273 s on an H200).",
+        "spconv-cu126 on the flows' layers (docs/benchmarks/kernels.md).",
     "preset_memory":
         "precision/offload: the thresholds of trellis/pipelines/memory.py::pick_preset (precision_for: fp16, fp32 "
         "on compute capability < 7.0 with >= 7.5 GiB; model offload below 10 GiB free (fp32: 16); sequential CFG "
@@ -140,7 +140,7 @@ RULES: dict[str, str] = {
         "flash-attn is not installed: PyPI has only its source (needs nvcc), no wheels (dependencies.md §1).",
     "spconv_not_planned":
         "spconv is not installed: PyPI spconv has no sm_100/sm_120 kernels (dependencies.md §1; "
-        "traveller59/spconv#746) and our torch sparse conv is faster (docs/BENCHMARKS.md).",
+        "traveller59/spconv#746) and our torch sparse conv is faster (docs/benchmarks/kernels.md).",
     "multi_gpu":
         "CUDA C++ Programming Guide, 'CUDA Environment Variables': CUDA numbers GPUs fastest-first unless "
         "CUDA_DEVICE_ORDER=PCI_BUS_ID, which matches nvidia-smi's order; CUDA_VISIBLE_DEVICES picks the GPU.",
@@ -148,7 +148,7 @@ RULES: dict[str, str] = {
         "CUDA C++ Programming Guide, 'Arithmetic Instructions' throughput table: compute capability 6.1 runs "
         "16-bit float add/multiply at 2 results per clock per SM, against 128 for 32-bit float.",
     "small_gpu":
-        "docs/BENCHMARKS.md: the low-VRAM preset (fp16, model offload, sequential CFG) peaked at 2.78 GiB "
+        "docs/benchmarks/memory.md: the low-VRAM preset (fp16, model offload, sequential CFG) peaked at 2.78 GiB "
         "allocated on the 20 000-voxel benchmark structure.",
     "python_version":
         "DESIGN.md and dependencies.md §1: Python 3.11 (3.12 fine), not 3.10; torch 2.13 has wheels for "
@@ -267,7 +267,7 @@ FP32_MIN_GIB = 7.5                       # memory.FP32_MIN_GIB: Pascal and older
 # context and (on the display GPU) the desktop usually hold a few hundred MiB before the app starts.
 ASSUMED_IN_USE_MIB = 512
 SMALL_GPU_FREE_BYTES = 4 * 2 ** 30       # below this, warn: little room above the low-VRAM peak
-LOW_VRAM_PEAK_GIB = 2.78                 # docs/BENCHMARKS.md, low-VRAM preset, peak allocated
+LOW_VRAM_PEAK_GIB = 2.78                 # low-VRAM preset, peak allocated (docs/benchmarks/memory.md#low-vram-peak)
 
 # Estimates for the app folder (venv + weights + room for pip's unpacking), see RULES["disk_space"].
 DISK_NEEDED_GIB = {"cpu": 8, "cuda": 15}

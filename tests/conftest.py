@@ -1,6 +1,16 @@
 import pytest
 
 
+@pytest.hookimpl(tryfirst=True)      # before `-m` deselects by marker
+def pytest_collection_modifyitems(config, items):
+    """Every test that uses a `browser` fixture (Playwright + Chromium: tests/test_ui.py, test_api_clients.py) is
+    marked `browser`, so `-m "not browser"` leaves them out on a machine without one. (tests/gpu/conftest.py marks
+    its tests `gpu`; `slow` is written on the tests themselves.)"""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.fixture(scope="session")
 def tiny_pipeline_dir(tmp_path_factory):
     """A tiny random-weight pipeline in the official folder layout, generated (never downloaded)."""

@@ -506,6 +506,7 @@ def test_command_port_in_use_exits_1(tmp_path):
 
 
 @pytest.mark.skipif(os.name != "posix", reason="stops the server with SIGINT")
+@pytest.mark.slow
 def test_command_serves_with_a_token(tiny_pipeline_dir, tmp_path, blob):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -16,6 +16,8 @@ from desktop.api import create_app
 from desktop.jobs import JobRunner
 from test_api import LiveServer
 
+pytestmark = pytest.mark.slow
+
 ROUTES = ["/v1/jobs", "/v1/jobs/nope/export", "/generate", "/generate_no_preview", "/generate_multi_preview"]
 # Every field of the JSON bodies (from the schemas) and a few that exist nowhere.
 FIELDS = ["images", "preset", "seed", "randomize_seed", "ss_steps", "ss_cfg", "slat_steps", "slat_cfg", "simplify",

@@ -14,7 +14,7 @@ import pytest
 
 from images import rgba_blob
 
-pytestmark = pytest.mark.skipif(os.name != "posix", reason="sends POSIX signals")
+pytestmark = [pytest.mark.skipif(os.name != "posix", reason="sends POSIX signals"), pytest.mark.slow]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 120

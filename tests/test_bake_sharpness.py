@@ -25,9 +25,9 @@ from realistic_objects import effective_blur  # noqa: E402
 
 from trellis.renderers.cameras import orbit_cameras  # noqa: E402
 from trellis.renderers.mesh_render import render_mesh  # noqa: E402
-from trellis.utils.export.observations import render_observations  # noqa: E402
-from trellis.utils.export.texture_bake import TextureAccumulator  # noqa: E402
-from trellis.utils.export.observations import MIN_OBSERVATION_SCALE, sharpening_scale  # noqa: E402
+from trellis.export.bake.least_squares import TextureAccumulator  # noqa: E402
+from trellis.export.bake.observations import (MIN_OBSERVATION_SCALE, render_observations,  # noqa: E402
+                                             sharpening_scale)
 
 HALF = 0.4          # the square is [-HALF, HALF]^2 at z = 0, facing +z
 MARGIN = 0.03       # UV margin around it (the gutter)
@@ -136,6 +136,7 @@ def surface_gaussians(n_side: int = 150, seed: int = 0, sigma: float = 1.5, opac
     return gauss
 
 
+@pytest.mark.slow
 def test_the_fast_bake_renders_the_gaussians_sharper(square):
     v, f, uv, ext, intr, want, inside = square
     gauss = surface_gaussians()
@@ -160,7 +161,7 @@ def test_sharpening_scale_follows_the_pixel_size():
 
 
 def test_scaled_gaussians_leave_the_original_alone():
-    from trellis.utils.export.observations import scaled_gaussians
+    from trellis.export.bake.observations import scaled_gaussians
 
     g = surface_gaussians(8)
     before = g.get_scaling.clone()
@@ -175,12 +176,13 @@ def test_scaled_gaussians_leave_the_original_alone():
     assert np.isfinite(half.get_scaling.numpy()).all()
 
 
+@pytest.mark.slow
 def test_a_bake_that_observed_almost_nothing_is_done_again_from_fainter_pixels(square):
     """Faint Gaussians (opacity 0.08, as an untrained decoder's) leave no pixel above the observations' alpha
     threshold: the bake observes nothing and would be black. ``rebake_if_unobserved`` bakes again from the
     Gaussians at full size and pixels of opacity > FALLBACK_ALPHA; their un-premultiplied colours are as right
     as the opaque Gaussians' at full size. Opaque Gaussians observe nearly all and are left alone."""
-    from trellis.utils.export.bake_coverage import FALLBACK_ALPHA, MIN_OBSERVED_SHARE, rebake_if_unobserved
+    from trellis.export.bake.coverage import FALLBACK_ALPHA, MIN_OBSERVED_SHARE, rebake_if_unobserved
 
     v, f, uv, ext, intr, want, inside = square
 

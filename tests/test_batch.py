@@ -136,6 +136,7 @@ def test_inputs_folder_glob_csv_jsonl(tmp_path):
 
 # ------------------------------------------------------------------------------------------ local workers
 
+@pytest.mark.slow
 def test_local_workers_one_killed_mid_item_every_item_once_then_rerun_skips(tiny_pipeline_dir, eight_images,
                                                                              tmp_path):
     out = tmp_path / "out"
@@ -169,6 +170,7 @@ def test_local_workers_one_killed_mid_item_every_item_once_then_rerun_skips(tiny
     check_every_item_once(out, names, eight_images)
 
 
+@pytest.mark.slow
 def test_failures_are_reported_not_retried_when_final_and_made_again_by_a_rerun(tiny_pipeline_dir, eight_images,
                                                                                  tmp_path):
     out = tmp_path / "out"
@@ -258,6 +260,7 @@ def test_ray_is_an_optional_extra_the_installer_adds_with_with_ray(tmp_path):
 
 # ------------------------------------------------------------------------------------------ one worker
 
+@pytest.mark.slow
 def test_a_worker_makes_prompt_items_lands_each_once_and_can_return_files(tiny_pipeline_dir, eight_images,
                                                                            tmp_path_factory, tmp_path):
     """ItemWorker directly: a prompt item through the tiny text pipeline; the same item again (a retry of a
@@ -307,6 +310,7 @@ def test_a_worker_makes_prompt_items_lands_each_once_and_can_return_files(tiny_p
     assert (out / "object_2" / "settings.json").read_bytes() == b"{1}" and not second.exists()
 
 
+@pytest.mark.slow
 def test_a_batch_item_keeps_the_values_set_and_reports_what_the_cpu_lowered(tiny_pipeline_dir, eight_images,
                                                                            tmp_path):
     """plan() carries which values the user set beside the settings; on a CPU the worker keeps those (an explicit

@@ -11,6 +11,8 @@ from desktop.batch import manifest as mf
 from desktop.batch.command import main as batch_main
 from test_batch import SMALL, KillOneWorker, check_every_item_once, events, make_eight_images
 
+pytestmark = pytest.mark.slow
+
 ray = pytest.importorskip("ray")
 
 

@@ -88,6 +88,7 @@ def test_generate_two_images_ply_mp4(tiny_pipeline_dir, tmp_path):
     assert "done (seed 1234" in proc.stderr
 
 
+@pytest.mark.slow
 def test_generate_glb_and_obj(tiny_pipeline_dir, tmp_path):
     try:
         import trellis.utils.postprocessing_utils  # noqa: F401
@@ -317,6 +318,7 @@ def test_a_pipe_as_input_is_a_usage_error_not_a_hang(tmp_path):
 
 
 @pytest.mark.skipif(os.name != "posix", reason="sends SIGINT")
+@pytest.mark.slow
 def test_ctrl_c_cancels_cleanly_with_exit_130(tiny_pipeline_dir, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": ROOT}

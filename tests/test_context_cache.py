@@ -68,6 +68,7 @@ def _count_kv(model):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.slow
 def test_slat_sampling_is_bit_identical_with_one_projection_per_context(dtype, batch):
     """A CFG-interval run: guided steps on the batched pair, then unguided steps on the condition alone. With the
     cache each cross-attention projects the pair once and the condition once (the bf16 torso casts the fp32
@@ -132,6 +133,7 @@ def test_cross_attention_with_a_qk_norm_is_not_cached():
     assert not any(isinstance(k, tuple) and isinstance(k[0], torch.nn.Module) for k in cache._entries)
 
 
+@pytest.mark.slow
 def test_the_pipeline_keeps_the_keys_when_resident_not_when_offloading(tiny_pipeline_dir):
     p = TrellisImageTo3DPipeline.from_pretrained(tiny_pipeline_dir)
     assert p.memory_policy.offload == "none"                                 # the CPU preset

@@ -111,6 +111,7 @@ def test_the_page_status_lists_each_warning():
 
 # ------------------------------------------------------------------------------------------ end to end (CPU)
 
+@pytest.mark.slow
 def test_cli_keeps_an_explicit_texture_size_and_prints_the_change(tiny_pipeline_dir, tmp_path):
     out = tmp_path / "out"
     proc = desktop("generate", rgba_blob(tmp_path / "a.png"), "-o", out, "--model", tiny_pipeline_dir,

@@ -26,12 +26,16 @@ from trellis.renderers.gaussian_render import render_gaussians
 from trellis.renderers.mesh_render import render_mesh
 from trellis.representations import Gaussian
 from trellis.representations.gaussian import SH_C0, matrix_to_quaternion
-from trellis.utils import texture_bake as tb
-from trellis.utils.cancel import Cancelled
-from trellis.utils.export import make_glb_mesh, save_glb, save_obj
-from trellis.utils.export.bake_coverage import observed_share
+from trellis.core.callbacks import Cancelled
+from trellis.export import bake as tb
+from trellis.export import make_glb_mesh, save_glb, save_obj
+from trellis.export.bake.coverage import observed_share
+from trellis.export.bake.views import FAR, NEAR
+from trellis.export.uv.stats import uv_coverage
+from trellis.export.uv.unwrap import unwrap_uv
+from trellis.renderers.cameras import projection_opencv
+from trellis.renderers.mesh_render import rasterize
 from trellis.utils.postprocessing_utils import to_glb
-from trellis.utils.uv_unwrap import unwrap_uv, uv_coverage
 
 trimesh = pytest.importorskip("trimesh")
 
@@ -302,6 +306,7 @@ def test_obj_round_trip(asset, glb, tmp_path):
     assert np.abs(a - b).mean() < 0.5  # same image up to the 6-decimal text coordinates
 
 
+@pytest.mark.slow
 def test_fast_bake_matches_or_beats_opt(asset, observations):
     v, f, uv = _uv_mesh(asset)
     obs = observations
@@ -452,12 +457,12 @@ def test_chart_layout_with_more_charts_than_margins_allow_still_packs():
 
 
 def test_xatlas_in_pieces_keeps_faces_and_never_overlaps():
-    import trellis.utils.uv_unwrap as uvu
+    from trellis.export.uv import xatlas as uvx
     v, f = make_mesh(subdivisions=5)  # ~20 k faces: about ten pieces
     v, f = v.numpy(), f.numpy()
-    piece = uvu.split_pieces(v, f)
+    piece = uvx.split_pieces(v, f)
     sizes = np.bincount(piece)
-    assert len(sizes) >= 8 and sizes.max() <= uvu.PIECE_FACES and sizes.min() > 0
+    assert len(sizes) >= 8 and sizes.max() <= uvx.PIECE_FACES and sizes.min() > 0
     # pieces are compact: each spans a small part of the sphere
     c = v[f].mean(1)
     spans = [np.linalg.norm(c[piece == i].max(0) - c[piece == i].min(0)) for i in range(len(sizes))]
@@ -484,15 +489,15 @@ def _failing_geometric(*args, **kwargs):
 
 
 def test_xatlas_is_killed_at_its_time_budget(monkeypatch):
-    import trellis.utils.uv_unwrap as uvu
+    from trellis.export.uv import geometric, xatlas as uvx
     v, f = make_mesh(subdivisions=6)  # ~82 k faces: xatlas needs seconds
     v, f = v.numpy(), f.numpy()
     t0 = time.perf_counter()
     with pytest.raises(TimeoutError):
         unwrap_uv(v, f, time_budget_s=0.3, method="xatlas")
     assert time.perf_counter() - t0 < 3.0
-    monkeypatch.setattr(uvu, "xatlas_time_estimate", lambda n: 0.0)  # make "auto" try it
-    monkeypatch.setattr(uvu, "geometric_layout", _failing_geometric)  # ...after the geometric charts
+    monkeypatch.setattr(uvx, "xatlas_time_estimate", lambda n: 0.0)  # make "auto" try it
+    monkeypatch.setattr(geometric, "geometric_layout", _failing_geometric)  # ...after the geometric charts
     info = {}
     out = unwrap_uv(v, f, time_budget_s=0.3, info=info)
     assert info["method"] == "charts" and out[1].shape == f.shape
@@ -501,9 +506,9 @@ def test_xatlas_is_killed_at_its_time_budget(monkeypatch):
 def test_xatlas_crash_falls_back_to_charts(monkeypatch, asset):
     # xatlas 0.0.11 does crash (SIGSEGV) on some inputs, e.g. trimesh's plain icosphere with 6
     # subdivisions; the child process keeps that from taking the app down. Simulated here.
-    import trellis.utils.uv_unwrap as uvu
-    monkeypatch.setattr(uvu, "_XATLAS_CHILD", "import os; os.abort()")
-    monkeypatch.setattr(uvu, "geometric_layout", _failing_geometric)
+    from trellis.export.uv import geometric, xatlas as uvx
+    monkeypatch.setattr(uvx, "XATLAS_CHILD", "import os; os.abort()")
+    monkeypatch.setattr(geometric, "geometric_layout", _failing_geometric)
     info = {}
     out = unwrap_uv(asset["v"], asset["f"], info=info)
     assert info["method"] == "charts" and out[1].shape == tuple(asset["f"].shape)
@@ -544,9 +549,9 @@ class _ReferenceAccumulator(tb.TextureAccumulator):
         extr = torch.as_tensor(extrinsics, dtype=torch.float32).reshape(4, 4)
         intr = torch.as_tensor(intrinsics, dtype=torch.float32).reshape(3, 3)
         m = self.mesh
-        full = tb.projection_opencv(intr, tb.NEAR, tb.FAR) @ extr
+        full = projection_opencv(intr, NEAR, FAR) @ extr
         clip = torch.cat([m.v, torch.ones_like(m.v[:, :1])], -1) @ full.T
-        face_id, bary, dep = tb.rasterize(clip, m.f, h, w)
+        face_id, bary, dep = rasterize(clip, m.f, h, w)
         flat = face_id.reshape(-1)
         pix = torch.nonzero(flat > 0)[:, 0]
         face = flat[pix] - 1
@@ -610,10 +615,11 @@ def test_observations_rendered_during_uv_unwrap_give_the_same_bake(asset, glb):
     np.testing.assert_array_equal(np.asarray(mesh.visual.material.baseColorTexture.convert("RGB")), tex1)
 
 
+@pytest.mark.slow
 def test_observations_rendered_during_the_decimation_give_the_same_bake(asset):
     # The app hands to_glb a decimation already running in a child process; views rendered while it
     # runs wait in host memory. Same faces, UVs and texture as rendering them one after the other.
-    from trellis.utils.mesh_cleanup import BackgroundSimplify
+    from trellis.export.cleanup import BackgroundSimplify
     from trellis.utils.postprocessing_utils import bake_textured_mesh
 
     kw = dict(simplify=0.6, fill_holes=False, texture_size=TEXTURE, verbose=False, nviews=NVIEWS,
@@ -621,7 +627,7 @@ def test_observations_rendered_during_the_decimation_give_the_same_bake(asset):
     mesh = (asset["v"], asset["f"])
     v0, f0, uv0, tex0, info0 = bake_textured_mesh(asset["gaussian"], mesh, overlap_uv=False, **kw)
     assert info0["views_rendered_during_simplify"] == 0
-    from trellis.utils.export.cleanup import first_reduction
+    from trellis.export.cleanup import first_reduction
 
     pre = BackgroundSimplify(asset["v"], asset["f"], first_reduction(len(asset["f"]), 0.6, fill_holes=False))
     v1, f1, uv1, tex1, info1 = bake_textured_mesh(asset["gaussian"], mesh, simplified=pre, **kw)
@@ -712,7 +718,7 @@ def test_views_prepared_while_the_uv_unwrap_runs_give_the_same_bake(asset, monke
     """to_glb's "fast" bake prepares views during the UV unwrap where the views are held on the GPU (here forced on
     the CPU, with an unwrap slowed down through its own progress calls): the same mesh, UVs and texture as a run
     that neither renders nor prepares anything during the unwrap."""
-    from trellis.utils import postprocessing_utils as pu
+    from trellis.export import schedule
 
     # six views: rendered in ~1-2 s on a busy 2-core CPU, then prepared while the unwrap still sleeps
     kw = dict(simplify=0.0, fill_holes=False, texture_size=TEXTURE, verbose=False, nviews=6, render_resolution=RES)
@@ -723,13 +729,13 @@ def test_views_prepared_while_the_uv_unwrap_runs_give_the_same_bake(asset, monke
             slowed.append(done)
             time.sleep(5.0)          # in the unwrap's thread: the caller renders and prepares meanwhile
 
-    monkeypatch.setattr(pu, "PREPARE_AHEAD", True)
-    v1, f1, uv1, tex1, info1 = pu.bake_textured_mesh(asset["gaussian"], (asset["v"], asset["f"]),
-                                                     progress=slow_unwrap, **kw)
+    monkeypatch.setattr(schedule, "PREPARE_AHEAD", True)
+    v1, f1, uv1, tex1, info1 = schedule.bake_textured_mesh(asset["gaussian"], (asset["v"], asset["f"]),
+                                                           progress=slow_unwrap, **kw)
     assert slowed and info1["observations"]["prepared_during_uv"] > 0
-    monkeypatch.setattr(pu, "PREPARE_AHEAD", False)
-    v2, f2, uv2, tex2, info2 = pu.bake_textured_mesh(asset["gaussian"], (asset["v"], asset["f"]),
-                                                     overlap_uv=False, **kw)
+    monkeypatch.setattr(schedule, "PREPARE_AHEAD", False)
+    v2, f2, uv2, tex2, info2 = schedule.bake_textured_mesh(asset["gaussian"], (asset["v"], asset["f"]),
+                                                           overlap_uv=False, **kw)
     assert info2["observations"]["prepared_during_uv"] == 0 and info2["views_rendered_during_uv"] == 0
     np.testing.assert_array_equal(f1, f2)
     np.testing.assert_array_equal(uv1, uv2)

@@ -29,6 +29,8 @@ from trellis.utils.postprocessing_utils import to_glb
 
 from test_export import make_gaussians, make_mesh
 
+pytestmark = pytest.mark.slow
+
 trimesh = pytest.importorskip("trimesh")
 
 JS_DIR = Path(__file__).parent / "js"

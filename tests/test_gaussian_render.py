@@ -8,7 +8,7 @@ import torch
 from trellis.renderers.cameras import intrinsics_from_fov, orbit_cameras
 from trellis.renderers.gaussian_render import render_gaussians
 from trellis.representations.gaussian import SH_C0, Gaussian
-from trellis.utils.cancel import Cancelled
+from trellis.core.callbacks import Cancelled
 
 AABB = [-0.5, -0.5, -0.5, 1.0, 1.0, 1.0]
 

@@ -218,6 +218,7 @@ def test_offline_says_so(tmp_path):
     assert not (app / ".python" / "uv" / "uv").exists() and private_pythons(app) == []
 
 
+@pytest.mark.slow
 def test_python_download_offline_says_so(tmp_path, mirror):
     """uv itself arrives, then the Python download cannot connect."""
     app = make_app(tmp_path)

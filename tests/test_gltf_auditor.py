@@ -29,6 +29,8 @@ from trellis.utils.postprocessing_utils import to_glb
 from test_cli import ROOT, desktop, job_folders
 from test_export import make_gaussians, make_mesh
 
+pytestmark = pytest.mark.slow
+
 JS_DIR = Path(__file__).parent / "js"
 # the app's small CPU settings for a quick job, at the smallest texture the profile accepts
 TINY_JOB = ["--steps", "2", "--texture-size", "512", "--seed", "1", "--set", "fill_holes=false",

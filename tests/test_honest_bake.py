@@ -1,4 +1,4 @@
-"""A texture bake that observed almost nothing says so, and is not black (trellis.utils.export.bake_coverage).
+"""A texture bake that observed almost nothing says so, and is not black (trellis.export.bake.coverage).
 
 The tiny random-weight pipeline's Gaussians are mostly transparent (mean opacity ~0.1): its bake observes
 none of the atlas at the observations' alpha threshold, and its GLB used to be all black while the job said
@@ -15,7 +15,7 @@ import torch
 from desktop.jobs import JobRunner
 from desktop.settings import GenerationSettings
 from images import rgba_blob
-from trellis.utils.export.bake_coverage import MIN_OBSERVED_SHARE, atlas_texels, observed_share, texels_under
+from trellis.export.bake.coverage import MIN_OBSERVED_SHARE, atlas_texels, observed_share, texels_under
 
 trimesh = pytest.importorskip("trimesh")
 
@@ -25,7 +25,7 @@ SMALL = dict(seed=1, ss_steps=2, slat_steps=2, fill_holes=False, texture_size=12
 
 
 def test_the_tiny_pipeline_bakes_a_coloured_glb_and_says_how_little_it_observed(tiny_pipeline_dir, tmp_path):
-    from trellis.utils.export.texture_bake import textured_mesh_tensors
+    from trellis.export.bake.preview import textured_mesh_tensors
 
     runner = JobRunner(tiny_pipeline_dir, tmp_path / "out", device="cpu")
     try:

@@ -202,6 +202,7 @@ def venv_module_version(layout: Layout, module: str) -> str:
     return out.stdout.strip()
 
 
+@pytest.mark.slow
 def test_install_from_a_wheelhouse_then_a_failed_and_a_good_update(tmp_path, wheelhouse):
     layout = make_app(tmp_path)
     common = ["--app-dir", str(layout.app_dir), "--wheelhouse", str(wheelhouse), "--no-pip-config", "--retries", "0"]

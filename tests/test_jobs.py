@@ -404,25 +404,24 @@ def test_glb_and_obj_share_one_bake(make_runner, image, monkeypatch):
         return original(self, stage, step, total, message)
     monkeypatch.setattr(jobs_mod._ProgressTracker, "__call__", spy)
     started = []
-    from trellis.utils import mesh_cleanup
+    from trellis.export import processes
+    from trellis.export.cleanup import decimate
 
-    class Recorded(mesh_cleanup.BackgroundSimplify):      # the real child process, recorded
+    class Recorded(decimate.BackgroundSimplify):          # the real child process, recorded
         def __init__(self, *a, **k):
             super().__init__(*a, **k)
             started.append(self)
-    monkeypatch.setattr(mesh_cleanup, "BackgroundSimplify", Recorded)
+    monkeypatch.setattr(decimate, "BackgroundSimplify", Recorded)
     job = make_runner().submit([image], fast(formats=("glb", "obj", "ply")))
     assert job.wait(TIMEOUT) and job.state == JobState.DONE, job.error
     assert calls == [64]                                  # one bake for both files
     # the decimation ran in a child process while the PLY was written, and was cleaned up: its folder removed,
     # its child ended or waiting idle in the pool for the next export (not left busy)
-    from trellis.utils.export import simplify
-    assert len(started) == 1 and started[0]._job.child_calls >= 1          # a child's result, not done here
-    proc = started[0]._proc
-    with simplify._pool_lock:
-        pooled = any(p is proc for _, p in simplify._pool)
-    assert (proc.poll() is not None or pooled) and not os.path.exists(started[0]._dir)
-    assert not started[0]._job._busy and not started[0]._job._idle
+    assert len(started) == 1 and started[0].decimation.child_calls >= 1    # a child's result, not done here
+    proc = started[0].process
+    pooled = any(p is proc for p in processes.pooled_processes())
+    assert (proc.poll() is not None or pooled) and not os.path.exists(started[0].folder)
+    assert not started[0].decimation.children()
     import trimesh
     glb = trimesh.load(job.files["glb"], force="mesh")
     obj = trimesh.load(job.files["obj"], force="mesh")

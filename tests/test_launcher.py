@@ -122,6 +122,7 @@ def built_launcher(tmp_path_factory):
     return exe
 
 
+@pytest.mark.slow
 def test_built_launcher_dry_run_prints_the_plan(built_launcher, tmp_path):
     # Unpacked next to the app as a user would have it: <app>/dist/TrellisDesktop (found one level up).
     app = tmp_path / "app"

@@ -1,6 +1,6 @@
 """The layer order, checked on the source: the library never imports the app, the installer or an app
 framework; its packages import only downward (core <- modules <- models <- pipelines, core <-
-representations <- renderers <- utils); the optional kernel packages depend only on the library, torch
+representations <- renderers <- export <- utils); the optional kernel packages depend only on the library, torch
 and their compiler; the library reaches them only through trellis.fastpaths (by module name, at run time)."""
 import ast
 from pathlib import Path
@@ -46,8 +46,9 @@ def test_every_kernel_package_is_registered_with_the_dispatcher():
 # ------------------------------------------------------------------------------------ the library's layers
 
 # Each package of trellis/ and the packages it may import (itself included). Two chains on one bottom:
-# core <- modules <- models <- pipelines and core <- representations <- renderers <- utils, with
-# models -> representations (the decoders build them). tools (the tiny test pipelines) may use any.
+# core <- modules <- models <- pipelines and core <- representations <- renderers <- export <- utils, with
+# models -> representations (the decoders build them); utils holds the reference's facades (render_utils,
+# postprocessing_utils over the export). tools (the tiny test pipelines) may use any.
 LAYERS = {
     "core": {"core"},
     "modules": {"core", "modules"},
@@ -55,12 +56,12 @@ LAYERS = {
     "models": {"core", "modules", "representations", "models"},
     "pipelines": {"core", "modules", "representations", "models", "pipelines"},
     "renderers": {"core", "representations", "renderers"},
-    "utils": {"core", "representations", "renderers", "utils"},
+    "export": {"core", "representations", "renderers", "export"},
+    "utils": {"core", "representations", "renderers", "export", "utils"},
 }
-# Modules that belong to the bottom layer but live elsewhere: re-export shims of trellis.core kept for
-# old import paths, and trellis.fastpaths (the kernel dispatcher: torch and trellis.core only; it keeps
-# its documented path, which extensions/, the app and the benchmarks name).
-CORE_ELSEWHERE = {"trellis.utils.cancel", "trellis.utils.hammersley", "trellis.fastpaths"}
+# Modules that belong to the bottom layer but live elsewhere: trellis.fastpaths (the kernel dispatcher: torch
+# and trellis.core only; it keeps its documented path, which extensions/, the app and the benchmarks name).
+CORE_ELSEWHERE = {"trellis.fastpaths"}
 # Back edges left in files this change could not edit (the GLB export was being split at the same time):
 # (importing layer, imported module) -> what removes it.
 KNOWN_BACK_EDGES: dict = {}

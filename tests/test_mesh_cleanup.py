@@ -1,4 +1,4 @@
-"""Tests of the GLB-export mesh clean-up (trellis/utils/mesh_cleanup.py, spec §15.1-§15.2)."""
+"""Tests of the GLB-export mesh clean-up (trellis/export/cleanup/, spec §15.1-§15.2)."""
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -6,11 +6,11 @@ import torch
 import trimesh
 from scipy.spatial import cKDTree
 
-from trellis.utils import mesh_cleanup as mc
-from trellis.utils.export import child
-from trellis.utils.export import simplify as simp
-from trellis.utils.export.cleanup import face_budget, first_reduction
-from trellis.utils.cancel import Cancelled
+from trellis.export import cleanup as mc
+from trellis.export import processes
+from trellis.export.cleanup import holes, pieces, weld
+from trellis.export.cleanup.chain import face_budget, first_reduction
+from trellis.core.callbacks import Cancelled
 
 
 # ----------------------------------------------------------------------------- mesh builders
@@ -179,14 +179,14 @@ def test_merge_duplicate_vertices_on_device_equals_numpy():
     for bit: rows sorted by x, y, z, -0.0 merged with 0.0, degenerate faces dropped."""
     v, f = _duplicated_soup()
     assert np.signbit(v[v == 0]).any() and (~np.signbit(v[v == 0])).any()
-    ref_v, ref_f = simp.merge_duplicate_vertices(v.astype(np.float64), f)
-    got_v, got_f = simp.merge_duplicate_vertices_on_device(torch.from_numpy(v), torch.from_numpy(f))
+    ref_v, ref_f = weld.merge_duplicate_vertices(v.astype(np.float64), f)
+    got_v, got_f = weld.merge_duplicate_vertices_on_device(torch.from_numpy(v), torch.from_numpy(f))
     assert got_v.dtype == np.float64 and got_f.dtype == np.int64
     assert len(ref_v) < len(v) / 4 and len(ref_f) == len(f) - 5
     np.testing.assert_array_equal(got_v, ref_v)
     assert not np.signbit(got_v[got_v == 0]).any() and not np.signbit(ref_v[ref_v == 0]).any()
     np.testing.assert_array_equal(got_f, ref_f)
-    empty_v, empty_f = simp.merge_duplicate_vertices_on_device(torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.int64))
+    empty_v, empty_f = weld.merge_duplicate_vertices_on_device(torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.int64))
     assert empty_v.shape == (0, 3) and empty_f.shape == (0, 3)
 
 
@@ -212,7 +212,7 @@ def children(monkeypatch, tmp_path):
     import subprocess
     import tempfile
 
-    simp.drain_pool()
+    processes.drain_pool()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     started = []
     real_popen = subprocess.Popen
@@ -223,13 +223,13 @@ def children(monkeypatch, tmp_path):
 
     monkeypatch.setattr(subprocess, "Popen", recording_popen)
     yield started
-    simp.drain_pool()
+    processes.drain_pool()
 
 
 def child_code(proc) -> str:
     """The code a recorded ``python [-P] -c CODE`` child runs (checks that nothing follows it)."""
     args = proc.args
-    assert args[-2] == "-c" and args[1:-2] == (["-P"] if child.SAFE_PATH else []), args
+    assert args[-2] == "-c" and args[1:-2] == (["-P"] if processes.SAFE_PATH else []), args
     return args[-1]
 
 
@@ -241,11 +241,11 @@ def test_simplify_in_pieces_equals_one_pass_in_quality(monkeypatch, tmp_path, ch
     one = mc.simplify_mesh(v, f, 0.95, pieces=1)
     assert not children
     calls = []
-    monkeypatch.setattr(simp, "_workers", lambda: 8)
+    monkeypatch.setattr(processes, "usable_cores", lambda: 8)
     four = mc.simplify_mesh(v, f, 0.95, pieces=4, progress=lambda s, i, n: calls.append((s, i, n)))
     # cores enough: one child per piece (its work comes through stdin), and the re-joined mesh goes to the
     # first child done with its piece (no fifth start-up)
-    assert len(children) == 4 and all(child_code(c) == simp._PIECE_CHILD for c in children)
+    assert len(children) == 4 and all(child_code(c) == pieces.PIECE_CHILD for c in children)
     assert calls[0] == ("simplify", 0, 5) and calls[-1] == ("simplify", 5, 5)
     assert [i for _, i, _ in calls] == sorted(i for _, i, _ in calls)
     target = round(0.05 * len(f))
@@ -261,17 +261,17 @@ def test_simplify_in_pieces_equals_one_pass_in_quality(monkeypatch, tmp_path, ch
     # repeatable; the same on fewer cores (two children of two pieces each, then the re-joined mesh: the
     # pieces do not depend on the cores), and when a piece's child fails or no child can start (done here)
     # (the four children wait in the pool when the platform allows it, and do the repeat: no new start-up)
-    assert simp.pooled_children() == (4 if child.SAFE_PATH else 0)
+    assert processes.pooled_children() == (4 if processes.SAFE_PATH else 0)
     for a, b in zip(four, mc.simplify_mesh(v, f, 0.95, pieces=4)):
         np.testing.assert_array_equal(a, b)
     assert len(children) == 4
-    simp.drain_pool()
-    monkeypatch.setattr(simp, "_workers", lambda: 2)
+    processes.drain_pool()
+    monkeypatch.setattr(processes, "usable_cores", lambda: 2)
     del children[:]
     for a, b in zip(four, mc.simplify_mesh(v, f, 0.95, pieces=4)):
         np.testing.assert_array_equal(a, b)
     assert len(children) == 2
-    monkeypatch.setattr(simp, "_PIECE_CHILD", "import os; os._exit(3)")
+    monkeypatch.setattr(pieces, "PIECE_CHILD", "import os; os._exit(3)")
     for a, b in zip(four, mc.simplify_mesh(v, f, 0.95, pieces=4)):
         np.testing.assert_array_equal(a, b)
 
@@ -282,37 +282,36 @@ def test_simplify_in_pieces_equals_one_pass_in_quality(monkeypatch, tmp_path, ch
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.skipif(not child.SAFE_PATH, reason="children are pooled only where Python has -P (3.11+)")
+@pytest.mark.skipif(not processes.SAFE_PATH, reason="children are pooled only where Python has -P (3.11+)")
 def test_warm_pool_children_are_reused_and_dead_ones_replaced(monkeypatch, children):
     """warm_pool() starts children that the next decimation takes instead of starting its own; one that died
     while pooled is reaped and replaced; after the decimation its children wait in the pool again."""
-    monkeypatch.setattr(simp, "_workers", lambda: 2)
+    monkeypatch.setattr(processes, "usable_cores", lambda: 2)
     v, f = _sphere(6)                                   # ~80 k faces, in two pieces
     ref = mc.simplify_mesh(v, f, 0.95, pieces=2)
-    simp.drain_pool()
+    processes.drain_pool()
     del children[:]
-    assert simp.warm_pool() == 2 and len(children) == 2
+    assert pieces.warm_pool() == 2 and len(children) == 2
     del children[:]
     for a, b in zip(ref, mc.simplify_mesh(v, f, 0.95, pieces=2)):
         np.testing.assert_array_equal(a, b)
-    assert children == [] and simp.pooled_children() == 2
-    with simp._pool_lock:
-        victim = simp._pool[0][1]
+    assert children == [] and processes.pooled_children() == 2
+    victim = processes.pooled_processes()[0]
     victim.kill()
     victim.wait()
     for a, b in zip(ref, mc.simplify_mesh(v, f, 0.95, pieces=2)):
         np.testing.assert_array_equal(a, b)
-    assert len(children) == 1 and simp.pooled_children() == 2
+    assert len(children) == 1 and processes.pooled_children() == 2
     # another child code (e.g. after an update of the library in a long-lived process) is never handed out
-    monkeypatch.setattr(simp, "_PIECE_CHILD", simp._piece_child(7.0))
+    monkeypatch.setattr(pieces, "PIECE_CHILD", pieces.piece_child_code(7.0))
     del children[:]
     mc.simplify_mesh(v, f, 0.95, pieces=2)
     assert len(children) == 2
 
 
 def test_cancel_while_pieces_run_kills_them(monkeypatch, tmp_path, children):
-    monkeypatch.setattr(simp, "_PIECE_CHILD", "import time; time.sleep(60)")
-    monkeypatch.setattr(simp, "_workers", lambda: 2)
+    monkeypatch.setattr(pieces, "PIECE_CHILD", "import time; time.sleep(60)")
+    monkeypatch.setattr(processes, "usable_cores", lambda: 2)
     polls = []
     v, f = _sphere(5)
     with pytest.raises(Cancelled):
@@ -326,7 +325,7 @@ def test_coincident_faces_cancel():
                   [3, 4, 5], [4, 5, 3], [4, 5, 3],    # repeats: one stays
                   [6, 7, 8], [6, 8, 7], [7, 8, 6],    # net winding +1: one (6, 7, 8) stays
                   [0, 3, 6]])
-    kept = mc._cancel_coincident_faces(f)
+    kept = weld.cancel_coincident_faces(f)
     assert sorted(map(tuple, kept.tolist())) == [(0, 3, 6), (3, 4, 5), (6, 7, 8)]
 
 
@@ -625,7 +624,6 @@ def test_fill_falls_back_to_a_fan_when_both_diagonals_exist():
 def test_fill_long_loop_gets_a_fan():
     """Loops longer than holes.PATCH_MAX_EDGES (the patch search is cubic in the length) are closed by
     the centroid fan; shorter ones in the same call by patches of their own vertices."""
-    from trellis.utils.export import holes
 
     def open_tube(n, shift):
         t = np.linspace(0, 2 * np.pi, n, endpoint=False)
@@ -653,7 +651,6 @@ def test_fill_random_holes_keeps_every_edge_two_manifold():
     limit closes, and no edge ends up used by more than two faces or twice in one direction. Two loops
     that share two vertices may both want the diagonal between them; one of them must then take the
     fan (seen here: some trials add fan vertices)."""
-    from trellis.utils.export import holes
 
     rng = np.random.default_rng(0)
     fans = 0
@@ -669,8 +666,8 @@ def test_fill_random_holes_keeps_every_edge_two_manifold():
         und = np.unique(np.sort(he, 1), axis=0, return_counts=True)[1]
         assert und.max() <= 2
         # every loop of the input within the limit (but a lone triangle's rim) is closed, nothing else
-        bnd, bnd_face = holes._boundary(f, len(v))
-        succ, cycle = holes._boundary_cycles(bnd, len(v))
+        bnd, bnd_face = holes.boundary_with_faces(f, len(v))
+        succ, cycle = holes.boundary_cycles(bnd, len(v))
         on = cycle >= 0
         loop = np.unique(cycle[on], return_inverse=True)[1]
         lengths = np.bincount(loop)
@@ -750,12 +747,12 @@ def test_background_simplify_equals_simplify_mesh(monkeypatch, tmp_path):
     v, f = _sphere(5)                                   # ~20 k faces
     ref = mc.simplify_mesh(v, f, 0.9)
     job = mc.BackgroundSimplify(v, f, 0.9)
-    folder = job._dir
+    folder = job.folder
     calls = []
     got = job.result(progress=lambda s, i, n: calls.append((s, i, n)))
     assert calls[0] == ("simplify", 0, 100) and calls[-1] == ("simplify", 100, 100)
     assert [i for _, i, _ in calls] == sorted(i for _, i, _ in calls)
-    assert job._job.child_calls == 1                     # it really ran in the child
+    assert job.decimation.child_calls == 1                     # it really ran in the child
     for a, b in zip(ref, got):
         np.testing.assert_array_equal(a, b)
     assert not os.path.exists(folder)                    # temp files removed
@@ -768,17 +765,17 @@ def test_background_simplify_equals_simplify_mesh(monkeypatch, tmp_path):
     with pytest.raises(ValueError):
         mc.clean_mesh_for_export(v, f, simplify=0.8, fill_holes=False, simplified=other)
     other.close()
-    assert other._proc.poll() is not None
+    assert other.process.poll() is not None
     # cancel: the child is killed and its folder removed
     slow = mc.BackgroundSimplify(*_sphere(7), 0.95)
     with pytest.raises(Cancelled):
         slow.result(cancel=lambda: True)
-    assert slow._proc.poll() is not None and not os.path.exists(slow._dir)
+    assert slow.process.poll() is not None and not os.path.exists(slow.folder)
     # a child that fails (e.g. no fast-simplification in its environment): done in this process instead
-    monkeypatch.setattr(simp, "_PIECE_CHILD", "import os; os._exit(3)")
+    monkeypatch.setattr(pieces, "PIECE_CHILD", "import os; os._exit(3)")
     broken = mc.BackgroundSimplify(v, f, 0.9)
     got = broken.result()
-    assert broken._proc.returncode == 3
+    assert broken.process.returncode == 3
     for a, b in zip(ref, got):
         np.testing.assert_array_equal(a, b)
     # no child process can be started at all: the same, in this process
@@ -794,12 +791,11 @@ def test_idle_decimation_child_exits_by_itself(tmp_path):
     """A warm decimation child does its work from stdin, then waits for more; one whose caller never
     closes it (stdin left open) exits by itself once idle for its limit."""
     import time
-    from trellis.utils.export import child
 
     v, f = _sphere(4)
     src, dst = tmp_path / "in.npz", tmp_path / "out.npz"
     np.savez(src, vertices=v.astype(np.float64), faces=f.astype(np.int32), target=len(f) // 4, preserve_border=False)
-    proc = child.start(simp._piece_child(3.0), (), str(tmp_path), stdin=True)
+    proc = processes.start(pieces.piece_child_code(3.0), (), str(tmp_path), stdin=True)
     try:
         proc.stdin.write(f'[["{src.as_posix()}", "{dst.as_posix()}"]]\n'.encode())
         proc.stdin.flush()
@@ -811,4 +807,4 @@ def test_idle_decimation_child_exits_by_itself(tmp_path):
         assert proc.poll() is None                        # waits for more work
         assert proc.wait(timeout=30) == 0                 # ... then leaves, stdin still open
     finally:
-        child.stop(proc)
+        processes.stop(proc)

@@ -82,6 +82,7 @@ def _reference_decode(m, x):
     return m.out_layer(h.type(x.dtype))
 
 
+@pytest.mark.slow
 def test_tiny_mesh_decoder_features_and_mesh_unchanged(tiny_pipeline_dir, monkeypatch):
     m = models.from_pretrained(os.path.join(tiny_pipeline_dir, "ckpts", CONFIGS["slat_decoder_mesh"][0])).eval()
     monkeypatch.setattr(type(m), "OUT_CHUNK", 1000)          # several head chunks on the small input

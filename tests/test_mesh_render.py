@@ -8,7 +8,7 @@ import torch
 from trellis.renderers.cameras import intrinsics_from_fov, orbit_cameras, projection_opencv
 from trellis.renderers.mesh_render import (bary_derivatives, interpolate, rasterize,
                                            render_mesh)
-from trellis.utils.cancel import Cancelled
+from trellis.core.callbacks import Cancelled
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -440,7 +440,7 @@ def test_a_failing_fast_kernel_falls_back_to_the_same_result(monkeypatch):
 
 def test_fast_path_rules(monkeypatch):
     from trellis import fastpaths
-    from trellis.utils.cancel import Cancelled
+    from trellis.core.callbacks import Cancelled
 
     assert not fastpaths.usable("mesh_raster", torch.device("cpu"))
     assert "CUDA" in fastpaths.reason_off("mesh_raster", "cpu")

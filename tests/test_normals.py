@@ -1,4 +1,4 @@
-"""Vertex normals of the export (trellis/utils/export/normals.py) and how the GLB / OBJ carry them."""
+"""Vertex normals of the export (trellis/export/normals.py) and how the GLB / OBJ carry them."""
 from __future__ import annotations
 
 import json
@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trellis.utils.export import Z_UP_TO_Y_UP, make_glb_mesh, save_obj
-from trellis.utils.export.normals import DEFAULT_CREASE_ANGLE, split_vertex_normals
+from trellis.export.assemble import Z_UP_TO_Y_UP, make_glb_mesh, save_obj
+from trellis.export.normals import DEFAULT_CREASE_ANGLE, split_vertex_normals
 
 trimesh = pytest.importorskip("trimesh")
 
@@ -364,14 +364,14 @@ def test_obj_text_is_numpys_savetxt_text(tmp_path):
     same rows, across chunk borders too."""
     import io
 
-    from trellis.utils.export import assemble
+    from trellis.export import assemble
 
     rng = np.random.default_rng(2)
     rows_f = rng.random((1000, 3)) * 2 - 1
     rows_i = rng.integers(1, 10 ** 6, (1000, 9))
     for line, rows in (("v %.6f %.6f %.6f\n", rows_f), ("f %d/%d/%d %d/%d/%d %d/%d/%d\n", rows_i)):
         ours, numpys = io.StringIO(), io.StringIO()
-        assemble._write_rows(ours, line, rows, chunk=300)
+        assemble.write_rows(ours, line, rows, chunk=300)
         np.savetxt(numpys, rows, fmt=line[:-1])
         assert ours.getvalue() == numpys.getvalue()
     v, f = sphere(2)

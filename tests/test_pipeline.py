@@ -10,7 +10,7 @@ from PIL import Image
 import trellis.pipelines as pipelines
 from trellis.modules.sparse import SparseTensor
 from trellis.pipelines import EmptyStructureError, TrellisImageTo3DPipeline
-from trellis.utils.cancel import Cancelled
+from trellis.core.callbacks import Cancelled
 
 FAST = dict(sparse_structure_sampler_params={"steps": 3}, slat_sampler_params={"steps": 3})
 
@@ -36,6 +36,7 @@ def flat(outputs):
             r.trivec, r.density]
 
 
+@pytest.mark.slow
 def test_run_returns_all_formats_and_is_deterministic(pipe):
     a = pipe.run(object_image(), seed=7, preprocess_image=False, **FAST)
     assert set(a) == {"mesh", "gaussian", "radiance_field"}
@@ -71,6 +72,7 @@ def test_noise_is_drawn_like_the_reference(pipe, monkeypatch):
     assert torch.equal(seen["slat_sampler"], slat)
 
 
+@pytest.mark.slow
 def test_cancel_mid_sampling_frees_activations(pipe):
     steps = []
 
@@ -112,6 +114,7 @@ def test_empty_structure_is_a_clear_error(tiny_pipeline_dir):
         p.run(object_image(), preprocess_image=False, **FAST)
 
 
+@pytest.mark.slow
 def test_multi_image_modes_run(pipe):
     imgs = [object_image(1), object_image(2), object_image(3)]
     for mode in ("stochastic", "multidiffusion"):
@@ -125,6 +128,7 @@ def test_multi_image_modes_run(pipe):
                              sparse_structure_sampler_params={"steps": 2}, slat_sampler_params={"steps": 2})
 
 
+@pytest.mark.slow
 def test_precision_switch_at_run_time_without_reload(tiny_pipeline_dir):
     p = TrellisImageTo3DPipeline.from_pretrained(tiny_pipeline_dir)
     assert p.memory_policy.precision == "fp32" and p.memory_policy.offload == "none"   # CPU preset
@@ -201,6 +205,7 @@ def test_presets_follow_device_memory():
         MemoryPolicy("fp16", "none", cuda_graphs="both")
 
 
+@pytest.mark.slow
 def test_offloading_auto_cfg_batches_each_stage_that_fits(tiny_pipeline_dir, monkeypatch):
     """Offloading with cfg_batch "auto": each flow stage batches its CFG passes when its batch-2 activations fit
     the memory free once the flow is loaded (never in lean mode); an explicit cfg_batch is kept as given. The

@@ -22,7 +22,7 @@ posix_only = pytest.mark.skipif(os.name != "posix", reason="pauses and kills pro
 OWNER = r"""
 import json, sys
 import numpy as np
-from trellis.utils.export.simplify import BackgroundSimplify, simplify_mesh
+from trellis.export.cleanup.decimate import BackgroundSimplify, simplify_mesh
 n = 600
 rng = np.random.default_rng(0)
 yy, xx = np.mgrid[0:n, 0:n]
@@ -30,8 +30,8 @@ v = np.stack([xx.ravel() / n, yy.ravel() / n, 0.02 * rng.random(n * n)], 1)
 q = (yy[:-1, :-1] * n + xx[:-1, :-1]).ravel()
 f = np.concatenate([np.stack([q, q + 1, q + n + 1], 1), np.stack([q, q + n + 1, q + n], 1)])
 job = BackgroundSimplify(v, f, 0.95)
-procs = list(job._job._idle) + [p for p, _ in job._job._busy.values()]
-print(json.dumps({"folder": job._dir, "children": [p.pid for p in procs]}), flush=True)
+procs = job.decimation.children()
+print(json.dumps({"folder": job.folder, "children": [p.pid for p in procs]}), flush=True)
 sys.stdin.readline()
 got = job.result()
 ref = simplify_mesh(v, f, 0.95)
@@ -82,42 +82,42 @@ def age(path, seconds=3600.0) -> None:
 
 MAKER = r"""
 import sys, time
-from trellis.utils import owned_dirs
-print(owned_dirs.make("x_", sys.argv[1]).path, flush=True)
+from trellis.export import temp_dirs
+print(temp_dirs.make("x_", sys.argv[1]).path, flush=True)
 time.sleep(600)
 """
 
 
 def test_an_owned_folder_is_alive_while_its_process_runs_and_gone_after(tmp_path):
     """The ownership test across real processes: no pid or process table, the OS lock alone."""
-    from trellis.utils import owned_dirs
+    from trellis.export import temp_dirs
 
     proc = subprocess.Popen([sys.executable, "-c", MAKER, str(tmp_path)], env=env_with(tmp_path), cwd=ROOT,
                             stdout=subprocess.PIPE, text=True)
     try:
         folder = proc.stdout.readline().strip()
-        assert os.path.isdir(folder) and open(os.path.join(folder, owned_dirs.OWNER)).read().split()[0] == \
+        assert os.path.isdir(folder) and open(os.path.join(folder, temp_dirs.OWNER)).read().split()[0] == \
             str(proc.pid)
-        assert owned_dirs.owner_state(folder) == "alive"
-        assert owned_dirs.adopt(folder) is None and not owned_dirs.remove_if_gone(folder)
+        assert temp_dirs.owner_state(folder) == "alive"
+        assert temp_dirs.adopt(folder) is None and not temp_dirs.remove_if_gone(folder)
     finally:
         proc.kill()
         proc.communicate()
-    assert owned_dirs.owner_state(folder) == "gone"
-    taken = owned_dirs.adopt(folder)               # the one taking it over holds it now: alive to everyone else
-    assert taken is not None and owned_dirs.owner_state(folder) == "alive" and owned_dirs.adopt(folder) is None
+    assert temp_dirs.owner_state(folder) == "gone"
+    taken = temp_dirs.adopt(folder)               # the one taking it over holds it now: alive to everyone else
+    assert taken is not None and temp_dirs.owner_state(folder) == "alive" and temp_dirs.adopt(folder) is None
     taken.remove()
     assert not os.path.exists(folder)
     # Made by this process: alive to it as well (another open file of the lock), gone once removed.
-    mine = owned_dirs.make("y_", str(tmp_path))
-    assert owned_dirs.owner_state(mine.path) == "alive"
+    mine = temp_dirs.make("y_", str(tmp_path))
+    assert temp_dirs.owner_state(mine.path) == "alive"
     mine.remove()
     assert not os.path.exists(mine.path)
     (tmp_path / "z_plain").mkdir()
     (tmp_path / "z_half").mkdir()
-    (tmp_path / "z_half" / owned_dirs.OWNER).write_bytes(b"")      # made, never locked
-    assert owned_dirs.owner_state(tmp_path / "z_plain") == owned_dirs.owner_state(tmp_path / "z_half") == "unmarked"
-    assert owned_dirs.adopt(tmp_path / "z_half") is None
+    (tmp_path / "z_half" / temp_dirs.OWNER).write_bytes(b"")      # made, never locked
+    assert temp_dirs.owner_state(tmp_path / "z_plain") == temp_dirs.owner_state(tmp_path / "z_half") == "unmarked"
+    assert temp_dirs.adopt(tmp_path / "z_half") is None
 
 
 @posix_only
@@ -253,6 +253,7 @@ def test_damaged_folders_are_listed_as_damaged_and_the_pass_stays_short(crowded_
 
 
 @pytest.mark.skipif(os.name != "posix", reason="stops the server with POSIX signals")
+@pytest.mark.slow
 def test_the_api_server_starts_on_thousands_of_jobs_and_damaged_folders(crowded_outputs, tiny_pipeline_dir, tmp_path):
     from test_api_stop import Api
 

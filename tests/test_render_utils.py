@@ -13,7 +13,7 @@ from trellis.renderers.radiance_field_render import render_strivec
 from trellis.representations import Gaussian, MeshExtractResult, Strivec
 from trellis.representations.gaussian import SH_C0
 from trellis.utils import render_utils
-from trellis.utils.cancel import Cancelled
+from trellis.core.callbacks import Cancelled
 
 AABB = [-0.5, -0.5, -0.5, 1.0, 1.0, 1.0]
 

@@ -25,7 +25,7 @@ from trellis.core.callbacks import Cancelled
 from trellis.pipelines import TrellisTextTo3DPipeline
 from trellis.representations import voxels as vx
 from trellis.representations.mesh_input import Y_UP_TO_Z_UP, load_mesh
-from trellis.utils.export import Z_UP_TO_Y_UP, make_glb_mesh, save_glb, save_obj
+from trellis.export.assemble import Z_UP_TO_Y_UP, make_glb_mesh, save_glb, save_obj
 
 FAST = {"seed": 1, "randomize_seed": False, "ss_steps": 2, "slat_steps": 2, "video_frames": 8, "video_resolution": 64, "fill_holes": False,
         "texture_size": 64, "bake_views": 4, "bake_resolution": 64, "formats": ["glb"]}
@@ -181,6 +181,7 @@ def stands_as_the_lamp(glb_path) -> None:
     assert np.ptp(v[low, 0]) > 1.5 * np.ptp(v[high, 0])
 
 
+@pytest.mark.slow
 def test_new_look_stands_as_the_input_in_every_format_and_twice(runner, lamp_files, structures):
     expected = vx.voxelize(lamp_z_up(), resolution=TINY_RES)
     uploads = [str(p) for p in lamp_files.values()] + [("renamed.obj", lamp_files["glb"].read_bytes())]

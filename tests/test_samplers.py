@@ -5,7 +5,7 @@ import torch
 from trellis.modules.sparse import SparseTensor
 from trellis.pipelines.samplers import (FlowEulerCfgSampler, FlowEulerGuidanceIntervalSampler, FlowEulerSampler,
                                         time_grid)
-from trellis.utils.cancel import Cancelled
+from trellis.core.callbacks import Cancelled
 
 SPEC_GRID_25_3 = [1.0, 0.9863, 0.9718, 0.9565, 0.9403, 0.9231, 0.9048, 0.8852, 0.8644, 0.8421, 0.8182, 0.7925,
                   0.7647, 0.7347, 0.7021, 0.6667, 0.6279, 0.5854, 0.5385, 0.4865, 0.4286, 0.3636, 0.2903, 0.2069,

@@ -174,6 +174,7 @@ class _LiveBytes(TorchDispatchMode):
         return out
 
 
+@pytest.mark.slow
 def test_lean_mode_lowers_the_peak(monkeypatch):
     """A flow whose peak is the up-sampling block's norm over the wide concatenated skip (as in the full-size
     flow): lean mode keeps well under the resident peak. The conv's gathered block is kept small so that the
@@ -213,6 +214,7 @@ def test_lean_only_when_the_device_is_short(tiny_pipeline_dir, monkeypatch):
 
 
 @pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.slow
 def test_unguided_steps_take_the_maps_of_the_repeated_pair(batch, monkeypatch):
     """The sampler's batched CFG pair builds the neighbour maps and down-sampling plans once; the unguided steps at
     the end of a CFG-interval run get those of the pair's first copy (spatial.share_first_copy) instead of building

@@ -424,6 +424,7 @@ def test_status_stays_processing_until_the_answer_is_out(server, image):
     assert seen[0] == "PROCESSING"
 
 
+@pytest.mark.slow
 def test_text_prompt_only_with_a_text_model(tiny_text_models_dir, tmp_path):
     runner = JobRunner(os.path.join(tiny_text_models_dir, "TRELLIS-image-large"), tmp_path / "out", device="cpu",
                        text_model=os.path.join(tiny_text_models_dir, "TRELLIS-text-tiny"))

@@ -230,6 +230,7 @@ def test_api_prompt_and_mesh_jobs_and_bad_inputs(client, runner, rod, tmp_path):
 SMALL = ["--steps", "2", "--formats", "ply", "--set", "fill_holes=false"]
 
 
+@pytest.mark.slow
 def test_cli_generate_prompt_and_retexture(tiny_text_models_dir, rod, tmp_path):
     models = ["--model", os.path.join(tiny_text_models_dir, "TRELLIS-image-large"),
               "--text-model", os.path.join(tiny_text_models_dir, "TRELLIS-text-tiny"), "--device", "cpu"]

@@ -253,6 +253,7 @@ def test_help_lists_the_options():
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
 
 
+@pytest.mark.slow
 def test_bad_files_then_generate(app, outputs, tmp_path):
     ui = app()
     # The device line says which renderer path this device takes (trellis.fastpaths.describe).
@@ -563,7 +564,7 @@ def test_inputs_messages_status_and_history(tmp_path):
     assert ui.friendly_error(job).startswith("Could not load the model") and "--model DIR" in ui.friendly_error(job)
     job.error_kind, job.error = "input", "bad input: /tmp/gradio/abc/photo.png is not an image file"
     job.state = JobState.FAILED
-    state, text = ui._job_line(job, None)
+    state, text = ui.job_line(job, None)
     assert (state, text) == ("failed", "This image cannot be used: photo.png is not an image file")
 
     # The status box: one job (a line and a bar), several (a table).
@@ -602,11 +603,11 @@ def test_inputs_messages_status_and_history(tmp_path):
         app.close()
 
     # A local model folder that cannot work is named at start; a hub repo id is left to the first job.
-    assert "--model" in ui._model_problem(str(tmp_path / "no-model"))
-    assert ui._model_problem("microsoft/TRELLIS-image-large") is None
+    assert "--model" in ui.model_problem(str(tmp_path / "no-model"))
+    assert ui.model_problem("microsoft/TRELLIS-image-large") is None
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "pipeline.json").write_text("{}")
-    assert ui._model_problem(str(tmp_path / "m")) is None
+    assert ui.model_problem(str(tmp_path / "m")) is None
 
 
 @pytest.mark.filterwarnings("ignore:a.png. Could not load the model")      # gr.Warning outside a page
@@ -622,7 +623,7 @@ def test_missing_model_is_a_message_and_the_app_goes_on(tmp_path):
 
     missing = str(tmp_path / "no-model")
     runner = JobRunner(missing, tmp_path / "out", device="cpu")
-    app = ui.TrellisApp(runner, model_problem=ui._model_problem(missing))
+    app = ui.TrellisApp(runner, model_problem=ui.model_problem(missing))
     try:
         demo = app.build()
         config = json.dumps(demo.get_config_file(), default=str)

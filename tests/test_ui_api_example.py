@@ -8,10 +8,13 @@ import os
 import urllib.request
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 import test_ui
 from test_ui import EXAMPLES
+
+pytestmark = pytest.mark.slow
 
 outputs, server = test_ui.outputs, test_ui.server      # the same app on the tiny pipeline (fixtures)
 

@@ -77,6 +77,7 @@ def hidden(folder):
 @pytest.mark.skipif(os.name != "posix", reason="sends POSIX signals")
 # SIGHUP takes the same handler (desktop/stopping.py); tests/test_api_stop.py sends it to the API server.
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.slow
 def test_signal_mid_job_stops_the_app_cleanly(tiny_pipeline_dir, tmp_path, image, sig):
     out, tmp = tmp_path / "out", tmp_path / "tmp"
     tmp.mkdir()
@@ -101,6 +102,7 @@ def test_signal_mid_job_stops_the_app_cleanly(tiny_pipeline_dir, tmp_path, image
 
 
 @pytest.mark.skipif(os.name != "posix", reason="sends POSIX signals")
+@pytest.mark.slow
 def test_second_ctrl_c_stops_the_app_at_once_with_130(tiny_pipeline_dir, tmp_path, image):
     out, tmp = tmp_path / "out", tmp_path / "tmp"
     tmp.mkdir()

@@ -56,6 +56,7 @@ def server(tiny_text_models_dir, outputs, tmp_path_factory):
             proc.wait(10)
 
 
+@pytest.mark.slow
 def test_text_and_new_look_tabs(browser, server, outputs, tmp_path):
     import trimesh
 

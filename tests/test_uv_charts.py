@@ -17,13 +17,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trellis.utils.export.atlas_stats import (
-    atlas_stats,
-    overlapping_faces,
-    texel_counts,
-)
-from trellis.utils.export.chart_pack import chart_masks, pack_charts
-from trellis.utils.export.uv_unwrap import unwrap_uv
+from trellis.export.uv import borders, geometric, lscm, pack_bitmap, segment, xatlas as uvx
+from trellis.export.uv import unwrap as uvu
+from trellis.export.uv.chart_mesh import ChartMesh, label_components
+from trellis.export.uv.masks import chart_masks
+from trellis.export.uv.overlap import overlapping_faces
+from trellis.export.uv.pack_bitmap import pack_charts
+from trellis.export.uv.stats import atlas_stats, texel_counts
+from trellis.export.uv.unwrap import unwrap_uv
 
 trimesh = pytest.importorskip("trimesh")
 
@@ -39,7 +40,7 @@ def bumpy_sphere(subdivisions=4, noise=0.0, seed=0):
 
 
 def decimated_sphere():
-    from trellis.utils.export.simplify import simplify_mesh
+    from trellis.export.cleanup.decimate import simplify_mesh
     v, f = bumpy_sphere(6, noise=0.004)
     v, f = simplify_mesh(v, f, 0.9)
     return np.asarray(v, np.float32), np.asarray(f, np.int64)
@@ -97,18 +98,17 @@ def test_atlas_stats_counts_what_it_should():
 
 
 def test_geometric_charts_past_their_budget_give_the_fast_layout(monkeypatch):
-    import trellis.utils.export.uv_unwrap as uvu
     v, f = bumpy_sphere(3)
     with pytest.raises(TimeoutError):
         unwrap_uv(v, f, time_budget_s=1e-4, method="geometric")
     monkeypatch.setattr(uvu, "AUTO_GEOMETRIC", True)           # as "auto" would with the switch on
-    monkeypatch.setattr(uvu, "_xatlas_subprocess", None)     # "auto" must not try xatlas after the budget
+    monkeypatch.setattr(uvx, "xatlas_layout", None)           # "auto" must not try xatlas after the budget
     info = {}
     vv, ff, uv, vm = unwrap_uv(v, f, time_budget_s=1e-4, info=info)
     assert info["method"] == "charts" and ff.shape == f.shape
-    monkeypatch.setattr(uvu, "geometric_time_estimate", lambda n: 1e9)   # hopeless: not even started
-    monkeypatch.setattr(uvu, "geometric_layout", None)
-    monkeypatch.setattr(uvu, "xatlas_time_estimate", lambda n: 1e9)
+    monkeypatch.setattr(geometric, "geometric_time_estimate", lambda n: 1e9)   # hopeless: not even started
+    monkeypatch.setattr(geometric, "geometric_layout", None)
+    monkeypatch.setattr(uvx, "xatlas_time_estimate", lambda n: 1e9)
     unwrap_uv(v, f, time_budget_s=1.0, info=info)
     assert info["method"] == "charts"
 
@@ -134,17 +134,16 @@ def test_chart_masks_hold_every_texel_a_triangle_touches():
 
 
 def test_bitmap_packer_keeps_charts_apart_and_fills_holes():
-    from trellis.utils.export.charts import _Mesh, flatten_charts, geometric_charts
     v, f = decimated_sphere()
     v = v.astype(np.float64)
-    mesh = _Mesh(v, f)
-    chart, tri = flatten_charts(v, f, geometric_charts(v, f, mesh=mesh), mesh=mesh)
+    mesh = ChartMesh(v, f)
+    chart, tri = lscm.flatten_charts(v, f, segment.geometric_charts(v, f, mesh=mesh), mesh=mesh)
     size, pad = 256, 2
-    uv = {p: pack_charts(tri, chart, size, pad, packer=p) for p in ("bitmap", "skyline")}
+    uv = {"bitmap": pack_charts(tri, chart, size, pad)}
     corners = np.arange(3 * len(f)).reshape(-1, 3)
     use = {p: atlas_stats(corners, u.reshape(-1, 2), size)["texel_use"] for p, u in uv.items()}
     print(use)
-    assert use["bitmap"] >= use["skyline"] + 0.03
+    assert use["bitmap"] >= 0.558 + 0.03           # the skyline packer it replaced: 0.558 on these charts
     # every texel a chart touches in the texture: one chart only, and another chart's texels are at
     # least padding - 1 texels away (padding apart as packed; the vertical stretch may shift a border)
     nchart = int(chart.max()) + 1
@@ -186,21 +185,19 @@ def test_half_turn_correlation_from_the_quarter_turn_spectrum():
 def _sphere_and_torus_charts():
     # the packer's tests pack the charts as split, before their borders are made compact (the
     # figures below were measured on those; the compact charts pack better with or without them)
-    from trellis.utils.export.charts import _Mesh, flatten_charts, geometric_charts
     out = {}
     for name, make in (("decimated", decimated_sphere), ("torus", torus)):
         v, f = make()
         v = v.astype(np.float64)
-        mesh = _Mesh(v, f)
-        out[name] = flatten_charts(v, f, geometric_charts(v, f, mesh=mesh, compact=False), mesh=mesh)
+        mesh = ChartMesh(v, f)
+        out[name] = lscm.flatten_charts(v, f, segment.geometric_charts(v, f, mesh=mesh, compact=False), mesh=mesh)
     return out
 
 
 def _bitmap_texel_use(chart, tri, size: int) -> float:
-    """Texel use of ``pack_charts_bitmap`` (padding 2) at texture ``size``, after checking the layout: finite UVs
+    """Texel use of ``pack_charts`` (padding 2) at texture ``size``, after checking the layout: finite UVs
     inside the texture, no overlapping texels."""
-    from trellis.utils.export import chart_pack
-    uv = chart_pack.pack_charts_bitmap(tri, chart, size, 2)
+    uv = pack_bitmap.pack_charts(tri, chart, size, 2)
     assert np.isfinite(uv).all() and uv.min() >= 0 and uv.max() <= 1
     st = atlas_stats(np.arange(3 * len(chart)).reshape(-1, 3), uv.reshape(-1, 2), size)
     assert st["overlap_texels"] == 0 and st["outside"] == 0
@@ -211,59 +208,55 @@ def test_bitmap_packer_tries_the_near_block_positions(monkeypatch):
     # torus charts at texture 512 (blocks of 2 texels): texel use 0.5615 with the near positions
     # tried at texel offsets, 0.5419 without (decimated sphere 0.6168 / 0.6122); the bound fails
     # without them. No overlap, everything inside the texture.
-    from trellis.utils.export import chart_pack
     chart, tri = _sphere_and_torus_charts()["torus"]
     use = {}
-    monkeypatch.setattr(chart_pack, "BITMAP_FIRST_FILL", 0.78)   # as measured
-    monkeypatch.setattr(chart_pack, "BITMAP_PLACEMENTS", 0)      # one layout each, as measured
-    monkeypatch.setattr(chart_pack, "BITMAP_RETRY", ())
+    monkeypatch.setattr(pack_bitmap, "BITMAP_FIRST_FILL", 0.78)   # as measured
+    monkeypatch.setattr(pack_bitmap, "BITMAP_PLACEMENTS", 0)      # one layout each, as measured
+    monkeypatch.setattr(pack_bitmap, "BITMAP_RETRY", ())
     # the charts turned along their principal axis, as measured (in the box orientation, the default
     # since 2026-11-23, this torus packs 0.566 with or without the near positions: no test of them)
-    monkeypatch.setattr(chart_pack, "BITMAP_ORIENT", "axis")
-    for near in (0, chart_pack.BITMAP_NEAR):
-        monkeypatch.setattr(chart_pack, "BITMAP_NEAR", near)
+    monkeypatch.setattr(pack_bitmap, "BITMAP_ORIENT", "axis")
+    for near in (0, pack_bitmap.BITMAP_NEAR):
+        monkeypatch.setattr(pack_bitmap, "BITMAP_NEAR", near)
         use[near] = _bitmap_texel_use(chart, tri, 512)
     print(use)
-    assert use[chart_pack.BITMAP_NEAR] >= 0.555 > use[0]
+    assert use[pack_bitmap.BITMAP_NEAR] >= 0.555 > use[0]
 
 
 def test_bitmap_packer_keeps_the_best_of_its_chart_orders(monkeypatch):
     # a second chart order at the scale found is kept only where it packs better: never below the
     # first order alone ("extent" alone at that scale packs the decimated sphere worse)
-    from trellis.utils.export import chart_pack
     chart, tri = _sphere_and_torus_charts()["decimated"]
     use = {}
-    monkeypatch.setattr(chart_pack, "BITMAP_FIRST_FILL", 0.78)   # as measured
-    monkeypatch.setattr(chart_pack, "BITMAP_RETRY", ())
+    monkeypatch.setattr(pack_bitmap, "BITMAP_FIRST_FILL", 0.78)   # as measured
+    monkeypatch.setattr(pack_bitmap, "BITMAP_RETRY", ())
     for orders in (("box",), ("box", "extent"), ("extent", "box")):
-        monkeypatch.setattr(chart_pack, "BITMAP_ORDERS", orders)
+        monkeypatch.setattr(pack_bitmap, "BITMAP_ORDERS", orders)
         use[orders] = _bitmap_texel_use(chart, tri, 512)
     print(use)
     assert use[("box", "extent")] >= use[("box",)] >= 0.61
 
 
 def _border_ratio(mesh, label):
-    from trellis.utils.export.charts import _shared_edge_lengths
     cross = label[mesh.pairs[:, 0]] != label[mesh.pairs[:, 1]]
-    return float(_shared_edge_lengths(mesh)[cross].sum() / np.sqrt(mesh.area.sum() * (label.max() + 1)))
+    return float(borders.shared_edge_lengths(mesh)[cross].sum() / np.sqrt(mesh.area.sum() * (label.max() + 1)))
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_chart_borders_are_short(shape):
     # compact charts pack with less waste: their borders are shorter than those of the charts as split
     # (2-means halves with saw-tooth borders), at about the same chart count, and every chart is a disc
-    from trellis.utils.export.charts import _bad_charts, _Mesh, geometric_charts
     v, f = SHAPES[shape][0]()
     v = v.astype(np.float64)
-    mesh = _Mesh(v, f)
-    split = geometric_charts(v, f, mesh=mesh, compact=False)
-    compact = geometric_charts(v, f, mesh=mesh)
+    mesh = ChartMesh(v, f)
+    split = segment.geometric_charts(v, f, mesh=mesh, compact=False)
+    compact = segment.geometric_charts(v, f, mesh=mesh)
     ratio = {k: _border_ratio(mesh, lab) for k, lab in (("split", split), ("compact", compact))}
     print(shape, ratio, split.max() + 1, compact.max() + 1)
     assert ratio["compact"] <= BORDER[shape] < ratio["split"]
     assert ratio["compact"] < 0.9 * ratio["split"]
     assert compact.max() + 1 >= 0.6 * (split.max() + 1)     # not by merging everything
-    assert not _bad_charts(mesh, compact).any()
+    assert not segment.bad_charts(mesh, compact).any()
 
 
 def _grid(n):
@@ -280,26 +273,20 @@ def test_compact_borders_straighten_saw_teeth():
     # straight border (length 1 over sqrt(area 1 x 2 charts) = 0.71) is what the diffusion then the
     # shortening leave, each chart in one piece. Shortening alone (face by face) straightens teeth one
     # square deep but gets stuck on deeper ones (0.74 / 1.18 / 1.22 measured); diffused: 0.72 / 0.71 / 0.74
-    from trellis.utils.export.charts import (
-        _diffuse_borders,
-        _label_components,
-        _Mesh,
-        _shorten_borders,
-    )
     n = 24
     v, f = _grid(n)
-    mesh = _Mesh(v, f)
+    mesh = ChartMesh(v, f)
     c = mesh.centroid
     for depth in (1, 2, 3):
         tooth = (np.floor(c[:, 1] * n).astype(int) // depth) % 2 == 1
         label = (c[:, 0] > 0.5 + np.where(tooth, depth / n, 0.0)).astype(np.int64)
         before = _border_ratio(mesh, label)
-        short = _border_ratio(mesh, _shorten_borders(mesh, label, 20))
-        compact = _shorten_borders(mesh, _diffuse_borders(mesh, label, 64), 20)
+        short = _border_ratio(mesh, borders.shorten_borders(mesh, label, 20))
+        compact = borders.shorten_borders(mesh, borders.diffuse_borders(mesh, label, 64), 20)
         after = _border_ratio(mesh, compact)
         print(depth, before, short, after)
         assert before > 1.3 and after <= 0.75
-        assert _label_components(mesh, compact).max() == 1
+        assert label_components(mesh, compact).max() == 1
         if depth == 1:
             assert short <= 0.75
         else:
@@ -307,34 +294,32 @@ def test_compact_borders_straighten_saw_teeth():
 
 
 def test_bad_charts_finds_tubes_and_passes_discs():
-    from trellis.utils.export.charts import _bad_charts, _Mesh
     v, f = torus()
-    mesh = _Mesh(v.astype(np.float64), f)
+    mesh = ChartMesh(v.astype(np.float64), f)
     whole = np.zeros(len(f), np.int64)                      # the whole torus: V - E + F = 0
-    assert _bad_charts(mesh, whole).tolist() == [True]
+    assert segment.bad_charts(mesh, whole).tolist() == [True]
     theta = np.arctan2(mesh.centroid[:, 1], mesh.centroid[:, 0])
     ring = (theta > 0).astype(np.int64)                     # two halves, each a tube
-    assert _bad_charts(mesh, ring).tolist() == [True, True]
+    assert segment.bad_charts(mesh, ring).tolist() == [True, True]
     phi = np.arctan2(mesh.centroid[:, 2], np.hypot(mesh.centroid[:, 0], mesh.centroid[:, 1]) - 1.0)
     quarters = ring * 2 + (phi > 0)                          # each half cut along the tube: four discs
-    assert _bad_charts(mesh, quarters).tolist() == [False] * 4
+    assert segment.bad_charts(mesh, quarters).tolist() == [False] * 4
 
 
 def test_bitmap_packer_spends_spare_placements_on_more_layouts(monkeypatch):
     # few charts: the placements the scale search leaves go to more layouts, the best kept; never
     # below the search's own layout, no overlap, inside the texture
-    from trellis.utils.export import chart_pack
     size = 512
     for name in ("torus", "decimated"):
         chart, tri = _sphere_and_torus_charts()[name]
         corners = np.arange(3 * len(chart)).reshape(-1, 3)
         use = {}
-        monkeypatch.setattr(chart_pack, "BITMAP_RETRY", ())
-        monkeypatch.setattr(chart_pack, "BITMAP_TARGET", 1.0)        # spare placements only below it
+        monkeypatch.setattr(pack_bitmap, "BITMAP_RETRY", ())
+        monkeypatch.setattr(pack_bitmap, "BITMAP_TARGET", 1.0)        # spare placements only below it
         for placements in (0, 8 * (int(chart.max()) + 1)):
-            monkeypatch.setattr(chart_pack, "BITMAP_PLACEMENTS", placements)
-            monkeypatch.setattr(chart_pack, "BITMAP_EXTRA_MAX_CHARTS", 10 ** 6)
-            uv = chart_pack.pack_charts_bitmap(tri, chart, size, 2)
+            monkeypatch.setattr(pack_bitmap, "BITMAP_PLACEMENTS", placements)
+            monkeypatch.setattr(pack_bitmap, "BITMAP_EXTRA_MAX_CHARTS", 10 ** 6)
+            uv = pack_bitmap.pack_charts(tri, chart, size, 2)
             assert np.isfinite(uv).all() and uv.min() >= 0 and uv.max() <= 1
             st = atlas_stats(corners, uv.reshape(-1, 2), size)
             assert st["overlap_texels"] == 0 and st["outside"] == 0
@@ -357,7 +342,7 @@ def _fan(turns: float, n: int = 12):
 
 
 def test_exact_overlap_test_finds_real_overlaps_only():
-    from trellis.utils.export.charts import overlapping_faces_exact
+    from trellis.export.uv.overlap import overlapping_faces_exact
     a = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     b = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])              # shares the edge (1,0)-(0,1) with a
     c = np.array([[1.0, 1.0], [2.0, 1.0], [1.0, 2.0]])              # shares the corner (1,1) with b only
@@ -377,14 +362,11 @@ def test_exact_overlap_test_finds_real_overlaps_only():
 def test_only_charts_the_filter_does_not_clear_can_overlap():
     # charts_that_may_overlap clears a chart only when its flattening is one sheet; the exact test restricted
     # to the other charts (chart_self_overlaps) then gives what the exact test gives on every chart
-    from trellis.utils.export.charts import (
-        _Mesh,
-        _signed_area,
+    from trellis.export.uv.overlap import (
         chart_self_overlaps,
         charts_that_may_overlap,
-        flatten_charts,
-        geometric_charts,
         overlapping_faces_exact,
+        signed_area,
     )
     f, fan = _fan(1.0)
     assert not charts_that_may_overlap(f, np.zeros(len(f), np.int64), fan).any()
@@ -400,7 +382,7 @@ def test_only_charts_the_filter_does_not_clear_can_overlap():
                           np.stack([outer * np.cos(ang), outer * np.sin(ang)], 1)])
     f = np.array([q for i in range(40) for q in ([i, 41 + i, i + 1], [i + 1, 41 + i, 42 + i])])
     one = np.zeros(len(f), np.int64)
-    assert (_signed_area(pts[f]) > 0).all() and overlapping_faces_exact(one, pts[f]).any()
+    assert (signed_area(pts[f]) > 0).all() and overlapping_faces_exact(one, pts[f]).any()
     assert charts_that_may_overlap(f, one, pts[f]).all()
     assert not charts_that_may_overlap(f[:48], one[:48], pts[f[:48]]).any()       # its first 0.6 turn: clear
     # two faces on one edge wound against each other (a -> b in both: meshes of random-weight decoders have
@@ -409,14 +391,14 @@ def test_only_charts_the_filter_does_not_clear_can_overlap():
     pts = np.array([[0.0, 0.0], [1.0, 0.0], [0.3, 1.0], [0.5, 0.3]])   # the second inside the first
     f = np.array([[0, 1, 2], [0, 1, 3]])
     two = np.zeros(2, np.int64)
-    assert (_signed_area(pts[f]) > 0).all() and overlapping_faces_exact(two, pts[f]).all()
+    assert (signed_area(pts[f]) > 0).all() and overlapping_faces_exact(two, pts[f]).all()
     assert charts_that_may_overlap(f, two, pts[f]).all()
     assert chart_self_overlaps(f, two, pts[f]).all()
     for make in (bumpy_sphere, decimated_sphere, torus):
         v, faces = make()
         v = v.astype(np.float64)
-        mesh = _Mesh(v, faces)
-        chart, flat = flatten_charts(v, faces, geometric_charts(v, faces, mesh=mesh), mesh=mesh)
+        mesh = ChartMesh(v, faces)
+        chart, flat = lscm.flatten_charts(v, faces, segment.geometric_charts(v, faces, mesh=mesh), mesh=mesh)
         # jitter some charts' corners so that some of them overlap: the filter must still find them
         rng = np.random.default_rng(0)
         flat = flat + rng.normal(scale=0.3 * np.median(np.abs(flat[:, 1] - flat[:, 0])), size=flat.shape) * \
@@ -440,22 +422,21 @@ def test_few_many_faced_charts_are_split_for_the_packing(monkeypatch):
     # 2 CPU cores, texture 512, padding 2: MIN_CHARTS 0 gives 18 charts and texel use 0.619; with the
     # charts above FEW_CHARTS_SHARE of the faces split again, 24 charts and 0.657 (the nut at 1024:
     # 29 -> 45 charts, 0.631 -> 0.705). No overlap, no single-triangle chart either way.
-    from trellis.utils.export import chart_pack, charts
     v, f = nut_like_ring()
     got = {}
     # packed with the charts along their principal axis, as measured: in the box orientation (the default
     # since 2026-11-23) this synthetic ring's 18 unsplit charts pack better than the split ones (0.682 vs
     # 0.664), while the H100 host's CAD nut still loses without the split (0.718 -> 0.682, mean over 17 first
-    # scales; chart_pack's docstring)
-    monkeypatch.setattr(chart_pack, "BITMAP_ORIENT", "axis")
-    for min_charts in (0, charts.MIN_CHARTS):
-        monkeypatch.setattr(charts, "MIN_CHARTS", min_charts)
+    # scales; docs/benchmarks/export.md)
+    monkeypatch.setattr(pack_bitmap, "BITMAP_ORIENT", "axis")
+    for min_charts in (0, segment.MIN_CHARTS):
+        monkeypatch.setattr(segment, "MIN_CHARTS", min_charts)
         _, ff, uv, _ = unwrap_uv(v, f, texture_size=SIZE, method="geometric")
         st = atlas_stats(ff, uv, SIZE)
         assert st["overlap_texels"] == 0 and st["outside"] == 0 and st["single_triangle_share"] < 0.05
         got[min_charts] = st
     print({k: (s["charts"], round(s["texel_use"], 4)) for k, s in got.items()})
-    few, now = got[0], got[charts.MIN_CHARTS]
+    few, now = got[0], got[segment.MIN_CHARTS]
     assert now["charts"] > few["charts"]
     assert now["texel_use"] >= 0.645 and now["texel_use"] >= few["texel_use"] + 0.02
 
@@ -463,22 +444,21 @@ def test_few_many_faced_charts_are_split_for_the_packing(monkeypatch):
 def test_bitmap_packer_packs_again_below_its_target(monkeypatch):
     # a layout below BITMAP_TARGET is packed again in the orders of BITMAP_RETRY (one more layout
     # each), the better kept: never below the first, no overlap; at or above the target, no retry
-    from trellis.utils.export import chart_pack
     chart, tri = _sphere_and_torus_charts()["decimated"]
     calls = []
-    attempt = chart_pack._bitmap_attempt
+    attempt = pack_bitmap.bitmap_layout
 
     def counted(*a, **k):
         calls.append(a[6] if len(a) > 6 else k.get("order", "box"))
         return attempt(*a, **k)
 
-    monkeypatch.setattr(chart_pack, "_bitmap_attempt", counted)
-    monkeypatch.setattr(chart_pack, "BITMAP_PLACEMENTS", 0)
-    monkeypatch.setattr(chart_pack, "BITMAP_EXTRA_MAX_CHARTS", 0)     # (few charts: no retry, see chart_pack)
-    monkeypatch.setattr(chart_pack, "BITMAP_RETRY", ("texels",))
+    monkeypatch.setattr(pack_bitmap, "bitmap_layout", counted)
+    monkeypatch.setattr(pack_bitmap, "BITMAP_PLACEMENTS", 0)
+    monkeypatch.setattr(pack_bitmap, "BITMAP_EXTRA_MAX_CHARTS", 0)     # (few charts: no retry, see pack_bitmap)
+    monkeypatch.setattr(pack_bitmap, "BITMAP_RETRY", ("texels",))
     use = {}
     for target in (0.0, 1.0):
-        monkeypatch.setattr(chart_pack, "BITMAP_TARGET", target)
+        monkeypatch.setattr(pack_bitmap, "BITMAP_TARGET", target)
         calls.clear()
         use[target] = _bitmap_texel_use(chart, tri, 512)
         use[target, "calls"] = list(calls)
@@ -491,14 +471,13 @@ def test_bitmap_packer_packs_again_below_its_target(monkeypatch):
 def test_auto_tries_the_geometric_layout_first_up_to_its_measured_size(monkeypatch):
     """``auto`` runs our geometric charts first (AUTO_GEOMETRIC) on meshes up to AUTO_GEOMETRIC_MAX_FACES faces (the
     sizes measured against xatlas on the GPU host); a larger mesh goes to xatlas as before."""
-    import trellis.utils.export.uv_unwrap as uvu
     v, f = bumpy_sphere(3)
     assert uvu.AUTO_GEOMETRIC and uvu.AUTO_GEOMETRIC_MAX_FACES >= 27_396      # the realistic nut's GLB faces
     info = {}
     unwrap_uv(v, f, time_budget_s=30.0, info=info)
     assert info["method"] == "geometric"
     monkeypatch.setattr(uvu, "AUTO_GEOMETRIC_MAX_FACES", len(f) - 1)
-    monkeypatch.setattr(uvu, "geometric_layout", None)                        # must not be called
+    monkeypatch.setattr(geometric, "geometric_layout", None)                  # must not be called
     unwrap_uv(v, f, time_budget_s=30.0, info=info)
     assert info["method"] == "xatlas"
 
@@ -507,7 +486,6 @@ def test_auto_leaves_meshes_of_many_charts_to_xatlas(monkeypatch):
     """A mesh that falls apart into more than AUTO_GEOMETRIC_MAX_CHARTS charts (noise: hundreds of small
     charts, each costing a packing placement) goes to xatlas in ``auto``; ``geometric`` asked for by name
     still packs them."""
-    import trellis.utils.export.uv_unwrap as uvu
     v, f = bumpy_sphere(3)
     info = {}
     _, ff, uv, _ = unwrap_uv(v, f, time_budget_s=30.0, method="geometric", info=info)
@@ -523,20 +501,18 @@ def test_geometric_charts_give_up_early_on_noise(monkeypatch):
     """``geometric_charts(max_charts=N)`` stops before the border compaction on a noisy mesh that falls
     apart into far more than N charts (the random-weight decoder's surface spent 1.8 s there before the
     final count was checked), and changes nothing for a mesh that ends within N."""
-    from trellis.utils.export import charts
-
     v, f = bumpy_sphere(4, noise=0.3)                 # 5 120 noisy faces -> ~110 charts
-    full = charts.geometric_charts(v, f)
+    full = segment.geometric_charts(v, f)
     k = int(full.max()) + 1
     assert k > 60
-    np.testing.assert_array_equal(charts.geometric_charts(v, f, max_charts=k), full)
-    with pytest.raises(charts.TooManyCharts):
-        charts.geometric_charts(v, f, max_charts=k - 1)
+    np.testing.assert_array_equal(segment.geometric_charts(v, f, max_charts=k), full)
+    with pytest.raises(segment.TooManyCharts):
+        segment.geometric_charts(v, f, max_charts=k - 1)
     compactions = []
-    real = charts._diffuse_borders
-    monkeypatch.setattr(charts, "_diffuse_borders", lambda *a, **kw: compactions.append(1) or real(*a, **kw))
-    with pytest.raises(charts.TooManyCharts, match="after the first merge"):
-        charts.geometric_charts(v, f, max_charts=k // 3)
+    real = borders.diffuse_borders
+    monkeypatch.setattr(borders, "diffuse_borders", lambda *a, **kw: compactions.append(1) or real(*a, **kw))
+    with pytest.raises(segment.TooManyCharts, match="after the first merge"):
+        segment.geometric_charts(v, f, max_charts=k // 3)
     assert not compactions
 
 
@@ -544,15 +520,13 @@ def test_auto_sends_noisy_surfaces_to_xatlas_at_once(monkeypatch):
     """``auto`` does not segment a surface whose neighbouring faces mostly meet at sharp angles (a
     random-weight decoder's noise): xatlas at once. A smooth mesh is still segmented, and ``geometric``
     asked for by name still runs on the noisy one."""
-    from trellis.utils.export import charts
-
     noisy, smooth = bumpy_sphere(4, noise=0.3), bumpy_sphere(4)
-    m = charts._Mesh(noisy[0].astype(np.float64), noisy[1])
-    assert charts.sharp_pair_share(m) > 0.5
-    assert charts.sharp_pair_share(charts._Mesh(smooth[0].astype(np.float64), smooth[1])) < 0.01
+    m = ChartMesh(noisy[0].astype(np.float64), noisy[1])
+    assert segment.sharp_pair_share(m) > 0.5
+    assert segment.sharp_pair_share(ChartMesh(smooth[0].astype(np.float64), smooth[1])) < 0.01
     segmented = []
-    real = charts.geometric_charts
-    monkeypatch.setattr(charts, "geometric_charts", lambda *a, **k: segmented.append(1) or real(*a, **k))
+    real = segment.geometric_charts
+    monkeypatch.setattr(segment, "geometric_charts", lambda *a, **k: segmented.append(1) or real(*a, **k))
     info = {}
     unwrap_uv(*noisy, time_budget_s=30.0, info=info)
     assert info["method"] == "xatlas" and not segmented
@@ -567,7 +541,6 @@ def test_the_chart_layout_runs_blas_on_one_thread(monkeypatch):
     # calls woke every core's OpenBLAS thread: 1.22 -> 0.93 s for the nut on a 16-core host) and gives the
     # caller's setting back afterwards
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    from trellis.utils.export import charts, uv_unwrap
 
     def blas_threads():
         return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
@@ -575,16 +548,16 @@ def test_the_chart_layout_runs_blas_on_one_thread(monkeypatch):
     if not blas_threads():
         pytest.skip("no BLAS library that threadpoolctl can see")
     seen = []
-    inner = charts.flatten_charts
+    inner = lscm.flatten_charts
 
     def spy(*a, **k):
         seen.append(blas_threads())
         return inner(*a, **k)
 
-    monkeypatch.setattr(charts, "flatten_charts", spy)
+    monkeypatch.setattr(lscm, "flatten_charts", spy)
     v, f = nut_like_ring()
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):   # a known setting above one
-        _, ff, uv, _ = uv_unwrap.geometric_layout(v, f, texture_size=SIZE)
+        _, ff, uv, _ = geometric.geometric_layout(v, f, texture_size=SIZE)
         after = blas_threads()
     assert seen and all(n == 1 for n in seen[0]), seen
     assert after and all(n == 2 for n in after), after
@@ -597,7 +570,7 @@ def test_overlapping_blas_limits_leave_the_setting_as_found():
     # found before the first is back (a limit per caller would restore the first caller's "before" while the
     # second still runs, and the second's "before" - one thread - for good)
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    from trellis.utils.export.uv_unwrap import one_blas_thread
+    from trellis.export.uv.geometric import one_blas_thread
 
     def blas_threads():
         return {i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"}

@@ -1,5 +1,5 @@
-"""Chart borders cut straight at their teeth (``charts._straighten_borders``) and the bitmap packer's chart
-orientation, masks and scale search (``chart_pack``), issue 13's texel use."""
+"""Chart borders cut straight at their teeth (``uv.borders.straighten_borders``) and the bitmap packer's chart
+orientation, masks and scale search (``uv.pack_bitmap``, ``uv.orient``, ``uv.masks``): texel use."""
 from __future__ import annotations
 
 from fractions import Fraction
@@ -7,13 +7,16 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from trellis.utils.export import chart_pack, charts
-from trellis.utils.export.chart_pack import _orient, chart_masks, pack_charts
+from trellis.export.uv import borders, pack_bitmap, segment
+from trellis.export.uv.chart_mesh import ChartMesh, label_components
+from trellis.export.uv.masks import chart_masks
+from trellis.export.uv.orient import orient_charts
+from trellis.export.uv.pack_bitmap import pack_charts
 
 
 def _border_length(mesh, label):
     cross = label[mesh.pairs[:, 0]] != label[mesh.pairs[:, 1]]
-    return float(charts._shared_edge_lengths(mesh)[cross].sum())
+    return float(borders.shared_edge_lengths(mesh)[cross].sum())
 
 
 def _delaunay_square(n, seed):
@@ -35,20 +38,20 @@ def test_straightening_cuts_the_teeth_the_shortening_leaves(seed):
     # tooth shares more edge length with its own chart); cutting them at their vertices shortens the
     # borders by 3-5 % more (measured 0.954, 0.967, 0.955, 0.953), each chart still one disc.
     v, f, rng = _delaunay_square(3000, seed)
-    mesh = charts._Mesh(v, f)
+    mesh = ChartMesh(v, f)
     cells = rng.random((8, 2))
     label = np.argmin(((mesh.centroid[:, None, :2] - cells[None]) ** 2).sum(2), 1)
-    short = charts._label_components(mesh, charts._shorten_borders(mesh, label, 20))
-    again = charts._shorten_borders(mesh, short, 20)
+    short = label_components(mesh, borders.shorten_borders(mesh, label, 20))
+    again = borders.shorten_borders(mesh, short, 20)
     assert _border_length(mesh, again) >= _border_length(mesh, short) - 1e-12      # shortening is done
-    straight = charts._straighten_borders(mesh, short, 3)
+    straight = borders.straighten_borders(mesh, short, 3)
     ratio = _border_length(mesh, straight) / _border_length(mesh, short)
     print(seed, ratio)
     assert ratio < 0.975
     k = int(short.max()) + 1
     assert np.array_equal(np.unique(straight), np.arange(k))                        # no chart lost
-    assert charts._label_components(mesh, straight).max() + 1 == k                  # none fell apart
-    assert not charts._bad_charts(mesh, straight).any()                              # discs
+    assert label_components(mesh, straight).max() + 1 == k                  # none fell apart
+    assert not segment.bad_charts(mesh, straight).any()                              # discs
 
 
 def test_straightening_keeps_every_chart_whole_and_a_disc():
@@ -58,22 +61,22 @@ def test_straightening_keeps_every_chart_whole_and_a_disc():
     # no face) one
     trimesh = pytest.importorskip("trimesh")
     s = trimesh.creation.icosphere(subdivisions=4)
-    mesh = charts._Mesh(np.asarray(s.vertices, np.float64), np.asarray(s.faces, np.int64))
+    mesh = ChartMesh(np.asarray(s.vertices, np.float64), np.asarray(s.faces, np.int64))
     moved = 0
     for seed in range(20):
         rng = np.random.default_rng(seed)
         cells = rng.normal(size=(60, 3))
         cells /= np.linalg.norm(cells, axis=1, keepdims=True)
         label = np.argmin(((mesh.centroid[:, None, :] - cells[None]) ** 2).sum(2), 1)
-        label = charts._label_components(mesh, label)
-        bad = charts._bad_charts(mesh, label)
-        straight = charts._straighten_borders(mesh, label, 3)
+        label = label_components(mesh, label)
+        bad = segment.bad_charts(mesh, label)
+        straight = borders.straighten_borders(mesh, label, 3)
         moved += int((straight != label).sum())
         kept = np.unique(straight)                  # (a chart of a face or two may go whole to a neighbour)
         gone = np.setdiff1d(np.unique(label), kept)
         assert (np.bincount(label)[gone] <= 3).all(), seed
-        assert charts._label_components(mesh, straight).max() + 1 == len(kept), seed
-        assert not (charts._bad_charts(mesh, straight)[kept] & ~bad[kept]).any(), seed
+        assert label_components(mesh, straight).max() + 1 == len(kept), seed
+        assert not (segment.bad_charts(mesh, straight)[kept] & ~bad[kept]).any(), seed
         assert _border_length(mesh, straight) < _border_length(mesh, label)
     assert moved > 1000
 
@@ -83,14 +86,14 @@ def test_geometric_charts_end_with_straightened_borders(monkeypatch):
     s = trimesh.creation.icosphere(subdivisions=4)
     v, f = np.asarray(s.vertices, np.float64), np.asarray(s.faces, np.int64)
     v = v * (1 + 0.15 * np.sin(5 * v[:, :1]) * np.cos(4 * v[:, 1:2]))
-    mesh = charts._Mesh(v, f)
-    monkeypatch.setattr(charts, "STRAIGHTEN_SWEEPS", 0)
-    plain = charts.geometric_charts(v, f, mesh=mesh)
-    monkeypatch.setattr(charts, "STRAIGHTEN_SWEEPS", 3)
-    straight = charts.geometric_charts(v, f, mesh=mesh)
+    mesh = ChartMesh(v, f)
+    monkeypatch.setattr(segment, "STRAIGHTEN_SWEEPS", 0)
+    plain = segment.geometric_charts(v, f, mesh=mesh)
+    monkeypatch.setattr(segment, "STRAIGHTEN_SWEEPS", 3)
+    straight = segment.geometric_charts(v, f, mesh=mesh)
     assert straight.max() == plain.max() and (straight != plain).any()
     assert _border_length(mesh, straight) < _border_length(mesh, plain)
-    assert not charts._bad_charts(mesh, straight).any()
+    assert not segment.bad_charts(mesh, straight).any()
 
 
 def _l_shape(angle, offset):
@@ -118,8 +121,8 @@ def test_box_orientation_puts_the_smallest_box_upright():
     sliver = np.array([[[0, 0], [1, 0], [2, 0]]], np.float64)
     tri = np.concatenate([_l_shape(0.3, (3.0, -1.0)), rect @ r.T + 7.0, sliver])
     chart = np.r_[np.zeros(6, np.int64), np.ones(2, np.int64), 2]
-    box = _orient(tri, chart, 3, "box")
-    axis = _orient(tri, chart, 3, "axis")
+    box = orient_charts(tri, chart, 3, "box")
+    axis = orient_charts(tri, chart, 3, "axis")
     assert _box_area(box, chart, 0) == pytest.approx(4.0, rel=1e-9)
     assert _box_area(axis, chart, 0) > 5.9
     assert _box_area(box, chart, 1) == pytest.approx(5.0, rel=1e-9)
@@ -195,18 +198,18 @@ def test_bitmap_packer_goes_on_by_small_steps_when_no_layout_fits(monkeypatch):
         tri += [[[0, 0], [a, 0], [a, b]], [[0, 0], [a, b], [0, b]]]
         chart += [k, k]
     tri, chart = np.asarray(tri, np.float64), np.asarray(chart, np.int64)
-    real = chart_pack._bitmap_attempt
+    real = pack_bitmap.bitmap_layout
     calls = []
 
     def overflow(q0, chart, nchart, scale, size, padding, *args):
         calls.append(scale)
         got = real(q0, chart, nchart, scale, size, padding, *args)
-        return (got[0], size + 1) if len(calls) <= chart_pack.BITMAP_ATTEMPTS else got
+        return (got[0], size + 1) if len(calls) <= pack_bitmap.BITMAP_ATTEMPTS else got
 
-    monkeypatch.setattr(chart_pack, "_bitmap_attempt", overflow)
+    monkeypatch.setattr(pack_bitmap, "bitmap_layout", overflow)
     info = {}
     uv = pack_charts(tri, chart, 256, 2, info=info)
-    assert len(calls) > chart_pack.BITMAP_ATTEMPTS
-    assert calls[chart_pack.BITMAP_ATTEMPTS] >= 0.9 * calls[chart_pack.BITMAP_ATTEMPTS - 1]
+    assert len(calls) > pack_bitmap.BITMAP_ATTEMPTS
+    assert calls[pack_bitmap.BITMAP_ATTEMPTS] >= 0.9 * calls[pack_bitmap.BITMAP_ATTEMPTS - 1]
     assert info["fill"] > 0.75
     assert np.isfinite(uv).all() and uv.min() >= 0 and uv.max() <= 1

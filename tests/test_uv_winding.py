@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from trellis.utils.export.atlas_stats import atlas_stats
-from trellis.utils.export.uv_unwrap import unwrap_uv
-from trellis.utils.export.uv_winding import mirrored_faces, unmirror_charts, uv_charts
+from trellis.export.uv.stats import atlas_stats
+from trellis.export.uv.unwrap import unwrap_uv
+from trellis.export.uv.winding import mirrored_faces, unmirror_charts, uv_charts
 from trellis.utils.postprocessing_utils import to_glb
 
 from test_export import make_gaussians, make_mesh

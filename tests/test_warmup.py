@@ -120,6 +120,7 @@ def test_the_option_and_its_environment_variable(monkeypatch):
     assert build_parser().parse_args([]).warmup is False
 
 
+@pytest.mark.slow
 def test_the_api_server_loads_the_model_at_start(tiny_pipeline_dir, tmp_path, image):
     """`python -m desktop api`: a job posted as soon as the server answers finds the model loaded by the warm-up
     (or waits for it) and never loads it itself."""

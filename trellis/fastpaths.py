@@ -70,6 +70,11 @@ class Kernel:
     def key(self) -> str:
         return f"{self.name}:{self.backend}"
 
+    def load(self) -> Callable:
+        """The kernel function, its package imported as ``dispatch`` imports it (installed, else from
+        ``extensions/``); raises when the package cannot be imported."""
+        return getattr(_import_kernel_module(self.module), self.function)
+
 
 _GAUSS_TWIN = "trellis.renderers.gaussian_render.composite_torch"
 _RASTER_TWIN = "trellis.renderers.mesh_render.raster_keys_torch"

@@ -80,7 +80,7 @@ def _declare_middleware_answers(schema: dict) -> None:
                 op.setdefault("responses", {}).setdefault(str(code), {"description": words[code], "content": error})
 
 
-def _register_schemas(app, request_models: list) -> None:
+def register_schemas(app, request_models: list) -> None:
     """Add the request schemas of bodies that routes parse themselves (referenced from openapi_extra)."""
     build = app.openapi
 

@@ -53,7 +53,7 @@ from typing import Optional
 
 from . import security, spz
 from .common import ApiError, BodyTimeout, ServerDefaults, error_responses, problem
-from .docs import _register_schemas, add_docs_routes
+from .docs import add_docs_routes, register_schemas
 from .security import LOOPBACK_NAMES, BodyReadTimeout, CrossSiteGuard, is_loopback, origin_arg
 from .v1 import API_VERSION, add_job_routes, models
 from ..options import (LOCALHOST, add_memory_options, add_model_option, add_runner_options, add_server_options,
@@ -152,7 +152,7 @@ def create_app(runner, token: Optional[str] = None, defaults: Optional[ServerDef
     add_docs_routes(app)
     add_job_routes(app)
     spz.add_routes(app)
-    _register_schemas(app, [models()["JobRequest"], models()["ExportRequest"], *spz.referenced_models()])
+    register_schemas(app, [models()["JobRequest"], models()["ExportRequest"], *spz.referenced_models()])
     return app
 
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 
-from trellis.utils.cancel import Cancelled
+from trellis.core.callbacks import Cancelled
 
 from ..options import DEFAULT_MODEL
 from .job import ERROR_KINDS, InputError, ModelLoadError  # noqa: F401  (ERROR_KINDS: the kinds classified here)

@@ -295,7 +295,7 @@ class JobFolder:
 
     def write_glb(self, mesh) -> dict:
         """`mesh`: a TexturedMesh (vertices, faces, uvs, texture, ...)."""
-        from trellis.utils.export import make_glb_mesh
+        from trellis.export.assemble import make_glb_mesh
 
         with atomic_path(self.file("glb")) as tmp:
             make_glb_mesh(mesh.vertices, mesh.faces, mesh.uvs, mesh.texture).export(tmp)
@@ -304,7 +304,7 @@ class JobFolder:
     def write_obj(self, mesh) -> dict:
         """model.obj + model.mtl + model.png, written together: into a hidden temp folder, then moved (the
         .obj last, so that a finished .obj always has its material and texture)."""
-        from trellis.utils.export import save_obj
+        from trellis.export.assemble import save_obj
 
         obj = self.file("obj")
         tmp_dir = self.path / f".obj-partial-{uuid.uuid4().hex[:8]}"

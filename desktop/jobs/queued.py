@@ -4,7 +4,7 @@ A job waits in memory until a worker takes it, and its folder is made only once 
 that got an id (the API's 202) can still ask about it after any stop, the runner writes each job down as it
 accepts it: `<outputs>/.queue-<random>/<YYYYmmdd-HHMMSS>-<id8>/` (the time of submission), laid out as a job
 folder (settings.json naming the job and its settings; the inputs copied: input.png, ..., input_mesh.<ext>).
-Each runner has one `.queue-*` folder, owned by its process (trellis.utils.owned_dirs: an OS lock that the OS
+Each runner has one `.queue-*` folder, owned by its process (trellis.export.temp_dirs: an OS lock that the OS
 drops when the process ends) and removed whenever it holds no record.
 
 * The job's own folder holds its settings.json (it started), or it ends in this process first (failed on its
@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
-from trellis.utils import owned_dirs
+from trellis.export import temp_dirs
 
 from .folder import JOB_DIR, MESH_INPUT, JobFolder, atomic_path, sniff_extension, write_atomic
 from .job import describe_input
@@ -124,7 +124,7 @@ class QueueRecords:
         self.root = Path(outputs_dir)
         self.model_path = model_path
         self._lock = threading.Lock()
-        self._owned: Optional[owned_dirs.OwnedDir] = None
+        self._owned: Optional[temp_dirs.OwnedDir] = None
         self._records: dict = {}          # job id -> its record folder
         self._writing = 0                 # records being written (the folder must stay meanwhile)
         self._made_root = False           # the outputs folder was made for a record: it goes when left empty
@@ -138,7 +138,7 @@ class QueueRecords:
                 if self._owned is None:
                     self._made_root = self._made_root or not self.root.exists()
                     self.root.mkdir(parents=True, exist_ok=True)
-                    self._owned = owned_dirs.make(QUEUE_PREFIX, str(self.root))
+                    self._owned = temp_dirs.make(QUEUE_PREFIX, str(self.root))
                 base = Path(self._owned.path)
             name = record_name(job)
             tmp = base / f".{name}.partial-{uuid.uuid4().hex[:8]}"
@@ -207,11 +207,11 @@ def recover(root: Path, entries: list, how: str) -> tuple:
     for queue in entries:
         if not queue.name.startswith(QUEUE_PREFIX) or not queue.is_dir():
             continue
-        taken = owned_dirs.adopt(queue)
+        taken = temp_dirs.adopt(queue)
         if taken is None:
-            if owned_dirs.owner_state(queue) != "unmarked" or _age(queue) < UNMARKED_AFTER_S:
+            if temp_dirs.owner_state(queue) != "unmarked" or _age(queue) < UNMARKED_AFTER_S:
                 continue                  # its process runs (or is making it)
-            taken = owned_dirs.OwnedDir(str(queue), None)
+            taken = temp_dirs.OwnedDir(str(queue), None)
         kept = 0
         try:
             for record in sorted(queue.iterdir()):

@@ -34,14 +34,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
-from trellis.utils import owned_dirs
+from trellis.export import temp_dirs
 
 from ..settings import GenerationSettings
 from . import queued
 from .folder import JOB_DIR, JobFolder, lock_path, release_lock, try_lock
 from .job import ERROR_KINDS, JOB_KINDS, Job, JobState, Progress
 
-# Temp folders of the export: the background decimation's (trellis.utils.export.simplify.TEMP_PREFIX, owned by
+# Temp folders of the export: the background decimation's (trellis.export.cleanup.pieces.TEMP_PREFIX, owned by
 # their process) and xatlas's (unmarked; its child works inside it).
 TEMP_PREFIXES = ("trellis_simplify_", "trellis_uv_")
 # A temp folder younger than this may belong to a job that is just starting in another process.
@@ -154,7 +154,7 @@ def _mark_interrupted(folder: JobFolder, how: str) -> None:
 
 def remove_stale_temp_dirs(temp_dir: Optional[str] = None) -> list:
     """This app's temp folders (TEMP_PREFIXES) whose process is gone. A folder marked by its owner
-    (trellis.utils.owned_dirs) goes as soon as that process has ended, however old or young, and never while
+    (trellis.export.temp_dirs) goes as soon as that process has ended, however old or young, and never while
     it runs; an unmarked one (another tool's, an older version's) only once older than TEMP_GRACE_S and no
     process works in it (older than TEMP_MAX_AGE_S where the processes' folders cannot be read)."""
     base = Path(temp_dir or tempfile.gettempdir())
@@ -165,9 +165,9 @@ def remove_stale_temp_dirs(temp_dir: Optional[str] = None) -> list:
         return []
     removed, unmarked = [], []
     for p in candidates:
-        state = owned_dirs.owner_state(p)
+        state = temp_dirs.owner_state(p)
         if state == "gone":
-            if owned_dirs.remove_if_gone(p):
+            if temp_dirs.remove_if_gone(p):
                 removed.append(str(p))
         elif state == "unmarked":
             unmarked.append(p)

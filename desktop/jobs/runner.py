@@ -26,7 +26,7 @@ from typing import Callable, Optional
 
 import torch
 
-from trellis.utils.cancel import Cancelled
+from trellis.core.callbacks import Cancelled
 
 from ..options import DEFAULT_MODEL
 from ..settings import EXPORT_FIELDS, GenerationSettings, check_prompt
@@ -540,8 +540,8 @@ class _Worker:
             if not stop():
                 # The GLB export's decimation children import numpy and fast-simplification (0.5 s on a busy GPU
                 # host): started now, they wait warm in the library's pool for the first export.
-                from trellis.utils.export import simplify
-                simplify.warm_pool()
+                from trellis.export.cleanup import pieces
+                pieces.warm_pool()
             if self.pipeline is None and not stop():
                 t = time.perf_counter()
                 self.pipeline = runner._factory(self.device)

@@ -17,7 +17,7 @@ from datetime import datetime
 
 import torch
 
-from trellis.utils.cancel import Cancelled
+from trellis.core.callbacks import Cancelled
 
 from ..settings import GenerationSettings, device_change_warning, device_changes
 from .folder import JobFolder, jsonable
@@ -211,8 +211,8 @@ def for_device(job: Job, settings: GenerationSettings, device: str) -> Generatio
 
 
 def note_bake_coverage(job: Job, info: dict) -> None:
-    """A texture baked from almost nothing the renders showed says so (trellis.utils.export.bake_coverage)."""
-    from trellis.utils.export.bake_coverage import MIN_OBSERVED_SHARE
+    """A texture baked from almost nothing the renders showed says so (trellis.export.bake.coverage)."""
+    from trellis.export.bake.coverage import MIN_OBSERVED_SHARE
 
     fallback = info.get("bake_fallback")
     if not fallback:
@@ -276,8 +276,8 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
     if fmt & {"glb", "obj"} and ("ply" in fmt or "mp4" in fmt):
         # The mesh decimation (CPU, seconds on a million faces) runs in child processes while the
         # PLY and the preview video are written (GPU); the bake then takes its result.
-        from trellis.utils.export.cleanup import first_reduction
-        from trellis.utils.mesh_cleanup import BackgroundSimplify
+        from trellis.export.cleanup.chain import first_reduction
+        from trellis.export.cleanup.decimate import BackgroundSimplify
 
         reduction = first_reduction(int(mesh.faces.shape[0]), settings.simplify, settings.fill_holes)
         if reduction > 0:

@@ -2,7 +2,7 @@
 and the kernels (JobRunner.start_warmup)."""
 from __future__ import annotations
 
-from trellis.utils.cancel import Cancelled
+from trellis.core.callbacks import Cancelled
 
 
 def warm_steps(pipeline) -> int:

@@ -12,10 +12,10 @@ from ..settings import (BAKE_MODES, DEFAULT_PRESET, MAX_SEED, MULTI_IMAGE_MODES,
                         GenerationSettings, check_prompt, slider)
 from .endpoints import ApiEndpoints
 from .history import HistoryViews
-from .lazy import _load_gradio, gr
-from .status import POLL_S, _hide_paths, device_line, friendly_error, idle_html, message_html, status_html
-from .values import (FORMAT_CHOICES, LABELS, MESH_TYPES, OTHER_KNOBS, PRESET_CHOICES, PRESET_KNOBS, _file_of,
-                     collect_look, collect_work, preset_values, settings_from_values, text_size_choices)
+from .lazy import gr, load_gradio
+from .status import POLL_S, device_line, friendly_error, hide_paths, idle_html, message_html, status_html
+from .values import (FORMAT_CHOICES, LABELS, MESH_TYPES, OTHER_KNOBS, PRESET_CHOICES, PRESET_KNOBS,
+                     collect_look, collect_work, file_of, preset_values, settings_from_values, text_size_choices)
 
 ROOT = Path(__file__).resolve().parents[2]          # the repository
 EXAMPLES_DIR = ROOT / "assets" / "examples"
@@ -68,7 +68,7 @@ class TrellisApp(ApiEndpoints, HistoryViews):
                 f"`{self.runner.outputs_dir}`")
 
     def build(self):
-        _load_gradio()
+        load_gradio()
         d = self.defaults
         start = preset_values(DEFAULT_PRESET, d)
         with gr.Blocks(title="Trellis Desktop", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
@@ -246,7 +246,7 @@ class TrellisApp(ApiEndpoints, HistoryViews):
     # ------------------------------------------------------------------ handlers
     def check_upload(self, payload):
         """Quick look at a new upload, so that a file that cannot be used says so at once."""
-        item = _file_of(payload)
+        item = file_of(payload)
         if item is None:
             return idle_html()
         name, source = item
@@ -259,7 +259,7 @@ class TrellisApp(ApiEndpoints, HistoryViews):
             else:
                 note = "no transparency: its background is removed when you generate (if ticked)"
         except (ValueError, TypeError, OSError) as err:
-            message = _hide_paths(f"This image cannot be used: {err}", [source])
+            message = hide_paths(f"This image cannot be used: {err}", [source])
             gr.Warning(message)
             return message_html("error", message)
         return message_html("ready", f"{name}: {img.width}×{img.height}, {note}. Press Generate.")
@@ -306,7 +306,7 @@ class TrellisApp(ApiEndpoints, HistoryViews):
                                gr.update(choices=self._history_choices(), value=Path(job.out_dir).name))
                     else:
                         if job.state == JobState.FAILED:
-                            message = _hide_paths(friendly_error(job), job.inputs)
+                            message = hide_paths(friendly_error(job), job.inputs)
                             gr.Warning(f"{name}: {message}" if not single_job else message)
                             if job.error_kind == "model":       # every other job would fail the same way
                                 for _, other in entries:
@@ -353,11 +353,11 @@ class TrellisApp(ApiEndpoints, HistoryViews):
         try:
             check_mesh(source)
         except InputError as err:
-            raise ValueError(_hide_paths(f"This 3D model cannot be used: {err}", [source])) from None
+            raise ValueError(hide_paths(f"This 3D model cannot be used: {err}", [source])) from None
 
     def check_mesh_upload(self, payload):
         """Quick look at a new 3-D model upload (its header), so that a file that cannot be used says so at once."""
-        item = _file_of(payload)
+        item = file_of(payload)
         if item is None:
             return idle_html()
         name, source = item

@@ -7,7 +7,7 @@ from pathlib import Path
 from ..jobs import folder as job_folder
 from ..settings import GenerationSettings
 from .lazy import gr
-from .status import POLL_S, _hide_paths, friendly_error
+from .status import POLL_S, friendly_error, hide_paths
 
 # The settings of the /generate example on the page's "Use via API" (a quick job: the fast preset, the GLB only).
 EXAMPLE_SETTINGS = {"preset": "fast", "seed": 1, "formats": ["glb"]}
@@ -79,7 +79,7 @@ class ApiEndpoints:
         d["files"] = {kind: os.path.basename(path) for kind, path in d["files"].items()}
         d["queue_position"] = self.runner.queue_position(job.id) if job.state == "queued" else None
         if d["error"]:
-            d["error"] = _hide_paths(d["error"], job.inputs)
+            d["error"] = hide_paths(d["error"], job.inputs)
         return d
 
     def _api_find(self, job_id: str):
@@ -112,7 +112,7 @@ class ApiEndpoints:
                 self.runner.cancel(job.id)
         info = self.api_job(job)
         if job.state == JobState.FAILED:
-            raise gr.Error(f"job {job.id} failed: {_hide_paths(friendly_error(job), job.inputs)}")
+            raise gr.Error(f"job {job.id} failed: {hide_paths(friendly_error(job), job.inputs)}")
         folder = job_folder.JobFolder(job.out_dir) if job.out_dir else None
         glb = job.files.get("glb")
         yield info, glb, ([str(p) for p in folder.listed_files()] if folder and job.state == JobState.DONE else None)

@@ -7,7 +7,7 @@ from pathlib import Path
 from ..jobs import folder as job_folder
 from .lazy import gr
 from ..settings import PRESETS, GenerationSettings
-from .status import _md_escape, message_html
+from .status import md_escape, message_html
 from .values import PRESET_KNOBS
 
 
@@ -94,11 +94,11 @@ class HistoryViews:
         timings = folder.timings() or {}
         bits = []
         if name:
-            bits.append(f"**{_md_escape(name)}**")
+            bits.append(f"**{md_escape(name)}**")
         if isinstance(record.get("prompt"), str):
-            bits.append(f"**Prompt:** {_md_escape(record['prompt'][:200])}")
+            bits.append(f"**Prompt:** {md_escape(record['prompt'][:200])}")
         if isinstance(record.get("mesh"), str):
-            bits.append(f"**3D model:** {_md_escape(os.path.basename(record['mesh']))}")
+            bits.append(f"**3D model:** {md_escape(os.path.basename(record['mesh']))}")
         if "seed" in record:
             bits.append(f"**Seed used:** {record['seed']}")
         if isinstance(timings.get("total"), (int, float)):
@@ -106,7 +106,7 @@ class HistoryViews:
         if s:
             bits.append(f"**Steps:** {s.get('ss_steps')} + {s.get('slat_steps')} · **preset:** {s.get('preset')}")
         warnings = [w for w in timings.get("warnings") or [] if isinstance(w, str)]
-        info = " · ".join(bits) + "".join(f"\n\n⚠ {_md_escape(w)}" for w in warnings) + f"\n\nFolder: `{folder.path}`"
+        info = " · ".join(bits) + "".join(f"\n\n⚠ {md_escape(w)}" for w in warnings) + f"\n\nFolder: `{folder.path}`"
         # The viewer shows the GLB only: Gradio's splat viewer for a PLY of Gaussians is heavy without a GPU.
         return (info, mp4, glb, button(glb), button(ply), button(str(obj) if obj else None),
                 [str(p) for p in folder.listed_files()] or None)

@@ -5,7 +5,7 @@ import os
 _gradio = None
 
 
-def _load_gradio():
+def load_gradio():
     global _gradio
     if _gradio is None:
         # Before the import: gradio reads these when it loads.
@@ -20,7 +20,7 @@ class _Gradio:
     """Stands for the gradio module: each attribute is read from it, importing it the first time."""
 
     def __getattr__(self, name):
-        return getattr(_load_gradio(), name)
+        return getattr(load_gradio(), name)
 
 
 gr = _Gradio()

@@ -8,7 +8,7 @@ from ..options import (DEFAULT_MODEL, add_memory_options, add_model_option, add_
 from ..settings import GenerationSettings
 from ..stopping import StopSignals
 from .app import CSS, EXAMPLES_DIR, TrellisApp
-from .lazy import _load_gradio, gr
+from .lazy import gr, load_gradio
 
 
 # ---------------------------------------------------------------------------------------------
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _model_problem(model: str) -> str | None:
+def model_problem(model: str) -> str | None:
     """A message when `model` is a local folder that cannot hold a pipeline; None otherwise (a Hugging
     Face repo id is checked when the first job loads it)."""
     path = os.path.expanduser(model)
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     check_runner_args(parser, args)
     defaults = GenerationSettings(precision=args.precision, offload=args.offload)
 
-    _load_gradio()
+    load_gradio()
     from ..jobs import JobRunner                          # heavy (torch): only once the options are good
 
     try:
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     runner.say_fast_paths()
-    problem = _model_problem(args.model)
+    problem = model_problem(args.model)
     if problem:
         print(f"warning: {problem}", file=sys.stderr)
     app = TrellisApp(runner, defaults=defaults, model_problem=problem)

@@ -52,7 +52,7 @@ def _about_mesh(message: str) -> bool:
     return any(w in message for w in words)
 
 
-def _hide_paths(text: str, inputs) -> str:
+def hide_paths(text: str, inputs) -> str:
     """Upload paths (Gradio's temp folder) shown by their file name only."""
     for x in inputs:
         if isinstance(x, (str, os.PathLike)) and os.fspath(x):
@@ -60,7 +60,7 @@ def _hide_paths(text: str, inputs) -> str:
     return text
 
 
-def _job_line(job, runner, warnings: bool = True) -> tuple:
+def job_line(job, runner, warnings: bool = True) -> tuple:
     """(state, text) of one job for the status box (a finished job's warnings appended unless `warnings` is off)."""
     from ..jobs import JobState
 
@@ -84,7 +84,7 @@ def _job_line(job, runner, warnings: bool = True) -> tuple:
         return "done", f"Done{took} (seed {job.seed}){warned}"
     if job.state == JobState.CANCELLED:
         return "cancelled", "Cancelled"
-    return "failed", _hide_paths(friendly_error(job), job.inputs)
+    return "failed", hide_paths(friendly_error(job), job.inputs)
 
 
 def warnings_html(job, state: str) -> str:
@@ -99,14 +99,14 @@ def status_html(entries: list, runner) -> str:
 
     if len(entries) == 1:
         name, job = entries[0]
-        state, text = _job_line(job, runner, warnings=False)
+        state, text = job_line(job, runner, warnings=False)
         bar = ""
         if state in ("running", "queued"):
             bar = f'<progress max="100" value="{job.progress.fraction * 100:.1f}"></progress>'
         return _box(state, f'<div class="td-line">{html.escape(text)}</div>{bar}{warnings_html(job, state)}')
     rows, states = [], []
     for name, job in entries:
-        state, text = _job_line(job, runner)
+        state, text = job_line(job, runner)
         states.append(state)
         rows.append(f'<tr data-state="{state}"><td>{html.escape(name)}</td><td>{html.escape(text)}</td></tr>')
     finished = sum(j.state in JobState.FINISHED for _, j in entries)
@@ -130,9 +130,9 @@ def device_line(fast_paths: dict) -> str:
     groups: dict = {}
     for dev, line in fast_paths.items():
         groups.setdefault(line, []).append(dev)
-    return "; ".join(f"`{', '.join(devs)}` ({_md_escape(line)})" for line, devs in groups.items())
+    return "; ".join(f"`{', '.join(devs)}` ({md_escape(line)})" for line, devs in groups.items())
 
 
 
-def _md_escape(text: str) -> str:
+def md_escape(text: str) -> str:
     return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|<>" else c for c in str(text))

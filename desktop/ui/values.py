@@ -96,7 +96,7 @@ def _labelled(message: str) -> str:
 # upload reaches the job runner, which says what is wrong with it, instead of failing in Gradio)
 # ---------------------------------------------------------------------------------------------
 
-def _file_of(payload):
+def file_of(payload):
     """(display name, path or bytes) of one uploaded file payload; None when empty."""
     if payload is None:
         return None
@@ -121,13 +121,13 @@ def collect_look(mesh, prompt, image) -> tuple:
     missing or both a prompt and a photo are given."""
     from ..settings import check_prompt
 
-    item = _file_of(mesh)
+    item = file_of(mesh)
     if item is None:
         raise ValueError("New look: add a 3D model first (GLB, OBJ, PLY or STL).")
     name, source = item
     if isinstance(source, bytes):
         source = (name, source)
-    photo = _file_of(image)
+    photo = file_of(image)
     text = (prompt or "").strip()
     if text and photo:
         raise ValueError("New look: give a prompt or a photo, not both (clear one of them).")
@@ -139,17 +139,17 @@ def collect_look(mesh, prompt, image) -> tuple:
 def collect_work(mode: str, single, multi, batch) -> list:
     """[(name, [image, ...]), ...]: one entry per job to submit. ValueError when nothing usable is given."""
     if mode == "multi":
-        items = [f for f in (_file_of(p) for p in (multi or [])) if f]
+        items = [f for f in (file_of(p) for p in (multi or [])) if f]
         if len(items) < 2:
             raise ValueError("Multiple views: add at least two images of the same object (for one image, "
                              "use the Single image tab).")
         return [(f"{items[0][0]} + {len(items) - 1} more view(s)", [x for _, x in items])]
     if mode == "batch":
-        items = [f for f in (_file_of(p) for p in (batch or [])) if f]
+        items = [f for f in (file_of(p) for p in (batch or [])) if f]
         if not items:
             raise ValueError("Batch: add one or more image files; each becomes its own job.")
         return [(name, [x]) for name, x in items]
-    item = _file_of(single)
+    item = file_of(single)
     if item is None:
         raise ValueError("Add an image first: drop it on the Single image box, paste it, or pick an example.")
     return [(item[0], [item[1]])]

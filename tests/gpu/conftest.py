@@ -10,13 +10,16 @@ import torch
 from trellis import fastpaths
 
 
+@pytest.hookimpl(tryfirst=True)      # before `-m` deselects by marker
 def pytest_collection_modifyitems(config, items):
+    here = [item for item in items if "tests/gpu/" in str(item.fspath).replace("\\", "/")]
+    for item in here:
+        item.add_marker(pytest.mark.gpu)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (tests/gpu: fast kernels vs their PyTorch twins)")
-    for item in items:
-        if "tests/gpu/" in str(item.fspath).replace("\\", "/"):
-            item.add_marker(skip)
+    for item in here:
+        item.add_marker(skip)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ def test_views_rendered_while_pieces_decimate_give_the_same_bake():
     # while they run give the same faces, UVs and texture as rendering them afterwards.
     from test_export import make_gaussians
     from test_mesh_cleanup import noisy_sphere_with_inner_shell
-    from trellis.utils import mesh_cleanup as mc
+    from trellis.export import cleanup as mc
     from trellis.utils.postprocessing_utils import bake_textured_mesh
 
     v, f = noisy_sphere_with_inner_shell(8)                 # ~1.4 M faces: several pieces
@@ -33,21 +33,21 @@ def test_views_rendered_while_pieces_decimate_give_the_same_bake():
 
 def test_views_held_on_the_gpu_or_in_host_memory_give_the_same_bake(monkeypatch):
     # Where the observation views wait until the UVs are known (on the GPU when they all fit with
-    # _DEVICE_VIEW_MARGIN to spare, else copied to host memory) changes no face, UV or texel beyond the
+    # DEVICE_VIEW_MARGIN to spare, else copied to host memory) changes no face, UV or texel beyond the
     # atomic adds' last bits.
     from test_export import make_gaussians
     from test_mesh_cleanup import noisy_sphere_with_inner_shell
-    from trellis.utils import postprocessing_utils as pu
+    from trellis.export import schedule
 
     v, f = noisy_sphere_with_inner_shell(8)
     gaussian = make_gaussians(torch.as_tensor(v, dtype=torch.float32), torch.as_tensor(f), n=40000).to("cuda")
     mesh = (torch.as_tensor(v, dtype=torch.float32, device="cuda"), torch.as_tensor(f, device="cuda"))
     kw = dict(simplify=0.95, fill_holes=True, texture_size=512, verbose=False, nviews=16, render_resolution=256,
               uv_method="charts", device="cuda")
-    monkeypatch.setattr(pu, "_DEVICE_VIEW_MARGIN", 0)
-    v0, f0, uv0, tex0, info0 = pu.bake_textured_mesh(gaussian, mesh, **kw)
-    monkeypatch.setattr(pu, "_DEVICE_VIEW_MARGIN", 1 << 62)          # never room enough: host memory
-    v1, f1, uv1, tex1, info1 = pu.bake_textured_mesh(gaussian, mesh, **kw)
+    monkeypatch.setattr(schedule, "DEVICE_VIEW_MARGIN", 0)
+    v0, f0, uv0, tex0, info0 = schedule.bake_textured_mesh(gaussian, mesh, **kw)
+    monkeypatch.setattr(schedule, "DEVICE_VIEW_MARGIN", 1 << 62)    # never room enough: host memory
+    v1, f1, uv1, tex1, info1 = schedule.bake_textured_mesh(gaussian, mesh, **kw)
     assert info0["observations"]["held_on"] == "device" and info1["observations"]["held_on"] == "host"
     # held on the GPU, views are also prepared for the bake (raster, pixel tests) while the UV unwrap runs
     assert info0["observations"]["prepared_during_uv"] > 0 and info1["observations"]["prepared_during_uv"] == 0
@@ -62,11 +62,11 @@ def test_merge_on_the_gpu_equals_numpy_and_simplify_takes_cuda_tensors():
     # The decimation's merge of duplicate vertices runs on the GPU for CUDA tensors (to_glb's case): the same
     # arrays as numpy's, and so the same decimation, in one pass and in pieces.
     from test_mesh_cleanup import _duplicated_soup, noisy_sphere_with_inner_shell
-    from trellis.utils.export import simplify as simp
+    from trellis.export.cleanup import decimate, pieces, weld
 
     for v, f in (_duplicated_soup(), _duplicated_soup(1)):
-        ref = simp.merge_duplicate_vertices(v.astype(np.float64), f)
-        got = simp.merge_duplicate_vertices_on_device(torch.from_numpy(v).cuda(), torch.from_numpy(f).cuda())
+        ref = weld.merge_duplicate_vertices(v.astype(np.float64), f)
+        got = weld.merge_duplicate_vertices_on_device(torch.from_numpy(v).cuda(), torch.from_numpy(f).cuda())
         np.testing.assert_array_equal(got[0], ref[0])
         np.testing.assert_array_equal(got[1], ref[1])
     v, f = noisy_sphere_with_inner_shell(8)
@@ -74,12 +74,12 @@ def test_merge_on_the_gpu_equals_numpy_and_simplify_takes_cuda_tensors():
     soup_v = v[f[:200000]].reshape(-1, 3)          # a soup part: duplicates to merge
     soup_f = np.arange(len(soup_v)).reshape(-1, 3) + len(v)
     v, f = np.concatenate([v, soup_v]), np.concatenate([f, soup_f])
-    ref = simp.merge_duplicate_vertices(v.astype(np.float64), f)
-    got = simp.merge_duplicate_vertices_on_device(torch.from_numpy(v).cuda(), torch.from_numpy(f).cuda())
+    ref = weld.merge_duplicate_vertices(v.astype(np.float64), f)
+    got = weld.merge_duplicate_vertices_on_device(torch.from_numpy(v).cuda(), torch.from_numpy(f).cuda())
     np.testing.assert_array_equal(got[0], ref[0])
     np.testing.assert_array_equal(got[1], ref[1])
-    assert simp.decimation_pieces(len(f)) > 1
-    a = simp.simplify_mesh(v, f, 0.95)
-    b = simp.simplify_mesh(torch.from_numpy(v).cuda(), torch.from_numpy(f).cuda(), 0.95)
+    assert pieces.decimation_pieces(len(f)) > 1
+    a = decimate.simplify_mesh(v, f, 0.95)
+    b = decimate.simplify_mesh(torch.from_numpy(v).cuda(), torch.from_numpy(f).cuda(), 0.95)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])

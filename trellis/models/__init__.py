@@ -56,9 +56,10 @@ _init_lock = threading.RLock()
 
 @contextlib.contextmanager
 def skipped_init():
-    """Modules built inside skip torch.nn.init's random initialisation (a 600 M-parameter flow: 8.5 s -> 2.2 s on
-    2 CPU cores), for weights that are loaded right after. Process-wide while it lasts (torch.nn.init's
-    functions are swapped for ones that return the tensor untouched); builds go one at a time."""
+    """Modules built inside skip torch.nn.init's random initialisation (most of a large flow's build time on a
+    few CPU cores; docs/benchmarks/app.md#launch-to-first-glb), for weights that are loaded right after.
+    Process-wide while it lasts (torch.nn.init's functions are swapped for ones that return the tensor untouched);
+    builds go one at a time."""
     import torch.nn.init as init
 
     def untouched(tensor, *args, **kwargs):

@@ -130,9 +130,9 @@ def gated_residual_sum(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> 
 
 # ------------------------------------------------------------- the blocks' norms: twins and their dispatch
 # In eager mode a block's LayerNorms, adaLN modulation, residual sums and q/k RMS norms are ~30 small PyTorch
-# kernels per block (a third of a SLat-flow step's GPU time on an H100, and the launches that made the step
-# CPU-bound). The fast paths "norm_modulate" and "head_rms_norm" do each group in one kernel (NVRTC: no Triton
-# needed, so Windows gets them too) and round where these twins round. Inside torch.compile the twins are traced
+# kernels per block (a third of a SLat-flow step's GPU time, and launches enough to make the step CPU-bound;
+# docs/benchmarks/kernels.md#block-norms). The fast paths "norm_modulate" and "head_rms_norm" do each group in
+# one kernel (NVRTC: no Triton needed, so Windows gets them too) and round where these twins round. Inside torch.compile the twins are traced
 # (Inductor fuses them itself).
 
 def norm_modulate_torch(x: torch.Tensor, y: torch.Tensor | None, gate: torch.Tensor | None,

@@ -17,7 +17,7 @@ import torch
 
 from ..core.device import obtainable_device_memory
 from ..modules.sparse import SparseTensor
-from ..utils.cancel import CancelCheck, Cancelled, check
+from ..core.callbacks import CancelCheck, Cancelled, check
 from . import samplers
 from .memory import HostWeights, MemoryPolicy, StageTracker, free_device_memory, release_device_memory
 from .samplers.cuda_graph import GraphedFlow
@@ -59,20 +59,18 @@ def load_pipeline_parts(path: str, args: dict, search_dirs=()) -> dict:
                 slat_sampler_params=slat_params)
 
 
-# The SLat flow's lean mode (row-chunked norms and MLP, released skips) for the offloading preset: bit-identical on
-# the CPU (tests/test_slat_lean.py) and on an H100 (benchmarks/slat_memory_gpu.py, 35 k voxels: activation peak
-# 754 -> 204 MiB, outputs identical; docs/BENCHMARKS.md). It costs time (H100, 20 k voxels, low-VRAM chain
-# 1.35 -> 1.60 s, peak 1.68 -> 1.39 GiB), so it is on only when the device is short: offloading, and less than
+# The SLat flow's lean mode (row-chunked norms and MLP, released skips) for the offloading preset: bit-identical
+# (tests/test_slat_lean.py, tests/gpu), it cuts the flow's activation peak to about a quarter but slows the low-VRAM
+# chain (docs/benchmarks/memory.md#lean-mode), so it is on only when the device is short: offloading, and less than
 # LEAN_BELOW_FREE_BYTES free as stage 2 starts (always on the CPU, where nothing is measured).
 LEAN_WHEN_OFFLOADING = True
 LEAN_BELOW_FREE_BYTES = 3 * 2 ** 30
 
 # Batched CFG while offloading with cfg_batch left to "auto" (MemoryPolicy.cfg_batch None): decided per flow stage,
 # once the flow is on the device, from the memory then free (under any cap, plus the allocator's idle cache) against
-# the batch-2 activations of that stage's tokens: CFG_ACTIVATION_BYTES_PER_TOKEN per token and batch item (measured
-# peaks above the weights, fp16, H100: SS flow 24 KiB at 4 096 tokens, SLat flow 30 KiB at 20 k tokens; lean SLat
-# 6 KiB at 35 k), times CFG_BATCH_MARGIN. Never in lean mode (the device is short). H100, low-VRAM chain with
-# compiled blocks (20 k voxels): sequential 1.21-1.28 s, batched 0.93-0.94 s, peak 1.7-2.0 vs 2.2-2.4 GiB.
+# the batch-2 activations of that stage's tokens: CFG_ACTIVATION_BYTES_PER_TOKEN per token and batch item (above
+# the measured fp16 peaks of both flows), times CFG_BATCH_MARGIN. Never in lean mode (the device is short). Batched
+# CFG saves a quarter of the low-VRAM chain for a few hundred MiB of peak (docs/benchmarks/memory.md#cfg-batching).
 CFG_ACTIVATION_BYTES_PER_TOKEN = 32 * 1024
 CFG_BATCH_MARGIN = 2.0
 

@@ -30,16 +30,16 @@ OFFLOADS = ("auto", "none", "model")
 COMPILE_ENV = "TRELLIS_COMPILE_FLOWS"
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
-# Peak allocated memory of the default chain with everything resident (fp16 torsos, measured on the
-# GPU with a ~20 000-voxel structure; see docs/BENCHMARKS.md), with head room.
+# Peak allocated memory of the default chain with everything resident (fp16 torsos, a ~20 000-voxel structure;
+# docs/benchmarks/memory.md#resident-peak), with head room.
 RESIDENT_BUDGET_BYTES = 10 * 2 ** 30
-# The same in fp32 (11.3 GiB peak resident in docs/BENCHMARKS.md, the same head room), and the free memory from
-# which conditional + unconditional passes run as one batch (activations double in fp32).
+# The same in fp32 (docs/benchmarks/memory.md#resident-peak, the same head room), and the free memory from which
+# conditional + unconditional passes run as one batch (activations double in fp32).
 RESIDENT_BUDGET_FP32_BYTES = 16 * 2 ** 30
 CFG_BATCH_MIN_BYTES = 6 * 2 ** 30
-# Card size from which a GPU without fast fp16 runs in fp32: fp32 with model offload peaks at about 5.1 GiB
-# (the mesh decoder; docs/BENCHMARKS.md, "Each network alone"), plus the CUDA context and the export. An "8 GB"
-# card reports 7.9-8.0 GiB.
+# Card size from which a GPU without fast fp16 runs in fp32: fp32 with model offload peaks at the mesh decoder
+# (docs/benchmarks/memory.md#each-network-alone), plus the CUDA context and the export. An "8 GB" card reports
+# 7.9-8.0 GiB.
 FP32_MIN_GIB = 7.5
 
 
@@ -63,7 +63,7 @@ def precision_for(capability: tuple[int, int] | None, vram_gib: float | None) ->
     it does not, fp16 still works at about fp32 speed: PyTorch stores half tensors but computes in fp32
     (its cuBLAS half GEMMs, most of the work, ask for a 32-bit compute type; elementwise kernels compute in
     float), so "fp16" there is fp16 storage with fp32 compute and no native-fp16 penalty. Volta and newer run
-    fp16 on tensor cores: several times fp32's speed (docs/BENCHMARKS.md: fp32 5x slower on an H200). bf16 runs
+    fp16 on tensor cores: several times fp32's speed (docs/benchmarks/pipeline.md#precision). bf16 runs
     at exactly fp16's tensor-core rate on 8.0+, so it buys no speed, and it keeps 8 mantissa bits to fp16's 11,
     drifting further from the reference, whose torsos are fp16 (spec §3.6); it stays a manual choice (its extra
     range is the only reason to pick it).
@@ -99,8 +99,8 @@ class MemoryPolicy:
     # to job (its inputs have the same shapes in every job), False none; None: auto (the preset's).
     cuda_graphs: bool | str | None = None
     # The flows' transformer blocks through torch.compile (a fast path: Triton, CUDA; the eager blocks are its
-    # twin). None: $TRELLIS_COMPILE_FLOWS (default off: the first run of a process compiles for ~20 s, see
-    # docs/BENCHMARKS.md).
+    # twin). None: $TRELLIS_COMPILE_FLOWS (default off: the first run of a process compiles for tens of seconds,
+    # docs/benchmarks/pipeline.md#compiled-blocks).
     compile: bool | None = None
 
     def __post_init__(self):
@@ -148,12 +148,10 @@ def pick_preset(device: torch.device, free_bytes: int | None = None, capability:
     cfg_batch_min = CFG_BATCH_MIN_BYTES * (2 if fp32 else 1)
     # CUDA graphs, resident only: the sparse-structure flow's ("structure"), kept from job to job. Its inputs have
     # the same shapes in every job, so after the first job (or the app's warm-up) every step replays and the host's
-    # speed stops mattering for stage 1 (H100 hosts differed by ~0.1 s there in eager mode). Not both flows by
-    # default (True still asks for them): the SLat flow's shapes change with every structure, so each run captures
-    # anew (two eager calls and a capture per shape), and on the 9th session's four H100 starts that made the chain
-    # slower than eager every time (1.125 vs 1.060, 1.061 vs 1.019, 1.146 vs 1.063, 1.135 vs 1.094 s;
-    # docs/BENCHMARKS.md). Never when offloading (a graph's pool holds a forward's activations as long as it is
-    # kept) or with compiled blocks (no faster there).
+    # speed stops mattering for stage 1. Not both flows by default (True still asks for them): the SLat flow's shapes
+    # change with every structure, so each run captures anew, and that was no faster than eager
+    # (docs/benchmarks/pipeline.md#cuda-graphs). Never when offloading (a graph's pool holds a forward's activations
+    # as long as it is kept) or with compiled blocks (no faster there).
     if free < resident_budget:
         return MemoryPolicy(precision, "model", cfg_batch=free >= cfg_batch_min, cuda_graphs=False)
     return MemoryPolicy(precision, "none", cfg_batch=True, cuda_graphs=STRUCTURE_GRAPHS)

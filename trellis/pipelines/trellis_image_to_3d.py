@@ -20,15 +20,15 @@ import torch
 from .base import (DEFAULT_FORMATS, EmptyStructureError, Progress, TrellisPipeline, load_pipeline_parts,
                    read_pipeline_config)
 from .memory import StageTracker
-from ..utils.cancel import CancelCheck
+from ..core.callbacks import CancelCheck
 
 __all__ = ["TrellisImageTo3DPipeline", "EmptyStructureError", "DEFAULT_FORMATS", "DINOV2_URL",
            "load_image_cond_model"]
 
 # DINOv2 ViT-L/14 + 4 registers (spec §9): the official torch.hub weights.
 # DINOv2 under fp16 autocast on CUDA when the pipeline's precision is fp16 (the reference runs it in fp32; its
-# features then differ by rounding only: H100, 518^2, relative RMS 5.9e-4 against fp32, less than the fp16 flows'
-# own rounding; 30.3 -> 8.7 ms). Autocast is per thread, so nothing else changes precision meanwhile.
+# features then differ by rounding only, less than the fp16 flows' own rounding, and it runs several times faster;
+# docs/benchmarks/pipeline.md#precision). Autocast is per thread, so nothing else changes precision meanwhile.
 CONDITIONER_FP16 = True
 
 DINOV2_URL = "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_reg4_pretrain.pth"

@@ -21,7 +21,7 @@ import torch
 from .base import DEFAULT_FORMATS, Progress, TrellisPipeline, load_pipeline_parts, read_pipeline_config
 from .memory import StageTracker
 from .model_sources import find_repo_folder
-from ..utils.cancel import CancelCheck
+from ..core.callbacks import CancelCheck
 
 __all__ = ["TrellisTextTo3DPipeline", "PromptTruncatedWarning", "load_text_cond_model"]
 

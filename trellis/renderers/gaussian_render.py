@@ -52,10 +52,8 @@ import torch
 from .. import fastpaths
 from ..representations.gaussian import SH_C0, quaternion_to_matrix
 from ..core.callbacks import CancelCheck, check
+from .gaussian_constants import ALPHA_MAX, ALPHA_MIN, KERNEL_COLUMNS, POWER_MIN, T_MIN, TILE_SIZE
 
-ALPHA_MIN = 1.0 / 255.0
-ALPHA_MAX = 0.99
-T_MIN = 1e-4
 # Devices without float64: there the exponent is evaluated in float32 (same result up to rounding).
 _NO_FLOAT64_DEVICES = {"mps"}
 # Candidate (Gaussian, pixel) pairs per group of ``composite_torch`` on the CPU (GPUs: ``_work_budget``).
@@ -79,8 +77,8 @@ def project(xyz, scales, rots, opacity, extrinsics, intrinsics, width, height, n
     # Screen covariance = A A^T with A = J W R diag(s) (symmetric positive semi-definite by construction),
     # J the Jacobian of (x, y, z) -> (u, v) at the centre: its rows are (fx/z, 0, -fx x/z^2) and
     # (0, fy/z, -fy y/z^2), so A's rows combine rows of M = W R. M comes from one plain matrix product
-    # (M^T of every Gaussian stacked) and the rest is elementwise: batched 2x3 and 3x3 products cost
-    # ~2.5 ms per 640 k Gaussians on an H100, this ~0.3 ms.
+    # (M^T of every Gaussian stacked) and the rest is elementwise, several times faster than batched 2x3 and 3x3
+    # products (docs/benchmarks/kernels.md#gaussian-compositing).
     n = rots.shape[0]
     m_t = (quaternion_to_matrix(rots).transpose(1, 2).reshape(-1, 3) @ rot_w.T).view(n, 3, 3)  # M^T
     m0, m1, m2 = m_t[:, :, 0], m_t[:, :, 1], m_t[:, :, 2]                                       # rows of M
@@ -141,10 +139,6 @@ def bin_tiles(proj, width, height, tile_size):
     return ntx, nty, sorted_g, tile_start, tile_count
 
 
-# Columns of ``kernel_inputs``' per-splat table, in this order.
-KERNEL_COLUMNS = ("u", "v", "conic_a", "conic_b", "conic_c", "log_opacity", "r", "g", "b", "z")
-
-
 def kernel_inputs(proj, colors, width, height, tile_size):
     """What the tile-based compositing kernels read: ``bin_tiles``' lists (int64 order and starts,
     int32 counts) and one float32 row of ``KERNEL_COLUMNS`` per splat; never empty tensors (a kernel
@@ -175,7 +169,7 @@ def _pixel_boxes(proj, width, height):
 
 def _work_budget(device: torch.device, npx: int) -> int:
     """Candidate pairs per group: on the CPU fixed; on a GPU ~32 per pixel between 2**22 and 2**24
-    (fewer, larger groups pay on a big GPU: H100, 640 k Gaussians: 2**23 best at 512², 2**24 at 1024²),
+    (fewer, larger groups pay on a big GPU; docs/benchmarks/kernels.md#gaussian-compositing),
     and at most what a quarter of the free memory holds (~96 bytes per pair at the peak)."""
     if device.type in _DEFAULT_WORK_BUDGET:
         return _DEFAULT_WORK_BUDGET[device.type]
@@ -188,7 +182,7 @@ def _work_budget(device: torch.device, npx: int) -> int:
     return int(budget)
 
 
-def composite_torch(proj, colors, width, height, bg, tile_size=16, cancel=None, work_budget=None):
+def composite_torch(proj, colors, width, height, bg, tile_size=TILE_SIZE, cancel=None, work_budget=None):
     """Composite projected splats front to back (the PyTorch twin of the ``gaussian_composite`` kernel).
 
     proj: the dict of ``project`` (u, v, z, conic, opacity, half_x, half_y of the kept Gaussians);
@@ -273,8 +267,7 @@ def _composite_group(pos, cnt, total, boxes, params, shade, width, log_t, acc, d
     power = ca.mul_(dx).mul_(dx).addcmul_(cc.mul_(dy), dy).mul_(-0.5)
     power.sub_(cb.mul_(dx).mul_(dy)).add_(logop)
     del dx, dy, ca, cb, cc, logop
-    # alpha >= 1/255 needs power >= log(1/255) > -10: clamping there changes no kept value.
-    alpha = power.to(torch.float32).clamp_(min=-10.0).exp_().clamp_(max=ALPHA_MAX)
+    alpha = power.to(torch.float32).clamp_(min=POWER_MIN).exp_().clamp_(max=ALPHA_MAX)
     del power
     sel = torch.nonzero(alpha >= ALPHA_MIN)[:, 0]
     if sel.numel() == 0:
@@ -309,7 +302,7 @@ def _composite_group(pos, cnt, total, boxes, params, shade, width, log_t, acc, d
 
 def render_gaussians(gaussian, extrinsics: torch.Tensor, intrinsics: torch.Tensor, resolution,
                      near: float = 0.8, far: float = 1.6, bg_color: Sequence[float] = (0.0, 0.0, 0.0),
-                     kernel_size: float = 0.1, tile_size: int = 16,
+                     kernel_size: float = 0.1, tile_size: int = TILE_SIZE,
                      cancel: CancelCheck = None, *, opacity_compensation: bool = True,
                      cull_far: bool = False, work_budget: Optional[int] = None) -> dict:
     """Render a `Gaussian` with OpenCV extrinsics [4,4] and normalised intrinsics [3,3].

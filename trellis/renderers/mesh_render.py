@@ -72,7 +72,8 @@ def _default_budget(device: torch.device) -> int:
 
 def _rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``table[index]`` for a [N,2] table of 8-byte elements, one column at a time: on CUDA, torch's
-    gather of 16-byte rows takes ~2.3 ms for 3.8 M rows (H200, torch 2.11) against ~0.15 ms this way."""
+    gather of 16-byte rows is many times slower than two gathers of 8-byte ones
+    (docs/benchmarks/kernels.md#triangle-raster)."""
     return torch.stack([table[:, c].contiguous()[index] for c in range(table.shape[1])], -1)
 
 

@@ -26,7 +26,7 @@ The reference's API on the pure-PyTorch renderers of `trellis.renderers`:
 
 Every frame loop calls ``progress(done, total)`` after each frame and ``cancel()`` before each frame
 (and the renderers poll it between their chunks); a True from ``cancel()`` raises
-`trellis.utils.cancel.Cancelled`.
+`trellis.core.callbacks.Cancelled`.
 """
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """CUDA C kernels for Trellis Desktop's renderers, compiled at run time with ``torch.cuda._compile_kernel``.
 
 That is the NVRTC shipped inside PyTorch's CUDA wheels (Windows included): no host compiler, no CUDA
-toolkit, no Triton. A process's first compile loads NVRTC (~0.4 s on the H100 host), each compile then takes
-15-20 ms; the kernel is kept for the process and its PTX on disk (``cache_dir``) for the next processes. The API
+toolkit, no Triton. A process's first compile loads NVRTC, the slow part; each compile after it is short
+(docs/benchmarks/kernels.md#nvrtc-ptx-cache). The kernel is kept for the process and its PTX on disk
+(``cache_dir``) for the next processes. The API
 is private to PyTorch, so ``trellis.fastpaths`` calls these kernels behind its fallback: a compile or launch
 failure switches the kernel off and the PyTorch twin redoes the call.
 
@@ -55,8 +56,9 @@ _OFF = {"0", "off", "no", "false", "none"}
 def cache_dir():
     """Folder of the PTX disk cache, or None when it is off. ``TRELLIS_KERNEL_CACHE``: a folder, or ``off``;
     default ``%LOCALAPPDATA%\\trellis-desktop\\nvrtc`` on Windows, ``$XDG_CACHE_HOME/trellis-desktop/nvrtc``
-    (``~/.cache/...``) elsewhere. A process that finds every PTX there never loads NVRTC (0.4-0.7 s for the app's
-    8 kernels on the H100 host); the driver keeps the machine code it makes from the PTX in its own cache."""
+    (``~/.cache/...``) elsewhere. A process that finds every PTX there never loads NVRTC (most of a cold start's
+    kernel time; docs/benchmarks/kernels.md#nvrtc-ptx-cache); the driver keeps the machine code it makes from the
+    PTX in its own cache."""
     raw = os.environ.get(CACHE_ENV)
     if raw is not None:
         return None if raw.strip().lower() in _OFF or not raw.strip() else Path(raw).expanduser()
@@ -84,7 +86,7 @@ _MAGIC = b"// trellis-nvrtc ptx sha256 "
 
 def _read_checked(path: Path):
     """The PTX of a cache file when its header's digest matches what follows, else None. The driver must never
-    see a damaged file: a truncated PTX made cuModuleLoadData crash the process (H100, torch 2.11)."""
+    see a damaged file: a truncated PTX makes cuModuleLoadData crash the process."""
     try:
         data = path.read_bytes()
     except OSError:

@@ -1,31 +1,39 @@
 """Gaussian compositing in CUDA C through NVRTC: the kernel of the ``gaussian_composite`` pair for GPUs
 without Triton (PyTorch's Windows wheels, Pascal cards). Twin: ``trellis.renderers.gaussian_render.
-composite_torch``; same equations and cut-offs (see that module's docstring).
+composite_torch``; same equations (see that module's docstring) and the cut-offs of
+``trellis.renderers.gaussian_constants``.
 
-One thread block per 16 x 16 tile, one thread per pixel. The tile's depth-sorted list
-(``gaussian_render.kernel_inputs``) is walked front to back in batches of 256 splats staged in shared
-memory; a block stops as soon as all its pixels are finished. Per pixel and splat: the exponent
+One thread block per ``TILE_SIZE``² tile, one thread per pixel. The tile's depth-sorted list
+(``gaussian_render.kernel_inputs``) is walked front to back in batches of one splat per thread staged in
+shared memory; a block stops as soon as all its pixels are finished. Per pixel and splat: the exponent
 ``log(o) - 0.5 (A dx^2 + C dy^2) - B dx dy`` in double (as the twin and the Triton kernel), rounded to
-float, ``alpha = min(0.99, exp(max(power, -10)))`` with exp in double, alpha < 1/255 skipped, a splat
-that would bring the transmittance below 1e-4 ends the pixel; float accumulation front to back.
+float, ``alpha = min(ALPHA_MAX, exp(max(power, POWER_MIN)))`` with exp in double, alpha < ALPHA_MIN
+skipped, a splat that would bring the transmittance below T_MIN ends the pixel; float accumulation front
+to back.
 """
 from __future__ import annotations
 
 import torch
 
+from trellis.renderers.gaussian_constants import ALPHA_MAX, ALPHA_MIN, KERNEL_COLUMNS, POWER_MIN, T_MIN, TILE_SIZE
+
 from . import compiled
 
-TILE = 16
-# the per-splat table: gaussian_render.KERNEL_COLUMNS (u, v, conic a, b, c, log opacity, r, g, b, z)
+TILE = TILE_SIZE
 
-_SOURCE = r"""
+# The shared cut-offs reach the CUDA source as macros (repr keeps every double's exact value).
+_CONSTANTS = "".join(f"#define {name} ({value!r})\n" for name, value in (
+    ("TS", TILE_SIZE), ("COLS", len(KERNEL_COLUMNS)), ("ALPHA_MIN", ALPHA_MIN), ("ALPHA_MAX", ALPHA_MAX),
+    ("T_MIN", T_MIN), ("POWER_MIN", POWER_MIN)))
+
+_SOURCE = _CONSTANTS + r"""
 extern "C" __global__ void trellis_gaussian_composite(
     const long long* __restrict__ sorted_g, const long long* __restrict__ tile_start,
     const int* __restrict__ tile_count, const float* __restrict__ gdata,
     float* __restrict__ color, float* __restrict__ alpha_out, float* __restrict__ depth_out,
     double bg_r, double bg_g, double bg_b, int width, int height, int ntx)
 {
-    const int TS = 16, BATCH = 256, COLS = 10;
+    const int BATCH = TS * TS;
     __shared__ float sh[BATCH * COLS];
     const int tile = blockIdx.x;
     const int p = threadIdx.x;
@@ -34,7 +42,7 @@ extern "C" __global__ void trellis_gaussian_composite(
     const double px = col + 0.5, py = row + 0.5;
     const long long start = tile_start[tile];
     const int cnt = tile_count[tile];
-    const float alpha_min = (float)(1.0 / 255.0);
+    const float alpha_min = (float)ALPHA_MIN;
     float T = 1.0f, acc_r = 0.0f, acc_g = 0.0f, acc_b = 0.0f, acc_d = 0.0f;
     int alive = 1;
     for (int base = 0; base < cnt; base += BATCH) {
@@ -52,11 +60,11 @@ extern "C" __global__ void trellis_gaussian_composite(
             const double dy = py - (double)d[1];
             const double q = (double)d[2] * dx * dx + (double)d[4] * dy * dy;
             const float power = (float)((double)d[5] - 0.5 * q - (double)d[3] * dx * dy);
-            float a = (float)exp((double)fmaxf(power, -10.0f));
-            a = fminf(a, 0.99f);
+            float a = (float)exp((double)fmaxf(power, (float)POWER_MIN));
+            a = fminf(a, (float)ALPHA_MAX);
             if (a < alpha_min) continue;
             const float t_next = T * (1.0f - a);
-            if (t_next < 1e-4f) { alive = 0; break; }
+            if (t_next < (float)T_MIN) { alive = 0; break; }
             const float w = a * T;
             acc_r += w * d[6];
             acc_g += w * d[7];
@@ -78,7 +86,7 @@ extern "C" __global__ void trellis_gaussian_composite(
 }
 """
 
-def composite(proj, colors, width, height, bg, tile_size=16, cancel=None, work_budget=None):
+def composite(proj, colors, width, height, bg, tile_size=TILE_SIZE, cancel=None, work_budget=None):
     """Composite the projected splats; same outputs as ``gaussian_render.composite_torch``.
 
     Returns ``NotImplemented`` where the kernel does not apply (not CUDA, not float32, ``tile_size`` not

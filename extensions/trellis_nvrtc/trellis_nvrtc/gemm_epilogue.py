@@ -5,11 +5,11 @@ PyTorch's ``torch._addmm_activation``. Twin: ``trellis.modules.transformer.linea
 Not NVRTC-compiled CUDA C, but registered with that backend because it has the same standing: a library inside
 PyTorch's CUDA wheels (Windows included, no Triton, no compiler) reached through a private entry point, so only
 ever called behind the dispatcher's fallback. Without it the GEMM writes its [rows, 4C] output, and a separate GELU
-kernel reads it and writes it again (12 ms of each flow stage's GPU time on an H100).
+kernel reads it and writes it again (docs/benchmarks/kernels.md#linear-gelu).
 
 Numbers: the epilogue applies the GELU to the fp32 sum before rounding once, where the twin rounds the linear output
-to the activation dtype first; so it is slightly closer to the fp32 result than the twin (relative RMS 2.1e-4 vs
-3.2e-4 at the flows' sizes, H100) and differs from it by about one unit in the last place.
+to the activation dtype first; so it is slightly closer to the fp32 result than the twin and differs from it by
+about one unit in the last place (docs/benchmarks/kernels.md#linear-gelu).
 
 PyTorch takes cuBLASLt only for some inputs (a contiguous 2-D input of more than one row, a contiguous 1-D bias, both
 sizes above one, fp16/bf16/fp32, ``DISABLE_ADDMM_CUDA_LT`` unset); elsewhere ``_addmm_activation`` falls back to a
@@ -38,8 +38,8 @@ def _tanh_gelu(z: torch.Tensor) -> torch.Tensor:
 
 def _epilogue_is_tanh_gelu(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether ``torch._addmm_activation(..., use_gelu=True)`` applies the tanh GELU here: pre-activations z in
-    [-3.5, -2] (identity weights, zero bias), where the tanh and erf forms differ by far more than the rounding
-    (H100, fp16: 1.3e-6 from the tanh form on average, 4.1e-4 from the erf form)."""
+    [-3.5, -2] (identity weights, zero bias), where the tanh and erf forms differ by two orders of magnitude more
+    than the fp16 rounding."""
     key = (device.index, dtype)
     got = _probed.get(key)
     if got is None:

@@ -228,11 +228,10 @@ def _source(bm: int, bn: int, bf16: bool, legacy: bool) -> tuple[str, str, int]:
 def pick_tiles(n: int, c_out: int, sms: int) -> tuple[int, int]:
     """(BM, BN) for one conv shape: BN 128 when C_out is a multiple of 128 or at most 128 (96 -> one 128-wide
     tile gathers each row once), else 64 (192: three even tiles); then the tile of 64 x 128 or 128 x 64 (8 K
-    outputs, 4 warps with a 32 x 64 / 64 x 32 tile each). Measured on an H100 (`sparse_conv_gpu.py --tiles`,
-    docs/BENCHMARKS.md, fourteenth session) that pair was the fastest or within 0.02 ms of it on every layer
-    of the SLat flow and the mesh decoder: 64 x 128 5-6 % ahead of 128 x 128 on the decoder's 1.3 M-site
-    level and 33 % on the flow's 2048 -> 128 conv, 128 x 64 ahead of 64 x 64 on the 160 k-site level. ``n`` and
-    ``sms`` are kept for rules that need them (a GPU with few SMs)."""
+    outputs, 4 warps with a 32 x 64 / 64 x 32 tile each): in a sweep of all four tiles that pair was the fastest,
+    or within noise of it, on every layer of the SLat flow and the mesh decoder
+    (docs/benchmarks/kernels.md#sparse-conv). ``n`` and ``sms`` are kept for rules that need them (a GPU with
+    few SMs)."""
     bn = 128 if (c_out % 128 == 0 or 64 < c_out <= 128) else 64
     return (64, 128) if bn == 128 else (128, 64)
 

@@ -6,8 +6,8 @@ Twin: ``trellis.modules.transformer.block_forward_torch`` (the eager block), sam
 
 Each block keeps its own compiled callable. Sparse blocks (a SparseTensor first argument: the row count changes
 with every structure) compile with dynamic shapes, dense ones with static shapes (the stage-1 token grid is
-fixed; a CFG batch of 1 or 2 is a second specialisation). The first call in a process compiles (about 10 s for
-the 24 blocks of a flow on an H100, all blocks sharing one compiled graph); later calls run the cached code.
+fixed; a CFG batch of 1 or 2 is a second specialisation). The first call in a process compiles (all blocks of a
+flow share one compiled graph; docs/benchmarks/pipeline.md#compiled-blocks); later calls run the cached code.
 Half-precision results differ from the eager block by rounding only (fused kernels round intermediates once):
 ``tests/gpu/test_compiled_block_gpu.py`` states and checks the bound.
 """

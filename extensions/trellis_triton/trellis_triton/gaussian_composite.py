@@ -11,22 +11,21 @@ depth-sorted list front to back:
 
 * ``power = log(o) - 0.5 d^T S''^-1 d`` with ``d`` = pixel centre (j + 0.5, i + 0.5) minus the
   projected centre, evaluated in float64 (``WIDE``, as the PyTorch CUDA path does) or float32;
-* ``alpha = min(0.99, exp(power))``; alpha < 1/255 is skipped;
-* a Gaussian that would bring the transmittance below 1e-4 is not composited and ends the pixel;
-* ``color = sum(w c) + T bg``, ``alpha = 1 - T``, ``depth = sum(w z)`` with ``w = alpha T``.
+* ``alpha = min(ALPHA_MAX, exp(power))``; alpha < ALPHA_MIN is skipped;
+* a Gaussian that would bring the transmittance below T_MIN is not composited and ends the pixel;
+* ``color = sum(w c) + T bg``, ``alpha = 1 - T``, ``depth = sum(w z)`` with ``w = alpha T``
 
-The tile stops once all its pixels are finished (checked every ``BATCH`` list entries).
-
-Agreement with the PyTorch path (benchmarks/gaussian_render_gpu.py, H200, 640 k Gaussians, five
-scenes at 512², 1024² and 300×500): max abs difference 1.0e-6 colour, 1.4e-6 alpha, 2.4e-6 depth, and
-≤ 2e-6 against the brute-force reference of the CPU tests. (With ``tl.exp`` on float32, a fast
-approximation, a few pixels per frame differed by up to 6e-4: contributions within a few ulps of the
-1/255 cut were kept by one path and skipped by the other. The exp is therefore evaluated in float64
-and rounded to float32, like torch's accurate ``expf``.)
+(the cut-offs of ``trellis.renderers.gaussian_constants``). The tile stops once all its pixels are
+finished (checked every ``BATCH`` list entries). The exp is evaluated in float64 and rounded to float32,
+like torch's accurate ``expf``: with ``tl.exp`` on float32, a fast approximation, contributions within a
+few ulps of the ALPHA_MIN cut were kept by one path and skipped by the other. Agreement with the twin:
+tests/gpu/ states the tolerances, docs/benchmarks/kernels.md#gaussian-compositing the measured differences.
 """
 from __future__ import annotations
 
 import torch
+
+from trellis.renderers.gaussian_constants import ALPHA_MAX, ALPHA_MIN, KERNEL_COLUMNS, POWER_MIN, T_MIN, TILE_SIZE
 
 try:  # pragma: no cover - exercised on CUDA machines only
     import triton
@@ -36,13 +35,15 @@ except Exception:  # pragma: no cover
     triton = tl = None
     AVAILABLE = False
 
-ALPHA_MIN = 1.0 / 255.0
-ALPHA_MAX = 0.99
-T_MIN = 1e-4
-# The kernel reads gaussian_render.kernel_inputs' table: u, v, conic a, b, c, log opacity, r, g, b, z.
-
 
 if AVAILABLE:  # pragma: no cover - needs a CUDA device
+    # The shared cut-offs as compile-time constants of the kernel (Triton reads only constexpr globals).
+    _ALPHA_MIN = tl.constexpr(ALPHA_MIN)
+    _ALPHA_MAX = tl.constexpr(ALPHA_MAX)
+    _T_MIN = tl.constexpr(T_MIN)
+    _POWER_MIN = tl.constexpr(POWER_MIN)
+    _COLS = tl.constexpr(len(KERNEL_COLUMNS))   # row length of gaussian_render.kernel_inputs' table
+
     @triton.jit
     def _composite_kernel(sorted_ptr, start_ptr, count_ptr, gdata_ptr, color_ptr, alpha_ptr, depth_ptr,
                           bg_r, bg_g, bg_b, width, height, ntx,
@@ -73,7 +74,7 @@ if AVAILABLE:  # pragma: no cover - needs a CUDA device
             stop = tl.minimum(i + BATCH, cnt)
             for k in range(i, stop):
                 g = tl.load(sorted_ptr + start + k).to(tl.int64)
-                base = gdata_ptr + g * 10
+                base = gdata_ptr + g * _COLS
                 u = tl.load(base + 0)
                 v = tl.load(base + 1)
                 ca = tl.load(base + 2)
@@ -95,10 +96,10 @@ if AVAILABLE:  # pragma: no cover - needs a CUDA device
                     power = logop - 0.5 * (ca * dx * dx + cc * dy * dy) - cb * dx * dy
                 # exp of the float32 exponent evaluated in float64 and rounded: the keep/skip decision at
                 # the 1/255 cut then matches torch's accurate expf (tl.exp on float32 is approximate).
-                a = tl.minimum(tl.exp(tl.maximum(power, -10.0).to(tl.float64)).to(tl.float32), 0.99)
-                a = tl.where(a < 0.00392156862745098, 0.0, a)  # ALPHA_MIN = 1/255
+                a = tl.minimum(tl.exp(tl.maximum(power, _POWER_MIN).to(tl.float64)).to(tl.float32), _ALPHA_MAX)
+                a = tl.where(a < _ALPHA_MIN, 0.0, a)
                 t_next = trans * (1.0 - a)
-                take = (alive != 0) & (t_next >= 1e-4)  # T_MIN
+                take = (alive != 0) & (t_next >= _T_MIN)
                 w = tl.where(take, a * trans, 0.0)
                 acc_r += w * cr
                 acc_g += w * cg
@@ -118,7 +119,7 @@ if AVAILABLE:  # pragma: no cover - needs a CUDA device
         tl.store(depth_ptr + off, acc_d, mask=mask)
 
 
-def composite(proj, colors, width, height, bg, tile_size=16, cancel=None, work_budget=None):
+def composite(proj, colors, width, height, bg, tile_size=TILE_SIZE, cancel=None, work_budget=None):
     """Composite the projected splats; same outputs as ``gaussian_render.composite_torch``.
 
     ``work_budget`` is the twin's (unused here). Returns ``NotImplemented`` for inputs the kernel does not

@@ -74,18 +74,12 @@ def _sdpa_dense(q, k, v):
     return out.transpose(1, 2).to(q.dtype)
 
 
-# cuDNN's fused attention kernel ships inside PyTorch's CUDA wheels (Windows too). On an H100 it runs the flows'
-# attention shapes 1.5-1.6x faster than the FlashAttention-2 kernel that SDPA and varlen_attn pick by default
-# (docs/BENCHMARKS.md, "cuDNN attention"); results differ by fp16 rounding (relative RMS 4e-4). Inside the blocks
-# the gain first seemed to survive for the sparse flow only (packed sequences of one length: a SLat guided step
-# 46 -> 42 ms; the dense stage-1 block 1.50 -> 1.58 ms with cuDNN first, compiled blocks no gain), so "auto" put it
-# first there, on Hopper (sm_90) and newer, outside torch.compile. In the whole chain it was slower where it counts
-# (H100, one device start, two processes, SPARSE_ATTN_BACKEND auto = cuDNN vs torch_varlen, 3 runs each,
-# pipeline_gpu): low-VRAM 1.455-1.488 vs 1.160-1.198 s, fp16 with CUDA graphs 1.236-1.275 vs 1.104-1.147, fp16 eager
-# 1.023-1.063 vs 1.058-1.084 (its only gain), compiled 0.904-0.994 vs 0.805-0.811: the per-call gain does not survive
-# fresh buffers and the CFG batch changing between steps (cuDNN's plan cache is the likely cause; not verified).
-# So "auto" keeps FlashAttention-2 (CUDNN_IN_AUTO); ATTN_BACKEND / SPARSE_ATTN_BACKEND = cudnn still asks for cuDNN
-# first (dense calls too) on any GPU that has it (_CUDNN_AUTO_CAPABILITY is what "auto" would need if switched on).
+# cuDNN's fused attention kernel ships inside PyTorch's CUDA wheels (Windows too) and runs the flows' attention
+# shapes faster per call than the FlashAttention-2 kernel that SDPA and varlen_attn pick (results differ by fp16
+# rounding), but the whole chain was slower with it: the per-call gain does not survive fresh buffers and a CFG
+# batch that changes between steps (docs/benchmarks/kernels.md#attention). So "auto" keeps FlashAttention-2
+# (CUDNN_IN_AUTO); ATTN_BACKEND / SPARSE_ATTN_BACKEND = cudnn still asks for cuDNN first (dense calls too) on any
+# GPU that has it (_CUDNN_AUTO_CAPABILITY, Hopper and newer, is what "auto" would need if switched on).
 _CUDNN_AUTO_CAPABILITY = (9, 0)
 CUDNN_IN_AUTO = False
 
@@ -125,8 +119,8 @@ def _cudnn_wanted(name: str, q: torch.Tensor) -> bool:
         return False
     if torch.compiler.is_compiling():
         # Not inside torch.compile (the compiled flow blocks): there the priority context, and the cuDNN operator
-        # called directly, measured slower than FlashAttention-2 (compiled SLat steps 35 -> 46-55 ms on an H100:
-        # recompilations), so compiled code keeps the kernels it was measured with.
+        # called directly, recompile and run slower than FlashAttention-2 (docs/benchmarks/kernels.md#attention),
+        # so compiled code keeps the kernels it was measured with.
         return False
     return _cudnn_capability_ok(q.device, name == "auto")
 
@@ -296,10 +290,10 @@ def _torch_varlen(q, k, v, sq: SeqLens, sk: SeqLens):
 @lru_cache(maxsize=None)
 def _flash_forward_op():
     """The ATen FlashAttention-2 operator that ``varlen_attn`` calls (packed [T, H, D] tensors, cumulative lengths),
-    or None. Called directly: ``varlen_attn`` is a Python custom operator whose dispatch took 75-107 us of host time
-    per call on the H100 hosts, and SDPA's batched operator on [B, H, L, D] views (used for sequences of one length
-    before) ~80 us with its views and checks, against ~36 us for this one call (the SLat flow's eager steps wait
-    on the host: 48 attention calls per forward). The same kernel: bit-equal to both (tests/gpu)."""
+    or None. Called directly: ``varlen_attn`` is a Python custom operator and SDPA's batched operator on
+    [B, H, L, D] views adds views and checks, each about twice this one call's host time, and the SLat flow's eager
+    steps wait on the host (48 attention calls per forward; docs/benchmarks/pipeline.md#host-time). The same
+    kernel: bit-equal to both (tests/gpu)."""
     return getattr(torch.ops.aten, "_flash_attention_forward", None)
 
 

@@ -90,7 +90,7 @@ class SparseResBlock3d(nn.Module):
         return out
 
     def _forward_lean(self, x: SparseTensor, emb: torch.Tensor) -> SparseTensor:
-        """`forward` with a lower memory peak, same numbers (the flow's low-VRAM mode, issue 14 §4):
+        """`forward` with a lower memory peak, same numbers (the flow's low-VRAM mode):
 
         * norm1 + SiLU run in row chunks (`_act1`): the affine norm's fp32 copies of the whole input are
           never held (the SLat flow's up-sampling block: 2 x N x 2048 x 4 bytes, 0.46 GiB at 30 k voxels);

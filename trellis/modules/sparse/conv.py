@@ -153,7 +153,7 @@ def _spconv():
 
 def spconv_usable(x: SparseTensor) -> bool:
     # spconv's CPU build gives wrong results with several threads on a few thousand voxels, and it
-    # has no kernels for sm_120 (RTX 50): only CUDA devices it was built for are used.
+    # has no kernels for sm_120 (Blackwell desktop cards): only CUDA devices it was built for are used.
     if not x.feats.is_cuda or _spconv() is None:
         return False
     major, _ = torch.cuda.get_device_capability(x.device)

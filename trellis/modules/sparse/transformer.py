@@ -127,7 +127,7 @@ class SparseModulatedTransformerCrossBlock(ModulatedTransformerCrossBlock):
         return sparse(gated_residual_sum(h, gate_mlp, self.mlp(y)))
 
     def _forward_lean(self, h: torch.Tensor, mods, context: torch.Tensor, rows_of, sparse) -> torch.Tensor:
-        """The block with a lower memory peak, same numbers (the SLat flow's low-VRAM mode, issue 14 §4).
+        """The block with a lower memory peak, same numbers (the SLat flow's low-VRAM mode).
 
         Each temporary is dropped as soon as it is used; the residual sums after the first (which makes the
         fresh tensor, so the caller's input is left alone) are in place; the MLP runs over chunks of rows

@@ -30,11 +30,10 @@ CUBE_BLOCK = 1 << 16
 FACE_BLOCK = 1 << 18
 # On a CUDA device the blocks grow with the memory this process can still get (``_block_sizes``): each
 # block costs ~50 kernel launches and a few host syncs, so at the smallest blocks the extraction is
-# launch-bound (H100, 20 k voxels at 64^3 -> 1.26 M faces: 58 ms, ~4 800 kernels; one block: 20-23 ms; a
-# noisy field, 5.26 M faces: 238 -> 34 ms). Bytes one block costs above the rest of the extraction, per
-# surface cube (steps 8-9) and per quad (faces and normals), measured with the CPU dispatch tracker on a
-# noisy 5.1 M-face res-256 field (846 and 48 B; rounded up), the share of the free memory one block may
-# take, and the most it takes whatever is free (a low-VRAM run on a large card stays near its small peak).
+# launch-bound (docs/benchmarks/kernels.md#flexicubes). Bytes one block costs above the rest of the
+# extraction, per surface cube (steps 8-9) and per quad (faces and normals), measured with the CPU dispatch
+# tracker on a noisy res-256 field and rounded up; the share of the free memory one block may take, and the
+# most it takes whatever is free (a low-VRAM run on a large card stays near its small peak).
 CUBE_BLOCK_BYTES = 1024
 FACE_BLOCK_BYTES = 64
 BLOCK_MEMORY_SHARE = 0.25

@@ -1,0 +1,27 @@
+"""The mesh -> textured GLB / OBJ export of a TRELLIS result, one stage per sub-package in ``to_glb``'s order
+(``schedule`` runs them and overlaps what can overlap):
+
+* ``cleanup``: decimation (in pieces, in child processes), hidden-face removal, hole filling;
+* ``uv``: the UV unwrap (our geometric charts, xatlas bounded in time, an axis-projected fallback);
+* ``bake``: observations of the Gaussians baked into the texture, inpainted;
+* ``assemble``: the textured mesh as GLB (y up, PBR) or OBJ + MTL + PNG, with vertex normals from ``normals``.
+
+Shared: ``mesh_graph`` (edges, the dual graph, components), ``arrays`` (conversions, progress), ``processes``
+(child processes and their warm pool), ``temp_dirs`` (temp folders owned by their process), ``options``
+(``to_glb``'s extra arguments). The names below load their stage on first use, so that importing this package
+(e.g. for ``temp_dirs`` at the app's start) stays light.
+"""
+__all__ = ["to_glb", "to_obj", "bake_textured_mesh", "observation_settings", "Z_UP_TO_Y_UP", "make_glb_mesh",
+           "save_glb", "save_obj"]
+
+# Names defined in the stage modules, loaded when first asked for (they import numpy, torch).
+_LAZY = {"to_glb": "schedule", "to_obj": "schedule", "bake_textured_mesh": "schedule",
+         "observation_settings": "options", "Z_UP_TO_Y_UP": "assemble", "make_glb_mesh": "assemble",
+         "save_glb": "assemble", "save_obj": "assemble"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

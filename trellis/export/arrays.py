@@ -1,0 +1,41 @@
+"""Array conversions and progress reports shared by the export's stages (numpy in, float32 / int64 out)."""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+
+__all__ = ["Progress", "report", "to_numpy", "output", "drop_unreferenced"]
+
+Progress = Optional[Callable[[str, int, int], None]]
+
+
+def report(progress: Progress, stage: str, i: int, n: int) -> None:
+    """``progress(stage, i, n)`` when a callback was given."""
+    if progress is not None:
+        progress(stage, i, n)
+
+
+def to_numpy(vertices, faces):
+    """(float64 [V,3], int64 [F,3]) numpy copies of torch or numpy inputs."""
+    if hasattr(vertices, "detach"):
+        vertices = vertices.detach().cpu().numpy()
+    if hasattr(faces, "detach"):
+        faces = faces.detach().cpu().numpy()
+    v = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
+    f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    return v, f
+
+
+def output(vertices, faces):
+    """The stages' result types: contiguous float32 vertices [V,3] and int64 faces [F,3]."""
+    return (np.ascontiguousarray(vertices, dtype=np.float32),
+            np.ascontiguousarray(faces, dtype=np.int64).reshape(-1, 3))
+
+
+def drop_unreferenced(vertices, faces):
+    """(vertices, faces) without the vertices no face uses, faces renumbered."""
+    used = np.zeros(len(vertices), dtype=bool)
+    used[faces.reshape(-1)] = True
+    remap = np.cumsum(used) - 1
+    return vertices[used], remap[faces]

@@ -1,0 +1,145 @@
+"""Textured mesh export: GLB (spec §15.6) and OBJ + MTL + PNG.
+
+Inputs are in the TRELLIS world frame (z up) with UVs in the OBJ convention (v up, see
+``uv.unwrap``) and a texture image stored top row first. Both formats are written y up, the
+convention of glTF and of most OBJ importers: (x, y, z) -> (x, z, -y).
+
+Material: PBR with the baked image as base colour, roughness 1 and **metallic 0**. The reference
+leaves metallicFactor unset, which glTF reads as 1.0 and makes assets look dark in most viewers
+(spec §19.6); we set it on purpose.
+
+Normals: smooth vertex normals split at creases (``normals.split_vertex_normals``, 60° by default), in
+the GLB as the primitive's NORMAL and in the OBJ as ``vn``. A crease adds copies of its vertices (with
+the same UV), so a file has at least as many vertices as the UV-split mesh given here.
+``crease_angle=None`` writes no normals (viewers then shade flat).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..core.axes import Z_UP_TO_Y_UP      # (x, y, z) -> (x, z, -y): the GLB/OBJ are y-up
+from .normals import DEFAULT_CREASE_ANGLE, split_vertex_normals
+
+__all__ = ["Z_UP_TO_Y_UP", "PNG_COMPRESS_LEVEL", "make_glb_mesh", "save_glb", "save_obj", "write_rows"]
+
+
+def _np(x, dtype):
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.ascontiguousarray(np.asarray(x), dtype=dtype)
+
+
+# zlib level of the texture PNG (GLB and OBJ): PIL's default spends most of a GLB's writing time compressing
+# the texture for a slightly smaller file; lossless either way (docs/benchmarks/export.md#assembly).
+PNG_COMPRESS_LEVEL = 1
+
+
+def _image(texture):
+    """The texture as an RGB PIL image that saves as PNG at PNG_COMPRESS_LEVEL: trimesh's GLB export calls
+    ``img.save(f, format="png")`` with no options, and Pillow (12.3, pinned) lets an image's own ``encoderinfo``
+    win over the call's defaults (tests/test_normals.py reads the level back from the file)."""
+    from PIL import Image
+    if isinstance(texture, Image.Image):
+        img = texture.convert("RGB")
+    else:
+        t = np.asarray(texture.detach().cpu().numpy() if hasattr(texture, "detach") else texture)
+        if t.dtype != np.uint8:
+            t = (np.clip(t, 0, 1) * 255).round().astype(np.uint8)
+        img = Image.fromarray(np.ascontiguousarray(t[..., :3]), "RGB")
+    img.encoderinfo = {"compress_level": PNG_COMPRESS_LEVEL}
+    return img
+
+
+def _with_normals(vertices, faces, uvs, crease_angle):
+    """(vertices, faces, uvs, normals or None), z up; vertices split at creases when normals are made."""
+    v = _np(vertices, np.float64).reshape(-1, 3)
+    f = _np(faces, np.int64).reshape(-1, 3)
+    uv = _np(uvs, np.float64).reshape(-1, 2)
+    if len(uv) != len(v):
+        raise ValueError(f"{len(uv)} UVs for {len(v)} vertices")
+    if crease_angle is None:
+        return v, f, uv, None
+    source, f, normals = split_vertex_normals(v, f, crease_angle)
+    return v[source], f, uv[source], normals
+
+
+def make_glb_mesh(vertices, faces, uvs, texture_uint8, double_sided: bool = False,
+                  crease_angle: float | None = DEFAULT_CREASE_ANGLE):
+    """A ``trimesh.Trimesh`` ready for ``.export("x.glb")``: y-up vertices, UVs, vertex normals split
+    at ``crease_angle`` degrees (None: no normals), PBR material."""
+    import trimesh
+    from trimesh.visual.material import PBRMaterial
+    v, f, uv, normals = _with_normals(vertices, faces, uvs, crease_angle)
+    v = v @ Z_UP_TO_Y_UP
+    material = PBRMaterial(
+        name="baked",
+        baseColorTexture=_image(texture_uint8),
+        baseColorFactor=np.array([255, 255, 255, 255], dtype=np.uint8),
+        metallicFactor=0.0,
+        roughnessFactor=1.0,
+        doubleSided=bool(double_sided),
+    )
+    visual = trimesh.visual.TextureVisuals(uv=uv, material=material)
+    # process=False: keep the seam-duplicated vertices and the face order as given.
+    mesh = trimesh.Trimesh(vertices=v.astype(np.float32), faces=f, visual=visual, process=False)
+    if normals is not None:
+        # Set after construction: trimesh then keeps them as given and its glTF export writes NORMAL
+        # (it does when vertex normals are in the mesh's cache).
+        mesh.vertex_normals = normals @ Z_UP_TO_Y_UP
+    return mesh
+
+
+def save_glb(mesh, path) -> str:
+    """Write a mesh from ``make_glb_mesh`` as binary glTF; returns the path."""
+    path = os.fspath(path)
+    data = mesh.export(file_type="glb")
+    with open(path, "wb") as fh:
+        fh.write(data)
+    return path
+
+
+def save_obj(vertices, faces, uvs, texture, path,
+             crease_angle: float | None = DEFAULT_CREASE_ANGLE) -> str:
+    """Write ``path`` (.obj) with ``<stem>.mtl`` and ``<stem>.png`` beside it; returns the OBJ path.
+
+    Vertices go out y up like the GLB; one ``vt`` and one ``vn`` per vertex (UV seams and creases are
+    already duplicated), so faces read ``f a/a/a b/b/b c/c/c`` (``f a/a ...`` with
+    ``crease_angle=None``, which writes no normals).
+    """
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    stem = os.path.splitext(name)[0]
+    mtl_name, png_name = stem + ".mtl", stem + ".png"
+    v, f, uv, normals = _with_normals(vertices, faces, uvs, crease_angle)
+    v = v @ Z_UP_TO_Y_UP
+    f = f + 1
+
+    _image(texture).save(os.path.join(folder, png_name), compress_level=PNG_COMPRESS_LEVEL)
+    with open(os.path.join(folder, mtl_name), "w", encoding="ascii", newline="\n") as fh:
+        fh.write("# Trellis Desktop\nnewmtl baked\n"
+                 "Ka 1.000 1.000 1.000\nKd 1.000 1.000 1.000\nKs 0.000 0.000 0.000\n"
+                 "d 1.0\nillum 1\n"
+                 f"map_Kd {png_name}\n")
+    with open(path, "w", encoding="ascii", newline="\n") as fh:
+        fh.write(f"# Trellis Desktop\nmtllib {mtl_name}\no mesh\n")
+        write_rows(fh, "v %.6f %.6f %.6f\n", v)
+        write_rows(fh, "vt %.6f %.6f\n", uv)
+        if normals is not None:
+            write_rows(fh, "vn %.6f %.6f %.6f\n", normals @ Z_UP_TO_Y_UP)
+        fh.write("usemtl baked\n")
+        if normals is not None:
+            write_rows(fh, "f %d/%d/%d %d/%d/%d %d/%d/%d\n", np.repeat(f, 3, axis=1))
+        else:
+            write_rows(fh, "f %d/%d %d/%d %d/%d\n", np.repeat(f, 2, axis=1))
+    return path
+
+
+def write_rows(fh, line: str, rows: np.ndarray, chunk: int = 65536) -> None:
+    """``rows`` [N, k] as N lines of the %-format ``line``: what np.savetxt writes, several times faster (one
+    format operation per chunk of rows instead of one per row)."""
+    rows = np.asarray(rows)
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        fh.write((line * len(part)) % tuple(part.ravel().tolist()))

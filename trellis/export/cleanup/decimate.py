@@ -1,0 +1,213 @@
+"""Spec §15.1: quadric decimation (fast-simplification, MIT), in pieces for large meshes (``pieces``), and in
+child processes the caller starts early and collects later (``BackgroundSimplify``).
+
+Arrays are numpy float32 vertices [V,3] and int64 faces [F,3]; torch tensors are accepted too.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Optional
+
+
+from ...core.callbacks import check
+from .. import processes
+from ..arrays import Progress, drop_unreferenced, output, report, to_numpy
+from .pieces import PIECE_SLACK, PieceDecimation, decimate_once, decimation_pieces, in_pieces
+from .weld import cancel_coincident_faces, merge_duplicate_vertices, merge_duplicate_vertices_on_device
+
+__all__ = ["simplify_mesh", "simplify_time_estimate", "BackgroundSimplify"]
+
+
+def _on_accelerator(x) -> bool:
+    return hasattr(x, "detach") and getattr(x, "device", None) is not None and x.device.type != "cpu"
+
+
+def _prepare(vertices, faces, reduction):
+    """(merged vertices float64, faces int64, target face count) for a decimation by ``reduction``."""
+    if reduction >= 1:
+        raise ValueError(f"reduction must be below 1 (got {reduction}); 0.95 removes 95 % of faces")
+    if reduction > 0 and _on_accelerator(vertices) and _on_accelerator(faces) and len(faces):
+        v, f = merge_duplicate_vertices_on_device(vertices, faces)
+        return v, f, max(1, int(round(len(f) * (1.0 - reduction))))
+    v, f = to_numpy(vertices, faces)
+    if reduction <= 0 or len(f) == 0:
+        return v, f, len(f)
+    v, f = merge_duplicate_vertices(v, f)
+    # Count from the merged mesh so that "remove 95 %" means the same with or without duplicates.
+    return v, f, max(1, int(round(len(f) * (1.0 - reduction))))
+
+
+def _finish(v, f):
+    """Decimator output -> (float32 vertices, int64 faces): degenerate and coincident faces dropped."""
+    keep = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])
+    return output(*drop_unreferenced(v, cancel_coincident_faces(f[keep])))
+
+
+def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, cancel=None,
+                  pieces: Optional[int] = None, while_waiting: Optional[Callable[[], None]] = None,
+                  info: Optional[dict] = None):
+    """Quadric decimation removing the fraction ``reduction`` of the faces (0.95 keeps 5 %).
+
+    Duplicate vertices are merged first (decimation needs shared vertices to see connectivity);
+    non-manifold input is fine (the decimator works on any triangle set). A large mesh is decimated
+    in ``pieces`` (default ``decimation_pieces(faces)``; 1: one pass, in this process) in parallel
+    child processes, then once more as a whole (``pieces`` module); meanwhile ``while_waiting()``, if
+    given, is called over and over (e.g. to render something on the GPU; keep each call short).
+    Afterwards, faces that collapsed onto the same three vertices are cancelled
+    (``weld.cancel_coincident_faces``). ``reduction <= 0`` returns the input unchanged (as float32 /
+    int64 arrays). Progress is reported per piece; cancel is checked between steps and while the
+    children run (which it kills). ``info``, if a dict, receives "timeline" for a decimation in pieces:
+    (seconds, event) from the children's start to the result (benchmarks/decimation.py --timeline).
+    """
+    # The children start before the merge of duplicate vertices when the face count says that pieces
+    # will be used (they import meanwhile); the merged count decides, as everywhere.
+    n_raw = len(faces)
+    job = None
+    if 0 < reduction < 1 and n_raw:
+        p = decimation_pieces(n_raw) if pieces is None else max(1, int(pieces))
+        t = max(1, int(round(n_raw * (1.0 - reduction))))
+        if in_pieces(p, t, n_raw):
+            job = PieceDecimation(PieceDecimation.children_for(p, t, n_raw))
+    try:
+        v, f, target = _prepare(vertices, faces, reduction)
+        if reduction <= 0 or len(f) == 0:
+            return output(v, f)
+        check(cancel)
+        pieces = decimation_pieces(len(f)) if pieces is None else max(1, int(pieces))
+        if target >= len(f):
+            return _finish(v, f)
+        if not in_pieces(pieces, target, len(f)):
+            if job is not None:
+                job.close()
+            report(progress, "simplify", 0, 1)
+            v, f = decimate_once(v, f, target)
+            check(cancel)
+            report(progress, "simplify", 1, 1)
+            return _finish(v, f)
+        if job is None:
+            job = PieceDecimation(PieceDecimation.children_for(pieces, target, len(f)))
+        job.mark("merged")
+        job.begin(v, f, target, pieces)
+        report(progress, "simplify", 0, job.steps)
+        done = 0
+        while not job.poll():
+            check(cancel)
+            if job.finished_steps() != done:
+                done = job.finished_steps()
+                report(progress, "simplify", done, job.steps)
+            if while_waiting is not None:
+                while_waiting()
+            else:
+                time.sleep(0.005)
+        v, f = job.result()
+        job.mark("done")
+        if info is not None:
+            info["timeline"] = job.timeline
+    finally:                                 # also on cancel or an error: children killed, files removed
+        if job is not None:
+            job.close()
+    check(cancel)
+    report(progress, "simplify", job.steps, job.steps)
+    return _finish(v, f)
+
+
+def simplify_time_estimate(n_faces: int) -> float:
+    """Rough seconds of ``simplify_mesh`` on ``n_faces`` faces, for progress only: a rate measured on a GPU
+    host's CPU, doubled for a slower desktop CPU; a mesh in pieces takes its pieces' share on this
+    machine's cores plus the final pass (docs/benchmarks/export.md#decimation)."""
+    pieces = decimation_pieces(n_faces)
+    if pieces == 1:
+        return 0.5 + 3.7e-6 * n_faces
+    rounds = math.ceil(pieces / processes.usable_cores())
+    return 0.8 + 3.7e-6 * n_faces * rounds / pieces + 3.7e-6 * n_faces * 0.05 * PIECE_SLACK
+
+
+class BackgroundSimplify:
+    """``simplify_mesh`` in child processes, started now, collected with ``result()``.
+
+    fast-simplification holds the GIL for the whole decimation (seconds on a million faces), so in a
+    thread it would stall the caller's Python; in child processes the caller's GPU work (e.g. the app's
+    preview video) goes on meanwhile. The merge of duplicate vertices and the cut into pieces happen
+    here, at once; then the decimation runs as a ``PieceDecimation`` (one child for a mesh below
+    ``decimation_pieces`` > 1, else one per piece and one for the re-joined mesh), advanced whenever
+    ``running()`` or ``result()`` is called. ``result()`` returns exactly what ``simplify_mesh``
+    returns for the same input (same code, same arrays); a child that fails is replaced by the same
+    call in this process. ``close()`` (also on ``cancel``) kills the children and removes their files.
+    """
+
+    def __init__(self, vertices, faces, reduction: float):
+        self.vertices, self.faces = to_numpy(vertices, faces)
+        self.reduction = float(reduction)
+        self._result, self._job = None, None
+        # children started first (they import while the duplicate vertices are merged), as many as the
+        # face count says; the merged count decides the pieces
+        n = len(self.faces)
+        job = None
+        if 0 < self.reduction < 1 and n:
+            t = max(1, int(round(n * (1.0 - self.reduction))))
+            job = PieceDecimation(PieceDecimation.children_for(decimation_pieces(n), t, n))
+        try:
+            v, f, target = _prepare(self.vertices, self.faces, self.reduction)
+            if self.reduction <= 0 or len(f) == 0:
+                self._result = output(v, f)
+            elif target >= len(f):
+                self._result = _finish(v, f)
+            else:
+                job.begin(v, f, target, decimation_pieces(len(f)))
+                self._job, job = job, None
+                self._job.poll()
+        finally:
+            if job is not None:              # not needed, or an error
+                job.close()
+
+    @property
+    def decimation(self) -> Optional[PieceDecimation]:
+        """The decimation in child processes (None when none was needed)."""
+        return self._job
+
+    @property
+    def folder(self) -> Optional[str]:
+        """The children's temporary folder (None when no decimation was needed)."""
+        return self._job.folder if self._job is not None else None
+
+    @property
+    def process(self):
+        """The last child process started (None if none was)."""
+        return self._job.proc if self._job is not None else None
+
+    def running(self) -> bool:
+        """Whether the decimation is still going on (False once its result is in)."""
+        return self._result is None and self._job is not None and not self._job.poll()
+
+    def result(self, progress: Progress = None, cancel=None, while_waiting: Optional[Callable[[], None]] = None):
+        """(vertices float32 [V,3], faces int64 [F,3]) as ``simplify_mesh(vertices, faces, reduction)``.
+        ``progress("simplify", percent, 100)`` about every 0.2 s while the children work (an estimate
+        from the face count, ``simplify_time_estimate``), 100 when the result is in. ``while_waiting()``,
+        if given, is called over and over meanwhile (as in ``simplify_mesh``)."""
+        if self._result is not None:
+            return self._result
+        report(progress, "simplify", 0, 100)
+        # The decimation is native calls without progress of their own: while waiting for them, report
+        # the time spent against an estimate (in percent, capped at 99), about every 0.2 s.
+        start, last, estimate = time.monotonic(), 0.0, simplify_time_estimate(len(self.faces))
+        try:
+            while not self._job.poll():
+                check(cancel)
+                if while_waiting is not None:
+                    while_waiting()
+                else:
+                    time.sleep(0.005)
+                elapsed = time.monotonic() - start
+                if elapsed - last >= 0.2:
+                    last = elapsed
+                    report(progress, "simplify", min(99, int(100 * elapsed / estimate)), 100)
+            self._result = _finish(*self._job.result())
+        finally:                       # also on cancel: the children are killed, their files removed
+            self.close()
+        report(progress, "simplify", 100, 100)
+        return self._result
+
+    def close(self) -> None:
+        if self._job is not None:
+            self._job.close()

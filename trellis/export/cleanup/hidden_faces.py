@@ -1,0 +1,185 @@
+"""Spec §15.2: hidden-face removal — an s-t minimum cut on the dual graph separates hidden faces
+(inner shells) from well-seen ones (``scipy.sparse.csgraph.maximum_flow``)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import breadth_first_order, maximum_flow
+
+from ...core.callbacks import check as _check_cancel
+from ..arrays import Progress, drop_unreferenced, output, report, to_numpy
+from ..mesh_graph import components, dual_arcs, edges
+
+__all__ = ["remove_invisible_faces", "invisible_face_mask"]
+
+
+# Min-cut capacities are integers for scipy: every weight of the reference (edge length x 1000,
+# terminal links 1 x 1000) is multiplied by this extra factor and rounded. Scaling all
+# capacities by one constant does not move the minimum cut, so this only sets the rounding
+# step (1/1.024e6 of a length unit) while keeping every arc far below scipy's int32 limit.
+_CUT_RESOLUTION = 1024
+
+
+def _group_quantile(values, groups, n_groups, q):
+    """Per-group quantile with linear interpolation (numpy's default), NaN for empty groups."""
+    order = np.lexsort((values, groups))
+    sv, sg = values[order], groups[order]
+    count = np.bincount(sg, minlength=n_groups)
+    start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    out = np.full(n_groups, np.nan)
+    ok = count > 0
+    pos = q * (count[ok] - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, count[ok] - 1)
+    frac = pos - lo
+    a, b = sv[start[ok] + lo], sv[start[ok] + hi]
+    out[ok] = a + frac * (b - a)
+    return out
+
+
+def remove_invisible_faces(vertices, faces, visibility, max_hole_size: float = 0.04,
+                           progress: Progress = None, cancel=None):
+    """Cut away hidden parts (inner shells) by an s-t minimum cut on the dual graph (§15.2).
+
+    * Per connected component (faces joined by shared edges), "outer" faces have visibility
+      above min(max(q75, 0.25), 0.5), q75 = the component's 75th percentile (linear
+      interpolation); "inner" faces have visibility exactly 0. Without inner faces nothing
+      changes.
+    * Dual graph: faces are nodes; every pair of faces sharing an edge is joined both ways with
+      capacity = edge length x 1000; the source links to inner faces and outer faces link to the
+      sink with capacity 1 x 1000. For scipy's integer max-flow every capacity is further
+      multiplied by 1024 and rounded to the nearest integer (a common factor does not move the
+      cut). The source side of the minimum cut is what the source reaches in the residual graph.
+    * Each connected piece of the source side is removed only if its median visibility is
+      <= 0.25 and every boundary loop its removal would open has area <= ``max_hole_size``,
+      with area = 1/2 sum |(a - c) x (b - c)| over the loop's edges (a, b) and c the mean of
+      the loop's edge midpoints. A "loop" is a connected set of newly opened edges (edges left
+      with exactly one face after the piece is removed); loops are judged per piece.
+    * Vertices no longer used are dropped.
+    """
+    v, f = to_numpy(vertices, faces)
+    remove = invisible_face_mask(v, f, visibility, max_hole_size, progress=progress,
+                                 cancel=cancel)
+    return output(*drop_unreferenced(v, f[~remove]))
+
+
+def invisible_face_mask(vertices, faces, visibility, max_hole_size: float = 0.04,
+                        progress: Progress = None, cancel=None,
+                        details: Optional[dict] = None) -> np.ndarray:
+    """The faces ``remove_invisible_faces`` removes, as a bool mask [F] (same arguments).
+
+    ``details``, if a dict, receives the counts of inner/outer/source-side faces and, per piece
+    of the source side, its size, median visibility, largest opened loop area and the decision.
+    """
+    v, f = to_numpy(vertices, faces)
+    vis = np.asarray(visibility.detach().cpu().numpy() if hasattr(visibility, "detach")
+                     else visibility, dtype=np.float64).reshape(-1)
+    if len(vis) != len(f):
+        raise ValueError(f"visibility has {len(vis)} entries for {len(f)} faces")
+    stage, steps = "remove_invisible", 4
+    report(progress, stage, 0, steps)
+    remove = np.zeros(len(f), dtype=bool)
+    inner = vis == 0
+    if len(f) == 0 or not inner.any():
+        report(progress, stage, steps, steps)
+        return remove
+    _check_cancel(cancel)
+    n_faces = len(f)
+
+    edge_of_he, ends, edge_use = edges(f, len(v))
+    fa, fb, fe = dual_arcs(edge_of_he, n_faces)
+    n_comp, comp = components(n_faces, fa, fb)
+    q75 = _group_quantile(vis, comp, n_comp, 0.75)
+    threshold = np.minimum(np.maximum(q75, 0.25), 0.5)
+    outer = vis > threshold[comp]
+    report(progress, stage, 1, steps)
+    _check_cancel(cancel)
+
+    # s-t minimum cut: nodes 0..F-1 are faces, F the source, F+1 the sink.
+    source, sink = n_faces, n_faces + 1
+    length = np.linalg.norm(v[ends[fe, 0]] - v[ends[fe, 1]], axis=1)
+    arc_cap = np.rint(length * 1000.0 * _CUT_RESOLUTION)
+    terminal = 1000 * _CUT_RESOLUTION
+    inner_idx = np.nonzero(inner)[0]
+    outer_idx = np.nonzero(outer)[0]
+    rows = np.concatenate([fa, fb, np.full(len(inner_idx), source), outer_idx])
+    cols = np.concatenate([fb, fa, inner_idx, np.full(len(outer_idx), sink)])
+    cap = np.concatenate([arc_cap, arc_cap, np.full(len(inner_idx) + len(outer_idx), terminal)])
+    graph = sp.csr_array((cap, (rows, cols)), shape=(n_faces + 2, n_faces + 2))
+    if graph.data.size and graph.data.max() >= 2 ** 30:  # residuals reach 2x capacity (int32)
+        raise ValueError("mesh too large for the integer min-cut (edges longer than ~1000 units)")
+    graph = sp.csr_array((graph.data.astype(np.int32), graph.indices, graph.indptr),
+                         shape=graph.shape)
+    graph.sort_indices()
+    flow = maximum_flow(graph, source, sink).flow
+    residual = sp.csr_array(graph.astype(np.int64) - flow.astype(np.int64))
+    residual.data = np.where(residual.data > 0, 1, 0).astype(np.int8)
+    residual.eliminate_zeros()
+    reached = breadth_first_order(residual, source, directed=True, return_predecessors=False)
+    in_source = np.zeros(n_faces + 2, dtype=bool)
+    in_source[reached] = True
+    in_source = in_source[:n_faces]
+    report(progress, stage, 2, steps)
+    _check_cancel(cancel)
+
+    if not in_source.any():
+        report(progress, stage, steps, steps)
+        return remove
+
+    # Pieces = connected parts of the source side. Faces around one edge are pairwise adjacent in
+    # the dual graph, so no edge touches two different pieces.
+    both = in_source[fa] & in_source[fb]
+    _, label_all = components(n_faces, fa[both], fb[both])
+    src_faces = np.nonzero(in_source)[0]
+    _, piece_of_src = np.unique(label_all[src_faces], return_inverse=True)
+    piece = np.full(n_faces, -1, dtype=np.int64)
+    piece[src_faces] = piece_of_src
+    n_pieces = int(piece_of_src.max()) + 1
+    median = _group_quantile(vis[src_faces], piece_of_src, n_pieces, 0.5)
+    report(progress, stage, 3, steps)
+    _check_cancel(cancel)
+
+    # Newly opened edges: some faces in the piece, exactly one face left outside it.
+    he_piece = np.repeat(piece, 3)
+    in_piece_he = he_piece >= 0
+    n_edges = len(ends)
+    inside = np.bincount(edge_of_he[in_piece_he], minlength=n_edges)
+    edge_piece = np.full(n_edges, -1, dtype=np.int64)
+    edge_piece[edge_of_he[in_piece_he]] = he_piece[in_piece_he]
+    opened = np.nonzero((inside > 0) & (edge_use - inside == 1))[0]
+    max_area = np.zeros(n_pieces)
+    if len(opened):
+        op_piece = edge_piece[opened]
+        a_vert, b_vert = ends[opened, 0], ends[opened, 1]
+        # Loops: connected sets of opened edges of one piece (nodes are (piece, vertex) pairs).
+        node_key = np.concatenate([op_piece * len(v) + a_vert, op_piece * len(v) + b_vert])
+        _, node = np.unique(node_key, return_inverse=True)
+        n_nodes = int(node.max()) + 1
+        m = len(opened)
+        _, node_loop = components(n_nodes, node[:m], node[m:])
+        loop = node_loop[node[:m]]
+        n_loops = int(loop.max()) + 1
+        pa, pb = v[a_vert], v[b_vert]
+        mid = (pa + pb) / 2
+        cnt = np.bincount(loop, minlength=n_loops).astype(np.float64)
+        centre = np.stack([np.bincount(loop, mid[:, i], n_loops) for i in range(3)], -1)
+        centre /= cnt[:, None]
+        c = centre[loop]
+        area_terms = 0.5 * np.linalg.norm(np.cross(pa - c, pb - c), axis=1)
+        area = np.bincount(loop, area_terms, n_loops)
+        loop_piece = np.zeros(n_loops, dtype=np.int64)
+        loop_piece[loop] = op_piece
+        np.maximum.at(max_area, loop_piece, area)
+    loop_ok = max_area <= max_hole_size
+    remove_piece = (median <= 0.25) & loop_ok
+    if details is not None:
+        details.update(inner=int(inner.sum()), outer=int(outer.sum()),
+                       source_side=int(in_source.sum()),
+                       piece_size=np.bincount(piece_of_src, minlength=n_pieces),
+                       piece_median=median, piece_max_loop_area=max_area,
+                       piece_removed=remove_piece)
+    remove[src_faces] = remove_piece[piece_of_src]
+    report(progress, stage, steps, steps)
+    return remove

@@ -1,0 +1,82 @@
+"""Welding around the decimation: equal vertex positions merged before it (it needs shared vertices to see
+connectivity), faces it folded onto the same three vertices cancelled after it."""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["merge_duplicate_vertices", "merge_duplicate_vertices_on_device", "cancel_coincident_faces"]
+
+
+def merge_duplicate_vertices(vertices, faces):
+    """Merge equal vertex positions (-0.0 and 0.0 are equal: every zero becomes 0.0) and drop faces that
+    become degenerate. The merged vertices come sorted by x, then y, then z."""
+    v = np.asarray(vertices)
+    f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    if len(v) == 0:
+        return v, f
+    v = v + v.dtype.type(0)        # -0.0 -> 0.0, as the device twin does; otherwise the same values
+    order = np.lexsort(v.T[::-1])
+    sv = v[order]
+    new_group = np.ones(len(v), dtype=bool)
+    new_group[1:] = np.any(sv[1:] != sv[:-1], axis=1)
+    group = np.cumsum(new_group) - 1
+    remap = np.empty(len(v), dtype=np.int64)
+    remap[order] = group
+    merged = sv[new_group]
+    f = remap[f]
+    keep = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])
+    return merged, f[keep]
+
+
+def merge_duplicate_vertices_on_device(vertices, faces):
+    """``merge_duplicate_vertices`` of torch tensors, on their device, as numpy (float64 [V,3], int64 [F,3]): the
+    same arrays, bit for bit. A GPU sorts the rows in milliseconds where numpy's lexsort takes a noticeable
+    share of the export's critical path on large meshes (docs/benchmarks/export.md#decimation)."""
+    import torch
+
+    v = vertices.detach().reshape(-1, 3)
+    if v.dtype not in (torch.float32, torch.float64):
+        v = v.double()
+    f = faces.detach().reshape(-1, 3).to(device=v.device, dtype=torch.int64)
+    if v.shape[0] == 0:
+        return v.double().cpu().numpy(), f.cpu().numpy()
+    # Rows sorted lexicographically (x, then y, then z) and equal rows merged, as the lexsort does; zeros made
+    # positive first so that -0.0 and 0.0 merge into the same value on both.
+    merged, remap = torch.unique(v + 0.0, dim=0, sorted=True, return_inverse=True)
+    f = remap[f]
+    f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
+    return merged.double().cpu().numpy(), f.cpu().numpy()
+
+
+def cancel_coincident_faces(faces):
+    """Faces on the same three vertices: opposite windings cancel in pairs, repeats collapse.
+
+    The decimator sometimes folds a patch into a back-to-back pair of faces (a zero-volume fin
+    whose edges are then used four times). Per vertex set the kept result is the net winding:
+    nothing for a back-to-back pair, one face otherwise.
+    """
+    if len(faces) == 0:
+        return faces
+    first = np.argmin(faces, axis=1)
+    rows = np.arange(len(faces))[:, None]
+    rot = faces[rows, (first[:, None] + np.arange(3)) % 3]  # smallest vertex first
+    sign = np.where(rot[:, 1] < rot[:, 2], 1, -1)
+    canon = np.stack([rot[:, 0], np.minimum(rot[:, 1], rot[:, 2]),
+                      np.maximum(rot[:, 1], rot[:, 2])], -1)
+    order = np.lexsort(canon.T[::-1])
+    sc = canon[order]
+    start = np.ones(len(sc), dtype=bool)
+    start[1:] = np.any(sc[1:] != sc[:-1], axis=1)
+    if start.all():
+        return faces
+    group = np.cumsum(start) - 1
+    net = np.bincount(group, weights=sign[order]).astype(np.int64)
+    # Keep the first face of each group whose winding agrees with the net winding.
+    agrees = sign[order] == np.sign(net)[group]
+    pick = np.zeros(len(sc), dtype=bool)
+    cand = np.nonzero(agrees & (net[group] != 0))[0]
+    _, first_in_group = np.unique(group[cand], return_index=True)
+    pick[cand[first_in_group]] = True
+    keep = np.zeros(len(faces), dtype=bool)
+    keep[order[pick]] = True
+    return faces[keep]

@@ -1,0 +1,150 @@
+"""Our geometric UV layout: charts cut along the geometry (``segment``), flattened by LSCM (``lscm``) and
+packed by the bitmap packer (``pack_bitmap``); faces found overlapping in the packed atlas are cut out of their
+charts and packed again. On the realistic objects it uses more of the texture than xatlas, without
+single-triangle charts, in about the same time (docs/benchmarks/export.md#uv-unwrap).
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import Callable, Optional
+
+import numpy as np
+
+from ...core.callbacks import check
+from . import lscm, overlap, pack_bitmap, segment
+from .chart_mesh import ChartMesh
+
+__all__ = ["OVERLAP_RETRIES", "SINGLE_FACE_ROUNDS", "NOISY_SHARE", "geometric_time_estimate", "one_blas_thread",
+           "geometric_layout"]
+
+Progress = Optional[Callable[[int, int], None]]
+
+# Times the layout cuts faces found overlapping in the atlas out of their charts and packs again; faces still
+# overlapping after that become charts of one face each (up to SINGLE_FACE_ROUNDS times: packed at a slightly
+# different scale, faces overlapping by a sliver may then share a texel).
+OVERLAP_RETRIES = 3
+SINGLE_FACE_ROUNDS = 3
+# With a chart limit (``unwrap_uv``'s "auto"), a surface where more than this share of neighbouring faces meet
+# at over 45 degrees (``segment.sharp_pair_share``) is given up at once: it would fall apart into hundreds of
+# charts (docs/benchmarks/export.md#uv-unwrap).
+NOISY_SHARE = 0.25
+
+
+def _as_numpy(x, dtype) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.ascontiguousarray(np.asarray(x), dtype=dtype)
+
+
+def geometric_time_estimate(num_faces: int) -> float:
+    """Rough run time of the geometric layout in seconds, from 2 shared CPU cores
+    (docs/benchmarks/export.md#uv-unwrap)."""
+    return max(num_faces, 1) / 10000.0
+
+
+_blas_lock = threading.Lock()
+_blas_users = 0             # callers inside ``one_blas_thread`` now (threads may overlap)
+_blas_limiter = None
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """A context in which the BLAS libraries loaded in this process (numpy's and scipy's OpenBLAS, MKL) run on
+    one thread (``threadpoolctl``; no-op without it). The chart layout makes thousands of small BLAS calls
+    (matrix-vector products of a few columns, SuperLU's kernels in the LSCM solve), each of which would wake
+    every core's BLAS thread on a many-core host (docs/benchmarks/export.md#uv-unwrap). The limit is
+    process-wide: the first caller in sets it, the last one out restores what was there before (so overlapping
+    callers in several threads leave the setting as found); scipy's sparse solvers are imported first so that
+    their BLAS is loaded, and limited, too."""
+    global _blas_users, _blas_limiter
+    try:
+        from threadpoolctl import threadpool_limits
+        import scipy.sparse.linalg  # noqa: F401  (loads scipy's BLAS before the limit is applied)
+    except ImportError:                 # an install without threadpoolctl: the default threads
+        yield
+        return
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limiter = threadpool_limits(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
+
+
+def geometric_layout(vertices, faces, texture_size: int = 1024, padding: int = 2, progress: Progress = None,
+                     cancel=None, time_budget_s: Optional[float] = None, max_charts: Optional[int] = None):
+    """Our charts: cut along the geometry, flattened by LSCM, packed by the bitmap packer (module docstring).
+    Same outputs as ``unwrap_uv``; raises on a failure (non-finite coordinates, overlaps found, more
+    than ``max_charts`` charts after the segmentation or the flattening) and TimeoutError between its
+    steps once ``time_budget_s`` is spent. BLAS runs on one thread meanwhile (``one_blas_thread``)."""
+    with one_blas_thread():
+        return _layout(vertices, faces, texture_size, padding, progress, cancel, time_budget_s, max_charts)
+
+
+def _layout(vertices, faces, texture_size, padding, progress, cancel, time_budget_s, max_charts):
+    start = time.monotonic()
+    user_cancel = cancel
+
+    def cancel():
+        if time_budget_s is not None and time.monotonic() - start > time_budget_s:
+            raise TimeoutError(f"geometric charts ran past their {time_budget_s:.1f} s budget")
+        return user_cancel is not None and user_cancel()
+
+    v = _as_numpy(vertices, np.float64).reshape(-1, 3)
+    f = _as_numpy(faces, np.int64).reshape(-1, 3)
+    mesh = ChartMesh(v, f)
+    if max_charts is not None:
+        noisy = segment.sharp_pair_share(mesh)
+        if noisy > NOISY_SHARE:
+            raise segment.TooManyCharts(f"geometric charts: a noisy surface ({100 * noisy:.0f} % of neighbouring "
+                                        f"faces meet at over 45 degrees)")
+    chart = segment.geometric_charts(v, f, mesh=mesh, max_charts=max_charts)   # raises early on a hopeless mesh
+    check(cancel)
+    if progress is not None:
+        progress(30, 100)
+    chart, tri = lscm.flatten_charts(v, f, chart, mesh=mesh)
+    if not np.isfinite(tri).all():
+        raise RuntimeError("geometric charts: the flattening did not converge")
+    segment.at_most(chart, max_charts, " after flattening")          # the flattening adds charts (cut-out faces)
+    check(cancel)
+    if progress is not None:
+        progress(60, 100)
+    pack_info = {}
+    for attempt in range(OVERLAP_RETRIES + SINGLE_FACE_ROUNDS + 1):
+        corner_uv = pack_bitmap.pack_charts(tri, chart, int(texture_size), int(padding), info=pack_info)
+        check(cancel)
+        # LSCM keeps every triangle unfolded, but a chart can still run over itself (around a
+        # vertex whose angles add up to more than a turn, or along its border): the faces found
+        # overlapping are cut out (their charts re-solved, they are put back where they fit) and
+        # the layout is packed again
+        # checked at the texture's texels; before packing again also on a grid twice as fine: faces
+        # overlapping by a sliver may share no texel centre at this scale but one at the slightly
+        # different scale of the next packing
+        corners = np.arange(3 * len(f)).reshape(-1, 3)
+        bad = overlap.overlapping_faces(corners, corner_uv.reshape(-1, 2), int(texture_size))
+        if not bad.any():
+            break
+        bad |= overlap.overlapping_faces(corners, corner_uv.reshape(-1, 2), min(2 * int(texture_size), 8192))
+        if attempt == OVERLAP_RETRIES + SINGLE_FACE_ROUNDS:
+            raise RuntimeError(f"geometric charts: {int(bad.sum())} faces overlap in the atlas")
+        if attempt >= OVERLAP_RETRIES:    # the last few become charts of one face (these cannot overlap)
+            chart, tri = lscm.single_face_charts(v, f, chart, tri, bad)
+        else:
+            chart, tri = lscm.flatten_charts(v, f, chart, mesh=mesh, tri=tri, detach=bad)
+        check(cancel)
+    # one output vertex per (chart, input vertex): duplicates along seams, shared inside a chart
+    key = chart.astype(np.int64)[:, None] * len(v) + f
+    _, first, inverse = np.unique(key.reshape(-1), return_index=True, return_inverse=True)
+    vmapping = f.reshape(-1)[first]
+    uv = corner_uv.reshape(-1, 2)[first].astype(np.float32)
+    if progress is not None:
+        progress(100, 100)
+    return v[vmapping].astype(np.float32), inverse.reshape(-1, 3).astype(np.int64), uv, vmapping.astype(np.int64)

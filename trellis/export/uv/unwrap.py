@@ -1,0 +1,114 @@
+"""UV unwrapping for texture baking (spec §15.3), bounded in time: ``unwrap_uv`` chooses the method.
+
+* "geometric" (``geometric``): our charts cut along the geometry, flattened by LSCM and packed by the bitmap
+  packer. ``auto`` tries it first on meshes it was measured on (``AUTO_GEOMETRIC_*``): there it uses more of the
+  texture than xatlas, without single-triangle charts, in about the same time.
+* "xatlas" (``xatlas``): xatlas in a child process, the mesh cut into pieces, killed past its budget.
+* "charts" (``axis_charts``): charts projected onto the axis planes and shelf-packed, in a fraction of a
+  second; the fallback when the others fail or run out of time.
+
+UV convention (everything in this package, as in OBJ and trimesh): u to the right, v UP, the texel of
+(u, v) in a ``texture_size``-square image stored top row first is column u·S, row (1 − v)·S.
+The measurements behind the choice: docs/benchmarks/export.md#uv-unwrap.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+import numpy as np
+
+from ...core.callbacks import Cancelled, check
+from . import axis_charts, geometric, xatlas
+
+__all__ = ["AUTO_GEOMETRIC", "AUTO_GEOMETRIC_MAX_FACES", "AUTO_GEOMETRIC_MAX_CHARTS", "unwrap_uv"]
+
+Progress = Optional[Callable[[int, int], None]]
+
+# Whether "auto" tries the geometric layout before xatlas, and on meshes of up to how many faces: the sizes it was
+# measured against xatlas on; larger ones keep xatlas until measured.
+AUTO_GEOMETRIC = True
+AUTO_GEOMETRIC_MAX_FACES = 40_000
+# ... and with at most this many charts once flattened: each chart costs a packing placement, and a noisy mesh
+# falls apart into hundreds of small charts where xatlas is much faster.
+AUTO_GEOMETRIC_MAX_CHARTS = 300
+
+
+def _is_cancel(e: BaseException) -> bool:
+    return isinstance(e, Cancelled)
+
+
+def _as_numpy(x, dtype) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.ascontiguousarray(np.asarray(x), dtype=dtype)
+
+
+def unwrap_uv(vertices, faces, time_budget_s: float = 10.0, progress: Progress = None, cancel=None,
+              *, texture_size: int = 1024, padding: int = 2, method: str = "auto", verbose: bool = False,
+              info: Optional[dict] = None):
+    """Parametrise a triangle mesh into the unit square.
+
+    vertices [V,3], faces [F,3] (numpy or torch). Returns (vertices [V',3] float32, faces [F,3]
+    int64, uvs [V',2] float32, vmapping [V'] int64): vertices are duplicated along chart seams and
+    vmapping gives the input vertex of each output vertex; faces keep their order, UVs wind as they do
+    (``winding``).
+
+    method "auto": with ``AUTO_GEOMETRIC``, first "geometric" within ``time_budget_s`` (checked between its steps;
+    skipped when its estimate exceeds the budget; a budget of 0 goes at once to "charts"; left for xatlas once it
+    has more than ``AUTO_GEOMETRIC_MAX_CHARTS`` charts); past its budget, "charts"; then (or at once, the default)
+    xatlas within ``time_budget_s`` (skipped at once when its estimated time exceeds two budgets), else the "charts"
+    layout; "geometric" and "xatlas" (no fallback, errors raise; xatlas's budget still applies and raises
+    TimeoutError); "charts". ``padding`` = margin between charts in texels of a ``texture_size`` texture.
+    ``progress(done, total)`` is called with total 100; ``cancel()`` returning True raises ``Cancelled`` (the xatlas
+    child is killed). If ``info`` is a dict, it receives "method" ("geometric", "xatlas" or "charts") and "seconds".
+    """
+    start = time.monotonic()
+    info = {} if info is None else info
+    v = _as_numpy(vertices, np.float32).reshape(-1, 3)
+    f = _as_numpy(faces, np.int64).reshape(-1, 3)
+    if method not in ("auto", "geometric", "xatlas", "charts"):
+        raise ValueError(f"unknown unwrap method {method!r}")
+    check(cancel)
+    budget = float(time_budget_s)
+    # (skipped in "auto" when its estimate exceeds the budget: then xatlas in pieces, faster on
+    # large meshes, gets the budget)
+    if method == "geometric" or (method == "auto" and AUTO_GEOMETRIC and budget > 0
+                                 and len(f) <= AUTO_GEOMETRIC_MAX_FACES
+                                 and geometric.geometric_time_estimate(len(f)) <= budget):
+        try:
+            out = geometric.geometric_layout(v, f, texture_size=texture_size, padding=padding, progress=progress,
+                                             cancel=cancel, time_budget_s=budget if budget > 0 else None,
+                                             max_charts=AUTO_GEOMETRIC_MAX_CHARTS if method == "auto" else None)
+            info.update(method="geometric", seconds=time.monotonic() - start)
+            return out
+        except Exception as e:  # any failure falls back (Cancelled does not)
+            if method == "geometric" or _is_cancel(e):
+                raise
+            if isinstance(e, TimeoutError):
+                method = "charts"       # the budget is spent: the fast layout, not xatlas as well
+            if verbose:
+                print(f"[unwrap_uv] geometric charts failed ({e}); using the "
+                      f"{'chart layout' if method == 'charts' else 'xatlas'}")
+    if method in ("auto", "xatlas") and len(f) > 0:
+        budget = float(time_budget_s)
+        too_slow = method == "auto" and xatlas.xatlas_time_estimate(len(f)) > 2 * budget
+        if budget > 0 and not too_slow:
+            try:
+                out = xatlas.xatlas_layout(v, f, budget, texture_size, padding, progress, cancel)
+                info.update(method="xatlas", seconds=time.monotonic() - start)
+                return out
+            except Exception as e:  # any xatlas failure falls back (Cancelled does not)
+                if method == "xatlas" or _is_cancel(e):
+                    raise
+                if verbose:
+                    print(f"[unwrap_uv] xatlas failed ({e}); using the chart layout")
+        elif method == "xatlas":
+            raise TimeoutError(f"xatlas estimated at {xatlas.xatlas_time_estimate(len(f)):.1f} s, budget {budget} s")
+        elif verbose:
+            print(f"[unwrap_uv] xatlas skipped (budget {budget} s, {len(f)} faces); using the chart layout")
+    out = axis_charts.chart_layout(v, f, texture_size=texture_size, padding=padding, cancel=cancel)
+    info.update(method="charts", seconds=time.monotonic() - start)
+    if progress is not None:
+        progress(100, 100)
+    return out

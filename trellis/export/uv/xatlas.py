@@ -1,0 +1,132 @@
+"""xatlas (``xatlas.parametrize``'s library) in a child process, bounded in time: ``xatlas_layout``.
+
+The mesh is given to xatlas cut into compact pieces of ~``PIECE_FACES`` faces (its chart search is strongly
+superlinear in the size of a connected piece; the cuts only add seams where a chart would have crossed a piece
+boundary), packed for the texture size with a margin of ``padding`` texels (the default packs charts edge to
+edge, so bilinear lookups bleed between them) and without turning charts (a turn is a transpose: a mirror).
+xatlas holds the GIL, a call cannot be interrupted, and it crashes on some inputs, so it runs in a child
+Python process that is killed when the time budget is spent or the caller cancels.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from ...core.callbacks import check
+from .. import processes
+from .winding import unmirror_charts
+
+__all__ = ["PIECE_FACES", "XATLAS_CHILD", "split_pieces", "xatlas_time_estimate", "xatlas_layout"]
+
+# Faces per piece given to xatlas: the same texel use as the whole mesh in a fraction of the time
+# (docs/benchmarks/export.md#uv-unwrap).
+PIECE_FACES = 2000
+
+# Child process: load the pieces, run xatlas, save the result. Kept free of any trellis import so that
+# the child starts fast. Input: vertices, faces sorted by piece, piece start offsets. Output,
+# pieces concatenated in order: vmapping (input vertex of each output vertex), faces (indices into the
+# output vertices, in the sorted order) and uvs.
+XATLAS_CHILD = r"""
+import sys, numpy as np, xatlas
+d = np.load(sys.argv[1])
+v, f, starts = d["vertices"], d["faces"], d["starts"]
+atlas = xatlas.Atlas()
+used = []
+for a, b in zip(starts[:-1], starts[1:]):
+    u, local = np.unique(f[a:b], return_inverse=True)
+    used.append(u)
+    atlas.add_mesh(v[u], local.reshape(-1, 3).astype(np.uint32))
+chart, pack = xatlas.ChartOptions(), xatlas.PackOptions()
+chart.fix_winding, pack.rotate_charts = True, False   # xatlas turns a chart by transposing it: a mirror
+pack.resolution = int(d["resolution"])
+pack.padding = int(d["padding"])
+atlas.generate(chart, pack)
+vm, fs, uv, base = [], [], [], 0
+for i, u in enumerate(used):
+    vmapping, faces, uvs = atlas[i]
+    vm.append(u[vmapping]); fs.append(faces.astype(np.int64) + base); uv.append(uvs); base += len(vmapping)
+np.savez(sys.argv[2], vmapping=np.concatenate(vm), faces=np.concatenate(fs), uvs=np.concatenate(uv),
+         atlas_count=atlas.atlas_count)
+"""
+
+
+
+def split_pieces(vertices: np.ndarray, faces: np.ndarray, piece_faces: int = PIECE_FACES) -> np.ndarray:
+    """Piece id per face: the largest piece is halved at the median face centroid along the longest
+    side of its centroids' box until every piece has at most ``piece_faces`` faces."""
+    n = len(faces)
+    pieces = [np.arange(n)]
+    if n > piece_faces:
+        centroid = vertices[faces].mean(1)
+        done = []
+        while pieces:
+            g = pieces.pop()
+            if len(g) <= piece_faces:
+                done.append(g)
+                continue
+            c = centroid[g]
+            axis = int(np.argmax(c.max(0) - c.min(0)))
+            order = g[np.argsort(c[:, axis], kind="stable")]
+            half = len(order) // 2
+            pieces += [order[:half], order[half:]]
+        pieces = done
+    piece = np.empty(n, dtype=np.int64)
+    for i, g in enumerate(pieces):
+        piece[g] = i
+    return piece
+
+
+def xatlas_time_estimate(num_faces: int) -> float:
+    """Rough xatlas run time in seconds with the mesh cut into pieces (about linear in the faces, measured on 2
+    CPU cores). CPUs differ several-fold, so this only skips hopeless cases; the budget is what bounds the
+    time."""
+    return 1.0 * max(num_faces, 1) / 30000.0
+
+
+def xatlas_layout(v, f, budget, texture_size, padding, progress, cancel):
+    """(vertices, faces, uvs, vmapping) as ``unwrap_uv`` returns them, from xatlas in a child process; raises on
+    a failure, TimeoutError past ``budget`` seconds (the child is killed then, and on cancel)."""
+    start = time.monotonic()
+    estimate = max(xatlas_time_estimate(len(f)), 0.1)
+    with tempfile.TemporaryDirectory(prefix="trellis_uv_") as tmp:
+        src, dst = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
+        piece = split_pieces(v, f)
+        order = np.argsort(piece, kind="stable")
+        starts = np.searchsorted(piece[order], np.arange(int(piece.max()) + 2))
+        np.savez(src, vertices=v, faces=f[order].astype(np.uint32), starts=starts,
+                 resolution=int(texture_size), padding=int(padding))
+        # Same interpreter and environment (so xatlas is found wherever this process finds it),
+        # started in the temporary folder so that nothing in the caller's cwd shadows a module.
+        proc = processes.start(XATLAS_CHILD, (src, dst), tmp, keep_stderr=True)
+        if proc is None:
+            raise RuntimeError("xatlas: no child process can be started here")
+        try:
+            while proc.poll() is None:
+                check(cancel)
+                elapsed = time.monotonic() - start
+                if elapsed > budget:
+                    raise TimeoutError(f"xatlas ran past its {budget:.1f} s budget")
+                if progress is not None:
+                    progress(min(99, int(100 * elapsed / estimate)), 100)
+                time.sleep(0.02)
+        finally:
+            processes.stop(proc)
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        if proc.stderr:
+            proc.stderr.close()
+        if proc.returncode != 0:
+            raise RuntimeError(f"xatlas exited with {proc.returncode}: {err.strip()[-500:]}")
+        out = np.load(dst)
+        vmapping = out["vmapping"].astype(np.int64)
+        new_faces = np.empty_like(f)
+        new_faces[order] = out["faces"].astype(np.int64)  # back to the input face order
+        uvs = unmirror_charts(new_faces, out["uvs"], texture_size, padding)     # charts xatlas still mirrored
+        atlas_count = int(out["atlas_count"])
+    if atlas_count != 1 or new_faces.shape != f.shape:
+        raise RuntimeError(f"xatlas produced {atlas_count} atlases / {new_faces.shape} faces")
+    if progress is not None:
+        progress(100, 100)
+    return v[vmapping], new_faces, uvs, vmapping
