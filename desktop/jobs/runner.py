@@ -292,13 +292,14 @@ class JobRunner:
             if job.state != JobState.QUEUED:
                 return True
             self._queue.remove(job)
-            job.state = JobState.CANCELLED
             job.error = job.error_kind = "cancelled"
             if job._interrupted:
                 job.error, job.error_kind = job._interrupted, "interrupted"
             job.finished = time.time()
             job._source_result = None
-        self.records.ended(job)         # removed, or (a stop of the app) kept as an interrupted job folder
+            # Before the state shows it ended: whoever sees it ended sees its record gone (or its folder made).
+            self.records.ended(job)
+            job.state = JobState.CANCELLED
         job._done.set()
         return True
 
