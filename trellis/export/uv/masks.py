@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["chart_masks"]
+__all__ = ["chart_masks", "grow_mask"]
 
 
 def chart_masks(q, chart, nchart):
@@ -70,3 +70,17 @@ def chart_masks(q, chart, nchart):
     diff = np.bincount(row + c0, minlength=total + 1) - np.bincount(row + c1 + 1, minlength=total + 1)
     flat = np.cumsum(diff[:total]) > 0
     return h, w, off, flat
+
+
+def grow_mask(m, padding):
+    """Mask grown by ``padding`` texels on every side (square dilation), shape + 2 padding."""
+    if padding <= 0:
+        return m.copy()
+    h, w = m.shape
+    rows = np.zeros((h, w + 2 * padding), bool)
+    for d in range(2 * padding + 1):
+        rows[:, d:d + w] |= m
+    out = np.zeros((h + 2 * padding, w + 2 * padding), bool)
+    for d in range(2 * padding + 1):
+        out[d:d + h] |= rows
+    return out

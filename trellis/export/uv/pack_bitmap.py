@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .masks import chart_masks
+from .masks import chart_masks, grow_mask
 from .orient import orient_charts
 
 __all__ = ["pack_charts", "bitmap_layout", "bitmap_masks", "MAX_STRETCH", "BITMAP_ORIENT", "BITMAP_FIRST_FILL",
@@ -55,20 +55,6 @@ def _quarter(m, r):
     for _ in range(r):
         m = m.T[:, ::-1]
     return m
-
-
-def _grow(m, padding):
-    """Mask grown by ``padding`` texels on every side (square dilation), shape + 2 padding."""
-    if padding <= 0:
-        return m.copy()
-    h, w = m.shape
-    rows = np.zeros((h, w + 2 * padding), bool)
-    for d in range(2 * padding + 1):
-        rows[:, d:d + w] |= m
-    out = np.zeros((h + 2 * padding, w + 2 * padding), bool)
-    for d in range(2 * padding + 1):
-        out[d:d + h] |= rows
-    return out
 
 
 def _blocks(m, b, rows, cols):
@@ -145,7 +131,7 @@ def bitmap_layout(q0, chart, nchart, scale, size, padding, order="box", masks=No
     for k in order:
         body = flat[off[k]:off[k + 1]].reshape(h[k], w[k])
         turns = (0, 1, 2, 3) if body.size > 4 else (0,)
-        g0 = _grow(body, P)
+        g0 = grow_mask(body, P)
         grown = [_quarter(g0, r) for r in turns]
         # the correlation only over the rows that hold anything and those a chart resting on them
         # reaches: positions above are free

@@ -22,7 +22,7 @@ import numpy as np
 from scipy.sparse import csr_array
 from scipy.sparse.csgraph import connected_components
 
-from .masks import chart_masks
+from .masks import chart_masks, grow_mask
 
 __all__ = ["mirrored_faces", "unmirror_charts", "uv_charts", "uv_signed_areas"]
 
@@ -56,18 +56,6 @@ def uv_charts(faces, n_vertices: int) -> tuple[int, np.ndarray]:
     return int(chart.max()) + 1, chart.astype(np.int64)
 
 
-def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
-    """``mask`` grown by ``r`` cells on every side (square neighbourhood), shape + 2r."""
-    h, w = mask.shape
-    rows = np.zeros((h, w + 2 * r), bool)
-    for d in range(2 * r + 1):
-        rows[:, d:d + w] |= mask
-    out = np.zeros((h + 2 * r, w + 2 * r), bool)
-    for d in range(2 * r + 1):
-        out[d:d + h] |= rows
-    return out
-
-
 class _Atlas:
     """How many charts cover each texel (conservative masks), with room for a margin around the square."""
 
@@ -87,7 +75,7 @@ class _Atlas:
         h, w = mask.shape
         if y < 0 or x < 0 or y + h > size or x + w > size:
             return False
-        grown = _dilate(mask, padding)
+        grown = grow_mask(mask, padding)
         return not self._window(y - padding, x - padding, *grown.shape)[grown].any()
 
 
