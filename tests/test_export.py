@@ -616,25 +616,35 @@ def test_observations_rendered_during_uv_unwrap_give_the_same_bake(asset, glb):
 
 
 @pytest.mark.slow
-def test_observations_rendered_during_the_decimation_give_the_same_bake(asset):
-    # The app hands to_glb a decimation already running in a child process; views rendered while it
-    # runs wait in host memory. Same faces, UVs and texture as rendering them one after the other.
-    from trellis.export.cleanup import BackgroundSimplify
+def test_an_export_job_started_early_gives_the_same_bake(asset):
+    # The app starts an ExportJob before writing the PLY and the video: its decimation runs in child processes
+    # meanwhile, and views rendered while it runs wait in host memory. Same faces, UVs and texture as the plain
+    # bake, one stage after the other; the child processes are released when the bake returns.
+    from trellis.export import ExportJob
     from trellis.utils.postprocessing_utils import bake_textured_mesh
 
-    kw = dict(simplify=0.6, fill_holes=False, texture_size=TEXTURE, verbose=False, nviews=NVIEWS,
-              render_resolution=RES, uv_method="charts")
+    kw = dict(simplify=0.6, fill_holes=False, texture_size=TEXTURE, nviews=NVIEWS, render_resolution=RES,
+              uv_method="charts")
     mesh = (asset["v"], asset["f"])
-    v0, f0, uv0, tex0, info0 = bake_textured_mesh(asset["gaussian"], mesh, overlap_uv=False, **kw)
+    v0, f0, uv0, tex0, info0 = bake_textured_mesh(asset["gaussian"], mesh, overlap_uv=False, verbose=False, **kw)
     assert info0["views_rendered_during_simplify"] == 0
-    from trellis.export.cleanup import first_reduction
-
-    pre = BackgroundSimplify(asset["v"], asset["f"], first_reduction(len(asset["f"]), 0.6, fill_holes=False))
-    v1, f1, uv1, tex1, info1 = bake_textured_mesh(asset["gaussian"], mesh, simplified=pre, **kw)
-    assert 0 <= info1["views_rendered_during_simplify"] <= NVIEWS
-    np.testing.assert_array_equal(f0, f1)
-    np.testing.assert_array_equal(uv0, uv1)
-    np.testing.assert_array_equal(tex0, tex1)
+    with ExportJob(asset["gaussian"], mesh, **kw) as job:
+        early = job.early
+        assert early is not None and early.decimation is not None      # started in a child process
+        textured = job.bake()
+    assert job.early is None and not early.decimation.children()
+    assert 0 <= textured.info["views_rendered_during_simplify"] <= NVIEWS
+    np.testing.assert_array_equal(f0, textured.faces)
+    np.testing.assert_array_equal(uv0, textured.uvs)
+    np.testing.assert_array_equal(tex0, textured.texture)
+    with pytest.raises(TypeError, match="simplified"):
+        ExportJob(asset["gaussian"], mesh, simplified=early)
+    # a face count instead of a fraction: the early decimation is started for that count (another would be refused)
+    target = len(f0) // 2
+    with ExportJob(asset["gaussian"], mesh, **{**kw, "target_faces": target}) as job:
+        assert job.early.reduction > 0.6
+        faces = job.bake().faces
+    assert abs(len(faces) - target) <= 0.05 * target
 
 
 def test_observation_defaults_follow_the_device():

@@ -121,12 +121,12 @@ def test_presets_validation_and_json():
 
 def test_job_folder_contents_and_lazy_single_load(make_runner, image, tmp_path, monkeypatch):
     seen = []                                            # (planned stage order, reported stage)
-    original = jobs_mod._ProgressTracker.__call__
+    original = jobs_mod.ProgressTracker.__call__
 
     def spy(self, stage, step, total, message=""):
         seen.append((tuple(self.order), stage))
         return original(self, stage, step, total, message)
-    monkeypatch.setattr(jobs_mod._ProgressTracker, "__call__", spy)
+    monkeypatch.setattr(jobs_mod.ProgressTracker, "__call__", spy)
     runner = make_runner()
     assert runner.factory_calls == []                   # nothing loaded before the first job
     a = runner.submit([image], fast(formats=("ply", "mp4"), seed=3))
@@ -387,22 +387,23 @@ def test_kept_result_is_exported_without_sampling_again(make_runner, image, tmp_
 
 
 def test_glb_and_obj_share_one_bake(make_runner, image, monkeypatch):
-    from trellis.utils import postprocessing_utils as post
+    from desktop.jobs.progress import ProgressTracker
+    from trellis.export import job as export_job
 
     calls = []
-    real = post.bake_textured_mesh
+    real = export_job.bake_textured_mesh
 
     def counted(*args, **kwargs):                        # the real bake, counted
         calls.append(kwargs.get("texture_size"))
         return real(*args, **kwargs)
-    monkeypatch.setattr(post, "bake_textured_mesh", counted)
+    monkeypatch.setattr(export_job, "bake_textured_mesh", counted)
     seen = []
-    original = jobs_mod._ProgressTracker.__call__
+    original = ProgressTracker.__call__
 
     def spy(self, stage, step, total, message=""):
         seen.append(stage)
         return original(self, stage, step, total, message)
-    monkeypatch.setattr(jobs_mod._ProgressTracker, "__call__", spy)
+    monkeypatch.setattr(ProgressTracker, "__call__", spy)
     started = []
     from trellis.export import processes
     from trellis.export.cleanup import decimate

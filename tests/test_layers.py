@@ -276,3 +276,25 @@ def test_the_batch_modules_import_in_their_stated_order_and_the_app_never_import
     heavy = [f"desktop.batch.{m} imports torch" for m in light
              for top, _ in imported_tops(ROOT / "desktop" / "batch" / f"{m}.py") if top == "torch"]
     assert not heavy, heavy
+
+
+def imported_modules(path: Path):
+    """(absolute module name, line) of every absolute import in ``path``."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, node.lineno
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module, node.lineno
+
+
+def test_the_app_uses_the_export_through_its_package_only():
+    """The library owns the export's schedule (ExportJob starts the early decimation; TexturedMesh writes the
+    files): the app imports ``trellis.export`` and its ``temp_dirs`` (the folder ownership read at start), never
+    the stages inside it."""
+    allowed = {"trellis.export", "trellis.export.temp_dirs"}
+    bad = [f"{p.relative_to(ROOT)}:{line} imports {module}"
+           for p in sorted((ROOT / "desktop").rglob("*.py"))
+           for module, line in imported_modules(p)
+           if module.startswith("trellis.export") and module not in allowed]
+    assert not bad, bad

@@ -24,7 +24,7 @@ sampling again, into a folder of its own. Only the `keep_results` most recent re
 
 The package, one concern per module (each imports only those listed before it):
 
-    job.py       Job, JobState, Progress, the error classes, TexturedMesh (plain data, no torch)
+    job.py       Job, JobState, Progress, the error classes (plain data, no torch)
     jsonio.py    the job folder's JSON files written, and read back without trusting them
     folder.py    the job folder: its file names, atomic writers, readers (history, recovery), the lock
     progress.py  stage weights -> the job's fraction and ETA
@@ -45,7 +45,7 @@ import importlib
 
 _EXPORTS = {
     "job": ("JobState", "STAGE_LABELS", "ERROR_KINDS", "JOB_KINDS", "InputError", "ModelLoadError", "UnknownJobError",
-            "NoResultError", "RerunError", "Progress", "Job", "TexturedMesh"),
+            "NoResultError", "RerunError", "Progress", "Job"),
     "folder": ("JobFolder", "atomic_path", "write_atomic"),
     "progress": ("ProgressTracker", "export_stages"),
     "failures": ("classify_failure",),
@@ -54,15 +54,13 @@ _EXPORTS = {
     "runner": ("JobRunner",),
     "options": ("DEFAULT_MODEL",),
 }
-# Private names that tests reach for, under their names from before the split.
-_ALIASES = {"_ProgressTracker": ("progress", "ProgressTracker")}
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = sorted(_WHERE)
 
 
 def __getattr__(name):
-    module, attr = _ALIASES.get(name, (_WHERE.get(name), name))
+    module, attr = _WHERE.get(name), name
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     package = "desktop" if module == "options" else __name__
@@ -72,4 +70,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_WHERE) | set(_ALIASES))
+    return sorted(set(globals()) | set(_WHERE))

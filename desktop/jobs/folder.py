@@ -294,24 +294,20 @@ class JobFolder:
         return {"mp4": str(self.file("mp4"))}
 
     def write_glb(self, mesh) -> dict:
-        """`mesh`: a TexturedMesh (vertices, faces, uvs, texture, ...)."""
-        from trellis.export.assemble import make_glb_mesh
-
+        """`mesh`: the library's TexturedMesh."""
         with atomic_path(self.file("glb")) as tmp:
-            make_glb_mesh(mesh.vertices, mesh.faces, mesh.uvs, mesh.texture).export(tmp)
+            mesh.save_glb(tmp)
         return {"glb": str(self.file("glb"))}
 
     def write_obj(self, mesh) -> dict:
         """model.obj + model.mtl + model.png, written together: into a hidden temp folder, then moved (the
         .obj last, so that a finished .obj always has its material and texture)."""
-        from trellis.export.assemble import save_obj
-
         obj = self.file("obj")
         tmp_dir = self.path / f".obj-partial-{uuid.uuid4().hex[:8]}"
         tmp_dir.mkdir()
         moved = []
         try:
-            save_obj(mesh.vertices, mesh.faces, mesh.uvs, mesh.texture, str(tmp_dir / obj.name))
+            mesh.save_obj(str(tmp_dir / obj.name))
             for f in sorted(tmp_dir.iterdir(), key=lambda p: p.suffix == ".obj"):     # the .obj last
                 os.replace(f, self.path / f.name)
                 moved.append(self.path / f.name)

@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import NamedTuple, Optional
+from typing import Optional
 
 from ..settings import GenerationSettings
 
@@ -176,13 +176,3 @@ def _snapshot(d: dict) -> dict:
     """A copy of a dict the worker may be adding to (dict() copies without releasing the GIL, so
     another thread can iterate the copy safely), nested dicts included."""
     return {k: _snapshot(v) if isinstance(v, dict) else v for k, v in dict(d).items()}
-
-
-class TexturedMesh(NamedTuple):
-    """A baked, export-ready mesh: what trellis.utils.postprocessing_utils.bake_textured_mesh returns (a
-    plain 5-tuple there, in this order; named here where the app receives it)."""
-    vertices: object      # [V, 3] float32, z up
-    faces: object         # [F, 3] int64
-    uvs: object           # [V, 2] float32
-    texture: object       # [T, T, 3] uint8
-    info: dict            # the bake's stage timings and counts (timings.json "export_bake_stages")

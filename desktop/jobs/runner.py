@@ -541,8 +541,8 @@ class _Worker:
             if not stop():
                 # The GLB export's decimation children import numpy and fast-simplification (0.5 s on a busy GPU
                 # host): started now, they wait warm in the library's pool for the first export.
-                from trellis.export.cleanup import pieces
-                pieces.warm_pool()
+                from trellis.export import warm_processes
+                warm_processes()
             if self.pipeline is None and not stop():
                 t = time.perf_counter()
                 self.pipeline = runner._factory(self.device)

@@ -22,7 +22,7 @@ from trellis.core.callbacks import Cancelled
 from ..settings import GenerationSettings, device_change_warning, device_changes
 from .folder import JobFolder, jsonable
 from .inputs import prepare_image
-from .job import InputError, Job, TexturedMesh, describe_input
+from .job import InputError, Job, describe_input
 from .meshes import check_mesh
 from .progress import GENERATE_STAGES, TEXT_STAGES, VARIANT_STAGES, ProgressTracker, export_stages
 
@@ -212,7 +212,7 @@ def for_device(job: Job, settings: GenerationSettings, device: str) -> Generatio
 
 def note_bake_coverage(job: Job, info: dict) -> None:
     """A texture baked from almost nothing the renders showed says so (trellis.export.bake.coverage)."""
-    from trellis.export.bake.coverage import MIN_OBSERVED_SHARE
+    from trellis.export import MIN_OBSERVED_SHARE
 
     fallback = info.get("bake_fallback")
     if not fallback:
@@ -272,16 +272,11 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
                   cancel) -> None:
     """The requested files, cheapest first (so that something useful lands early), each atomic."""
     fmt = set(settings.formats)
-    simplified = None
-    if fmt & {"glb", "obj"} and ("ply" in fmt or "mp4" in fmt):
-        # The mesh decimation (CPU, seconds on a million faces) runs in child processes while the
-        # PLY and the preview video are written (GPU); the bake then takes its result.
-        from trellis.export.cleanup.chain import first_reduction
-        from trellis.export.cleanup.decimate import BackgroundSimplify
-
-        reduction = first_reduction(int(mesh.faces.shape[0]), settings.simplify, settings.fill_holes)
-        if reduction > 0:
-            simplified = BackgroundSimplify(mesh.vertices, mesh.faces, reduction)
+    export = None
+    if fmt & {"glb", "obj"}:
+        # Started before the PLY and the preview video, so that the mesh's decimation (CPU, child processes)
+        # runs while they are written (GPU); with neither to overlap, the bake does it all in turn.
+        export = bake_job(gaussian, mesh, settings, early=bool(fmt & {"ply", "mp4"}))
     try:
         if "ply" in fmt:
             with timed(job, "ply"):
@@ -293,9 +288,9 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
                 frames = render_preview(gaussian, settings, progress, cancel)
                 job.files.update(folder.write_video(frames, settings.video_fps, cancel=cancel,
                                                     progress=lambda i, n: progress("encode", i, n)))
-        if "glb" in fmt or "obj" in fmt:
+        if export is not None:
             with timed(job, "bake"):
-                textured = bake(gaussian, mesh, settings, simplified, progress, cancel)
+                textured = export.bake(progress=lambda s, i, n: progress("bake", i, n, s), cancel=cancel)
             job.timings["export_bake_stages"] = jsonable(textured.info)
             note_bake_coverage(job, textured.info)
             for kind, write in (("glb", folder.write_glb), ("obj", folder.write_obj)):
@@ -305,8 +300,8 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
                         job.files.update(write(textured))
                         progress(kind, 1, 1)
     finally:
-        if simplified is not None:
-            simplified.close()
+        if export is not None:
+            export.close()
 
 
 def render_preview(gaussian, settings: GenerationSettings, progress, cancel):
@@ -317,15 +312,14 @@ def render_preview(gaussian, settings: GenerationSettings, progress, cancel):
                         verbose=False, progress=lambda i, n: progress("video", i, n), cancel=cancel)["color"]
 
 
-def bake(gaussian, mesh, settings: GenerationSettings, simplified, progress, cancel) -> TexturedMesh:
-    """Clean-up, UV unwrap and texture bake: the one textured mesh the GLB and the OBJ are both written from."""
-    from trellis.utils import postprocessing_utils as post
+def bake_job(gaussian, mesh, settings: GenerationSettings, early: bool):
+    """The library's export of (gaussian, mesh) with the job's settings: clean-up, UV unwrap and texture bake,
+    the one textured mesh the GLB and the OBJ are both written from."""
+    from trellis.export import ExportJob
 
-    return TexturedMesh(*post.bake_textured_mesh(
-        gaussian, mesh, simplify=settings.simplify, fill_holes=settings.fill_holes,
-        texture_size=settings.texture_size, verbose=False, bake_mode=settings.bake_mode, cancel=cancel,
-        nviews=settings.bake_views, render_resolution=settings.bake_resolution, simplified=simplified,
-        progress=lambda s, i, n: progress("bake", i, n, s)))
+    return ExportJob(gaussian, mesh, simplify=settings.simplify, fill_holes=settings.fill_holes,
+                     texture_size=settings.texture_size, bake_mode=settings.bake_mode, early=early,
+                     nviews=settings.bake_views, render_resolution=settings.bake_resolution)
 
 
 class timed:

@@ -6,16 +6,22 @@
 * ``bake``: observations of the Gaussians baked into the texture, inpainted;
 * ``assemble``: the textured mesh as GLB (y up, PBR) or OBJ + MTL + PNG, with vertex normals from ``normals``.
 
+The result is a ``textured.TexturedMesh`` (``save_glb`` / ``save_obj``); ``job.ExportJob`` starts an export's
+decimation early, so that it overlaps the caller's other work on the same result.
+
 Shared: ``mesh_graph`` (edges, the dual graph, components), ``arrays`` (conversions, progress), ``processes``
 (child processes and their warm pool), ``temp_dirs`` (temp folders owned by their process), ``options``
 (``to_glb``'s extra arguments). The names below load their stage on first use, so that importing this package
 (e.g. for ``temp_dirs`` at the app's start) stays light.
 """
-__all__ = ["to_glb", "to_obj", "bake_textured_mesh", "observation_settings", "Z_UP_TO_Y_UP", "make_glb_mesh",
-           "save_glb", "save_obj"]
+__all__ = ["to_glb", "to_obj", "bake_textured_mesh", "TexturedMesh", "ExportJob", "warm_processes",
+           "MIN_OBSERVED_SHARE", "observation_settings",
+           "Z_UP_TO_Y_UP", "make_glb_mesh", "save_glb", "save_obj"]
 
 # Names defined in the stage modules, loaded when first asked for (they import numpy, torch).
 _LAZY = {"to_glb": "schedule", "to_obj": "schedule", "bake_textured_mesh": "schedule",
+         "TexturedMesh": "textured", "ExportJob": "job", "warm_processes": "job",
+         "MIN_OBSERVED_SHARE": "bake.coverage",
          "observation_settings": "options", "Z_UP_TO_Y_UP": "assemble", "make_glb_mesh": "assemble",
          "save_glb": "assemble", "save_obj": "assemble"}
 

@@ -22,7 +22,7 @@ EXTRA_DEFAULTS = dict(
                              # bake.observations.sharpening_scale, for "opt" 1 (the reference's renders)
     device=None,             # default: the device of the Gaussians
     overlap_uv=True,         # render observations while the decimation / xatlas run (same result; False: in turn)
-    simplified=None,         # a BackgroundSimplify of this mesh started earlier with cleanup.first_reduction
+    simplified=None,         # a BackgroundSimplify of this mesh started earlier (job.ExportJob makes it)
     target_faces=None,       # faces in the file (instead of the fraction kept, 1 - simplify)
     crease_angle=DEFAULT_CREASE_ANGLE,  # vertex normals split at edges sharper than this (degrees); None: none
 )

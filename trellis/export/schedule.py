@@ -30,13 +30,13 @@ import numpy as np
 import torch
 
 from ..core.callbacks import check
-from .assemble import make_glb_mesh, save_obj
 from .bake.coverage import rebake_if_unobserved
 from .bake.inpaint import inpaint_texture
 from .bake.least_squares import TextureAccumulator
 from .bake.observations import observation_cameras, render_observations, sharpening_scale
 from .bake.texture import bake_texture
 from .options import export_options, mesh_arrays, observation_settings
+from .textured import TexturedMesh
 from .uv import unwrap as uv_unwrap
 
 __all__ = ["HELD_VIEW_BYTES", "DEVICE_VIEW_MARGIN", "PREPARE_AHEAD", "bake_textured_mesh", "to_glb", "to_obj"]
@@ -251,11 +251,11 @@ def _bake_opt(views: _Views, app_rep, v_np, f_np, uv_np, texture_size, opt, devi
 
 def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes_max_size=0.04,
                        texture_size=1024, debug=False, verbose=True, bake_mode="fast",
-                       progress: Progress = None, cancel=None, **kwargs):
-    """Stages 1-4: returns (vertices [V,3] float32 z up, faces [F,3] int64, uvs [V,2] float32,
+                       progress: Progress = None, cancel=None, **kwargs) -> TexturedMesh:
+    """Stages 1-4: a ``TexturedMesh`` (vertices [V,3] float32 z up, faces [F,3] int64, uvs [V,2] float32,
     texture uint8 [S,S,3], info dict with per-stage seconds, face counts, the UV method used and the share of
     the atlas observed ("observed_share", "bake_fallback": ``bake.coverage``); with ``debug`` also the texture
-    before inpainting and its observed-texel mask)."""
+    before inpainting and its observed-texel mask). ``job.ExportJob`` starts the decimation earlier."""
     opt = export_options(kwargs)
     if bake_mode not in ("fast", "opt"):
         raise ValueError(f"unknown bake_mode {bake_mode!r} (use 'fast' or 'opt')")
@@ -289,7 +289,7 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
         texture_u8 = _bake_opt(views, app_rep, v_np, f_np, uv_np, texture_size, opt, device, report, cancel, info,
                                clock)
     clock.lap("bake+inpaint")
-    return v_np, f_np, uv_np, texture_u8, info
+    return TexturedMesh(v_np, f_np, uv_np, texture_u8, info)
 
 
 def to_glb(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes_max_size=0.04, texture_size=1024,
@@ -301,15 +301,12 @@ def to_glb(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes_max_size=0.
     crease_angle). Per-stage seconds, face counts and the
     UV method used are in ``mesh.export_info`` (not saved in the file)."""
     crease = export_options(kwargs)["crease_angle"]
-    v, f, uv, tex, info = bake_textured_mesh(app_rep, mesh, simplify, fill_holes, fill_holes_max_size,
-                                             texture_size, debug, verbose, bake_mode, progress, cancel,
-                                             **kwargs)
+    textured = bake_textured_mesh(app_rep, mesh, simplify, fill_holes, fill_holes_max_size, texture_size, debug,
+                                  verbose, bake_mode, progress, cancel, **kwargs)
     check(cancel)
-    out = make_glb_mesh(v, f, uv, tex, crease_angle=crease)
+    out = textured.to_glb(crease)
     if progress is not None:
         progress("assemble", 1, 1)
-    # An attribute, not mesh.metadata: trimesh writes metadata into the file's "extras".
-    out.export_info = info
     return out
 
 
@@ -318,11 +315,10 @@ def to_obj(app_rep, mesh, path, simplify=0.95, fill_holes=True, fill_holes_max_s
            cancel=None, **kwargs) -> str:
     """Like ``to_glb`` but writes ``path`` (.obj) with ``<stem>.mtl`` and ``<stem>.png``; returns path."""
     crease = export_options(kwargs)["crease_angle"]
-    v, f, uv, tex, _ = bake_textured_mesh(app_rep, mesh, simplify, fill_holes, fill_holes_max_size,
-                                          texture_size, debug, verbose, bake_mode, progress, cancel,
-                                          **kwargs)
+    textured = bake_textured_mesh(app_rep, mesh, simplify, fill_holes, fill_holes_max_size, texture_size, debug,
+                                  verbose, bake_mode, progress, cancel, **kwargs)
     check(cancel)
-    out = save_obj(v, f, uv, tex, path, crease_angle=crease)
+    out = textured.save_obj(path, crease)
     if progress is not None:
         progress("assemble", 1, 1)
     return out

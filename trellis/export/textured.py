@@ -1,0 +1,35 @@
+"""The export's result: a baked, UV-mapped, textured mesh, and the files written from it (one assembly path for
+``to_glb``, ``to_obj`` and the app)."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .assemble import make_glb_mesh, save_glb, save_obj
+from .normals import DEFAULT_CREASE_ANGLE
+
+__all__ = ["TexturedMesh"]
+
+
+class TexturedMesh(NamedTuple):
+    """What ``bake_textured_mesh`` returns; still unpacks as the 5-tuple it used to be."""
+    vertices: object      # [V, 3] float32, z up (the TRELLIS world frame)
+    faces: object         # [F, 3] int64
+    uvs: object           # [V, 2] float32, v up
+    texture: object       # [T, T, 3] uint8, top row first
+    info: dict            # per-stage seconds, face counts, the UV method, the observed share
+
+    def to_glb(self, crease_angle: float | None = DEFAULT_CREASE_ANGLE):
+        """A ``trimesh.Trimesh`` ready for ``.export("x.glb")`` (y up, PBR material, normals split at
+        ``crease_angle`` degrees); ``.export_info`` holds ``info`` (an attribute: trimesh would write
+        ``metadata`` into the file)."""
+        out = make_glb_mesh(self.vertices, self.faces, self.uvs, self.texture, crease_angle=crease_angle)
+        out.export_info = self.info
+        return out
+
+    def save_glb(self, path, crease_angle: float | None = DEFAULT_CREASE_ANGLE) -> str:
+        """Write ``path`` as binary glTF; returns it."""
+        return save_glb(self.to_glb(crease_angle), path)
+
+    def save_obj(self, path, crease_angle: float | None = DEFAULT_CREASE_ANGLE) -> str:
+        """Write ``path`` (.obj) with ``<stem>.mtl`` and ``<stem>.png`` beside it; returns the OBJ path."""
+        return save_obj(self.vertices, self.faces, self.uvs, self.texture, path, crease_angle=crease_angle)
