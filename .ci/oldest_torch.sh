@@ -29,10 +29,10 @@ venv=$cache/oldest-torch-$version-$key
 # on the main venv): export/to_glb, mesh clean-up and preprocessing, whose time goes to numpy, scipy,
 # xatlas and onnxruntime (the same versions in both venvs), and DINOv2's equivalence test
 # (needs transformers). Together about 30 s here; making the venv the first time takes about 3 minutes.
-LIB_TESTS=(tests/test_attention.py tests/test_sparse.py tests/test_models.py tests/test_samplers.py
-           tests/test_pipeline.py tests/test_flexicubes.py tests/test_representations.py
-           tests/test_gaussian_render.py tests/test_mesh_render.py tests/test_render_utils.py
-           tests/test_fastpaths.py tests/test_manifests.py)
+LIB_TESTS=(tests/trellis/modules/test_attention.py tests/trellis/modules/test_sparse.py tests/trellis/models/test_models.py tests/trellis/pipelines/test_samplers.py
+           tests/trellis/pipelines/test_pipeline.py tests/trellis/representations/test_flexicubes.py tests/trellis/representations/test_representations.py
+           tests/trellis/renderers/test_gaussian_render.py tests/trellis/renderers/test_mesh_render.py tests/trellis/renderers/test_render_utils.py
+           tests/trellis/test_fastpaths.py tests/trellis/models/test_manifests.py)
 
 if [[ ! -f $venv/ready ]]; then
     echo "== creating $venv (torch $version for the library tests)"

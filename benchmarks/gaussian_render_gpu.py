@@ -4,7 +4,7 @@
 
 * equality: max abs difference of color/alpha/depth between the Triton kernel and ``composite_torch``
   (the twin: what a Windows user without Triton gets) for several random scenes and cameras at 512²,
-  1024² and 300×500, plus the small brute-force scenes of tests/test_gaussian_render.py on CUDA for both;
+  1024² and 300×500, plus the small brute-force scenes of tests/trellis/renderers/test_gaussian_render.py on CUDA for both;
 * timing: ms/frame at 512² and 1024² for both, the twin at several work budgets, a 120-frame 512²
   turntable and 50 views at 1024² (the bake's observations) for both;
 * ``--profile``: torch.profiler tables of one 512² frame of each path.

@@ -21,7 +21,7 @@ from .options import Options
 # command that must exist -> Debian/Ubuntu packages that provide it (for the tests only)
 APT_TEST_TOOLS = (
     ("chromium", ("chromium", "fonts-dejavu-core")),          # the browser test (playwright drives it)
-    ("wine", ("wine",)),                                        # run.bat under Wine's cmd (tests/test_run_bat.py)
+    ("wine", ("wine",)),                                        # run.bat under Wine's cmd (tests/installer/test_run_bat.py)
     ("x86_64-w64-mingw32-gcc", ("mingw-w64",)),                 # builds that test's stand-in python.exe
 )
 

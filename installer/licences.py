@@ -10,7 +10,7 @@ and the like). An SPDX "A OR B" is fine when one side is. Anything flagged must 
 reason it is acceptable; BUNDLED records packages whose metadata is clean but whose wheels carry a
 copyleft program. PLANNED lists what installer/plan.py adds on some machines only (so it is not installed
 where the check runs): those are checked from their wheel's METADATA (`inspect_wheel`;
-tests/test_triton_windows.py downloads the pinned wheel and does so).
+tests/installer/test_triton_windows.py downloads the pinned wheel and does so).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ ALLOWED: dict[str, str] = {
 }
 
 # What we ship ourselves besides pip-installed packages: the one-file launcher TrellisDesktop(.exe), built by
-# installer/build_launcher.py. These build tools are checked like the app's packages (tests/test_launcher.py).
+# installer/build_launcher.py. These build tools are checked like the app's packages (tests/installer/test_launcher.py).
 SHIPPED_BUILD_TOOLS = ("pyinstaller",)
 
 ALLOWED.update({

@@ -18,7 +18,7 @@ TORCH_VERSION_CU128 = "2.11.0"                    # the last release with a CUDA
 TORCH_VERSION_CU118 = "2.7.1"                     # the last release with a CUDA 11.8 build
 TORCH_INDEX = "https://download.pytorch.org/whl/"  # + cuda tag ("cu130") or "cpu"
 # Triton for PyTorch's Windows wheels (which ship none): the triton-windows release of the Triton line
-# TORCH_VERSION is built with (RULES["triton_windows"]). tests/test_triton_windows.py checks that PyPI has
+# TORCH_VERSION is built with (RULES["triton_windows"]). tests/installer/test_triton_windows.py checks that PyPI has
 # its win_amd64 wheels for every supported Python.
 TRITON_WINDOWS_VERSION = "3.7.1.post27"
 TRITON_WINDOWS_VERSION_CU128 = "3.6.0.post26"     # for torch 2.11.0 (RULES["triton_windows_2_11"])
@@ -258,7 +258,7 @@ TORCH_CUDA_BUILDS: tuple[TorchCudaBuild, ...] = (
 OLDEST_TORCH_VERSION = min((b.torch for b in TORCH_CUDA_BUILDS), key=lambda v: tuple(map(int, v.split("."))))
 
 # Same thresholds as trellis/pipelines/memory.py::pick_preset. Not imported from there: the installer
-# runs before torch exists. tests/test_installer.py checks that the two agree.
+# runs before torch exists. tests/installer/test_installer.py checks that the two agree.
 RESIDENT_BUDGET_BYTES = 10 * 2 ** 30     # memory.RESIDENT_BUDGET_BYTES: below it, model offload
 CFG_BATCH_MIN_BYTES = 6 * 2 ** 30        # below it, the CFG passes run one after the other
 RESIDENT_BUDGET_FP32_BYTES = 16 * 2 ** 30   # memory.RESIDENT_BUDGET_FP32_BYTES: the same in fp32 (CFG: twice)

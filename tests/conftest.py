@@ -1,9 +1,21 @@
+"""The tests' tree mirrors the source's (tests/trellis/export/ for trellis/export/, tests/desktop/api/ for desktop/api/,
+tests/installer/ ...); tests/gpu/ holds what needs CUDA. Helpers shared by many tests are modules here (images,
+structures, repo); a test module may also import another's helpers by its name (``from test_api import LiveServer``):
+every folder of the tree is on the path, which the names' uniqueness makes safe (tests/test_structure.py)."""
+import sys
+from pathlib import Path
+
 import pytest
+
+TESTS = Path(__file__).resolve().parent
+for folder in sorted({p.parent for p in TESTS.rglob("test_*.py")} - {TESTS}):
+    if not (folder / "__init__.py").exists() and str(folder) not in sys.path:     # tests/gpu is a package
+        sys.path.append(str(folder))
 
 
 @pytest.hookimpl(tryfirst=True)      # before `-m` deselects by marker
 def pytest_collection_modifyitems(config, items):
-    """Every test that uses a `browser` fixture (Playwright + Chromium: tests/test_ui.py, test_api_clients.py) is
+    """Every test that uses a `browser` fixture (Playwright + Chromium: tests/desktop/ui/, tests/desktop/api/test_api_clients.py) is
     marked `browser`, so `-m "not browser"` leaves them out on a machine without one. (tests/gpu/conftest.py marks
     its tests `gpu`; `slow` is written on the tests themselves.)"""
     for item in items:

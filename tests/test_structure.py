@@ -144,3 +144,24 @@ def test_every_fast_kernel_row_has_a_gpu_equality_case():
         assert kernel.backend in fastpaths.BACKENDS, kernel
         twin_module, twin_name = kernel.twin.rsplit(".", 1)
         assert callable(getattr(importlib.import_module(twin_module), twin_name)), kernel.twin
+
+
+# ------------------------------------------------------------------------------------------ the tests' tree
+
+def test_test_module_names_are_unique_across_the_tree():
+    """Test modules import each other's helpers by module name (tests/conftest.py puts every folder of the tree on
+    the path), so two with one name would shadow each other."""
+    seen = {}
+    for p in sorted((ROOT / "tests").rglob("*.py")):
+        if "node_modules" in p.parts or p.name in ("__init__.py", "conftest.py") or p.parent.name == "gpu":
+            continue
+        seen.setdefault(p.stem, []).append(p.relative_to(ROOT).as_posix())
+    assert not {k: v for k, v in seen.items() if len(v) > 1}
+
+
+def test_the_tests_tree_mirrors_the_source():
+    """A test folder under tests/trellis/, tests/desktop/ or tests/installer/ names a package of the source."""
+    bad = [p.relative_to(ROOT).as_posix() for top in ("trellis", "desktop", "installer")
+           for p in sorted((ROOT / "tests" / top).rglob("*")) if p.is_dir() and "__pycache__" not in p.parts
+           and not (ROOT / p.relative_to(ROOT / "tests")).is_dir()]
+    assert (ROOT / "tests" / "trellis" / "export").is_dir() and not bad, bad

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_gaussian_render import random_scene, render_brute_force
-from tests.test_mesh_render import _to_clip, _uv_sphere
+from test_gaussian_render import random_scene, render_brute_force
+from test_mesh_render import _to_clip, _uv_sphere
 from trellis import fastpaths
 from trellis.renderers.cameras import orbit_cameras
 from trellis.renderers.gaussian_render import render_gaussians

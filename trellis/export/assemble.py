@@ -39,7 +39,7 @@ PNG_COMPRESS_LEVEL = 1
 def _image(texture):
     """The texture as an RGB PIL image that saves as PNG at PNG_COMPRESS_LEVEL: trimesh's GLB export calls
     ``img.save(f, format="png")`` with no options, and Pillow (12.3, pinned) lets an image's own ``encoderinfo``
-    win over the call's defaults (tests/test_normals.py reads the level back from the file)."""
+    win over the call's defaults (tests/trellis/export/test_normals.py reads the level back from the file)."""
     from PIL import Image
     if isinstance(texture, Image.Image):
         img = texture.convert("RGB")

@@ -60,7 +60,7 @@ def load_pipeline_parts(path: str, args: dict, search_dirs=()) -> dict:
 
 
 # The SLat flow's lean mode (row-chunked norms and MLP, released skips) for the offloading preset: bit-identical
-# (tests/test_slat_lean.py, tests/gpu), it cuts the flow's activation peak to about a quarter but slows the low-VRAM
+# (tests/trellis/pipelines/test_slat_lean.py, tests/gpu), it cuts the flow's activation peak to about a quarter but slows the low-VRAM
 # chain (docs/benchmarks/memory.md#lean-mode), so it is on only when the device is short: offloading, and less than
 # LEAN_BELOW_FREE_BYTES free as stage 2 starts (always on the CPU, where nothing is measured).
 LEAN_WHEN_OFFLOADING = True

@@ -23,7 +23,7 @@ __all__ = ["MIN_OBSERVED_SHARE", "FALLBACK_ALPHA", "atlas_texels", "observed_sha
            "rebake_if_unobserved"]
 
 # Under this share of the atlas observed, more than 19 texels in 20 come from the inpainting: the texture says
-# little about the object. Bakes of solid surfaces observe most of their atlas (tests/test_honest_bake.py).
+# little about the object. Bakes of solid surfaces observe most of their atlas (tests/desktop/jobs/test_honest_bake.py).
 MIN_OBSERVED_SHARE = 0.05
 # Opacity from which a pixel of the fallback's renders counts: a tenth of the usual 0.5.
 FALLBACK_ALPHA = 0.05

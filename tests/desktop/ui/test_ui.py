@@ -1,0 +1,643 @@
+"""The browser app end to end: a real `gradio_main.py` process on the tiny random-weight pipeline (CPU),
+driven by Playwright in Debian's headless chromium (or Chrome/Edge on Windows; never a downloaded browser).
+
+Screenshots go to test-artifacts/ui/. The knobs are set through the page itself (tiny values: 2 + 2
+steps, an 8-frame 64² preview, a 64² texture baked from 4 views, no hole filling).
+"""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from PIL import Image
+
+from repo import ROOT_DIR as ROOT
+
+
+def _find_chromium():
+    """A Chromium-family browser already on this machine (never a downloaded one): $TRELLIS_TEST_BROWSER,
+    Debian's /usr/bin/chromium, then Chrome / Edge where Windows and macOS install them."""
+    import shutil
+
+    candidates = [os.environ.get("TRELLIS_TEST_BROWSER"), "/usr/bin/chromium",
+                  *(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "chrome", "msedge"))]
+    for base in filter(None, (os.environ.get(v) for v in ("PROGRAMFILES", "PROGRAMFILES(X86)", "LOCALAPPDATA"))):
+        candidates += [os.path.join(base, "Google", "Chrome", "Application", "chrome.exe"),
+                       os.path.join(base, "Microsoft", "Edge", "Application", "msedge.exe")]
+    candidates.append("/Applications/Google Chrome.app/Contents/MacOS/Google Chrome")
+    return next((c for c in candidates if c and os.path.isfile(c)), None)
+
+
+CHROMIUM = _find_chromium()
+SHOTS = os.path.join(ROOT, "test-artifacts", "ui")
+EXAMPLES = os.path.join(ROOT, "assets", "examples")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+# Babylon.js (the 3D viewer) tries WebGPU first, logs this, then falls back to WebGL2 (SwiftShader).
+EXPECTED_CONSOLE_ERRORS = ("A fatal error occurred during WebGPU creation",)
+TINY = {"td-ss_steps": 2, "td-slat_steps": 2, "td-texture_size": 64, "td-bake_views": 4,
+        "td-bake_resolution": 64, "td-video_frames": 8, "td-video_resolution": 64}
+FINISHED = ("done", "failed", "cancelled", "partial", "error")
+JOB_TIMEOUT = 90
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    return tmp_path_factory.mktemp("ui_outputs")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_pipeline_dir, outputs, tmp_path_factory):
+    """`python gradio_main.py` on a free port; yields its URL."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": ROOT, "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio_tmp"))}
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "gradio_main.py"), "--model", tiny_pipeline_dir,
+                             "--host", "127.0.0.1", "--port", str(port), "--no-browser", "--device", "cpu",
+                             "--outputs", str(outputs)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, ready = [], threading.Event()
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line)
+            if "running at http://" in line:
+                ready.set()
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        if not ready.wait(120):
+            raise AssertionError("the app did not start within 120 s:\n" + "".join(lines))
+        url = re.search(r"running at (http://\S+)", "".join(lines)).group(1)
+        assert url.startswith(f"http://127.0.0.1:{port}")
+        yield url
+    finally:
+        if os.name == "posix":
+            proc.send_signal(signal.SIGINT)           # Ctrl-C: the app closes its server and its runner
+        else:
+            proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    if os.name == "posix":
+        assert proc.returncode == 0, "the app did not stop cleanly on Ctrl-C:\n" + "".join(lines[-30:])
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.fail("no Chromium-family browser found: the browser tests need one. On Debian/Ubuntu "
+                    "`apt-get install chromium` (./run.sh test does so when run as root); on Windows install "
+                    "Chrome or Edge, or set TRELLIS_TEST_BROWSER to a chrome.exe.")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("playwright is missing: pip install -r requirements_test.txt")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+class Page:
+    """A fresh browser page on the app that records console errors and any request leaving this machine."""
+
+    def __init__(self, browser, url):
+        self.context = browser.new_context(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
+        self.page = self.context.new_page()
+        self.errors, self.external = [], []
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
+        self.page.on("request", lambda r: None if r.url.startswith(("http://127.0.0.1", "data:", "blob:"))
+                     else self.external.append(r.url))
+        self.page.goto(url)
+        self.page.wait_for_selector("#td-generate")
+
+    def check_clean(self):
+        unexpected = [e for e in self.errors if not any(x in e for x in EXPECTED_CONSOLE_ERRORS)]
+        assert unexpected == [], unexpected
+        assert self.external == [], f"the page fetched from the internet: {self.external}"
+
+    def shot(self, name):
+        os.makedirs(SHOTS, exist_ok=True)
+        try:
+            self.page.screenshot(path=os.path.join(SHOTS, name), full_page=True, timeout=60000)
+        except Exception:        # a busy machine: the WebGL viewer can starve a full-page capture
+            self.page.screenshot(path=os.path.join(SHOTS, name), timeout=60000)
+
+    def close(self):
+        self.context.close()
+
+    # ---------------------------------------------------------------- controls
+    def upload(self, path):
+        box = self.page.locator("#td-single")
+        if box.locator("input[type=file]").count() == 0:         # an image is shown: clear it first
+            box.get_by_label("Clear").click()
+        box.locator("input[type=file]").set_input_files(path)
+
+    def open_settings(self):
+        for acc, inside in [("td-gen-settings", "td-ss_steps"), ("td-out-settings", "td-formats"),
+                            ("td-mem-settings", "td-precision")]:
+            if not self.page.locator(f"#{inside}").is_visible():
+                self.page.locator(f"#{acc} .label-wrap").first.click()
+                self.page.locator(f"#{inside}").wait_for(state="visible")
+
+    def set_number(self, elem_id, value):
+        box = self.page.locator(f"#{elem_id} input[data-testid=number-input]")
+        box.fill(str(value))
+        box.press("Enter")
+        assert self.page.locator(f"#{elem_id} input[type=range]").input_value() == str(value)
+
+    def tiny(self, **overrides):
+        self.open_settings()
+        for elem_id, value in {**TINY, **overrides}.items():
+            self.set_number(elem_id, value)
+        self.page.locator("#td-fill_holes input[type=checkbox]").uncheck()
+
+    def choose(self, elem_id, option):
+        box = self.page.locator(f"#{elem_id} input")
+        box.click()
+        self.page.locator(f"#{box.get_attribute('aria-controls')}").get_by_role(
+            "option", name=option, exact=True).click()
+        assert self.page.locator(f"#{elem_id} input").input_value() == option
+
+    def formats(self, wanted):
+        for label, value in [("GLB", "glb"), ("PLY", "ply"), ("OBJ", "obj"), ("MP4", "mp4")]:
+            box = self.page.locator("#td-formats label", has_text=label).locator("input")
+            box.check() if value in wanted else box.uncheck()
+
+    def status(self):
+        state, text = self.page.locator("#td-status [data-state]").first.evaluate(
+            "el => [el.dataset.state, el.innerText]")          # one read: the box is re-rendered often
+        return state, text.strip()
+
+    def wait_status(self, states, timeout=JOB_TIMEOUT, seen=None):
+        """Polls the status box until its state is one of `states`; records every distinct text in `seen`."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                state, text = self.status()
+            except Exception:                       # re-rendered between the two reads
+                continue
+            if seen is not None and (not seen or seen[-1] != (state, text)):
+                seen.append((state, text))
+            if state in states:
+                return state, text
+            time.sleep(0.05)
+        raise AssertionError(f"status never reached {states}; last: {self.status()}, seen: {seen}")
+
+    def wait_finished_after(self, previous, timeout=JOB_TIMEOUT):
+        """(state, text) of the first finished status other than ``previous`` (the status before a job was
+        started): a job of the tiny pipeline can finish (0.2 s) before a poll sees it queued or running."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                now = self.status()
+            except Exception:                       # re-rendered between the two reads
+                continue
+            if now != previous and now[0] in FINISHED:
+                return now
+            time.sleep(0.05)
+        raise AssertionError(f"no new finished status after {previous}; last: {self.status()}")
+
+    def generate(self):
+        self.page.click("#td-generate")
+
+
+@pytest.fixture
+def app(browser, server):
+    pages = []
+
+    def open_page():
+        pages.append(Page(browser, server))
+        return pages[-1]
+    yield open_page
+    for p in pages:
+        p.close()
+
+
+def job_dirs(outputs):
+    return sorted(p for p in outputs.iterdir() if p.is_dir())
+
+
+def download_bytes(ui, src):
+    resp = ui.page.request.get(src)
+    assert resp.status == 200, (src, resp.status)
+    return resp.body()
+
+
+# ------------------------------------------------------------------------------------------ tests
+
+def test_help_lists_the_options():
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    proc = subprocess.run([sys.executable, "-m", "desktop", "ui", "--help"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for option in ("--model", "--host", "--port", "--precision", "--offload", "--no-browser", "--outputs",
+                   "--device", "--gpus"):
+        assert option in proc.stdout, option
+    bad = subprocess.run([sys.executable, os.path.join(ROOT, "gradio_main.py"), "--offload", "disk"], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+@pytest.mark.slow
+def test_bad_files_then_generate(app, outputs, tmp_path):
+    ui = app()
+    # The device line says which renderer path this device takes (trellis.fastpaths.describe).
+    header = ui.page.wait_for_selector("#td-header:has-text('device: cpu')").inner_text()
+    assert "device: cpu (CPU: PyTorch paths (no GPU kernels))" in header, header
+    # 1. A text file named .png: refused at upload and by Generate, with a visible message.
+    fake = tmp_path / "notes.png"
+    fake.write_text("this is not an image")
+    ui.upload(str(fake))
+    state, text = ui.wait_status(("error",), timeout=30)
+    assert "cannot be used" in text and "notes.png" in text and "gradio" not in text.lower()
+    ui.page.wait_for_selector("[data-testid=toast-body]:has-text('cannot be used')")
+    ui.generate()
+    state, text = ui.wait_status(("failed",), timeout=JOB_TIMEOUT)
+    assert "cannot be used" in text and "not an image file" in text
+    ui.shot("01-bad-file.png")
+
+    # 2. A fully transparent PNG: nothing to model.
+    empty = tmp_path / "empty.png"
+    Image.new("RGBA", (64, 64), (0, 0, 0, 0)).save(empty)
+    ui.upload(str(empty))
+    state, text = ui.wait_status(("error",), timeout=30)
+    assert "No foreground found" in text
+    assert job_dirs(outputs) == []                          # a bad input leaves no folder behind
+
+    # 3. The app still works: a real image with tiny settings, precision and offloading from the page.
+    ui.upload(os.path.join(EXAMPLES, "sphere.png"))
+    ui.wait_status(("ready",), timeout=30)
+    ui.tiny()
+    ui.choose("td-precision", "fp32")
+    ui.choose("td-offload", "none")
+    ui.formats({"glb", "ply", "mp4"})
+    seen = []
+    ui.generate()
+    state, text = ui.wait_status(FINISHED, seen=seen)
+    assert state == "done", seen
+    running = {t for s, t in seen if s == "running"}
+    assert len(running) >= 2, seen                          # the progress line moved
+    assert any(re.search(r"step \d+/\d+", t) for t in running), seen
+    assert len({t.split(" · ")[0] for t in running}) >= 2 and all("ETA" in t for t in running), seen
+    assert re.search(r"Done in [\d.]+ s \(seed \d+\)", text)
+
+    # The used seed is shown, and put into the seed box.
+    info = ui.page.inner_text("#td-info")
+    seed = int(re.search(r"Seed used: (\d+)", info).group(1))
+    assert ui.page.locator("#td-seed input").input_value() == str(seed)
+    (folder,) = job_dirs(outputs)
+    record = json.loads((folder / "settings.json").read_text())
+    assert record["seed"] == seed
+    s = record["settings"]
+    assert (s["ss_steps"], s["slat_steps"], s["texture_size"], s["video_frames"]) == (2, 2, 64, 8)
+    assert (s["precision"], s["offload"], s["fill_holes"]) == ("fp32", "none", False)
+
+    # The preview video plays.
+    video = ui.page.locator("#td-video video")
+    video.wait_for(timeout=30000)
+    src = video.get_attribute("src")
+    data = download_bytes(ui, src)
+    assert data[4:8] == b"ftyp"
+    ui.page.wait_for_function("() => { const v = document.querySelector('#td-video video');"
+                              " return v && v.readyState >= 1 && v.duration > 0; }", timeout=30000)
+    duration = ui.page.evaluate("() => document.querySelector('#td-video video').duration")
+    assert abs(duration - 8 / 24) < 0.1
+
+    # The GLB is in the 3D viewer.
+    ui.page.wait_for_selector("#td-model3d canvas", timeout=30000)
+
+    # The download button delivers a GLB that loads.
+    import trimesh
+
+    with ui.page.expect_download(timeout=30000) as dl:
+        ui.page.click("#td-dl-glb")
+    path = dl.value.path()
+    assert dl.value.suggested_filename.endswith(".glb")
+    with open(path, "rb") as f:
+        mesh = trimesh.load(f, file_type="glb", force="mesh")
+    assert len(mesh.faces) > 0
+    ply = download_bytes(ui, ui.page.locator("#td-files tr:has(td[aria-label='model.ply']) a").get_attribute("href"))
+    assert ply.startswith(b"ply")
+    assert not ui.page.locator("#td-dl-obj").is_enabled()  # OBJ was not asked for
+
+    # History lists the job.
+    assert ui.page.locator("#td-history input").input_value().endswith("sphere.png · done")
+    time.sleep(1.0)                                         # let the viewer draw a frame for the screenshot
+    ui.shot("02-done.png")
+    ui.check_clean()
+
+
+def test_cancel_mid_run(app, outputs):
+    ui = app()
+    ui.upload(os.path.join(EXAMPLES, "mug.png"))
+    ui.wait_status(("ready",), timeout=30)
+    # Many steps and a long preview, so that the job is still running when Cancel is pressed.
+    ui.tiny(**{"td-ss_steps": 100, "td-slat_steps": 100, "td-video_frames": 480})
+    ui.formats({"ply", "mp4"})
+    before = set(job_dirs(outputs))
+    ui.generate()
+    seen = []
+    ui.wait_status(("running",), seen=seen)
+    deadline = time.time() + JOB_TIMEOUT
+    while "Sampling" not in ui.status()[1] and time.time() < deadline:
+        time.sleep(0.05)
+    ui.page.click("#td-cancel")
+    state, text = ui.wait_status(FINISHED, seen=seen)
+    assert state == "cancelled" and "Cancelled" in text, seen
+    ui.shot("03-cancelled.png")
+    (folder,) = set(job_dirs(outputs)) - before
+    assert json.loads((folder / "error.json").read_text())["state"] == "cancelled"
+    assert not (folder / "preview.mp4").exists()
+    ui.check_clean()
+
+
+def test_batch_multi_view_presets_and_history(app, outputs):
+    ui = app()
+    # Presets set the knobs (Low VRAM also precision and offloading).
+    ui.open_settings()
+    ui.page.locator("#td-preset label", has_text="Fast").click()
+    ui.page.wait_for_function("() => document.querySelector('#td-ss_steps input[type=range]').value === '8'")
+    ui.page.locator("#td-preset label", has_text="Low VRAM").click()
+    ui.page.wait_for_function("() => document.querySelector('#td-precision input').value === 'fp16'")
+    assert ui.page.locator("#td-offload input").input_value() == "model"
+    assert ui.page.locator("#td-ss_steps input[type=range]").input_value() == "12"
+    ui.shot("04-presets.png")
+    ui.choose("td-precision", "auto")
+    ui.choose("td-offload", "auto")
+
+    # Batch: two files, two jobs, each shown as it completes.
+    ui.tiny()
+    ui.formats({"ply", "mp4"})
+    ui.page.get_by_role("tab", name="Batch").click()
+    ui.page.locator("#td-batch input[type=file]").set_input_files(
+        [os.path.join(EXAMPLES, "house.png"), os.path.join(EXAMPLES, "chair.png")])
+    ui.page.wait_for_selector("#td-batch td[aria-label='chair.png']")
+    before = set(job_dirs(outputs))
+    ui.generate()
+    state, text = ui.wait_status(FINISHED)
+    assert state == "done", text
+    rows = ui.page.locator("#td-status tr[data-state=done]")
+    assert rows.count() == 2
+    assert "2 of 2 job(s) finished, 2 done" in text
+    ui.page.wait_for_selector("#td-video video")
+    new = sorted(set(job_dirs(outputs)) - before)
+    assert len(new) == 2 and all((d / "model.ply").exists() and (d / "preview.mp4").exists() for d in new)
+    ui.shot("05-batch.png")
+
+    # History: pick the other batch job; its video is shown.
+    shown = ui.page.locator("#td-video video").get_attribute("src")
+    history = ui.page.locator("#td-history input")
+    history.click()
+    listbox = ui.page.locator(f"#{history.get_attribute('aria-controls')}")
+    listbox.get_by_role("option").first.wait_for()
+    labels = [o.get_attribute("aria-label") for o in listbox.get_by_role("option").all()]
+    assert any("house.png · done" in x for x in labels) and any("chair.png · done" in x for x in labels), labels
+    other = listbox.locator("[role=option][aria-selected=false]").filter(has_text=re.compile(r"(house|chair)\.png"))
+    assert other.count() == 1
+    other.click()
+    ui.wait_status(("history",), timeout=30)
+    ui.page.wait_for_function("(old) => { const v = document.querySelector('#td-video video');"
+                              " return v && v.getAttribute('src') !== old; }", arg=shown, timeout=30000)
+    assert ui.page.locator("#td-dl-ply").is_enabled() and not ui.page.locator("#td-dl-glb").is_enabled()
+    # "Use these settings" puts that job's settings (its seed, randomize off) back into the knobs.
+    shown_folder = re.search(r"Folder: (\S+)", ui.page.inner_text("#td-info")).group(1)
+    assert shown_folder in {str(d) for d in new}
+    with open(os.path.join(shown_folder, "settings.json")) as f:
+        seed = json.load(f)["seed"]
+    ui.page.click("#td-reuse")
+    ui.page.wait_for_function(f"() => document.querySelector('#td-seed input').value === '{seed}'")
+    assert not ui.page.locator("#td-randomize input").is_checked()
+
+    # Multiple views of one object: one job with both images.
+    ui.page.get_by_role("tab", name="Multiple views").click()
+    ui.page.locator("#td-multi input[type=file]").set_input_files(
+        [os.path.join(EXAMPLES, "mushroom.png"), os.path.join(EXAMPLES, "sphere.png")])
+    ui.page.wait_for_selector("#td-multi img")
+    ui.page.locator("#td-multi-mode label", has_text="multidiffusion").click()
+    before = set(job_dirs(outputs))
+    ui.generate()
+    state, text = ui.wait_status(FINISHED)
+    assert state == "done", text
+    (folder,) = set(job_dirs(outputs)) - before
+    record = json.loads((folder / "settings.json").read_text())
+    assert len(record["inputs"]) == 2 and record["settings"]["multi_image_mode"] == "multidiffusion"
+    ui.shot("06-multi-view.png")
+    ui.check_clean()
+
+
+# ------------------------------------------------------------------------------------------ in process
+
+API_TINY = {"ss_steps": 2, "slat_steps": 2, "texture_size": 64, "bake_views": 4, "bake_resolution": 64,
+            "video_frames": 8, "video_resolution": 64, "fill_holes": False}
+
+
+def test_gradio_client_drives_jobs(server, outputs, tmp_path):
+    """gradio_client (how Gradio apps are scripted) against the running app: its named endpoints
+    /generate, /status and /cancel run a tiny job to its GLB, report it, refuse bad settings and cancel."""
+    import trimesh
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    client = Client(server, verbose=False, download_files=str(tmp_path / "downloads"))
+    api = client.view_api(return_format="dict", print_info=False)
+    assert set(api["named_endpoints"]) == {"/generate", "/status", "/cancel"}, api["named_endpoints"]
+    assert api["unnamed_endpoints"] == {}                   # the page's own handlers stay private
+    mug = handle_file(os.path.join(EXAMPLES, "mug.png"))
+
+    before = set(job_dirs(outputs))
+    call = client.submit(mug, {"seed": 7, "formats": ["glb", "ply"], **API_TINY}, api_name="/generate")
+    info, glb, files = call.result(timeout=JOB_TIMEOUT)
+    assert info["state"] == "done" and info["seed"] == 7 and info["settings"]["ss_steps"] == 2, info
+    assert call.outputs()[0][0]["id"] == info["id"]          # the id came first, while it ran
+    assert trimesh.load(glb, force="mesh").faces.shape[0] > 0
+    assert {os.path.basename(f) for f in files} >= {"model.glb", "model.ply", "settings.json", "timings.json"}
+    (folder,) = set(job_dirs(outputs)) - before
+    assert info["out_dir"] == str(folder) and info["files"]["glb"] == "model.glb"
+    status = client.predict(info["id"], api_name="/status")
+    assert status["state"] == "done" and status["progress"]["fraction"] == 1.0
+
+    for bad, words in [({"seed": True}, "settings.seed"), ({"ss_steps": 0}, "settings.ss_steps"),
+                       ({"formats": []}, "choose at least one"), ({"colour": "red"}, "settings.colour"), ("fast", "object")]:
+        with pytest.raises(AppError, match="invalid settings") as err:
+            client.predict(mug, bad, api_name="/generate")
+        assert words in str(err.value), (bad, str(err.value))
+    with pytest.raises(AppError, match="no job 'nope'"):
+        client.predict("nope", api_name="/status")
+
+    # Cancel a long job once it samples.
+    call = client.submit(mug, {**API_TINY, "ss_steps": 500, "slat_steps": 500, "formats": ["ply"]}, api_name="/generate")
+    deadline = time.time() + JOB_TIMEOUT
+    while not call.outputs() or client.predict(call.outputs()[0][0]["id"], api_name="/status")["progress"]["stage"] \
+            not in ("sparse_structure", "slat"):
+        assert time.time() < deadline and not call.done(), call.outputs()
+        time.sleep(0.1)
+    job_id = call.outputs()[0][0]["id"]
+    cancelled = client.predict(job_id, api_name="/cancel")
+    assert cancelled["id"] == job_id and cancelled["cancel_requested"] is True
+    info, glb, files = call.result(timeout=JOB_TIMEOUT)
+    assert info["state"] == "cancelled" and glb is None and files is None, info
+    assert client.predict(job_id, api_name="/cancel")["cancel_requested"] is False      # already ended
+    client.close()
+
+
+def test_page_values_to_settings_and_presets():
+    from desktop import ui
+    from desktop.settings import GenerationSettings
+
+    d = GenerationSettings()
+    values = {k: getattr(d, k) for k in [*ui.PRESET_KNOBS, *ui.OTHER_KNOBS]}
+    values["formats"] = list(d.formats)
+    assert ui.settings_from_values(values, "balanced", d) == d.replace(preset="balanced")
+    # Numbers arrive as JSON numbers (floats for whole values too); a changed knob makes the preset "custom".
+    s = ui.settings_from_values({**values, "ss_steps": 3.0, "seed": 42.0, "randomize_seed": False}, "balanced", d)
+    assert (s.ss_steps, s.seed, s.randomize_seed, s.preset) == (3, 42, False, "custom")
+    assert isinstance(s.ss_steps, int)
+    assert ui.settings_from_values({**values, "seed": None}, "balanced", d).randomize_seed   # empty seed box
+    for change, message in [({"ss_steps": None}, "Stage 1 sampling steps: enter a number"),
+                            ({"ss_steps": 0}, "Stage 1 sampling steps: 0 is out of range"),
+                            ({"slat_steps": 2.5}, "Stage 2 sampling steps: 2.5 is not a whole number"),
+                            ({"texture_size": "big"}, "Texture size (pixels): 'big' is not a number"),
+                            ({"formats": []}, "Output formats: tick at least one"),
+                            ({"seed": None, "randomize_seed": False}, "Seed: enter a number")]:
+        with pytest.raises(ValueError) as err:
+            ui.settings_from_values({**values, **change}, "balanced", d)
+        assert str(err.value).startswith(message), (change, str(err.value))
+
+    # Presets: Low VRAM sets precision and offloading; the others keep the command line's choice.
+    cli_defaults = GenerationSettings(precision="bf16", offload="none")
+    low = ui.preset_values("low-vram", cli_defaults)
+    assert (low["precision"], low["offload"]) == ("fp16", "model")
+    fast = ui.preset_values("fast", cli_defaults)
+    assert (fast["precision"], fast["offload"], fast["ss_steps"]) == ("bf16", "none", 8)
+    assert ui.settings_from_values({**values, **fast}, "fast", cli_defaults).preset == "fast"
+    assert set(ui.PRESET_CHOICES) == {("Fast", "fast"), ("Balanced", "balanced"), ("High", "high"),
+                                      ("Low VRAM", "low-vram")}
+
+
+def test_inputs_messages_status_and_history(tmp_path):
+    import base64
+    from types import SimpleNamespace
+
+    from desktop import ui
+    from desktop.jobs import Job, JobState, Progress
+    from desktop.jobs import folder as job_folder
+    from desktop.settings import GenerationSettings
+
+    # Raw upload payloads -> jobs.
+    up = {"path": "/tmp/x/a.png", "orig_name": "a.png", "url": "http://127.0.0.1/file=/tmp/x/a.png"}
+    assert ui.collect_work("single", up, None, None) == [("a.png", ["/tmp/x/a.png"])]
+    pasted = {"path": None, "url": "data:image/png;base64," + base64.b64encode(b"\x89PNG...").decode()}
+    assert ui.collect_work("single", pasted, None, None) == [("pasted image", [b"\x89PNG..."])]
+    gallery = [{"image": {"path": "/g/1.png", "orig_name": "1.png"}, "caption": None},
+               {"image": {"path": "/g/2.png", "orig_name": "2.png"}, "caption": None}]
+    assert ui.collect_work("multi", None, gallery, None) == [("1.png + 1 more view(s)", ["/g/1.png", "/g/2.png"])]
+    assert ui.collect_work("batch", None, None, [up, {"path": "/b/c.jpg"}]) == [("a.png", ["/tmp/x/a.png"]),
+                                                                              ("c.jpg", ["/b/c.jpg"])]
+    for mode, args, message in [("single", (None, None, None), "Add an image first"),
+                                ("multi", (None, gallery[:1], None), "at least two images"),
+                                ("batch", (None, None, []), "Batch: add one or more")]:
+        with pytest.raises(ValueError, match=message):
+            ui.collect_work(mode, *args)
+
+    # Failure messages in the app's words.
+    job = Job(id="j" * 32, inputs=["/tmp/gradio/abc/photo.png"], settings=GenerationSettings())
+    job.error_kind, job.error, job.device = "oom", "out of GPU memory: ...", "cuda:0"
+    assert "Low VRAM preset" in ui.friendly_error(job)
+    job.device = "cpu"
+    assert "Fast preset" in ui.friendly_error(job)
+    job.error_kind, job.error = "model", "could not load the model from /m: no pipeline.json"
+    assert ui.friendly_error(job).startswith("Could not load the model") and "--model DIR" in ui.friendly_error(job)
+    job.error_kind, job.error = "input", "bad input: /tmp/gradio/abc/photo.png is not an image file"
+    job.state = JobState.FAILED
+    state, text = ui.job_line(job, None)
+    assert (state, text) == ("failed", "This image cannot be used: photo.png is not an image file")
+
+    # The status box: one job (a line and a bar), several (a table).
+    runner = SimpleNamespace(queue_position=lambda job_id: 1)
+    running = Job(id="r" * 32, inputs=[], settings=GenerationSettings(), state=JobState.RUNNING)
+    running.progress = Progress("slat", 6, 12, 0.5, 75.0, 30.0, "")
+    html = ui.status_html([("a.png", running)], runner)
+    assert 'data-state="running"' in html and "Sampling details · step 6/12 · 50% · ETA 1:15" in html
+    assert "<progress" in html
+    queued = Job(id="q" * 32, inputs=[], settings=GenerationSettings())
+    html = ui.status_html([("a.png", running), ("<b>.png", queued)], runner)
+    assert "0 of 2 job(s) finished" in html and "Waiting in the queue (1 job(s) ahead)" in html
+    assert "&lt;b&gt;.png" in html                         # names are escaped
+
+    # History: the job folders of the outputs folder, newest first, with their state.
+    out = tmp_path / "outputs"
+    for name, extra in [("20260101-100000-aaaaaaaa", "timings.json"), ("20260102-100000-bbbbbbbb", "error.json"),
+                        ("20260103-100000-cccccccc", None)]:
+        (out / name).mkdir(parents=True)
+        (out / name / "settings.json").write_text(json.dumps({"seed": 5, "inputs": ["/x/cat.png"],
+                                                             "settings": GenerationSettings().to_dict()}))
+        if extra == "error.json":
+            (out / name / extra).write_text(json.dumps({"state": "cancelled", "error": "cancelled"}))
+        elif extra:
+            (out / name / extra).write_text("{}")
+    (out / ".hidden").mkdir()
+    assert job_folder.list_history(out) == [("2026-01-03 10:00:00 · cat.png · incomplete", "20260103-100000-cccccccc"),
+                                    ("2026-01-02 10:00:00 · cat.png · cancelled", "20260102-100000-bbbbbbbb"),
+                                    ("2026-01-01 10:00:00 · cat.png · done", "20260101-100000-aaaaaaaa")]
+    app = ui.TrellisApp(SimpleNamespace(outputs_dir=out, list=lambda: []))
+    try:
+        assert app._job_folder("20260101-100000-aaaaaaaa").path == out / "20260101-100000-aaaaaaaa"
+        for bad in ("../outputs", "/etc", ".hidden", "", None, "nope"):
+            assert app._job_folder(bad) is None, bad
+    finally:
+        app.close()
+
+    # A local model folder that cannot work is named at start; a hub repo id is left to the first job.
+    assert "--model" in ui.model_problem(str(tmp_path / "no-model"))
+    assert ui.model_problem("microsoft/TRELLIS-image-large") is None
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "pipeline.json").write_text("{}")
+    assert ui.model_problem(str(tmp_path / "m")) is None
+
+
+@pytest.mark.filterwarnings("ignore:a.png. Could not load the model")      # gr.Warning outside a page
+def test_missing_model_is_a_message_and_the_app_goes_on(tmp_path):
+    """The generate handler itself (no browser): a missing model fails the job with the fix, the other
+    jobs of the batch are not tried, and the page is told (banner at start, status after)."""
+    from types import SimpleNamespace
+
+    from desktop import ui
+    from desktop.jobs import JobRunner
+    from desktop.settings import GenerationSettings
+    from images import rgba_blob
+
+    missing = str(tmp_path / "no-model")
+    runner = JobRunner(missing, tmp_path / "out", device="cpu")
+    app = ui.TrellisApp(runner, model_problem=ui.model_problem(missing))
+    try:
+        demo = app.build()
+        config = json.dumps(demo.get_config_file(), default=str)
+        assert "Model not found." in config and "pipeline.json" in config          # the banner
+        d = GenerationSettings()
+        values = {"mode": "batch", "single": None, "multi": None, "preset": "fast",
+                  "batch": [{"path": rgba_blob(tmp_path / f"{n}.png"), "orig_name": f"{n}.png"} for n in "abc"],
+                  **{k: getattr(d, k) for k in [*ui.PRESET_KNOBS, *ui.OTHER_KNOBS]}, "formats": ["ply"]}
+        data = {comp: values.get(name) for name, comp in app._named.items()}
+        updates = list(app.generate(data, SimpleNamespace(session_hash="s1")))
+        final = updates[-1][0]
+        assert 'data-state="failed"' in final and "could not load the model" in final.lower()
+        assert "restart the app with --model DIR" in final and final.count("Cancelled") == 2
+        assert not (tmp_path / "out").exists() and app._active == {}
+    finally:
+        runner.shutdown(cancel=True, wait=True, timeout=30)
+        app.close()
