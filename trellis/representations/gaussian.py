@@ -155,6 +155,25 @@ class Gaussian:
                 setattr(self, name, t.to(device))
         return self
 
+    # ------------------------------------------------------------------ raw fields, exactly
+    RAW_FIELDS = ("xyz", "features_dc", "scaling", "rotation", "opacity")
+
+    def raw_fields(self) -> dict:
+        """The stored (pre-activation) tensors by name (``RAW_FIELDS``): with ``init_params``, everything that makes
+        these Gaussians, bit for bit (the PLY stores activated values, which do not round-trip exactly)."""
+        return {name: getattr(self, "_" + name) for name in self.RAW_FIELDS}
+
+    @classmethod
+    def from_raw_fields(cls, init_params: dict, fields: dict, device="cpu") -> "Gaussian":
+        """The Gaussians of ``init_params`` and ``raw_fields()``, on ``device``."""
+        missing = [n for n in cls.RAW_FIELDS if n not in fields]
+        if missing:
+            raise ValueError(f"missing Gaussian fields {missing}")
+        g = cls(**{k: v for k, v in init_params.items()}, device=device)
+        for name in cls.RAW_FIELDS:
+            setattr(g, "_" + name, torch.as_tensor(fields[name]).to(device=device, dtype=torch.float32))
+        return g
+
     # ------------------------------------------------------------------ PLY
     def save_ply(self, path, transform=PLY_TRANSFORM) -> None:
         """Binary little-endian PLY in the 3DGS layout (x y z nx ny nz f_dc_* opacity scale_* rot_*)."""
