@@ -18,6 +18,8 @@
 #   app         app_gpu.py --object bunny / nut --runs 2 (the app's whole job, GLB + PLY + OBJ + mp4, on the realistic
 #               objects; stage 2 on the object's surface voxels) in the three columns; needs imageio-ffmpeg
 #               in .whl/ too (0.7.0's manylinux2014 wheel, 30 MB: 0.8.1's is over the 64 MiB carry limit)
+#   normalmap   normal_map_gpu.py (bunny, nut; balanced and 5 000 faces): the shading error without / with the normal
+#               map and its bake time, Triton and fast paths off
 #   views       export_realistic_gpu.py with the observation views kept on the GPU (the default where they fit)
 #               and in host memory (trellis.export.schedule.DEVICE_VIEW_MARGIN huge), A B A B, Triton
 #   decimation  decimation.py --shapes bunny nut --pieces 1 8 16 auto --runs 3 --reduction 0.9375
@@ -106,6 +108,10 @@ for step in "$@"; do
                     "$PY" benchmarks/app_gpu.py --object "$obj" --runs 2
                 run "app_${obj}_off" env TRELLIS_FAST_PATHS=off "$PY" benchmarks/app_gpu.py --object "$obj" --runs 2
             done ;;
+        normalmap)
+            run normalmap_triton "$PY" benchmarks/normal_map_gpu.py --out "$OUT/normalmap_triton.json"
+            run normalmap_off env TRELLIS_FAST_PATHS=off "$PY" benchmarks/normal_map_gpu.py --runs 1 \
+                --out "$OUT/normalmap_off.json" ;;
         views)
             HOST='import sys; sys.path[:0] = ["benchmarks", "."]; from trellis.export import schedule
 schedule.DEVICE_VIEW_MARGIN = 1 << 62
@@ -157,7 +163,7 @@ import export_realistic_gpu as e; sys.exit(e.main(sys.argv[1:]))'
         limits)
             run limits "$PY" benchmarks/e2e_gpu.py --limits "${LIMITS:-4,3,2.5,2}" --commit "$COMMIT" --out "$OUT/limits.json" ;;
         *)
-            echo "unknown step: $step (objects tests conv cache export export-triton export-windows export-off fitted app views decimation" \
+            echo "unknown step: $step (objects tests conv cache export export-triton export-windows export-off fitted app normalmap views decimation" \
                  "visibility profile chain columns ab e2e limits)" >&2; exit 2 ;;
     esac
 done
