@@ -57,6 +57,7 @@ IMPORT_NAMES = {
     "imageio-ffmpeg": "imageio_ffmpeg",
     "fast-simplification": "fast_simplification",
     "triton-windows": "triton",
+    "usd-core": "pxr",
 }
 
 # Run by the venv's Python: import each module, report failures as JSON.

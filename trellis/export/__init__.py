@@ -6,7 +6,8 @@
 * ``bake``: observations of the Gaussians baked into the texture, inpainted;
 * ``assemble``: the textured mesh as GLB (y up, PBR) or OBJ + MTL + PNG, with vertex normals from ``normals``.
 
-The result is a ``textured.TexturedMesh`` (``save_glb`` / ``save_obj``); ``job.ExportJob`` starts an export's
+The result is a ``textured.TexturedMesh`` (``save_glb`` / ``save_obj``, and ``save`` for every format of ``formats``:
+GLB, OBJ, STL, 3MF, USDZ, placed by ``placement``: height, pivot, up axis, units); ``job.ExportJob`` starts an export's
 decimation early, so that it overlaps the caller's other work on the same result.
 
 Shared: ``mesh_graph`` (edges, the dual graph, components), ``arrays`` (conversions, progress), ``processes``

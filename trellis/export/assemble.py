@@ -22,7 +22,8 @@ import numpy as np
 from ..core.axes import Z_UP_TO_Y_UP      # (x, y, z) -> (x, z, -y): the GLB/OBJ are y-up
 from .normals import DEFAULT_CREASE_ANGLE, split_vertex_normals
 
-__all__ = ["Z_UP_TO_Y_UP", "PNG_COMPRESS_LEVEL", "make_glb_mesh", "save_glb", "save_obj", "write_rows"]
+__all__ = ["Z_UP_TO_Y_UP", "PNG_COMPRESS_LEVEL", "texture_image", "with_normals", "make_glb_mesh", "save_glb",
+           "save_obj", "write_obj_files", "write_rows"]
 
 
 def _np(x, dtype):
@@ -36,7 +37,7 @@ def _np(x, dtype):
 PNG_COMPRESS_LEVEL = 1
 
 
-def _image(texture):
+def texture_image(texture):
     """The texture as an RGB PIL image that saves as PNG at PNG_COMPRESS_LEVEL: trimesh's GLB export calls
     ``img.save(f, format="png")`` with no options, and Pillow (12.3, pinned) lets an image's own ``encoderinfo``
     win over the call's defaults (tests/trellis/export/test_normals.py reads the level back from the file)."""
@@ -52,7 +53,7 @@ def _image(texture):
     return img
 
 
-def _with_normals(vertices, faces, uvs, crease_angle):
+def with_normals(vertices, faces, uvs, crease_angle):
     """(vertices, faces, uvs, normals or None), z up; vertices split at creases when normals are made."""
     v = _np(vertices, np.float64).reshape(-1, 3)
     f = _np(faces, np.int64).reshape(-1, 3)
@@ -71,11 +72,11 @@ def make_glb_mesh(vertices, faces, uvs, texture_uint8, double_sided: bool = Fals
     at ``crease_angle`` degrees (None: no normals), PBR material."""
     import trimesh
     from trimesh.visual.material import PBRMaterial
-    v, f, uv, normals = _with_normals(vertices, faces, uvs, crease_angle)
+    v, f, uv, normals = with_normals(vertices, faces, uvs, crease_angle)
     v = v @ Z_UP_TO_Y_UP
     material = PBRMaterial(
         name="baked",
-        baseColorTexture=_image(texture_uint8),
+        baseColorTexture=texture_image(texture_uint8),
         baseColorFactor=np.array([255, 255, 255, 255], dtype=np.uint8),
         metallicFactor=0.0,
         roughnessFactor=1.0,
@@ -108,31 +109,44 @@ def save_obj(vertices, faces, uvs, texture, path,
     already duplicated), so faces read ``f a/a/a b/b/b c/c/c`` (``f a/a ...`` with
     ``crease_angle=None``, which writes no normals).
     """
+    v, f, uv, normals = with_normals(vertices, faces, uvs, crease_angle)
+    return write_obj_files(path, v @ Z_UP_TO_Y_UP, f, uv, None if normals is None else normals @ Z_UP_TO_Y_UP,
+                           texture_image(texture))
+
+
+def write_obj_files(path, vertices, faces, uvs=None, normals=None, image=None, image_suffix: str = ".png") -> str:
+    """Write ``path`` (.obj) from arrays already in the file's axes and units; returns the OBJ path.
+
+    With ``image`` (a PIL image, saved with its own ``encoderinfo``) and ``uvs`` also ``<stem>.mtl`` and
+    ``<stem><image_suffix>``; without, a geometry-only OBJ that names no material. ``normals`` (one per
+    vertex) are optional.
+    """
     path = os.fspath(path)
     folder, name = os.path.split(path)
     stem = os.path.splitext(name)[0]
-    mtl_name, png_name = stem + ".mtl", stem + ".png"
-    v, f, uv, normals = _with_normals(vertices, faces, uvs, crease_angle)
-    v = v @ Z_UP_TO_Y_UP
-    f = f + 1
-
-    _image(texture).save(os.path.join(folder, png_name), compress_level=PNG_COMPRESS_LEVEL)
-    with open(os.path.join(folder, mtl_name), "w", encoding="ascii", newline="\n") as fh:
-        fh.write("# Trellis Desktop\nnewmtl baked\n"
-                 "Ka 1.000 1.000 1.000\nKd 1.000 1.000 1.000\nKs 0.000 0.000 0.000\n"
-                 "d 1.0\nillum 1\n"
-                 f"map_Kd {png_name}\n")
+    textured = image is not None and uvs is not None
+    f = np.asarray(faces, dtype=np.int64) + 1
+    corners = 1 + textured + (normals is not None)          # indices per face corner: v, vt, vn
+    if textured:
+        mtl_name, image_name = stem + ".mtl", stem + image_suffix
+        image.save(os.path.join(folder, image_name))
+        with open(os.path.join(folder, mtl_name), "w", encoding="ascii", newline="\n") as fh:
+            fh.write("# Trellis Desktop\nnewmtl baked\n"
+                     "Ka 1.000 1.000 1.000\nKd 1.000 1.000 1.000\nKs 0.000 0.000 0.000\n"
+                     "d 1.0\nillum 1\n"
+                     f"map_Kd {image_name}\n")
     with open(path, "w", encoding="ascii", newline="\n") as fh:
-        fh.write(f"# Trellis Desktop\nmtllib {mtl_name}\no mesh\n")
-        write_rows(fh, "v %.6f %.6f %.6f\n", v)
-        write_rows(fh, "vt %.6f %.6f\n", uv)
+        fh.write(f"# Trellis Desktop\nmtllib {mtl_name}\no mesh\n" if textured else "# Trellis Desktop\no mesh\n")
+        write_rows(fh, "v %.6f %.6f %.6f\n", vertices)
+        if textured:
+            write_rows(fh, "vt %.6f %.6f\n", uvs)
         if normals is not None:
-            write_rows(fh, "vn %.6f %.6f %.6f\n", normals @ Z_UP_TO_Y_UP)
-        fh.write("usemtl baked\n")
-        if normals is not None:
-            write_rows(fh, "f %d/%d/%d %d/%d/%d %d/%d/%d\n", np.repeat(f, 3, axis=1))
-        else:
-            write_rows(fh, "f %d/%d %d/%d %d/%d\n", np.repeat(f, 2, axis=1))
+            write_rows(fh, "vn %.6f %.6f %.6f\n", normals)
+        if textured:
+            fh.write("usemtl baked\n")
+        # "a/a/a" (v/vt/vn), "a/a" (v/vt), "a//a" (v//vn) or "a": one index per vertex, repeated per slot.
+        corner = {1: "%d", 2: "%d/%d" if textured else "%d//%d", 3: "%d/%d/%d"}[corners]
+        write_rows(fh, f"f {corner} {corner} {corner}\n", np.repeat(f, corners, axis=1))
     return path
 
 

@@ -30,6 +30,12 @@ class TexturedMesh(NamedTuple):
         """Write ``path`` as binary glTF; returns it."""
         return save_glb(self.to_glb(crease_angle), path)
 
+    def save(self, path, **options) -> str:
+        """Write ``path`` in the format its suffix names (.glb, .obj, .stl, .3mf, .usdz), with ``options`` of
+        ``formats.write`` (height, pivot, up, units, geometry_only, texture_format, crease_angle); returns it."""
+        from .formats import write
+        return write(self, path, **options)
+
     def save_obj(self, path, crease_angle: float | None = DEFAULT_CREASE_ANGLE) -> str:
         """Write ``path`` (.obj) with ``<stem>.mtl`` and ``<stem>.png`` beside it; returns the OBJ path."""
         return save_obj(self.vertices, self.faces, self.uvs, self.texture, path, crease_angle=crease_angle)

@@ -1,0 +1,108 @@
+"""Every file format a ``TexturedMesh`` can be written as, behind one call:
+
+    from trellis.export.formats import write
+    write(textured, "chair.usdz", height=0.9, pivot="bottom")
+    write(textured, "chair.stl", height=0.9, pivot="bottom", units="mm")
+    textured.save("chair.glb", texture_format="jpeg")          # the same, as a method
+
+``write(textured, path, format=None, *, height=None, pivot=None, up=None, units="m", geometry_only=False,
+texture_format="png", crease_angle=60)``: ``format`` defaults to the path's suffix; returns the path written.
+
+=======  ====================================  ============================  ==================================
+format   what is in it                          up axis                        units
+=======  ====================================  ============================  ==================================
+glb      mesh, normals, UVs, PBR material with  y (glTF)                       metres (glTF)
+         the texture as PNG, JPEG or WebP
+obj      + .mtl and .png/.jpg beside it         y by default, or z             ``units``: none in the file
+stl      binary STL, geometry only              z by default, or y             ``units``: none in the file
+3mf      3MF core, geometry only                z by default (3MF's build      ``units``, named in the file
+                                                volume), or y                  (``unit="meter"|"millimeter"``)
+usdz     usdc + texture (PNG or JPEG),          y (stage ``upAxis``)           metres (``metersPerUnit = 1``)
+         UsdPreviewSurface
+=======  ====================================  ============================  ==================================
+
+Options (``placement`` has the exact rules):
+
+* ``height``: the object's real height in metres (its vertical extent is scaled to exactly this); None keeps
+  the size (the pipeline's object fits the unit cube: about 1 m).
+* ``pivot``: ``"center"`` (bounding-box centre at the origin), ``"bottom"`` (centre of the box's base at the
+  origin: it stands on the ground) or None (the pipeline's origin).
+* ``up``: ``"y"`` or ``"z"`` for the formats whose axis is free (OBJ, STL, 3MF); GLB and USDZ are y up by their
+  specifications and ignore it, so one setting can serve a whole set of files.
+* ``units``: ``"m"`` or ``"mm"`` for OBJ, STL and 3MF; GLB and USDZ are metres by their specifications.
+* ``geometry_only``: no texture, no UVs (GLB: a plain grey material; OBJ: no material file; USDZ: a plain grey
+  UsdPreviewSurface). STL and 3MF are always geometry only.
+* ``texture_format``: ``"png"`` (lossless, default), ``"jpeg"`` (``gltf.JPEG_QUALITY``), ``"webp"`` (GLB only,
+  through the required extension ``EXT_texture_webp``).
+* ``crease_angle``: normals split at creases of more than this many degrees; None writes no normals.
+
+FBX is not offered: no licence-clean package that installs from wheels on Windows writes it.
+"""
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+from ..normals import DEFAULT_CREASE_ANGLE
+from ..placement import UNITS, UP_AXES, place
+
+__all__ = ["FormatSpec", "FORMATS", "format_of", "write"]
+
+
+class FormatSpec(NamedTuple):
+    suffix: str
+    default_up: str                 # the file's up axis when the caller does not choose one
+    free_axes: bool                 # False: up and units are fixed by the format's specification
+    texture_formats: tuple          # () for the geometry-only formats
+
+
+FORMATS = {
+    "glb": FormatSpec(".glb", "y", False, ("png", "jpeg", "webp")),
+    "obj": FormatSpec(".obj", "y", True, ("png", "jpeg")),
+    "stl": FormatSpec(".stl", "z", True, ()),
+    "3mf": FormatSpec(".3mf", "z", True, ()),
+    "usdz": FormatSpec(".usdz", "y", False, ("png", "jpeg")),
+}
+
+
+def format_of(path, format: str | None = None) -> str:
+    """``format`` (checked) or the one that ``path``'s suffix names."""
+    name = (format or os.path.splitext(os.fspath(path))[1].lstrip(".")).lower()
+    if name not in FORMATS:
+        raise ValueError(f"unknown export format {name!r} (use one of {tuple(FORMATS)})")
+    return name
+
+
+def write(textured, path, format: str | None = None, *, height: float | None = None, pivot: str | None = None,
+          up: str | None = None, units: str = "m", geometry_only: bool = False, texture_format: str = "png",
+          crease_angle: float | None = DEFAULT_CREASE_ANGLE) -> str:
+    """Write ``textured`` (a ``TexturedMesh``) to ``path`` in ``format``; returns the path (see the module doc)."""
+    name = format_of(path, format)
+    spec = FORMATS[name]
+    if up is not None and up not in UP_AXES:
+        raise ValueError(f"unknown up axis {up!r} (use one of {UP_AXES} or None)")
+    if units not in UNITS:
+        raise ValueError(f"unknown units {units!r} (use one of {tuple(UNITS)})")
+    textured_file = bool(spec.texture_formats) and not geometry_only
+    if textured_file and texture_format not in spec.texture_formats:
+        raise ValueError(f"a {name.upper()} texture is one of {spec.texture_formats}, not {texture_format!r}")
+    if not spec.free_axes:
+        up, units = spec.default_up, "m"
+    up = up or spec.default_up
+    # Placed in the pipeline's z-up frame: each writer turns the points (and the normals made from them).
+    vertices = place(textured.vertices, height, pivot, units)
+    faces, uvs, texture = textured.faces, textured.uvs, textured.texture
+    common = dict(geometry_only=geometry_only, texture_format=texture_format, crease_angle=crease_angle)
+    if name == "glb":
+        from .gltf import write_glb
+        return write_glb(path, vertices, faces, uvs, texture, **common)
+    if name == "obj":
+        from .gltf import write_obj
+        return write_obj(path, vertices, faces, uvs, texture, up=up, **common)
+    if name == "usdz":
+        from .usdz import write_usdz
+        return write_usdz(path, vertices, faces, uvs, texture, **common)
+    from .print3d import write_3mf, write_stl
+    if name == "stl":
+        return write_stl(path, vertices, faces, up)
+    return write_3mf(path, vertices, faces, up, units)

@@ -1,0 +1,67 @@
+"""The 3D-print formats, geometry only, written through trimesh: binary STL and 3MF.
+
+* **STL** carries no unit and no axis: its numbers are whatever the caller placed (``placement.place``), in
+  metres unless ``units="mm"`` (slicers read STL as millimetres, so a print preset asks for ``"mm"``).
+* **3MF** names its unit in the model's ``unit`` attribute, so a reader gets the right size either way: we
+  write ``"meter"`` or ``"millimeter"`` to match ``units`` (trimesh writes ``"millimeter"`` always, so the
+  attribute is set after it). Its build volume is z up (3MF core specification), hence z up by default.
+
+Both get the shape welded (a UV seam's copies of a point merged): 3MF indexes its vertices, and a slicer
+reads a seam left open as a hole in a mesh that is in fact closed. STL repeats each corner anyway.
+"""
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+
+from ..placement import turn_to
+from .gltf import welded
+
+__all__ = ["THREEMF_UNIT", "MODEL_PART", "print_mesh", "write_stl", "write_3mf", "with_unit"]
+
+THREEMF_UNIT = {"m": "meter", "mm": "millimeter"}     # our units -> the 3MF core specification's names
+MODEL_PART = "3D/3dmodel.model"       # where trimesh (and the specification's examples) put the model part
+
+
+def print_mesh(vertices, faces, up: str = "z"):
+    """A ``trimesh.Trimesh`` of the welded shape from z-up placed ``vertices``, turned to ``up``."""
+    import trimesh
+    v, f = welded(vertices, faces)
+    return trimesh.Trimesh(vertices=turn_to(v, up), faces=f, process=False)
+
+
+def write_stl(path, vertices, faces, up: str = "z") -> str:
+    """Write ``path`` as binary STL from z-up placed ``vertices`` turned to ``up``; returns the path."""
+    path = os.fspath(path)
+    data = print_mesh(vertices, faces, up).export(file_type="stl")
+    with open(path, "wb") as fh:
+        fh.write(data)
+    return path
+
+
+def write_3mf(path, vertices, faces, up: str = "z", units: str = "m") -> str:
+    """Write ``path`` as 3MF from z-up placed ``vertices`` (already in ``units``) turned to ``up``; returns it."""
+    if units not in THREEMF_UNIT:
+        raise ValueError(f"unknown units {units!r} (use one of {tuple(THREEMF_UNIT)})")
+    path = os.fspath(path)
+    data = with_unit(print_mesh(vertices, faces, up).export(file_type="3mf"), THREEMF_UNIT[units])
+    with open(path, "wb") as fh:
+        fh.write(data)
+    return path
+
+
+def with_unit(package: bytes, unit: str) -> bytes:
+    """The 3MF ``package`` with its model's ``unit`` attribute set to ``unit``; every other part as it was."""
+    from lxml import etree
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(package)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == MODEL_PART:
+                root = etree.fromstring(data)
+                root.set("unit", unit)
+                data = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+            dst.writestr(item, data, compress_type=zipfile.ZIP_DEFLATED)
+    return out.getvalue()
+
