@@ -20,8 +20,8 @@ def test_views_rendered_while_pieces_decimate_give_the_same_bake():
     mesh = (torch.as_tensor(v, dtype=torch.float32, device="cuda"), torch.as_tensor(f, device="cuda"))
     kw = dict(simplify=0.95, fill_holes=True, texture_size=512, verbose=False, nviews=16, render_resolution=256,
               uv_method="charts", device="cuda")
-    v0, f0, uv0, tex0, info0 = bake_textured_mesh(gaussian, mesh, overlap_uv=False, **kw)
-    v1, f1, uv1, tex1, info1 = bake_textured_mesh(gaussian, mesh, **kw)
+    v0, f0, uv0, tex0, info0, _ = bake_textured_mesh(gaussian, mesh, overlap_uv=False, **kw)
+    v1, f1, uv1, tex1, info1, _ = bake_textured_mesh(gaussian, mesh, **kw)
     assert info0["views_rendered_during_simplify"] == 0 and info1["views_rendered_during_simplify"] > 0
     np.testing.assert_array_equal(f0, f1)
     np.testing.assert_array_equal(uv0, uv1)
@@ -45,9 +45,9 @@ def test_views_held_on_the_gpu_or_in_host_memory_give_the_same_bake(monkeypatch)
     kw = dict(simplify=0.95, fill_holes=True, texture_size=512, verbose=False, nviews=16, render_resolution=256,
               uv_method="charts", device="cuda")
     monkeypatch.setattr(schedule, "DEVICE_VIEW_MARGIN", 0)
-    v0, f0, uv0, tex0, info0 = schedule.bake_textured_mesh(gaussian, mesh, **kw)
+    v0, f0, uv0, tex0, info0, _ = schedule.bake_textured_mesh(gaussian, mesh, **kw)
     monkeypatch.setattr(schedule, "DEVICE_VIEW_MARGIN", 1 << 62)    # never room enough: host memory
-    v1, f1, uv1, tex1, info1 = schedule.bake_textured_mesh(gaussian, mesh, **kw)
+    v1, f1, uv1, tex1, info1, _ = schedule.bake_textured_mesh(gaussian, mesh, **kw)
     assert info0["observations"]["held_on"] == "device" and info1["observations"]["held_on"] == "host"
     # held on the GPU, views are also prepared for the bake (raster, pixel tests) while the UV unwrap runs
     assert info0["observations"]["prepared_during_uv"] > 0 and info1["observations"]["prepared_during_uv"] == 0

@@ -22,8 +22,8 @@ import numpy as np
 from ..core.axes import Z_UP_TO_Y_UP      # (x, y, z) -> (x, z, -y): the GLB/OBJ are y-up
 from .normals import DEFAULT_CREASE_ANGLE, split_vertex_normals
 
-__all__ = ["Z_UP_TO_Y_UP", "PNG_COMPRESS_LEVEL", "texture_image", "with_normals", "make_glb_mesh", "save_glb",
-           "save_obj", "write_obj_files", "write_rows"]
+__all__ = ["Z_UP_TO_Y_UP", "PNG_COMPRESS_LEVEL", "texture_image", "with_normals", "make_glb_mesh", "glb_bytes",
+           "save_glb", "save_obj", "write_obj_files", "write_rows"]
 
 
 def _np(x, dtype):
@@ -67,9 +67,11 @@ def with_normals(vertices, faces, uvs, crease_angle):
 
 
 def make_glb_mesh(vertices, faces, uvs, texture_uint8, double_sided: bool = False,
-                  crease_angle: float | None = DEFAULT_CREASE_ANGLE):
-    """A ``trimesh.Trimesh`` ready for ``.export("x.glb")``: y-up vertices, UVs, vertex normals split
-    at ``crease_angle`` degrees (None: no normals), PBR material."""
+                  crease_angle: float | None = DEFAULT_CREASE_ANGLE, normal_texture=None):
+    """A ``trimesh.Trimesh`` ready for ``glb_bytes`` / ``save_glb``: y-up vertices, UVs, vertex normals split
+    at ``crease_angle`` degrees (None: no normals), PBR material; with ``normal_texture`` (a tangent-space map
+    baked for these normals, ``bake.normal_map``) also the material's normal texture and the tangents it was
+    baked in (``TANGENT``)."""
     import trimesh
     from trimesh.visual.material import PBRMaterial
     v, f, uv, normals = with_normals(vertices, faces, uvs, crease_angle)
@@ -89,13 +91,56 @@ def make_glb_mesh(vertices, faces, uvs, texture_uint8, double_sided: bool = Fals
         # Set after construction: trimesh then keeps them as given and its glTF export writes NORMAL
         # (it does when vertex normals are in the mesh's cache).
         mesh.vertex_normals = normals @ Z_UP_TO_Y_UP
+    if normal_texture is not None:
+        if normals is None:
+            raise ValueError("a normal map needs the vertex normals it was baked for (crease_angle=None writes none)")
+        from .tangents import vertex_tangents
+        # in the file's axes (v is y up already): a rotation keeps the frames and their handedness
+        mesh.vertex_attributes[TANGENT] = vertex_tangents(v, f, uv, normals @ Z_UP_TO_Y_UP)
+        material.normalTexture = texture_image(normal_texture)
     return mesh
+
+
+# trimesh writes a custom vertex attribute under its name with "_" in front (glTF's rule for application-specific
+# attributes); glb_bytes gives this one glTF's own semantic name.
+TANGENT = "TANGENT"
+
+
+def glb_bytes(mesh, **export_options) -> bytes:
+    """Binary glTF of a mesh from ``make_glb_mesh`` (``export_options`` go to trimesh's GLB export)."""
+    data = mesh.export(file_type="glb", **export_options)
+    if TANGENT in getattr(mesh, "vertex_attributes", {}):
+        data = rename_glb_attribute(data, "_" + TANGENT, TANGENT)
+    return data
+
+
+def rename_glb_attribute(data: bytes, old: str, new: str) -> bytes:
+    """The GLB ``data`` with every primitive attribute ``old`` named ``new`` (the JSON chunk rewritten, padded
+    with spaces to 4 bytes as the format asks; the binary chunk untouched)."""
+    import json
+    import struct
+
+    magic, version, _ = struct.unpack_from("<4sII", data, 0)
+    json_len, json_type = struct.unpack_from("<I4s", data, 12)
+    if magic != b"glTF" or json_type != b"JSON":
+        raise ValueError("not a binary glTF with its JSON chunk first")
+    doc = json.loads(data[20:20 + json_len])
+    for m in doc.get("meshes", []):
+        for prim in m.get("primitives", []):
+            attrs = prim.get("attributes", {})
+            if old in attrs:
+                attrs[new] = attrs.pop(old)
+    text = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 4)
+    rest = data[20 + json_len:]
+    total = 12 + 8 + len(text) + len(rest)
+    return struct.pack("<4sII", magic, version, total) + struct.pack("<I4s", len(text), b"JSON") + text + rest
 
 
 def save_glb(mesh, path) -> str:
     """Write a mesh from ``make_glb_mesh`` as binary glTF; returns the path."""
     path = os.fspath(path)
-    data = mesh.export(file_type="glb")
+    data = glb_bytes(mesh)
     with open(path, "wb") as fh:
         fh.write(data)
     return path

@@ -25,6 +25,7 @@ EXTRA_DEFAULTS = dict(
     simplified=None,         # a BackgroundSimplify of this mesh started earlier (job.ExportJob makes it)
     target_faces=None,       # faces in the file (instead of the fraction kept, 1 - simplify)
     crease_angle=DEFAULT_CREASE_ANGLE,  # vertex normals split at edges sharper than this (degrees); None: none
+    normal_map=False,        # also bake a tangent-space normal map from the dense mesh (bake.normal_map)
 )
 
 # Observation views when the caller does not choose: (views for "fast", for "opt", resolution). A CPU renders

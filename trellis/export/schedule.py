@@ -7,7 +7,8 @@ assemble its result (spec §12, §15).
    (radius 2, fov 40°) at ``render_resolution``² (``options.observation_settings`` by device);
 4. texture bake: "fast" (default; ``bake.least_squares``, one view in memory at a time) or "opt" (the
    reference's optimisation, ``bake.optimise``); then inpainting; a bake that observed almost nothing is done
-   again from fainter pixels (``bake.coverage``);
+   again from fainter pixels (``bake.coverage``); with ``normal_map=True``, the dense mesh's normals baked onto the
+   clean mesh through the same views (``bake.normal_map``);
 5. assembly (``assemble``): y up, PBR material with metallic 0 and roughness 1.
 
 The observation views need neither the clean mesh nor the UVs, so they are rendered while the CPU-bound stages
@@ -16,7 +17,8 @@ them; the views and their order are the same either way, so the texture is too. 
 each bake mode: docs/benchmarks/export.md#texture-bake.
 
 ``progress(stage, done, total)`` is called throughout (stages: the clean-up's own ones, then "uv_unwrap",
-"observe", "bake", "reobserve" (a bake done again), "inpaint" (fast mode), "assemble"); ``cancel()`` returning
+"observe", "bake", "reobserve" (a bake done again), "inpaint" (fast mode), "normal_map" (with ``normal_map=True``),
+"assemble"); ``cancel()`` returning
 True raises ``trellis.core.callbacks.Cancelled`` between and inside stages.
 """
 from __future__ import annotations
@@ -259,6 +261,8 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
     opt = export_options(kwargs)
     if bake_mode not in ("fast", "opt"):
         raise ValueError(f"unknown bake_mode {bake_mode!r} (use 'fast' or 'opt')")
+    if opt["normal_map"] and opt["crease_angle"] is None:
+        raise ValueError("normal_map=True needs vertex normals (crease_angle=None writes none)")
     device = torch.device(opt["device"]) if opt["device"] is not None else app_rep.device
     info = {"seconds": {}}
     clock = _Clock(info, verbose)
@@ -289,7 +293,26 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
         texture_u8 = _bake_opt(views, app_rep, v_np, f_np, uv_np, texture_size, opt, device, report, cancel, info,
                                clock)
     clock.lap("bake+inpaint")
-    return TexturedMesh(v_np, f_np, uv_np, texture_u8, info)
+    normal_u8 = None
+    if opt["normal_map"]:
+        normal_u8 = _bake_normals(vertices, faces, v_np, f_np, uv_np, texture_size, views, opt, device, report,
+                                  cancel, info)
+        clock.lap("normal_map")
+    return TexturedMesh(v_np, f_np, uv_np, texture_u8, info, normal_u8)
+
+
+def _bake_normals(vertices, faces, v_np, f_np, uv_np, texture_size, views: _Views, opt, device, report, cancel,
+                  info):
+    """Stage 4b: the dense mesh's normals baked onto the low-poly through the same views (``bake.normal_map``),
+    for normals split at the export's crease angle."""
+    from .bake.normal_map import bake_normal_map
+
+    seen = {}
+    out = bake_normal_map(vertices, faces, v_np, f_np, uv_np, texture_size, views.ext, views.intr, views.resolution,
+                          crease_angle=opt["crease_angle"], device=device, cancel=cancel, progress=report,
+                          cg_iterations=opt["cg_iterations"], info=seen)
+    info["normal_map"] = {"crease_angle": opt["crease_angle"], "observed_share": seen["normal_map_observed_share"]}
+    return out
 
 
 def to_glb(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes_max_size=0.04, texture_size=1024,
@@ -298,7 +321,7 @@ def to_glb(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes_max_size=0.
     ``.export("x.glb")``). Extras: ``bake_mode`` "fast" | "opt", ``progress``, ``cancel`` and the
     keyword arguments of ``options.EXTRA_DEFAULTS`` (nviews, render_resolution, uv_time_budget_s,
     uv_method, steps, lambda_tv, cg_iterations, device, overlap_uv, simplified, target_faces,
-    crease_angle). Per-stage seconds, face counts and the
+    crease_angle, normal_map). Per-stage seconds, face counts and the
     UV method used are in ``mesh.export_info`` (not saved in the file)."""
     crease = export_options(kwargs)["crease_angle"]
     textured = bake_textured_mesh(app_rep, mesh, simplify, fill_holes, fill_holes_max_size, texture_size, debug,

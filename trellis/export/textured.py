@@ -11,20 +11,31 @@ __all__ = ["TexturedMesh"]
 
 
 class TexturedMesh(NamedTuple):
-    """What ``bake_textured_mesh`` returns; still unpacks as the 5-tuple it used to be."""
+    """What ``bake_textured_mesh`` returns."""
     vertices: object      # [V, 3] float32, z up (the TRELLIS world frame)
     faces: object         # [F, 3] int64
     uvs: object           # [V, 2] float32, v up
     texture: object       # [T, T, 3] uint8, top row first
     info: dict            # per-stage seconds, face counts, the UV method, the observed share
+    normal_texture: object = None   # [T, T, 3] uint8 tangent-space normal map (bake.normal_map), or None
 
     def to_glb(self, crease_angle: float | None = DEFAULT_CREASE_ANGLE):
         """A ``trimesh.Trimesh`` ready for ``.export("x.glb")`` (y up, PBR material, normals split at
         ``crease_angle`` degrees); ``.export_info`` holds ``info`` (an attribute: trimesh would write
         ``metadata`` into the file)."""
-        out = make_glb_mesh(self.vertices, self.faces, self.uvs, self.texture, crease_angle=crease_angle)
+        out = make_glb_mesh(self.vertices, self.faces, self.uvs, self.texture, crease_angle=crease_angle,
+                            normal_texture=self.normal_map_for(crease_angle))
         out.export_info = self.info
         return out
+
+    def normal_map_for(self, crease_angle):
+        """The normal map, checked against the normals a file is written with (it is baked in their frames)."""
+        if self.normal_texture is None:
+            return None
+        baked = self.info.get("normal_map", {}).get("crease_angle", DEFAULT_CREASE_ANGLE)
+        if crease_angle != baked:
+            raise ValueError(f"the normal map was baked for normals split at {baked} degrees, not {crease_angle}")
+        return self.normal_texture
 
     def save_glb(self, path, crease_angle: float | None = DEFAULT_CREASE_ANGLE) -> str:
         """Write ``path`` as binary glTF; returns it."""

@@ -606,7 +606,7 @@ def test_observations_rendered_during_uv_unwrap_give_the_same_bake(asset, glb):
               render_resolution=RES)
     # the default (overlapped) run is the `glb` fixture; xatlas took long enough to overlap some views
     assert glb["mesh"].export_info["views_rendered_during_uv"] > 0
-    v1, f1, uv1, tex1, info1 = bake_textured_mesh(asset["gaussian"], (asset["v"], asset["f"]), overlap_uv=False,
+    v1, f1, uv1, tex1, info1, _ = bake_textured_mesh(asset["gaussian"], (asset["v"], asset["f"]), overlap_uv=False,
                                                   **kw)
     assert info1["views_rendered_during_uv"] == 0
     mesh = glb["mesh"]
@@ -626,7 +626,7 @@ def test_an_export_job_started_early_gives_the_same_bake(asset):
     kw = dict(simplify=0.6, fill_holes=False, texture_size=TEXTURE, nviews=NVIEWS, render_resolution=RES,
               uv_method="charts")
     mesh = (asset["v"], asset["f"])
-    v0, f0, uv0, tex0, info0 = bake_textured_mesh(asset["gaussian"], mesh, overlap_uv=False, verbose=False, **kw)
+    v0, f0, uv0, tex0, info0, _ = bake_textured_mesh(asset["gaussian"], mesh, overlap_uv=False, verbose=False, **kw)
     assert info0["views_rendered_during_simplify"] == 0
     with ExportJob(asset["gaussian"], mesh, **kw) as job:
         early = job.early
@@ -740,11 +740,11 @@ def test_views_prepared_while_the_uv_unwrap_runs_give_the_same_bake(asset, monke
             time.sleep(5.0)          # in the unwrap's thread: the caller renders and prepares meanwhile
 
     monkeypatch.setattr(schedule, "PREPARE_AHEAD", True)
-    v1, f1, uv1, tex1, info1 = schedule.bake_textured_mesh(asset["gaussian"], (asset["v"], asset["f"]),
+    v1, f1, uv1, tex1, info1, _ = schedule.bake_textured_mesh(asset["gaussian"], (asset["v"], asset["f"]),
                                                            progress=slow_unwrap, **kw)
     assert slowed and info1["observations"]["prepared_during_uv"] > 0
     monkeypatch.setattr(schedule, "PREPARE_AHEAD", False)
-    v2, f2, uv2, tex2, info2 = schedule.bake_textured_mesh(asset["gaussian"], (asset["v"], asset["f"]),
+    v2, f2, uv2, tex2, info2, _ = schedule.bake_textured_mesh(asset["gaussian"], (asset["v"], asset["f"]),
                                                            overlap_uv=False, **kw)
     assert info2["observations"]["prepared_during_uv"] == 0 and info2["views_rendered_during_uv"] == 0
     np.testing.assert_array_equal(f1, f2)

@@ -110,3 +110,46 @@ def test_the_map_at_least_halves_the_shading_error_of_a_decimated_mesh():
     e0, e1 = float(np.mean(without)), float(np.mean(with_map))
     print(f"\nshading error vs the dense mesh: {e0:.2f} deg without the map, {e1:.2f} deg with it")
     assert e1 <= 0.5 * e0, (e0, e1)
+
+
+@pytest.fixture(scope="module")
+def with_map():
+    """A bumpy sphere decimated and baked with its normal map (the export's own path, small)."""
+    from trellis.export.schedule import bake_textured_mesh
+
+    from test_export import make_gaussians, make_mesh
+    torch.manual_seed(0)
+    v, f = make_mesh(4)
+    return bake_textured_mesh(make_gaussians(v, f, n=8000), (v, f), simplify=0.9, fill_holes=False,
+                              texture_size=64, verbose=False, nviews=8, render_resolution=96, device="cpu",
+                              uv_method="charts", normal_map=True)
+
+
+def test_the_export_bakes_the_map_and_the_glb_carries_it_with_its_tangents(with_map, tmp_path):
+    from test_export import glb_json, validate_gltf
+
+    assert with_map.normal_texture.shape == (64, 64, 3) and with_map.normal_texture.dtype == np.uint8
+    assert with_map.info["normal_map"]["observed_share"] > 0.5
+    # mostly "up" in tangent space (blue high), with detail: not one flat colour
+    nt = with_map.normal_texture.reshape(-1, 3).astype(float)
+    assert np.median(nt[:, 2]) > 230 and nt[:, :2].std() > 2
+    for fmt in ("png", "jpeg", "webp"):
+        path = with_map.save(tmp_path / f"m_{fmt}.glb", texture_format=fmt)
+        report = validate_gltf(path)
+        assert report["issues"]["numErrors"] == 0, report["issues"]["messages"][:5]
+        doc = glb_json(path)
+        prim = doc["meshes"][0]["primitives"][0]
+        assert {"POSITION", "NORMAL", "TEXCOORD_0", "TANGENT"} <= set(prim["attributes"])
+        tangent = doc["accessors"][prim["attributes"]["TANGENT"]]
+        assert (tangent["type"], tangent["componentType"]) == ("VEC4", 5126)
+        material = doc["materials"][prim["material"]]
+        assert "normalTexture" in material and "baseColorTexture" in material["pbrMetallicRoughness"]
+    loaded = trimesh.load(tmp_path / "m_png.glb", force="mesh")
+    got = np.asarray(loaded.visual.material.normalTexture.convert("RGB"))
+    np.testing.assert_array_equal(got, with_map.normal_texture)
+    # other files: no map (and no error); a map baked for other normals is refused
+    with_map.save(tmp_path / "m.obj")
+    with pytest.raises(ValueError, match="baked for normals split at"):
+        with_map.save(tmp_path / "m.glb", crease_angle=30)
+    with_map.save(tmp_path / "g.glb", geometry_only=True)
+    assert "normalTexture" not in glb_json(tmp_path / "g.glb")["materials"][0]

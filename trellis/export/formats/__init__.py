@@ -36,6 +36,10 @@ Options (``placement`` has the exact rules):
   through the required extension ``EXT_texture_webp``).
 * ``crease_angle``: normals split at creases of more than this many degrees; None writes no normals.
 
+A ``TexturedMesh`` baked with its normal map (``bake_textured_mesh(normal_map=True)``) carries it into the GLB, with
+the tangents it was baked in (``TANGENT``); OBJ, USDZ, STL and 3MF are written without it (OBJ has no standard for a
+tangent-space map, USD's preview surface builds its own tangents).
+
 FBX is not offered: no licence-clean package that installs from wheels on Windows writes it.
 """
 from __future__ import annotations
@@ -95,7 +99,8 @@ def write(textured, path, format: str | None = None, *, height: float | None = N
     common = dict(geometry_only=geometry_only, texture_format=texture_format, crease_angle=crease_angle)
     if name == "glb":
         from .gltf import write_glb
-        return write_glb(path, vertices, faces, uvs, texture, **common)
+        normal = None if geometry_only else textured.normal_map_for(crease_angle)
+        return write_glb(path, vertices, faces, uvs, texture, normal_texture=normal, **common)
     if name == "obj":
         from .gltf import write_obj
         return write_obj(path, vertices, faces, uvs, texture, up=up, **common)

@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from ..assemble import make_glb_mesh, save_glb, texture_image, with_normals, write_obj_files
+from ..assemble import glb_bytes, make_glb_mesh, save_glb, texture_image, with_normals, write_obj_files
 from ...core.axes import Z_UP_TO_Y_UP
 from ..normals import DEFAULT_CREASE_ANGLE, split_vertex_normals
 from ..placement import turn_to
@@ -73,12 +73,15 @@ def plain_material():
 
 
 def glb_mesh(vertices, faces, uvs, texture, geometry_only: bool = False, texture_format: str = "png",
-             crease_angle: float | None = DEFAULT_CREASE_ANGLE):
-    """A ``trimesh.Trimesh`` ready for ``export(file_type="glb", extension_webp=...)`` from z-up ``vertices``."""
+             crease_angle: float | None = DEFAULT_CREASE_ANGLE, normal_texture=None):
+    """A ``trimesh.Trimesh`` ready for ``assemble.glb_bytes`` from z-up ``vertices`` (``normal_texture``: a
+    tangent-space normal map baked for these normals, written in ``texture_format`` too)."""
     if not geometry_only:
-        mesh = make_glb_mesh(vertices, faces, uvs, texture, crease_angle=crease_angle)
+        mesh = make_glb_mesh(vertices, faces, uvs, texture, crease_angle=crease_angle, normal_texture=normal_texture)
         if texture_format != "png":
             mesh.visual.material.baseColorTexture = encoded_texture(texture, texture_format)
+            if normal_texture is not None:
+                mesh.visual.material.normalTexture = encoded_texture(normal_texture, texture_format)
         return mesh
     import trimesh
     v, f, normals = plain_geometry(vertices, faces, crease_angle)
@@ -90,14 +93,15 @@ def glb_mesh(vertices, faces, uvs, texture, geometry_only: bool = False, texture
 
 
 def write_glb(path, vertices, faces, uvs, texture, geometry_only: bool = False, texture_format: str = "png",
-              crease_angle: float | None = DEFAULT_CREASE_ANGLE) -> str:
+              crease_angle: float | None = DEFAULT_CREASE_ANGLE, normal_texture=None) -> str:
     """Write ``path`` as binary glTF (y up) from z-up placed ``vertices``; returns the path."""
-    mesh = glb_mesh(vertices, faces, uvs, texture, geometry_only, texture_format, crease_angle)
+    mesh = glb_mesh(vertices, faces, uvs, texture, geometry_only, texture_format, crease_angle,
+                    None if geometry_only else normal_texture)
     if geometry_only or texture_format != "webp":
         return save_glb(mesh, path)
     path = os.fspath(path)
     with open(path, "wb") as fh:
-        fh.write(mesh.export(file_type="glb", extension_webp=True))
+        fh.write(glb_bytes(mesh, extension_webp=True))
     return path
 
 
