@@ -3,7 +3,7 @@
 App: model files first (installer.weights: downloaded on the first start, checked, kept in .cache/), then
 `.venv/<python> -m desktop ui [app options]` with the caches inside the app folder and the GPU the plan
 chose. The app opens the browser itself (`--no-browser` turns that off).
-Tests: the system tools some tests need (headless chromium, wine, mingw-w64: installed with apt-get when
+Tests: the system tools some tests need (headless chromium, wine, mingw-w64, blender: installed with apt-get when
 root, as CI is), the glTF validator (npm ci in tests/js), then `.venv/<python> -m pytest [pytest args]`.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ APT_TEST_TOOLS = (
     ("chromium", ("chromium", "fonts-dejavu-core")),          # the browser test (playwright drives it)
     ("wine", ("wine",)),                                        # run.bat under Wine's cmd (tests/installer/test_run_bat.py)
     ("x86_64-w64-mingw32-gcc", ("mingw-w64",)),                 # builds that test's stand-in python.exe
+    ("blender", ("blender", "python3-numpy")),                  # imports our GLBs (its glTF importer needs numpy)
 )
 
 

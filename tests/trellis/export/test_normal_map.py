@@ -153,3 +153,26 @@ def test_the_export_bakes_the_map_and_the_glb_carries_it_with_its_tangents(with_
         with_map.save(tmp_path / "m.glb", crease_angle=30)
     with_map.save(tmp_path / "g.glb", geometry_only=True)
     assert "normalTexture" not in glb_json(tmp_path / "g.glb")["materials"][0]
+
+
+def test_blender_imports_the_glb_with_the_normal_map_bound_to_its_material(with_map, tmp_path):
+    import json
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    blender = shutil.which("blender")
+    if blender is None:
+        pytest.fail("Blender is not installed: `./run.sh test` installs Debian's blender package (as root)")
+    path = with_map.save(tmp_path / "m.glb")
+    script = Path(__file__).with_name("blender_inspect.py")
+    proc = subprocess.run([blender, "-b", "--factory-startup", "--python", str(script), "--", str(path)],
+                          capture_output=True, text=True, timeout=300)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("INSPECT ")), None)
+    assert line is not None, proc.stdout[-2000:] + proc.stderr[-2000:]
+    seen = json.loads(line[len("INSPECT "):])
+    assert seen["meshes"] and seen["meshes"][0]["faces"] == len(with_map.faces) and seen["meshes"][0]["uv_maps"]
+    material = seen["materials"][0]
+    assert material["base_color_image"] == [64, 64]
+    assert material["normal_map"] == {"space": "TANGENT", "uv_map": material["normal_map"]["uv_map"],
+                                      "image": [64, 64], "colorspace": "Non-Color"}, material

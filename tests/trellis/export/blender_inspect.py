@@ -1,0 +1,42 @@
+"""Run inside Blender (``blender -b --python blender_inspect.py -- FILE.glb``): import the file with Blender's own
+glTF importer and print, as one JSON line, what a technical artist would look at: each material's base-colour
+image, whether a Normal Map node feeds the shader's Normal input from an image texture (and in which colour space),
+the mesh's UV maps and face count."""
+import json
+import sys
+
+import bpy
+import numpy
+
+# Debian's Blender 3.4 glTF importer still says np.bool, which its NumPy (1.24) no longer has.
+if not hasattr(numpy, "bool"):
+    numpy.bool = bool
+
+path = sys.argv[sys.argv.index("--") + 1]
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.import_scene.gltf(filepath=path)
+out = {"materials": [], "meshes": []}
+for mat in bpy.data.materials:
+    if not mat.use_nodes:
+        continue
+    nodes = mat.node_tree.nodes
+    bsdf = next((n for n in nodes if n.type == "BSDF_PRINCIPLED"), None)
+    entry = {"name": mat.name, "base_color_image": None, "normal_map": None}
+    if bsdf is not None:
+        for link in bsdf.inputs["Base Color"].links:
+            if link.from_node.type == "TEX_IMAGE" and link.from_node.image is not None:
+                entry["base_color_image"] = list(link.from_node.image.size)
+        for link in bsdf.inputs["Normal"].links:
+            node = link.from_node
+            if node.type == "NORMAL_MAP":
+                image = next((lk.from_node for lk in node.inputs["Color"].links if lk.from_node.type == "TEX_IMAGE"),
+                             None)
+                entry["normal_map"] = {"space": node.space, "uv_map": node.uv_map,
+                                       "image": list(image.image.size) if image is not None and image.image else None,
+                                       "colorspace": image.image.colorspace_settings.name if image is not None
+                                       and image.image else None}
+    out["materials"].append(entry)
+for obj in bpy.data.objects:
+    if obj.type == "MESH":
+        out["meshes"].append({"faces": len(obj.data.polygons), "uv_maps": [uv.name for uv in obj.data.uv_layers]})
+print("INSPECT " + json.dumps(out))
