@@ -239,11 +239,13 @@ def test_only_the_job_folder_module_knows_the_folder_layout():
 
 
 def test_the_job_modules_import_in_their_stated_order():
-    """desktop/jobs: jsonio, job <- folder, progress, failures, inputs, meshes <- queued <- recovery, rerun, steps,
-    warmup <- runner (never back)."""
+    """desktop/jobs: jsonio, job <- folder, progress, failures, inputs, meshes <- queued <- recovery, rerun <- context,
+    sampling, models <- steps <- warmup <- jobqueue <- worker <- runner (never back): the steps get a context and
+    never reach the worker or the runner."""
     order = ["jsonio", "job", "folder", "progress", "failures", "inputs", "meshes", "queued", "recovery", "rerun",
-             "steps", "warmup", "runner"]
+             "context", "sampling", "models", "steps", "warmup", "jobqueue", "worker", "runner"]
     graph = desktop_graph()
+    assert {m for m in graph if m.startswith("desktop.jobs.")} == {f"desktop.jobs.{m}" for m in order}
     bad = [f"{m} imports {d}" for i, m in enumerate(order) for d in graph[f"desktop.jobs.{m}"]
            if d.startswith("desktop.jobs.") and order.index(d.rsplit(".", 1)[1]) >= i]
     assert not bad, bad
@@ -286,6 +288,32 @@ def imported_modules(path: Path):
                 yield alias.name, node.lineno
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             yield node.module, node.lineno
+
+
+def installer_imports(path: Path):
+    """(imported installer module, line) for every import of the installer in `path`, at any depth
+    (`from installer import weights` imports installer.weights)."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "installer":
+                    yield alias.name, node.lineno
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
+                and node.module.split(".")[0] == "installer":
+            for alias in node.names:
+                yield (f"installer.{alias.name}" if node.module == "installer" else node.module), node.lineno
+
+
+def test_one_app_module_fetches_models():
+    """The app reaches the installer in one place: desktop/jobs/models.py, the only module of desktop/ that imports
+    the installer, and only installer.weights (the published text repos, the verified model download). The UI, the
+    API, the CLI, the runner and the batch fetch models through it."""
+    allowed = ROOT / "desktop" / "jobs" / "models.py"
+    found = [(p, module, line) for p in sorted((ROOT / "desktop").rglob("*.py")) for module, line in installer_imports(p)]
+    bad = [f"{p.relative_to(ROOT)}:{line} imports {module}" for p, module, line in found
+           if p != allowed or module != "installer.weights"]
+    assert not bad, bad
+    assert {m for p, m, _ in found if p == allowed} == {"installer.weights"}      # the check sees its imports
 
 
 def test_the_app_uses_the_export_through_its_package_only():

@@ -27,8 +27,6 @@ SIZE_EXCEPTIONS = {
                             "cache, resumable download and the messages of each failure share one file on purpose",
     "installer/install.py": "the install transaction (new venv, packages, checks, roll back) is one ordered script "
                             "whose steps share the roll-back state",
-    "desktop/jobs/runner.py": "the queue, its per-device workers and the warm-up share one lock and the workers' "
-                              "state",
     "desktop/jobs/folder.py": "the only module that knows the job folder's layout: it writes and reads every file",
     "extensions/trellis_nvrtc/trellis_nvrtc/block_norm.py": "the CUDA C of two kernels and their launchers, kept "
                                                             "together so the source and its compile-time "

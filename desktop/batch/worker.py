@@ -38,7 +38,9 @@ FINAL_KINDS = ("input", "empty", "model", "background_removal", "cancelled")
 
 def text_model(task: dict) -> str:
     """The text pipeline of a prompt item: --text-model, else the published one of its text_model_size."""
-    return task.get("text_model") or f"microsoft/TRELLIS-text-{task['settings'].get('text_model_size', 'xlarge')}"
+    from ..jobs.models import text_source
+
+    return text_source(task.get("text_model"), task["settings"].get("text_model_size", "xlarge"))
 
 
 def _quiet(*args, **kwargs) -> None:
@@ -124,16 +126,15 @@ class ItemWorker:
         return answer
 
     def _sample(self, task: dict, job, settings: GenerationSettings, work):
-        """Input -> the decoded Gaussians and mesh; the input, settings.json and preprocessed image written."""
+        """Input -> the decoded Gaussians and mesh (the app's sampling: jobs.sampling); the input, settings.json and
+        preprocessed image written."""
         from ..jobs.folder import JobFolder
         from ..jobs.inputs import prepare_image
+        from ..jobs.sampling import sample
         from ..jobs.steps import settings_record
 
         folder = JobFolder(work)
         kind = "image" if task["kind"] == "image" else "prompt"
-        run_args = dict(seed=settings.seed, formats=settings.decode_formats,
-                        sparse_structure_sampler_params={"steps": settings.ss_steps, "cfg_strength": settings.ss_cfg},
-                        slat_sampler_params={"steps": settings.slat_steps, "cfg_strength": settings.slat_cfg})
         if kind == "image":
             # The input first: a bad image fails in a second, before any model is loaded.
             loaded = self._pipelines.get(("image", task["model"]))
@@ -143,9 +144,8 @@ class ItemWorker:
 
                 raise InputError(problem)
             t = time.perf_counter()
-            source = prepare_image(job.inputs[0], settings.preprocess, getattr(loaded, "_remover", None))
+            source = prepare_image(job.inputs[0], settings.preprocess, getattr(loaded, "background_remover", None))
             job.timings["preprocess"] = time.perf_counter() - t
-            run_args.update(preprocess_image=False)
         else:
             source = task["source"]
         pipeline = self.pipeline(task, kind)
@@ -160,13 +160,8 @@ class ItemWorker:
         else:
             record["kind"], record["prompt"] = "text", source
         job.files.update(folder.write_settings(record))
-        t = time.perf_counter()
-        outputs = pipeline.run(source, **run_args)
-        job.timings["pipeline"] = {"seconds": time.perf_counter() - t,
-                                   "stages": list(getattr(pipeline, "last_stats", []))}
-        gaussian = outputs["gaussian"][0] if "gaussian" in outputs else None
-        mesh = outputs["mesh"][0] if "mesh" in outputs else None
-        return gaussian, mesh
+        prepared = {"preprocess_image": False} if kind == "image" else {}
+        return sample(job, pipeline, lambda **a: pipeline.run(source, **prepared, **a), settings)
 
     def _export(self, job, settings: GenerationSettings, work, gaussian, mesh) -> None:
         from ..jobs.folder import JobFolder
@@ -182,24 +177,14 @@ class ItemWorker:
         model = task["model"] if kind == "image" else text_model(task)
         key = (kind, model)
         if key not in self._pipelines:
-            from ..jobs.failures import is_disk_full, is_oom, model_load_message
-            from ..jobs.job import ModelLoadError
+            from ..jobs.models import load_image_pipeline, load_text_pipeline
 
-            if kind == "image":
-                from trellis.pipelines import TrellisImageTo3DPipeline as cls
-            else:
-                from trellis.pipelines import TrellisTextTo3DPipeline as cls
-            try:
-                pipeline = cls.from_pretrained(model)
-            except Exception as err:
-                if is_oom(err) or is_disk_full(err):
-                    raise
-                raise ModelLoadError(model_load_message(model, err)) from err
             # One text model at a time next to the image model: a list asking for several sizes would
             # otherwise keep them all in GPU memory.
             for old in [k for k in self._pipelines if k[0] == kind]:
                 del self._pipelines[old]
-            self._pipelines[key] = pipeline.to(self.device)
+            self._pipelines[key] = (load_image_pipeline(model, self.device) if kind == "image"
+                                    else load_text_pipeline(model, self.device)[0])
         return self._pipelines[key]
 
     def _set_policy(self, pipeline, settings: GenerationSettings) -> None:

@@ -24,8 +24,8 @@ sampling again, into a folder of its own. Only the `keep_results` most recent re
 
 The package, one concern per module (each imports only those listed before it):
 
-    job.py       Job, JobState, Progress, the error classes (plain data, no torch)
     jsonio.py    the job folder's JSON files written, and read back without trusting them
+    job.py       Job, JobState, Progress, the error classes (plain data, no torch)
     folder.py    the job folder: its file names, atomic writers, readers (history, recovery), the lock
     progress.py  stage weights -> the job's fraction and ETA
     failures.py  an exception -> (kind, message that says what to do)
@@ -34,9 +34,14 @@ The package, one concern per module (each imports only those listed before it):
     queued.py    accepted jobs written down until they end (a stop leaves them as interrupted job folders)
     recovery.py  the outputs folder put in order at start (unfinished jobs marked interrupted)
     rerun.py     an ended job queued again from its folder (its inputs, settings and seed)
-    steps.py     generate / export, top to bottom
-    warmup.py    the warm-up's tiny generation
-    runner.py    JobRunner (queue, kept results, cancel, shutdown) and its workers
+    context.py   JobContext: what a step gets for one job (models, folder, progress, cancel, kept result)
+    sampling.py  settings -> sampler parameters, and the one sampling call (jobs and batch items)
+    models.py    the pipelines loaded, the text model fetched (the app's one importer of installer.weights)
+    steps.py     generate / text / variant / export, top to bottom, from the job and its context only
+    warmup.py    the background warm-up: the load and the tiny generation
+    jobqueue.py  the queue of waiting jobs and the runner's record of each job (Entry), under one lock
+    worker.py    one thread per device: takes jobs, makes their context, runs their step, records the end
+    runner.py    JobRunner: submit, kept results, cancel, warm-up requests, shutdown
 
 Names are imported lazily (PEP 562), so that `from desktop.jobs import folder` (the UI's history) does
 not import torch; `from desktop.jobs import JobRunner` works as before.

@@ -27,7 +27,7 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from .jsonio import MAX_JSON_BYTES, json_bytes, jsonable, load_json, read_json  # noqa: F401  (imported from here)
 
@@ -158,9 +158,10 @@ class JobFolder:
     """One job's folder. The writers return {kind: path} of what they wrote (for Job.files); the
     readers give None (or nothing) for what is missing or unreadable."""
 
-    def __init__(self, path, job=None):
+    def __init__(self, path, on_settings: Optional[Callable[[], None]] = None):
         self.path = Path(path)
-        self.job = job              # the running job whose folder this is (made by `create`)
+        self.on_settings = on_settings  # called once settings.json is written (the job's queue record goes)
+        self.lock = None                # (fd, path) of the running job's lock, held from `create` to `release`
 
     def __repr__(self) -> str:
         return f"JobFolder({str(self.path)!r})"
@@ -170,30 +171,30 @@ class JobFolder:
         return self.path.name
 
     @classmethod
-    def create(cls, outputs_dir: Path, job) -> "JobFolder":
+    def create(cls, outputs_dir: Path, job, on_settings: Optional[Callable[[], None]] = None) -> "JobFolder":
         """Make the folder of a starting job (named after its start time and id), its lock taken first:
-        another process's recovery pass then never takes this folder for a dead job's. The lock is kept in
-        `job._folder_lock` until `release(job)`."""
+        another process's recovery pass then never takes this folder for a dead job's. The folder holds the
+        lock until `release()`."""
         root = Path(outputs_dir)
         root.mkdir(parents=True, exist_ok=True)
         stamp = datetime.fromtimestamp(job.started or time.time()).strftime("%Y%m%d-%H%M%S")
         out = root / f"{stamp}-{job.id[:8]}"
+        folder = cls(out, on_settings)
         lock = lock_path(root, out.name)
         fd = try_lock(lock)
-        job._folder_lock = (fd, lock) if fd is not None else None
+        folder.lock = (fd, lock) if fd is not None else None
         try:
             out.mkdir()
         except BaseException:
-            cls.release(job)
+            folder.release()
             raise
-        return cls(out, job)
+        return folder
 
-    @staticmethod
-    def release(job) -> None:
+    def release(self) -> None:
         """Drop the lock of a job whose final file is written: the folder is no longer this process's."""
-        if job._folder_lock is not None:
-            release_lock(*job._folder_lock)
-            job._folder_lock = None
+        if self.lock is not None:
+            release_lock(*self.lock)
+            self.lock = None
 
     # ------------------------------------------------------------------ writers
     def file(self, kind: str) -> Path:
@@ -260,9 +261,8 @@ class JobFolder:
     def write_settings(self, record: dict) -> dict:
         written = self.write_json("settings", record)
         # From now on the folder names the job: what stood for it until it started can go (queued.py).
-        on_folder = getattr(self.job, "_on_folder", None)
-        if on_folder is not None:
-            on_folder()
+        if self.on_settings is not None:
+            self.on_settings()
         return written
 
     def write_timings(self, timings: dict) -> dict:

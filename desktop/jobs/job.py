@@ -114,21 +114,12 @@ class Job:
     created: float = field(default_factory=time.time)
     started: Optional[float] = None
     finished: Optional[float] = None
+    result_kept: bool = False         # its decoded result is in memory: an export can be made from it (the runner
+                                      # sets it while it keeps the result)
 
     def __post_init__(self):
         self._cancel = threading.Event()
         self._done = threading.Event()
-        self._result: Optional[dict] = None         # {"gaussian", "mesh"} while kept (keep_result)
-        self._source_result: Optional[dict] = None  # export jobs: the result they export
-        self._affinity: Optional[str] = None        # export jobs run on the device that holds the result
-        self._interrupted: Optional[str] = None     # why the app stopped it (JobRunner.shutdown(reason=))
-        self._folder_lock = None                    # (fd, path) of the running job's lock (folder.py)
-        self._on_folder = None                      # called once its folder holds settings.json (runner.py)
-
-    @property
-    def result_kept(self) -> bool:
-        """True while the decoded result is in memory (an export can be made from it)."""
-        return self._result is not None
 
     @property
     def seed(self) -> Optional[int]:
@@ -137,6 +128,14 @@ class Job:
     @property
     def cancel_requested(self) -> bool:
         return self._cancel.is_set()
+
+    def request_cancel(self) -> None:
+        """Ask the running job to stop at its next step (the runner's cancel; the steps poll `cancel_requested`)."""
+        self._cancel.set()
+
+    def mark_ended(self) -> None:
+        """Wake every `wait()`: called once the job's final state is set."""
+        self._done.set()
 
     @property
     def finished_ok(self) -> bool:

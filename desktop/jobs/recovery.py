@@ -275,7 +275,7 @@ def _job(jf: JobFolder, values: dict, damage: list, files: dict) -> Job:
         job.error = str(error.get("error") or state)
         job.timings = error.get("timings") if isinstance(error.get("timings"), dict) else {}
         job.finished = jf.modified("error")
-    job._done.set()
+    job.mark_ended()
     return job
 
 

@@ -1,50 +1,39 @@
-"""The queue and its workers: a FIFO of jobs served by one worker thread per device.
+"""The runner: takes jobs (submit, submit_text, submit_variant, submit_export, rerun), keeps the decoded results
+that later exports need, cancels, warms up and shuts down. Its queue (jobqueue.py) is served by one worker thread
+per device (worker.py), each loading its pipelines once, lazily (models.py), and running one job at a time
+through steps.py.
 
-The runner takes jobs (submit, submit_export), keeps the decoded results that later exports need, and
-cancels or shuts down; each worker loads the pipeline once, lazily, and runs one job at a time through
-steps.py (generate, export), then records how it ended (timings.json, or error.json with the failure's
-kind and message: failures.py).
-
-The servers start a background warm-up (`start_warmup`): each worker loads its pipeline at once and, on a GPU,
-runs one tiny generation to bring up CUDA, cuBLAS and the Triton kernels, while the user is still picking an
-image. It is the worker's own first task, so a job submitted meanwhile waits for the load (never a second
-one) and cuts the tiny run short at its next step; `cancel_warmup` and `shutdown` stop it the same way.
+The servers start a background warm-up (`start_warmup`, warmup.py): each worker loads its pipeline at once and,
+on a GPU, runs one tiny generation. It is the worker's own first task, so a job submitted meanwhile waits for the
+load (never a second one) and cuts the tiny run short at its next step; `cancel_warmup` and `shutdown` stop it
+the same way.
 """
 from __future__ import annotations
 
 import collections
-import contextlib
-import gc
-import os
 import sys
-import threading
 import time
-import traceback
 import uuid
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 
-from trellis.core.callbacks import Cancelled
-
 from ..options import DEFAULT_MODEL
 from ..settings import EXPORT_FIELDS, GenerationSettings, check_prompt
-from . import queued, recovery, rerun, steps
-from .failures import classify_failure, drop_tracebacks, is_disk_full, is_oom, model_load_message
-from .folder import JobFolder, jsonable
-from .job import Job, JobState, ModelLoadError, NoResultError, Progress, UnknownJobError
-from .warmup import warm_run, warm_steps  # noqa: F401  (warm_steps: tests read it here)
+from . import queued, recovery, rerun
+from .job import Job, JobState, NoResultError, UnknownJobError
+from .jobqueue import Entry, JobQueue
+from .models import Models
+from .warmup import warm_steps  # noqa: F401  (tests read it here)
+from .worker import Worker
 
 
-_WARMUP = object()                          # what _next_job hands a worker that is asked to warm up
-
-
-def _default_device() -> str:
+def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _check_devices(devices: list) -> None:
+def check_devices(devices: list) -> None:
     """ValueError with the fix when a requested device does not exist here."""
     for dev in devices:
         try:
@@ -76,40 +65,38 @@ class JobRunner:
     never finished are marked interrupted, stale partial and temp files removed, and the earlier jobs
     are listed again (`get`, `list`; `self.recovery` says what was done). Each accepted job is written down
     at once (`self.records`, queued.py), so that one still waiting when the app stops is known after it as an
-    interrupted job; `rerun(job_id)` queues an ended job again."""
+    interrupted job; `rerun(job_id)` queues an ended job again.
+
+    The workers read `queue` (jobqueue.JobQueue: the waiting jobs, the runner's record of each, the lock),
+    `models` (models.Models: the model paths and factories), `records`, `outputs_dir` and `on_progress`, and
+    hand kept results to `store_result`."""
 
     def __init__(self, model_path: str = DEFAULT_MODEL, outputs_dir="outputs", device: Optional[str] = None,
                  gpus: Optional[list] = None, pipeline_factory: Optional[Callable] = None, keep_results: int = 1,
                  on_progress: Optional[Callable] = None, recover: bool = True, text_model: Optional[str] = None,
                  text_pipeline_factory: Optional[Callable] = None):
-        self.model_path = os.fspath(model_path)
         # Prompts: this text pipeline (folder or hub repo) for every size, or (None) the size's published one.
-        self.text_model = os.fspath(text_model) if text_model else None
-        self._text_factory = text_pipeline_factory or self._load_text_pipeline
+        self.models = Models(model_path, text_model, pipeline_factory, text_pipeline_factory)
+        self.model_path, self.text_model = self.models.model_path, self.models.text_model
         self.on_progress = on_progress
         self.keep_results = max(0, int(keep_results))
         self.outputs_dir = Path(outputs_dir).expanduser().resolve()
         if gpus:
             self.devices = [f"cuda:{int(g)}" for g in gpus]
         else:
-            self.devices = [device or _default_device()]
+            self.devices = [device or default_device()]
         if pipeline_factory is None:
-            _check_devices(self.devices)
-        self._factory = pipeline_factory or self._load_pipeline
-        self._lock = threading.Lock()
-        self._wakeup = threading.Condition(self._lock)
-        self._queue: collections.deque = collections.deque()
+            check_devices(self.devices)
+        self.queue = JobQueue()
         self._jobs: dict = {}
-        self._kept: collections.OrderedDict = collections.OrderedDict()    # job id -> job holding a result
-        self._stopping = False
-        self._warm_cancel = threading.Event()
+        self._kept: collections.OrderedDict = collections.OrderedDict()    # job id -> its kept result
         self.recovery = recovery.recover_outputs(self.outputs_dir) if recover else recovery.Recovery()
         self.records = queued.QueueRecords(self.outputs_dir, self.model_path)     # accepted jobs, on disk
         for job in self.recovery.jobs:
             self._jobs[job.id] = job
         self._workers = []
         for i, dev in enumerate(self.devices):
-            w = _Worker(self, dev, name=f"trellis-worker-{i}")
+            w = Worker(self, dev, name=f"trellis-worker-{i}")
             self._workers.append(w)
             w.thread.start()
 
@@ -124,7 +111,7 @@ class JobRunner:
         if not isinstance(settings, GenerationSettings):
             raise TypeError("settings must be a GenerationSettings")
         job = Job(id=uuid.uuid4().hex, inputs=images, settings=settings, keep_result=bool(keep_result))
-        self._enqueue(job)
+        self._enqueue(Entry(job))
         return job
 
     def submit_text(self, prompt: str, settings: Optional[GenerationSettings] = None,
@@ -132,7 +119,7 @@ class JobRunner:
         """Queue a text job (a prompt -> a 3-D asset). ValueError for an empty or absurd prompt."""
         job = Job(id=uuid.uuid4().hex, inputs=[], settings=self._checked(settings), kind="text",
                   prompt=check_prompt(prompt), keep_result=bool(keep_result))
-        self._enqueue(job)
+        self._enqueue(Entry(job))
         return job
 
     def submit_variant(self, mesh, settings: Optional[GenerationSettings] = None, prompt: Optional[str] = None,
@@ -147,7 +134,7 @@ class JobRunner:
         job = Job(id=uuid.uuid4().hex, inputs=[] if image is None else [image], settings=self._checked(settings),
                   kind="variant", prompt=None if prompt is None else check_prompt(prompt), mesh=mesh,
                   keep_result=bool(keep_result))
-        self._enqueue(job)
+        self._enqueue(Entry(job))
         return job
 
     @staticmethod
@@ -159,12 +146,8 @@ class JobRunner:
 
     def text_model_for(self, size: str) -> str:
         """The text pipeline a job of `size` uses: --text-model when given, else the published one of that size
-        (in the app's models folder once downloaded, see _load_text_pipeline)."""
-        if self.text_model:
-            return self.text_model
-        from installer.weights import text_repo
-
-        return text_repo(size)
+        (in the app's models folder once downloaded: models.Models.load_text)."""
+        return self.models.text_model_for(size)
 
     def submit_export(self, source_id: str, **changes) -> Job:
         """Queue an export job: files written from the kept result of the finished job `source_id`,
@@ -175,11 +158,11 @@ class JobRunner:
         if sampling:
             raise ValueError(f"an export cannot change {', '.join(sampling)} (only {', '.join(EXPORT_FIELDS)}); "
                              "submit a new job to sample again")
-        with self._lock:
+        with self.queue.lock:
             source = self._jobs.get(source_id)
             if source is None:
                 raise UnknownJobError(f"no job {source_id!r}")
-            result = source._result
+            result = self._kept.get(source_id)
         if result is None:
             if source.state != JobState.DONE:
                 raise NoResultError(f"job {source_id} is {source.state}: only a finished job can be exported")
@@ -190,19 +173,28 @@ class JobRunner:
         settings = source.used_settings.replace(**changes)
         job = Job(id=uuid.uuid4().hex, inputs=list(source.inputs), settings=settings, kind="export",
                   source_id=source_id)
-        job._source_result = result
-        job._affinity = source.device
-        self._enqueue(job)
+        self._enqueue(Entry(job, device=source.device, source_result=result))
         return job
 
     def release_result(self, job_id: str) -> bool:
         """Drop a kept result (its memory is freed once no export job uses it). False if none was kept."""
-        with self._lock:
-            job = self._kept.pop(job_id, None)
-            if job is None:
+        with self.queue.lock:
+            if self._kept.pop(job_id, None) is None:
                 return False
-            job._result = None
+            self._jobs[job_id].result_kept = False
         return True
+
+    def store_result(self, job: Job, result: dict) -> None:
+        """Keep the decoded result of a finished `keep_result` job for exports (its worker calls it); the oldest
+        kept result goes beyond `keep_results`."""
+        if self.keep_results == 0:
+            return
+        with self.queue.lock:
+            self._kept[job.id] = result
+            job.result_kept = True
+            while len(self._kept) > self.keep_results:
+                old, _ = self._kept.popitem(last=False)
+                self._jobs[old].result_kept = False
 
     def fast_paths(self) -> dict:
         """Per device, one line: whether the renderers' fast kernels run there and, if not, why they do not
@@ -221,19 +213,19 @@ class JobRunner:
         GPU only, where kernels compile on first use) runs one tiny generation with this precision / offload,
         the servers' defaults. Returns at once. A job submitted meanwhile waits for the load and stops the tiny
         run at its next step; a failed warm-up only logs a warning (the first job then loads and reports)."""
-        with self._wakeup:
-            if self._stopping:
+        with self.queue.wakeup:
+            if self.queue.stopping:
                 return
-            self._warm_cancel.clear()
+            self.queue.warm_cancel.clear()
             for w in self._workers:
                 if w.pipeline is None or forward is not False:
                     w.warm_request = (precision, offload, forward)
-            self._wakeup.notify_all()
+            self.queue.wakeup.notify_all()
 
     def cancel_warmup(self) -> None:
         """Stop a background warm-up at its next step (a load under way finishes first)."""
-        with self._wakeup:
-            self._warm_cancel.set()
+        with self.queue.lock:
+            self.queue.warm_cancel.set()
             for w in self._workers:
                 w.warm_request = None
 
@@ -251,56 +243,51 @@ class JobRunner:
         """Queue the ended job `job_id` again: its inputs, settings and seed (rerun.py)."""
         return rerun.rerun(self, job_id)
 
-    def _enqueue(self, job: Job) -> None:
-        if self._stopping:
+    def _enqueue(self, entry: Entry) -> None:
+        job = entry.job
+        if self.queue.stopping:
             raise RuntimeError("the job runner is shut down")
         self.records.add(job)               # written down first: known after any stop once accepted
-        job._on_folder = lambda: self.records.ended(job)        # its own folder names it from then on
-        with self._wakeup:
-            if self._stopping:
+        with self.queue.lock:
+            if self.queue.stopping:
                 job.state = JobState.CANCELLED
                 self.records.ended(job)
                 raise RuntimeError("the job runner is shut down")
             self._jobs[job.id] = job
-            self._queue.append(job)
-            self._wakeup.notify_all()        # all: a job bound to one device must reach its worker
+            self.queue.put(entry)
 
     def get(self, job_id: str) -> Optional[Job]:
-        with self._lock:
+        with self.queue.lock:
             return self._jobs.get(job_id)
 
     def list(self) -> list:
-        with self._lock:
+        with self.queue.lock:
             return sorted(self._jobs.values(), key=lambda j: j.created)
 
     def queue_position(self, job_id: str) -> Optional[int]:
         """0 for the next job to start, None when not queued."""
-        with self._lock:
-            for i, j in enumerate(self._queue):
-                if j.id == job_id:
-                    return i
-        return None
+        return self.queue.position(job_id)
 
     def cancel(self, job_id: str) -> bool:
         """Queued: removed from the queue (state cancelled). Running: stops at the next step. Returns
         False for an unknown or already finished job."""
-        with self._lock:
+        with self.queue.lock:
             job = self._jobs.get(job_id)
             if job is None or job.state in JobState.FINISHED:
                 return False
-            job._cancel.set()
+            job.request_cancel()
             if job.state != JobState.QUEUED:
                 return True
-            self._queue.remove(job)
+            entry = self.queue.unqueue(job_id)
             job.error = job.error_kind = "cancelled"
-            if job._interrupted:
-                job.error, job.error_kind = job._interrupted, "interrupted"
+            if entry.interrupted:
+                job.error, job.error_kind = entry.interrupted, "interrupted"
             job.finished = time.time()
-            job._source_result = None
+            self.queue.ended(job_id)
             # Before the state shows it ended: whoever sees it ended sees its record gone (or its folder made).
             self.records.ended(job)
             job.state = JobState.CANCELLED
-        job._done.set()
+        job.mark_ended()
         return True
 
     def shutdown(self, cancel: bool = True, wait: bool = True, timeout: Optional[float] = None,
@@ -309,19 +296,19 @@ class JobRunner:
         otherwise the queue is worked off first. With `reason` (e.g. "the server received SIGTERM"),
         those jobs end as interrupted (error_kind "interrupted", error.json `state: interrupted`)
         rather than cancelled."""
-        with self._wakeup:
-            self._stopping = True
-            self._warm_cancel.set()
-            waiting = list(self._queue) if cancel else []
-            running = [j for j in self._jobs.values() if j.state == JobState.RUNNING] if cancel else []
+        with self.queue.wakeup:
+            self.queue.stopping = True
+            self.queue.warm_cancel.set()
+            waiting = list(self.queue.waiting) if cancel else []
+            running = [e for e in self.queue.live.values() if e.job.state == JobState.RUNNING] if cancel else []
             if reason:
-                for job in waiting:
-                    job._interrupted = queued.interrupted_message(reason, job.id)
-                for job in running:
-                    job._interrupted = recovery.INTERRUPTED_MESSAGE.format(how=reason)
-            self._wakeup.notify_all()
-        for job in waiting + running:
-            self.cancel(job.id)
+                for entry in waiting:
+                    entry.interrupted = queued.interrupted_message(reason, entry.job.id)
+                for entry in running:
+                    entry.interrupted = recovery.INTERRUPTED_MESSAGE.format(how=reason)
+            self.queue.wakeup.notify_all()
+        for entry in waiting + running:
+            self.cancel(entry.job.id)
         for job_id in list(self._kept):
             self.release_result(job_id)
         if wait:
@@ -339,276 +326,3 @@ class JobRunner:
     def __exit__(self, *exc):
         self.shutdown()
 
-    # ------------------------------------------------------------------ used by the workers
-    def _next_job(self, device: Optional[str] = None, worker: Optional["_Worker"] = None):
-        """The first queued job this worker may run (export jobs are bound to their result's device); _WARMUP when
-        the worker is asked to warm up and no job waits for it."""
-        with self._wakeup:
-            while True:
-                job = next((j for j in self._queue if j._affinity in (None, device)), None)
-                if job is not None:
-                    break
-                if self._stopping:
-                    return None
-                if worker is not None and worker.warm_request is not None:
-                    return _WARMUP
-                self._wakeup.wait()
-            self._queue.remove(job)
-            job.state = JobState.RUNNING
-            job.started = time.time()
-            job.progress = Progress("starting")
-            return job
-
-    def _store_result(self, job: Job, result: dict) -> None:
-        if self.keep_results == 0:
-            return
-        with self._lock:
-            job._result = result
-            self._kept[job.id] = job
-            while len(self._kept) > self.keep_results:
-                _, old = self._kept.popitem(last=False)
-                old._result = None
-
-    def _load_pipeline(self, device: str):
-        from trellis.pipelines import TrellisImageTo3DPipeline
-
-        try:
-            pipeline = TrellisImageTo3DPipeline.from_pretrained(self.model_path)
-        except Exception as err:
-            if is_oom(err) or is_disk_full(err):
-                raise
-            raise ModelLoadError(model_load_message(self.model_path, err)) from err
-        return pipeline.to(device)
-
-    def _load_text_pipeline(self, device: str, size: str, progress=None):
-        """The text pipeline of `size`. The app's own install (TRELLIS_MODEL_DIR set by the launcher) downloads
-        the published files into its models folder on first use, each checked against the hub's sha256, with
-        the job's progress; elsewhere the library finds them (a folder, the Hugging Face cache, or the hub)."""
-        from trellis.pipelines import TrellisTextTo3DPipeline
-
-        source = self.text_model_for(size)
-        models_dir = os.environ.get("TRELLIS_MODEL_DIR")
-        try:
-            if not self.text_model and models_dir:
-                source = str(self._fetch_text_model(Path(models_dir), size, progress))
-            pipeline = TrellisTextTo3DPipeline.from_pretrained(source)
-        except Exception as err:
-            if is_oom(err) or is_disk_full(err) or isinstance(err, Cancelled):
-                raise
-            raise ModelLoadError(text_model_message(source, err)) from err
-        return pipeline.to(device), source
-
-    @staticmethod
-    def _fetch_text_model(models_dir: Path, size: str, progress=None) -> Path:
-        from installer import weights
-
-        done: dict = {}
-
-        def hook(label, got, total):
-            # Cancel stops a long download (the partial file is kept: the next text job resumes it).
-            if getattr(getattr(progress, "job", None), "cancel_requested", False):
-                raise Cancelled()
-            done[label] = (got, total or got)
-            if progress is not None:
-                mb = sum(g for g, _ in done.values()) // 2 ** 20
-                progress("download", mb, max(mb, sum(t for _, t in done.values()) // 2 ** 20, 1), label)
-        try:
-            return weights.ensure_text_model(models_dir, size, hook=hook)
-        except weights.WeightsError as err:
-            raise ModelLoadError(str(err)) from None
-
-
-def text_model_message(source: str, err: BaseException) -> str:
-    if isinstance(err, ModelLoadError):
-        return str(err)
-    return (f"could not load the text model {source}: {str(err).rstrip('.')}. Check the internet connection (the "
-            f"text model is downloaded on its first use), or pass --text-model FOLDER pointing at a downloaded "
-            f"copy (e.g. `hf download {source} --local-dir FOLDER`).")
-
-
-class _Worker:
-    def __init__(self, runner: JobRunner, device: str, name: str):
-        self.runner, self.device = runner, device
-        self.pipeline = None
-        self.text_pipeline, self.text_source = None, None
-        self.warm_request = None           # (precision, offload, forward) of a warm-up asked for
-        self.warming = False
-        self.warmup_timings: dict = {}     # seconds of the last warm-up: load_model, warm_run
-        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
-
-    # ------------------------------------------------------------------ loop
-    def _loop(self) -> None:
-        if self.device.startswith("cuda") and torch.cuda.is_available():
-            with contextlib.suppress(Exception):
-                torch.cuda.set_device(torch.device(self.device))
-        while True:
-            job = self.runner._next_job(self.device, self)
-            if job is None:
-                return
-            if job is _WARMUP:
-                self._warm_up()
-                continue
-            try:
-                self._run_job(job)
-            except BaseException as err:       # never let the worker die
-                print(f"trellis worker: internal error on job {job.id}: {err!r}", file=sys.stderr)
-                self._finish(job, JobState.FAILED, f"internal error: {err}")
-
-    def _finish(self, job: Job, state: str, error: Optional[str] = None, detail: Optional[str] = None) -> None:
-        # Its final file is written: the folder is no longer this process's to finish.
-        JobFolder.release(job)
-        if job.error_kind == "interrupted" and not job.out_dir:
-            job.error = error                 # stopped before its folder: its record becomes that folder
-        self.runner.records.ended(job)
-        with self.runner._lock:
-            job.state, job.error, job.detail = state, error, detail
-            job.finished = time.time()
-            job._source_result = None         # an export job no longer needs the result it exported
-            if state == JobState.DONE:
-                job.progress = Progress("done", 1, 1, 1.0, 0.0, job.progress.elapsed_s, "")
-        job._done.set()
-
-    def _run_job(self, job: Job) -> None:
-        job.device = self.device
-        t_start = time.perf_counter()
-        try:
-            run = {"export": steps.export, "text": steps.generate_text, "variant": steps.generate_variant}
-            run.get(job.kind, steps.generate)(self, job)
-        except BaseException as err:
-            self._fail(job, err)
-            return
-        finally:
-            job.timings.setdefault("total", time.perf_counter() - t_start)
-        if job.warnings:
-            job.timings["warnings"] = list(job.warnings)
-        self._write_timings(job)
-        self._finish(job, JobState.DONE)
-
-    def _fail(self, job: Job, err: BaseException) -> None:
-        folder = JobFolder(job.out_dir) if job.out_dir else None
-        error_file = str(folder.file("error")) if folder else None
-        kind, message = classify_failure(err, self.runner.outputs_dir, self.device, error_file)
-        if job._interrupted and kind not in ("oom", "disk"):
-            # Stopped by the app's shutdown (whatever the stop broke on the way, e.g. an encoder child).
-            kind, message = "interrupted", job._interrupted
-        state = JobState.CANCELLED if kind in ("cancelled", "interrupted") else JobState.FAILED
-        detail = None
-        if kind == "internal":
-            detail = "".join(traceback.format_exception(type(err), err, err.__traceback__))
-        job.error_kind = kind
-        # The tracebacks' frames hold the run's tensors: drop them before freeing memory.
-        drop_tracebacks(err)
-        del err
-        if kind == "oom":
-            self._free_memory()
-        if folder is not None:
-            try:
-                job.files.update(folder.write_error({"state": "interrupted" if kind == "interrupted" else state,
-                                                     "error": message, "kind": kind, "detail": detail,
-                                                     "timings": jsonable(job.timings)}))
-            except OSError:
-                pass          # e.g. the disk is full: the message still reaches the caller
-        self._finish(job, state, message, detail)
-
-    def _free_memory(self) -> None:
-        gc.collect()
-        if self.device.startswith("cuda") and torch.cuda.is_available():
-            with contextlib.suppress(Exception):
-                torch.cuda.empty_cache()
-
-
-    # ------------------------------------------------------------------ background warm-up
-    def _job_waiting(self) -> bool:
-        with self.runner._lock:
-            return any(j._affinity in (None, self.device) for j in self.runner._queue)
-
-    def _warm_up(self) -> None:
-        """Load the pipeline, then (on a GPU) one tiny generation; stops early for a job, cancel or shutdown."""
-        runner = self.runner
-        with runner._lock:
-            request, self.warm_request = self.warm_request, None
-            self.warming = request is not None
-        if request is None:
-            return
-        precision, offload, forward = request
-        forward = self.device.startswith("cuda") if forward is None else forward
-
-        def stop() -> bool:
-            return runner._warm_cancel.is_set() or runner._stopping
-
-        step = "loading the model"
-        try:
-            if not stop():
-                # The GLB export's decimation children import numpy and fast-simplification (0.5 s on a busy GPU
-                # host): started now, they wait warm in the library's pool for the first export.
-                from trellis.export import warm_processes
-                warm_processes()
-            if self.pipeline is None and not stop():
-                t = time.perf_counter()
-                self.pipeline = runner._factory(self.device)
-                self.warmup_timings = {"load_model": time.perf_counter() - t}
-                print(f"device {self.device}: model loaded in {self.warmup_timings['load_model']:.1f} s "
-                      "(background warm-up)", file=sys.stderr, flush=True)
-            if forward and self.pipeline is not None and not stop() and not self._job_waiting():
-                step = "warming the kernels"
-                t = time.perf_counter()
-                pipeline = self._activate(self.pipeline)
-                pipeline.set_memory_policy(precision=precision, offload=offload)
-                warm_run(pipeline, cancel=lambda: stop() or self._job_waiting())
-                self.warmup_timings["warm_run"] = time.perf_counter() - t
-                print(f"device {self.device}: kernels warmed in {self.warmup_timings['warm_run']:.1f} s "
-                      "(background warm-up)", file=sys.stderr, flush=True)
-        except Cancelled:
-            pass                                   # a job, cancel_warmup or shutdown came first
-        except BaseException as err:               # never fatal: the first job loads and reports for itself
-            print(f"warning: background warm-up on {self.device} stopped while {step}: {err}", file=sys.stderr,
-                  flush=True)
-            drop_tracebacks(err)
-            del err
-        finally:
-            with runner._lock:
-                self.warming = False
-            self._free_memory()
-
-    def ensure_pipeline(self, job: Job, progress):
-        """The worker's pipeline, loaded on its first job."""
-        if self.pipeline is None:
-            progress("load", 0, 1)
-            t = time.perf_counter()
-            self.pipeline = self.runner._factory(self.device)
-            job.timings["load_model"] = time.perf_counter() - t
-        return self._activate(self.pipeline)
-
-    def ensure_text_pipeline(self, job: Job, size: str, progress):
-        """(the text pipeline for `size`, what it was loaded from), loaded on first use; another size replaces it."""
-        wanted = self.runner.text_model_for(size)
-        if self.text_pipeline is None or self.text_source != wanted:
-            self.text_pipeline = None
-            self._free_memory()
-            progress("load", 0, 1)
-            t = time.perf_counter()
-            loaded = self.runner._text_factory(self.device, size, progress)
-            # A factory gives the pipeline, or (pipeline, where it was loaded from).
-            self.text_pipeline, source = loaded if isinstance(loaded, tuple) else (loaded, wanted)
-            self.text_source, self.text_loaded_from = wanted, source
-            job.timings["load_model"] = time.perf_counter() - t
-        return self._activate(self.text_pipeline), self.text_loaded_from
-
-    def _activate(self, pipeline):
-        """On a GPU only one pipeline (image or text) stays there: the other waits in CPU memory."""
-        if self.device.startswith("cuda"):
-            for other in (self.pipeline, self.text_pipeline):
-                if other is not None and other is not pipeline and getattr(other, "device", None) is not None \
-                        and other.device.type != "cpu":
-                    other.to("cpu")
-            if str(pipeline.device) != str(torch.device(self.device)):
-                pipeline.to(self.device)
-        return pipeline
-
-    def _write_timings(self, job: Job) -> None:
-        if not job.out_dir:
-            return
-        try:
-            job.files.update(JobFolder(job.out_dir).write_timings(job.timings))
-        except OSError:
-            pass          # the assets are written; a missing timings file is not worth failing the job

@@ -6,13 +6,13 @@
     export:   a kept result of an earlier job -> job folder -> files
 
 and the file writing they share (`write_outputs`), cheapest file first so that something useful lands
-early. `worker` is the runner's worker: its device, its lazily loaded pipeline and its runner.
+early. Each step gets the job and its context (context.JobContext: the models, the folder, progress, cancel,
+where a kept result goes), nothing else.
 """
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict
 from datetime import datetime
 
 import torch
@@ -20,90 +20,70 @@ import torch
 from trellis.core.callbacks import Cancelled
 
 from ..settings import GenerationSettings, device_change_warning, device_changes
+from .context import JobContext
 from .folder import JobFolder, jsonable
 from .inputs import prepare_image
 from .job import InputError, Job, describe_input
 from .meshes import check_mesh
 from .progress import GENERATE_STAGES, TEXT_STAGES, VARIANT_STAGES, ProgressTracker, export_stages
+from .sampling import sample
 
 
-def generate(worker, job: Job) -> None:
+def generate(ctx: JobContext, job: Job) -> None:
     """A generation job: the files of `job.settings.formats` from the job's image(s)."""
-    runner = worker.runner
-    settings = for_device(job, job.settings.with_seed(), worker.device)
-    job.used_settings = settings
-    progress = ProgressTracker(job, GENERATE_STAGES + export_stages(settings), runner._lock, runner.on_progress)
-    cancel = job._cancel.is_set
+    settings, progress = start(ctx, job, GENERATE_STAGES)
 
     # 1. The input first: a bad image fails in a second, before the model is loaded and before
     #    anything is written (a wrong file leaves no folder behind).
     progress("preprocess", 0, 1)
     t = time.perf_counter()
-    images = _prepared_images(worker, job, settings)
+    images = prepared_images(ctx, job, settings)
     job.timings["preprocess"] = time.perf_counter() - t
-    if cancel():
-        raise Cancelled()
+    check_cancel(ctx)
 
     # 2. The model, once per worker; precision / offload switched per job without reloading.
-    pipeline = worker.ensure_pipeline(job, progress)
-    pipeline.set_memory_policy(precision=settings.precision, offload=settings.offload)
-    if cancel():
-        raise Cancelled()
-    progress.restart_clock()
+    pipeline, model = ready(ctx, "image", settings, progress)
 
     # 3. The job folder: inputs, settings and the preprocessed image(s).
-    folder = JobFolder.create(runner.outputs_dir, job)
-    job.out_dir = str(folder.path)
+    folder = make_folder(ctx, job)
     folder.copy_inputs(job)
-    job.files.update(folder.write_settings(settings_record(job, settings, runner.model_path, worker.device)))
+    job.files.update(folder.write_settings(settings_record(job, settings, model, ctx.device)))
     job.files.update(folder.write_preprocessed(images))
     progress("preprocess", 1, 1)
 
-    # 4. Sampling and decoding (a result kept for later exports has both decodings, whatever this job writes).
+    # 4. Sampling and decoding.
     if len(images) == 1:
         def run(**a):
             return pipeline.run(images[0], preprocess_image=False, **a)
     else:
         def run(**a):
             return pipeline.run_multi_image(images, mode=settings.multi_image_mode, preprocess_image=False, **a)
-    outputs = _run(job, pipeline, run, settings, progress, cancel, stage1=True)
+    gaussian, mesh = sample(job, pipeline, run, settings, progress, ctx.cancelled)
 
     # 5. The files (each atomic).
-    _write(job, folder, settings, outputs, progress, cancel, runner)
+    finish(ctx, job, folder, settings, gaussian, mesh, progress)
 
 
-def generate_text(worker, job: Job) -> None:
+def generate_text(ctx: JobContext, job: Job) -> None:
     """A text job: the files of `job.settings.formats` from the job's prompt."""
-    runner = worker.runner
-    settings = for_device(job, job.settings.with_seed(), worker.device)
-    job.used_settings = settings
-    progress = ProgressTracker(job, TEXT_STAGES + export_stages(settings), runner._lock, runner.on_progress)
-    cancel = job._cancel.is_set
+    settings, progress = start(ctx, job, TEXT_STAGES)
 
     # 1. The text model, once per worker and size (downloaded on its first use); then the job folder.
-    pipeline, model = worker.ensure_text_pipeline(job, settings.text_model_size, progress)
-    pipeline.set_memory_policy(precision=settings.precision, offload=settings.offload)
-    if cancel():
-        raise Cancelled()
-    progress.restart_clock()
-    folder = JobFolder.create(runner.outputs_dir, job)
-    job.out_dir = str(folder.path)
-    job.files.update(folder.write_settings(settings_record(job, settings, model, worker.device)))
+    pipeline, model = ready(ctx, f"text:{settings.text_model_size}", settings, progress)
+    folder = make_folder(ctx, job)
+    job.files.update(folder.write_settings(settings_record(job, settings, model, ctx.device)))
 
     # 2. Sampling, decoding, the files.
-    outputs = _run(job, pipeline, lambda **a: pipeline.run(job.prompt, **a), settings, progress, cancel, stage1=True)
-    _note_truncation(job, pipeline)
-    _write(job, folder, settings, outputs, progress, cancel, runner)
+    gaussian, mesh = sample(job, pipeline, lambda **a: pipeline.run(job.prompt, **a), settings, progress,
+                            ctx.cancelled)
+    note_truncation(job, pipeline)
+    finish(ctx, job, folder, settings, gaussian, mesh, progress)
 
 
-def generate_variant(worker, job: Job) -> None:
+def generate_variant(ctx: JobContext, job: Job) -> None:
     """A new-look job: the job's 3-D model keeps its shape (its voxels) and gets the look of the job's prompt
     or image (stage 2 only)."""
-    runner = worker.runner
-    settings = for_device(job, job.settings.with_seed(), worker.device)
-    job.used_settings = settings
-    progress = ProgressTracker(job, VARIANT_STAGES + export_stages(settings), runner._lock, runner.on_progress)
-    cancel = job._cancel.is_set
+    settings, progress = start(ctx, job, VARIANT_STAGES)
 
     # 1. The inputs first, before any model is loaded and before anything is written: the 3-D model read
     #    and checked (a wrong file fails in a second and leaves no folder), the photo prepared.
@@ -113,27 +93,20 @@ def generate_variant(worker, job: Job) -> None:
     mesh = load_mesh(job.mesh, ext)
     job.timings["read_mesh"] = time.perf_counter() - t
     progress("voxelize", 1, 1)
-    if cancel():
-        raise Cancelled()
+    check_cancel(ctx)
     if job.prompt is None:
         progress("preprocess", 0, 1)
-        images = _prepared_images(worker, job, settings)
-        pipeline, model = worker.ensure_pipeline(job, progress), runner.model_path
-    else:
-        pipeline, model = worker.ensure_text_pipeline(job, settings.text_model_size, progress)
-    pipeline.set_memory_policy(precision=settings.precision, offload=settings.offload)
-    if cancel():
-        raise Cancelled()
-    progress.restart_clock()
+        images = prepared_images(ctx, job, settings)
+    which = "image" if job.prompt is None else f"text:{settings.text_model_size}"
+    pipeline, model = ready(ctx, which, settings, progress)
 
     # 2. The job folder: the 3-D model, the photo, the settings.
-    folder = JobFolder.create(runner.outputs_dir, job)
-    job.out_dir = str(folder.path)
+    folder = make_folder(ctx, job)
     name = job.mesh[0] if isinstance(job.mesh, tuple) else str(job.mesh)
     job.files.update(folder.copy_mesh(job, ext))
     if job.prompt is None:
         folder.copy_inputs(job)
-    record = settings_record(job, settings, model, worker.device)
+    record = settings_record(job, settings, model, ctx.device)
     record["mesh"] = name
     job.files.update(folder.write_settings(record))
     if job.prompt is None:
@@ -147,10 +120,63 @@ def generate_variant(worker, job: Job) -> None:
     else:
         def run(**a):
             return pipeline.run_variant(mesh, job.prompt, **a)
-    outputs = _run(job, pipeline, run, settings, progress, cancel, stage1=False)
+    gaussian, shape = sample(job, pipeline, run, settings, progress, ctx.cancelled, stage1=False)
     if job.prompt is not None:
-        _note_truncation(job, pipeline)
-    _write(job, folder, settings, outputs, progress, cancel, runner)
+        note_truncation(job, pipeline)
+    finish(ctx, job, folder, settings, gaussian, shape, progress)
+
+
+def export(ctx: JobContext, job: Job) -> None:
+    """An export job: the files of `job.settings.formats` from the kept result of job.source_id."""
+    settings = job.used_settings = for_device(job, job.settings, ctx.device)
+    progress = ctx.tracker(job, export_stages(settings))
+    check_cancel(ctx)
+
+    # 1. The job folder: the source's inputs and preprocessed image(s), the settings.
+    folder = make_folder(ctx, job)
+    job.files.update(folder.copy_from(ctx.source_files))
+    job.files.update(folder.write_settings(settings_record(job, settings, ctx.model_path, ctx.device)))
+
+    # 2. The files.
+    result = ctx.source_result
+    write_outputs(job, folder, settings, result["gaussian"], result["mesh"], progress, ctx.cancelled)
+
+
+# ------------------------------------------------------------------ what the steps share
+def start(ctx: JobContext, job: Job, stages: list) -> tuple:
+    """(the settings the job runs with on this device, its seed drawn; the job's progress over `stages` and the
+    stages that write its files)."""
+    settings = job.used_settings = for_device(job, job.settings.with_seed(), ctx.device)
+    return settings, ctx.tracker(job, stages + export_stages(settings))
+
+
+def check_cancel(ctx: JobContext) -> None:
+    if ctx.cancelled():
+        raise Cancelled()
+
+
+def ready(ctx: JobContext, which: str, settings: GenerationSettings, progress: ProgressTracker) -> tuple:
+    """(the pipeline `which` names, loaded and set to the job's precision and offload; its model). The clock of
+    the ETA starts again after a load."""
+    pipeline, model = ctx.pipeline(which, progress)
+    pipeline.set_memory_policy(precision=settings.precision, offload=settings.offload)
+    check_cancel(ctx)
+    progress.restart_clock()
+    return pipeline, model
+
+
+def make_folder(ctx: JobContext, job: Job) -> JobFolder:
+    folder = ctx.folder()
+    job.out_dir = str(folder.path)
+    return folder
+
+
+def finish(ctx: JobContext, job: Job, folder: JobFolder, settings: GenerationSettings, gaussian, mesh,
+           progress) -> None:
+    """The files, then the decoded result kept for exports (keep_result)."""
+    write_outputs(job, folder, settings, gaussian, mesh, progress, ctx.cancelled)
+    if job.keep_result:
+        ctx.keep({"gaussian": gaussian, "mesh": mesh})
 
 
 def load_mesh(source, ext: str):
@@ -172,27 +198,10 @@ def load_mesh(source, ext: str):
     return mesh
 
 
-def _prepared_images(worker, job: Job, settings: GenerationSettings) -> list:
+def prepared_images(ctx: JobContext, job: Job, settings: GenerationSettings) -> list:
     """The job's images prepared for the pipeline (background removed with the worker's session, if loaded)."""
-    remover = worker.pipeline._remover if worker.pipeline is not None else None
+    remover = ctx.background_remover()
     return [prepare_image(x, settings.preprocess, remover) for x in job.inputs]
-
-
-def _run(job: Job, pipeline, call, settings: GenerationSettings, progress, cancel, stage1: bool) -> dict:
-    """One pipeline call with the job's sampling settings, its timings recorded. A result kept for later
-    exports has both decodings, whatever this job writes."""
-    decode = ["gaussian", "mesh"] if job.keep_result else settings.decode_formats
-    args = dict(seed=settings.seed, formats=decode, progress=lambda stage, i, n: progress(stage, i, n), cancel=cancel,
-                slat_sampler_params={"steps": settings.slat_steps, "cfg_strength": settings.slat_cfg})
-    if stage1:
-        args["sparse_structure_sampler_params"] = {"steps": settings.ss_steps, "cfg_strength": settings.ss_cfg}
-    t = time.perf_counter()
-    try:
-        return call(**args)
-    finally:
-        job.timings["pipeline"] = {"seconds": time.perf_counter() - t,
-                                   "stages": list(getattr(pipeline, "last_stats", []))}
-        job.timings["memory_policy"] = asdict(pipeline.memory_policy)
 
 
 def warn(job: Job, text: str) -> None:
@@ -230,42 +239,12 @@ def note_bake_coverage(job: Job, info: dict) -> None:
     warn(job, text + ". The rest of the texture is filled in from the colours seen: check the GLB / OBJ colours.")
 
 
-def _note_truncation(job: Job, pipeline) -> None:
+def note_truncation(job: Job, pipeline) -> None:
     """A prompt longer than CLIP's 77 tokens was cut: the job says so (the reference cuts silently)."""
     encoder = getattr(pipeline, "text_cond_model", None)
     if any(getattr(encoder, "last_truncated", ()) or ()):
         warn(job, "The prompt is longer than the text model reads (77 tokens, about 60 words): only its "
                   "beginning was used. Put what matters first, or shorten it.")
-
-
-def _write(job: Job, folder: JobFolder, settings: GenerationSettings, outputs: dict, progress, cancel, runner) -> None:
-    gaussian = outputs["gaussian"][0] if "gaussian" in outputs else None
-    mesh = outputs["mesh"][0] if "mesh" in outputs else None
-    del outputs
-    write_outputs(job, folder, settings, gaussian, mesh, progress, cancel)
-    if job.keep_result:
-        runner._store_result(job, {"gaussian": gaussian, "mesh": mesh})
-
-
-def export(worker, job: Job) -> None:
-    """An export job: the files of `job.settings.formats` from the kept result of job.source_id."""
-    runner = worker.runner
-    settings = job.used_settings = for_device(job, job.settings, worker.device)
-    progress = ProgressTracker(job, export_stages(settings), runner._lock, runner.on_progress)
-    cancel = job._cancel.is_set
-    result = job._source_result
-    if cancel():
-        raise Cancelled()
-
-    # 1. The job folder: the source's inputs and preprocessed image(s), the settings.
-    folder = JobFolder.create(runner.outputs_dir, job)
-    job.out_dir = str(folder.path)
-    source = runner.get(job.source_id)
-    job.files.update(folder.copy_from(dict(source.files) if source else {}))
-    job.files.update(folder.write_settings(settings_record(job, settings, runner.model_path, worker.device)))
-
-    # 2. The files.
-    write_outputs(job, folder, settings, result["gaussian"], result["mesh"], progress, cancel)
 
 
 def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gaussian, mesh, progress,

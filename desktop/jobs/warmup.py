@@ -1,8 +1,59 @@
-"""The warm-up's tiny generation: what a worker runs at start so that the first job does not wait for CUDA, cuBLAS
-and the kernels (JobRunner.start_warmup)."""
+"""The background warm-up (JobRunner.start_warmup): a worker loads its pipeline at once and, on a GPU, runs one
+tiny generation so that the first job does not wait for CUDA, cuBLAS and the kernels, while the user is still
+picking an image. A job, cancel_warmup or shutdown cuts it short at its next step.
+"""
 from __future__ import annotations
 
+import sys
+import time
+from typing import Callable
+
 from trellis.core.callbacks import Cancelled
+
+from .failures import drop_tracebacks
+from .models import DevicePipelines
+
+
+def warm_up(pipelines: DevicePipelines, request: tuple, stop: Callable[[], bool],
+            job_waiting: Callable[[], bool]) -> dict:
+    """Load the image pipeline, then (`request`'s forward; None: on a GPU only) one tiny generation with its
+    precision and offload. Stops early when `stop()` or `job_waiting()`; never fails (the first job then loads and
+    reports for itself). Returns the seconds of what it did: load_model, warm_run."""
+    precision, offload, forward = request
+    device = pipelines.device
+    forward = device.startswith("cuda") if forward is None else forward
+    timings: dict = {}
+    step = "loading the model"
+    try:
+        if not stop():
+            # The GLB export's decimation children import numpy and fast-simplification (0.5 s on a busy GPU
+            # host): started now, they wait warm in the library's pool for the first export.
+            from trellis.export import warm_processes
+            warm_processes()
+        if pipelines.image_pipeline is None and not stop():
+            t = time.perf_counter()
+            pipelines.load_image()
+            timings["load_model"] = time.perf_counter() - t
+            print(f"device {device}: model loaded in {timings['load_model']:.1f} s (background warm-up)",
+                  file=sys.stderr, flush=True)
+        if forward and pipelines.image_pipeline is not None and not stop() and not job_waiting():
+            step = "warming the kernels"
+            t = time.perf_counter()
+            pipeline = pipelines.activate(pipelines.image_pipeline)
+            pipeline.set_memory_policy(precision=precision, offload=offload)
+            warm_run(pipeline, cancel=lambda: stop() or job_waiting())
+            timings["warm_run"] = time.perf_counter() - t
+            print(f"device {device}: kernels warmed in {timings['warm_run']:.1f} s (background warm-up)",
+                  file=sys.stderr, flush=True)
+    except Cancelled:
+        pass                                   # a job, cancel_warmup or shutdown came first
+    except BaseException as err:               # never fatal: the first job loads and reports for itself
+        print(f"warning: background warm-up on {device} stopped while {step}: {err}", file=sys.stderr, flush=True)
+        drop_tracebacks(err)
+        del err
+    finally:
+        pipelines.free_memory()
+    return timings
 
 
 def warm_steps(pipeline) -> int:

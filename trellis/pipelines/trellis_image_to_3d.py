@@ -82,6 +82,11 @@ class TrellisImageTo3DPipeline(TrellisPipeline):
         parts = load_pipeline_parts(path, args, search_dirs)
         return cls(image_cond_model=load_image_cond_model(path, args["image_cond_model"]), **parts)
 
+    @property
+    def background_remover(self):
+        """The background remover `preprocess_image` made and reuses, or None before its first call."""
+        return self._remover
+
     # ------------------------------------------------------------------ stages
     def preprocess_image(self, image):
         """Background removal (if no real alpha), crop to the object, 518x518 RGB on black (§11.1)."""

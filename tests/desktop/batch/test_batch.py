@@ -335,3 +335,34 @@ def test_a_batch_item_keeps_the_values_set_and_reports_what_the_cpu_lowered(tiny
     record = json.loads((out / task["name"] / "settings.json").read_text())
     assert record["settings"]["texture_size"] == 1024 and "texture_size" not in record["changed_for_device"]
     assert record["changed_for_device"]["bake_resolution"] == [1024, 512]
+
+
+@pytest.mark.slow
+def test_a_batch_item_and_an_app_job_of_one_image_make_the_same_asset(tiny_pipeline_dir, eight_images, tmp_path):
+    """One executor: a batch item and an app job with the same image, settings and seed sample alike
+    (desktop/jobs/sampling.py) and write the same files (steps.write_outputs)."""
+    from desktop.batch.worker import ItemWorker
+    from desktop.jobs import JobRunner
+    from desktop.settings import GenerationSettings
+
+    image = eight_images / "object_4.png"
+    settings = GenerationSettings.from_preset("fast", seed=7, randomize_seed=False, ss_steps=2, slat_steps=2,
+                                              formats=("ply",))
+    out = tmp_path / "out"
+    out.mkdir()
+    task = {"id": "object_4", "name": "object_4", "kind": "image", "source": str(image), "settings": settings.to_dict(),
+            "explicit": sorted(settings.explicit), "key": mf.source_key("image", str(image)),
+            "model": tiny_pipeline_dir, "out": str(out)}
+    answer = ItemWorker("cpu").process(task)
+    assert answer["state"] == "done", answer
+    with JobRunner(tiny_pipeline_dir, tmp_path / "app", device="cpu") as runner:
+        job = runner.submit([str(image)], settings)
+        assert job.wait(120) and job.state == "done", job.error
+    item = out / "object_4"
+    assert (item / "model.ply").read_bytes() == open(job.files["ply"], "rb").read()
+    assert (item / "preprocessed.png").read_bytes() == open(job.files["preprocessed"], "rb").read()
+    records = [json.loads(p.read_text()) for p in (item / "settings.json", Path(job.files["settings"]))]
+    assert records[0]["settings"] == records[1]["settings"] and records[0]["seed"] == records[1]["seed"] == 7
+    timings = json.loads((item / "timings.json").read_text())
+    assert timings["memory_policy"] == job.timings["memory_policy"]
+    assert [s["stage"] for s in timings["pipeline"]["stages"]] == [s["stage"] for s in job.timings["pipeline"]["stages"]]

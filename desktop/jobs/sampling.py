@@ -1,0 +1,38 @@
+"""Sampling, shared by the app's jobs (steps.py) and the batch's items (batch/worker.py): the settings as the
+pipeline's sampler parameters, and one pipeline call that gives the decoded Gaussians and mesh."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Callable, Optional
+
+from ..settings import GenerationSettings
+from .job import Job
+
+
+def sampler_params(settings: GenerationSettings, stage1: bool = True) -> dict:
+    """The seed and each flow stage's steps and guidance (`stage1`: with the sparse structure's; a variant samples
+    stage 2 only, on a given structure)."""
+    params = {"seed": settings.seed,
+              "slat_sampler_params": {"steps": settings.slat_steps, "cfg_strength": settings.slat_cfg}}
+    if stage1:
+        params["sparse_structure_sampler_params"] = {"steps": settings.ss_steps, "cfg_strength": settings.ss_cfg}
+    return params
+
+
+def sample(job: Job, pipeline, call: Callable, settings: GenerationSettings, progress: Optional[Callable] = None,
+           cancel: Optional[Callable[[], bool]] = None, stage1: bool = True) -> tuple:
+    """(Gaussians, mesh) of one pipeline call, `call(**run arguments)` (pipeline.run, run_multi_image, run_variant
+    with the job's input bound), with the job's sampler parameters; their seconds and the memory policy go in the
+    job's timings. A result kept for later exports has both decodings, whatever the job writes."""
+    decode = ["gaussian", "mesh"] if job.keep_result else settings.decode_formats
+    report = None if progress is None else (lambda stage, i, n: progress(stage, i, n))
+    t = time.perf_counter()
+    try:
+        outputs = call(formats=decode, progress=report, cancel=cancel, **sampler_params(settings, stage1))
+    finally:
+        job.timings["pipeline"] = {"seconds": time.perf_counter() - t,
+                                   "stages": list(getattr(pipeline, "last_stats", []))}
+        job.timings["memory_policy"] = asdict(pipeline.memory_policy)
+    return (outputs["gaussian"][0] if "gaussian" in outputs else None,
+            outputs["mesh"][0] if "mesh" in outputs else None)

@@ -1,0 +1,171 @@
+"""A worker: one thread on one device that takes jobs off the runner's queue, one at a time, and runs each through
+its step (steps.py) with the job's context (context.JobContext, made here); then records how the job ended
+(timings.json, or error.json with the failure's kind and message: failures.py). Asked to, between jobs, it warms
+up (warmup.py). A failure of any kind fails that job only: the worker goes on with the next one.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+import traceback
+from typing import Optional
+
+import torch
+
+from . import steps
+from .context import JobContext
+from .failures import classify_failure, drop_tracebacks
+from .folder import JobFolder, jsonable
+from .job import Job, JobState, Progress
+from .jobqueue import WARMUP, Entry
+from .models import DevicePipelines
+from .warmup import warm_up
+
+STEPS = {"generate": steps.generate, "export": steps.export, "text": steps.generate_text,
+         "variant": steps.generate_variant}
+
+
+class Worker:
+    """`runner`: the JobRunner whose queue it serves; it reads the runner's public parts only (its queue, models,
+    records, outputs folder, progress listener, kept results)."""
+
+    def __init__(self, runner, device: str, name: str):
+        self.runner, self.device = runner, device
+        self.queue = runner.queue
+        self.pipelines = DevicePipelines(runner.models, device)
+        self.warm_request = None           # (precision, offload, forward) of a warm-up asked for
+        self.warming = False
+        self.warmup_timings: dict = {}     # seconds of the last warm-up: load_model, warm_run
+        self.thread = threading.Thread(target=self.loop, name=name, daemon=True)
+
+    @property
+    def pipeline(self):
+        """The image pipeline once loaded, else None."""
+        return self.pipelines.image_pipeline
+
+    # ------------------------------------------------------------------ loop
+    def loop(self) -> None:
+        if self.device.startswith("cuda") and torch.cuda.is_available():
+            with contextlib.suppress(Exception):
+                torch.cuda.set_device(torch.device(self.device))
+        while True:
+            entry = self.queue.take(self.device, lambda: self.warm_request is not None)
+            if entry is None:
+                return
+            if entry is WARMUP:
+                self.warm()
+                continue
+            try:
+                self.run(entry)
+            except BaseException as err:       # never let the worker die
+                print(f"trellis worker: internal error on job {entry.job.id}: {err!r}", file=sys.stderr)
+                self.finish(entry, JobState.FAILED, f"internal error: {err}")
+
+    def run(self, entry: Entry) -> None:
+        job = entry.job
+        job.device = self.device
+        t_start = time.perf_counter()
+        try:
+            STEPS.get(job.kind, steps.generate)(self.context(entry), job)
+        except BaseException as err:
+            self.fail(entry, err)
+            return
+        finally:
+            job.timings.setdefault("total", time.perf_counter() - t_start)
+        if job.warnings:
+            job.timings["warnings"] = list(job.warnings)
+        self.write_timings(job)
+        self.finish(entry, JobState.DONE)
+
+    def context(self, entry: Entry) -> JobContext:
+        """What the job's step needs: its models on this device, its folder, progress, cancel, a kept result."""
+        job, runner = entry.job, self.runner
+
+        def pipeline(which: str, progress) -> tuple:
+            if which == "image":
+                return self.pipelines.image(job, progress), runner.models.model_path
+            return self.pipelines.text(job, which.split(":", 1)[1], progress)
+
+        def folder() -> JobFolder:
+            # Once its settings are written the folder names the job: its queue record can go (queued.py).
+            entry.folder = JobFolder.create(runner.outputs_dir, job, on_settings=lambda: runner.records.ended(job))
+            return entry.folder
+
+        source = runner.get(job.source_id) if job.source_id else None
+        return JobContext(device=self.device, model_path=runner.models.model_path, outputs_dir=runner.outputs_dir,
+                          pipeline=pipeline, background_remover=self.pipelines.background_remover, folder=folder,
+                          cancelled=lambda: job.cancel_requested, keep=lambda result: runner.store_result(job, result),
+                          lock=self.queue.lock, on_progress=runner.on_progress, source_result=entry.source_result,
+                          source_files=dict(source.files) if source else {})
+
+    def finish(self, entry: Entry, state: str, error: Optional[str] = None, detail: Optional[str] = None) -> None:
+        job = entry.job
+        # Its final file is written: the folder is no longer this process's to finish.
+        if entry.folder is not None:
+            entry.folder.release()
+        if job.error_kind == "interrupted" and not job.out_dir:
+            job.error = error                 # stopped before its folder: its record becomes that folder
+        self.runner.records.ended(job)
+        with self.queue.lock:
+            job.state, job.error, job.detail = state, error, detail
+            job.finished = time.time()
+            entry.source_result = None        # an export job no longer needs the result it exported
+            self.queue.ended(job.id)
+            if state == JobState.DONE:
+                job.progress = Progress("done", 1, 1, 1.0, 0.0, job.progress.elapsed_s, "")
+        job.mark_ended()
+
+    def fail(self, entry: Entry, err: BaseException) -> None:
+        job = entry.job
+        folder = JobFolder(job.out_dir) if job.out_dir else None
+        error_file = str(folder.file("error")) if folder else None
+        kind, message = classify_failure(err, self.runner.outputs_dir, self.device, error_file)
+        if entry.interrupted and kind not in ("oom", "disk"):
+            # Stopped by the app's shutdown (whatever the stop broke on the way, e.g. an encoder child).
+            kind, message = "interrupted", entry.interrupted
+        state = JobState.CANCELLED if kind in ("cancelled", "interrupted") else JobState.FAILED
+        detail = None
+        if kind == "internal":
+            detail = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+        job.error_kind = kind
+        # The tracebacks' frames hold the run's tensors: drop them before freeing memory.
+        drop_tracebacks(err)
+        del err
+        if kind == "oom":
+            self.pipelines.free_memory()
+        if folder is not None:
+            try:
+                job.files.update(folder.write_error({"state": "interrupted" if kind == "interrupted" else state,
+                                                     "error": message, "kind": kind, "detail": detail,
+                                                     "timings": jsonable(job.timings)}))
+            except OSError:
+                pass          # e.g. the disk is full: the message still reaches the caller
+        self.finish(entry, state, message, detail)
+
+    def write_timings(self, job: Job) -> None:
+        if not job.out_dir:
+            return
+        try:
+            job.files.update(JobFolder(job.out_dir).write_timings(job.timings))
+        except OSError:
+            pass          # the assets are written; a missing timings file is not worth failing the job
+
+    # ------------------------------------------------------------------ background warm-up
+    def warm(self) -> None:
+        """The warm-up asked for (warmup.warm_up); a job waiting for this worker, cancel or shutdown cuts it short."""
+        with self.queue.lock:
+            request, self.warm_request = self.warm_request, None
+            self.warming = request is not None
+        if request is None:
+            return
+        done = {}
+        try:
+            done = warm_up(self.pipelines, request, lambda: self.queue.warm_cancel.is_set() or self.queue.stopping,
+                           lambda: self.queue.waits_for(self.device))
+        finally:
+            # A new load replaces the last warm-up's seconds; a warm run alone adds to them.
+            self.warmup_timings = done if "load_model" in done else {**self.warmup_timings, **done}
+            with self.queue.lock:
+                self.warming = False
