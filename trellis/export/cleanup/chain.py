@@ -7,7 +7,8 @@
 3. ``hidden_faces.remove_invisible_faces``: an s-t minimum cut on the dual graph separates hidden faces
    (inner shells) from well-seen ones.
 4. ``holes.fill_holes``: small boundary loops closed by the triangulation of their own vertices.
-5. ``decimate.simplify_mesh`` again, down to the face budget (the faces in the file).
+5. ``decimate.simplify_mesh`` again, down to the face budget (the faces in the file; ``down_to_budget``: more
+   passes where the decimator stops short).
 
 Everything here is our own code; the reference's igraph (GPL) and pymeshfix (AGPL) are not used.
 Arrays are numpy float32 vertices [V,3] and int64 faces [F,3]; torch tensors are accepted too.
@@ -27,11 +28,17 @@ from .hidden_faces import remove_invisible_faces
 from .holes import fill_holes as close_holes
 from .visibility import face_visibility, visibility_settings
 
-__all__ = ["BUDGET_HEADROOM", "face_budget", "first_reduction", "clean_mesh_for_export"]
+__all__ = ["BUDGET_HEADROOM", "MORE_PASSES", "BUDGET_TOLERANCE", "face_budget", "first_reduction",
+           "clean_mesh_for_export", "simplify_failed", "down_to_budget"]
 
 # The faces asked for are faces in the file: a decoder's mesh has an inner sheet (about half its faces) that
 # the hidden-face removal deletes, so the chain first decimates to this many times the budget.
 BUDGET_HEADROOM = 2.5
+# The decimator stops short of its target on some meshes (collapses it refuses on one pass become possible on the
+# next): the last decimation is run again, at most this many more times, while the mesh is over the budget by
+# more than BUDGET_TOLERANCE and a pass still removes faces.
+MORE_PASSES = 3
+BUDGET_TOLERANCE = 0.02
 
 
 def face_budget(n_faces: int, simplify: float = 0.95, target_faces: Optional[int] = None) -> int:
@@ -124,9 +131,32 @@ def clean_mesh_for_export(vertices, faces, simplify: float = 0.95, fill_holes: b
         v, f = close_holes(v, f, max_edges, progress=progress, cancel=cancel)
         lap("fill_holes")
         report(progress, "final_simplify", 0, 1)
-        if len(f) > budget:
-            v, f = simplify_mesh(v, f, 1.0 - budget / len(f), cancel=cancel)
+        v, f = down_to_budget(v, f, budget, cancel, record, passes=1 + MORE_PASSES)
         report(progress, "final_simplify", 1, 1)
+        lap("final_simplify")
+    elif simplify_failed(len(f), budget):          # the one decimation stopped short of the budget
+        v, f = down_to_budget(v, f, budget, cancel, record, passes=MORE_PASSES)
         lap("final_simplify")
     record["faces"] = int(len(f))
     return output(v, f)
+
+
+def simplify_failed(faces: int, budget: int) -> bool:
+    """Whether ``faces`` is over ``budget`` by more than BUDGET_TOLERANCE."""
+    return faces > budget * (1.0 + BUDGET_TOLERANCE)
+
+
+def down_to_budget(v, f, budget: int, cancel, record: dict, passes: int):
+    """Decimate (``v``, ``f``) to ``budget`` faces, in up to ``passes`` passes while it is over by more than
+    BUDGET_TOLERANCE and a pass still removes faces; the passes made go to ``record["decimation_passes"]``."""
+    made = 0
+    first = True
+    while made < passes and (len(f) > budget if first else simplify_failed(len(f), budget)):
+        before = len(f)
+        v, f = simplify_mesh(v, f, 1.0 - budget / len(f), cancel=cancel)
+        made, first = made + 1, False
+        if len(f) >= before:
+            break
+    if made:
+        record["decimation_passes"] = record.get("decimation_passes", 0) + made
+    return v, f
