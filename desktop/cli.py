@@ -11,8 +11,8 @@ Exit status: 0 every job succeeded, 1 at least one failed (its message is printe
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import errno
+import functools
 import os
 import shutil
 import tempfile
@@ -20,8 +20,7 @@ import time
 
 from .options import (TerminalLine, add_model_option, add_runner_options, add_text_model_option, check_runner_args,
                       format_clock)
-from .settings import (DEFAULT_PRESET, FORMATS, PRESETS, TEXT_MODEL_SIZES, GenerationSettings, check_prompt,
-                       field_names, number_range)
+from .settings import DEFAULT_PRESET, PRESETS, ROWS, GenerationSettings, check_prompt, field_names, parse_value
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -54,25 +53,71 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="outputs folder (created if missing)")
     add_model_option(p)
     add_text_model_option(p)
-    p.add_argument("--text-size", choices=TEXT_MODEL_SIZES, default=None,
-                   help="size of the text model for prompts (default xlarge; base and large are smaller downloads)")
-    p.add_argument("--preset", choices=list(PRESETS), default=None, help=f"quality preset (default {DEFAULT_PRESET})")
-    p.add_argument("--settings", metavar="FILE", help="start from a settings file (e.g. a job's settings.json, "
-                                                       "to reproduce it); other options override it")
-    p.add_argument("--seed", type=int, metavar="N", help="random seed (default: a new random seed per job)")
-    p.add_argument("--steps", type=int, metavar="N", help="sampling steps of both stages (%d..%d)" % number_range("ss_steps"))
-    p.add_argument("--texture-size", type=int, metavar="N",
-                   help="texture side in pixels, GLB / OBJ (%d..%d)" % number_range("texture_size"))
-    p.add_argument("--simplify", type=float, metavar="F",
-                   help="fraction of triangles removed (%g..%g)" % number_range("simplify"))
-    p.add_argument("--formats", metavar="LIST", help=f"comma-separated, from {','.join(FORMATS)} "
-                                                     "(default glb,ply,mp4)")
+    add_settings_options(p)
     add_runner_options(p, parallel="jobs in parallel", outputs=False)
-    p.add_argument("--no-background-removal", action="store_true",
-                   help="use the image as it is (transparent PNGs are still cropped to their object)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"any other setting, repeatable: {', '.join(field_names())}")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output, only errors and folders")
+
+
+def add_settings_options(p: argparse.ArgumentParser) -> None:
+    """The settings flags of every command that makes jobs (generate, retexture, batch): --preset, --settings,
+    one flag per setting whose row names one (settings_table.Cli), and --set KEY=VALUE for the others."""
+    group = p.add_argument_group("settings")
+    group.add_argument("--preset", choices=list(PRESETS), default=None,
+                       help=f"quality preset (default {DEFAULT_PRESET})")
+    group.add_argument("--settings", metavar="FILE", help="start from a settings file (e.g. a job's settings.json, "
+                                                          "to reproduce it); other options override it")
+    for flag, rows in setting_flags().items():
+        row = rows[0]
+        # Not given: no attribute at all, so that an optional setting's "none" differs from a flag left out.
+        kw = dict(dest=flag_dest(flag), default=argparse.SUPPRESS, help=flag_help(flag, rows))
+        if row.kind == "bool" and flag.startswith("--no-"):
+            kw.update(action="store_const", const=False)
+        elif row.kind == "bool":
+            kw.update(action=argparse.BooleanOptionalAction)
+        elif row.kind == "choice":
+            kw.update(choices=row.choices)
+        elif row.kind == "choices":
+            kw.update(metavar="LIST")
+        elif row.optional:
+            kw.update(type=functools.partial(flag_value, row.name), metavar="N|none")
+        else:
+            kw.update(type=int if row.kind == "int" else float, metavar="N" if row.kind == "int" else "F")
+        group.add_argument(flag, **kw)
+    group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help=f"any other setting, repeatable: {', '.join(field_names())}")
+
+
+def setting_flags() -> dict:
+    """{flag: [rows it sets]} in the settings table's order (--steps sets both stages' steps)."""
+    flags = {}
+    for row in ROWS:
+        if row.cli is not None:
+            flags.setdefault(row.cli.flag, []).append(row)
+    return flags
+
+
+def flag_dest(flag: str) -> str:
+    return "setting_" + flag.removeprefix("--").replace("-", "_")
+
+
+def flag_help(flag: str, rows: list) -> str:
+    """The first row's CLI help (else its help line), with the range of a number and the default of a list."""
+    row = rows[0]
+    text = next((r.cli.help for r in rows if r.cli.help), None) or row.help
+    if row.kind in ("int", "float"):
+        pattern = "%d..%d" if row.kind == "int" else "%g..%g"
+        text += f" ({pattern % (row.lo, row.hi)}{'; none: no limit' if row.optional else ''})"
+    elif row.kind == "choices" and not row.cli.help:
+        text = f"comma-separated, from {','.join(row.choices)} (default {','.join(row.default)})"
+    return text.replace("%", "%%")
+
+
+def flag_value(name: str, text: str):
+    """argparse type of an optional number's flag: the number, or None for "none"."""
+    try:
+        return parse_value(name, text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def output_folder_problem(path: str):
@@ -106,29 +151,6 @@ def output_folder_problem(path: str):
     return None
 
 
-def _parse_value(key: str, text: str):
-    kind = {f.name: f.type for f in dataclasses.fields(GenerationSettings)}[key]
-    kind = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
-    if kind == "bool":
-        low = text.strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{key}: expected true or false, got {text!r}")
-    if kind == "int":
-        try:
-            return int(text)
-        except ValueError:
-            raise ValueError(f"{key}: expected a whole number, got {text!r}") from None
-    if kind == "float":
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError(f"{key}: expected a number, got {text!r}") from None
-    return text          # str; "tuple" (formats) is split by the settings themselves
-
-
 def build_settings(args) -> GenerationSettings:
     """The job settings from the parsed options. Raises ValueError with a readable message."""
     if args.settings and args.preset:
@@ -153,26 +175,16 @@ def build_settings(args) -> GenerationSettings:
     else:
         base = GenerationSettings.from_preset(args.preset or DEFAULT_PRESET)
     changes = {}
-    if args.seed is not None:
-        changes.update(seed=args.seed, randomize_seed=False)
-    if args.steps is not None:
-        changes.update(ss_steps=args.steps, slat_steps=args.steps)
-    if args.texture_size is not None:
-        changes["texture_size"] = args.texture_size
-    if args.simplify is not None:
-        changes["simplify"] = args.simplify
-    if args.formats is not None:
-        changes["formats"] = args.formats
-    if args.no_background_removal:
-        changes["preprocess"] = False
-    if getattr(args, "text_size", None):
-        changes["text_model_size"] = args.text_size
+    given = vars(args)
+    for flag, rows in setting_flags().items():
+        if flag_dest(flag) in given:
+            changes.update(dict.fromkeys((row.name for row in rows), given[flag_dest(flag)]))
     for item in args.set:
         key, sep, value = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or key not in field_names():
             raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(field_names())}")
-        changes[key] = _parse_value(key, value)
+        changes[key] = parse_value(key, value)
     if "seed" in changes and "randomize_seed" not in changes:
         changes["randomize_seed"] = False
     return base.replace(**changes)

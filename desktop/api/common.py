@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Optional, Union, get_args
 from starlette.exceptions import HTTPException as _StarletteHTTPException
 
 from ..jobs.jsonio import MAX_JSON_DEPTH, json_depth  # noqa: F401  (the API's names for them)
-from ..settings import DEFAULT_PRESET, FORMATS, HELP, PRESETS, RULES, GenerationSettings
+from ..settings import DEFAULT_PRESET, PRESETS, ROWS, SETTINGS, GenerationSettings
 
 MAX_IMAGES = 16                         # per job (several views of one object)
 MAX_IMAGE_BYTES = 64 * 1024 * 1024      # per image file
@@ -46,15 +46,19 @@ class ApiError(Exception):
 # ---------------------------------------------------------------------------------------------
 
 def rule_type(name: str):
-    """(annotation, constraints) of a generation setting, from settings.RULES."""
-    rule = RULES[name]
-    if rule[0] == "int":
-        return int, {"ge": rule[1], "le": rule[2]}
-    if rule[0] == "float":
-        return float, {"ge": rule[1], "le": rule[2], "allow_inf_nan": False}
-    if rule[0] == "bool":
-        return bool, {}
-    return Literal[tuple(rule[1])], {}
+    """(annotation, constraints) of a generation setting, from its row (settings_table.ROWS)."""
+    row = SETTINGS[name]
+    if row.kind == "int":
+        kind, limits = int, {"ge": row.lo, "le": row.hi}
+    elif row.kind == "float":
+        kind, limits = float, {"ge": row.lo, "le": row.hi, "allow_inf_nan": False}
+    elif row.kind == "bool":
+        kind, limits = bool, {}
+    elif row.kind == "choices":
+        kind, limits = list[Literal[row.choices]], {"min_length": 1, "max_length": len(row.choices)}
+    else:
+        kind, limits = Literal[tuple(row.choices) if row.kind == "choice" else (*PRESETS, "custom")], {}
+    return (Optional[kind] if row.optional else kind), limits
 
 
 def parameter_fields(skip=()) -> dict:
@@ -64,12 +68,17 @@ def parameter_fields(skip=()) -> dict:
     fields = {"preset": (Optional[Literal[tuple(PRESETS)]],
                          Field(None, description=f"start from this preset (default: the server's, "
                                                  f"normally {DEFAULT_PRESET}); the other fields override it"))}
-    for name in RULES:
-        kind, limits = rule_type(name)
-        fields[name] = (Optional[kind], Field(None, description=HELP[name], **limits))
-    fields["formats"] = (Annotated[Optional[list[Literal[FORMATS]]], BeforeValidator(split_names)],
-                         Field(None, min_length=1, max_length=len(FORMATS),
-                               description=HELP["formats"] + ' (a list, or one comma-separated string: "glb,mp4")'))
+    for row in ROWS:
+        if row.kind == "preset":
+            continue
+        kind, limits = rule_type(row.name)
+        if row.kind == "choices":
+            example = f"{row.choices[0]},{row.choices[-1]}"
+            fields[row.name] = (Annotated[Optional[kind], BeforeValidator(split_names)],
+                                Field(None, description=f'{row.help} (a list, or one comma-separated string: '
+                                                        f'"{example}")', **limits))
+        else:
+            fields[row.name] = (Optional[kind], Field(None, description=row.help, **limits))
     return {k: v for k, v in fields.items() if k not in skip}
 
 
@@ -223,9 +232,10 @@ async def upload_bytes(value, where: str) -> bytes:
     return data
 
 
-def form_values(form: dict, list_fields=("formats",), skip=()) -> dict:
+def form_values(form: dict, list_fields=None, skip=()) -> dict:
     """Form fields -> plain values for validation: one value per field (a repeated field is an error),
     list fields split on commas (given but empty: an error), other empty values treated as not given."""
+    list_fields = LIST_FIELDS if list_fields is None else list_fields
     out = {}
     for key, values in form.items():
         if key in skip:
@@ -247,7 +257,10 @@ def form_values(form: dict, list_fields=("formats",), skip=()) -> dict:
     return out
 
 
-_EMPTY_LIST = {"formats": f"choose at least one of {', '.join(FORMATS)} (a list, or comma-separated)"}
+# The settings whose value is a list ("choices"), and what an empty one is told.
+LIST_FIELDS = tuple(row.name for row in ROWS if row.kind == "choices")
+_EMPTY_LIST = {row.name: f"choose at least one of {', '.join(row.choices)} (a list, or comma-separated)"
+               for row in ROWS if row.kind == "choices"}
 
 
 def problem(loc: list, msg: str, kind: str) -> dict:

@@ -1,24 +1,27 @@
 """StableProjectorz's side of the names: its parameter names -> ours (ALIASES, to_params), the request
-schemas of its endpoints (built from settings.RULES, so the ranges are ours), and the panel it shows for
-this server, written in its layout language (panel_layout). spz.py (the slot and the routes) imports these.
+schemas of its endpoints (built from the settings' rows, so the ranges are ours), and the panel it shows for
+this server, written in its layout language (panel_layout): its inputs are the rows' `panel` entries
+(settings_table.Panel). spz.py (the slot and the routes) imports these.
 """
 
 import functools
 from typing import Literal, Optional
 
 from .common import MAX_IMAGES, ApiError, form_schema, parameter_fields
-from ..settings import MAX_PROMPT_CHARS, MAX_SEED, RULES, GenerationSettings, number_range
+from ..settings import MAX_PROMPT_CHARS, MAX_SEED, ROWS, SETTINGS, GenerationSettings
 
 STATUSES = ("PROCESSING", "PREVIEW_READY", "COMPLETE", "FAILED")
 
 # What /generate's `generate_what` may ask for (StableProjectorz also knows "retexture": not offered here).
 SUPPORTED_OPERATIONS = ("make_meshes_and_tex",)
 
-# StableProjectorz's parameter names -> ours.
+# The panel's code names that are not our setting's name (ss_strength -> ss_cfg), from the rows.
+PANEL_ALIASES = {row.panel.code: row.name for row in ROWS if row.panel and row.panel.code != row.name}
+# StableProjectorz's parameter names -> ours: its form endpoints' names, then the panel's code names.
 ALIASES = {"ss_guidance_strength": "ss_cfg", "ss_sampling_steps": "ss_steps", "slat_guidance_strength": "slat_cfg",
            "slat_sampling_steps": "slat_steps", "preview_resolution": "video_resolution",
            "preview_frames": "video_frames", "preview_fps": "video_fps", "mesh_simplify_ratio": "simplify",
-           "ss_strength": "ss_cfg", "slat_strength": "slat_cfg", "mesh_simplify": "simplify"}
+           **PANEL_ALIASES}
 _PERCENT_OK = ("mesh_simplify_ratio", "mesh_simplify")      # 0..1, or a percentage 0..100
 
 
@@ -29,11 +32,12 @@ _PERCENT_OK = ("mesh_simplify_ratio", "mesh_simplify")      # 0..1, or a percent
 def _aliased(name: str, ours: str, description: str):
     from pydantic import Field
 
-    rule = RULES[ours]
-    kind = int if rule[0] == "int" else float
-    lo, hi = rule[1], rule[2]
+    row = SETTINGS[ours]
+    kind = int if row.kind == "int" else float
+    lo, hi = row.lo, row.hi
     if name in _PERCENT_OK:
         lo, hi = 0.0, 100.0
+        description += f", {row.lo:g}..{row.hi:g}, or a percentage (values above 0.999 are divided by 100)"
     extra = {"allow_inf_nan": False} if kind is float else {}
     return (Optional[kind], Field(None, ge=lo, le=hi, description=f"{description} (our name: {ours})", **extra))
 
@@ -50,9 +54,7 @@ def _common_fields() -> dict:
         "preview_resolution": _aliased("preview_resolution", "video_resolution", "preview video side in pixels"),
         "preview_frames": _aliased("preview_frames", "video_frames", "preview video frames"),
         "preview_fps": _aliased("preview_fps", "video_fps", "preview video frames per second"),
-        "mesh_simplify_ratio": _aliased("mesh_simplify_ratio", "simplify",
-                                        "fraction of triangles removed, 0..0.99, or a percentage (values above "
-                                        "0.999 are divided by 100)"),
+        "mesh_simplify_ratio": _aliased("mesh_simplify_ratio", "simplify", "fraction of triangles removed"),
         "output_format": (Literal["glb", "gltf"], Field("glb", description="a GLB is written either way")),
         **parameter_fields(skip=("seed", "formats")),           # our names too (one of the two per setting)
     }
@@ -86,10 +88,7 @@ def _build_models() -> dict:
         generate_what=(Optional[str], Field(None, description=(
             f"what to make: {', '.join(SUPPORTED_OPERATIONS)} (GET /info/supported_operations); any other "
             "value is a 422"))),
-        ss_strength=_aliased("ss_strength", "ss_cfg", "structure guidance strength"),
-        slat_strength=_aliased("slat_strength", "slat_cfg", "detail guidance strength"),
-        mesh_simplify=_aliased("mesh_simplify", "simplify", "fraction of triangles removed, 0..0.99, or a "
-                                                            "percentage (values above 0.999 are divided by 100)"),
+        **{code: _aliased(code, ours, SETTINGS[ours].help) for code, ours in PANEL_ALIASES.items()},
         skip_videos=(bool, Field(True, description="false: also render the preview video")),
         **generate_fields)
 
@@ -176,10 +175,8 @@ def check_operation(value) -> None:
 # The panel
 # ---------------------------------------------------------------------------------------------
 
-# (code name, our setting, label, decimals shown); "\\n" is a line break in the label.
-PANEL_SLIDERS = (("ss_strength", "ss_cfg", "structure\\nguidance", 1),
-                 ("slat_strength", "slat_cfg", "detail\\nguidance", 1))
-PANEL_STEPS = (("ss_steps", "structure steps"), ("slat_steps", "detail steps"))
+# The panel's first lines (our names; the seed joins the last); other rows' panel inputs follow, two a line.
+PANEL_LINES = (("ss_cfg", "slat_cfg"), ("ss_steps", "slat_steps"), ("simplify", "texture_size"))
 PANEL_BOX = (("bg.color", "255,255,255,10"), ("bg.ppu", 10))          # the shaded boxes around inputs
 
 
@@ -212,14 +209,41 @@ def _integer(depth: int, code: str, label: str, lo, hi, default, seed: bool = Fa
                   ("rect.anchors", "0,1,1,1"), ("rect.offsetMin", "0,-60"))]
 
 
+def _toggle(depth: int, code: str, label: str, default: bool) -> list:
+    """A true / false switch in its shaded box, pinned to the box's top as the integer fields are."""
+    return [_line(depth, "go", *PANEL_BOX, ("flexibleWidth", 1), ("minHeight", 62), ("preferredHeight", 62)),
+            _line(depth + 1, "toggle", ("code_name", code), ("visible_name", label),
+                  ("default", "true" if default else "false"), ("rect.anchors", "0,1,1,1"),
+                  ("rect.offsetMin", "0,-60"))]
+
+
+def _input(depth: int, row, settings: GenerationSettings) -> list:
+    """The panel input of one setting (its row's `panel`): a dial for a float, an integer field, a switch."""
+    code, label, value = row.panel.code, row.panel.label, getattr(settings, row.name)
+    if row.kind == "float":
+        return _slider(depth, code, label, row.lo, row.hi, value, row.panel.decimals)
+    if row.kind == "int":
+        return _integer(depth, code, label, row.lo, row.hi, value)
+    return _toggle(depth, code, label, value)
+
+
+def _dial_line(rows: list, settings: GenerationSettings) -> list:
+    """A line holding a dial: a fixed-height box (a dial's box takes the height it is given)."""
+    out = [_line(1, "go", ("minHeight", 140), ("preferredHeight", 140), ("flexibleWidth", 1)),
+           _line(2, "hgroup", ("spacing", 8))]
+    for row in rows:
+        out += _input(3, row, settings)
+    return out
+
+
 def panel_layout(settings: GenerationSettings, text: bool = False) -> str:
     """The panel StableProjectorz shows for a server whose requests start from `settings` (its preset), in
     that app's layout language: one element per line, children indented under their group, properties
     written key=(value); each input's code_name is the request field it fills. Whole-number settings are
     integer fields, since its sliders send floats in steps of 0.01 (12.37 steps); sliders only for settings
-    that are floats. Ranges from settings.RULES and defaults from `settings`, so the panel cannot drift
-    from what the server accepts. `text`: the server has a text model, so a prompt is offered too (then
-    neither input is required on its own)."""
+    that are floats. Inputs, ranges and labels from the settings' rows (their `panel`), defaults from
+    `settings`, so the panel cannot drift from what the server accepts. `text`: the server has a text model,
+    so a prompt is offered too (then neither input is required on its own)."""
     rows = [_line(0, "vgroup", ("padl", 4), ("padr", 4), ("spacing", 8), ("flexibleWidth", 1)),
             _line(1, "header", ("code_name", "title"), ("visible_name", "Trellis Desktop"), ("align", "center")),
             _line(1, "go", ("minHeight", 120), ("preferredHeight", 120), ("flexibleWidth", 1)),
@@ -232,17 +256,27 @@ def panel_layout(settings: GenerationSettings, text: bool = False) -> str:
                  _line(1, "header", ("code_name", "prompt_note"), ("visible_name", "or a prompt instead of images "
                                                                                   "(text to 3D)"),
                        ("color", "200,200,200,1"))]
-    rows += [_line(1, "go", ("minHeight", 140), ("preferredHeight", 140), ("flexibleWidth", 1)),
-             _line(2, "hgroup", ("spacing", 8))]
-    for code, ours, label, decimals in PANEL_SLIDERS:
-        rows += _slider(3, code, label, *number_range(ours), getattr(settings, ours), decimals)
+    shown = [[SETTINGS[n] for n in line if SETTINGS.get(n) and SETTINGS[n].panel] for line in PANEL_LINES]
+    dials, steps, last = shown
+    rows += _dial_line(dials, settings)
     rows.append(_line(1, "hgroup", ("spacing", 8), ("flexibleWidth", 1)))
-    for code, label in PANEL_STEPS:
-        rows += _integer(2, code, label, *number_range(code), getattr(settings, code))
-    rows += [_line(1, "go", ("minHeight", 140), ("preferredHeight", 140), ("flexibleWidth", 1)),
-             _line(2, "hgroup", ("spacing", 8))]
-    rows += _slider(3, "mesh_simplify", "mesh\\nsimplify", *number_range("simplify"), settings.simplify, 3)
+    for row in steps:
+        rows += _input(2, row, settings)
+    rows += _dial_line([r for r in last if r.kind == "float"], settings)
     rows.append(_line(3, "vgroup", ("spacing", 8), ("flexibleWidth", 1)))
-    rows += _integer(4, "texture_size", "texture size", *number_range("texture_size"), settings.texture_size)
+    for row in last:
+        if row.kind != "float":
+            rows += _input(4, row, settings)
     rows += _integer(4, "seed", "seed", -1, MAX_SEED, -1, seed=True)
+    placed = {row.name for line in shown for row in line}
+    more = [row for row in ROWS if row.panel and row.name not in placed]
+    for family in ("float", "other"):
+        group = [row for row in more if (row.kind == "float") == (family == "float")]
+        for i in range(0, len(group), 2):
+            if family == "float":
+                rows += _dial_line(group[i:i + 2], settings)
+            else:
+                rows.append(_line(1, "hgroup", ("spacing", 8), ("flexibleWidth", 1)))
+                for row in group[i:i + 2]:
+                    rows += _input(2, row, settings)
     return "\n".join(rows) + "\n"

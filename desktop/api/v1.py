@@ -14,7 +14,7 @@ from typing import Literal, Optional
 from .common import (MAX_IMAGE_BYTES, MAX_IMAGES, ApiError, api_state, binary_content, build_settings, check_images,
                      decode_base64, error_body_model, error_responses, form_schema, form_values, parameter_fields,
                      read_body, rule_type, upload_bytes, validate)
-from ..settings import EXPORT_FIELDS, FORMATS, HELP, MAX_PROMPT_CHARS, PRESETS, RULES, check_prompt
+from ..settings import EXPORT_FIELDS, MAX_PROMPT_CHARS, PRESETS, ROWS, check_prompt
 
 API_VERSION = "1"
 MAX_MESH_UPLOAD = 128 * 1024 * 1024     # a 3-D model file (a form part's limit; 2.5 M triangles as binary STL)
@@ -38,11 +38,10 @@ def _build_models():
     from ..jobs import ERROR_KINDS
 
     forbid = ConfigDict(extra="forbid")
-    settings_fields = {"preset": (str, Field(description=HELP["preset"]))}
-    for name in RULES:
-        kind, limits = rule_type(name)
-        settings_fields[name] = (kind, Field(description=HELP[name], **limits))
-    settings_fields["formats"] = (list[Literal[FORMATS]], Field(description=HELP["formats"]))
+    settings_fields = {}
+    for row in ROWS:
+        kind, limits = rule_type(row.name) if row.kind != "preset" else (str, {})
+        settings_fields[row.name] = (kind, Field(description=row.help, **limits))
     Settings = create_model("Settings", __doc__="Every parameter of a job.", **settings_fields)
 
     JobRequest = create_model(

@@ -15,9 +15,9 @@ import os
 import sys
 import time
 
-from ..cli import build_settings, output_folder_problem
+from ..cli import add_settings_options, build_settings, output_folder_problem
 from ..options import add_compile_option, add_model_option, apply_compile_option, device_arg, gpus_arg
-from ..settings import DEFAULT_PRESET, FORMATS, PRESETS, field_names, number_range
+from ..settings import DEFAULT_PRESET, PRESETS
 from .display import BatchDisplay, summary_table
 from .items import BatchInputError, read_items
 
@@ -43,19 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-model", metavar="PATH_OR_REPO", default=None,
                    help="text pipeline for prompt items (default microsoft/TRELLIS-text-SIZE, SIZE from the "
                         "text_model_size setting)")
-    p.add_argument("--preset", choices=list(PRESETS), default=None, help=f"quality preset (default {DEFAULT_PRESET})")
-    p.add_argument("--settings", metavar="FILE", help="start from a settings file (e.g. a job's settings.json)")
-    p.add_argument("--seed", type=int, metavar="N", help="random seed of every item (default: one drawn per item, "
-                                                         "recorded, kept by reruns)")
-    p.add_argument("--steps", type=int, metavar="N", help="sampling steps of both stages (%d..%d)" % number_range("ss_steps"))
-    p.add_argument("--texture-size", type=int, metavar="N",
-                   help="texture side in pixels, GLB / OBJ (%d..%d)" % number_range("texture_size"))
-    p.add_argument("--simplify", type=float, metavar="F",
-                   help="fraction of triangles removed (%g..%g)" % number_range("simplify"))
-    p.add_argument("--formats", metavar="LIST", help=f"comma-separated, from {','.join(FORMATS)} (default glb,ply,mp4)")
-    p.add_argument("--no-background-removal", action="store_true", help="use the images as they are")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"any other setting, repeatable: {', '.join(field_names())}")
+    add_settings_options(p)
     where = p.add_argument_group("where it runs")
     where.add_argument("--gpus", type=gpus_arg, metavar="0,1", help="one worker per listed GPU (default: every GPU)")
     where.add_argument("--device", type=device_arg, metavar="cpu|cuda[:N]",

@@ -2,20 +2,20 @@
 Generate, Cancel and new uploads. Its gradio_client endpoints are in endpoints.py, the history and result
 views in history.py; status.py and values.py hold what the page shows and reads.
 """
+import contextlib
 import shutil
 import tempfile
 import threading
 from pathlib import Path
 
 from ..jobs import folder as job_folder
-from ..settings import (BAKE_MODES, DEFAULT_PRESET, MAX_SEED, MULTI_IMAGE_MODES, OFFLOADS, PRECISIONS,
-                        GenerationSettings, check_prompt, slider)
+from ..settings import DEFAULT_PRESET, GenerationSettings, check_prompt, slider
 from .endpoints import ApiEndpoints
 from .history import HistoryViews
 from .lazy import gr, load_gradio
 from .status import POLL_S, device_line, friendly_error, hide_paths, idle_html, message_html, status_html
-from .values import (FORMAT_CHOICES, LABELS, MESH_TYPES, OTHER_KNOBS, PRESET_CHOICES, PRESET_KNOBS,
-                     collect_look, collect_work, file_of, preset_values, settings_from_values, text_size_choices)
+from .values import (MESH_TYPES, OTHER_KNOBS, PRESET_CHOICES, PRESET_KNOBS, choice_labels, collect_look, collect_work,
+                     file_of, is_slider, page_lines, preset_values, settings_from_values)
 
 ROOT = Path(__file__).resolve().parents[2]          # the repository
 EXAMPLES_DIR = ROOT / "assets" / "examples"
@@ -40,6 +40,23 @@ CSS = """
 #td-banner {border: 1px solid #d03b3b; border-radius: 8px; padding: 4px 12px;}
 """
 
+
+
+def setting_control(row, value):
+    """The page's control of one setting, from its row (settings_table.Ui), showing `value`."""
+    ui = row.ui
+    common = dict(label=ui.label, elem_id=ui.elem_id or f"td-{row.name}", **({"info": ui.info} if ui.info else {}))
+    if row.kind == "bool":
+        return gr.Checkbox(value, **common)
+    if row.kind == "choices":
+        return gr.CheckboxGroup(choice_labels(row.name), value=list(value), **common)
+    if row.kind == "choice":
+        return (gr.Dropdown if ui.widget == "dropdown" else gr.Radio)(choice_labels(row.name), value=value, **common)
+    if is_slider(row):
+        # The setting's whole range (settings.slider): any valid settings load into it.
+        lo, hi, step = slider(row.name)
+        return gr.Slider(lo, hi, value, step=step, **common)
+    return gr.Number(value, precision=0 if row.kind == "int" else None, minimum=row.lo, maximum=row.hi, **common)
 
 
 class TrellisApp(ApiEndpoints, HistoryViews):
@@ -71,6 +88,15 @@ class TrellisApp(ApiEndpoints, HistoryViews):
         load_gradio()
         d = self.defaults
         start = preset_values(DEFAULT_PRESET, d)
+        k = {}                                       # setting name -> its control
+
+        def place(where):
+            # Every setting shown in this part of the page (settings_table.Ui), line by line.
+            for line in page_lines(where):
+                with gr.Row() if len(line) > 1 else contextlib.nullcontext():
+                    for row in line:
+                        k[row.name] = setting_control(row, start[row.name] if row.name in start
+                                                      else getattr(d, row.name))
         with gr.Blocks(title="Trellis Desktop", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
             # Re-read on every page load, so that a kernel that failed since the start shows up.
             header = gr.Markdown(self.header_text(), elem_id="td-header")
@@ -94,10 +120,7 @@ class TrellisApp(ApiEndpoints, HistoryViews):
                                         "the views are combined while sampling, no training involved).")
                             multi = gr.Gallery(label="Views", type="filepath", interactive=True, columns=3,
                                                height=300, elem_id="td-multi")
-                            multi_mode = gr.Radio(list(MULTI_IMAGE_MODES), value=d.multi_image_mode,
-                                                  label=LABELS["multi_image_mode"], elem_id="td-multi-mode",
-                                                  info="stochastic: one view per step; multidiffusion: all "
-                                                       "views averaged each step")
+                            place("multi")
                         with gr.Tab("Batch", id="batch") as tab_batch:
                             gr.Markdown("Several images, **each its own job**: they are queued and each result "
                                         "is shown as it completes (and kept in the history).")
@@ -108,10 +131,7 @@ class TrellisApp(ApiEndpoints, HistoryViews):
                                                 placeholder="a red wooden chair with a tall back", elem_id="td-prompt",
                                                 info="The text model reads about 60 words (77 tokens); a longer "
                                                      "prompt is cut, and the result says so.")
-                            text_size = gr.Radio(text_size_choices(), value=d.text_model_size,
-                                                 label=LABELS["text_model_size"], elem_id="td-text_model_size",
-                                                 info="Downloaded on its first use (once), then loaded; also used "
-                                                      "by New look with a prompt")
+                            place("text")
                         with gr.Tab("New look", id="variant") as tab_variant:
                             gr.Markdown("Keep the **shape** of a 3D model you have and give it a **new look**, "
                                         "from a prompt or a photo (the first stage is skipped).")
@@ -128,52 +148,11 @@ class TrellisApp(ApiEndpoints, HistoryViews):
                         generate = gr.Button("Generate", variant="primary", elem_id="td-generate")
                         cancel = gr.Button("Cancel", variant="stop", elem_id="td-cancel")
                     with gr.Accordion("Generation settings", open=False, elem_id="td-gen-settings"):
-                        with gr.Row():
-                            seed = gr.Number(d.seed, label=LABELS["seed"], precision=0, minimum=0,
-                                             maximum=MAX_SEED, elem_id="td-seed")
-                            randomize = gr.Checkbox(d.randomize_seed, label=LABELS["randomize_seed"],
-                                                    elem_id="td-randomize")
-                        k = {}
-
-                        def knob(name):
-                            # The setting's whole range (settings.slider): any valid settings load into it.
-                            lo, hi, step = slider(name)
-                            return gr.Slider(lo, hi, start[name], step=step, label=LABELS[name], elem_id=f"td-{name}")
-                        with gr.Row():
-                            k["ss_steps"] = knob("ss_steps")
-                            k["ss_cfg"] = knob("ss_cfg")
-                        with gr.Row():
-                            k["slat_steps"] = knob("slat_steps")
-                            k["slat_cfg"] = knob("slat_cfg")
+                        place("generation")
                     with gr.Accordion("Output settings", open=False, elem_id="td-out-settings"):
-                        formats = gr.CheckboxGroup(FORMAT_CHOICES, value=list(d.formats), label=LABELS["formats"],
-                                                   elem_id="td-formats")
-                        with gr.Row():
-                            k["simplify"] = knob("simplify")
-                            k["texture_size"] = knob("texture_size")
-                        with gr.Row():
-                            k["bake_mode"] = gr.Radio(list(BAKE_MODES), value=start["bake_mode"],
-                                                      label=LABELS["bake_mode"], elem_id="td-bake_mode",
-                                                      info="fast: least squares; opt: optimised (slower)")
-                            k["fill_holes"] = gr.Checkbox(start["fill_holes"], label=LABELS["fill_holes"],
-                                                          elem_id="td-fill_holes")
-                        with gr.Row():
-                            k["bake_views"] = knob("bake_views")
-                            k["bake_resolution"] = knob("bake_resolution")
-                        with gr.Row():
-                            k["video_frames"] = knob("video_frames")
-                            k["video_resolution"] = knob("video_resolution")
+                        place("output")
                     with gr.Accordion("Memory and input", open=False, elem_id="td-mem-settings"):
-                        with gr.Row():
-                            k["precision"] = gr.Dropdown(list(PRECISIONS), value=start["precision"],
-                                                         label=LABELS["precision"], elem_id="td-precision",
-                                                         info="auto: fp16 on a GPU (fp32 on Pascal cards with 8 GB or more), fp32 on a CPU")
-                            k["offload"] = gr.Dropdown(list(OFFLOADS), value=start["offload"],
-                                                       label=LABELS["offload"], elem_id="td-offload",
-                                                       info="model: each network on the GPU only while it runs")
-                        preprocess = gr.Checkbox(d.preprocess, label=LABELS["preprocess"], elem_id="td-preprocess",
-                                                 info="for photos without transparency; a PNG with transparency "
-                                                      "is always cropped to its object")
+                        place("memory")
                 with gr.Column(scale=1):
                     status = gr.HTML(idle_html(), elem_id="td-status")
                     video = gr.Video(label="Preview", autoplay=True, loop=True, height=300, interactive=False,
@@ -218,10 +197,8 @@ class TrellisApp(ApiEndpoints, HistoryViews):
             mesh.change(self.check_mesh_upload, mesh, status, preprocess=False, **quick)
 
             self._named = {"mode": mode, "single": single, "multi": multi, "batch": batch, "preset": preset,
-                           "seed": seed, "randomize_seed": randomize, "formats": formats, "preprocess": preprocess,
-                           "multi_image_mode": multi_mode, "prompt": prompt, "text_model_size": text_size,
-                           "mesh": mesh, "look_prompt": look_prompt, "look_image": look_image, **k}
-            results = [status, seed, info, video, model3d, glb_btn, ply_btn, obj_btn, files, history]
+                           "prompt": prompt, "mesh": mesh, "look_prompt": look_prompt, "look_image": look_image, **k}
+            results = [status, k["seed"], info, video, model3d, glb_btn, ply_btn, obj_btn, files, history]
 
             def on_generate(data: dict, request: gr.Request):
                 yield from self.generate(data, request)
@@ -236,8 +213,10 @@ class TrellisApp(ApiEndpoints, HistoryViews):
             refresh.click(lambda: gr.update(choices=self._history_choices()), None, history, **quick)
             history.input(self.show_history, history, [status, info, video, model3d, glb_btn, ply_btn, obj_btn, files],
                           api_visibility="private", show_progress="minimal", concurrency_limit=4)
-            settings_outputs = ([preset, seed, randomize, formats, preprocess, multi_mode] + knob_components
-                                + [text_size, tabs, mode, prompt, mesh, look_prompt, look_image])
+            # history.reuse_settings's order: preset, OTHER_KNOBS but text model size, PRESET_KNOBS, text model size.
+            kept = [k[n] for n in OTHER_KNOBS if n != "text_model_size"]
+            settings_outputs = ([preset, *kept] + knob_components
+                                + [k["text_model_size"], tabs, mode, prompt, mesh, look_prompt, look_image])
             reuse.click(self.reuse_settings, history, settings_outputs, **quick)
             self._add_api_endpoints(examples[0] if examples else None)
         return demo

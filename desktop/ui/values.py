@@ -2,48 +2,72 @@
 Generate click brings (single, multi-view, batch)."""
 import os
 
-from ..settings import DEFAULT_PRESET, PRESETS, GenerationSettings
+from ..settings import DEFAULT_PRESET, PRESET_LIST, PRESETS, ROWS, SETTINGS, GenerationSettings
+from ..settings_table import TEXT_SIZES_GB  # noqa: F401  (the page's name for it)
 
 
 # ---------------------------------------------------------------------------------------------
 # Settings <-> page values
 # ---------------------------------------------------------------------------------------------
 
-# The knobs a preset sets, in the order of the page's inputs, with their labels (also used in messages).
-PRESET_KNOBS = {
-    "ss_steps": "Stage 1 sampling steps", "ss_cfg": "Stage 1 guidance strength",
-    "slat_steps": "Stage 2 sampling steps", "slat_cfg": "Stage 2 guidance strength",
-    "simplify": "Simplify (fraction of triangles removed)", "texture_size": "Texture size (pixels)",
-    "bake_mode": "Texture bake mode", "bake_views": "Bake views", "bake_resolution": "Bake render size",
-    "fill_holes": "Fill holes (slow on a CPU)", "video_frames": "Preview frames",
-    "video_resolution": "Preview size (pixels)", "precision": "Precision", "offload": "GPU memory offloading",
-}
-OTHER_KNOBS = {"seed": "Seed", "randomize_seed": "Randomize seed", "formats": "Output formats",
-               "preprocess": "Remove background", "multi_image_mode": "Multi-view algorithm",
-               "text_model_size": "Text model size"}
-LABELS = {**PRESET_KNOBS, **OTHER_KNOBS}
-_INT_KNOBS = {"ss_steps", "slat_steps", "texture_size", "bake_views", "bake_resolution", "video_frames",
-              "video_resolution", "seed"}
-_FLOAT_KNOBS = {"ss_cfg", "slat_cfg", "simplify"}
-PRESET_CHOICES = [("Fast", "fast"), ("Balanced", "balanced"), ("High", "high"), ("Low VRAM", "low-vram")]
+# The settings with a control on the page (settings_table.Ui), by name, with their labels (also used in messages).
+LABELS = {row.name: row.ui.label for row in ROWS if row.ui}
+# The knobs a preset sets, in the order of the page's inputs; OTHER_KNOBS keep their value when a preset is picked.
+PRESET_KNOBS = {row.name: row.ui.label for row in ROWS if row.ui and row.ui.preset}
+OTHER_KNOBS = {row.name: row.ui.label for row in ROWS if row.ui and not row.ui.preset}
+# Set by the app's command line (--precision / --offload): a preset that does not name them leaves them alone.
+APP_DEFAULTS = ("precision", "offload")
+PRESET_CHOICES = [(p.label, p.name) for p in PRESET_LIST]
 MESH_TYPES = (".glb", ".gltf", ".obj", ".ply", ".stl")
-TEXT_SIZES_GB = {"base": "0.7", "large": "2.3", "xlarge": "4.1"}     # the flows; CLIP adds 1.7 GB (once)
+
+
+def choice_labels(name: str) -> list:
+    """A choice setting's choices as its control lists them: (shown text, value) pairs where its row gives
+    labels, else the values themselves."""
+    row = SETTINGS[name]
+    return list(row.ui.labels) if row.ui and row.ui.labels else list(row.choices)
 
 
 def text_size_choices() -> list:
-    from ..settings import TEXT_MODEL_SIZES
-
-    return [(f"{size} (~{TEXT_SIZES_GB.get(size, '?')} GB)", size) for size in TEXT_MODEL_SIZES]
+    return choice_labels("text_model_size")
 
 
-FORMAT_CHOICES = [("GLB (textured mesh)", "glb"), ("PLY (Gaussians)", "ply"), ("OBJ (+ MTL, PNG)", "obj"),
-                  ("MP4 preview", "mp4")]
+FORMAT_CHOICES = choice_labels("formats")
+
+
+def page_lines(place: str) -> list:
+    """The lines of controls of one place of the page (settings_table.PLACES), each a list of rows: wide
+    controls (a choice set, or marked wide) first, one a line; then the others two a line, in the table's
+    order, sliders beside sliders (a line sits where its first control is in the table)."""
+    rows = [row for row in ROWS if row.ui and row.ui.place == place]
+    wide = [[row] for row in rows if is_wide(row)]
+    lines, open_line = [], {}
+    for row in rows:
+        if is_wide(row):
+            continue
+        family = is_slider(row)
+        line = open_line.pop(family, None)
+        if line is None:
+            line = open_line[family] = [row]
+            lines.append(line)
+        else:
+            line.append(row)
+    return wide + lines
+
+
+def is_wide(row) -> bool:
+    return row.kind == "choices" or row.ui.wide
+
+
+def is_slider(row) -> bool:
+    """A number with a step and never None is a slider; other numbers get a number box."""
+    return row.kind in ("int", "float") and row.step is not None and not row.optional
 
 
 def preset_values(name: str, defaults: GenerationSettings) -> dict:
     """The preset's knob values. Precision and offloading not set by the preset keep the app's
     defaults (the command line's --precision / --offload)."""
-    base = {k: getattr(defaults, k) for k in ("precision", "offload")}
+    base = {k: getattr(defaults, k) for k in APP_DEFAULTS}
     s = GenerationSettings.from_preset(name, **{k: v for k, v in base.items() if k not in PRESETS[name]})
     return {k: getattr(s, k) for k in PRESET_KNOBS}
 
@@ -53,37 +77,47 @@ def settings_from_values(values: dict, preset: str, defaults: GenerationSettings
     control by its label."""
     clean = {}
     for key, value in values.items():
-        label = LABELS.get(key, key)
+        label, row = LABELS.get(key, key), SETTINGS.get(key)
+        kind = row.kind if row else None
         if key == "seed" and value in (None, "") and values.get("randomize_seed"):
             value = 0
-        if key in _INT_KNOBS or key in _FLOAT_KNOBS:
+        if kind in ("int", "float"):
             if value is None or value == "":
-                raise ValueError(f"{label}: enter a number")
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"{label}: {value!r} is not a number") from None
-            if key in _INT_KNOBS:
-                if number != int(number):
-                    raise ValueError(f"{label}: {value} is not a whole number")
-                number = int(number)
-            value = number
-        elif key == "formats":
+                if not row.optional:
+                    raise ValueError(f"{label}: enter a number")
+                value = None
+            else:
+                value = page_number(label, value, kind == "int")
+        elif kind == "choices":
             value = list(value or [])
             if not value:
-                raise ValueError(f"{label}: tick at least one of GLB, PLY, OBJ, MP4")
-        elif key in ("randomize_seed", "preprocess", "fill_holes"):
+                shown = ", ".join(c.upper() for c in row.choices)
+                raise ValueError(f"{label}: tick at least one of {shown}")
+        elif kind == "bool":
             value = bool(value)
         clean[key] = value
     name = preset if preset in PRESETS else DEFAULT_PRESET
     shown = preset_values(name, defaults)
-    same = all(clean.get(k) == v for k, v in shown.items() if k not in ("precision", "offload") or k in PRESETS[name])
+    same = all(clean.get(k) == v for k, v in shown.items() if k not in APP_DEFAULTS or k in PRESETS[name])
     # A control moved off the preset's value was set by the user: a CPU keeps it (GenerationSettings.for_device).
     moved = frozenset(k for k, v in shown.items() if k in clean and clean[k] != v)
     try:
         return GenerationSettings(preset=name if same else "custom", explicit=moved, **clean)
     except ValueError as err:
         raise ValueError(_labelled(str(err))) from None
+
+
+def page_number(label: str, value, whole: bool):
+    """A number box's or slider's value (JSON numbers arrive as floats, 3.0 too) -> int or float."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{label}: {value!r} is not a number") from None
+    if whole:
+        if number != int(number):
+            raise ValueError(f"{label}: {value} is not a whole number")
+        return int(number)
+    return number
 
 
 def _labelled(message: str) -> str:

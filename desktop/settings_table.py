@@ -1,0 +1,194 @@
+"""Every generation setting, one row each (ROWS): what it is, what it accepts, what presets and the CPU give
+it, and how each surface shows it. desktop/settings.py builds the GenerationSettings dataclass, its checks and
+the old per-fact tables from these rows; the page (desktop/ui), the CLI flags (desktop/cli.py, shared by
+generate, retexture and batch), the REST and StableProjectorz schemas (desktop/api), settings.json and
+docs/SETTINGS.md all read them. Adding a setting is one row here, plus the line that passes its value to the
+library.
+
+A row (Setting) holds:
+    name, kind, default, help   kind: "int", "float", "bool", "choice" (one of `choices`), "choices" (a tuple of
+                                several of `choices`, e.g. formats) or "preset" (the preset's name)
+    lo, hi                      the one range of a number, on every surface
+    optional                    None is a value too ("no limit"): ints and floats only
+    step                        the page's slider step (a number without one gets a number box)
+    presets                     {preset: value} where a preset differs from the default
+    cpu                         Cpu(value, why, formats): what a CPU job uses instead (see settings.for_device)
+    export                      it only shapes the files written from a result: an export may change it
+                                without sampling again
+    ui, cli, panel              the page's control, the CLI flag, the StableProjectorz panel input (None: none)
+
+Nothing here imports more than the standard library.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Optional
+
+# Largest seed: the reference demo's int32 range, so a seed from it can be typed in here.
+MAX_SEED = 2 ** 31 - 1
+
+FORMATS = ("glb", "ply", "obj", "mp4")
+BAKE_MODES = ("fast", "opt")
+MULTI_IMAGE_MODES = ("stochastic", "multidiffusion")
+# Same values as trellis.pipelines.memory.PRECISIONS / OFFLOADS (a test keeps them equal); repeated
+# here so that validating settings does not import torch.
+PRECISIONS = ("auto", "fp16", "bf16", "fp32")
+OFFLOADS = ("auto", "none", "model")
+# The published text pipelines (microsoft/TRELLIS-text-<size>): text jobs and new looks from a prompt.
+TEXT_MODEL_SIZES = ("base", "large", "xlarge")
+DEFAULT_TEXT_MODEL_SIZE = "xlarge"
+TEXT_SIZES_GB = {"base": "0.7", "large": "2.3", "xlarge": "4.1"}     # the flows; CLIP adds 1.7 GB (once)
+
+KINDS = ("int", "float", "bool", "choice", "choices", "preset")
+# Where the page shows a control: its three settings accordions, and the tabs whose inputs it belongs to.
+PLACES = ("generation", "output", "memory", "multi", "text")
+
+
+class Preset(NamedTuple):
+    name: str
+    label: str            # the page's button
+    about: str
+
+
+PRESET_LIST = (
+    Preset("fast", "Fast", "quick look: fewer steps, a smaller texture and a shorter preview"),
+    Preset("balanced", "Balanced", "the reference demo's defaults: 12 + 12 steps, guidance 7.5 / 3.0, 1024² "
+                                   "texture"),
+    Preset("high", "High", "more sampling steps, a 2048² texture baked from the reference's 100 views"),
+    Preset("low-vram", "Low VRAM", "small GPUs: each network on the GPU only while it runs, fp16 torsos"),
+)
+DEFAULT_PRESET = "balanced"
+
+
+class Cpu(NamedTuple):
+    value: Any
+    why: str              # for the job's warning when the value was lowered
+    formats: tuple        # the files it shapes: the warning names it only when the job writes one of them
+
+
+class Ui(NamedTuple):
+    place: str                       # one of PLACES
+    label: str                       # also names the control in the page's messages
+    info: Optional[str] = None       # a line under the control
+    widget: Optional[str] = None     # choices: "radio" (the default) or "dropdown"
+    labels: tuple = ()               # (shown text, value) per choice, when the raw values are not enough
+    preset: bool = True              # the preset buttons set it (False: seed, formats, ... keep their value)
+    wide: bool = False               # a line of its own (a choice set always is)
+    elem_id: Optional[str] = None    # the page element's id (default td-<name>)
+
+
+class Cli(NamedTuple):
+    flag: str                        # bools: --x gives --x / --no-x; a flag "--no-x" alone sets False
+    help: Optional[str] = None       # default: the row's help; numbers add their range
+    # Several rows may share one flag (--steps sets both stages); the first row's help and range are shown.
+
+
+class Panel(NamedTuple):
+    code: str                        # the request field it fills (StableProjectorz's name when it differs)
+    label: str                       # "\\n" is a line break under a dial
+    decimals: int = 2                # sliders: decimals shown
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    kind: str
+    default: Any
+    help: str
+    lo: Any = None
+    hi: Any = None
+    choices: tuple = ()
+    optional: bool = False
+    step: Any = None
+    presets: dict = field(default_factory=dict)
+    cpu: Optional[Cpu] = None
+    export: bool = False
+    ui: Optional[Ui] = None
+    cli: Optional[Cli] = None
+    panel: Optional[Panel] = None
+
+
+def text_size_labels() -> tuple:
+    return tuple((f"{size} (~{TEXT_SIZES_GB.get(size, '?')} GB)", size) for size in TEXT_MODEL_SIZES)
+
+
+ROWS: tuple = (
+    Setting("preset", "preset", DEFAULT_PRESET,
+            "the preset these settings started from (fast, balanced, high, low-vram or custom)"),
+    Setting("seed", "int", 0, "random seed (used when randomize_seed is false)", lo=0, hi=MAX_SEED,
+            ui=Ui("generation", "Seed", preset=False),
+            cli=Cli("--seed", "random seed; default: a new one per job, recorded in its settings.json")),
+    Setting("randomize_seed", "bool", True,
+            "draw a fresh seed for each job (the seed used is recorded in settings.json)",
+            ui=Ui("generation", "Randomize seed", preset=False, elem_id="td-randomize")),
+    Setting("ss_steps", "int", 12, "sampling steps of stage 1 (the coarse structure)", lo=1, hi=500, step=1,
+            presets={"fast": 8, "high": 25}, ui=Ui("generation", "Stage 1 sampling steps"),
+            cli=Cli("--steps", "sampling steps of both stages"), panel=Panel("ss_steps", "structure steps")),
+    Setting("ss_cfg", "float", 7.5, "guidance strength of stage 1 (how closely the structure follows the image)",
+            lo=0.0, hi=100.0, step=0.1, ui=Ui("generation", "Stage 1 guidance strength"),
+            panel=Panel("ss_strength", "structure\\nguidance", 1)),
+    Setting("slat_steps", "int", 12, "sampling steps of stage 2 (the detailed latent)", lo=1, hi=500, step=1,
+            presets={"fast": 8, "high": 25}, ui=Ui("generation", "Stage 2 sampling steps"),
+            cli=Cli("--steps"), panel=Panel("slat_steps", "detail steps")),
+    Setting("slat_cfg", "float", 3.0, "guidance strength of stage 2", lo=0.0, hi=100.0, step=0.1,
+            ui=Ui("generation", "Stage 2 guidance strength"), panel=Panel("slat_strength", "detail\\nguidance", 1)),
+    Setting("simplify", "float", 0.975, "fraction of the decoder mesh's triangles removed; the file gets the rest "
+            "(0.975: 2.5 %, about 18 k faces for a typical object; 0 keeps all)", lo=0.0, hi=0.99, step=0.01,
+            export=True, ui=Ui("output", "Simplify (fraction of triangles removed)"),
+            cli=Cli("--simplify", "fraction of triangles removed"), panel=Panel("mesh_simplify", "mesh\\nsimplify", 3)),
+    Setting("fill_holes", "bool", True, "remove hidden inner faces and close small holes (slow on a CPU)",
+            export=True, ui=Ui("output", "Fill holes (slow on a CPU)")),
+    Setting("texture_size", "int", 1024, "side of the GLB / OBJ texture in pixels", lo=64, hi=8192, step=64,
+            presets={"fast": 512, "high": 2048}, export=True,
+            # On a CPU: 512² bake views cannot fill a 1024² texture with detail, and its solve costs 4x more.
+            cpu=Cpu(512, "each doubling of the side takes about 4x as long to bake", ("glb", "obj")),
+            ui=Ui("output", "Texture size (pixels)"), cli=Cli("--texture-size", "texture side in pixels, GLB / OBJ"),
+            panel=Panel("texture_size", "texture size")),
+    Setting("bake_mode", "choice", "fast", "texture baking: fast (least squares) or opt (optimiser, slower)",
+            choices=BAKE_MODES, export=True,
+            ui=Ui("output", "Texture bake mode", info="fast: least squares; opt: optimised (slower)")),
+    # The reference bakes from 100 views; the fast bake measured as good at 50 (trellis to_glb docs).
+    Setting("bake_views", "int", 50, "number of renders the texture is baked from", lo=1, hi=1000, step=1,
+            presets={"fast": 50, "high": 100}, export=True,
+            cpu=Cpu(24, "each is a render of the Gaussians", ("glb", "obj")), ui=Ui("output", "Bake views")),
+    Setting("bake_resolution", "int", 1024, "side of those renders in pixels", lo=32, hi=4096, step=32,
+            presets={"fast": 512}, export=True,
+            cpu=Cpu(512, "each bake render takes seconds at the larger size", ("glb", "obj")),
+            ui=Ui("output", "Bake render size")),
+    Setting("formats", "choices", ("glb", "ply", "mp4"), "files to write, from glb, ply, obj, mp4", choices=FORMATS,
+            export=True, ui=Ui("output", "Output formats", preset=False, labels=(
+                ("GLB (textured mesh)", "glb"), ("PLY (Gaussians)", "ply"), ("OBJ (+ MTL, PNG)", "obj"),
+                ("MP4 preview", "mp4"))),
+            cli=Cli("--formats")),
+    Setting("preprocess", "bool", True, "remove the background of images without transparency",
+            ui=Ui("memory", "Remove background", preset=False, wide=True,
+                  info="for photos without transparency; a PNG with transparency is always cropped to its object"),
+            cli=Cli("--no-background-removal", "use the image as it is (transparent PNGs are still cropped to their "
+                                               "object)")),
+    Setting("multi_image_mode", "choice", "stochastic",
+            "how several views of one object are combined: stochastic or multidiffusion", choices=MULTI_IMAGE_MODES,
+            ui=Ui("multi", "Multi-view algorithm", preset=False, elem_id="td-multi-mode",
+                  info="stochastic: one view per step; multidiffusion: all views averaged each step")),
+    Setting("video_frames", "int", 120, "frames of the turntable preview video", lo=1, hi=3000, step=1,
+            presets={"fast": 60}, export=True, cpu=Cpu(60, "each frame is a render", ("mp4",)),
+            ui=Ui("output", "Preview frames")),
+    Setting("video_resolution", "int", 512, "side of the preview video in pixels", lo=16, hi=4096, step=16,
+            presets={"fast": 384}, export=True, cpu=Cpu(384, "render time grows with the pixels", ("mp4",)),
+            ui=Ui("output", "Preview size (pixels)")),
+    Setting("video_fps", "int", 24, "frames per second of the preview video", lo=1, hi=240, step=1, export=True),
+    Setting("precision", "choice", "auto", "network precision: auto, fp16, bf16 or fp32", choices=PRECISIONS,
+            presets={"low-vram": "fp16"},
+            ui=Ui("memory", "Precision", widget="dropdown",
+                  info="auto: fp16 on a GPU (fp32 on Pascal cards with 8 GB or more), fp32 on a CPU")),
+    Setting("offload", "choice", "auto", "GPU memory use: auto, none, or model (each network on the GPU only while "
+            "it runs)", choices=OFFLOADS, presets={"low-vram": "model"},
+            ui=Ui("memory", "GPU memory offloading", widget="dropdown",
+                  info="model: each network on the GPU only while it runs")),
+    Setting("text_model_size", "choice", DEFAULT_TEXT_MODEL_SIZE,
+            "text model for prompts: base, large or xlarge (bigger: better, slower, larger download)",
+            choices=TEXT_MODEL_SIZES,
+            ui=Ui("text", "Text model size", preset=False, labels=text_size_labels(),
+                  info="Downloaded on its first use (once), then loaded; also used by New look with a prompt"),
+            cli=Cli("--text-size", "size of the text model for prompts (default xlarge; base and large are smaller "
+                                   "downloads)")),
+)
