@@ -40,7 +40,7 @@ MESH_INPUT = "input_mesh"          # + the model's format: input_mesh.glb, input
 # File name -> kind in Job.files, in the order the UI lists them (inputs and extra views come after).
 FILE_KINDS = {"model.glb": "glb", "model.ply": "ply", "model.obj": "obj", "model.mtl": "mtl",
               "model.png": "texture", "preview.mp4": "mp4", PREPROCESSED: "preprocessed",
-              SETTINGS: "settings", TIMINGS: "timings", ERROR: "error"}
+              SETTINGS: "settings", TIMINGS: "timings", ERROR: "error", "result.npz": "result"}
 NAMES = {kind: name for name, kind in FILE_KINDS.items()}          # kind -> file name
 OBJ_PARTS = ("model.obj", "model.mtl", "model.png")                 # what save_obj writes together
 
@@ -280,6 +280,25 @@ class JobFolder:
                 img.save(tmp, format="PNG")
             written[kind] = str(self.file(kind))
         return written
+
+    def write_result(self, gaussian, mesh) -> dict:
+        """result.npz: the decoded Gaussians and mesh, exactly, so that the job can be exported again after the
+        app restarts (trellis.export.result_file)."""
+        from trellis.export import save_result
+
+        with atomic_path(self.file("result")) as tmp:
+            save_result(tmp, gaussian, mesh)
+        return {"result": str(self.file("result"))}
+
+    def read_result(self, device="cpu") -> dict:
+        """{"gaussian", "mesh"} from result.npz, on `device`; ValueError when it is missing or damaged."""
+        from trellis.export import load_result
+
+        path = self.file("result")
+        if not path.is_file():
+            raise ValueError(f"{self.path.name} keeps no result.npz (made before results were kept, or removed)")
+        gaussian, mesh = load_result(path, device=device)
+        return {"gaussian": gaussian, "mesh": mesh}
 
     def write_ply(self, gaussian) -> dict:
         with atomic_path(self.file("ply")) as tmp:

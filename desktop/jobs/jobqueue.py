@@ -27,6 +27,7 @@ class Entry:
     source_result: Optional[dict] = None    # export jobs: the result they write from, until they end
     interrupted: Optional[str] = None       # why the app stopped it (JobRunner.shutdown(reason=)), as its message
     folder: Optional[JobFolder] = None      # its folder once made: its lock is released when the job ends
+    source_folder: Optional[JobFolder] = None   # export jobs whose result is not in memory: read from here
 
 
 class JobQueue:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from .job import Job, JobState, RerunError, UnknownJobError
+from .job import Job, JobState, NoResultError, RerunError, UnknownJobError
 
 
 def rerun(runner, job_id: str) -> Job:
@@ -18,8 +18,13 @@ def rerun(runner, job_id: str) -> Job:
     if job.error_kind == "damaged":
         raise RerunError(f"job {job_id} cannot be run again: {job.error}")
     if job.kind == "export":
-        raise RerunError(f"job {job_id} is an export of job {job.source_id}, whose decoded result is no longer in "
-                         "memory: run that job again (with keep_result) and export from it")
+        # the same files again from the same source: its result in memory or in its folder (NoResultError if gone)
+        from ..settings import EXPORT_FIELDS
+        try:
+            return runner.submit_export(job.source_id, **{k: getattr(job.settings, k) for k in EXPORT_FIELDS})
+        except (UnknownJobError, NoResultError) as err:
+            raise RerunError(f"job {job_id} is an export of job {job.source_id}, which cannot be exported again: "
+                             f"{err}") from err
     settings = job.settings
     used = job.used_settings
     if used is not None and not used.randomize_seed:

@@ -22,6 +22,7 @@ import torch
 from ..options import DEFAULT_MODEL
 from ..settings import EXPORT_FIELDS, GenerationSettings, check_prompt
 from . import queued, recovery, rerun
+from .folder import JobFolder
 from .job import Job, JobState, NoResultError, UnknownJobError
 from .jobqueue import Entry, JobQueue
 from .models import Models
@@ -150,10 +151,11 @@ class JobRunner:
         return self.models.text_model_for(size)
 
     def submit_export(self, source_id: str, **changes) -> Job:
-        """Queue an export job: files written from the kept result of the finished job `source_id`,
-        with the source's settings changed by `changes` (only the fields of EXPORT_FIELDS, e.g.
-        formats, texture_size, simplify). Raises UnknownJobError, NoResultError (the source is not
-        done, or its result is not or no longer kept) or ValueError (a bad change)."""
+        """Queue an export job: files written from the result of the finished job `source_id` — kept in memory
+        (keep_result), or else read from its folder's result.npz (any finished job, also of an earlier run) — with
+        the source's settings changed by `changes` (only the fields of EXPORT_FIELDS, e.g. formats,
+        texture_size, simplify). Raises UnknownJobError, NoResultError (the source is not done, or neither
+        memory nor its folder holds its result) or ValueError (a bad change)."""
         sampling = sorted(set(changes) - set(EXPORT_FIELDS))
         if sampling:
             raise ValueError(f"an export cannot change {', '.join(sampling)} (only {', '.join(EXPORT_FIELDS)}); "
@@ -163,17 +165,25 @@ class JobRunner:
             if source is None:
                 raise UnknownJobError(f"no job {source_id!r}")
             result = self._kept.get(source_id)
+        source_folder = None
+        if result is None and source.kind == "export":
+            raise NoResultError(f"job {source_id} is an export of job {source.source_id}: export from that job")
         if result is None:
             if source.state != JobState.DONE:
                 raise NoResultError(f"job {source_id} is {source.state}: only a finished job can be exported")
-            if not source.keep_result:
-                raise NoResultError(f"job {source_id} did not keep its result (submit it with keep_result)")
-            raise NoResultError(f"the result of job {source_id} is no longer in memory (a newer result replaced "
-                                "it); run the job again")
+            kept = JobFolder(Path(source.out_dir)) if source.out_dir else None
+            if kept is None or not kept.file("result").is_file():
+                raise NoResultError(f"job {source_id} has no result to export: not in memory, and its folder keeps "
+                                    "no result.npz (a job of an older version, or the file was removed); run the "
+                                    "job again")
+            source_folder = kept
+        if source.used_settings is None:
+            raise NoResultError(f"job {source_id} has no recorded settings to export with")
         settings = source.used_settings.replace(**changes)
         job = Job(id=uuid.uuid4().hex, inputs=list(source.inputs), settings=settings, kind="export",
                   source_id=source_id)
-        self._enqueue(Entry(job, device=source.device, source_result=result))
+        self._enqueue(Entry(job, device=source.device if result is not None else None, source_result=result,
+                            source_folder=source_folder))
         return job
 
     def release_result(self, job_id: str) -> bool:

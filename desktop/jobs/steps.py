@@ -127,7 +127,8 @@ def generate_variant(ctx: JobContext, job: Job) -> None:
 
 
 def export(ctx: JobContext, job: Job) -> None:
-    """An export job: the files of `job.settings.formats` from the kept result of job.source_id."""
+    """An export job: the files of `job.settings.formats` from the result of job.source_id (kept in memory, or read
+    from its folder's result.npz)."""
     settings = job.used_settings = for_device(job, job.settings, ctx.device)
     progress = ctx.tracker(job, export_stages(settings))
     check_cancel(ctx)
@@ -173,8 +174,12 @@ def make_folder(ctx: JobContext, job: Job) -> JobFolder:
 
 def finish(ctx: JobContext, job: Job, folder: JobFolder, settings: GenerationSettings, gaussian, mesh,
            progress) -> None:
-    """The files, then the decoded result kept for exports (keep_result)."""
+    """The files, the decoded result written for exports after a restart (result.npz), then kept in memory for
+    exports in this run (keep_result)."""
     write_outputs(job, folder, settings, gaussian, mesh, progress, ctx.cancelled)
+    check_cancel(ctx)
+    with timed(job, "result"):
+        job.files.update(folder.write_result(gaussian, mesh))
     if job.keep_result:
         ctx.keep({"gaussian": gaussian, "mesh": mesh})
 

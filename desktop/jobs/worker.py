@@ -94,6 +94,8 @@ class Worker:
             return entry.folder
 
         source = runner.get(job.source_id) if job.source_id else None
+        if entry.source_result is None and entry.source_folder is not None:
+            entry.source_result = entry.source_folder.read_result(self.device)
         return JobContext(device=self.device, model_path=runner.models.model_path, outputs_dir=runner.outputs_dir,
                           pipeline=pipeline, background_remover=self.pipelines.background_remover, folder=folder,
                           cancelled=lambda: job.cancel_requested, keep=lambda result: runner.store_result(job, result),

@@ -8,7 +8,8 @@
 
 The result is a ``textured.TexturedMesh`` (``save_glb`` / ``save_obj``, and ``save`` for every format of ``formats``:
 GLB, OBJ, STL, 3MF, USDZ, placed by ``placement``: height, pivot, up axis, units); ``job.ExportJob`` starts an export's
-decimation early, so that it overlaps the caller's other work on the same result.
+decimation early, so that it overlaps the caller's other work on the same result; ``result_file`` keeps a result
+(the Gaussians and the decoder mesh, exactly) for exporting it again later.
 
 Shared: ``mesh_graph`` (edges, the dual graph, components), ``arrays`` (conversions, progress), ``processes``
 (child processes and their warm pool), ``temp_dirs`` (temp folders owned by their process), ``options``
@@ -16,12 +17,14 @@ Shared: ``mesh_graph`` (edges, the dual graph, components), ``arrays`` (conversi
 (e.g. for ``temp_dirs`` at the app's start) stays light.
 """
 __all__ = ["to_glb", "to_obj", "bake_textured_mesh", "TexturedMesh", "ExportJob", "warm_processes",
+           "save_result", "load_result",
            "MIN_OBSERVED_SHARE", "observation_settings",
            "Z_UP_TO_Y_UP", "make_glb_mesh", "save_glb", "save_obj"]
 
 # Names defined in the stage modules, loaded when first asked for (they import numpy, torch).
 _LAZY = {"to_glb": "schedule", "to_obj": "schedule", "bake_textured_mesh": "schedule",
          "TexturedMesh": "textured", "ExportJob": "job", "warm_processes": "job",
+         "save_result": "result_file", "load_result": "result_file",
          "MIN_OBSERVED_SHARE": "bake.coverage",
          "observation_settings": "options", "Z_UP_TO_Y_UP": "assemble", "make_glb_mesh": "assemble",
          "save_glb": "assemble", "save_obj": "assemble"}

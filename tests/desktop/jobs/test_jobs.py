@@ -140,8 +140,8 @@ def test_job_folder_contents_and_lazy_single_load(make_runner, image, tmp_path, 
     assert os.path.dirname(folder) == str((tmp_path / "out").resolve())
     name = os.path.basename(folder)
     assert name.endswith("-" + a.id[:8]) and len(name.split("-")[0]) == 8
-    assert all_files(folder) == ["input.png", "model.ply", "preprocessed.png", "preview.mp4", "settings.json",
-                                 "timings.json"]
+    assert all_files(folder) == ["input.png", "model.ply", "preprocessed.png", "preview.mp4", "result.npz",
+                                 "settings.json", "timings.json"]
     record = json.load(open(os.path.join(folder, "settings.json")))
     assert record["seed"] == 3 and record["settings"]["seed"] == 3 and record["settings"]["ss_steps"] == 2
     assert GenerationSettings.from_json(json.dumps(record)) == a.used_settings
@@ -149,7 +149,7 @@ def test_job_folder_contents_and_lazy_single_load(make_runner, image, tmp_path, 
     timings = json.load(open(os.path.join(folder, "timings.json")))
     assert {"preprocess", "pipeline", "export", "total"} <= set(timings)
     assert [s["stage"] for s in timings["pipeline"]["stages"]][2:4] == ["sparse_structure", "slat"]
-    assert set(timings["export"]) == {"ply", "mp4"}
+    assert set(timings["export"]) == {"ply", "mp4", "result"}
     assert a.progress.fraction == 1.0 and a.progress.stage == "done"
     summary = json.loads(json.dumps(a.to_dict()))                    # what a UI / API would send
     assert summary["state"] == "done" and summary["seed"] == 3 and summary["files"]["ply"] == a.files["ply"]
@@ -342,6 +342,7 @@ def test_kept_result_is_exported_without_sampling_again(make_runner, image, tmp_
     assert glb.wait(TIMEOUT) and glb.state == JobState.DONE, glb.error
     assert glb.out_dir != preview.out_dir
     assert all_files(glb.out_dir) == ["input.png", "model.glb", "preprocessed.png", "settings.json", "timings.json"]
+    assert "result" in preview.files                       # the source's folder keeps its result for later
     assert len(trimesh.load(glb.files["glb"], force="mesh").faces) > 0
     record = json.load(open(os.path.join(glb.out_dir, "settings.json")))
     assert record["source_job"] == preview.id and record["seed"] == 5
@@ -361,12 +362,14 @@ def test_kept_result_is_exported_without_sampling_again(make_runner, image, tmp_
         runner.submit_export("no-such-job")
     plain = runner.submit([image], fast())
     assert plain.wait(TIMEOUT) and not plain.result_kept
-    with pytest.raises(NoResultError, match="did not keep"):
+    # not kept in memory: exported from its folder's result.npz; without that file, a clear refusal
+    from_folder = runner.submit_export(plain.id, formats=("ply",))
+    assert from_folder.wait(TIMEOUT) and from_folder.state == JobState.DONE, from_folder.error
+    os.remove(plain.files["result"])
+    with pytest.raises(NoResultError, match="no result.npz"):
         runner.submit_export(plain.id)
     newer = runner.submit([image], fast(), keep_result=True)               # keep_results=1: replaces it
     assert newer.wait(TIMEOUT) and newer.result_kept and not preview.result_kept
-    with pytest.raises(NoResultError, match="no longer in memory"):
-        runner.submit_export(preview.id)
     assert runner.release_result(newer.id) and not newer.result_kept and not runner.release_result(newer.id)
 
     # Uploaded bytes are not held once the job folder has their copy.
@@ -552,3 +555,20 @@ def test_accepted_jobs_are_written_down_and_a_stop_keeps_them(make_runner, image
         again.rerun(waiting.id)                         # not ended yet
     again.cancel(waiting.id)
     assert waiting.wait(TIMEOUT)
+
+
+def test_a_past_job_is_exported_again_after_a_restart_with_the_same_glb(make_runner, image):
+    first = make_runner()
+    job = first.submit([image], fast(formats=("glb", "ply"), seed=7))
+    assert job.wait(TIMEOUT) and job.state == JobState.DONE, job.error
+    glb = open(job.files["glb"], "rb").read()
+    first.shutdown(wait=True, timeout=30)
+    second = make_runner()                                  # a new process's runner on the same outputs folder
+    assert second.get(job.id) is not None and not second.get(job.id).result_kept
+    again = second.submit_export(job.id, formats=("glb",))
+    assert again.wait(TIMEOUT) and again.state == JobState.DONE, again.error
+    assert open(again.files["glb"], "rb").read() == glb                  # same settings: the same file
+    other = second.submit_export(job.id, formats=("glb", "obj"), texture_size=128, simplify=0.9)
+    assert other.wait(TIMEOUT) and other.state == JobState.DONE, other.error
+    assert "pipeline" not in other.timings and second.factory_calls == []    # no model loaded, nothing sampled
+    assert {"model.glb", "model.obj"} <= set(all_files(other.out_dir))
