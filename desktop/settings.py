@@ -24,7 +24,7 @@ from .settings_table import (BAKE_MODES, DEFAULT_PRESET, DEFAULT_TEXT_MODEL_SIZE
 # A prompt is cut to CLIP's 77 tokens (a few hundred characters); anything near this is not a prompt.
 MAX_PROMPT_CHARS = 20_000
 
-# The dataclass annotation of each kind. An optional int stays "int": batch item cells are read by this name.
+# The dataclass annotation of each kind (an optional number too: the rows, not the annotation, say None is allowed).
 ANNOTATIONS = {"int": "int", "float": "float", "bool": "bool", "choice": "str", "choices": "tuple", "preset": "str"}
 
 

@@ -10,7 +10,8 @@ it has ended, while the client polls GET /status on another connection:
     POST /generate_multi_no_preview   several views (`file_list` or repeated `image_list_base64`) -> GLB
     POST /generate_preview            one image -> turntable preview; the result stays in memory
     POST /generate_multi_preview      several views -> preview
-    POST /resume_from_preview         the GLB from that result, without sampling again
+    POST /resume_from_preview         the GLB from that result, without sampling again (its query: any
+                                      export setting, e.g. texture_size, bake_mode, mesh_simplify_ratio)
     POST /generate                    JSON (`single_multi_img_input`: base64 images, or a `prompt`) -> GLB
     POST /interrupt                   cancel the running generation
     GET  /download/model, /download/preview/gaussian, /ping, /status, /info/supported_operations,
@@ -36,13 +37,15 @@ ended, should that answer never go out).
 """
 
 import asyncio
+import math
 import os
 import time
 from typing import Literal, Optional
 
 from .common import (ERROR_STATUS, MAX_IMAGES, POLL_S, ApiError, api_state, binary_content, build_settings,
-                     check_images, decode_base64, error_responses, form_values, read_body, upload_bytes, validate)
-from ..settings import RULES, check_prompt
+                     check_images, decode_base64, error_responses, form_schema, form_values, problem, read_body,
+                     upload_bytes, validate)
+from ..settings import ROWS, SETTINGS, check_prompt, check_value, normalise_choices, parse_value
 # StableProjectorz's names, the request schemas and the panel (re-exported here):
 from .spz_params import (ALIASES, STATUSES, SUPPORTED_OPERATIONS, check_operation, form_body,  # noqa: F401
                          panel_layout, referenced_models, spz_models, to_params)
@@ -218,14 +221,90 @@ def _status(slot) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# /resume_from_preview's query: the export settings
+# ---------------------------------------------------------------------------------------------
+
+def resume_parameters() -> dict:
+    """{query parameter: our setting} of /resume_from_preview: each setting whose row says `export`, under our
+    name and StableProjectorz's (ALIASES), but formats: that endpoint's answer is the GLB."""
+    out = {}
+    for row in ROWS:
+        if row.export and row.name != "formats":
+            out[row.name] = row.name
+            out.update({alias: ours for alias, ours in ALIASES.items() if ours == row.name})
+    return out
+
+
+def resume_openapi_parameters() -> list:
+    """The OpenAPI entries of /resume_from_preview's query parameters, each with the schema its name has in the
+    form and JSON requests (so an alias's own range, e.g. mesh_simplify_ratio's percentages)."""
+    models = spz_models()
+    props = {**form_schema(models["SpzGenerateRequest"])["properties"],
+             **form_schema(models["SpzImageForm"])["properties"]}
+    out = []
+    for name, ours in resume_parameters().items():
+        schema = dict(props.get(name) or props[ours])
+        description = schema.pop("description", SETTINGS[ours].help)
+        if SETTINGS[ours].optional:
+            schema = {"anyOf": [schema, {"type": "string", "enum": ["none"]}]}
+        out.append({"name": name, "in": "query", "required": False, "description": description, "schema": schema})
+    return out
+
+
+def query_value(name: str, text: str):
+    """The value of setting `name` from a query parameter's text (settings.parse_value), a whole float such as
+    1024.0 included for an integer: StableProjectorz's sliders send floats."""
+    try:
+        return parse_value(name, text)
+    except ValueError:
+        if SETTINGS[name].kind == "int":
+            try:
+                number = float(text)
+            except ValueError:
+                number = math.nan
+            if number.is_integer():
+                return int(number)
+        raise
+
+
+def export_changes(query) -> dict:
+    """The export settings (our names) a /resume_from_preview query changes: each value read by query_value,
+    StableProjectorz's names and percentages turned into ours (to_params), then checked by the setting's own
+    rule (settings.check_value). 422 names the parameter; unknown ones are ignored, as that API did."""
+    names = resume_parameters()
+    changes, source = {}, {}
+
+    def refused(name, msg, kind="value_error") -> ApiError:
+        return ApiError(422, [problem(["query", name], msg, kind)])
+    for name, text in query.multi_items():
+        ours = names.get(name)
+        if ours is None:
+            continue
+        if ours in source:
+            raise refused(name, "given more than once" if source[ours] == name else
+                          f"{name} and {source[ours]} set the same thing: give only one of them")
+        source[ours], row = name, SETTINGS[ours]
+        try:
+            value = query_value(ours, text)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise refused(name, text, "finite_number")
+            if row.kind == "choices":
+                value = normalise_choices(row, value)
+            elif value is not None:
+                value = to_params({name: value})[ours]
+            check_value(row, value)
+        except ValueError as err:
+            raise refused(name, str(err) if name == ours else f"{name}={text}: {err}") from None
+        changes[ours] = value
+    return changes
+
+# ---------------------------------------------------------------------------------------------
 # Routes
 # ---------------------------------------------------------------------------------------------
 
 def add_routes(app) -> None:
-    from fastapi import Query, Request
+    from fastapi import Request
     from fastapi.responses import FileResponse, PlainTextResponse, Response
-
-    from ..settings import BAKE_MODES
 
     M = spz_models()
     GenerateRequest = M["SpzGenerateRequest"]
@@ -277,23 +356,15 @@ def add_routes(app) -> None:
     @app.post("/resume_from_preview", response_model=M["Result"], tags=tags,
               responses={**gen_errors, **error_responses(409)},
               summary="The GLB from the last preview's result, without sampling again",
-              description="409 when there is no preview result in memory (run /generate_preview first).")
-    async def resume(request: Request,
-                     mesh_simplify_ratio: Optional[float] = Query(None, ge=0, le=100, allow_inf_nan=False, description=(
-                         "fraction of triangles removed, 0..0.99, or a percentage")),
-                     texture_size: Optional[int] = Query(None, ge=RULES["texture_size"][1],
-                                                         le=RULES["texture_size"][2]),
-                     fill_holes: Optional[bool] = Query(None),
-                     bake_mode: Optional[Literal[BAKE_MODES]] = Query(None),
-                     bake_views: Optional[int] = Query(None, ge=RULES["bake_views"][1], le=RULES["bake_views"][2]),
-                     bake_resolution: Optional[int] = Query(None, ge=RULES["bake_resolution"][1],
-                                                            le=RULES["bake_resolution"][2])):
+              description="The query may change any export setting (our name or StableProjectorz's); the others "
+                          "keep the preview's values. 409 when there is no preview result in memory (run "
+                          "/generate_preview first).",
+              openapi_extra={"parameters": resume_openapi_parameters()})
+    async def resume(request: Request):
         from ..jobs import NoResultError, UnknownJobError
 
         async def prepare(state):
-            changes = to_params({"mesh_simplify_ratio": mesh_simplify_ratio, "texture_size": texture_size,
-                                 "fill_holes": fill_holes, "bake_mode": bake_mode, "bake_views": bake_views,
-                                 "bake_resolution": bake_resolution})
+            changes = export_changes(request.query_params)
 
             def submit():
                 preview = state.spz.preview_job

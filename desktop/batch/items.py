@@ -21,7 +21,6 @@ order, so a rerun of the same input gives every item the name it had. No torch h
 from __future__ import annotations
 
 import csv
-import dataclasses
 import glob
 import io
 import os
@@ -29,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 
 from .. import settings as settings_mod
-from ..settings import DEFAULT_PRESET, PRESETS, GenerationSettings, field_names
+from ..settings import DEFAULT_PRESET, PRESETS, SETTINGS, GenerationSettings, field_names, parse_value
 from .files import MAX_JSON_DEPTH, json_depth, load_json_text, read_regular, special_file_problem
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -232,39 +231,18 @@ def _item(row: dict, base_dir: str) -> Item:
 
 
 def _settings_changes(row: dict) -> dict:
-    kinds = {f.name: f.type for f in dataclasses.fields(GenerationSettings)}
     changes = {}
     for key, value in row.items():
         if key == "preset":
             if not isinstance(value, str) or value not in PRESETS:
                 raise ValueError(f"preset: unknown preset {value!r}; choose from {', '.join(PRESETS)}")
             changes["preset"] = value
-        elif key in kinds:
-            changes[key] = _coerce(key, str(kinds[key]), value)
+        elif key in SETTINGS:
+            # Text (a CSV cell, a JSON string) is read as the CLI reads it: "none" is an optional number's None.
+            changes[key] = parse_value(key, value) if isinstance(value, str) else value
         else:
             raise ValueError(f"unknown setting {key!r}; use {', '.join(field_names())}")
     return changes
-
-
-def _coerce(key: str, kind: str, value):
-    """A CSV cell (text) or JSON value -> the setting's type."""
-    if not isinstance(value, str):
-        return value
-    if kind == "bool":
-        low = value.strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{key}: expected true or false, got {value!r}")
-    try:
-        if kind == "int":
-            return int(value)
-        if kind == "float":
-            return float(value)
-    except ValueError:
-        raise ValueError(f"{key}: expected a number, got {value!r}") from None
-    return value
 
 
 def check_prompt(prompt) -> str:

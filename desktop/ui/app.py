@@ -11,7 +11,7 @@ from pathlib import Path
 from ..jobs import folder as job_folder
 from ..settings import DEFAULT_PRESET, GenerationSettings, check_prompt, slider
 from .endpoints import ApiEndpoints
-from .history import HistoryViews
+from .history import RELOADED_KNOBS, HistoryViews
 from .lazy import gr, load_gradio
 from .status import POLL_S, device_line, friendly_error, hide_paths, idle_html, message_html, status_html
 from .values import (MESH_TYPES, OTHER_KNOBS, PRESET_CHOICES, PRESET_KNOBS, choice_labels, collect_look, collect_work,
@@ -213,10 +213,9 @@ class TrellisApp(ApiEndpoints, HistoryViews):
             refresh.click(lambda: gr.update(choices=self._history_choices()), None, history, **quick)
             history.input(self.show_history, history, [status, info, video, model3d, glb_btn, ply_btn, obj_btn, files],
                           api_visibility="private", show_progress="minimal", concurrency_limit=4)
-            # history.reuse_settings's order: preset, OTHER_KNOBS but text model size, PRESET_KNOBS, text model size.
-            kept = [k[n] for n in OTHER_KNOBS if n != "text_model_size"]
-            settings_outputs = ([preset, *kept] + knob_components
-                                + [k["text_model_size"], tabs, mode, prompt, mesh, look_prompt, look_image])
+            # history.reuse_settings's answer: the preset, RELOADED_KNOBS' controls, then REUSED_INPUTS.
+            settings_outputs = [preset, *[k[n] for n in RELOADED_KNOBS], tabs, mode, prompt, mesh, look_prompt,
+                                look_image]
             reuse.click(self.reuse_settings, history, settings_outputs, **quick)
             self._add_api_endpoints(examples[0] if examples else None)
         return demo

@@ -6,9 +6,16 @@ from pathlib import Path
 
 from ..jobs import folder as job_folder
 from .lazy import gr
-from ..settings import PRESETS, GenerationSettings
+from ..settings import PRESETS, SETTINGS, GenerationSettings
 from .status import md_escape, message_html
-from .values import PRESET_KNOBS
+from .values import OTHER_KNOBS, PRESET_KNOBS
+
+# The page controls "Use these settings" sets, in the order of its answer (after the preset): the knobs a preset
+# leaves alone, the preset's knobs, then the text tab's own; app.py wires the click's outputs in this order.
+RELOADED_KNOBS = (*[n for n in OTHER_KNOBS if SETTINGS[n].ui.place != "text"], *PRESET_KNOBS,
+                  *[n for n in OTHER_KNOBS if SETTINGS[n].ui.place == "text"])
+# What follows them in the answer: the inputs of a text or new-look job (HistoryViews._reuse_inputs).
+REUSED_INPUTS = ("tabs", "mode", "prompt", "mesh", "look_prompt", "look_image")
 
 
 class HistoryViews:
@@ -26,17 +33,19 @@ class HistoryViews:
         return (message_html("history", text), *self._results(folder))
 
     def reuse_settings(self, folder_name):
+        """[preset, the value of each RELOADED_KNOBS control, *REUSED_INPUTS] of a past job: its settings.json
+        back in the page, randomize off so that its seed is the one used."""
         folder = self._job_folder(folder_name)
         record = folder.settings_record() if folder else None
         try:
             s = GenerationSettings.from_json(record)
         except ValueError:
             gr.Warning("Pick a past job first (its settings.json could not be read).")
-            return [gr.skip()] * (6 + len(PRESET_KNOBS) + 7)
+            return [gr.skip()] * (1 + len(RELOADED_KNOBS) + len(REUSED_INPUTS))
         gr.Info(f"Settings of {folder.name} loaded (seed {s.seed}, randomize off).")
         preset = s.preset if s.preset in PRESETS else gr.skip()
-        return [preset, s.seed, False, list(s.formats), s.preprocess, s.multi_image_mode,
-                *[getattr(s, n) for n in PRESET_KNOBS], s.text_model_size, *self._reuse_inputs(folder, record)]
+        values = {**s.to_dict(), "randomize_seed": False}
+        return [preset, *[values[n] for n in RELOADED_KNOBS], *self._reuse_inputs(folder, record)]
 
     def _reuse_inputs(self, folder, record: dict) -> list:
         """[tab, mode, prompt, 3-D model, look prompt, look photo] of a text or new-look job: its inputs back in

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 from desktop import cli
 from desktop.api import common as api_common, spz as api_spz
 from desktop.jobs.folder import JobFolder
+from desktop.ui.history import RELOADED_KNOBS
 from desktop.settings import ROWS, RULES, STEPS, GenerationSettings, number_range
 
 NUMBERS = [name for name, rule in RULES.items() if rule[0] in ("int", "float") and name != "seed"]
@@ -62,7 +63,7 @@ def test_settings_from_any_surface_load_into_the_page_sliders(tmp_path):
             folder = JobFolder(tmp_path / f"20260101-10000{end}-aaaaaaa{end}")
             folder.path.mkdir()
             folder.write_settings({"settings": extreme_settings(end).to_dict()})
-            values = dict(zip(ui.PRESET_KNOBS, app.reuse_settings(folder.name)[6:]))
+            values = dict(zip(RELOADED_KNOBS, app.reuse_settings(folder.name)[1:]))
             for name, slider in sliders.items():
                 assert slider.minimum <= values[name] <= slider.maximum, (name, values[name])
             # ... and what the page then sends is valid settings again.

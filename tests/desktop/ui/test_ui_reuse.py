@@ -1,0 +1,139 @@
+"""History's "Use these settings": a past job's settings.json back in every settings control of the page (the
+ones a preset sets and the ones it leaves alone), in the order the real page wires the click's outputs, then
+Generate with what it loaded sends those settings again.
+
+The second test runs a fresh Python that appends rows to settings_table.ROWS before the app is imported (as
+an edit of that file would): a control a preset leaves alone and one it sets are reloaded with no other
+change. This module imports nothing of the app at its top: the child process must patch the rows first.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+class Recorder:
+    """A job runner that records the settings of each job and refuses it (so that nothing runs)."""
+
+    def __init__(self, outputs_dir):
+        self.outputs_dir, self.model_path, self.text_model = outputs_dir, "m", None
+        self.submitted = []
+
+    def list(self):
+        return []
+
+    def fast_paths(self):
+        return {"cpu": "CPU"}
+
+    def submit(self, images, settings, **kw):
+        self.submitted.append(settings)
+        raise RuntimeError("recorded")
+
+
+def off_default(row):
+    """A valid value of `row` other than its default (a job's settings.json with every control moved)."""
+    if row.kind == "bool":
+        return not row.default
+    if row.kind == "choice":
+        return next(c for c in row.choices if c != row.default)
+    if row.kind == "choices":
+        return [row.choices[-1]] if tuple(row.default) != (row.choices[-1],) else [row.choices[0]]
+    if row.default is None:
+        return row.lo
+    return row.hi if row.default != row.hi else row.lo
+
+
+def round_trip(out: Path) -> set:
+    """Writes a job folder whose settings move every page control, loads it with the real page's "Use these
+    settings", checks each control got its value, then Generates; returns the names of the controls checked."""
+    from desktop import ui
+    from desktop.jobs.folder import JobFolder
+    from desktop.settings import ROWS, GenerationSettings
+
+    shown = [row for row in ROWS if row.ui]
+    moved = {row.name: off_default(row) for row in shown if row.name != "randomize_seed"}
+    saved = GenerationSettings(preset="custom", randomize_seed=True, **moved)
+    folder = JobFolder(out / "20260101-100000-aaaaaaaa")
+    folder.path.mkdir(parents=True)
+    folder.write_settings({"settings": saved.to_dict()})
+
+    runner = Recorder(out)
+    app = ui.TrellisApp(runner)
+    try:
+        demo = app.build()
+        controls = {c.elem_id: c for c in demo.blocks.values() if getattr(c, "elem_id", None)}
+        by_name = {row.name: controls[row.ui.elem_id or f"td-{row.name}"] for row in shown}
+        reuse = next(f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "reuse_settings")
+        answer = app.reuse_settings(folder.name)
+        assert len(answer) == len(reuse.outputs)
+        # A skipped output (gr.skip(): the preset of "custom" settings, an image job's inputs) keeps its value.
+        page = {c: getattr(c, "value", None) if isinstance(v, dict) and v.get("__type__") == "update" else v
+                for c, v in zip(reuse.outputs, answer)}
+        assert set(by_name.values()) <= set(page), "a settings control that the click does not set"
+        expected = {**saved.to_dict(), "randomize_seed": False}       # its seed is the one to use again
+        for name, control in by_name.items():
+            assert page[control] == expected[name], (name, page[control], expected[name])
+        generate = next(f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "on_generate")
+        data = {c: page.get(c, getattr(c, "value", None)) for c in generate.inputs}
+        data[controls["td-single"]] = "x.png"
+        steps = list(app.generate(data, None))
+        assert "recorded" in str(steps[0][0]), steps
+        (sent,) = runner.submitted
+        assert {n: sent.to_dict()[n] for n in by_name} == {n: expected[n] for n in by_name}
+    finally:
+        app.close()
+    return set(by_name)
+
+
+def test_use_these_settings_reloads_every_control_of_the_page(tmp_path):
+    from desktop.settings import ROWS
+    from desktop.ui.values import OTHER_KNOBS, PRESET_KNOBS
+
+    checked = round_trip(tmp_path)
+    assert checked == set(PRESET_KNOBS) | set(OTHER_KNOBS) == {row.name for row in ROWS if row.ui}
+    assert {"seed", "formats", "preprocess", "multi_image_mode", "text_model_size"} <= set(OTHER_KNOBS)
+
+
+def test_a_bad_folder_skips_every_output(tmp_path):
+    from desktop import ui
+
+    app = ui.TrellisApp(Recorder(tmp_path))
+    try:
+        demo = app.build()
+        reuse = next(f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "reuse_settings")
+        with pytest.warns(UserWarning, match="Pick a past job first"):
+            answer = app.reuse_settings("no-such-folder")
+        assert len(answer) == len(reuse.outputs)
+        assert all(isinstance(v, dict) and v.get("__type__") == "update" for v in answer), answer
+    finally:
+        app.close()
+
+
+def child(out: str) -> None:
+    """Runs in the fresh process: a kept control and a preset's control appended, then the round trip."""
+    import desktop.settings_table as table
+
+    table.ROWS = (*table.ROWS,
+                  table.Setting("dummy_kept", "int", None, "a limit presets leave alone (none: no limit)", lo=10,
+                                hi=1000, optional=True, ui=table.Ui("output", "Dummy kept", preset=False)),
+                  table.Setting("dummy_preset", "choice", "a", "a choice presets set", choices=("a", "b"),
+                                presets={"high": "b"}, ui=table.Ui("generation", "Dummy preset")))
+    from desktop.ui.values import OTHER_KNOBS, PRESET_KNOBS
+
+    assert "dummy_kept" in OTHER_KNOBS and "dummy_preset" in PRESET_KNOBS
+    assert {"dummy_kept", "dummy_preset"} <= round_trip(Path(out))
+    print("the new controls were reloaded")
+
+
+def test_new_rows_are_reloaded_with_no_other_change(tmp_path):
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            f"import {Path(__file__).stem} as t; t.child({str(tmp_path)!r})")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "the new controls were reloaded" in proc.stdout
