@@ -12,6 +12,7 @@ COMMANDS = {
     "api": ("desktop.api", "REST API server"),
     "generate": ("desktop.cli", "command-line generator"),
     "retexture": ("desktop.retexture", "new looks for 3-D models"),
+    "export": ("desktop.export_command", "other files from finished jobs, without sampling again"),
     "batch": ("desktop.batch", "many images or prompts, over GPUs and Ray clusters"),
 }
 

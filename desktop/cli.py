@@ -67,24 +67,29 @@ def add_settings_options(p: argparse.ArgumentParser) -> None:
     group.add_argument("--settings", metavar="FILE", help="start from a settings file (e.g. a job's settings.json, "
                                                           "to reproduce it); other options override it")
     for flag, rows in setting_flags().items():
-        row = rows[0]
-        # Not given: no attribute at all, so that an optional setting's "none" differs from a flag left out.
-        kw = dict(dest=flag_dest(flag), default=argparse.SUPPRESS, help=flag_help(flag, rows))
-        if row.kind == "bool" and flag.startswith("--no-"):
-            kw.update(action="store_const", const=False)
-        elif row.kind == "bool":
-            kw.update(action=argparse.BooleanOptionalAction)
-        elif row.kind == "choice":
-            kw.update(choices=row.choices)
-        elif row.kind == "choices":
-            kw.update(metavar="LIST")
-        elif row.optional:
-            kw.update(type=functools.partial(flag_value, row.name), metavar="N|none")
-        else:
-            kw.update(type=int if row.kind == "int" else float, metavar="N" if row.kind == "int" else "F")
-        group.add_argument(flag, **kw)
+        add_setting_flag(group, flag, rows)
     group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help=f"any other setting, repeatable: {', '.join(field_names())}")
+
+
+def add_setting_flag(group, flag: str, rows: list) -> None:
+    """One setting's flag, as its rows say (also the export command's)."""
+    row = rows[0]
+    # Not given: no attribute at all, so that an optional setting's "none" differs from a flag left out.
+    kw = dict(dest=flag_dest(flag), default=argparse.SUPPRESS, help=flag_help(flag, rows))
+    if row.kind == "bool" and flag.startswith("--no-"):
+        kw.update(action="store_const", const=False)
+    elif row.kind == "bool":
+        kw.update(action=argparse.BooleanOptionalAction)
+    elif row.kind == "choice":
+        kw.update(choices=row.choices)
+    elif row.kind == "choices":
+        kw.update(metavar="LIST")
+    elif row.optional:
+        kw.update(type=functools.partial(flag_value, row.name), metavar="N|none")
+    else:
+        kw.update(type=int if row.kind == "int" else float, metavar="N" if row.kind == "int" else "F")
+    group.add_argument(flag, **kw)
 
 
 def setting_flags() -> dict:
@@ -106,7 +111,7 @@ def flag_help(flag: str, rows: list) -> str:
     text = next((r.cli.help for r in rows if r.cli.help), None) or row.help
     if row.kind in ("int", "float"):
         pattern = "%d..%d" if row.kind == "int" else "%g..%g"
-        text += f" ({pattern % (row.lo, row.hi)}{'; none: no limit' if row.optional else ''})"
+        text += f" ({pattern % (row.lo, row.hi)}{' or none' if row.optional else ''})"
     elif row.kind == "choices" and not row.cli.help:
         text = f"comma-separated, from {','.join(row.choices)} (default {','.join(row.default)})"
     return text.replace("%", "%%")

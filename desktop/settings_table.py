@@ -9,7 +9,7 @@ A row (Setting) holds:
     name, kind, default, help   kind: "int", "float", "bool", "choice" (one of `choices`), "choices" (a tuple of
                                 several of `choices`, e.g. formats) or "preset" (the preset's name)
     lo, hi                      the one range of a number, on every surface
-    optional                    None is a value too ("no limit"): ints and floats only
+    optional                    None is a value too (its help says what it means): ints and floats only
     step                        the page's slider step (a number without one gets a number box)
     presets                     {preset: value} where a preset differs from the default
     cpu                         Cpu(value, why, formats): what a CPU job uses instead (see settings.for_device)
@@ -27,7 +27,12 @@ from typing import Any, NamedTuple, Optional
 # Largest seed: the reference demo's int32 range, so a seed from it can be typed in here.
 MAX_SEED = 2 ** 31 - 1
 
-FORMATS = ("glb", "ply", "obj", "mp4")
+FORMATS = ("glb", "ply", "obj", "mp4", "stl", "3mf", "usdz")
+MESH_FORMATS = ("glb", "obj", "stl", "3mf", "usdz")      # written from the one baked mesh (trellis.export.formats)
+PIVOTS = ("origin", "center", "bottom")                 # origin: the pipeline's, as generated
+UP_AXES = ("auto", "y", "z")                            # auto: each format's own (OBJ y, STL / 3MF z)
+UNITS = ("m", "mm")
+TEXTURE_FORMATS = ("png", "jpeg", "webp")
 BAKE_MODES = ("fast", "opt")
 MULTI_IMAGE_MODES = ("stochastic", "multidiffusion")
 # Same values as trellis.pipelines.memory.PRECISIONS / OFFLOADS (a test keeps them equal); repeated
@@ -155,11 +160,35 @@ ROWS: tuple = (
             presets={"fast": 512}, export=True,
             cpu=Cpu(512, "each bake render takes seconds at the larger size", ("glb", "obj")),
             ui=Ui("output", "Bake render size")),
-    Setting("formats", "choices", ("glb", "ply", "mp4"), "files to write, from glb, ply, obj, mp4", choices=FORMATS,
-            export=True, ui=Ui("output", "Output formats", preset=False, labels=(
+    Setting("formats", "choices", ("glb", "ply", "mp4"), "files to write, from " + ", ".join(FORMATS),
+            choices=FORMATS, export=True, ui=Ui("output", "Output formats", preset=False, labels=(
                 ("GLB (textured mesh)", "glb"), ("PLY (Gaussians)", "ply"), ("OBJ (+ MTL, PNG)", "obj"),
-                ("MP4 preview", "mp4"))),
+                ("MP4 preview", "mp4"), ("STL (3D print)", "stl"), ("3MF (3D print)", "3mf"),
+                ("USDZ (iOS AR)", "usdz"))),
             cli=Cli("--formats")),
+    Setting("target_faces", "int", None, "triangles in the exported mesh (instead of Simplify's fraction); none: "
+            "use Simplify", lo=100, hi=2_000_000, optional=True, export=True,
+            ui=Ui("output", "Target triangles (empty: use Simplify)", preset=False),
+            cli=Cli("--target-faces")),
+    Setting("normal_map", "bool", False, "bake a tangent-space normal map from the dense mesh into the GLB (the "
+            "detail the decimation removed)", presets={"high": True}, export=True,
+            ui=Ui("output", "Normal map (GLB)"), cli=Cli("--normal-map")),
+    Setting("height", "float", None, "real-world height of the object in metres; none: as generated (about 1)",
+            lo=0.001, hi=1000.0, optional=True, export=True,
+            ui=Ui("output", "Height in metres (empty: as generated)", preset=False), cli=Cli("--height")),
+    Setting("pivot", "choice", "origin", "where the file's origin is: origin (as generated), center (of the "
+            "bounding box) or bottom (centre of its base: it stands on the ground)", choices=PIVOTS, export=True,
+            ui=Ui("output", "Pivot", preset=False), cli=Cli("--pivot")),
+    Setting("up", "choice", "auto", "up axis of OBJ, STL and 3MF: auto (OBJ y, STL / 3MF z), y or z; GLB and USDZ "
+            "are y up by their specifications", choices=UP_AXES, export=True,
+            ui=Ui("output", "Up axis (OBJ, STL, 3MF)", preset=False), cli=Cli("--up")),
+    Setting("units", "choice", "m", "units of OBJ, STL and 3MF: m or mm (GLB and USDZ are in metres)", choices=UNITS,
+            export=True, ui=Ui("output", "Units (OBJ, STL, 3MF)", preset=False), cli=Cli("--units")),
+    Setting("geometry_only", "bool", False, "mesh files without texture or UVs", export=True,
+            ui=Ui("output", "Geometry only", preset=False), cli=Cli("--geometry-only")),
+    Setting("texture_format", "choice", "png", "texture encoding in the GLB (and USDZ): png (lossless), jpeg or "
+            "webp (GLB only, smallest; needs a viewer with EXT_texture_webp)", choices=TEXTURE_FORMATS, export=True,
+            ui=Ui("output", "Texture format", preset=False), cli=Cli("--texture-format")),
     Setting("preprocess", "bool", True, "remove the background of images without transparency",
             ui=Ui("memory", "Remove background", preset=False, wide=True,
                   info="for photos without transparency; a PNG with transparency is always cropped to its object"),

@@ -318,9 +318,9 @@ def test_one_app_module_fetches_models():
 
 def test_the_app_uses_the_export_through_its_package_only():
     """The library owns the export's schedule (ExportJob starts the early decimation; TexturedMesh writes the
-    files): the app imports ``trellis.export`` and its ``temp_dirs`` (the folder ownership read at start), never
-    the stages inside it."""
-    allowed = {"trellis.export", "trellis.export.temp_dirs"}
+    files): the app imports ``trellis.export``, its ``temp_dirs`` (the folder ownership read at start) and its
+    ``formats`` (the table of file formats), never the stages inside it."""
+    allowed = {"trellis.export", "trellis.export.temp_dirs", "trellis.export.formats"}
     bad = [f"{p.relative_to(ROOT)}:{line} imports {module}"
            for p in sorted((ROOT / "desktop").rglob("*.py"))
            for module, line in imported_modules(p)

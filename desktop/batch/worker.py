@@ -168,7 +168,7 @@ class ItemWorker:
         from ..jobs.steps import write_outputs
 
         folder = JobFolder(work)
-        write_outputs(job, folder, settings, gaussian, mesh, _quiet, _never)
+        write_outputs(job, folder, settings, gaussian, mesh, _quiet, _never, keep=True)
         job.timings["total"] = time.time() - job.created
         job.files.update(folder.write_timings(job.timings))
 

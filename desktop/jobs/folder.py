@@ -40,6 +40,7 @@ MESH_INPUT = "input_mesh"          # + the model's format: input_mesh.glb, input
 # File name -> kind in Job.files, in the order the UI lists them (inputs and extra views come after).
 FILE_KINDS = {"model.glb": "glb", "model.ply": "ply", "model.obj": "obj", "model.mtl": "mtl",
               "model.png": "texture", "preview.mp4": "mp4", PREPROCESSED: "preprocessed",
+              "model.stl": "stl", "model.3mf": "3mf", "model.usdz": "usdz", "export.json": "report",
               SETTINGS: "settings", TIMINGS: "timings", ERROR: "error", "result.npz": "result"}
 NAMES = {kind: name for name, kind in FILE_KINDS.items()}          # kind -> file name
 OBJ_PARTS = ("model.obj", "model.mtl", "model.png")                 # what save_obj writes together
@@ -312,21 +313,21 @@ class JobFolder:
             save_video(frames, tmp, fps=fps, progress=progress, cancel=cancel)
         return {"mp4": str(self.file("mp4"))}
 
-    def write_glb(self, mesh) -> dict:
-        """`mesh`: the library's TexturedMesh."""
-        with atomic_path(self.file("glb")) as tmp:
-            mesh.save_glb(tmp)
-        return {"glb": str(self.file("glb"))}
-
-    def write_obj(self, mesh) -> dict:
-        """model.obj + model.mtl + model.png, written together: into a hidden temp folder, then moved (the
-        .obj last, so that a finished .obj always has its material and texture)."""
+    def write_mesh(self, kind: str, textured, **options) -> dict:
+        """model.<kind> from the library's TexturedMesh (``trellis.export.formats``: glb, obj, stl, 3mf, usdz;
+        ``options``: height, pivot, up, units, geometry_only, texture_format). The OBJ and its material and
+        texture are written together into a hidden folder, then moved, the .obj last (a finished .obj always has
+        them)."""
+        if kind != "obj":
+            with atomic_path(self.file(kind)) as tmp:
+                textured.save(tmp, format=kind, **options)
+            return {kind: str(self.file(kind))}
         obj = self.file("obj")
         tmp_dir = self.path / f".obj-partial-{uuid.uuid4().hex[:8]}"
         tmp_dir.mkdir()
         moved = []
         try:
-            mesh.save_obj(str(tmp_dir / obj.name))
+            textured.save(str(tmp_dir / obj.name), format="obj", **options)
             for f in sorted(tmp_dir.iterdir(), key=lambda p: p.suffix == ".obj"):     # the .obj last
                 os.replace(f, self.path / f.name)
                 moved.append(self.path / f.name)
@@ -337,7 +338,7 @@ class JobFolder:
             raise
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
-        return {FILE_KINDS[n]: str(self.path / n) for n in OBJ_PARTS}
+        return {FILE_KINDS[f.name]: str(f) for f in moved if f.name in FILE_KINDS}
 
     # ------------------------------------------------------------------ readers
     def settings_record(self) -> Optional[dict]:

@@ -39,6 +39,9 @@ STAGE_LABELS = {
     "bake": "Baking texture",
     "glb": "Writing GLB",
     "obj": "Writing OBJ",
+    "stl": "Writing STL",
+    "3mf": "Writing 3MF",
+    "usdz": "Writing USDZ",
     "done": "Done",
 }
 

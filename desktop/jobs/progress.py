@@ -8,11 +8,12 @@ import time
 from typing import Callable, Optional
 
 from ..settings import GenerationSettings
+from ..settings_table import MESH_FORMATS
 from .job import Job, Progress
 
 # Rough share of the run time of each stage (for the overall fraction and the ETA).
 STAGE_WEIGHTS = {"download": 1, "voxelize": 2, "preprocess": 2, "condition": 1, "sparse_structure": 12, "slat": 20, "decode": 4,
-                 "video": 8, "encode": 1, "ply": 1, "bake": 30, "glb": 1, "obj": 1}
+                 "video": 8, "encode": 1, "ply": 1, "bake": 30, "glb": 1, "obj": 1, "stl": 1, "3mf": 1, "usdz": 1}
 
 # Stages whose progress comes as several sub-stages, and about how many there are.
 MULTI_STEP = {"bake": 9}     # simplify, visibility, remove_invisible, fill_holes, final_simplify, uv_unwrap,
@@ -29,8 +30,9 @@ def export_stages(settings: GenerationSettings) -> list:
     fmt = set(settings.formats)
     stages = ["ply"] if "ply" in fmt else []
     stages += ["video", "encode"] if "mp4" in fmt else []
-    # GLB and OBJ share one bake (clean-up, UV unwrap, texture), then each is written from it.
-    return stages + (["bake"] if fmt & {"glb", "obj"} else []) + [s for s in ("glb", "obj") if s in fmt]
+    # The mesh files share one bake (clean-up, UV unwrap, texture), then each is written from it.
+    meshes = [s for s in MESH_FORMATS if s in fmt]
+    return stages + (["bake"] if meshes else []) + meshes
 
 
 class ProgressTracker:

@@ -186,6 +186,16 @@ class JobRunner:
                             source_folder=source_folder))
         return job
 
+    def submit_export_from(self, folder, **changes) -> Job:
+        """`submit_export` of the job whose folder is `folder`, also one outside this runner's outputs folder (the
+        CLI's `export JOB_FOLDER`): the folder's job becomes known to this runner first."""
+        source = recovery.job_from_folder(Path(folder)) if Path(folder).is_dir() else None
+        if source is None or not JobFolder(Path(folder)).file("settings").is_file():
+            raise UnknownJobError(f"{folder} is not a job folder (no settings.json)")
+        with self.queue.lock:
+            known = self._jobs.setdefault(source.id, source)
+        return self.submit_export(known.id, **changes)
+
     def release_result(self, job_id: str) -> bool:
         """Drop a kept result (its memory is freed once no export job uses it). False if none was kept."""
         with self.queue.lock:

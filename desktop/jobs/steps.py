@@ -20,6 +20,7 @@ import torch
 from trellis.core.callbacks import Cancelled
 
 from ..settings import GenerationSettings, device_change_warning, device_changes
+from ..settings_table import MESH_FORMATS
 from .context import JobContext
 from .folder import JobFolder, jsonable
 from .inputs import prepare_image
@@ -176,10 +177,7 @@ def finish(ctx: JobContext, job: Job, folder: JobFolder, settings: GenerationSet
            progress) -> None:
     """The files, the decoded result written for exports after a restart (result.npz), then kept in memory for
     exports in this run (keep_result)."""
-    write_outputs(job, folder, settings, gaussian, mesh, progress, ctx.cancelled)
-    check_cancel(ctx)
-    with timed(job, "result"):
-        job.files.update(folder.write_result(gaussian, mesh))
+    write_outputs(job, folder, settings, gaussian, mesh, progress, ctx.cancelled, keep=True)
     if job.keep_result:
         ctx.keep({"gaussian": gaussian, "mesh": mesh})
 
@@ -253,11 +251,13 @@ def note_truncation(job: Job, pipeline) -> None:
 
 
 def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gaussian, mesh, progress,
-                  cancel) -> None:
-    """The requested files, cheapest first (so that something useful lands early), each atomic."""
+                  cancel, keep: bool = False) -> None:
+    """The requested files, cheapest first (so that something useful lands early), each atomic; with `keep`, then
+    result.npz (the decoded result, for exports after a restart)."""
     fmt = set(settings.formats)
+    meshes = [kind for kind in MESH_FORMATS if kind in fmt]
     export = None
-    if fmt & {"glb", "obj"}:
+    if meshes:
         # Started before the PLY and the preview video, so that the mesh's decimation (CPU, child processes)
         # runs while they are written (GPU); with neither to overlap, the bake does it all in turn.
         export = bake_job(gaussian, mesh, settings, early=bool(fmt & {"ply", "mp4"}))
@@ -277,15 +277,46 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
                 textured = export.bake(progress=lambda s, i, n: progress("bake", i, n, s), cancel=cancel)
             job.timings["export_bake_stages"] = jsonable(textured.info)
             note_bake_coverage(job, textured.info)
-            for kind, write in (("glb", folder.write_glb), ("obj", folder.write_obj)):
-                if kind in fmt:
-                    with timed(job, kind):
-                        progress(kind, 0, 1)
-                        job.files.update(write(textured))
-                        progress(kind, 1, 1)
+            for kind in meshes:
+                with timed(job, kind):
+                    progress(kind, 0, 1)
+                    job.files.update(folder.write_mesh(kind, textured, **file_options(job, settings, kind)))
+                    progress(kind, 1, 1)
+            job.files.update(folder.write_json("report", export_report(textured, job.files, settings)))
+        if keep:
+            if cancel():
+                raise Cancelled()
+            with timed(job, "result"):
+                job.files.update(folder.write_result(gaussian, mesh))
     finally:
         if export is not None:
             export.close()
+
+
+def file_options(job: Job, settings: GenerationSettings, kind: str) -> dict:
+    """The options of ``trellis.export.formats.write`` for a file of `kind` from the job's settings; a texture
+    format the file cannot hold becomes PNG, with a warning."""
+    from trellis.export.formats import FORMATS as FILE_FORMATS
+
+    texture = settings.texture_format
+    allowed = FILE_FORMATS[kind].texture_formats
+    if kind == "obj":
+        texture = "png"                        # the job folder's OBJ keeps its model.png beside it
+    elif allowed and texture not in allowed and not settings.geometry_only:
+        warn(job, f"A {kind.upper()} cannot hold a {texture.upper()} texture: it was written with PNG.")
+        texture = "png"
+    return dict(height=settings.height, pivot=None if settings.pivot == "origin" else settings.pivot,
+                up=None if settings.up == "auto" else settings.up, units=settings.units,
+                geometry_only=settings.geometry_only, texture_format=texture)
+
+
+def export_report(textured, files: dict, settings: GenerationSettings) -> dict:
+    """export.json: what the mesh files hold (``trellis.export.describe_export``)."""
+    from trellis.export import describe_export
+
+    return describe_export(textured, {kind: files[kind] for kind in MESH_FORMATS if kind in files},
+                           height=settings.height, pivot=None if settings.pivot == "origin" else settings.pivot,
+                           target_faces=settings.target_faces)
 
 
 def render_preview(gaussian, settings: GenerationSettings, progress, cancel):
@@ -303,7 +334,9 @@ def bake_job(gaussian, mesh, settings: GenerationSettings, early: bool):
 
     return ExportJob(gaussian, mesh, simplify=settings.simplify, fill_holes=settings.fill_holes,
                      texture_size=settings.texture_size, bake_mode=settings.bake_mode, early=early,
-                     nviews=settings.bake_views, render_resolution=settings.bake_resolution)
+                     nviews=settings.bake_views, render_resolution=settings.bake_resolution,
+                     target_faces=settings.target_faces,
+                     normal_map=settings.normal_map and "glb" in settings.formats and not settings.geometry_only)
 
 
 class timed:

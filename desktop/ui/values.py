@@ -82,6 +82,9 @@ def settings_from_values(values: dict, preset: str, defaults: GenerationSettings
         if key == "seed" and value in (None, "") and values.get("randomize_seed"):
             value = 0
         if kind in ("int", "float"):
+            # an emptied number box may come back as 0: for an optional setting whose range starts above 0, "none"
+            if row.optional and value not in (None, "") and row.lo > 0 and float(value) == 0:
+                value = None
             if value is None or value == "":
                 if not row.optional:
                     raise ValueError(f"{label}: enter a number")

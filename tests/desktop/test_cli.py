@@ -78,7 +78,7 @@ def test_generate_two_images_ply_mp4(tiny_pipeline_dir, tmp_path):
     assert sorted(proc.stdout.split()) == folders                    # one folder per image on stdout
     for folder in folders:
         files = sorted(os.listdir(folder))
-        assert files == ["input.png", "model.ply", "preprocessed.png", "preview.mp4", "settings.json",
+        assert files == ["input.png", "model.ply", "preprocessed.png", "preview.mp4", "result.npz", "settings.json",
                          "timings.json"], files
         record = json.load(open(os.path.join(folder, "settings.json")))
         assert record["seed"] == 1234 and record["settings"]["seed"] == 1234

@@ -111,7 +111,7 @@ def check_cli(out: Path) -> None:
         text = " ".join(parser.format_help().split())
         for flag in ("--dummy-faces", "--dummy-pivot", "--dummy-normal-map", "--no-dummy-normal-map", "--dummy-height"):
             assert flag in text, (parser.prog, flag)
-        assert "(100..1000000; none: no limit)" in text and "(0.01..100)" in text, parser.prog
+        assert "(100..1000000 or none)" in text and "(0.01..100)" in text, parser.prog
         s = cli.build_settings(parser.parse_args([*head, "-o", str(out), *FLAGS]))
         assert {k: getattr(s, k) for k in CHANGED} == CHANGED, parser.prog
         s = cli.build_settings(parser.parse_args([*head, "-o", str(out), "--preset", "high", "--dummy-faces", "none",
@@ -262,6 +262,7 @@ def test_page_lines_pair_sliders_and_put_wide_controls_first():
 
     assert [[r.name for r in line] for line in page_lines("output")] == [
         ["formats"], ["simplify", "texture_size"], ["fill_holes", "bake_mode"], ["bake_views", "bake_resolution"],
+        ["target_faces", "normal_map"], ["height", "pivot"], ["up", "units"], ["geometry_only", "texture_format"],
         ["video_frames", "video_resolution"]]
     assert [[r.name for r in line] for line in page_lines("generation")] == [
         ["seed", "randomize_seed"], ["ss_steps", "ss_cfg"], ["slat_steps", "slat_cfg"]]
@@ -276,4 +277,5 @@ def test_one_flag_block_for_every_command():
     assert block(cli.build_parser()) == block(retexture.build_parser()) == block(command.build_parser())
     flags = re.findall(r"^  (--[a-z-]+)", block(cli.build_parser()), re.M)
     assert flags == ["--preset", "--settings", "--seed", "--steps", "--simplify", "--texture-size", "--formats",
-                     "--no-background-removal", "--text-size", "--set"]
+                     "--target-faces", "--normal-map", "--height", "--pivot", "--up", "--units", "--geometry-only",
+                     "--texture-format", "--no-background-removal", "--text-size", "--set"]

@@ -490,7 +490,7 @@ def test_request_shapes(server, image):
         r = post("/v1/jobs", images=[image], formats=formats)
         assert r.status_code == 422 and words in r.text, (formats, r.text)
     assert post("/v1/jobs/nope/export", formats="glb,ply").status_code == 404          # read, then no such job
-    assert post("/v1/jobs/nope/export", formats="glb,stl").status_code == 422
+    assert post("/v1/jobs/nope/export", formats="glb,fbx").status_code == 422
     r = post("/v1/jobs", images=[image], formats="glb,ply", **{k: v for k, v in FAST.items() if k != "seed"})
     assert r.status_code == 202 and r.json()["settings"]["formats"] == ["glb", "ply"], r.text
     assert c.post(f"/v1/jobs/{r.json()['id']}/cancel").status_code in (200, 409)

@@ -88,8 +88,9 @@ def check_every_item_once(out, names, images, run=0):
         folder = out / name
         assert mf.folder_problem(folder, mf.source_key("image", str(Path(images) / f"{name}.png"))) is None
         assert (folder / "input.png").read_bytes() == (Path(images) / f"{name}.png").read_bytes()
-        assert sorted(p.name for p in folder.iterdir()) == ["input.png", "model.glb", "model.ply",
-                                                            "preprocessed.png", "settings.json", "timings.json"]
+        assert sorted(p.name for p in folder.iterdir()) == ["export.json", "input.png", "model.glb", "model.ply",
+                                                            "preprocessed.png", "result.npz", "settings.json",
+                                                            "timings.json"]
     done = [e["item"] for e in events(out, "done", run)]
     assert sorted(done) == sorted(names)                  # one "done" per item: none landed twice
     assert not any(e.get("duplicate") for e in events(out, "done"))

@@ -341,7 +341,8 @@ def test_kept_result_is_exported_without_sampling_again(make_runner, image, tmp_
     assert glb.kind == "export" and glb.source_id == preview.id
     assert glb.wait(TIMEOUT) and glb.state == JobState.DONE, glb.error
     assert glb.out_dir != preview.out_dir
-    assert all_files(glb.out_dir) == ["input.png", "model.glb", "preprocessed.png", "settings.json", "timings.json"]
+    assert all_files(glb.out_dir) == ["export.json", "input.png", "model.glb", "preprocessed.png", "settings.json",
+                                      "timings.json"]
     assert "result" in preview.files                       # the source's folder keeps its result for later
     assert len(trimesh.load(glb.files["glb"], force="mesh").faces) > 0
     record = json.load(open(os.path.join(glb.out_dir, "settings.json")))

@@ -29,7 +29,7 @@ from .holes import fill_holes as close_holes
 from .visibility import face_visibility, visibility_settings
 
 __all__ = ["BUDGET_HEADROOM", "MORE_PASSES", "BUDGET_TOLERANCE", "face_budget", "first_reduction",
-           "clean_mesh_for_export", "simplify_failed", "down_to_budget"]
+           "clean_mesh_for_export", "simplify_failed", "too_few", "refit", "down_to_budget"]
 
 # The faces asked for are faces in the file: a decoder's mesh has an inner sheet (about half its faces) that
 # the hidden-face removal deletes, so the chain first decimates to this many times the budget.
@@ -131,11 +131,16 @@ def clean_mesh_for_export(vertices, faces, simplify: float = 0.95, fill_holes: b
         v, f = close_holes(v, f, max_edges, progress=progress, cancel=cancel)
         lap("fill_holes")
         report(progress, "final_simplify", 0, 1)
+        before = (v, f)
         v, f = down_to_budget(v, f, budget, cancel, record, passes=1 + MORE_PASSES)
+        v, f = refit(before, (v, f), budget, cancel, record)
         report(progress, "final_simplify", 1, 1)
         lap("final_simplify")
     elif simplify_failed(len(f), budget):          # the one decimation stopped short of the budget
         v, f = down_to_budget(v, f, budget, cancel, record, passes=MORE_PASSES)
+        lap("final_simplify")
+    elif too_few(len(f), budget):
+        v, f = refit((vertices, faces), (v, f), budget, cancel, record)
         lap("final_simplify")
     record["faces"] = int(len(f))
     return output(v, f)
@@ -144,6 +149,33 @@ def clean_mesh_for_export(vertices, faces, simplify: float = 0.95, fill_holes: b
 def simplify_failed(faces: int, budget: int) -> bool:
     """Whether ``faces`` is over ``budget`` by more than BUDGET_TOLERANCE."""
     return faces > budget * (1.0 + BUDGET_TOLERANCE)
+
+
+def too_few(faces: int, budget: int) -> bool:
+    """Whether ``faces`` is under ``budget`` by more than BUDGET_TOLERANCE."""
+    return faces < budget * (1.0 - BUDGET_TOLERANCE)
+
+
+def refit(source, result, budget: int, cancel, record: dict, tries: int = 4):
+    """``result`` of decimating ``source`` (vertices, faces) to ``budget`` came out under it by more than the
+    tolerance (faces that collapsed onto each other, as a thin double sheet's do, are cancelled after the
+    decimation): decimate ``source`` again, its target scaled by how far the last one landed, until one lands within
+    the tolerance or after ``tries``; the closest to the budget of all wins. The tries go to ``record["decimation_refits"]``."""
+    best = result
+    got, target = len(result[1]), budget
+    made = 0
+    n_source = len(source[1])
+    if not too_few(got, budget):
+        return result
+    while made < tries and (too_few(len(best[1]), budget) or simplify_failed(len(best[1]), budget)) and got > 0:
+        target = min(n_source, max(1, int(round(target * budget / got))))
+        v, f = simplify_mesh(source[0], source[1], 1.0 - target / n_source, cancel=cancel)
+        made, got = made + 1, len(f)
+        if abs(got - budget) < abs(len(best[1]) - budget):
+            best = (v, f)
+    if made:
+        record["decimation_refits"] = made
+    return best
 
 
 def down_to_budget(v, f, budget: int, cancel, record: dict, passes: int):
