@@ -101,6 +101,26 @@ def setting_flags() -> dict:
     return flags
 
 
+def flag_changes(args, allowed) -> dict:
+    """{setting: value} of the settings flags given and of --set KEY=VALUE (KEY one of `allowed`); ValueError
+    names a bad --set."""
+    changes = {}
+    given = vars(args)
+    for flag, rows in setting_flags().items():
+        if flag_dest(flag) in given:
+            changes.update(dict.fromkeys((row.name for row in rows), given[flag_dest(flag)]))
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in allowed:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(allowed)}")
+        try:
+            changes[key] = parse_value(key, value)
+        except ValueError as err:
+            raise ValueError(f"--set {item!r}: {err}") from None
+    return changes
+
+
 def flag_dest(flag: str) -> str:
     return "setting_" + flag.removeprefix("--").replace("-", "_")
 
@@ -179,17 +199,7 @@ def build_settings(args) -> GenerationSettings:
             raise ValueError(f"--settings {args.settings}: {err}") from None
     else:
         base = GenerationSettings.from_preset(args.preset or DEFAULT_PRESET)
-    changes = {}
-    given = vars(args)
-    for flag, rows in setting_flags().items():
-        if flag_dest(flag) in given:
-            changes.update(dict.fromkeys((row.name for row in rows), given[flag_dest(flag)]))
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in field_names():
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(field_names())}")
-        changes[key] = parse_value(key, value)
+    changes = flag_changes(args, field_names())
     if "seed" in changes and "randomize_seed" not in changes:
         changes["randomize_seed"] = False
     return base.replace(**changes)

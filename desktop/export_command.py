@@ -10,10 +10,10 @@ import argparse
 import os
 from pathlib import Path
 
-from .cli import add_setting_flag, flag_dest, output_folder_problem, run_jobs, setting_flags
+from .cli import add_setting_flag, flag_changes, output_folder_problem, run_jobs, setting_flags
 from .jobs.folder import JobFolder
 from .options import add_model_option, add_runner_options
-from .settings import EXPORT_FIELDS, parse_value
+from .settings import EXPORT_FIELDS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,21 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def export_changes(parser, args) -> dict:
-    changes = {}
-    given = vars(args)
-    for flag, rows in setting_flags().items():
-        if flag_dest(flag) in given:
-            changes.update(dict.fromkeys((row.name for row in rows), given[flag_dest(flag)]))
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in EXPORT_FIELDS:
-            parser.error(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(EXPORT_FIELDS)}")
-        try:
-            changes[key] = parse_value(key, value)
-        except ValueError as err:
-            parser.error(f"--set {item!r}: {err}")
-    return changes
+    try:
+        return flag_changes(args, EXPORT_FIELDS)
+    except ValueError as err:
+        parser.error(str(err))
 
 
 def main(argv=None) -> int:
