@@ -573,3 +573,9 @@ def test_a_past_job_is_exported_again_after_a_restart_with_the_same_glb(make_run
     assert other.wait(TIMEOUT) and other.state == JobState.DONE, other.error
     assert "pipeline" not in other.timings and second.factory_calls == []    # no model loaded, nothing sampled
     assert {"model.glb", "model.obj"} <= set(all_files(other.out_dir))
+    # a damaged result.npz: that export fails with a message naming it, the runner goes on
+    with open(job.files["result"], "r+b") as fh:
+        fh.truncate(1000)
+    broken = second.submit_export(job.id, formats=("glb",))
+    assert broken.wait(TIMEOUT) and broken.state == JobState.FAILED
+    assert "result.npz" in broken.error or "kept result" in broken.error, broken.error
