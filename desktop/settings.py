@@ -274,16 +274,6 @@ class GenerationSettings:
         seed = (rng or random.SystemRandom()).randint(0, MAX_SEED)
         return dataclasses.replace(self, seed=seed, randomize_seed=False)
 
-    @property
-    def decode_formats(self) -> list:
-        """The pipeline outputs the requested files need."""
-        out = []
-        if set(self.formats) & {"ply", "mp4", "glb", "obj"}:
-            out.append("gaussian")
-        if set(self.formats) & {"glb", "obj"}:
-            out.append("mesh")
-        return out
-
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict:
         d = {name: getattr(self, name) for name in SETTINGS}

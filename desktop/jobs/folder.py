@@ -346,6 +346,11 @@ class JobFolder:
         record = read_json(self.path / SETTINGS)
         return record if isinstance(record, dict) else None
 
+    def export_report(self) -> Optional[dict]:
+        """export.json (None when missing or unreadable)."""
+        report = read_json(self.file("report"))
+        return report if isinstance(report, dict) else None
+
     def timings(self) -> Optional[dict]:
         timings = read_json(self.path / TIMINGS)
         return timings if isinstance(timings, dict) else None

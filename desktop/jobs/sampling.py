@@ -24,8 +24,9 @@ def sample(job: Job, pipeline, call: Callable, settings: GenerationSettings, pro
            cancel: Optional[Callable[[], bool]] = None, stage1: bool = True) -> tuple:
     """(Gaussians, mesh) of one pipeline call, `call(**run arguments)` (pipeline.run, run_multi_image, run_variant
     with the job's input bound), with the job's sampler parameters; their seconds and the memory policy go in the
-    job's timings. A result kept for later exports has both decodings, whatever the job writes."""
-    decode = ["gaussian", "mesh"] if job.keep_result else settings.decode_formats
+    job's timings. Both decodings, whatever the job writes: its result.npz (and a result kept in memory) can then
+    be exported to any file later without sampling again."""
+    decode = ["gaussian", "mesh"]
     report = None if progress is None else (lambda stage, i, n: progress(stage, i, n))
     t = time.perf_counter()
     try:

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from ..jobs import folder as job_folder
-from ..settings import DEFAULT_PRESET, GenerationSettings, check_prompt, slider
+from ..settings import DEFAULT_PRESET, EXPORT_FIELDS, GenerationSettings, check_prompt, slider
 from .endpoints import ApiEndpoints
 from .history import RELOADED_KNOBS, HistoryViews
 from .lazy import gr, load_gradio
@@ -172,6 +172,8 @@ class TrellisApp(ApiEndpoints, HistoryViews):
                                           scale=4, elem_id="td-history")
                     refresh = gr.Button("Refresh", scale=1, elem_id="td-refresh")
                     reuse = gr.Button("Use these settings", scale=1, elem_id="td-reuse")
+                    # New files from the picked job with the Output settings above, without sampling again.
+                    export_again = gr.Button("Export again", scale=1, elem_id="td-export-again")
 
             # ---------------------------------------------------------- events
             # The page's handlers are for this page only (private); gradio_client gets its own named
@@ -197,7 +199,8 @@ class TrellisApp(ApiEndpoints, HistoryViews):
             mesh.change(self.check_mesh_upload, mesh, status, preprocess=False, **quick)
 
             self._named = {"mode": mode, "single": single, "multi": multi, "batch": batch, "preset": preset,
-                           "prompt": prompt, "mesh": mesh, "look_prompt": look_prompt, "look_image": look_image, **k}
+                           "prompt": prompt, "mesh": mesh, "look_prompt": look_prompt, "look_image": look_image,
+                           "history": history, **k}
             results = [status, k["seed"], info, video, model3d, glb_btn, ply_btn, obj_btn, files, history]
 
             def on_generate(data: dict, request: gr.Request):
@@ -205,6 +208,10 @@ class TrellisApp(ApiEndpoints, HistoryViews):
             # Raw payloads (preprocess=False): an unreadable upload reaches the runner, which says what is
             # wrong with it. No concurrency limit: the runner's queue orders the jobs of all pages.
             generate.click(on_generate, set(self._named.values()), results, preprocess=False, **quick)
+
+            def on_export_again(data: dict, request: gr.Request):
+                yield from self.generate({**data, mode: "export"}, request)
+            export_again.click(on_export_again, set(self._named.values()), results, preprocess=False, **quick)
 
             def on_cancel(request: gr.Request):
                 return self.cancel(request)
@@ -313,6 +320,8 @@ class TrellisApp(ApiEndpoints, HistoryViews):
     def _work(self, mode: str, named: dict, settings) -> list:
         """[(name, submit() -> Job)] for a Generate click in `mode`; ValueError says what is missing or wrong."""
         runner = self.runner
+        if mode == "export":
+            return [self._export_work(named["history"], settings)]
         if mode == "text":
             prompt = check_prompt(named["prompt"] or "")
             label = f'"{prompt[:40]}…"' if len(prompt) > 40 else f'"{prompt}"'
@@ -323,6 +332,24 @@ class TrellisApp(ApiEndpoints, HistoryViews):
             return [(name, lambda: runner.submit_variant(source, settings, prompt=prompt, image=image))]
         return [(name, lambda images=images: runner.submit(images, settings))
                 for name, images in collect_work(mode, named["single"], named["multi"], named["batch"])]
+
+    def _export_work(self, folder_name, settings) -> tuple:
+        """(name, submit()) of an export of the picked history job with the page's export settings."""
+        from ..jobs import NoResultError, UnknownJobError
+
+        folder = self._job_folder(folder_name)
+        record = folder.settings_record() if folder else None
+        job_id = record.get("job_id") if isinstance(record, dict) else None
+        if not isinstance(job_id, str):
+            raise ValueError("Pick a finished job in the History first: Export again writes its files again.")
+        changes = {name: getattr(settings, name) for name in EXPORT_FIELDS}
+
+        def submit():
+            try:
+                return self.runner.submit_export(job_id, **changes)
+            except (NoResultError, UnknownJobError) as err:
+                raise ValueError(f"This job cannot be exported again: {err}") from None
+        return (f"export of {folder.name}", submit)
 
     @staticmethod
     def _checked_mesh(source, name: str) -> None:

@@ -114,8 +114,23 @@ class HistoryViews:
             bits.append(f"**Time:** {timings['total']:.1f} s")
         if s:
             bits.append(f"**Steps:** {s.get('ss_steps')} + {s.get('slat_steps')} · **preset:** {s.get('preset')}")
+        report = folder.export_report()
+        if report:
+            bits.append(export_line(report))
         warnings = [w for w in timings.get("warnings") or [] if isinstance(w, str)]
         info = " · ".join(bits) + "".join(f"\n\n⚠ {md_escape(w)}" for w in warnings) + f"\n\nFolder: `{folder.path}`"
         # The viewer shows the GLB only: Gradio's splat viewer for a PLY of Gaussians is heavy without a GPU.
         return (info, mp4, glb, button(glb), button(ply), button(str(obj) if obj else None),
                 [str(p) for p in folder.listed_files()] or None)
+
+
+def export_line(report: dict) -> str:
+    """export.json in one line: triangles, the size in metres, watertight, each file's size."""
+    try:
+        size = report["size_m"]
+        files = ", ".join(f"{md_escape(str(e['name']))} {e['bytes'] / 1e6:.1f} MB" for e in report["files"].values())
+        return (f"**Export:** {report['triangles']} triangles · {size['width']:.2f} × {size['depth']:.2f} × "
+                f"{size['height']:.2f} m · {'watertight' if report['watertight'] else 'not watertight'}"
+                + (" · normal map" if report.get("texture", {}).get("normal_map") else "") + f" · {files}")
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return "**Export:** (export.json cannot be read)"

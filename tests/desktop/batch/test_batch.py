@@ -299,7 +299,8 @@ def test_a_worker_makes_prompt_items_lands_each_once_and_can_return_files(tiny_p
             "key": mf.source_key("image", str(image)), "return_files": True}
     answer = worker.process(task, image.read_bytes())
     assert answer["state"] == "done", answer
-    assert {"input.png", "preprocessed.png", "settings.json", "model.ply", "timings.json"} == set(answer["files"])
+    assert {"input.png", "preprocessed.png", "settings.json", "model.ply", "timings.json", "result.npz"} == \
+        set(answer["files"])
     assert {p.name for p in out.iterdir()} - {mf.WORK_DIR} == {"chair"}               # nothing written in OUT
     assert mf.commit(mf.write_files(out, "object_1", answer["files"]), out / "object_1")
     assert mf.folder_problem(out / "object_1", task["key"]) is None

@@ -174,7 +174,8 @@ class Page:
         assert self.page.locator(f"#{elem_id} input").input_value() == option
 
     def formats(self, wanted):
-        for label, value in [("GLB", "glb"), ("PLY", "ply"), ("OBJ", "obj"), ("MP4", "mp4")]:
+        for label, value in [("GLB", "glb"), ("PLY", "ply"), ("OBJ", "obj"), ("MP4", "mp4"), ("STL", "stl"),
+                             ("3MF", "3mf"), ("USDZ", "usdz")]:
             box = self.page.locator("#td-formats label", has_text=label).locator("input")
             box.check() if value in wanted else box.uncheck()
 
@@ -437,6 +438,47 @@ def test_batch_multi_view_presets_and_history(app, outputs):
     record = json.loads((folder / "settings.json").read_text())
     assert len(record["inputs"]) == 2 and record["settings"]["multi_image_mode"] == "multidiffusion"
     ui.shot("06-multi-view.png")
+    ui.check_clean()
+
+
+def test_export_again_from_the_history_with_the_output_settings(app, outputs):
+    # A job made with a PLY only; then, picked in the History, "Export again" writes a GLB and an STL from its
+    # result.npz with the Output settings (a face count, a height and a pivot), and the report shows under it.
+    ui = app()
+    ui.tiny()
+    ui.formats({"ply"})
+    ui.upload(os.path.join(EXAMPLES, "chair.png"))
+    ui.wait_status(("ready",), timeout=30)
+    before = set(job_dirs(outputs))
+    ui.generate()
+    state, text = ui.wait_status(FINISHED)
+    assert state == "done", text
+    (made,) = set(job_dirs(outputs)) - before
+    assert (made / "result.npz").is_file() and not (made / "model.glb").exists()
+
+    history = ui.page.locator("#td-history input")
+    assert history.input_value().endswith("chair.png · done")          # the finished job is picked
+    ui.formats({"glb", "stl"})
+    for elem_id, value in (("td-target_faces", 5000), ("td-height", 1.8)):
+        box = ui.page.locator(f"#{elem_id} input")
+        box.fill(str(value))
+        box.press("Enter")
+    ui.page.locator("#td-pivot label", has_text="bottom").click()
+    before, previous = set(job_dirs(outputs)), ui.status()
+    ui.page.click("#td-export-again")
+    state, text = ui.wait_finished_after(previous)
+    assert state == "done", text
+    (exported,) = set(job_dirs(outputs)) - before
+    assert {"model.glb", "model.stl", "export.json"} <= {p.name for p in exported.iterdir()}
+    report = json.loads((exported / "export.json").read_text())
+    assert abs(report["triangles"] - 5000) <= 250 and report["size_m"]["height"] == pytest.approx(1.8, abs=1e-5)
+    record = json.loads((exported / "settings.json").read_text())
+    assert record["kind"] == "export" and record["source_job"] == json.loads((made / "settings.json").read_text())["job_id"]
+    ui.page.wait_for_function("() => document.querySelector('#td-info').innerText.includes('triangles')")
+    info = ui.page.inner_text("#td-info")
+    assert "1.80 m" in info and "model.stl" in info and str(exported) in info
+    ui.page.wait_for_selector("#td-model3d canvas")
+    ui.shot("07-export-again.png")
     ui.check_clean()
 
 

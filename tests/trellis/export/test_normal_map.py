@@ -157,6 +157,7 @@ def test_the_export_bakes_the_map_and_the_glb_carries_it_with_its_tangents(with_
 
 def test_blender_imports_the_glb_with_the_normal_map_bound_to_its_material(with_map, tmp_path):
     import json
+    import os
     import shutil
     import subprocess
     from pathlib import Path
@@ -166,8 +167,10 @@ def test_blender_imports_the_glb_with_the_normal_map_bound_to_its_material(with_
         pytest.fail("Blender is not installed: `./run.sh test` installs Debian's blender package (as root)")
     path = with_map.save(tmp_path / "m.glb")
     script = Path(__file__).with_name("blender_inspect.py")
+    # Blender's own Python with a plain environment: nothing of this process's Python settings leaks into it.
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
     proc = subprocess.run([blender, "-b", "--factory-startup", "--python", str(script), "--", str(path)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=env)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("INSPECT ")), None)
     assert line is not None, proc.stdout[-2000:] + proc.stderr[-2000:]
     seen = json.loads(line[len("INSPECT "):])
