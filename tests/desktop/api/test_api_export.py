@@ -1,0 +1,56 @@
+"""POST /v1/jobs/{id}/export after the app restarted: the job, made by an earlier server, is exported again from its
+folder's result.npz by a new server on the same outputs folder — the same GLB bytes for the same settings, other
+files for other export settings, nothing sampled."""
+import json
+
+import httpx
+import pytest
+
+from desktop.api import create_app
+from desktop.jobs import JobRunner
+from images import rgba_blob
+from test_api import FAST, TIMEOUT, LiveServer, b64, wait_job
+
+
+@pytest.fixture
+def first_job(tiny_pipeline_dir, tmp_path):
+    out = tmp_path / "out"
+    runner = JobRunner(tiny_pipeline_dir, out, device="cpu")
+    server = LiveServer(create_app(runner))
+    try:
+        with httpx.Client(base_url=server.url, timeout=TIMEOUT) as c:
+            blob = open(rgba_blob(tmp_path / "a.png"), "rb").read()
+            r = c.post("/v1/jobs", json={"images": [b64(blob)], **FAST, "formats": ["glb"]})
+            assert r.status_code == 202, r.text
+            info = wait_job(c, r.json()["id"])
+            assert info["state"] == "done", info
+            glb = c.get(f"/v1/jobs/{info['id']}/files/model.glb").content
+    finally:
+        server.close()
+        runner.shutdown(cancel=True, wait=True, timeout=30)
+    return {"id": info["id"], "glb": glb, "out": out}
+
+
+def test_a_job_of_an_earlier_server_is_exported_again(tiny_pipeline_dir, first_job):
+    runner = JobRunner(tiny_pipeline_dir, first_job["out"], device="cpu")        # the app started again
+    server = LiveServer(create_app(runner))
+    try:
+        with httpx.Client(base_url=server.url, timeout=TIMEOUT) as c:
+            job_id = first_job["id"]
+            r = c.post(f"/v1/jobs/{job_id}/export", json={"formats": ["glb"]})
+            assert r.status_code == 202, r.text
+            again = wait_job(c, r.json()["id"])
+            assert again["state"] == "done" and again["source_id"] == job_id, again
+            assert c.get(f"/v1/jobs/{again['id']}/files/model.glb").content == first_job["glb"]
+            r = c.post(f"/v1/jobs/{job_id}/export", json={"formats": ["glb", "stl"], "target_faces": 2000,
+                                                          "height": 0.5, "pivot": "bottom"})
+            assert r.status_code == 202, r.text
+            other = wait_job(c, r.json()["id"])
+            assert other["state"] == "done", other
+            report = json.loads(c.get(f"/v1/jobs/{other['id']}/files/export.json").content)
+            assert report["size_m"]["height"] == pytest.approx(0.5, abs=1e-6) and abs(report["triangles"] - 2000) <= 100
+            assert c.get(f"/v1/jobs/{other['id']}/files/model.stl").status_code == 200
+            assert runner.get(other["id"]).timings.get("pipeline") is None          # nothing sampled
+    finally:
+        server.close()
+        runner.shutdown(cancel=True, wait=True, timeout=30)
