@@ -11,7 +11,10 @@ where a kept result goes), nothing else.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+import threading
 import time
 from datetime import datetime
 
@@ -257,6 +260,9 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
     fmt = set(settings.formats)
     meshes = [kind for kind in MESH_FORMATS if kind in fmt]
     export = None
+    # result.npz is compressed in a thread while the files are made (zlib leaves the GIL to the GPU work): written
+    # in turn, it would add its second to the job.
+    kept = KeptResult(job, folder, gaussian, mesh) if keep else None
     if meshes:
         # Started before the PLY and the preview video, so that the mesh's decimation (CPU, child processes)
         # runs while they are written (GPU); with neither to overlap, the bake does it all in turn.
@@ -283,14 +289,50 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
                     job.files.update(folder.write_mesh(kind, textured, **file_options(job, settings, kind)))
                     progress(kind, 1, 1)
             job.files.update(folder.write_json("report", export_report(textured, job.files, settings)))
-        if keep:
-            if cancel():
-                raise Cancelled()
-            with timed(job, "result"):
-                job.files.update(folder.write_result(gaussian, mesh))
+        if kept is not None:
+            kept.collect()
+    except BaseException:
+        if kept is not None:
+            kept.discard()                     # a failed or cancelled job keeps no result to export
+        raise
     finally:
         if export is not None:
             export.close()
+
+
+class KeptResult:
+    """result.npz written by a thread from the moment the result exists; `collect()` waits for it and adds it to the
+    job's files (its error, if any, raised here); the seconds it ran go to timings["export"]["result"]."""
+
+    def __init__(self, job: Job, folder: JobFolder, gaussian, mesh):
+        self.job, self.box = job, {}
+
+        def write():
+            t = time.perf_counter()
+            try:
+                self.box["files"] = folder.write_result(gaussian, mesh)
+            except BaseException as err:        # re-raised in the job's thread
+                self.box["error"] = err
+            finally:
+                self.box["seconds"] = time.perf_counter() - t
+        self.thread = threading.Thread(target=write, name="trellis-kept-result", daemon=True)
+        self.thread.start()
+
+    def join(self) -> None:
+        self.thread.join()
+
+    def discard(self) -> None:
+        self.join()
+        for path in (self.box.get("files") or {}).values():
+            with contextlib.suppress(OSError):
+                os.remove(path)
+
+    def collect(self) -> None:
+        self.join()
+        self.job.timings.setdefault("export", {})["result"] = self.box["seconds"]
+        if "error" in self.box:
+            raise self.box["error"]
+        self.job.files.update(self.box["files"])
 
 
 def file_options(job: Job, settings: GenerationSettings, kind: str) -> dict:
