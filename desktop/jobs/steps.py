@@ -255,19 +255,19 @@ def note_truncation(job: Job, pipeline) -> None:
 
 def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gaussian, mesh, progress,
                   cancel, keep: bool = False) -> None:
-    """The requested files, cheapest first (so that something useful lands early), each atomic; with `keep`, then
-    result.npz (the decoded result, for exports after a restart)."""
+    """The requested files, cheapest first (so that something useful lands early), each atomic; with `keep`, also
+    result.npz (the decoded result, for exports after a restart), written alongside them."""
     fmt = set(settings.formats)
     meshes = [kind for kind in MESH_FORMATS if kind in fmt]
-    export = None
-    # result.npz is compressed in a thread while the files are made (zlib leaves the GIL to the GPU work): written
-    # in turn, it would add its second to the job.
-    kept = KeptResult(job, folder, gaussian, mesh) if keep else None
-    if meshes:
-        # Started before the PLY and the preview video, so that the mesh's decimation (CPU, child processes)
-        # runs while they are written (GPU); with neither to overlap, the bake does it all in turn.
-        export = bake_job(gaussian, mesh, settings, early=bool(fmt & {"ply", "mp4"}))
+    export = kept = None
     try:
+        # result.npz is compressed in a thread while the files are made (zlib leaves the GIL to the GPU work):
+        # written in turn, it would add its second to the job.
+        kept = KeptResult(job, folder, gaussian, mesh) if keep else None
+        if meshes:
+            # Started before the PLY and the preview video, so that the mesh's decimation (CPU, child processes)
+            # runs while they are written (GPU); with neither to overlap, the bake does it all in turn.
+            export = bake_job(gaussian, mesh, settings, early=bool(fmt & {"ply", "mp4"}))
         if "ply" in fmt:
             with timed(job, "ply"):
                 progress("ply", 0, 1)
