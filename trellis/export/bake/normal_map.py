@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 
 from ...core.callbacks import check
-from ...renderers.cameras import projection_opencv
 from ...renderers.mesh_render import interpolate, rasterize
 from ..normals import DEFAULT_CREASE_ANGLE, split_vertex_normals
 from ..tangents import vertex_tangents
+from ..uv.stats import uv_raster
 from .inpaint import inpaint_texture
 from .least_squares import TextureAccumulator
-from .views import FAR, NEAR, sample_texture
+from .views import sample_texture, view_clip
 
 __all__ = ["smooth_normals", "corner_frames", "bake_normal_map", "shading_normals", "dense_normals_view",
            "angular_error"]
@@ -64,8 +64,7 @@ def _clip(vertices: torch.Tensor, extrinsics, intrinsics) -> torch.Tensor:
     dev = vertices.device
     extr = torch.as_tensor(extrinsics, dtype=torch.float32, device=dev).reshape(4, 4)
     intr = torch.as_tensor(intrinsics, dtype=torch.float32, device=dev).reshape(3, 3)
-    vh = torch.cat([vertices, torch.ones_like(vertices[:, :1])], -1)
-    return vh @ (projection_opencv(intr, NEAR, FAR) @ extr).T
+    return view_clip(torch.cat([vertices, torch.ones_like(vertices[:, :1])], -1), extr, intr)
 
 
 def dense_normals_view(vertices, faces, normals, extrinsics, intrinsics, resolution: int, cancel=None):
@@ -79,11 +78,7 @@ def dense_normals_view(vertices, faces, normals, extrinsics, intrinsics, resolut
 def _tangent_space(world: torch.Tensor, frames: dict, uv_faces, uvs, size: int):
     """World normals [S,S,3] per texel -> (tangent-space unit normals [S,S,3], texels inside a chart [S,S])."""
     dev = world.device
-    uv = torch.as_tensor(np.asarray(uvs), dtype=torch.float32, device=dev)
-    fc = torch.as_tensor(np.asarray(uv_faces), dtype=torch.int64, device=dev)
-    clip = torch.stack([uv[:, 0] * 2 - 1, 1 - uv[:, 1] * 2, torch.zeros_like(uv[:, 0]), torch.ones_like(uv[:, 0])],
-                       -1)
-    face_id, bary, _ = rasterize(clip, fc, size, size)
+    face_id, bary = uv_raster(uv_faces, uvs, size, device=dev, with_bary=True)
     corner_n = torch.as_tensor(frames["normal"], dtype=torch.float32, device=dev)
     corner_t = torch.as_tensor(frames["tangent"], dtype=torch.float32, device=dev)
     n, t, b = _frame(corner_n, corner_t, face_id, bary)

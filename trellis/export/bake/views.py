@@ -10,9 +10,15 @@ import torch.nn.functional as F
 from ...renderers.cameras import projection_opencv
 from ...renderers.mesh_render import rasterize
 
-__all__ = ["NEAR", "FAR", "MeshViews", "bilinear_taps", "sample_texture"]
+__all__ = ["NEAR", "FAR", "view_clip", "MeshViews", "bilinear_taps", "sample_texture"]
 
 NEAR, FAR = 0.1, 10.0
+
+
+def view_clip(vertices_h: torch.Tensor, extrinsics: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
+    """Homogeneous vertices [V,4] in the clip coordinates of one bake view (extrinsics [4,4], intrinsics [3,3],
+    the bake's NEAR / FAR)."""
+    return vertices_h @ (projection_opencv(intrinsics, NEAR, FAR) @ extrinsics).T
 
 
 def _tensor(x, dtype, device) -> torch.Tensor:
@@ -65,9 +71,7 @@ class MeshViews:
         point [P,3], depth [P], cos [P] (|cos| of the view angle), f_px (the focal length in pixels, a 0-d tensor)."""
         extr = torch.as_tensor(extrinsics, dtype=torch.float32, device=self.device).reshape(4, 4)
         intr = torch.as_tensor(intrinsics, dtype=torch.float32, device=self.device).reshape(3, 3)
-        full = projection_opencv(intr, NEAR, FAR) @ extr
-        clip = self.v_h @ full.T
-        face_id, bary, depth = rasterize(clip, self.f, height, width, cancel=cancel)
+        face_id, bary, depth = rasterize(view_clip(self.v_h, extr, intr), self.f, height, width, cancel=cancel)
         flat = face_id.reshape(-1)
         pix = torch.nonzero(flat > 0)[:, 0]
         face = flat[pix] - 1

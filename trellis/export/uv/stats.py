@@ -18,7 +18,7 @@ import numpy as np
 
 from ..mesh_graph import components, face_adjacency_pairs
 
-__all__ = ["atlas_stats", "chart_ids", "texel_counts", "row_spans", "centre_counts", "uv_coverage"]
+__all__ = ["atlas_stats", "chart_ids", "texel_counts", "row_spans", "centre_counts", "uv_raster", "uv_coverage"]
 
 
 def chart_ids(faces: np.ndarray) -> np.ndarray:
@@ -101,8 +101,9 @@ def atlas_stats(faces, uvs, texture_size: int) -> dict:
     }
 
 
-def uv_coverage(faces, uvs, texture_size: int, device=None):
-    """Rasterise the UV layout: face id per texel [S,S] int64 (0 = empty, f + 1), row 0 = top."""
+def uv_raster(faces, uvs, texture_size: int, device=None, with_bary: bool = False):
+    """Rasterise the UV layout: (face id per texel [S,S] int64 (0 = empty, f + 1), row 0 = top; barycentrics
+    [S,S,3] with ``with_bary``, else None)."""
     import torch
 
     from ...renderers.mesh_render import rasterize
@@ -113,5 +114,10 @@ def uv_coverage(faces, uvs, texture_size: int, device=None):
     fc = fc.to(device=device, dtype=torch.int64)
     clip = torch.stack([uv[:, 0] * 2 - 1, 1 - uv[:, 1] * 2, torch.zeros_like(uv[:, 0]),
                         torch.ones_like(uv[:, 0])], -1)
-    face_id, _, _ = rasterize(clip, fc, texture_size, texture_size, with_bary=False)
-    return face_id
+    face_id, bary, _ = rasterize(clip, fc, texture_size, texture_size, with_bary=with_bary)
+    return face_id, bary
+
+
+def uv_coverage(faces, uvs, texture_size: int, device=None):
+    """Rasterise the UV layout: face id per texel [S,S] int64 (0 = empty, f + 1), row 0 = top."""
+    return uv_raster(faces, uvs, texture_size, device)[0]
