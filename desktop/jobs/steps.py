@@ -347,9 +347,13 @@ def file_options(job: Job, settings: GenerationSettings, kind: str) -> dict:
     elif allowed and texture not in allowed and not settings.geometry_only:
         warn(job, f"A {kind.upper()} cannot hold a {texture.upper()} texture: it was written with PNG.")
         texture = "png"
-    return dict(height=settings.height, pivot=None if settings.pivot == "origin" else settings.pivot,
-                up=None if settings.up == "auto" else settings.up, units=settings.units,
+    return dict(placement(settings), up=None if settings.up == "auto" else settings.up, units=settings.units,
                 geometry_only=settings.geometry_only, texture_format=texture)
+
+
+def placement(settings: GenerationSettings) -> dict:
+    """The files' height and pivot in the library's terms (pivot "origin", as generated, is its None)."""
+    return dict(height=settings.height, pivot=None if settings.pivot == "origin" else settings.pivot)
 
 
 def export_report(textured, files: dict, settings: GenerationSettings) -> dict:
@@ -357,8 +361,7 @@ def export_report(textured, files: dict, settings: GenerationSettings) -> dict:
     from trellis.export import describe_export
 
     return describe_export(textured, {kind: files[kind] for kind in MESH_FORMATS if kind in files},
-                           height=settings.height, pivot=None if settings.pivot == "origin" else settings.pivot,
-                           target_faces=settings.target_faces)
+                           target_faces=settings.target_faces, **placement(settings))
 
 
 def render_preview(gaussian, settings: GenerationSettings, progress, cancel):

@@ -22,10 +22,12 @@ def is_watertight(vertices, faces) -> bool:
 
 def file_bytes(kind: str, path: str) -> int:
     """A file's size; an OBJ's with the material and texture written beside it."""
+    from .formats.gltf import SUFFIX
+
     total = os.path.getsize(path)
     if kind == "obj":
         stem = os.path.splitext(path)[0]
-        for suffix in (".mtl", ".png", ".jpg"):
+        for suffix in (".mtl", *SUFFIX.values()):
             if os.path.isfile(stem + suffix):
                 total += os.path.getsize(stem + suffix)
     return total

@@ -182,11 +182,11 @@ def down_to_budget(v, f, budget: int, cancel, record: dict, passes: int):
     """Decimate (``v``, ``f``) to ``budget`` faces, in up to ``passes`` passes while it is over by more than
     BUDGET_TOLERANCE and a pass still removes faces; the passes made go to ``record["decimation_passes"]``."""
     made = 0
-    first = True
-    while made < passes and (len(f) > budget if first else simplify_failed(len(f), budget)):
+    # the first pass whenever over the budget (as before the extra passes), the others only past the tolerance
+    while made < passes and (len(f) > budget if made == 0 else simplify_failed(len(f), budget)):
         before = len(f)
         v, f = simplify_mesh(v, f, 1.0 - budget / len(f), cancel=cancel)
-        made, first = made + 1, False
+        made += 1
         if len(f) >= before:
             break
     if made:
