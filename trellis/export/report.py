@@ -12,12 +12,11 @@ __all__ = ["describe_export", "check_limits", "is_watertight"]
 
 
 def is_watertight(vertices, faces) -> bool:
-    """Every edge of the shape (UV seams welded) has exactly two faces, consistently oriented (trimesh's test)."""
-    import trimesh
-
-    from .formats.gltf import welded
-    v, f = welded(vertices, faces)
-    return bool(len(f)) and bool(trimesh.Trimesh(v, f, process=False).is_watertight)
+    """Every edge of the shape (UV seams welded, as the STL / 3MF are written) has exactly two faces, consistently
+    oriented (trimesh's test)."""
+    from .formats.print3d import print_mesh
+    shape = print_mesh(vertices, faces)
+    return bool(len(shape.faces)) and bool(shape.is_watertight)
 
 
 def file_bytes(kind: str, path: str) -> int:
