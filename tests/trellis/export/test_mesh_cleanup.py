@@ -9,6 +9,7 @@ from scipy.spatial import cKDTree
 from trellis.export import cleanup as mc
 from trellis.export import processes
 from trellis.export.cleanup import holes, pieces, weld
+from trellis.export.cleanup import chain
 from trellis.export.cleanup.chain import face_budget, first_reduction
 from trellis.core.callbacks import Cancelled
 
@@ -679,7 +680,8 @@ def test_fill_random_holes_keeps_every_edge_two_manifold():
 
 # ----------------------------------------------------------------------------- whole chain
 
-def test_clean_mesh_for_export_removes_inner_shell_and_reports_progress():
+def test_clean_mesh_for_export_removes_inner_shell_and_reports_progress(monkeypatch):
+    monkeypatch.setattr(chain, "VISIBILITY_MIN_FACES", 0)     # these small meshes stand for large ones
     v, f = _union(_sphere(5), _sphere(4, 0.2))
     calls = []
     v2, f2 = mc.clean_mesh_for_export(v, f, simplify=0.8, num_views=30, resolution=128,
@@ -692,9 +694,10 @@ def test_clean_mesh_for_export_removes_inner_shell_and_reports_progress():
     assert ("visibility", 30, 30) in calls
 
 
-def test_face_budget_is_the_faces_in_the_file():
+def test_face_budget_is_the_faces_in_the_file(monkeypatch):
     # A two-sheet mesh like a decoder's (the inner sheet is deleted by the hidden-face removal): the
     # faces asked for (a fraction or a count) are the faces exported, within 5 %.
+    monkeypatch.setattr(chain, "VISIBILITY_MIN_FACES", 0)     # this small mesh stands for a large one
     v, f = noisy_sphere_with_inner_shell(6)
     assert mc.decimation_pieces(len(f)) == 1
     for kw in (dict(simplify=0.95), dict(target_faces=1500), dict(simplify=0.9, target_faces=3000)):
@@ -712,6 +715,23 @@ def test_face_budget_is_the_faces_in_the_file():
     assert first_reduction(len(f), 0.95, fill_holes=True) == pytest.approx(1 - 2.5 * 0.05, abs=1e-4)
     with pytest.raises(ValueError):
         face_budget(100, target_faces=0)
+
+
+def test_the_hidden_face_removal_sees_a_mesh_of_at_least_the_floor():
+    # A small budget still leaves VISIBILITY_MIN_FACES faces for the hidden-face removal (decimated further, a
+    # decoder's inner sheet pokes through the outer one and is kept); a mesh smaller than that is not decimated first.
+    floor = chain.VISIBILITY_MIN_FACES
+    assert first_reduction(10 ** 6, 0.975, True, target_faces=5000) == pytest.approx(1 - floor / 10 ** 6)
+    assert first_reduction(10 ** 6, 0.95, True) == pytest.approx(1 - 2.5 * 0.05)           # above the floor
+    assert first_reduction(floor // 2, 0.975, True) == 0.0
+    assert first_reduction(10 ** 6, 0.975, False, target_faces=5000) == pytest.approx(1 - 5000 / 10 ** 6)
+    # and the chain still lands on the budget from there
+    v, f = noisy_sphere_with_inner_shell(5)
+    assert len(f) < floor
+    info = {}
+    v2, f2 = mc.clean_mesh_for_export(v, f, target_faces=1500, num_views=40, resolution=128, info=info)
+    assert info["simplified_faces"] == len(f) and abs(len(f2) - 1500) <= 75
+    assert np.linalg.norm(v2, axis=1).min() > 0.4
 
 
 def test_cancel_raises():
@@ -811,10 +831,11 @@ def test_idle_decimation_child_exits_by_itself(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_face_target_is_met_where_one_decimation_stops_short(tmp_path):
+def test_a_face_target_is_met_where_one_decimation_stops_short(tmp_path, monkeypatch):
     # The CAD nut made decoder-like (benchmarks/realistic_objects.py, 128^3): after the hidden-face removal,
     # fast-simplification stops above 600 faces on its first pass; the chain decimates again until it is within
-    # BUDGET_TOLERANCE (or a pass removes nothing).
+    # BUDGET_TOLERANCE (or a pass removes nothing). Without the first decimation's floor, as a larger mesh would be.
+    monkeypatch.setattr(chain, "VISIBILITY_MIN_FACES", 0)
     import sys
     from repo import BENCHMARKS
     sys.path.insert(0, str(BENCHMARKS))

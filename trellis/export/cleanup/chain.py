@@ -1,7 +1,7 @@
 """Mesh clean-up before the GLB export (spec §15.1-§15.2), with permissive tools only: ``clean_mesh_for_export``.
 
 1. ``decimate.simplify_mesh``: quadric decimation (fast-simplification, MIT), to BUDGET_HEADROOM x the face
-   budget.
+   budget (at least VISIBILITY_MIN_FACES).
 2. ``visibility.face_visibility``: in how many orbit views each face owns a pixel (our rasteriser, many
    views per call).
 3. ``hidden_faces.remove_invisible_faces``: an s-t minimum cut on the dual graph separates hidden faces
@@ -28,12 +28,16 @@ from .hidden_faces import remove_invisible_faces
 from .holes import fill_holes as close_holes
 from .visibility import face_visibility, visibility_settings
 
-__all__ = ["BUDGET_HEADROOM", "MORE_PASSES", "BUDGET_TOLERANCE", "face_budget", "first_reduction",
+__all__ = ["BUDGET_HEADROOM", "VISIBILITY_MIN_FACES", "MORE_PASSES", "BUDGET_TOLERANCE", "face_budget", "first_reduction",
            "clean_mesh_for_export", "simplify_failed", "too_few", "refit", "down_to_budget"]
 
 # The faces asked for are faces in the file: a decoder's mesh has an inner sheet (about half its faces) that
 # the hidden-face removal deletes, so the chain first decimates to this many times the budget.
 BUDGET_HEADROOM = 2.5
+# ... and to no fewer faces than this before the hidden-face removal: the two sheets are a voxel or two apart, and a
+# mesh decimated much further has its inner sheet poking through the outer one, seen and kept (then the decimator
+# cannot take both sheets down to a small budget).
+VISIBILITY_MIN_FACES = 40_000
 # The decimator stops short of its target on some meshes (collapses it refuses on one pass become possible on the
 # next): the last decimation is run again, at most this many more times, while the mesh is over the budget by
 # more than BUDGET_TOLERANCE and a pass still removes faces.
@@ -57,10 +61,13 @@ def first_reduction(n_faces: int, simplify: float = 0.95, fill_holes: bool = Tru
                     target_faces: Optional[int] = None) -> float:
     """The fraction of ``n_faces`` the chain's first decimation removes (what a ``BackgroundSimplify``
     started for this export must be given): down to the budget, or with hidden-face removal
-    (``fill_holes``) down to BUDGET_HEADROOM times the budget. 0: no decimation."""
+    (``fill_holes``) down to BUDGET_HEADROOM times the budget, and not below VISIBILITY_MIN_FACES. 0: no
+    decimation."""
     if n_faces == 0:
         return 0.0
-    keep = face_budget(n_faces, simplify, target_faces) * (BUDGET_HEADROOM if fill_holes else 1.0)
+    keep = face_budget(n_faces, simplify, target_faces)
+    if fill_holes:
+        keep = max(keep * BUDGET_HEADROOM, min(n_faces, VISIBILITY_MIN_FACES))
     return max(0.0, 1.0 - keep / n_faces)
 
 
