@@ -19,7 +19,12 @@
 #               objects; stage 2 on the object's surface voxels) in the three columns; needs imageio-ffmpeg
 #               in .whl/ too (0.7.0's manylinux2014 wheel, 30 MB: 0.8.1's is over the 64 MiB carry limit)
 #   normalmap   normal_map_gpu.py (bunny, nut; balanced and 5 000 faces): the shading error without / with the normal
-#               map and its bake time, Triton and fast paths off
+#               map and its bake time, Triton, Windows without Triton and fast paths off
+#   again       export_again_gpu.py (bunny, nut): a finished job exported again without sampling, as it was, at 5 000
+#               faces with a normal map and for each destination (web, game, print); app_gpu.py --runs 1 first where
+#               /tmp/app_gpu has no job of the object yet. The destinations need usd-core, DracoPy, lxml and networkx
+#               wheels too (with imageio-ffmpeg they pass the 64 MiB carry limit: carry them as a second folder in a
+#               second command on the still-warm machine)
 #   views       export_realistic_gpu.py with the observation views kept on the GPU (the default where they fit)
 #               and in host memory (trellis.export.schedule.DEVICE_VIEW_MARGIN huge), A B A B, Triton
 #   decimation  decimation.py --shapes bunny nut --pieces 1 8 16 auto --runs 3 --reduction 0.9375
@@ -110,8 +115,15 @@ for step in "$@"; do
             done ;;
         normalmap)
             run normalmap_triton "$PY" benchmarks/normal_map_gpu.py --out "$OUT/normalmap_triton.json"
+            run normalmap_windows "${WINDOWS[@]}" "$PY" benchmarks/normal_map_gpu.py --runs 1 \
+                --out "$OUT/normalmap_windows.json"
             run normalmap_off env TRELLIS_FAST_PATHS=off "$PY" benchmarks/normal_map_gpu.py --runs 1 \
                 --out "$OUT/normalmap_off.json" ;;
+        again)
+            for obj in bunny nut; do
+                [ -d "/tmp/app_gpu/outputs-$obj" ] || run "app_${obj}_once" "$PY" benchmarks/app_gpu.py --object "$obj" --runs 1
+                run "again_${obj}" "$PY" benchmarks/export_again_gpu.py --object "$obj" --out "$OUT/again_${obj}.json"
+            done ;;
         views)
             HOST='import sys; sys.path[:0] = ["benchmarks", "."]; from trellis.export import schedule
 schedule.DEVICE_VIEW_MARGIN = 1 << 62

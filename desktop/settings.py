@@ -17,8 +17,8 @@ import math
 import random
 from dataclasses import dataclass
 
-from .settings_table import (BAKE_MODES, DEFAULT_PRESET, DEFAULT_TEXT_MODEL_SIZE, FORMATS, KINDS,  # noqa: F401
-                             MAX_SEED, MULTI_IMAGE_MODES, OFFLOADS, PLACES, PRECISIONS, PRESET_LIST, ROWS,
+from .settings_table import (BAKE_MODES, DEFAULT_PRESET, DEFAULT_TEXT_MODEL_SIZE, DESTINATION_LIST,  # noqa: F401
+                             FORMATS, KINDS, MAX_SEED, MULTI_IMAGE_MODES, OFFLOADS, PLACES, PRECISIONS, PRESET_LIST, ROWS,
                              TEXT_MODEL_SIZES, Setting)
 
 # A prompt is cut to CLIP's 77 tokens (a few hundred characters); anything near this is not a prompt.
@@ -107,6 +107,7 @@ def check_rows(rows) -> dict:
     """{name: row} of a settings table; ValueError naming the row whose facts do not fit together (a default
     out of its range, a preset value for an unknown preset, a panel input for a choice, ...)."""
     presets = {p.name for p in PRESET_LIST}
+    places = {d.name for d in DESTINATION_LIST}
     out, flags, codes = {}, {}, {}
     for row in rows:
         where = f"settings table, row {row.name!r}"
@@ -121,7 +122,10 @@ def check_rows(rows) -> dict:
         need((row.kind in ("choice", "choices")) == bool(row.choices), "choices exactly when it is a choice")
         need(number or not row.optional and row.step is None, "optional and step only for numbers")
         need(set(row.presets) <= presets, f"presets among {', '.join(sorted(presets))}")
-        values = [row.default, *row.presets.values(), *([row.cpu.value] if row.cpu else [])]
+        need(set(row.destinations) <= places - {"none"}, f"destinations among {', '.join(sorted(places - {'none'}))}")
+        need(not row.destinations or row.export, "destination values only for export settings")
+        values = [row.default, *row.presets.values(), *row.destinations.values(),
+                  *([row.cpu.value] if row.cpu else [])]
         if row.kind == "choices":
             need(all(normalise_choices(row, v) == tuple(v) for v in values), "values in the choices' order")
         elif row.kind != "preset":
@@ -155,6 +159,9 @@ def rule(row: Setting) -> tuple:
 
 # Presets: values that differ from the dataclass defaults ("balanced" is the defaults themselves).
 PRESETS: dict = {p.name: {r.name: r.presets[p.name] for r in ROWS if p.name in r.presets} for p in PRESET_LIST}
+# Destinations: the values picking one sets ("none" sets nothing).
+DESTINATIONS: dict = {d.name: {r.name: r.destinations[d.name] for r in ROWS if d.name in r.destinations}
+                      for d in DESTINATION_LIST}
 # name -> row, in the table's order (the dataclass's field order, so settings.json's key order).
 SETTINGS: dict = check_rows(ROWS)
 # What each field accepts (preset and formats have their own rules); the REST API's schema follows the rows too.
@@ -233,13 +240,15 @@ class GenerationSettings:
         set by the user (`explicit`)."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-        chosen = {k: v for k, v in overrides.items() if v is not None}
+        chosen = with_destination({k: v for k, v in overrides.items() if v is not None})
         values = {**PRESETS[name], "preset": name, **chosen}
         check_keys(values)
         return cls(**values, explicit=frozenset(chosen))
 
     def replace(self, **changes) -> "GenerationSettings":
-        """A copy with `changes`, which count as set by the user (`explicit`)."""
+        """A copy with `changes`, which count as set by the user (`explicit`); a destination among them brings its
+        values (under the other changes)."""
+        changes = with_destination(changes)
         check_keys(changes)
         return dataclasses.replace(self, **changes, explicit=self.explicit | set(changes))
 
@@ -308,6 +317,16 @@ class GenerationSettings:
 
 
 GenerationSettings = settings_dataclass(GenerationSettings, ROWS)
+
+
+def with_destination(changes: dict) -> dict:
+    """`changes` with, under them, the values of the destination they name (if any)."""
+    name = changes.get("destination")
+    if name is None:
+        return changes
+    if name not in DESTINATIONS:
+        raise ValueError(f"destination: {name!r} is not one of {', '.join(DESTINATIONS)}")
+    return {**DESTINATIONS[name], **changes}
 
 
 def preset_value(preset: str, name: str):

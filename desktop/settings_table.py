@@ -12,6 +12,7 @@ A row (Setting) holds:
     optional                    None is a value too (its help says what it means): ints and floats only
     step                        the page's slider step (a number without one gets a number box)
     presets                     {preset: value} where a preset differs from the default
+    destinations                {destination: value}: what picking a destination (DESTINATION_LIST) sets
     cpu                         Cpu(value, why, formats): what a CPU job uses instead (see settings.for_device)
     export                      it only shapes the files written from a result: an export may change it
                                 without sampling again
@@ -65,6 +66,26 @@ PRESET_LIST = (
 DEFAULT_PRESET = "balanced"
 
 
+class Destination(NamedTuple):
+    name: str
+    label: str            # the page's choice
+    about: str
+
+
+# Where the files go: picking one sets the export rows' `destinations` values (settings given beside it win), and
+# the export report checks the destination's limits (trellis.export.report.DESTINATION_LIMITS).
+DESTINATION_LIST = (
+    Destination("none", "None", "the output settings as they are, no limits checked"),
+    Destination("web", "Web / Shopify", "GLB with a JPEG texture and Draco geometry and a USDZ beside it (iOS AR), "
+                                        "standing on its base; at most 100 k triangles and a 15 MB GLB"),
+    Destination("game", "Game engine", "GLB with a normal map, standing on its base, with two levels of detail "
+                                       "(25 % and 6 % of the triangles) that share its texture"),
+    Destination("print", "3D print", "STL and 3MF in millimetres, z up, without texture: one closed shell with a "
+                                     "flat base"),
+)
+DESTINATION_NAMES = tuple(d.name for d in DESTINATION_LIST)
+
+
 class Cpu(NamedTuple):
     value: Any
     why: str              # for the job's warning when the value was lowered
@@ -106,6 +127,7 @@ class Setting:
     optional: bool = False
     step: Any = None
     presets: dict = field(default_factory=dict)
+    destinations: dict = field(default_factory=dict)
     cpu: Optional[Cpu] = None
     export: bool = False
     ui: Optional[Ui] = None
@@ -160,7 +182,14 @@ ROWS: tuple = (
             presets={"fast": 512}, export=True,
             cpu=Cpu(512, "each bake render takes seconds at the larger size", ("glb", "obj")),
             ui=Ui("output", "Bake render size")),
+    Setting("destination", "choice", "none", "where the files go: " + "; ".join(
+                f"{d.name} ({d.about})" for d in DESTINATION_LIST) + ". Picking one sets the output settings it "
+            "names; settings given beside it win", choices=DESTINATION_NAMES, export=True,
+            ui=Ui("output", "Destination", preset=False, wide=True, labels=tuple((d.label, d.name) for d in DESTINATION_LIST),
+                  info="sets the output settings below for it, and the report under the result checks its limits"),
+            cli=Cli("--destination")),
     Setting("formats", "choices", ("glb", "ply", "mp4"), "files to write, from " + ", ".join(FORMATS),
+            destinations={"web": ("glb", "mp4", "usdz"), "game": ("glb", "mp4"), "print": ("mp4", "stl", "3mf")},
             choices=FORMATS, export=True, ui=Ui("output", "Output formats", preset=False, labels=(
                 ("GLB (textured mesh)", "glb"), ("PLY (Gaussians)", "ply"), ("OBJ (+ MTL, PNG)", "obj"),
                 ("MP4 preview", "mp4"), ("STL (3D print)", "stl"), ("3MF (3D print)", "3mf"),
@@ -171,24 +200,37 @@ ROWS: tuple = (
             ui=Ui("output", "Target triangles (empty: use Simplify)", preset=False),
             cli=Cli("--target-faces")),
     Setting("normal_map", "bool", False, "bake a tangent-space normal map from the dense mesh into the GLB (the "
-            "detail the decimation removed)", presets={"high": True}, export=True,
+            "detail the decimation removed)", presets={"high": True}, destinations={"game": True}, export=True,
             ui=Ui("output", "Normal map (GLB)"), cli=Cli("--normal-map")),
     Setting("height", "float", None, "real-world height of the object in metres; none: as generated (about 1)",
             lo=0.001, hi=1000.0, optional=True, export=True,
             ui=Ui("output", "Height in metres (empty: as generated)", preset=False), cli=Cli("--height")),
     Setting("pivot", "choice", "origin", "where the file's origin is: origin (as generated), center (of the "
             "bounding box) or bottom (centre of its base: it stands on the ground)", choices=PIVOTS, export=True,
+            destinations={"web": "bottom", "game": "bottom", "print": "bottom"},
             ui=Ui("output", "Pivot", preset=False), cli=Cli("--pivot")),
     Setting("up", "choice", "auto", "up axis of OBJ, STL and 3MF: auto (OBJ y, STL / 3MF z), y or z; GLB and USDZ "
-            "are y up by their specifications", choices=UP_AXES, export=True,
+            "are y up by their specifications", choices=UP_AXES, export=True, destinations={"print": "z"},
             ui=Ui("output", "Up axis (OBJ, STL, 3MF)", preset=False), cli=Cli("--up")),
     Setting("units", "choice", "m", "units of OBJ, STL and 3MF: m or mm (GLB and USDZ are in metres)", choices=UNITS,
-            export=True, ui=Ui("output", "Units (OBJ, STL, 3MF)", preset=False), cli=Cli("--units")),
+            export=True, destinations={"print": "mm"}, ui=Ui("output", "Units (OBJ, STL, 3MF)", preset=False), cli=Cli("--units")),
     Setting("geometry_only", "bool", False, "mesh files without texture or UVs", export=True,
+            destinations={"print": True},
             ui=Ui("output", "Geometry only", preset=False), cli=Cli("--geometry-only")),
     Setting("texture_format", "choice", "png", "texture encoding in the GLB (and USDZ): png (lossless), jpeg or "
             "webp (GLB only, smallest; needs a viewer with EXT_texture_webp)", choices=TEXTURE_FORMATS, export=True,
-            ui=Ui("output", "Texture format", preset=False), cli=Cli("--texture-format")),
+            destinations={"web": "jpeg"}, ui=Ui("output", "Texture format", preset=False), cli=Cli("--texture-format")),
+    Setting("draco", "bool", False, "Draco-compress the GLB's geometry (KHR_draco_mesh_compression: a several times "
+            "smaller mesh; three.js with its Draco loader, <model-viewer>, Babylon.js, Blender and Shopify read it)",
+            export=True, destinations={"web": True}, ui=Ui("output", "Draco compression (GLB)", preset=False),
+            cli=Cli("--draco")),
+    Setting("lods", "int", 1, "levels of detail: 1 (the model alone) or up to 4, each further GLB (model_lod1.glb, "
+            "...) with a quarter of the previous one's triangles and the same texture", lo=1, hi=4, step=1,
+            export=True, destinations={"game": 3}, ui=Ui("output", "Levels of detail (GLB)", preset=False),
+            cli=Cli("--lods")),
+    Setting("print_ready", "bool", False, "STL and 3MF as one closed shell with a flat base: the largest part only, "
+            "holes closed, the bottom cut flat (2 % of the height)", export=True, destinations={"print": True},
+            ui=Ui("output", "Print-ready shell (STL, 3MF)", preset=False), cli=Cli("--print-ready")),
     Setting("preprocess", "bool", True, "remove the background of images without transparency",
             ui=Ui("memory", "Remove background", preset=False, wide=True,
                   info="for photos without transparency; a PNG with transparency is always cropped to its object"),

@@ -41,8 +41,17 @@ MESH_INPUT = "input_mesh"          # + the model's format: input_mesh.glb, input
 FILE_KINDS = {"model.glb": "glb", "model.ply": "ply", "model.obj": "obj", "model.mtl": "mtl",
               "model.png": "texture", "preview.mp4": "mp4", PREPROCESSED: "preprocessed",
               "model.stl": "stl", "model.3mf": "3mf", "model.usdz": "usdz", "export.json": "report",
-              SETTINGS: "settings", TIMINGS: "timings", ERROR: "error", "result.npz": "result"}
+              SETTINGS: "settings", TIMINGS: "timings", ERROR: "error", "result.npz": "result",
+              **{f"model_lod{level}.glb": f"glb_lod{level}" for level in range(1, 4)}}
 NAMES = {kind: name for name, kind in FILE_KINDS.items()}          # kind -> file name
+
+
+def lod_kind(level: int) -> str:
+    """The file kind of the GLB's level of detail `level` (1: the first reduced one)."""
+    kind = f"glb_lod{level}"
+    if kind not in NAMES:
+        raise ValueError(f"no file kind for level of detail {level}")
+    return kind
 OBJ_PARTS = ("model.obj", "model.mtl", "model.png")                 # what save_obj writes together
 
 # <YYYYmmdd-HHMMSS>-<first 8 hex digits of the job id>: the folders JobRunner makes.
@@ -313,14 +322,14 @@ class JobFolder:
             save_video(frames, tmp, fps=fps, progress=progress, cancel=cancel)
         return {"mp4": str(self.file("mp4"))}
 
-    def write_mesh(self, kind: str, textured, **options) -> dict:
-        """model.<kind> from the library's TexturedMesh (``trellis.export.formats``: glb, obj, stl, 3mf, usdz;
-        ``options``: height, pivot, up, units, geometry_only, texture_format). The OBJ and its material and
-        texture are written together into a hidden folder, then moved, the .obj last (a finished .obj always has
-        them)."""
+    def write_mesh(self, kind: str, textured, format: str | None = None, **options) -> dict:
+        """The file of `kind` (model.<kind>, or a level of detail's) from the library's TexturedMesh in `format`
+        (default: `kind`; ``trellis.export.formats``: glb, obj, stl, 3mf, usdz; ``options``: height, pivot, up,
+        units, geometry_only, texture_format, draco, print_ready). The OBJ and its material and texture are written
+        together into a hidden folder, then moved, the .obj last (a finished .obj always has them)."""
         if kind != "obj":
             with atomic_path(self.file(kind)) as tmp:
-                textured.save(tmp, format=kind, **options)
+                textured.save(tmp, format=format or kind, **options)
             return {kind: str(self.file(kind))}
         obj = self.file("obj")
         tmp_dir = self.path / f".obj-partial-{uuid.uuid4().hex[:8]}"

@@ -124,6 +124,11 @@ class Job:
         self._cancel = threading.Event()
         self._done = threading.Event()
 
+    def warn(self, text: str) -> None:
+        """A warning for the job's every surface (API `warnings`, CLI, page status); timings.json gets it too."""
+        self.warnings.append(text)
+        self.timings["warnings"] = list(self.warnings)
+
     @property
     def seed(self) -> Optional[int]:
         return self.used_settings.seed if self.used_settings else None

@@ -164,10 +164,17 @@ class JobRunner:
             source = self._jobs.get(source_id)
             if source is None:
                 raise UnknownJobError(f"no job {source_id!r}")
-            result = self._kept.get(source_id)
+            base = source.used_settings
+            if source.kind == "export":
+                # An export's result is its source's: exported again from there, with the export's settings.
+                origin = self._jobs.get(source.source_id) if source.source_id else None
+                if origin is None:
+                    raise NoResultError(f"job {source_id} is an export of job {source.source_id}, which is not "
+                                        "known here (its folder was moved or removed)")
+                source = origin
+            result = self._kept.get(source.id)
+        source_id = source.id
         source_folder = None
-        if result is None and source.kind == "export":
-            raise NoResultError(f"job {source_id} is an export of job {source.source_id}: export from that job")
         if result is None:
             if source.state != JobState.DONE:
                 raise NoResultError(f"job {source_id} is {source.state}: only a finished job can be exported")
@@ -177,9 +184,9 @@ class JobRunner:
                                     "no result.npz (a job of an older version, or the file was removed); run the "
                                     "job again")
             source_folder = kept
-        if source.used_settings is None:
+        if base is None:
             raise NoResultError(f"job {source_id} has no recorded settings to export with")
-        settings = source.used_settings.replace(**changes)
+        settings = base.replace(**changes)
         job = Job(id=uuid.uuid4().hex, inputs=list(source.inputs), settings=settings, kind="export",
                   source_id=source_id)
         self._enqueue(Entry(job, device=source.device if result is not None else None, source_result=result,

@@ -29,6 +29,7 @@ from .folder import JobFolder, jsonable
 from .inputs import prepare_image
 from .job import InputError, Job, describe_input
 from .meshes import check_mesh
+from .mesh_files import bake_job, timed, write_mesh_files
 from .progress import GENERATE_STAGES, TEXT_STAGES, VARIANT_STAGES, ProgressTracker, export_stages
 from .sampling import sample
 
@@ -210,18 +211,12 @@ def prepared_images(ctx: JobContext, job: Job, settings: GenerationSettings) -> 
     return [prepare_image(x, settings.preprocess, remover) for x in job.inputs]
 
 
-def warn(job: Job, text: str) -> None:
-    """A warning for the job's every surface (API `warnings`, CLI, page status); timings.json gets it too."""
-    job.warnings.append(text)
-    job.timings["warnings"] = list(job.warnings)
-
-
 def for_device(job: Job, settings: GenerationSettings, device: str) -> GenerationSettings:
     """`settings` as the job runs them on `device`; every value lowered for the device is a warning."""
     used = settings.for_device(device)
     text = device_change_warning(settings, used)
     if text:
-        warn(job, text)
+        job.warn(text)
     return used
 
 
@@ -242,15 +237,15 @@ def note_bake_coverage(job: Job, info: dict) -> None:
         text += "; baking again from their fainter parts showed no more"
     if share < MIN_OBSERVED_SHARE:
         text += ", so its colours are mostly guessed"
-    warn(job, text + ". The rest of the texture is filled in from the colours seen: check the GLB / OBJ colours.")
+    job.warn(text + ". The rest of the texture is filled in from the colours seen: check the GLB / OBJ colours.")
 
 
 def note_truncation(job: Job, pipeline) -> None:
     """A prompt longer than CLIP's 77 tokens was cut: the job says so (the reference cuts silently)."""
     encoder = getattr(pipeline, "text_cond_model", None)
     if any(getattr(encoder, "last_truncated", ()) or ()):
-        warn(job, "The prompt is longer than the text model reads (77 tokens, about 60 words): only its "
-                  "beginning was used. Put what matters first, or shorten it.")
+        job.warn("The prompt is longer than the text model reads (77 tokens, about 60 words): only its "
+                 "beginning was used. Put what matters first, or shorten it.")
 
 
 def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gaussian, mesh, progress,
@@ -283,12 +278,7 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
                 textured = export.bake(progress=lambda s, i, n: progress("bake", i, n, s), cancel=cancel)
             job.timings["export_bake_stages"] = jsonable(textured.info)
             note_bake_coverage(job, textured.info)
-            for kind in meshes:
-                with timed(job, kind):
-                    progress(kind, 0, 1)
-                    job.files.update(folder.write_mesh(kind, textured, **file_options(job, settings, kind)))
-                    progress(kind, 1, 1)
-            job.files.update(folder.write_json("report", export_report(textured, job.files, settings)))
+            write_mesh_files(job, folder, settings, textured, progress)
         if kept is not None:
             kept.collect()
     except BaseException:
@@ -335,66 +325,12 @@ class KeptResult:
         self.job.files.update(self.box["files"])
 
 
-def file_options(job: Job, settings: GenerationSettings, kind: str) -> dict:
-    """The options of ``trellis.export.formats.write`` for a file of `kind` from the job's settings; a texture
-    format the file cannot hold becomes PNG, with a warning."""
-    from trellis.export.formats import FORMATS as FILE_FORMATS
-
-    texture = settings.texture_format
-    allowed = FILE_FORMATS[kind].texture_formats
-    if kind == "obj":
-        texture = "png"                        # the job folder's OBJ keeps its model.png beside it
-    elif allowed and texture not in allowed and not settings.geometry_only:
-        warn(job, f"A {kind.upper()} cannot hold a {texture.upper()} texture: it was written with PNG.")
-        texture = "png"
-    return dict(placement(settings), up=None if settings.up == "auto" else settings.up, units=settings.units,
-                geometry_only=settings.geometry_only, texture_format=texture)
-
-
-def placement(settings: GenerationSettings) -> dict:
-    """The files' height and pivot in the library's terms (pivot "origin", as generated, is its None)."""
-    return dict(height=settings.height, pivot=None if settings.pivot == "origin" else settings.pivot)
-
-
-def export_report(textured, files: dict, settings: GenerationSettings) -> dict:
-    """export.json: what the mesh files hold (``trellis.export.describe_export``)."""
-    from trellis.export import describe_export
-
-    return describe_export(textured, {kind: files[kind] for kind in MESH_FORMATS if kind in files},
-                           target_faces=settings.target_faces, **placement(settings))
-
-
 def render_preview(gaussian, settings: GenerationSettings, progress, cancel):
     """The turntable frames of the preview video."""
     from trellis.utils.render_utils import render_video
 
     return render_video(gaussian, resolution=settings.video_resolution, num_frames=settings.video_frames,
                         verbose=False, progress=lambda i, n: progress("video", i, n), cancel=cancel)["color"]
-
-
-def bake_job(gaussian, mesh, settings: GenerationSettings, early: bool):
-    """The library's export of (gaussian, mesh) with the job's settings: clean-up, UV unwrap and texture bake,
-    the one textured mesh the GLB and the OBJ are both written from."""
-    from trellis.export import ExportJob
-
-    return ExportJob(gaussian, mesh, simplify=settings.simplify, fill_holes=settings.fill_holes,
-                     texture_size=settings.texture_size, bake_mode=settings.bake_mode, early=early,
-                     nviews=settings.bake_views, render_resolution=settings.bake_resolution,
-                     target_faces=settings.target_faces,
-                     normal_map=settings.normal_map and "glb" in settings.formats and not settings.geometry_only)
-
-
-class timed:
-    """`with timed(job, "glb"):` adds the block's seconds to job.timings["export"]["glb"] (also on failure)."""
-
-    def __init__(self, job: Job, name: str):
-        self.job, self.name = job, name
-
-    def __enter__(self):
-        self.t = time.perf_counter()
-
-    def __exit__(self, *exc):
-        self.job.timings.setdefault("export", {})[self.name] = time.perf_counter() - self.t
 
 
 def settings_record(job: Job, settings: GenerationSettings, model_path: str, device: str) -> dict:

@@ -14,8 +14,9 @@ from .endpoints import ApiEndpoints
 from .history import RELOADED_KNOBS, HistoryViews
 from .lazy import gr, load_gradio
 from .status import POLL_S, device_line, friendly_error, hide_paths, idle_html, message_html, status_html
-from .values import (MESH_TYPES, OTHER_KNOBS, PRESET_CHOICES, PRESET_KNOBS, choice_labels, collect_look, collect_work,
-                     file_of, is_slider, page_lines, preset_values, settings_from_values)
+from .values import (DESTINATION_KNOBS, MESH_TYPES, OTHER_KNOBS, PRESET_CHOICES, PRESET_KNOBS, choice_labels,
+                     collect_look, collect_work, destination_values, file_of, is_slider, page_lines, preset_values,
+                     settings_from_values)
 
 ROOT = Path(__file__).resolve().parents[2]          # the repository
 EXAMPLES_DIR = ROOT / "assets" / "examples"
@@ -193,6 +194,11 @@ class TrellisApp(ApiEndpoints, HistoryViews):
                 return [values[n] for n in knob_order]
             # input, not change: loading a past job's settings sets the preset without re-applying it.
             preset.input(apply_preset, preset, knob_components, **quick)
+
+            def apply_destination(name):
+                values = destination_values(name, self.defaults)
+                return [values[n] for n in DESTINATION_KNOBS]
+            k["destination"].input(apply_destination, k["destination"], [k[n] for n in DESTINATION_KNOBS], **quick)
 
             # change: uploads, pastes and examples alike (and clearing the box resets the status).
             single.change(self.check_upload, single, status, preprocess=False, **quick)

@@ -125,12 +125,27 @@ class HistoryViews:
 
 
 def export_line(report: dict) -> str:
-    """export.json in one line: triangles, the size in metres, watertight, each file's size."""
+    """export.json in a few lines: triangles, the size in metres, watertight, the texture, each file's size, the
+    levels of detail, and the destination's limits (met, or why not)."""
     try:
         size = report["size_m"]
+        texture = report.get("texture") or {}
         files = ", ".join(f"{md_escape(str(e['name']))} {e['bytes'] / 1e6:.1f} MB" for e in report["files"].values())
-        return (f"**Export:** {report['triangles']} triangles · {size['width']:.2f} × {size['depth']:.2f} × "
-                f"{size['height']:.2f} m · {'watertight' if report['watertight'] else 'not watertight'}"
-                + (" · normal map" if report.get("texture", {}).get("normal_map") else "") + f" · {files}")
-    except (KeyError, TypeError, ValueError, AttributeError):
+        parts = [f"{report['triangles']} triangles", f"{size['width']:.2f} × {size['depth']:.2f} × "
+                 f"{size['height']:.2f} m", "watertight" if report["watertight"] else "not watertight"]
+        if texture:
+            parts.append(f"{texture['size'][0]}² {str(texture.get('format', 'png')).upper()} texture"
+                         + (" + normal map" if texture.get("normal_map") else ""))
+        if report.get("draco"):
+            parts.append("Draco")
+        if report.get("lods"):
+            parts.append("LODs " + " / ".join(str(lod["triangles"]) for lod in report["lods"]) + " triangles")
+        line = f"**Export:** {' · '.join(parts)} · {files}"
+        limits = report.get("limits")
+        if limits is not None:
+            where = md_escape(str(report.get("destination") or "the destination"))
+            line += (f"\n\n**{where}:** limits met" if limits["met"] else
+                     f"\n\n**{where}: limits not met:** " + "; ".join(md_escape(str(r)) for r in limits["reasons"]))
+        return line
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
         return "**Export:** (export.json cannot be read)"

@@ -2,7 +2,7 @@
 Generate click brings (single, multi-view, batch)."""
 import os
 
-from ..settings import DEFAULT_PRESET, PRESET_LIST, PRESETS, ROWS, SETTINGS, GenerationSettings
+from ..settings import DEFAULT_PRESET, DESTINATIONS, PRESET_LIST, PRESETS, ROWS, SETTINGS, GenerationSettings
 from ..settings_table import TEXT_SIZES_GB  # noqa: F401  (the page's name for it)
 
 
@@ -18,6 +18,8 @@ OTHER_KNOBS = {row.name: row.ui.label for row in ROWS if row.ui and not row.ui.p
 # Set by the app's command line (--precision / --offload): a preset that does not name them leaves them alone.
 APP_DEFAULTS = ("precision", "offload")
 PRESET_CHOICES = [(p.label, p.name) for p in PRESET_LIST]
+# The knobs a destination sets, in the table's order (the Destination control's answer).
+DESTINATION_KNOBS = tuple(row.name for row in ROWS if row.destinations and row.ui)
 MESH_TYPES = (".glb", ".gltf", ".obj", ".ply", ".stl")
 
 
@@ -70,6 +72,14 @@ def preset_values(name: str, defaults: GenerationSettings) -> dict:
     base = {k: getattr(defaults, k) for k in APP_DEFAULTS}
     s = GenerationSettings.from_preset(name, **{k: v for k, v in base.items() if k not in PRESETS[name]})
     return {k: getattr(s, k) for k in PRESET_KNOBS}
+
+
+def destination_values(name: str, defaults: GenerationSettings) -> dict:
+    """The destination's knob values; "none" (and what a destination leaves alone) gets the app's defaults back."""
+    chosen = DESTINATIONS.get(name, {})
+    values = {k: chosen.get(k, getattr(defaults, k)) for k in DESTINATION_KNOBS}
+    # a choice set's control takes a list
+    return {k: list(v) if SETTINGS[k].kind == "choices" else v for k, v in values.items()}
 
 
 def settings_from_values(values: dict, preset: str, defaults: GenerationSettings) -> GenerationSettings:

@@ -261,9 +261,9 @@ def test_page_lines_pair_sliders_and_put_wide_controls_first():
     from desktop.ui.values import page_lines
 
     assert [[r.name for r in line] for line in page_lines("output")] == [
-        ["formats"], ["simplify", "texture_size"], ["fill_holes", "bake_mode"], ["bake_views", "bake_resolution"],
-        ["target_faces", "normal_map"], ["height", "pivot"], ["up", "units"], ["geometry_only", "texture_format"],
-        ["video_frames", "video_resolution"]]
+        ["destination"], ["formats"], ["simplify", "texture_size"], ["fill_holes", "bake_mode"],
+        ["bake_views", "bake_resolution"], ["target_faces", "normal_map"], ["height", "pivot"], ["up", "units"],
+        ["geometry_only", "texture_format"], ["draco", "print_ready"], ["lods", "video_frames"], ["video_resolution"]]
     assert [[r.name for r in line] for line in page_lines("generation")] == [
         ["seed", "randomize_seed"], ["ss_steps", "ss_cfg"], ["slat_steps", "slat_cfg"]]
 
@@ -276,6 +276,7 @@ def test_one_flag_block_for_every_command():
         return parser.format_help().split("\nsettings:\n")[1].split("\n\n")[0]
     assert block(cli.build_parser()) == block(retexture.build_parser()) == block(command.build_parser())
     flags = re.findall(r"^  (--[a-z-]+)", block(cli.build_parser()), re.M)
-    assert flags == ["--preset", "--settings", "--seed", "--steps", "--simplify", "--texture-size", "--formats",
-                     "--target-faces", "--normal-map", "--height", "--pivot", "--up", "--units", "--geometry-only",
-                     "--texture-format", "--no-background-removal", "--text-size", "--set"]
+    assert flags == ["--preset", "--settings", "--seed", "--steps", "--simplify", "--texture-size", "--destination",
+                     "--formats", "--target-faces", "--normal-map", "--height", "--pivot", "--up", "--units",
+                     "--geometry-only", "--texture-format", "--draco", "--lods", "--print-ready",
+                     "--no-background-removal", "--text-size", "--set"]

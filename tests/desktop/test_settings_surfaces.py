@@ -67,7 +67,8 @@ def test_settings_from_any_surface_load_into_the_page_sliders(tmp_path):
             for name, slider in sliders.items():
                 assert slider.minimum <= values[name] <= slider.maximum, (name, values[name])
             # ... and what the page then sends is valid settings again.
-            page = {**{k: values[k] for k in ui.PRESET_KNOBS}, "seed": 1, "randomize_seed": False,
+            page = {**{k: values[k] for k in ui.PRESET_KNOBS}, **{n: values[n] for n in sliders}, "seed": 1,
+                    "randomize_seed": False,
                     "formats": ["glb"], "preprocess": True, "multi_image_mode": "stochastic"}
             s = ui.settings_from_values(page, "custom", GenerationSettings())
             assert {n: getattr(s, n) for n in sliders} == {n: values[n] for n in sliders}

@@ -51,6 +51,21 @@ def test_a_job_of_an_earlier_server_is_exported_again(tiny_pipeline_dir, first_j
             assert report["size_m"]["height"] == pytest.approx(0.5, abs=1e-6) and abs(report["triangles"] - 2000) <= 100
             assert c.get(f"/v1/jobs/{other['id']}/files/model.stl").status_code == 200
             assert runner.get(other["id"]).timings.get("pipeline") is None          # nothing sampled
+            # a destination sets its settings (the request's own win) and the report checks its limits
+            r = c.post(f"/v1/jobs/{job_id}/export", json={"destination": "print", "units": "m"})
+            assert r.status_code == 202, r.text
+            printed = wait_job(c, r.json()["id"])
+            assert printed["state"] == "done", printed
+            report = json.loads(c.get(f"/v1/jobs/{printed['id']}/files/export.json").content)
+            # (this source is a random-weight scatter of ~140 pieces without hole filling: the largest one may be
+            # non-manifold, and the report says so; tests/desktop/test_destinations.py has one that meets them)
+            assert report["destination"] == "print" and set(report["files"]) == {"stl", "3mf"}, json.dumps(report)
+            facts = report["watertight"] and report["shells"] == 1 and report["flat_base"]
+            assert report["limits"]["met"] == facts and bool(report["limits"]["reasons"]) != facts, json.dumps(report)
+            assert report["flat_base"] and report["print_repair"]["parts_dropped"] > 0
+            assert c.get(f"/v1/jobs/{printed['id']}/files/model_lod1.glb").status_code == 404
+            r = c.post(f"/v1/jobs/{job_id}/export", json={"destination": "moon"})
+            assert r.status_code == 422 and "destination" in r.text and "print" in r.text
     finally:
         server.close()
         runner.shutdown(cancel=True, wait=True, timeout=30)

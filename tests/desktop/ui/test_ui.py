@@ -4,6 +4,7 @@ driven by Playwright in Debian's headless chromium (or Chrome/Edge on Windows; n
 Screenshots go to test-artifacts/ui/. The knobs are set through the page itself (tiny values: 2 + 2
 steps, an 8-frame 64² preview, a 64² texture baked from 4 views, no hole filling).
 """
+import contextlib
 import json
 import os
 import re
@@ -61,6 +62,13 @@ def outputs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(tiny_pipeline_dir, outputs, tmp_path_factory):
     """`python gradio_main.py` on a free port; yields its URL."""
+    with running_app(tiny_pipeline_dir, outputs, tmp_path_factory) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def running_app(tiny_pipeline_dir, outputs, tmp_path_factory):
+    """The app as a user starts it, over `outputs`, until the block ends with Ctrl-C (checked to stop cleanly)."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": ROOT, "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio_tmp"))}
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "gradio_main.py"), "--model", tiny_pipeline_dir,
@@ -199,16 +207,20 @@ class Page:
             time.sleep(0.05)
         raise AssertionError(f"status never reached {states}; last: {self.status()}, seen: {seen}")
 
-    def wait_finished_after(self, previous, timeout=JOB_TIMEOUT):
+    def wait_finished_after(self, previous, timeout=JOB_TIMEOUT, outputs=None, before=()):
         """(state, text) of the first finished status other than ``previous`` (the status before a job was
-        started): a job of the tiny pipeline can finish (0.2 s) before a poll sees it queued or running."""
+        started): a job of the tiny pipeline can finish (0.2 s) before a poll sees it queued or running. With
+        ``outputs``: also a finished status once a job folder not in ``before`` has finished (an export's status can
+        read exactly as the last one: same seed, same seconds)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
                 now = self.status()
             except Exception:                       # re-rendered between the two reads
                 continue
-            if now != previous and now[0] in FINISHED:
+            ended = outputs is not None and any((d / "timings.json").is_file() or (d / "error.json").is_file()
+                                                for d in set(job_dirs(outputs)) - set(before))
+            if (now != previous or ended) and now[0] in FINISHED:
                 return now
             time.sleep(0.05)
         raise AssertionError(f"no new finished status after {previous}; last: {self.status()}")
@@ -479,7 +491,63 @@ def test_export_again_from_the_history_with_the_output_settings(app, outputs):
     assert "1.80 m" in info and "model.stl" in info and str(exported) in info
     ui.page.wait_for_selector("#td-model3d canvas")
     ui.shot("07-export-again.png")
+
+    # The destination "3D print" sets the Output settings for it; exported again (from the export now picked: its
+    # source's result), the report under the result says the destination's limits are met.
+    ui.page.locator("#td-destination label", has_text="3D print").click()
+    ui.page.wait_for_function("() => document.querySelector('#td-units input[value=\"mm\"]').checked")
+    checked = ui.page.eval_on_selector_all("#td-formats input[type=checkbox]", "els => els.map(e => e.checked)")
+    labels = ui.page.eval_on_selector_all("#td-formats label", "els => els.map(e => e.innerText)")
+    assert {label.split()[0] for label, on in zip(labels, checked) if on} == {"MP4", "STL", "3MF"}, (labels, checked)
+    assert ui.page.locator("#td-print_ready input").is_checked()
+    before, previous = set(job_dirs(outputs)), ui.status()
+    ui.page.click("#td-export-again")
+    state, text = ui.wait_finished_after(previous, outputs=outputs, before=before)
+    assert state == "done", text
+    (printed,) = set(job_dirs(outputs)) - before
+    report = json.loads((printed / "export.json").read_text())
+    assert report["destination"] == "print" and report["limits"]["met"] and report["flat_base"], report
+    assert json.loads((printed / "settings.json").read_text())["source_job"] == json.loads(
+        (made / "settings.json").read_text())["job_id"]
+    ui.page.wait_for_function("() => document.querySelector('#td-info').innerText.includes('limits met')")
+    assert "model.3mf" in ui.page.inner_text("#td-info")
+    ui.shot("08-export-print.png")
     ui.check_clean()
+
+
+def test_an_export_made_again_after_a_restart_gives_the_same_glb(browser, tiny_pipeline_dir, outputs, tmp_path_factory):
+    # The app started again over the same outputs folder (a new process that never held a result): the export of
+    # the test above (GLB + STL, 5 000 faces, 1.8 m, pivot bottom) picked in the History, its settings put back with
+    # "Use these settings", then "Export again": the same GLB, byte for byte, from its source's result.npz.
+    from desktop.jobs.folder import list_history
+
+    def settings(d):
+        return json.loads((d / "settings.json").read_text())
+    first = next(d for d in sorted(job_dirs(outputs)) if (d / "model.glb").is_file() and (d / "model.stl").is_file()
+                 and settings(d)["kind"] == "export" and settings(d)["settings"]["destination"] == "none")
+    with running_app(tiny_pipeline_dir, outputs, tmp_path_factory) as url:
+        ui = Page(browser, url)
+        try:
+            names = [name for _, name in list_history(outputs)]          # the dropdown's order, newest first
+            history = ui.page.locator("#td-history input")
+            history.click()
+            listbox = ui.page.locator(f"#{history.get_attribute('aria-controls')}")
+            listbox.locator(f"[role=option][data-index='{names.index(first.name)}']").click()
+            ui.wait_status(("history",), timeout=30)
+            ui.open_settings()
+            ui.page.click("#td-reuse")
+            ui.page.wait_for_function("() => document.querySelector('#td-height input').value === '1.8'")
+            before, previous = set(job_dirs(outputs)), ui.status()
+            ui.page.click("#td-export-again")
+            state, text = ui.wait_finished_after(previous, outputs=outputs, before=before)
+            assert state == "done", text
+            (again,) = set(job_dirs(outputs)) - before
+            assert (again / "model.glb").read_bytes() == (first / "model.glb").read_bytes()
+            assert settings(again)["source_job"] == settings(first)["source_job"]
+            assert "pipeline" not in json.loads((again / "timings.json").read_text())        # nothing sampled
+            ui.check_clean()
+        finally:
+            ui.close()
 
 
 # ------------------------------------------------------------------------------------------ in process

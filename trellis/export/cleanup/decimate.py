@@ -72,6 +72,7 @@ def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, 
     try:
         v, f, target = _prepare(vertices, faces, reduction)
         if reduction <= 0 or len(f) == 0:
+            report(progress, "simplify", 1, 1)          # nothing to remove: the step is done
             return output(v, f)
         check(cancel)
         pieces = decimation_pieces(len(f)) if pieces is None else max(1, int(pieces))

@@ -6,7 +6,7 @@
     textured.save("chair.glb", texture_format="jpeg")          # the same, as a method
 
 ``write(textured, path, format=None, *, height=None, pivot=None, up=None, units="m", geometry_only=False,
-texture_format="png", crease_angle=60)``: ``format`` defaults to the path's suffix; returns the path written.
+texture_format="png", crease_angle=60, draco=False, print_ready=False)``: ``format`` defaults to the path's suffix; returns the path written.
 
 =======  ====================================  ============================  ==================================
 format   what is in it                          up axis                        units
@@ -35,6 +35,9 @@ Options (``placement`` has the exact rules):
 * ``texture_format``: ``"png"`` (lossless, default), ``"jpeg"`` (``gltf.JPEG_QUALITY``), ``"webp"`` (GLB only,
   through the required extension ``EXT_texture_webp``).
 * ``crease_angle``: normals split at creases of more than this many degrees; None writes no normals.
+* ``draco``: the GLB's geometry Draco-compressed (``draco``: ``KHR_draco_mesh_compression``, required by the file);
+  the other formats ignore it.
+* ``print_ready``: the STL and 3MF made one closed shell with a flat base (``print_solid``); the others ignore it.
 
 A ``TexturedMesh`` baked with its normal map (``bake_textured_mesh(normal_map=True)``) carries it into the GLB, with
 the tangents it was baked in (``TANGENT``); OBJ, USDZ, STL and 3MF are written without it (OBJ has no standard for a
@@ -79,7 +82,7 @@ def format_of(path, format: str | None = None) -> str:
 
 def write(textured, path, format: str | None = None, *, height: float | None = None, pivot: str | None = None,
           up: str | None = None, units: str = "m", geometry_only: bool = False, texture_format: str = "png",
-          crease_angle: float | None = DEFAULT_CREASE_ANGLE) -> str:
+          crease_angle: float | None = DEFAULT_CREASE_ANGLE, draco: bool = False, print_ready: bool = False) -> str:
     """Write ``textured`` (a ``TexturedMesh``) to ``path`` in ``format``; returns the path (see the module doc)."""
     name = format_of(path, format)
     spec = FORMATS[name]
@@ -93,14 +96,17 @@ def write(textured, path, format: str | None = None, *, height: float | None = N
     if not spec.free_axes:
         up, units = spec.default_up, "m"
     up = up or spec.default_up
+    vertices, faces, uvs, texture = textured.vertices, textured.faces, textured.uvs, textured.texture
+    if print_ready and name in ("stl", "3mf"):
+        from .print_solid import print_solid
+        vertices, faces = print_solid(vertices, faces)         # cut flat before placing: the base at the pivot
     # Placed in the pipeline's z-up frame: each writer turns the points (and the normals made from them).
-    vertices = place(textured.vertices, height, pivot, units)
-    faces, uvs, texture = textured.faces, textured.uvs, textured.texture
+    vertices = place(vertices, height, pivot, units)
     common = dict(geometry_only=geometry_only, texture_format=texture_format, crease_angle=crease_angle)
     if name == "glb":
         from .gltf import write_glb
         normal = None if geometry_only else textured.normal_map_for(crease_angle)
-        return write_glb(path, vertices, faces, uvs, texture, normal_texture=normal, **common)
+        return write_glb(path, vertices, faces, uvs, texture, normal_texture=normal, draco=draco, **common)
     if name == "obj":
         from .gltf import write_obj
         return write_obj(path, vertices, faces, uvs, texture, up=up, **common)

@@ -93,15 +93,21 @@ def glb_mesh(vertices, faces, uvs, texture, geometry_only: bool = False, texture
 
 
 def write_glb(path, vertices, faces, uvs, texture, geometry_only: bool = False, texture_format: str = "png",
-              crease_angle: float | None = DEFAULT_CREASE_ANGLE, normal_texture=None) -> str:
-    """Write ``path`` as binary glTF (y up) from z-up placed ``vertices``; returns the path."""
+              crease_angle: float | None = DEFAULT_CREASE_ANGLE, normal_texture=None, draco: bool = False) -> str:
+    """Write ``path`` as binary glTF (y up) from z-up placed ``vertices``; ``draco``: its geometry compressed
+    (``draco.draco_glb``). Returns the path."""
     mesh = glb_mesh(vertices, faces, uvs, texture, geometry_only, texture_format, crease_angle,
                     None if geometry_only else normal_texture)
-    if geometry_only or texture_format != "webp":
+    webp = not geometry_only and texture_format == "webp"
+    if not webp and not draco:
         return save_glb(mesh, path)
+    data = glb_bytes(mesh, extension_webp=True) if webp else glb_bytes(mesh)
+    if draco:
+        from .draco import draco_glb
+        data = draco_glb(data)
     path = os.fspath(path)
     with open(path, "wb") as fh:
-        fh.write(glb_bytes(mesh, extension_webp=True))
+        fh.write(data)
     return path
 
 

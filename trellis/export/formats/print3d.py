@@ -7,7 +7,9 @@
   attribute is set after it). Its build volume is z up (3MF core specification), hence z up by default.
 
 Both get the shape welded (a UV seam's copies of a point merged): 3MF indexes its vertices, and a slicer
-reads a seam left open as a hole in a mesh that is in fact closed. STL repeats each corner anyway.
+reads a seam left open as a hole in a mesh that is in fact closed. STL repeats each corner anyway. The print-ready
+option (``formats.write(print_ready=True)``) makes the shape one closed shell with a flat base first
+(``print_solid``), before it is placed: the base then lands at the pivot and the height is the one asked for.
 """
 from __future__ import annotations
 
@@ -24,10 +26,15 @@ THREEMF_UNIT = {"m": "meter", "mm": "millimeter"}     # our units -> the 3MF cor
 MODEL_PART = "3D/3dmodel.model"       # where trimesh (and the specification's examples) put the model part
 
 
-def print_mesh(vertices, faces, up: str = "z"):
-    """A ``trimesh.Trimesh`` of the welded shape from z-up placed ``vertices``, turned to ``up``."""
+def print_mesh(vertices, faces, up: str = "z", solid: bool = False, info: dict | None = None):
+    """A ``trimesh.Trimesh`` of the welded shape from z-up placed ``vertices``, turned to ``up``; ``solid``: made
+    one closed shell with a flat base first (``print_solid.print_solid``, which fills ``info``)."""
     import trimesh
-    v, f = welded(vertices, faces)
+    if solid:
+        from .print_solid import print_solid
+        v, f = print_solid(vertices, faces, info=info)
+    else:
+        v, f = welded(vertices, faces)
     return trimesh.Trimesh(vertices=turn_to(v, up), faces=f, process=False)
 
 

@@ -1,0 +1,106 @@
+"""A job's mesh files from its settings: the library's export (``trellis.export.ExportJob``) with the face target the
+settings and their destination allow, then every mesh format asked for, the levels of detail and export.json (what
+the files hold, and whether they meet the destination's limits)."""
+from __future__ import annotations
+
+import time
+
+from ..settings import GenerationSettings
+from ..settings_table import MESH_FORMATS
+from .folder import JobFolder, lod_kind
+from .job import Job
+
+LOD_STEP = 0.25          # each level of detail keeps a quarter of the previous one's triangles
+
+
+class timed:
+    """`with timed(job, "glb"):` adds the block's seconds to job.timings["export"]["glb"] (also on failure)."""
+
+    def __init__(self, job: Job, name: str):
+        self.job, self.name = job, name
+
+    def __enter__(self):
+        self.t = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.job.timings.setdefault("export", {})[self.name] = time.perf_counter() - self.t
+
+
+def face_target(settings: GenerationSettings, n_faces: int):
+    """The export's ``target_faces``: the setting's, or none (Simplify's fraction), lowered to the destination's
+    triangle limit where the budget would pass it."""
+    from trellis.export import DESTINATION_LIMITS, face_budget
+
+    most = DESTINATION_LIMITS.get(settings.destination, {}).get("max_triangles")
+    if most is None or face_budget(n_faces, settings.simplify, settings.target_faces) <= most:
+        return settings.target_faces
+    return most
+
+
+def bake_job(gaussian, mesh, settings: GenerationSettings, early: bool):
+    """The library's export of (gaussian, mesh) with the job's settings: clean-up, UV unwrap and texture bake,
+    the one textured mesh every mesh file is written from."""
+    from trellis.export import ExportJob
+
+    faces = mesh[1] if isinstance(mesh, (tuple, list)) else mesh["faces"] if isinstance(mesh, dict) else mesh.faces
+    return ExportJob(gaussian, mesh, simplify=settings.simplify, fill_holes=settings.fill_holes,
+                     texture_size=settings.texture_size, bake_mode=settings.bake_mode, early=early,
+                     nviews=settings.bake_views, render_resolution=settings.bake_resolution,
+                     target_faces=face_target(settings, int(faces.reshape(-1, 3).shape[0])),
+                     normal_map=settings.normal_map and "glb" in settings.formats and not settings.geometry_only)
+
+
+def write_mesh_files(job: Job, folder: JobFolder, settings: GenerationSettings, textured, progress) -> None:
+    """Every mesh format of the settings, the GLB's levels of detail, then export.json."""
+    kinds = [kind for kind in MESH_FORMATS if kind in settings.formats]
+    for kind in kinds:
+        with timed(job, kind):
+            progress(kind, 0, 1)
+            job.files.update(folder.write_mesh(kind, textured, **file_options(job, settings, kind)))
+            progress(kind, 1, 1)
+    lods = []
+    if "glb" in kinds and settings.lods > 1:
+        from trellis.export import lod_meshes
+
+        with timed(job, "lods"):
+            shares = [LOD_STEP ** level for level in range(1, settings.lods)]
+            for level, (share, lod) in enumerate(zip(shares, lod_meshes(textured, shares)), start=1):
+                kind = lod_kind(level)
+                job.files.update(folder.write_mesh(kind, lod, format="glb", **file_options(job, settings, "glb")))
+                lods.append((share, lod, job.files[kind]))
+    job.files.update(folder.write_json("report", export_report(textured, job.files, settings, lods)))
+
+
+def file_options(job: Job, settings: GenerationSettings, kind: str) -> dict:
+    """The options of ``trellis.export.formats.write`` for a file of `kind` from the job's settings; a texture
+    format the file cannot hold becomes PNG, with a warning."""
+    from trellis.export.formats import FORMATS as FILE_FORMATS
+
+    texture = settings.texture_format
+    allowed = FILE_FORMATS[kind].texture_formats
+    if kind == "obj":
+        texture = "png"                        # the job folder's OBJ keeps its model.png beside it
+    elif allowed and texture not in allowed and not settings.geometry_only:
+        job.warn(f"A {kind.upper()} cannot hold a {texture.upper()} texture: it was written with PNG.")
+        texture = "png"
+    return dict(placement(settings), up=None if settings.up == "auto" else settings.up, units=settings.units,
+                geometry_only=settings.geometry_only, texture_format=texture, draco=settings.draco,
+                print_ready=settings.print_ready)
+
+
+def placement(settings: GenerationSettings) -> dict:
+    """The files' height and pivot in the library's terms (pivot "origin", as generated, is its None)."""
+    return dict(height=settings.height, pivot=None if settings.pivot == "origin" else settings.pivot)
+
+
+def export_report(textured, files: dict, settings: GenerationSettings, lods=()) -> dict:
+    """export.json: what the mesh files hold and, for a destination, whether they meet its limits
+    (``trellis.export.describe_export``)."""
+    from trellis.export import describe_export
+
+    destination = None if settings.destination == "none" else settings.destination
+    return describe_export(textured, {kind: files[kind] for kind in MESH_FORMATS if kind in files},
+                           target_faces=settings.target_faces, texture_format=settings.texture_format,
+                           geometry_only=settings.geometry_only, draco=settings.draco,
+                           print_ready=settings.print_ready, lods=list(lods), destination=destination,
+                           **placement(settings))
