@@ -58,6 +58,7 @@ IMPORT_NAMES = {
     "fast-simplification": "fast_simplification",
     "triton-windows": "triton",
     "usd-core": "pxr",
+    "dracopy": "DracoPy",
 }
 
 # Run by the venv's Python: import each module, report failures as JSON.
