@@ -1,6 +1,8 @@
 """`python -m desktop retexture MODEL... (--prompt TEXT | --image PHOTO) -o OUT_DIR [options]`: a new look for
 3-D models you already have. Each model keeps its shape (its 64^3 surface voxels) and gets new surface detail
-and colours from the prompt (the text model) or the photo (the image model); stage 1 is skipped.
+and colours from the prompt (the text model) or the photo (the image model); stage 1 is skipped. By default the look
+is baked onto the model's own mesh (its vertices, faces, UVs, scale and pivot kept; --new-mesh: the shape is made
+again instead).
 
 One job (one sub-folder of OUT_DIR) per model, as `generate` makes them: input_mesh.<fmt>, settings.json,
 model.glb, model.ply, preview.mp4, ... Exit status as `generate`: 0 ok, 1 a job failed, 2 usage error (also a
@@ -11,7 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .cli import add_common_options, check_common_args, run_jobs
+from .cli import add_common_options, check_common_args, flag_dest, run_jobs
 from .settings import DEFAULT_PRESET, PRESETS, check_prompt
 
 
@@ -30,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "first use)")
     look.add_argument("--image", metavar="PHOTO", help="a photo whose look the model takes (the image model)")
     add_common_options(p)
+    # The other name of --no-keep-mesh, as users say it.
+    p.add_argument("--new-mesh", dest=flag_dest("--keep-mesh"), action="store_const", const=False,
+                   default=argparse.SUPPRESS, help="make the shape again from the model's voxels (new topology and "
+                                                    "UVs) instead of keeping the model's own mesh (--keep-mesh)")
     return p
 
 

@@ -47,7 +47,7 @@ TEXT_SIZES_GB = {"base": "0.7", "large": "2.3", "xlarge": "4.1"}     # the flows
 
 KINDS = ("int", "float", "bool", "choice", "choices", "preset")
 # Where the page shows a control: its three settings accordions, and the tabs whose inputs it belongs to.
-PLACES = ("generation", "output", "memory", "multi", "text")
+PLACES = ("generation", "output", "memory", "multi", "text", "variant")
 
 
 class Preset(NamedTuple):
@@ -255,6 +255,12 @@ ROWS: tuple = (
             "it runs)", choices=OFFLOADS, presets={"low-vram": "model"},
             ui=Ui("memory", "GPU memory offloading", widget="dropdown",
                   info="model: each network on the GPU only while it runs")),
+    Setting("keep_mesh", "bool", True, "new looks: bake the look onto the 3-D model itself (its vertices, faces, UVs, "
+            "scale and pivot unchanged; a new UV atlas where it has no usable UVs) instead of exporting the re-made "
+            "shape", ui=Ui("variant", "Keep my mesh (and its UVs)", preset=False, wide=True,
+                           info="off: the shape is made again from the model's voxels (new topology and UVs)"),
+            cli=Cli("--keep-mesh", "new looks: keep the model's own mesh and UVs (--no-keep-mesh: make the shape "
+                                   "again)")),
     Setting("text_model_size", "choice", DEFAULT_TEXT_MODEL_SIZE,
             "text model for prompts: base, large or xlarge (bigger: better, slower, larger download)",
             choices=TEXT_MODEL_SIZES,

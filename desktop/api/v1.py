@@ -2,8 +2,10 @@
 shares with the StableProjectorz endpoints comes from common.py).
 
 `POST /v1/jobs` queues a job (multipart files `images`, or JSON with base64 `images`, plus any generation
-setting or a preset; or a `prompt` instead of images: text mode; or a 3-D model `mesh` plus a `prompt` or one
-image: a new look for that model) and answers 202 at once; `GET /v1/jobs/{id}` reports its state and progress (stage,
+setting or a preset; or a `prompt` instead of images: text mode; or a 3-D model `mesh` (a multipart file part, GLB,
+glTF, OBJ, PLY or STL) plus a `prompt` or one image: a new look for that model, baked onto the model's own mesh — its
+vertices, faces, UVs, scale and pivot kept, a new UV atlas where it has no usable UVs — unless `keep_mesh` is false,
+which makes the shape again from the model's voxels) and answers 202 at once; `GET /v1/jobs/{id}` reports its state and progress (stage,
 step i/n, fraction, ETA, queue position); `GET /v1/jobs/{id}/files/{name}` downloads one of its files.
 """
 

@@ -11,6 +11,8 @@ from .folder import JobFolder, lod_kind
 from .job import Job
 
 LOD_STEP = 0.25          # each level of detail keeps a quarter of the previous one's triangles
+# A user's own model keeps its place and size, and its vertices: normals are not split at creases.
+OWN_MESH_OPTIONS = {"height": None, "pivot": None, "crease_angle": 180.0}
 
 
 class timed:
@@ -50,16 +52,40 @@ def bake_job(gaussian, mesh, settings: GenerationSettings, early: bool):
                      normal_map=settings.normal_map and "glb" in settings.formats and not settings.geometry_only)
 
 
-def write_mesh_files(job: Job, folder: JobFolder, settings: GenerationSettings, textured, progress) -> None:
-    """Every mesh format of the settings, the GLB's levels of detail, then export.json."""
+class OwnMeshBake:
+    """A new look baked onto the user's own model (``trellis.export.keep_mesh.bake_onto_mesh``): its vertices, faces
+    and usable UVs kept; the same `bake` / `close` as an ExportJob."""
+
+    def __init__(self, gaussian, own, settings: GenerationSettings):
+        self.gaussian, self.own, self.settings = gaussian, own, settings
+
+    def bake(self, progress=None, cancel=None):
+        from trellis.export import bake_onto_mesh
+
+        s = self.settings
+        return bake_onto_mesh(self.gaussian, self.own.vertices, self.own.faces, self.own.uvs,
+                              texture_size=s.texture_size, bake_mode=s.bake_mode, nviews=s.bake_views,
+                              render_resolution=s.bake_resolution, progress=progress, cancel=cancel)
+
+    def close(self) -> None:
+        pass
+
+
+def write_mesh_files(job: Job, folder: JobFolder, settings: GenerationSettings, textured, progress,
+                     own: bool = False) -> None:
+    """Every mesh format of the settings, the GLB's levels of detail, then export.json. `own`: `textured` is the
+    user's model (OwnMeshBake): written where and as large as it was, with its own vertices, and no LODs."""
     kinds = [kind for kind in MESH_FORMATS if kind in settings.formats]
     for kind in kinds:
         with timed(job, kind):
             progress(kind, 0, 1)
-            job.files.update(folder.write_mesh(kind, textured, **file_options(job, settings, kind)))
+            options = file_options(job, settings, kind)
+            if own:
+                options.update(OWN_MESH_OPTIONS)
+            job.files.update(folder.write_mesh(kind, textured, **options))
             progress(kind, 1, 1)
     lods = []
-    if "glb" in kinds and settings.lods > 1:
+    if "glb" in kinds and settings.lods > 1 and not own:
         from trellis.export import lod_meshes
 
         with timed(job, "lods"):

@@ -29,7 +29,7 @@ from .folder import JobFolder, jsonable
 from .inputs import prepare_image
 from .job import InputError, Job, describe_input
 from .meshes import check_mesh
-from .mesh_files import bake_job, timed, write_mesh_files
+from .mesh_files import OwnMeshBake, bake_job, timed, write_mesh_files
 from .progress import GENERATE_STAGES, TEXT_STAGES, VARIANT_STAGES, ProgressTracker, export_stages
 from .sampling import sample
 
@@ -96,6 +96,7 @@ def generate_variant(ctx: JobContext, job: Job) -> None:
     t = time.perf_counter()
     ext = check_mesh(job.mesh)
     mesh = load_mesh(job.mesh, ext)
+    own = load_own_mesh(job.mesh, ext) if settings.keep_mesh else None
     job.timings["read_mesh"] = time.perf_counter() - t
     progress("voxelize", 1, 1)
     check_cancel(ctx)
@@ -128,7 +129,7 @@ def generate_variant(ctx: JobContext, job: Job) -> None:
     gaussian, shape = sample(job, pipeline, run, settings, progress, ctx.cancelled, stage1=False)
     if job.prompt is not None:
         note_truncation(job, pipeline)
-    finish(ctx, job, folder, settings, gaussian, shape, progress)
+    finish(ctx, job, folder, settings, gaussian, shape, progress, own_mesh=own)
 
 
 def export(ctx: JobContext, job: Job) -> None:
@@ -178,10 +179,10 @@ def make_folder(ctx: JobContext, job: Job) -> JobFolder:
 
 
 def finish(ctx: JobContext, job: Job, folder: JobFolder, settings: GenerationSettings, gaussian, mesh,
-           progress) -> None:
-    """The files, the decoded result written for exports after a restart (result.npz), then kept in memory for
-    exports in this run (keep_result)."""
-    write_outputs(job, folder, settings, gaussian, mesh, progress, ctx.cancelled, keep=True)
+           progress, own_mesh=None) -> None:
+    """The files (`own_mesh`: a new look's mesh files are the user's model textured), the decoded result written for
+    exports after a restart (result.npz), then kept in memory for exports in this run (keep_result)."""
+    write_outputs(job, folder, settings, gaussian, mesh, progress, ctx.cancelled, keep=True, own_mesh=own_mesh)
     if job.keep_result:
         ctx.keep({"gaussian": gaussian, "mesh": mesh})
 
@@ -203,6 +204,19 @@ def load_mesh(source, ext: str):
         raise InputError(f"the 3-D model cannot be read ({type(err).__name__}: {err}); export it again as GLB, "
                          f"OBJ, PLY or STL") from None
     return mesh
+
+
+def load_own_mesh(source, ext: str):
+    """The job's 3-D model as its file holds it (``trellis.representations.mesh_input.UserMesh``), for keep_mesh."""
+    import io
+
+    from trellis.representations.mesh_input import MeshInputError, load_mesh_as_is
+
+    try:
+        data = io.BytesIO(bytes(source[1])) if isinstance(source, tuple) else source
+        return load_mesh_as_is(data, file_type=ext)
+    except MeshInputError as err:
+        raise InputError(str(err)) from None
 
 
 def prepared_images(ctx: JobContext, job: Job, settings: GenerationSettings) -> list:
@@ -249,9 +263,10 @@ def note_truncation(job: Job, pipeline) -> None:
 
 
 def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gaussian, mesh, progress,
-                  cancel, keep: bool = False) -> None:
+                  cancel, keep: bool = False, own_mesh=None) -> None:
     """The requested files, cheapest first (so that something useful lands early), each atomic; with `keep`, also
-    result.npz (the decoded result, for exports after a restart), written alongside them."""
+    result.npz (the decoded result, for exports after a restart), written alongside them. `own_mesh`: the mesh
+    files are that model with the look baked onto it (mesh_files.OwnMeshBake) instead of the decoded mesh."""
     fmt = set(settings.formats)
     meshes = [kind for kind in MESH_FORMATS if kind in fmt]
     export = kept = None
@@ -262,7 +277,8 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
         if meshes:
             # Started before the PLY and the preview video, so that the mesh's decimation (CPU, child processes)
             # runs while they are written (GPU); with neither to overlap, the bake does it all in turn.
-            export = bake_job(gaussian, mesh, settings, early=bool(fmt & {"ply", "mp4"}))
+            export = (bake_job(gaussian, mesh, settings, early=bool(fmt & {"ply", "mp4"})) if own_mesh is None
+                      else OwnMeshBake(gaussian, own_mesh, settings))
         if "ply" in fmt:
             with timed(job, "ply"):
                 progress("ply", 0, 1)
@@ -278,7 +294,7 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
                 textured = export.bake(progress=lambda s, i, n: progress("bake", i, n, s), cancel=cancel)
             job.timings["export_bake_stages"] = jsonable(textured.info)
             note_bake_coverage(job, textured.info)
-            write_mesh_files(job, folder, settings, textured, progress)
+            write_mesh_files(job, folder, settings, textured, progress, own=own_mesh is not None)
         if kept is not None:
             kept.collect()
     except BaseException:

@@ -143,6 +143,7 @@ class TrellisApp(ApiEndpoints, HistoryViews):
                             look_image = gr.Image(label="... or from a photo", type="filepath", image_mode=None,
                                                   sources=["upload", "clipboard"], height=200,
                                                   elem_id="td-look-image")
+                            place("variant")
                     preset = gr.Radio(PRESET_CHOICES, value=DEFAULT_PRESET, label="Preset", elem_id="td-preset",
                                       info="Sets the knobs below; Low VRAM for GPUs with little memory")
                     with gr.Row():

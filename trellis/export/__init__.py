@@ -9,7 +9,8 @@
 The result is a ``textured.TexturedMesh`` (``save_glb`` / ``save_obj``, and ``save`` for every format of ``formats``:
 GLB, OBJ, STL, 3MF, USDZ, placed by ``placement``: height, pivot, up axis, units); ``job.ExportJob`` starts an export's
 decimation early, so that it overlaps the caller's other work on the same result; ``result_file`` keeps a result
-(the Gaussians and the decoder mesh, exactly) for exporting it again later.
+(the Gaussians and the decoder mesh, exactly) for exporting it again later; ``keep_mesh`` bakes a look onto the
+user's own mesh, its vertices, faces and usable UVs kept.
 
 Shared: ``mesh_graph`` (edges, the dual graph, components), ``arrays`` (conversions, progress), ``processes``
 (child processes and their warm pool), ``temp_dirs`` (temp folders owned by their process), ``options``
@@ -18,7 +19,7 @@ Shared: ``mesh_graph`` (edges, the dual graph, components), ``arrays`` (conversi
 """
 __all__ = ["to_glb", "to_obj", "bake_textured_mesh", "TexturedMesh", "ExportJob", "warm_processes",
            "save_result", "load_result", "describe_export", "check_limits", "DESTINATION_LIMITS", "face_budget",
-           "lod_meshes",
+           "lod_meshes", "bake_onto_mesh", "uv_usable", "bake_uv_mesh",
            "MIN_OBSERVED_SHARE", "observation_settings",
            "Z_UP_TO_Y_UP", "make_glb_mesh", "save_glb", "save_obj"]
 
@@ -27,7 +28,7 @@ _LAZY = {"to_glb": "schedule", "to_obj": "schedule", "bake_textured_mesh": "sche
          "TexturedMesh": "textured", "ExportJob": "job", "warm_processes": "job",
          "save_result": "result_file", "load_result": "result_file", "describe_export": "report",
          "check_limits": "report", "DESTINATION_LIMITS": "report", "face_budget": "cleanup.chain",
-         "lod_meshes": "lods",
+         "lod_meshes": "lods", "bake_onto_mesh": "keep_mesh", "uv_usable": "keep_mesh", "bake_uv_mesh": "schedule",
          "MIN_OBSERVED_SHARE": "bake.coverage",
          "observation_settings": "options", "Z_UP_TO_Y_UP": "assemble", "make_glb_mesh": "assemble",
          "save_glb": "assemble", "save_obj": "assemble"}

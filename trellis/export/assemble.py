@@ -11,7 +11,9 @@ leaves metallicFactor unset, which glTF reads as 1.0 and makes assets look dark 
 Normals: smooth vertex normals split at creases (``normals.split_vertex_normals``, 60° by default), in
 the GLB as the primitive's NORMAL and in the OBJ as ``vn``. A crease adds copies of its vertices (with
 the same UV), so a file has at least as many vertices as the UV-split mesh given here.
-``crease_angle=None`` writes no normals (viewers then shade flat).
+``crease_angle=None`` writes no normals (viewers then shade flat); ``crease_angle`` of ``NO_SPLIT_ANGLE`` (180) or
+more splits nothing: one smooth normal per vertex (``unsplit_normals``), so a file keeps the mesh's own vertices
+and faces (a user's model baked with ``keep_mesh``).
 """
 from __future__ import annotations
 
@@ -20,10 +22,14 @@ import os
 import numpy as np
 
 from ..core.axes import Z_UP_TO_Y_UP      # (x, y, z) -> (x, z, -y): the GLB/OBJ are y-up
-from .normals import DEFAULT_CREASE_ANGLE, split_vertex_normals
+from .normals import DEFAULT_CREASE_ANGLE, corner_angles, face_normals, split_vertex_normals
 
-__all__ = ["Z_UP_TO_Y_UP", "PNG_COMPRESS_LEVEL", "texture_image", "with_normals", "make_glb_mesh", "glb_bytes",
-           "save_glb", "save_obj", "write_obj_files", "write_rows"]
+__all__ = ["Z_UP_TO_Y_UP", "PNG_COMPRESS_LEVEL", "NO_SPLIT_ANGLE", "texture_image", "unsplit_normals",
+           "with_normals", "make_glb_mesh", "glb_bytes", "save_glb", "save_obj", "write_obj_files", "write_rows"]
+
+# A crease angle from which no edge is a crease: normals are then made without splitting any vertex (even at
+# non-manifold edges and vertices, which split_vertex_normals always splits).
+NO_SPLIT_ANGLE = 180.0
 
 
 def _np(x, dtype):
@@ -53,8 +59,38 @@ def texture_image(texture):
     return img
 
 
+def unsplit_normals(vertices, faces) -> np.ndarray:
+    """[V, 3] unit normals, one per vertex, no vertex split: the angle-weighted normals of the faces at the vertex's
+    position (the copies of a point along a UV seam then agree); where those cancel out (the two sides of a
+    double-sided sheet share the position), of the vertex's own faces; +z for a vertex no face with area uses."""
+    v = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
+    f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    fn, has_area = face_normals(v, f)
+    weight = (corner_angles(v, f) * has_area[:, None]).reshape(-1)
+    contrib = np.repeat(fn, 3, axis=0) * weight[:, None]              # per corner, in face order
+    corner_vertex = f.reshape(-1)
+
+    def summed(ids, n):
+        return np.stack([np.bincount(ids, contrib[:, j], minlength=n) for j in range(3)], axis=1)
+
+    own = summed(corner_vertex, len(v))
+    _, point = np.unique(v, axis=0, return_inverse=True)
+    point = point.reshape(-1)
+    n_points = int(point.max()) + 1 if len(point) else 0
+    at_point = summed(point[corner_vertex], n_points)[point]
+    total = np.bincount(point[corner_vertex], weight, minlength=n_points)[point]
+    # relative to the weights summed: two sides of one sheet cancel to rounding noise, a sharp tip does not
+    cancels = np.linalg.norm(at_point, axis=1) <= 1e-6 * total
+    out = np.where(cancels[:, None], own, at_point)
+    length = np.linalg.norm(out, axis=1)
+    none = length <= 1e-300
+    out[none], length[none] = (0.0, 0.0, 1.0), 1.0
+    return out / length[:, None]
+
+
 def with_normals(vertices, faces, uvs, crease_angle):
-    """(vertices, faces, uvs, normals or None), z up; vertices split at creases when normals are made."""
+    """(vertices, faces, uvs, normals or None), z up; vertices split at creases when normals are made (never from
+    ``NO_SPLIT_ANGLE`` on)."""
     v = _np(vertices, np.float64).reshape(-1, 3)
     f = _np(faces, np.int64).reshape(-1, 3)
     uv = _np(uvs, np.float64).reshape(-1, 2)
@@ -62,6 +98,8 @@ def with_normals(vertices, faces, uvs, crease_angle):
         raise ValueError(f"{len(uv)} UVs for {len(v)} vertices")
     if crease_angle is None:
         return v, f, uv, None
+    if crease_angle >= NO_SPLIT_ANGLE:
+        return v, f, uv, unsplit_normals(v, f)
     source, f, normals = split_vertex_normals(v, f, crease_angle)
     return v[source], f, uv[source], normals
 

@@ -1,5 +1,6 @@
 """The export's stages in order, and how they overlap: ``bake_textured_mesh``, and ``to_glb`` / ``to_obj`` that
-assemble its result (spec §12, §15).
+assemble its result (spec §12, §15); ``bake_uv_mesh`` runs stages 3-4 alone, on a mesh that keeps its geometry
+and UVs (``keep_mesh``).
 
 1. clean-up (``cleanup.chain.clean_mesh_for_export``): decimation, hidden-face removal, hole filling;
 2. UV unwrap (``uv.unwrap.unwrap_uv``);
@@ -41,7 +42,8 @@ from .options import export_options, mesh_arrays, observation_settings
 from .textured import TexturedMesh
 from .uv import unwrap as uv_unwrap
 
-__all__ = ["HELD_VIEW_BYTES", "DEVICE_VIEW_MARGIN", "PREPARE_AHEAD", "bake_textured_mesh", "to_glb", "to_obj"]
+__all__ = ["HELD_VIEW_BYTES", "DEVICE_VIEW_MARGIN", "PREPARE_AHEAD", "bake_textured_mesh", "bake_uv_mesh", "to_glb",
+           "to_obj"]
 
 Progress = Optional[Callable[[str, int, int], None]]
 
@@ -251,6 +253,19 @@ def _bake_opt(views: _Views, app_rep, v_np, f_np, uv_np, texture_size, opt, devi
     return texture_u8
 
 
+def _start(app_rep, bake_mode: str, kwargs: dict, progress: Progress):
+    """(options, device, report) of a bake, its arguments checked."""
+    opt = export_options(kwargs)
+    if bake_mode not in ("fast", "opt"):
+        raise ValueError(f"unknown bake_mode {bake_mode!r} (use 'fast' or 'opt')")
+    device = torch.device(opt["device"]) if opt["device"] is not None else app_rep.device
+
+    def report(stage, done, total):
+        if progress is not None:
+            progress(stage, done, total)
+    return opt, device, report
+
+
 def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes_max_size=0.04,
                        texture_size=1024, debug=False, verbose=True, bake_mode="fast",
                        progress: Progress = None, cancel=None, **kwargs) -> TexturedMesh:
@@ -258,19 +273,11 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
     texture uint8 [S,S,3], info dict with per-stage seconds, face counts, the UV method used and the share of
     the atlas observed ("observed_share", "bake_fallback": ``bake.coverage``); with ``debug`` also the texture
     before inpainting and its observed-texel mask). ``job.ExportJob`` starts the decimation earlier."""
-    opt = export_options(kwargs)
-    if bake_mode not in ("fast", "opt"):
-        raise ValueError(f"unknown bake_mode {bake_mode!r} (use 'fast' or 'opt')")
+    opt, device, report = _start(app_rep, bake_mode, kwargs, progress)
     if opt["normal_map"] and opt["crease_angle"] is None:
         raise ValueError("normal_map=True needs vertex normals (crease_angle=None writes none)")
-    device = torch.device(opt["device"]) if opt["device"] is not None else app_rep.device
     info = {"seconds": {}}
     clock = _Clock(info, verbose)
-
-    def report(stage, done, total):
-        if progress is not None:
-            progress(stage, done, total)
-
     check(cancel)
     vertices, faces = mesh_arrays(mesh, device)
     if faces.shape[0] == 0:
@@ -299,6 +306,40 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
                                   cancel, info)
         clock.lap("normal_map")
     return TexturedMesh(v_np, f_np, uv_np, texture_u8, info, normal_u8)
+
+
+def bake_uv_mesh(app_rep, vertices, faces, uvs, texture_size=1024, bake_mode="fast", progress: Progress = None,
+                 cancel=None, debug=False, verbose=False, info: dict | None = None, **kwargs) -> np.ndarray:
+    """Stages 3-4 alone, for a mesh that keeps its geometry and its UVs (no clean-up, no unwrap): the uint8
+    [S,S,3] texture of ``app_rep`` baked onto ``vertices`` [V,3] (in the Gaussians' frame), ``faces`` [F,3] and
+    ``uvs`` [V,2] (v up) through the same views, bake, fallback and inpainting as ``bake_textured_mesh``.
+    ``kwargs``: the options of ``options.EXTRA_DEFAULTS`` that concern the views and the bake (nviews,
+    render_resolution, steps, lambda_tv, cg_iterations, observation_scale, device). ``info`` (a dict) gets
+    "observations", "observed_share" (and "bake_fallback"), per-stage seconds in "seconds", and with ``debug``
+    the texture before inpainting and its observed-texel mask. Progress stages: "observe", "bake",
+    "reobserve", "inpaint"."""
+    opt, device, report = _start(app_rep, bake_mode, kwargs, progress)
+    if opt["normal_map"]:
+        raise ValueError("bake_uv_mesh bakes no normal map: there is no denser mesh to take normals from")
+    info = {} if info is None else info
+    info.setdefault("seconds", {})
+    clock = _Clock(info, verbose)
+    check(cancel)
+    v_np = np.ascontiguousarray(np.asarray(vertices, dtype=np.float32).reshape(-1, 3))
+    f_np = np.ascontiguousarray(np.asarray(faces, dtype=np.int64).reshape(-1, 3))
+    uv_np = np.ascontiguousarray(np.asarray(uvs, dtype=np.float32).reshape(-1, 2))
+    if len(f_np) == 0 or len(uv_np) != len(v_np):
+        raise ValueError(f"bake_uv_mesh: {len(f_np)} faces, {len(uv_np)} UVs for {len(v_np)} vertices")
+    views = _Views(app_rep, bake_mode, device, opt, info, cancel)
+    if bake_mode == "fast":
+        acc = TextureAccumulator(v_np, f_np, None, texture_size, device=device)
+        texture_u8 = _bake_fast(acc, [], views, app_rep, v_np, f_np, uv_np, texture_size, opt, device, debug,
+                                report, cancel, info, clock)
+    else:
+        texture_u8 = _bake_opt(views, app_rep, v_np, f_np, uv_np, texture_size, opt, device, report, cancel, info,
+                               clock)
+    clock.lap("bake+inpaint")
+    return texture_u8
 
 
 def _bake_normals(vertices, faces, v_np, f_np, uv_np, texture_size, views: _Views, opt, device, report, cancel,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -37,7 +38,9 @@ __all__ = [
     "UP_BY_FORMAT",
     "Y_UP_TO_Z_UP",
     "MeshInputError",
+    "UserMesh",
     "load_mesh",
+    "load_mesh_as_is",
     "read_regular_file",
 ]
 
@@ -117,8 +120,9 @@ def _format(name: str, file_type: str | None) -> str:
     return ext
 
 
-def _read(source, file_type: str | None):
-    """(trimesh geometry, format) of a path or a binary file object."""
+def _read(source, file_type: str | None, as_is: bool = False):
+    """(trimesh geometry, format) of a path or a binary file object; `as_is`: no vertex merged or dropped, and the
+    UVs read (materials are still not: their images are not needed)."""
     import trimesh
 
     if isinstance(source, (str, os.PathLike)):
@@ -136,7 +140,11 @@ def _read(source, file_type: str | None):
             raise MeshInputError("a 3-D model given as a file object needs its file_type (e.g. 'glb')")
         ext = _format("", file_type)
         stream, resolver, name = source, None, "the file"
-    extra = {"skip_materials": True} if ext in (".glb", ".gltf", ".obj") else {}
+    extra = {"skip_materials": True} if ext in (".glb", ".gltf", ".obj") and not as_is else {}
+    if as_is:
+        extra["process"] = False
+        if ext == ".glb":
+            stream = io.BytesIO(with_uv_materials(stream.read()))
     try:
         return trimesh.load(stream, file_type=ext[1:], resolver=resolver, **extra), ext
     except MeshInputError:
@@ -172,3 +180,67 @@ def load_mesh(source, up: str | None = None, file_type: str | None = None):
         vertices = np.asarray(source.vertices, dtype=np.float64) @ Y_UP_TO_Z_UP
         source = trimesh.Trimesh(vertices=vertices, faces=source.faces, process=False)
     return source
+
+
+def with_uv_materials(data: bytes) -> bytes:
+    """A GLB whose primitives with UVs (TEXCOORD_0) but no material get a plain one: trimesh keeps a primitive's UVs
+    only with a material, and Blender's glTF export without materials writes them so. Anything else unchanged."""
+    import json
+    import struct
+
+    if len(data) < 20 or data[:4] != b"glTF" or data[16:20] != b"JSON":
+        return data
+    length = struct.unpack_from("<I", data, 12)[0]
+    doc = json.loads(data[20:20 + length])
+    bare = [p for m in doc.get("meshes", []) for p in m.get("primitives", [])
+            if "TEXCOORD_0" in p.get("attributes", {}) and "material" not in p]
+    if not bare:
+        return data
+    doc.setdefault("materials", []).append({"name": "plain"})
+    for primitive in bare:
+        primitive["material"] = len(doc["materials"]) - 1
+    text = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 4)
+    rest = data[20 + length:]
+    return struct.pack("<4sII", b"glTF", 2, 20 + len(text) + len(rest)) + struct.pack("<I4s", len(text), b"JSON") \
+        + text + rest
+
+
+class UserMesh(NamedTuple):
+    """A user's model as its file holds it, turned to the pipeline's frame (z up) exactly."""
+    vertices: np.ndarray           # [V, 3] float64: the file's values, axes permuted (no rounding)
+    faces: np.ndarray              # [F, 3] int64, in the file's order
+    uvs: Optional[np.ndarray]      # [V, 2] float64 as trimesh reads them (v up), None where a part has none
+    up: str                        # the file's up axis, "y" or "z"
+    meshes: int                    # the meshes of the file joined here
+
+
+def load_mesh_as_is(source, up: str | None = None, file_type: str | None = None) -> UserMesh:
+    """The model of `source` (as `load_mesh` takes it) with nothing merged, dropped or reordered: a scene's meshes
+    joined in the file's order, each placed by the scene's transforms, with their UVs when every one has some."""
+    import trimesh
+
+    if up not in (None, "y", "z"):
+        raise ValueError(f"up must be None, 'y' or 'z', not {up!r}")
+    fmt = None
+    if not isinstance(source, trimesh.parent.Geometry):
+        source, fmt = _read(source, file_type, as_is=True)
+    parts = [g for g in source.dump() if isinstance(g, trimesh.Trimesh)] if isinstance(source, trimesh.Scene) \
+        else [source] if isinstance(source, trimesh.Trimesh) else []
+    if not parts:
+        raise MeshInputError("the file holds no triangle mesh (only points, lines or nothing)")
+    vertices, faces, uvs, offset = [], [], [], 0
+    for part in parts:
+        v = np.asarray(part.vertices, dtype=np.float64)
+        vertices.append(v)
+        faces.append(np.asarray(part.faces, dtype=np.int64) + offset)
+        uv = getattr(part.visual, "uv", None)
+        uvs.append(None if uv is None or len(uv) != len(v) else np.asarray(uv, dtype=np.float64))
+        offset += len(v)
+    axis = up or UP_BY_FORMAT.get(fmt, "z")
+    v = np.concatenate(vertices)
+    if axis == "y":
+        v = v @ Y_UP_TO_Z_UP
+    uv = None if any(u is None for u in uvs) else np.concatenate(uvs)
+    return UserMesh(v, np.concatenate(faces), uv, axis, len(parts))
+

@@ -32,7 +32,8 @@ from ..core.callbacks import CancelCheck, check
 from .mesh_input import MESH_SUFFIXES, UP_BY_FORMAT, MeshInputError, load_mesh
 
 __all__ = ["MAX_FACES", "MAX_WORK", "MESH_SUFFIXES", "RESOLUTION", "UP_BY_FORMAT", "MeshInputError", "check_mesh",
-           "load_mesh", "normalize_vertices", "triangle_box_overlap", "voxel_work", "voxelize", "voxelize_surface"]
+           "load_mesh", "normalize_vertices", "triangle_box_overlap", "used_in_unit_cube", "voxel_work", "voxelize",
+           "voxelize_surface"]
 
 RESOLUTION = 64
 # A mesh beyond this is a scan or a CAD export that should be simplified first; voxelising it would
@@ -108,12 +109,18 @@ def _used(faces: np.ndarray, n: int) -> np.ndarray:
     return mask
 
 
-def _in_cube(vertices, faces):
-    """(normalised vertices, faces) over the vertices that faces use: stray ones must not stretch the box."""
+def used_in_unit_cube(vertices, faces) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indices of the vertices that faces use, those vertices normalised, faces over them): the frame `voxelize`
+    works in, which a bake onto the same mesh must share (stray vertices must not stretch the box)."""
     faces = np.asarray(faces, dtype=np.int64)
     used = _used(faces, len(vertices))
     remap = np.cumsum(used) - 1
-    return normalize_vertices(np.asarray(vertices, dtype=np.float64)[used]), remap[faces]
+    return np.flatnonzero(used), normalize_vertices(np.asarray(vertices, dtype=np.float64)[used]), remap[faces]
+
+
+def _in_cube(vertices, faces):
+    """(normalised vertices, faces) over the vertices that faces use."""
+    return used_in_unit_cube(vertices, faces)[1:]
 
 
 # ------------------------------------------------------------------------------------------ planning

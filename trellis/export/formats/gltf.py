@@ -18,7 +18,8 @@ import os
 
 import numpy as np
 
-from ..assemble import glb_bytes, make_glb_mesh, save_glb, texture_image, with_normals, write_obj_files
+from ..assemble import (NO_SPLIT_ANGLE, glb_bytes, make_glb_mesh, save_glb, texture_image, unsplit_normals,
+                        with_normals, write_obj_files)
 from ...core.axes import Z_UP_TO_Y_UP
 from ..normals import DEFAULT_CREASE_ANGLE, split_vertex_normals
 from ..placement import turn_to
@@ -57,10 +58,13 @@ def welded(vertices, faces) -> tuple[np.ndarray, np.ndarray]:
 
 
 def plain_geometry(vertices, faces, crease_angle: float | None = DEFAULT_CREASE_ANGLE):
-    """(vertices, faces, normals or None) of the welded shape, vertices split at creases when normals are made."""
+    """(vertices, faces, normals or None) of the welded shape, vertices split at creases when normals are made (as
+    ``assemble.with_normals``: never from ``NO_SPLIT_ANGLE`` on)."""
     v, f = welded(vertices, faces)
     if crease_angle is None:
         return v, f, None
+    if crease_angle >= NO_SPLIT_ANGLE:
+        return v, f, unsplit_normals(v, f)
     source, f, normals = split_vertex_normals(v, f, crease_angle)
     return v[source], f, normals
 
