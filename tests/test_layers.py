@@ -30,10 +30,24 @@ def test_the_library_imports_no_app_layer_and_no_kernel_package_directly():
 def test_kernel_packages_depend_only_on_the_library_torch_and_their_compiler():
     import sys
     allowed = {"trellis", "torch", "triton", "__future__"} | KERNEL_PACKAGES | set(sys.stdlib_module_names)
-    files = sorted((ROOT / "extensions").rglob("*.py"))
+    files = sorted(p for p in (ROOT / "extensions").rglob("*.py") if p.relative_to(ROOT / "extensions").parts[0]
+                   != "blender")        # the Blender add-on: its own rule below
     assert {p.parent.name for p in files} >= KERNEL_PACKAGES
     bad = [f"{p.relative_to(ROOT)}:{line} imports {top}"
            for p in files for top, line in imported_tops(p) if top not in allowed]
+    assert not bad, bad
+
+
+def test_the_blender_add_on_needs_only_blender_and_the_standard_library():
+    """extensions/blender/ runs in Blender's own Python: bpy, mathutils and numpy (which Blender ships) and the
+    standard library; its client and mesh matching not even bpy (they are tested outside Blender)."""
+    import sys
+    files = sorted((ROOT / "extensions" / "blender").rglob("*.py"))
+    plain = {"client.py", "meshmatch.py", "build.py"}
+    assert plain <= {p.name for p in files}
+    bad = [f"{p.relative_to(ROOT)}:{line} imports {top}" for p in files for top, line in imported_tops(p)
+           if top not in set(sys.stdlib_module_names) | ({"__future__"} if p.name in plain
+                                                          else {"__future__", "bpy", "mathutils", "numpy"})]
     assert not bad, bad
 
 
