@@ -253,10 +253,10 @@ class JobFolder:
         return {"mesh": str(dest)}
 
     def copy_from(self, files: dict) -> dict:
-        """The inputs and preprocessed images of another job (its Job.files), for an export job."""
+        """The inputs, preprocessed images and 3-D model of another job (its Job.files), for an export job."""
         copied = {}
         for key, path in files.items():
-            if key.startswith(("input", "preprocessed")) and os.path.isfile(path):
+            if (key.startswith(("input", "preprocessed")) or key == "mesh") and os.path.isfile(path):
                 dest = self.path / os.path.basename(path)
                 with atomic_path(dest) as tmp:
                     shutil.copyfile(path, tmp)

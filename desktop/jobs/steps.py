@@ -144,9 +144,12 @@ def export(ctx: JobContext, job: Job) -> None:
     job.files.update(folder.copy_from(ctx.source_files))
     job.files.update(folder.write_settings(settings_record(job, settings, ctx.model_path, ctx.device)))
 
-    # 2. The files.
+    # 2. The files: a new look that kept the user's mesh is baked onto that mesh again.
     result = ctx.source_result
-    write_outputs(job, folder, settings, result["gaussian"], result["mesh"], progress, ctx.cancelled)
+    own = None
+    if settings.keep_mesh and job.files.get("mesh"):
+        own = load_own_mesh(job.files["mesh"], check_mesh(job.files["mesh"]))
+    write_outputs(job, folder, settings, result["gaussian"], result["mesh"], progress, ctx.cancelled, own_mesh=own)
 
 
 # ------------------------------------------------------------------ what the steps share

@@ -68,6 +68,20 @@ def test_a_glb_with_uvs_keeps_its_vertices_faces_and_uvs(inputs, tiny_pipeline_d
     assert timings["export_bake_stages"]["uv"] == "kept"
 
 
+def test_a_kept_mesh_look_exported_again_keeps_the_mesh(inputs, tiny_pipeline_dir):
+    folder = retexture(inputs, tiny_pipeline_dir, "glb", "--texture-size", "64")
+    out = inputs["tmp"] / "again"
+    proc = desktop("export", folder, "-o", out, "--model", tiny_pipeline_dir, "--texture-size", "128", "--quiet",
+                   timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (again,) = job_folders(out)
+    before, after = loaded(inputs["glb"]), loaded(os.path.join(again, "model.glb"))
+    assert np.array_equal(np.asarray(after.vertices), np.asarray(before.vertices))
+    assert np.array_equal(np.asarray(after.faces), np.asarray(before.faces))
+    assert np.asarray(after.visual.material.baseColorTexture).shape[:2] == (128, 128)
+    assert json.load(open(os.path.join(again, "timings.json")))["export_bake_stages"]["uv"] == "kept"
+
+
 @pytest.mark.parametrize("name", ["sphere.stl", "sphere.obj"])
 def test_a_model_without_uvs_gets_a_new_atlas_on_its_own_shape(inputs, tiny_pipeline_dir, name):
     folder = retexture(inputs, tiny_pipeline_dir, name)
