@@ -75,6 +75,22 @@ def end(pids) -> None:
             pass
 
 
+def wait_gone(pids, seconds: float) -> None:
+    """Wait until every process of `pids` has ended (a zombie counts as ended); AssertionError after `seconds`."""
+    def running(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if not any(running(pid) for pid in pids):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the killed owner's children {pids} were still running after {seconds} s")
+
+
 def age(path, seconds=3600.0) -> None:
     old = time.time() - seconds
     os.utime(path, (old, old))
@@ -161,6 +177,9 @@ def test_a_killed_exports_folder_is_removed_at_the_next_start(tmp_path):
     try:
         owner.kill()                       # kill -9 of the exporting process; its children may outlive it
         owner.communicate(timeout=60)
+        # They leave once they see their parent gone; while one still runs it holds the folder's lock (alive, rightly
+        # kept), which on a loaded machine can last a few seconds.
+        wait_gone(children, 60)
         # A folder of another tool with our prefix (no owner marker) is judged by its age only: a fresh one
         # stays, an hour-old one goes; so does a marked folder whose marker was never locked.
         fresh = tmp / "trellis_simplify_fresh"

@@ -506,10 +506,14 @@ def test_export_again_from_the_history_with_the_output_settings(app, outputs):
     assert state == "done", text
     (printed,) = set(job_dirs(outputs)) - before
     report = json.loads((printed / "export.json").read_text())
-    assert report["destination"] == "print" and report["limits"]["met"] and report["flat_base"], report
+    # (the random-weight blob of a random seed is a scatter of pieces: its largest may not close into one shell, and
+    # the report must then say why; tests/desktop/test_destinations.py has a source that meets the limits)
+    facts = report["watertight"] and report["shells"] == 1 and report["flat_base"]
+    assert report["destination"] == "print" and report["limits"]["met"] == facts, report
     assert json.loads((printed / "settings.json").read_text())["source_job"] == json.loads(
         (made / "settings.json").read_text())["job_id"]
-    ui.page.wait_for_function("() => document.querySelector('#td-info').innerText.includes('limits met')")
+    verdict = "limits met" if facts else "limits not met"
+    ui.page.wait_for_function(f"() => document.querySelector('#td-info').innerText.includes('{verdict}')")
     assert "model.3mf" in ui.page.inner_text("#td-info")
     ui.shot("08-export-print.png")
     ui.check_clean()
