@@ -45,16 +45,13 @@ def print_shape_facts(vertices, faces, solid: bool = False) -> dict:
 def shell_count(faces) -> int:
     """Separate bodies of a mesh: its faces joined through shared vertices (two parts touching at one point print as
     one body, as ``print_solid`` keeps them)."""
-    import scipy.sparse as sp
-    from scipy.sparse.csgraph import connected_components
+    from .mesh_graph import components
 
     f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
     used, index = np.unique(f, return_inverse=True)
     index = index.reshape(-1, 3)
-    a = np.concatenate([index[:, 0], index[:, 1]])
-    b = np.concatenate([index[:, 1], index[:, 2]])
-    graph = sp.coo_matrix((np.ones(len(a)), (a, b)), shape=(len(used), len(used)))
-    return int(connected_components(graph, directed=False)[0])
+    return int(components(len(used), np.concatenate([index[:, 0], index[:, 1]]),
+                          np.concatenate([index[:, 1], index[:, 2]]))[0])
 
 
 def file_bytes(kind: str, path: str) -> int:
