@@ -24,8 +24,10 @@ decoders from tests/data/state_dict (as the image benchmarks), CLIP's published 
 The job is `pipeline.run(prompt)` (formats gaussian + mesh) with the app's sampler settings (the preset's
 steps and guidance, pipeline.json's interval and rescale), then `to_glb` at the preset's export settings.
 Random weights give an arbitrary stage-1 result, so the sparse-structure decoder's logits are shifted by a
-forward hook to mark exactly `--voxels` voxels occupied (20 000, like the image benchmarks' fixed
-structure; 0 = leave them as they come). Per stage: seconds and peak allocated / reserved GiB (the
+forward hook to mark `--voxels` voxels occupied (20 000): by default the image benchmarks' fixed structure, a
+spherical shell (a surface, ~5 k tokens after the flow's 2x downsampling, as a trained stage 1 gives);
+`--structure scattered` the decoder's top-scoring voxels, scattered over the grid (nearly one token per voxel:
+attention 16x the cost; what this benchmark measured before the option existed); 0 = leave them as they come. Per stage: seconds and peak allocated / reserved GiB (the
 pipeline's own StageTracker; the stage-1 step is split into the flow and the decoder by hooks on the
 decoder). One warm-up run per preset, then `--runs` timed runs (medians in the table), then one
 `run_variant` (a new look from the prompt on a trimesh capsule, voxelised at 64^3) unless --no-variant.
@@ -227,8 +229,8 @@ class DecoderProbe:
     """Forward hooks on the sparse-structure decoder: its own seconds and peaks (the flow's peak up to it
     is kept aside), and optionally exactly `keep` occupied voxels per sample (None: 8 % of the grid)."""
 
-    def __init__(self, module, device: torch.device, keep: int | None):
-        self.device, self.keep = device, keep
+    def __init__(self, module, device: torch.device, keep: int | None, structure: str = "scattered"):
+        self.device, self.keep, self.structure = device, keep, structure
         self.flow_peaks = self.dec_peaks = (None, None)
         self.seconds = 0.0
         self.voxels = None
@@ -242,7 +244,15 @@ class DecoderProbe:
         self.t0 = time.perf_counter()
 
     def post(self, module, inputs, out):
-        if self.keep != 0:
+        if self.keep and self.structure == "shell":
+            # The image benchmarks' fixed surface (networks_gpu.shell_structure): occupied where the shell is.
+            from networks_gpu import shell_structure
+
+            xyz = shell_structure(self.keep, res=out.shape[-1], device=out.device).coords[:, 1:].long()
+            occupied = torch.zeros(out.shape[-3:], dtype=torch.bool, device=out.device)
+            occupied[xyz[:, 0], xyz[:, 1], xyz[:, 2]] = True
+            out = torch.where(occupied, 1.0, -1.0).expand_as(out).to(out.dtype)
+        elif self.keep != 0:
             flat = out.flatten(1).float()
             k = min(self.keep if self.keep is not None else int(0.08 * flat.shape[1]), flat.shape[1] - 1)
             top = flat.topk(k + 1, dim=1).values
@@ -386,11 +396,11 @@ def run_presets(args) -> dict:
             print(f"--limit-gib {args.limit_gib} ignored on {device} (no CUDA memory to cap)", flush=True)
     pipe, load = load_pipeline(args, device)
     keep = args.voxels if args.voxels is not None else (None if args.tiny else 20000)
-    probe = DecoderProbe(pipe.models["sparse_structure_decoder"], device, keep)
+    probe = DecoderProbe(pipe.models["sparse_structure_decoder"], device, keep, args.structure)
     info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "torch": torch.__version__, "commit": args.commit, "date": time.strftime("%Y-%m-%d"),
             "pipeline": "tiny text pipeline" if args.tiny else "TRELLIS-text-xlarge (full size, random weights)",
-            "prompt": args.prompt, "target_voxels": keep if keep is not None else "8 % of the grid", "limit_gib": args.limit_gib, **load, "presets": {}}
+            "prompt": args.prompt, "target_voxels": keep if keep is not None else "8 % of the grid", "structure": args.structure, "limit_gib": args.limit_gib, **load, "presets": {}}
     for name in args.presets.split(","):
         cfg = resolve_preset(name, device, args.tiny)
         if args.steps:
@@ -431,7 +441,7 @@ def proof(args) -> dict:
         cmd = [sys.executable, __file__, "--limit-gib", str(limit), "--presets", "low-vram", "--runs", "1",
                "--device", args.device, "--cache", str(args.cache), "--out", str(out), "--seed", str(args.seed),
                "--prompt", args.prompt, "--commit", args.commit]
-        cmd += (["--voxels", str(args.voxels)] if args.voxels is not None else []) + \
+        cmd += (["--voxels", str(args.voxels)] if args.voxels is not None else []) + ["--structure", args.structure] + \
                (["--steps", str(args.steps)] if args.steps else []) + \
                [flag for flag, on in (("--tiny", args.tiny), ("--no-glb", args.no_glb),
                                       ("--no-variant", args.no_variant)) if on]
@@ -521,6 +531,9 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=None, help="sampling steps of both stages (default: the preset's)")
     ap.add_argument("--voxels", type=int, default=None,
                     help="occupied voxels after stage 1 (default 20000; 8%% of the grid with --tiny; 0: as decoded)")
+    ap.add_argument("--structure", default="shell", choices=("shell", "scattered"),
+                    help="stage 2's --voxels: the image benchmarks' spherical shell (a surface, as a trained stage 1 "
+                         "makes) or the top-scoring voxels of the random decoder (scattered over the grid)")
     ap.add_argument("--prompt", default=PROMPT)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--limit-gib", type=float, default=None)
