@@ -43,10 +43,6 @@ def text_model(task: dict) -> str:
     return text_source(task.get("text_model"), task["settings"].get("text_model_size", "xlarge"))
 
 
-def _quiet(*args, **kwargs) -> None:
-    """The progress callback of a batch item (the batch shows items, not stages)."""
-
-
 def _never() -> bool:
     return False
 
@@ -165,10 +161,12 @@ class ItemWorker:
 
     def _export(self, job, settings: GenerationSettings, work, gaussian, mesh) -> None:
         from ..jobs.folder import JobFolder
-        from ..jobs.steps import write_outputs
+        from ..jobs.steps import overlaps_files, quiet, write_outputs
 
         folder = JobFolder(work)
-        write_outputs(job, folder, settings, gaussian, mesh, _quiet, _never, keep=True)
+        # quiet: the batch shows items, not stages.
+        write_outputs(job, folder, settings, gaussian, mesh, quiet, _never, keep=True,
+                      overlap=overlaps_files(self.device))
         job.timings["total"] = time.time() - job.created
         job.files.update(folder.write_timings(job.timings))
 

@@ -25,14 +25,16 @@ TEXT_STAGES = ["condition", "sparse_structure", "slat", "decode"]
 VARIANT_STAGES = ["voxelize", "preprocess", "condition", "slat", "decode"]
 
 
-def export_stages(settings: GenerationSettings) -> list:
-    """The stages that write the requested files, in the order they run (steps.write_outputs)."""
+def export_stages(settings: GenerationSettings, overlap: bool = False) -> list:
+    """The stages that write the requested files, in the order they run (steps.write_outputs); with `overlap`, the
+    preview video, made while the mesh is baked, is waited for last."""
     fmt = set(settings.formats)
-    stages = ["ply"] if "ply" in fmt else []
-    stages += ["video", "encode"] if "mp4" in fmt else []
     # The mesh files share one bake (clean-up, UV unwrap, texture), then each is written from it.
     meshes = [s for s in MESH_FORMATS if s in fmt]
-    return stages + (["bake"] if meshes else []) + meshes
+    preview = ["video", "encode"] if "mp4" in fmt else []
+    mesh_stages = (["bake"] if meshes else []) + meshes
+    ply = ["ply"] if "ply" in fmt else []
+    return ply + (mesh_stages + preview if overlap and meshes else preview + mesh_stages)
 
 
 class ProgressTracker:

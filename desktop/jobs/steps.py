@@ -24,6 +24,7 @@ from trellis.core.callbacks import Cancelled
 
 from ..settings import GenerationSettings, device_change_warning, device_changes
 from ..settings_table import MESH_FORMATS
+from .background import Background
 from .context import JobContext
 from .folder import JobFolder, jsonable
 from .inputs import prepare_image
@@ -136,7 +137,8 @@ def export(ctx: JobContext, job: Job) -> None:
     """An export job: the files of `job.settings.formats` from the result of job.source_id (kept in memory, or read
     from its folder's result.npz)."""
     settings = job.used_settings = for_device(job, job.settings, ctx.device)
-    progress = ctx.tracker(job, export_stages(settings))
+    overlap = overlaps_files(ctx.device)
+    progress = ctx.tracker(job, export_stages(settings, overlap))
     check_cancel(ctx)
 
     # 1. The job folder: the source's inputs and preprocessed image(s), the settings.
@@ -149,7 +151,8 @@ def export(ctx: JobContext, job: Job) -> None:
     own = None
     if settings.keep_mesh and job.files.get("mesh"):
         own = load_own_mesh(job.files["mesh"], check_mesh(job.files["mesh"]))
-    write_outputs(job, folder, settings, result["gaussian"], result["mesh"], progress, ctx.cancelled, own_mesh=own)
+    write_outputs(job, folder, settings, result["gaussian"], result["mesh"], progress, ctx.cancelled, own_mesh=own,
+                  overlap=overlap)
 
 
 # ------------------------------------------------------------------ what the steps share
@@ -157,7 +160,7 @@ def start(ctx: JobContext, job: Job, stages: list) -> tuple:
     """(the settings the job runs with on this device, its seed drawn; the job's progress over `stages` and the
     stages that write its files)."""
     settings = job.used_settings = for_device(job, job.settings.with_seed(), ctx.device)
-    return settings, ctx.tracker(job, stages + export_stages(settings))
+    return settings, ctx.tracker(job, stages + export_stages(settings, overlaps_files(ctx.device)))
 
 
 def check_cancel(ctx: JobContext) -> None:
@@ -185,7 +188,8 @@ def finish(ctx: JobContext, job: Job, folder: JobFolder, settings: GenerationSet
            progress, own_mesh=None) -> None:
     """The files (`own_mesh`: a new look's mesh files are the user's model textured), the decoded result written for
     exports after a restart (result.npz), then kept in memory for exports in this run (keep_result)."""
-    write_outputs(job, folder, settings, gaussian, mesh, progress, ctx.cancelled, keep=True, own_mesh=own_mesh)
+    write_outputs(job, folder, settings, gaussian, mesh, progress, ctx.cancelled, keep=True, own_mesh=own_mesh,
+                  overlap=overlaps_files(ctx.device))
     if job.keep_result:
         ctx.keep({"gaussian": gaussian, "mesh": mesh})
 
@@ -265,18 +269,31 @@ def note_truncation(job: Job, pipeline) -> None:
                  "beginning was used. Put what matters first, or shorten it.")
 
 
+def overlaps_files(device: str) -> bool:
+    """Whether the preview video is made while the mesh is baked (a GPU: the preview's renders and encoder and the
+    bake's CPU stages keep each other's gaps busy) rather than before it (a CPU: both want every core)."""
+    return not str(device).startswith("cpu")
+
+
 def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gaussian, mesh, progress,
-                  cancel, keep: bool = False, own_mesh=None) -> None:
+                  cancel, keep: bool = False, own_mesh=None, overlap: bool = False) -> None:
     """The requested files, cheapest first (so that something useful lands early), each atomic; with `keep`, also
     result.npz (the decoded result, for exports after a restart), written alongside them. `own_mesh`: the mesh
-    files are that model with the look baked onto it (mesh_files.OwnMeshBake) instead of the decoded mesh."""
+    files are that model with the look baked onto it (mesh_files.OwnMeshBake) instead of the decoded mesh.
+    `overlap`: the preview video is rendered and encoded in a thread while the mesh is baked and its files written
+    (the same files; timings["export"] gives each part's seconds and "files_wall" the whole)."""
+    t0 = time.perf_counter()
     fmt = set(settings.formats)
     meshes = [kind for kind in MESH_FORMATS if kind in fmt]
-    export = kept = None
+    export = kept = preview = None
+    stop = threading.Event()                   # set when the job fails or is cancelled: the preview stops too
+
+    def stopped() -> bool:
+        return stop.is_set() or cancel()
     try:
         # result.npz is compressed in a thread while the files are made (zlib leaves the GIL to the GPU work):
         # written in turn, it would add its second to the job.
-        kept = KeptResult(job, folder, gaussian, mesh) if keep else None
+        kept = Background("trellis-kept-result", lambda: folder.write_result(gaussian, mesh)) if keep else None
         if meshes:
             # Started before the PLY and the preview video, so that the mesh's decimation (CPU, child processes)
             # runs while they are written (GPU); with neither to overlap, the bake does it all in turn.
@@ -288,60 +305,51 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
                 job.files.update(folder.write_ply(gaussian))
                 progress("ply", 1, 1)
         if "mp4" in fmt:
-            with timed(job, "mp4"):
-                frames = render_preview(gaussian, settings, progress, cancel)
-                job.files.update(folder.write_video(frames, settings.video_fps, cancel=cancel,
-                                                    progress=lambda i, n: progress("encode", i, n)))
+            if overlap and export is not None:   # silent: the bake's progress is the job's
+                preview = Background("trellis-preview",
+                                     lambda: write_preview(job, folder, settings, gaussian, quiet, stopped))
+            else:
+                job.files.update(write_preview(job, folder, settings, gaussian, progress, cancel))
         if export is not None:
             with timed(job, "bake"):
                 textured = export.bake(progress=lambda s, i, n: progress("bake", i, n, s), cancel=cancel)
             job.timings["export_bake_stages"] = jsonable(textured.info)
             note_bake_coverage(job, textured.info)
             write_mesh_files(job, folder, settings, textured, progress, own=own_mesh is not None)
+        if preview is not None:
+            if preview.running():
+                progress("encode", 0, 1)
+            job.files.update(preview.result())
+            progress("encode", 1, 1)
         if kept is not None:
-            kept.collect()
+            job.files.update(kept.result())
+            job.timings.setdefault("export", {})["result"] = kept.seconds
+        job.timings.setdefault("export", {}).update(files_wall=time.perf_counter() - t0,
+                                                    overlapped=preview is not None)
     except BaseException:
-        if kept is not None:
-            kept.discard()                     # a failed or cancelled job keeps no result to export
+        stop.set()
+        if preview is not None:
+            preview.join()                     # its partial mp4 is gone (atomic_path) before the job ends
+        if kept is not None:                   # a failed or cancelled job keeps no result to export
+            for path in (kept.value_if_any() or {}).values():
+                with contextlib.suppress(OSError):
+                    os.remove(path)
         raise
     finally:
         if export is not None:
             export.close()
 
 
-class KeptResult:
-    """result.npz written by a thread from the moment the result exists; `collect()` waits for it and adds it to the
-    job's files (its error, if any, raised here); the seconds it ran go to timings["export"]["result"]."""
+def quiet(*_args, **_kwargs) -> None:
+    """A progress callback that reports nothing."""
 
-    def __init__(self, job: Job, folder: JobFolder, gaussian, mesh):
-        self.job, self.box = job, {}
 
-        def write():
-            t = time.perf_counter()
-            try:
-                self.box["files"] = folder.write_result(gaussian, mesh)
-            except BaseException as err:        # re-raised in the job's thread
-                self.box["error"] = err
-            finally:
-                self.box["seconds"] = time.perf_counter() - t
-        self.thread = threading.Thread(target=write, name="trellis-kept-result", daemon=True)
-        self.thread.start()
-
-    def join(self) -> None:
-        self.thread.join()
-
-    def discard(self) -> None:
-        self.join()
-        for path in (self.box.get("files") or {}).values():
-            with contextlib.suppress(OSError):
-                os.remove(path)
-
-    def collect(self) -> None:
-        self.join()
-        self.job.timings.setdefault("export", {})["result"] = self.box["seconds"]
-        if "error" in self.box:
-            raise self.box["error"]
-        self.job.files.update(self.box["files"])
+def write_preview(job: Job, folder: JobFolder, settings: GenerationSettings, gaussian, progress, cancel) -> dict:
+    """preview.mp4: the turntable rendered, then encoded (timings["export"]["mp4"]); its files."""
+    with timed(job, "mp4"):
+        frames = render_preview(gaussian, settings, progress, cancel)
+        return folder.write_video(frames, settings.video_fps, cancel=cancel,
+                                  progress=lambda i, n: progress("encode", i, n))
 
 
 def render_preview(gaussian, settings: GenerationSettings, progress, cancel):

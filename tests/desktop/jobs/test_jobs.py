@@ -149,7 +149,8 @@ def test_job_folder_contents_and_lazy_single_load(make_runner, image, tmp_path, 
     timings = json.load(open(os.path.join(folder, "timings.json")))
     assert {"preprocess", "pipeline", "export", "total"} <= set(timings)
     assert [s["stage"] for s in timings["pipeline"]["stages"]][2:4] == ["sparse_structure", "slat"]
-    assert set(timings["export"]) == {"ply", "mp4", "result"}
+    assert set(timings["export"]) == {"ply", "mp4", "result", "files_wall", "overlapped"}
+    assert timings["export"]["overlapped"] is False            # a CPU job writes its files in turn
     assert a.progress.fraction == 1.0 and a.progress.stage == "done"
     summary = json.loads(json.dumps(a.to_dict()))                    # what a UI / API would send
     assert summary["state"] == "done" and summary["seed"] == 3 and summary["files"]["ply"] == a.files["ply"]
@@ -348,7 +349,8 @@ def test_kept_result_is_exported_without_sampling_again(make_runner, image, tmp_
     record = json.load(open(os.path.join(glb.out_dir, "settings.json")))
     assert record["source_job"] == preview.id and record["seed"] == 5
     assert record["settings"]["texture_size"] == 128 and record["settings"]["ss_steps"] == 2
-    assert "pipeline" not in glb.timings and set(glb.timings["export"]) == {"bake", "glb"}    # nothing sampled
+    assert "pipeline" not in glb.timings                                                    # nothing sampled
+    assert set(glb.timings["export"]) == {"bake", "glb", "files_wall", "overlapped"}
     assert glb.progress.stage == "done" and runner.factory_calls == ["cpu"]
 
     again = runner.submit_export(preview.id, formats="ply,obj")           # the result can be used again

@@ -1,0 +1,95 @@
+"""A job's files written with the preview video made beside the bake (steps.write_outputs(overlap=True), what a GPU
+job does) are the files of the sequential order, byte for byte; a cancel while both run leaves no partial file and
+no thread behind. On the tiny random-weight pipeline's result (CPU)."""
+import threading
+import uuid
+
+import numpy as np
+import pytest
+
+from desktop.jobs import steps
+from desktop.jobs.folder import JobFolder
+from desktop.jobs.job import Job
+from desktop.settings import GenerationSettings
+from images import rgba_blob
+from trellis.core.callbacks import Cancelled
+from trellis.pipelines import TrellisImageTo3DPipeline
+
+SETTINGS = dict(seed=4, randomize_seed=False, formats=("glb", "ply", "obj", "mp4"), texture_size=256, bake_views=8,
+                bake_resolution=256, video_resolution=64, video_frames=12)
+
+
+@pytest.fixture(scope="module")
+def result(tiny_pipeline_dir, tmp_path_factory):
+    pipe = TrellisImageTo3DPipeline.from_pretrained(tiny_pipeline_dir)
+    image = rgba_blob(tmp_path_factory.mktemp("input") / "a.png")
+    out = pipe.run(image, seed=4, formats=["gaussian", "mesh"], sparse_structure_sampler_params={"steps": 2},
+                   slat_sampler_params={"steps": 2})
+    return out["gaussian"][0], out["mesh"][0]
+
+
+def write(result, root, overlap: bool, cancel=lambda: False, progress=steps.quiet, **settings):
+    job = Job(id=uuid.uuid4().hex, inputs=[], settings=GenerationSettings(**{**SETTINGS, **settings}))
+    folder = JobFolder.create(root, job)
+    job.out_dir = str(folder.path)
+    try:
+        steps.write_outputs(job, folder, job.settings, *result, progress, cancel, keep=True, overlap=overlap)
+    finally:
+        folder.release()
+    return job, folder
+
+
+def preview_threads() -> list:
+    return [t for t in threading.enumerate() if t.name == "trellis-preview"]
+
+
+def test_overlapped_files_are_the_sequential_files(result, tmp_path):
+    seq, _ = write(result, tmp_path / "seq", overlap=False)
+    ovl, _ = write(result, tmp_path / "ovl", overlap=True)
+    assert set(seq.files) == set(ovl.files) >= {"glb", "ply", "obj", "mp4", "report", "result"}
+    for kind in seq.files:
+        if kind == "result":                   # a zip: its members' dates differ, so compare what it holds
+            with np.load(seq.files[kind]) as a, np.load(ovl.files[kind]) as b:
+                assert sorted(a.files) == sorted(b.files)
+                assert all(np.array_equal(a[k], b[k]) for k in a.files)
+        else:
+            assert open(seq.files[kind], "rb").read() == open(ovl.files[kind], "rb").read(), kind
+    assert seq.timings["export"]["overlapped"] is False and ovl.timings["export"]["overlapped"] is True
+    for job in (seq, ovl):                     # each part's seconds and the whole, so that the overlap shows
+        parts = job.timings["export"]
+        assert {"ply", "mp4", "bake", "glb", "obj", "files_wall"} <= set(parts)
+    parts = ovl.timings["export"]
+    assert parts["files_wall"] >= max(parts["mp4"], parts["bake"])
+    assert not preview_threads()
+
+
+def test_the_preview_is_waited_for_last_and_reports_no_stage_of_its_own(result, tmp_path):
+    """Overlapped, the job's progress is the bake's; the video's stages are not reported from the other thread."""
+    reports = []
+    write(result, tmp_path, overlap=True, progress=lambda stage, *a: reports.append(stage))
+    assert "video" not in reports
+    assert reports[-1] == "encode" and reports.index("bake") < reports.index("glb") < reports.index("encode")
+
+
+def test_a_cancel_while_both_run_leaves_no_partial_file_and_no_thread(result, tmp_path):
+    """Cancelled at the bake's first report, while the preview renders (a long one): the job raises Cancelled, the
+    preview stops too, and the folder holds only finished files — no mp4, no partial file, no result.npz."""
+    seen = {}
+
+    def cancel():
+        if seen.get("bake") and "preview_alive" not in seen:
+            seen["preview_alive"] = bool(preview_threads())
+        return bool(seen.get("bake"))
+
+    def progress(stage, *a):
+        if stage == "bake":
+            seen["bake"] = True
+    with pytest.raises(Cancelled):
+        write(result, tmp_path, overlap=True, cancel=cancel, progress=progress, video_frames=400,
+              video_resolution=128)
+    assert seen["preview_alive"], "the cancel came while the preview was running"
+    assert not preview_threads()
+    folder, = [p for p in tmp_path.iterdir() if p.is_dir()]
+    names = sorted(p.name for p in folder.iterdir())
+    assert not [n for n in names if "partial" in n], names
+    assert "preview.mp4" not in names and not [n for n in names if n.endswith(".npz")], names
