@@ -169,6 +169,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--object", default="random", choices=("random", "bunny", "nut"))
     ap.add_argument("--limit-gib", type=float, default=None, help="cap the job's GPU memory (GiB)")
+    ap.add_argument("--out", default=None, help="also write the jobs' summary (seconds per part) to this JSON file")
     ap.add_argument("--structure", default="object", choices=("object", "random"),
                     help="with --object: stage 2 runs on the object's surface voxels (default) or on the random "
                          "weights' own scatter (the measurements before 2026-11-23's fifteenth session)")
@@ -201,12 +202,30 @@ def main() -> int:
     print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n", flush=True)
     print(f"exit {proc.returncode}, {wall:.1f} s for {args.runs} jobs (incl. start-up and model load)", flush=True)
     folders = sorted(p for p in out.iterdir() if p.is_dir())
+    summary = []
     for f in folders[-args.runs:]:
         if (f / "error.json").exists():
             print(f.name, "FAILED", (f / "error.json").read_text()[:1500], flush=True)
         else:
-            print(f.name, json.dumps(check_outputs(f), indent=None), flush=True)
+            checked = check_outputs(f)
+            print(f.name, json.dumps(checked, indent=None), flush=True)
+            summary.append(job_summary(checked["timings"]))
+    for i, row in enumerate(summary, start=1):
+        print(f"[app_gpu] job {i}: " + json.dumps(row), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps({"object": args.object, "preset": args.preset, "wall": round(wall, 2),
+                                              "fast_paths": fastpaths.describe("cuda"), "jobs": summary}, indent=1))
     return proc.returncode
+
+
+def job_summary(timings: dict) -> dict:
+    """What the user waits for, from a job's timings.json: the whole job, sampling + decoding, the files' wall time
+    (with the preview made beside the bake where `overlapped`) and each file's own seconds."""
+    parts = timings.get("export", {})
+    row = {"total": timings.get("total"), "pipeline": timings.get("pipeline", {}).get("seconds"),
+           "files_wall": parts.get("files_wall"), "overlapped": parts.get("overlapped")}
+    row.update({k: parts[k] for k in ("bake", "mp4", "video", "encode", "glb", "obj", "ply", "result") if k in parts})
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
 
 
 if __name__ == "__main__":

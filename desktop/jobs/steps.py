@@ -306,8 +306,8 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
                 progress("ply", 1, 1)
         if "mp4" in fmt:
             if overlap and export is not None:   # silent: the bake's progress is the job's
-                preview = Background("trellis-preview",
-                                     lambda: write_preview(job, folder, settings, gaussian, quiet, stopped))
+                preview = Background("trellis-preview", lambda: on_own_stream(
+                    gaussian.get_xyz.device, lambda: write_preview(job, folder, settings, gaussian, quiet, stopped)))
             else:
                 job.files.update(write_preview(job, folder, settings, gaussian, progress, cancel))
         if export is not None:
@@ -340,16 +340,32 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
             export.close()
 
 
+def on_own_stream(device: torch.device, fn):
+    """`fn()` on a CUDA stream of its own, where `device` is a GPU: its waits (a render's sizes, a frame's copy to
+    the host) then wait for its own kernels, not for the bake's queued before them on the default stream."""
+    if device.type != "cuda":
+        return fn()
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))     # the Gaussians are complete before it reads them
+    with torch.cuda.stream(stream):
+        out = fn()
+    stream.synchronize()
+    return out
+
+
 def quiet(*_args, **_kwargs) -> None:
     """A progress callback that reports nothing."""
 
 
 def write_preview(job: Job, folder: JobFolder, settings: GenerationSettings, gaussian, progress, cancel) -> dict:
-    """preview.mp4: the turntable rendered, then encoded (timings["export"]["mp4"]); its files."""
+    """preview.mp4: the turntable rendered, then encoded (timings["export"]: "video", "encode" and both, "mp4");
+    its files."""
     with timed(job, "mp4"):
-        frames = render_preview(gaussian, settings, progress, cancel)
-        return folder.write_video(frames, settings.video_fps, cancel=cancel,
-                                  progress=lambda i, n: progress("encode", i, n))
+        with timed(job, "video"):
+            frames = render_preview(gaussian, settings, progress, cancel)
+        with timed(job, "encode"):
+            return folder.write_video(frames, settings.video_fps, cancel=cancel,
+                                      progress=lambda i, n: progress("encode", i, n))
 
 
 def render_preview(gaussian, settings: GenerationSettings, progress, cancel):

@@ -149,7 +149,7 @@ def test_job_folder_contents_and_lazy_single_load(make_runner, image, tmp_path, 
     timings = json.load(open(os.path.join(folder, "timings.json")))
     assert {"preprocess", "pipeline", "export", "total"} <= set(timings)
     assert [s["stage"] for s in timings["pipeline"]["stages"]][2:4] == ["sparse_structure", "slat"]
-    assert set(timings["export"]) == {"ply", "mp4", "result", "files_wall", "overlapped"}
+    assert set(timings["export"]) == {"ply", "mp4", "video", "encode", "result", "files_wall", "overlapped"}
     assert timings["export"]["overlapped"] is False            # a CPU job writes its files in turn
     assert a.progress.fraction == 1.0 and a.progress.stage == "done"
     summary = json.loads(json.dumps(a.to_dict()))                    # what a UI / API would send
