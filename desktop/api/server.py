@@ -149,12 +149,47 @@ def create_app(runner, token: Optional[str] = None, defaults: Optional[ServerDef
                                        "byte): send the whole body, as long as its Content-Length says"},
                             status_code=408, headers={"Connection": "close"})
 
+    from ..jobs.late import LateRunner
+
+    if isinstance(runner, LateRunner):          # outermost: nothing else waits for the runner
+        app.add_middleware(WaitForRunner, runner=runner)
     add_docs_routes(app)
     add_job_routes(app)
     spz.add_routes(app)
     register_schemas(app, [models()["JobRequest"], models()["ExportRequest"], *spz.referenced_models()])
     return app
 
+
+
+class WaitForRunner:
+    """While the server starts (its runner made in a thread: jobs.late.LateRunner), a request that needs the runner
+    waits for it, off the event loop; /ping and the API docs answer at once. A runner that could not be made
+    answers 503 with the reason (the server is exiting)."""
+
+    def __init__(self, app, runner):
+        self.app, self.runner = app, runner
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and not answers_while_starting(scope["path"]):
+            if not self.runner.ready():
+                import anyio
+
+                await anyio.to_thread.run_sync(self.runner.wait_done)
+            if self.runner.error is not None:
+                from fastapi.responses import JSONResponse
+
+                answer = JSONResponse({"detail": f"the server could not start: {self.runner.error}"},
+                                      status_code=503)
+                await answer(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def answers_while_starting(path: str) -> bool:
+    """The paths that need no runner: liveness and the API docs."""
+    from .docs import DOCS_ASSETS
+
+    return path in ("/ping", "/docs", "/redoc", "/openapi.json") or path.startswith(DOCS_ASSETS + "/")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,7 +254,7 @@ def main(argv=None) -> int:
 
     import uvicorn
 
-    from ..jobs import JobRunner
+    from ..jobs.late import LateRunner
 
     try:
         sock = bind_socket(args.host, args.port)
@@ -228,30 +263,27 @@ def main(argv=None) -> int:
               + (" (another program uses this port: choose another with --port)"
                  if getattr(err, "errno", None) in (98, 48, 10048) else ""), file=sys.stderr)
         return 1
-    try:
-        # Two kept results: the StableProjectorz preview and one /v1 job's can both wait for an export.
-        runner = JobRunner(args.model, args.outputs, device=args.device, gpus=args.gpus, keep_results=2,
-                           text_model=args.text_model)
-    except (OSError, ValueError, RuntimeError) as err:
-        sock.close()
-        print(f"error: {err}", file=sys.stderr)
-        return 1
     port = sock.getsockname()[1]
-    runner.say_fast_paths()
-    rec = runner.recovery
-    if rec.interrupted or rec.removed:
-        print(f"outputs folder: {rec.summary()}", file=sys.stderr, flush=True)
+    server = None
+
+    def cannot_start(err: BaseException) -> None:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        if server is not None:
+            server.should_exit = True
+    # The runner (PyTorch, the devices, the outputs folder put in order) is made while the port already answers.
+    runner = LateRunner(lambda: start_runner(args), on_error=cannot_start)
     defaults = ServerDefaults(preset=args.preset, precision=args.precision, offload=args.offload)
     app = create_app(runner, token=args.token, defaults=defaults, allowed_origins=args.allow_origin)
-    if args.warmup:          # the model loads (and the GPU kernels warm up) while the first request is prepared
-        runner.start_warmup(precision=args.precision, offload=args.offload)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"Trellis Desktop API on http://{shown}:{port}  (docs: http://{shown}:{port}/docs; "
-          f"model {args.model}, outputs {runner.outputs_dir}; "
+          f"model {args.model}, outputs {os.path.abspath(os.path.expanduser(args.outputs))}; "
           f"{'token required' if args.token else 'no token: this computer only'}). Ctrl-C stops it.",
           file=sys.stderr, flush=True)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, lifespan="off")
     server = _Server(config)
+    if runner.error is not None:              # failed before the server existed to be told
+        sock.close()
+        return 1
 
     def end_server_loop(forced: bool):
         server.should_exit = True
@@ -262,8 +294,26 @@ def main(argv=None) -> int:
         server.run(sockets=[sock])
     finally:
         sock.close()
-        code = stop.finish()
+        code = 1 if runner.error is not None else stop.finish()
     return code
+
+
+def start_runner(args):
+    """The server's JobRunner (OSError, ValueError, RuntimeError: the server cannot start), its devices' fast-path
+    line and the outputs folder's recovery said, the warm-up started (the model loads and the GPU kernels warm up
+    while the first request is prepared)."""
+    from ..jobs import JobRunner
+
+    # Two kept results: the StableProjectorz preview and one /v1 job's can both wait for an export.
+    runner = JobRunner(args.model, args.outputs, device=args.device, gpus=args.gpus, keep_results=2,
+                       text_model=args.text_model)
+    runner.say_fast_paths()
+    rec = runner.recovery
+    if rec.interrupted or rec.removed:
+        print(f"outputs folder: {rec.summary()}", file=sys.stderr, flush=True)
+    if args.warmup:
+        runner.start_warmup(precision=args.precision, offload=args.offload)
+    return runner
 
 
 def _Server(config):

@@ -42,6 +42,7 @@ The package, one concern per module (each imports only those listed before it):
     jobqueue.py  the queue of waiting jobs and the runner's record of each job (Entry), under one lock
     worker.py    one thread per device: takes jobs, makes their context, runs their step, records the end
     runner.py    JobRunner: submit, kept results, cancel, warm-up requests, shutdown
+    late.py      LateRunner: a server's runner made in a thread while its port already answers
 
 Names are imported lazily (PEP 562), so that `from desktop.jobs import folder` (the UI's history) does
 not import torch; `from desktop.jobs import JobRunner` works as before.
@@ -57,6 +58,7 @@ _EXPORTS = {
     "inputs": ("prepare_image", "check_image"),
     "meshes": ("check_mesh", "MAX_MESH_BYTES", "MESH_FORMATS"),
     "runner": ("JobRunner",),
+    "late": ("LateRunner", "RunnerNotStarted"),
     "options": ("DEFAULT_MODEL",),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
