@@ -42,8 +42,8 @@ from .options import export_options, mesh_arrays, observation_settings
 from .textured import TexturedMesh
 from .uv import unwrap as uv_unwrap
 
-__all__ = ["HELD_VIEW_BYTES", "DEVICE_VIEW_MARGIN", "PREPARE_AHEAD", "bake_textured_mesh", "bake_uv_mesh", "to_glb",
-           "to_obj"]
+__all__ = ["HELD_VIEW_BYTES", "DEVICE_VIEW_MARGIN", "views_fit_on_device", "PREPARE_AHEAD", "bake_textured_mesh",
+           "bake_uv_mesh", "to_glb", "to_obj"]
 
 Progress = Optional[Callable[[str, int, int], None]]
 
@@ -72,6 +72,12 @@ class _Clock:
             print(f"[to_glb] {name}: {self.info['seconds'][name]:.2f} s", flush=True)
 
 
+def views_fit_on_device(room_bytes: int | None, views: int, per_view_bytes: int) -> bool:
+    """Whether `views` renders of `per_view_bytes` wait on the device: `room_bytes` (what this process can still
+    allocate there, under any VRAM budget) holds them with DEVICE_VIEW_MARGIN to spare. Pure."""
+    return room_bytes is not None and room_bytes - views * per_view_bytes >= DEVICE_VIEW_MARGIN
+
+
 class _Views:
     """The observation cameras and the lazy stream of their renders. Views rendered ahead of their use wait in
     ``held``: on the device when all of them fit there with ``DEVICE_VIEW_MARGIN`` to spare, else in host memory
@@ -98,8 +104,7 @@ class _Views:
         self.on_device = False
         if device.type == "cuda":
             from ..core.device import obtainable_device_memory
-            room = obtainable_device_memory(device)
-            if room is not None and room - self.n * per_view >= DEVICE_VIEW_MARGIN:
+            if views_fit_on_device(obtainable_device_memory(device), self.n, per_view):
                 self.on_device, self.max_held = True, self.n
         info["observations"]["held_on"] = "device" if self.on_device else "host"
         self.device = device

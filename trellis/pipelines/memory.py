@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 # The device-memory helpers live in the bottom layer; this module re-exports them for older callers.
-from ..core.device import (device_capability, free_device_memory, release_device_memory, set_memory_limit,
-                           usable_device_memory)
+from ..core.device import (device_capability, free_device_memory, release_device_memory, reset_peak_memory,
+                           set_memory_limit, usable_device_memory)
 
 __all__ = ["PRECISIONS", "OFFLOADS", "STRUCTURE_GRAPHS", "COMPILE_ENV", "compile_default", "RESIDENT_BUDGET_BYTES", "MemoryPolicy", "pick_preset", "precision_for",
-           "FP32_MIN_GIB", "RESIDENT_BUDGET_FP32_BYTES", "StageStat", "StageTracker",
+           "FP32_MIN_GIB", "RESIDENT_BUDGET_FP32_BYTES", "StageStat", "StageTracker", "budget_policy",
            "HostWeights", "free_device_memory", "release_device_memory", "set_memory_limit"]
 
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
@@ -157,6 +157,27 @@ def pick_preset(device: torch.device, free_bytes: int | None = None, capability:
     return MemoryPolicy(precision, "none", cfg_batch=True, cuda_graphs=STRUCTURE_GRAPHS)
 
 
+def budget_policy(device: torch.device, budget_bytes: int, room_bytes: int | None = None,
+                  capability: tuple[int, int] | None = None, precision: str = "auto",
+                  offload: str = "auto") -> MemoryPolicy:
+    """The memory policy that fits a VRAM budget of `budget_bytes` (core.device.set_memory_budget): `pick_preset`
+    for a card of that size, with `room_bytes` free, i.e. what this process could hold in all (the budget, less
+    where other programs hold the rest of the device; None: the budget). A budget under the resident budget of the
+    precision offloads the models; under CFG_BATCH_MIN_BYTES the CFG passes are decided per stage by what fits.
+    A `precision` / `offload` other than "auto" is kept. Pure: nothing is read from the device (an unknown
+    `capability` gives fp16). On a CPU the CPU's preset."""
+    device = torch.device(device)
+    room = budget_bytes if room_bytes is None else min(budget_bytes, room_bytes)
+    preset = pick_preset(device, free_bytes=room, capability=capability, total_bytes=budget_bytes,
+                         precision=None if precision == "auto" else precision)
+    if device.type != "cuda":
+        return preset
+    offloading = (preset.offload if offload == "auto" else offload) == "model"
+    return MemoryPolicy(preset.precision, preset.offload if offload == "auto" else offload,
+                        cfg_batch=None if offloading and not preset.cfg_batch else preset.cfg_batch,
+                        cuda_graphs=False if offloading else preset.cuda_graphs)
+
+
 @dataclass
 class StageStat:
     stage: str
@@ -177,7 +198,7 @@ class StageTracker:
         cuda = self.device.type == "cuda"
         if cuda:
             torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
+            reset_peak_memory(self.device)            # a job's own peak window keeps what came before
         t0 = time.perf_counter()
         try:
             yield

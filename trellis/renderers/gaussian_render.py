@@ -173,12 +173,23 @@ def _work_budget(device: torch.device, npx: int) -> int:
     and at most what a quarter of the free memory holds (~96 bytes per pair at the peak)."""
     if device.type in _DEFAULT_WORK_BUDGET:
         return _DEFAULT_WORK_BUDGET[device.type]
-    budget = min(max(32 * npx, 1 << 22), 1 << 24)
     try:
-        free, _ = torch.get_device_module(device).mem_get_info(device)
-        budget = min(budget, max(1 << 20, free // 4 // 96))
+        if device.type == "cuda":
+            from ..core.device import free_device_memory       # under any VRAM budget or cap
+            free = free_device_memory(device)
+        else:
+            free, _ = torch.get_device_module(device).mem_get_info(device)
     except Exception:  # backends without a memory query
-        pass
+        free = None
+    return work_budget_for(npx, free)
+
+
+def work_budget_for(npx: int, free_bytes: int | None) -> int:
+    """Candidate pairs per group of a GPU render of `npx` pixels with `free_bytes` free to this process (None:
+    unknown): ``_work_budget``'s rule. Pure."""
+    budget = min(max(32 * npx, 1 << 22), 1 << 24)
+    if free_bytes is not None:
+        budget = min(budget, max(1 << 20, free_bytes // 4 // 96))
     return int(budget)
 
 

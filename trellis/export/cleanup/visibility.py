@@ -64,7 +64,13 @@ def default_pixel_budget(device) -> int:
             free, _ = torch.get_device_module(device).mem_get_info(device)
     except Exception:  # backends without a memory query
         return 1 << 25
-    return int(min(1 << 26, max(1 << 22, free // 4 // _BYTES_PER_ATLAS_PIXEL)))
+    return pixel_budget_for(free)
+
+
+def pixel_budget_for(free_bytes: int) -> int:
+    """Atlas pixels per rasterise call on an accelerator with `free_bytes` free to this process (under any VRAM
+    budget: core.device.usable_memory): a quarter of it at ~64 bytes a pixel, between 2**22 and 2**26. Pure."""
+    return int(min(1 << 26, max(1 << 22, free_bytes // 4 // _BYTES_PER_ATLAS_PIXEL)))
 
 
 def visibility_settings(vertices, faces, device=None, radius: float = 2.0,

@@ -17,7 +17,7 @@ import torch
 
 from .mesh_extract_result import MeshExtractResult
 
-__all__ = ["extract_mesh", "load_tables"]
+__all__ = ["extract_mesh", "load_tables", "block_sizes_for"]
 
 _TABLE_FILE = Path(__file__).with_name("flexicubes_tables.json")
 # Surface cubes whose edge entries are made at once in step 8 (and whose quads step 9 finds at once): the
@@ -139,14 +139,16 @@ def _empty(device, use_color: bool, res: int) -> MeshExtractResult:
 
 
 def _block_sizes(device: torch.device):
-    """(cube block, face block) for an extraction on ``device``: the smallest blocks (CUBE_BLOCK,
-    FACE_BLOCK) on a CPU; on CUDA as large as BLOCK_MEMORY_SHARE of the memory this process can still get
-    allows (free device memory under any ``set_memory_limit`` cap, plus what the caching allocator holds
-    unused), at most BLOCK_MEMORY_MAX. The result does not depend on the block sizes."""
-    if device.type != "cuda":
-        return CUBE_BLOCK, FACE_BLOCK
+    """(cube block, face block) for an extraction on ``device``: the smallest blocks on a CPU; on CUDA
+    ``block_sizes_for`` the memory this process can still get (under any VRAM budget or cap, plus what the
+    caching allocator holds unused). The result does not depend on the block sizes."""
     from ...core.device import obtainable_device_memory
-    budget = min(int(BLOCK_MEMORY_SHARE * (obtainable_device_memory(device) or 0)), BLOCK_MEMORY_MAX)
+    return (CUBE_BLOCK, FACE_BLOCK) if device.type != "cuda" else block_sizes_for(obtainable_device_memory(device))
+
+
+def block_sizes_for(room_bytes: int | None) -> tuple:
+    """(cube block, face block) as large as BLOCK_MEMORY_SHARE of `room_bytes` allows, at most BLOCK_MEMORY_MAX."""
+    budget = min(int(BLOCK_MEMORY_SHARE * (room_bytes or 0)), BLOCK_MEMORY_MAX)
     return max(CUBE_BLOCK, budget // CUBE_BLOCK_BYTES), max(FACE_BLOCK, budget // FACE_BLOCK_BYTES)
 
 
