@@ -255,6 +255,15 @@ ROWS: tuple = (
             "it runs)", choices=OFFLOADS, presets={"low-vram": "model"},
             ui=Ui("memory", "GPU memory offloading", widget="dropdown",
                   info="model: each network on the GPU only while it runs")),
+    # Counts what PyTorch reserves (the CUDA context comes on top: trellis.core.device); the low-VRAM preset's whole
+    # job fits 2 GiB (docs/benchmarks/memory.md), so its 2.5 leaves head room. An export may change it too.
+    Setting("vram_budget", "float", None, "GPU memory the whole job may take, in GiB (what PyTorch reserves; the "
+            "CUDA context, about 0.5 GiB, comes on top): precision, offloading and the export's batch sizes are "
+            "picked to fit, and going over ends the job with an out-of-memory error; none: no budget, the job takes "
+            "what is free", lo=1.0, hi=1024.0, optional=True, presets={"low-vram": 2.5}, export=True,
+            ui=Ui("memory", "VRAM budget in GiB (empty: none)",
+                  info="leaves the rest of the GPU to other programs (Blender, a game engine)"),
+            cli=Cli("--vram-budget")),
     Setting("keep_mesh", "bool", True, "new looks: bake the look onto the 3-D model itself (its vertices, faces, UVs, "
             "scale and pivot unchanged; a new UV atlas where it has no usable UVs) instead of exporting the re-made "
             "shape", ui=Ui("variant", "Keep my mesh (and its UVs)", preset=False, wide=True,

@@ -47,6 +47,20 @@ def _never() -> bool:
     return False
 
 
+def item_memory(device: str, settings: GenerationSettings) -> dict:
+    """timings.json's "memory" of a batch item: its VRAM budget and the device's peak since the worker's first item
+    (items overlap: one's export runs beside the next one's sampling)."""
+    import torch
+
+    from trellis.core.device import memory_budget, peak_memory
+
+    dev = torch.device(device)
+    peaks = peak_memory(dev) or {"peak_allocated": None, "peak_reserved": None}
+    return {"vram_budget_gib": settings.vram_budget, "held_to_bytes": memory_budget(dev),
+            "peak_allocated_bytes": peaks["peak_allocated"], "peak_reserved_bytes": peaks["peak_reserved"],
+            "peak_since": "worker"}
+
+
 class ItemWorker:
     def __init__(self, device: str, threads: int | None = None):
         self.device = device
@@ -54,7 +68,8 @@ class ItemWorker:
         self._sample_lock = threading.Lock()
         self._export_lock = threading.Lock()
         self._pipelines = {}          # (kind, model) -> pipeline
-        self._policy = {}             # id(pipeline) -> (precision, offload) last set
+        self._policy = {}             # id(pipeline) -> (precision, offload, vram budget) last set
+        self._budget = None           # (the VRAM budget held to,) once an item set it
         if threads:
             import torch
 
@@ -111,7 +126,8 @@ class ItemWorker:
         except BaseException as err:          # an item's failure is the item's, never the worker's
             if isinstance(err, (KeyboardInterrupt, SystemExit)):
                 raise
-            kind, message = classify_failure(err, task.get("out"), self.device)
+            kind, message = classify_failure(err, task.get("out"), self.device,
+                                             vram_budget=task["settings"].get("vram_budget"))
             answer.update(state="failed", kind=kind, error=message, retry=kind not in FINAL_KINDS)
             drop_tracebacks(err)
             del err
@@ -168,6 +184,7 @@ class ItemWorker:
         write_outputs(job, folder, settings, gaussian, mesh, quiet, _never, keep=True,
                       overlap=overlaps_files(self.device))
         job.timings["total"] = time.time() - job.created
+        job.timings["memory"] = item_memory(self.device, settings)
         job.files.update(folder.write_timings(job.timings))
 
     # ------------------------------------------------------------------ pipelines, once each
@@ -186,9 +203,19 @@ class ItemWorker:
         return self._pipelines[key]
 
     def _set_policy(self, pipeline, settings: GenerationSettings) -> None:
-        wanted = (settings.precision, settings.offload)
+        """The item's VRAM budget on the device (the worker's two items share it: the last set holds) and the
+        pipeline's precision / offload, each set again only when it changed (both give cached blocks back)."""
+        from ..jobs.budget import hold_to_budget, set_job_policy
+        from trellis.core.device import start_peak_window
+
+        if self._budget != (settings.vram_budget,):
+            hold_to_budget(self.device, settings)
+            if self._budget is None:
+                start_peak_window(self.device)
+            self._budget = (settings.vram_budget,)
+        wanted = (settings.precision, settings.offload, settings.vram_budget)
         if self._policy.get(id(pipeline)) != wanted:
-            pipeline.set_memory_policy(precision=settings.precision, offload=settings.offload)
+            set_job_policy(pipeline, settings)
             self._policy[id(pipeline)] = wanted
 
     def _free_memory(self) -> None:

@@ -29,9 +29,11 @@ def is_disk_full(err: BaseException) -> bool:
     return False
 
 
-def classify_failure(err: BaseException, outputs_dir, device: str, error_file: Optional[str] = None) -> tuple:
+def classify_failure(err: BaseException, outputs_dir, device: str, error_file: Optional[str] = None,
+                     vram_budget: Optional[float] = None) -> tuple:
     """(kind, user-facing message) for an exception that ended a job; `error_file`: where its details
-    are written (an unexpected error's message points there), None when the job has no folder."""
+    are written (an unexpected error's message points there), None when the job has no folder; `vram_budget`: the
+    job's VRAM budget in GiB (an out-of-memory error on a GPU then says it hit the budget)."""
     from trellis.pipelines import EmptyStructureError
     from trellis.pipelines.preprocess import BackgroundRemovalUnavailable
 
@@ -44,6 +46,11 @@ def classify_failure(err: BaseException, outputs_dir, device: str, error_file: O
     if isinstance(err, EmptyStructureError):
         return "empty", str(err)
     if is_oom(err):
+        if str(device).startswith("cuda") and vram_budget is not None:
+            return "oom", (f"out of GPU memory within the VRAM budget of {vram_budget:g} GiB (vram_budget, "
+                           f"--vram-budget): raise the budget, or lower the texture size or the bake views, or "
+                           f"leave the budget empty to use what the GPU has free. The memory was freed; the app "
+                           f"keeps running.")
         if str(device).startswith("cuda"):
             return "oom", ("out of GPU memory: try the low-vram preset (--preset low-vram), a smaller texture "
                            "size or fewer steps, and close other programs that use the GPU. The memory was freed; "

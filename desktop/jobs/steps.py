@@ -25,6 +25,7 @@ from trellis.core.callbacks import Cancelled
 from ..settings import GenerationSettings, device_change_warning, device_changes
 from ..settings_table import MESH_FORMATS
 from .background import Background
+from .budget import set_job_policy
 from .context import JobContext
 from .folder import JobFolder, jsonable
 from .inputs import prepare_image
@@ -169,10 +170,11 @@ def check_cancel(ctx: JobContext) -> None:
 
 
 def ready(ctx: JobContext, which: str, settings: GenerationSettings, progress: ProgressTracker) -> tuple:
-    """(the pipeline `which` names, loaded and set to the job's precision and offload; its model). The clock of
+    """(the pipeline `which` names, loaded and set to the job's precision and offload (budget.set_job_policy); its
+    model). The clock of
     the ETA starts again after a load."""
     pipeline, model = ctx.pipeline(which, progress)
-    pipeline.set_memory_policy(precision=settings.precision, offload=settings.offload)
+    set_job_policy(pipeline, settings)          # "auto" precision / offload picked to fit a VRAM budget
     check_cancel(ctx)
     progress.restart_clock()
     return pipeline, model

@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 
 from . import steps
+from .budget import job_memory
 from .context import JobContext
 from .failures import classify_failure, drop_tracebacks
 from .folder import JobFolder, jsonable
@@ -68,7 +69,8 @@ class Worker:
         job.device = self.device
         t_start = time.perf_counter()
         try:
-            STEPS.get(job.kind, steps.generate)(self.context(entry), job)
+            with job_memory(self.device, job.settings, job.timings):
+                STEPS.get(job.kind, steps.generate)(self.context(entry), job)
         except BaseException as err:
             self.fail(entry, err)
             return
@@ -123,7 +125,8 @@ class Worker:
         job = entry.job
         folder = JobFolder(job.out_dir) if job.out_dir else None
         error_file = str(folder.file("error")) if folder else None
-        kind, message = classify_failure(err, self.runner.outputs_dir, self.device, error_file)
+        kind, message = classify_failure(err, self.runner.outputs_dir, self.device, error_file,
+                                         vram_budget=job.settings.vram_budget)
         if entry.interrupted and kind not in ("oom", "disk"):
             # Stopped by the app's shutdown (whatever the stop broke on the way, e.g. an encoder child).
             kind, message = "interrupted", entry.interrupted

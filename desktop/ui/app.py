@@ -13,7 +13,8 @@ from ..settings import DEFAULT_PRESET, EXPORT_FIELDS, GenerationSettings, check_
 from .endpoints import ApiEndpoints
 from .history import RELOADED_KNOBS, HistoryViews
 from .lazy import gr, load_gradio
-from .status import POLL_S, device_line, friendly_error, hide_paths, idle_html, message_html, status_html
+from .status import (POLL_S, device_line, friendly_error, hide_paths, idle_html, md_escape, memory_line, message_html,
+                     status_html)
 from .values import (DESTINATION_KNOBS, MESH_TYPES, OTHER_KNOBS, PRESET_CHOICES, PRESET_KNOBS, choice_labels,
                      collect_look, collect_work, destination_values, file_of, is_slider, page_lines, preset_values,
                      settings_from_values)
@@ -81,9 +82,11 @@ class TrellisApp(ApiEndpoints, HistoryViews):
         if the slower one, why) and outputs folder."""
         text = getattr(self.runner, "text_model", None)
         text = f" · text model: `{text}`" if text else ""
+        memory = memory_line(self.runner.list())
+        memory = f" · {md_escape(memory)}" if memory else ""
         return (f"## Trellis Desktop\nOne photo (or a prompt) in, a textured 3D model out. Model: "
-                f"`{self.runner.model_path}`{text} · device: {device_line(self.runner.fast_paths())} · outputs: "
-                f"`{self.runner.outputs_dir}`")
+                f"`{self.runner.model_path}`{text} · device: {device_line(self.runner.fast_paths())}{memory} · "
+                f"outputs: `{self.runner.outputs_dir}`")
 
     def build(self):
         load_gradio()
@@ -214,7 +217,9 @@ class TrellisApp(ApiEndpoints, HistoryViews):
                 yield from self.generate(data, request)
             # Raw payloads (preprocess=False): an unreadable upload reaches the runner, which says what is
             # wrong with it. No concurrency limit: the runner's queue orders the jobs of all pages.
-            generate.click(on_generate, set(self._named.values()), results, preprocess=False, **quick)
+            # The header's memory line then names the finished job's budget and peak.
+            generate.click(on_generate, set(self._named.values()), results, preprocess=False, **quick).then(
+                self.header_text, None, header, **quick)
 
             def on_export_again(data: dict, request: gr.Request):
                 yield from self.generate({**data, mode: "export"}, request)

@@ -27,6 +27,11 @@ def friendly_error(job) -> str:
     if kind == "cancelled":
         return "Cancelled."
     if kind == "oom":
+        budget = getattr(job.settings, "vram_budget", None)
+        if str(job.device or "").startswith("cuda") and budget is not None:
+            return (f"Out of GPU memory within the VRAM budget of {budget:g} GiB. Raise the budget (Memory and "
+                    f"input), lower the texture size or bake views, or empty the budget to use what the GPU has "
+                    f"free. The memory was freed: the app keeps running.")
         if str(job.device or "").startswith("cuda"):
             return ("Out of GPU memory. Try the Low VRAM preset (or a smaller texture size or fewer steps) and "
                     "generate again; closing other programs that use the GPU helps too. The memory was freed: "
@@ -131,6 +136,22 @@ def device_line(fast_paths: dict) -> str:
     for dev, line in fast_paths.items():
         groups.setdefault(line, []).append(dev)
     return "; ".join(f"`{', '.join(devs)}` ({md_escape(line)})" for line, devs in groups.items())
+
+
+def memory_line(jobs) -> str:
+    """The VRAM budget and device memory of the last finished job that measured them (timings "memory", from
+    desktop.jobs.budget), for the header: "VRAM budget 2.5 GiB · last job's peak 1.88 GiB reserved (1.77
+    allocated)"; "" before such a job."""
+    done = [j for j in jobs if j.finished and isinstance(j.timings.get("memory"), dict)]
+    if not done:
+        return ""
+    memory = max(done, key=lambda j: j.finished).timings["memory"]
+    budget = memory.get("vram_budget_gib")
+    text = f"VRAM budget {budget:g} GiB" if budget is not None else "no VRAM budget"
+    reserved, allocated = memory.get("peak_reserved_bytes"), memory.get("peak_allocated_bytes")
+    if reserved is not None:
+        text += f" · last job's peak {reserved / 2 ** 30:.2f} GiB reserved ({allocated / 2 ** 30:.2f} allocated)"
+    return text
 
 
 

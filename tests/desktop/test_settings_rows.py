@@ -279,4 +279,4 @@ def test_one_flag_block_for_every_command():
     assert flags == ["--preset", "--settings", "--seed", "--steps", "--simplify", "--texture-size", "--destination",
                      "--formats", "--target-faces", "--normal-map", "--height", "--pivot", "--up", "--units",
                      "--geometry-only", "--texture-format", "--draco", "--lods", "--print-ready",
-                     "--no-background-removal", "--keep-mesh", "--text-size", "--set"]
+                     "--no-background-removal", "--vram-budget", "--keep-mesh", "--text-size", "--set"]

@@ -21,7 +21,7 @@ from ..core.device import (device_capability, free_device_memory, release_device
                            set_memory_limit, usable_device_memory)
 
 __all__ = ["PRECISIONS", "OFFLOADS", "STRUCTURE_GRAPHS", "COMPILE_ENV", "compile_default", "RESIDENT_BUDGET_BYTES", "MemoryPolicy", "pick_preset", "precision_for",
-           "FP32_MIN_GIB", "RESIDENT_BUDGET_FP32_BYTES", "StageStat", "StageTracker", "budget_policy",
+           "FP32_MIN_GIB", "RESIDENT_BUDGET_FP32_BYTES", "StageStat", "StageTracker", "budget_policy", "fit_budget",
            "HostWeights", "free_device_memory", "release_device_memory", "set_memory_limit"]
 
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
@@ -176,6 +176,17 @@ def budget_policy(device: torch.device, budget_bytes: int, room_bytes: int | Non
     return MemoryPolicy(preset.precision, preset.offload if offload == "auto" else offload,
                         cfg_batch=None if offloading and not preset.cfg_batch else preset.cfg_batch,
                         cuda_graphs=False if offloading else preset.cuda_graphs)
+
+
+def fit_budget(device: torch.device, budget_bytes: int, precision: str = "auto", offload: str = "auto") -> MemoryPolicy:
+    """`budget_policy` for `device` as it is now: its compute capability, and as room what this process holds plus
+    what is free (other programs may leave less than the budget)."""
+    device = torch.device(device)
+    room = None
+    if device.type == "cuda":
+        room = (free_device_memory(device) or 0) + torch.cuda.memory_reserved(device)
+    return budget_policy(device, budget_bytes, room_bytes=room, capability=device_capability(device),
+                         precision=precision, offload=offload)
 
 
 @dataclass
