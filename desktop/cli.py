@@ -1,5 +1,6 @@
-"""`python -m desktop generate IMAGE... -o OUT_DIR [options]`: photos to 3-D assets from the command line;
-`python -m desktop generate --prompt "a red chair" -o OUT_DIR`: the same from a text prompt (text mode).
+"""`python -m desktop generate IMAGE... [-o OUT_DIR] [options]`: photos to 3-D assets from the command line;
+`python -m desktop generate --prompt "a red chair" [-o OUT_DIR]`: the same from a text prompt (text mode).
+OUT_DIR defaults to `outputs`, the app's outputs folder, so the app's History lists these jobs too.
 (`python -m desktop retexture MODEL --prompt/--image`, a new look for a 3-D model, is desktop/retexture.py.)
 
 Each image (or prompt) becomes one job (one sub-folder of OUT_DIR) run by the JobRunner; the folder of every
@@ -20,7 +21,8 @@ import time
 
 from .options import (TerminalLine, add_model_option, add_runner_options, add_text_model_option, check_runner_args,
                       format_clock)
-from .settings import DEFAULT_PRESET, PRESETS, ROWS, GenerationSettings, check_prompt, field_names, parse_value
+from .settings import (DEFAULT_PRESET, PRESETS, ROWS, GenerationSettings, check_prompt, device_change_warning,
+                       field_names, parse_value)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -34,7 +36,7 @@ CANCEL_WAIT_S = 60.0
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m desktop generate",
-        usage="python -m desktop generate (IMAGE... | --prompt TEXT) -o OUT_DIR [options]",
+        usage="python -m desktop generate (IMAGE... | --prompt TEXT) [-o OUT_DIR] [options]",
         description="Turn photos (or text prompts) into 3-D assets (GLB, PLY, OBJ, preview MP4), one output folder "
                     "per image or prompt.",
         epilog="Exit status: 0 all jobs succeeded, 1 some failed, 2 usage error, 130 interrupted. "
@@ -50,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_common_options(p: argparse.ArgumentParser) -> None:
     """The options of generate and retexture: outputs, models, settings, devices."""
-    p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="outputs folder (created if missing)")
+    # The app's default too (--outputs), relative to where the command runs.
+    p.add_argument("-o", "--output", default="outputs", metavar="OUT_DIR",
+                   help="outputs folder, one sub-folder per job (default: %(default)s, as the app's; created if "
+                        "missing)")
     add_model_option(p)
     add_text_model_option(p)
     add_settings_options(p)
@@ -265,7 +270,7 @@ def main(argv=None) -> int:
         return lambda runner: runner.submit_text(prompt, settings)
     work = [(os.path.basename(x) or x, image_job(x)) for x in args.images]
     work += [(f'"{p[:40]}…"' if len(p) > 40 else f'"{p}"', text_job(p)) for p in prompts]
-    return run_jobs(args, work)
+    return run_jobs(args, work, settings)
 
 
 def check_common_args(parser, args, inputs=()) -> GenerationSettings:
@@ -284,8 +289,9 @@ def check_common_args(parser, args, inputs=()) -> GenerationSettings:
     return settings
 
 
-def run_jobs(args, work: list) -> int:
-    """Submit [(name, submit(runner) -> Job)] and report each job as it ends; the exit status."""
+def run_jobs(args, work: list, settings: GenerationSettings | None = None) -> int:
+    """Submit [(name, submit(runner) -> Job)] and report each job as it ends; the exit status. With the jobs'
+    `settings`, what the device will lower is said first (each job's warning says it again at its end)."""
     display = ProgressDisplay(enabled=not args.quiet)
 
     from .jobs import JobRunner, JobState               # heavy (torch): only once the options are good
@@ -295,6 +301,10 @@ def run_jobs(args, work: list) -> int:
     except (OSError, ValueError, RuntimeError) as err:
         display.say(f"error: {err}")
         return EXIT_FAILED
+    if settings is not None and runner.devices:
+        lowered = device_change_warning(settings, settings.for_device(runner.devices[0]))
+        if lowered and display.enabled:
+            display.say(f"note: {lowered}")
     names = [name for name, _ in work]
     jobs = []
     failed = 0

@@ -1,4 +1,4 @@
-"""`python -m desktop retexture MODEL... (--prompt TEXT | --image PHOTO) -o OUT_DIR [options]`: a new look for
+"""`python -m desktop retexture MODEL... (--prompt TEXT | --image PHOTO) [-o OUT_DIR] [options]`: a new look for
 3-D models you already have. Each model keeps its shape (its 64^3 surface voxels) and gets new surface detail
 and colours from the prompt (the text model) or the photo (the image model); stage 1 is skipped. By default the look
 is baked onto the model's own mesh (its vertices, faces, UVs, scale and pivot kept; --new-mesh: the shape is made
@@ -20,7 +20,7 @@ from .settings import DEFAULT_PRESET, PRESETS, check_prompt
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m desktop retexture",
-        usage="python -m desktop retexture MODEL... (--prompt TEXT | --image PHOTO) -o OUT_DIR [options]",
+        usage="python -m desktop retexture MODEL... (--prompt TEXT | --image PHOTO) [-o OUT_DIR] [options]",
         description="Give 3-D models (GLB, OBJ, PLY, STL) a new look from a text prompt or a photo: the shape "
                     "stays, the surface is generated again. One output folder per model.",
         epilog="Exit status: 0 all models succeeded, 1 some failed, 2 usage error (a file that is not a usable "

@@ -32,6 +32,15 @@ def _user_named_model(rest: list[str]) -> bool:
     return named or bool(os.environ.get("TRELLIS_DESKTOP_MODEL"))
 
 
+def skip_weights_command(opts: Options) -> str:
+    """The start command with --skip-weights, as the user typed it (run.bat on Windows, ./run.sh elsewhere)."""
+    import shlex
+
+    launcher = "run.bat" if os.name == "nt" else "./run.sh"
+    quote = subprocess.list2cmdline if os.name == "nt" else shlex.join
+    return " ".join([launcher, *(["--cpu"] if opts.cpu else []), "--skip-weights", quote(opts.rest)]).rstrip()
+
+
 def app_env(layout: Layout, state: dict, opts: Options, base: dict | None = None) -> dict:
     env = isolated_env(base, no_pip_config=opts.no_pip_config)
     for key, value in layout.app_env().items():
@@ -111,7 +120,7 @@ def launch(layout: Layout, opts: Options, log: Log, opener=None) -> int:
         try:
             wp = ensure_for_app(layout, repo=opts.weights_repo, endpoint=opts.hf_endpoint, pipeline=not user_model,
                                 source_dir=opts.weights_from, retries=opts.retries, full_check=opts.repair, log=log,
-                                opener=opener)
+                                opener=opener, start_without=skip_weights_command(opts))
         except WeightsError as e:
             log.error(str(e))
             return EXIT_WEIGHTS

@@ -41,7 +41,12 @@ USER_AGENT = "TrellisDesktop-installer/1 (python-urllib)"
 
 
 class WeightsError(RuntimeError):
-    """A model file is missing or wrong and could not be fixed here; the message says what to do."""
+    """A model file is missing or wrong and could not be fixed here; the message says what to do. `missing`: the
+    WeightFiles concerned."""
+
+    def __init__(self, message: str, missing=()):
+        super().__init__(message)
+        self.missing = list(missing)
 
 
 class _NotRetryable(Exception):
@@ -73,6 +78,7 @@ class WeightFile:
     sha256: str | None = None
     git_sha1: str | None = None     # small files of another hub repo: the git blob id from the hub's listing
     headers: dict = field(default_factory=dict)   # sent to the first host only (not along redirects)
+    only_for: str | None = None     # what needs it, when the app can start without it ("removing photo backgrounds")
 
     def expected(self) -> str:
         return self.sha256 or (f"git {self.git_sha1}" if self.git_sha1 else "")
@@ -300,7 +306,8 @@ def wanted_files(layout: Layout, repo: str | None = None, endpoint: str | None =
                                 dinov2, d["bytes"], d["sha256"]))
     u = extra["u2net"]
     files.append(WeightFile("u2net " + u["file"], u["file"], os.environ.get("TRELLIS_U2NET_URL") or u["url"],
-                            layout.u2net_dir / u["file"], u["bytes"], u["sha256"]))
+                            layout.u2net_dir / u["file"], u["bytes"], u["sha256"],
+                            only_for="removing photo backgrounds"))
     return WeightsPlan(files, model_dir, dinov2, layout.u2net_dir)
 
 
@@ -470,9 +477,10 @@ def _copy_in(src: Path, wf: WeightFile) -> None:
 
 def ensure(files: list[WeightFile], *, log=None, cache: VerifiedCache | None = None, download_ok: bool = True,
            source_dir: str | os.PathLike | None = None, retries: int = 2, opener=None, sleep=time.sleep,
-           stream=None, hook=None, headline: str = "Trellis Desktop cannot start") -> None:
+           stream=None, hook=None, headline: str = "Trellis Desktop cannot start", start_without: str | None = None,
+           ) -> None:
     """Every file present and matching its published size and sha256 afterwards, or WeightsError saying
-    which files are missing, where each comes from and where to put it."""
+    which files are missing, where each comes from and where to put it (`start_without`: missing_message's)."""
     say = log.say if log is not None else (lambda text: print(text, file=stream or sys.stderr))
     missing: list[tuple[WeightFile, str]] = []
     offline_reason = None
@@ -523,40 +531,56 @@ def ensure(files: list[WeightFile], *, log=None, cache: VerifiedCache | None = N
         except OSError as e:                  # disk full, permissions
             missing.append((wf, f"cannot write {wf.dest}: {e.strerror or e}"))
     if missing:
-        raise WeightsError(missing_message(missing, source_dir, headline))
+        raise WeightsError(missing_message(missing, source_dir, headline, start_without), [wf for wf, _ in missing])
 
 
 def missing_message(missing: list[tuple[WeightFile, str]], source_dir=None,
-                    headline: str = "Trellis Desktop cannot start") -> str:
-    lines = [(f"{headline}: {len(missing)} model file(s) are missing or wrong and could not be "
-              "downloaded.")]
-    for wf, why in missing:
-        lines += [f"  - {wf.label} ({_mib(wf.size)}): {why}",
-                  f"      download: {wf.url}",
-                  f"      save as:  {wf.dest}"]
+                    headline: str = "Trellis Desktop cannot start", start_without: str | None = None) -> str:
+    """What is missing and what to do, the quickest fix first: `start_without` (how to start without the files,
+    e.g. "./run.sh --skip-weights") when every missing file is one the app can start without; then how to get
+    them; then each file, where it comes from and where it goes. One reason shared by all is said once."""
+    reasons = {why for _, why in missing}
+    shared = reasons.pop() if len(reasons) == 1 else None
+    total = sum(wf.size or 0 for wf, _ in missing)
+    lines = [f"{headline}: {len(missing)} model file(s) are missing or wrong ({_mib(total)}) and could not be "
+             "downloaded" + (f" ({shared})." if shared else ".")]
+    optional = [wf for wf, _ in missing if wf.only_for]
+    if start_without and len(optional) == len(missing):
+        names = ", ".join(Path(wf.rel).name for wf in optional)
+        uses = "; ".join(sorted({wf.only_for for wf in optional}))
+        lines += [f"Quickest fix: start without {'it' if len(optional) == 1 else 'them'}: {start_without}",
+                  f"  ({names} is only for {uses}: a PNG whose transparency marks the object needs none, and for "
+                  "other photos untick 'Remove background'.)",
+                  "Or get the file(s):"]
+    else:
+        lines.append("To fix it, either:")
     lines += [
-        "To fix it, either:",
         ("  * check the internet connection (a proxy is taken from HTTPS_PROXY) and start the app again: finished "
          "files are kept and a partial download continues where it stopped;"),
         ("  * use a Hugging Face mirror: --hf-endpoint URL (or set HF_ENDPOINT); DINOv2 and u2net mirrors: "
          "TRELLIS_DINOV2_URL, TRELLIS_U2NET_URL;"),
-        ("  * or download the files on another computer, put them in one folder (keeping the names above) and "
+        ("  * or download the files on another computer, put them in one folder (keeping the names below) and "
          "start with --weights-from FOLDER; each file is checked against its published sha256 before it is used."),
     ]
     if source_dir is not None:
-        lines.append(f"(--weights-from {source_dir} did not hold the files above, or held different ones.)")
+        lines.append(f"(--weights-from {source_dir} did not hold the files below, or held different ones.)")
+    lines.append("The file(s):")
+    for wf, why in missing:
+        lines += [f"  - {wf.label} ({_mib(wf.size)})" + ("" if shared else f": {why}"),
+                  f"      download: {wf.url}",
+                  f"      save as:  {wf.dest}"]
     return "\n".join(lines)
 
 
 def ensure_for_app(layout: Layout, *, repo=None, endpoint=None, pipeline=True, source_dir=None, retries=2,
                    full_check=False, log=None, opener=None, sleep=time.sleep, stream=None,
-                   manifest=None) -> WeightsPlan:
-    """wanted_files + ensure, with the verified-file cache of the app folder."""
+                   manifest=None, start_without: str | None = None) -> WeightsPlan:
+    """wanted_files + ensure, with the verified-file cache of the app folder (`start_without`: missing_message's)."""
     plan = wanted_files(layout, repo=repo, endpoint=endpoint, pipeline=pipeline, manifest=manifest, opener=opener,
                         log=log)
     cache = VerifiedCache(layout.verified_file, trust=not full_check)
     ensure(plan.files, log=log, cache=cache, source_dir=source_dir, retries=retries, opener=opener, sleep=sleep,
-           stream=stream)
+           stream=stream, start_without=start_without)
     return plan
 
 

@@ -24,11 +24,16 @@ def docs_assets_dir() -> Optional[str]:
 
 def add_docs_routes(app) -> None:
     """/docs (Swagger UI) and /redoc with their files served by this server, so that they work offline and
-    no visit calls out to a CDN. Plain routes: they stay open when a token is set, like /openapi.json."""
+    no visit calls out to a CDN, and / redirecting to /docs. Plain routes: they stay open when a token is set, like
+    /openapi.json."""
     from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-    from starlette.responses import PlainTextResponse
+    from starlette.responses import PlainTextResponse, RedirectResponse
     from starlette.staticfiles import StaticFiles
 
+    async def home(request):
+        # Someone who opens the server's address in a browser lands on what it can do, not on a 404.
+        return RedirectResponse("/docs", status_code=307)
+    app.router.add_route("/", home, include_in_schema=False)
     folder = docs_assets_dir()
     if folder is None:
         async def missing(request):

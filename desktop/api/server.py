@@ -18,8 +18,8 @@ Two families of endpoints share it:
 Security. The server binds 127.0.0.1 (this computer only) by default; bound to any other address it
 refuses to start without a token. When a token is set, every request needs it, from this computer
 too, as `Authorization: Bearer TOKEN` or `X-API-Key: TOKEN` (401 otherwise); only the docs
-(/docs, /redoc, /openapi.json) stay open. Without a token, requests must name this computer in their
-Host header (127.0.0.1, localhost or ::1), which stops web pages from reaching the API through DNS
+(/docs, /redoc, /openapi.json, and / which redirects to /docs) stay open. Without a token, requests must name
+this computer in their Host header (127.0.0.1, localhost or ::1), which stops web pages from reaching the API through DNS
 rebinding. Web pages of other sites may not change anything (CrossSiteGuard): a POST, PUT, PATCH or
 DELETE whose Origin header is not the server's own origin (the scheme, host and port it is reached at;
 127.0.0.1, localhost and ::1 count as one host) nor one allowed with --allow-origin, or that the browser
@@ -186,10 +186,10 @@ class WaitForRunner:
 
 
 def answers_while_starting(path: str) -> bool:
-    """The paths that need no runner: liveness and the API docs."""
+    """The paths that need no runner: liveness, the API docs and / (a redirect to them)."""
     from .docs import DOCS_ASSETS
 
-    return path in ("/ping", "/docs", "/redoc", "/openapi.json") or path.startswith(DOCS_ASSETS + "/")
+    return path in ("/", "/ping", "/docs", "/redoc", "/openapi.json") or path.startswith(DOCS_ASSETS + "/")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -116,6 +116,23 @@ def test_generate_glb_and_obj(tiny_pipeline_dir, tmp_path):
     assert isinstance(seed, int)                                      # a random seed, recorded
 
 
+def test_without_o_the_jobs_go_to_outputs_as_in_the_app(tiny_pipeline_dir, tmp_path):
+    # -o left out: outputs/ where the command runs, the folder the app (--outputs) uses by default.
+    work = tmp_path / "work"
+    work.mkdir()
+    image = rgba_blob(work / "chair.png")
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-m", "desktop", "generate", "chair.png", "--model", tiny_pipeline_dir,
+                           "--formats", "ply", "--quiet", *SMALL], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    (folder,) = job_folders(work / "outputs")
+    assert proc.stdout.strip() == os.path.abspath(folder) and os.path.isfile(os.path.join(folder, "model.ply"))
+    assert sorted(os.listdir(work)) == ["chair.png", "outputs"]
+    help_text = " ".join(desktop("generate", "--help", timeout=60).stdout.split())
+    assert "[-o OUT_DIR]" in help_text and "(default: outputs" in help_text
+
+
 def test_text_file_fails_with_exit_1(tiny_pipeline_dir, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("hello")
@@ -138,8 +155,7 @@ def test_model_missing_is_a_clear_failure(tmp_path):
 
 
 def test_usage_errors_exit_2(tmp_path):
-    for args, message in [(["generate", "x.png"], "-o/--output"),
-                          (["generate", "x.png", "-o", "out", "--preset", "ultra"], "invalid choice"),
+    for args, message in [(["generate", "x.png", "-o", "out", "--preset", "ultra"], "invalid choice"),
                           (["generate", "x.png", "-o", "out", "--formats", "glb,fbx"], "fbx"),
                           (["generate", "x.png", "-o", "out", "--steps", "0"], "ss_steps"),
                           (["generate", "x.png", "-o", "out", "--set", "bogus=1"], "KEY=VALUE"),

@@ -236,7 +236,7 @@ def test_weights_from_a_local_folder(server, tmp_path):
         ensure([wf_h, wf_i], source_dir=src, sleep=no_sleep, retries=0)
     assert wf_h.dest.read_bytes() == good                  # checked, then copied in
     assert not wf_i.dest.exists()
-    assert "1 model file(s)" in str(e.value) and "did not hold the files above" in str(e.value)
+    assert "1 model file(s)" in str(e.value) and "did not hold the files below" in str(e.value)
 
 
 def test_404_is_not_retried_and_says_why(server, tmp_path):
