@@ -162,6 +162,27 @@ runpy.run_module("desktop", run_name="__main__", alter_sys=True)
 """
 
 
+def job_command(obj: str, image: Path, out: Path, model: Path, runs: int, preset: str, extra=()) -> list:
+    """The job process's command: the command-line generator (`runs` jobs of `image` into `out`, GLB + PLY + OBJ +
+    MP4, seed 3) with ``obj``'s realistic object swapped in (or the random weights' own outputs), `extra` flags
+    added."""
+    head = [sys.executable, "-c", _LIMIT_PRELUDE + _DESKTOP] if obj == "random" else \
+        [sys.executable, "-c", _LIMIT_PRELUDE + _REALISTIC_BOOTSTRAP, obj]
+    return [*head, "generate", *[str(image)] * runs, "-o", str(out), "--model", str(model), "--device", "cuda",
+            "--preset", preset, "--formats", "glb,ply,obj,mp4", "--seed", "3", *extra]
+
+
+def job_env(structure: str = "object", limit_gib: float | None = None) -> dict:
+    """The job process's environment: the repository and benchmarks/ importable, stage 1's structure (``--structure``)
+    and the memory cap (``--limit-gib``)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), str(ROOT / "benchmarks"), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env["APP_GPU_STRUCTURE"] = structure
+    if limit_gib:
+        env["APP_GPU_LIMIT_GIB"] = str(limit_gib)
+    return env
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default="/tmp/app_gpu")
@@ -182,20 +203,13 @@ def main() -> int:
         print(f"wrote the full-size random pipeline in {time.perf_counter() - t0:.1f} s", flush=True)
     image = test_image(work / "object.png")
     out = work / (f"outputs-{args.object}" + (f"-{args.limit_gib:g}GiB" if args.limit_gib else ""))
-    head = [sys.executable, "-c", _LIMIT_PRELUDE + _DESKTOP] if args.object == "random" else \
-        [sys.executable, "-c", _LIMIT_PRELUDE + _REALISTIC_BOOTSTRAP, args.object]
-    cmd = [*head, "generate", *[str(image)] * args.runs, "-o", str(out),
-           "--model", str(model), "--device", "cuda", "--preset", args.preset, "--formats", "glb,ply,obj,mp4",
-           "--seed", "3"]
+    cmd = job_command(args.object, image, out, model, args.runs, args.preset)
     from trellis import fastpaths
 
     print("renderers:", fastpaths.describe("cuda"), flush=True)   # TRELLIS_FAST_PATHS=off reaches the job too
     t0 = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(ROOT), str(ROOT / "benchmarks"), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    env["APP_GPU_STRUCTURE"] = args.structure
+    env = job_env(args.structure, args.limit_gib)
     if args.limit_gib:
-        env["APP_GPU_LIMIT_GIB"] = str(args.limit_gib)
         print(f"GPU memory cap: {args.limit_gib:g} GiB", flush=True)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -225,6 +239,12 @@ def job_summary(timings: dict) -> dict:
     row = {"total": timings.get("total"), "pipeline": timings.get("pipeline", {}).get("seconds"),
            "files_wall": parts.get("files_wall"), "overlapped": parts.get("overlapped")}
     row.update({k: parts[k] for k in ("bake", "mp4", "video", "encode", "glb", "obj", "ply", "result") if k in parts})
+    memory = timings.get("memory") or {}
+    for key in ("peak_allocated_bytes", "peak_reserved_bytes"):          # the whole job's (desktop.jobs.budget)
+        if memory.get(key) is not None:
+            row[key.replace("_bytes", "_gib")] = memory[key] / 2 ** 30
+    if memory.get("vram_budget_gib") is not None:
+        row["vram_budget_gib"] = memory["vram_budget_gib"]
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
 
 

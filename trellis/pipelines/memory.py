@@ -21,7 +21,8 @@ from ..core.device import (device_capability, free_device_memory, release_device
                            set_memory_limit, usable_device_memory)
 
 __all__ = ["PRECISIONS", "OFFLOADS", "STRUCTURE_GRAPHS", "COMPILE_ENV", "compile_default", "RESIDENT_BUDGET_BYTES", "MemoryPolicy", "pick_preset", "precision_for",
-           "FP32_MIN_GIB", "RESIDENT_BUDGET_FP32_BYTES", "StageStat", "StageTracker", "budget_policy", "fit_budget",
+           "FP32_MIN_GIB", "RESIDENT_BUDGET_FP32_BYTES", "StageStat", "StageTracker", "budget_policy",
+           "fit_budget",
            "HostWeights", "free_device_memory", "release_device_memory", "set_memory_limit"]
 
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
