@@ -132,3 +132,18 @@ def test_the_device_line_names_the_last_jobs_budget_and_peak():
             SimpleNamespace(finished=None, timings={})]                       # still running
     assert memory_line(jobs) == "VRAM budget 2.5 GiB · last job's peak 1.88 GiB reserved (1.77 allocated)"
     assert memory_line(jobs[:1]) == "no VRAM budget · last job's peak 7.00 GiB reserved (5.00 allocated)"
+
+
+def test_a_batch_item_records_its_budget(tiny_pipeline_dir, tmp_path):
+    from desktop.batch.worker import ItemWorker
+
+    out = tmp_path / "out"
+    out.mkdir()
+    image = rgba_blob(tmp_path / "item.png")
+    task = {"name": "item", "kind": "image", "source": str(image), "data": None, "key": "k", "model": tiny_pipeline_dir,
+            "out": str(out), "settings": small(vram_budget=3.0).to_dict()}
+    answer = ItemWorker("cpu").process(task)
+    assert answer["state"] == "done", answer.get("error")
+    assert json.loads((out / "item" / "settings.json").read_text())["settings"]["vram_budget"] == 3.0
+    memory = json.loads((out / "item" / "timings.json").read_text())["memory"]
+    assert memory["vram_budget_gib"] == 3.0 and memory["held_to_bytes"] is None          # a CPU holds nothing
