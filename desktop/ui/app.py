@@ -11,9 +11,11 @@ from pathlib import Path
 from ..jobs import folder as job_folder
 from ..settings import DEFAULT_PRESET, EXPORT_FIELDS, GenerationSettings, check_prompt, slider
 from .endpoints import ApiEndpoints
+from .errors import error_html, form_error_html
 from .history import RELOADED_KNOBS, HistoryViews
 from .lazy import gr, load_gradio
-from .status import (POLL_S, device_line, friendly_error, hide_paths, idle_html, md_escape, memory_line, message_html,
+from .pagestate import TabResults, wire_buttons, wire_tabs
+from .status import (POLL_S, device_line, hide_paths, idle_html, kept_files, md_escape, memory_line, message_html,
                      status_html)
 from .values import (DESTINATION_KNOBS, MESH_TYPES, OTHER_KNOBS, PRESET_CHOICES, PRESET_KNOBS, choice_labels,
                      collect_look, collect_work, destination_values, file_of, is_slider, page_lines, preset_values,
@@ -33,11 +35,10 @@ CSS = """
 .td-status progress {width: 100%; height: 10px; margin-top: 6px;}
 .td-running, .td-queued {border-color: var(--color-accent);}
 .td-done {border-color: #2e9d4f;}
-.td-failed, .td-error {border-color: #d03b3b; color: #b32020; font-weight: 600;}
+.td-failed, .td-error {border-color: #d03b3b;}
 .td-cancelled, .td-partial {border-color: #c98a16;}
 .td-jobs {width: 100%; margin-top: 6px; font-size: 0.9em;}
 .td-jobs td {padding: 2px 6px; border-top: 1px solid var(--border-color-primary);}
-.td-jobs tr[data-state=failed] td {color: #b32020;}
 #td-files .label-clear-button {display: none;}
 #td-banner {border: 1px solid #d03b3b; border-radius: 8px; padding: 4px 12px;}
 """
@@ -61,7 +62,7 @@ def setting_control(row, value):
     return gr.Number(value, precision=0 if row.kind == "int" else None, minimum=row.lo, maximum=row.hi, **common)
 
 
-class TrellisApp(ApiEndpoints, HistoryViews):
+class TrellisApp(ApiEndpoints, HistoryViews, TabResults):
     """The page and its handlers. Jobs started from a page are remembered per browser session, so
     that Cancel stops this page's jobs only."""
 
@@ -84,7 +85,7 @@ class TrellisApp(ApiEndpoints, HistoryViews):
         text = f" · text model: `{text}`" if text else ""
         memory = memory_line(self.runner.list())
         memory = f" · {md_escape(memory)}" if memory else ""
-        return (f"## Trellis Desktop\nOne photo (or a prompt) in, a textured 3D model out. Model: "
+        return (f"# Trellis Desktop\nOne photo (or a prompt) in, a textured 3D model out. Model: "
                 f"`{self.runner.model_path}`{text} · device: {device_line(self.runner.fast_paths())}{memory} · "
                 f"outputs: `{self.runner.outputs_dir}`")
 
@@ -108,9 +109,10 @@ class TrellisApp(ApiEndpoints, HistoryViews):
             if self.model_problem:
                 gr.Markdown(f"**Model not found.** {self.model_problem}", elem_id="td-banner")
             mode = gr.State("single")
-            with gr.Row():
+            with gr.Row(elem_id="td-main"):
                 with gr.Column(scale=1):
-                    with gr.Tabs(elem_id="td-tabs") as tabs:
+                    # wrap: every mode stays in view on a narrow window (no "..." menu)
+                    with gr.Tabs(elem_id="td-tabs", overflow_behavior="wrap") as tabs:
                         with gr.Tab("Single image", id="single") as tab_single:
                             single = gr.Image(label="Image: drop, paste or click to upload", type="filepath",
                                               image_mode=None, sources=["upload", "clipboard"], height=300,
@@ -151,7 +153,7 @@ class TrellisApp(ApiEndpoints, HistoryViews):
                                       info="Sets the knobs below; Low VRAM for GPUs with little memory")
                     with gr.Row():
                         generate = gr.Button("Generate", variant="primary", elem_id="td-generate")
-                        cancel = gr.Button("Cancel", variant="stop", elem_id="td-cancel")
+                        cancel = gr.Button("Cancel", interactive=False, elem_id="td-cancel")    # pagestate
                     with gr.Accordion("Generation settings", open=False, elem_id="td-gen-settings"):
                         place("generation")
                     with gr.Accordion("Output settings", open=False, elem_id="td-out-settings"):
@@ -187,11 +189,8 @@ class TrellisApp(ApiEndpoints, HistoryViews):
             quick = dict(page_only, concurrency_limit=None)
             knob_order = list(PRESET_KNOBS)
             knob_components = [k[n] for n in knob_order]
-            tab_single.select(lambda: "single", None, mode, **quick)
-            tab_multi.select(lambda: "multi", None, mode, **quick)
-            tab_batch.select(lambda: "batch", None, mode, **quick)
-            tab_text.select(lambda: "text", None, mode, **quick)
-            tab_variant.select(lambda: "variant", None, mode, **quick)
+            wire_tabs(self, [(tab_single, "single"), (tab_multi, "multi"), (tab_batch, "batch"), (tab_text, "text"),
+                             (tab_variant, "variant")], mode, [info, video, model3d, glb_btn, ply_btn, obj_btn, files])
 
             def apply_preset(name):
                 values = preset_values(name, self.defaults)
@@ -218,12 +217,13 @@ class TrellisApp(ApiEndpoints, HistoryViews):
             # Raw payloads (preprocess=False): an unreadable upload reaches the runner, which says what is
             # wrong with it. No concurrency limit: the runner's queue orders the jobs of all pages.
             # The header's memory line then names the finished job's budget and peak.
-            generate.click(on_generate, set(self._named.values()), results, preprocess=False, **quick).then(
+            run = generate.click(on_generate, set(self._named.values()), results, preprocess=False, **quick).then(
                 self.header_text, None, header, **quick)
 
             def on_export_again(data: dict, request: gr.Request):
                 yield from self.generate({**data, mode: "export"}, request)
-            export_again.click(on_export_again, set(self._named.values()), results, preprocess=False, **quick)
+            again = export_again.click(on_export_again, set(self._named.values()), results, preprocess=False, **quick)
+            wire_buttons(generate, cancel, [(generate, run), (export_again, again)])
 
             def on_cancel(request: gr.Request):
                 return self.cancel(request)
@@ -234,7 +234,7 @@ class TrellisApp(ApiEndpoints, HistoryViews):
                           api_visibility="private", show_progress="minimal", concurrency_limit=4)
             # history.reuse_settings's answer: the preset, RELOADED_KNOBS' controls, then REUSED_INPUTS.
             settings_outputs = [preset, *[k[n] for n in RELOADED_KNOBS], tabs, mode, prompt, mesh, look_prompt,
-                                look_image]
+                                look_image, single, multi]
             reuse.click(self.reuse_settings, history, settings_outputs, **quick)
             self._add_api_endpoints(examples[0] if examples else None)
         return demo
@@ -255,10 +255,9 @@ class TrellisApp(ApiEndpoints, HistoryViews):
                 note = "its transparency marks the object (no background removal needed)"
             else:
                 note = "no transparency: its background is removed when you generate (if ticked)"
-        except (ValueError, TypeError, OSError) as err:
-            message = hide_paths(f"This image cannot be used: {err}", [source])
-            gr.Warning(message)
-            return message_html("error", message)
+        except (ValueError, TypeError, OSError) as err:       # said in the status box only (no toast)
+            message = hide_paths(str(err), [source])
+            return error_html("huge_image" if "too large" in message else "bad_image", message, state="error")
         return message_html("ready", f"{name}: {img.width}×{img.height}, {note}. Press Generate.")
 
     def generate(self, data: dict, request):
@@ -272,21 +271,19 @@ class TrellisApp(ApiEndpoints, HistoryViews):
             settings = settings_from_values(values, named["preset"], self.defaults)
             work = self._work(named["mode"] or "single", named, settings)
         except ValueError as err:
-            message = str(err)
-            gr.Warning(message)
-            yield (message_html("error", message), *[skip] * 9)
+            yield (form_error_html(str(err)), *[skip] * 9)
             return
         try:
             entries = [(name, submit()) for name, submit in work]
         except (RuntimeError, ValueError) as err:          # the runner is shutting down; a refused input
-            yield (message_html("error", f"Cannot start a job: {err}"), *[skip] * 9)
+            yield (error_html("stopping", str(err)) if isinstance(err, RuntimeError) else form_error_html(str(err)),
+                   *[skip] * 9)
             return
         session = getattr(request, "session_hash", None)
         with self._lock:
             self._active.setdefault(session, []).extend(job.id for _, job in entries)
-        single_job = len(entries) == 1
-        empty = self._empty_results()
-        yield (status_html(entries, self.runner), skip, "", *empty, skip)
+        single_job, mode = len(entries) == 1, named["mode"] or "single"
+        yield (status_html(entries, self.runner), *[skip] * 9)          # the last result stays until a new one
         reported, last = set(), None
         try:
             while True:
@@ -294,20 +291,19 @@ class TrellisApp(ApiEndpoints, HistoryViews):
                     if job.state not in JobState.FINISHED or job.id in reported:
                         continue
                     reported.add(job.id)
-                    for warning in job.warnings:            # e.g. the prompt was cut: the result is still shown
-                        gr.Warning(warning)
-                    if job.state == JobState.DONE and job.out_dir:
-                        seed = job.seed if single_job else skip
+                    # Its warnings and errors are in the status box (a toast would say them twice). A cancelled
+                    # job shows what it had written; a result made while another tab is open waits for its tab.
+                    if job.out_dir and (job.state == JobState.DONE or kept_files(job)):
+                        here = self.remember_result(session, mode, job.out_dir, name if not single_job else None)
+                        seed = job.seed if single_job and job.state == JobState.DONE else skip
                         yield (status_html(entries, self.runner), seed,
-                               *self._results(job_folder.JobFolder(job.out_dir), name if not single_job else None),
+                               *(self._results(job_folder.JobFolder(job.out_dir), name if not single_job else None)
+                                 if here else [skip] * 7),
                                gr.update(choices=self._history_choices(), value=Path(job.out_dir).name))
                     else:
-                        if job.state == JobState.FAILED:
-                            message = hide_paths(friendly_error(job), job.inputs)
-                            gr.Warning(f"{name}: {message}" if not single_job else message)
-                            if job.error_kind == "model":       # every other job would fail the same way
-                                for _, other in entries:
-                                    self.runner.cancel(other.id)
+                        if job.state == JobState.FAILED and job.error_kind == "model":
+                            for _, other in entries:            # every other job would fail the same way
+                                self.runner.cancel(other.id)
                         if job.out_dir:          # a folder with error.json: listed in the history
                             yield (skip,) * 9 + (gr.update(choices=self._history_choices()),)
                 pending = [job for _, job in entries if job.state not in JobState.FINISHED]
@@ -380,9 +376,8 @@ class TrellisApp(ApiEndpoints, HistoryViews):
         name, source = item
         try:
             self._checked_mesh(source, name)
-        except ValueError as err:
-            gr.Warning(str(err))
-            return message_html("error", str(err))
+        except ValueError as err:                     # said in the status box only (no toast)
+            return error_html("bad_mesh", str(err).removeprefix("This 3D model cannot be used: "), state="error")
         return message_html("ready", f"{name}: ready. Add a prompt or a photo for its new look, then press Generate.")
 
     def cancel(self, request) -> None:

@@ -14,8 +14,8 @@ from .values import OTHER_KNOBS, PRESET_KNOBS
 # leaves alone, the preset's knobs, then the text tab's own; app.py wires the click's outputs in this order.
 RELOADED_KNOBS = (*[n for n in OTHER_KNOBS if SETTINGS[n].ui.place != "text"], *PRESET_KNOBS,
                   *[n for n in OTHER_KNOBS if SETTINGS[n].ui.place == "text"])
-# What follows them in the answer: the inputs of a text or new-look job (HistoryViews._reuse_inputs).
-REUSED_INPUTS = ("tabs", "mode", "prompt", "mesh", "look_prompt", "look_image")
+# What follows them in the answer: the job's inputs and its tab (HistoryViews._reuse_inputs).
+REUSED_INPUTS = ("tabs", "mode", "prompt", "mesh", "look_prompt", "look_image", "single", "multi")
 
 
 class HistoryViews:
@@ -48,18 +48,25 @@ class HistoryViews:
         return [preset, *[values[n] for n in RELOADED_KNOBS], *self._reuse_inputs(folder, record)]
 
     def _reuse_inputs(self, folder, record: dict) -> list:
-        """[tab, mode, prompt, 3-D model, look prompt, look photo] of a text or new-look job: its inputs back in
-        their tab, ready to run again (an image job leaves the inputs as they are)."""
+        """[tab, mode, prompt, 3-D model, look prompt, look photo, single image, views] of a past job: its inputs
+        (copies in its folder) back in their tab, ready to run again. One image (a batch item too) goes to the Single
+        image tab, several to Multiple views; a job whose images are gone leaves the inputs as they are."""
         skip = gr.skip()
         prompt = record.get("prompt") if isinstance(record.get("prompt"), str) else None
         if record.get("kind") == "text" and prompt:
-            return [gr.Tabs(selected="text"), "text", prompt, skip, skip, skip]
+            return [gr.Tabs(selected="text"), "text", prompt, skip, skip, skip, skip, skip]
+        files = folder.file_kinds()
         if record.get("kind") == "variant":
-            files = folder.file_kinds()
             photo = files.get("input")
             return [gr.Tabs(selected="variant"), "variant", skip, files.get("mesh") or skip, prompt or "",
-                    photo if photo and not prompt else None]
-        return [skip] * 6
+                    photo if photo and not prompt else None, skip, skip]
+        images = [files[k] for k in sorted((k for k in files if k == "input" or k.startswith("input_")),
+                                           key=lambda k: 1 if k == "input" else int(k.split("_")[1]))]
+        if len(images) == 1:
+            return [gr.Tabs(selected="single"), "single", skip, skip, skip, skip, images[0], skip]
+        if len(images) > 1:
+            return [gr.Tabs(selected="multi"), "multi", skip, skip, skip, skip, skip, images]
+        return [skip] * 8
 
     # ------------------------------------------------------------------ helpers
     def _running_dirs(self) -> set:

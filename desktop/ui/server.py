@@ -8,7 +8,8 @@ from ..options import (DEFAULT_MODEL, add_memory_options, add_model_option, add_
 from ..settings import GenerationSettings
 from ..stopping import StopSignals
 from .app import CSS, EXAMPLES_DIR, TrellisApp
-from .lazy import gr, load_gradio
+from . import look
+from .lazy import load_gradio
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,8 +81,8 @@ def main(argv=None) -> int:
             _, url, _ = demo.queue().launch(
                 server_name=args.host, server_port=args.port, inbrowser=not args.no_browser,
                 prevent_thread_lock=True, quiet=True, show_error=True, ssr_mode=False,
-                allowed_paths=[str(runner.outputs_dir), str(EXAMPLES_DIR)], css=CSS,
-                theme=gr.themes.Default(primary_hue="green"), footer_links=["api", "gradio"])
+                allowed_paths=[str(runner.outputs_dir), str(EXAMPLES_DIR)], css=CSS + look.CSS, head=look.HEAD,
+                theme=look.page_theme(), footer_links=["api", "gradio"])
         except OSError as err:
             print(f"error: could not listen on {args.host}:{args.port} ({err}). Is the app already running? "
                   f"Pick another port with --port.", file=sys.stderr)

@@ -4,6 +4,7 @@ import html
 import os
 
 from ..options import format_clock
+from .errors import error_html, is_about_mesh, job_error, short_text
 
 POLL_S = 0.3       # how often a running job's progress is re-read
 
@@ -40,7 +41,7 @@ def friendly_error(job) -> str:
                 "The memory was freed: the app keeps running.")
     text_job = getattr(job, "kind", None) == "text" or (getattr(job, "kind", None) == "variant" and job.prompt)
     if kind == "input":
-        what = "This 3D model" if getattr(job, "kind", None) == "variant" and _about_mesh(message) else "This image"
+        what = "This 3D model" if getattr(job, "kind", None) == "variant" and is_about_mesh(message) else "This image"
         return f"{what} cannot be used: {message.removeprefix('bad input: ')}"
     if kind == "model":
         option = "--text-model" if text_job else "--model"
@@ -49,12 +50,6 @@ def friendly_error(job) -> str:
     if kind == "background_removal":
         return (f"{message} Or untick 'Remove background' and use a PNG whose transparency marks the object.")
     return message[:1].upper() + message[1:]
-
-
-def _about_mesh(message: str) -> bool:
-    """Whether an input error of a new-look job is about its 3-D model (not its photo)."""
-    words = ("3-D model", "triangle", "mesh", "GLB", "STL", "PLY", "OBJ", "glTF", "vertices", "faces")
-    return any(w in message for w in words)
 
 
 def hide_paths(text: str, inputs) -> str:
@@ -88,8 +83,20 @@ def job_line(job, runner, warnings: bool = True) -> tuple:
         warned = "".join(f" · Warning: {w}" for w in getattr(job, "warnings", ())) if warnings else ""
         return "done", f"Done{took} (seed {job.seed}){warned}"
     if job.state == JobState.CANCELLED:
-        return "cancelled", "Cancelled"
-    return "failed", hide_paths(friendly_error(job), job.inputs)
+        kept = kept_files(job)
+        return "cancelled", f"Cancelled; shown: what it had written ({', '.join(kept)})" if kept else "Cancelled"
+    name, message = job_error(job)
+    return "failed", short_text(name, hide_paths(message, job.inputs))
+
+
+# A cancelled job's finished files the page can show, by kind, in the words of the status line.
+KEPT_KINDS = {"glb": "GLB", "ply": "PLY", "obj": "OBJ", "stl": "STL", "mp4": "preview video"}
+
+
+def kept_files(job) -> list:
+    """What a cancelled job had finished writing (its other files were never started or are removed)."""
+    files = getattr(job, "files", None) or {}
+    return [label for kind, label in KEPT_KINDS.items() if kind in files and os.path.isfile(files[kind])]
 
 
 def warnings_html(job, state: str) -> str:
@@ -104,22 +111,31 @@ def status_html(entries: list, runner) -> str:
 
     if len(entries) == 1:
         name, job = entries[0]
+        if job.state == JobState.FAILED:
+            kind, message = job_error(job)
+            return error_html(kind, hide_paths(message, job.inputs))
         state, text = job_line(job, runner, warnings=False)
         bar = ""
         if state in ("running", "queued"):
             bar = f'<progress max="100" value="{job.progress.fraction * 100:.1f}"></progress>'
         return _box(state, f'<div class="td-line">{html.escape(text)}</div>{bar}{warnings_html(job, state)}')
+    from .batch_view import batch_head, batch_row       # (it imports this module: imported here)
+
     rows, states = [], []
-    for name, job in entries:
+    for i, (name, job) in enumerate(entries):
         state, text = job_line(job, runner)
         states.append(state)
-        rows.append(f'<tr data-state="{state}"><td>{html.escape(name)}</td><td>{html.escape(text)}</td></tr>')
+        fold = ""
+        if state == "failed":          # the raw text folded, as in a single job's box
+            fold = (f'<details class="td-details"><summary>Details</summary>'
+                    f'<pre>{html.escape(hide_paths(job_error(job)[1], job.inputs))}</pre></details>')
+        rows.append(batch_row(i, name, job, state, f"{html.escape(text)}{fold}"))
     finished = sum(j.state in JobState.FINISHED for _, j in entries)
     ok = sum(j.state == JobState.DONE for _, j in entries)
     overall = "running" if finished < len(entries) else ("done" if ok == len(entries) else
                                                         "failed" if ok == 0 else "partial")
     fraction = sum(1.0 if j.state in JobState.FINISHED else j.progress.fraction for _, j in entries) / len(entries)
-    head = f"{finished} of {len(entries)} job(s) finished, {ok} done"
+    head = batch_head([j for _, j in entries], states)
     bar = f'<progress max="100" value="{fraction * 100:.1f}"></progress>' if overall == "running" else ""
     return _box(overall, f'<div class="td-line">{html.escape(head)}</div>{bar}'
                          f'<table class="td-jobs">{"".join(rows)}</table>')

@@ -1,0 +1,65 @@
+"""Page state that does what it says: the result column follows the tab (each tab of a page shows the last result
+made from it, or an empty column; a result that arrives while another tab is open waits for its own tab), and
+Generate / Cancel show whether this page has a job running."""
+import threading
+from pathlib import Path
+
+from ..jobs import folder as job_folder
+from .lazy import gr
+
+
+def buttons(running: bool) -> tuple:
+    """(Generate, Cancel) while this page's jobs run (Generate says so and takes no second click that would be
+    lost; Cancel can be pressed) or not (Cancel has nothing to cancel)."""
+    if running:
+        return gr.update(value="Generating…", interactive=False), gr.update(interactive=True)
+    return gr.update(value="Generate", interactive=True), gr.update(interactive=False)
+
+
+def wire_buttons(generate, cancel, starts) -> None:
+    """`starts`: [(button, the event of its job)]: each click makes the page busy, each job's end idle again."""
+    for button, event in starts:
+        button.click(lambda: buttons(True), None, [generate, cancel], queue=False, api_visibility="private",
+                     show_progress="hidden")
+        event.then(lambda: buttons(False), None, [generate, cancel], api_visibility="private",
+                   show_progress="hidden", concurrency_limit=None)
+
+
+def wire_tabs(app, tabs, mode, column) -> None:
+    """`tabs`: [(tab, its mode)]: selecting one sets the mode and shows its last result in `column`."""
+    def handler(name):
+        def on_tab(request: gr.Request):
+            return (name, *app.select_tab(name, getattr(request, "session_hash", None)))
+        return on_tab
+    for tab, name in tabs:
+        tab.select(handler(name), None, [mode, *column], api_visibility="private", show_progress="hidden",
+                   concurrency_limit=None)
+
+
+class TabResults:
+    """TrellisApp's memory of what each tab of each page shows (a mixin: uses self._results, self._empty_results)."""
+
+    def _tab_memory(self) -> tuple:
+        # (session -> open tab, (session, tab) -> (job folder, name)), made on first use
+        if "_tabs_open" not in self.__dict__:
+            self._tabs_open, self._tabs_shown, self._tabs_lock = {}, {}, threading.Lock()
+        return self._tabs_open, self._tabs_shown
+
+    def remember_result(self, session, mode: str, out_dir, name=None) -> bool:
+        """Keeps `out_dir` as the result of `mode`'s tab of this page; whether that tab is the one open now (an
+        export belongs to the tab it was started from)."""
+        opened, shown = self._tab_memory()
+        with self._tabs_lock:
+            tab = opened.get(session, "single") if mode == "export" else mode
+            shown[(session, tab)] = (str(out_dir), name)
+            return opened.get(session, "single") == tab
+
+    def select_tab(self, mode: str, session) -> tuple:
+        """(info, video, model, glb, ply, obj, files) of the last result of `mode`'s tab, or an empty column."""
+        opened, shown = self._tab_memory()
+        with self._tabs_lock:
+            opened[session] = mode
+            kept = shown.get((session, mode))
+        if kept and Path(kept[0]).is_dir():
+            return self._results(job_folder.JobFolder(kept[0]), kept[1])
+        return ("", *self._empty_results())
