@@ -21,7 +21,8 @@ import time
 
 from .options import (TerminalLine, add_model_option, add_runner_options, add_text_model_option, check_runner_args,
                       format_clock)
-from .settings import DEFAULT_PRESET, PRESETS, ROWS, GenerationSettings, check_prompt, field_names, parse_value
+from .settings import (DEFAULT_PRESET, PRESETS, ROWS, GenerationSettings, check_prompt, device_change_warning,
+                       field_names, parse_value)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -269,7 +270,7 @@ def main(argv=None) -> int:
         return lambda runner: runner.submit_text(prompt, settings)
     work = [(os.path.basename(x) or x, image_job(x)) for x in args.images]
     work += [(f'"{p[:40]}…"' if len(p) > 40 else f'"{p}"', text_job(p)) for p in prompts]
-    return run_jobs(args, work)
+    return run_jobs(args, work, settings)
 
 
 def check_common_args(parser, args, inputs=()) -> GenerationSettings:
@@ -288,8 +289,9 @@ def check_common_args(parser, args, inputs=()) -> GenerationSettings:
     return settings
 
 
-def run_jobs(args, work: list) -> int:
-    """Submit [(name, submit(runner) -> Job)] and report each job as it ends; the exit status."""
+def run_jobs(args, work: list, settings: GenerationSettings | None = None) -> int:
+    """Submit [(name, submit(runner) -> Job)] and report each job as it ends; the exit status. With the jobs'
+    `settings`, what the device will lower is said first (each job's warning says it again at its end)."""
     display = ProgressDisplay(enabled=not args.quiet)
 
     from .jobs import JobRunner, JobState               # heavy (torch): only once the options are good
@@ -299,6 +301,10 @@ def run_jobs(args, work: list) -> int:
     except (OSError, ValueError, RuntimeError) as err:
         display.say(f"error: {err}")
         return EXIT_FAILED
+    if settings is not None and runner.devices:
+        lowered = device_change_warning(settings, settings.for_device(runner.devices[0]))
+        if lowered and display.enabled:
+            display.say(f"note: {lowered}")
     names = [name for name, _ in work]
     jobs = []
     failed = 0

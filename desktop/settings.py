@@ -136,6 +136,13 @@ def check_rows(rows) -> dict:
             need(row.ui.place in PLACES, f"ui place among {', '.join(PLACES)}")
             need(row.ui.widget in (None, "radio", "dropdown"), "ui widget radio or dropdown")
             need(not row.ui.labels or [v for _, v in row.ui.labels] == list(row.choices), "a ui label per choice")
+            if row.ui.ui_range is not None:
+                lo, hi = row.ui.ui_range
+                need(number and row.step is not None and not row.optional and row.lo <= lo < hi <= row.hi,
+                     "a ui_range only for a slider, inside its range")
+                # Presets and the CPU must land on the slider; a destination's value may widen it.
+                shown = [row.default, *row.presets.values(), *([row.cpu.value] if row.cpu else [])]
+                need(all(lo <= v <= hi for v in shown), "a ui_range holding its default, preset and CPU values")
         if row.cli:
             need(row.cli.flag.startswith("--"), "a CLI flag starting with --")
             need(flags.setdefault(row.cli.flag, row.kind) == row.kind, "the kind of the rows sharing its flag")
@@ -187,8 +194,11 @@ def number_range(name: str) -> tuple:
 
 
 def slider(name: str) -> tuple:
-    """(lo, hi, step) of the page's slider for a numeric setting: its range and its STEPS step."""
-    return (*number_range(name), STEPS[name])
+    """(lo, hi, step) of the page's slider for a numeric setting: its useful range (ui_range) where the row gives
+    one, else its whole range, and its STEPS step. A value typed beyond the useful range widens the slider."""
+    row = SETTINGS[name]
+    ui_range = row.ui.ui_range if row.ui else None
+    return (*(ui_range or number_range(name)), STEPS[name])
 
 
 def field_names() -> tuple:

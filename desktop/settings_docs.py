@@ -56,7 +56,9 @@ def markdown() -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for row in ROWS:
         presets = ", ".join(f"{name}: {shown(value)}" for name, value in row.presets.items())
-        page = f"{row.ui.label} ({row.ui.place})" if row.ui else ""
+        page = f"{row.ui.label} ({row.ui.place}" + (f"; slider {row.ui.ui_range[0]:g}..{row.ui.ui_range[1]:g}, typing "
+                                                     f"beyond widens it" if row.ui and row.ui.ui_range else "") + ")" \
+            if row.ui else ""
         cells = [f"`{row.name}`", accepts(row), f"`{shown(row.default)}`", presets,
                  shown(row.cpu.value) if row.cpu else "", flag_text(row), page, "yes" if row.export else "",
                  row.help]

@@ -16,7 +16,8 @@ A row (Setting) holds:
     cpu                         Cpu(value, why, formats): what a CPU job uses instead (see settings.for_device)
     export                      it only shapes the files written from a result: an export may change it
                                 without sampling again
-    ui, cli, panel              the page's control, the CLI flag, the StableProjectorz panel input (None: none)
+    ui, cli, panel              the page's control, the CLI flag, the StableProjectorz panel input (None: none);
+                                ui.info is the page's one line of help (what it changes, what it costs)
 
 Nothing here imports more than the standard library.
 """
@@ -101,6 +102,7 @@ class Ui(NamedTuple):
     preset: bool = True              # the preset buttons set it (False: seed, formats, ... keep their value)
     wide: bool = False               # a line of its own (a choice set always is)
     elem_id: Optional[str] = None    # the page element's id (default td-<name>)
+    ui_range: Optional[tuple] = None # a slider's (lo, hi) where the useful values lie; typing beyond it widens it
 
 
 class Cli(NamedTuple):
@@ -143,45 +145,65 @@ ROWS: tuple = (
     Setting("preset", "preset", DEFAULT_PRESET,
             "the preset these settings started from (fast, balanced, high, low-vram or custom)"),
     Setting("seed", "int", 0, "random seed (used when randomize_seed is false)", lo=0, hi=MAX_SEED,
-            ui=Ui("generation", "Seed", preset=False),
+            ui=Ui("generation", "Seed", preset=False, info="the same seed, settings and input make the same model "
+                  "again; typing a seed unticks Randomize"),
             cli=Cli("--seed", "random seed; default: a new one per job, recorded in its settings.json")),
     Setting("randomize_seed", "bool", True,
             "draw a fresh seed for each job (the seed used is recorded in settings.json)",
-            ui=Ui("generation", "Randomize seed", preset=False, elem_id="td-randomize")),
+            ui=Ui("generation", "Randomize seed", preset=False, elem_id="td-randomize",
+                  info="a new seed for each Generate; the one used is shown with the result")),
     Setting("ss_steps", "int", 12, "sampling steps of stage 1 (the coarse structure)", lo=1, hi=500, step=1,
-            presets={"fast": 8, "high": 25}, ui=Ui("generation", "Stage 1 sampling steps"),
+            presets={"fast": 8, "high": 25}, ui=Ui("generation", "Shape steps (stage 1)", ui_range=(4, 50),
+                                                      info="more steps: a cleaner overall shape; the time grows "
+                                                           "with them (8-25 is plenty)"),
             cli=Cli("--steps", "sampling steps of both stages"), panel=Panel("ss_steps", "structure steps")),
     Setting("ss_cfg", "float", 7.5, "guidance strength of stage 1 (how closely the structure follows the image)",
-            lo=0.0, hi=100.0, step=0.1, ui=Ui("generation", "Stage 1 guidance strength"),
+            lo=0.0, hi=100.0, step=0.1, ui=Ui("generation", "Shape guidance (stage 1)", ui_range=(0.0, 15.0),
+                                      info="how strictly the shape follows the input: higher is stricter, too high "
+                                           "looks harsh (5-10 usual); costs no time"),
             panel=Panel("ss_strength", "structure\\nguidance", 1)),
     Setting("slat_steps", "int", 12, "sampling steps of stage 2 (the detailed latent)", lo=1, hi=500, step=1,
-            presets={"fast": 8, "high": 25}, ui=Ui("generation", "Stage 2 sampling steps"),
+            presets={"fast": 8, "high": 25}, ui=Ui("generation", "Detail steps (stage 2)", ui_range=(4, 50),
+                                                      info="more steps: finer surface detail and colour; the time "
+                                                           "grows with them"),
             cli=Cli("--steps"), panel=Panel("slat_steps", "detail steps")),
     Setting("slat_cfg", "float", 3.0, "guidance strength of stage 2", lo=0.0, hi=100.0, step=0.1,
-            ui=Ui("generation", "Stage 2 guidance strength"), panel=Panel("slat_strength", "detail\\nguidance", 1)),
+            ui=Ui("generation", "Detail guidance (stage 2)", ui_range=(0.0, 15.0),
+                  info="how strictly detail and colour follow the input (2-5 usual); costs no time"), panel=Panel("slat_strength", "detail\\nguidance", 1)),
     Setting("simplify", "float", 0.975, "fraction of the decoder mesh's triangles removed; the file gets the rest "
-            "(0.975: 2.5 %, about 18 k faces for a typical object; 0 keeps all)", lo=0.0, hi=0.99, step=0.01,
-            export=True, ui=Ui("output", "Simplify (fraction of triangles removed)"),
+            "(0.975: 2.5 %, about 18 k faces for a typical object; 0 keeps all)", lo=0.0, hi=0.99, step=0.005,
+            export=True, ui=Ui("output", "Simplify (share of triangles removed)",
+                               info="0.975 keeps 2.5 % of the triangles: a light file; lower keeps more detail, a "
+                                    "bigger file and a slower bake"),
             cli=Cli("--simplify", "fraction of triangles removed"), panel=Panel("mesh_simplify", "mesh\\nsimplify", 3)),
     Setting("fill_holes", "bool", True, "remove hidden inner faces and close small holes (slow on a CPU)",
-            export=True, ui=Ui("output", "Fill holes (slow on a CPU)")),
+            export=True, ui=Ui("output", "Fill holes (slow on a CPU)",
+                                    info="removes hidden inner faces and closes small holes: a cleaner mesh; "
+                                         "minutes on a CPU")),
     Setting("texture_size", "int", 1024, "side of the GLB / OBJ texture in pixels", lo=64, hi=8192, step=64,
             presets={"fast": 512, "high": 2048}, export=True,
             # On a CPU: 512² bake views cannot fill a 1024² texture with detail, and its solve costs 4x more.
             cpu=Cpu(512, "each doubling of the side takes about 4x as long to bake", ("glb", "obj")),
-            ui=Ui("output", "Texture size (pixels)"), cli=Cli("--texture-size", "texture side in pixels, GLB / OBJ"),
+            ui=Ui("output", "Texture size (pixels)", ui_range=(256, 4096),
+                  info="sharper colours; each doubling takes about 4x as long to bake and a 4x bigger image"), cli=Cli("--texture-size", "texture side in pixels, GLB / OBJ"),
             panel=Panel("texture_size", "texture size")),
     Setting("bake_mode", "choice", "fast", "texture baking: fast (least squares) or opt (optimiser, slower)",
             choices=BAKE_MODES, export=True,
-            ui=Ui("output", "Texture bake mode", info="fast: least squares; opt: optimised (slower)")),
+            ui=Ui("output", "Texture bake", labels=(("Fast", "fast"), ("Refined (several times slower)", "opt")),
+                  info="Fast suits most objects; Refined adjusts the texture to the views again and again for "
+                       "slightly crisper colour")),
     # The reference bakes from 100 views; the fast bake measured as good at 50 (trellis to_glb docs).
     Setting("bake_views", "int", 50, "number of renders the texture is baked from", lo=1, hi=1000, step=1,
             presets={"fast": 50, "high": 100}, export=True,
-            cpu=Cpu(24, "each is a render of the Gaussians", ("glb", "obj")), ui=Ui("output", "Bake views")),
+            cpu=Cpu(24, "each is a render of the Gaussians", ("glb", "obj")), ui=Ui("output", "Bake views", ui_range=(8, 200),
+                                                                                 info="renders around the object the "
+                                                                                 "texture is painted from: more cover "
+                                                                                 "more of it; each costs a render")),
     Setting("bake_resolution", "int", 1024, "side of those renders in pixels", lo=32, hi=4096, step=32,
             presets={"fast": 512}, export=True,
             cpu=Cpu(512, "each bake render takes seconds at the larger size", ("glb", "obj")),
-            ui=Ui("output", "Bake render size")),
+            ui=Ui("output", "Bake render size (pixels)", ui_range=(256, 2048),
+                  info="size of each of those renders: larger gives the texture more detail to take, slower")),
     Setting("destination", "choice", "none", "where the files go: " + "; ".join(
                 f"{d.name} ({d.about})" for d in DESTINATION_LIST) + ". Picking one sets the output settings it "
             "names; settings given beside it win", choices=DESTINATION_NAMES, export=True,
@@ -190,47 +212,68 @@ ROWS: tuple = (
             cli=Cli("--destination")),
     Setting("formats", "choices", ("glb", "ply", "mp4"), "files to write, from " + ", ".join(FORMATS),
             destinations={"web": ("glb", "mp4", "usdz"), "game": ("glb", "mp4"), "print": ("mp4", "stl", "3mf")},
-            choices=FORMATS, export=True, ui=Ui("output", "Output formats", preset=False, labels=(
-                ("GLB (textured mesh)", "glb"), ("PLY (Gaussians)", "ply"), ("OBJ (+ MTL, PNG)", "obj"),
+            choices=FORMATS, export=True, ui=Ui("output", "Output formats", preset=False,
+                                                info="the files written; the download buttons under the result "
+                                                     "follow them", labels=(
+                ("GLB (textured mesh)", "glb"), ("Gaussian splats (PLY)", "ply"), ("OBJ (+ MTL, PNG)", "obj"),
                 ("MP4 preview", "mp4"), ("STL (3D print)", "stl"), ("3MF (3D print)", "3mf"),
                 ("USDZ (iOS AR)", "usdz"))),
             cli=Cli("--formats")),
     Setting("target_faces", "int", None, "triangles in the exported mesh (instead of Simplify's fraction); none: "
             "use Simplify", lo=100, hi=2_000_000, optional=True, export=True,
-            ui=Ui("output", "Target triangles (empty: use Simplify)", preset=False),
+            ui=Ui("output", "Target triangles (empty: use Simplify)", preset=False,
+                  info="a triangle budget for the file, e.g. 50000 (games, web); empty: Simplify decides"),
             cli=Cli("--target-faces")),
     Setting("normal_map", "bool", False, "bake a tangent-space normal map from the dense mesh into the GLB (the "
             "detail the decimation removed)", presets={"high": True}, destinations={"game": True}, export=True,
-            ui=Ui("output", "Normal map (GLB)"), cli=Cli("--normal-map")),
+            ui=Ui("output", "Normal map (GLB)", info="the fine detail the simplification removed, as a normal map: "
+                                                     "richer shading in engines; a slightly longer bake"), cli=Cli("--normal-map")),
     Setting("height", "float", None, "real-world height of the object in metres; none: as generated (about 1)",
             lo=0.001, hi=1000.0, optional=True, export=True,
-            ui=Ui("output", "Height in metres (empty: as generated)", preset=False), cli=Cli("--height")),
+            ui=Ui("output", "Height in metres (empty: as generated)", preset=False,
+                  info="scales the file to this real height, e.g. 0.9 for a chair; empty: about 1 m"), cli=Cli("--height")),
     Setting("pivot", "choice", "origin", "where the file's origin is: origin (as generated), center (of the "
             "bounding box) or bottom (centre of its base: it stands on the ground)", choices=PIVOTS, export=True,
             destinations={"web": "bottom", "game": "bottom", "print": "bottom"},
-            ui=Ui("output", "Pivot", preset=False), cli=Cli("--pivot")),
+            ui=Ui("output", "Pivot", preset=False, labels=(("As generated", "origin"), ("Centre", "center"),
+                                                           ("Bottom (stands on the ground)", "bottom")),
+                  info="where the file's origin is, the point it turns and is placed by in other programs"),
+            cli=Cli("--pivot")),
     Setting("up", "choice", "auto", "up axis of OBJ, STL and 3MF: auto (OBJ y, STL / 3MF z), y or z; GLB and USDZ "
             "are y up by their specifications", choices=UP_AXES, export=True, destinations={"print": "z"},
-            ui=Ui("output", "Up axis (OBJ, STL, 3MF)", preset=False), cli=Cli("--up")),
+            ui=Ui("output", "Up axis (OBJ, STL, 3MF)", preset=False, labels=(
+                ("Each format's usual", "auto"), ("Y up", "y"), ("Z up", "z")),
+                info="GLB and USDZ are always Y up; change it only if the model lies on its side in your program"),
+            cli=Cli("--up")),
     Setting("units", "choice", "m", "units of OBJ, STL and 3MF: m or mm (GLB and USDZ are in metres)", choices=UNITS,
-            export=True, destinations={"print": "mm"}, ui=Ui("output", "Units (OBJ, STL, 3MF)", preset=False), cli=Cli("--units")),
+            export=True, destinations={"print": "mm"}, ui=Ui("output", "Units (OBJ, STL, 3MF)", preset=False, labels=(
+                ("Metres", "m"), ("Millimetres", "mm")), info="slicers for 3D printing expect millimetres"),
+            cli=Cli("--units")),
     Setting("geometry_only", "bool", False, "mesh files without texture or UVs", export=True,
             destinations={"print": True},
-            ui=Ui("output", "Geometry only", preset=False), cli=Cli("--geometry-only")),
+            ui=Ui("output", "Geometry only", preset=False, info="the shape without colours: smaller files, no "
+                                                                 "texture bake (faster)"), cli=Cli("--geometry-only")),
     Setting("texture_format", "choice", "png", "texture encoding in the GLB (and USDZ): png (lossless), jpeg or "
             "webp (GLB only, smallest; needs a viewer with EXT_texture_webp)", choices=TEXTURE_FORMATS, export=True,
-            destinations={"web": "jpeg"}, ui=Ui("output", "Texture format", preset=False), cli=Cli("--texture-format")),
+            destinations={"web": "jpeg"}, ui=Ui("output", "Texture format", preset=False, labels=(
+                ("PNG (exact)", "png"), ("JPEG (smaller)", "jpeg"), ("WebP (smallest, GLB only)", "webp")),
+                info="how the texture image is stored in the GLB and USDZ"), cli=Cli("--texture-format")),
     Setting("draco", "bool", False, "Draco-compress the GLB's geometry (KHR_draco_mesh_compression: a several times "
             "smaller mesh; three.js with its Draco loader, <model-viewer>, Babylon.js, Blender and Shopify read it)",
-            export=True, destinations={"web": True}, ui=Ui("output", "Draco compression (GLB)", preset=False),
+            export=True, destinations={"web": True}, ui=Ui("output", "Draco compression (GLB)", preset=False,
+                                                       info="a several times smaller GLB mesh; a few old viewers "
+                                                            "cannot read it"),
             cli=Cli("--draco")),
     Setting("lods", "int", 1, "levels of detail: 1 (the model alone) or up to 4, each further GLB (model_lod1.glb, "
             "...) with a quarter of the previous one's triangles and the same texture", lo=1, hi=4, step=1,
-            export=True, destinations={"game": 3}, ui=Ui("output", "Levels of detail (GLB)", preset=False),
+            export=True, destinations={"game": 3}, ui=Ui("output", "Levels of detail (GLB)", preset=False,
+                                                     info="extra lighter GLBs for far away in games, each a quarter "
+                                                          "of the triangles"),
             cli=Cli("--lods")),
     Setting("print_ready", "bool", False, "STL and 3MF as one closed shell with a flat base: the largest part only, "
             "holes closed, the bottom cut flat (2 % of the height)", export=True, destinations={"print": True},
-            ui=Ui("output", "Print-ready shell (STL, 3MF)", preset=False), cli=Cli("--print-ready")),
+            ui=Ui("output", "Print-ready shell (STL, 3MF)", preset=False,
+                                            info="one closed shell with a flat base that a slicer accepts"), cli=Cli("--print-ready")),
     Setting("preprocess", "bool", True, "remove the background of images without transparency",
             ui=Ui("memory", "Remove background", preset=False, wide=True,
                   info="for photos without transparency; a PNG with transparency is always cropped to its object"),
@@ -238,14 +281,19 @@ ROWS: tuple = (
                                                "object)")),
     Setting("multi_image_mode", "choice", "stochastic",
             "how several views of one object are combined: stochastic or multidiffusion", choices=MULTI_IMAGE_MODES,
-            ui=Ui("multi", "Multi-view algorithm", preset=False, elem_id="td-multi-mode",
-                  info="stochastic: one view per step; multidiffusion: all views averaged each step")),
+            ui=Ui("multi", "How the views are combined", preset=False, elem_id="td-multi-mode",
+                  labels=(("Take turns (one view per step)", "stochastic"),
+                          ("Blend all views every step", "multidiffusion")),
+                  info="taking turns usually suits photos that differ a lot; blending is smoother and a little "
+                       "slower")),
     Setting("video_frames", "int", 120, "frames of the turntable preview video", lo=1, hi=3000, step=1,
             presets={"fast": 60}, export=True, cpu=Cpu(60, "each frame is a render", ("mp4",)),
-            ui=Ui("output", "Preview frames")),
+            ui=Ui("output", "Preview frames", ui_range=(24, 240),
+                  info="length of the turntable video (24 a second); each frame is a render")),
     Setting("video_resolution", "int", 512, "side of the preview video in pixels", lo=16, hi=4096, step=16,
             presets={"fast": 384}, export=True, cpu=Cpu(384, "render time grows with the pixels", ("mp4",)),
-            ui=Ui("output", "Preview size (pixels)")),
+            ui=Ui("output", "Preview size (pixels)", ui_range=(128, 1024),
+                  info="side of the turntable video; render time grows with the pixels")),
     Setting("video_fps", "int", 24, "frames per second of the preview video", lo=1, hi=240, step=1, export=True),
     Setting("precision", "choice", "auto", "network precision: auto, fp16, bf16 or fp32", choices=PRECISIONS,
             presets={"low-vram": "fp16"},
@@ -274,7 +322,8 @@ ROWS: tuple = (
             "text model for prompts: base, large or xlarge (bigger: better, slower, larger download)",
             choices=TEXT_MODEL_SIZES,
             ui=Ui("text", "Text model size", preset=False, labels=text_size_labels(),
-                  info="Downloaded on its first use (once), then loaded; also used by New look with a prompt"),
+                  info="downloaded on its first use (once), then loaded; bigger follows prompts better, slower; "
+                       "also used by New look with a prompt"),
             cli=Cli("--text-size", "size of the text model for prompts (default xlarge; base and large are smaller "
                                    "downloads)")),
 )

@@ -9,15 +9,17 @@ import threading
 from pathlib import Path
 
 from ..jobs import folder as job_folder
-from ..settings import DEFAULT_PRESET, EXPORT_FIELDS, GenerationSettings, check_prompt, slider
+from ..settings import DEFAULT_PRESET, EXPORT_FIELDS, PRESETS, GenerationSettings, check_prompt, slider
 from .endpoints import ApiEndpoints
+from .expectations import MeshPreview, PromptTokens, text_size_control, wire_token_counts
 from .errors import error_html, form_error_html
 from .history import RELOADED_KNOBS, HistoryViews
+from .knobs import KNOBS, PRESET_CHOICES_WITH_CUSTOM, start_note, wire_knobs
 from .lazy import gr, load_gradio
 from .pagestate import TabResults, wire_buttons, wire_tabs
 from .status import (POLL_S, device_line, hide_paths, idle_html, kept_files, md_escape, memory_line, message_html,
                      status_html)
-from .values import (DESTINATION_KNOBS, MESH_TYPES, OTHER_KNOBS, PRESET_CHOICES, PRESET_KNOBS, choice_labels,
+from .values import (DESTINATION_KNOBS, MESH_TYPES, OTHER_KNOBS, PRESET_KNOBS, choice_labels,
                      collect_look, collect_work, destination_values, file_of, is_slider, page_lines, preset_values,
                      settings_from_values)
 
@@ -45,20 +47,26 @@ CSS = """
 
 
 
-def setting_control(row, value):
-    """The page's control of one setting, from its row (settings_table.Ui), showing `value`."""
+def setting_control(row, value, overrides=None):
+    """The page's control of one setting, from its row (settings_table.Ui), showing `value`; `overrides` replace
+    what the row gives (e.g. choices that depend on this machine)."""
     ui = row.ui
     common = dict(label=ui.label, elem_id=ui.elem_id or f"td-{row.name}", **({"info": ui.info} if ui.info else {}))
+    extra = dict(overrides or {})
+    value = extra.pop("value", value)
+    choices = extra.pop("choices", None)
+    common.update(extra)
     if row.kind == "bool":
         return gr.Checkbox(value, **common)
     if row.kind == "choices":
         return gr.CheckboxGroup(choice_labels(row.name), value=list(value), **common)
     if row.kind == "choice":
-        return (gr.Dropdown if ui.widget == "dropdown" else gr.Radio)(choice_labels(row.name), value=value, **common)
+        return (gr.Dropdown if ui.widget == "dropdown" else gr.Radio)(choices or choice_labels(row.name), value=value,
+                                                                      **common)
     if is_slider(row):
-        # The setting's whole range (settings.slider): any valid settings load into it.
+        # The useful range (settings.slider); a value beyond it widens the slider (knobs.widened).
         lo, hi, step = slider(row.name)
-        return gr.Slider(lo, hi, value, step=step, **common)
+        return gr.Slider(min(lo, value), max(hi, value), value, step=step, **common)
     return gr.Number(value, precision=0 if row.kind == "int" else None, minimum=row.lo, maximum=row.hi, **common)
 
 
@@ -73,9 +81,13 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults):
         self._lock = threading.Lock()
         self._active: dict = {}                      # session hash -> [job ids]
         self._tmp = Path(tempfile.mkdtemp(prefix="trellis-desktop-ui-"))    # OBJ zips
+        self.tokens = PromptTokens(getattr(runner, "text_model", None))
+        self.mesh_preview = MeshPreview()
 
     def close(self) -> None:
         shutil.rmtree(self._tmp, ignore_errors=True)
+        self.mesh_preview.close()
+        self.mesh_preview.close()
 
     # ------------------------------------------------------------------ page
     def header_text(self) -> str:
@@ -94,6 +106,8 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults):
         d = self.defaults
         start = preset_values(DEFAULT_PRESET, d)
         k = {}                                       # setting name -> its control
+        # Controls whose choices depend on this machine (the text models installed).
+        machine = {"text_model_size": text_size_control(getattr(self.runner, "text_model", None))}
 
         def place(where):
             # Every setting shown in this part of the page (settings_table.Ui), line by line.
@@ -101,7 +115,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults):
                 with gr.Row() if len(line) > 1 else contextlib.nullcontext():
                     for row in line:
                         k[row.name] = setting_control(row, start[row.name] if row.name in start
-                                                      else getattr(d, row.name))
+                                                      else getattr(d, row.name), machine.get(row.name))
         with gr.Blocks(title="Trellis Desktop", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
             # Re-read on every page load, so that a kernel that failed since the start shows up.
             header = gr.Markdown(self.header_text(), elem_id="td-header")
@@ -135,22 +149,30 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults):
                         with gr.Tab("Text", id="text") as tab_text:
                             prompt = gr.Textbox(label="Prompt: describe one object", lines=3, max_lines=8,
                                                 placeholder="a red wooden chair with a tall back", elem_id="td-prompt",
-                                                info="The text model reads about 60 words (77 tokens); a longer "
-                                                     "prompt is cut, and the result says so.")
+                                                info="Name the object first: the text model reads 75 tokens (about "
+                                                     "55 words) and the count below follows your typing.")
+                            prompt_tokens = gr.HTML(self.tokens.html(""), elem_id="td-prompt-tokens")
                             place("text")
                         with gr.Tab("New look", id="variant") as tab_variant:
                             gr.Markdown("Keep the **shape** of a 3D model you have and give it a **new look**, "
                                         "from a prompt or a photo (the first stage is skipped).")
                             mesh = gr.File(label="3D model: GLB, OBJ, PLY or STL", file_types=list(MESH_TYPES),
                                            elem_id="td-mesh")
+                            mesh_view = gr.Model3D(label="Your model (drag to turn)", height=240, visible=False,
+                                                   elem_id="td-mesh-preview")
+                            mesh_stats = gr.HTML("", visible=False, elem_id="td-mesh-stats")
                             look_prompt = gr.Textbox(label="New look from a prompt", lines=2, elem_id="td-look-prompt",
                                                      placeholder="made of polished gold")
+                            look_tokens = gr.HTML(self.tokens.html(""), elem_id="td-look-tokens")
                             look_image = gr.Image(label="... or from a photo", type="filepath", image_mode=None,
                                                   sources=["upload", "clipboard"], height=200,
                                                   elem_id="td-look-image")
                             place("variant")
-                    preset = gr.Radio(PRESET_CHOICES, value=DEFAULT_PRESET, label="Preset", elem_id="td-preset",
-                                      info="Sets the knobs below; Low VRAM for GPUs with little memory")
+                    preset = gr.Radio(PRESET_CHOICES_WITH_CUSTOM, value=DEFAULT_PRESET, label="Preset",
+                                      elem_id="td-preset", info="Sets the knobs below (moving one makes it Custom); "
+                                                                "Low VRAM for GPUs with little memory")
+                    note = start_note(self, {n: start.get(n, getattr(d, n)) for n in KNOBS}, DEFAULT_PRESET)
+                    device_note = gr.HTML(note, visible=bool(note), elem_id="td-device-note")
                     with gr.Row():
                         generate = gr.Button("Generate", variant="primary", elem_id="td-generate")
                         cancel = gr.Button("Cancel", interactive=False, elem_id="td-cancel")    # pagestate
@@ -171,6 +193,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults):
                         ply_btn = gr.DownloadButton("Download PLY", interactive=False, elem_id="td-dl-ply")
                         obj_btn = gr.DownloadButton("Download OBJ (zip)", interactive=False, elem_id="td-dl-obj")
                     info = gr.Markdown("", elem_id="td-info")
+                    reuse_seed = gr.Button("Reuse this seed", size="sm", visible=False, elem_id="td-reuse-seed")
                     files = gr.File(label="All files of this job", file_count="multiple", interactive=False,
                                     elem_id="td-files")
             with gr.Accordion("History (the outputs folder)", open=True, elem_id="td-history-box"):
@@ -192,20 +215,27 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults):
             wire_tabs(self, [(tab_single, "single"), (tab_multi, "multi"), (tab_batch, "batch"), (tab_text, "text"),
                              (tab_variant, "variant")], mode, [info, video, model3d, glb_btn, ply_btn, obj_btn, files])
 
+            wire_knobs(self, k, preset, device_note, reuse_seed, history, info)
+
             def apply_preset(name):
+                if name not in PRESETS:                      # "Custom": the knobs stay as they are
+                    return [gr.skip()] * len(knob_order)
                 values = preset_values(name, self.defaults)
                 return [values[n] for n in knob_order]
             # input, not change: loading a past job's settings sets the preset without re-applying it.
-            preset.input(apply_preset, preset, knob_components, **quick)
+            self.refresh_knobs(preset.input(apply_preset, preset, knob_components, **quick))
 
             def apply_destination(name):
                 values = destination_values(name, self.defaults)
                 return [values[n] for n in DESTINATION_KNOBS]
-            k["destination"].input(apply_destination, k["destination"], [k[n] for n in DESTINATION_KNOBS], **quick)
+            self.refresh_knobs(k["destination"].input(apply_destination, k["destination"],
+                                                      [k[n] for n in DESTINATION_KNOBS], **quick))
 
             # change: uploads, pastes and examples alike (and clearing the box resets the status).
             single.change(self.check_upload, single, status, preprocess=False, **quick)
             mesh.change(self.check_mesh_upload, mesh, status, preprocess=False, **quick)
+            mesh.change(self.mesh_preview.show, mesh, [mesh_view, mesh_stats], preprocess=False, **quick)
+            wire_token_counts(self.tokens, [(prompt, prompt_tokens), (look_prompt, look_tokens)])
 
             self._named = {"mode": mode, "single": single, "multi": multi, "batch": batch, "preset": preset,
                            "prompt": prompt, "mesh": mesh, "look_prompt": look_prompt, "look_image": look_image,
@@ -235,7 +265,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults):
             # history.reuse_settings's answer: the preset, RELOADED_KNOBS' controls, then REUSED_INPUTS.
             settings_outputs = [preset, *[k[n] for n in RELOADED_KNOBS], tabs, mode, prompt, mesh, look_prompt,
                                 look_image, single, multi]
-            reuse.click(self.reuse_settings, history, settings_outputs, **quick)
+            self.refresh_knobs(reuse.click(self.reuse_settings, history, settings_outputs, **quick))
             self._add_api_endpoints(examples[0] if examples else None)
         return demo
 

@@ -166,7 +166,9 @@ class Page:
         box = self.page.locator(f"#{elem_id} input[data-testid=number-input]")
         box.fill(str(value))
         box.press("Enter")
-        assert self.page.locator(f"#{elem_id} input[type=range]").input_value() == str(value)
+        # A value beyond the slider's useful range widens it (a round trip): wait for the range to hold it.
+        self.page.wait_for_function("([id, v]) => document.querySelector(`#${id} input[type=range]`).value === v",
+                                    arg=[elem_id, str(value)], timeout=10000)
 
     def tiny(self, **overrides):
         self.open_settings()
@@ -440,7 +442,7 @@ def test_batch_multi_view_presets_and_history(app, outputs):
     ui.page.locator("#td-multi input[type=file]").set_input_files(
         [os.path.join(EXAMPLES, "mushroom.png"), os.path.join(EXAMPLES, "sphere.png")])
     ui.page.wait_for_selector("#td-multi img")
-    ui.page.locator("#td-multi-mode label", has_text="multidiffusion").click()
+    ui.page.locator("#td-multi-mode label", has_text="Blend all views").click()
     before = set(job_dirs(outputs))
     ui.generate()
     state, text = ui.wait_status(FINISHED)
@@ -621,9 +623,9 @@ def test_page_values_to_settings_and_presets():
     assert (s.ss_steps, s.seed, s.randomize_seed, s.preset) == (3, 42, False, "custom")
     assert isinstance(s.ss_steps, int)
     assert ui.settings_from_values({**values, "seed": None}, "balanced", d).randomize_seed   # empty seed box
-    for change, message in [({"ss_steps": None}, "Stage 1 sampling steps: enter a number"),
-                            ({"ss_steps": 0}, "Stage 1 sampling steps: 0 is out of range"),
-                            ({"slat_steps": 2.5}, "Stage 2 sampling steps: 2.5 is not a whole number"),
+    for change, message in [({"ss_steps": None}, "Shape steps (stage 1): enter a number"),
+                            ({"ss_steps": 0}, "Shape steps (stage 1): 0 is out of range"),
+                            ({"slat_steps": 2.5}, "Detail steps (stage 2): 2.5 is not a whole number"),
                             ({"texture_size": "big"}, "Texture size (pixels): 'big' is not a number"),
                             ({"formats": []}, "Output formats: tick at least one"),
                             ({"seed": None, "randomize_seed": False}, "Seed: enter a number")]:
