@@ -10,12 +10,15 @@ from pathlib import Path
 
 from ..jobs import folder as job_folder
 from ..settings import DEFAULT_PRESET, EXPORT_FIELDS, PRESETS, GenerationSettings, check_prompt, slider
+from .batch_view import ROW_JS, BatchView, wire_batch
 from .endpoints import ApiEndpoints
 from .expectations import MeshPreview, PromptTokens, text_size_control, wire_token_counts
 from .errors import error_html, form_error_html
 from .history import RELOADED_KNOBS, HistoryViews
+from .history_tab import EMPTY as HISTORY_EMPTY, HistoryTab, wire_history_tab
 from .knobs import KNOBS, PRESET_CHOICES_WITH_CUSTOM, start_note, wire_knobs
 from .lazy import gr, load_gradio
+from .places import wire_places
 from .pagestate import TabResults, wire_buttons, wire_tabs
 from .status import (POLL_S, device_line, hide_paths, idle_html, kept_files, md_escape, memory_line, message_html,
                      status_html)
@@ -42,6 +45,9 @@ CSS = """
 .td-jobs {width: 100%; margin-top: 6px; font-size: 0.9em;}
 .td-jobs td {padding: 2px 6px; border-top: 1px solid var(--border-color-primary);}
 #td-files .label-clear-button {display: none;}
+.td-row-open {background: none; border: none; padding: 0; font: inherit; color: var(--link-text-color);
+              text-decoration: underline; cursor: pointer;}
+.td-jobs tr[data-job] {cursor: pointer;}
 #td-banner {border: 1px solid #d03b3b; border-radius: 8px; padding: 4px 12px;}
 """
 
@@ -70,7 +76,7 @@ def setting_control(row, value, overrides=None):
     return gr.Number(value, precision=0 if row.kind == "int" else None, minimum=row.lo, maximum=row.hi, **common)
 
 
-class TrellisApp(ApiEndpoints, HistoryViews, TabResults):
+class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView):
     """The page and its handlers. Jobs started from a page are remembered per browser session, so
     that Cancel stops this page's jobs only."""
 
@@ -146,6 +152,8 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults):
                                         "is shown as it completes (and kept in the history).")
                             batch = gr.File(label="Images", file_count="multiple", file_types=["image"],
                                             elem_id="td-batch")
+                            batch_zip = gr.DownloadButton("Download all results (zip)", visible=False,
+                                                          elem_id="td-batch-zip")
                         with gr.Tab("Text", id="text") as tab_text:
                             prompt = gr.Textbox(label="Prompt: describe one object", lines=3, max_lines=8,
                                                 placeholder="a red wooden chair with a tall back", elem_id="td-prompt",
@@ -168,6 +176,21 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults):
                                                   sources=["upload", "clipboard"], height=200,
                                                   elem_id="td-look-image")
                             place("variant")
+                        with gr.Tab("History", id="history") as tab_history:
+                            # The jobs at the top of the tab, newest first; a click shows one (history_tab.py).
+                            history_gallery = gr.Gallery(label="Past jobs (click one to see it)", columns=3,
+                                                         fit_columns=False, height=480, allow_preview=False,
+                                                         object_fit="contain", elem_id="td-history-gallery")
+                            history_keys = gr.State([])
+                            history_empty = gr.Markdown(HISTORY_EMPTY, visible=False, elem_id="td-history-empty")
+                            with gr.Row():
+                                history = gr.Dropdown(self._history_choices(), value=None, scale=4,
+                                                      label="Find a past job (type to search)", elem_id="td-history")
+                                refresh = gr.Button("Refresh", scale=1, elem_id="td-refresh")
+                            with gr.Row():
+                                reuse = gr.Button("Use these settings", elem_id="td-reuse")
+                                # New files from the picked job with the Output settings, without sampling again.
+                                export_again = gr.Button("Export again", elem_id="td-export-again")
                     preset = gr.Radio(PRESET_CHOICES_WITH_CUSTOM, value=DEFAULT_PRESET, label="Preset",
                                       elem_id="td-preset", info="Sets the knobs below (moving one makes it Custom); "
                                                                 "Low VRAM for GPUs with little memory")
@@ -183,7 +206,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults):
                     with gr.Accordion("Memory and input", open=False, elem_id="td-mem-settings"):
                         place("memory")
                 with gr.Column(scale=1):
-                    status = gr.HTML(idle_html(), elem_id="td-status")
+                    status = gr.HTML(idle_html(), elem_id="td-status", js_on_load=ROW_JS)     # batch_view
                     video = gr.Video(label="Preview", autoplay=True, loop=True, height=300, interactive=False,
                                      elem_id="td-video")
                     model3d = gr.Model3D(label="3D model (drag to turn, scroll to zoom)", height=400,
@@ -193,17 +216,12 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults):
                         ply_btn = gr.DownloadButton("Download PLY", interactive=False, elem_id="td-dl-ply")
                         obj_btn = gr.DownloadButton("Download OBJ (zip)", interactive=False, elem_id="td-dl-obj")
                     info = gr.Markdown("", elem_id="td-info")
+                    with gr.Row():
+                        open_folder = gr.Button("Open folder", size="sm", interactive=False, elem_id="td-open-folder")
+                        copy_path = gr.Button("Copy path", size="sm", interactive=False, elem_id="td-copy-path")
                     reuse_seed = gr.Button("Reuse this seed", size="sm", visible=False, elem_id="td-reuse-seed")
                     files = gr.File(label="All files of this job", file_count="multiple", interactive=False,
                                     elem_id="td-files")
-            with gr.Accordion("History (the outputs folder)", open=True, elem_id="td-history-box"):
-                with gr.Row():
-                    history = gr.Dropdown(self._history_choices(), value=None, label="Past jobs, newest first",
-                                          scale=4, elem_id="td-history")
-                    refresh = gr.Button("Refresh", scale=1, elem_id="td-refresh")
-                    reuse = gr.Button("Use these settings", scale=1, elem_id="td-reuse")
-                    # New files from the picked job with the Output settings above, without sampling again.
-                    export_again = gr.Button("Export again", scale=1, elem_id="td-export-again")
 
             # ---------------------------------------------------------- events
             # The page's handlers are for this page only (private); gradio_client gets its own named
@@ -213,7 +231,8 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults):
             knob_order = list(PRESET_KNOBS)
             knob_components = [k[n] for n in knob_order]
             wire_tabs(self, [(tab_single, "single"), (tab_multi, "multi"), (tab_batch, "batch"), (tab_text, "text"),
-                             (tab_variant, "variant")], mode, [info, video, model3d, glb_btn, ply_btn, obj_btn, files])
+                             (tab_variant, "variant"), (tab_history, "history")],
+                      mode, [info, video, model3d, glb_btn, ply_btn, obj_btn, files])
 
             wire_knobs(self, k, preset, device_note, reuse_seed, history, info)
 
@@ -259,7 +278,11 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults):
                 return self.cancel(request)
             cancel.click(on_cancel, None, None, **quick)
 
-            refresh.click(lambda: gr.update(choices=self._history_choices()), None, history, **quick)
+            shown = [info, video, model3d, glb_btn, ply_btn, obj_btn, files]
+            wire_history_tab(self, demo, tab_history, history_gallery, history_keys, history_empty, history, refresh,
+                             [status, *shown], [run, again])
+            wire_batch(self, batch, status, batch_zip, mode, shown, history, [run])
+            wire_places(self, demo, open_folder, copy_path, info)
             history.input(self.show_history, history, [status, info, video, model3d, glb_btn, ply_btn, obj_btn, files],
                           api_visibility="private", show_progress="minimal", concurrency_limit=4)
             # history.reuse_settings's answer: the preset, RELOADED_KNOBS' controls, then REUSED_INPUTS.
@@ -360,6 +383,9 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults):
         runner = self.runner
         if mode == "export":
             return [self._export_work(named["history"], settings)]
+        if mode == "history":
+            raise ValueError("History shows what was made: pick a job and press Use these settings to make it again, "
+                             "or open Single image, Multiple views, Batch, Text or New look to make something new.")
         if mode == "text":
             prompt = check_prompt(named["prompt"] or "")
             label = f'"{prompt[:40]}…"' if len(prompt) > 40 else f'"{prompt}"'

@@ -1,11 +1,10 @@
 """The history of the outputs folder in the page: listing the job folders, showing one, reusing its settings,
 and the result views (preview video, 3D view, downloads) of a finished or earlier job."""
 import os
-import zipfile
-from pathlib import Path
 
 from ..jobs import folder as job_folder
 from .lazy import gr
+from .names import downloads
 from ..settings import PRESETS, SETTINGS, GenerationSettings
 from .status import md_escape, message_html
 from .values import OTHER_KNOBS, PRESET_KNOBS
@@ -82,26 +81,11 @@ class HistoryViews:
         off = gr.update(value=None, interactive=False)
         return None, None, off, off, off, None          # video, model, glb, ply, obj, files
 
-    def _obj_zip(self, folder) -> Path | None:
-        parts = folder.obj_parts()
-        if not parts:
-            return None
-        dest = self._tmp / f"{folder.name}-obj.zip"
-        if not dest.exists():
-            tmp = dest.with_suffix(".partial")
-            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-                for p in parts:
-                    z.write(p, p.name)
-            os.replace(tmp, dest)
-        return dest
-
     def _results(self, folder, name: str | None = None) -> tuple:
         """(info, video, model, glb button, ply button, obj button, files) for a job folder (a JobFolder)."""
-        def there(kind):
-            p = folder.existing(kind)
-            return str(p) if p else None
-        glb, ply, mp4 = there("glb"), there("ply"), there("mp4")
-        obj = self._obj_zip(folder)
+        # The browser gets the results under names of their own (names.py), the folder keeps model.glb & co.
+        named = {kind: str(path) for kind, path in downloads(folder, self._tmp / "downloads").items()}
+        glb, ply, mp4, obj = named.get("glb"), named.get("ply"), named.get("mp4"), named.get("obj")
 
         def button(path):
             return gr.update(value=path, interactive=True) if path else gr.update(value=None, interactive=False)
@@ -127,7 +111,7 @@ class HistoryViews:
         warnings = [w for w in timings.get("warnings") or [] if isinstance(w, str)]
         info = " · ".join(bits) + "".join(f"\n\n⚠ {md_escape(w)}" for w in warnings) + f"\n\nFolder: `{folder.path}`"
         # The viewer shows the GLB only: Gradio's splat viewer for a PLY of Gaussians is heavy without a GPU.
-        return (info, mp4, glb, button(glb), button(ply), button(str(obj) if obj else None),
+        return (info, mp4, glb, button(glb), button(ply), button(obj),
                 [str(p) for p in folder.listed_files()] or None)
 
 

@@ -119,21 +119,23 @@ def status_html(entries: list, runner) -> str:
         if state in ("running", "queued"):
             bar = f'<progress max="100" value="{job.progress.fraction * 100:.1f}"></progress>'
         return _box(state, f'<div class="td-line">{html.escape(text)}</div>{bar}{warnings_html(job, state)}')
+    from .batch_view import batch_head, batch_row       # (it imports this module: imported here)
+
     rows, states = [], []
-    for name, job in entries:
+    for i, (name, job) in enumerate(entries):
         state, text = job_line(job, runner)
         states.append(state)
         fold = ""
         if state == "failed":          # the raw text folded, as in a single job's box
             fold = (f'<details class="td-details"><summary>Details</summary>'
                     f'<pre>{html.escape(hide_paths(job_error(job)[1], job.inputs))}</pre></details>')
-        rows.append(f'<tr data-state="{state}"><td>{html.escape(name)}</td><td>{html.escape(text)}{fold}</td></tr>')
+        rows.append(batch_row(i, name, job, state, f"{html.escape(text)}{fold}"))
     finished = sum(j.state in JobState.FINISHED for _, j in entries)
     ok = sum(j.state == JobState.DONE for _, j in entries)
     overall = "running" if finished < len(entries) else ("done" if ok == len(entries) else
                                                         "failed" if ok == 0 else "partial")
     fraction = sum(1.0 if j.state in JobState.FINISHED else j.progress.fraction for _, j in entries) / len(entries)
-    head = f"{finished} of {len(entries)} job(s) finished, {ok} done"
+    head = batch_head([j for _, j in entries], states)
     bar = f'<progress max="100" value="{fraction * 100:.1f}"></progress>' if overall == "running" else ""
     return _box(overall, f'<div class="td-line">{html.escape(head)}</div>{bar}'
                          f'<table class="td-jobs">{"".join(rows)}</table>')

@@ -407,14 +407,15 @@ def test_batch_multi_view_presets_and_history(app, outputs):
     assert state == "done", text
     rows = ui.page.locator("#td-status tr[data-state=done]")
     assert rows.count() == 2
-    assert "2 of 2 job(s) finished, 2 done" in text
+    assert "2 of 2 finished: 2 done" in text
     ui.page.wait_for_selector("#td-video video")
     new = sorted(set(job_dirs(outputs)) - before)
     assert len(new) == 2 and all((d / "model.ply").exists() and (d / "preview.mp4").exists() for d in new)
     ui.shot("05-batch.png")
 
-    # History: pick the other batch job; its video is shown.
+    # History (its tab): pick the other batch job; its video is shown.
     shown = ui.page.locator("#td-video video").get_attribute("src")
+    ui.page.get_by_role("tab", name="History").click()
     history = ui.page.locator("#td-history input")
     history.click()
     listbox = ui.page.locator(f"#{history.get_attribute('aria-controls')}")
@@ -469,6 +470,7 @@ def test_export_again_from_the_history_with_the_output_settings(app, outputs):
     (made,) = set(job_dirs(outputs)) - before
     assert (made / "result.npz").is_file() and not (made / "model.glb").exists()
 
+    ui.page.get_by_role("tab", name="History").click()
     history = ui.page.locator("#td-history input")
     assert history.input_value().endswith("chair.png · done")          # the finished job is picked
     ui.formats({"glb", "stl"})
@@ -534,6 +536,7 @@ def test_an_export_made_again_after_a_restart_gives_the_same_glb(browser, tiny_p
         ui = Page(browser, url)
         try:
             names = [name for _, name in list_history(outputs)]          # the dropdown's order, newest first
+            ui.page.get_by_role("tab", name="History").click()
             history = ui.page.locator("#td-history input")
             history.click()
             listbox = ui.page.locator(f"#{history.get_attribute('aria-controls')}")
@@ -692,7 +695,9 @@ def test_inputs_messages_status_and_history(tmp_path):
     assert "<progress" in html
     queued = Job(id="q" * 32, inputs=[], settings=GenerationSettings())
     html = ui.status_html([("a.png", running), ("<b>.png", queued)], runner)
-    assert "0 of 2 job(s) finished" in html and "Waiting in the queue (1 job(s) ahead)" in html
+    assert "0 of 2 finished: 1 running, 1 waiting" in html and "Waiting in the queue (1 job(s) ahead)" in html
+    # The whole batch's time left: the running job's 75 s, then the waiting one at its pace (30 + 75 s).
+    assert "the whole batch: ETA 3:00" in html
     assert "&lt;b&gt;.png" in html                         # names are escaped
 
     # History: the job folders of the outputs folder, newest first, with their state.
@@ -755,7 +760,7 @@ def test_missing_model_is_a_message_and_the_app_goes_on(tmp_path):
         assert "The model folder is missing or incomplete. Restart the app with --model" in final
         # the handler cancels the rest once it sees the failure; on a loaded machine the worker may already have
         # started the next job (which fails the same way in milliseconds), never the last one
-        rows = re.findall(r'<tr data-state="(\w+)"><td>(\w)\.png</td>', final)
+        rows = re.findall(r'<tr data-state="(\w+)"[^>]*><td>(?:<button[^>]*>)?(\w)\.png', final)
         assert rows[0] == ("failed", "a") and rows[-1] == ("cancelled", "c") and len(rows) == 3, rows
         assert {state for state, _ in rows} <= {"failed", "cancelled"}
         assert not (tmp_path / "out").exists() and app._active == {}

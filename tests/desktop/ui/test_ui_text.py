@@ -144,6 +144,7 @@ def test_text_and_new_look_tabs(browser, server, outputs, tmp_path):
         ui.shot("11-new-look.png")
 
         # History: the text job's "Use these settings" brings back its tab, prompt, size and seed.
+        ui.page.get_by_role("tab", name="History").click()
         history = ui.page.locator("#td-history input")
         history.click()
         listbox = ui.page.locator(f"#{history.get_attribute('aria-controls')}")

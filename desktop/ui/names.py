@@ -1,0 +1,96 @@
+"""Download names: what the browser saves is named after the job's input and seed (`chair_s219342469.glb`,
+`chair_s219342469.ply`, `chair_s219342469_obj.zip`, `chair_s219342469.mp4`), so that two results never collide
+in a Downloads folder. The job folder keeps its own names (model.glb, ...): the CLI, the REST API, batch resume and
+"Export again" read them; only the copy handed to the browser is renamed."""
+import os
+import re
+import shutil
+import zipfile
+from pathlib import Path
+
+# Kinds whose file the page offers for download by itself, and the extension the download gets.
+DOWNLOAD_KINDS = {"glb": ".glb", "ply": ".ply", "mp4": ".mp4", "stl": ".stl", "3mf": ".3mf", "usdz": ".usdz"}
+STEM_CHARS = 40          # a name stays readable in a file dialog
+
+
+def slug(text: str) -> str:
+    """A file-name-safe version of `text`: letters, digits, '-' and '_' (other runs become one '-')."""
+    text = re.sub(r"[^\w-]+", "-", str(text), flags=re.ASCII).strip("-_")
+    return re.sub(r"-{2,}", "-", text)[:STEM_CHARS].strip("-_")
+
+
+def input_stem(record: dict) -> str:
+    """The job's input in a word or few: the image's file name without extension, the prompt's first words, or
+    the 3-D model's name; "model" when nothing names it (a pasted image)."""
+    prompt = record.get("prompt")
+    if isinstance(prompt, str) and prompt.strip() and record.get("kind") == "text":
+        return slug(" ".join(prompt.split()[:6]).lower()) or "model"
+    names = []
+    for x in [record.get("mesh"), *(record.get("inputs") or [])]:
+        if not isinstance(x, str) or not x:
+            continue
+        held = re.fullmatch(r"<(.+): \d+ bytes>", x)             # an upload held in memory: "<chair.png: 12 bytes>"
+        if x.startswith("<") and not held:
+            continue
+        names.append(Path(held.group(1) if held else x.replace("\\", "/")).stem)
+    stem = slug(names[0]) if names else ""
+    # The copies a job folder keeps are "input.png", "input_mesh.glb": no name of the user's.
+    return stem if stem and stem not in ("input", "input_mesh") else "model"
+
+
+def download_stem(record: dict) -> str:
+    """`chair_s219342469`: the input and the seed used (the seed left out when the record has none)."""
+    seed = record.get("seed")
+    return input_stem(record) + (f"_s{seed}" if isinstance(seed, int) and not isinstance(seed, bool) else "")
+
+
+def _fresh(dest: Path, src: Path) -> bool:
+    try:
+        return dest.stat().st_size == src.stat().st_size and dest.stat().st_mtime >= src.stat().st_mtime
+    except OSError:
+        return False
+
+
+def named_copy(src: Path, dest: Path) -> Path:
+    """`src` under the name `dest`: a hard link where the disk allows it (no copy of a large GLB), else a copy."""
+    if _fresh(dest, src):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.partial")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:                     # another disk, or a file system without hard links
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+    return dest
+
+
+def obj_zip(parts: list, dest: Path, inside: str) -> Path:
+    """The OBJ, its material and texture zipped into a folder `inside` (unzipping two never mixes their
+    model.mtl); the .obj's references to model.mtl and model.png stay valid."""
+    if dest.exists() and all(dest.stat().st_mtime >= p.stat().st_mtime for p in parts):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.partial")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for p in parts:
+            z.write(p, f"{inside}/{p.name}")
+    os.replace(tmp, dest)
+    return dest
+
+
+def downloads(folder, root: Path) -> dict:
+    """{kind: path} of the job folder's results under their download names, in `root`/<folder name>/ (kinds of
+    DOWNLOAD_KINDS, plus "obj" for the zipped OBJ)."""
+    stem = download_stem(folder.settings_record() or {})
+    where = Path(root) / folder.name
+    out = {}
+    for kind, ext in DOWNLOAD_KINDS.items():
+        src = folder.existing(kind)
+        if src is not None:
+            out[kind] = named_copy(src, where / f"{stem}{ext}")
+    parts = folder.obj_parts()
+    if parts:
+        out["obj"] = obj_zip(parts, where / f"{stem}_obj.zip", stem)
+    return out
