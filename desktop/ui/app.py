@@ -180,7 +180,8 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView):
                             # The jobs at the top of the tab, newest first; a click shows one (history_tab.py).
                             history_gallery = gr.Gallery(label="Past jobs (click one to see it)", columns=3,
                                                          fit_columns=False, height=480, allow_preview=False,
-                                                         object_fit="contain", elem_id="td-history-gallery")
+                                                         object_fit="contain", show_label=False,
+                                                         elem_id="td-history-gallery")
                             history_keys = gr.State([])
                             history_empty = gr.Markdown(HISTORY_EMPTY, visible=False, elem_id="td-history-empty")
                             with gr.Row():
