@@ -19,7 +19,7 @@ from .history_tab import EMPTY as HISTORY_EMPTY, HistoryTab, wire_history_tab
 from .knobs import KNOBS, PRESET_CHOICES_WITH_CUSTOM, start_note, wire_knobs
 from .lazy import gr, load_gradio
 from .places import wire_places
-from .pagestate import TabResults, wire_buttons, wire_tabs
+from .pagestate import TabResults, wire_busy, wire_idle, wire_tabs
 from .status import (POLL_S, device_line, hide_paths, idle_html, kept_files, md_escape, memory_line, message_html,
                      status_html)
 from .values import (DESTINATION_KNOBS, MESH_TYPES, OTHER_KNOBS, PRESET_KNOBS, choice_labels,
@@ -262,6 +262,8 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView):
                            "history": history, **k}
             results = [status, k["seed"], info, video, model3d, glb_btn, ply_btn, obj_btn, files, history]
 
+            wire_busy(generate, cancel, [generate, export_again])
+
             def on_generate(data: dict, request: gr.Request):
                 yield from self.generate(data, request)
             # Raw payloads (preprocess=False): an unreadable upload reaches the runner, which says what is
@@ -273,7 +275,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView):
             def on_export_again(data: dict, request: gr.Request):
                 yield from self.generate({**data, mode: "export"}, request)
             again = export_again.click(on_export_again, set(self._named.values()), results, preprocess=False, **quick)
-            wire_buttons(generate, cancel, [(generate, run), (export_again, again)])
+            wire_idle(generate, cancel, [run, again])
 
             def on_cancel(request: gr.Request):
                 return self.cancel(request)

@@ -16,11 +16,17 @@ def buttons(running: bool) -> tuple:
     return gr.update(value="Generate", interactive=True), gr.update(interactive=False)
 
 
-def wire_buttons(generate, cancel, starts) -> None:
-    """`starts`: [(button, the event of its job)]: each click makes the page busy, each job's end idle again."""
-    for button, event in starts:
-        button.click(lambda: buttons(True), None, [generate, cancel], queue=False, api_visibility="private",
-                     show_progress="hidden")
+def wire_busy(generate, cancel, buttons_that_start) -> None:
+    """Each of `buttons_that_start` makes the page busy when clicked. Call it before their jobs' own listeners:
+    Gradio drops an update of a button from a listener registered after another of its clicks."""
+    for button in buttons_that_start:
+        button.click(lambda: buttons(True), None, [generate, cancel], api_visibility="private",
+                     show_progress="hidden", concurrency_limit=None)
+
+
+def wire_idle(generate, cancel, job_events) -> None:
+    """The page is idle again when each of `job_events` ends."""
+    for event in job_events:
         event.then(lambda: buttons(False), None, [generate, cancel], api_visibility="private",
                    show_progress="hidden", concurrency_limit=None)
 
