@@ -603,7 +603,15 @@ def _install(layout: Layout, opts: Options, log: Log, system, sleep) -> int:
         system = detect_system(app_dir=str(layout.app_dir))
     keep_cpu = bool(state and state.get("cpu_requested")) and not opts.update
     force_cpu = opts.cpu or keep_cpu
-    plan = make_plan(system, force_cpu=force_cpu)
+    if opts.gpu_build:
+        from .target import plan_for_build
+
+        try:
+            plan = plan_for_build(system, opts.gpu_build)
+        except ValueError as e:
+            raise InstallError(str(e)) from None
+    else:
+        plan = make_plan(system, force_cpu=force_cpu)
     log.detail(describe(plan))
     py = tuple(system.python[:2])
     if not TORCH_PYTHONS[0] <= py <= TORCH_PYTHONS[1]:
@@ -641,8 +649,9 @@ def _install(layout: Layout, opts: Options, log: Log, system, sleep) -> int:
         for n in APP_REQUIREMENTS:
             names += requirement_names(str(layout.requirement(n)))
         inst.check_imports(python, names, plan.env)
-        gpu_check = inst.cuda_smoke(python, plan) if plan.device == "cuda" else None
-        fast_paths = inst.fast_path_check(python, plan) if plan.device == "cuda" else None
+        on_gpu = plan.device == "cuda" and not opts.gpu_build        # --gpu-build: the GPU is elsewhere
+        gpu_check = inst.cuda_smoke(python, plan) if on_gpu else None
+        fast_paths = inst.fast_path_check(python, plan) if on_gpu else None
         new_state = {
             "schema": STATE_SCHEMA, "installed_at": _now(), "app_key": layout.app_key(),
             "test_key": layout.test_key() if opts.test else None,

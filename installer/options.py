@@ -18,6 +18,8 @@ Launcher options (the rest goes to the app, `python -m desktop ui --help`, or af
                          is kept until the new one passes its checks
   --wheelhouse DIR       install offline from the wheels in DIR (no index is contacted)
   --torch-index-url URL  take PyTorch from this index instead of the automatic choice
+  --gpu-build TAG        install this CUDA build of PyTorch (cu130, cu126, cu128, cu118) for a GPU that is
+                         not in this machine, e.g. a container image (no GPU check)
   --no-pip-config        ignore pip's configuration files and PIP_* variables (a fully isolated install)
   --retries N            extra attempts of a failed download or pip step (default 2)
   --weights-repo ID      Hugging Face repo of the pipeline weights (default microsoft/TRELLIS-image-large)
@@ -30,8 +32,8 @@ Launcher options (the rest goes to the app, `python -m desktop ui --help`, or af
 
 FLAGS = {"--cpu": "cpu", "--repair": "repair", "--update": "update", "--no-pip-config": "no_pip_config",
          "--skip-weights": "skip_weights", "--with-ray": "with_ray"}
-VALUES = {"--wheelhouse": "wheelhouse", "--torch-index-url": "torch_index_url", "--weights-repo": "weights_repo",
-          "--hf-endpoint": "hf_endpoint", "--weights-from": "weights_from", "--retries": "retries",
+VALUES = {"--wheelhouse": "wheelhouse", "--torch-index-url": "torch_index_url", "--gpu-build": "gpu_build",
+          "--weights-repo": "weights_repo", "--hf-endpoint": "hf_endpoint", "--weights-from": "weights_from", "--retries": "retries",
           "--app-dir": "app_dir"}
 
 
@@ -49,6 +51,7 @@ class Options:
     with_ray: bool = False
     wheelhouse: str | None = None
     torch_index_url: str | None = None
+    gpu_build: str | None = None
     weights_repo: str | None = None
     hf_endpoint: str | None = None
     weights_from: str | None = None
@@ -105,6 +108,8 @@ def parse(argv: list[str]) -> Options:
         raise UsageError(f"--retries needs a whole number, not {opts.retries!r}") from None
     if opts.retries < 0:
         raise UsageError("--retries cannot be negative")
+    if opts.cpu and opts.gpu_build:
+        raise UsageError("--cpu and --gpu-build cannot be combined (choose the CPU build or a CUDA build)")
     if opts.repair and opts.update:
         raise UsageError("--repair and --update cannot be combined (--repair already rebuilds everything)")
     return opts
