@@ -498,7 +498,8 @@ def test_export_again_from_the_history_with_the_output_settings(app, outputs):
     # The destination "3D print" sets the Output settings for it; exported again (from the export now picked: its
     # source's result), the report under the result says the destination's limits are met.
     ui.page.locator("#td-destination label", has_text="3D print").click()
-    ui.page.wait_for_function("() => document.querySelector('#td-units input[value=\"mm\"]').checked")
+    ui.page.wait_for_function("() => [...document.querySelectorAll('#td-units label')].some("
+                             "l => l.innerText.includes('Millimetres') && l.querySelector('input').checked)")
     checked = ui.page.eval_on_selector_all("#td-formats input[type=checkbox]", "els => els.map(e => e.checked)")
     labels = ui.page.eval_on_selector_all("#td-formats label", "els => els.map(e => e.innerText)")
     assert {label.split()[0] for label, on in zip(labels, checked) if on} == {"MP4", "STL", "3MF"}, (labels, checked)
@@ -545,6 +546,7 @@ def test_an_export_made_again_after_a_restart_gives_the_same_glb(browser, tiny_p
             ui.open_settings()
             ui.page.click("#td-reuse")
             ui.page.wait_for_function("() => document.querySelector('#td-height input').value === '1.8'")
+            ui.page.get_by_role("tab", name="History").click()      # Use these settings went to the job's own tab
             before, previous = set(job_dirs(outputs)), ui.status()
             ui.page.click("#td-export-again")
             state, text = ui.wait_finished_after(previous, outputs=outputs, before=before)
