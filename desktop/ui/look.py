@@ -177,7 +177,7 @@ SCRIPT = r"""
     }
     setTimeout(watch, ok ? 3000 : 2000);
   };
-  window.addEventListener('load', () => setTimeout(watch, 3000));
+  setTimeout(watch, 3000);       // Gradio may add this script after the page's load event
 })();
 """
 
