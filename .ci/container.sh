@@ -59,7 +59,7 @@ if ! podman image exists "$base"; then
         rm -rf "$cache/rootfs.tmp"
         say "base rootfs made in $((SECONDS - t0)) s"
     fi
-    podman import "$tarball" "$base" >/dev/null
+    podman import --quiet "$tarball" "$base" >/dev/null
 fi
 base_py=$(podman_ run --rm "${limits[@]}" "$base" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>&1) \
     || die "podman cannot run a container here: $base_py"
