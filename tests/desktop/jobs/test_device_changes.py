@@ -131,6 +131,42 @@ def test_cli_keeps_an_explicit_texture_size_and_prints_the_change(tiny_pipeline_
     assert [w for w in timings["warnings"] if w.startswith("Changed for the CPU")] == [printed]
 
 
+@pytest.mark.slow
+def test_cli_says_what_the_cpu_lowers_before_its_jobs_run(tiny_pipeline_dir, tmp_path):
+    # Texture, bake views and frames given; bake and preview resolutions left to the preset, which the CPU lowers.
+    out = tmp_path / "out"
+    proc = desktop("generate", rgba_blob(tmp_path / "a.png"), rgba_blob(tmp_path / "b.png"), "-o", out,
+                   "--model", tiny_pipeline_dir, "--device", "cpu", "--steps", "2", "--texture-size", "64",
+                   "--set", "bake_views=4", "--set", "video_frames=8", "--set", "fill_holes=false",
+                   "--formats", "glb,mp4", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    notes = [x for x in lines if x.startswith("note: ")]
+    assert len(notes) == 1 and lines[0] == notes[0], lines                # once, before any job's line
+    note = notes[0]
+    assert note.startswith("note: Changed for the CPU, where the preset's values (sized for a GPU) would take minutes: ")
+    assert "bake_resolution 1024 -> 512 (each bake render takes seconds at the larger size)" in note
+    assert "video_resolution 512 -> 384 (render time grows with the pixels)" in note
+    assert note.endswith("A value you set yourself is kept.")
+    for kept in ("texture_size", "bake_views", "video_frames"):             # set on the command line
+        assert kept not in note
+    # What the note announced is what each job ran with, and what each job's own warning says again.
+    for folder in job_folders(out):
+        record = json.load(open(os.path.join(folder, "settings.json")))
+        assert record["changed_for_device"] == {"bake_resolution": [1024, 512], "video_resolution": [512, 384]}
+        assert record["settings"]["texture_size"] == 64 and record["settings"]["video_frames"] == 8
+    assert sum(x.endswith("warning: " + note[len("note: "):]) for x in lines) == 2
+
+
+@pytest.mark.slow
+def test_cli_prints_no_note_when_the_cpu_lowers_nothing_it_writes(tiny_pipeline_dir, tmp_path):
+    # Only a PLY: the CPU's lower texture and preview values shape no file of this job, so nothing to announce.
+    proc = desktop("generate", rgba_blob(tmp_path / "a.png"), "-o", tmp_path / "out", "--model", tiny_pipeline_dir,
+                   "--device", "cpu", "--steps", "2", "--formats", "ply", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert not any(x.startswith("note: ") or "Changed for the CPU" in x for x in proc.stderr.splitlines()), proc.stderr
+
+
 def _glb_texture_size(path) -> tuple:
     import trimesh
 
