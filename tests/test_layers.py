@@ -230,8 +230,11 @@ def test_the_stable_projectorz_endpoints_depend_on_the_api_one_way():
 
 
 def test_the_ui_modules_import_in_their_stated_order():
-    """desktop/ui: lazy <- values <- status <- history, endpoints <- app <- server (never back)."""
-    order = ["lazy", "values", "status", "history", "endpoints", "app", "server"]
+    """desktop/ui: the building blocks (lazy, values, errors, names, history_list) <- status <- the page's parts
+    (knobs, expectations, look, pagestate, places, history, history_tab, batch_view, endpoints) <- app <- server
+    (never back)."""
+    order = ["lazy", "values", "errors", "names", "history_list", "status", "knobs", "expectations", "look",
+             "pagestate", "places", "history", "history_tab", "batch_view", "endpoints", "app", "server"]
     graph = desktop_graph()
     assert {m for m in graph if m.startswith("desktop.ui.")} == {f"desktop.ui.{m}" for m in order}
     bad = [f"{m} imports {d}" for i, m in enumerate(order) for d in graph[f"desktop.ui.{m}"]

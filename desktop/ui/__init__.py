@@ -21,7 +21,7 @@ importable as `desktop.ui.X`.
 from .app import CSS, EXAMPLES_DIR, ROOT, TrellisApp  # noqa: F401
 from .lazy import gr, load_gradio  # noqa: F401
 from .server import build_parser, main, model_problem  # noqa: F401
-from .status import (POLL_S, device_line, friendly_error, idle_html, job_line, message_html,  # noqa: F401
-                     status_html)
+from .batch_view import status_html  # noqa: F401
+from .status import POLL_S, device_line, friendly_error, idle_html, job_line, message_html  # noqa: F401
 from .values import (FORMAT_CHOICES, LABELS, OTHER_KNOBS, PRESET_CHOICES, PRESET_KNOBS, collect_work,  # noqa: F401
                      preset_values, settings_from_values)

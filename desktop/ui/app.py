@@ -20,8 +20,9 @@ from .knobs import KNOBS, PRESET_CHOICES_WITH_CUSTOM, start_note, wire_knobs
 from .lazy import gr, load_gradio
 from .places import wire_places
 from .pagestate import TabResults, wire_busy, wire_idle, wire_tabs
-from .status import (POLL_S, device_line, hide_paths, idle_html, kept_files, md_escape, memory_line, message_html,
-                     status_html)
+from .batch_view import status_html
+from .status import (POLL_S, device_line, hide_paths, idle_html, kept_files, md_escape, memory_line,
+                     message_html)
 from .values import (DESTINATION_KNOBS, MESH_TYPES, OTHER_KNOBS, PRESET_KNOBS, choice_labels,
                      collect_look, collect_work, destination_values, file_of, is_slider, page_lines, preset_values,
                      settings_from_values)
@@ -92,7 +93,6 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView):
 
     def close(self) -> None:
         shutil.rmtree(self._tmp, ignore_errors=True)
-        self.mesh_preview.close()
         self.mesh_preview.close()
 
     # ------------------------------------------------------------------ page

@@ -12,7 +12,8 @@ from ..jobs import folder as job_folder
 from ..options import format_clock
 from .lazy import gr
 from .names import download_stem
-from .status import hide_paths, message_html
+from .errors import job_error
+from .status import hide_paths, job_line, job_status_html, message_html, status_box
 
 # The status box's script (gr.HTML js_on_load): a click on a row, or Enter on its button, asks for that job.
 ROW_JS = """element.addEventListener('click', (e) => {
@@ -164,3 +165,29 @@ def wire_batch(app, batch, status, zip_button, mode, shown, history, ends) -> No
     batch.change(lambda: gr.update(visible=False, value=None), None, zip_button, **quick)
     for event in ends:
         event.then(app.batch_download, [mode, status], zip_button, **quick)
+
+
+def status_html(entries: list, runner) -> str:
+    """entries: [(name, job)]. One job: its own status box; several: a table and an overall line."""
+    from ..jobs import JobState
+
+    if len(entries) == 1:
+        return job_status_html(entries[0][1], runner)
+    rows, states = [], []
+    for i, (name, job) in enumerate(entries):
+        state, text = job_line(job, runner)
+        states.append(state)
+        fold = ""
+        if state == "failed":          # the raw text folded, as in a single job's box
+            fold = (f'<details class="td-details"><summary>Details</summary>'
+                    f'<pre>{html.escape(hide_paths(job_error(job)[1], job.inputs))}</pre></details>')
+        rows.append(batch_row(i, name, job, state, f"{html.escape(text)}{fold}"))
+    finished = sum(j.state in JobState.FINISHED for _, j in entries)
+    ok = sum(j.state == JobState.DONE for _, j in entries)
+    overall = "running" if finished < len(entries) else ("done" if ok == len(entries) else
+                                                        "failed" if ok == 0 else "partial")
+    fraction = sum(1.0 if j.state in JobState.FINISHED else j.progress.fraction for _, j in entries) / len(entries)
+    head = batch_head([j for _, j in entries], states)
+    bar = f'<progress max="100" value="{fraction * 100:.1f}"></progress>' if overall == "running" else ""
+    return status_box(overall, f'<div class="td-line">{html.escape(head)}</div>{bar}'
+                               f'<table class="td-jobs">{"".join(rows)}</table>')

@@ -9,12 +9,12 @@ from .errors import error_html, is_about_mesh, job_error, short_text
 POLL_S = 0.3       # how often a running job's progress is re-read
 
 
-def _box(state: str, body: str) -> str:
+def status_box(state: str, body: str) -> str:
     return f'<div class="td-status td-{state}" data-state="{state}">{body}</div>'
 
 
 def message_html(state: str, text: str) -> str:
-    return _box(state, html.escape(text))
+    return status_box(state, html.escape(text))
 
 
 def idle_html() -> str:
@@ -105,40 +105,18 @@ def warnings_html(job, state: str) -> str:
     return f'<ul class="td-warnings">{"".join(items)}</ul>' if items else ""
 
 
-def status_html(entries: list, runner) -> str:
-    """entries: [(name, job)]. One job: a line and a progress bar; several: a table and an overall line."""
+def job_status_html(job, runner) -> str:
+    """One job's status box: its line and a progress bar, or its error as a headline, an action and details."""
     from ..jobs import JobState
 
-    if len(entries) == 1:
-        name, job = entries[0]
-        if job.state == JobState.FAILED:
-            kind, message = job_error(job)
-            return error_html(kind, hide_paths(message, job.inputs))
-        state, text = job_line(job, runner, warnings=False)
-        bar = ""
-        if state in ("running", "queued"):
-            bar = f'<progress max="100" value="{job.progress.fraction * 100:.1f}"></progress>'
-        return _box(state, f'<div class="td-line">{html.escape(text)}</div>{bar}{warnings_html(job, state)}')
-    from .batch_view import batch_head, batch_row       # (it imports this module: imported here)
-
-    rows, states = [], []
-    for i, (name, job) in enumerate(entries):
-        state, text = job_line(job, runner)
-        states.append(state)
-        fold = ""
-        if state == "failed":          # the raw text folded, as in a single job's box
-            fold = (f'<details class="td-details"><summary>Details</summary>'
-                    f'<pre>{html.escape(hide_paths(job_error(job)[1], job.inputs))}</pre></details>')
-        rows.append(batch_row(i, name, job, state, f"{html.escape(text)}{fold}"))
-    finished = sum(j.state in JobState.FINISHED for _, j in entries)
-    ok = sum(j.state == JobState.DONE for _, j in entries)
-    overall = "running" if finished < len(entries) else ("done" if ok == len(entries) else
-                                                        "failed" if ok == 0 else "partial")
-    fraction = sum(1.0 if j.state in JobState.FINISHED else j.progress.fraction for _, j in entries) / len(entries)
-    head = batch_head([j for _, j in entries], states)
-    bar = f'<progress max="100" value="{fraction * 100:.1f}"></progress>' if overall == "running" else ""
-    return _box(overall, f'<div class="td-line">{html.escape(head)}</div>{bar}'
-                         f'<table class="td-jobs">{"".join(rows)}</table>')
+    if job.state == JobState.FAILED:
+        kind, message = job_error(job)
+        return error_html(kind, hide_paths(message, job.inputs))
+    state, text = job_line(job, runner, warnings=False)
+    bar = ""
+    if state in ("running", "queued"):
+        bar = f'<progress max="100" value="{job.progress.fraction * 100:.1f}"></progress>'
+    return status_box(state, f'<div class="td-line">{html.escape(text)}</div>{bar}{warnings_html(job, state)}')
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ from desktop import cli
 from desktop.api import common as api_common, spz as api_spz
 from desktop.jobs.folder import JobFolder
 from desktop.ui.history import RELOADED_KNOBS
-from desktop.settings import ROWS, RULES, STEPS, GenerationSettings, number_range
+from desktop.settings import ROWS, RULES, STEPS, GenerationSettings, number_range, slider as slider_range
+from desktop.ui.knobs import widened
 
 NUMBERS = [name for name, rule in RULES.items() if rule[0] in ("int", "float") and name != "seed"]
 
@@ -57,7 +58,9 @@ def test_settings_from_any_surface_load_into_the_page_sliders(tmp_path):
         # Every setting with a page control and a step is a slider (video_fps has a step but no control).
         assert set(sliders) == {row.name for row in ROWS if row.ui and row.step is not None} <= set(STEPS)
         for name, slider in sliders.items():
-            assert (slider.minimum, slider.maximum) == number_range(name), name
+            assert (slider.minimum, slider.maximum) == slider_range(name)[:2], name    # the useful range
+            lo, hi = number_range(name)
+            assert lo <= slider.minimum <= slider.maximum <= hi, name
         for end in (0, 1):
             # A job folder written by the CLI or the API (settings.json), loaded with "Use these settings".
             folder = JobFolder(tmp_path / f"20260101-10000{end}-aaaaaaa{end}")
@@ -65,7 +68,9 @@ def test_settings_from_any_surface_load_into_the_page_sliders(tmp_path):
             folder.write_settings({"settings": extreme_settings(end).to_dict()})
             values = dict(zip(RELOADED_KNOBS, app.reuse_settings(folder.name)[1:]))
             for name, slider in sliders.items():
-                assert slider.minimum <= values[name] <= slider.maximum, (name, values[name])
+                # Inside the useful range, or the slider is widened to hold it (knobs.widened) as the page does.
+                wide = widened(name, values[name]) or {"minimum": slider.minimum, "maximum": slider.maximum}
+                assert wide["minimum"] <= values[name] <= wide["maximum"], (name, values[name])
             # ... and what the page then sends is valid settings again.
             page = {**{k: values[k] for k in ui.PRESET_KNOBS}, **{n: values[n] for n in sliders}, "seed": 1,
                     "randomize_seed": False,

@@ -99,7 +99,7 @@ def test_each_surface_marks_what_the_user_set(tmp_path):
 
 def test_the_page_status_lists_each_warning():
     from desktop.jobs.job import Job, JobState
-    from desktop.ui.status import status_html
+    from desktop.ui.batch_view import status_html
 
     job = Job(id="j", inputs=["a.png"], settings=GenerationSettings(),
               warnings=["Changed for the CPU: texture_size 1024 -> 512 (<why>)", "The texture bake saw only 0.0%"])
