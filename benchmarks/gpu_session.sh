@@ -40,6 +40,12 @@
 #               AB_PRESETS=, REPEATS=, VARY= as for columns
 #   e2e         e2e_gpu.py --presets low-vram (image -> GLB with the random-weight blob, the worst case) with
 #               Triton, Windows without Triton (NVRTC kernels) and the fast paths off
+#   launch      launch_gpu.py --object bunny (process start -> server, model loaded, first and second GLB; warm-up on
+#               and off, submitted at once and after 10 s): the REST server needs fastapi and its own imports too
+#               (fastapi 0.165 imports opentelemetry-api; uvicorn, starlette, pydantic, python-multipart,
+#               fastapi-offline, httpx: carry their wheels in .whl/ as below)
+#   budget      vram_budget_gpu.py --object bunny: the whole job beside a process holding all but ~3.2 GiB, with
+#               --vram-budget 3 and the low-VRAM preset's default budget
 #   limits      e2e_gpu.py --limits 4,3,2.5,2 (issue 14: the whole job in a fresh process per memory cap;
 #               LIMITS=2 for other caps; each cap is a fresh process of ~45 s on the H100 host)
 # The lent H100/H200 image has torch, triton, numpy, scipy, scikit-image but not trimesh, fast-simplification,
@@ -174,8 +180,13 @@ import export_realistic_gpu as e; sys.exit(e.main(sys.argv[1:]))'
                 --out "$OUT/e2e_off.json" ;;
         limits)
             run limits "$PY" benchmarks/e2e_gpu.py --limits "${LIMITS:-4,3,2.5,2}" --commit "$COMMIT" --out "$OUT/limits.json" ;;
+        launch)
+            run launch "$PY" benchmarks/launch_gpu.py --object bunny --warmup on,off --submit-after 0,10 \
+                --out "$OUT/launch.json" --md "$OUT/launch.md" ;;
+        budget)
+            run budget "$PY" benchmarks/vram_budget_gpu.py --object bunny ;;
         *)
             echo "unknown step: $step (objects tests conv cache export export-triton export-windows export-off fitted app normalmap views decimation" \
-                 "visibility profile chain columns ab e2e limits)" >&2; exit 2 ;;
+                 "visibility profile chain columns ab e2e limits launch budget)" >&2; exit 2 ;;
     esac
 done
