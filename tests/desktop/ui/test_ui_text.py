@@ -56,6 +56,14 @@ def server(tiny_text_models_dir, outputs, tmp_path_factory):
             proc.wait(10)
 
 
+def picked_in_history(ui, name, back_to):
+    """The History tab's search box names the job just made (it lives in that tab); then `back_to`'s tab again."""
+    ui.page.get_by_role("tab", name="History").click()
+    ui.page.wait_for_function("(n) => { const i = document.querySelector('#td-history input');"
+                              " return i && i.value.includes(n); }", arg=name, timeout=30000)
+    ui.page.get_by_role("tab", name=back_to).click()
+
+
 @pytest.mark.slow
 def test_text_and_new_look_tabs(browser, server, outputs, tmp_path):
     import trimesh
@@ -69,12 +77,14 @@ def test_text_and_new_look_tabs(browser, server, outputs, tmp_path):
         # An empty prompt: said in the page, no job, no folder.
         ui.generate()
         state, text = ui.wait_status(("error",), timeout=30)
-        assert "the prompt is empty" in text
+        assert "The prompt is empty" in text                        # the headline: a sentence
         assert job_dirs(outputs) == []
 
         # A prompt: progress, preview video, 3D view, downloads, history.
         ui.page.locator("#td-prompt textarea").fill("a red wooden chair")
-        ui.page.locator("#td-text_model_size label", has_text="base").click()
+        # Started with --text-model: the size choice is fixed (test_ui_expectations.py), and recorded as shown.
+        assert ui.page.locator("#td-text_model_size input").first.is_disabled()
+        size = ui.page.locator("#td-text_model_size input:checked").get_attribute("value")
         seen = []
         ui.generate()
         ui.wait_status(("queued", "running", "done"), seen=seen)         # the error above is replaced
@@ -84,15 +94,15 @@ def test_text_and_new_look_tabs(browser, server, outputs, tmp_path):
         (first,) = job_dirs(outputs)
         record = json.loads((first / "settings.json").read_text())
         assert (record["kind"], record["prompt"], record["settings"]["text_model_size"]) == (
-            "text", "a red wooden chair", "base")
+            "text", "a red wooden chair", size)
         assert "Prompt: a red wooden chair" in ui.page.inner_text("#td-info")
         ui.page.locator("#td-video video").wait_for(timeout=30000)
         ui.page.wait_for_selector("#td-model3d canvas", timeout=30000)
         with ui.page.expect_download(timeout=30000) as dl:
             ui.page.click("#td-dl-glb")
         assert trimesh.load(dl.value.path(), file_type="glb", force="mesh").faces.shape[0] > 0
-        assert '"a red wooden chair" · done' in ui.page.locator("#td-history input").input_value()
         ui.shot("10-text.png")
+        picked_in_history(ui, '"a red wooden chair" · done', back_to="Text")
         first_files = {p: p.stat().st_mtime_ns for p in first.iterdir()}
 
         # A 10 000-character prompt: the job completes and the page says the prompt was cut.
@@ -140,8 +150,8 @@ def test_text_and_new_look_tabs(browser, server, outputs, tmp_path):
         (variant,) = set(job_dirs(outputs)) - before
         assert (variant / "input_mesh.glb").read_bytes() == rod.read_bytes()
         assert json.loads((variant / "settings.json").read_text())["prompt"] == "made of gold"
-        assert "rod.glb → \"made of gold\" · done" in ui.page.locator("#td-history input").input_value()
         ui.shot("11-new-look.png")
+        picked_in_history(ui, 'rod.glb → "made of gold" · done', back_to="New look")
 
         # History: the text job's "Use these settings" brings back its tab, prompt, size and seed.
         ui.page.get_by_role("tab", name="History").click()
@@ -154,7 +164,7 @@ def test_text_and_new_look_tabs(browser, server, outputs, tmp_path):
         ui.page.wait_for_function(f"() => document.querySelector('#td-seed input').value === '{record['seed']}'")
         ui.page.locator("#td-prompt textarea").wait_for(state="visible")
         assert ui.page.locator("#td-prompt textarea").input_value() == "a red wooden chair"
-        assert ui.page.locator("#td-text_model_size input[value=base]").is_checked()
+        assert ui.page.locator(f"#td-text_model_size input[value={size}]").is_checked()
         assert {p: p.stat().st_mtime_ns for p in first.iterdir()} == first_files     # earlier outputs untouched
         ui.check_clean()
     finally:
