@@ -231,7 +231,7 @@ class ProgressDisplay(TerminalLine):
             bar_w = 20
             filled = int(round(p.fraction * bar_w))
             step = f" {p.step}/{p.total}" if p.total > 1 else ""
-            sub = f" ({p.message})" if p.message else ""
+            sub = f" ({p.detail})" if p.detail else ""
             line = (f"{head}  {p.label}{sub}{step}  [{'#' * filled}{'-' * (bar_w - filled)}] "
                     f"{p.fraction * 100:3.0f}%  ETA {format_clock(p.eta_s)}")
             self._draw(line[:cols])

@@ -44,6 +44,20 @@ STAGE_LABELS = {
     "usdz": "Writing USDZ",
     "done": "Done",
 }
+# The export's own sub-stages (trellis.export.schedule's progress names) in the user's words.
+SUBSTAGE_LABELS = {
+    "simplify": "simplifying the mesh",
+    "final_simplify": "simplifying the mesh",
+    "visibility": "finding hidden faces",
+    "fill_holes": "closing holes",
+    "uv_unwrap": "unfolding the surface",
+    "observe": "rendering views",
+    "bake": "painting the texture",
+    "reobserve": "rendering views again",
+    "inpaint": "filling unseen texels",
+    "normal_map": "baking the normal map",
+    "assemble": "assembling the file",
+}
 
 
 # What a job makes: "generate" (image(s) -> asset), "export" (a kept result -> files), "text" (a prompt ->
@@ -90,6 +104,11 @@ class Progress:
     @property
     def label(self) -> str:
         return STAGE_LABELS.get(self.stage, self.stage)
+
+    @property
+    def detail(self) -> str:
+        """The sub-stage in the user's words ("" for none): the message as reported when it has no label."""
+        return SUBSTAGE_LABELS.get(self.message, self.message)
 
 
 @dataclass

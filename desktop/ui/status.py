@@ -70,7 +70,7 @@ def job_line(job, runner, warnings: bool = True) -> tuple:
         ahead = "" if pos is None else f" ({pos} job(s) ahead)" if pos else " (next)"
         return "queued", f"Waiting in the queue{ahead}"
     if job.state == JobState.RUNNING:
-        parts = [p.label + (f" ({p.message})" if p.message else "")]
+        parts = [p.label + (f" ({p.detail})" if p.detail else "")]
         if p.total > 1:
             parts.append(f"step {p.step}/{p.total}")
         parts.append(f"{p.fraction * 100:.0f}%")
