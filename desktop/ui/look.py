@@ -16,6 +16,9 @@ def page_theme():
         button_primary_background_fill_hover="*primary_800", button_primary_background_fill_hover_dark="*primary_800",
         button_primary_text_color="white", button_primary_text_color_dark="white",
         error_text_color="#b91c1c", error_text_color_dark="#fca5a5",
+        # links on dark blocks (files, batch rows): blue-500 on #27272a was 4.0:1
+        link_text_color_dark="*secondary_400", link_text_color_hover_dark="*secondary_300",
+        link_text_color_visited_dark="*secondary_400", link_text_color_active_dark="*secondary_300",
     )
 
 
@@ -138,16 +141,31 @@ SCRIPT = r"""
       live.textContent = text;
     }
   };
-  // Two ARIA slips of Gradio's own widgets (axe-core): an empty box labelled without a role, and an upload
-  // button whose label hides its visible text.
+  // ARIA slips of Gradio's own widgets (axe-core): an empty box labelled without a role; an upload button or a
+  // gallery thumbnail whose label hides its visible text (its caption); the file list's "add more" icon button
+  // wrapping the real upload button (a button in a button: the outer one becomes a labelled group out of the tab
+  // order); the 3D viewer's canvas at tabindex 1 (Babylon.js's default), ahead of the page's own order.
   const mend = () => {
     document.querySelectorAll('.empty[aria-label]:not([role])').forEach((el) => el.setAttribute('role', 'img'));
-    document.querySelectorAll('button.upload-container[aria-label]').forEach((el) => {
-      if (el.innerText.trim()) el.removeAttribute('aria-label');
+    const labelled = 'button.upload-container[aria-label], button.thumbnail-item[aria-label]';
+    document.querySelectorAll(labelled).forEach((el) => {
+      if (el.innerText.trim() && !el.closest('button.icon-button')) el.removeAttribute('aria-label');
+    });
+    document.querySelectorAll('button.icon-button:not([role])').forEach((el) => {
+      const inner = 'button, input:not([type=file]), a[href], [tabindex]:not([tabindex="-1"])';
+      if (!el.querySelector(inner)) return;
+      el.setAttribute('role', 'group');
+      el.setAttribute('tabindex', '-1');
+      el.setAttribute('aria-label', 'Add more files');
+      el.removeAttribute('title');
+    });
+    document.querySelectorAll('canvas[tabindex]').forEach((el) => {
+      if (el.tabIndex > 0) el.setAttribute('tabindex', '0');
     });
   };
+  // tabindex too: Babylon.js sets the canvas's after adding it
   new MutationObserver(() => { announce(); mend(); }).observe(document.documentElement,
-                                                               {subtree: true, childList: true, characterData: true});
+    {subtree: true, childList: true, characterData: true, attributes: true, attributeFilter: ['tabindex']});
 
   // A server that stopped is said so (the page would otherwise show its last progress bar forever).
   let down = 0;

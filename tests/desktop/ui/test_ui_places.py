@@ -3,7 +3,8 @@ Playwright in headless Chromium (test_ui.py's helpers). Downloads named after th
 file manager of the computer the app runs on: here a stand-in `xdg-open` first on the app's PATH that writes down
 what it was asked to open) and Copy path; the History tab's thumbnails with preset, seed and state (a job that
 failed before it had a folder too); Batch refusing a bad file at drop, its overall ETA, rows that open their result
-and one zip of all results. Screenshots go to test-artifacts/ui/."""
+and one zip of all results; the finished batch and the History tab at 800/1024/1400 px in light and dark with
+axe-core. Screenshots go to test-artifacts/ui/."""
 import io
 import json
 import os
@@ -15,6 +16,7 @@ import pytest
 
 import test_ui
 from test_ui import EXAMPLES, FINISHED, Page, job_dirs, running_app
+from test_ui_newcomer import WIDTHS, settled_audit
 
 browser = test_ui.browser            # the same headless Chromium fixture
 
@@ -192,4 +194,19 @@ def test_batch_refuses_bad_files_at_drop_eta_rows_and_zip(ui, outputs, tmp_path)
         assert {f"{stem}/model.glb", f"{stem}/model.ply", f"{stem}/settings.json"} <= names, names
     assert not any(n.endswith("result.npz") for n in names)
     ui.shot("places-05-batch-done-rows-zip.png")
+
+    # The finished batch and the History tab's grid at every width in both themes, each read by axe-core (no serious
+    # or critical violation). Dark: the system colour scheme turned dark, which Gradio follows live in this page.
+    for theme in ("light", "dark"):
+        ui.page.emulate_media(color_scheme=theme)
+        ui.page.wait_for_function("(dark) => document.body.classList.contains('dark') === dark", arg=theme == "dark")
+        for tab, shown in (("Batch", "#td-status tr[data-job]"), ("History", "#td-history-gallery img")):
+            ui.page.get_by_role("tab", name=tab).click()
+            ui.page.locator(shown).first.wait_for(timeout=30000)
+            for width in WIDTHS:
+                ui.page.set_viewport_size({"width": width, "height": 1000})
+                found = settled_audit(ui)
+                assert found == [], (tab, theme, width, found)
+                ui.shot(f"places-{tab.lower()}-{width}-{theme}.png")
+    ui.page.set_viewport_size({"width": 1400, "height": 1100})
     ui.check_clean()
