@@ -278,6 +278,9 @@ def test_state_does_what_it_says(app, outputs, tmp_path):
     (again,) = set(job_dirs(outputs)) - before
     again_record = json.loads((again / "settings.json").read_text())
     assert len(again_record["inputs"]) == 2 and again_record["seed"] == record["seed"]
+    # Use these settings' tab switch fires that tab's select (Gradio 6), so the column follows: no click needed.
+    ui.page.wait_for_function("(f) => document.querySelector('#td-info').innerText.includes(f)", arg=str(again),
+                              timeout=30000)
     ui.check_clean()
 
 
