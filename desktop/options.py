@@ -1,7 +1,7 @@
 """The command-line options the three commands share (ui, api, generate), declared once.
 
     add_runner_options(parser)          --model, --outputs, --device, --gpus (the job runner's)
-    add_memory_options(parser, ...)     --precision, --offload (the servers' defaults for new jobs)
+    add_memory_options(parser, ...)     --precision, --offload, --vram-budget (the servers' defaults for new jobs)
     add_server_options(parser, port)    --host, --port
     check_runner_args(parser, args)     what argparse cannot check by itself
     format_clock(seconds), TerminalLine the progress displays of generate and batch
@@ -84,7 +84,24 @@ def add_runner_options(parser: argparse.ArgumentParser, parallel: str = "jobs in
 def add_memory_options(parser: argparse.ArgumentParser, precision_help: str, offload_help: str) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=precision_help)
     parser.add_argument("--offload", choices=OFFLOADS, default="auto", help=offload_help)
+    parser.add_argument("--vram-budget", type=vram_budget_arg, default=None, metavar="GIB",
+                        help="GPU memory budget (GiB, what PyTorch reserves) of jobs that do not set one and whose "
+                             "preset sets none (default: no budget)")
     add_compile_option(parser)
+
+
+def vram_budget_arg(text: str) -> float:
+    """--vram-budget GIB for a server: a number in the setting's own range."""
+    from .settings import number_range
+
+    lo, hi = number_range("vram_budget")
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of GiB, got {text!r}") from None
+    if not lo <= value <= hi:
+        raise argparse.ArgumentTypeError(f"must be between {lo:g} and {hi:g} GiB, got {text}")
+    return value
 
 
 COMPILE_HELP = ("compile the flows' transformer blocks with torch.compile (GPUs with Triton): each process's first "

@@ -152,7 +152,7 @@ class ServerDefaults:
     preset: str = DEFAULT_PRESET
     precision: str = "auto"
     offload: str = "auto"
-
+    vram_budget: Optional[float] = None     # GiB; None: no budget
 
 # ---------------------------------------------------------------------------------------------
 # Request helpers
@@ -342,9 +342,9 @@ def build_settings(params: dict, defaults: ServerDefaults) -> GenerationSettings
     the request or its preset sets them, then the request's own values. Invalid -> 422."""
     params = {k: v for k, v in params.items() if v is not None}
     preset = params.pop("preset", None) or defaults.preset
-    for name in ("precision", "offload"):
+    for name in ("precision", "offload", "vram_budget"):
         server = getattr(defaults, name)
-        if name not in params and name not in PRESETS.get(preset, {}) and server != "auto":
+        if name not in params and name not in PRESETS.get(preset, {}) and server not in ("auto", None):
             params[name] = server
     if "seed" in params and "randomize_seed" not in params:
         params["randomize_seed"] = False          # a seed given means: use it

@@ -3,7 +3,7 @@ its middleware and token check, and the command.
 
     python -m desktop api [--model REPO_OR_DIR] [--text-model REPO_OR_DIR] [--host 127.0.0.1] [--port 7960] [--token TOKEN]
                           [--allow-origin URL ...] [--outputs DIR] [--device cpu|cuda[:N] | --gpus 0,1] [--preset NAME]
-                          [--precision auto|fp16|bf16|fp32] [--offload auto|none|model]
+                          [--precision auto|fp16|bf16|fp32] [--offload auto|none|model] [--vram-budget GIB]
 
 One JobRunner serves every request: one FIFO queue, the model loaded once, lazily, by the first job.
 Two families of endpoints share it:
@@ -272,7 +272,8 @@ def main(argv=None) -> int:
             server.should_exit = True
     # The runner (PyTorch, the devices, the outputs folder put in order) is made while the port already answers.
     runner = LateRunner(lambda: start_runner(args), on_error=cannot_start)
-    defaults = ServerDefaults(preset=args.preset, precision=args.precision, offload=args.offload)
+    defaults = ServerDefaults(preset=args.preset, precision=args.precision, offload=args.offload,
+                              vram_budget=args.vram_budget)
     app = create_app(runner, token=args.token, defaults=defaults, allowed_origins=args.allow_origin)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"Trellis Desktop API on http://{shown}:{port}  (docs: http://{shown}:{port}/docs; "

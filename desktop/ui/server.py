@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)                       # exits with 2 on a usage error
     apply_compile_option(args)
     check_runner_args(parser, args)
-    defaults = GenerationSettings(precision=args.precision, offload=args.offload)
+    defaults = GenerationSettings(precision=args.precision, offload=args.offload, vram_budget=args.vram_budget)
 
     load_gradio()
     from ..jobs import JobRunner                          # heavy (torch): only once the options are good

@@ -64,6 +64,23 @@ def test_the_rest_api_takes_a_budget(tmp_path):
     assert answer.status_code == 422 and "vram_budget" in answer.text
 
 
+def test_a_server_wide_budget_fills_in_where_a_job_and_its_preset_set_none():
+    from desktop.api import common
+    from desktop.api.server import build_parser as api_parser
+    from desktop.ui.server import build_parser as ui_parser
+
+    for parser in (api_parser(), ui_parser()):
+        assert parser.parse_args(["--vram-budget", "3"]).vram_budget == 3.0
+        assert parser.parse_args([]).vram_budget is None
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--vram-budget", "0.5"])        # below the setting's range: a usage error
+    server = common.ServerDefaults(vram_budget=3.0)
+    assert common.build_settings({}, server).vram_budget == 3.0
+    assert common.build_settings({"vram_budget": 6}, server).vram_budget == 6.0           # the job's own
+    assert common.build_settings({"preset": "low-vram"}, server).vram_budget == 2.5       # the preset's
+    assert common.build_settings({}, common.ServerDefaults()).vram_budget is None
+
+
 @pytest.fixture(scope="module")
 def shared_pipe(tiny_pipeline_dir):
     return TrellisImageTo3DPipeline.from_pretrained(tiny_pipeline_dir)
