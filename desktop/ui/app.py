@@ -74,7 +74,9 @@ def setting_control(row, value, overrides=None):
         # The useful range (settings.slider); a value beyond it widens the slider (knobs.widened).
         lo, hi, step = slider(row.name)
         return gr.Slider(min(lo, value), max(hi, value), value, step=step, **common)
-    return gr.Number(value, precision=0 if row.kind == "int" else None, minimum=row.lo, maximum=row.hi, **common)
+    # An optional number box shows "none" as 0 (values.settings_from_values reads it so): 0 must not look invalid.
+    lo = 0 if row.optional and row.lo > 0 else row.lo
+    return gr.Number(value, precision=0 if row.kind == "int" else None, minimum=lo, maximum=row.hi, **common)
 
 
 class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView):
@@ -279,7 +281,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView):
 
             def on_cancel(request: gr.Request):
                 return self.cancel(request)
-            cancel.click(on_cancel, None, None, **quick)
+            cancel.click(on_cancel, None, cancel, **quick)
 
             shown = [info, video, model3d, glb_btn, ply_btn, obj_btn, files]
             wire_history_tab(self, demo, tab_history, history_gallery, history_keys, history_empty, history, refresh,
@@ -439,12 +441,10 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView):
             return error_html("bad_mesh", str(err).removeprefix("This 3D model cannot be used: "), state="error")
         return message_html("ready", f"{name}: ready. Add a prompt or a photo for its new look, then press Generate.")
 
-    def cancel(self, request) -> None:
+    def cancel(self, request):
         session = getattr(request, "session_hash", None)
         with self._lock:
             ids = list(self._active.get(session, []))
         stopped = sum(self.runner.cancel(job_id) for job_id in ids)
-        if stopped:
-            gr.Info("Cancelling: the job stops at its next step.")
-        else:
-            gr.Info("Nothing is running.")
+        # Said on the button, not in a toast: the status box then says what the job kept.
+        return gr.update(value="Cancelling…", interactive=False) if stopped else gr.update(interactive=False)

@@ -12,8 +12,8 @@ def buttons(running: bool) -> tuple:
     """(Generate, Cancel) while this page's jobs run (Generate says so and takes no second click that would be
     lost; Cancel can be pressed) or not (Cancel has nothing to cancel)."""
     if running:
-        return gr.update(value="Generating…", interactive=False), gr.update(interactive=True)
-    return gr.update(value="Generate", interactive=True), gr.update(interactive=False)
+        return gr.update(value="Generating…", interactive=False), gr.update(value="Cancel", interactive=True)
+    return gr.update(value="Generate", interactive=True), gr.update(value="Cancel", interactive=False)
 
 
 def wire_busy(generate, cancel, buttons_that_start) -> None:

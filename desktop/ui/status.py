@@ -84,7 +84,9 @@ def job_line(job, runner, warnings: bool = True) -> tuple:
         return "done", f"Done{took} (seed {job.seed}){warned}"
     if job.state == JobState.CANCELLED:
         kept = kept_files(job)
-        return "cancelled", f"Cancelled; shown: what it had written ({', '.join(kept)})" if kept else "Cancelled"
+        # A job the app's stop ended is not one the user cancelled: say the app stopped.
+        head = "Stopped with the app" if job.error_kind == "interrupted" else "Cancelled"
+        return "cancelled", f"{head}; shown: what it had written ({', '.join(kept)})" if kept else head
     name, message = job_error(job)
     return "failed", short_text(name, hide_paths(message, job.inputs))
 

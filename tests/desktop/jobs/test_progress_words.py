@@ -23,3 +23,11 @@ def test_the_status_line_shows_the_words():
                           used_settings=None, kind="generate")
     state, text = job_line(job, runner=None)
     assert "unfolding the surface" in text and "uv_unwrap" not in text, text
+
+
+def test_a_job_the_app_stopped_says_so():
+    job = SimpleNamespace(state="cancelled", progress=Progress("slat", 3, 12), inputs=[], warnings=[], files={},
+                          error="interrupted: the app stopped while this job ran", error_kind="interrupted")
+    assert job_line(job, runner=None) == ("cancelled", "Stopped with the app")
+    job.error, job.error_kind = "cancelled", "cancelled"
+    assert job_line(job, runner=None) == ("cancelled", "Cancelled")

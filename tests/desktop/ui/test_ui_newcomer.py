@@ -87,6 +87,20 @@ def settled_audit(ui, seconds=8.0) -> list:
         time.sleep(0.5)
 
 
+def shots_everywhere(ui, name: str, anchor: str = "#td-status"):
+    """The page as it is now at every width, in the light and the dark theme (the system colour scheme, which
+    Gradio follows live): a screenshot of each, and no serious or critical axe-core finding in any."""
+    for theme in ("light", "dark"):
+        ui.page.emulate_media(color_scheme=theme)
+        for width in WIDTHS:
+            ui.page.set_viewport_size({"width": width, "height": 1000})
+            ui.page.locator(anchor).scroll_into_view_if_needed()
+            assert settled_audit(ui) == [], (name, theme, width)
+            ui.shot(f"{name}-{width}-{theme}.png")
+    ui.page.emulate_media(color_scheme="light")
+    ui.page.set_viewport_size({"width": 1400, "height": 1100})
+
+
 def no_toast(ui, seconds=1.0):
     """No toast within `seconds` (the status box says everything once)."""
     deadline = time.time() + seconds
@@ -235,14 +249,17 @@ def test_state_does_what_it_says(app, outputs, tmp_path):
         assert ui.page.locator("#td-video video").get_attribute("src") == first_video      # the last result stays
         time.sleep(0.05)
     ui.page.click("#td-cancel")
+    no_toast(ui)                                       # the button says "Cancelling…", the status box the rest
     state, text = ui.wait_status(FINISHED)
     assert state == "cancelled" and "what it had written (PLY" in text, text
+    assert ui.page.inner_text("#td-cancel").strip() == "Cancel"
     (second,) = set(job_dirs(outputs)) - before
     assert json.loads((second / "error.json").read_text())["state"] == "cancelled"
     ui.page.wait_for_function("() => !document.querySelector('#td-dl-ply').disabled", timeout=30000)
     assert str(second) in ui.page.inner_text("#td-info")
     ui.page.wait_for_function("() => document.querySelector('#td-cancel').disabled")
     ui.shot("newcomer-cancelled-shows-its-files.png")
+    shots_everywhere(ui, "newcomer-state-cancelled")
 
     # "Use these settings" brings back a job's images and tab: the chair job from the Text tab, then a job of
     # two views (its folder as the app writes it).
@@ -366,11 +383,7 @@ def test_errors_are_a_headline_an_action_and_details(app, outputs, tmp_path):
     details = ui.page.locator("#td-status details")
     assert not details.evaluate("el => el.open") and "u2net.onnx" in details.locator("pre").text_content()
     no_toast(ui)
-    assert audit(ui) == []
-    ui.page.set_viewport_size({"width": 800, "height": 1000})
-    ui.page.locator("#td-status").scroll_into_view_if_needed()
-    ui.shot("newcomer-error-offline-background-800.png")
-    ui.page.set_viewport_size({"width": 1400, "height": 1100})
+    shots_everywhere(ui, "newcomer-error-offline-background")
     details.locator("summary").click()                                       # the raw text, on request
     assert details.evaluate("el => el.open")
     ui.shot("newcomer-error-details-open.png")
