@@ -66,14 +66,13 @@ def server(tiny_pipeline_dir, outputs, tmp_path_factory):
         yield url
 
 
-@contextlib.contextmanager
-def running_app(tiny_pipeline_dir, outputs, tmp_path_factory):
-    """The app as a user starts it, over `outputs`, until the block ends with Ctrl-C (checked to stop cleanly)."""
+def launch_app(args: list, gradio_tmp) -> tuple:
+    """`gradio_main.py ARGS --no-browser --device cpu` on a free port, as a user starts it: (process, its output
+    lines so far, which keep growing, and the address it printed). Killed, with its log, if it does not start."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": ROOT, "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio_tmp"))}
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "gradio_main.py"), "--model", tiny_pipeline_dir,
-                             "--host", "127.0.0.1", "--port", str(port), "--no-browser", "--device", "cpu",
-                             "--outputs", str(outputs)],
+    env = {**os.environ, "PYTHONPATH": ROOT, "GRADIO_TEMP_DIR": str(gradio_tmp)}
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "gradio_main.py"), *args, "--port", str(port),
+                             "--no-browser", "--device", "cpu"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines, ready = [], threading.Event()
 
@@ -83,11 +82,21 @@ def running_app(tiny_pipeline_dir, outputs, tmp_path_factory):
             if "running at http://" in line:
                 ready.set()
     threading.Thread(target=read, daemon=True).start()
+    if not ready.wait(120):
+        proc.kill()
+        proc.wait(10)
+        raise AssertionError("the app did not start within 120 s:\n" + "".join(lines))
+    url = re.search(r"running at (http://\S+)", "".join(lines)).group(1)
+    assert url.startswith(f"http://127.0.0.1:{port}"), url
+    return proc, lines, url
+
+
+@contextlib.contextmanager
+def running_app(tiny_pipeline_dir, outputs, tmp_path_factory):
+    """The app as a user starts it, over `outputs`, until the block ends with Ctrl-C (checked to stop cleanly)."""
+    proc, lines, url = launch_app(["--model", tiny_pipeline_dir, "--host", "127.0.0.1", "--outputs", str(outputs)],
+                                  tmp_path_factory.mktemp("gradio_tmp"))
     try:
-        if not ready.wait(120):
-            raise AssertionError("the app did not start within 120 s:\n" + "".join(lines))
-        url = re.search(r"running at (http://\S+)", "".join(lines)).group(1)
-        assert url.startswith(f"http://127.0.0.1:{port}")
         yield url
     finally:
         if os.name == "posix":

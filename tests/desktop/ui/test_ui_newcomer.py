@@ -12,18 +12,14 @@ without internet.
 """
 import json
 import os
-import re
 import signal
-import subprocess
-import sys
-import threading
 import time
 
 import pytest
 from PIL import Image
 
 import test_ui
-from test_ui import EXAMPLES, FINISHED, JOB_TIMEOUT, ROOT, Page, free_port, job_dirs, running_app
+from test_ui import EXAMPLES, FINISHED, JOB_TIMEOUT, ROOT, Page, free_port, job_dirs, launch_app, running_app
 
 browser = test_ui.browser            # the same headless Chromium fixture
 AXE = os.path.join(ROOT, "tests", "js", "node_modules", "axe-core", "axe.min.js")
@@ -50,16 +46,7 @@ def server(tiny_pipeline_dir, outputs, tmp_path_factory):
             yield url
 
 
-@pytest.fixture
-def app(browser, server):
-    pages = []
-
-    def open_page():
-        pages.append(Page(browser, server))
-        return pages[-1]
-    yield open_page
-    for p in pages:
-        p.close()
+app = test_ui.app       # pages on this module's own (offline) server
 
 
 def audit(ui) -> list:
@@ -303,23 +290,10 @@ def test_state_does_what_it_says(app, outputs, tmp_path):
 
 @pytest.mark.slow
 def test_a_server_that_stopped_is_said_so(browser, tiny_pipeline_dir, tmp_path):
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": ROOT, "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "gradio_main.py"), "--model", tiny_pipeline_dir,
-                             "--port", str(port), "--no-browser", "--device", "cpu", "--outputs", str(tmp_path / "out")],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines, ready = [], threading.Event()
-
-    def read():
-        for line in proc.stdout:
-            lines.append(line)
-            if "running at http://" in line:
-                ready.set()
-    threading.Thread(target=read, daemon=True).start()
+    proc, _, url = launch_app(["--model", tiny_pipeline_dir, "--outputs", str(tmp_path / "out")], tmp_path / "gradio")
     ui = None
     try:
-        assert ready.wait(120), "".join(lines)
-        ui = Page(browser, re.search(r"running at (http://\S+)", "".join(lines)).group(1))
+        ui = Page(browser, url)
         ui.tiny(**{"td-ss_steps": 100, "td-slat_steps": 100})
         ui.formats({"ply"})
         ui.upload(os.path.join(EXAMPLES, "mug.png"))

@@ -7,14 +7,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import threading
 
 import pytest
 
 from test_text_mode import LONG_PROMPT, jpeg_bytes, ply_claiming
 import test_ui
-from test_ui import FINISHED, ROOT, Page, free_port, job_dirs
+from test_ui import FINISHED, ROOT, Page, job_dirs, launch_app
 
 browser = test_ui.browser            # the same headless Chromium fixture
 
@@ -28,25 +26,11 @@ def outputs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tiny_text_models_dir, outputs, tmp_path_factory):
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": ROOT, "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio_tmp"))}
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "gradio_main.py"),
-                             "--model", os.path.join(tiny_text_models_dir, "TRELLIS-image-large"),
-                             "--text-model", os.path.join(tiny_text_models_dir, "TRELLIS-text-tiny"),
-                             "--port", str(port), "--no-browser", "--device", "cpu", "--outputs", str(outputs)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines, ready = [], threading.Event()
-
-    def read():
-        for line in proc.stdout:
-            lines.append(line)
-            if "running at http://" in line:
-                ready.set()
-    threading.Thread(target=read, daemon=True).start()
+    proc, _, url = launch_app(["--model", os.path.join(tiny_text_models_dir, "TRELLIS-image-large"),
+                               "--text-model", os.path.join(tiny_text_models_dir, "TRELLIS-text-tiny"),
+                               "--outputs", str(outputs)], tmp_path_factory.mktemp("gradio_tmp"))
     try:
-        if not ready.wait(120):
-            raise AssertionError("the app did not start within 120 s:\n" + "".join(lines))
-        yield re.search(r"running at (http://\S+)", "".join(lines)).group(1)
+        yield url
     finally:
         proc.send_signal(signal.SIGINT) if os.name == "posix" else proc.terminate()
         try:
