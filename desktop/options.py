@@ -90,17 +90,15 @@ def add_memory_options(parser: argparse.ArgumentParser, precision_help: str, off
     add_compile_option(parser)
 
 
-def vram_budget_arg(text: str) -> float:
-    """--vram-budget GIB for a server: a number in the setting's own range."""
-    from .settings import number_range
+def vram_budget_arg(text: str):
+    """--vram-budget GIB for a server: read and checked as the setting itself is (its range; "none" for none)."""
+    from .settings import SETTINGS, check_value, parse_value
 
-    lo, hi = number_range("vram_budget")
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of GiB, got {text!r}") from None
-    if not lo <= value <= hi:
-        raise argparse.ArgumentTypeError(f"must be between {lo:g} and {hi:g} GiB, got {text}")
+        value = parse_value("vram_budget", text)
+        check_value(SETTINGS["vram_budget"], value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
     return value
 
 
