@@ -270,8 +270,9 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr, flush=True)
         if server is not None:
             server.should_exit = True
-    # The runner (PyTorch, the devices, the outputs folder put in order) is made while the port already answers.
-    runner = LateRunner(lambda: start_runner(args), on_error=cannot_start)
+    # The runner (PyTorch, the devices, the outputs folder put in order) is made once the port answers: importing
+    # PyTorch in a thread beside the server's own start-up would hold the interpreter lock for seconds.
+    runner = LateRunner(lambda: start_runner(args), on_error=cannot_start, start=False)
     defaults = ServerDefaults(preset=args.preset, precision=args.precision, offload=args.offload,
                               vram_budget=args.vram_budget)
     app = create_app(runner, token=args.token, defaults=defaults, allowed_origins=args.allow_origin)
@@ -281,10 +282,7 @@ def main(argv=None) -> int:
           f"{'token required' if args.token else 'no token: this computer only'}). Ctrl-C stops it.",
           file=sys.stderr, flush=True)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, lifespan="off")
-    server = _Server(config)
-    if runner.error is not None:              # failed before the server existed to be told
-        sock.close()
-        return 1
+    server = _Server(config, on_started=runner.start)
 
     def end_server_loop(forced: bool):
         server.should_exit = True
@@ -295,7 +293,10 @@ def main(argv=None) -> int:
         server.run(sockets=[sock])
     finally:
         sock.close()
-        code = 1 if runner.error is not None else stop.finish()
+        if not runner.started:                # stopped (or failed) before it listened: no runner to stop
+            code = 0 if stop.causes else 1
+        else:
+            code = 1 if runner.error is not None else stop.finish()
     return code
 
 
@@ -317,13 +318,19 @@ def start_runner(args):
     return runner
 
 
-def _Server(config):
+def _Server(config, on_started):
     import uvicorn
 
     class Server(uvicorn.Server):
         """uvicorn's server without its own signal handling (StopSignals does it; uvicorn's re-raises
-        the signal after its shutdown, which kills the process before the job has stopped)."""
+        the signal after its shutdown, which kills the process before the job has stopped); `on_started()` once
+        it listens."""
 
         def capture_signals(self):
             return contextlib.nullcontext()
+
+        async def startup(self, sockets=None):
+            await super().startup(sockets=sockets)
+            if self.started:
+                on_started()
     return Server(config)

@@ -11,25 +11,42 @@ class RunnerNotStarted(RuntimeError):
 
 
 class LateRunner:
-    """Stands for the runner `make()` returns, made from now on in a daemon thread. `ready()` says whether that
-    is done; any other attribute waits for it (and raises RunnerNotStarted if making it failed). `on_error(err)`
-    is called in that thread when making it fails."""
+    """Stands for the runner `make()` returns, made in a daemon thread from `start()` on (at once unless
+    `start=False`). `ready()` says whether that is done; any other attribute waits for it (and raises
+    RunnerNotStarted if making it failed). `on_error(err)` is called in that thread when making it fails."""
 
-    def __init__(self, make: Callable[[], object], on_error: Optional[Callable[[BaseException], None]] = None):
+    def __init__(self, make: Callable[[], object], on_error: Optional[Callable[[BaseException], None]] = None,
+                 start: bool = True):
         self._done = threading.Event()
         self._runner = None
         self._error: Optional[BaseException] = None
+        self._make, self._on_error = make, on_error
+        self._thread: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
+        if start:
+            self.start()
 
-        def run():
-            try:
-                self._runner = make()
-            except BaseException as err:           # the server reports it and exits
-                self._error = err
-                if on_error is not None:
-                    on_error(err)
-            finally:
-                self._done.set()
-        threading.Thread(target=run, name="trellis-runner-start", daemon=True).start()
+    def start(self) -> None:
+        """Begin making the runner (once; later calls do nothing)."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="trellis-runner-start", daemon=True)
+        self._thread.start()
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    def _run(self) -> None:
+        try:
+            self._runner = self._make()
+        except BaseException as err:           # the server reports it and exits
+            self._error = err
+            if self._on_error is not None:
+                self._on_error(err)
+        finally:
+            self._done.set()
 
     def ready(self) -> bool:
         return self._done.is_set()

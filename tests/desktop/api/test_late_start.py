@@ -85,6 +85,26 @@ def test_the_command_ends_with_1_and_the_reason_when_its_runner_cannot_start(tin
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "error: device 'cuda:3' requested but CUDA is not available" in proc.stderr
     assert not (tmp_path / "out").exists()
+    # The runner (PyTorch's import, the device) is made only once the port answers: the address comes first.
+    assert proc.stderr.index("Trellis Desktop API on") < proc.stderr.index("error: device 'cuda:3'")
+
+
+def test_a_runner_made_later_waits_for_start_and_starts_once():
+    made = []
+    gate = threading.Event()
+
+    def make():
+        made.append(threading.current_thread().name)
+        gate.wait(TIMEOUT)
+        return "runner"
+    late = LateRunner(make, start=False)
+    time.sleep(0.2)
+    assert not late.started and not late.ready() and made == [] and late.error is None
+    late.start()
+    late.start()
+    assert late.started
+    gate.set()
+    assert late.wait(TIMEOUT) == "runner" and late.ready() and made == ["trellis-runner-start"]
 
 
 def free_port() -> int:
