@@ -50,12 +50,12 @@ def load_image_pipeline(model: str, device: str):
     from trellis.pipelines import TrellisImageTo3DPipeline
 
     try:
-        pipeline = TrellisImageTo3DPipeline.from_pretrained(model)
+        pipeline = TrellisImageTo3DPipeline.from_pretrained(model, device=device)
     except Exception as err:
         if is_oom(err) or is_disk_full(err):
             raise
         raise ModelLoadError(model_load_message(model, err)) from err
-    return pipeline.to(device)
+    return pipeline
 
 
 def load_text_pipeline(source: str, device: str, fetch: Optional[Callable[[], Path]] = None) -> tuple:

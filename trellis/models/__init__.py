@@ -10,7 +10,8 @@ import threading
 
 __all__ = ["SparseStructureFlowModel", "SparseStructureDecoder", "SLatFlowModel", "SLatGaussianDecoder",
            "SLatRadianceFieldDecoder", "SLatMeshDecoder", "MODEL_CLASSES", "from_pretrained", "from_config",
-           "skipped_init", "load_weights", "WeightsFileError", "MissingWeightsFileError", "read_safetensors", "check_readable"]
+           "skipped_init", "load_weights", "WeightsFileError", "MissingWeightsFileError", "read_safetensors", "check_readable",
+           "load_on"]
 
 # Class name in a ckpt JSON -> module that defines it. Loaded lazily to keep `import trellis` light.
 _CLASS_MODULES = {
@@ -117,9 +118,10 @@ def read_safetensors(path) -> dict:
         raise WeightsFileError(path, f"the file is damaged or incomplete ({err})") from None
 
 
-def load_weights(model, path: str, strict: bool = True):
-    """Copy a safetensors file into `model` (each tensor cast to the parameter's dtype), strict keys."""
-    state = read_safetensors(path)
+def load_weights(model, path: str, strict: bool = True, state: dict | None = None):
+    """Copy a safetensors file (or `state`, its tensors already read) into `model` (each tensor cast to the
+    parameter's dtype), strict keys."""
+    state = read_safetensors(path) if state is None else state
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -157,8 +159,9 @@ def _resolve_files(path: str) -> tuple[str, str]:
     return hf_hub_download(repo, stem + ".json"), hf_hub_download(repo, stem + ".safetensors")
 
 
-def from_pretrained(path: str, **overrides):
-    """Load a model from `<path>.json` ({"name", "args"}) and `<path>.safetensors` (spec §12).
+def from_pretrained(path: str, device=None, **overrides):
+    """Load a model from `<path>.json` ({"name", "args"}) and `<path>.safetensors` (spec §12), on the CPU or
+    (`device`) built and filled straight on that device (load_on).
 
     `overrides` replace constructor args (e.g. use_fp16=False to run the whole model in fp32).
     """
@@ -167,4 +170,23 @@ def from_pretrained(path: str, **overrides):
     with open(config_file, encoding="utf-8") as f:
         config = json.load(f)
     config = {"name": config["name"], "args": {**config["args"], **overrides}}
-    return load_weights(from_config(config, init=False), weights_file)
+    return load_on(config, weights_file, device)
+
+
+def load_on(config: dict, weights_file: str, device=None):
+    """The model of a ckpt JSON dict with `weights_file`'s weights. No `device` (or the CPU without a wish to
+    change): built on the CPU and filled (load_weights). A device: built there in uninitialised memory and filled
+    from the file read straight into it (device_load), the same tensors as building on the CPU and moving."""
+    if device is None:
+        return load_weights(from_config(config, init=False), weights_file)
+    import torch
+
+    from .device_load import build_on, read_safetensors_to
+
+    device = torch.device(device)
+    with skipped_init():
+        model = build_on(lambda: from_config(config, init=True), device)
+    if device.type == "cuda":
+        check_readable(weights_file)
+        return load_weights(model, weights_file, state=read_safetensors_to(weights_file, device))
+    return load_weights(model, weights_file)

@@ -28,9 +28,14 @@ class ImageConditioner(nn.Module):
     def __init__(self, vit: DinoVisionTransformer):
         super().__init__()
         self.vit = vit
-        # Non-persistent: the state dict stays exactly the ViT's checkpoint layout under `vit.`.
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.init_constants()
+
+    def init_constants(self) -> None:
+        """The normalisation constants, on the ViT's device. Non-persistent: the state dict stays exactly the ViT's
+        checkpoint layout under `vit.` (so a build on another device refills them from here: device_load)."""
+        device = self.vit.cls_token.device
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1), persistent=False)
 
     @classmethod
     def from_config(cls, args: dict) -> "ImageConditioner":
@@ -143,31 +148,53 @@ def save_image_conditioner(model: nn.Module, prefix) -> None:
     save_file(tensors, f"{prefix}.safetensors")
 
 
-def load_image_conditioner(prefix) -> ImageConditioner:
-    """Inverse of `save_image_conditioner` (strict: any key mismatch raises)."""
-    from . import check_readable, read_safetensors, skipped_init
+def load_image_conditioner(prefix, device=None) -> ImageConditioner:
+    """Inverse of `save_image_conditioner` (strict: any key mismatch raises); on `device` (default the CPU), built
+    and filled there (device_load)."""
+    from . import check_readable, read_safetensors
 
     check_readable(f"{prefix}.json")
     with open(f"{prefix}.json") as f:
         config = json.load(f)
     if config.get("name") != "DINOv2":
         raise ValueError(f"{prefix}.json: expected name 'DINOv2', got {config.get('name')!r}")
-    with skipped_init():                       # every weight is loaded next, strictly
-        model = ImageConditioner.from_config(config["args"])
-    load_dinov2_state_dict(model, read_safetensors(f"{prefix}.safetensors"))
+    model = _built(config["args"], device)
+    on_gpu = device is not None and torch.device(device).type == "cuda"
+    if on_gpu:
+        from .device_load import read_safetensors_to
+
+        state = read_safetensors_to(f"{prefix}.safetensors", device)
+    else:
+        state = read_safetensors(f"{prefix}.safetensors")
+    load_dinov2_state_dict(model, state)
     return model.eval()
 
 
-def load_official_dinov2(path) -> ImageConditioner:
-    """ImageConditioner from the hub file `dinov2_vitl14_reg4_pretrain.pth` (local path)."""
-    from . import WeightsFileError, check_readable, skipped_init
+def _built(args: dict, device) -> ImageConditioner:
+    """An ImageConditioner whose every weight is loaded next: built on the CPU, or straight on `device`."""
+    from . import skipped_init
+
+    with skipped_init():
+        if device is None:
+            return ImageConditioner.from_config(args)
+        from .device_load import build_on
+
+        return build_on(lambda: ImageConditioner.from_config(args), device)
+
+
+def load_official_dinov2(path, device=None) -> ImageConditioner:
+    """ImageConditioner from the hub file `dinov2_vitl14_reg4_pretrain.pth` (local path), on `device` (default the
+    CPU; another device: built there and filled from the file's memory map, without a whole copy in host memory)."""
+    from . import WeightsFileError, check_readable
 
     check_readable(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        import zipfile
+
+        mapped = device is not None and zipfile.is_zipfile(path)       # torch's own format maps; a legacy one cannot
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mapped)
     except Exception as err:           # truncated zip, not a checkpoint, ...
         raise WeightsFileError(path, f"the file is damaged or incomplete ({err})") from None
-    with skipped_init():                       # every weight is loaded next, strictly
-        model = ImageConditioner.from_config(DINOV2_VITL14_REG_ARGS)
+    model = _built(DINOV2_VITL14_REG_ARGS, device)
     load_dinov2_state_dict(model, state)
     return model.eval()

@@ -42,9 +42,10 @@ def read_pipeline_config(path: str, name: str) -> dict:
     return config
 
 
-def load_pipeline_parts(path: str, args: dict, search_dirs=()) -> dict:
-    """Models and samplers of a pipeline.json `args` as keyword arguments of the pipeline's constructor."""
-    models = {key: load_model(path, value, search_dirs) for key, value in args["models"].items()}
+def load_pipeline_parts(path: str, args: dict, search_dirs=(), device=None) -> dict:
+    """Models and samplers of a pipeline.json `args` as keyword arguments of the pipeline's constructor; the models
+    on the CPU or built and filled on `device` (weights_device)."""
+    models = {key: load_model(path, value, search_dirs, device) for key, value in args["models"].items()}
     missing = set(REQUIRED_MODELS) - set(models)
     if missing:
         raise ValueError(f"{path}: pipeline.json lacks the models {sorted(missing)}")
@@ -75,6 +76,18 @@ CFG_ACTIVATION_BYTES_PER_TOKEN = 32 * 1024
 CFG_BATCH_MARGIN = 2.0
 
 
+def weights_device(device) -> torch.device | None:
+    """Where a pipeline for `device` builds and fills its networks: that device itself where they stay resident
+    (the CPU, a GPU without offloading: no extra host copies on the way), else None (built on the CPU: an offloading
+    policy keeps them in pinned host memory)."""
+    if device is None:
+        return None
+    device = torch.device(device)
+    if device.type == "cuda" and MemoryPolicy().resolve(device).offload != "none":
+        return None
+    return device
+
+
 def cfg_batch_fits(tokens: int, free_bytes: int | None, lean: bool = False) -> bool:
     """Whether a flow stage of ``tokens`` tokens per batch item runs its conditional and unconditional passes as
     one batch of 2 with ``free_bytes`` free (None: not measured, e.g. the CPU: yes). Pure."""
@@ -90,14 +103,15 @@ class TrellisPipeline:
     EMPTY_STRUCTURE_HINT = "a clearer input"
 
     def __init__(self, models: dict, sparse_structure_sampler, slat_sampler, slat_normalization: dict,
-                 sparse_structure_sampler_params: dict | None = None, slat_sampler_params: dict | None = None):
+                 sparse_structure_sampler_params: dict | None = None, slat_sampler_params: dict | None = None,
+                 device=None):
         self.models = dict(models)
         self.sparse_structure_sampler = sparse_structure_sampler
         self.slat_sampler = slat_sampler
         self.sparse_structure_sampler_params = dict(sparse_structure_sampler_params or {})
         self.slat_sampler_params = dict(slat_sampler_params or {})
         self.slat_normalization = slat_normalization
-        self._device = torch.device("cpu")
+        self._device = torch.device("cpu" if device is None else device)     # where the models were loaded
         self._policy = MemoryPolicy()
         self._hosts: dict[str, HostWeights] = {}     # pinned CPU homes while offloading
         # CUDA graphs kept from job to job (the sparse-structure flow's, see memory.pick_preset): model key ->

@@ -71,21 +71,21 @@ def _hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
-def load_model(root: str, value: str, dirs=()):
-    """A pipeline.json `models` entry as a loaded network."""
+def load_model(root: str, value: str, dirs=(), device=None):
+    """A pipeline.json `models` entry as a loaded network, on the CPU or built and filled on `device`."""
     from .. import models as model_zoo
 
     own = f"{root}/{value}"
     split = split_repo_path(value)
     if split is None or os.path.exists(own + ".json"):
         # A path in the pipeline folder (or, for a pipeline on the hub, in its repo).
-        return model_zoo.from_pretrained(own)
+        return model_zoo.from_pretrained(own, device=device)
     repo, stem = split
     searched = search_dirs(root, dirs)
     for folder in local_repo_folders(repo, searched):
         prefix = os.path.join(folder, stem)
         if os.path.exists(prefix + ".json"):
-            return model_zoo.from_pretrained(prefix)
+            return model_zoo.from_pretrained(prefix, device=device)
     try:
         config_file, weights_file = (_hub_file(repo, stem + ext) for ext in (".json", ".safetensors"))
     except Exception as err:       # offline, no such repo, proxy, ...
@@ -98,7 +98,7 @@ def load_model(root: str, value: str, dirs=()):
 
     with open(config_file, encoding="utf-8") as f:
         config = json.load(f)
-    return model_zoo.load_weights(model_zoo.from_config(config, init=False), weights_file)
+    return model_zoo.load_on(config, weights_file, device)
 
 
 def _hub_file(repo: str, filename: str) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .base import (DEFAULT_FORMATS, EmptyStructureError, Progress, TrellisPipeline, load_pipeline_parts,
-                   read_pipeline_config)
+                   read_pipeline_config, weights_device)
 from .memory import StageTracker
 from ..core.callbacks import CancelCheck
 
@@ -34,18 +34,19 @@ CONDITIONER_FP16 = True
 DINOV2_URL = "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_reg4_pretrain.pth"
 
 
-def load_image_cond_model(root: str, name: str):
+def load_image_cond_model(root: str, name: str, device=None):
     """The image conditioner named in pipeline.json.
 
     A local `<root>/<name>.json` + `.safetensors` pair (our own format; the tiny test pipeline) wins.
     Otherwise `dinov2_vitl14_reg` comes from the official torch.hub weights file, looked up in
-    $TRELLIS_DINOV2_WEIGHTS, then in torch's hub cache, then downloaded there.
+    $TRELLIS_DINOV2_WEIGHTS, then in torch's hub cache, then downloaded there. On the CPU, or built and filled
+    on `device`.
     """
     from ..models.image_conditioner import load_image_conditioner, load_official_dinov2
 
     prefix = os.path.join(root, name)
     if os.path.exists(prefix + ".json") and os.path.exists(prefix + ".safetensors"):
-        return load_image_conditioner(prefix)
+        return load_image_conditioner(prefix, device=device)
     if name != "dinov2_vitl14_reg":
         raise ValueError(f"unknown image_cond_model {name!r}: expected 'dinov2_vitl14_reg' or a checkpoint "
                          f"stem with .json/.safetensors under {root}")
@@ -59,7 +60,7 @@ def load_image_cond_model(root: str, name: str):
             raise RuntimeError(f"The DINOv2 weights are missing and could not be downloaded ({err}). Download "
                                f"{DINOV2_URL} and save it as {path}, or set TRELLIS_DINOV2_WEIGHTS to its "
                                f"path.") from None
-    return load_official_dinov2(path)
+    return load_official_dinov2(path, device=device)
 
 
 class TrellisImageTo3DPipeline(TrellisPipeline):
@@ -68,19 +69,23 @@ class TrellisImageTo3DPipeline(TrellisPipeline):
 
     def __init__(self, models: dict, sparse_structure_sampler, slat_sampler, slat_normalization: dict,
                  image_cond_model, sparse_structure_sampler_params: dict | None = None,
-                 slat_sampler_params: dict | None = None):
+                 slat_sampler_params: dict | None = None, device=None):
         self.image_cond_model = image_cond_model
         self._remover = None
         super().__init__(models, sparse_structure_sampler, slat_sampler, slat_normalization,
-                         sparse_structure_sampler_params, slat_sampler_params)
+                         sparse_structure_sampler_params, slat_sampler_params, device=device)
 
     @classmethod
-    def from_pretrained(cls, path: str, search_dirs=()) -> "TrellisImageTo3DPipeline":
-        """A pipeline folder or hub repo id. `search_dirs`: folders holding other repos that pipeline.json
-        names by `<owner>/<repo>/<path>` (besides the folder's parent and $TRELLIS_MODEL_DIR)."""
+    def from_pretrained(cls, path: str, search_dirs=(), device=None) -> "TrellisImageTo3DPipeline":
+        """A pipeline folder or hub repo id, on the CPU or on `device` (its weights read straight onto a GPU it stays
+        resident on: base.weights_device). `search_dirs`: folders holding other repos that pipeline.json names by
+        `<owner>/<repo>/<path>` (besides the folder's parent and $TRELLIS_MODEL_DIR)."""
         args = read_pipeline_config(path, "TrellisImageTo3DPipeline")["args"]
-        parts = load_pipeline_parts(path, args, search_dirs)
-        return cls(image_cond_model=load_image_cond_model(path, args["image_cond_model"]), **parts)
+        into = weights_device(device)
+        parts = load_pipeline_parts(path, args, search_dirs, device=into)
+        pipeline = cls(image_cond_model=load_image_cond_model(path, args["image_cond_model"], device=into),
+                       device=into, **parts)
+        return pipeline if device is None else pipeline.to(device)
 
     @property
     def background_remover(self):

@@ -1,0 +1,127 @@
+"""Networks built straight on the device they will run on, their weights read from disk into it.
+
+The plain route (build on the CPU, fill from the file, move to the GPU) touches every weight three times in host
+memory: the build allocates and converts fp32 parameters, the file's pages are copied into them, then they are
+copied again, from pageable memory, to the GPU. Here the network is built on the ``meta`` device (no memory at all),
+given uninitialised storage on the target device (``Module.to_empty``), and filled from the file: on a GPU the file
+is read in chunks into two pinned buffers whose copies to the device overlap the next chunk's read
+(docs/benchmarks/app.md#model-load). The result equals the plain route's, tensor for tensor (tests/trellis/models,
+tests/gpu).
+
+A network with non-persistent buffers (values the file does not hold) gets them back from its ``init_constants()``;
+a network that has them and no such method, or keeps tensors as plain attributes, is built the plain way.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+import torch
+
+__all__ = ["build_on", "read_safetensors_to", "SAFETENSORS_DTYPES", "CHUNK_BYTES"]
+
+# The safetensors format's dtype names (its header's "dtype" field).
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                      "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                      "U8": torch.uint8, "BOOL": torch.bool}
+# Bytes per staging buffer: large enough that each read and copy runs at full speed, small enough to pin at once.
+CHUNK_BYTES = 64 * 2 ** 20
+
+
+def meta_unsafe(model: torch.nn.Module) -> bool:
+    """Whether building `model` on ``meta`` would lose values the file does not hold: non-persistent buffers that no
+    `init_constants` restores, or tensors kept as plain attributes."""
+    for module in model.modules():
+        if getattr(module, "_non_persistent_buffers_set", None) and not hasattr(module, "init_constants"):
+            return True
+        for value in vars(module).values():
+            items = value if isinstance(value, (list, tuple)) else (value,)
+            if any(isinstance(v, torch.Tensor) and not isinstance(v, torch.nn.Parameter) for v in items):
+                return True
+    return False
+
+
+def build_on(build, device) -> torch.nn.Module:
+    """``build()`` (a network's constructor call) with its parameters and buffers in uninitialised memory on
+    `device`, for a caller that loads every one of them next (strict); non-persistent buffers are filled by the
+    modules' ``init_constants()``. Falls back to building on the CPU and moving where the meta build cannot be
+    trusted (meta_unsafe)."""
+    device = torch.device(device)
+    with torch.device("meta"):
+        model = build()
+    if meta_unsafe(model):
+        return build().to(device)
+    model = model.to_empty(device=device)
+    for module in model.modules():
+        if hasattr(module, "init_constants"):
+            module.init_constants()
+    return model
+
+
+def _header(f, path) -> tuple[dict, int, int]:
+    from . import WeightsFileError
+
+    size = os.fstat(f.fileno()).st_size
+    raw = f.read(8)
+    if len(raw) < 8:
+        raise WeightsFileError(path, "the file is damaged or incomplete (no safetensors header)")
+    n = struct.unpack("<Q", raw)[0]
+    if n > size - 8:
+        raise WeightsFileError(path, "the file is damaged or incomplete (its header is longer than the file)")
+    try:
+        header = json.loads(f.read(n))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise WeightsFileError(path, f"the file is damaged or incomplete (header: {err})") from None
+    header.pop("__metadata__", None)
+    return header, 8 + n, size - 8 - n
+
+
+def read_safetensors_to(path, device) -> dict:
+    """The tensors of a .safetensors file on a CUDA `device`, read through pinned staging buffers into one device
+    buffer (each tensor a view of it). WeightsFileError for a damaged or truncated file."""
+    from . import WeightsFileError, check_readable
+
+    check_readable(path)
+    device = torch.device(device)
+    with open(path, "rb", buffering=0) as f:
+        header, start, size = _header(f, path)
+        try:
+            spans = {name: (SAFETENSORS_DTYPES[info["dtype"]], list(info["shape"]), *info["data_offsets"])
+                     for name, info in header.items()}
+        except (KeyError, TypeError, ValueError) as err:
+            raise WeightsFileError(path, f"the file is damaged or incomplete (header entry: {err})") from None
+        if any(e > size or s > e for _, _, s, e in spans.values()):
+            raise WeightsFileError(path, "the file is damaged or incomplete (a tensor lies past its end)")
+        data = torch.empty(size, dtype=torch.uint8, device=device)
+        stream = torch.cuda.Stream(device)
+        chunk = min(CHUNK_BYTES, max(size, 1))
+        staging = [torch.empty(chunk, dtype=torch.uint8, pin_memory=True) for _ in range(2)]
+        copied = [None, None]
+        offset, i = 0, 0
+        while offset < size:
+            k = i % 2
+            if copied[k] is not None:
+                copied[k].synchronize()          # the buffer's last copy is done: it may be refilled
+            m = min(chunk, size - offset)
+            view = memoryview(staging[k].numpy())[:m]
+            got = 0
+            while got < m:
+                n = f.readinto(view[got:])
+                if not n:
+                    raise WeightsFileError(path, "the file is damaged or incomplete (it ends early)")
+                got += n
+            with torch.cuda.stream(stream):
+                data[offset:offset + m].copy_(staging[k][:m], non_blocking=True)
+                copied[k] = torch.cuda.Event()
+                copied[k].record(stream)
+            offset += m
+            i += 1
+        stream.synchronize()
+    tensors = {}
+    for name, (dtype, shape, s, e) in spans.items():
+        piece = data[s:e]
+        if s % dtype.itemsize:                   # the format does not promise alignment: copy such a tensor
+            piece = piece.clone()
+        tensors[name] = piece.view(dtype).view(shape)
+    return tensors
