@@ -146,6 +146,7 @@ def one_launch(model: Path, outputs: Path, device: str, warmup: bool, submit_aft
             row[f"job{n}_timings"] = {k: timings.get(k) for k in ("load_model", "preprocess", "total")} | {
                 "pipeline": (timings.get("pipeline") or {}).get("seconds"),
                 "glb_bytes": (folder / "model.glb").stat().st_size}
+            row[f"job{n}_timings_json"] = timings                 # every stage and export part, for the note
         row.update(loaded)
     finally:
         client.close()
@@ -159,8 +160,7 @@ def one_launch(model: Path, outputs: Path, device: str, warmup: bool, submit_aft
         m = re.search(r"(model loaded|kernels warmed) in ([0-9.]+) s \(background warm-up\)", line)
         if m:
             row["warmup_load_s" if m.group(1) == "model loaded" else "warmup_run_s"] = float(m.group(2))
-    row["server_log"] = [f"{t:.2f} s: {line}" for t, line in log if "warm" in line or "device" in line
-                         or "error" in line.lower()][-12:]
+    row["server_log"] = [f"{t:.2f} s: {line}" for t, line in log][-40:]
     return row
 
 
@@ -206,8 +206,8 @@ def main() -> int:
 
     cuda = args.device.startswith("cuda") and torch.cuda.is_available()
     meta = {"device": torch.cuda.get_device_name() if cuda else "CPU", "torch": torch.__version__,
-            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                     text=True).stdout.strip(),
+            "commit": os.environ.get("TRELLIS_COMMIT") or subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
             "date": date.today().isoformat(), "model": "tiny random" if args.tiny else "full-size random weights",
             "preset": args.preset, "image": f"{IMAGE.relative_to(ROOT)} (RGBA)", "object": args.object,
             "fast_paths": os.environ.get("TRELLIS_FAST_PATHS", "on")}

@@ -65,12 +65,19 @@ def warm_steps(pipeline) -> int:
 
 def warm_run(pipeline, cancel=None) -> None:
     """One tiny generation (`warm_steps` steps per stage on a 96 px RGBA disc, both decoders, a one-frame 64 px
-    render of each) that brings up what a first job would otherwise wait for: the CUDA context and cuBLAS,
-    attention and sparse conv kernels, the renderers' Triton kernels (and, with `--compile`, the compiled flow
-    blocks). Results are thrown away; an empty structure just ends it."""
+    render of each, a 64 px textured GLB written to memory) that brings up what a first job would otherwise wait
+    for: the CUDA context and cuBLAS, attention and sparse conv kernels, the renderers' and the bake's kernels, the
+    export's libraries (and, with `--compile`, the compiled flow blocks). Results are thrown away; an empty
+    structure just ends it."""
+    import io
+
     import numpy as np
+    import torch
+    import trimesh
     from PIL import Image
 
+    from trellis.export import to_glb
+    from trellis.representations.mesh import MeshExtractResult
     from trellis.pipelines import EmptyStructureError
     from trellis.utils import render_utils
 
@@ -88,3 +95,11 @@ def warm_run(pipeline, cancel=None) -> None:
         if cancel is not None and cancel():
             raise Cancelled()
         render_utils.render_video(out[kind][0], resolution=64, num_frames=1, cancel=cancel, verbose=False)
+    # The export on a small sphere (the decoder's mesh of a warm run can be large): the same code, a fraction of the time.
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.35)
+    device = out["gaussian"][0].get_xyz.device
+    mesh = MeshExtractResult(torch.as_tensor(sphere.vertices, dtype=torch.float32, device=device),
+                             torch.as_tensor(sphere.faces, dtype=torch.int64, device=device))
+    glb = to_glb(out["gaussian"][0], mesh, texture_size=64, nviews=2, render_resolution=64, verbose=False,
+                 cancel=cancel)
+    glb.export(io.BytesIO(), file_type="glb")
