@@ -7,7 +7,7 @@ from safetensors.torch import load_file, save_file
 
 from trellis.models import WeightsFileError
 from trellis.models import device_load
-from trellis.models.device_load import read_safetensors_to
+from trellis.models.device_load import build_on, read_safetensors_to
 from trellis.pipelines import TrellisImageTo3DPipeline
 
 
@@ -63,3 +63,23 @@ def test_a_pipeline_built_on_the_gpu_equals_the_one_moved_there(tiny_pipeline_di
         for name, t in named_a.items():
             u = named_b[name]
             assert (t.dtype, t.device) == (u.dtype, u.device) and torch.equal(t, u), f"{key}.{name}"
+
+
+class Constants(torch.nn.Module):
+    """Values a constructor makes that no weights file holds: a buffer, and one made from NumPy on the CPU."""
+
+    def __init__(self):
+        super().__init__()
+        import numpy as np
+
+        self.linear = torch.nn.Linear(3, 2)
+        self.register_buffer("table", torch.arange(4.0), persistent=False)
+        self.register_buffer("from_numpy", torch.from_numpy(np.arange(3.0)), persistent=False)
+
+
+def test_a_build_on_the_gpu_makes_every_tensor_there_with_its_value():
+    model = build_on(Constants, "cuda")
+    for t in (model.linear.weight, model.table, model.from_numpy):
+        assert t.device.type == "cuda"
+    assert torch.equal(model.table.cpu(), torch.arange(4.0))
+    assert torch.equal(model.from_numpy.cpu(), torch.arange(3.0, dtype=torch.float64))

@@ -1,15 +1,13 @@
 """Networks built straight on the device they will run on, their weights read from disk into it.
 
 The plain route (build on the CPU, fill from the file, move to the GPU) touches every weight three times in host
-memory: the build allocates and converts fp32 parameters, the file's pages are copied into them, then they are
-copied again, from pageable memory, to the GPU. Here the network is built on the ``meta`` device (no memory at all),
-given uninitialised storage on the target device (``Module.to_empty``), and filled from the file: on a GPU the file
-is read in chunks into two pinned buffers whose copies to the device overlap the next chunk's read
-(docs/benchmarks/app.md#model-load). The result equals the plain route's, tensor for tensor (tests/trellis/models,
-tests/gpu).
-
-A network with non-persistent buffers (values the file does not hold) gets them back from its ``init_constants()``;
-a network that has them and no such method, or keeps tensors as plain attributes, is built the plain way.
+memory: the build allocates fp32 parameters and converts the torso to fp16 on the CPU, the file's pages are copied
+into them, then they are copied again, from pageable memory, to the GPU. Here the network is built with the device
+as PyTorch's default device (its parameters, buffers and constants made there, the fp16 conversion run there; the
+``meta`` device is not used: its first use imports much of torch's compiler stack, seconds on a fresh process), and
+filled from the file: on a GPU the file is read in chunks into two pinned buffers whose copies to the device overlap
+the next chunk's read (docs/benchmarks/app.md#model-load). The result equals the plain route's, tensor for tensor
+(tests/trellis/models, tests/gpu).
 """
 from __future__ import annotations
 
@@ -29,34 +27,13 @@ SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.f
 CHUNK_BYTES = 64 * 2 ** 20
 
 
-def meta_unsafe(model: torch.nn.Module) -> bool:
-    """Whether building `model` on ``meta`` would lose values the file does not hold: non-persistent buffers that no
-    `init_constants` restores, or tensors kept as plain attributes."""
-    for module in model.modules():
-        if getattr(module, "_non_persistent_buffers_set", None) and not hasattr(module, "init_constants"):
-            return True
-        for value in vars(module).values():
-            items = value if isinstance(value, (list, tuple)) else (value,)
-            if any(isinstance(v, torch.Tensor) and not isinstance(v, torch.nn.Parameter) for v in items):
-                return True
-    return False
-
-
 def build_on(build, device) -> torch.nn.Module:
-    """``build()`` (a network's constructor call) with its parameters and buffers in uninitialised memory on
-    `device`, for a caller that loads every one of them next (strict); non-persistent buffers are filled by the
-    modules' ``init_constants()``. Falls back to building on the CPU and moving where the meta build cannot be
-    trusted (meta_unsafe)."""
+    """``build()`` (a network's constructor call) with every tensor it makes on `device`, then anything it made
+    elsewhere (e.g. from NumPy) moved there."""
     device = torch.device(device)
-    with torch.device("meta"):
+    with torch.device(device):
         model = build()
-    if meta_unsafe(model):
-        return build().to(device)
-    model = model.to_empty(device=device)
-    for module in model.modules():
-        if hasattr(module, "init_constants"):
-            module.init_constants()
-    return model
+    return model.to(device)
 
 
 def _header(f, path) -> tuple[dict, int, int]:

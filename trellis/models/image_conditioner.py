@@ -28,14 +28,9 @@ class ImageConditioner(nn.Module):
     def __init__(self, vit: DinoVisionTransformer):
         super().__init__()
         self.vit = vit
-        self.init_constants()
-
-    def init_constants(self) -> None:
-        """The normalisation constants, on the ViT's device. Non-persistent: the state dict stays exactly the ViT's
-        checkpoint layout under `vit.` (so a build on another device refills them from here: device_load)."""
-        device = self.vit.cls_token.device
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1), persistent=False)
+        # Non-persistent: the state dict stays exactly the ViT's checkpoint layout under `vit.`.
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     @classmethod
     def from_config(cls, args: dict) -> "ImageConditioner":

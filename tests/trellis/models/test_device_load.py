@@ -1,6 +1,6 @@
 """Networks built on the device they run on (trellis/models/device_load.py) hold exactly what the plain route
 (build on the CPU, fill from the file) gives: every parameter and buffer, dtype and value, the conditioner's
-constants included. The CUDA reader's own checks are in tests/gpu/test_device_load_gpu.py."""
+constants included. On a GPU (the reader, a build there): tests/gpu/test_device_load_gpu.py."""
 import json
 import os
 
@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from trellis import models as model_zoo
-from trellis.models.device_load import build_on, meta_unsafe
 from trellis.models.image_conditioner import load_image_conditioner
 from trellis.pipelines import TrellisImageTo3DPipeline
 
@@ -47,34 +46,3 @@ def test_the_pipeline_built_on_its_device_equals_the_one_moved_there(tiny_pipeli
     for key in plain.models:
         same_tensors(plain.models[key], direct.models[key])
     same_tensors(plain.image_cond_model, direct.image_cond_model)
-
-
-class Constants(torch.nn.Module):
-    """Values the weights file does not hold: a non-persistent buffer, and a tensor kept as a plain attribute."""
-
-    def __init__(self, plain_attribute: bool):
-        super().__init__()
-        self.linear = torch.nn.Linear(3, 2)
-        if plain_attribute:
-            self.table = torch.arange(4.0)
-        else:
-            self.register_buffer("table", torch.arange(4.0), persistent=False)
-
-
-@pytest.mark.parametrize("plain_attribute", [False, True])
-def test_a_network_whose_values_a_meta_build_would_lose_is_built_the_plain_way(plain_attribute):
-    with torch.device("meta"):
-        assert meta_unsafe(Constants(plain_attribute))
-    model = build_on(lambda: Constants(plain_attribute), "cpu")
-    assert torch.equal(model.table, torch.arange(4.0)) and not model.linear.weight.is_meta
-
-
-def test_a_network_with_init_constants_gets_them_back_after_a_meta_build():
-    class Restored(Constants):
-        def init_constants(self):
-            self.register_buffer("table", torch.arange(4.0, device=self.linear.weight.device), persistent=False)
-
-    with torch.device("meta"):
-        assert not meta_unsafe(Restored(False))
-    model = build_on(lambda: Restored(False), "cpu")
-    assert torch.equal(model.table, torch.arange(4.0)) and model.linear.weight.device.type == "cpu"
