@@ -104,44 +104,71 @@ def check_outputs(folder: Path) -> dict:
 
 # The command-line generator with the pipeline's outputs swapped for a realistic object (``--object``).
 _REALISTIC_BOOTSTRAP = r"""
-import os, runpy, sys
+import importlib.machinery, os, runpy, sys, threading
 name = sys.argv.pop(1)
-from realistic_objects import build_arrays, make_gaussian
-import numpy as np, torch
-from trellis.pipelines import TrellisImageTo3DPipeline
-from trellis.representations.mesh import MeshExtractResult
+# Lazy, so that the server's start is the app's own: the arrays load in a thread from now on (NumPy), and the
+# pipeline class is patched when the app itself first imports it.
+arrays = {}
+def _load_arrays():
+    from realistic_objects import build_arrays
+    arrays.update(build_arrays(name))
+_loading = threading.Thread(target=_load_arrays, daemon=True)
+_loading.start()
 
-arrays = build_arrays(name)
-_run = TrellisImageTo3DPipeline.run
+def _patch(cls):
+    import numpy as np, torch
+    from realistic_objects import make_gaussian
+    from trellis.representations.mesh import MeshExtractResult
+    _run, _sss = cls.run, cls.sample_sparse_structure
+    ready = {}
 
-def run(self, *args, **kwargs):
-    out = _run(self, *args, **kwargs)
-    device = self.device
-    if "gaussian" in out:
-        out["gaussian"][0] = make_gaussian({k[3:]: arrays[k] for k in arrays if k.startswith("gs_")}, device)
-    if "mesh" in out:
-        out["mesh"][0] = MeshExtractResult(torch.as_tensor(arrays["vertices"], dtype=torch.float32, device=device),
-                                           torch.as_tensor(arrays["faces"].astype(np.int64), device=device), res=256)
-    return out
+    def wait_arrays():
+        if not ready:
+            _loading.join()
+            outer_vertices = arrays["vertices"][np.unique(arrays["faces"][arrays["outer"]])]
+            ready["voxels"] = np.unique(np.clip(np.floor((outer_vertices + 0.5) * 64), 0, 63).astype(np.int32), axis=0)
+            print(f"[app_gpu] stage 1's structure replaced by the object's {len(ready['voxels'])} surface voxels",
+                  flush=True)
+        return ready["voxels"]
 
-TrellisImageTo3DPipeline.run = run
+    def run(self, *args, **kwargs):
+        out = _run(self, *args, **kwargs)
+        wait_arrays()
+        device = self.device
+        if "gaussian" in out:
+            out["gaussian"][0] = make_gaussian({k[3:]: arrays[k] for k in arrays if k.startswith("gs_")}, device)
+        if "mesh" in out:
+            out["mesh"][0] = MeshExtractResult(torch.as_tensor(arrays["vertices"], dtype=torch.float32, device=device),
+                                               torch.as_tensor(arrays["faces"].astype(np.int64), device=device),
+                                               res=256)
+        return out
+    cls.run = run
+    if os.environ.get("APP_GPU_STRUCTURE", "object") == "object":
+        # Stage 1 runs as always (its time counts) but its random-weight output, a scatter of ~8 % of the 64^3 grid,
+        # is replaced by the object's own surface voxels: stage 2's tokens, and so its attention, are then those of
+        # a surface, as a trained model's are (the scatter gives ~4x the tokens of a surface with as many voxels).
+        def sample_sparse_structure(self, *args, **kwargs):
+            coords = _sss(self, *args, **kwargs)
+            voxels = wait_arrays()
+            n = int(coords[:, 0].max()) + 1
+            batch = np.repeat(np.arange(n, dtype=np.int32), len(voxels))[:, None]
+            return torch.as_tensor(np.hstack([batch, np.tile(voxels, (n, 1))]), device=coords.device)
+        cls.sample_sparse_structure = sample_sparse_structure
 
-if os.environ.get("APP_GPU_STRUCTURE", "object") == "object":
-    # Stage 1 runs as always (its time counts) but its random-weight output, a scatter of ~8 % of the 64^3 grid,
-    # is replaced by the object's own surface voxels: stage 2's tokens, and so its attention, are then those of
-    # a surface, as a trained model's are (the scatter gives ~4x the tokens of a surface with as many voxels).
-    _sss = TrellisImageTo3DPipeline.sample_sparse_structure
-    outer_vertices = arrays["vertices"][np.unique(arrays["faces"][arrays["outer"]])]
-    voxels = np.unique(np.clip(np.floor((outer_vertices + 0.5) * 64), 0, 63).astype(np.int32), axis=0)
-
-    def sample_sparse_structure(self, *args, **kwargs):
-        coords = _sss(self, *args, **kwargs)
-        n = int(coords[:, 0].max()) + 1
-        batch = np.repeat(np.arange(n, dtype=np.int32), len(voxels))[:, None]
-        return torch.as_tensor(np.hstack([batch, np.tile(voxels, (n, 1))]), device=coords.device)
-
-    TrellisImageTo3DPipeline.sample_sparse_structure = sample_sparse_structure
-    print(f"[app_gpu] stage 1's structure replaced by the object's {len(voxels)} surface voxels", flush=True)
+class _PatchOnImport:
+    TARGET = "trellis.pipelines.trellis_image_to_3d"
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.TARGET:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        run_module = spec.loader.exec_module
+        def exec_module(module):
+            run_module(module)
+            _patch(module.TrellisImageTo3DPipeline)
+        spec.loader.exec_module = exec_module
+        return spec
+sys.meta_path.insert(0, _PatchOnImport())
 sys.argv[0] = "desktop"
 runpy.run_module("desktop", run_name="__main__", alter_sys=True)
 """
