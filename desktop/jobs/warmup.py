@@ -5,6 +5,7 @@ picking an image. A job, cancel_warmup or shutdown cuts it short at its next ste
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Callable
 
@@ -25,17 +26,17 @@ def warm_up(pipelines: DevicePipelines, request: tuple, stop: Callable[[], bool]
     timings: dict = {}
     step = "loading the model"
     try:
-        if not stop():
-            # The GLB export's decimation children import numpy and fast-simplification (0.5 s on a busy GPU
-            # host): started now, they wait warm in the library's pool for the first export.
-            from trellis.export import warm_processes
-            warm_processes()
         if pipelines.image_pipeline is None and not stop():
             t = time.perf_counter()
             pipelines.load_image()
             timings["load_model"] = time.perf_counter() - t
             print(f"device {device}: model loaded in {timings['load_model']:.1f} s (background warm-up)",
                   file=sys.stderr, flush=True)
+        if not stop():
+            # Beside what follows (the warm run, or a waiting job's sampling): the export's modules imported and its
+            # decimation children started (they import numpy and fast-simplification, 0.5 s on a busy GPU host),
+            # after the load, which forking them first would delay.
+            threading.Thread(target=prepare_export, name="trellis-export-warm", daemon=True).start()
         if forward and pipelines.image_pipeline is not None and not stop() and not job_waiting():
             step = "warming the kernels"
             t = time.perf_counter()
@@ -54,6 +55,15 @@ def warm_up(pipelines: DevicePipelines, request: tuple, stop: Callable[[], bool]
     finally:
         pipelines.free_memory()
     return timings
+
+
+def prepare_export() -> None:
+    """Import the GLB export's modules and start its decimation children into their pool; never fails."""
+    try:
+        from trellis.export import assemble, schedule, warm_processes  # noqa: F401 (imported to be ready)
+        warm_processes()
+    except Exception as err:             # the export starts them itself then
+        print(f"warning: could not prepare the export's processes: {err}", file=sys.stderr, flush=True)
 
 
 def warm_steps(pipeline) -> int:
