@@ -25,6 +25,10 @@ def warm_up(pipelines: DevicePipelines, request: tuple, stop: Callable[[], bool]
     forward = device.startswith("cuda") if forward is None else forward
     timings: dict = {}
     step = "loading the model"
+    if forward and not stop():
+        # The export's kernels and libraries warm up while the model loads (reading the weights leaves the GPU and
+        # the interpreter mostly idle), so that a job submitted at once does not wait for them after its sampling.
+        threading.Thread(target=warm_export, args=(device, stop), name="trellis-export-warm", daemon=True).start()
     try:
         if pipelines.image_pipeline is None and not stop():
             t = time.perf_counter()
@@ -36,7 +40,7 @@ def warm_up(pipelines: DevicePipelines, request: tuple, stop: Callable[[], bool]
             # Beside what follows (the warm run, or a waiting job's sampling): the export's modules imported and its
             # decimation children started (they import numpy and fast-simplification, 0.5 s on a busy GPU host),
             # after the load, which forking them first would delay.
-            threading.Thread(target=prepare_export, name="trellis-export-warm", daemon=True).start()
+            threading.Thread(target=prepare_export, name="trellis-export-children", daemon=True).start()
         if forward and pipelines.image_pipeline is not None and not stop() and not job_waiting():
             step = "warming the kernels"
             t = time.perf_counter()
@@ -73,21 +77,46 @@ def warm_steps(pipeline) -> int:
     return 5 if pipeline.memory_policy.compile else 1
 
 
-def warm_run(pipeline, cancel=None) -> None:
-    """One tiny generation (`warm_steps` steps per stage on a 96 px RGBA disc, both decoders, a one-frame 64 px
-    render of each, a 64 px textured GLB written to memory) that brings up what a first job would otherwise wait
-    for: the CUDA context and cuBLAS, attention and sparse conv kernels, the renderers' and the bake's kernels, the
-    export's libraries (and, with `--compile`, the compiled flow blocks). Results are thrown away; an empty
-    structure just ends it."""
+def warm_export(device: str, stop: Callable[[], bool]) -> None:
+    """A 64 px textured GLB, written to memory, of a small sphere and a few thousand Gaussians on it, on `device`:
+    the bake's and the renderers' kernels and the export's libraries brought up without the model. Never fails."""
     import io
 
-    import numpy as np
     import torch
     import trimesh
-    from PIL import Image
 
     from trellis.export import to_glb
+    from trellis.representations import Gaussian
     from trellis.representations.mesh import MeshExtractResult
+
+    try:
+        dev = torch.device(device)
+        sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.35)
+        mesh = MeshExtractResult(torch.as_tensor(sphere.vertices, dtype=torch.float32, device=dev),
+                                 torch.as_tensor(sphere.faces, dtype=torch.int64, device=dev))
+        points = torch.nn.functional.normalize(torch.randn(4096, 3, generator=torch.Generator().manual_seed(0)), dim=1)
+        gaussians = Gaussian(aabb=[-0.5, -0.5, -0.5, 1.0, 1.0, 1.0], device=dev)
+        gaussians.from_xyz((points * 0.35).to(dev))
+        gaussians.from_scaling(torch.full((4096, 3), 0.01, device=dev))
+        gaussians.from_rotation(torch.tensor([[1.0, 0.0, 0.0, 0.0]], device=dev).expand(4096, 4).contiguous())
+        gaussians.from_opacity(torch.full((4096, 1), 0.9, device=dev))
+        gaussians.from_features(torch.zeros(4096, 1, 3, device=dev))
+        glb = to_glb(gaussians, mesh, texture_size=64, nviews=2, render_resolution=64, verbose=False, cancel=stop)
+        glb.export(io.BytesIO(), file_type="glb")
+    except Cancelled:
+        pass
+    except Exception as err:               # the first job's export brings them up itself
+        print(f"warning: could not warm the export up on {device}: {err}", file=sys.stderr, flush=True)
+
+
+def warm_run(pipeline, cancel=None) -> None:
+    """One tiny generation (`warm_steps` steps per stage on a 96 px RGBA disc, both decoders, a one-frame 64 px
+    render of each) that brings up what a first job would otherwise wait for: the CUDA context and cuBLAS,
+    attention and sparse conv kernels, the renderers' kernels (and, with `--compile`, the compiled flow blocks).
+    Results are thrown away; an empty structure just ends it. The export's own: warm_export."""
+    import numpy as np
+    from PIL import Image
+
     from trellis.pipelines import EmptyStructureError
     from trellis.utils import render_utils
 
@@ -105,11 +134,3 @@ def warm_run(pipeline, cancel=None) -> None:
         if cancel is not None and cancel():
             raise Cancelled()
         render_utils.render_video(out[kind][0], resolution=64, num_frames=1, cancel=cancel, verbose=False)
-    # The export on a small sphere (the decoder's mesh of a warm run can be large): the same code, a fraction of the time.
-    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.35)
-    device = out["gaussian"][0].get_xyz.device
-    mesh = MeshExtractResult(torch.as_tensor(sphere.vertices, dtype=torch.float32, device=device),
-                             torch.as_tensor(sphere.faces, dtype=torch.int64, device=device))
-    glb = to_glb(out["gaussian"][0], mesh, texture_size=64, nviews=2, render_resolution=64, verbose=False,
-                 cancel=cancel)
-    glb.export(io.BytesIO(), file_type="glb")

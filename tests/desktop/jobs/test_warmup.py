@@ -179,3 +179,22 @@ def test_with_compiled_blocks_the_warm_run_reaches_both_cfg_batch_sizes(tiny_pip
         ts = time_grid(steps, params["rescale_t"])[:steps]          # the t each step's forward sees
         inside = [lo <= t <= hi for t in ts]
         assert any(inside) and not all(inside), (params, ts)
+
+
+def test_the_export_warms_up_without_the_model_and_stops_when_told(monkeypatch, capfd):
+    from desktop.jobs.warmup import warm_export
+    from trellis.export import schedule
+
+    made = []
+    real = schedule.to_glb
+
+    def counted(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+    monkeypatch.setattr(schedule, "to_glb", counted)
+    warm_export("cpu", lambda: False)
+    assert len(made) == 1 and len(made[0].faces) > 0 and made[0].visual.material is not None
+    made.clear()
+    warm_export("cpu", lambda: True)                    # a job or a stop came first: nothing made, nothing said
+    assert made == []
+    assert "warning" not in capfd.readouterr().err
