@@ -38,7 +38,7 @@ def warm_up(pipelines: DevicePipelines, request: tuple, stop: Callable[[], bool]
                   file=sys.stderr, flush=True)
         if not stop():
             # Beside what follows (the warm run, or a waiting job's sampling): the export's modules imported and its
-            # decimation children started (they import numpy and fast-simplification, 0.5 s on a busy GPU host),
+            # decimation children started (they import numpy and fast-simplification first),
             # after the load, which forking them first would delay.
             threading.Thread(target=prepare_export, name="trellis-export-children", daemon=True).start()
         if forward and pipelines.image_pipeline is not None and not stop() and not job_waiting():

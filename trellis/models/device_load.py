@@ -4,7 +4,7 @@ The plain route (build on the CPU, fill from the file, move to the GPU) touches 
 memory: the build allocates fp32 parameters and converts the torso to fp16 on the CPU, the file's pages are copied
 into them, then they are copied again, from pageable memory, to the GPU. Here the network is built with the device
 as PyTorch's default device (its parameters, buffers and constants made there, the fp16 conversion run there; the
-``meta`` device is not used: its first use imports much of torch's compiler stack, seconds on a fresh process), and
+``meta`` device is not used: its first use imports much of torch's compiler stack), and
 filled from the file: on a GPU the file is read in chunks into two pinned buffers whose copies to the device overlap
 the next chunk's read (docs/benchmarks/app.md#model-load). The result equals the plain route's, tensor for tensor
 (tests/trellis/models, tests/gpu).
