@@ -18,6 +18,8 @@
 #   app         app_gpu.py --object bunny / nut --runs 2 (the app's whole job, GLB + PLY + OBJ + mp4, on the realistic
 #               objects; stage 2 on the object's surface voxels) in the three columns; needs imageio-ffmpeg
 #               in .whl/ too (0.7.0's manylinux2014 wheel, 30 MB: 0.8.1's is over the 64 MiB carry limit)
+#   preview     app_gpu.py --object bunny / nut, B A B A: B the default preview (several frames per render call), A one
+#               frame per call (--preview-views 1, the preview before its batching), Triton
 #   normalmap   normal_map_gpu.py (bunny, nut; balanced and 5 000 faces): the shading error without / with the normal
 #               map and its bake time, Triton, Windows without Triton and fast paths off
 #   again       export_again_gpu.py (bunny, nut): a finished job exported again without sampling, as it was, at 5 000
@@ -119,6 +121,16 @@ for step in "$@"; do
                     "$PY" benchmarks/app_gpu.py --object "$obj" --runs 2
                 run "app_${obj}_off" env TRELLIS_FAST_PATHS=off "$PY" benchmarks/app_gpu.py --object "$obj" --runs 2
             done ;;
+        preview)
+            # The batched preview A/B on one host: B the default (several frames per call), A one frame per call.
+            for obj in bunny nut; do
+                for round in 1 2; do
+                    run "preview_${obj}_B$round" "$PY" benchmarks/app_gpu.py --object "$obj" --runs 2 \
+                        --out "$OUT/preview_${obj}_B$round.json"
+                    run "preview_${obj}_A$round" "$PY" benchmarks/app_gpu.py --object "$obj" --runs 2 --preview-views 1 \
+                        --out "$OUT/preview_${obj}_A$round.json"
+                done
+            done ;;
         normalmap)
             run normalmap_triton "$PY" benchmarks/normal_map_gpu.py --out "$OUT/normalmap_triton.json"
             run normalmap_windows "${WINDOWS[@]}" "$PY" benchmarks/normal_map_gpu.py --runs 1 \
@@ -186,7 +198,7 @@ import export_realistic_gpu as e; sys.exit(e.main(sys.argv[1:]))'
         budget)
             run budget "$PY" benchmarks/vram_budget_gpu.py --object bunny ;;
         *)
-            echo "unknown step: $step (objects tests conv cache export export-triton export-windows export-off fitted app normalmap views decimation" \
+            echo "unknown step: $step (objects tests conv cache export export-triton export-windows export-off fitted app preview normalmap views decimation" \
                  "visibility profile chain columns ab e2e limits launch budget)" >&2; exit 2 ;;
     esac
 done

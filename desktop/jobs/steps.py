@@ -375,7 +375,8 @@ def render_preview(gaussian, settings: GenerationSettings, progress, cancel):
     from trellis.utils.render_utils import render_video
 
     return render_video(gaussian, resolution=settings.video_resolution, num_frames=settings.video_frames,
-                        verbose=False, progress=lambda i, n: progress("video", i, n), cancel=cancel)["color"]
+                        verbose=False, progress=lambda i, n: progress("video", i, n), cancel=cancel,
+                        only=("color",))["color"]
 
 
 def settings_record(job: Job, settings: GenerationSettings, model_path: str, device: str) -> dict:

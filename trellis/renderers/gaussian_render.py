@@ -62,15 +62,20 @@ _DEFAULT_WORK_BUDGET = {"cpu": 1 << 20}
 
 def project(xyz, scales, rots, opacity, extrinsics, intrinsics, width, height, near, far, cull_far,
              kernel_size, opacity_compensation):
-    """Per-Gaussian screen-space quantities. Returns a dict of tensors for the kept Gaussians."""
-    rot_w = extrinsics[:3, :3]
-    p = xyz @ rot_w.T + extrinsics[:3, 3]
+    """Screen-space quantities of the kept (Gaussian, camera) pairs, for one camera (extrinsics [4,4], intrinsics
+    [3,3]) or several at once (extrinsics [K,4,4], intrinsics [K,3,3]). Returns a dict of tensors; its "idx" is
+    each pair's flat index camera * N + Gaussian (the Gaussian's own index for one camera)."""
+    ext, intr = extrinsics.reshape(-1, 4, 4), intrinsics.reshape(-1, 3, 3)
+    views, n = ext.shape[0], xyz.shape[0]
+    # Every camera's R^T side by side ([3, 3K]): one matrix product serves all of them (for one camera, R^T).
+    rot_cols = ext[:, :3, :3].transpose(1, 2).permute(1, 0, 2).reshape(3, 3 * views)
+    p = (xyz @ rot_cols).view(n, views, 3).transpose(0, 1) + ext[:, None, :3, 3]         # [K, N, 3]
     x, y, z = p.unbind(-1)
     keep = z > near
     if cull_far:
         keep &= z < far
-    fxp, fyp = intrinsics[0, 0] * width, intrinsics[1, 1] * height
-    cxp, cyp = intrinsics[0, 2] * width, intrinsics[1, 2] * height
+    fxp, fyp = intr[:, 0, 0, None] * width, intr[:, 1, 1, None] * height
+    cxp, cyp = intr[:, 0, 2, None] * width, intr[:, 1, 2, None] * height
     zs = torch.where(keep, z, torch.ones_like(z))          # avoid dividing by ~0 for culled ones
     u = fxp * x / zs + cxp
     v = fyp * y / zs + cyp
@@ -79,17 +84,18 @@ def project(xyz, scales, rots, opacity, extrinsics, intrinsics, width, height, n
     # (0, fy/z, -fy y/z^2), so A's rows combine rows of M = W R. M comes from one plain matrix product
     # (M^T of every Gaussian stacked) and the rest is elementwise, several times faster than batched 2x3 and 3x3
     # products (docs/benchmarks/kernels.md#gaussian-compositing).
-    n = rots.shape[0]
-    m_t = (quaternion_to_matrix(rots).transpose(1, 2).reshape(-1, 3) @ rot_w.T).view(n, 3, 3)  # M^T
-    m0, m1, m2 = m_t[:, :, 0], m_t[:, :, 1], m_t[:, :, 2]                                       # rows of M
+    m_t = (quaternion_to_matrix(rots).transpose(1, 2).reshape(-1, 3) @ rot_cols).view(n, 3, views, 3)
+    m_t = m_t.permute(2, 0, 1, 3)                                                               # M^T [K, N, 3, 3]
+    m0, m1, m2 = m_t[..., 0], m_t[..., 1], m_t[..., 2]                                          # rows of M
     inv_z = 1.0 / zs
-    a0 = (m0 * (fxp * inv_z)[:, None] - m2 * (fxp * x * inv_z * inv_z)[:, None]) * scales
-    a1 = (m1 * (fyp * inv_z)[:, None] - m2 * (fyp * y * inv_z * inv_z)[:, None]) * scales
+    a0 = (m0 * (fxp * inv_z)[..., None] - m2 * (fxp * x * inv_z * inv_z)[..., None]) * scales
+    a1 = (m1 * (fyp * inv_z)[..., None] - m2 * (fyp * y * inv_z * inv_z)[..., None]) * scales
     c00, c01, c11 = (a0 * a0).sum(-1), (a0 * a1).sum(-1), (a1 * a1).sum(-1)
+    del m_t, m0, m1, m2, a0, a1, inv_z, p
     det0 = (c00 * c11 - c01 * c01).clamp(min=0)
     c00f, c11f = c00 + kernel_size, c11 + kernel_size
     det = c00f * c11f - c01 * c01
-    op = opacity
+    op = opacity.expand(views, n)
     if opacity_compensation:
         op = op * torch.sqrt((det0 / det).clamp(min=0))
     keep &= (det > 0) & (op >= ALPHA_MIN) & torch.isfinite(u) & torch.isfinite(v)
@@ -100,9 +106,12 @@ def project(xyz, scales, rots, opacity, extrinsics, intrinsics, width, height, n
     r2 = 2 * torch.log((op * 255.0).clamp(min=1.0))
     half_x = torch.sqrt(r2 * c00f) * 1.001 + 0.01
     half_y = torch.sqrt(r2 * c11f) * 1.001 + 0.01
-    idx = keep.nonzero().squeeze(-1)
-    return dict(idx=idx, u=u[idx], v=v[idx], z=z[idx], conic=conic[idx], opacity=op[idx],
-                half_x=half_x[idx], half_y=half_y[idx])
+    idx = keep.reshape(-1).nonzero().squeeze(-1)
+
+    def kept(t):
+        return t.reshape(views * n, *t.shape[2:])[idx]
+    return dict(idx=idx, u=kept(u), v=kept(v), z=kept(z), conic=kept(conic), opacity=kept(op),
+                half_x=kept(half_x), half_y=kept(half_y))
 
 
 def bin_tiles(proj, width, height, tile_size):
@@ -118,6 +127,9 @@ def bin_tiles(proj, width, height, tile_size):
 
     tx0, tx1 = tile_range(u - hx, u + hx, ntx)
     ty0, ty1 = tile_range(v - hy, v + hy, nty)
+    if "row0" in proj:          # views stacked in one tall image (bands of whole tiles): a splat stays in its own
+        ty0 = torch.maximum(ty0, torch.div(proj["row0"], tile_size, rounding_mode="floor"))
+        ty1 = torch.minimum(ty1, -torch.div(-proj["row1"], tile_size, rounding_mode="floor"))
     wx, wy = (tx1 - tx0).clamp(min=0), (ty1 - ty0).clamp(min=0)
     counts = wx * wy
     device = u.device
@@ -160,11 +172,13 @@ def _pixel_boxes(proj, width, height):
     def span(c, half, n):
         lo = torch.ceil((c - half - 0.5).clamp(-1, n + 1)).long().clamp(0, n)
         hi = torch.floor((c + half - 0.5).clamp(-2, n)).long().clamp(-1, n - 1)
-        return lo, (hi - lo + 1).clamp(min=0)
+        return lo, hi
 
-    x0, bw = span(proj["u"], proj["half_x"], width)
-    y0, bh = span(proj["v"], proj["half_y"], height)
-    return x0, y0, bw, bh
+    x0, x1 = span(proj["u"], proj["half_x"], width)
+    y0, y1 = span(proj["v"], proj["half_y"], height)
+    if "row0" in proj:          # views stacked in one tall image: a splat stays in its own view's rows
+        y0, y1 = torch.maximum(y0, proj["row0"]), torch.minimum(y1, proj["row1"] - 1)
+    return x0, y0, (x1 - x0 + 1).clamp(min=0), (y1 - y0 + 1).clamp(min=0)
 
 
 def _work_budget(device: torch.device, npx: int) -> int:

@@ -24,9 +24,9 @@ The reference's API on the pure-PyTorch renderers of `trellis.renderers`:
   `render_snapshot` (4 views around the object) build the cameras and call `render_frames`.
 * `save_video(frames, path, fps)` writes an H.264 / yuv420p mp4 (see its docstring).
 
-Every frame loop calls ``progress(done, total)`` after each frame and ``cancel()`` before each frame
-(and the renderers poll it between their chunks); a True from ``cancel()`` raises
-`trellis.core.callbacks.Cancelled`.
+Every frame loop calls ``progress(done, total)`` after each frame and ``cancel()`` before each frame, or
+before each batch of frames where Gaussians are rendered several at a time (and the renderers poll it between
+their chunks); a True from ``cancel()`` raises `trellis.core.callbacks.Cancelled`.
 """
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ import torch
 from ..core.callbacks import CancelCheck, Cancelled, StepProgress, check
 from ..renderers import render
 from ..renderers.cameras import hammersley_sphere_views, orbit_cameras
+from ..renderers.gaussian_views import free_memory, render_gaussian_views, views_at_once
 from ..representations.gaussian import SH_C0, Gaussian
 from ..representations.mesh import MeshExtractResult
 from ..representations.radiance_field import Strivec
@@ -59,16 +60,16 @@ VIDEO_PRESET = "medium"
 
 
 def _to_uint8_image(img: torch.Tensor) -> np.ndarray:
-    """float [3,H,W] -> uint8 [H,W,3] (clip to [0,1], x255, truncate), like the reference."""
+    """float [..., 3, H, W] -> uint8 [..., H, W, 3] (clip to [0,1], x255, truncate), like the reference."""
     # On the image's own device (float32 clamp, x255 and truncation are exact, so a GPU gives the same
     # bytes), then a 4x smaller copy to the host: a video frame costs the host far less this way.
     out = img.detach().to(torch.float32).clamp(0.0, 1.0).mul(255).to(torch.uint8)
-    return out.permute(1, 2, 0).contiguous().cpu().numpy()
+    return out.movedim(-3, -1).contiguous().cpu().numpy()
 
 
 def _to_float_map(img: torch.Tensor) -> np.ndarray:
-    """float [1,H,W] -> float32 [H,W]."""
-    return img.detach().to("cpu", torch.float32).numpy()[0]
+    """float [..., 1, H, W] -> float32 [..., H, W]."""
+    return img.detach().to("cpu", torch.float32).numpy()[..., 0, :, :]
 
 
 def _overwrite_colors(gaussian: Gaussian, colors) -> Gaussian:
@@ -115,12 +116,14 @@ def _renderer_options(sample, options: dict, bg_color: tuple) -> tuple[dict, tup
 
 def render_frames(sample, extrinsics, intrinsics, options: Optional[dict] = None, colors_overwrite=None,
                   verbose: bool = True, progress: StepProgress = None, cancel: CancelCheck = None,
-                  **kwargs) -> dict:
+                  only: Optional[Sequence[str]] = None, views_per_call: Optional[int] = None, **kwargs) -> dict:
     """Render `sample` from every camera. extrinsics [n,4,4] (or a list of [4,4]), intrinsics [n,3,3].
 
     Returns a dict of lists (one entry per camera), keys per representation as in the module
-    docstring. ``colors_overwrite`` ([M,3] RGB per Gaussian) replaces a Gaussian's colours; it is
-    only defined for Gaussians. Extra keyword arguments are passed to the renderer.
+    docstring (``only``: just those of them). ``colors_overwrite`` ([M,3] RGB per Gaussian) replaces a
+    Gaussian's colours; it is only defined for Gaussians. ``views_per_call``: Gaussian frames rendered per
+    call (default: as many as the device has room for, one on a CPU). Extra keyword arguments are passed to
+    the renderer.
     """
     options = dict(options or {})
     resolution = options.get("resolution", 512)
@@ -140,26 +143,44 @@ def render_frames(sample, extrinsics, intrinsics, options: Optional[dict] = None
     opt, keys = _renderer_options(sample, options, bg_color)
     rep = sample if colors_overwrite is None else _overwrite_colors(sample, colors_overwrite)
 
-    def one(ext, k):
-        r = render(rep, ext, k, resolution, cancel=cancel, **opt, **kwargs)
-        return {key: _FRAME[key](r[key]) for key in keys}
+    # Gaussians render several frames per call where the device has room (trellis.renderers.gaussian_views):
+    # the same frames, with a few launches and host syncs per batch instead of per frame.
+    per = 1
+    if isinstance(rep, Gaussian):
+        per = views_per_call or views_at_once(len(rep), _pixels(resolution), free_memory(rep.device))
 
-    out: dict = {}
+    def batch(start, stop):
+        if stop - start == 1:
+            r = {key: img[None] for key, img in
+                 render(rep, extrinsics[start], intrinsics[start], resolution, cancel=cancel, **opt, **kwargs).items()}
+        else:
+            r = render_gaussian_views(rep, extrinsics[start:stop], intrinsics[start:stop], resolution,
+                                      cancel=cancel, **opt, **kwargs)
+        return {key: _FRAME[key](r[key]) for key in wanted}
+
+    wanted = keys if only is None else tuple(k for k in keys if k in only)
+    out: dict = {key: [] for key in wanted}
     bar = _progress_bar(n, verbose)
     try:
-        for i in range(n):
+        for start in range(0, n, per):
             check(cancel)
-            frame = one(extrinsics[i], intrinsics[i])
-            for key, val in frame.items():
-                out.setdefault(key, []).append(val)
-            if bar is not None:
-                bar.update(1)
-            if progress is not None:
-                progress(i + 1, n)
+            stop = min(start + per, n)
+            frames = batch(start, stop)
+            for i in range(start, stop):
+                for key in wanted:
+                    out[key].append(frames[key][i - start])
+                if bar is not None:
+                    bar.update(1)
+                if progress is not None:
+                    progress(i + 1, n)
     finally:
         if bar is not None:
             bar.close()
     return out
+
+
+def _pixels(resolution) -> int:
+    return resolution * resolution if isinstance(resolution, int) else int(resolution[0]) * int(resolution[1])
 
 
 def video_cameras(num_frames: int = 300, r: float = 2.0, fov: float = 40.0):
