@@ -9,7 +9,7 @@
 import pytest
 import torch
 
-from test_fast_paths_gpu import _gaussians
+from .test_fast_paths_gpu import _gaussians
 from test_gaussian_views import assert_views_equal
 from trellis.renderers.cameras import orbit_cameras
 from trellis.renderers.gaussian_render import render_gaussians
