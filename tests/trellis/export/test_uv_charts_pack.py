@@ -213,3 +213,25 @@ def test_bitmap_packer_goes_on_by_small_steps_when_no_layout_fits(monkeypatch):
     assert calls[pack_bitmap.BITMAP_ATTEMPTS] >= 0.9 * calls[pack_bitmap.BITMAP_ATTEMPTS - 1]
     assert info["fill"] > 0.75
     assert np.isfinite(uv).all() and uv.min() >= 0 and uv.max() <= 1
+
+
+def testedge_texels_are_the_set_texels_beside_an_unset_one():
+    """The packer's quick test of an offset reads the grown mask's edge only: the set texels with an unset or outside
+    4-neighbour (a hole's rim included), so an overlap it finds is an overlap of the whole mask."""
+    from trellis.export.uv.pack_bitmap import edge_texels
+
+    g = np.zeros((7, 9), bool)
+    g[1:6, 1:8] = True
+    g[3, 4] = False                                        # a one-texel hole
+    g[0, 0] = True                                         # a set texel on the array's border
+    edge = np.zeros_like(g)
+    edge[edge_texels(g)] = True
+    padded = np.pad(g, 1)
+    beside_unset = ~(padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:])
+    assert np.array_equal(edge, g & beside_unset)
+    assert edge[2, 4] and edge[3, 3] and edge[0, 0] and not edge[2, 2]
+    rng = np.random.default_rng(0)
+    for _ in range(50):                                    # an overlap on the edge is an overlap
+        occ = rng.random((7, 9)) < 0.05
+        if (occ[edge_texels(g)]).any():
+            assert (occ & g).any()

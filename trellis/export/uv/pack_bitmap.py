@@ -79,6 +79,13 @@ def _full_blocks(g, b):
     return out if out.any() else None
 
 
+def edge_texels(g):
+    """(rows, cols) of the set texels of mask ``g`` with an unset (or outside) 4-neighbour."""
+    inner = np.zeros_like(g)
+    inner[1:-1, 1:-1] = g[1:-1, 1:-1] & g[:-2, 1:-1] & g[2:, 1:-1] & g[1:-1, :-2] & g[1:-1, 2:]
+    return np.nonzero(g & ~inner)
+
+
 def _slide(occ, g, ay, ax):
     """Slide grown mask ``g`` from a free position down, then left, texel by texel, while it touches
     nothing in ``occ``; repeated until it moves no more. Returns (y, x)."""
@@ -212,6 +219,7 @@ def bitmap_layout(q0, chart, nchart, scale, size, padding, order="box", masks=No
                 # by their first texel): an occupied texel under one of them rules the position out
                 # at once (most near positions; the offsets tried below would all fail)
                 core = _full_blocks(g, b) if cand else None
+                ys, xs = edge_texels(g) if cand else (None, None)
                 for Y, X in (divmod(i, win.shape[1]) for i in cand):   # each near position's b x b texel offsets
                     y0, x0 = Y * b + ey, X * b + ex
                     if y0 + hp >= top:
@@ -223,8 +231,11 @@ def bitmap_layout(q0, chart, nchart, scale, size, padding, order="box", masks=No
                     for y in range(y0, y0 + b):
                         if y + hp >= top or y + hp > H:
                             break
+                        # the mask's edge first: most offsets touch a neighbour there, and its few texels say so
+                        # at once (an overlap on the edge is an overlap, so what passes is tested whole)
                         x = next((x for x in range(X * b + ex, X * b + ex + b)
-                                  if x + wp <= W and not (occ[y:y + hp, x:x + wp] & g).any()), None)
+                                  if x + wp <= W and not occ[ys + y, xs + x].any()
+                                  and not (occ[y:y + hp, x:x + wp] & g).any()), None)
                         if x is not None:
                             y2, x2 = _slide(occ, g, y, x)
                             if y2 + hp < top:
