@@ -51,8 +51,15 @@ def retexture(inputs, model, name, *options):
     return folder
 
 
-def test_a_glb_with_uvs_keeps_its_vertices_faces_and_uvs(inputs, tiny_pipeline_dir):
-    folder = retexture(inputs, tiny_pipeline_dir, "glb")
+@pytest.fixture(scope="module")
+def kept_glb(inputs, tiny_pipeline_dir):
+    """The job folder of the GLB with UVs given a new look (a 64 px texture) that keeps its mesh: made once, each
+    test checks what it reads of it."""
+    return retexture(inputs, tiny_pipeline_dir, "glb")
+
+
+def test_a_glb_with_uvs_keeps_its_vertices_faces_and_uvs(inputs, kept_glb):
+    folder = kept_glb
     before, after = loaded(inputs["glb"]), loaded(os.path.join(folder, "model.glb"))
     assert np.array_equal(np.asarray(after.vertices), np.asarray(before.vertices))      # bit-equal, same order
     assert np.array_equal(np.asarray(after.faces), np.asarray(before.faces))
@@ -68,10 +75,11 @@ def test_a_glb_with_uvs_keeps_its_vertices_faces_and_uvs(inputs, tiny_pipeline_d
     assert timings["export_bake_stages"]["uv"] == "kept"
 
 
-def test_a_kept_mesh_look_exported_again_keeps_the_mesh(inputs, tiny_pipeline_dir):
-    folder = retexture(inputs, tiny_pipeline_dir, "glb", "--texture-size", "64")
+def test_a_kept_mesh_look_exported_again_keeps_the_mesh(inputs, kept_glb, tiny_pipeline_dir):
+    made = loaded(os.path.join(kept_glb, "model.glb")).visual.material.baseColorTexture
+    assert np.asarray(made).shape[:2] == (64, 64)                  # exported again below at another size
     out = inputs["tmp"] / "again"
-    proc = desktop("export", folder, "-o", out, "--model", tiny_pipeline_dir, "--texture-size", "128", "--quiet",
+    proc = desktop("export", kept_glb, "-o", out, "--model", tiny_pipeline_dir, "--texture-size", "128", "--quiet",
                    timeout=300)
     assert proc.returncode == 0, proc.stderr
     (again,) = job_folders(out)

@@ -43,9 +43,19 @@ def preview_threads() -> list:
     return [t for t in threading.enumerate() if t.name == "trellis-preview"]
 
 
-def test_overlapped_files_are_the_sequential_files(result, tmp_path):
+@pytest.fixture(scope="module")
+def overlapped(result, tmp_path_factory):
+    """The job written once with the preview made beside the bake (each test reads what it checks): the job and
+    the stages its progress reported."""
+    reports = []
+    job, _ = write(result, tmp_path_factory.mktemp("ovl"), overlap=True,
+                   progress=lambda stage, *a: reports.append(stage))
+    return job, reports
+
+
+def test_overlapped_files_are_the_sequential_files(result, overlapped, tmp_path):
     seq, _ = write(result, tmp_path / "seq", overlap=False)
-    ovl, _ = write(result, tmp_path / "ovl", overlap=True)
+    ovl, _ = overlapped
     assert set(seq.files) == set(ovl.files) >= {"glb", "ply", "obj", "mp4", "report", "result"}
     for kind in seq.files:
         if kind == "result":                   # a zip: its members' dates differ, so compare what it holds
@@ -63,10 +73,9 @@ def test_overlapped_files_are_the_sequential_files(result, tmp_path):
     assert not preview_threads()
 
 
-def test_the_preview_is_waited_for_last_and_reports_no_stage_of_its_own(result, tmp_path):
+def test_the_preview_is_waited_for_last_and_reports_no_stage_of_its_own(overlapped):
     """Overlapped, the job's progress is the bake's; the video's stages are not reported from the other thread."""
-    reports = []
-    write(result, tmp_path, overlap=True, progress=lambda stage, *a: reports.append(stage))
+    _, reports = overlapped
     assert "video" not in reports
     assert reports[-1] == "encode" and reports.index("bake") < reports.index("glb") < reports.index("encode")
 

@@ -46,6 +46,7 @@ TINY = {"td-ss_steps": 2, "td-slat_steps": 2, "td-texture_size": 64, "td-bake_vi
         "td-bake_resolution": 64, "td-video_frames": 8, "td-video_resolution": 64}
 FINISHED = ("done", "failed", "cancelled", "partial", "error")
 JOB_TIMEOUT = 90
+ROUND_TRIP_MS = 60000       # a wait on the page's answer from the server: generous, for a loaded machine
 
 
 def free_port() -> int:
@@ -177,7 +178,7 @@ class Page:
         box.press("Enter")
         # A value beyond the slider's useful range widens it (a round trip): wait for the range to hold it.
         self.page.wait_for_function("([id, v]) => document.querySelector(`#${id} input[type=range]`).value === v",
-                                    arg=[elem_id, str(value)], timeout=10000)
+                                    arg=[elem_id, str(value)], timeout=ROUND_TRIP_MS)
 
     def tiny(self, **overrides):
         self.open_settings()

@@ -7,7 +7,7 @@ import os
 import pytest
 
 import test_ui_text
-from test_ui import Page
+from test_ui import ROUND_TRIP_MS, Page
 from test_ui_settings_words import WIDTHS, shots_in_both_themes
 
 browser, server, outputs = test_ui_text.browser, test_ui_text.server, test_ui_text.outputs
@@ -42,7 +42,7 @@ def test_text_and_new_look_say_what_to_expect(browser, server, tmp_path):
         state, n, text = tokens(ui, "td-prompt-tokens")
         assert state == "ok" and 0 < int(n) <= 8 and text.startswith(f"{n} / 75 tokens"), text   # exact, not "about"
         box.fill(LONG)
-        ui.page.wait_for_selector("#td-prompt-tokens .td-tokens[data-state=over]", timeout=10000)
+        ui.page.wait_for_selector("#td-prompt-tokens .td-tokens[data-state=over]", timeout=ROUND_TRIP_MS)
         assert "the text model stops reading after" in tokens(ui, "td-prompt-tokens")[2]
         # Started with --text-model: the size choice does nothing, and says so.
         size = ui.page.locator("#td-text_model_size")
@@ -63,7 +63,7 @@ def test_text_and_new_look_say_what_to_expect(browser, server, tmp_path):
     def prepare(ui):
         drop_rod(ui, str(tmp_path))
         ui.page.locator("#td-look-prompt textarea").fill(LONG)
-        ui.page.wait_for_selector("#td-look-tokens .td-tokens[data-state=over]", timeout=10000)
+        ui.page.wait_for_selector("#td-look-tokens .td-tokens[data-state=over]", timeout=ROUND_TRIP_MS)
     shots_in_both_themes(browser, server, "23-new-look-expectations", prepare)
     assert all(os.path.isfile(os.path.join(test_ui_text.ROOT, "test-artifacts", "ui",
                                            f"23-new-look-expectations-{t}-{w}.png"))

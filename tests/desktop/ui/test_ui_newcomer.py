@@ -19,11 +19,15 @@ import pytest
 from PIL import Image
 
 import test_ui
-from test_ui import EXAMPLES, FINISHED, JOB_TIMEOUT, ROOT, Page, free_port, job_dirs, launch_app, running_app
+from test_ui import (EXAMPLES, FINISHED, JOB_TIMEOUT, ROOT, ROUND_TRIP_MS, Page, free_port, job_dirs, launch_app,
+                     running_app)
 
 browser = test_ui.browser            # the same headless Chromium fixture
 AXE = os.path.join(ROOT, "tests", "js", "node_modules", "axe-core", "axe.min.js")
 WIDTHS = (800, 1024, 1400)
+# axe-core's findings (contrast, names, roles) follow the page's elements and theme, not the window's width, whose
+# layouts the screenshots at every width and the page-reads test's boxes check: one audit per theme, at this width.
+AUDIT_WIDTH = 1024
 TABS = ["Single image", "Multiple views", "Batch", "Text", "New look"]
 
 
@@ -76,13 +80,15 @@ def settled_audit(ui, seconds=8.0) -> list:
 
 def shots_everywhere(ui, name: str, anchor: str = "#td-status"):
     """The page as it is now at every width, in the light and the dark theme (the system colour scheme, which
-    Gradio follows live): a screenshot of each, and no serious or critical axe-core finding in any."""
+    Gradio follows live): a screenshot of each, and no serious or critical axe-core finding in either theme."""
     for theme in ("light", "dark"):
         ui.page.emulate_media(color_scheme=theme)
+        ui.page.wait_for_function("(dark) => document.body.classList.contains('dark') === dark", arg=theme == "dark")
         for width in WIDTHS:
             ui.page.set_viewport_size({"width": width, "height": 1000})
             ui.page.locator(anchor).scroll_into_view_if_needed()
-            assert settled_audit(ui) == [], (name, theme, width)
+            if width == AUDIT_WIDTH:
+                assert settled_audit(ui) == [], (name, theme, width)
             ui.shot(f"{name}-{width}-{theme}.png")
     ui.page.emulate_media(color_scheme="light")
     ui.page.set_viewport_size({"width": 1400, "height": 1100})
@@ -140,7 +146,8 @@ def test_the_page_reads_at_every_width_in_both_themes(app, browser, server):
                 assert status["width"] > 0.8 * width
             else:                     # side by side
                 assert status["x"] >= generate["x"] + generate["width"], (width, generate, status)
-            assert audit(ui) == [], (theme, width)
+            if width == AUDIT_WIDTH:
+                assert audit(ui) == [], (theme, width)
             ui.shot(f"newcomer-{width}-{theme}.png")
     ui.page.set_viewport_size({"width": 1400, "height": 1100})
 
@@ -201,7 +208,7 @@ def test_state_does_what_it_says(app, outputs, tmp_path):
     ui.tiny()
     ui.formats({"ply", "mp4"})
     ui.upload(os.path.join(EXAMPLES, "chair.png"))
-    ui.wait_status(("ready",), timeout=30)
+    ui.wait_status(("ready",), timeout=ROUND_TRIP_MS / 1000)
 
     # Generate says that a job runs, Cancel can be pressed meanwhile, and both come back after it.
     ui.page.evaluate(WATCH_BUTTONS)
@@ -297,7 +304,7 @@ def test_a_server_that_stopped_is_said_so(browser, tiny_pipeline_dir, tmp_path):
         ui.tiny(**{"td-ss_steps": 100, "td-slat_steps": 100})
         ui.formats({"ply"})
         ui.upload(os.path.join(EXAMPLES, "mug.png"))
-        ui.wait_status(("ready",), timeout=30)
+        ui.wait_status(("ready",), timeout=ROUND_TRIP_MS / 1000)
         ui.generate()
         ui.wait_status(("running",))
         proc.send_signal(signal.SIGINT) if os.name == "posix" else proc.terminate()
@@ -364,7 +371,7 @@ def test_errors_are_a_headline_an_action_and_details(app, outputs, tmp_path):
 
     ui.page.get_by_role("button", name="Untick Remove background").click()
     ui.page.wait_for_function("() => { const b = document.querySelector('#td-preprocess input[type=checkbox]');"
-                              " return b && !b.checked && b.offsetParent !== null; }", timeout=10000)
+                              " return b && !b.checked && b.offsetParent !== null; }", timeout=ROUND_TRIP_MS)
     assert "press Generate" in ui.page.inner_text("#td-status")
     ui.page.keyboard.press("Control+Enter")
     state, text = ui.wait_status(("done",))

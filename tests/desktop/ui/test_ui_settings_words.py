@@ -17,19 +17,22 @@ WIDTHS = (800, 1024, 1400)
 
 
 def shots_in_both_themes(browser, url, name, prepare):
-    """`prepare(ui)` on a fresh page per theme, then a full-page screenshot at each of WIDTHS:
-    test-artifacts/ui/<name>-<theme>-<width>.png."""
-    for theme in ("light", "dark"):
-        ui = Page(browser, url + ("?__theme=dark" if theme == "dark" else ""))
-        try:
-            prepare(ui)
+    """`prepare(ui)` on a fresh page, then a full-page screenshot at each of WIDTHS in the light and the dark theme
+    (the system colour scheme, which Gradio follows live): test-artifacts/ui/<name>-<theme>-<width>.png."""
+    ui = Page(browser, url)
+    try:
+        prepare(ui)
+        for theme in ("light", "dark"):
+            ui.page.emulate_media(color_scheme=theme)
+            ui.page.wait_for_function("(dark) => document.body.classList.contains('dark') === dark",
+                                      arg=theme == "dark")
             for width in WIDTHS:
                 ui.page.set_viewport_size({"width": width, "height": 1000})
                 ui.page.wait_for_timeout(300)            # the layout settles after a resize
                 ui.shot(f"{name}-{theme}-{width}.png")
-            ui.check_clean()
-        finally:
-            ui.close()
+        ui.check_clean()
+    finally:
+        ui.close()
 
 
 def checked(ui, elem_id, value) -> bool:
