@@ -14,6 +14,13 @@ import torch.nn.functional as F
 from ..core.lowdiscrepancy import radical_inverse
 
 
+def image_size(resolution) -> tuple[int, int]:
+    """(height, width) of a renderer's ``resolution``: an int (a square) or (height, width)."""
+    if isinstance(resolution, int):
+        return resolution, resolution
+    return int(resolution[0]), int(resolution[1])
+
+
 def look_at_opencv(eye: torch.Tensor, target: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """[..., 3] eye/target/up -> [..., 4, 4] OpenCV world->camera extrinsics."""
     z = F.normalize(target - eye, dim=-1)

@@ -52,6 +52,7 @@ import torch
 from .. import fastpaths
 from ..representations.gaussian import SH_C0, quaternion_to_matrix
 from ..core.callbacks import CancelCheck, check
+from .cameras import image_size
 from .gaussian_constants import ALPHA_MAX, ALPHA_MIN, KERNEL_COLUMNS, POWER_MIN, T_MIN, TILE_SIZE
 
 # Devices without float64: there the exponent is evaluated in float32 (same result up to rounding).
@@ -338,10 +339,7 @@ def render_gaussians(gaussian, extrinsics: torch.Tensor, intrinsics: torch.Tenso
     candidate pairs per group; ``tile_size``: the kernel's tiles). ``cancel()`` is polled between
     steps and raises `Cancelled` when it returns True.
     """
-    if isinstance(resolution, int):
-        height = width = resolution
-    else:
-        height, width = int(resolution[0]), int(resolution[1])
+    height, width = image_size(resolution)
     xyz = gaussian.get_xyz
     device, dtype = xyz.device, xyz.dtype
     extrinsics = torch.as_tensor(extrinsics, dtype=dtype, device=device).reshape(4, 4)

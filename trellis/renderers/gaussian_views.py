@@ -21,6 +21,7 @@ from .. import fastpaths
 from ..core.callbacks import CancelCheck, check
 from ..representations.gaussian import SH_C0
 from .gaussian_constants import TILE_SIZE
+from .cameras import image_size
 from .gaussian_render import composite_torch, project
 
 # The most views composited at once: beyond it the launches saved are few and the bands' offsets grow.
@@ -56,10 +57,7 @@ def render_gaussian_views(gaussian, extrinsics: torch.Tensor, intrinsics: torch.
                           cull_far: bool = False, work_budget: Optional[int] = None) -> dict:
     """`render_gaussians` from K cameras at once: extrinsics [K,4,4], intrinsics [K,3,3], the same other arguments.
     Returns ``color`` [K,3,H,W] (not clipped), ``alpha`` and ``depth`` [K,1,H,W]."""
-    if isinstance(resolution, int):
-        height = width = resolution
-    else:
-        height, width = int(resolution[0]), int(resolution[1])
+    height, width = image_size(resolution)
     xyz = gaussian.get_xyz
     device, dtype = xyz.device, xyz.dtype
     extrinsics = torch.as_tensor(extrinsics, dtype=dtype, device=device).reshape(-1, 4, 4)

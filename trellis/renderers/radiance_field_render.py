@@ -56,6 +56,7 @@ import torch.nn.functional as F
 
 from ..representations.gaussian import SH_C0
 from ..core.callbacks import CancelCheck, check
+from .cameras import image_size
 
 __all__ = ["render_strivec", "ALPHA_MAX", "STEPS_PER_VOXEL"]
 
@@ -150,10 +151,7 @@ def render_strivec(strivec, extrinsics: torch.Tensor, intrinsics: torch.Tensor, 
     field evaluation (samples x rank x 6). ``cancel()`` is polled between chunks and raises
     `Cancelled` when it returns True.
     """
-    if isinstance(resolution, int):
-        out_h = out_w = resolution
-    else:
-        out_h, out_w = int(resolution[0]), int(resolution[1])
+    out_h, out_w = image_size(resolution)
     ssaa = int(ssaa)
     if ssaa < 1:
         raise ValueError("ssaa must be >= 1")

@@ -40,7 +40,7 @@ import torch
 
 from ..core.callbacks import CancelCheck, Cancelled, StepProgress, check
 from ..renderers import render
-from ..renderers.cameras import hammersley_sphere_views, orbit_cameras
+from ..renderers.cameras import hammersley_sphere_views, image_size, orbit_cameras
 from ..renderers.gaussian_views import free_memory, render_gaussian_views, views_at_once
 from ..representations.gaussian import SH_C0, Gaussian
 from ..representations.mesh import MeshExtractResult
@@ -147,7 +147,8 @@ def render_frames(sample, extrinsics, intrinsics, options: Optional[dict] = None
     # the same frames, with a few launches and host syncs per batch instead of per frame.
     per = 1
     if isinstance(rep, Gaussian):
-        per = views_per_call or views_at_once(len(rep), _pixels(resolution), free_memory(rep.device))
+        height, width = image_size(resolution)
+        per = views_per_call or views_at_once(len(rep), height * width, free_memory(rep.device))
 
     def batch(start, stop):
         if stop - start == 1:
@@ -177,10 +178,6 @@ def render_frames(sample, extrinsics, intrinsics, options: Optional[dict] = None
         if bar is not None:
             bar.close()
     return out
-
-
-def _pixels(resolution) -> int:
-    return resolution * resolution if isinstance(resolution, int) else int(resolution[0]) * int(resolution[1])
 
 
 def video_cameras(num_frames: int = 300, r: float = 2.0, fov: float = 40.0):
