@@ -7,7 +7,6 @@ import time
 
 from ..settings import GenerationSettings
 from ..settings_table import MESH_FORMATS
-from .background import Background
 from .folder import JobFolder, lod_kind
 from .job import Job
 
@@ -77,22 +76,14 @@ def write_mesh_files(job: Job, folder: JobFolder, settings: GenerationSettings, 
     """Every mesh format of the settings, the GLB's levels of detail, then export.json. `own`: `textured` is the
     user's model (OwnMeshBake): written where and as large as it was, with its own vertices, and no LODs."""
     kinds = [kind for kind in MESH_FORMATS if kind in settings.formats]
-    options = {kind: {**file_options(job, settings, kind), **(OWN_MESH_OPTIONS if own else {})} for kind in kinds}
-    # Every format's file at once, a thread each, from the same (read-only) textured mesh: one file's texture encoding
-    # (zlib and the image codecs, outside the interpreter lock) overlaps another's Python. Collected in order here.
-    writers = {}
-    try:
-        for kind in kinds:
-            writers[kind] = Background(f"trellis-{kind}", lambda kind=kind: folder.write_mesh(kind, textured,
-                                                                                               **options[kind]))
-        for kind in kinds:
+    for kind in kinds:
+        with timed(job, kind):
             progress(kind, 0, 1)
-            job.files.update(writers[kind].result())
-            job.timings.setdefault("export", {})[kind] = writers[kind].seconds
+            options = file_options(job, settings, kind)
+            if own:
+                options.update(OWN_MESH_OPTIONS)
+            job.files.update(folder.write_mesh(kind, textured, **options))
             progress(kind, 1, 1)
-    finally:
-        for writer in writers.values():         # none is left writing once the job has failed
-            writer.join()
     lods = []
     if "glb" in kinds and settings.lods > 1 and not own:
         from trellis.export import lod_meshes
