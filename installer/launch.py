@@ -27,6 +27,21 @@ APT_TEST_TOOLS = (
 )
 
 
+# The suite's test files spread over up to this many processes (pytest-xdist, a test-only tool): most tests wait on
+# servers, browsers and child processes, so a second worker uses the second core (docs/LIBRARY.md#tests-markers-and-
+# structure-checks). More would mostly add each worker's memory.
+MAX_TEST_WORKERS = 4
+
+
+def test_workers(rest: list[str], cores: int | None = None) -> list[str]:
+    """pytest's worker options for this machine (`cores`: os.cpu_count()): a file's tests stay in one worker (their
+    module fixtures are made once); none where there is one core or the pytest arguments choose (-n, no:xdist)."""
+    n = min(cores or os.cpu_count() or 1, MAX_TEST_WORKERS)
+    chosen = any(a in ("-n", "--numprocesses") or a.startswith(("--numprocesses=", "-n=")) or "no:xdist" in a
+                 or (a.startswith("-n") and a[2:].isdigit()) for a in rest)
+    return [] if n < 2 or chosen else ["-n", str(n), "--dist", "loadfile"]
+
+
 def _user_named_model(rest: list[str]) -> bool:
     named = any(a == "--model" or a.startswith("--model=") for a in rest)
     return named or bool(os.environ.get("TRELLIS_DESKTOP_MODEL"))
@@ -110,7 +125,7 @@ def launch(layout: Layout, opts: Options, log: Log, opener=None) -> int:
     if opts.test:
         ensure_test_tools(layout, log)
         env = isolated_env(no_pip_config=opts.no_pip_config)
-        return _run([python, "-m", "pytest", *opts.rest], env, layout.app_dir, log)
+        return _run([python, "-m", "pytest", *test_workers(opts.rest), *opts.rest], env, layout.app_dir, log)
 
     env = app_env(layout, state, opts)
     if not opts.skip_weights:

@@ -299,13 +299,24 @@ def test_launch_app_environment(tmp_path, started, monkeypatch):
     assert started[-1][1]["CUDA_VISIBLE_DEVICES"] == "0"
 
 
+def test_the_tests_spread_over_the_cores_unless_told():
+    assert launch_mod.test_workers([], cores=2) == ["-n", "2", "--dist", "loadfile"]
+    assert launch_mod.test_workers(["-x"], cores=64) == ["-n", str(launch_mod.MAX_TEST_WORKERS), "--dist", "loadfile"]
+    assert launch_mod.test_workers([], cores=1) == []
+    for told in (["-n", "0"], ["-n3"], ["--numprocesses=2"], ["-p", "no:xdist"]):
+        assert launch_mod.test_workers(told, cores=8) == [], told
+
+
 def test_launch_tests_run_pytest(tmp_path, started, monkeypatch):
     layout = make_app(tmp_path)
     fake_venv(layout, good_state(layout, test_key=layout.test_key()))
     tools = []
     monkeypatch.setattr(launch_mod, "ensure_test_tools", lambda lay, log: tools.append(lay))
     assert launch_mod.launch(layout, parse(["test", "-q", "-x"]), Log(None)) == 0
-    assert started[0][0] == [str(layout.venv_python()), "-m", "pytest", "-q", "-x"] and tools == [layout]
+    workers = launch_mod.test_workers(["-q", "-x"])
+    assert started[0][0] == [str(layout.venv_python()), "-m", "pytest", *workers, "-q", "-x"] and tools == [layout]
+    assert launch_mod.launch(layout, parse(["test", "-n", "0", "-k", "attention"]), Log(None)) == 0
+    assert started[1][0] == [str(layout.venv_python()), "-m", "pytest", "-n", "0", "-k", "attention"]
     assert "HF_HOME" not in started[0][1] or started[0][1]["HF_HOME"] == os.environ.get("HF_HOME")
 
 
