@@ -308,6 +308,10 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
                 progress("ply", 1, 1)
         if "mp4" in fmt:
             if overlap and export is not None:   # silent: the bake's progress is the job's
+                # What the preview imports is imported here first: two threads importing modules with native parts
+                # for the first time at once can deadlock (the bake imports its own meanwhile).
+                import imageio_ffmpeg  # noqa: F401
+                import trellis.utils.render_utils  # noqa: F401
                 preview = Background("trellis-preview", lambda: on_own_stream(
                     gaussian.get_xyz.device, lambda: write_preview(job, folder, settings, gaussian, quiet, stopped)))
             else:
