@@ -128,7 +128,7 @@ def bin_tiles(proj, width, height, tile_size):
 
     tx0, tx1 = tile_range(u - hx, u + hx, ntx)
     ty0, ty1 = tile_range(v - hy, v + hy, nty)
-    if "row0" in proj:          # views stacked in one tall image (bands of whole tiles): a splat stays in its own
+    if "row0" in proj:          # views stacked in one tall image (bands of whole tiles): a splat keeps to its band
         ty0 = torch.maximum(ty0, torch.div(proj["row0"], tile_size, rounding_mode="floor"))
         ty1 = torch.minimum(ty1, -torch.div(-proj["row1"], tile_size, rounding_mode="floor"))
     wx, wy = (tx1 - tx0).clamp(min=0), (ty1 - ty0).clamp(min=0)
