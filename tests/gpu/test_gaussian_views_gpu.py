@@ -1,4 +1,4 @@
-"""Several views in one render on the GPU (trellis.renderers.gaussian_views), for each compositing kernel and the twin:
+"""Several views in one render on the GPU (gaussian_render.render_gaussian_views), for each compositing kernel and the twin:
 
 * each path's batch equals its own view-by-view renders up to the band offsets' float32 rounding (the CPU tests'
   tolerance: a few thousandths at most, within 1e-4 on all but 0.1 % of the pixels);
@@ -12,8 +12,8 @@ import torch
 from .test_fast_paths_gpu import _gaussians
 from test_gaussian_views import assert_views_equal
 from trellis.renderers.cameras import orbit_cameras
-from trellis.renderers.gaussian_render import render_gaussians
-from trellis.renderers.gaussian_views import MAX_VIEWS, free_memory, render_gaussian_views, views_at_once
+from trellis.renderers.gaussian_render import render_gaussian_views, render_gaussians
+from trellis.renderers.gaussian_views import MAX_VIEWS, free_memory, views_at_once
 from trellis.utils import render_utils
 
 DEV = "cuda"

@@ -339,17 +339,51 @@ def render_gaussians(gaussian, extrinsics: torch.Tensor, intrinsics: torch.Tenso
     candidate pairs per group; ``tile_size``: the kernel's tiles). ``cancel()`` is polled between
     steps and raises `Cancelled` when it returns True.
     """
+    out = render_gaussian_views(gaussian, torch.as_tensor(extrinsics).reshape(1, 4, 4),
+                                torch.as_tensor(intrinsics).reshape(1, 3, 3), resolution, near, far, bg_color,
+                                kernel_size, tile_size, cancel, opacity_compensation=opacity_compensation,
+                                cull_far=cull_far, work_budget=work_budget)
+    return {key: img[0] for key, img in out.items()}
+
+
+def render_gaussian_views(gaussian, extrinsics: torch.Tensor, intrinsics: torch.Tensor, resolution,
+                          near: float = 0.8, far: float = 1.6, bg_color: Sequence[float] = (0.0, 0.0, 0.0),
+                          kernel_size: float = 0.1, tile_size: int = TILE_SIZE,
+                          cancel: CancelCheck = None, *, opacity_compensation: bool = True,
+                          cull_far: bool = False, work_budget: Optional[int] = None) -> dict:
+    """`render_gaussians` from K cameras at once: extrinsics [K,4,4], intrinsics [K,3,3], the same other arguments.
+    Returns ``color`` [K,3,H,W] (not clipped), ``alpha`` and ``depth`` [K,1,H,W].
+
+    Several views are composited as one tall image of K bands, each a whole number of tiles high, with every
+    (Gaussian, view) pair projected by one ``project`` call and binned into its own band only (``row0`` / ``row1``):
+    the same compositing dispatch as one view's, so K frames cost one projection, one binning and one compositing
+    launch. From a thread beside other GPU work (the app's preview beside the bake) that is what matters: every launch
+    from Python takes and gives back the interpreter lock. A view equals its own render up to float32 rounding of its
+    band's offset (a splat of band b has ``v + b * band_height`` in the float32 table: at most ~5e-4 px for 8 views of
+    1024 px); one view is exactly the single render.
+    """
     height, width = image_size(resolution)
     xyz = gaussian.get_xyz
     device, dtype = xyz.device, xyz.dtype
-    extrinsics = torch.as_tensor(extrinsics, dtype=dtype, device=device).reshape(4, 4)
-    intrinsics = torch.as_tensor(intrinsics, dtype=dtype, device=device).reshape(3, 3)
+    extrinsics = torch.as_tensor(extrinsics, dtype=dtype, device=device).reshape(-1, 4, 4)
+    intrinsics = torch.as_tensor(intrinsics, dtype=dtype, device=device).reshape(-1, 3, 3)
+    if extrinsics.shape[0] != intrinsics.shape[0]:
+        raise ValueError(f"{extrinsics.shape[0]} extrinsics for {intrinsics.shape[0]} intrinsics")
+    views, n = extrinsics.shape[0], xyz.shape[0]
+    # whole tiles, so that no tile holds rows of two views; one view needs no band
+    band = height if views == 1 else -(-height // tile_size) * tile_size
     bg = torch.as_tensor(bg_color, dtype=dtype, device=device).reshape(3)
     check(cancel)
     with torch.no_grad():
         proj = project(xyz, gaussian.get_scaling, gaussian.get_rotation, gaussian.get_opacity.reshape(-1),
                        extrinsics, intrinsics, width, height, near, far, cull_far, kernel_size,
                        opacity_compensation)
-        colors = (SH_C0 * gaussian.get_features.reshape(-1, 3)[proj["idx"]] + 0.5).clamp(min=0)
-        return fastpaths.dispatch("gaussian_composite", device, composite_torch, proj, colors, width, height,
-                                  bg, tile_size, cancel, work_budget=work_budget)
+        view = torch.div(proj["idx"], max(n, 1), rounding_mode="floor")
+        row0 = view * band
+        proj.update(v=proj["v"] + row0.to(proj["v"].dtype), row0=row0, row1=row0 + height)
+        colors = (SH_C0 * gaussian.get_features.reshape(-1, 3)[proj["idx"] - view * n] + 0.5).clamp(min=0)
+        del view
+        out = fastpaths.dispatch("gaussian_composite", device, composite_torch, proj, colors, width, views * band,
+                                 bg, tile_size, cancel, work_budget=work_budget)
+    return {key: img.view(img.shape[0], views, band, width)[:, :, :height].transpose(0, 1)
+            for key, img in out.items()}

@@ -41,7 +41,8 @@ import torch
 from ..core.callbacks import CancelCheck, Cancelled, StepProgress, check
 from ..renderers import render
 from ..renderers.cameras import hammersley_sphere_views, image_size, orbit_cameras
-from ..renderers.gaussian_views import free_memory, render_gaussian_views, views_at_once
+from ..renderers.gaussian_render import render_gaussian_views
+from ..renderers.gaussian_views import free_memory, views_at_once
 from ..representations.gaussian import SH_C0, Gaussian
 from ..representations.mesh import MeshExtractResult
 from ..representations.radiance_field import Strivec
@@ -143,7 +144,7 @@ def render_frames(sample, extrinsics, intrinsics, options: Optional[dict] = None
     opt, keys = _renderer_options(sample, options, bg_color)
     rep = sample if colors_overwrite is None else _overwrite_colors(sample, colors_overwrite)
 
-    # Gaussians render several frames per call where the device has room (trellis.renderers.gaussian_views):
+    # Gaussians render several frames per call where the device has room (gaussian_render.render_gaussian_views):
     # the same frames, with a few launches and host syncs per batch instead of per frame.
     per = 1
     if isinstance(rep, Gaussian):

@@ -1,4 +1,4 @@
-"""Several views of Gaussians in one render (trellis.renderers.gaussian_views) against one render per view and the
+"""Several views of Gaussians in one render (gaussian_render.render_gaussian_views, gaussian_views' view count) against one render per view and the
 float64 brute force; render_frames' batches of frames."""
 import math
 
@@ -9,9 +9,8 @@ import torch
 from test_gaussian_render import make_gaussian, random_scene, render_brute_force
 from trellis.core.callbacks import Cancelled
 from trellis.renderers.cameras import orbit_cameras
-from trellis.renderers.gaussian_render import render_gaussians
-from trellis.renderers.gaussian_views import (BYTES_PER_PAIR, BYTES_PER_PIXEL, MAX_VIEWS, render_gaussian_views,
-                                              views_at_once)
+from trellis.renderers.gaussian_render import render_gaussian_views, render_gaussians
+from trellis.renderers.gaussian_views import BYTES_PER_PAIR, BYTES_PER_PIXEL, MAX_VIEWS, views_at_once
 from trellis.utils import render_utils
 
 
