@@ -19,7 +19,7 @@ from .options import export_options, mesh_arrays
 from .schedule import Progress, bake_textured_mesh
 from .textured import TexturedMesh
 
-__all__ = ["ExportJob", "warm_processes"]
+__all__ = ["ExportJob", "mesh_device", "warm_processes"]
 
 
 class ExportJob:
@@ -38,7 +38,8 @@ class ExportJob:
         self.kwargs = kwargs
         self.early = None             # the decimation started now, in child processes (None: not started)
         if early:
-            vertices, faces = mesh_arrays(mesh, torch.device("cpu"))
+            # kept on the mesh's device: a GPU merges the duplicate vertices in milliseconds (``_prepare``)
+            vertices, faces = mesh_arrays(mesh, mesh_device(mesh))
             reduction = first_reduction(int(faces.shape[0]), simplify, fill_holes, opt["target_faces"])
             if reduction > 0:
                 self.early = decimate.BackgroundSimplify(vertices, faces, reduction)
@@ -64,6 +65,12 @@ class ExportJob:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def mesh_device(mesh) -> torch.device:
+    """The device a mesh given as ``mesh_arrays`` takes it lives on (the CPU for numpy arrays)."""
+    v = mesh[0] if isinstance(mesh, (tuple, list)) else mesh["vertices"] if isinstance(mesh, dict) else mesh.vertices
+    return v.device if torch.is_tensor(v) else torch.device("cpu")
 
 
 def warm_processes() -> int:

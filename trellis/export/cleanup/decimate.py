@@ -149,7 +149,8 @@ class BackgroundSimplify:
             t = max(1, int(round(n * (1.0 - self.reduction))))
             job = PieceDecimation(PieceDecimation.children_for(decimation_pieces(n), t, n))
         try:
-            v, f, target = _prepare(self.vertices, self.faces, self.reduction)
+            # the given arrays, not the host copies: tensors on a GPU are merged there (``_prepare``)
+            v, f, target = _prepare(vertices, faces, self.reduction)
             if self.reduction <= 0 or len(f) == 0:
                 self._result = output(v, f)
             elif target >= len(f):
