@@ -3,7 +3,9 @@ settings and their destination allow, then every mesh format asked for, the leve
 the files hold, and whether they meet the destination's limits)."""
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 
 from ..settings import GenerationSettings
 from ..settings_table import MESH_FORMATS
@@ -72,18 +74,35 @@ class OwnMeshBake:
 
 
 def write_mesh_files(job: Job, folder: JobFolder, settings: GenerationSettings, textured, progress,
-                     own: bool = False) -> None:
+                     own: bool = False, together: bool = False) -> None:
     """Every mesh format of the settings, the GLB's levels of detail, then export.json. `own`: `textured` is the
-    user's model (OwnMeshBake): written where and as large as it was, with its own vertices, and no LODs."""
+    user's model (OwnMeshBake): written where and as large as it was, with its own vertices, and no LODs.
+    `together`: the formats this process has written before are written side by side (``side_by_side``; the same
+    files; timings["export"]["side_by_side"] names them)."""
     kinds = [kind for kind in MESH_FORMATS if kind in settings.formats]
+    options = {}
+    for kind in kinds:                         # in order, so that a job's warnings keep their order
+        options[kind] = file_options(job, settings, kind)
+        if own:
+            options[kind].update(OWN_MESH_OPTIONS)
+    together = side_by_side(kinds) if together else []
+    if together:
+        job.timings.setdefault("export", {})["side_by_side"] = together
+        for kind in together:
+            progress(kind, 0, 1)
+        for kind, files, seconds in write_together(folder, textured, together, options):
+            job.timings.setdefault("export", {})[kind] = seconds
+            job.files.update(files)
+            progress(kind, 1, 1)
     for kind in kinds:
+        if kind in together:
+            continue
         with timed(job, kind):
             progress(kind, 0, 1)
-            options = file_options(job, settings, kind)
-            if own:
-                options.update(OWN_MESH_OPTIONS)
-            job.files.update(folder.write_mesh(kind, textured, **options))
+            job.files.update(folder.write_mesh(kind, textured, **options[kind]))
             progress(kind, 1, 1)
+        with _written_lock:
+            _written.add(kind)
     lods = []
     if "glb" in kinds and settings.lods > 1 and not own:
         from trellis.export import lod_meshes
@@ -94,7 +113,36 @@ def write_mesh_files(job: Job, folder: JobFolder, settings: GenerationSettings, 
                 kind = lod_kind(level)
                 job.files.update(folder.write_mesh(kind, lod, format="glb", **file_options(job, settings, "glb")))
                 lods.append((share, lod, job.files[kind]))
-    job.files.update(folder.write_json("report", export_report(textured, job.files, settings, lods)))
+    with timed(job, "report"):
+        job.files.update(folder.write_json("report", export_report(textured, job.files, settings, lods)))
+
+
+# The mesh formats this process has written: the first file of a format is written alone, as its writer imports
+# modules with native parts then (two threads importing those for the first time at once can deadlock); from then
+# on the writers run side by side, their texture encoders (zlib, libjpeg, libwebp) leaving the GIL to each other.
+_written: set = set()
+_written_lock = threading.Lock()
+
+
+def side_by_side(kinds: list) -> list:
+    """Of `kinds`, those written side by side: every one this process has written before, when two or more are."""
+    with _written_lock:
+        known = [kind for kind in kinds if kind in _written]
+    return known if len(known) > 1 else []
+
+
+def write_together(folder: JobFolder, textured, kinds: list, options: dict):
+    """[(kind, files, seconds)] of `kinds` written by one thread each; every writer has ended (its file complete, or
+    gone) before this returns or raises the first error in `kinds`' order."""
+    def one(kind):
+        t = time.perf_counter()
+        files = folder.write_mesh(kind, textured, **options[kind])
+        return kind, files, time.perf_counter() - t
+
+    with ThreadPoolExecutor(max_workers=len(kinds), thread_name_prefix="trellis-mesh-file") as pool:
+        futures = [pool.submit(one, kind) for kind in kinds]
+        wait(futures)
+    return [future.result() for future in futures]
 
 
 def file_options(job: Job, settings: GenerationSettings, kind: str) -> dict:

@@ -282,8 +282,9 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
     """The requested files, cheapest first (so that something useful lands early), each atomic; with `keep`, also
     result.npz (the decoded result, for exports after a restart), written alongside them. `own_mesh`: the mesh
     files are that model with the look baked onto it (mesh_files.OwnMeshBake) instead of the decoded mesh.
-    `overlap`: the preview video is rendered and encoded in a thread while the mesh is baked and its files written
-    (the same files; timings["export"] gives each part's seconds and "files_wall" the whole)."""
+    `overlap`: the preview video is rendered and encoded in a thread while the mesh is baked and its files written,
+    those side by side (``mesh_files.write_mesh_files``; the same files; timings["export"] gives each part's seconds
+    and "files_wall" the whole)."""
     t0 = time.perf_counter()
     fmt = set(settings.formats)
     meshes = [kind for kind in MESH_FORMATS if kind in fmt]
@@ -299,8 +300,9 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
         if meshes:
             # Started before the PLY and the preview video, so that the mesh's decimation (CPU, child processes)
             # runs while they are written (GPU); with neither to overlap, the bake does it all in turn.
-            export = (bake_job(gaussian, mesh, settings, early=bool(fmt & {"ply", "mp4"})) if own_mesh is None
-                      else OwnMeshBake(gaussian, own_mesh, settings))
+            with timed(job, "bake_start"):
+                export = (bake_job(gaussian, mesh, settings, early=bool(fmt & {"ply", "mp4"})) if own_mesh is None
+                          else OwnMeshBake(gaussian, own_mesh, settings))
         if "ply" in fmt:
             with timed(job, "ply"):
                 progress("ply", 0, 1)
@@ -321,7 +323,7 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
                 textured = export.bake(progress=lambda s, i, n: progress("bake", i, n, s), cancel=cancel)
             job.timings["export_bake_stages"] = jsonable(textured.info)
             note_bake_coverage(job, textured.info)
-            write_mesh_files(job, folder, settings, textured, progress, own=own_mesh is not None)
+            write_mesh_files(job, folder, settings, textured, progress, own=own_mesh is not None, together=overlap)
         if preview is not None:
             if preview.running():
                 progress("encode", 0, 1)

@@ -350,7 +350,7 @@ def test_kept_result_is_exported_without_sampling_again(make_runner, image, tmp_
     assert record["source_job"] == preview.id and record["seed"] == 5
     assert record["settings"]["texture_size"] == 128 and record["settings"]["ss_steps"] == 2
     assert "pipeline" not in glb.timings                                                    # nothing sampled
-    assert set(glb.timings["export"]) == {"bake", "glb", "files_wall", "overlapped"}
+    assert set(glb.timings["export"]) == {"bake_start", "bake", "glb", "report", "files_wall", "overlapped"}
     assert glb.progress.stage == "done" and runner.factory_calls == ["cpu"]
 
     again = runner.submit_export(preview.id, formats="ply,obj")           # the result can be used again

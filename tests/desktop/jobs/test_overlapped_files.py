@@ -102,3 +102,38 @@ def test_a_cancel_while_both_run_leaves_no_partial_file_and_no_thread(result, tm
     names = sorted(p.name for p in folder.iterdir())
     assert not [n for n in names if "partial" in n], names
     assert "preview.mp4" not in names and not [n for n in names if n.endswith(".npz")], names
+
+
+def test_mesh_files_written_side_by_side_are_the_sequential_files(result, overlapped, tmp_path):
+    """Once this process has written a GLB and an OBJ (the fixture's job did), an overlapped job writes them side by
+    side, a thread each: the same bytes as one after the other."""
+    seq, _ = write(result, tmp_path / "seq", overlap=False, formats=("glb", "obj"))
+    ovl, _ = write(result, tmp_path / "ovl", overlap=True, formats=("glb", "obj"))
+    assert ovl.timings["export"]["side_by_side"] == ["glb", "obj"]
+    assert "side_by_side" not in seq.timings["export"]
+    assert set(seq.files) == set(ovl.files) >= {"glb", "obj", "report"}
+    for kind in seq.files:
+        assert open(seq.files[kind], "rb").read() == open(ovl.files[kind], "rb").read(), kind
+    assert {"glb", "obj", "bake_start", "report"} <= set(ovl.timings["export"])
+
+
+def test_a_mesh_file_that_fails_beside_another_fails_the_job_and_leaves_the_other_whole(result, overlapped,
+                                                                                        tmp_path):
+    """The GLB cannot take its place (a folder holds its name) while the OBJ is written beside it: the job raises the
+    GLB's error after the OBJ's writer has ended, the OBJ is complete and no partial file is left."""
+    job = Job(id=uuid.uuid4().hex, inputs=[], settings=GenerationSettings(**{**SETTINGS, "formats": ("glb", "obj")}))
+    folder = JobFolder.create(tmp_path, job)
+    job.out_dir = str(folder.path)
+    (folder.file("glb")).mkdir()
+    try:
+        with pytest.raises(OSError):
+            steps.write_outputs(job, folder, job.settings, *result, steps.quiet, lambda: False, overlap=True)
+    finally:
+        folder.release()
+    assert job.timings["export"]["side_by_side"] == ["glb", "obj"]
+    names = sorted(p.name for p in folder.path.iterdir())
+    assert not [n for n in names if "partial" in n or n.startswith(".")], names
+    obj = folder.file("obj")
+    assert obj.exists() and (obj.parent / "model.mtl").exists() and (obj.parent / "model.png").exists()
+    text = obj.read_text()
+    assert text.count("\nf ") > 100 and "mtllib model.mtl" in text
