@@ -87,3 +87,24 @@ def test_merge_on_the_gpu_equals_numpy_and_simplify_takes_cuda_tensors():
     c = decimate.BackgroundSimplify(torch.from_numpy(v).cuda(), torch.from_numpy(f).cuda(), 0.95).result()
     np.testing.assert_array_equal(a[0], c[0])
     np.testing.assert_array_equal(a[1], c[1])
+
+
+def test_the_chart_layout_in_its_child_gives_the_same_bake():
+    # On a GPU our chart layout runs in a child process beside the views' renders (uv.in_child): the same faces,
+    # UVs and texture as the layout in a thread of this process (overlap_uv=False keeps it here).
+    from test_export import make_gaussians
+    from test_uv_in_child import bumpy_sphere
+    from trellis.utils.postprocessing_utils import bake_textured_mesh
+
+    v, f = bumpy_sphere(5)
+    gaussian = make_gaussians(torch.as_tensor(v), torch.as_tensor(f), n=20000).to("cuda")
+    mesh = (torch.as_tensor(v, device="cuda"), torch.as_tensor(f, device="cuda"))
+    kw = dict(simplify=0.5, fill_holes=False, texture_size=512, verbose=False, nviews=16, render_resolution=256,
+              uv_method="geometric", device="cuda")
+    v0, f0, uv0, tex0, info0, _ = bake_textured_mesh(gaussian, mesh, overlap_uv=False, **kw)
+    v1, f1, uv1, tex1, info1, _ = bake_textured_mesh(gaussian, mesh, **kw)
+    assert info0["uv_in_child"] is False and info1["uv_in_child"] is True
+    np.testing.assert_array_equal(f0, f1)
+    np.testing.assert_array_equal(uv0, uv1)
+    diff = np.abs(tex0.astype(np.int16) - tex1.astype(np.int16))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())

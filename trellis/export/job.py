@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from . import processes
 from .cleanup import decimate, pieces
 from .cleanup.chain import first_reduction
 from .options import export_options, mesh_arrays
@@ -74,6 +75,11 @@ def mesh_device(mesh) -> torch.device:
 
 
 def warm_processes() -> int:
-    """Start the decimation's child processes now (they import numpy and fast-simplification, half a second on a
-    busy host), so that the next export finds them waiting; returns how many wait."""
-    return pieces.warm_pool()
+    """Start the decimation's child processes and a chart layout's (``uv.in_child``) now (they import numpy and
+    fast-simplification or scipy, half a second on a busy host), so that the next export finds them waiting;
+    returns how many wait."""
+    from .uv import in_child
+
+    pieces.warm_pool()
+    in_child.warm()
+    return processes.pooled_children()

@@ -42,8 +42,8 @@ from .options import export_options, mesh_arrays, observation_settings
 from .textured import TexturedMesh
 from .uv import unwrap as uv_unwrap
 
-__all__ = ["HELD_VIEW_BYTES", "DEVICE_VIEW_MARGIN", "views_fit_on_device", "PREPARE_AHEAD", "bake_textured_mesh",
-           "bake_uv_mesh", "to_glb", "to_obj"]
+__all__ = ["HELD_VIEW_BYTES", "DEVICE_VIEW_MARGIN", "views_fit_on_device", "uv_in_child", "PREPARE_AHEAD",
+           "bake_textured_mesh", "bake_uv_mesh", "to_glb", "to_obj"]
 
 Progress = Optional[Callable[[str, int, int], None]]
 
@@ -151,6 +151,12 @@ def _clean(vertices, faces, simplify, fill_holes, fill_holes_max_size, device, o
     return v_np, f_np
 
 
+def uv_in_child(opt: dict, device) -> bool:
+    """Whether our chart layout runs in a child process (``uv.in_child``): beside the GPU work of ``_unwrap``'s own
+    thread (the views rendered and prepared; a CPU's cores are busy enough with the layout itself)."""
+    return opt["overlap_uv"] and opt["uv_method"] in ("auto", "geometric") and torch.device(device).type != "cpu"
+
+
 def _unwrap(v_np, f_np, views: _Views, acc, texture_size, opt, verbose, report, cancel, info):
     """Stage 2, with more views rendered meanwhile: xatlas runs in a child process (watched by a thread that
     mostly sleeps), our chart layout in a thread that is mostly numpy. For the "fast" bake (``acc``), views held
@@ -173,7 +179,7 @@ def _unwrap(v_np, f_np, views: _Views, acc, texture_size, opt, verbose, report, 
                                                 progress=lambda d, t: report("uv_unwrap", d, t),
                                                 cancel=lambda: abort.is_set() or (cancel is not None and cancel()),
                                                 texture_size=texture_size, method=opt["uv_method"],
-                                                verbose=verbose, info=uv_info)
+                                                verbose=verbose, info=uv_info, in_child=uv_in_child(opt, views.device))
         except BaseException as e:  # re-raised in the caller's thread
             uv_box["error"] = e
 
@@ -201,6 +207,7 @@ def _unwrap(v_np, f_np, views: _Views, acc, texture_size, opt, verbose, report, 
         raise uv_box["error"]
     v_np, f_np, uv_np, _ = uv_box["out"]
     info["uv_method"] = uv_info["method"]
+    info["uv_in_child"] = uv_in_child(opt, views.device)
     info["vertices"] = int(len(v_np))
     info["views_rendered_during_uv"] = rendered - early
     info["observations"]["prepared_during_uv"] = len(prepared)
@@ -289,6 +296,9 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
         raise ValueError("to_glb: the mesh is empty (no faces)")
     info["input_faces"] = int(faces.shape[0])
     views = _Views(app_rep, bake_mode, device, opt, info, cancel)
+    if uv_in_child(opt, device):
+        from .uv import in_child
+        in_child.warm()                # it imports while the mesh is cleaned up
 
     v_np, f_np = _clean(vertices, faces, simplify, fill_holes, fill_holes_max_size, device, opt, views, progress,
                         cancel, info)

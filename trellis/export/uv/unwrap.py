@@ -20,6 +20,7 @@ import numpy as np
 
 from ...core.callbacks import Cancelled, check
 from . import axis_charts, geometric, xatlas
+from . import in_child as in_child_module
 
 __all__ = ["AUTO_GEOMETRIC", "AUTO_GEOMETRIC_MAX_FACES", "AUTO_GEOMETRIC_MAX_CHARTS", "unwrap_uv"]
 
@@ -46,7 +47,7 @@ def _as_numpy(x, dtype) -> np.ndarray:
 
 def unwrap_uv(vertices, faces, time_budget_s: float = 10.0, progress: Progress = None, cancel=None,
               *, texture_size: int = 1024, padding: int = 2, method: str = "auto", verbose: bool = False,
-              info: Optional[dict] = None):
+              info: Optional[dict] = None, in_child: bool = False):
     """Parametrise a triangle mesh into the unit square.
 
     vertices [V,3], faces [F,3] (numpy or torch). Returns (vertices [V',3] float32, faces [F,3]
@@ -62,6 +63,8 @@ def unwrap_uv(vertices, faces, time_budget_s: float = 10.0, progress: Progress =
     TimeoutError); "charts". ``padding`` = margin between charts in texels of a ``texture_size`` texture.
     ``progress(done, total)`` is called with total 100; ``cancel()`` returning True raises ``Cancelled`` (the xatlas
     child is killed). If ``info`` is a dict, it receives "method" ("geometric", "xatlas" or "charts") and "seconds".
+    ``in_child``: the geometric layout runs in a warm child process (``in_child.layout_in_child``: the same result),
+    so that work this process does meanwhile (GPU renders) and the layout do not share the GIL.
     """
     start = time.monotonic()
     info = {} if info is None else info
@@ -77,9 +80,10 @@ def unwrap_uv(vertices, faces, time_budget_s: float = 10.0, progress: Progress =
                                  and len(f) <= AUTO_GEOMETRIC_MAX_FACES
                                  and geometric.geometric_time_estimate(len(f)) <= budget):
         try:
-            out = geometric.geometric_layout(v, f, texture_size=texture_size, padding=padding, progress=progress,
-                                             cancel=cancel, time_budget_s=budget if budget > 0 else None,
-                                             max_charts=AUTO_GEOMETRIC_MAX_CHARTS if method == "auto" else None)
+            layout = in_child_module.layout_in_child if in_child else geometric.geometric_layout
+            out = layout(v, f, texture_size=texture_size, padding=padding, progress=progress,
+                         cancel=cancel, time_budget_s=budget if budget > 0 else None,
+                         max_charts=AUTO_GEOMETRIC_MAX_CHARTS if method == "auto" else None)
             info.update(method="geometric", seconds=time.monotonic() - start)
             return out
         except Exception as e:  # any failure falls back (Cancelled does not)

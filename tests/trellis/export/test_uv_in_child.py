@@ -1,0 +1,102 @@
+"""The geometric chart layout in a warm child process (``trellis.export.uv.in_child``): the same arrays as in this
+process, the child kept warm between calls, its errors as the same exceptions, a cancel that kills it, a child that
+dies replaced by the same call here. Real child processes of this interpreter."""
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+
+import numpy as np
+import pytest
+
+from trellis.core.callbacks import Cancelled
+from trellis.export import processes
+from trellis.export.uv import geometric, in_child, segment
+from trellis.export.uv.unwrap import unwrap_uv
+
+trimesh = pytest.importorskip("trimesh")
+
+
+def bumpy_sphere(subdivisions=4):
+    s = trimesh.creation.icosphere(subdivisions=subdivisions)
+    v = np.asarray(s.vertices, np.float64)
+    r = 1 + 0.15 * np.sin(5 * v[:, 0]) * np.cos(4 * v[:, 1]) + 0.1 * np.sin(7 * v[:, 2])
+    return (v * r[:, None]).astype(np.float32), np.asarray(s.faces, np.int64)
+
+
+def layout_children() -> list:
+    return [p for p in processes.pooled_processes(in_child.LAYOUT_CHILD) if p.poll() is None]
+
+
+def uv_folders() -> set:
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "trellis_uv_*")))
+
+
+@pytest.fixture
+def pool():
+    processes.drain_pool()
+    yield
+    processes.drain_pool()
+
+
+def same(a, b) -> bool:
+    return all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.skipif(not processes.SAFE_PATH, reason="warm children are pooled from Python 3.11 on")
+def test_the_child_layout_is_this_process_layout_and_stays_warm(pool):
+    v, f = bumpy_sphere()
+    before = uv_folders()
+    assert in_child.warm() == 1 and in_child.warm() == 1       # one waits; a second call starts no other
+    warm, = layout_children()
+    got = in_child.layout_in_child(v, f, 512, 2)
+    assert same(got, geometric.geometric_layout(v, f, 512, 2))
+    assert layout_children() == [warm]                         # the warm child did it and waits again
+    assert same(unwrap_uv(v, f, texture_size=512, in_child=True), unwrap_uv(v, f, texture_size=512))
+    assert layout_children() == [warm]
+    assert uv_folders() <= before
+
+
+@pytest.mark.skipif(not processes.SAFE_PATH, reason="warm children are pooled from Python 3.11 on")
+def test_the_child_errors_are_the_layout_errors(pool):
+    v, f = bumpy_sphere()
+    with pytest.raises(segment.TooManyCharts):
+        in_child.layout_in_child(v, f, 512, 2, max_charts=1)
+    assert len(layout_children()) == 1                         # an error of the layout: the child lives on
+    with pytest.raises(TimeoutError):
+        in_child.layout_in_child(v, f, 512, 2, time_budget_s=0.0)
+    # unwrap_uv's "auto" falls back from either as it does in this process
+    info = {}
+    unwrap_uv(v, f, texture_size=512, in_child=True, time_budget_s=1e-6, info=info)
+    assert info["method"] == "charts"
+
+
+def test_a_cancel_kills_the_child_and_leaves_no_folder(pool):
+    v, f = bumpy_sphere(5)
+    before = uv_folders()
+    working = []
+
+    def cancel():
+        working.extend(in_child.busy_children())
+        return True
+    with pytest.raises(Cancelled):
+        in_child.layout_in_child(v, f, 512, 2, cancel=cancel)
+    assert working and all(p.poll() is not None for p in working)     # killed, not left running
+    assert layout_children() == [] and in_child.busy_children() == []
+    assert uv_folders() <= before
+
+
+def test_a_child_that_dies_is_replaced_by_the_same_call_here(pool):
+    v, f = bumpy_sphere()
+    killed = []
+
+    def kill_the_child():                                      # a crash while it works (as out of memory would)
+        if not killed:
+            for proc in in_child.busy_children():
+                proc.kill()
+                proc.wait()
+                killed.append(proc)
+        return False
+    got = in_child.layout_in_child(v, f, 512, 2, cancel=kill_the_child)
+    assert killed and same(got, geometric.geometric_layout(v, f, 512, 2))
