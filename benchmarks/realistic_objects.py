@@ -44,6 +44,7 @@ is used only here, never by the library).
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import io
 import json
@@ -58,7 +59,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
+
+
+class _TorchOnFirstUse:
+    """``torch``, imported when first used: app_gpu.py's bootstrap loads cached arrays at the app's start, and an
+    import of torch there would be a second start-up beside the app's own (its server line and its load)."""
+
+    def __getattr__(self, name):
+        import torch as module
+        globals()["torch"] = module
+        return getattr(module, name)
+
+
+torch = _TorchOnFirstUse()
+
+
+def _no_grad(fn):
+    """``torch.no_grad()`` as a decorator that imports nothing until the function runs."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+    return wrapper
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -630,7 +652,7 @@ def glb_arrays(glb, device):
     return v, f, uv, tex.float() / 255
 
 
-@torch.no_grad()
+@_no_grad
 def ideal_texture(glb, device="cpu", pattern_res: int = PATTERN_RES) -> torch.Tensor:
     """The best texture the GLB's own mesh and UV atlas can hold (float [S,S,3] in [0, 1], S the GLB's
     texture size): every texel whose centre lies in a UV triangle gets ``truth_color`` of the surface
@@ -686,7 +708,7 @@ def seam_band(faces, uvs, size: int, width: int = 2, device="cpu") -> torch.Tens
     return near & (empty[0, 0] < 0.5)
 
 
-@torch.no_grad()
+@_no_grad
 def effective_blur(texture, ideal, observed=None, sigmas=(0, .25, .5, .75, 1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6)) -> dict:
     """The Gaussian blur (sigma in texels) that, applied to the ideal texture, comes closest (least squares
     over the ``observed`` texels, [S,S] bool, default all) to ``texture``: how blurred the bake looks
@@ -726,7 +748,7 @@ def effective_blur(texture, ideal, observed=None, sigmas=(0, .25, .5, .75, 1, 1.
     return {"sigma_texels": round(best, 2), "residual_psnr_db": round(10 * math.log10(1 / max(min(errs), 1e-12)), 2)}
 
 
-@torch.no_grad()
+@_no_grad
 def glb_quality(glb, device="cpu", views: int = 8, resolution: int = 512, reference_mesh=None,
                 pattern_res: int = PATTERN_RES, gaussian=None, texture=None, seam_width: int = 2) -> dict:
     """Texture quality of a textured mesh from ``to_glb`` against ``truth_color`` at held-out views.

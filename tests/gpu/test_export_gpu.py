@@ -106,5 +106,7 @@ def test_the_chart_layout_in_its_child_gives_the_same_bake():
     assert info0["uv_in_child"] is False and info1["uv_in_child"] is True
     np.testing.assert_array_equal(f0, f1)
     np.testing.assert_array_equal(uv0, uv1)
+    # the views are prepared ahead in one run and not the other: the sums' order differs (atomic adds), and
+    # on this atlas, which fills more of its texture, 0.3 % of the texels round to the next 8-bit level
     diff = np.abs(tex0.astype(np.int16) - tex1.astype(np.int16))
-    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-2, (diff.max(), (diff > 0).mean())
