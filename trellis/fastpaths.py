@@ -78,11 +78,18 @@ class Kernel:
 
 _GAUSS_TWIN = "trellis.renderers.gaussian_render.composite_torch"
 _RASTER_TWIN = "trellis.renderers.mesh_render.raster_keys_torch"
+_SETUP_TWIN = "trellis.renderers.mesh_render.triangle_setup_torch"
 # name -> its kernels in the order they are tried.
 KERNELS = {
     "gaussian_composite": (
         Kernel("gaussian_composite", "triton", "trellis_triton.gaussian_composite", "composite", _GAUSS_TWIN),
         Kernel("gaussian_composite", "nvrtc", "trellis_nvrtc.gaussian_composite", "composite", _GAUSS_TWIN),
+    ),
+    # The rasteriser's triangle set-up (edge equations, boxes, depth planes) as one kernel instead of ~100 PyTorch
+    # element-wise launches: the hidden-face removal sets up 1000 views x the mesh's faces.
+    "mesh_setup": (
+        Kernel("mesh_setup", "triton", "trellis_triton.mesh_setup", "triangle_setup", _SETUP_TWIN),
+        Kernel("mesh_setup", "nvrtc", "trellis_nvrtc.mesh_setup", "triangle_setup", _SETUP_TWIN),
     ),
     "mesh_raster": (
         Kernel("mesh_raster", "triton", "trellis_triton.mesh_raster", "raster_keys", _RASTER_TWIN),

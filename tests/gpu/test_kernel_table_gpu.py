@@ -12,7 +12,7 @@ The test then checks that the row's kernel itself answered at least once (a kern
 leaving the twin to answer, would compare the twin with itself).
 
 Tolerances (the pairs' own files say why):
-* ``mesh_raster``: bit for bit;
+* ``mesh_setup`` and ``mesh_raster``: bit for bit;
 * ``gaussian_composite``: colour / alpha / depth within 1e-3 everywhere, within 2e-5 on all but 0.1 % of pixels;
 * ``sparse_conv3d`` (fp16): within one fp16 eps of max|out| of a float64 conv, and of the twin by that plus the
   twin's own error;
@@ -87,6 +87,41 @@ def case_mesh_raster(run):
     assert (twin[0] > 0).any()
     for a, b in zip(kern, twin):
         assert torch.equal(a, b)
+
+
+def case_mesh_setup(run):
+    from trellis.renderers.mesh_render import triangle_setup_torch
+
+    def setup(clip, faces, height, width, ndc_y_up):       # the pair itself: rasterize's first step
+        return fastpaths.dispatch("mesh_setup", clip.device, triangle_setup_torch, clip, faces, height, width,
+                                  ndc_y_up)
+
+    gen = torch.Generator().manual_seed(3)
+    n = 4000
+    verts = (torch.rand(n * 3, 3, generator=gen) - 0.5) * 1.4
+    verts[:, 2] = verts[:, 2] * 0.5 + 2.5
+    clip = torch.cat([verts[:, :2] * verts[:, 2:3], torch.zeros_like(verts[:, :1]), verts[:, 2:3]], -1).double()
+    clip[:40, 3] = -1.0                                    # behind the camera
+    clip[40:50, 0] = float("nan")
+    clip[50:60, 1] = float("inf")
+    clip[60:70, 0] = 1e9                                   # past the fixed point's guard
+    clip[300:330] = clip[330:360]                          # degenerate triangles (two corners equal)
+    clip[600:900, :2] = torch.round(clip[600:900, :2] * 64) / 64       # corners on pixel centres and edges
+    faces = torch.arange(n * 3).reshape(n, 3)
+    faces[3000:] = torch.randint(0, n * 3, (n - 3000, 3), generator=gen)      # shared corners
+    for dtype, (h, w), up in ((torch.float64, (96, 128), False), (torch.float32, (256, 256), True),
+                              (torch.float64, (1024, 1024), True)):
+        c, f = clip.to(dtype).to(DEV), faces.to(DEV)
+        kern = run(True, setup, c, f, h, w, up)
+        twin = run(False, setup, c, f, h, w, up)
+        assert (twin[2] > 0).sum() > n // 2 and (twin[2] == 0).sum() >= 20    # the 23 triangles spoilt above
+        for a, b in zip(kern[:3], twin[:3]):
+            assert a.dtype == b.dtype and torch.equal(a, b)
+        pk, pt = kern[3], twin[3]
+        assert pk.dtype == pt.dtype == torch.float32
+        assert torch.equal(pk.isnan(), pt.isnan())
+        both = ~pt.isnan()
+        assert torch.equal(pk.view(torch.int32)[both], pt.view(torch.int32)[both])     # bit for bit, signs of 0 too
 
 
 def case_sparse_conv3d(run):
@@ -193,6 +228,7 @@ def case_flow_block(run):
 # The pair's name -> its case (tests/test_structure.py: one for every name of fastpaths.KERNELS, no more).
 CASES = {
     "gaussian_composite": case_gaussian_composite,
+    "mesh_setup": case_mesh_setup,
     "mesh_raster": case_mesh_raster,
     "sparse_conv3d": case_sparse_conv3d,
     "norm_modulate": case_norm_modulate,

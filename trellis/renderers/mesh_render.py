@@ -56,13 +56,13 @@ import torch
 from .. import fastpaths
 from ..core.callbacks import check as _check_cancel
 
-__all__ = ["rasterize", "raster_keys_torch", "candidate_tiles", "interpolate", "bary_derivatives",
-           "render_mesh", "SUBPIXEL_BITS"]  # noqa: F822 (render_mesh: see __getattr__ at the end)
+__all__ = ["rasterize", "triangle_setup_torch", "raster_keys_torch", "candidate_tiles", "interpolate",
+           "bary_derivatives", "render_mesh", "SUBPIXEL_BITS", "GUARD"]  # noqa: F822 (render_mesh: __getattr__ below)
 
 SUBPIXEL_BITS = 8
 _SUB = 1 << SUBPIXEL_BITS
 _HALF = _SUB // 2
-_GUARD = 1 << 29  # max |fixed-point coordinate|; keeps every edge-function product below 2**62
+GUARD = 1 << 29  # max |fixed-point coordinate|; keeps every edge-function product below 2**62
 _INT64_MAX = torch.iinfo(torch.int64).max
 
 
@@ -92,12 +92,16 @@ def _screen_coords(vertices_clip: torch.Tensor, height: int, width: int, ndc_y_u
     else:
         y = (v[:, 1] / w + 1) * (height * 0.5)
     xy = torch.stack([x, y], -1)
-    valid = (w > 0) & torch.isfinite(xy).all(-1) & (xy.abs() * _SUB < _GUARD).all(-1)
+    valid = (w > 0) & torch.isfinite(xy).all(-1) & (xy.abs() * _SUB < GUARD).all(-1)
     return xy, w, valid
 
 
-def _triangle_setup(vertices_clip, faces, height, width, ndc_y_up):
-    """Per-triangle integer edge equations, bounding boxes and the float depth plane."""
+def triangle_setup_torch(vertices_clip: torch.Tensor, faces: torch.Tensor, height: int, width: int,
+                         ndc_y_up: bool):
+    """Per-triangle integer edge equations, bounding boxes and the float depth plane, in PyTorch (the twin of the
+    ``mesh_setup`` fast kernel, bit-identical): (coefs [F,3,3] int64: E'_k(dj, di) = A*dj + B*di + E0 at the
+    candidate (j0 + dj, i0 + di), E0 zero for a skipped triangle; box [F,4] int64 (j0, i0, bw, bh); count [F] int64
+    candidates, 0 for a skipped triangle; plane [F,3] float32 inverse depth g0 + gx*dj + gy*di)."""
     xy, w, vvalid = _screen_coords(vertices_clip, height, width, ndc_y_up)
     fixed = torch.where(vvalid[:, None], torch.round(xy * _SUB), torch.zeros_like(xy)).long()
     fx = _rows(fixed, faces)  # [F,3,2] int64
@@ -183,7 +187,9 @@ def rasterize(vertices_clip: torch.Tensor, faces: torch.Tensor, height: int, wid
     keys = torch.full((hw,), _INT64_MAX, dtype=torch.int64, device=device)
     _check_cancel(cancel)
     if faces.shape[0] > 0 and hw > 0:
-        coefs, box, count, plane = _triangle_setup(vertices_clip, faces, height, width, ndc_y_up)
+        # The set-up: one fused kernel where `fastpaths` allows (bit-identical), else its twin.
+        coefs, box, count, plane = fastpaths.dispatch("mesh_setup", device, triangle_setup_torch, vertices_clip,
+                                                      faces, height, width, ndc_y_up)
         # The coverage + depth-test pass: a fast kernel where `fastpaths` allows (bit-identical keys),
         # else its twin `raster_keys_torch`. A kernel that fails mid-way leaves partial keys: reset them.
         fastpaths.dispatch("mesh_raster", device, raster_keys_torch, coefs, box, count, plane, keys, width,

@@ -8,6 +8,7 @@ is private to PyTorch, so ``trellis.fastpaths`` calls these kernels behind its f
 failure switches the kernel off and the PyTorch twin redoes the call.
 
 Kernels: ``gaussian_composite.composite`` (twin: ``trellis.renderers.gaussian_render.composite_torch``),
+``mesh_setup.triangle_setup`` (twin: ``trellis.renderers.mesh_render.triangle_setup_torch``),
 ``mesh_raster.raster_keys`` (twin: ``trellis.renderers.mesh_render.raster_keys_torch``), and the flow blocks'
 ``block_norm.norm_modulate`` / ``block_norm.head_rms_norm`` / ``block_norm.gated_residual`` (twins in
 ``trellis.modules.transformer``) and ``sparse_conv.submanifold_conv3d`` (twin:

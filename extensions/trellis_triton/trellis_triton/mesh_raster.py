@@ -2,7 +2,7 @@
 only): the fast kernel of the pair whose PyTorch twin is ``mesh_render.raster_keys_torch`` (same
 arguments, bit-identical keys). Chosen by ``trellis.fastpaths``.
 
-The triangle set-up (`_triangle_setup`: integer edge
+The triangle set-up (``mesh_setup``: integer edge
 equations anchored at the first candidate pixel, candidate box, float depth plane) is shared and the
 candidates of all triangles are covered by ONE launch:
 
@@ -70,7 +70,7 @@ def raster_keys(coefs: torch.Tensor, box: torch.Tensor, count: torch.Tensor, pla
     """Merge the depth keys of every candidate pixel into ``keys`` (flat int64, in place).
 
     coefs [F,3,3] int64, box [F,4] int64 (j0, i0, bw, bh), count [F] int64 candidates (0 for
-    skipped triangles), plane [F,3] float32 — as returned by ``mesh_render._triangle_setup``.
+    skipped triangles), plane [F,3] float32 — as returned by ``mesh_render.triangle_setup_torch`` (or its kernel).
     ``cancel`` and ``budget`` are the twin's (one launch needs neither). Returns None, or
     ``NotImplemented`` off CUDA.
     """

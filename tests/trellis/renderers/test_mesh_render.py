@@ -526,10 +526,10 @@ def _soup(seed, n, height, width):
 
 @pytest.mark.parametrize("seed,height,width", [(0, 17, 23), (1, 24, 24), (2, 31, 9), (3, 1, 40)])
 def test_raster_keys_twin_matches_per_candidate_reference(seed, height, width):
-    from trellis.renderers.mesh_render import _INT64_MAX, _triangle_setup, raster_keys_torch
+    from trellis.renderers.mesh_render import _INT64_MAX, triangle_setup_torch, raster_keys_torch
 
     clip, faces = _soup(seed, 60, height, width)
-    coefs, box, count, plane = _triangle_setup(clip, faces, height, width, False)
+    coefs, box, count, plane = triangle_setup_torch(clip, faces, height, width, False)
     assert int((count > 0).sum()) >= 10 and int(count.max()) >= height * width // 2  # big ones included
     ref = _reference_keys(coefs, box, count, plane, height, width)
     assert int((ref != _INT64_MAX).sum()) > height * width // 3
@@ -547,10 +547,10 @@ def test_raster_keys_twin_matches_per_candidate_reference(seed, height, width):
 
 
 def test_raster_keys_twin_nothing_to_draw_and_cancel():
-    from trellis.renderers.mesh_render import _INT64_MAX, _triangle_setup, raster_keys_torch
+    from trellis.renderers.mesh_render import _INT64_MAX, triangle_setup_torch, raster_keys_torch
 
     clip, faces = _soup(5, 10, 16, 16)
-    coefs, box, count, plane = _triangle_setup(clip, faces, 16, 16, False)
+    coefs, box, count, plane = triangle_setup_torch(clip, faces, 16, 16, False)
     keys = torch.full((256,), _INT64_MAX, dtype=torch.int64)
     raster_keys_torch(coefs, box, torch.zeros_like(count), plane, keys, 16)  # every triangle skipped
     raster_keys_torch(coefs[:0], box[:0], count[:0], plane[:0], keys, 16)   # no triangles
