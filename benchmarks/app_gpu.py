@@ -181,6 +181,9 @@ if os.environ.get("APP_GPU_LIMIT_GIB"):
     import torch
     from trellis.pipelines.memory import set_memory_limit
     set_memory_limit(torch.device("cuda"), int(float(os.environ["APP_GPU_LIMIT_GIB"]) * 2 ** 30))
+if os.environ.get("APP_GPU_UV_IN_CHILD"):
+    import trellis.export.schedule as schedule
+    schedule.UV_IN_CHILD = os.environ["APP_GPU_UV_IN_CHILD"] == "on"
 if os.environ.get("APP_GPU_PREVIEW_VIEWS"):
     import trellis.renderers.gaussian_views as views
     views.MAX_VIEWS = int(os.environ["APP_GPU_PREVIEW_VIEWS"])
@@ -202,9 +205,11 @@ def job_command(obj: str, image: Path, out: Path, model: Path, runs: int, preset
             "--preset", preset, "--formats", "glb,ply,obj,mp4", "--seed", "3", *extra]
 
 
-def job_env(structure: str = "object", limit_gib: float | None = None, preview_views: int | None = None) -> dict:
+def job_env(structure: str = "object", limit_gib: float | None = None, preview_views: int | None = None,
+            uv_in_child: str | None = None) -> dict:
     """The job process's environment: the repository and benchmarks/ importable, stage 1's structure (``--structure``),
-    the memory cap (``--limit-gib``) and the most preview frames rendered per call (``--preview-views``)."""
+    the memory cap (``--limit-gib``), the most preview frames rendered per call (``--preview-views``) and where the
+    chart layout runs (``--uv-in-child``)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT), str(ROOT / "benchmarks"), *filter(None, [os.environ.get("PYTHONPATH")])])}
     env["APP_GPU_STRUCTURE"] = structure
@@ -212,6 +217,8 @@ def job_env(structure: str = "object", limit_gib: float | None = None, preview_v
         env["APP_GPU_LIMIT_GIB"] = str(limit_gib)
     if preview_views:
         env["APP_GPU_PREVIEW_VIEWS"] = str(preview_views)
+    if uv_in_child:
+        env["APP_GPU_UV_IN_CHILD"] = uv_in_child
     return env
 
 
@@ -229,6 +236,9 @@ def main() -> int:
     ap.add_argument("--preview-views", type=int, default=None,
                     help="the most preview frames rendered per call (trellis.renderers.gaussian_views.MAX_VIEWS; "
                          "1: one frame at a time, as before the batched preview)")
+    ap.add_argument("--uv-in-child", choices=("on", "off"), default=None,
+                    help="our chart layout in a child process (on, the default on a GPU) or in a thread of the job's "
+                         "process (off: trellis.export.schedule.UV_IN_CHILD)")
     args = ap.parse_args()
     work = Path(args.work)
     model = work / "TRELLIS-image-large-random"
@@ -243,7 +253,7 @@ def main() -> int:
 
     print("renderers:", fastpaths.describe("cuda"), flush=True)   # TRELLIS_FAST_PATHS=off reaches the job too
     t0 = time.perf_counter()
-    env = job_env(args.structure, args.limit_gib, args.preview_views)
+    env = job_env(args.structure, args.limit_gib, args.preview_views, args.uv_in_child)
     if args.limit_gib:
         print(f"GPU memory cap: {args.limit_gib:g} GiB", flush=True)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -263,7 +273,7 @@ def main() -> int:
         print(f"[app_gpu] job {i}: " + json.dumps(row), flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps({"object": args.object, "preset": args.preset, "wall": round(wall, 2),
-                                              "preview_views": args.preview_views,
+                                              "preview_views": args.preview_views, "uv_in_child": args.uv_in_child,
                                               "fast_paths": fastpaths.describe("cuda"), "jobs": summary}, indent=1))
     return proc.returncode
 

@@ -43,7 +43,7 @@ from .textured import TexturedMesh
 from .uv import unwrap as uv_unwrap
 
 __all__ = ["HELD_VIEW_BYTES", "DEVICE_VIEW_MARGIN", "views_fit_on_device", "uv_in_child", "PREPARE_AHEAD",
-           "bake_textured_mesh", "bake_uv_mesh", "to_glb", "to_obj"]
+           "UV_IN_CHILD", "bake_textured_mesh", "bake_uv_mesh", "to_glb", "to_obj"]
 
 Progress = Optional[Callable[[str, int, int], None]]
 
@@ -56,6 +56,9 @@ DEVICE_VIEW_MARGIN = 4 << 30
 # The "fast" bake prepares views (the mesh's raster, the pixel tests) while the UV unwrap runs when the views are
 # held on the device (None); True / False: always / never (the texture is the same either way; tests).
 PREPARE_AHEAD = None
+# Our chart layout runs in a child process on an accelerator (None); True / False: always / never where the layout
+# overlaps the views (benchmarks' A/B; the result is the same either way).
+UV_IN_CHILD = None
 
 
 class _Clock:
@@ -154,7 +157,8 @@ def _clean(vertices, faces, simplify, fill_holes, fill_holes_max_size, device, o
 def uv_in_child(opt: dict, device) -> bool:
     """Whether our chart layout runs in a child process (``uv.in_child``): beside the GPU work of ``_unwrap``'s own
     thread (the views rendered and prepared; a CPU's cores are busy enough with the layout itself)."""
-    return opt["overlap_uv"] and opt["uv_method"] in ("auto", "geometric") and torch.device(device).type != "cpu"
+    wanted = torch.device(device).type != "cpu" if UV_IN_CHILD is None else UV_IN_CHILD
+    return bool(opt["overlap_uv"] and opt["uv_method"] in ("auto", "geometric") and wanted)
 
 
 def _unwrap(v_np, f_np, views: _Views, acc, texture_size, opt, verbose, report, cancel, info):
