@@ -83,6 +83,16 @@ def test_merge_on_the_gpu_equals_numpy_and_simplify_takes_cuda_tensors():
     b = decimate.simplify_mesh(torch.from_numpy(v).cuda(), torch.from_numpy(f).cuda(), 0.95)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
+    # the cut into pieces on the GPU: the same groups and piece arrays as numpy's
+    from trellis.export.cleanup import pieces as pc
+    mv, mf = weld.merge_duplicate_vertices(v.astype(np.float64), f)
+    dv, df = torch.from_numpy(mv).cuda(), torch.from_numpy(mf).cuda()
+    groups = pc.split_compact(mv[mf[:, 0]], 8)
+    on_gpu = pc.split_compact(dv[df[:, 0]], 8)
+    assert all(np.array_equal(a, b.cpu().numpy()) for a, b in zip(groups, on_gpu))
+    for (av, af), (bv, bf) in zip(pc.piece_arrays(mv, mf, groups), pc.piece_arrays(dv, df, on_gpu)):
+        np.testing.assert_array_equal(av, bv)
+        np.testing.assert_array_equal(af, bf)
     # the app's early decimation (ExportJob) is given the decoder's CUDA tensors: merged there, the same result
     c = decimate.BackgroundSimplify(torch.from_numpy(v).cuda(), torch.from_numpy(f).cuda(), 0.95).result()
     np.testing.assert_array_equal(a[0], c[0])

@@ -206,6 +206,34 @@ def test_decimation_pieces_depend_on_the_face_count_only():
                                               50_000_000)] == [1, 1, 2, 8, 8, 8, 8, 16, 16]
 
 
+def test_the_cut_into_pieces_is_one_set_of_groups_on_any_device():
+    """The pieces' groups halve each group at its median face with ties broken by index (``order_keys``): the same
+    groups from numpy and from torch (which cuts on the GPU where the merged mesh is there), even where most
+    coordinates tie (-0.0 and 0.0 included); every face once, groups of equal size, in ascending order."""
+    import torch
+    from trellis.export.cleanup import pieces
+
+    rng = np.random.default_rng(0)
+    pts = (np.round(rng.normal(size=(100_000, 3)) * 4) / 4).astype(np.float32)
+    pts[:500], pts[500:1000] = -0.0, 0.0
+    for p in (2, 8, 16):
+        a = pieces.split_compact(pts, p)
+        b = pieces.split_compact(torch.from_numpy(pts), p)
+        assert len(a) == len(b) == p and all(np.array_equal(x, y.numpy()) for x, y in zip(a, b))
+        assert np.array_equal(np.sort(np.concatenate(a)), np.arange(len(pts)))
+        assert {len(x) for x in a} == {len(pts) // p} and all((np.diff(x) > 0).all() for x in a)
+    # the lower half by value then index: a group of equal values splits by index
+    same = np.zeros((8, 3), dtype=np.float32)
+    assert [x.tolist() for x in pieces.split_compact(same, 2)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    v, f = noisy_sphere_with_inner_shell(5)
+    v = v.astype(np.float64)
+    groups = pieces.split_compact(v[f[:, 0]], 4)
+    for (av, af), (bv, bf) in zip(pieces.piece_arrays(v, f, groups),
+                                  pieces.piece_arrays(torch.from_numpy(v), torch.from_numpy(f),
+                                                      [torch.from_numpy(g) for g in groups])):
+        assert np.array_equal(av, bv) and np.array_equal(af, bf) and af.dtype == bf.dtype == np.int32
+
+
 @pytest.fixture
 def children(monkeypatch, tmp_path):
     """The real child processes started (subprocess.Popen recorded), temp files in tmp_path; the pool of warm

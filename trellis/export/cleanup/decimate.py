@@ -24,18 +24,20 @@ def _on_accelerator(x) -> bool:
 
 
 def _prepare(vertices, faces, reduction):
-    """(merged vertices float64, faces int64, target face count) for a decimation by ``reduction``."""
+    """(merged vertices float64, faces int64, target face count, the same two on the accelerator or None) for a
+    decimation by ``reduction``: tensors on an accelerator are merged there and kept there for the cut into
+    pieces."""
     if reduction >= 1:
         raise ValueError(f"reduction must be below 1 (got {reduction}); 0.95 removes 95 % of faces")
     if reduction > 0 and _on_accelerator(vertices) and _on_accelerator(faces) and len(faces):
-        v, f = merge_duplicate_vertices_on_device(vertices, faces)
-        return v, f, max(1, int(round(len(f) * (1.0 - reduction))))
+        v, f, v_dev, f_dev = merge_duplicate_vertices_on_device(vertices, faces, keep=True)
+        return v, f, max(1, int(round(len(f) * (1.0 - reduction)))), (v_dev, f_dev)
     v, f = to_numpy(vertices, faces)
     if reduction <= 0 or len(f) == 0:
-        return v, f, len(f)
+        return v, f, len(f), None
     v, f = merge_duplicate_vertices(v, f)
     # Count from the merged mesh so that "remove 95 %" means the same with or without duplicates.
-    return v, f, max(1, int(round(len(f) * (1.0 - reduction))))
+    return v, f, max(1, int(round(len(f) * (1.0 - reduction)))), None
 
 
 def _finish(v, f):
@@ -70,7 +72,7 @@ def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, 
         if in_pieces(p, t, n_raw):
             job = PieceDecimation(PieceDecimation.children_for(p, t, n_raw))
     try:
-        v, f, target = _prepare(vertices, faces, reduction)
+        v, f, target, on_device = _prepare(vertices, faces, reduction)
         if reduction <= 0 or len(f) == 0:
             report(progress, "simplify", 1, 1)          # nothing to remove: the step is done
             return output(v, f)
@@ -89,7 +91,7 @@ def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, 
         if job is None:
             job = PieceDecimation(PieceDecimation.children_for(pieces, target, len(f)))
         job.mark("merged")
-        job.begin(v, f, target, pieces)
+        job.begin(v, f, target, pieces, on_device=on_device)
         report(progress, "simplify", 0, job.steps)
         done = 0
         while not job.poll():
@@ -150,13 +152,13 @@ class BackgroundSimplify:
             job = PieceDecimation(PieceDecimation.children_for(decimation_pieces(n), t, n))
         try:
             # the given arrays, not the host copies: tensors on a GPU are merged there (``_prepare``)
-            v, f, target = _prepare(vertices, faces, self.reduction)
+            v, f, target, on_device = _prepare(vertices, faces, self.reduction)
             if self.reduction <= 0 or len(f) == 0:
                 self._result = output(v, f)
             elif target >= len(f):
                 self._result = _finish(v, f)
             else:
-                job.begin(v, f, target, decimation_pieces(len(f)))
+                job.begin(v, f, target, decimation_pieces(len(f)), on_device=on_device)
                 self._job, job = job, None
                 self._job.poll()
         finally:

@@ -22,7 +22,7 @@ from .weld import merge_duplicate_vertices
 
 __all__ = ["PIECE_MIN_FACES", "PIECES_FROM_FACES", "MAX_PIECES", "PIECE_SLACK", "TEMP_PREFIX", "CHILD_IDLE_S",
            "PIECE_CHILD", "piece_child_code", "decimation_pieces", "in_pieces", "decimate_once", "warm_pool",
-           "PieceDecimation"]
+           "order_keys", "split_compact", "piece_arrays", "PieceDecimation"]
 
 # Piece sizes that keep the seams' error at one pass's and pay off the children's start-up
 # (docs/benchmarks/export.md#decimation).
@@ -111,22 +111,66 @@ def warm_pool(children: Optional[int] = None) -> int:
     return processes.pooled_children()
 
 
-def _split_compact(points: np.ndarray, pieces: int) -> list:
-    """Indices of ``points`` [N,3] in ``pieces`` (a power of two) compact groups of equal size: each
-    group is halved at the median of its longest extent until there are enough. Each group lists its
-    points in ascending order."""
-    cols = np.ascontiguousarray(np.asarray(points, dtype=np.float32).T)     # [3, N]: fast per-axis work
-    groups = [np.arange(len(points))]
+def order_keys(values, index):
+    """int64 keys that order float32 ``values`` as numbers (-0.0 just before 0.0), ties by ``index`` (below 2**31):
+    all distinct, so the lower half of a group is one set whatever finds it (numpy's partition here, a GPU's
+    k-th value there). numpy arrays or torch tensors."""
+    if isinstance(values, np.ndarray):
+        bits = np.ascontiguousarray(values, dtype=np.float32).view(np.int32).astype(np.int64)
+        key = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+        return (key << 31) | np.asarray(index, dtype=np.int64)
+    import torch
+    bits = values.to(torch.float32).contiguous().view(torch.int32).to(torch.int64)
+    key = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    return (key << 31) | index.to(torch.int64)
+
+
+def split_compact(points, pieces: int) -> list:
+    """Indices of ``points`` [N,3] (float32; numpy, or a torch tensor on any device: the same groups) in ``pieces``
+    (a power of two) compact groups of equal size: each group is halved at the median of its longest extent
+    (``order_keys``: ties go by index) until there are enough. Each group lists its points in ascending order."""
+    gpu = not isinstance(points, np.ndarray)
+    if gpu:
+        import torch
+        cols = points.to(torch.float32).t().contiguous()                 # [3, N]: fast per-axis work
+        groups = [torch.arange(points.shape[0], device=points.device)]
+    else:
+        cols = np.ascontiguousarray(np.asarray(points, dtype=np.float32).T)
+        groups = [np.arange(len(points))]
     while len(groups) < pieces:
         halves = []
         for g in groups:
             probe = cols[:, g[:: max(1, len(g) // 65536)]]          # the extent of a sample is enough
-            axis = int(np.argmax(probe.max(axis=1) - probe.min(axis=1)))
-            lower = np.zeros(len(g), dtype=bool)
-            lower[np.argpartition(cols[axis, g], len(g) // 2 - 1)[: len(g) // 2]] = True
+            extent = probe.max(1)[0] - probe.min(1)[0] if gpu else probe.max(axis=1) - probe.min(axis=1)
+            axis = int(np.argmax(extent.cpu().numpy() if gpu else extent))
+            keys = order_keys(cols[axis, g], g)
+            half = len(g) // 2
+            if gpu:
+                lower = keys <= keys.kthvalue(half).values
+            else:
+                lower = keys <= np.partition(keys, half - 1)[half - 1]
             halves += [g[lower], g[~lower]]
         groups = halves
     return groups
+
+
+def piece_arrays(v, f, groups) -> list:
+    """(vertices float64, faces int32 into them) of each group of faces, its vertices in their order in ``v``;
+    numpy, or torch tensors on a device (the same arrays, in host memory)."""
+    out = []
+    for g in groups:
+        fg = f[g]
+        if isinstance(v, np.ndarray):
+            used = np.zeros(len(v), dtype=bool)
+            used[fg.reshape(-1)] = True
+            out.append((v[used], ((np.cumsum(used) - 1)[fg]).astype(np.int32)))
+        else:
+            import torch
+            used = torch.zeros(v.shape[0], dtype=torch.bool, device=v.device)
+            used[fg.reshape(-1)] = True
+            remap = torch.cumsum(used, 0) - 1
+            out.append((v[used].cpu().numpy(), remap[fg].to(torch.int32).cpu().numpy()))
+    return out
 
 
 class PieceDecimation:
@@ -167,22 +211,22 @@ class PieceDecimation:
         """The children a decimation of ``n_faces`` to ``target`` in ``pieces`` uses."""
         return min(pieces, processes.usable_cores()) if in_pieces(pieces, target, n_faces) else 1
 
-    def begin(self, v, f, target: int, pieces: int) -> None:
+    def begin(self, v, f, target: int, pieces: int, on_device=None) -> None:
         """Cuts and writes the work (the merged mesh ``v``, ``f`` to ``target`` faces, in ``pieces``) and
-        gives it out; starts more children if this needs more than were started."""
+        gives it out; starts more children if this needs more than were started. ``on_device``: the same mesh as
+        tensors on a GPU, where it is cut (the same pieces, in milliseconds)."""
         try:
             self.target = target
             self.phase = "pieces" if in_pieces(pieces, target, len(f)) else "whole"
             for _ in range(self.children_for(pieces, target, len(f)) - len(self._idle)):
                 self._start_child()
             if self.phase == "pieces":
-                groups = _split_compact(v[f[:, 0]], pieces)    # a face's first corner stands for the face
+                cv, cf = on_device if on_device is not None else (v, f)
+                groups = split_compact(cv[cf[:, 0]], pieces)    # a face's first corner stands for the face
                 files = []
-                for g in groups:
-                    used = np.zeros(len(v), dtype=bool)
-                    used[f[g].reshape(-1)] = True
+                for g, (pv, pf) in zip(groups, piece_arrays(cv, cf, groups)):
                     share = max(1, int(math.ceil(target * PIECE_SLACK * len(g) / len(f))))
-                    files.append(self._write(v[used], (np.cumsum(used) - 1)[f[g]], share, True))
+                    files.append(self._write(pv, pf, share, True))
                 self.mark(f"{len(files)} pieces written")
                 batches = max(1, len(self._idle))
                 self._pending = [files[c::batches] for c in range(batches)]

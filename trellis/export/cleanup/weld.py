@@ -28,10 +28,11 @@ def merge_duplicate_vertices(vertices, faces):
     return merged, f[keep]
 
 
-def merge_duplicate_vertices_on_device(vertices, faces):
+def merge_duplicate_vertices_on_device(vertices, faces, keep: bool = False):
     """``merge_duplicate_vertices`` of torch tensors, on their device, as numpy (float64 [V,3], int64 [F,3]): the
     same arrays, bit for bit. A GPU sorts the rows in milliseconds where numpy's lexsort takes a noticeable
-    share of the export's critical path on large meshes (docs/benchmarks/export.md#decimation)."""
+    share of the export's critical path on large meshes (docs/benchmarks/export.md#decimation). ``keep``: the
+    device's tensors of the same arrays follow (v, f, v on the device, f on the device), for more work there."""
     import torch
 
     v = vertices.detach().reshape(-1, 3)
@@ -39,13 +40,16 @@ def merge_duplicate_vertices_on_device(vertices, faces):
         v = v.double()
     f = faces.detach().reshape(-1, 3).to(device=v.device, dtype=torch.int64)
     if v.shape[0] == 0:
-        return v.double().cpu().numpy(), f.cpu().numpy()
-    # Rows sorted lexicographically (x, then y, then z) and equal rows merged, as the lexsort does; zeros made
-    # positive first so that -0.0 and 0.0 merge into the same value on both.
-    merged, remap = torch.unique(v + 0.0, dim=0, sorted=True, return_inverse=True)
-    f = remap[f]
-    f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
-    return merged.double().cpu().numpy(), f.cpu().numpy()
+        merged = v.double()
+    else:
+        # Rows sorted lexicographically (x, then y, then z) and equal rows merged, as the lexsort does; zeros made
+        # positive first so that -0.0 and 0.0 merge into the same value on both.
+        merged, remap = torch.unique(v + 0.0, dim=0, sorted=True, return_inverse=True)
+        merged = merged.double()
+        f = remap[f]
+        f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
+    out = merged.cpu().numpy(), f.cpu().numpy()
+    return (*out, merged, f) if keep else out
 
 
 def cancel_coincident_faces(faces):
