@@ -15,7 +15,7 @@ import tempfile
 import threading
 from typing import Optional
 
-__all__ = ["SAFE_PATH", "start", "stop", "working_folder", "usable_cores", "take", "give_back",
+__all__ = ["SAFE_PATH", "start", "stop", "served_child_code", "working_folder", "usable_cores", "take", "give_back",
            "pooled_children", "pooled_processes", "drain_pool"]
 
 # Python 3.11+ ``-P``: the working folder is not put on the child's sys.path, so any folder may be its working
@@ -50,6 +50,31 @@ def stop(proc: Optional[subprocess.Popen]) -> None:
             proc.stdin.close()
         except OSError:
             pass
+
+
+_SERVED_CHILD = r"""
+import json, os, sys, threading, time
+IMPORTS
+state = {"busy": False, "since": time.monotonic()}
+def idle_exit():
+    while True:
+        time.sleep(min(5.0, IDLE / 2))
+        if not state["busy"] and time.monotonic() - state["since"] > IDLE:
+            os._exit(0)
+threading.Thread(target=idle_exit, daemon=True).start()
+for line in sys.stdin:
+    state["busy"] = True
+SERVE
+    state["busy"], state["since"] = False, time.monotonic()
+"""
+
+
+def served_child_code(imports: str, serve: str, idle_s: float) -> str:
+    """The code of a child that runs ``imports`` once, then ``serve`` (lines indented by four spaces, reading
+    ``line``, with json and os at hand) for each line of its stdin until stdin closes, and exits by itself after
+    ``idle_s`` seconds without work (a pooled child outlives no caller for long)."""
+    code = _SERVED_CHILD.replace("IDLE", repr(float(idle_s)))
+    return code.replace("IMPORTS", imports.strip("\n"), 1).replace("SERVE", serve.strip("\n"), 1)
 
 
 def working_folder(folder: str) -> str:

@@ -39,31 +39,20 @@ TEMP_PREFIX = "trellis_simplify_"
 # another name and renaming it when complete, until stdin closes; idle for CHILD_IDLE_S it exits by itself.
 # No trellis import, so that it starts fast.
 CHILD_IDLE_S = 300.0
-_PIECE_CHILD_CODE = r"""
-import json, os, sys, threading, time
-import numpy as np, fast_simplification
-state = {"busy": False, "since": time.monotonic()}
-def idle_exit():
-    while True:
-        time.sleep(min(5.0, IDLE / 2))
-        if not state["busy"] and time.monotonic() - state["since"] > IDLE:
-            os._exit(0)
-threading.Thread(target=idle_exit, daemon=True).start()
-for line in sys.stdin:
-    state["busy"] = True
+_PIECE_IMPORTS = "import numpy as np, fast_simplification"
+_PIECE_SERVE = """
     for src, dst in json.loads(line):
         d = np.load(src)
         v, f = fast_simplification.simplify(d["vertices"], d["faces"], target_count=int(d["target"]),
                                             preserve_border=bool(d["preserve_border"]))
         np.savez(dst + ".part.npz", vertices=np.asarray(v, dtype=np.float64), faces=np.asarray(f, dtype=np.int32))
         os.replace(dst + ".part.npz", dst)
-    state["busy"], state["since"] = False, time.monotonic()
 """
 
 
 def piece_child_code(idle_s: float) -> str:
     """The decimation child's code, exiting after ``idle_s`` seconds without work."""
-    return _PIECE_CHILD_CODE.replace("IDLE", repr(float(idle_s)))
+    return processes.served_child_code(_PIECE_IMPORTS, _PIECE_SERVE, idle_s)
 
 
 PIECE_CHILD = piece_child_code(CHILD_IDLE_S)

@@ -35,20 +35,12 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.
 
 # One JSON line per call: {"src", "dst", "texture_size", "padding", "time_budget_s", "max_charts"}; the result is
 # written under another name and renamed when complete, an error as dst + ".error.json".
-_CHILD_CODE = r"""
-import json, os, sys, threading, time
-sys.path.insert(0, ROOT)
+_IMPORTS = f"""
+sys.path.insert(0, {_ROOT!r})
 import numpy as np
 from trellis.export.uv.geometric import geometric_layout
-state = {"busy": False, "since": time.monotonic()}
-def idle_exit():
-    while True:
-        time.sleep(min(5.0, IDLE / 2))
-        if not state["busy"] and time.monotonic() - state["since"] > IDLE:
-            os._exit(0)
-threading.Thread(target=idle_exit, daemon=True).start()
-for line in sys.stdin:
-    state["busy"] = True
+"""
+_SERVE = """
     call = json.loads(line)
     try:
         with np.load(call["src"]) as d:
@@ -61,9 +53,8 @@ for line in sys.stdin:
         with open(call["dst"] + ".error.part", "w") as fh:
             json.dump({"type": type(e).__name__, "message": str(e)}, fh)
         os.replace(call["dst"] + ".error.part", call["dst"] + ".error.json")
-    state["busy"], state["since"] = False, time.monotonic()
 """
-LAYOUT_CHILD = _CHILD_CODE.replace("ROOT", repr(_ROOT), 1).replace("IDLE", repr(CHILD_IDLE_S))
+LAYOUT_CHILD = processes.served_child_code(_IMPORTS, _SERVE, CHILD_IDLE_S)
 
 
 def _start():
