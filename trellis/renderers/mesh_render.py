@@ -56,8 +56,8 @@ import torch
 from .. import fastpaths
 from ..core.callbacks import check as _check_cancel
 
-__all__ = ["rasterize", "triangle_setup_torch", "raster_keys_torch", "candidate_tiles", "interpolate",
-           "bary_derivatives", "render_mesh", "SUBPIXEL_BITS", "GUARD"]  # noqa: F822 (render_mesh: __getattr__ below)
+__all__ = ["rasterize", "triangle_setup_torch", "triangle_setup_buffers", "raster_keys_torch", "candidate_tiles",
+           "interpolate", "bary_derivatives", "render_mesh", "SUBPIXEL_BITS", "GUARD"]  # noqa: F822 (render_mesh: __getattr__ below)
 
 SUBPIXEL_BITS = 8
 _SUB = 1 << SUBPIXEL_BITS
@@ -163,6 +163,18 @@ def triangle_setup_torch(vertices_clip: torch.Tensor, faces: torch.Tensor, heigh
         gy += dx * scale
     plane = torch.stack([g0, gx, gy], -1).to(torch.float32)
     return coefs, torch.stack([j0, i0, bw, bh], -1), count, plane
+
+
+def triangle_setup_buffers(vertices_clip: torch.Tensor, faces: torch.Tensor) -> tuple:
+    """What a ``mesh_setup`` kernel reads and fills: (vertices_clip as contiguous float64, as the twin's first step
+    makes them; faces as contiguous int64 on their device; empty (coefs [F,3,3] int64, box [F,4] int64, count [F]
+    int64, plane [F,3] float32), the arrays ``triangle_setup_torch`` returns)."""
+    clip = vertices_clip.to(torch.float64).contiguous()
+    f = faces.to(device=clip.device, dtype=torch.int64).contiguous()
+    n, i64 = f.shape[0], dict(dtype=torch.int64, device=clip.device)
+    out = (torch.empty(n, 3, 3, **i64), torch.empty(n, 4, **i64), torch.empty(n, **i64),
+           torch.empty(n, 3, dtype=torch.float32, device=clip.device))
+    return clip, f, out
 
 
 def rasterize(vertices_clip: torch.Tensor, faces: torch.Tensor, height: int, width: int,

@@ -147,13 +147,10 @@ def triangle_setup(vertices_clip: torch.Tensor, faces: torch.Tensor, height: int
     ``NotImplemented`` off CUDA."""
     if not AVAILABLE or vertices_clip.device.type != "cuda":
         return NotImplemented
-    clip = vertices_clip.to(torch.float64).contiguous()          # the twin's first step: exact for float32
-    f = faces.to(device=clip.device, dtype=torch.int64).contiguous()
+    from trellis.renderers.mesh_render import triangle_setup_buffers
+
+    clip, f, (coefs, box, count, plane) = triangle_setup_buffers(vertices_clip, faces)
     n = f.shape[0]
-    coefs = torch.empty(n, 3, 3, dtype=torch.int64, device=clip.device)
-    box = torch.empty(n, 4, dtype=torch.int64, device=clip.device)
-    count = torch.empty(n, dtype=torch.int64, device=clip.device)
-    plane = torch.empty(n, 3, dtype=torch.float32, device=clip.device)
     if n:
         _setup_kernel[(triton.cdiv(n, BLOCK),)](clip, f, coefs, box, count, plane, n, int(height), int(width),
                                                 NDC_Y_UP=bool(ndc_y_up), BLOCK=BLOCK, num_warps=4)
