@@ -11,7 +11,6 @@ The result is the same as ``bake_textured_mesh`` with the same arguments (same a
 """
 from __future__ import annotations
 
-import torch
 
 from . import processes
 from .cleanup import decimate, pieces
@@ -20,7 +19,7 @@ from .options import export_options, mesh_arrays
 from .schedule import Progress, bake_textured_mesh
 from .textured import TexturedMesh
 
-__all__ = ["ExportJob", "mesh_device", "warm_processes"]
+__all__ = ["ExportJob", "warm_processes"]
 
 
 class ExportJob:
@@ -39,8 +38,8 @@ class ExportJob:
         self.kwargs = kwargs
         self.early = None             # the decimation started now, in child processes (None: not started)
         if early:
-            # kept on the mesh's device: a GPU merges the duplicate vertices in milliseconds (``_prepare``)
-            vertices, faces = mesh_arrays(mesh, mesh_device(mesh))
+            # kept on the mesh's device: a GPU merges and cuts it in milliseconds (``decimate._prepare``)
+            vertices, faces = mesh_arrays(mesh)
             reduction = first_reduction(int(faces.shape[0]), simplify, fill_holes, opt["target_faces"])
             if reduction > 0:
                 self.early = decimate.BackgroundSimplify(vertices, faces, reduction)
@@ -66,12 +65,6 @@ class ExportJob:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def mesh_device(mesh) -> torch.device:
-    """The device a mesh given as ``mesh_arrays`` takes it lives on (the CPU for numpy arrays)."""
-    v = mesh[0] if isinstance(mesh, (tuple, list)) else mesh["vertices"] if isinstance(mesh, dict) else mesh.vertices
-    return v.device if torch.is_tensor(v) else torch.device("cpu")
 
 
 def warm_processes() -> int:

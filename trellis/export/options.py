@@ -52,15 +52,17 @@ def observation_settings(device, bake_mode: str = "fast") -> tuple:
     return (fast if bake_mode == "fast" else opt), res
 
 
-def mesh_arrays(mesh, device):
-    """(vertices float32 [V,3], faces int64 [F,3]) on ``device`` of a mesh given as (v, f), a dict with
-    "vertices" / "faces", or an object with those attributes (torch or numpy)."""
+def mesh_arrays(mesh, device=None):
+    """(vertices float32 [V,3], faces int64 [F,3]) on ``device`` (None: the vertices' own, the CPU for numpy) of a
+    mesh given as (v, f), a dict with "vertices" / "faces", or an object with those attributes (torch or numpy)."""
     if isinstance(mesh, (tuple, list)):
         v, f = mesh[0], mesh[1]
     elif isinstance(mesh, dict):
         v, f = mesh["vertices"], mesh["faces"]
     else:
         v, f = mesh.vertices, mesh.faces
-    v = torch.as_tensor(np.asarray(v) if not torch.is_tensor(v) else v).to(device, torch.float32)
+    v = torch.as_tensor(np.asarray(v) if not torch.is_tensor(v) else v)
+    device = v.device if device is None else device
+    v = v.to(device, torch.float32)
     f = torch.as_tensor(np.asarray(f) if not torch.is_tensor(f) else f).to(device, torch.int64)
     return v.reshape(-1, 3), f.reshape(-1, 3)

@@ -163,7 +163,8 @@ def uv_in_child(opt: dict, device) -> bool:
 
 def _unwrap(v_np, f_np, views: _Views, acc, texture_size, opt, verbose, report, cancel, info):
     """Stage 2, with more views rendered meanwhile: xatlas runs in a child process (watched by a thread that
-    mostly sleeps), our chart layout in a thread that is mostly numpy. For the "fast" bake (``acc``), views held
+    mostly sleeps), our chart layout in a warm child process on an accelerator (``uv_in_child``), else in a thread
+    that is mostly numpy. For the "fast" bake (``acc``), views held
     on the GPU are then also prepared (everything but the UVs, which only change the faces' vertex indices) and
     freed; the accumulator rasterises the clean mesh either way, so the texture is the same whether or not a
     view was prepared ahead. Returns the unwrapped (vertices, faces, uvs) and the prepared views."""
