@@ -11,7 +11,6 @@ The result is the same as ``bake_textured_mesh`` with the same arguments (same a
 """
 from __future__ import annotations
 
-
 from . import processes
 from .cleanup import decimate, pieces
 from .cleanup.chain import first_reduction
