@@ -57,7 +57,8 @@ from .. import fastpaths
 from ..core.callbacks import check as _check_cancel
 
 __all__ = ["rasterize", "triangle_setup_torch", "triangle_setup_buffers", "raster_keys_torch", "candidate_tiles",
-           "interpolate", "bary_derivatives", "render_mesh", "SUBPIXEL_BITS", "GUARD"]  # noqa: F822 (render_mesh: __getattr__ below)
+           "interpolate", "bary_derivatives", "render_mesh",  # noqa: F822 (render_mesh: __getattr__ below)
+           "SUBPIXEL_BITS", "GUARD"]
 
 SUBPIXEL_BITS = 8
 _SUB = 1 << SUBPIXEL_BITS
