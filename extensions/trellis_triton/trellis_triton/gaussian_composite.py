@@ -27,13 +27,7 @@ import torch
 
 from trellis.renderers.gaussian_constants import ALPHA_MAX, ALPHA_MIN, KERNEL_COLUMNS, POWER_MIN, T_MIN, TILE_SIZE
 
-try:  # pragma: no cover - exercised on CUDA machines only
-    import triton
-    import triton.language as tl
-    AVAILABLE = True
-except Exception:  # pragma: no cover
-    triton = tl = None
-    AVAILABLE = False
+from . import AVAILABLE, tl, triton
 
 
 if AVAILABLE:  # pragma: no cover - needs a CUDA device

@@ -22,13 +22,7 @@ from __future__ import annotations
 
 import torch
 
-try:  # pragma: no cover - exercised on CUDA machines only
-    import triton
-    import triton.language as tl
-    AVAILABLE = True
-except Exception:  # pragma: no cover
-    triton = tl = None
-    AVAILABLE = False
+from . import AVAILABLE, tl, triton
 
 BLOCK = 64
 

@@ -13,13 +13,7 @@ from __future__ import annotations
 
 import torch
 
-try:  # pragma: no cover - exercised on CUDA machines only
-    import triton
-    import triton.language as tl
-    AVAILABLE = True
-except Exception:  # pragma: no cover
-    triton = tl = None
-    AVAILABLE = False
+from . import AVAILABLE, tl, triton
 
 # Triangles per program. The constants in the kernel are mesh_render's: SUBPIXEL_BITS = 8 (1/256 pixel, pixel centres
 # at +128) and GUARD = 2**29.

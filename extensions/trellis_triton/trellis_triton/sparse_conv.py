@@ -28,13 +28,7 @@ import os
 
 import torch
 
-try:  # pragma: no cover - exercised on CUDA machines (or under TRITON_INTERPRET=1)
-    import triton
-    import triton.language as tl
-    AVAILABLE = True
-except Exception:  # pragma: no cover
-    triton = tl = None
-    AVAILABLE = False
+from . import AVAILABLE, tl, triton
 
 __all__ = ["submanifold_conv3d", "implicit_gemm", "pick_blocks", "BLOCKS", "AVAILABLE"]
 
