@@ -177,6 +177,7 @@ def _unwrap(v_np, f_np, views: _Views, acc, texture_size, opt, verbose, report, 
         prepared.append(acc.prepare_view(color, mask, views.ext[i], views.intr[i], depth=depth, cancel=cancel))
 
     uv_info, uv_box, abort = {}, {}, threading.Event()
+    in_child = uv_in_child(opt, views.device)
 
     def unwrap():
         try:
@@ -184,7 +185,7 @@ def _unwrap(v_np, f_np, views: _Views, acc, texture_size, opt, verbose, report, 
                                                 progress=lambda d, t: report("uv_unwrap", d, t),
                                                 cancel=lambda: abort.is_set() or (cancel is not None and cancel()),
                                                 texture_size=texture_size, method=opt["uv_method"],
-                                                verbose=verbose, info=uv_info, in_child=uv_in_child(opt, views.device))
+                                                verbose=verbose, info=uv_info, in_child=in_child)
         except BaseException as e:  # re-raised in the caller's thread
             uv_box["error"] = e
 
@@ -212,7 +213,7 @@ def _unwrap(v_np, f_np, views: _Views, acc, texture_size, opt, verbose, report, 
         raise uv_box["error"]
     v_np, f_np, uv_np, _ = uv_box["out"]
     info["uv_method"] = uv_info["method"]
-    info["uv_in_child"] = uv_in_child(opt, views.device)
+    info["uv_in_child"] = in_child
     info["vertices"] = int(len(v_np))
     info["views_rendered_during_uv"] = rendered - early
     info["observations"]["prepared_during_uv"] = len(prepared)
