@@ -38,16 +38,18 @@ def _np(x, dtype):
     return np.ascontiguousarray(np.asarray(x), dtype=dtype)
 
 
-# zlib level of the texture PNG (GLB and OBJ): PIL's default spends most of a GLB's writing time compressing
-# the texture for a slightly smaller file; lossless either way (docs/benchmarks/export.md#assembly).
+# zlib level of the texture PNG (GLB and OBJ): a higher one spends most of a GLB's writing time compressing the
+# texture for a slightly smaller file; lossless either way (docs/benchmarks/export.md#assembly).
 PNG_COMPRESS_LEVEL = 1
 
 
 def texture_image(texture):
-    """The texture as an RGB PIL image that saves as PNG at PNG_COMPRESS_LEVEL: trimesh's GLB export calls
-    ``img.save(f, format="png")`` with no options, and Pillow (12.3, pinned) lets an image's own ``encoderinfo``
-    win over the call's defaults (tests/trellis/export/test_normals.py reads the level back from the file)."""
+    """The texture as an RGB PIL image whose saves as PNG (trimesh's GLB export calls ``img.save(f, format="png")``,
+    the OBJ writer saves to a .png path) write ``png.encode_png``'s file at PNG_COMPRESS_LEVEL, its rows deflated
+    on several cores; other formats save as PIL saves them."""
     from PIL import Image
+
+    from .png import fast_png_image
     if isinstance(texture, Image.Image):
         img = texture.convert("RGB")
     else:
@@ -55,8 +57,7 @@ def texture_image(texture):
         if t.dtype != np.uint8:
             t = (np.clip(t, 0, 1) * 255).round().astype(np.uint8)
         img = Image.fromarray(np.ascontiguousarray(t[..., :3]), "RGB")
-    img.encoderinfo = {"compress_level": PNG_COMPRESS_LEVEL}
-    return img
+    return fast_png_image(img, PNG_COMPRESS_LEVEL)
 
 
 def unsplit_normals(vertices, faces) -> np.ndarray:
