@@ -25,10 +25,6 @@ def warm_up(pipelines: DevicePipelines, request: tuple, stop: Callable[[], bool]
     forward = device.startswith("cuda") if forward is None else forward
     timings: dict = {}
     step = "loading the model"
-    if forward and not stop():
-        # The export's kernels and libraries warm up while the model loads (reading the weights leaves the GPU and
-        # the interpreter mostly idle), so that a job submitted at once does not wait for them after its sampling.
-        threading.Thread(target=warm_export, args=(device, stop), name="trellis-export-warm", daemon=True).start()
     try:
         if pipelines.image_pipeline is None and not stop():
             t = time.perf_counter()
@@ -37,10 +33,12 @@ def warm_up(pipelines: DevicePipelines, request: tuple, stop: Callable[[], bool]
             print(f"device {device}: model loaded in {timings['load_model']:.1f} s (background warm-up)",
                   file=sys.stderr, flush=True)
         if not stop():
-            # Beside what follows (the warm run, or a waiting job's sampling): the export's modules imported and its
-            # decimation children started (they import numpy and fast-simplification first),
-            # after the load, which forking them first would delay.
-            threading.Thread(target=prepare_export, name="trellis-export-children", daemon=True).start()
+            # Beside what follows (the warm run, or a waiting job's sampling): the export's modules imported, its
+            # decimation children started (they import numpy and fast-simplification first) and, on a GPU, its
+            # kernels and libraries warmed up; after the load, which all of it would slow down (it shares the
+            # interpreter, and forked children its memory).
+            threading.Thread(target=prepare_export, args=(device if forward else None, stop),
+                             name="trellis-export-warm", daemon=True).start()
         if forward and pipelines.image_pipeline is not None and not stop() and not job_waiting():
             step = "warming the kernels"
             t = time.perf_counter()
@@ -61,13 +59,16 @@ def warm_up(pipelines: DevicePipelines, request: tuple, stop: Callable[[], bool]
     return timings
 
 
-def prepare_export() -> None:
-    """Import the GLB export's modules and start its decimation children into their pool; never fails."""
+def prepare_export(device: str | None = None, stop: Callable[[], bool] = lambda: False) -> None:
+    """Import the GLB export's modules and start its decimation children into their pool; then, given a `device`,
+    warm the export up there (``warm_export``). Never fails."""
     try:
         from trellis.export import assemble, schedule, warm_processes  # noqa: F401 (imported to be ready)
         warm_processes()
     except Exception as err:             # the export starts them itself then
         print(f"warning: could not prepare the export's processes: {err}", file=sys.stderr, flush=True)
+    if device is not None and not stop():
+        warm_export(device, stop)
 
 
 def warm_steps(pipeline) -> int:
