@@ -2,6 +2,7 @@
 start to the server answering, the model loaded, the first job's GLB and the second (warm) job's GLB.
 
     python benchmarks/launch_gpu.py [--work DIR] [--preset balanced] [--submit-after 0,10] [--warmup on,off]
+                                    [--export-beside-job on|off]
                                     [--object random|bunny|nut] [--out launch_gpu.json] [--md launch_gpu.md]
     python benchmarks/launch_gpu.py --tiny --device cpu       # the code path on a CPU, tiny pipeline
 
@@ -71,9 +72,35 @@ def job_settings(preset: str, tiny: bool) -> dict:
     return body
 
 
+# Prepended to the server's code with --export-beside-job: sets desktop.jobs.warmup.EXPORT_BESIDE_WAITING_JOB once
+# that module is imported (importing it here would import PyTorch before the server's own start).
+_EXPORT_SWITCH = r"""
+import importlib.machinery, os, sys
+class _SetOnImport:
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "desktop.jobs.warmup":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        run = spec.loader.exec_module
+        def exec_module(module):
+            run(module)
+            module.EXPORT_BESIDE_WAITING_JOB = os.environ["LAUNCH_GPU_EXPORT_BESIDE_JOB"] == "on"
+        spec.loader.exec_module = exec_module
+        return spec
+sys.meta_path.insert(0, _SetOnImport())
+"""
+_DESKTOP = r"""
+import runpy, sys
+sys.argv[0] = "desktop"
+runpy.run_module("desktop", run_name="__main__", alter_sys=True)
+"""
+
+
 def one_launch(model: Path, outputs: Path, device: str, warmup: bool, submit_after: float, body: dict,
-               obj: str) -> dict:
-    """One fresh server process, two jobs; seconds from the process start."""
+               obj: str, export_beside_job: str | None = None) -> dict:
+    """One fresh server process, two jobs; seconds from the process start. ``export_beside_job`` "on" / "off":
+    the export's warm-up beside a job that waits as the model load ends (None: the app's default)."""
     import httpx
 
     port = free_port()
@@ -83,6 +110,9 @@ def one_launch(model: Path, outputs: Path, device: str, warmup: bool, submit_aft
         from app_gpu import _REALISTIC_BOOTSTRAP
 
         head = [sys.executable, "-c", _REALISTIC_BOOTSTRAP, obj]
+    if export_beside_job:
+        code = head[2] if obj != "random" else _DESKTOP
+        head = [sys.executable, "-c", _EXPORT_SWITCH + code, *head[3:]]
     cmd = [*head, "api", "--model", str(model), "--port", str(port), "--outputs", str(outputs), "--device", device]
     if not warmup:
         cmd.append("--no-warmup")
@@ -90,6 +120,8 @@ def one_launch(model: Path, outputs: Path, device: str, warmup: bool, submit_aft
                                                         *filter(None, [os.environ.get("PYTHONPATH")])])}
     for name in ("TRELLIS_DESKTOP_API_TOKEN", "TRELLIS_DESKTOP_WARMUP"):
         env.pop(name, None)
+    if export_beside_job:
+        env["LAUNCH_GPU_EXPORT_BESIDE_JOB"] = export_beside_job
     log: list[tuple[float, str]] = []
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -99,7 +131,7 @@ def one_launch(model: Path, outputs: Path, device: str, warmup: bool, submit_aft
             log.append((time.perf_counter() - t0, line.rstrip()))
     reader = threading.Thread(target=read_log, daemon=True)
     reader.start()
-    row = {"warmup": "on" if warmup else "off", "submit_after_s": submit_after}
+    row = {"warmup": "on" if warmup else "off", "submit_after_s": submit_after, "export_beside_job": export_beside_job}
     loaded = {}
     client = httpx.Client(base_url=url, timeout=600)
 
@@ -193,6 +225,9 @@ def main() -> int:
     ap.add_argument("--object", default="random", choices=("random", "bunny", "nut"),
                     help="decoder outputs replaced by a realistic object (app_gpu.py) or the random-weight blob")
     ap.add_argument("--tiny", action="store_true", help="tiny random pipeline (checks the code path, e.g. on a CPU)")
+    ap.add_argument("--export-beside-job", default=None, choices=("on", "off"),
+                    help="whether the export warms up beside a job that waits as the model load ends "
+                         "(desktop.jobs.warmup.EXPORT_BESIDE_WAITING_JOB; default: the app's)")
     ap.add_argument("--out", default=None, help="JSON file (default: WORK/launch_gpu.json)")
     ap.add_argument("--md", default=None, help="markdown table file (default: WORK/launch_gpu.md)")
     args = ap.parse_args()
@@ -215,7 +250,7 @@ def main() -> int:
     for wait in waits:
         for w in warmups:
             outputs = work / f"outputs-warmup-{w}-after-{wait:g}"
-            row = one_launch(model, outputs, args.device, w == "on", wait, body, args.object)
+            row = one_launch(model, outputs, args.device, w == "on", wait, body, args.object, args.export_beside_job)
             rows.append(row)
             print(json.dumps(row), flush=True)
     result = {"meta": meta, "runs": rows}

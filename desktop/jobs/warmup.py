@@ -14,6 +14,11 @@ from trellis.core.callbacks import Cancelled
 from .failures import drop_tracebacks
 from .models import DevicePipelines
 
+# Whether the export warms up (``warm_export``) when a job already waits as the model load ends: beside that job's
+# sampling it shares the interpreter with it, without it the job's export meets its kernels and libraries first
+# (docs/benchmarks/app.md#launch-to-first-glb).
+EXPORT_BESIDE_WAITING_JOB = True
+
 
 def warm_up(pipelines: DevicePipelines, request: tuple, stop: Callable[[], bool],
             job_waiting: Callable[[], bool]) -> dict:
@@ -37,7 +42,8 @@ def warm_up(pipelines: DevicePipelines, request: tuple, stop: Callable[[], bool]
             # decimation children started (they import numpy and fast-simplification first) and, on a GPU, its
             # kernels and libraries warmed up; after the load, which all of it would slow down (it shares the
             # interpreter, and forked children its memory).
-            threading.Thread(target=prepare_export, args=(device if forward else None, stop),
+            warm = forward and (EXPORT_BESIDE_WAITING_JOB or not job_waiting())
+            threading.Thread(target=prepare_export, args=(device if warm else None, stop),
                              name="trellis-export-warm", daemon=True).start()
         if forward and pipelines.image_pipeline is not None and not stop() and not job_waiting():
             step = "warming the kernels"

@@ -69,6 +69,31 @@ def test_a_job_submitted_during_the_warm_up_waits_for_its_load(tiny_pipeline_dir
         assert os.path.getsize(job.files["glb"]) > 0 and not runner.warming_up
 
 
+@pytest.mark.parametrize("beside", [True, False])
+def test_the_export_warms_up_beside_a_waiting_job_only_when_set_to(tiny_pipeline_dir, tmp_path, image, monkeypatch,
+                                                                     beside):
+    from desktop.jobs import warmup
+
+    called = []
+
+    def recorded(device, stop):                   # the real warm-up, its calls noted
+        called.append(device)
+        return real(device, stop)
+    real = warmup.warm_export
+    monkeypatch.setattr(warmup, "warm_export", recorded)
+    monkeypatch.setattr(warmup, "EXPORT_BESIDE_WAITING_JOB", beside)
+    loader = GatedLoader(tiny_pipeline_dir)
+    with JobRunner(tiny_pipeline_dir, tmp_path / "out", device="cpu", pipeline_factory=loader) as runner:
+        runner.start_warmup(forward=True)
+        assert loader.entered.wait(60)
+        job = runner.submit(image, GenerationSettings(**FAST))     # waits as the load ends
+        loader.gate.set()
+        assert job.wait(120) and job.state == "done", job.error
+        for thread in [t for t in threading.enumerate() if t.name == "trellis-export-warm"]:
+            thread.join(120)
+    assert called == (["cpu"] if beside else [])
+
+
 def test_the_warm_run_then_a_job(tiny_pipeline_dir, tmp_path, image):
     loader = GatedLoader(tiny_pipeline_dir)
     loader.gate.set()
