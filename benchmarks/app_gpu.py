@@ -102,8 +102,9 @@ def check_outputs(folder: Path) -> dict:
             "timings": json.loads((folder / "timings.json").read_text())}
 
 
-# The command-line generator with the pipeline's outputs swapped for a realistic object (``--object``).
-_REALISTIC_BOOTSTRAP = r"""
+# The command-line generator with the pipeline's outputs swapped for a realistic object (``--object``): what runs
+# before the hook (REALISTIC_BOOTSTRAP below).
+_REALISTIC_HEAD = r"""
 import importlib.machinery, os, runpy, sys, threading
 name = sys.argv.pop(1)
 # Lazy, so that the server's start is the app's own: the arrays load in a thread from now on (NumPy), and the
@@ -155,22 +156,27 @@ def _patch(cls):
             return torch.as_tensor(np.hstack([batch, np.tile(voxels, (n, 1))]), device=coords.device)
         cls.sample_sparse_structure = sample_sparse_structure
 
-class _PatchOnImport:
-    TARGET = "trellis.pipelines.trellis_image_to_3d"
+"""
+
+
+def on_import(target: str, then: str) -> str:
+    """Python source that, run first in a process, runs the statement ``then`` (``module``: the module) once ``target``
+    is imported by whatever imports it first (so that patching it imports nothing early)."""
+    return f"""
+import importlib.machinery, sys
+class _OnImport:
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != self.TARGET:
+        if fullname != {target!r}:
             return None
         sys.meta_path.remove(self)
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         run_module = spec.loader.exec_module
         def exec_module(module):
             run_module(module)
-            _patch(module.TrellisImageTo3DPipeline)
+            {then}
         spec.loader.exec_module = exec_module
         return spec
-sys.meta_path.insert(0, _PatchOnImport())
-sys.argv[0] = "desktop"
-runpy.run_module("desktop", run_name="__main__", alter_sys=True)
+sys.meta_path.insert(0, _OnImport())
 """
 
 
@@ -188,19 +194,22 @@ if os.environ.get("APP_GPU_PREVIEW_VIEWS"):
     import trellis.renderers.gaussian_views as views
     views.MAX_VIEWS = int(os.environ["APP_GPU_PREVIEW_VIEWS"])
 """
-_DESKTOP = r"""
+DESKTOP = r"""
 import runpy, sys
 sys.argv[0] = "desktop"
 runpy.run_module("desktop", run_name="__main__", alter_sys=True)
 """
+# The realistic object's bootstrap: its arrays and patch, the patch applied when the app imports the pipeline, the app.
+REALISTIC_BOOTSTRAP = (_REALISTIC_HEAD + on_import("trellis.pipelines.trellis_image_to_3d",
+                                                   "_patch(module.TrellisImageTo3DPipeline)") + DESKTOP)
 
 
 def job_command(obj: str, image: Path, out: Path, model: Path, runs: int, preset: str, extra=()) -> list:
     """The job process's command: the command-line generator (`runs` jobs of `image` into `out`, GLB + PLY + OBJ +
     MP4, seed 3) with ``obj``'s realistic object swapped in (or the random weights' own outputs), `extra` flags
     added."""
-    head = [sys.executable, "-c", _LIMIT_PRELUDE + _DESKTOP] if obj == "random" else \
-        [sys.executable, "-c", _LIMIT_PRELUDE + _REALISTIC_BOOTSTRAP, obj]
+    head = [sys.executable, "-c", _LIMIT_PRELUDE + DESKTOP] if obj == "random" else \
+        [sys.executable, "-c", _LIMIT_PRELUDE + REALISTIC_BOOTSTRAP, obj]
     return [*head, "generate", *[str(image)] * runs, "-o", str(out), "--model", str(model), "--device", "cuda",
             "--preset", preset, "--formats", "glb,ply,obj,mp4", "--seed", "3", *extra]
 

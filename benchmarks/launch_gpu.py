@@ -72,31 +72,6 @@ def job_settings(preset: str, tiny: bool) -> dict:
     return body
 
 
-# Prepended to the server's code with --export-beside-job: sets desktop.jobs.warmup.EXPORT_BESIDE_WAITING_JOB once
-# that module is imported (importing it here would import PyTorch before the server's own start).
-_EXPORT_SWITCH = r"""
-import importlib.machinery, os, sys
-class _SetOnImport:
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != "desktop.jobs.warmup":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        run = spec.loader.exec_module
-        def exec_module(module):
-            run(module)
-            module.EXPORT_BESIDE_WAITING_JOB = os.environ["LAUNCH_GPU_EXPORT_BESIDE_JOB"] == "on"
-        spec.loader.exec_module = exec_module
-        return spec
-sys.meta_path.insert(0, _SetOnImport())
-"""
-_DESKTOP = r"""
-import runpy, sys
-sys.argv[0] = "desktop"
-runpy.run_module("desktop", run_name="__main__", alter_sys=True)
-"""
-
-
 def one_launch(model: Path, outputs: Path, device: str, warmup: bool, submit_after: float, body: dict,
                obj: str, export_beside_job: str | None = None) -> dict:
     """One fresh server process, two jobs; seconds from the process start. ``export_beside_job`` "on" / "off":
@@ -105,14 +80,13 @@ def one_launch(model: Path, outputs: Path, device: str, warmup: bool, submit_aft
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    head = [sys.executable, "-m", "desktop"]
-    if obj != "random":
-        from app_gpu import _REALISTIC_BOOTSTRAP
+    from app_gpu import DESKTOP, REALISTIC_BOOTSTRAP, on_import
 
-        head = [sys.executable, "-c", _REALISTIC_BOOTSTRAP, obj]
-    if export_beside_job:
-        code = head[2] if obj != "random" else _DESKTOP
-        head = [sys.executable, "-c", _EXPORT_SWITCH + code, *head[3:]]
+    code, args = (DESKTOP, []) if obj == "random" else (REALISTIC_BOOTSTRAP, [obj])
+    if export_beside_job:      # set once the app imports the module (importing it here would import PyTorch first)
+        code = on_import("desktop.jobs.warmup", "module.EXPORT_BESIDE_WAITING_JOB = os.environ["
+                                                "'LAUNCH_GPU_EXPORT_BESIDE_JOB'] == 'on'") + "import os\n" + code
+    head = [sys.executable, "-c", code, *args]
     cmd = [*head, "api", "--model", str(model), "--port", str(port), "--outputs", str(outputs), "--device", device]
     if not warmup:
         cmd.append("--no-warmup")
