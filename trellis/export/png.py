@@ -109,13 +109,13 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 
 class FastPngImage(Image.Image):
     """A PIL image whose saves as PNG (``img.save(f, format="png")``, as trimesh's GLB writer calls it, or to a path
-    ending in .png) write ``encode_png``'s file at zlib level ``png_level`` (or the save's ``compress_level``); other formats save as usual, with the
-    image's ``encoderinfo``. Made by ``fast_png_image``."""
+    ending in .png) write ``encode_png``'s file at zlib level ``png_level`` (or the save's ``compress_level``); other
+    formats save as usual, with the image's ``encoderinfo``. Made by ``fast_png_image``."""
 
     png_level = 1
 
     def save(self, fp, format=None, **params):
-        name = os.fspath(fp) if isinstance(fp, (str, bytes, os.PathLike)) else None
+        name = os.fspath(fp) if isinstance(fp, (str, os.PathLike)) else None
         kind = format or (os.path.splitext(name)[1][1:] if isinstance(name, str) else None) or self.format
         if str(kind).lower() != "png" or self.mode not in ("L", "RGB", "RGBA"):
             return super().save(fp, format, **params)
