@@ -18,6 +18,33 @@ from .models import DevicePipelines
 # sampling it shares the interpreter with it, without it the job's export meets its kernels and libraries first
 # (docs/benchmarks/app.md#launch-to-first-glb).
 EXPORT_BESIDE_WAITING_JOB = True
+# Whether, on a GPU, the libraries and kernels the first sampling call brings up (trellis.pipelines.first_use) are
+# brought up in a thread beside the model load instead of inside the first job
+# (docs/benchmarks/app.md#launch-to-first-glb).
+LIBRARIES_BESIDE_LOAD = True
+
+_DTYPES = {"bf16": "bfloat16", "fp32": "float32"}
+
+
+def warm_libraries_beside(device: str, precision: str, stop: Callable[[], bool]) -> threading.Thread:
+    """Start ``first_use.warm_libraries`` on `device` (in the dtype `precision` names; fp16 for auto) in a thread;
+    it logs its seconds and never fails. Its modules are imported here, in the calling thread: two threads importing
+    modules with native parts for the first time at once can deadlock."""
+    import torch
+
+    from trellis.modules import attention, transformer  # noqa: F401 (imported here, used there)
+    from trellis.modules.sparse import conv  # noqa: F401
+    from trellis.pipelines.first_use import warm_libraries
+
+    def run():
+        t = time.perf_counter()
+        steps = warm_libraries(device, getattr(torch, _DTYPES.get(precision, "float16")), cancel=stop)
+        print(f"device {device}: libraries warmed in {time.perf_counter() - t:.1f} s beside the load "
+              f"({', '.join(f'{k} {v}' for k, v in steps.items())})", file=sys.stderr, flush=True)
+
+    thread = threading.Thread(target=run, name="trellis-first-use", daemon=True)
+    thread.start()
+    return thread
 
 
 def warm_up(pipelines: DevicePipelines, request: tuple, stop: Callable[[], bool],
@@ -32,11 +59,17 @@ def warm_up(pipelines: DevicePipelines, request: tuple, stop: Callable[[], bool]
     step = "loading the model"
     try:
         if pipelines.image_pipeline is None and not stop():
+            primer = warm_libraries_beside(device, precision, stop) if forward and LIBRARIES_BESIDE_LOAD else None
             t = time.perf_counter()
-            pipelines.load_image()
-            timings["load_model"] = time.perf_counter() - t
-            print(f"device {device}: model loaded in {timings['load_model']:.1f} s (background warm-up)",
-                  file=sys.stderr, flush=True)
+            try:
+                pipelines.load_image()
+                timings["load_model"] = time.perf_counter() - t
+                print(f"device {device}: model loaded in {timings['load_model']:.1f} s (background warm-up)",
+                      file=sys.stderr, flush=True)
+            finally:
+                if primer is not None:
+                    # Before a job or the warm run samples: its GPU work must not meet their graph captures.
+                    primer.join()
         if not stop():
             # Beside what follows (the warm run, or a waiting job's sampling): the export's modules imported, its
             # decimation children started (they import numpy and fast-simplification first) and, on a GPU, its

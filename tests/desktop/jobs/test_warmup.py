@@ -94,6 +94,34 @@ def test_the_export_warms_up_beside_a_waiting_job_only_when_set_to(tiny_pipeline
     assert called == (["cpu"] if beside else [])
 
 
+@pytest.mark.parametrize("beside", [True, False])
+def test_the_libraries_warm_up_beside_the_load_only_when_set_to(tiny_pipeline_dir, tmp_path, image, monkeypatch,
+                                                                beside):
+    from desktop.jobs import warmup
+    from trellis.pipelines import first_use
+
+    during_load = []
+
+    def recorded(device, dtype, cancel=None):      # the real one, noted with whether the load was still held
+        during_load.append(not loader.gate.is_set())
+        return real(device, dtype, cancel=cancel)
+    real = first_use.warm_libraries
+    monkeypatch.setattr(first_use, "warm_libraries", recorded)
+    monkeypatch.setattr(warmup, "LIBRARIES_BESIDE_LOAD", beside)
+    loader = GatedLoader(tiny_pipeline_dir)
+    with JobRunner(tiny_pipeline_dir, tmp_path / "out", device="cpu", pipeline_factory=loader) as runner:
+        runner.start_warmup(forward=True)
+        assert loader.entered.wait(60)
+        if beside:
+            wait_until(lambda: during_load)          # it runs while the load is held, not after it
+        job = runner.submit(image, GenerationSettings(**FAST))
+        loader.gate.set()
+        assert job.wait(120) and job.state == "done", job.error
+        for thread in [t for t in threading.enumerate() if t.name == "trellis-first-use"]:
+            thread.join(120)
+    assert during_load == ([True] if beside else [])
+
+
 def test_the_warm_run_then_a_job(tiny_pipeline_dir, tmp_path, image):
     loader = GatedLoader(tiny_pipeline_dir)
     loader.gate.set()
