@@ -2,7 +2,7 @@
 start to the server answering, the model loaded, the first job's GLB and the second (warm) job's GLB.
 
     python benchmarks/launch_gpu.py [--work DIR] [--preset balanced] [--submit-after 0,10] [--warmup on,off]
-                                    [--export-beside-job on|off]
+                                    [--export-beside-job on|off] [--libraries-beside-load on,off]
                                     [--object random|bunny|nut] [--out launch_gpu.json] [--md launch_gpu.md]
     python benchmarks/launch_gpu.py --tiny --device cpu       # the code path on a CPU, tiny pipeline
 
@@ -72,10 +72,27 @@ def job_settings(preset: str, tiny: bool) -> dict:
     return body
 
 
+def bytecode_env(work: Path, cached: bool) -> dict:
+    """The server's environment for Python's bytecode: ``cached`` (what a user's second launch has) writes and reads
+    it under WORK/pycache even where PYTHONDONTWRITEBYTECODE is set (the lent GPU hosts set it: every process there
+    compiled every module of ours from source) and compiles the repository's packages into it first; else as given."""
+    env = dict(os.environ)
+    if cached:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+        subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0",
+                        *[str(ROOT / d) for d in ("trellis", "desktop", "extensions", "benchmarks", "installer")]],
+                       env=env, check=False, stdout=subprocess.DEVNULL)
+    return env
+
+
 def one_launch(model: Path, outputs: Path, device: str, warmup: bool, submit_after: float, body: dict,
-               obj: str, export_beside_job: str | None = None) -> dict:
-    """One fresh server process, two jobs; seconds from the process start. ``export_beside_job`` "on" / "off":
-    the export's warm-up beside a job that waits as the model load ends (None: the app's default)."""
+               obj: str, switches: dict | None = None, base_env: dict | None = None) -> dict:
+    """One fresh server process, two jobs; seconds from the process start. ``switches``: {name: "on" / "off"} of
+    ``desktop.jobs.warmup``'s switches (EXPORT_BESIDE_WAITING_JOB: the export's warm-up beside a job that waits as
+    the model load ends; LIBRARIES_BESIDE_LOAD: the first sampling call's libraries brought up beside the load);
+    those not given keep the app's default."""
+    switches = {k: v for k, v in (switches or {}).items() if v}
     import httpx
 
     port = free_port()
@@ -83,19 +100,18 @@ def one_launch(model: Path, outputs: Path, device: str, warmup: bool, submit_aft
     from app_gpu import DESKTOP, REALISTIC_BOOTSTRAP, on_import
 
     code, args = (DESKTOP, []) if obj == "random" else (REALISTIC_BOOTSTRAP, [obj])
-    if export_beside_job:      # set once the app imports the module (importing it here would import PyTorch first)
-        code = on_import("desktop.jobs.warmup", "module.EXPORT_BESIDE_WAITING_JOB = os.environ["
-                                                "'LAUNCH_GPU_EXPORT_BESIDE_JOB'] == 'on'") + "import os\n" + code
+    if switches:      # set once the app imports the module (importing it here would import PyTorch first)
+        code = on_import("desktop.jobs.warmup", "; ".join(f"module.{k} = {v == 'on'}" for k, v in switches.items())
+                         ) + code
     head = [sys.executable, "-c", code, *args]
     cmd = [*head, "api", "--model", str(model), "--port", str(port), "--outputs", str(outputs), "--device", device]
     if not warmup:
         cmd.append("--no-warmup")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "benchmarks"),
-                                                        *filter(None, [os.environ.get("PYTHONPATH")])])}
+    base_env = os.environ if base_env is None else base_env
+    env = {**base_env, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "benchmarks"),
+                                                      *filter(None, [base_env.get("PYTHONPATH")])])}
     for name in ("TRELLIS_DESKTOP_API_TOKEN", "TRELLIS_DESKTOP_WARMUP"):
         env.pop(name, None)
-    if export_beside_job:
-        env["LAUNCH_GPU_EXPORT_BESIDE_JOB"] = export_beside_job
     log: list[tuple[float, str]] = []
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -105,7 +121,9 @@ def one_launch(model: Path, outputs: Path, device: str, warmup: bool, submit_aft
             log.append((time.perf_counter() - t0, line.rstrip()))
     reader = threading.Thread(target=read_log, daemon=True)
     reader.start()
-    row = {"warmup": "on" if warmup else "off", "submit_after_s": submit_after, "export_beside_job": export_beside_job}
+    row = {"warmup": "on" if warmup else "off", "submit_after_s": submit_after,
+           "export_beside_job": switches.get("EXPORT_BESIDE_WAITING_JOB"),
+           "libraries_beside_load": switches.get("LIBRARIES_BESIDE_LOAD")}
     loaded = {}
     client = httpx.Client(base_url=url, timeout=600)
 
@@ -166,24 +184,30 @@ def one_launch(model: Path, outputs: Path, device: str, warmup: bool, submit_aft
         m = re.search(r"(model loaded|kernels warmed) in ([0-9.]+) s \(background warm-up\)", line)
         if m:
             row["warmup_load_s" if m.group(1) == "model loaded" else "warmup_run_s"] = float(m.group(2))
+        m = re.search(r"libraries warmed in ([0-9.]+) s beside the load", line)
+        if m:
+            row["libraries_s"] = float(m.group(1))
     row["server_log"] = [f"{t:.2f} s: {line}" for t, line in log][-40:]
     return row
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
     out = [f"{meta['device']}, torch {meta['torch']}, commit {meta['commit']}, {meta['date']}; model {meta['model']}, "
-           f"preset {meta['preset']}, GLB only, {meta['image']}", "",
-           "| warm-up | submit after s | server answers s | model loaded s | first GLB s | first job s | "
-           "second GLB s | second job s | first job's load_model s | warm-up load s | warm-up run s |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           f"preset {meta['preset']}, GLB only, {meta['image']}, bytecode {meta.get('bytecode', 'as-is')}", "",
+           "| warm-up | switches | submit after s | server answers s | model loaded s | first GLB s | first job s | "
+           "second GLB s | second job s | first job's load_model s | warm-up load s | libraries beside it s | "
+           "warm-up run s |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def f(v):
         return "-" if v is None else f"{v:.2f}"
     for r in rows:
-        out.append(f"| {r['warmup']} | {r['submit_after_s']:g} | {f(r.get('server_s'))} | {f(r.get('model_loaded_s'))} "
-                   f"| {f(r.get('glb1_s'))} | {f(r.get('job1_s'))} | {f(r.get('glb2_s'))} | {f(r.get('job2_s'))} | "
+        switches = ", ".join(f"{k} {r[k]}" for k in ("export_beside_job", "libraries_beside_load") if r.get(k))
+        out.append(f"| {r['warmup']} | {switches or 'defaults'} | {r['submit_after_s']:g} | {f(r.get('server_s'))} | "
+                   f"{f(r.get('model_loaded_s'))} | {f(r.get('glb1_s'))} | {f(r.get('job1_s'))} | "
+                   f"{f(r.get('glb2_s'))} | {f(r.get('job2_s'))} | "
                    f"{f((r.get('job1_timings') or {}).get('load_model'))} | {f(r.get('warmup_load_s'))} | "
-                   f"{f(r.get('warmup_run_s'))} |")
+                   f"{f(r.get('libraries_s'))} | {f(r.get('warmup_run_s'))} |")
     return "\n".join(out) + "\n"
 
 
@@ -202,6 +226,12 @@ def main() -> int:
     ap.add_argument("--export-beside-job", default=None, choices=("on", "off"),
                     help="whether the export warms up beside a job that waits as the model load ends "
                          "(desktop.jobs.warmup.EXPORT_BESIDE_WAITING_JOB; default: the app's)")
+    ap.add_argument("--libraries-beside-load", default="", help="on, off or both in turn (on,off): whether the "
+                    "first sampling call's libraries are brought up beside the model load "
+                    "(desktop.jobs.warmup.LIBRARIES_BESIDE_LOAD; default: the app's)")
+    ap.add_argument("--bytecode", default="cached", choices=("cached", "as-is"),
+                    help="cached (default): the server reads our modules' bytecode, compiled once before the first run "
+                         "(a user's second launch); as-is: the environment decides (PYTHONDONTWRITEBYTECODE)")
     ap.add_argument("--out", default=None, help="JSON file (default: WORK/launch_gpu.json)")
     ap.add_argument("--md", default=None, help="markdown table file (default: WORK/launch_gpu.md)")
     args = ap.parse_args()
@@ -219,14 +249,19 @@ def main() -> int:
                 ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
             "date": date.today().isoformat(), "model": "tiny random" if args.tiny else "full-size random weights",
             "preset": args.preset, "image": f"{IMAGE.relative_to(ROOT)} (RGBA)", "object": args.object,
-            "fast_paths": os.environ.get("TRELLIS_FAST_PATHS", "on")}
+            "fast_paths": os.environ.get("TRELLIS_FAST_PATHS", "on"), "bytecode": args.bytecode}
     rows = []
+    libraries = [x.strip() for x in args.libraries_beside_load.split(",") if x.strip()] or [None]
+    env = bytecode_env(work, args.bytecode == "cached")
     for wait in waits:
         for w in warmups:
-            outputs = work / f"outputs-warmup-{w}-after-{wait:g}"
-            row = one_launch(model, outputs, args.device, w == "on", wait, body, args.object, args.export_beside_job)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            for i, lib in enumerate(libraries):
+                outputs = work / f"outputs-warmup-{w}-after-{wait:g}" / f"run{i}"
+                row = one_launch(model, outputs, args.device, w == "on", wait, body, args.object,
+                                 {"EXPORT_BESIDE_WAITING_JOB": args.export_beside_job, "LIBRARIES_BESIDE_LOAD": lib},
+                                 env)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     result = {"meta": meta, "runs": rows}
     Path(args.out or work / "launch_gpu.json").write_text(json.dumps(result, indent=2))
     table = markdown(rows, meta)
