@@ -3,14 +3,16 @@ start to the server answering, the model loaded, the first job's GLB and the sec
 
     python benchmarks/launch_gpu.py [--work DIR] [--preset balanced] [--submit-after 0,10] [--warmup on,off]
                                     [--export-beside-job on|off] [--libraries-beside-load on,off]
+                                    [--bytecode cached|as-is] [--discard-first 1|0]
                                     [--object random|bunny|nut] [--out launch_gpu.json] [--md launch_gpu.md]
     python benchmarks/launch_gpu.py --tiny --device cpu       # the code path on a CPU, tiny pipeline
 
 The model is the full-size random-weight TRELLIS-image-large folder of app_gpu.py (written once under --work;
 shapes decide time and memory), on an RGBA example from assets/ (its alpha is used as it is: no background
 removal, so no u2net download; the run needs no network). Each run is one fresh `python -m desktop api`
-process (nothing warm but the OS file cache and Triton's on-disk kernel cache, which a user's second launch has
-too): it waits `--submit-after` seconds after the server answers (0: a script that posts at once; 10: a user
+process (nothing warm but the OS file cache, Triton's on-disk kernel cache and Python's bytecode of our modules,
+which a user's second launch has too: ``--bytecode``; the first launch, with the server's packages still cold in the
+page cache, is run and kept apart: ``--discard-first``): it waits `--submit-after` seconds after the server answers (0: a script that posts at once; 10: a user
 picking an image), posts a job (GLB only, the preset's settings), then a second one when the first is done.
 `--warmup off` starts the server with --no-warmup (what the app did before the background warm-up).
 
@@ -232,6 +234,9 @@ def main() -> int:
     ap.add_argument("--bytecode", default="cached", choices=("cached", "as-is"),
                     help="cached (default): the server reads our modules' bytecode, compiled once before the first run "
                          "(a user's second launch); as-is: the environment decides (PYTHONDONTWRITEBYTECODE)")
+    ap.add_argument("--discard-first", type=int, default=1, choices=(0, 1),
+                    help="1 (default): one launch first whose row is kept apart (the first server process of a host "
+                         "reads its packages from a cold page cache: a user's first start after the install)")
     ap.add_argument("--out", default=None, help="JSON file (default: WORK/launch_gpu.json)")
     ap.add_argument("--md", default=None, help="markdown table file (default: WORK/launch_gpu.md)")
     args = ap.parse_args()
@@ -253,6 +258,12 @@ def main() -> int:
     rows = []
     libraries = [x.strip() for x in args.libraries_beside_load.split(",") if x.strip()] or [None]
     env = bytecode_env(work, args.bytecode == "cached")
+    discarded = []
+    if args.discard_first:
+        discarded.append(one_launch(model, work / "outputs-discarded", args.device, warmups[0] == "on", waits[0], body,
+                                    args.object, {"EXPORT_BESIDE_WAITING_JOB": args.export_beside_job,
+                                                  "LIBRARIES_BESIDE_LOAD": libraries[0]}, env))
+        print("discarded:", json.dumps(discarded[0]), flush=True)
     for wait in waits:
         for w in warmups:
             for i, lib in enumerate(libraries):
@@ -262,7 +273,7 @@ def main() -> int:
                                  env)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    result = {"meta": meta, "runs": rows}
+    result = {"meta": meta, "runs": rows, "discarded": discarded}
     Path(args.out or work / "launch_gpu.json").write_text(json.dumps(result, indent=2))
     table = markdown(rows, meta)
     Path(args.md or work / "launch_gpu.md").write_text(table)
