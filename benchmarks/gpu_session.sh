@@ -46,6 +46,8 @@
 #               and off, submitted at once and after 10 s): the REST server needs fastapi and its own imports too
 #               (fastapi 0.165 imports opentelemetry-api; uvicorn, starlette, pydantic, python-multipart,
 #               fastapi-offline, httpx: carry their wheels in .whl/ as below)
+#   firstjob    first_job_gpu.py B A B A (B: the first sampling call's libraries warmed beside the load, --prewarm beside;
+#               A: not), Triton, after a first run that fills Triton's disk cache; needs app_gpu.py's pipeline folder
 #   budget      vram_budget_gpu.py --object bunny: the whole job beside a process holding all but ~3.2 GiB, with
 #               --vram-budget 3 and the low-VRAM preset's default budget
 #   limits      e2e_gpu.py --limits 4,3,2.5,2 (issue 14: the whole job in a fresh process per memory cap;
@@ -195,10 +197,16 @@ import export_realistic_gpu as e; sys.exit(e.main(sys.argv[1:]))'
         launch)
             run launch "$PY" benchmarks/launch_gpu.py --object bunny --warmup on,off --submit-after 0,10 \
                 --out "$OUT/launch.json" --md "$OUT/launch.md" ;;
+        firstjob)
+            run first_job_cold "$PY" benchmarks/first_job_gpu.py --out "$OUT/first_job_cold.json"
+            for ab in beside:1 none:1 beside:2 none:2; do
+                run "first_job_${ab%%:*}${ab##*:}" "$PY" benchmarks/first_job_gpu.py --prewarm "${ab%%:*}" \
+                    --out "$OUT/first_job_${ab%%:*}${ab##*:}.json"
+            done ;;
         budget)
             run budget "$PY" benchmarks/vram_budget_gpu.py --object bunny ;;
         *)
             echo "unknown step: $step (objects tests conv cache export export-triton export-windows export-off fitted app preview normalmap views decimation" \
-                 "visibility profile chain columns ab e2e limits launch budget)" >&2; exit 2 ;;
+                 "visibility profile chain columns ab e2e limits launch firstjob budget)" >&2; exit 2 ;;
     esac
 done
