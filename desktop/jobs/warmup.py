@@ -23,22 +23,34 @@ EXPORT_BESIDE_WAITING_JOB = True
 # (docs/benchmarks/app.md#launch-to-first-glb).
 LIBRARIES_BESIDE_LOAD = True
 
-_DTYPES = {"bf16": "bfloat16", "fp32": "float32"}
+_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
 
-def warm_libraries_beside(device: str, precision: str, stop: Callable[[], bool]) -> threading.Thread:
-    """Start ``first_use.warm_libraries`` on `device` (in the dtype `precision` names; fp16 for auto) in a thread;
-    it logs its seconds and never fails. Its modules are imported here, in the calling thread: two threads importing
-    modules with native parts for the first time at once can deadlock."""
-    import torch
+def warm_libraries_beside(device: str, precision: str, stop: Callable[[], bool]) -> threading.Thread | None:
+    """Start ``first_use.warm_libraries`` on `device` in a thread, in the dtype `precision` names (for "auto", the one
+    auto picks on this card); it logs its seconds and never fails. Its modules are imported here, in the calling
+    thread: two threads importing modules with native parts for the first time at once can deadlock. None, with a
+    warning, where it cannot start (the first job then does that work)."""
+    try:
+        import torch
 
-    from trellis.modules import attention, transformer  # noqa: F401 (imported here, used there)
-    from trellis.modules.sparse import conv  # noqa: F401
-    from trellis.pipelines.first_use import warm_libraries
+        from trellis.modules import attention, transformer  # noqa: F401 (imported here, used there)
+        from trellis.modules.sparse import conv  # noqa: F401
+        from trellis.pipelines.first_use import warm_libraries
+        from trellis.pipelines.memory import precision_for
+
+        dev = torch.device(device)
+        if precision not in _DTYPES:
+            precision = "fp32" if dev.type != "cuda" else precision_for(
+                torch.cuda.get_device_capability(dev), torch.cuda.get_device_properties(dev).total_memory / 2 ** 30)
+        dtype = getattr(torch, _DTYPES[precision])
+    except Exception as err:
+        print(f"warning: could not start warming the libraries on {device}: {err}", file=sys.stderr, flush=True)
+        return None
 
     def run():
         t = time.perf_counter()
-        steps = warm_libraries(device, getattr(torch, _DTYPES.get(precision, "float16")), cancel=stop)
+        steps = warm_libraries(dev, dtype, cancel=stop)
         print(f"device {device}: libraries warmed in {time.perf_counter() - t:.1f} s beside the load "
               f"({', '.join(f'{k} {v}' for k, v in steps.items())})", file=sys.stderr, flush=True)
 

@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Shapes", "IMAGE_LARGE", "TINY", "STEPS", "warm_libraries"]
+__all__ = ["Shapes", "IMAGE_LARGE", "TINY", "FULL_SHAPES_FREE_BYTES", "STEPS", "warm_libraries"]
 
 
 class Shapes(NamedTuple):
@@ -31,6 +31,9 @@ class Shapes(NamedTuple):
 # same. TINY: where no kernel is loaded (a CPU), only the code path.
 IMAGE_LARGE = Shapes(channels=1024, heads=16, head_dim=64, tokens=4096, context=1374, image=518)
 TINY = Shapes(channels=64, heads=2, head_dim=32, tokens=32, context=16, image=28)
+# IMAGE_LARGE's steps hold up to ~0.2 GiB at once: a GPU with less than this free gets TINY (the model load beside it
+# comes first).
+FULL_SHAPES_FREE_BYTES = 2 << 30
 
 
 def _attention(device: torch.device, dtype: torch.dtype, s: Shapes) -> None:
@@ -82,11 +85,13 @@ STEPS = (("sparse_conv", _sparse_conv), ("attention", _attention), ("linear", _l
 
 def warm_libraries(device, dtype: torch.dtype = torch.float16, cancel: Optional[Callable[[], bool]] = None,
                    shapes: Optional[Shapes] = None) -> dict:
-    """Run each of ``STEPS`` once on `device` in `dtype` at `shapes` (IMAGE_LARGE on CUDA, TINY elsewhere), stopping
-    early when ``cancel()``; returns the seconds of each step done (a step that failed: its error's text instead).
-    Never raises: the first job then does it."""
+    """Run each of ``STEPS`` once on `device` in `dtype` at `shapes` (by default IMAGE_LARGE on a CUDA device with
+    FULL_SHAPES_FREE_BYTES free, TINY elsewhere), stopping early when ``cancel()``; returns the seconds of each step
+    done (a step that failed: its error's text instead). Never raises: the first job then does it."""
     device = torch.device(device)
-    shapes = shapes or (IMAGE_LARGE if device.type == "cuda" else TINY)
+    if shapes is None:
+        roomy = device.type == "cuda" and torch.cuda.mem_get_info(device)[0] >= FULL_SHAPES_FREE_BYTES
+        shapes = IMAGE_LARGE if roomy else TINY
     done: dict = {}
     with torch.no_grad():
         for name, step in STEPS:

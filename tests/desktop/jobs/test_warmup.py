@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
 from desktop.jobs import JobRunner
 from desktop.settings import GenerationSettings
@@ -120,6 +121,15 @@ def test_the_libraries_warm_up_beside_the_load_only_when_set_to(tiny_pipeline_di
         for thread in [t for t in threading.enumerate() if t.name == "trellis-first-use"]:
             thread.join(120)
     assert during_load == ([True] if beside else [])
+
+
+def test_libraries_that_cannot_be_warmed_leave_it_to_the_first_job(capfd):
+    from desktop.jobs import warmup
+
+    if torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    assert warmup.warm_libraries_beside("cuda:7", "auto", lambda: False) is None
+    assert "warning: could not start warming the libraries on cuda:7" in capfd.readouterr().err
 
 
 def test_the_warm_run_then_a_job(tiny_pipeline_dir, tmp_path, image):
