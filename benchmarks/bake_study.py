@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from export_realistic_gpu import balanced_to_glb_kwargs, commit, path_label, sync  # noqa: E402
+from export_realistic_gpu import balanced_to_glb_kwargs, path_label, sync  # noqa: E402
+from provenance import source_commit  # noqa: E402
 from realistic_objects import (SHAPES, effective_blur, glb_quality, ideal_texture, realistic_object,  # noqa: E402
                                truth_color)
 
@@ -134,7 +135,7 @@ def main(argv=None) -> int:
     observed_cache = {}
     ceiling = glb_quality(glb, dev, qviews, qres, pattern_res=res, texture=ideal)
     result = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "path": path_label(dev)[0],
-              "commit": commit(), "date": time.strftime("%Y-%m-%d"), "shape": args.shape, "quick": args.quick,
+              "commit": source_commit(), "date": time.strftime("%Y-%m-%d"), "shape": args.shape, "quick": args.quick,
               "colors": args.colors,
               "to_glb_kwargs": kw, "faces": len(f), "ceiling": ceiling, "variants": {}}
     print(json.dumps({"ceiling": {k: ceiling[k] for k in ("psnr_db", "ssim", "seam_band_error_ratio")}}), flush=True)

@@ -264,8 +264,9 @@ def main() -> int:
             results.append({"mode": name, "skipped": f"{gpus} GPU(s) here"})
         else:
             results.append(run_mode(name, args, model, images, env))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip() or "?"
+    from provenance import source_commit
+
+    commit = source_commit()
     info = {"device": torch.cuda.get_device_name(0) if gpus else "cpu", "gpus": gpus, "torch": torch.__version__,
             "ray": ray_version, "commit": commit, "date": time.strftime("%Y-%m-%d"), "items": args.items,
             "preset": args.preset, "formats": args.formats, "object": args.object}

@@ -52,9 +52,13 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--vary", type=int, default=40)
     ap.add_argument("--voxels", type=int, default=20000)
-    ap.add_argument("--commit", default="?")
+    ap.add_argument("--commit", default=None, help="commit id to record (default: provenance.source_commit())")
     ap.add_argument("--out", default="context_cache_gpu.json")
     args = ap.parse_args()
+    if args.commit is None:
+        from provenance import source_commit
+
+        args.commit = source_commit()
     pipe = build_pipeline().to("cuda")
     coords = shell_structure(args.voxels).coords
     image = torch.rand(1, 3, 518, 518, generator=torch.Generator().manual_seed(0))

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -68,11 +67,9 @@ def main() -> int:
     def record(job, p):
         events.append((time.perf_counter(), (p.stage, p.message, p.step, p.total)))
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True).stdout.strip()
-    except OSError:
-        commit = "?"
+    from provenance import source_commit
+
+    commit = source_commit()
     print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
           f"{torch.__version__} with {torch.get_num_threads()} threads, commit {commit}, "
           f"{time.strftime('%Y-%m-%d')}", flush=True)

@@ -232,11 +232,15 @@ def main() -> int:
     ap.add_argument("--out", default="e2e_gpu.json")
     ap.add_argument("--svg", default=None)
     ap.add_argument("--md", default=None, help="also write the markdown table here")
-    ap.add_argument("--commit", default="?")
+    ap.add_argument("--commit", default=None, help="commit id to record (default: provenance.source_commit())")
     ap.add_argument("--save-mesh", default=None, help="write the (last) decoder mesh here (.npz)")
     ap.add_argument("--save-uv-input", default=None, metavar="FILE",
                     help="write the mesh the (last) to_glb gave the UV unwrap here (.npz: vertices, faces)")
     args = ap.parse_args()
+    if args.commit is None:
+        from provenance import source_commit
+
+        args.commit = source_commit()
     global SAVE_MESH
     SAVE_MESH = args.save_mesh
     if args.save_uv_input:

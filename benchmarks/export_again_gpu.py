@@ -45,8 +45,9 @@ def main() -> int:
     source = sorted(p for p in (Path(args.work) / f"outputs-{args.object}").iterdir()
                     if (p / "result.npz").is_file())[0]
     model = Path(args.work) / "TRELLIS-image-large-random"
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
+    from provenance import source_commit
+
+    commit = source_commit()
     info = {"device_name": torch.cuda.get_device_name(0), "path": fastpaths.describe("cuda"),
             "TRELLIS_FAST_PATHS": os.environ.get("TRELLIS_FAST_PATHS"), "commit": commit,
             "date": time.strftime("%Y-%m-%d"), "object": args.object, "source": source.name, "runs": {}}

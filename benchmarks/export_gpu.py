@@ -63,8 +63,12 @@ def main() -> int:
     ap.add_argument("--resolution", type=int, default=512)
     ap.add_argument("--opt-steps", type=int, default=2500)
     ap.add_argument("--out", default="export_gpu.json")
-    ap.add_argument("--commit", default="?")
+    ap.add_argument("--commit", default=None, help="commit id to record (default: provenance.source_commit())")
     args = ap.parse_args()
+    if args.commit is None:
+        from provenance import source_commit
+
+        args.commit = source_commit()
     structure = shell_structure(20000)
     gs = build("slat_decoder_gs", "cuda")
     gs.set_torso_dtype(torch.float16)

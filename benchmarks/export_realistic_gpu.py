@@ -32,7 +32,6 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from provenance import source_commit  # noqa: E402
 from trellis.export.uv.stats import atlas_stats, uv_coverage  # noqa: E402
 
 from realistic_objects import (DEFAULT_SHAPES, SHAPES, SOURCES, build_arrays, effective_blur,  # noqa: E402
@@ -65,17 +65,6 @@ def path_label(device) -> tuple:
     except ImportError as err:      # before trellis/fastpaths.py exists
         return f"unknown (trellis.fastpaths not importable: {err})", None
     return fastpaths.describe(device), fastpaths.status(device)
-
-
-def commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else "?"
-    except Exception:
-        return "?"
 
 
 def sync(device):
@@ -200,7 +189,7 @@ def main(argv=None) -> int:
             f"{torch.get_num_threads()} torch threads)",
             "device": str(device), "path": label, "fastpaths_status": status,
             "TRELLIS_FAST_PATHS": os.environ.get("TRELLIS_FAST_PATHS"), "torch": torch.__version__,
-            "commit": commit(), "date": time.strftime("%Y-%m-%d"), "quick": q, "mesh_resolution": res,
+            "commit": source_commit(), "date": time.strftime("%Y-%m-%d"), "quick": q, "mesh_resolution": res,
             "gaussians": n_gs, "colors": args.colors, "warmup": warmup, "runs": runs, "to_glb_kwargs": kwargs,
             "quality": {"views": qviews, "resolution": qres}, "rows": {}}
     print(json.dumps({k: v for k, v in info.items() if k != "rows"}, default=str), flush=True)

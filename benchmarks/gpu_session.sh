@@ -71,7 +71,7 @@ mkdir -p "$NOTRITON/triton"
 echo 'raise ImportError("triton hidden: what a Windows install without the triton-windows wheel sees")' \
     > "$NOTRITON/triton/__init__.py"
 WINDOWS=(env PYTHONPATH="$NOTRITON${PYTHONPATH:+:$PYTHONPATH}")   # the Windows column: `import triton` fails
-COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+COMMIT="$("$PY" benchmarks/provenance.py 2>/dev/null || echo "?")"   # the files that run, not a lagging HEAD
 
 run() {   # run NAME CMD...: log to $OUT/NAME.log, time it, keep going on failure
     local name="$1"; shift

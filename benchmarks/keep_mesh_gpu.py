@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from export_realistic_gpu import balanced_to_glb_kwargs, commit, path_label, sync  # noqa: E402
+from export_realistic_gpu import balanced_to_glb_kwargs, path_label, sync  # noqa: E402
+from provenance import source_commit  # noqa: E402
 from realistic_objects import (DEFAULT_SHAPES, EXTENT, SHAPES, glb_quality, ideal_texture, prepare_source,  # noqa: E402
                                realistic_object)
 
@@ -63,7 +64,8 @@ def main(argv=None) -> int:
     label, _ = path_label(device)
     info = {"device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU", "path": label,
             "TRELLIS_FAST_PATHS": os.environ.get("TRELLIS_FAST_PATHS"), "torch": torch.__version__,
-            "commit": commit(), "date": time.strftime("%Y-%m-%d"), "bake": bake, "colors": args.colors, "rows": []}
+            "commit": source_commit(), "date": time.strftime("%Y-%m-%d"), "bake": bake, "colors": args.colors,
+            "rows": []}
     for shape in args.shapes:
         gaussian, _ = realistic_object(shape, device=device, resolution=res, num_gaussians=n_gs, verbose=False,
                                        colors=args.colors)

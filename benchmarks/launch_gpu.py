@@ -246,12 +246,12 @@ def main() -> int:
     body = job_settings(args.preset, args.tiny)
     warmups = ["off"] if args.warmup_off else [w.strip() for w in args.warmup.split(",") if w.strip()]
     waits = [float(x) for x in args.submit_after.split(",") if x.strip()]
+    import provenance
     import torch
 
     cuda = args.device.startswith("cuda") and torch.cuda.is_available()
     meta = {"device": torch.cuda.get_device_name() if cuda else "CPU", "torch": torch.__version__,
-            "commit": os.environ.get("TRELLIS_COMMIT") or subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+            "commit": os.environ.get("TRELLIS_COMMIT") or provenance.source_commit(),
             "date": date.today().isoformat(), "model": "tiny random" if args.tiny else "full-size random weights",
             "preset": args.preset, "image": f"{IMAGE.relative_to(ROOT)} (RGBA)", "object": args.object,
             "fast_paths": os.environ.get("TRELLIS_FAST_PATHS", "on"), "bytecode": args.bytecode}

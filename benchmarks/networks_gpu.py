@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -133,17 +132,15 @@ def main() -> int:
     ap.add_argument("--voxels", type=int, default=20000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default="networks_gpu.json")
-    ap.add_argument("--commit", default=None, help="commit id to record (default: git rev-parse HEAD)")
+    ap.add_argument("--commit", default=None, help="commit id to record (default: provenance.source_commit())")
     args = ap.parse_args()
     dev = torch.device("cuda")
     structure = shell_structure(args.voxels)
     commit = args.commit
     if commit is None:
-        try:
-            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                    text=True).stdout.strip() or "?"
-        except OSError:
-            commit = "?"
+        from provenance import source_commit
+
+        commit = source_commit()
     from trellis.modules.sparse.conv import _spconv
     info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "python": platform.python_version(),
             "commit": commit, "date": time.strftime("%Y-%m-%d"), "voxels_64": len(structure.coords),

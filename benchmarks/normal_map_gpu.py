@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from export_realistic_gpu import balanced_to_glb_kwargs, commit, path_label, sync  # noqa: E402
+from export_realistic_gpu import balanced_to_glb_kwargs, path_label, sync  # noqa: E402
+from provenance import source_commit  # noqa: E402
 from realistic_objects import DEFAULT_SHAPES, SHAPES, held_out_cameras, realistic_object  # noqa: E402
 
 
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
     label, _ = path_label(device)
     info = {"device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
             "path": label, "TRELLIS_FAST_PATHS": os.environ.get("TRELLIS_FAST_PATHS"), "torch": torch.__version__,
-            "commit": commit(), "date": time.strftime("%Y-%m-%d"), "export_kwargs": kwargs, "runs": args.runs,
+            "commit": source_commit(), "date": time.strftime("%Y-%m-%d"), "export_kwargs": kwargs, "runs": args.runs,
             "quality": {"views": args.quality_views, "resolution": args.quality_resolution}, "rows": []}
     print(json.dumps({k: v for k, v in info.items() if k != "rows"}), flush=True)
     for name in args.shapes:

@@ -65,11 +65,9 @@ def main() -> int:
     ap.add_argument("--out", default="nvrtc_cache_gpu.json")
     args = ap.parse_args()
     import torch
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=ROOT).stdout.strip() or "?"
-    except OSError:
-        commit = "?"
+    from provenance import source_commit
+
+    commit = source_commit()
     info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "commit": commit,
             "date": time.strftime("%Y-%m-%d %H:%M")}
     with tempfile.TemporaryDirectory() as folder:

@@ -92,7 +92,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--voxels", type=int, default=20000)
     ap.add_argument("--out", default="pipeline_gpu.json")
-    ap.add_argument("--commit", default="?")
+    ap.add_argument("--commit", default=None, help="commit id to record (default: provenance.source_commit())")
     ap.add_argument("--presets", default=None, help="comma-separated preset names (default: all)")
     ap.add_argument("--repeats", type=int, default=1, help="timed runs per preset after the warm-up (median shown)")
     ap.add_argument("--vary", type=int, default=0,
@@ -101,6 +101,10 @@ def main() -> int:
     ap.add_argument("--limit-gib", type=float, default=None,
                     help="cap this process's GPU memory first (set_memory_limit): what a card of that size allows")
     args = ap.parse_args()
+    if args.commit is None:
+        from provenance import source_commit
+
+        args.commit = source_commit()
     if args.limit_gib:
         from trellis.core.device import set_memory_limit
         set_memory_limit("cuda", int(args.limit_gib * 2 ** 30))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -123,8 +122,9 @@ def main() -> int:
     device = torch.device("cuda")
     make = shell_structure if args.structure == "shell" else scattered_structure
     coords = make(args.voxels, device=device).coords
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=ROOT).stdout.strip()
+    from provenance import source_commit
+
+    commit = source_commit()
     info = {"device": torch.cuda.get_device_name(device), "torch": torch.__version__, "commit": commit,
             "date": time.strftime("%Y-%m-%d"), "structure": args.structure, "voxels": int(coords.shape[0]),
             "tokens": int(torch.unique(coords[:, 1:] // 2, dim=0).shape[0]), "steps": args.steps, "flows": {}}

@@ -29,7 +29,6 @@ import itertools
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -270,11 +269,9 @@ def main() -> int:
     ap.add_argument("--out", default="sparse_conv_gpu.json")
     args = ap.parse_args()
     import triton
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True).stdout.strip() or "?"
-    except OSError:
-        commit = "?"
+    from provenance import source_commit
+
+    commit = source_commit()
     lv = levels(args.voxels)
     info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
             "python": platform.python_version(), "commit": commit, "date": time.strftime("%Y-%m-%d"),

@@ -547,8 +547,12 @@ def main() -> int:
     ap.add_argument("--build-only", action="store_true", help="build (or find) the folders, load them, stop")
     ap.add_argument("--out", default="text_gpu.json")
     ap.add_argument("--md", default=None, help="also write the markdown table here")
-    ap.add_argument("--commit", default="?")
+    ap.add_argument("--commit", default=None, help="commit id to record (default: provenance.source_commit())")
     args = ap.parse_args()
+    if args.commit is None:
+        from provenance import source_commit
+
+        args.commit = source_commit()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")           # everything is local; never ask the hub
     if args.build_only:
         pipe, load = load_pipeline(args, torch.device("cpu"))

@@ -28,7 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from export_realistic_gpu import _UV_INPUT, _record_uv_input, balanced_to_glb_kwargs, commit, run_to_glb, sync  # noqa: E402
+from export_realistic_gpu import _UV_INPUT, _record_uv_input, balanced_to_glb_kwargs, run_to_glb, sync  # noqa: E402
+from provenance import source_commit  # noqa: E402
 from realistic_objects import DEFAULT_SHAPES, SHAPES, realistic_object  # noqa: E402
 
 
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
     if args.quick:
         res, n_gs, nv, rr = 64, 20_000, 8, 384
         kw.update(nviews=nv, render_resolution=rr, texture_size=512)
-    info = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "commit": commit(),
+    info = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "commit": source_commit(),
             "date": time.strftime("%Y-%m-%d"), "torch_threads": torch.get_num_threads(), "rows": {}}
     for name in args.shapes:
         gaussian, mesh = realistic_object(name, dev, resolution=res, num_gaussians=n_gs, verbose=False)

@@ -178,8 +178,10 @@ def main(argv=None) -> int:
     finally:
         holder.stdin.close()
         holder.wait(timeout=60)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    print(json.dumps({"gpu": gpu[0][0] if gpu else None, "commit": commit.strip(), "object": args.object,
+    from provenance import source_commit
+
+    commit = source_commit()
+    print(json.dumps({"gpu": gpu[0][0] if gpu else None, "commit": commit, "object": args.object,
                       "holder": {"held_gib": gib(held["held_bytes"]), "left_free_gib": gib(held["free_bytes"]),
                                  "total_gib": gib(held["total_bytes"])},
                       "ok": all(r["ok"] for r in rows), "cases": rows}))
