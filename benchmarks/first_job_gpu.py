@@ -67,6 +67,7 @@ def main() -> int:
 
     # The realistic object's bootstrap of app_gpu.py, applied to the pipeline class as the app imports it.
     import app_gpu
+    from provenance import source_commit
     sys.argv.insert(1, args.object)
     exec(compile(app_gpu._REALISTIC_HEAD, "realistic_head", "exec"), globals())
     import torch
@@ -76,7 +77,7 @@ def main() -> int:
     torch.zeros(1, device=device)
     t_cuda = time.perf_counter()
     result = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu", "torch": torch.__version__,
-              "prewarm": args.prewarm,
+              "prewarm": args.prewarm, "commit": source_commit(), "date": time.strftime("%Y-%m-%d"),
               "fast_paths": os.environ.get("TRELLIS_FAST_PATHS", "on"),
               "import_torch_s": round(t_torch - t_start, 3), "cuda_start_s": round(t_cuda - t_torch, 3)}
 
