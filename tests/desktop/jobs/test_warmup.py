@@ -40,6 +40,21 @@ class GatedLoader:
         return TrellisImageTo3DPipeline.from_pretrained(self.model).to(device)
 
 
+def job_through_a_held_load(model, tmp_path, image, loader, then_join: str, while_held=None):
+    """The warm-up started with `loader` holding the load, `while_held()` (if given) called then, a job submitted, the
+    load let go; the job must end done. Then the threads named `then_join` are waited for."""
+    with JobRunner(model, tmp_path / "out", device="cpu", pipeline_factory=loader) as runner:
+        runner.start_warmup(forward=True)
+        assert loader.entered.wait(60)
+        if while_held is not None:
+            while_held()
+        job = runner.submit(image, GenerationSettings(**FAST))
+        loader.gate.set()
+        assert job.wait(120) and job.state == "done", job.error
+        for thread in [t for t in threading.enumerate() if t.name == then_join]:
+            thread.join(120)
+
+
 def wait_until(cond, timeout=120):
     deadline = time.time() + timeout
     while not cond():
@@ -83,15 +98,8 @@ def test_the_export_warms_up_beside_a_waiting_job_only_when_set_to(tiny_pipeline
     real = warmup.warm_export
     monkeypatch.setattr(warmup, "warm_export", recorded)
     monkeypatch.setattr(warmup, "EXPORT_BESIDE_WAITING_JOB", beside)
-    loader = GatedLoader(tiny_pipeline_dir)
-    with JobRunner(tiny_pipeline_dir, tmp_path / "out", device="cpu", pipeline_factory=loader) as runner:
-        runner.start_warmup(forward=True)
-        assert loader.entered.wait(60)
-        job = runner.submit(image, GenerationSettings(**FAST))     # waits as the load ends
-        loader.gate.set()
-        assert job.wait(120) and job.state == "done", job.error
-        for thread in [t for t in threading.enumerate() if t.name == "trellis-export-warm"]:
-            thread.join(120)
+    job_through_a_held_load(tiny_pipeline_dir, tmp_path, image, GatedLoader(tiny_pipeline_dir),
+                            then_join="trellis-export-warm")           # the job waits as the load ends
     assert called == (["cpu"] if beside else [])
 
 
@@ -110,17 +118,9 @@ def test_the_libraries_warm_up_beside_the_load_only_when_set_to(tiny_pipeline_di
     monkeypatch.setattr(first_use, "warm_libraries", recorded)
     monkeypatch.setattr(warmup, "LIBRARIES_BESIDE_LOAD", beside)
     loader = GatedLoader(tiny_pipeline_dir)
-    with JobRunner(tiny_pipeline_dir, tmp_path / "out", device="cpu", pipeline_factory=loader) as runner:
-        runner.start_warmup(forward=True)
-        assert loader.entered.wait(60)
-        if beside:
-            wait_until(lambda: during_load)          # it runs while the load is held, not after it
-        job = runner.submit(image, GenerationSettings(**FAST))
-        loader.gate.set()
-        assert job.wait(120) and job.state == "done", job.error
-        for thread in [t for t in threading.enumerate() if t.name == "trellis-first-use"]:
-            thread.join(120)
-    assert during_load == ([True] if beside else [])
+    job_through_a_held_load(tiny_pipeline_dir, tmp_path, image, loader, then_join="trellis-first-use",
+                            while_held=(lambda: wait_until(lambda: during_load)) if beside else None)
+    assert during_load == ([True] if beside else [])               # it ran while the load was held, not after
 
 
 def test_libraries_that_cannot_be_warmed_leave_it_to_the_first_job(capfd):
