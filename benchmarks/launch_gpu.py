@@ -12,8 +12,9 @@ shapes decide time and memory), on an RGBA example from assets/ (its alpha is us
 removal, so no u2net download; the run needs no network). Each run is one fresh `python -m desktop api`
 process (nothing warm but the OS file cache, Triton's on-disk kernel cache and Python's bytecode of our modules,
 which a user's second launch has too: ``--bytecode``; the first launch, with the server's packages still cold in the
-page cache, is run and kept apart: ``--discard-first``): it waits `--submit-after` seconds after the server answers (0: a script that posts at once; 10: a user
-picking an image), posts a job (GLB only, the preset's settings), then a second one when the first is done.
+page cache, is run and kept apart: ``--discard-first``): it waits `--submit-after` seconds after the server answers
+(0: a script that posts at once; 10: a user picking an image), posts a job (GLB only, the preset's settings), then a
+second one when the first is done.
 `--warmup off` starts the server with --no-warmup (what the app did before the background warm-up).
 
 Columns, seconds from the process start: server answers /ping; /v1/health says the model is loaded; the first and
@@ -258,19 +259,18 @@ def main() -> int:
     rows = []
     libraries = [x.strip() for x in args.libraries_beside_load.split(",") if x.strip()] or [None]
     env = bytecode_env(work, args.bytecode == "cached")
+    def switches(lib):
+        return {"EXPORT_BESIDE_WAITING_JOB": args.export_beside_job, "LIBRARIES_BESIDE_LOAD": lib}
     discarded = []
     if args.discard_first:
         discarded.append(one_launch(model, work / "outputs-discarded", args.device, warmups[0] == "on", waits[0], body,
-                                    args.object, {"EXPORT_BESIDE_WAITING_JOB": args.export_beside_job,
-                                                  "LIBRARIES_BESIDE_LOAD": libraries[0]}, env))
+                                    args.object, switches(libraries[0]), env))
         print("discarded:", json.dumps(discarded[0]), flush=True)
     for wait in waits:
         for w in warmups:
             for i, lib in enumerate(libraries):
                 outputs = work / f"outputs-warmup-{w}-after-{wait:g}" / f"run{i}"
-                row = one_launch(model, outputs, args.device, w == "on", wait, body, args.object,
-                                 {"EXPORT_BESIDE_WAITING_JOB": args.export_beside_job, "LIBRARIES_BESIDE_LOAD": lib},
-                                 env)
+                row = one_launch(model, outputs, args.device, w == "on", wait, body, args.object, switches(lib), env)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     result = {"meta": meta, "runs": rows, "discarded": discarded}
