@@ -104,7 +104,7 @@ def check_outputs(folder: Path) -> dict:
 
 # The command-line generator with the pipeline's outputs swapped for a realistic object (``--object``): what runs
 # before the hook (REALISTIC_BOOTSTRAP below).
-_REALISTIC_HEAD = r"""
+REALISTIC_HEAD = r"""
 import importlib.machinery, os, runpy, sys, threading
 name = sys.argv.pop(1)
 # Lazy, so that the server's start is the app's own: the arrays load in a thread from now on (NumPy), and the
@@ -116,7 +116,7 @@ def _load_arrays():
 _loading = threading.Thread(target=_load_arrays, daemon=True)
 _loading.start()
 
-def _patch(cls):
+def patch_pipeline(cls):
     import numpy as np, torch
     from realistic_objects import make_gaussian
     from trellis.representations.mesh import MeshExtractResult
@@ -200,8 +200,8 @@ sys.argv[0] = "desktop"
 runpy.run_module("desktop", run_name="__main__", alter_sys=True)
 """
 # The realistic object's bootstrap: its arrays and patch, the patch applied when the app imports the pipeline, the app.
-REALISTIC_BOOTSTRAP = (_REALISTIC_HEAD + on_import("trellis.pipelines.trellis_image_to_3d",
-                                                   "_patch(module.TrellisImageTo3DPipeline)") + DESKTOP)
+REALISTIC_BOOTSTRAP = (REALISTIC_HEAD + on_import("trellis.pipelines.trellis_image_to_3d",
+                                                  "patch_pipeline(module.TrellisImageTo3DPipeline)") + DESKTOP)
 
 
 def job_command(obj: str, image: Path, out: Path, model: Path, runs: int, preset: str, extra=()) -> list:

@@ -69,7 +69,7 @@ def main() -> int:
     import app_gpu
     from provenance import source_commit
     sys.argv.insert(1, args.object)
-    exec(compile(app_gpu._REALISTIC_HEAD, "realistic_head", "exec"), globals())
+    exec(compile(app_gpu.REALISTIC_HEAD, "realistic_head", "exec"), globals())
     import torch
     t_torch = time.perf_counter()
     device = torch.device(args.device)
@@ -86,7 +86,7 @@ def main() -> int:
     from desktop.jobs.sampling import sampler_params
     from trellis.pipelines import trellis_image_to_3d
 
-    _patch(trellis_image_to_3d.TrellisImageTo3DPipeline)     # noqa: F821 (from the bootstrap)
+    patch_pipeline(trellis_image_to_3d.TrellisImageTo3DPipeline)     # noqa: F821 (from the bootstrap)
     t = time.perf_counter()
     primer = None
     if args.prewarm == "beside":
