@@ -34,9 +34,7 @@ def warm_libraries_beside(device: str, precision: str, stop: Callable[[], bool])
     try:
         import torch
 
-        from trellis.modules import attention, transformer  # noqa: F401 (imported here, used there)
-        from trellis.modules.sparse import conv  # noqa: F401
-        from trellis.pipelines.first_use import warm_libraries
+        from trellis.pipelines.first_use import warm_libraries        # with the modules its steps use
         from trellis.pipelines.memory import precision_for
 
         dev = torch.device(device)

@@ -13,6 +13,11 @@ from typing import Callable, NamedTuple, Optional
 import torch
 import torch.nn.functional as F
 
+from ..modules.attention import dense_attention, varlen_attention
+from ..modules.sparse import SparseTensor
+from ..modules.sparse.conv import submanifold_conv3d
+from ..modules.transformer import eager_fast_path, linear_gelu_torch
+
 __all__ = ["Shapes", "IMAGE_LARGE", "TINY", "FULL_SHAPES_FREE_BYTES", "STEPS", "warm_libraries"]
 
 
@@ -37,8 +42,6 @@ FULL_SHAPES_FREE_BYTES = 2 << 30
 
 
 def _attention(device: torch.device, dtype: torch.dtype, s: Shapes) -> None:
-    from ..modules.attention import dense_attention, varlen_attention
-
     q = torch.ones(2, s.tokens, s.heads, s.head_dim, device=device, dtype=dtype)
     kv = torch.ones(2, s.context, s.heads, s.head_dim, device=device, dtype=dtype)
     dense_attention(q, q, q)
@@ -48,8 +51,6 @@ def _attention(device: torch.device, dtype: torch.dtype, s: Shapes) -> None:
 
 
 def _linear(device: torch.device, dtype: torch.dtype, s: Shapes) -> None:
-    from ..modules.transformer import eager_fast_path, linear_gelu_torch
-
     c = s.channels
     x = torch.ones(2 * s.tokens, c, device=device, dtype=dtype)
     square = torch.full((c, c), 1 / c, device=device, dtype=dtype)
@@ -67,9 +68,6 @@ def _convolution(device: torch.device, dtype: torch.dtype, s: Shapes) -> None:
 
 
 def _sparse_conv(device: torch.device, dtype: torch.dtype, s: Shapes) -> None:
-    from ..modules.sparse import SparseTensor
-    from ..modules.sparse.conv import submanifold_conv3d
-
     grid = torch.stack(torch.meshgrid(*[torch.arange(4, device=device)] * 3, indexing="ij"), -1).reshape(-1, 3)
     coords = torch.cat([torch.zeros(len(grid), 1, dtype=grid.dtype, device=device), grid], 1).int()
     x = SparseTensor(torch.ones(len(grid), 64, device=device, dtype=dtype), coords)
