@@ -124,6 +124,8 @@ def test_history_tab_thumbnails_with_preset_seed_and_state(ui, outputs, tmp_path
     ui.page.get_by_role("tab", name="History").click()
     gallery = ui.page.locator("#td-history-gallery")
     gallery.locator("img").first.wait_for(timeout=30000)
+    # The tab fills its gallery when opened, after showing what an earlier fill left: wait for the failed job's entry.
+    gallery.get_by_text("fake.png", exact=False).first.wait_for(timeout=30000)
     # At the top of its tab: the thumbnails come before the search box, and show in the first screen.
     top = gallery.bounding_box()["y"]
     assert top < ui.page.locator("#td-history").bounding_box()["y"] and top < 400
