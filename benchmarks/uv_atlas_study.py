@@ -22,6 +22,9 @@ grid: 1120 / 1710 faces), i.e. what the quick export unwraps: ``--cleaned --quic
 "faces", e.g. what ``export_realistic_gpu --save-uv-input DIR`` writes: the exact mesh ``to_glb`` unwraps, after
 the clean-up and hidden-face removal); ``NAME=`` is the row's label, ``--shapes`` is then ignored.
 
+``--phases`` adds the geometric layout's seconds per step (segmentation, flattening, packing, overlap checks;
+summed over a run's calls, median over the repeats), timed by wrapping the steps' module functions.
+
 ``--set uv.segment.DIFFUSE_STEPS=0 uv.pack_bitmap.BITMAP_FIRST_FILL=0.78`` sets module constants of
 ``trellis.export`` first (an A/B of one change in one session; 0 and 0.78: the layout before the
 compact chart borders).
@@ -114,6 +117,27 @@ def distortion(vertices, faces, uvs) -> dict:
             "chart_density_sd": float(np.sqrt((wc * (per_chart - mean) ** 2).sum()))}
 
 
+PHASES = (("segment", "geometric_charts"), ("lscm", "flatten_charts"), ("pack_bitmap", "pack_charts"),
+          ("overlap", "overlapping_faces"))
+phase_seconds: dict = {}
+
+
+def time_phases() -> None:
+    """Wrap the geometric layout's steps (``PHASES``) so that each call adds its seconds to ``phase_seconds``."""
+    import importlib
+    for mod, name in PHASES:
+        module = importlib.import_module(f"trellis.export.uv.{mod}")
+        inner = getattr(module, name)
+
+        def timed(*a, inner=inner, key=f"{mod}.{name}", **k):
+            t0 = time.perf_counter()
+            try:
+                return inner(*a, **k)
+            finally:
+                phase_seconds[key] = phase_seconds.get(key, 0.0) + time.perf_counter() - t0
+        setattr(module, name, timed)
+
+
 def run_uv(v, f, method: str, size: int, padding: int, repeat: int) -> dict:
     return finish_uv(v, f, *[time_uv(v, f, method, size, padding) for _ in range(repeat)], size=size)
 
@@ -121,9 +145,11 @@ def run_uv(v, f, method: str, size: int, padding: int, repeat: int) -> dict:
 def time_uv(v, f, method: str, size: int, padding: int):
     """One ``unwrap_uv`` run: (output, info, seconds)."""
     from trellis.export.uv.unwrap import unwrap_uv
+    phase_seconds.clear()
     t0 = time.perf_counter()
     info = {}
     out = unwrap_uv(v, f, time_budget_s=60.0, texture_size=size, padding=padding, method=method, info=info)
+    info["phases"] = dict(phase_seconds)
     return out, info, time.perf_counter() - t0
 
 
@@ -134,6 +160,9 @@ def finish_uv(v, f, *runs, size: int) -> dict:
     st = atlas_stats(ff, uv, size)
     st.update({k: round(x, 4) for k, x in distortion(vv, ff, uv).items()})
     st.update(method=info.get("method"), seconds=round(statistics.median(secs), 3), runs_s=[round(s, 3) for s in secs])
+    if info.get("phases"):
+        st["phases_s"] = {k: round(statistics.median(r[1]["phases"].get(k, 0.0) for r in runs), 3)
+                          for k in info["phases"]}
     return st
 
 
@@ -154,9 +183,12 @@ def main(argv=None) -> int:
                     help="study saved meshes (npz: vertices, faces) instead of --shapes")
     ap.add_argument("--device", default=None, help="with --export")
     ap.add_argument("--out", default="uv_atlas_study.json")
+    ap.add_argument("--phases", action="store_true", help="the geometric layout's seconds per step")
     ap.add_argument("--set", nargs="+", default=[], metavar="MODULE.NAME=VALUE",
                     help="module constants of trellis.export to set first (numbers), e.g. uv.segment.MIN_CHARTS=30")
     args = ap.parse_args(argv)
+    if args.phases:
+        time_phases()
     import importlib
     for item in args.set:
         name, value = item.split("=", 1)
@@ -210,7 +242,7 @@ def main(argv=None) -> int:
           "| conformal | density sd (faces / charts) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['shape']} | {r['method']}{' (' + r['packer'] + ')' if r['packer'] else ''} | {r['faces']} | {r['charts']} | {100 * r['single_triangle_share']:.1f} "
+        print(f"| {r['shape']} | {r['method']}{' (' + r['packer'] + ')' if r.get('packer') else ''} | {r['faces']} | {r['charts']} | {100 * r['single_triangle_share']:.1f} "
               f"| {r['texel_use']:.3f} | {r['overlap_texels']} | {r['seconds']:.2f} | {r['conformal']:.3f} "
               f"| {r['density_sd']:.3f} / {r['chart_density_sd']:.3f} |")
     Path(args.out).write_text(json.dumps(result, indent=1, default=str))
