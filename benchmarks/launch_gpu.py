@@ -3,6 +3,7 @@ start to the server answering, the model loaded, the first job's GLB and the sec
 
     python benchmarks/launch_gpu.py [--work DIR] [--preset balanced] [--submit-after 0,10] [--warmup on,off]
                                     [--export-beside-job on|off] [--libraries-beside-load on,off]
+                                    [--graphs-beside-load on,off]
                                     [--bytecode cached|as-is] [--discard-first 1|0]
                                     [--object random|bunny|nut] [--out launch_gpu.json] [--md launch_gpu.md]
     python benchmarks/launch_gpu.py --tiny --device cpu       # the code path on a CPU, tiny pipeline
@@ -126,7 +127,8 @@ def one_launch(model: Path, outputs: Path, device: str, warmup: bool, submit_aft
     reader.start()
     row = {"warmup": "on" if warmup else "off", "submit_after_s": submit_after,
            "export_beside_job": switches.get("EXPORT_BESIDE_WAITING_JOB"),
-           "libraries_beside_load": switches.get("LIBRARIES_BESIDE_LOAD")}
+           "libraries_beside_load": switches.get("LIBRARIES_BESIDE_LOAD"),
+           "graphs_beside_load": switches.get("GRAPHS_BESIDE_LOAD")}
     loaded = {}
     client = httpx.Client(base_url=url, timeout=600)
 
@@ -190,6 +192,9 @@ def one_launch(model: Path, outputs: Path, device: str, warmup: bool, submit_aft
         m = re.search(r"libraries warmed in ([0-9.]+) s beside the load", line)
         if m:
             row["libraries_s"] = float(m.group(1))
+        m = re.search(r"structure flow's graphs ([0-9.]+) beside the load", line)
+        if m:
+            row["graphs_s"] = float(m.group(1))
     row["server_log"] = [f"{t:.2f} s: {line}" for t, line in log][-40:]
     return row
 
@@ -199,18 +204,19 @@ def markdown(rows: list[dict], meta: dict) -> str:
            f"preset {meta['preset']}, GLB only, {meta['image']}, bytecode {meta.get('bytecode', 'as-is')}", "",
            "| warm-up | switches | submit after s | server answers s | model loaded s | first GLB s | first job s | "
            "second GLB s | second job s | first job's load_model s | warm-up load s | libraries beside it s | "
-           "warm-up run s |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "graphs beside it s | warm-up run s |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def f(v):
         return "-" if v is None else f"{v:.2f}"
     for r in rows:
-        switches = ", ".join(f"{k} {r[k]}" for k in ("export_beside_job", "libraries_beside_load") if r.get(k))
+        switches = ", ".join(f"{k} {r[k]}" for k in ("export_beside_job", "libraries_beside_load", "graphs_beside_load")
+                             if r.get(k))
         out.append(f"| {r['warmup']} | {switches or 'defaults'} | {r['submit_after_s']:g} | {f(r.get('server_s'))} | "
                    f"{f(r.get('model_loaded_s'))} | {f(r.get('glb1_s'))} | {f(r.get('job1_s'))} | "
                    f"{f(r.get('glb2_s'))} | {f(r.get('job2_s'))} | "
                    f"{f((r.get('job1_timings') or {}).get('load_model'))} | {f(r.get('warmup_load_s'))} | "
-                   f"{f(r.get('libraries_s'))} | {f(r.get('warmup_run_s'))} |")
+                   f"{f(r.get('libraries_s'))} | {f(r.get('graphs_s'))} | {f(r.get('warmup_run_s'))} |")
     return "\n".join(out) + "\n"
 
 
@@ -229,6 +235,9 @@ def main() -> int:
     ap.add_argument("--export-beside-job", default=None, choices=("on", "off"),
                     help="whether the export warms up beside a job that waits as the model load ends "
                          "(desktop.jobs.warmup.EXPORT_BESIDE_WAITING_JOB; default: the app's)")
+    ap.add_argument("--graphs-beside-load", default="", help="on, off or both in turn (on,off): whether the "
+                    "structure flow's kept graphs are made beside the model load, after the libraries "
+                    "(desktop.jobs.warmup.GRAPHS_BESIDE_LOAD; default: the app's)")
     ap.add_argument("--libraries-beside-load", default="", help="on, off or both in turn (on,off): whether the "
                     "first sampling call's libraries are brought up beside the model load "
                     "(desktop.jobs.warmup.LIBRARIES_BESIDE_LOAD; default: the app's)")
@@ -258,9 +267,13 @@ def main() -> int:
             "fast_paths": os.environ.get("TRELLIS_FAST_PATHS", "on"), "bytecode": args.bytecode}
     rows = []
     libraries = [x.strip() for x in args.libraries_beside_load.split(",") if x.strip()] or [None]
+    graphs = [x.strip() for x in args.graphs_beside_load.split(",") if x.strip()] or [None]
+    libraries = [(lib, g) for g in graphs for lib in libraries]      # each pair in turn
     env = bytecode_env(work, args.bytecode == "cached")
-    def switches(lib):
-        return {"EXPORT_BESIDE_WAITING_JOB": args.export_beside_job, "LIBRARIES_BESIDE_LOAD": lib}
+
+    def switches(pair):
+        return {"EXPORT_BESIDE_WAITING_JOB": args.export_beside_job, "LIBRARIES_BESIDE_LOAD": pair[0],
+                "GRAPHS_BESIDE_LOAD": pair[1]}
     discarded = []
     if args.discard_first:
         discarded.append(one_launch(model, work / "outputs-discarded", args.device, warmups[0] == "on", waits[0], body,

@@ -45,12 +45,13 @@ def text_model_message(source: str, err: BaseException) -> str:
             f"copy (e.g. `hf download {source} --local-dir FOLDER`).")
 
 
-def load_image_pipeline(model: str, device: str):
-    """The image pipeline of `model` (a folder or hub repo) on `device`; ModelLoadError with what to do."""
+def load_image_pipeline(model: str, device: str, on_model: Optional[Callable] = None):
+    """The image pipeline of `model` (a folder or hub repo) on `device`; ModelLoadError with what to do. `on_model`:
+    the library's hook, called as each network is loaded."""
     from trellis.pipelines import TrellisImageTo3DPipeline
 
     try:
-        pipeline = TrellisImageTo3DPipeline.from_pretrained(model, device=device)
+        pipeline = TrellisImageTo3DPipeline.from_pretrained(model, device=device, on_model=on_model)
     except Exception as err:
         if is_oom(err) or is_disk_full(err):
             raise
@@ -111,8 +112,8 @@ class Models:
     def text_model_for(self, size: str) -> str:
         return text_source(self.text_model, size)
 
-    def load_image(self, device: str):
-        return load_image_pipeline(self.model_path, device)
+    def load_image(self, device: str, on_model: Optional[Callable] = None):
+        return load_image_pipeline(self.model_path, device, on_model)
 
     def load_text(self, device: str, size: str, progress=None):
         """The text pipeline of `size` and where it was loaded from. The app's own install (TRELLIS_MODEL_DIR set by
@@ -136,9 +137,12 @@ class DevicePipelines:
         self.image_pipeline = None
         self.text_pipeline, self.text_wanted, self.text_loaded_from = None, None, None
 
-    def load_image(self) -> None:
-        """Load the image pipeline now (the warm-up; a job loads it through `image`)."""
-        self.image_pipeline = self.models.image_factory(self.device)
+    def load_image(self, on_model: Optional[Callable] = None) -> None:
+        """Load the image pipeline now (the warm-up; a job loads it through `image`); `on_model` goes to the default
+        loader (``Models.load_image``), not to one given instead (it takes the device only)."""
+        factory = self.models.image_factory
+        default = factory == self.models.load_image
+        self.image_pipeline = factory(self.device, on_model=on_model) if on_model and default else factory(self.device)
 
     def image(self, job: Job, progress):
         """The image pipeline, loaded on first use (its seconds in the job's timings), on the device."""

@@ -21,6 +21,7 @@ from ..core.callbacks import CancelCheck, Cancelled, check
 from . import samplers
 from .memory import HostWeights, MemoryPolicy, StageTracker, free_device_memory, release_device_memory
 from .samplers.cuda_graph import GraphedFlow
+from .structure_graphs import KeptGraphs, flow_weights
 from .model_sources import load_model, resolve_pipeline_json
 
 DEFAULT_FORMATS = ("mesh", "gaussian", "radiance_field")
@@ -42,10 +43,19 @@ def read_pipeline_config(path: str, name: str) -> dict:
     return config
 
 
-def load_pipeline_parts(path: str, args: dict, search_dirs=(), device=None) -> dict:
+def load_pipeline_parts(path: str, args: dict, search_dirs=(), device=None,
+                        on_model: Optional[Callable[[str, torch.nn.Module], None]] = None) -> dict:
     """Models and samplers of a pipeline.json `args` as keyword arguments of the pipeline's constructor; the models
-    on the CPU or built and filled on `device` (weights_device)."""
-    models = {key: load_model(path, value, search_dirs, device) for key, value in args["models"].items()}
+    on the CPU or built and filled on `device` (weights_device), the structure flow first (a job's first user of
+    them); `on_model(key, model)` is called as each one is loaded."""
+    first = "sparse_structure_flow_model"
+    order = sorted(args["models"], key=lambda key: key != first)        # stable: the others in the file's order
+    models = {}
+    for key in order:
+        models[key] = load_model(path, args["models"][key], search_dirs, device)
+        if on_model is not None:
+            on_model(key, models[key])
+    models = {key: models[key] for key in args["models"]}
     missing = set(REQUIRED_MODELS) - set(models)
     if missing:
         raise ValueError(f"{path}: pipeline.json lacks the models {sorted(missing)}")
@@ -152,8 +162,9 @@ class TrellisPipeline:
                           compile: bool | str | None = None) -> MemoryPolicy:
         """Change precision / offload / CFG batching / CUDA graphs / compiled flow blocks at run time (no
         reload from disk). None keeps the current value; "auto" (for cfg_batch, cuda_graphs, compile) gives the
-        choice back to the device (MemoryPolicy's None)."""
-        current = self._policy
+        choice back to the device (MemoryPolicy's None). The weights are placed anew (kept CUDA graphs dropped) only
+        where the resolved policy changes or the models are offloaded."""
+        current, before = self._policy, self.memory_policy
 
         def pick(new, old):
             return old if new is None else (None if new == "auto" else new)
@@ -162,7 +173,10 @@ class TrellisPipeline:
                                     pick(cfg_batch, current.cfg_batch), pick(cuda_graphs, current.cuda_graphs),
                                     pick(compile, current.compile))
         self._apply_precision()
-        self._place_all()
+        # The same resident policy again (the app sets one before every job) leaves the weights where they are, and
+        # so the CUDA graphs kept for them.
+        if self.memory_policy != before or self._offloading():
+            self._place_all()
         return self.memory_policy
 
     def _apply_precision(self) -> None:
@@ -222,6 +236,20 @@ class TrellisPipeline:
         captures again)."""
         self._kept_graphs.clear()
 
+    def keep_structure_graphs(self, made: KeptGraphs) -> bool:
+        """Adopt graphs of the structure flow made before this pipeline was (``structure_graphs.capture``, beside
+        the load) as the ones kept from job to job; only while its weights are where they were captured and the
+        policy keeps that flow's graphs. Returns whether they were adopted."""
+        key = "sparse_structure_flow_model"
+        flow = self.models.get(key)
+        policy = self.memory_policy
+        if flow is None or made.graphed.model is not flow or made.weights != flow_weights(flow):
+            return False
+        if self._graphs_for("sparse_structure", key, flow, policy) is False:
+            return False
+        self._kept_graphs[key] = (made.weights, made.graphed)
+        return True
+
     KEPT_GRAPH_STAGES = ("sparse_structure",)   # flows whose inputs have the same shapes in every job
 
     def _graphs_for(self, stage: str, model_key: str, flow, policy: MemoryPolicy):
@@ -234,7 +262,7 @@ class TrellisPipeline:
             return False
         if stage not in self.KEPT_GRAPH_STAGES or policy.offload == "model":
             return graphs is True
-        weights = tuple((t.data_ptr(), t.dtype) for t in (*flow.parameters(), *flow.buffers()))
+        weights = flow_weights(flow)
         kept = self._kept_graphs.get(model_key)
         if kept is None or kept[0] != weights or kept[1].model is not flow:
             kept = self._kept_graphs[model_key] = (weights, GraphedFlow(flow, kept=True))

@@ -11,8 +11,8 @@ condition (and the memory policy) is shared with the text pipeline in `base.py`.
 """
 from __future__ import annotations
 
-import contextlib
 import os
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -20,16 +20,22 @@ import torch
 from .base import (DEFAULT_FORMATS, EmptyStructureError, Progress, TrellisPipeline, load_pipeline_parts,
                    read_pipeline_config, weights_device)
 from .memory import StageTracker
+from .structure_graphs import encode_images
 from ..core.callbacks import CancelCheck
 
 __all__ = ["TrellisImageTo3DPipeline", "EmptyStructureError", "DEFAULT_FORMATS", "DINOV2_URL",
-           "load_image_cond_model"]
+           "load_image_cond_model", "half_conditioner"]
 
 # DINOv2 ViT-L/14 + 4 registers (spec §9): the official torch.hub weights.
 # DINOv2 under fp16 autocast on CUDA when the pipeline's precision is fp16 (the reference runs it in fp32; its
 # features then differ by rounding only, less than the fp16 flows' own rounding, and it runs several times faster;
 # docs/benchmarks/pipeline.md#precision). Autocast is per thread, so nothing else changes precision meanwhile.
 CONDITIONER_FP16 = True
+
+def half_conditioner(device, precision: str) -> bool:
+    """Whether the conditioner runs under fp16 autocast (CONDITIONER_FP16) on `device` with the policy's `precision`."""
+    return CONDITIONER_FP16 and torch.device(device).type == "cuda" and precision == "fp16"
+
 
 DINOV2_URL = "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_reg4_pretrain.pth"
 
@@ -76,15 +82,20 @@ class TrellisImageTo3DPipeline(TrellisPipeline):
                          sparse_structure_sampler_params, slat_sampler_params, device=device)
 
     @classmethod
-    def from_pretrained(cls, path: str, search_dirs=(), device=None) -> "TrellisImageTo3DPipeline":
+    def from_pretrained(cls, path: str, search_dirs=(), device=None,
+                        on_model: Optional[Callable[[str, torch.nn.Module], None]] = None) -> "TrellisImageTo3DPipeline":
         """A pipeline folder or hub repo id, on the CPU or on `device` (its weights read straight onto a GPU it stays
         resident on: base.weights_device). `search_dirs`: folders holding other repos that pipeline.json names by
-        `<owner>/<repo>/<path>` (besides the folder's parent and $TRELLIS_MODEL_DIR)."""
+        `<owner>/<repo>/<path>` (besides the folder's parent and $TRELLIS_MODEL_DIR). `on_model(key, model)` is
+        called as each network is loaded: the conditioner ("image_cond_model") first, then the structure flow, then
+        the others (work on the first ones can start beside the load: ``structure_graphs``)."""
         args = read_pipeline_config(path, "TrellisImageTo3DPipeline")["args"]
         into = weights_device(device)
-        parts = load_pipeline_parts(path, args, search_dirs, device=into)
-        pipeline = cls(image_cond_model=load_image_cond_model(path, args["image_cond_model"], device=into),
-                       device=into, **parts)
+        cond_model = load_image_cond_model(path, args["image_cond_model"], device=into)
+        if on_model is not None:
+            on_model(cls.COND_MODEL, cond_model)
+        parts = load_pipeline_parts(path, args, search_dirs, device=into, on_model=on_model)
+        pipeline = cls(image_cond_model=cond_model, device=into, **parts)
         return pipeline if device is None else pipeline.to(device)
 
     @property
@@ -111,10 +122,9 @@ class TrellisImageTo3DPipeline(TrellisPipeline):
             arrays = [np.asarray(img.convert("RGB").resize((size, size), Image.LANCZOS), dtype=np.float32) / 255
                       for img in images]
             images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-        half = CONDITIONER_FP16 and self._device.type == "cuda" and self.memory_policy.precision == "fp16"
-        precision = torch.autocast("cuda", dtype=torch.float16) if half else contextlib.nullcontext()
-        with self._on_device("image_cond_model") as cond_model, precision:
-            cond = cond_model(images.to(self._device, torch.float32)).float()
+        with self._on_device("image_cond_model") as cond_model:
+            cond = encode_images(cond_model, images, self._device,
+                                 half_conditioner(self._device, self.memory_policy.precision))
         return {"cond": cond, "neg_cond": torch.zeros_like(cond)}
 
     # ------------------------------------------------------------------ entry points

@@ -261,3 +261,28 @@ def test_the_export_warms_up_without_the_model_and_stops_when_told(monkeypatch, 
     warm_export("cpu", lambda: True)                    # a job or a stop came first: nothing made, nothing said
     assert made == []
     assert "warning" not in capfd.readouterr().err
+
+
+def test_the_structure_graphs_wait_for_their_networks_and_the_policy(tiny_pipeline_dir):
+    """GraphsBesideLoad (the captures themselves: tests/gpu/test_structure_graphs_gpu.py): ``make`` waits for the
+    conditioner and the structure flow as the library's load hands them over, gives up when the load ends without
+    them, and makes nothing where the job's policy keeps no graphs (a CPU's)."""
+    from desktop.jobs.warmup import GraphsBesideLoad, graphs_beside_load
+    from trellis.pipelines import TrellisImageTo3DPipeline
+
+    graphs = graphs_beside_load(tiny_pipeline_dir, "auto", "auto")
+    assert graphs.sampler_entry["name"] == "FlowEulerGuidanceIntervalSampler"
+    said = []
+    waiting = threading.Thread(target=lambda: said.append(graphs.make("cpu", lambda: False)))
+    waiting.start()
+    time.sleep(0.1)
+    assert waiting.is_alive()                      # nothing loaded yet
+    graphs.load_ended()
+    waiting.join(5)
+    assert said == ["graphs: not made (the load ended first)"] and graphs.made is None
+
+    graphs = GraphsBesideLoad(graphs.sampler_entry, "auto", "auto")
+    TrellisImageTo3DPipeline.from_pretrained(tiny_pipeline_dir, device="cpu", on_model=graphs.on_model)
+    assert graphs.ready.is_set()
+    assert graphs.make("cpu", lambda: False) == "graphs: not kept with this policy" and graphs.made is None
+    assert graphs_beside_load(str(Path(tiny_pipeline_dir) / "missing"), "auto", "auto") is None

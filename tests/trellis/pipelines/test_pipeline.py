@@ -336,3 +336,69 @@ def test_which_flows_replay_kept_cuda_graphs(tiny_pipeline_dir):
     with pytest.raises(ValueError, match="another model"):
         pipe.sparse_structure_sampler.sample(slat, torch.zeros(1, 8, 4, 4, 4), torch.zeros(1, 2, 4), None, steps=1,
                                              cuda_graph=kept)
+
+
+def test_the_same_policy_again_keeps_the_kept_graphs(tiny_pipeline_dir):
+    """The app sets the job's policy before every job: the same resolved policy leaves the weights in place and the
+    structure flow's kept graphs with them; a changed one places the weights anew and drops them."""
+    from trellis.pipelines.memory import MemoryPolicy
+
+    pipe = pipelines.from_pretrained(tiny_pipeline_dir)
+    ss = pipe.models["sparse_structure_flow_model"]
+    key = "sparse_structure_flow_model"
+    resident = MemoryPolicy("fp32", "none", cfg_batch=True, cuda_graphs="structure")
+    pipe.set_memory_policy(precision="fp32", offload="none")
+    pipe._device = torch.device("cuda")      # only its type is read by _graphs_for: no GPU needed
+    kept = pipe._graphs_for("sparse_structure", key, ss, resident)
+    pipe._device = torch.device("cpu")
+    weights = [p.data_ptr() for p in ss.parameters()]
+    pipe.set_memory_policy(precision="fp32", offload="none")         # the next job, the same settings
+    assert pipe._kept_graphs[key][1] is kept
+    assert [p.data_ptr() for p in ss.parameters()] == weights
+    pipe.set_memory_policy(precision="fp16")                          # another precision: weights and graphs anew
+    assert pipe._kept_graphs == {}
+
+
+def test_the_load_hands_over_each_network_as_it_arrives(tiny_pipeline_dir):
+    """``from_pretrained(on_model=...)``: the conditioner first, the structure flow next (work on them can start beside
+    the rest of the load), every network once, the very objects the pipeline then holds; the same weights as a load
+    without the hook."""
+    arrived = []
+    pipe = pipelines.TrellisImageTo3DPipeline.from_pretrained(tiny_pipeline_dir,
+                                                              on_model=lambda key, model: arrived.append((key, model)))
+    keys = [key for key, _ in arrived]
+    assert keys[:2] == ["image_cond_model", "sparse_structure_flow_model"]
+    assert sorted(keys) == sorted(["image_cond_model", *pipe.models])
+    held = {**pipe.models, "image_cond_model": pipe.image_cond_model}
+    assert all(held[key] is model for key, model in arrived)
+    assert list(pipe.models) == list(pipelines.from_pretrained(tiny_pipeline_dir).models)    # the file's order
+    plain = pipelines.from_pretrained(tiny_pipeline_dir)
+    for key, model in held.items():
+        other = plain.models.get(key, plain.image_cond_model)
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+
+
+def test_graphs_made_before_the_pipeline_are_adopted_only_for_its_weights(tiny_pipeline_dir, monkeypatch):
+    """``keep_structure_graphs`` (the captures: tests/gpu/test_structure_graphs_gpu.py): adopted where the flow and its
+    weights are the ones captured and the policy keeps that flow's graphs; not for another model, weights since
+    moved or converted, or a policy without kept graphs."""
+    from trellis.pipelines.samplers.cuda_graph import GraphedFlow
+    from trellis.pipelines.structure_graphs import KeptGraphs, flow_weights
+
+    pipe = pipelines.from_pretrained(tiny_pipeline_dir)
+    ss, slat = pipe.models["sparse_structure_flow_model"], pipe.models["slat_flow_model"]
+    made = KeptGraphs(flow_weights(ss), GraphedFlow(ss, kept=True))
+    assert not pipe.keep_structure_graphs(made)                      # a CPU pipeline keeps no graphs
+    from trellis.pipelines.memory import MemoryPolicy
+
+    policy = [MemoryPolicy("fp32", "none", cfg_batch=True, cuda_graphs="structure")]
+    # a CUDA pipeline's resolved policy without a GPU: only the device's type and the policy are read
+    monkeypatch.setattr(type(pipe), "memory_policy", property(lambda self: policy[0]))
+    pipe._device = torch.device("cuda")
+    assert not pipe.keep_structure_graphs(KeptGraphs(flow_weights(slat), GraphedFlow(slat, kept=True)))
+    assert not pipe.keep_structure_graphs(KeptGraphs(made.weights[1:], made.graphed))     # other weights
+    assert pipe.keep_structure_graphs(made)
+    assert pipe._kept_graphs["sparse_structure_flow_model"] == (made.weights, made.graphed)
+    policy[0] = MemoryPolicy("fp32", "none", cfg_batch=True, cuda_graphs=False)
+    pipe.release_graphs()
+    assert not pipe.keep_structure_graphs(made) and pipe._kept_graphs == {}

@@ -1,0 +1,67 @@
+"""The structure flow's kept graphs made beside the load (trellis.pipelines.structure_graphs, started by the app's
+warm-up: desktop.jobs.warmup.GraphsBesideLoad): the loaded pipeline adopts them, its first job replays them without a
+capture of its own, and every job's stage 1 equals the eager one bit for bit; fast paths on and off (tests/gpu:
+skipped without CUDA)."""
+import threading
+
+import pytest
+import torch
+
+import trellis.pipelines as pipelines
+from trellis.pipelines.base import read_pipeline_config
+
+from .test_kept_graphs_gpu import PARAMS, structure
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_graphs_made_beside_the_load_are_adopted_and_replay_the_eager_result(tiny_pipeline_dir, fast_on, fast):
+    fast_on(fast, made_beside_the_load, tiny_pipeline_dir)
+
+
+def made_beside_the_load(tiny_pipeline_dir):
+    from desktop.jobs.warmup import GraphsBesideLoad
+
+    entry = dict(read_pipeline_config(tiny_pipeline_dir, "TrellisImageTo3DPipeline")["args"]
+                 ["sparse_structure_sampler"])
+    entry["params"] = PARAMS                        # the shapes of the jobs below: a guided pair, unguided steps
+    graphs = GraphsBesideLoad(entry, "fp16", "none")
+    log = []
+    maker = threading.Thread(target=lambda: log.append(graphs.make("cuda", lambda: False)))
+    maker.start()                                   # waits for the two networks, then captures beside the rest
+    try:
+        pipe = pipelines.TrellisImageTo3DPipeline.from_pretrained(tiny_pipeline_dir, device="cuda",
+                                                                  on_model=graphs.on_model)
+    finally:
+        graphs.load_ended()
+        maker.join()
+    assert log and log[0].startswith("graphs "), log
+    pipe.set_memory_policy(precision="fp16", offload="none")
+    assert pipe.keep_structure_graphs(graphs.made)
+    kept = graphs.made.graphed
+    captured = {k for k, v in kept.graphs.items() if v is not None}
+    assert len(captured) == 2, kept.graphs          # the CFG pair and the single batch
+
+    cond = pipe.get_cond(torch.rand(1, 3, 518, 518, generator=torch.Generator().manual_seed(0)))
+    replayed = [structure(pipe, cond, seed) for seed in (1, 2)]
+    assert next(iter(pipe._kept_graphs.values()))[1] is kept
+    assert {k for k, v in kept.graphs.items() if v is not None} == captured      # nothing new captured
+    pipe.set_memory_policy(cuda_graphs=False)
+    assert pipe._kept_graphs == {}
+    for seed, got in zip((1, 2), replayed):
+        assert torch.equal(got, structure(pipe, cond, seed))
+
+
+def test_graphs_of_weights_since_moved_are_not_adopted(tiny_pipeline_dir):
+    from desktop.jobs.warmup import GraphsBesideLoad
+
+    entry = read_pipeline_config(tiny_pipeline_dir, "TrellisImageTo3DPipeline")["args"]["sparse_structure_sampler"]
+    graphs = GraphsBesideLoad({**entry, "params": PARAMS}, "fp16", "none")
+    pipe = pipelines.TrellisImageTo3DPipeline.from_pretrained(tiny_pipeline_dir, device="cuda",
+                                                              on_model=graphs.on_model)
+    graphs.load_ended()
+    assert graphs.make("cuda", lambda: False).startswith("graphs ")
+    pipe.to("cpu").to("cuda")
+    assert not pipe.keep_structure_graphs(graphs.made)
+    assert pipe._kept_graphs == {}
