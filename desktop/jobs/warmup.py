@@ -23,9 +23,9 @@ EXPORT_BESIDE_WAITING_JOB = True
 # (docs/benchmarks/app.md#launch-to-first-glb).
 LIBRARIES_BESIDE_LOAD = True
 
-# Whether that thread then, once the conditioner and the structure flow are loaded, makes the structure flow's kept CUDA
-# graphs (trellis.pipelines.structure_graphs) while the other networks still load, for the pipeline to adopt
-# (docs/benchmarks/app.md#launch-to-first-glb).
+# Whether, on a GPU, the structure flow's kept CUDA graphs (trellis.pipelines.structure_graphs) are made in a thread of
+# their own as soon as the conditioner and that flow are loaded, while the other networks still load, for the pipeline
+# to adopt (docs/benchmarks/app.md#launch-to-first-glb).
 GRAPHS_BESIDE_LOAD = True
 
 _DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
@@ -33,11 +33,11 @@ _DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
 class GraphsBesideLoad:
     """The structure flow's kept graphs, made beside the load: ``on_model`` goes to the load (the library calls it as
-    each network arrives), ``make`` runs in the libraries' thread, ``made`` is what the pipeline then adopts (None
-    where nothing was made)."""
+    each network arrives), ``make`` runs in a thread (``start``), ``made`` is what the pipeline then adopts (None where
+    nothing was made)."""
 
-    def __init__(self, sampler_entry: dict, precision: str, offload: str):
-        self.sampler_entry, self.precision, self.offload = sampler_entry, precision, offload
+    def __init__(self, precision: str, offload: str):
+        self.precision, self.offload = precision, offload
         self.models: dict = {}
         self.ready, self.ended = threading.Event(), threading.Event()
         self.made = None
@@ -57,40 +57,38 @@ class GraphsBesideLoad:
 
         from trellis.pipelines import structure_graphs
         from trellis.pipelines.memory import MemoryPolicy
-        from trellis.pipelines.trellis_image_to_3d import half_conditioner
 
-        while not self.ready.wait(0.02):
+        while not self.ready.wait(0.01):
             if stop() or self.ended.is_set():
                 return "graphs: not made (the load ended first)"
         policy = MemoryPolicy(self.precision, self.offload).resolve(torch.device(device))
         if policy.offload != "none" or policy.compile or policy.cuda_graphs not in (True, "structure"):
             return "graphs: not kept with this policy"
         t = time.perf_counter()
-        self.made = structure_graphs.capture(self.models["sparse_structure_flow_model"],
-                                             self.models["image_cond_model"], self.sampler_entry, policy.dtype,
-                                             half_conditioner(device, policy.precision), cancel=stop)
+        shape = structure_graphs.condition_shape(self.models["image_cond_model"])
+        self.made = structure_graphs.capture(self.models["sparse_structure_flow_model"], shape, policy.dtype,
+                                             cancel=stop)
         return f"graphs {time.perf_counter() - t:.2f}"
 
+    def start(self, device: str, stop: Callable[[], bool]) -> threading.Thread:
+        """``make`` in a thread that logs what it did and never fails (the first job then captures them itself)."""
+        def run():
+            try:
+                done = self.make(device, stop)
+            except BaseException as err:
+                self.made, done = None, f"graphs failed: {type(err).__name__}: {err}"
+            print(f"device {device}: structure flow's {done} beside the load", file=sys.stderr, flush=True)
 
-def graphs_beside_load(model_path: str, precision: str, offload: str) -> GraphsBesideLoad | None:
-    """A GraphsBesideLoad for the pipeline of `model_path`, or None (a warning) where its pipeline.json has no
-    structure sampler to read."""
-    try:
-        from trellis.pipelines.base import read_pipeline_config
-
-        entry = read_pipeline_config(model_path, "TrellisImageTo3DPipeline")["args"]["sparse_structure_sampler"]
-    except Exception as err:
-        print(f"warning: the structure flow's graphs are left to the first job: {err}", file=sys.stderr, flush=True)
-        return None
-    return GraphsBesideLoad(entry, precision, offload)
+        thread = threading.Thread(target=run, name="trellis-structure-graphs", daemon=True)
+        thread.start()
+        return thread
 
 
-def warm_libraries_beside(device: str, precision: str, stop: Callable[[], bool],
-                          graphs: GraphsBesideLoad | None = None) -> threading.Thread | None:
+def warm_libraries_beside(device: str, precision: str, stop: Callable[[], bool]) -> threading.Thread | None:
     """Start ``first_use.warm_libraries`` on `device` in a thread, in the dtype `precision` names (for "auto", the one
-    auto picks on this card), then `graphs`' ``make``; it logs its seconds and never fails. Its modules are imported
-    here, in the calling thread: two threads importing modules with native parts for the first time at once can
-    deadlock. None, with a warning, where it cannot start (the first job then does that work)."""
+    auto picks on this card); it logs its seconds and never fails. Its modules are imported here, in the calling
+    thread: two threads importing modules with native parts for the first time at once can deadlock. None, with a
+    warning, where it cannot start (the first job then does that work)."""
     try:
         import torch
 
@@ -111,12 +109,6 @@ def warm_libraries_beside(device: str, precision: str, stop: Callable[[], bool],
         steps = warm_libraries(dev, dtype, cancel=stop)
         print(f"device {device}: libraries warmed in {time.perf_counter() - t:.1f} s beside the load "
               f"({', '.join(f'{k} {v}' for k, v in steps.items())})", file=sys.stderr, flush=True)
-        if graphs is not None:
-            try:
-                done = graphs.make(dev, stop)
-            except BaseException as err:        # never fatal: the first job captures them itself
-                graphs.made, done = None, f"graphs failed: {type(err).__name__}: {err}"
-            print(f"device {device}: structure flow's {done} beside the load", file=sys.stderr, flush=True)
 
     thread = threading.Thread(target=run, name="trellis-first-use", daemon=True)
     thread.start()
@@ -135,19 +127,22 @@ def warm_up(pipelines: DevicePipelines, request: tuple, stop: Callable[[], bool]
     step = "loading the model"
     try:
         if pipelines.image_pipeline is None and not stop():
-            beside = forward and LIBRARIES_BESIDE_LOAD
-            graphs = graphs_beside_load(pipelines.models.model_path, precision, offload) \
-                if beside and GRAPHS_BESIDE_LOAD and device.startswith("cuda") else None
-            primer = warm_libraries_beside(device, precision, stop, graphs) if beside else None
+            primer = warm_libraries_beside(device, precision, stop) if forward and LIBRARIES_BESIDE_LOAD else None
+            graphs = GraphsBesideLoad(precision, offload) \
+                if forward and GRAPHS_BESIDE_LOAD and device.startswith("cuda") else None
+            if graphs is not None:
+                import trellis.pipelines.structure_graphs  # noqa: F401  (imported here: see warm_libraries_beside)
+                maker = graphs.start(device, stop)
             t = time.perf_counter()
             try:
-                pipelines.load_image(on_model=graphs.on_model if graphs is not None and primer is not None else None)
+                pipelines.load_image(on_model=graphs.on_model if graphs is not None else None)
                 timings["load_model"] = time.perf_counter() - t
                 print(f"device {device}: model loaded in {timings['load_model']:.1f} s (background warm-up)",
                       file=sys.stderr, flush=True)
             finally:
                 if graphs is not None:
                     graphs.load_ended()
+                    maker.join()
                 if primer is not None:
                     # Before a job or the warm run samples: its GPU work must not meet their graph captures.
                     primer.join()

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 import trellis.pipelines as pipelines
-from trellis.pipelines.base import read_pipeline_config
 
-from .test_kept_graphs_gpu import PARAMS, structure
+from .test_kept_graphs_gpu import structure
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -23,10 +22,7 @@ def test_graphs_made_beside_the_load_are_adopted_and_replay_the_eager_result(tin
 def made_beside_the_load(tiny_pipeline_dir):
     from desktop.jobs.warmup import GraphsBesideLoad
 
-    entry = dict(read_pipeline_config(tiny_pipeline_dir, "TrellisImageTo3DPipeline")["args"]
-                 ["sparse_structure_sampler"])
-    entry["params"] = PARAMS                        # the shapes of the jobs below: a guided pair, unguided steps
-    graphs = GraphsBesideLoad(entry, "fp16", "none")
+    graphs = GraphsBesideLoad("fp16", "none")
     log = []
     maker = threading.Thread(target=lambda: log.append(graphs.make("cuda", lambda: False)))
     maker.start()                                   # waits for the two networks, then captures beside the rest
@@ -56,8 +52,7 @@ def made_beside_the_load(tiny_pipeline_dir):
 def test_graphs_of_weights_since_moved_are_not_adopted(tiny_pipeline_dir):
     from desktop.jobs.warmup import GraphsBesideLoad
 
-    entry = read_pipeline_config(tiny_pipeline_dir, "TrellisImageTo3DPipeline")["args"]["sparse_structure_sampler"]
-    graphs = GraphsBesideLoad({**entry, "params": PARAMS}, "fp16", "none")
+    graphs = GraphsBesideLoad("fp16", "none")
     pipe = pipelines.TrellisImageTo3DPipeline.from_pretrained(tiny_pipeline_dir, device="cuda",
                                                               on_model=graphs.on_model)
     graphs.load_ended()

@@ -1,21 +1,19 @@
-"""The sparse-structure flow's kept CUDA graphs made while the rest of the pipeline still loads: ``capture`` runs one
-stage-1 sampling run of the flow, as a job would, on zero noise and the conditioner's answer to a blank image, and
-keeps its graphs (a CFG pair and the unguided steps' single batch); ``TrellisPipeline.keep_structure_graphs`` then
-adopts them, so that the first job replays them instead of paying the flow's eager first calls and the captures
-(docs/benchmarks/app.md#launch-to-first-glb). A graph copies each call's inputs in, so the values it was made with do
-not matter, only their shapes and dtypes. The conditioner's first forward (its kernels' first use) happens on the way.
+"""The sparse-structure flow's kept CUDA graphs made while the rest of the pipeline still loads: ``capture`` calls the
+flow as a stage-1 run does (the CFG pair, batch 2, and the unguided steps' single batch; zeros of the job's shapes and
+dtypes) until each of the two is captured; ``TrellisPipeline.keep_structure_graphs`` then adopts them, so that the
+first job replays them instead of paying the flow's eager first calls and the captures
+(docs/benchmarks/app.md#launch-to-first-glb). A graph copies each call's inputs in: the values it was made with do not
+matter, only the shapes and dtypes.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Callable, NamedTuple, Optional
 
 import torch
 
-from . import samplers
 from .samplers.cuda_graph import GraphedFlow
 
-__all__ = ["KeptGraphs", "flow_weights", "encode_images", "capture"]
+__all__ = ["KeptGraphs", "flow_weights", "condition_shape", "capture"]
 
 
 class KeptGraphs(NamedTuple):
@@ -28,30 +26,35 @@ def flow_weights(flow: torch.nn.Module) -> tuple:
     return tuple((t.data_ptr(), t.dtype) for t in (*flow.parameters(), *flow.buffers()))
 
 
-def encode_images(cond_model, images: torch.Tensor, device: torch.device, half: bool) -> torch.Tensor:
-    """The conditioner's tokens for `images` [B,3,H,W] in [0,1], as float32; under fp16 autocast where `half`."""
-    precision = torch.autocast("cuda", dtype=torch.float16) if half else contextlib.nullcontext()
-    with precision:
-        return cond_model(images.to(device, torch.float32)).float()
+def condition_shape(cond_model) -> tuple:
+    """(tokens, channels) of the image conditioner's answer for one image: its patches, the class token and the
+    registers (spec §9: 37² + 1 + 4 = 1374 tokens of 1024 for DINOv2 ViT-L/14 at 518 px)."""
+    a = cond_model.vit.args
+    return (a["img_size"] // a["patch_size"]) ** 2 + 1 + a.get("num_register_tokens", 0), a["embed_dim"]
 
 
-def capture(flow, cond_model, sampler_entry: dict, dtype: torch.dtype, half_conditioner: bool,
-            cancel: Optional[Callable[[], bool]] = None) -> KeptGraphs:
-    """The kept graphs of `flow` (on a CUDA device, its torso set to `dtype` first, as the pipeline will) for a run
-    of the pipeline.json sampler `sampler_entry` ({"name", "args", "params"}) on a condition of `cond_model`'s
-    shape. The flow must not be in use elsewhere meanwhile; no generator is touched."""
+def capture(flow, cond_shape: tuple, dtype: torch.dtype, cancel: Optional[Callable[[], bool]] = None) -> KeptGraphs:
+    """The kept graphs of `flow` (on a CUDA device; its torso set to `dtype` first, as the pipeline will) for the calls
+    of a stage-1 run with batched CFG on a condition of `cond_shape` (tokens, channels). The flow must not be in use
+    elsewhere meanwhile; no generator is touched. ``cancel()`` is checked between calls; RuntimeError where a graph
+    was not made (cancelled, or its capture failed)."""
     device = next(flow.parameters()).device
     if device.type != "cuda":
         raise ValueError("the structure flow's graphs are made on a CUDA device")
-    size = int(cond_model.vit.args["img_size"])
+    reso = flow.resolution
     with torch.no_grad():
-        cond = encode_images(cond_model, torch.zeros(1, 3, size, size), device, half_conditioner)
         flow.set_torso_dtype(dtype)
-        sampler = getattr(samplers, sampler_entry["name"])(**sampler_entry.get("args", {}))
         graphed = GraphedFlow(flow, kept=True)
-        reso = flow.resolution
-        noise = torch.zeros(1, flow.in_channels, reso, reso, reso, device=device)
-        sampler.sample(flow, noise, cond=cond, neg_cond=torch.zeros_like(cond), **sampler_entry.get("params", {}),
-                       verbose=False, cancel=cancel, cfg_batch=True, cuda_graph=graphed, cache_context=True)
+        for batch in (2, 1):          # as the sampler calls it: the guided steps' pair, then the unguided steps
+            x = torch.zeros(batch, flow.in_channels, reso, reso, reso, device=device)
+            t = torch.full((batch,), 500.0, dtype=torch.float32, device=device)
+            cond = torch.zeros(batch, *cond_shape, device=device)
+            key = GraphedFlow.key(x, t, cond)
+            for _ in range(GraphedFlow.EAGER_CALLS + 1):
+                if key in graphed.graphs or (cancel is not None and cancel()):
+                    break
+                graphed(x, t, cond)
+            if graphed.graphs.get(key) is None:      # cancelled, or a capture that failed: nothing to keep
+                raise RuntimeError("the structure flow's graphs were not captured")
         torch.cuda.current_stream(device).synchronize()
     return KeptGraphs(flow_weights(flow), graphed)

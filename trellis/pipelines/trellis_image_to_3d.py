@@ -11,6 +11,7 @@ condition (and the memory policy) is shared with the text pipeline in `base.py`.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Callable, Optional
 
@@ -20,22 +21,16 @@ import torch
 from .base import (DEFAULT_FORMATS, EmptyStructureError, Progress, TrellisPipeline, load_pipeline_parts,
                    read_pipeline_config, weights_device)
 from .memory import StageTracker
-from .structure_graphs import encode_images
 from ..core.callbacks import CancelCheck
 
 __all__ = ["TrellisImageTo3DPipeline", "EmptyStructureError", "DEFAULT_FORMATS", "DINOV2_URL",
-           "load_image_cond_model", "half_conditioner"]
+           "load_image_cond_model"]
 
 # DINOv2 ViT-L/14 + 4 registers (spec §9): the official torch.hub weights.
 # DINOv2 under fp16 autocast on CUDA when the pipeline's precision is fp16 (the reference runs it in fp32; its
 # features then differ by rounding only, less than the fp16 flows' own rounding, and it runs several times faster;
 # docs/benchmarks/pipeline.md#precision). Autocast is per thread, so nothing else changes precision meanwhile.
 CONDITIONER_FP16 = True
-
-def half_conditioner(device, precision: str) -> bool:
-    """Whether the conditioner runs under fp16 autocast (CONDITIONER_FP16) on `device` with the policy's `precision`."""
-    return CONDITIONER_FP16 and torch.device(device).type == "cuda" and precision == "fp16"
-
 
 DINOV2_URL = "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_reg4_pretrain.pth"
 
@@ -122,9 +117,10 @@ class TrellisImageTo3DPipeline(TrellisPipeline):
             arrays = [np.asarray(img.convert("RGB").resize((size, size), Image.LANCZOS), dtype=np.float32) / 255
                       for img in images]
             images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-        with self._on_device("image_cond_model") as cond_model:
-            cond = encode_images(cond_model, images, self._device,
-                                 half_conditioner(self._device, self.memory_policy.precision))
+        half = CONDITIONER_FP16 and self._device.type == "cuda" and self.memory_policy.precision == "fp16"
+        precision = torch.autocast("cuda", dtype=torch.float16) if half else contextlib.nullcontext()
+        with self._on_device("image_cond_model") as cond_model, precision:
+            cond = cond_model(images.to(self._device, torch.float32)).float()
         return {"cond": cond, "neg_cond": torch.zeros_like(cond)}
 
     # ------------------------------------------------------------------ entry points

@@ -267,11 +267,10 @@ def test_the_structure_graphs_wait_for_their_networks_and_the_policy(tiny_pipeli
     """GraphsBesideLoad (the captures themselves: tests/gpu/test_structure_graphs_gpu.py): ``make`` waits for the
     conditioner and the structure flow as the library's load hands them over, gives up when the load ends without
     them, and makes nothing where the job's policy keeps no graphs (a CPU's)."""
-    from desktop.jobs.warmup import GraphsBesideLoad, graphs_beside_load
+    from desktop.jobs.warmup import GraphsBesideLoad
     from trellis.pipelines import TrellisImageTo3DPipeline
 
-    graphs = graphs_beside_load(tiny_pipeline_dir, "auto", "auto")
-    assert graphs.sampler_entry["name"] == "FlowEulerGuidanceIntervalSampler"
+    graphs = GraphsBesideLoad("auto", "auto")
     said = []
     waiting = threading.Thread(target=lambda: said.append(graphs.make("cpu", lambda: False)))
     waiting.start()
@@ -281,8 +280,20 @@ def test_the_structure_graphs_wait_for_their_networks_and_the_policy(tiny_pipeli
     waiting.join(5)
     assert said == ["graphs: not made (the load ended first)"] and graphs.made is None
 
-    graphs = GraphsBesideLoad(graphs.sampler_entry, "auto", "auto")
+    graphs = GraphsBesideLoad("auto", "auto")
     TrellisImageTo3DPipeline.from_pretrained(tiny_pipeline_dir, device="cpu", on_model=graphs.on_model)
     assert graphs.ready.is_set()
     assert graphs.make("cpu", lambda: False) == "graphs: not kept with this policy" and graphs.made is None
-    assert graphs_beside_load(str(Path(tiny_pipeline_dir) / "missing"), "auto", "auto") is None
+    thread = graphs.start("cpu", lambda: False)                # the thread the warm-up starts: logs, never fails
+    thread.join(5)
+    assert not thread.is_alive() and graphs.made is None
+
+
+def test_the_conditioners_shape_for_the_graphs(tiny_pipeline_dir):
+    """The condition the graphs are made for has the shape the conditioner gives a job (tokens, channels)."""
+    from trellis.pipelines import TrellisImageTo3DPipeline
+    from trellis.pipelines.structure_graphs import condition_shape
+
+    pipe = TrellisImageTo3DPipeline.from_pretrained(tiny_pipeline_dir)
+    cond = pipe.get_cond(torch.rand(1, 3, 518, 518, generator=torch.Generator().manual_seed(0)))["cond"]
+    assert tuple(cond.shape[1:]) == condition_shape(pipe.image_cond_model)

@@ -82,7 +82,7 @@ class GraphedFlow:
         self.steps_left: int | None = None
 
     @staticmethod
-    def _key(x, t, cond):
+    def key(x, t, cond):
         if isinstance(x, SparseTensor):
             return ("sparse", tuple(x.feats.shape), x.feats.dtype, id(x.coords), tuple(cond.shape))
         return ("dense", tuple(x.shape), x.dtype, tuple(cond.shape))
@@ -102,7 +102,7 @@ class GraphedFlow:
         return graph, sx, st, sc, out
 
     def __call__(self, x, t, cond):
-        key = self._key(x, t, cond)
+        key = self.key(x, t, cond)
         calls = self.seen.get(key, 0)
         if calls < (self.WARM_EAGER_CALLS if self.model in _WARM else self.EAGER_CALLS):
             self.seen[key] = calls + 1
