@@ -195,7 +195,7 @@ def test_warm_capture_keeps_the_cache_and_needs_one_eager_call():
     def spy(self, x, t, cond):
         freed = torch.cuda.memory_stats()["segment.all.freed"]
         entry = original(self, x, t, cond)
-        captured.append((self.seen[self._key(x, t, cond)], self.steps_left,
+        captured.append((self.seen[self.key(x, t, cond)], self.steps_left,
                          torch.cuda.memory_stats()["segment.all.freed"] - freed))
         return entry
     cuda_graph.GraphedFlow._capture = spy
