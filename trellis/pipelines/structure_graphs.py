@@ -37,13 +37,15 @@ def capture(flow, cond_shape: tuple, dtype: torch.dtype, cancel: Optional[Callab
     """The kept graphs of `flow` (on a CUDA device; its torso set to `dtype` first, as the pipeline will) for the calls
     of a stage-1 run with batched CFG on a condition of `cond_shape` (tokens, channels). The flow must not be in use
     elsewhere meanwhile; no generator is touched. ``cancel()`` is checked between calls; RuntimeError where a graph
-    was not made (cancelled, or its capture failed)."""
+    was not made (cancelled, or its capture failed) or the weights moved meanwhile (the graphs replay the addresses
+    they were captured with: ``KeptGraphs.weights``)."""
     device = next(flow.parameters()).device
     if device.type != "cuda":
         raise ValueError("the structure flow's graphs are made on a CUDA device")
     reso = flow.resolution
     with torch.no_grad():
         flow.set_torso_dtype(dtype)
+        weights = flow_weights(flow)
         graphed = GraphedFlow(flow, kept=True)
         for batch in (2, 1):          # as the sampler calls it: the guided steps' pair, then the unguided steps
             x = torch.zeros(batch, flow.in_channels, reso, reso, reso, device=device)
@@ -57,4 +59,6 @@ def capture(flow, cond_shape: tuple, dtype: torch.dtype, cancel: Optional[Callab
             if graphed.graphs.get(key) is None:      # cancelled, or a capture that failed: nothing to keep
                 raise RuntimeError("the structure flow's graphs were not captured")
         torch.cuda.current_stream(device).synchronize()
-    return KeptGraphs(flow_weights(flow), graphed)
+    if flow_weights(flow) != weights:            # converted or moved meanwhile (the pipeline's own set-up)
+        raise RuntimeError("the structure flow's weights moved while its graphs were captured")
+    return KeptGraphs(weights, graphed)
