@@ -5,11 +5,13 @@ cProfile, so that what only the first call pays (libraries' start-up, kernels' f
 out as the difference between their profiles.
 
     python benchmarks/first_job_gpu.py [--work /tmp/app_gpu] [--object bunny] [--top 40] [--out first_job.json]
-        [--prewarm none|beside]
+        [--prewarm none|beside|graphs]
 
 Run it after app_gpu.py on the same host (the pipeline folder exists and Triton's disk cache is warm, as on a
 user's second launch). ``--prewarm beside`` runs ``trellis.pipelines.first_use.warm_libraries`` in a thread beside the
-model load, as the app's warm-up does (``desktop.jobs.warmup.warm_libraries_beside``).
+model load, as the app's warm-up does (``desktop.jobs.warmup.warm_libraries_beside``); ``--prewarm graphs`` also makes
+the structure flow's kept graphs beside it in a thread of their own (``desktop.jobs.warmup.GraphsBesideLoad``), as the
+app's warm-up does on a GPU.
 """
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ def main() -> int:
     ap.add_argument("--work", default="/tmp/app_gpu")
     ap.add_argument("--object", default="bunny", choices=("bunny", "nut"))
     ap.add_argument("--top", type=int, default=40)
-    ap.add_argument("--prewarm", default="none", choices=("none", "beside"))
+    ap.add_argument("--prewarm", default="none", choices=("none", "beside", "graphs"))
     ap.add_argument("--out", default="first_job.json")
     ap.add_argument("--model", default=None, help="a pipeline folder (default: WORK/TRELLIS-image-large-random)")
     ap.add_argument("--device", default="cuda", help="cpu: the code path on the tiny pipeline")
@@ -88,15 +90,22 @@ def main() -> int:
 
     patch_pipeline(trellis_image_to_3d.TrellisImageTo3DPipeline)     # noqa: F821 (from the bootstrap)
     t = time.perf_counter()
-    primer = None
-    if args.prewarm == "beside":
-        from desktop.jobs.warmup import warm_libraries_beside
+    primer = graphs = maker = None
+    if args.prewarm in ("beside", "graphs"):
+        from desktop.jobs.warmup import GraphsBesideLoad, warm_libraries_beside
 
         primer = warm_libraries_beside(str(device), "auto", lambda: False)
+        if args.prewarm == "graphs":
+            graphs = GraphsBesideLoad("auto", "auto")
+            maker = graphs.start(str(device), lambda: False)
     model = args.model or str(Path(args.work) / "TRELLIS-image-large-random")
-    pipeline = load_image_pipeline(model, str(device))
+    pipeline = load_image_pipeline(model, str(device), graphs.on_model if graphs is not None else None)
     sync()
     result["load_s"] = round(time.perf_counter() - t, 3)
+    if graphs is not None:
+        graphs.load_ended()
+        maker.join()
+        result["graphs_kept"] = graphs.made is not None and pipeline.keep_structure_graphs(graphs.made)
     if primer is not None:                                # as the app's warm-up: the job starts after both
         primer.join()
         result["load_and_prewarm_s"] = round(time.perf_counter() - t, 3)
