@@ -192,10 +192,9 @@ def one_launch(model: Path, outputs: Path, device: str, warmup: bool, submit_aft
         m = re.search(r"libraries warmed in ([0-9.]+) s beside the load", line)
         if m:
             row["libraries_s"] = float(m.group(1))
-        m = re.search(r"structure flow's graphs ([0-9.]+)(?:, decoder ([0-9.]+))? beside the load", line)
+        m = re.search(r"structure flow's graphs ([0-9.]+) beside the load", line)
         if m:
             row["graphs_s"] = float(m.group(1))
-            row["decoder_s"] = float(m.group(2)) if m.group(2) else None
     row["server_log"] = [f"{t:.2f} s: {line}" for t, line in log][-40:]
     return row
 
