@@ -203,19 +203,28 @@ def markdown(rows: list[dict], meta: dict) -> str:
     out = [f"{meta['device']}, torch {meta['torch']}, commit {meta['commit']}, {meta['date']}; model {meta['model']}, "
            f"preset {meta['preset']}, GLB only, {meta['image']}, bytecode {meta.get('bytecode', 'as-is')}", "",
            "| warm-up | switches | submit after s | server answers s | model loaded s | first GLB s | first job s | "
-           "second GLB s | second job s | first job's load_model s | warm-up load s | libraries beside it s | "
-           "graphs beside it s | warm-up run s |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "second GLB s | second job s | first job's load_model s | first job's pipeline s (condition / stage 1 / "
+           "stage 2) | warm-up load s | libraries beside it s | graphs beside it s | warm-up run s |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def f(v):
         return "-" if v is None else f"{v:.2f}"
+
+    def pipeline(r):
+        """The first job's sampling and decoding seconds, with its condition, stage 1 and stage 2."""
+        timings = r.get("job1_timings_json") or {}
+        stages = {s["stage"]: s["seconds"] for s in (timings.get("pipeline") or {}).get("stages", [])}
+        seconds = (timings.get("pipeline") or {}).get("seconds")
+        return (f"{f(seconds)} ({' / '.join(f(stages.get(k)) for k in ('condition', 'sparse_structure', 'slat'))})"
+                if seconds is not None else "-")
     for r in rows:
         switches = ", ".join(f"{k} {r[k]}" for k in ("export_beside_job", "libraries_beside_load", "graphs_beside_load")
                              if r.get(k))
         out.append(f"| {r['warmup']} | {switches or 'defaults'} | {r['submit_after_s']:g} | {f(r.get('server_s'))} | "
                    f"{f(r.get('model_loaded_s'))} | {f(r.get('glb1_s'))} | {f(r.get('job1_s'))} | "
                    f"{f(r.get('glb2_s'))} | {f(r.get('job2_s'))} | "
-                   f"{f((r.get('job1_timings') or {}).get('load_model'))} | {f(r.get('warmup_load_s'))} | "
+                   f"{f((r.get('job1_timings') or {}).get('load_model'))} | {pipeline(r)} | "
+                   f"{f(r.get('warmup_load_s'))} | "
                    f"{f(r.get('libraries_s'))} | {f(r.get('graphs_s'))} | {f(r.get('warmup_run_s'))} |")
     return "\n".join(out) + "\n"
 

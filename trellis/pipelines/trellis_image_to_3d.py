@@ -78,7 +78,8 @@ class TrellisImageTo3DPipeline(TrellisPipeline):
 
     @classmethod
     def from_pretrained(cls, path: str, search_dirs=(), device=None,
-                        on_model: Optional[Callable[[str, torch.nn.Module], None]] = None) -> "TrellisImageTo3DPipeline":
+                        on_model: Optional[Callable[[str, torch.nn.Module], None]] = None
+                        ) -> "TrellisImageTo3DPipeline":
         """A pipeline folder or hub repo id, on the CPU or on `device` (its weights read straight onto a GPU it stays
         resident on: base.weights_device). `search_dirs`: folders holding other repos that pipeline.json names by
         `<owner>/<repo>/<path>` (besides the folder's parent and $TRELLIS_MODEL_DIR). `on_model(key, model)` is
