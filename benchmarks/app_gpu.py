@@ -123,18 +123,20 @@ def patch_pipeline(cls):
     _run, _sss = cls.run, cls.sample_sparse_structure
     ready = {}
 
-    def wait_arrays():
-        if not ready:
+    def wait_arrays(grid=64):
+        # the object's surface voxels on the pipeline's structure grid (64 for TRELLIS; the tiny test pipeline's 16)
+        if grid not in ready:
             _loading.join()
             outer_vertices = arrays["vertices"][np.unique(arrays["faces"][arrays["outer"]])]
-            ready["voxels"] = np.unique(np.clip(np.floor((outer_vertices + 0.5) * 64), 0, 63).astype(np.int32), axis=0)
-            print(f"[app_gpu] stage 1's structure replaced by the object's {len(ready['voxels'])} surface voxels",
+            ready[grid] = np.unique(np.clip(np.floor((outer_vertices + 0.5) * grid), 0, grid - 1).astype(np.int32),
+                                    axis=0)
+            print(f"[app_gpu] stage 1's structure replaced by the object's {len(ready[grid])} surface voxels",
                   flush=True)
-        return ready["voxels"]
+        return ready[grid]
 
     def run(self, *args, **kwargs):
         out = _run(self, *args, **kwargs)
-        wait_arrays()
+        _loading.join()
         device = self.device
         if "gaussian" in out:
             out["gaussian"][0] = make_gaussian({k[3:]: arrays[k] for k in arrays if k.startswith("gs_")}, device)
@@ -150,7 +152,7 @@ def patch_pipeline(cls):
         # a surface, as a trained model's are (the scatter gives ~4x the tokens of a surface with as many voxels).
         def sample_sparse_structure(self, *args, **kwargs):
             coords = _sss(self, *args, **kwargs)
-            voxels = wait_arrays()
+            voxels = wait_arrays(int(getattr(self.models.get("slat_decoder_mesh"), "resolution", 64)))
             n = int(coords[:, 0].max()) + 1
             batch = np.repeat(np.arange(n, dtype=np.int32), len(voxels))[:, None]
             return torch.as_tensor(np.hstack([batch, np.tile(voxels, (n, 1))]), device=coords.device)
