@@ -245,8 +245,8 @@ class TrellisPipeline:
         policy = self.memory_policy
         if flow is None or made.graphed.model is not flow or made.weights != flow_weights(flow):
             return False
-        if self._graphs_for("sparse_structure", key, flow, policy) is False:
-            return False
+        if not isinstance(self._graphs_for("sparse_structure", key, flow, policy), GraphedFlow):
+            return False                  # this policy keeps no graphs for the flow (CPU, offloaded, compiled, off)
         self._kept_graphs[key] = (made.weights, made.graphed)
         return True
 

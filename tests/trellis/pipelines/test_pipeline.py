@@ -402,3 +402,5 @@ def test_graphs_made_before_the_pipeline_are_adopted_only_for_its_weights(tiny_p
     policy[0] = MemoryPolicy("fp32", "none", cfg_batch=True, cuda_graphs=False)
     pipe.release_graphs()
     assert not pipe.keep_structure_graphs(made) and pipe._kept_graphs == {}
+    policy[0] = MemoryPolicy("fp32", "model", cfg_batch=True, cuda_graphs=True)     # offloaded: graphs per run only
+    assert not pipe.keep_structure_graphs(made)
