@@ -62,7 +62,7 @@ class GraphsBesideLoad:
             if stop() or self.ended.is_set():
                 return "graphs: not made (the load ended first)"
         policy = MemoryPolicy(self.precision, self.offload).resolve(torch.device(device))
-        if policy.offload != "none" or policy.compile or policy.cuda_graphs not in (True, "structure"):
+        if not policy.keeps_graphs(device):
             return "graphs: not kept with this policy"
         t = time.perf_counter()
         shape = structure_graphs.condition_shape(self.models["image_cond_model"])

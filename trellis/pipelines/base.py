@@ -242,11 +242,10 @@ class TrellisPipeline:
         policy keeps that flow's graphs. Returns whether they were adopted."""
         key = "sparse_structure_flow_model"
         flow = self.models.get(key)
-        policy = self.memory_policy
         if flow is None or made.graphed.model is not flow or made.weights != flow_weights(flow):
             return False
-        if not isinstance(self._graphs_for("sparse_structure", key, flow, policy), GraphedFlow):
-            return False                  # this policy keeps no graphs for the flow (CPU, offloaded, compiled, off)
+        if not self.memory_policy.keeps_graphs(self._device):
+            return False
         self._kept_graphs[key] = (made.weights, made.graphed)
         return True
 
@@ -257,11 +256,8 @@ class TrellisPipeline:
         "structure", a stage in ``KEPT_GRAPH_STAGES``, resident on CUDA, eager blocks), True (new graphs for this
         run: policy True, other stages) or False. A kept one is replaced when the weights it replays are no longer
         the flow's (other addresses or dtypes)."""
-        graphs = policy.cuda_graphs
-        if not graphs or policy.compile or self._device.type != "cuda":
-            return False
-        if stage not in self.KEPT_GRAPH_STAGES or policy.offload == "model":
-            return graphs is True
+        if stage not in self.KEPT_GRAPH_STAGES or not policy.keeps_graphs(self._device):
+            return policy.cuda_graphs is True and not policy.compile and self._device.type == "cuda"
         weights = flow_weights(flow)
         kept = self._kept_graphs.get(model_key)
         if kept is None or kept[0] != weights or kept[1].model is not flow:

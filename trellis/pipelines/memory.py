@@ -126,6 +126,12 @@ class MemoryPolicy:
     def dtype(self) -> torch.dtype:
         return _DTYPES[self.precision]
 
+    def keeps_graphs(self, device) -> bool:
+        """Whether this (resolved) policy keeps the CUDA graphs of a flow whose inputs never change shape from job to
+        job on `device`: graphs asked for, eager blocks, the weights resident on a CUDA device."""
+        return bool(self.cuda_graphs) and not self.compile and self.offload != "model" \
+            and torch.device(device).type == "cuda"
+
 
 def pick_preset(device: torch.device, free_bytes: int | None = None, capability: tuple[int, int] | None = None,
                 total_bytes: int | None = None, precision: str | None = None) -> MemoryPolicy:
