@@ -192,6 +192,12 @@ if os.environ.get("APP_GPU_LIMIT_GIB"):
 if os.environ.get("APP_GPU_UV_IN_CHILD"):
     import trellis.export.schedule as schedule
     schedule.UV_IN_CHILD = os.environ["APP_GPU_UV_IN_CHILD"] == "on"
+if os.environ.get("APP_GPU_FINAL_PIECES"):
+    import trellis.export.cleanup.pieces as pieces
+    pieces.FINAL_IN_PIECES = os.environ["APP_GPU_FINAL_PIECES"] == "on"
+if os.environ.get("APP_GPU_PREVIEW_YIELDS"):
+    import desktop.jobs.preview_gate as gate
+    gate.YIELD_STAGES = tuple(s for s in os.environ["APP_GPU_PREVIEW_YIELDS"].split(",") if s and s != "none")
 if os.environ.get("APP_GPU_PREVIEW_VIEWS"):
     import trellis.renderers.gaussian_views as views
     views.MAX_VIEWS = int(os.environ["APP_GPU_PREVIEW_VIEWS"])
@@ -217,10 +223,12 @@ def job_command(obj: str, image: Path, out: Path, model: Path, runs: int, preset
 
 
 def job_env(structure: str = "object", limit_gib: float | None = None, preview_views: int | None = None,
-            uv_in_child: str | None = None) -> dict:
+            uv_in_child: str | None = None, final_pieces: str | None = None,
+            preview_yields: str | None = None) -> dict:
     """The job process's environment: the repository and benchmarks/ importable, stage 1's structure (``--structure``),
-    the memory cap (``--limit-gib``), the most preview frames rendered per call (``--preview-views``) and where the
-    chart layout runs (``--uv-in-child``)."""
+    the memory cap (``--limit-gib``), the most preview frames rendered per call (``--preview-views``), where the
+    chart layout runs (``--uv-in-child``), how the decimation's final round runs (``--final-pieces``) and the bake's
+    stages the preview waits through (``--preview-yields``)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT), str(ROOT / "benchmarks"), *filter(None, [os.environ.get("PYTHONPATH")])])}
     env["APP_GPU_STRUCTURE"] = structure
@@ -230,6 +238,10 @@ def job_env(structure: str = "object", limit_gib: float | None = None, preview_v
         env["APP_GPU_PREVIEW_VIEWS"] = str(preview_views)
     if uv_in_child:
         env["APP_GPU_UV_IN_CHILD"] = uv_in_child
+    if final_pieces:
+        env["APP_GPU_FINAL_PIECES"] = final_pieces
+    if preview_yields:
+        env["APP_GPU_PREVIEW_YIELDS"] = preview_yields
     return env
 
 
@@ -250,6 +262,12 @@ def main() -> int:
     ap.add_argument("--uv-in-child", choices=("on", "off"), default=None,
                     help="our chart layout in a child process (on, the default on a GPU) or in a thread of the job's "
                          "process (off: trellis.export.schedule.UV_IN_CHILD)")
+    ap.add_argument("--final-pieces", choices=("on", "off"), default=None,
+                    help="the early decimation's final round in shifted pieces (on, the default) or whole in one child "
+                         "(off: trellis.export.cleanup.pieces.FINAL_IN_PIECES)")
+    ap.add_argument("--preview-yields", default=None,
+                    help="the bake's stages the preview beside it waits through, comma-separated, or none "
+                         "(desktop.jobs.preview_gate.YIELD_STAGES; default: visibility)")
     args = ap.parse_args()
     work = Path(args.work)
     model = work / "TRELLIS-image-large-random"
@@ -264,7 +282,8 @@ def main() -> int:
 
     print("renderers:", fastpaths.describe("cuda"), flush=True)   # TRELLIS_FAST_PATHS=off reaches the job too
     t0 = time.perf_counter()
-    env = job_env(args.structure, args.limit_gib, args.preview_views, args.uv_in_child)
+    env = job_env(args.structure, args.limit_gib, args.preview_views, args.uv_in_child, args.final_pieces,
+                  args.preview_yields)
     if args.limit_gib:
         print(f"GPU memory cap: {args.limit_gib:g} GiB", flush=True)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -285,6 +304,8 @@ def main() -> int:
     if args.out:
         Path(args.out).write_text(json.dumps({"object": args.object, "preset": args.preset, "wall": round(wall, 2),
                                               "preview_views": args.preview_views, "uv_in_child": args.uv_in_child,
+                                              "final_pieces": args.final_pieces,
+                                              "preview_yields": args.preview_yields,
                                               "fast_paths": fastpaths.describe("cuda"), "jobs": summary}, indent=1))
     return proc.returncode
 
@@ -295,7 +316,13 @@ def job_summary(timings: dict) -> dict:
     parts = timings.get("export", {})
     row = {"total": timings.get("total"), "pipeline": timings.get("pipeline", {}).get("seconds"),
            "files_wall": parts.get("files_wall"), "overlapped": parts.get("overlapped")}
-    row.update({k: parts[k] for k in ("bake", "mp4", "video", "encode", "glb", "obj", "ply", "result") if k in parts})
+    row.update({k: parts[k] for k in ("bake", "mp4", "video", "encode", "preview_held", "glb", "obj", "ply", "result")
+                if k in parts})
+    stages = timings.get("export_bake_stages") or {}       # the bake's critical path: clean-up steps, UV layout
+    row.update({k: v for k, v in ((stages.get("cleanup") or {}).get("seconds") or {}).items()
+                if k in ("simplify", "visibility", "remove_invisible")})
+    if "uv_unwrap" in (stages.get("seconds") or {}):
+        row["uv_unwrap"] = stages["seconds"]["uv_unwrap"]
     memory = timings.get("memory") or {}
     for key in ("peak_allocated_bytes", "peak_reserved_bytes"):          # the whole job's (desktop.jobs.budget)
         if memory.get(key) is not None:

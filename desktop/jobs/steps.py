@@ -32,6 +32,7 @@ from .inputs import prepare_image
 from .job import InputError, Job, describe_input
 from .meshes import check_mesh
 from .mesh_files import OwnMeshBake, bake_job, timed, write_mesh_files
+from .preview_gate import PreviewGate
 from .progress import GENERATE_STAGES, TEXT_STAGES, VARIANT_STAGES, ProgressTracker, export_stages
 from .sampling import sample
 
@@ -284,15 +285,21 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
     files are that model with the look baked onto it (mesh_files.OwnMeshBake) instead of the decoded mesh.
     `overlap`: the preview video is rendered and encoded in a thread while the mesh is baked and its files written,
     those side by side (``mesh_files.write_mesh_files``; the same files; timings["export"] gives each part's seconds
-    and "files_wall" the whole)."""
+    and "files_wall" the whole); it waits through the bake's critical GPU stages (``preview_gate``; "preview_held":
+    how long)."""
     t0 = time.perf_counter()
     fmt = set(settings.formats)
     meshes = [kind for kind in MESH_FORMATS if kind in fmt]
     export = kept = preview = None
     stop = threading.Event()                   # set when the job fails or is cancelled: the preview stops too
+    gate = PreviewGate()                       # the preview beside the bake waits through its critical GPU stages
 
     def stopped() -> bool:
         return stop.is_set() or cancel()
+
+    def bake_progress(stage, done, total):
+        gate.on_progress(stage, done, total)
+        progress("bake", done, total, stage)
     try:
         # result.npz is compressed in a thread while the files are made (zlib leaves the GIL to the GPU work):
         # written in turn, it would add its second to the job.
@@ -315,12 +322,16 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
                 import imageio_ffmpeg  # noqa: F401
                 import trellis.utils.render_utils  # noqa: F401
                 preview = Background("trellis-preview", lambda: on_own_stream(
-                    gaussian.get_xyz.device, lambda: write_preview(job, folder, settings, gaussian, quiet, stopped)))
+                    gaussian.get_xyz.device, lambda: write_preview(job, folder, settings, gaussian, quiet,
+                                                                   lambda: gate.stopped(stopped))))
             else:
                 job.files.update(write_preview(job, folder, settings, gaussian, progress, cancel))
         if export is not None:
             with timed(job, "bake"):
-                textured = export.bake(progress=lambda s, i, n: progress("bake", i, n, s), cancel=cancel)
+                try:
+                    textured = export.bake(progress=bake_progress, cancel=cancel)
+                finally:
+                    gate.release()
             job.timings["export_bake_stages"] = jsonable(textured.info)
             note_bake_coverage(job, textured.info)
             write_mesh_files(job, folder, settings, textured, progress, own=own_mesh is not None, together=overlap)
@@ -329,6 +340,7 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
                 progress("encode", 0, 1)
             job.files.update(preview.result())
             progress("encode", 1, 1)
+            job.timings.setdefault("export", {})["preview_held"] = round(gate.held_s, 3)
         if kept is not None:
             job.files.update(kept.result())
             job.timings.setdefault("export", {})["result"] = kept.seconds
@@ -336,6 +348,7 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
                                                     overlapped=preview is not None)
     except BaseException:
         stop.set()
+        gate.release()
         if preview is not None:
             preview.join()                     # its partial mp4 is gone (atomic_path) before the job ends
         if kept is not None:                   # a failed or cancelled job keeps no result to export

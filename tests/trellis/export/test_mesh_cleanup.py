@@ -262,24 +262,29 @@ def child_code(proc) -> str:
     return args[-1]
 
 
-def test_simplify_in_pieces_equals_one_pass_in_quality(monkeypatch, tmp_path, children):
+@pytest.mark.parametrize("final_in_pieces", [True, False])
+def test_simplify_in_pieces_equals_one_pass_in_quality(monkeypatch, tmp_path, children, final_in_pieces):
     import subprocess
 
+    monkeypatch.setattr(pieces, "FINAL_IN_PIECES", final_in_pieces)
     v, f = noisy_sphere_with_inner_shell(7)            # ~200 k faces, two closed noisy sheets
     dense = v[f].mean(axis=1)
     one = mc.simplify_mesh(v, f, 0.95, pieces=1)
     assert not children
-    calls = []
+    calls, info = [], {}
     monkeypatch.setattr(processes, "usable_cores", lambda: 8)
-    four = mc.simplify_mesh(v, f, 0.95, pieces=4, progress=lambda s, i, n: calls.append((s, i, n)))
-    # cores enough: one child per piece (its work comes through stdin), and the re-joined mesh goes to the
-    # first child done with its piece (no fifth start-up)
+    four = mc.simplify_mesh(v, f, 0.95, pieces=4, progress=lambda s, i, n: calls.append((s, i, n)), info=info)
+    # cores enough: one child per piece (its work comes through stdin), and the re-joined mesh's final round (four
+    # pieces cut along other planes, or the whole mesh) goes to the children done with their pieces (no fifth
+    # start-up)
     assert len(children) == 4 and all(child_code(c) == pieces.PIECE_CHILD for c in children)
-    assert calls[0] == ("simplify", 0, 5) and calls[-1] == ("simplify", 5, 5)
+    steps = 8 if final_in_pieces else 5
+    assert calls[0] == ("simplify", 0, steps) and calls[-1] == ("simplify", steps, steps)
+    assert sum("shifted pieces written" in event for _, event in info["timeline"]) == final_in_pieces
     assert [i for _, i, _ in calls] == sorted(i for _, i, _ in calls)
     target = round(0.05 * len(f))
     assert abs(len(four[1]) - target) <= 0.01 * target
-    # The seams between pieces are decimated by the final pass: closed, consistently wound sheets, as close
+    # The seams between pieces are decimated by the final round: closed, consistently wound sheets, as close
     # to the source as one pass, and no vertex crowding along the cuts.
     assert _directed_edges_ok(four[1])
     err_one, err_four = _surface_error(*one, dense), _surface_error(*four, dense)

@@ -3,9 +3,12 @@
 fast-simplification is single-threaded and its time grows faster than the faces, so a large mesh is cut into
 compact pieces (recursive median splits of the faces' first corners along the longest extent); each piece is
 decimated in a child process with its cut edges (and any open border) kept in place, to PIECE_SLACK times its
-share of the target, and the re-joined mesh gets a final pass with every edge free, the seams included. The
-pieces depend on the face count only, never on the machine's cores, so a mesh gives the same result
-everywhere; a child that fails or cannot start is replaced by the same call in this process.
+share of the target. The re-joined mesh then gets its final pass in pieces again, cut along other planes
+(``SHIFTED_CUT``: the first round's seams lie inside the second round's pieces and are decimated there), each
+piece to its share of the target; where those pieces would be small (``FINAL_PIECE_MIN_FACES``) or with
+``FINAL_IN_PIECES`` off, the re-joined mesh gets one pass with every edge free instead. The pieces depend on the
+face count only, never on the machine's cores, so a mesh gives the same result everywhere; a child that fails or
+cannot start is replaced by the same call in this process.
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ import numpy as np
 from .. import processes, temp_dirs
 from .weld import merge_duplicate_vertices
 
-__all__ = ["PIECE_MIN_FACES", "PIECES_FROM_FACES", "MAX_PIECES", "PIECE_SLACK", "TEMP_PREFIX", "CHILD_IDLE_S",
+__all__ = ["PIECE_MIN_FACES", "PIECES_FROM_FACES", "MAX_PIECES", "PIECE_SLACK", "FINAL_IN_PIECES",
+           "FINAL_PIECE_MIN_FACES", "SHIFTED_CUT", "TEMP_PREFIX", "CHILD_IDLE_S", "shifted_points", "shares",
            "PIECE_CHILD", "piece_child_code", "decimation_pieces", "in_pieces", "decimate_once", "warm_pool",
            "order_keys", "split_compact", "piece_arrays", "PieceDecimation"]
 
@@ -30,6 +34,17 @@ PIECE_MIN_FACES = 80_000
 PIECES_FROM_FACES = 300_000
 MAX_PIECES = 16
 PIECE_SLACK = 2.0
+# The final pass over the re-joined mesh in pieces cut along SHIFTED_CUT's planes, in parallel (True), or as one
+# pass in one child (False: the benchmarks' A/B); only where each of those pieces has at least
+# FINAL_PIECE_MIN_FACES faces (its kept seam is then a small share of it: docs/benchmarks/export.md#decimation).
+FINAL_IN_PIECES = True
+FINAL_PIECE_MIN_FACES = 5_000
+# The second round's cut is made on the points turned by this rotation (rows: the new axes): the first round cuts
+# across the longest extents' axes, so the second round's planes stand oblique to them and meet the first round's
+# seams only along lines (a rotation by 45 degrees about z, then by atan(1/sqrt 2) about the new x).
+_C, _S = math.sqrt(0.5), math.sqrt(0.5)
+_CB, _SB = math.sqrt(2.0 / 3.0), math.sqrt(1.0 / 3.0)
+SHIFTED_CUT = ((_C, -_S, 0.0), (_CB * _S, _CB * _C, -_SB), (_SB * _S, _SB * _C, _CB))
 
 # The decimation's temp folder, owned by its process (``temp_dirs``): an app's start removes only dead ones'.
 TEMP_PREFIX = "trellis_simplify_"
@@ -129,9 +144,12 @@ def split_compact(points, pieces: int) -> list:
     while len(groups) < pieces:
         halves = []
         for g in groups:
-            probe = cols[:, g[:: max(1, len(g) // 65536)]]          # the extent of a sample is enough
-            extent = probe.max(1)[0] - probe.min(1)[0] if gpu else probe.max(axis=1) - probe.min(axis=1)
-            axis = int(np.argmax(extent.cpu().numpy() if gpu else extent))
+            sample = g[:: max(1, len(g) // 65536)]                  # the extent of a sample is enough
+            if gpu:
+                probe = cols[:, sample]
+                axis = int(np.argmax((probe.max(1)[0] - probe.min(1)[0]).cpu().numpy()))
+            else:                           # per axis: numpy's gather of all three is strided, its reductions slow
+                axis = int(np.argmax([np.ptp(cols[a, sample]) for a in range(3)]))
             keys = order_keys(cols[axis, g], g)
             half = len(g) // 2
             if gpu:
@@ -141,6 +159,22 @@ def split_compact(points, pieces: int) -> list:
             halves += [g[lower], g[~lower]]
         groups = halves
     return groups
+
+
+def shifted_points(points) -> np.ndarray:
+    """``points`` [N,3] (numpy) turned by ``SHIFTED_CUT``, float32: element by element (no BLAS, whose summation
+    order varies by library and machine), so the cut is the same everywhere."""
+    p = np.asarray(points, dtype=np.float64)
+    cols = [p[:, 0] * r[0] + p[:, 1] * r[1] + p[:, 2] * r[2] for r in SHIFTED_CUT]
+    return np.stack(cols, axis=1).astype(np.float32)
+
+
+def shares(target: int, sizes) -> list:
+    """``target`` shared out in proportion to ``sizes`` (whole numbers, at least 1 each, adding up to ``target``
+    when it is at least their count): cumulative rounding, so no piece drifts by more than one."""
+    sizes = np.asarray(sizes, dtype=np.float64)
+    cut = np.rint(np.cumsum(sizes) * (target / max(sizes.sum(), 1.0))).astype(np.int64)
+    return [max(1, int(x)) for x in np.diff(np.r_[0, cut])]
 
 
 def piece_arrays(v, f, groups) -> list:
@@ -167,7 +201,8 @@ class PieceDecimation:
     (it never blocks on a child): either one child for the whole mesh, or ``pieces`` compact pieces (borders
     kept, PIECE_SLACK times their share) shared out among at most one child per core (each child decimates
     its pieces one after the other, so a machine with few cores starts few interpreters), and then the
-    re-joined mesh, given to the first child that is done with its pieces. The children are started first, so
+    re-joined mesh: in as many pieces cut along other planes (module docstring), shared out the same way, or
+    whole, given to the first child that is done with its pieces. The children are started first, so
     their start-up overlaps the cut and the writing of the pieces. ``result()`` is the raw decimator output;
     ``close()`` gives the idle children to the pool of warm children, kills the busy ones and removes the
     folder (``folder``)."""
@@ -185,6 +220,7 @@ class PieceDecimation:
         self.child_calls = 0         # calls whose result a child wrote (the rest were done here)
         self.pooled = 0              # children taken warm from the pool
         self.steps = 0
+        self._steps_before = 0       # steps of the rounds already re-joined
         self._files = -1
         self._code = PIECE_CHILD
         try:
@@ -205,7 +241,7 @@ class PieceDecimation:
         gives it out; starts more children if this needs more than were started. ``on_device``: the same mesh as
         tensors on a GPU, where it is cut (the same pieces, in milliseconds)."""
         try:
-            self.target = target
+            self.target, self.pieces = target, pieces
             self.phase = "pieces" if in_pieces(pieces, target, len(f)) else "whole"
             for _ in range(self.children_for(pieces, target, len(f)) - len(self._idle)):
                 self._start_child()
@@ -217,14 +253,25 @@ class PieceDecimation:
                     share = max(1, int(math.ceil(target * PIECE_SLACK * len(g) / len(f))))
                     files.append(self._write(pv, pf, share, True))
                 self.mark(f"{len(files)} pieces written")
-                batches = max(1, len(self._idle))
-                self._pending = [files[c::batches] for c in range(batches)]
+                self._share_out(files)
+                # the final round's work: in as many pieces where the re-joined mesh (about PIECE_SLACK x the
+                # target) gives them enough faces, else the whole mesh
+                self.steps = len(files) + (pieces if self.final_in_pieces(target * PIECE_SLACK) else 1)
             else:
                 self._pending = [[self._write(v, f, target, False)]]
-            self.steps = sum(map(len, self._pending)) + (1 if self.phase == "pieces" else 0)
+                self.steps = 1
         except BaseException:
             self.close()
             raise
+
+    def final_in_pieces(self, faces: float) -> bool:
+        """Whether a re-joined mesh of ``faces`` faces gets its final pass in pieces."""
+        return FINAL_IN_PIECES and self.pieces > 1 and faces >= self.pieces * FINAL_PIECE_MIN_FACES
+
+    def _share_out(self, files) -> None:
+        """``files`` as one batch per idle child (at least one batch)."""
+        batches = max(1, len(self._idle))
+        self._pending = [files[c::batches] for c in range(batches)]
 
     def _start_child(self) -> None:
         proc = processes.take(self._code)
@@ -252,7 +299,7 @@ class PieceDecimation:
         return i, src, dst
 
     def finished_steps(self) -> int:
-        return len(self._done) if self.phase == "pieces" else len(self._done) + (self.steps - 1)
+        return self._steps_before + len(self._done)
 
     def _send(self, calls) -> None:
         """Give ``calls`` to an idle child, or do them here when there is none or it cannot take them."""
@@ -293,18 +340,32 @@ class PieceDecimation:
         if self._pending or self._busy:
             return False
         parts = [self._done[i] for i in sorted(self._done)]
-        if self.phase == "pieces":
+        if self.phase in ("pieces", "shifted"):
             # Re-join: a piece's border vertices never moved, so the pieces' copies of a seam vertex are
-            # bit-identical and merge. Then the whole mesh once more, every edge free.
+            # bit-identical and merge.
             base, faces = 0, []
             for pv, pf in parts:
                 faces.append(pf + base)
                 base += len(pv)
             v, f = merge_duplicate_vertices(np.concatenate([pv for pv, _ in parts]), np.concatenate(faces))
             self.mark(f"re-joined: {len(f)} faces")
-            self.phase, self._done = "whole", {}
-            if self.target < len(f):
-                self._pending = [[self._write(v, f, self.target, False)]]
+            first_round = self.phase == "pieces"
+            self._steps_before += len(self._done)
+            self._done = {}
+            if first_round and self.target < len(f):
+                # the final round: the first round's seams inside pieces cut along other planes, or the whole mesh
+                # once more with every edge free
+                if self.final_in_pieces(len(f)):
+                    self.phase = "shifted"
+                    groups = split_compact(shifted_points(v[f[:, 0]]), self.pieces)
+                    files = [self._write(pv, pf, share, True) for (pv, pf), share in
+                             zip(piece_arrays(v, f, groups), shares(self.target, [len(g) for g in groups]))]
+                    self.mark(f"{len(files)} shifted pieces written")
+                    self._share_out(files)
+                else:
+                    self.phase = "whole"
+                    self._pending = [[self._write(v, f, self.target, False)]]
+                self.steps = self._steps_before + sum(map(len, self._pending))
                 return self.poll()
             parts = [(v, f)]
         self._result = parts[0]
