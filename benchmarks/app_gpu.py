@@ -198,6 +198,9 @@ if os.environ.get("APP_GPU_FINAL_PIECES"):
 if os.environ.get("APP_GPU_PREVIEW_YIELDS"):
     import desktop.jobs.preview_gate as gate
     gate.YIELD_STAGES = tuple(s for s in os.environ["APP_GPU_PREVIEW_YIELDS"].split(",") if s and s != "none")
+if os.environ.get("APP_GPU_VIDEO_THREADS"):
+    import trellis.utils.render_utils as render_utils
+    render_utils.VIDEO_THREADS = int(os.environ["APP_GPU_VIDEO_THREADS"]) or None
 if os.environ.get("APP_GPU_PREVIEW_VIEWS"):
     import trellis.renderers.gaussian_views as views
     views.MAX_VIEWS = int(os.environ["APP_GPU_PREVIEW_VIEWS"])
@@ -224,11 +227,11 @@ def job_command(obj: str, image: Path, out: Path, model: Path, runs: int, preset
 
 def job_env(structure: str = "object", limit_gib: float | None = None, preview_views: int | None = None,
             uv_in_child: str | None = None, final_pieces: str | None = None,
-            preview_yields: str | None = None) -> dict:
+            preview_yields: str | None = None, video_threads: int | None = None) -> dict:
     """The job process's environment: the repository and benchmarks/ importable, stage 1's structure (``--structure``),
     the memory cap (``--limit-gib``), the most preview frames rendered per call (``--preview-views``), where the
-    chart layout runs (``--uv-in-child``), how the decimation's final round runs (``--final-pieces``) and the bake's
-    stages the preview waits through (``--preview-yields``)."""
+    chart layout runs (``--uv-in-child``), how the decimation's final round runs (``--final-pieces``), the bake's
+    stages the preview waits through (``--preview-yields``) and the video encoder's threads (``--video-threads``)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT), str(ROOT / "benchmarks"), *filter(None, [os.environ.get("PYTHONPATH")])])}
     env["APP_GPU_STRUCTURE"] = structure
@@ -242,6 +245,8 @@ def job_env(structure: str = "object", limit_gib: float | None = None, preview_v
         env["APP_GPU_FINAL_PIECES"] = final_pieces
     if preview_yields:
         env["APP_GPU_PREVIEW_YIELDS"] = preview_yields
+    if video_threads is not None:
+        env["APP_GPU_VIDEO_THREADS"] = str(video_threads)
     return env
 
 
@@ -268,6 +273,9 @@ def main() -> int:
     ap.add_argument("--preview-yields", default=None,
                     help="the bake's stages the preview beside it waits through, comma-separated, or none "
                          "(desktop.jobs.preview_gate.YIELD_STAGES; default: visibility)")
+    ap.add_argument("--video-threads", type=int, default=None,
+                    help="the preview encoder's threads (trellis.utils.render_utils.VIDEO_THREADS; 0: x264's own "
+                         "choice, the default)")
     args = ap.parse_args()
     work = Path(args.work)
     model = work / "TRELLIS-image-large-random"
@@ -283,7 +291,7 @@ def main() -> int:
     print("renderers:", fastpaths.describe("cuda"), flush=True)   # TRELLIS_FAST_PATHS=off reaches the job too
     t0 = time.perf_counter()
     env = job_env(args.structure, args.limit_gib, args.preview_views, args.uv_in_child, args.final_pieces,
-                  args.preview_yields)
+                  args.preview_yields, args.video_threads)
     if args.limit_gib:
         print(f"GPU memory cap: {args.limit_gib:g} GiB", flush=True)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -306,6 +314,7 @@ def main() -> int:
                                               "preview_views": args.preview_views, "uv_in_child": args.uv_in_child,
                                               "final_pieces": args.final_pieces,
                                               "preview_yields": args.preview_yields,
+                                              "video_threads": args.video_threads,
                                               "fast_paths": fastpaths.describe("cuda"), "jobs": summary}, indent=1))
     return proc.returncode
 

@@ -259,9 +259,9 @@ def test_the_job_modules_import_in_their_stated_order():
     """desktop/jobs: jsonio, job <- folder, progress, failures, inputs, meshes <- queued <- recovery, rerun <- context,
     sampling, models <- steps <- warmup <- jobqueue <- worker <- runner (never back): the steps get a context and
     never reach the worker or the runner."""
-    order = ["jsonio", "job", "folder", "progress", "failures", "budget", "background", "inputs", "meshes", "queued",
-             "recovery", "rerun", "context", "sampling", "models", "mesh_files", "steps", "warmup", "jobqueue", "worker",
-             "runner", "late"]
+    order = ["jsonio", "job", "folder", "progress", "failures", "budget", "background", "preview_gate", "inputs",
+             "meshes", "queued", "recovery", "rerun", "context", "sampling", "models", "mesh_files", "steps", "warmup",
+             "jobqueue", "worker", "runner", "late"]
     graph = desktop_graph()
     assert {m for m in graph if m.startswith("desktop.jobs.")} == {f"desktop.jobs.{m}" for m in order}
     bad = [f"{m} imports {d}" for i, m in enumerate(order) for d in graph[f"desktop.jobs.{m}"]

@@ -234,6 +234,24 @@ def test_the_cut_into_pieces_is_one_set_of_groups_on_any_device():
         assert np.array_equal(av, bv) and np.array_equal(af, bf) and af.dtype == bf.dtype == np.int32
 
 
+def test_the_final_rounds_shares_and_turned_cut():
+    """The shares add up to the target, none more than one off its proportion; the turn keeps distances (a
+    rotation) and puts no cut plane of the second round along the first round's axes."""
+    sizes = [8970, 8970, 8971, 8970, 1, 12345]
+    got = pieces.shares(35880, sizes)
+    assert sum(got) == 35880 and min(got) >= 1
+    exact = np.array(sizes) * 35880 / sum(sizes)
+    assert np.abs(np.array(got) - exact).max() <= 1.0
+    assert pieces.shares(3, [10, 10, 10, 10]) == [1, 1, 1, 1]       # at least one each
+    r = np.array(pieces.SHIFTED_CUT)
+    np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-12)
+    assert np.abs(r).max() < 0.99                                  # every new axis is oblique to the old ones
+    pts = np.random.default_rng(0).normal(size=(1000, 3))
+    turned = pieces.shifted_points(pts)
+    assert turned.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(turned, axis=1), np.linalg.norm(pts, axis=1), rtol=1e-5)
+
+
 @pytest.fixture
 def children(monkeypatch, tmp_path):
     """The real child processes started (subprocess.Popen recorded), temp files in tmp_path; the pool of warm

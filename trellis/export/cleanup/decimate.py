@@ -12,9 +12,9 @@ from typing import Callable, Optional
 
 from ...core.callbacks import check
 from .. import processes
-from ..arrays import Progress, drop_unreferenced, output, report, to_numpy
+from ..arrays import Progress, output, report, to_numpy
 from .pieces import PIECE_SLACK, PieceDecimation, decimate_once, decimation_pieces, in_pieces
-from .weld import cancel_coincident_faces, merge_duplicate_vertices, merge_duplicate_vertices_on_device
+from .weld import merge_duplicate_vertices, merge_duplicate_vertices_on_device, tidy_decimated
 
 __all__ = ["simplify_mesh", "simplify_time_estimate", "BackgroundSimplify"]
 
@@ -42,8 +42,7 @@ def _prepare(vertices, faces, reduction):
 
 def _finish(v, f):
     """Decimator output -> (float32 vertices, int64 faces): degenerate and coincident faces dropped."""
-    keep = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])
-    return output(*drop_unreferenced(v, cancel_coincident_faces(f[keep])))
+    return output(*tidy_decimated(v, f))
 
 
 def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, cancel=None,

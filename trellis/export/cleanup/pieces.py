@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 from .. import processes, temp_dirs
-from .weld import merge_duplicate_vertices
+from .weld import merge_duplicate_vertices, tidy_decimated
 
 __all__ = ["PIECE_MIN_FACES", "PIECES_FROM_FACES", "MAX_PIECES", "PIECE_SLACK", "FINAL_IN_PIECES",
            "FINAL_PIECE_MIN_FACES", "SHIFTED_CUT", "TEMP_PREFIX", "CHILD_IDLE_S", "shifted_points", "shares",
@@ -348,8 +348,10 @@ class PieceDecimation:
                 faces.append(pf + base)
                 base += len(pv)
             v, f = merge_duplicate_vertices(np.concatenate([pv for pv, _ in parts]), np.concatenate(faces))
-            self.mark(f"re-joined: {len(f)} faces")
             first_round = self.phase == "pieces"
+            if first_round:        # the fins the pieces folded (back-to-back pairs) would count toward the target
+                v, f = tidy_decimated(v, f)
+            self.mark(f"re-joined: {len(f)} faces")
             self._steps_before += len(self._done)
             self._done = {}
             if first_round and self.target < len(f):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["merge_duplicate_vertices", "merge_duplicate_vertices_on_device", "cancel_coincident_faces"]
+from ..arrays import drop_unreferenced
+
+__all__ = ["merge_duplicate_vertices", "merge_duplicate_vertices_on_device", "cancel_coincident_faces",
+           "tidy_decimated"]
 
 
 def merge_duplicate_vertices(vertices, faces):
@@ -84,3 +87,10 @@ def cancel_coincident_faces(faces):
     keep = np.zeros(len(faces), dtype=bool)
     keep[order[pick]] = True
     return faces[keep]
+
+
+def tidy_decimated(vertices, faces):
+    """A decimator's output without degenerate faces, back-to-back pairs (``cancel_coincident_faces``) and the
+    vertices left unused; the arrays' types kept."""
+    f = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])]
+    return drop_unreferenced(vertices, cancel_coincident_faces(f))
