@@ -811,6 +811,30 @@ def test_cancel_raises():
                            cancel=later)
 
 
+def test_background_simplify_goes_through_its_rounds_while_the_caller_is_busy(monkeypatch, children):
+    """The decimation's own thread gives out the final round as soon as the first one ends: all of it happens during
+    the caller's first ``while_waiting`` call (a long one), and the result is still simplify_mesh's."""
+    import time
+
+    monkeypatch.setattr(pieces, "PIECES_FROM_FACES", 100_000)
+    monkeypatch.setattr(pieces, "PIECE_MIN_FACES", 50_000)
+    monkeypatch.setattr(pieces, "FINAL_PIECE_MIN_FACES", 2_000)
+    v, f = noisy_sphere_with_inner_shell(7)            # ~200 k faces: 4 pieces here, 4 in the final round
+    ref = mc.simplify_mesh(v, f, 0.95)
+    job = mc.BackgroundSimplify(v, f, 0.95)
+    seen = []
+
+    def busy():                                        # e.g. rendering views: the decimation's polls are not here
+        time.sleep(3.0)
+        seen.append([event for _, event in job.decimation.timeline])
+    got = job.result(while_waiting=busy)
+    for a, b in zip(ref, got):
+        np.testing.assert_array_equal(a, b)
+    first = seen[0]
+    assert sum("re-joined" in e for e in first) == 2 and "4 shifted pieces written" in first, first
+    assert not job.running() and job.decimation.child_calls == 8
+
+
 def test_background_simplify_equals_simplify_mesh(monkeypatch, tmp_path):
     import os
     import subprocess

@@ -6,6 +6,7 @@ Arrays are numpy float32 vertices [V,3] and int64 faces [F,3]; torch tensors are
 from __future__ import annotations
 
 import math
+import threading
 import time
 from typing import Callable, Optional
 
@@ -132,16 +133,21 @@ class BackgroundSimplify:
     thread it would stall the caller's Python; in child processes the caller's GPU work (e.g. the app's
     preview video) goes on meanwhile. The merge of duplicate vertices and the cut into pieces happen
     here, at once; then the decimation runs as a ``PieceDecimation`` (one child for a mesh below
-    ``decimation_pieces`` > 1, else one per piece and one for the re-joined mesh), advanced whenever
-    ``running()`` or ``result()`` is called. ``result()`` returns exactly what ``simplify_mesh``
+    ``decimation_pieces`` > 1, else one per piece and then the re-joined mesh's final round), advanced by a thread
+    of its own that polls the children every few milliseconds: a round's end is seen and the next round given out
+    at once, whatever the caller does meanwhile (``result``'s ``while_waiting`` renders views of tens of
+    milliseconds each). ``result()`` returns exactly what ``simplify_mesh``
     returns for the same input (same code, same arrays); a child that fails is replaced by the same
     call in this process. ``close()`` (also on ``cancel``) kills the children and removes their files.
     """
 
+    POLL_S = 0.002          # the driving thread's pause between looks at the children
+
     def __init__(self, vertices, faces, reduction: float):
         self.vertices, self.faces = to_numpy(vertices, faces)
         self.reduction = float(reduction)
-        self._result, self._job = None, None
+        self._result, self._job, self._driver = None, None, None
+        self._stop, self._ended, self._error = threading.Event(), threading.Event(), None
         # children started first (they import while the duplicate vertices are merged), as many as the
         # face count says; the merged count decides the pieces
         n = len(self.faces)
@@ -160,9 +166,22 @@ class BackgroundSimplify:
                 job.begin(v, f, target, decimation_pieces(len(f)), on_device=on_device)
                 self._job, job = job, None
                 self._job.poll()
+                self._driver = threading.Thread(target=self._drive, name="trellis-decimation", daemon=True)
+                self._driver.start()
         finally:
             if job is not None:              # not needed, or an error
                 job.close()
+
+    def _drive(self) -> None:
+        """The driving thread: polls until the result is in, ``close()`` stops it, or polling fails (kept for
+        ``result()`` to raise)."""
+        try:
+            while not self._stop.is_set() and not self._job.poll():
+                self._stop.wait(self.POLL_S)
+        except BaseException as e:          # noqa: BLE001 (re-raised in the caller's thread)
+            self._error = e
+        finally:
+            self._ended.set()
 
     @property
     def decimation(self) -> Optional[PieceDecimation]:
@@ -180,8 +199,8 @@ class BackgroundSimplify:
         return self._job.proc if self._job is not None else None
 
     def running(self) -> bool:
-        """Whether the decimation is still going on (False once its result is in)."""
-        return self._result is None and self._job is not None and not self._job.poll()
+        """Whether the decimation is still going on (False once its result is in or it failed)."""
+        return self._result is None and self._driver is not None and not self._ended.is_set()
 
     def result(self, progress: Progress = None, cancel=None, while_waiting: Optional[Callable[[], None]] = None):
         """(vertices float32 [V,3], faces int64 [F,3]) as ``simplify_mesh(vertices, faces, reduction)``.
@@ -191,20 +210,24 @@ class BackgroundSimplify:
         if self._result is not None:
             return self._result
         report(progress, "simplify", 0, 100)
+        self._job.mark("result wanted")
         # The decimation is native calls without progress of their own: while waiting for them, report
         # the time spent against an estimate (in percent, capped at 99), about every 0.2 s.
         start, last, estimate = time.monotonic(), 0.0, simplify_time_estimate(len(self.faces))
         try:
-            while not self._job.poll():
+            while not self._ended.is_set():
                 check(cancel)
                 if while_waiting is not None:
                     while_waiting()
                 else:
-                    time.sleep(0.005)
+                    self._ended.wait(0.005)
                 elapsed = time.monotonic() - start
                 if elapsed - last >= 0.2:
                     last = elapsed
                     report(progress, "simplify", min(99, int(100 * elapsed / estimate)), 100)
+            if self._error is not None:
+                raise self._error
+            self._job.mark("result taken")
             self._result = _finish(*self._job.result())
         finally:                       # also on cancel: the children are killed, their files removed
             self.close()
@@ -212,5 +235,9 @@ class BackgroundSimplify:
         return self._result
 
     def close(self) -> None:
+        """Stops the driving thread (it ends its poll first), then kills the children and removes their files."""
+        self._stop.set()
+        if self._driver is not None and self._driver is not threading.current_thread():
+            self._driver.join()
         if self._job is not None:
             self._job.close()
