@@ -192,6 +192,9 @@ if os.environ.get("APP_GPU_LIMIT_GIB"):
 if os.environ.get("APP_GPU_UV_IN_CHILD"):
     import trellis.export.schedule as schedule
     schedule.UV_IN_CHILD = os.environ["APP_GPU_UV_IN_CHILD"] == "on"
+if os.environ.get("APP_GPU_DRIVEN"):
+    import trellis.export.cleanup.decimate as decimate
+    decimate.DRIVEN = os.environ["APP_GPU_DRIVEN"] == "on"
 if os.environ.get("APP_GPU_FINAL_PIECES"):
     import trellis.export.cleanup.pieces as pieces
     pieces.FINAL_IN_PIECES = os.environ["APP_GPU_FINAL_PIECES"] == "on"
@@ -227,11 +230,13 @@ def job_command(obj: str, image: Path, out: Path, model: Path, runs: int, preset
 
 def job_env(structure: str = "object", limit_gib: float | None = None, preview_views: int | None = None,
             uv_in_child: str | None = None, final_pieces: str | None = None,
-            preview_yields: str | None = None, video_threads: int | None = None) -> dict:
+            preview_yields: str | None = None, video_threads: int | None = None,
+            decimation_thread: str | None = None) -> dict:
     """The job process's environment: the repository and benchmarks/ importable, stage 1's structure (``--structure``),
     the memory cap (``--limit-gib``), the most preview frames rendered per call (``--preview-views``), where the
     chart layout runs (``--uv-in-child``), how the decimation's final round runs (``--final-pieces``), the bake's
-    stages the preview waits through (``--preview-yields``) and the video encoder's threads (``--video-threads``)."""
+    stages the preview waits through (``--preview-yields``), the video encoder's threads (``--video-threads``) and who
+    polls the decimation's children (``--decimation-thread``)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT), str(ROOT / "benchmarks"), *filter(None, [os.environ.get("PYTHONPATH")])])}
     env["APP_GPU_STRUCTURE"] = structure
@@ -247,6 +252,8 @@ def job_env(structure: str = "object", limit_gib: float | None = None, preview_v
         env["APP_GPU_PREVIEW_YIELDS"] = preview_yields
     if video_threads is not None:
         env["APP_GPU_VIDEO_THREADS"] = str(video_threads)
+    if decimation_thread:
+        env["APP_GPU_DRIVEN"] = decimation_thread
     return env
 
 
@@ -276,6 +283,9 @@ def main() -> int:
     ap.add_argument("--video-threads", type=int, default=None,
                     help="the preview encoder's threads (trellis.utils.render_utils.VIDEO_THREADS; 0: x264's own "
                          "choice, the default)")
+    ap.add_argument("--decimation-thread", choices=("on", "off"), default=None,
+                    help="the early decimation's children polled by a thread of its own (on, the default) or between "
+                         "the bake's view renders (off: trellis.export.cleanup.decimate.DRIVEN)")
     args = ap.parse_args()
     work = Path(args.work)
     model = work / "TRELLIS-image-large-random"
@@ -291,7 +301,7 @@ def main() -> int:
     print("renderers:", fastpaths.describe("cuda"), flush=True)   # TRELLIS_FAST_PATHS=off reaches the job too
     t0 = time.perf_counter()
     env = job_env(args.structure, args.limit_gib, args.preview_views, args.uv_in_child, args.final_pieces,
-                  args.preview_yields, args.video_threads)
+                  args.preview_yields, args.video_threads, args.decimation_thread)
     if args.limit_gib:
         print(f"GPU memory cap: {args.limit_gib:g} GiB", flush=True)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -315,6 +325,7 @@ def main() -> int:
                                               "final_pieces": args.final_pieces,
                                               "preview_yields": args.preview_yields,
                                               "video_threads": args.video_threads,
+                                              "decimation_thread": args.decimation_thread,
                                               "fast_paths": fastpaths.describe("cuda"), "jobs": summary}, indent=1))
     return proc.returncode
 

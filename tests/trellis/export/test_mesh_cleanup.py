@@ -835,9 +835,12 @@ def test_background_simplify_goes_through_its_rounds_while_the_caller_is_busy(mo
     assert not job.running() and job.decimation.child_calls == 8
 
 
-def test_background_simplify_equals_simplify_mesh(monkeypatch, tmp_path):
+@pytest.mark.parametrize("driven", [True, False])
+def test_background_simplify_equals_simplify_mesh(monkeypatch, tmp_path, driven):
     import os
     import subprocess
+
+    monkeypatch.setattr(mc.decimate, "DRIVEN", driven)
 
     v, f = _sphere(5)                                   # ~20 k faces
     ref = mc.simplify_mesh(v, f, 0.9)

@@ -17,7 +17,11 @@ from ..arrays import Progress, output, report, to_numpy
 from .pieces import PIECE_SLACK, PieceDecimation, decimate_once, decimation_pieces, in_pieces
 from .weld import merge_duplicate_vertices, merge_duplicate_vertices_on_device, tidy_decimated
 
-__all__ = ["simplify_mesh", "simplify_time_estimate", "BackgroundSimplify"]
+__all__ = ["DRIVEN", "simplify_mesh", "simplify_time_estimate", "BackgroundSimplify"]
+
+# A BackgroundSimplify's children are polled by a thread of its own (True), or by ``result()``'s loop between the
+# caller's ``while_waiting`` calls (False: the benchmarks' A/B; the result is the same).
+DRIVEN = True
 
 
 def _on_accelerator(x) -> bool:
@@ -166,8 +170,9 @@ class BackgroundSimplify:
                 job.begin(v, f, target, decimation_pieces(len(f)), on_device=on_device)
                 self._job, job = job, None
                 self._job.poll()
-                self._driver = threading.Thread(target=self._drive, name="trellis-decimation", daemon=True)
-                self._driver.start()
+                if DRIVEN:
+                    self._driver = threading.Thread(target=self._drive, name="trellis-decimation", daemon=True)
+                    self._driver.start()
         finally:
             if job is not None:              # not needed, or an error
                 job.close()
@@ -200,7 +205,13 @@ class BackgroundSimplify:
 
     def running(self) -> bool:
         """Whether the decimation is still going on (False once its result is in or it failed)."""
-        return self._result is None and self._driver is not None and not self._ended.is_set()
+        if self._result is not None or self._job is None:
+            return False
+        return not self._ended.is_set() if self._driver is not None else not self._job.poll()
+
+    def _over(self) -> bool:
+        """Whether the children's work has ended (polled here when no thread drives it)."""
+        return self._ended.is_set() if self._driver is not None else self._job.poll()
 
     def result(self, progress: Progress = None, cancel=None, while_waiting: Optional[Callable[[], None]] = None):
         """(vertices float32 [V,3], faces int64 [F,3]) as ``simplify_mesh(vertices, faces, reduction)``.
@@ -215,7 +226,7 @@ class BackgroundSimplify:
         # the time spent against an estimate (in percent, capped at 99), about every 0.2 s.
         start, last, estimate = time.monotonic(), 0.0, simplify_time_estimate(len(self.faces))
         try:
-            while not self._ended.is_set():
+            while not self._over():
                 check(cancel)
                 if while_waiting is not None:
                     while_waiting()
