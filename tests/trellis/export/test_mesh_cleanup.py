@@ -381,6 +381,32 @@ def test_coincident_faces_cancel():
     assert sorted(map(tuple, kept.tolist())) == [(0, 3, 6), (3, 4, 5), (6, 7, 8)]
 
 
+@pytest.mark.parametrize("offset", [0, 1 << 22])     # small ids (one int64 key) and large ones (three columns)
+def test_coincident_faces_cancel_as_a_plain_count_per_vertex_set_says(offset):
+    """Random faces with many repeats, both windings and degenerate ones: per vertex set, the net winding decides
+    (nothing, or the first face that agrees with it), and the kept faces stay in their order."""
+    rng = np.random.default_rng(3)
+    f = rng.integers(0, 12, size=(4000, 3)) + offset
+    f[::7, 1] = f[::7, 0]                                  # some degenerate faces too
+
+    def turned(face):                                      # smallest vertex first (the first one on a tie)
+        i = int(np.argmin(face))
+        return tuple(int(x) for x in np.roll(face, -i))
+    net, first_agreeing = {}, {}
+    for face in f:
+        r = turned(face)
+        net[(r[0],) + tuple(sorted(r[1:]))] = net.get((r[0],) + tuple(sorted(r[1:])), 0) + (1 if r[1] < r[2] else -1)
+    for i, face in enumerate(f):
+        r = turned(face)
+        k = (r[0],) + tuple(sorted(r[1:]))
+        if net[k] != 0 and (1 if r[1] < r[2] else -1) == np.sign(net[k]) and k not in first_agreeing:
+            first_agreeing[k] = i
+    expected = f[sorted(first_agreeing.values())]
+    np.testing.assert_array_equal(weld.cancel_coincident_faces(f), expected)
+    distinct = np.array([[0, 1, 2], [3, 4, 5], [2, 1, 3]]) + offset
+    np.testing.assert_array_equal(weld.cancel_coincident_faces(distinct), distinct)
+
+
 def test_simplify_zero_reduction_returns_input():
     v, f = _box(0.5)
     v2, f2 = mc.simplify_mesh(v, f, 0.0)
