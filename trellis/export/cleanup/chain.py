@@ -111,7 +111,7 @@ def clean_mesh_for_export(vertices, faces, simplify: float = 0.95, fill_holes: b
     reduction = first_reduction(n_faces, simplify, fill_holes, target_faces)
     record["budget_faces"] = budget
     if simplified is not None:
-        if abs(simplified.reduction - reduction) > 1e-12 or len(simplified.faces) != n_faces:
+        if abs(simplified.reduction - reduction) > 1e-12 or simplified.n_faces != n_faces:
             raise ValueError("`simplified` was started for another mesh or another reduction "
                              "(start it with cleanup.first_reduction(...))")
         v, f = simplified.result(progress=progress, cancel=cancel, while_waiting=while_waiting)

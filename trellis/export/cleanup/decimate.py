@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Callable, Optional
 
+import numpy as np
 
 from ...core.callbacks import check
 from .. import processes
@@ -148,13 +149,16 @@ class BackgroundSimplify:
     POLL_S = 0.002          # the driving thread's pause between looks at the children
 
     def __init__(self, vertices, faces, reduction: float):
-        self.vertices, self.faces = to_numpy(vertices, faces)
+        # the face count only: a host copy of a decoder's mesh on the GPU would be a wasted copy on the job's
+        # critical path (the merge and the cut happen on the device)
+        shape = tuple(getattr(faces, "shape", np.shape(faces)))
+        self.n_faces = int(shape[0]) if len(shape) == 2 else int(np.prod(shape)) // 3
         self.reduction = float(reduction)
         self._result, self._job, self._driver = None, None, None
         self._stop, self._ended, self._error = threading.Event(), threading.Event(), None
         # children started first (they import while the duplicate vertices are merged), as many as the
         # face count says; the merged count decides the pieces
-        n = len(self.faces)
+        n = self.n_faces
         job = None
         if 0 < self.reduction < 1 and n:
             t = max(1, int(round(n * (1.0 - self.reduction))))
@@ -224,7 +228,7 @@ class BackgroundSimplify:
         self._job.mark("result wanted")
         # The decimation is native calls without progress of their own: while waiting for them, report
         # the time spent against an estimate (in percent, capped at 99), about every 0.2 s.
-        start, last, estimate = time.monotonic(), 0.0, simplify_time_estimate(len(self.faces))
+        start, last, estimate = time.monotonic(), 0.0, simplify_time_estimate(self.n_faces)
         try:
             while not self._over():
                 check(cancel)
