@@ -192,9 +192,10 @@ def one_launch(model: Path, outputs: Path, device: str, warmup: bool, submit_aft
         m = re.search(r"libraries warmed in ([0-9.]+) s beside the load", line)
         if m:
             row["libraries_s"] = float(m.group(1))
-        m = re.search(r"structure flow's graphs ([0-9.]+) beside the load", line)
+        m = re.search(r"structure flow's graphs ([0-9.]+)(?:, decoder ([0-9.]+))? beside the load", line)
         if m:
             row["graphs_s"] = float(m.group(1))
+            row["decoder_s"] = float(m.group(2)) if m.group(2) else None
     row["server_log"] = [f"{t:.2f} s: {line}" for t, line in log][-40:]
     return row
 
@@ -204,7 +205,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
            f"preset {meta['preset']}, GLB only, {meta['image']}, bytecode {meta.get('bytecode', 'as-is')}", "",
            "| warm-up | switches | submit after s | server answers s | model loaded s | first GLB s | first job s | "
            "second GLB s | second job s | first job's load_model s | first job's pipeline s (condition / stage 1 / "
-           "stage 2) | warm-up load s | libraries beside it s | graphs beside it s | warm-up run s |",
+           "stage 2) | warm-up load s | libraries beside it s | graphs (+ decoder) beside it s | warm-up run s |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def f(v):
@@ -225,7 +226,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
                    f"{f(r.get('glb2_s'))} | {f(r.get('job2_s'))} | "
                    f"{f((r.get('job1_timings') or {}).get('load_model'))} | {pipeline(r)} | "
                    f"{f(r.get('warmup_load_s'))} | "
-                   f"{f(r.get('libraries_s'))} | {f(r.get('graphs_s'))} | {f(r.get('warmup_run_s'))} |")
+                   f"{f(r.get('libraries_s'))} | {f(r.get('graphs_s'))}"
+                   f"{' + ' + f(r['decoder_s']) if r.get('decoder_s') is not None else ''} | {f(r.get('warmup_run_s'))} |")
     return "\n".join(out) + "\n"
 
 

@@ -27,6 +27,9 @@ LIBRARIES_BESIDE_LOAD = True
 # their own as soon as the conditioner and that flow are loaded, while the other networks still load, for the pipeline
 # to adopt (docs/benchmarks/app.md#launch-to-first-glb).
 GRAPHS_BESIDE_LOAD = True
+# Whether that thread then also makes the occupancy decoder's first call (its convolutions' first use at stage 1's
+# shapes), where the decoder is loaded before the load ends (docs/benchmarks/app.md#launch-to-first-glb).
+DECODER_BESIDE_LOAD = True
 
 _DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
@@ -39,20 +42,23 @@ class GraphsBesideLoad:
     def __init__(self, precision: str, offload: str):
         self.precision, self.offload = precision, offload
         self.models: dict = {}
-        self.ready, self.ended = threading.Event(), threading.Event()
+        self.ready, self.decoder, self.ended = threading.Event(), threading.Event(), threading.Event()
         self.made = None
 
     def on_model(self, key: str, model) -> None:
         self.models[key] = model
         if {"image_cond_model", "sparse_structure_flow_model"} <= set(self.models):
             self.ready.set()
+        if key == "sparse_structure_decoder":
+            self.decoder.set()
 
     def load_ended(self) -> None:
         self.ended.set()
 
     def make(self, device, stop: Callable[[], bool]) -> str:
-        """Wait for the two networks (or the load's end, or `stop`), then capture; what happened, for the log.
-        Only where the policy the job will get keeps the structure flow's graphs (resident, not compiled)."""
+        """Wait for the two networks (or the load's end, or `stop`), then capture; then the occupancy decoder's first
+        call, where it is loaded before the load ends. What happened, for the log. Only where the policy the job will
+        get keeps the structure flow's graphs (resident, not compiled)."""
         import torch
 
         from trellis.pipelines import structure_graphs
@@ -65,10 +71,23 @@ class GraphsBesideLoad:
         if not policy.keeps_graphs(device):
             return "graphs: not kept with this policy"
         t = time.perf_counter()
+        flow = self.models["sparse_structure_flow_model"]
         shape = structure_graphs.condition_shape(self.models["image_cond_model"])
-        self.made = structure_graphs.capture(self.models["sparse_structure_flow_model"], shape, policy.dtype,
-                                             cancel=stop)
-        return f"graphs {time.perf_counter() - t:.2f}"
+        self.made = structure_graphs.capture(flow, shape, policy.dtype, cancel=stop)
+        done = f"graphs {time.perf_counter() - t:.2f}"
+        if not DECODER_BESIDE_LOAD:
+            return done
+        # then the stage's other first use, the occupancy decoder, where it arrives before the load ends
+        while not self.decoder.wait(0.01):
+            if stop() or self.ended.is_set():
+                return done
+        t = time.perf_counter()
+        try:                    # a failure here costs the first job the decoder's first use, never the graphs
+            structure_graphs.warm_decoder(self.models["sparse_structure_decoder"], flow.in_channels,
+                                          flow.resolution, policy.dtype)
+        except Exception as err:                    # noqa: BLE001 (said in the log)
+            return f"{done}, decoder failed: {type(err).__name__}: {err}"
+        return f"{done}, decoder {time.perf_counter() - t:.2f}"
 
     def start(self, device: str, stop: Callable[[], bool]) -> threading.Thread:
         """``make`` in a thread that logs what it did and never fails (the first job then captures them itself)."""

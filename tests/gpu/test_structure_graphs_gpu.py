@@ -32,7 +32,7 @@ def made_beside_the_load(tiny_pipeline_dir):
     finally:
         graphs.load_ended()
         maker.join()
-    assert log and log[0].startswith("graphs "), log
+    assert log and log[0].startswith("graphs ") and ", decoder " in log[0], log
     pipe.set_memory_policy(precision="fp16", offload="none")
     assert pipe.keep_structure_graphs(graphs.made)
     kept = graphs.made.graphed
@@ -60,3 +60,22 @@ def test_graphs_of_weights_since_moved_are_not_adopted(tiny_pipeline_dir):
     pipe.to("cpu").to("cuda")
     assert not pipe.keep_structure_graphs(graphs.made)
     assert pipe._kept_graphs == {}
+
+
+def test_a_failed_decoder_warm_keeps_the_graphs(tiny_pipeline_dir, monkeypatch):
+    """The occupancy decoder's first call beside the load fails: the log says so, and the graphs made before it are
+    still adopted."""
+    from desktop.jobs.warmup import GraphsBesideLoad
+    from trellis.pipelines import structure_graphs
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("decoder busy")
+    monkeypatch.setattr(structure_graphs, "warm_decoder", broken)
+    graphs = GraphsBesideLoad("fp16", "none")
+    pipe = pipelines.TrellisImageTo3DPipeline.from_pretrained(tiny_pipeline_dir, device="cuda",
+                                                              on_model=graphs.on_model)
+    graphs.load_ended()
+    done = graphs.make("cuda", lambda: False)
+    assert done.startswith("graphs ") and "decoder failed: RuntimeError: decoder busy" in done, done
+    pipe.set_memory_policy(precision="fp16", offload="none")
+    assert graphs.made is not None and pipe.keep_structure_graphs(graphs.made)

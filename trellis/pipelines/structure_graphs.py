@@ -13,7 +13,7 @@ import torch
 
 from .samplers.cuda_graph import GraphedFlow
 
-__all__ = ["KeptGraphs", "flow_weights", "condition_shape", "capture"]
+__all__ = ["KeptGraphs", "flow_weights", "condition_shape", "capture", "warm_decoder"]
 
 
 class KeptGraphs(NamedTuple):
@@ -62,3 +62,14 @@ def capture(flow, cond_shape: tuple, dtype: torch.dtype, cancel: Optional[Callab
     if flow_weights(flow) != weights:            # converted or moved meanwhile (the pipeline's own set-up)
         raise RuntimeError("the structure flow's weights moved while its graphs were captured")
     return KeptGraphs(weights, graphed)
+
+
+def warm_decoder(decoder, channels: int, resolution: int, dtype: torch.dtype) -> None:
+    """The occupancy decoder's first call (its convolutions' first use at the stage's shapes) and the occupied voxels'
+    gather, as stage 1 ends, on a zero latent of `channels` x `resolution`³; its torso set to `dtype` first, as the
+    pipeline will. The decoder must not be in use elsewhere meanwhile; no generator is touched."""
+    device = next(decoder.parameters()).device
+    with torch.no_grad():
+        decoder.set_torso_dtype(dtype)
+        z = torch.zeros(1, channels, resolution, resolution, resolution, device=device)
+        torch.argwhere(decoder(z) > 0)

@@ -297,3 +297,18 @@ def test_the_conditioners_shape_for_the_graphs(tiny_pipeline_dir):
     pipe = TrellisImageTo3DPipeline.from_pretrained(tiny_pipeline_dir)
     cond = pipe.get_cond(torch.rand(1, 3, 518, 518, generator=torch.Generator().manual_seed(0)))["cond"]
     assert tuple(cond.shape[1:]) == condition_shape(pipe.image_cond_model)
+
+
+def test_the_occupancy_decoders_first_call_beside_the_load_changes_nothing(tiny_pipeline_dir):
+    """``structure_graphs.warm_decoder`` (run by GraphsBesideLoad after the captures) calls the decoder on a zero latent
+    in the pipeline's dtype: the decoder's answer to a real latent is the same before and after."""
+    from trellis.pipelines import TrellisImageTo3DPipeline
+    from trellis.pipelines.structure_graphs import warm_decoder
+
+    pipe = TrellisImageTo3DPipeline.from_pretrained(tiny_pipeline_dir)
+    decoder, flow = pipe.models["sparse_structure_decoder"], pipe.models["sparse_structure_flow_model"]
+    z = torch.randn(1, flow.in_channels, *(flow.resolution,) * 3, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        before = decoder(z)
+        warm_decoder(decoder, flow.in_channels, flow.resolution, torch.float32)
+        assert torch.equal(decoder(z), before)
