@@ -182,32 +182,28 @@ sys.meta_path.insert(0, _OnImport())
 """
 
 
-# Runs before the generator in the job's process: the GPU memory cap of ``--limit-gib``.
+# Runs before the generator in the job's process: the GPU memory cap of ``--limit-gib`` and the module settings of the
+# A/B switches (``SWITCHES``), as JSON {"module": {"NAME": value}}.
 _LIMIT_PRELUDE = r"""
-import os
+import importlib, json, os
 if os.environ.get("APP_GPU_LIMIT_GIB"):
     import torch
     from trellis.pipelines.memory import set_memory_limit
     set_memory_limit(torch.device("cuda"), int(float(os.environ["APP_GPU_LIMIT_GIB"]) * 2 ** 30))
-if os.environ.get("APP_GPU_UV_IN_CHILD"):
-    import trellis.export.schedule as schedule
-    schedule.UV_IN_CHILD = os.environ["APP_GPU_UV_IN_CHILD"] == "on"
-if os.environ.get("APP_GPU_DRIVEN"):
-    import trellis.export.cleanup.decimate as decimate
-    decimate.DRIVEN = os.environ["APP_GPU_DRIVEN"] == "on"
-if os.environ.get("APP_GPU_FINAL_PIECES"):
-    import trellis.export.cleanup.pieces as pieces
-    pieces.FINAL_IN_PIECES = os.environ["APP_GPU_FINAL_PIECES"] == "on"
-if os.environ.get("APP_GPU_PREVIEW_YIELDS"):
-    import desktop.jobs.preview_gate as gate
-    gate.YIELD_STAGES = tuple(s for s in os.environ["APP_GPU_PREVIEW_YIELDS"].split(",") if s and s != "none")
-if os.environ.get("APP_GPU_VIDEO_THREADS"):
-    import trellis.utils.render_utils as render_utils
-    render_utils.VIDEO_THREADS = int(os.environ["APP_GPU_VIDEO_THREADS"]) or None
-if os.environ.get("APP_GPU_PREVIEW_VIEWS"):
-    import trellis.renderers.gaussian_views as views
-    views.MAX_VIEWS = int(os.environ["APP_GPU_PREVIEW_VIEWS"])
+for module, names in json.loads(os.environ.get("APP_GPU_SETTINGS") or "{}").items():
+    for name, value in names.items():
+        setattr(importlib.import_module(module), name, value)
 """
+# The command line's A/B switches: option -> (module, setting, the setting's value for the option's).
+SWITCHES = {
+    "preview_views": ("trellis.renderers.gaussian_views", "MAX_VIEWS", int),
+    "uv_in_child": ("trellis.export.schedule", "UV_IN_CHILD", lambda v: v == "on"),
+    "final_pieces": ("trellis.export.cleanup.pieces", "FINAL_IN_PIECES", lambda v: v == "on"),
+    "preview_yields": ("desktop.jobs.preview_gate", "YIELD_STAGES",
+                       lambda v: [s for s in v.split(",") if s and s != "none"]),
+    "video_threads": ("trellis.utils.render_utils", "VIDEO_THREADS", lambda v: int(v) or None),
+    "decimation_thread": ("trellis.export.cleanup.decimate", "DRIVEN", lambda v: v == "on"),
+}
 DESKTOP = r"""
 import runpy, sys
 sys.argv[0] = "desktop"
@@ -228,32 +224,22 @@ def job_command(obj: str, image: Path, out: Path, model: Path, runs: int, preset
             "--preset", preset, "--formats", "glb,ply,obj,mp4", "--seed", "3", *extra]
 
 
-def job_env(structure: str = "object", limit_gib: float | None = None, preview_views: int | None = None,
-            uv_in_child: str | None = None, final_pieces: str | None = None,
-            preview_yields: str | None = None, video_threads: int | None = None,
-            decimation_thread: str | None = None) -> dict:
+def job_env(structure: str = "object", limit_gib: float | None = None, switches: dict | None = None) -> dict:
     """The job process's environment: the repository and benchmarks/ importable, stage 1's structure (``--structure``),
-    the memory cap (``--limit-gib``), the most preview frames rendered per call (``--preview-views``), where the
-    chart layout runs (``--uv-in-child``), how the decimation's final round runs (``--final-pieces``), the bake's
-    stages the preview waits through (``--preview-yields``), the video encoder's threads (``--video-threads``) and who
-    polls the decimation's children (``--decimation-thread``)."""
+    the memory cap (``--limit-gib``) and the module settings of ``switches`` ({option: value} of ``SWITCHES``; unset
+    where the value is None or empty)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT), str(ROOT / "benchmarks"), *filter(None, [os.environ.get("PYTHONPATH")])])}
     env["APP_GPU_STRUCTURE"] = structure
     if limit_gib:
         env["APP_GPU_LIMIT_GIB"] = str(limit_gib)
-    if preview_views:
-        env["APP_GPU_PREVIEW_VIEWS"] = str(preview_views)
-    if uv_in_child:
-        env["APP_GPU_UV_IN_CHILD"] = uv_in_child
-    if final_pieces:
-        env["APP_GPU_FINAL_PIECES"] = final_pieces
-    if preview_yields:
-        env["APP_GPU_PREVIEW_YIELDS"] = preview_yields
-    if video_threads is not None:
-        env["APP_GPU_VIDEO_THREADS"] = str(video_threads)
-    if decimation_thread:
-        env["APP_GPU_DRIVEN"] = decimation_thread
+    settings: dict = {}
+    for option, value in (switches or {}).items():
+        if value:
+            module, name, convert = SWITCHES[option]
+            settings.setdefault(module, {})[name] = convert(value)
+    if settings:
+        env["APP_GPU_SETTINGS"] = json.dumps(settings)
     return env
 
 
@@ -300,8 +286,7 @@ def main() -> int:
 
     print("renderers:", fastpaths.describe("cuda"), flush=True)   # TRELLIS_FAST_PATHS=off reaches the job too
     t0 = time.perf_counter()
-    env = job_env(args.structure, args.limit_gib, args.preview_views, args.uv_in_child, args.final_pieces,
-                  args.preview_yields, args.video_threads, args.decimation_thread)
+    env = job_env(args.structure, args.limit_gib, {option: getattr(args, option) for option in SWITCHES})
     if args.limit_gib:
         print(f"GPU memory cap: {args.limit_gib:g} GiB", flush=True)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
