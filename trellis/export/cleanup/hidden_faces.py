@@ -12,7 +12,7 @@ from ...core.callbacks import check as _check_cancel
 from ..arrays import Progress, drop_unreferenced, output, report, to_numpy
 from ..mesh_graph import components, dual_arcs, edges
 
-__all__ = ["remove_invisible_faces", "invisible_face_mask"]
+__all__ = ["remove_invisible_faces", "invisible_face_mask", "source_side"]
 
 
 # Min-cut capacities are integers for scipy: every weight of the reference (edge length x 1000,
@@ -97,30 +97,10 @@ def invisible_face_mask(vertices, faces, visibility, max_hole_size: float = 0.04
     report(progress, stage, 1, steps)
     _check_cancel(cancel)
 
-    # s-t minimum cut: nodes 0..F-1 are faces, F the source, F+1 the sink.
-    source, sink = n_faces, n_faces + 1
+    # the s-t minimum cut's arcs: edge length x 1000 in integer steps of 1 / _CUT_RESOLUTION
     length = np.linalg.norm(v[ends[fe, 0]] - v[ends[fe, 1]], axis=1)
     arc_cap = np.rint(length * 1000.0 * _CUT_RESOLUTION)
-    terminal = 1000 * _CUT_RESOLUTION
-    inner_idx = np.nonzero(inner)[0]
-    outer_idx = np.nonzero(outer)[0]
-    rows = np.concatenate([fa, fb, np.full(len(inner_idx), source), outer_idx])
-    cols = np.concatenate([fb, fa, inner_idx, np.full(len(outer_idx), sink)])
-    cap = np.concatenate([arc_cap, arc_cap, np.full(len(inner_idx) + len(outer_idx), terminal)])
-    graph = sp.csr_array((cap, (rows, cols)), shape=(n_faces + 2, n_faces + 2))
-    if graph.data.size and graph.data.max() >= 2 ** 30:  # residuals reach 2x capacity (int32)
-        raise ValueError("mesh too large for the integer min-cut (edges longer than ~1000 units)")
-    graph = sp.csr_array((graph.data.astype(np.int32), graph.indices, graph.indptr),
-                         shape=graph.shape)
-    graph.sort_indices()
-    flow = maximum_flow(graph, source, sink).flow
-    residual = sp.csr_array(graph.astype(np.int64) - flow.astype(np.int64))
-    residual.data = np.where(residual.data > 0, 1, 0).astype(np.int8)
-    residual.eliminate_zeros()
-    reached = breadth_first_order(residual, source, directed=True, return_predecessors=False)
-    in_source = np.zeros(n_faces + 2, dtype=bool)
-    in_source[reached] = True
-    in_source = in_source[:n_faces]
+    in_source = source_side(n_faces, fa, fb, arc_cap, comp, inner, outer)
     report(progress, stage, 2, steps)
     _check_cancel(cancel)
 
@@ -183,3 +163,49 @@ def invisible_face_mask(vertices, faces, visibility, max_hole_size: float = 0.04
     remove[src_faces] = remove_piece[piece_of_src]
     report(progress, stage, steps, steps)
     return remove
+
+
+def source_side(n_faces, fa, fb, arc_cap, comp, inner, outer) -> np.ndarray:
+    """Bool per face: on the source side of the minimum cut (what the source reaches in the residual graph of a
+    maximum flow: the same set for every maximum flow) of the dual graph with arcs fa <-> fb of capacity
+    ``arc_cap``, the source linked to ``inner`` faces and ``outer`` faces to the sink (``terminal`` capacity).
+    Components (``comp``) carry flow only where they hold faces of both kinds, so the flow is solved on those
+    alone; elsewhere the source side is what the inner faces reach through arcs of non-zero capacity."""
+    in_source = np.zeros(n_faces, dtype=bool)
+    n_comp = int(comp.max()) + 1 if n_faces else 0
+    mixed = (np.bincount(comp, inner, n_comp) > 0) & (np.bincount(comp, outer, n_comp) > 0)
+    lone = ~mixed[comp]
+    if lone.any():
+        keep = (arc_cap > 0) & lone[fa]
+        _, reach = components(n_faces, fa[keep], fb[keep])
+        seeded = np.bincount(reach, inner & lone, n_faces) > 0
+        in_source |= lone & seeded[reach]
+    sel = ~lone
+    if not sel.any():
+        return in_source
+    ids = np.nonzero(sel)[0]
+    n = len(ids)
+    local = np.full(n_faces, -1, dtype=np.int64)
+    local[ids] = np.arange(n)
+    arcs = sel[fa]                                   # both faces of an arc lie in one component
+    a, b, cap_ab = local[fa[arcs]], local[fb[arcs]], arc_cap[arcs]
+    source, sink = n, n + 1                          # nodes: the faces kept, renumbered, then the terminals
+    terminal = 1000 * _CUT_RESOLUTION
+    inner_idx = local[np.nonzero(inner & sel)[0]]
+    outer_idx = local[np.nonzero(outer & sel)[0]]
+    rows = np.concatenate([a, b, np.full(len(inner_idx), source), outer_idx])
+    cols = np.concatenate([b, a, inner_idx, np.full(len(outer_idx), sink)])
+    cap = np.concatenate([cap_ab, cap_ab, np.full(len(inner_idx) + len(outer_idx), terminal)])
+    graph = sp.csr_array((cap, (rows, cols)), shape=(n + 2, n + 2))
+    if graph.data.size and graph.data.max() >= 2 ** 30:  # residuals reach 2x capacity (int32)
+        raise ValueError("mesh too large for the integer min-cut (edges longer than ~1000 units)")
+    graph = sp.csr_array((graph.data.astype(np.int32), graph.indices, graph.indptr), shape=graph.shape)
+    graph.sort_indices()
+    flow = maximum_flow(graph, source, sink).flow
+    residual = sp.csr_array(graph.astype(np.int64) - flow.astype(np.int64))
+    residual.data = np.where(residual.data > 0, 1, 0).astype(np.int8)
+    residual.eliminate_zeros()
+    reached = breadth_first_order(residual, source, directed=True, return_predecessors=False)
+    reached = reached[reached < n]
+    in_source[ids[reached]] = True
+    return in_source
