@@ -60,8 +60,9 @@ def widened(name: str, value):
         return None
     if lo <= v <= hi or not row.lo <= v <= row.hi:
         return None
-    # The value again: the browser clamped the range's handle before the new end arrived.
-    return dict(minimum=min(lo, v), maximum=max(hi, v), value=int(v) if row.kind == "int" else v)
+    # Never the value itself: it was read when the event fired, and the box may hold a newer one by the time this
+    # lands (the range's handle is set from the box after it: SYNC_RANGES).
+    return dict(minimum=min(lo, v), maximum=max(hi, v))
 
 
 def device_note(values: dict, preset, defaults: GenerationSettings, device: str) -> str:
