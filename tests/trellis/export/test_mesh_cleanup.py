@@ -552,30 +552,11 @@ def test_remove_invisible_median_rule():
             assert not (removed & ~cap).any() and removed.sum() > 0.95 * cap.sum()
 
 
-def _source_side_whole_graph(n, fa, fb, arc_cap, inner, outer):
-    """The minimum cut's source side solved on the whole dual graph at once (every face, both terminals)."""
-    from scipy.sparse.csgraph import breadth_first_order, maximum_flow
-
-    source, sink = n, n + 1
-    ii, oo = np.nonzero(inner)[0], np.nonzero(outer)[0]
-    rows = np.concatenate([fa, fb, np.full(len(ii), source), oo])
-    cols = np.concatenate([fb, fa, ii, np.full(len(oo), sink)])
-    cap = np.concatenate([arc_cap, arc_cap, np.full(len(ii) + len(oo), 1000 * 1024)]).astype(np.int32)
-    g = sp.csr_array((cap, (rows, cols)), shape=(n + 2, n + 2))
-    g.sort_indices()
-    res = sp.csr_array(g.astype(np.int64) - maximum_flow(g, source, sink).flow.astype(np.int64))
-    res.data = (res.data > 0).astype(np.int8)
-    res.eliminate_zeros()
-    out = np.zeros(n + 2, bool)
-    out[breadth_first_order(res, source, directed=True, return_predecessors=False)] = True
-    return out[:n]
-
-
 @pytest.mark.parametrize("seed", range(6))
 def test_min_cut_on_the_mixed_components_equals_the_whole_graphs(seed):
     """The flow solved only on components holding both hidden and well-seen faces gives the whole graph's
     source side: components of one kind alone, zero-length edges (arcs of no capacity) and a mixed one."""
-    from trellis.export.cleanup.hidden_faces import source_side
+    from trellis.export.cleanup.hidden_faces import source_side, source_side_whole_graph
     from trellis.export.mesh_graph import components, dual_arcs, edges
 
     rng = np.random.default_rng(seed)
@@ -597,7 +578,7 @@ def test_min_cut_on_the_mixed_components_equals_the_whole_graphs(seed):
     arc_cap[np.isin(fa, cut_off) | np.isin(fb, cut_off)] = 0
     inner, outer = vis == 0, vis > 0.5
     got = source_side(len(f), fa, fb, arc_cap, comp, inner, outer)
-    want = _source_side_whole_graph(len(f), fa, fb, arc_cap, inner, outer)
+    want = source_side_whole_graph(len(f), fa, fb, arc_cap, inner, outer)
     assert np.array_equal(got, want)
     assert got.any() and (~got).any() and not got[cut_off].any() and got[lone & inner].all()
 

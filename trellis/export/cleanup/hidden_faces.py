@@ -12,7 +12,7 @@ from ...core.callbacks import check as _check_cancel
 from ..arrays import Progress, drop_unreferenced, output, report, to_numpy
 from ..mesh_graph import components, dual_arcs, edges
 
-__all__ = ["remove_invisible_faces", "invisible_face_mask", "source_side"]
+__all__ = ["remove_invisible_faces", "invisible_face_mask", "source_side", "source_side_whole_graph", "group_quantile"]
 
 
 # Min-cut capacities are integers for scipy: every weight of the reference (edge length x 1000,
@@ -22,7 +22,7 @@ __all__ = ["remove_invisible_faces", "invisible_face_mask", "source_side"]
 _CUT_RESOLUTION = 1024
 
 
-def _group_quantile(values, groups, n_groups, q):
+def group_quantile(values, groups, n_groups, q):
     """Per-group quantile with linear interpolation (numpy's default), NaN for empty groups."""
     order = np.lexsort((values, groups))
     sv, sg = values[order], groups[order]
@@ -91,7 +91,7 @@ def invisible_face_mask(vertices, faces, visibility, max_hole_size: float = 0.04
     edge_of_he, ends, edge_use = edges(f, len(v))
     fa, fb, fe = dual_arcs(edge_of_he, n_faces)
     n_comp, comp = components(n_faces, fa, fb)
-    q75 = _group_quantile(vis, comp, n_comp, 0.75)
+    q75 = group_quantile(vis, comp, n_comp, 0.75)
     threshold = np.minimum(np.maximum(q75, 0.25), 0.5)
     outer = vis > threshold[comp]
     report(progress, stage, 1, steps)
@@ -117,7 +117,7 @@ def invisible_face_mask(vertices, faces, visibility, max_hole_size: float = 0.04
     piece = np.full(n_faces, -1, dtype=np.int64)
     piece[src_faces] = piece_of_src
     n_pieces = int(piece_of_src.max()) + 1
-    median = _group_quantile(vis[src_faces], piece_of_src, n_pieces, 0.5)
+    median = group_quantile(vis[src_faces], piece_of_src, n_pieces, 0.5)
     report(progress, stage, 3, steps)
     _check_cancel(cancel)
 
@@ -181,11 +181,21 @@ def source_side(n_faces, fa, fb, arc_cap, comp, inner, outer) -> np.ndarray:
         seeded = np.bincount(reach, inner & lone, n_faces) > 0
         in_source |= lone & seeded[reach]
     sel = ~lone
-    if not sel.any():
-        return in_source
+    if sel.any():
+        in_source |= _flow_source_side(sel, fa, fb, arc_cap, inner, outer)
+    return in_source
+
+
+def source_side_whole_graph(n_faces, fa, fb, arc_cap, inner, outer) -> np.ndarray:
+    """``source_side`` solved as one flow over every face: the plain form, for tests and benchmarks."""
+    return _flow_source_side(np.ones(n_faces, dtype=bool), fa, fb, arc_cap, inner, outer)
+
+
+def _flow_source_side(sel, fa, fb, arc_cap, inner, outer) -> np.ndarray:
+    """Bool per face: the source side of the maximum flow over the faces ``sel`` (whole components)."""
     ids = np.nonzero(sel)[0]
     n = len(ids)
-    local = np.full(n_faces, -1, dtype=np.int64)
+    local = np.full(len(sel), -1, dtype=np.int64)
     local[ids] = np.arange(n)
     arcs = sel[fa]                                   # both faces of an arc lie in one component
     a, b, cap_ab = local[fa[arcs]], local[fb[arcs]], arc_cap[arcs]
@@ -206,6 +216,6 @@ def source_side(n_faces, fa, fb, arc_cap, comp, inner, outer) -> np.ndarray:
     residual.data = np.where(residual.data > 0, 1, 0).astype(np.int8)
     residual.eliminate_zeros()
     reached = breadth_first_order(residual, source, directed=True, return_predecessors=False)
-    reached = reached[reached < n]
-    in_source[ids[reached]] = True
-    return in_source
+    out = np.zeros(len(sel), dtype=bool)
+    out[ids[reached[reached < n]]] = True
+    return out
