@@ -168,7 +168,7 @@ def invisible_face_mask(vertices, faces, visibility, max_hole_size: float = 0.04
 def source_side(n_faces, fa, fb, arc_cap, comp, inner, outer) -> np.ndarray:
     """Bool per face: on the source side of the minimum cut (what the source reaches in the residual graph of a
     maximum flow: the same set for every maximum flow) of the dual graph with arcs fa <-> fb of capacity
-    ``arc_cap``, the source linked to ``inner`` faces and ``outer`` faces to the sink (``terminal`` capacity).
+    ``arc_cap``, the source linked to ``inner`` faces and ``outer`` faces to the sink (capacity 1000 x _CUT_RESOLUTION).
     Components (``comp``) carry flow only where they hold faces of both kinds, so the flow is solved on those
     alone; elsewhere the source side is what the inner faces reach through arcs of non-zero capacity."""
     in_source = np.zeros(n_faces, dtype=bool)
