@@ -203,6 +203,7 @@ SWITCHES = {
                        lambda v: [s for s in v.split(",") if s and s != "none"]),
     "video_threads": ("trellis.utils.render_utils", "VIDEO_THREADS", lambda v: int(v) or None),
     "decimation_thread": ("trellis.export.cleanup.decimate", "DRIVEN", lambda v: v == "on"),
+    "piece_min_faces": ("trellis.export.cleanup.pieces", "PIECE_MIN_FACES", int),
 }
 DESKTOP = r"""
 import runpy, sys
@@ -214,14 +215,15 @@ REALISTIC_BOOTSTRAP = (REALISTIC_HEAD + on_import("trellis.pipelines.trellis_ima
                                                   "patch_pipeline(module.TrellisImageTo3DPipeline)") + DESKTOP)
 
 
-def job_command(obj: str, image: Path, out: Path, model: Path, runs: int, preset: str, extra=()) -> list:
-    """The job process's command: the command-line generator (`runs` jobs of `image` into `out`, GLB + PLY + OBJ +
-    MP4, seed 3) with ``obj``'s realistic object swapped in (or the random weights' own outputs), `extra` flags
+def job_command(obj: str, image: Path, out: Path, model: Path, runs: int, preset: str, extra=(),
+                formats: str = "glb,ply,obj,mp4") -> list:
+    """The job process's command: the command-line generator (`runs` jobs of `image` into `out`, ``formats``: GLB +
+    PLY + OBJ + MP4 unless told, seed 3) with ``obj``'s realistic object swapped in (or the random weights' own outputs), `extra` flags
     added."""
     head = [sys.executable, "-c", _LIMIT_PRELUDE + DESKTOP] if obj == "random" else \
         [sys.executable, "-c", _LIMIT_PRELUDE + REALISTIC_BOOTSTRAP, obj]
     return [*head, "generate", *[str(image)] * runs, "-o", str(out), "--model", str(model), "--device", "cuda",
-            "--preset", preset, "--formats", "glb,ply,obj,mp4", "--seed", "3", *extra]
+            "--preset", preset, "--formats", formats, "--seed", "3", *extra]
 
 
 def job_env(structure: str = "object", limit_gib: float | None = None, switches: dict | None = None) -> dict:
@@ -272,6 +274,11 @@ def main() -> int:
     ap.add_argument("--decimation-thread", choices=("on", "off"), default=None,
                     help="the early decimation's children polled by a thread of its own (on, the default) or between "
                          "the bake's view renders (off: trellis.export.cleanup.decimate.DRIVEN)")
+    ap.add_argument("--formats", default="glb,ply,obj,mp4",
+                    help="the job's files (default glb,ply,obj,mp4; without mp4: what the preview beside the bake costs)")
+    ap.add_argument("--piece-min-faces", type=int, default=None,
+                    help="the early decimation's smallest piece (trellis.export.cleanup.pieces.PIECE_MIN_FACES, "
+                         "default 80 000: 8 pieces for the nut's 1.1 M faces; 60 000: 16)")
     args = ap.parse_args()
     work = Path(args.work)
     model = work / "TRELLIS-image-large-random"
@@ -281,7 +288,7 @@ def main() -> int:
         print(f"wrote the full-size random pipeline in {time.perf_counter() - t0:.1f} s", flush=True)
     image = test_image(work / "object.png")
     out = work / (f"outputs-{args.object}" + (f"-{args.limit_gib:g}GiB" if args.limit_gib else ""))
-    cmd = job_command(args.object, image, out, model, args.runs, args.preset)
+    cmd = job_command(args.object, image, out, model, args.runs, args.preset, formats=args.formats)
     from trellis import fastpaths
 
     print("renderers:", fastpaths.describe("cuda"), flush=True)   # TRELLIS_FAST_PATHS=off reaches the job too
@@ -311,6 +318,7 @@ def main() -> int:
                                               "preview_yields": args.preview_yields,
                                               "video_threads": args.video_threads,
                                               "decimation_thread": args.decimation_thread,
+                                              "piece_min_faces": args.piece_min_faces,
                                               "fast_paths": fastpaths.describe("cuda"), "jobs": summary}, indent=1))
     return proc.returncode
 
