@@ -91,9 +91,11 @@ KERNELS = {
         Kernel("mesh_setup", "triton", "trellis_triton.mesh_setup", "triangle_setup", _SETUP_TWIN),
         Kernel("mesh_setup", "nvrtc", "trellis_nvrtc.mesh_setup", "triangle_setup", _SETUP_TWIN),
     ),
+    # NVRTC first: its scanline spans (a warp per row tile, shuffles) evaluate only covered pixels and take half the
+    # Triton kernel's time, whose lane per candidate of the box is kept second (docs/benchmarks/kernels.md#visibility).
     "mesh_raster": (
-        Kernel("mesh_raster", "triton", "trellis_triton.mesh_raster", "raster_keys", _RASTER_TWIN),
         Kernel("mesh_raster", "nvrtc", "trellis_nvrtc.mesh_raster", "raster_keys", _RASTER_TWIN),
+        Kernel("mesh_raster", "triton", "trellis_triton.mesh_raster", "raster_keys", _RASTER_TWIN),
     ),
     # Submanifold sparse conv (the decoders' and the SLat flow's): implicit GEMM in Triton, else in CUDA C on
     # tensor cores through NVRTC (fp16/bf16, sm_75+); then spconv when installed, else the twin (see
