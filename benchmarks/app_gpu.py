@@ -204,6 +204,7 @@ SWITCHES = {
     "video_threads": ("trellis.utils.render_utils", "VIDEO_THREADS", lambda v: int(v) or None),
     "decimation_thread": ("trellis.export.cleanup.decimate", "DRIVEN", lambda v: v == "on"),
     "piece_min_faces": ("trellis.export.cleanup.pieces", "PIECE_MIN_FACES", int),
+    "result_after_bake_start": ("desktop.jobs.steps", "RESULT_AFTER_BAKE_START", lambda v: v == "on"),
 }
 DESKTOP = r"""
 import runpy, sys
@@ -274,6 +275,9 @@ def main() -> int:
     ap.add_argument("--decimation-thread", choices=("on", "off"), default=None,
                     help="the early decimation's children polled by a thread of its own (on, the default) or between "
                          "the bake's view renders (off: trellis.export.cleanup.decimate.DRIVEN)")
+    ap.add_argument("--result-after-bake-start", choices=("on", "off"), default=None,
+                    help="result.npz's thread started after the bake's start (on, the default) or before it (off: "
+                         "desktop.jobs.steps.RESULT_AFTER_BAKE_START)")
     ap.add_argument("--formats", default="glb,ply,obj,mp4",
                     help="the job's files (default glb,ply,obj,mp4; without mp4: what the preview beside the bake costs)")
     ap.add_argument("--piece-min-faces", type=int, default=None,
@@ -319,6 +323,7 @@ def main() -> int:
                                               "video_threads": args.video_threads,
                                               "decimation_thread": args.decimation_thread,
                                               "piece_min_faces": args.piece_min_faces,
+                                              "result_after_bake_start": args.result_after_bake_start,
                                               "fast_paths": fastpaths.describe("cuda"), "jobs": summary}, indent=1))
     return proc.returncode
 

@@ -36,6 +36,11 @@ from .preview_gate import PreviewGate
 from .progress import GENERATE_STAGES, TEXT_STAGES, VARIANT_STAGES, ProgressTracker, export_stages
 from .sampling import sample
 
+# result.npz's thread starts after the bake's start (the merge and the cut into pieces, on the GPU, which the
+# decimation's children wait for) rather than before it: its host copies of the decoded result would queue ahead of
+# that work (docs/benchmarks/app.md#the-apps-whole-job).
+RESULT_AFTER_BAKE_START = True
+
 
 def generate(ctx: JobContext, job: Job) -> None:
     """A generation job: the files of `job.settings.formats` from the job's image(s)."""
@@ -303,13 +308,17 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
     try:
         # result.npz is compressed in a thread while the files are made (zlib leaves the GIL to the GPU work):
         # written in turn, it would add its second to the job.
-        kept = Background("trellis-kept-result", lambda: folder.write_result(gaussian, mesh)) if keep else None
+        def keep_result():
+            return Background("trellis-kept-result", lambda: folder.write_result(gaussian, mesh)) if keep else None
+        kept = None if RESULT_AFTER_BAKE_START else keep_result()
         if meshes:
             # Started before the PLY and the preview video, so that the mesh's decimation (CPU, child processes)
             # runs while they are written (GPU); with neither to overlap, the bake does it all in turn.
             with timed(job, "bake_start"):
                 export = (bake_job(gaussian, mesh, settings, early=bool(fmt & {"ply", "mp4"})) if own_mesh is None
                           else OwnMeshBake(gaussian, own_mesh, settings))
+        if RESULT_AFTER_BAKE_START:
+            kept = keep_result()
         if "ply" in fmt:
             with timed(job, "ply"):
                 progress("ply", 0, 1)
