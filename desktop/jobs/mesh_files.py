@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 from ..settings import GenerationSettings
 from ..settings_table import MESH_FORMATS
+from .background import Background
 from .folder import JobFolder, lod_kind
 from .job import Job
 
@@ -86,6 +87,8 @@ def write_mesh_files(job: Job, folder: JobFolder, settings: GenerationSettings, 
         if own:
             options[kind].update(OWN_MESH_OPTIONS)
     together = side_by_side(kinds) if together else []
+    # export.json's print shape facts (a mesh pass of their own) made beside the files, which they do not depend on
+    facts = Background("trellis-report-facts", lambda: shape_facts(textured, settings)) if together else None
     if together:
         job.timings.setdefault("export", {})["side_by_side"] = together
         for kind in together:
@@ -114,7 +117,8 @@ def write_mesh_files(job: Job, folder: JobFolder, settings: GenerationSettings, 
                 job.files.update(folder.write_mesh(kind, lod, format="glb", **file_options(job, settings, "glb")))
                 lods.append((share, lod, job.files[kind]))
     with timed(job, "report"):
-        job.files.update(folder.write_json("report", export_report(textured, job.files, settings, lods)))
+        job.files.update(folder.write_json("report", export_report(textured, job.files, settings, lods,
+                                                                    facts.result() if facts else None)))
 
 
 # The mesh formats this process has written: the first file of a format is written alone, as its writer imports
@@ -167,9 +171,16 @@ def placement(settings: GenerationSettings) -> dict:
     return dict(height=settings.height, pivot=None if settings.pivot == "origin" else settings.pivot)
 
 
-def export_report(textured, files: dict, settings: GenerationSettings, lods=()) -> dict:
+def shape_facts(textured, settings: GenerationSettings) -> dict:
+    """The print shape's facts export.json gives for `textured` written with `settings` (``export_report``'s)."""
+    from trellis.export.report import placed_shape_facts
+
+    return placed_shape_facts(textured, print_ready=settings.print_ready, **placement(settings))
+
+
+def export_report(textured, files: dict, settings: GenerationSettings, lods=(), facts: dict | None = None) -> dict:
     """export.json: what the mesh files hold and, for a destination, whether they meet its limits
-    (``trellis.export.describe_export``)."""
+    (``trellis.export.describe_export``); `facts`: ``shape_facts`` made already."""
     from trellis.export import describe_export
 
     destination = None if settings.destination == "none" else settings.destination
@@ -177,4 +188,4 @@ def export_report(textured, files: dict, settings: GenerationSettings, lods=()) 
                            target_faces=settings.target_faces, texture_format=settings.texture_format,
                            geometry_only=settings.geometry_only, draco=settings.draco,
                            print_ready=settings.print_ready, lods=list(lods), destination=destination,
-                           **placement(settings))
+                           facts=facts, **placement(settings))

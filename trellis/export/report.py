@@ -9,7 +9,8 @@ import numpy as np
 
 from .placement import bounds, place
 
-__all__ = ["DESTINATION_LIMITS", "describe_export", "check_limits", "is_watertight", "print_shape_facts"]
+__all__ = ["DESTINATION_LIMITS", "describe_export", "check_limits", "is_watertight", "print_shape_facts",
+           "placed_shape_facts"]
 
 # What each destination's files must meet (the destinations' own published limits where they have them: Shopify's
 # 3D models take at most 15 MB; 100 k triangles is the e-commerce and 3D Commerce guidance for a web GLB).
@@ -42,6 +43,12 @@ def print_shape_facts(vertices, faces, solid: bool = False) -> dict:
             "flat_base": bool(has_flat_base(shape.vertices, shape.faces)), **repair}
 
 
+def placed_shape_facts(textured, height: float | None = None, pivot: str | None = None,
+                       print_ready: bool = False) -> dict:
+    """``print_shape_facts`` of ``textured`` placed as ``describe_export`` places it (the same arguments)."""
+    return print_shape_facts(place(textured.vertices, height, pivot, "m"), textured.faces, solid=print_ready)
+
+
 def shell_count(faces) -> int:
     """Separate bodies of a mesh: its faces joined through shared vertices (two parts touching at one point print as
     one body, as ``print_solid`` keeps them)."""
@@ -70,12 +77,14 @@ def file_bytes(kind: str, path: str) -> int:
 def describe_export(textured, files: dict, *, height: float | None = None, pivot: str | None = None,
                     target_faces: int | None = None, limits: dict | None = None, texture_format: str = "png",
                     geometry_only: bool = False, draco: bool = False, print_ready: bool = False,
-                    lods: list | None = None, destination: str | None = None) -> dict:
+                    lods: list | None = None, destination: str | None = None, facts: dict | None = None) -> dict:
     """``files``: {format: path} written from ``textured`` (a ``TexturedMesh``) with ``height`` / ``pivot`` and the
     other options named here (as ``formats.write`` took them). Triangles, vertices, the texture, the size in metres
     (width x, depth y, height z of the z-up object) and where its base is, the print shape's facts (watertight,
     shells, flat base), each file's bytes; ``lods``: [(share, TexturedMesh, path)] of the levels of detail; with
-    ``limits`` (or a ``destination`` of ``DESTINATION_LIMITS``) also ``check_limits``' verdict."""
+    ``limits`` (or a ``destination`` of ``DESTINATION_LIMITS``) also ``check_limits``' verdict. ``facts``: the print
+    shape's facts for these arguments (``placed_shape_facts``) when the caller made them already, e.g. beside the
+    files."""
     placed = place(textured.vertices, height, pivot, "m")
     lo, hi = bounds(placed)
     size = hi - lo
@@ -94,7 +103,7 @@ def describe_export(textured, files: dict, *, height: float | None = None, pivot
                    "height": round(float(size[2]), 6)},
         "base_m": round(float(lo[2]), 6),
         "print_ready": bool(print_ready),
-        **print_shape_facts(placed, textured.faces, solid=print_ready),
+        **(print_shape_facts(placed, textured.faces, solid=print_ready) if facts is None else facts),
         "files": {kind: {"name": os.path.basename(path), "bytes": file_bytes(kind, path)}
                   for kind, path in files.items()},
     }
