@@ -7,7 +7,8 @@ Every fast path is a pair (or more) with the same arguments:
   when no kernel can run;
 * one or more **kernels**: functions of the same arguments in optional packages under ``extensions/``,
   each of which must give the twin's result (exact keys for rasterisation, stated tolerances for
-  compositing; ``tests/gpu/`` checks every pair). Backends, tried in this order:
+  compositing; ``tests/gpu/`` checks every pair). Backends, tried in the order ``KERNELS`` lists a pair's kernels
+  (Triton first, unless the row says why not):
 
   - ``triton`` (``trellis_triton``): Linux wheels of PyTorch bring Triton; on Windows the
     ``triton-windows`` wheel (the installer adds it); compute capability >= 7.0;

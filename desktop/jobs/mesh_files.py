@@ -173,7 +173,7 @@ def placement(settings: GenerationSettings) -> dict:
 
 def shape_facts(textured, settings: GenerationSettings) -> dict:
     """The print shape's facts export.json gives for `textured` written with `settings` (``export_report``'s)."""
-    from trellis.export.report import placed_shape_facts
+    from trellis.export import placed_shape_facts
 
     return placed_shape_facts(textured, print_ready=settings.print_ready, **placement(settings))
 

@@ -19,7 +19,7 @@ import torch
 
 from . import compiled
 
-ROWS = 32                  # rows per work item: one per lane of a warp
+ROWS = 32                  # rows per work item: one per lane of a warp (fixed: the kernel is written for 32)
 WARPS = 4                  # work items per thread block
 
 _SOURCE = r"""
