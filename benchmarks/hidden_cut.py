@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import realistic_objects as ro  # noqa: E402
-from trellis.export.cleanup import chain, decimate, hidden_faces, visibility  # noqa: E402
+from trellis.export.cleanup import hidden_faces, visibility  # noqa: E402
 from trellis.export.mesh_graph import components, dual_arcs, edges  # noqa: E402
 
 
@@ -35,10 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--simplify", type=float, default=0.975)
     args = ap.parse_args(argv)
-    arr = ro.build_arrays(args.shape, verbose=False)
-    v, f = decimate.simplify_mesh(arr["vertices"], arr["faces"],
-                                  chain.first_reduction(len(arr["faces"]), args.simplify))
-    v, f = np.asarray(v), np.asarray(f)
+    v, f = ro.first_decimation(args.shape, args.simplify)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     vis = np.asarray(visibility.face_visibility(torch.as_tensor(v, device=dev), torch.as_tensor(f, device=dev),
                                                 device=dev), np.float64)

@@ -494,6 +494,16 @@ def build_arrays(name: str, resolution: int = 256, num_gaussians: int = 500_000,
     return {**mesh, **{f"gs_{k}": val for k, val in gs.items()}}
 
 
+def first_decimation(name: str, simplify: float = 0.975):
+    """(vertices, faces) numpy of ``name``'s decoder-like mesh after the export's first decimation (to
+    ``cleanup.first_reduction`` of ``simplify``, 0.975: the balanced preset's budget): what the visibility and the
+    hidden-face cut get."""
+    from trellis.export.cleanup import chain, decimate
+    arr = build_arrays(name, verbose=False)
+    v, f = decimate.simplify_mesh(arr["vertices"], arr["faces"], chain.first_reduction(len(arr["faces"]), simplify))
+    return np.asarray(v), np.asarray(f)
+
+
 # ------------------------------------------------------------------------------------------ fitted colours
 #
 # The sampled Gaussians above carry the truth point-sampled at their centres: their renders are the truth

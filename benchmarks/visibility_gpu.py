@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import realistic_objects as ro  # noqa: E402
-from trellis.export.cleanup import chain as cleanup, decimate as simplify, visibility  # noqa: E402
+from trellis.export.cleanup import visibility  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -32,10 +32,7 @@ def main(argv=None) -> int:
     ap.add_argument("--simplify", type=float, default=0.975)
     ap.add_argument("--out", default="visibility.json")
     args = ap.parse_args(argv)
-    arr = ro.build_arrays(args.shape, verbose=False)
-    v, f = arr["vertices"], arr["faces"]
-    reduction = cleanup.first_reduction(len(f), args.simplify)
-    v, f = simplify.simplify_mesh(v, f, reduction)
+    v, f = ro.first_decimation(args.shape, args.simplify)
     dev = torch.device("cuda")
     vt, ft = torch.as_tensor(v, device=dev), torch.as_tensor(f, device=dev)
     info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "shape": args.shape,
