@@ -126,13 +126,13 @@ class QueueRecords:
         self._lock = threading.Lock()
         self._owned: Optional[temp_dirs.OwnedDir] = None
         self._records: dict = {}          # job id -> its record folder
-        self._writing = 0                 # records being written (the folder must stay meanwhile)
+        self._busy = 0                    # records being written or removed (the folder must stay meanwhile)
         self._made_root = False           # the outputs folder was made for a record: it goes when left empty
 
     def add(self, job) -> None:
         """Write `job` down: its settings and inputs, in a record folder made atomically."""
         with self._lock:
-            self._writing += 1
+            self._busy += 1
         try:
             with self._lock:
                 if self._owned is None:
@@ -156,7 +156,7 @@ class QueueRecords:
                   "queued, but a stop of the app before it starts loses it", file=sys.stderr, flush=True)
         finally:
             with self._lock:
-                self._writing -= 1
+                self._busy -= 1
             self._drop_if_empty()
 
     def ended(self, job) -> None:
@@ -164,6 +164,7 @@ class QueueRecords:
         before it made its folder (error_kind "interrupted", no out_dir): then the record becomes that folder."""
         with self._lock:
             record = self._records.pop(job.id, None)
+            self._busy += 1               # until its record is gone, another job's end must not drop the folder
         try:
             if record is not None and job.error_kind == "interrupted" and not job.out_dir:
                 message = job.error or interrupted_message("the app stopped", job.id)
@@ -175,11 +176,13 @@ class QueueRecords:
             print(f"warning: job {job.id} could not be marked interrupted ({err.strerror or err}); the next start "
                   "marks it", file=sys.stderr, flush=True)
         finally:
+            with self._lock:
+                self._busy -= 1
             self._drop_if_empty()
 
     def _drop_if_empty(self) -> None:
         with self._lock:
-            if self._owned is None or self._records or self._writing:
+            if self._owned is None or self._records or self._busy:
                 return
             owned, self._owned = self._owned, None
             try:
