@@ -89,9 +89,10 @@ def unsplit_normals(vertices, faces) -> np.ndarray:
     return out / length[:, None]
 
 
-def with_normals(vertices, faces, uvs, crease_angle):
+def with_normals(vertices, faces, uvs, crease_angle, split=None):
     """(vertices, faces, uvs, normals or None), z up; vertices split at creases when normals are made (never from
-    ``NO_SPLIT_ANGLE`` on)."""
+    ``NO_SPLIT_ANGLE`` on); ``split``: ``split_vertex_normals``' result for these faces at ``crease_angle``, made
+    already."""
     v = _np(vertices, np.float64).reshape(-1, 3)
     f = _np(faces, np.int64).reshape(-1, 3)
     uv = _np(uvs, np.float64).reshape(-1, 2)
@@ -101,19 +102,19 @@ def with_normals(vertices, faces, uvs, crease_angle):
         return v, f, uv, None
     if crease_angle >= NO_SPLIT_ANGLE:
         return v, f, uv, unsplit_normals(v, f)
-    source, f, normals = split_vertex_normals(v, f, crease_angle)
+    source, f, normals = split if split is not None else split_vertex_normals(v, f, crease_angle)
     return v[source], f, uv[source], normals
 
 
 def make_glb_mesh(vertices, faces, uvs, texture_uint8, double_sided: bool = False,
-                  crease_angle: float | None = DEFAULT_CREASE_ANGLE, normal_texture=None):
+                  crease_angle: float | None = DEFAULT_CREASE_ANGLE, normal_texture=None, split=None):
     """A ``trimesh.Trimesh`` ready for ``glb_bytes`` / ``save_glb``: y-up vertices, UVs, vertex normals split
     at ``crease_angle`` degrees (None: no normals), PBR material; with ``normal_texture`` (a tangent-space map
     baked for these normals, ``bake.normal_map``) also the material's normal texture and the tangents it was
-    baked in (``TANGENT``)."""
+    baked in (``TANGENT``); ``split``: as ``with_normals``."""
     import trimesh
     from trimesh.visual.material import PBRMaterial
-    v, f, uv, normals = with_normals(vertices, faces, uvs, crease_angle)
+    v, f, uv, normals = with_normals(vertices, faces, uvs, crease_angle, split)
     v = v @ Z_UP_TO_Y_UP
     material = PBRMaterial(
         name="baked",

@@ -22,9 +22,11 @@ Choices:
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
-__all__ = ["DEFAULT_CREASE_ANGLE", "face_normals", "corner_angles", "split_vertex_normals"]
+__all__ = ["DEFAULT_CREASE_ANGLE", "face_normals", "corner_angles", "split_vertex_normals", "SharedSplit"]
 
 DEFAULT_CREASE_ANGLE = 60.0   # degrees; see the module docstring
 
@@ -135,3 +137,43 @@ def split_vertex_normals(vertices, faces, crease_angle: float = DEFAULT_CREASE_A
     source = unique_key // n_groups
     normals = group_normal[unique_key % n_groups]
     return source, inverse.reshape(n_faces, 3).astype(np.int64), normals
+
+
+class SharedSplit:
+    """``split_vertex_normals`` of one mesh at one crease angle, made once for every file written from it (each
+    writer would make the same split); ``start()`` makes it in a thread meanwhile. A mesh placed for a file
+    (scaled, moved) has the same split: ``for_faces`` gives it to writers of these very faces."""
+
+    def __init__(self, vertices, faces, crease_angle: float = DEFAULT_CREASE_ANGLE):
+        self.vertices, self.faces, self.crease_angle = vertices, faces, crease_angle
+        self._lock = threading.Lock()
+        self._value = None
+
+    def __getstate__(self):               # pickled without its lock (a mesh sent to another process)
+        return self.vertices, self.faces, self.crease_angle, self._value
+
+    def __setstate__(self, state):
+        self.vertices, self.faces, self.crease_angle, self._value = state
+        self._lock = threading.Lock()
+
+    def start(self) -> "SharedSplit":
+        def run():
+            try:
+                self.value()
+            except Exception:          # the first writer makes it again and raises there
+                pass
+        threading.Thread(target=run, name="trellis-split-normals", daemon=True).start()
+        return self
+
+    def value(self) -> tuple:
+        """(source, faces, normals) as ``split_vertex_normals`` returns them (waits for a split under way)."""
+        with self._lock:
+            if self._value is None:
+                self._value = split_vertex_normals(self.vertices, self.faces, self.crease_angle)
+            return self._value
+
+    def for_faces(self, faces, crease_angle):
+        """The split for a writer of ``faces`` at ``crease_angle``: this one's when both are its own, else None."""
+        if faces is not self.faces or crease_angle is None or float(crease_angle) != float(self.crease_angle):
+            return None
+        return self.value()

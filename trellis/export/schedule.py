@@ -37,7 +37,9 @@ from .bake.coverage import rebake_if_unobserved
 from .bake.inpaint import inpaint_texture
 from .bake.least_squares import TextureAccumulator
 from .bake.observations import observation_cameras, render_observations, sharpening_scale
+from .assemble import NO_SPLIT_ANGLE
 from .bake.texture import bake_texture
+from .normals import SharedSplit
 from .options import export_options, mesh_arrays, observation_settings
 from .textured import TexturedMesh
 from .uv import unwrap as uv_unwrap
@@ -313,6 +315,9 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
     acc = TextureAccumulator(v_np, f_np, None, texture_size, device=device) if bake_mode == "fast" else None
     v_np, f_np, uv_np, prepared = _unwrap(v_np, f_np, views, acc, texture_size, opt, verbose, report, cancel, info)
     clock.lap("uv_unwrap")
+    # the files' normals split at creases, made on the CPU while the texture is baked
+    crease = opt["crease_angle"]
+    split = SharedSplit(v_np, f_np, crease).start() if crease is not None and crease < NO_SPLIT_ANGLE else None
 
     if bake_mode == "fast":
         texture_u8 = _bake_fast(acc, prepared, views, app_rep, v_np, f_np, uv_np, texture_size, opt, device, debug,
@@ -326,7 +331,9 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
         normal_u8 = _bake_normals(vertices, faces, v_np, f_np, uv_np, texture_size, views, opt, device, report,
                                   cancel, info)
         clock.lap("normal_map")
-    return TexturedMesh(v_np, f_np, uv_np, texture_u8, info, normal_u8)
+    out = TexturedMesh(v_np, f_np, uv_np, texture_u8, info, normal_u8)
+    out.split = split
+    return out
 
 
 def bake_uv_mesh(app_rep, vertices, faces, uvs, texture_size=1024, bake_mode="fast", progress: Progress = None,

@@ -7,11 +7,11 @@ from typing import NamedTuple
 from .assemble import make_glb_mesh, save_glb, save_obj
 from .normals import DEFAULT_CREASE_ANGLE
 
-__all__ = ["TexturedMesh"]
+__all__ = ["TexturedFields", "TexturedMesh"]
 
 
-class TexturedMesh(NamedTuple):
-    """What ``bake_textured_mesh`` returns."""
+class TexturedFields(NamedTuple):
+    """The arrays of a ``TexturedMesh`` (what it unpacks to)."""
     vertices: object      # [V, 3] float32, z up (the TRELLIS world frame)
     faces: object         # [F, 3] int64
     uvs: object           # [V, 2] float32, v up
@@ -19,12 +19,20 @@ class TexturedMesh(NamedTuple):
     info: dict            # per-stage seconds, face counts, the UV method, the observed share
     normal_texture: object = None   # [T, T, 3] uint8 tangent-space normal map (bake.normal_map), or None
 
+
+class TexturedMesh(TexturedFields):
+    """What ``bake_textured_mesh`` returns. ``split`` (an attribute, not a field: the mesh unpacks to its six
+    arrays): the ``normals.SharedSplit`` of its vertices and faces that its files take their normals from, or None."""
+
+    split = None
+
     def to_glb(self, crease_angle: float | None = DEFAULT_CREASE_ANGLE):
         """A ``trimesh.Trimesh`` ready for ``.export("x.glb")`` (y up, PBR material, normals split at
         ``crease_angle`` degrees); ``.export_info`` holds ``info`` (an attribute: trimesh would write
         ``metadata`` into the file)."""
+        split = self.split.for_faces(self.faces, crease_angle) if self.split is not None else None
         out = make_glb_mesh(self.vertices, self.faces, self.uvs, self.texture, crease_angle=crease_angle,
-                            normal_texture=self.normal_map_for(crease_angle))
+                            normal_texture=self.normal_map_for(crease_angle), split=split)
         out.export_info = self.info
         return out
 

@@ -104,11 +104,11 @@ def test_a_cancel_while_both_run_leaves_no_partial_file_and_no_thread(result, tm
     assert "preview.mp4" not in names and not [n for n in names if n.endswith(".npz")], names
 
 
-@pytest.mark.parametrize("placed", [{}, {"height": 1.5, "pivot": "bottom", "print_ready": True}])
-def test_mesh_files_written_side_by_side_are_the_sequential_files(result, overlapped, tmp_path, placed):
+def test_mesh_files_written_side_by_side_are_the_sequential_files(result, overlapped, tmp_path):
     """Once this process has written a GLB and an OBJ (the fixture's job did), an overlapped job writes them side by
-    side, a thread each, and export.json's print shape facts beside them: the same bytes as one after the other
-    (also placed and made print-ready, which the facts follow)."""
+    side, a thread each, and export.json's print shape facts beside them: the same bytes as one after the other.
+    Placed and made print-ready, so that the facts follow the placed mesh (the plain path writes the same way)."""
+    placed = {"height": 1.5, "pivot": "bottom", "print_ready": True}
     seq, _ = write(result, tmp_path / "seq", overlap=False, formats=("glb", "obj"), **placed)
     ovl, _ = write(result, tmp_path / "ovl", overlap=True, formats=("glb", "obj"), **placed)
     assert ovl.timings["export"]["side_by_side"] == ["glb", "obj"]

@@ -103,16 +103,20 @@ def write(textured, path, format: str | None = None, *, height: float | None = N
     # Placed in the pipeline's z-up frame: each writer turns the points (and the normals made from them).
     vertices = place(vertices, height, pivot, units)
     common = dict(geometry_only=geometry_only, texture_format=texture_format, crease_angle=crease_angle)
+    # the textured mesh's own normals' split, made once for all its files (placing scales and moves: the same split)
+    shared = getattr(textured, "split", None)
+    split = shared.for_faces(faces, crease_angle) if shared is not None and textured_file else None
     if name == "glb":
         from .gltf import write_glb
         normal = None if geometry_only else textured.normal_map_for(crease_angle)
-        return write_glb(path, vertices, faces, uvs, texture, normal_texture=normal, draco=draco, **common)
+        return write_glb(path, vertices, faces, uvs, texture, normal_texture=normal, draco=draco, split=split,
+                         **common)
     if name == "obj":
         from .gltf import write_obj
-        return write_obj(path, vertices, faces, uvs, texture, up=up, **common)
+        return write_obj(path, vertices, faces, uvs, texture, up=up, split=split, **common)
     if name == "usdz":
         from .usdz import write_usdz
-        return write_usdz(path, vertices, faces, uvs, texture, **common)
+        return write_usdz(path, vertices, faces, uvs, texture, split=split, **common)
     from .print3d import write_3mf, write_stl
     if name == "stl":
         return write_stl(path, vertices, faces, up)

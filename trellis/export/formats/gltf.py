@@ -77,11 +77,13 @@ def plain_material():
 
 
 def glb_mesh(vertices, faces, uvs, texture, geometry_only: bool = False, texture_format: str = "png",
-             crease_angle: float | None = DEFAULT_CREASE_ANGLE, normal_texture=None):
+             crease_angle: float | None = DEFAULT_CREASE_ANGLE, normal_texture=None, split=None):
     """A ``trimesh.Trimesh`` ready for ``assemble.glb_bytes`` from z-up ``vertices`` (``normal_texture``: a
-    tangent-space normal map baked for these normals, written in ``texture_format`` too)."""
+    tangent-space normal map baked for these normals, written in ``texture_format`` too; ``split``: the normals'
+    split made already, ``assemble.with_normals``)."""
     if not geometry_only:
-        mesh = make_glb_mesh(vertices, faces, uvs, texture, crease_angle=crease_angle, normal_texture=normal_texture)
+        mesh = make_glb_mesh(vertices, faces, uvs, texture, crease_angle=crease_angle, normal_texture=normal_texture,
+                             split=split)
         if texture_format != "png":
             mesh.visual.material.baseColorTexture = encoded_texture(texture, texture_format)
             if normal_texture is not None:
@@ -97,11 +99,12 @@ def glb_mesh(vertices, faces, uvs, texture, geometry_only: bool = False, texture
 
 
 def write_glb(path, vertices, faces, uvs, texture, geometry_only: bool = False, texture_format: str = "png",
-              crease_angle: float | None = DEFAULT_CREASE_ANGLE, normal_texture=None, draco: bool = False) -> str:
+              crease_angle: float | None = DEFAULT_CREASE_ANGLE, normal_texture=None, draco: bool = False,
+              split=None) -> str:
     """Write ``path`` as binary glTF (y up) from z-up placed ``vertices``; ``draco``: its geometry compressed
-    (``draco.draco_glb``). Returns the path."""
+    (``draco.draco_glb``); ``split``: as ``glb_mesh``. Returns the path."""
     mesh = glb_mesh(vertices, faces, uvs, texture, geometry_only, texture_format, crease_angle,
-                    None if geometry_only else normal_texture)
+                    None if geometry_only else normal_texture, split)
     webp = not geometry_only and texture_format == "webp"
     if not webp and not draco:
         return save_glb(mesh, path)
@@ -116,14 +119,14 @@ def write_glb(path, vertices, faces, uvs, texture, geometry_only: bool = False, 
 
 
 def write_obj(path, vertices, faces, uvs, texture, up: str = "y", geometry_only: bool = False,
-              texture_format: str = "png", crease_angle: float | None = DEFAULT_CREASE_ANGLE) -> str:
+              texture_format: str = "png", crease_angle: float | None = DEFAULT_CREASE_ANGLE, split=None) -> str:
     """Write ``path`` (.obj; with a texture also ``<stem>.mtl`` and ``<stem>.png|.jpg``) from z-up placed
-    ``vertices``, turned to ``up``; returns the OBJ path."""
+    ``vertices``, turned to ``up`` (``split``: as ``glb_mesh``); returns the OBJ path."""
     if geometry_only:
         v, f, normals = plain_geometry(vertices, faces, crease_angle)
         return write_obj_files(path, turn_to(v, up), f, normals=None if normals is None else turn_to(normals, up))
     if texture_format not in OBJ_TEXTURE_FORMATS:
         raise ValueError(f"an OBJ texture is one of {OBJ_TEXTURE_FORMATS}, not {texture_format!r}")
-    v, f, uv, normals = with_normals(vertices, faces, uvs, crease_angle)
+    v, f, uv, normals = with_normals(vertices, faces, uvs, crease_angle, split)
     return write_obj_files(path, turn_to(v, up), f, uv, None if normals is None else turn_to(normals, up),
                            encoded_texture(texture, texture_format), SUFFIX[texture_format])

@@ -34,8 +34,9 @@ ROOT, MESH, MATERIAL = "/Model", "/Model/Mesh", "/Model/Materials/Baked"
 
 
 def write_usdz(path, vertices, faces, uvs, texture, geometry_only: bool = False, texture_format: str = "png",
-               crease_angle: float | None = DEFAULT_CREASE_ANGLE) -> str:
-    """Write ``path`` (.usdz) from z-up placed ``vertices`` (metres); returns the path."""
+               crease_angle: float | None = DEFAULT_CREASE_ANGLE, split=None) -> str:
+    """Write ``path`` (.usdz) from z-up placed ``vertices`` (metres; ``split``: the normals' split made already,
+    ``assemble.with_normals``); returns the path."""
     from pxr import Sdf, UsdUtils
     if not geometry_only and texture_format not in USDZ_TEXTURE_FORMATS:
         raise ValueError(f"a USDZ texture is one of {USDZ_TEXTURE_FORMATS}, not {texture_format!r}")
@@ -44,7 +45,7 @@ def write_usdz(path, vertices, faces, uvs, texture, geometry_only: bool = False,
         v, f, normals = plain_geometry(vertices, faces, crease_angle)
         uv = None
     else:
-        v, f, uv, normals = with_normals(vertices, faces, uvs, crease_angle)
+        v, f, uv, normals = with_normals(vertices, faces, uvs, crease_angle, split)
     # USD memory-maps the usdc it reads: on Windows the folder may still be held for a moment after packaging.
     with tempfile.TemporaryDirectory(prefix="trellis-usdz-", ignore_cleanup_errors=True) as folder:
         layer = os.path.join(folder, os.path.splitext(os.path.basename(path))[0] + ".usdc")
