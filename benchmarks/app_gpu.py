@@ -205,6 +205,7 @@ SWITCHES = {
     "decimation_thread": ("trellis.export.cleanup.decimate", "DRIVEN", lambda v: v == "on"),
     "piece_min_faces": ("trellis.export.cleanup.pieces", "PIECE_MIN_FACES", int),
     "result_after_bake_start": ("desktop.jobs.steps", "RESULT_AFTER_BAKE_START", lambda v: v == "on"),
+    "split_during_bake": ("trellis.export.schedule", "SPLIT_DURING_BAKE", lambda v: v == "on"),
 }
 DESKTOP = r"""
 import runpy, sys
@@ -278,6 +279,9 @@ def main() -> int:
     ap.add_argument("--result-after-bake-start", choices=("on", "off"), default=None,
                     help="result.npz's thread started after the bake's start (on, the default) or before it (off: "
                          "desktop.jobs.steps.RESULT_AFTER_BAKE_START)")
+    ap.add_argument("--split-during-bake", choices=("on", "off"), default=None,
+                    help="the files' normals split made during the bake and shared (on, the default) or by each "
+                         "file's writer after it (off: trellis.export.schedule.SPLIT_DURING_BAKE)")
     ap.add_argument("--formats", default="glb,ply,obj,mp4",
                     help="the job's files (default glb,ply,obj,mp4; without mp4: what the preview beside the bake costs)")
     ap.add_argument("--piece-min-faces", type=int, default=None,
@@ -324,6 +328,7 @@ def main() -> int:
                                               "decimation_thread": args.decimation_thread,
                                               "piece_min_faces": args.piece_min_faces,
                                               "result_after_bake_start": args.result_after_bake_start,
+                                              "split_during_bake": args.split_during_bake,
                                               "fast_paths": fastpaths.describe("cuda"), "jobs": summary}, indent=1))
     return proc.returncode
 

@@ -61,6 +61,9 @@ PREPARE_AHEAD = None
 # Our chart layout runs in a child process on an accelerator (None); True / False: always / never where the layout
 # overlaps the views (benchmarks' A/B; the result is the same either way).
 UV_IN_CHILD = None
+# The files' normals split at creases in a thread while the texture is baked, then shared by every file (on); off:
+# each file's writer makes its own after the bake.
+SPLIT_DURING_BAKE = True
 
 
 class _Clock:
@@ -317,7 +320,9 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
     clock.lap("uv_unwrap")
     # the files' normals split at creases, made on the CPU while the texture is baked
     crease = opt["crease_angle"]
-    split = SharedSplit(v_np, f_np, crease).start() if crease is not None and crease < NO_SPLIT_ANGLE else None
+    split = None
+    if SPLIT_DURING_BAKE and crease is not None and crease < NO_SPLIT_ANGLE:
+        split = SharedSplit(v_np, f_np, crease).start()
 
     if bake_mode == "fast":
         texture_u8 = _bake_fast(acc, prepared, views, app_rep, v_np, f_np, uv_np, texture_size, opt, device, debug,
