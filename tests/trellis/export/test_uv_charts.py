@@ -146,22 +146,50 @@ def test_bitmap_packer_keeps_charts_apart_and_fills_holes():
     assert use["bitmap"] >= 0.558 + 0.03           # the skyline packer it replaced: 0.558 on these charts
     # every texel a chart touches in the texture: one chart only, and another chart's texels are at
     # least padding - 1 texels away (padding apart as packed; the vertical stretch may shift a border)
+    assert_charts_apart(uv["bitmap"], chart, size, pad - 1)
+
+
+def assert_charts_apart(uv, chart, size: int, gap: int):
+    """Each texel a chart's triangles touch at texture ``size`` belongs to that chart alone, and no other chart's
+    texel lies within ``gap`` texels of it (Chebyshev distance)."""
     nchart = int(chart.max()) + 1
-    h, w, off, flat = chart_masks(uv["bitmap"] * size, chart, nchart)
-    owner = np.full((size + 2, size + 2), -1)
+    h, w, off, flat = chart_masks(uv * size, chart, nchart)
+    owner = np.full((size + 2 + 2 * gap, size + 2 + 2 * gap), -1)
     for k in range(nchart):
         m = flat[off[k]:off[k + 1]].reshape(h[k], w[k])
-        hit = owner[:h[k], :w[k]]
+        hit = owner[gap:gap + h[k], gap:gap + w[k]]
         assert (hit[m] == -1).all()
         hit[m] = k
     for k in range(nchart):
         m = flat[off[k]:off[k + 1]].reshape(h[k], w[k])
-        grown = np.zeros((h[k] + 2, w[k] + 2), bool)
-        for dy in range(3):
-            for dx in range(3):
+        grown = np.zeros((h[k] + 2 * gap, w[k] + 2 * gap), bool)
+        for dy in range(2 * gap + 1):
+            for dx in range(2 * gap + 1):
                 grown[dy:dy + h[k], dx:dx + w[k]] |= m
-        near = np.pad(owner, 1, constant_values=-1)[:h[k] + 2, :w[k] + 2][grown]
-        assert np.isin(near, (-1, k)).all(), f"chart {k} touches another"
+        near = owner[:h[k] + 2 * gap, :w[k] + 2 * gap][grown]
+        assert np.isin(near, (-1, k)).all(), f"chart {k} is within {gap} texels of another"
+
+
+def test_a_large_texture_is_packed_coarse_with_its_padding_kept(monkeypatch):
+    """Above PACK_MAX_SIZE the charts are packed at a power-of-two fraction of the size and scaled up: charts stay
+    padding texels apart at the full size (as packed: no vertical stretch on this layout's spare rows is assumed,
+    so padding - 1 as above) and the texel use stays within a point of the full-size search's."""
+    v, f = decimated_sphere()
+    v = v.astype(np.float64)
+    mesh = ChartMesh(v, f)
+    chart, tri = lscm.flatten_charts(v, f, segment.geometric_charts(v, f, mesh=mesh), mesh=mesh)
+    size, pad = 512, 3
+    corners = np.arange(3 * len(f)).reshape(-1, 3)
+    monkeypatch.setattr(pack_bitmap, "PACK_MAX_SIZE", 0)
+    full = pack_charts(tri, chart, size, pad)
+    monkeypatch.setattr(pack_bitmap, "PACK_MAX_SIZE", 256)              # 512 packed at 256 (k = 2), padding 2
+    coarse = pack_charts(tri, chart, size, pad)
+    assert np.array_equal(coarse, pack_charts(tri, chart, 256, 2))
+    assert_charts_apart(coarse, chart, size, pad - 1)
+    use = {name: atlas_stats(corners, u.reshape(-1, 2), size) for name, u in (("full", full), ("coarse", coarse))}
+    assert use["coarse"]["overlap_texels"] == 0 and use["coarse"]["outside"] == 0
+    print({name: round(u["texel_use"], 4) for name, u in use.items()})
+    assert use["coarse"]["texel_use"] >= use["full"]["texel_use"] - 0.03
 
 
 def test_half_turn_correlation_from_the_quarter_turn_spectrum():

@@ -22,7 +22,7 @@ from .masks import chart_masks, grow_mask
 from .orient import orient_charts
 
 __all__ = ["pack_charts", "bitmap_layout", "bitmap_masks", "MAX_STRETCH", "BITMAP_ORIENT", "BITMAP_FIRST_FILL",
-           "BITMAP_TARGET"]
+           "BITMAP_TARGET", "PACK_MAX_SIZE"]
 
 MAX_STRETCH = 1.15          # a layout is stretched vertically to the texture's top by at most this
 BITMAP_ORIENT = "box"       # each chart's base orientation (``orient.orient_charts``): "box" or "axis"
@@ -48,6 +48,10 @@ BITMAP_EXTRA_MAX_CHARTS = 40
 BITMAP_PARALLEL = 2
 BITMAP_EXTRA = ((1.0, "texels"), (1.0, "extent"), (0.98, "texels"), (1.01, "extent"), (0.98, "extent"),
                 (1.01, "texels"), (0.98, "box"), (1.01, "box"))   # (scale over the best one's, order)
+# Textures larger than this are packed at size / k (k a power of two) with ceil(padding / k) and scaled up: each
+# coarse texel mask covers the fine one, so nothing overlaps and charts stay >= padding apart; the charts' texel use
+# is that of a PACK_MAX_SIZE texture (within a point), with k² fewer texels searched.
+PACK_MAX_SIZE = 2048
 
 
 def _quarter(m, r):
@@ -275,6 +279,11 @@ def pack_charts(tri, chart, size: int, padding: int = 2, attempts: int = None, i
     (``attempts`` layouts at most, default ``BITMAP_ATTEMPTS``; when none of them fits, smaller again
     until one does); of those that fit, the one with the most texel use after the vertical stretch to
     the top (at most ``MAX_STRETCH``) is kept."""
+    k = 1
+    while PACK_MAX_SIZE and size // (2 * k) >= PACK_MAX_SIZE and size % (2 * k) == 0:
+        k *= 2
+    if k > 1:           # UVs are fractions of the texture: the coarse layout's serve the full size as they are
+        return pack_charts(tri, chart, size // k, -(-int(padding) // k), attempts, info)
     chart = np.asarray(chart, np.int64)
     nchart = int(chart.max()) + 1
     attempts = BITMAP_ATTEMPTS if attempts is None else attempts
