@@ -334,7 +334,7 @@ def bake_textured_mesh(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes
     normal_u8 = None
     if opt["normal_map"]:
         normal_u8 = _bake_normals(vertices, faces, v_np, f_np, uv_np, texture_size, views, opt, device, report,
-                                  cancel, info)
+                                  cancel, info, split)
         clock.lap("normal_map")
     out = TexturedMesh(v_np, f_np, uv_np, texture_u8, info, normal_u8)
     out.split = split
@@ -376,15 +376,16 @@ def bake_uv_mesh(app_rep, vertices, faces, uvs, texture_size=1024, bake_mode="fa
 
 
 def _bake_normals(vertices, faces, v_np, f_np, uv_np, texture_size, views: _Views, opt, device, report, cancel,
-                  info):
+                  info, split=None):
     """Stage 4b: the dense mesh's normals baked onto the low-poly through the same views (``bake.normal_map``),
-    for normals split at the export's crease angle."""
+    for normals split at the export's crease angle (``split``: the files' ``SharedSplit`` of that split)."""
     from .bake.normal_map import bake_normal_map
 
     seen = {}
     out = bake_normal_map(vertices, faces, v_np, f_np, uv_np, texture_size, views.ext, views.intr, views.resolution,
                           crease_angle=opt["crease_angle"], device=device, cancel=cancel, progress=report,
-                          cg_iterations=opt["cg_iterations"], info=seen)
+                          cg_iterations=opt["cg_iterations"], info=seen,
+                          split=None if split is None else split.for_faces(f_np, opt["crease_angle"]))
     info["normal_map"] = {"crease_angle": opt["crease_angle"], "observed_share": seen["normal_map_observed_share"]}
     return out
 

@@ -94,3 +94,30 @@ def test_the_bake_hands_its_files_the_split_of_its_mesh():
     again = pickle.loads(pickle.dumps(out))                # sent to another process: the split goes along
     assert again.split.for_faces(again.faces, 45.0) is not None
     assert bake_textured_mesh(gaussians, (v, f), crease_angle=180.0, **small).split is None
+
+
+def test_a_normal_map_bake_and_its_files_make_the_split_once(tmp_path, monkeypatch):
+    """With a normal map, its bake (the frames it is baked in) and the GLB and OBJ written after take one split."""
+    import torch
+
+    from test_export import make_gaussians, make_mesh
+    from trellis.export.bake import normal_map as normal_map_mod
+    from trellis.export.schedule import bake_textured_mesh
+
+    calls = []
+    real = normals_mod.split_vertex_normals
+
+    def counted(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+    for module in (normals_mod, assemble, normal_map_mod):
+        monkeypatch.setattr(module, "split_vertex_normals", counted)
+    torch.manual_seed(0)
+    v, f = make_mesh(1)
+    out = bake_textured_mesh(make_gaussians(v, f, n=2000, sigma=0.03), (v, f), simplify=0.0, fill_holes=False,
+                             texture_size=64, verbose=False, nviews=2, render_resolution=32, cg_iterations=0,
+                             normal_map=True)
+    assert out.normal_texture is not None
+    for kind in ("glb", "obj"):
+        out.save(tmp_path / f"m.{kind}")
+    assert len(calls) == 1

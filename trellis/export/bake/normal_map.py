@@ -45,9 +45,10 @@ def smooth_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     return F.normalize(out, dim=-1)
 
 
-def corner_frames(vertices, faces, uvs, crease_angle: float | None = DEFAULT_CREASE_ANGLE) -> dict:
+def corner_frames(vertices, faces, uvs, crease_angle: float | None = DEFAULT_CREASE_ANGLE, split=None) -> dict:
     """The frames the written file carries, per face corner: ``normal`` [F,3,3] (split at ``crease_angle`` as the
-    GLB writes them) and ``tangent`` [F,3,4] (``vertex_tangents`` of that split mesh), float64 numpy."""
+    GLB writes them; ``split``: that split made already, ``normals.SharedSplit.value()``) and ``tangent`` [F,3,4]
+    (``vertex_tangents`` of that split mesh), float64 numpy."""
     v = np.asarray(vertices, np.float64).reshape(-1, 3)
     f = np.asarray(faces, np.int64).reshape(-1, 3)
     uv = np.asarray(uvs, np.float64).reshape(-1, 2)
@@ -55,7 +56,7 @@ def corner_frames(vertices, faces, uvs, crease_angle: float | None = DEFAULT_CRE
         source, f2 = np.arange(len(v)), f
         normals = smooth_normals(torch.from_numpy(v), torch.from_numpy(f)).numpy()
     else:
-        source, f2, normals = split_vertex_normals(v, f, crease_angle)
+        source, f2, normals = split if split is not None else split_vertex_normals(v, f, crease_angle)
     tangents = vertex_tangents(v[source], f2, uv[source], normals).astype(np.float64)
     return {"normal": normals[f2], "tangent": tangents[f2]}
 
@@ -101,10 +102,11 @@ def _frame(corner_n, corner_t, face_id, bary):
 
 def bake_normal_map(dense_vertices, dense_faces, vertices, faces, uvs, texture_size: int, extrinsics, intrinsics,
                     resolution: int, crease_angle: float | None = DEFAULT_CREASE_ANGLE, device=None, cancel=None,
-                    progress: Progress = None, cg_iterations: int = 30, info: Optional[dict] = None) -> np.ndarray:
+                    progress: Progress = None, cg_iterations: int = 30, info: Optional[dict] = None,
+                    split=None) -> np.ndarray:
     """uint8 [S,S,3]: the tangent-space normal map of the low-poly (``vertices``, ``faces``, ``uvs``: z up, v up)
     from the dense mesh, through the views (``extrinsics`` [N,4,4], ``intrinsics`` [N,3,3]) at ``resolution``².
-    ``info`` (a dict) receives the share of the atlas observed."""
+    ``info`` (a dict) receives the share of the atlas observed; ``split``: as ``corner_frames``."""
     device = torch.device(device) if device is not None else torch.as_tensor(dense_vertices).device
     dv = torch.as_tensor(np.asarray(dense_vertices) if not torch.is_tensor(dense_vertices) else dense_vertices)
     df = torch.as_tensor(np.asarray(dense_faces) if not torch.is_tensor(dense_faces) else dense_faces)
@@ -120,7 +122,7 @@ def bake_normal_map(dense_vertices, dense_faces, vertices, faces, uvs, texture_s
             progress("normal_map", i + 1, n_views + 1)
     encoded, observed = acc.solve(iterations=cg_iterations, cancel=cancel)
     world = F.normalize(encoded * 2 - 1, dim=-1)
-    frames = corner_frames(vertices, faces, uvs, crease_angle)
+    frames = corner_frames(vertices, faces, uvs, crease_angle, split)
     local, inside = _tangent_space(world, frames, faces, uvs, int(texture_size))
     known = observed & inside
     if info is not None:
