@@ -33,11 +33,11 @@ import numpy as np
 import torch
 
 from ..core.callbacks import check
+from .assemble import NO_SPLIT_ANGLE
 from .bake.coverage import rebake_if_unobserved
 from .bake.inpaint import inpaint_texture
 from .bake.least_squares import TextureAccumulator
 from .bake.observations import observation_cameras, render_observations, sharpening_scale
-from .assemble import NO_SPLIT_ANGLE
 from .bake.texture import bake_texture
 from .normals import SharedSplit
 from .options import export_options, mesh_arrays, observation_settings

@@ -35,18 +35,24 @@ def written(textured, folder, **options) -> dict:
     return out
 
 
-@pytest.mark.parametrize("options", [{}, {"height": 1.7, "pivot": "bottom", "units": "mm"}])
-def test_files_with_the_shared_split_are_the_files_without(textured, tmp_path, options, monkeypatch):
-    (tmp_path / "plain").mkdir()
-    plain = written(textured, tmp_path / "plain", **options)
+def count_splits(monkeypatch, *modules) -> list:
+    """A list that gets one entry per ``split_vertex_normals`` call made through ``modules``' names for it."""
     calls = []
     real = normals_mod.split_vertex_normals
 
     def counted(*a, **k):
         calls.append(1)
         return real(*a, **k)
-    for module in (normals_mod, assemble):                 # where the split is made, and where the writers make it
+    for module in modules:
         monkeypatch.setattr(module, "split_vertex_normals", counted)
+    return calls
+
+
+@pytest.mark.parametrize("options", [{}, {"height": 1.7, "pivot": "bottom", "units": "mm"}])
+def test_files_with_the_shared_split_are_the_files_without(textured, tmp_path, options, monkeypatch):
+    (tmp_path / "plain").mkdir()
+    plain = written(textured, tmp_path / "plain", **options)
+    calls = count_splits(monkeypatch, normals_mod, assemble)   # where the split is made, and where writers make it
     shared = TexturedMesh(*textured)
     shared.split = SharedSplit(textured.vertices, textured.faces).start()
     (tmp_path / "shared").mkdir()
@@ -104,14 +110,7 @@ def test_a_normal_map_bake_and_its_files_make_the_split_once(tmp_path, monkeypat
     from trellis.export.bake import normal_map as normal_map_mod
     from trellis.export.schedule import bake_textured_mesh
 
-    calls = []
-    real = normals_mod.split_vertex_normals
-
-    def counted(*a, **k):
-        calls.append(1)
-        return real(*a, **k)
-    for module in (normals_mod, assemble, normal_map_mod):
-        monkeypatch.setattr(module, "split_vertex_normals", counted)
+    calls = count_splits(monkeypatch, normals_mod, assemble, normal_map_mod)
     torch.manual_seed(0)
     v, f = make_mesh(1)
     out = bake_textured_mesh(make_gaussians(v, f, n=2000, sigma=0.03), (v, f), simplify=0.0, fill_holes=False,

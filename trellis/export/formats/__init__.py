@@ -103,7 +103,8 @@ def write(textured, path, format: str | None = None, *, height: float | None = N
     # Placed in the pipeline's z-up frame: each writer turns the points (and the normals made from them).
     vertices = place(vertices, height, pivot, units)
     common = dict(geometry_only=geometry_only, texture_format=texture_format, crease_angle=crease_angle)
-    # the textured mesh's own normals' split, made once for all its files (placing scales and moves: the same split)
+    # the textured mesh's own normals' split, made once for all its files (placing scales and moves: the same split);
+    # geometry-only files weld the seams first and make their own
     shared = getattr(textured, "split", None)
     split = shared.for_faces(faces, crease_angle) if shared is not None and textured_file else None
     if name == "glb":
