@@ -27,6 +27,7 @@ allocated, as ``e2e_gpu.py --limits`` does): the whole app job, mp4 included, on
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -206,6 +207,9 @@ SWITCHES = {
     "piece_min_faces": ("trellis.export.cleanup.pieces", "PIECE_MIN_FACES", int),
     "result_after_bake_start": ("desktop.jobs.steps", "RESULT_AFTER_BAKE_START", lambda v: v == "on"),
     "split_during_bake": ("trellis.export.schedule", "SPLIT_DURING_BAKE", lambda v: v == "on"),
+    "child_heap": ("trellis.export.processes", "CHILD_HEAP",
+                   lambda v: dict(importlib.import_module("trellis.export.processes").CHILD_HEAP) if v == "on" else {}),
+    "video_preset": ("trellis.utils.render_utils", "VIDEO_PRESET", str),
 }
 DESKTOP = r"""
 import runpy, sys
@@ -270,6 +274,11 @@ def main() -> int:
     ap.add_argument("--preview-yields", default=None,
                     help="the bake's stages the preview beside it waits through, comma-separated, or none "
                          "(desktop.jobs.preview_gate.YIELD_STAGES; default: visibility)")
+    ap.add_argument("--child-heap", choices=("on", "off"), default=None,
+                    help="the export's children keep their freed heap (on, the default) or use glibc's own settings "
+                         "(off: trellis.export.processes.CHILD_HEAP)")
+    ap.add_argument("--video-preset", default=None,
+                    help="the preview encoder's x264 preset (trellis.utils.render_utils.VIDEO_PRESET; default medium)")
     ap.add_argument("--video-threads", type=int, default=None,
                     help="the preview encoder's threads (trellis.utils.render_utils.VIDEO_THREADS; 0: x264's own "
                          "choice, the default)")
@@ -329,6 +338,7 @@ def main() -> int:
                                               "piece_min_faces": args.piece_min_faces,
                                               "result_after_bake_start": args.result_after_bake_start,
                                               "split_during_bake": args.split_during_bake,
+                                              "child_heap": args.child_heap, "video_preset": args.video_preset,
                                               "fast_paths": fastpaths.describe("cuda"), "jobs": summary}, indent=1))
     return proc.returncode
 
@@ -339,13 +349,24 @@ def job_summary(timings: dict) -> dict:
     parts = timings.get("export", {})
     row = {"total": timings.get("total"), "pipeline": timings.get("pipeline", {}).get("seconds"),
            "files_wall": parts.get("files_wall"), "overlapped": parts.get("overlapped")}
-    row.update({k: parts[k] for k in ("bake", "mp4", "video", "encode", "preview_held", "glb", "obj", "ply", "result")
+    stages_run = timings.get("pipeline", {}).get("stages") or []           # the sampling and decoding's own
+    if stages_run:
+        row["pipeline_stages"] = {s["stage"]: round(s["seconds"], 3) for s in stages_run if "stage" in s}
+    row.update({k: parts[k] for k in ("bake_start", "bake", "mp4", "video", "encode", "preview_held", "glb", "obj", "ply",
+                                      "report", "result")
                 if k in parts})
     stages = timings.get("export_bake_stages") or {}       # the bake's critical path: clean-up steps, UV layout
     row.update({k: v for k, v in ((stages.get("cleanup") or {}).get("seconds") or {}).items()
                 if k in ("simplify", "visibility", "remove_invisible")})
     if "uv_unwrap" in (stages.get("seconds") or {}):
         row["uv_unwrap"] = stages["seconds"]["uv_unwrap"]
+    timeline = (stages.get("cleanup") or {}).get("decimation_timeline")
+    if timeline:                                          # (seconds from the children's start, event)
+        row["decimation_timeline"] = [[round(float(t), 3), e] for t, e in timeline]
+    if stages.get("uv_phases"):                           # the layout's own steps, and its handover to the child
+        row["uv_phases"] = stages["uv_phases"]
+    if stages.get("seconds"):                             # every lap of the bake's clock, in order
+        row["bake_laps"] = stages["seconds"]
     memory = timings.get("memory") or {}
     for key in ("peak_allocated_bytes", "peak_reserved_bytes"):          # the whole job's (desktop.jobs.budget)
         if memory.get(key) is not None:

@@ -23,7 +23,7 @@ grid: 1120 / 1710 faces), i.e. what the quick export unwraps: ``--cleaned --quic
 the clean-up and hidden-face removal); ``NAME=`` is the row's label, ``--shapes`` is then ignored.
 
 ``--phases`` adds the geometric layout's seconds per step (segmentation, flattening, packing, overlap checks;
-summed over a run's calls, median over the repeats), timed by wrapping the steps' module functions.
+median over the repeats), as the layout itself reports them (``geometric_layout(info=)``).
 
 ``--set uv.segment.DIFFUSE_STEPS=0 uv.pack_bitmap.BITMAP_FIRST_FILL=0.78`` sets module constants of
 ``trellis.export`` first (an A/B of one change in one session; 0 and 0.78: the layout before the
@@ -117,25 +117,7 @@ def distortion(vertices, faces, uvs) -> dict:
             "chart_density_sd": float(np.sqrt((wc * (per_chart - mean) ** 2).sum()))}
 
 
-PHASES = (("segment", "geometric_charts"), ("lscm", "flatten_charts"), ("pack_bitmap", "pack_charts"),
-          ("overlap", "overlapping_faces"))
-phase_seconds: dict = {}
-
-
-def time_phases() -> None:
-    """Wrap the geometric layout's steps (``PHASES``) so that each call adds its seconds to ``phase_seconds``."""
-    import importlib
-    for mod, name in PHASES:
-        module = importlib.import_module(f"trellis.export.uv.{mod}")
-        inner = getattr(module, name)
-
-        def timed(*a, inner=inner, key=f"{mod}.{name}", **k):
-            t0 = time.perf_counter()
-            try:
-                return inner(*a, **k)
-            finally:
-                phase_seconds[key] = phase_seconds.get(key, 0.0) + time.perf_counter() - t0
-        setattr(module, name, timed)
+PHASES = False       # report the geometric layout's seconds per step (its own "phases", ``geometric_layout``)
 
 
 def run_uv(v, f, method: str, size: int, padding: int, repeat: int) -> dict:
@@ -145,11 +127,9 @@ def run_uv(v, f, method: str, size: int, padding: int, repeat: int) -> dict:
 def time_uv(v, f, method: str, size: int, padding: int):
     """One ``unwrap_uv`` run: (output, info, seconds)."""
     from trellis.export.uv.unwrap import unwrap_uv
-    phase_seconds.clear()
     t0 = time.perf_counter()
     info = {}
     out = unwrap_uv(v, f, time_budget_s=60.0, texture_size=size, padding=padding, method=method, info=info)
-    info["phases"] = dict(phase_seconds)
     return out, info, time.perf_counter() - t0
 
 
@@ -160,7 +140,7 @@ def finish_uv(v, f, *runs, size: int) -> dict:
     st = atlas_stats(ff, uv, size)
     st.update({k: round(x, 4) for k, x in distortion(vv, ff, uv).items()})
     st.update(method=info.get("method"), seconds=round(statistics.median(secs), 3), runs_s=[round(s, 3) for s in secs])
-    if info.get("phases"):
+    if PHASES and info.get("phases"):
         st["phases_s"] = {k: round(statistics.median(r[1]["phases"].get(k, 0.0) for r in runs), 3)
                           for k in info["phases"]}
     return st
@@ -187,8 +167,8 @@ def main(argv=None) -> int:
     ap.add_argument("--set", nargs="+", default=[], metavar="MODULE.NAME=VALUE",
                     help="module constants of trellis.export to set first (numbers), e.g. uv.segment.MIN_CHARTS=30")
     args = ap.parse_args(argv)
-    if args.phases:
-        time_phases()
+    global PHASES
+    PHASES = args.phases
     import importlib
     for item in args.set:
         name, value = item.split("=", 1)

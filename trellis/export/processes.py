@@ -15,7 +15,7 @@ import tempfile
 import threading
 from typing import Optional
 
-__all__ = ["SAFE_PATH", "start", "stop", "served_child_code", "working_folder", "usable_cores", "take", "give_back",
+__all__ = ["SAFE_PATH", "CHILD_HEAP", "child_environment", "start", "stop", "served_child_code", "working_folder", "usable_cores", "take", "give_back",
            "pooled_children", "pooled_processes", "drain_pool"]
 
 # Python 3.11+ ``-P``: the working folder is not put on the child's sys.path, so any folder may be its working
@@ -23,14 +23,27 @@ __all__ = ["SAFE_PATH", "start", "stop", "served_child_code", "working_folder", 
 SAFE_PATH = sys.version_info >= (3, 11)
 
 
+# glibc's heap settings for the children (other C libraries ignore them; a value set in the environment already
+# wins): blocks up to 256 MiB come from the heap and up to 512 MiB of freed heap is kept, so a warm child's next
+# call reuses its pages instead of faulting in fresh zeroed ones (thousands of faults per chart layout;
+# docs/benchmarks/export.md#uv-unwrap). An idle child holds its last call's peak (tens of MiB) meanwhile.
+CHILD_HEAP = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_": str(512 << 20),
+              "MALLOC_TOP_PAD_": str(64 << 20)}
+
+
+def child_environment() -> dict:
+    """This process's environment with ``CHILD_HEAP`` added where not set (empty ``CHILD_HEAP``: unchanged)."""
+    return {**CHILD_HEAP, **os.environ}
+
+
 def start(code: str, args, cwd: str, keep_stderr: bool = False,
           stdin: bool = False) -> Optional[subprocess.Popen]:
     """``python -c code *args`` in ``cwd`` (``-P`` first where the Python has it; with ``stdin``, a pipe the
-    caller writes to as ``proc.stdin``); None when no child can be started here (the caller then does the
-    work itself)."""
+    caller writes to as ``proc.stdin``), in ``child_environment()``; None when no child can be started here (the
+    caller then does the work itself)."""
     try:
         return subprocess.Popen([sys.executable, *(["-P"] if SAFE_PATH else []), "-c", code, *map(str, args)],
-                                cwd=cwd,
+                                cwd=cwd, env=child_environment(),
                                 stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE if keep_stderr else subprocess.DEVNULL)

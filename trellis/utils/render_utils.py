@@ -248,13 +248,14 @@ def _frame_rgb(frame) -> np.ndarray:
     return a
 
 
-def save_video(frames, path, fps: float = 30, crf: int = VIDEO_CRF, preset: str = VIDEO_PRESET,
+def save_video(frames, path, fps: float = 30, crf: int | None = None, preset: str | None = None,
                progress: StepProgress = None, cancel: CancelCheck = None) -> str:
     """Write frames to an mp4 that plays in browsers and Unity.
 
     Encoding: H.264 (libx264, High profile), yuv420p 4:2:0 (the only chroma layout browsers and
-    hardware decoders all accept), constant quality CRF 18 / preset "medium" (visually lossless for
-    these renders at a few hundred kB per 512² second), BT.709 matrix and tags, ``+faststart`` (the
+    hardware decoders all accept), constant quality ``crf`` with x264's ``preset`` (None: ``VIDEO_CRF`` and
+    ``VIDEO_PRESET`` as they are at the call; CRF 18 is visually lossless for these renders at a few hundred
+    kB per 512² second), BT.709 matrix and tags, ``+faststart`` (the
     index is moved to the front so playback starts before the download ends). 4:2:0 needs even
     sizes: odd widths/heights are padded by repeating the last column/row. Frames: a list (or
     iterable) of uint8 (or float [0,1]) HxWx3 arrays of one size; grey and RGBA are converted.
@@ -262,6 +263,8 @@ def save_video(frames, path, fps: float = 30, crf: int = VIDEO_CRF, preset: str 
     """
     import imageio_ffmpeg
 
+    crf = VIDEO_CRF if crf is None else crf            # the module's settings as they are at the call
+    preset = VIDEO_PRESET if preset is None else preset
     frames = list(frames)
     if len(frames) == 0:
         raise ValueError("save_video: no frames to write (the frame list is empty)")

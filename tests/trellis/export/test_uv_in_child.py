@@ -50,9 +50,15 @@ def test_the_child_layout_is_this_process_layout_and_stays_warm(pool):
     before = uv_folders()
     assert in_child.warm() == 1 and in_child.warm() == 1       # one waits; a second call starts no other
     warm, = layout_children()
-    got = in_child.layout_in_child(v, f, 512, 2)
-    assert same(got, geometric.geometric_layout(v, f, 512, 2))
+    child_info, here_info = {}, {}
+    got = in_child.layout_in_child(v, f, 512, 2, info=child_info)
+    assert same(got, geometric.geometric_layout(v, f, 512, 2, info=here_info))
     assert layout_children() == [warm]                         # the warm child did it and waits again
+    # the child's steps come back with the arrays, plus the handover around them; the same packings as here
+    assert child_info["in_child"] and child_info["packings"] == here_info["packings"] >= 1
+    assert set(child_info["phases"]) == set(here_info["phases"]) | {"handover"}
+    assert all(here_info["phases"][k] > 0 for k in ("segment", "flatten", "pack", "overlap"))
+    assert all(child_info["phases"][k] > 0 for k in ("segment", "flatten", "pack", "overlap"))
     assert same(unwrap_uv(v, f, texture_size=512, in_child=True), unwrap_uv(v, f, texture_size=512))
     assert layout_children() == [warm]
     assert uv_folders() <= before

@@ -80,17 +80,31 @@ def one_blas_thread():
 
 
 def geometric_layout(vertices, faces, texture_size: int = 1024, padding: int = 2, progress: Progress = None,
-                     cancel=None, time_budget_s: Optional[float] = None, max_charts: Optional[int] = None):
+                     cancel=None, time_budget_s: Optional[float] = None, max_charts: Optional[int] = None,
+                     info: Optional[dict] = None):
     """Our charts: cut along the geometry, flattened by LSCM, packed by the bitmap packer (module docstring).
     Same outputs as ``unwrap_uv``; raises on a failure (non-finite coordinates, overlaps found, more
     than ``max_charts`` charts after the segmentation or the flattening) and TimeoutError between its
-    steps once ``time_budget_s`` is spent. BLAS runs on one thread meanwhile (``one_blas_thread``)."""
+    steps once ``time_budget_s`` is spent. BLAS runs on one thread meanwhile (``one_blas_thread``). A dict
+    ``info`` receives "phases": seconds per step ("segment", "flatten", "pack", "overlap"; the re-flattening of
+    overlapping faces counts as "flatten") and "packings" (layouts packed, one plus one per overlap round)."""
+    phases = {"segment": 0.0, "flatten": 0.0, "pack": 0.0, "overlap": 0.0}
+    if info is not None:
+        info["phases"], info["packings"] = phases, 0
     with one_blas_thread():
-        return _layout(vertices, faces, texture_size, padding, progress, cancel, time_budget_s, max_charts)
+        return _layout(vertices, faces, texture_size, padding, progress, cancel, time_budget_s, max_charts,
+                       phases, info if info is not None else {})
 
 
-def _layout(vertices, faces, texture_size, padding, progress, cancel, time_budget_s, max_charts):
+def _layout(vertices, faces, texture_size, padding, progress, cancel, time_budget_s, max_charts, phases, info):
     start = time.monotonic()
+    mark = [time.perf_counter()]
+
+    def lap(name):
+        now = time.perf_counter()
+        phases[name] = round(phases[name] + now - mark[0], 4)
+        mark[0] = now
+
     user_cancel = cancel
 
     def cancel():
@@ -107,6 +121,7 @@ def _layout(vertices, faces, texture_size, padding, progress, cancel, time_budge
             raise segment.TooManyCharts(f"geometric charts: a noisy surface ({100 * noisy:.0f} % of neighbouring "
                                         f"faces meet at over 45 degrees)")
     chart = segment.geometric_charts(v, f, mesh=mesh, max_charts=max_charts)   # raises early on a hopeless mesh
+    lap("segment")
     check(cancel)
     if progress is not None:
         progress(30, 100)
@@ -114,12 +129,15 @@ def _layout(vertices, faces, texture_size, padding, progress, cancel, time_budge
     if not np.isfinite(tri).all():
         raise RuntimeError("geometric charts: the flattening did not converge")
     segment.at_most(chart, max_charts, " after flattening")          # the flattening adds charts (cut-out faces)
+    lap("flatten")
     check(cancel)
     if progress is not None:
         progress(60, 100)
     pack_info = {}
     for attempt in range(OVERLAP_RETRIES + SINGLE_FACE_ROUNDS + 1):
         corner_uv = pack_bitmap.pack_charts(tri, chart, int(texture_size), int(padding), info=pack_info)
+        info["packings"] = info.get("packings", 0) + 1
+        lap("pack")
         check(cancel)
         # LSCM keeps every triangle unfolded, but a chart can still run over itself (around a
         # vertex whose angles add up to more than a turn, or along its border): the faces found
@@ -131,14 +149,17 @@ def _layout(vertices, faces, texture_size, padding, progress, cancel, time_budge
         corners = np.arange(3 * len(f)).reshape(-1, 3)
         bad = overlap.overlapping_faces(corners, corner_uv.reshape(-1, 2), int(texture_size))
         if not bad.any():
+            lap("overlap")
             break
         bad |= overlap.overlapping_faces(corners, corner_uv.reshape(-1, 2), min(2 * int(texture_size), 8192))
+        lap("overlap")
         if attempt == OVERLAP_RETRIES + SINGLE_FACE_ROUNDS:
             raise RuntimeError(f"geometric charts: {int(bad.sum())} faces overlap in the atlas")
         if attempt >= OVERLAP_RETRIES:    # the last few become charts of one face (these cannot overlap)
             chart, tri = lscm.single_face_charts(v, f, chart, tri, bad)
         else:
             chart, tri = lscm.flatten_charts(v, f, chart, mesh=mesh, tri=tri, detach=bad)
+        lap("flatten")
         check(cancel)
     # one output vertex per (chart, input vertex): duplicates along seams, shared inside a chart
     key = chart.astype(np.int64)[:, None] * len(v) + f

@@ -45,9 +45,11 @@ _SERVE = """
     try:
         with np.load(call["src"]) as d:
             v, f = d["vertices"], d["faces"]
+        info = {}
         out = geometric_layout(v, f, call["texture_size"], call["padding"], time_budget_s=call["time_budget_s"],
-                               max_charts=call["max_charts"])
-        np.savez(call["dst"] + ".part.npz", vertices=out[0], faces=out[1], uvs=out[2], vmapping=out[3])
+                               max_charts=call["max_charts"], info=info)
+        np.savez(call["dst"] + ".part.npz", vertices=out[0], faces=out[1], uvs=out[2], vmapping=out[3],
+                 info=np.array(json.dumps(info)))
         os.replace(call["dst"] + ".part.npz", call["dst"])
     except Exception as e:
         with open(call["dst"] + ".error.part", "w") as fh:
@@ -105,17 +107,22 @@ def _raise_child_error(path: str) -> None:
 
 
 def layout_in_child(vertices, faces, texture_size: int = 1024, padding: int = 2, progress=None, cancel=None,
-                    time_budget_s: Optional[float] = None, max_charts: Optional[int] = None):
+                    time_budget_s: Optional[float] = None, max_charts: Optional[int] = None,
+                    info: Optional[dict] = None):
     """``geometric.geometric_layout`` with the same arguments and result, run by a warm child (``warm``) or one
     started now; its errors come back as the same exception types (TooManyCharts, TimeoutError; others as
     RuntimeError). ``progress(done, 100)`` at the start and the end; ``cancel`` is checked while the child works
-    and kills it."""
+    and kills it. ``info`` receives the layout's own (its "phases" gain "handover": the seconds outside the
+    layout's steps, the files and the child's wake-up), and "in_child" (whether a child ran it)."""
+    info = {} if info is None else info
+    info["in_child"] = False
     start = time.monotonic()
     v = np.ascontiguousarray(np.asarray(vertices, dtype=np.float64).reshape(-1, 3))
     f = np.ascontiguousarray(np.asarray(faces, dtype=np.int64).reshape(-1, 3))
     proc = processes.take(LAYOUT_CHILD) or _start()
     if proc is None:                   # no child here: the same call in this process
-        return geometric.geometric_layout(v, f, texture_size, padding, progress, cancel, time_budget_s, max_charts)
+        return geometric.geometric_layout(v, f, texture_size, padding, progress, cancel, time_budget_s, max_charts,
+                                          info)
     keep = False
     with tempfile.TemporaryDirectory(prefix="trellis_uv_") as tmp:
         src, dst = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
@@ -131,13 +138,15 @@ def layout_in_child(vertices, faces, texture_size: int = 1024, padding: int = 2,
                 proc.stdin.write((json.dumps(call) + "\n").encode())
                 proc.stdin.flush()
             except (OSError, ValueError):          # it has exited: the same call in this process
-                return geometric.geometric_layout(v, f, texture_size, padding, progress, cancel, budget, max_charts)
+                return geometric.geometric_layout(v, f, texture_size, padding, progress, cancel, budget, max_charts,
+                                                  info)
             if progress is not None:
                 progress(0, 100)
             while not (os.path.exists(dst) or os.path.exists(error)):
                 if proc.poll() is not None:        # it died (a crash, out of memory): the same call here
                     left = None if time_budget_s is None else max(0.0, time_budget_s - (time.monotonic() - start))
-                    return geometric.geometric_layout(v, f, texture_size, padding, progress, cancel, left, max_charts)
+                    return geometric.geometric_layout(v, f, texture_size, padding, progress, cancel, left, max_charts,
+                                                      info)
                 check(cancel)
                 if time_budget_s is not None and time.monotonic() - start > time_budget_s + BUDGET_GRACE_S:
                     raise TimeoutError(f"geometric charts ran past their {time_budget_s:.1f} s budget")
@@ -147,6 +156,9 @@ def layout_in_child(vertices, faces, texture_size: int = 1024, padding: int = 2,
                 _raise_child_error(error)
             with np.load(dst) as out:
                 result = out["vertices"], out["faces"], out["uvs"], out["vmapping"]
+                info.update(json.loads(str(out["info"])), in_child=True)
+            steps = sum(info.get("phases", {}).values())
+            info.setdefault("phases", {})["handover"] = round(max(0.0, time.monotonic() - start - steps), 4)
         finally:                               # an idle child waits for the next call; a busy one is killed
             with _busy_lock:
                 _busy.remove(proc)

@@ -62,7 +62,8 @@ def unwrap_uv(vertices, faces, time_budget_s: float = 10.0, progress: Progress =
     layout; "geometric" and "xatlas" (no fallback, errors raise; xatlas's budget still applies and raises
     TimeoutError); "charts". ``padding`` = margin between charts in texels of a ``texture_size`` texture.
     ``progress(done, total)`` is called with total 100; ``cancel()`` returning True raises ``Cancelled`` (the xatlas
-    child is killed). If ``info`` is a dict, it receives "method" ("geometric", "xatlas" or "charts") and "seconds".
+    child is killed). If ``info`` is a dict, it receives "method" ("geometric", "xatlas" or "charts") and "seconds"
+    (and from the geometric layout its "phases" and "packings", ``geometric.geometric_layout``).
     ``in_child``: the geometric layout runs in a warm child process (``in_child.layout_in_child``: the same result),
     so that work this process does meanwhile (GPU renders) and the layout do not share the GIL.
     """
@@ -83,7 +84,7 @@ def unwrap_uv(vertices, faces, time_budget_s: float = 10.0, progress: Progress =
             layout = in_child_module.layout_in_child if in_child else geometric.geometric_layout
             out = layout(v, f, texture_size=texture_size, padding=padding, progress=progress,
                          cancel=cancel, time_budget_s=budget if budget > 0 else None,
-                         max_charts=AUTO_GEOMETRIC_MAX_CHARTS if method == "auto" else None)
+                         max_charts=AUTO_GEOMETRIC_MAX_CHARTS if method == "auto" else None, info=info)
             info.update(method="geometric", seconds=time.monotonic() - start)
             return out
         except Exception as e:  # any failure falls back (Cancelled does not)
