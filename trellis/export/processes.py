@@ -15,8 +15,8 @@ import tempfile
 import threading
 from typing import Optional
 
-__all__ = ["SAFE_PATH", "CHILD_HEAP", "child_environment", "start", "stop", "served_child_code", "working_folder", "usable_cores", "take", "give_back",
-           "pooled_children", "pooled_processes", "drain_pool"]
+__all__ = ["SAFE_PATH", "CHILD_HEAP", "child_environment", "start", "stop", "served_child_code", "working_folder",
+           "usable_cores", "take", "give_back", "pooled_children", "pooled_processes", "drain_pool"]
 
 # Python 3.11+ ``-P``: the working folder is not put on the child's sys.path, so any folder may be its working
 # folder (nothing there can shadow a module); older Pythons need an empty folder of its own.

@@ -219,7 +219,7 @@ def _unwrap(v_np, f_np, views: _Views, acc, texture_size, opt, verbose, report, 
     v_np, f_np, uv_np, _ = uv_box["out"]
     info["uv_method"] = uv_info["method"]
     info["uv_in_child"] = in_child
-    if "phases" in uv_info:
+    if uv_info["method"] == "geometric" and "phases" in uv_info:     # (not those of a layout given up)
         info["uv_phases"] = uv_info["phases"]
     info["vertices"] = int(len(v_np))
     info["views_rendered_during_uv"] = rendered - early

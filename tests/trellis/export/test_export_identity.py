@@ -71,6 +71,10 @@ def test_to_glb_bytes_are_unchanged(asset, method, simplify, fill_holes):
     v, f, gaussians = asset
     mesh = to_glb(gaussians, (v, f), simplify=simplify, fill_holes=fill_holes, uv_method=method, **SMALL)
     assert mesh.export_info["uv_method"] == method
+    # the geometric layout's steps reach the export's info (timings.json's uv_phases), no other method's
+    phases = mesh.export_info.get("uv_phases")
+    assert (method == "geometric") == (phases is not None)
+    assert phases is None or min(phases[k] for k in ("segment", "flatten", "pack", "overlap")) > 0
     got = sha(mesh.export(file_type="glb"))
     assert_pinned(GLB_SHA256, got, (method, simplify, fill_holes))
 
