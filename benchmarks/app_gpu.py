@@ -275,8 +275,8 @@ def main() -> int:
                     help="the bake's stages the preview beside it waits through, comma-separated, or none "
                          "(desktop.jobs.preview_gate.YIELD_STAGES; default: visibility)")
     ap.add_argument("--child-heap", choices=("on", "off"), default=None,
-                    help="the export's children keep their freed heap (on, the default) or use glibc's own settings "
-                         "(off: trellis.export.processes.CHILD_HEAP)")
+                    help="the chart layout's child keeps its freed heap (on, the default) or uses glibc's own "
+                         "settings (off: trellis.export.processes.CHILD_HEAP)")
     ap.add_argument("--video-preset", default=None,
                     help="the preview encoder's x264 preset (trellis.utils.render_utils.VIDEO_PRESET; default medium)")
     ap.add_argument("--video-threads", type=int, default=None,

@@ -23,10 +23,10 @@ __all__ = ["SAFE_PATH", "CHILD_HEAP", "child_environment", "start", "stop", "ser
 SAFE_PATH = sys.version_info >= (3, 11)
 
 
-# glibc's heap settings for the children (other C libraries ignore them; a value set in the environment already
-# wins): blocks up to 256 MiB come from the heap and up to 512 MiB of freed heap is kept, so a warm child's next
-# call reuses its pages instead of faulting in fresh zeroed ones (thousands of faults per chart layout;
-# docs/benchmarks/export.md#uv-unwrap). An idle child holds its last call's peak (tens of MiB) meanwhile.
+# glibc's heap settings for a child started with ``keep_heap`` (other C libraries ignore them; a value set in the
+# environment already wins): blocks up to 256 MiB come from the heap and up to 512 MiB of freed heap is kept, so a
+# warm child's next call reuses its pages instead of faulting in fresh zeroed ones (thousands of faults per chart
+# layout; docs/benchmarks/export.md#uv-unwrap). An idle child holds its last call's peak (tens of MiB) meanwhile.
 CHILD_HEAP = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_": str(512 << 20),
               "MALLOC_TOP_PAD_": str(64 << 20)}
 
@@ -36,14 +36,14 @@ def child_environment() -> dict:
     return {**CHILD_HEAP, **os.environ}
 
 
-def start(code: str, args, cwd: str, keep_stderr: bool = False,
-          stdin: bool = False) -> Optional[subprocess.Popen]:
+def start(code: str, args, cwd: str, keep_stderr: bool = False, stdin: bool = False,
+          keep_heap: bool = False) -> Optional[subprocess.Popen]:
     """``python -c code *args`` in ``cwd`` (``-P`` first where the Python has it; with ``stdin``, a pipe the
-    caller writes to as ``proc.stdin``), in ``child_environment()``; None when no child can be started here (the
-    caller then does the work itself)."""
+    caller writes to as ``proc.stdin``; with ``keep_heap``, in ``child_environment()``, else in this process's);
+    None when no child can be started here (the caller then does the work itself)."""
     try:
         return subprocess.Popen([sys.executable, *(["-P"] if SAFE_PATH else []), "-c", code, *map(str, args)],
-                                cwd=cwd, env=child_environment(),
+                                cwd=cwd, env=child_environment() if keep_heap else None,
                                 stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE if keep_stderr else subprocess.DEVNULL)

@@ -1,6 +1,7 @@
-"""The export's child processes keep their freed heap (``processes.CHILD_HEAP``): a warm child's second pass over
-the same arrays reuses its pages instead of faulting in fresh ones. Real children of this interpreter, their page
-faults read from the kernel (glibc on Linux: other C libraries ignore the settings)."""
+"""A child started with ``keep_heap`` (the chart layout's, ``uv.in_child``) keeps its freed heap
+(``processes.CHILD_HEAP``): a warm child's second pass over the same arrays reuses its pages instead of faulting in
+fresh ones; other children keep glibc's defaults. Real children of this interpreter, their page faults read from
+the kernel (glibc on Linux: other C libraries ignore the settings)."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,7 @@ import sys
 import pytest
 
 from trellis.export import processes
+from trellis.export.uv import in_child
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or os.environ.get("MALLOC_MMAP_THRESHOLD_"),
                                 reason="glibc's heap settings, not set by hand")
@@ -29,21 +31,41 @@ sys.stderr.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 """
 
 
-def second_pass_faults(monkeypatch, heap: dict) -> int:
-    monkeypatch.setattr(processes, "CHILD_HEAP", heap)
-    proc = processes.start(_TWICE, (), processes.working_folder(os.getcwd()), keep_stderr=True)
+def second_pass_faults(keep_heap: bool) -> int:
+    proc = processes.start(_TWICE, (), processes.working_folder(os.getcwd()), keep_stderr=True, keep_heap=keep_heap)
     assert proc is not None
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     return int(err.decode().strip().splitlines()[-1])
 
 
-def test_children_keep_their_heap_between_passes(monkeypatch):
+def test_children_keep_their_heap_between_passes_where_asked():
     pages = 20 * 12 * (1 << 20) // 4096        # the second pass's arrays, page by page
-    kept = second_pass_faults(monkeypatch, dict(processes.CHILD_HEAP))
-    fresh = second_pass_faults(monkeypatch, {})
+    kept = second_pass_faults(keep_heap=True)
+    fresh = second_pass_faults(keep_heap=False)
     assert fresh > pages // 2                  # glibc's default: the freed heap is given back, then faulted in again
     assert kept < pages // 20                  # the heap kept: the pages are reused
+
+
+def environment_of(proc) -> dict:
+    with open(f"/proc/{proc.pid}/environ", "rb") as fh:
+        return dict(item.split("=", 1) for item in fh.read().decode().split("\0") if "=" in item)
+
+
+@pytest.mark.skipif(not processes.SAFE_PATH, reason="warm children are pooled from Python 3.11 on")
+def test_the_layout_child_keeps_its_heap_and_the_decimation_children_do_not():
+    from trellis.export.cleanup import pieces
+
+    processes.drain_pool()
+    try:
+        assert in_child.warm() == 1 and pieces.warm_pool(1) >= 2       # the app's warm-up starts both kinds
+        layout, = processes.pooled_processes(in_child.LAYOUT_CHILD)
+        piece, = processes.pooled_processes(pieces.PIECE_CHILD)
+        assert environment_of(layout)["MALLOC_TRIM_THRESHOLD_"] == processes.CHILD_HEAP["MALLOC_TRIM_THRESHOLD_"]
+        # their wait did not move with it, and each would hold tens of MiB more while idle
+        assert "MALLOC_TRIM_THRESHOLD_" not in environment_of(piece)
+    finally:
+        processes.drain_pool()
 
 
 def test_a_heap_setting_of_the_environment_wins(monkeypatch):

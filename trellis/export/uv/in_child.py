@@ -60,7 +60,8 @@ LAYOUT_CHILD = processes.served_child_code(_IMPORTS, _SERVE, CHILD_IDLE_S)
 
 
 def _start():
-    return processes.start(LAYOUT_CHILD, (), processes.working_folder(tempfile.gettempdir()), stdin=True)
+    return processes.start(LAYOUT_CHILD, (), processes.working_folder(tempfile.gettempdir()), stdin=True,
+                           keep_heap=True)
 
 
 _busy: list = []                      # the children serving a call now
