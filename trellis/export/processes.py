@@ -15,7 +15,7 @@ import tempfile
 import threading
 from typing import Optional
 
-__all__ = ["SAFE_PATH", "CHILD_HEAP", "child_environment", "start", "stop", "served_child_code", "working_folder",
+__all__ = ["SAFE_PATH", "CHILD_HEAP", "CHILD_TRIM_S", "child_environment", "start", "stop", "served_child_code", "working_folder",
            "usable_cores", "take", "give_back", "pooled_children", "pooled_processes", "drain_pool"]
 
 # Python 3.11+ ``-P``: the working folder is not put on the child's sys.path, so any folder may be its working
@@ -65,28 +65,42 @@ def stop(proc: Optional[subprocess.Popen]) -> None:
             pass
 
 
+# A served child gives its freed heap back to the system (glibc's ``malloc_trim``) once idle this long: calls in a row
+# (a batch, jobs back to back) keep reusing its pages (``CHILD_HEAP``), an idle app does not hold them.
+CHILD_TRIM_S = 30.0
+
 _SERVED_CHILD = r"""
 import json, os, sys, threading, time
 IMPORTS
-state = {"busy": False, "since": time.monotonic()}
+state = {"busy": False, "since": time.monotonic(), "trimmed": True}
+try:
+    import ctypes
+    trim = ctypes.CDLL(None).malloc_trim
+except Exception:                      # not glibc: nothing to give back by hand
+    trim = None
 def idle_exit():
     while True:
-        time.sleep(min(5.0, IDLE / 2))
-        if not state["busy"] and time.monotonic() - state["since"] > IDLE:
+        time.sleep(min(1.0, IDLE / 2, TRIMAFTER / 2))
+        idle = time.monotonic() - state["since"]
+        if not state["busy"] and idle > IDLE:
             os._exit(0)
+        if trim is not None and not state["busy"] and not state["trimmed"] and idle > TRIMAFTER:
+            state["trimmed"] = True
+            trim(0)
 threading.Thread(target=idle_exit, daemon=True).start()
 for line in sys.stdin:
     state["busy"] = True
 SERVE
-    state["busy"], state["since"] = False, time.monotonic()
+    state["busy"], state["since"], state["trimmed"] = False, time.monotonic(), False
 """
 
 
-def served_child_code(imports: str, serve: str, idle_s: float) -> str:
+def served_child_code(imports: str, serve: str, idle_s: float, trim_s: float = CHILD_TRIM_S) -> str:
     """The code of a child that runs ``imports`` once, then ``serve`` (lines indented by four spaces, reading
-    ``line``, with json and os at hand) for each line of its stdin until stdin closes, and exits by itself after
-    ``idle_s`` seconds without work (a pooled child outlives no caller for long)."""
-    code = _SERVED_CHILD.replace("IDLE", repr(float(idle_s)))
+    ``line``, with json and os at hand) for each line of its stdin until stdin closes, gives its freed heap back
+    after ``trim_s`` seconds without work (glibc) and exits by itself after ``idle_s`` (a pooled child outlives no
+    caller for long)."""
+    code = _SERVED_CHILD.replace("IDLE", repr(float(idle_s))).replace("TRIMAFTER", repr(float(trim_s)))
     return code.replace("IMPORTS", imports.strip("\n"), 1).replace("SERVE", serve.strip("\n"), 1)
 
 

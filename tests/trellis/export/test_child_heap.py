@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import pytest
 
@@ -45,6 +46,40 @@ def test_children_keep_their_heap_between_passes_where_asked():
     fresh = second_pass_faults(keep_heap=False)
     assert fresh > pages // 2                  # glibc's default: the freed heap is given back, then faulted in again
     assert kept < pages // 20                  # the heap kept: the pages are reused
+
+
+def resident_mib(proc) -> float:
+    with open(f"/proc/{proc.pid}/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+# Per line (a folder): 160 one-MiB arrays made and freed, then a file there says so.
+_ALLOCATE = """
+    import numpy as np
+    arrays = [np.ones(1 << 17) for _ in range(160)]
+    del arrays
+    open(os.path.join(line.strip(), "done"), "w").close()
+"""
+
+
+def test_a_served_child_gives_its_kept_heap_back_once_idle(tmp_path):
+    code = processes.served_child_code("", _ALLOCATE, idle_s=60.0, trim_s=1.0)
+    proc = processes.start(code, (), processes.working_folder(str(tmp_path)), stdin=True, keep_heap=True)
+    try:
+        before = resident_mib(proc)
+        proc.stdin.write(f"{tmp_path}\n".encode())
+        proc.stdin.flush()
+        while not (tmp_path / "done").exists():
+            assert proc.poll() is None
+            time.sleep(0.01)
+        held = resident_mib(proc)
+        assert held > before + 100                 # the freed arrays stay in its heap for the next call
+        deadline = time.monotonic() + 20
+        while resident_mib(proc) > before + 50 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert resident_mib(proc) < before + 50     # idle past trim_s: given back
+    finally:
+        processes.stop(proc)
 
 
 def environment_of(proc) -> dict:
