@@ -365,6 +365,8 @@ def job_summary(timings: dict) -> dict:
         row["decimation_timeline"] = [[round(float(t), 3), e] for t, e in timeline]
     if stages.get("uv_phases"):                           # the layout's own steps, and its handover to the child
         row["uv_phases"] = stages["uv_phases"]
+    if stages.get("uv_cpu"):                              # the layout thread's time on a core and in the run queue
+        row["uv_cpu"] = stages["uv_cpu"]
     if stages.get("seconds"):                             # every lap of the bake's clock, in order
         row["bake_laps"] = stages["seconds"]
     memory = timings.get("memory") or {}

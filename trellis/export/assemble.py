@@ -23,6 +23,7 @@ import numpy as np
 
 from ..core.axes import Z_UP_TO_Y_UP      # (x, y, z) -> (x, z, -y): the GLB/OBJ are y-up
 from .normals import DEFAULT_CREASE_ANGLE, corner_angles, face_normals, split_vertex_normals
+from .rows import row_norm
 
 __all__ = ["Z_UP_TO_Y_UP", "PNG_COMPRESS_LEVEL", "NO_SPLIT_ANGLE", "texture_image", "unsplit_normals",
            "with_normals", "make_glb_mesh", "glb_bytes", "save_glb", "save_obj", "write_obj_files", "write_rows"]
@@ -81,9 +82,9 @@ def unsplit_normals(vertices, faces) -> np.ndarray:
     at_point = summed(point[corner_vertex], n_points)[point]
     total = np.bincount(point[corner_vertex], weight, minlength=n_points)[point]
     # relative to the weights summed: two sides of one sheet cancel to rounding noise, a sharp tip does not
-    cancels = np.linalg.norm(at_point, axis=1) <= 1e-6 * total
+    cancels = row_norm(at_point) <= 1e-6 * total
     out = np.where(cancels[:, None], own, at_point)
-    length = np.linalg.norm(out, axis=1)
+    length = row_norm(out)
     none = length <= 1e-300
     out[none], length[none] = (0.0, 0.0, 1.0), 1.0
     return out / length[:, None]

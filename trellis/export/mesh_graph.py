@@ -5,6 +5,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from .rows import row_all, row_max, row_min
+
 __all__ = ["edges", "dual_arcs", "components", "face_adjacency_pairs"]
 
 
@@ -14,7 +16,7 @@ def edges(faces, n_vertices):
     Returns (edge id per half-edge [3F], edge endpoints [E,2], use count per edge [E]).
     """
     he = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
-    lo, hi = he.min(1), he.max(1)
+    lo, hi = row_min(he), row_max(he)
     key = lo * np.int64(n_vertices) + hi
     uniq, inverse, count = np.unique(key, return_inverse=True, return_counts=True)
     ends = np.stack([uniq // n_vertices, uniq % n_vertices], -1)
@@ -72,5 +74,5 @@ def face_adjacency_pairs(faces: np.ndarray) -> np.ndarray:
     owner = np.repeat(np.arange(nf), 3)
     order = np.lexsort((sides[:, 1], sides[:, 0]))
     e, o = sides[order], owner[order]
-    same = (e[1:] == e[:-1]).all(1)
+    same = row_all(e[1:] == e[:-1])
     return np.stack([o[:-1][same], o[1:][same]], 1)

@@ -26,6 +26,8 @@ import threading
 
 import numpy as np
 
+from .rows import row_norm
+
 __all__ = ["DEFAULT_CREASE_ANGLE", "face_normals", "corner_angles", "split_vertex_normals", "SharedSplit"]
 
 DEFAULT_CREASE_ANGLE = 60.0   # degrees; see the module docstring
@@ -35,7 +37,7 @@ def face_normals(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, n
     """Unit normals of the faces (right-hand rule on their winding) and a mask of faces with area."""
     p = vertices[faces]
     n = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
-    length = np.linalg.norm(n, axis=1)
+    length = row_norm(n)
     scale = np.abs(p).max() if len(p) else 1.0
     has_area = length > max(float(scale), 1e-30) ** 2 * 1e-14   # relative to the mesh's size
     unit = np.zeros_like(n)
@@ -116,7 +118,7 @@ def split_vertex_normals(vertices, faces, crease_angle: float = DEFAULT_CREASE_A
     n_groups = int(group.max()) + 1
     contrib = (fn[:, None, :] * weight[:, :, None]).reshape(-1, 3)
     summed = np.stack([np.bincount(group, contrib[:, j], minlength=n_groups) for j in range(3)], axis=1)
-    length = np.linalg.norm(summed, axis=1)
+    length = row_norm(summed)
     flat = length <= 1e-300
     if flat.any():
         # Only faces without area in this group: take the point's normal over all its faces, else +z.
@@ -125,7 +127,7 @@ def split_vertex_normals(vertices, faces, crease_angle: float = DEFAULT_CREASE_A
         group_point = np.zeros(n_groups, np.int64)
         group_point[group] = fp.reshape(-1)
         summed[flat] = by_point[group_point[flat]]
-        length = np.linalg.norm(summed, axis=1)
+        length = row_norm(summed)
         still = length <= 1e-300
         summed[still] = (0.0, 0.0, 1.0)
         length[still] = 1.0

@@ -221,6 +221,8 @@ def _unwrap(v_np, f_np, views: _Views, acc, texture_size, opt, verbose, report, 
     info["uv_in_child"] = in_child
     if uv_info["method"] == "geometric" and "phases" in uv_info:     # (not those of a layout given up)
         info["uv_phases"] = uv_info["phases"]
+        if "cpu" in uv_info:
+            info["uv_cpu"] = uv_info["cpu"]
     info["vertices"] = int(len(v_np))
     info["views_rendered_during_uv"] = rendered - early
     info["observations"]["prepared_during_uv"] = len(prepared)

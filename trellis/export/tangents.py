@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .normals import corner_angles
+from .rows import row_norm
 
 __all__ = ["vertex_tangents", "face_uv_gradients"]
 
@@ -34,7 +35,7 @@ def _any_perpendicular(n: np.ndarray) -> np.ndarray:
     """A unit vector perpendicular to each row of ``n`` (for vertices whose UVs give no direction)."""
     axis = np.where(np.abs(n[:, :1]) < 0.9, np.array([[1.0, 0, 0]]), np.array([[0, 1.0, 0]]))
     t = np.cross(n, axis)
-    return t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-30)
+    return t / np.maximum(row_norm(t)[:, None], 1e-30)
 
 
 def vertex_tangents(vertices, faces, uvs, normals) -> np.ndarray:
@@ -46,15 +47,15 @@ def vertex_tangents(vertices, faces, uvs, normals) -> np.ndarray:
     dpdu, dpdv = face_uv_gradients(v, f, uv)
     weight = corner_angles(v, f) if len(f) else np.zeros((0, 3))
     # The gradients' own length is the UV scale; only their directions should vote.
-    dpdu /= np.maximum(np.linalg.norm(dpdu, axis=1, keepdims=True), 1e-30)
-    dpdv /= np.maximum(np.linalg.norm(dpdv, axis=1, keepdims=True), 1e-30)
+    dpdu /= np.maximum(row_norm(dpdu)[:, None], 1e-30)
+    dpdv /= np.maximum(row_norm(dpdv)[:, None], 1e-30)
     tu = np.zeros_like(v)
     tv = np.zeros_like(v)
     for k in range(3):
         np.add.at(tu, f[:, k], dpdu * weight[:, k:k + 1])
         np.add.at(tv, f[:, k], dpdv * weight[:, k:k + 1])
     t = tu - n * np.einsum("ij,ij->i", tu, n)[:, None]          # Gram-Schmidt against the normal
-    length = np.linalg.norm(t, axis=1)
+    length = row_norm(t)
     bad = length < 1e-12
     t = np.where(bad[:, None], _any_perpendicular(n), t / np.maximum(length, 1e-30)[:, None])
     w = np.where(np.einsum("ij,ij->i", np.cross(n, t), tv) < 0, -1.0, 1.0)

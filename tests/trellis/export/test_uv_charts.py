@@ -468,6 +468,26 @@ def test_few_many_faced_charts_are_split_for_the_packing(monkeypatch):
     assert now["texel_use"] >= 0.645 and now["texel_use"] >= few["texel_use"] + 0.02
 
 
+def test_few_charts_are_split_before_the_compaction_which_runs_once(monkeypatch):
+    # the ring's first merge ends with 20 charts (below MIN_CHARTS, here 21), its compaction with 18: split at
+    # the first merge, the borders are compacted once over all charts; split after the compaction, twice
+    v, f = nut_like_ring()
+    monkeypatch.setattr(segment, "MIN_CHARTS", 21)
+    calls, got = [], {}
+    diffuse = borders.diffuse_borders
+    monkeypatch.setattr(borders, "diffuse_borders", lambda *a, **k: calls.append(1) or diffuse(*a, **k))
+    for early in (False, True):
+        monkeypatch.setattr(segment, "FEW_CHARTS_EARLY", early)
+        calls.clear()
+        _, ff, uv, _ = unwrap_uv(v, f, texture_size=SIZE, method="geometric")
+        st = atlas_stats(ff, uv, SIZE)
+        assert st["overlap_texels"] == 0 and st["outside"] == 0 and st["single_triangle_share"] < 0.05
+        got[early] = (len(calls), st["charts"], st["texel_use"])
+    print(got)
+    assert got[False][0] == 2 and got[True][0] == 1
+    assert got[True][1] >= 21 and got[True][2] >= got[False][2] - 0.01
+
+
 def test_bitmap_packer_packs_again_below_its_target(monkeypatch):
     # a layout below BITMAP_TARGET is packed again in the orders of BITMAP_RETRY (one more layout
     # each), the better kept: never below the first, no overlap; at or above the target, no retry

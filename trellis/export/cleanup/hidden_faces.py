@@ -11,6 +11,7 @@ from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 from ...core.callbacks import check as _check_cancel
 from ..arrays import Progress, drop_unreferenced, output, report, to_numpy
 from ..mesh_graph import components, dual_arcs, edges
+from ..rows import row_norm
 
 __all__ = ["remove_invisible_faces", "invisible_face_mask", "source_side", "source_side_whole_graph", "group_quantile"]
 
@@ -98,7 +99,7 @@ def invisible_face_mask(vertices, faces, visibility, max_hole_size: float = 0.04
     _check_cancel(cancel)
 
     # the s-t minimum cut's arcs: edge length x 1000 in integer steps of 1 / _CUT_RESOLUTION
-    length = np.linalg.norm(v[ends[fe, 0]] - v[ends[fe, 1]], axis=1)
+    length = row_norm(v[ends[fe, 0]] - v[ends[fe, 1]])
     arc_cap = np.rint(length * 1000.0 * _CUT_RESOLUTION)
     in_source = source_side(n_faces, fa, fb, arc_cap, comp, inner, outer)
     report(progress, stage, 2, steps)

@@ -10,6 +10,7 @@ import numpy as np
 from ...core.callbacks import check as _check_cancel
 from ..arrays import Progress, output, report, to_numpy
 from ..mesh_graph import components, edges
+from ..rows import row_max, row_min, row_norm, row_sum
 
 __all__ = ["PATCH_MAX_EDGES", "boundary_edges", "boundary_with_faces", "boundary_cycles", "fill_holes"]
 
@@ -149,13 +150,13 @@ def _min_weight_patches(points, rim_normal, forbidden, length=None):
         k = i + np.arange(1, s)[None, None, :]
         pi, pj, pk = points[bi, i], points[bi, j], points[bi, k]
         n = np.cross(pj - pi, pk - pi)
-        a2 = np.linalg.norm(n, axis=-1)
+        a2 = row_norm(n, -1)
         unit = n / np.maximum(a2, 1e-300)[..., None]
         worst = np.maximum(ang[bi, i, k], ang[bi, k, j])
-        worst = np.maximum(worst, 1.0 - (unit * top[bi, i, k]).sum(-1))
-        worst = np.maximum(worst, 1.0 - (unit * top[bi, k, j]).sum(-1))
+        worst = np.maximum(worst, 1.0 - row_sum(unit * top[bi, i, k], -1))
+        worst = np.maximum(worst, 1.0 - row_sum(unit * top[bi, k, j], -1))
         closing = (i == 0) & (j == last)     # the whole polygon: its last triangle meets edge L-1 -> 0 too
-        worst = np.where(closing, np.maximum(worst, 1.0 - (unit * rim_last).sum(-1)), worst)
+        worst = np.where(closing, np.maximum(worst, 1.0 - row_sum(unit * rim_last, -1)), worst)
         total = area[bi, i, k] + area[bi, k, j] + 0.5 * a2
         bad = forbidden[bi, i, j] & ~closing
         worst = np.where(bad | (a2 <= 0.0), big, worst)
@@ -204,14 +205,14 @@ def _patch_loops(v, f, bnd, bnd_face, succ, on, loop):
     v = np.asarray(v, dtype=np.float64)
     rf = f[bnd_face[ring]]
     rim = np.cross(v[rf[:, 1]] - v[rf[:, 0]], v[rf[:, 2]] - v[rf[:, 0]])
-    rim = rim / np.maximum(np.linalg.norm(rim, axis=1, keepdims=True), 1e-300)
+    rim = rim / np.maximum(row_norm(rim)[:, None], 1e-300)
     n_v = np.int64(len(v))
     # The mesh's edges between two loop vertices (the only ones a patch diagonal could repeat).
     on_loop = np.zeros(len(v), dtype=bool)
     on_loop[vert] = True
     he = f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
     he = he[on_loop[he[:, 0]] & on_loop[he[:, 1]]]
-    mesh_keys = np.unique(he.min(1) * n_v + he.max(1))
+    mesh_keys = np.unique(row_min(he) * n_v + row_max(he))
     if len(mesh_keys) == 0:
         mesh_keys = np.full(1, -1, dtype=np.int64)
     out, owner, failed = [], [], [np.nonzero(length > PATCH_MAX_EDGES)[0]]
@@ -241,7 +242,7 @@ def _patch_loops(v, f, bnd, bnd_face, succ, on, loop):
     # such loops get the fan instead (it adds no edge between loop vertices).
     if len(faces):
         pe = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
-        pk = pe.min(1) * n_v + pe.max(1)
+        pk = row_min(pe) * n_v + row_max(pe)
         uk, inv, cnt = np.unique(pk, return_inverse=True, return_counts=True)
         in_mesh = np.isin(uk, mesh_keys)
         clash = (cnt + in_mesh) > 2

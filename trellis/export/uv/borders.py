@@ -12,6 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .chart_mesh import ChartMesh, mesh_edges
+from ..rows import row_any, row_norm
 
 __all__ = ["DIFFUSE_CHEBYSHEV", "DIFFUSE_TAIL", "shared_edge_lengths", "diffuse_borders", "shorten_borders",
            "straighten_borders"]
@@ -24,11 +25,11 @@ def shared_edge_lengths(m: ChartMesh) -> np.ndarray:
     """Length of the edge each face pair of ``m.pairs`` shares."""
     if m.edge_len is None:
         fa, fb = m.f[m.pairs[:, 0]], m.f[m.pairs[:, 1]]
-        shared = (fa[:, :, None] == fb[:, None, :]).any(2)         # corners of a that b has too
+        shared = row_any(fa[:, :, None] == fb[:, None, :], 2)     # corners of a that b has too
         first = np.argmax(shared, 1)
         second = 2 - np.argmax(shared[:, ::-1], 1)
         rows = np.arange(len(fa))
-        m.edge_len = np.linalg.norm(m.v[fa[rows, first]] - m.v[fa[rows, second]], axis=1)
+        m.edge_len = row_norm(m.v[fa[rows, first]] - m.v[fa[rows, second]])
     return m.edge_len
 
 
@@ -177,7 +178,7 @@ def straighten_borders(m: ChartMesh, label: np.ndarray, sweeps: int) -> np.ndarr
     mesh_edges(m)
     fe, ends, count = m.face_edges, m.edge_ends, m.edge_count
     ne = max(m.n_edges, 1)
-    elen = np.linalg.norm(m.v[ends[:, 0]] - m.v[ends[:, 1]], axis=1)
+    elen = row_norm(m.v[ends[:, 0]] - m.v[ends[:, 1]])
     # inner vertices of a closed fan: every edge at them in two faces, as many faces as edges
     bad = np.zeros(nv, bool)
     bad[ends[count != 2].reshape(-1)] = True

@@ -6,6 +6,7 @@ single-triangle charts, in about the same time (docs/benchmarks/export.md#uv-unw
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from typing import Callable, Optional
@@ -17,7 +18,7 @@ from . import lscm, overlap, pack_bitmap, segment
 from .chart_mesh import ChartMesh
 
 __all__ = ["OVERLAP_RETRIES", "SINGLE_FACE_ROUNDS", "NOISY_SHARE", "geometric_time_estimate", "one_blas_thread",
-           "geometric_layout"]
+           "geometric_layout", "run_queue_wait", "machine_ticks"]
 
 Progress = Optional[Callable[[int, int], None]]
 
@@ -87,13 +88,53 @@ def geometric_layout(vertices, faces, texture_size: int = 1024, padding: int = 2
     than ``max_charts`` charts after the segmentation or the flattening) and TimeoutError between its
     steps once ``time_budget_s`` is spent. BLAS runs on one thread meanwhile (``one_blas_thread``). A dict
     ``info`` receives "phases": seconds per step ("segment", "flatten", "pack", "overlap"; the re-flattening of
-    overlapping faces counts as "flatten") and "packings" (layouts packed, one plus one per overlap round)."""
+    overlapping faces counts as "flatten"), "packings" (layouts packed, one plus one per overlap round) and
+    "cpu" ({"busy", "waiting"}: seconds this thread ran on a core and waited in the run queue for one; "machine",
+    "stolen": the cores the whole machine kept busy meanwhile, on average, and those its hypervisor took away;
+    where the system tells: a layout slower in a busy job than alone shows here whether it lacked a core, ran
+    slower on one, or shared the machine with much other work)."""
     phases = {"segment": 0.0, "flatten": 0.0, "pack": 0.0, "overlap": 0.0}
     if info is not None:
         info["phases"], info["packings"] = phases, 0
+    busy, waiting, machine = time.thread_time(), run_queue_wait(), machine_ticks()
     with one_blas_thread():
-        return _layout(vertices, faces, texture_size, padding, progress, cancel, time_budget_s, max_charts,
-                       phases, info if info is not None else {})
+        out = _layout(vertices, faces, texture_size, padding, progress, cancel, time_budget_s, max_charts,
+                      phases, info if info is not None else {})
+    if info is not None:
+        info["cpu"] = {"busy": round(time.thread_time() - busy, 4)}
+        if waiting is not None:
+            info["cpu"]["waiting"] = round(run_queue_wait() - waiting, 4)
+        after = machine_ticks()
+        if machine is not None and after is not None and after[0] > machine[0]:
+            span = after[0] - machine[0]
+            info["cpu"]["machine"] = round((after[1] - machine[1]) / span, 2)
+            info["cpu"]["stolen"] = round((after[2] - machine[2]) / span, 2)
+    return out
+
+
+def machine_ticks() -> Optional[tuple]:
+    """Clock ticks since boot from Linux's /proc/stat (None elsewhere): (all per core, busy summed over the cores,
+    stolen summed); the deltas of the last two over the first's give the cores busy and stolen on average."""
+    try:
+        with open("/proc/stat") as fh:
+            ticks = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    if len(ticks) < 8:
+        return None
+    total = sum(ticks[:8])
+    idle = ticks[3] + ticks[4]
+    return total / max(os.cpu_count() or 1, 1), total - idle, ticks[7]
+
+
+def run_queue_wait() -> Optional[float]:
+    """Seconds this thread has waited in the run queue for a core since it started (Linux's schedstat; None
+    elsewhere)."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as fh:
+            return int(fh.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _layout(vertices, faces, texture_size, padding, progress, cancel, time_budget_s, max_charts, phases, info):

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from . import segment
 from .chart_mesh import ChartMesh, dense, label_components, members
 from .overlap import chart_self_overlaps, signed_area, triangle_overlaps
+from ..rows import row_norm, row_sum
 
 __all__ = ["MAX_ROUNDS", "OVERLAP_ROUNDS", "lscm", "flatten_charts", "single_face_charts", "attach_single_faces"]
 
@@ -39,12 +40,12 @@ def lscm(v, f, chart):
     a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
     e0 = b - a
     n = np.cross(e0, c - a)
-    area2 = np.linalg.norm(n, axis=1)
-    e0 = e0 / np.maximum(np.linalg.norm(e0, axis=1, keepdims=True), 1e-30)
+    area2 = row_norm(n)
+    e0 = e0 / np.maximum(row_norm(e0)[:, None], 1e-30)
     e1 = np.cross(n / np.maximum(area2[:, None], 1e-30), e0)
     w = np.zeros((nf, 3), dtype=np.complex128)
-    w[:, 1] = ((b - a) * e0).sum(1) + 1j * ((b - a) * e1).sum(1)
-    w[:, 2] = ((c - a) * e0).sum(1) + 1j * ((c - a) * e1).sum(1)
+    w[:, 1] = row_sum((b - a) * e0) + 1j * row_sum((b - a) * e1)
+    w[:, 2] = row_sum((c - a) * e0) + 1j * row_sum((c - a) * e1)
     scale = np.maximum(area2, np.median(area2) * 1e-6 + 1e-30)
     W = np.stack([w[:, 2] - w[:, 1], w[:, 0] - w[:, 2], w[:, 1] - w[:, 0]], 1) / np.sqrt(scale)[:, None]
     # pins: per chart the two vertices farthest apart along the chart's longest box side
@@ -64,7 +65,7 @@ def lscm(v, f, chart):
     pinned[pin0] = True
     pinned[pin1] = True
     target = np.zeros((nv, 2))
-    span = np.linalg.norm(p[pin1] - p[pin0], axis=1)
+    span = row_norm(p[pin1] - p[pin0])
     target[pin1, 0] = np.maximum(span, 1e-9)
     # complex least squares, one unknown U = u + i v per (chart, vertex): |sum_j W_tj U_j|^2 is the real
     # system's Re^2 + Im^2 (rows Re, Im per triangle over u and v), solved in half the unknowns

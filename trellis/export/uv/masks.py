@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..rows import row_max, row_min
+
 __all__ = ["chart_masks", "grow_mask"]
 
 
@@ -18,8 +20,8 @@ def chart_masks(q, chart, nchart):
     x, y = q[..., 0], q[..., 1]
     w = np.zeros(nchart, np.int64)
     h = np.zeros(nchart, np.int64)
-    np.maximum.at(w, chart, np.floor(x.max(1)).astype(np.int64) + 1)
-    np.maximum.at(h, chart, np.floor(y.max(1)).astype(np.int64) + 1)
+    np.maximum.at(w, chart, np.floor(row_max(x)).astype(np.int64) + 1)
+    np.maximum.at(h, chart, np.floor(row_max(y)).astype(np.int64) + 1)
     w, h = np.maximum(w, 1), np.maximum(h, 1)
     off = np.r_[0, np.cumsum(h * w)]
     # triangles chart by chart: the texel spans below land in one chart's mask after another (the
@@ -27,8 +29,8 @@ def chart_masks(q, chart, nchart):
     order = np.argsort(chart, kind="stable")
     q, chart = q[order], np.asarray(chart)[order]
     x, y = q[..., 0], q[..., 1]
-    j0 = np.floor(y.min(1)).astype(np.int64)
-    n = np.floor(y.max(1)).astype(np.int64) - j0 + 1
+    j0 = np.floor(row_min(y)).astype(np.int64)
+    n = np.floor(row_max(y)).astype(np.int64) - j0 + 1
     t = np.repeat(np.arange(len(q)), n)
     j = j0[t] + (np.arange(len(t)) - np.repeat(np.cumsum(n) - n, n))
     yb = j.astype(np.float64)

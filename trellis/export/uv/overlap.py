@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .stats import centre_counts, row_spans, uv_coverage
+from ..rows import column_min, row_all, row_any, row_max, row_min
 
 __all__ = ["overlapping_faces", "under_covered_faces", "overlapping_faces_exact", "charts_that_may_overlap",
            "chart_self_overlaps", "triangle_overlaps", "signed_area", "box_pairs", "orient"]
@@ -56,9 +57,9 @@ def box_pairs(lo, hi, group):
     none = (np.zeros(0, np.int64),) * 2
     if n < 2:
         return none
-    size = np.maximum(hi - lo, 0.0).max(1)
+    size = row_max(np.maximum(hi - lo, 0.0))
     cell = max(float(np.median(size)), float(size.max()) / 64) or 1.0
-    base = np.floor(lo / cell).astype(np.int64).min(0)
+    base = column_min(np.floor(lo / cell).astype(np.int64))
     i0 = np.floor(lo / cell).astype(np.int64) - base
     i1 = np.floor(hi / cell).astype(np.int64) - base
     nx, ny = (i1 - i0 + 1).T
@@ -76,7 +77,7 @@ def box_pairs(lo, hi, group):
     a = np.repeat(np.arange(len(key)), after)
     b = a + 1 + (np.arange(len(a)) - np.repeat(np.cumsum(after) - after, after))
     pa, pb = ent[a], ent[b]
-    meet = ((lo[pa] <= hi[pb]) & (lo[pb] <= hi[pa])).all(1)
+    meet = row_all((lo[pa] <= hi[pb]) & (lo[pb] <= hi[pa]))
     if not meet.any():
         return none
     pair = np.unique(np.minimum(pa[meet], pb[meet]) * n + np.maximum(pa[meet], pb[meet]))
@@ -92,8 +93,9 @@ def overlapping_faces_exact(chart: np.ndarray, tri: np.ndarray, faces: np.ndarra
     tri = np.asarray(tri, np.float64)
     out = np.zeros(len(tri), bool)
     idx = np.arange(len(tri)) if faces is None else np.asarray(faces, np.int64)
-    lo, hi = tri[idx].min(1), tri[idx].max(1)
-    size = np.maximum(hi - lo, 0.0).max(1)
+    corners = tri[idx]
+    lo, hi = row_min(corners), row_max(corners)
+    size = row_max(np.maximum(hi - lo, 0.0))
     real = np.abs(signed_area(tri[idx])) > 1e-12 * max(float((size * size).max(initial=0.0)), 1e-300)
     idx, lo, hi, size = idx[real], lo[real], hi[real], size[real]
     pa, pb = box_pairs(lo, hi, np.asarray(chart, np.int64)[idx])
@@ -111,7 +113,7 @@ def overlapping_faces_exact(chart: np.ndarray, tri: np.ndarray, faces: np.ndarra
             nx, ny = (-d[:, 1] / length)[:, None], (d[:, 0] / length)[:, None]
             ka = A[..., 0] * nx + A[..., 1] * ny
             kb = B[..., 0] * nx + B[..., 1] * ny
-            apart |= np.maximum(kb.min(1) - ka.max(1), ka.min(1) - kb.max(1)) >= -slack
+            apart |= np.maximum(row_min(kb) - row_max(ka), row_min(ka) - row_max(kb)) >= -slack
     out[idx[pa[~apart]]] = True
     out[idx[pb[~apart]]] = True
     return out
@@ -139,7 +141,7 @@ def charts_that_may_overlap(faces, chart: np.ndarray, tri: np.ndarray, tol: floa
     # than two faces on it), which the tests below, made for a consistently wound disc, do not see
     _, uses = np.unique((corner * nv + to).reshape(-1), return_inverse=True)
     twice = np.bincount(uses) > 1
-    out[chart[twice[uses].reshape(-1, 3).any(1)]] = True
+    out[chart[row_any(twice[uses].reshape(-1, 3))]] = True
     nxt, prv = tri[:, [1, 2, 0]] - tri, tri[:, [2, 0, 1]] - tri
     angle = np.arctan2(nxt[..., 0] * prv[..., 1] - nxt[..., 1] * prv[..., 0],
                        nxt[..., 0] * prv[..., 0] + nxt[..., 1] * prv[..., 1])           # [F,3], at each corner
@@ -158,7 +160,7 @@ def charts_that_may_overlap(faces, chart: np.ndarray, tri: np.ndarray, tol: floa
     keep = (va[sa] != va[sb]) & (va[sa] != vb[sb]) & (vb[sa] != va[sb]) & (vb[sa] != vb[sb])
     sa, sb = sa[keep], sb[keep]
     if len(sa):
-        scale = np.maximum(np.abs(p1[sa] - p0[sa]).max(1), np.abs(p1[sb] - p0[sb]).max(1)) ** 2 * tol
+        scale = np.maximum(row_max(np.abs(p1[sa] - p0[sa])), row_max(np.abs(p1[sb] - p0[sb]))) ** 2 * tol
         d1, d2 = orient(p0[sb], p1[sb], p0[sa]), orient(p0[sb], p1[sb], p1[sa])
         d3, d4 = orient(p0[sa], p1[sa], p0[sb]), orient(p0[sa], p1[sa], p1[sb])
         # crossing or touching (an end on the other segment, up to the allowance): neither segment has both
@@ -197,7 +199,7 @@ def _inside(p, t, eps):
         a, b = t[:, k], t[:, (k + 1) % 3]
         out.append((b[:, 0] - a[:, 0]) * (p[..., 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (p[..., 0] - a[:, 0]))
     s = np.stack(out, -1)
-    return (s > eps).all(-1) | (s < -eps).all(-1)
+    return row_all(s > eps, -1) | row_all(s < -eps, -1)
 
 
 def triangle_overlaps(new, others, scale):
@@ -205,7 +207,7 @@ def triangle_overlaps(new, others, scale):
     if len(others) == 0:
         return False
     lo, hi = new.min(0), new.max(0)
-    near = (others.max(1) >= lo).all(1) & (others.min(1) <= hi).all(1)
+    near = row_all(row_max(others) >= lo) & row_all(row_min(others) <= hi)
     t = others[near]
     if len(t) == 0:
         return False

@@ -20,6 +20,7 @@ import numpy as np
 
 from .masks import chart_masks, grow_mask
 from .orient import orient_charts
+from ..rows import row_min
 
 __all__ = ["pack_charts", "bitmap_layout", "bitmap_masks", "MAX_STRETCH", "BITMAP_ORIENT", "BITMAP_FIRST_FILL",
            "BITMAP_TARGET", "PACK_MAX_SIZE"]
@@ -114,7 +115,7 @@ def bitmap_masks(q0, chart, nchart, scale):
     """Each chart at ``scale`` moved to its corner and its conservative texel mask: (q, h, w, off, flat)."""
     q = q0 * scale
     mins = np.full((nchart, 2), np.inf)
-    np.minimum.at(mins, chart, q.min(1))               # per face first: a third of the scatter
+    np.minimum.at(mins, chart, row_min(q))               # per face first: a third of the scatter
     q = q - mins[chart][:, None, :]
     return (q,) + chart_masks(q, chart, nchart)
 

@@ -25,6 +25,7 @@ import numpy as np
 from ..mesh_graph import components
 from . import borders
 from .chart_mesh import ChartMesh, dense, label_components, members, mesh_edges, sorted_pairs
+from ..rows import row_sum
 
 __all__ = ["MAX_CONE_DEG", "MAX_CHART_FACES", "MIN_CHARTS", "FEW_CHARTS_SHARE", "FEW_CHARTS_MIN_FACES",
            "MIN_CHART_FACES", "SMALL_CHARTS_MESH_FACES", "MIN_CHART_FACES_SMALL_MESH", "POSITION_WEIGHT",
@@ -39,6 +40,7 @@ MAX_CHART_FACES = 6000      # bounds one chart's LSCM block
 MIN_CHARTS = 40
 FEW_CHARTS_SHARE = 0.055
 FEW_CHARTS_MIN_FACES = 500
+FEW_CHARTS_EARLY = True
 # Small charts fill the holes between larger ones (the diffusion removes the smallest); on small meshes charts
 # that small lie over themselves through every packing, so those keep MIN_CHART_FACES_SMALL_MESH.
 MIN_CHART_FACES = 10
@@ -63,21 +65,23 @@ def sharp_pair_share(m: ChartMesh, degrees: float = 45.0) -> float:
     realistic objects' meshes at the balanced budget, 50-85 % on noisy random-weight decoder surfaces."""
     if len(m.pairs) == 0:
         return 0.0
-    cos = (m.normal[m.pairs[:, 0]] * m.normal[m.pairs[:, 1]]).sum(1)
+    cos = row_sum(m.normal[m.pairs[:, 0]] * m.normal[m.pairs[:, 1]])
     return float((cos < np.cos(np.radians(degrees))).mean())
 
 
 def _two_means(m: ChartMesh, idx: np.ndarray, iters: int = 6) -> np.ndarray:
     """Split faces ``idx`` in two (bool mask of the second half) by normal and position."""
     c = m.centroid[idx]
-    diam = max(float(np.linalg.norm(c.max(0) - c.min(0))), 1e-12)
+    axes = m.centroid_axes[:, idx]
+    extent = axes.max(1) - axes.min(1)
+    diam = max(float(np.linalg.norm(extent)), 1e-12)
     feat = np.concatenate([m.smooth[idx], POSITION_WEIGHT * c / diam], 1)
     w = m.area[idx] + 1e-30
     wf = w[:, None] * feat
     total, wsum = wf.sum(0), w.sum()
     mean = total / wsum
-    a = int(np.argmax(((feat - mean) ** 2).sum(1)))
-    b = int(np.argmax(((feat - feat[a]) ** 2).sum(1)))
+    a = int(np.argmax(row_sum((feat - mean) ** 2)))
+    b = int(np.argmax(row_sum((feat - feat[a]) ** 2)))
     ca, cb = feat[a], feat[b]
     side = np.zeros(len(idx), dtype=bool)
     for _ in range(iters):
@@ -88,7 +92,7 @@ def _two_means(m: ChartMesh, idx: np.ndarray, iters: int = 6) -> np.ndarray:
         sb, wb = side.astype(np.float64) @ wf, float(w[side].sum())
         ca, cb = (total - sb) / (wsum - wb), sb / wb
     if side.all() or not side.any():   # degenerate (identical features): halve by position
-        order = np.argsort(c[:, int(np.argmax(c.max(0) - c.min(0)))], kind="stable")
+        order = np.argsort(c[:, int(np.argmax(extent))], kind="stable")
         side = np.zeros(len(idx), dtype=bool)
         side[order[len(idx) // 2:]] = True
     return side
@@ -240,6 +244,12 @@ def geometric_charts(vertices, faces, *, mesh: ChartMesh = None, split: np.ndarr
                             f"(limit {max_charts})")
     if not compact or DIFFUSE_STEPS <= 0 or label.max() == 0:
         return at_most(label, max_charts)
+    cap = int(FEW_CHARTS_SHARE * len(m.f))
+    few_rule = split is None and cap >= max(FEW_CHARTS_MIN_FACES, 4 * min_faces)
+    if FEW_CHARTS_EARLY and few_rule and label.max() + 1 < MIN_CHARTS:
+        big = np.bincount(label) > cap
+        if big.any():   # split before the compaction, which then runs once over all charts
+            label = geometric_charts(vertices, faces, mesh=m, split=big, label=label, compact=False, max_faces=cap)
     # compact charts (see the module docstring): smoothed borders, then shorter ones
     label = label_components(m, borders.diffuse_borders(m, label, DIFFUSE_STEPS))
     label = label_components(m, borders.shorten_borders(m, label, SHORTEN_SWEEPS))
@@ -248,8 +258,7 @@ def geometric_charts(vertices, faces, *, mesh: ChartMesh = None, split: np.ndarr
     if bad.any():       # a chart grown around a handle (or past the size cap): split as before
         label = geometric_charts(vertices, faces, mesh=m, split=bad, label=label, compact=False)
     k = int(label.max()) + 1
-    cap = int(FEW_CHARTS_SHARE * len(m.f))
-    if split is None and k < MIN_CHARTS and cap >= max(FEW_CHARTS_MIN_FACES, 4 * min_faces):
+    if few_rule and k < MIN_CHARTS:
         big = np.bincount(label, minlength=k) > cap
         if big.any():   # (the split's own compaction straightens the borders)
             return at_most(geometric_charts(vertices, faces, mesh=m, split=big, label=label, max_faces=cap),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..mesh_graph import components, face_adjacency_pairs
+from ..rows import row_max, row_min
 
 __all__ = ["atlas_stats", "chart_ids", "texel_counts", "row_spans", "centre_counts", "uv_raster", "uv_coverage"]
 
@@ -54,8 +55,8 @@ def row_spans(faces, uvs, s: int, margin: float):
     t = np.asarray(uvs, dtype=np.float64)[f] * s                      # [F,3,2] texel units, v up
     t[..., 1] = s - t[..., 1]                                         # row-down
     y = t[..., 1]
-    r0 = np.clip(np.floor(y.min(1) + margin - 0.5).astype(np.int64) + 1, 0, s)
-    r1 = np.clip(np.ceil(y.max(1) - margin - 0.5).astype(np.int64) - 1, -1, s - 1)
+    r0 = np.clip(np.floor(row_min(y) + margin - 0.5).astype(np.int64) + 1, 0, s)
+    r1 = np.clip(np.ceil(row_max(y) - margin - 0.5).astype(np.int64) - 1, -1, s - 1)
     n = np.maximum(r1 - r0 + 1, 0)
     tri = np.repeat(np.arange(len(f)), n)
     rows = r0[tri] + (np.arange(len(tri)) - np.repeat(np.cumsum(n) - n, n))

@@ -23,6 +23,7 @@ from scipy.sparse import csr_array
 from scipy.sparse.csgraph import connected_components
 
 from .masks import chart_masks, grow_mask
+from ..rows import row_max, row_min
 
 __all__ = ["mirrored_faces", "unmirror_charts", "uv_charts", "uv_signed_areas"]
 
@@ -147,8 +148,8 @@ def _choose_mirrors(f, uv, chart, nchart, flip, texture_size, padding) -> np.nda
     for axis in (0, 1):
         lo = np.full(len(flip), np.inf)
         hi = np.full(len(flip), -np.inf)
-        np.minimum.at(lo, sub_chart, q[sub, :, axis].min(1))
-        np.maximum.at(hi, sub_chart, q[sub, :, axis].max(1))
+        np.minimum.at(lo, sub_chart, row_min(q[sub, :, axis]))
+        np.maximum.at(hi, sub_chart, row_max(q[sub, :, axis]))
         qm = q[sub].copy()
         qm[..., axis] = (lo + hi)[sub_chart][:, None] - qm[..., axis]
         mirrors.append(_masks(qm, sub_chart, len(flip)))
