@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 from .. import processes, temp_dirs
-from .weld import merge_duplicate_vertices, tidy_decimated
+from .weld import merge_duplicate_vertices, merge_duplicate_vertices_on_device, tidy_decimated
 
 __all__ = ["PIECE_MIN_FACES", "PIECES_FROM_FACES", "MAX_PIECES", "PIECE_SLACK", "FINAL_IN_PIECES",
            "FINAL_PIECE_MIN_FACES", "SHIFTED_CUT", "TEMP_PREFIX", "CHILD_IDLE_S", "shifted_points", "shares",
@@ -223,6 +223,7 @@ class PieceDecimation:
         self._steps_before = 0       # steps of the rounds already re-joined
         self._files = -1
         self._code = PIECE_CHILD
+        self._device = None          # the accelerator the mesh came on: the re-joins and the second cut run there
         try:
             for _ in range(children):
                 self._start_child()
@@ -245,6 +246,8 @@ class PieceDecimation:
             self.phase = "pieces" if in_pieces(pieces, target, len(f)) else "whole"
             for _ in range(self.children_for(pieces, target, len(f)) - len(self._idle)):
                 self._start_child()
+            if on_device is not None:
+                self._device = on_device[0].device
             if self.phase == "pieces":
                 cv, cf = on_device if on_device is not None else (v, f)
                 groups = split_compact(cv[cf[:, 0]], pieces)    # a face's first corner stands for the face
@@ -347,7 +350,7 @@ class PieceDecimation:
             for pv, pf in parts:
                 faces.append(pf + base)
                 base += len(pv)
-            v, f = merge_duplicate_vertices(np.concatenate([pv for pv, _ in parts]), np.concatenate(faces))
+            v, f = self._merged(np.concatenate([pv for pv, _ in parts]), np.concatenate(faces))
             first_round = self.phase == "pieces"
             if first_round:        # the fins the pieces folded (back-to-back pairs) would count toward the target
                 v, f = tidy_decimated(v, f)
@@ -359,9 +362,13 @@ class PieceDecimation:
                 # once more with every edge free
                 if self.final_in_pieces(len(f)):
                     self.phase = "shifted"
-                    groups = split_compact(shifted_points(v[f[:, 0]]), self.pieces)
+                    cv, cf, points = v, f, shifted_points(v[f[:, 0]])
+                    if self._device is not None:       # the same groups and arrays, in milliseconds
+                        import torch
+                        cv, cf, points = (torch.from_numpy(a).to(self._device) for a in (v, f, points))
+                    groups = split_compact(points, self.pieces)
                     files = [self._write(pv, pf, share, True) for (pv, pf), share in
-                             zip(piece_arrays(v, f, groups), shares(self.target, [len(g) for g in groups]))]
+                             zip(piece_arrays(cv, cf, groups), shares(self.target, [len(g) for g in groups]))]
                     self.mark(f"{len(files)} shifted pieces written")
                     self._share_out(files)
                 else:
@@ -372,6 +379,15 @@ class PieceDecimation:
             parts = [(v, f)]
         self._result = parts[0]
         return True
+
+    def _merged(self, v, f):
+        """``merge_duplicate_vertices`` of the re-joined pieces, on the mesh's accelerator where it came on one (the
+        same arrays, bit for bit: ``weld.merge_duplicate_vertices_on_device``)."""
+        if self._device is None:
+            return merge_duplicate_vertices(v, f)
+        import torch
+        return merge_duplicate_vertices_on_device(torch.from_numpy(v).to(self._device),
+                                                  torch.from_numpy(f).to(self._device))
 
     @staticmethod
     def _collect(written: bool, src, dst):
