@@ -223,7 +223,7 @@ class PieceDecimation:
         self._steps_before = 0       # steps of the rounds already re-joined
         self._files = -1
         self._code = PIECE_CHILD
-        self._device = None          # the accelerator the mesh came on: the re-joins and the second cut run there
+        self._device = None          # the accelerator the mesh came on: the re-joins' merge runs there
         try:
             for _ in range(children):
                 self._start_child()
@@ -362,13 +362,10 @@ class PieceDecimation:
                 # once more with every edge free
                 if self.final_in_pieces(len(f)):
                     self.phase = "shifted"
-                    cv, cf, points = v, f, shifted_points(v[f[:, 0]])
-                    if self._device is not None:       # the same groups and arrays, in milliseconds
-                        import torch
-                        cv, cf, points = (torch.from_numpy(a).to(self._device) for a in (v, f, points))
-                    groups = split_compact(points, self.pieces)
+                    # numpy's cut: on the accelerator its dozen small steps wait behind the preview's renders
+                    groups = split_compact(shifted_points(v[f[:, 0]]), self.pieces)
                     files = [self._write(pv, pf, share, True) for (pv, pf), share in
-                             zip(piece_arrays(cv, cf, groups), shares(self.target, [len(g) for g in groups]))]
+                             zip(piece_arrays(v, f, groups), shares(self.target, [len(g) for g in groups]))]
                     self.mark(f"{len(files)} shifted pieces written")
                     self._share_out(files)
                 else:
