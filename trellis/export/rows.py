@@ -1,10 +1,10 @@
 """Reductions along a short axis (a triangle's 3 corners, a point's 2 or 3 coordinates, an edge's 2 ends) as
-elementwise operations on its slices: the same values bit for bit, ~10-60x faster than numpy's own reduction,
+elementwise operations on its slices: the same values bit for bit, and much faster than numpy's own reduction,
 which walks a short axis element by element (docs/benchmarks/export.md#short-axis-reductions).
 
-``row_*`` reduce a short axis of an [N, k, ...] array (axis 1 unless told), ``column_*`` axis 0 of an [N, k] one. Minimum, maximum, all and
-any are exact in any order. ``row_sum`` (and ``row_norm``) add left to right from 0.0, which is numpy's own order
-below eight terms (it sums pairwise from eight on, so longer axes go to numpy).
+``row_*`` reduce a short axis of an [N, k, ...] array (axis 1 unless told), ``column_*`` axis 0 of an [N, k] one.
+Minimum, maximum, all and any are exact in any order. ``row_sum`` (and ``row_norm``) add left to right from 0.0,
+which is numpy's own order below eight terms (it sums pairwise from eight on, so longer axes go to numpy).
 """
 from __future__ import annotations
 

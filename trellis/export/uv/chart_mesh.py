@@ -24,7 +24,7 @@ class ChartMesh:
         self.area = 0.5 * row_norm(cr)
         self.normal = cr / np.maximum(2 * self.area[:, None], 1e-30)
         self.centroid = row_sum(v[f]) / 3
-        # by axis too: numpy's max / min down a column of an [F,3] array are ~50x slower than along a row
+        # by axis too: numpy's max / min down a column of an [F,3] array are far slower than along a row
         self.centroid_axes = np.ascontiguousarray(self.centroid.T)
         self.pairs = face_adjacency_pairs(f)
         self.edge_len = None              # shared edge per pair, on first use
