@@ -488,6 +488,16 @@ def test_few_charts_are_split_before_the_compaction_which_runs_once(monkeypatch)
     assert got[True][1] >= 21 and got[True][2] >= got[False][2] - 0.01
 
 
+def test_the_packing_is_the_same_whatever_threads_its_transforms_use(monkeypatch):
+    # BITMAP_FFT_WORKERS depends on the machine's cores: each transform is computed whole by one thread
+    chart, tri = _sphere_and_torus_charts()["decimated"]
+    got = []
+    for workers in (1, 2, 3):
+        monkeypatch.setattr(pack_bitmap, "BITMAP_FFT_WORKERS", workers)
+        got.append(pack_charts(tri, chart, SIZE, 2))
+    assert all(np.array_equal(got[0], g) for g in got[1:])
+
+
 def test_bitmap_packer_packs_again_below_its_target(monkeypatch):
     # a layout below BITMAP_TARGET is packed again in the orders of BITMAP_RETRY (one more layout
     # each), the better kept: never below the first, no overlap; at or above the target, no retry
