@@ -488,6 +488,22 @@ def test_few_charts_are_split_before_the_compaction_which_runs_once(monkeypatch)
     assert got[True][1] >= 21 and got[True][2] >= got[False][2] - 0.01
 
 
+def test_distinct_ids_per_chart_by_table_and_by_sort_agree(monkeypatch):
+    # bad_charts' Euler characteristic: distinct vertices and edges per chart, counted in a table of flags
+    # below DISTINCT_TABLE_LIMIT slots, by a sort above it
+    v, f = nut_like_ring()
+    m = ChartMesh(v.astype(np.float64), f)
+    rng = np.random.default_rng(0)
+    for label in (segment.geometric_charts(v, f, mesh=m), rng.integers(0, 300, len(f)), np.zeros(len(f), np.int64)):
+        got = segment.bad_charts(m, label)
+        monkeypatch.setattr(segment, "DISTINCT_TABLE_LIMIT", 0)
+        assert np.array_equal(segment.bad_charts(m, label), got)
+        monkeypatch.undo()
+    keys = rng.integers(0, 50, (1000, 3)) + 50 * rng.integers(0, 7, (1000, 1))
+    want = np.bincount(np.unique(keys) // 50, minlength=9)
+    assert np.array_equal(segment.distinct_per_chart(keys, 9, 50), want)
+
+
 def test_the_packing_is_the_same_whatever_threads_its_transforms_use(monkeypatch):
     # BITMAP_FFT_WORKERS depends on the machine's cores: each transform is computed whole by one thread
     chart, tri = _sphere_and_torus_charts()["decimated"]

@@ -27,10 +27,11 @@ from . import borders
 from .chart_mesh import ChartMesh, dense, label_components, members, mesh_edges, sorted_pairs
 from ..rows import row_sum
 
-__all__ = ["MAX_CONE_DEG", "MAX_CHART_FACES", "MIN_CHARTS", "FEW_CHARTS_SHARE", "FEW_CHARTS_MIN_FACES",
+__all__ = ["MAX_CONE_DEG", "MAX_CHART_FACES", "MIN_CHARTS", "FEW_CHARTS_SHARE", "FEW_CHARTS_MIN_FACES", "FEW_CHARTS_EARLY",
            "MIN_CHART_FACES", "SMALL_CHARTS_MESH_FACES", "MIN_CHART_FACES_SMALL_MESH", "POSITION_WEIGHT",
            "BORDER_SWEEPS", "DIFFUSE_STEPS", "SHORTEN_SWEEPS", "STRAIGHTEN_SWEEPS", "MERGED_LIMIT_FACTOR",
-           "TooManyCharts", "sharp_pair_share", "geometric_charts", "at_most", "bad_charts"]
+           "TooManyCharts", "sharp_pair_share", "geometric_charts", "at_most", "bad_charts", "DISTINCT_TABLE_LIMIT",
+           "distinct_per_chart"]
 
 MAX_CONE_DEG = 70.0         # the bend a chart may have: more charts pack no better, fewer pack worse
 MAX_CHART_FACES = 6000      # bounds one chart's LSCM block
@@ -283,7 +284,19 @@ def bad_charts(m: ChartMesh, label: np.ndarray) -> np.ndarray:
     size = np.bincount(label, minlength=k)
     mesh_edges(m)
     ne = max(m.n_edges, 1)
-    ekey = np.unique(label[:, None].astype(np.int64) * ne + m.face_edges)
-    vkey = np.unique(label[:, None].astype(np.int64) * nv + f)
-    euler = np.bincount(vkey // nv, minlength=k) - np.bincount(ekey // ne, minlength=k) + size
+    lab = label[:, None].astype(np.int64)
+    euler = distinct_per_chart(lab * nv + f, k, nv) - distinct_per_chart(lab * ne + m.face_edges, k, ne) + size
     return (size > 1) & ((size > MAX_CHART_FACES) | (euler != 1))
+
+
+# Up to this many (chart, id) slots the distinct pairs are counted in a table of flags, beyond it by a sort.
+DISTINCT_TABLE_LIMIT = 1 << 25
+
+
+def distinct_per_chart(keys: np.ndarray, k: int, n: int) -> np.ndarray:
+    """Per chart c < ``k``: how many distinct ids (below ``n``) ``keys`` = c * n + id holds."""
+    if k * n <= DISTINCT_TABLE_LIMIT:
+        seen = np.zeros(k * n, bool)
+        seen[keys.reshape(-1)] = True
+        return np.count_nonzero(seen.reshape(k, n), axis=1)
+    return np.bincount(np.unique(keys) // n, minlength=k)
