@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["PAIRWISE_FROM", "row_min", "row_max", "row_all", "row_any", "row_sum", "row_norm", "column_min",
-           "column_max"]
+           "column_max", "block_any"]
 
 PAIRWISE_FROM = 8       # numpy's sums of this many terms and more are pairwise, not left to right
 
@@ -77,3 +77,14 @@ def column_min(a) -> np.ndarray:
 def column_max(a) -> np.ndarray:
     """``a.max(0)`` of an [N, k] array."""
     return np.ascontiguousarray(np.asarray(a).T).max(1)
+
+
+def block_any(a, b: int) -> np.ndarray:
+    """``a.reshape(R, b, C, b).any(axis=(1, 3))`` of a bool [R*b, C*b] array: whether each b x b block holds a set
+    element, as ORs of its rows and then of its columns."""
+    a = np.asarray(a, bool)
+    rows, cols = a.shape[0] // b, a.shape[1] // b
+    if a.shape != (rows * b, cols * b) or b < 1:
+        raise ValueError(f"a [{a.shape}] array is not made of {b} x {b} blocks")
+    by_rows = _fold(np.logical_or, a.reshape(rows, b, cols * b))                # [R, C*b]
+    return _fold(np.logical_or, by_rows.reshape(rows, cols, b), 2)

@@ -75,3 +75,13 @@ def test_any_short_axis_of_a_stack():
         same_bits(rows.row_max(finite, axis), finite.max(axis))
     b = a > 0
     assert np.array_equal(rows.row_any(b, -1), b.any(-1)) and np.array_equal(rows.row_all(b, 2), b.all(2))
+
+
+def test_block_any_is_numpys():
+    rng = np.random.default_rng(5)
+    for n_rows, n_cols, b in ((1, 1, 1), (3, 5, 2), (20, 30, 4), (7, 9, 8)):
+        a = rng.random((n_rows * b, n_cols * b)) < 0.05
+        got = rows.block_any(a, b)
+        assert got.dtype == bool and np.array_equal(got, a.reshape(n_rows, b, n_cols, b).any(axis=(1, 3)))
+    with pytest.raises(ValueError):
+        rows.block_any(np.zeros((5, 4), bool), 2)

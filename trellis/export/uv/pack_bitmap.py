@@ -22,7 +22,7 @@ import numpy as np
 
 from .masks import chart_masks, grow_mask
 from .orient import orient_charts
-from ..rows import row_min
+from ..rows import block_any, row_min
 
 __all__ = ["pack_charts", "bitmap_layout", "bitmap_masks", "MAX_STRETCH", "BITMAP_ORIENT", "BITMAP_FIRST_FILL",
            "BITMAP_TARGET", "PACK_MAX_SIZE"]
@@ -69,7 +69,7 @@ def _blocks(m, b, rows, cols):
     """Block-any of mask ``m`` on a rows x cols grid of b x b blocks (float32 for the FFT)."""
     pad = np.zeros((rows * b, cols * b), bool)
     pad[:m.shape[0], :m.shape[1]] = m
-    return pad.reshape(rows, b, cols, b).any(axis=(1, 3)).astype(np.float32)
+    return block_any(pad, b).astype(np.float32)
 
 
 def _full_blocks(g, b):
@@ -254,7 +254,7 @@ def bitmap_layout(q0, chart, nchart, scale, size, padding, order="box", masks=No
         occ[ay + P:ay + P + tb.shape[0], ax + P:ax + P + tb.shape[1]] |= tb
         y0, y1 = (ay + P) // b, -(-(ay + P + tb.shape[0]) // b)
         x0, x1 = (ax + P) // b, -(-(ax + P + tb.shape[1]) // b)
-        coarse[y0:y1, x0:x1] = occ[y0 * b:y1 * b, x0 * b:x1 * b].reshape(y1 - y0, b, x1 - x0, b).any(axis=(1, 3))
+        coarse[y0:y1, x0:x1] = block_any(occ[y0 * b:y1 * b, x0 * b:x1 * b], b)
         where[k] = (ax, ay, r)
         used = max(used, ay + P + tb.shape[0])
     # texture texel coordinates: the chart's points in its grown mask's frame, turned, moved
