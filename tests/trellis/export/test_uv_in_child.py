@@ -59,6 +59,12 @@ def test_the_child_layout_is_this_process_layout_and_stays_warm(pool):
     assert set(child_info["phases"]) == set(here_info["phases"]) | {"handover"}
     assert all(here_info["phases"][k] > 0 for k in ("segment", "flatten", "pack", "overlap"))
     assert all(child_info["phases"][k] > 0 for k in ("segment", "flatten", "pack", "overlap"))
+    # and the time its thread ran on a core (no longer than its steps took), waited for one, the machine's load
+    for info in (child_info, here_info):
+        cpu, steps = info["cpu"], sum(v for k, v in info["phases"].items() if k != "handover")
+        assert 0 < cpu["busy"] <= steps + 0.05 and cpu["waiting"] >= 0
+        if steps >= 0.05:                   # (the machine's load comes in clock ticks of 10 ms)
+            assert cpu["machine"] >= 0.5 * cpu["busy"] / steps and cpu["stolen"] >= 0
     assert same(unwrap_uv(v, f, texture_size=512, in_child=True), unwrap_uv(v, f, texture_size=512))
     assert layout_children() == [warm]
     assert uv_folders() <= before

@@ -27,11 +27,11 @@ from . import borders
 from .chart_mesh import ChartMesh, dense, label_components, members, mesh_edges, sorted_pairs
 from ..rows import row_sum
 
-__all__ = ["MAX_CONE_DEG", "MAX_CHART_FACES", "MIN_CHARTS", "FEW_CHARTS_SHARE", "FEW_CHARTS_MIN_FACES", "FEW_CHARTS_EARLY",
-           "MIN_CHART_FACES", "SMALL_CHARTS_MESH_FACES", "MIN_CHART_FACES_SMALL_MESH", "POSITION_WEIGHT",
-           "BORDER_SWEEPS", "DIFFUSE_STEPS", "SHORTEN_SWEEPS", "STRAIGHTEN_SWEEPS", "MERGED_LIMIT_FACTOR",
-           "TooManyCharts", "sharp_pair_share", "geometric_charts", "at_most", "bad_charts", "DISTINCT_TABLE_LIMIT",
-           "distinct_per_chart"]
+__all__ = ["MAX_CONE_DEG", "MAX_CHART_FACES", "MIN_CHARTS", "FEW_CHARTS_SHARE", "FEW_CHARTS_MIN_FACES",
+           "FEW_CHARTS_EARLY", "MIN_CHART_FACES", "SMALL_CHARTS_MESH_FACES", "MIN_CHART_FACES_SMALL_MESH",
+           "POSITION_WEIGHT", "BORDER_SWEEPS", "DIFFUSE_STEPS", "SHORTEN_SWEEPS", "STRAIGHTEN_SWEEPS",
+           "MERGED_LIMIT_FACTOR", "TooManyCharts", "sharp_pair_share", "geometric_charts", "at_most", "bad_charts",
+           "DISTINCT_TABLE_LIMIT", "distinct_per_chart"]
 
 MAX_CONE_DEG = 70.0         # the bend a chart may have: more charts pack no better, fewer pack worse
 MAX_CHART_FACES = 6000      # bounds one chart's LSCM block
@@ -41,6 +41,7 @@ MAX_CHART_FACES = 6000      # bounds one chart's LSCM block
 MIN_CHARTS = 40
 FEW_CHARTS_SHARE = 0.055
 FEW_CHARTS_MIN_FACES = 500
+# ... split already at the first merge when it ends with too few (the borders are then compacted once, not twice)
 FEW_CHARTS_EARLY = True
 # Small charts fill the holes between larger ones (the diffusion removes the smallest); on small meshes charts
 # that small lie over themselves through every packing, so those keep MIN_CHART_FACES_SMALL_MESH.
