@@ -367,6 +367,8 @@ def job_summary(timings: dict) -> dict:
         row["uv_phases"] = stages["uv_phases"]
     if stages.get("uv_cpu"):                              # the layout thread's time on a core and in the run queue
         row["uv_cpu"] = stages["uv_cpu"]
+    if stages.get("uv_packings"):                         # layouts packed (one, plus one per overlap round)
+        row["uv_packings"] = stages["uv_packings"]
     if stages.get("seconds"):                             # every lap of the bake's clock, in order
         row["bake_laps"] = stages["seconds"]
     memory = timings.get("memory") or {}

@@ -223,6 +223,7 @@ def _unwrap(v_np, f_np, views: _Views, acc, texture_size, opt, verbose, report, 
         info["uv_phases"] = uv_info["phases"]
         if "cpu" in uv_info:
             info["uv_cpu"] = uv_info["cpu"]
+        info["uv_packings"] = uv_info.get("packings")
     info["vertices"] = int(len(v_np))
     info["views_rendered_during_uv"] = rendered - early
     info["observations"]["prepared_during_uv"] = len(prepared)
