@@ -43,8 +43,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 # Babylon.js (the 3D viewer) tries WebGPU first, logs this, then falls back to WebGL2 (SwiftShader).
 # Headless Chromium has no WebGPU; Gradio's Babylon.js viewer can run one more frame after the scene it replaces is
 # disposed when a new model arrives while the machine is busy (its render loop, not this page's code).
+# the 3D viewer's own messages in a headless browser: no WebGPU, and a model load it drops when a newer one arrives
 EXPECTED_CONSOLE_ERRORS = ("A fatal error occurred during WebGPU creation",
-                           "Cannot read properties of null (reading 'postProcessManager')")
+                           "Cannot read properties of null (reading 'postProcessManager')",
+                           "New model is being loaded before previous model finished loading")
 TINY = {"td-ss_steps": 2, "td-slat_steps": 2, "td-texture_size": 64, "td-bake_views": 4,
         "td-bake_resolution": 64, "td-video_frames": 8, "td-video_resolution": 64}
 FINISHED = ("done", "failed", "cancelled", "partial", "error")
