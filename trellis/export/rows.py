@@ -54,9 +54,9 @@ def row_any(a, axis: int = 1) -> np.ndarray:
 def row_sum(a, axis: int = 1) -> np.ndarray:
     """``a.sum(axis)`` of a float array, bit for bit."""
     a = np.asarray(a)
-    if a.ndim >= 2 and -a.ndim <= axis < a.ndim and a.shape[axis] >= PAIRWISE_FROM:
-        return a.sum(axis)
     parts = _slices(a, axis)
+    if len(parts) >= PAIRWISE_FROM:
+        return a.sum(axis)
     out = parts[0] + a.dtype.type(0)         # numpy starts from +0.0: a first -0.0 becomes 0.0
     for p in parts[1:]:
         np.add(out, p, out=out)
@@ -83,8 +83,8 @@ def block_any(a, b: int) -> np.ndarray:
     """``a.reshape(R, b, C, b).any(axis=(1, 3))`` of a bool [R*b, C*b] array: whether each b x b block holds a set
     element, as ORs of its rows and then of its columns."""
     a = np.asarray(a, bool)
-    rows, cols = a.shape[0] // b, a.shape[1] // b
-    if a.shape != (rows * b, cols * b) or b < 1:
+    if b < 1 or a.ndim != 2 or a.shape[0] % b or a.shape[1] % b:
         raise ValueError(f"a [{a.shape}] array is not made of {b} x {b} blocks")
+    rows, cols = a.shape[0] // b, a.shape[1] // b
     by_rows = _fold(np.logical_or, a.reshape(rows, b, cols * b))                # [R, C*b]
     return _fold(np.logical_or, by_rows.reshape(rows, cols, b), 2)

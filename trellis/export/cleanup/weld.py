@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..arrays import drop_unreferenced
+from ..rows import row_any, row_min
 
 __all__ = ["merge_duplicate_vertices", "merge_duplicate_vertices_on_device", "cancel_coincident_faces",
            "tidy_decimated"]
@@ -21,7 +22,7 @@ def merge_duplicate_vertices(vertices, faces):
     order = np.lexsort(v.T[::-1])
     sv = v[order]
     new_group = np.ones(len(v), dtype=bool)
-    new_group[1:] = np.any(sv[1:] != sv[:-1], axis=1)
+    new_group[1:] = row_any(sv[1:] != sv[:-1])
     group = np.cumsum(new_group) - 1
     remap = np.empty(len(v), dtype=np.int64)
     remap[order] = group
@@ -71,7 +72,7 @@ def cancel_coincident_faces(faces):
     r1 = np.where(first == 0, f1, np.where(first == 1, f2, f0))
     r2 = np.where(first == 0, f2, np.where(first == 1, f0, f1))
     sign = np.where(r1 < r2, 1, -1)
-    canon = np.stack([np.minimum(np.minimum(f0, f1), f2), np.minimum(r1, r2), np.maximum(r1, r2)], -1)
+    canon = np.stack([row_min(faces), np.minimum(r1, r2), np.maximum(r1, r2)], -1)
     n = int(canon.max()) + 1
     if n < 1 << 21:                 # the three ids in one int64 key: one sort instead of three
         key = (canon[:, 0] * n + canon[:, 1]) * n + canon[:, 2]
@@ -83,7 +84,7 @@ def cancel_coincident_faces(faces):
         order = np.lexsort(canon.T[::-1])
     sc = canon[order]
     start = np.ones(len(sc), dtype=bool)
-    start[1:] = np.any(sc[1:] != sc[:-1], axis=1)
+    start[1:] = row_any(sc[1:] != sc[:-1])
     if start.all():
         return faces
     group = np.cumsum(start) - 1

@@ -24,8 +24,6 @@ class ChartMesh:
         self.area = 0.5 * row_norm(cr)
         self.normal = cr / np.maximum(2 * self.area[:, None], 1e-30)
         self.centroid = row_sum(v[f]) / 3
-        # by axis too: numpy's max / min down a column of an [F,3] array are far slower than along a row
-        self.centroid_axes = np.ascontiguousarray(self.centroid.T)
         self.pairs = face_adjacency_pairs(f)
         self.edge_len = None              # shared edge per pair, on first use
         self.face_edges, self.n_edges = None, 0     # edge id per face side, on first use (mesh_edges)

@@ -16,10 +16,9 @@ does with its atlas size. The tuning behind the constants: docs/benchmarks/expor
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from .. import processes
 from .masks import chart_masks, grow_mask
 from .orient import orient_charts
 from ..rows import block_any, row_min
@@ -30,7 +29,7 @@ __all__ = ["pack_charts", "bitmap_layout", "bitmap_masks", "MAX_STRETCH", "BITMA
 MAX_STRETCH = 1.15          # a layout is stretched vertically to the texture's top by at most this
 BITMAP_ORIENT = "box"       # each chart's base orientation (``orient.orient_charts``): "box" or "axis"
 # threads per FFT (the same layouts whatever the count): a second one helps where cores are spare, not on two
-BITMAP_FFT_WORKERS = 2 if (os.cpu_count() or 1) >= 4 else 1
+BITMAP_FFT_WORKERS = 2 if processes.usable_cores() >= 4 else 1
 BITMAP_GRID = 256           # the coarse grid has about this many blocks across (block = round(size / 256))
 BITMAP_FIRST_FILL = 0.82    # linear: the first layout tries 0.82² = 67 % of the texture in triangles
 BITMAP_HEADROOM = 1.15      # the atlas is searched up to this times the texture's height

@@ -25,7 +25,7 @@ import numpy as np
 from ..mesh_graph import components
 from . import borders
 from .chart_mesh import ChartMesh, dense, label_components, members, mesh_edges, sorted_pairs
-from ..rows import row_sum
+from ..rows import column_max, column_min, row_sum
 
 __all__ = ["MAX_CONE_DEG", "MAX_CHART_FACES", "MIN_CHARTS", "FEW_CHARTS_SHARE", "FEW_CHARTS_MIN_FACES",
            "FEW_CHARTS_EARLY", "MIN_CHART_FACES", "SMALL_CHARTS_MESH_FACES", "MIN_CHART_FACES_SMALL_MESH",
@@ -74,8 +74,7 @@ def sharp_pair_share(m: ChartMesh, degrees: float = 45.0) -> float:
 def _two_means(m: ChartMesh, idx: np.ndarray, iters: int = 6) -> np.ndarray:
     """Split faces ``idx`` in two (bool mask of the second half) by normal and position."""
     c = m.centroid[idx]
-    axes = m.centroid_axes[:, idx]
-    extent = axes.max(1) - axes.min(1)
+    extent = column_max(c) - column_min(c)
     diam = max(float(np.linalg.norm(extent)), 1e-12)
     feat = np.concatenate([m.smooth[idx], POSITION_WEIGHT * c / diam], 1)
     w = m.area[idx] + 1e-30
