@@ -47,10 +47,13 @@ PNG_COMPRESS_LEVEL = 1
 def texture_image(texture):
     """The texture as an RGB PIL image whose saves as PNG (trimesh's GLB export calls ``img.save(f, format="png")``,
     the OBJ writer saves to a .png path) write ``png.encode_png``'s file at PNG_COMPRESS_LEVEL, its rows deflated
-    on several cores; other formats save as PIL saves them."""
+    on several cores; other formats save as PIL saves them. Such an image given (``TexturedMesh.png_texture``) is
+    returned as it is, so that the files made from it share its one encode."""
     from PIL import Image
 
-    from .png import fast_png_image
+    from .png import FastPngImage, fast_png_image
+    if isinstance(texture, FastPngImage) and texture.mode == "RGB" and texture.png_level == PNG_COMPRESS_LEVEL:
+        return texture
     if isinstance(texture, Image.Image):
         img = texture.convert("RGB")
     else:

@@ -74,7 +74,7 @@ def lod_meshes(textured: TexturedMesh, shares=(0.25, 0.0625), cancel=None) -> li
         if "normal_map" in textured.info:
             info["normal_map"] = dict(textured.info["normal_map"])
         done[share] = TexturedMesh(np.ascontiguousarray(vertices[keep]), f, np.ascontiguousarray(uvs[keep]),
-                                   textured.texture, info, textured.normal_texture)
+                                   textured.texture, info, textured.normal_texture).share_texture(textured)
     return [done[s] for s in shares]
 
 

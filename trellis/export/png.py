@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -107,19 +108,36 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
 
 
+_SLOTS_LOCK = threading.Lock()
+
+
 class FastPngImage(Image.Image):
     """A PIL image whose saves as PNG (``img.save(f, format="png")``, as trimesh's GLB writer calls it, or to a path
     ending in .png) write ``encode_png``'s file at zlib level ``png_level`` (or the save's ``compress_level``); other
-    formats save as usual, with the image's ``encoderinfo``. Made by ``fast_png_image``."""
+    formats save as usual, with the image's ``encoderinfo``. Made by ``fast_png_image``. Its PNG file is encoded
+    once per level (``png_bytes``) and kept for its later saves, so files that embed one texture (a GLB and an OBJ
+    written side by side) share one encode: its pixels are not to be changed after it is made."""
 
     png_level = 1
+
+    def png_bytes(self, level: int | None = None) -> bytes:
+        """The PNG file of this image at zlib ``level`` (default ``png_level``): encoded by the first caller, other
+        callers (threads included) wait for that encode and get the same bytes."""
+        level = self.png_level if level is None else int(level)
+        with _SLOTS_LOCK:           # (PIL's pickling keeps no instance attributes: the slots are made here)
+            slots = self.__dict__.setdefault("png_slots", {})
+            slot = slots.setdefault(level, [threading.Lock(), None])
+        with slot[0]:
+            if slot[1] is None:
+                slot[1] = encode_png(np.asarray(self), level=level)
+            return slot[1]
 
     def save(self, fp, format=None, **params):
         name = os.fspath(fp) if isinstance(fp, (str, os.PathLike)) else None
         kind = format or (os.path.splitext(name)[1][1:] if isinstance(name, str) else None) or self.format
         if str(kind).lower() != "png" or self.mode not in ("L", "RGB", "RGBA"):
             return super().save(fp, format, **params)
-        data = encode_png(np.asarray(self), level=int(params.get("compress_level", self.png_level)))
+        data = self.png_bytes(int(params.get("compress_level", self.png_level)))
         if name is None:
             fp.write(data)
         else:

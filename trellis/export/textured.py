@@ -2,12 +2,15 @@
 ``to_glb``, ``to_obj`` and the app)."""
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
-from .assemble import make_glb_mesh, save_glb, save_obj
+from .assemble import make_glb_mesh, save_glb, save_obj, texture_image
 from .normals import DEFAULT_CREASE_ANGLE
 
 __all__ = ["TexturedFields", "TexturedMesh"]
+
+_IMAGE_LOCK = threading.Lock()
 
 
 class TexturedFields(NamedTuple):
@@ -25,6 +28,24 @@ class TexturedMesh(TexturedFields):
     arrays): the ``normals.SharedSplit`` of its vertices and faces that its files take their normals from, or None."""
 
     split = None
+
+    def png_texture(self):
+        """The texture as one ``png.FastPngImage`` for every file written from this mesh (made on the first call):
+        its PNG is encoded once, however many files embed it and in whichever threads they are written."""
+        with _IMAGE_LOCK:
+            image = self.__dict__.get("texture_png")
+            if image is None:
+                image = self.__dict__["texture_png"] = texture_image(self.texture)
+            return image
+
+    def share_texture(self, source: "TexturedMesh") -> "TexturedMesh":
+        """This mesh with its files embedding ``source``'s texture image where both hold the very same texture array
+        (levels of detail made from ``source``): one PNG encode for all of them. Returns this mesh."""
+        if source.texture is self.texture:
+            image = source.png_texture()
+            with _IMAGE_LOCK:
+                self.__dict__["texture_png"] = image
+        return self
 
     def to_glb(self, crease_angle: float | None = DEFAULT_CREASE_ANGLE):
         """A ``trimesh.Trimesh`` ready for ``.export("x.glb")`` (y up, PBR material, normals split at

@@ -151,6 +151,7 @@ def test_lods_reach_their_face_counts_and_share_the_texture(made, shape):
         assert lod.info["target"] == target and lod.info["faces"] == len(lod.faces)
         assert abs(len(lod.faces) - target) <= 0.05 * target, (shape, share, len(lod.faces), target)
         assert lod.texture is full.texture and lod.normal_texture is full.normal_texture
+        assert lod.png_texture() is full.png_texture()         # one PNG encode for every level's file
         assert lod.vertices.dtype == np.float32 and lod.uvs.dtype == np.float32 and lod.faces.dtype == np.int64
         assert lod.vertices.shape[1] == 3 and lod.uvs.shape == (len(lod.vertices), 2) and lod.faces.shape[1] == 3
         assert np.array_equal(np.unique(lod.faces), np.arange(len(lod.vertices)))       # compact

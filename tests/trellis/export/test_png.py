@@ -103,3 +103,72 @@ def test_texture_image_saves_through_the_fast_encoder(tmp_path):
 def test_bad_input_is_refused(bad):
     with pytest.raises(ValueError, match="uint8"):
         png.encode_png(bad)
+
+
+def shared_mesh(tex):
+    """A small TexturedMesh (two triangles over the whole texture) for the file writers."""
+    from trellis.export.textured import TexturedMesh
+    v = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], np.float32)
+    f = np.array([[0, 1, 2], [0, 2, 3]], np.int64)
+    uv = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], np.float32)
+    return TexturedMesh(v, f, uv, tex, {})
+
+
+def test_files_written_side_by_side_share_one_encode(tmp_path, monkeypatch):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import trimesh
+
+    from trellis.export.formats import write
+    tex = smooth_texture(256, seed=3)
+    mesh = shared_mesh(tex)
+    encodes = []
+    real = png.encode_png
+
+    def counted(*args, **kwargs):
+        encodes.append(threading.get_ident())
+        return real(*args, **kwargs)
+    monkeypatch.setattr(png, "encode_png", counted)
+    start = threading.Barrier(3)
+
+    def one(name):
+        start.wait()
+        return write(mesh, tmp_path / name)
+    with ThreadPoolExecutor(3) as pool:
+        paths = list(pool.map(one, ["model.glb", "model.obj", "again.glb"]))
+    assert len(encodes) == 1                                   # one encode for the three files
+    own = real(tex, level=1)
+    assert (tmp_path / "model.png").read_bytes() == own        # the OBJ's texture: the file itself
+    for glb in (paths[0], paths[2]):
+        loaded = trimesh.load(glb, force="mesh")
+        image = loaded.visual.material.baseColorTexture
+        assert np.array_equal(np.asarray(image.convert("RGB")), tex)
+        assert own in open(glb, "rb").read()                   # embedded byte for byte
+    assert mesh.png_texture() is mesh.png_texture()
+
+
+def test_a_shared_image_keeps_its_format_when_another_is_asked(tmp_path):
+    from trellis.export.formats import write
+    from trellis.export.formats.gltf import encoded_texture
+    mesh = shared_mesh(smooth_texture(64, seed=4))
+    shared = mesh.png_texture()
+    jpeg = encoded_texture(shared, "jpeg")
+    assert jpeg is not shared and jpeg.format == "JPEG"
+    assert shared.format != "JPEG" and not getattr(shared, "encoderinfo", {})
+    write(mesh, tmp_path / "a.obj", texture_format="jpeg")
+    write(mesh, tmp_path / "b.obj")
+    assert Image.open(tmp_path / "a.jpg").format == "JPEG" and Image.open(tmp_path / "b.png").format == "PNG"
+    assert (tmp_path / "b.png").read_bytes() == png.encode_png(mesh.texture, level=1)
+
+
+def test_png_bytes_are_encoded_once_per_level_and_survive_pickling():
+    import pickle
+    tex = smooth_texture(96, seed=5)
+    img = texture_image(tex)
+    first = img.png_bytes()
+    assert img.png_bytes() is first and first == png.encode_png(tex, level=1)
+    strong = img.png_bytes(9)
+    assert strong is not first and np.array_equal(decoded(strong), tex)
+    back = pickle.loads(pickle.dumps(shared_mesh(tex)))
+    assert back.png_texture().png_bytes() == first

@@ -97,6 +97,8 @@ def write(textured, path, format: str | None = None, *, height: float | None = N
         up, units = spec.default_up, "m"
     up = up or spec.default_up
     vertices, faces, uvs, texture = textured.vertices, textured.faces, textured.uvs, textured.texture
+    if textured_file and texture_format == "png" and hasattr(textured, "png_texture"):
+        texture = textured.png_texture()          # one PNG encode for every file of this mesh
     if print_ready and name in ("stl", "3mf"):
         from .print_solid import print_solid
         vertices, faces = print_solid(vertices, faces)         # cut flat before placing: the base at the pivot

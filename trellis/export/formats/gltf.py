@@ -40,6 +40,8 @@ def encoded_texture(texture, texture_format: str = "png"):
     if texture_format not in GLB_TEXTURE_FORMATS:
         raise ValueError(f"unknown texture format {texture_format!r} (use one of {GLB_TEXTURE_FORMATS})")
     img = texture_image(texture)
+    if texture_format != "png" and img is texture:      # a shared image keeps its own format and settings
+        img = texture_image(img.copy())
     if texture_format == "jpeg":
         # trimesh's GLB writer keeps an image's own format when it is JPEG (else it writes PNG); Pillow lets
         # encoderinfo set the quality of every later save.
