@@ -58,6 +58,40 @@ def test_views_held_on_the_gpu_or_in_host_memory_give_the_same_bake(monkeypatch)
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
 
 
+@pytest.mark.parametrize("budget", [60_000, None])
+def test_prepared_views_folded_in_batches_give_the_same_bake(monkeypatch, budget):
+    # The views prepared while the UV unwrap runs are folded in batches on a GPU (least_squares.fold_views): the
+    # same faces, UVs and texture as folding them one by one, beyond the atomic adds' last bits; with several
+    # batches (a small pixel budget) and with one (the default budget holds these small views).
+    from test_export import make_gaussians
+    from test_mesh_cleanup import noisy_sphere_with_inner_shell
+    from trellis.export import schedule
+    from trellis.export.bake import least_squares
+
+    v, f = noisy_sphere_with_inner_shell(8)
+    gaussian = make_gaussians(torch.as_tensor(v, dtype=torch.float32), torch.as_tensor(f), n=40000).to("cuda")
+    mesh = (torch.as_tensor(v, dtype=torch.float32, device="cuda"), torch.as_tensor(f, device="cuda"))
+    kw = dict(simplify=0.95, fill_holes=True, texture_size=512, verbose=False, nviews=16, render_resolution=256,
+              uv_method="charts", device="cuda")
+    monkeypatch.setattr(schedule, "DEVICE_VIEW_MARGIN", 0)
+    if budget is not None:
+        monkeypatch.setattr(least_squares, "FOLD_BATCH_PIXELS", budget)
+    batches = []
+    real = least_squares.TextureAccumulator._fold_batch
+    monkeypatch.setattr(least_squares.TextureAccumulator, "_fold_batch",
+                        lambda self, group: (batches.append(len(group)), real(self, group))[1])
+    v0, f0, uv0, tex0, info0, _ = schedule.bake_textured_mesh(gaussian, mesh, **kw)
+    monkeypatch.setattr(least_squares, "FOLD_IN_BATCHES", False)
+    v1, f1, uv1, tex1, info1, _ = schedule.bake_textured_mesh(gaussian, mesh, **kw)
+    prepared = info0["observations"]["prepared_during_uv"]
+    assert prepared > 1 and info1["observations"]["prepared_during_uv"] == prepared
+    assert sum(batches) <= prepared and (len(batches) > 1 if budget else len(batches) == 1), batches
+    np.testing.assert_array_equal(f0, f1)
+    np.testing.assert_array_equal(uv0, uv1)
+    diff = np.abs(tex0.astype(np.int16) - tex1.astype(np.int16))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
+
+
 def test_merge_on_the_gpu_equals_numpy_and_simplify_takes_cuda_tensors():
     # The decimation's merge of duplicate vertices runs on the GPU for CUDA tensors (to_glb's case): the same
     # arrays as numpy's, and so the same decimation, in one pass and in pieces.

@@ -235,10 +235,7 @@ def _bake_fast(acc, prepared, views: _Views, app_rep, v_np, f_np, uv_np, texture
     """Stages 3-4, "fast": the prepared views folded, the rest observed and folded, solved, inpainted."""
     n = views.n
     acc.set_uvs(uv_np, v_np, f_np)
-    for i, p in enumerate(prepared):
-        acc.fold_view(p)
-        prepared[i] = None                 # freed as it goes
-        report("observe", i + 1, n)
+    acc.fold_views(prepared, progress=lambda done, _: report("observe", done, n))     # freed as it goes
     for i, (color, mask, depth) in enumerate(views.remaining(), start=len(prepared)):
         acc.add_view(color, mask, views.ext[i], views.intr[i], depth=depth, cancel=cancel)
         report("observe", i + 1, n)

@@ -724,6 +724,47 @@ def test_views_prepared_before_the_uvs_fold_as_views_added_after(asset, observat
         late.set_uvs(uv, v_uv, f_uv[:, [1, 2, 0]])
 
 
+@pytest.mark.parametrize("batched", [False, True])
+def test_prepared_views_folded_together_make_the_sums_of_one_by_one(asset, observations, monkeypatch, batched):
+    """``fold_views``: one by one (a CPU's default) the sums of ``fold_view`` bit for bit; in batches (a GPU's
+    default, forced here, several batches of a small pixel budget, a view with no kept pixels among them) the same
+    sums to float rounding. Each entry is freed once folded and the progress counts the views."""
+    from trellis.export.bake import least_squares
+    v_uv, f_uv, uv = _uv_mesh(asset)
+    obs = observations
+    blank = torch.zeros_like(obs["mask"][0])
+
+    def prepared_views(acc):
+        out = [acc.prepare_view(obs["color"][i], obs["mask"][i], obs["ext"][i], obs["intr"][i],
+                                depth=obs["depth"][i]) for i in range(6)]
+        out.insert(3, acc.prepare_view(obs["color"][0], blank, obs["ext"][0], obs["intr"][0]))
+        return out
+    one = tb.TextureAccumulator(asset["v"], asset["f"], None, 128)
+    views = prepared_views(one)
+    one.set_uvs(uv, v_uv, f_uv)
+    for p in views:
+        one.fold_view(p)
+    together = tb.TextureAccumulator(asset["v"], asset["f"], None, 128)
+    views = prepared_views(together)
+    sizes = [p["face"].shape[0] for p in views]
+    monkeypatch.setattr(least_squares, "FOLD_IN_BATCHES", batched)
+    monkeypatch.setattr(least_squares, "FOLD_BATCH_PIXELS", 2 * max(sizes) + 1)     # two or three views a batch
+    with pytest.raises(RuntimeError, match="no UVs"):
+        together.fold_views(views)
+    together.set_uvs(uv, v_uv, f_uv)
+    seen = []
+    together.fold_views(views, progress=lambda done, total: seen.append((done, total)))
+    assert views == [None] * 7 and seen[-1] == (7, 7) and [d for d, _ in seen] == sorted({d for d, _ in seen})
+    assert (len(seen) < 7) == batched
+    assert together.views == one.views == 7 and int(together._pixels) == int(one._pixels) > 0
+    for name in ("normal_eq", "rhs", "weight", "_tpp_sum"):
+        a, b = getattr(together, name), getattr(one, name)
+        if batched:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * float(b.abs().max()))
+        else:
+            assert torch.equal(a, b), name
+
+
 def test_views_prepared_while_the_uv_unwrap_runs_give_the_same_bake(asset, monkeypatch):
     """to_glb's "fast" bake prepares views during the UV unwrap where the views are held on the GPU (here forced on
     the CPU, with an unwrap slowed down through its own progress calls): the same mesh, UVs and texture as a run

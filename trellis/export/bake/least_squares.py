@@ -23,9 +23,16 @@ import torch.nn.functional as F
 from ...core.callbacks import check
 from .views import MeshViews, bilinear_taps
 
-__all__ = ["TextureAccumulator"]
+__all__ = ["FOLD_BATCH_PIXELS", "FOLD_IN_BATCHES", "TextureAccumulator"]
 
 Progress = Optional[Callable[[int, int], None]]
+
+# Pixels of prepared views folded in one batch on a GPU (``fold_views``; ~0.3 KB of temporaries each): a few dozen
+# kernels per batch instead of per view (docs/benchmarks/export.md#texture-bake).
+FOLD_BATCH_PIXELS = 2 << 20
+# Whether ``fold_views`` batches: None on a GPU only (a CPU gains nothing from it and keeps fold_view's exact sums);
+# True / False: always / never (tests).
+FOLD_IN_BATCHES = None
 
 
 class TextureAccumulator:
@@ -103,6 +110,44 @@ class TextureAccumulator:
         self._pixels += sel.numel()
         self._fold(r["uv"][sel], r["color"][sel], wgt[sel])
         self.views += 1
+
+    def fold_views(self, prepared: list, progress: Progress = None) -> None:
+        """Fold the ``prepare_view`` results in ``prepared`` in order, each entry set to None once folded (its memory
+        freed); ``progress(done, total)`` as they go. On a GPU views are folded in batches of up to FOLD_BATCH_PIXELS
+        pixels: the same sums as folding them one by one, up to the order of the additions (a GPU's float atomics fix
+        none anyway). Elsewhere one by one, ``fold_view``'s sums bit for bit (``FOLD_IN_BATCHES``)."""
+        if self.mesh.corner_uv is None:
+            raise RuntimeError("fold_views: no UVs yet (set_uvs)")
+        n = len(prepared)
+        batched = torch.device(self.mesh.device).type == "cuda" if FOLD_IN_BATCHES is None else FOLD_IN_BATCHES
+        i = 0
+        while i < n:
+            j, pixels = i + 1, prepared[i]["face"].shape[0]
+            while batched and j < n and pixels + prepared[j]["face"].shape[0] <= FOLD_BATCH_PIXELS:
+                pixels += prepared[j]["face"].shape[0]
+                j += 1
+            if j == i + 1:
+                self.fold_view(prepared[i])
+            else:
+                self._fold_batch(prepared[i:j])
+            prepared[i:j] = [None] * (j - i)
+            i = j
+            if progress is not None:
+                progress(i, n)
+
+    def _fold_batch(self, group: list) -> None:
+        counts = [p["face"].shape[0] for p in group]
+        r = {k: torch.cat([p[k] for p in group]) for k in ("face", "bary", "depth", "cos", "color")}
+        # each view's focal length for each of its pixels: the same quotients as fold_view's broadcast
+        r["f_px"] = torch.cat([torch.as_tensor(p["f_px"], device=r["depth"].device).reshape(1).expand(c)
+                               for p, c in zip(group, counts)])
+        r = self.mesh.with_uvs(r)
+        wgt = r["cos"].pow(self.cos_power) / r["texels_per_pixel"].clamp(min=1.0)
+        sel = torch.nonzero(wgt > 1e-6)[:, 0]
+        self._tpp_sum += r["texels_per_pixel"][sel].sum().double()
+        self._pixels += sel.numel()
+        self._fold(r["uv"][sel], r["color"][sel], wgt[sel])
+        self.views += len(group)
 
     def _fold(self, uv, c, wgt):
         s = self.mesh.size
