@@ -583,6 +583,26 @@ def test_min_cut_on_the_mixed_components_equals_the_whole_graphs(seed):
     assert got.any() and (~got).any() and not got[cut_off].any() and got[lone & inner].all()
 
 
+def test_the_dual_graph_made_ahead_gives_the_same_cut():
+    """The clean-up makes the cut's dual graph while the visibility renders (``hidden_faces.dual_graph``): the
+    faces removed with it given are those removed without; another mesh's graph is refused."""
+    from trellis.export.cleanup.hidden_faces import dual_graph
+    outer, inner = _box(0.6, 2), _box(0.2, 2)
+    v, f = _union(outer, inner)
+    vis = mc.face_visibility(v, f, num_views=40, resolution=128)
+    graph = dual_graph(v, f)
+    assert graph.n_comp == 2 and len(graph.comp) == len(f) and len(graph.length) == len(graph.fa)
+    details_with, details_without = {}, {}
+    with_graph = mc.invisible_face_mask(v, f, vis, graph=graph, details=details_with)
+    without = mc.invisible_face_mask(v, f, vis, details=details_without)
+    assert with_graph.any() and np.array_equal(with_graph, without)
+    assert details_with["source_side"] == details_without["source_side"]
+    v2, f2 = mc.remove_invisible_faces(v, f, vis, graph=graph)
+    assert np.array_equal(f2, mc.remove_invisible_faces(v, f, vis)[1])
+    with pytest.raises(ValueError, match="not this mesh's"):
+        mc.invisible_face_mask(v, f, vis, graph=dual_graph(*outer))
+
+
 def test_remove_invisible_without_hidden_faces_is_identity():
     v, f = _sphere(3)
     v2, f2 = mc.remove_invisible_faces(v, f, np.full(len(f), 0.5))

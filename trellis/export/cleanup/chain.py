@@ -5,7 +5,8 @@
 2. ``visibility.face_visibility``: in how many orbit views each face owns a pixel (our rasteriser, many
    views per call).
 3. ``hidden_faces.remove_invisible_faces``: an s-t minimum cut on the dual graph separates hidden faces
-   (inner shells) from well-seen ones.
+   (inner shells) from well-seen ones (the dual graph itself, ``hidden_faces.dual_graph``, is made in a thread
+   while step 2 renders).
 4. ``holes.fill_holes``: small boundary loops closed by the triangulation of their own vertices.
 5. ``decimate.simplify_mesh`` again, down to the face budget (the faces in the file; ``down_to_budget``: more
    passes where the decimator stops short).
@@ -18,13 +19,14 @@ stop) is checked between steps.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
 import numpy as np
 
 from ..arrays import Progress, output, report
 from .decimate import BackgroundSimplify, simplify_mesh
-from .hidden_faces import remove_invisible_faces
+from .hidden_faces import dual_graph, remove_invisible_faces
 from .holes import fill_holes as close_holes
 from .visibility import face_visibility, visibility_settings
 
@@ -130,11 +132,14 @@ def clean_mesh_for_export(vertices, faces, simplify: float = 0.95, fill_holes: b
                                                          if visibility_kwargs.get(k) is None}}
         record["visibility"] = {"views": int(visibility_kwargs["num_views"]),
                                 "resolution": int(visibility_kwargs["resolution"])}
-        vis = face_visibility(v, f, device=device, progress=progress, cancel=cancel,
-                              **visibility_kwargs)
-        lap("visibility")
-        v, f = remove_invisible_faces(v, f, vis, max_hole_size=fill_holes_max_size,
-                                      progress=progress, cancel=cancel)
+        # the cut's mesh-only work (edges, face pairs, components) in a thread while the views are rendered
+        with ThreadPoolExecutor(1, thread_name_prefix="trellis-dual-graph") as pool:
+            graph = pool.submit(dual_graph, v, f)
+            vis = face_visibility(v, f, device=device, progress=progress, cancel=cancel,
+                                  **visibility_kwargs)
+            lap("visibility")
+            v, f = remove_invisible_faces(v, f, vis, max_hole_size=fill_holes_max_size,
+                                          progress=progress, cancel=cancel, graph=graph.result())
         lap("remove_invisible")
         record["visible_faces"] = int(len(f))
         max_edges = int(250 * math.sqrt(1 - reduction))

@@ -2,7 +2,7 @@
 (inner shells) from well-seen ones (``scipy.sparse.csgraph.maximum_flow``)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -13,7 +13,8 @@ from ..arrays import Progress, drop_unreferenced, output, report, to_numpy
 from ..mesh_graph import components, dual_arcs, edges
 from ..rows import row_norm
 
-__all__ = ["remove_invisible_faces", "invisible_face_mask", "source_side", "source_side_whole_graph", "group_quantile"]
+__all__ = ["DualGraph", "dual_graph", "remove_invisible_faces", "invisible_face_mask", "source_side",
+           "source_side_whole_graph", "group_quantile"]
 
 
 # Min-cut capacities are integers for scipy: every weight of the reference (edge length x 1000,
@@ -40,8 +41,33 @@ def group_quantile(values, groups, n_groups, q):
     return out
 
 
+class DualGraph(NamedTuple):
+    """What the cut needs of a mesh before its visibility is known (``dual_graph``): its edges, the pairs of faces
+    sharing one, the components they join and each pair's edge length."""
+    edge_of_he: np.ndarray      # edge id per half-edge [3F]
+    ends: np.ndarray            # edge endpoints [E, 2]
+    edge_use: np.ndarray        # faces per edge [E]
+    fa: np.ndarray              # face pairs sharing an edge (dual arcs) [A]
+    fb: np.ndarray
+    fe: np.ndarray              # the edge of each pair [A]
+    n_comp: int
+    comp: np.ndarray            # component per face [F]
+    length: np.ndarray          # the shared edge's length per pair [A]
+
+
+def dual_graph(vertices, faces) -> DualGraph:
+    """The ``DualGraph`` of a mesh: made while its visibility is rendered (the export's clean-up does so in a
+    thread), it leaves the cut only the work that needs the visibility."""
+    v, f = to_numpy(vertices, faces)
+    edge_of_he, ends, edge_use = edges(f, len(v))
+    fa, fb, fe = dual_arcs(edge_of_he, len(f))
+    n_comp, comp = components(len(f), fa, fb)
+    length = row_norm(v[ends[fe, 0]] - v[ends[fe, 1]])
+    return DualGraph(edge_of_he, ends, edge_use, fa, fb, fe, n_comp, comp, length)
+
+
 def remove_invisible_faces(vertices, faces, visibility, max_hole_size: float = 0.04,
-                           progress: Progress = None, cancel=None):
+                           progress: Progress = None, cancel=None, graph: Optional[DualGraph] = None):
     """Cut away hidden parts (inner shells) by an s-t minimum cut on the dual graph (§15.2).
 
     * Per connected component (faces joined by shared edges), "outer" faces have visibility
@@ -59,16 +85,18 @@ def remove_invisible_faces(vertices, faces, visibility, max_hole_size: float = 0
       the loop's edge midpoints. A "loop" is a connected set of newly opened edges (edges left
       with exactly one face after the piece is removed); loops are judged per piece.
     * Vertices no longer used are dropped.
+
+    ``graph``: ``dual_graph(vertices, faces)`` made already (the same result).
     """
     v, f = to_numpy(vertices, faces)
     remove = invisible_face_mask(v, f, visibility, max_hole_size, progress=progress,
-                                 cancel=cancel)
+                                 cancel=cancel, graph=graph)
     return output(*drop_unreferenced(v, f[~remove]))
 
 
 def invisible_face_mask(vertices, faces, visibility, max_hole_size: float = 0.04,
                         progress: Progress = None, cancel=None,
-                        details: Optional[dict] = None) -> np.ndarray:
+                        details: Optional[dict] = None, graph: Optional[DualGraph] = None) -> np.ndarray:
     """The faces ``remove_invisible_faces`` removes, as a bool mask [F] (same arguments).
 
     ``details``, if a dict, receives the counts of inner/outer/source-side faces and, per piece
@@ -89,9 +117,11 @@ def invisible_face_mask(vertices, faces, visibility, max_hole_size: float = 0.04
     _check_cancel(cancel)
     n_faces = len(f)
 
-    edge_of_he, ends, edge_use = edges(f, len(v))
-    fa, fb, fe = dual_arcs(edge_of_he, n_faces)
-    n_comp, comp = components(n_faces, fa, fb)
+    if graph is None:
+        graph = dual_graph(v, f)
+    elif len(graph.comp) != n_faces or len(graph.edge_of_he) != 3 * n_faces:
+        raise ValueError("the dual graph given is not this mesh's")
+    edge_of_he, ends, edge_use, fa, fb, fe, n_comp, comp, length = graph
     q75 = group_quantile(vis, comp, n_comp, 0.75)
     threshold = np.minimum(np.maximum(q75, 0.25), 0.5)
     outer = vis > threshold[comp]
@@ -99,7 +129,6 @@ def invisible_face_mask(vertices, faces, visibility, max_hole_size: float = 0.04
     _check_cancel(cancel)
 
     # the s-t minimum cut's arcs: edge length x 1000 in integer steps of 1 / _CUT_RESOLUTION
-    length = row_norm(v[ends[fe, 0]] - v[ends[fe, 1]])
     arc_cap = np.rint(length * 1000.0 * _CUT_RESOLUTION)
     in_source = source_side(n_faces, fa, fb, arc_cap, comp, inner, outer)
     report(progress, stage, 2, steps)
