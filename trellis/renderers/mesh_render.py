@@ -56,7 +56,7 @@ import torch
 from .. import fastpaths
 from ..core.callbacks import check as _check_cancel
 
-__all__ = ["rasterize", "triangle_setup_torch", "triangle_setup_buffers", "raster_keys_torch", "candidate_tiles",
+__all__ = ["rasterize", "raster_keys", "EMPTY_KEY", "triangle_setup_torch", "triangle_setup_buffers", "raster_keys_torch", "candidate_tiles",
            "interpolate", "bary_derivatives", "render_mesh",  # noqa: F822 (render_mesh: __getattr__ below)
            "SUBPIXEL_BITS", "GUARD"]
 
@@ -65,6 +65,7 @@ _SUB = 1 << SUBPIXEL_BITS
 _HALF = _SUB // 2
 GUARD = 1 << 29  # max |fixed-point coordinate|; keeps every edge-function product below 2**62
 _INT64_MAX = torch.iinfo(torch.int64).max
+EMPTY_KEY = _INT64_MAX          # ``raster_keys`` of a pixel no triangle covers
 
 
 def _default_budget(device: torch.device) -> int:
@@ -194,6 +195,32 @@ def rasterize(vertices_clip: torch.Tensor, faces: torch.Tensor, height: int, wid
     """
     device = vertices_clip.device
     faces = faces.to(device=device, dtype=torch.int64).reshape(-1, 3)
+    hw = height * width
+    keys = raster_keys(vertices_clip, faces, height, width, cancel=cancel, ndc_y_up=ndc_y_up,
+                       chunk_budget=chunk_budget)
+    covered = keys != _INT64_MAX
+    face_idx = (keys & 0xFFFFFFFF)
+    face_id = torch.where(covered, face_idx + 1, torch.zeros_like(face_idx)).reshape(height, width)
+    if not with_bary:
+        return face_id, None, None
+    bary = torch.zeros(hw, 3, dtype=torch.float32, device=device)
+    depth = torch.zeros(hw, dtype=torch.float32, device=device)
+    pix = torch.nonzero(covered)[:, 0]
+    if pix.numel() > 0:
+        b, d, _ = _pixel_bary(vertices_clip, faces, face_idx[pix], pix, height, width, ndc_y_up,
+                              with_derivatives=False)
+        bary[pix] = b.to(torch.float32)
+        depth[pix] = d.to(torch.float32)
+    return face_id, bary.reshape(height, width, 3), depth.reshape(height, width)
+
+
+def raster_keys(vertices_clip: torch.Tensor, faces: torch.Tensor, height: int, width: int, cancel=None,
+                ndc_y_up: bool = False, chunk_budget: Optional[int] = None) -> torch.Tensor:
+    """``rasterize``'s coverage and depth test alone: flat int64 [H*W] keys, per pixel (depth bits << 32 | face) of
+    the nearest triangle covering it (``face`` 0-based), ``EMPTY_KEY`` where none does. For callers that need only
+    which face owns a pixel (the visibility counts), without the passes that make ``face_id``."""
+    device = vertices_clip.device
+    faces = faces.to(device=device, dtype=torch.int64).reshape(-1, 3)
     if faces.shape[0] >= (1 << 31):
         raise ValueError("too many faces for the packed depth key")
     hw = height * width
@@ -209,21 +236,7 @@ def rasterize(vertices_clip: torch.Tensor, faces: torch.Tensor, height: int, wid
                            cancel=cancel, budget=chunk_budget,
                            on_failure=lambda: keys.fill_(_INT64_MAX))
         _check_cancel(cancel)
-
-    covered = keys != _INT64_MAX
-    face_idx = (keys & 0xFFFFFFFF)
-    face_id = torch.where(covered, face_idx + 1, torch.zeros_like(face_idx)).reshape(height, width)
-    if not with_bary:
-        return face_id, None, None
-    bary = torch.zeros(hw, 3, dtype=torch.float32, device=device)
-    depth = torch.zeros(hw, dtype=torch.float32, device=device)
-    pix = torch.nonzero(covered)[:, 0]
-    if pix.numel() > 0:
-        b, d, _ = _pixel_bary(vertices_clip, faces, face_idx[pix], pix, height, width, ndc_y_up,
-                              with_derivatives=False)
-        bary[pix] = b.to(torch.float32)
-        depth[pix] = d.to(torch.float32)
-    return face_id, bary.reshape(height, width, 3), depth.reshape(height, width)
+    return keys
 
 
 def candidate_tiles(count: torch.Tensor, block: int):

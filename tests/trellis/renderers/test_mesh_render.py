@@ -165,6 +165,28 @@ def test_matches_brute_force(seed):
     assert torch.equal(depth, depth2)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_raster_keys_hold_the_face_rasterize_gives(seed):
+    """``raster_keys`` (the visibility counts read faces from it): each covered pixel's key holds, in its low 32 bits,
+    the 0-based face ``rasterize`` puts there; an empty pixel's key is EMPTY_KEY."""
+    from trellis.renderers.mesh_render import EMPTY_KEY, raster_keys
+    g = torch.Generator().manual_seed(seed)
+    n_tri = 40
+    intr = intrinsics_from_fov(math.radians(60))
+    verts = (torch.rand(n_tri, 1, 3, generator=g) * torch.tensor([2.0, 2.0, 2.0]) + torch.tensor([-1.0, -1.0, 2.0])
+             + 0.5 * torch.randn(n_tri, 3, 3, generator=g)).reshape(-1, 3)
+    verts[:, 2] = verts[:, 2].clamp(min=0.5)
+    faces = torch.arange(3 * n_tri).reshape(n_tri, 3)
+    clip = _to_clip(verts, torch.eye(4), intr)
+    face_id, _, _ = rasterize(clip, faces, 24, 32)
+    keys = raster_keys(clip, faces, 24, 32)
+    assert keys.shape == (24 * 32,) and keys.dtype == torch.int64
+    covered = keys != EMPTY_KEY
+    assert covered.sum() > 100 and torch.equal(covered.reshape(24, 32), face_id > 0)
+    assert torch.equal((keys[covered] & 0xFFFFFFFF) + 1, face_id.reshape(-1)[covered])
+    assert int((EMPTY_KEY & 0xFFFFFFFF)) > 2 ** 31           # the visibility's spare slot lies past every face
+
+
 def test_equal_depth_tie_goes_to_lower_face_id():
     clip = torch.tensor([[-1, -1, 0, 1], [3, -1, 0, 1], [-1, 3, 0, 1]], dtype=torch.float32)
     faces = torch.tensor([[0, 1, 2], [0, 2, 1], [0, 1, 2]])

@@ -123,7 +123,7 @@ def face_visibility(vertices, faces, num_views: Optional[int] = None,
     opt-in preset). Progress: ("visibility", views done, views)
     after every rasterise call (about a second each on a CPU).
 
-    Views are rendered as tiles of one atlas image per ``rasterize`` call. Each tile has a
+    Views are rendered as tiles of one atlas image per rasteriser call (``raster_keys``). Each tile has a
     gutter wide enough to hold everything the view projects outside its frame, and only the
     tile's own frame is read back, so the result equals rendering every view on its own.
     ``pixel_budget`` bounds the atlas size in pixels (default: ``default_pixel_budget``).
@@ -132,7 +132,7 @@ def face_visibility(vertices, faces, num_views: Optional[int] = None,
     import torch
 
     from ...renderers.cameras import hammersley_sphere_views, orbit_cameras, projection_opencv
-    from ...renderers.mesh_render import rasterize
+    from ...renderers.mesh_render import raster_keys
 
     if device is None:
         device = vertices.device if isinstance(vertices, torch.Tensor) else torch.device("cpu")
@@ -196,16 +196,15 @@ def face_visibility(vertices, faces, num_views: Optional[int] = None,
             clip = torch.stack([x, y, clip[..., 2], w], -1)
         offsets = (torch.arange(k, device=device) * len(v_np))[:, None, None]
         batch_faces = (tris[None] + offsets).reshape(-1, 3)
-        face_id, _, _ = rasterize(clip.reshape(-1, 4), batch_faces, ah, aw, cancel=cancel,
-                                  with_bary=False)
-        # Keep each tile's frame only, then count every (view, face) pair once.
-        frame = face_id.reshape(rows, tile, cols, tile)[:, gutter:gutter + resolution, :,
-                                                          gutter:gutter + resolution]
-        ids = frame.reshape(-1)
-        ids = ids[ids > 0] - 1
-        seen = torch.zeros(k * n_faces, dtype=torch.bool, device=device)
-        seen[ids] = True
-        counts += seen.reshape(k, n_faces).sum(0)
+        keys = raster_keys(clip.reshape(-1, 4), batch_faces, ah, aw, cancel=cancel)
+        # Keep each tile's frame only, then count every (view, face) pair once: a covered pixel's key holds its
+        # pair's index in its low 32 bits, an empty pixel's (all ones there) is clamped to one spare slot past
+        # them, so a single scatter marks what the views saw.
+        frame = keys.reshape(rows, tile, cols, tile)[:, gutter:gutter + resolution, :, gutter:gutter + resolution]
+        slot = torch.clamp_max(frame & 0xFFFFFFFF, k * n_faces)
+        seen = torch.zeros(k * n_faces + 1, dtype=torch.bool, device=device)
+        seen[slot.reshape(-1)] = True
+        counts += seen[:-1].reshape(k, n_faces).sum(0)
         done += k
         report(progress, "visibility", done, num_views)
     return (counts.to(torch.float64) / num_views).cpu().numpy().astype(np.float32)
