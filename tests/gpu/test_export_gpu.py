@@ -6,56 +6,61 @@ import torch
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def test_views_rendered_while_pieces_decimate_give_the_same_bake():
-    # A mesh large enough to be decimated in pieces (child processes): the observation views rendered
-    # while they run give the same faces, UVs and texture as rendering them afterwards.
+def sphere_bake_inputs():
+    """(faces of the source mesh, its Gaussians, the mesh on the GPU, the bake's arguments): a noisy sphere with an
+    inner shell, ~1.4 M faces, large enough to be decimated in pieces."""
     from test_export import make_gaussians
     from test_mesh_cleanup import noisy_sphere_with_inner_shell
-    from trellis.export import cleanup as mc
-    from trellis.utils.postprocessing_utils import bake_textured_mesh
-
-    v, f = noisy_sphere_with_inner_shell(8)                 # ~1.4 M faces: several pieces
-    assert mc.decimation_pieces(len(f)) > 1
-    gaussian = make_gaussians(torch.as_tensor(v, dtype=torch.float32), torch.as_tensor(f), n=40000).to("cuda")
-    mesh = (torch.as_tensor(v, dtype=torch.float32, device="cuda"), torch.as_tensor(f, device="cuda"))
-    kw = dict(simplify=0.95, fill_holes=True, texture_size=512, verbose=False, nviews=16, render_resolution=256,
-              uv_method="charts", device="cuda")
-    v0, f0, uv0, tex0, info0, _ = bake_textured_mesh(gaussian, mesh, overlap_uv=False, **kw)
-    v1, f1, uv1, tex1, info1, _ = bake_textured_mesh(gaussian, mesh, **kw)
-    assert info0["views_rendered_during_simplify"] == 0 and info1["views_rendered_during_simplify"] > 0
-    np.testing.assert_array_equal(f0, f1)
-    np.testing.assert_array_equal(uv0, uv1)
-    # The bake's sums over views use atomic adds on a GPU, whose order varies from run to run: the float
-    # texture differs in its last bits, so a few texels round to the neighbouring 8-bit level.
-    diff = np.abs(tex0.astype(np.int16) - tex1.astype(np.int16))
-    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
-
-
-def test_views_held_on_the_gpu_or_in_host_memory_give_the_same_bake(monkeypatch):
-    # Where the observation views wait until the UVs are known (on the GPU when they all fit with
-    # DEVICE_VIEW_MARGIN to spare, else copied to host memory) changes no face, UV or texel beyond the
-    # atomic adds' last bits.
-    from test_export import make_gaussians
-    from test_mesh_cleanup import noisy_sphere_with_inner_shell
-    from trellis.export import schedule
 
     v, f = noisy_sphere_with_inner_shell(8)
     gaussian = make_gaussians(torch.as_tensor(v, dtype=torch.float32), torch.as_tensor(f), n=40000).to("cuda")
     mesh = (torch.as_tensor(v, dtype=torch.float32, device="cuda"), torch.as_tensor(f, device="cuda"))
     kw = dict(simplify=0.95, fill_holes=True, texture_size=512, verbose=False, nviews=16, render_resolution=256,
               uv_method="charts", device="cuda")
+    return f, gaussian, mesh, kw
+
+
+def assert_same_bake(a, b):
+    """Two bakes' (vertices, faces, uvs, texture, info, normal map): the same faces and UVs; the bake's sums over
+    views use atomic adds on a GPU, whose order varies from run to run, so the float texture differs in its last
+    bits and a few texels round to the neighbouring 8-bit level."""
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(a[2], b[2])
+    diff = np.abs(a[3].astype(np.int16) - b[3].astype(np.int16))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
+
+
+def test_views_rendered_while_pieces_decimate_give_the_same_bake():
+    # A mesh large enough to be decimated in pieces (child processes): the observation views rendered
+    # while they run give the same faces, UVs and texture as rendering them afterwards.
+    from trellis.export import cleanup as mc
+    from trellis.utils.postprocessing_utils import bake_textured_mesh
+
+    f, gaussian, mesh, kw = sphere_bake_inputs()
+    assert mc.decimation_pieces(len(f)) > 1                 # several pieces
+    before = bake_textured_mesh(gaussian, mesh, overlap_uv=False, **kw)
+    overlapped = bake_textured_mesh(gaussian, mesh, **kw)
+    assert before[4]["views_rendered_during_simplify"] == 0 and overlapped[4]["views_rendered_during_simplify"] > 0
+    assert_same_bake(before, overlapped)
+
+
+def test_views_held_on_the_gpu_or_in_host_memory_give_the_same_bake(monkeypatch):
+    # Where the observation views wait until the UVs are known (on the GPU when they all fit with
+    # DEVICE_VIEW_MARGIN to spare, else copied to host memory) changes no face, UV or texel beyond the
+    # atomic adds' last bits.
+    from trellis.export import schedule
+
+    _, gaussian, mesh, kw = sphere_bake_inputs()
     monkeypatch.setattr(schedule, "DEVICE_VIEW_MARGIN", 0)
-    v0, f0, uv0, tex0, info0, _ = schedule.bake_textured_mesh(gaussian, mesh, **kw)
+    on_device = schedule.bake_textured_mesh(gaussian, mesh, **kw)
     monkeypatch.setattr(schedule, "DEVICE_VIEW_MARGIN", 1 << 62)    # never room enough: host memory
-    v1, f1, uv1, tex1, info1, _ = schedule.bake_textured_mesh(gaussian, mesh, **kw)
+    on_host = schedule.bake_textured_mesh(gaussian, mesh, **kw)
+    info0, info1 = on_device[4], on_host[4]
     assert info0["observations"]["held_on"] == "device" and info1["observations"]["held_on"] == "host"
     # held on the GPU, views are also prepared for the bake (raster, pixel tests) while the UV unwrap runs
     assert info0["observations"]["prepared_during_uv"] > 0 and info1["observations"]["prepared_during_uv"] == 0
     assert info0["views_rendered_during_simplify"] > 0 and info1["views_rendered_during_simplify"] > 0
-    np.testing.assert_array_equal(f0, f1)
-    np.testing.assert_array_equal(uv0, uv1)
-    diff = np.abs(tex0.astype(np.int16) - tex1.astype(np.int16))
-    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
+    assert_same_bake(on_device, on_host)
 
 
 @pytest.mark.parametrize("budget", [60_000, None])
@@ -63,16 +68,10 @@ def test_prepared_views_folded_in_batches_give_the_same_bake(monkeypatch, budget
     # The views prepared while the UV unwrap runs are folded in batches on a GPU (least_squares.fold_views): the
     # same faces, UVs and texture as folding them one by one, beyond the atomic adds' last bits; with several
     # batches (a small pixel budget) and with one (the default budget holds these small views).
-    from test_export import make_gaussians
-    from test_mesh_cleanup import noisy_sphere_with_inner_shell
     from trellis.export import schedule
     from trellis.export.bake import least_squares
 
-    v, f = noisy_sphere_with_inner_shell(8)
-    gaussian = make_gaussians(torch.as_tensor(v, dtype=torch.float32), torch.as_tensor(f), n=40000).to("cuda")
-    mesh = (torch.as_tensor(v, dtype=torch.float32, device="cuda"), torch.as_tensor(f, device="cuda"))
-    kw = dict(simplify=0.95, fill_holes=True, texture_size=512, verbose=False, nviews=16, render_resolution=256,
-              uv_method="charts", device="cuda")
+    _, gaussian, mesh, kw = sphere_bake_inputs()
     monkeypatch.setattr(schedule, "DEVICE_VIEW_MARGIN", 0)
     if budget is not None:
         monkeypatch.setattr(least_squares, "FOLD_BATCH_PIXELS", budget)
@@ -80,16 +79,13 @@ def test_prepared_views_folded_in_batches_give_the_same_bake(monkeypatch, budget
     real = least_squares.TextureAccumulator._fold_batch
     monkeypatch.setattr(least_squares.TextureAccumulator, "_fold_batch",
                         lambda self, group: (batches.append(len(group)), real(self, group))[1])
-    v0, f0, uv0, tex0, info0, _ = schedule.bake_textured_mesh(gaussian, mesh, **kw)
+    in_batches = schedule.bake_textured_mesh(gaussian, mesh, **kw)
     monkeypatch.setattr(least_squares, "FOLD_IN_BATCHES", False)
-    v1, f1, uv1, tex1, info1, _ = schedule.bake_textured_mesh(gaussian, mesh, **kw)
-    prepared = info0["observations"]["prepared_during_uv"]
-    assert prepared > 1 and info1["observations"]["prepared_during_uv"] == prepared
+    one_by_one = schedule.bake_textured_mesh(gaussian, mesh, **kw)
+    prepared = in_batches[4]["observations"]["prepared_during_uv"]
+    assert prepared > 1 and one_by_one[4]["observations"]["prepared_during_uv"] == prepared
     assert sum(batches) <= prepared and (len(batches) > 1 if budget else len(batches) == 1), batches
-    np.testing.assert_array_equal(f0, f1)
-    np.testing.assert_array_equal(uv0, uv1)
-    diff = np.abs(tex0.astype(np.int16) - tex1.astype(np.int16))
-    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
+    assert_same_bake(in_batches, one_by_one)
 
 
 def test_merge_on_the_gpu_equals_numpy_and_simplify_takes_cuda_tensors():

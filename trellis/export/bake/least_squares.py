@@ -102,14 +102,7 @@ class TextureAccumulator:
         """Fold a ``prepare_view`` result into the normal equations (the UVs must be set)."""
         if self.mesh.corner_uv is None:
             raise RuntimeError("fold_view: no UVs yet (set_uvs)")
-        r = self.mesh.with_uvs(prepared)
-        wgt = r["cos"].pow(self.cos_power) / r["texels_per_pixel"].clamp(min=1.0)
-        # No float()/int() of the sums: they stay on the device.
-        sel = torch.nonzero(wgt > 1e-6)[:, 0]
-        self._tpp_sum += r["texels_per_pixel"][sel].sum().double()
-        self._pixels += sel.numel()
-        self._fold(r["uv"][sel], r["color"][sel], wgt[sel])
-        self.views += 1
+        self._fold_pixels(prepared, 1)
 
     def fold_views(self, prepared: list, progress: Progress = None) -> None:
         """Fold the ``prepare_view`` results in ``prepared`` in order, each entry set to None once folded (its memory
@@ -141,13 +134,19 @@ class TextureAccumulator:
         # each view's focal length for each of its pixels: the same quotients as fold_view's broadcast
         r["f_px"] = torch.cat([torch.as_tensor(p["f_px"], device=r["depth"].device).reshape(1).expand(c)
                                for p, c in zip(group, counts)])
-        r = self.mesh.with_uvs(r)
+        self._fold_pixels(r, len(group))
+
+    def _fold_pixels(self, prepared: dict, views: int) -> None:
+        """Fold the pixels of ``prepared`` (one view's ``prepare_view``, or several views' concatenated), counted as
+        ``views`` views."""
+        r = self.mesh.with_uvs(prepared)
         wgt = r["cos"].pow(self.cos_power) / r["texels_per_pixel"].clamp(min=1.0)
+        # No float()/int() of the sums: they stay on the device.
         sel = torch.nonzero(wgt > 1e-6)[:, 0]
         self._tpp_sum += r["texels_per_pixel"][sel].sum().double()
         self._pixels += sel.numel()
         self._fold(r["uv"][sel], r["color"][sel], wgt[sel])
-        self.views += len(group)
+        self.views += views
 
     def _fold(self, uv, c, wgt):
         s = self.mesh.size
