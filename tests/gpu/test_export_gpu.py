@@ -98,6 +98,15 @@ def test_merge_on_the_gpu_equals_numpy_and_simplify_takes_cuda_tensors():
         ref = weld.merge_duplicate_vertices(v.astype(np.float64), f)
         got = weld.merge_duplicate_vertices_on_device(torch.from_numpy(v).cuda(), torch.from_numpy(f).cuda())
         np.testing.assert_array_equal(got[0], ref[0])
+        # the re-join's tidy on the GPU, with and without fins (faces on one vertex set): numpy's arrays
+        on_gpu = weld.merge_duplicate_vertices_on_device(torch.from_numpy(v).cuda(), torch.from_numpy(f).cuda(),
+                                                         host=False)
+        for fins in (False, True):
+            gf = torch.cat([on_gpu[1], on_gpu[1][:6].flip(1)]) if fins else on_gpu[1]
+            want = weld.tidy_decimated(ref[0], gf.cpu().numpy())
+            tidy = weld.tidy_decimated_on_device(on_gpu[0], gf)
+            np.testing.assert_array_equal(tidy[0], want[0])
+            np.testing.assert_array_equal(tidy[1], want[1])
         np.testing.assert_array_equal(got[1], ref[1])
     v, f = noisy_sphere_with_inner_shell(8)
     v = v.astype(np.float32)
@@ -114,13 +123,13 @@ def test_merge_on_the_gpu_equals_numpy_and_simplify_takes_cuda_tensors():
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     # the cut into pieces on the GPU: the same groups and piece arrays as numpy's
-    from trellis.export.cleanup import pieces as pc
+    from trellis.export.cleanup import cut
     mv, mf = weld.merge_duplicate_vertices(v.astype(np.float64), f)
     dv, df = torch.from_numpy(mv).cuda(), torch.from_numpy(mf).cuda()
-    groups = pc.split_compact(mv[mf[:, 0]], 8)
-    on_gpu = pc.split_compact(dv[df[:, 0]], 8)
+    groups = cut.split_compact(mv[mf[:, 0]], 8)
+    on_gpu = cut.split_compact(dv[df[:, 0]], 8)
     assert all(np.array_equal(a, b.cpu().numpy()) for a, b in zip(groups, on_gpu))
-    for (av, af), (bv, bf) in zip(pc.piece_arrays(mv, mf, groups), pc.piece_arrays(dv, df, on_gpu)):
+    for (av, af), (bv, bf) in zip(cut.piece_arrays(mv, mf, groups), cut.piece_arrays(dv, df, on_gpu)):
         np.testing.assert_array_equal(av, bv)
         np.testing.assert_array_equal(af, bf)
     # the app's early decimation (ExportJob) is given the decoder's CUDA tensors: merged there, the same result

@@ -8,7 +8,7 @@ from scipy.spatial import cKDTree
 
 from trellis.export import cleanup as mc
 from trellis.export import processes
-from trellis.export.cleanup import holes, pieces, weld
+from trellis.export.cleanup import cut, holes, pieces, weld
 from trellis.export.cleanup import chain
 from trellis.export.cleanup.chain import face_budget, first_reduction
 from trellis.core.callbacks import Cancelled
@@ -211,25 +211,24 @@ def test_the_cut_into_pieces_is_one_set_of_groups_on_any_device():
     groups from numpy and from torch (which cuts on the GPU where the merged mesh is there), even where most
     coordinates tie (-0.0 and 0.0 included); every face once, groups of equal size, in ascending order."""
     import torch
-    from trellis.export.cleanup import pieces
 
     rng = np.random.default_rng(0)
     pts = (np.round(rng.normal(size=(100_000, 3)) * 4) / 4).astype(np.float32)
     pts[:500], pts[500:1000] = -0.0, 0.0
     for p in (2, 8, 16):
-        a = pieces.split_compact(pts, p)
-        b = pieces.split_compact(torch.from_numpy(pts), p)
+        a = cut.split_compact(pts, p)
+        b = cut.split_compact(torch.from_numpy(pts), p)
         assert len(a) == len(b) == p and all(np.array_equal(x, y.numpy()) for x, y in zip(a, b))
         assert np.array_equal(np.sort(np.concatenate(a)), np.arange(len(pts)))
         assert {len(x) for x in a} == {len(pts) // p} and all((np.diff(x) > 0).all() for x in a)
     # the lower half by value then index: a group of equal values splits by index
     same = np.zeros((8, 3), dtype=np.float32)
-    assert [x.tolist() for x in pieces.split_compact(same, 2)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert [x.tolist() for x in cut.split_compact(same, 2)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
     v, f = noisy_sphere_with_inner_shell(5)
     v = v.astype(np.float64)
-    groups = pieces.split_compact(v[f[:, 0]], 4)
-    for (av, af), (bv, bf) in zip(pieces.piece_arrays(v, f, groups),
-                                  pieces.piece_arrays(torch.from_numpy(v), torch.from_numpy(f),
+    groups = cut.split_compact(v[f[:, 0]], 4)
+    for (av, af), (bv, bf) in zip(cut.piece_arrays(v, f, groups),
+                                  cut.piece_arrays(torch.from_numpy(v), torch.from_numpy(f),
                                                       [torch.from_numpy(g) for g in groups])):
         assert np.array_equal(av, bv) and np.array_equal(af, bf) and af.dtype == bf.dtype == np.int32
 
@@ -238,16 +237,16 @@ def test_the_final_rounds_shares_and_turned_cut():
     """The shares add up to the target, none more than one off its proportion; the turn keeps distances (a
     rotation) and puts no cut plane of the second round along the first round's axes."""
     sizes = [8970, 8970, 8971, 8970, 1, 12345]
-    got = pieces.shares(35880, sizes)
+    got = cut.shares(35880, sizes)
     assert sum(got) == 35880 and min(got) >= 1
     exact = np.array(sizes) * 35880 / sum(sizes)
     assert np.abs(np.array(got) - exact).max() <= 1.0
-    assert pieces.shares(3, [10, 10, 10, 10]) == [1, 1, 1, 1]       # at least one each
-    r = np.array(pieces.SHIFTED_CUT)
+    assert cut.shares(3, [10, 10, 10, 10]) == [1, 1, 1, 1]       # at least one each
+    r = np.array(cut.SHIFTED_CUT)
     np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-12)
     assert np.abs(r).max() < 0.99                                  # every new axis is oblique to the old ones
     pts = np.random.default_rng(0).normal(size=(1000, 3))
-    turned = pieces.shifted_points(pts)
+    turned = cut.shifted_points(pts)
     assert turned.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(turned, axis=1), np.linalg.norm(pts, axis=1), rtol=1e-5)
 
@@ -405,6 +404,26 @@ def test_coincident_faces_cancel_as_a_plain_count_per_vertex_set_says(offset):
     np.testing.assert_array_equal(weld.cancel_coincident_faces(f), expected)
     distinct = np.array([[0, 1, 2], [3, 4, 5], [2, 1, 3]]) + offset
     np.testing.assert_array_equal(weld.cancel_coincident_faces(distinct), distinct)
+
+
+@pytest.mark.parametrize("offset", [0, 1 << 21])     # ids in one int64 key, and past it
+def test_tidy_on_device_equals_numpy(offset):
+    """The torch twin of the re-join's tidy (on the CPU here, on CUDA in tests/gpu) gives ``tidy_decimated``'s
+    arrays bit for bit: degenerate faces dropped, unused vertices dropped and renumbered; with faces on the same
+    vertex set (fins, repeats) too, which it leaves to the numpy code."""
+    rng = np.random.default_rng(5)
+    v = rng.normal(size=(offset + 3000, 3))
+    clean = rng.permutation(3000)[:2400].reshape(-1, 3) + offset          # distinct vertex sets, some vertices unused
+    clean[::9, 2] = clean[::9, 1]                                          # degenerate ones
+    folded = np.concatenate([clean, clean[5:9, ::-1], clean[20:22]])       # back-to-back fins and repeats
+    for f in (clean, folded):
+        want_v, want_f = weld.tidy_decimated(v, f.astype(np.int64))
+        got_v, got_f = weld.tidy_decimated_on_device(torch.from_numpy(v), torch.from_numpy(f.astype(np.int64)))
+        assert got_v.dtype == want_v.dtype and got_f.dtype == want_f.dtype
+        np.testing.assert_array_equal(got_v, want_v)
+        np.testing.assert_array_equal(got_f, want_f)
+    # the four fins cancel with the faces they fold over (those go too), the repeats collapse into theirs
+    assert len(weld.tidy_decimated(v, folded)[1]) == len(weld.tidy_decimated(v, clean)[1]) - 4
 
 
 def test_simplify_zero_reduction_returns_input():

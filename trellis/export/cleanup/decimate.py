@@ -32,12 +32,13 @@ def _on_accelerator(x) -> bool:
 def _prepare(vertices, faces, reduction):
     """(merged vertices float64, faces int64, target face count, the same two on the accelerator or None) for a
     decimation by ``reduction``: tensors on an accelerator are merged there and kept there for the cut into
-    pieces."""
+    pieces; the first two are then those tensors too (``host`` makes numpy of them where a step needs it: the
+    cut into pieces does not, and a copy of the whole mesh would be a wasted copy on the job's critical path)."""
     if reduction >= 1:
         raise ValueError(f"reduction must be below 1 (got {reduction}); 0.95 removes 95 % of faces")
     if reduction > 0 and _on_accelerator(vertices) and _on_accelerator(faces) and len(faces):
-        v, f, v_dev, f_dev = merge_duplicate_vertices_on_device(vertices, faces, keep=True)
-        return v, f, max(1, int(round(len(f) * (1.0 - reduction)))), (v_dev, f_dev)
+        v, f = merge_duplicate_vertices_on_device(vertices, faces, host=False)
+        return v, f, max(1, int(round(len(f) * (1.0 - reduction)))), (v, f)
     v, f = to_numpy(vertices, faces)
     if reduction <= 0 or len(f) == 0:
         return v, f, len(f), None
@@ -48,7 +49,7 @@ def _prepare(vertices, faces, reduction):
 
 def _finish(v, f):
     """Decimator output -> (float32 vertices, int64 faces): degenerate and coincident faces dropped."""
-    return output(*tidy_decimated(v, f))
+    return output(*tidy_decimated(*to_numpy(v, f)))
 
 
 def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, cancel=None,
@@ -80,7 +81,7 @@ def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, 
         v, f, target, on_device = _prepare(vertices, faces, reduction)
         if reduction <= 0 or len(f) == 0:
             report(progress, "simplify", 1, 1)          # nothing to remove: the step is done
-            return output(v, f)
+            return output(*to_numpy(v, f))
         check(cancel)
         pieces = decimation_pieces(len(f)) if pieces is None else max(1, int(pieces))
         if target >= len(f):
@@ -89,7 +90,7 @@ def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, 
             if job is not None:
                 job.close()
             report(progress, "simplify", 0, 1)
-            v, f = decimate_once(v, f, target)
+            v, f = decimate_once(*to_numpy(v, f), target)
             check(cancel)
             report(progress, "simplify", 1, 1)
             return _finish(v, f)
@@ -167,7 +168,7 @@ class BackgroundSimplify:
             # the given arrays, not the host copies: tensors on a GPU are merged there (``_prepare``)
             v, f, target, on_device = _prepare(vertices, faces, self.reduction)
             if self.reduction <= 0 or len(f) == 0:
-                self._result = output(v, f)
+                self._result = output(*to_numpy(v, f))
             elif target >= len(f):
                 self._result = _finish(v, f)
             else:

@@ -12,6 +12,7 @@ cannot start is replaced by the same call in this process.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -21,12 +22,14 @@ from typing import Optional
 import numpy as np
 
 from .. import processes, temp_dirs
-from .weld import merge_duplicate_vertices, merge_duplicate_vertices_on_device, tidy_decimated
+from ..arrays import to_numpy
+from .cut import piece_arrays, shares, shifted_points, split_compact
+from .weld import (merge_duplicate_vertices, merge_duplicate_vertices_on_device, tidy_decimated,
+                   tidy_decimated_on_device)
 
 __all__ = ["PIECE_MIN_FACES", "PIECES_FROM_FACES", "MAX_PIECES", "PIECE_SLACK", "FINAL_IN_PIECES",
-           "FINAL_PIECE_MIN_FACES", "SHIFTED_CUT", "TEMP_PREFIX", "CHILD_IDLE_S", "shifted_points", "shares",
-           "PIECE_CHILD", "piece_child_code", "decimation_pieces", "in_pieces", "decimate_once", "warm_pool",
-           "order_keys", "split_compact", "piece_arrays", "PieceDecimation"]
+           "FINAL_PIECE_MIN_FACES", "TEMP_PREFIX", "CHILD_IDLE_S", "PIECE_CHILD", "piece_child_code",
+           "decimation_pieces", "in_pieces", "decimate_once", "warm_pool", "PieceDecimation"]
 
 # Piece sizes that keep the seams' error at one pass's and pay off the children's start-up
 # (docs/benchmarks/export.md#decimation).
@@ -39,13 +42,6 @@ PIECE_SLACK = 2.0
 # FINAL_PIECE_MIN_FACES faces (its kept seam is then a small share of it: docs/benchmarks/export.md#decimation).
 FINAL_IN_PIECES = True
 FINAL_PIECE_MIN_FACES = 5_000
-# The second round's cut is made on the points turned by this rotation (rows: the new axes): the first round cuts
-# across the longest extents' axes, so the second round's planes stand oblique to them and meet the first round's
-# seams only along lines (a rotation by 45 degrees about z, then by atan(1/sqrt 2) about the new x).
-_C, _S = math.sqrt(0.5), math.sqrt(0.5)
-_CB, _SB = math.sqrt(2.0 / 3.0), math.sqrt(1.0 / 3.0)
-SHIFTED_CUT = ((_C, -_S, 0.0), (_CB * _S, _CB * _C, -_SB), (_SB * _S, _SB * _C, _CB))
-
 # The decimation's temp folder, owned by its process (``temp_dirs``): an app's start removes only dead ones'.
 TEMP_PREFIX = "trellis_simplify_"
 
@@ -115,87 +111,6 @@ def warm_pool(children: Optional[int] = None) -> int:
     return processes.pooled_children()
 
 
-def order_keys(values, index):
-    """int64 keys that order float32 ``values`` as numbers (-0.0 just before 0.0), ties by ``index`` (below 2**31):
-    all distinct, so the lower half of a group is one set whatever finds it (numpy's partition here, a GPU's
-    k-th value there). numpy arrays or torch tensors."""
-    if isinstance(values, np.ndarray):
-        bits = np.ascontiguousarray(values, dtype=np.float32).view(np.int32).astype(np.int64)
-        key = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-        return (key << 31) | np.asarray(index, dtype=np.int64)
-    import torch
-    bits = values.to(torch.float32).contiguous().view(torch.int32).to(torch.int64)
-    key = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-    return (key << 31) | index.to(torch.int64)
-
-
-def split_compact(points, pieces: int) -> list:
-    """Indices of ``points`` [N,3] (float32; numpy, or a torch tensor on any device: the same groups) in ``pieces``
-    (a power of two) compact groups of equal size: each group is halved at the median of its longest extent
-    (``order_keys``: ties go by index) until there are enough. Each group lists its points in ascending order."""
-    gpu = not isinstance(points, np.ndarray)
-    if gpu:
-        import torch
-        cols = points.to(torch.float32).t().contiguous()                 # [3, N]: fast per-axis work
-        groups = [torch.arange(points.shape[0], device=points.device)]
-    else:
-        cols = np.ascontiguousarray(np.asarray(points, dtype=np.float32).T)
-        groups = [np.arange(len(points))]
-    while len(groups) < pieces:
-        halves = []
-        for g in groups:
-            sample = g[:: max(1, len(g) // 65536)]                  # the extent of a sample is enough
-            if gpu:
-                probe = cols[:, sample]
-                axis = int(np.argmax((probe.max(1)[0] - probe.min(1)[0]).cpu().numpy()))
-            else:                           # per axis: numpy's gather of all three is strided, its reductions slow
-                axis = int(np.argmax([np.ptp(cols[a, sample]) for a in range(3)]))
-            keys = order_keys(cols[axis, g], g)
-            half = len(g) // 2
-            if gpu:
-                lower = keys <= keys.kthvalue(half).values
-            else:
-                lower = keys <= np.partition(keys, half - 1)[half - 1]
-            halves += [g[lower], g[~lower]]
-        groups = halves
-    return groups
-
-
-def shifted_points(points) -> np.ndarray:
-    """``points`` [N,3] (numpy) turned by ``SHIFTED_CUT``, float32: element by element (no BLAS, whose summation
-    order varies by library and machine), so the cut is the same everywhere."""
-    p = np.asarray(points, dtype=np.float64)
-    cols = [p[:, 0] * r[0] + p[:, 1] * r[1] + p[:, 2] * r[2] for r in SHIFTED_CUT]
-    return np.stack(cols, axis=1).astype(np.float32)
-
-
-def shares(target: int, sizes) -> list:
-    """``target`` shared out in proportion to ``sizes`` (whole numbers, at least 1 each, adding up to ``target``
-    when it is at least their count): cumulative rounding, so no piece drifts by more than one."""
-    sizes = np.asarray(sizes, dtype=np.float64)
-    cut = np.rint(np.cumsum(sizes) * (target / max(sizes.sum(), 1.0))).astype(np.int64)
-    return [max(1, int(x)) for x in np.diff(np.r_[0, cut])]
-
-
-def piece_arrays(v, f, groups) -> list:
-    """(vertices float64, faces int32 into them) of each group of faces, its vertices in their order in ``v``;
-    numpy, or torch tensors on a device (the same arrays, in host memory)."""
-    out = []
-    for g in groups:
-        fg = f[g]
-        if isinstance(v, np.ndarray):
-            used = np.zeros(len(v), dtype=bool)
-            used[fg.reshape(-1)] = True
-            out.append((v[used], ((np.cumsum(used) - 1)[fg]).astype(np.int32)))
-        else:
-            import torch
-            used = torch.zeros(v.shape[0], dtype=torch.bool, device=v.device)
-            used[fg.reshape(-1)] = True
-            remap = torch.cumsum(used, 0) - 1
-            out.append((v[used].cpu().numpy(), remap[fg].to(torch.int32).cpu().numpy()))
-    return out
-
-
 class PieceDecimation:
     """The decimation of a merged mesh to ``target`` faces in child processes that ``poll()`` advances
     (it never blocks on a child): either one child for the whole mesh, or ``pieces`` compact pieces (borders
@@ -224,6 +139,7 @@ class PieceDecimation:
         self._files = -1
         self._code = PIECE_CHILD
         self._device = None          # the accelerator the mesh came on: the re-joins' merge runs there
+        self._stream = None          # ... on a stream of its own (made at the first re-join)
         try:
             for _ in range(children):
                 self._start_child()
@@ -251,17 +167,15 @@ class PieceDecimation:
             if self.phase == "pieces":
                 cv, cf = on_device if on_device is not None else (v, f)
                 groups = split_compact(cv[cf[:, 0]], pieces)    # a face's first corner stands for the face
-                files = []
-                for g, (pv, pf) in zip(groups, piece_arrays(cv, cf, groups)):
-                    share = max(1, int(math.ceil(target * PIECE_SLACK * len(g) / len(f))))
-                    files.append(self._write(pv, pf, share, True))
+                n_faces = len(f)
+                shares_ = [max(1, int(math.ceil(target * PIECE_SLACK * len(g) / n_faces))) for g in groups]
+                files = self._give_out(zip(piece_arrays(cv, cf, groups), shares_), len(groups))
                 self.mark(f"{len(files)} pieces written")
-                self._share_out(files)
                 # the final round's work: in as many pieces where the re-joined mesh (about PIECE_SLACK x the
                 # target) gives them enough faces, else the whole mesh
                 self.steps = len(files) + (pieces if self.final_in_pieces(target * PIECE_SLACK) else 1)
             else:
-                self._pending = [[self._write(v, f, target, False)]]
+                self._pending = [[self._write(*to_numpy(v, f), target, False)]]
                 self.steps = 1
         except BaseException:
             self.close()
@@ -271,10 +185,23 @@ class PieceDecimation:
         """Whether a re-joined mesh of ``faces`` faces gets its final pass in pieces."""
         return FINAL_IN_PIECES and self.pieces > 1 and faces >= self.pieces * FINAL_PIECE_MIN_FACES
 
-    def _share_out(self, files) -> None:
-        """``files`` as one batch per idle child (at least one batch)."""
-        batches = max(1, len(self._idle))
-        self._pending = [files[c::batches] for c in range(batches)]
+    def _give_out(self, work, count: int) -> list:
+        """Write the ``count`` pieces of ``work`` ((vertices, faces), target share; their borders kept) one by one and
+        give them out in runs, one run per idle child (at least one run), each run sent as soon as its last piece
+        is written: the first children decimate while the later pieces are cut and written. Returns the calls."""
+        runs = max(1, min(len(self._idle), count))
+        ends = {int(math.ceil(count * (r + 1) / runs)) for r in range(runs)}   # a run ends after these many pieces
+        files, run = [], []
+        for (pv, pf), share in work:
+            run.append(self._write(pv, pf, share, True))
+            files.append(run[-1])
+            if len(files) in ends:
+                if self._idle:
+                    self._send(run)
+                else:                  # no idle child now: the run waits for one (``poll``)
+                    self._pending.append(run)
+                run = []
+        return files
 
     def _start_child(self) -> None:
         proc = processes.take(self._code)
@@ -350,10 +277,9 @@ class PieceDecimation:
             for pv, pf in parts:
                 faces.append(pf + base)
                 base += len(pv)
-            v, f = self._merged(np.concatenate([pv for pv, _ in parts]), np.concatenate(faces))
             first_round = self.phase == "pieces"
-            if first_round:        # the fins the pieces folded (back-to-back pairs) would count toward the target
-                v, f = tidy_decimated(v, f)
+            # the fins the pieces folded (back-to-back pairs) would count toward the target: tidied after the first
+            v, f = self._merged(np.concatenate([pv for pv, _ in parts]), np.concatenate(faces), tidy=first_round)
             self.mark(f"re-joined: {len(f)} faces")
             self._steps_before += len(self._done)
             self._done = {}
@@ -364,27 +290,34 @@ class PieceDecimation:
                     self.phase = "shifted"
                     # numpy's cut: on the accelerator its dozen small steps wait behind the preview's renders
                     groups = split_compact(shifted_points(v[f[:, 0]]), self.pieces)
-                    files = [self._write(pv, pf, share, True) for (pv, pf), share in
-                             zip(piece_arrays(v, f, groups), shares(self.target, [len(g) for g in groups]))]
+                    files = self._give_out(zip(piece_arrays(v, f, groups),
+                                               shares(self.target, [len(g) for g in groups])), len(groups))
                     self.mark(f"{len(files)} shifted pieces written")
-                    self._share_out(files)
                 else:
                     self.phase = "whole"
                     self._pending = [[self._write(v, f, self.target, False)]]
-                self.steps = self._steps_before + sum(map(len, self._pending))
+                self.steps = self._steps_before + sum(map(len, self._pending)) + sum(
+                    len(calls) for _, calls in self._busy.values())
                 return self.poll()
             parts = [(v, f)]
         self._result = parts[0]
         return True
 
-    def _merged(self, v, f):
-        """``merge_duplicate_vertices`` of the re-joined pieces, on the mesh's accelerator where it came on one (the
-        same arrays, bit for bit: ``weld.merge_duplicate_vertices_on_device``)."""
+    def _merged(self, v, f, tidy: bool):
+        """``merge_duplicate_vertices`` of the re-joined pieces, then with ``tidy`` ``tidy_decimated``; on the mesh's
+        accelerator where it came on one (the same arrays, bit for bit: ``weld.merge_duplicate_vertices_on_device``,
+        ``weld.tidy_decimated_on_device``), on a stream of this decimation's own, so that its copies back wait for
+        its own kernels only, not for the caller's work queued meanwhile (view renders)."""
         if self._device is None:
-            return merge_duplicate_vertices(v, f)
+            v, f = merge_duplicate_vertices(v, f)
+            return tidy_decimated(v, f) if tidy else (v, f)
         import torch
-        return merge_duplicate_vertices_on_device(torch.from_numpy(v).to(self._device),
-                                                  torch.from_numpy(f).to(self._device))
+        if self._stream is None and self._device.type == "cuda":
+            self._stream = torch.cuda.Stream(self._device)
+        with torch.cuda.stream(self._stream) if self._stream is not None else contextlib.nullcontext():
+            v, f = merge_duplicate_vertices_on_device(torch.from_numpy(v).to(self._device),
+                                                      torch.from_numpy(f).to(self._device), host=not tidy)
+            return tidy_decimated_on_device(v, f) if tidy else (v, f)
 
     @staticmethod
     def _collect(written: bool, src, dst):

@@ -8,7 +8,7 @@ from ..arrays import drop_unreferenced
 from ..rows import row_any, row_min
 
 __all__ = ["merge_duplicate_vertices", "merge_duplicate_vertices_on_device", "cancel_coincident_faces",
-           "tidy_decimated"]
+           "tidy_decimated", "tidy_decimated_on_device"]
 
 
 def merge_duplicate_vertices(vertices, faces):
@@ -32,11 +32,11 @@ def merge_duplicate_vertices(vertices, faces):
     return merged, f[keep]
 
 
-def merge_duplicate_vertices_on_device(vertices, faces, keep: bool = False):
+def merge_duplicate_vertices_on_device(vertices, faces, host: bool = True):
     """``merge_duplicate_vertices`` of torch tensors, on their device, as numpy (float64 [V,3], int64 [F,3]): the
     same arrays, bit for bit. A GPU sorts the rows in milliseconds where numpy's lexsort takes a noticeable
-    share of the export's critical path on large meshes (docs/benchmarks/export.md#decimation). ``keep``: the
-    device's tensors of the same arrays follow (v, f, v on the device, f on the device), for more work there."""
+    share of the export's critical path on large meshes (docs/benchmarks/export.md#decimation). ``host=False``:
+    the same arrays as tensors on the device instead (float64, int64), for more work there without a host copy."""
     import torch
 
     v = vertices.detach().reshape(-1, 3)
@@ -52,8 +52,7 @@ def merge_duplicate_vertices_on_device(vertices, faces, keep: bool = False):
         merged = merged.double()
         f = remap[f]
         f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
-    out = merged.cpu().numpy(), f.cpu().numpy()
-    return (*out, merged, f) if keep else out
+    return (merged.cpu().numpy(), f.cpu().numpy()) if host else (merged, f)
 
 
 def cancel_coincident_faces(faces):
@@ -105,3 +104,29 @@ def tidy_decimated(vertices, faces):
     vertices left unused; the arrays' types kept."""
     f = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])]
     return drop_unreferenced(vertices, cancel_coincident_faces(f))
+
+
+def tidy_decimated_on_device(vertices, faces):
+    """``tidy_decimated`` of torch tensors (float64 [V,3], int64 [F,3]) on their device, as numpy: the same arrays,
+    bit for bit. The usual mesh (no two faces on the same three vertices) is tidied there; one that has some is
+    copied out and tidied by ``tidy_decimated`` itself, which decides which face of each group stays."""
+    import torch
+
+    f = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])]
+    if len(f) and _shares_vertex_sets(f, vertices.shape[0]):
+        return tidy_decimated(vertices.cpu().numpy(), f.cpu().numpy())
+    used = torch.zeros(vertices.shape[0], dtype=torch.bool, device=vertices.device)
+    used[f.reshape(-1)] = True
+    remap = torch.cumsum(used, 0) - 1
+    return vertices[used].cpu().numpy(), remap[f].cpu().numpy()
+
+
+def _shares_vertex_sets(faces, n: int) -> bool:
+    """Whether two of the (torch) ``faces`` (vertex ids below ``n``) use the same three vertices, in any order."""
+    import torch
+
+    canon = torch.sort(faces, dim=1).values
+    if n < 1 << 21:                 # the three ids in one int64 key: one sort of one column
+        key = torch.sort((canon[:, 0] * n + canon[:, 1]) * n + canon[:, 2]).values
+        return bool((key[1:] == key[:-1]).any())
+    return torch.unique(canon, dim=0).shape[0] < canon.shape[0]
