@@ -251,6 +251,32 @@ def test_the_final_rounds_shares_and_turned_cut():
     np.testing.assert_allclose(np.linalg.norm(turned, axis=1), np.linalg.norm(pts, axis=1), rtol=1e-5)
 
 
+def test_pieces_given_tensors_give_the_numpy_result(children):
+    """The decimation in pieces given the merged mesh as tensors too (where it came on a GPU; CPU tensors here): its
+    cut into pieces and its first re-join's merge and tidy run in torch, and the result is numpy's, bit for bit."""
+    import time
+
+    v, f = noisy_sphere_with_inner_shell(7)
+    mv, mf = weld.merge_duplicate_vertices(v.astype(np.float64), f)
+    target = round(0.05 * len(mf))
+    results = []
+    for on_device in (None, (torch.from_numpy(mv), torch.from_numpy(mf))):
+        job = pieces.PieceDecimation(4)
+        try:
+            job.begin(mv, mf, target, 4, on_device=on_device)
+            while not job.poll():
+                time.sleep(0.005)
+            results.append(job.result())
+            assert sum("shifted pieces written" in event for _, event in job.timeline) == 1
+            assert job.child_calls == 8 and job.finished_steps() == job.steps == 8
+        finally:
+            job.close()
+    (a_v, a_f), (b_v, b_f) = results
+    assert isinstance(b_v, np.ndarray) and abs(len(b_f) - target) <= 0.01 * target
+    np.testing.assert_array_equal(a_v, b_v)
+    np.testing.assert_array_equal(a_f, b_f)
+
+
 @pytest.fixture
 def children(monkeypatch, tmp_path):
     """The real child processes started (subprocess.Popen recorded), temp files in tmp_path; the pool of warm
