@@ -253,7 +253,7 @@ def test_the_final_rounds_shares_and_turned_cut():
 
 def test_pieces_given_tensors_give_the_numpy_result(children):
     """The decimation in pieces given the merged mesh as tensors too (where it came on a GPU; CPU tensors here): its
-    cut into pieces and its first re-join's merge and tidy run in torch, and the result is numpy's, bit for bit."""
+    cut into pieces and its re-joins' merge and tidy run in torch, and the result is numpy's (tidied), bit for bit."""
     import time
 
     v, f = noisy_sphere_with_inner_shell(7)
@@ -267,11 +267,12 @@ def test_pieces_given_tensors_give_the_numpy_result(children):
             while not job.poll():
                 time.sleep(0.005)
             results.append(job.result())
+            assert job.tidied == (on_device is not None)     # the final re-join tidied where it is merged in torch
             assert sum("shifted pieces written" in event for _, event in job.timeline) == 1
             assert job.child_calls == 8 and job.finished_steps() == job.steps == 8
         finally:
             job.close()
-    (a_v, a_f), (b_v, b_f) = results
+    (a_v, a_f), (b_v, b_f) = weld.tidy_decimated(*results[0]), results[1]
     assert isinstance(b_v, np.ndarray) and abs(len(b_f) - target) <= 0.01 * target
     np.testing.assert_array_equal(a_v, b_v)
     np.testing.assert_array_equal(a_f, b_f)

@@ -47,9 +47,10 @@ def _prepare(vertices, faces, reduction):
     return v, f, max(1, int(round(len(f) * (1.0 - reduction)))), None
 
 
-def _finish(v, f):
-    """Decimator output -> (float32 vertices, int64 faces): degenerate and coincident faces dropped."""
-    return output(*tidy_decimated(*to_numpy(v, f)))
+def _finish(v, f, tidied: bool = False):
+    """Decimator output -> (float32 vertices, int64 faces): degenerate and coincident faces dropped (unless
+    ``tidied`` says that was done already)."""
+    return output(v, f) if tidied else output(*tidy_decimated(*to_numpy(v, f)))
 
 
 def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, cancel=None,
@@ -110,6 +111,7 @@ def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, 
             else:
                 time.sleep(0.005)
         v, f = job.result()
+        tidied = job.tidied
         job.mark("done")
         if info is not None:
             info["timeline"] = job.timeline
@@ -118,7 +120,7 @@ def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, 
             job.close()
     check(cancel)
     report(progress, "simplify", job.steps, job.steps)
-    return _finish(v, f)
+    return _finish(v, f, tidied)
 
 
 def simplify_time_estimate(n_faces: int) -> float:
@@ -244,7 +246,7 @@ class BackgroundSimplify:
             if self._error is not None:
                 raise self._error
             self._job.mark("result taken")
-            self._result = _finish(*self._job.result())
+            self._result = _finish(*self._job.result(), self._job.tidied)
         finally:                       # also on cancel: the children are killed, their files removed
             self.close()
         report(progress, "simplify", 100, 100)

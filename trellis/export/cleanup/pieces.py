@@ -133,6 +133,7 @@ class PieceDecimation:
         self.proc = None             # the last child started
         self._idle, self._busy, self._done, self._result, self._pending = [], {}, {}, None, []
         self.child_calls = 0         # calls whose result a child wrote (the rest were done here)
+        self.tidied = False          # whether ``result()`` is tidied already (``weld.tidy_decimated``)
         self.pooled = 0              # children taken warm from the pool
         self.steps = 0
         self._steps_before = 0       # steps of the rounds already re-joined
@@ -279,7 +280,10 @@ class PieceDecimation:
                 base += len(pv)
             first_round = self.phase == "pieces"
             # the fins the pieces folded (back-to-back pairs) would count toward the target: tidied after the first
-            v, f = self._merged(np.concatenate([pv for pv, _ in parts]), np.concatenate(faces), tidy=first_round)
+            # round; after the final one too where the accelerator does it (the caller's ``tidy_decimated`` then has
+            # nothing left to do: ``tidied``)
+            tidy = first_round or self._device is not None
+            v, f = self._merged(np.concatenate([pv for pv, _ in parts]), np.concatenate(faces), tidy=tidy)
             self.mark(f"re-joined: {len(f)} faces")
             self._steps_before += len(self._done)
             self._done = {}
@@ -288,7 +292,7 @@ class PieceDecimation:
                 # once more with every edge free
                 if self.final_in_pieces(len(f)):
                     self.phase = "shifted"
-                    # numpy's cut: on the accelerator its dozen small steps wait behind the preview's renders
+                    # numpy's cut: on the accelerator (one sort per level, a stream of its own) it was no faster
                     groups = split_compact(shifted_points(v[f[:, 0]]), self.pieces)
                     files = self._give_out(zip(piece_arrays(v, f, groups),
                                                shares(self.target, [len(g) for g in groups])), len(groups))
@@ -299,7 +303,7 @@ class PieceDecimation:
                 self.steps = self._steps_before + sum(map(len, self._pending)) + sum(
                     len(calls) for _, calls in self._busy.values())
                 return self.poll()
-            parts = [(v, f)]
+            parts, self.tidied = [(v, f)], tidy
         self._result = parts[0]
         return True
 
@@ -331,6 +335,7 @@ class PieceDecimation:
             return decimate_once(d["vertices"], d["faces"], int(d["target"]), bool(d["preserve_border"]))
 
     def result(self):
+        """The decimator's output (vertices, faces), tidied where ``tidied`` says so; None until ``poll()`` is True."""
         return self._result
 
     def close(self) -> None:
