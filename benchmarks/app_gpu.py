@@ -369,6 +369,11 @@ def job_summary(timings: dict) -> dict:
         row["uv_cpu"] = stages["uv_cpu"]
     if stages.get("uv_packings"):                         # layouts packed (one, plus one per overlap round)
         row["uv_packings"] = stages["uv_packings"]
+    for key in ("views_rendered_during_simplify", "views_rendered_during_uv"):   # where the bake's views were made
+        if key in stages:
+            row[key.replace("views_rendered_", "views_")] = stages[key]
+    if "prepared_during_uv" in (stages.get("observations") or {}):
+        row["views_prepared_during_uv"] = stages["observations"]["prepared_during_uv"]
     if stages.get("seconds"):                             # every lap of the bake's clock, in order
         row["bake_laps"] = stages["seconds"]
     memory = timings.get("memory") or {}
