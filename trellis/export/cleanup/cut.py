@@ -21,8 +21,8 @@ SHIFTED_CUT = ((_C, -_S, 0.0), (_CB * _S, _CB * _C, -_SB), (_SB * _S, _SB * _C, 
 
 def order_keys(values, index):
     """int64 keys that order float32 ``values`` as numbers (-0.0 just before 0.0), ties by ``index`` (below 2**31):
-    all distinct, so the lower half of a group is one set whatever finds it (numpy's partition here, a GPU's
-    k-th value there). numpy arrays or torch tensors."""
+    all distinct, so the lower half of a group is one set whatever finds it (numpy's partition, a sort on a GPU).
+    numpy arrays or torch tensors."""
     if isinstance(values, np.ndarray):
         bits = np.ascontiguousarray(values, dtype=np.float32).view(np.int32).astype(np.int64)
         key = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits)

@@ -32,7 +32,7 @@ def _on_accelerator(x) -> bool:
 def _prepare(vertices, faces, reduction):
     """(merged vertices float64, faces int64, target face count, the same two on the accelerator or None) for a
     decimation by ``reduction``: tensors on an accelerator are merged there and kept there for the cut into
-    pieces; the first two are then those tensors too (``host`` makes numpy of them where a step needs it: the
+    pieces; the first two are then those tensors too (``to_numpy`` copies them out where a step needs numpy: the
     cut into pieces does not, and a copy of the whole mesh would be a wasted copy on the job's critical path)."""
     if reduction >= 1:
         raise ValueError(f"reduction must be below 1 (got {reduction}); 0.95 removes 95 % of faces")

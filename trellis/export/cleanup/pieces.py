@@ -169,8 +169,8 @@ class PieceDecimation:
                 cv, cf = on_device if on_device is not None else (v, f)
                 groups = split_compact(cv[cf[:, 0]], pieces)    # a face's first corner stands for the face
                 n_faces = len(f)
-                shares_ = [max(1, int(math.ceil(target * PIECE_SLACK * len(g) / n_faces))) for g in groups]
-                files = self._give_out(zip(piece_arrays(cv, cf, groups), shares_), len(groups))
+                targets = [max(1, int(math.ceil(target * PIECE_SLACK * len(g) / n_faces))) for g in groups]
+                files = self._give_out(zip(piece_arrays(cv, cf, groups), targets), len(groups))
                 self.mark(f"{len(files)} pieces written")
                 # the final round's work: in as many pieces where the re-joined mesh (about PIECE_SLACK x the
                 # target) gives them enough faces, else the whole mesh
