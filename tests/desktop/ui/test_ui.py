@@ -459,7 +459,8 @@ def test_batch_multi_view_presets_and_history(app, outputs):
     ui.page.get_by_role("tab", name="Multiple views").click()
     ui.page.locator("#td-multi input[type=file]").set_input_files(
         [os.path.join(EXAMPLES, "mushroom.png"), os.path.join(EXAMPLES, "sphere.png")])
-    ui.page.wait_for_selector("#td-multi img")
+    # both uploads shown before the job is made (the first image alone appears while the second still uploads)
+    ui.page.wait_for_function("() => document.querySelectorAll('#td-multi img').length >= 2", timeout=30000)
     ui.page.locator("#td-multi-mode label", has_text="Blend all views").click()
     before = set(job_dirs(outputs))
     ui.generate()
