@@ -216,9 +216,10 @@ import runpy, sys
 sys.argv[0] = "desktop"
 runpy.run_module("desktop", run_name="__main__", alter_sys=True)
 """
-# The realistic object's bootstrap: its arrays and patch, the patch applied when the app imports the pipeline, the app.
-REALISTIC_BOOTSTRAP = (REALISTIC_HEAD + on_import("trellis.pipelines.trellis_image_to_3d",
-                                                  "patch_pipeline(module.TrellisImageTo3DPipeline)") + DESKTOP)
+# The realistic object's patch: its arrays, and the patch applied when the pipeline is first imported; then the app.
+REALISTIC_PATCH = REALISTIC_HEAD + on_import("trellis.pipelines.trellis_image_to_3d",
+                                             "patch_pipeline(module.TrellisImageTo3DPipeline)")
+REALISTIC_BOOTSTRAP = REALISTIC_PATCH + DESKTOP
 
 
 def job_command(obj: str, image: Path, out: Path, model: Path, runs: int, preset: str, extra=(),
@@ -226,8 +227,11 @@ def job_command(obj: str, image: Path, out: Path, model: Path, runs: int, preset
     """The job process's command: the command-line generator (`runs` jobs of `image` into `out`, ``formats``: GLB +
     PLY + OBJ + MP4 unless told, seed 3) with ``obj``'s realistic object swapped in (or the random weights' own outputs), `extra` flags
     added."""
+    # The memory cap and the switches come after the realistic object's import hook (the cap, and a setting of a module
+    # under trellis.pipelines, import the pipeline: it must be patched then) and after its arrays have loaded (their
+    # thread importing beside the prelude's imports failed).
     head = [sys.executable, "-c", _LIMIT_PRELUDE + DESKTOP] if obj == "random" else \
-        [sys.executable, "-c", _LIMIT_PRELUDE + REALISTIC_BOOTSTRAP, obj]
+        [sys.executable, "-c", REALISTIC_PATCH + "\n_loading.join()\n" + _LIMIT_PRELUDE + DESKTOP, obj]
     return [*head, "generate", *[str(image)] * runs, "-o", str(out), "--model", str(model), "--device", "cuda",
             "--preset", preset, "--formats", formats, "--seed", "3", *extra]
 
