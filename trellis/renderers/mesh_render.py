@@ -56,8 +56,9 @@ import torch
 from .. import fastpaths
 from ..core.callbacks import check as _check_cancel
 
-__all__ = ["rasterize", "raster_keys", "EMPTY_KEY", "triangle_setup_torch", "triangle_setup_buffers", "raster_keys_torch", "candidate_tiles",
-           "interpolate", "bary_derivatives", "render_mesh",  # noqa: F822 (render_mesh: __getattr__ below)
+__all__ = ["rasterize", "raster_keys", "EMPTY_KEY", "triangle_setup_torch", "triangle_setup_buffers",
+           "raster_keys_torch", "candidate_tiles", "interpolate", "bary_derivatives",
+           "render_mesh",  # noqa: F822 (render_mesh: __getattr__ below)
            "SUBPIXEL_BITS", "GUARD"]
 
 SUBPIXEL_BITS = 8

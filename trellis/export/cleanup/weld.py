@@ -11,6 +11,11 @@ __all__ = ["merge_duplicate_vertices", "merge_duplicate_vertices_on_device", "ca
            "tidy_decimated", "tidy_decimated_on_device"]
 
 
+def _nondegenerate(faces):
+    """``faces`` [F,3] (numpy or torch) without those that use a vertex twice."""
+    return faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])]
+
+
 def merge_duplicate_vertices(vertices, faces):
     """Merge equal vertex positions (-0.0 and 0.0 are equal: every zero becomes 0.0) and drop faces that
     become degenerate. The merged vertices come sorted by x, then y, then z."""
@@ -28,8 +33,7 @@ def merge_duplicate_vertices(vertices, faces):
     remap[order] = group
     merged = sv[new_group]
     f = remap[f]
-    keep = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])
-    return merged, f[keep]
+    return merged, _nondegenerate(f)
 
 
 def merge_duplicate_vertices_on_device(vertices, faces, host: bool = True):
@@ -51,7 +55,7 @@ def merge_duplicate_vertices_on_device(vertices, faces, host: bool = True):
         merged, remap = torch.unique(v + 0.0, dim=0, sorted=True, return_inverse=True)
         merged = merged.double()
         f = remap[f]
-        f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
+        f = _nondegenerate(f)
     return (merged.cpu().numpy(), f.cpu().numpy()) if host else (merged, f)
 
 
@@ -102,8 +106,7 @@ def cancel_coincident_faces(faces):
 def tidy_decimated(vertices, faces):
     """A decimator's output without degenerate faces, back-to-back pairs (``cancel_coincident_faces``) and the
     vertices left unused; the arrays' types kept."""
-    f = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])]
-    return drop_unreferenced(vertices, cancel_coincident_faces(f))
+    return drop_unreferenced(vertices, cancel_coincident_faces(_nondegenerate(faces)))
 
 
 def tidy_decimated_on_device(vertices, faces):
@@ -112,7 +115,7 @@ def tidy_decimated_on_device(vertices, faces):
     copied out and tidied by ``tidy_decimated`` itself, which decides which face of each group stays."""
     import torch
 
-    f = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])]
+    f = _nondegenerate(faces)
     if len(f) and _shares_vertex_sets(f, vertices.shape[0]):
         return tidy_decimated(vertices.cpu().numpy(), f.cpu().numpy())
     used = torch.zeros(vertices.shape[0], dtype=torch.bool, device=vertices.device)
