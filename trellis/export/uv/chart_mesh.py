@@ -7,11 +7,15 @@ import scipy.sparse as sp
 from ..mesh_graph import components, edges, face_adjacency_pairs
 from ..rows import row_norm, row_sum
 
-__all__ = ["SMOOTH_RINGS", "ChartMesh", "mesh_edges", "dense", "sorted_pairs", "label_components", "members"]
+__all__ = ["SMOOTH_RINGS", "KEY_TABLE_LIMIT", "ChartMesh", "mesh_edges", "dense", "unique_keys", "sorted_pairs",
+           "label_components", "members"]
 
 # Rings of neighbours a face's normal is averaged over: a decimated iso-surface has spike faces whose own
 # normal differs from all around them, which would otherwise end as single-triangle charts.
 SMOOTH_RINGS = 4
+# ``unique_keys`` marks keys in a table of flags up to this many slots (and 64 per key), sorting beyond: the layout's
+# (chart, vertex) keys of a 27 k-face mesh span under a million slots (docs/benchmarks/export.md#charts).
+KEY_TABLE_LIMIT = 1 << 25
 
 
 class ChartMesh:
@@ -59,6 +63,24 @@ def dense(label: np.ndarray) -> np.ndarray:
     if len(label) == 0:
         return label.copy()
     return (np.cumsum(np.bincount(label) > 0) - 1)[label]
+
+
+def unique_keys(keys: np.ndarray, size: int, return_index: bool = False):
+    """``np.unique(keys, return_inverse=True)`` (with ``return_index``: ``return_index=True`` too, the values in
+    numpy's order) of non-negative integer keys below ``size``, the same arrays: through a table of ``size`` flags
+    where it is small (``KEY_TABLE_LIMIT``), without numpy's sort or hash."""
+    flat = np.asarray(keys, np.int64).reshape(-1)
+    if size > min(KEY_TABLE_LIMIT, 64 * max(len(flat), 1)):
+        return np.unique(flat, return_index=return_index, return_inverse=True)
+    seen = np.zeros(size, bool)
+    seen[flat] = True
+    uniq = np.flatnonzero(seen)
+    inverse = (np.cumsum(seen, dtype=np.intp) - 1)[flat]
+    if not return_index:
+        return uniq, inverse
+    first = np.full(len(uniq), len(flat), np.intp)
+    np.minimum.at(first, inverse, np.arange(len(flat), dtype=np.intp))
+    return uniq, first, inverse
 
 
 def sorted_pairs(m: ChartMesh) -> np.ndarray:

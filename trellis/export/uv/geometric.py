@@ -15,7 +15,7 @@ import numpy as np
 
 from ...core.callbacks import check
 from . import lscm, overlap, pack_bitmap, segment
-from .chart_mesh import ChartMesh
+from .chart_mesh import ChartMesh, unique_keys
 
 __all__ = ["OVERLAP_RETRIES", "SINGLE_FACE_ROUNDS", "NOISY_SHARE", "geometric_time_estimate", "one_blas_thread",
            "geometric_layout", "run_queue_wait", "machine_ticks"]
@@ -204,7 +204,7 @@ def _layout(vertices, faces, texture_size, padding, progress, cancel, time_budge
         check(cancel)
     # one output vertex per (chart, input vertex): duplicates along seams, shared inside a chart
     key = chart.astype(np.int64)[:, None] * len(v) + f
-    _, first, inverse = np.unique(key.reshape(-1), return_index=True, return_inverse=True)
+    _, first, inverse = unique_keys(key, (int(chart.max()) + 1) * len(v), return_index=True)
     vmapping = f.reshape(-1)[first]
     uv = corner_uv.reshape(-1, 2)[first].astype(np.float32)
     if progress is not None:

@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import segment
-from .chart_mesh import ChartMesh, dense, label_components, members
+from .chart_mesh import ChartMesh, dense, label_components, members, unique_keys
 from .overlap import chart_self_overlaps, signed_area, triangle_overlaps
 from ..rows import row_norm, row_sum
 
@@ -31,7 +31,7 @@ def lscm(v, f, chart):
     scaled to its 3-D area; and each face's signed 2-D area before that scaling."""
     nf = len(f)
     key = chart.astype(np.int64)[:, None] * len(v) + f                  # one unknown per (chart, vertex)
-    uniq, corner = np.unique(key.reshape(-1), return_inverse=True)
+    uniq, corner = unique_keys(key, (int(chart.max()) + 1) * len(v))
     corner = corner.reshape(nf, 3)
     nv = len(uniq)
     vert = uniq % len(v)
@@ -75,7 +75,7 @@ def lscm(v, f, chart):
     x_p = (target[:, 0] + 1j * target[:, 1])[pinned]
     A_f, A_p = A[:, free], A[:, pinned]
     rhs = -(A_p @ x_p)
-    from scipy.sparse.linalg import spsolve
+    from scipy.sparse.linalg import splu
     A_h = A_f.conj().T.tocsr()
     N = (A_h @ A_f).tocsr()
     # a vertex that only zero-area faces touch has no equation: a whisker of regularisation keeps
@@ -83,8 +83,10 @@ def lscm(v, f, chart):
     N = (N + sp.identity(N.shape[0], format="csr") * (1e-10 * float(N.diagonal().real.mean() or 1.0))).tocsc()
     x = np.zeros(nv, np.complex128)
     x[pinned] = x_p
-    # (minimum degree on N + N^H's pattern: N is Hermitian)
-    x[free] = spsolve(N, A_h @ rhs, permc_spec="MMD_AT_PLUS_A")
+    # minimum degree on N + N^H's pattern, rows ordered as the columns and diagonal pivots (N is Hermitian
+    # positive definite): a third less time than a general LU's row pivoting (docs/benchmarks/export.md#charts)
+    x[free] = splu(N, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                   options={"SymmetricMode": True}).solve(A_h @ rhs)
     uv = np.stack([x.real, x.imag], 1)
     tri = uv[corner]                                                    # [F,3,2]
     signed = 0.5 * ((tri[:, 1, 0] - tri[:, 0, 0]) * (tri[:, 2, 1] - tri[:, 0, 1])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .chart_mesh import unique_keys
 from .stats import centre_counts, row_spans, uv_coverage
 from ..rows import column_min, row_all, row_any, row_max, row_min
 
@@ -137,19 +138,35 @@ def charts_that_may_overlap(faces, chart: np.ndarray, tri: np.ndarray, tol: floa
     nv = int(f.max()) + 1
     corner = chart[:, None] * nv + f                                                    # (chart, vertex)
     to = f[:, [1, 2, 0]]
-    # a half-edge twice in one chart: two of its faces wound against each other across that edge (or more
-    # than two faces on it), which the tests below, made for a consistently wound disc, do not see
-    _, uses = np.unique((corner * nv + to).reshape(-1), return_inverse=True)
-    twice = np.bincount(uses) > 1
-    out[chart[row_any(twice[uses].reshape(-1, 3))]] = True
+    # the half-edges i -> i + 1 sorted by (chart, edge), then direction: one alone on its edge is on its chart's
+    # border; two in one direction (faces wound against each other across the edge, or more than two faces on it)
+    # make a chart the tests below, made for a consistently wound disc, do not see. (Where a chart has none of the
+    # latter, alone on its edge is without its twin; a face on a repeated vertex has no area: its chart is out.)
+    lo, hi = np.minimum(f, to), np.maximum(f, to)
+    half = ((((chart[:, None] * nv + lo) * nv + hi) << 1) | (f > to)).reshape(-1)
+    order = np.argsort(half)
+    ordered = half[order]
+    same_edge = (ordered[1:] >> 1) == (ordered[:-1] >> 1)
+    twice = np.zeros(len(half), bool)
+    both = ordered[1:] == ordered[:-1]
+    twice[order[1:][both]] = True
+    out[chart[row_any(twice.reshape(-1, 3))]] = True
+    alone = np.ones(len(half), bool)
+    alone[1:] &= ~same_edge
+    alone[:-1] &= ~same_edge
+    border = np.empty(len(half), bool)
+    border[order] = alone
+    border = border.reshape(-1, 3)
     nxt, prv = tri[:, [1, 2, 0]] - tri, tri[:, [2, 0, 1]] - tri
     angle = np.arctan2(nxt[..., 0] * prv[..., 1] - nxt[..., 1] * prv[..., 0],
                        nxt[..., 0] * prv[..., 0] + nxt[..., 1] * prv[..., 1])           # [F,3], at each corner
-    corner_to = chart[:, None] * nv + to                                                # (chart, next vertex)
-    border = ~np.isin(corner * nv + to, corner_to * nv + f)    # half-edge i -> i + 1 without its twin in the chart
-    keys, inv = np.unique(corner.reshape(-1), return_inverse=True)
+    keys, inv = unique_keys(corner, k * nv)
     turn = np.bincount(inv, weights=angle.reshape(-1), minlength=len(keys))
-    on_border = np.isin(keys, np.r_[corner[border], corner_to[border]])
+    # (chart, vertex) at either end of a border half-edge: its own corner and the face's next one
+    inv = inv.reshape(-1, 3)
+    on_border = np.zeros(len(keys), bool)
+    on_border[inv[border]] = True
+    on_border[inv[:, [1, 2, 0]][border]] = True
     wrong = np.where(on_border, turn > 2 * np.pi - tol, np.abs(turn - 2 * np.pi) > tol)
     out[keys[wrong] // nv] = True
     # border crossings: segments of one chart that share no vertex and cross properly
