@@ -52,17 +52,20 @@ def dual_arcs(edge_of_he, n_faces):
 def components(n, a, b):
     """(count, label per node) of the undirected graph of n nodes with edges a[i] - b[i]. Labels follow the
     nodes' order whatever the edges' order (scipy numbers a component by its lowest node); when ``a`` is
-    already ascending the CSR graph is built directly, skipping the COO conversion."""
+    already ascending the CSR graph is built directly, skipping the COO conversion. The graph is handed over as
+    scipy's search keeps it (float64 weights, the weak components of the edges as given: the undirected graph's
+    components, without its conversion and symmetric copy; the UV segmentation calls this for every chart it
+    splits)."""
     if n == 0:
         return 0, np.zeros(0, dtype=np.int64)
     a, b = np.asarray(a), np.asarray(b)
     if len(a) and bool((a[1:] >= a[:-1]).all()) and n < 2 ** 31:
         indptr = np.zeros(n + 1, np.int64)
         np.cumsum(np.bincount(a, minlength=n), out=indptr[1:])
-        g = sp.csr_array((np.ones(len(b), dtype=np.int32), b.astype(np.int32), indptr.astype(np.int32)), shape=(n, n))
+        g = sp.csr_array((np.ones(len(b)), b.astype(np.int32), indptr.astype(np.int32)), shape=(n, n))
     else:
-        g = sp.csr_array((np.ones(len(a), dtype=np.int32), (a, b)), shape=(n, n))
-    k, labels = connected_components(g, directed=False)
+        g = sp.csr_array((np.ones(len(a)), (a, b)), shape=(n, n))
+    k, labels = connected_components(g, directed=True, connection="weak")
     return k, labels.astype(np.int64)
 
 

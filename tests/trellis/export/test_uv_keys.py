@@ -1,4 +1,4 @@
-"""The UV layout's key tables: ``chart_mesh.unique_keys`` gives numpy's ``np.unique`` arrays, and
+"""The UV layout's key tables and graphs: ``chart_mesh.unique_keys`` gives numpy's ``np.unique`` arrays, and
 ``overlap.charts_that_may_overlap``'s half-edges sorted once clear the same charts as the sets of keys it replaced
 (on meshes with charts wound against themselves, edges of three faces and repeated vertices)."""
 from __future__ import annotations
@@ -101,3 +101,28 @@ def test_sorted_half_edges_clear_the_same_charts(seed):
     assert np.array_equal(overlap.charts_that_may_overlap(f, chart, tri), want)
     clean = grid(16)[1]                                   # one consistently wound sheet per chart: all clear
     assert not overlap.charts_that_may_overlap(clean, chart[:len(clean)], pts[clean]).any()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_components_label_by_lowest_node(seed):
+    # mesh_graph.components (scipy's weak components of the edges as given) against a union-find here: the same
+    # parts, numbered in the order of their lowest node, for ascending and unordered edges, repeats and loops
+    from trellis.export.mesh_graph import components
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    m = int(rng.integers(0, 2 * n))
+    a, b = rng.integers(0, n, m), rng.integers(0, n, m)
+    parent = list(range(n))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+    for x, y in zip(a.tolist(), b.tolist()):
+        parent[root(x)] = root(y)
+    first = {}
+    want = np.array([first.setdefault(root(i), len(first)) for i in range(n)])
+    for order in (np.argsort(a, kind="stable"), rng.permutation(m)):
+        k, got = components(n, a[order], b[order])
+        assert k == len(first) and got.dtype == np.int64 and np.array_equal(got, want)
