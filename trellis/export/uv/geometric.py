@@ -204,7 +204,7 @@ def _layout(vertices, faces, texture_size, padding, progress, cancel, time_budge
         check(cancel)
     # one output vertex per (chart, input vertex): duplicates along seams, shared inside a chart
     key = chart.astype(np.int64)[:, None] * len(v) + f
-    _, first, inverse = unique_keys(key, (int(chart.max()) + 1) * len(v), return_index=True)
+    _, first, inverse = unique_keys(key, (int(chart.max(initial=-1)) + 1) * len(v), return_index=True)
     vmapping = f.reshape(-1)[first]
     uv = corner_uv.reshape(-1, 2)[first].astype(np.float32)
     if progress is not None:

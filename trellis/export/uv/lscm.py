@@ -31,7 +31,7 @@ def lscm(v, f, chart):
     scaled to its 3-D area; and each face's signed 2-D area before that scaling."""
     nf = len(f)
     key = chart.astype(np.int64)[:, None] * len(v) + f                  # one unknown per (chart, vertex)
-    uniq, corner = unique_keys(key, (int(chart.max()) + 1) * len(v))
+    uniq, corner = unique_keys(key, (int(chart.max(initial=-1)) + 1) * len(v))
     corner = corner.reshape(nf, 3)
     nv = len(uniq)
     vert = uniq % len(v)
