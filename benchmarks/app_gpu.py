@@ -359,6 +359,11 @@ def job_summary(timings: dict) -> dict:
     row.update({k: parts[k] for k in ("bake_start", "bake", "mp4", "video", "encode", "preview_held", "glb", "obj", "ply",
                                       "report", "result")
                 if k in parts})
+    if None not in (row["total"], row["pipeline"], row["files_wall"]):   # the job's own steps around the two
+        row["outside"] = round(row["total"] - row["pipeline"] - row["files_wall"], 3)
+    for key in ("preprocess", "ready", "folder", "preprocessed_png"):   # before the sampling (the PNGs beside it)
+        if key in timings:
+            row[key] = round(timings[key], 4)
     stages = timings.get("export_bake_stages") or {}       # the bake's critical path: clean-up steps, UV layout
     row.update({k: v for k, v in ((stages.get("cleanup") or {}).get("seconds") or {}).items()
                 if k in ("simplify", "visibility", "remove_invisible")})

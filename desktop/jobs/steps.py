@@ -55,13 +55,17 @@ def generate(ctx: JobContext, job: Job) -> None:
     check_cancel(ctx)
 
     # 2. The model, once per worker; precision / offload switched per job without reloading.
+    t = time.perf_counter()
     pipeline, model = ready(ctx, "image", settings, progress)
+    job.timings["ready"] = time.perf_counter() - t
 
     # 3. The job folder: inputs, settings and the preprocessed image(s).
+    t = time.perf_counter()
     folder = make_folder(ctx, job)
     folder.copy_inputs(job)
     job.files.update(folder.write_settings(settings_record(job, settings, model, ctx.device)))
-    job.files.update(folder.write_preprocessed(images))
+    preprocessed = write_preprocessed(job, folder, images)
+    job.timings["folder"] = time.perf_counter() - t
     progress("preprocess", 1, 1)
 
     # 4. Sampling and decoding.
@@ -71,7 +75,8 @@ def generate(ctx: JobContext, job: Job) -> None:
     else:
         def run(**a):
             return pipeline.run_multi_image(images, mode=settings.multi_image_mode, preprocess_image=False, **a)
-    gaussian, mesh = sample(job, pipeline, run, settings, progress, ctx.cancelled)
+    with preprocessed:
+        gaussian, mesh = sample(job, pipeline, run, settings, progress, ctx.cancelled)
 
     # 5. The files (each atomic).
     finish(ctx, job, folder, settings, gaussian, mesh, progress)
@@ -123,8 +128,8 @@ def generate_variant(ctx: JobContext, job: Job) -> None:
     record = settings_record(job, settings, model, ctx.device)
     record["mesh"] = name
     job.files.update(folder.write_settings(record))
+    preprocessed = write_preprocessed(job, folder, images if job.prompt is None else [])
     if job.prompt is None:
-        job.files.update(folder.write_preprocessed(images))
         progress("preprocess", 1, 1)
 
     # 3. Stage 2 on the model's voxels, decoding, the files.
@@ -134,7 +139,8 @@ def generate_variant(ctx: JobContext, job: Job) -> None:
     else:
         def run(**a):
             return pipeline.run_variant(mesh, job.prompt, **a)
-    gaussian, shape = sample(job, pipeline, run, settings, progress, ctx.cancelled, stage1=False)
+    with preprocessed:
+        gaussian, shape = sample(job, pipeline, run, settings, progress, ctx.cancelled, stage1=False)
     if job.prompt is not None:
         note_truncation(job, pipeline)
     finish(ctx, job, folder, settings, gaussian, shape, progress, own_mesh=own)
@@ -184,6 +190,22 @@ def ready(ctx: JobContext, which: str, settings: GenerationSettings, progress: P
     check_cancel(ctx)
     progress.restart_clock()
     return pipeline, model
+
+
+@contextlib.contextmanager
+def write_preprocessed(job: Job, folder: JobFolder, images: list):
+    """The preprocessed images' PNGs written in a thread while the body (the sampling) runs: their compression (a
+    few tens of milliseconds for a photo, zlib leaving the GIL to the sampling) is then off the job's path. Joined
+    whatever the body does, so that the folder holds them, whole, when the job goes on or fails (each is atomic); a
+    failure to write them is the job's, after the body's own."""
+    copies = [im.copy() for im in images]           # the thread's own: the sampling reads the images meanwhile
+    writer = Background("trellis-preprocessed", lambda: folder.write_preprocessed(copies))
+    try:
+        yield
+    finally:
+        writer.join()
+    job.files.update(writer.result())
+    job.timings["preprocessed_png"] = round(writer.seconds, 4)
 
 
 def make_folder(ctx: JobContext, job: Job) -> JobFolder:

@@ -147,7 +147,7 @@ def test_job_folder_contents_and_lazy_single_load(make_runner, image, tmp_path, 
     assert GenerationSettings.from_json(json.dumps(record)) == a.used_settings
     assert Image.open(os.path.join(folder, "preprocessed.png")).size == (518, 518)
     timings = json.load(open(os.path.join(folder, "timings.json")))
-    assert {"preprocess", "pipeline", "export", "total"} <= set(timings)
+    assert {"preprocess", "ready", "folder", "preprocessed_png", "pipeline", "export", "total"} <= set(timings)
     assert [s["stage"] for s in timings["pipeline"]["stages"]][2:4] == ["sparse_structure", "slat"]
     assert set(timings["export"]) == {"ply", "mp4", "video", "encode", "result", "files_wall", "overlapped"}
     assert timings["export"]["overlapped"] is False            # a CPU job writes its files in turn
