@@ -194,10 +194,10 @@ def ready(ctx: JobContext, which: str, settings: GenerationSettings, progress: P
 
 @contextlib.contextmanager
 def write_preprocessed(job: Job, folder: JobFolder, images: list):
-    """The preprocessed images' PNGs written in a thread while the body (the sampling) runs: their compression (a
-    few tens of milliseconds for a photo, zlib leaving the GIL to the sampling) is then off the job's path. Joined
-    whatever the body does, so that the folder holds them, whole, when the job goes on or fails (each is atomic); a
-    failure to write them is the job's, after the body's own."""
+    """The preprocessed images' PNGs written in a thread while the body (the sampling) runs: their compression
+    (zlib, which leaves the GIL to the sampling) and their files are then off the job's path. Joined whatever the
+    body does, so that the folder holds them, whole, when the job goes on or fails (each is atomic); a failure to
+    write them is the job's, after the body's own."""
     copies = [im.copy() for im in images]           # the thread's own: the sampling reads the images meanwhile
     writer = Background("trellis-preprocessed", lambda: folder.write_preprocessed(copies))
     try:

@@ -84,7 +84,7 @@ def lscm(v, f, chart):
     x = np.zeros(nv, np.complex128)
     x[pinned] = x_p
     # minimum degree on N + N^H's pattern, rows ordered as the columns and diagonal pivots (N is Hermitian
-    # positive definite): a third less time than a general LU's row pivoting (docs/benchmarks/export.md#charts)
+    # positive definite): faster than a general LU's row pivoting (docs/benchmarks/export.md#charts)
     x[free] = splu(N, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
                    options={"SymmetricMode": True}).solve(A_h @ rhs)
     uv = np.stack([x.real, x.imag], 1)
