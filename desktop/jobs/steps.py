@@ -59,23 +59,22 @@ def generate(ctx: JobContext, job: Job) -> None:
     pipeline, model = ready(ctx, "image", settings, progress)
     job.timings["ready"] = time.perf_counter() - t
 
-    # 3. The job folder: inputs, settings and the preprocessed image(s).
+    # 3. The job folder: inputs and settings (the preprocessed image(s) are written while the model samples).
     t = time.perf_counter()
     folder = make_folder(ctx, job)
     folder.copy_inputs(job)
     job.files.update(folder.write_settings(settings_record(job, settings, model, ctx.device)))
-    preprocessed = write_preprocessed(job, folder, images)
     job.timings["folder"] = time.perf_counter() - t
-    progress("preprocess", 1, 1)
-
-    # 4. Sampling and decoding.
     if len(images) == 1:
         def run(**a):
             return pipeline.run(images[0], preprocess_image=False, **a)
     else:
         def run(**a):
             return pipeline.run_multi_image(images, mode=settings.multi_image_mode, preprocess_image=False, **a)
-    with preprocessed:
+    with write_preprocessed(job, folder, images):
+        progress("preprocess", 1, 1)
+
+        # 4. Sampling and decoding.
         gaussian, mesh = sample(job, pipeline, run, settings, progress, ctx.cancelled)
 
     # 5. The files (each atomic).
@@ -128,18 +127,17 @@ def generate_variant(ctx: JobContext, job: Job) -> None:
     record = settings_record(job, settings, model, ctx.device)
     record["mesh"] = name
     job.files.update(folder.write_settings(record))
-    preprocessed = write_preprocessed(job, folder, images if job.prompt is None else [])
-    if job.prompt is None:
-        progress("preprocess", 1, 1)
-
-    # 3. Stage 2 on the model's voxels, decoding, the files.
     if job.prompt is None:
         def run(**a):
             return pipeline.run_variant(mesh, images[0], preprocess_image=False, **a)
     else:
         def run(**a):
             return pipeline.run_variant(mesh, job.prompt, **a)
-    with preprocessed:
+    with write_preprocessed(job, folder, images if job.prompt is None else []):
+        if job.prompt is None:
+            progress("preprocess", 1, 1)
+
+        # 3. Stage 2 on the model's voxels, decoding, the files.
         gaussian, shape = sample(job, pipeline, run, settings, progress, ctx.cancelled, stage1=False)
     if job.prompt is not None:
         note_truncation(job, pipeline)
