@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trellis.export.uv import borders, geometric, lscm, pack_bitmap, segment, xatlas as uvx
+from trellis.export.uv import borders, chart_mesh, geometric, lscm, pack_bitmap, segment, xatlas as uvx
 from trellis.export.uv import unwrap as uvu
 from trellis.export.uv.chart_mesh import ChartMesh, label_components
 from trellis.export.uv.masks import chart_masks
@@ -490,13 +490,13 @@ def test_few_charts_are_split_before_the_compaction_which_runs_once(monkeypatch)
 
 def test_distinct_ids_per_chart_by_table_and_by_sort_agree(monkeypatch):
     # bad_charts' Euler characteristic: distinct vertices and edges per chart, counted in a table of flags
-    # below DISTINCT_TABLE_LIMIT slots, by a sort above it
+    # below chart_mesh.KEY_TABLE_LIMIT slots, by a sort above it
     v, f = nut_like_ring()
     m = ChartMesh(v.astype(np.float64), f)
     rng = np.random.default_rng(0)
     for label in (segment.geometric_charts(v, f, mesh=m), rng.integers(0, 300, len(f)), np.zeros(len(f), np.int64)):
         got = segment.bad_charts(m, label)
-        monkeypatch.setattr(segment, "DISTINCT_TABLE_LIMIT", 0)
+        monkeypatch.setattr(chart_mesh, "KEY_TABLE_LIMIT", 0)
         assert np.array_equal(segment.bad_charts(m, label), got)
         monkeypatch.undo()
     keys = rng.integers(0, 50, (1000, 3)) + 50 * rng.integers(0, 7, (1000, 1))

@@ -13,8 +13,9 @@ __all__ = ["SMOOTH_RINGS", "KEY_TABLE_LIMIT", "ChartMesh", "mesh_edges", "dense"
 # Rings of neighbours a face's normal is averaged over: a decimated iso-surface has spike faces whose own
 # normal differs from all around them, which would otherwise end as single-triangle charts.
 SMOOTH_RINGS = 4
-# ``unique_keys`` marks keys in a table of flags up to this many slots (and 64 per key), sorting beyond: the table's
-# memory stays small while the layout's (chart, vertex) keys fit it (docs/benchmarks/export.md#charts).
+# (chart, id) keys are told apart in a table of flags up to this many slots (``unique_keys``: and 64 per key;
+# ``segment.distinct_per_chart``), by a sort beyond: the table's memory stays small while the layout's keys fit it
+# (docs/benchmarks/export.md#charts).
 KEY_TABLE_LIMIT = 1 << 25
 
 

@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 
 from ..mesh_graph import components
-from . import borders
+from . import borders, chart_mesh
 from .chart_mesh import ChartMesh, dense, label_components, members, mesh_edges, sorted_pairs
 from ..rows import column_max, column_min, row_sum
 
@@ -31,7 +31,7 @@ __all__ = ["MAX_CONE_DEG", "MAX_CHART_FACES", "MIN_CHARTS", "FEW_CHARTS_SHARE", 
            "FEW_CHARTS_EARLY", "MIN_CHART_FACES", "SMALL_CHARTS_MESH_FACES", "MIN_CHART_FACES_SMALL_MESH",
            "POSITION_WEIGHT", "BORDER_SWEEPS", "DIFFUSE_STEPS", "SHORTEN_SWEEPS", "STRAIGHTEN_SWEEPS",
            "MERGED_LIMIT_FACTOR", "TooManyCharts", "sharp_pair_share", "geometric_charts", "at_most", "bad_charts",
-           "DISTINCT_TABLE_LIMIT", "distinct_per_chart"]
+           "distinct_per_chart"]
 
 MAX_CONE_DEG = 70.0         # the bend a chart may have: more charts pack no better, fewer pack worse
 MAX_CHART_FACES = 6000      # bounds one chart's LSCM block
@@ -289,13 +289,10 @@ def bad_charts(m: ChartMesh, label: np.ndarray) -> np.ndarray:
     return (size > 1) & ((size > MAX_CHART_FACES) | (euler != 1))
 
 
-# Up to this many (chart, id) slots the distinct pairs are counted in a table of flags, beyond it by a sort.
-DISTINCT_TABLE_LIMIT = 1 << 25
-
-
 def distinct_per_chart(keys: np.ndarray, k: int, n: int) -> np.ndarray:
-    """Per chart c < ``k``: how many distinct ids (below ``n``) ``keys`` = c * n + id holds."""
-    if k * n <= DISTINCT_TABLE_LIMIT:
+    """Per chart c < ``k``: how many distinct ids (below ``n``) ``keys`` = c * n + id holds: in a table of flags up
+    to ``chart_mesh.KEY_TABLE_LIMIT`` slots, by a sort beyond."""
+    if k * n <= chart_mesh.KEY_TABLE_LIMIT:
         seen = np.zeros(k * n, bool)
         seen[keys.reshape(-1)] = True
         return np.count_nonzero(seen.reshape(k, n), axis=1)
