@@ -7,9 +7,10 @@ def bjs(text):
     return f"BJS - [22:36:14]: {text}"
 
 
-def report(attributes="position", error="Cannot read properties of null (reading 'createShader')", head=True):
+def report(attributes="position", error="Cannot read properties of null (reading 'createShader')", head=True,
+           uniforms="scale textureSampler"):
     lines = [bjs("Error compiling effect")] if head else []
-    return lines + [bjs("Unable to compile effect:"), bjs("Uniforms: scale textureSampler"),
+    return lines + [bjs("Unable to compile effect:"), bjs(f"Uniforms: {uniforms}"),
                     bjs(f"Attributes: {attributes}"), bjs("Defines:\n"), bjs(f"Error: {error}")]
 
 
@@ -24,6 +25,9 @@ def test_a_materials_report_is_the_pages():
     assert unexpected_errors(errors) == errors
     # the attribute list must be the pass's whole list, not a prefix of a material's
     assert unexpected_errors(report("position normal")) == report("position normal")
+    # a shadow pass draws the model by its positions alone, but with its own uniforms, not the quad's scale
+    shadow = report(uniforms="viewProjection world biasAndScaleSM depthValuesSM")
+    assert unexpected_errors(shadow) == shadow
 
 
 def test_an_unfinished_report_stays_whole():
