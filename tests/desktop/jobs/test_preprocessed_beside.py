@@ -34,12 +34,17 @@ def writer_threads() -> list:
     return [t for t in threading.enumerate() if t.name == "trellis-preprocessed"]
 
 
-def check_written(job, f, imgs):
-    assert set(job.files) == {"preprocessed", "preprocessed_2"}
+def check_files(f, imgs):
+    """The folder holds each image's PNG, whole and equal to it, and no partial file."""
     for kind, im in zip(("preprocessed", "preprocessed_2"), imgs):
         with Image.open(f.file(kind)) as got:
             assert np.array_equal(np.asarray(got), np.asarray(im))
     assert not [p for p in f.path.iterdir() if is_partial(p.name)]
+
+
+def check_written(job, f, imgs):
+    assert set(job.files) == {"preprocessed", "preprocessed_2"}
+    check_files(f, imgs)
 
 
 def test_written_while_the_body_runs(folder):
@@ -61,9 +66,7 @@ def test_a_body_that_raises_leaves_them_whole(folder):
         with steps.write_preprocessed(job, f, imgs):
             raise Cancelled()
     assert not writer_threads()
-    for kind, im in zip(("preprocessed", "preprocessed_2"), imgs):
-        with Image.open(f.file(kind)) as got:
-            assert np.array_equal(np.asarray(got), np.asarray(im))
+    check_files(f, imgs)
 
 
 def test_a_full_disk_fails_the_job_after_the_body(folder, monkeypatch):
