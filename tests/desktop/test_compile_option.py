@@ -1,4 +1,4 @@
-"""The compiled-flow-blocks switch (issue 14 §1): MemoryPolicy.compile, its default $TRELLIS_COMPILE_FLOWS, and the
+"""The compiled-flow-blocks switch: MemoryPolicy.compile, its default $TRELLIS_COMPILE_FLOWS, and the
 app's --compile on the servers and the batch command (which pass it on to their workers and Ray actors)."""
 import os
 

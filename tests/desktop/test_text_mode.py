@@ -1,4 +1,4 @@
-"""Text mode and new looks in the app (issue 15 §3): the REST API (a live uvicorn server), the command line (real
+"""Text mode and new looks in the app: the REST API (a live uvicorn server), the command line (real
 subprocesses), the job runner's first-use download of the text model, and bad inputs (an empty or a 10 000-
 character prompt, a JPEG named .glb, a model claiming 10 M triangles), each leaving earlier outputs alone.
 All on the tiny random-weight pipelines of `python -m trellis.tools.tiny_pipeline --text`, on the CPU, offline

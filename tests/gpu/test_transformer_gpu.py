@@ -1,4 +1,4 @@
-"""The flows' transformer blocks in half precision on the GPU (issue 14 §1): the cast-free layer norm and the
+"""The flows' transformer blocks in half precision on the GPU: the cast-free layer norm and the
 one-kernel modulation / gated residual give the numbers of the reference's formulation (tests/gpu: skipped
 without CUDA).
 

@@ -1,4 +1,4 @@
-"""run.sh on a computer without a suitable Python (issue 16 §7): installer/get_python.sh fetches uv from a
+"""run.sh on a computer without a suitable Python: installer/get_python.sh fetches uv from a
 package index and uv installs a private CPython into the app folder's .python/.
 
 A local HTTP server stands in for both downloads: a PEP 503 index page with uv's real wheel (uv 0.13.9 for

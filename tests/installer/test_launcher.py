@@ -68,7 +68,7 @@ def test_launcher_without_python_says_what_to_install(tmp_path):
 
 @pytest.mark.skipif(not POSIX, reason="the stand-in Python is a shell script")
 def test_launcher_uses_the_apps_private_python_first(tmp_path, monkeypatch):
-    """A Python in .python/ (installer/get_python.sh made it, issue 16) is used before the system's."""
+    """A Python in .python/ (installer/get_python.sh made it) is used before the system's."""
     app = tmp_path / "app"
     shutil.copytree(ROOT / "installer", app / "installer", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "requirements_2.txt", app / "requirements_2.txt")

@@ -163,7 +163,7 @@ def test_py_launcher_is_preferred(wine, tmp_path):
     assert calls[0][1].startswith("-3.11 -c ") and calls[1][1].strip() == "-3.11 -m installer check --cpu"
 
 
-# ----------------------------------------------------------------- a private Python (issue 16 §7)
+# ----------------------------------------------------------------- a private Python
 
 def test_private_python_comes_first(wine, tmp_path):
     """.python\\cpython-3.11.*\\python.exe (made by installer\\get_python.ps1) is used before any other Python."""

@@ -29,6 +29,9 @@ INPUT_KINDS = {"header", "slider", "toggle", "button", "int_horizontal", "int_ve
 LAYOUT_KINDS = {"vgroup", "hgroup", "go", "space"}
 STATUSES = ("PROCESSING", "PREVIEW_READY", "COMPLETE", "FAILED")
 OPERATION = "make_meshes_and_tex"
+# Settings the panel has no control for, which /generate takes under their own names: a small bake with no hole
+# filling, so that a generation is seconds of CPU (what is checked is the requests and answers, not the texture).
+SMALL_BAKE = dict(fill_holes=False, bake_views=4, bake_resolution=64)
 
 
 # ------------------------------------------------------------------------------------------ the layout parser
@@ -365,7 +368,7 @@ def test_stable_projectorz_generates_and_cancels(server, image):
     assert '"ss_strength":7.5,' in body and '"slat_strength":3.5,' in body and '"ss_steps":2,' in body
     assert '"title":null' in body and body.endswith('"generate_what":"make_meshes_and_tex"}')
     client = Gen3D(server.url)
-    result = client.generate(values)
+    result = client.generate({**values, **SMALL_BAKE})
     assert "error" not in result, (result, client.polls, client.http)
     assert result["response"]["status"] == "COMPLETE" and result["response"]["model_url"] == "/download/model"
     check_glb(result["model"])
@@ -403,7 +406,7 @@ def test_status_stays_processing_until_the_answer_is_out(server, image):
     """The client ends its wait at the first status other than PROCESSING and then needs the generation's
     answer: by then that answer must already be on its connection."""
     body = json.dumps({"single_multi_img_input": [image], "ss_steps": 2, "slat_steps": 2, "texture_size": 64,
-                       "seed": 1, "generate_what": OPERATION}).encode()
+                       "seed": 1, "generate_what": OPERATION, **SMALL_BAKE}).encode()
     sock = send_request(server.url, "/generate", body, "application/json")
     seen = []
     try:
@@ -438,7 +441,7 @@ def test_text_prompt_only_with_a_text_model(tiny_text_models_dir, tmp_path):
         for code, value in [("ss_steps", 2), ("slat_steps", 2), ("texture_size", 64)]:
             inputs[code].set(value)
         client = Gen3D(live.url, poll_s=0.5)
-        result = client.generate(gather(inputs.values()))
+        result = client.generate({**gather(inputs.values()), **SMALL_BAKE})
         assert "error" not in result, (result, client.polls, client.http)
         check_glb(result["model"])
         job = httpx.get(f"{live.url}/v1/jobs/{result['response']['job_id']}").json()

@@ -17,6 +17,11 @@ from trellis.pipelines import TrellisImageTo3DPipeline
 
 SETTINGS = dict(seed=4, randomize_seed=False, formats=("glb", "ply", "obj", "mp4"), texture_size=256, bake_views=8,
                 bake_resolution=256, video_resolution=64, video_frames=12)
+# Where the bytes compared do not depend on the texture's size: a small bake, cheaper on a CPU.
+SMALL_BAKE = dict(texture_size=64, bake_views=4, bake_resolution=64)
+# Where the mesh files' writing is compared, not the cleanup: no hole filling, so no visibility renders (the bake's
+# most CPU); the `overlapped` fixture's job keeps them, so that its preview still runs beside them.
+NO_CLEANUP = dict(SMALL_BAKE, fill_holes=False)
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +54,12 @@ def overlapped(result, tmp_path_factory):
     the stages its progress reported."""
     reports = []
     job, _ = write(result, tmp_path_factory.mktemp("ovl"), overlap=True,
-                   progress=lambda stage, *a: reports.append(stage))
+                   progress=lambda stage, *a: reports.append(stage), **SMALL_BAKE)
     return job, reports
 
 
 def test_overlapped_files_are_the_sequential_files(result, overlapped, tmp_path):
-    seq, _ = write(result, tmp_path / "seq", overlap=False)
+    seq, _ = write(result, tmp_path / "seq", overlap=False, **SMALL_BAKE)
     ovl, _ = overlapped
     assert set(seq.files) == set(ovl.files) >= {"glb", "ply", "obj", "mp4", "report", "result"}
     for kind in seq.files:
@@ -109,8 +114,8 @@ def test_mesh_files_written_side_by_side_are_the_sequential_files(result, overla
     side, a thread each, and export.json's print shape facts beside them: the same bytes as one after the other.
     Placed and made print-ready, so that the facts follow the placed mesh (the plain path writes the same way)."""
     placed = {"height": 1.5, "pivot": "bottom", "print_ready": True}
-    seq, _ = write(result, tmp_path / "seq", overlap=False, formats=("glb", "obj"), **placed)
-    ovl, _ = write(result, tmp_path / "ovl", overlap=True, formats=("glb", "obj"), **placed)
+    seq, _ = write(result, tmp_path / "seq", overlap=False, formats=("glb", "obj"), **placed, **NO_CLEANUP)
+    ovl, _ = write(result, tmp_path / "ovl", overlap=True, formats=("glb", "obj"), **placed, **NO_CLEANUP)
     assert ovl.timings["export"]["side_by_side"] == ["glb", "obj"]
     assert "side_by_side" not in seq.timings["export"]
     assert set(seq.files) == set(ovl.files) >= {"glb", "obj", "report"}
@@ -123,7 +128,8 @@ def test_a_mesh_file_that_fails_beside_another_fails_the_job_and_leaves_the_othe
                                                                                         tmp_path):
     """The GLB cannot take its place (a folder holds its name) while the OBJ is written beside it: the job raises the
     GLB's error after the OBJ's writer has ended, the OBJ is complete and no partial file is left."""
-    job = Job(id=uuid.uuid4().hex, inputs=[], settings=GenerationSettings(**{**SETTINGS, "formats": ("glb", "obj")}))
+    settings = GenerationSettings(**{**SETTINGS, **NO_CLEANUP, "formats": ("glb", "obj")})
+    job = Job(id=uuid.uuid4().hex, inputs=[], settings=settings)
     folder = JobFolder.create(tmp_path, job)
     job.out_dir = str(folder.path)
     (folder.file("glb")).mkdir()

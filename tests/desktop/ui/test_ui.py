@@ -176,11 +176,13 @@ class Page:
 
     def set_number(self, elem_id, value):
         box = self.page.locator(f"#{elem_id} input[data-testid=number-input]")
-        box.fill(str(value))
-        box.press("Enter")
+        held = "([id, v]) => document.querySelector(`#${id} input[type=range]`).value === v"
+        # Typing a value that box and range already hold would only send the page's refresh once more.
+        if box.input_value() != str(value) or not self.page.evaluate(held, [elem_id, str(value)]):
+            box.fill(str(value))
+            box.press("Enter")
         # A value beyond the slider's useful range widens it (a round trip): wait for the range to hold it.
-        self.page.wait_for_function("([id, v]) => document.querySelector(`#${id} input[type=range]`).value === v",
-                                    arg=[elem_id, str(value)], timeout=ROUND_TRIP_MS)
+        self.page.wait_for_function(held, arg=[elem_id, str(value)], timeout=ROUND_TRIP_MS)
 
     def tiny(self, **overrides):
         self.open_settings()

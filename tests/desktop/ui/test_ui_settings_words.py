@@ -14,6 +14,8 @@ from test_ui import EXAMPLES, FINISHED, Page, job_dirs
 
 browser, server, outputs = test_ui.browser, test_ui.server, test_ui.outputs      # the same app and browser
 WIDTHS = (800, 1024, 1400)
+# Two frames drawn: the resize's layout and what its resize observers changed in it.
+SETTLED = "() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))"
 
 
 def shots_in_both_themes(browser, url, name, prepare):
@@ -28,7 +30,7 @@ def shots_in_both_themes(browser, url, name, prepare):
                                       arg=theme == "dark")
             for width in WIDTHS:
                 ui.page.set_viewport_size({"width": width, "height": 1000})
-                ui.page.wait_for_timeout(300)            # the layout settles after a resize
+                ui.page.evaluate(SETTLED)                # the layout settles after a resize
                 ui.shot(f"{name}-{theme}-{width}.png")
         ui.check_clean()
     finally:

@@ -1,4 +1,4 @@
-"""The fast bake must not blur (issue 13 §2): a flat square with a sharp-edged pattern, baked from
+"""The fast bake must not blur: a flat square with a sharp-edged pattern, baked from
 
 * perfect observations (the true colour point-sampled at every pixel of the mesh's own raster): the solver
   alone, which must give the ideal texels back to within a fraction of a texel of blur;
@@ -109,7 +109,7 @@ def test_the_solver_gives_sharp_edges_back_from_perfect_observations(square):
     v, f, uv, ext, intr, want, inside = square
     tex = bake(perfect_views(v, f, ext, intr), v, f, uv, ext, intr)
     blur = effective_blur(tex, want, inside)
-    # Measured (CPU, 2026-11-22): 22.5 dB, sigma 0.50 texels; with the smoothing weight at 1 (12x the
+    # Measured on a CPU: 22.5 dB, sigma 0.50 texels; with the smoothing weight at 1 (12x the
     # default here) 17.7 dB, sigma 1.12: that must fail.
     assert psnr(tex, want, inside) > 21.5
     assert blur["sigma_texels"] < 0.75, blur
@@ -137,17 +137,29 @@ def surface_gaussians(n_side: int = 150, seed: int = 0, sigma: float = 1.5, opac
     return gauss
 
 
-@pytest.mark.slow
-def test_the_fast_bake_renders_the_gaussians_sharper(square):
-    v, f, uv, ext, intr, want, inside = square
+@pytest.fixture(scope="module")
+def opaque(square):
+    """The opaque surface Gaussians baked from renders at full size and at ``sharpening_scale`` (the fast bake's
+    default; that bake's observed texels too): both tests below bake these very two, so they are made once."""
+    v, f, uv, ext, intr, _, _ = square
     gauss = surface_gaussians()
-    full = bake(render_observations(gauss, ext, intr, RES), v, f, uv, ext, intr)
     scale = sharpening_scale(gauss, RES)
+    full = bake(render_observations(gauss, ext, intr, RES), v, f, uv, ext, intr)
+    sharp = TextureAccumulator(v, f, uv, SIZE)
+    for i, (color, mask, depth) in enumerate(render_observations(gauss, ext, intr, RES, gaussian_scale=scale)):
+        sharp.add_view(color, mask, ext[i], intr[i], depth=depth)
+    return {"gaussians": gauss, "scale": scale, "full": full, "sharp": sharp.solve()}
+
+
+@pytest.mark.slow
+def test_the_fast_bake_renders_the_gaussians_sharper(square, opaque):
+    *_, want, inside = square
+    scale = opaque["scale"]
     assert MIN_OBSERVATION_SCALE <= scale < 0.8, scale      # the discs are ~1.4 px wide here
-    sharp = bake(render_observations(gauss, ext, intr, RES, gaussian_scale=scale), v, f, uv, ext, intr)
+    full, (sharp, _) = opaque["full"], opaque["sharp"]
     b_full, b_sharp = effective_blur(full, want, inside), effective_blur(sharp, want, inside)
     p_full, p_sharp = psnr(full, want, inside), psnr(sharp, want, inside)
-    # Measured (CPU, 2026-11-22): scale 0.71; sigma 2.05 -> 1.24 texels, 14.3 -> 16.5 dB.
+    # Measured on a CPU: scale 0.71; sigma 2.05 -> 1.24 texels, 14.3 -> 16.5 dB.
     assert b_sharp["sigma_texels"] < b_full["sigma_texels"] - 0.2, (b_full, b_sharp)
     assert p_sharp > p_full + 0.5, (p_full, p_sharp)
 
@@ -178,7 +190,7 @@ def test_scaled_gaussians_leave_the_original_alone():
 
 
 @pytest.mark.slow
-def test_a_bake_that_observed_almost_nothing_is_done_again_from_fainter_pixels(square):
+def test_a_bake_that_observed_almost_nothing_is_done_again_from_fainter_pixels(square, opaque):
     """Faint Gaussians (opacity 0.08, as an untrained decoder's) leave no pixel above the observations' alpha
     threshold: the bake observes nothing and would be black. ``rebake_if_unobserved`` bakes again from the
     Gaussians at full size and pixels of opacity > FALLBACK_ALPHA; their un-premultiplied colours are as right
@@ -194,10 +206,9 @@ def test_a_bake_that_observed_almost_nothing_is_done_again_from_fainter_pixels(s
             acc.add_view(color, mask, ext[i], intr[i], depth=depth)
         return acc.solve()
 
-    opaque = surface_gaussians()
-    _, seen = first_bake(opaque)
+    _, seen = opaque["sharp"]                       # what first_bake gives for the opaque Gaussians
     info = {}
-    assert rebake_if_unobserved(seen, opaque, v, f, uv, SIZE, ext, intr, RES, info) is None
+    assert rebake_if_unobserved(seen, opaque["gaussians"], v, f, uv, SIZE, ext, intr, RES, info) is None
     assert info["observed_share"] > 0.95 and "bake_fallback" not in info, info
 
     faint = surface_gaussians(opacity=0.08)
@@ -211,7 +222,7 @@ def test_a_bake_that_observed_almost_nothing_is_done_again_from_fainter_pixels(s
     assert info["observed_share"] == fallback["observed_share_after"] > 0.9
     assert fallback["alpha_threshold"] == FALLBACK_ALPHA and fallback["gaussian_scale"] == 1.0
     tex, seen = again
-    full = bake(render_observations(opaque, ext, intr, RES), v, f, uv, ext, intr)
+    full = opaque["full"]                           # the opaque Gaussians baked at full size
     # Measured (CPU): 17.0 dB for the faint Gaussians' fallback, 14.3 dB for the opaque ones at full size;
     # colours left premultiplied by the opacity would be about 8x too dark (under 6 dB).
     assert psnr(tex, want, inside & seen) > psnr(full, want, inside) - 1.0

@@ -191,9 +191,14 @@ def glb(asset, tmp_path_factory):
     return {"mesh": mesh, "path": path, "progress": calls}
 
 
-def _uv_mesh(asset, **kw):
-    v, f, uv, _ = unwrap_uv(asset["v"], asset["f"], texture_size=TEXTURE, **kw)
-    return torch.from_numpy(v), torch.from_numpy(f), torch.from_numpy(uv)
+@pytest.fixture(scope="module")
+def unwrapped(asset):
+    """The asset's mesh unwrapped (numpy vertices, faces, UVs): the same for every direct bake test, so made once."""
+    return unwrap_uv(asset["v"], asset["f"], texture_size=TEXTURE)[:3]
+
+
+def _uv_mesh(unwrapped):
+    return tuple(torch.from_numpy(a.copy()) for a in unwrapped)        # each test its own tensors
 
 
 def _render_fn(v, f, uv, tex):
@@ -307,8 +312,8 @@ def test_obj_round_trip(asset, glb, tmp_path):
 
 
 @pytest.mark.slow
-def test_fast_bake_matches_or_beats_opt(asset, observations):
-    v, f, uv = _uv_mesh(asset)
+def test_fast_bake_matches_or_beats_opt(asset, observations, unwrapped):
+    v, f, uv = _uv_mesh(unwrapped)
     obs = observations
     results, seen = {}, {}
     for mode in ("fast", "opt"):
@@ -338,8 +343,8 @@ def test_a_bake_that_observed_its_atlas_reports_it_and_is_not_done_again(glb):
     assert info["observed_share"] > 0.99 and "bake_fallback" not in info, info
 
 
-def test_cancel_inside_bake(asset, observations):
-    v, f, uv = _uv_mesh(asset)
+def test_cancel_inside_bake(observations, unwrapped):
+    v, f, uv = _uv_mesh(unwrapped)
     obs = observations
     for mode, calls_before_cancel in (("fast", 3), ("opt", 40)):
         calls = [0]
@@ -577,8 +582,8 @@ class _ReferenceAccumulator(tb.TextureAccumulator):
         self.views += 1
 
 
-def test_accumulator_without_host_syncs_equals_previous_computation(asset, observations):
-    v, f, uv = _uv_mesh(asset)
+def test_accumulator_without_host_syncs_equals_previous_computation(observations, unwrapped):
+    v, f, uv = _uv_mesh(unwrapped)
     obs = observations
     new = tb.TextureAccumulator(v, f, uv, 128)
     ref = _ReferenceAccumulator(v, f, uv, 128)
@@ -623,7 +628,8 @@ def test_an_export_job_started_early_gives_the_same_bake(asset):
     from trellis.export import ExportJob
     from trellis.utils.postprocessing_utils import bake_textured_mesh
 
-    kw = dict(simplify=0.6, fill_holes=False, texture_size=TEXTURE, nviews=NVIEWS, render_resolution=RES,
+    nviews = 8          # the views rendered while the decimation runs and those rendered after it: any split
+    kw = dict(simplify=0.6, fill_holes=False, texture_size=TEXTURE, nviews=nviews, render_resolution=RES,
               uv_method="charts")
     mesh = (asset["v"], asset["f"])
     v0, f0, uv0, tex0, info0, _ = bake_textured_mesh(asset["gaussian"], mesh, overlap_uv=False, verbose=False, **kw)
@@ -633,15 +639,17 @@ def test_an_export_job_started_early_gives_the_same_bake(asset):
         assert early is not None and early.decimation is not None      # started in a child process
         textured = job.bake()
     assert job.early is None and not early.decimation.children()
-    assert 0 <= textured.info["views_rendered_during_simplify"] <= NVIEWS
+    assert 0 <= textured.info["views_rendered_during_simplify"] <= nviews
     np.testing.assert_array_equal(f0, textured.faces)
     np.testing.assert_array_equal(uv0, textured.uvs)
     np.testing.assert_array_equal(tex0, textured.texture)
     with pytest.raises(TypeError, match="simplified"):
         ExportJob(asset["gaussian"], mesh, simplified=early)
-    # a face count instead of a fraction: the early decimation is started for that count (another would be refused)
+    # a face count instead of a fraction: the early decimation is started for that count (another would be refused);
+    # only the faces are checked here, so the bake gets few small views and a small texture
     target = len(f0) // 2
-    with ExportJob(asset["gaussian"], mesh, **{**kw, "target_faces": target}) as job:
+    small = {"nviews": 4, "render_resolution": 64, "texture_size": 64, "target_faces": target}
+    with ExportJob(asset["gaussian"], mesh, **{**kw, **small}) as job:
         assert job.early.reduction > 0.6
         faces = job.bake().faces
     assert abs(len(faces) - target) <= 0.05 * target
@@ -689,10 +697,10 @@ def test_inpaint_keeps_filled_texels_and_continues_chart_borders():
     assert np.array_equal(tb.inpaint_texture(u8, np.zeros((size, size), bool)), u8)
 
 
-def test_views_prepared_before_the_uvs_fold_as_views_added_after(asset, observations):
+def test_views_prepared_before_the_uvs_fold_as_views_added_after(asset, observations, unwrapped):
     """``prepare_view`` (raster and pixel tests of the clean mesh) before the UVs exist, ``fold_view`` after
     ``set_uvs`` with the unwrapped mesh: the same sums, bit for bit, as ``add_view`` once the UVs are set."""
-    v_uv, f_uv, uv = _uv_mesh(asset)
+    v_uv, f_uv, uv = _uv_mesh(unwrapped)
     obs = observations
     blank = torch.zeros_like(obs["mask"][0])
     early = tb.TextureAccumulator(asset["v"], asset["f"], None, 128)
@@ -725,12 +733,13 @@ def test_views_prepared_before_the_uvs_fold_as_views_added_after(asset, observat
 
 
 @pytest.mark.parametrize("batched", [False, True])
-def test_prepared_views_folded_together_make_the_sums_of_one_by_one(asset, observations, monkeypatch, batched):
+def test_prepared_views_folded_together_make_the_sums_of_one_by_one(asset, observations, unwrapped, monkeypatch,
+                                                                     batched):
     """``fold_views``: one by one (a CPU's default) the sums of ``fold_view`` bit for bit; in batches (a GPU's
     default, forced here, several batches of a small pixel budget, a view with no kept pixels among them) the same
     sums to float rounding. Each entry is freed once folded and the progress counts the views."""
     from trellis.export.bake import least_squares
-    v_uv, f_uv, uv = _uv_mesh(asset)
+    v_uv, f_uv, uv = _uv_mesh(unwrapped)
     obs = observations
     blank = torch.zeros_like(obs["mask"][0])
 
@@ -771,8 +780,10 @@ def test_views_prepared_while_the_uv_unwrap_runs_give_the_same_bake(asset, monke
     that neither renders nor prepares anything during the unwrap."""
     from trellis.export import schedule
 
-    # six views: rendered in ~1-2 s on a busy 2-core CPU, then prepared while the unwrap still sleeps
-    kw = dict(simplify=0.0, fill_holes=False, texture_size=TEXTURE, verbose=False, nviews=6, render_resolution=RES)
+    # six views of 128²: rendered well within the sleep on a busy 2-core CPU, then prepared while the unwrap still
+    # sleeps; a UV budget that the sleep cannot use up on a loaded machine (both runs keep the same layout)
+    kw = dict(simplify=0.0, fill_holes=False, texture_size=TEXTURE, verbose=False, nviews=6, render_resolution=128,
+              uv_time_budget_s=60.0)
     slowed = []
 
     def slow_unwrap(stage, done, total):

@@ -306,15 +306,30 @@ def child_code(proc) -> str:
     return args[-1]
 
 
+@pytest.fixture(scope="module")
+def shells_in_one_pass():
+    """(vertices, faces, face centres, one-pass decimation to 5 %, the child processes that pass started) of the
+    noisy sphere with its inner shell (~350 k faces, two closed noisy sheets). One pass in this process does not
+    read FINAL_IN_PIECES: the same for both cases of the test below, so made once."""
+    import subprocess
+
+    started = []
+    real_popen = subprocess.Popen
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(subprocess, "Popen", lambda cmd, *a, **k: started.append(cmd) or real_popen(cmd, *a, **k))
+        v, f = noisy_sphere_with_inner_shell(7)
+        one = mc.simplify_mesh(v, f, 0.95, pieces=1)
+    return v, f, v[f].mean(axis=1), one, started
+
+
 @pytest.mark.parametrize("final_in_pieces", [True, False])
-def test_simplify_in_pieces_equals_one_pass_in_quality(monkeypatch, tmp_path, children, final_in_pieces):
+def test_simplify_in_pieces_equals_one_pass_in_quality(monkeypatch, tmp_path, children, final_in_pieces,
+                                                       shells_in_one_pass):
     import subprocess
 
     monkeypatch.setattr(pieces, "FINAL_IN_PIECES", final_in_pieces)
-    v, f = noisy_sphere_with_inner_shell(7)            # ~200 k faces, two closed noisy sheets
-    dense = v[f].mean(axis=1)
-    one = mc.simplify_mesh(v, f, 0.95, pieces=1)
-    assert not children
+    v, f, dense, one, one_pass_children = shells_in_one_pass
+    assert not one_pass_children and not children
     calls, info = [], {}
     monkeypatch.setattr(processes, "usable_cores", lambda: 8)
     four = mc.simplify_mesh(v, f, 0.95, pieces=4, progress=lambda s, i, n: calls.append((s, i, n)), info=info)

@@ -1,4 +1,4 @@
-"""The mesh decoder's memory-saving paths (issue 14 §4) against the plain computation they replace.
+"""The mesh decoder's memory-saving paths against the plain computation they replace.
 
 `SparseSubdivideBlock3d.forward` skips building the subdivided tensor (its first conv reads neighbours
 from their parents), normalises in place and adds the skip per parent; `SLatMeshDecoder.decode_features`

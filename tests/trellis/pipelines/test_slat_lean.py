@@ -1,4 +1,4 @@
-"""The SLat flow's lean (low-VRAM) mode, issue 14 §4: the same numbers with a lower activation peak.
+"""The SLat flow's lean (low-VRAM) mode: the same numbers with a lower activation peak.
 
 `SLatFlowModel.lean` (set by the pipeline when it offloads) sends the res blocks and the eager transformer
 blocks through their lean paths: row-chunked norms and MLPs, norm + SiLU and the skip of the up-sampling

@@ -462,7 +462,7 @@ def test_sort_path_matches_dense_grid_path(monkeypatch):
 
 
 # ----------------------------------------------------------------------------------------------
-# Memory on a noisy field (issue 14 §4)
+# Memory on a noisy field
 # ----------------------------------------------------------------------------------------------
 def scattered_noisy(res, seed=0, occupancy=0.08):
     """What a random-weight decoder gives on a scattered stage-1 structure: 4^3 blocks of voxels at ~8 %
