@@ -95,6 +95,24 @@ def ensure_test_tools(layout: Layout, log: Log) -> None:
                 log.say("npm ci --prefix tests/js failed; the glTF validator test will fail")
 
 
+# The repository's own packages, compiled before the tests: the suite starts hundreds of Python processes, and where
+# PYTHONDONTWRITEBYTECODE is set (CI machines) each of them would compile our modules from source again.
+SOURCE_PACKAGES = ("trellis", "desktop", "installer", "extensions", "benchmarks", "tests")
+
+
+def compile_sources(python: str, app_dir, log: Log) -> int:
+    """Byte-compile SOURCE_PACKAGES under `app_dir` with `python` (compileall writes the bytecode files whatever
+    PYTHONDONTWRITEBYTECODE says; an up-to-date file is left alone). Returns compileall's exit status: a file that
+    does not compile is reported here and again by the test that imports it."""
+    folders = [str(app_dir / name) for name in SOURCE_PACKAGES if (app_dir / name).is_dir()]
+    if not folders:
+        return 0
+    rc, _ = log.run([python, "-m", "compileall", "-q", "-j", "0", *folders], echo=False)
+    if rc != 0:
+        log.say("some of the app's Python files did not byte-compile; the tests that import them will say why")
+    return rc
+
+
 def _run(cmd: list[str], env: dict, cwd, log: Log) -> int:
     log.detail("$ " + " ".join(cmd))
     log.close()
@@ -124,6 +142,7 @@ def launch(layout: Layout, opts: Options, log: Log, opener=None) -> int:
     python = str(layout.venv_python())
     if opts.test:
         ensure_test_tools(layout, log)
+        compile_sources(python, layout.app_dir, log)
         env = isolated_env(no_pip_config=opts.no_pip_config)
         return _run([python, "-m", "pytest", *test_workers(opts.rest), *opts.rest], env, layout.app_dir, log)
 

@@ -307,14 +307,33 @@ def test_the_tests_spread_over_the_cores_unless_told():
         assert launch_mod.test_workers(told, cores=8) == [], told
 
 
+def test_the_sources_are_byte_compiled_before_the_tests(tmp_path, monkeypatch):
+    """compileall writes every package's bytecode even where PYTHONDONTWRITEBYTECODE is set; a file that does not
+    compile is reported, and the others are still compiled."""
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    (tmp_path / "trellis" / "sub").mkdir(parents=True)
+    (tmp_path / "trellis" / "sub" / "good.py").write_text("X = 1\n")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "bad.py").write_text("def (:\n")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "other.py").write_text("Y = 2\n")
+    log = Log(None)
+    assert launch_mod.compile_sources(sys.executable, tmp_path, log) != 0
+    assert list((tmp_path / "trellis" / "sub" / "__pycache__").glob("good.*.pyc"))
+    assert not (tmp_path / "elsewhere" / "__pycache__").exists()            # only the repository's packages
+    assert launch_mod.compile_sources(sys.executable, tmp_path / "elsewhere", log) == 0    # none there: nothing
+
+
 def test_launch_tests_run_pytest(tmp_path, started, monkeypatch):
     layout = make_app(tmp_path)
     fake_venv(layout, good_state(layout, test_key=layout.test_key()))
     tools = []
     monkeypatch.setattr(launch_mod, "ensure_test_tools", lambda lay, log: tools.append(lay))
+    monkeypatch.setattr(launch_mod, "compile_sources", lambda python, app_dir, log: tools.append(app_dir))
     assert launch_mod.launch(layout, parse(["test", "-q", "-x"]), Log(None)) == 0
     workers = launch_mod.test_workers(["-q", "-x"])
-    assert started[0][0] == [str(layout.venv_python()), "-m", "pytest", *workers, "-q", "-x"] and tools == [layout]
+    assert started[0][0] == [str(layout.venv_python()), "-m", "pytest", *workers, "-q", "-x"]
+    assert tools == [layout, layout.app_dir]                    # the test tools, then the sources compiled
     assert launch_mod.launch(layout, parse(["test", "-n", "0", "-k", "attention"]), Log(None)) == 0
     assert started[1][0] == [str(layout.venv_python()), "-m", "pytest", "-n", "0", "-k", "attention"]
     assert "HF_HOME" not in started[0][1] or started[0][1]["HF_HOME"] == os.environ.get("HF_HOME")
