@@ -282,11 +282,18 @@ def test_pieces_given_tensors_give_the_numpy_result(children):
 def children(monkeypatch, tmp_path):
     """The real child processes started (subprocess.Popen recorded), temp files in tmp_path; the pool of warm
     decimation children empty before and after (the counts are of children started here)."""
-    import subprocess
     import tempfile
 
     processes.drain_pool()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    yield record_popen(monkeypatch)
+    processes.drain_pool()
+
+
+def record_popen(mp) -> list:
+    """subprocess.Popen recorded through the MonkeyPatch ``mp``: the list of the real processes started."""
+    import subprocess
+
     started = []
     real_popen = subprocess.Popen
 
@@ -294,9 +301,8 @@ def children(monkeypatch, tmp_path):
         started.append(real_popen(cmd, *a, **k))
         return started[-1]
 
-    monkeypatch.setattr(subprocess, "Popen", recording_popen)
-    yield started
-    processes.drain_pool()
+    mp.setattr(subprocess, "Popen", recording_popen)
+    return started
 
 
 def child_code(proc) -> str:
@@ -311,12 +317,8 @@ def shells_in_one_pass():
     """(vertices, faces, face centres, one-pass decimation to 5 %, the child processes that pass started) of the
     noisy sphere with its inner shell (~350 k faces, two closed noisy sheets). One pass in this process does not
     read FINAL_IN_PIECES: the same for both cases of the test below, so made once."""
-    import subprocess
-
-    started = []
-    real_popen = subprocess.Popen
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(subprocess, "Popen", lambda cmd, *a, **k: started.append(cmd) or real_popen(cmd, *a, **k))
+        started = record_popen(mp)
         v, f = noisy_sphere_with_inner_shell(7)
         one = mc.simplify_mesh(v, f, 0.95, pieces=1)
     return v, f, v[f].mean(axis=1), one, started
