@@ -6,8 +6,10 @@ step and its folder gets an error.json with `state: interrupted` (partial files 
 removed), queued jobs end interrupted too; once the workers have stopped the process exits 0. A second
 signal while it waits stops waiting: exit 128 + that signal's number (130 for Ctrl-C); what the job left
 behind is then marked and cleaned at the next start (recovery.py). Exit 1 if the job did not stop in
-STOP_WAIT_S.
+STOP_WAIT_S. A signal that comes once the stop is done, while Python itself exits, keeps those statuses: 128 +
+its number at once, or 0 when it lands after the last exit hook.
 """
+import atexit
 import contextlib
 import os
 import signal
@@ -27,6 +29,37 @@ CTRL_C_EVENT, CTRL_BREAK_EVENT, CTRL_CLOSE_EVENT, CTRL_LOGOFF_EVENT, CTRL_SHUTDO
 CONSOLE_EVENT_NAMES = {CTRL_CLOSE_EVENT: "the console window was closed", CTRL_LOGOFF_EVENT: "the user logged off",
                        CTRL_SHUTDOWN_EVENT: "Windows is shutting down"}
 CONSOLE_WAIT_S = 4.5                  # within the ~5 s Windows gives a closing console
+STOP_SIGNAL_NAMES = ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK")
+
+
+def stop_signal_numbers() -> list:
+    """The stop signals this platform has."""
+    return [getattr(signal, name) for name in STOP_SIGNAL_NAMES if hasattr(signal, name)]
+
+
+def set_stop_handlers(handler) -> None:
+    for sig in stop_signal_numbers():
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(sig, handler)
+
+
+def exit_now(sig, frame) -> None:
+    """A stop signal while the interpreter exits after a clean stop: end at once, as a second signal does."""
+    os._exit(128 + sig)
+
+
+EXIT_AFTER_STOP = threading.Event()
+
+
+def ignore_stop_signals_at_exit() -> None:
+    """The last exit hook (registered at import, so run after the others): past it Python gives the signals their
+    default action back, and a Ctrl-C then would kill a process that stopped cleanly instead of letting it
+    exit 0."""
+    if EXIT_AFTER_STOP.is_set():
+        set_stop_handlers(signal.SIG_IGN)
+
+
+atexit.register(ignore_stop_signals_at_exit)
 
 
 class StopSignals:
@@ -43,15 +76,13 @@ class StopSignals:
         self.requested = threading.Event()
         self.finished = threading.Event()
         self._console_handler = None       # kept alive: Windows calls it through ctypes
+        self.installed = False             # the process's stop signals are this object's
 
     # ------------------------------------------------------------------ setting up
     def install(self) -> None:
         """Handle the stop signals (from the main thread), and on Windows the console's close events."""
-        for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK"):
-            sig = getattr(signal, name, None)
-            if sig is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    signal.signal(sig, self._handle)
+        set_stop_handlers(self._handle)
+        self.installed = True
         if os.name == "nt":
             self._install_console_handler()
         # The runner is told from a thread: a signal handler may interrupt code that holds its lock.
@@ -123,5 +154,8 @@ class StopSignals:
             os._exit(128 + number if number is not None else 1)
         if self.causes:
             print("Stopped.", file=sys.stderr, flush=True)
+            if self.installed and threading.current_thread() is threading.main_thread():
+                set_stop_handlers(exit_now)
+                EXIT_AFTER_STOP.set()
         self.finished.set()
         return 0
