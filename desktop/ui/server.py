@@ -11,6 +11,12 @@ from .app import CSS, EXAMPLES_DIR, TrellisApp
 from . import look
 from .lazy import load_gradio
 
+# gradio's queue looks for new events every millisecond (every 50 ms on Windows) and for progress every 10 ms: a
+# thousand wake-ups a second keep an app nobody uses at several percent of a core. 20 ms still starts a click's work
+# before a person can tell; the page shows no gradio progress bars, whose pace the second figure sets.
+QUEUE_POLL_S = 0.02
+PROGRESS_POLL_S = 0.1
+
 
 # ---------------------------------------------------------------------------------------------
 # Options
@@ -48,6 +54,16 @@ def model_problem(model: str) -> str | None:
             f"or with --model {DEFAULT_MODEL} to download it (internet needed once).")
 
 
+def quiet_queue(demo):
+    """`demo` (queued) with the queue's idle polling slowed to QUEUE_POLL_S / PROGRESS_POLL_S (never sped up). The
+    queue is gradio's own object (Blocks._queue); a gradio without these attributes keeps its pace."""
+    queue = getattr(demo, "_queue", None)
+    for name, pace in (("sleep_when_free", QUEUE_POLL_S), ("progress_update_sleep_when_free", PROGRESS_POLL_S)):
+        if isinstance(getattr(queue, name, None), (int, float)):
+            setattr(queue, name, max(getattr(queue, name), pace))
+    return demo
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)                       # exits with 2 on a usage error
@@ -78,7 +94,7 @@ def main(argv=None) -> int:
     try:
         demo = app.build()
         try:
-            _, url, _ = demo.queue().launch(
+            _, url, _ = quiet_queue(demo.queue()).launch(
                 server_name=args.host, server_port=args.port, inbrowser=not args.no_browser,
                 prevent_thread_lock=True, quiet=True, show_error=True, ssr_mode=False,
                 allowed_paths=[str(runner.outputs_dir), str(EXAMPLES_DIR)], css=CSS + look.CSS, head=look.HEAD,
