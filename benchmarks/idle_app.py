@@ -114,7 +114,8 @@ def main() -> int:
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
     proc, url = start(args.command, model, work)
     try:
-        server = lambda: [proc.pid]                       # noqa: E731
+        def server():
+            return [proc.pid]
         print(f"`python -m desktop {args.command}` idle, nothing open: {cpu_share(server, args.seconds):.2f} % of a "
               f"core over {args.seconds:.0f} s; {resident_mib(proc.pid):.0f} MiB resident", flush=True)
         if args.page and args.command == "ui":
@@ -135,10 +136,12 @@ def page_rows(url: str, server, seconds: float) -> None:
         tabs = browser_pids
         ui = Page(browser, url)
         time.sleep(3)
-        both = lambda: server() + tabs()                 # noqa: E731
+
+        def both():
+            return server() + tabs()
         print(f"a tab on the page as loaded: browser {cpu_share(tabs, seconds):.1f} %, app "
               f"{cpu_share(server, seconds):.2f} % of a core", flush=True)
-        ui.upload(os.path.join(EXAMPLES, sorted(os.listdir(EXAMPLES))[0]))
+        ui.upload(os.path.join(EXAMPLES, min(os.listdir(EXAMPLES))))
         ui.tiny()
         ui.formats({"glb", "mp4"})
         previous = ui.status()
