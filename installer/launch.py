@@ -35,11 +35,15 @@ MAX_TEST_WORKERS = 4
 
 def test_workers(rest: list[str], cores: int | None = None) -> list[str]:
     """pytest's worker options for this machine (`cores`: os.cpu_count()): a file's tests stay in one worker (their
-    module fixtures are made once); none where there is one core or the pytest arguments choose (-n, no:xdist)."""
+    module fixtures are made once), files handed out in the order they are collected; none where there is one core
+    or the pytest arguments choose (-n, no:xdist)."""
     n = min(cores or os.cpu_count() or 1, MAX_TEST_WORKERS)
     chosen = any(a in ("-n", "--numprocesses") or a.startswith(("--numprocesses=", "-n=")) or "no:xdist" in a
                  or (a.startswith("-n") and a[2:].isdigit()) for a in rest)
-    return [] if n < 2 or chosen else ["-n", str(n), "--dist", "loadfile"]
+    # xdist would hand out the files with the most tests first, which leaves the few-test browser and process files
+    # (the longest) for last, one worker running them while the other waits; the collection order ends on the
+    # library's many short files instead.
+    return [] if n < 2 or chosen else ["-n", str(n), "--dist", "loadfile", "--no-loadscope-reorder"]
 
 
 def _user_named_model(rest: list[str]) -> bool:

@@ -300,8 +300,9 @@ def test_launch_app_environment(tmp_path, started, monkeypatch):
 
 
 def test_the_tests_spread_over_the_cores_unless_told():
-    assert launch_mod.test_workers([], cores=2) == ["-n", "2", "--dist", "loadfile"]
-    assert launch_mod.test_workers(["-x"], cores=64) == ["-n", str(launch_mod.MAX_TEST_WORKERS), "--dist", "loadfile"]
+    spread = ["--dist", "loadfile", "--no-loadscope-reorder"]
+    assert launch_mod.test_workers([], cores=2) == ["-n", "2", *spread]
+    assert launch_mod.test_workers(["-x"], cores=64) == ["-n", str(launch_mod.MAX_TEST_WORKERS), *spread]
     assert launch_mod.test_workers([], cores=1) == []
     for told in (["-n", "0"], ["-n3"], ["--numprocesses=2"], ["-p", "no:xdist"]):
         assert launch_mod.test_workers(told, cores=8) == [], told
