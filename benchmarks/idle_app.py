@@ -3,7 +3,7 @@ it waits, and of a browser tab left open on it.
 
     python benchmarks/idle_app.py [--command ui|api] [--seconds 30] [--page] [--work DIR]
 
-Starts the command on the tiny random-weight pipeline (`python -m trellis.tools.tiny_pipeline`, `--device cpu`),
+Starts the command on the tiny random-weight pipeline (`launch_gpu.py`'s, `--device cpu`),
 waits until it answers and its warm-up has loaded the model, then reads the server's CPU time (user + system, from
 /proc: Linux) over `--seconds` and its resident memory. With `--page` a headless Chromium (the browser tests' own,
 `tests/desktop/ui/test_ui.py`'s) keeps the page open meanwhile, first as loaded and then showing a result (a tiny job
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,11 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from launch_gpu import free_port, model_folder  # noqa: E402  (the launch benchmark's port and tiny pipeline)
+
 TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -69,12 +73,6 @@ def cpu_share(pids_of, seconds: float) -> float:
     return 100 * sum(after[p] - before[p] for p in after if p in before) / seconds
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start(command: str, model: Path, work: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     args = [sys.executable, "-m", "desktop", command, "--model", str(model), "--device", "cpu", "--port", str(port),
@@ -108,11 +106,7 @@ def main() -> int:
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    model = work / "tiny"
-    if not (model / "pipeline.json").is_file():
-        subprocess.run([sys.executable, "-m", "trellis.tools.tiny_pipeline", str(model)], cwd=ROOT, check=True,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
-    proc, url = start(args.command, model, work)
+    proc, url = start(args.command, model_folder(work, tiny=True), work)
     try:
         def server():
             return [proc.pid]
