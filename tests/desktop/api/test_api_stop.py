@@ -101,6 +101,14 @@ def read_until(proc, *texts: str) -> str:
     raise AssertionError(f"the server ended before saying any of {texts!r}: {seen}")
 
 
+def read_to_exit(proc) -> str:
+    """The rest of the server's stderr, once it has exited. Through the same reader as read_until: its buffer may
+    hold lines already (communicate() would read past them)."""
+    rest = proc.stderr.read()
+    proc.wait(TIMEOUT)
+    return rest
+
+
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
     return open(rgba_blob(tmp_path_factory.mktemp("img") / "blob.png"), "rb").read()
@@ -183,8 +191,7 @@ def test_second_ctrl_c_stops_at_once_with_130(tiny_pipeline_dir, tmp_path, image
     # The first Ctrl-C is being handled ("Stopping"), or the job already stopped at its next step ("Stopped.").
     err = read_until(api.proc, "Stopping", "Stopped.")
     api.proc.send_signal(signal.SIGINT)
-    err += api.proc.stderr.read()                    # the same reader: its buffer may hold the lines that follow
-    api.proc.wait(TIMEOUT)
+    err += read_to_exit(api.proc)
     assert api.proc.returncode in (0, 130), err        # 0 when the job had stopped before the second one
     assert "terminate called" not in err, err
     # Whichever: the next start finds the folder marked.
@@ -212,8 +219,7 @@ def test_signals_while_python_exits_after_the_stop_keep_the_exit_status(tiny_pip
         api.proc.send_signal(signal.SIGINT)
         sent += 1
         time.sleep(0.002)
-    err += api.proc.stderr.read()
-    api.proc.wait(TIMEOUT)
+    err += read_to_exit(api.proc)
     assert sent > 0 and api.proc.returncode in (0, 130), (sent, api.proc.returncode, err)
     assert "Traceback" not in err, err
 
