@@ -2,7 +2,8 @@
 sampling again — another face count, normal map, size, pivot, format — from each job folder's result.npz (kept by
 every job), also after the app restarted. One new job folder per source under OUT_DIR, as `generate` makes them;
 the source's settings are kept except the export options given here. Exit status as `generate`: 0 ok, 1 a job
-failed, 2 usage error (a folder that is not a job folder), 130 interrupted.
+failed, 2 usage error (an option out of range; a folder that is not a finished job's, or whose result.npz is missing
+or damaged: all checked before any job is submitted), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ from pathlib import Path
 
 from .cli import add_setting_flag, flag_changes, output_folder_problem, run_jobs, setting_flags
 from .jobs.folder import JobFolder
-from .options import add_model_option, add_runner_options
-from .settings import EXPORT_FIELDS
+from .jobs.job import JobState, NoResultError, UnknownJobError
+from .options import add_model_option, add_runner_options, check_runner_args
+from .settings import EXPORT_FIELDS, GenerationSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m desktop export",
+        usage="python -m desktop export JOB_FOLDER... -o OUT_DIR [export options]",
         description="Write other files from finished jobs without sampling again (their folders keep result.npz).",
         epilog="example: python -m desktop export outputs/20261125-101500-1a2b3c4d -o exports --formats glb,usdz "
                "--target-faces 5000 --height 1.8 --pivot bottom --normal-map")
@@ -39,23 +42,74 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def export_changes(parser, args) -> dict:
+    """The export options given, each checked as generate checks it (exits 2 on a bad one)."""
     try:
-        return flag_changes(args, EXPORT_FIELDS)
+        changes = flag_changes(args, EXPORT_FIELDS)
+        GenerationSettings().replace(**changes)        # ranges and choices, before any folder is read
+        return changes
     except ValueError as err:
         parser.error(str(err))
+
+
+def source_problem(folder: str, changes: dict):
+    """None when the job folder `folder` can be exported with `changes`; otherwise what is wrong, one line: its
+    records, its state and its settings with the changes; then its result.npz (``result_problem``)."""
+    from .jobs.recovery import job_from_folder
+
+    jf = JobFolder(Path(folder))
+    if not jf.file("settings").is_file():
+        return f"{folder} is not a job folder (no settings.json)"
+    job = job_from_folder(Path(folder))
+    if job is None:
+        return f"{folder} cannot be listed"
+    if job.error_kind == "damaged":
+        return f"{folder}: {one_line(job.error)}"
+    if not jf.is_final():
+        return f"{folder} has not finished (it is still running, or was stopped before it ended); export it once " \
+               "it is done"
+    if job.state != JobState.DONE:
+        return f"{folder} did not finish ({job.state}: {one_line(job.error)}); only a finished job can be exported"
+    try:
+        job.used_settings.replace(**changes)
+    except ValueError as err:
+        return f"{folder}: {err}"
+    # An export's folder keeps no result: the runner exports its source's.
+    return None if job.kind == "export" else result_problem(jf)
+
+
+def result_problem(jf: JobFolder):
+    """None when the folder's result.npz is one (every member checked as the export will read it), else why not."""
+    from trellis.export import DamagedResultError, check_result
+
+    try:
+        check_result(jf.file("result"))
+    except DamagedResultError as err:
+        return str(err)
+    return None
+
+
+def one_line(text) -> str:
+    return " ".join(str(text).split())
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     changes = export_changes(parser, args)
+    check_runner_args(parser, args, outputs=None)
     for folder in args.folders:
-        if not JobFolder(Path(folder)).file("settings").is_file():
-            parser.error(f"{folder} is not a job folder (no settings.json)")
+        problem = source_problem(folder, changes)
+        if problem:
+            parser.error(problem)
     problem = output_folder_problem(args.output)
     if problem:
         parser.error(f"-o/--output: {problem}")
 
     def export_job(folder):
-        return lambda runner: runner.submit_export_from(folder, **changes)
+        def submit(runner):
+            try:
+                return runner.submit_export_from(folder, **changes)
+            except (UnknownJobError, NoResultError, ValueError) as err:     # changed since it was checked
+                parser.error(f"{folder}: {one_line(err)}")
+        return submit
     return run_jobs(args, [(os.path.basename(os.path.normpath(f)) or f, export_job(f)) for f in args.folders])

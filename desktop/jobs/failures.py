@@ -39,9 +39,11 @@ def classify_failure(err: BaseException, outputs_dir, device: str, error_file: O
 
     if isinstance(err, Cancelled):
         return "cancelled", "cancelled"
+    from trellis.export import DamagedResultError
     from trellis.representations.voxels import MeshInputError
 
-    if isinstance(err, (InputError, MeshInputError)):
+    # A damaged result.npz is the export's input, whatever it would have run into (NaN, a claimed 12 TB array).
+    if isinstance(err, (InputError, MeshInputError, DamagedResultError)):
         return "input", f"bad input: {err}"
     if isinstance(err, EmptyStructureError):
         return "empty", str(err)

@@ -301,13 +301,11 @@ class JobFolder:
         return {"result": str(self.file("result"))}
 
     def read_result(self, device="cpu") -> dict:
-        """{"gaussian", "mesh"} from result.npz, on `device`; ValueError when it is missing or damaged."""
+        """{"gaussian", "mesh"} from result.npz, on `device`; trellis.export.result_file.DamagedResultError (a
+        ValueError, the job's input problem) when it is missing, not a file, or damaged."""
         from trellis.export import load_result
 
-        path = self.file("result")
-        if not path.is_file():
-            raise ValueError(f"{self.path.name} keeps no result.npz (made before results were kept, or removed)")
-        gaussian, mesh = load_result(path, device=device)
+        gaussian, mesh = load_result(self.file("result"), device=device)
         return {"gaussian": gaussian, "mesh": mesh}
 
     def write_ply(self, gaussian) -> dict:

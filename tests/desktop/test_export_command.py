@@ -1,7 +1,9 @@
 """`python -m desktop export JOB_FOLDER -o OUT [export options]` (desktop/export_command.py), end to end on the tiny
 pipeline: a job made by `generate` exported again from its folder's result.npz in another process, with the same
 GLB for the same settings, and with the export studio's options — a face count, height and pivot, up axis, a
-normal map, STL / 3MF / USDZ / OBJ — each file read back by a real reader and described in export.json."""
+normal map, STL / 3MF / USDZ / OBJ — each file read back by a real reader and described in export.json; and bad
+options, unfinished jobs and missing, piped or damaged result.npz refused (exit 2, one line) before any job."""
+import io
 import json
 import os
 
@@ -84,3 +86,79 @@ def test_geometry_only_and_bad_folders(made, tmp_path):
     assert proc.returncode == 2 and "not a job folder" in proc.stderr
     proc = desktop("export", made["folder"], "-o", tmp_path / "y", "--model", made["model"], "--set", "ss_steps=3")
     assert proc.returncode == 2 and "ss_steps" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------ refusals (in process)
+
+def refused(capsys, *argv) -> str:
+    """`export` with `argv` exits 2 before any job, with one error line and no traceback; that line."""
+    from desktop import export_command
+
+    with pytest.raises(SystemExit) as stop:
+        export_command.main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2, err
+    errors = [line for line in err.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and len(err.splitlines()) == 2 and "Traceback" not in err, err
+    return errors[0].split(": error: ", 1)[1]
+
+
+BAD_OPTIONS = [["--height", "0"], ["--height", "-1"], ["--height", "1e30"], ["--height", "nan"], ["--height", "inf"],
+               ["--target-faces", "-1"], ["--target-faces", "0"], ["--lods", "0"], ["--lods", "9"],
+               ["--texture-size", "3"], ["--simplify", "1.5"], ["--simplify", "-0.1"], ["--formats", "fbx"],
+               ["--formats", ""], ["--formats", ",".join(f"f{i}" for i in range(1000))]]
+
+
+def test_bad_export_options_are_refused_as_generate_refuses_them(made, tmp_path, capsys):
+    from desktop import cli
+
+    for option in BAD_OPTIONS:
+        message = refused(capsys, made["folder"], "-o", tmp_path / "out", *option)
+        with pytest.raises(SystemExit) as stop:                          # the same values given to generate
+            cli.main(["a.png", "-o", str(tmp_path / "gen"), *option])
+        generate = capsys.readouterr().err.splitlines()[-1].split(": error: ", 1)[1]
+        assert stop.value.code == 2 and message == generate, option
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_folders_that_cannot_be_exported_are_refused_before_any_job(made, tmp_path, capsys):
+    import shutil
+    import zipfile
+
+    def copy(name):
+        folder = tmp_path / name
+        shutil.copytree(made["folder"], folder)
+        return folder
+    out = tmp_path / "out"
+    no_result = copy("no_result")
+    os.remove(no_result / "result.npz")
+    assert "result.npz is not a usable kept result: there is no such file" in refused(capsys, no_result, "-o", out)
+    fifo = copy("fifo")
+    os.remove(fifo / "result.npz")
+    os.mkfifo(fifo / "result.npz")                       # never opened: the command would wait for a writer
+    assert "not a regular file" in refused(capsys, fifo, "-o", out)
+    nan = copy("nan")
+    with zipfile.ZipFile(nan / "result.npz") as z:
+        parts = {name: z.read(name) for name in z.namelist()}
+    vertices = np.load(io.BytesIO(parts["vertices.npy"]))
+    with zipfile.ZipFile(nan / "result.npz", "w") as z:
+        for name, data in parts.items():
+            if name == "vertices.npy":
+                with z.open(name, "w") as fh:
+                    np.save(fh, np.full_like(vertices, np.nan))
+            else:
+                z.writestr(name, data)
+    message = refused(capsys, nan, "-o", out)
+    assert str(nan / "result.npz") in message and "vertices.npy holds NaN" in message and "run its job again" in message
+    cut = copy("cut")
+    data = (cut / "result.npz").read_bytes()
+    (cut / "result.npz").write_bytes(data[: len(data) // 2])
+    assert "not a readable zip" in refused(capsys, cut, "-o", out)
+    running = copy("running")                            # no timings.json nor error.json yet
+    os.remove(running / "timings.json")
+    assert "has not finished" in refused(capsys, running, "-o", out)
+    failed = copy("failed")
+    os.remove(failed / "timings.json")
+    (failed / "error.json").write_text(json.dumps({"state": "failed", "kind": "oom", "error": "out of memory"}))
+    assert "did not finish (failed: out of memory)" in refused(capsys, failed, "-o", out)
+    assert not os.path.exists(out)

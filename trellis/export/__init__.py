@@ -18,7 +18,8 @@ Shared: ``mesh_graph`` (edges, the dual graph, components), ``arrays`` (conversi
 (e.g. for ``temp_dirs`` at the app's start) stays light.
 """
 __all__ = ["to_glb", "to_obj", "bake_textured_mesh", "TexturedMesh", "ExportJob", "warm_processes",
-           "save_result", "load_result", "describe_export", "placed_shape_facts", "check_limits", "DESTINATION_LIMITS",
+           "save_result", "load_result", "check_result", "DamagedResultError", "describe_export",
+           "placed_shape_facts", "check_limits", "DESTINATION_LIMITS",
            "face_budget", "lod_meshes", "bake_onto_mesh", "uv_usable", "bake_uv_mesh",
            "MIN_OBSERVED_SHARE", "observation_settings",
            "Z_UP_TO_Y_UP", "make_glb_mesh", "save_glb", "save_obj"]
@@ -26,7 +27,8 @@ __all__ = ["to_glb", "to_obj", "bake_textured_mesh", "TexturedMesh", "ExportJob"
 # Names defined in the stage modules, loaded when first asked for (they import numpy, torch).
 _LAZY = {"to_glb": "schedule", "to_obj": "schedule", "bake_textured_mesh": "schedule",
          "TexturedMesh": "textured", "ExportJob": "job", "warm_processes": "job",
-         "save_result": "result_file", "load_result": "result_file", "describe_export": "report",
+         "save_result": "result_file", "load_result": "result_file", "check_result": "result_file",
+         "DamagedResultError": "result_file", "describe_export": "report",
          "placed_shape_facts": "report",
          "check_limits": "report", "DESTINATION_LIMITS": "report", "face_budget": "cleanup.chain",
          "lod_meshes": "lods", "bake_onto_mesh": "keep_mesh", "uv_usable": "keep_mesh", "bake_uv_mesh": "schedule",

@@ -1,11 +1,21 @@
 """A TRELLIS result kept for exporting again later, without sampling: the Gaussians' stored fields and the decoder
 mesh, exactly (float32), in one compressed ``.npz`` (``save_result`` / ``load_result``). An export from the loaded
-result is the export of the original, bit for bit."""
+result is the export of the original, bit for bit.
+
+The file is input like any upload (job folders are copied, synced, damaged): ``check_result`` reads it as data only
+— a regular file, a zip of exactly the expected members, each member's dtype and shape taken from its ``.npy``
+header and matched against the zip's directory before anything is unpacked, under a size cap and a packing ratio
+that no real result reaches, then finite values and faces within the vertices — and refuses anything else with a
+``DamagedResultError`` that names the file, the member and what to do."""
 from __future__ import annotations
 
 import json
+import math
 import os
+import stat
+import struct
 import zipfile
+import zlib
 
 import numpy as np
 import torch
@@ -13,9 +23,37 @@ import torch
 from ..representations.gaussian import Gaussian
 from .options import mesh_arrays
 
-__all__ = ["RESULT_FORMAT", "save_result", "load_result"]
+__all__ = ["RESULT_FORMAT", "DamagedResultError", "save_result", "check_result", "load_result"]
 
 RESULT_FORMAT = "trellis-result-1"      # changes when the file's layout does
+
+# A large real result unpacks to a few hundred MB (3 M Gaussians, a 5 M-face mesh): more is not one of ours.
+MAX_RESULT_BYTES = 1 << 30
+# Floats pack ~1.1x and faces ~3x at the level save_result uses; zeros ~230x: a big member packed tighter than
+# this is a zip bomb, refused before it is unpacked.
+MAX_PACKING_RATIO = 50
+RATIO_CHECKED_BYTES = 1 << 20           # small members (the header, tiny results) may pack as tight as they like
+MAX_HEADER_BYTES = 1 << 16              # the JSON header: a few hundred bytes
+# The zip's directory (read whole by zipfile, one object per entry) of a result: 8 entries, under 1 KB.
+MAX_DIRECTORY_ENTRIES, MAX_DIRECTORY_BYTES = 64, 1 << 16
+# Vertices this far out overflow float32 arithmetic in the export (areas, normals): no decoder makes them.
+MAX_COORDINATE = 1e6
+
+# Each member's trailing shape (after its length) and dtype kinds: what save_result writes.
+GAUSSIAN_SHAPES = {"xyz": (3,), "features_dc": (1, 3), "scaling": (3,), "rotation": (4,), "opacity": (1,)}
+MEMBERS = {"header": ((), "u"), **{f"gaussian_{k}": (s, "f") for k, s in GAUSSIAN_SHAPES.items()},
+           "vertices": ((3,), "f"), "faces": ((3,), "iu")}
+OPTIONAL = ("vertices", "faces")        # both, or neither (a result decoded without its mesh)
+
+
+class DamagedResultError(ValueError):
+    """A kept result (result.npz) that cannot be used: missing, not a regular file, not save_result's layout, or
+    holding impossible values. The message names the file, what is wrong and what to do."""
+
+
+def damaged(path, what: str) -> DamagedResultError:
+    return DamagedResultError(f"{os.fspath(path)} is not a usable kept result: {what}. Generate it again (run its "
+                              "job again)")
 
 
 def save_result(path, gaussian: Gaussian, mesh) -> str:
@@ -40,25 +78,192 @@ def save_result(path, gaussian: Gaussian, mesh) -> str:
 
 def load_result(path, device="cpu") -> tuple[Gaussian, dict]:
     """(Gaussian, {"vertices": [V,3] float32, "faces": [F,3] int64} or None) on ``device`` from ``save_result``'s
-    file; a ValueError says what is wrong with a file that is not one."""
+    file; a DamagedResultError (a ValueError) says what is wrong with a file that is not one (``check_result``)."""
+    init_params, fields, vertices, faces = check_result(path)
     try:
-        with np.load(os.fspath(path), allow_pickle=False) as data:
-            header = json.loads(bytes(data["header"]).decode("utf-8"))
-            fields = {k[len("gaussian_"):]: data[k] for k in data.files if k.startswith("gaussian_")}
-            vertices = data["vertices"] if "vertices" in data.files else None
-            faces = data["faces"] if "faces" in data.files else None
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not a readable kept result ({err})") from err
-    if not isinstance(header, dict) or header.get("format") != RESULT_FORMAT:
-        raise ValueError(f"{path}: not a kept result of this version ({header!r:.80})")
-    gaussian = Gaussian.from_raw_fields(header["gaussian_init"], fields, device=device)
-    if vertices is None and faces is None:
+        gaussian = Gaussian.from_raw_fields(init_params, fields, device=device)
+    except (TypeError, ValueError) as err:             # e.g. an unknown parameter, an activation of another version
+        raise damaged(path, f"its Gaussians' parameters cannot be used ({err})") from None
+    if vertices is None:
         return gaussian, None
-    if (vertices is None or faces is None or vertices.ndim != 2 or vertices.shape[1:] != (3,) or faces.ndim != 2
-            or faces.shape[1:] != (3,)):
-        raise ValueError(f"{path}: the mesh's arrays are missing or have the wrong shapes")
-    if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
-        raise ValueError(f"{path}: the mesh's faces point past its vertices")
-    mesh = {"vertices": torch.from_numpy(vertices.astype(np.float32)).to(device),
-            "faces": torch.from_numpy(faces.astype(np.int64)).to(device)}
+    mesh = {"vertices": torch.from_numpy(vertices).to(device), "faces": torch.from_numpy(faces).to(device)}
     return gaussian, mesh
+
+
+def check_result(path) -> tuple[dict, dict, np.ndarray | None, np.ndarray | None]:
+    """(the Gaussians' init_params, {raw field: float32 array}, vertices [V,3] float32 or None, faces [F,3] int64 or
+    None) of ``save_result``'s file, every member checked before use; DamagedResultError otherwise. Nothing larger
+    than the zip's directory says, nor than MAX_RESULT_BYTES, is ever allocated, and a pipe is never opened."""
+    arrays = read_members(path)
+    init_params = header_params(path, arrays.pop("header"))
+    lengths = {name: len(a) for name, a in arrays.items() if name.startswith("gaussian_")}
+    if len(set(lengths.values())) > 1:
+        raise damaged(path, "its Gaussian fields have different lengths ("
+                      + ", ".join(f"{name}.npy {n:,}" for name, n in lengths.items()) + ")")
+    with np.errstate(over="ignore"):                   # a float64 beyond float32's range becomes inf: refused
+        arrays = {name: a.astype(np.float32) if a.dtype.kind == "f" else a for name, a in arrays.items()}
+    for name, a in arrays.items():
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise damaged(path, f"{name}.npy holds NaN or infinite values")
+    fields = {name[len("gaussian_"):]: a for name, a in arrays.items() if name.startswith("gaussian_")}
+    if "vertices" not in arrays:
+        return init_params, fields, None, None
+    vertices, faces = arrays["vertices"], arrays["faces"]
+    if vertices.size and np.abs(vertices).max() > MAX_COORDINATE:
+        raise damaged(path, f"vertices.npy holds coordinates beyond {MAX_COORDINATE:g}")
+    if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
+        raise damaged(path, "the mesh's faces point past its vertices (faces.npy)")
+    return init_params, fields, vertices, faces.astype(np.int64)
+
+
+def read_members(path) -> dict:
+    """{member name without .npy: array} of the zip at ``path``, each checked against its header and the zip's
+    directory before it is unpacked."""
+    name = os.fspath(path)
+    try:
+        info = os.stat(name)                           # stat, not open: a pipe would block the reader
+    except FileNotFoundError:
+        raise damaged(path, "there is no such file (made before results were kept, or removed)") from None
+    except OSError as err:
+        raise damaged(path, f"it cannot be read ({err.strerror or err})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise damaged(path, "it is not a regular file (a folder, pipe, socket or device)")
+    if info.st_size > MAX_RESULT_BYTES:
+        raise damaged(path, f"it is {info.st_size:,} bytes, more than any result ({MAX_RESULT_BYTES:,})")
+    try:
+        # Non-blocking: were it swapped for a pipe since the stat, the open still returns (and fstat refuses it).
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as err:
+        raise damaged(path, f"it cannot be read ({err.strerror or err})") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_RESULT_BYTES:
+            raise damaged(path, "it was replaced while being opened")
+        try:
+            entries, size = directory_size(f, info.st_size)
+            if entries > MAX_DIRECTORY_ENTRIES or size > MAX_DIRECTORY_BYTES:
+                raise damaged(path, f"its zip directory lists {entries:,} members in {size:,} bytes, not a "
+                                    f"result's {len(MEMBERS)}")
+            with zipfile.ZipFile(f) as z:
+                infos = member_infos(path, z.infolist())
+                return {member: read_member(path, z, member, zi) for member, zi in infos.items()}
+        except DamagedResultError:
+            raise
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError,
+                RuntimeError) as err:                  # truncated, not a zip, bad CRC, encrypted, odd compression
+            raise damaged(path, f"it is not a readable zip archive ({type(err).__name__}: {err})") from None
+
+
+def directory_size(f, size: int) -> tuple[int, int]:
+    """(entries, bytes) of the zip directory that zipfile would read, from the archive's end records (zip64's
+    when present); (0, 0) when there are none (zipfile then says it is not a zip)."""
+    tail_bytes = min(size, (1 << 16) + 22)               # the end record and its comment, at most
+    f.seek(size - tail_bytes)
+    tail = f.read(tail_bytes)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        return 0, 0
+    entries, cd_bytes = struct.unpack("<HI", tail[at + 10:at + 16])
+    z64 = at - 20 - 56                                    # zip64's end record, then its locator, precede it
+    if z64 >= 0 and tail[at - 20:at - 16] == b"PK\x06\x07" and tail[z64:z64 + 4] == b"PK\x06\x06":
+        entries, cd_bytes = struct.unpack("<QQ", tail[z64 + 32:z64 + 48])
+    f.seek(0)
+    return entries, cd_bytes
+
+
+def member_infos(path, infos: list) -> dict:
+    """{member: ZipInfo}: exactly the expected names, their unpacked sizes within the caps."""
+    names = [zi.filename for zi in infos]
+    if len(set(names)) != len(names):
+        raise damaged(path, "a member appears twice in the archive")
+    expected = {f"{m}.npy": m for m in MEMBERS}
+    by_name = {expected[zi.filename]: zi for zi in infos if zi.filename in expected}
+    missing = [f"{m}.npy" for m in MEMBERS if m not in by_name and m not in OPTIONAL]
+    if sum(m in by_name for m in OPTIONAL) == 1:
+        missing += [f"{m}.npy" for m in OPTIONAL if m not in by_name]
+    unexpected = [n for n in names if n not in expected]
+    if missing or unexpected:
+        parts = ([f"{', '.join(missing)} missing"] if missing else []) + \
+                ([f"unexpected {', '.join(repr(n[:60]) for n in unexpected[:5])}"] if unexpected else [])
+        raise damaged(path, "its members are not a result's (" + "; ".join(parts) + ")")
+    total = sum(zi.file_size for zi in infos)
+    if total > MAX_RESULT_BYTES:
+        raise damaged(path, f"its members unpack to {total:,} bytes, more than any result ({MAX_RESULT_BYTES:,})")
+    for member, zi in by_name.items():
+        if zi.file_size > RATIO_CHECKED_BYTES and zi.file_size > MAX_PACKING_RATIO * max(zi.compress_size, 1):
+            raise damaged(path, f"{member}.npy would unpack {zi.compress_size:,} bytes into {zi.file_size:,} "
+                          "(a zip bomb, not data)")
+    return by_name
+
+
+def read_member(path, z: zipfile.ZipFile, member: str, zi: zipfile.ZipInfo) -> np.ndarray:
+    """The array of one member: dtype and shape from its .npy header, checked against MEMBERS and the zip's
+    directory, then exactly that many bytes unpacked."""
+    where = f"{member}.npy"
+    trailing, kinds = MEMBERS[member]
+    with z.open(zi) as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f".npy version {version} is not one this app writes")
+        except (ValueError, SyntaxError, TypeError) as err:
+            raise damaged(path, f"{where} is not an array file ({err})") from None
+        if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in kinds \
+                or (dtype.kind == "f" and dtype.itemsize > 8) or (kinds == "u" and dtype.itemsize != 1):
+            want = {"f": "floats", "u": "bytes", "iu": "integers"}[kinds]
+            raise damaged(path, f"{where} holds {dtype} values, not {want}")
+        if len(shape) != 1 + len(trailing) or tuple(shape[1:]) != trailing or any(n < 0 for n in shape):
+            want = "[N" + "".join(f", {n}" for n in trailing) + "]"
+            raise damaged(path, f"{where} has the shape {list(shape)}, not {want}")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if fh.tell() + nbytes != zi.file_size:
+            raise damaged(path, f"{where} declares {list(shape)} {dtype} ({nbytes:,} bytes) but holds "
+                          f"{zi.file_size - fh.tell():,} bytes")
+        if member == "header" and nbytes > MAX_HEADER_BYTES:
+            raise damaged(path, f"{where} is {nbytes:,} bytes, not a header")
+        data = fh.read(nbytes)
+        if len(data) != nbytes or fh.read(1):          # the zip's own check (CRC) runs at the member's end
+            raise damaged(path, f"{where} is cut short or longer than its header says")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def header_params(path, header: np.ndarray) -> dict:
+    """The Gaussians' init_params from the JSON header, each number finite and in its range."""
+    try:
+        record = json.loads(header.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise damaged(path, f"header.npy is not a JSON header ({type(err).__name__})") from None
+    if not isinstance(record, dict) or record.get("format") != RESULT_FORMAT:
+        found = record.get("format") if isinstance(record, dict) else record
+        raise damaged(path, f"it is not a kept result of this version (format {found!r:.60}, this app reads "
+                      f"{RESULT_FORMAT!r})")
+    params = record.get("gaussian_init")
+    if not isinstance(params, dict):
+        raise damaged(path, "header.npy has no Gaussian parameters (gaussian_init)")
+    aabb = params.get("aabb")
+    if not (isinstance(aabb, list) and len(aabb) == 6 and all(is_number(x) for x in aabb)
+            and all(x > 0 for x in aabb[3:])):
+        raise damaged(path, f"its Gaussians' box (gaussian_init.aabb) is not 6 finite numbers with positive sizes "
+                      f"({aabb!r:.80})")
+    bad = [k for k, v in params.items() if isinstance(v, float) and not math.isfinite(v)]
+    for key, ok in (("opacity_bias", lambda v: 0 < v < 1), ("scaling_bias", lambda v: v > 0),
+                    ("mininum_kernel_size", lambda v: v >= 0)):
+        if key in params and not (is_number(params[key]) and ok(params[key])):
+            bad.append(key)
+    if bad:
+        raise damaged(path, f"its Gaussians' parameters {', '.join(sorted(set(bad)))} are out of range")
+    return params
+
+
+def is_number(x) -> bool:
+    """A finite JSON number (not a bool; an integer too large for a float is not one)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
