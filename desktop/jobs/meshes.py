@@ -5,15 +5,16 @@ first bytes and its header, in milliseconds, before the model is loaded or anyth
 
 A file is refused (InputError, saying what to do) when it is empty, too large, an image or something else
 that is not a 3-D model, damaged, or when its header counts more triangles than the voxeliser accepts (a
-scan with 10 M faces is refused here at once instead of being loaded). The format comes from the bytes,
-not the name, so a GLB saved as model.obj still works. Loading and voxelising happen in the job
+scan with 10 M faces is refused here at once instead of being loaded). A glTF's count is what its scene
+graph places (trellis.representations.gltf_scene): 2 000 nodes reusing one mesh count 2 000 times, and a
+node hierarchy too deep, too large or no tree is refused with its numbers. The format comes from the
+bytes, not the name, so a GLB saved as model.obj still works. Loading and voxelising happen in the job
 (trellis.representations.voxels), whose MeshInputError is also an input error: a model whose surfaces
 would take too long to voxelise (voxels.MAX_WORK) is refused there, before the model is loaded. Only
 regular files are opened (a FIFO named as the model would block the reader).
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import struct
@@ -28,7 +29,7 @@ _HEAD = 1 << 16          # bytes read to sniff a file and parse a PLY header
 
 
 def max_faces() -> int:
-    from trellis.representations.voxels import MAX_FACES
+    from trellis.representations.mesh_input import MAX_FACES
 
     return MAX_FACES
 
@@ -133,48 +134,28 @@ def _claimed_faces(ext: str, head: bytes, data, path, name: str, size: int):
         m = re.search(rb"^element\s+face\s+(\d+)", head[:end], re.M)
         return int(m.group(1)) if m else 0
     if ext == ".glb":
-        return _glb_faces(head, data, path, name)
+        json_end = 20 + struct.unpack_from("<I", head, 12)[0] if len(head) >= 20 else 0
+        return _scene_faces(ext, head if json_end <= len(head) else _all(data, path), name)[1]
     if ext == ".gltf":
-        try:
-            doc = json.loads(_all(data, path))
-        except ValueError:
-            raise InputError(f"{name} is a damaged glTF file (its JSON cannot be read)") from None
+        doc, faces = _scene_faces(ext, _all(data, path), name)
         external = [b.get("uri") for b in doc.get("buffers", []) if not str(b.get("uri", "")).startswith("data:")]
         if external and data is not None:
             raise InputError(f"{name} keeps its geometry in other files ({', '.join(map(str, external))}): upload "
                              f"the model as one .glb file instead")
-        return _gltf_faces(doc)
+        return faces
     if ext == ".obj":
         text = _all(data, path)
         return text.count(b"\nf ") + text.startswith(b"f ")
     return None
 
 
-def _glb_faces(head: bytes, data, path, name: str):
-    if len(head) < 20:
-        raise InputError(f"{name} is a damaged GLB file (too short)")
-    json_len, kind = struct.unpack_from("<I4s", head, 12)
-    if kind != b"JSON":
-        raise InputError(f"{name} is a damaged GLB file (no JSON chunk)")
-    raw = head[20:20 + json_len] if 20 + json_len <= len(head) else _all(data, path)[20:20 + json_len]
+def _scene_faces(ext: str, raw: bytes, name: str) -> tuple:
+    """(JSON, triangles its scene graph places) of a GLB's or a .gltf's bytes (a GLB's up to its JSON chunk's end),
+    checked by gltf_scene.check_scene: InputError for a malformed document or one past a limit."""
+    from trellis.representations import gltf_scene
+
     try:
-        return _gltf_faces(json.loads(raw))
-    except (ValueError, UnicodeDecodeError):
-        raise InputError(f"{name} is a damaged GLB file (its JSON chunk cannot be read)") from None
-
-
-def _gltf_faces(doc: dict) -> int:
-    """Triangles of every triangle primitive (mode 4, the default), from the accessors' counts."""
-    accessors = doc.get("accessors", [])
-    total = 0
-    for mesh in doc.get("meshes", []):
-        for prim in mesh.get("primitives", []):
-            if prim.get("mode", 4) not in (4, 5, 6):
-                continue
-            index = prim.get("indices", prim.get("attributes", {}).get("POSITION"))
-            try:
-                count = int(accessors[index]["count"])
-            except (TypeError, IndexError, KeyError, ValueError):
-                continue
-            total += count // 3 if prim.get("mode", 4) == 4 else max(count - 2, 0)
-    return total
+        doc = gltf_scene.read_glb_json(raw) if ext == ".glb" else gltf_scene.read_json(raw)
+        return doc, gltf_scene.check_scene(doc, max_faces()).triangles
+    except gltf_scene.GltfError as err:
+        raise InputError(f"{name} {err}") from None

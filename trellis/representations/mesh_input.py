@@ -20,6 +20,12 @@ Paths come from users (uploads, command lines, lists of files), so nothing is op
 regular file: a FIFO or a device named as the model, as an OBJ's material library or as a glTF's buffer
 would block the reader or never end. Files a model names are looked up in its own folder only, and
 materials are never read (voxelisation uses the geometry alone).
+
+A glTF's scene graph is counted from its JSON before anything is built (`gltf_scene.check_scene`): a node
+reuses its mesh at no cost in the file, so 2 000 nodes of one mesh are refused with their numbers instead of
+being flattened into gigabytes, and a malformed field is named instead of failing somewhere inside trimesh.
+A scene is then flattened here with one matrix a node (trimesh's Scene.dump multiplies each node's whole
+path again, at a cost growing with the cube of its depth).
 """
 from __future__ import annotations
 
@@ -31,8 +37,10 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from ..core.axes import Y_UP_TO_Z_UP     # (x, y, z) -> (x, -z, y): undoes the GLB export
+from . import gltf_scene
 
 __all__ = [
+    "MAX_FACES",
     "MAX_FILE_BYTES",
     "MESH_SUFFIXES",
     "UP_BY_FORMAT",
@@ -46,9 +54,11 @@ __all__ = [
 
 MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl")
 UP_BY_FORMAT = {".glb": "y", ".gltf": "y", ".obj": "y", ".ply": "z", ".stl": "z"}
+# A mesh beyond this is a scan or a CAD export that should be simplified first; voxelising it would
+# take minutes and gigabytes for a 64^3 answer.
+MAX_FACES = 4_000_000
 # A model file, or a file it names, larger than this is no model the 4 M-triangle limit lets through.
 MAX_FILE_BYTES = 1 << 30
-
 
 
 class MeshInputError(ValueError):
@@ -134,17 +144,22 @@ def _read(source, file_type: str | None, as_is: bool = False):
             raise MeshInputError(f"{path}: no such file") from None
         except PermissionError:
             raise MeshInputError(f"{path}: permission denied") from None
-        stream, resolver, name = io.BytesIO(data), _regular_file_resolver(os.path.abspath(path)), os.path.basename(path)
+        resolver, name = _regular_file_resolver(os.path.abspath(path)), os.path.basename(path)
     else:
         if not file_type:
             raise MeshInputError("a 3-D model given as a file object needs its file_type (e.g. 'glb')")
         ext = _format("", file_type)
-        stream, resolver, name = source, None, "the file"
+        data, resolver, name = None, None, "the file"
+    if ext in (".glb", ".gltf"):                   # its scene graph counted before trimesh builds anything
+        data = source.read() if data is None else data
+        data = data.encode("utf-8") if isinstance(data, str) else data
+        doc = checked_gltf(data, ext, name)
+        if as_is and ext == ".glb":
+            data = with_uv_materials(data, doc)
+    stream = source if data is None else io.BytesIO(data)
     extra = {"skip_materials": True} if ext in (".glb", ".gltf", ".obj") and not as_is else {}
     if as_is:
         extra["process"] = False
-        if ext == ".glb":
-            stream = io.BytesIO(with_uv_materials(stream.read()))
     try:
         return trimesh.load(stream, file_type=ext[1:], resolver=resolver, **extra), ext
     except MeshInputError:
@@ -152,6 +167,59 @@ def _read(source, file_type: str | None, as_is: bool = False):
     except Exception as err:       # trimesh raises many kinds on a damaged or mislabelled file
         raise MeshInputError(f"{name} cannot be read as a 3-D model ({type(err).__name__}: {err}); export it "
                              f"again as GLB, OBJ, PLY or STL") from None
+
+
+def checked_gltf(data: bytes, ext: str, name: str = "the file") -> dict:
+    """The JSON of a GLB's or a .gltf's `data`, after gltf_scene.check_scene with MAX_FACES: MeshInputError,
+    starting with `name`, for a malformed document or one whose scene graph places too much."""
+    try:
+        doc = gltf_scene.read_glb_json(data) if ext == ".glb" else gltf_scene.read_json(data)
+        gltf_scene.check_scene(doc, MAX_FACES)
+    except gltf_scene.GltfError as err:
+        raise MeshInputError(f"{name} {err}") from None
+    return doc
+
+
+def placed_parts(scene) -> list:
+    """(mesh, vertices, faces) of each triangle mesh a trimesh.Scene places, in its graph's order, moved as
+    Scene.dump() moves them (faces reversed where a transform mirrors) but with one matrix a node, each from its
+    parent's, and no copy of the meshes."""
+    import trimesh
+    from trimesh.transformations import flips_winding, transform_points
+    from trimesh.util import allclose
+
+    forest = scene.graph.transforms
+    parents, edges, world = forest.parents, forest.edge_data, {}
+
+    def matrix(node):
+        chain = []
+        while node not in world:
+            parent = parents.get(node)
+            if parent is None or parent == node:         # a root: the base frame, or a node hung nowhere
+                world[node] = np.eye(4)
+                break
+            chain.append(node)
+            if len(chain) > len(parents):
+                raise MeshInputError("the scene's transforms form a loop: a part is its own parent")
+            node = parent
+        for child in reversed(chain):
+            parent = parents[child]
+            world[child] = world[parent] @ np.asarray(edges[(parent, child)].get("matrix", np.eye(4)), np.float64)
+        return world[chain[0]] if chain else world[node]
+
+    parts = []
+    for node in scene.graph.nodes_geometry:
+        mesh = scene.geometry.get(forest.node_data[node]["geometry"])
+        if not isinstance(mesh, trimesh.Trimesh):
+            continue
+        m = matrix(node)
+        vertices, faces = np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64)
+        if not allclose(m, np.eye(4), 1e-8):                      # trimesh's own tests, as Scene.dump makes them
+            vertices = transform_points(vertices, m)
+            if not allclose(m[:3, :3], np.eye(3), 1e-6) and flips_winding(m):
+                faces = np.ascontiguousarray(faces[:, ::-1])
+        parts.append((mesh, vertices, faces))
+    return parts
 
 
 def load_mesh(source, up: str | None = None, file_type: str | None = None):
@@ -169,10 +237,12 @@ def load_mesh(source, up: str | None = None, file_type: str | None = None):
     if not isinstance(source, trimesh.parent.Geometry):         # a path or a file object
         source, fmt = _read(source, file_type)
     if isinstance(source, trimesh.Scene):
-        meshes = [g for g in source.dump() if isinstance(g, trimesh.Trimesh)]
-        if not meshes:
+        parts = placed_parts(source)
+        if not parts:
             raise MeshInputError("the scene holds no triangle mesh (only points, lines or nothing)")
-        source = trimesh.util.concatenate(meshes)
+        offsets = np.cumsum([0] + [len(v) for _, v, _ in parts[:-1]])
+        source = trimesh.Trimesh(vertices=np.concatenate([v for _, v, _ in parts]),
+                                 faces=np.concatenate([f + o for (_, _, f), o in zip(parts, offsets)]), process=False)
     if not isinstance(source, trimesh.Trimesh):
         raise MeshInputError(f"the file holds a {type(source).__name__}, not a triangle mesh: a shape needs "
                              f"faces, not only points or lines")
@@ -182,16 +252,17 @@ def load_mesh(source, up: str | None = None, file_type: str | None = None):
     return source
 
 
-def with_uv_materials(data: bytes) -> bytes:
+def with_uv_materials(data: bytes, doc: dict | None = None) -> bytes:
     """A GLB whose primitives with UVs (TEXCOORD_0) but no material get a plain one: trimesh keeps a primitive's UVs
-    only with a material, and Blender's glTF export without materials writes them so. Anything else unchanged."""
+    only with a material, and Blender's glTF export without materials writes them so. Anything else unchanged.
+    `doc`: its JSON as `checked_gltf` returned it (changed here), else read and checked here (MeshInputError)."""
     import json
     import struct
 
     if len(data) < 20 or data[:4] != b"glTF" or data[16:20] != b"JSON":
         return data
     length = struct.unpack_from("<I", data, 12)[0]
-    doc = json.loads(data[20:20 + length])
+    doc = checked_gltf(data, ".glb") if doc is None else doc
     bare = [p for m in doc.get("meshes", []) for p in m.get("primitives", [])
             if "TEXCOORD_0" in p.get("attributes", {}) and "material" not in p]
     if not bare:
@@ -225,15 +296,15 @@ def load_mesh_as_is(source, up: str | None = None, file_type: str | None = None)
     fmt = None
     if not isinstance(source, trimesh.parent.Geometry):
         source, fmt = _read(source, file_type, as_is=True)
-    parts = [g for g in source.dump() if isinstance(g, trimesh.Trimesh)] if isinstance(source, trimesh.Scene) \
-        else [source] if isinstance(source, trimesh.Trimesh) else []
+    parts = placed_parts(source) if isinstance(source, trimesh.Scene) else \
+        [(source, np.asarray(source.vertices, np.float64), np.asarray(source.faces, np.int64))] \
+        if isinstance(source, trimesh.Trimesh) else []
     if not parts:
         raise MeshInputError("the file holds no triangle mesh (only points, lines or nothing)")
     vertices, faces, uvs, offset = [], [], [], 0
-    for part in parts:
-        v = np.asarray(part.vertices, dtype=np.float64)
+    for part, v, f in parts:
         vertices.append(v)
-        faces.append(np.asarray(part.faces, dtype=np.int64) + offset)
+        faces.append(f + offset)
         uv = getattr(part.visual, "uv", None)
         uvs.append(None if uv is None or len(uv) != len(v) else np.asarray(uv, dtype=np.float64))
         offset += len(v)

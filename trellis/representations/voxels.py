@@ -29,16 +29,13 @@ import numpy as np
 import torch
 
 from ..core.callbacks import CancelCheck, check
-from .mesh_input import MESH_SUFFIXES, UP_BY_FORMAT, MeshInputError, load_mesh
+from .mesh_input import MAX_FACES, MESH_SUFFIXES, UP_BY_FORMAT, MeshInputError, load_mesh
 
 __all__ = ["MAX_FACES", "MAX_WORK", "MESH_SUFFIXES", "RESOLUTION", "UP_BY_FORMAT", "MeshInputError", "check_mesh",
            "load_mesh", "normalize_vertices", "triangle_box_overlap", "used_in_unit_cube", "voxel_work", "voxelize",
            "voxelize_surface"]
 
 RESOLUTION = 64
-# A mesh beyond this is a scan or a CAD export that should be simplified first; voxelising it would
-# take minutes and gigabytes for a 64^3 answer.
-MAX_FACES = 4_000_000
 # Triangle-voxel tests accepted: 80 times what a closed surface filling the 64^3 grid needs (a box or a
 # sphere: 0.25 M), so only piles of large overlapping or nested surfaces are refused.
 MAX_WORK = 20_000_000

@@ -672,3 +672,18 @@ def test_deep_json_is_422_not_500(client, blob):
     r = client.post("/v1/jobs", json={"images": ["[" * 100 + "{" * 100], **FAST})
     assert r.status_code == 422 and "not valid base64" in r.json()["detail"], r.text
     assert api_mod.json_depth(b'{"a": [1, {"b": "]]]}}\\"[[["}], "c": []}') == 3
+
+
+def test_gltf_uploads_are_counted_by_their_scene_graph(client, blob):
+    """The upload check counts what a glTF's nodes place (trellis.representations.gltf_scene): a few kB of nodes
+    reusing one mesh, a 1 000-level hierarchy and a malformed field are 422 at once, with their numbers."""
+    from test_gltf_scene import chain, declared_doc, glb, setter, triangle_doc, with_uvs
+
+    for name, data, words in [
+            ("copies.glb", glb(declared_doc(2_000)), "copies.glb places 40,960,000 triangles in its scene (2,000 "
+                                                     "nodes place copies of its meshes' 20,480 triangles)"),
+            ("deep.glb", glb(*triangle_doc(chain(1_000), [0])), "deep.glb has a node hierarchy 1,000 levels deep"),
+            ("bad.glb", with_uvs(setter("materials", {})), "bad.glb is a damaged glTF file: materials is an object")]:
+        r = client.post("/v1/jobs", files=[("mesh", (name, data, "model/gltf-binary")),
+                                           ("images", ("blob.png", blob, "image/png"))], data=form(**FAST))
+        assert r.status_code == 422 and r.json()["detail"].startswith(f"mesh: {words}"), r.text
