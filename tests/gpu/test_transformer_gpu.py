@@ -52,7 +52,7 @@ def ln(norm, t):
 
 def reference_forward(block, x, emb, context):
     """The reference's formulation of the dense block (separate multiply and add, norms in fp32)."""
-    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (m[:, None] for m in block.modulation(emb))
+    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (m[:, None] for m in block.modulation_chunks(emb))
     x = x + gate_msa * block.self_attn(ln(block.norm1, x) * (1 + scale_msa) + shift_msa)
     x = x + block.cross_attn(ln(block.norm2, x), context)
     return x + gate_mlp * block.mlp(ln(block.norm3, x) * (1 + scale_mlp) + shift_mlp)
@@ -109,7 +109,7 @@ def test_sparse_block_matches_dense_formulation(sizes):
     ctx = torch.randn(len(sizes), 1374, 1024, device="cuda").half()
     got = block16(x, emb, ctx).feats
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (m[x.batch_index()]
-                                                                      for m in block16.modulation(emb))
+                                                                      for m in block16.modulation_chunks(emb))
     h = x.feats
     h = h + gate_msa * block16.self_attn(x.replace(ln(block16.norm1, h) * (1 + scale_msa) + shift_msa)).feats
     h = h + block16.cross_attn(x.replace(ln(block16.norm2, h)), ctx).feats

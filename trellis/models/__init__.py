@@ -1,4 +1,5 @@
-"""The six TRELLIS networks and the model-level loader (spec §2.3-§2.5, §12)."""
+"""The networks of both model families and the model-level loader (spec §2.3-§2.5, §12; TRELLIS.2 facts §2.4,
+§15.11, §17): TRELLIS v1's six, TRELLIS.2's flows and SC-VAEs (trellis.models.trellis2)."""
 from __future__ import annotations
 
 import contextlib
@@ -11,7 +12,7 @@ import threading
 __all__ = ["SparseStructureFlowModel", "SparseStructureDecoder", "SLatFlowModel", "SLatGaussianDecoder",
            "SLatRadianceFieldDecoder", "SLatMeshDecoder", "MODEL_CLASSES", "from_pretrained", "from_config",
            "skipped_init", "load_weights", "WeightsFileError", "MissingWeightsFileError", "read_safetensors", "check_readable",
-           "load_on"]
+           "load_on", "model_class", "is_trellis2_flow", "castable"]
 
 # Class name in a ckpt JSON -> module that defines it. Loaded lazily to keep `import trellis` light.
 _CLASS_MODULES = {
@@ -21,8 +22,17 @@ _CLASS_MODULES = {
     "SLatGaussianDecoder": ".structured_latent_vae",
     "SLatRadianceFieldDecoder": ".structured_latent_vae",
     "SLatMeshDecoder": ".structured_latent_vae",
+    "FlexiDualGridVaeDecoder": ".trellis2.sc_vae",
+    "SparseUnetVaeDecoder": ".trellis2.sc_vae",
+    "FlexiDualGridVaeEncoder": ".trellis2.sc_vae",
+    "SparseUnetVaeEncoder": ".trellis2.sc_vae",
 }
 MODEL_CLASSES = tuple(_CLASS_MODULES)
+# TRELLIS.2's ckpt JSONs reuse v1's flow class names; their args tell the families apart (is_trellis2_flow).
+_TRELLIS2_FLOW_MODULES = {
+    "SparseStructureFlowModel": ".trellis2.flow",
+    "SLatFlowModel": ".trellis2.flow",
+}
 
 
 def __getattr__(name):
@@ -31,18 +41,27 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def model_class(name: str):
+def is_trellis2_flow(args: dict | None) -> bool:
+    """Whether a flow's ckpt args are TRELLIS.2's: its flows use RoPE (pe_mode "rope"), v1's an absolute
+    position embedding ("ape", also v1's default)."""
+    return bool(args) and args.get("pe_mode") == "rope"
+
+
+def model_class(name: str, args: dict | None = None):
+    """The class a ckpt JSON's "name" (and, for the flow names both families use, its "args") builds."""
     # The training configs name the activation-checkpointing variants "Elastic<X>": same parameters.
     base = name[len("Elastic"):] if name.startswith("Elastic") else name
     if base not in _CLASS_MODULES:
         raise ValueError(f"unknown model class {name!r}; known: {', '.join(MODEL_CLASSES)}")
+    if base in _TRELLIS2_FLOW_MODULES and is_trellis2_flow(args):
+        return getattr(importlib.import_module(_TRELLIS2_FLOW_MODULES[base], __name__), base)
     return __getattr__(base)
 
 
 def from_config(config: dict, init: bool = True):
     """Build a model from a ckpt JSON dict {"name", "args"}: random weights, or with ``init=False`` weights
     left unset (uninitialised memory) for a caller that loads every parameter and buffer next (strict)."""
-    cls = model_class(config["name"])
+    cls = model_class(config["name"], config.get("args"))
     if init:
         return cls(**config["args"])
     with skipped_init():
@@ -111,19 +130,34 @@ def read_safetensors(path) -> dict:
     read (safetensors itself says "No such file or directory" for any file it cannot open)."""
     from safetensors.torch import load_file
 
+    from .device_load import tensor_spans
+
     check_readable(path)
+    with open(path, "rb") as f:
+        tensor_spans(f, path)          # names the tensor at fault in a damaged or cut-short file
     try:
         return load_file(path, device="cpu")
     except Exception as err:           # SafetensorError (truncated, corrupt header), OSError
         raise WeightsFileError(path, f"the file is damaged or incomplete ({err})") from None
 
 
+def castable(source, target) -> bool:
+    """Whether a file's tensor of dtype `source` may be cast on load into a parameter of dtype `target`: floating
+    into floating (the TRELLIS.2 files are all bf16 or all fp16, their norms and outer layers fp32 in memory),
+    otherwise the same dtype."""
+    return source == target or (source.is_floating_point and target.is_floating_point)
+
+
 def load_weights(model, path: str, strict: bool = True, state: dict | None = None):
     """Copy a safetensors file (or `state`, its tensors already read) into `model` (each tensor cast to the
-    parameter's dtype), strict keys."""
+    parameter's dtype), strict keys. The state-dict entries a network computes itself (its `computed_buffers`,
+    e.g. RoPE phases) are neither needed from the file nor read from it."""
     state = read_safetensors(path) if state is None else state
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
+    computed = set(getattr(model, "computed_buffers", ()))
+    if computed:
+        state = {k: v for k, v in state.items() if k not in computed}
+    missing = sorted(set(expected) - set(state) - computed)
     unexpected = sorted(set(state) - set(expected))
     if strict and (missing or unexpected):
         raise ValueError(f"{path} does not match {type(model).__name__}: "
@@ -134,7 +168,12 @@ def load_weights(model, path: str, strict: bool = True, state: dict | None = Non
         k = bad[0]
         raise ValueError(f"{path}: tensor {k} has shape {tuple(state[k].shape)}, "
                          f"the model expects {tuple(expected[k].shape)} (wrong config for these weights?)")
-    model.load_state_dict(state, strict=strict)
+    bad = [k for k in state if k in expected and not castable(state[k].dtype, expected[k].dtype)]
+    if bad:
+        k = bad[0]
+        raise ValueError(f"{path}: tensor {k} is {str(state[k].dtype).replace('torch.', '')}, the model holds "
+                         f"{str(expected[k].dtype).replace('torch.', '')} there (not a weights file of this network?)")
+    model.load_state_dict(state, strict=strict and not computed)
     return model
 
 

@@ -29,6 +29,9 @@ class TorsoMixin:
 
     torso_modules: tuple[str, ...] = ("blocks",)
     dtype: torch.dtype = torch.float32
+    # Whether a switch to bf16 keeps the exact weights on the CPU to come back to (not for weights that are bf16
+    # values already, as TRELLIS.2's flows are).
+    bf16_master = True
 
     @property
     def device(self) -> torch.device:
@@ -43,7 +46,8 @@ class TorsoMixin:
     def set_torso_dtype(self, dtype: torch.dtype) -> None:
         params = [p for name in self.torso_modules for p in torso_parameters(getattr(self, name))]
         master = self.__dict__.get("_torso_master")
-        if dtype == torch.bfloat16 and master is None and params and params[0].dtype != torch.bfloat16:
+        if dtype == torch.bfloat16 and self.bf16_master and master is None and params and \
+                params[0].dtype != torch.bfloat16:
             # bf16 drops mantissa bits: keep the exact weights on the CPU to come back to later.
             self.__dict__["_torso_master"] = [p.detach().to("cpu", copy=True) for p in params]
         for i, p in enumerate(params):
@@ -53,6 +57,7 @@ class TorsoMixin:
             del self.__dict__["_torso_master"]
         self.dtype = dtype
 
-    def _init_torso(self, use_fp16: bool) -> None:
-        self.use_fp16 = use_fp16
-        self.set_torso_dtype(torch.float16 if use_fp16 else torch.float32)
+    def _init_torso(self, use_fp16: bool, dtype: torch.dtype | None = None) -> None:
+        """The torso in fp16 (``use_fp16``) or fp32, or in ``dtype`` when given."""
+        self.use_fp16 = use_fp16 if dtype is None else dtype == torch.float16
+        self.set_torso_dtype(dtype or (torch.float16 if use_fp16 else torch.float32))

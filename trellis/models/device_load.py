@@ -17,7 +17,7 @@ import struct
 
 import torch
 
-__all__ = ["build_on", "read_safetensors_to", "SAFETENSORS_DTYPES", "CHUNK_BYTES"]
+__all__ = ["build_on", "read_safetensors_to", "tensor_spans", "SAFETENSORS_DTYPES", "CHUNK_BYTES"]
 
 # The safetensors format's dtype names (its header's "dtype" field).
 SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -50,8 +50,43 @@ def _header(f, path) -> tuple[dict, int, int]:
         header = json.loads(f.read(n))
     except (ValueError, UnicodeDecodeError) as err:
         raise WeightsFileError(path, f"the file is damaged or incomplete (header: {err})") from None
+    if not isinstance(header, dict):
+        raise WeightsFileError(path, "the file is damaged or incomplete (its header is not a table of tensors)")
     header.pop("__metadata__", None)
     return header, 8 + n, size - 8 - n
+
+
+def tensor_spans(f, path) -> tuple[dict, int, int]:
+    """The tensors of the open safetensors file ``f`` as {name: (dtype, shape, start, end)} (byte offsets into its
+    data section), the data section's offset in the file and its size. WeightsFileError names the file and, where
+    one is at fault, the tensor: a header entry that does not parse, a dtype no network takes, a byte range that
+    does not hold its shape, or one past the end of the file (a truncated download)."""
+    from . import WeightsFileError
+
+    header, start, size = _header(f, path)
+    spans = {}
+    for name, info in header.items():
+        try:
+            kind = info["dtype"]
+            shape = [int(d) for d in info["shape"]]
+            s, e = (int(v) for v in info["data_offsets"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise WeightsFileError(path, f"the file is damaged or incomplete (header entry {name!r}: {err!r})") \
+                from None
+        if kind not in SAFETENSORS_DTYPES:
+            raise WeightsFileError(path, f"tensor {name} has dtype {kind}, which no network here takes")
+        dtype = SAFETENSORS_DTYPES[kind]
+        numel = 1
+        for d in shape:
+            numel *= d
+        if e > size:
+            raise WeightsFileError(path, f"the file is damaged or incomplete (tensor {name} ends at byte {e} of a "
+                                         f"{size}-byte data section: the file is cut short)")
+        if s < 0 or e - s != numel * dtype.itemsize:
+            raise WeightsFileError(path, f"the file is damaged or incomplete (tensor {name}: bytes {s}..{e} do not "
+                                         f"hold {kind} {shape})")
+        spans[name] = (dtype, shape, s, e)
+    return spans, start, size
 
 
 def read_safetensors_to(path, device) -> dict:
@@ -62,14 +97,7 @@ def read_safetensors_to(path, device) -> dict:
     check_readable(path)
     device = torch.device(device)
     with open(path, "rb", buffering=0) as f:
-        header, start, size = _header(f, path)
-        try:
-            spans = {name: (SAFETENSORS_DTYPES[info["dtype"]], list(info["shape"]), *info["data_offsets"])
-                     for name, info in header.items()}
-        except (KeyError, TypeError, ValueError) as err:
-            raise WeightsFileError(path, f"the file is damaged or incomplete (header entry: {err})") from None
-        if any(e > size or s > e for _, _, s, e in spans.values()):
-            raise WeightsFileError(path, "the file is damaged or incomplete (a tensor lies past its end)")
+        spans, start, size = tensor_spans(f, path)
         data = torch.empty(size, dtype=torch.uint8, device=device)
         stream = torch.cuda.Stream(device)
         chunk = min(CHUNK_BYTES, max(size, 1))

@@ -13,6 +13,7 @@ from .. import fastpaths
 from .attention import dense_attention
 from .context_cache import for_context
 from .norm import LayerNorm32, MultiHeadRMSNorm, layer_norm32, rms_norm_heads
+from .rope import rope_torch
 
 
 def head_layout(channels: int, num_heads: int | None, num_head_channels: int = 64) -> tuple[int, int]:
@@ -78,15 +79,19 @@ class AttentionProjections(nn.Module):
             self.k_rms_norm = MultiHeadRMSNorm(self.head_dim, num_heads)
         self.to_out = nn.Linear(channels, channels)
 
-    def qkv(self, x: torch.Tensor, context: torch.Tensor | None = None, packed: bool = False):
+    def qkv(self, x: torch.Tensor, context: torch.Tensor | None = None, packed: bool = False,
+            phases: torch.Tensor | None = None):
         """x [..., C] (and context [B, Lc, ctx]) -> q, k, v with a trailing [H, D]; cross-attention's k, v come
         packed as [B * Lc, H, D] when `packed`. Without a q/k norm they depend on the context alone: computed
-        once per sampling run inside ``context_cache`` (``for_context``)."""
+        once per sampling run inside ``context_cache`` (``for_context``). Self-attention's q and k are rotated by
+        the tokens' RoPE ``phases`` [..., L, D/2] when given, after their norm (rope.py)."""
         h, d = self.heads, self.head_dim
         if not self.cross:
             q, k, v = self.to_qkv(x).unflatten(-1, (3, h, d)).unbind(-3)
             if self.qk_rms_norm:
                 q, k = head_rms_norm(q, k, self.q_rms_norm, self.k_rms_norm)
+            if phases is not None:
+                q, k = rope_torch(q, k, phases)
             return q, k, v
         q = self.to_q(x).unflatten(-1, (h, d))
         if not self.qk_rms_norm:
@@ -107,8 +112,9 @@ class AttentionProjections(nn.Module):
 class MultiHeadAttention(AttentionProjections):
     """Dense attention over [B, L, C] tokens (full self-attention, or cross to a [B, Lc, ctx] context)."""
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        q, k, v = self.qkv(x, context)
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                phases: torch.Tensor | None = None) -> torch.Tensor:
+        q, k, v = self.qkv(x, context, phases=phases)
         return self.out(dense_attention(q, k, v))
 
 
@@ -171,13 +177,20 @@ class ModulatedTransformerCrossBlock(nn.Module):
     """adaLN-modulated DiT block with self-attention, cross-attention and MLP (spec §3.5).
 
     Works on dense [B, L, C] tokens; the sparse flow uses the same block with a row-wise broadcast of
-    the modulation (see sparse.transformer).
+    the modulation (see sparse.transformer). With ``share_mod`` the model computes the modulation once for all
+    blocks; ``own_modulation`` (TRELLIS.2, facts §6.1) adds each block's learned vector `modulation` [6C] to it.
+    Self-attention's q and k are rotated by RoPE ``phases`` when the forward gets them.
     """
 
     def __init__(self, channels: int, ctx_channels: int, num_heads: int, mlp_ratio: float = 4.0,
                  qk_rms_norm: bool = False, qk_rms_norm_cross: bool = False, share_mod: bool = False,
-                 attention_cls=MultiHeadAttention):
+                 attention_cls=MultiHeadAttention, own_modulation: bool = False):
         super().__init__()
+        if own_modulation and not share_mod:
+            raise ValueError("own_modulation adds to a shared modulation: it needs share_mod")
+        self.own_modulation = own_modulation
+        if own_modulation:                # first, as in the checkpoints' key order
+            self.modulation = nn.Parameter(torch.zeros(6 * channels))
         self.norm1 = LayerNorm32(channels, elementwise_affine=False, eps=1e-6)
         self.norm2 = LayerNorm32(channels, elementwise_affine=True, eps=1e-6)
         self.norm3 = LayerNorm32(channels, elementwise_affine=False, eps=1e-6)
@@ -189,21 +202,30 @@ class ModulatedTransformerCrossBlock(nn.Module):
         if not share_mod:
             self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(channels, 6 * channels))
 
-    def modulation(self, emb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def modulation_vector(self, emb: torch.Tensor) -> torch.Tensor:
+        """[B, 6C]: the block's adaLN of ``emb``, or the shared one plus the block's own vector, summed in fp32
+        and rounded once to ``emb``'s dtype."""
+        if not self.share_mod:
+            return self.adaLN_modulation(emb)
+        if self.own_modulation:
+            return (self.modulation.to(torch.float32) + emb.to(torch.float32)).to(emb.dtype)
+        return emb
+
+    def modulation_chunks(self, emb: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Six [B, C] chunks: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp."""
-        mod = emb if self.share_mod else self.adaLN_modulation(emb)
-        return mod.chunk(6, dim=-1)
+        return self.modulation_vector(emb).chunk(6, dim=-1)
 
     def item_modulation(self, emb: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The six chunks as [B, 1, C] views that broadcast over each item's tokens (two view operations instead
         of seven: the eager blocks' host time counts)."""
-        mod = emb if self.share_mod else self.adaLN_modulation(emb)
+        mod = self.modulation_vector(emb)
         return mod.view(mod.shape[0], 1, 6, -1).unbind(2)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor,
+                phases: torch.Tensor | None = None) -> torch.Tensor:
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.item_modulation(emb)
         x, h = norm_modulate(x, None, None, self.norm1, shift_msa, scale_msa)
-        x, h = norm_modulate(x, self.self_attn(h), gate_msa, self.norm2)
+        x, h = norm_modulate(x, self.self_attn(h, phases=phases), gate_msa, self.norm2)
         x, h = norm_modulate(x, self.cross_attn(h, context), None, self.norm3, shift_mlp, scale_mlp)
         return gated_residual_sum(x, gate_mlp, self.mlp(h))
 

@@ -49,6 +49,7 @@ class SparseMultiHeadAttention(AttentionProjections):
 
     attn_mode "full": each batch item attends to all its voxels; "swin": within shifted 8^3 windows;
     cross-attention: the voxels of item b attend to the dense context tokens [B, L, ctx] of item b.
+    Self-attention rotates q and k by per-row RoPE ``phases`` [N, D/2] when given.
     """
 
     def __init__(self, channels: int, num_heads: int, ctx_channels: int | None = None, cross: bool = False,
@@ -58,18 +59,19 @@ class SparseMultiHeadAttention(AttentionProjections):
             raise ValueError(f"attn_mode {attn_mode!r} is not supported (use 'full' or 'swin')")
         self.attn_mode, self.window_size, self.shift = attn_mode, window_size, shift
 
-    def forward(self, x: SparseTensor, context: torch.Tensor | None = None) -> SparseTensor:
+    def forward(self, x: SparseTensor, context: torch.Tensor | None = None,
+                phases: torch.Tensor | None = None) -> SparseTensor:
         if self.cross:
             q, k, v = self.qkv(x.feats, context, packed=True)     # q [N,H,D], k/v [B*L,H,D]
             lengths_kv = SeqLens.uniform(context.shape[0], context.shape[1], context.device)
             out = varlen_attention(q, k, v, item_seqlens(x), lengths_kv)
         elif self.attn_mode == "full":
-            q, k, v = self.qkv(x.feats)
+            q, k, v = self.qkv(x.feats, phases=phases)
             lengths = item_seqlens(x)
             out = varlen_attention(q, k, v, lengths, lengths)
         else:
             order, lengths = window_partition(x, self.window_size, self.shift)
-            q, k, v = self.qkv(x.feats[order])
+            q, k, v = self.qkv(x.feats[order], phases=None if phases is None else phases[order])
             out = torch.empty_like(q)
             out[order] = varlen_attention(q, k, v, lengths, lengths)
         return x.replace(self.out(out))
@@ -102,11 +104,12 @@ class SparseModulatedTransformerCrossBlock(ModulatedTransformerCrossBlock):
     # Hidden-layer elements of one MLP chunk in the lean path (fp16: 16 MiB; 2048 rows at 4 x 1024 channels).
     LEAN_MLP_ELEMENTS = 1 << 23
 
-    def forward(self, x: SparseTensor, emb: torch.Tensor, context: torch.Tensor, lean: bool = False) -> SparseTensor:
+    def forward(self, x: SparseTensor, emb: torch.Tensor, context: torch.Tensor, phases: torch.Tensor | None = None,
+                lean: bool = False) -> SparseTensor:
         rows = equal_rows(x)
         if rows is None:                  # items of different sizes: one modulation row per voxel
             index = x.batch_index()
-            mods, shape = [m[index] for m in self.modulation(emb)], x.feats.shape
+            mods, shape = [m[index] for m in self.modulation_chunks(emb)], x.feats.shape
         else:                             # [B, rows, C] views: the [B, 1, C] modulation broadcasts
             mods, shape = self.item_modulation(emb), (len(x.layout), rows, x.feats.shape[-1])
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods
@@ -119,14 +122,15 @@ class SparseModulatedTransformerCrossBlock(ModulatedTransformerCrossBlock):
 
         h = rows_of(x.feats)
         if lean:
-            return sparse(self._forward_lean(h, mods, context, rows_of, sparse))
+            return sparse(self._forward_lean(h, mods, context, rows_of, sparse, phases))
         h, y = norm_modulate(h, None, None, self.norm1, shift_msa, scale_msa)
-        h, y = norm_modulate(h, rows_of(self.self_attn(sparse(y)).feats), gate_msa, self.norm2)
+        h, y = norm_modulate(h, rows_of(self.self_attn(sparse(y), phases=phases).feats), gate_msa, self.norm2)
         h, y = norm_modulate(h, rows_of(self.cross_attn(sparse(y), context).feats), None, self.norm3, shift_mlp,
                              scale_mlp)
         return sparse(gated_residual_sum(h, gate_mlp, self.mlp(y)))
 
-    def _forward_lean(self, h: torch.Tensor, mods, context: torch.Tensor, rows_of, sparse) -> torch.Tensor:
+    def _forward_lean(self, h: torch.Tensor, mods, context: torch.Tensor, rows_of, sparse,
+                      phases: torch.Tensor | None = None) -> torch.Tensor:
         """The block with a lower memory peak, same numbers (the SLat flow's low-VRAM mode).
 
         Each temporary is dropped as soon as it is used; the residual sums after the first (which makes the
@@ -136,7 +140,7 @@ class SparseModulatedTransformerCrossBlock(ModulatedTransformerCrossBlock):
         never in full."""
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods
         y = modulate(self.norm1(h), shift_msa, scale_msa)
-        y = self.self_attn(sparse(y)).feats
+        y = self.self_attn(sparse(y), phases=phases).feats
         h = gated_residual(h, gate_msa, rows_of(y))
         y = self.cross_attn(sparse(self.norm2(h)), context).feats
         h += rows_of(y)
