@@ -318,3 +318,16 @@ class SparseConv3d(nn.Module):
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         return x.replace(submanifold_conv3d(x, self.conv.weight, self.conv.bias))
+
+
+class SparseSubMConv3d(SparseConvWeights):
+    """The same submanifold conv with its weight and bias as its own parameters (key ``<name>.weight``, the
+    TRELLIS.2 checkpoints' layout; same [C_out, k, k, k, C_in] weight and offset convention as SparseConv3d)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True):
+        if kernel_size not in (3, 5):
+            raise ValueError(f"kernel_size must be 3 or 5, got {kernel_size}")
+        super().__init__(in_channels, out_channels, kernel_size, bias)
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        return x.replace(submanifold_conv3d(x, self.weight, self.bias))

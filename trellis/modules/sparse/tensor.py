@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import torch
 
-# Coordinates are assumed in [0, 1023] (spec §3.7): 10 bits per axis in a packed int64 key.
-COORD_BITS = 10
+# Coordinates are assumed in [0, 4095]: 12 bits per axis in a packed int64 key (TRELLIS v1 stays below 1024,
+# TRELLIS.2's finest grid reaches 1535); the keys order rows lexicographically whatever the width.
+COORD_BITS = 12
 COORD_LIMIT = 1 << COORD_BITS
 
 
