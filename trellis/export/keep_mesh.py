@@ -145,9 +145,11 @@ def bake_onto_mesh(app_rep, vertices, faces, uvs=None, *, texture_size: int = 10
     used, v_cube, f_cube = used_in_unit_cube(v_in, f_in)
     info.update(vertices=int(len(v_in)), faces=int(len(f_in)))
     lap("normalise")
+    check(cancel)
 
     ok, reason, info["uv_stats"] = uv_usable(v_in, f_in, uvs)
     lap("uv_check")
+    check(cancel)
     if ok:
         uv_in = _array(uvs, None)
         info["uv"] = "kept"

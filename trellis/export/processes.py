@@ -2,9 +2,9 @@
 
 Those libraries hold the GIL for seconds and cannot be interrupted (xatlas can even crash), so they run in a
 child of the same interpreter and environment, fed and read through ``.npz`` files in a folder of the
-caller's; the caller polls the child, so its GPU work goes on meanwhile, and kills it on cancel or timeout.
-A child starts in a folder where nothing can shadow a module: any folder with Python's ``-P``, else an empty
-one of its own.
+caller's; the caller polls the child, so its GPU work goes on meanwhile, and ends it on cancel or timeout
+(``stop``: asked, then killed after ``STOP_GRACE_S``, always reaped). A child starts in a folder where nothing can
+shadow a module: any folder with Python's ``-P``, else an empty one of its own.
 """
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ import subprocess
 import sys
 import tempfile
 import threading
-from typing import Optional
+import time
+from typing import Iterable, Optional
 
-__all__ = ["SAFE_PATH", "CHILD_HEAP", "CHILD_TRIM_S", "child_environment", "start", "stop", "served_child_code", "working_folder",
-           "usable_cores", "take", "give_back", "pooled_children", "pooled_processes", "drain_pool"]
+__all__ = ["SAFE_PATH", "CHILD_HEAP", "CHILD_TRIM_S", "STOP_GRACE_S", "REAP_EVERY_S", "child_environment", "start",
+           "stop", "stop_all", "served_child_code", "working_folder", "usable_cores", "take", "give_back",
+           "pooled_children", "pooled_processes", "drain_pool"]
 
 # Python 3.11+ ``-P``: the working folder is not put on the child's sys.path, so any folder may be its working
 # folder (nothing there can shadow a module); older Pythons need an empty folder of its own.
@@ -51,18 +53,41 @@ def start(code: str, args, cwd: str, keep_stderr: bool = False, stdin: bool = Fa
         return None
 
 
-def stop(proc: Optional[subprocess.Popen]) -> None:
-    """Kill ``proc`` if it still runs and reap it (nothing for None)."""
-    if proc is None:
-        return
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-    if proc.stdin is not None:
+# A child asked to stop (SIGTERM) is killed (SIGKILL) when it has not gone this many seconds later: one that blocks
+# or ignores SIGTERM ends all the same, and the wait for it is bounded.
+STOP_GRACE_S = 1.0
+
+
+def stop(proc: Optional[subprocess.Popen], grace_s: Optional[float] = None) -> None:
+    """End ``proc`` if it still runs (SIGTERM, then SIGKILL after ``grace_s`` seconds, default ``STOP_GRACE_S``),
+    reap it and close its stdin (nothing for None)."""
+    stop_all([proc], grace_s)
+
+
+def stop_all(procs: Iterable[Optional[subprocess.Popen]], grace_s: Optional[float] = None) -> None:
+    """``stop`` for several children, all asked at once so that the grace period is spent once for all."""
+    procs = [p for p in procs if p is not None]
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                proc.terminate()
+            except OSError:                # gone meanwhile
+                pass
+    deadline = time.monotonic() + (STOP_GRACE_S if grace_s is None else grace_s)
+    for proc in procs:
         try:
-            proc.stdin.close()
-        except OSError:
-            pass
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            try:
+                proc.kill()
+            except OSError:
+                pass
+            proc.wait()
+        if proc.stdin is not None:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
 
 
 # A served child gives its freed heap back to the system (glibc's ``malloc_trim``) once idle this long: calls in a row
@@ -123,6 +148,29 @@ def usable_cores() -> int:
 # Only where ``SAFE_PATH``: pooled children outlive their caller's folder and work in the temp folder itself.
 _pool: list = []                      # (code, Popen), idle
 _pool_lock = threading.Lock()
+# Idle children leave by themselves (``served_child_code``'s idle exit); a thread of this process reaps them this
+# often, so that none stays a zombie (<defunct>) until the next caller looks at the pool. It runs while the pool
+# holds children and is woken by each one given back.
+REAP_EVERY_S = 10.0
+_reaper: Optional[threading.Thread] = None
+_reap_wake = threading.Event()
+
+
+def _reap() -> None:
+    """The reaper thread: drops the pooled children that have exited (``poll`` reaps them) until the pool is empty."""
+    global _reaper
+    while True:
+        _reap_wake.wait(REAP_EVERY_S)
+        _reap_wake.clear()
+        with _pool_lock:
+            gone = [p for _, p in _pool if p.poll() is not None]
+            _pool[:] = [(c, p) for c, p in _pool if p.returncode is None]
+            empty = not _pool
+            if empty:
+                _reaper = None
+        stop_all(gone)                    # exited already: their stdin is closed
+        if empty:
+            return
 
 
 def take(code: str) -> Optional[subprocess.Popen]:
@@ -141,10 +189,15 @@ def take(code: str) -> Optional[subprocess.Popen]:
 def give_back(code: str, proc: subprocess.Popen, limit: int) -> None:
     """Keep an idle child running ``code`` for the next caller (where pooling is possible and fewer than
     ``limit`` wait), else stop it."""
+    global _reaper
     if SAFE_PATH and proc.poll() is None:
         with _pool_lock:
             if len(_pool) < limit:
                 _pool.append((code, proc))
+                if _reaper is None:
+                    _reaper = threading.Thread(target=_reap, name="trellis-child-reaper", daemon=True)
+                    _reaper.start()
+                _reap_wake.set()
                 return
     stop(proc)
 
@@ -166,5 +219,4 @@ def drain_pool() -> None:
     with _pool_lock:
         procs = [p for _, p in _pool]
         _pool.clear()
-    for proc in procs:
-        stop(proc)
+    stop_all(procs)

@@ -235,7 +235,7 @@ def _bake_fast(acc, prepared, views: _Views, app_rep, v_np, f_np, uv_np, texture
     """Stages 3-4, "fast": the prepared views folded, the rest observed and folded, solved, inpainted."""
     n = views.n
     acc.set_uvs(uv_np, v_np, f_np)
-    acc.fold_views(prepared, progress=lambda done, _: report("observe", done, n))     # freed as it goes
+    acc.fold_views(prepared, progress=lambda done, _: report("observe", done, n), cancel=cancel)   # freed as it goes
     for i, (color, mask, depth) in enumerate(views.remaining(), start=len(prepared)):
         acc.add_view(color, mask, views.ext[i], views.intr[i], depth=depth, cancel=cancel)
         report("observe", i + 1, n)
@@ -246,6 +246,7 @@ def _bake_fast(acc, prepared, views: _Views, app_rep, v_np, f_np, uv_np, texture
                                  views.resolution, info, device=device, cancel=cancel, progress=report,
                                  cg_iterations=opt["cg_iterations"])
     texture, filled = again or (texture, filled)
+    check(cancel)
     report("inpaint", 0, 1)     # on the texture's device: milliseconds on a GPU, a fraction of a second on a CPU
     texture_u8 = inpaint_texture(texture, filled)
     report("inpaint", 1, 1)

@@ -18,7 +18,7 @@ class TexturedFields(NamedTuple):
     vertices: object      # [V, 3] float32, z up (the TRELLIS world frame)
     faces: object         # [F, 3] int64
     uvs: object           # [V, 2] float32, v up
-    texture: object       # [T, T, 3] uint8, top row first
+    texture: object       # [T, T, 3] uint8, top row first; None for a mesh of geometry-only files
     info: dict            # per-stage seconds, face counts, the UV method, the observed share
     normal_texture: object = None   # [T, T, 3] uint8 tangent-space normal map (bake.normal_map), or None
 
@@ -41,7 +41,7 @@ class TexturedMesh(TexturedFields):
     def share_texture(self, source: "TexturedMesh") -> "TexturedMesh":
         """This mesh with its files embedding ``source``'s texture image where both hold the very same texture array
         (levels of detail made from ``source``): one PNG encode for all of them. Returns this mesh."""
-        if source.texture is self.texture:
+        if source.texture is self.texture and self.texture is not None:     # None: a mesh without a texture
             image = source.png_texture()
             with _IMAGE_LOCK:
                 self.__dict__["texture_png"] = image
@@ -72,7 +72,8 @@ class TexturedMesh(TexturedFields):
 
     def save(self, path, **options) -> str:
         """Write ``path`` in the format its suffix names (.glb, .obj, .stl, .3mf, .usdz), with ``options`` of
-        ``formats.write`` (height, pivot, up, units, geometry_only, texture_format, crease_angle); returns it."""
+        ``formats.write`` (height, pivot, up, units, geometry_only, texture_format, crease_angle, cancel); returns
+        it."""
         from .formats import write
         return write(self, path, **options)
 

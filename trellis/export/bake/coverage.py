@@ -19,6 +19,8 @@ import time
 
 import torch
 
+from ...core.callbacks import check
+
 __all__ = ["MIN_OBSERVED_SHARE", "FALLBACK_ALPHA", "atlas_texels", "observed_share", "texels_under",
            "rebake_if_unobserved"]
 
@@ -29,17 +31,19 @@ MIN_OBSERVED_SHARE = 0.05
 FALLBACK_ALPHA = 0.05
 
 
-def atlas_texels(faces, uvs, texture_size: int, device=None) -> torch.Tensor:
-    """bool [S,S]: the texels inside some chart of the UV layout (row 0 = top)."""
+def atlas_texels(faces, uvs, texture_size: int, device=None, cancel=None) -> torch.Tensor:
+    """bool [S,S]: the texels inside some chart of the UV layout (row 0 = top); ``cancel``: checked while the layout
+    is rasterised."""
     from ..uv.stats import uv_coverage
 
-    return uv_coverage(faces, uvs, int(texture_size), device=device) > 0
+    return uv_coverage(faces, uvs, int(texture_size), device=device, cancel=cancel) > 0
 
 
-def observed_share(observed, faces, uvs, texture_size: int) -> float:
-    """Share (0..1) of the atlas' texels that are ``observed`` (bool [S,S]); 0 for an empty atlas."""
+def observed_share(observed, faces, uvs, texture_size: int, cancel=None) -> float:
+    """Share (0..1) of the atlas' texels that are ``observed`` (bool [S,S]); 0 for an empty atlas (``cancel``: as
+    in ``atlas_texels``)."""
     observed = torch.as_tensor(observed).bool()
-    atlas = atlas_texels(faces, uvs, texture_size, device=observed.device)
+    atlas = atlas_texels(faces, uvs, texture_size, device=observed.device, cancel=cancel)
     total = int(atlas.sum())
     return int((observed & atlas).sum()) / total if total else 0.0
 
@@ -66,7 +70,7 @@ def rebake_if_unobserved(observed, app_rep, vertices, faces, uvs, texture_size: 
     ``info`` gets "observed_share" (of the texture kept) and, when the bake was tried again, "bake_fallback":
     the first share, the fallback's, its settings, seconds and whether it was used. ``progress(stage, done,
     total)`` hears "reobserve" per view."""
-    share = observed_share(observed, faces, uvs, texture_size)
+    share = observed_share(observed, faces, uvs, texture_size, cancel=cancel)
     info["observed_share"] = round(share, 6)
     if share >= MIN_OBSERVED_SHARE:
         return None
@@ -74,6 +78,7 @@ def rebake_if_unobserved(observed, app_rep, vertices, faces, uvs, texture_size: 
     from .observations import render_observations
 
     t = time.perf_counter()
+    check(cancel)
     acc = TextureAccumulator(vertices, faces, uvs, texture_size, device=device)
     views = render_observations(app_rep, extrinsics, intrinsics, resolution, cancel=cancel,
                                 alpha_threshold=FALLBACK_ALPHA, gaussian_scale=1.0)
@@ -83,7 +88,7 @@ def rebake_if_unobserved(observed, app_rep, vertices, faces, uvs, texture_size: 
         if progress is not None:
             progress("reobserve", i + 1, n)
     texture, again = acc.solve(iterations=cg_iterations, cancel=cancel)
-    second = observed_share(again, faces, uvs, texture_size)
+    second = observed_share(again, faces, uvs, texture_size, cancel=cancel)
     used = second > share
     info["bake_fallback"] = {"observed_share_before": round(share, 6), "observed_share_after": round(second, 6),
                              "alpha_threshold": FALLBACK_ALPHA, "gaussian_scale": 1.0, "used": used,

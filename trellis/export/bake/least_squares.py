@@ -104,17 +104,19 @@ class TextureAccumulator:
             raise RuntimeError("fold_view: no UVs yet (set_uvs)")
         self._fold_pixels(prepared, 1)
 
-    def fold_views(self, prepared: list, progress: Progress = None) -> None:
+    def fold_views(self, prepared: list, progress: Progress = None, cancel=None) -> None:
         """Fold the ``prepare_view`` results in ``prepared`` in order, each entry set to None once folded (its memory
         freed); ``progress(done, total)`` as they go. On a GPU views are folded in batches of up to FOLD_BATCH_PIXELS
         pixels: the same sums as folding them one by one, up to the order of the additions (a GPU's float atomics fix
-        none anyway). Elsewhere one by one, ``fold_view``'s sums bit for bit (``FOLD_IN_BATCHES``)."""
+        none anyway). Elsewhere one by one, ``fold_view``'s sums bit for bit (``FOLD_IN_BATCHES``). ``cancel`` is
+        checked per batch."""
         if self.mesh.corner_uv is None:
             raise RuntimeError("fold_views: no UVs yet (set_uvs)")
         n = len(prepared)
         batched = torch.device(self.mesh.device).type == "cuda" if FOLD_IN_BATCHES is None else FOLD_IN_BATCHES
         i = 0
         while i < n:
+            check(cancel)
             j, pixels = i + 1, prepared[i]["face"].shape[0]
             while batched and j < n and pixels + prepared[j]["face"].shape[0] <= FOLD_BATCH_PIXELS:
                 pixels += prepared[j]["face"].shape[0]

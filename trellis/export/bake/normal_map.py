@@ -76,10 +76,10 @@ def dense_normals_view(vertices, faces, normals, extrinsics, intrinsics, resolut
     return n, face_id > 0, depth
 
 
-def _tangent_space(world: torch.Tensor, frames: dict, uv_faces, uvs, size: int):
+def _tangent_space(world: torch.Tensor, frames: dict, uv_faces, uvs, size: int, cancel=None):
     """World normals [S,S,3] per texel -> (tangent-space unit normals [S,S,3], texels inside a chart [S,S])."""
     dev = world.device
-    face_id, bary = uv_raster(uv_faces, uvs, size, device=dev, with_bary=True)
+    face_id, bary = uv_raster(uv_faces, uvs, size, device=dev, with_bary=True, cancel=cancel)
     corner_n = torch.as_tensor(frames["normal"], dtype=torch.float32, device=dev)
     corner_t = torch.as_tensor(frames["tangent"], dtype=torch.float32, device=dev)
     n, t, b = _frame(corner_n, corner_t, face_id, bary)
@@ -122,8 +122,10 @@ def bake_normal_map(dense_vertices, dense_faces, vertices, faces, uvs, texture_s
             progress("normal_map", i + 1, n_views + 1)
     encoded, observed = acc.solve(iterations=cg_iterations, cancel=cancel)
     world = F.normalize(encoded * 2 - 1, dim=-1)
+    check(cancel)
     frames = corner_frames(vertices, faces, uvs, crease_angle, split)
-    local, inside = _tangent_space(world, frames, faces, uvs, int(texture_size))
+    check(cancel)
+    local, inside = _tangent_space(world, frames, faces, uvs, int(texture_size), cancel)
     known = observed & inside
     if info is not None:
         info["normal_map_observed_share"] = float(known.sum()) / max(int(inside.sum()), 1)

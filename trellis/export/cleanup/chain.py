@@ -133,13 +133,16 @@ def clean_mesh_for_export(vertices, faces, simplify: float = 0.95, fill_holes: b
         record["visibility"] = {"views": int(visibility_kwargs["num_views"]),
                                 "resolution": int(visibility_kwargs["resolution"])}
         # the cut's mesh-only work (edges, face pairs, components) in a thread while the views are rendered
-        with ThreadPoolExecutor(1, thread_name_prefix="trellis-dual-graph") as pool:
+        pool = ThreadPoolExecutor(1, thread_name_prefix="trellis-dual-graph")
+        try:
             graph = pool.submit(dual_graph, v, f)
             vis = face_visibility(v, f, device=device, progress=progress, cancel=cancel,
                                   **visibility_kwargs)
             lap("visibility")
             v, f = remove_invisible_faces(v, f, vis, max_hole_size=fill_holes_max_size,
                                           progress=progress, cancel=cancel, graph=graph.result())
+        finally:                # a cancel (or an error) does not wait for the graph: its thread ends by itself
+            pool.shutdown(wait=False)
         lap("remove_invisible")
         record["visible_faces"] = int(len(f))
         max_edges = int(250 * math.sqrt(1 - reduction))

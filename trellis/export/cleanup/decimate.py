@@ -18,11 +18,15 @@ from ..arrays import Progress, output, report, to_numpy
 from .pieces import PIECE_SLACK, PieceDecimation, decimate_once, decimation_pieces, in_pieces
 from .weld import merge_duplicate_vertices, merge_duplicate_vertices_on_device, tidy_decimated
 
-__all__ = ["DRIVEN", "simplify_mesh", "simplify_time_estimate", "BackgroundSimplify"]
+__all__ = ["DRIVEN", "CHILD_PASS_FROM_FACES", "simplify_mesh", "simplify_time_estimate", "BackgroundSimplify"]
 
 # A BackgroundSimplify's children are polled by a thread of its own (True), or by ``result()``'s loop between the
 # caller's ``while_waiting`` calls (False: the benchmarks' A/B; the result is the same).
 DRIVEN = True
+# ``simplify_mesh``'s one pass over a mesh of at least this many faces runs in a child process (the same call, the
+# same arrays), which a cancel ends: fast-simplification holds the GIL and cannot be interrupted, and a smaller pass
+# takes about a second (docs/benchmarks/export.md#decimation).
+CHILD_PASS_FROM_FACES = 300_000
 
 
 def _on_accelerator(x) -> bool:
@@ -61,7 +65,8 @@ def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, 
     Duplicate vertices are merged first (decimation needs shared vertices to see connectivity);
     non-manifold input is fine (the decimator works on any triangle set). A large mesh is decimated
     in ``pieces`` (default ``decimation_pieces(faces)``; 1: one pass, in this process) in parallel
-    child processes, then once more as a whole (``pieces`` module); meanwhile ``while_waiting()``, if
+    child processes, then once more as a whole (``pieces`` module); by default a single pass over
+    ``CHILD_PASS_FROM_FACES`` faces or more runs in one child process too; meanwhile ``while_waiting()``, if
     given, is called over and over (e.g. to render something on the GPU; keep each call short).
     Afterwards, faces that collapsed onto the same three vertices are cancelled
     (``weld.cancel_coincident_faces``). ``reduction <= 0`` returns the input unchanged (as float32 /
@@ -76,7 +81,7 @@ def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, 
     if 0 < reduction < 1 and n_raw:
         p = decimation_pieces(n_raw) if pieces is None else max(1, int(pieces))
         t = max(1, int(round(n_raw * (1.0 - reduction))))
-        if in_pieces(p, t, n_raw):
+        if in_pieces(p, t, n_raw) or (pieces is None and n_raw >= CHILD_PASS_FROM_FACES):
             job = PieceDecimation(PieceDecimation.children_for(p, t, n_raw))
     try:
         v, f, target, on_device = _prepare(vertices, faces, reduction)
@@ -84,10 +89,11 @@ def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, 
             report(progress, "simplify", 1, 1)          # nothing to remove: the step is done
             return output(*to_numpy(v, f))
         check(cancel)
+        in_child = pieces is None and len(f) >= CHILD_PASS_FROM_FACES    # in pieces or whole, in children
         pieces = decimation_pieces(len(f)) if pieces is None else max(1, int(pieces))
         if target >= len(f):
             return _finish(v, f)
-        if not in_pieces(pieces, target, len(f)):
+        if not in_pieces(pieces, target, len(f)) and not in_child:
             if job is not None:
                 job.close()
             report(progress, "simplify", 0, 1)

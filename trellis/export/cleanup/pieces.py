@@ -344,7 +344,6 @@ class PieceDecimation:
         # can go: Windows keeps a process's working folder).
         for proc in self._idle:
             processes.give_back(self._code, proc, MAX_PIECES)
-        for proc, _ in self._busy.values():
-            processes.stop(proc)
+        processes.stop_all(proc for proc, _ in self._busy.values())      # one grace period for all of them
         self._idle, self._busy = [], {}
         self._owned.remove()

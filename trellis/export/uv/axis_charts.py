@@ -62,6 +62,7 @@ def chart_layout(vertices, faces, texture_size: int = 1024, padding: int = 2, ca
         return (v.astype(np.float32), f, np.zeros((len(v), 2), np.float32), np.arange(len(v)))
     n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
     pairs = face_adjacency_pairs(f)
+    check(cancel)
     axis, cls = _signed_axis_class(n)
     if smooth_iterations > 0 and len(pairs):
         from scipy.sparse import coo_matrix
@@ -70,6 +71,7 @@ def chart_layout(vertices, faces, texture_size: int = 1024, padding: int = 2, ca
                          shape=(len(f), len(f))).tocsr()
         ns = n.copy()
         for _ in range(smooth_iterations):
+            check(cancel)
             ns = ns + adj @ ns
             ns /= np.maximum(np.linalg.norm(ns, axis=1, keepdims=True), 1e-30)
         axis_s, cls_s = _signed_axis_class(ns)
@@ -91,11 +93,12 @@ def chart_layout(vertices, faces, texture_size: int = 1024, padding: int = 2, ca
         if per_face.any():
             planar[per_face] = _per_face_planar(v, f[per_face])
         check(cancel)
-        out = pack_chart_boxes(v, f, chart, planar, texture_size, padding)
+        out = pack_chart_boxes(v, f, chart, planar, texture_size, padding, cancel)
         check(cancel)
         if attempt == 2:
             break
-        overlapped = under_covered_faces(out[1], out[2], texture_size)
+        overlapped = under_covered_faces(out[1], out[2], texture_size, cancel)
+        check(cancel)
         if not overlapped.any():
             break
         bad = np.isin(chart, np.unique(chart[overlapped]))
@@ -104,4 +107,5 @@ def chart_layout(vertices, faces, texture_size: int = 1024, padding: int = 2, ca
         else:
             per_face |= bad
     vv, ff, uv, vm = out
+    check(cancel)
     return vv.astype(np.float32), ff, unmirror_charts(ff, uv, texture_size, own_boxes=True), vm.astype(np.int64)

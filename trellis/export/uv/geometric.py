@@ -146,6 +146,7 @@ def _layout(vertices, faces, texture_size, padding, progress, cancel, time_budge
         phases[name] = round(phases[name] + now - mark[0], 4)
         mark[0] = now
 
+    # the steps inside ask the caller's cancel only: the time budget stays checked between steps, as it was
     user_cancel = cancel
 
     def cancel():
@@ -161,12 +162,13 @@ def _layout(vertices, faces, texture_size, padding, progress, cancel, time_budge
         if noisy > NOISY_SHARE:
             raise segment.TooManyCharts(f"geometric charts: a noisy surface ({100 * noisy:.0f} % of neighbouring "
                                         f"faces meet at over 45 degrees)")
-    chart = segment.geometric_charts(v, f, mesh=mesh, max_charts=max_charts)   # raises early on a hopeless mesh
+    chart = segment.geometric_charts(v, f, mesh=mesh, max_charts=max_charts,   # raises early on a hopeless mesh
+                                     cancel=user_cancel)
     lap("segment")
     check(cancel)
     if progress is not None:
         progress(30, 100)
-    chart, tri = lscm.flatten_charts(v, f, chart, mesh=mesh)
+    chart, tri = lscm.flatten_charts(v, f, chart, mesh=mesh, cancel=user_cancel)
     if not np.isfinite(tri).all():
         raise RuntimeError("geometric charts: the flattening did not converge")
     segment.at_most(chart, max_charts, " after flattening")          # the flattening adds charts (cut-out faces)
@@ -176,7 +178,8 @@ def _layout(vertices, faces, texture_size, padding, progress, cancel, time_budge
         progress(60, 100)
     pack_info = {}
     for attempt in range(OVERLAP_RETRIES + SINGLE_FACE_ROUNDS + 1):
-        corner_uv = pack_bitmap.pack_charts(tri, chart, int(texture_size), int(padding), info=pack_info)
+        corner_uv = pack_bitmap.pack_charts(tri, chart, int(texture_size), int(padding), info=pack_info,
+                                            cancel=user_cancel)
         info["packings"] = info.get("packings", 0) + 1
         lap("pack")
         check(cancel)
@@ -199,7 +202,7 @@ def _layout(vertices, faces, texture_size, padding, progress, cancel, time_budge
         if attempt >= OVERLAP_RETRIES:    # the last few become charts of one face (these cannot overlap)
             chart, tri = lscm.single_face_charts(v, f, chart, tri, bad)
         else:
-            chart, tri = lscm.flatten_charts(v, f, chart, mesh=mesh, tri=tri, detach=bad)
+            chart, tri = lscm.flatten_charts(v, f, chart, mesh=mesh, tri=tri, detach=bad, cancel=user_cancel)
         lap("flatten")
         check(cancel)
     # one output vertex per (chart, input vertex): duplicates along seams, shared inside a chart

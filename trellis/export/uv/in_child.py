@@ -144,11 +144,11 @@ def layout_in_child(vertices, faces, texture_size: int = 1024, padding: int = 2,
             if progress is not None:
                 progress(0, 100)
             while not (os.path.exists(dst) or os.path.exists(error)):
+                check(cancel)                      # first: a child ended by a cancel is not replaced
                 if proc.poll() is not None:        # it died (a crash, out of memory): the same call here
                     left = None if time_budget_s is None else max(0.0, time_budget_s - (time.monotonic() - start))
                     return geometric.geometric_layout(v, f, texture_size, padding, progress, cancel, left, max_charts,
                                                       info)
-                check(cancel)
                 if time_budget_s is not None and time.monotonic() - start > time_budget_s + BUDGET_GRACE_S:
                     raise TimeoutError(f"geometric charts ran past their {time_budget_s:.1f} s budget")
                 time.sleep(0.002)

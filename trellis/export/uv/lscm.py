@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ...core.callbacks import CancelCheck, check
 from . import segment
 from .chart_mesh import ChartMesh, dense, label_components, members, unique_keys
 from .overlap import chart_self_overlaps, signed_area, triangle_overlaps
@@ -113,19 +114,21 @@ def _detach(m: ChartMesh, v, f, chart, tri, signed, faces_out, single: bool = Fa
 
 
 def flatten_charts(vertices, faces, chart: np.ndarray = None, mesh: ChartMesh = None, tri: np.ndarray = None,
-                   detach: np.ndarray = None):
+                   detach: np.ndarray = None, cancel: CancelCheck = None):
     """(chart id per face, corner coordinates [F,3,2] in world units, one flat chart each).
 
     A face that LSCM maps folded (3-D fold-overs left by decimation: a face turned against its
     neighbours) is cut out of its chart and the rest of that chart re-solved (``MAX_ROUNDS`` times
     at most); the faces cut out are then put back into a neighbouring chart where they fit
     (``attach_single_faces``). ``tri`` and ``detach`` (bool per face): an earlier result and faces
-    to cut out of it first (faces found overlapping in the atlas); only their charts are re-solved."""
+    to cut out of it first (faces found overlapping in the atlas); only their charts are re-solved. ``cancel`` is
+    checked between the solves."""
     v = np.asarray(vertices, np.float64)
     f = np.asarray(faces, np.int64)
     m = mesh if mesh is not None else ChartMesh(v, f)
     if chart is None:
-        chart = segment.geometric_charts(v, f, mesh=m)
+        chart = segment.geometric_charts(v, f, mesh=m, cancel=cancel)
+    check(cancel)
     chart = np.asarray(chart, np.int64).copy()
     real = m.area > 1e-12 * max(float(m.area.max(initial=0)), 1e-30)
     if tri is None:
@@ -136,11 +139,13 @@ def flatten_charts(vertices, faces, chart: np.ndarray = None, mesh: ChartMesh = 
     if detach is not None and np.any(detach):
         chart, tri, signed = _detach(m, v, f, chart, tri, signed, np.asarray(detach, bool))
     for _ in range(MAX_ROUNDS):
+        check(cancel)
         folded = real & (signed <= 0)
         if not folded.any():
             break
         chart, tri, signed = _detach(m, v, f, chart, tri, signed, folded)
     for r in range(OVERLAP_ROUNDS + 1):
+        check(cancel)
         over = chart_self_overlaps(f, chart, tri)
         if not over.any():
             break
@@ -148,6 +153,7 @@ def flatten_charts(vertices, faces, chart: np.ndarray = None, mesh: ChartMesh = 
         # over itself again) are cut out one by one (a face alone cannot) and put back below where they fit,
         # instead of ending as charts of one face each
         chart, tri, signed = _detach(m, v, f, chart, tri, signed, over, single=r == OVERLAP_ROUNDS)
+    check(cancel)
     folded = real & (signed <= 0)
     if folded.any():    # still folded after the rounds: those charts are flattened face by face
         bad = np.isin(chart, np.unique(chart[folded]))

@@ -33,10 +33,10 @@ def overlapping_faces(faces, uvs, texture_size: int, margin: float = 1e-4) -> np
     return out
 
 
-def under_covered_faces(faces, uvs, size):
-    """Faces that own clearly fewer texels of the layout's raster (``uv_coverage``) than their UV area (at
-    least 6 texels): they lie under other faces."""
-    face_id = uv_coverage(faces, uvs, size).reshape(-1).cpu().numpy()
+def under_covered_faces(faces, uvs, size, cancel=None):
+    """Faces that own clearly fewer texels of the layout's raster (``uv_coverage``; ``cancel``: its) than their UV
+    area (at least 6 texels): they lie under other faces."""
+    face_id = uv_coverage(faces, uvs, size, cancel=cancel).reshape(-1).cpu().numpy()
     owned = np.bincount(face_id, minlength=len(faces) + 1)[1:]
     t = uvs[faces] * size
     area = 0.5 * np.abs((t[:, 1, 0] - t[:, 0, 0]) * (t[:, 2, 1] - t[:, 0, 1])

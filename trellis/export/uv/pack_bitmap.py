@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...core.callbacks import CancelCheck, check
 from .. import processes
 from .masks import chart_masks, grow_mask
 from .orient import orient_charts
@@ -122,11 +123,12 @@ def bitmap_masks(q0, chart, nchart, scale):
     return (q,) + chart_masks(q, chart, nchart)
 
 
-def bitmap_layout(q0, chart, nchart, scale, size, padding, order="box", masks=None):
+def bitmap_layout(q0, chart, nchart, scale, size, padding, order="box", masks=None, cancel: CancelCheck = None):
     """Pack at ``scale`` (texels per world unit), charts in ``order`` ("box": by the area of their grown
     box; "extent": by texels per row plus per column; "texels": by texel count), largest first:
     (texture texel coordinates [F,3,2], used height) or None when a chart finds no place up to
-    BITMAP_HEADROOM times the texture's height. ``masks``: ``bitmap_masks`` at this scale."""
+    BITMAP_HEADROOM times the texture's height. ``masks``: ``bitmap_masks`` at this scale. ``cancel`` is checked
+    per chart placed."""
     from scipy import fft
     q, h, w, off, flat = masks if masks is not None else bitmap_masks(q0, chart, nchart, scale)
     P = int(padding)
@@ -143,6 +145,7 @@ def bitmap_layout(q0, chart, nchart, scale, size, padding, order="box", masks=No
     where = np.zeros((nchart, 3), np.int64)      # atlas x, y of the grown mask's corner, quarter turns
     used = 0                                     # atlas rows up to the highest body texel
     for k in order:
+        check(cancel)
         body = flat[off[k]:off[k + 1]].reshape(h[k], w[k])
         turns = (0, 1, 2, 3) if body.size > 4 else (0,)
         g0 = grow_mask(body, P)
@@ -274,19 +277,20 @@ def bitmap_layout(q0, chart, nchart, scale, size, padding, order="box", masks=No
     return uv, used - P
 
 
-def pack_charts(tri, chart, size: int, padding: int = 2, attempts: int = None, info: dict = None):
+def pack_charts(tri, chart, size: int, padding: int = 2, attempts: int = None, info: dict = None,
+                cancel: CancelCheck = None):
     """Corner UVs [F,3,2] in [0,1] (v up) for flat charts ``tri`` [F,3,2] (world units) with chart ids ``chart``
     [F], packed into a ``size``² texture with ``padding`` texels between charts, each chart first turned as
     ``BITMAP_ORIENT`` says. The scale starts at ``BITMAP_FIRST_FILL`` of the area bound (or ``info["fill"]``); a layout
     that runs past the texture's top is packed again smaller, one that ends well below it again larger
     (``attempts`` layouts at most, default ``BITMAP_ATTEMPTS``; when none of them fits, smaller again
     until one does); of those that fit, the one with the most texel use after the vertical stretch to
-    the top (at most ``MAX_STRETCH``) is kept."""
+    the top (at most ``MAX_STRETCH``) is kept. ``cancel`` is checked per chart placed."""
     k = 1
     while PACK_MAX_SIZE and size // (2 * k) >= PACK_MAX_SIZE and size % (2 * k) == 0:
         k *= 2
     if k > 1:           # UVs are fractions of the texture: the coarse layout's serve the full size as they are
-        return pack_charts(tri, chart, size // k, -(-int(padding) // k), attempts, info)
+        return pack_charts(tri, chart, size // k, -(-int(padding) // k), attempts, info, cancel)
     chart = np.asarray(chart, np.int64)
     nchart = int(chart.max()) + 1
     attempts = BITMAP_ATTEMPTS if attempts is None else attempts
@@ -307,7 +311,7 @@ def pack_charts(tri, chart, size: int, padding: int = 2, attempts: int = None, i
         """``best`` or the layout of ``tries`` [(scale, order, masks)] with the most texel use (an earlier
         one on a tie); the layouts are made in threads (numpy and the FFTs release the GIL)."""
         def make(t):
-            return bitmap_layout(q0, chart, nchart, t[0], size, padding, t[1], t[2])
+            return bitmap_layout(q0, chart, nchart, t[0], size, padding, t[1], t[2], cancel)
 
         if len(tries) == 1:
             got = [make(tries[0])]
@@ -332,7 +336,7 @@ def pack_charts(tri, chart, size: int, padding: int = 2, attempts: int = None, i
 
     spent, got = 0, None
     for _ in range(attempts):
-        got = bitmap_layout(q0, chart, nchart, s, size, padding, BITMAP_ORDERS[0], masks_at(s))
+        got = bitmap_layout(q0, chart, nchart, s, size, padding, BITMAP_ORDERS[0], masks_at(s), cancel)
         spent += nchart
         use = texel_use(s, got)
         if use is not None:
@@ -351,7 +355,7 @@ def pack_charts(tri, chart, size: int, padding: int = 2, attempts: int = None, i
         # jumping by a few rows with the scale): smaller by what the last one overflowed, at least 3 %
         over = size / max(got[1], 1.0) if got is not None else 0.85 ** 2
         s *= min(0.97, np.sqrt(over) * 0.99)
-        got = bitmap_layout(q0, chart, nchart, s, size, padding, BITMAP_ORDERS[0])
+        got = bitmap_layout(q0, chart, nchart, s, size, padding, BITMAP_ORDERS[0], None, cancel)
         spent += nchart
         use = texel_use(s, got)
         if use is not None:

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...core.callbacks import CancelCheck, check
+
 __all__ = ["shelf_pack", "pack_chart_boxes"]
 
 
-def shelf_pack(widths, heights, size, padding):
+def shelf_pack(widths, heights, size, padding, cancel: CancelCheck = None):
     """Largest scale s (texels per unit) at which boxes of s·w + 2p by s·h + 2p fit a size² square
-    in shelves (rows by decreasing height). Returns (s, x0 [N], y0 [N]) in texels (row-down y)."""
+    in shelves (rows by decreasing height). Returns (s, x0 [N], y0 [N]) in texels (row-down y). ``cancel`` is
+    checked per scale tried; box sizes that are not finite numbers raise a ValueError."""
+    area = float(np.sqrt((widths * heights).sum()))
+    if not np.isfinite(area):              # (the search below would never end)
+        raise ValueError("chart layout: chart sizes that are not finite numbers (non-finite vertex coordinates)")
     order = np.argsort(-heights, kind="stable")
     w_sorted, h_sorted = widths[order], heights[order]
 
@@ -32,11 +38,13 @@ def shelf_pack(widths, heights, size, padding):
             i = j
         return xs, ys
 
-    lo, hi = 0.0, size / max(float(np.sqrt((widths * heights).sum())), 1e-12)
+    lo, hi = 0.0, size / max(area, 1e-12)
     while place(hi) is not None:  # the area bound is rarely reachable; make sure hi is infeasible
+        check(cancel)
         lo, hi = hi, hi * 2
     best = place(lo) if lo > 0 else None
     for _ in range(30):
+        check(cancel)
         mid = 0.5 * (lo + hi)
         got = place(mid)
         if got is None:
@@ -52,8 +60,9 @@ def shelf_pack(widths, heights, size, padding):
     return lo, xs, ys
 
 
-def pack_chart_boxes(v, f, chart_of_face, planar_xy, size, padding):
-    """Pack charts given per-corner 2-D coordinates [F,3,2] (world units) and a chart id per face."""
+def pack_chart_boxes(v, f, chart_of_face, planar_xy, size, padding, cancel: CancelCheck = None):
+    """Pack charts given per-corner 2-D coordinates [F,3,2] (world units) and a chart id per face (``cancel``:
+    ``shelf_pack``'s)."""
     nchart = int(chart_of_face.max()) + 1 if len(f) else 0
     corner_chart = np.repeat(chart_of_face, 3)
     pts = planar_xy.reshape(-1, 2)
@@ -67,7 +76,7 @@ def pack_chart_boxes(v, f, chart_of_face, planar_xy, size, padding):
     # zero padding every scale small enough fits.
     for pad in dict.fromkeys([padding, min(padding, 1), 0]):
         try:
-            scale, x0, y0 = shelf_pack(ext[:, 0], ext[:, 1], size, pad)
+            scale, x0, y0 = shelf_pack(ext[:, 0], ext[:, 1], size, pad, cancel)
             break
         except RuntimeError:
             if pad == 0:

@@ -22,6 +22,7 @@ from typing import Optional
 
 import numpy as np
 
+from ...core.callbacks import CancelCheck, check
 from ..mesh_graph import components
 from . import borders, chart_mesh
 from .chart_mesh import ChartMesh, dense, label_components, members, mesh_edges, sorted_pairs
@@ -195,13 +196,14 @@ def _merge_small(m: ChartMesh, label: np.ndarray, min_faces: int) -> np.ndarray:
 
 def geometric_charts(vertices, faces, *, mesh: ChartMesh = None, split: np.ndarray = None,
                      label: np.ndarray = None, compact: bool = True, max_faces: int = MAX_CHART_FACES,
-                     max_charts: Optional[int] = None) -> np.ndarray:
+                     max_charts: Optional[int] = None, cancel: CancelCheck = None) -> np.ndarray:
     """Chart id per face (0..K-1), see the module docstring. ``label`` with ``split`` (bool per
     chart): refine only those charts of an earlier labelling. ``compact``: diffuse and shorten the
     borders after the splits (``DIFFUSE_STEPS``, ``SHORTEN_SWEEPS``). ``max_faces``: split charts
     above this many faces too (below ``MAX_CHART_FACES``); fewer than ``MIN_CHARTS`` charts at the end:
     see ``FEW_CHARTS_SHARE``. ``max_charts``: raise ``TooManyCharts`` as soon as the mesh is seen to
-    need far more (``MERGED_LIMIT_FACTOR``) and when it ends with more."""
+    need far more (``MERGED_LIMIT_FACTOR``) and when it ends with more. ``cancel`` is checked per chart split
+    and between the steps."""
     m = mesh if mesh is not None else ChartMesh(np.asarray(vertices, np.float64), np.asarray(faces, np.int64))
     cos_cone = float(np.cos(np.radians(MAX_CONE_DEG)))
     if label is None:
@@ -215,6 +217,7 @@ def geometric_charts(vertices, faces, *, mesh: ChartMesh = None, split: np.ndarr
     owned = members(label)
     nxt = int(label.max()) + 1
     while todo:
+        check(cancel)
         c = todo.pop()
         idx = owned.get(c)
         if idx is None or len(idx) <= 1:
@@ -235,9 +238,11 @@ def geometric_charts(vertices, faces, *, mesh: ChartMesh = None, split: np.ndarr
             label[part] = lab
             owned[lab] = part
             todo.append(lab)
+    check(cancel)
     label = label_components(m, label)
     label = _smooth_borders(m, label, BORDER_SWEEPS)
     label = label_components(m, label)
+    check(cancel)
     min_faces = MIN_CHART_FACES if len(m.f) >= SMALL_CHARTS_MESH_FACES else MIN_CHART_FACES_SMALL_MESH
     label = _merge_small(m, label, min_faces)
     if max_charts is not None and split is None and label.max() + 1 > MERGED_LIMIT_FACTOR * max_charts:
@@ -250,20 +255,25 @@ def geometric_charts(vertices, faces, *, mesh: ChartMesh = None, split: np.ndarr
     if FEW_CHARTS_EARLY and few_rule and label.max() + 1 < MIN_CHARTS:
         big = np.bincount(label) > cap
         if big.any():   # split before the compaction, which then runs once over all charts
-            label = geometric_charts(vertices, faces, mesh=m, split=big, label=label, compact=False, max_faces=cap)
+            label = geometric_charts(vertices, faces, mesh=m, split=big, label=label, compact=False, max_faces=cap,
+                                     cancel=cancel)
     # compact charts (see the module docstring): smoothed borders, then shorter ones
+    check(cancel)
     label = label_components(m, borders.diffuse_borders(m, label, DIFFUSE_STEPS))
+    check(cancel)
     label = label_components(m, borders.shorten_borders(m, label, SHORTEN_SWEEPS))
     label = _merge_small(m, label, min_faces)
+    check(cancel)
     bad = bad_charts(m, label)
     if bad.any():       # a chart grown around a handle (or past the size cap): split as before
-        label = geometric_charts(vertices, faces, mesh=m, split=bad, label=label, compact=False)
+        label = geometric_charts(vertices, faces, mesh=m, split=bad, label=label, compact=False, cancel=cancel)
     k = int(label.max()) + 1
     if few_rule and k < MIN_CHARTS:
         big = np.bincount(label, minlength=k) > cap
         if big.any():   # (the split's own compaction straightens the borders)
-            return at_most(geometric_charts(vertices, faces, mesh=m, split=big, label=label, max_faces=cap),
-                           max_charts)
+            return at_most(geometric_charts(vertices, faces, mesh=m, split=big, label=label, max_faces=cap,
+                                            cancel=cancel), max_charts)
+    check(cancel)
     if STRAIGHTEN_SWEEPS > 0:
         label = dense(borders.straighten_borders(m, label, STRAIGHTEN_SWEEPS))
     return at_most(label, max_charts)

@@ -102,9 +102,9 @@ def atlas_stats(faces, uvs, texture_size: int) -> dict:
     }
 
 
-def uv_raster(faces, uvs, texture_size: int, device=None, with_bary: bool = False):
+def uv_raster(faces, uvs, texture_size: int, device=None, with_bary: bool = False, cancel=None):
     """Rasterise the UV layout: (face id per texel [S,S] int64 (0 = empty, f + 1), row 0 = top; barycentrics
-    [S,S,3] with ``with_bary``, else None)."""
+    [S,S,3] with ``with_bary``, else None); ``cancel``: the rasteriser's, checked between its chunks."""
     import torch
 
     from ...renderers.mesh_render import rasterize
@@ -115,10 +115,11 @@ def uv_raster(faces, uvs, texture_size: int, device=None, with_bary: bool = Fals
     fc = fc.to(device=device, dtype=torch.int64)
     clip = torch.stack([uv[:, 0] * 2 - 1, 1 - uv[:, 1] * 2, torch.zeros_like(uv[:, 0]),
                         torch.ones_like(uv[:, 0])], -1)
-    face_id, bary, _ = rasterize(clip, fc, texture_size, texture_size, with_bary=with_bary)
+    face_id, bary, _ = rasterize(clip, fc, texture_size, texture_size, with_bary=with_bary, cancel=cancel)
     return face_id, bary
 
 
-def uv_coverage(faces, uvs, texture_size: int, device=None):
-    """Rasterise the UV layout: face id per texel [S,S] int64 (0 = empty, f + 1), row 0 = top."""
-    return uv_raster(faces, uvs, texture_size, device)[0]
+def uv_coverage(faces, uvs, texture_size: int, device=None, cancel=None):
+    """Rasterise the UV layout: face id per texel [S,S] int64 (0 = empty, f + 1), row 0 = top (``cancel``: as in
+    ``uv_raster``)."""
+    return uv_raster(faces, uvs, texture_size, device, cancel=cancel)[0]
