@@ -45,7 +45,8 @@ def named_model(args: list[str], env) -> bool:
 
 
 def has_token(args: list[str], env) -> bool:
-    return any(a == "--token" or a.startswith("--token=") for a in args) or bool(env.get(TOKEN_ENV))
+    # A token of blanks is none (HTTP drops blanks around header values): the server refuses it, before any download.
+    return any(a == "--token" or a.startswith("--token=") for a in args) or bool(env.get(TOKEN_ENV, "").strip())
 
 
 def fetch_weights(layout: Layout, args: list[str], env: dict) -> int:

@@ -214,11 +214,12 @@ def test_no_import_cycle_inside_the_app():
 
 def test_the_stable_projectorz_endpoints_depend_on_the_api_one_way():
     """desktop/api: common <- v1, spz_params <- spz, security <- docs <- server (never back; v1 and spz know only
-    common and StableProjectorz's names)."""
+    common and StableProjectorz's names); connections (the HTTP protocol's limits, also the UI's) knows none."""
     graph = desktop_graph()
     api = {m for m in graph if m.startswith("desktop.api.")}
     assert api == {f"desktop.api.{m}" for m in ("common", "v1", "spz_params", "spz", "security",
-                                                                 "docs", "server")}
+                                                                 "docs", "server", "connections")}
+    assert not [d for d in graph["desktop.api.connections"] if d.startswith("desktop")]
     inside = {m: graph[m] & (api | {"desktop.api"}) for m in api}
     assert "desktop.api.spz" in inside["desktop.api.server"] and "desktop.api.v1" in inside["desktop.api.server"]
     assert inside["desktop.api.common"] == set()

@@ -34,11 +34,21 @@ class BodyTimeout(_StarletteHTTPException):
 
 
 class ApiError(Exception):
-    """An error answer: HTTP status, a message (or FastAPI-style list of problems) and extra fields."""
+    """An error answer: HTTP status, a message (or FastAPI-style list of problems), extra fields and headers."""
 
-    def __init__(self, http_status: int, detail, **extra):
+    def __init__(self, http_status: int, detail, headers: Optional[dict] = None, **extra):
         super().__init__(detail if isinstance(detail, str) else "invalid request")
-        self.http_status, self.detail, self.extra = http_status, detail, extra
+        self.http_status, self.detail, self.extra, self.headers = http_status, detail, extra, headers
+
+
+def not_queued(err: RuntimeError) -> ApiError:
+    """The answer to a job the runner would not queue: 429 with Retry-After when its queue is full
+    (jobqueue.QueueFullError: the server's --max-queued), else 503 (the runner is shutting down)."""
+    from ..jobs.jobqueue import QueueFullError
+
+    if isinstance(err, QueueFullError):
+        return ApiError(429, str(err), headers={"Retry-After": str(err.retry_after_s)}, error_kind="queue_full")
+    return ApiError(503, str(err))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,6 +107,7 @@ def error_responses(*codes: int) -> dict:
     words = {400: "unreadable request body", 401: "token missing or wrong", 404: "no such job or file",
              409: "not possible in the job's current state", 413: "request body too large",
              415: "body is neither JSON nor a form", 422: "invalid parameters or an unusable image",
+             429: "the job queue is full: try again after the Retry-After header's seconds",
              499: "cancelled", 500: "unexpected failure", 503: "busy, or the model cannot be loaded",
              507: "out of memory or disk space"}
     return {c: {"model": error_body_model(), "description": words[c]} for c in codes}

@@ -4,6 +4,7 @@ its middleware and token check, and the command.
     python -m desktop api [--model REPO_OR_DIR] [--text-model REPO_OR_DIR] [--host 127.0.0.1] [--port 7960] [--token TOKEN]
                           [--allow-origin URL ...] [--outputs DIR] [--device cpu|cuda[:N] | --gpus 0,1] [--preset NAME]
                           [--precision auto|fp16|bf16|fp32] [--offload auto|none|model] [--vram-budget GIB]
+                          [--max-queued N]
 
 One JobRunner serves every request: one FIFO queue, the model loaded once, lazily, by the first job.
 Two families of endpoints share it:
@@ -34,13 +35,18 @@ On start the runner puts the outputs folder in order (desktop/jobs/recovery.py):
 interrupted, stale partial and temp files removed, and earlier jobs are served again by /v1/jobs.
 An interrupted job reports state `cancelled` with error_kind `interrupted`.
 
+Slow and many clients (connections.py): a request's headers must arrive within 10 s of its connection, a body
+must average 4 KB/s after its first 30 s, one address holds at most 64 connections and all of them stay under the
+open-file limit (idle and half-sent connections give way to new ones); at most --max-queued jobs wait (429 past them).
+
 Status codes: 200 / 202 success; 400 unreadable body; 401 token missing or wrong; 403 cross-site request
-(see Security); 404 unknown job or file; 408 the body stopped arriving (BODY_READ_TIMEOUT_S); 409 wrong
-state (e.g. cancelling a finished job); 413 body too large; 415 body not JSON or a form (/generate,
-/v1/jobs/{id}/export: not JSON); 422 invalid parameters (checked first, even while a generation runs;
-JSON numbers and booleans strictly typed) or an unusable image (not an image, damaged, too many pixels, fully
-transparent); StableProjectorz family, which answers when the job ends: 499 cancelled, 503 busy (a
-generation is already running), and the job's failure as a status (see ERROR_STATUS).
+(see Security); 404 unknown job or file; 408 the headers or the body came too slowly, or the body stopped
+arriving (BODY_READ_TIMEOUT_S); 409 wrong state (e.g. cancelling a finished job); 413 body too large; 415 body
+not JSON or a form (/generate, /v1/jobs/{id}/export: not JSON); 422 invalid parameters (checked first, even while
+a generation runs; JSON numbers and booleans strictly typed) or an unusable image (not an image, damaged, too many
+pixels, fully transparent); 429 the job queue is full (Retry-After: seconds to wait); StableProjectorz family,
+which answers when the job ends: 499 cancelled, 503 busy (a generation is already running), and the job's failure
+as a status (see ERROR_STATUS); 503 also when every connection a client may hold is busy with a request.
 """
 
 import argparse
@@ -65,6 +71,9 @@ DEFAULT_HOST = LOCALHOST
 DEFAULT_PORT = 7960
 
 MAX_BODY_BYTES = 256 * 1024 * 1024      # per request (413 above)
+# Jobs that may wait in the queue (429 past them). Each holds its inputs in memory until it runs, and at a minute or
+# so a job 32 are half an hour of work: a client with more should come back (Retry-After) rather than pile up.
+DEFAULT_MAX_QUEUED = 32
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,10 +100,11 @@ def create_app(runner, token: Optional[str] = None, defaults: Optional[ServerDef
     server's own origin and `allowed_origins` (scheme://host[:port]), which also get CORS headers."""
     from fastapi import Depends, FastAPI, Request, Security
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
     from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
     from starlette.middleware.cors import CORSMiddleware
     from starlette.middleware.trustedhost import TrustedHostMiddleware
+    from starlette.requests import ClientDisconnect
 
 
     state = ApiState(runner, token, defaults)
@@ -134,8 +144,12 @@ def create_app(runner, token: Optional[str] = None, defaults: Optional[ServerDef
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError):
-        headers = {"WWW-Authenticate": "Bearer"} if err.http_status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if err.http_status == 401 else err.headers
         return JSONResponse({"detail": err.detail, **err.extra}, status_code=err.http_status, headers=headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, err: ClientDisconnect):      # cut by connections.py: nobody to answer
+        return Response(status_code=400)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, err: RequestValidationError):
@@ -213,11 +227,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "cancel jobs and read the answers (CORS); repeat for several. Other sites' pages are "
                         "refused (403) unless they send the token; programs that send no Origin are not affected")
     add_runner_options(p)
+    p.add_argument("--max-queued", type=queue_bound, default=DEFAULT_MAX_QUEUED, metavar="N",
+                   help="jobs that may wait in the queue; one more is answered 429 with Retry-After (default "
+                        "%(default)s)")
     p.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
                    help="preset of requests that do not name one (default %(default)s)")
     add_memory_options(p, precision_help="network precision of jobs that do not set one (default %(default)s)",
                        offload_help="GPU offloading of jobs that do not set one (default %(default)s)")
     return p
+
+
+def queue_bound(text: str) -> int:
+    """argparse type of --max-queued: 1..100000."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of jobs, 1..100000")
+    return value
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -241,6 +269,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)                      # exits with 2 on a usage error
     apply_compile_option(args)
     check_runner_args(parser, args)
+    if args.token is not None and args.token != args.token.strip():
+        parser.error("--token: no blanks at its start or end, and not blanks only (HTTP drops them from header values, "
+                     "so no client could send such a token); e.g. python -c \"import secrets; "
+                     "print(secrets.token_urlsafe())\"")
     if args.token is not None and len(args.token) < 8:
         parser.error("--token: use at least 8 characters (e.g. python -c \"import secrets; "
                      "print(secrets.token_urlsafe())\")")
@@ -252,9 +284,8 @@ def main(argv=None) -> int:
                      "(or $TRELLIS_DESKTOP_API_TOKEN) so that only clients that send it are served, or keep the "
                      f"default --host {DEFAULT_HOST}")
 
-    import uvicorn
-
     from ..jobs.late import LateRunner
+    from .connections import server_config
 
     try:
         sock = bind_socket(args.host, args.port)
@@ -281,7 +312,8 @@ def main(argv=None) -> int:
           f"model {args.model}, outputs {os.path.abspath(os.path.expanduser(args.outputs))}; "
           f"{'token required' if args.token else 'no token: this computer only'}). Ctrl-C stops it.",
           file=sys.stderr, flush=True)
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, lifespan="off")
+    # Header and body deadlines, connection limits under the open-file limit (connections.py).
+    config = server_config(app, log_level="warning", timeout_graceful_shutdown=5, lifespan="off")
     server = _Server(config, on_started=runner.start)
 
     def end_server_loop(forced: bool):
@@ -308,7 +340,7 @@ def start_runner(args):
 
     # Two kept results: the StableProjectorz preview and one /v1 job's can both wait for an export.
     runner = JobRunner(args.model, args.outputs, device=args.device, gpus=args.gpus, keep_results=2,
-                       text_model=args.text_model)
+                       text_model=args.text_model, max_queued=args.max_queued)
     runner.say_fast_paths()
     rec = runner.recovery
     if rec.interrupted or rec.removed:
@@ -321,10 +353,12 @@ def start_runner(args):
 def _Server(config, on_started):
     import uvicorn
 
+    from .connections import widen_listen_queue
+
     class Server(uvicorn.Server):
         """uvicorn's server without its own signal handling (StopSignals does it; uvicorn's re-raises
-        the signal after its shutdown, which kills the process before the job has stopped); `on_started()` once
-        it listens."""
+        the signal after its shutdown, which kills the process before the job has stopped); its listen queue widened
+        (connections.py) and `on_started()` once it listens."""
 
         def capture_signals(self):
             return contextlib.nullcontext()
@@ -332,5 +366,6 @@ def _Server(config, on_started):
         async def startup(self, sockets=None):
             await super().startup(sockets=sockets)
             if self.started:
+                widen_listen_queue(self)
                 on_started()
     return Server(config)

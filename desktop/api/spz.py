@@ -33,7 +33,9 @@ floats, so integer fields take whole floats (12.0; 12.5 is a 422) on these endpo
 polls /status while the request waits, from the moment it sends it, and takes the first status other
 than PROCESSING as the end: /status therefore reports PROCESSING from the moment a generation request
 arrives (while it is read and checked) until it has been answered (at most ANSWER_GRACE_S after the job
-ended, should that answer never go out).
+ended, should that answer never go out). A later revision of that client polls at once, and its first poll may be
+read before its request: an ended state (the previous job's, or idle) is said only after STATUS_HOLD_S without
+a generation request arriving.
 """
 
 import asyncio
@@ -43,8 +45,8 @@ import time
 from typing import Literal, Optional
 
 from .common import (ERROR_STATUS, MAX_IMAGES, POLL_S, ApiError, api_state, binary_content, build_settings,
-                     check_images, decode_base64, error_responses, form_schema, form_values, problem, read_body,
-                     upload_bytes, validate)
+                     check_images, decode_base64, error_responses, form_schema, form_values, not_queued, problem,
+                     read_body, upload_bytes, validate)
 from ..settings import ROWS, SETTINGS, check_prompt, check_value, normalise_choices, parse_value
 # StableProjectorz's names, the request schemas and the panel (re-exported here):
 from .spz_params import (ALIASES, STATUSES, SUPPORTED_OPERATIONS, check_operation, form_body,  # noqa: F401
@@ -53,6 +55,7 @@ from .spz_params import (ALIASES, STATUSES, SUPPORTED_OPERATIONS, check_operatio
 BUSY = ("Server is busy: a generation is running. Wait for it (GET /status) or stop it (POST /interrupt).")
 
 ANSWER_GRACE_S = 5.0        # the longest /status reports an ended job as PROCESSING while its answer goes out
+STATUS_HOLD_S = 1.0         # how long /status waits for a generation request on its way before saying none runs
 
 
 class SpzSlot:
@@ -135,7 +138,7 @@ async def _checked(state, req, images: list, mode: str, formats: tuple, prompt: 
                 return state.runner.submit_text(prompt, settings, keep_result=(mode == "preview"))
             return state.runner.submit(images, settings, keep_result=(mode == "preview"))
         except RuntimeError as err:
-            raise ApiError(503, str(err)) from None
+            raise not_queued(err) from None
     return submit
 
 
@@ -218,6 +221,18 @@ def _status(slot) -> dict:
         out.update(status="FAILED", message=job.error or job.state)
     return out
 
+
+async def settled_status(slot) -> dict:
+    """/status's answer. A client may poll the moment it has sent /generate, and that poll may be read first: so an
+    ended state (the previous job's COMPLETE or FAILED, or idle) is said only once STATUS_HOLD_S has passed without
+    a generation request arriving; one that arrives meanwhile is reported (PROCESSING)."""
+    job = slot.job
+    deadline = time.monotonic() + STATUS_HOLD_S
+    while _status(slot)["status"] != "PROCESSING" and time.monotonic() < deadline:
+        if slot.receiving or slot.job is not job:
+            break
+        await asyncio.sleep(POLL_S / 5)
+    return _status(slot)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,7 +324,7 @@ def add_routes(app) -> None:
     M = spz_models()
     GenerateRequest = M["SpzGenerateRequest"]
     tags = ["StableProjectorz"]
-    gen_errors = error_responses(400, 413, 415, 422, 499, 500, 503, 507)
+    gen_errors = error_responses(400, 413, 415, 422, 429, 499, 500, 503, 507)
 
     @app.get("/ping", response_model=M["Ping"], tags=tags, summary="Liveness")
     async def ping(request: Request):
@@ -317,7 +332,7 @@ def add_routes(app) -> None:
 
     @app.get("/status", response_model=M["Status"], tags=tags, summary="The current (or last) generation")
     async def status(request: Request):
-        return _status(api_state(request).spz)
+        return await settled_status(api_state(request).spz)
 
     def form_route(path: str, multi: bool, mode: str, summary: str):
         model = M["SpzMultiImageForm" if multi else "SpzImageForm"]
@@ -378,7 +393,7 @@ def add_routes(app) -> None:
                 except ValueError as err:
                     raise ApiError(422, str(err)) from None
                 except RuntimeError as err:
-                    raise ApiError(503, str(err)) from None
+                    raise not_queued(err) from None
             return submit
         return await _generation(request, "resume", prepare)
 

@@ -11,15 +11,17 @@ step i/n, fraction, ETA, queue position); `GET /v1/jobs/{id}/files/{name}` downl
 
 import functools
 import os
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional, Union
 
 from .common import (MAX_IMAGE_BYTES, MAX_IMAGES, ApiError, api_state, binary_content, build_settings, check_images,
-                     decode_base64, error_body_model, error_responses, form_schema, form_values, parameter_fields,
-                     read_body, rule_type, upload_bytes, validate)
+                     decode_base64, error_body_model, error_responses, form_schema, form_values, not_queued,
+                     parameter_fields, read_body, rule_type, upload_bytes, validate)
+from ..jobs.limits import job_limits
 from ..settings import EXPORT_FIELDS, MAX_PROMPT_CHARS, PRESETS, ROWS, check_prompt
 
 API_VERSION = "1"
 MAX_MESH_UPLOAD = 128 * 1024 * 1024     # a 3-D model file (a form part's limit; 2.5 M triangles as binary STL)
+PAGE, MAX_PAGE = 100, 1000              # GET /v1/jobs: jobs per page by default and at most (each a few KB)
 
 # Content types of the files a job writes (by extension).
 CONTENT_TYPES = {".glb": "model/gltf-binary", ".mp4": "video/mp4", ".ply": "application/octet-stream",
@@ -96,6 +98,20 @@ def _build_models():
         size_bytes: int
         content_type: str
 
+    class LimitCheck(BaseModel):
+        limit: str = Field(description="max_triangles, max_bytes.glb, watertight, outward, shells, flat_base, "
+                                       "max_surface_removed, normal_map, faces_within, lods_within.LOD1, ...")
+        wanted: Optional[Union[bool, int, float]] = Field(description="the limit's value")
+        value: Optional[Union[bool, int, float]] = Field(description="the files' (null: a level not made)")
+        met: bool
+        text: str = Field(description="the verdict in words, with its numbers")
+
+    class Limits(BaseModel):
+        destination: Optional[str]
+        met: bool = Field(description="every limit met")
+        checks: list[LimitCheck] = Field(description="each limit with its verdict, levels of detail included")
+        reasons: list[str] = Field(description="the text of each limit missed")
+
     class JobInfo(BaseModel):
         id: str
         kind: Literal["generate", "export", "text", "variant"] = Field(
@@ -123,9 +139,16 @@ def _build_models():
         prompt: Optional[str] = Field(None, description="text and variant jobs: the prompt")
         warnings: list[str] = Field(default_factory=list, description="what to know about the result (e.g. the "
                                                                       "prompt was longer than the model reads)")
+        limits: Optional[Limits] = Field(None, description="the files against their destination's limits "
+                                                           "(export.json): null without a destination or before "
+                                                           "the files are written")
 
     class JobList(BaseModel):
-        jobs: list[JobInfo] = Field(description="oldest first")
+        jobs: list[JobInfo] = Field(description="this page's jobs, oldest first (newest first with order=newest)")
+        total: int = Field(description="jobs in all")
+        offset: int
+        limit: int
+        next_offset: Optional[int] = Field(description="the offset of the next page (null: this is the last)")
 
     class Health(BaseModel):
         status: Literal["ok"]
@@ -192,7 +215,7 @@ def job_info(job, runner) -> dict:
             "settings": d["settings"], "seed": job.seed, "device": job.device, "out_dir": job.out_dir,
             "created": job.created, "started": job.started, "finished": job.finished,
             "keep_result": job.keep_result, "result_kept": job.result_kept, "prompt": job.prompt,
-            "warnings": list(job.warnings)}
+            "warnings": list(job.warnings), "limits": job_limits(job)}
 
 
 def _prompt_problem(prompt) -> str:
@@ -265,7 +288,7 @@ def find_job(state, job_id: str):
 
 
 def add_job_routes(app) -> None:
-    from fastapi import Request
+    from fastapi import Query, Request
     from fastapi.responses import FileResponse, JSONResponse, Response
     from starlette.concurrency import run_in_threadpool
 
@@ -310,7 +333,7 @@ def add_job_routes(app) -> None:
                           "queue: poll GET /v1/jobs/{id}. The answer's Location header is that URL. A body is needed "
                           "(415 without one).",
               openapi_extra={"requestBody": request_body},
-              responses=error_responses(400, 413, 415, 422, 503))
+              responses=error_responses(400, 413, 415, 422, 429, 503))
     async def create_job(request: Request):
         state = api_state(request)
         kind, body = await read_body(request)
@@ -351,14 +374,21 @@ def add_job_routes(app) -> None:
             else:
                 job = state.runner.submit(images, settings, keep_result=req.keep_result)
         except RuntimeError as err:
-            raise ApiError(503, str(err)) from None
+            raise not_queued(err) from None
         return JSONResponse(job_info(job, state.runner), status_code=202,
                             headers={"Location": f"/v1/jobs/{job.id}"})
 
-    @app.get("/v1/jobs", response_model=M["JobList"], tags=["jobs"], summary="All jobs (this run's and the earlier ones in the outputs folder)")
-    async def list_jobs(request: Request):
+    @app.get("/v1/jobs", response_model=M["JobList"], tags=["jobs"], summary="The jobs, a page at a time",
+             description=f"This run's jobs and the earlier ones in the outputs folder, oldest first (order=newest: "
+                         f"newest first): `offset` skipped, then at most `limit` (default {PAGE}, at most {MAX_PAGE}). "
+                         "Ask again with `next_offset` until it is null (oldest first, pages stay put as jobs come).")
+    async def list_jobs(request: Request, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = PAGE,
+                        offset: Annotated[int, Query(ge=0)] = 0, order: Literal["oldest", "newest"] = "oldest"):
         state = api_state(request)
-        return {"jobs": [job_info(j, state.runner) for j in state.runner.list()]}
+        jobs = state.runner.list()[::-1 if order == "newest" else 1]
+        end = min(len(jobs), offset + limit)
+        return {"jobs": [job_info(j, state.runner) for j in jobs[offset:end]], "total": len(jobs), "offset": offset,
+                "limit": limit, "next_offset": end if end < len(jobs) else None}
 
     @app.get("/v1/jobs/{job_id}", response_model=JobInfo, tags=["jobs"], summary="A job's state and progress",
              responses=error_responses(404))
@@ -380,11 +410,13 @@ def add_job_routes(app) -> None:
     @app.post("/v1/jobs/{job_id}/export", status_code=202, response_model=JobInfo, tags=["jobs"],
               summary="Write other files from a job's kept result",
               description="Queues an export job that writes the requested files (e.g. a GLB with another "
-                          "texture size) from the decoded result of a finished job submitted with "
-                          "keep_result, without sampling again. 409 when that result is not in memory.",
+                          "texture size) from the decoded result of a finished job (kept in memory with "
+                          "keep_result, or read from its folder's result.npz), without sampling again. 409 when "
+                          "the job has not finished or its folder keeps no result.npz; a damaged result.npz fails "
+                          "the export job with error_kind input.",
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                   "schema": {"$ref": "#/components/schemas/ExportRequest"}}}}},
-              responses=error_responses(400, 404, 409, 413, 415, 422, 503))
+              responses=error_responses(400, 404, 409, 413, 415, 422, 429, 503))
     async def export_job(job_id: str, request: Request):
         state = api_state(request)
         _, raw = await read_body(request, forms=False)          # 415 unless JSON, 422 when too deep
@@ -402,7 +434,7 @@ def add_job_routes(app) -> None:
         except ValueError as err:
             raise ApiError(422, str(err)) from None
         except RuntimeError as err:
-            raise ApiError(503, str(err)) from None
+            raise not_queued(err) from None
         return JSONResponse(job_info(job, state.runner), status_code=202,
                             headers={"Location": f"/v1/jobs/{job.id}"})
 
@@ -411,7 +443,7 @@ def add_job_routes(app) -> None:
               description="Queues a new job with the inputs and settings of an ended job (done, failed, cancelled, or "
                           "interrupted by a stop of the server, queued ones included) and the seed it used. 409 while "
                           "it is queued or running, for an export job, or when its folder is damaged.",
-              responses=error_responses(404, 409, 503))
+              responses=error_responses(404, 409, 429, 503))
     async def rerun_job(job_id: str, request: Request):
         from ..jobs import RerunError
 
@@ -424,7 +456,7 @@ def add_job_routes(app) -> None:
         except RerunError as err:
             raise ApiError(409, str(err), job_id=job_id) from None
         except RuntimeError as err:
-            raise ApiError(503, str(err)) from None
+            raise not_queued(err) from None
         return JSONResponse(job_info(job, state.runner), status_code=202,
                             headers={"Location": f"/v1/jobs/{job.id}"})
 

@@ -58,6 +58,7 @@ _EXPORTS = {
     "inputs": ("prepare_image", "check_image"),
     "meshes": ("check_mesh", "MAX_MESH_BYTES", "MESH_FORMATS"),
     "runner": ("JobRunner",),
+    "jobqueue": ("QueueFullError",),
     "late": ("LateRunner", "RunnerNotStarted"),
     "options": ("DEFAULT_MODEL",),
 }

@@ -2,7 +2,8 @@
 under one lock that also guards what the readers of a job see (its state and progress).
 
 A worker takes the first job it may run (`take`): an export job only on the device that holds its result. The
-queue also carries the runner's stop (`stopping`) and its call off of a warm-up (`warm_cancel`).
+queue also carries the runner's stop (`stopping`) and its call off of a warm-up (`warm_cancel`). With `max_waiting`,
+a job past that many waiting ones is refused (QueueFullError): a server's clients cannot queue without end.
 """
 from __future__ import annotations
 
@@ -19,6 +20,15 @@ from .job import Job, JobState, Progress
 WARMUP = object()
 
 
+class QueueFullError(RuntimeError):
+    """The queue holds its most waiting jobs; `retry_after_s`: a guess of when one will have started."""
+
+    def __init__(self, waiting: int, retry_after_s: int = 30):
+        super().__init__(f"the queue is full: {waiting} jobs are waiting already; try again later (in about "
+                         f"{retry_after_s} s), or cancel a queued job")
+        self.waiting, self.retry_after_s = waiting, retry_after_s
+
+
 @dataclass
 class Entry:
     """The runner's record of a job from its submit to its end (the job itself holds only what callers read)."""
@@ -31,7 +41,10 @@ class Entry:
 
 
 class JobQueue:
-    def __init__(self):
+    def __init__(self, max_waiting: Optional[int] = None):
+        if max_waiting is not None and max_waiting < 1:
+            raise ValueError(f"max_waiting must be at least 1, not {max_waiting}")
+        self.max_waiting = max_waiting
         self.lock = threading.Lock()
         self.wakeup = threading.Condition(self.lock)
         self.waiting: collections.deque = collections.deque()   # entries, first come first
@@ -39,8 +52,15 @@ class JobQueue:
         self.stopping = False
         self.warm_cancel = threading.Event()
 
+    def check_room(self) -> None:
+        """QueueFullError when no other job may wait (the caller holds `lock`)."""
+        if self.max_waiting is not None and len(self.waiting) >= self.max_waiting:
+            raise QueueFullError(len(self.waiting))
+
     def put(self, entry: Entry) -> None:
-        """Queue a job (the caller holds `lock`); every worker is woken, as one bound to a device must reach it."""
+        """Queue a job (the caller holds `lock`; QueueFullError past `max_waiting`); every worker is woken, as one
+        bound to a device must reach it."""
+        self.check_room()
         self.live[entry.job.id] = entry
         self.waiting.append(entry)
         self.wakeup.notify_all()

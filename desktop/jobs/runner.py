@@ -70,12 +70,13 @@ class JobRunner:
 
     The workers read `queue` (jobqueue.JobQueue: the waiting jobs, the runner's record of each, the lock),
     `models` (models.Models: the model paths and factories), `records`, `outputs_dir` and `on_progress`, and
-    hand kept results to `store_result`."""
+    hand kept results to `store_result`. With `max_queued`, a job submitted while that many wait is refused with
+    jobqueue.QueueFullError (a RuntimeError), before anything is written (the servers' bound; batches queue all)."""
 
     def __init__(self, model_path: str = DEFAULT_MODEL, outputs_dir="outputs", device: Optional[str] = None,
                  gpus: Optional[list] = None, pipeline_factory: Optional[Callable] = None, keep_results: int = 1,
                  on_progress: Optional[Callable] = None, recover: bool = True, text_model: Optional[str] = None,
-                 text_pipeline_factory: Optional[Callable] = None):
+                 text_pipeline_factory: Optional[Callable] = None, max_queued: Optional[int] = None):
         # Prompts: this text pipeline (folder or hub repo) for every size, or (None) the size's published one.
         self.models = Models(model_path, text_model, pipeline_factory, text_pipeline_factory)
         self.model_path, self.text_model = self.models.model_path, self.models.text_model
@@ -88,7 +89,7 @@ class JobRunner:
             self.devices = [device or default_device()]
         if pipeline_factory is None:
             check_devices(self.devices)
-        self.queue = JobQueue()
+        self.queue = JobQueue(max_waiting=max_queued)
         self._jobs: dict = {}
         self._kept: collections.OrderedDict = collections.OrderedDict()    # job id -> its kept result
         self.recovery = recovery.recover_outputs(self.outputs_dir) if recover else recovery.Recovery()
@@ -274,14 +275,19 @@ class JobRunner:
         job = entry.job
         if self.queue.stopping:
             raise RuntimeError("the job runner is shut down")
+        with self.queue.lock:
+            self.queue.check_room()         # a full queue (max_queued) refuses before anything is written
         self.records.add(job)               # written down first: known after any stop once accepted
         with self.queue.lock:
-            if self.queue.stopping:
+            try:
+                if self.queue.stopping:
+                    raise RuntimeError("the job runner is shut down")
+                self.queue.put(entry)
+            except RuntimeError:            # stopped, or filled up meanwhile: never accepted
                 job.state = JobState.CANCELLED
                 self.records.ended(job)
-                raise RuntimeError("the job runner is shut down")
+                raise
             self._jobs[job.id] = job
-            self.queue.put(entry)
 
     def get(self, job_id: str) -> Optional[Job]:
         with self.queue.lock:

@@ -72,6 +72,7 @@ def main(argv=None) -> int:
     defaults = GenerationSettings(precision=args.precision, offload=args.offload, vram_budget=args.vram_budget)
 
     load_gradio()
+    from ..api.connections import guarded_configs, widen_listen_queue
     from ..jobs import JobRunner                          # heavy (torch): only once the options are good
 
     try:
@@ -94,11 +95,13 @@ def main(argv=None) -> int:
     try:
         demo = app.build()
         try:
-            _, url, _ = quiet_queue(demo.queue()).launch(
-                server_name=args.host, server_port=args.port, inbrowser=not args.no_browser,
-                prevent_thread_lock=True, quiet=True, show_error=True, ssr_mode=False,
-                allowed_paths=[str(runner.outputs_dir), str(EXAMPLES_DIR)], css=CSS + look.CSS, head=look.HEAD,
-                theme=look.page_theme(), footer_links=["api", "gradio"])
+            with guarded_configs():         # header and body deadlines, connection limits (desktop/api/connections.py)
+                _, url, _ = quiet_queue(demo.queue()).launch(
+                    server_name=args.host, server_port=args.port, inbrowser=not args.no_browser,
+                    prevent_thread_lock=True, quiet=True, show_error=True, ssr_mode=False,
+                    allowed_paths=[str(runner.outputs_dir), str(EXAMPLES_DIR)], css=CSS + look.CSS, head=look.HEAD,
+                    theme=look.page_theme(), footer_links=["api", "gradio"])
+            widen_listen_queue(getattr(demo, "server", None))
         except OSError as err:
             print(f"error: could not listen on {args.host}:{args.port} ({err}). Is the app already running? "
                   f"Pick another port with --port.", file=sys.stderr)

@@ -33,16 +33,20 @@ def test_a_model_or_token_is_seen_as_option_or_variable():
     assert not container.named_model(["--text-model", "/t"], {})
     assert container.has_token(["--token", "x" * 8], {}) and container.has_token([], {container.TOKEN_ENV: "t"})
     assert not container.has_token([], {container.TOKEN_ENV: ""})
+    assert not container.has_token([], {container.TOKEN_ENV: " " * 8})          # no client could send it
 
 
-def test_the_api_refuses_every_interface_without_a_token_before_any_download():
+@pytest.mark.parametrize("token, words", [(None, "--host 0.0.0.0"), (" " * 8, "blanks")])
+def test_the_api_refuses_every_interface_without_a_token_before_any_download(token, words):
     env = {k: v for k, v in os.environ.items()
            if k not in (container.TOKEN_ENV, "TRELLIS_DESKTOP_MODEL", container.SKIP_WEIGHTS_ENV)}
+    if token is not None:
+        env[container.TOKEN_ENV] = token
     run = subprocess.run([sys.executable, "-m", "installer.container"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=120, check=False)
     # Exit 4 and a download message would mean the model files were fetched first (offline here, that fails).
     assert run.returncode == 2, run.stderr
-    assert "--host 0.0.0.0" in run.stderr and "token" in run.stderr and "download" not in run.stderr
+    assert words in run.stderr and "token" in run.stderr and "download" not in run.stderr
 
 
 def test_other_programs_run_as_they_are():

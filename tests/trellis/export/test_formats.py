@@ -4,6 +4,7 @@ validators (UsdValidation: the checks of ``usdchecker``, which replaced the Pyth
 is placed 1.8 m tall on its base unless a test says otherwise, so the size, the base and the axis are checked on
 every reader's bounding box."""
 import io
+import os
 import zipfile
 
 import numpy as np
@@ -262,7 +263,7 @@ def test_usdz_opens_in_usd_core_with_its_texture_bound(textured, tmp_path, textu
     assert inner.startswith(str(path)) and inner.endswith((".png]" if texture_format == "png" else ".jpg]"))
     with zipfile.ZipFile(path) as package:
         names = package.namelist()
-        assert names[0].endswith(".usdc")                             # the root layer comes first
+        assert names[0] == "model.usdc"                               # the root layer comes first
         (image_name,) = [n for n in names if not n.endswith(".usdc")]
         image = Image.open(io.BytesIO(package.read(image_name)))
     assert image.format == {"png": "PNG", "jpeg": "JPEG"}[texture_format]
@@ -272,11 +273,13 @@ def test_usdz_opens_in_usd_core_with_its_texture_bound(textured, tmp_path, textu
 
 def test_geometry_only_usdz_has_a_plain_material(textured, tmp_path):
     from pxr import UsdGeom, UsdShade
-    write(textured, tmp_path / "g.usdz", geometry_only=True, texture_format="webp", **PLACED)
+    # written under a temporary name (as the app's atomic writes do), then renamed: the root layer keeps its own name
+    write(textured, tmp_path / ".g.partial-1a2b3c4d.usdz", geometry_only=True, texture_format="webp", **PLACED)
+    os.rename(tmp_path / ".g.partial-1a2b3c4d.usdz", tmp_path / "g.usdz")
     stage, mesh = open_usdz(tmp_path / "g.usdz")
     assert not UsdGeom.PrimvarsAPI(mesh).HasPrimvar("st")
     assert len(mesh.GetFaceVertexCountsAttr().Get()) == len(textured.faces)
     surface = UsdShade.MaterialBindingAPI(mesh.GetPrim()).ComputeBoundMaterial()[0].ComputeSurfaceSource()[0]
     assert not surface.GetInput("diffuseColor").HasConnectedSource()
     with zipfile.ZipFile(tmp_path / "g.usdz") as package:
-        assert [n for n in package.namelist() if not n.endswith(".usdc")] == []
+        assert package.namelist() == ["model.usdc"]

@@ -27,10 +27,12 @@ from ..normals import DEFAULT_CREASE_ANGLE
 from ..placement import turn_to
 from .gltf import PLAIN_COLOUR, SUFFIX, encoded_texture, plain_geometry
 
-__all__ = ["USDZ_TEXTURE_FORMATS", "ROOT", "MESH", "MATERIAL", "write_usdz", "define_stage"]
+__all__ = ["USDZ_TEXTURE_FORMATS", "ROOT", "MESH", "MATERIAL", "ROOT_LAYER", "write_usdz", "define_stage"]
 
 USDZ_TEXTURE_FORMATS = ("png", "jpeg")
 ROOT, MESH, MATERIAL = "/Model", "/Model/Mesh", "/Model/Materials/Baked"
+# The package's root layer, whatever the .usdz is called: callers often write it under a temporary name first.
+ROOT_LAYER = "model.usdc"
 
 
 def write_usdz(path, vertices, faces, uvs, texture, geometry_only: bool = False, texture_format: str = "png",
@@ -48,7 +50,7 @@ def write_usdz(path, vertices, faces, uvs, texture, geometry_only: bool = False,
         v, f, uv, normals = with_normals(vertices, faces, uvs, crease_angle, split)
     # USD memory-maps the usdc it reads: on Windows the folder may still be held for a moment after packaging.
     with tempfile.TemporaryDirectory(prefix="trellis-usdz-", ignore_cleanup_errors=True) as folder:
-        layer = os.path.join(folder, os.path.splitext(os.path.basename(path))[0] + ".usdc")
+        layer = os.path.join(folder, ROOT_LAYER)
         image = None
         if uv is not None:
             image = "texture" + SUFFIX[texture_format]
