@@ -41,6 +41,15 @@ def tiny_pipeline_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_trellis2_dir(tmp_path_factory):
+    """`python -m trellis.tools.tiny_pipeline --trellis2` output: a tiny random-weight TRELLIS.2 pipeline folder
+    (the official pipeline.json and stems; its v1 structure decoder and DINOv3 inside it). Returns it (a str)."""
+    from trellis.tools.tiny_trellis2_pipeline import write_trellis2_pipeline
+
+    return write_trellis2_pipeline(str(tmp_path_factory.mktemp("tiny_trellis2")), seed=0)
+
+
+@pytest.fixture(scope="session")
 def tiny_text_models_dir(tmp_path_factory):
     """`python -m trellis.tools.tiny_pipeline --text` output: a models folder holding TRELLIS-text-tiny (its
     pipeline.json naming the decoders of TRELLIS-image-large and the CLIP of clip-vit-large-patch14 the

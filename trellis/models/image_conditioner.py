@@ -18,6 +18,23 @@ from .dinov2 import DINOV2_VITL14_REG_ARGS, DinoVisionTransformer
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+
+def images_to_tensor(images, size: int) -> torch.Tensor:
+    """PIL images -> [B, 3, size, size] float32 RGB in [0, 1], each resized with Lanczos (both families' way)."""
+    import numpy as np
+    from PIL import Image
+
+    arrays = [np.asarray(img.convert("RGB").resize((size, size), Image.LANCZOS), dtype=np.float32) / 255
+              for img in images]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+
+
+def imagenet_normalise(images: torch.Tensor) -> torch.Tensor:
+    """[B, 3, H, W] in [0, 1] -> ImageNet-normalised, in the images' dtype."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    return (images - mean) / std
+
 # ViT constructor arguments accepted in a config dict.
 _VIT_ARGS = set(DINOV2_VITL14_REG_ARGS) | {"qkv_bias"}
 # Hub-only config entries that do not change the inference graph we build.

@@ -1,4 +1,5 @@
-"""Pipelines: samplers, preprocessing, the image- and text-to-3D pipelines and their memory policy."""
+"""Pipelines: samplers, preprocessing, the image- and text-to-3D pipelines of both model families (TRELLIS v1,
+TRELLIS.2) and their memory policy."""
 from __future__ import annotations
 
 import json
@@ -10,15 +11,18 @@ from .memory import MemoryPolicy, pick_preset
 from .model_sources import ModelNotFoundError
 from .trellis_image_to_3d import TrellisImageTo3DPipeline
 from .trellis_text_to_3d import PromptTruncatedWarning, TrellisTextTo3DPipeline
+from .trellis2_image_to_3d import Trellis2ImageTo3DPipeline
 
 __all__ = ["samplers", "MemoryPolicy", "pick_preset", "EmptyStructureError", "ModelNotFoundError",
-           "PromptTruncatedWarning", "TrellisImageTo3DPipeline", "TrellisTextTo3DPipeline", "from_pretrained"]
+           "PromptTruncatedWarning", "TrellisImageTo3DPipeline", "TrellisTextTo3DPipeline", "Trellis2ImageTo3DPipeline",
+           "from_pretrained"]
 
-_PIPELINES = {"TrellisImageTo3DPipeline": TrellisImageTo3DPipeline, "TrellisTextTo3DPipeline": TrellisTextTo3DPipeline}
+_PIPELINES = {"TrellisImageTo3DPipeline": TrellisImageTo3DPipeline, "TrellisTextTo3DPipeline": TrellisTextTo3DPipeline,
+              "Trellis2ImageTo3DPipeline": Trellis2ImageTo3DPipeline}
 
 
 def from_pretrained(path: str, **kwargs):
-    """Read `name` from pipeline.json and build that pipeline (spec §12)."""
+    """Read `name` from pipeline.json and build that pipeline, of either family (spec §12; TRELLIS.2 facts §2.2)."""
     from .model_sources import resolve_pipeline_json
 
     with open(resolve_pipeline_json(path), encoding="utf-8") as f:

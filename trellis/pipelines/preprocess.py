@@ -1,9 +1,12 @@
-"""Image preprocessing: any picture in, the 518x518 RGB cutout TRELLIS conditions on out (spec §11.1).
+"""Image preprocessing: any picture in, the RGB cutout TRELLIS conditions on out (spec §11.1; TRELLIS.2 facts
+§5.1).
 
 Data path, top to bottom:
     load_image            file / bytes / numpy / PIL -> upright 8-bit RGB or RGBA (real alpha kept)
     BackgroundRemover     RGB -> RGBA with rembg's `u2net` model, on the CPU only (background.py)
     preprocess_image      RGBA -> crop around the object -> 518x518 -> composite on black -> RGB
+                          (`framing`: TRELLIS v1's by default; TRELLIS2_FRAMING caps every input at 1024 px,
+                          crops with no margin and keeps the crop's own size)
     split_multiview_strip one RGBA strip of several views -> one preprocessed image per view
 
 Nothing here imports torch or touches a GPU. rembg (and with it onnxruntime) is imported only when
@@ -30,6 +33,7 @@ import io
 import math
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
@@ -50,6 +54,21 @@ ALPHA_THRESHOLD = 0.8 * 255       # §11.1 step 3: foreground is alpha > 204
 CROP_MARGIN = 1.2                 # §11.1 step 3
 MAX_ASPECT = 100                  # longest / shortest side of an object (or of an image to cut out)
 MAX_CROP_SIDE = 8192              # larger square crops are made from a shrunk image (bounded memory)
+
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How a model family frames the object (the steps after the alpha test)."""
+    margin: float = CROP_MARGIN              # square side = margin * the opaque box's longer side
+    threshold: float = ALPHA_THRESHOLD       # opaque = alpha > threshold
+    output_size: Optional[int] = OUTPUT_SIZE  # side of the square output; None keeps the crop's own size
+    cap_every_input: bool = False            # long side <= MAX_REMBG_SIDE for inputs with alpha too
+
+
+V1_FRAMING = Framing()
+# TRELLIS.2 facts §5.1: downscale any input first, no margin (factor 1.0), no resize (its conditioner resizes).
+TRELLIS2_FRAMING = Framing(margin=1.0, output_size=None, cap_every_input=True)
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _READABLE = "PNG, JPEG, WebP, BMP, TIFF or GIF"
@@ -265,17 +284,19 @@ def _high_depth_to_l(img: Image.Image) -> Image.Image:
 # Crop, resize, composite (§11.1)
 # ---------------------------------------------------------------------------------------------
 
-def preprocess_image(image: ImageInput, remover: Optional[Remover] = None) -> Image.Image:
-    """Any image input -> the 518x518 RGB image TRELLIS conditions on (spec §11.1).
+def preprocess_image(image: ImageInput, remover: Optional[Remover] = None,
+                     framing: Framing = V1_FRAMING) -> Image.Image:
+    """Any image input -> the RGB image TRELLIS conditions on (spec §11.1: 518x518 with `V1_FRAMING`).
 
-    An RGBA input with real transparency is used as is; anything else has its background removed
-    by `remover` (default: `get_default_remover()`) after its long side is capped at 1024 px.
+    An RGBA input with real transparency is used as is (its long side capped at 1024 px too with
+    `framing.cap_every_input`); anything else has its background removed by `remover` (default:
+    `get_default_remover()`) after its long side is capped at 1024 px.
     Raises ValueError when no foreground is found, BackgroundRemovalUnavailable when background
     removal is needed but cannot run.
     """
     img = load_image(image)
     if has_real_alpha(img):
-        rgba = img
+        rgba = _cap_size(img, MAX_REMBG_SIDE) if framing.cap_every_input else img
         where = "the image's transparency leaves no solid object"
     else:
         check_aspect(img.width, img.height, "The image")
@@ -285,7 +306,7 @@ def preprocess_image(image: ImageInput, remover: Optional[Remover] = None) -> Im
             raise RuntimeError("Background removal must return a PIL image of the input's size.")
         rgba = rgba.convert("RGBA")
         where = "background removal found no object in the picture"
-    return crop_and_composite(rgba, where)
+    return crop_and_composite(rgba, where, framing)
 
 
 def _cap_size(img: Image.Image, max_side: int) -> Image.Image:
@@ -309,22 +330,24 @@ def check_aspect(width: int, height: int, what: str) -> None:
         )
 
 
-def crop_and_composite(rgba: Image.Image, where: str = "no object found") -> Image.Image:
-    """§11.1 steps 3-5 on an RGBA image: crop around alpha > 204, resize to 518², composite on black."""
+def crop_and_composite(rgba: Image.Image, where: str = "no object found",
+                       framing: Framing = V1_FRAMING) -> Image.Image:
+    """§11.1 steps 3-5 on an RGBA image: crop around alpha > 204, resize to 518², composite on black
+    (the opaque threshold, the margin and the output size from `framing`)."""
     alpha = np.asarray(rgba.getchannel("A"))
     # Rows and columns first: the object's box without a coordinate list as long as its pixel count.
-    mask = alpha > ALPHA_THRESHOLD
+    mask = alpha > framing.threshold
     cols, rows = np.flatnonzero(mask.any(axis=0)), np.flatnonzero(mask.any(axis=1))
     if cols.size == 0:
         raise ValueError(
-            f"No foreground found: {where} (no pixel is more than 80% opaque). Provide an image "
-            "with a clearly visible object, or one whose transparency marks the object."
+            f"No foreground found: {where} (no pixel is more than {framing.threshold / 2.55:.0f}% opaque). "
+            "Provide an image with a clearly visible object, or one whose transparency marks the object."
         )
     x_min, x_max = int(cols[0]), int(cols[-1])
     y_min, y_max = int(rows[0]), int(rows[-1])
     check_aspect(x_max - x_min + 1, y_max - y_min + 1, "The object (its opaque part)")
     cx, cy = (x_min + x_max) / 2, (y_min + y_max) / 2
-    side = int(CROP_MARGIN * max(x_max - x_min, y_max - y_min))
+    side = int(framing.margin * max(x_max - x_min, y_max - y_min))
     half = side // 2
     if half < 1:
         raise ValueError(
@@ -333,12 +356,13 @@ def crop_and_composite(rgba: Image.Image, where: str = "no object found") -> Ima
         )
     if 2 * half > MAX_CROP_SIDE:
         # The square around a huge object would not fit in memory (Pillow refuses it): shrink first.
-        return crop_and_composite(rgba.reduce(-(-2 * half // MAX_CROP_SIDE)), where)
+        return crop_and_composite(rgba.reduce(-(-2 * half // MAX_CROP_SIDE)), where, framing)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         # float box: Pillow rounds each coordinate (half to even); outside the image is (0,0,0,0)
         crop = rgba.crop((cx - half, cy - half, cx + half, cy + half))
-    crop = crop.resize((OUTPUT_SIZE, OUTPUT_SIZE), Image.Resampling.LANCZOS)
+    if framing.output_size is not None:
+        crop = crop.resize((framing.output_size, framing.output_size), Image.Resampling.LANCZOS)
     arr = np.asarray(crop).astype(np.float32) / 255
     rgb = arr[:, :, :3] * arr[:, :, 3:4]
     return Image.fromarray((rgb * 255).astype(np.uint8))

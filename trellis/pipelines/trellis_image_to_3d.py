@@ -15,7 +15,6 @@ import contextlib
 import os
 from typing import Callable, Optional
 
-import numpy as np
 import torch
 
 from .base import (DEFAULT_FORMATS, EmptyStructureError, Progress, TrellisPipeline, load_pipeline_parts,
@@ -113,11 +112,9 @@ class TrellisImageTo3DPipeline(TrellisPipeline):
         """PIL images (or a [B,3,H,W] tensor in [0,1]) -> {'cond', 'neg_cond'} (§11.2)."""
         size = self.image_cond_model.vit.args["img_size"]
         if not isinstance(images, torch.Tensor):
-            from PIL import Image
+            from ..models.image_conditioner import images_to_tensor
 
-            arrays = [np.asarray(img.convert("RGB").resize((size, size), Image.LANCZOS), dtype=np.float32) / 255
-                      for img in images]
-            images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+            images = images_to_tensor(images, size)
         half = CONDITIONER_FP16 and self._device.type == "cuda" and self.memory_policy.precision == "fp16"
         precision = torch.autocast("cuda", dtype=torch.float16) if half else contextlib.nullcontext()
         with self._on_device("image_cond_model") as cond_model, precision:

@@ -2,6 +2,7 @@
 
     python -m trellis.tools.tiny_pipeline OUT_DIR [--seed N]
     python -m trellis.tools.tiny_pipeline --text OUT_DIR [--seed N]     (tiny_text_pipeline.py)
+    python -m trellis.tools.tiny_pipeline --trellis2 OUT_DIR [--seed N] [--full-size]   (tiny_trellis2_pipeline.py)
 
 OUT_DIR gets `pipeline.json`, `ckpts/<stem>.json` ({"name", "args"}) and `ckpts/<stem>.safetensors` for
 the six networks, plus the image conditioner (a small DINOv2) as `ckpts/image_cond_dinov2_tiny.*`.
@@ -85,18 +86,25 @@ def randomise(model: torch.nn.Module, gen: torch.Generator) -> None:
 
 
 @torch.no_grad()
-def calibrate_occupancy(decoder, gen: torch.Generator, latent_shape) -> None:
-    """Shift the decoder's output bias so that about TARGET_OCCUPANCY of the voxels come out occupied."""
-    logits = decoder(torch.randn(4, *latent_shape, generator=gen)).flatten()
-    decoder.out_layer[2].bias -= torch.quantile(logits.float(), 1 - TARGET_OCCUPANCY)
+def calibrate_occupancy(decoder, gen: torch.Generator, latent_shape, target: float = TARGET_OCCUPANCY,
+                        batch: int = 4, device="cpu") -> None:
+    """Shift the decoder's output bias so that about `target` of the voxels come out occupied (latents drawn on the
+    CPU, decoded on `device`, where the decoder is)."""
+    logits = decoder(torch.randn(batch, *latent_shape, generator=gen).to(device)).flatten()
+    decoder.out_layer[2].bias -= torch.quantile(logits.float(), 1 - target)
 
 
-def save_model(model, config: dict, prefix: str) -> None:
+def save_state(state: dict, config: dict, prefix: str) -> None:
+    """`prefix`.json (the ckpt JSON {"name", "args"}) and `prefix`.safetensors (`state` as given)."""
     from safetensors.torch import save_file
 
     with open(prefix + ".json", "w", encoding="utf-8") as f:
         json.dump(config, f, indent=4)
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, prefix + ".safetensors")
+    save_file({k: v.detach().contiguous() for k, v in state.items()}, prefix + ".safetensors")
+
+
+def save_model(model, config: dict, prefix: str) -> None:
+    save_state(model.state_dict(), config, prefix)
 
 
 def write_tiny_pipeline(out_dir: str, seed: int = 0) -> str:
@@ -138,7 +146,20 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     parser.add_argument("--text", action="store_true",
                         help="write a tiny TEXT pipeline (with the image-large decoders and a tiny CLIP beside it)")
+    parser.add_argument("--trellis2", action="store_true",
+                        help="write a TRELLIS.2 pipeline (its v1 structure decoder and DINOv3 inside the folder)")
+    parser.add_argument("--full-size", action="store_true",
+                        help="with --trellis2: the published sizes (about 17 GB of random weights) for GPU benchmarks")
     args = parser.parse_args(argv)
+    if args.full_size and not args.trellis2:
+        parser.error("--full-size applies to --trellis2 only")
+    if args.trellis2:
+        from .tiny_trellis2_pipeline import write_trellis2_pipeline
+
+        size = "full-size" if args.full_size else "tiny"
+        print(f"{size} TRELLIS.2 pipeline written to "
+              f"{write_trellis2_pipeline(args.out_dir, args.seed, full_size=args.full_size)}")
+        return 0
     if args.text:
         from .tiny_text_pipeline import write_tiny_text_pipeline
 

@@ -1,4 +1,4 @@
-"""Euler samplers for the rectified-flow models, with classifier-free guidance (spec §10).
+"""Euler samplers for the rectified-flow models, with classifier-free guidance (spec §10; TRELLIS.2 facts §4).
 
 x_t = (1 - t) x_0 + (sigma_min + (1 - sigma_min) t) eps; the network predicts v = (1 - sigma_min) eps - x_0.
 Sampling walks a warped time grid from t = 1 (noise) to t = 0 with x <- x - (t_k - t_{k+1}) v_hat.
@@ -19,6 +19,7 @@ from ...modules.context_cache import context_cache, for_context
 from ...modules.sparse import SparseTensor
 from ...modules.sparse.spatial import share_first_copy
 from .cuda_graph import GraphedFlow
+from .guidance import Guidance, resolve_guidance, rescale_velocity
 
 
 class SampleResult(dict):
@@ -157,32 +158,45 @@ class FlowEulerSampler:
 
 
 class FlowEulerCfgSampler(FlowEulerSampler):
-    """Euler sampler with classifier-free guidance at every step: v = (1 + w) v(cond) - w v(neg_cond)."""
+    """Euler sampler with classifier-free guidance at every step.
+
+    Strength in TRELLIS v1's spelling, `cfg_strength` w: v = (1 + w) v(cond) - w v(neg_cond); or in TRELLIS.2's,
+    `guidance_strength` w: v = w v(cond) + (1 - w) v(neg_cond), one pass only for w = 1 (cond) or w = 0 (neg).
+    `guidance_rescale` > 0 adds TRELLIS.2's CFG rescale to a step that mixes both passes (``guidance``)."""
 
     def _guided(self, step: int, t: float, cfg_interval) -> bool:
         return True
 
-    def _velocity(self, model, x, t: float, cond, step: int, neg_cond=None, cfg_strength: float = 3.0,
-                  cfg_interval=(0.0, 1.0), cfg_batch: bool = True, multi_mode: Optional[str] = None,
-                  _run: Optional[dict] = None, **kwargs):
-        b = _batch_size(x)
-        guided = cfg_strength != 0 and neg_cond is not None and self._guided(step, t, cfg_interval)
-        # Conditions for this step: one image, or K images (multi-image modes, §11.7).
+    @staticmethod
+    def _conds(cond, step: int, multi_mode: Optional[str]) -> list:
+        """Conditions for this step: one image, or K images (multi-image modes, §11.7)."""
         if multi_mode is None:
-            conds = [cond]
-        elif multi_mode == "stochastic":
+            return [cond]
+        if multi_mode == "stochastic":
             idx = step % cond.shape[0]
-            conds = [cond[idx:idx + 1]]
-        elif multi_mode == "multidiffusion":
-            conds = [cond[i:i + 1] for i in range(cond.shape[0])]
-        else:
-            raise ValueError(f"multi-image mode must be 'stochastic' or 'multidiffusion', got {multi_mode!r}")
+            return [cond[idx:idx + 1]]
+        if multi_mode == "multidiffusion":
+            return [cond[i:i + 1] for i in range(cond.shape[0])]
+        raise ValueError(f"multi-image mode must be 'stochastic' or 'multidiffusion', got {multi_mode!r}")
+
+    def _velocity(self, model, x, t: float, cond, step: int, neg_cond=None, guidance: Optional[Guidance] = None,
+                  cfg_strength: Optional[float] = None, cfg_interval=None, guidance_strength: Optional[float] = None,
+                  guidance_interval=None, guidance_rescale: float = 0.0, cfg_batch: bool = True,
+                  multi_mode: Optional[str] = None, _run: Optional[dict] = None, **kwargs):
+        if guidance is None:
+            guidance = resolve_guidance(cfg_strength, guidance_strength, cfg_interval, guidance_interval,
+                                        guidance_rescale)
+        b = _batch_size(x)
+        want_pos, want_neg = guidance.branches(self._guided(step, t, guidance.interval), neg_cond is not None)
+        conds = self._conds(cond, step, multi_mode) if want_pos else []
         branches = [_match_batch(c, b) for c in conds]
-        if guided:
+        if want_neg:
             branches.append(_match_batch(neg_cond, b))
-        if cfg_batch and len(branches) > 1:
+        # Extra tensor inputs (a texture flow's concat_cond) are per item: such a model runs its passes one by one.
+        batchable = not any(isinstance(v, (torch.Tensor, SparseTensor)) for v in kwargs.values())
+        if cfg_batch and batchable and len(branches) > 1:
             rep = _repeater(_run, len(branches))
-            if multi_mode is None:    # the same pair at every guided step: one tensor for the run (context_cache)
+            if multi_mode is None and want_pos:    # the same pair at every guided step: one tensor (context_cache)
                 pair = for_context(("cfg_pair", b), (cond, neg_cond), lambda: torch.cat(branches))
             else:
                 pair = torch.cat(branches)
@@ -193,32 +207,30 @@ class FlowEulerCfgSampler(FlowEulerSampler):
                     if key[0] == "repeat":
                         rep.share_maps(x)
             outs = [_feats(self._call_model(model, x, t, c, **kwargs)) for c in branches]
-        if guided:
+        if want_neg:
             *pos, neg = outs
         else:
             pos, neg = outs, None
-        v = pos[0] if len(pos) == 1 else torch.stack(pos).mean(dim=0)
-        if guided:
-            v = (1 + cfg_strength) * v - cfg_strength * neg
+        v_pos = None if not pos else (pos[0] if len(pos) == 1 else torch.stack(pos).mean(dim=0))
+        v = guidance.combine(v_pos, neg)
+        if guidance.rescale > 0 and v_pos is not None and neg is not None:
+            v = rescale_velocity(x, t, v_pos, v, guidance.rescale, self.sigma_min)
         return v
 
     def sample(self, model, noise, cond, neg_cond, steps: int = 50, rescale_t: float = 1.0,
-               cfg_strength: float = 3.0, verbose: bool = True, progress: StepProgress = None,
-               cancel: CancelCheck = None, **kwargs) -> SampleResult:
+               cfg_strength: Optional[float] = None, verbose: bool = True, progress: StepProgress = None,
+               cancel: CancelCheck = None, guidance_strength: Optional[float] = None, guidance_rescale: float = 0.0,
+               cfg_interval=None, guidance_interval=None, **kwargs) -> SampleResult:
+        """`cfg_strength` (v1, default 3) or `guidance_strength` (TRELLIS.2); `guidance_rescale` (default 0: off)."""
+        guidance = resolve_guidance(cfg_strength, guidance_strength, cfg_interval, guidance_interval,
+                                    guidance_rescale)
         return super().sample(model, noise, cond, steps=steps, rescale_t=rescale_t, verbose=verbose,
-                              progress=progress, cancel=cancel, neg_cond=neg_cond, cfg_strength=cfg_strength,
-                              **kwargs)
+                              progress=progress, cancel=cancel, neg_cond=neg_cond, guidance=guidance, **kwargs)
 
 
 class FlowEulerGuidanceIntervalSampler(FlowEulerCfgSampler):
-    """CFG only while cfg_interval[0] <= t <= cfg_interval[1] (inclusive, on the float64 grid)."""
+    """CFG only while interval[0] <= t <= interval[1] (inclusive, on the float64 grid); the interval is named
+    `cfg_interval` (v1) or `guidance_interval` (TRELLIS.2), default [0, 1]."""
 
     def _guided(self, step: int, t: float, cfg_interval) -> bool:
         return cfg_interval[0] <= t <= cfg_interval[1]
-
-    def sample(self, model, noise, cond, neg_cond, steps: int = 50, rescale_t: float = 1.0,
-               cfg_strength: float = 3.0, cfg_interval=(0.0, 1.0), verbose: bool = True,
-               progress: StepProgress = None, cancel: CancelCheck = None, **kwargs) -> SampleResult:
-        return super().sample(model, noise, cond, neg_cond, steps=steps, rescale_t=rescale_t,
-                              cfg_strength=cfg_strength, verbose=verbose, progress=progress, cancel=cancel,
-                              cfg_interval=cfg_interval, **kwargs)

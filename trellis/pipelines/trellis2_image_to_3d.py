@@ -1,0 +1,271 @@
+"""Image -> 3-D asset with TRELLIS.2 (TRELLIS2_FACTS §1-§5): O-Voxel shape and PBR material.
+
+    pipeline = Trellis2ImageTo3DPipeline.from_pretrained("microsoft/TRELLIS.2-4B")      # or a folder
+    meshes = pipeline.run(image, seed=42, pipeline_type="1024_cascade")               # [MeshWithVoxel]
+
+Data path, top to bottom (§3.1): preprocess (no crop margin, §5.1) -> DINOv3 at 512 (and 1024) -> structure flow
+(dense 16^3 latent) -> v1 occupancy decoder (64^3, max-pooled to 32^3 unless type 1024) -> shape flow (sparse,
+32 channels per voxel; a cascade re-quantises its 16x up-sampled voxels for a second, finer pass) -> texture
+flow (its input: noise || the normalised shape latent) -> shape decoder (mesh) and texture decoder (6 PBR
+attributes per fine voxel). Every noise is drawn on the CPU from one generator seeded once, in the stage order
+(structure, low-res shape, high-res shape, texture), then moved to the device: the same seed gives the same noise
+on any device. The device / precision / offload policy is v1's (base.py): the networks keep their checkpoints'
+dtypes (bf16 flows, fp16 decoders) unless the precision is fp32.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..core.callbacks import CancelCheck, check
+from ..modules.sparse import SparseTensor
+from .base import EmptyStructureError, Progress, TrellisPipeline, read_pipeline_config, weights_device
+from .memory import release_device_memory
+from .trellis2_cascade import DECODER_UPSAMPLE, MAX_NUM_TOKENS, cascade_coords
+from .trellis2_cascade import pipeline_type as type_named
+from .trellis2_loading import load_conditioner, load_trellis2_parts, validate_args
+
+__all__ = ["Trellis2ImageTo3DPipeline"]
+
+
+class Trellis2ImageTo3DPipeline(TrellisPipeline):
+    COND_MODEL = "image_cond_model"
+    EMPTY_STRUCTURE_HINT = "an image with a clearer, larger object"
+    KEPT_GRAPH_STAGES = ()          # CUDA graphs of these flows are not set up: eager everywhere
+
+    def __init__(self, models: dict, samplers: dict, sampler_params: dict, shape_slat_normalization: dict,
+                 tex_slat_normalization: dict, image_cond_model, default_pipeline_type: str = "1024_cascade",
+                 device=None):
+        self.image_cond_model = image_cond_model
+        self._remover = None
+        # The torso dtype each network was loaded in (bf16 flows, fp16 decoders): what it runs unless fp32.
+        self._native_dtypes = {key: getattr(m, "dtype", None) for key, m in models.items()}
+        self.tex_slat_sampler = samplers["tex_slat_sampler"]
+        self.tex_slat_sampler_params = dict(sampler_params.get("tex_slat_sampler", {}))
+        self.tex_slat_normalization = tex_slat_normalization
+        type_named(default_pipeline_type)          # a clear error at load, not at the first run
+        self.default_pipeline_type = str(default_pipeline_type)
+        super().__init__(models, samplers["sparse_structure_sampler"], samplers["shape_slat_sampler"],
+                         shape_slat_normalization, sampler_params.get("sparse_structure_sampler"),
+                         sampler_params.get("shape_slat_sampler"), device=device)
+
+    # The base class's names for what TRELLIS.2 calls the shape stage.
+    @property
+    def shape_slat_sampler(self):
+        return self.slat_sampler
+
+    @property
+    def shape_slat_sampler_params(self) -> dict:
+        return self.slat_sampler_params
+
+    @property
+    def shape_slat_normalization(self) -> dict:
+        return self.slat_normalization
+
+    @classmethod
+    def from_pretrained(cls, path: str, search_dirs=(), device=None,
+                        on_model: Optional[Callable[[str, torch.nn.Module], None]] = None,
+                        download_conditioner: bool = False) -> "Trellis2ImageTo3DPipeline":
+        """A pipeline folder or hub repo id, on the CPU or on `device`. `search_dirs`: folders holding other repos
+        pipeline.json names (the v1 structure decoder, DINOv3). `download_conditioner`: fetch DINOv3 from the hub
+        when no local or cached copy exists (its licence must have been accepted there). `on_model(key, model)` is
+        called as each network is loaded, the conditioner first."""
+        args = read_pipeline_config(path, "Trellis2ImageTo3DPipeline")["args"]
+        validate_args(path, args)
+        into = weights_device(device)
+        cond_model = load_conditioner(path, args.get("image_cond_model"), search_dirs, device=into,
+                                      download=download_conditioner)
+        if on_model is not None:
+            on_model(cls.COND_MODEL, cond_model)
+        parts = load_trellis2_parts(path, args, search_dirs, device=into, on_model=on_model)
+        pipeline = cls(image_cond_model=cond_model, device=into, **parts)
+        return pipeline if device is None else pipeline.to(device)
+
+    def _apply_precision(self) -> None:
+        policy = self.memory_policy
+        for key, model in self.models.items():
+            native = self._native_dtypes.get(key)
+            if hasattr(model, "set_torso_dtype") and native is not None:
+                want = torch.float32 if policy.precision == "fp32" else native
+                if getattr(model, "dtype", None) != want:
+                    model.set_torso_dtype(want)
+            if hasattr(model, "compile_blocks"):
+                model.compile_blocks = bool(policy.compile)
+            if hasattr(model, "lean"):
+                model.lean = self._lean_wanted(policy)
+
+    def _graphs_for(self, stage, model_key, flow, policy):
+        return False
+
+    # ------------------------------------------------------------------ stages
+    def preprocess_image(self, image):
+        """Background removal (rembg u2net) if no real alpha, crop with no margin, premultiply on black (§5.1)."""
+        from .preprocess import TRELLIS2_FRAMING, BackgroundRemover, preprocess_image
+
+        if self._remover is None:
+            self._remover = BackgroundRemover()
+        return preprocess_image(image, remover=self._remover, framing=TRELLIS2_FRAMING)
+
+    @torch.no_grad()
+    def get_cond(self, images, resolution: int) -> dict:
+        """PIL images (or a [B, 3, S, S] tensor in [0, 1]) -> {'cond': DINOv3 tokens at S = resolution,
+        'neg_cond': zeros of that shape} (§5.2, §4)."""
+        with self._on_device(self.COND_MODEL) as cond_model:
+            cond = cond_model.encode(images, resolution).to(self._device)
+        return {"cond": cond, "neg_cond": torch.zeros_like(cond)}
+
+    def _noise(self, generator, *shape) -> torch.Tensor:
+        """float32 standard normal drawn on the CPU (the reference's draw), then moved to the device."""
+        return torch.randn(*shape, generator=generator).to(self._device)
+
+    @torch.no_grad()
+    def sample_sparse_structure(self, cond: dict, num_samples: int = 1, sampler_params: dict | None = None,
+                                generator: torch.Generator | None = None, ss_res: int = 64,
+                                progress: Progress = None, cancel: CancelCheck = None) -> torch.Tensor:
+        """Stage 1: int32 coords [N, 4] (batch, x, y, z) of the occupied cells of the ss_res^3 grid (the decoder's
+        64^3 occupancy, max-pooled when ss_res is smaller: a cell is occupied if any of its children is)."""
+        flow = self.models["sparse_structure_flow_model"]
+        reso = flow.resolution
+        noise = self._noise(generator, num_samples, flow.in_channels, reso, reso, reso)
+        z = self._sample("sparse_structure", self.sparse_structure_sampler, "sparse_structure_flow_model",
+                         self.sparse_structure_sampler_params, noise, cond, sampler_params, progress, cancel)
+        del noise
+        check(cancel)
+        with self._on_device("sparse_structure_decoder") as decoder:
+            occupancy = (decoder(z) > 0).float()
+        factor = occupancy.shape[-1] // ss_res
+        if factor > 1:
+            occupancy = F.max_pool3d(occupancy, factor, factor)
+        coords = torch.argwhere(occupancy > 0.5)[:, [0, 2, 3, 4]].int()
+        if coords.shape[0] == 0:
+            raise EmptyStructureError(f"The first stage found no occupied voxel, so there is no 3-D shape to "
+                                      f"build. Try another seed or {self.EMPTY_STRUCTURE_HINT}.")
+        return coords
+
+    @torch.no_grad()
+    def sample_shape_slat(self, cond: dict, flow_key: str, coords: torch.Tensor, sampler_params: dict | None = None,
+                          generator: torch.Generator | None = None, progress: Progress = None,
+                          cancel: CancelCheck = None) -> SparseTensor:
+        """A shape pass on `coords` with the flow `flow_key`, de-normalised (§3.1 step 5)."""
+        flow = self.models[flow_key]
+        if hasattr(flow, "lean"):
+            flow.lean = self._lean_wanted(self.memory_policy)
+        noise = SparseTensor(self._noise(generator, coords.shape[0], flow.in_channels), coords.to(self._device))
+        slat = self._sample("shape_slat", self.slat_sampler, flow_key, self.slat_sampler_params, noise, cond,
+                            sampler_params, progress, cancel)
+        return self._denormalise(slat, self.slat_normalization)
+
+    @torch.no_grad()
+    def sample_shape_slat_cascade(self, cond_lr: dict, cond_hr: dict, coords: torch.Tensor, ss_res: int, res: int,
+                                  max_num_tokens: int = MAX_NUM_TOKENS, sampler_params: dict | None = None,
+                                  generator: torch.Generator | None = None, progress: Progress = None,
+                                  cancel: CancelCheck = None) -> tuple[SparseTensor, int]:
+        """§3.2: the 512 shape pass, its voxels up-sampled 16x by the shape decoder and re-quantised to the R/16
+        grid (R lowered under the token cap), the 1024 shape pass there. Returns (shape latent, final R)."""
+        lr = self.sample_shape_slat(cond_lr, "shape_slat_flow_model_512", coords, sampler_params, generator,
+                                    progress, cancel)
+        check(cancel)
+        with self._on_device("shape_slat_decoder") as decoder:
+            fine = decoder.upsample(lr, 4)
+        del lr
+        hr_coords, res = cascade_coords(fine, ss_res * DECODER_UPSAMPLE, res, max_num_tokens)
+        del fine
+        hr = self.sample_shape_slat(cond_hr, "shape_slat_flow_model_1024", hr_coords, sampler_params, generator,
+                                    progress, cancel)
+        return hr, res
+
+    @torch.no_grad()
+    def sample_tex_slat(self, cond: dict, flow_key: str, shape_slat: SparseTensor, sampler_params: dict | None = None,
+                        generator: torch.Generator | None = None, progress: Progress = None,
+                        cancel: CancelCheck = None) -> SparseTensor:
+        """§3.1 step 7: noise on the shape latent's voxels, the normalised shape latent appended at every step
+        (noise first), de-normalised with the texture statistics."""
+        flow = self.models[flow_key]
+        if hasattr(flow, "lean"):
+            flow.lean = self._lean_wanted(self.memory_policy)
+        shape = self._normalise(shape_slat, self.slat_normalization)
+        extra = flow.in_channels - shape.feats.shape[1]
+        noise = shape.replace(self._noise(generator, shape.feats.shape[0], extra))
+        slat = self._sample("tex_slat", self.tex_slat_sampler, flow_key, self.tex_slat_sampler_params, noise, cond,
+                            sampler_params, progress, cancel, concat_cond=shape)
+        return self._denormalise(slat, self.tex_slat_normalization)
+
+    @torch.no_grad()
+    def decode_latent(self, shape_slat: SparseTensor, tex_slat: SparseTensor, res: int, cancel: CancelCheck = None):
+        """Shape decoder -> dual-grid meshes at `res`; texture decoder on the same subdivision -> the fine voxels'
+        PBR attributes (0.5 o + 0.5, §8). One MeshWithVoxel per batch item."""
+        from ..representations.ovoxel import pbr_attributes
+
+        with self._on_device("shape_slat_decoder") as decoder:
+            decoder.set_resolution(res)
+            out, subs = decoder(shape_slat, return_subs=True)
+            meshes = decoder.to_meshes(out)
+        del out
+        check(cancel)
+        with self._on_device("tex_slat_decoder") as decoder:
+            tex = decoder(tex_slat, guide_subs=subs)
+        del subs
+        for mesh, rows in zip(meshes, tex.layout):
+            mesh.attrs = pbr_attributes(tex.feats[rows])
+        return meshes
+
+    def _normalise(self, slat: SparseTensor, stats: dict) -> SparseTensor:
+        mean, std = (torch.tensor(stats[k], device=self._device)[None] for k in ("mean", "std"))
+        return (slat - mean) / std
+
+    def _denormalise(self, slat: SparseTensor, stats: dict) -> SparseTensor:
+        mean, std = (torch.tensor(stats[k], device=self._device)[None] for k in ("mean", "std"))
+        return slat * std + mean
+
+    # ------------------------------------------------------------------ entry point
+    def run(self, image, num_samples: int = 1, seed: int = 42, pipeline_type: str | None = None,
+            max_num_tokens: int = MAX_NUM_TOKENS, sparse_structure_sampler_params: dict | None = None,
+            shape_slat_sampler_params: dict | None = None, tex_slat_sampler_params: dict | None = None,
+            preprocess_image: bool = True, return_latent: bool = False, progress: Progress = None,
+            cancel: CancelCheck = None):
+        """One image -> [MeshWithVoxel] (one per sample); with `return_latent` also (shape latent, texture latent,
+        res). `pipeline_type`: "512", "1024", "1024_cascade" or "1536_cascade" (default: pipeline.json's).
+        `progress(stage, i, n)`: stages preprocess, condition, sparse_structure, shape_slat (twice in a cascade),
+        tex_slat, decode. The reference's hole filling after meshing (facts §11) is not done here."""
+        kind = type_named(pipeline_type or self.default_pipeline_type)
+
+        def go(tracker):
+            with tracker.stage("preprocess"):
+                if preprocess_image:
+                    img = self.preprocess_image(image)
+                else:
+                    from .preprocess import load_image     # paths and arrays too, used as they are
+
+                    img = load_image(image)
+            if progress:
+                progress("preprocess", 1, 1)
+            with tracker.stage("condition"):
+                conds = {size: self.get_cond([img], size) for size in kind.cond_sizes}
+            if progress:
+                progress("condition", 1, 1)
+            generator = torch.Generator().manual_seed(seed)
+            with tracker.stage("sparse_structure"):
+                coords = self.sample_sparse_structure(conds[512], num_samples, sparse_structure_sampler_params,
+                                                      generator, kind.ss_res, progress, cancel)
+            res = kind.res
+            with tracker.stage("shape_slat"):
+                if kind.cascade:
+                    shape, res = self.sample_shape_slat_cascade(conds[512], conds[1024], coords, kind.ss_res, res,
+                                                                max_num_tokens, shape_slat_sampler_params,
+                                                                generator, progress, cancel)
+                else:
+                    shape = self.sample_shape_slat(conds[int(kind.shape)], f"shape_slat_flow_model_{kind.shape}",
+                                                   coords, shape_slat_sampler_params, generator, progress, cancel)
+            with tracker.stage("tex_slat"):
+                tex = self.sample_tex_slat(conds[int(kind.tex)], f"tex_slat_flow_model_{kind.tex}", shape,
+                                           tex_slat_sampler_params, generator, progress, cancel)
+            del conds
+            release_device_memory(self._device)
+            with tracker.stage("decode"):
+                meshes = self.decode_latent(shape, tex, res, cancel)
+            if progress:
+                progress("decode", 1, 1)
+            return (meshes, (shape, tex, res)) if return_latent else meshes
+        return self._guarded(go)
