@@ -10,7 +10,8 @@ The result is a ``textured.TexturedMesh`` (``save_glb`` / ``save_obj``, and ``sa
 GLB, OBJ, STL, 3MF, USDZ, placed by ``placement``: height, pivot, up axis, units); ``job.ExportJob`` starts an export's
 decimation early, so that it overlaps the caller's other work on the same result; ``result_file`` keeps a result
 (the Gaussians and the decoder mesh, exactly) for exporting it again later; ``keep_mesh`` bakes a look onto the
-user's own mesh, its vertices, faces and usable UVs kept.
+user's own mesh, its vertices, faces and usable UVs kept; ``pbr`` exports TRELLIS.2's O-Voxel (``ovoxel_to_glb``,
+``bake_ovoxel``: base colour, alpha, metallic-roughness and normal maps sampled from its voxels, no views).
 
 Shared: ``mesh_graph`` (edges, the dual graph, components), ``arrays`` (conversions, progress), ``processes``
 (child processes and their warm pool), ``temp_dirs`` (temp folders owned by their process), ``options``
@@ -22,7 +23,8 @@ __all__ = ["to_glb", "to_obj", "bake_textured_mesh", "TexturedMesh", "ExportJob"
            "placed_shape_facts", "check_limits", "DESTINATION_LIMITS",
            "face_budget", "lod_meshes", "bake_onto_mesh", "uv_usable", "bake_uv_mesh",
            "MIN_OBSERVED_SHARE", "observation_settings",
-           "Z_UP_TO_Y_UP", "make_glb_mesh", "save_glb", "save_obj"]
+           "Z_UP_TO_Y_UP", "make_glb_mesh", "save_glb", "save_obj",
+           "ovoxel_to_glb", "bake_ovoxel", "PbrTexturedMesh"]
 
 # Names defined in the stage modules, loaded when first asked for (they import numpy, torch).
 _LAZY = {"to_glb": "schedule", "to_obj": "schedule", "bake_textured_mesh": "schedule",
@@ -34,7 +36,8 @@ _LAZY = {"to_glb": "schedule", "to_obj": "schedule", "bake_textured_mesh": "sche
          "lod_meshes": "lods", "bake_onto_mesh": "keep_mesh", "uv_usable": "keep_mesh", "bake_uv_mesh": "schedule",
          "MIN_OBSERVED_SHARE": "bake.coverage",
          "observation_settings": "options", "Z_UP_TO_Y_UP": "assemble", "make_glb_mesh": "assemble",
-         "save_glb": "assemble", "save_obj": "assemble"}
+         "save_glb": "assemble", "save_obj": "assemble",
+         "ovoxel_to_glb": "pbr.export", "bake_ovoxel": "pbr.export", "PbrTexturedMesh": "pbr.textured"}
 
 
 def __getattr__(name):

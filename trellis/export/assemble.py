@@ -25,8 +25,9 @@ from ..core.axes import Z_UP_TO_Y_UP      # (x, y, z) -> (x, z, -y): the GLB/OBJ
 from .normals import DEFAULT_CREASE_ANGLE, corner_angles, face_normals, split_vertex_normals
 from .rows import row_norm
 
-__all__ = ["Z_UP_TO_Y_UP", "PNG_COMPRESS_LEVEL", "NO_SPLIT_ANGLE", "texture_image", "unsplit_normals",
-           "with_normals", "make_glb_mesh", "glb_bytes", "save_glb", "save_obj", "write_obj_files", "write_rows"]
+__all__ = ["Z_UP_TO_Y_UP", "PNG_COMPRESS_LEVEL", "NO_SPLIT_ANGLE", "texture_image", "rgba_image",
+           "unsplit_normals", "with_normals", "make_glb_mesh", "glb_bytes", "save_glb", "save_obj", "write_obj_files",
+           "write_rows"]
 
 # A crease angle from which no edge is a crease: normals are then made without splitting any vertex (even at
 # non-manifold edges and vertices, which split_vertex_normals always splits).
@@ -62,6 +63,19 @@ def texture_image(texture):
             t = (np.clip(t, 0, 1) * 255).round().astype(np.uint8)
         img = Image.fromarray(np.ascontiguousarray(t[..., :3]), "RGB")
     return fast_png_image(img, PNG_COMPRESS_LEVEL)
+
+
+def rgba_image(texture, alpha):
+    """The base colour ``texture`` (as ``texture_image`` takes it) with ``alpha`` (uint8 [S,S]) as its A channel: an
+    RGBA PIL image saving as ``texture_image``'s do."""
+    from PIL import Image
+
+    from .png import fast_png_image
+    rgb = np.asarray(texture_image(texture))
+    a = np.asarray(alpha, dtype=np.uint8)
+    if a.shape != rgb.shape[:2]:
+        raise ValueError(f"alpha {a.shape} does not match the texture {rgb.shape[:2]}")
+    return fast_png_image(Image.fromarray(np.ascontiguousarray(np.dstack([rgb, a])), "RGBA"), PNG_COMPRESS_LEVEL)
 
 
 def unsplit_normals(vertices, faces) -> np.ndarray:
@@ -111,23 +125,31 @@ def with_normals(vertices, faces, uvs, crease_angle, split=None):
 
 
 def make_glb_mesh(vertices, faces, uvs, texture_uint8, double_sided: bool = False,
-                  crease_angle: float | None = DEFAULT_CREASE_ANGLE, normal_texture=None, split=None):
+                  crease_angle: float | None = DEFAULT_CREASE_ANGLE, normal_texture=None, split=None, pbr=None):
     """A ``trimesh.Trimesh`` ready for ``glb_bytes`` / ``save_glb``: y-up vertices, UVs, vertex normals split
     at ``crease_angle`` degrees (None: no normals), PBR material; with ``normal_texture`` (a tangent-space map
     baked for these normals, ``bake.normal_map``) also the material's normal texture and the tangents it was
-    baked in (``TANGENT``); ``split``: as ``with_normals``."""
+    baked in (``TANGENT``); ``split``: as ``with_normals``. ``pbr`` (a ``pbr.material.PbrMaps``): the material
+    gets its metallic-roughness texture (metallicFactor and roughnessFactor 1), its alpha mode (the base colour
+    texture then RGBA with its alpha, except for OPAQUE) and its double-sidedness."""
     import trimesh
     from trimesh.visual.material import PBRMaterial
     v, f, uv, normals = with_normals(vertices, faces, uvs, crease_angle, split)
     v = v @ Z_UP_TO_Y_UP
+    with_alpha = pbr is not None and pbr.writes_alpha
     material = PBRMaterial(
         name="baked",
-        baseColorTexture=texture_image(texture_uint8),
+        baseColorTexture=rgba_image(texture_uint8, pbr.alpha) if with_alpha else texture_image(texture_uint8),
         baseColorFactor=np.array([255, 255, 255, 255], dtype=np.uint8),
-        metallicFactor=0.0,
+        metallicFactor=0.0 if pbr is None else 1.0,
         roughnessFactor=1.0,
-        doubleSided=bool(double_sided),
+        doubleSided=bool(double_sided or (pbr is not None and pbr.double_sided)),
     )
+    if pbr is not None:
+        material.metallicRoughnessTexture = texture_image(pbr.metallic_roughness)
+        material.alphaMode = pbr.alpha_mode
+        if pbr.alpha_mode == "MASK":
+            material.alphaCutoff = float(pbr.alpha_cutoff)
     visual = trimesh.visual.TextureVisuals(uv=uv, material=material)
     # process=False: keep the seam-duplicated vertices and the face order as given.
     mesh = trimesh.Trimesh(vertices=v.astype(np.float32), faces=f, visual=visual, process=False)

@@ -6,7 +6,8 @@
     textured.save("chair.glb", texture_format="jpeg")          # the same, as a method
 
 ``write(textured, path, format=None, *, height=None, pivot=None, up=None, units="m", geometry_only=False,
-texture_format="png", crease_angle=60, draco=False, print_ready=False)``: ``format`` defaults to the path's suffix; returns the path written.
+texture_format="png", crease_angle=60, draco=False, print_ready=False, cancel=None)``: ``format`` defaults to the
+path's suffix; returns the path written.
 
 =======  ====================================  ============================  ==================================
 format   what is in it                          up axis                        units
@@ -38,10 +39,13 @@ Options (``placement`` has the exact rules):
 * ``draco``: the GLB's geometry Draco-compressed (``draco``: ``KHR_draco_mesh_compression``, required by the file);
   the other formats ignore it.
 * ``print_ready``: the STL and 3MF made one closed shell with a flat base (``print_solid``); the others ignore it.
+* ``cancel`` (``core.callbacks.CancelCheck``): asked between the steps before the file is opened (texture encode,
+  print solid, placing), so that a ``Cancelled`` leaves no file behind.
 
 A ``TexturedMesh`` baked with its normal map (``bake_textured_mesh(normal_map=True)``) carries it into the GLB, with
 the tangents it was baked in (``TANGENT``); OBJ, USDZ, STL and 3MF are written without it (OBJ has no standard for a
-tangent-space map, USD's preview surface builds its own tangents).
+tangent-space map, USD's preview surface builds its own tangents). A PBR export (``pbr.PbrTexturedMesh``, TRELLIS.2)
+carries its metallic-roughness map and its alpha into the GLB the same way; the other formats get its base colour.
 
 FBX is not offered: no licence-clean package that installs from wheels on Windows writes it.
 """
@@ -50,6 +54,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
+from ...core.callbacks import CancelCheck, check
 from ..normals import DEFAULT_CREASE_ANGLE
 from ..placement import UNITS, UP_AXES, place
 
@@ -82,8 +87,10 @@ def format_of(path, format: str | None = None) -> str:
 
 def write(textured, path, format: str | None = None, *, height: float | None = None, pivot: str | None = None,
           up: str | None = None, units: str = "m", geometry_only: bool = False, texture_format: str = "png",
-          crease_angle: float | None = DEFAULT_CREASE_ANGLE, draco: bool = False, print_ready: bool = False) -> str:
+          crease_angle: float | None = DEFAULT_CREASE_ANGLE, draco: bool = False, print_ready: bool = False,
+          cancel: CancelCheck = None) -> str:
     """Write ``textured`` (a ``TexturedMesh``) to ``path`` in ``format``; returns the path (see the module doc)."""
+    check(cancel)
     name = format_of(path, format)
     spec = FORMATS[name]
     if up is not None and up not in UP_AXES:
@@ -99,9 +106,11 @@ def write(textured, path, format: str | None = None, *, height: float | None = N
     vertices, faces, uvs, texture = textured.vertices, textured.faces, textured.uvs, textured.texture
     if textured_file and texture_format == "png" and hasattr(textured, "png_texture"):
         texture = textured.png_texture()          # one PNG encode for every file of this mesh
+        check(cancel)
     if print_ready and name in ("stl", "3mf"):
         from .print_solid import print_solid
         vertices, faces = print_solid(vertices, faces)         # cut flat before placing: the base at the pivot
+        check(cancel)
     # Placed in the pipeline's z-up frame: each writer turns the points (and the normals made from them).
     vertices = place(vertices, height, pivot, units)
     common = dict(geometry_only=geometry_only, texture_format=texture_format, crease_angle=crease_angle)
@@ -109,11 +118,12 @@ def write(textured, path, format: str | None = None, *, height: float | None = N
     # geometry-only files weld the seams first and make their own
     shared = getattr(textured, "split", None)
     split = shared.for_faces(faces, crease_angle) if shared is not None and textured_file else None
+    check(cancel)                                  # the last chance: from here on the file is written
     if name == "glb":
         from .gltf import write_glb
         normal = None if geometry_only else textured.normal_map_for(crease_angle)
         return write_glb(path, vertices, faces, uvs, texture, normal_texture=normal, draco=draco, split=split,
-                         **common)
+                         pbr=getattr(textured, "pbr", None), **common)      # a PBR export's maps (pbr.textured)
     if name == "obj":
         from .gltf import write_obj
         return write_obj(path, vertices, faces, uvs, texture, up=up, split=split, **common)

@@ -79,17 +79,24 @@ def plain_material():
 
 
 def glb_mesh(vertices, faces, uvs, texture, geometry_only: bool = False, texture_format: str = "png",
-             crease_angle: float | None = DEFAULT_CREASE_ANGLE, normal_texture=None, split=None):
+             crease_angle: float | None = DEFAULT_CREASE_ANGLE, normal_texture=None, split=None, pbr=None):
     """A ``trimesh.Trimesh`` ready for ``assemble.glb_bytes`` from z-up ``vertices`` (``normal_texture``: a
     tangent-space normal map baked for these normals, written in ``texture_format`` too; ``split``: the normals'
-    split made already, ``assemble.with_normals``)."""
+    split made already, ``assemble.with_normals``; ``pbr``: the PBR maps, ``assemble.make_glb_mesh``). A base
+    colour with alpha stays PNG where ``texture_format`` is JPEG (which has no alpha)."""
     if not geometry_only:
         mesh = make_glb_mesh(vertices, faces, uvs, texture, crease_angle=crease_angle, normal_texture=normal_texture,
-                             split=split)
+                             split=split, pbr=pbr)
         if texture_format != "png":
-            mesh.visual.material.baseColorTexture = encoded_texture(texture, texture_format)
+            material = mesh.visual.material
+            if pbr is None or not pbr.writes_alpha:
+                material.baseColorTexture = encoded_texture(texture, texture_format)
+            elif texture_format == "webp":
+                material.baseColorTexture.encoderinfo = {"quality": WEBP_QUALITY}
             if normal_texture is not None:
-                mesh.visual.material.normalTexture = encoded_texture(normal_texture, texture_format)
+                material.normalTexture = encoded_texture(normal_texture, texture_format)
+            if pbr is not None:
+                material.metallicRoughnessTexture = encoded_texture(pbr.metallic_roughness, texture_format)
         return mesh
     import trimesh
     v, f, normals = plain_geometry(vertices, faces, crease_angle)
@@ -102,11 +109,11 @@ def glb_mesh(vertices, faces, uvs, texture, geometry_only: bool = False, texture
 
 def write_glb(path, vertices, faces, uvs, texture, geometry_only: bool = False, texture_format: str = "png",
               crease_angle: float | None = DEFAULT_CREASE_ANGLE, normal_texture=None, draco: bool = False,
-              split=None) -> str:
+              split=None, pbr=None) -> str:
     """Write ``path`` as binary glTF (y up) from z-up placed ``vertices``; ``draco``: its geometry compressed
-    (``draco.draco_glb``); ``split``: as ``glb_mesh``. Returns the path."""
+    (``draco.draco_glb``); ``split``, ``pbr``: as ``glb_mesh``. Returns the path."""
     mesh = glb_mesh(vertices, faces, uvs, texture, geometry_only, texture_format, crease_angle,
-                    None if geometry_only else normal_texture, split)
+                    None if geometry_only else normal_texture, split, None if geometry_only else pbr)
     webp = not geometry_only and texture_format == "webp"
     if not webp and not draco:
         return save_glb(mesh, path)

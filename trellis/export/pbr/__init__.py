@@ -1,0 +1,30 @@
+"""O-Voxel (TRELLIS.2's ``MeshWithVoxel``) -> a PBR GLB through our export (TRELLIS2_FACTS.md §11-§12), one step per
+module:
+
+* ``prepare``: the dual-grid mesh, small holes closed (``small_holes``), decimated to the face target, wound
+  facing out (``orientation``), UV-unwrapped;
+* ``bake``: the UV layout rasterised, each texel's point projected onto the dense mesh (``surface_grid`` over
+  ``triangle_distance``), the voxel attributes sampled there into base colour, alpha and metallic-roughness
+  textures, inpainted; the normal map from the dense mesh's normals (``dense_normals``);
+* ``alpha_mode`` (OPAQUE, MASK or BLEND from the baked alpha), ``material`` (the maps the GLB writer adds),
+  ``textured`` (the result, a ``TexturedMesh`` with them);
+* ``export``: ``bake_ovoxel`` and ``ovoxel_to_glb``.
+
+The names below load their module on first use (they import torch).
+"""
+__all__ = ["bake_ovoxel", "ovoxel_to_glb", "prepare_ovoxel_mesh", "bake_pbr_textures", "PbrTexturedMesh",
+           "PbrMaps", "choose_alpha_mode", "unify_orientation", "fill_small_holes", "SurfaceGrid",
+           "DEFAULT_TARGET_FACES", "DEFAULT_TEXTURE_SIZE", "MAX_HOLE_PERIMETER"]
+
+_LAZY = {"bake_ovoxel": "export", "ovoxel_to_glb": "export", "DEFAULT_TEXTURE_SIZE": "export",
+         "prepare_ovoxel_mesh": "prepare", "DEFAULT_TARGET_FACES": "prepare", "bake_pbr_textures": "bake",
+         "PbrTexturedMesh": "textured", "PbrMaps": "material", "choose_alpha_mode": "alpha_mode",
+         "unify_orientation": "orientation", "fill_small_holes": "small_holes", "MAX_HOLE_PERIMETER": "small_holes",
+         "SurfaceGrid": "surface_grid"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,148 @@
+"""The PBR bake of an O-Voxel export (TRELLIS2_FACTS.md §12.5, with our rasteriser): no rendering, the voxels'
+attributes sampled where each texel lies on the surface.
+
+1. The UV layout rasterised at ``texture_size``² (``uv.stats.uv_raster``: our exact rasteriser, on the O-Voxel's
+   device): per covered texel its face and barycentrics, hence its 3-D point on the decimated mesh.
+2. With ``project`` (the default, as the reference) that point moved to the closest point of the dense, undecimated
+   mesh (``surface_grid``), where the attributes were decoded.
+3. The attributes there by trilinear ``grid_sample_3d`` of the voxel attribute volume (``MeshWithVoxel.query_attrs``).
+4. Base colour (RGB) and alpha, metallic and roughness (glTF's metallic-roughness layout: R unused 0, G roughness,
+   B metallic), each x255 clipped to uint8 (rounded), the gutter and uncovered texels filled from the charts
+   (``bake.inpaint.inpaint_texture``, channel by channel, which is what the push-pull does).
+5. With ``normal_map``, the dense mesh's normals in the low-poly tangent frames (``dense_normals``).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from ...core.callbacks import check
+from ..arrays import Progress, report
+from ..bake.inpaint import inpaint_texture
+from ..normals import DEFAULT_CREASE_ANGLE
+from ..uv.stats import uv_raster
+from .dense_normals import VertexFaces, dense_normals_at, tangent_space_normals, texel_frames
+from .surface_grid import SurfaceGrid
+
+__all__ = ["PROJECT_CHUNK", "PbrTextures", "texel_points", "bake_pbr_textures"]
+
+# Texels projected per call (bounds the candidate lists; progress is reported per chunk).
+PROJECT_CHUNK = 1 << 18
+
+
+class PbrTextures(NamedTuple):
+    """uint8 images, row 0 = top (texel of (u, v) at column u S, row (1 - v) S): ``base_color`` [S,S,3],
+    ``alpha`` [S,S], ``metallic_roughness`` [S,S,3] (0, roughness, metallic), ``normal`` [S,S,3] tangent-space
+    or None; ``covered`` [S,S] bool: the texels inside a chart."""
+    base_color: np.ndarray
+    alpha: np.ndarray
+    metallic_roughness: np.ndarray
+    normal: np.ndarray | None
+    covered: np.ndarray
+
+
+def texel_points(vertices: torch.Tensor, faces: torch.Tensor, uvs: torch.Tensor, size: int, cancel=None):
+    """(flat texel index [P], face [P], barycentrics [P,3], 3-D point [P,3]) of the texels covered by the UV
+    layout of ``faces`` over ``vertices`` / ``uvs`` (tensors on one device)."""
+    face_id, bary = uv_raster(faces, uvs, size, device=vertices.device, with_bary=True, cancel=cancel)
+    flat = face_id.reshape(-1)
+    pix = torch.nonzero(flat > 0)[:, 0]
+    face = flat[pix] - 1
+    b = bary.reshape(-1, 3)[pix]
+    points = (vertices[faces[face]] * b[:, :, None]).sum(1)
+    return pix, face, b, points
+
+
+def _project(dense_v, dense_f, points, progress, cancel, info):
+    """The closest dense point of each of ``points`` (``SurfaceHit``), chunk by chunk."""
+    grid = SurfaceGrid(dense_v, dense_f)
+    hits = []
+    n = points.shape[0]
+    for a in range(0, n, PROJECT_CHUNK):
+        check(cancel)
+        hits.append(grid.closest(points[a:a + PROJECT_CHUNK], cancel=cancel))
+        report(progress, "project", min(n, a + PROJECT_CHUNK), n)
+    point, face, bary, exact = (torch.cat(parts) for parts in zip(*hits))
+    found = face >= 0
+    moved = (point - points).norm(dim=-1)[found]
+    info["projection"] = {"cell": grid.cell, "found_share": float(found.float().mean()) if n else 1.0,
+                          "exact_share": float(exact.float().mean()) if n else 1.0,
+                          "mean_distance": float(moved.mean()) if moved.numel() else 0.0,
+                          "max_distance": float(moved.max()) if moved.numel() else 0.0}
+    return point, face, bary
+
+
+def _channel(mesh, attrs: torch.Tensor, name: str, default: float) -> torch.Tensor:
+    """[P, k] channels ``name`` of the sampled attributes, or ``default`` where the layout has none."""
+    if name in mesh.layout:
+        return attrs[:, mesh.layout[name]]
+    if name == "base_color":
+        raise ValueError("the O-Voxel attributes have no base_color channels")
+    return attrs.new_full((attrs.shape[0], 1), default)
+
+
+def bake_pbr_textures(mesh, dense_vertices: torch.Tensor, dense_faces: torch.Tensor, vertices, faces, uvs,
+                      texture_size: int = 2048, project: bool = True, normal_map: bool = True,
+                      crease_angle: float | None = DEFAULT_CREASE_ANGLE, split=None, progress: Progress = None,
+                      cancel=None, info: dict | None = None) -> PbrTextures:
+    """The textures of ``mesh`` (a ``MeshWithVoxel`` with attributes) on the unwrapped mesh ``vertices`` [V,3],
+    ``faces`` [F,3], ``uvs`` [V,2] (numpy, z up, v up), projected onto the dense mesh (``dense_vertices``,
+    ``dense_faces``: the hole-filled decoder mesh); see the module docstring. ``split``: the ``normals.SharedSplit``
+    of these faces that the files' normals come from (made in its thread while the attributes are baked), or None.
+    ``info`` gets "covered_share" and "projection"."""
+    if mesh.attrs is None:
+        raise ValueError("this O-Voxel mesh has no attributes (the texture decoder has not run)")
+    if normal_map and crease_angle is None:
+        raise ValueError("normal_map=True needs vertex normals (crease_angle=None writes none)")
+    info = {} if info is None else info
+    dev, s = mesh.device, int(texture_size)
+    v = torch.as_tensor(np.asarray(vertices), dtype=torch.float32, device=dev)
+    f = torch.as_tensor(np.asarray(faces), dtype=torch.int64, device=dev)
+    uv = torch.as_tensor(np.asarray(uvs), dtype=torch.float32, device=dev)
+    report(progress, "bake", 0, 3)
+    pix, face, bary, points = texel_points(v, f, uv, s, cancel)
+    info["covered_share"] = pix.numel() / (s * s)
+    report(progress, "bake", 1, 3)
+    dense_face = dense_bary = None
+    if project:
+        hit, dense_face, dense_bary = _project(dense_vertices.float(), dense_faces.long(), points, progress,
+                                               cancel, info)
+        points = torch.where((dense_face >= 0)[:, None], hit, points)
+    check(cancel)
+    attrs = mesh.query_attrs(points)
+    rgb = _channel(mesh, attrs, "base_color", 0.0)
+    amr = torch.cat([_channel(mesh, attrs, "alpha", 1.0), _channel(mesh, attrs, "roughness", 1.0),
+                     _channel(mesh, attrs, "metallic", 0.0)], 1)
+    covered = torch.zeros(s * s, dtype=torch.bool, device=dev)
+    covered[pix] = True
+    covered = covered.reshape(s, s)
+    report(progress, "bake", 2, 3)
+    check(cancel)
+    images = []
+    for values in (rgb, amr):
+        img = torch.zeros(s * s, 3, device=dev)
+        img[pix] = values.float().clamp(0, 1)
+        images.append(inpaint_texture(img.reshape(s, s, 3), covered))
+    base, amr_u8 = images
+    mr = np.stack([np.zeros_like(amr_u8[..., 0]), amr_u8[..., 1], amr_u8[..., 2]], -1)
+    normal = None
+    if normal_map:
+        check(cancel)
+        report(progress, "normal_map", 0, 1)
+        shared = None if split is None else split.for_faces(faces, crease_angle)
+        frame = texel_frames(vertices, faces, uvs, face, bary, crease_angle, shared)
+        if dense_face is not None:
+            around = VertexFaces(dense_faces.long(), dense_vertices.shape[0])
+            world = dense_normals_at(dense_vertices, dense_faces.long(), around, dense_face, dense_bary)
+        else:
+            world = frame[0]
+        local = tangent_space_normals(world, frame)
+        img = torch.zeros(s * s, 3, device=dev)
+        img[:, 2] = 1
+        img[pix] = local
+        normal = inpaint_texture(((img + 1) / 2).reshape(s, s, 3), covered)
+        report(progress, "normal_map", 1, 1)
+    report(progress, "bake", 3, 3)
+    return PbrTextures(base, amr_u8[..., 0].copy(), mr, normal, covered.cpu().numpy())
