@@ -7,7 +7,9 @@ Each image (or prompt) becomes one job (one sub-folder of OUT_DIR) run by the Jo
 finished job is printed on stdout, progress and messages go to stderr.
 
 Exit status: 0 every job succeeded, 1 at least one failed (its message is printed), 2 usage error,
-130 interrupted (Ctrl-C cancels the running job cleanly; a second Ctrl-C stops waiting for it).
+3 with --strict: every job succeeded but the files of one miss a limit of their --destination (each missed limit is
+printed, with or without --strict), 130 interrupted (Ctrl-C cancels the running job cleanly; a second Ctrl-C stops
+waiting for it).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from .options import (TerminalLine, add_model_option, add_runner_options, add_te
 from .settings import (DEFAULT_PRESET, PRESETS, ROWS, GenerationSettings, check_prompt, device_change_warning,
                        field_names, parse_value)
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LIMITS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 # A settings file is a few hundred bytes; anything this large is not one.
 SETTINGS_MAX_BYTES = 1 << 20
@@ -39,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         usage="python -m desktop generate (IMAGE... | --prompt TEXT) [-o OUT_DIR] [options]",
         description="Turn photos (or text prompts) into 3-D assets (GLB, PLY, OBJ, preview MP4), one output folder "
                     "per image or prompt.",
-        epilog="Exit status: 0 all jobs succeeded, 1 some failed, 2 usage error, 130 interrupted. "
+        epilog="Exit status: 0 all jobs succeeded, 1 some failed, 2 usage error, 3 with --strict: a job's files miss "
+               "a limit of their --destination, 130 interrupted. "
                f"Presets: {', '.join(PRESETS)} (default {DEFAULT_PRESET}). A new look for a 3-D model: "
                "python -m desktop retexture --help.")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files (PNG, JPEG, WebP, ...)")
@@ -61,6 +64,14 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     add_settings_options(p)
     add_runner_options(p, parallel="jobs in parallel", outputs=False)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output, only errors and folders")
+    add_strict_option(p)
+
+
+def add_strict_option(p: argparse.ArgumentParser) -> None:
+    """--strict: a destination's limit missed fails the command (exit 3); each missed limit is said either way."""
+    p.add_argument("--strict", action="store_true",
+                   help="exit with status 3 when a job's files miss a limit of their --destination (each missed "
+                        "limit is printed either way, with its numbers)")
 
 
 def add_settings_options(p: argparse.ArgumentParser) -> None:
@@ -307,7 +318,7 @@ def run_jobs(args, work: list, settings: GenerationSettings | None = None) -> in
             display.say(f"note: {lowered}")
     names = [name for name, _ in work]
     jobs = []
-    failed = 0
+    failed = missed = 0
     try:
         jobs = [submit(runner) for _, submit in work]
         pending = list(range(len(jobs)))
@@ -317,7 +328,9 @@ def run_jobs(args, work: list, settings: GenerationSettings | None = None) -> in
                 job = jobs[k]
                 if job.state in JobState.FINISHED:
                     pending.remove(k)
-                    failed += _report(display, k, len(jobs), names[k], job, model_failed) != EXIT_OK
+                    code = _report(display, k, len(jobs), names[k], job, model_failed)
+                    failed += code == EXIT_FAILED
+                    missed += code == EXIT_LIMITS
                     if job.error_kind == "model" and not model_failed:
                         model_failed = True            # every other job would fail the same way
                         for other in jobs:
@@ -337,7 +350,25 @@ def run_jobs(args, work: list, settings: GenerationSettings | None = None) -> in
         runner.shutdown(cancel=True, wait=False)
     if failed and not args.quiet and len(jobs) > 1:
         display.say(f"{failed} of {len(jobs)} job(s) failed.")
-    return EXIT_FAILED if failed else EXIT_OK
+    if failed:
+        return EXIT_FAILED
+    return EXIT_LIMITS if missed and getattr(args, "strict", False) else EXIT_OK
+
+
+def limits_verdict(job) -> tuple | None:
+    """(met, lines) of the destination's limits in the job's export.json: one line when met, else a head line and
+    one per limit missed, each with its numbers; None when it checked none."""
+    from .jobs.limits import job_limits, missed_limits
+
+    limits = job_limits(job)
+    if limits is None:
+        return None
+    where = limits["destination"] or "destination"
+    if limits["met"]:
+        return True, [f"{where} limits met"]
+    missed = missed_limits(limits)
+    total = len(limits["checks"]) or len(missed)
+    return False, [f"{where} limits NOT met: {len(missed)} of {total} missed"] + [f"limit missed: {m}" for m in missed]
 
 
 def _report(display: ProgressDisplay, k: int, count: int, name: str, job, model_failed: bool = False) -> int:
@@ -351,9 +382,13 @@ def _report(display: ProgressDisplay, k: int, count: int, name: str, job, model_
             display.say(f"{head}: done (seed {job.seed}{took}) -> {job.out_dir}")
         for warning in job.warnings:                   # shown even with --quiet: the result is not all it could be
             display.say(f"{head}: warning: {warning}")
+        verdict = limits_verdict(job)
+        if verdict is not None and (display.enabled or not verdict[0]):    # a missed limit even with --quiet
+            for line in verdict[1]:
+                display.say(f"{head}: {line}")
         display.clear()
         print(job.out_dir, flush=True)
-        return EXIT_OK
+        return EXIT_LIMITS if verdict is not None and not verdict[0] else EXIT_OK
     if job.state == JobState.CANCELLED:
         display.say(f"{head}: skipped (the model could not be loaded)" if model_failed else f"{head}: cancelled")
     else:

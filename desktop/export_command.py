@@ -1,9 +1,11 @@
-"""`python -m desktop export JOB_FOLDER... -o OUT_DIR [export options]`: other files from jobs already made, without
+"""`python -m desktop export JOB_FOLDER... [-o OUT_DIR] [export options]`: other files from jobs already made, without
 sampling again — another face count, normal map, size, pivot, format — from each job folder's result.npz (kept by
-every job), also after the app restarted. One new job folder per source under OUT_DIR, as `generate` makes them;
-the source's settings are kept except the export options given here. Exit status as `generate`: 0 ok, 1 a job
-failed, 2 usage error (an option out of range; a folder that is not a finished job's, or whose result.npz is missing
-or damaged: all checked before any job is submitted), 130 interrupted.
+every job), also after the app restarted. One new job folder per source under OUT_DIR (default: outputs, as
+`generate`'s), as `generate` makes them; the source's settings are kept except the export options given here. A
+destination's limits are said after each job (met, or a line per limit missed). Exit status as `generate`: 0 ok, 1
+a job failed, 2 usage error (an option out of range; a folder that is not a finished job's, or whose result.npz is
+missing or damaged: all checked before any job is submitted), 3 with --strict: a job's files miss a limit of their
+destination, 130 interrupted.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import argparse
 import os
 from pathlib import Path
 
-from .cli import add_setting_flag, flag_changes, output_folder_problem, run_jobs, setting_flags
+from .cli import add_setting_flag, add_strict_option, flag_changes, output_folder_problem, run_jobs, setting_flags
 from .jobs.folder import JobFolder
 from .jobs.job import JobState, NoResultError, UnknownJobError
 from .options import add_model_option, add_runner_options, check_runner_args
@@ -21,13 +23,16 @@ from .settings import EXPORT_FIELDS, GenerationSettings
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m desktop export",
-        usage="python -m desktop export JOB_FOLDER... -o OUT_DIR [export options]",
+        usage="python -m desktop export JOB_FOLDER... [-o OUT_DIR] [export options]",
         description="Write other files from finished jobs without sampling again (their folders keep result.npz).",
         epilog="example: python -m desktop export outputs/20261125-101500-1a2b3c4d -o exports --formats glb,usdz "
-               "--target-faces 5000 --height 1.8 --pivot bottom --normal-map")
+               "--target-faces 5000 --height 1.8 --pivot bottom --normal-map. Exit status: 0 ok, 1 a job failed, "
+               "2 usage error, 3 with --strict: a job's files miss a limit of their destination, 130 interrupted.")
     p.add_argument("folders", nargs="+", metavar="JOB_FOLDER", help="a job folder (made by generate, the app or the "
                                                                     "API)")
-    p.add_argument("-o", "--output", required=True, help="folder that receives one new job folder per export")
+    p.add_argument("-o", "--output", default="outputs", metavar="OUT_DIR",
+                   help="folder that receives one new job folder per export (default: %(default)s, as generate's and "
+                        "the app's; created if missing)")
     group = p.add_argument_group("export options (the source job's settings are used for the rest)")
     for flag, rows in setting_flags().items():
         if all(row.name in EXPORT_FIELDS for row in rows):
@@ -38,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_runner_options(p, outputs=False)
     p.set_defaults(text_model=None)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output, only errors and folders")
+    add_strict_option(p)
     return p
 
 

@@ -6,7 +6,8 @@ again instead).
 
 One job (one sub-folder of OUT_DIR) per model, as `generate` makes them: input_mesh.<fmt>, settings.json,
 model.glb, model.ply, preview.mp4, ... Exit status as `generate`: 0 ok, 1 a job failed, 2 usage error (also a
-file that is not a usable 3-D model: an image, a damaged file, too many triangles), 130 interrupted.
+file that is not a usable 3-D model: an image, a damaged file, too many triangles), 3 with --strict: a job's files
+miss a limit of their --destination, 130 interrupted.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Give 3-D models (GLB, OBJ, PLY, STL) a new look from a text prompt or a photo: the shape "
                     "stays, the surface is generated again. One output folder per model.",
         epilog="Exit status: 0 all models succeeded, 1 some failed, 2 usage error (a file that is not a usable "
-               f"3-D model included), 130 interrupted. Presets: {', '.join(PRESETS)} (default {DEFAULT_PRESET}).")
+               "3-D model included), 3 with --strict: a job's files miss a limit of their --destination, 130 "
+               f"interrupted. Presets: {', '.join(PRESETS)} (default {DEFAULT_PRESET}).")
     p.add_argument("meshes", nargs="+", metavar="MODEL", help="3-D model files (GLB, OBJ, PLY, STL; at most "
                                                               "4 million triangles)")
     look = p.add_mutually_exclusive_group(required=True)

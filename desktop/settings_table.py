@@ -213,8 +213,8 @@ ROWS: tuple = (
     Setting("formats", "choices", ("glb", "ply", "mp4"), "files to write, from " + ", ".join(FORMATS),
             destinations={"web": ("glb", "mp4", "usdz"), "game": ("glb", "mp4"), "print": ("mp4", "stl", "3mf")},
             choices=FORMATS, export=True, ui=Ui("output", "Output formats", preset=False,
-                                                info="the files written; the download buttons under the result "
-                                                     "follow them", labels=(
+                                                info="the files written; each is offered for download under the "
+                                                     "result", labels=(
                 ("GLB (textured mesh)", "glb"), ("Gaussian splats (PLY)", "ply"), ("OBJ (+ MTL, PNG)", "obj"),
                 ("MP4 preview", "mp4"), ("STL (3D print)", "stl"), ("3MF (3D print)", "3mf"),
                 ("USDZ (iOS AR)", "usdz"))),
@@ -265,13 +265,16 @@ ROWS: tuple = (
                                                             "cannot read it"),
             cli=Cli("--draco")),
     Setting("lods", "int", 1, "levels of detail: 1 (the model alone) or up to 4, each further GLB (model_lod1.glb, "
-            "...) with a quarter of the previous one's triangles and the same texture", lo=1, hi=4, step=1,
+            "...) with a quarter of the previous one's triangles (within 10 %) and the same texture; a level below "
+            "what keeps the silhouette is not made, and the job says so", lo=1, hi=4, step=1,
             export=True, destinations={"game": 3}, ui=Ui("output", "Levels of detail (GLB)", preset=False,
                                                      info="extra lighter GLBs for far away in games, each a quarter "
                                                           "of the triangles"),
             cli=Cli("--lods")),
-    Setting("print_ready", "bool", False, "STL and 3MF as one closed shell with a flat base: the largest part only, "
-            "holes closed, the bottom cut flat (2 % of the height)", export=True, destinations={"print": True},
+    Setting("print_ready", "bool", False, "STL and 3MF as one closed body wound outward with a flat base: the "
+            "largest part with its holes closed, or where that is not one body the whole surface rebuilt from 1 % "
+            "cells; the bottom cut flat (2 % of the height, more for a narrow foot); export.json says how much of "
+            "the surface was left out", export=True, destinations={"print": True},
             ui=Ui("output", "Print-ready shell (STL, 3MF)", preset=False,
                                             info="one closed shell with a flat base that a slicer accepts"), cli=Cli("--print-ready")),
     Setting("preprocess", "bool", True, "remove the background of images without transparency",

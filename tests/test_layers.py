@@ -231,11 +231,12 @@ def test_the_stable_projectorz_endpoints_depend_on_the_api_one_way():
 
 
 def test_the_ui_modules_import_in_their_stated_order():
-    """desktop/ui: the building blocks (lazy, values, errors, names, history_list) <- status <- the page's parts
-    (knobs, expectations, look, pagestate, places, history, history_tab, batch_view, endpoints) <- app <- server
-    (never back)."""
-    order = ["lazy", "values", "errors", "names", "history_list", "status", "knobs", "expectations", "look",
-             "pagestate", "places", "history", "history_tab", "batch_view", "endpoints", "app", "server"]
+    """desktop/ui: the building blocks (lazy, values, errors, names, download_row, history_list) <- status <- the
+    page's parts (knobs, expectations, look, pagestate, places, history, history_tab, batch_view, endpoints,
+    export_panel) <- app <- server (never back)."""
+    order = ["lazy", "values", "errors", "names", "download_row", "history_list", "status", "knobs", "expectations",
+             "look", "pagestate", "places", "history", "history_tab", "batch_view", "endpoints", "export_panel", "app",
+             "server"]
     graph = desktop_graph()
     assert {m for m in graph if m.startswith("desktop.ui.")} == {f"desktop.ui.{m}" for m in order}
     bad = [f"{m} imports {d}" for i, m in enumerate(order) for d in graph[f"desktop.ui.{m}"]
@@ -257,11 +258,12 @@ def test_only_the_job_folder_module_knows_the_folder_layout():
 
 
 def test_the_job_modules_import_in_their_stated_order():
-    """desktop/jobs: jsonio, job <- folder, progress, failures, inputs, meshes <- queued <- recovery, rerun <- context,
-    sampling, models <- steps <- warmup <- jobqueue <- worker <- runner (never back): the steps get a context and
-    never reach the worker or the runner."""
-    order = ["jsonio", "job", "folder", "progress", "failures", "budget", "background", "preview_gate", "inputs",
-             "meshes", "queued", "recovery", "rerun", "context", "sampling", "models", "mesh_files", "steps", "warmup",
+    """desktop/jobs: jsonio, limits, job <- folder, progress, failures, inputs, meshes <- queued <- recovery, rerun <-
+    context, sampling, models <- steps <- warmup <- jobqueue <- worker <- runner (never back): the steps get a context
+    and never reach the worker or the runner."""
+    order = ["jsonio", "limits", "job", "folder", "progress", "failures", "budget", "background", "preview_gate", "inputs",
+             "meshes", "queued", "recovery", "rerun", "context", "sampling", "models", "export_reuse", "mesh_files",
+             "steps", "warmup",
              "jobqueue", "worker", "runner", "late"]
     graph = desktop_graph()
     assert {m for m in graph if m.startswith("desktop.jobs.")} == {f"desktop.jobs.{m}" for m in order}
@@ -269,7 +271,7 @@ def test_the_job_modules_import_in_their_stated_order():
            if d.startswith("desktop.jobs.") and order.index(d.rsplit(".", 1)[1]) >= i]
     assert not bad, bad
     # The parts the UI reads at start-up (folder history) import no torch: `--help` stays instant.
-    light = {"desktop.jobs.jsonio", "desktop.jobs.job", "desktop.jobs.folder", "desktop.jobs.queued", "desktop.jobs.inputs", "desktop.jobs.meshes", "desktop.options",
+    light = {"desktop.jobs.jsonio", "desktop.jobs.limits", "desktop.jobs.job", "desktop.jobs.folder", "desktop.jobs.queued", "desktop.jobs.inputs", "desktop.jobs.meshes", "desktop.options",
              "desktop.settings"}
     heavy = [f"{m} imports torch" for m in light for top, _ in imported_tops(ROOT / Path(*m.split("."))
                                                                           .with_suffix(".py")) if top == "torch"]

@@ -501,7 +501,7 @@ def list_history(outputs_dir: Path, running_dirs=(), limit: int = 200) -> list:
         folder = JobFolder(path)
         record = folder.settings_record() or {}
         try:
-            what = describe_record(record)
+            what = describe_record(record) + (" (export)" if record.get("kind") == "export" else "")
         except (TypeError, ValueError):         # a readable record with values of the wrong kinds
             what = "?"
         stamp = path.name[:15]

@@ -37,6 +37,7 @@ STAGE_LABELS = {
     "encode": "Encoding preview",
     "ply": "Writing PLY",
     "bake": "Baking texture",
+    "shape": "Preparing the mesh",
     "glb": "Writing GLB",
     "obj": "Writing OBJ",
     "stl": "Writing STL",

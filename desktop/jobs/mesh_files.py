@@ -12,6 +12,7 @@ from ..settings_table import MESH_FORMATS
 from .background import Background
 from .folder import JobFolder, lod_kind
 from .job import Job
+from .progress import textured_files
 
 LOD_STEP = 0.25          # each level of detail keeps a quarter of the previous one's triangles
 # A user's own model keeps its place and size, and its vertices: normals are not split at creases.
@@ -44,10 +45,13 @@ def face_target(settings: GenerationSettings, n_faces: int):
 
 def bake_job(gaussian, mesh, settings: GenerationSettings, early: bool):
     """The library's export of (gaussian, mesh) with the job's settings: clean-up, UV unwrap and texture bake,
-    the one textured mesh every mesh file is written from."""
+    the one textured mesh every mesh file is written from; the clean-up alone (``ShapeOnly``) where no file holds
+    a texture."""
     from trellis.export import ExportJob
 
     faces = mesh[1] if isinstance(mesh, (tuple, list)) else mesh["faces"] if isinstance(mesh, dict) else mesh.faces
+    if not textured_files(settings):
+        return ShapeOnly(gaussian, mesh, settings, face_target(settings, int(faces.reshape(-1, 3).shape[0])))
     return ExportJob(gaussian, mesh, simplify=settings.simplify, fill_holes=settings.fill_holes,
                      texture_size=settings.texture_size, bake_mode=settings.bake_mode, early=early,
                      nviews=settings.bake_views, render_resolution=settings.bake_resolution,
@@ -55,17 +59,41 @@ def bake_job(gaussian, mesh, settings: GenerationSettings, early: bool):
                      normal_map=settings.normal_map and "glb" in settings.formats and not settings.geometry_only)
 
 
+class ShapeOnly:
+    """The export's clean-up alone (``trellis.export.clean_shape``: the mesh the textured export would unwrap, no UV
+    unwrap, renders or texture), for files without a texture; the same `bake` / `close` as an ExportJob."""
+
+    stage = "shape"             # the job's progress stage (an ExportJob's: "bake")
+
+    def __init__(self, gaussian, mesh, settings: GenerationSettings, target_faces):
+        self.gaussian, self.mesh, self.settings, self.target_faces = gaussian, mesh, settings, target_faces
+
+    def bake(self, progress=None, cancel=None):
+        from trellis.export import clean_shape
+
+        s = self.settings
+        return clean_shape(self.mesh, simplify=s.simplify, fill_holes=s.fill_holes, target_faces=self.target_faces,
+                           device=self.gaussian.device, progress=progress, cancel=cancel)
+
+    def close(self) -> None:
+        pass
+
+
 class OwnMeshBake:
     """A new look baked onto the user's own model (``trellis.export.keep_mesh.bake_onto_mesh``): its vertices, faces
-    and usable UVs kept; the same `bake` / `close` as an ExportJob."""
+    and usable UVs kept; the same `bake` / `close` as an ExportJob. For files without a texture: the model as it is,
+    nothing baked (stage "shape")."""
 
     def __init__(self, gaussian, own, settings: GenerationSettings):
         self.gaussian, self.own, self.settings = gaussian, own, settings
+        self.stage = "bake" if textured_files(settings) else "shape"
 
     def bake(self, progress=None, cancel=None):
-        from trellis.export import bake_onto_mesh
+        from trellis.export import bake_onto_mesh, clean_shape
 
         s = self.settings
+        if self.stage == "shape":               # nothing cleaned up either: the user's own vertices and faces
+            return clean_shape((self.own.vertices, self.own.faces), simplify=0, fill_holes=False, cancel=cancel)
         return bake_onto_mesh(self.gaussian, self.own.vertices, self.own.faces, self.own.uvs,
                               texture_size=s.texture_size, bake_mode=s.bake_mode, nviews=s.bake_views,
                               render_resolution=s.bake_resolution, progress=progress, cancel=cancel)
@@ -106,19 +134,26 @@ def write_mesh_files(job: Job, folder: JobFolder, settings: GenerationSettings, 
             progress(kind, 1, 1)
         with _written_lock:
             _written.add(kind)
-    lods = []
+    lods, refused = [], []
     if "glb" in kinds and settings.lods > 1 and not own:
-        from trellis.export import lod_meshes
+        from trellis.export import LodTargetError, lod_meshes
 
         with timed(job, "lods"):
             shares = [LOD_STEP ** level for level in range(1, settings.lods)]
-            for level, (share, lod) in enumerate(zip(shares, lod_meshes(textured, shares)), start=1):
+            try:
+                made = lod_meshes(textured, shares)
+            except LodTargetError as err:       # the levels made are written; the others are said, not faked
+                made, refused = err.made, err.refused
+                job.warn(f"Levels of detail not made: {err}.")
+            for level, (share, lod) in enumerate(zip(shares, made), start=1):
+                if lod is None:
+                    continue
                 kind = lod_kind(level)
                 job.files.update(folder.write_mesh(kind, lod, format="glb", **file_options(job, settings, "glb")))
                 lods.append((share, lod, job.files[kind]))
     with timed(job, "report"):
         job.files.update(folder.write_json("report", export_report(textured, job.files, settings, lods,
-                                                                    facts.result() if facts else None)))
+                                                                    facts.result() if facts else None, refused)))
 
 
 # The mesh formats this process has written: the first file of a format is written alone, as its writer imports
@@ -178,9 +213,11 @@ def shape_facts(textured, settings: GenerationSettings) -> dict:
     return placed_shape_facts(textured, print_ready=settings.print_ready, **placement(settings))
 
 
-def export_report(textured, files: dict, settings: GenerationSettings, lods=(), facts: dict | None = None) -> dict:
+def export_report(textured, files: dict, settings: GenerationSettings, lods=(), facts: dict | None = None,
+                  refused=()) -> dict:
     """export.json: what the mesh files hold and, for a destination, whether they meet its limits
-    (``trellis.export.describe_export``); `facts`: ``shape_facts`` made already."""
+    (``trellis.export.describe_export``); `facts`: ``shape_facts`` made already; `refused`: the levels of detail
+    refused (``trellis.export.lod_targets.LodRefusal``)."""
     from trellis.export import describe_export
 
     destination = None if settings.destination == "none" else settings.destination
@@ -188,4 +225,4 @@ def export_report(textured, files: dict, settings: GenerationSettings, lods=(), 
                            target_faces=settings.target_faces, texture_format=settings.texture_format,
                            geometry_only=settings.geometry_only, draco=settings.draco,
                            print_ready=settings.print_ready, lods=list(lods), destination=destination,
-                           facts=facts, **placement(settings))
+                           facts=facts, lods_refused=list(refused), **placement(settings))

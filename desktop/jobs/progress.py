@@ -13,11 +13,11 @@ from .job import Job, Progress
 
 # Rough share of the run time of each stage (for the overall fraction and the ETA).
 STAGE_WEIGHTS = {"download": 1, "voxelize": 2, "preprocess": 2, "condition": 1, "sparse_structure": 12, "slat": 20, "decode": 4,
-                 "video": 8, "encode": 1, "ply": 1, "bake": 30, "glb": 1, "obj": 1, "stl": 1, "3mf": 1, "usdz": 1}
+                 "video": 8, "encode": 1, "ply": 1, "bake": 30, "shape": 6, "glb": 1, "obj": 1, "stl": 1, "3mf": 1, "usdz": 1}
 
 # Stages whose progress comes as several sub-stages, and about how many there are.
-MULTI_STEP = {"bake": 9}     # simplify, visibility, remove_invisible, fill_holes, final_simplify, uv_unwrap,
-#                              observe, bake, inpaint
+MULTI_STEP = {"bake": 9, "shape": 5}     # simplify, visibility, remove_invisible, fill_holes, final_simplify,
+#                                          (bake:) uv_unwrap, observe, bake, inpaint
 
 # The stages of a generation before its files are written.
 GENERATE_STAGES = ["preprocess", "condition", "sparse_structure", "slat", "decode"]
@@ -25,14 +25,24 @@ TEXT_STAGES = ["condition", "sparse_structure", "slat", "decode"]
 VARIANT_STAGES = ["voxelize", "preprocess", "condition", "slat", "decode"]
 
 
+def textured_files(settings: GenerationSettings) -> bool:
+    """Whether a mesh file the settings write holds a texture (GLB, OBJ, USDZ and not geometry-only): without one,
+    the export cleans the mesh up and bakes nothing (stage "shape", ``mesh_files.ShapeOnly``)."""
+    from trellis.export.formats import FORMATS as FILE_FORMATS
+
+    return not settings.geometry_only and any(FILE_FORMATS[kind].texture_formats for kind in MESH_FORMATS
+                                               if kind in settings.formats)
+
+
 def export_stages(settings: GenerationSettings, overlap: bool = False) -> list:
     """The stages that write the requested files, in the order they run (steps.write_outputs); with `overlap`, the
     preview video, made while the mesh is baked, is waited for last."""
     fmt = set(settings.formats)
-    # The mesh files share one bake (clean-up, UV unwrap, texture), then each is written from it.
+    # The mesh files share one bake (clean-up, UV unwrap, texture; the clean-up alone, "shape", where no file holds
+    # a texture), then each is written from it.
     meshes = [s for s in MESH_FORMATS if s in fmt]
     preview = ["video", "encode"] if "mp4" in fmt else []
-    mesh_stages = (["bake"] if meshes else []) + meshes
+    mesh_stages = ([("bake" if textured_files(settings) else "shape")] if meshes else []) + meshes
     ply = ["ply"] if "ply" in fmt else []
     return ply + (mesh_stages + preview if overlap and meshes else preview + mesh_stages)
 

@@ -25,6 +25,7 @@ from trellis.core.callbacks import Cancelled
 from ..settings import GenerationSettings, device_change_warning, device_changes
 from ..settings_table import MESH_FORMATS
 from .background import Background
+from .export_reuse import link_preview, source_preview, without_preview
 from .budget import set_job_policy
 from .context import JobContext
 from .folder import JobFolder, jsonable
@@ -33,7 +34,7 @@ from .job import InputError, Job, describe_input
 from .meshes import check_mesh
 from .mesh_files import OwnMeshBake, bake_job, timed, write_mesh_files
 from .preview_gate import PreviewGate
-from .progress import GENERATE_STAGES, TEXT_STAGES, VARIANT_STAGES, ProgressTracker, export_stages
+from .progress import GENERATE_STAGES, TEXT_STAGES, VARIANT_STAGES, ProgressTracker, export_stages, textured_files
 from .sampling import sample
 
 # result.npz's thread starts after the bake's start (the merge and the cut into pieces, on the GPU, which the
@@ -149,21 +150,24 @@ def export(ctx: JobContext, job: Job) -> None:
     from its folder's result.npz)."""
     settings = job.used_settings = for_device(job, job.settings, ctx.device)
     overlap = overlaps_files(ctx.device)
-    progress = ctx.tracker(job, export_stages(settings, overlap))
+    preview = source_preview(ctx.source_files, settings)     # the source's, when this one would be the same video
+    made = without_preview(settings) if preview else settings        # what is left to make
+    progress = ctx.tracker(job, export_stages(made, overlap) if made else [])
     check_cancel(ctx)
 
-    # 1. The job folder: the source's inputs and preprocessed image(s), the settings.
+    # 1. The job folder: the source's inputs and preprocessed image(s), the settings, the source's preview.
     folder = make_folder(ctx, job)
     job.files.update(folder.copy_from(ctx.source_files))
     job.files.update(folder.write_settings(settings_record(job, settings, ctx.model_path, ctx.device)))
+    if preview:
+        job.files.update(link_preview(job, folder, preview))
 
-    # 2. The files: a new look that kept the user's mesh is baked onto that mesh again.
-    result = ctx.source_result
-    own = None
-    if settings.keep_mesh and job.files.get("mesh"):
-        own = load_own_mesh(job.files["mesh"], check_mesh(job.files["mesh"]))
-    write_outputs(job, folder, settings, result["gaussian"], result["mesh"], progress, ctx.cancelled, own_mesh=own,
-                  overlap=overlap)
+    # 2. The files left: a new look that kept the user's mesh is baked onto that mesh again.
+    if made is not None:
+        own = load_own_mesh(job.files["mesh"], check_mesh(job.files["mesh"])) if made.keep_mesh and \
+            job.files.get("mesh") else None
+        write_outputs(job, folder, made, ctx.source_result["gaussian"], ctx.source_result["mesh"], progress,
+                      ctx.cancelled, own_mesh=own, overlap=overlap)
 
 
 # ------------------------------------------------------------------ what the steps share
@@ -324,7 +328,7 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
 
     def bake_progress(stage, done, total):
         gate.on_progress(stage, done, total)
-        progress("bake", done, total, stage)
+        progress(getattr(export, "stage", "bake"), done, total, stage)
     try:
         # result.npz is compressed in a thread while the files are made (zlib leaves the GIL to the GPU work):
         # written in turn, it would add its second to the job.
@@ -334,7 +338,7 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
         if meshes:
             # Started before the PLY and the preview video, so that the mesh's decimation (CPU, child processes)
             # runs while they are written (GPU); with neither to overlap, the bake does it all in turn.
-            with timed(job, "bake_start"):
+            with timed(job, "bake_start" if textured_files(settings) else "shape_start"):
                 export = (bake_job(gaussian, mesh, settings, early=bool(fmt & {"ply", "mp4"})) if own_mesh is None
                           else OwnMeshBake(gaussian, own_mesh, settings))
         if RESULT_AFTER_BAKE_START:
@@ -356,12 +360,13 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
             else:
                 job.files.update(write_preview(job, folder, settings, gaussian, progress, cancel))
         if export is not None:
-            with timed(job, "bake"):
+            stage = getattr(export, "stage", "bake")          # "shape": no texture, nothing baked
+            with timed(job, stage):
                 try:
                     textured = export.bake(progress=bake_progress, cancel=cancel)
                 finally:
                     gate.release()
-            job.timings["export_bake_stages"] = jsonable(textured.info)
+            job.timings[f"export_{stage}_stages"] = jsonable(textured.info)
             note_bake_coverage(job, textured.info)
             write_mesh_files(job, folder, settings, textured, progress, own=own_mesh is not None, together=overlap)
         if preview is not None:

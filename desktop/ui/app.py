@@ -9,11 +9,13 @@ import threading
 from pathlib import Path
 
 from ..jobs import folder as job_folder
-from ..settings import DEFAULT_PRESET, EXPORT_FIELDS, PRESETS, GenerationSettings, check_prompt, slider
+from ..settings import DEFAULT_PRESET, PRESETS, GenerationSettings, check_prompt, slider
 from .batch_view import ROW_JS, BatchView, wire_batch
+from .download_row import EMPTY_LABEL, wire_download_row
 from .endpoints import ApiEndpoints
 from .expectations import MeshPreview, PromptTokens, text_size_control, wire_token_counts
 from .errors import error_html, form_error_html
+from .export_panel import NOTHING_PICKED, ExportPanel, wire_export_panel
 from .history import RELOADED_KNOBS, HistoryViews
 from .history_tab import EMPTY as HISTORY_EMPTY, HistoryTab, wire_history_tab
 from .knobs import KNOBS, PRESET_CHOICES_WITH_CUSTOM, start_note, wire_knobs
@@ -28,6 +30,7 @@ from .values import (DESTINATION_KNOBS, MESH_TYPES, OTHER_KNOBS, PRESET_KNOBS, c
                      settings_from_values)
 
 ROOT = Path(__file__).resolve().parents[2]          # the repository
+AFTER_STATUS = 8        # Generate's outputs after the status box: seed, the result column's six, the history box
 EXAMPLES_DIR = ROOT / "assets" / "examples"
 
 
@@ -79,7 +82,7 @@ def setting_control(row, value, overrides=None):
     return gr.Number(value, precision=0 if row.kind == "int" else None, minimum=lo, maximum=row.hi, **common)
 
 
-class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView):
+class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, ExportPanel):
     """The page and its handlers. Jobs started from a page are remembered per browser session, so
     that Cancel stops this page's jobs only."""
 
@@ -194,6 +197,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView):
                                 reuse = gr.Button("Use these settings", elem_id="td-reuse")
                                 # New files from the picked job with the Output settings, without sampling again.
                                 export_again = gr.Button("Export again", elem_id="td-export-again")
+                            export_note = gr.Markdown(NOTHING_PICKED, elem_id="td-export-plan")   # export_panel
                     preset = gr.Radio(PRESET_CHOICES_WITH_CUSTOM, value=DEFAULT_PRESET, label="Preset",
                                       elem_id="td-preset", info="Sets the knobs below (moving one makes it Custom); "
                                                                 "Low VRAM for GPUs with little memory")
@@ -214,10 +218,10 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView):
                                      elem_id="td-video")
                     model3d = gr.Model3D(label="3D model (drag to turn, scroll to zoom)", height=400,
                                          elem_id="td-model3d")
-                    with gr.Row():
-                        glb_btn = gr.DownloadButton("Download GLB", interactive=False, elem_id="td-dl-glb")
-                        ply_btn = gr.DownloadButton("Download PLY", interactive=False, elem_id="td-dl-ply")
-                        obj_btn = gr.DownloadButton("Download OBJ (zip)", interactive=False, elem_id="td-dl-obj")
+                    with gr.Row():          # the job's files, each with its size: pick one, download it
+                        file_choice = gr.Radio([], value=None, label="File to download", interactive=False, scale=3,
+                                               elem_id="td-dl-format")
+                        download = gr.DownloadButton(EMPTY_LABEL, interactive=False, scale=1, elem_id="td-download")
                     info = gr.Markdown("", elem_id="td-info")
                     with gr.Row():
                         open_folder = gr.Button("Open folder", size="sm", interactive=False, elem_id="td-open-folder")
@@ -235,7 +239,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView):
             knob_components = [k[n] for n in knob_order]
             wire_tabs(self, [(tab_single, "single"), (tab_multi, "multi"), (tab_batch, "batch"), (tab_text, "text"),
                              (tab_variant, "variant"), (tab_history, "history")],
-                      mode, [info, video, model3d, glb_btn, ply_btn, obj_btn, files])
+                      mode, [info, video, model3d, file_choice, download, files])
 
             wire_knobs(self, k, preset, device_note, reuse_seed, history, info)
 
@@ -262,7 +266,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView):
             self._named = {"mode": mode, "single": single, "multi": multi, "batch": batch, "preset": preset,
                            "prompt": prompt, "mesh": mesh, "look_prompt": look_prompt, "look_image": look_image,
                            "history": history, **k}
-            results = [status, k["seed"], info, video, model3d, glb_btn, ply_btn, obj_btn, files, history]
+            results = [status, k["seed"], info, video, model3d, file_choice, download, files, history]
 
             wire_busy(generate, cancel, [generate, export_again])
 
@@ -283,13 +287,15 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView):
                 return self.cancel(request)
             cancel.click(on_cancel, None, cancel, **quick)
 
-            shown = [info, video, model3d, glb_btn, ply_btn, obj_btn, files]
+            shown = [info, video, model3d, file_choice, download, files]
+            wire_download_row(file_choice, download)
+            wire_export_panel(self, export_note, history, preset, k)
             wire_history_tab(self, demo, tab_history, history_gallery, history_keys, history_empty, history, refresh,
                              [status, *shown], [run, again])
             wire_batch(self, batch, status, batch_zip, mode, shown, history, [run])
             wire_places(self, demo, open_folder, copy_path, info)
-            history.input(self.show_history, history, [status, info, video, model3d, glb_btn, ply_btn, obj_btn, files],
-                          api_visibility="private", show_progress="minimal", concurrency_limit=4)
+            history.input(self.show_history, history, [status, *shown], api_visibility="private",
+                          show_progress="minimal", concurrency_limit=4)
             # history.reuse_settings's answer: the preset, RELOADED_KNOBS' controls, then REUSED_INPUTS.
             settings_outputs = [preset, *[k[n] for n in RELOADED_KNOBS], tabs, mode, prompt, mesh, look_prompt,
                                 look_image, single, multi]
@@ -329,19 +335,19 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView):
             settings = settings_from_values(values, named["preset"], self.defaults)
             work = self._work(named["mode"] or "single", named, settings)
         except ValueError as err:
-            yield (form_error_html(str(err)), *[skip] * 9)
+            yield (form_error_html(str(err)), *[skip] * AFTER_STATUS)
             return
         try:
             entries = [(name, submit()) for name, submit in work]
         except (RuntimeError, ValueError) as err:          # the runner is shutting down; a refused input
             yield (error_html("stopping", str(err)) if isinstance(err, RuntimeError) else form_error_html(str(err)),
-                   *[skip] * 9)
+                   *[skip] * AFTER_STATUS)
             return
         session = getattr(request, "session_hash", None)
         with self._lock:
             self._active.setdefault(session, []).extend(job.id for _, job in entries)
         single_job, mode = len(entries) == 1, named["mode"] or "single"
-        yield (status_html(entries, self.runner), *[skip] * 9)          # the last result stays until a new one
+        yield (status_html(entries, self.runner), *[skip] * AFTER_STATUS)      # the last result stays until a new one
         reported, last = set(), None
         try:
             while True:
@@ -356,19 +362,19 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView):
                         seed = job.seed if single_job and job.state == JobState.DONE else skip
                         yield (status_html(entries, self.runner), seed,
                                *(self._results(job_folder.JobFolder(job.out_dir), name if not single_job else None)
-                                 if here else [skip] * 7),
+                                 if here else [skip] * (AFTER_STATUS - 2)),
                                gr.update(choices=self._history_choices(), value=Path(job.out_dir).name))
                     else:
                         if job.state == JobState.FAILED and job.error_kind == "model":
                             for _, other in entries:            # every other job would fail the same way
                                 self.runner.cancel(other.id)
                         if job.out_dir:          # a folder with error.json: listed in the history
-                            yield (skip,) * 9 + (gr.update(choices=self._history_choices()),)
+                            yield (skip,) * (AFTER_STATUS - 1) + (gr.update(choices=self._history_choices()),)
                 pending = [job for _, job in entries if job.state not in JobState.FINISHED]
                 text = status_html(entries, self.runner)
                 if text != last or not pending:
                     last = text
-                    yield (text, *[skip] * 9)
+                    yield (text, *[skip] * AFTER_STATUS)
                 if not pending:
                     if any(job.id not in reported for _, job in entries):
                         continue            # finished since the loop above looked: report it first
@@ -401,24 +407,6 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView):
             return [(name, lambda: runner.submit_variant(source, settings, prompt=prompt, image=image))]
         return [(name, lambda images=images: runner.submit(images, settings))
                 for name, images in collect_work(mode, named["single"], named["multi"], named["batch"])]
-
-    def _export_work(self, folder_name, settings) -> tuple:
-        """(name, submit()) of an export of the picked history job with the page's export settings."""
-        from ..jobs import NoResultError, UnknownJobError
-
-        folder = self._job_folder(folder_name)
-        record = folder.settings_record() if folder else None
-        job_id = record.get("job_id") if isinstance(record, dict) else None
-        if not isinstance(job_id, str):
-            raise ValueError("Pick a finished job in the History first: Export again writes its files again.")
-        changes = {name: getattr(settings, name) for name in EXPORT_FIELDS}
-
-        def submit():
-            try:
-                return self.runner.submit_export(job_id, **changes)
-            except (NoResultError, UnknownJobError) as err:
-                raise ValueError(f"This job cannot be exported again: {err}") from None
-        return (f"export of {folder.name}", submit)
 
     @staticmethod
     def _checked_mesh(source, name: str) -> None:

@@ -139,12 +139,13 @@ class BatchView:
         return gr.update(value=str(zipped), visible=True, interactive=True)
 
     def open_row(self, evt, session=None) -> tuple:
-        """(the search box's value, info, video, model, glb, ply, obj, files) of the job of a clicked row."""
+        """(the search box's value, info, video, model, file choice, download button, files) of the job of a
+        clicked row."""
         job = self.runner.get(str(getattr(evt, "value", "") or ""))
         folder = job_folder.JobFolder(job.out_dir) if job is not None and job.out_dir else None
         if folder is None or not folder.path.is_dir():
             gr.Warning("That job wrote no files to show.")
-            return (gr.skip(),) * 8
+            return (gr.skip(),) * 7
         name = (job.inputs and os.path.basename(str(job.inputs[0]))) or None
         remember = getattr(self, "remember_result", None)
         if remember is not None:                   # the result column then follows the tab

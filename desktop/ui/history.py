@@ -3,6 +3,8 @@ and the result views (preview video, 3D view, downloads) of a finished or earlie
 import os
 
 from ..jobs import folder as job_folder
+from .download_row import download_choices, no_downloads, row_updates
+from .history_list import export_tag, source_words
 from .lazy import gr
 from .names import downloads
 from ..settings import PRESETS, SETTINGS, GenerationSettings
@@ -78,17 +80,13 @@ class HistoryViews:
         return job_folder.find(self.runner.outputs_dir, name)
 
     def _empty_results(self) -> tuple:
-        off = gr.update(value=None, interactive=False)
-        return None, None, off, off, off, None          # video, model, glb, ply, obj, files
+        return (None, None, *no_downloads(), None)          # video, model, file choice, download button, files
 
     def _results(self, folder, name: str | None = None) -> tuple:
-        """(info, video, model, glb button, ply button, obj button, files) for a job folder (a JobFolder)."""
+        """(info, video, model, file choice, download button, files) for a job folder (a JobFolder)."""
         # The browser gets the results under names of their own (names.py), the folder keeps model.glb & co.
-        named = {kind: str(path) for kind, path in downloads(folder, self._tmp / "downloads").items()}
-        glb, ply, mp4, obj = named.get("glb"), named.get("ply"), named.get("mp4"), named.get("obj")
-
-        def button(path):
-            return gr.update(value=path, interactive=True) if path else gr.update(value=None, interactive=False)
+        named = downloads(folder, self._tmp / "downloads")
+        glb, mp4 = (str(named[k]) if k in named else None for k in ("glb", "mp4"))
         record = folder.settings_record() or {}
         s = record.get("settings") or {}
         timings = folder.timings() or {}
@@ -99,11 +97,15 @@ class HistoryViews:
             bits.append(f"**Prompt:** {md_escape(record['prompt'][:200])}")
         if isinstance(record.get("mesh"), str):
             bits.append(f"**3D model:** {md_escape(os.path.basename(record['mesh']))}")
+        tag = export_tag(record)
+        if tag is not None:         # written from an earlier job's result: nothing was sampled
+            bits.append(f"**{md_escape(tag[:1].upper() + tag[1:])}**, exported from "
+                        f"{md_escape(source_words(folder.path.parent, record))} (not sampled again)")
         if "seed" in record:
             bits.append(f"**Seed used:** {record['seed']}")
         if isinstance(timings.get("total"), (int, float)):
-            bits.append(f"**Time:** {timings['total']:.1f} s")
-        if s:
+            bits.append(f"**{'Export time' if tag else 'Time'}:** {timings['total']:.1f} s")
+        if s and tag is None:
             bits.append(f"**Steps:** {s.get('ss_steps')} + {s.get('slat_steps')} · **preset:** {s.get('preset')}")
         report = folder.export_report()
         if report:
@@ -111,7 +113,7 @@ class HistoryViews:
         warnings = [w for w in timings.get("warnings") or [] if isinstance(w, str)]
         info = " · ".join(bits) + "".join(f"\n\n⚠ {md_escape(w)}" for w in warnings) + f"\n\nFolder: `{folder.path}`"
         # The viewer shows the GLB only: Gradio's splat viewer for a PLY of Gaussians is heavy without a GPU.
-        return (info, mp4, glb, button(glb), button(ply), button(obj),
+        return (info, mp4, glb, *row_updates(download_choices(folder, named)),
                 [str(p) for p in folder.listed_files()] or None)
 
 
@@ -130,7 +132,8 @@ def export_line(report: dict) -> str:
         if report.get("draco"):
             parts.append("Draco")
         if report.get("lods"):
-            parts.append("LODs " + " / ".join(str(lod["triangles"]) for lod in report["lods"]) + " triangles")
+            parts.append("LODs " + " / ".join("not made" if lod["triangles"] is None else str(lod["triangles"])
+                                              for lod in report["lods"]) + " triangles")
         line = f"**Export:** {' · '.join(parts)} · {files}"
         limits = report.get("limits")
         if limits is not None:

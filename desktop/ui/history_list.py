@@ -3,14 +3,16 @@
 before they had a folder (an unreadable image, a background removal that could not run), kept in memory.
 
 A thumbnail is the image the job conditioned on (preprocessed.png), else its input, else a card with its prompt
-or model name, under a band in the colour of its state that names the state, preset and seed (the gallery's caption,
-at its foot, is cut to the thumbnail's width); thumbnails are small files made once per job and state."""
+or model name, under a band in the colour of its state that names the state, preset and seed (an export's: "export"
+and its destination; its caption also names the job it was exported from) (the gallery's caption, at its foot, is cut
+to the thumbnail's width); thumbnails are small files made once per job and state."""
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..jobs import folder as job_folder
+from ..settings import DESTINATION_LIST
 
 THUMB_PX = 200
 BAND_PX = 38
@@ -20,6 +22,7 @@ STATE_COLOURS = {"done": (23, 107, 48), "failed": (176, 32, 32), "cancelled": (1
                  "interrupted": (138, 86, 0), "running": (30, 80, 170), "queued": (30, 80, 170),
                  "incomplete": (90, 90, 98), "damaged": (176, 32, 32)}
 MEMORY_KEY = "job:"      # an entry of a job without a folder: MEMORY_KEY + its id
+DESTINATION_WORDS = {d.name: d.label for d in DESTINATION_LIST if d.name != "none"}
 
 
 @dataclass
@@ -94,6 +97,37 @@ def thumbnail(dest: Path, state: str, image=None, text: str = "", band: str = ""
     return str(dest)
 
 
+def export_tag(record: dict) -> str | None:
+    """An export's tag, "export · 3D print" (its destination's words) or "export"; None for any other job."""
+    if record.get("kind") != "export":
+        return None
+    settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
+    words = DESTINATION_WORDS.get(settings.get("destination"))
+    return f"export · {words}" if words else "export"
+
+
+def source_words(outputs_dir, record: dict) -> str | None:
+    """The job an export was made from, "chair.png of 11-25 10:33" (found in `outputs_dir` by the id its folder's
+    name ends with), or "job 1a2b3c4d" when its folder is not there; None for a job that is not an export."""
+    source = record.get("source_job")
+    if record.get("kind") != "export" or not isinstance(source, str) or not source:
+        return None
+    try:
+        found = sorted(p for p in Path(outputs_dir).glob(f"*-{source[:8]}") if job_folder.JOB_DIR.match(p.name))
+    except (OSError, ValueError):
+        found = []
+    for path in found:
+        other = job_folder.JobFolder(path).settings_record() or {}
+        if other.get("job_id") == source:
+            try:
+                what = job_folder.describe_record(other)
+            except (TypeError, ValueError):
+                what = "?"
+            when = _stamp(path.name)
+            return f"{what} of {time.strftime('%m-%d %H:%M', time.localtime(when))}" if when else what
+    return f"job {source[:8]}"
+
+
 def folder_entry(path: Path, running_dirs, thumbs: Path) -> Entry:
     folder = job_folder.JobFolder(path)
     record = folder.settings_record() or {}
@@ -108,6 +142,11 @@ def folder_entry(path: Path, running_dirs, thumbs: Path) -> Entry:
     settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
     when = _stamp(path.name)
     preset, seed = settings.get("preset"), record.get("seed")
+    tag = export_tag(record)
+    if tag is not None:             # an export: its destination and its source instead of the sampling's preset
+        origin = source_words(path.parent, record)
+        return Entry(path.name, caption(what, state, f"{tag} · exported from {origin}", None, when),
+                     thumbnail(thumbs / f"{path.name}-{state}-export.png", state, image, text, tag), when)
     return Entry(path.name, caption(what, state, preset, seed, when),
                  thumbnail(thumbs / f"{path.name}-{state}.png", state, image, text, caption("", "", preset, seed, 0)),
                  when)

@@ -22,7 +22,8 @@ class HistoryTab:
         return hide_paths(job_line(job, self.runner, warnings=False)[1], job.inputs)
 
     def pick_history(self, keys, evt, session=None) -> tuple:
-        """(the search box's value, status, info, video, model, glb, ply, obj, files) for the picked thumbnail."""
+        """(the search box's value, status, info, video, model, file choice, download button, files) for the
+        picked thumbnail."""
         index = getattr(evt, "index", None)
         if isinstance(index, (list, tuple)):
             index = index[0]

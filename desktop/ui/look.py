@@ -50,6 +50,12 @@ CSS = """
 #td-status .td-details pre {white-space: pre-wrap; overflow-wrap: anywhere; max-height: 12em; overflow: auto;
                             margin: 4px 0 0; font-size: 0.95em;}
 #td-status .td-kept {margin: 6px 0 0;}
+/* a destination's limits: a green badge when met, a red one listing each limit missed with its numbers */
+#td-status .td-limits {margin: 6px 0 0; padding: 4px 10px; border-radius: 6px; font-weight: 600;
+                       display: inline-block;}
+#td-status .td-limits ul {margin: 4px 0 0; padding-left: 1.2em; font-weight: normal;}
+#td-status .td-limits-met {background: #dcfce7; color: #14532d;}
+#td-status .td-limits-missed {background: #fee2e2; color: #7f1d1d;}
 .td-jobs tr[data-state=failed] td {color: var(--td-error);}
 /* what screen readers hear: the status box's state changes (look.py's script fills it) */
 .td-sr-only {position: absolute; width: 1px; height: 1px; padding: 0; margin: -1px; overflow: hidden;

@@ -9,7 +9,8 @@ import zipfile
 from pathlib import Path
 
 # Kinds whose file the page offers for download by itself, and the extension the download gets.
-DOWNLOAD_KINDS = {"glb": ".glb", "ply": ".ply", "mp4": ".mp4", "stl": ".stl", "3mf": ".3mf", "usdz": ".usdz"}
+DOWNLOAD_KINDS = {"glb": ".glb", "ply": ".ply", "mp4": ".mp4", "stl": ".stl", "3mf": ".3mf", "usdz": ".usdz",
+                  **{f"glb_lod{level}": f"_lod{level}.glb" for level in range(1, 4)}}
 STEM_CHARS = 40          # a name stays readable in a file dialog
 
 
@@ -39,9 +40,15 @@ def input_stem(record: dict) -> str:
 
 
 def download_stem(record: dict) -> str:
-    """`chair_s219342469`: the input and the seed used (the seed left out when the record has none)."""
+    """`chair_s219342469`: the input and the seed used (the seed left out when the record has none); an export's
+    adds its destination, or "export" (`chair_s219342469_print`), so that its files do not take its source's names."""
     seed = record.get("seed")
-    return input_stem(record) + (f"_s{seed}" if isinstance(seed, int) and not isinstance(seed, bool) else "")
+    stem = input_stem(record) + (f"_s{seed}" if isinstance(seed, int) and not isinstance(seed, bool) else "")
+    if record.get("kind") != "export":
+        return stem
+    settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
+    where = settings.get("destination")
+    return f"{stem}_{slug(where) if isinstance(where, str) and where != 'none' and slug(where) else 'export'}"
 
 
 def _fresh(dest: Path, src: Path) -> bool:

@@ -61,7 +61,8 @@ class TabResults:
             return opened.get(session, "single") == tab
 
     def select_tab(self, mode: str, session) -> tuple:
-        """(info, video, model, glb, ply, obj, files) of the last result of `mode`'s tab, or an empty column."""
+        """(info, video, model, file choice, download button, files) of the last result of `mode`'s tab, or an
+        empty column."""
         opened, shown = self._tab_memory()
         with self._tabs_lock:
             opened[session] = mode

@@ -107,8 +107,28 @@ def warnings_html(job, state: str) -> str:
     return f'<ul class="td-warnings">{"".join(items)}</ul>' if items else ""
 
 
+def limits_html(job, state: str) -> str:
+    """A done job's destination limits as a badge: green with the count met, or red with each limit missed and its
+    numbers (export.json's verdict, ``desktop.jobs.limits``); "" without a destination."""
+    from ..jobs.limits import job_limits, missed_limits
+
+    limits = job_limits(job) if state == "done" else None
+    if limits is None:
+        return ""
+    where = html.escape(str(limits["destination"] or "destination"))
+    total = len(limits["checks"])
+    if limits["met"]:
+        counted = f"all {total} " if total else ""
+        return f'<p class="td-limits td-limits-met" data-limits="met">✔ {where}: {counted}limits met</p>'
+    missed = missed_limits(limits)
+    items = "".join(f"<li>{html.escape(m)}</li>" for m in missed)
+    return (f'<div class="td-limits td-limits-missed" data-limits="missed"><strong>✖ {where}: {len(missed)} of '
+            f'{total or len(missed)} limits missed</strong><ul>{items}</ul></div>')
+
+
 def job_status_html(job, runner) -> str:
-    """One job's status box: its line and a progress bar, or its error as a headline, an action and details."""
+    """One job's status box: its line and a progress bar, or its error as a headline, an action and details; a
+    done job's destination limits as a badge."""
     from ..jobs import JobState
 
     if job.state == JobState.FAILED:
@@ -118,7 +138,8 @@ def job_status_html(job, runner) -> str:
     bar = ""
     if state in ("running", "queued"):
         bar = f'<progress max="100" value="{job.progress.fraction * 100:.1f}"></progress>'
-    return status_box(state, f'<div class="td-line">{html.escape(text)}</div>{bar}{warnings_html(job, state)}')
+    return status_box(state, f'<div class="td-line">{html.escape(text)}</div>{bar}{limits_html(job, state)}'
+                             f'{warnings_html(job, state)}')
 
 
 # ---------------------------------------------------------------------------------------------

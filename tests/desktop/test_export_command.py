@@ -73,19 +73,33 @@ def test_the_export_options_shape_every_file(made):
 
 
 def test_geometry_only_and_bad_folders(made, tmp_path):
+    # For the web but geometry only: written without a texture or a bake, and the destination's verdict said.
     out = tmp_path / "plain"
     proc = desktop("export", made["folder"], "-o", out, "--model", made["model"], "--formats", "glb",
-                   "--geometry-only", "--quiet")
+                   "--geometry-only", "--destination", "web")
     assert proc.returncode == 0, proc.stderr
     (folder,) = job_folders(out)
     glb = trimesh.load(os.path.join(folder, "model.glb"), force="mesh")
     assert getattr(glb.visual.material, "baseColorTexture", None) is None
+    assert "bake" not in json.load(open(os.path.join(folder, "timings.json")))["export"]
+    limits = json.load(open(os.path.join(folder, "export.json")))["limits"]
+    said = "web limits met" if limits["met"] else f"web limits NOT met: {len(limits['reasons'])} of " \
+        f"{len(limits['checks'])} missed"
+    assert [line.split(": ", 1)[1] for line in proc.stderr.splitlines() if "limits" in line] == [said], proc.stderr
     not_a_job = tmp_path / "empty"
     not_a_job.mkdir()
     proc = desktop("export", not_a_job, "-o", tmp_path / "x", "--model", made["model"])
     assert proc.returncode == 2 and "not a job folder" in proc.stderr
     proc = desktop("export", made["folder"], "-o", tmp_path / "y", "--model", made["model"], "--set", "ss_steps=3")
     assert proc.returncode == 2 and "ss_steps" in proc.stderr
+
+
+def test_the_output_folder_defaults_as_generates_does():
+    from desktop import cli, export_command
+
+    exported = export_command.build_parser().parse_args(["outputs/20261125-101500-1a2b3c4d"])
+    assert exported.output == cli.build_parser().parse_args(["a.png"]).output == "outputs"
+    assert "[-o OUT_DIR]" in export_command.build_parser().format_usage()
 
 
 # ------------------------------------------------------------------------------------------ refusals (in process)

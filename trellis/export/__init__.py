@@ -11,7 +11,8 @@ GLB, OBJ, STL, 3MF, USDZ, placed by ``placement``: height, pivot, up axis, units
 decimation early, so that it overlaps the caller's other work on the same result; ``result_file`` keeps a result
 (the Gaussians and the decoder mesh, exactly) for exporting it again later; ``keep_mesh`` bakes a look onto the
 user's own mesh, its vertices, faces and usable UVs kept; ``pbr`` exports TRELLIS.2's O-Voxel (``ovoxel_to_glb``,
-``bake_ovoxel``: base colour, alpha, metallic-roughness and normal maps sampled from its voxels, no views).
+``bake_ovoxel``: base colour, alpha, metallic-roughness and normal maps sampled from its voxels, no views);
+``shape_only`` is the clean-up alone, for files that hold no texture.
 
 Shared: ``mesh_graph`` (edges, the dual graph, components), ``arrays`` (conversions, progress), ``processes``
 (child processes and their warm pool), ``temp_dirs`` (temp folders owned by their process), ``options``
@@ -21,8 +22,8 @@ Shared: ``mesh_graph`` (edges, the dual graph, components), ``arrays`` (conversi
 __all__ = ["to_glb", "to_obj", "bake_textured_mesh", "TexturedMesh", "ExportJob", "warm_processes",
            "save_result", "load_result", "check_result", "DamagedResultError", "describe_export",
            "placed_shape_facts", "check_limits", "DESTINATION_LIMITS",
-           "face_budget", "lod_meshes", "bake_onto_mesh", "uv_usable", "bake_uv_mesh",
-           "MIN_OBSERVED_SHARE", "observation_settings",
+           "face_budget", "lod_meshes", "LodTargetError", "bake_onto_mesh", "uv_usable", "bake_uv_mesh",
+           "MIN_OBSERVED_SHARE", "observation_settings", "clean_shape",
            "Z_UP_TO_Y_UP", "make_glb_mesh", "save_glb", "save_obj",
            "ovoxel_to_glb", "bake_ovoxel", "PbrTexturedMesh"]
 
@@ -33,8 +34,8 @@ _LAZY = {"to_glb": "schedule", "to_obj": "schedule", "bake_textured_mesh": "sche
          "DamagedResultError": "result_file", "describe_export": "report",
          "placed_shape_facts": "report",
          "check_limits": "report", "DESTINATION_LIMITS": "report", "face_budget": "cleanup.chain",
-         "lod_meshes": "lods", "bake_onto_mesh": "keep_mesh", "uv_usable": "keep_mesh", "bake_uv_mesh": "schedule",
-         "MIN_OBSERVED_SHARE": "bake.coverage",
+         "lod_meshes": "lods", "LodTargetError": "lod_targets", "bake_onto_mesh": "keep_mesh", "uv_usable": "keep_mesh", "bake_uv_mesh": "schedule",
+         "MIN_OBSERVED_SHARE": "bake.coverage", "clean_shape": "shape_only",
          "observation_settings": "options", "Z_UP_TO_Y_UP": "assemble", "make_glb_mesh": "assemble",
          "save_glb": "assemble", "save_obj": "assemble",
          "ovoxel_to_glb": "pbr.export", "bake_ovoxel": "pbr.export", "PbrTexturedMesh": "pbr.textured"}

@@ -17,7 +17,7 @@ vertices opposite it), turn a face's normal by more than ``acos(MIN_NORMAL_DOT)`
 mesh's vertex normals at its corners (small turns add up), flip a UV triangle, make a face of no area or a needle
 (quality below ``MIN_QUALITY``), duplicate a face, or leave a UV copy without faces (a chart would lose a corner).
 The LODs are made one after the other from the same run (LOD2 is a coarsening of LOD1). Where no legal collapse is
-left (every chart keeps its corners), a LOD stops above its target and says so in its info.
+left (every chart keeps its corners) above a LOD's target, that LOD is refused (``lod_targets.LodTargetError``).
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from ..core.callbacks import check
+from .lod_targets import LodRefusal, LodTargetError, meets_target
 from .textured import TexturedMesh
 
 __all__ = ["MIN_NORMAL_DOT", "MIN_QUALITY", "SEAM_WEIGHT", "SeamDecimator", "lod_meshes"]
@@ -49,9 +50,13 @@ def lod_meshes(textured: TexturedMesh, shares=(0.25, 0.0625), cancel=None) -> li
 
     Every LOD uses ``textured``'s texture and normal map objects and its UV layout (each LOD vertex is a vertex of
     ``textured``, position and UV exactly); its ``info`` holds "lod" (the share), "target" (the face count asked
-    for), "faces" (reached: the target, or more when no legal collapse was left), "source_faces" and "seconds"
-    (this LOD's share of the work), plus the source's "normal_map" entry (the crease angle its map was baked for).
-    ``cancel`` (``core.callbacks.check``) is asked every ``CANCEL_EVERY`` steps; ``Cancelled`` ends the call.
+    for), "faces" (reached: within ``LOD_TOLERANCE`` of the target), "source_faces" and "seconds" (this LOD's share
+    of the work), plus the source's "normal_map" entry (the crease angle its map was baked for). Each level is made
+    from the one above (one decimation, on the pieces welded where they share a position); where no legal collapse
+    is left above a level's target, that level and those below it are refused: ``LodTargetError`` (``lod_targets``)
+    says which, with the levels made.
+    ``cancel`` (``core.callbacks.check``) is asked per LOD and every ``CANCEL_EVERY`` steps; ``Cancelled`` ends the
+    call.
     """
     shares = [float(s) for s in shares]
     if any(not 0.0 < s <= 1.0 for s in shares):
@@ -62,19 +67,29 @@ def lod_meshes(textured: TexturedMesh, shares=(0.25, 0.0625), cancel=None) -> li
     uvs = np.asarray(textured.uvs, dtype=np.float32).reshape(-1, 2)
     started = time.perf_counter()
     decimator = SeamDecimator(vertices, faces, uvs)
-    done = {}
+    done, refused = {}, []
     for share in sorted(set(shares), reverse=True):
+        check(cancel)
         target = min(len(faces), max(1, round(share * len(faces))))
+        if refused:                 # below a level out of reach: the decimation stopped already
+            refused.append(LodRefusal(share, target, refused[-1].floor))
+            continue
         decimator.run(target, cancel)
         keep, f = decimator.result()
+        if not meets_target(len(f), target):
+            refused.append(LodRefusal(share, target, len(f)))
+            continue
         now = time.perf_counter()
         info = {"lod": share, "target": target, "faces": len(f), "source_faces": len(faces),
                 "seconds": round(now - started, 4)}
         started = now
         if "normal_map" in textured.info:
             info["normal_map"] = dict(textured.info["normal_map"])
-        done[share] = TexturedMesh(np.ascontiguousarray(vertices[keep]), f, np.ascontiguousarray(uvs[keep]),
-                                   textured.texture, info, textured.normal_texture).share_texture(textured)
+        lod = TexturedMesh(np.ascontiguousarray(vertices[keep]), f, np.ascontiguousarray(uvs[keep]),
+                           textured.texture, info, textured.normal_texture)
+        done[share] = lod.share_texture(textured) if textured.texture is not None else lod     # geometry only: none
+    if refused:
+        raise LodTargetError([done.get(s) for s in shares], refused, shares)
     return [done[s] for s in shares]
 
 

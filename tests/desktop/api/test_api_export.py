@@ -57,12 +57,17 @@ def test_a_job_of_an_earlier_server_is_exported_again(tiny_pipeline_dir, first_j
             printed = wait_job(c, r.json()["id"])
             assert printed["state"] == "done", printed
             report = json.loads(c.get(f"/v1/jobs/{printed['id']}/files/export.json").content)
-            # (this source is a random-weight scatter of ~140 pieces without hole filling: the largest one may be
-            # non-manifold, and the report says so; tests/desktop/test_destinations.py has one that meets them)
+            # (this source is a random-weight scatter of ~140 pieces: made one closed body, the repair says how much
+            # of the surface it left out, and the job's `limits` say each limit with its verdict, as export.json)
             assert report["destination"] == "print" and set(report["files"]) == {"stl", "3mf"}, json.dumps(report)
-            facts = report["watertight"] and report["shells"] == 1 and report["flat_base"]
+            assert report["watertight"] and report["outward"] and report["shells"] == 1, json.dumps(report)
+            assert report["print_repair"]["parts_dropped"] > 0
+            facts = report["flat_base"] and report["print_repair"]["area_dropped_share"] <= 0.05
             assert report["limits"]["met"] == facts and bool(report["limits"]["reasons"]) != facts, json.dumps(report)
-            assert report["flat_base"] and report["print_repair"]["parts_dropped"] > 0
+            limits = printed["limits"]
+            assert limits["destination"] == "print" and limits["met"] == report["limits"]["met"]
+            assert limits["checks"] == report["limits"]["checks"] and limits["reasons"] == report["limits"]["reasons"]
+            assert c.get(f"/v1/jobs/{again['id']}").json()["limits"] is None          # no destination, no limits
             assert c.get(f"/v1/jobs/{printed['id']}/files/model_lod1.glb").status_code == 404
             r = c.post(f"/v1/jobs/{job_id}/export", json={"destination": "moon"})
             assert r.status_code == 422 and "destination" in r.text and "print" in r.text

@@ -244,6 +244,28 @@ class Page:
     def generate(self):
         self.page.click("#td-generate")
 
+    # ---------------------------------------------------------------- the result's downloads
+    def offered(self) -> list:
+        """The kinds of the files the result column offers for download (desktop.ui.download_row), in its order."""
+        from desktop.ui.download_row import WORDS
+
+        texts = self.page.eval_on_selector_all("#td-dl-format label:has(input)",
+                                              "els => els.map(e => e.innerText.trim())")
+        by_words = sorted(WORDS.items(), key=lambda item: -len(item[1]))         # "GLB, level of detail 1" first
+        return [next(kind for kind, words in by_words if t.startswith(words)) for t in texts]
+
+    def download(self, kind) -> tuple:
+        """(name, bytes) of the result's file of `kind`, picked in the choice and downloaded with the button."""
+        from desktop.ui.download_row import SHORT, WORDS
+
+        pattern = re.compile(rf"^\s*{re.escape(WORDS[kind])}(?: ·|, Draco)")
+        self.page.locator("#td-dl-format label:has(input)").filter(has_text=pattern).click()
+        self.page.wait_for_function("(t) => document.querySelector('#td-download')?.innerText.trim() === t",
+                                    arg=f"Download {SHORT[kind]}", timeout=ROUND_TRIP_MS)
+        with self.page.expect_download(timeout=30000) as dl:
+            self.page.click("#td-download")
+        return dl.value.suggested_filename, open(dl.value.path(), "rb").read()
+
 
 @pytest.fixture
 def app(browser, server):
@@ -349,19 +371,18 @@ def test_bad_files_then_generate(app, outputs, tmp_path):
     # The GLB is in the 3D viewer.
     ui.page.wait_for_selector("#td-model3d canvas", timeout=30000)
 
-    # The download button delivers a GLB that loads.
+    # The download row offers the files written (OBJ was not asked for); its button delivers a GLB that loads.
+    import io
+
     import trimesh
 
-    with ui.page.expect_download(timeout=30000) as dl:
-        ui.page.click("#td-dl-glb")
-    path = dl.value.path()
-    assert dl.value.suggested_filename.endswith(".glb")
-    with open(path, "rb") as f:
-        mesh = trimesh.load(f, file_type="glb", force="mesh")
+    assert ui.offered() == ["glb", "ply", "mp4"]
+    name, data = ui.download("glb")
+    assert name.endswith(".glb")
+    mesh = trimesh.load(io.BytesIO(data), file_type="glb", force="mesh")
     assert len(mesh.faces) > 0
     ply = download_bytes(ui, ui.page.locator("#td-files tr:has(td[aria-label='model.ply']) a").get_attribute("href"))
     assert ply.startswith(b"ply")
-    assert not ui.page.locator("#td-dl-obj").is_enabled()  # OBJ was not asked for
 
     time.sleep(1.0)                                         # let the viewer draw a frame for the screenshot
     ui.shot("02-done.png")
@@ -444,7 +465,7 @@ def test_batch_multi_view_presets_and_history(app, outputs):
     ui.wait_status(("history",), timeout=30)
     ui.page.wait_for_function("(old) => { const v = document.querySelector('#td-video video');"
                               " return v && v.getAttribute('src') !== old; }", arg=shown, timeout=30000)
-    assert ui.page.locator("#td-dl-ply").is_enabled() and not ui.page.locator("#td-dl-glb").is_enabled()
+    assert ui.offered() == ["ply", "mp4"]
     # "Use these settings" puts that job's settings (its seed, randomize off) back into the knobs.
     shown_folder = re.search(r"Folder: (\S+)", ui.page.inner_text("#td-info")).group(1)
     assert shown_folder in {str(d) for d in new}
@@ -496,6 +517,12 @@ def test_export_again_from_the_history_with_the_output_settings(app, outputs):
         box.fill(str(value))
         box.press("Enter")
     ui.page.locator("#td-pivot label", has_text="bottom").click()
+    # Beside the button: what it will write, and with which settings (the job's 64² bake, its tiny steps' own).
+    plan = "() => document.querySelector('#td-export-plan').innerText"
+    ui.page.wait_for_function(f"() => ({plan})().includes('pivot bottom')", timeout=ROUND_TRIP_MS)
+    note = ui.page.evaluate(plan)
+    assert note.startswith("Export again writes GLB, STL:") and "5,000 triangles · 1.8 m tall" in note, note
+    assert "64² PNG texture baked from 4 views of 64 px" in note, note
     before, previous = set(job_dirs(outputs)), ui.status()
     ui.page.click("#td-export-again")
     state, text = ui.wait_finished_after(previous)
@@ -509,6 +536,13 @@ def test_export_again_from_the_history_with_the_output_settings(app, outputs):
     ui.page.wait_for_function("() => document.querySelector('#td-info').innerText.includes('triangles')")
     info = ui.page.inner_text("#td-info")
     assert "1.80 m" in info and "model.stl" in info and str(exported) in info
+    # an export says where it comes from, and claims no sampling
+    assert re.search(r"Export, exported from chair\.png of \d\d-\d\d \d\d:\d\d \(not sampled again\)", info), info
+    assert "Steps:" not in info and "Export time:" in info
+    # the download row follows the files written: the STL is one of them, under the export's own name
+    assert ui.offered() == ["glb", "stl"]
+    name, data = ui.download("stl")
+    assert name.endswith("_export.stl") and data == (exported / "model.stl").read_bytes()
     ui.page.wait_for_selector("#td-model3d canvas")
     ui.shot("07-export-again.png")
 
@@ -527,15 +561,33 @@ def test_export_again_from_the_history_with_the_output_settings(app, outputs):
     assert state == "done", text
     (printed,) = set(job_dirs(outputs)) - before
     report = json.loads((printed / "export.json").read_text())
-    # (the random-weight blob of a random seed is a scatter of pieces: its largest may not close into one shell, and
-    # the report must then say why; tests/desktop/test_destinations.py has a source that meets the limits)
-    facts = report["watertight"] and report["shells"] == 1 and report["flat_base"]
+    # (the random-weight blob of a random seed is a scatter of pieces: made one closed body, its repair may leave
+    # much of the surface out, and the report must then say so)
+    assert report["watertight"] and report["outward"] and report["shells"] == 1, report
+    facts = report["flat_base"] and report["print_repair"]["area_dropped_share"] <= 0.05
     assert report["destination"] == "print" and report["limits"]["met"] == facts, report
+    # the status box says the verdict as a coloured badge: each limit missed with its numbers
+    badge = ui.page.locator("#td-status .td-limits").first
+    assert badge.get_attribute("data-limits") == ("met" if facts else "missed")
+    said = badge.inner_text()
+    assert said.startswith("✔ print: all 6 limits met" if facts else
+                           f"✖ print: {len(report['limits']['reasons'])} of 6 limits missed"), said
+    assert all(reason in said for reason in report["limits"]["reasons"]), said
     assert json.loads((printed / "settings.json").read_text())["source_job"] == json.loads(
         (made / "settings.json").read_text())["job_id"]
     verdict = "limits met" if facts else "limits not met"
     ui.page.wait_for_function(f"() => document.querySelector('#td-info').innerText.includes('{verdict}')")
-    assert "model.3mf" in ui.page.inner_text("#td-info")
+    info = ui.page.inner_text("#td-info")
+    assert "model.3mf" in info and "Export · 3D print, exported from chair.png" in info, info
+    # nothing in the print files holds a texture: nothing was baked
+    timings = json.loads((printed / "timings.json").read_text())
+    assert "bake" not in timings["export"] and "shape" in timings["export"], timings["export"]
+    assert ui.offered() == ["stl", "3mf", "mp4"]
+    # its History card is tagged with the destination and names its source (the gallery refills after each export)
+    gallery = ui.page.locator("#td-history-gallery")
+    gallery.get_by_text("export · 3D print", exact=False).first.wait_for(timeout=30000)
+    captions = [c.strip() for c in gallery.locator(".caption-label, figcaption, .caption").all_inner_texts()]
+    assert captions[0].startswith("chair.png · done · export · 3D print · exported from chair.png of "), captions
     ui.shot("08-export-print.png")
     ui.check_clean()
 

@@ -226,7 +226,7 @@ def test_state_does_what_it_says(app, outputs, tmp_path):
     # The result column follows the tab: the Text tab has no result yet; back on Single image, the chair again.
     ui.page.get_by_role("tab", name="Text").click()
     ui.page.wait_for_function("() => !document.querySelector('#td-video video')", timeout=30000)
-    assert not ui.page.locator("#td-dl-ply").is_enabled()
+    assert not ui.page.locator("#td-download").is_enabled() and ui.offered() == []
     ui.shot("newcomer-text-tab-empty-column.png")
     ui.page.get_by_role("tab", name="Single image").click()
     ui.page.wait_for_function("(src) => document.querySelector('#td-video video')?.getAttribute('src') === src",
@@ -249,7 +249,8 @@ def test_state_does_what_it_says(app, outputs, tmp_path):
     assert ui.page.inner_text("#td-cancel").strip() == "Cancel"
     (second,) = set(job_dirs(outputs)) - before
     assert json.loads((second / "error.json").read_text())["state"] == "cancelled"
-    ui.page.wait_for_function("() => !document.querySelector('#td-dl-ply').disabled", timeout=30000)
+    ui.page.wait_for_function("() => !document.querySelector('#td-download').disabled", timeout=30000)
+    assert "ply" in ui.offered()
     assert str(second) in ui.page.inner_text("#td-info")
     ui.page.wait_for_function("() => document.querySelector('#td-cancel').disabled")
     ui.shot("newcomer-cancelled-shows-its-files.png")

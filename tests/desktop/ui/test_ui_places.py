@@ -78,11 +78,11 @@ def test_downloads_are_named_after_the_input_and_seed_open_folder_and_copy_path(
     assert not ui.page.locator("#td-open-folder").is_enabled()          # nothing shown yet
     folder, seed = run_one(ui, outputs, os.path.join(EXAMPLES, "chair.png"), {"glb", "ply", "obj", "mp4"})
     stem = f"chair_s{seed}"
-    name, data = download(ui, "#td-dl-glb")
+    name, data = ui.download("glb")
     assert name == f"{stem}.glb" and data == (folder / "model.glb").read_bytes()
-    name, data = download(ui, "#td-dl-ply")
+    name, data = ui.download("ply")
     assert name == f"{stem}.ply" and data == (folder / "model.ply").read_bytes()
-    name, data = download(ui, "#td-dl-obj")
+    name, data = ui.download("obj")
     assert name == f"{stem}_obj.zip"
     with zipfile.ZipFile(io.BytesIO(data)) as z:        # unzipped, a folder of its own: model.mtl never collides
         assert sorted(z.namelist()) == [f"{stem}/model.mtl", f"{stem}/model.obj", f"{stem}/model.png"]
@@ -143,7 +143,7 @@ def test_history_tab_thumbnails_with_preset_seed_and_state(ui, outputs, tmp_path
     ui.page.wait_for_function("() => document.querySelector('#td-info').innerText.includes('Seed used')")
     assert str(done) in ui.page.inner_text("#td-info")
     assert ui.page.locator("#td-history input").input_value().endswith("mug.png · done")
-    assert ui.page.locator("#td-dl-ply").is_enabled()
+    assert "ply" in ui.offered()
     gallery.locator(".thumbnail-item").first.click()                       # the failed one: its reason
     state, text = ui.wait_status(("failed",), timeout=30)
     assert "not an image file" in text and "fake.png" in text, text

@@ -2,6 +2,7 @@
 (`python -m trellis.tools.tiny_pipeline --text`) and the tiny image pipeline beside it, driven by Playwright in
 headless Chromium as tests/desktop/ui/test_ui.py does. Bad inputs (an empty prompt, a 10 000-character prompt, a JPEG
 named .glb, a model claiming 10 M triangles) are shown in the page and leave earlier outputs alone."""
+import io
 import json
 import os
 import re
@@ -82,9 +83,8 @@ def test_text_and_new_look_tabs(browser, server, outputs, tmp_path):
         assert "Prompt: a red wooden chair" in ui.page.inner_text("#td-info")
         ui.page.locator("#td-video video").wait_for(timeout=30000)
         ui.page.wait_for_selector("#td-model3d canvas", timeout=30000)
-        with ui.page.expect_download(timeout=30000) as dl:
-            ui.page.click("#td-dl-glb")
-        assert trimesh.load(dl.value.path(), file_type="glb", force="mesh").faces.shape[0] > 0
+        _, data = ui.download("glb")
+        assert trimesh.load(io.BytesIO(data), file_type="glb", force="mesh").faces.shape[0] > 0
         ui.shot("10-text.png")
         picked_in_history(ui, '"a red wooden chair" · done', back_to="Text")
         first_files = {p: p.stat().st_mtime_ns for p in first.iterdir()}

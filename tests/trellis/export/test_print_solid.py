@@ -10,7 +10,8 @@ import pytest
 import trimesh
 
 from trellis.export.formats.print3d import write_stl
-from trellis.export.formats.print_solid import has_flat_base, print_solid, triangulate_polygon
+from trellis.export.formats.print_cap import triangulate_polygon
+from trellis.export.formats.print_solid import has_flat_base, print_solid
 from trellis.export.placement import place
 
 

@@ -38,7 +38,7 @@ Options (``placement`` has the exact rules):
 * ``crease_angle``: normals split at creases of more than this many degrees; None writes no normals.
 * ``draco``: the GLB's geometry Draco-compressed (``draco``: ``KHR_draco_mesh_compression``, required by the file);
   the other formats ignore it.
-* ``print_ready``: the STL and 3MF made one closed shell with a flat base (``print_solid``); the others ignore it.
+* ``print_ready``: the STL and 3MF made one closed body with a flat base (``print_solid``); the others ignore it.
 * ``cancel`` (``core.callbacks.CancelCheck``): asked between the steps before the file is opened (texture encode,
   print solid, placing), so that a ``Cancelled`` leaves no file behind.
 

@@ -8,7 +8,7 @@
 
 Both get the shape welded (a UV seam's copies of a point merged): 3MF indexes its vertices, and a slicer
 reads a seam left open as a hole in a mesh that is in fact closed. STL repeats each corner anyway. The print-ready
-option (``formats.write(print_ready=True)``) makes the shape one closed shell with a flat base first
+option (``formats.write(print_ready=True)``) makes the shape one closed body with a flat base first
 (``print_solid``), before it is placed: the base then lands at the pivot and the height is the one asked for.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ MODEL_PART = "3D/3dmodel.model"       # where trimesh (and the specification's e
 
 def print_mesh(vertices, faces, up: str = "z", solid: bool = False, info: dict | None = None):
     """A ``trimesh.Trimesh`` of the welded shape from z-up placed ``vertices``, turned to ``up``; ``solid``: made
-    one closed shell with a flat base first (``print_solid.print_solid``, which fills ``info``)."""
+    one closed body with a flat base first (``print_solid.print_solid``, which fills ``info``)."""
     import trimesh
     if solid:
         from .print_solid import print_solid
