@@ -103,15 +103,16 @@ class OwnMeshBake:
 
 
 def write_mesh_files(job: Job, folder: JobFolder, settings: GenerationSettings, textured, progress,
-                     own: bool = False, together: bool = False) -> None:
+                     own: bool = False, together: bool = False, cancel=None) -> None:
     """Every mesh format of the settings, the GLB's levels of detail, then export.json. `own`: `textured` is the
     user's model (OwnMeshBake): written where and as large as it was, with its own vertices, and no LODs.
     `together`: the formats this process has written before are written side by side (``side_by_side``; the same
-    files; timings["export"]["side_by_side"] names them)."""
+    files; timings["export"]["side_by_side"] names them). `cancel` is asked by the LODs and before each file is
+    opened (a cancelled job leaves no partial file)."""
     kinds = [kind for kind in MESH_FORMATS if kind in settings.formats]
     options = {}
     for kind in kinds:                         # in order, so that a job's warnings keep their order
-        options[kind] = file_options(job, settings, kind)
+        options[kind] = dict(file_options(job, settings, kind), cancel=cancel)
         if own:
             options[kind].update(OWN_MESH_OPTIONS)
     together = side_by_side(kinds) if together else []
@@ -141,7 +142,7 @@ def write_mesh_files(job: Job, folder: JobFolder, settings: GenerationSettings, 
         with timed(job, "lods"):
             shares = [LOD_STEP ** level for level in range(1, settings.lods)]
             try:
-                made = lod_meshes(textured, shares)
+                made = lod_meshes(textured, shares, cancel=cancel)
             except LodTargetError as err:       # the levels made are written; the others are said, not faked
                 made, refused = err.made, err.refused
                 job.warn(f"Levels of detail not made: {err}.")
@@ -149,7 +150,8 @@ def write_mesh_files(job: Job, folder: JobFolder, settings: GenerationSettings, 
                 if lod is None:
                     continue
                 kind = lod_kind(level)
-                job.files.update(folder.write_mesh(kind, lod, format="glb", **file_options(job, settings, "glb")))
+                job.files.update(folder.write_mesh(kind, lod, format="glb", cancel=cancel,
+                                                   **file_options(job, settings, "glb")))
                 lods.append((share, lod, job.files[kind]))
     with timed(job, "report"):
         job.files.update(folder.write_json("report", export_report(textured, job.files, settings, lods,

@@ -368,7 +368,8 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
                     gate.release()
             job.timings[f"export_{stage}_stages"] = jsonable(textured.info)
             note_bake_coverage(job, textured.info)
-            write_mesh_files(job, folder, settings, textured, progress, own=own_mesh is not None, together=overlap)
+            write_mesh_files(job, folder, settings, textured, progress, own=own_mesh is not None, together=overlap,
+                             cancel=cancel)
         if preview is not None:
             if preview.running():
                 progress("encode", 0, 1)
