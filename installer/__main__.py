@@ -5,6 +5,7 @@
     install [launcher options] [test ...]   install (or repair/update) .venv; 0 when done
     launch  [launcher options] [test ...|app options]     start the app (or the tests) from .venv
     weights [--list] [--weights-repo ID] [--hf-endpoint URL] [--weights-from DIR] [--repair]
+            [--trellis2 [--hf-token-file FILE] [--save-hf-token]]
     repair / update [launcher options]      the same as install --repair / install --update
 """
 from __future__ import annotations
@@ -60,7 +61,15 @@ def _weights(argv: list[str]) -> int:
     parser.add_argument("--repair", action="store_true", help="hash every file again")
     parser.add_argument("--retries", type=int, default=2)
     parser.add_argument("--app-dir", metavar="DIR")
+    parser.add_argument("--trellis2", action="store_true",
+                        help="also TRELLIS.2 and DINOv3 (gated: a Hugging Face token of an account that accepted "
+                             "Meta's DINOv3 License); exit 5 when TRELLIS.2 is not available, with the reason")
+    parser.add_argument("--hf-token-file", metavar="FILE", help="the Hugging Face token for --trellis2, from FILE")
+    parser.add_argument("--save-hf-token", action="store_true",
+                        help="save that token where `hf auth login` keeps it")
     args = parser.parse_args(argv)
+    if (args.hf_token_file or args.save_hf_token) and not args.trellis2:
+        parser.error("--hf-token-file and --save-hf-token go with --trellis2")
     layout = Layout.of(args.app_dir)
     log = Log(None if args.list else layout.log_file)
     try:
@@ -75,6 +84,14 @@ def _weights(argv: list[str]) -> int:
         log.error(str(e))
         return 4
     log.say("All model files are present and match their published sha256.")
+    if args.trellis2:
+        from .weights_trellis2 import ensure_trellis2
+
+        status = ensure_trellis2(layout.models, endpoint=args.hf_endpoint, token_file=args.hf_token_file,
+                                 save=args.save_hf_token, source_dir=args.weights_from, retries=args.retries,
+                                 full_check=args.repair, log=log)
+        log.say(status.message)
+        return 0 if status.available else 5
     return 0
 
 

@@ -1,6 +1,7 @@
 """`python -m installer launch`: start the app (or, in test mode, the tests) from the installed .venv.
 
-App: model files first (installer.weights: downloaded on the first start, checked, kept in .cache/), then
+App: model files first (installer.weights: downloaded on the first start, checked, kept in .cache/; TRELLIS.2 with
+--trellis2: installer.weights_trellis2), then
 `.venv/<python> -m desktop ui [app options]` with the caches inside the app folder and the GPU the plan
 chose. The app opens the browser itself (`--no-browser` turns that off).
 Tests: the system tools some tests need (headless chromium, wine, mingw-w64, blender: installed with apt-get when
@@ -166,6 +167,12 @@ def launch(layout: Layout, opts: Options, log: Log, opener=None) -> int:
             env["TRELLIS_DESKTOP_MODEL"] = str(wp.model_dir)
         if wp.dinov2 is not None:
             env.setdefault("TRELLIS_DINOV2_WEIGHTS", str(wp.dinov2))
+        if opts.trellis2:                  # only when asked; whatever its outcome, the app starts
+            from .weights_trellis2 import ensure_trellis2
+
+            log.say(ensure_trellis2(layout.models, endpoint=opts.hf_endpoint, token_file=opts.hf_token_file,
+                                    save=opts.save_hf_token, source_dir=opts.weights_from, retries=opts.retries,
+                                    full_check=opts.repair, log=log, opener=opener).message)
     if opts.hf_endpoint:
         env["HF_ENDPOINT"] = opts.hf_endpoint
     return _run([python, "-m", "desktop", "ui", *opts.rest], env, layout.app_dir, log)

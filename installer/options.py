@@ -26,15 +26,22 @@ Launcher options (the rest goes to the app, `python -m desktop ui --help`, or af
   --hf-endpoint URL      Hugging Face mirror (default $HF_ENDPOINT or https://huggingface.co)
   --weights-from DIR     take the model files from DIR (checked, then copied) instead of downloading
   --skip-weights         do not download or check model files before starting the app
+  --trellis2             also download TRELLIS.2 (microsoft/TRELLIS.2-4B, about 15 GB) and its image encoder
+                         DINOv3, which is gated under Meta's DINOv3 License: accept it at
+                         https://huggingface.co/facebook/dinov3-vitl16-pretrain-lvd1689m and give a Hugging
+                         Face token ($HF_TOKEN, --hf-token-file, or `hf auth login`); never printed or stored
+  --hf-token-file FILE   read the Hugging Face token for --trellis2 from FILE
+  --save-hf-token        with --trellis2: save that token where `hf auth login` keeps it
   --with-ray             also install Ray (requirements_ray.txt), for `python -m desktop batch --ray` on a cluster
   --app-dir DIR          the app folder (default: the folder of run.sh / run.bat)
 """
 
 FLAGS = {"--cpu": "cpu", "--repair": "repair", "--update": "update", "--no-pip-config": "no_pip_config",
-         "--skip-weights": "skip_weights", "--with-ray": "with_ray"}
+         "--skip-weights": "skip_weights", "--with-ray": "with_ray", "--trellis2": "trellis2",
+         "--save-hf-token": "save_hf_token"}
 VALUES = {"--wheelhouse": "wheelhouse", "--torch-index-url": "torch_index_url", "--gpu-build": "gpu_build",
           "--weights-repo": "weights_repo", "--hf-endpoint": "hf_endpoint", "--weights-from": "weights_from", "--retries": "retries",
-          "--app-dir": "app_dir"}
+          "--app-dir": "app_dir", "--hf-token-file": "hf_token_file"}
 
 
 class UsageError(ValueError):
@@ -49,12 +56,15 @@ class Options:
     no_pip_config: bool = False
     skip_weights: bool = False
     with_ray: bool = False
+    trellis2: bool = False
+    save_hf_token: bool = False
     wheelhouse: str | None = None
     torch_index_url: str | None = None
     gpu_build: str | None = None
     weights_repo: str | None = None
     hf_endpoint: str | None = None
     weights_from: str | None = None
+    hf_token_file: str | None = None
     retries: int = 2
     app_dir: str | None = None
     test: bool = False
@@ -112,4 +122,9 @@ def parse(argv: list[str]) -> Options:
         raise UsageError("--cpu and --gpu-build cannot be combined (choose the CPU build or a CUDA build)")
     if opts.repair and opts.update:
         raise UsageError("--repair and --update cannot be combined (--repair already rebuilds everything)")
+    if (opts.hf_token_file or opts.save_hf_token) and not opts.trellis2:
+        raise UsageError("--hf-token-file and --save-hf-token go with --trellis2 (the only download that needs a "
+                         "Hugging Face token)")
+    if opts.trellis2 and opts.skip_weights:
+        raise UsageError("--trellis2 and --skip-weights cannot be combined (--skip-weights downloads nothing)")
     return opts

@@ -14,7 +14,8 @@ The three sources:
 * u2net.onnx from rembg's release (the one trellis/pipelines/preprocess.py names), saved as
   <TRELLIS_MODEL_DIR>/u2net/u2net.onnx, where BackgroundRemover looks.
 A file is checked by hashing it once; the result is remembered by (size, mtime) in models/verified.json,
-so later starts only stat the files (--repair hashes everything again).
+so later starts only stat the files (--repair hashes everything again). TRELLIS.2 and its gated DINOv3, fetched only
+with --trellis2, are installer/weights_trellis2.py's (the same download, other checks: no hashes are published).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .layout import Layout
 
@@ -62,7 +64,7 @@ def default_repo(manifest: dict | None = None) -> str:
     return (manifest or load_manifest())["pipeline"]["repo"]
 
 
-def _mib(n: int | None) -> str:
+def size_text(n: int | None) -> str:
     if n is None:
         return "size unknown"
     return f"{n / 2 ** 30:.2f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:.1f} MiB" if n >= 2 ** 20 else f"{n:,} bytes"
@@ -79,6 +81,7 @@ class WeightFile:
     git_sha1: str | None = None     # small files of another hub repo: the git blob id from the hub's listing
     headers: dict = field(default_factory=dict)   # sent to the first host only (not along redirects)
     only_for: str | None = None     # what needs it, when the app can start without it ("removing photo backgrounds")
+    verify: Callable[[Path], str | None] | None = None   # files without a published hash: what is wrong, or None
 
     def expected(self) -> str:
         return self.sha256 or (f"git {self.git_sha1}" if self.git_sha1 else "")
@@ -167,6 +170,10 @@ def problem(path: Path, wf: WeightFile, cache: VerifiedCache | None = None) -> s
         got = file_digest(path, "git")
         if got != wf.git_sha1:
             return f"has git blob id {got}, but the hub lists {wf.git_sha1} (damaged or a different file)"
+    if wf.verify is not None:
+        why = wf.verify(path)
+        if why is not None:
+            return why
     if cache is not None:
         cache.record(path, wf)
     return None
@@ -179,7 +186,7 @@ def hf_url(endpoint: str, repo: str, revision: str, path: str) -> str:
            f"{urllib.parse.quote(path)}"
 
 
-def _hf_headers() -> dict:
+def hf_headers() -> dict:
     token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
     return {"Authorization": f"Bearer {token}"} if token else {}
 
@@ -202,7 +209,7 @@ def _hub_listing(endpoint: str, repo: str, revision: str, opener) -> dict[str, d
     out: dict[str, dict] = {}
     while url:
         req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-        for k, v in _hf_headers().items():
+        for k, v in hf_headers().items():
             req.add_unredirected_header(k, v)
         with opener(req, timeout=TIMEOUT_S) as resp:
             items = json.loads(resp.read().decode("utf-8"))
@@ -240,7 +247,7 @@ def kept_listing(repo: str, endpoint: str, revision: str, folder: Path, opener,
             return json.loads(listing_file.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             raise WeightsError(
-                f"Cannot list the files of {repo} on {endpoint} ({_why(e)}), and it was never downloaded here. "
+                f"Cannot list the files of {repo} on {endpoint} ({error_text(e)}), and it was never downloaded here. "
                 f"Check the repo id and the network (or --hf-endpoint / HF_ENDPOINT), {fix}.") from None
     folder.mkdir(parents=True, exist_ok=True)
     listing_file.write_text(json.dumps(listing, indent=1), encoding="utf-8")
@@ -258,7 +265,7 @@ def _other_repo_files(layout: Layout, repo: str, endpoint: str, folder: Path, op
     def make(rel: str) -> WeightFile:
         e = listing[rel]
         return WeightFile(f"{repo} {rel}", rel, hf_url(endpoint, repo, revision, rel), folder / rel, e.get("size"),
-                          e.get("sha256"), e.get("git_sha1"), _hf_headers())
+                          e.get("sha256"), e.get("git_sha1"), hf_headers())
 
     pipeline = make("pipeline.json")
     cache = VerifiedCache(layout.verified_file)
@@ -292,7 +299,7 @@ def wanted_files(layout: Layout, repo: str | None = None, endpoint: str | None =
             for rel, e in manifest["pipeline"]["files"].items():
                 if e.get("required", True):
                     files.append(WeightFile(f"{short} {rel}", rel, hf_url(endpoint, repo, rev, rel), model_dir / rel,
-                                            e["bytes"], e["sha256"], headers=_hf_headers()))
+                                            e["bytes"], e["sha256"], headers=hf_headers()))
             need_dinov2 = True      # pipeline.json: "image_cond_model": "dinov2_vitl14_reg"
         else:
             other, cond = _other_repo_files(layout, repo, endpoint, model_dir, opener, log)
@@ -337,7 +344,7 @@ class Progress:
         d0, t0 = self.first_byte
         rate = (done - d0) / max(now - t0, 1e-6)
         pct = f" ({100 * done / self.total:.0f}%)" if self.total else ""
-        line = f"  {self.label}: {_mib(done)} of {_mib(self.total)}{pct}, {rate / 2 ** 20:.1f} MiB/s"
+        line = f"  {self.label}: {size_text(done)} of {size_text(self.total)}{pct}, {rate / 2 ** 20:.1f} MiB/s"
         if self.tty:
             self.stream.write("\r" + line.ljust(100)[:150])
             if force:
@@ -347,7 +354,7 @@ class Progress:
         self.stream.flush()
 
 
-def _why(e: BaseException) -> str:
+def error_text(e: BaseException) -> str:
     if isinstance(e, urllib.error.HTTPError):
         return f"HTTP {e.code} {e.reason}"
     if isinstance(e, urllib.error.URLError):
@@ -427,7 +434,7 @@ def download(wf: WeightFile, *, opener=None, retries: int = 2, stream=None, slee
             if e.code in (401, 403, 404, 410):
                 hint = (" (a private or gated repo needs HF_TOKEN)" if e.code in (401, 403)
                         else " (wrong repo id, revision or mirror?)")
-                raise DownloadFailed(f"{_why(e)} for {wf.url}{hint}", offline=False) from None
+                raise DownloadFailed(f"{error_text(e)} for {wf.url}{hint}", offline=False) from None
             err, offline = e, False
         except _NotRetryable as e:
             part.unlink(missing_ok=True)
@@ -451,9 +458,9 @@ def download(wf: WeightFile, *, opener=None, retries: int = 2, stream=None, slee
             continue                     # once more from scratch: a damaged transfer or a stale partial file
         attempt += 1
         if attempt > retries:
-            raise DownloadFailed(_why(err), offline=offline)
+            raise DownloadFailed(error_text(err), offline=offline)
         wait = min(2 ** attempt, 30)
-        print(f"  {wf.label}: {_why(err)}; trying again in {wait} s (resuming)", file=stream or sys.stderr)
+        print(f"  {wf.label}: {error_text(err)}; trying again in {wait} s (resuming)", file=stream or sys.stderr)
         sleep(wait)
 
 
@@ -503,7 +510,10 @@ def ensure(files: list[WeightFile], *, log=None, cache: VerifiedCache | None = N
             where = f"; they are kept in {os.path.commonpath([str(w.dest.parent) for w in todo])}"
         except ValueError:                     # different drives
             where = ""
-        say(f"Model files to get: {len(todo)} ({_mib(total)}){where}.")
+        unsized = sum(wf.size is None for wf in todo)
+        amount = ("sizes not published" if unsized == len(todo) else
+                  size_text(total) + (f", and {unsized} of unpublished size" if unsized else ""))
+        say(f"Model files to get: {len(todo)} ({amount}){where}.")
     for wf in todo:
         if source_dir is not None:
             src = _find_local(wf, Path(source_dir))
@@ -542,7 +552,7 @@ def missing_message(missing: list[tuple[WeightFile, str]], source_dir=None,
     reasons = {why for _, why in missing}
     shared = reasons.pop() if len(reasons) == 1 else None
     total = sum(wf.size or 0 for wf, _ in missing)
-    lines = [f"{headline}: {len(missing)} model file(s) are missing or wrong ({_mib(total)}) and could not be "
+    lines = [f"{headline}: {len(missing)} model file(s) are missing or wrong ({size_text(total)}) and could not be "
              "downloaded" + (f" ({shared})." if shared else ".")]
     optional = [wf for wf, _ in missing if wf.only_for]
     if start_without and len(optional) == len(missing):
@@ -560,13 +570,14 @@ def missing_message(missing: list[tuple[WeightFile, str]], source_dir=None,
         ("  * use a Hugging Face mirror: --hf-endpoint URL (or set HF_ENDPOINT); DINOv2 and u2net mirrors: "
          "TRELLIS_DINOV2_URL, TRELLIS_U2NET_URL;"),
         ("  * or download the files on another computer, put them in one folder (keeping the names below) and "
-         "start with --weights-from FOLDER; each file is checked against its published sha256 before it is used."),
+         "start with --weights-from FOLDER; each file is checked before it is used (against its published sha256 "
+         "where one is published)."),
     ]
     if source_dir is not None:
         lines.append(f"(--weights-from {source_dir} did not hold the files below, or held different ones.)")
     lines.append("The file(s):")
     for wf, why in missing:
-        lines += [f"  - {wf.label} ({_mib(wf.size)})" + ("" if shared else f": {why}"),
+        lines += [f"  - {wf.label} ({size_text(wf.size)})" + ("" if shared else f": {why}"),
                   f"      download: {wf.url}",
                   f"      save as:  {wf.dest}"]
     return "\n".join(lines)
@@ -607,7 +618,7 @@ def text_approx_bytes(size: str, manifest: dict | None = None) -> int:
     return int(approx[size]) + int(approx["clip"])
 
 
-def _split_repo_path(value: str):
+def split_repo_path(value: str):
     parts = value.replace("\\", "/").split("/")
     if len(parts) < 3 or not parts[0] or not parts[1] or parts[0] in (".", ".."):
         return None
@@ -639,7 +650,7 @@ def text_model_files(models_dir: Path, size: str, *, endpoint: str | None = None
     def from_listing(repo_id: str, dest: Path, listing: dict, rel: str) -> WeightFile:
         e = listing[rel]
         return WeightFile(f"{repo_id.split('/')[-1]} {rel}", rel, hf_url(endpoint, repo_id, revision, rel), dest / rel,
-                          e.get("size"), e.get("sha256"), e.get("git_sha1"), _hf_headers())
+                          e.get("size"), e.get("sha256"), e.get("git_sha1"), hf_headers())
 
     listing = kept_listing(repo, endpoint, revision, folder, opener, fix)
     if "pipeline.json" not in listing:
@@ -654,7 +665,7 @@ def text_model_files(models_dir: Path, size: str, *, endpoint: str | None = None
     image_repo, image_rev = base_manifest["pipeline"]["repo"], base_manifest["pipeline"]["revision"]
     other_listings: dict[str, dict] = {}
     for value in args.get("models", {}).values():
-        split = _split_repo_path(value)
+        split = split_repo_path(value)
         if split is None or value + ".json" in listing:            # a checkpoint of the text repo itself
             for ext in (".json", ".safetensors"):
                 if value + ext not in listing:
@@ -673,7 +684,7 @@ def text_model_files(models_dir: Path, size: str, *, endpoint: str | None = None
                 files.append(WeightFile(f"{name} {stem}{ext}", stem + ext,
                                         hf_url(endpoint, image_repo, image_rev, stem + ext),
                                         models_dir / name / (stem + ext), e["bytes"], e["sha256"],
-                                        headers=_hf_headers()))
+                                        headers=hf_headers()))
         else:
             if other not in other_listings:
                 other_listings[other] = kept_listing(other, endpoint, revision, models_dir / name, opener, fix)

@@ -26,13 +26,17 @@ def sha(data: bytes) -> str:
 
 class FileServer:
     """Serves `files` {url path: bytes}. `drop_after` {path: n}: the first GET of that path sends only n bytes
-    of the body, then closes the connection. `ranges=False`: ignores Range headers (answers 200)."""
+    of the body, then closes the connection. `ranges=False`: ignores Range headers (answers 200). `gate(path,
+    authorization)`: an HTTP status to answer instead (a gated repo), or None; `auth` records (path, the
+    Authorization header) of every request."""
 
     def __init__(self):
         self.files: dict[str, bytes] = {}
         self.drop_after: dict[str, int] = {}
         self.ranges = True
+        self.gate = None
         self.requests: list[tuple[str, str | None]] = []
+        self.auth: list[tuple[str, str | None]] = []
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -45,9 +49,11 @@ class FileServer:
                 path = self.path
                 rng = self.headers.get("Range")
                 server.requests.append((path, rng))
+                server.auth.append((path, self.headers.get("Authorization")))
                 body = server.files.get(path) if path in server.files else server.files.get(path.split("?")[0])
-                if body is None:
-                    self.send_response(404)
+                refused = server.gate(path, self.headers.get("Authorization")) if server.gate else None
+                if refused is not None or body is None:
+                    self.send_response(refused or 404)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
