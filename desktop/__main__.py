@@ -1,4 +1,4 @@
-"""`python -m desktop ui|api|generate`: the one entry point that run.sh, run.bat and gradio_main.py call."""
+"""`python -m desktop ui|api|generate|...|mcp`: the one entry point that run.sh, run.bat and gradio_main.py call."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +14,7 @@ COMMANDS = {
     "retexture": ("desktop.retexture", "new looks for 3-D models"),
     "export": ("desktop.export_command", "other files from finished jobs, without sampling again"),
     "batch": ("desktop.batch", "many images or prompts, over GPUs and Ray clusters"),
+    "mcp": ("desktop.mcp", "MCP server for AI agents (stdio; --http: at /mcp of the REST API server)"),
 }
 
 

@@ -1,12 +1,14 @@
 """The REST API server (`python -m desktop api`), one module per concern, imported one way:
 
-    common   <- v1, spz_params <- spz, security <- docs <- server
+    common   <- v1, spz_params <- spz, security <- docs <- server;  openai_errors <- generations <- server
 
 common: what both families of endpoints share (limits, errors, body reading, validation, settings of a
 request); v1: the /v1 job API; spz: the StableProjectorz endpoints (spz_params: that app's parameter names,
-the request schemas and the panel); security: origins, tokens and the middleware; docs: /docs, /redoc and
-the OpenAPI schema; server: create_app and the command (main); connections: uvicorn's HTTP protocol with header and
-body deadlines and connection limits (imports none of the others: the browser app's server uses it too).
+the request schemas and the panel); generations: POST /v1/3d/generations, the OpenAI-style endpoint of the local
+AI servers (openai_errors: its errors in the OpenAI shape); security: origins, tokens and the middleware; docs:
+/docs, /redoc and the OpenAPI schema; server: create_app and the command (main); connections: uvicorn's HTTP
+protocol with header and body deadlines and connection limits (imports none of the others: the browser app's server
+uses it too).
 The names below stay importable as `desktop.api.X`; patch a value where it is read (e.g.
 desktop.api.security.BODY_READ_TIMEOUT_S, desktop.api.common.MAX_IMAGE_BYTES).
 """

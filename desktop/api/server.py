@@ -61,7 +61,9 @@ from . import security, spz
 from .common import ApiError, BodyTimeout, ServerDefaults, error_responses, problem
 from .docs import add_docs_routes, register_schemas
 from .security import LOOPBACK_NAMES, BodyReadTimeout, CrossSiteGuard, is_loopback, origin_arg
+from .generations import add_generation_routes
 from .v1 import API_VERSION, add_job_routes, models
+from ..mcp.endpoint import add_mcp_route
 from ..options import (LOCALHOST, add_memory_options, add_model_option, add_runner_options, add_server_options,
                        add_text_model_option, check_runner_args, apply_compile_option)
 from ..settings import DEFAULT_PRESET, PRESETS
@@ -170,6 +172,8 @@ def create_app(runner, token: Optional[str] = None, defaults: Optional[ServerDef
     add_docs_routes(app)
     add_job_routes(app)
     spz.add_routes(app)
+    add_generation_routes(app)          # POST /v1/3d/generations (OpenAI-style; its errors in that shape)
+    add_mcp_route(app)                  # /mcp: the MCP server over streamable HTTP, behind the same token
     register_schemas(app, [models()["JobRequest"], models()["ExportRequest"], *spz.referenced_models()])
     return app
 

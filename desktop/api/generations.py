@@ -1,0 +1,376 @@
+"""`POST /v1/3d/generations`: the OpenAI-style 3-D endpoint of the local AI servers (LocalAI's and Lemonade's field
+names), over the same job runner as the /v1 job API (mounted by server.py).
+
+    {"prompt": "a red chair"} or {"image": "<base64 or data: URL>" | ["<view 1>", "<view 2>"]},
+    "model": any (this server runs its one model), "n": 1..MAX_N assets (seeds seed, seed+1, ...),
+    "response_format": "url" (default) | "b64_json" | "glb" (or another format: the file itself, as Lemonade answers),
+    "output_format": "glb" (default) | "ply" | "obj" | "stl" | "3mf" | "usdz" | "mp4",
+    "async": false, "timeout": seconds to wait (default SYNC_TIMEOUT_S),
+    LocalAI's "background" (auto/keep/black/white) and Lemonade's "bg_removal" (threshold/birefnet), mapped onto
+    `preprocess`; and every /v1 job setting under its own name (preset, seed, texture_size, formats, destination, ...).
+
+JSON (base64 images) or a multipart form (files `image`, repeated for several views). The answer waits for the
+jobs (`{"created", "id", "object": "3d.generation", "model", "status", "data": [{"url" | "b64_json", "job_id",
+...}]}`); with "async": true (or `Prefer: respond-async`), or when `timeout` passes first, it is 202 with the job ids
+at once, and `GET /v1/3d/generations/{id}` answers the same envelope once they are done. The jobs are /v1 jobs:
+`GET /v1/jobs/{job_id}` shows their progress, `POST /v1/jobs/{job_id}/cancel` stops them. Errors are in the OpenAI
+shape (openai_errors.py), a bad request a 400.
+"""
+import asyncio
+import base64
+import functools
+import os
+import re
+import time
+from typing import Literal, Optional, Union
+
+from .common import (ERROR_STATUS, MAX_IMAGE_BYTES, MAX_IMAGES, POLL_S, ApiError, api_state, build_settings,
+                     check_images, decode_base64, form_schema, form_values, not_queued, parameter_fields, read_body,
+                     upload_bytes, validate)
+from .openai_errors import OpenAIErrors, openai_error_responses
+from .v1 import content_type
+from ..settings import FORMATS, MAX_PROMPT_CHARS, MAX_SEED, check_prompt
+
+MAX_N = 4                     # assets per request: each is a whole job
+SYNC_TIMEOUT_S = 600.0        # how long an answer waits for its jobs by default (then 202 with the job ids)
+MAX_TIMEOUT_S = 3600.0
+RESPONSE_FORMATS = ("url", "b64_json")
+IMAGE_FIELDS = ("image", "image[]", "images")           # where a form's image files may come (OpenAI, PHP-style, ours)
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+# Fields other servers take that have no counterpart here, and what to send instead.
+NO_COUNTERPART = {
+    "quality": "this server samples at one resolution; choose a preset (fast, balanced, high, low-vram)",
+    "resolution": "this server samples at one resolution; choose a preset (fast, balanced, high, low-vram)",
+    "uv": "the texture atlas is always unwrapped; set bake_mode (fast, opt) or texture_size",
+    "step": "set ss_steps (structure) and slat_steps (details)",
+    "texture_steps": "set slat_steps", "cfg_scale": "set ss_cfg and slat_cfg",
+    "params": "send the settings as top-level fields (texture_size, target_faces, ...)",
+    "size": "3-D assets have no image size; set texture_size or target_faces",
+    "image_url": "send the image's bytes (base64 `image`, or a multipart file): this server fetches no URLs",
+}
+# LocalAI's `background` and Lemonade's `bg_removal` -> preprocess (background removal); None: the preset's.
+BACKGROUND = {"auto": None, "keep": False, "black": True, "white": True, "threshold": True, "birefnet": True}
+# A job's state as the envelope says it.
+STATUS = {"queued": "queued", "running": "in_progress", "done": "completed", "failed": "failed",
+          "cancelled": "cancelled"}
+
+
+def _build_models():
+    from pydantic import BaseModel, ConfigDict, Field, create_model
+
+    request = create_model(
+        "GenerationRequest", __config__=ConfigDict(extra="forbid", populate_by_name=True),
+        __doc__="An OpenAI-style 3-D generation: a prompt or image(s), plus any /v1 job setting.",
+        prompt=(Optional[str], Field(None, max_length=MAX_PROMPT_CHARS, description="describe the object (text "
+                                                                                    "mode; the text model is "
+                                                                                    "downloaded on first use)")),
+        image=(Optional[Union[str, list[str]]], Field(None, description="the photo as base64 (a data: URL prefix is "
+                                                                        "allowed), or a list: views of one object; "
+                                                                        "URLs are not fetched")),
+        images=(Optional[list[str]], Field(None, min_length=1, max_length=MAX_IMAGES,
+                                           description="the /v1 job API's name for `image` (a list)")),
+        model=(Optional[str], Field(None, max_length=500, description="accepted for compatibility: this server "
+                                                                      "runs the model it was started with")),
+        n=(int, Field(1, ge=1, le=MAX_N, description="how many assets (one job each, seeds seed, seed+1, ...)")),
+        response_format=(Literal[(*RESPONSE_FORMATS, *FORMATS)], Field(
+            "url", description="url: download URLs on this server; b64_json: the files base64 in the answer; a file "
+                               "format (glb, ...): the file itself as the answer's body (n = 1; Lemonade's way)")),
+        output_format=(Optional[Literal[FORMATS]], Field(None, description="the file each `data` entry gives "
+                                                                          "(default glb)")),
+        timeout=(float, Field(SYNC_TIMEOUT_S, ge=0, le=MAX_TIMEOUT_S, allow_inf_nan=False,
+                              description="seconds to wait for the jobs; past it the answer is 202 with the job ids "
+                                          "(the jobs go on)")),
+        async_=(bool, Field(False, alias="async", description="answer 202 at once with the job ids (as does the "
+                                                              "header Prefer: respond-async)")),
+        background=(Optional[Literal["auto", "keep", "black", "white"]], Field(
+            None, description="LocalAI's name: keep = no background removal, black/white = remove it")),
+        bg_removal=(Optional[Literal["threshold", "birefnet"]], Field(None, description="Lemonade's name: remove the "
+                                                                                      "background")),
+        user=(Optional[str], Field(None, max_length=500, description="OpenAI's end-user id: accepted, not used")),
+        **parameter_fields())
+
+    class GenerationItem(BaseModel):
+        url: Optional[str] = Field(None, description="response_format url: the file's download URL")
+        b64_json: Optional[str] = Field(None, description="response_format b64_json: the file, base64")
+        job_id: str = Field(description="the /v1 job that made it (GET /v1/jobs/{job_id})")
+        status: str = Field(description="queued, in_progress, completed, failed or cancelled")
+        seed: Optional[int] = None
+        output_format: str
+        content_type: Optional[str] = None
+        size_bytes: Optional[int] = None
+        progress: Optional[int] = Field(None, description="percent, while the job is not done")
+
+    class Generation(BaseModel):
+        id: str = Field(description="GET /v1/3d/generations/{id} answers this envelope again")
+        object: Literal["3d.generation"]
+        created: int
+        model: str
+        status: str = Field(description="queued, in_progress, completed, failed or cancelled (of all its jobs)")
+        output_format: str
+        data: list[GenerationItem]
+    return dict(GenerationRequest=request, Generation=Generation)
+
+
+@functools.cache
+def models() -> dict:
+    return _build_models()
+
+
+# ---------------------------------------------------------------------------------------------
+# The request
+# ---------------------------------------------------------------------------------------------
+
+def unknown_fields(body: dict, model) -> list:
+    """Problems (400) for the fields the request model does not take (other servers' fields: what to send instead)."""
+    known = set(model.model_fields) | {"async"}
+    generic = "not a field of this endpoint: see /docs (every /v1 job setting is accepted under its own name)"
+    return [{"loc": ["body", k], "msg": NO_COUNTERPART.get(k, generic), "type": "extra_forbidden"}
+            for k in body if k not in known]
+
+
+async def read_generation(request) -> tuple:
+    """(validated request, image bytes, prompt or None) of a JSON or form body; 4xx with the reason."""
+    model = models()["GenerationRequest"]
+    kind, body = await read_body(request)
+    if kind == "json":
+        problems = unknown_fields(body, model) if isinstance(body, dict) else []
+        if problems:
+            raise ApiError(400, problems)
+        req = validate(model, body, strict=True)
+        texts = req.image if isinstance(req.image, list) else [req.image] if req.image is not None else []
+        if req.images is not None:
+            if texts:
+                raise ApiError(400, [{"loc": ["body", "images"], "msg": "give `image` or `images`, not both",
+                                      "type": "value_error"}])
+            texts = req.images
+        for text in texts:
+            if isinstance(text, str) and text.strip().lower().startswith(("http://", "https://")):
+                raise ApiError(400, [{"loc": ["body", "image"], "msg": NO_COUNTERPART["image_url"],
+                                      "type": "value_error"}])
+        if len(texts) > MAX_IMAGES:
+            raise ApiError(400, [{"loc": ["body", "image"], "msg": f"at most {MAX_IMAGES} views of one object",
+                                  "type": "too_long"}])
+        images = [decode_base64(t, f"image[{i}]") for i, t in enumerate(texts)]
+        if any(len(x) > MAX_IMAGE_BYTES for x in images):
+            raise ApiError(413, f"an image is larger than {MAX_IMAGE_BYTES // 2 ** 20} MB")
+    else:
+        files = [v for field in IMAGE_FIELDS for v in body.get(field, [])]
+        problems = unknown_fields({k: v for k, v in body.items() if k not in IMAGE_FIELDS}, model)
+        if problems:
+            raise ApiError(400, problems)
+        if len(files) > MAX_IMAGES:
+            raise ApiError(400, [{"loc": ["body", "image"], "msg": f"at most {MAX_IMAGES} views of one object",
+                                  "type": "too_long"}])
+        values = form_values(body, skip=IMAGE_FIELDS)
+        req = validate(model, {**values, **({"image": ["-"] * len(files)} if files else {})})
+        images = [await upload_bytes(v, f"image[{i}]") for i, v in enumerate(files)]
+    prompt = None
+    if req.prompt is not None:
+        try:
+            prompt = check_prompt(req.prompt)
+        except ValueError as err:
+            raise ApiError(400, [{"loc": ["body", "prompt"], "msg": str(err), "type": "value_error"}]) from None
+    if (prompt is None) == (not images):
+        raise ApiError(400, "give a `prompt` (an asset from text) or an `image` (from a photo; a list: views of one "
+                            "object)" + (", not both" if images else ""))
+    return req, images, prompt
+
+
+def generation_settings(req, state) -> tuple:
+    """(settings, output format, response format) of a request: the /v1 settings, the background fields mapped, the
+    output format among the formats written. 400 when they disagree."""
+    wanted = req.response_format
+    raw = wanted not in RESPONSE_FORMATS                     # a file format: the file is the answer
+    output = req.output_format or (wanted if raw else "glb")
+    if raw and output != wanted:
+        raise ApiError(400, [{"loc": ["body", "output_format"], "msg": f"response_format {wanted} answers the "
+                              f"{wanted} file itself: leave output_format out or make it {wanted}",
+                              "type": "value_error"}])
+    if raw and req.n != 1:
+        raise ApiError(400, [{"loc": ["body", "n"], "msg": f"response_format {wanted} answers one file: n must be 1 "
+                              "(use url or b64_json for several)", "type": "value_error"}])
+    params = req.model_dump(include=set(parameter_fields()), exclude_none=True)
+    for field in ("background", "bg_removal"):
+        value = BACKGROUND.get(getattr(req, field))
+        if value is None:
+            continue
+        if params.get("preprocess", value) != value:
+            raise ApiError(400, [{"loc": ["body", field], "msg": f"{field} {getattr(req, field)} contradicts "
+                                  f"preprocess {params['preprocess']}", "type": "value_error"}])
+        params["preprocess"] = value
+    settings = build_settings(params, state.defaults)
+    if output not in settings.formats:
+        settings = settings.replace(formats=(*settings.formats, output))
+    return settings, output, wanted
+
+
+def submit_jobs(runner, settings, n: int, images: list, prompt) -> list:
+    """n queued jobs (seeds seed, seed+1, ... when a seed was given); none when the queue refuses one (429)."""
+    jobs = []
+    try:
+        for i in range(n):
+            made = settings if settings.randomize_seed or i == 0 else \
+                settings.replace(seed=(settings.seed + i) % (MAX_SEED + 1))
+            jobs.append(runner.submit_text(prompt, made) if prompt is not None else runner.submit(images, made))
+    except RuntimeError as err:
+        for job in jobs:              # all or nothing: a client that retries after the 429 gets no duplicates
+            runner.cancel(job.id)
+        raise not_queued(err) from None
+    return jobs
+
+
+# ---------------------------------------------------------------------------------------------
+# The answer
+# ---------------------------------------------------------------------------------------------
+
+def overall_status(jobs: list) -> str:
+    states = {j.state for j in jobs}
+    for state in ("failed", "cancelled", "running", "queued"):
+        if state in states:
+            return STATUS[state]
+    return "completed"
+
+
+def _read(path: str) -> str:
+    with open(path, "rb") as f:
+        return base64.b64encode(f.read()).decode("ascii")
+
+
+async def item(job, output: str, response_format: str, base_url: str, missing: int = 500) -> dict:
+    """One `data` entry: the job's file of `output` (a URL, or base64), or where the job stands. A done job without
+    that file is answered with status `missing`."""
+    from starlette.concurrency import run_in_threadpool
+
+    out = {"job_id": job.id, "status": STATUS[job.state], "seed": job.seed, "output_format": output}
+    if job.state != "done":
+        return {**out, "progress": int(round(100 * job.progress.fraction))}
+    path = job.files.get(output)
+    if path is None or not os.path.isfile(path):
+        made = ", ".join(sorted(k for k in job.files if k in FORMATS)) or "none"
+        raise ApiError(missing, f"job {job.id} has no {output} file (its files: {made}; GET /v1/jobs/{job.id})",
+                       job_id=job.id)
+    name = os.path.basename(path)
+    out.update(content_type=content_type(name), size_bytes=os.path.getsize(path))
+    if response_format == "b64_json":
+        out["b64_json"] = await run_in_threadpool(_read, path)
+    else:
+        out["url"] = f"{base_url}/v1/jobs/{job.id}/files/{name}"
+    return out
+
+
+async def envelope(jobs: list, output: str, response_format: str, request, missing: int = 500) -> dict:
+    state = api_state(request)
+    first = jobs[0]
+    model = state.runner.text_model_for(first.settings.text_model_size) if first.kind == "text" else \
+        state.runner.model_path
+    base = str(request.base_url).rstrip("/")
+    return {"id": "-".join(j.id for j in jobs), "object": "3d.generation", "created": int(first.created),
+            "model": str(model), "status": overall_status(jobs), "output_format": output,
+            "data": [await item(j, output, response_format, base, missing) for j in jobs]}
+
+
+def failure(jobs: list) -> Optional[ApiError]:
+    """The error answer of the first job that failed or was cancelled (None when none did)."""
+    job = next((j for j in jobs if j.state in ("failed", "cancelled")), None)
+    if job is None:
+        return None
+    kind = job.error_kind or ("cancelled" if job.state == "cancelled" else "internal")
+    return ApiError(ERROR_STATUS.get(kind, 500), job.error or f"job {job.id} {job.state}", error_kind=kind,
+                    job_id=job.id)
+
+
+async def wait_jobs(jobs: list, timeout: float, request) -> bool:
+    """Until every job has ended (True), `timeout` seconds passed or the client went away (False)."""
+    deadline = time.monotonic() + timeout
+    while any(j.state not in ("done", "failed", "cancelled") for j in jobs):
+        if time.monotonic() >= deadline or await request.is_disconnected():
+            return False
+        await asyncio.sleep(POLL_S)
+    return True
+
+
+def default_output(job) -> str:
+    """The file a GET without output_format gives: the job's first mesh format (else its first)."""
+    formats = list((job.used_settings or job.settings).formats)
+    return next((f for f in formats if f != "mp4"), formats[0] if formats else "glb")
+
+
+# ---------------------------------------------------------------------------------------------
+# Routes
+# ---------------------------------------------------------------------------------------------
+
+def add_generation_routes(app) -> None:
+    """POST /v1/3d/generations and GET /v1/3d/generations/{id}, their error answers in the OpenAI shape."""
+    from fastapi import Query, Request
+    from fastapi.responses import FileResponse, JSONResponse
+
+    from .docs import register_schemas
+
+    M = models()
+    app.add_middleware(OpenAIErrors)
+    register_schemas(app, [M["GenerationRequest"]])
+    errors = openai_error_responses(400, 401, 403, 408, 413, 415, 429, 499, 500, 503, 507)
+    # Optional in the schema, as /v1/jobs's: generated clients of a required body of two content types fail to import.
+    body = {"required": False, "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/GenerationRequest"}},
+        "multipart/form-data": {"schema": form_schema(M["GenerationRequest"], {"image": "many"})}}}
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    answer = {"description": "the generation, its files in `data`; with response_format glb (or another file format): "
+                             "that file itself",
+              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Generation"}},
+                          "application/octet-stream": binary, "model/gltf-binary": binary}}
+
+    @app.post("/v1/3d/generations", tags=["openai"], summary="Make 3-D assets (OpenAI-style, as LocalAI and Lemonade)",
+              description=f"JSON (`prompt`, or `image`: base64, a list for several views) or a multipart form "
+                          f"(files `image`), `n` (1..{MAX_N}), `response_format` url | b64_json | a file format, "
+                          f"`output_format` (default glb), `async`, `timeout` (default {SYNC_TIMEOUT_S:g} s), and any "
+                          "/v1 job setting under its own name. Waits for the jobs, then answers their files; async "
+                          "(or `Prefer: respond-async`), or past the timeout: 202 with the job ids, the jobs going "
+                          "on. Errors in the OpenAI shape; a bad request is a 400 naming the field.",
+              response_model=M["Generation"],
+              responses={200: answer, 202: {"model": M["Generation"], "description": "queued or still running: the "
+                                            "job ids; GET /v1/3d/generations/{id} later"}, **errors},
+              openapi_extra={"requestBody": body})
+    async def create_generation(request: Request):
+        state = api_state(request)
+        req, images, prompt = await read_generation(request)
+        settings, output, response_format = generation_settings(req, state)
+        if req.async_ and response_format not in RESPONSE_FORMATS:
+            raise ApiError(400, [{"loc": ["body", "response_format"], "msg": "an async answer holds no file: use url "
+                                  "or b64_json", "type": "value_error"}])
+        await check_images(images, settings.preprocess, [f"image[{i}]" for i in range(len(images))])
+        jobs = submit_jobs(state.runner, settings, req.n, images, prompt)
+        wants_async = req.async_ or "respond-async" in request.headers.get("prefer", "").lower()
+        if wants_async or not await wait_jobs(jobs, req.timeout, request):
+            gen = await envelope(jobs, output, "url", request)
+            return JSONResponse(gen, status_code=202, headers={"Location": f"/v1/3d/generations/{gen['id']}"})
+        err = failure(jobs)
+        if err is not None:
+            raise err
+        if response_format not in RESPONSE_FORMATS:
+            path = jobs[0].files.get(output)
+            if path is None or not os.path.isfile(path):
+                raise ApiError(500, f"job {jobs[0].id} finished without writing its {output} file", job_id=jobs[0].id)
+            return FileResponse(path, media_type=content_type(path), filename=os.path.basename(path),
+                                headers={"X-Job-Id": jobs[0].id})
+        return JSONResponse(await envelope(jobs, output, response_format, request))
+
+    @app.get("/v1/3d/generations/{generation_id}", tags=["openai"], summary="A generation: its status, then its files",
+             description="`generation_id` is the `id` a POST answered (its job ids joined by '-'). The same envelope "
+                         "as the POST: each job's progress while it runs, its file (url or b64_json) once done; a "
+                         "failed job is answered with its error.",
+             response_model=M["Generation"], responses=openai_error_responses(400, 401, 404, 499, 500, 503, 507))
+    async def get_generation(generation_id: str, request: Request,
+                             response_format: Literal[RESPONSE_FORMATS] = Query("url"),
+                             output_format: Optional[Literal[FORMATS]] = Query(None)):
+        state = api_state(request)
+        ids = generation_id.split("-")
+        jobs = [state.runner.get(i) if JOB_ID.match(i) else None for i in ids]
+        if not ids or len(ids) > MAX_N or any(j is None for j in jobs):
+            raise ApiError(404, f"no generation {generation_id!r}: give the `id` of a POST /v1/3d/generations answer")
+        err = failure(jobs)
+        if err is not None:
+            raise err
+        return JSONResponse(await envelope(jobs, output_format or default_output(jobs[0]), response_format, request,
+                                           missing=404))
