@@ -281,7 +281,27 @@ def main(argv=None) -> int:
         return lambda runner: runner.submit_text(prompt, settings)
     work = [(os.path.basename(x) or x, image_job(x)) for x in args.images]
     work += [(f'"{p[:40]}…"' if len(p) > 40 else f'"{p}"', text_job(p)) for p in prompts]
+    problem = model_problem(args)
+    if problem:
+        parser.exit(EXIT_FAILED, f"error: {problem}\n")
     return run_jobs(args, work, settings)
+
+
+def model_problem(args):
+    """None when --model can run these jobs; else why not, one message: a TRELLIS.2 pipeline type given for a
+    TRELLIS v1 model, or a TRELLIS.2 model that cannot run here (no DINOv3, files missing)."""
+    from .jobs.models import model_family
+
+    family = model_family(args.model)
+    if family == "trellis" and getattr(args, flag_dest("--pipeline-type"), None) is not None:
+        return (f"--pipeline-type is a TRELLIS.2 setting, but {args.model} is a TRELLIS v1 model (one path, no "
+                "pipeline types); leave it out, or pass --model with a TRELLIS.2 folder")
+    if family == "trellis2" and args.images and os.path.isdir(args.model):
+        from trellis.pipelines.trellis2_availability import trellis2_availability
+
+        found = trellis2_availability(args.model)
+        return None if found.available else found.message
+    return None
 
 
 def check_common_args(parser, args, inputs=()) -> GenerationSettings:

@@ -41,6 +41,9 @@ MULTI_IMAGE_MODES = ("stochastic", "multidiffusion")
 # here so that validating settings does not import torch.
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
 OFFLOADS = ("auto", "none", "model")
+# TRELLIS.2's pipeline types (trellis.pipelines.trellis2_cascade); TRELLIS v1 has one path and ignores the setting.
+PIPELINE_TYPES = ("512", "1024", "1024_cascade", "1536_cascade")
+DEFAULT_PIPELINE_TYPE = "1024_cascade"
 # The published text pipelines (microsoft/TRELLIS-text-<size>): text jobs and new looks from a prompt.
 TEXT_MODEL_SIZES = ("base", "large", "xlarge")
 DEFAULT_TEXT_MODEL_SIZE = "xlarge"
@@ -170,6 +173,17 @@ ROWS: tuple = (
     Setting("slat_cfg", "float", 3.0, "guidance strength of stage 2", lo=0.0, hi=100.0, step=0.1,
             ui=Ui("generation", "Detail guidance (stage 2)", ui_range=(0.0, 15.0),
                   info="how strictly detail and colour follow the input (2-5 usual); costs no time"), panel=Panel("slat_strength", "detail\\nguidance", 1)),
+    Setting("pipeline_type", "choice", DEFAULT_PIPELINE_TYPE,
+            "TRELLIS.2 models only: 512 (a 512^3 grid, fastest: about 3 s on an H100), 1024 (1024^3 in one pass, "
+            "about 17 s), 1024_cascade (512 then refined to 1024^3: the reference's default, about the cost of "
+            "1024 with a steadier shape) or 1536_cascade (1536^3, the finest: about 60 s and the most GPU memory, "
+            "24 GB or more); TRELLIS v1 models ignore it", choices=PIPELINE_TYPES,
+            ui=Ui("generation", "TRELLIS.2 pipeline type", preset=False, widget="dropdown", labels=(
+                ("512 (fastest)", "512"), ("1024 (one pass)", "1024"), ("1024 cascade (default)", "1024_cascade"),
+                ("1536 cascade (finest, slowest)", "1536_cascade")),
+                info="TRELLIS.2 only: finer grids give sharper shapes and cost more time and GPU memory"),
+            cli=Cli("--pipeline-type", "TRELLIS.2 model folders only: 512, 1024, 1024_cascade (default) or "
+                                       "1536_cascade (finer: slower, more GPU memory)")),
     Setting("simplify", "float", 0.975, "fraction of the decoder mesh's triangles removed; the file gets the rest "
             "(0.975: 2.5 %, about 18 k faces for a typical object; 0 keeps all)", lo=0.0, hi=0.99, step=0.005,
             export=True, ui=Ui("output", "Simplify (share of triangles removed)",

@@ -214,11 +214,12 @@ def test_no_import_cycle_inside_the_app():
 
 def test_the_stable_projectorz_endpoints_depend_on_the_api_one_way():
     """desktop/api: common <- v1, spz_params <- spz, security <- docs <- server (never back; v1 and spz know only
-    common and StableProjectorz's names); connections (the HTTP protocol's limits, also the UI's) knows none."""
+    common and StableProjectorz's names), openai_errors <- generations (the OpenAI-style endpoint: common, v1, docs);
+    connections (the HTTP protocol's limits, also the UI's) knows none."""
     graph = desktop_graph()
     api = {m for m in graph if m.startswith("desktop.api.")}
-    assert api == {f"desktop.api.{m}" for m in ("common", "v1", "spz_params", "spz", "security",
-                                                                 "docs", "server", "connections")}
+    assert api == {f"desktop.api.{m}" for m in ("common", "v1", "spz_params", "spz", "security", "docs", "server",
+                                                "connections", "openai_errors", "generations")}
     assert not [d for d in graph["desktop.api.connections"] if d.startswith("desktop")]
     inside = {m: graph[m] & (api | {"desktop.api"}) for m in api}
     assert "desktop.api.spz" in inside["desktop.api.server"] and "desktop.api.v1" in inside["desktop.api.server"]
@@ -227,6 +228,9 @@ def test_the_stable_projectorz_endpoints_depend_on_the_api_one_way():
     assert inside["desktop.api.spz"] == {"desktop.api.common", "desktop.api.spz_params"}
     assert inside["desktop.api.security"] <= {"desktop.api.common"}
     assert inside["desktop.api.docs"] <= {"desktop.api.common", "desktop.api.security"}
+    assert inside["desktop.api.openai_errors"] == set()
+    assert inside["desktop.api.generations"] <= {"desktop.api.common", "desktop.api.v1", "desktop.api.docs",
+                                                 "desktop.api.openai_errors"}
     assert not [m for m in api if "desktop.api.server" in graph[m]]       # only the package re-exports it
 
 
@@ -259,11 +263,11 @@ def test_only_the_job_folder_module_knows_the_folder_layout():
 
 def test_the_job_modules_import_in_their_stated_order():
     """desktop/jobs: jsonio, limits, job <- folder, progress, failures, inputs, meshes <- queued <- recovery, rerun <-
-    context, sampling, models <- steps <- warmup <- jobqueue <- worker <- runner (never back): the steps get a context
-    and never reach the worker or the runner."""
+    context, sampling, models <- steps <- trellis2_steps <- warmup <- jobqueue <- worker <- runner (never back): the steps
+    get a context and never reach the worker or the runner."""
     order = ["jsonio", "limits", "job", "folder", "progress", "failures", "budget", "background", "preview_gate", "inputs",
              "meshes", "queued", "recovery", "rerun", "context", "sampling", "models", "export_reuse", "mesh_files",
-             "steps", "warmup",
+             "steps", "trellis2_steps", "warmup",
              "jobqueue", "worker", "runner", "late"]
     graph = desktop_graph()
     assert {m for m in graph if m.startswith("desktop.jobs.")} == {f"desktop.jobs.{m}" for m in order}

@@ -375,6 +375,8 @@ def add_job_routes(app) -> None:
                 job = state.runner.submit(images, settings, keep_result=req.keep_result)
         except RuntimeError as err:
             raise not_queued(err) from None
+        except ValueError as err:                   # what the server's model cannot make (e.g. PLY from TRELLIS.2)
+            raise ApiError(422, str(err)) from None
         return JSONResponse(job_info(job, state.runner), status_code=202,
                             headers={"Location": f"/v1/jobs/{job.id}"})
 

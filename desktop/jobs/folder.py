@@ -300,11 +300,23 @@ class JobFolder:
             save_result(tmp, gaussian, mesh)
         return {"result": str(self.file("result"))}
 
-    def read_result(self, device="cpu") -> dict:
-        """{"gaussian", "mesh"} from result.npz, on `device`; trellis.export.result_file.DamagedResultError (a
-        ValueError, the job's input problem) when it is missing, not a file, or damaged."""
-        from trellis.export import load_result
+    def write_ovoxel_result(self, mesh, extra: dict | None = None) -> dict:
+        """result.npz of a TRELLIS.2 job: its O-Voxel exactly (trellis.export.ovoxel_result)."""
+        from trellis.export import save_ovoxel_result
 
+        with atomic_path(self.file("result")) as tmp:
+            save_ovoxel_result(tmp, mesh, extra)
+        return {"result": str(self.file("result"))}
+
+    def read_result(self, device="cpu") -> dict:
+        """{"gaussian", "mesh"} (TRELLIS v1) or {"ovoxel"} (TRELLIS.2) from result.npz, on `device`;
+        trellis.export.result_file.DamagedResultError (a ValueError, the job's input problem) when it is missing,
+        not a file, or damaged."""
+        from trellis.export import load_result
+        from trellis.export import is_ovoxel_result, load_ovoxel_result
+
+        if is_ovoxel_result(self.file("result")):
+            return {"ovoxel": load_ovoxel_result(self.file("result"), device=device)}
         gaussian, mesh = load_result(self.file("result"), device=device)
         return {"gaussian": gaussian, "mesh": mesh}
 

@@ -1,6 +1,7 @@
 """Model loading: the image and text pipelines loaded (and the text model fetched on its first use), for the job
 runner and the batch alike.
 
+    model_family(model)                      "trellis" or "trellis2": the family of a folder or hub repo
     load_image_pipeline(model, device)       a folder or hub repo -> the image pipeline on `device` (ModelLoadError)
     load_text_pipeline(source, device)       the same for a text pipeline
     text_source(text_model, size)            which text pipeline a prompt of `size` uses
@@ -45,18 +46,57 @@ def text_model_message(source: str, err: BaseException) -> str:
             f"copy (e.g. `hf download {source} --local-dir FOLDER`).")
 
 
-def load_image_pipeline(model: str, device: str, on_model: Optional[Callable] = None):
-    """The image pipeline of `model` (a folder or hub repo) on `device`; ModelLoadError with what to do. `on_model`:
-    the library's hook, called as each network is loaded."""
-    from trellis.pipelines import TrellisImageTo3DPipeline
+TRELLIS2_PIPELINE = "Trellis2ImageTo3DPipeline"      # pipeline.json's name of a TRELLIS.2 folder
 
+
+def model_family(model: str) -> str:
+    """"trellis2" for a TRELLIS.2 pipeline (a folder whose pipeline.json names it, or a hub repo named TRELLIS.2),
+    else "trellis" (v1; a folder that cannot be read is v1's, whose loader then says what is wrong). No download."""
+    import json
+
+    local = os.path.join(os.fspath(model), "pipeline.json")
+    if os.path.isfile(local):
+        try:
+            with open(local, encoding="utf-8") as f:
+                name = json.load(f).get("name")
+        except (OSError, ValueError, AttributeError):
+            return "trellis"
+        return "trellis2" if name == TRELLIS2_PIPELINE else "trellis"
+    return "trellis2" if "trellis.2" in os.fspath(model).lower() and not os.path.isdir(model) else "trellis"
+
+
+def ignored_pipeline_type(job: Job) -> None:
+    """A TRELLIS v1 job given a TRELLIS.2 pipeline type: the job says it was ignored."""
+    from ..settings_table import DEFAULT_PIPELINE_TYPE
+
+    if job.settings.pipeline_type != DEFAULT_PIPELINE_TYPE:
+        job.warn(f"pipeline_type {job.settings.pipeline_type} is a TRELLIS.2 setting: this TRELLIS v1 model has one "
+                 "path and ignored it.")
+
+
+def load_image_pipeline(model: str, device: str, on_model: Optional[Callable] = None):
+    """The image pipeline of `model` (a folder or hub repo; either family) on `device`; ModelLoadError with what to
+    do. `on_model`: the library's hook, called as each network is loaded."""
+    from trellis.pipelines import Trellis2ImageTo3DPipeline, TrellisImageTo3DPipeline
+
+    trellis2 = model_family(model) == "trellis2"
     try:
-        pipeline = TrellisImageTo3DPipeline.from_pretrained(model, device=device, on_model=on_model)
+        cls = Trellis2ImageTo3DPipeline if trellis2 else TrellisImageTo3DPipeline
+        pipeline = cls.from_pretrained(model, device=device, on_model=on_model)
     except Exception as err:
         if is_oom(err) or is_disk_full(err):
             raise
-        raise ModelLoadError(model_load_message(model, err)) from err
+        raise ModelLoadError(trellis2_unavailable(model, err) if trellis2 else model_load_message(model, err)) from err
     return pipeline
+
+
+def trellis2_unavailable(model: str, err: BaseException) -> str:
+    """Why TRELLIS.2 at `model` cannot be loaded here and what to do (``trellis2_availability``: no DINOv3 token,
+    files missing), or the loader's own message where every file is in place."""
+    from trellis.pipelines.trellis2_availability import trellis2_availability
+
+    found = trellis2_availability(model if os.path.isdir(model) else None)
+    return found.message or model_load_message(model, err)
 
 
 def load_text_pipeline(source: str, device: str, fetch: Optional[Callable[[], Path]] = None) -> tuple:
@@ -105,6 +145,7 @@ class Models:
     def __init__(self, model_path: str, text_model: Optional[str] = None, image_factory: Optional[Callable] = None,
                  text_factory: Optional[Callable] = None):
         self.model_path = os.fspath(model_path)
+        self.family = model_family(self.model_path)          # "trellis" or "trellis2": which steps a job takes
         self.text_model = os.fspath(text_model) if text_model else None
         self.image_factory = image_factory or self.load_image
         self.text_factory = text_factory or self.load_text

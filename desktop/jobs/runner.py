@@ -26,6 +26,7 @@ from .folder import JobFolder
 from .job import Job, JobState, NoResultError, UnknownJobError
 from .jobqueue import Entry, JobQueue
 from .models import Models
+from .trellis2_steps import check_trellis2_settings
 from .warmup import warm_steps  # noqa: F401  (tests read it here)
 from .worker import Worker
 
@@ -112,7 +113,12 @@ class JobRunner:
         settings = settings or GenerationSettings()
         if not isinstance(settings, GenerationSettings):
             raise TypeError("settings must be a GenerationSettings")
+        warning = None
+        if self.models.family == "trellis2":                 # what TRELLIS.2 cannot make is refused here
+            settings, warning = check_trellis2_settings(settings, len(images))
         job = Job(id=uuid.uuid4().hex, inputs=images, settings=settings, keep_result=bool(keep_result))
+        if warning:
+            job.warn(warning)
         self._enqueue(Entry(job))
         return job
 
@@ -133,6 +139,9 @@ class JobRunner:
             raise ValueError("a new look needs a prompt or an image (one of them, not both)")
         if mesh is None or (isinstance(mesh, tuple) and (len(mesh) != 2 or not isinstance(mesh[1], (bytes, bytearray)))):
             raise ValueError("a new look needs a 3-D model: a file path, or (file name, bytes)")
+        if image is not None and self.models.family == "trellis2":
+            raise ValueError("a new look from an image needs a TRELLIS v1 image model; this app runs TRELLIS.2 "
+                             "(a new look from a prompt works)")
         job = Job(id=uuid.uuid4().hex, inputs=[] if image is None else [image], settings=self._checked(settings),
                   kind="variant", prompt=None if prompt is None else check_prompt(prompt), mesh=mesh,
                   keep_result=bool(keep_result))
@@ -188,6 +197,10 @@ class JobRunner:
         if base is None:
             raise NoResultError(f"job {source_id} has no recorded settings to export with")
         settings = base.replace(**changes)
+        from trellis.export import is_ovoxel_result
+
+        if "ovoxel" in (result or {}) or (source_folder is not None and is_ovoxel_result(source_folder.file("result"))):
+            settings = check_trellis2_settings(settings)[0]  # a TRELLIS.2 result: no PLY or preview video
         job = Job(id=uuid.uuid4().hex, inputs=list(source.inputs), settings=settings, kind="export",
                   source_id=source_id)
         self._enqueue(Entry(job, device=source.device if result is not None else None, source_result=result,

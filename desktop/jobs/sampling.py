@@ -37,3 +37,23 @@ def sample(job: Job, pipeline, call: Callable, settings: GenerationSettings, pro
         job.timings["memory_policy"] = asdict(pipeline.memory_policy)
     return (outputs["gaussian"][0] if "gaussian" in outputs else None,
             outputs["mesh"][0] if "mesh" in outputs else None)
+
+
+def sample_ovoxel(job: Job, pipeline, image, settings: GenerationSettings, progress: Optional[Callable] = None,
+                  cancel: Optional[Callable[[], bool]] = None):
+    """The O-Voxel (``MeshWithVoxel``) of one TRELLIS.2 run on the prepared `image`: the job's seed, pipeline type
+    and steps (stage 1's for the structure, stage 2's for the shape and texture flows; their guidance is the
+    pipeline's own, which differs from v1's); seconds and memory policy in the job's timings as ``sample``'s."""
+    report = None if progress is None else (lambda stage, i, n: progress(stage, i, n))
+    detail = {"steps": settings.slat_steps}
+    t = time.perf_counter()
+    try:
+        meshes = pipeline.run(image, seed=settings.seed, pipeline_type=settings.pipeline_type, preprocess_image=False,
+                              sparse_structure_sampler_params={"steps": settings.ss_steps},
+                              shape_slat_sampler_params=detail, tex_slat_sampler_params=dict(detail),
+                              progress=report, cancel=cancel)
+    finally:
+        job.timings["pipeline"] = {"seconds": time.perf_counter() - t,
+                                   "stages": list(getattr(pipeline, "last_stats", []))}
+        job.timings["memory_policy"] = asdict(pipeline.memory_policy)
+    return meshes[0]

@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from . import steps
+from . import steps, trellis2_steps
 from .budget import job_memory
 from .context import JobContext
 from .failures import classify_failure, drop_tracebacks
@@ -24,8 +24,9 @@ from .jobqueue import WARMUP, Entry
 from .models import DevicePipelines
 from .warmup import warm_up
 
-STEPS = {"generate": steps.generate, "export": steps.export, "text": steps.generate_text,
-         "variant": steps.generate_variant}
+# A generation or export switches on the model family at its top (trellis2_steps): v1's steps are left as they are.
+STEPS = {"generate": trellis2_steps.by_family(steps.generate), "export": trellis2_steps.by_result(steps.export),
+         "text": steps.generate_text, "variant": steps.generate_variant}
 
 
 class Worker:

@@ -265,7 +265,7 @@ def test_page_lines_pair_sliders_and_put_wide_controls_first():
         ["bake_views", "bake_resolution"], ["target_faces", "normal_map"], ["height", "pivot"], ["up", "units"],
         ["geometry_only", "texture_format"], ["draco", "print_ready"], ["lods", "video_frames"], ["video_resolution"]]
     assert [[r.name for r in line] for line in page_lines("generation")] == [
-        ["seed", "randomize_seed"], ["ss_steps", "ss_cfg"], ["slat_steps", "slat_cfg"]]
+        ["seed", "randomize_seed"], ["ss_steps", "ss_cfg"], ["slat_steps", "slat_cfg"], ["pipeline_type"]]
 
 
 def test_one_flag_block_for_every_command():
@@ -276,7 +276,7 @@ def test_one_flag_block_for_every_command():
         return parser.format_help().split("\nsettings:\n")[1].split("\n\n")[0]
     assert block(cli.build_parser()) == block(retexture.build_parser()) == block(command.build_parser())
     flags = re.findall(r"^  (--[a-z-]+)", block(cli.build_parser()), re.M)
-    assert flags == ["--preset", "--settings", "--seed", "--steps", "--simplify", "--texture-size", "--destination",
+    assert flags == ["--preset", "--settings", "--seed", "--steps", "--pipeline-type", "--simplify", "--texture-size", "--destination",
                      "--formats", "--target-faces", "--normal-map", "--height", "--pivot", "--up", "--units",
                      "--geometry-only", "--texture-format", "--draco", "--lods", "--print-ready",
                      "--no-background-removal", "--vram-budget", "--keep-mesh", "--text-size", "--set"]

@@ -116,9 +116,10 @@ def check_result(path) -> tuple[dict, dict, np.ndarray | None, np.ndarray | None
     return init_params, fields, vertices, faces.astype(np.int64)
 
 
-def read_members(path) -> dict:
+def read_members(path, members: dict = MEMBERS, optional: tuple = OPTIONAL) -> dict:
     """{member name without .npy: array} of the zip at ``path``, each checked against its header and the zip's
-    directory before it is unpacked."""
+    directory before it is unpacked. ``members`` / ``optional``: the layout expected (MEMBERS' form; default a
+    v1 result's)."""
     name = os.fspath(path)
     try:
         info = os.stat(name)                           # stat, not open: a pipe would block the reader
@@ -143,10 +144,10 @@ def read_members(path) -> dict:
             entries, size = directory_size(f, info.st_size)
             if entries > MAX_DIRECTORY_ENTRIES or size > MAX_DIRECTORY_BYTES:
                 raise damaged(path, f"its zip directory lists {entries:,} members in {size:,} bytes, not a "
-                                    f"result's {len(MEMBERS)}")
+                                    f"result's {len(members)}")
             with zipfile.ZipFile(f) as z:
-                infos = member_infos(path, z.infolist())
-                return {member: read_member(path, z, member, zi) for member, zi in infos.items()}
+                infos = member_infos(path, z.infolist(), members, optional)
+                return {member: read_member(path, z, member, zi, members) for member, zi in infos.items()}
         except DamagedResultError:
             raise
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError,
@@ -171,16 +172,16 @@ def directory_size(f, size: int) -> tuple[int, int]:
     return entries, cd_bytes
 
 
-def member_infos(path, infos: list) -> dict:
+def member_infos(path, infos: list, members: dict = MEMBERS, optional: tuple = OPTIONAL) -> dict:
     """{member: ZipInfo}: exactly the expected names, their unpacked sizes within the caps."""
     names = [zi.filename for zi in infos]
     if len(set(names)) != len(names):
         raise damaged(path, "a member appears twice in the archive")
-    expected = {f"{m}.npy": m for m in MEMBERS}
+    expected = {f"{m}.npy": m for m in members}
     by_name = {expected[zi.filename]: zi for zi in infos if zi.filename in expected}
-    missing = [f"{m}.npy" for m in MEMBERS if m not in by_name and m not in OPTIONAL]
-    if sum(m in by_name for m in OPTIONAL) == 1:
-        missing += [f"{m}.npy" for m in OPTIONAL if m not in by_name]
+    missing = [f"{m}.npy" for m in members if m not in by_name and m not in optional]
+    if 0 < sum(m in by_name for m in optional) < len(optional):
+        missing += [f"{m}.npy" for m in optional if m not in by_name]
     unexpected = [n for n in names if n not in expected]
     if missing or unexpected:
         parts = ([f"{', '.join(missing)} missing"] if missing else []) + \
@@ -196,11 +197,11 @@ def member_infos(path, infos: list) -> dict:
     return by_name
 
 
-def read_member(path, z: zipfile.ZipFile, member: str, zi: zipfile.ZipInfo) -> np.ndarray:
-    """The array of one member: dtype and shape from its .npy header, checked against MEMBERS and the zip's
+def read_member(path, z: zipfile.ZipFile, member: str, zi: zipfile.ZipInfo, members: dict = MEMBERS) -> np.ndarray:
+    """The array of one member: dtype and shape from its .npy header, checked against ``members`` and the zip's
     directory, then exactly that many bytes unpacked."""
     where = f"{member}.npy"
-    trailing, kinds = MEMBERS[member]
+    trailing, kinds = members[member]
     with z.open(zi) as fh:
         try:
             version = np.lib.format.read_magic(fh)

@@ -282,7 +282,11 @@ def test_the_api_server_starts_on_thousands_of_jobs_and_damaged_folders(crowded_
     api = Api(tiny_pipeline_dir, crowded_outputs, tmp)
     started = time.perf_counter() - t
     try:
-        jobs = api.client.get("/v1/jobs").json()["jobs"]
+        jobs, offset = [], 0
+        while offset is not None:            # the list pages (at most 1 000 a page)
+            page = api.client.get(f"/v1/jobs?limit=1000&offset={offset}").json()
+            assert page["total"] == 3001 + len(DAMAGED)
+            jobs, offset = jobs + page["jobs"], page["next_offset"]
         assert len(jobs) == 3001 + len(DAMAGED)
         damaged = {os.path.basename(j["out_dir"]): j for j in jobs if j["error_kind"] == "damaged"}
         assert set(damaged) == set(DAMAGED)
