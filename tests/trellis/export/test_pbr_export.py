@@ -306,3 +306,16 @@ def test_cancel_and_bad_input_write_nothing(tmp_path):
     with pytest.raises(ValueError, match="empty"):
         ovoxel_to_glb(empty, path, target_faces=300, texture_size=32)
     assert not path.exists()
+
+
+def test_projection_of_no_texels_gives_empty_answers():
+    """A mesh so small that no texel is covered (the tiny pipeline's) projects nothing instead of failing."""
+    import torch
+
+    from trellis.export.pbr import bake
+
+    v = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]])
+    info = {}
+    point, face, bary = bake._project(v, torch.tensor([[0, 1, 2]]), torch.zeros(0, 3), None, None, info)
+    assert point.shape == (0, 3) and face.shape == (0,) and bary.shape == (0, 3)
+    assert info["projection"]["found_share"] == 1.0

@@ -64,6 +64,8 @@ def _project(dense_v, dense_f, points, progress, cancel, info):
         check(cancel)
         hits.append(grid.closest(points[a:a + PROJECT_CHUNK], cancel=cancel))
         report(progress, "project", min(n, a + PROJECT_CHUNK), n)
+    if not hits:                               # no texel covered (a tiny mesh at a small size): empty answers
+        hits.append(grid.closest(points[:0], cancel=cancel))
     point, face, bary, exact = (torch.cat(parts) for parts in zip(*hits))
     found = face >= 0
     moved = (point - points).norm(dim=-1)[found]
