@@ -119,9 +119,10 @@ RULES: dict[str, str] = {
         "(trellis/modules/attention/functional.py: has_torch_varlen).",
     "attention_cudnn":
         "on compute capability 9.0 and newer PyTorch's cuDNN attention can run the flows (ATTN_BACKEND / "
-        "SPARSE_ATTN_BACKEND=cudnn): faster than FlashAttention-2 per call, but slower in the whole chain, so "
-        "'auto' keeps FlashAttention-2 (measured: docs/benchmarks/kernels.md; "
-        "trellis/modules/attention/functional.py: CUDNN_IN_AUTO).",
+        "SPARSE_ATTN_BACKEND=cudnn): faster than FlashAttention-2 per call, but slower in the whole v1 chain, so "
+        "'auto' keeps FlashAttention-2 below CUDNN_MIN_TOKENS query tokens and takes cuDNN for longer sequences "
+        "(TRELLIS.2's 1024 flows) (measured: docs/benchmarks/kernels.md; "
+        "trellis/modules/attention/functional.py: cudnn_in_auto).",
     "attention_sdpa":
         "attention 'sdpa': padded/per-sequence scaled_dot_product_attention, which runs on every device "
         "(trellis/modules/attention/functional.py); used on the CPU and on GPUs below compute capability 8.0.",
@@ -610,8 +611,8 @@ def _plan_device(system: System, b: _Builder) -> Plan:
         b.note(f"Attention uses PyTorch's scaled_dot_product_attention: the varlen FlashAttention kernel needs "
                f"compute capability 8.0 or newer (this GPU: {_cc(cc)}).", "attention_varlen")
     if attention == "torch_varlen" and cc >= (9, 0):
-        b.note("Attention: FlashAttention-2 (varlen); cuDNN attention (ATTN_BACKEND=cudnn) is there on this "
-               "Hopper-or-newer GPU but measured slower in the whole chain, so it is not the default.", "attention_cudnn")
+        b.note("Attention: FlashAttention-2 (varlen); cuDNN attention is there on this Hopper-or-newer GPU and runs "
+               "the long sequences of TRELLIS.2's 1024 flows (ATTN_BACKEND=cudnn: every length).", "attention_cudnn")
 
     free = estimated_free_bytes(gpu)
     precision, offload, cfg_batch = preset_for_free_bytes(free, cc, _total_bytes(gpu))

@@ -57,7 +57,8 @@ def set_job_policy(pipeline, settings) -> None:
     if budget is not None and device.type == "cuda":
         from trellis.pipelines.memory import fit_budget
 
-        policy = fit_budget(device, budget, precision=precision, offload=offload)
+        policy = fit_budget(device, budget, precision=precision, offload=offload,
+                            resident=getattr(pipeline, "RESIDENT_BUDGETS", None))     # the family's own (TRELLIS.2)
         precision, offload = policy.precision, policy.offload
     pipeline.set_memory_policy(precision=precision, offload=offload)
     if budget is not None:

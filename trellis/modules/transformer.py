@@ -82,8 +82,8 @@ class AttentionProjections(nn.Module):
     def qkv(self, x: torch.Tensor, context: torch.Tensor | None = None, packed: bool = False,
             phases: torch.Tensor | None = None):
         """x [..., C] (and context [B, Lc, ctx]) -> q, k, v with a trailing [H, D]; cross-attention's k, v come
-        packed as [B * Lc, H, D] when `packed`. Without a q/k norm they depend on the context alone: computed
-        once per sampling run inside ``context_cache`` (``for_context``). Self-attention's q and k are rotated by
+        packed as [B * Lc, H, D] when `packed`. Their projection depends on the context alone: computed once per
+        sampling run inside ``context_cache`` (``for_context``). Self-attention's q and k are rotated by
         the tokens' RoPE ``phases`` [..., L, D/2] when given, after their norm (rope.py)."""
         h, d = self.heads, self.head_dim
         if not self.cross:
@@ -97,7 +97,8 @@ class AttentionProjections(nn.Module):
         if not self.qk_rms_norm:
             k, v = for_context((self, packed), context, lambda: self._context_kv(context, packed))
             return q, k, v
-        k, v = self._context_kv(context, False)
+        # The projection is kept; k's norm stays in the one q/k kernel (per row, so the same numbers either way).
+        k, v = for_context((self, False), context, lambda: self._context_kv(context, False))
         q, k = head_rms_norm(q, k, self.q_rms_norm, self.k_rms_norm)
         return (q, k.flatten(0, 1), v.flatten(0, 1)) if packed else (q, k, v)
 

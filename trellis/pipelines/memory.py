@@ -17,11 +17,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 # The device-memory helpers live in the bottom layer; this module re-exports them for older callers.
-from ..core.device import (device_capability, free_device_memory, release_device_memory, reset_peak_memory,
-                           set_memory_limit, usable_device_memory)
+from ..core.device import (device_capability, free_device_memory, memory_budget, release_device_memory,
+                           reset_peak_memory, set_memory_limit, usable_device_memory)
 
 __all__ = ["PRECISIONS", "OFFLOADS", "STRUCTURE_GRAPHS", "COMPILE_ENV", "compile_default", "RESIDENT_BUDGET_BYTES", "MemoryPolicy", "pick_preset", "precision_for",
            "FP32_MIN_GIB", "RESIDENT_BUDGET_FP32_BYTES", "StageStat", "StageTracker", "budget_policy",
+           "StageOutOfMemoryError", "naming_stage",
            "fit_budget",
            "HostWeights", "free_device_memory", "release_device_memory", "set_memory_limit"]
 
@@ -113,9 +114,11 @@ class MemoryPolicy:
             raise ValueError(f"cuda_graphs must be True, False, {STRUCTURE_GRAPHS!r} or None (auto), "
                              f"got {self.cuda_graphs!r}")
 
-    def resolve(self, device: torch.device) -> "MemoryPolicy":
-        """Replace "auto" by concrete choices for `device`."""
-        preset = pick_preset(device, precision=None if self.precision == "auto" else self.precision)
+    def resolve(self, device: torch.device, resident: tuple[int, int] | None = None) -> "MemoryPolicy":
+        """Replace "auto" by concrete choices for `device` (`resident`: the pipeline's resident budgets,
+        pick_preset)."""
+        preset = pick_preset(device, precision=None if self.precision == "auto" else self.precision,
+                             resident=resident)
         return MemoryPolicy(precision=preset.precision if self.precision == "auto" else self.precision,
                             offload=preset.offload if self.offload == "auto" else self.offload,
                             cfg_batch=preset.cfg_batch if self.cfg_batch is None else self.cfg_batch,
@@ -134,11 +137,13 @@ class MemoryPolicy:
 
 
 def pick_preset(device: torch.device, free_bytes: int | None = None, capability: tuple[int, int] | None = None,
-                total_bytes: int | None = None, precision: str | None = None) -> MemoryPolicy:
+                total_bytes: int | None = None, precision: str | None = None,
+                resident: tuple[int, int] | None = None) -> MemoryPolicy:
     """A precision/offload preset for the device: fp32 on the CPU; on a GPU `precision_for` the card, offloading
     when the free memory is below the resident budget of that precision. `free_bytes` / `capability` /
     `total_bytes` stand for the device's own (when `free_bytes` is given nothing is read from the device: an
-    unknown capability gives fp16); `precision` fixes the precision whose budget decides the offload."""
+    unknown capability gives fp16); `precision` fixes the precision whose budget decides the offload; `resident`:
+    the pipeline's (half-precision, fp32) resident budgets (None: TRELLIS v1's, RESIDENT_BUDGET(_FP32)_BYTES)."""
     device = torch.device(device)
     if device.type != "cuda":
         return MemoryPolicy("fp32", "none", cfg_batch=True, cuda_graphs=False)
@@ -151,7 +156,8 @@ def pick_preset(device: torch.device, free_bytes: int | None = None, capability:
     if precision in (None, "auto"):
         precision = precision_for(capability, total / 2 ** 30)
     fp32 = precision == "fp32"
-    resident_budget = RESIDENT_BUDGET_FP32_BYTES if fp32 else RESIDENT_BUDGET_BYTES
+    half_budget, fp32_budget = resident or (RESIDENT_BUDGET_BYTES, RESIDENT_BUDGET_FP32_BYTES)
+    resident_budget = fp32_budget if fp32 else half_budget
     cfg_batch_min = CFG_BATCH_MIN_BYTES * (2 if fp32 else 1)
     # CUDA graphs, resident only: the sparse-structure flow's ("structure"), kept from job to job. Its inputs have
     # the same shapes in every job, so after the first job (or the app's warm-up) every step replays and the host's
@@ -166,17 +172,17 @@ def pick_preset(device: torch.device, free_bytes: int | None = None, capability:
 
 def budget_policy(device: torch.device, budget_bytes: int, room_bytes: int | None = None,
                   capability: tuple[int, int] | None = None, precision: str = "auto",
-                  offload: str = "auto") -> MemoryPolicy:
+                  offload: str = "auto", resident: tuple[int, int] | None = None) -> MemoryPolicy:
     """The memory policy that fits a VRAM budget of `budget_bytes` (core.device.set_memory_budget): `pick_preset`
     for a card of that size, with `room_bytes` free, i.e. what this process could hold in all (the budget, less
     where other programs hold the rest of the device; None: the budget). A budget under the resident budget of the
     precision offloads the models; under CFG_BATCH_MIN_BYTES the CFG passes are decided per stage by what fits.
     A `precision` / `offload` other than "auto" is kept. Pure: nothing is read from the device (an unknown
-    `capability` gives fp16). On a CPU the CPU's preset."""
+    `capability` gives fp16). On a CPU the CPU's preset. `resident`: the pipeline's resident budgets (pick_preset)."""
     device = torch.device(device)
     room = budget_bytes if room_bytes is None else min(budget_bytes, room_bytes)
     preset = pick_preset(device, free_bytes=room, capability=capability, total_bytes=budget_bytes,
-                         precision=None if precision == "auto" else precision)
+                         precision=None if precision == "auto" else precision, resident=resident)
     if device.type != "cuda":
         return preset
     offloading = (preset.offload if offload == "auto" else offload) == "model"
@@ -185,15 +191,49 @@ def budget_policy(device: torch.device, budget_bytes: int, room_bytes: int | Non
                         cuda_graphs=False if offloading else preset.cuda_graphs)
 
 
-def fit_budget(device: torch.device, budget_bytes: int, precision: str = "auto", offload: str = "auto") -> MemoryPolicy:
+def fit_budget(device: torch.device, budget_bytes: int, precision: str = "auto", offload: str = "auto",
+               resident: tuple[int, int] | None = None) -> MemoryPolicy:
     """`budget_policy` for `device` as it is now: its compute capability, and as room what this process holds plus
-    what is free (other programs may leave less than the budget)."""
+    what is free (other programs may leave less than the budget). `resident`: the pipeline's resident budgets
+    (``pipeline.RESIDENT_BUDGETS``; None: TRELLIS v1's)."""
     device = torch.device(device)
     room = None
     if device.type == "cuda":
         room = (free_device_memory(device) or 0) + torch.cuda.memory_reserved(device)
     return budget_policy(device, budget_bytes, room_bytes=room, capability=device_capability(device),
-                         precision=precision, offload=offload)
+                         precision=precision, offload=offload, resident=resident)
+
+
+class StageOutOfMemoryError(torch.OutOfMemoryError):
+    """An out-of-memory that names the stage it happened in and the memory it had: the VRAM budget (None: none
+    set), the offload policy. Still a torch.OutOfMemoryError: whatever catches that (clean-up, the app's
+    message) catches this."""
+
+    def __init__(self, stage: str, budget_bytes: int | None, offload: str, detail: str):
+        self.stage, self.budget_bytes, self.offload = stage, budget_bytes, offload
+        if budget_bytes is None:
+            budget = "no VRAM budget set"
+        elif budget_bytes >= 2 ** 30:
+            budget = f"a VRAM budget of {budget_bytes / 2 ** 30:.2f} GiB"
+        else:
+            budget = f"a VRAM budget of {budget_bytes / 2 ** 20:.0f} MiB"
+        super().__init__(f"out of GPU memory in the {stage} stage ({budget}, offload {offload!r}): {detail}")
+
+
+@contextlib.contextmanager
+def naming_stage(stage: str, device, offload: str):
+    """Turn a torch.OutOfMemoryError inside the block into a StageOutOfMemoryError naming `stage` and the budget
+    of `device` (``core.device.memory_budget``); the original's traceback is dropped (its frames hold tensors)."""
+    try:
+        yield
+    except StageOutOfMemoryError:
+        raise
+    except torch.OutOfMemoryError as err:
+        device = torch.device(device)
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        err.__traceback__ = None
+        budget = memory_budget(device) if device.type == "cuda" else None
+        raise StageOutOfMemoryError(stage, budget, offload, detail) from None
 
 
 @dataclass

@@ -10,19 +10,25 @@ flow (its input: noise || the normalised shape latent) -> shape decoder (mesh) a
 attributes per fine voxel). Every noise is drawn on the CPU from one generator seeded once, in the stage order
 (structure, low-res shape, high-res shape, texture), then moved to the device: the same seed gives the same noise
 on any device. The device / precision / offload policy is v1's (base.py): the networks keep their checkpoints'
-dtypes (bf16 flows, fp16 decoders) unless the precision is fp32.
+dtypes (bf16 flows, fp16 decoders) unless the precision is fp32; "auto" keeps them resident only from
+RESIDENT_BUDGETS free, else each one visits the device for its stage alone. run() frees what no later stage
+needs (the conditions, the low-resolution latent, the decoders' subdivisions) and, when memory is short, gives
+the allocator's cache back between stages; an out-of-memory names its stage and the VRAM budget
+(memory.StageOutOfMemoryError).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
 from ..core.callbacks import CancelCheck, check
+from ..core.device import memory_budget
 from ..modules.sparse import SparseTensor
-from .base import EmptyStructureError, Progress, TrellisPipeline, read_pipeline_config, weights_device
-from .memory import release_device_memory
+from .base import EmptyStructureError, Progress, TrellisPipeline, read_pipeline_config
+from .memory import MemoryPolicy, StageTracker, naming_stage, release_device_memory
 from .trellis2_cascade import DECODER_UPSAMPLE, MAX_NUM_TOKENS, cascade_coords
 from .trellis2_cascade import pipeline_type as type_named
 from .trellis2_loading import load_conditioner, load_trellis2_parts, validate_args
@@ -34,6 +40,10 @@ class Trellis2ImageTo3DPipeline(TrellisPipeline):
     COND_MODEL = "image_cond_model"
     EMPTY_STRUCTURE_HINT = "an image with a clearer, larger object"
     KEPT_GRAPH_STAGES = ()          # CUDA graphs of these flows are not set up: eager everywhere
+    # Free memory from which "auto" keeps every network resident, (half precision, fp32): the weights alone are
+    # ~16 GB in the checkpoints' dtypes (five 1.3 B-parameter bf16 flows, fp16 decoders, fp32 DINOv3), plus the
+    # largest stage's working set (the 1536 cascade's decoders). Below, offload "model" (memory.pick_preset).
+    RESIDENT_BUDGETS = (24 * 2 ** 30, 44 * 2 ** 30)
 
     def __init__(self, models: dict, samplers: dict, sampler_params: dict, shape_slat_normalization: dict,
                  tex_slat_normalization: dict, image_cond_model, default_pipeline_type: str = "1024_cascade",
@@ -74,7 +84,7 @@ class Trellis2ImageTo3DPipeline(TrellisPipeline):
         called as each network is loaded, the conditioner first."""
         args = read_pipeline_config(path, "Trellis2ImageTo3DPipeline")["args"]
         validate_args(path, args)
-        into = weights_device(device)
+        into = cls.weights_device(device)
         cond_model = load_conditioner(path, args.get("image_cond_model"), search_dirs, device=into,
                                       download=download_conditioner)
         if on_model is not None:
@@ -82,6 +92,33 @@ class Trellis2ImageTo3DPipeline(TrellisPipeline):
         parts = load_trellis2_parts(path, args, search_dirs, device=into, on_model=on_model)
         pipeline = cls(image_cond_model=cond_model, device=into, **parts)
         return pipeline if device is None else pipeline.to(device)
+
+    @classmethod
+    def weights_device(cls, device) -> torch.device | None:
+        """base.weights_device with this family's resident budgets: the device itself where the networks will stay
+        resident, else None (built on the CPU, kept in pinned host memory)."""
+        if device is None:
+            return None
+        device = torch.device(device)
+        if device.type == "cuda" and MemoryPolicy().resolve(device, cls.RESIDENT_BUDGETS).offload != "none":
+            return None
+        return device
+
+    @property
+    def memory_policy(self) -> MemoryPolicy:
+        return self._policy.resolve(self._device, self.RESIDENT_BUDGETS)
+
+    @contextlib.contextmanager
+    def stage(self, tracker: StageTracker | None, name: str):
+        """One stage of a run: timed by `tracker` (None: not timed), an out-of-memory inside named with the stage
+        and the budget, and, when memory is short (offloading, or a VRAM budget set), the allocator's cache given
+        back after it: a stage's activations are not the next one's sizes, and kept they would add up in what the
+        process reserves. Resident without a budget the cache stays (new allocations cost time)."""
+        timed = tracker.stage(name) if tracker is not None else contextlib.nullcontext()
+        with timed, naming_stage(name, self._device, self.memory_policy.offload):
+            yield
+        if self._offloading() or memory_budget(self._device) is not None:
+            release_device_memory(self._device)
 
     def _apply_precision(self) -> None:
         policy = self.memory_policy
@@ -126,13 +163,24 @@ class Trellis2ImageTo3DPipeline(TrellisPipeline):
                                 progress: Progress = None, cancel: CancelCheck = None) -> torch.Tensor:
         """Stage 1: int32 coords [N, 4] (batch, x, y, z) of the occupied cells of the ss_res^3 grid (the decoder's
         64^3 occupancy, max-pooled when ss_res is smaller: a cell is occupied if any of its children is)."""
+        z = self.sample_structure_latent(cond, num_samples, sampler_params, generator, progress, cancel)
+        check(cancel)
+        return self.decode_structure(z, ss_res)
+
+    @torch.no_grad()
+    def sample_structure_latent(self, cond: dict, num_samples: int = 1, sampler_params: dict | None = None,
+                                generator: torch.Generator | None = None, progress: Progress = None,
+                                cancel: CancelCheck = None) -> torch.Tensor:
+        """Stage 1's flow: the dense structure latent [B, C, R, R, R]."""
         flow = self.models["sparse_structure_flow_model"]
         reso = flow.resolution
         noise = self._noise(generator, num_samples, flow.in_channels, reso, reso, reso)
-        z = self._sample("sparse_structure", self.sparse_structure_sampler, "sparse_structure_flow_model",
-                         self.sparse_structure_sampler_params, noise, cond, sampler_params, progress, cancel)
-        del noise
-        check(cancel)
+        return self._sample("sparse_structure", self.sparse_structure_sampler, "sparse_structure_flow_model",
+                            self.sparse_structure_sampler_params, noise, cond, sampler_params, progress, cancel)
+
+    @torch.no_grad()
+    def decode_structure(self, z: torch.Tensor, ss_res: int = 64) -> torch.Tensor:
+        """Stage 1's decoder: the occupied cells of the ss_res^3 grid (see sample_sparse_structure)."""
         with self._on_device("sparse_structure_decoder") as decoder:
             occupancy = (decoder(z) > 0).float()
         factor = occupancy.shape[-1] // ss_res
@@ -167,14 +215,20 @@ class Trellis2ImageTo3DPipeline(TrellisPipeline):
         lr = self.sample_shape_slat(cond_lr, "shape_slat_flow_model_512", coords, sampler_params, generator,
                                     progress, cancel)
         check(cancel)
-        with self._on_device("shape_slat_decoder") as decoder:
-            fine = decoder.upsample(lr, 4)
+        hr_coords, res = self.upsample_shape(lr, ss_res, res, max_num_tokens)
         del lr
-        hr_coords, res = cascade_coords(fine, ss_res * DECODER_UPSAMPLE, res, max_num_tokens)
-        del fine
         hr = self.sample_shape_slat(cond_hr, "shape_slat_flow_model_1024", hr_coords, sampler_params, generator,
                                     progress, cancel)
         return hr, res
+
+    @torch.no_grad()
+    def upsample_shape(self, lr: SparseTensor, ss_res: int, res: int, max_num_tokens: int = MAX_NUM_TOKENS
+                       ) -> tuple[torch.Tensor, int]:
+        """§3.2's middle: the low-resolution latent's voxels up-sampled 16x by the shape decoder, re-quantised to the
+        high-resolution pass's grid. Returns (its coords, the final R)."""
+        with self._on_device("shape_slat_decoder") as decoder:
+            fine = decoder.upsample(lr, 4)
+        return cascade_coords(fine, ss_res * DECODER_UPSAMPLE, res, max_num_tokens)
 
     @torch.no_grad()
     def sample_tex_slat(self, cond: dict, flow_key: str, shape_slat: SparseTensor, sampler_params: dict | None = None,
@@ -196,17 +250,32 @@ class Trellis2ImageTo3DPipeline(TrellisPipeline):
     def decode_latent(self, shape_slat: SparseTensor, tex_slat: SparseTensor, res: int, cancel: CancelCheck = None):
         """Shape decoder -> dual-grid meshes at `res`; texture decoder on the same subdivision -> the fine voxels'
         PBR attributes (0.5 o + 0.5, §8). One MeshWithVoxel per batch item."""
+        out, subs = self.decode_shape(shape_slat)
+        check(cancel)
+        tex = self.decode_texture(tex_slat, subs)
+        del subs
+        return self.to_meshes(out, tex, res)
+
+    @torch.no_grad()
+    def decode_shape(self, shape_slat: SparseTensor) -> tuple[SparseTensor, list]:
+        """The shape decoder: its head output on the fine voxels and its subdivision at each level."""
+        with self._on_device("shape_slat_decoder") as decoder:
+            return decoder(shape_slat, return_subs=True)
+
+    @torch.no_grad()
+    def decode_texture(self, tex_slat: SparseTensor, subs: list) -> SparseTensor:
+        """The texture decoder along the shape decoder's subdivision `subs`: 6 channels per fine voxel."""
+        with self._on_device("tex_slat_decoder") as decoder:
+            return decoder(tex_slat, guide_subs=subs)
+
+    @torch.no_grad()
+    def to_meshes(self, shape_out: SparseTensor, tex: SparseTensor, res: int) -> list:
+        """Dual-grid meshes at `res` from the shape decoder's output, with the fine voxels' PBR attributes."""
         from ..representations.ovoxel import pbr_attributes
 
-        with self._on_device("shape_slat_decoder") as decoder:
-            decoder.set_resolution(res)
-            out, subs = decoder(shape_slat, return_subs=True)
-            meshes = decoder.to_meshes(out)
-        del out
-        check(cancel)
-        with self._on_device("tex_slat_decoder") as decoder:
-            tex = decoder(tex_slat, guide_subs=subs)
-        del subs
+        decoder = self.models["shape_slat_decoder"]     # its head's settings only: no weights are used here
+        decoder.set_resolution(res)
+        meshes = decoder.to_meshes(shape_out)
         for mesh, rows in zip(meshes, tex.layout):
             mesh.attrs = pbr_attributes(tex.feats[rows])
         return meshes
@@ -228,44 +297,89 @@ class Trellis2ImageTo3DPipeline(TrellisPipeline):
         """One image -> [MeshWithVoxel] (one per sample); with `return_latent` also (shape latent, texture latent,
         res). `pipeline_type`: "512", "1024", "1024_cascade" or "1536_cascade" (default: pipeline.json's).
         `progress(stage, i, n)`: stages preprocess, condition, sparse_structure, shape_slat (twice in a cascade),
-        tex_slat, decode. The reference's hole filling after meshing (facts §11) is not done here."""
+        tex_slat, decode. `last_stats` then holds each stage's seconds and peak memory: RUN_STAGES (a cascade's
+        shape pass as shape_slat_lr, upsample, shape_slat_hr). The reference's hole filling after meshing (facts
+        §11) is not done here."""
         kind = type_named(pipeline_type or self.default_pipeline_type)
+        ss_params, shape_params, tex_params = (sparse_structure_sampler_params, shape_slat_sampler_params,
+                                               tex_slat_sampler_params)
 
         def go(tracker):
-            with tracker.stage("preprocess"):
-                if preprocess_image:
-                    img = self.preprocess_image(image)
-                else:
-                    from .preprocess import load_image     # paths and arrays too, used as they are
+            def stage(name):
+                return self.stage(tracker, name)
 
-                    img = load_image(image)
+            with stage("preprocess"):
+                img = self._input_image(image, preprocess_image)
             if progress:
                 progress("preprocess", 1, 1)
-            with tracker.stage("condition"):
+            with stage("condition"):
                 conds = {size: self.get_cond([img], size) for size in kind.cond_sizes}
+            del img
             if progress:
                 progress("condition", 1, 1)
             generator = torch.Generator().manual_seed(seed)
-            with tracker.stage("sparse_structure"):
-                coords = self.sample_sparse_structure(conds[512], num_samples, sparse_structure_sampler_params,
-                                                      generator, kind.ss_res, progress, cancel)
+            with stage("sparse_structure"):
+                z = self.sample_structure_latent(conds[512], num_samples, ss_params, generator, progress, cancel)
+            drop_conditions(conds, kind, "sparse_structure")
+            check(cancel)
+            with stage("structure_decode"):
+                coords = self.decode_structure(z, kind.ss_res)
+            del z
             res = kind.res
-            with tracker.stage("shape_slat"):
-                if kind.cascade:
-                    shape, res = self.sample_shape_slat_cascade(conds[512], conds[1024], coords, kind.ss_res, res,
-                                                                max_num_tokens, shape_slat_sampler_params,
-                                                                generator, progress, cancel)
-                else:
+            if kind.cascade:
+                with stage("shape_slat_lr"):
+                    lr = self.sample_shape_slat(conds[512], "shape_slat_flow_model_512", coords, shape_params,
+                                                generator, progress, cancel)
+                drop_conditions(conds, kind, "shape_slat_lr")
+                check(cancel)
+                with stage("upsample"):
+                    coords, res = self.upsample_shape(lr, kind.ss_res, res, max_num_tokens)
+                del lr
+                with stage("shape_slat_hr"):
+                    shape = self.sample_shape_slat(conds[1024], "shape_slat_flow_model_1024", coords, shape_params,
+                                                   generator, progress, cancel)
+            else:
+                with stage("shape_slat"):
                     shape = self.sample_shape_slat(conds[int(kind.shape)], f"shape_slat_flow_model_{kind.shape}",
-                                                   coords, shape_slat_sampler_params, generator, progress, cancel)
-            with tracker.stage("tex_slat"):
+                                                   coords, shape_params, generator, progress, cancel)
+            del coords
+            drop_conditions(conds, kind, "shape_slat")
+            with stage("tex_slat"):
                 tex = self.sample_tex_slat(conds[int(kind.tex)], f"tex_slat_flow_model_{kind.tex}", shape,
-                                           tex_slat_sampler_params, generator, progress, cancel)
-            del conds
-            release_device_memory(self._device)
-            with tracker.stage("decode"):
-                meshes = self.decode_latent(shape, tex, res, cancel)
+                                           tex_params, generator, progress, cancel)
+            conds.clear()
+            check(cancel)
+            with stage("decode_shape"):
+                out, subs = self.decode_shape(shape)
+            check(cancel)
+            with stage("decode_texture"):
+                attrs = self.decode_texture(tex, subs)
+            del subs
+            with stage("mesh"):
+                meshes = self.to_meshes(out, attrs, res)
+            del out, attrs
             if progress:
                 progress("decode", 1, 1)
             return (meshes, (shape, tex, res)) if return_latent else meshes
         return self._guarded(go)
+
+    def _input_image(self, image, preprocess: bool):
+        if preprocess:
+            return self.preprocess_image(image)
+        from .preprocess import load_image     # paths and arrays too, used as they are
+
+        return load_image(image)
+
+
+# The stages of run(), in order, as last_stats names them (a cascade's shape pass: lr, upsample, hr).
+RUN_STAGES = ("preprocess", "condition", "sparse_structure", "structure_decode", "shape_slat_lr", "upsample",
+              "shape_slat_hr", "shape_slat", "tex_slat", "decode_shape", "decode_texture", "mesh")
+
+
+def drop_conditions(conds: dict, kind, after: str) -> None:
+    """Drop the DINOv3 tokens (and their zero negatives) that no stage after `after` uses: the 512 ones once the
+    structure stage (type 1024) or the low-resolution shape pass (cascades) is done; the texture flow keeps its own."""
+    later = {"sparse_structure": {kind.tex} | ({kind.shape} if not kind.cascade else {"512", "1024"}),
+             "shape_slat_lr": {"1024", kind.tex}, "shape_slat": {kind.tex}}[after]
+    for size in [s for s in conds if str(s) not in later]:
+        del conds[size]

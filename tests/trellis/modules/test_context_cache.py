@@ -118,19 +118,21 @@ def test_dense_flow_sampling_is_bit_identical_with_one_projection_per_context():
     assert torch.equal(outs[0], outs[1])
 
 
-def test_cross_attention_with_a_qk_norm_is_not_cached():
-    """A q/k norm on the cross-attention (no TRELLIS checkpoint has one) normalises k with q in one call: its keys
-    are made at every call, as before."""
+def test_cross_attention_with_a_qk_norm_keeps_its_projection():
+    """A q/k norm on the cross-attention (TRELLIS.2's flows): the keys' and values' projection is kept like the
+    others, the norm of k runs with q's in one call at every call (per row: the same numbers)."""
     model = flow(5, qk_rms_norm_cross=True)
     x = structure(7, batch=1)
     cond = torch.randn(1, 7, 32)
     counts = _count_kv(model)
     t = torch.tensor([500.0])
-    with torch.no_grad(), context_cache() as cache:
-        first = model(SparseTensor(x.feats, x.coords), t, cond).feats
-        again = model(SparseTensor(x.feats, x.coords), t, cond).feats
-    assert counts == [2] * len(counts) and torch.equal(first, again)
-    assert not any(isinstance(k, tuple) and isinstance(k[0], torch.nn.Module) for k in cache._entries)
+    with torch.no_grad():
+        uncached = model(SparseTensor(x.feats, x.coords), t, cond).feats
+        with context_cache() as cache:
+            first = model(SparseTensor(x.feats, x.coords), t, cond).feats
+            again = model(SparseTensor(x.feats, x.coords), t, cond).feats
+    assert counts == [2] * len(counts) and torch.equal(first, again) and torch.equal(first, uncached)
+    assert sum(isinstance(k, tuple) and isinstance(k[0], torch.nn.Module) for k in cache._entries) == len(counts)
 
 
 @pytest.mark.slow

@@ -21,6 +21,16 @@ from .sc_vae_encoder import FlexiDualGridVaeEncoder, SparseUnetVaeEncoder
 __all__ = ["SparseUnetVaeDecoder", "FlexiDualGridVaeDecoder", "SparseUnetVaeEncoder", "FlexiDualGridVaeEncoder"]
 
 
+def on_guide_voxels(h: SparseTensor, guide: SparseTensor | None) -> SparseTensor:
+    """`h` on the coordinates (and so the cached neighbour maps) of a guide subdivision on the same voxels in the
+    same order: the texture decoder follows the shape decoder's levels, whose maps the guides keep alive anyway, so
+    they are not built twice. `h` itself otherwise."""
+    if guide is None or guide.coords is h.coords or guide.coords.shape != h.coords.shape \
+            or guide.coords.device != h.coords.device or not torch.equal(guide.coords, h.coords):
+        return h
+    return SparseTensor(h.feats, guide.coords, layout=guide.layout, cache=guide.cache)
+
+
 class SparseUnetVaeDecoder(TorsoMixin, nn.Module):
     """Latent [N, latent_channels] -> per fine voxel [M, out_channels] (fp32), on the 16x grid.
 
@@ -81,8 +91,9 @@ class SparseUnetVaeDecoder(TorsoMixin, nn.Module):
         h = self.embed(x)
         subs = []
         for i in range(self.levels):
-            h = self.level_blocks(i, h)
-            h, sub = self.blocks[i][-1](h, self.guide(guide_subs, i))
+            guide = self.guide(guide_subs, i)
+            h = self.level_blocks(i, on_guide_voxels(h, guide))
+            h, sub = self.blocks[i][-1](h, guide)
             subs.append(sub)
         h = self.level_blocks(self.levels, h)
         out = self.head(h)

@@ -12,9 +12,10 @@ import torch.nn.functional as F
 
 from ...modules.norm import LayerNorm32
 from ...modules.sparse import SparseLinear, SparseSubMConv3d, SparseTensor
+from ...modules.sparse.conv import submanifold_conv3d_rows
 from ...modules.sparse.tensor import pack_keys
 
-__all__ = ["CHILD_OFFSETS", "child_coords", "subdivision_children", "space_to_channel_plan", "rowwise",
+__all__ = ["CHILD_OFFSETS", "child_coords", "subdivision_children", "space_to_channel_plan", "rowwise", "even_step",
            "SparseConvNeXtBlock3d", "SparseResBlockC2S3d", "SparseResBlockS2C3d", "BLOCK_TYPES", "check_levels"]
 
 # [8, 3] offset of child k: x = bit 0, y = bit 1, z = bit 2.
@@ -54,14 +55,24 @@ def space_to_channel_plan(x: SparseTensor) -> tuple[torch.Tensor, torch.Tensor, 
     return plan
 
 
-def rowwise(fn, feats: torch.Tensor, out_channels: int, rows: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+def even_step(rows: int, step: int) -> int:
+    """Rows per chunk when `rows` are cut into ceil(rows / step) chunks of nearly one size: no small tail chunk (the
+    CPU's GEMM takes another kernel for a few rows, which rounds differently)."""
+    chunks = max(1, -(-rows // max(1, step)))
+    return max(1, -(-rows // chunks))
+
+
+def rowwise(fn, feats: torch.Tensor, out_channels: int, rows: int, dtype: torch.dtype | None = None,
+            out: torch.Tensor | None = None) -> torch.Tensor:
     """fn, a per-row computation, over chunks of ``rows`` rows of feats (bounds its temporaries), written into
-    one [N, out_channels] tensor in ``dtype`` (default feats')."""
+    one [N, out_channels] tensor in ``dtype`` (default feats'): ``out`` when given (feats itself works: each chunk
+    is read before it is written)."""
     n = feats.shape[0]
     step = max(1, rows)
     if n <= step:
         return fn(feats)
-    out = torch.empty(n, out_channels, dtype=dtype or feats.dtype, device=feats.device)
+    if out is None:
+        out = torch.empty(n, out_channels, dtype=dtype or feats.dtype, device=feats.device)
     for a in range(0, n, step):
         out[a:a + step] = fn(feats[a:a + step])
     return out
@@ -82,9 +93,10 @@ class SparseConvNeXtBlock3d(nn.Module):
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         h = self.conv(x).feats
+        # In place, chunk by chunk: at millions of voxels x, the conv's output and one more such tensor are the peak.
         h = rowwise(lambda f: self.mlp(self.norm(f)), h, h.shape[1],
-                    self.HIDDEN_BUDGET // self.mlp[0].out_features)
-        return x.replace(x.feats + h)
+                    self.HIDDEN_BUDGET // self.mlp[0].out_features, out=h)
+        return x.replace(h.add_(x.feats))
 
 
 class SparseResBlockC2S3d(nn.Module):
@@ -93,6 +105,15 @@ class SparseResBlockC2S3d(nn.Module):
 
     ``pred_subdiv``: the block predicts its subdivision logits (``to_subdiv``, Linear C_in -> 8, on its input);
     otherwise the caller passes them (the texture decoder follows the shape decoder's)."""
+
+    # Above this many elements of conv1's output (8 C_out a parent; fp16: 512 MiB) the block runs chunk by chunk
+    # (``forward_chunked``): at millions of fine voxels conv1's output, the children's norm, conv2's neighbour map
+    # and the repeated skip were the decoders' peak. Above CHILD_MAP_BYTES of the children's whole neighbour map
+    # (108 bytes a child) conv2 runs by rows too, in chunks of CHILD_CHUNK children; below, it builds that map,
+    # which the next level's blocks then reuse.
+    CHUNK_ELEMENTS = 1 << 28
+    CHILD_MAP_BYTES = 1 << 29
+    CHILD_CHUNK = 1 << 18
 
     def __init__(self, channels: int, out_channels: int, pred_subdiv: bool = True, use_checkpoint: bool = False):
         super().__init__()
@@ -127,6 +148,8 @@ class SparseResBlockC2S3d(nn.Module):
         subdiv = self.subdivision(x, subdiv)
         parent, k = subdivision_children(subdiv.feats)
         n, c_in, c_out = x.feats.shape[0], self.channels, self.out_channels
+        if n * 8 * c_out > self.CHUNK_ELEMENTS:
+            return self.forward_chunked(x, parent, k), subdiv
         h = self.conv1(x.replace(F.silu(self.norm1(x.feats)))).feats
         h = h.view(n, 8, c_out)[parent, k]
         h = self.norm2(h)
@@ -136,6 +159,40 @@ class SparseResBlockC2S3d(nn.Module):
         skip = x.feats.view(n, 8, c_in // 8)[parent, k]
         out.feats.add_(skip.repeat_interleave(c_out // (c_in // 8), dim=1))
         return out, subdiv
+
+    def forward_chunked(self, x: SparseTensor, parent: torch.Tensor, k: torch.Tensor) -> SparseTensor:
+        """``forward``'s children, computed chunk by chunk with the same row-wise operations: conv1's rows for a
+        range of parents (``submanifold_conv3d_rows``) and the norm of their kept children, then conv2 (by rows of
+        children where their whole neighbour map is large) and the skip for a range of children. Peak: x, its
+        activation, the children's features and conv2's output, plus one chunk's temporaries."""
+        n, c_in, c_out, m = x.feats.shape[0], self.channels, self.out_channels, parent.shape[0]
+        per = even_step(n, self.CHUNK_ELEMENTS // (8 * c_out))
+        act = x.replace(rowwise(lambda f: F.silu(self.norm1(f)), x.feats, c_in, per))
+        starts = list(range(0, n, per)) + [n]
+        cuts = torch.searchsorted(parent, torch.tensor(starts, dtype=parent.dtype, device=parent.device)).tolist()
+        feats = x.feats.new_empty(m, c_out)
+        for pa, pb, ca, cb in zip(starts, starts[1:], cuts, cuts[1:]):
+            if ca == cb:
+                continue
+            h = submanifold_conv3d_rows(act, self.conv1.weight, self.conv1.bias, pa, pb)
+            h = h.view(pb - pa, 8, c_out)[parent[ca:cb] - pa, k[ca:cb]]
+            feats[ca:cb] = F.silu(self.norm2(h), inplace=True)
+            del h
+        del act
+        child = SparseTensor(feats, child_coords(x.coords, parent, k))
+        by_rows = m * self.conv2.weight[0, ..., 0].numel() * 4 > self.CHILD_MAP_BYTES
+        out = torch.empty_like(feats) if by_rows else self.conv2(child).feats
+        skip = x.feats.view(n, 8, c_in // 8)
+        step = even_step(m, self.CHILD_CHUNK)
+        for a in range(0, m, step):
+            b = min(a + step, m)
+            extra = skip[parent[a:b], k[a:b]].repeat_interleave(c_out // (c_in // 8), dim=1)
+            if by_rows:
+                out[a:b] = submanifold_conv3d_rows(child, self.conv2.weight, self.conv2.bias, a, b).add_(extra)
+            else:
+                out[a:b].add_(extra)
+            del extra
+        return child.replace(out)
 
 
 class SparseResBlockS2C3d(nn.Module):

@@ -19,6 +19,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from ... import fastpaths
 from ...core import backends
 
 
@@ -77,11 +78,23 @@ def _sdpa_dense(q, k, v):
 # cuDNN's fused attention kernel ships inside PyTorch's CUDA wheels (Windows too) and runs the flows' attention
 # shapes faster per call than the FlashAttention-2 kernel that SDPA and varlen_attn pick (results differ by fp16
 # rounding), but the whole chain was slower with it: the per-call gain does not survive fresh buffers and a CFG
-# batch that changes between steps (docs/benchmarks/kernels.md#attention). So "auto" keeps FlashAttention-2
-# (CUDNN_IN_AUTO); ATTN_BACKEND / SPARSE_ATTN_BACKEND = cudnn still asks for cuDNN first (dense calls too) on any
-# GPU that has it (_CUDNN_AUTO_CAPABILITY, Hopper and newer, is what "auto" would need if switched on).
+# batch that changes between steps (docs/benchmarks/kernels.md#attention). So "auto" keeps FlashAttention-2 on
+# such sequences (CUDNN_IN_AUTO); ATTN_BACKEND / SPARSE_ATTN_BACKEND = cudnn still asks for cuDNN first (dense calls
+# too) on any GPU that has it (_CUDNN_AUTO_CAPABILITY, Hopper and newer, is what "auto" would need if switched on).
 _CUDNN_AUTO_CAPABILITY = (9, 0)
 CUDNN_IN_AUTO = False
+# The one exception, by length: a call's work grows with the square of its sequence length and a plan's cost does
+# not, so from CUDNN_MIN_TOKENS query tokens (TRELLIS.2's 1024 flows: up to 49 152 a sequence; v1's flows stay far
+# below) the per-call gain outweighs the plans and "auto" runs cuDNN first. Its twin is the FlashAttention-2 path
+# ("auto" below the threshold, and at every length with TRELLIS_FAST_PATHS=off);
+# benchmarks/trellis2_pipeline_gpu.py --attention-sweep measures both sides of the threshold.
+CUDNN_MIN_TOKENS = 16384
+
+
+def cudnn_in_auto(tokens: int) -> bool:
+    """The dispatcher's rule (pure): whether "auto" asks for cuDNN first for a call whose longest query sequence has
+    `tokens` tokens, on a GPU that has it (Hopper or newer) and with the fast paths on."""
+    return CUDNN_IN_AUTO or tokens >= CUDNN_MIN_TOKENS
 
 
 def _find_sdpa_priority():
@@ -111,11 +124,12 @@ def _cudnn_capability_ok(device: torch.device, auto: bool) -> bool:
     return torch.cuda.get_device_capability(device) >= need
 
 
-def _cudnn_wanted(name: str, q: torch.Tensor) -> bool:
-    """Whether backend `name` ("auto" or "cudnn") runs this half-precision CUDA call through cuDNN first."""
+def _cudnn_wanted(name: str, q: torch.Tensor, tokens: int = 0) -> bool:
+    """Whether backend `name` ("auto" or "cudnn") runs this half-precision CUDA call through cuDNN first; `tokens`:
+    the call's longest query sequence (cudnn_in_auto)."""
     if name not in ("auto", "cudnn") or not (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)):
         return False
-    if name == "auto" and not CUDNN_IN_AUTO:
+    if name == "auto" and not (cudnn_in_auto(tokens) and (CUDNN_IN_AUTO or fastpaths.enabled())):
         return False
     if torch.compiler.is_compiling():
         # Not inside torch.compile (the compiled flow blocks): there the priority context, and the cuDNN operator
@@ -138,7 +152,7 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: 
     name = backend or backends.get("dense")
     if name == "naive":
         return _naive_dense(q, k, v)
-    if name == "cudnn" and _cudnn_wanted(name, q):    # asked for only: "auto" measured no gain here (above)
+    if name in ("auto", "cudnn") and _cudnn_wanted(name, q, q.shape[1]):   # "auto": long sequences only (above)
         return _sdpa_cudnn_first(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
     if name == "flash_attn" and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
         fa = _optional("flash_attn")
@@ -312,10 +326,11 @@ def _flash_capable(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device)[0] >= 8
 
 
-def resolve_varlen_backend(name: str, q: torch.Tensor) -> str:
-    """The backend that will actually run for this call (after availability checks)."""
+def resolve_varlen_backend(name: str, q: torch.Tensor, tokens: int = 0) -> str:
+    """The backend that will actually run for this call (after availability checks); `tokens`: its longest query
+    sequence (the "auto" rule, cudnn_in_auto)."""
     gpu_half = q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and _flash_capable(q.device)
-    if name in ("auto", "cudnn") and _cudnn_wanted(name, q):
+    if name in ("auto", "cudnn") and _cudnn_wanted(name, q, tokens):
         return "cudnn"
     if name in ("auto", "cudnn"):
         return "torch_varlen" if gpu_half and has_torch_varlen() else "sdpa"
@@ -326,13 +341,13 @@ def resolve_varlen_backend(name: str, q: torch.Tensor) -> str:
             return "sdpa"
         if _optional("flash_attn") is None:
             _warn_fallback(name, "is not installed")
-            return resolve_varlen_backend("auto", q)
+            return resolve_varlen_backend("auto", q, tokens)
     if name == "xformers":
         if not q.is_cuda:
             return "sdpa"
         if _optional("xformers.ops") is None:
             _warn_fallback(name, "is not installed")
-            return resolve_varlen_backend("auto", q)
+            return resolve_varlen_backend("auto", q, tokens)
     return name
 
 
@@ -346,7 +361,7 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths_
     if q.shape[0] == 0:
         return q.clone()
     lq, lk = _as_seqlens(lengths_q, q.device), _as_seqlens(lengths_kv, q.device)
-    name = resolve_varlen_backend(backend or backends.get("varlen"), q)
+    name = resolve_varlen_backend(backend or backends.get("varlen"), q, lq.max)
     if name == "cudnn":
         if _uniform(lq) and _uniform(lk):
             return _cudnn_uniform(q, k, v, lq, lk)

@@ -76,12 +76,18 @@ def _neighbour_map_grid(coords: torch.Tensor, offsets: list, r: int) -> torch.Te
 
 
 def _neighbour_map_search(coords: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    n = coords.shape[0]
-    keys = pack_keys(coords)
-    sorted_keys, order = torch.sort(keys)
-    nbr = torch.empty(n, offsets.shape[0], dtype=torch.int32, device=coords.device)
+    sorted_keys, order = torch.sort(pack_keys(coords))
+    return _search_neighbours(coords, sorted_keys, order, offsets)
+
+
+def _search_neighbours(query: torch.Tensor, sorted_keys: torch.Tensor, order: torch.Tensor,
+                       offsets: torch.Tensor) -> torch.Tensor:
+    """The neighbour map's rows of the sites `query` (int64 [m, 4]) among the n sites whose sorted keys and their
+    rows are `sorted_keys` / `order`: int32 [m, k^3], n where there is none."""
+    n = sorted_keys.shape[0]
+    nbr = torch.empty(query.shape[0], offsets.shape[0], dtype=torch.int32, device=query.device)
     for i, off in enumerate(offsets):
-        moved = coords.clone()
+        moved = query.clone()
         moved[:, 1:] += off
         inside = ((moved[:, 1:] >= 0) & (moved[:, 1:] < COORD_LIMIT)).all(dim=1)
         q = pack_keys(moved.clamp(0, COORD_LIMIT - 1))
@@ -89,6 +95,20 @@ def _neighbour_map_search(coords: torch.Tensor, offsets: torch.Tensor) -> torch.
         found = inside & (sorted_keys[pos] == q) if n else inside
         nbr[:, i] = torch.where(found, order[pos], torch.full_like(pos, n))
     return nbr
+
+
+def neighbour_map_rows(x: SparseTensor, kernel_size: int, start: int, stop: int) -> torch.Tensor:
+    """Rows start..stop-1 of ``neighbour_map(x, kernel_size)`` without building the whole map (unless it is cached):
+    a binary search per offset among x's sorted keys (sorted once, 16 bytes a site, cached on x). For convs run
+    chunk by chunk at millions of sites, where the whole map (108 bytes a site) and its temporaries are the peak."""
+    full = x.cache.get(("neighbour_map", kernel_size, x.device))
+    if full is not None:
+        return full[start:stop]
+    key = ("sorted_keys", x.device)
+    if key not in x.cache:
+        x.cache[key] = torch.sort(pack_keys(x.coords))
+    sorted_keys, order = x.cache[key]
+    return _search_neighbours(x.coords[start:stop].long(), sorted_keys, order, kernel_offsets(kernel_size, x.device))
 
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
@@ -218,6 +238,66 @@ def submanifold_conv3d(x: SparseTensor, weight: torch.Tensor, bias: torch.Tensor
     return fastpaths.dispatch("sparse_conv3d", x.device, last, x, weight, bias)
 
 
+def _gathered_conv(read: torch.Tensor, source: torch.Tensor, weight: torch.Tensor,
+                   bias: torch.Tensor | None) -> torch.Tensor:
+    """`submanifold_conv3d` rows whose neighbours are the rows `read` [m, k^3] of `source` (int64, -1 for none),
+    through a small tensor holding only the source rows they read (its cached neighbour map points into it): the
+    fast kernel computes each output row from the same rows (never spconv, which would read its dummy
+    coordinates). [m, C_out]."""
+    m, k = read.shape[0], weight.shape[1]
+    rows_read, local = torch.unique(read, return_inverse=True)
+    # rows_read[0] is -1 where some neighbour is missing: that slot is then never read
+    rows = max(m, rows_read.numel())
+    src = source.new_zeros(rows, source.shape[1])
+    src[:rows_read.numel()] = source[rows_read.clamp(min=0)]
+    local_nbr = torch.full((rows, read.shape[1]), rows, dtype=torch.int32, device=read.device)
+    local_nbr[:m] = torch.where(read >= 0, local, rows).int()
+    del local, rows_read
+    zero_coords = torch.zeros(1, 4, dtype=torch.int32, device=read.device)
+    part = SparseTensor(src, zero_coords.expand(rows, 4), layout=[slice(0, rows)])
+    part.cache[("neighbour_map", k, part.device)] = local_nbr
+    return submanifold_conv3d(part, weight, bias, "torch")[:m]
+
+
+def _window_conv(nbr: torch.Tensor, lo: int, hi: int, feats: torch.Tensor, weight: torch.Tensor,
+                 bias: torch.Tensor | None) -> torch.Tensor:
+    """`submanifold_conv3d` rows whose neighbours `nbr` [m, k^3] (int32, len(feats) for none) all lie in the rows
+    lo..hi-1 of `feats`: through the window feats[lo:hi] (a view, no copy) with a map of its own rows; the window's
+    other rows have no neighbour and are dropped. [m, C_out]."""
+    m, w, n = nbr.shape[0], hi - lo, feats.shape[0]
+    local = torch.full((w, nbr.shape[1]), w, dtype=torch.int32, device=nbr.device)
+    local[:m] = torch.where(nbr < n, nbr - lo, w)
+    zero_coords = torch.zeros(1, 4, dtype=torch.int32, device=nbr.device)
+    part = SparseTensor(feats[lo:hi], zero_coords.expand(w, 4), layout=[slice(0, w)])
+    part.cache[("neighbour_map", weight.shape[1], part.device)] = local
+    return submanifold_conv3d(part, weight, bias, "torch")[:m]
+
+
+def submanifold_conv3d_rows(x: SparseTensor, weight: torch.Tensor, bias: torch.Tensor | None, start: int, stop: int,
+                            backend: str | None = None, local: bool | None = None) -> torch.Tensor:
+    """Rows start..stop-1 of ``submanifold_conv3d(x, weight, bias)`` ([stop - start, C_out]) with memory for those
+    rows only (``neighbour_map_rows``): each output row is computed from its own neighbours, so a conv run chunk by
+    chunk gives the whole conv's rows. With `local` (default: where the fast kernel is usable, which takes a map of
+    its own tensor's rows) through a tensor of the rows the chunk reads: the window between its first and last
+    neighbour (a view) where the rows are ordered in space (at most twice the chunk), else those rows gathered;
+    otherwise the twin's gather-GEMM reads x's rows as they are (spconv, which reads coordinates, is not used)."""
+    if weight.shape[1] == 1:
+        return conv1x1_quirk(x.feats[start:stop], weight, bias)
+    nbr = neighbour_map_rows(x, weight.shape[1], start, stop)
+    if local is None:
+        local = fastpaths.usable("sparse_conv3d", x.device) and (backend or backends.get("sparse_conv")) != "spconv"
+    if not local:
+        return _gather_gemm(nbr, x.feats, weight, bias)
+    n = x.feats.shape[0]
+    valid = nbr < n
+    lo, hi = torch.stack([torch.where(valid, nbr, n).amin(), torch.where(valid, nbr, -1).amax() + 1]).tolist()
+    if hi - lo <= 2 * (stop - start):              # (every row is its own neighbour: the window holds the chunk)
+        return _window_conv(nbr, lo, hi, x.feats, weight, bias)
+    idx = nbr.long()
+    del nbr, valid
+    return _gathered_conv(torch.where(idx < n, idx, -1), x.feats, weight, bias)
+
+
 # Child rows per chunk of the GPU path of `subdivided_conv3d` (its temporaries: ~5 bytes x C_in + 200
 # bytes per row; 64 k rows keeps the Triton kernel's tile choice of the whole tensor).
 SUBDIVIDED_CHUNK = 1 << 16
@@ -259,24 +339,13 @@ def subdivided_conv3d(child: SparseTensor, parent_feats: torch.Tensor, weight: t
     if not chunk:
         return _subdivided_conv3d_torch(nbr, parent_feats, weight, bias)
     out = torch.empty(n, c_out, dtype=parent_feats.dtype, device=parent_feats.device)
-    zero_coords = torch.zeros(1, 4, dtype=torch.int32, device=child.device)
     for a in range(0, n, SUBDIVIDED_CHUNK):
         b = min(a + SUBDIVIDED_CHUNK, n)
         idx = nbr[a:b].long()
-        has = idx < n
-        parents, local = torch.unique(torch.where(has, idx // 8, -1), return_inverse=True)
+        read = torch.where(idx < n, idx // 8, -1)             # the parent rows the children's neighbours are
         del idx
-        # parents[0] is -1 where some neighbour is missing: that slot is then never read
-        rows = max(b - a, parents.numel())
-        src = parent_feats.new_zeros(rows, parent_feats.shape[1])
-        src[:parents.numel()] = parent_feats[parents.clamp(min=0)]
-        local_nbr = torch.full((rows, nbr.shape[1]), rows, dtype=torch.int32, device=nbr.device)
-        local_nbr[:b - a] = torch.where(has, local, rows).int()
-        del has, local, parents
-        part = SparseTensor(src, zero_coords.expand(rows, 4), layout=[slice(0, rows)])
-        part.cache[("neighbour_map", k, part.device)] = local_nbr
-        out[a:b] = submanifold_conv3d(part, weight, bias, backend)[:b - a]
-        del part, src, local_nbr
+        out[a:b] = _gathered_conv(read, parent_feats, weight, bias)
+        del read
     return out
 
 
