@@ -8,6 +8,8 @@ rounding: relative RMS 5e-3 (bf16 keeps 8 mantissa bits to fp16's 11: the 2e-3 o
 cases, scaled). The chunked C2S block computes every row from the same rows with the same kernel: fp16's own
 tolerance (torch.testing's defaults).
 """
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -136,12 +138,17 @@ def test_a_low_vram_run_has_each_network_on_the_gpu_only_for_its_stage(offloaded
 def test_an_out_of_memory_under_a_budget_names_the_stage_and_the_budget(offloaded):
     from trellis.pipelines.memory import StageOutOfMemoryError
 
-    set_memory_budget(DEV, 1 << 20)                     # 1 MiB: the conditioner's weights cannot come
+    # 1 MiB: the first stage that needs new device memory fails (which one depends on what the allocator's cache
+    # already holds from earlier tests in this process).
+    set_memory_budget(DEV, 1 << 20)
     try:
-        with pytest.raises(StageOutOfMemoryError, match=r"in the condition stage \(a VRAM budget of 1 MiB, "
+        with pytest.raises(StageOutOfMemoryError, match=r"in the (\w+) stage \(a VRAM budget of 1 MiB, "
                                                         r"offload 'model'\)") as info:
             offloaded.run(object_image(), seed=3, pipeline_type="512")
     finally:
         set_memory_budget(DEV, None)
+    stage = re.search(r"in the (\w+) stage", str(info.value)).group(1)
+    from trellis.pipelines.trellis2_image_to_3d import RUN_STAGES
+    assert stage in RUN_STAGES, stage
     assert info.value.budget_bytes == 1 << 20 and isinstance(info.value, torch.OutOfMemoryError)
     assert {p.device.type for m in offloaded._all_models().values() for p in m.parameters()} == {"cpu"}
