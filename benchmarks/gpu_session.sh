@@ -50,6 +50,9 @@
 #               A: not), Triton, after a first run that fills Triton's disk cache; needs app_gpu.py's pipeline folder
 #   budget      vram_budget_gpu.py --object bunny: the whole job beside a process holding all but ~3.2 GiB, with
 #               --vram-budget 3 and the low-VRAM preset's default budget
+#   trellis2    trellis2_pipeline_gpu.py: TRELLIS.2's chain for 512 / 1024_cascade / 1536_cascade with every network
+#               resident, fast paths off, the low-VRAM preset under 6 / 8 GiB caps (T2_CONFIGS=, T2_DEADLINE=), and
+#               1024_cascade in the Windows column; trellis2-export: its PBR export of the blob alone
 #   limits      e2e_gpu.py --limits 4,3,2.5,2 (issue 14: the whole job in a fresh process per memory cap;
 #               LIMITS=2 for other caps; each cap is a fresh process of ~45 s on the H100 host)
 # The lent H100/H200 image has torch, triton, numpy, scipy, scikit-image but not trimesh, fast-simplification,
@@ -192,6 +195,18 @@ import export_realistic_gpu as e; sys.exit(e.main(sys.argv[1:]))'
                 --presets low-vram --commit "$COMMIT" --out "$OUT/e2e_windows.json"
             run e2e_off env TRELLIS_FAST_PATHS=off "$PY" benchmarks/e2e_gpu.py --presets low-vram --commit "$COMMIT" \
                 --out "$OUT/e2e_off.json" ;;
+        trellis2)
+            # TRELLIS.2's chain per pipeline type (default preset, fast paths off, the low-VRAM caps), the full-size
+            # random-weight folder written once to /tmp (~90 s, 17 GB); its export separately (trellis2-export)
+            run trellis2 "$PY" benchmarks/trellis2_pipeline_gpu.py --folder /tmp/trellis2_full \
+                --types 1024_cascade,512,1536_cascade --configs "${T2_CONFIGS:-default/on,default/off:1024_cascade,low-vram/on@6:1024_cascade+512,low-vram/on@8:1536_cascade}" \
+                --runs 1 --warmup 1 --deadline-s "${T2_DEADLINE:-520}" --out "$OUT/trellis2.json"
+            run trellis2_windows "${WINDOWS[@]}" "$PY" benchmarks/trellis2_pipeline_gpu.py --folder /tmp/trellis2_full \
+                --types 1024_cascade --configs default/on --runs 1 --warmup 1 --out "$OUT/trellis2_windows.json" ;;
+        trellis2-export)
+            run trellis2_export "$PY" benchmarks/trellis2_pipeline_gpu.py --folder /tmp/trellis2_full \
+                --types 1024_cascade --configs default/on --runs 0 --warmup 1 --export 1024_cascade \
+                --out "$OUT/trellis2_export.json" ;;
         limits)
             run limits "$PY" benchmarks/e2e_gpu.py --limits "${LIMITS:-4,3,2.5,2}" --commit "$COMMIT" --out "$OUT/limits.json" ;;
         launch)
