@@ -369,7 +369,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
                             for _, other in entries:            # every other job would fail the same way
                                 self.runner.cancel(other.id)
                         if job.out_dir:          # a folder with error.json: listed in the history
-                            yield (skip,) * (AFTER_STATUS - 1) + (gr.update(choices=self._history_choices()),)
+                            yield (skip,) * AFTER_STATUS + (gr.update(choices=self._history_choices()),)
                 pending = [job for _, job in entries if job.state not in JobState.FINISHED]
                 text = status_html(entries, self.runner)
                 if text != last or not pending:
