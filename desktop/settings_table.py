@@ -174,10 +174,10 @@ ROWS: tuple = (
             ui=Ui("generation", "Detail guidance (stage 2)", ui_range=(0.0, 15.0),
                   info="how strictly detail and colour follow the input (2-5 usual); costs no time"), panel=Panel("slat_strength", "detail\\nguidance", 1)),
     Setting("pipeline_type", "choice", DEFAULT_PIPELINE_TYPE,
-            "TRELLIS.2 models only: 512 (a 512^3 grid, fastest: about 3 s on an H100), 1024 (1024^3 in one pass, "
-            "about 17 s), 1024_cascade (512 then refined to 1024^3: the reference's default, about the cost of "
-            "1024 with a steadier shape) or 1536_cascade (1536^3, the finest: about 60 s and the most GPU memory, "
-            "24 GB or more); TRELLIS v1 models ignore it", choices=PIPELINE_TYPES,
+            "TRELLIS.2 models only: 512 (a 512^3 grid, the fastest: about a fifth of 1024's time), 1024 (1024^3 in "
+            "one pass), 1024_cascade (512 then refined to 1024^3: the reference's default, about the cost of 1024 "
+            "with a steadier shape) or 1536_cascade (1536^3, the finest: about three times 1024's time and the most "
+            "GPU memory, 24 GB or more); TRELLIS v1 models ignore it", choices=PIPELINE_TYPES,
             ui=Ui("generation", "TRELLIS.2 pipeline type", preset=False, widget="dropdown", labels=(
                 ("512 (fastest)", "512"), ("1024 (one pass)", "1024"), ("1024 cascade (default)", "1024_cascade"),
                 ("1536 cascade (finest, slowest)", "1536_cascade")),
