@@ -25,7 +25,7 @@ import torch
 from ..representations.ovoxel import MeshWithVoxel
 from ..representations.ovoxel.head import PBR_LAYOUT
 from .result_file import (MAX_COORDINATE, MAX_DIRECTORY_BYTES, MAX_DIRECTORY_ENTRIES, MAX_RESULT_BYTES,
-                          DamagedResultError, damaged, directory_size, read_members)
+                          DamagedResultError, damaged, directory_size, json_header, read_members)
 
 __all__ = ["OVOXEL_RESULT_FORMAT", "MAX_RES", "save_ovoxel_result", "check_ovoxel_result", "load_ovoxel_result",
            "is_ovoxel_result", "DamagedResultError"]
@@ -92,14 +92,7 @@ def check_ovoxel_result(path) -> tuple[dict, dict]:
 
 def ovoxel_header(path, header: np.ndarray) -> dict:
     """The JSON header: this format, a resolution in range and the layout the bake reads."""
-    try:
-        record = json.loads(header.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as err:
-        raise damaged(path, f"header.npy is not a JSON header ({type(err).__name__})") from None
-    if not isinstance(record, dict) or record.get("format") != OVOXEL_RESULT_FORMAT:
-        found = record.get("format") if isinstance(record, dict) else record
-        raise damaged(path, f"it is not a kept TRELLIS.2 result of this version (format {found!r:.60}, this app "
-                      f"reads {OVOXEL_RESULT_FORMAT!r})")
+    record = json_header(path, header, OVOXEL_RESULT_FORMAT, "kept TRELLIS.2 result")
     res = record.get("res")
     if isinstance(res, bool) or not isinstance(res, int) or not 1 <= res <= MAX_RES:
         raise damaged(path, f"its grid resolution (res) is not a whole number from 1 to {MAX_RES} ({res!r:.40})")

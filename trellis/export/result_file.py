@@ -232,16 +232,22 @@ def read_member(path, z: zipfile.ZipFile, member: str, zi: zipfile.ZipInfo, memb
     return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
 
 
-def header_params(path, header: np.ndarray) -> dict:
-    """The Gaussians' init_params from the JSON header, each number finite and in its range."""
+def json_header(path, header: np.ndarray, format_name: str, kind: str = "kept result") -> dict:
+    """The JSON record of header.npy, a dict naming `format_name` (a kept result's layout version)."""
     try:
         record = json.loads(header.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
         raise damaged(path, f"header.npy is not a JSON header ({type(err).__name__})") from None
-    if not isinstance(record, dict) or record.get("format") != RESULT_FORMAT:
+    if not isinstance(record, dict) or record.get("format") != format_name:
         found = record.get("format") if isinstance(record, dict) else record
-        raise damaged(path, f"it is not a kept result of this version (format {found!r:.60}, this app reads "
-                      f"{RESULT_FORMAT!r})")
+        raise damaged(path, f"it is not a {kind} of this version (format {found!r:.60}, this app reads "
+                      f"{format_name!r})")
+    return record
+
+
+def header_params(path, header: np.ndarray) -> dict:
+    """The Gaussians' init_params from the JSON header, each number finite and in its range."""
+    record = json_header(path, header, RESULT_FORMAT)
     params = record.get("gaussian_init")
     if not isinstance(params, dict):
         raise damaged(path, "header.npy has no Gaussian parameters (gaussian_init)")
