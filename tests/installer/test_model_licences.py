@@ -1,6 +1,7 @@
 """Licence-clean models: nothing in the code or the requirements uses BRIA's RMBG (CC BY-NC, non-commercial: the
 background remover TRELLIS.2's reference pipeline.json names, and rembg's default model) or nvdiffrast (NVIDIA's
-non-commercial source licence); and the README's model table names every model the installer can download.
+non-commercial source licence); and the model tables of the README and docs/licences.md name every model the
+installer can download.
 
 Mentions that say we avoid them are fine: comments, docstrings, docs. What counts is code: a Python string or
 import (docstrings aside), a non-comment line of the other source files, a value in a JSON file of the packages, a
@@ -12,9 +13,11 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from installer import weights, weights_trellis2
 
-from repo import ROOT
+from tests.helpers.repo import ROOT
 
 FORBIDDEN = re.compile(r"rmbg|briaai|nvdiffrast", re.IGNORECASE)
 CODE_DIRS = ("trellis", "desktop", "installer", "extensions", "benchmarks", "tests")
@@ -135,18 +138,20 @@ def test_the_check_finds_uses_and_lets_mentions_pass(tmp_path):
                                                                          if f != "trellis/a.py: 'bria-rmbg'"]
 
 
-def test_the_readme_names_every_downloadable_model_and_its_licence():
-    """Every repo or file a manifest of the installer downloads has a row in the README's model table."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    start = readme.index("| model | fetched | licence | what it allows |")
-    rows = readme[start:readme.index("\n\n", start)].splitlines()[2:]
+@pytest.mark.parametrize("page", ["README.md", "docs/licences.md"])
+def test_the_docs_name_every_downloadable_model_and_its_licence(page):
+    """Every repo or file a manifest of the installer downloads has a row in the model table of the README (the short
+    one) and of docs/licences.md (with the full notes)."""
+    doc = (ROOT / page).read_text(encoding="utf-8")
+    start = doc.index("| model | fetched | licence | what it allows |")
+    rows = doc[start:doc.index("\n\n", start)].splitlines()[2:]
     base, text, t2 = weights.load_manifest(), weights.load_text_manifest(), weights_trellis2.load_trellis2_manifest()
     wanted = [base["pipeline"]["repo"], base["extra"]["dinov2"]["file"], base["extra"]["u2net"]["file"],
               text["clip"]["repo"], t2["pipeline"]["repo"], t2["conditioner"]["repo"]]
     wanted += [f"{repo.rsplit('-', 1)[0]}-*" for repo in text["text_repos"].values()]
     for name in wanted:
         row = next((r for r in rows if f"`{name}`" in r), None)
-        assert row is not None, f"README's model table has no row for `{name}`"
+        assert row is not None, f"{page}'s model table has no row for `{name}`"
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert len(cells) == 4 and all(cells), row                  # fetched when, licence, what it allows
     assert "DINOv3 License" in next(r for r in rows if t2["conditioner"]["repo"] in r)
