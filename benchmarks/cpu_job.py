@@ -26,6 +26,24 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
+def eta_accuracy(etas, end: float) -> dict:
+    """How far the job's ETA was from the time really left: the worst ratio (ETA / left, or its inverse when the
+    ETA was short) after 5 % of the job and while more than 1 s was left, and the ETA shown at 10 / 50 / 90 %."""
+    worst, where, shown = 1.0, None, {}
+    for t, fraction, eta, stage in etas:
+        left = end - t
+        if eta is None or fraction < 0.05 or left < 1.0:
+            continue
+        ratio = eta / left if eta > left else left / max(eta, 1e-3)
+        if ratio > worst:
+            worst, where = ratio, [stage, round(fraction, 3), round(eta, 1), round(left, 1)]
+        for mark in (0.1, 0.5, 0.9):
+            if fraction >= mark and mark not in shown:
+                shown[mark] = [round(eta, 1), round(left, 1)]
+    return {"worst_ratio": round(worst, 2), "worst_at [stage, fraction, eta, left]": where,
+            "at_fraction [eta, left]": shown}
+
+
 def largest_gaps(events, start: float, k: int = 3) -> list:
     """The k largest gaps between consecutive progress reports after `start`:
     (seconds, (stage, message, step, total) before, the same after)."""
@@ -63,9 +81,11 @@ def main() -> int:
     settings = cli.build_settings(cli.build_parser().parse_args(argv))
 
     events = []        # (time, (stage, message, step, total)) of every progress report
+    etas = []          # (time, fraction, eta_s) of every progress report
 
     def record(job, p):
         events.append((time.perf_counter(), (p.stage, p.message, p.step, p.total)))
+        etas.append((time.perf_counter(), p.fraction, p.eta_s, f"{p.stage}:{p.message}"))
 
     from provenance import source_commit
 
@@ -77,6 +97,7 @@ def main() -> int:
     try:
         for run in range(args.runs):
             events.clear()
+            etas.clear()
             t0 = time.perf_counter()
             job = runner.submit([str(image)], settings)
             job.wait()
@@ -98,6 +119,7 @@ def main() -> int:
             print("bake stages:", json.dumps({k: bake.get(k) for k in ("seconds", "cleanup", "observations",
                                                                           "uv_method", "faces")}), flush=True)
             print(f"progress reports: {len(events)}")
+            print("ETA / time left:", json.dumps(eta_accuracy(etas, t0 + wall)), flush=True)
             for label, start in (("whole job", t0), ("export", export_start)):
                 for gap, before, after in largest_gaps(events, start):
                     print(f"  largest gaps, {label}: {gap:.2f} s between {before} and {after}")

@@ -74,8 +74,9 @@ LAYERS = {
     "utils": {"core", "representations", "renderers", "export", "utils"},
 }
 # Modules that belong to the bottom layer but live elsewhere: trellis.fastpaths (the kernel dispatcher: torch
-# and trellis.core only; it keeps its documented path, which extensions/, the app and the benchmarks name).
-CORE_ELSEWHERE = {"trellis.fastpaths"}
+# and trellis.core only; it keeps its documented path, which extensions/, the app and the benchmarks name) and
+# trellis.tuning (the per-machine choices every layer reads: the standard library only).
+CORE_ELSEWHERE = {"trellis.fastpaths", "trellis.tuning"}
 # Back edges left in files this change could not edit (the GLB export was being split at the same time):
 # (importing layer, imported module) -> what removes it.
 KNOWN_BACK_EDGES: dict = {}
@@ -262,10 +263,10 @@ def test_only_the_job_folder_module_knows_the_folder_layout():
 
 
 def test_the_job_modules_import_in_their_stated_order():
-    """desktop/jobs: jsonio, limits, job <- folder, progress, failures, inputs, meshes <- queued <- recovery, rerun <-
+    """desktop/jobs: jsonio, limits, job <- folder, stage_times, progress, failures, inputs, meshes <- queued <- recovery, rerun <-
     context, sampling, models <- steps <- trellis2_steps <- warmup <- jobqueue <- worker <- runner (never back): the steps
     get a context and never reach the worker or the runner."""
-    order = ["jsonio", "limits", "job", "folder", "progress", "failures", "budget", "background", "preview_gate", "inputs",
+    order = ["jsonio", "limits", "job", "folder", "stage_times", "progress", "failures", "budget", "background", "preview_gate", "inputs",
              "meshes", "queued", "recovery", "rerun", "context", "sampling", "models", "export_reuse", "mesh_files",
              "steps", "trellis2_steps", "warmup",
              "jobqueue", "worker", "runner", "late"]

@@ -11,6 +11,7 @@ from typing import Callable, Optional
 from .folder import JobFolder
 from .job import Job
 from .progress import ProgressTracker
+from .stage_times import StageTimes
 
 
 @dataclass
@@ -29,7 +30,12 @@ class JobContext:
     on_progress: Optional[Callable] = None           # also told of every progress report: (job, Progress)
     source_result: Optional[dict] = None             # export jobs: the kept result they write from
     source_files: dict = field(default_factory=dict)  # export jobs: the files of the job they export
+    # settings.json's entries that the job's caller knows and the job does not (a batch item's name and key)
+    record: dict = field(default_factory=dict)
+
+    # how long each stage took in this worker's earlier jobs (the next job's fraction and ETA); None: not learned
+    stage_times: Optional[StageTimes] = None
 
     def tracker(self, job: Job, stages: list) -> ProgressTracker:
         """The job's progress over `stages`: reports turned into its fraction and ETA."""
-        return ProgressTracker(job, stages, self.lock, self.on_progress)
+        return ProgressTracker(job, stages, self.lock, self.on_progress, times=self.stage_times)

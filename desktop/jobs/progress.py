@@ -1,6 +1,8 @@
 """A job's progress: (stage, step, total) reports -> the fraction of the whole job and an ETA.
 
-Each stage has a rough share of the run time (STAGE_WEIGHTS); the ETA is elapsed / fraction."""
+Each stage's share of the run time is what it took in this worker's earlier jobs (``stage_times.StageTimes``),
+scaled by how this job's finished stages compare with theirs; until every stage has been measured once, a rough
+share (STAGE_WEIGHTS) and elapsed / fraction."""
 from __future__ import annotations
 
 import threading
@@ -10,6 +12,7 @@ from typing import Callable, Optional
 from ..settings import GenerationSettings
 from ..settings_table import MESH_FORMATS
 from .job import Job, Progress
+from .stage_times import StageTimes
 
 # Rough share of the run time of each stage (for the overall fraction and the ETA).
 STAGE_WEIGHTS = {"download": 1, "voxelize": 2, "preprocess": 2, "condition": 1, "sparse_structure": 12, "slat": 20, "decode": 4,
@@ -18,6 +21,9 @@ STAGE_WEIGHTS = {"download": 1, "voxelize": 2, "preprocess": 2, "condition": 1, 
 # Stages whose progress comes as several sub-stages, and about how many there are.
 MULTI_STEP = {"bake": 9, "shape": 5}     # simplify, visibility, remove_invisible, fill_holes, final_simplify,
 #                                          (bake:) uv_unwrap, observe, bake, inpaint
+
+# How far this job's pace may scale the learned times (a larger mesh, a busy machine), slower and faster.
+PACE_LIMITS = (0.5, 2.0)
 
 # The stages of a generation before its files are written.
 GENERATE_STAGES = ["preprocess", "condition", "sparse_structure", "slat", "decode"]
@@ -48,35 +54,114 @@ def export_stages(settings: GenerationSettings, overlap: bool = False) -> list:
 
 
 class ProgressTracker:
-    """Turns (stage, step, total) reports into the job's overall fraction and ETA (elapsed / fraction)."""
+    """Turns (stage, step, total) reports into the job's overall fraction and ETA. With `times` (the worker's
+    ``StageTimes``), each stage's span (from its first report to the next stage's) is learned for later jobs, and
+    once all of `stages` are known the fraction and ETA come from those times."""
 
-    def __init__(self, job: Job, stages: list, lock: threading.Lock, listener: Optional[Callable] = None):
+    def __init__(self, job: Job, stages: list, lock: threading.Lock, listener: Optional[Callable] = None,
+                 times: Optional[StageTimes] = None, clock: Callable[[], float] = time.perf_counter):
         self.job, self.lock, self.listener = job, lock, listener
         self.weights = {s: STAGE_WEIGHTS.get(s, 1) for s in stages}
         self.order = list(stages)
         self.total_weight = float(sum(self.weights.values())) or 1.0
-        self.t0 = time.perf_counter()
+        self.times, self.clock = times, clock
+        # the learned times as this job starts (its own stages update them as they end, not its plan)
+        self.plan = times.plan(self.order) if times is not None else {}
+        self.learned = all(st in self.plan for st in self.order)
+        self.t0 = clock()
         self.substages: dict = {}
+        self.current: Optional[str] = None     # the stage under way, its start and its step count
+        self.started = 0.0
+        self.steps: dict = {}                  # stage -> the step count it reported in this job
+        self.spans: dict = {}                  # stage -> seconds it took in this job (finished stages)
+        self.sub: Optional[str] = None         # the sub-stage under way ("bake/observe") and its start
+        self.sub_started = 0.0
 
     def restart_clock(self) -> None:
-        self.t0 = time.perf_counter()
+        """After a model load: the load counts neither in the elapsed time nor in the stage under way."""
+        self.t0 = self.started = self.clock()
+
+    def _advance(self, stage: str, step: int, total: int, message: str, now: float) -> None:
+        """Keep the stages' spans: a later stage's first report ends the one under way; the last stage ends at its
+        final step."""
+        if stage not in self.order:
+            return
+        if stage != self.current:
+            if self.current is not None and self.order.index(stage) < self.order.index(self.current):
+                return                          # a late report of an earlier stage
+            self._end(now)
+            self.current, self.started = stage, now
+        if stage not in MULTI_STEP:
+            self.steps[stage] = max(int(total), 1)
+        elif message and f"{stage}/{message}" != self.sub:
+            self._end_sub(now)
+            self.sub, self.sub_started = f"{stage}/{message}", now
+        if stage == self.order[-1] and total and step >= total and stage not in MULTI_STEP:
+            self._end(now)
+            if self.times is not None:          # stages that never reported took no time of their own
+                for s in self.order:
+                    if s not in self.spans:
+                        self.times.record(s, 0.0, 1)
+
+    def _end_sub(self, now: float) -> None:
+        if self.sub is not None and self.times is not None:
+            self.times.record(self.sub, now - self.sub_started, 1)
+        self.sub = None
+
+    def _end(self, now: float) -> None:
+        self._end_sub(now)
+        if self.current is None or self.current in self.spans:
+            return
+        self.spans[self.current] = now - self.started
+        if self.times is not None:
+            self.times.record(self.current, self.spans[self.current], self.steps.get(self.current, 1))
+
+    def _expected(self, stage: str) -> float:
+        rate, steps = self.plan[stage]
+        return rate * (self.steps.get(stage, steps) if stage not in MULTI_STEP else steps)
+
+    def _from_times(self, stage: str, inner: float) -> tuple:
+        """(fraction, eta) from the learned stage times, scaled by this job's pace so far."""
+        idx = self.order.index(stage)
+        expected = {s: self._expected(s) for s in self.order}
+        total = sum(expected.values()) or 1.0
+        before = sum(expected[s] for s in self.order[:idx])
+        fraction = (before + expected[stage] * inner) / total
+        done = [s for s in self.order[:idx] if s in self.spans]
+        planned = sum(expected[s] for s in done)
+        pace = 1.0
+        if planned > 0:
+            pace = min(max(sum(self.spans[s] for s in done) / planned, PACE_LIMITS[0]), PACE_LIMITS[1])
+        left = expected[stage] * (1 - inner) + sum(expected[s] for s in self.order[idx + 1:])
+        return fraction, left * pace
 
     def __call__(self, stage: str, step: int, total: int, message: str = "") -> None:
+        now = self.clock()
+        self._advance(stage, step, total, message, now)
         inner = min(step, total) / total if total else 0.0
         if stage in MULTI_STEP and message:
             # Exports report their own sub-stages, each counting from 0: spread them over the stage.
             names = self.substages.setdefault(stage, [])
             if message not in names:
                 names.append(message)
-            inner = (names.index(message) + inner) / max(MULTI_STEP[stage], len(names))
-        if stage in self.order:
+            subs = {k: rate for k, (rate, _) in self.plan.items() if k.startswith(stage + "/")}
+            if self.learned and subs:       # spread by the sub-stages' learned times
+                done = sum(subs.get(f"{stage}/{n}", 0.0) for n in names[:names.index(message)])
+                inner = min((done + subs.get(f"{stage}/{message}", 0.0) * inner) / sum(subs.values()), 1.0)
+            else:
+                inner = (names.index(message) + inner) / max(MULTI_STEP[stage], len(names))
+        elapsed = now - self.t0
+        eta = None
+        if self.learned and stage in self.order:
+            fraction, eta = self._from_times(stage, inner)
+        elif stage in self.order:
             done = sum(self.weights[s] for s in self.order[:self.order.index(stage)])
             fraction = (done + self.weights[stage] * inner) / self.total_weight
         else:
             fraction = self.job.progress.fraction
         fraction = max(fraction, self.job.progress.fraction)
-        elapsed = time.perf_counter() - self.t0
-        eta = elapsed * (1 - fraction) / fraction if fraction > 0.02 else None
+        if eta is None:
+            eta = elapsed * (1 - fraction) / fraction if fraction > 0.02 else None
         with self.lock:
             self.job.progress = progress = Progress(stage, step, total, fraction, eta, elapsed, message)
         if self.listener is not None:

@@ -22,6 +22,7 @@ from .folder import JobFolder, jsonable
 from .job import Job, JobState, Progress
 from .jobqueue import WARMUP, Entry
 from .models import DevicePipelines
+from .stage_times import StageTimes
 from .warmup import warm_up
 
 # A generation or export switches on the model family at its top (trellis2_steps): v1's steps are left as they are.
@@ -40,6 +41,7 @@ class Worker:
         self.warm_request = None           # (precision, offload, forward) of a warm-up asked for
         self.warming = False
         self.warmup_timings: dict = {}     # seconds of the last warm-up: load_model, warm_run
+        self.stage_times = StageTimes()    # this device's measured stage times: the next job's ETA
         self.thread = threading.Thread(target=self.loop, name=name, daemon=True)
 
     @property
@@ -103,7 +105,7 @@ class Worker:
                           pipeline=pipeline, background_remover=self.pipelines.background_remover, folder=folder,
                           cancelled=lambda: job.cancel_requested, keep=lambda result: runner.store_result(job, result),
                           lock=self.queue.lock, on_progress=runner.on_progress, source_result=entry.source_result,
-                          source_files=dict(source.files) if source else {})
+                          source_files=dict(source.files) if source else {}, stage_times=self.stage_times)
 
     def finish(self, entry: Entry, state: str, error: Optional[str] = None, detail: Optional[str] = None) -> None:
         job = entry.job

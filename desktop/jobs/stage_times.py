@@ -1,0 +1,57 @@
+"""How long each stage of a job took on this machine, learned from the jobs it ran, for the next job's fraction and
+ETA: a CPU runs a stage 10-100x slower than a GPU and in other proportions, so fixed stage weights cannot say
+when a job will end there.
+
+A stage's time is kept with the step count it ran (a sampler's steps, a video's frames): a job that asks for more
+steps is expected to take that much longer. The newest measurement counts most (an exponential average), so the
+estimate follows a machine that warms up, throttles or gets busy.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Optional
+
+__all__ = ["StageTimes", "NEWEST_WEIGHT"]
+
+# The newest measurement's weight in a stage's average: the first job after a start (cold libraries, kernels to
+# compile) weighs little once a few warm ones follow.
+NEWEST_WEIGHT = 0.5
+
+
+class StageTimes:
+    """Seconds per step of each stage, measured; shared by the jobs of one worker (thread-safe)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._per_step: dict[str, float] = {}     # stage -> seconds per step (its whole time for a 1-step stage)
+        self._steps: dict[str, int] = {}          # stage -> the step count it last ran with
+
+    def record(self, stage: str, seconds: float, steps: int) -> None:
+        """A stage ran `steps` steps (at least 1) in `seconds`."""
+        steps = max(int(steps), 1)
+        rate = max(float(seconds), 0.0) / steps
+        with self._lock:
+            old = self._per_step.get(stage)
+            self._per_step[stage] = rate if old is None else NEWEST_WEIGHT * rate + (1 - NEWEST_WEIGHT) * old
+            self._steps[stage] = steps
+
+    def expected(self, stage: str, steps: Optional[int] = None) -> Optional[float]:
+        """Seconds `stage` is expected to take with `steps` steps (None: as many as it last ran), None if it has
+        never been measured here."""
+        with self._lock:
+            rate = self._per_step.get(stage)
+            if rate is None:
+                return None
+            return rate * max(int(steps if steps else self._steps[stage]), 1)
+
+    def plan(self, stages) -> dict:
+        """{stage: (seconds per step, steps last run)} of `stages` and their sub-stages ("bake/uv_unwrap") as
+        measured now: one job's fixed plan."""
+        wanted = set(stages)
+        with self._lock:
+            return {s: (self._per_step[s], self._steps[s]) for s in self._per_step if s.split("/")[0] in wanted}
+
+    def knows(self, stages) -> bool:
+        """Whether every one of `stages` has been measured."""
+        with self._lock:
+            return all(s in self._per_step for s in stages)
