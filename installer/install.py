@@ -160,7 +160,7 @@ PIP_HINTS = (
       "getaddrinfo failed", "ConnectionError", "ReadTimeoutError", "Connection reset", "ProxyError", "SSLError",
       "CERTIFICATE_VERIFY_FAILED", "timed out"),
      ("The network failed. Check the internet connection (a proxy is taken from HTTPS_PROXY / pip.conf) and run "
-      "it again; to install without a network, use --wheelhouse DIR (see README, 'Offline install').")),
+      "it again; to install without a network, use --wheelhouse DIR (see docs/install.md, 'Offline install').")),
     (("Permission denied", "Access is denied", "WinError 5", "WinError 32"),
      ("A file in the app folder could not be written. Close Trellis Desktop (and anything else using .venv) and "
       "check that you may write to the app folder.")),
@@ -348,7 +348,7 @@ class Installer:
         wh = os.path.abspath(self.opts.wheelhouse)
         if not os.path.isdir(wh):
             raise InstallError(f"--wheelhouse {self.opts.wheelhouse}: no such folder. Make one on a computer with "
-                               "internet access (README, 'Offline install') and copy it here.")
+                               "internet access (docs/install.md, 'Offline install') and copy it here.")
         return ["--no-index", "--find-links", wh]
 
     def install_torch(self, python: Path, plan) -> str:

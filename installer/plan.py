@@ -74,7 +74,7 @@ RULES: dict[str, str] = {
         "(pytorch/pytorch .ci/pytorch/windows/cuda118.bat); the Linux binaries hold sm_37, sm_50, sm_60, sm_70, "
         "sm_75, sm_80, sm_86, sm_90 (cuobjdump table of pytorch-2.7.0 cuda11.8, moi90/pytorch_compute_capabilities). "
         "So Maxwell 5.x, Pascal 6.x (GTX 10xx: sm_61 on Windows, sm_60 code on Linux by binary compatibility) through "
-        "Hopper; Kepler 3.7 is left out as it is below this app's floor of compute capability 5.0 (README).",
+        "Hopper; Kepler 3.7 is left out as it is below this app's floor of compute capability 5.0 (docs/install.md, 'Requirements').",
     "driver_cuda12_8":
         "NVIDIA CUDA Toolkit Release Notes, 'CUDA Toolkit and Corresponding Driver Versions': CUDA 12.8 Update 1 "
         "needs >= 570.124.06 (Linux) / >= 572.61 (Windows); older 12.x drivers (>= 525.60.13 Linux / >= 528.33 "
@@ -100,7 +100,7 @@ RULES: dict[str, str] = {
         "No usable NVIDIA GPU: the CPU wheels at https://download.pytorch.org/whl/cpu (DESIGN.md: CPU runs "
         "everything, slowly).",
     "cpu_requested":
-        "--cpu (run.sh / run.bat / TrellisDesktop): the CPU build of PyTorch whatever GPU is present (README: Installation).",
+        "--cpu (run.sh / run.bat / TrellisDesktop): the CPU build of PyTorch whatever GPU is present (docs/install.md).",
     "torch_local_version":
         "PyTorch's wheel indexes (download.pytorch.org/whl/<tag>) name their Linux and Windows x86-64 wheels "
         "with a PEP 440 local version, 2.13.0+cu130 / 2.13.0+cu126 / 2.13.0+cpu; PyPI hosts no local versions "
@@ -120,8 +120,8 @@ RULES: dict[str, str] = {
     "attention_cudnn":
         "on compute capability 9.0 and newer PyTorch's cuDNN attention can run the flows (ATTN_BACKEND / "
         "SPARSE_ATTN_BACKEND=cudnn): faster than FlashAttention-2 per call, but slower in the whole v1 chain, so "
-        "'auto' keeps FlashAttention-2 below CUDNN_MIN_TOKENS query tokens and takes cuDNN for longer sequences "
-        "(TRELLIS.2's 1024 flows) (measured: docs/benchmarks/kernels.md; "
+        "'auto' keeps FlashAttention-2 below trellis.tuning's cudnn_min_tokens query tokens and takes cuDNN for "
+        "longer sequences (TRELLIS.2's 1024 flows) (measured: docs/benchmarks/kernels.md, trellis2.md; "
         "trellis/modules/attention/functional.py: cudnn_in_auto).",
     "attention_sdpa":
         "attention 'sdpa': padded/per-sequence scaled_dot_product_attention, which runs on every device "
