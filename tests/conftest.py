@@ -1,14 +1,12 @@
 """The tests' tree mirrors the source's (tests/trellis/export/ for trellis/export/, tests/desktop/api/ for desktop/api/,
-tests/installer/ ...); tests/gpu/ holds what needs CUDA. Helpers shared by many tests are modules here (images,
-structures, repo); a test module may also import another's helpers by its name (``from test_api import LiveServer``):
-every folder of the tree is on the path, which the names' uniqueness makes safe (tests/test_structure.py)."""
+tests/installer/ ...); tests/gpu/ holds what needs CUDA. What several test files share (runners, servers and free
+ports, the browser app, small meshes, images and models) lives in tests/helpers/ and is imported by its full name
+(``from tests.helpers.servers import LiveServer``: pytest.ini puts the repository's root on the path); a test module
+never imports another one (tests/test_structure.py)."""
 import os
 import sys
-from pathlib import Path
 
 import pytest
-
-TESTS = Path(__file__).resolve().parent
 
 # Under xdist, each worker's torch (and the servers and children it starts) gets its share of the cores: one OpenMP
 # pool per worker on every core would oversubscribe them, and its spinning threads slow each other's tests down.
@@ -17,9 +15,6 @@ if _WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
     os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
     if "torch" in sys.modules:                   # loaded before this file: its pool is sized already
         sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-for folder in sorted({p.parent for p in TESTS.rglob("test_*.py")} - {TESTS}):
-    if not (folder / "__init__.py").exists() and str(folder) not in sys.path:     # tests/gpu is a package
-        sys.path.append(str(folder))
 
 
 @pytest.hookimpl(tryfirst=True)      # before `-m` deselects by marker
