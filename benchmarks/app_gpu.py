@@ -183,8 +183,9 @@ sys.meta_path.insert(0, _OnImport())
 """
 
 
-# Runs before the generator in the job's process: the GPU memory cap of ``--limit-gib`` and the module settings of the
-# A/B switches (``SWITCHES``), as JSON {"module": {"NAME": value}}.
+# Runs before the generator in the job's process: the GPU memory cap of ``--limit-gib``, the module settings of the
+# measured constants (``SWITCHES``), as JSON {"module": {"NAME": value}}, and the per-machine choices (``TUNED``:
+# ``trellis.tuning.TUNING``'s fields), as JSON {"field": value}.
 _LIMIT_PRELUDE = r"""
 import importlib, json, os
 if os.environ.get("APP_GPU_LIMIT_GIB"):
@@ -194,22 +195,24 @@ if os.environ.get("APP_GPU_LIMIT_GIB"):
 for module, names in json.loads(os.environ.get("APP_GPU_SETTINGS") or "{}").items():
     for name, value in names.items():
         setattr(importlib.import_module(module), name, value)
+if os.environ.get("APP_GPU_TUNING"):
+    from trellis.tuning import TUNING
+    for name, value in json.loads(os.environ["APP_GPU_TUNING"]).items():
+        setattr(TUNING, name, value)
 """
-# The command line's A/B switches: option -> (module, setting, the setting's value for the option's).
+# The command line's measured constants: option -> (module, setting, the setting's value for the option's).
 SWITCHES = {
     "preview_views": ("trellis.renderers.gaussian_views", "MAX_VIEWS", int),
-    "uv_in_child": ("trellis.export.schedule", "UV_IN_CHILD", lambda v: v == "on"),
-    "final_pieces": ("trellis.export.cleanup.pieces", "FINAL_IN_PIECES", lambda v: v == "on"),
-    "preview_yields": ("desktop.jobs.preview_gate", "YIELD_STAGES",
+    "preview_yields": ("trellis.export.gate", "YIELD_STAGES",
                        lambda v: [s for s in v.split(",") if s and s != "none"]),
-    "video_threads": ("trellis.utils.render_utils", "VIDEO_THREADS", lambda v: int(v) or None),
-    "decimation_thread": ("trellis.export.cleanup.decimate", "DRIVEN", lambda v: v == "on"),
     "piece_min_faces": ("trellis.export.cleanup.pieces", "PIECE_MIN_FACES", int),
-    "result_after_bake_start": ("desktop.jobs.steps", "RESULT_AFTER_BAKE_START", lambda v: v == "on"),
-    "split_during_bake": ("trellis.export.schedule", "SPLIT_DURING_BAKE", lambda v: v == "on"),
     "child_heap": ("trellis.export.processes", "CHILD_HEAP",
                    lambda v: dict(importlib.import_module("trellis.export.processes").CHILD_HEAP) if v == "on" else {}),
     "video_preset": ("trellis.utils.render_utils", "VIDEO_PRESET", str),
+}
+# The command line's per-machine choices: option -> (``trellis.tuning.Tuning`` field, its value for the option's).
+TUNED = {
+    "uv_in_child": ("uv_in_child", lambda v: v == "on"),
 }
 DESKTOP = r"""
 import runpy, sys
@@ -238,20 +241,26 @@ def job_command(obj: str, image: Path, out: Path, model: Path, runs: int, preset
 
 def job_env(structure: str = "object", limit_gib: float | None = None, switches: dict | None = None) -> dict:
     """The job process's environment: the repository and benchmarks/ importable, stage 1's structure (``--structure``),
-    the memory cap (``--limit-gib``) and the module settings of ``switches`` ({option: value} of ``SWITCHES``; unset
-    where the value is None or empty)."""
+    the memory cap (``--limit-gib``), the module settings and tuning fields of ``switches`` ({option: value} of
+    ``SWITCHES`` and ``TUNED``; unset where the value is None or empty)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT), str(ROOT / "benchmarks"), *filter(None, [os.environ.get("PYTHONPATH")])])}
     env["APP_GPU_STRUCTURE"] = structure
     if limit_gib:
         env["APP_GPU_LIMIT_GIB"] = str(limit_gib)
     settings: dict = {}
+    tuning: dict = {}
     for option, value in (switches or {}).items():
-        if value:
+        if value and option in TUNED:
+            field, convert = TUNED[option]
+            tuning[field] = convert(value)
+        elif value:
             module, name, convert = SWITCHES[option]
             settings.setdefault(module, {})[name] = convert(value)
     if settings:
         env["APP_GPU_SETTINGS"] = json.dumps(settings)
+    if tuning:
+        env["APP_GPU_TUNING"] = json.dumps(tuning)
     return env
 
 
@@ -271,30 +280,15 @@ def main() -> int:
                          "1: one frame at a time, as before the batched preview)")
     ap.add_argument("--uv-in-child", choices=("on", "off"), default=None,
                     help="our chart layout in a child process (on, the default on a GPU) or in a thread of the job's "
-                         "process (off: trellis.export.schedule.UV_IN_CHILD)")
-    ap.add_argument("--final-pieces", choices=("on", "off"), default=None,
-                    help="the early decimation's final round in shifted pieces (on, the default) or whole in one child "
-                         "(off: trellis.export.cleanup.pieces.FINAL_IN_PIECES)")
+                         "process (off: trellis.tuning.Tuning.uv_in_child)")
     ap.add_argument("--preview-yields", default=None,
                     help="the bake's stages the preview beside it waits through, comma-separated, or none "
-                         "(desktop.jobs.preview_gate.YIELD_STAGES; default: visibility)")
+                         "(trellis.export.gate.YIELD_STAGES; default: visibility)")
     ap.add_argument("--child-heap", choices=("on", "off"), default=None,
                     help="the chart layout's child keeps its freed heap (on, the default) or uses glibc's own "
                          "settings (off: trellis.export.processes.CHILD_HEAP)")
     ap.add_argument("--video-preset", default=None,
                     help="the preview encoder's x264 preset (trellis.utils.render_utils.VIDEO_PRESET; default medium)")
-    ap.add_argument("--video-threads", type=int, default=None,
-                    help="the preview encoder's threads (trellis.utils.render_utils.VIDEO_THREADS; 0: x264's own "
-                         "choice, the default)")
-    ap.add_argument("--decimation-thread", choices=("on", "off"), default=None,
-                    help="the early decimation's children polled by a thread of its own (on, the default) or between "
-                         "the bake's view renders (off: trellis.export.cleanup.decimate.DRIVEN)")
-    ap.add_argument("--result-after-bake-start", choices=("on", "off"), default=None,
-                    help="result.npz's thread started after the bake's start (on, the default) or before it (off: "
-                         "desktop.jobs.steps.RESULT_AFTER_BAKE_START)")
-    ap.add_argument("--split-during-bake", choices=("on", "off"), default=None,
-                    help="the files' normals split made during the bake and shared (on, the default) or by each "
-                         "file's writer after it (off: trellis.export.schedule.SPLIT_DURING_BAKE)")
     ap.add_argument("--formats", default="glb,ply,obj,mp4",
                     help="the job's files (default glb,ply,obj,mp4; without mp4: what the preview beside the bake costs)")
     ap.add_argument("--piece-min-faces", type=int, default=None,
@@ -314,7 +308,7 @@ def main() -> int:
 
     print("renderers:", fastpaths.describe("cuda"), flush=True)   # TRELLIS_FAST_PATHS=off reaches the job too
     t0 = time.perf_counter()
-    env = job_env(args.structure, args.limit_gib, {option: getattr(args, option) for option in SWITCHES})
+    env = job_env(args.structure, args.limit_gib, {option: getattr(args, option) for option in {**SWITCHES, **TUNED}})
     if args.limit_gib:
         print(f"GPU memory cap: {args.limit_gib:g} GiB", flush=True)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -335,13 +329,8 @@ def main() -> int:
     if args.out:
         Path(args.out).write_text(json.dumps({"object": args.object, "preset": args.preset, "wall": round(wall, 2),
                                               "preview_views": args.preview_views, "uv_in_child": args.uv_in_child,
-                                              "final_pieces": args.final_pieces,
                                               "preview_yields": args.preview_yields,
-                                              "video_threads": args.video_threads,
-                                              "decimation_thread": args.decimation_thread,
                                               "piece_min_faces": args.piece_min_faces,
-                                              "result_after_bake_start": args.result_after_bake_start,
-                                              "split_during_bake": args.split_during_bake,
                                               "child_heap": args.child_heap, "video_preset": args.video_preset,
                                               "fast_paths": fastpaths.describe("cuda"), "jobs": summary}, indent=1))
     return proc.returncode

@@ -123,9 +123,9 @@ def main(argv=None) -> int:
     gaussian, mesh = realistic_object(args.shape, dev, resolution=res, num_gaussians=n_gs, cache=args.cache,
                                       colors=args.colors)
     t0 = time.perf_counter()
-    v, f, uv, tex0, info, _ = pu.bake_textured_mesh(gaussian, mesh, kw["simplify"], kw["fill_holes"], 0.04, size,
-                                                 verbose=False, bake_mode="fast", nviews=kw["nviews"],
-                                                 render_resolution=kw["render_resolution"])
+    v, f, uv, tex0, info, _ = pu.bake_textured_mesh(gaussian, mesh, simplify=kw["simplify"],
+                                                 fill_holes=kw["fill_holes"], texture_size=size, bake_mode="fast",
+                                                 nviews=kw["nviews"], render_resolution=kw["render_resolution"])
     print(json.dumps({"setup_s": round(time.perf_counter() - t0, 2), "faces": len(f), "stages": info["seconds"]}),
           flush=True)
     glb = make_glb_mesh(v, f, uv, tex0)

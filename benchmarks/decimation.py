@@ -2,7 +2,7 @@
 distance to the source surface.
 
     python benchmarks/decimation.py [--shapes bunny nut] [--mesh FILE.npz ...] [--pieces 1 auto 16] [--runs 3]
-        [--subdivide 0 1 2] [--final pieces whole]
+        [--subdivide 0 1 2]
 
 Meshes: the realistic objects' decoder-like meshes (``benchmarks/realistic_objects.py``, cached) and any
 ``.npz`` with ``vertices`` / ``faces``; ``--subdivide k`` adds each mesh split k times into four (edge
@@ -13,9 +13,7 @@ mesh and piece count: the median seconds of ``simplify_mesh(v, f, --reduction)``
 (the cores this process may use are printed: pieces run one child process per core), the faces kept,
 the mean and 99th-percentile distance (in voxels of 1/256) from 200 k points sampled on the result to a
 2 M-point sample of the source surface, and the number of edges not used by exactly two faces (0 for a
-closed result of a closed input). ``--final``: the re-joined pieces' final pass in shifted pieces (``pieces``, the
-default) or whole in one child (``whole``: ``trellis.export.cleanup.pieces.FINAL_IN_PIECES`` off), each for every
-piece count, alternated run by run so that both see the same machine.
+closed result of a closed input).
 """
 from __future__ import annotations
 
@@ -77,9 +75,6 @@ def _subdivided(mesh, k):
 def main() -> int:
     from trellis.export import cleanup as mc
     from trellis.export import processes
-    from trellis.export.cleanup import pieces as pc
-
-    default_final = pc.FINAL_IN_PIECES
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", nargs="*", default=["bunny", "nut"])
@@ -89,7 +84,6 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--subdivide", nargs="*", type=int, default=[0])
     ap.add_argument("--out", default=None)
-    ap.add_argument("--final", nargs="*", default=["pieces"], choices=["pieces", "whole"])
     ap.add_argument("--timeline", action="store_true",
                     help="also print where one decimation in pieces spends its time (child starts and ends)")
     args = ap.parse_args()
@@ -114,27 +108,20 @@ def main() -> int:
         tree = cKDTree(surface_points(v, f, 2_000_000, 1))
         for p in args.pieces:
             pieces = None if p == "auto" else int(p)
-            times = {final: [] for final in args.final}
-            info, out = {final: {} for final in args.final}, {}
+            times, info = [], {}
             for _ in range(args.runs):
-                for final in args.final:          # alternated: A B A B
-                    pc.FINAL_IN_PIECES = final == "pieces"
-                    t0 = time.perf_counter()
-                    out[final] = mc.simplify_mesh(v, f, args.reduction, pieces=pieces, info=info[final])
-                    times[final].append(time.perf_counter() - t0)
-            pc.FINAL_IN_PIECES = default_final
-            for final in args.final:
-                rv, rf = out[final]
-                d, _ = tree.query(surface_points(rv, rf, 200_000, 0))
-                row = {"mesh": name, "faces": int(len(f)), "pieces": pieces or mc.decimation_pieces(len(f)),
-                       "final": final, "seconds": round(statistics.median(times[final]), 3),
-                       "all_seconds": [round(t, 3) for t in times[final]],
-                       "faces_out": int(len(rf)), "mean_dist_vox": round(float(d.mean()) * 256, 4),
-                       "p99_dist_vox": round(float(np.percentile(d, 99)) * 256, 4), "bad_edges": bad_edges(rf)}
-                if args.timeline and "timeline" in info[final]:      # the last run's (a decimation in pieces)
-                    row["timeline"] = info[final]["timeline"]
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+                t0 = time.perf_counter()
+                rv, rf = mc.simplify_mesh(v, f, args.reduction, pieces=pieces, info=info)
+                times.append(time.perf_counter() - t0)
+            d, _ = tree.query(surface_points(rv, rf, 200_000, 0))
+            row = {"mesh": name, "faces": int(len(f)), "pieces": pieces or mc.decimation_pieces(len(f)),
+                   "seconds": round(statistics.median(times), 3), "all_seconds": [round(t, 3) for t in times],
+                   "faces_out": int(len(rf)), "mean_dist_vox": round(float(d.mean()) * 256, 4),
+                   "p99_dist_vox": round(float(np.percentile(d, 99)) * 256, 4), "bad_edges": bad_edges(rf)}
+            if args.timeline and "timeline" in info:      # the last run's (a decimation in pieces)
+                row["timeline"] = info["timeline"]
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
     return 0

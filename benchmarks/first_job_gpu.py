@@ -5,13 +5,13 @@ cProfile, so that what only the first call pays (libraries' start-up, kernels' f
 out as the difference between their profiles.
 
     python benchmarks/first_job_gpu.py [--work /tmp/app_gpu] [--object bunny] [--top 40] [--out first_job.json]
-        [--prewarm none|beside|graphs] [--decoder-beside-load on|off]
+        [--prewarm none|beside|graphs]
 
 Run it after app_gpu.py on the same host (the pipeline folder exists and Triton's disk cache is warm, as on a
 user's second launch). ``--prewarm beside`` runs ``trellis.pipelines.first_use.warm_libraries`` in a thread beside the
 model load, as the app's warm-up does (``desktop.jobs.warmup.warm_libraries_beside``); ``--prewarm graphs`` also makes
 the structure flow's kept graphs beside it in a thread of their own (``desktop.jobs.warmup.GraphsBesideLoad``), as the
-app's warm-up does on a GPU, then the occupancy decoder's first call (``--decoder-beside-load off``: not).
+app's warm-up does on a GPU, then the occupancy decoder's first call.
 """
 from __future__ import annotations
 
@@ -61,9 +61,6 @@ def main() -> int:
     ap.add_argument("--object", default="bunny", choices=("bunny", "nut"))
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--prewarm", default="none", choices=("none", "beside", "graphs"))
-    ap.add_argument("--decoder-beside-load", choices=("on", "off"), default=None,
-                    help="with --prewarm graphs: the occupancy decoder's first call made beside the load too (on, the "
-                         "app's default) or not (desktop.jobs.warmup.DECODER_BESIDE_LOAD)")
     ap.add_argument("--out", default="first_job.json")
     ap.add_argument("--model", default=None, help="a pipeline folder (default: WORK/TRELLIS-image-large-random)")
     ap.add_argument("--device", default="cuda", help="cpu: the code path on the tiny pipeline")
@@ -82,7 +79,7 @@ def main() -> int:
     torch.zeros(1, device=device)
     t_cuda = time.perf_counter()
     result = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu", "torch": torch.__version__,
-              "prewarm": args.prewarm, "decoder_beside_load": args.decoder_beside_load, "commit": source_commit(),
+              "prewarm": args.prewarm, "commit": source_commit(),
               "date": time.strftime("%Y-%m-%d"),
               "fast_paths": os.environ.get("TRELLIS_FAST_PATHS", "on"),
               "import_torch_s": round(t_torch - t_start, 3), "cuda_start_s": round(t_cuda - t_torch, 3)}
@@ -100,9 +97,6 @@ def main() -> int:
 
         primer = warm_libraries_beside(str(device), "auto", lambda: False)
         if args.prewarm == "graphs":
-            if args.decoder_beside_load:
-                import desktop.jobs.warmup as warmup
-                warmup.DECODER_BESIDE_LOAD = args.decoder_beside_load == "on"
             graphs = GraphsBesideLoad("auto", "auto")
             maker = graphs.start(str(device), lambda: False)
     model = args.model or str(Path(args.work) / "TRELLIS-image-large-random")

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import realistic_objects as ro  # noqa: E402
 from trellis.export.bake import least_squares  # noqa: E402
+from trellis.tuning import tuned  # noqa: E402
 from trellis.export.bake.observations import observation_cameras, render_observations, sharpening_scale  # noqa: E402
 from trellis.export.cleanup import decimate  # noqa: E402
 from trellis.export.uv.geometric import geometric_layout  # noqa: E402
@@ -64,12 +65,12 @@ def main(argv=None) -> int:
         return time.perf_counter() - t, acc
 
     def batched(pixels):
-        least_squares.FOLD_IN_BATCHES, least_squares.FOLD_BATCH_PIXELS = True, pixels
+        least_squares.FOLD_BATCH_PIXELS = pixels
         acc, out = prepared()
         t = time.perf_counter()
-        acc.fold_views(out)
+        with tuned(fold_in_batches=True):
+            acc.fold_views(out)
         sync()
-        least_squares.FOLD_IN_BATCHES = None
         return time.perf_counter() - t, acc
 
     print("pixels per view:", [int(p["face"].numel()) for p in prepared()[1][:5]], "...")

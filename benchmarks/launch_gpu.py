@@ -2,8 +2,6 @@
 start to the server answering, the model loaded, the first job's GLB and the second (warm) job's GLB.
 
     python benchmarks/launch_gpu.py [--work DIR] [--preset balanced] [--submit-after 0,10] [--warmup on,off]
-                                    [--export-beside-job on|off] [--libraries-beside-load on,off]
-                                    [--graphs-beside-load on,off]
                                     [--bytecode cached|as-is] [--discard-first 1|0]
                                     [--object random|bunny|nut] [--out launch_gpu.json] [--md launch_gpu.md]
     python benchmarks/launch_gpu.py --tiny --device cpu       # the code path on a CPU, tiny pipeline
@@ -91,22 +89,15 @@ def bytecode_env(work: Path, cached: bool) -> dict:
 
 
 def one_launch(model: Path, outputs: Path, device: str, warmup: bool, submit_after: float, body: dict,
-               obj: str, switches: dict | None = None, base_env: dict | None = None) -> dict:
-    """One fresh server process, two jobs; seconds from the process start. ``switches``: {name: "on" / "off"} of
-    ``desktop.jobs.warmup``'s switches (EXPORT_BESIDE_WAITING_JOB: the export's warm-up beside a job that waits as
-    the model load ends; LIBRARIES_BESIDE_LOAD: the first sampling call's libraries brought up beside the load);
-    those not given keep the app's default."""
-    switches = {k: v for k, v in (switches or {}).items() if v}
+               obj: str, base_env: dict | None = None) -> dict:
+    """One fresh server process, two jobs; seconds from the process start."""
     import httpx
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    from app_gpu import DESKTOP, REALISTIC_BOOTSTRAP, on_import
+    from app_gpu import DESKTOP, REALISTIC_BOOTSTRAP
 
     code, args = (DESKTOP, []) if obj == "random" else (REALISTIC_BOOTSTRAP, [obj])
-    if switches:      # set once the app imports the module (importing it here would import PyTorch first)
-        code = on_import("desktop.jobs.warmup", "; ".join(f"module.{k} = {v == 'on'}" for k, v in switches.items())
-                         ) + code
     head = [sys.executable, "-c", code, *args]
     cmd = [*head, "api", "--model", str(model), "--port", str(port), "--outputs", str(outputs), "--device", device]
     if not warmup:
@@ -125,10 +116,7 @@ def one_launch(model: Path, outputs: Path, device: str, warmup: bool, submit_aft
             log.append((time.perf_counter() - t0, line.rstrip()))
     reader = threading.Thread(target=read_log, daemon=True)
     reader.start()
-    row = {"warmup": "on" if warmup else "off", "submit_after_s": submit_after,
-           "export_beside_job": switches.get("EXPORT_BESIDE_WAITING_JOB"),
-           "libraries_beside_load": switches.get("LIBRARIES_BESIDE_LOAD"),
-           "graphs_beside_load": switches.get("GRAPHS_BESIDE_LOAD")}
+    row = {"warmup": "on" if warmup else "off", "submit_after_s": submit_after}
     loaded = {}
     client = httpx.Client(base_url=url, timeout=600)
 
@@ -203,10 +191,10 @@ def one_launch(model: Path, outputs: Path, device: str, warmup: bool, submit_aft
 def markdown(rows: list[dict], meta: dict) -> str:
     out = [f"{meta['device']}, torch {meta['torch']}, commit {meta['commit']}, {meta['date']}; model {meta['model']}, "
            f"preset {meta['preset']}, GLB only, {meta['image']}, bytecode {meta.get('bytecode', 'as-is')}", "",
-           "| warm-up | switches | submit after s | server answers s | model loaded s | first GLB s | first job s | "
+           "| warm-up | submit after s | server answers s | model loaded s | first GLB s | first job s | "
            "second GLB s | second job s | first job's load_model s | first job's pipeline s (condition / stage 1 / "
            "stage 2) | warm-up load s | libraries beside it s | graphs (+ decoder) beside it s | warm-up run s |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def f(v):
         return "-" if v is None else f"{v:.2f}"
@@ -219,9 +207,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
         return (f"{f(seconds)} ({' / '.join(f(stages.get(k)) for k in ('condition', 'sparse_structure', 'slat'))})"
                 if seconds is not None else "-")
     for r in rows:
-        switches = ", ".join(f"{k} {r[k]}" for k in ("export_beside_job", "libraries_beside_load", "graphs_beside_load")
-                             if r.get(k))
-        out.append(f"| {r['warmup']} | {switches or 'defaults'} | {r['submit_after_s']:g} | {f(r.get('server_s'))} | "
+        out.append(f"| {r['warmup']} | {r['submit_after_s']:g} | {f(r.get('server_s'))} | "
                    f"{f(r.get('model_loaded_s'))} | {f(r.get('glb1_s'))} | {f(r.get('job1_s'))} | "
                    f"{f(r.get('glb2_s'))} | {f(r.get('job2_s'))} | "
                    f"{f((r.get('job1_timings') or {}).get('load_model'))} | {pipeline(r)} | "
@@ -243,15 +229,6 @@ def main() -> int:
     ap.add_argument("--object", default="random", choices=("random", "bunny", "nut"),
                     help="decoder outputs replaced by a realistic object (app_gpu.py) or the random-weight blob")
     ap.add_argument("--tiny", action="store_true", help="tiny random pipeline (checks the code path, e.g. on a CPU)")
-    ap.add_argument("--export-beside-job", default=None, choices=("on", "off"),
-                    help="whether the export warms up beside a job that waits as the model load ends "
-                         "(desktop.jobs.warmup.EXPORT_BESIDE_WAITING_JOB; default: the app's)")
-    ap.add_argument("--graphs-beside-load", default="", help="on, off or both in turn (on,off): whether the "
-                    "structure flow's kept graphs are made beside the model load, after the libraries "
-                    "(desktop.jobs.warmup.GRAPHS_BESIDE_LOAD; default: the app's)")
-    ap.add_argument("--libraries-beside-load", default="", help="on, off or both in turn (on,off): whether the "
-                    "first sampling call's libraries are brought up beside the model load "
-                    "(desktop.jobs.warmup.LIBRARIES_BESIDE_LOAD; default: the app's)")
     ap.add_argument("--bytecode", default="cached", choices=("cached", "as-is"),
                     help="cached (default): the server reads our modules' bytecode, compiled once before the first run "
                          "(a user's second launch); as-is: the environment decides (PYTHONDONTWRITEBYTECODE)")
@@ -277,26 +254,18 @@ def main() -> int:
             "preset": args.preset, "image": f"{IMAGE.relative_to(ROOT)} (RGBA)", "object": args.object,
             "fast_paths": os.environ.get("TRELLIS_FAST_PATHS", "on"), "bytecode": args.bytecode}
     rows = []
-    libraries = [x.strip() for x in args.libraries_beside_load.split(",") if x.strip()] or [None]
-    graphs = [x.strip() for x in args.graphs_beside_load.split(",") if x.strip()] or [None]
-    libraries = [(lib, g) for g in graphs for lib in libraries]      # each pair in turn
     env = bytecode_env(work, args.bytecode == "cached")
-
-    def switches(pair):
-        return {"EXPORT_BESIDE_WAITING_JOB": args.export_beside_job, "LIBRARIES_BESIDE_LOAD": pair[0],
-                "GRAPHS_BESIDE_LOAD": pair[1]}
     discarded = []
     if args.discard_first:
         discarded.append(one_launch(model, work / "outputs-discarded", args.device, warmups[0] == "on", waits[0], body,
-                                    args.object, switches(libraries[0]), env))
+                                    args.object, env))
         print("discarded:", json.dumps(discarded[0]), flush=True)
     for wait in waits:
         for w in warmups:
-            for i, lib in enumerate(libraries):
-                outputs = work / f"outputs-warmup-{w}-after-{wait:g}" / f"run{i}"
-                row = one_launch(model, outputs, args.device, w == "on", wait, body, args.object, switches(lib), env)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+            outputs = work / f"outputs-warmup-{w}-after-{wait:g}"
+            row = one_launch(model, outputs, args.device, w == "on", wait, body, args.object, env)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     result = {"meta": meta, "runs": rows, "discarded": discarded}
     Path(args.out or work / "launch_gpu.json").write_text(json.dumps(result, indent=2))
     table = markdown(rows, meta)

@@ -12,7 +12,7 @@ pipeline.json, 17 GB; kept for the next call). Shapes, not values, decide time a
 A configuration is PRESET/FAST[/CUDNN][@GIB][:TYPE+TYPE]: PRESET "default" (precision and offload "auto": the
 pipeline's own choice, RESIDENT_BUDGETS) or "low-vram" (fp16, each network on the GPU only for its stage: the app's
 preset); FAST "on" / "off" (TRELLIS_FAST_PATHS: the PyTorch twins only); CUDNN "nocudnn" turns the attention's long-
-sequence cuDNN rule off (attention.functional.CUDNN_MIN_TOKENS) or gives its threshold in tokens; @GIB holds the
+sequence cuDNN rule off (trellis.tuning's TUNING.cudnn_min_tokens) or gives its threshold in tokens; @GIB holds the
 process to a VRAM budget of that many GiB (core.device.set_memory_budget: torch's per-process memory fraction),
 "auto" precision and offload then picked to fit it as the app does (memory.fit_budget); :TYPE+TYPE runs only those
 types in it. `--preset`, `--fast-paths` and `--vram-cap` build the list instead when `--configs` is not given.
@@ -29,7 +29,7 @@ cut off at its time limit still leaves its results.
 
 `--attention-sweep`: the flows' attention shapes (CFG pair, 12 heads x 128, bf16) per sequence length, through
 FlashAttention-2 (torch varlen) and cuDNN: the first call at a new length (cuDNN builds a plan) and the steady call,
-and what a stage of 12 steps x 30 blocks would spend with each, to confirm attention.functional.CUDNN_MIN_TOKENS.
+and what a stage of 12 steps x 30 blocks would spend with each, to confirm TUNING.cudnn_min_tokens.
 """
 from __future__ import annotations
 
@@ -52,10 +52,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from trellis import fastpaths  # noqa: E402
 from trellis.core.device import memory_budget, peak_memory, set_memory_budget, start_peak_window  # noqa: E402
-from trellis.modules.attention import functional as attention  # noqa: E402
 from trellis.pipelines import EmptyStructureError  # noqa: E402
 from trellis.pipelines.memory import fit_budget  # noqa: E402
 from trellis.pipelines.trellis2_image_to_3d import Trellis2ImageTo3DPipeline  # noqa: E402
+from trellis.tuning import TUNING  # noqa: E402
 
 GiB = 2 ** 30
 TYPES = ("512", "1024", "1024_cascade", "1536_cascade")
@@ -75,7 +75,7 @@ def parse_config(text: str) -> dict:
     types = [t for t in only.split("+") if t] or None
     if types and set(types) - set(TYPES):
         raise ValueError(f"configuration {text!r}: unknown types {sorted(set(types) - set(TYPES))}")
-    cudnn = attention.CUDNN_MIN_TOKENS
+    cudnn = TUNING.cudnn_min_tokens
     if len(parts) == 3:
         cudnn = None if parts[2] == "nocudnn" else int(parts[2])
     return {"name": text.strip(), "preset": parts[0], "fast": parts[1] == "on", "cudnn_min": cudnn,
@@ -86,7 +86,7 @@ def apply_config(pipe, config: dict, device: torch.device) -> dict:
     """The configuration's fast paths, attention rule, VRAM budget and memory policy on `pipe`; returns the
     resolved policy as a dict."""
     fastpaths.set_enabled(None if config["fast"] else False)
-    attention.CUDNN_MIN_TOKENS = 1 << 62 if config["cudnn_min"] is None else config["cudnn_min"]
+    TUNING.cudnn_min_tokens = 1 << 62 if config["cudnn_min"] is None else config["cudnn_min"]
     precision, offload = ("auto", "auto") if config["preset"] == "default" else ("fp16", "model")
     cap = config["cap_gib"]
     if device.type == "cuda":
@@ -187,6 +187,7 @@ def export_glb(mesh, faces: int, texture: int) -> dict:
     except Exception as err:           # recorded: the chain's numbers still count
         return {"error": f"{type(err).__name__}: {str(err)[:400]}", "seconds": time.perf_counter() - t0}
     return {"seconds": time.perf_counter() - t0, "steps": textured.info.get("seconds"),
+            "prepare_steps": textured.info.get("prepare_seconds"),
             "faces": len(textured.faces), "bytes": os.path.getsize(path), "target_faces": faces,
             "texture_size": texture}
 
@@ -283,7 +284,7 @@ def main(argv=None) -> int:
     info = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
             "python": platform.python_version(), "commit": commit, "date": time.strftime("%Y-%m-%d"),
             "tiny": args.tiny, "types": types, "runs": args.runs, "warmup": args.warmup,
-            "cudnn_min_tokens": attention.CUDNN_MIN_TOKENS, "configs": {}}
+            "cudnn_min_tokens": TUNING.cudnn_min_tokens, "configs": {}}
     print(json.dumps({k: v for k, v in info.items() if k != "configs"}), flush=True)
     out = Path(args.out)
 

@@ -17,12 +17,14 @@ class Tuning:
     """One field per per-machine choice (None: decided by the device at run time)."""
 
     # "auto" attention asks for cuDNN first from this many query tokens a sequence (Hopper or newer, fast paths on;
-    # FlashAttention-2 below, its twin): where cuDNN's per-call gain outweighs its plans depends on the GPU and cuDNN
+    # FlashAttention-2, its twin, below); per machine: where cuDNN's per-call gain outweighs its plans depends on the
+    # GPU and its cuDNN build, measured by the sweep of
     # docs/benchmarks/trellis2.md#attention-flashattention-2-varlen-against-cudnn-bf16-12-heads-of-128-one-sequence
     cudnn_min_tokens: int = 16384
     # The export's chart layout runs in a warm child process (True) or a thread (False) where it overlaps the view
     # renders; None: a child on an accelerator (the renders' Python then keeps the GIL), a thread on a CPU (the layout
-    # keeps its cores busy itself); the same atlas either way (docs/benchmarks/app.md#the-chart-layout-in-a-child-process)
+    # keeps its cores busy itself); the same atlas either way
+    # (docs/benchmarks/app.md#the-chart-layout-in-a-child-process)
     uv_in_child: Optional[bool] = None
     # The "fast" bake prepares the views rendered ahead (raster, pixel tests) while the UV unwrap runs (True) or after
     # it (False); None: where the views wait on the device, which has the room (docs/benchmarks/export.md#memory)

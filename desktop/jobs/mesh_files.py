@@ -1,15 +1,14 @@
-"""A job's mesh files from its settings: the library's export (``trellis.export.ExportJob``) with the face target the
-settings and their destination allow, then every mesh format asked for, the levels of detail and export.json (what
-the files hold, and whether they meet the destination's limits)."""
+"""A job's mesh files from its settings: the library's export (``trellis.export.ExportJob``, the export's scheduler)
+with the options the settings give (``export_options``: the face target within the destination's limit included),
+then every mesh format asked for, the levels of detail and export.json (what the files hold, and whether they meet the
+destination's limits)."""
 from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
 
 from ..settings import GenerationSettings
 from ..settings_table import MESH_FORMATS
-from .background import Background
 from .folder import JobFolder, lod_kind
 from .job import Job
 from .progress import textured_files
@@ -32,97 +31,73 @@ class timed:
         self.job.timings.setdefault("export", {})[self.name] = time.perf_counter() - self.t
 
 
+def destination(settings: GenerationSettings):
+    """The settings' destination in the library's terms (None: none)."""
+    return None if settings.destination == "none" else settings.destination
+
+
+def export_options(settings: GenerationSettings):
+    """The library's ``ExportOptions`` of a job's settings: the clean-up (Simplify, hole filling, the face target
+    within the destination's triangle limit), the bake (texture size, mode, views) and the GLB's normal map."""
+    from trellis.export import ExportOptions
+
+    return ExportOptions(simplify=settings.simplify, fill_holes=settings.fill_holes,
+                         texture_size=settings.texture_size, bake_mode=settings.bake_mode, nviews=settings.bake_views,
+                         render_resolution=settings.bake_resolution, target_faces=settings.target_faces,
+                         destination=destination(settings),
+                         normal_map=settings.normal_map and "glb" in settings.formats and not settings.geometry_only)
+
+
 def face_target(settings: GenerationSettings, n_faces: int):
-    """The export's ``target_faces``: the setting's, or none (Simplify's fraction), lowered to the destination's
-    triangle limit where the budget would pass it."""
-    from trellis.export import DESTINATION_LIMITS, face_budget
-
-    most = DESTINATION_LIMITS.get(settings.destination, {}).get("max_triangles")
-    if most is None or face_budget(n_faces, settings.simplify, settings.target_faces) <= most:
-        return settings.target_faces
-    return most
+    """The export's ``target_faces`` for a mesh of `n_faces` faces: the setting's, or none (Simplify's fraction),
+    lowered to the destination's triangle limit where the budget would pass it."""
+    return export_options(settings).face_target(n_faces)
 
 
-def bake_job(gaussian, mesh, settings: GenerationSettings, early: bool):
-    """The library's export of (gaussian, mesh) with the job's settings: clean-up, UV unwrap and texture bake,
-    the one textured mesh every mesh file is written from; the clean-up alone (``ShapeOnly``) where no file holds
-    a texture."""
+def start_export(gaussian, mesh, settings: GenerationSettings, own_mesh=None, early: bool = False, beside=(),
+                 cancel=None):
+    """The library's export of (gaussian, mesh) with the job's settings, started: its scheduler
+    (``trellis.export.ExportJob``), which runs `beside` (``trellis.export.SideWork``) beside it and whose ``bake``
+    makes the one mesh every mesh file is written from: clean-up, UV unwrap and texture bake; the clean-up alone
+    where no file holds a texture; with `own_mesh` (``trellis.representations.mesh_input.UserMesh``), the look
+    baked onto the user's model, its vertices, faces and usable UVs kept (nothing baked where no file holds a
+    texture). No mesh file asked for: nothing is exported, only `beside` runs. `early`: the decimation starts now,
+    to overlap the caller's work."""
     from trellis.export import ExportJob
 
-    faces = mesh[1] if isinstance(mesh, (tuple, list)) else mesh["faces"] if isinstance(mesh, dict) else mesh.faces
-    if not textured_files(settings):
-        return ShapeOnly(gaussian, mesh, settings, face_target(settings, int(faces.reshape(-1, 3).shape[0])))
-    return ExportJob(gaussian, mesh, simplify=settings.simplify, fill_holes=settings.fill_holes,
-                     texture_size=settings.texture_size, bake_mode=settings.bake_mode, early=early,
-                     nviews=settings.bake_views, render_resolution=settings.bake_resolution,
-                     target_faces=face_target(settings, int(faces.reshape(-1, 3).shape[0])),
-                     normal_map=settings.normal_map and "glb" in settings.formats and not settings.geometry_only)
-
-
-class ShapeOnly:
-    """The export's clean-up alone (``trellis.export.clean_shape``: the mesh the textured export would unwrap, no UV
-    unwrap, renders or texture), for files without a texture; the same `bake` / `close` as an ExportJob."""
-
-    stage = "shape"             # the job's progress stage (an ExportJob's: "bake")
-
-    def __init__(self, gaussian, mesh, settings: GenerationSettings, target_faces):
-        self.gaussian, self.mesh, self.settings, self.target_faces = gaussian, mesh, settings, target_faces
-
-    def bake(self, progress=None, cancel=None):
-        from trellis.export import clean_shape
-
-        s = self.settings
-        return clean_shape(self.mesh, simplify=s.simplify, fill_holes=s.fill_holes, target_faces=self.target_faces,
-                           device=self.gaussian.device, progress=progress, cancel=cancel)
-
-    def close(self) -> None:
-        pass
-
-
-class OwnMeshBake:
-    """A new look baked onto the user's own model (``trellis.export.keep_mesh.bake_onto_mesh``): its vertices, faces
-    and usable UVs kept; the same `bake` / `close` as an ExportJob. For files without a texture: the model as it is,
-    nothing baked (stage "shape")."""
-
-    def __init__(self, gaussian, own, settings: GenerationSettings):
-        self.gaussian, self.own, self.settings = gaussian, own, settings
-        self.stage = "bake" if textured_files(settings) else "shape"
-
-    def bake(self, progress=None, cancel=None):
-        from trellis.export import bake_onto_mesh, clean_shape
-
-        s = self.settings
-        if self.stage == "shape":               # nothing cleaned up either: the user's own vertices and faces
-            return clean_shape((self.own.vertices, self.own.faces), simplify=0, fill_holes=False, cancel=cancel)
-        return bake_onto_mesh(self.gaussian, self.own.vertices, self.own.faces, self.own.uvs,
-                              texture_size=s.texture_size, bake_mode=s.bake_mode, nviews=s.bake_views,
-                              render_resolution=s.bake_resolution, progress=progress, cancel=cancel)
-
-    def close(self) -> None:
-        pass
+    meshes = any(kind in settings.formats for kind in MESH_FORMATS)
+    source = (mesh if own_mesh is None else own_mesh) if meshes else None
+    return ExportJob(gaussian, source, export_options(settings), texture=textured_files(settings),
+                     keep_mesh=own_mesh is not None, early=early, beside=beside, cancel=cancel)
 
 
 def write_mesh_files(job: Job, folder: JobFolder, settings: GenerationSettings, textured, progress,
-                     own: bool = False, together: bool = False, cancel=None) -> None:
+                     own: bool = False, together=None, cancel=None) -> None:
     """Every mesh format of the settings, the GLB's levels of detail, then export.json. `own`: `textured` is the
-    user's model (OwnMeshBake): written where and as large as it was, with its own vertices, and no LODs.
-    `together`: the formats this process has written before are written side by side (``side_by_side``; the same
-    files; timings["export"]["side_by_side"] names them). `cancel` is asked by the LODs and before each file is
-    opened (a cancelled job leaves no partial file)."""
+    user's model (``start_export``'s `own_mesh`): written where and as large as it was, with its own vertices, and no
+    LODs. `together`: the ``trellis.export.ExportJob`` that made `textured`, whose scheduler writes the formats this
+    process has written before side by side (``side_by_side``; the same files; timings["export"]["side_by_side"]
+    names them) and export.json's facts beside them. `cancel` is asked by the LODs and before each file is opened (a
+    cancelled job leaves no partial file)."""
     kinds = [kind for kind in MESH_FORMATS if kind in settings.formats]
     options = {}
     for kind in kinds:                         # in order, so that a job's warnings keep their order
         options[kind] = dict(file_options(job, settings, kind), cancel=cancel)
         if own:
             options[kind].update(OWN_MESH_OPTIONS)
-    together = side_by_side(kinds) if together else []
-    # export.json's print shape facts (a mesh pass of their own) made beside the files, which they do not depend on
-    facts = Background("trellis-report-facts", lambda: shape_facts(textured, settings)) if together else None
+    export, together = together, side_by_side(kinds) if together is not None else []
+    facts = None
     if together:
+        from trellis.export import SideWork
+
+        # export.json's print shape facts (a mesh pass of their own) made beside the files, which they do not need
+        facts = SideWork("report-facts", lambda stopped: shape_facts(textured, settings))
+        export.start_side(facts)
         job.timings.setdefault("export", {})["side_by_side"] = together
         for kind in together:
             progress(kind, 0, 1)
-        for kind, files, seconds in write_together(folder, textured, together, options):
+        writers = {kind: (lambda kind=kind: folder.write_mesh(kind, textured, **options[kind])) for kind in together}
+        for kind, files, seconds in export.side_by_side(writers):
             job.timings.setdefault("export", {})[kind] = seconds
             job.files.update(files)
             progress(kind, 1, 1)
@@ -154,8 +129,8 @@ def write_mesh_files(job: Job, folder: JobFolder, settings: GenerationSettings, 
                                                    **file_options(job, settings, "glb")))
                 lods.append((share, lod, job.files[kind]))
     with timed(job, "report"):
-        job.files.update(folder.write_json("report", export_report(textured, job.files, settings, lods,
-                                                                    facts.result() if facts else None, refused)))
+        made = export.side_result(facts.name) if facts else None
+        job.files.update(folder.write_json("report", export_report(textured, job.files, settings, lods, made, refused)))
 
 
 # The mesh formats this process has written: the first file of a format is written alone, as its writer imports
@@ -170,20 +145,6 @@ def side_by_side(kinds: list) -> list:
     with _written_lock:
         known = [kind for kind in kinds if kind in _written]
     return known if len(known) > 1 else []
-
-
-def write_together(folder: JobFolder, textured, kinds: list, options: dict):
-    """[(kind, files, seconds)] of `kinds` written by one thread each; every writer has ended (its file complete, or
-    gone) before this returns or raises the first error in `kinds`' order."""
-    def one(kind):
-        t = time.perf_counter()
-        files = folder.write_mesh(kind, textured, **options[kind])
-        return kind, files, time.perf_counter() - t
-
-    with ThreadPoolExecutor(max_workers=len(kinds), thread_name_prefix="trellis-mesh-file") as pool:
-        futures = [pool.submit(one, kind) for kind in kinds]
-        wait(futures)
-    return [future.result() for future in futures]
 
 
 def file_options(job: Job, settings: GenerationSettings, kind: str) -> dict:
@@ -222,9 +183,8 @@ def export_report(textured, files: dict, settings: GenerationSettings, lods=(), 
     refused (``trellis.export.lod_targets.LodRefusal``)."""
     from trellis.export import describe_export
 
-    destination = None if settings.destination == "none" else settings.destination
     return describe_export(textured, {kind: files[kind] for kind in MESH_FORMATS if kind in files},
                            target_faces=settings.target_faces, texture_format=settings.texture_format,
                            geometry_only=settings.geometry_only, draco=settings.draco,
-                           print_ready=settings.print_ready, lods=list(lods), destination=destination,
+                           print_ready=settings.print_ready, lods=list(lods), destination=destination(settings),
                            facts=facts, lods_refused=list(refused), **placement(settings))

@@ -33,7 +33,7 @@ VARIANT_STAGES = ["voxelize", "preprocess", "condition", "slat", "decode"]
 
 def textured_files(settings: GenerationSettings) -> bool:
     """Whether a mesh file the settings write holds a texture (GLB, OBJ, USDZ and not geometry-only): without one,
-    the export cleans the mesh up and bakes nothing (stage "shape", ``mesh_files.ShapeOnly``)."""
+    the export cleans the mesh up and bakes nothing (stage "shape", ``mesh_files.start_export``)."""
     from trellis.export.formats import FORMATS as FILE_FORMATS
 
     return not settings.geometry_only and any(FILE_FORMATS[kind].texture_formats for kind in MESH_FORMATS

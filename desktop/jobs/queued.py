@@ -14,6 +14,9 @@ drops when the process ends) and removed whenever it holds no record.
   like any other (listed, its files served, run again with one call: rerun.py).
 * The process was killed: the next start (`recover`, from recovery.py) finds the `.queue-*` folder of a process
   that is gone and does the same for each record whose job has no folder of its own.
+
+`settings_record` makes every settings.json's entries: a queued job's here, a started job's for its steps
+(steps.settings_record), a batch item's with its own entries beside them.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from typing import Optional
 
 from trellis.export import temp_dirs
 
+from ..settings import device_changes
 from .folder import JOB_DIR, MESH_INPUT, JobFolder, atomic_path, sniff_extension, write_atomic
 from .job import describe_input
 from .meshes import MESH_FORMATS
@@ -50,21 +54,36 @@ def record_name(job) -> str:
     return f"{datetime.fromtimestamp(job.created).strftime('%Y%m%d-%H%M%S')}-{job.id[:8]}"
 
 
-def settings_record(job, model_path: str) -> dict:
-    """settings.json of a job not started yet: what a job folder's holds, less what only the run knows (the
-    seed drawn for a random one, the device)."""
+def settings_record(job, model_path: str, settings=None, device: Optional[str] = None,
+                    versions: Optional[dict] = None, extra: Optional[dict] = None) -> dict:
+    """settings.json of `job`, the one place its entries are made. With `settings` (those it runs with: the seed drawn,
+    lowered for `device`), everything needed to run it again, and the `versions` it ran with; without (a job not started
+    yet), what its queue record knows: no device, the seed only where it was chosen. `extra`: entries the job's caller
+    knows and the job does not (a batch item's name and key, where its input came from); they win."""
     s = job.settings
-    record = {"job_id": job.id, "kind": job.kind, "queued": True, "model": model_path, "device": None,
-              "inputs": [describe_input(x) for x in job.inputs], "seed_was_random": s.randomize_seed,
-              "created": datetime.fromtimestamp(job.created).isoformat(timespec="seconds"), "settings": s.to_dict()}
-    if not s.randomize_seed:
-        record["seed"] = s.seed
+    used = s if settings is None else settings
+    record = {"job_id": job.id, "kind": job.kind}
+    if settings is None:
+        record["queued"] = True
     if job.source_id:
         record["source_job"] = job.source_id
+    if settings is not None or not s.randomize_seed:
+        record["seed"] = used.seed
+    record.update({"seed_was_random": s.randomize_seed, "model": model_path, "device": device,
+                   "inputs": [describe_input(x) for x in job.inputs]})
     if job.prompt is not None:
         record["prompt"] = job.prompt
     if job.mesh is not None:
         record["mesh"] = job.mesh[0] if isinstance(job.mesh, tuple) else str(job.mesh)
+    record["created"] = datetime.fromtimestamp(job.created).isoformat(timespec="seconds")
+    if versions is not None:
+        record["versions"] = dict(versions)
+    record["settings"] = used.to_dict()
+    if settings is not None:
+        changed = {k: list(v) for k, v in device_changes(s, settings).items()}
+        if changed:
+            record["changed_for_device"] = changed
+    record.update(extra or {})
     return record
 
 

@@ -7,44 +7,46 @@
 
 and the file writing they share (`write_outputs`), cheapest file first so that something useful lands
 early. Each step gets the job and its context (context.JobContext: the models, the folder, progress, cancel,
-where a kept result goes), nothing else.
+where a kept result goes), nothing else. A generation and a text job also come in two phases
+(`generate_in_phases`, `text_in_phases`): the sampling, then the files, which a batch runs beside the next item's
+sampling.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
-import threading
 import time
-from datetime import datetime
+from typing import Callable, Optional
 
 import torch
 
 from trellis.core.callbacks import Cancelled
 
-from ..settings import GenerationSettings, device_change_warning, device_changes
+from ..settings import GenerationSettings, device_change_warning
 from ..settings_table import MESH_FORMATS
+from . import queued
 from .background import Background
 from .export_reuse import link_preview, source_preview, without_preview
 from .budget import set_job_policy
 from .context import JobContext
 from .folder import JobFolder, jsonable
 from .inputs import prepare_image
-from .job import InputError, Job, describe_input
+from .job import InputError, Job
 from .meshes import check_mesh
-from .mesh_files import OwnMeshBake, bake_job, timed, write_mesh_files
-from .preview_gate import PreviewGate
+from .mesh_files import start_export, timed, write_mesh_files
 from .progress import GENERATE_STAGES, TEXT_STAGES, VARIANT_STAGES, ProgressTracker, export_stages, textured_files
 from .sampling import sample
-
-# result.npz's thread starts after the bake's start (the merge and the cut into pieces, on the GPU, which the
-# decimation's children wait for) rather than before it: its host copies of the decoded result would queue ahead of
-# that work (docs/benchmarks/app.md#the-apps-whole-job).
-RESULT_AFTER_BAKE_START = True
 
 
 def generate(ctx: JobContext, job: Job) -> None:
     """A generation job: the files of `job.settings.formats` from the job's image(s)."""
+    generate_in_phases(ctx, job)()
+
+
+def generate_in_phases(ctx: JobContext, job: Job) -> Callable[[], None]:
+    """A generation job's first phase (the input, the model, the folder, the sampling: the GPU's part); returns its
+    second (the files: mostly the CPU's), which a batch runs beside the next item's first phase."""
     settings, progress = start(ctx, job, GENERATE_STAGES)
 
     # 1. The input first: a bad image fails in a second, before the model is loaded and before
@@ -64,7 +66,7 @@ def generate(ctx: JobContext, job: Job) -> None:
     t = time.perf_counter()
     folder = make_folder(ctx, job)
     folder.copy_inputs(job)
-    job.files.update(folder.write_settings(settings_record(job, settings, model, ctx.device)))
+    job.files.update(folder.write_settings(settings_record(job, settings, model, ctx.device, ctx.record)))
     job.timings["folder"] = time.perf_counter() - t
     if len(images) == 1:
         def run(**a):
@@ -79,23 +81,29 @@ def generate(ctx: JobContext, job: Job) -> None:
         gaussian, mesh = sample(job, pipeline, run, settings, progress, ctx.cancelled)
 
     # 5. The files (each atomic).
-    finish(ctx, job, folder, settings, gaussian, mesh, progress)
+    return lambda: finish(ctx, job, folder, settings, gaussian, mesh, progress)
 
 
 def generate_text(ctx: JobContext, job: Job) -> None:
     """A text job: the files of `job.settings.formats` from the job's prompt."""
+    text_in_phases(ctx, job)()
+
+
+def text_in_phases(ctx: JobContext, job: Job) -> Callable[[], None]:
+    """A text job's first phase (the model, the folder, the sampling); returns its second (the files), as
+    `generate_in_phases` does."""
     settings, progress = start(ctx, job, TEXT_STAGES)
 
     # 1. The text model, once per worker and size (downloaded on its first use); then the job folder.
     pipeline, model = ready(ctx, f"text:{settings.text_model_size}", settings, progress)
     folder = make_folder(ctx, job)
-    job.files.update(folder.write_settings(settings_record(job, settings, model, ctx.device)))
+    job.files.update(folder.write_settings(settings_record(job, settings, model, ctx.device, ctx.record)))
 
     # 2. Sampling, decoding, the files.
     gaussian, mesh = sample(job, pipeline, lambda **a: pipeline.run(job.prompt, **a), settings, progress,
                             ctx.cancelled)
     note_truncation(job, pipeline)
-    finish(ctx, job, folder, settings, gaussian, mesh, progress)
+    return lambda: finish(ctx, job, folder, settings, gaussian, mesh, progress)
 
 
 def generate_variant(ctx: JobContext, job: Job) -> None:
@@ -125,9 +133,9 @@ def generate_variant(ctx: JobContext, job: Job) -> None:
     job.files.update(folder.copy_mesh(job, ext))
     if job.prompt is None:
         folder.copy_inputs(job)
-    record = settings_record(job, settings, model, ctx.device)
-    record["mesh"] = name
-    job.files.update(folder.write_settings(record))
+    # the model's own name, not its copy's
+    job.files.update(folder.write_settings(settings_record(job, settings, model, ctx.device,
+                                                           {**ctx.record, "mesh": name})))
     if job.prompt is None:
         def run(**a):
             return pipeline.run_variant(mesh, images[0], preprocess_image=False, **a)
@@ -158,7 +166,7 @@ def export(ctx: JobContext, job: Job) -> None:
     # 1. The job folder: the source's inputs and preprocessed image(s), the settings, the source's preview.
     folder = make_folder(ctx, job)
     job.files.update(folder.copy_from(ctx.source_files))
-    job.files.update(folder.write_settings(settings_record(job, settings, ctx.model_path, ctx.device)))
+    job.files.update(folder.write_settings(settings_record(job, settings, ctx.model_path, ctx.device, ctx.record)))
     if preview:
         job.files.update(link_preview(job, folder, preview))
 
@@ -309,104 +317,69 @@ def overlaps_files(device: str) -> bool:
 
 def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gaussian, mesh, progress,
                   cancel, keep: bool = False, own_mesh=None, overlap: bool = False) -> None:
-    """The requested files, cheapest first (so that something useful lands early), each atomic; with `keep`, also
-    result.npz (the decoded result, for exports after a restart), written alongside them. `own_mesh`: the mesh
-    files are that model with the look baked onto it (mesh_files.OwnMeshBake) instead of the decoded mesh.
-    `overlap`: the preview video is rendered and encoded in a thread while the mesh is baked and its files written,
-    those side by side (``mesh_files.write_mesh_files``; the same files; timings["export"] gives each part's seconds
-    and "files_wall" the whole); it waits through the bake's critical GPU stages (``preview_gate``; "preview_held":
-    how long)."""
+    """The requested files, cheapest first (so that something useful lands early), each atomic: the library's export
+    started (``mesh_files.start_export``, the export's scheduler) with what runs beside it, the PLY written, the
+    export waited for, the mesh files written, then what ran beside it waited for. Beside it: with `keep`,
+    result.npz (the decoded result, for exports after a restart); with `overlap`, the preview video, rendered and
+    encoded while the mesh is baked and its files written, those side by side (``mesh_files.write_mesh_files``; the
+    same files; timings["export"] gives each part's seconds, "files_wall" the whole and "preview_held" how long the
+    preview waited through the bake's critical GPU stages). `own_mesh`: the mesh files are that model with the look
+    baked onto it instead of the decoded mesh."""
+    from trellis.export import SideWork
+
     t0 = time.perf_counter()
     fmt = set(settings.formats)
-    meshes = [kind for kind in MESH_FORMATS if kind in fmt]
-    export = kept = preview = None
-    stop = threading.Event()                   # set when the job fails or is cancelled: the preview stops too
-    gate = PreviewGate()                       # the preview beside the bake waits through its critical GPU stages
-
-    def stopped() -> bool:
-        return stop.is_set() or cancel()
-
-    def bake_progress(stage, done, total):
-        gate.on_progress(stage, done, total)
-        progress(getattr(export, "stage", "bake"), done, total, stage)
+    meshes = any(kind in fmt for kind in MESH_FORMATS)
+    stage = "bake" if textured_files(settings) else "shape"       # "shape": no texture, nothing baked
+    beside = []
+    if keep:        # compressed in a thread (zlib leaves the GIL to the GPU work): in turn it adds its second
+        beside.append(SideWork("kept-result", lambda stopped: folder.write_result(gaussian, mesh)))
+    preview_beside = overlap and meshes and "mp4" in fmt
+    if preview_beside:       # silent: the bake's progress is the job's
+        # What the preview imports is imported here first: two threads importing modules with native parts for the
+        # first time at once can deadlock (the bake imports its own meanwhile).
+        import imageio_ffmpeg  # noqa: F401
+        import trellis.utils.render_utils  # noqa: F401
+        beside.append(SideWork("preview", lambda stopped: write_preview(job, folder, settings, gaussian, quiet,
+                                                                        stopped), on_gpu=True, with_bake=True))
+    # Started before the PLY and the preview video, so that the mesh's decimation (CPU, child processes) runs while
+    # they are written (GPU); with neither to overlap, the bake does it all in turn.
+    with timed(job, f"{stage}_start") if meshes else contextlib.nullcontext():
+        export = start_export(gaussian, mesh, settings, own_mesh, early=bool(fmt & {"ply", "mp4"}), beside=beside,
+                              cancel=cancel)
     try:
-        # result.npz is compressed in a thread while the files are made (zlib leaves the GIL to the GPU work):
-        # written in turn, it would add its second to the job.
-        def keep_result():
-            return Background("trellis-kept-result", lambda: folder.write_result(gaussian, mesh)) if keep else None
-        kept = None if RESULT_AFTER_BAKE_START else keep_result()
-        if meshes:
-            # Started before the PLY and the preview video, so that the mesh's decimation (CPU, child processes)
-            # runs while they are written (GPU); with neither to overlap, the bake does it all in turn.
-            with timed(job, "bake_start" if textured_files(settings) else "shape_start"):
-                export = (bake_job(gaussian, mesh, settings, early=bool(fmt & {"ply", "mp4"})) if own_mesh is None
-                          else OwnMeshBake(gaussian, own_mesh, settings))
-        if RESULT_AFTER_BAKE_START:
-            kept = keep_result()
         if "ply" in fmt:
             with timed(job, "ply"):
                 progress("ply", 0, 1)
                 job.files.update(folder.write_ply(gaussian))
                 progress("ply", 1, 1)
-        if "mp4" in fmt:
-            if overlap and export is not None:   # silent: the bake's progress is the job's
-                # What the preview imports is imported here first: two threads importing modules with native parts
-                # for the first time at once can deadlock (the bake imports its own meanwhile).
-                import imageio_ffmpeg  # noqa: F401
-                import trellis.utils.render_utils  # noqa: F401
-                preview = Background("trellis-preview", lambda: on_own_stream(
-                    gaussian.get_xyz.device, lambda: write_preview(job, folder, settings, gaussian, quiet,
-                                                                   lambda: gate.stopped(stopped))))
-            else:
-                job.files.update(write_preview(job, folder, settings, gaussian, progress, cancel))
-        if export is not None:
-            stage = getattr(export, "stage", "bake")          # "shape": no texture, nothing baked
+        if "mp4" in fmt and not preview_beside:
+            job.files.update(write_preview(job, folder, settings, gaussian, progress, cancel))
+        if meshes:
             with timed(job, stage):
-                try:
-                    textured = export.bake(progress=bake_progress, cancel=cancel)
-                finally:
-                    gate.release()
+                textured = export.bake(progress=lambda sub, done, total: progress(stage, done, total, sub))
             job.timings[f"export_{stage}_stages"] = jsonable(textured.info)
             note_bake_coverage(job, textured.info)
-            write_mesh_files(job, folder, settings, textured, progress, own=own_mesh is not None, together=overlap,
-                             cancel=cancel)
-        if preview is not None:
-            if preview.running():
+            write_mesh_files(job, folder, settings, textured, progress, own=own_mesh is not None,
+                             together=export if overlap else None, cancel=cancel)
+        if preview_beside:
+            if export.side_running("preview"):
                 progress("encode", 0, 1)
-            job.files.update(preview.result())
+            job.files.update(export.side_result("preview"))
             progress("encode", 1, 1)
-            job.timings.setdefault("export", {})["preview_held"] = round(gate.held_s, 3)
-        if kept is not None:
-            job.files.update(kept.result())
-            job.timings.setdefault("export", {})["result"] = kept.seconds
-        job.timings.setdefault("export", {}).update(files_wall=time.perf_counter() - t0,
-                                                    overlapped=preview is not None)
+            job.timings.setdefault("export", {})["preview_held"] = round(export.held_s, 3)
+        if keep:
+            job.files.update(export.side_result("kept-result"))
+            job.timings.setdefault("export", {})["result"] = export.side_seconds("kept-result")
+        job.timings.setdefault("export", {}).update(files_wall=time.perf_counter() - t0, overlapped=preview_beside)
     except BaseException:
-        stop.set()
-        gate.release()
-        if preview is not None:
-            preview.join()                     # its partial mp4 is gone (atomic_path) before the job ends
-        if kept is not None:                   # a failed or cancelled job keeps no result to export
-            for path in (kept.value_if_any() or {}).values():
-                with contextlib.suppress(OSError):
-                    os.remove(path)
+        export.close()                         # the preview stopped too, its partial mp4 gone (atomic_path)
+        for path in (export.side_value_if_any("kept-result") or {}).values():   # a failed job keeps no result
+            with contextlib.suppress(OSError):
+                os.remove(path)
         raise
     finally:
-        if export is not None:
-            export.close()
-
-
-def on_own_stream(device: torch.device, fn):
-    """`fn()` on a CUDA stream of its own, where `device` is a GPU: its waits (a render's sizes, a frame's copy to
-    the host) then wait for its own kernels, not for the bake's queued before them on the default stream."""
-    if device.type != "cuda":
-        return fn()
-    stream = torch.cuda.Stream(device)
-    stream.wait_stream(torch.cuda.current_stream(device))     # the Gaussians are complete before it reads them
-    with torch.cuda.stream(stream):
-        out = fn()
-    stream.synchronize()
-    return out
+        export.close()
 
 
 def quiet(*_args, **_kwargs) -> None:
@@ -433,19 +406,9 @@ def render_preview(gaussian, settings: GenerationSettings, progress, cancel):
                         only=("color",))["color"]
 
 
-def settings_record(job: Job, settings: GenerationSettings, model_path: str, device: str) -> dict:
-    """settings.json: everything needed to run the job again (the seed used, the model, the device, versions)."""
-    source = {"source_job": job.source_id} if job.kind == "export" else {}
-    prompt = {"prompt": job.prompt} if job.prompt is not None else {}
-    return {"job_id": job.id, "kind": job.kind, **source, "seed": settings.seed,
-            "seed_was_random": job.settings.randomize_seed, "model": model_path, "device": device,
-            "inputs": [describe_input(x) for x in job.inputs], **prompt,
-            "created": datetime.fromtimestamp(job.created).isoformat(timespec="seconds"),
-            "versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
-            "settings": settings.to_dict(), **_device_changes(job, settings)}
-
-
-def _device_changes(job: Job, settings: GenerationSettings) -> dict:
-    """{"changed_for_device": {field: [submitted, used]}} for the fields `for_device` replaced."""
-    changed = {k: list(v) for k, v in device_changes(job.settings, settings).items()}
-    return {"changed_for_device": changed} if changed else {}
+def settings_record(job: Job, settings: GenerationSettings, model_path: str, device: str,
+                    extra: Optional[dict] = None) -> dict:
+    """settings.json of a started job: everything needed to run it again (the seed used, the model, the device,
+    versions), made by ``queued.settings_record`` as every job's; `extra`: the context's entries (JobContext.record)."""
+    return queued.settings_record(job, model_path, settings, device,
+                                  {"torch": torch.__version__, "python": sys.version.split()[0]}, extra)

@@ -86,7 +86,7 @@ def generate(ctx: JobContext, job: Job) -> None:
     job.timings["ready"] = time.perf_counter() - t
     folder = make_folder(ctx, job)
     folder.copy_inputs(job)
-    job.files.update(folder.write_settings(trellis2_record(job, settings, model, ctx.device)))
+    job.files.update(folder.write_settings(trellis2_record(job, settings, model, ctx.device, ctx.record)))
     with write_preprocessed(job, folder, images):
         progress("preprocess", 1, 1)
         ovoxel = sample_ovoxel(job, pipeline, images[0], settings, progress, ctx.cancelled)
@@ -108,7 +108,7 @@ def export(ctx: JobContext, job: Job) -> None:
     check_cancel(ctx)
     folder = make_folder(ctx, job)
     job.files.update(folder.copy_from(ctx.source_files))
-    job.files.update(folder.write_settings(trellis2_record(job, settings, ctx.model_path, ctx.device)))
+    job.files.update(folder.write_settings(trellis2_record(job, settings, ctx.model_path, ctx.device, ctx.record)))
     write_ovoxel_outputs(job, folder, settings, ctx.source_result["ovoxel"], progress, ctx.cancelled)
 
 
@@ -122,9 +122,9 @@ def for_trellis2_device(job: Job, settings: GenerationSettings, device: str) -> 
     return used
 
 
-def trellis2_record(job: Job, settings: GenerationSettings, model: str, device: str) -> dict:
-    """settings.json of a TRELLIS.2 job: v1's record, with the model family."""
-    return {**settings_record(job, settings, model, device), "family": "trellis2"}
+def trellis2_record(job: Job, settings: GenerationSettings, model: str, device: str, extra=None) -> dict:
+    """settings.json of a TRELLIS.2 job: v1's record, with the model family (`extra`: JobContext.record)."""
+    return settings_record(job, settings, model, device, {"family": "trellis2", **(extra or {})})
 
 
 def bake_settings(settings: GenerationSettings, n_faces: int) -> dict:

@@ -14,23 +14,6 @@ from trellis.core.callbacks import Cancelled
 from .failures import drop_tracebacks
 from .models import DevicePipelines
 
-# Whether the export warms up (``warm_export``) when a job already waits as the model load ends: beside that job's
-# sampling it shares the interpreter with it, without it the job's export meets its kernels and libraries first
-# (docs/benchmarks/app.md#launch-to-first-glb).
-EXPORT_BESIDE_WAITING_JOB = True
-# Whether, on a GPU, the libraries and kernels the first sampling call brings up (trellis.pipelines.first_use) are
-# brought up in a thread beside the model load instead of inside the first job
-# (docs/benchmarks/app.md#launch-to-first-glb).
-LIBRARIES_BESIDE_LOAD = True
-
-# Whether, on a GPU, the structure flow's kept CUDA graphs (trellis.pipelines.structure_graphs) are made in a thread of
-# their own as soon as the conditioner and that flow are loaded, while the other networks still load, for the pipeline
-# to adopt (docs/benchmarks/app.md#launch-to-first-glb).
-GRAPHS_BESIDE_LOAD = True
-# Whether that thread then also makes the occupancy decoder's first call (its convolutions' first use at stage 1's
-# shapes), where the decoder is loaded before the load ends (docs/benchmarks/app.md#launch-to-first-glb).
-DECODER_BESIDE_LOAD = True
-
 _DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
 
@@ -75,9 +58,8 @@ class GraphsBesideLoad:
         shape = structure_graphs.condition_shape(self.models["image_cond_model"])
         self.made = structure_graphs.capture(flow, shape, policy.dtype, cancel=stop)
         done = f"graphs {time.perf_counter() - t:.2f}"
-        if not DECODER_BESIDE_LOAD:
-            return done
         # then the stage's other first use, the occupancy decoder, where it arrives before the load ends
+        # (docs/benchmarks/app.md#launch-to-first-glb: stage 1's first call shorter, its conv3d gone from the top)
         while not self.decoder.wait(0.01):
             if stop() or self.ended.is_set():
                 return done
@@ -146,9 +128,10 @@ def warm_up(pipelines: DevicePipelines, request: tuple, stop: Callable[[], bool]
     step = "loading the model"
     try:
         if pipelines.image_pipeline is None and not stop():
-            primer = warm_libraries_beside(device, precision, stop) if forward and LIBRARIES_BESIDE_LOAD else None
-            graphs = GraphsBesideLoad(precision, offload) \
-                if forward and GRAPHS_BESIDE_LOAD and device.startswith("cuda") else None
+            # On a GPU, beside the load: the first sampling call's libraries and kernels, and the structure flow's
+            # kept graphs (docs/benchmarks/app.md#launch-to-first-glb: the first GLB sooner with each).
+            primer = warm_libraries_beside(device, precision, stop) if forward else None
+            graphs = GraphsBesideLoad(precision, offload) if forward and device.startswith("cuda") else None
             if graphs is not None:
                 import trellis.pipelines.structure_graphs  # noqa: F401  (imported here: see warm_libraries_beside)
                 maker = graphs.start(device, stop)
@@ -173,9 +156,9 @@ def warm_up(pipelines: DevicePipelines, request: tuple, stop: Callable[[], bool]
             # Beside what follows (the warm run, or a waiting job's sampling): the export's modules imported, its
             # decimation children started (they import numpy and fast-simplification first) and, on a GPU, its
             # kernels and libraries warmed up; after the load, which all of it would slow down (it shares the
-            # interpreter, and forked children its memory).
-            warm = forward and (EXPORT_BESIDE_WAITING_JOB or not job_waiting())
-            threading.Thread(target=prepare_export, args=(device if warm else None, stop),
+            # interpreter, and forked children its memory). Beside a waiting job too: its export then meets warm
+            # kernels, which pays for the sampling it slows (docs/benchmarks/app.md#launch-to-first-glb).
+            threading.Thread(target=prepare_export, args=(device if forward else None, stop),
                              name="trellis-export-warm", daemon=True).start()
         if forward and pipelines.image_pipeline is not None and not stop() and not job_waiting():
             step = "warming the kernels"

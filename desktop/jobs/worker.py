@@ -28,6 +28,9 @@ from .warmup import warm_up
 # A generation or export switches on the model family at its top (trellis2_steps): v1's steps are left as they are.
 STEPS = {"generate": trellis2_steps.by_family(steps.generate), "export": trellis2_steps.by_result(steps.export),
          "text": steps.generate_text, "variant": steps.generate_variant}
+# The same steps of a generation or text job in two phases, for a batch: the first samples and returns the second, which
+# writes the files (a TRELLIS.2 generation is one phase: its first returns None).
+PHASES = {"generate": trellis2_steps.by_family(steps.generate_in_phases), "text": steps.text_in_phases}
 
 
 class Worker:

@@ -1,15 +1,14 @@
-"""cuDNN-first attention ("cudnn": packed sequences of one length and dense calls; "auto" keeps FlashAttention-2
-since the whole chain measured slower with cuDNN, functional.CUDNN_IN_AUTO) against the FlashAttention-2 paths, and the
-samplers' CUDA-graph replay against eager sampling, on the GPU (tests/gpu: skipped without CUDA).
+"""cuDNN-first attention ("cudnn": packed sequences of one length and dense calls; "auto" keeps FlashAttention-2 at
+v1's lengths, below TUNING.cudnn_min_tokens, where the whole chain measured slower with cuDNN) against the
+FlashAttention-2 paths, and the samplers' CUDA-graph replay against eager sampling, on the GPU (tests/gpu: skipped
+without CUDA).
 
 Tolerance, stated once: cuDNN and FlashAttention-2 accumulate in fp32 in different orders, so fp16 outputs
 differ by rounding: one attention call within relative RMS 2e-3 (measured 3.6e-4 to 3.8e-4 on an H100), a whole
 24-block flow within 4e-3 (the compiled-block bound of test_compiled_block_gpu.py). Sequences of different
 lengths never take the cuDNN path: there "auto" gives torch's varlen kernel's result bit for bit.
 """
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -47,7 +46,7 @@ def test_dense_cudnn_equals_sdpa(b, n, l):
     q = torch.randn(b, n, 16, 64, device="cuda", generator=g).half()
     k = torch.randn(b, l, 16, 64, device="cuda", generator=g).half()
     v = torch.randn(b, l, 16, 64, device="cuda", generator=g).half()
-    assert not fn._cudnn_wanted("auto", q)                 # "auto" keeps FlashAttention-2 (CUDNN_IN_AUTO)
+    assert not fn._cudnn_wanted("auto", q, n)              # "auto" keeps FlashAttention-2 at v1's lengths
     assert fn._cudnn_wanted("cudnn", q) == (fn._sdpa_priority() is not None)
     got = dense_attention(q, k, v, backend="cudnn")
     want = dense_attention(q, k, v, backend="sdpa")
@@ -65,7 +64,7 @@ def test_uniform_varlen_auto_equals_torch_varlen(count, n, l):
     kv = torch.randn(count * l, 2, 16, 64, device="cuda", generator=g).half()
     k, v = kv.unbind(1)
     sq, sk = SeqLens([n] * count, "cuda"), SeqLens([l] * count, "cuda")
-    assert fn.resolve_varlen_backend("auto", q) == "torch_varlen"     # CUDNN_IN_AUTO is off
+    assert fn.resolve_varlen_backend("auto", q, n) == "torch_varlen"  # below TUNING.cudnn_min_tokens
     if fn._sdpa_priority() is not None:
         assert fn.resolve_varlen_backend("cudnn", q) == "cudnn"
     want = varlen_attention(q, k, v, sq, sk, backend="torch_varlen")
@@ -112,8 +111,7 @@ def test_different_lengths_keep_the_varlen_kernel():
 
 @torch.no_grad()
 def test_whole_flows_auto_attention_equal_flash(varlen_backend):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    from networks_gpu import build, inputs, shell_structure
+    from benchmarks.networks_gpu import build, inputs, shell_structure
 
     s = shell_structure(20000)
     for key in ("slat_flow_model", "sparse_structure_flow_model"):
@@ -133,8 +131,7 @@ def test_whole_flows_auto_attention_equal_flash(varlen_backend):
 def slat_flow_sampling(voxels: int, seed: int):
     """``sample(cuda_graph=...)``: a 12-step CFG-interval sampling of the full-size SLat flow (fp16 torso, random
     weights) on a ``voxels``-voxel shell, the same noise and condition at every call."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    from networks_gpu import build, shell_structure
+    from benchmarks.networks_gpu import build, shell_structure
     from trellis.pipelines.samplers import FlowEulerGuidanceIntervalSampler
 
     model = build("slat_flow_model", "cuda")

@@ -24,7 +24,7 @@ from trellis.modules.sparse.transformer import SparseModulatedTransformerCrossBl
 from trellis.modules.transformer import (FeedForwardNet, ModulatedTransformerCrossBlock, gated_residual, head_rms_norm,
                                          head_rms_norm_torch, linear_gelu_torch, norm_modulate, norm_modulate_torch)
 
-from .test_transformer_gpu import rel_rms
+from tests.helpers.gpu_inputs import rel_rms
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

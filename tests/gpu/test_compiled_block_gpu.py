@@ -86,10 +86,7 @@ def test_sparse_block_compiled_equals_eager(rows, batch):
 
 @torch.no_grad()
 def test_whole_slat_flow_compiled_equals_eager():
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    from networks_gpu import build, inputs, shell_structure
+    from benchmarks.networks_gpu import build, inputs, shell_structure
 
     model = build("slat_flow_model", "cuda")
     model.set_torso_dtype(torch.float16)

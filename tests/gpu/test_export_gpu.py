@@ -9,8 +9,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def sphere_bake_inputs():
     """(faces of the source mesh, its Gaussians, the mesh on the GPU, the bake's arguments): a noisy sphere with an
     inner shell, ~1.4 M faces, large enough to be decimated in pieces."""
-    from test_export import make_gaussians
-    from test_mesh_cleanup import noisy_sphere_with_inner_shell
+    from tests.helpers.asset import make_gaussians
+    from tests.helpers.meshes import noisy_sphere_with_inner_shell
 
     v, f = noisy_sphere_with_inner_shell(8)
     gaussian = make_gaussians(torch.as_tensor(v, dtype=torch.float32), torch.as_tensor(f), n=40000).to("cuda")
@@ -70,6 +70,7 @@ def test_prepared_views_folded_in_batches_give_the_same_bake(monkeypatch, budget
     # batches (a small pixel budget) and with one (the default budget holds these small views).
     from trellis.export import schedule
     from trellis.export.bake import least_squares
+    from trellis.tuning import tuned
 
     _, gaussian, mesh, kw = sphere_bake_inputs()
     monkeypatch.setattr(schedule, "DEVICE_VIEW_MARGIN", 0)
@@ -80,8 +81,8 @@ def test_prepared_views_folded_in_batches_give_the_same_bake(monkeypatch, budget
     monkeypatch.setattr(least_squares.TextureAccumulator, "_fold_batch",
                         lambda self, group: (batches.append(len(group)), real(self, group))[1])
     in_batches = schedule.bake_textured_mesh(gaussian, mesh, **kw)
-    monkeypatch.setattr(least_squares, "FOLD_IN_BATCHES", False)
-    one_by_one = schedule.bake_textured_mesh(gaussian, mesh, **kw)
+    with tuned(fold_in_batches=False):
+        one_by_one = schedule.bake_textured_mesh(gaussian, mesh, **kw)
     prepared = in_batches[4]["observations"]["prepared_during_uv"]
     assert prepared > 1 and one_by_one[4]["observations"]["prepared_during_uv"] == prepared
     assert sum(batches) <= prepared and (len(batches) > 1 if budget else len(batches) == 1), batches
@@ -91,10 +92,10 @@ def test_prepared_views_folded_in_batches_give_the_same_bake(monkeypatch, budget
 def test_merge_on_the_gpu_equals_numpy_and_simplify_takes_cuda_tensors():
     # The decimation's merge of duplicate vertices runs on the GPU for CUDA tensors (to_glb's case): the same
     # arrays as numpy's, and so the same decimation, in one pass and in pieces.
-    from test_mesh_cleanup import _duplicated_soup, noisy_sphere_with_inner_shell
+    from tests.helpers.meshes import duplicated_soup, noisy_sphere_with_inner_shell
     from trellis.export.cleanup import decimate, pieces, weld
 
-    for v, f in (_duplicated_soup(), _duplicated_soup(1)):
+    for v, f in (duplicated_soup(), duplicated_soup(1)):
         ref = weld.merge_duplicate_vertices(v.astype(np.float64), f)
         got = weld.merge_duplicate_vertices_on_device(torch.from_numpy(v).cuda(), torch.from_numpy(f).cuda())
         np.testing.assert_array_equal(got[0], ref[0])
@@ -141,8 +142,8 @@ def test_merge_on_the_gpu_equals_numpy_and_simplify_takes_cuda_tensors():
 def test_the_chart_layout_in_its_child_gives_the_same_bake():
     # On a GPU our chart layout runs in a child process beside the views' renders (uv.in_child): the same faces,
     # UVs and texture as the layout in a thread of this process (overlap_uv=False keeps it here).
-    from test_export import make_gaussians
-    from test_uv_in_child import bumpy_sphere
+    from tests.helpers.asset import make_gaussians
+    from tests.helpers.meshes import bumpy_sphere
     from trellis.utils.postprocessing_utils import bake_textured_mesh
 
     v, f = bumpy_sphere(5)
@@ -159,3 +160,26 @@ def test_the_chart_layout_in_its_child_gives_the_same_bake():
     # on this atlas, which fills more of its texture, 0.3 % of the texels round to the next 8-bit level
     diff = np.abs(tex0.astype(np.int16) - tex1.astype(np.int16))
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-2, (diff.max(), (diff > 0).mean())
+
+
+def test_side_work_on_the_gpu_runs_on_its_own_stream_beside_the_export():
+    # The app's preview beside the bake is the export's side work on the GPU (trellis.export.job.SideWork, on_gpu):
+    # it runs on a CUDA stream of its own, after what was queued before it (the Gaussians), and gives what it gives on
+    # the default stream.
+    from tests.helpers.asset import make_gaussians
+    from tests.helpers.meshes import bumpy_sphere
+    from trellis.export import ExportJob, SideWork
+
+    v, f = bumpy_sphere(3)
+    gaussian = make_gaussians(torch.as_tensor(v), torch.as_tensor(f), n=5000).to("cuda")
+    mesh = (torch.as_tensor(v, device="cuda"), torch.as_tensor(f, device="cuda"))
+
+    def probe(stopped):
+        stream = torch.cuda.current_stream()
+        return stream != torch.cuda.default_stream(), (gaussian.get_xyz * 2).sum().item(), stopped()
+    with ExportJob(gaussian, mesh, simplify=0.5, fill_holes=False, texture_size=128, nviews=4, render_resolution=128,
+                   beside=[SideWork("probe", probe, on_gpu=True, with_bake=True)]) as export:
+        textured = export.bake()
+        own, total, stopped = export.side_result("probe")
+    assert own and not stopped and len(textured.faces) > 0
+    assert total == (gaussian.get_xyz * 2).sum().item()

@@ -10,37 +10,20 @@ backend (Triton, NVRTC) that has one.
   rounding of the 1e-4 stop, whose last contribution is below 1e-4 * alpha), and both within 1e-4 of
   the float64 brute-force reference of the CPU tests.
 """
-import math
 
 import numpy as np
 import pytest
 import torch
 
-from test_gaussian_render import random_scene, render_brute_force
-from test_mesh_render import _to_clip, _uv_sphere
+from tests.helpers.gpu_inputs import random_splats
+from tests.helpers.meshes import to_clip, uv_sphere
+from tests.helpers.splats import random_scene, render_brute_force
 from trellis import fastpaths
 from trellis.renderers.cameras import orbit_cameras
 from trellis.renderers.gaussian_render import render_gaussians
 from trellis.renderers.mesh_render import rasterize
-from trellis.representations.gaussian import SH_C0, Gaussian
 
 DEV = "cuda"
-
-
-def _gaussians(n, seed, kind):
-    gen = torch.Generator().manual_seed(seed)
-    if kind == "shell":
-        d = torch.nn.functional.normalize(torch.randn(n, 3, generator=gen), dim=-1)
-        xyz = d * (0.35 + 0.03 * torch.randn(n, 1, generator=gen))
-    else:
-        xyz = torch.rand(n, 3, generator=gen) - 0.5
-    g = Gaussian([-0.5, -0.5, -0.5, 1.0, 1.0, 1.0], mininum_kernel_size=0.0)
-    g.from_xyz(xyz)
-    g.from_scaling(torch.exp(torch.empty(n, 3).uniform_(math.log(0.002), math.log(0.03), generator=gen)))
-    g.from_rotation(torch.nn.functional.normalize(torch.randn(n, 4, generator=gen), dim=-1))
-    g.from_opacity(torch.empty(n, 1).uniform_(0.02, 0.999, generator=gen))
-    g.from_features(((torch.rand(n, 3, generator=gen) * 1.2 - 0.1 - 0.5) / SH_C0).reshape(-1, 1, 3))
-    return g.to(DEV)
 
 
 @pytest.mark.parametrize("n, seed, kind, res, bg", [
@@ -50,7 +33,7 @@ def _gaussians(n, seed, kind):
 ])
 def test_gaussian_composite_kernel_equals_twin(fast_on, need_kernel, n, seed, kind, res, bg):
     need_kernel("gaussian_composite")
-    g = _gaussians(n, seed, kind)
+    g = random_splats(n, seed, kind)
     ext, intr = orbit_cameras([0.3 + seed], [0.2 - 0.3 * seed], radius=2.0, fov=40.0, device=DEV)
     twin = fast_on(False, render_gaussians, g, ext[0], intr[0], res, bg_color=bg)
     kern = fast_on(True, render_gaussians, g, ext[0], intr[0], res, bg_color=bg)
@@ -115,10 +98,10 @@ def test_mesh_raster_kernel_equals_twin_bit_for_bit(fast_on, need_kernel, n, sca
 
 def test_mesh_raster_sphere_views(fast_on, need_kernel):
     need_kernel("mesh_raster")
-    v, f = _uv_sphere(0.5, 200, 400)
+    v, f = uv_sphere(0.5, 200, 400)
     ext, intr = orbit_cameras([0.1, 1.7, 3.9], [0.0, 0.6, -1.1], 2.0, 40.0)
     for i in range(3):
-        clip = _to_clip(v, ext[i], intr[i]).to(DEV)
+        clip = to_clip(v, ext[i], intr[i]).to(DEV)
         twin = fast_on(False, rasterize, clip, f.to(DEV), 1024, 1024)
         kern = fast_on(True, rasterize, clip, f.to(DEV), 1024, 1024)
         for a, b in zip(twin, kern):
@@ -144,15 +127,15 @@ def test_kernels_run_on_a_second_gpu_after_the_first(fast_on, need_kernel):
     # A compiled kernel belongs to one device's context: the second GPU (often of the same kind, as with
     # --gpus 0,1) must get its own, not the first one's.
     need_kernel("gaussian_composite")
-    g0 = _gaussians(20_000, 5, "shell")
+    g0 = random_splats(20_000, 5, "shell")
     ext, intr = orbit_cameras([0.7], [0.1], radius=2.0, fov=40.0)
     outs = {}
     for dev in ("cuda:0", "cuda:1"):
         g = g0.to(dev)
         outs[dev] = {fast: fast_on(fast, render_gaussians, g, ext[0].to(dev), intr[0].to(dev), 256)
                      for fast in (True, False)}
-        v, f = _uv_sphere(0.5, 40, 80)
-        clip, f = _to_clip(v, ext[0], intr[0]).to(dev), f.to(dev)
+        v, f = uv_sphere(0.5, 40, 80)
+        clip, f = to_clip(v, ext[0], intr[0]).to(dev), f.to(dev)
         a = fast_on(True, rasterize, clip, f, 256, 256)
         b = fast_on(False, rasterize, clip, f, 256, 256)
         assert all(torch.equal(x, y) for x, y in zip(a, b))

@@ -9,8 +9,8 @@
 import pytest
 import torch
 
-from .test_fast_paths_gpu import _gaussians
-from test_gaussian_views import assert_views_equal
+from tests.helpers.gpu_inputs import random_splats
+from tests.helpers.splats import assert_views_equal
 from trellis.renderers.cameras import orbit_cameras
 from trellis.renderers.gaussian_render import render_gaussian_views, render_gaussians
 from trellis.renderers.gaussian_views import MAX_VIEWS, free_memory, views_at_once
@@ -30,7 +30,7 @@ def turntable(views, radius):
 ])
 def test_views_equal_single_renders_on_each_path(fast_on, need_kernel, n, seed, kind, res, radius, bg):
     need_kernel("gaussian_composite")
-    g = _gaussians(n, seed, kind)
+    g = random_splats(n, seed, kind)
     ext, intr = turntable(MAX_VIEWS, radius)
     batches = {}
     for fast in (True, False):
@@ -47,7 +47,7 @@ def test_views_equal_single_renders_on_each_path(fast_on, need_kernel, n, seed, 
 
 def test_the_preview_renders_several_frames_per_call_where_there_is_room(fast_on, need_kernel):
     need_kernel("gaussian_composite")
-    g = _gaussians(100_000, 2, "shell")
+    g = random_splats(100_000, 2, "shell")
     assert views_at_once(len(g), 512 * 512, free_memory(g.get_xyz.device)) > 1
     calls = []
     frames = render_utils.render_video(g, resolution=256, num_frames=12, verbose=False, only=("color",),

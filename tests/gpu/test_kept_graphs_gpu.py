@@ -6,42 +6,32 @@ import torch
 
 import trellis.pipelines as pipelines
 
+from tests.helpers.gpu_inputs import structure_latent
+
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-
-PARAMS = {"steps": 6, "cfg_strength": 7.5, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0}
-
-
-def structure(pipe, cond, seed):
-    """Stage 1's dense latent (the flow's output before the decoder) of one job."""
-    flow = pipe.models["sparse_structure_flow_model"]
-    noise = torch.randn(1, flow.in_channels, *(flow.resolution,) * 3, generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        return pipe._sample("sparse_structure", pipe.sparse_structure_sampler, "sparse_structure_flow_model",
-                            pipe.sparse_structure_sampler_params, noise.cuda(), cond, PARAMS, None, None)
-
 
 def test_kept_structure_graphs_replay_the_eager_result(tiny_pipeline_dir):
     pipe = pipelines.from_pretrained(tiny_pipeline_dir).to("cuda")
     pipe.set_memory_policy(precision="fp16", offload="none", cuda_graphs=False)
     cond = pipe.get_cond(torch.rand(1, 3, 518, 518, generator=torch.Generator().manual_seed(0)))
-    eager = [structure(pipe, cond, seed) for seed in (1, 2, 3)]
+    eager = [structure_latent(pipe, cond, seed) for seed in (1, 2, 3)]
     assert pipe._kept_graphs == {}
 
     pipe.set_memory_policy(cuda_graphs="structure")
     assert pipe.memory_policy.cuda_graphs == "structure"
-    first = structure(pipe, cond, 1)                  # two eager calls per shape, then a capture and replays
+    first = structure_latent(pipe, cond, 1)                  # two eager calls per shape, then a capture and replays
     (weights, kept), = pipe._kept_graphs.values()
     captured = {k for k, v in kept.graphs.items() if v is not None}
     assert captured, "the guided forward was not captured"
     assert torch.equal(first, eager[0])
     for seed, want in zip((2, 3), eager[1:]):         # later jobs: the same GraphedFlow, the same graphs replayed
-        assert torch.equal(structure(pipe, cond, seed), want)
+        assert torch.equal(structure_latent(pipe, cond, seed), want)
         assert next(iter(pipe._kept_graphs.values()))[1] is kept
     assert captured <= {k for k, v in kept.graphs.items() if v is not None}
 
     pipe.to("cpu").to("cuda")                         # weights at new addresses: nothing old replays
     assert pipe._kept_graphs == {}
-    assert torch.equal(structure(pipe, cond, 2), eager[1])
+    assert torch.equal(structure_latent(pipe, cond, 2), eager[1])
     pipe.release_graphs()
     assert pipe._kept_graphs == {}
 
@@ -59,13 +49,13 @@ def test_graphs_and_the_context_cache_follow_each_jobs_condition(tiny_pipeline_d
     pipe.set_memory_policy(precision="fp16", offload="none", cuda_graphs=False)
     conds = [pipe.get_cond(_image(seed)) for seed in (4, 5, 6)]
     pipe._cache_context = lambda policy: False
-    eager = [structure(pipe, cond, 7) for cond in conds]
+    eager = [structure_latent(pipe, cond, 7) for cond in conds]
     del pipe._cache_context
     assert pipe._cache_context(pipe.memory_policy)
 
     pipe.set_memory_policy(cuda_graphs=graphs)
     for cond, want in zip(conds, eager):
-        assert torch.equal(structure(pipe, cond, 7), want)
+        assert torch.equal(structure_latent(pipe, cond, 7), want)
     (_, kept), = pipe._kept_graphs.values()
     assert any(v is not None for v in kept.graphs.values())
 

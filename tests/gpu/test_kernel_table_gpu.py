@@ -28,14 +28,11 @@ import torch
 
 from trellis import fastpaths
 
+from tests.helpers.gpu_inputs import rel_rms
+
 DEV = "cuda"
 # Every (name, backend) row of the table, in its order.
 ROWS = [(k.name, k.backend) for kernels in fastpaths.KERNELS.values() for k in kernels]
-
-
-def rel_rms(a, b):
-    a, b = a.float(), b.float()
-    return ((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt().clamp_min(1e-12)).item()
 
 
 def close_in_ulps(got, want, ulps, equal_share):

@@ -169,20 +169,20 @@ def test_no_bias_and_declined_inputs(backend):
 
 
 @pytest.mark.parametrize("tiles", [(128, 128), (64, 128), (128, 64), (64, 64)])
-@pytest.mark.parametrize("legacy", [False, True])
-def test_nvrtc_tiles_and_turing_path(tiles, legacy, monkeypatch):
+@pytest.mark.parametrize("turing", [False, True])
+def test_nvrtc_tiles_and_turing_path(tiles, turing, monkeypatch):
     """Each tile shape of the NVRTC kernel, on C_out that fill and that do not fill a tile, and C_in with a
-    partial last step of 32; ``legacy``: Turing's code (plain loads, two m16n8k8 MMAs per step; fp16 only)."""
+    partial last step of 32; ``turing``: Turing's code (plain loads, two m16n8k8 MMAs per step; fp16 only)."""
     monkeypatch.setenv(fastpaths.ENV_VAR, "nvrtc")
     module = fastpaths._import_kernel_module("trellis_nvrtc.sparse_conv")
-    monkeypatch.setattr(module, "LEGACY_MMA", legacy)
     for dtype in (torch.float16, torch.bfloat16):
         for c_in, c_out in ((192, 96), (40, 192), (128, 130)):
             x, w, b = conv_case(level("64"), c_in, c_out, dtype, c_in * c_out)
-            if legacy and dtype == torch.bfloat16:
-                assert module.implicit_gemm(x.feats, neighbour_map(x, 3), w, b, tiles=tiles) is NotImplemented
+            if turing and dtype == torch.bfloat16:
+                assert module.implicit_gemm(x.feats, neighbour_map(x, 3), w, b, tiles=tiles,
+                                            turing=True) is NotImplemented
                 continue
-            kern, twin = kernel_and_twin(x, w, b, "nvrtc", tiles=tiles)
+            kern, twin = kernel_and_twin(x, w, b, "nvrtc", tiles=tiles, turing=turing)
             check_against_float64(x, w, b, kern, twin)
 
 

@@ -9,7 +9,7 @@ import torch
 
 import trellis.pipelines as pipelines
 
-from .test_kept_graphs_gpu import structure
+from tests.helpers.gpu_inputs import structure_latent
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -40,13 +40,13 @@ def made_beside_the_load(tiny_pipeline_dir):
     assert len(captured) == 2, kept.graphs          # the CFG pair and the single batch
 
     cond = pipe.get_cond(torch.rand(1, 3, 518, 518, generator=torch.Generator().manual_seed(0)))
-    replayed = [structure(pipe, cond, seed) for seed in (1, 2)]
+    replayed = [structure_latent(pipe, cond, seed) for seed in (1, 2)]
     assert next(iter(pipe._kept_graphs.values()))[1] is kept
     assert {k for k, v in kept.graphs.items() if v is not None} == captured      # nothing new captured
     pipe.set_memory_policy(cuda_graphs=False)
     assert pipe._kept_graphs == {}
     for seed, got in zip((1, 2), replayed):
-        assert torch.equal(got, structure(pipe, cond, seed))
+        assert torch.equal(got, structure_latent(pipe, cond, seed))
 
 
 def test_graphs_of_weights_since_moved_are_not_adopted(tiny_pipeline_dir):

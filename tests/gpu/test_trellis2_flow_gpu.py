@@ -15,17 +15,14 @@ import torch
 import trellis.models as models
 from trellis.modules.sparse import SparseTensor
 
+from tests.helpers.gpu_inputs import rel_rms
+
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 # Two blocks at the released width and head size (1536 channels, 12 heads of 128): the kernels' real shapes.
 ARGS = dict(resolution=16, in_channels=8, out_channels=8, model_channels=1536, cond_channels=1024, num_blocks=2,
             num_heads=12, mlp_ratio=5.3334, pe_mode="rope", share_mod=True, initialization="scaled",
             qk_rms_norm=True, qk_rms_norm_cross=True, dtype="bfloat16")
-
-
-def rel_rms(a, b):
-    a, b = a.float(), b.float()
-    return ((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt().clamp_min(1e-12)).item()
 
 
 def build(name, **overrides):

@@ -1,7 +1,7 @@
 """TRELLIS.2 fast and small on the GPU (tests/gpu: skipped without CUDA): the attention's long-sequence rule (cuDNN
-first from CUDNN_MIN_TOKENS query tokens) against FlashAttention-2, its twin; the SC-VAE's chunked C2S block against
-the whole block through the sparse-conv kernels, with a lower peak; a low-VRAM run that has each network on the GPU
-only for its own stage; and an out-of-memory under a VRAM budget that names its stage and the budget.
+first from TUNING.cudnn_min_tokens query tokens) against FlashAttention-2, its twin; the SC-VAE's chunked C2S block
+against the whole block through the sparse-conv kernels, with a lower peak; a low-VRAM run that has each network on
+the GPU only for its own stage; and an out-of-memory under a VRAM budget that names its stage and the budget.
 
 Tolerance, stated once: cuDNN and FlashAttention-2 accumulate in fp32 in different orders, so bf16 outputs differ by
 rounding: relative RMS 5e-3 (bf16 keeps 8 mantissa bits to fp16's 11: the 2e-3 of test_attention_gpu.py's fp16
@@ -20,6 +20,7 @@ from trellis.core.device import set_memory_budget
 from trellis.modules.attention import functional as fn
 from trellis.modules.attention.functional import SeqLens, dense_attention, varlen_attention
 from trellis.modules.sparse import SparseTensor
+from trellis.tuning import TUNING
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 DEV = "cuda"
@@ -38,7 +39,7 @@ def packed(count, n, heads=12, dim=128, seed=0):
 @torch.no_grad()
 @pytest.mark.parametrize("kv", [None, 4101])          # self-attention of the CFG pair; cross to DINOv3's tokens
 def test_long_sequences_take_cudnn_within_rounding_of_flash(kv):
-    n = fn.CUDNN_MIN_TOKENS + 2917
+    n = TUNING.cudnn_min_tokens + 2917
     lk = n if kv is None else kv
     q, k, v = packed(2, n), packed(2, lk, seed=1), packed(2, lk, seed=2)
     sq, sk = SeqLens([n, n], DEV), SeqLens([lk, lk], DEV)
@@ -54,7 +55,7 @@ def test_long_sequences_take_cudnn_within_rounding_of_flash(kv):
         assert torch.equal(varlen_attention(q, k, v, sq, sk, backend="auto"), want)
     finally:
         fastpaths.set_enabled(None)
-    short = fn.CUDNN_MIN_TOKENS - 1                     # below the threshold: v1's choice, bit for bit
+    short = TUNING.cudnn_min_tokens - 1                     # below the threshold: v1's choice, bit for bit
     qs, ss = q[:2 * short], SeqLens([short, short], DEV)
     ks, vs = (k, v) if kv is not None else (k[:2 * short], v[:2 * short])
     sks = sk if kv is not None else ss

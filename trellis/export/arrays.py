@@ -16,14 +16,15 @@ def report(progress: Progress, stage: str, i: int, n: int) -> None:
         progress(stage, i, n)
 
 
-def to_numpy(vertices, faces):
-    """(float64 [V,3], int64 [F,3]) numpy copies of torch or numpy inputs."""
+def to_numpy(vertices, faces, vertex_dtype=np.float64):
+    """(``vertex_dtype`` [V,3], int64 [F,3]) contiguous numpy arrays of torch or numpy inputs (the inputs themselves
+    where they are that already)."""
     if hasattr(vertices, "detach"):
         vertices = vertices.detach().cpu().numpy()
     if hasattr(faces, "detach"):
         faces = faces.detach().cpu().numpy()
-    v = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
-    f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    v = np.ascontiguousarray(np.asarray(vertices), dtype=vertex_dtype).reshape(-1, 3)
+    f = np.ascontiguousarray(np.asarray(faces), dtype=np.int64).reshape(-1, 3)
     return v, f
 
 

@@ -26,6 +26,7 @@ import threading
 
 import numpy as np
 
+from .concurrency import start_thread
 from .rows import row_norm
 
 __all__ = ["DEFAULT_CREASE_ANGLE", "face_normals", "corner_angles", "split_vertex_normals", "SharedSplit"]
@@ -164,7 +165,7 @@ class SharedSplit:
                 self.value()
             except Exception:          # the first writer makes it again and raises there
                 pass
-        threading.Thread(target=run, name="trellis-split-normals", daemon=True).start()
+        start_thread(run, "trellis-split-normals")
         return self
 
     def value(self) -> tuple:

@@ -1,32 +1,90 @@
-"""``to_glb``'s keyword arguments beyond the reference's, and the observation views it uses by device."""
+"""The export's options in one typed object (``ExportOptions``), and the observation views it uses by device.
+
+Light to import (numpy only; torch where a function needs it): the chart layout's child process imports modules
+that take their defaults from here.
+"""
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
 import numpy as np
-import torch
 
 from .normals import DEFAULT_CREASE_ANGLE
 
-__all__ = ["EXTRA_DEFAULTS", "GPU_OBSERVATIONS", "CPU_OBSERVATIONS", "export_options", "observation_settings",
-           "mesh_arrays"]
+__all__ = ["DEFAULT_TEXTURE_SIZE", "BAKE_MODES", "ExportOptions", "GPU_OBSERVATIONS", "CPU_OBSERVATIONS",
+           "observation_settings", "mesh_arrays"]
 
-# Our extra keyword arguments (the reference's to_glb has none) and their defaults.
-EXTRA_DEFAULTS = dict(
-    nviews=None,             # observation views; None: by device (observation_settings)
-    render_resolution=None,  # observation size; None: by device (reference: 1024)
-    uv_time_budget_s=10.0,   # xatlas budget before the chart-layout fallback
-    uv_method="auto",        # "auto" | "xatlas" | "geometric" | "charts" (uv.unwrap.unwrap_uv)
-    steps=2500,              # "opt" bake steps (reference: 2500)
-    lambda_tv=0.01,          # "opt" TV weight (reference: 0.01)
-    cg_iterations=30,        # "fast" bake solver iterations
-    observation_scale=None,  # Gaussians' scale factor in the bake's renders; None: for "fast"
-                             # bake.observations.sharpening_scale, for "opt" 1 (the reference's renders)
-    device=None,             # default: the device of the Gaussians
-    overlap_uv=True,         # render observations while the decimation / xatlas run (same result; False: in turn)
-    simplified=None,         # a BackgroundSimplify of this mesh started earlier (job.ExportJob makes it)
-    target_faces=None,       # faces in the file (instead of the fraction kept, 1 - simplify)
-    crease_angle=DEFAULT_CREASE_ANGLE,  # vertex normals split at edges sharper than this (degrees); None: none
-    normal_map=False,        # also bake a tangent-space normal map from the dense mesh (bake.normal_map)
-)
+DEFAULT_TEXTURE_SIZE = 1024     # texels per side of the baked texture (the reference's)
+BAKE_MODES = ("fast", "opt")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How a TRELLIS result is exported: the reference's ``to_glb`` arguments, then ours. ``to_glb`` / ``to_obj``
+    build one from their keywords; ``bake_textured_mesh``, ``bake_uv_mesh``, ``clean_shape``, ``bake_onto_mesh``
+    and ``job.ExportJob`` take one (or the same keywords)."""
+
+    # the reference's
+    simplify: float = 0.95                 # fraction of the faces removed (0.95 keeps 5 %)
+    fill_holes: bool = True                # hidden-face removal and hole filling (cleanup.chain)
+    fill_holes_max_size: float = 0.04      # the largest hole the hidden-face removal may open
+    texture_size: int = DEFAULT_TEXTURE_SIZE
+    debug: bool = False                    # info also holds the texture before inpainting and its observed texels
+    verbose: bool = False                  # each stage's seconds printed (the reference's to_glb prints: True there)
+    # ours
+    bake_mode: str = "fast"                # "fast" (bake.least_squares) | "opt" (the reference's optimisation)
+    nviews: Optional[int] = None           # observation views; None: by device (observation_settings)
+    render_resolution: Optional[int] = None    # observation size; None: by device (reference: 1024)
+    uv_time_budget_s: float = 10.0         # the UV layouts' budget before the chart-layout fallback
+    uv_method: str = "auto"                # "auto" | "xatlas" | "geometric" | "charts" (uv.unwrap.unwrap_uv)
+    steps: int = 2500                      # "opt" bake steps (reference: 2500)
+    lambda_tv: float = 0.01                # "opt" TV weight (reference: 0.01)
+    cg_iterations: int = 30                # "fast" bake solver iterations
+    observation_scale: Optional[float] = None  # the Gaussians' scale in the bake's renders; None: for "fast"
+    #                                        bake.observations.sharpening_scale, for "opt" 1 (the reference's renders)
+    device: object = None                  # where the export runs; None: the Gaussians' device
+    overlap_uv: bool = True                # views rendered while the decimation / UV layout run (same result)
+    target_faces: Optional[int] = None     # faces in the file (instead of the fraction kept, 1 - simplify)
+    destination: Optional[str] = None      # report.DESTINATION_LIMITS' name: the faces kept within its limit
+    crease_angle: Optional[float] = DEFAULT_CREASE_ANGLE   # normals split at sharper edges (degrees); None: none
+    normal_map: bool = False               # also bake a tangent-space normal map from the dense mesh
+
+    def __post_init__(self):
+        if self.bake_mode not in BAKE_MODES:
+            raise ValueError(f"unknown bake_mode {self.bake_mode!r} (use 'fast' or 'opt')")
+
+    @classmethod
+    def given(cls, options: "ExportOptions | None" = None, **changes) -> "ExportOptions":
+        """``options`` (default: the defaults) with ``changes``; a TypeError names any keyword that is no option."""
+        if options is None:
+            options = cls()
+        elif not isinstance(options, cls):
+            raise TypeError(f"options must be an ExportOptions, not {type(options).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(changes) - names
+        if unknown:
+            raise TypeError(f"unexpected keyword argument(s) {sorted(unknown)}; known options: {sorted(names)}")
+        return dataclasses.replace(options, **changes) if changes else options
+
+    def face_target(self, n_faces: int) -> Optional[int]:
+        """The clean-up's ``target_faces`` for a mesh of ``n_faces`` faces: ``target_faces`` (None: ``simplify``'s
+        share), lowered to the destination's triangle limit where that budget would pass it."""
+        from .cleanup.chain import face_budget
+        from .report import DESTINATION_LIMITS
+
+        most = DESTINATION_LIMITS.get(self.destination or "", {}).get("max_triangles")
+        if most is None or face_budget(n_faces, self.simplify, self.target_faces) <= most:
+            return self.target_faces
+        return most
+
+    def device_for(self, app_rep):
+        """The torch device the export runs on: ``device``, else ``app_rep``'s."""
+        import torch
+
+        return torch.device(self.device) if self.device is not None else app_rep.device
+
 
 # Observation views when the caller does not choose: (views for "fast", for "opt", resolution). A CPU renders
 # and rasterises a view many times slower than a GPU, so there fewer and smaller views are used
@@ -35,19 +93,12 @@ GPU_OBSERVATIONS = (50, 100, 1024)
 CPU_OBSERVATIONS = (24, 48, 512)
 
 
-def export_options(kwargs: dict) -> dict:
-    """``EXTRA_DEFAULTS`` updated with ``kwargs``; a TypeError names any unknown argument."""
-    unknown = set(kwargs) - set(EXTRA_DEFAULTS)
-    if unknown:
-        raise TypeError(f"unexpected keyword argument(s) {sorted(unknown)}; "
-                        f"known extras: {sorted(EXTRA_DEFAULTS)}")
-    return {**EXTRA_DEFAULTS, **kwargs}
-
-
 def observation_settings(device, bake_mode: str = "fast") -> tuple:
     """(nviews, render_resolution) ``to_glb`` uses on ``device`` when the caller sets neither:
     50 ("fast") / 100 ("opt", the reference) views at 1024^2 on an accelerator, 24 / 48 at 512^2
     on a CPU."""
+    import torch
+
     fast, opt, res = CPU_OBSERVATIONS if torch.device(device).type == "cpu" else GPU_OBSERVATIONS
     return (fast if bake_mode == "fast" else opt), res
 
@@ -55,6 +106,8 @@ def observation_settings(device, bake_mode: str = "fast") -> tuple:
 def mesh_arrays(mesh, device=None):
     """(vertices float32 [V,3], faces int64 [F,3]) on ``device`` (None: the vertices' own, the CPU for numpy) of a
     mesh given as (v, f), a dict with "vertices" / "faces", or an object with those attributes (torch or numpy)."""
+    import torch
+
     if isinstance(mesh, (tuple, list)):
         v, f = mesh[0], mesh[1]
     elif isinstance(mesh, dict):

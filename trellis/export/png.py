@@ -15,10 +15,11 @@ import os
 import struct
 import threading
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
+
+from .concurrency import thread_pool
 
 __all__ = ["BAND_ROWS", "MAX_THREADS", "filter_rows", "encode_png", "FastPngImage", "fast_png_image"]
 
@@ -89,7 +90,7 @@ def encode_png(image: np.ndarray, level: int = 1, threads: int | None = None) ->
     if len(jobs) == 1 or threads <= 1:
         parts = [_band(pixels, start, stop, channels, level, last) for start, stop, last in jobs]
     else:
-        with ThreadPoolExecutor(max_workers=min(int(threads), len(jobs)), thread_name_prefix="trellis-png") as pool:
+        with thread_pool(min(int(threads), len(jobs)), "trellis-png") as pool:
             parts = list(pool.map(lambda j: _band(pixels, j[0], j[1], channels, level, j[2]), jobs))
     adler = 1
     for rows, _ in parts:

@@ -16,6 +16,8 @@ import threading
 import time
 from typing import Iterable, Optional
 
+from .concurrency import start_child, start_thread
+
 __all__ = ["SAFE_PATH", "CHILD_HEAP", "CHILD_TRIM_S", "STOP_GRACE_S", "REAP_EVERY_S", "child_environment", "start",
            "stop", "stop_all", "served_child_code", "working_folder", "usable_cores", "take", "give_back",
            "pooled_children", "pooled_processes", "drain_pool"]
@@ -44,11 +46,8 @@ def start(code: str, args, cwd: str, keep_stderr: bool = False, stdin: bool = Fa
     caller writes to as ``proc.stdin``; with ``keep_heap``, in ``child_environment()``, else in this process's);
     None when no child can be started here (the caller then does the work itself)."""
     try:
-        return subprocess.Popen([sys.executable, *(["-P"] if SAFE_PATH else []), "-c", code, *map(str, args)],
-                                cwd=cwd, env=child_environment() if keep_heap else None,
-                                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE if keep_stderr else subprocess.DEVNULL)
+        return start_child([sys.executable, *(["-P"] if SAFE_PATH else []), "-c", code, *map(str, args)], cwd,
+                           env=child_environment() if keep_heap else None, stdin=stdin, keep_stderr=keep_stderr)
     except OSError:
         return None
 
@@ -195,8 +194,7 @@ def give_back(code: str, proc: subprocess.Popen, limit: int) -> None:
             if len(_pool) < limit:
                 _pool.append((code, proc))
                 if _reaper is None:
-                    _reaper = threading.Thread(target=_reap, name="trellis-child-reaper", daemon=True)
-                    _reaper.start()
+                    _reaper = start_thread(_reap, "trellis-child-reaper")
                 _reap_wake.set()
                 return
     stop(proc)

@@ -13,28 +13,30 @@ import numpy as np
 
 from ..core.callbacks import check
 from .cleanup.chain import clean_mesh_for_export
-from .options import mesh_arrays
+from .options import ExportOptions, mesh_arrays
 from .textured import TexturedMesh
 
 __all__ = ["clean_shape"]
 
 
-def clean_shape(mesh, simplify=0.95, fill_holes=True, fill_holes_max_size=0.04, target_faces=None, device=None,
-                progress=None, cancel=None) -> TexturedMesh:
-    """A ``TexturedMesh`` of ``mesh`` (as ``bake_textured_mesh`` takes it) after the export's clean-up, with no
-    texture (None) and every vertex at UV (0, 0), so that its levels of detail see no seams; its ``info`` holds the
-    clean-up's record ("cleanup"), "input_faces", "faces" and "seconds". ``device``: where the clean-up runs
-    (default: the mesh's); ``progress(stage, done, total)`` gets the clean-up's stages; ``cancel`` as ever."""
+def clean_shape(mesh, options: ExportOptions | None = None, *, progress=None, cancel=None, **kwargs) -> TexturedMesh:
+    """A ``TexturedMesh`` of ``mesh`` (as ``bake_textured_mesh`` takes it) after the export's clean-up with the
+    options that concern it (simplify, fill_holes, fill_holes_max_size, target_faces, destination; ``device``: where
+    it runs, default the mesh's; ``kwargs``: changes to them), with no texture (None) and every vertex at UV (0, 0),
+    so that its levels of detail see no seams; its ``info`` holds the clean-up's record ("cleanup"), "input_faces",
+    "faces" and "seconds". ``progress(stage, done, total)`` gets the clean-up's stages; ``cancel`` as ever."""
+    o = ExportOptions.given(options, **kwargs)
     started = time.perf_counter()
     info = {"seconds": {}, "texture": None}
     check(cancel)
-    vertices, faces = mesh_arrays(mesh, device)
+    vertices, faces = mesh_arrays(mesh, o.device)
     if faces.shape[0] == 0:
         raise ValueError("clean_shape: the mesh is empty (no faces)")
     info["input_faces"] = int(faces.shape[0])
-    if simplify > 0 or fill_holes or target_faces is not None:
-        v, f = clean_mesh_for_export(vertices, faces, simplify=simplify, fill_holes=fill_holes,
-                                     fill_holes_max_size=fill_holes_max_size, device=vertices.device,
+    target_faces = o.face_target(int(faces.shape[0]))
+    if o.simplify > 0 or o.fill_holes or target_faces is not None:
+        v, f = clean_mesh_for_export(vertices, faces, simplify=o.simplify, fill_holes=o.fill_holes,
+                                     fill_holes_max_size=o.fill_holes_max_size, device=vertices.device,
                                      progress=progress, cancel=cancel, info=info.setdefault("cleanup", {}),
                                      target_faces=target_faces)
     else:

@@ -17,8 +17,8 @@ from .common import TorsoMixin
 class SLatFlowModel(TorsoMixin, nn.Module):
     torso_modules = ("input_blocks", "blocks", "out_blocks")
     compile_blocks = False     # set from the pipeline's memory policy (MemoryPolicy.compile)
-    # Low-VRAM mode (the pipeline sets it when it offloads: pipelines.base.LEAN_WHEN_OFFLOADING; measured by
-    # benchmarks/slat_memory_gpu.py): the same numbers
+    # Low-VRAM mode (the pipeline sets it when it offloads with little free: pipelines.base.LEAN_BELOW_FREE_BYTES;
+    # measured by benchmarks/slat_memory_gpu.py): the same numbers
     # with a lower activation peak (row-chunked norms and MLPs, temporaries dropped early, skips released
     # once used; see SparseResBlock3d._forward_lean and SparseModulatedTransformerCrossBlock._forward_lean).
     # The compiled transformer blocks (compile_blocks) stay as they are: lean only changes the eager ones.

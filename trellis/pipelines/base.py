@@ -74,7 +74,6 @@ def load_pipeline_parts(path: str, args: dict, search_dirs=(), device=None,
 # (tests/trellis/pipelines/test_slat_lean.py, tests/gpu), it cuts the flow's activation peak to about a quarter but slows the low-VRAM
 # chain (docs/benchmarks/memory.md#lean-mode), so it is on only when the device is short: offloading, and less than
 # LEAN_BELOW_FREE_BYTES free as stage 2 starts (always on the CPU, where nothing is measured).
-LEAN_WHEN_OFFLOADING = True
 LEAN_BELOW_FREE_BYTES = 3 * 2 ** 30
 
 # Batched CFG while offloading with cfg_batch left to "auto" (MemoryPolicy.cfg_batch None): decided per flow stage,
@@ -189,7 +188,7 @@ class TrellisPipeline:
                 model.lean = self._lean_wanted(policy)
 
     def _lean_wanted(self, policy: MemoryPolicy) -> bool:
-        if not (LEAN_WHEN_OFFLOADING and policy.offload == "model"):
+        if policy.offload != "model":
             return False
         free = free_device_memory(self._device)
         return free is None or free < LEAN_BELOW_FREE_BYTES

@@ -26,11 +26,6 @@ __all__ = ["TrellisImageTo3DPipeline", "EmptyStructureError", "DEFAULT_FORMATS",
            "load_image_cond_model"]
 
 # DINOv2 ViT-L/14 + 4 registers (spec §9): the official torch.hub weights.
-# DINOv2 under fp16 autocast on CUDA when the pipeline's precision is fp16 (the reference runs it in fp32; its
-# features then differ by rounding only, less than the fp16 flows' own rounding, and it runs several times faster;
-# docs/benchmarks/pipeline.md#precision). Autocast is per thread, so nothing else changes precision meanwhile.
-CONDITIONER_FP16 = True
-
 DINOV2_URL = "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_reg4_pretrain.pth"
 
 
@@ -115,7 +110,10 @@ class TrellisImageTo3DPipeline(TrellisPipeline):
             from ..models.image_conditioner import images_to_tensor
 
             images = images_to_tensor(images, size)
-        half = CONDITIONER_FP16 and self._device.type == "cuda" and self.memory_policy.precision == "fp16"
+        # Under fp16 autocast on CUDA when the pipeline's precision is fp16 (the reference runs DINOv2 in fp32, as
+        # every other precision does here: its features then differ by rounding only, less than the fp16 flows' own,
+        # and it runs several times faster; docs/benchmarks/pipeline.md#precision). Autocast is per thread.
+        half = self._device.type == "cuda" and self.memory_policy.precision == "fp16"
         precision = torch.autocast("cuda", dtype=torch.float16) if half else contextlib.nullcontext()
         with self._on_device("image_cond_model") as cond_model, precision:
             cond = cond_model(images.to(self._device, torch.float32)).float()

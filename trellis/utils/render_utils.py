@@ -58,9 +58,6 @@ _RF_DEFAULTS = dict(near=0.8, far=1.6, ssaa=4)
 # save_video encoder settings: visually lossless-ish constant quality, widely compatible profile.
 VIDEO_CRF = 18
 VIDEO_PRESET = "medium"
-# The encoder's threads (None: x264's own choice, 1.5 per core): fewer leave cores to the work the video is made
-# beside (docs/benchmarks/app.md#the-apps-whole-job).
-VIDEO_THREADS = None
 
 
 def _to_uint8_image(img: torch.Tensor) -> np.ndarray:
@@ -277,13 +274,15 @@ def save_video(frames, path, fps: float = 30, crf: int | None = None, preset: st
     out_w, out_h = w + pad_w, h + pad_h
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
+    # No "-threads": x264's own count (1.5 per core); fewer measured no better beside the export's work
+    # (docs/benchmarks/app.md#the-apps-whole-job).
     output_params = [
         "-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p,"
                "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv",
         "-preset", str(preset), "-crf", str(int(crf)), "-profile:v", "high",
         "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
         "-movflags", "+faststart",
-    ] + (["-threads", str(int(VIDEO_THREADS))] if VIDEO_THREADS else [])
+    ]
     writer = imageio_ffmpeg.write_frames(path, (out_w, out_h), pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
                                          fps=fps, quality=None, codec="libx264", macro_block_size=1,
                                          ffmpeg_log_level="error", output_params=output_params)

@@ -29,15 +29,13 @@ import torch
 
 from . import HALF_C, launcher
 
-__all__ = ["submanifold_conv3d", "implicit_gemm", "pick_tiles", "TILES", "LEGACY_MMA"]
+__all__ = ["submanifold_conv3d", "implicit_gemm", "pick_tiles", "TILES"]
 
 BK = 32
 SMEM_BYTES = 48 * 1024      # static shared memory: no opt-in needed on any GPU
 _HALF = {torch.float16: 0, torch.bfloat16: 1}
 # (BM, BN) -> (warps along M, warps along N): the warp tiles are 64 x 32 or 32 x 32 / 32 x 64.
 TILES = {(128, 128): (2, 4), (64, 128): (2, 2), (128, 64): (2, 2), (64, 64): (2, 2)}
-# Run Turing's code (plain loads, m16n8k8 MMAs) on newer GPUs too: tests/gpu checks that path on what it has.
-LEGACY_MMA = False
 
 _SOURCE = HALF_C + r"""
 #define THREADS (WARPS_M * WARPS_N * 32)
@@ -247,22 +245,25 @@ def _gpu(index: int):
     return got
 
 
-def _legacy(index: int):
-    """True: Turing's code path; False: sm_80+'s; None: no tensor-core path for this GPU here."""
+def _legacy(index: int, turing: bool):
+    """True: Turing's code path (on sm_80+ too where `turing`); False: sm_80+'s; None: no tensor-core path for this
+    GPU here."""
     cap = _gpu(index)[0]
     if cap >= (8, 0):
-        return bool(LEGACY_MMA)
+        return turing
     return True if cap == (7, 5) else None
 
 
 def implicit_gemm(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                  tiles: tuple[int, int] | None = None):
+                  tiles: tuple[int, int] | None = None, turing: bool = False):
     """out[i] = bias + sum_o feats[nbr[i, o]] @ W_o in ``feats``' dtype (fp32 accumulation), or
     ``NotImplemented`` for what this kernel does not take.
 
     ``feats`` [N, C_in] fp16/bf16 on CUDA; ``nbr`` int32 [N, k^3] (a row index, or N / -1 for none);
     ``weight`` [C_out, k, k, k, C_in]; ``bias`` [C_out] or None. ``tiles`` = (BM, BN) overrides
-    ``pick_tiles`` (benchmarks, tests)."""
+    ``pick_tiles`` (benchmarks, tests). ``turing`` runs Turing's code (plain loads, m16n8k8 MMAs; fp16 only) on a
+    newer GPU too, so that tests/gpu checks the path a 7.5 card takes on the card it has; a 7.5 card takes it
+    anyway."""
     bf = _HALF.get(feats.dtype)
     if bf is None or feats.device.type != "cuda" or feats.ndim != 2 or weight.ndim != 5:
         return NotImplemented
@@ -272,7 +273,7 @@ def implicit_gemm(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, 
         raise ValueError(f"shapes do not agree: feats {tuple(feats.shape)}, neighbour map {tuple(nbr.shape)}, "
                          f"weight {tuple(weight.shape)}")
     index = feats.device.index if feats.device.index is not None else torch.cuda.current_device()
-    legacy = _legacy(index)
+    legacy = _legacy(index, bool(turing))
     if c_in % 8 or c_in == 0 or c_out % 2 or legacy is None or (legacy and bf):
         return NotImplemented
     out = torch.empty(n, c_out, dtype=feats.dtype, device=feats.device)

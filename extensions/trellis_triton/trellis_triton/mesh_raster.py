@@ -15,8 +15,8 @@ candidates of all triangles are covered by ONE launch:
   (the products are exact in float64, so fused multiply-adds cannot change the result) and rounded
   to float32; packed as (float bits << 32) | face index and merged with an int64 atomic min.
 
-The keys are bit-identical to the PyTorch path's (tests/trellis/renderers/test_mesh_render.py on the GPU, and
-benchmarks/mesh_render_gpu.py).
+The keys are bit-identical to the PyTorch path's (tests/gpu/test_fast_paths_gpu.py and
+tests/gpu/test_kernel_table_gpu.py on the GPU, and benchmarks/mesh_render_gpu.py).
 """
 from __future__ import annotations
 

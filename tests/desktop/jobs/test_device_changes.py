@@ -16,9 +16,10 @@ import pytest
 from desktop import cli
 from desktop.settings import (CPU_VALUES, GenerationSettings, device_change_warning, device_changes,
                               field_names)
-from images import rgba_blob
-from test_api import TIMEOUT, LiveServer, wait_job
-from test_cli import desktop, job_folders
+from tests.helpers.cli import desktop, job_folders
+from tests.helpers.images import rgba_blob
+from tests.helpers.rest import TIMEOUT, wait_job
+from tests.helpers.servers import LiveServer
 
 # The GLB at a 1024² texture (the balanced preset's value, given explicitly) from 4 views; bake_resolution is
 # left to the preset, so the CPU lowers it.
@@ -106,7 +107,7 @@ def test_the_page_status_lists_each_warning():
     job.state = JobState.DONE
     box = status_html([("a.png", job)], runner=None)
     assert 'data-state="done"' in box and box.count("<li>Warning: ") == 2
-    assert "texture_size 1024 -&gt; 512 (&lt;why&gt;)" in box                      # escaped
+    assert "Texture size (pixels): 512 instead of 1024 (&lt;why&gt;)" in box     # the page's label, escaped
 
 
 # ------------------------------------------------------------------------------------------ end to end (CPU)

@@ -1,4 +1,4 @@
-"""An export makes only what its files use (desktop/jobs/export_reuse.py, mesh_files.ShapeOnly): files without a
+"""An export makes only what its files use (desktop/jobs/export_reuse.py, mesh_files.start_export): files without a
 texture (geometry-only, STL, 3MF) are written from the clean-up alone, no texture bake; an export whose preview
 would be its source's video links that video instead of rendering it again. On the tiny pipeline (CPU), through the
 real runner: the job's progress and timings, and the bake and render functions themselves, say what ran."""
@@ -11,7 +11,7 @@ import trimesh
 from desktop.jobs import JobRunner, JobState
 from desktop.jobs.progress import textured_files
 from desktop.settings import GenerationSettings
-from images import rgba_blob
+from tests.helpers.images import rgba_blob
 
 TIMEOUT = 300
 # A source with a short preview; its texture and bake settings are the preset's (lowered on the CPU).

@@ -14,7 +14,7 @@ import torch
 
 from desktop.jobs import JobRunner
 from desktop.settings import GenerationSettings
-from images import rgba_blob
+from tests.helpers.images import rgba_blob
 from trellis.export.bake.coverage import MIN_OBSERVED_SHARE, atlas_texels, observed_share, texels_under
 
 trimesh = pytest.importorskip("trimesh")

@@ -16,7 +16,7 @@ from desktop.jobs import JobRunner, JobState, classify_failure
 from desktop.settings import PRESETS, GenerationSettings
 from trellis.pipelines import TrellisImageTo3DPipeline
 from trellis.representations.gaussian import Gaussian
-from images import rgba_blob
+from tests.helpers.images import rgba_blob
 
 TIMEOUT = 120
 
@@ -400,7 +400,7 @@ def test_glb_and_obj_share_one_bake(make_runner, image, monkeypatch):
     real = export_job.bake_textured_mesh
 
     def counted(*args, **kwargs):                        # the real bake, counted
-        calls.append(kwargs.get("texture_size"))
+        calls.append(kwargs["options"].texture_size)
         return real(*args, **kwargs)
     monkeypatch.setattr(export_job, "bake_textured_mesh", counted)
     seen = []

@@ -4,21 +4,18 @@ import uuid
 
 import pytest
 
-from desktop.batch.worker import text_model
 from desktop.jobs import models
 from desktop.jobs.job import Job, ModelLoadError
 from desktop.settings import GenerationSettings
-from images import rgba_blob
+from tests.helpers.images import rgba_blob
 from trellis.pipelines import TrellisImageTo3DPipeline
 
 
 def test_a_prompt_uses_the_given_text_model_or_the_published_one_of_its_size():
     assert models.Models("m").text_model_for("base") == "microsoft/TRELLIS-text-base"
     assert models.Models("m", text_model="/my/text").text_model_for("base") == "/my/text"
-    # A batch item names it the same way.
-    settings = GenerationSettings(text_model_size="large").to_dict()
-    assert text_model({"settings": settings}) == models.text_source(None, "large") == "microsoft/TRELLIS-text-large"
-    assert text_model({"settings": settings, "text_model": "/my/text"}) == "/my/text"
+    # A batch item's worker loads its pipelines through the same Models (desktop/batch/worker.py).
+    assert models.text_source(None, "large") == "microsoft/TRELLIS-text-large"
     with pytest.raises(ValueError, match="unknown text model size"):
         models.text_source(None, "huge")
 

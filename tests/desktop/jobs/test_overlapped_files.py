@@ -11,7 +11,7 @@ from desktop.jobs import steps
 from desktop.jobs.folder import JobFolder
 from desktop.jobs.job import Job
 from desktop.settings import GenerationSettings
-from images import rgba_blob
+from tests.helpers.images import rgba_blob
 from trellis.core.callbacks import Cancelled
 from trellis.pipelines import TrellisImageTo3DPipeline
 
@@ -149,7 +149,8 @@ def test_a_mesh_file_that_fails_beside_another_fails_the_job_and_leaves_the_othe
 
 def test_the_preview_waits_while_the_bake_finds_visible_faces(result, tmp_path, monkeypatch):
     """A long preview beside the bake: no preview frame is rendered while the bake's visibility renders run but the
-    one under way when they began (preview_gate), and the job says how long the preview was held."""
+    one under way when they began (the export's gate, trellis.export.gate), and the job says how long the preview was
+    held."""
     import time
 
     marks, frames = {}, []
@@ -169,30 +170,3 @@ def test_the_preview_waits_while_the_bake_finds_visible_faces(result, tmp_path, 
     assert len(inside) <= 1, (len(inside), marks)
     assert job.timings["export"]["preview_held"] > 0
     assert "mp4" in job.files
-
-
-def test_the_gate_holds_only_through_its_stages_and_never_past_a_stop():
-    import threading
-    import time
-
-    from desktop.jobs.preview_gate import PreviewGate
-
-    gate = PreviewGate(("visibility",), poll_s=0.001)
-    stop = threading.Event()
-    gate.on_progress("simplify", 0, 100)
-    assert gate.is_open() and gate.stopped(stop.is_set) is False
-    gate.on_progress("visibility", 0, 1000)
-    assert not gate.is_open()
-    gate.on_progress("visibility", 500, 1000)
-    assert not gate.is_open()
-    threading.Timer(0.05, gate.on_progress, ("visibility", 1000, 1000)).start()
-    t0 = time.perf_counter()
-    assert gate.stopped(stop.is_set) is False                 # waited for the stage's end
-    assert time.perf_counter() - t0 >= 0.04 and gate.held_s >= 0.04 and gate.is_open()
-    gate.on_progress("visibility", 0, 1000)
-    threading.Timer(0.05, stop.set).start()
-    assert gate.stopped(stop.is_set) is True                  # a stop ends the wait, the gate still closed
-    assert not gate.is_open()
-    gate.release()
-    gate.on_progress("visibility", 0, 1000)                   # released: open for good
-    assert gate.is_open()

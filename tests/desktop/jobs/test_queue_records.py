@@ -5,7 +5,7 @@ import uuid
 from desktop.jobs import queued
 from desktop.jobs.job import Job
 from desktop.settings import GenerationSettings
-from images import rgba_blob
+from tests.helpers.images import rgba_blob
 
 
 def test_two_jobs_ending_at_once_leave_no_outputs_folder(tmp_path, monkeypatch):
@@ -36,3 +36,21 @@ def test_two_jobs_ending_at_once_leave_no_outputs_folder(tmp_path, monkeypatch):
     ender.join(30)
     assert not ender.is_alive()
     assert not out.exists(), sorted(p.name for p in out.rglob("*"))
+
+
+def test_one_maker_of_settings_json_for_a_queued_and_a_started_job(tmp_path):
+    """queued.settings_record makes every settings.json: a queued job's (no device, no seed drawn yet), a started
+    one's (the seed used, the device, what the device lowered, versions) and the caller's own entries (a batch item's),
+    which win."""
+    from desktop.jobs.steps import settings_record
+
+    job = Job(id=uuid.uuid4().hex, inputs=[rgba_blob(tmp_path / "a.png")], settings=GenerationSettings())
+    waiting = queued.settings_record(job, "model")
+    assert waiting["queued"] is True and waiting["device"] is None and "seed" not in waiting
+    used = job.settings.with_seed().for_device("cpu")
+    started = settings_record(job, used, "model", "cpu", {"batch_item": {"name": "a"}, "seed_was_random": False})
+    assert "queued" not in started and (started["device"], started["seed"]) == ("cpu", used.seed)
+    assert started["changed_for_device"]["bake_resolution"] == [1024, 512] and "torch" in started["versions"]
+    assert started["batch_item"] == {"name": "a"} and started["seed_was_random"] is False
+    assert {k: v for k, v in started.items() if k in waiting and k not in ("seed_was_random", "device", "settings")} \
+        == {k: v for k, v in waiting.items() if k in started and k not in ("seed_was_random", "device", "settings")}

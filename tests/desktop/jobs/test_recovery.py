@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from repo import ROOT_DIR as ROOT
+from tests.helpers.repo import ROOT_DIR as ROOT
 posix_only = pytest.mark.skipif(os.name != "posix", reason="pauses and kills processes with POSIX signals")
 
 # A process that exports: a BackgroundSimplify of a ~720 k-face noisy height field (8 pieces, one child per
@@ -274,7 +274,7 @@ def test_damaged_folders_are_listed_as_damaged_and_the_pass_stays_short(crowded_
 @pytest.mark.skipif(os.name != "posix", reason="stops the server with POSIX signals")
 @pytest.mark.slow
 def test_the_api_server_starts_on_thousands_of_jobs_and_damaged_folders(crowded_outputs, tiny_pipeline_dir, tmp_path):
-    from test_api_stop import Api
+    from tests.helpers.api_process import ApiProcess as Api
 
     tmp = tmp_path / "tmp"
     tmp.mkdir()
@@ -316,7 +316,7 @@ def test_text_and_new_look_jobs_run_again_from_their_folders(tiny_text_models_di
 
     from desktop.jobs import JobRunner
     from desktop.settings import GenerationSettings
-    from images import rgba_blob
+    from tests.helpers.images import rgba_blob
 
     rod = tmp_path / "rod.glb"
     trimesh.creation.cylinder(radius=0.02, height=1.0, sections=8).export(rod)

@@ -16,7 +16,8 @@ import pytest
 import torch
 import trimesh
 from scipy import ndimage
-from test_voxels import nested_cubes, nested_cubes_stl, without_hanging
+from tests.helpers.blocking import without_hanging
+from tests.helpers.meshes import nested_cubes, nested_cubes_stl
 
 import trellis.pipelines.base as pipeline_base
 from desktop.jobs import JobRunner

@@ -12,7 +12,7 @@ from desktop.jobs.folder import JobFolder
 from desktop.jobs.job import Job
 from desktop.jobs.sampling import sampler_params
 from desktop.settings import GenerationSettings
-from images import rgba_blob
+from tests.helpers.images import rgba_blob
 from trellis.core.callbacks import Cancelled
 from trellis.pipelines import TrellisImageTo3DPipeline
 

@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from test_api import LiveServer
+from tests.helpers.servers import LiveServer
 
 from desktop import cli, export_command
 from desktop.api import create_app

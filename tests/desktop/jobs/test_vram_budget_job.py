@@ -17,7 +17,7 @@ from desktop.jobs.failures import classify_failure
 from desktop.settings import EXPORT_FIELDS, GenerationSettings
 from desktop.ui.status import friendly_error, memory_line
 from trellis.pipelines import TrellisImageTo3DPipeline
-from images import rgba_blob
+from tests.helpers.images import rgba_blob
 
 TIMEOUT = 120
 GiB = 2 ** 30

@@ -16,9 +16,9 @@ import torch
 
 from desktop.jobs import JobRunner
 from desktop.settings import GenerationSettings
-from images import rgba_blob
+from tests.helpers.images import rgba_blob
 
-from repo import ROOT
+from tests.helpers.repo import ROOT
 FAST = dict(seed=1, ss_steps=2, slat_steps=2, texture_size=64, bake_views=4, bake_resolution=64, fill_holes=False,
             formats=["glb"])
 
@@ -85,9 +85,7 @@ def test_a_job_submitted_during_the_warm_up_waits_for_its_load(tiny_pipeline_dir
         assert os.path.getsize(job.files["glb"]) > 0 and not runner.warming_up
 
 
-@pytest.mark.parametrize("beside", [True, False])
-def test_the_export_warms_up_beside_a_waiting_job_only_when_set_to(tiny_pipeline_dir, tmp_path, image, monkeypatch,
-                                                                     beside):
+def test_the_export_warms_up_beside_a_waiting_job(tiny_pipeline_dir, tmp_path, image, monkeypatch):
     from desktop.jobs import warmup
 
     called = []
@@ -97,16 +95,12 @@ def test_the_export_warms_up_beside_a_waiting_job_only_when_set_to(tiny_pipeline
         return real(device, stop)
     real = warmup.warm_export
     monkeypatch.setattr(warmup, "warm_export", recorded)
-    monkeypatch.setattr(warmup, "EXPORT_BESIDE_WAITING_JOB", beside)
     job_through_a_held_load(tiny_pipeline_dir, tmp_path, image, GatedLoader(tiny_pipeline_dir),
                             then_join="trellis-export-warm")           # the job waits as the load ends
-    assert called == (["cpu"] if beside else [])
+    assert called == ["cpu"]
 
 
-@pytest.mark.parametrize("beside", [True, False])
-def test_the_libraries_warm_up_beside_the_load_only_when_set_to(tiny_pipeline_dir, tmp_path, image, monkeypatch,
-                                                                beside):
-    from desktop.jobs import warmup
+def test_the_libraries_warm_up_beside_the_load(tiny_pipeline_dir, tmp_path, image, monkeypatch):
     from trellis.pipelines import first_use
 
     during_load = []
@@ -116,11 +110,10 @@ def test_the_libraries_warm_up_beside_the_load_only_when_set_to(tiny_pipeline_di
         return real(device, dtype, cancel=cancel)
     real = first_use.warm_libraries
     monkeypatch.setattr(first_use, "warm_libraries", recorded)
-    monkeypatch.setattr(warmup, "LIBRARIES_BESIDE_LOAD", beside)
     loader = GatedLoader(tiny_pipeline_dir)
     job_through_a_held_load(tiny_pipeline_dir, tmp_path, image, loader, then_join="trellis-first-use",
-                            while_held=(lambda: wait_until(lambda: during_load)) if beside else None)
-    assert during_load == ([True] if beside else [])               # it ran while the load was held, not after
+                            while_held=lambda: wait_until(lambda: during_load))
+    assert during_load == [True]                                   # it ran while the load was held, not after
 
 
 def test_libraries_that_cannot_be_warmed_leave_it_to_the_first_job(capfd):

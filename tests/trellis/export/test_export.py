@@ -9,12 +9,7 @@ tests/trellis/export/test_mesh_cleanup.py's job; this file feeds to_glb a clean 
 """
 from __future__ import annotations
 
-import json
-import shutil
-import struct
-import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,8 +19,6 @@ import torch.nn.functional as F
 from trellis.renderers.cameras import orbit_cameras
 from trellis.renderers.gaussian_render import render_gaussians
 from trellis.renderers.mesh_render import render_mesh
-from trellis.representations import Gaussian
-from trellis.representations.gaussian import SH_C0, matrix_to_quaternion
 from trellis.core.callbacks import Cancelled
 from trellis.export import bake as tb
 from trellis.export import make_glb_mesh, save_glb, save_obj
@@ -35,6 +28,7 @@ from trellis.export.uv.stats import uv_coverage
 from trellis.export.uv.unwrap import unwrap_uv
 from trellis.renderers.cameras import projection_opencv
 from trellis.renderers.mesh_render import rasterize
+from trellis.tuning import tuned
 from trellis.utils.postprocessing_utils import to_glb
 
 trimesh = pytest.importorskip("trimesh")
@@ -43,47 +37,8 @@ RES = 256            # observation and evaluation images
 TEXTURE = 256
 NVIEWS = 24
 HELD_OUT = [(0.3, 0.1), (2.0, -0.5), (3.7, 0.7), (5.1, 0.25)]  # (yaw, pitch): not Hammersley views
-from repo import JS_DIR
-
-# ----------------------------------------------------------------------------- synthetic asset
-
-
-def pattern(p: torch.Tensor) -> torch.Tensor:
-    x, y, z = p[..., 0], p[..., 1], p[..., 2]
-    r = 0.5 + 0.4 * torch.tanh(2 * torch.sin(22 * x) * torch.sin(22 * y + 1) * torch.sin(22 * z + 2))
-    g = 0.5 + 0.3 * torch.sin(12 * y + 2) * torch.cos(9 * z) + 0.1 * torch.sin(40 * x)
-    b = 0.5 + 0.35 * torch.sin(16 * z + 6 * x)
-    return torch.stack([r, g, b], -1).clamp(0.02, 0.98)
-
-
-def make_mesh(subdivisions: int = 4):
-    m = trimesh.creation.icosphere(subdivisions=subdivisions)
-    v = torch.tensor(m.vertices, dtype=torch.float32)
-    f = torch.tensor(m.faces, dtype=torch.int64)
-    radius = 0.33 + 0.07 * torch.sin(9 * v[:, 0]) * torch.sin(9 * v[:, 1]) * torch.sin(7 * v[:, 2] + 0.5)
-    return v * radius[:, None], f
-
-
-def make_gaussians(v, f, n: int = 40000, sigma: float = 0.006, seed: int = 0) -> Gaussian:
-    """Flat discs (normal scale 0.15 sigma) sampled uniformly on the surface, opacity 0.97."""
-    g = torch.Generator().manual_seed(seed)
-    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
-    cross = torch.cross(b - a, c - a, dim=-1)
-    fi = torch.multinomial(cross.norm(dim=-1), n, replacement=True, generator=g)
-    s1 = torch.rand(n, generator=g).sqrt()
-    r2 = torch.rand(n, generator=g)
-    p = (1 - s1)[:, None] * a[fi] + (s1 * (1 - r2))[:, None] * b[fi] + (s1 * r2)[:, None] * c[fi]
-    nrm = F.normalize(cross[fi], dim=-1)
-    t1 = F.normalize(torch.cross(nrm, torch.randn(n, 3, generator=g), dim=-1), dim=-1)
-    rot = matrix_to_quaternion(torch.stack([t1, torch.cross(nrm, t1, dim=-1), nrm], -1))
-    gs = Gaussian(aabb=[-0.5, -0.5, -0.5, 1, 1, 1], mininum_kernel_size=0.0, scaling_bias=0.004,
-                  opacity_bias=0.1, scaling_activation="softplus")
-    gs.from_xyz(p)
-    gs.from_scaling(torch.tensor([sigma, sigma, 0.15 * sigma]).expand(n, 3).clone())
-    gs.from_rotation(rot)
-    gs.from_opacity(torch.full((n, 1), 0.97))
-    gs.from_features(((pattern(p) - 0.5) / SH_C0)[:, None, :])
-    return gs
+from tests.helpers.asset import make_gaussians, make_mesh, pattern
+from tests.helpers.gltf import glb_json, validate_gltf
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -206,30 +161,6 @@ def _render_fn(v, f, uv, tex):
         img, _ = tb.render_textured(v, f, uv, tex, e, k, RES, ssaa=2)
         return (img.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     return fn
-
-
-# ----------------------------------------------------------------------------- glTF helpers
-
-
-def glb_json(path) -> dict:
-    data = Path(path).read_bytes()
-    magic, version, length = struct.unpack_from("<4sII", data, 0)
-    assert magic == b"glTF" and version == 2 and length == len(data)
-    chunk_len, chunk_type = struct.unpack_from("<II", data, 12)
-    assert chunk_type == 0x4E4F534A  # "JSON"
-    return json.loads(data[20:20 + chunk_len])
-
-
-def validate_gltf(path) -> dict:
-    node = shutil.which("node")
-    script = JS_DIR / "validate.js"
-    if node is None or not (JS_DIR / "node_modules" / "gltf-validator").is_dir():
-        pytest.fail("the Khronos glTF validator is not installed: install Node.js, then run "
-                    "`npm ci --prefix tests/js` (./run.sh test does this when npm is on PATH)")
-    res = subprocess.run([node, str(script), str(path)], capture_output=True, text=True, timeout=120,
-                         check=False)
-    assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout)
 
 
 # ----------------------------------------------------------------------------- tests
@@ -756,13 +687,13 @@ def test_prepared_views_folded_together_make_the_sums_of_one_by_one(asset, obser
     together = tb.TextureAccumulator(asset["v"], asset["f"], None, 128)
     views = prepared_views(together)
     sizes = [p["face"].shape[0] for p in views]
-    monkeypatch.setattr(least_squares, "FOLD_IN_BATCHES", batched)
     monkeypatch.setattr(least_squares, "FOLD_BATCH_PIXELS", 2 * max(sizes) + 1)     # two or three views a batch
     with pytest.raises(RuntimeError, match="no UVs"):
         together.fold_views(views)
     together.set_uvs(uv, v_uv, f_uv)
     seen = []
-    together.fold_views(views, progress=lambda done, total: seen.append((done, total)))
+    with tuned(fold_in_batches=batched):
+        together.fold_views(views, progress=lambda done, total: seen.append((done, total)))
     assert views == [None] * 7 and seen[-1] == (7, 7) and [d for d, _ in seen] == sorted({d for d, _ in seen})
     assert (len(seen) < 7) == batched
     assert together.views == one.views == 7 and int(together._pixels) == int(one._pixels) > 0
@@ -791,13 +722,13 @@ def test_views_prepared_while_the_uv_unwrap_runs_give_the_same_bake(asset, monke
             slowed.append(done)
             time.sleep(5.0)          # in the unwrap's thread: the caller renders and prepares meanwhile
 
-    monkeypatch.setattr(schedule, "PREPARE_AHEAD", True)
-    v1, f1, uv1, tex1, info1, _ = schedule.bake_textured_mesh(asset["gaussian"], (asset["v"], asset["f"]),
-                                                           progress=slow_unwrap, **kw)
+    with tuned(prepare_ahead=True):
+        v1, f1, uv1, tex1, info1, _ = schedule.bake_textured_mesh(asset["gaussian"], (asset["v"], asset["f"]),
+                                                               progress=slow_unwrap, **kw)
     assert slowed and info1["observations"]["prepared_during_uv"] > 0
-    monkeypatch.setattr(schedule, "PREPARE_AHEAD", False)
-    v2, f2, uv2, tex2, info2, _ = schedule.bake_textured_mesh(asset["gaussian"], (asset["v"], asset["f"]),
-                                                           overlap_uv=False, **kw)
+    with tuned(prepare_ahead=False):
+        v2, f2, uv2, tex2, info2, _ = schedule.bake_textured_mesh(asset["gaussian"], (asset["v"], asset["f"]),
+                                                               overlap_uv=False, **kw)
     assert info2["observations"]["prepared_during_uv"] == 0 and info2["views_rendered_during_uv"] == 0
     np.testing.assert_array_equal(f1, f2)
     np.testing.assert_array_equal(uv1, uv2)

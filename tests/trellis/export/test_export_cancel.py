@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from test_export import make_gaussians, make_mesh
+from tests.helpers.asset import make_gaussians, make_mesh
 from trellis.core.callbacks import Cancelled
-from trellis.export import ExportJob, bake_onto_mesh, bake_textured_mesh, processes, schedule
+from trellis.export import ExportJob, bake_onto_mesh, bake_textured_mesh, processes
 from trellis.export.cleanup import pieces
 from trellis.export.cleanup.chain import clean_mesh_for_export
 from trellis.export.formats import FORMATS, write
@@ -28,6 +28,7 @@ from trellis.export.uv import in_child, xatlas
 from trellis.export.uv.geometric import geometric_layout
 from trellis.export.uv.pack_bitmap import BITMAP_PARALLEL
 from trellis.export.uv.unwrap import unwrap_uv
+from trellis.tuning import tuned
 from trellis.utils.postprocessing_utils import to_glb, to_obj
 
 pytest.importorskip("trimesh")
@@ -217,10 +218,10 @@ def test_a_hanging_chart_layout_child_is_killed(asset, own_temp, tmp_path, monke
     v, f, g = asset
     pidfile = tmp_path / "pid"
     monkeypatch.setattr(in_child, "LAYOUT_CHILD", hanging_child(pidfile, served=True))
-    monkeypatch.setattr(schedule, "UV_IN_CHILD", True)
     cancel = CancelAt("uv_unwrap", ready=pidfile.exists)
-    landed = cancelled(lambda c: to_glb(g, (v, f), simplify=0.0, fill_holes=False, uv_method="geometric",
-                                        progress=c.progress, cancel=c, **SMALL), cancel, own_temp)
+    with tuned(uv_in_child=True):                  # (on a CPU the layout would run in a thread)
+        landed = cancelled(lambda c: to_glb(g, (v, f), simplify=0.0, fill_holes=False, uv_method="geometric",
+                                            progress=c.progress, cancel=c, **SMALL), cancel, own_temp)
     assert_killed_and_reaped(pidfile, landed)
 
 

@@ -13,13 +13,11 @@ from trellis.export.cleanup import chain
 from trellis.export.cleanup.chain import face_budget, first_reduction
 from trellis.core.callbacks import Cancelled
 
+from tests.helpers.meshes import duplicated_soup as _duplicated_soup, icosphere as _sphere, union as _union
+from tests.helpers.meshes import noisy_sphere_with_inner_shell
+
 
 # ----------------------------------------------------------------------------- mesh builders
-
-def _sphere(subdivisions, radius=0.45, center=(0.0, 0.0, 0.0)):
-    m = trimesh.creation.icosphere(subdivisions=subdivisions, radius=radius)
-    return np.asarray(m.vertices) + np.asarray(center), np.asarray(m.faces, dtype=np.int64)
-
 
 def _box(extent, subdivisions=0):
     m = trimesh.creation.box(extents=(extent, extent, extent))
@@ -27,15 +25,6 @@ def _box(extent, subdivisions=0):
     for _ in range(subdivisions):
         v, f = trimesh.remesh.subdivide(v, f)
     return v, f
-
-
-def _union(*meshes):
-    vs, fs, n = [], [], 0
-    for v, f in meshes:
-        vs.append(v)
-        fs.append(f + n)
-        n += len(v)
-    return np.concatenate(vs), np.concatenate(fs)
 
 
 def voxel_surface(occ):
@@ -98,16 +87,6 @@ def creature_mesh(n=64, seed=0, noise=0.002):
     return v.astype(np.float32), f
 
 
-def noisy_sphere_with_inner_shell(subdivisions=8, seed=0):
-    """~1.4 M faces at subdivisions=8: a bumpy outer sphere and a hidden inner sphere."""
-    v, f = _sphere(subdivisions, 0.45)
-    rng = np.random.default_rng(seed)
-    d = v / np.linalg.norm(v, axis=1, keepdims=True)
-    bumps = 0.01 * np.sin(9 * d[:, 0]) * np.sin(7 * d[:, 1]) * np.sin(8 * d[:, 2])
-    v = v * (1 + bumps / 0.45)[:, None] + rng.normal(scale=0.0005, size=v.shape)
-    return _union((v, f), _sphere(max(subdivisions - 2, 1), 0.25))
-
-
 def _directed_edges_ok(faces):
     """Every undirected edge is used exactly twice, once in each direction (closed + consistent)."""
     he = np.asarray(faces)[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
@@ -154,25 +133,6 @@ def test_simplify_merges_duplicates_and_handles_non_manifold():
     v3, f3 = mc.simplify_mesh(pv, pf, 0.8)
     assert 0 < len(f3) < 0.3 * len(pf)
     assert np.isfinite(v3).all() and f3.max() < len(v3)
-
-
-def _duplicated_soup(seed=0):
-    """A sphere as a triangle soup (every face its own corners) in shuffled vertex order, with -0.0 and 0.0
-    coordinates on vertices that must merge, a few degenerate faces and float32 positions."""
-    rng = np.random.default_rng(seed)
-    v, f = _sphere(3)
-    v = np.round(v.astype(np.float32) * 64) / 64           # many equal x / y values: the sort's later keys decide
-    v[np.abs(v) < 1e-9] = 0.0
-    soup = v[f].reshape(-1, 3).copy()
-    zeros = np.argwhere(soup == 0.0)
-    pick = zeros[rng.random(len(zeros)) < 0.5]
-    soup[pick[:, 0], pick[:, 1]] = -0.0
-    order = rng.permutation(len(soup))
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(len(order))
-    faces = inverse[np.arange(len(soup)).reshape(-1, 3)]
-    faces = np.concatenate([faces, faces[:5, [0, 0, 1]]])  # degenerate once merged
-    return soup[order], faces
 
 
 def test_merge_duplicate_vertices_on_device_equals_numpy():
@@ -315,8 +275,8 @@ def child_code(proc) -> str:
 @pytest.fixture(scope="module")
 def shells_in_one_pass():
     """(vertices, faces, face centres, one-pass decimation to 5 %, the child processes that pass started) of the
-    noisy sphere with its inner shell (~350 k faces, two closed noisy sheets). One pass in this process does not
-    read FINAL_IN_PIECES: the same for both cases of the test below, so made once."""
+    noisy sphere with its inner shell (~350 k faces, two closed noisy sheets). One pass in this process has no final
+    round: the same for both cases of the test below, so made once."""
     with pytest.MonkeyPatch.context() as mp:
         started = record_popen(mp)
         v, f = noisy_sphere_with_inner_shell(7)
@@ -329,7 +289,8 @@ def test_simplify_in_pieces_equals_one_pass_in_quality(monkeypatch, tmp_path, ch
                                                        shells_in_one_pass):
     import subprocess
 
-    monkeypatch.setattr(pieces, "FINAL_IN_PIECES", final_in_pieces)
+    if not final_in_pieces:           # pieces too small for a final round in pieces: the whole mesh in one child
+        monkeypatch.setattr(pieces, "FINAL_PIECE_MIN_FACES", 10 ** 9)
     v, f, dense, one, one_pass_children = shells_in_one_pass
     assert not one_pass_children and not children
     calls, info = [], {}
@@ -975,12 +936,9 @@ def test_background_simplify_goes_through_its_rounds_while_the_caller_is_busy(mo
     assert not job.running() and job.decimation.child_calls == 8
 
 
-@pytest.mark.parametrize("driven", [True, False])
-def test_background_simplify_equals_simplify_mesh(monkeypatch, tmp_path, driven):
+def test_background_simplify_equals_simplify_mesh(monkeypatch, tmp_path):
     import os
     import subprocess
-
-    monkeypatch.setattr(mc.decimate, "DRIVEN", driven)
 
     v, f = _sphere(5)                                   # ~20 k faces
     ref = mc.simplify_mesh(v, f, 0.9)
@@ -1054,10 +1012,7 @@ def test_a_face_target_is_met_where_one_decimation_stops_short(tmp_path, monkeyp
     # fast-simplification stops above 600 faces on its first pass; the chain decimates again until it is within
     # BUDGET_TOLERANCE (or a pass removes nothing). Without the first decimation's floor, as a larger mesh would be.
     monkeypatch.setattr(chain, "VISIBILITY_MIN_FACES", 0)
-    import sys
-    from repo import BENCHMARKS
-    sys.path.insert(0, str(BENCHMARKS))
-    from realistic_objects import realistic_object
+    from benchmarks.realistic_objects import realistic_object
     from trellis.export.cleanup.chain import BUDGET_TOLERANCE, clean_mesh_for_export
 
     _, mesh = realistic_object("nut", "cpu", resolution=128, num_gaussians=1000, cache=str(tmp_path), verbose=False)

@@ -19,17 +19,11 @@ from trellis.export.uv.pack_bitmap import pack_charts
 from trellis.export.uv.stats import atlas_stats, texel_counts
 from trellis.export.uv.unwrap import unwrap_uv
 
+from tests.helpers.meshes import bumpy_sphere
+
 trimesh = pytest.importorskip("trimesh")
 
 SIZE = 512
-
-
-def bumpy_sphere(subdivisions=4, noise=0.0, seed=0):
-    s = trimesh.creation.icosphere(subdivisions=subdivisions)
-    v = np.asarray(s.vertices, np.float64)
-    r = 1 + 0.15 * np.sin(5 * v[:, 0]) * np.cos(4 * v[:, 1]) + 0.1 * np.sin(7 * v[:, 2])
-    v = v * r[:, None] + noise * np.random.default_rng(seed).normal(size=v.shape)
-    return v.astype(np.float32), np.asarray(s.faces, np.int64)
 
 
 def decimated_sphere():
@@ -94,7 +88,6 @@ def test_geometric_charts_past_their_budget_give_the_fast_layout(monkeypatch):
     v, f = bumpy_sphere(3)
     with pytest.raises(TimeoutError):
         unwrap_uv(v, f, time_budget_s=1e-4, method="geometric")
-    monkeypatch.setattr(uvu, "AUTO_GEOMETRIC", True)           # as "auto" would with the switch on
     monkeypatch.setattr(uvx, "xatlas_layout", None)           # "auto" must not try xatlas after the budget
     info = {}
     vv, ff, uv, vm = unwrap_uv(v, f, time_budget_s=1e-4, info=info)
@@ -463,22 +456,17 @@ def test_few_many_faced_charts_are_split_for_the_packing(monkeypatch):
 
 def test_few_charts_are_split_before_the_compaction_which_runs_once(monkeypatch):
     # the ring's first merge ends with 20 charts (below MIN_CHARTS, here 21), its compaction with 18: split at
-    # the first merge, the borders are compacted once over all charts; split after the compaction, twice
+    # the first merge, the borders are compacted once over all charts (split after the compaction, twice)
     v, f = nut_like_ring()
     monkeypatch.setattr(segment, "MIN_CHARTS", 21)
-    calls, got = [], {}
+    calls = []
     diffuse = borders.diffuse_borders
     monkeypatch.setattr(borders, "diffuse_borders", lambda *a, **k: calls.append(1) or diffuse(*a, **k))
-    for early in (False, True):
-        monkeypatch.setattr(segment, "FEW_CHARTS_EARLY", early)
-        calls.clear()
-        _, ff, uv, _ = unwrap_uv(v, f, texture_size=SIZE, method="geometric")
-        st = atlas_stats(ff, uv, SIZE)
-        assert st["overlap_texels"] == 0 and st["outside"] == 0 and st["single_triangle_share"] < 0.05
-        got[early] = (len(calls), st["charts"], st["texel_use"])
-    print(got)
-    assert got[False][0] == 2 and got[True][0] == 1
-    assert got[True][1] >= 21 and got[True][2] >= got[False][2] - 0.01
+    _, ff, uv, _ = unwrap_uv(v, f, texture_size=SIZE, method="geometric")
+    st = atlas_stats(ff, uv, SIZE)
+    assert st["overlap_texels"] == 0 and st["outside"] == 0 and st["single_triangle_share"] < 0.05
+    print(len(calls), st["charts"], st["texel_use"])
+    assert len(calls) == 1 and st["charts"] >= 21
 
 
 def test_distinct_ids_per_chart_by_table_and_by_sort_agree(monkeypatch):
@@ -535,10 +523,10 @@ def test_bitmap_packer_packs_again_below_its_target(monkeypatch):
 
 
 def test_auto_tries_the_geometric_layout_first_up_to_its_measured_size(monkeypatch):
-    """``auto`` runs our geometric charts first (AUTO_GEOMETRIC) on meshes up to AUTO_GEOMETRIC_MAX_FACES faces (the
+    """``auto`` runs our geometric charts first on meshes up to AUTO_GEOMETRIC_MAX_FACES faces (the
     sizes measured against xatlas on the GPU host); a larger mesh goes to xatlas as before."""
     v, f = bumpy_sphere(3)
-    assert uvu.AUTO_GEOMETRIC and uvu.AUTO_GEOMETRIC_MAX_FACES >= 27_396      # the realistic nut's GLB faces
+    assert uvu.AUTO_GEOMETRIC_MAX_FACES >= 27_396      # the realistic nut's GLB faces
     info = {}
     unwrap_uv(v, f, time_budget_s=30.0, info=info)
     assert info["method"] == "geometric"

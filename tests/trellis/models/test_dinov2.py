@@ -18,7 +18,7 @@ from trellis.models.image_conditioner import (
     save_image_conditioner,
 )
 
-from repo import DATA
+from tests.helpers.repo import DATA
 MANIFEST = DATA / "state_dict" / "image_cond_model.json"
 
 TINY = dict(img_size=28, patch_size=14, embed_dim=32, depth=2, num_heads=2, mlp_ratio=4,

@@ -8,7 +8,7 @@ import torch
 
 import trellis.models as models
 
-from repo import DATA
+from tests.helpers.repo import DATA
 MANIFESTS = DATA / "state_dict"
 KEYS = ["sparse_structure_flow_model", "sparse_structure_decoder", "slat_flow_model", "slat_decoder_gs",
         "slat_decoder_rf", "slat_decoder_mesh"]

@@ -17,7 +17,8 @@ from trellis.modules.sparse import conv as conv_mod
 from trellis.modules.sparse.spatial import subdivide_coords
 from trellis.representations.mesh import extract_mesh
 from trellis.tools.tiny_pipeline import CONFIGS
-import structures
+
+from tests.helpers import structures
 
 
 def random_structure(seed, res=12, channels=64, batch=2, density=0.25, dtype=torch.float32):

@@ -15,9 +15,9 @@ from trellis.modules.embed import absolute_position_embedding, timestep_features
 from trellis.modules.sparse import SparseTensor, sparse_batch
 from trellis.models.structured_latent_vae.decoder_gs import offset_perturbation
 from trellis.tools.tiny_pipeline import CONFIGS
-from structures import random_structure
+from tests.helpers.structures import random_structure
 
-from repo import DATA, ROOT
+from tests.helpers.repo import DATA, ROOT
 MANIFESTS = DATA / "state_dict"
 
 

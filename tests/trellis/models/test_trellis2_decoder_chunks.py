@@ -9,7 +9,7 @@ from trellis.models.trellis2.sc_vae import on_guide_voxels
 from trellis.models.trellis2.sc_vae_blocks import SparseResBlockC2S3d, even_step
 from trellis.modules.sparse import SparseTensor
 
-from test_trellis2_sc_vae import tiny_decoders
+from tests.helpers.tiny_models import tiny_sc_vae_decoders
 
 
 def decode(shape, tex, latent, tex_latent):
@@ -19,7 +19,7 @@ def decode(shape, tex, latent, tex_latent):
 
 
 def test_chunked_c2s_blocks_give_the_decoders_numbers(monkeypatch):
-    shape, tex = tiny_decoders()
+    shape, tex = tiny_sc_vae_decoders()
     coords = torch.tensor([[0, x, y, z] for x in range(2) for y in range(2) for z in range(2)], dtype=torch.int32)
     g = torch.Generator().manual_seed(1)
     latent, tex_latent = SparseTensor(torch.randn(8, 4, generator=g), coords), SparseTensor(torch.randn(8, 4), coords)
@@ -42,7 +42,7 @@ def test_chunked_c2s_blocks_give_the_decoders_numbers(monkeypatch):
 
 
 def test_the_texture_decoder_walks_the_shape_decoders_voxels_with_their_maps():
-    shape, _ = tiny_decoders()
+    shape, _ = tiny_sc_vae_decoders()
     coords = torch.tensor([[0, x, y, z] for x in range(2) for y in range(2) for z in range(2)], dtype=torch.int32)
     with torch.no_grad():
         _, subs = shape(SparseTensor(torch.randn(8, 4), coords), return_subs=True)

@@ -14,7 +14,8 @@ from trellis.models.trellis2.sc_vae_blocks import (SparseConvNeXtBlock3d, Sparse
 from trellis.modules.sparse import SparseSubMConv3d, SparseTensor
 from trellis.representations.ovoxel import pbr_attributes
 
-from repo import DATA
+from tests.helpers.repo import DATA
+from tests.helpers.tiny_models import tiny_sc_vae_decoders
 
 MANIFESTS = DATA / "state_dict_trellis2"
 VAE_STEMS = ["shape_dec_next_dc_f16c32_fp16", "tex_dec_next_dc_f16c32_fp16", "shape_enc_next_dc_f16c32_fp16",
@@ -137,23 +138,8 @@ def test_s2c_block_packs_children_in_k_order_and_averages_the_skip():
     close(out.feats, dense_conv_at_sites(parent, block.conv2.weight, block.conv2.bias) + skip)
 
 
-TINY = dict(model_channels=[32, 16, 16, 8, 8], latent_channels=4, num_blocks=[1, 1, 1, 1, 0],
-            block_type=["SparseConvNeXtBlock3d"] * 5, block_args=[{}] * 5)
-
-
-def tiny_decoders():
-    torch.manual_seed(0)
-    shape = sc_vae.FlexiDualGridVaeDecoder(resolution=32, up_block_type=["SparseResBlockC2S3d"] * 4, **TINY)
-    tex = sc_vae.SparseUnetVaeDecoder(out_channels=6, up_block_type=["SparseResBlockC2S3d"] * 4, pred_subdiv=False,
-                                      **TINY)
-    with torch.no_grad():                                   # about half the children at each level: ~1300 fine voxels
-        for level in shape.blocks[:4]:
-            level[-1].to_subdiv.bias.zero_()
-    return shape.eval(), tex.eval()
-
-
 def test_tiny_decoders_run_end_to_end_and_the_texture_follows_the_shape():
-    shape, tex = tiny_decoders()
+    shape, tex = tiny_sc_vae_decoders()
     coords = torch.tensor([[0, x, y, z] for x in range(2) for y in range(2) for z in range(2)], dtype=torch.int32)
     latent = SparseTensor(torch.randn(8, 4), coords)
     with torch.no_grad():
@@ -179,7 +165,7 @@ def test_tiny_decoders_run_end_to_end_and_the_texture_follows_the_shape():
 
 
 def test_row_chunks_of_the_mlps_and_the_head_give_the_same_numbers(monkeypatch):
-    shape, _ = tiny_decoders()
+    shape, _ = tiny_sc_vae_decoders()
     coords = torch.tensor([[0, x, y, z] for x in range(2) for y in range(2) for z in range(2)], dtype=torch.int32)
     latent = SparseTensor(torch.randn(8, 4, generator=torch.Generator().manual_seed(1)), coords)
     with torch.no_grad():

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 import trellis.models as models
 from trellis.models.device_load import tensor_spans
 
-from repo import DATA
+from tests.helpers.repo import DATA
 
 MANIFESTS = sorted((DATA / "state_dict_trellis2").glob("*.json"))
 IDS = [p.stem for p in MANIFESTS]

@@ -7,7 +7,8 @@ import sys
 import pytest
 import torch
 
-from trellis.modules.attention import config, dense_attention, varlen_attention
+from trellis.core import backends
+from trellis.modules.attention import dense_attention, varlen_attention
 from trellis.modules.sparse import SparseMultiHeadAttention, SparseTensor, window_partition
 
 
@@ -105,15 +106,15 @@ def test_full_and_cross_sparse_attention_stay_within_batch_item():
 
 
 def test_backend_names_and_aliases():
-    assert config.normalise("ATTN_BACKEND", "flash-attn", config.DENSE_BACKENDS) == "flash_attn"
-    assert config.normalise("ATTN_BACKEND", None, config.DENSE_BACKENDS) == "auto"
+    assert backends.normalise("ATTN_BACKEND", "flash-attn", backends.DENSE_BACKENDS) == "flash_attn"
+    assert backends.normalise("ATTN_BACKEND", None, backends.DENSE_BACKENDS) == "auto"
     with pytest.raises(ValueError, match="ATTN_BACKEND='flashattention2' is not a known value"):
-        config.normalise("ATTN_BACKEND", "flashattention2", config.DENSE_BACKENDS)
+        backends.normalise("ATTN_BACKEND", "flashattention2", backends.DENSE_BACKENDS)
 
 
 def _import_with_env(**env):
     full = {**os.environ, **env}
-    code = ("from trellis.modules.attention import config as c; "
+    code = ("from trellis.core import backends as c; "
             "print(c.get('dense'), c.get('varlen'), c.get('sparse_conv'), c.get('spconv_algo'))")
     return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True)
 

@@ -13,8 +13,9 @@ from trellis.modules.sparse import SparseTensor
 from trellis.pipelines import TrellisImageTo3DPipeline
 from trellis.pipelines.samplers import FlowEulerGuidanceIntervalSampler
 
-from test_pipeline import FAST, object_image
-from test_slat_lean import flow, structure
+from tests.helpers.images import object_image
+from tests.helpers.structures import uneven_structure
+from tests.helpers.tiny_models import FAST, slat_flow
 
 
 def test_hits_only_for_the_same_unchanged_source():
@@ -73,9 +74,9 @@ def test_slat_sampling_is_bit_identical_with_one_projection_per_context(dtype, b
     """A CFG-interval run: guided steps on the batched pair, then unguided steps on the condition alone. With the
     cache each cross-attention projects the pair once and the condition once (the bf16 torso casts the fp32
     condition: that cast is kept too, or the keys could not be); the numbers are those of the uncached run."""
-    model = flow(4)
+    model = slat_flow(4)
     model.set_torso_dtype(dtype)
-    x = structure(6, batch=batch)
+    x = uneven_structure(6, batch=batch)
     cond = torch.randn(batch, 7, 32, generator=torch.Generator().manual_seed(2))
     kw = dict(steps=6, cfg_strength=3.0, cfg_interval=(0.5, 1.0), rescale_t=3.0, cfg_batch=True, verbose=False)
     counts = _count_kv(model)
@@ -121,8 +122,8 @@ def test_dense_flow_sampling_is_bit_identical_with_one_projection_per_context():
 def test_cross_attention_with_a_qk_norm_keeps_its_projection():
     """A q/k norm on the cross-attention (TRELLIS.2's flows): the keys' and values' projection is kept like the
     others, the norm of k runs with q's in one call at every call (per row: the same numbers)."""
-    model = flow(5, qk_rms_norm_cross=True)
-    x = structure(7, batch=1)
+    model = slat_flow(5, qk_rms_norm_cross=True)
+    x = uneven_structure(7, batch=1)
     cond = torch.randn(1, 7, 32)
     counts = _count_kv(model)
     t = torch.tensor([500.0])

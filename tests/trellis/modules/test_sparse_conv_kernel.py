@@ -3,8 +3,8 @@ the paths in, and (where Triton is installed) the Triton kernel itself run by Tr
 against the PyTorch twin. The same pair on a GPU: tests/gpu/test_sparse_conv_gpu.py.
 
 The interpreter check runs in a child process because ``TRITON_INTERPRET=1`` must be set before the
-kernel is defined; it is also this file's ``__main__`` (``TRITON_INTERPRET=1 python
-tests/trellis/modules/test_sparse_conv_kernel.py`` with a Python that has Triton). Tolerance there: the kernel accumulates
+kernel is defined; it is also this file's ``__main__`` (``TRITON_INTERPRET=1 python -m
+tests.trellis.modules.test_sparse_conv_kernel`` from the repository's root, with a Python that has Triton). Tolerance there: the kernel accumulates
 in fp32 like the twin's CPU path and rounds once to the feature dtype, so the two differ by the order of
 the sums (fp32: max |diff| <= 1e-5 * max |out|) plus at most a couple of units in the last place of the
 output dtype (fp16/bf16: max |diff| <= 2 eps * max |out|; the interpreter truncates fp32 -> bf16 where
@@ -27,7 +27,7 @@ from trellis.modules.sparse import SparseTensor
 from trellis.modules.sparse import conv as sparse_conv
 from trellis.modules.sparse.conv import neighbour_map, submanifold_conv3d, submanifold_conv3d_torch
 
-from repo import ROOT, TESTS
+from tests.helpers.repo import ROOT
 
 
 def structure(n_dense: int, n_isolated: int, c_in: int, seed: int, batch: int = 1) -> SparseTensor:
@@ -221,8 +221,8 @@ CASES = [
 def interpreter_check() -> list[dict]:
     """Runs CASES through trellis_triton.sparse_conv.implicit_gemm on CPU tensors (TRITON_INTERPRET=1)."""
     assert os.environ.get("TRITON_INTERPRET") == "1"
-    sys.path.insert(0, str(ROOT / "extensions" / "trellis_triton"))
-    from trellis_triton import sparse_conv as kernel_module
+    # the package found as the dispatcher finds it: installed, else from extensions/
+    kernel_module = fastpaths._import_kernel_module("trellis_triton.sparse_conv")
     results = []
     for i, (name, nd, ni, batch, c_in, c_out, k, fdt, wdt, has_bias, blocks) in enumerate(CASES):
         x = structure(nd, ni, c_in, 10 + i, batch)
@@ -256,8 +256,9 @@ def interpreter_check() -> list[dict]:
 
 def test_the_triton_kernel_in_the_interpreter_equals_the_twin():
     pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}
-    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=1800)
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "tests.trellis.modules.test_sparse_conv_kernel"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     bad = [r for r in results if not r["ok"]]
@@ -265,7 +266,6 @@ def test_the_triton_kernel_in_the_interpreter_equals_the_twin():
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     rows = interpreter_check()
     for r in rows:
         print({k: (f"{v:.2e}" if isinstance(v, float) else v) for k, v in r.items()}, file=sys.stderr)

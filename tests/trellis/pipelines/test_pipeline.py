@@ -12,22 +12,12 @@ from trellis.modules.sparse import SparseTensor
 from trellis.pipelines import EmptyStructureError, TrellisImageTo3DPipeline
 from trellis.core.callbacks import Cancelled
 
-FAST = dict(sparse_structure_sampler_params={"steps": 3}, slat_sampler_params={"steps": 3})
-
+from tests.helpers.images import object_image
+from tests.helpers.tiny_models import FAST
 
 @pytest.fixture(scope="module")
 def pipe(tiny_pipeline_dir):
     return TrellisImageTo3DPipeline.from_pretrained(tiny_pipeline_dir)
-
-
-def object_image(seed=0, size=518):
-    """An RGB picture of a coloured blob on black (what preprocessing produces)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    mask = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2) < (size / 3) ** 2
-    img = np.zeros((size, size, 3), np.uint8)
-    img[mask] = rng.integers(40, 255, 3)
-    return Image.fromarray(img)
 
 
 def flat(outputs):
@@ -268,7 +258,7 @@ def test_offloading_auto_cfg_batches_each_stage_that_fits(tiny_pipeline_dir, mon
         both = slat(SparseTensor(torch.cat([c.feats] * 2), torch.cat([c.coords, c.coords + torch.tensor([1, 0, 0, 0],
                     dtype=torch.int32)])), t.repeat(2), torch.cat([cond, torch.zeros_like(cond)])).feats
     torch.testing.assert_close(both, torch.cat(one), atol=1e-5, rtol=1e-5)
-    monkeypatch.setattr(base, "LEAN_WHEN_OFFLOADING", False)
+    monkeypatch.setattr(base, "free_device_memory", lambda device: 2 ** 40)     # a device with room: not lean
     monkeypatch.setattr(p, "_free_now", lambda: 0)
     seq = p.run(img, seed=3, formats=["gaussian"], preprocess_image=False, **FAST)["gaussian"][0].get_xyz
     assert p.last_cfg_batch == {"sparse_structure": False, "slat": False}

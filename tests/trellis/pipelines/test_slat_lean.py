@@ -12,31 +12,13 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-import trellis.models as models
 from trellis.modules.sparse import SparseModulatedTransformerCrossBlock, SparseResBlock3d, SparseTensor
 from trellis.modules.sparse import conv as conv_mod
 from trellis.pipelines import TrellisImageTo3DPipeline
 
-from test_pipeline import FAST, object_image
-
-
-def flow(seed=0, **kw):
-    args = dict(resolution=16, in_channels=8, out_channels=8, model_channels=64, cond_channels=32, num_blocks=2,
-                num_heads=4, mlp_ratio=4, patch_size=2, num_io_res_blocks=2, io_block_channels=[16],
-                qk_rms_norm=True)
-    args.update(kw)
-    torch.manual_seed(seed)
-    return models.SLatFlowModel(**args).eval()
-
-
-def structure(seed, res=16, batch=2, density=0.2, channels=8):
-    g = torch.Generator().manual_seed(seed)
-    parts = []
-    for b in range(batch):        # items of different sizes unless batch == 1
-        xyz = (torch.rand(res, res, res, generator=g) < density * (1 + 0.3 * b)).nonzero().int()
-        parts.append(torch.cat([torch.full((len(xyz), 1), b, dtype=torch.int32), xyz], 1))
-    coords = torch.cat(parts)
-    return SparseTensor(torch.randn(len(coords), channels, generator=g), coords)
+from tests.helpers.images import object_image
+from tests.helpers.structures import uneven_structure
+from tests.helpers.tiny_models import FAST, slat_flow
 
 
 def run(model, x, t, cond, lean):
@@ -61,9 +43,9 @@ def small_chunks(monkeypatch):
     (torch.float16, 2, {}),
 ])
 def test_lean_flow_equals_resident_flow(small_chunks, dtype, batch, kw):
-    model = flow(**kw)
+    model = slat_flow(**kw)
     model.set_torso_dtype(dtype)
-    x = structure(1, batch=batch)
+    x = uneven_structure(1, batch=batch)
     g = torch.Generator().manual_seed(2)
     t = torch.tensor([300.0, 800.0][:batch])
     cond = torch.randn(batch, 5, 32, generator=g)
@@ -76,8 +58,8 @@ def test_lean_flow_equals_resident_flow(small_chunks, dtype, batch, kw):
 
 
 def test_lean_blocks_leave_their_inputs_alone(small_chunks):
-    model = flow()
-    x = structure(3, batch=1)
+    model = slat_flow()
+    x = uneven_structure(3, batch=1)
     emb = torch.randn(1, 64)
     cond = torch.randn(1, 5, 32)
     with torch.no_grad():
@@ -95,7 +77,7 @@ def test_lean_blocks_leave_their_inputs_alone(small_chunks):
 def test_tiny_pipeline_slat_flow_lean_equals_resident(tiny_pipeline_dir, small_chunks):
     p = TrellisImageTo3DPipeline.from_pretrained(tiny_pipeline_dir)
     model = p.models["slat_flow_model"]
-    coords = structure(4, res=model.resolution, batch=2, density=0.1).coords
+    coords = uneven_structure(4, res=model.resolution, batch=2, density=0.1).coords
     x = SparseTensor(torch.randn(len(coords), model.in_channels, generator=torch.Generator().manual_seed(5)), coords)
     cond = torch.randn(2, 7, model.blocks[0].cross_attn.to_kv.in_features)
     t = torch.tensor([500.0, 500.0])
@@ -105,20 +87,21 @@ def test_tiny_pipeline_slat_flow_lean_equals_resident(tiny_pipeline_dir, small_c
 
 
 def test_pipeline_sets_lean_from_the_offload_policy(tiny_pipeline_dir, monkeypatch):
-    """base.LEAN_WHEN_OFFLOADING (on since measured on an H100): offload "model" -> lean on (the SLat flow only),
-    "none" -> off; with the switch off, never; the offloading run gives the resident
-    run's results bit for bit and really goes through the lean blocks (on the CPU nothing is moved, so the
-    policy alone switches it)."""
+    """Offload "model" with less than base.LEAN_BELOW_FREE_BYTES free (the CPU: nothing measured) -> lean on (the
+    SLat flow only); with more free, or "none", off; the offloading run gives the resident run's results bit for bit
+    and really goes through the lean blocks (on the CPU nothing is moved, so the policy alone switches it)."""
     from trellis.pipelines import base
 
     p = TrellisImageTo3DPipeline.from_pretrained(tiny_pipeline_dir)
     flow_model = p.models["slat_flow_model"]
-    assert base.LEAN_WHEN_OFFLOADING
-    monkeypatch.setattr(base, "LEAN_WHEN_OFFLOADING", False)
-    p.set_memory_policy(offload="model")
-    assert not flow_model.lean                  # the switch off: never lean
+    with monkeypatch.context() as room:
+        room.setattr(base, "free_device_memory", lambda device: base.LEAN_BELOW_FREE_BYTES)
+        p.set_memory_policy(offload="model")
+        assert not flow_model.lean              # offloading with room to spare: not lean
+        room.setattr(base, "free_device_memory", lambda device: base.LEAN_BELOW_FREE_BYTES - 1)
+        p.set_memory_policy(offload="model")
+        assert flow_model.lean                  # a byte short: lean
     p.set_memory_policy(offload="none")
-    monkeypatch.setattr(base, "LEAN_WHEN_OFFLOADING", True)
     assert p.memory_policy.offload == "none" and not flow_model.lean
     assert not any(hasattr(m, "lean") for k, m in p.models.items() if k != "slat_flow_model")
     ref = p.run(object_image(), seed=3, preprocess_image=False, formats=["gaussian"], **FAST)["gaussian"][0]
@@ -179,9 +162,9 @@ def test_lean_mode_lowers_the_peak(monkeypatch):
     """A flow whose peak is the up-sampling block's norm over the wide concatenated skip (as in the full-size
     flow): lean mode keeps well under the resident peak. The conv's gathered block is kept small so that the
     CPU twin's own buffer does not hide the difference."""
-    monkeypatch.setattr(conv_mod, "_GATHER_BUDGET", 1 << 12)
-    model = flow(model_channels=128, num_heads=4, io_block_channels=[16], num_blocks=1, cond_channels=32)
-    x = structure(6, res=24, batch=1, density=0.3)
+    monkeypatch.setattr(conv_mod, "_GATHER_BUDGET", 1 << 14)      # 64 KB blocks: 0.4 % of the peak
+    model = slat_flow(model_channels=128, num_heads=4, io_block_channels=[16], num_blocks=1, cond_channels=32)
+    x = uneven_structure(6, res=24, batch=1, density=0.3)
     t, cond = torch.tensor([500.0]), torch.randn(1, 5, 32)
     peaks = {}
     for lean in (False, True):
@@ -225,7 +208,7 @@ def test_unguided_steps_take_the_maps_of_the_repeated_pair(batch, monkeypatch):
     from trellis.pipelines.samplers import FlowEulerGuidanceIntervalSampler
     from trellis.pipelines.samplers import flow_euler
 
-    x = structure(5, batch=batch)
+    x = uneven_structure(5, batch=batch)
     pair = flow_euler._Repeated(2)(x)
     neighbour_map(pair, 3)
     neighbour_map(spatial.downsample(pair), 3)
@@ -239,7 +222,7 @@ def test_unguided_steps_take_the_maps_of_the_repeated_pair(batch, monkeypatch):
     back = spatial.upsample(shared_down)
     assert back.coords is x.coords and torch.equal(back.feats, spatial.upsample(fresh_down).feats)
 
-    model = flow(3)
+    model = slat_flow(3)
     cond = torch.randn(batch, 7, 32, generator=torch.Generator().manual_seed(1))
     kw = dict(steps=6, cfg_strength=3.0, cfg_interval=(0.5, 1.0), rescale_t=3.0, cfg_batch=True, verbose=False)
     built = []

@@ -11,7 +11,7 @@ from PIL import Image
 from safetensors import safe_open
 
 import trellis.pipelines as pipelines
-from repo import DATA
+from tests.helpers.repo import DATA
 from trellis.pipelines.samplers import FlowEulerGuidanceIntervalSampler
 
 MANIFESTS = DATA / "state_dict_trellis2"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_gaussian_render import make_gaussian, random_scene, render_brute_force
+from tests.helpers.splats import assert_views_equal, make_gaussian, random_scene, render_brute_force
 from trellis.core.callbacks import Cancelled
 from trellis.renderers.cameras import orbit_cameras
 from trellis.renderers.gaussian_render import render_gaussian_views, render_gaussians
@@ -26,21 +26,6 @@ def shell(n, seed):
 def orbit(views, radius=2.0):
     yaws = torch.linspace(0.2, 5.9, views)
     return orbit_cameras(yaws, 0.25 + 0.5 * torch.sin(yaws), radius=radius, fov=40.0)
-
-
-def assert_views_equal(batch, singles):
-    """Each view equals its own render up to the float32 rounding of its band's row offset (a splat's centre moved by
-    up to ~5e-4 px in a tall batch): at most a few thousandths anywhere and within 1e-4 on all but 0.1 % of the pixels.
-    Depth is the alpha-weighted camera z, so a weight's rounding shows in it times z: it is compared relative to its
-    largest value."""
-    for key in ("color", "alpha", "depth"):
-        want = torch.stack([s[key] for s in singles])
-        assert batch[key].shape == want.shape, key
-        diff = (batch[key] - want).abs()
-        if key == "depth":
-            diff = diff / want.max().clamp(min=1.0)
-        assert diff.max().item() <= 5e-3, (key, diff.max().item())
-        assert (diff > 1e-4).float().mean().item() <= 1e-3, (key, (diff > 1e-4).float().mean().item())
 
 
 @pytest.mark.parametrize("res, tile, bg", [(64, 16, (0, 0, 0)), ((50, 70), 16, (0.2, 0.5, 1.0)), (37, 8, (1, 1, 1))])

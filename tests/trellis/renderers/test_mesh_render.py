@@ -5,19 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from trellis.renderers.cameras import intrinsics_from_fov, orbit_cameras, projection_opencv
+from trellis.renderers.cameras import intrinsics_from_fov, orbit_cameras
 from trellis.renderers.mesh_render import (bary_derivatives, interpolate, rasterize,
                                            render_mesh)
 from trellis.core.callbacks import Cancelled
 
+from tests.helpers.meshes import to_clip, uv_sphere
+
 
 # ----------------------------------------------------------------------------- helpers
-
-def _to_clip(vertices, extrinsics, intrinsics, near=0.1, far=100.0):
-    full = projection_opencv(intrinsics, near, far) @ extrinsics
-    vh = torch.cat([vertices, torch.ones_like(vertices[:, :1])], -1)
-    return vh @ full.T
-
 
 def _fixed(clip, height, width):
     """Reference snapping, written independently: 1/256-pixel grid, row 0 = NDC y -1."""
@@ -90,27 +86,6 @@ def _cube(half=0.4):
     return v, faces
 
 
-def _uv_sphere(radius=0.5, n_lat=24, n_lon=48):
-    verts = [[0.0, 0.0, radius]]
-    for a in range(1, n_lat):
-        th = math.pi * a / n_lat
-        for b in range(n_lon):
-            ph = 2 * math.pi * b / n_lon
-            verts.append([radius * math.sin(th) * math.cos(ph),
-                          radius * math.sin(th) * math.sin(ph), radius * math.cos(th)])
-    verts.append([0.0, 0.0, -radius])
-    faces = []
-    ring = lambda a, b: 1 + (a - 1) * n_lon + (b % n_lon)  # noqa: E731
-    for b in range(n_lon):
-        faces.append((0, ring(1, b), ring(1, b + 1)))
-        faces.append((len(verts) - 1, ring(n_lat - 1, b + 1), ring(n_lat - 1, b)))
-    for a in range(1, n_lat - 1):
-        for b in range(n_lon):
-            faces.append((ring(a, b), ring(a + 1, b), ring(a + 1, b + 1)))
-            faces.append((ring(a, b), ring(a + 1, b + 1), ring(a, b + 1)))
-    return torch.tensor(verts, dtype=torch.float32), torch.tensor(faces, dtype=torch.int64)
-
-
 def _camera_rays(extrinsics, intrinsics, height, width):
     """World-space eye [3] and unnormalised ray directions [H,W,3] through pixel centres."""
     rot, t = extrinsics[:3, :3].double(), extrinsics[:3, 3].double()
@@ -138,7 +113,7 @@ def test_matches_brute_force(seed):
     verts = (centres[:, None, :] + 0.6 * torch.randn(n_tri, 3, 3, generator=g)).reshape(-1, 3)
     verts[:, 2] = verts[:, 2].clamp(min=0.5)
     faces = torch.arange(3 * n_tri).reshape(n_tri, 3)
-    clip = _to_clip(verts, ext, intr)
+    clip = to_clip(verts, ext, intr)
     face_id, bary, depth = rasterize(clip, faces, height, width, chunk_budget=64)
     ref = _brute_force(verts, clip, faces, height, width, intr[0, 0].item(), intr[1, 1].item(),
                        intr[0, 2].item(), intr[1, 2].item())
@@ -177,7 +152,7 @@ def test_raster_keys_hold_the_face_rasterize_gives(seed):
              + 0.5 * torch.randn(n_tri, 3, 3, generator=g)).reshape(-1, 3)
     verts[:, 2] = verts[:, 2].clamp(min=0.5)
     faces = torch.arange(3 * n_tri).reshape(n_tri, 3)
-    clip = _to_clip(verts, torch.eye(4), intr)
+    clip = to_clip(verts, torch.eye(4), intr)
     face_id, _, _ = rasterize(clip, faces, 24, 32)
     keys = raster_keys(clip, faces, 24, 32)
     assert keys.shape == (24 * 32,) and keys.dtype == torch.int64
@@ -246,7 +221,7 @@ def test_closed_cube_each_pixel_exactly_one_front_and_one_back_face():
     verts, faces = _cube()
     ext, intr = orbit_cameras([0.7], [0.4])
     ext, intr = ext[0], intr[0]
-    clip = _to_clip(verts, ext, intr)
+    clip = to_clip(verts, ext, intr)
     size = 64
     eye = -ext[:3, :3].T @ ext[:3, 3]
     tri = verts[faces]
@@ -266,12 +241,12 @@ def test_closed_cube_each_pixel_exactly_one_front_and_one_back_face():
 
 
 def test_perspective_correct_world_position():
-    verts, faces = _uv_sphere(0.45, 12, 24)
+    verts, faces = uv_sphere(0.45, 12, 24)
     verts = verts * torch.tensor([1.0, 0.8, 1.1])
     size = 48
     ext, intr = orbit_cameras([0.3], [0.5])
     ext, intr = ext[0], intr[0]
-    clip = _to_clip(verts, ext, intr)
+    clip = to_clip(verts, ext, intr)
     face_id, bary, depth = rasterize(clip, faces, size, size)
     pos = interpolate(verts, face_id, bary, faces=faces)
     pos_fc = interpolate(verts[faces], face_id, bary)
@@ -295,7 +270,7 @@ def test_bary_derivatives_match_finite_differences():
     verts, faces = _cube(0.45)
     ext, intr = orbit_cameras([0.4], [0.3], radius=1.6)
     size = 64
-    clip = _to_clip(verts, ext[0], intr[0])
+    clip = to_clip(verts, ext[0], intr[0])
     face_id, bary, _ = rasterize(clip, faces, size, size)
     db = bary_derivatives(clip, faces, face_id)
     uv = verts[:, :2] * 3
@@ -327,11 +302,11 @@ def test_bary_derivatives_match_finite_differences():
 
 
 def test_opengl_path_matches_opencv_path():
-    verts, faces = _uv_sphere(0.5, 10, 20)
+    verts, faces = uv_sphere(0.5, 10, 20)
     ext, intr = orbit_cameras([1.1], [-0.3])
     ext, intr = ext[0], intr[0]
     size = 40
-    clip_cv = _to_clip(verts, ext, intr, near=1.0, far=3.0)
+    clip_cv = to_clip(verts, ext, intr, near=1.0, far=3.0)
     view_gl = ext.clone()
     view_gl[1:3] *= -1
     n, f = 1.0, 3.0
@@ -349,7 +324,7 @@ def test_opengl_path_matches_opencv_path():
 
 
 def test_normal_render_faces_camera_and_ssaa_mask_levels():
-    verts, faces = _uv_sphere(0.5, 16, 32)
+    verts, faces = uv_sphere(0.5, 16, 32)
     ext, intr = orbit_cameras([0.5], [0.25])
     size = 48
     out = render_mesh((verts, faces), ext[0], intr[0], size)
@@ -397,7 +372,7 @@ def test_yaw0_camera_puts_world_up_at_the_top():
     verts = torch.tensor([[-0.2, 0.0, 0.3], [0.2, 0.0, 0.3], [0.0, 0.0, 0.5]])
     faces = torch.tensor([[0, 1, 2]])
     size = 32
-    fid, _, _ = rasterize(_to_clip(verts, ext[0], intr[0]), faces, size, size)
+    fid, _, _ = rasterize(to_clip(verts, ext[0], intr[0]), faces, size, size)
     rows = torch.nonzero(fid > 0)[:, 0]
     assert rows.numel() > 0 and bool((rows < size // 2).all())
     # apex (z = 0.5) is above the base (z = 0.3): its rows are the smallest
@@ -413,9 +388,9 @@ def test_triangles_behind_camera_are_skipped():
 
 
 def test_cancel_raises():
-    verts, faces = _uv_sphere(0.5, 8, 16)
+    verts, faces = uv_sphere(0.5, 8, 16)
     ext, intr = orbit_cameras([0.0], [0.0])
-    clip = _to_clip(verts, ext[0], intr[0])
+    clip = to_clip(verts, ext[0], intr[0])
     with pytest.raises(Cancelled):
         rasterize(clip, faces, 32, 32, cancel=lambda: True)
     calls = []
@@ -436,9 +411,9 @@ def test_a_failing_fast_kernel_falls_back_to_the_same_result(monkeypatch):
     # CPU): the kernel raises, the call is redone by the PyTorch twin with a warning, and stays off after.
     from trellis import fastpaths
 
-    v, f = _uv_sphere(0.8, 12, 24)
+    v, f = uv_sphere(0.8, 12, 24)
     ext, intr = orbit_cameras([0.4], [0.3], 2.5, 40.0)
-    clip = _to_clip(v, ext[0], intr[0])
+    clip = to_clip(v, ext[0], intr[0])
     ref = rasterize(clip, f, 48, 48)
     calls = []
 

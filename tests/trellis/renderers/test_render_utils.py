@@ -406,23 +406,6 @@ def test_save_video_odd_size_gray_and_empty(tmp_path):
     assert not (tmp_path / "mixed.mp4").exists()
 
 
-def test_save_video_with_a_set_encoder_thread_count(tmp_path, monkeypatch):
-    """VIDEO_THREADS reaches the encoder (x264 names its thread count in the stream): a fixed count gives the same
-    bytes on every run, another count a valid video of the same frames."""
-    rng = np.random.default_rng(1)
-    base = rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)
-    frames = [np.roll(base, 3 * k, axis=1) for k in range(24)]
-    monkeypatch.setattr(render_utils, "VIDEO_THREADS", 2)
-    a = open(render_utils.save_video(frames, tmp_path / "a.mp4"), "rb").read()
-    b = open(render_utils.save_video(frames, tmp_path / "b.mp4"), "rb").read()
-    assert a == b and b" threads=2 " in a             # x264 writes its options into the stream
-    monkeypatch.setattr(render_utils, "VIDEO_THREADS", 1)
-    path = render_utils.save_video(frames, tmp_path / "c.mp4")
-    assert b" threads=1 " in open(path, "rb").read()
-    _, dec = decode(path)
-    assert len(dec) == 24 and dec[0].shape == (64, 96, 3)
-
-
 def test_uint8_frames_equal_the_reference_numpy_conversion():
     # frames are converted on the render device; the bytes must equal numpy's clip * 255 + truncation
     from trellis.utils.render_utils import _to_uint8_image

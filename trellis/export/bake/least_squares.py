@@ -21,18 +21,17 @@ import torch
 import torch.nn.functional as F
 
 from ...core.callbacks import check
+from ...tuning import TUNING
+from ..options import DEFAULT_TEXTURE_SIZE
 from .views import MeshViews, bilinear_taps
 
-__all__ = ["FOLD_BATCH_PIXELS", "FOLD_IN_BATCHES", "TextureAccumulator"]
+__all__ = ["FOLD_BATCH_PIXELS", "TextureAccumulator"]
 
 Progress = Optional[Callable[[int, int], None]]
 
 # Pixels of prepared views folded in one batch on a GPU (``fold_views``; ~0.3 KB of temporaries each): a few dozen
 # kernels per batch instead of per view (docs/benchmarks/export.md#texture-bake).
 FOLD_BATCH_PIXELS = 2 << 20
-# Whether ``fold_views`` batches: None on a GPU only (a CPU gains nothing from it and keeps fold_view's exact sums);
-# True / False: always / never (tests).
-FOLD_IN_BATCHES = None
 
 
 class TextureAccumulator:
@@ -42,7 +41,7 @@ class TextureAccumulator:
     UVs) before the UVs exist, and folded (``fold_view``) after ``set_uvs``. ``add_view`` is both at once; either way
     the sums are the same, bit for bit."""
 
-    def __init__(self, vertices, faces, uvs=None, texture_size=1024, device=None, cos_power=2.0,
+    def __init__(self, vertices, faces, uvs=None, texture_size=DEFAULT_TEXTURE_SIZE, device=None, cos_power=2.0,
                  depth_tolerance=0.05, edge_erode=1):
         self.mesh = MeshViews(vertices, faces, uvs, texture_size, device or "cpu")
         s = self.mesh.size
@@ -108,12 +107,13 @@ class TextureAccumulator:
         """Fold the ``prepare_view`` results in ``prepared`` in order, each entry set to None once folded (its memory
         freed); ``progress(done, total)`` as they go. On a GPU views are folded in batches of up to FOLD_BATCH_PIXELS
         pixels: the same sums as folding them one by one, up to the order of the additions (a GPU's float atomics fix
-        none anyway). Elsewhere one by one, ``fold_view``'s sums bit for bit (``FOLD_IN_BATCHES``). ``cancel`` is
-        checked per batch."""
+        none anyway). Elsewhere one by one, ``fold_view``'s sums bit for bit (``fold_in_batches`` of
+        ``trellis.tuning.TUNING``). ``cancel`` is checked per batch."""
         if self.mesh.corner_uv is None:
             raise RuntimeError("fold_views: no UVs yet (set_uvs)")
         n = len(prepared)
-        batched = torch.device(self.mesh.device).type == "cuda" if FOLD_IN_BATCHES is None else FOLD_IN_BATCHES
+        wanted = TUNING.fold_in_batches
+        batched = torch.device(self.mesh.device).type == "cuda" if wanted is None else wanted
         i = 0
         while i < n:
             check(cancel)

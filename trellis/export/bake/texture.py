@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ...core.callbacks import check
+from ..options import DEFAULT_TEXTURE_SIZE
 from .coverage import atlas_texels, texels_under
 from .inpaint import inpaint_texture
 from .least_squares import TextureAccumulator
@@ -20,7 +21,7 @@ Progress = Optional[Callable[[int, int], None]]
 
 
 def bake_texture(vertices, faces, uvs, observations, masks, extrinsics, intrinsics,
-                 texture_size: int = 1024, mode: str = "fast", lambda_tv: float = 0.01,
+                 texture_size: int = DEFAULT_TEXTURE_SIZE, mode: str = "fast", lambda_tv: float = 0.01,
                  steps: int = 2500, progress: Progress = None, cancel=None, *, depths=None,
                  inpaint: bool = True, device=None, cg_iterations: int = 30, seed: int = 0, info=None):
     """Bake observations into a UV texture; returns uint8 [S,S,3] (row 0 = top); a dict ``info`` gets the

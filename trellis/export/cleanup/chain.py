@@ -19,12 +19,12 @@ stop) is checked between steps.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
 import numpy as np
 
 from ..arrays import Progress, output, report
+from ..concurrency import thread_pool
 from .decimate import BackgroundSimplify, simplify_mesh
 from .hidden_faces import dual_graph, remove_invisible_faces
 from .holes import fill_holes as close_holes
@@ -133,7 +133,7 @@ def clean_mesh_for_export(vertices, faces, simplify: float = 0.95, fill_holes: b
         record["visibility"] = {"views": int(visibility_kwargs["num_views"]),
                                 "resolution": int(visibility_kwargs["resolution"])}
         # the cut's mesh-only work (edges, face pairs, components) in a thread while the views are rendered
-        pool = ThreadPoolExecutor(1, thread_name_prefix="trellis-dual-graph")
+        pool = thread_pool(1, "trellis-dual-graph")
         try:
             graph = pool.submit(dual_graph, v, f)
             vis = face_visibility(v, f, device=device, progress=progress, cancel=cancel,

@@ -15,14 +15,12 @@ import numpy as np
 from ...core.callbacks import check
 from .. import processes
 from ..arrays import Progress, output, report, to_numpy
+from ..concurrency import start_thread
 from .pieces import PIECE_SLACK, PieceDecimation, decimate_once, decimation_pieces, in_pieces
 from .weld import merge_duplicate_vertices, merge_duplicate_vertices_on_device, tidy_decimated
 
-__all__ = ["DRIVEN", "CHILD_PASS_FROM_FACES", "simplify_mesh", "simplify_time_estimate", "BackgroundSimplify"]
+__all__ = ["CHILD_PASS_FROM_FACES", "simplify_mesh", "simplify_time_estimate", "BackgroundSimplify"]
 
-# A BackgroundSimplify's children are polled by a thread of its own (True), or by ``result()``'s loop between the
-# caller's ``while_waiting`` calls (False: the benchmarks' A/B; the result is the same).
-DRIVEN = True
 # ``simplify_mesh``'s one pass over a mesh of at least this many faces runs in a child process (the same call, the
 # same arrays), which a cancel ends: fast-simplification holds the GIL and cannot be interrupted, and a smaller pass
 # takes about a second (docs/benchmarks/export.md#decimation).
@@ -183,9 +181,7 @@ class BackgroundSimplify:
                 job.begin(v, f, target, decimation_pieces(len(f)), on_device=on_device)
                 self._job, job = job, None
                 self._job.poll()
-                if DRIVEN:
-                    self._driver = threading.Thread(target=self._drive, name="trellis-decimation", daemon=True)
-                    self._driver.start()
+                self._driver = start_thread(self._drive, "trellis-decimation")
         finally:
             if job is not None:              # not needed, or an error
                 job.close()
@@ -220,11 +216,7 @@ class BackgroundSimplify:
         """Whether the decimation is still going on (False once its result is in or it failed)."""
         if self._result is not None or self._job is None:
             return False
-        return not self._ended.is_set() if self._driver is not None else not self._job.poll()
-
-    def _over(self) -> bool:
-        """Whether the children's work has ended (polled here when no thread drives it)."""
-        return self._ended.is_set() if self._driver is not None else self._job.poll()
+        return not self._ended.is_set()
 
     def result(self, progress: Progress = None, cancel=None, while_waiting: Optional[Callable[[], None]] = None):
         """(vertices float32 [V,3], faces int64 [F,3]) as ``simplify_mesh(vertices, faces, reduction)``.
@@ -239,7 +231,7 @@ class BackgroundSimplify:
         # the time spent against an estimate (in percent, capped at 99), about every 0.2 s.
         start, last, estimate = time.monotonic(), 0.0, simplify_time_estimate(self.n_faces)
         try:
-            while not self._over():
+            while not self._ended.is_set():
                 check(cancel)
                 if while_waiting is not None:
                     while_waiting()

@@ -5,8 +5,8 @@ compact pieces (recursive median splits of the faces' first corners along the lo
 decimated in a child process with its cut edges (and any open border) kept in place, to PIECE_SLACK times its
 share of the target. The re-joined mesh then gets its final pass in pieces again, cut along other planes
 (``SHIFTED_CUT``: the first round's seams lie inside the second round's pieces and are decimated there), each
-piece to its share of the target; where those pieces would be small (``FINAL_PIECE_MIN_FACES``) or with
-``FINAL_IN_PIECES`` off, the re-joined mesh gets one pass with every edge free instead. The pieces depend on the
+piece to its share of the target; where those pieces would be small (``FINAL_PIECE_MIN_FACES``), the re-joined
+mesh gets one pass with every edge free instead. The pieces depend on the
 face count only, never on the machine's cores, so a mesh gives the same result everywhere; a child that fails or
 cannot start is replaced by the same call in this process.
 """
@@ -23,12 +23,12 @@ import numpy as np
 
 from .. import processes, temp_dirs
 from ..arrays import to_numpy
+from ..concurrency import side_stream
 from .cut import piece_arrays, shares, shifted_points, split_compact
 from .weld import (merge_duplicate_vertices, merge_duplicate_vertices_on_device, tidy_decimated,
                    tidy_decimated_on_device)
 
-__all__ = ["PIECE_MIN_FACES", "PIECES_FROM_FACES", "MAX_PIECES", "PIECE_SLACK", "FINAL_IN_PIECES",
-           "FINAL_PIECE_MIN_FACES", "TEMP_PREFIX", "CHILD_IDLE_S", "PIECE_CHILD", "piece_child_code",
+__all__ = ["PIECE_MIN_FACES", "PIECES_FROM_FACES", "MAX_PIECES", "PIECE_SLACK", "FINAL_PIECE_MIN_FACES", "TEMP_PREFIX", "CHILD_IDLE_S", "PIECE_CHILD", "piece_child_code",
            "decimation_pieces", "in_pieces", "decimate_once", "warm_pool", "PieceDecimation"]
 
 # Piece sizes that keep the seams' error at one pass's and pay off the children's start-up
@@ -37,10 +37,9 @@ PIECE_MIN_FACES = 80_000
 PIECES_FROM_FACES = 300_000
 MAX_PIECES = 16
 PIECE_SLACK = 2.0
-# The final pass over the re-joined mesh in pieces cut along SHIFTED_CUT's planes, in parallel (True), or as one
-# pass in one child (False: the benchmarks' A/B); only where each of those pieces has at least
-# FINAL_PIECE_MIN_FACES faces (its kept seam is then a small share of it: docs/benchmarks/export.md#decimation).
-FINAL_IN_PIECES = True
+# The final pass over the re-joined mesh runs in pieces cut along SHIFTED_CUT's planes, in parallel, where each of
+# those pieces has at least this many faces (its kept seam is then a small share of it), else as one pass in one
+# child (docs/benchmarks/export.md#decimation).
 FINAL_PIECE_MIN_FACES = 5_000
 # The decimation's temp folder, owned by its process (``temp_dirs``): an app's start removes only dead ones'.
 TEMP_PREFIX = "trellis_simplify_"
@@ -184,7 +183,7 @@ class PieceDecimation:
 
     def final_in_pieces(self, faces: float) -> bool:
         """Whether a re-joined mesh of ``faces`` faces gets its final pass in pieces."""
-        return FINAL_IN_PIECES and self.pieces > 1 and faces >= self.pieces * FINAL_PIECE_MIN_FACES
+        return self.pieces > 1 and faces >= self.pieces * FINAL_PIECE_MIN_FACES
 
     def _give_out(self, work, count: int) -> list:
         """Write the ``count`` pieces of ``work`` ((vertices, faces), target share; their borders kept) one by one and
@@ -316,8 +315,8 @@ class PieceDecimation:
             v, f = merge_duplicate_vertices(v, f)
             return tidy_decimated(v, f) if tidy else (v, f)
         import torch
-        if self._stream is None and self._device.type == "cuda":
-            self._stream = torch.cuda.Stream(self._device)
+        if self._stream is None:
+            self._stream = side_stream(self._device)
         with torch.cuda.stream(self._stream) if self._stream is not None else contextlib.nullcontext():
             v, f = merge_duplicate_vertices_on_device(torch.from_numpy(v).to(self._device),
                                                       torch.from_numpy(f).to(self._device), host=not tidy)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from ...core.callbacks import check
+from ..arrays import to_numpy
 from ..mesh_graph import components, face_adjacency_pairs
+from ..options import DEFAULT_TEXTURE_SIZE
 from .overlap import under_covered_faces
 from .pack_shelf import pack_chart_boxes
 from .winding import unmirror_charts
@@ -23,12 +25,6 @@ __all__ = ["SMOOTH_ITERATIONS", "chart_layout"]
 # Rings of neighbours over which face normals are averaged before choosing a chart's axis: more texels in use
 # on noisy surfaces (docs/benchmarks/export.md#uv-unwrap).
 SMOOTH_ITERATIONS = 8
-
-
-def _as_numpy(x, dtype) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.ascontiguousarray(np.asarray(x), dtype=dtype)
 
 
 def _per_face_planar(v, f):
@@ -48,7 +44,7 @@ def _signed_axis_class(n):
     return axis, axis * 2 + (n[np.arange(len(n)), axis] < 0)
 
 
-def chart_layout(vertices, faces, texture_size: int = 1024, padding: int = 2, cancel=None,
+def chart_layout(vertices, faces, texture_size: int = DEFAULT_TEXTURE_SIZE, padding: int = 2, cancel=None,
                  smooth_iterations: int = SMOOTH_ITERATIONS):
     """The fallback parametrisation (see the module docstring). Same outputs as ``unwrap_uv``.
 
@@ -56,8 +52,7 @@ def chart_layout(vertices, faces, texture_size: int = 1024, padding: int = 2, ca
     (so surface noise does not shatter charts), except where their own normal leans less than
     ~73° toward that axis (then by their own normal, which keeps the projection unfolded).
     """
-    v = _as_numpy(vertices, np.float64).reshape(-1, 3)
-    f = _as_numpy(faces, np.int64).reshape(-1, 3)
+    v, f = to_numpy(vertices, faces)
     if len(f) == 0:
         return (v.astype(np.float32), f, np.zeros((len(v), 2), np.float32), np.arange(len(v)))
     n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])

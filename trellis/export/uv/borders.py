@@ -14,11 +14,12 @@ import scipy.sparse as sp
 from .chart_mesh import ChartMesh, mesh_edges
 from ..rows import row_any, row_norm
 
-__all__ = ["DIFFUSE_CHEBYSHEV", "DIFFUSE_TAIL", "shared_edge_lengths", "diffuse_borders", "shorten_borders",
+__all__ = ["DIFFUSE_TAIL", "shared_edge_lengths", "diffuse_borders", "shorten_borders",
            "straighten_borders"]
 
-DIFFUSE_CHEBYSHEV = True    # the diffusion by its Chebyshev series (``_chebyshev_walk``): the same labels, faster
-DIFFUSE_TAIL = 1e-6         # the series is cut where its remaining coefficients add up to less than this
+# The diffusion runs by its Chebyshev series (``_chebyshev_walk``: the lazy walk's labels in ~30 products instead of
+# ``steps``), cut where its remaining coefficients add up to less than this.
+DIFFUSE_TAIL = 1e-6
 
 
 def shared_edge_lengths(m: ChartMesh) -> np.ndarray:
@@ -67,19 +68,11 @@ def diffuse_borders(m: ChartMesh, label: np.ndarray, steps: int) -> np.ndarray:
     nf = len(label)
     w = shared_edge_lengths(m)
     deg = np.bincount(p[:, 0], w, nf) + np.bincount(p[:, 1], w, nf)
-    inv = 0.5 / np.maximum(deg, 1e-30)
     colour, adj = _chart_colours(label, p)
     ncol = int(colour.max()) + 1
     ind = np.zeros((nf, ncol), np.float32)
     ind[np.arange(nf), colour[label]] = 1.0
-    if DIFFUSE_CHEBYSHEV:
-        ind = _chebyshev_walk(p, w, deg, nf, ind, steps)
-    else:
-        walk = sp.csr_matrix((np.r_[w * inv[p[:, 0]], w * inv[p[:, 1]], 0.5 * (deg > 0) + (deg <= 0)],
-                              (np.r_[p[:, 0], p[:, 1], np.arange(nf)], np.r_[p[:, 1], p[:, 0], np.arange(nf)])),
-                             shape=(nf, nf)).astype(np.float32)
-        for _ in range(steps):
-            ind = walk @ ind
+    ind = _chebyshev_walk(p, w, deg, nf, ind, steps)
     win = np.argmax(ind, 1)
     k = len(colour)
     a = adj.tocoo()

@@ -14,6 +14,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from ...core.callbacks import check
+from ..arrays import to_numpy
+from ..options import DEFAULT_TEXTURE_SIZE
 from . import lscm, overlap, pack_bitmap, segment
 from .chart_mesh import ChartMesh, unique_keys
 
@@ -31,12 +33,6 @@ SINGLE_FACE_ROUNDS = 3
 # at over 45 degrees (``segment.sharp_pair_share``) is given up at once: it would fall apart into hundreds of
 # charts (docs/benchmarks/export.md#uv-unwrap).
 NOISY_SHARE = 0.25
-
-
-def _as_numpy(x, dtype) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.ascontiguousarray(np.asarray(x), dtype=dtype)
 
 
 def geometric_time_estimate(num_faces: int) -> float:
@@ -80,7 +76,7 @@ def one_blas_thread():
                 _blas_limiter = None
 
 
-def geometric_layout(vertices, faces, texture_size: int = 1024, padding: int = 2, progress: Progress = None,
+def geometric_layout(vertices, faces, texture_size: int = DEFAULT_TEXTURE_SIZE, padding: int = 2, progress: Progress = None,
                      cancel=None, time_budget_s: Optional[float] = None, max_charts: Optional[int] = None,
                      info: Optional[dict] = None):
     """Our charts: cut along the geometry, flattened by LSCM, packed by the bitmap packer (module docstring).
@@ -154,8 +150,7 @@ def _layout(vertices, faces, texture_size, padding, progress, cancel, time_budge
             raise TimeoutError(f"geometric charts ran past their {time_budget_s:.1f} s budget")
         return user_cancel is not None and user_cancel()
 
-    v = _as_numpy(vertices, np.float64).reshape(-1, 3)
-    f = _as_numpy(faces, np.int64).reshape(-1, 3)
+    v, f = to_numpy(vertices, faces)
     mesh = ChartMesh(v, f)
     if max_charts is not None:
         noisy = segment.sharp_pair_share(mesh)

@@ -21,6 +21,7 @@ import numpy as np
 
 from ...core.callbacks import check
 from .. import processes
+from ..options import DEFAULT_TEXTURE_SIZE
 from . import geometric, segment
 
 __all__ = ["CHILD_IDLE_S", "POOL_LIMIT", "BUDGET_GRACE_S", "LAYOUT_CHILD", "busy_children", "warm", "layout_in_child"]
@@ -107,7 +108,7 @@ def _raise_child_error(path: str) -> None:
     raise RuntimeError(f"geometric charts ({kind}): {message}")
 
 
-def layout_in_child(vertices, faces, texture_size: int = 1024, padding: int = 2, progress=None, cancel=None,
+def layout_in_child(vertices, faces, texture_size: int = DEFAULT_TEXTURE_SIZE, padding: int = 2, progress=None, cancel=None,
                     time_budget_s: Optional[float] = None, max_charts: Optional[int] = None,
                     info: Optional[dict] = None):
     """``geometric.geometric_layout`` with the same arguments and result, run by a warm child (``warm``) or one

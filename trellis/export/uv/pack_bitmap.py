@@ -20,6 +20,7 @@ import numpy as np
 
 from ...core.callbacks import CancelCheck, check
 from .. import processes
+from ..concurrency import thread_pool
 from .masks import chart_masks, grow_mask
 from .orient import orient_charts
 from ..rows import block_any, row_min
@@ -316,9 +317,7 @@ def pack_charts(tri, chart, size: int, padding: int = 2, attempts: int = None, i
         if len(tries) == 1:
             got = [make(tries[0])]
         else:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(len(tries)) as pool:
+            with thread_pool(len(tries), "trellis-pack") as pool:
                 got = list(pool.map(make, tries))
         for (scale, _, _), g in zip(tries, got):
             use = texel_use(scale, g)

@@ -29,7 +29,7 @@ from .chart_mesh import ChartMesh, dense, label_components, members, mesh_edges,
 from ..rows import column_max, column_min, row_sum
 
 __all__ = ["MAX_CONE_DEG", "MAX_CHART_FACES", "MIN_CHARTS", "FEW_CHARTS_SHARE", "FEW_CHARTS_MIN_FACES",
-           "FEW_CHARTS_EARLY", "MIN_CHART_FACES", "SMALL_CHARTS_MESH_FACES", "MIN_CHART_FACES_SMALL_MESH",
+           "MIN_CHART_FACES", "SMALL_CHARTS_MESH_FACES", "MIN_CHART_FACES_SMALL_MESH",
            "POSITION_WEIGHT", "BORDER_SWEEPS", "DIFFUSE_STEPS", "SHORTEN_SWEEPS", "STRAIGHTEN_SWEEPS",
            "MERGED_LIMIT_FACTOR", "TooManyCharts", "sharp_pair_share", "geometric_charts", "at_most", "bad_charts",
            "distinct_per_chart"]
@@ -39,11 +39,11 @@ MAX_CHART_FACES = 6000      # bounds one chart's LSCM block
 # Too few charts pack badly (the holes between big ones stay empty): when the segmentation ends with fewer than
 # MIN_CHARTS, the charts holding more than FEW_CHARTS_SHARE of the faces are split again, on meshes where that
 # share is at least FEW_CHARTS_MIN_FACES faces (small meshes pack worse split).
+# They are split already at the first merge when it ends with too few (the borders are then compacted once, not
+# twice), and again after the compaction when it still leaves too few.
 MIN_CHARTS = 40
 FEW_CHARTS_SHARE = 0.055
 FEW_CHARTS_MIN_FACES = 500
-# ... split already at the first merge when it ends with too few (the borders are then compacted once, not twice)
-FEW_CHARTS_EARLY = True
 # Small charts fill the holes between larger ones (the diffusion removes the smallest); on small meshes charts
 # that small lie over themselves through every packing, so those keep MIN_CHART_FACES_SMALL_MESH.
 MIN_CHART_FACES = 10
@@ -252,7 +252,7 @@ def geometric_charts(vertices, faces, *, mesh: ChartMesh = None, split: np.ndarr
         return at_most(label, max_charts)
     cap = int(FEW_CHARTS_SHARE * len(m.f))
     few_rule = split is None and cap >= max(FEW_CHARTS_MIN_FACES, 4 * min_faces)
-    if FEW_CHARTS_EARLY and few_rule and label.max() + 1 < MIN_CHARTS:
+    if few_rule and label.max() + 1 < MIN_CHARTS:
         big = np.bincount(label) > cap
         if big.any():   # split before the compaction, which then runs once over all charts
             label = geometric_charts(vertices, faces, mesh=m, split=big, label=label, compact=False, max_faces=cap,

@@ -1,7 +1,7 @@
 """UV unwrapping for texture baking (spec §15.3), bounded in time: ``unwrap_uv`` chooses the method.
 
 * "geometric" (``geometric``): our charts cut along the geometry, flattened by LSCM and packed by the bitmap
-  packer. ``auto`` tries it first on meshes it was measured on (``AUTO_GEOMETRIC_*``): there it uses more of the
+  packer. ``auto`` tries it first on meshes it was measured on (``AUTO_GEOMETRIC_MAX_*``): there it uses more of the
   texture than xatlas, without single-triangle charts, in about the same time.
 * "xatlas" (``xatlas``): xatlas in a child process, the mesh cut into pieces, killed past its budget.
 * "charts" (``axis_charts``): charts projected onto the axis planes and shelf-packed, in a fraction of a
@@ -19,16 +19,17 @@ from typing import Callable, Optional
 import numpy as np
 
 from ...core.callbacks import Cancelled, check
+from ..arrays import to_numpy
+from ..options import DEFAULT_TEXTURE_SIZE
 from . import axis_charts, geometric, xatlas
 from . import in_child as in_child_module
 
-__all__ = ["AUTO_GEOMETRIC", "AUTO_GEOMETRIC_MAX_FACES", "AUTO_GEOMETRIC_MAX_CHARTS", "unwrap_uv"]
+__all__ = ["AUTO_GEOMETRIC_MAX_FACES", "AUTO_GEOMETRIC_MAX_CHARTS", "unwrap_uv"]
 
 Progress = Optional[Callable[[int, int], None]]
 
-# Whether "auto" tries the geometric layout before xatlas, and on meshes of up to how many faces: the sizes it was
-# measured against xatlas on; larger ones keep xatlas until measured.
-AUTO_GEOMETRIC = True
+# "auto" tries the geometric layout before xatlas on meshes of up to this many faces: the sizes it was measured
+# against xatlas on; larger ones keep xatlas until measured.
 AUTO_GEOMETRIC_MAX_FACES = 40_000
 # ... and with at most this many charts once flattened: each chart costs a packing placement, and a noisy mesh
 # falls apart into hundreds of small charts where xatlas is much faster.
@@ -39,15 +40,9 @@ def _is_cancel(e: BaseException) -> bool:
     return isinstance(e, Cancelled)
 
 
-def _as_numpy(x, dtype) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.ascontiguousarray(np.asarray(x), dtype=dtype)
-
-
 def unwrap_uv(vertices, faces, time_budget_s: float = 10.0, progress: Progress = None, cancel=None,
-              *, texture_size: int = 1024, padding: int = 2, method: str = "auto", verbose: bool = False,
-              info: Optional[dict] = None, in_child: bool = False):
+              *, texture_size: int = DEFAULT_TEXTURE_SIZE, padding: int = 2, method: str = "auto",
+              verbose: bool = False, info: Optional[dict] = None, in_child: bool = False):
     """Parametrise a triangle mesh into the unit square.
 
     vertices [V,3], faces [F,3] (numpy or torch). Returns (vertices [V',3] float32, faces [F,3]
@@ -55,12 +50,12 @@ def unwrap_uv(vertices, faces, time_budget_s: float = 10.0, progress: Progress =
     vmapping gives the input vertex of each output vertex; faces keep their order, UVs wind as they do
     (``winding``).
 
-    method "auto": with ``AUTO_GEOMETRIC``, first "geometric" within ``time_budget_s`` (checked between its steps;
-    skipped when its estimate exceeds the budget; a budget of 0 goes at once to "charts"; left for xatlas once it
-    has more than ``AUTO_GEOMETRIC_MAX_CHARTS`` charts); past its budget, "charts"; then (or at once, the default)
-    xatlas within ``time_budget_s`` (skipped at once when its estimated time exceeds two budgets), else the "charts"
-    layout; "geometric" and "xatlas" (no fallback, errors raise; xatlas's budget still applies and raises
-    TimeoutError); "charts". ``padding`` = margin between charts in texels of a ``texture_size`` texture.
+    method "auto": first "geometric" within ``time_budget_s`` (checked between its steps; on meshes of up to
+    ``AUTO_GEOMETRIC_MAX_FACES`` faces; skipped when its estimate exceeds the budget; a budget of 0 goes at once to
+    "charts"; left for xatlas once it has more than ``AUTO_GEOMETRIC_MAX_CHARTS`` charts); past its budget,
+    "charts"; then (or at once, on larger meshes) xatlas within ``time_budget_s`` (skipped at once when its estimated
+    time exceeds two budgets), else the "charts" layout; "geometric" and "xatlas" (no fallback, errors raise; xatlas's
+    budget still applies and raises TimeoutError); "charts". ``padding`` = margin between charts in texels of a ``texture_size`` texture.
     ``progress(done, total)`` is called with total 100; ``cancel()`` returning True raises ``Cancelled`` (the xatlas
     child is killed). If ``info`` is a dict, it receives "method" ("geometric", "xatlas" or "charts") and "seconds"
     (and from the geometric layout its "phases" and "packings", ``geometric.geometric_layout``).
@@ -69,15 +64,14 @@ def unwrap_uv(vertices, faces, time_budget_s: float = 10.0, progress: Progress =
     """
     start = time.monotonic()
     info = {} if info is None else info
-    v = _as_numpy(vertices, np.float32).reshape(-1, 3)
-    f = _as_numpy(faces, np.int64).reshape(-1, 3)
+    v, f = to_numpy(vertices, faces, np.float32)
     if method not in ("auto", "geometric", "xatlas", "charts"):
         raise ValueError(f"unknown unwrap method {method!r}")
     check(cancel)
     budget = float(time_budget_s)
     # (skipped in "auto" when its estimate exceeds the budget: then xatlas in pieces, faster on
     # large meshes, gets the budget)
-    if method == "geometric" or (method == "auto" and AUTO_GEOMETRIC and budget > 0
+    if method == "geometric" or (method == "auto" and budget > 0
                                  and len(f) <= AUTO_GEOMETRIC_MAX_FACES
                                  and geometric.geometric_time_estimate(len(f)) <= budget):
         try:

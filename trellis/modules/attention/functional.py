@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ... import fastpaths
 from ...core import backends
+from ...tuning import TUNING
 
 
 # ----------------------------------------------------------------------------------- availability
@@ -77,24 +78,20 @@ def _sdpa_dense(q, k, v):
 
 # cuDNN's fused attention kernel ships inside PyTorch's CUDA wheels (Windows too) and runs the flows' attention
 # shapes faster per call than the FlashAttention-2 kernel that SDPA and varlen_attn pick (results differ by fp16
-# rounding), but the whole chain was slower with it: the per-call gain does not survive fresh buffers and a CFG
-# batch that changes between steps (docs/benchmarks/kernels.md#attention). So "auto" keeps FlashAttention-2 on
-# such sequences (CUDNN_IN_AUTO); ATTN_BACKEND / SPARSE_ATTN_BACKEND = cudnn still asks for cuDNN first (dense calls
-# too) on any GPU that has it (_CUDNN_AUTO_CAPABILITY, Hopper and newer, is what "auto" would need if switched on).
+# rounding), but v1's whole chain was slower with it: at its lengths (a few thousand tokens) the per-call gain does
+# not survive fresh buffers and a CFG batch that changes between steps (docs/benchmarks/kernels.md#attention). A
+# call's work grows with the square of its length and a plan's cost does not, so from TUNING.cudnn_min_tokens query
+# tokens (TRELLIS.2's 1024 flows: up to 49 152 a sequence) the gain outweighs the plans and "auto" runs cuDNN first,
+# on Hopper and newer (_CUDNN_AUTO_CAPABILITY). Its twin is the FlashAttention-2 path ("auto" below the threshold,
+# and at every length with TRELLIS_FAST_PATHS=off); benchmarks/trellis2_pipeline_gpu.py --attention-sweep measures
+# both sides. ATTN_BACKEND / SPARSE_ATTN_BACKEND = cudnn asks for cuDNN first at any length on any GPU that has it.
 _CUDNN_AUTO_CAPABILITY = (9, 0)
-CUDNN_IN_AUTO = False
-# The one exception, by length: a call's work grows with the square of its sequence length and a plan's cost does
-# not, so from CUDNN_MIN_TOKENS query tokens (TRELLIS.2's 1024 flows: up to 49 152 a sequence; v1's flows stay far
-# below) the per-call gain outweighs the plans and "auto" runs cuDNN first. Its twin is the FlashAttention-2 path
-# ("auto" below the threshold, and at every length with TRELLIS_FAST_PATHS=off);
-# benchmarks/trellis2_pipeline_gpu.py --attention-sweep measures both sides of the threshold.
-CUDNN_MIN_TOKENS = 16384
 
 
 def cudnn_in_auto(tokens: int) -> bool:
     """The dispatcher's rule (pure): whether "auto" asks for cuDNN first for a call whose longest query sequence has
     `tokens` tokens, on a GPU that has it (Hopper or newer) and with the fast paths on."""
-    return CUDNN_IN_AUTO or tokens >= CUDNN_MIN_TOKENS
+    return tokens >= TUNING.cudnn_min_tokens
 
 
 def _find_sdpa_priority():
@@ -129,7 +126,7 @@ def _cudnn_wanted(name: str, q: torch.Tensor, tokens: int = 0) -> bool:
     the call's longest query sequence (cudnn_in_auto)."""
     if name not in ("auto", "cudnn") or not (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)):
         return False
-    if name == "auto" and not (cudnn_in_auto(tokens) and (CUDNN_IN_AUTO or fastpaths.enabled())):
+    if name == "auto" and not (cudnn_in_auto(tokens) and fastpaths.enabled()):
         return False
     if torch.compiler.is_compiling():
         # Not inside torch.compile (the compiled flow blocks): there the priority context, and the cuDNN operator
