@@ -50,9 +50,13 @@
 #               A: not), Triton, after a first run that fills Triton's disk cache; needs app_gpu.py's pipeline folder
 #   budget      vram_budget_gpu.py --object bunny: the whole job beside a process holding all but ~3.2 GiB, with
 #               --vram-budget 3 and the low-VRAM preset's default budget
+#   batch       batch_gpu.py --object bunny (balanced, GLB + PLY, BATCH_ITEMS=16 items): the app's serial job, the batch
+#               with its overlap on (local1) and off (local1-serial), 2 GPUs (local2) where there are two;
+#               BATCH_MODES= another list (e.g. app,local1-serial then local1 in a second command on the warm machine)
 #   trellis2    trellis2_pipeline_gpu.py: TRELLIS.2's chain for 512 / 1024_cascade / 1536_cascade with every network
 #               resident, fast paths off, the low-VRAM preset under 6 / 8 GiB caps (T2_CONFIGS=, T2_DEADLINE=), and
-#               1024_cascade in the Windows column; trellis2-export: its PBR export of the blob alone
+#               1024_cascade in the Windows column; trellis2-export: trellis2_export_gpu.py, the blob's PBR export per
+#               stage (seconds, peak memory) in the three columns (T2_BLOB=pipeline: the pipeline's own blob)
 #   limits      e2e_gpu.py --limits 4,3,2.5,2 (issue 14: the whole job in a fresh process per memory cap;
 #               LIMITS=2 for other caps; each cap is a fresh process of ~45 s on the H100 host)
 # The lent H100/H200 image has torch, triton, numpy, scipy, scikit-image but not trimesh, fast-simplification,
@@ -204,9 +208,16 @@ import export_realistic_gpu as e; sys.exit(e.main(sys.argv[1:]))'
             run trellis2_windows "${WINDOWS[@]}" "$PY" benchmarks/trellis2_pipeline_gpu.py --folder /tmp/trellis2_full \
                 --types 1024_cascade --configs default/on --runs 1 --warmup 1 --out "$OUT/trellis2_windows.json" ;;
         trellis2-export)
-            run trellis2_export "$PY" benchmarks/trellis2_pipeline_gpu.py --folder /tmp/trellis2_full \
-                --types 1024_cascade --configs default/on --runs 0 --warmup 1 --export 1024_cascade \
-                --out "$OUT/trellis2_export.json" ;;
+            # the blob's PBR export per stage in the three columns, its O-Voxel made once into $T2_RESULT (synthetic,
+            # the random-weight decoder's structure; T2_BLOB=pipeline: one 1024_cascade run of /tmp/trellis2_full)
+            T2_RESULT="${T2_RESULT:-/tmp/trellis2_blob.npz}"
+            SRC=(); [ "${T2_BLOB:-synthetic}" = pipeline ] && SRC=(--folder /tmp/trellis2_full)
+            run trellis2_export_triton "$PY" benchmarks/trellis2_export_gpu.py --result "$T2_RESULT" \
+                ${SRC[@]+"${SRC[@]}"} --commit "$COMMIT" --out "$OUT/trellis2_export_triton.json"
+            run trellis2_export_windows "${WINDOWS[@]}" "$PY" benchmarks/trellis2_export_gpu.py --result "$T2_RESULT" \
+                --runs 1 --commit "$COMMIT" --out "$OUT/trellis2_export_windows.json"
+            run trellis2_export_off env TRELLIS_FAST_PATHS=off "$PY" benchmarks/trellis2_export_gpu.py \
+                --result "$T2_RESULT" --runs 1 --commit "$COMMIT" --out "$OUT/trellis2_export_off.json" ;;
         limits)
             run limits "$PY" benchmarks/e2e_gpu.py --limits "${LIMITS:-4,3,2.5,2}" --commit "$COMMIT" --out "$OUT/limits.json" ;;
         launch)
@@ -220,8 +231,12 @@ import export_realistic_gpu as e; sys.exit(e.main(sys.argv[1:]))'
             done ;;
         budget)
             run budget "$PY" benchmarks/vram_budget_gpu.py --object bunny ;;
+        batch)
+            modes="${BATCH_MODES:-app,local1,local1-serial,local2}"
+            run "batch_${modes//,/+}" "$PY" benchmarks/batch_gpu.py --object bunny --items "${BATCH_ITEMS:-16}" \
+                --modes "$modes" --out "$OUT/batch_${modes//,/+}.json" ;;
         *)
             echo "unknown step: $step (objects tests conv cache export export-triton export-windows export-off fitted app preview normalmap views decimation" \
-                 "visibility profile chain columns ab e2e limits launch firstjob budget)" >&2; exit 2 ;;
+                 "visibility profile chain columns ab e2e limits launch firstjob budget batch)" >&2; exit 2 ;;
     esac
 done

@@ -214,19 +214,23 @@ def test_no_import_cycle_inside_the_app():
 
 
 def test_the_stable_projectorz_endpoints_depend_on_the_api_one_way():
-    """desktop/api: common <- v1, spz_params <- spz, security <- docs <- server (never back; v1 and spz know only
-    common and StableProjectorz's names), openai_errors <- generations (the OpenAI-style endpoint: common, v1, docs);
-    connections (the HTTP protocol's limits, also the UI's) knows none."""
+    """desktop/api: common <- families <- v1, spz_params, spz_trellis2 <- spz, security <- docs <- server (never back;
+    v1 and spz know only common, the model families and StableProjectorz's names), openai_errors <- generations (the
+    OpenAI-style endpoint: common, v1, docs); connections (the HTTP protocol's limits, also the UI's) knows none."""
     graph = desktop_graph()
     api = {m for m in graph if m.startswith("desktop.api.")}
-    assert api == {f"desktop.api.{m}" for m in ("common", "v1", "spz_params", "spz", "security", "docs", "server",
-                                                "connections", "openai_errors", "generations")}
+    assert api == {f"desktop.api.{m}" for m in ("common", "families", "v1", "spz_params", "spz_trellis2", "spz",
+                                                "security", "docs", "server", "connections", "openai_errors",
+                                                "generations")}
     assert not [d for d in graph["desktop.api.connections"] if d.startswith("desktop")]
     inside = {m: graph[m] & (api | {"desktop.api"}) for m in api}
     assert "desktop.api.spz" in inside["desktop.api.server"] and "desktop.api.v1" in inside["desktop.api.server"]
     assert inside["desktop.api.common"] == set()
-    assert inside["desktop.api.v1"] == inside["desktop.api.spz_params"] == {"desktop.api.common"}
-    assert inside["desktop.api.spz"] == {"desktop.api.common", "desktop.api.spz_params"}
+    assert inside["desktop.api.families"] <= {"desktop.api.common"}
+    assert inside["desktop.api.spz_params"] == {"desktop.api.common"}
+    assert inside["desktop.api.v1"] == {"desktop.api.common", "desktop.api.families"}
+    assert inside["desktop.api.spz_trellis2"] == {"desktop.api.common", "desktop.api.families"}
+    assert inside["desktop.api.spz"] == {"desktop.api.common", "desktop.api.spz_params", "desktop.api.spz_trellis2"}
     assert inside["desktop.api.security"] <= {"desktop.api.common"}
     assert inside["desktop.api.docs"] <= {"desktop.api.common", "desktop.api.security"}
     assert inside["desktop.api.openai_errors"] == set()
@@ -236,10 +240,12 @@ def test_the_stable_projectorz_endpoints_depend_on_the_api_one_way():
 
 
 def test_the_ui_modules_import_in_their_stated_order():
-    """desktop/ui: the building blocks (lazy, values, errors, names, download_row, history_list) <- status <- the
-    page's parts (knobs, expectations, look, pagestate, places, history, history_tab, batch_view, endpoints,
-    export_panel) <- app <- server (never back)."""
-    order = ["lazy", "values", "errors", "names", "download_row", "history_list", "status", "knobs", "expectations",
+    """desktop/ui: the building blocks (lazy, values, errors, names, download_row, history_list, warning_words) <-
+    status <- the model choice (family_view) <- the page's parts (knobs, expectations, look, pagestate, places, history, history_tab,
+    batch_view, endpoints, export_panel) <- app <- server (never back)."""
+    order = ["lazy", "values", "errors", "names", "download_row", "history_list", "warning_words", "status",
+             "family_view", "knobs",
+             "expectations",
              "look", "pagestate", "places", "history", "history_tab", "batch_view", "endpoints", "export_panel", "app",
              "server"]
     graph = desktop_graph()
@@ -266,7 +272,7 @@ def test_the_job_modules_import_in_their_stated_order():
     """desktop/jobs: jsonio, limits, job <- folder, stage_times, progress, failures, inputs, meshes <- queued <- recovery, rerun <-
     context, sampling, models <- steps <- trellis2_steps <- warmup <- jobqueue <- worker <- runner (never back): the steps
     get a context and never reach the worker or the runner."""
-    order = ["jsonio", "limits", "job", "folder", "stage_times", "progress", "failures", "budget", "background", "preview_gate", "inputs",
+    order = ["jsonio", "limits", "job", "folder", "stage_times", "progress", "failures", "budget", "background", "inputs",
              "meshes", "queued", "recovery", "rerun", "context", "sampling", "models", "export_reuse", "mesh_files",
              "steps", "trellis2_steps", "warmup",
              "jobqueue", "worker", "runner", "late"]
@@ -284,10 +290,11 @@ def test_the_job_modules_import_in_their_stated_order():
 
 
 def test_the_batch_modules_import_in_their_stated_order_and_the_app_never_imports_them_or_ray():
-    """desktop/batch: files <- items, manifest, display <- worker <- local, ray_pool <- driver <- command (never back).
+    """desktop/batch: files <- items, manifest, display <- overlap <- worker <- local, ray_pool <- driver <- command (never
+    back).
     Ray is optional: only batch/ray_pool imports it (and only with --ray); no other part of the app imports
     the batch package; the modules the command reads before its options are checked import no torch."""
-    order = ["files", "items", "manifest", "display", "worker", "local", "ray_pool", "driver", "command"]
+    order = ["files", "items", "manifest", "display", "overlap", "worker", "local", "ray_pool", "driver", "command"]
     graph = desktop_graph()
     assert {m for m in graph if m.startswith("desktop.batch.")} == {f"desktop.batch.{m}" for m in order}
     bad = [f"{m} imports {d}" for i, m in enumerate(order) for d in graph[f"desktop.batch.{m}"]

@@ -3,7 +3,8 @@ Ray cluster, resumable.
 
     items.py      INPUT (folder, glob, .csv, .jsonl) -> items with stable names and per-item settings
     manifest.py   OUT/manifest.jsonl and the item folders: resume, exactly-once landing (one rename)
-    worker.py     ItemWorker: pipelines loaded once; one item samples while the previous one is exported
+    overlap.py    two items side by side: one item's files written while the next one samples
+    worker.py     ItemWorker: an item is the app's job (its steps, context, settings.json); pipelines loaded once
     local.py      one worker process per GPU of this machine
     ray_pool.py   one Ray actor per GPU of a cluster (imported only with --ray; Ray is optional)
     driver.py     what is left to make, and the loop: hand out, retry, record

@@ -2,8 +2,8 @@
 
 Processes, not threads: a worker that crashes (or is killed) takes only its own items with it, and the
 driver sees it at once (its pipe closes) and starts another. Each process sees only its GPU
-(CUDA_VISIBLE_DEVICES, set before torch is imported) and makes two items at a time (worker.ItemWorker:
-one samples while the other is exported). Messages go over one pipe per worker; a task goes to one
+(CUDA_VISIBLE_DEVICES, set before torch is imported) and makes two items at a time (worker.ItemWorker,
+overlap.Overlap: one samples while the other's files are written). Messages go over one pipe per worker; a task goes to one
 worker, so the driver knows which items a dead worker had.
 """
 from __future__ import annotations

@@ -1,46 +1,40 @@
-"""One batch worker: a device, the pipelines loaded on it once, and items made two at a time.
+"""One batch worker: a device, the pipelines loaded on it once, and items made as the app's jobs, two at a time.
 
-`ItemWorker.process(task)` makes one item: its folder in OUT/.batch-work, then moved onto OUT/<name>
-(manifest.commit), or, for a worker that cannot see the outputs folder (a Ray node without the shared
-disk), its files returned as bytes. It is thread-safe and meant to be called from two threads at once
-(two local threads, or a Ray actor with max_concurrency=2): sampling (the GPU) is one stage under one
-lock, the export (preview, clean-up, UV unwrap, texture bake, GLB: mostly CPU, partly in child
-processes) the other under another, so that one item is exported while the next one samples.
+`ItemWorker.process(task)` makes one item: the app's job of it (desktop/jobs: the same Job, JobContext, steps and
+settings.json, through the app worker's dispatch ``PHASES``, so that a TRELLIS.2 model's items take its steps) in a
+folder in OUT/.batch-work, then moved onto OUT/<name> (manifest.commit), or, for a worker that cannot see the outputs
+folder (a Ray node without the shared disk), its files returned as bytes. It is thread-safe and meant to be called
+from two threads at once (two local threads, or a Ray actor with max_concurrency=2): overlap.Overlap writes one item's
+files while the next one samples.
 
 A task is a plain dict (it crosses process boundaries):
     name, kind ("image" | "prompt"), source (image path or prompt), data (the image's bytes, or None:
-    read the path), settings (GenerationSettings.to_dict(), the seed fixed), key (manifest.source_key),
-    model, text_model (None: by the settings' text_model_size), out (the outputs folder), return_files (True: return the files, write nothing in out)
+    read the path), settings (GenerationSettings.to_dict(), the seed fixed), explicit (the settings the user set),
+    seed_was_random, key (manifest.source_key), model, text_model (None: the published one of the settings'
+    text_model_size), out (the outputs folder), return_files (True: return the files, write nothing in out)
 
 and the answer is a dict: state "done" | "failed", name, plus `duplicate` (another attempt had landed
 first), files (return_files), kind and error (failed), retry (whether another attempt may succeed),
-seconds {"sample", "export"}, device, pid, host.
+seconds {"sample", "waited" (sampled, for the writer), "export"}, device, pid, host.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import shutil
 import socket
 import tempfile
-import threading
 import time
 import uuid
+from pathlib import Path
 
 from ..settings import GenerationSettings
 from . import manifest
 from .files import special_file_problem
+from .overlap import Overlap
 
 # Failures that another attempt cannot fix (the same input fails the same way).
 FINAL_KINDS = ("input", "empty", "model", "background_removal", "cancelled")
-
-
-def text_model(task: dict) -> str:
-    """The text pipeline of a prompt item: --text-model, else the published one of its text_model_size."""
-    from ..jobs.models import text_source
-
-    return text_source(task.get("text_model"), task["settings"].get("text_model_size", "xlarge"))
 
 
 def _never() -> bool:
@@ -61,15 +55,51 @@ def item_memory(device: str, settings: GenerationSettings) -> dict:
             "peak_since": "worker"}
 
 
+def item_job(task: dict):
+    """The app's job of one item, as the runner's submit / submit_text makes it: the values the user set marked
+    (for_device never lowers those); for a TRELLIS.2 model, its settings checked (InputError for what it cannot
+    make). An image path that names a pipe or a device fails here: it would block the sampling, and every item
+    behind it."""
+    from ..jobs.job import InputError, Job
+    from ..jobs.models import model_family
+
+    settings = dataclasses.replace(GenerationSettings.from_dict(task["settings"]),
+                                   explicit=frozenset(task.get("explicit") or ()))
+    if task["kind"] != "image":
+        return Job(id=uuid.uuid4().hex, inputs=[], settings=settings, kind="text", prompt=task["source"])
+    data = task.get("data")
+    problem = special_file_problem(task["source"]) if data is None else None
+    if problem:
+        raise InputError(problem)
+    warning = None
+    if model_family(task["model"]) == "trellis2":
+        from ..jobs.trellis2_steps import check_trellis2_settings
+
+        try:
+            settings, warning = check_trellis2_settings(settings)
+        except ValueError as err:
+            raise InputError(str(err)) from None
+    job = Job(id=uuid.uuid4().hex, inputs=[task["source"] if data is None else data], settings=settings)
+    if warning:
+        job.warn(warning)
+    return job
+
+
+def item_record(task: dict) -> dict:
+    """settings.json's entries of a batch item besides its job's (JobContext.record): which item it is, whether its
+    seed was drawn (by the driver: the job's own settings hold it fixed) and, for an image, the path it came from (a
+    Ray worker is given its bytes)."""
+    record = {manifest.ITEM_KEY: {"name": task["name"], "key": task["key"], "kind": task["kind"]},
+              "seed_was_random": bool(task.get("seed_was_random"))}
+    if task["kind"] == "image":
+        record["inputs"] = [task["source"]]
+    return record
+
+
 class ItemWorker:
     def __init__(self, device: str, threads: int | None = None):
         self.device = device
         self.pid, self.host = os.getpid(), socket.gethostname()
-        self._sample_lock = threading.Lock()
-        self._export_lock = threading.Lock()
-        self._pipelines = {}          # (kind, model) -> pipeline
-        self._policy = {}             # id(pipeline) -> (precision, offload, vram budget) last set
-        self._budget = None           # (the VRAM budget held to,) once an item set it
         if threads:
             import torch
 
@@ -79,12 +109,14 @@ class ItemWorker:
 
             if torch.cuda.is_available():
                 torch.cuda.set_device(torch.device(device))
+        self.overlap = Overlap(device)
+        self._models = None           # (model, text model) of the pipelines
+        self._pipelines = None        # jobs.models.DevicePipelines, as an app worker's: each loaded once
+        self._budget = None           # (the VRAM budget held to,) once an item set it
 
     # ------------------------------------------------------------------ one item
     def process(self, task: dict, data: bytes | None = None) -> dict:
         from ..jobs.failures import classify_failure, drop_tracebacks
-        from ..jobs.job import Job
-        from ..jobs.steps import for_device
 
         if data is not None:
             task = {**task, "data": data}
@@ -96,28 +128,17 @@ class ItemWorker:
             # Landed already (this is a retry of an attempt whose worker was presumed dead): nothing to do.
             return {**answer, "state": "done", "duplicate": True}
         try:
+            start = time.perf_counter()
             if to_return:
                 work = tempfile.mkdtemp(prefix=f"trellis-batch-{task['name']}.")
             else:
                 work = manifest.new_work_folder(task["out"], task["name"])
                 manifest.write_owner(work, self.device)
-            # The values the user set travel beside the settings: for_device never lowers those.
-            submitted = dataclasses.replace(GenerationSettings.from_dict(task["settings"]),
-                                            explicit=frozenset(task.get("explicit") or ()))
-            job = Job(id=uuid.uuid4().hex, inputs=[task.get("data") or task["source"]] if task["kind"] == "image"
-                      else [], settings=submitted)
-            settings = for_device(job, submitted, self.device)
-            job.used_settings = settings
-            job.out_dir = str(work)
-            with self._sample_lock:
-                t = time.perf_counter()
-                gaussian, mesh = self._sample(task, job, settings, work)
-                answer["seconds"]["sample"] = time.perf_counter() - t
-            with self._export_lock:
-                t = time.perf_counter()
-                self._export(job, settings, work, gaussian, mesh)
-                del gaussian, mesh
-                answer["seconds"]["export"] = time.perf_counter() - t
+            job = item_job(task)
+            # A VRAM budget is the whole job's: such an item runs alone.
+            alone = job.settings.vram_budget is not None and self.overlap.streams is not None
+            answer["seconds"] = self.overlap.run(lambda: self.first_phase(task, job, work), alone=alone)
+            self.write_timings(job, work, start)
             if to_return:
                 answer["files"] = manifest.read_files(work)
             else:
@@ -131,102 +152,68 @@ class ItemWorker:
             answer.update(state="failed", kind=kind, error=message, retry=kind not in FINAL_KINDS)
             drop_tracebacks(err)
             del err
-            self._free_memory()
+            self.overlap.free_memory()
         finally:
             if work is not None and os.path.isdir(work):
                 shutil.rmtree(work, ignore_errors=True)
         return answer
 
-    def _sample(self, task: dict, job, settings: GenerationSettings, work):
-        """Input -> the decoded Gaussians and mesh (the app's sampling: jobs.sampling); the input, settings.json and
-        preprocessed image written."""
+    def first_phase(self, task: dict, job, work):
+        """The job's first phase (under the sampling's lock): the device held to the item's VRAM budget, then the
+        app's steps up to the sampling. Returns the second phase (the files), or None."""
+        from ..jobs.worker import PHASES
+
+        self.hold_budget(job.settings)
+        job.device = self.device
+        return PHASES[job.kind](self.context(task, job, work), job)
+
+    def context(self, task: dict, job, work):
+        """The job's context: this worker's pipelines, the item's work folder (made already) and its entries of
+        settings.json; nothing is kept for exports and nothing cancels it (Ctrl-C stops the worker)."""
+        from ..jobs.context import JobContext
         from ..jobs.folder import JobFolder
-        from ..jobs.inputs import prepare_image
-        from ..jobs.sampling import sample
-        from ..jobs.steps import settings_record
 
-        folder = JobFolder(work)
-        kind = "image" if task["kind"] == "image" else "prompt"
-        if kind == "image":
-            # The input first: a bad image fails in a second, before any model is loaded.
-            loaded = self._pipelines.get(("image", task["model"]))
-            problem = special_file_problem(job.inputs[0]) if isinstance(job.inputs[0], str) else None
-            if problem:                       # a pipe or device would block this lock, and every item behind it
-                from ..jobs.job import InputError
+        pipelines = self.pipelines(task)
 
-                raise InputError(problem)
-            t = time.perf_counter()
-            source = prepare_image(job.inputs[0], settings.preprocess, getattr(loaded, "background_remover", None))
-            job.timings["preprocess"] = time.perf_counter() - t
-        else:
-            source = task["source"]
-        pipeline = self.pipeline(task, kind)
-        self._set_policy(pipeline, settings)
-        record = settings_record(job, settings, task["model"] if kind == "image" else text_model(task), self.device)
-        record[manifest.ITEM_KEY] = {"name": task["name"], "key": task["key"], "kind": kind}
-        record["seed_was_random"] = bool(task.get("seed_was_random"))
-        if kind == "image":
-            record["inputs"] = [task["source"]]
-            folder.copy_inputs(job)
-            job.files.update(folder.write_preprocessed([source]))
-        else:
-            record["kind"], record["prompt"] = "text", source
-        job.files.update(folder.write_settings(record))
-        prepared = {"preprocess_image": False} if kind == "image" else {}
-        return sample(job, pipeline, lambda **a: pipeline.run(source, **prepared, **a), settings)
+        def pipeline(which: str, progress) -> tuple:
+            if which == "image":
+                return pipelines.image(job, progress), task["model"]
+            return pipelines.text(job, which.split(":", 1)[1], progress)
 
-    def _export(self, job, settings: GenerationSettings, work, gaussian, mesh) -> None:
+        return JobContext(device=self.device, model_path=task["model"], outputs_dir=Path(work).parent,
+                          pipeline=pipeline, background_remover=pipelines.background_remover,
+                          folder=lambda: JobFolder(work), cancelled=_never, keep=lambda result: None,
+                          record=item_record(task))
+
+    def write_timings(self, job, work, start: float) -> None:
+        """timings.json, as the app's worker writes it after the step: the whole item's seconds, its memory."""
         from ..jobs.folder import JobFolder
-        from ..jobs.steps import overlaps_files, quiet, write_outputs
 
-        folder = JobFolder(work)
-        # quiet: the batch shows items, not stages.
-        write_outputs(job, folder, settings, gaussian, mesh, quiet, _never, keep=True,
-                      overlap=overlaps_files(self.device))
-        job.timings["total"] = time.time() - job.created
-        job.timings["memory"] = item_memory(self.device, settings)
-        job.files.update(folder.write_timings(job.timings))
+        job.timings["total"] = time.perf_counter() - start
+        job.timings["memory"] = item_memory(self.device, job.settings)
+        job.files.update(JobFolder(work).write_timings(job.timings))
 
     # ------------------------------------------------------------------ pipelines, once each
-    def pipeline(self, task: dict, kind: str):
-        model = task["model"] if kind == "image" else text_model(task)
-        key = (kind, model)
-        if key not in self._pipelines:
-            from ..jobs.models import load_image_pipeline, load_text_pipeline
+    def pipelines(self, task: dict):
+        """The pipelines of the task's models on this device (jobs.models.DevicePipelines: each loaded on first use,
+        one text model at a time, only the one in use on the GPU)."""
+        models = (task["model"], task.get("text_model"))
+        if self._pipelines is None or self._models != models:
+            from ..jobs.models import DevicePipelines, Models
 
-            # One text model at a time next to the image model: a list asking for several sizes would
-            # otherwise keep them all in GPU memory.
-            for old in [k for k in self._pipelines if k[0] == kind]:
-                del self._pipelines[old]
-            self._pipelines[key] = (load_image_pipeline(model, self.device) if kind == "image"
-                                    else load_text_pipeline(model, self.device)[0])
-        return self._pipelines[key]
+            self._pipelines = None            # the old ones go first
+            self._pipelines, self._models = DevicePipelines(Models(*models), self.device), models
+        return self._pipelines
 
-    def _set_policy(self, pipeline, settings: GenerationSettings) -> None:
-        """The item's VRAM budget on the device (the worker's two items share it: the last set holds) and the
-        pipeline's precision / offload, each set again only when it changed (both give cached blocks back)."""
-        from ..jobs.budget import hold_to_budget, set_job_policy
+    def hold_budget(self, settings: GenerationSettings) -> None:
+        """The device held to the item's VRAM budget, set again only when it changed (the app's worker sets it per
+        job; here two items share the device, and the peak is the worker's since its first item)."""
         from trellis.core.device import start_peak_window
+
+        from ..jobs.budget import hold_to_budget
 
         if self._budget != (settings.vram_budget,):
             hold_to_budget(self.device, settings)
             if self._budget is None:
                 start_peak_window(self.device)
             self._budget = (settings.vram_budget,)
-        wanted = (settings.precision, settings.offload, settings.vram_budget)
-        if self._policy.get(id(pipeline)) != wanted:
-            set_job_policy(pipeline, settings)
-            self._policy[id(pipeline)] = wanted
-
-    def _free_memory(self) -> None:
-        import gc
-
-        # Under the sampling lock: emptying the cache synchronises the device, which would break a CUDA graph
-        # that the other item's sampling may be capturing right now.
-        with self._sample_lock:
-            gc.collect()
-            if self.device.startswith("cuda"):
-                import torch
-
-                with contextlib.suppress(Exception):
-                    torch.cuda.empty_cache()

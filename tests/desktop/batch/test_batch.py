@@ -2,32 +2,17 @@
 mid-item (every item still lands exactly once), resume, failures. The Ray mode: tests/desktop/batch/test_batch_ray.py."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from desktop.batch import items as batch_items
 from desktop.batch import manifest as mf
-from images import rgba_blob
-
-from repo import ROOT_DIR as ROOT
-# Small everything: 2 + 2 steps, a 64² texture baked from 4 views at 64², no hole filling.
-SMALL = ["--preset", "fast", "--steps", "2", "--texture-size", "64", "--formats", "glb,ply",
-         "--set", "fill_holes=false", "--set", "bake_views=4", "--set", "bake_resolution=64"]
-COLOURS = [(200, 80, 40), (30, 90, 220), (20, 160, 60), (220, 200, 30), (120, 40, 160), (240, 240, 240),
-           (90, 60, 30), (0, 140, 140)]
-
-
-def make_eight_images(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("batch_images")
-    for i, colour in enumerate(COLOURS):
-        rgba_blob(folder / f"object_{i}.png", color=colour)
-    return folder
+from tests.helpers.batch_runs import SMALL, KillOneWorker, check_every_item_once, events, make_eight_images
+from tests.helpers.images import rgba_blob
+from tests.helpers.repo import ROOT_DIR as ROOT
 
 
 @pytest.fixture(scope="module")
@@ -39,61 +24,6 @@ def batch(*args, timeout=240):
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.Popen([sys.executable, "-m", "desktop", "batch", *map(str, args)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-class KillOneWorker(threading.Thread):
-    """Watches OUT/.batch-work for an item being made and SIGKILLs the process making it, once: a real
-    signal to the real worker process (a local worker, or a Ray actor)."""
-
-    def __init__(self, out: Path, spare=()):
-        super().__init__(daemon=True)
-        self.out, self.spare = Path(out), set(spare)
-        self.killed = None             # (pid, item name)
-        self.stop = threading.Event()
-        self.start()
-
-    def run(self):
-        work = self.out / mf.WORK_DIR
-        while not self.stop.is_set():
-            for owner in sorted(work.glob(f"*/{mf.OWNER}")) if work.is_dir() else []:
-                try:
-                    pid = json.loads(owner.read_text())["pid"]
-                except (OSError, ValueError, KeyError):
-                    continue
-                # Mid-item: its settings are written, so the model is loaded and sampling has begun.
-                if pid in self.spare or not (owner.parent / "settings.json").is_file():
-                    continue
-                os.kill(pid, signal.SIGKILL)
-                self.killed = (pid, owner.parent.name.rsplit(".", 1)[0])
-                return
-            time.sleep(0.05)
-
-
-def events(out, kind=None, run=None):
-    """The manifest's events (of one kind; of the run-th batch run only, counting from 0)."""
-    found, runs = [], -1
-    for e in map(json.loads, (Path(out) / mf.MANIFEST).read_text().splitlines()):
-        runs += e["event"] == "batch"
-        if (kind is None or e["event"] == kind) and (run is None or run == runs):
-            found.append(e)
-    return found
-
-
-def check_every_item_once(out, names, images, run=0):
-    """Each item's folder is there, complete, made from its own image; nothing else and nothing half; the
-    run-th batch run made each item once."""
-    out = Path(out)
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(names)
-    for name in names:
-        folder = out / name
-        assert mf.folder_problem(folder, mf.source_key("image", str(Path(images) / f"{name}.png"))) is None
-        assert (folder / "input.png").read_bytes() == (Path(images) / f"{name}.png").read_bytes()
-        assert sorted(p.name for p in folder.iterdir()) == ["export.json", "input.png", "model.glb", "model.ply",
-                                                            "preprocessed.png", "result.npz", "settings.json",
-                                                            "timings.json"]
-    done = [e["item"] for e in events(out, "done", run)]
-    assert sorted(done) == sorted(names)                  # one "done" per item: none landed twice
-    assert not any(e.get("duplicate") for e in events(out, "done"))
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -339,32 +269,71 @@ def test_a_batch_item_keeps_the_values_set_and_reports_what_the_cpu_lowered(tiny
     assert record["changed_for_device"]["bake_resolution"] == [1024, 512]
 
 
-@pytest.mark.slow
-def test_a_batch_item_and_an_app_job_of_one_image_make_the_same_asset(tiny_pipeline_dir, eight_images, tmp_path):
-    """One executor: a batch item and an app job with the same image, settings and seed sample alike
-    (desktop/jobs/sampling.py) and write the same files (steps.write_outputs)."""
+def test_a_batch_item_and_an_app_job_of_one_image_make_the_same_files(tiny_pipeline_dir, eight_images, tmp_path):
+    """A batch item is the app's job (desktop/jobs: its steps, context and settings.json): with the same image,
+    settings and seed, a batch item and a runner's job write the same GLB, PLY, preprocessed image and decoded result,
+    and the same settings record, the item's own entries (which item, where its image came from) beside it."""
+    import numpy as np
+
     from desktop.batch.worker import ItemWorker
     from desktop.jobs import JobRunner
     from desktop.settings import GenerationSettings
 
     image = eight_images / "object_4.png"
     settings = GenerationSettings.from_preset("fast", seed=7, randomize_seed=False, ss_steps=2, slat_steps=2,
-                                              formats=("ply",))
+                                              formats=("glb", "ply"), texture_size=64, bake_views=4,
+                                              bake_resolution=64, fill_holes=False)
     out = tmp_path / "out"
     out.mkdir()
     task = {"id": "object_4", "name": "object_4", "kind": "image", "source": str(image), "settings": settings.to_dict(),
             "explicit": sorted(settings.explicit), "key": mf.source_key("image", str(image)),
-            "model": tiny_pipeline_dir, "out": str(out)}
+            "model": tiny_pipeline_dir, "out": str(out), "seed_was_random": True}
     answer = ItemWorker("cpu").process(task)
     assert answer["state"] == "done", answer
+    assert set(answer["seconds"]) == {"sample", "waited", "export"}
     with JobRunner(tiny_pipeline_dir, tmp_path / "app", device="cpu") as runner:
         job = runner.submit([str(image)], settings)
         assert job.wait(120) and job.state == "done", job.error
     item = out / "object_4"
-    assert (item / "model.ply").read_bytes() == open(job.files["ply"], "rb").read()
-    assert (item / "preprocessed.png").read_bytes() == open(job.files["preprocessed"], "rb").read()
-    records = [json.loads(p.read_text()) for p in (item / "settings.json", Path(job.files["settings"]))]
-    assert records[0]["settings"] == records[1]["settings"] and records[0]["seed"] == records[1]["seed"] == 7
+    for kind in ("glb", "ply", "preprocessed"):
+        assert (item / Path(job.files[kind]).name).read_bytes() == open(job.files[kind], "rb").read(), kind
+    with np.load(item / "result.npz") as a, np.load(job.files["result"]) as b:
+        assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
+    made, ran = (json.loads(p.read_text()) for p in (item / "settings.json", Path(job.files["settings"])))
+    assert made.pop(mf.ITEM_KEY) == {"name": "object_4", "key": task["key"], "kind": "image"}
+    assert made.pop("seed_was_random") is True and ran.pop("seed_was_random") is False
+    for record in (made, ran):
+        del record["job_id"], record["created"]
+    assert made == ran and made["inputs"] == [str(image)] and made["seed"] == 7
     timings = json.loads((item / "timings.json").read_text())
     assert timings["memory_policy"] == job.timings["memory_policy"]
-    assert [s["stage"] for s in timings["pipeline"]["stages"]] == [s["stage"] for s in job.timings["pipeline"]["stages"]]
+    assert [s["stage"] for s in timings["pipeline"]["stages"]] == \
+        [s["stage"] for s in job.timings["pipeline"]["stages"]]
+
+
+def test_a_trellis2_item_is_checked_as_the_runner_checks_its_job(tmp_path):
+    """A TRELLIS.2 model folder (its pipeline.json names the family): an item is the runner's job of it, so what
+    TRELLIS.2 cannot make fails the item as a bad input (not retried, nothing left behind) and the default files
+    become its mesh files with the job's warning. The family's steps then come through the app's dispatch."""
+    from desktop.batch.worker import ItemWorker, item_job
+    from desktop.jobs import trellis2_steps
+    from desktop.jobs.job import InputError
+    from desktop.settings import GenerationSettings
+
+    model = tmp_path / "trellis2"
+    model.mkdir()
+    (model / "pipeline.json").write_text(json.dumps({"name": "Trellis2ImageTo3DPipeline"}))
+    out = tmp_path / "out"
+    out.mkdir()
+    image = rgba_blob(tmp_path / "a.png")
+    task = {"name": "a", "kind": "image", "source": image, "key": "k", "model": str(model), "out": str(out),
+            "settings": GenerationSettings(formats=("glb", "ply")).to_dict()}
+    with pytest.raises(InputError, match="PLY"):
+        item_job(task)
+    answer = ItemWorker("cpu").process(task)
+    assert (answer["state"], answer["kind"], answer["retry"]) == ("failed", "input", False)
+    assert not (out / "a").exists() and not [p for p in out.rglob("*") if p.is_file()]     # no work folder left
+    job = item_job({**task, "settings": GenerationSettings().to_dict()})
+    assert "ply" not in job.settings.formats and "glb" in job.settings.formats and job.warnings
+    adapted, _ = trellis2_steps.check_trellis2_settings(GenerationSettings())
+    assert job.settings.formats == adapted.formats

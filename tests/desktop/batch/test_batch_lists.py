@@ -16,9 +16,9 @@ import pytest
 from desktop.batch import items as batch_items
 from desktop.batch import manifest as mf
 from desktop.batch.files import NotAFileError, read_regular
-from images import rgba_blob
+from tests.helpers.images import rgba_blob
 
-from repo import ROOT_DIR as ROOT
+from tests.helpers.repo import ROOT_DIR as ROOT
 SMALL = ["--preset", "fast", "--steps", "2", "--formats", "ply"]
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
 

@@ -9,7 +9,7 @@ import pytest
 
 from desktop.batch import manifest as mf
 from desktop.batch.command import main as batch_main
-from test_batch import SMALL, KillOneWorker, check_every_item_once, events, make_eight_images
+from tests.helpers.batch_runs import SMALL, KillOneWorker, check_every_item_once, events, make_eight_images
 
 pytestmark = pytest.mark.slow
 

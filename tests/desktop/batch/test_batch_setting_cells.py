@@ -5,13 +5,9 @@ The first test runs a fresh Python that appends an optional int row to the table
 app is imported (as an edit of settings_table.py would), then reads a CSV through the real item reader. This
 module imports nothing of the app at its top: the child process must patch the rows first.
 """
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
-TESTS = ROOT / "tests"
+from tests.helpers.children import run_child
 
 CSV = ("image,dummy_limit,seed\n"
        "good.png,none,3\n"
@@ -27,7 +23,7 @@ def child(out: str) -> None:
 
     table.ROWS = (*table.ROWS, table.Setting("dummy_limit", "int", None, "a dummy limit (none: no limit)", lo=10,
                                              hi=1000, optional=True))
-    from images import rgba_blob
+    from tests.helpers.images import rgba_blob
 
     from desktop.batch.items import read_items
     from desktop.settings import GenerationSettings
@@ -50,17 +46,13 @@ def child(out: str) -> None:
 
 
 def test_an_optional_int_column_takes_none_and_a_number(tmp_path):
-    code = (f"import sys; sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(TESTS)!r}]; "
-            f"import {Path(__file__).stem} as t; t.child({str(tmp_path)!r})")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = run_child(__file__, str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "the optional column was read" in proc.stdout
 
 
 def test_every_kind_of_settings_cell_is_read_as_the_cli_reads_it(tmp_path):
-    from images import rgba_blob
+    from tests.helpers.images import rgba_blob
 
     from desktop.batch.items import read_items
 
