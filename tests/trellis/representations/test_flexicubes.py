@@ -4,7 +4,6 @@
 (res+1)^3 vertex grid and res^3 cube grid (loops, no cleverness). It shares nothing with the module
 except the table loader.
 """
-import sys
 import time
 from pathlib import Path
 
@@ -14,9 +13,6 @@ import torch
 
 from trellis.representations.mesh import MeshExtractResult, extract_mesh
 from trellis.representations.mesh.flexicubes import load_tables
-
-from repo import BENCHMARKS
-sys.path.insert(0, str(BENCHMARKS))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -496,7 +492,7 @@ def test_noisy_field_peak_memory(monkeypatch):
     as one [F,3] row per face behind the [F,3,3] view: the result shrank by 2/3 of its normals (here 4.82 ->
     1.61 MB) while the peak, reached before they are made, stayed 12.55 MB, so peak / result is 1.71x now."""
     import trellis.representations.mesh.flexicubes as fc
-    from slat_memory_gpu import LiveStorages
+    from benchmarks.slat_memory_gpu import LiveStorages
 
     res = 64
     coords, feats = scattered_noisy(res)

@@ -3,7 +3,6 @@
 fields named; what is accepted placed exactly as trimesh's Scene.dump places it. GLBs are built here in memory."""
 import io
 import json
-import struct
 import time
 import tracemalloc
 
@@ -15,53 +14,7 @@ from trellis.representations import gltf_scene, mesh_input
 from trellis.representations.gltf_scene import GltfError, check_scene, count_scene
 from trellis.representations.mesh_input import MeshInputError, load_mesh, load_mesh_as_is, with_uv_materials
 
-TRIANGLE = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32)
-UV = np.array([[0, 0], [1, 0], [0, 1]], np.float32)
-
-
-def glb(doc, binary: bytes = b"") -> bytes:
-    """A GLB file: `doc` (or JSON text as bytes) as its JSON chunk, `binary` as its BIN chunk."""
-    text = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
-    text += b" " * (-len(text) % 4)
-    binary += b"\0" * (-len(binary) % 4)
-    body = struct.pack("<I4s", len(text), b"JSON") + text
-    body += struct.pack("<I4s", len(binary), b"BIN\0") + binary if binary else b""
-    return b"glTF" + struct.pack("<II", 2, 12 + len(body)) + body
-
-
-def triangle_doc(nodes: list, roots: list, uv: bool = False) -> tuple:
-    """(JSON, binary) of one real one-triangle mesh (with UVs and no material, as Blender writes them, if `uv`)
-    placed by `nodes`, with `roots` as the scene's nodes."""
-    binary = TRIANGLE.tobytes() + (UV.tobytes() if uv else b"")
-    doc = {"asset": {"version": "2.0"}, "buffers": [{"byteLength": len(binary)}],
-           "bufferViews": [{"buffer": 0, "byteLength": 36}] + ([{"buffer": 0, "byteOffset": 36, "byteLength": 24}]
-                                                               if uv else []),
-           "accessors": [{"bufferView": 0, "componentType": 5126, "count": 3, "type": "VEC3", "min": [0, 0, 0],
-                          "max": [1, 1, 0]}] + ([{"bufferView": 1, "componentType": 5126, "count": 3, "type": "VEC2"}]
-                                                if uv else []),
-           "meshes": [{"primitives": [{"attributes": {"POSITION": 0, **({"TEXCOORD_0": 1} if uv else {})}}]}],
-           "nodes": nodes, "scenes": [{"nodes": roots}], "scene": 0}
-    return doc, binary
-
-
-def declared_doc(nodes: int, triangles: int = 20_480) -> dict:
-    """`nodes` root nodes that all place one mesh whose accessors declare `triangles` triangles (no data: only the
-    counts are there, as in a file that would be built into gigabytes)."""
-    return {"asset": {"version": "2.0"},
-            "accessors": [{"componentType": 5126, "count": triangles // 2 + 2, "type": "VEC3"},
-                          {"componentType": 5125, "count": 3 * triangles, "type": "SCALAR"}],
-            "meshes": [{"primitives": [{"attributes": {"POSITION": 0}, "indices": 1}]}],
-            "nodes": [{"mesh": 0, "translation": [i, 0, 0]} for i in range(nodes)],
-            "scenes": [{"nodes": list(range(nodes))}]}
-
-
-def chain(levels: int, mesh_on_every_node: bool = False) -> list:
-    """`levels` nodes, each the child of the one before, each moved 0.1 along x; the mesh on the last (or all)."""
-    nodes = [{"children": [i + 1], "translation": [0.1, 0, 0]} for i in range(levels - 1)] + [{"mesh": 0}]
-    for node in nodes[:-1] if mesh_on_every_node else []:
-        node["mesh"] = 0
-    return nodes
-
+from tests.helpers.gltf import UV, chain, declared_doc, glb, setter, triangle_doc, with_uvs
 
 def refused(data: bytes, words: str, loader=load_mesh):
     """The loader's MeshInputError for a GLB's bytes, which must contain `words`."""
@@ -171,23 +124,6 @@ def test_hierarchies_that_are_no_tree_are_refused(nodes, roots, words):
 
 
 # ------------------------------------------------------------------------------------------ malformed fields
-
-def with_uvs(change):
-    """A GLB whose primitive has UVs and no material (with_uv_materials gives it one) after `change(doc)`."""
-    doc, binary = triangle_doc([{"mesh": 0}], [0], uv=True)
-    change(doc)
-    return glb(doc, binary)
-
-
-def setter(path: str, value):
-    def change(doc):
-        *parents, last = path.split(".")
-        target = doc
-        for key in parents:
-            target = target[int(key)] if isinstance(target, list) else target[key]
-        target[int(last) if isinstance(target, list) else last] = value
-    return change
-
 
 MALFORMED = [
     ("materials", {}, "materials is an object, not a list"),

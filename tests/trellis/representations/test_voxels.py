@@ -2,7 +2,6 @@
 models: surfaces that would take minutes to voxelise, cancel during it, FIFOs named by a model."""
 import json
 import os
-import struct
 import threading
 import time
 import tracemalloc
@@ -19,6 +18,9 @@ from trellis.representations.voxels import (
     voxelize,
     voxelize_surface,
 )
+
+from tests.helpers.blocking import without_hanging
+from tests.helpers.meshes import nested_cubes, nested_cubes_stl
 
 
 def analytic_sphere_shell(res=64):
@@ -143,23 +145,6 @@ def test_non_manifold_meshes_voxelise_unless_refused():
 
 # ------------------------------------------------------------------------------------------ hostile models
 
-def nested_cubes(n: int) -> tuple:
-    """(vertices, faces) of n nested cube shells, scaled 0.5 to 1: 12 n large triangles lying over one another."""
-    v = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1]], float) - 0.5
-    f = np.array([[0, 2, 1], [0, 3, 2], [4, 5, 6], [4, 6, 7], [0, 1, 5], [0, 5, 4], [1, 2, 6], [1, 6, 5], [2, 3, 7],
-                  [2, 7, 6], [3, 0, 4], [3, 4, 7]])
-    tris = np.concatenate([v[f] * s for s in np.linspace(0.5, 1, n)])
-    return tris.reshape(-1, 3), np.arange(3 * len(tris)).reshape(-1, 3)
-
-
-def nested_cubes_stl(n: int) -> bytes:
-    """The binary STL of nested_cubes(n): 2 000 shells are 24 000 triangles in 1.2 MB."""
-    tris = nested_cubes(n)[0].reshape(-1, 3, 3)
-    rec = np.zeros(len(tris), [("n", "<f4", 3), ("v", "<f4", (3, 3)), ("a", "<u2")])
-    rec["v"] = tris
-    return b" " * 80 + struct.pack("<I", len(rec)) + rec.tobytes()
-
-
 def slivers(n: int, seed: int = 1) -> tuple:
     """(vertices, faces) of n long thin triangles across the cube: many candidate voxels, few of them touched
     and none shared, the slowest kind of work per test."""
@@ -256,26 +241,6 @@ def test_cancel_lands_within_a_second_during_voxelisation():
     with pytest.raises(Cancelled):
         voxelize(trimesh.Trimesh(*nested_cubes(20), process=False), cancel=lambda: calls.append(1) or len(calls) > 3)
     assert len(calls) == 4                         # checked between chunks, not only before and after
-
-
-def without_hanging(fn, fifo: str, seconds: float = 10.0):
-    """fn()'s result or exception; fails (after unblocking it) when fn is still blocked on `fifo` after
-    `seconds`: opening the FIFO's other end lets a reader stuck on it go on."""
-    box = {}
-
-    def run():
-        try:
-            box["value"] = fn()
-        except Exception as err:          # returned for the caller to check
-            box["value"] = err
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(seconds)
-    if worker.is_alive():
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        worker.join(5)
-        pytest.fail(f"blocked on the FIFO {fifo} for {seconds} s")
-    return box["value"]
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")

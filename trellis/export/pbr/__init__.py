@@ -1,8 +1,9 @@
 """O-Voxel (TRELLIS.2's ``MeshWithVoxel``) -> a PBR GLB through our export (TRELLIS2_FACTS.md §11-§12), one step per
 module:
 
-* ``prepare``: the dual-grid mesh, small holes closed (``small_holes``), decimated to the face target, wound
-  facing out (``orientation``), UV-unwrapped;
+* ``prepare``: the dual-grid mesh reduced to the face target (``reduce``: grid clustering, ``cluster``, with its
+  int64 sorts in ``sorting``; small holes closed, ``small_holes``; a quadric trim), wound facing out
+  (``orientation``), UV-unwrapped;
 * ``bake``: the UV layout rasterised, each texel's point projected onto the dense mesh (``surface_grid`` over
   ``triangle_distance``), the voxel attributes sampled there into base colour, alpha and metallic-roughness
   textures, inpainted; the normal map from the dense mesh's normals (``dense_normals``);

@@ -91,7 +91,7 @@ def bake_pbr_textures(mesh, dense_vertices: torch.Tensor, dense_faces: torch.Ten
                       cancel=None, info: dict | None = None) -> PbrTextures:
     """The textures of ``mesh`` (a ``MeshWithVoxel`` with attributes) on the unwrapped mesh ``vertices`` [V,3],
     ``faces`` [F,3], ``uvs`` [V,2] (numpy, z up, v up), projected onto the dense mesh (``dense_vertices``,
-    ``dense_faces``: the hole-filled decoder mesh); see the module docstring. ``split``: the ``normals.SharedSplit``
+    ``dense_faces``: the decoder's mesh); see the module docstring. ``split``: the ``normals.SharedSplit``
     of these faces that the files' normals come from (made in its thread while the attributes are baked), or None.
     ``info`` gets "covered_share" and "projection"."""
     if mesh.attrs is None:
@@ -113,6 +113,7 @@ def bake_pbr_textures(mesh, dense_vertices: torch.Tensor, dense_faces: torch.Ten
                                                cancel, info)
         points = torch.where((dense_face >= 0)[:, None], hit, points)
     check(cancel)
+    report(progress, "attributes", 0, 1)
     attrs = mesh.query_attrs(points)
     rgb = _channel(mesh, attrs, "base_color", 0.0)
     amr = torch.cat([_channel(mesh, attrs, "alpha", 1.0), _channel(mesh, attrs, "roughness", 1.0),
@@ -122,12 +123,14 @@ def bake_pbr_textures(mesh, dense_vertices: torch.Tensor, dense_faces: torch.Ten
     covered = covered.reshape(s, s)
     report(progress, "bake", 2, 3)
     check(cancel)
+    report(progress, "inpaint", 0, 1)
     images = []
     for values in (rgb, amr):
         img = torch.zeros(s * s, 3, device=dev)
         img[pix] = values.float().clamp(0, 1)
         images.append(inpaint_texture(img.reshape(s, s, 3), covered))
     base, amr_u8 = images
+    report(progress, "inpaint", 1, 1)
     mr = np.stack([np.zeros_like(amr_u8[..., 0]), amr_u8[..., 1], amr_u8[..., 2]], -1)
     normal = None
     if normal_map:

@@ -10,9 +10,9 @@ in our arrays and 1 - v in the file (trimesh's writer flips them, once), ``pbrMe
 colour (+ alpha) and metallic-roughness textures, metallicFactor and roughnessFactor 1, an honest alpha mode
 (``alpha_mode``), double-sided (the dual grid's surfaces may be open sheets), and the normal map with tangents.
 
-``progress(stage, done, total)``: "fill_holes", the decimation's stages ("simplify", "final_simplify"), "orient",
-"uv_unwrap", "bake", "project", "normal_map", "assemble"; ``cancel()`` returning True raises
-``trellis.core.callbacks.Cancelled`` between and inside the steps.
+``progress(stage, done, total)``: "cluster", "fill_holes", the quadric trim's stages ("simplify", "final_simplify"),
+"orient", "uv_unwrap", "bake", "project", "attributes", "inpaint", "normal_map", "assemble"; ``cancel()`` returning
+True raises ``trellis.core.callbacks.Cancelled`` between and inside the steps.
 """
 from __future__ import annotations
 

@@ -1,12 +1,13 @@
 """Holes of the decoded O-Voxel mesh closed up to a perimeter in world units (TRELLIS2_FACTS.md §11: boundary loops
 of at most 0.03 are triangulated), with our hole filler (``cleanup.holes.fill_holes``) doing the triangulation.
 
-The dense mesh has millions of faces and few holes, so the boundary is found on the mesh's device (an edge used by
-one face) and only the faces touching a boundary vertex (the holes' rings) go to the numpy filler. A ring's own
-outer rim is no hole of the mesh: its edges never touch a boundary vertex (both faces of an inner edge at such a
-vertex are in the ring), so the loops kept are those whose vertices are all on the mesh's boundary, with a perimeter
-within the limit. The rings are wound consistently first (``orientation``: the dual grid's faces are not), which
-the filler needs to chain a loop; patches of loops not kept are dropped.
+The mesh (the export's, reduced to about its face target: ``reduce``) may have millions of faces and few holes, so
+the boundary is found on the mesh's device (an edge used by one face) and only the faces touching a boundary vertex
+(the holes' rings) go to the numpy filler. A ring's own outer rim is no hole of the mesh: its edges never touch a
+boundary vertex (both faces of an inner edge at such a vertex are in the ring), so the loops kept are those whose
+vertices are all on the mesh's boundary, with a perimeter within the limit. The rings are wound consistently first
+(``orientation``: the dual grid's faces are not), which the filler needs to chain a loop; patches of loops not kept
+are dropped.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from ...core.callbacks import check
 from ..arrays import Progress, report
 from ..cleanup.holes import boundary_cycles, boundary_with_faces, fill_holes
 from .orientation import unify_orientation
+from .sorting import unique_counts, unique_inverse
 
 __all__ = ["MAX_HOLE_PERIMETER", "boundary_vertex_mask", "fill_small_holes"]
 
@@ -27,7 +29,7 @@ def boundary_vertex_mask(faces: torch.Tensor, n_vertices: int) -> torch.Tensor:
     """bool [V]: vertices on an edge that only one face uses (on the faces' device)."""
     he = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
     key = torch.minimum(he[:, 0], he[:, 1]) * n_vertices + torch.maximum(he[:, 0], he[:, 1])
-    _, inverse, count = torch.unique(key, return_inverse=True, return_counts=True)
+    inverse, count = unique_counts(key)
     lone = he[count[inverse] == 1]
     mask = torch.zeros(n_vertices, dtype=torch.bool, device=faces.device)
     mask[lone.reshape(-1)] = True
@@ -73,7 +75,7 @@ def fill_small_holes(vertices: torch.Tensor, faces: torch.Tensor, max_perimeter:
         return vertices, faces
     ring_rows = torch.nonzero(on_boundary[faces].any(dim=1))[:, 0]
     ring = faces[ring_rows]
-    used, local = torch.unique(ring.reshape(-1), return_inverse=True)
+    used, local = unique_inverse(ring.reshape(-1))
     rv = vertices[used].double().cpu().numpy()
     rf = local.reshape(-1, 3).cpu().numpy()
     rf = unify_orientation(rv, rf, outward=False)

@@ -1,0 +1,94 @@
+"""The dense O-Voxel mesh down to the export's face target, fast whatever the decoder made (TRELLIS2_FACTS.md §11,
+§12.2, with our own tools):
+
+1. ``cluster``: vertex clustering on a uniform grid (``cluster.cluster_to_faces``), on the mesh's device, to the
+   target within TARGET_TOLERANCE: linear time, an error bounded by the cell (about a voxel or two at the usual
+   targets), and no stall on open sheets, specks or non-manifold fans, where an edge-collapse decimator stops far
+   above the target (its pieces keep their open borders in place, and a random-weight decoder's mesh is mostly
+   open border);
+2. ``small_holes``: holes up to the perimeter closed, on the reduced mesh (a hole below the cell has closed itself);
+3. where the patches took the count past the tolerance, the quadric decimation of the v1 clean-up
+   (``cleanup.chain.clean_mesh_for_export`` without its hidden-face removal: the dual grid has no inner sheet) trims
+   the filled mesh to the target (a few per cent of its faces: one pass over the whole mesh);
+4. only where the clustering cannot land within CONTRACT_TOLERANCE (a small mesh at a target of a few hundred faces,
+   whose count jumps from one cell size to the next), the dense mesh hole-filled and decimated by that quadric
+   decimation instead, kept if it lands closer.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from ...core.callbacks import check
+from ..arrays import Progress, output, report
+from ..cleanup.chain import clean_mesh_for_export
+from .cluster import cluster_to_faces
+from .small_holes import MAX_HOLE_PERIMETER, fill_small_holes
+
+__all__ = ["TARGET_TOLERANCE", "LOOSE_TOLERANCE", "CONTRACT_TOLERANCE", "QUADRIC_MAX_FACES", "reduce_to_target"]
+
+# The clustering's landing tolerance, inside the export's contract (the target +- CONTRACT_TOLERANCE), and what it
+# accepts after a few tries (``cluster.LOOSE_AFTER``) on a mesh whose count jumps between cell sizes.
+TARGET_TOLERANCE = 0.03
+LOOSE_TOLERANCE = 0.045
+CONTRACT_TOLERANCE = 0.05
+# Step 4 only for dense meshes up to this many faces (one quadric pass of about a second; a larger mesh's count
+# moves in small steps with the cell and lands).
+QUADRIC_MAX_FACES = 300_000
+
+
+def _off(faces: int, target: int) -> float:
+    return abs(faces - target) / target
+
+
+def reduce_to_target(vertices: torch.Tensor, faces: torch.Tensor, target: int, voxel_size: float,
+                     max_hole_perimeter: float = MAX_HOLE_PERIMETER, progress: Progress = None, cancel=None,
+                     info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices float32 [V,3], faces int64 [F,3], numpy) of the dense mesh (torch, any device) with ``target``
+    faces within CONTRACT_TOLERANCE (a mesh with fewer keeps its own); see the module docstring. ``voxel_size``:
+    the O-Voxel's, the smallest clustering cell. ``info`` gets "cluster" (cell in voxels, tries, faces), "holes",
+    "trim" (step 3's record), "quadric" (step 4's, and whether it was kept) and "seconds" per step."""
+    info = {} if info is None else info
+    seconds = info.setdefault("seconds", {})
+    clock = [time.perf_counter()]
+
+    def lap(name):
+        now = time.perf_counter()
+        seconds[name] = round(seconds.get(name, 0.0) + now - clock[0], 3)
+        clock[0] = now
+
+    target = int(target)
+    dense_v, dense_f = vertices.float(), faces.long()
+    v, f = dense_v, dense_f
+    if f.shape[0] > target:
+        report(progress, "cluster", 0, 1)
+        got = cluster_to_faces(v, f, target, TARGET_TOLERANCE, voxel_size, cancel=cancel, loose=LOOSE_TOLERANCE)
+        v, f = got.vertices, got.faces
+        info["cluster"] = {"cell_voxels": round(got.cell / voxel_size, 3), "tries": got.tries,
+                           "faces": int(f.shape[0])}
+        report(progress, "cluster", 1, 1)
+        lap("cluster")
+    check(cancel)
+    v, f = fill_small_holes(v, f, max_hole_perimeter, progress, cancel, info.setdefault("holes", {}))
+    lap("fill_holes")
+    check(cancel)
+    if f.shape[0] > target * (1 + TARGET_TOLERANCE):
+        v_np, f_np = clean_mesh_for_export(v, f, fill_holes=False, target_faces=target, progress=progress,
+                                           cancel=cancel, info=info.setdefault("trim", {}))
+        lap("trim")
+    else:
+        v_np, f_np = output(v.cpu().numpy(), f.cpu().numpy())
+    if (_off(len(f_np), target) > CONTRACT_TOLERANCE and dense_f.shape[0] > target
+            and dense_f.shape[0] <= QUADRIC_MAX_FACES):
+        check(cancel)
+        hv, hf = fill_small_holes(dense_v, dense_f, max_hole_perimeter, None, cancel)
+        qv, qf = clean_mesh_for_export(hv, hf, fill_holes=False, target_faces=target, progress=progress,
+                                       cancel=cancel, info=info.setdefault("quadric", {}))
+        closer = _off(len(qf), target) < _off(len(f_np), target)
+        info["quadric"]["kept"] = bool(closer)
+        if closer:
+            v_np, f_np = qv, qf
+        lap("quadric")
+    return v_np, f_np
