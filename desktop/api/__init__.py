@@ -1,10 +1,12 @@
 """The REST API server (`python -m desktop api`), one module per concern, imported one way:
 
-    common   <- v1, spz_params <- spz, security <- docs <- server;  openai_errors <- generations <- server
+    common   <- families <- v1, spz_trellis2;  common <- spz_params;  spz_params, spz_trellis2 <- spz;
+    security <- docs <- server;  openai_errors <- generations <- server
 
 common: what both families of endpoints share (limits, errors, body reading, validation, settings of a
-request); v1: the /v1 job API; spz: the StableProjectorz endpoints (spz_params: that app's parameter names,
-the request schemas and the panel); generations: POST /v1/3d/generations, the OpenAI-style endpoint of the local
+request); families: the model family a server runs and a request's `model_family` checked against it; v1: the /v1
+job API; spz: the StableProjectorz endpoints (spz_params: that app's parameter names, the request schemas and the
+panel; spz_trellis2: TRELLIS.2 there); generations: POST /v1/3d/generations, the OpenAI-style endpoint of the local
 AI servers (openai_errors: its errors in the OpenAI shape); security: origins, tokens and the middleware; docs:
 /docs, /redoc and the OpenAPI schema; server: create_app and the command (main); connections: uvicorn's HTTP
 protocol with header and body deadlines and connection limits (imports none of the others: the browser app's server

@@ -24,7 +24,8 @@ a failed job answers with the status of its kind (common.ERROR_STATUS) and a mes
 do; only preview URLs that exist are advertised (the Gaussian turntable; /download/preview/mesh is
 404). Every job also shows up in the /v1 job API (and its files in the outputs folder). Besides the
 names below, the form endpoints and /generate accept any generation setting under its own name
-(e.g. bake_views, fill_holes, preset); unknown fields are ignored, as that API did.
+(e.g. bake_views, fill_holes, preset, pipeline_type) and REST's `model_family` (TRELLIS.2: spz_trellis2.py);
+unknown fields are ignored, as that API did.
 
 StableProjectorz's own client (its 3D mode) pings, reads /info/supported_operations and the panel every few
 seconds, and on Generate POSTs its panel's values as JSON to /generate with `generate_what`
@@ -51,6 +52,7 @@ from ..settings import ROWS, SETTINGS, check_prompt, check_value, normalise_choi
 # StableProjectorz's names, the request schemas and the panel (re-exported here):
 from .spz_params import (ALIASES, STATUSES, SUPPORTED_OPERATIONS, check_operation, form_body,  # noqa: F401
                          panel_layout, referenced_models, spz_models, to_params)
+from .spz_trellis2 import checked_family, panel_lines, pipeline_type_from_panel, trellis2_formats
 
 BUSY = ("Server is busy: a generation is running. Wait for it (GET /status) or stop it (POST /interrupt).")
 
@@ -95,9 +97,10 @@ class SpzSlot:
         return next((j for j in reversed(self.jobs) if j.state == "done" and kind in j.files), None)
 
 
-async def _form_request(request, model, multi: bool) -> tuple:
-    """(validated model, image bytes) of a form endpoint (multipart, urlencoded or JSON)."""
+async def _form_request(request, model, multi: bool, runner) -> tuple:
+    """(validated model, image bytes) of a form endpoint (multipart, urlencoded or JSON); 422 for the wrong family."""
     kind, body = await read_body(request)
+    checked_family(runner, body, images=True)
     file_field, b64_field = ("file_list", "image_list_base64") if multi else ("file", "image_base64")
     if kind == "json":
         req = validate(model, body, strict=True, whole_floats=True)
@@ -128,7 +131,7 @@ async def _checked(state, req, images: list, mode: str, formats: tuple, prompt: 
     values = req.model_dump(exclude={"image_base64", "image_list_base64", "single_multi_img_input",
                                      "output_format", "skip_videos", "prompt", "generate_what"})
     params = to_params(values)
-    params["formats"] = formats
+    params["formats"] = formats if prompt is not None else trellis2_formats(state.runner, mode, formats)
     settings = build_settings(params, state.defaults)
     await check_images(images, settings.preprocess, [f"image {i + 1}" for i in range(len(images))])
 
@@ -139,6 +142,8 @@ async def _checked(state, req, images: list, mode: str, formats: tuple, prompt: 
             return state.runner.submit(images, settings, keep_result=(mode == "preview"))
         except RuntimeError as err:
             raise not_queued(err) from None
+        except ValueError as err:           # what the server's model cannot make (several views for TRELLIS.2)
+            raise ApiError(422, str(err)) from None
     return submit
 
 
@@ -343,7 +348,7 @@ def add_routes(app) -> None:
                   openapi_extra={"requestBody": body}, name=path.strip("/"))
         async def generate(request: Request):
             async def prepare(state):
-                req, images = await _form_request(request, model, multi)
+                req, images = await _form_request(request, model, multi, state.runner)
                 return await _checked(state, req, images, mode, formats=formats)
             return await _generation(request, mode, prepare)
 
@@ -362,8 +367,9 @@ def add_routes(app) -> None:
     async def generate_json(request: Request):
         async def prepare(state):
             _, raw = await read_body(request, forms=False)
-            body = validate(GenerateRequest, raw, strict=True, whole_floats=True)
+            body = validate(GenerateRequest, pipeline_type_from_panel(raw), strict=True, whole_floats=True)
             images, prompt = _json_generation(body)
+            checked_family(state.runner, raw, images=prompt is None)
             return await _checked(state, body, images, "generate", prompt=prompt,
                                   formats=("glb",) if body.skip_videos else ("glb", "mp4"))
         return await _generation(request, "generate", prepare)
@@ -445,4 +451,5 @@ def add_routes(app) -> None:
     async def generation_panel(request: Request):
         state = api_state(request)
         text = getattr(state.runner, "text_model", None) is not None
-        return PlainTextResponse(panel_layout(build_settings({}, state.defaults), text=text))
+        settings = build_settings({}, state.defaults)
+        return PlainTextResponse(panel_layout(settings, text=text) + panel_lines(state.runner, settings))

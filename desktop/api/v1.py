@@ -16,6 +16,7 @@ from typing import Annotated, Literal, Optional, Union
 from .common import (MAX_IMAGE_BYTES, MAX_IMAGES, ApiError, api_state, binary_content, build_settings, check_images,
                      decode_base64, error_body_model, error_responses, form_schema, form_values, not_queued,
                      parameter_fields, read_body, rule_type, upload_bytes, validate)
+from .families import FAMILIES, FAMILY_HELP, check_family, runner_family
 from ..jobs.limits import job_limits
 from ..settings import EXPORT_FIELDS, MAX_PROMPT_CHARS, PRESETS, ROWS, check_prompt
 
@@ -72,6 +73,7 @@ def _build_models():
                                                     "POST /v1/jobs/{id}/export can write other files from it "
                                                     "without sampling again (only the most recent kept "
                                                     "results stay in memory)")),
+        model_family=(Optional[Literal[FAMILIES]], Field(None, description=FAMILY_HELP)),
         **parameter_fields())
 
     export_fields = {k: v for k, v in parameter_fields().items() if k in EXPORT_FIELDS}
@@ -154,6 +156,7 @@ def _build_models():
         status: Literal["ok"]
         api_version: str
         model: str
+        model_family: Literal[FAMILIES] = Field(description="the family of its model: trellis (TRELLIS v1) or trellis2")
         text_model: Optional[str] = Field(description="the text pipeline for prompts (null: the published one of "
                                                       "each job's text_model_size, downloaded on first use)")
         model_loaded: bool
@@ -302,6 +305,7 @@ def add_job_routes(app) -> None:
         state = api_state(request)
         jobs = state.runner.list()
         return {"status": "ok", "api_version": API_VERSION, "model": state.runner.model_path,
+                "model_family": runner_family(state.runner),
                 "text_model": state.runner.text_model,
                 "model_loaded": state.runner.model_loaded, "devices": list(state.runner.devices),
                 "fast_paths": state.runner.fast_paths(),
@@ -360,7 +364,10 @@ def add_job_routes(app) -> None:
                 mesh = await mesh_upload(meshes[0], req.mesh_name)
         prompt = _checked_prompt(req.prompt)
         _check_combination(images, prompt, mesh)
-        params = req.model_dump(exclude={"images", "keep_result", "prompt", "mesh", "mesh_name"}, exclude_none=True)
+        if prompt is None and mesh is None:                    # an image job: 422 when the server runs the other
+            check_family(state.runner, req.model_family)
+        params = req.model_dump(exclude={"images", "keep_result", "prompt", "mesh", "mesh_name", "model_family"},
+                                exclude_none=True)
         settings = build_settings(params, state.defaults)
         await check_images(images, settings.preprocess, [f"images[{i}]" for i in range(len(images))])
         if mesh is not None:

@@ -14,8 +14,9 @@ REST API server): the running job ends interrupted, then the app exits 0.
 Gradio is imported only once the options are parsed, so `--help` and a usage error are instant.
 
 The package, imported one way: lazy (gradio on first use) <- values (settings <-> the page's knobs, the
-images of a click) <- status (what the page shows about jobs) <- history, download_row, export_panel, endpoints
-(gradio_client) <- app (TrellisApp: the page and its handlers) <- server (options and main). The names below stay
+images of a click) <- status (what the page shows about jobs) <- family_view (the Model choice: TRELLIS v1 or
+TRELLIS.2) <- history, download_row, export_panel, endpoints (gradio_client) <- app (TrellisApp: the page and its
+handlers) <- server (options and main). The names below stay
 importable as `desktop.ui.X`.
 """
 from .app import CSS, EXAMPLES_DIR, ROOT, TrellisApp  # noqa: F401

@@ -9,13 +9,15 @@ import threading
 from pathlib import Path
 
 from ..jobs import folder as job_folder
-from ..settings import DEFAULT_PRESET, PRESETS, GenerationSettings, check_prompt, slider
+from ..api.families import FAMILY_NAMES
+from ..settings import DEFAULT_PRESET, PRESETS, SETTINGS, GenerationSettings, check_prompt, slider
 from .batch_view import ROW_JS, BatchView, wire_batch
 from .download_row import EMPTY_LABEL, wire_download_row
 from .endpoints import ApiEndpoints
 from .expectations import MeshPreview, PromptTokens, text_size_control, wire_token_counts
 from .errors import error_html, form_error_html
 from .export_panel import NOTHING_PICKED, ExportPanel, wire_export_panel
+from .family_view import FamilyChoice, refuse_other_family, trellis2_formats, wire_family
 from .history import RELOADED_KNOBS, HistoryViews
 from .history_tab import EMPTY as HISTORY_EMPTY, HistoryTab, wire_history_tab
 from .knobs import KNOBS, PRESET_CHOICES_WITH_CUSTOM, start_note, wire_knobs
@@ -95,6 +97,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
         self._tmp = Path(tempfile.mkdtemp(prefix="trellis-desktop-ui-"))    # OBJ zips
         self.tokens = PromptTokens(getattr(runner, "text_model", None))
         self.mesh_preview = MeshPreview()
+        self.family = FamilyChoice(runner)               # the Model choice and what it greys (family_view.py)
 
     def close(self) -> None:
         shutil.rmtree(self._tmp, ignore_errors=True)
@@ -109,6 +112,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
         memory = memory_line(self.runner.list())
         memory = f" · {md_escape(memory)}" if memory else ""
         return (f"# Trellis Desktop\nOne photo (or a prompt) in, a textured 3D model out. Model: "
+                f"{FAMILY_NAMES[self.family.running]} "
                 f"`{self.runner.model_path}`{text} · device: {device_line(self.runner.fast_paths())}{memory} · "
                 f"outputs: `{self.runner.outputs_dir}`")
 
@@ -119,12 +123,14 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
         k = {}                                       # setting name -> its control
         # Controls whose choices depend on this machine (the text models installed).
         machine = {"text_model_size": text_size_control(getattr(self.runner, "text_model", None))}
+        choice = self.family
+        machine.update(choice.overrides(d.formats))          # what the Model choice greys
 
         def place(where):
             # Every setting shown in this part of the page (settings_table.Ui), line by line.
             for line in page_lines(where):
                 with gr.Row() if len(line) > 1 else contextlib.nullcontext():
-                    for row in line:
+                    for row in (r for r in line if r.name not in k):      # placed already: the pipeline type
                         k[row.name] = setting_control(row, start[row.name] if row.name in start
                                                       else getattr(d, row.name), machine.get(row.name))
         with gr.Blocks(title="Trellis Desktop", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
@@ -149,8 +155,8 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
                         with gr.Tab("Multiple views", id="multi") as tab_multi:
                             gr.Markdown("Several photos of **one** object from different sides (experimental: "
                                         "the views are combined while sampling, no training involved).")
-                            multi = gr.Gallery(label="Views", type="filepath", interactive=True, columns=3,
-                                               height=300, elem_id="td-multi")
+                            multi = gr.Gallery(type="filepath", columns=3, height=300, elem_id="td-multi",
+                                               **choice.multi_update(choice.running))
                             place("multi")
                         with gr.Tab("Batch", id="batch") as tab_batch:
                             gr.Markdown("Several images, **each its own job**: they are queued and each result "
@@ -177,7 +183,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
                             look_prompt = gr.Textbox(label="New look from a prompt", lines=2, elem_id="td-look-prompt",
                                                      placeholder="made of polished gold")
                             look_tokens = gr.HTML(self.tokens.html(""), elem_id="td-look-tokens")
-                            look_image = gr.Image(label="... or from a photo", type="filepath", image_mode=None,
+                            look_image = gr.Image(label=choice.look_label(), type="filepath", image_mode=None,
                                                   sources=["upload", "clipboard"], height=200,
                                                   elem_id="td-look-image")
                             place("variant")
@@ -198,6 +204,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
                                 # New files from the picked job with the Output settings, without sampling again.
                                 export_again = gr.Button("Export again", elem_id="td-export-again")
                             export_note = gr.Markdown(NOTHING_PICKED, elem_id="td-export-plan")   # export_panel
+                    family = choice.controls(lambda name, o: setting_control(SETTINGS[name], getattr(d, name), o), k)
                     preset = gr.Radio(PRESET_CHOICES_WITH_CUSTOM, value=DEFAULT_PRESET, label="Preset",
                                       elem_id="td-preset", info="Sets the knobs below (moving one makes it Custom); "
                                                                 "Low VRAM for GPUs with little memory")
@@ -241,7 +248,8 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
                              (tab_variant, "variant"), (tab_history, "history")],
                       mode, [info, video, model3d, file_choice, download, files])
 
-            wire_knobs(self, k, preset, device_note, reuse_seed, history, info)
+            wire_knobs(self, k, preset, device_note, reuse_seed, history, info, family)
+            wire_family(choice, family, k, multi)
 
             def apply_preset(name):
                 if name not in PRESETS:                      # "Custom": the knobs stay as they are
@@ -251,10 +259,12 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
             # input, not change: loading a past job's settings sets the preset without re-applying it.
             self.refresh_knobs(preset.input(apply_preset, preset, knob_components, **quick))
 
-            def apply_destination(name):
+            def apply_destination(name, chosen):
                 values = destination_values(name, self.defaults)
+                if chosen == "trellis2":                 # its destinations' MP4 is v1's
+                    values["formats"] = trellis2_formats(values["formats"])
                 return [values[n] for n in DESTINATION_KNOBS]
-            self.refresh_knobs(k["destination"].input(apply_destination, k["destination"],
+            self.refresh_knobs(k["destination"].input(apply_destination, [k["destination"], family],
                                                       [k[n] for n in DESTINATION_KNOBS], **quick))
 
             # change: uploads, pastes and examples alike (and clearing the box resets the status).
@@ -265,7 +275,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
 
             self._named = {"mode": mode, "single": single, "multi": multi, "batch": batch, "preset": preset,
                            "prompt": prompt, "mesh": mesh, "look_prompt": look_prompt, "look_image": look_image,
-                           "history": history, **k}
+                           "history": history, "family": family, **k}
             results = [status, k["seed"], info, video, model3d, file_choice, download, files, history]
 
             wire_busy(generate, cancel, [generate, export_again])
@@ -298,7 +308,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
                           show_progress="minimal", concurrency_limit=4)
             # history.reuse_settings's answer: the preset, RELOADED_KNOBS' controls, then REUSED_INPUTS.
             settings_outputs = [preset, *[k[n] for n in RELOADED_KNOBS], tabs, mode, prompt, mesh, look_prompt,
-                                look_image, single, multi]
+                                look_image, single, multi, family]
             self.refresh_knobs(reuse.click(self.reuse_settings, history, settings_outputs, **quick))
             self._add_api_endpoints(examples[0] if examples else None)
         return demo
@@ -405,6 +415,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
             name, source, prompt, image = collect_look(named["mesh"], named["look_prompt"], named["look_image"])
             self._checked_mesh(source, name)
             return [(name, lambda: runner.submit_variant(source, settings, prompt=prompt, image=image))]
+        refuse_other_family(runner, named.get("family"))            # an image job of the family the app runs
         return [(name, lambda images=images: runner.submit(images, settings))
                 for name, images in collect_work(mode, named["single"], named["multi"], named["batch"])]
 

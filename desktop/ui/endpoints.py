@@ -1,5 +1,6 @@
 """The gradio_client endpoints of the page (/generate, /status, /cancel): one image and a dict of settings
-with the REST API's names in, the job's state and files out."""
+with the REST API's names in (and, as REST's, `model_family`: refused with what to do when the app runs the other
+family), the job's state and files out."""
 import copy
 import os
 from pathlib import Path
@@ -44,8 +45,9 @@ class ApiEndpoints:
                       show_progress="hidden", api_description=(
                           "Queue a job for one image (gradio_client.handle_file(path)) with settings such as "
                           "{\"preset\": \"fast\", \"seed\": 1, \"formats\": [\"glb\"]} (names as in the "
-                          "REST API's POST /v1/jobs; {} for the defaults). Streams the job (its id first), then "
-                          "returns it with model.glb and every file. A failed job raises with the reason."), **api)
+                          "REST API's POST /v1/jobs, model_family and pipeline_type included; {} for the defaults). "
+                          "Streams the job (its id first), then returns it with model.glb and every file. A "
+                          "failed job raises with the reason."), **api)
 
         def status(job_id: str) -> dict:
             return self.api_status(job_id)
@@ -57,11 +59,18 @@ class ApiEndpoints:
                                                           "step); the job, with cancel_requested.", **api)
 
     def api_settings(self, values) -> GenerationSettings:
-        """The settings dict of an API call -> GenerationSettings, checked as strictly as the REST API's JSON."""
+        """The settings dict of an API call -> GenerationSettings, checked as strictly as the REST API's JSON; its
+        `model_family` (REST's) must be the app's."""
         from pydantic import ConfigDict, create_model
 
         from ..api.common import ApiError, ServerDefaults, build_settings, parameter_fields, validate
+        from ..api.families import family_problem
 
+        if isinstance(values, dict) and "model_family" in values:
+            values = dict(values)
+            problem = family_problem(self.runner, values.pop("model_family"))
+            if problem:
+                raise gr.Error(f"invalid settings: model_family: {problem}")
         model = create_model("UiSettings", __config__=ConfigDict(extra="forbid"), **parameter_fields())
         try:
             params = validate(model, values if values is not None else {}, loc_prefix=("settings",), strict=True)
@@ -96,7 +105,7 @@ class ApiEndpoints:
         job_settings = self.api_settings(settings)
         try:
             job = self.runner.submit([image], job_settings)
-        except RuntimeError as err:               # the app is stopping
+        except (RuntimeError, ValueError) as err:     # the app is stopping; what its model cannot make (TRELLIS.2)
             raise gr.Error(f"cannot start a job: {err}") from None
         last = None
         try:

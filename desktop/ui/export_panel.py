@@ -2,11 +2,13 @@
 runs. An export takes the picked job's own settings with the page's Output settings on top: the file choices
 (destination, formats, triangles, placement) as the page shows them, and a quality knob (texture, bake views,
 preview) only where it was moved off the preset, so that on a CPU the job's lowered values stay lowered, as
-Generate's do (GenerationSettings.for_device)."""
+Generate's do (GenerationSettings.for_device). A TRELLIS.2 job's export is its PBR bake (no Gaussians: no PLY or
+preview video), said so."""
 from ..jobs.export_reuse import source_preview
 from ..jobs.progress import textured_files
 from ..settings import CPU_REASONS, EXPORT_FIELDS, GenerationSettings, device_changes
 from ..settings_table import MESH_FORMATS
+from .family_view import family_of
 from .history_list import DESTINATION_WORDS
 from .lazy import gr
 from .status import md_escape
@@ -59,6 +61,11 @@ class ExportPanel:
             GenerationSettings.from_json(folder.settings_record())
         submitted = base.replace(**export_changes(page))
         used = submitted.for_device(self.runner.devices[0])
+        if family_of(folder.settings_record()) == "trellis2":     # as the runner takes it: ValueError for a PLY
+            from ..jobs.trellis2_steps import check_trellis2_settings
+
+            submitted = check_trellis2_settings(submitted)[0]
+            used = submitted.replace(texture_size=submitted.for_device(self.runner.devices[0]).texture_size)
         # an export's result is its source's, and so is the preview it can take
         origin = self.runner.get(job.source_id) if job is not None and job.kind == "export" else job
         files = origin.files if origin is not None else folder.file_kinds()
@@ -73,10 +80,11 @@ class ExportPanel:
             submitted, used, preview = self.export_plan(folder_name, page)
         except ValueError as err:
             return f"**Export again** cannot run yet: {md_escape(str(err))}"
-        return plan_text(submitted, used, preview is not None)
+        return plan_text(submitted, used, preview is not None,
+                         pbr=family_of(self._job_folder(folder_name).settings_record()) == "trellis2")
 
 
-def plan_text(submitted: GenerationSettings, used: GenerationSettings, preview_kept: bool) -> str:
+def plan_text(submitted: GenerationSettings, used: GenerationSettings, preview_kept: bool, pbr: bool = False) -> str:
     """**Export again** writes GLB, STL for 3D print: 5,000 triangles · 1.80 m tall · ... (the settings `used`; the
     values lowered for this device from `submitted` named)."""
     formats = ", ".join(kind.upper() for kind in used.formats)
@@ -92,7 +100,10 @@ def plan_text(submitted: GenerationSettings, used: GenerationSettings, preview_k
         parts += [f"{used.up.upper()} up"] if used.up != "auto" else []
         parts += [f"in {used.units}"] if used.units != "m" else []
         parts += ["print-ready shell"] if used.print_ready and {"stl", "3mf"} & set(used.formats) else []
-        if textured:
+        if textured and pbr:               # TRELLIS.2: its voxels' colour, metal and roughness, no rendered views
+            parts.append(f"{used.texture_size}² {used.texture_format.upper()} PBR textures (colour, "
+                         "metallic-roughness)" + (" + normal map" if used.normal_map else ""))
+        elif textured:
             parts.append(f"{used.texture_size}² {used.texture_format.upper()} texture baked from {used.bake_views} "
                          f"views of {used.bake_resolution} px" + (" + normal map" if used.normal_map else ""))
         else:

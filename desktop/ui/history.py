@@ -4,19 +4,21 @@ import os
 
 from ..jobs import folder as job_folder
 from .download_row import download_choices, no_downloads, row_updates
+from .family_view import family_of, model_words
 from .history_list import export_tag, source_words
 from .lazy import gr
 from .names import downloads
 from ..settings import PRESETS, SETTINGS, GenerationSettings
 from .status import md_escape, message_html
+from .warning_words import page_warnings
 from .values import OTHER_KNOBS, PRESET_KNOBS
 
 # The page controls "Use these settings" sets, in the order of its answer (after the preset): the knobs a preset
 # leaves alone, the preset's knobs, then the text tab's own; app.py wires the click's outputs in this order.
 RELOADED_KNOBS = (*[n for n in OTHER_KNOBS if SETTINGS[n].ui.place != "text"], *PRESET_KNOBS,
                   *[n for n in OTHER_KNOBS if SETTINGS[n].ui.place == "text"])
-# What follows them in the answer: the job's inputs and its tab (HistoryViews._reuse_inputs).
-REUSED_INPUTS = ("tabs", "mode", "prompt", "mesh", "look_prompt", "look_image", "single", "multi")
+# What follows them in the answer: the job's inputs and its tab (HistoryViews._reuse_inputs), then its model family.
+REUSED_INPUTS = ("tabs", "mode", "prompt", "mesh", "look_prompt", "look_image", "single", "multi", "family")
 
 
 class HistoryViews:
@@ -31,11 +33,11 @@ class HistoryViews:
         err = folder.error()
         if err and err.get("error"):
             text += f": {err['error']}"
-        return (message_html("history", text), *self._results(folder))
+        return (message_html("history", text), *self._results(folder, warnings=True))   # the status has none
 
     def reuse_settings(self, folder_name):
-        """[preset, the value of each RELOADED_KNOBS control, *REUSED_INPUTS] of a past job: its settings.json
-        back in the page, randomize off so that its seed is the one used."""
+        """[preset, the value of each RELOADED_KNOBS control, *REUSED_INPUTS] of a past job: its settings.json (and its
+        model family) back in the page, randomize off so that its seed is the one used."""
         folder = self._job_folder(folder_name)
         record = folder.settings_record() if folder else None
         try:
@@ -46,7 +48,7 @@ class HistoryViews:
         gr.Info(f"Settings of {folder.name} loaded (seed {s.seed}, randomize off).")
         preset = s.preset if s.preset in PRESETS else gr.skip()
         values = {**s.to_dict(), "randomize_seed": False}
-        return [preset, *[values[n] for n in RELOADED_KNOBS], *self._reuse_inputs(folder, record)]
+        return [preset, *[values[n] for n in RELOADED_KNOBS], *self._reuse_inputs(folder, record), family_of(record)]
 
     def _reuse_inputs(self, folder, record: dict) -> list:
         """[tab, mode, prompt, 3-D model, look prompt, look photo, single image, views] of a past job: its inputs
@@ -82,39 +84,48 @@ class HistoryViews:
     def _empty_results(self) -> tuple:
         return (None, None, *no_downloads(), None)          # video, model, file choice, download button, files
 
-    def _results(self, folder, name: str | None = None) -> tuple:
-        """(info, video, model, file choice, download button, files) for a job folder (a JobFolder)."""
+    def _results(self, folder, name: str | None = None, warnings: bool = False) -> tuple:
+        """(info, video, model, file choice, download button, files) for a job folder (a JobFolder); the job's
+        warnings in the info only with `warnings` (a job that ran in this page has them in its status box)."""
         # The browser gets the results under names of their own (names.py), the folder keeps model.glb & co.
         named = downloads(folder, self._tmp / "downloads")
         glb, mp4 = (str(named[k]) if k in named else None for k in ("glb", "mp4"))
-        record = folder.settings_record() or {}
-        s = record.get("settings") or {}
-        timings = folder.timings() or {}
-        bits = []
-        if name:
-            bits.append(f"**{md_escape(name)}**")
-        if isinstance(record.get("prompt"), str):
-            bits.append(f"**Prompt:** {md_escape(record['prompt'][:200])}")
-        if isinstance(record.get("mesh"), str):
-            bits.append(f"**3D model:** {md_escape(os.path.basename(record['mesh']))}")
-        tag = export_tag(record)
-        if tag is not None:         # written from an earlier job's result: nothing was sampled
-            bits.append(f"**{md_escape(tag[:1].upper() + tag[1:])}**, exported from "
-                        f"{md_escape(source_words(folder.path.parent, record))} (not sampled again)")
-        if "seed" in record:
-            bits.append(f"**Seed used:** {record['seed']}")
-        if isinstance(timings.get("total"), (int, float)):
-            bits.append(f"**{'Export time' if tag else 'Time'}:** {timings['total']:.1f} s")
-        if s and tag is None:
-            bits.append(f"**Steps:** {s.get('ss_steps')} + {s.get('slat_steps')} · **preset:** {s.get('preset')}")
-        report = folder.export_report()
-        if report:
-            bits.append(export_line(report))
-        warnings = [w for w in timings.get("warnings") or [] if isinstance(w, str)]
-        info = " · ".join(bits) + "".join(f"\n\n⚠ {md_escape(w)}" for w in warnings) + f"\n\nFolder: `{folder.path}`"
         # The viewer shows the GLB only: Gradio's splat viewer for a PLY of Gaussians is heavy without a GPU.
-        return (info, mp4, glb, *row_updates(download_choices(folder, named)),
+        return (result_info(folder, name, warnings), mp4, glb, *row_updates(download_choices(folder, named)),
                 [str(p) for p in folder.listed_files()] or None)
+
+
+def result_info(folder, name: str | None = None, warnings: bool = False) -> str:
+    """The line under a job's result (Markdown): its name or prompt, seed, model, time, export report, the folder;
+    its warnings with `warnings`."""
+    record = folder.settings_record() or {}
+    s = record.get("settings") or {}
+    timings = folder.timings() or {}
+    bits = []
+    if name:
+        bits.append(f"**{md_escape(name)}**")
+    if isinstance(record.get("prompt"), str):
+        bits.append(f"**Prompt:** {md_escape(record['prompt'][:200])}")
+    if isinstance(record.get("mesh"), str):
+        bits.append(f"**3D model:** {md_escape(os.path.basename(record['mesh']))}")
+    tag = export_tag(record)
+    if tag is not None:         # written from an earlier job's result: nothing was sampled
+        bits.append(f"**{md_escape(tag[:1].upper() + tag[1:])}**, exported from "
+                    f"{md_escape(source_words(folder.path.parent, record))} (not sampled again)")
+    if "seed" in record:
+        bits.append(f"**Seed used:** {record['seed']}")
+    model = model_words(record)
+    if model:
+        bits.append(f"**Model:** {md_escape(model)}")
+    if isinstance(timings.get("total"), (int, float)):
+        bits.append(f"**{'Export time' if tag else 'Time'}:** {timings['total']:.1f} s")
+    if s and tag is None:
+        bits.append(f"**Steps:** {s.get('ss_steps')} + {s.get('slat_steps')} · **preset:** {s.get('preset')}")
+    report = folder.export_report()
+    if report:
+        bits.append(export_line(report))
+    warned = page_warnings(timings.get("warnings")) if warnings else []
+    return " · ".join(bits) + "".join(f"\n\n⚠ {md_escape(w)}" for w in warned) + f"\n\nFolder: `{folder.path}`"
 
 
 def export_line(report: dict) -> str:

@@ -1,11 +1,14 @@
 """The settings' controls as a newcomer reads them: the preset turns "Custom" once a knob is moved off it, a slider
 widens when a value beyond its useful range (settings_table.Ui.ui_range) is typed or loaded, typing a seed unticks
 Randomize, the values the device will lower are said before Generate (and why), and "Reuse this seed" by the result
-keeps the shown result's seed."""
+keeps the shown result's seed, with its model family and pipeline type (a seed makes that model again only with
+them)."""
 import html
 
+from ..api.families import FAMILY_NAMES
 from ..jobs import folder as job_folder
 from ..settings import CPU_REASONS, PRESETS, SETTINGS, GenerationSettings, device_changes, slider
+from .family_view import family_of
 from .lazy import gr
 from .values import APP_DEFAULTS, LABELS, OTHER_KNOBS, PRESET_CHOICES, PRESET_KNOBS, is_slider, preset_values, \
     settings_from_values
@@ -87,10 +90,10 @@ def first_device(runner) -> str:
     return str(devices[0]) if devices else "cpu"
 
 
-def wire_knobs(app, k: dict, preset, note, reuse_seed, history, info) -> None:
-    """The handlers of this module on the page's controls (k: setting name -> control). `app.refresh_knobs(event)`
-    chains the same refresh after the app's own programmatic changes (a preset, a destination, "Use these
-    settings")."""
+def wire_knobs(app, k: dict, preset, note, reuse_seed, history, info, family) -> None:
+    """The handlers of this module on the page's controls (k: setting name -> control; `family`: the Model
+    choice). `app.refresh_knobs(event)` chains the same refresh after the app's own programmatic changes (a preset, a
+    destination, "Use these settings")."""
     quick = dict(api_visibility="private", show_progress="hidden", concurrency_limit=None)
     controls = [k[n] for n in KNOBS]
     device = first_device(app.runner)
@@ -121,10 +124,13 @@ def wire_knobs(app, k: dict, preset, note, reuse_seed, history, info) -> None:
         seed = record.get("seed") if isinstance(record, dict) else None
         if not isinstance(seed, int):
             gr.Warning("No result with a seed is shown yet: generate one, or pick a job in the History.")
-            return gr.skip(), gr.skip()
-        gr.Info(f"Seed {seed} kept (Randomize off): Generate with the same input and settings makes this model again.")
-        return seed, False
-    reuse_seed.click(reuse_this_seed, history, [k["seed"], k["randomize_seed"]], **quick)
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        chosen, kind = family_of(record), (record.get("settings") or {}).get("pipeline_type")
+        words = f" with {FAMILY_NAMES[chosen]}" + (f" ({kind})" if chosen == "trellis2" and kind else "")
+        gr.Info(f"Seed {seed} kept{words} (Randomize off): Generate with the same input and settings makes this model "
+                "again.")
+        return seed, False, chosen, kind if kind in SETTINGS["pipeline_type"].choices else gr.skip()
+    reuse_seed.click(reuse_this_seed, history, [k["seed"], k["randomize_seed"], family, k["pipeline_type"]], **quick)
     # Offered only beside a result (the result's line is empty until one is shown).
     info.change(lambda text: gr.update(visible=bool(text)), info, reuse_seed, **quick)
 

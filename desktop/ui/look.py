@@ -1,7 +1,8 @@
 """How the page looks and answers the keyboard: its theme (text contrast of at least 4.5:1 in light and dark),
 its CSS (the two columns stacked on narrow windows, visible focus, errors as headline + action + details) and
-its script (Ctrl+Enter generates, the status announced to screen readers, the errors' buttons, a notice when
-the server stopped). server.py hands them to Gradio's launch()."""
+its script (Ctrl+Enter generates, the status announced to screen readers and brought into view after an action,
+the errors' buttons, a notice when the server stopped, its controls then disabled). server.py hands them to Gradio's
+launch()."""
 from .lazy import gr
 
 
@@ -60,6 +61,7 @@ CSS = """
 /* what screen readers hear: the status box's state changes (look.py's script fills it) */
 .td-sr-only {position: absolute; width: 1px; height: 1px; padding: 0; margin: -1px; overflow: hidden;
              clip: rect(0, 0, 0, 0); white-space: nowrap; border: 0;}
+#td-status .td-stopped {border-color: var(--td-error);}
 #td-offline {position: fixed; top: 0; left: 0; right: 0; z-index: 1000; padding: 10px 16px; text-align: center;
              background: #7f1d1d; color: #fff; font-weight: 600;}
 """
@@ -170,7 +172,28 @@ SCRIPT = r"""
     });
   };
   // tabindex too: Babylon.js sets the canvas's after adding it
-  new MutationObserver(() => { announce(); mend(); }).observe(document.documentElement,
+  // Feedback in view: a status the user's own action (a drop, a click, a key) brought within a few seconds is
+  // scrolled into view when it is out of it (on a narrow window the status sits below every setting).
+  let acted = 0, seenState = null, seenText = null;
+  ['pointerdown', 'keydown', 'change', 'drop', 'paste'].forEach((type) =>
+    document.addEventListener(type, () => { acted = Date.now(); }, true));
+  const follow = () => {
+    const box = $('#td-status [data-state]');
+    if (!box) return;
+    const first = box.querySelector('.td-headline, .td-line') || box;
+    const state = box.dataset.state, text = first.innerText.trim();
+    if (state === seenState && text === seenText) return;
+    const moved = state !== seenState;
+    seenState = state;
+    seenText = text;
+    // a progress tick never moves the page, nor a job that ends long after its Generate
+    if ((state === 'running' && !moved) || state === 'idle' || Date.now() - acted > 30000) return;
+    const line = first.getBoundingClientRect();
+    if (line.height === 0 || (line.top >= 0 && line.bottom <= window.innerHeight)) return;
+    const whole = box.getBoundingClientRect().height <= window.innerHeight;
+    (whole ? box : first).scrollIntoView({block: whole ? 'nearest' : 'start'});
+  };
+  new MutationObserver(() => { announce(); follow(); mend(); }).observe(document.documentElement,
     {subtree: true, childList: true, characterData: true, attributes: true, attributeFilter: ['tabindex']});
 
   // A server that stopped is said so (the page would otherwise show its last progress bar forever).
@@ -188,9 +211,17 @@ SCRIPT = r"""
       note.textContent = 'The app has stopped (its server no longer answers): a running job did not finish. ' +
                          'Start the app again, then reload this page.';
       document.body.prepend(note);
+      // No control left offering what cannot happen any more (Generate, Cancel, Export again, the errors' buttons).
+      document.querySelectorAll('.gradio-container :is(button, input, textarea, select)').forEach((el) => {
+        el.disabled = true;
+      });
+      const generate = $('#td-generate');
+      if (generate) generate.textContent = 'App stopped';
       const box = $('#td-status [data-state]');
       if (box && ['running', 'queued'].includes(box.dataset.state)) {
         box.dataset.state = 'stopped';
+        box.classList.remove('td-running', 'td-queued');
+        box.classList.add('td-stopped');
         box.querySelectorAll('progress').forEach((bar) => bar.remove());
         const line = box.querySelector('.td-line');
         if (line) line.textContent = 'Stopped: the app closed while this job ran.';

@@ -8,7 +8,7 @@ from ..options import (DEFAULT_MODEL, add_memory_options, add_model_option, add_
 from ..settings import GenerationSettings
 from ..stopping import StopSignals
 from .app import CSS, EXAMPLES_DIR, TrellisApp
-from . import look
+from . import family_view, look
 from .lazy import load_gradio
 
 # gradio's queue looks for new events every millisecond (every 50 ms on Windows) and for progress every 10 ms: a
@@ -64,6 +64,21 @@ def quiet_queue(demo):
     return demo
 
 
+def launch(demo, runner, host: str, port: int, open_browser: bool = False) -> str:
+    """Serve the built page `demo` of `runner`'s app on host:port (its queue, files, look and connection limits);
+    returns the address. OSError when the port cannot be had."""
+    from ..api.connections import guarded_configs, widen_listen_queue
+
+    with guarded_configs():         # header and body deadlines, connection limits (desktop/api/connections.py)
+        _, url, _ = quiet_queue(demo.queue()).launch(
+            server_name=host, server_port=port, inbrowser=open_browser, prevent_thread_lock=True, quiet=True,
+            show_error=True, ssr_mode=False, allowed_paths=[str(runner.outputs_dir), str(EXAMPLES_DIR)],
+            css=CSS + look.CSS + family_view.CSS, head=look.HEAD, theme=look.page_theme(),
+            footer_links=["api", "gradio"])
+    widen_listen_queue(getattr(demo, "server", None))
+    return url or f"http://{host}:{port}/"
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)                       # exits with 2 on a usage error
@@ -72,7 +87,6 @@ def main(argv=None) -> int:
     defaults = GenerationSettings(precision=args.precision, offload=args.offload, vram_budget=args.vram_budget)
 
     load_gradio()
-    from ..api.connections import guarded_configs, widen_listen_queue
     from ..jobs import JobRunner                          # heavy (torch): only once the options are good
 
     try:
@@ -95,19 +109,12 @@ def main(argv=None) -> int:
     try:
         demo = app.build()
         try:
-            with guarded_configs():         # header and body deadlines, connection limits (desktop/api/connections.py)
-                _, url, _ = quiet_queue(demo.queue()).launch(
-                    server_name=args.host, server_port=args.port, inbrowser=not args.no_browser,
-                    prevent_thread_lock=True, quiet=True, show_error=True, ssr_mode=False,
-                    allowed_paths=[str(runner.outputs_dir), str(EXAMPLES_DIR)], css=CSS + look.CSS, head=look.HEAD,
-                    theme=look.page_theme(), footer_links=["api", "gradio"])
-            widen_listen_queue(getattr(demo, "server", None))
+            url = launch(demo, runner, args.host, args.port, open_browser=not args.no_browser)
         except OSError as err:
             print(f"error: could not listen on {args.host}:{args.port} ({err}). Is the app already running? "
                   f"Pick another port with --port.", file=sys.stderr)
             failed = True
         if not failed:
-            url = url or f"http://{args.host}:{args.port}/"
             print(f"Trellis Desktop is running at {url}  (outputs: {runner.outputs_dir}; Ctrl-C to stop)",
                   flush=True)
             if args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -5,6 +5,7 @@ import os
 
 from ..options import format_clock
 from .errors import error_html, is_about_mesh, job_error, short_text
+from .warning_words import page_warnings
 
 POLL_S = 0.3       # how often a running job's progress is re-read
 
@@ -80,7 +81,7 @@ def job_line(job, runner, warnings: bool = True) -> tuple:
     if job.state == JobState.DONE:
         took = job.timings.get("total")
         took = f" in {took:.1f} s" if isinstance(took, (int, float)) else ""
-        warned = "".join(f" · Warning: {w}" for w in getattr(job, "warnings", ())) if warnings else ""
+        warned = "".join(f" · Warning: {w}" for w in page_warnings(getattr(job, "warnings", ()))) if warnings else ""
         return "done", f"Done{took} (seed {job.seed}){warned}"
     if job.state == JobState.CANCELLED:
         kept = kept_files(job)
@@ -103,7 +104,8 @@ def kept_files(job) -> list:
 
 def warnings_html(job, state: str) -> str:
     """A done job's warnings (a setting lowered for the device, a texture baked from little), one per line."""
-    items = [f"<li>Warning: {html.escape(w)}</li>" for w in getattr(job, "warnings", ())] if state == "done" else []
+    items = [f"<li>Warning: {html.escape(w)}</li>" for w in page_warnings(getattr(job, "warnings", ()))] \
+        if state == "done" else []
     return f'<ul class="td-warnings">{"".join(items)}</ul>' if items else ""
 
 

@@ -247,6 +247,53 @@ def token():
 
 
 @scenario
+def model_choice():
+    """The panel's Model and Pipeline reach the server: TRELLIS.2 asked of this TRELLIS v1 server is refused."""
+    settings = use_fast()
+    settings.image_path = CONFIG["image"]
+    settings.model_family, settings.pipeline_type = "TRELLIS2", "512"
+    fields = ops().job_fields(settings)
+    assert bpy.ops.trellis.generate(source="IMAGE") == {"FINISHED"}
+    out = follow(60)
+    out["fields"] = fields
+    settings.model_family, settings.pipeline_type = "SERVER", "SERVER"
+    return out
+
+
+def upstream_image(socket):
+    """The image texture node feeding `socket` (through any nodes between), or None."""
+    for link in socket.links:
+        node = link.from_node
+        if node.type == "TEX_IMAGE" and node.image is not None:
+            return node
+        found = next((upstream_image(s) for s in node.inputs if s.is_linked), None)
+        if found is not None:
+            return found
+    return None
+
+
+@scenario
+def pbr_import():
+    """A TRELLIS.2 GLB brought in as the add-on brings a result in (scene_io.import_glb, place_result): what feeds
+    each input of its Principled BSDF."""
+    scene_io = sys.modules[PKG + ".scene_io"]
+    objects = scene_io.import_glb(CONFIG["pbr_glb"])
+    meshes = scene_io.place_result(objects, (0.0, -6.0, 0.0), "Trellis trellis2")
+    out = {"meshes": []}
+    for obj in meshes:
+        mat = obj.material_slots[0].material
+        bsdf = next(n for n in mat.node_tree.nodes if n.type == "BSDF_PRINCIPLED")
+        inputs = {}
+        for name in ("Base Color", "Metallic", "Roughness", "Normal"):
+            node = upstream_image(bsdf.inputs[name])
+            inputs[name] = None if node is None else {"image": node.image.name,
+                                                      "colorspace": node.image.colorspace_settings.name}
+        out["meshes"].append({"name": obj.name, "bsdf": inputs, "blend": mat.blend_method,
+                              "packed": [i.packed_file is not None for i in scene_io.texture_images(mat)]})
+    return out
+
+
+@scenario
 def temp_files():
     return {"left": sorted(glob.glob(os.path.join(CONFIG["tmpdir"], "trellis_blender_*")))}
 

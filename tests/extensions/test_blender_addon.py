@@ -13,7 +13,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 
 import httpx
@@ -22,13 +21,13 @@ import pytest
 from desktop.api import create_app
 from desktop.api.server import DEFAULT_PORT
 from desktop.jobs import JobRunner
-from images import rgba_blob
-from repo import ROOT
-from test_api import FAST, LiveServer, wait_job
+from tests.helpers.images import rgba_blob
+from tests.helpers.repo import ROOT
+from tests.helpers.rest import FAST, wait_job
+from tests.helpers.servers import LiveServer
 
 ADDON_DIR = ROOT / "extensions" / "blender"
-sys.path.insert(0, str(ADDON_DIR))
-from trellis_desktop_blender import client, meshmatch  # noqa: E402  (the add-on's bpy-free modules)
+from extensions.blender.trellis_desktop_blender import client, meshmatch   # the add-on's bpy-free modules
 
 TOKEN = "blender-addon-test-token"
 FAST_FIELDS = {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in FAST.items()}
@@ -101,6 +100,31 @@ def test_the_client_cancels_a_running_job(live, image):
     assert snap["state"] == "cancelled" and snap["error_kind"] == "cancelled", snap
     with httpx.Client(base_url=live.url) as c:
         assert wait_job(c, snap["job_id"])["state"] == "cancelled"
+
+
+def pbr_glb(path) -> str:
+    """A GLB as a TRELLIS.2 job writes it (the export's PBR bake of an O-Voxel: base colour, metallic-roughness and
+    normal maps), from a small voxelised sphere with known metal and roughness."""
+    from tests.helpers.ovoxels import voxel_sphere
+    from trellis.export.pbr import ovoxel_to_glb
+
+    ovoxel_to_glb(voxel_sphere(res=16), path, target_faces=300, texture_size=32)
+    return str(path)
+
+
+def test_the_clients_model_choice_reaches_the_server(live, image, monkeypatch, tmp_path):
+    """The panel's Model and Pipeline as form fields; TRELLIS.2 asked of this TRELLIS v1 server (TRELLIS.2 not
+    installed) is refused with what to do, before any job."""
+    assert client.model_fields("SERVER", "SERVER") == {}
+    assert client.model_fields("TRELLIS2", "512") == {"model_family": "trellis2", "pipeline_type": "512"}
+    assert client.model_fields("TRELLIS", "512") == {"model_family": "trellis"}       # v1 has one path
+    monkeypatch.setenv("TRELLIS_MODEL_DIR", str(tmp_path / "models"))
+    data = open(image, "rb").read()
+    with pytest.raises(client.ApiProblem) as refused:
+        client.Client(live.url).submit({**FAST_FIELDS, **client.model_fields("TRELLIS2", "512")},
+                                       [("images", "blob.png", data, "image/png")])
+    assert refused.value.kind == "invalid" and "This server runs TRELLIS v1" in refused.value.message
+    assert "--trellis2" in refused.value.message
 
 
 def test_the_client_says_what_went_wrong(live, live_token, closed_url):
@@ -196,7 +220,8 @@ def blender_run(live, live_token, closed_url, image, tmp_path_factory):
     shots = os.environ.get("TRELLIS_DOCS_SHOTS") == "1"
     config = {"zip": str(zip_path), "url": live.url, "token_url": live_token.url, "token": TOKEN,
               "closed_url": closed_url, "image": image, "fast": FAST_FIELDS, "out": str(tmp / "found.json"),
-              "tmpdir": str(tmp / "home"), "render": str(ROOT / "docs" / "blender_result.png") if shots else None}
+              "tmpdir": str(tmp / "home"), "render": str(ROOT / "docs" / "blender_result.png") if shots else None,
+              "pbr_glb": pbr_glb(tmp / "trellis2.glb")}
     (tmp / "home").mkdir()
     (tmp / "config.json").write_text(json.dumps(config))
     script = os.path.join(os.path.dirname(__file__), "blender_addon_driver.py")
@@ -350,6 +375,25 @@ def test_the_messages_of_a_closed_port_a_wrong_token_and_refused_settings(blende
     assert invalid["last"][0] == "ERROR" and "texture_size" in invalid["last"][1]
     answer, last = invalid["bad_fields"]
     assert "NAME=VALUE" in answer and last[0] == "ERROR" and "NAME=VALUE" in last[1]
+
+
+@pytest.mark.slow
+def test_the_panels_model_choice_is_sent_to_the_server(blender_run):
+    got = part(blender_run, "model_choice")
+    assert got["fields"]["model_family"] == "trellis2" and got["fields"]["pipeline_type"] == "512", got["fields"]
+    assert got["last"][0] == "ERROR" and "This server runs TRELLIS v1" in got["last"][1], got["last"]
+
+
+@pytest.mark.slow
+def test_a_trellis2_glb_keeps_its_pbr_material(blender_run):
+    """The add-on's import of a TRELLIS.2 GLB: a Principled BSDF whose base colour, metallic and roughness read the
+    GLB's images (metallic and roughness from one image: the metallic-roughness map), and its normal map."""
+    got = part(blender_run, "pbr_import")
+    (mesh,) = got["meshes"]
+    inputs = mesh["bsdf"]
+    assert inputs["Metallic"] and inputs["Metallic"]["image"] == inputs["Roughness"]["image"], inputs
+    assert inputs["Base Color"]["image"] != inputs["Metallic"]["image"] and inputs["Normal"], inputs
+    assert inputs["Metallic"]["colorspace"] == "Non-Color" and all(mesh["packed"]), mesh
 
 
 @pytest.mark.slow

@@ -74,6 +74,11 @@ class Trellis2ImageTo3DPipeline(TrellisPipeline):
     def shape_slat_normalization(self) -> dict:
         return self.slat_normalization
 
+    @property
+    def background_remover(self):
+        """The background remover `preprocess_image` made and reuses, or None before its first call (as v1's)."""
+        return self._remover
+
     @classmethod
     def from_pretrained(cls, path: str, search_dirs=(), device=None,
                         on_model: Optional[Callable[[str, torch.nn.Module], None]] = None,

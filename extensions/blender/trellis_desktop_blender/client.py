@@ -4,9 +4,9 @@ fail, and one job (submit, poll, download) run in a background thread. Standard 
 and is tested, in any Python.
 
 The API (desktop/api in the Trellis Desktop folder): `POST /v1/jobs` takes a multipart form (files `images` and
-`mesh`, text fields `prompt`, `preset`, `formats`, `target_faces`, `texture_size`, `keep_mesh`, ...) and answers 202
-with the job; `GET /v1/jobs/{id}` reports `state` (queued, running, done, failed, cancelled), `progress` (fraction,
-percent, label, step, total, eta_s), `error` and `files`; `POST /v1/jobs/{id}/cancel` cancels it;
+`mesh`, text fields `prompt`, `preset`, `formats`, `target_faces`, `texture_size`, `keep_mesh`, `model_family`,
+`pipeline_type`, ...) and answers 202 with the job; `GET /v1/jobs/{id}` reports `state` (queued, running, done,
+failed, cancelled), `progress` (fraction, percent, label, step, total, eta_s), `error` and `files`; `POST /v1/jobs/{id}/cancel` cancels it;
 `GET /v1/presets` lists the presets. With a token the server wants `Authorization: Bearer TOKEN` on every request.
 """
 import errno
@@ -27,6 +27,10 @@ import uuid
 DEFAULT_PORT = 7960                       # desktop/api/server.py's DEFAULT_PORT
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 ENDED = ("done", "failed", "cancelled")
+# The panel's model choice -> the API's model_family (a server runs one family and refuses the other, saying what
+# to do); TRELLIS.2's pipeline types (desktop/settings_table.py's PIPELINE_TYPES): the server refuses any other.
+MODEL_FAMILIES = {"TRELLIS": "trellis", "TRELLIS2": "trellis2"}
+PIPELINE_TYPES = ("512", "1024", "1024_cascade", "1536_cascade")
 START_SERVER = ("Start it in the Trellis Desktop folder: .venv/bin/python -m desktop api (Windows: "
                 ".venv\\Scripts\\python -m desktop api). Install the app first with ./run.sh (Linux, macOS) or "
                 "run.bat (Windows); those start the app's web page, the API server is started by that command")
@@ -99,6 +103,17 @@ def parse_fields(text: str) -> dict:
                              "invalid")
         out[name.strip()] = value.strip()
     return out
+
+
+def model_fields(model: str, pipeline_type: str) -> dict:
+    """The form fields of the panel's model choice ("SERVER": the server's own) and pipeline type ("SERVER": the
+    preset's); the pipeline type is TRELLIS.2's, so a TRELLIS v1 choice sends none."""
+    fields = {}
+    if model in MODEL_FAMILIES:
+        fields["model_family"] = MODEL_FAMILIES[model]
+    if pipeline_type in PIPELINE_TYPES and model != "TRELLIS":
+        fields["pipeline_type"] = pipeline_type
+    return fields
 
 
 def image_type(path: str) -> str:

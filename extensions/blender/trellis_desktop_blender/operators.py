@@ -59,6 +59,7 @@ def job_fields(settings) -> dict:
         fields["target_faces"] = str(settings.target_faces)
     if settings.texture_size:
         fields["texture_size"] = str(settings.texture_size)
+    fields.update(client.model_fields(settings.model_family, settings.pipeline_type))
     fields.update(client.parse_fields(settings.extra_fields))
     return fields
 

@@ -37,6 +37,18 @@ class TrellisSettings(bpy.types.PropertyGroup):
     preset: bpy.props.EnumProperty(
         name="Preset", items=preset_items,
         description="the server's presets (Fetch Presets reads them); the fields below override them")
+    model_family: bpy.props.EnumProperty(
+        name="Model", default="SERVER", description="the model family a new model from an image is made with; the "
+        "server runs one (its --model folder) and says what to do when asked for the other",
+        items=[("SERVER", "Server's model", "whatever model the server runs"),
+               ("TRELLIS", "TRELLIS v1", "TRELLIS-image-large: a textured mesh"),
+               ("TRELLIS2", "TRELLIS.2", "TRELLIS.2-4B: a sharper mesh with PBR materials (metal, roughness)")])
+    pipeline_type: bpy.props.EnumProperty(
+        name="Pipeline", default="SERVER", description="TRELLIS.2's grid: finer is sharper, slower and needs more GPU "
+        "memory", items=[("SERVER", "Preset's", "the server preset's pipeline type"),
+                         ("512", "512", "the fastest"), ("1024", "1024", "1024 in one pass"),
+                         ("1024_cascade", "1024 cascade", "512 refined to 1024: the reference's default"),
+                         ("1536_cascade", "1536 cascade", "the finest, slowest, most GPU memory")])
     target_faces: bpy.props.IntProperty(
         name="Target Faces", default=0, min=0, max=2_000_000,
         description="triangles of the new model (0: as the preset makes it; at least 100)")
@@ -73,6 +85,10 @@ class VIEW3D_PT_trellis(bpy.types.Panel):
         row = col.row(align=True)
         row.prop(settings, "preset")
         row.operator("trellis.refresh_presets", text="", icon="FILE_REFRESH")
+        col.prop(settings, "model_family")
+        row = col.row()
+        row.enabled = settings.model_family != "TRELLIS"          # TRELLIS v1 has one path
+        row.prop(settings, "pipeline_type")
         col.prop(settings, "target_faces")
         col.prop(settings, "texture_size")
         col.prop(settings, "extra_fields", text="More")

@@ -1,6 +1,5 @@
 """The REST API, live: uvicorn servers on 127.0.0.1 (in a thread, and `python -m desktop api` in a
 subprocess) over the tiny random-weight pipeline on the CPU, driven with httpx."""
-import base64
 import errno
 import io
 import json
@@ -23,39 +22,10 @@ from desktop import api as api_mod
 from desktop.api import common as api_common
 from desktop.api import create_app
 from desktop.jobs import JobRunner
-from images import rgba_blob
-
-from repo import ROOT_DIR as ROOT
-TIMEOUT = 120
-# Tiny, fast jobs: 2 + 2 steps, an 8-frame 64² preview, a 64² texture baked from 4 views.
-FAST = dict(seed=1, ss_steps=2, slat_steps=2, video_frames=8, video_resolution=64, fill_holes=False,
-            texture_size=64, bake_views=4, bake_resolution=64)
-# The same for the StableProjectorz endpoints, with their names where they have one.
-SPZ_FAST = dict(seed=1, ss_sampling_steps=2, slat_sampling_steps=2, preview_frames=8, preview_resolution=64,
-                fill_holes=False, texture_size=64, bake_views=4, bake_resolution=64)
-
-
-class LiveServer:
-    """uvicorn serving `app` in a thread on a free port of 127.0.0.1."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started:
-            assert time.time() < deadline and self.thread.is_alive(), "the server did not start"
-            time.sleep(0.02)
-
-    def close(self):
-        self.server.should_exit = True
-        self.thread.join(15)
-        self.sock.close()
+from tests.helpers.images import rgba_blob
+from tests.helpers.repo import ROOT_DIR as ROOT
+from tests.helpers.rest import FAST, SPZ_FAST, TIMEOUT, b64, form, load_glb, wait_job
+from tests.helpers.servers import LiveServer
 
 
 @pytest.fixture(scope="module")
@@ -82,35 +52,6 @@ def client(live):
 def blob(tmp_path_factory):
     path = rgba_blob(tmp_path_factory.mktemp("img") / "blob.png")
     return open(path, "rb").read()
-
-
-def b64(data: bytes, prefix: bool = False) -> str:
-    text = base64.b64encode(data).decode()
-    return "data:image/png;base64," + text if prefix else text
-
-
-def form(**values):
-    """httpx form data: lists become repeated fields, everything else text."""
-    return {k: [str(x).lower() if isinstance(x, bool) else str(x) for x in v] if isinstance(v, (list, tuple))
-            else (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in values.items()}
-
-
-def wait_job(client, job_id, timeout=TIMEOUT) -> dict:
-    deadline = time.time() + timeout
-    while True:
-        info = client.get(f"/v1/jobs/{job_id}").json()
-        if info["state"] in ("done", "failed", "cancelled"):
-            return info
-        assert time.time() < deadline, info
-        time.sleep(0.05)
-
-
-def load_glb(data: bytes):
-    import trimesh
-
-    mesh = trimesh.load(io.BytesIO(data), file_type="glb", force="mesh")
-    assert len(mesh.faces) > 0
-    return mesh
 
 
 def giant_png_header(side=9000) -> bytes:
@@ -678,7 +619,7 @@ def test_deep_json_is_422_not_500(client, blob):
 def test_gltf_uploads_are_counted_by_their_scene_graph(client, blob):
     """The upload check counts what a glTF's nodes place (trellis.representations.gltf_scene): a few kB of nodes
     reusing one mesh, a 1 000-level hierarchy and a malformed field are 422 at once, with their numbers."""
-    from test_gltf_scene import chain, declared_doc, glb, setter, triangle_doc, with_uvs
+    from tests.helpers.gltf import chain, declared_doc, glb, setter, triangle_doc, with_uvs
 
     for name, data, words in [
             ("copies.glb", glb(declared_doc(2_000)), "copies.glb places 40,960,000 triangles in its scene (2,000 "

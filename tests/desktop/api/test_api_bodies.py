@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from desktop.api import create_app
 from desktop.jobs import JobRunner
-from test_api import LiveServer
+from tests.helpers.servers import LiveServer
 
 pytestmark = pytest.mark.slow
 

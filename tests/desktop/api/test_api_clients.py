@@ -12,10 +12,11 @@ import pytest
 
 from desktop.api import create_app
 from desktop.jobs import JobRunner
-from test_api import FAST, TIMEOUT, LiveServer, b64, load_glb
-from test_ui import CHROMIUM, CHROMIUM_ARGS
+from tests.helpers.gradio_app import headless_chromium
+from tests.helpers.rest import FAST, TIMEOUT, b64, load_glb
+from tests.helpers.servers import LiveServer
 
-from images import rgba_blob
+from tests.helpers.images import rgba_blob
 
 
 @pytest.fixture(scope="module")
@@ -109,14 +110,8 @@ def test_generated_client_downloads_the_glb(server, tmp_path):
 
 @pytest.fixture(scope="module")
 def browser():
-    if CHROMIUM is None:
-        pytest.fail("no Chromium-family browser found (see tests/desktop/ui/test_ui.py)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    with headless_chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.mark.parametrize("page_path, rendered", [

@@ -8,8 +8,9 @@ import pytest
 
 from desktop.api import create_app
 from desktop.jobs import JobRunner
-from images import rgba_blob
-from test_api import FAST, TIMEOUT, LiveServer, b64, wait_job
+from tests.helpers.images import rgba_blob
+from tests.helpers.rest import FAST, TIMEOUT, b64, wait_job
+from tests.helpers.servers import LiveServer
 
 
 @pytest.fixture

@@ -10,8 +10,9 @@ import pytest
 
 from desktop.api import create_app
 from desktop.jobs import JobRunner
-from images import rgba_blob
-from test_api import FAST, TIMEOUT, LiveServer, b64, form, load_glb
+from tests.helpers.images import rgba_blob
+from tests.helpers.rest import FAST, TIMEOUT, b64, form, load_glb
+from tests.helpers.servers import LiveServer
 
 TOKEN = "generations-token-0123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -12,9 +12,9 @@ import pytest
 
 from desktop.api import create_app
 from desktop.jobs import JobRunner
-from test_api import LiveServer
+from tests.helpers.servers import LiveServer
 
-from repo import ROOT_DIR as ROOT
+from tests.helpers.repo import ROOT_DIR as ROOT
 
 
 @pytest.mark.skipif(os.name != "posix", reason="stops the server with SIGINT")

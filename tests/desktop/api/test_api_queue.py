@@ -13,8 +13,8 @@ import pytest
 from desktop.api import create_app
 from desktop.api import spz as spz_mod
 from desktop.jobs import JobRunner
-from images import rgba_blob
-from test_api import LiveServer
+from tests.helpers.images import rgba_blob
+from tests.helpers.servers import LiveServer
 
 MAX_QUEUED = 2
 

@@ -13,7 +13,8 @@ import pytest
 from desktop import api as api_mod
 from desktop.api import create_app
 from desktop.jobs import JobRunner
-from test_api import FAST, SPZ_FAST, TIMEOUT, LiveServer, b64, form, wait_job
+from tests.helpers.rest import FAST, SPZ_FAST, TIMEOUT, b64, form, wait_job
+from tests.helpers.servers import LiveServer
 
 TOKEN = "security-token-0123456789"
 ALLOWED = "http://app.example:8080"
@@ -44,7 +45,7 @@ def token_server(runner):
 
 @pytest.fixture(scope="module")
 def blob(tmp_path_factory):
-    from images import rgba_blob
+    from tests.helpers.images import rgba_blob
 
     return open(rgba_blob(tmp_path_factory.mktemp("img") / "blob.png"), "rb").read()
 

@@ -4,91 +4,20 @@ outputs folder and the API asked about the earlier jobs."""
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 
-import httpx
 import pytest
 
-from images import rgba_blob
+from tests.helpers.api_process import ApiProcess
+from tests.helpers.images import rgba_blob
 
 pytestmark = [pytest.mark.skipif(os.name != "posix", reason="sends POSIX signals"), pytest.mark.slow]
 
-from repo import ROOT_DIR as ROOT
 TIMEOUT = 120
 FAST = dict(seed=1, ss_steps=2, slat_steps=2, texture_size=64, bake_views=4, bake_resolution=64, fill_holes=False,
             formats=["glb", "ply"])
 # Long enough that the signal always lands while it samples (it is cancelled at the next step).
 SLOW = dict(seed=2, ss_steps=500, slat_steps=500, formats=["ply", "mp4"])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Api:
-    """`python -m desktop api` in a subprocess (its own temp folder), stopped by the test."""
-
-    def __init__(self, model, outputs, tmp):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "PYTHONPATH": ROOT, "TMPDIR": str(tmp)}
-        env.pop("TRELLIS_DESKTOP_API_TOKEN", None)
-        self.proc = subprocess.Popen([sys.executable, "-m", "desktop", "api", "--model", str(model), "--port",
-                                     str(self.port), "--outputs", str(outputs), "--device", "cpu"],
-                                    cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 90
-        while True:
-            try:
-                if httpx.get(self.url + "/ping", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None or time.time() > deadline:
-                self.proc.kill()
-                raise AssertionError(f"the server did not start: {self.proc.communicate()[1]}")
-            time.sleep(0.1)
-        self.client = httpx.Client(base_url=self.url, timeout=TIMEOUT)
-
-    def submit(self, image: bytes, **settings) -> str:
-        import base64
-
-        r = self.client.post("/v1/jobs", json={"images": [base64.b64encode(image).decode()], **settings})
-        assert r.status_code == 202, r.text
-        return r.json()["id"]
-
-    def wait_stage(self, job_id: str, stages) -> dict:
-        deadline = time.time() + TIMEOUT
-        while True:
-            info = self.client.get(f"/v1/jobs/{job_id}").json()
-            if info["progress"]["stage"] in stages:
-                return info
-            assert info["state"] in ("queued", "running") and time.time() < deadline, info
-            time.sleep(0.05)
-
-    def wait_done(self, job_id: str) -> dict:
-        deadline = time.time() + TIMEOUT
-        while True:
-            info = self.client.get(f"/v1/jobs/{job_id}").json()
-            if info["state"] in ("done", "failed", "cancelled"):
-                return info
-            assert time.time() < deadline, info
-            time.sleep(0.05)
-
-    def stop(self, sig=signal.SIGINT):
-        self.client.close()
-        self.proc.send_signal(sig)
-        try:
-            out, err = self.proc.communicate(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, err = self.proc.communicate()
-            raise AssertionError(f"the server did not stop on {sig!r}: {err}")
-        return self.proc.returncode, err
 
 
 def read_until(proc, *texts: str) -> str:
@@ -122,7 +51,7 @@ def hidden(folder):
 def test_signal_mid_job_stops_cleanly_and_the_job_is_known_after_restart(tiny_pipeline_dir, tmp_path, image, sig):
     out, tmp = tmp_path / "out", tmp_path / "tmp"
     tmp.mkdir()
-    api = Api(tiny_pipeline_dir, out, tmp)
+    api = ApiProcess(tiny_pipeline_dir, out, tmp)
     try:
         done_id = api.submit(image, **FAST)
         assert api.wait_done(done_id)["state"] == "done"
@@ -155,7 +84,7 @@ def test_signal_mid_job_stops_cleanly_and_the_job_is_known_after_restart(tiny_pi
     # reads of them is the same, so one signal's restart stands for all three).
     if sig != signal.SIGINT:
         return
-    api = Api(tiny_pipeline_dir, out, tmp)
+    api = ApiProcess(tiny_pipeline_dir, out, tmp)
     try:
         listed = {j["id"]: j for j in api.client.get("/v1/jobs").json()["jobs"]}
         assert set(listed) == {done_id, job_id, queued_id}
@@ -183,7 +112,7 @@ def test_signal_mid_job_stops_cleanly_and_the_job_is_known_after_restart(tiny_pi
 def test_second_ctrl_c_stops_at_once_with_130(tiny_pipeline_dir, tmp_path, image):
     out, tmp = tmp_path / "out", tmp_path / "tmp"
     tmp.mkdir()
-    api = Api(tiny_pipeline_dir, out, tmp)
+    api = ApiProcess(tiny_pipeline_dir, out, tmp)
     job_id = api.submit(image, **SLOW)
     api.wait_stage(job_id, ("sparse_structure", "slat"))
     api.client.close()
@@ -195,7 +124,7 @@ def test_second_ctrl_c_stops_at_once_with_130(tiny_pipeline_dir, tmp_path, image
     assert api.proc.returncode in (0, 130), err        # 0 when the job had stopped before the second one
     assert "terminate called" not in err, err
     # Whichever: the next start finds the folder marked.
-    api = Api(tiny_pipeline_dir, out, tmp)
+    api = ApiProcess(tiny_pipeline_dir, out, tmp)
     try:
         assert api.client.get(f"/v1/jobs/{job_id}").json()["error_kind"] == "interrupted"
     finally:
@@ -210,7 +139,7 @@ def test_signals_while_python_exits_after_the_stop_keep_the_exit_status(tiny_pip
     near its end."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    api = Api(tiny_pipeline_dir, tmp_path / "out", tmp)
+    api = ApiProcess(tiny_pipeline_dir, tmp_path / "out", tmp)
     api.client.close()
     api.proc.send_signal(signal.SIGINT)
     err = read_until(api.proc, "Stopped.")
@@ -227,7 +156,7 @@ def test_signals_while_python_exits_after_the_stop_keep_the_exit_status(tiny_pip
 def test_kill_9_then_restart_marks_cleans_and_lists(tiny_pipeline_dir, tmp_path, image):
     out, tmp = tmp_path / "out", tmp_path / "tmp"
     tmp.mkdir()
-    api = Api(tiny_pipeline_dir, out, tmp)
+    api = ApiProcess(tiny_pipeline_dir, out, tmp)
     done_id = api.submit(image, **FAST)
     assert api.wait_done(done_id)["state"] == "done"
     job_id = api.submit(image, **SLOW)
@@ -255,15 +184,15 @@ def test_kill_9_then_restart_marks_cleans_and_lists(tiny_pipeline_dir, tmp_path,
     other.mkdir()
     os.utime(other, (old, old))
     # A folder whose job runs in another process (it holds the lock): left alone.
-    from desktop import recovery
+    from desktop.jobs.folder import lock_path, release_lock, try_lock
 
     busy = out / "20990101-000000-0123abcd"
     busy.mkdir()
     (busy / ".model.partial-00000000.ply").write_bytes(b"x")
-    held = recovery.try_lock(recovery.lock_path(out, busy.name))
+    held = try_lock(lock_path(out, busy.name))
     assert held is not None
     try:
-        api = Api(tiny_pipeline_dir, out, tmp)
+        api = ApiProcess(tiny_pipeline_dir, out, tmp)
         try:
             info = api.client.get(f"/v1/jobs/{job_id}").json()
             assert info["state"] == "cancelled" and info["error_kind"] == "interrupted", info
@@ -275,7 +204,7 @@ def test_kill_9_then_restart_marks_cleans_and_lists(tiny_pipeline_dir, tmp_path,
         assert code == 0, err
         assert "1 unfinished marked interrupted" in err, err
     finally:
-        recovery.release_lock(held, recovery.lock_path(out, busy.name))
+        release_lock(held, lock_path(out, busy.name))
     record = json.loads((folder / "error.json").read_text())
     assert record["state"] == "interrupted"
     assert hidden(folder) == [] and not (out / f".{folder.name}.lock").exists()
@@ -294,7 +223,7 @@ def test_queued_jobs_are_known_after_a_stop_and_run_again_in_one_call(tiny_pipel
     known (interrupted, its inputs and settings in its folder) and POST /v1/jobs/{id}/rerun runs it again."""
     out, tmp = tmp_path / "out", tmp_path / "tmp"
     tmp.mkdir()
-    api = Api(tiny_pipeline_dir, out, tmp)
+    api = ApiProcess(tiny_pipeline_dir, out, tmp)
     try:
         running = api.submit(image, **SLOW)
         waiting = [api.submit(image, **{**FAST, "seed": 10 + i, "formats": ["ply"]}) for i in range(3)]
@@ -315,7 +244,7 @@ def test_queued_jobs_are_known_after_a_stop_and_run_again_in_one_call(tiny_pipel
     else:
         assert queue_folders(out) == []                 # a clean stop made them job folders at once
 
-    api = Api(tiny_pipeline_dir, out, tmp)
+    api = ApiProcess(tiny_pipeline_dir, out, tmp)
     try:
         listed = {j["id"]: j for j in api.client.get("/v1/jobs").json()["jobs"]}
         assert set(listed) == {running, *waiting}
@@ -353,7 +282,7 @@ def test_kill_9_in_the_encode_stage_leaves_nothing_after_the_next_start(tiny_pip
     partial video and the decimation's folder stay until the next start, which removes both at once."""
     out, tmp = tmp_path / "out", tmp_path / "tmp"
     tmp.mkdir()
-    api = Api(tiny_pipeline_dir, out, tmp)
+    api = ApiProcess(tiny_pipeline_dir, out, tmp)
     try:
         job_id = api.submit(image, **{**FAST, "formats": ["glb", "mp4"], "video_frames": 60,
                                       "video_resolution": 256})
@@ -376,7 +305,7 @@ def test_kill_9_in_the_encode_stage_leaves_nothing_after_the_next_start(tiny_pip
     assert [n for n in os.listdir(folder) if n.startswith(".preview.partial-") and n.endswith(".mp4")], \
         os.listdir(folder)
     assert [n for n in os.listdir(tmp) if n.startswith("trellis_simplify_")], os.listdir(tmp)
-    api = Api(tiny_pipeline_dir, out, tmp)         # seconds later: no grace period for a dead process's folder
+    api = ApiProcess(tiny_pipeline_dir, out, tmp)         # seconds later: no grace period for a dead process's folder
     try:
         info = api.client.get(f"/v1/jobs/{job_id}").json()
         assert info["state"] == "cancelled" and info["error_kind"] == "interrupted", info

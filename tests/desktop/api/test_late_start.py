@@ -13,8 +13,8 @@ import pytest
 from desktop.api.server import create_app
 from desktop.jobs import JobRunner
 from desktop.jobs.late import LateRunner, RunnerNotStarted
-from repo import ROOT_DIR as ROOT
-from test_api import LiveServer
+from tests.helpers.repo import ROOT_DIR as ROOT
+from tests.helpers.servers import LiveServer, free_port
 
 TIMEOUT = 60
 
@@ -106,10 +106,3 @@ def test_a_runner_made_later_waits_for_start_and_starts_once():
     gate.set()
     assert late.wait(TIMEOUT) == "runner" and late.ready() and made == ["trellis-runner-start"]
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

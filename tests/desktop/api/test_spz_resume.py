@@ -5,16 +5,12 @@ FastAPI app (TestClient) over a runner that records what it is asked to export.
 The second test runs a fresh Python that appends an optional export row to the table before the app is
 imported (as an edit of settings_table.py would): the row alone makes it a parameter, "none" included.
 """
-import os
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
-from images import rgba_blob
-
-ROOT = Path(__file__).resolve().parents[3]
+from tests.helpers.children import run_child
+from tests.helpers.images import rgba_blob
 
 
 class ExportRecorder:
@@ -133,11 +129,6 @@ def child(out: str) -> None:
 
 
 def test_a_new_export_row_is_a_resume_parameter_none_included(tmp_path):
-    tests = Path(__file__).resolve().parents[2]
-    code = (f"import sys; sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(tests)!r}]; "
-            f"import {Path(__file__).stem} as t; t.child({str(tmp_path)!r})")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = run_child(__file__, str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "resumed with the new row" in proc.stdout

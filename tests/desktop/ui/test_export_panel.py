@@ -10,7 +10,7 @@ import pytest
 from desktop.jobs import JobRunner, JobState
 from desktop.jobs.folder import JobFolder
 from desktop.settings import CPU_VALUES, GenerationSettings
-from images import rgba_blob
+from tests.helpers.images import rgba_blob
 
 TIMEOUT = 300
 

@@ -11,12 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import test_ui
-from test_ui import EXAMPLES
+from tests.helpers.gradio_app import EXAMPLES
 
 pytestmark = pytest.mark.slow
-
-outputs, server = test_ui.outputs, test_ui.server      # the same app on the tiny pipeline (fixtures)
 
 
 def api_info(url) -> dict:

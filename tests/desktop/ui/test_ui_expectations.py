@@ -6,11 +6,22 @@ import os
 
 import pytest
 
-import test_ui_text
-from test_ui import ROUND_TRIP_MS, Page
-from test_ui_settings_words import WIDTHS, shots_in_both_themes
+from tests.helpers.gradio_app import ROUND_TRIP_MS, Page, running_text_app
+from tests.helpers.page_audit import WIDTHS, shots_in_both_themes
+from tests.helpers.repo import ROOT_DIR as ROOT
 
-browser, server, outputs = test_ui_text.browser, test_ui_text.server, test_ui_text.outputs
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    return tmp_path_factory.mktemp("ui_text_outputs")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_text_models_dir, outputs, tmp_path_factory):
+    """The app on the tiny text pipeline, as in test_ui_text.py."""
+    with running_text_app(tiny_text_models_dir, outputs, tmp_path_factory) as url:
+        yield url
+
 
 LONG = " ".join(["a tall red wooden chair with a carved back"] * 12)
 
@@ -65,6 +76,6 @@ def test_text_and_new_look_say_what_to_expect(browser, server, tmp_path):
         ui.page.locator("#td-look-prompt textarea").fill(LONG)
         ui.page.wait_for_selector("#td-look-tokens .td-tokens[data-state=over]", timeout=ROUND_TRIP_MS)
     shots_in_both_themes(browser, server, "23-new-look-expectations", prepare)
-    assert all(os.path.isfile(os.path.join(test_ui_text.ROOT, "test-artifacts", "ui",
+    assert all(os.path.isfile(os.path.join(ROOT, "test-artifacts", "ui",
                                            f"23-new-look-expectations-{t}-{w}.png"))
                for t in ("light", "dark") for w in WIDTHS)

@@ -18,16 +18,11 @@ import time
 import pytest
 from PIL import Image
 
-import test_ui
-from test_ui import (EXAMPLES, FINISHED, JOB_TIMEOUT, ROOT, ROUND_TRIP_MS, Page, free_port, job_dirs, launch_app,
-                     running_app)
+from tests.helpers.gradio_app import (EXAMPLES, FINISHED, JOB_TIMEOUT, ROUND_TRIP_MS, Page, job_dirs, launch_app,
+                                      running_app)
+from tests.helpers.page_audit import AUDIT_WIDTH, WIDTHS, audit, settled_audit
+from tests.helpers.servers import free_port
 
-browser = test_ui.browser            # the same headless Chromium fixture
-AXE = os.path.join(ROOT, "tests", "js", "node_modules", "axe-core", "axe.min.js")
-WIDTHS = (800, 1024, 1400)
-# axe-core's findings (contrast, names, roles) follow the page's elements and theme, not the window's width, whose
-# layouts the screenshots at every width and the page-reads test's boxes check: one audit per theme, at this width.
-AUDIT_WIDTH = 1024
 TABS = ["Single image", "Multiple views", "Batch", "Text", "New look"]
 
 
@@ -48,34 +43,6 @@ def server(tiny_pipeline_dir, outputs, tmp_path_factory):
             mp.setenv(key, value)
         with running_app(tiny_pipeline_dir, outputs, tmp_path_factory) as url:
             yield url
-
-
-app = test_ui.app       # pages on this module's own (offline) server
-
-
-def audit(ui) -> list:
-    """axe-core's serious and critical violations of the page as it is now: [(rule, [element, ...])]."""
-    if not os.path.isfile(AXE):
-        pytest.fail("axe-core is not installed: run `npm ci --prefix tests/js` (./run.sh test does this when npm is "
-                    "on PATH)")
-    if not ui.page.evaluate("() => typeof window.axe !== 'undefined'"):
-        ui.page.add_script_tag(path=AXE)
-    found = ui.page.evaluate("""async () => {
-        const result = await axe.run(document, {resultTypes: ['violations']});
-        return result.violations.filter(v => ['serious', 'critical'].includes(v.impact))
-                     .map(v => [v.id, v.nodes.map(n => n.target.join(' ') + ': ' + n.failureSummary)]);
-    }""")
-    return found
-
-
-def settled_audit(ui, seconds=8.0) -> list:
-    """audit() once the page has settled: Generate fades back from its busy look for a moment after a click."""
-    deadline = time.time() + seconds
-    while True:
-        found = audit(ui)
-        if not found or time.time() > deadline:
-            return found
-        time.sleep(0.5)
 
 
 def shots_everywhere(ui, name: str, anchor: str = "#td-status"):
@@ -113,6 +80,12 @@ def pick_history(ui, folder_name, outputs):
     listbox = ui.page.locator(f"#{history.get_attribute('aria-controls')}")
     listbox.locator(f"[role=option][data-index='{names.index(folder_name)}']").click()
     ui.wait_status(("history",), timeout=30)
+
+
+def in_view(ui, selector: str, where) -> None:
+    """The element is whole inside the window (the page brought it there: nothing here scrolls)."""
+    box, size = ui.page.locator(selector).bounding_box(), ui.page.viewport_size
+    assert box and 0 <= box["y"] and box["y"] + box["height"] <= size["height"], (where, box, size)
 
 
 def selected_tab(ui) -> str:
@@ -318,6 +291,12 @@ def test_a_server_that_stopped_is_said_so(browser, tiny_pipeline_dir, tmp_path):
                                   "document.querySelector('#td-status [data-state]').dataset.state)", timeout=30000)
         assert ui.page.locator("#td-status progress").count() == 0
         assert "stopped" in ui.page.inner_text("#td-status").lower()
+        # No button left offering what cannot happen: Generate says so, Cancel and the rest are disabled.
+        assert ui.page.inner_text("#td-generate").strip() == "App stopped"
+        enabled = ui.page.eval_on_selector_all(".gradio-container :is(button, input, textarea, select)",
+                                               "els => els.filter(e => !e.disabled).length")
+        assert enabled == 0 and ui.page.locator("#td-cancel").is_disabled()
+        assert ui.page.locator("#td-status [data-state=running], #td-status .td-running").count() == 0
         ui.shot("newcomer-server-stopped.png")
     finally:
         if ui is not None:
@@ -332,11 +311,16 @@ def test_a_server_that_stopped_is_said_so(browser, tiny_pipeline_dir, tmp_path):
 @pytest.mark.slow
 def test_errors_are_a_headline_an_action_and_details(app, outputs, tmp_path):
     ui = app()
-    # A file that is no image, at upload: one sentence, the raw text folded, no toast.
-    fake = tmp_path / "notes.png"
-    fake.write_text("this is not an image")
-    ui.upload(str(fake))
-    state, text = ui.wait_status(("error",), timeout=30)
+    # A file that is no image, at upload: one sentence, the raw text folded, no toast; in view on a phone, where
+    # the status sits below every setting, and on a wide window.
+    for width, height, name in ((1400, 900, "memo.png"), (390, 844, "notes.png")):
+        fake = tmp_path / name
+        fake.write_text("this is not an image")
+        ui.page.set_viewport_size({"width": width, "height": height})
+        ui.upload(str(fake))
+        ui.page.wait_for_function("(n) => (document.querySelector('#td-status .td-headline') || {}).innerText"
+                                  "?.includes(n)", arg=name, timeout=30000)
+        in_view(ui, "#td-status .td-headline", (width, height))
     headline = ui.page.inner_text("#td-status .td-headline")
     assert headline == "This image cannot be used: notes.png is not an image file this app can read.", headline
     assert ui.page.locator("#td-status details").count() == 1
@@ -354,9 +338,12 @@ def test_errors_are_a_headline_an_action_and_details(app, outputs, tmp_path):
     ui.tiny()
     ui.formats({"ply"})
     before = set(job_dirs(outputs))
+    ui.page.set_viewport_size({"width": 900, "height": 1000})        # stacked, the settings open above the status
     ui.generate()
     state, text = ui.wait_status(FINISHED)
     assert state == "failed", text
+    in_view(ui, "#td-status .td-headline", 900)
+    ui.page.set_viewport_size({"width": 1400, "height": 1100})
     box = ui.page.locator("#td-status [data-state=failed]")
     assert box.get_attribute("data-error") == "offline_background"
     assert ui.page.inner_text("#td-status .td-headline") == ("The background removal model is missing, and this "
@@ -379,4 +366,19 @@ def test_errors_are_a_headline_an_action_and_details(app, outputs, tmp_path):
     (made,) = [d for d in set(job_dirs(outputs)) - before if (d / "model.ply").is_file()]
     record = json.loads((made / "settings.json").read_text())
     assert record["settings"]["preprocess"] is False
+    ui.check_clean()
+
+
+def test_trellis2_is_offered_greyed_with_how_to_install_it(app):
+    """No TRELLIS.2 in the (empty) models folder: the Model choice is there, greyed on TRELLIS v1, with one line that
+    says how to install TRELLIS.2 (Meta's DINOv3 licence page and the installer command); its pipeline type greyed."""
+    ui = app()
+    family = ui.page.locator("#td-family")
+    assert family.locator("input[value=trellis]").is_checked()
+    assert [box.is_disabled() for box in family.locator("input").all()] == [True, True]
+    text = " ".join(family.inner_text().split())
+    assert "TRELLIS.2 is not installed" in text and "--trellis2" in text, text
+    assert "https://huggingface.co/facebook/dinov3-vitl16-pretrain-lvd1689m" in text, text
+    assert ui.page.locator("#td-pipeline_type input").is_disabled()
+    assert "TRELLIS v1 has one path" in ui.page.inner_text("#td-pipeline_type")
     ui.check_clean()

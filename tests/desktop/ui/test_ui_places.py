@@ -14,11 +14,8 @@ import zipfile
 
 import pytest
 
-import test_ui
-from test_ui import EXAMPLES, FINISHED, Page, job_dirs, running_app
-from test_ui_newcomer import AUDIT_WIDTH, WIDTHS, settled_audit
-
-browser = test_ui.browser            # the same headless Chromium fixture
+from tests.helpers.gradio_app import EXAMPLES, FINISHED, Page, job_dirs, running_app
+from tests.helpers.page_audit import AUDIT_WIDTH, WIDTHS, settled_audit
 
 
 @pytest.fixture(scope="module")

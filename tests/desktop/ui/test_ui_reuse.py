@@ -6,32 +6,12 @@ The second test runs a fresh Python that appends rows to settings_table.ROWS bef
 an edit of that file would): a control a preset leaves alone and one it sets are reloaded with no other
 change. This module imports nothing of the app at its top: the child process must patch the rows first.
 """
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
-
-
-class Recorder:
-    """A job runner that records the settings of each job and refuses it (so that nothing runs)."""
-
-    def __init__(self, outputs_dir):
-        self.outputs_dir, self.model_path, self.text_model = outputs_dir, "m", None
-        self.submitted = []
-
-    def list(self):
-        return []
-
-    def fast_paths(self):
-        return {"cpu": "CPU"}
-
-    def submit(self, images, settings, **kw):
-        self.submitted.append(settings)
-        raise RuntimeError("recorded")
+from tests.helpers.children import run_child
+from tests.helpers.recorder import Recorder
 
 
 def off_default(row):
@@ -130,10 +110,6 @@ def child(out: str) -> None:
 
 
 def test_new_rows_are_reloaded_with_no_other_change(tmp_path):
-    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            f"import {Path(__file__).stem} as t; t.child({str(tmp_path)!r})")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = run_child(__file__, str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "the new controls were reloaded" in proc.stdout

@@ -8,33 +8,9 @@ import os
 
 import pytest
 
-import test_ui
 from desktop.settings_table import ROWS
-from test_ui import EXAMPLES, FINISHED, Page, job_dirs
-
-browser, server, outputs = test_ui.browser, test_ui.server, test_ui.outputs      # the same app and browser
-WIDTHS = (800, 1024, 1400)
-# Two frames drawn: the resize's layout and what its resize observers changed in it.
-SETTLED = "() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))"
-
-
-def shots_in_both_themes(browser, url, name, prepare):
-    """`prepare(ui)` on a fresh page, then a full-page screenshot at each of WIDTHS in the light and the dark theme
-    (the system colour scheme, which Gradio follows live): test-artifacts/ui/<name>-<theme>-<width>.png."""
-    ui = Page(browser, url)
-    try:
-        prepare(ui)
-        for theme in ("light", "dark"):
-            ui.page.emulate_media(color_scheme=theme)
-            ui.page.wait_for_function("(dark) => document.body.classList.contains('dark') === dark",
-                                      arg=theme == "dark")
-            for width in WIDTHS:
-                ui.page.set_viewport_size({"width": width, "height": 1000})
-                ui.page.evaluate(SETTLED)                # the layout settles after a resize
-                ui.shot(f"{name}-{theme}-{width}.png")
-        ui.check_clean()
-    finally:
-        ui.close()
+from tests.helpers.gradio_app import EXAMPLES, FINISHED, SHOTS, Page, job_dirs
+from tests.helpers.page_audit import WIDTHS, shots_in_both_themes
 
 
 def checked(ui, elem_id, value) -> bool:
@@ -132,6 +108,6 @@ def test_settings_speak_the_users_words(browser, server, outputs):
         ui.page.locator("#td-seed input").fill("42")
         ui.page.wait_for_function("() => !document.querySelector('#td-randomize input').checked")
     shots_in_both_themes(browser, server, "21-settings-words", prepare)
-    assert all(os.path.isfile(os.path.join(test_ui.SHOTS, f"21-settings-words-{t}-{w}.png"))
+    assert all(os.path.isfile(os.path.join(SHOTS, f"21-settings-words-{t}-{w}.png"))
                for t in ("light", "dark") for w in WIDTHS)
     assert FINISHED

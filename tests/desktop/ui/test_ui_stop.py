@@ -15,10 +15,10 @@ import pytest
 from desktop import stopping
 from desktop.jobs import JobRunner
 from desktop.settings import GenerationSettings
-from images import rgba_blob
-from test_ui import free_port
+from tests.helpers.images import rgba_blob
+from tests.helpers.servers import free_port
 
-from repo import ROOT_DIR as ROOT
+from tests.helpers.repo import ROOT_DIR as ROOT
 TIMEOUT = 120
 SLOW = {"seed": 2, "ss_steps": 500, "slat_steps": 500, "formats": ["ply", "mp4"]}
 

@@ -6,16 +6,13 @@ import io
 import json
 import os
 import re
-import signal
-import subprocess
 
 import pytest
 
-from test_text_mode import LONG_PROMPT, jpeg_bytes, ply_claiming
-import test_ui
-from test_ui import FINISHED, ROOT, Page, job_dirs, launch_app
-
-browser = test_ui.browser            # the same headless Chromium fixture
+from tests.helpers.gradio_app import FINISHED, Page, job_dirs, running_text_app
+from tests.helpers.images import jpeg_bytes
+from tests.helpers.repo import ROOT_DIR as ROOT
+from tests.helpers.text_inputs import LONG_PROMPT, ply_claiming
 
 pytestmark = pytest.mark.filterwarnings("ignore::trellis.pipelines.trellis_text_to_3d.PromptTruncatedWarning")
 
@@ -27,18 +24,8 @@ def outputs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tiny_text_models_dir, outputs, tmp_path_factory):
-    proc, _, url = launch_app(["--model", os.path.join(tiny_text_models_dir, "TRELLIS-image-large"),
-                               "--text-model", os.path.join(tiny_text_models_dir, "TRELLIS-text-tiny"),
-                               "--outputs", str(outputs)], tmp_path_factory.mktemp("gradio_tmp"))
-    try:
+    with running_text_app(tiny_text_models_dir, outputs, tmp_path_factory) as url:
         yield url
-    finally:
-        proc.send_signal(signal.SIGINT) if os.name == "posix" else proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def picked_in_history(ui, name, back_to):

@@ -1,6 +1,6 @@
 """The browser tests' sorting of console errors: the viewer's compile reports for its screen-space passes are its
 own; a material's report, an unfinished report and every other error are the page's."""
-from viewer_console import compile_reports, unexpected_errors
+from tests.helpers.viewer_console import compile_reports, unexpected_errors
 
 
 def bjs(text):
