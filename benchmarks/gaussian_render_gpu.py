@@ -181,8 +181,7 @@ def main() -> int:
 
     # the brute-force scenes of the CPU tests, on CUDA (both paths vs the per-pixel float64 reference)
     try:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        import test_gaussian_render as tg
+        from tests.helpers import splats as tg
         worst_bf = {True: 0.0, "nvrtc": 0.0, False: 0.0}
         for seed, res, yaw, pitch, bgc, kern, tile in [(0, 24, 0.3, 0.2, (0, 0, 0), 0.1, 16),
                                                         (1, 24, 2.0, -0.4, (0.2, 0.5, 1.0), 0.1, 16),

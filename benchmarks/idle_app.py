@@ -121,9 +121,9 @@ def main() -> int:
 
 
 def page_rows(url: str, server, seconds: float) -> None:
-    sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "desktop" / "ui")]
     from playwright.sync_api import sync_playwright
-    from test_ui import CHROMIUM, CHROMIUM_ARGS, EXAMPLES, Page
+
+    from tests.helpers.gradio_app import CHROMIUM, CHROMIUM_ARGS, EXAMPLES, Page
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

@@ -1,14 +1,10 @@
 """benchmarks/provenance.py: the commit a benchmark's JSON names is the code that ran, also where a copy's git
 metadata lags behind its files. A real git repository in a temporary folder."""
 import subprocess
-import sys
 
 import pytest
 
-from repo import BENCHMARKS
-
-sys.path.insert(0, str(BENCHMARKS))
-from provenance import source_commit  # noqa: E402
+from benchmarks.provenance import source_commit
 
 
 def git(root, *args):

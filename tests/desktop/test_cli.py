@@ -13,18 +13,9 @@ import pytest
 from desktop import cli
 from desktop.options import format_clock
 from desktop.settings import GenerationSettings
-from images import rgba_blob
-
-from repo import ROOT_DIR as ROOT
-# Small everything: 2 + 2 steps, an 8-frame 64² preview, a 64² texture baked from 4 views.
-SMALL = ["--steps", "2", "--texture-size", "64", "--set", "video_frames=8", "--set", "video_resolution=64",
-         "--set", "fill_holes=false", "--set", "bake_views=4", "--set", "bake_resolution=64"]
-
-
-def desktop(*args, timeout=180, prefix=(), **kw):
-    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([*prefix, sys.executable, "-m", "desktop", *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout, **kw)
+from tests.helpers.cli import SMALL, desktop, job_folders
+from tests.helpers.images import rgba_blob
+from tests.helpers.repo import ROOT_DIR as ROOT
 
 
 def _can_create_in(folder) -> bool:
@@ -52,10 +43,6 @@ def read_only_folder(tmp_path):
         if probe.returncode != 0 and "Read-only file system" in probe.stderr and not os.listdir(folder):
             return folder, prefix
     pytest.skip("no way here to make a folder that this user cannot write to (root without unshare/mount)")
-
-
-def job_folders(out):
-    return sorted(os.path.join(out, d) for d in os.listdir(out)) if os.path.isdir(out) else []
 
 
 def count_frames(path):

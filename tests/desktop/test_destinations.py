@@ -8,10 +8,9 @@ import os
 import pytest
 import trimesh
 
-from images import rgba_blob
-from test_cli import SMALL, desktop, job_folders
-from test_draco import draco_decode
-from test_export import validate_gltf
+from tests.helpers.cli import SMALL, desktop, job_folders
+from tests.helpers.gltf import draco_decode, validate_gltf
+from tests.helpers.images import rgba_blob
 
 
 @pytest.fixture(scope="module")

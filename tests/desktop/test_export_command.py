@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from images import rgba_blob
-from test_cli import SMALL, desktop, job_folders
+from tests.helpers.cli import SMALL, desktop, job_folders
+from tests.helpers.images import rgba_blob
 
 
 @pytest.fixture(scope="module")

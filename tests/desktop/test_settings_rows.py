@@ -12,17 +12,14 @@ rows before desktop.settings is first imported.
 """
 import dataclasses
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from desktop.settings_table import ROWS, Cli, Cpu, Panel, Setting, Ui
-
-ROOT = Path(__file__).resolve().parents[2]      # run as a script too (a child process), so not from repo
+from tests.helpers.children import run_child
+from tests.helpers.recorder import Recorder
 
 DUMMIES = (
     Setting("dummy_faces", "int", None, "most faces of the file (none: no limit)", lo=100, hi=1_000_000,
@@ -39,28 +36,6 @@ DUMMIES = (
 # A job's settings with every dummy off its default (as a settings.json from any surface would hold them).
 CHANGED = {"dummy_faces": 5000, "dummy_pivot": "bottom", "dummy_normal_map": True, "dummy_height": 3.5}
 FLAGS = ["--dummy-faces", "5000", "--dummy-pivot", "bottom", "--dummy-normal-map", "--dummy-height", "3.5"]
-
-
-class Recorder:
-    """A job runner that records the settings it is given and refuses the job (the surfaces answer with
-    the refusal, so that nothing runs)."""
-
-    def __init__(self, outputs_dir):
-        self.outputs_dir, self.model_path, self.text_model = outputs_dir, "m", None
-        self.submitted = []
-
-    def list(self):
-        return []
-
-    def fast_paths(self):
-        return {"cpu": "CPU"}
-
-    def submit(self, images, settings, **kw):
-        self.submitted.append(settings)
-        raise RuntimeError("recorded")
-
-    def submit_text(self, prompt, settings, **kw):
-        return self.submit([prompt], settings)
 
 
 def child(out: str) -> None:
@@ -202,11 +177,7 @@ def check_stable_projectorz(out: Path) -> None:
 
 
 def test_a_new_row_reaches_every_surface(tmp_path):
-    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            f"import {Path(__file__).stem} as t; t.child({str(tmp_path)!r})")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = run_child(__file__, str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "every surface has the dummies" in proc.stdout
 

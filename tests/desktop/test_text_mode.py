@@ -17,18 +17,16 @@ import pytest
 from desktop.api import create_app
 from desktop.jobs import InputError, JobRunner, check_mesh
 from desktop.settings import GenerationSettings
-from images import rgba_blob
-from test_api import LiveServer, form, wait_job
-from test_cli import desktop
-from test_weights import FileServer, closed_port_url, no_sleep
+from tests.helpers.cli import desktop
+from tests.helpers.images import jpeg_bytes, rgba_blob
+from tests.helpers.rest import form, wait_job
+from tests.helpers.servers import FileServer, LiveServer, closed_port_url, no_sleep
+from tests.helpers.text_inputs import LONG_PROMPT, ply_claiming
 
 # Tiny jobs: 2 + 2 steps, only the PLY (no bake, no video) unless a test asks for more.
 FAST = dict(seed=1, ss_steps=2, slat_steps=2, video_frames=8, video_resolution=64, fill_holes=False,
             texture_size=64, bake_views=4, bake_resolution=64, formats=["ply"])
 pytestmark = pytest.mark.filterwarnings("ignore::trellis.pipelines.trellis_text_to_3d.PromptTruncatedWarning")
-LONG_PROMPT = ("a small red wooden chair with four legs and a tall back, " * 200)[:10_000]
-
-
 # ------------------------------------------------------------------------------------------ inputs
 
 @pytest.fixture(scope="module")
@@ -39,22 +37,6 @@ def rod(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("meshes") / "rod.glb"
     trimesh.creation.cylinder(radius=0.02, height=1.0, sections=8).export(path)
     return path
-
-
-def jpeg_bytes() -> bytes:
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (32, 32), (200, 30, 30)).save(buf, format="JPEG")
-    return buf.getvalue()
-
-
-def ply_claiming(faces: int) -> bytes:
-    """A PLY whose header declares `faces` triangles (the body is not there: the header is all that is read)."""
-    return (b"ply\nformat binary_little_endian 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
-            b"property float z\nelement face %d\nproperty list uchar int vertex_indices\nend_header\n" % faces)
 
 
 def stl_claiming(faces: int) -> bytes:

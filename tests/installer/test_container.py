@@ -11,7 +11,7 @@ import threading
 
 import pytest
 import yaml
-from repo import ROOT
+from tests.helpers.repo import ROOT
 
 from installer import container
 from installer.detect import System

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from repo import ROOT
+from tests.helpers.repo import ROOT
 SCRIPT = (ROOT / "installer" / "get_python.sh").read_text()
 UV_VERSION = re.search(r"^UV_VERSION=(\S+)$", SCRIPT, re.M).group(1)
 WHEEL = f"uv-{UV_VERSION}-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"

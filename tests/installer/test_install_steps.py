@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,8 @@ from installer.layout import Layout, files_hash
 from installer.log import Log
 from installer.options import Options, UsageError, parse
 
-from repo import ROOT
+from tests.helpers.install_apps import fake_venv, good_state, make_app, make_wheel
+from tests.helpers.repo import ROOT
 
 
 # ------------------------------------------------------------------------------------------ options
@@ -84,29 +84,6 @@ def test_import_check_script_reports_failures():
 
 # ------------------------------------------------------------------------------------- the state
 
-def make_app(tmp_path: Path, req2: str = "fakeapp==1.0\n") -> Layout:
-    app = tmp_path / "app"
-    app.mkdir()
-    (app / "requirements_1.txt").write_text("torch==2.13.0\n")
-    (app / "requirements_2.txt").write_text(req2)
-    (app / "requirements_test.txt").write_text("faketest==1.0\n")
-    return Layout.of(app)
-
-
-def fake_venv(layout: Layout, state: dict | None) -> None:
-    py = layout.venv_python()
-    py.parent.mkdir(parents=True)
-    py.symlink_to(sys.executable)
-    if state is not None:
-        layout.state_file.write_text(json.dumps(state))
-
-
-def good_state(layout: Layout, **extra) -> dict:
-    return {"schema": 1, "app_key": layout.app_key(), "test_key": None, "torch": "2.13.0+cu130",
-            "cuda_tag": "cu130", "device": "cuda", "cpu_requested": False,
-            "env": {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": "1"}, **extra}
-
-
 def test_check_says_when_an_install_is_needed(tmp_path, capsys):
     layout = make_app(tmp_path)
     assert inst.check(layout, Options()) == inst.EXIT_NEEDS_INSTALL
@@ -147,21 +124,6 @@ def test_interrupted_install_restores_the_previous_venv(tmp_path):
 
 
 # ------------------------------------------------------------------------- a real install, offline
-
-def make_wheel(folder: Path, name: str, version: str, files: dict[str, str]) -> None:
-    dist = name.replace("-", "_")
-    info = f"{dist}-{version}.dist-info"
-    entries = {**files,
-               f"{info}/METADATA": (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-                                    "License-Expression: MIT\n"),
-               f"{info}/WHEEL": ("Wheel-Version: 1.0\nGenerator: trellis-tests\nRoot-Is-Purelib: true\n"
-                                 "Tag: py3-none-any\n")}
-    record = "".join(f"{p},,\n" for p in entries) + f"{info}/RECORD,,\n"
-    with zipfile.ZipFile(folder / f"{dist}-{version}-py3-none-any.whl", "w") as z:
-        for path, text in entries.items():
-            z.writestr(path, text)
-        z.writestr(f"{info}/RECORD", record)
-
 
 FAKE_TORCH = '''
 __version__ = "2.13.0+cpu"
@@ -361,7 +323,7 @@ def _tiny_manifest(tmp_path: Path, base_url: str, server_files: dict) -> Path:
 
 
 def test_launch_fetches_the_weights_first(tmp_path, started, monkeypatch):
-    from test_weights import FileServer
+    from tests.helpers.servers import FileServer
 
     server = FileServer()
     try:
@@ -387,7 +349,7 @@ def test_launch_fetches_the_weights_first(tmp_path, started, monkeypatch):
 
 
 def test_launch_without_weights_says_what_to_do(tmp_path, started, monkeypatch, capsys):
-    from test_weights import closed_port_url
+    from tests.helpers.servers import closed_port_url
 
     monkeypatch.setattr(weights, "MANIFEST_PATH", _tiny_manifest(tmp_path, closed_port_url(), {}))
     monkeypatch.delenv("TRELLIS_DESKTOP_MODEL", raising=False)

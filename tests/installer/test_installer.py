@@ -21,7 +21,8 @@ from installer import detect, licences, plan
 from installer.detect import System, detect_system, parse_nvidia_smi, parse_version, query_nvidia_smi
 from installer.plan import RULES, make_plan
 
-from repo import ROOT
+from tests.helpers.install_apps import make_system
+from tests.helpers.repo import ROOT
 ON_LINUX = sys.platform.startswith("linux")
 
 
@@ -213,16 +214,6 @@ CASES = [
          why="nvidia-smi printed [N/A] for compute_cap: 8.9 from NVIDIA's compute capability list.",
          rules=("cc_from_name",), note=("assumed from its name",)),
 ]
-
-
-def make_system(case: Case) -> System:
-    """The case's GPUs as detect_system reads them, on a fixed machine of the case's OS."""
-    seen = detect_system(nvidia_smi_output=case.smi)
-    windows = case.os == "Windows"
-    return System(os=case.os, machine="x86_64", python=(3, 11, 9), wsl=case.wsl,
-                  app_dir="C:\\TrellisDesktop" if windows else "/home/user/trellis-desktop", free_disk_bytes=None,
-                  long_paths_enabled=True if windows else None, gpus=seen.gpus, gpu_error=seen.gpu_error,
-                  notes=seen.notes)
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -14,7 +14,7 @@ import pytest
 
 from installer import launcher, licences
 
-from repo import ROOT
+from tests.helpers.repo import ROOT
 POSIX = os.name != "nt"
 
 

@@ -18,11 +18,10 @@ import pytest
 
 from installer.launch import skip_weights_command
 from installer.options import parse
-from test_install_steps import good_state, make_app
-from test_ui import free_port
-from test_weights import closed_port_url
+from tests.helpers.install_apps import good_state, make_app
+from tests.helpers.servers import closed_port_url, free_port
 
-from repo import ROOT
+from tests.helpers.repo import ROOT
 
 
 def app_folder(tmp_path: Path):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from repo import ROOT
+from tests.helpers.repo import ROOT
 FAKE_SOURCE = ROOT / "tests" / "data" / "winfake" / "fake_python.c"
 WINE = shutil.which("wine")
 GCC = shutil.which("x86_64-w64-mingw32-gcc")

@@ -23,9 +23,9 @@ from installer.layout import Layout
 from installer.log import Log
 from installer.options import Options
 from installer.plan import RULES, make_plan
-from test_installer import make_system   # a table row as detect_system reads its GPUs, on a fixed machine
+from tests.helpers.install_apps import make_system   # a table row as detect_system reads its GPUs, on a fixed machine
 
-from repo import ROOT
+from tests.helpers.repo import ROOT
 PIN = f"triton-windows=={plan.TRITON_WINDOWS_VERSION}"
 PIN_CU128 = f"triton-windows=={plan.TRITON_WINDOWS_VERSION_CU128}"     # for torch 2.11.0 (issue #16)
 
@@ -180,7 +180,7 @@ def test_a_crashing_check_is_recorded_not_fatal(tmp_path):
 def test_optional_packages_install_or_are_reported(tmp_path):
     """A real venv and pip: the plan's optional package is installed from a wheelhouse next to a pinned torch;
     one that cannot be found is reported (the app runs without it), not raised."""
-    from test_install_steps import make_app, make_wheel
+    from tests.helpers.install_apps import make_app, make_wheel
 
     layout = make_app(tmp_path)
     wheels = tmp_path / "wheels"

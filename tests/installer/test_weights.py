@@ -4,11 +4,8 @@ internet: a local HTTP server on 127.0.0.1 serves made-up files (with HTTP Range
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import os
-import socket
-import threading
 from pathlib import Path
 
 import pytest
@@ -17,78 +14,11 @@ from installer import weights
 from installer.layout import Layout
 from installer.weights import VerifiedCache, WeightFile, WeightsError, ensure, problem
 
-from repo import ROOT
+from tests.helpers.servers import FileServer, closed_port_url, no_sleep
 
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-class FileServer:
-    """Serves `files` {url path: bytes}. `drop_after` {path: n}: the first GET of that path sends only n bytes
-    of the body, then closes the connection. `ranges=False`: ignores Range headers (answers 200). `gate(path,
-    authorization)`: an HTTP status to answer instead (a gated repo), or None; `auth` records (path, the
-    Authorization header) of every request."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.drop_after: dict[str, int] = {}
-        self.ranges = True
-        self.gate = None
-        self.requests: list[tuple[str, str | None]] = []
-        self.auth: list[tuple[str, str | None]] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                path = self.path
-                rng = self.headers.get("Range")
-                server.requests.append((path, rng))
-                server.auth.append((path, self.headers.get("Authorization")))
-                body = server.files.get(path) if path in server.files else server.files.get(path.split("?")[0])
-                refused = server.gate(path, self.headers.get("Authorization")) if server.gate else None
-                if refused is not None or body is None:
-                    self.send_response(refused or 404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                start = 0
-                if rng and server.ranges:
-                    start = int(rng.split("=")[1].split("-")[0])
-                    if start >= len(body):
-                        self.send_response(416)
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    self.send_response(200)
-                part = body[start:]
-                self.send_header("Content-Length", str(len(part)))
-                self.end_headers()
-                cut = server.drop_after.pop(path, None)
-                if cut is not None:
-                    self.wfile.write(part[:cut])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                self.wfile.write(part)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
@@ -96,18 +26,6 @@ def server():
     s = FileServer()
     yield s
     s.close()
-
-
-def no_sleep(_seconds):
-    pass
-
-
-def closed_port_url() -> str:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return f"http://127.0.0.1:{port}"
 
 
 def make_file(server: FileServer, tmp_path: Path, name: str, data: bytes, size=None, digest=None) -> WeightFile:

@@ -21,8 +21,8 @@ from installer import weights
 from installer import weights_trellis2 as w2
 from installer.log import Log
 from installer.options import UsageError, parse
-from test_install_steps import fake_venv, good_state, make_app
-from test_weights import FileServer
+from tests.helpers.install_apps import fake_venv, good_state, make_app
+from tests.helpers.servers import FileServer
 
 GOOD, NO_GRANT = "hf_TestTokenGood123", "hf_TestTokenNoAccess456"
 DINO = "/facebook/dinov3-vitl16-pretrain-lvd1689m/resolve/main/"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import anyio
 
-from images import rgba_blob
-from repo import ROOT_DIR
-from test_api import FAST, TIMEOUT, load_glb
+from tests.helpers.images import rgba_blob
+from tests.helpers.repo import ROOT_DIR
+from tests.helpers.rest import FAST, TIMEOUT, load_glb
 
 GLB_FAST = {**FAST, "formats": ["glb"]}
 LONG = {**GLB_FAST, "ss_steps": 400, "slat_steps": 400}       # runs for seconds: cancelled while it runs

@@ -12,22 +12,17 @@ ideal texture that best explains the bake.
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from repo import BENCHMARKS
-sys.path.insert(0, str(BENCHMARKS))
-
-from realistic_objects import effective_blur  # noqa: E402
-
-from trellis.renderers.cameras import orbit_cameras  # noqa: E402
-from trellis.renderers.mesh_render import render_mesh  # noqa: E402
-from trellis.export.bake.least_squares import TextureAccumulator  # noqa: E402
-from trellis.export.bake.observations import (MIN_OBSERVATION_SCALE, render_observations,  # noqa: E402
+from benchmarks.realistic_objects import effective_blur
+from trellis.renderers.cameras import orbit_cameras
+from trellis.renderers.mesh_render import render_mesh
+from trellis.export.bake.least_squares import TextureAccumulator
+from trellis.export.bake.observations import (MIN_OBSERVATION_SCALE, render_observations,
                                              sharpening_scale)
 
 HALF = 0.4          # the square is [-HALF, HALF]^2 at z = 0, facing +z

@@ -1,17 +1,14 @@
 """Draco-compressed GLB (trellis/export/formats/draco.py) from our own GLB writer, read back by the Khronos glTF
 validator, by Google's draco3dgltf decoder (node, tests/js/draco_decode.js: an implementation other than the
 encoder's) and by DracoPy; compared with the arrays the writer was given."""
-import json
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
 import trimesh
 from scipy.spatial import cKDTree
 
-from repo import JS_DIR
-from test_export import glb_json, make_mesh, validate_gltf
+from tests.helpers.asset import make_mesh
+from tests.helpers.gltf import draco_decode, glb_json, validate_gltf
 from trellis.core.axes import Z_UP_TO_Y_UP
 from trellis.export.assemble import glb_bytes, make_glb_mesh
 from trellis.export.formats.draco import EXTENSION, draco_glb, pack_glb, read_glb
@@ -19,18 +16,6 @@ from trellis.export.formats.gltf import glb_mesh
 from trellis.export.uv.unwrap import unwrap_uv
 
 BITS = dict(position_bits=14, uv_bits=12, normal_bits=10)
-
-
-def draco_decode(path) -> list:
-    """The decode of every Draco primitive of ``path`` by draco3dgltf (see tests/js/draco_decode.js)."""
-    node = shutil.which("node")
-    if node is None or not (JS_DIR / "node_modules" / "draco3dgltf").is_dir():
-        pytest.fail("Google's Draco decoder (draco3dgltf) is not installed: install Node.js, then run "
-                    "`npm ci --prefix tests/js` (./run.sh test does this when npm is on PATH)")
-    res = subprocess.run([node, str(JS_DIR / "draco_decode.js"), str(path)], capture_output=True, text=True,
-                         timeout=120, check=False)
-    assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout)
 
 
 def texture(size: int) -> np.ndarray:

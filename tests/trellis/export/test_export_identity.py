@@ -16,7 +16,7 @@ import hashlib
 import pytest
 import torch
 
-from test_export import make_gaussians, make_mesh
+from tests.helpers.asset import make_gaussians, make_mesh
 from trellis.utils.postprocessing_utils import to_glb, to_obj
 
 pytest.importorskip("trimesh")

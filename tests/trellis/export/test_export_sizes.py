@@ -27,13 +27,13 @@ import torch
 
 from trellis.utils.postprocessing_utils import to_glb
 
-from test_export import make_gaussians, make_mesh
+from tests.helpers.asset import make_gaussians, make_mesh
 
 pytestmark = pytest.mark.slow
 
 trimesh = pytest.importorskip("trimesh")
 
-from repo import JS_DIR
+from tests.helpers.repo import JS_DIR
 SIZES = (1024, 2048, 4096)
 
 

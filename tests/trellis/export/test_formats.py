@@ -13,7 +13,8 @@ import torch
 import trimesh
 from PIL import Image
 
-from test_export import glb_json, make_gaussians, make_mesh, validate_gltf
+from tests.helpers.asset import make_gaussians, make_mesh
+from tests.helpers.gltf import glb_json, validate_gltf
 from trellis.export import bake_textured_mesh
 from trellis.export.assemble import with_normals
 from trellis.export.formats import FORMATS, format_of, write

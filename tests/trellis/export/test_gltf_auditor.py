@@ -26,12 +26,13 @@ import torch
 
 from trellis.utils.postprocessing_utils import to_glb
 
-from test_cli import ROOT, desktop, job_folders
-from test_export import make_gaussians, make_mesh
+from tests.helpers.asset import make_gaussians, make_mesh
+from tests.helpers.cli import desktop, job_folders
+from tests.helpers.repo import ROOT_DIR as ROOT
 
 pytestmark = pytest.mark.slow
 
-from repo import JS_DIR
+from tests.helpers.repo import JS_DIR
 # the app's small CPU settings for a quick job, at the smallest texture the profile accepts
 TINY_JOB = ["--steps", "2", "--texture-size", "512", "--seed", "1", "--set", "fill_holes=false",
             "--set", "bake_views=4", "--set", "bake_resolution=64"]

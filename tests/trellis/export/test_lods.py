@@ -10,16 +10,14 @@ vertices within 0.6 % of the bounding-box diagonal of the 25 % LOD and within 2 
 """
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 import pytest
 import torch
 import trimesh
-from repo import BENCHMARKS
 from scipy.spatial import cKDTree
-from test_export import make_gaussians, make_mesh
-from test_normal_map import plane
+from tests.helpers.asset import make_gaussians, make_mesh
+from tests.helpers.meshes import wavy_sheet
 
 from trellis.core.callbacks import Cancelled
 from trellis.export import bake_textured_mesh
@@ -49,8 +47,7 @@ def sphere():
 
 @pytest.fixture(scope="module")
 def bunny():
-    sys.path.insert(0, str(BENCHMARKS))
-    from realistic_objects import prepare_source
+    from benchmarks.realistic_objects import prepare_source
 
     from trellis.export.cleanup.decimate import simplify_mesh
 
@@ -225,12 +222,6 @@ def test_a_target_below_what_keeps_the_silhouette_is_refused_with_its_floor(sphe
     assert first.target < first.floor < 0.05 * len(sphere.faces)
     assert str(refused.value).startswith(f"LOD2 and LOD3: their targets of {first.target} and {second.target} "
                                          f"triangles are below the {first.floor} that keep the silhouette")
-
-
-def wavy_sheet():
-    """A gently waved square sheet of 24 x 24 quads, UV = its x, y: (vertices, faces, uvs), faces' centroids."""
-    v, f = plane(24, lambda x, y: 0.02 * np.sin(6 * x) * np.cos(5 * y))
-    return v, f, (v[:, :2] + 0.5).astype(np.float32), v[f].mean(1)
 
 
 def test_a_hole_stays_open():

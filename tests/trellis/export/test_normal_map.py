@@ -14,17 +14,9 @@ from trellis.export.bake.observations import observation_cameras
 from trellis.export.tangents import vertex_tangents
 from trellis.renderers.cameras import orbit_cameras
 
+from tests.helpers.meshes import plane
+
 SIZE, RES, VIEWS = 64, 128, 12
-
-
-def plane(n: int, height):
-    """A grid of n x n quads over [-0.4, 0.4]², z = height(x, y), normals up: (vertices, faces)."""
-    x, y = np.meshgrid(np.linspace(-0.4, 0.4, n + 1), np.linspace(-0.4, 0.4, n + 1), indexing="ij")
-    v = np.stack([x, y, height(x, y)], -1).reshape(-1, 3)
-    i = np.arange(n)[:, None] * (n + 1) + np.arange(n)[None, :]
-    i = i.reshape(-1)
-    f = np.concatenate([np.stack([i, i + n + 1, i + n + 2], 1), np.stack([i, i + n + 2, i + 1], 1)])
-    return v.astype(np.float32), f.astype(np.int64)
 
 
 def square(mirror_u: bool = False):
@@ -117,7 +109,7 @@ def with_map():
     """A bumpy sphere decimated and baked with its normal map (the export's own path, small)."""
     from trellis.export.schedule import bake_textured_mesh
 
-    from test_export import make_gaussians, make_mesh
+    from tests.helpers.asset import make_gaussians, make_mesh
     torch.manual_seed(0)
     v, f = make_mesh(4)
     return bake_textured_mesh(make_gaussians(v, f, n=8000), (v, f), simplify=0.9, fill_holes=False,
@@ -126,7 +118,7 @@ def with_map():
 
 
 def test_the_export_bakes_the_map_and_the_glb_carries_it_with_its_tangents(with_map, tmp_path):
-    from test_export import glb_json, validate_gltf
+    from tests.helpers.gltf import glb_json, validate_gltf
 
     assert with_map.normal_texture.shape == (64, 64, 3) and with_map.normal_texture.dtype == np.uint8
     assert with_map.info["normal_map"]["observed_share"] > 0.5

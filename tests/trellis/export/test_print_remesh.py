@@ -3,12 +3,10 @@
 consistently, outward), standing on a flat base. Shapes that the shape as it is cannot make one body of: two boxes
 touching along an edge (a slicer's "2 bodies"), two overlapping spheres (the union is the print), the scanned bunny
 cut in two overlapping open halves; and the marching tetrahedra alone on a ball."""
-import sys
 
 import numpy as np
 import pytest
 import trimesh
-from repo import BENCHMARKS
 
 from trellis.export.formats.print_remesh import is_one_body, marching_tetrahedra, remesh_solid
 from trellis.export.formats.print_solid import has_flat_base, print_solid
@@ -63,8 +61,7 @@ def test_overlapping_spheres_are_printed_as_their_union():
 @pytest.fixture(scope="module")
 def bunny():
     """The scanned bunny (benchmarks/realistic_objects.py), decimated to 12 k faces."""
-    sys.path.insert(0, str(BENCHMARKS))
-    from realistic_objects import prepare_source
+    from benchmarks.realistic_objects import prepare_source
 
     from trellis.export.cleanup.decimate import simplify_mesh
 

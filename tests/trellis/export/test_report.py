@@ -4,7 +4,7 @@ the floor it stopped at), the print repair's share of the surface left out; file
 import numpy as np
 import pytest
 import trimesh
-from test_lods import wavy_sheet
+from tests.helpers.meshes import wavy_sheet
 
 from trellis.export.formats import write
 from trellis.export.lod_targets import LodTargetError

@@ -17,7 +17,7 @@ from trellis.export.result_file import RESULT_FORMAT, DamagedResultError, load_r
 from trellis.representations.gaussian import Gaussian
 from trellis.export.schedule import bake_textured_mesh
 
-from test_export import make_gaussians, make_mesh
+from tests.helpers.asset import make_gaussians, make_mesh
 
 BAKE = dict(simplify=0.5, fill_holes=False, texture_size=64, verbose=False, nviews=6, render_resolution=96,
             uv_method="charts")

@@ -84,7 +84,7 @@ def test_the_bake_hands_its_files_the_split_of_its_mesh():
     the files carry no split normals)."""
     import torch
 
-    from test_export import make_gaussians, make_mesh
+    from tests.helpers.asset import make_gaussians, make_mesh
     from trellis.export.schedule import bake_textured_mesh
 
     torch.manual_seed(0)
@@ -106,7 +106,7 @@ def test_a_normal_map_bake_and_its_files_make_the_split_once(tmp_path, monkeypat
     """With a normal map, its bake (the frames it is baked in) and the GLB and OBJ written after take one split."""
     import torch
 
-    from test_export import make_gaussians, make_mesh
+    from tests.helpers.asset import make_gaussians, make_mesh
     from trellis.export.bake import normal_map as normal_map_mod
     from trellis.export.schedule import bake_textured_mesh
 

@@ -16,14 +16,9 @@ from trellis.export import processes
 from trellis.export.uv import geometric, in_child, segment
 from trellis.export.uv.unwrap import unwrap_uv
 
+from tests.helpers.meshes import bumpy_sphere
+
 trimesh = pytest.importorskip("trimesh")
-
-
-def bumpy_sphere(subdivisions=4):
-    s = trimesh.creation.icosphere(subdivisions=subdivisions)
-    v = np.asarray(s.vertices, np.float64)
-    r = 1 + 0.15 * np.sin(5 * v[:, 0]) * np.cos(4 * v[:, 1]) + 0.1 * np.sin(7 * v[:, 2])
-    return (v * r[:, None]).astype(np.float32), np.asarray(s.faces, np.int64)
 
 
 def layout_children() -> list:

@@ -20,8 +20,8 @@ from trellis.export.uv.unwrap import unwrap_uv
 from trellis.export.uv.winding import mirrored_faces, unmirror_charts, uv_charts
 from trellis.utils.postprocessing_utils import to_glb
 
-from test_export import make_gaussians, make_mesh
-from test_uv_charts import bumpy_sphere
+from tests.helpers.asset import make_gaussians, make_mesh
+from tests.helpers.meshes import bumpy_sphere
 
 trimesh = pytest.importorskip("trimesh")
 
