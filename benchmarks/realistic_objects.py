@@ -532,14 +532,14 @@ def random_cameras(n: int, seed: int, device=None):
 
 
 def fit_colors(gs: dict, verts, faces, device, pattern_res: int, resolution: int, iterations: int,
-               lr: float = 0.05, seed: int = 0, verbose: bool = True) -> dict:
+               lr: float = 0.05, seed: int = 0, verbose: bool = True, truth_points=None) -> dict:
     """Colours [N,3] for the Gaussians ``gs`` (``surface_gaussian_arrays``) that make their renders match
     ``truth_color`` on the mesh (``verts``, ``faces``: the decoder-like mesh; its raster gives each pixel's
     surface point) from ``iterations`` random views at ``resolution``^2: minimises the squared error of the
     composited (premultiplied) colour against the truth times the rendered opacity, inside the mesh's mask.
     Starts from the sampled colours; colours stay >= 0 (the renderer clamps them there). Returns {"color",
     "psnr_start_db", "psnr_end_db" (un-premultiplied renders against the truth, on 8 other random views),
-    "seconds"}."""
+    "seconds"}. ``truth_points`` [V,3]: the point whose truth each vertex shows (default: the vertex itself)."""
     from trellis.renderers.gaussian_render import composite_torch, project
     from trellis.renderers.mesh_render import render_mesh
 
@@ -550,13 +550,15 @@ def fit_colors(gs: dict, verts, faces, device, pattern_res: int, resolution: int
         opacity = g.get_opacity.reshape(-1)
     mesh = {"vertices": torch.as_tensor(verts, dtype=torch.float32, device=dev),
             "faces": torch.as_tensor(np.asarray(faces, np.int64), device=dev)}
+    shown = mesh["vertices"] if truth_points is None else torch.as_tensor(truth_points, dtype=torch.float32,
+                                                                          device=dev)
     bg = torch.zeros(3, device=dev)
 
     def view(ext, intr, colors):
         with torch.no_grad():
             proj = project(xyz, scales, rots, opacity, ext, intr, resolution, resolution, 0.8, 1.6, False, 0.1,
                            True)
-            out = render_mesh(mesh, ext, intr, resolution, return_types=("mask", "attr"), attrs=mesh["vertices"])
+            out = render_mesh(mesh, ext, intr, resolution, return_types=("mask", "attr"), attrs=shown)
             mask = out["mask"][0] > 0.5
             truth = truth_color(out["attr"].permute(1, 2, 0)[mask], pattern_res).float()
         with torch.enable_grad():        # callers may run under no_grad (export_realistic_gpu.main)
@@ -605,35 +607,63 @@ def fit_colors(gs: dict, verts, faces, device, pattern_res: int, resolution: int
 
 
 def fitted_arrays(name: str, resolution: int, num_gaussians: int, seed: int = 0, cache=None, device="cpu",
-                  fit: dict = None, verbose: bool = True) -> dict:
+                  fit: dict = None, verbose: bool = True, surface: bool = False) -> dict:
     """``build_arrays`` with the Gaussians' colours from ``fit_colors`` (cached like the rest, by the fit's
-    settings too). ``fit``: FIT_FULL / FIT_QUICK or other keyword arguments of ``fit_colors``."""
+    settings too). ``fit``: FIT_FULL / FIT_QUICK or other keyword arguments of ``fit_colors``. ``surface``: fitted
+    to the source surface's truth (``surface_colors``' look: each point of the sheets shows the truth
+    ``SHELL_VOXELS`` voxels back along its normal, where the source surface is)."""
     arr = build_arrays(name, resolution, num_gaussians, seed, cache, verbose)
     fit = dict(fit or (FIT_FULL if resolution >= 256 else FIT_QUICK))
     tag = "_".join(f"{k}{fit[k]}" for k in sorted(fit))
-    path = cache_dir(cache) / (f"{name}_fit_r{resolution}_g{num_gaussians}_s{seed}_v{GS_VERSION}.{FIT_VERSION}_"
+    kind = "surfacefit" if surface else "fit"
+    path = cache_dir(cache) / (f"{name}_{kind}_r{resolution}_g{num_gaussians}_s{seed}_v{GS_VERSION}.{FIT_VERSION}_"
                                f"{tag}_{_data_digest()}.npz")
 
     def make():
         gs = {k[3:]: arr[k] for k in arr if k.startswith("gs_")}
-        return fit_colors(gs, arr["vertices"], arr["faces"], device, resolution, seed=seed, verbose=verbose, **fit)
+        if surface:                       # started from the surface's look
+            gs["color"] = surface_colors(arr, resolution)
+        back = None if not surface else (arr["vertices"] - SHELL_VOXELS / resolution
+                                         * vertex_normals(arr["vertices"].astype(np.float64), arr["faces"]))
+        return fit_colors(gs, arr["vertices"], arr["faces"], device, resolution, seed=seed, verbose=verbose,
+                          truth_points=back, **fit)
 
     got = _cached(path, make)
     return {**arr, "gs_color": got["color"], "fit_psnr_start_db": got["psnr_start_db"],
             "fit_psnr_end_db": got["psnr_end_db"], "fit_seconds": got["seconds"]}
 
 
+COLORS = ("sampled", "fitted", "surface", "surface_fitted")
+
+
+def surface_colors(arr: dict, resolution: int) -> np.ndarray:
+    """[N,3]: the truth at the source surface under each Gaussian of ``arr`` (``build_arrays``): its centre moved
+    back along its disc's axis (the outer sheet's normal) by the sheet's offset, ``SHELL_VOXELS`` voxels of the
+    ``resolution`` grid. The look of the source surface itself, carried by Gaussians on the outer sheet: what a
+    new look generated on a user's mesh (keep my mesh) carries, where "sampled" and "fitted" carry the pattern
+    where the sheet is, which differs from the source surface's by the offset."""
+    from trellis.representations.gaussian import quaternion_to_matrix
+
+    normal = quaternion_to_matrix(torch.as_tensor(arr["gs_rotation"], dtype=torch.float64))[:, :, 2].numpy()
+    return truth_color(arr["gs_xyz"].astype(np.float64) - SHELL_VOXELS / resolution * normal,
+                       resolution).astype(np.float32)
+
+
 def realistic_object(name: str, device="cpu", resolution: int = 256, num_gaussians: int = 500_000,
                      seed: int = 0, cache=None, verbose: bool = True, colors: str = "sampled"):
     """(Gaussian, {"vertices": [V,3] float32, "faces": [F,3] int64}) on ``device`` for shape ``name``.
-    ``colors``: "sampled" (the truth at each Gaussian's centre) or "fitted" (``fit_colors``: as a trained
-    decoder's, renders fitted to the truth)."""
-    if colors not in ("sampled", "fitted"):
-        raise ValueError(f"colors must be 'sampled' or 'fitted', got {colors!r}")
-    if colors == "fitted":
-        arr = fitted_arrays(name, resolution, num_gaussians, seed, cache, device, verbose=verbose)
+    ``colors``: "sampled" (the truth at each Gaussian's centre), "fitted" (``fit_colors``: as a trained
+    decoder's, renders fitted to the truth), "surface" (``surface_colors``: the source surface's truth) or
+    "surface_fitted" (fitted as "fitted" to the source surface's truth)."""
+    if colors not in COLORS:
+        raise ValueError(f"colors must be one of {COLORS}, got {colors!r}")
+    if colors in ("fitted", "surface_fitted"):
+        arr = fitted_arrays(name, resolution, num_gaussians, seed, cache, device, verbose=verbose,
+                            surface=colors == "surface_fitted")
     else:
         arr = build_arrays(name, resolution, num_gaussians, seed, cache, verbose)
+    if colors == "surface":
+        arr = dict(arr, gs_color=surface_colors(arr, resolution))
     dev = torch.device(device)
     gaussian = make_gaussian({k[3:]: arr[k] for k in arr if k.startswith("gs_")}, dev)
     mesh = {"vertices": torch.as_tensor(arr["vertices"], dtype=torch.float32, device=dev),

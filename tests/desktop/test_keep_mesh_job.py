@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import trimesh
 
-from images import rgba_blob
-from test_cli import SMALL, desktop, job_folders
-from test_export import validate_gltf
+from tests.helpers.cli import SMALL, desktop, job_folders
+from tests.helpers.gltf import validate_gltf
+from tests.helpers.images import rgba_blob
 
 
 def unwrapped_sphere():

@@ -7,8 +7,10 @@ a texture, the UVs of the user's model stay as they are; only the texture is new
 
 The Gaussians of a "new look" job live in the frame the voxeliser put the user's model in
 (``representations.voxels.used_in_unit_cube``: the bounding box of the vertices the faces use centred at the
-origin, its largest side 1). ``bake_onto_mesh`` bakes onto a copy normalised by that same function, through the
-export's own views, bake and inpainting (``schedule.bake_uv_mesh``), and hands back the model as it was given.
+origin, its largest side 1). ``bake_onto_mesh`` bakes onto a copy normalised by that same function and hands back
+the model as it was given. Gaussians are baked along the mesh's normals (``bake.near_surface``: a look generated on
+the mesh's voxels lies up to a voxel off its surface, and each texel takes the look where the mesh is); a radiance
+field, or ``bake="views"``, through the export's own views, bake and inpainting (``schedule.bake_uv_mesh``).
 
 UVs follow the export's convention (``uv.unwrap``: v up, the texture stored top row first), which is trimesh's:
 the UVs of a model read by trimesh (``mesh.visual.uv``, glTF's v already flipped by its loader) are used as they
@@ -21,17 +23,19 @@ splits vertices at creases, ``None`` writes no normals).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
 
 from ..core.callbacks import check
+from ..representations.gaussian import Gaussian
 from ..representations.voxels import used_in_unit_cube
-from .options import export_options
+from .options import ExportOptions
 from .textured import TexturedMesh
 
 __all__ = ["UV_RANGE_TOLERANCE", "DEGENERATE_DENSITY", "MAX_DEGENERATE_SHARE", "OVERLAP_RESOLUTION",
-           "MAX_OVERLAP_SHARE", "BAKE_OPTIONS", "uv_usable", "bake_onto_mesh"]
+           "MAX_OVERLAP_SHARE", "BAKE_OPTIONS", "KEEP_MESH_BAKES", "uv_usable", "bake_onto_mesh"]
 
 # How far past [0, 1] a UV may lie: exporters round border UVs a little past the edge; half a texel of a 1024²
 # texture, while a tiling or UDIM layout goes whole units past it.
@@ -49,10 +53,13 @@ OVERLAP_RESOLUTION = 512
 # faces): each such texel can hold one of their colours only. A few stacked details pass; a mirrored half
 # (50 %) or repeated parts do not.
 MAX_OVERLAP_SHARE = 0.05
-# bake_onto_mesh's keyword arguments beyond its own: the options of export_options that concern the unwrap
-# (when the UVs are replaced), the views and the bake (clean-up, normal maps and normals do not apply).
-BAKE_OPTIONS = ("uv_time_budget_s", "uv_method", "steps", "lambda_tv", "cg_iterations", "observation_scale",
-                "device")
+# bake_onto_mesh's keyword arguments: the options (``options.ExportOptions``) that concern the unwrap (when the UVs
+# are replaced), the views and the bake (clean-up, normal maps and normals do not apply).
+BAKE_OPTIONS = ("texture_size", "bake_mode", "nviews", "render_resolution", "uv_time_budget_s", "uv_method", "steps",
+                "lambda_tv", "cg_iterations", "observation_scale", "device", "debug", "verbose")
+# bake_onto_mesh's bakes: "normals" composites the Gaussians along the mesh's normal at every texel
+# (bake.near_surface), "views" projects renders of them onto the mesh (the export's bake; a radiance field's always).
+KEEP_MESH_BAKES = ("normals", "views")
 
 
 def uv_usable(vertices, faces, uvs) -> tuple[bool, str, dict]:
@@ -110,9 +117,8 @@ def uv_usable(vertices, faces, uvs) -> tuple[bool, str, dict]:
     return True, "usable", stats
 
 
-def bake_onto_mesh(app_rep, vertices, faces, uvs=None, *, texture_size: int = 1024, bake_mode: str = "fast",
-                   nviews: int | None = None, render_resolution: int | None = None, progress=None, cancel=None,
-                   debug: bool = False, verbose: bool = False, **kwargs) -> TexturedMesh:
+def bake_onto_mesh(app_rep, vertices, faces, uvs=None, options: ExportOptions | None = None, *, bake: str = "normals",
+                   progress=None, cancel=None, **kwargs) -> TexturedMesh:
     """The look of ``app_rep`` (Gaussians decoded in the voxeliser's frame of this mesh) baked onto the user's
     mesh: ``vertices`` [V,3] in the pipeline's z-up frame as loaded (not normalised), ``faces`` [F,3], ``uvs``
     [V,2] (v up) or None.
@@ -122,16 +128,20 @@ def bake_onto_mesh(app_rep, vertices, faces, uvs=None, *, texture_size: int = 10
     with the model's vertices copied along its seams. Nothing is cleaned up or decimated. ``info``: "uv" ("kept"
     or "new atlas: <reason>"), "uv_stats", "uv_method" (new atlas), "vertices", "faces", "seconds" per stage,
     "observed_share" and the views ("observations"); with ``debug`` also the texture before inpainting and its
-    observed texels. ``nviews`` / ``render_resolution``: None chooses by device
-    (``options.observation_settings``); ``kwargs``: ``BAKE_OPTIONS``. ``progress(stage, done, total)`` hears
-    "uv_unwrap" (new atlas), "observe", "bake", "reobserve", "inpaint"; ``cancel()`` returning True raises
-    ``trellis.core.callbacks.Cancelled``."""
+    observed texels. ``options``: an ``ExportOptions``, of which ``BAKE_OPTIONS`` apply (``nviews`` /
+    ``render_resolution`` None choose by device: ``options.observation_settings``); ``kwargs``: changes to those.
+    ``bake``: one of ``KEEP_MESH_BAKES`` (the views' options apply to "views", which also bakes where the normals
+    saw under ``bake.coverage.MIN_OBSERVED_SHARE`` of the atlas: it bakes faint Gaussians again and says so).
+    ``progress(stage, done, total)`` hears "uv_unwrap" (new atlas), "observe", "bake", "reobserve", "inpaint";
+    ``cancel()`` returning True raises ``trellis.core.callbacks.Cancelled``."""
     from .schedule import bake_uv_mesh
 
     unknown = sorted(set(kwargs) - set(BAKE_OPTIONS))
     if unknown:
         raise TypeError(f"unexpected keyword argument(s) {unknown}; bake_onto_mesh takes {list(BAKE_OPTIONS)}")
-    opt = export_options(kwargs)
+    if bake not in KEEP_MESH_BAKES:
+        raise ValueError(f"unknown bake {bake!r} (use one of {list(KEEP_MESH_BAKES)})")
+    o = ExportOptions.given(options, **kwargs)
     info: dict = {"seconds": {}}
     last = [time.perf_counter()]
 
@@ -160,8 +170,8 @@ def bake_onto_mesh(app_rep, vertices, faces, uvs=None, *, texture_size: int = 10
 
         uv_info: dict = {}
         _, f_new, uv_new, vmap = unwrap_uv(
-            v_cube, f_cube, time_budget_s=opt["uv_time_budget_s"], cancel=cancel, texture_size=texture_size,
-            method=opt["uv_method"], verbose=verbose, info=uv_info,
+            v_cube, f_cube, time_budget_s=o.uv_time_budget_s, cancel=cancel, texture_size=o.texture_size,
+            method=o.uv_method, verbose=o.verbose, info=uv_info,
             progress=None if progress is None else (lambda d, t: progress("uv_unwrap", d, t)))
         info["uv"] = f"new atlas: {reason}"
         info["uv_method"] = uv_info["method"]
@@ -169,10 +179,19 @@ def bake_onto_mesh(app_rep, vertices, faces, uvs=None, *, texture_size: int = 10
         bake_mesh = (v_cube[vmap], f_new, uv_new)
         lap("uv_unwrap")
 
-    # the bake adds its views, observed share and stage seconds to the same info
-    texture = bake_uv_mesh(app_rep, *bake_mesh, texture_size=texture_size, bake_mode=bake_mode, progress=progress,
-                           cancel=cancel, debug=debug, verbose=verbose, info=info, nviews=nviews,
-                           render_resolution=render_resolution, **kwargs)
+    # the bake adds its observed share and stage seconds (and the views) to the same info
+    texture = None
+    if bake == "normals" and isinstance(app_rep, Gaussian):
+        from .bake.coverage import MIN_OBSERVED_SHARE
+        from .bake.near_surface import bake_near_surface
+
+        texture = bake_near_surface(app_rep, *bake_mesh, o.texture_size, device=o.device_for(app_rep), cancel=cancel,
+                                    progress=progress, info=info, debug=o.debug)
+        if info["observed_share"] < MIN_OBSERVED_SHARE:
+            texture = None
+    if texture is None:
+        views = dataclasses.replace(ExportOptions(), **{name: getattr(o, name) for name in BAKE_OPTIONS})
+        texture = bake_uv_mesh(app_rep, *bake_mesh, views, progress=progress, cancel=cancel, info=info)
     return TexturedMesh(*out, texture, info)
 
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from test_export import make_gaussians, pattern, validate_gltf
+from tests.helpers.asset import make_gaussians, pattern
+from tests.helpers.gltf import validate_gltf
 from trellis.core.axes import Z_UP_TO_Y_UP
 from trellis.core.callbacks import Cancelled
 from trellis.export import bake_onto_mesh, make_glb_mesh, save_glb, uv_usable
@@ -81,8 +82,9 @@ def model():
 @pytest.fixture(scope="module")
 def baked(model):
     calls = []
-    out = bake_onto_mesh(model["gaussian"], model["vertices"], model["faces"], model["uvs"], texture_size=TEXTURE,
-                         nviews=NVIEWS, render_resolution=RES, device="cpu", debug=True,
+    # the bake from views (the bake along normals: test_keep_mesh_surface)
+    out = bake_onto_mesh(model["gaussian"], model["vertices"], model["faces"], model["uvs"], bake="views",
+                         texture_size=TEXTURE, nviews=NVIEWS, render_resolution=RES, device="cpu", debug=True,
                          progress=lambda *a: calls.append(a[0]))
     print(f"\nbake_onto_mesh ({NVIEWS} views {RES}², texture {TEXTURE}²): {out.info['seconds']}")
     return out, calls
