@@ -211,12 +211,6 @@ SCRIPT = r"""
       note.textContent = 'The app has stopped (its server no longer answers): a running job did not finish. ' +
                          'Start the app again, then reload this page.';
       document.body.prepend(note);
-      // No control left offering what cannot happen any more (Generate, Cancel, Export again, the errors' buttons).
-      document.querySelectorAll('.gradio-container :is(button, input, textarea, select)').forEach((el) => {
-        el.disabled = true;
-      });
-      const generate = $('#td-generate');
-      if (generate) generate.textContent = 'App stopped';
       const box = $('#td-status [data-state]');
       if (box && ['running', 'queued'].includes(box.dataset.state)) {
         box.dataset.state = 'stopped';
@@ -226,6 +220,15 @@ SCRIPT = r"""
         const line = box.querySelector('.td-line');
         if (line) line.textContent = 'Stopped: the app closed while this job ran.';
       }
+    }
+    if (!ok && note) {
+      // No control left offering what cannot happen any more (Generate, Cancel, Export again, the errors' buttons);
+      // again at every check, as Gradio re-renders the components its last events reached.
+      document.querySelectorAll('.gradio-container :is(button, input, textarea, select)').forEach((el) => {
+        el.disabled = true;
+      });
+      const generate = $('#td-generate');
+      if (generate) generate.textContent = 'App stopped';
     } else if (ok) {
       down = 0;
       if (note) note.textContent = 'The app is running again: reload this page to use it.';

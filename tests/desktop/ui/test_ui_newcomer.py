@@ -293,9 +293,10 @@ def test_a_server_that_stopped_is_said_so(browser, tiny_pipeline_dir, tmp_path):
         assert "stopped" in ui.page.inner_text("#td-status").lower()
         # No button left offering what cannot happen: Generate says so, Cancel and the rest are disabled.
         assert ui.page.inner_text("#td-generate").strip() == "App stopped"
-        enabled = ui.page.eval_on_selector_all(".gradio-container :is(button, input, textarea, select)",
-                                               "els => els.filter(e => !e.disabled).length")
-        assert enabled == 0 and ui.page.locator("#td-cancel").is_disabled()
+        # every control disabled, and kept so (the page's check repeats while the server is away)
+        ui.page.wait_for_function("() => [...document.querySelectorAll('.gradio-container :is(button, input, "
+                                  "textarea, select)')].every(e => e.disabled)", timeout=10000)
+        assert ui.page.locator("#td-cancel").is_disabled()
         assert ui.page.locator("#td-status [data-state=running], #td-status .td-running").count() == 0
         ui.shot("newcomer-server-stopped.png")
     finally:
