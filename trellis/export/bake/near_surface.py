@@ -270,9 +270,9 @@ def composite_along_normals(cells: GaussianCells, point, normal, filt, lo: float
     return color, alpha, height
 
 
-def spacing_sharpening(gaussian, surface_area: float) -> float:
+def spacing_sharpening(gaussian, surface_area: float, spacing_share: float = SHARPEN_SPACING) -> float:
     """The factor the Gaussians' scales are taken at: their median tangent scale (geometric mean of the two larger
-    axes) brought to ``SHARPEN_SPACING`` times their mean spacing on a surface of ``surface_area`` (the mesh's),
+    axes) brought to ``spacing_share`` times their mean spacing on a surface of ``surface_area`` (the mesh's),
     never below ``MIN_SHARPENING`` and never enlarged. Overlapping footprints blend the colours of neighbours, which
     blurs a texel by about a Gaussian's size; narrower, each texel's line meets the few nearest it."""
     s = gaussian.get_scaling.detach()
@@ -281,7 +281,7 @@ def spacing_sharpening(gaussian, surface_area: float) -> float:
     spacing = math.sqrt(surface_area / len(s))
     s = s[::max(1, len(s) // 65536)].float().sort(dim=-1).values
     tangent = float((s[:, 1] * s[:, 2]).sqrt().median())
-    return float(min(1.0, max(MIN_SHARPENING, SHARPEN_SPACING * spacing / max(tangent, 1e-12))))
+    return float(min(1.0, max(MIN_SHARPENING, spacing_share * spacing / max(tangent, 1e-12))))
 
 
 def search_reach(gaussian, texel: float) -> float:
