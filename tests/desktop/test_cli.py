@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 import pytest
 
@@ -330,17 +331,29 @@ def test_ctrl_c_cancels_cleanly_with_exit_130(tiny_pipeline_dir, tmp_path):
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     timer = threading.Timer(120, proc.kill)
     timer.start()
+    seen = []
+    reader = threading.Thread(target=lambda: seen.extend(proc.stderr), daemon=True)
+    reader.start()
     try:
-        seen = []
-        for line in proc.stderr:
-            seen.append(line)
-            if "Sampling structure" in line:
-                proc.send_signal(signal.SIGINT)
+        while proc.poll() is None and not any("Sampling structure" in line for line in seen):
+            time.sleep(0.05)
+        # A Ctrl-C the interpreter has not acted on within 10 s (a loaded machine) is pressed again, as a user
+        # would; a second one after "Interrupted" would stop the waiting, so none is sent once it is said.
+        for _ in range(3):
+            if proc.poll() is not None:
                 break
-        rest_out, rest_err = proc.communicate()
+            proc.send_signal(signal.SIGINT)
+            said = time.monotonic() + 10
+            while proc.poll() is None and time.monotonic() < said and not any("Interrupted" in s for s in seen):
+                time.sleep(0.05)
+            if any("Interrupted" in line for line in seen):
+                break
+        rest_out = proc.stdout.read()
+        proc.wait()
+        reader.join(10)
     finally:
         timer.cancel()
-    stderr = "".join(seen) + rest_err
+    stderr = "".join(seen)
     assert proc.returncode == 130, stderr
     assert "cancelled" in stderr and rest_out == ""
     (folder,) = job_folders(out)
