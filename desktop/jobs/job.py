@@ -45,8 +45,13 @@ STAGE_LABELS = {
     "usdz": "Writing USDZ",
     "done": "Done",
 }
-# The export's own sub-stages (trellis.export.schedule's progress names) in the user's words.
+# The export's own sub-stages (trellis.export.schedule's and trellis.export.pbr.export's progress names) in the
+# user's words.
 SUBSTAGE_LABELS = {
+    "cluster": "simplifying the mesh",
+    "orient": "turning the faces outward",
+    "project": "finding the surface under each texel",
+    "attributes": "painting the materials",
     "simplify": "simplifying the mesh",
     "final_simplify": "simplifying the mesh",
     "visibility": "finding hidden faces",
@@ -101,6 +106,7 @@ class Progress:
     eta_s: Optional[float] = None  # seconds left, None while unknown
     elapsed_s: float = 0.0
     message: str = ""
+    measured: bool = False         # eta_s comes from this machine's measured stage times, not a rough share
 
     @property
     def label(self) -> str:
@@ -123,6 +129,7 @@ class Job:
     keep_result: bool = False         # keep the decoded result in memory for later exports
     prompt: Optional[str] = None      # text jobs, and variants described by a prompt
     mesh: object = None               # variant jobs: the 3-D model (path, or (name, bytes) of an upload)
+    family: Optional[str] = None      # generations: the image model family that runs it ("trellis", "trellis2")
     warnings: list = field(default_factory=list)   # what the user should know about a finished job
     state: str = JobState.QUEUED
     progress: Progress = field(default_factory=Progress)

@@ -8,9 +8,12 @@ from desktop.ui.status import job_line
 
 def test_every_export_substage_has_words():
     from trellis.export import schedule
-    # The stage names the export reports, as its module documents them (``progress(stage, done, total)``).
-    names = set(re.findall(r'"([a-z_]+)"', schedule.__doc__.split("progress(stage, done, total)")[1]))
-    assert {"uv_unwrap", "observe", "inpaint", "normal_map", "assemble"} <= names
+    from trellis.export.pbr import export as pbr_export
+    # The stage names the exports report, as their modules document them (``progress(stage, done, total)``).
+    names = set()
+    for module in (schedule, pbr_export):
+        names |= set(re.findall(r'"([a-z_]+)"', module.__doc__.split("progress(stage, done, total)")[1]))
+    assert {"uv_unwrap", "observe", "inpaint", "normal_map", "assemble", "cluster", "attributes"} <= names
     assert names <= set(SUBSTAGE_LABELS), sorted(names - set(SUBSTAGE_LABELS))
     assert not [w for w in SUBSTAGE_LABELS.values() if "_" in w]
 
