@@ -18,7 +18,8 @@ from tests.helpers.servers import LiveServer
 
 pytestmark = pytest.mark.slow
 
-ROUTES = ["/v1/jobs", "/v1/jobs/nope/export", "/generate", "/generate_no_preview", "/generate_multi_preview"]
+ROUTES = ["/v1/jobs", "/v1/jobs/nope/export", "/v1/3d/generations", "/generate", "/generate_no_preview",
+          "/generate_multi_preview"]
 # Every field of the JSON bodies (from the schemas) and a few that exist nowhere.
 FIELDS = ["images", "preset", "seed", "randomize_seed", "ss_steps", "ss_cfg", "slat_steps", "slat_cfg", "simplify",
           "texture_size", "bake_mode", "bake_views", "bake_resolution", "fill_holes", "video_frames",
@@ -103,13 +104,16 @@ def test_hostile_json_bodies_never_get_a_server_error(server):
     @example(route="/generate_no_preview", body=json.dumps({"image_base64": NOT_AN_IMAGE, "ss_sampling_steps": math.nan},
                                                            allow_nan=True).encode())
     @example(route="/v1/jobs", body=json.dumps({"images": [NOT_AN_IMAGE], "formats": [["glb"]] * 100_000}).encode())
+    @example(route="/v1/3d/generations", body=nested(100_000).encode())
+    @example(route="/v1/3d/generations", body=json.dumps({"image": NOT_AN_IMAGE, "n": 1e308}).encode())
     def run(route, body):
         r = client.post(route, content=body)
         seen[r.status_code] = seen.get(r.status_code, 0) + 1
         if r.status_code >= 500 or r.status_code < 400:
             failures.append((route, body[:120], r.status_code, r.text[:300]))
             return
-        detail = r.json()["detail"]                    # every refusal says why
+        said = r.json()                                # every refusal says why (OpenAI's shape on its route)
+        detail = said["error"]["message"] if route == "/v1/3d/generations" else said["detail"]
         assert detail, (route, body[:120], r.text[:300])
     try:
         run()
