@@ -11,7 +11,7 @@ names), over the same job runner as the /v1 job API (mounted by server.py).
 
 JSON (base64 images) or a multipart form (files `image`, repeated for several views). The answer waits for the
 jobs (`{"created", "id", "object": "3d.generation", "model", "status", "data": [{"url" | "b64_json", "job_id",
-...}]}`); with "async": true (or `Prefer: respond-async`), or when `timeout` passes first, it is 202 with the job ids
+...}]}`, an OBJ with its `companions`: the .mtl and textures it names); with "async": true (or `Prefer: respond-async`), or when `timeout` passes first, it is 202 with the job ids
 at once, and `GET /v1/3d/generations/{id}` answers the same envelope once they are done. The jobs are /v1 jobs:
 `GET /v1/jobs/{job_id}` shows their progress, `POST /v1/jobs/{job_id}/cancel` stops them. Errors are in the OpenAI
 shape (openai_errors.py), a bad request a 400.
@@ -98,6 +98,9 @@ def _build_models():
         seed: Optional[int] = None
         output_format: str
         content_type: Optional[str] = None
+        companions: Optional[list[dict]] = Field(None, description="output_format obj: the files the .obj needs "
+                                                 "beside it (its .mtl and textures), each {name, content_type, "
+                                                 "url | b64_json}")
         size_bytes: Optional[int] = None
         progress: Optional[int] = Field(None, description="percent, while the job is not done")
 
@@ -240,8 +243,6 @@ def _read(path: str) -> str:
 async def item(job, output: str, response_format: str, base_url: str, missing: int = 500) -> dict:
     """One `data` entry: the job's file of `output` (a URL, or base64), or where the job stands. A done job without
     that file is answered with status `missing`."""
-    from starlette.concurrency import run_in_threadpool
-
     out = {"job_id": job.id, "status": STATUS[job.state], "seed": job.seed, "output_format": output}
     if job.state != "done":
         return {**out, "progress": int(round(100 * job.progress.fraction))}
@@ -250,13 +251,44 @@ async def item(job, output: str, response_format: str, base_url: str, missing: i
         made = ", ".join(sorted(k for k in job.files if k in FORMATS)) or "none"
         raise ApiError(missing, f"job {job.id} has no {output} file (its files: {made}; GET /v1/jobs/{job.id})",
                        job_id=job.id)
+    out.update({k: v for k, v in (await one_file(job, path, response_format, base_url)).items() if k != "name"})
+    if output == "obj":
+        out["companions"] = [await one_file(job, p, response_format, base_url) for p in obj_companions(path)]
+    return out
+
+
+async def one_file(job, path: str, response_format: str, base_url: str) -> dict:
+    """A file of the job's folder as a `data` entry holds it: its type and size, and its URL or its bytes."""
+    from starlette.concurrency import run_in_threadpool
+
     name = os.path.basename(path)
-    out.update(content_type=content_type(name), size_bytes=os.path.getsize(path))
+    out = {"name": name, "content_type": content_type(name), "size_bytes": os.path.getsize(path)}
     if response_format == "b64_json":
         out["b64_json"] = await run_in_threadpool(_read, path)
     else:
         out["url"] = f"{base_url}/v1/jobs/{job.id}/files/{name}"
     return out
+
+
+def obj_companions(obj_path: str) -> list:
+    """The files beside an .obj that it names: its material libraries and the textures they name (plain names in
+    the same folder only; the folder's writer makes no others)."""
+    folder = os.path.dirname(obj_path)
+
+    def named(path: str, keys: tuple) -> list:
+        found = []
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 2 and (parts[0] in keys or parts[0].startswith("map_")):
+                    name = parts[-1]
+                    if os.path.basename(name) == name and os.path.isfile(os.path.join(folder, name)):
+                        found.append(os.path.join(folder, name))
+        return found
+
+    libraries = named(obj_path, ("mtllib",))
+    textures = [t for lib in libraries for t in named(lib, ("norm", "bump", "disp"))]
+    return list(dict.fromkeys(libraries + textures))
 
 
 async def envelope(jobs: list, output: str, response_format: str, request, missing: int = 500) -> dict:

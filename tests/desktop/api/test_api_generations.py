@@ -70,6 +70,20 @@ def test_sync_json_answers_the_glb_as_b64_json(client, blob):
     assert client.get(f"/v1/jobs/{item['job_id']}").json()["state"] == "done"      # a /v1 job like any other
 
 
+def test_an_obj_as_b64_json_brings_its_material_and_texture(client, blob):
+    r = client.post("/v1/3d/generations", json={"image": b64(blob), "response_format": "b64_json",
+                                                "output_format": "obj", **GLB_FAST, "formats": ["obj"]})
+    assert r.status_code == 200, r.text
+    [item] = r.json()["data"]
+    obj = base64.b64decode(item["b64_json"]).decode()
+    files = {c["name"]: base64.b64decode(c["b64_json"]) for c in item["companions"]}
+    [library] = [line.split()[1] for line in obj.splitlines() if line.startswith("mtllib")]
+    textures = [line.split()[-1] for line in files[library].decode().splitlines() if line.startswith("map_")]
+    assert textures and set(textures) <= set(files), (textures, sorted(files))
+    assert all(files[t][:8] == b"\x89PNG\r\n\x1a\n" for t in textures)
+    assert {c["content_type"] for c in item["companions"]} == {"model/mtl", "image/png"}
+
+
 def test_lemonade_request_answers_the_glb_itself(client, blob):
     # Lemonade's request: JSON, the file format as response_format, the mesh itself as the answer.
     r = client.post("/v1/3d/generations", json={"model": "TRELLIS-3D", "image": b64(blob), "response_format": "glb",
