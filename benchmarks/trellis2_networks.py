@@ -3,6 +3,7 @@ token count (TRELLIS.2 facts §3, §6, §14).
 
     python benchmarks/trellis2_networks.py [--networks ss_flow,shape_flow_1024] [--tokens 32768,49152]
                                            [--repeats 3] [--fast-paths off] [--out trellis2_networks.json]
+                                           [--profile]   # + each forward's GPU kernels, by kind (matmul, attention, rest)
 
 Shapes, not values, decide time and memory, so each network is built from its manifest's ckpt JSON
 (tests/data/state_dict_trellis2) straight on the GPU without PyTorch's initialisation, in the checkpoints' dtypes
@@ -136,6 +137,34 @@ def build(stem: str, device) -> torch.nn.Module:
     return model.eval()
 
 
+# Kernel kinds by name: the matrix products (cuBLAS / CUTLASS / Triton matmuls), the attention kernels, the rest
+# (norms, RoPE, modulation, activations, copies: what fusing could still shorten).
+KINDS = (("attention", ("flash", "fmha", "cudnn", "attention", "sdpa")),
+         ("matmul", ("gemm", "xmma", "cutlass", "nvjet", "matmul", "_mm_")))
+
+
+def kind_of(kernel: str) -> str:
+    low = kernel.lower()
+    return next((kind for kind, keys in KINDS if any(k in low for k in keys)), "rest")
+
+
+def kernel_profile(fn, top: int = 15) -> dict:
+    """One call of `fn` under torch.profiler: GPU milliseconds per kernel kind and the `top` kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    rows = [(e.key, e.self_device_time_total / 1e3, e.count) for e in prof.key_averages()
+            if e.self_device_time_total > 0]
+    kinds: dict = {}
+    for name, ms, _ in rows:
+        kinds[kind_of(name)] = kinds.get(kind_of(name), 0.0) + ms
+    rows.sort(key=lambda r: -r[1])
+    return {"ms_by_kind": {k: round(v, 2) for k, v in kinds.items()},
+            "top": [{"kernel": n[:90], "ms": round(ms, 2), "calls": c, "kind": kind_of(n)} for n, ms, c in rows[:top]]}
+
+
 def output_tensor(out) -> torch.Tensor:
     return out.feats if isinstance(out, SparseTensor) else out
 
@@ -157,7 +186,8 @@ def timed(fn, repeats: int):
 
 
 @torch.no_grad()
-def run_network(name: str, net: Network, tokens: list[int] | None, repeats: int, device) -> list[dict]:
+def run_network(name: str, net: Network, tokens: list[int] | None, repeats: int, device,
+                profiled: bool = False) -> list[dict]:
     model = build(net.stem, device)
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     rows = []
@@ -169,6 +199,9 @@ def run_network(name: str, net: Network, tokens: list[int] | None, repeats: int,
                    "peak_alloc_GiB": round(alloc / 2 ** 30, 3), "peak_reserved_GiB": round(reserved / 2 ** 30, 3),
                    "weights_GiB": round(weights / 2 ** 30, 3),
                    "finite": bool(torch.isfinite(output_tensor(out)).all())}
+            if profiled:
+                out = None
+                row["profile"] = kernel_profile(lambda: model(*args, **kwargs))
         except torch.cuda.OutOfMemoryError as err:
             row = {"network": name, "tokens": n, "batch": net.batch, "error": f"out of memory: {err}"[:200]}
         args = kwargs = out = None
@@ -185,6 +218,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--fast-paths", choices=("on", "off"), default="on",
                     help="off: the PyTorch twins only (trellis.fastpaths.set_enabled(False))")
+    ap.add_argument("--profile", action="store_true", help="also each forward's GPU kernels by kind (torch.profiler)")
     ap.add_argument("--out", default="trellis2_networks.json")
     ap.add_argument("--commit", default=None, help="commit id to record (default: provenance.source_commit())")
     args = ap.parse_args()
@@ -207,7 +241,7 @@ def main() -> int:
     print(json.dumps({k: v for k, v in info.items() if k != "rows"}), flush=True)
     dev = torch.device("cuda")
     for name in names:
-        info["rows"] += run_network(name, NETWORKS[name], tokens, args.repeats, dev)
+        info["rows"] += run_network(name, NETWORKS[name], tokens, args.repeats, dev, args.profile)
         torch.cuda.empty_cache()
     Path(args.out).write_text(json.dumps(info, indent=1))
     print(markdown(info))
