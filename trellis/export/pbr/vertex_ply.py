@@ -1,0 +1,58 @@
+"""A PBR bake as a PLY mesh with per-vertex colours: what point-cloud and mesh tools (MeshLab, CloudCompare, Open3D,
+slicers' colour import) read from a PLY, where no texture or material travels. Each vertex takes the base colour (and
+alpha, where the material has it) under its UV; the copies the UV unwrap made along its seams are welded back into
+one vertex (a PLY has no UVs to keep them apart), keeping the first copy's colour.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..placement import place
+
+__all__ = ["vertex_colors", "save_vertex_color_ply"]
+
+
+def _bilinear(image: np.ndarray, uvs: np.ndarray) -> np.ndarray:
+    """float [N,C] lookups of uint8 `image` [T,T,C] (top row first) at `uvs` [N,2] (v up), edges clamped."""
+    h, w = image.shape[:2]
+    x = np.clip(uvs[:, 0] * w - 0.5, 0, w - 1)
+    y = np.clip((1 - uvs[:, 1]) * h - 0.5, 0, h - 1)
+    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    img = image.astype(np.float64).reshape(h, w, -1)
+    top = img[y0, x0] * (1 - fx) + img[y0, x1] * fx
+    bottom = img[y1, x0] * (1 - fx) + img[y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def vertex_colors(textured) -> np.ndarray:
+    """uint8 [V,4] RGBA per vertex of a baked mesh: its base colour texture at the vertex's UV; alpha from the PBR
+    material's alpha where it writes one, else 255."""
+    if textured.texture is None:
+        raise ValueError("the mesh has no base colour texture (a geometry-only bake): no colours for a PLY")
+    uvs = np.asarray(textured.uvs, np.float64).reshape(-1, 2)
+    rgb = _bilinear(np.asarray(textured.texture)[..., :3], uvs)
+    pbr = getattr(textured, "pbr", None)
+    if pbr is not None and pbr.writes_alpha:
+        alpha = _bilinear(np.asarray(pbr.alpha)[..., None], uvs)
+    else:
+        alpha = np.full((len(uvs), 1), 255.0)
+    return np.clip(np.rint(np.concatenate([rgb, alpha], 1)), 0, 255).astype(np.uint8)
+
+
+def save_vertex_color_ply(textured, path, height: float | None = None, pivot: str | None = None, units: str = "m",
+                          up: str = "z") -> str:
+    """Write `textured` (a ``TexturedMesh``) as a binary PLY of its welded vertices (with RGBA colours) and faces,
+    placed as the other mesh files are (``placement.place``: height in metres, pivot, units, up axis); returns
+    `path`."""
+    import trimesh
+
+    vertices = place(textured.vertices, height=height, pivot=pivot, units=units, up=up)
+    mesh = trimesh.Trimesh(vertices=vertices, faces=np.asarray(textured.faces, np.int64).reshape(-1, 3),
+                           vertex_colors=vertex_colors(textured), process=False)
+    mesh.merge_vertices(merge_tex=True, merge_norm=True)
+    data = mesh.export(file_type="ply", encoding="binary")
+    with open(path, "wb") as f:
+        f.write(data)
+    return str(path)
