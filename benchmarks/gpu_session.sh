@@ -57,6 +57,11 @@
 #               resident, fast paths off, the low-VRAM preset under 6 / 8 GiB caps (T2_CONFIGS=, T2_DEADLINE=), and
 #               1024_cascade in the Windows column; trellis2-export: trellis2_export_gpu.py, the blob's PBR export per
 #               stage (seconds, peak memory) in the three columns (T2_BLOB=pipeline: the pipeline's own blob)
+#   trellis2-app  trellis2_app_gpu.py: TRELLIS.2's whole app job (image -> PBR GLB + preview where the app makes one
+#               for TRELLIS.2) through the JobRunner, second jobs, balanced and low-VRAM under 6 / 8 GiB caps, per stage
+#               seconds and peak reserved memory, in the three columns; T2_TYPES= (default 1024_cascade; e.g.
+#               1024_cascade,512,1536_cascade), T2_FORMATS= (default glb,mp4), T2_DEADLINE= (s, default 520); one
+#               column alone: trellis2-app-triton, trellis2-app-windows, trellis2-app-off
 #   limits      e2e_gpu.py --limits 4,3,2.5,2 (issue 14: the whole job in a fresh process per memory cap;
 #               LIMITS=2 for other caps; each cap is a fresh process of ~45 s on the H100 host)
 # The lent H100/H200 image has torch, triton, numpy, scipy, scikit-image but not trimesh, fast-simplification,
@@ -218,6 +223,19 @@ import export_realistic_gpu as e; sys.exit(e.main(sys.argv[1:]))'
                 --runs 1 --commit "$COMMIT" --out "$OUT/trellis2_export_windows.json"
             run trellis2_export_off env TRELLIS_FAST_PATHS=off "$PY" benchmarks/trellis2_export_gpu.py \
                 --result "$T2_RESULT" --runs 1 --commit "$COMMIT" --out "$OUT/trellis2_export_off.json" ;;
+        trellis2-app|trellis2-app-triton|trellis2-app-windows|trellis2-app-off)
+            # the app's whole TRELLIS.2 job per preset and type, the folder shared with the trellis2 step (/tmp)
+            T2APP=(benchmarks/trellis2_app_gpu.py --folder /tmp/trellis2_full --types "${T2_TYPES:-1024_cascade}"
+                   --formats "${T2_FORMATS:-glb,mp4}" --runs 2 --deadline-s "${T2_DEADLINE:-520}" --commit "$COMMIT")
+            if [ "$step" = trellis2-app ] || [ "$step" = trellis2-app-triton ]; then
+                run trellis2_app_triton "$PY" "${T2APP[@]}" --out "$OUT/trellis2_app_triton.json"
+            fi
+            if [ "$step" = trellis2-app ] || [ "$step" = trellis2-app-windows ]; then
+                run trellis2_app_windows "${WINDOWS[@]}" "$PY" "${T2APP[@]}" --out "$OUT/trellis2_app_windows.json"
+            fi
+            if [ "$step" = trellis2-app ] || [ "$step" = trellis2-app-off ]; then
+                run trellis2_app_off env TRELLIS_FAST_PATHS=off "$PY" "${T2APP[@]}" --out "$OUT/trellis2_app_off.json"
+            fi ;;
         limits)
             run limits "$PY" benchmarks/e2e_gpu.py --limits "${LIMITS:-4,3,2.5,2}" --commit "$COMMIT" --out "$OUT/limits.json" ;;
         launch)
@@ -237,6 +255,6 @@ import export_realistic_gpu as e; sys.exit(e.main(sys.argv[1:]))'
                 --modes "$modes" --out "$OUT/batch_${modes//,/+}.json" ;;
         *)
             echo "unknown step: $step (objects tests conv cache export export-triton export-windows export-off fitted app preview normalmap views decimation" \
-                 "visibility profile chain columns ab e2e limits launch firstjob budget batch)" >&2; exit 2 ;;
+                 "visibility profile chain columns ab e2e trellis2 trellis2-export trellis2-app limits launch firstjob budget batch)" >&2; exit 2 ;;
     esac
 done
