@@ -121,7 +121,8 @@ def one_export(mesh, args, device: torch.device) -> dict:
         row.update(faces=int(len(textured.faces)), target_faces=args.faces,
                    off_target=round(len(textured.faces) / args.faces - 1, 4), bytes=os.path.getsize(path),
                    export_seconds=info.get("seconds"), prepare_seconds=info.get("prepare_seconds"),
-                   reduce=info.get("reduce"), uv_method=info.get("uv_method"), projection=info.get("projection"))
+                   reduce=info.get("reduce"), uv_method=info.get("uv_method"), uv_groups=info.get("uv_groups"),
+                   projection=info.get("projection"))
     except Exception as err:                 # recorded: the other runs still count
         row["error"] = f"{type(err).__name__}: {str(err)[:400]}"
     row["seconds"] = round(time.perf_counter() - t0, 3)

@@ -52,8 +52,9 @@ def prepare_ovoxel_mesh(mesh, target_faces: int = DEFAULT_TARGET_FACES, texture_
                         info: dict | None = None) -> PreparedMesh:
     """A ``MeshWithVoxel`` -> ``PreparedMesh`` (see the module docstring). ``target_faces``: faces of the exported
     mesh (the decimation's target; a mesh with fewer keeps its own). ``info`` gets "input_faces", "reduce"
-    (``reduce_to_target``'s record), "decimated_faces", "faces", "orientation_flipped", "uv_method", "vertices" and
-    "prepare_seconds" (the seconds of reduce's steps, "orient" and "uv_unwrap")."""
+    (``reduce_to_target``'s record), "decimated_faces", "faces", "orientation_flipped", "uv_method", "vertices",
+    "prepare_seconds" (the seconds of reduce's steps, "orient" and "uv_unwrap") and, where xatlas ran in groups,
+    "uv_groups" (``uv.xatlas_groups.group_layout``'s record)."""
     info = {} if info is None else info
     if int(target_faces) < 1:
         raise ValueError(f"target_faces must be at least 1 (got {target_faces})")
@@ -81,4 +82,6 @@ def prepare_ovoxel_mesh(mesh, target_faces: int = DEFAULT_TARGET_FACES, texture_
                                    texture_size=texture_size, method=uv_method, info=uv_info)
     seconds["uv_unwrap"] = round(time.perf_counter() - t0, 3)
     info.update(faces=int(len(uv_f)), uv_method=uv_info.get("method"), vertices=int(len(uv_v)))
+    if "xatlas_groups" in uv_info:
+        info["uv_groups"] = uv_info["xatlas_groups"]
     return PreparedMesh(v, f, uv_v, uv_f, uvs)

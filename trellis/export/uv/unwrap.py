@@ -3,7 +3,8 @@
 * "geometric" (``geometric``): our charts cut along the geometry, flattened by LSCM and packed by the bitmap
   packer. ``auto`` tries it first on meshes it was measured on (``AUTO_GEOMETRIC_MAX_*``): there it uses more of the
   texture than xatlas, without single-triangle charts, in about the same time.
-* "xatlas" (``xatlas``): xatlas in a child process, the mesh cut into pieces, killed past its budget.
+* "xatlas" (``xatlas``): xatlas in a child process, the mesh cut into pieces, killed past its budget; on a large
+  mesh whose one atlas would run past the budget, in groups of pieces, several children at once (``xatlas_groups``).
 * "charts" (``axis_charts``): charts projected onto the axis planes and shelf-packed, in a fraction of a
   second; the fallback when the others fail or run out of time.
 
@@ -21,10 +22,10 @@ import numpy as np
 from ...core.callbacks import Cancelled, check
 from ..arrays import to_numpy
 from ..options import DEFAULT_TEXTURE_SIZE
-from . import axis_charts, geometric, xatlas
+from . import axis_charts, geometric, xatlas, xatlas_groups
 from . import in_child as in_child_module
 
-__all__ = ["AUTO_GEOMETRIC_MAX_FACES", "AUTO_GEOMETRIC_MAX_CHARTS", "unwrap_uv"]
+__all__ = ["AUTO_GEOMETRIC_MAX_FACES", "AUTO_GEOMETRIC_MAX_CHARTS", "xatlas_route", "unwrap_uv"]
 
 Progress = Optional[Callable[[int, int], None]]
 
@@ -34,6 +35,17 @@ AUTO_GEOMETRIC_MAX_FACES = 40_000
 # ... and with at most this many charts once flattened: each chart costs a packing placement, and a noisy mesh
 # falls apart into hundreds of small charts where xatlas is much faster.
 AUTO_GEOMETRIC_MAX_CHARTS = 300
+
+
+def xatlas_route(num_faces: int, budget: float) -> Optional[str]:
+    """How "auto" runs xatlas on ``num_faces`` faces within ``budget`` seconds: "whole" (one atlas; skipped, None,
+    when estimated past two budgets), or "groups" (``xatlas_groups``) on a mesh of at least ``GROUP_MIN_FACES`` faces
+    whose one atlas is estimated past the budget (the groups' time is predictable: skipped once estimated past one
+    budget)."""
+    whole = xatlas.xatlas_time_estimate(num_faces)
+    if num_faces >= xatlas_groups.GROUP_MIN_FACES and whole > budget:
+        return "groups" if xatlas_groups.group_time_estimate(num_faces) <= budget else None
+    return "whole" if whole <= 2 * budget else None
 
 
 def _is_cancel(e: BaseException) -> bool:
@@ -54,11 +66,14 @@ def unwrap_uv(vertices, faces, time_budget_s: float = 10.0, progress: Progress =
     ``AUTO_GEOMETRIC_MAX_FACES`` faces; skipped when its estimate exceeds the budget; a budget of 0 goes at once to
     "charts"; left for xatlas once it has more than ``AUTO_GEOMETRIC_MAX_CHARTS`` charts); past its budget,
     "charts"; then (or at once, on larger meshes) xatlas within ``time_budget_s`` (skipped at once when its estimated
-    time exceeds two budgets), else the "charts" layout; "geometric" and "xatlas" (no fallback, errors raise; xatlas's
-    budget still applies and raises TimeoutError); "charts". ``padding`` = margin between charts in texels of a ``texture_size`` texture.
+    time exceeds two budgets; in groups on a mesh of at least ``xatlas_groups.GROUP_MIN_FACES`` faces estimated
+    past one budget, skipped when the groups' estimate exceeds it), else the "charts" layout; "geometric" and
+    "xatlas" (no fallback, errors raise; xatlas's budget still applies and raises TimeoutError); "charts".
+    ``padding`` = margin between charts in texels of a ``texture_size`` texture.
     ``progress(done, total)`` is called with total 100; ``cancel()`` returning True raises ``Cancelled`` (the xatlas
     child is killed). If ``info`` is a dict, it receives "method" ("geometric", "xatlas" or "charts") and "seconds"
-    (and from the geometric layout its "phases" and "packings", ``geometric.geometric_layout``).
+    (and from the geometric layout its "phases" and "packings", ``geometric.geometric_layout``; from xatlas in groups
+    "xatlas_groups", ``xatlas_groups.group_layout``'s record).
     ``in_child``: the geometric layout runs in a warm child process (``in_child.layout_in_child``: the same result),
     so that work this process does meanwhile (GPU renders) and the layout do not share the GIL.
     """
@@ -91,10 +106,17 @@ def unwrap_uv(vertices, faces, time_budget_s: float = 10.0, progress: Progress =
                       f"{'chart layout' if method == 'charts' else 'xatlas'}")
     if method in ("auto", "xatlas") and len(f) > 0:
         budget = float(time_budget_s)
-        too_slow = method == "auto" and xatlas.xatlas_time_estimate(len(f)) > 2 * budget
+        route = xatlas_route(len(f), budget) if method == "auto" else "whole"
+        grouped, too_slow = route == "groups", route is None
         if budget > 0 and not too_slow:
             try:
-                out = xatlas.xatlas_layout(v, f, budget, texture_size, padding, progress, cancel)
+                if grouped:
+                    groups: dict = {}
+                    out = xatlas_groups.group_layout(v, f, budget, texture_size, padding, progress, cancel,
+                                                     info=groups)
+                    info["xatlas_groups"] = groups
+                else:
+                    out = xatlas.xatlas_layout(v, f, budget, texture_size, padding, progress, cancel)
                 info.update(method="xatlas", seconds=time.monotonic() - start)
                 return out
             except Exception as e:  # any xatlas failure falls back (Cancelled does not)
