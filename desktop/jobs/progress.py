@@ -163,6 +163,7 @@ class ProgressTracker:
         if eta is None:
             eta = elapsed * (1 - fraction) / fraction if fraction > 0.02 else None
         with self.lock:
-            self.job.progress = progress = Progress(stage, step, total, fraction, eta, elapsed, message)
+            self.job.progress = progress = Progress(stage, step, total, fraction, eta, elapsed, message,
+                                                    measured=self.learned and stage in self.order)
         if self.listener is not None:
             self.listener(self.job, progress)

@@ -28,22 +28,38 @@ STATE_WORDS = (("done", "done"), ("failed", "failed"), ("cancelled", "cancelled"
                ("queued", "waiting"))
 
 
+def measured_length(job) -> float | None:
+    """Seconds a done job took to make its result, its model load left out (the batch's next items load nothing)."""
+    total = (getattr(job, "timings", None) or {}).get("total")
+    if not isinstance(total, (int, float)):
+        return None
+    load = job.timings.get("load_model")
+    return max(float(total) - (load if isinstance(load, (int, float)) else 0.0), 0.0)
+
+
 def batch_eta(jobs) -> float | None:
-    """Seconds until every job of `jobs` has ended: the running jobs' own estimates, then the waiting ones at the
-    pace seen so far (the jobs done, else the running job's estimate of its whole length), spread over the jobs that
-    run side by side; None while nothing is known yet."""
+    """Seconds until every job of `jobs` has ended, spread over the jobs that run side by side; None ("estimating")
+    until this machine has measured one: a running job's ETA from the stage times learned here (``Progress.measured``)
+    or a done job's length. The waiting jobs take the measured length, newest first: a running job's whole length
+    from the learned times, else the done jobs' mean; a running job whose own ETA is a rough share's is given the
+    measured length less its elapsed time."""
     from ..jobs import JobState
 
     running = [j for j in jobs if j.state == JobState.RUNNING]
     waiting = sum(j.state == JobState.QUEUED for j in jobs)
-    took = [j.finished - j.started for j in jobs if j.state == JobState.DONE and j.started and j.finished]
-    if took:
-        pace = sum(took) / len(took)
-    else:
-        whole = [j.progress.elapsed_s + j.progress.eta_s for j in running if j.progress.eta_s is not None]
-        pace = max(whole) if whole else None
-    left = [j.progress.eta_s for j in running]
-    if any(x is None for x in left) or (waiting and pace is None):
+    learned = [j.progress.elapsed_s + j.progress.eta_s for j in running
+               if j.progress.measured and j.progress.eta_s is not None]
+    took = [t for t in (measured_length(j) for j in jobs if j.state == JobState.DONE) if t is not None]
+    pace = max(learned) if learned else sum(took) / len(took) if took else None
+    left = []
+    for j in running:
+        if j.progress.measured and j.progress.eta_s is not None:
+            left.append(j.progress.eta_s)
+        elif pace is not None:
+            left.append(max(pace - j.progress.elapsed_s, 0.0))
+        else:
+            return None
+    if waiting and pace is None:
         return None
     return max(left, default=0.0) + waiting * (pace or 0.0) / max(1, len(running))
 
@@ -67,7 +83,8 @@ def batch_head(jobs: list, states: list) -> str:
     head = f"{finished} of {len(jobs)} finished: {counts}"
     if finished < len(jobs):
         eta = batch_eta(jobs)
-        return head + f" · the whole batch: ETA {format_clock(eta) if eta is not None else '--:--'}"
+        return head + (f" · the whole batch: ETA {format_clock(eta)}" if eta is not None else
+                       " · the whole batch: estimating the time left…")
     return head + " · click a name to see its result"
 
 

@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+from ..jobs.inputs import NO_OBJECT_IN_ALPHA
+
 
 @dataclass(frozen=True)
 class ErrorClass:
@@ -63,6 +65,10 @@ ERROR_CLASSES = {
     "bad_image": ErrorClass(
         "This image cannot be used.",
         "Use another image: a PNG, JPEG, WebP, BMP, TIFF or GIF of one object."),
+    "see_through": ErrorClass(
+        "This image is see-through: its transparency leaves no solid object.",
+        "Use a PNG whose object is opaque and only its background transparent, or an image without transparency "
+        "(its background is then removed for you)."),
     "huge_image": ErrorClass(
         "This image is far too large to open safely.",
         "Downscale it (at most 8000 pixels on its long side) and add it again."),
@@ -99,7 +105,7 @@ def error_class(kind: Optional[str], message: str, device: Optional[str] = None,
     if kind == "input":
         if job_kind == "variant" and is_about_mesh(text):
             return "bad_mesh"
-        return "huge_image" if "too large" in text else "bad_image"
+        return "huge_image" if "too large" in text else "see_through" if NO_OBJECT_IN_ALPHA in text else "bad_image"
     if kind == "model":
         damaged = "re-download" in text or "damaged" in text or "checksum" in text or "sha256" in text
         missing = any(w in text for w in ("does not exist", "No such file", "no pipeline.json", "Not a directory"))
@@ -128,6 +134,8 @@ def headline_of(name: str, message: str) -> str:
     cls = ERROR_CLASSES[name]
     if name in ("bad_image", "bad_mesh"):
         reason = first_sentence(without_asides(message.removeprefix("bad input: ")))
+        # the library's "No foreground found: <why>": the why alone, so that the headline has one colon
+        reason = re.sub(r"^no foreground found: ", "", reason, flags=re.IGNORECASE)
         if reason and len(reason) <= 200:
             word = reason.split(" ", 1)[0]
             if word[1:2].islower() and "." not in word:        # a sentence's capital, not a file name's

@@ -135,7 +135,9 @@ class PromptTokens:
     def count(self, prompt: str) -> tuple:
         """(tokens of the prompt without CLIP's two marks, exact?, the text read when it is cut else None)."""
         prompt = (prompt or "").strip()
-        tok = self.tokenizer() if prompt else None
+        if not prompt:                  # nothing typed is 0 tokens on any tokenizer: no estimate to own up to
+            return 0, True, None
+        tok = self.tokenizer()
         if tok is None:
             return len(ESTIMATE_PIECES.findall(prompt)), False, None
         encoding = tok.encode(prompt)
@@ -155,8 +157,12 @@ class PromptTokens:
         if not exact:
             text += " (an estimate until the text model is installed)"
         if n > PROMPT_TOKENS:
-            tail = " ".join(read.split()[-6:])
-            text += f": too long, the text model stops reading after “…{tail}”. Put what matters first."
+            whole = (prompt or "").strip()
+            words, part = read.split(), ""
+            if whole[len(read):len(read) + 1].isalnum() and read[-1:].isalnum():     # cut inside a word
+                part = f" and part of “{words.pop()}{whole[len(read):].split()[0]}”" if words else ""
+            tail = " ".join(words[-6:])
+            text += f": too long, the text model stops reading after “…{tail}”{part}. Put what matters first."
         return f'<div class="td-tokens" data-state="{state}" data-tokens="{n}">{html.escape(text)}</div>'
 
 

@@ -5,9 +5,9 @@ import os
 from ..jobs import folder as job_folder
 from .download_row import download_choices, no_downloads, row_updates
 from .family_view import family_of, model_words
-from .history_list import export_tag, source_words
+from .history_list import export_tag, job_words, source_words
 from .lazy import gr
-from .names import downloads
+from .names import downloads, input_copies
 from ..settings import PRESETS, SETTINGS, GenerationSettings
 from .status import md_escape, message_html
 from .warning_words import page_warnings
@@ -29,7 +29,7 @@ class HistoryViews:
         if folder is None:
             return (message_html("error", "That job folder is gone; press Refresh."), "", *self._empty_results())
         state = folder.state(self._running_dirs())
-        text = f"Showing {folder.name} ({state})"
+        text = f"Showing {job_words(folder.path, folder.settings_record() or {})} ({state})"
         err = folder.error()
         if err and err.get("error"):
             text += f": {err['error']}"
@@ -45,7 +45,7 @@ class HistoryViews:
         except ValueError:
             gr.Warning("Pick a past job first (its settings.json could not be read).")
             return [gr.skip()] * (1 + len(RELOADED_KNOBS) + len(REUSED_INPUTS))
-        gr.Info(f"Settings of {folder.name} loaded (seed {s.seed}, randomize off).")
+        gr.Info(f"Settings of {job_words(folder.path, record)} loaded (seed {s.seed}, randomize off).")
         preset = s.preset if s.preset in PRESETS else gr.skip()
         values = {**s.to_dict(), "randomize_seed": False}
         return [preset, *[values[n] for n in RELOADED_KNOBS], *self._reuse_inputs(folder, record), family_of(record)]
@@ -61,10 +61,14 @@ class HistoryViews:
         files = folder.file_kinds()
         if record.get("kind") == "variant":
             photo = files.get("input")
-            return [gr.Tabs(selected="variant"), "variant", skip, files.get("mesh") or skip, prompt or "",
+            mesh = files.get("mesh")
+            mesh = input_copies([mesh], [record.get("mesh")], self._tmp / "inputs" / folder.name)[0] if mesh else None
+            return [gr.Tabs(selected="variant"), "variant", skip, mesh or skip, prompt or "",
                     photo if photo and not prompt else None, skip, skip]
         images = [files[k] for k in sorted((k for k in files if k == "input" or k.startswith("input_")),
                                            key=lambda k: 1 if k == "input" else int(k.split("_")[1]))]
+        # back under the names they were given: the next job is named as the first one was (chair_s….glb)
+        images = input_copies(images, record.get("inputs"), self._tmp / "inputs" / folder.name)
         if len(images) == 1:
             return [gr.Tabs(selected="single"), "single", skip, skip, skip, skip, images[0], skip]
         if len(images) > 1:

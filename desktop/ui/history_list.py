@@ -119,13 +119,21 @@ def source_words(outputs_dir, record: dict) -> str | None:
     for path in found:
         other = job_folder.JobFolder(path).settings_record() or {}
         if other.get("job_id") == source:
-            try:
-                what = job_folder.describe_record(other)
-            except (TypeError, ValueError):
-                what = "?"
-            when = _stamp(path.name)
-            return f"{what} of {time.strftime('%m-%d %H:%M', time.localtime(when))}" if when else what
+            return job_words(path, other, tag=False)
     return f"job {source[:8]}"
+
+
+def job_words(path: Path, record: dict, tag: bool = True) -> str:
+    """A job folder in the user's words rather than its folder's name: "chair.png of 11-25 10:33", an export's with
+    its tag ("chair.png (export · 3D print) of 11-25 10:33") unless `tag` is off."""
+    try:
+        what = job_folder.describe_record(record)
+    except (TypeError, ValueError):         # a readable record with values of the wrong kinds
+        what = "?"
+    if tag and export_tag(record):
+        what += f" ({export_tag(record)})"
+    when = _stamp(Path(path).name)
+    return f"{what} of {time.strftime('%m-%d %H:%M', time.localtime(when))}" if when else what
 
 
 def folder_entry(path: Path, running_dirs, thumbs: Path) -> Entry:

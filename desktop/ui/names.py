@@ -20,23 +20,58 @@ def slug(text: str) -> str:
     return re.sub(r"-{2,}", "-", text)[:STEM_CHARS].strip("-_")
 
 
+def given_name(x) -> str | None:
+    """The file name the user gave an input of a settings record (a path, or an upload held in memory:
+    "<chair.png: 12 bytes>"); None when it has none."""
+    if not isinstance(x, str) or not x:
+        return None
+    held = re.fullmatch(r"<(.+): \d+ bytes>", x)
+    if x.startswith("<") and not held:
+        return None
+    return Path(held.group(1) if held else x.replace("\\", "/")).name or None
+
+
 def input_stem(record: dict) -> str:
     """The job's input in a word or few: the image's file name without extension, the prompt's first words, or
     the 3-D model's name; "model" when nothing names it (a pasted image)."""
     prompt = record.get("prompt")
     if isinstance(prompt, str) and prompt.strip() and record.get("kind") == "text":
         return slug(" ".join(prompt.split()[:6]).lower()) or "model"
-    names = []
-    for x in [record.get("mesh"), *(record.get("inputs") or [])]:
-        if not isinstance(x, str) or not x:
-            continue
-        held = re.fullmatch(r"<(.+): \d+ bytes>", x)             # an upload held in memory: "<chair.png: 12 bytes>"
-        if x.startswith("<") and not held:
-            continue
-        names.append(Path(held.group(1) if held else x.replace("\\", "/")).stem)
+    names = [Path(n).stem for n in map(given_name, [record.get("mesh"), *(record.get("inputs") or [])]) if n]
     stem = slug(names[0]) if names else ""
     # The copies a job folder keeps are "input.png", "input_mesh.glb": no name of the user's.
-    return stem if stem and stem not in ("input", "input_mesh") else "model"
+    stem = stem if stem and stem not in ("input", "input_mesh") else "model"
+    if record.get("kind") != "variant":
+        return stem
+    # A new look is named after the look too (its prompt, else its photo): the same model in two looks, or an
+    # app-made "model.glb" given a look, differ.
+    photo = next(iter(record.get("inputs") or []), None)
+    look = prompt if isinstance(prompt, str) and prompt.strip() else Path(given_name(photo) or "").stem
+    look = "" if look in ("input", "input_mesh") else look
+    named = [] if stem == "model" else [stem]
+    for word in str(look).lower().split():             # whole words, as many as fit
+        if len("-".join([*named, word])) > STEM_CHARS:
+            break
+        named.append(word)
+    return slug("-".join(named)) or slug(str(look).lower()) or stem
+
+
+def input_copies(images: list, given: list, dest: Path) -> list:
+    """The job folder's copies of its inputs (input.png, input_2.png, input_mesh.glb) under the names they were
+    given (`given`: the settings record's entries of them, in order: `chair.png`), in `dest`, so that a job made from
+    them again is named as the first one was; a copy whose name is not known, or taken by another, stays as it is."""
+    names = [given_name(x) for x in given or []]
+    out, used = [], set()
+    for i, image in enumerate(images):
+        image = Path(image)
+        name = names[i] if i < len(names) else None
+        stem = slug(Path(name).stem) if name else ""
+        if not stem or stem in ("input", "input_mesh") or stem in used:
+            out.append(str(image))
+            continue
+        used.add(stem)
+        out.append(str(named_copy(image, Path(dest) / f"{stem}{image.suffix}")))
+    return out
 
 
 def download_stem(record: dict) -> str:

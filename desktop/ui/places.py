@@ -51,11 +51,13 @@ def is_local(request) -> bool:
 
 def file_manager(path: str) -> list | None:
     """The command that shows `path` in this system's file manager; None when there is none (a server without a
-    desktop)."""
+    desktop: no display session for one to open in, although xdg-open may be installed)."""
     if sys.platform == "darwin":
         return ["open", path]
     if os.name == "nt":
         return ["explorer", path]
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return None
     opener = shutil.which("xdg-open") or shutil.which("gio")
     if opener is None:
         return None
@@ -84,7 +86,8 @@ def open_folder(app, info, request) -> None:
         return
     command = file_manager(str(folder.path))
     if command is None:
-        gr.Warning(f"This computer has no file manager to open it with. The folder: {folder.path}")
+        gr.Warning(f"This computer shows no desktop, so no file manager can open there (Copy path puts the folder "
+                   f"on the clipboard). The folder: {folder.path}")
         return
     try:
         # Not waited for: the file manager is the user's window from now on.
@@ -93,7 +96,7 @@ def open_folder(app, info, request) -> None:
     except OSError as err:
         gr.Warning(f"Could not open the file manager ({err.strerror or err}). The folder: {folder.path}")
         return
-    gr.Info(f"Opened {folder.name} in the file manager.")
+    gr.Info(f"Opened the job's folder in the file manager: {folder.path}")
 
 
 def copied(answer) -> None:

@@ -150,11 +150,24 @@ def job_status_html(job, runner) -> str:
 
 def device_line(fast_paths: dict) -> str:
     """The devices and their fast-path lines for the page header: "`cuda:0` (fast paths on (Triton kernels))";
-    devices that share a line are listed together."""
+    devices that share a line are listed together; a CPU by its name alone (it has one path, and no kernels to
+    speak of)."""
     groups: dict = {}
     for dev, line in fast_paths.items():
         groups.setdefault(line, []).append(dev)
-    return "; ".join(f"`{', '.join(devs)}` ({md_escape(line)})" for line, devs in groups.items())
+    parts = []
+    for line, devs in groups.items():
+        names = f"`{', '.join(devs)}`"
+        parts.append(names if all(d.startswith("cpu") for d in devs) else f"{names} ({md_escape(line)})")
+    return "; ".join(parts)
+
+
+def model_name(model) -> str:
+    """A model for the header: a hub id as it is ("microsoft/TRELLIS-image-large"), a folder by its name."""
+    text = str(model)
+    if os.path.isdir(text) or os.path.isabs(text) or text.startswith((".", "~")):
+        return os.path.basename(os.path.normpath(text)) or text
+    return text
 
 
 def memory_line(jobs) -> str:
@@ -166,8 +179,10 @@ def memory_line(jobs) -> str:
         return ""
     memory = max(done, key=lambda j: j.finished).timings["memory"]
     budget = memory.get("vram_budget_gib")
-    text = f"VRAM budget {budget:g} GiB" if budget is not None else "no VRAM budget"
     reserved, allocated = memory.get("peak_reserved_bytes"), memory.get("peak_allocated_bytes")
+    if budget is None and reserved is None:        # a CPU's job, no budget asked: nothing to say
+        return ""
+    text = f"VRAM budget {budget:g} GiB" if budget is not None else "no VRAM budget"
     if reserved is not None:
         text += f" · last job's peak {reserved / 2 ** 30:.2f} GiB reserved ({allocated / 2 ** 30:.2f} allocated)"
     return text

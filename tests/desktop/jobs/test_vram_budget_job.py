@@ -142,6 +142,9 @@ def test_the_device_line_names_the_last_jobs_budget_and_peak():
     def done(at, memory):
         return SimpleNamespace(finished=at, timings={"memory": memory} if memory else {})
     assert memory_line([]) == "" and memory_line([done(1.0, None)]) == ""
+    # a CPU's job without a budget: nothing measured, nothing asked, nothing to say ("no VRAM budget" on a CPU)
+    assert memory_line([done(1.0, {"vram_budget_gib": None, "peak_reserved_bytes": None,
+                                   "peak_allocated_bytes": None})]) == ""
     jobs = [done(time.time() - 60, {"vram_budget_gib": None, "peak_reserved_bytes": 7 * GiB,
                                     "peak_allocated_bytes": 5 * GiB}),
             done(time.time(), {"vram_budget_gib": 2.5, "peak_reserved_bytes": int(1.88 * GiB),

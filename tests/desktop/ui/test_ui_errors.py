@@ -97,6 +97,23 @@ def test_bad_image_says_which_file_and_what_to_use(tmp_path):
     assert "PNG, JPEG" in fix and "data-td-action" not in fix                 # nothing the page can do for it
 
 
+def test_a_see_through_png_says_so_once_and_what_to_use_instead(tmp_path):
+    from PIL import Image
+
+    from desktop.jobs.inputs import load_and_cut_out
+
+    clear = tmp_path / "clear.png"
+    Image.new("RGBA", (64, 64), (255, 0, 0, 0)).save(clear)
+    with pytest.raises(ValueError) as err:
+        load_and_cut_out(str(clear))
+    name, headline, fix, details, _ = shown(failed_job(InputError(str(err.value))))
+    assert name == "see_through" and headline == "This image is see-through: its transparency leaves no solid object."
+    assert fix.startswith("Use a PNG whose object is opaque") and "No foreground found" in details
+    # another image with nothing found: one colon in its headline too
+    why = "bad input: No foreground found: background removal found no object in the picture (no pixel is opaque)."
+    assert headline_of("bad_image", why) == "This image cannot be used: background removal found no object in the picture."
+
+
 def test_giant_image_keeps_pillows_words_in_the_details(tmp_path):
     from desktop.jobs.inputs import load_and_cut_out
 

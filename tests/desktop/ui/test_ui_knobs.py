@@ -3,6 +3,7 @@ a help line per control and useful slider ranges from the rows, the preset's Cus
 typed value, the CPU's changes said before Generate, the prompt's token count with the text model's own tokenizer
 (offline, tiny text pipeline) or an estimate, the text sizes' downloads and default, the dropped model's triangles."""
 import os
+import re
 
 import pytest
 
@@ -86,6 +87,11 @@ def test_token_count_with_the_text_models_tokenizer(tiny_text_models_dir):
     line = tokens.html(long)
     assert 'data-state="over"' in line and "stops reading after" in line
     assert 'data-state="ok"' in tokens.html("a chair") and "about" not in tokens.html("a chair")
+    # a cut inside a word ("stud|s") names that word whole after the words read whole, not its first letters
+    prompt = next(p for p in ("word " * k + "a red chair with brass studs " * 20 for k in range(40))
+                  if p.strip()[len(tokens.count(p)[2])].isalnum())
+    said = re.search(r"after “…(.*)” and part of “(\w+)”\.", tokens.html(prompt))
+    assert said and said[2] in prompt.split() and f"{said[1]} {said[2]}" in prompt, tokens.html(prompt)
 
 
 def test_token_estimate_without_a_text_model(tmp_path, monkeypatch):
@@ -97,6 +103,7 @@ def test_token_estimate_without_a_text_model(tmp_path, monkeypatch):
     n, exact, _ = tokens.count("a red, wooden chair 42")
     assert (n, exact) == (7, False)
     assert "about 7 / 75 tokens" in tokens.html("a red, wooden chair 42")
+    assert ">0 / 75 tokens</div>" in tokens.html("  ")                # nothing typed: no estimate to own up to
 
 
 def test_text_sizes_show_their_download_and_default_to_base(tmp_path, monkeypatch):

@@ -238,7 +238,9 @@ def test_state_does_what_it_says(app, outputs, tmp_path):
                               ".innerText.trim() === 'Single image'", timeout=30000)
     ui.page.wait_for_selector("#td-single img", timeout=30000)
     ui.wait_status(("ready",), timeout=30)
-    assert ui.page.locator("#td-single img").get_attribute("src").endswith("input.png")       # the job's own copy
+    # the job's own copy, under the name it was given (not input.png): the next job's files are named as the first's
+    assert ui.page.locator("#td-single img").get_attribute("src").endswith("chair.png")
+    assert ui.status()[1].startswith("chair.png: "), ui.status()
     views = outputs / "20300101-000000-feedface"
     views.mkdir()
     for i, name in enumerate(("mushroom.png", "sphere.png")):
@@ -263,6 +265,7 @@ def test_state_does_what_it_says(app, outputs, tmp_path):
     (again,) = set(job_dirs(outputs)) - before
     again_record = json.loads((again / "settings.json").read_text())
     assert len(again_record["inputs"]) == 2 and again_record["seed"] == record["seed"]
+    assert [os.path.basename(x) for x in again_record["inputs"]] == ["a.png", "b.png"], again_record["inputs"]
     # Use these settings' tab switch fires that tab's select (Gradio 6), so the column follows: no click needed.
     ui.page.wait_for_function("(f) => document.querySelector('#td-info').innerText.includes(f)", arg=str(again),
                               timeout=30000)
