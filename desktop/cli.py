@@ -21,8 +21,8 @@ import shutil
 import tempfile
 import time
 
-from .options import (TerminalLine, add_model_option, add_runner_options, add_text_model_option, check_runner_args,
-                      format_clock)
+from .options import (MODEL_FAMILIES, TerminalLine, add_model_family_option, add_model_option, add_runner_options,
+                      add_text_model_option, check_runner_args, default_model, format_clock)
 from .settings import (DEFAULT_PRESET, PRESETS, ROWS, GenerationSettings, check_prompt, device_change_warning,
                        field_names, parse_value)
 
@@ -50,7 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="make the asset from this text instead of images (text mode; repeat for several jobs). "
                         "The text model is downloaded on first use")
     add_common_options(p)
+    add_model_family_option(p)
+    p.set_defaults(model=DefaultModel(default_model()))
     return p
+
+
+class DefaultModel(str):
+    """--model's default, as the user did not give it: --model-family may pick another family's folder instead."""
 
 
 def add_common_options(p: argparse.ArgumentParser) -> None:
@@ -273,6 +279,7 @@ def main(argv=None) -> int:
         except ValueError as err:
             parser.error(f"--prompt: {err}")
     settings = check_common_args(parser, args, inputs=args.images)
+    choose_family(parser, args)
 
     def image_job(image):
         return lambda runner: runner.submit([image], settings)
@@ -285,6 +292,27 @@ def main(argv=None) -> int:
     if problem:
         parser.exit(EXIT_FAILED, f"error: {problem}\n")
     return run_jobs(args, work, settings)
+
+
+def choose_family(parser, args) -> None:
+    """--model-family: --model becomes the installed folder of that family (where --model is not given); given and of
+    the other family, a usage error (exits 2); not installed here, how to install it (exits 1)."""
+    wanted, given = args.model_family, not isinstance(args.model, DefaultModel)
+    args.model = str(args.model)
+    if wanted is None:
+        return
+    from .jobs.models import family_folder, family_unavailable, model_family
+
+    if given:
+        family = model_family(args.model)
+        if family != wanted:
+            parser.exit(EXIT_USAGE, f"error: --model {args.model} is a {MODEL_FAMILIES[family]} model but "
+                                    f"--model-family is {wanted}: give one of them, or both of one family\n")
+        return
+    folder = family_folder(wanted, args.model)
+    if folder is None:
+        parser.exit(EXIT_FAILED, f"error: {family_unavailable(wanted)}\n")
+    args.model = folder
 
 
 def model_problem(args):

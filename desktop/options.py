@@ -18,6 +18,8 @@ import sys
 from .settings import OFFLOADS, PRECISIONS
 
 DEFAULT_MODEL = "microsoft/TRELLIS-image-large"
+# The image model families, each with its name for people; a job names the one it wants (jobs.models.family_folder).
+MODEL_FAMILIES = {"trellis": "TRELLIS v1", "trellis2": "TRELLIS.2"}
 MODEL_ENV = "TRELLIS_DESKTOP_MODEL"          # the default of --model when set
 TEXT_MODEL_ENV = "TRELLIS_DESKTOP_TEXT_MODEL"  # the default of --text-model when set
 LOCALHOST = "127.0.0.1"
@@ -61,6 +63,12 @@ def port_number(text: str) -> int:
 def add_model_option(parser: argparse.ArgumentParser, metavar: str = "PATH_OR_REPO", extra: str = "") -> None:
     parser.add_argument("--model", default=default_model(), metavar=metavar,
                         help=f"pipeline folder or Hugging Face repo (default: ${MODEL_ENV} or %(default)s){extra}")
+
+
+def add_model_family_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-family", choices=list(MODEL_FAMILIES), default=None,
+                        help="the image model family: trellis (TRELLIS v1) or trellis2 (TRELLIS.2), each from the "
+                             "folder the app installs it in (default: the family of --model; both given must agree)")
 
 
 def add_text_model_option(parser: argparse.ArgumentParser) -> None:

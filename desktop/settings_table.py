@@ -61,10 +61,12 @@ class Preset(NamedTuple):
 
 
 PRESET_LIST = (
-    Preset("fast", "Fast", "quick look: fewer steps, a smaller texture and a shorter preview"),
+    Preset("fast", "Fast", "quick look: fewer steps, a smaller texture and a shorter preview (TRELLIS.2: the 512 "
+                           "grid)"),
     Preset("balanced", "Balanced", "the reference demo's defaults: 12 + 12 steps, guidance 7.5 / 3.0, 1024² "
                                    "texture"),
-    Preset("high", "High", "more sampling steps, a 2048² texture baked from the reference's 100 views"),
+    Preset("high", "High", "more sampling steps, a 2048² texture baked from the reference's 100 views (TRELLIS.2: "
+                           "the 1536 cascade)"),
     Preset("low-vram", "Low VRAM", "small GPUs: each network on the GPU only while it runs, fp16 torsos"),
 )
 DEFAULT_PRESET = "balanced"
@@ -177,8 +179,11 @@ ROWS: tuple = (
             "TRELLIS.2 models only: 512 (a 512^3 grid, the fastest: about a fifth of 1024's time), 1024 (1024^3 in "
             "one pass), 1024_cascade (512 then refined to 1024^3: the reference's default, about the cost of 1024 "
             "with a steadier shape) or 1536_cascade (1536^3, the finest: about three times 1024's time and the most "
-            "GPU memory, 24 GB or more); TRELLIS v1 models ignore it", choices=PIPELINE_TYPES,
-            ui=Ui("generation", "TRELLIS.2 pipeline type", preset=False, widget="dropdown", labels=(
+            "GPU memory, 24 GB or more); the fast preset picks 512 and the high one 1536_cascade, as the reference "
+            "app's three sizes; TRELLIS v1 models ignore it", choices=PIPELINE_TYPES,
+            # the presets' sizes: fast the quick look, high the finest; low-VRAM keeps 1024_cascade (it fits 6 GiB)
+            presets={"fast": "512", "high": "1536_cascade"},
+            ui=Ui("generation", "TRELLIS.2 pipeline type", widget="dropdown", labels=(
                 ("512 (fastest)", "512"), ("1024 (one pass)", "1024"), ("1024 cascade (default)", "1024_cascade"),
                 ("1536 cascade (finest, slowest)", "1536_cascade")),
                 info="TRELLIS.2 only: finer grids give sharper shapes and cost more time and GPU memory"),
@@ -235,8 +240,8 @@ ROWS: tuple = (
             cli=Cli("--formats")),
     Setting("target_faces", "int", None, "triangles in the exported mesh (instead of Simplify's fraction); none: "
             "use Simplify", lo=100, hi=2_000_000, optional=True, export=True,
-            ui=Ui("output", "Target triangles (empty: use Simplify)", preset=False,
-                  info="a triangle budget for the file, e.g. 50000 (games, web); empty: Simplify decides"),
+            ui=Ui("output", "Target triangles (0: use Simplify)", preset=False,
+                  info="a triangle budget for the file, e.g. 50000 (games, web); 0 or empty: Simplify decides"),
             cli=Cli("--target-faces")),
     Setting("normal_map", "bool", False, "bake a tangent-space normal map from the dense mesh into the GLB (the "
             "detail the decimation removed)", presets={"high": True}, destinations={"game": True}, export=True,
@@ -244,8 +249,9 @@ ROWS: tuple = (
                                                      "richer shading in engines; a slightly longer bake"), cli=Cli("--normal-map")),
     Setting("height", "float", None, "real-world height of the object in metres; none: as generated (about 1)",
             lo=0.001, hi=1000.0, optional=True, export=True,
-            ui=Ui("output", "Height in metres (empty: as generated)", preset=False,
-                  info="scales the file to this real height, e.g. 0.9 for a chair; empty: about 1 m"), cli=Cli("--height")),
+            ui=Ui("output", "Height in metres (0: as generated)", preset=False,
+                  info="scales the file to this real height, e.g. 0.9 for a chair; 0 or empty: about 1 m"),
+            cli=Cli("--height")),
     Setting("pivot", "choice", "origin", "where the file's origin is: origin (as generated), center (of the "
             "bounding box) or bottom (centre of its base: it stands on the ground)", choices=PIVOTS, export=True,
             destinations={"web": "bottom", "game": "bottom", "print": "bottom"},
@@ -326,7 +332,7 @@ ROWS: tuple = (
             "CUDA context, about 0.5 GiB, comes on top): precision, offloading and the export's batch sizes are "
             "picked to fit, and going over ends the job with an out-of-memory error; none: no budget, the job takes "
             "what is free", lo=1.0, hi=1024.0, optional=True, presets={"low-vram": 2.5}, export=True,
-            ui=Ui("memory", "VRAM budget in GiB (empty: none)",
+            ui=Ui("memory", "VRAM budget in GiB (0: none)",
                   info="leaves the rest of the GPU to other programs (Blender, a game engine)"),
             cli=Cli("--vram-budget")),
     Setting("keep_mesh", "bool", True, "new looks: bake the look onto the 3-D model itself (its vertices, faces, UVs, "

@@ -241,10 +241,11 @@ def test_the_stable_projectorz_endpoints_depend_on_the_api_one_way():
 
 def test_the_ui_modules_import_in_their_stated_order():
     """desktop/ui: the building blocks (lazy, values, errors, names, download_row, history_list, warning_words) <-
-    status <- the model choice (family_view) <- the page's parts (knobs, expectations, look, pagestate, places, history, history_tab,
-    batch_view, endpoints, export_panel) <- app <- server (never back)."""
+    status <- what each pipeline type costs (pipeline_costs) <- the model choice (family_view) <- the page's parts
+    (knobs, expectations, look, pagestate, places, history, history_tab, batch_view, endpoints, export_panel) <- app <-
+    server (never back)."""
     order = ["lazy", "values", "errors", "names", "download_row", "history_list", "warning_words", "status",
-             "family_view", "knobs",
+             "pipeline_costs", "family_view", "knobs",
              "expectations",
              "look", "pagestate", "places", "history", "history_tab", "batch_view", "endpoints", "export_panel", "app",
              "server"]

@@ -4,7 +4,7 @@
     security <- docs <- server;  openai_errors <- generations <- server
 
 common: what both families of endpoints share (limits, errors, body reading, validation, settings of a
-request); families: the model family a server runs and a request's `model_family` checked against it; v1: the /v1
+request); families: the model families a server can run and a request's `model_family` checked against them; v1: the /v1
 job API; spz: the StableProjectorz endpoints (spz_params: that app's parameter names, the request schemas and the
 panel; spz_trellis2: TRELLIS.2 there); generations: POST /v1/3d/generations, the OpenAI-style endpoint of the local
 AI servers (openai_errors: its errors in the OpenAI shape); security: origins, tokens and the middleware; docs:

@@ -1,32 +1,49 @@
-"""The model family a server runs, and a client's `model_family` checked against it (REST v1, gradio_client's
+"""The model families a server can run, and a client's `model_family` checked against them (REST v1, gradio_client's
 /generate, StableProjectorz, the Blender add-on, the page's Model control).
 
-A server runs one image model, the one of its model folder (--model): TRELLIS v1 or TRELLIS.2 (jobs.models.
-model_family reads its pipeline.json). A request naming the family it wants is refused, with what to do, when the
-server runs the other one: the command that starts it with the wanted model where that is installed; for a TRELLIS.2
-that is not installed, how to install it (the installer's --trellis2 after Meta's DINOv3 licence is accepted: nothing
-is ever fetched behind the user's back). Only files are looked at (trellis2_availability): no model is loaded.
+A server starts on the image model of its model folder (--model): TRELLIS v1 or TRELLIS.2 (jobs.models.model_family
+reads its pipeline.json). A job naming the other family runs too where that family is installed (jobs.models.
+family_folder: TRELLIS.2 in the app's models folder, TRELLIS v1 where the installer puts it): its worker unloads one
+pipeline and loads the other. A request naming a family that is not installed is refused with how to install it (for
+TRELLIS.2, the installer's --trellis2 after Meta's DINOv3 licence is accepted: nothing is ever fetched behind the
+user's back). Only files are looked at (trellis2_availability): no model is loaded.
 """
 from __future__ import annotations
 
 from typing import Optional
 
-FAMILIES = ("trellis", "trellis2")
-FAMILY_NAMES = {"trellis": "TRELLIS v1", "trellis2": "TRELLIS.2"}
-FAMILY_HELP = ("the model family an image job is for: trellis (TRELLIS v1) or trellis2 (TRELLIS.2); a server runs "
-               "the family of its model folder and refuses the other with what to do (GET /v1/health names it). "
-               "Not checked for prompts (the TRELLIS-text models) and new looks")
+from ..options import MODEL_FAMILIES
+
+FAMILY_NAMES = dict(MODEL_FAMILIES)
+FAMILIES = tuple(FAMILY_NAMES)
+FAMILY_HELP = ("the model family an image job is for: trellis (TRELLIS v1) or trellis2 (TRELLIS.2); default: the "
+               "family of the server's model folder. The other family runs too where it is installed (the server "
+               "loads it in place of the one loaded: the job's progress says so); one that is not installed is "
+               "refused with how to install it (GET /v1/health: `families`). Not used by prompts (the TRELLIS-text "
+               "models) and new looks")
 INSTALL_COMMAND = "./run.sh --trellis2 (Windows: run.bat --trellis2)"
 
 
 def runner_family(runner) -> str:
-    """"trellis" or "trellis2": the family of the runner's image model."""
+    """"trellis" or "trellis2": the family of the runner's model folder (what a job naming none runs)."""
     family = getattr(getattr(runner, "models", None), "family", None)
     if family in FAMILIES:
         return family
     from ..jobs.models import model_family
 
     return model_family(runner.model_path)
+
+
+def loaded_family(runner) -> str:
+    """The family loaded now (a job of the other one switches it), else the runner's own."""
+    family = getattr(runner, "loaded_family", None)
+    return family if family in FAMILIES else runner_family(runner)
+
+
+def runner_families(runner) -> list:
+    """The families a job can ask for on `runner`: its own, and the other one where it is installed."""
+    families = getattr(runner, "families", None)
+    return list(families()) if callable(families) else [runner_family(runner)]
 
 
 def trellis2_here():
@@ -51,25 +68,19 @@ def install_line(found) -> str:
 
 
 def family_problem(runner, wanted) -> Optional[str]:
-    """None when a job for the family `wanted` (None: any) can run on `runner`, else what is wrong and what to do."""
+    """None when a job for the family `wanted` (None: any) can run on `runner` (its own family, or the other one where
+    it is installed: the runner switches to it), else what is wrong and how to install it."""
     if wanted is None or wanted == "":
         return None
     if wanted not in FAMILIES:
         return f"model_family must be trellis (TRELLIS v1) or trellis2 (TRELLIS.2), not {wanted!r}"
-    running = runner_family(runner)
-    if wanted == running:
+    if wanted == runner_family(runner):
         return None
-    here = f"This server runs {FAMILY_NAMES[running]} ({runner.model_path})"
-    if wanted == "trellis":
-        from ..options import DEFAULT_MODEL
+    from ..jobs.models import family_folder, family_unavailable
 
-        return (f"{here}: for TRELLIS v1, start it with --model {DEFAULT_MODEL} (or a folder holding a copy of "
-                "it).")
-    found = trellis2_here()
-    if not found.available:
-        return f"{here}. {found.message}"
-    return (f"{here}: TRELLIS.2 is installed in {found.model_dir}; start the server with --model {found.model_dir} "
-            f"(e.g. ./run.sh --model {found.model_dir}) to generate with it.")
+    if family_folder(wanted, runner.model_path) is not None:
+        return None
+    return f"This server runs {FAMILY_NAMES[runner_family(runner)]} ({runner.model_path}); {family_unavailable(wanted)}"
 
 
 def check_family(runner, wanted, where=("body", "model_family")) -> None:

@@ -21,11 +21,12 @@ Compared with that API: uploads work as multipart files as well as base64; a req
 first (invalid parameters or images: 422, also while a generation runs), then a second generation
 while one runs is 503; a cancelled one is 499; invalid parameters or images are 422 (never 500);
 a failed job answers with the status of its kind (common.ERROR_STATUS) and a message that says what to
-do; only preview URLs that exist are advertised (the Gaussian turntable; /download/preview/mesh is
-404). Every job also shows up in the /v1 job API (and its files in the outputs folder). Besides the
-names below, the form endpoints and /generate accept any generation setting under its own name
-(e.g. bake_views, fill_holes, preset, pipeline_type) and REST's `model_family` (TRELLIS.2: spz_trellis2.py);
-unknown fields are ignored, as that API did.
+do; only preview URLs that exist are advertised (the turntable, under StableProjectorz's name
+/download/preview/gaussian for TRELLIS.2's lit PBR one too; /download/preview/mesh is 404). Every job
+also shows up in the /v1 job API (and its files in the outputs folder). Besides the names below,
+the form endpoints and /generate accept any generation setting under its own name (e.g. bake_views,
+fill_holes, preset, pipeline_type) and REST's `model_family` (TRELLIS.2: spz_trellis2.py); unknown
+fields are ignored, as that API did.
 
 StableProjectorz's own client (its 3D mode) pings, reads /info/supported_operations and the panel every few
 seconds, and on Generate POSTs its panel's values as JSON to /generate with `generate_what`
@@ -52,7 +53,7 @@ from ..settings import ROWS, SETTINGS, check_prompt, check_value, normalise_choi
 # StableProjectorz's names, the request schemas and the panel (re-exported here):
 from .spz_params import (ALIASES, STATUSES, SUPPORTED_OPERATIONS, check_operation, form_body,  # noqa: F401
                          panel_layout, referenced_models, spz_models, to_params)
-from .spz_trellis2 import checked_family, panel_lines, pipeline_type_from_panel, trellis2_formats
+from .spz_trellis2 import checked_family, panel_lines, pipeline_type_from_panel, request_family
 
 BUSY = ("Server is busy: a generation is running. Wait for it (GET /status) or stop it (POST /interrupt).")
 
@@ -98,9 +99,11 @@ class SpzSlot:
 
 
 async def _form_request(request, model, multi: bool, runner) -> tuple:
-    """(validated model, image bytes) of a form endpoint (multipart, urlencoded or JSON); 422 for the wrong family."""
+    """(validated model, image bytes, the model family it asks for or None) of a form endpoint (multipart, urlencoded
+    or JSON); 422 for a family that is not installed."""
     kind, body = await read_body(request)
     checked_family(runner, body, images=True)
+    family = request_family(body)
     file_field, b64_field = ("file_list", "image_list_base64") if multi else ("file", "image_base64")
     if kind == "json":
         req = validate(model, body, strict=True, whole_floats=True)
@@ -122,16 +125,17 @@ async def _form_request(request, model, multi: bool, runner) -> tuple:
     for i, (value, field) in enumerate(sources):
         where = f"{field}[{i}]" if multi else field
         images.append(await upload_bytes(value, where))
-    return req, images
+    return req, images, family
 
 
-async def _checked(state, req, images: list, mode: str, formats: tuple, prompt: Optional[str] = None):
+async def _checked(state, req, images: list, mode: str, formats: tuple, prompt: Optional[str] = None,
+                   family: Optional[str] = None):
     """Check a generation's settings and images (422); returns the function that queues its job (a text
-    job when `prompt` is given instead of images)."""
+    job when `prompt` is given instead of images; an image job of the model `family`, None: the server's own)."""
     values = req.model_dump(exclude={"image_base64", "image_list_base64", "single_multi_img_input",
                                      "output_format", "skip_videos", "prompt", "generate_what"})
     params = to_params(values)
-    params["formats"] = formats if prompt is not None else trellis2_formats(state.runner, mode, formats)
+    params["formats"] = formats
     settings = build_settings(params, state.defaults)
     await check_images(images, settings.preprocess, [f"image {i + 1}" for i in range(len(images))])
 
@@ -139,7 +143,7 @@ async def _checked(state, req, images: list, mode: str, formats: tuple, prompt: 
         try:
             if prompt is not None:
                 return state.runner.submit_text(prompt, settings, keep_result=(mode == "preview"))
-            return state.runner.submit(images, settings, keep_result=(mode == "preview"))
+            return state.runner.submit(images, settings, keep_result=(mode == "preview"), family=family or None)
         except RuntimeError as err:
             raise not_queued(err) from None
         except ValueError as err:           # what the server's model cannot make (several views for TRELLIS.2)
@@ -348,8 +352,8 @@ def add_routes(app) -> None:
                   openapi_extra={"requestBody": body}, name=path.strip("/"))
         async def generate(request: Request):
             async def prepare(state):
-                req, images = await _form_request(request, model, multi, state.runner)
-                return await _checked(state, req, images, mode, formats=formats)
+                req, images, family = await _form_request(request, model, multi, state.runner)
+                return await _checked(state, req, images, mode, formats=formats, family=family)
             return await _generation(request, mode, prepare)
 
     form_route("/generate_no_preview", False, "generate", "One image to a GLB")
@@ -370,7 +374,7 @@ def add_routes(app) -> None:
             body = validate(GenerateRequest, pipeline_type_from_panel(raw), strict=True, whole_floats=True)
             images, prompt = _json_generation(body)
             checked_family(state.runner, raw, images=prompt is None)
-            return await _checked(state, body, images, "generate", prompt=prompt,
+            return await _checked(state, body, images, "generate", prompt=prompt, family=request_family(raw),
                                   formats=("glb",) if body.skip_videos else ("glb", "mp4"))
         return await _generation(request, "generate", prepare)
 

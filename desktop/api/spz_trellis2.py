@@ -1,27 +1,32 @@
 """StableProjectorz and the model family (spz.py's routes call these): a request's `model_family` checked like REST's,
-TRELLIS.2's pipeline type on the panel, and what a TRELLIS.2 server cannot answer.
+and on the panel the model choice (where both families are installed) and TRELLIS.2's pipeline type.
 
-StableProjectorz's dropdown sends the index of its choice (an integer), not the choice: the panel's `pipeline_type`
-dropdown lists the pipeline types in PIPELINE_TYPES' order, so an index is taken as that type (a script may send the
-name, as REST takes it). A TRELLIS.2 server makes a mesh with PBR materials and no Gaussians: the preview endpoints
-(a turntable of the Gaussians) are refused with what to use instead, /generate's preview video is left out, and
-several views are refused by the runner (one image per job).
+StableProjectorz's dropdown sends the index of its choice (an integer), not the choice: the panel's `model_family`
+and `pipeline_type` dropdowns list the families in FAMILIES' order and the pipeline types in PIPELINE_TYPES' order,
+so an index is taken as that family or type (a script may send the name, as REST takes it). A TRELLIS.2 job makes
+a mesh with PBR materials, and its preview.mp4 is a lit turntable of that material (v1's is one of its Gaussians):
+the preview endpoints and /generate's video serve it as they serve v1's; several views are refused by the runner
+(one image per job).
 """
 from __future__ import annotations
 
 from .common import ApiError
-from .families import check_family, runner_family
+from .families import FAMILIES, check_family, runner_families, runner_family
 from ..settings_table import PIPELINE_TYPES
 
-NO_PREVIEW = ("this server runs TRELLIS.2, which makes a mesh with PBR materials and no Gaussians, so no turntable "
-              "preview: use /generate_no_preview (or /generate), which answers with the GLB")
-PANEL_NOTE = "TRELLIS.2: a mesh with PBR materials (no preview video); the guidance dials are TRELLIS v1's"
+PANEL_NOTE = "TRELLIS.2: a mesh with PBR materials (its preview a lit turntable); the guidance dials are TRELLIS v1's"
+PANEL_FAMILIES = {"trellis": "TRELLIS-v1", "trellis2": "TRELLIS.2"}     # the dropdown's words (a space ends them)
 
 
 def request_family(body) -> object:
-    """The `model_family` of a form (its first value) or JSON body, or None."""
+    """The `model_family` of a form (its first value) or JSON body (the panel's dropdown index: that family), or
+    None; a value that is neither is left for check_family to refuse."""
     value = body.get("model_family") if isinstance(body, dict) else None
-    return value[0] if isinstance(value, list) and value else value
+    value = value[0] if isinstance(value, list) and value else value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer() \
+            and 0 <= int(value) < len(FAMILIES):
+        return FAMILIES[int(value)]
+    return value
 
 
 def checked_family(runner, body, images: bool, where: str = "body") -> None:
@@ -45,22 +50,19 @@ def pipeline_type_from_panel(raw):
     return {**raw, "pipeline_type": PIPELINE_TYPES[index]}
 
 
-def trellis2_formats(runner, mode: str, formats: tuple) -> tuple:
-    """The formats a generation of `mode` asks for on `runner`: a TRELLIS.2 server's without the preview video;
-    a preview (which is nothing but that video) is a 422 there."""
-    if runner_family(runner) != "trellis2":
-        return formats
-    if mode == "preview":
-        raise ApiError(422, NO_PREVIEW)
-    return tuple(kind for kind in formats if kind != "mp4")
-
-
 def panel_lines(runner, settings) -> str:
-    """The panel's TRELLIS.2 inputs (after its own), for a TRELLIS.2 server: a note and the pipeline type's dropdown
-    (defaulting to `settings`' type); nothing for a TRELLIS v1 server."""
-    if runner_family(runner) != "trellis2":
+    """The panel's TRELLIS.2 inputs (after its own) where TRELLIS.2 can run: the model choice where both families
+    can (defaulting to the server's own), a note and the pipeline type's dropdown (defaulting to `settings`' type);
+    nothing where only TRELLIS v1 can."""
+    families = runner_families(runner)
+    if "trellis2" not in families:
         return ""
+    choice = ""
+    if len(families) > 1:
+        own = FAMILIES.index(runner_family(runner))
+        choice = ("    dropdown code_name=(model_family) visible_name=(model) options=["
+                  + ",".join(PANEL_FAMILIES[f] for f in FAMILIES) + f"] default={own}\n")
     default = PIPELINE_TYPES.index(settings.pipeline_type) if settings.pipeline_type in PIPELINE_TYPES else 0
-    return ("    header code_name=(trellis2_note) visible_name=(" + PANEL_NOTE + ") color=(200,200,200,1)\n"
+    return (choice + "    header code_name=(trellis2_note) visible_name=(" + PANEL_NOTE + ") color=(200,200,200,1)\n"
             "    dropdown code_name=(pipeline_type) visible_name=(pipeline type) options=["
             + ",".join(PIPELINE_TYPES) + f"] default={default}\n")

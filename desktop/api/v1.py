@@ -16,7 +16,7 @@ from typing import Annotated, Literal, Optional, Union
 from .common import (MAX_IMAGE_BYTES, MAX_IMAGES, ApiError, api_state, binary_content, build_settings, check_images,
                      decode_base64, error_body_model, error_responses, form_schema, form_values, not_queued,
                      parameter_fields, read_body, rule_type, upload_bytes, validate)
-from .families import FAMILIES, FAMILY_HELP, check_family, runner_family
+from .families import FAMILIES, FAMILY_HELP, check_family, loaded_family, runner_families
 from ..jobs.limits import job_limits
 from ..settings import EXPORT_FIELDS, MAX_PROMPT_CHARS, PRESETS, ROWS, check_prompt
 
@@ -139,6 +139,8 @@ def _build_models():
         keep_result: bool
         result_kept: bool = Field(description="an export can be made from this job now")
         prompt: Optional[str] = Field(None, description="text and variant jobs: the prompt")
+        model_family: Optional[Literal[FAMILIES]] = Field(None, description="image jobs: the model family that runs "
+                                                                            "it (trellis: TRELLIS v1, trellis2)")
         warnings: list[str] = Field(default_factory=list, description="what to know about the result (e.g. the "
                                                                       "prompt was longer than the model reads)")
         limits: Optional[Limits] = Field(None, description="the files against their destination's limits "
@@ -156,7 +158,11 @@ def _build_models():
         status: Literal["ok"]
         api_version: str
         model: str
-        model_family: Literal[FAMILIES] = Field(description="the family of its model: trellis (TRELLIS v1) or trellis2")
+        model_family: Literal[FAMILIES] = Field(description="the image model family loaded now (before the first "
+                                                            "job: that of its model folder): trellis (TRELLIS v1) or "
+                                                            "trellis2 (TRELLIS.2)")
+        families: list[Literal[FAMILIES]] = Field(description="the families a job's model_family may name here: its "
+                                                             "model folder's, and the other one where it is installed")
         text_model: Optional[str] = Field(description="the text pipeline for prompts (null: the published one of "
                                                       "each job's text_model_size, downloaded on first use)")
         model_loaded: bool
@@ -218,7 +224,7 @@ def job_info(job, runner) -> dict:
             "settings": d["settings"], "seed": job.seed, "device": job.device, "out_dir": job.out_dir,
             "created": job.created, "started": job.started, "finished": job.finished,
             "keep_result": job.keep_result, "result_kept": job.result_kept, "prompt": job.prompt,
-            "warnings": list(job.warnings), "limits": job_limits(job)}
+            "model_family": job.family, "warnings": list(job.warnings), "limits": job_limits(job)}
 
 
 def _prompt_problem(prompt) -> str:
@@ -305,7 +311,7 @@ def add_job_routes(app) -> None:
         state = api_state(request)
         jobs = state.runner.list()
         return {"status": "ok", "api_version": API_VERSION, "model": state.runner.model_path,
-                "model_family": runner_family(state.runner),
+                "model_family": loaded_family(state.runner), "families": runner_families(state.runner),
                 "text_model": state.runner.text_model,
                 "model_loaded": state.runner.model_loaded, "devices": list(state.runner.devices),
                 "fast_paths": state.runner.fast_paths(),
@@ -379,10 +385,10 @@ def add_job_routes(app) -> None:
             elif prompt is not None:
                 job = state.runner.submit_text(prompt, settings, keep_result=req.keep_result)
             else:
-                job = state.runner.submit(images, settings, keep_result=req.keep_result)
+                job = state.runner.submit(images, settings, keep_result=req.keep_result, family=req.model_family)
         except RuntimeError as err:
             raise not_queued(err) from None
-        except ValueError as err:                   # what the server's model cannot make (e.g. PLY from TRELLIS.2)
+        except ValueError as err:                   # what the server's model cannot take (several images for TRELLIS.2)
             raise ApiError(422, str(err)) from None
         return JSONResponse(job_info(job, state.runner), status_code=202,
                             headers={"Location": f"/v1/jobs/{job.id}"})

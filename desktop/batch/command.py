@@ -15,8 +15,9 @@ import os
 import sys
 import time
 
-from ..cli import add_settings_options, build_settings, output_folder_problem
-from ..options import add_compile_option, add_model_option, apply_compile_option, device_arg, gpus_arg
+from ..cli import DefaultModel, add_settings_options, build_settings, choose_family, output_folder_problem
+from ..options import (add_compile_option, add_model_family_option, add_model_option, apply_compile_option,
+                       default_model, device_arg, gpus_arg)
 from ..settings import DEFAULT_PRESET, PRESETS
 from .display import BatchDisplay, summary_table
 from .items import BatchInputError, read_items
@@ -40,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "per-item settings)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="outputs folder (created if missing)")
     add_model_option(p)
+    add_model_family_option(p)                  # the whole batch's: its image items all run that family
+    p.set_defaults(model=DefaultModel(default_model()))
     p.add_argument("--text-model", metavar="PATH_OR_REPO", default=None,
                    help="text pipeline for prompt items (default microsoft/TRELLIS-text-SIZE, SIZE from the "
                         "text_model_size setting)")
@@ -92,6 +95,7 @@ def main(argv=None) -> int:
     problem = output_folder_problem(args.output)
     if problem:
         parser.error(f"-o/--output: {problem}")
+    choose_family(parser, args)
     try:
         items = read_items(args.input)
     except BatchInputError as err:

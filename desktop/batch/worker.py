@@ -71,15 +71,15 @@ def item_job(task: dict):
     problem = special_file_problem(task["source"]) if data is None else None
     if problem:
         raise InputError(problem)
-    warning = None
-    if model_family(task["model"]) == "trellis2":
+    warning, family = None, model_family(task["model"])
+    if family == "trellis2":
         from ..jobs.trellis2_steps import check_trellis2_settings
 
         try:
             settings, warning = check_trellis2_settings(settings)
         except ValueError as err:
             raise InputError(str(err)) from None
-    job = Job(id=uuid.uuid4().hex, inputs=[task["source"] if data is None else data], settings=settings)
+    job = Job(id=uuid.uuid4().hex, inputs=[task["source"] if data is None else data], settings=settings, family=family)
     if warning:
         job.warn(warning)
     return job

@@ -37,5 +37,9 @@ class JobContext:
     stage_times: Optional[StageTimes] = None
 
     def tracker(self, job: Job, stages: list) -> ProgressTracker:
-        """The job's progress over `stages`: reports turned into its fraction and ETA."""
-        return ProgressTracker(job, stages, self.lock, self.on_progress, times=self.stage_times)
+        """The job's progress over `stages`: reports turned into its fraction and ETA (learned from the earlier jobs
+        of its kind: a TRELLIS.2 job's from those of its pipeline type)."""
+        times = self.stage_times
+        if times is not None and getattr(job, "family", None) == "trellis2":
+            times = times.of(job.settings.pipeline_type)
+        return ProgressTracker(job, stages, self.lock, self.on_progress, times=times)

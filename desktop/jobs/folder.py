@@ -6,7 +6,7 @@ the recovery after a restart).
     input_mesh.glb (.obj, ...)     new-look jobs: the submitted 3-D model (its format from its bytes)
     settings.json                  every parameter and the seed actually used (SETTINGS)
     preprocessed.png (_2, ...)     what the pipeline conditioned on
-    model.ply, preview.mp4         Gaussians, turntable preview
+    model.ply, preview.mp4         Gaussians (TRELLIS.2: the mesh, vertex-coloured), turntable preview
     model.glb                      textured mesh
     model.obj + model.mtl + model.png
     timings.json                   the job is done (TIMINGS) ...

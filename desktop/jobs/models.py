@@ -2,11 +2,14 @@
 runner and the batch alike.
 
     model_family(model)                      "trellis" or "trellis2": the family of a folder or hub repo
+    family_folder(family, model)             the folder a job of `family` loads: `model` (--model) or the installed one
+    family_unavailable(family)               why a family is not installed here and how to install it
     load_image_pipeline(model, device)       a folder or hub repo -> the image pipeline on `device` (ModelLoadError)
     load_text_pipeline(source, device)       the same for a text pipeline
     text_source(text_model, size)            which text pipeline a prompt of `size` uses
     Models                                   the runner's models: its factories (tests pass their own)
-    DevicePipelines                          one worker's pipelines, loaded once, only one of them on the GPU
+    DevicePipelines                          one worker's pipelines, loaded once, only one of them on the GPU; one
+                                             image pipeline at a time (a job of the other family switches it)
 
 This is the app's one importer of `installer.weights` (the published text repos, the verified download).
 """
@@ -21,8 +24,11 @@ from typing import Callable, Optional
 
 from trellis.core.callbacks import Cancelled
 
+from ..options import MODEL_FAMILIES
 from .failures import is_disk_full, is_oom, model_load_message
 from .job import Job, ModelLoadError
+
+FAMILIES = tuple(MODEL_FAMILIES)               # "trellis" (TRELLIS v1), "trellis2" (TRELLIS.2)
 
 
 def text_repo(size: str) -> str:
@@ -65,12 +71,64 @@ def model_family(model: str) -> str:
     return "trellis2" if "trellis.2" in os.fspath(model).lower() and not os.path.isdir(model) else "trellis"
 
 
+def family_folder(family: str, model: str) -> Optional[str]:
+    """The folder (or hub repo) a job of `family` loads: `model` (--model) where it is of that family, else where the
+    app installs that family; None where it is not installed here. Only files are looked at, nothing is loaded."""
+    if model_family(model) == family:
+        return os.fspath(model)
+    if family == "trellis2":
+        from trellis.pipelines.trellis2_availability import trellis2_availability
+
+        found = trellis2_availability()
+        return found.model_dir if found.available else None
+    return installed_v1()
+
+
+def installed_v1() -> Optional[str]:
+    """TRELLIS v1's image pipeline as the app installs it: $TRELLIS_DESKTOP_MODEL (the launcher's), its repo's folder
+    in the models folder ($TRELLIS_MODEL_DIR), or the Hugging Face cache's copy (then the repo id: the loader finds
+    it there); None where none of them holds one."""
+    from trellis.pipelines.background import default_model_dir
+    from trellis.pipelines.model_sources import local_repo_folders
+    from trellis.pipelines.trellis2_availability import cached
+
+    from ..options import DEFAULT_MODEL, default_model
+
+    root = os.environ.get("TRELLIS_MODEL_DIR") or str(default_model_dir().parent)
+    for folder in [default_model()] + local_repo_folders(DEFAULT_MODEL, [root]):
+        if os.path.isfile(os.path.join(folder, "pipeline.json")) and model_family(folder) == "trellis":
+            return folder
+    return DEFAULT_MODEL if cached(DEFAULT_MODEL, "pipeline.json") else None
+
+
+def family_unavailable(family: str) -> str:
+    """Why `family` cannot run here (family_folder found none) and how to install it, in one message."""
+    if family == "trellis2":
+        from trellis.pipelines.trellis2_availability import trellis2_availability
+
+        return trellis2_availability().message or "TRELLIS.2 is not installed here."
+    from ..options import DEFAULT_MODEL
+
+    return (f"TRELLIS v1 is not installed here: start the app with ./run.sh (Windows: run.bat), which downloads it, "
+            f"or with --model {DEFAULT_MODEL} (or a folder holding a copy of it).")
+
+
 def ignored_pipeline_type(job: Job) -> None:
-    """A TRELLIS v1 job given a TRELLIS.2 pipeline type: the job says it was ignored."""
+    """A TRELLIS v1 job given a TRELLIS.2 pipeline type other than its preset's (the fast and high presets set one):
+    the job says it was ignored. For "custom" settings, as GenerationSettings.for_device reads them: one the user set
+    other than the default, or one no preset gives."""
+    from ..settings import PRESETS, preset_value
     from ..settings_table import DEFAULT_PIPELINE_TYPE
 
-    if job.settings.pipeline_type != DEFAULT_PIPELINE_TYPE:
-        job.warn(f"pipeline_type {job.settings.pipeline_type} is a TRELLIS.2 setting: this TRELLIS v1 model has one "
+    settings = job.settings
+    if settings.preset in PRESETS:
+        expected = {preset_value(settings.preset, "pipeline_type")}
+    elif "pipeline_type" in settings.explicit:
+        expected = {DEFAULT_PIPELINE_TYPE}
+    else:                                     # a preset's value kept when another control moved the page to custom
+        expected = {preset_value(p, "pipeline_type") for p in PRESETS}
+    if settings.pipeline_type not in expected:
+        job.warn(f"pipeline_type {settings.pipeline_type} is a TRELLIS.2 setting: this TRELLIS v1 model has one "
                  "path and ignored it.")
 
 
@@ -153,6 +211,14 @@ class Models:
     def text_model_for(self, size: str) -> str:
         return text_source(self.text_model, size)
 
+    def folder_for(self, family: Optional[str]) -> Optional[str]:
+        """The folder a job of `family` (None: the model's own) loads, None where that family is not installed."""
+        return self.model_path if family in (None, self.family) else family_folder(family, self.model_path)
+
+    def families(self) -> list:
+        """The image families a job can run here: the model's own, and the other one where it is installed."""
+        return [f for f in FAMILIES if self.folder_for(f) is not None]
+
     def load_image(self, device: str, on_model: Optional[Callable] = None):
         return load_image_pipeline(self.model_path, device, on_model)
 
@@ -170,29 +236,56 @@ class Models:
 
 
 class DevicePipelines:
-    """The pipelines of one device: the image pipeline and one text pipeline (of one size), each loaded on first
-    use. On a GPU only the one in use stays there; the other waits in CPU memory."""
+    """The pipelines of one device: one image pipeline (of one family) and one text pipeline (of one size), each
+    loaded on first use. On a GPU only the one in use stays there; the other waits in CPU memory. A job of the other
+    image family unloads the image pipeline and loads that family's (two would not fit a small GPU)."""
 
     def __init__(self, models: Models, device: str):
         self.models, self.device = models, device
-        self.image_pipeline = None
+        self.image_pipeline, self.image_family = None, None
         self.text_pipeline, self.text_wanted, self.text_loaded_from = None, None, None
 
-    def load_image(self, on_model: Optional[Callable] = None) -> None:
-        """Load the image pipeline now (the warm-up; a job loads it through `image`); `on_model` goes to the default
-        loader (``Models.load_image``), not to one given instead (it takes the device only)."""
-        factory = self.models.image_factory
-        default = factory == self.models.load_image
-        self.image_pipeline = factory(self.device, on_model=on_model) if on_model and default else factory(self.device)
+    def load_image(self, on_model: Optional[Callable] = None, family: Optional[str] = None) -> None:
+        """Load the image pipeline of `family` (None: the model's own) now (the warm-up; a job loads it through
+        `image`); `on_model` goes to the library's loader, not to a factory given instead (it takes the device only),
+        which loads the model's own family only. ModelLoadError where `family` is not installed."""
+        family = family or self.models.family
+        if family != self.models.family:
+            folder = self.models.folder_for(family)
+            if folder is None:
+                raise ModelLoadError(family_unavailable(family))
+            self.image_pipeline = load_image_pipeline(folder, self.device, on_model)
+        else:
+            factory = self.models.image_factory
+            default = factory == self.models.load_image
+            self.image_pipeline = factory(self.device, on_model=on_model) if on_model and default \
+                else factory(self.device)
+        self.image_family = family
 
-    def image(self, job: Job, progress):
-        """The image pipeline, loaded on first use (its seconds in the job's timings), on the device."""
+    def image(self, job: Job, progress, family: Optional[str] = None):
+        """The image pipeline of `family` (None: the model's own), loaded on first use (its seconds in the job's
+        timings), on the device; the other family's is unloaded first, once the wanted one is known to be installed
+        (a family that is not fails the job and leaves the loaded one as it is)."""
+        family = family or self.models.family
+        loaded = self.image_pipeline is not None and self.image_family == family
+        if not loaded and family != self.models.family and self.models.folder_for(family) is None:
+            raise ModelLoadError(family_unavailable(family))
+        switching = self.image_pipeline is not None and not loaded
+        if switching:
+            self.unload_image()
         if self.image_pipeline is None:
-            progress("load", 0, 1)
+            # Said where the load is not the usual one-off: the user sees why this job waits.
+            other = switching or family != self.models.family
+            progress("load", 0, 1, f"loading {MODEL_FAMILIES[family]} …" if other else "")
             t = time.perf_counter()
-            self.load_image()
+            self.load_image(family=family)
             job.timings["load_model"] = time.perf_counter() - t
         return self.activate(self.image_pipeline)
+
+    def unload_image(self) -> None:
+        """Drop the image pipeline and give its memory back (the device's cached blocks included)."""
+        self.image_pipeline, self.image_family = None, None
+        self.free_memory()
 
     def text(self, job: Job, size: str, progress) -> tuple:
         """(the text pipeline of `size`, where it was loaded from), loaded on first use; another size replaces it."""
@@ -231,6 +324,8 @@ class DevicePipelines:
         if self.device.startswith("cuda"):
             import torch
 
+            from trellis.core.device import release_device_memory
+
             if torch.cuda.is_available():
                 with contextlib.suppress(Exception):
-                    torch.cuda.empty_cache()
+                    release_device_memory(torch.device(self.device))

@@ -75,6 +75,8 @@ def settings_record(job, model_path: str, settings=None, device: Optional[str] =
         record["prompt"] = job.prompt
     if job.mesh is not None:
         record["mesh"] = job.mesh[0] if isinstance(job.mesh, tuple) else str(job.mesh)
+    if job.family is not None:                  # the image model family that runs it (a rerun asks for it again)
+        record["family"] = job.family
     record["created"] = datetime.fromtimestamp(job.created).isoformat(timespec="seconds")
     if versions is not None:
         record["versions"] = dict(versions)

@@ -250,7 +250,8 @@ def _job(jf: JobFolder, values: dict, damage: list, files: dict) -> Job:
     listed = record.get("inputs") if isinstance(record.get("inputs"), list) else []
     job = Job(id=job_id, inputs=inputs or [str(x) for x in listed], settings=_submitted(used, record), kind=kind,
               source_id=source, prompt=prompt, mesh=files.get("mesh"), out_dir=str(folder), files=files,
-              used_settings=used, device=device, created=created, started=created)
+              used_settings=used, device=device, created=created, started=created,
+              family=record.get("family") if record.get("family") in ("trellis", "trellis2") else None)
     error, timings = values["error"], values["timings"]
     if damage:
         job.state, job.error_kind = JobState.FAILED, "damaged"

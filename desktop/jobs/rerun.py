@@ -48,4 +48,4 @@ def rerun(runner, job_id: str) -> Job:
                                      image=images[0] if job.prompt is None else None, keep_result=job.keep_result)
     if not images:
         raise RerunError(f"job {job_id} cannot be run again: its input images are not recorded")
-    return runner.submit(images, settings, keep_result=job.keep_result)
+    return runner.submit(images, settings, keep_result=job.keep_result, family=job.family)

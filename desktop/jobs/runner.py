@@ -25,7 +25,7 @@ from . import queued, recovery, rerun
 from .folder import JobFolder
 from .job import Job, JobState, NoResultError, UnknownJobError
 from .jobqueue import Entry, JobQueue
-from .models import Models
+from .models import FAMILIES, Models
 from .trellis2_steps import check_trellis2_settings
 from .warmup import warm_steps  # noqa: F401  (tests read it here)
 from .worker import Worker
@@ -104,19 +104,25 @@ class JobRunner:
             w.thread.start()
 
     # ------------------------------------------------------------------ public API
-    def submit(self, images, settings: Optional[GenerationSettings] = None, keep_result: bool = False) -> Job:
+    def submit(self, images, settings: Optional[GenerationSettings] = None, keep_result: bool = False,
+               family: Optional[str] = None) -> Job:
         """Queue one job: one image, or several views of one object. Returns at once. With
-        `keep_result`, the decoded result stays in memory after the job for `submit_export`."""
+        `keep_result`, the decoded result stays in memory after the job for `submit_export`. `family`: the image
+        model family that runs it, "trellis" or "trellis2" (None: the model's own); the other family's pipeline
+        replaces the loaded one when the job starts (the job fails with what to do where it is not installed)."""
         images = list(images) if isinstance(images, (list, tuple)) else [images]
         if not images:
             raise ValueError("submit needs at least one image")
         settings = settings or GenerationSettings()
         if not isinstance(settings, GenerationSettings):
             raise TypeError("settings must be a GenerationSettings")
+        family = family or self.models.family
+        if family not in FAMILIES:
+            raise ValueError(f"family must be one of {', '.join(FAMILIES)}, not {family!r}")
         warning = None
-        if self.models.family == "trellis2":                 # what TRELLIS.2 cannot make is refused here
+        if family == "trellis2":                             # what TRELLIS.2 cannot make is refused here
             settings, warning = check_trellis2_settings(settings, len(images))
-        job = Job(id=uuid.uuid4().hex, inputs=images, settings=settings, keep_result=bool(keep_result))
+        job = Job(id=uuid.uuid4().hex, inputs=images, settings=settings, keep_result=bool(keep_result), family=family)
         if warning:
             job.warn(warning)
         self._enqueue(Entry(job))
@@ -139,12 +145,12 @@ class JobRunner:
             raise ValueError("a new look needs a prompt or an image (one of them, not both)")
         if mesh is None or (isinstance(mesh, tuple) and (len(mesh) != 2 or not isinstance(mesh[1], (bytes, bytearray)))):
             raise ValueError("a new look needs a 3-D model: a file path, or (file name, bytes)")
-        if image is not None and self.models.family == "trellis2":
-            raise ValueError("a new look from an image needs a TRELLIS v1 image model; this app runs TRELLIS.2 "
+        if image is not None and self.models.folder_for("trellis") is None:
+            raise ValueError("a new look from an image needs a TRELLIS v1 image model, which is not installed here "
                              "(a new look from a prompt works)")
         job = Job(id=uuid.uuid4().hex, inputs=[] if image is None else [image], settings=self._checked(settings),
                   kind="variant", prompt=None if prompt is None else check_prompt(prompt), mesh=mesh,
-                  keep_result=bool(keep_result))
+                  keep_result=bool(keep_result), family=None if image is None else "trellis")
         self._enqueue(Entry(job))
         return job
 
@@ -199,10 +205,15 @@ class JobRunner:
         settings = base.replace(**changes)
         from trellis.export import is_ovoxel_result
 
-        if "ovoxel" in (result or {}) or (source_folder is not None and is_ovoxel_result(source_folder.file("result"))):
-            settings = check_trellis2_settings(settings)[0]  # a TRELLIS.2 result: no PLY or preview video
+        ovoxel = "ovoxel" in (result or {}) or (source_folder is not None and
+                                                 is_ovoxel_result(source_folder.file("result")))
+        warning = None
+        if ovoxel:                                       # a TRELLIS.2 result: its VRAM budget at least its type's floor
+            settings, warning = check_trellis2_settings(settings)
         job = Job(id=uuid.uuid4().hex, inputs=list(source.inputs), settings=settings, kind="export",
-                  source_id=source_id)
+                  source_id=source_id, family="trellis2" if ovoxel else source.family)
+        if warning:
+            job.warn(warning)
         self._enqueue(Entry(job, device=source.device if result is not None else None, source_result=result,
                             source_folder=source_folder))
         return job
@@ -279,6 +290,15 @@ class JobRunner:
     def model_loaded(self) -> bool:
         """True once a worker has loaded the pipeline."""
         return any(w.pipeline is not None for w in self._workers)
+
+    @property
+    def loaded_family(self) -> str:
+        """The image family loaded now (the first worker's that holds a pipeline; before any, the model's own)."""
+        return next((f for f in (w.pipelines.image_family for w in self._workers) if f), self.models.family)
+
+    def families(self) -> list:
+        """The image families a job can ask for here: the model's own, and the other one where it is installed."""
+        return self.models.families()
 
     def rerun(self, job_id: str) -> Job:
         """Queue the ended job `job_id` again: its inputs, settings and seed (rerun.py)."""

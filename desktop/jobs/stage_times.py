@@ -5,6 +5,9 @@ when a job will end there.
 A stage's time is kept with the step count it ran (a sampler's steps, a video's frames): a job that asks for more
 steps is expected to take that much longer. The newest measurement counts most (an exponential average), so the
 estimate follows a machine that warms up, throttles or gets busy.
+
+Jobs of different kinds run the same stage names at very different speeds (a TRELLIS.2 ``1536_cascade`` job's
+sampling takes about fifteen times a ``512`` one's): each kind learns into a table of its own (``of``).
 """
 from __future__ import annotations
 
@@ -25,6 +28,19 @@ class StageTimes:
         self._lock = threading.Lock()
         self._per_step: dict[str, float] = {}     # stage -> seconds per step (its whole time for a 1-step stage)
         self._steps: dict[str, int] = {}          # stage -> the step count it last ran with
+        self._kinds: dict[str, "StageTimes"] = {}  # kind -> the table of that kind's jobs
+
+    def of(self, kind: Optional[str]) -> "StageTimes":
+        """The table that jobs of `kind` (e.g. a TRELLIS.2 pipeline type) learn into and plan from; None: this one."""
+        if kind is None:
+            return self
+        with self._lock:
+            return self._kinds.setdefault(str(kind), StageTimes())
+
+    def kinds(self) -> dict:
+        """{kind: its table} of every kind measured so far."""
+        with self._lock:
+            return dict(self._kinds)
 
     def record(self, stage: str, seconds: float, steps: int) -> None:
         """A stage ran `steps` steps (at least 1) in `seconds`."""

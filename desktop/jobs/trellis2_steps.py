@@ -1,13 +1,15 @@
 """The job steps of a TRELLIS.2 model (the runner's model folder is one: ``models.model_family``), beside v1's
 steps.py; the worker's generate and export steps switch family at their top (``by_family``, ``by_result``):
 
-    generate: one image -> (model) -> job folder -> sample the O-Voxel -> PBR bake -> mesh files, result.npz
-    export:   a kept O-Voxel of an earlier job -> job folder -> PBR bake -> mesh files
+    generate: one image -> (model) -> job folder -> sample the O-Voxel -> PBR bake -> files, result.npz
+    export:   a kept O-Voxel of an earlier job -> job folder -> PBR bake -> files
 
-The mesh files are written by v1's writers (mesh_files.write_mesh_files: formats, levels of detail, export.json)
-from the one ``PbrTexturedMesh`` that ``trellis.export.pbr.bake_ovoxel`` makes with the job's face target and
-texture size. TRELLIS.2 makes no Gaussians: a PLY and the Gaussians' preview video do not exist for it, and jobs
-asking for them are refused when submitted (``check_trellis2_settings``).
+Every file comes from the one ``PbrTexturedMesh`` that ``trellis.export.pbr.bake_ovoxel`` makes with the job's face
+target and texture size: the mesh files by v1's writers (mesh_files.write_mesh_files: formats, levels of detail,
+export.json); model.ply as that mesh with per-vertex base colours (TRELLIS.2 makes no Gaussians: a PLY of a mesh
+model is its coloured mesh, ``trellis.export.pbr.vertex_ply``); preview.mp4 as a lit turntable of its PBR material
+on v1's camera path (``trellis.utils.pbr_video``). A job takes one image, and a VRAM budget of at least its pipeline
+type's floor where the preset set it (``check_trellis2_settings``).
 """
 from __future__ import annotations
 
@@ -15,50 +17,83 @@ import contextlib
 import os
 import time
 
-from ..settings import GenerationSettings, device_change_warning
+from ..settings import PRESETS, GenerationSettings, device_change_warning, preset_value
 from ..settings_table import MESH_FORMATS
 from .background import Background
 from .context import JobContext
-from .folder import JobFolder, jsonable
+from .folder import JobFolder, atomic_path, jsonable
 from .job import InputError, Job
-from .mesh_files import face_target, timed, write_mesh_files
+from .mesh_files import face_target, placement, timed, write_mesh_files
 from .models import ignored_pipeline_type, model_family
-from .progress import export_stages, textured_files
+from .progress import textured_files
 from .sampling import sample_ovoxel
 from .steps import check_cancel, make_folder, prepared_images, ready, settings_record, write_preprocessed
 
 # The stages of a TRELLIS.2 generation before its files are written (the pipeline's progress names).
 TRELLIS2_STAGES = ["preprocess", "condition", "sparse_structure", "shape_slat", "tex_slat", "decode"]
-NO_GAUSSIANS = ("ply", "mp4")           # the files of v1's Gaussians
+MADE_FROM_BAKE = (*MESH_FORMATS, "ply", "mp4")      # every file but result.npz comes from the PBR bake
 # The texture of a bake whose files hold none (STL, 3MF, geometry only): the smallest the bake takes.
 UNSEEN_TEXTURE = 8
 
 
+# The least VRAM budget (GiB) a TRELLIS.2 job of each pipeline type completes under on the low-VRAM path: the caps its
+# measured peaks fit (docs/benchmarks/trellis2.md: 512 3.05 GiB and 1024_cascade 4.80 GiB under 6, 1536_cascade
+# 7.40 GiB under 8; 1024's one pass, its largest flow 5.0 GiB at 32 768 tokens, under 6 as its cascade).
+TRELLIS2_VRAM_FLOORS = {"512": 6.0, "1024": 6.0, "1024_cascade": 6.0, "1536_cascade": 8.0}
+
+
 def check_trellis2_settings(settings: GenerationSettings, images: int = 1) -> tuple:
-    """(the settings a TRELLIS.2 job runs with, a warning or None); ValueError for what TRELLIS.2 cannot make. The
-    table's default formats (which include v1's PLY and preview video) become their mesh files, with a warning;
-    PLY or MP4 asked for with other formats are refused."""
+    """(the settings a TRELLIS.2 job runs with, a warning or None); ValueError for what TRELLIS.2 cannot take:
+    several images of one object (a TRELLIS v1 feature). Every format is made, PLY and MP4 included; the VRAM
+    budget as ``trellis2_budget`` sets it."""
     if images != 1:
         raise ValueError(f"a TRELLIS.2 job takes one image ({images} given): several views of one object are a "
                          "TRELLIS v1 feature")
-    asked = [kind for kind in NO_GAUSSIANS if kind in settings.formats]
-    if not asked:
+    return trellis2_budget(settings)
+
+
+def budget_from_preset(settings: GenerationSettings) -> bool:
+    """The VRAM budget is the preset's, not the user's (for "custom" settings: a value some preset gives it), as
+    GenerationSettings.for_device tells a preset's value."""
+    if "vram_budget" in settings.explicit:
+        return False
+    presets = [settings.preset] if settings.preset in PRESETS else list(PRESETS)
+    return settings.vram_budget in {preset_value(p, "vram_budget") for p in presets}
+
+
+def trellis2_budget(settings: GenerationSettings) -> tuple:
+    """(settings, warning or None): a VRAM budget below the pipeline type's floor (TRELLIS2_VRAM_FLOORS) raised to
+    it where the preset set it (the low-VRAM preset's is sized for TRELLIS v1); one the user set is kept, with a
+    warning that the job will likely run out of memory."""
+    budget, kind = settings.vram_budget, settings.pipeline_type
+    floor = TRELLIS2_VRAM_FLOORS[kind]
+    if budget is None or budget >= floor:
         return settings, None
-    meshes = tuple(kind for kind in settings.formats if kind not in NO_GAUSSIANS)
-    names = " and ".join(kind.upper() for kind in asked)
-    if settings.formats == GenerationSettings().formats and meshes:
-        return settings.replace(formats=meshes), (
-            f"TRELLIS.2 makes a mesh with PBR materials, not Gaussian splats: the default files' {names} were "
-            f"left out (only {', '.join(k.upper() for k in meshes)} was written).")
-    raise ValueError(f"TRELLIS.2 makes a mesh with PBR materials, not Gaussian splats: {names} cannot be made "
-                     f"with this model; choose from {', '.join(MESH_FORMATS)} (e.g. formats glb)")
+    if budget_from_preset(settings):
+        whose = f"the {settings.preset} preset's" if settings.preset in PRESETS else "a preset's"
+        return settings.replace(vram_budget=floor), (
+            f"vram_budget {budget:g} -> {floor:g} GiB: {whose} {budget:g} GiB is sized for TRELLIS v1; TRELLIS.2's "
+            f"pipeline type {kind} needs about {floor:g} GiB. Set vram_budget yourself to keep another value.")
+    fits = [k for k, need in TRELLIS2_VRAM_FLOORS.items() if need <= budget]     # smaller types this budget takes
+    other = f", or pick pipeline type {fits[-1]}" if fits else ""
+    return settings, (f"vram_budget {budget:g} GiB is below the {floor:g} GiB TRELLIS.2's pipeline type {kind} needs: "
+                      f"the job will likely run out of GPU memory (raise vram_budget{other})")
+
+
+def trellis2_export_stages(settings: GenerationSettings) -> list:
+    """The stages that write a TRELLIS.2 job's files, in the order ``write_ovoxel_outputs`` runs them: the bake,
+    the mesh files, the PLY, the preview video."""
+    fmt = set(settings.formats)
+    baked = ["bake"] if fmt & set(MADE_FROM_BAKE) else []
+    return (baked + [kind for kind in MESH_FORMATS if kind in fmt] + (["ply"] if "ply" in fmt else [])
+            + (["video", "encode"] if "mp4" in fmt else []))
 
 
 def by_family(v1_generate):
-    """The worker's generation step: this module's for a TRELLIS.2 model, else `v1_generate` (which ignores a
-    pipeline type, with a warning)."""
+    """The worker's generation step: this module's for a TRELLIS.2 job (its family, else its model's), else
+    `v1_generate` (which ignores a pipeline type, with a warning)."""
     def generate_job(ctx: JobContext, job: Job) -> None:
-        if model_family(ctx.model_path) == "trellis2":
+        if (job.family or model_family(ctx.model_path)) == "trellis2":
             return generate(ctx, job)
         ignored_pipeline_type(job)
         return v1_generate(ctx, job)
@@ -75,7 +110,7 @@ def by_result(v1_export):
 def generate(ctx: JobContext, job: Job) -> None:
     """A TRELLIS.2 generation: the mesh files of `job.settings.formats` from the job's image."""
     settings = job.used_settings = for_trellis2_device(job, job.settings.with_seed(), ctx.device)
-    progress = ctx.tracker(job, TRELLIS2_STAGES + export_stages(settings))
+    progress = ctx.tracker(job, TRELLIS2_STAGES + trellis2_export_stages(settings))
     progress("preprocess", 0, 1)
     t = time.perf_counter()
     images = prepared_images(ctx, job, settings)
@@ -93,7 +128,7 @@ def generate(ctx: JobContext, job: Job) -> None:
     if not ovoxel.success:
         raise InputError("TRELLIS.2 made no surface from this image: try another seed, or an image with a clearer, "
                          "larger object")
-    write_ovoxel_outputs(job, folder, settings, ovoxel, progress, ctx.cancelled, keep=True)
+    write_ovoxel_outputs(job, folder, settings, ovoxel, progress, ctx.cancelled, device=ctx.device, keep=True)
     if job.keep_result:
         ctx.keep({"ovoxel": ovoxel})
 
@@ -101,25 +136,31 @@ def generate(ctx: JobContext, job: Job) -> None:
 def export(ctx: JobContext, job: Job) -> None:
     """An export of a TRELLIS.2 job: the mesh files of `job.settings.formats` from its kept O-Voxel."""
     settings = job.used_settings = for_trellis2_device(job, job.settings, ctx.device)
-    settings, warning = check_trellis2_settings(settings)
-    if warning:
-        job.warn(warning)
-    progress = ctx.tracker(job, export_stages(settings))
+    progress = ctx.tracker(job, trellis2_export_stages(settings))
     check_cancel(ctx)
     folder = make_folder(ctx, job)
     job.files.update(folder.copy_from(ctx.source_files))
     job.files.update(folder.write_settings(trellis2_record(job, settings, ctx.model_path, ctx.device, ctx.record)))
-    write_ovoxel_outputs(job, folder, settings, ctx.source_result["ovoxel"], progress, ctx.cancelled)
+    write_ovoxel_outputs(job, folder, settings, ctx.source_result["ovoxel"], progress, ctx.cancelled,
+                         device=ctx.device)
 
 
 def for_trellis2_device(job: Job, settings: GenerationSettings, device: str) -> GenerationSettings:
-    """`settings` as a TRELLIS.2 job runs them on `device`: of what a CPU lowers, only the texture size shapes its
-    files (the bake renders and the preview are v1's Gaussians'); a lowered one is a warning."""
-    used = settings.replace(texture_size=settings.for_device(device).texture_size)
+    """`settings` as a TRELLIS.2 job runs them on `device` (``trellis2_device_settings``); a lowered value is a
+    warning."""
+    used = trellis2_device_settings(settings, device)
     text = device_change_warning(settings, used)
     if text:
         job.warn(text)
     return used
+
+
+def trellis2_device_settings(settings: GenerationSettings, device: str) -> GenerationSettings:
+    """`settings` lowered for `device` where it shapes a TRELLIS.2 job's files: of what a CPU lowers, the texture size
+    and the preview video's frames and size (the bake renders are v1's)."""
+    lowered = settings.for_device(device)
+    return settings.replace(texture_size=lowered.texture_size, video_frames=lowered.video_frames,
+                            video_resolution=lowered.video_resolution)
 
 
 def trellis2_record(job: Job, settings: GenerationSettings, model: str, device: str, extra=None) -> dict:
@@ -133,29 +174,40 @@ def bake_settings(settings: GenerationSettings, n_faces: int) -> dict:
     from trellis.export import face_budget
 
     target = face_target(settings, n_faces)             # the bake's clean-up keeps a mesh below it as it is
-    textured = textured_files(settings)
+    # the PLY's vertex colours and the preview's material come from the texture too
+    textured = textured_files(settings) or bool({"ply", "mp4"} & set(settings.formats))
     return {"target_faces": target if target is not None else face_budget(n_faces, settings.simplify),
             "texture_size": settings.texture_size if textured else UNSEEN_TEXTURE,
             "normal_map": textured and settings.normal_map and "glb" in settings.formats and not settings.geometry_only}
 
 
 def write_ovoxel_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, ovoxel, progress, cancel,
-                         keep: bool = False) -> None:
-    """The mesh files of one PBR bake of `ovoxel`; with `keep`, result.npz (the O-Voxel, for exports after a
-    restart) written in a thread meanwhile and removed again when the job fails."""
+                         device: str = "cpu", keep: bool = False) -> None:
+    """The files of one PBR bake of `ovoxel` (mesh files, PLY, preview video rendered on `device`); with `keep`,
+    result.npz (the O-Voxel, for exports after a restart) written in a thread meanwhile and removed again when the
+    job fails."""
     from trellis.export import bake_ovoxel
 
     t0 = time.perf_counter()
+    fmt = set(settings.formats)
     kept = Background("trellis-kept-result", lambda: folder.write_ovoxel_result(
         ovoxel, {"pipeline_type": settings.pipeline_type})) if keep else None
     try:
-        if any(kind in settings.formats for kind in MESH_FORMATS):
+        if fmt & set(MADE_FROM_BAKE):
             with timed(job, "bake"):
                 textured = bake_ovoxel(ovoxel, **bake_settings(settings, int(ovoxel.faces.shape[0])),
                                        progress=lambda stage, done, total: progress("bake", done, total, stage),
                                        cancel=cancel)
             job.timings["export_bake_stages"] = jsonable(textured.info)
-            write_mesh_files(job, folder, settings, textured, progress, cancel=cancel)
+            if fmt & set(MESH_FORMATS):
+                write_mesh_files(job, folder, settings, textured, progress, cancel=cancel)
+            if "ply" in fmt:
+                with timed(job, "ply"):
+                    progress("ply", 0, 1)
+                    job.files.update(write_mesh_ply(folder, settings, textured))
+                    progress("ply", 1, 1)
+            if "mp4" in fmt:
+                job.files.update(write_lit_preview(job, folder, settings, textured, device, progress, cancel))
         if kept is not None:
             job.files.update(kept.result())
             job.timings.setdefault("export", {})["result"] = kept.seconds
@@ -167,3 +219,30 @@ def write_ovoxel_outputs(job: Job, folder: JobFolder, settings: GenerationSettin
                 with contextlib.suppress(OSError):
                     os.remove(path)
         raise
+
+
+def write_mesh_ply(folder: JobFolder, settings: GenerationSettings, textured) -> dict:
+    """model.ply: the baked mesh with per-vertex base colours, placed as the other mesh files (height, pivot, units;
+    z up unless the settings name an axis); its files."""
+    from trellis.export import save_vertex_color_ply
+
+    with atomic_path(folder.file("ply")) as tmp:
+        save_vertex_color_ply(textured, tmp, **placement(settings), units=settings.units,
+                              up="z" if settings.up == "auto" else settings.up)
+    return {"ply": str(folder.file("ply"))}
+
+
+def write_lit_preview(job: Job, folder: JobFolder, settings: GenerationSettings, textured, device: str, progress,
+                      cancel) -> dict:
+    """preview.mp4: the lit turntable of the baked PBR mesh, rendered on `device`, then encoded (timings["export"]:
+    "video", "encode" and both, "mp4"); its files."""
+    from trellis.utils.pbr_video import render_pbr_video
+
+    with timed(job, "mp4"):
+        with timed(job, "video"):
+            frames = render_pbr_video(textured, resolution=settings.video_resolution,
+                                      num_frames=settings.video_frames, device=device,
+                                      progress=lambda i, n: progress("video", i, n), cancel=cancel)
+        with timed(job, "encode"):
+            return folder.write_video(frames, settings.video_fps, cancel=cancel,
+                                      progress=lambda i, n: progress("encode", i, n))

@@ -160,7 +160,9 @@ def warm_up(pipelines: DevicePipelines, request: tuple, stop: Callable[[], bool]
             # kernels, which pays for the sampling it slows (docs/benchmarks/app.md#launch-to-first-glb).
             threading.Thread(target=prepare_export, args=(device if forward else None, stop),
                              name="trellis-export-warm", daemon=True).start()
-        if forward and pipelines.image_pipeline is not None and not stop() and not job_waiting():
+        # The tiny run is TRELLIS v1's (its formats, renders): a TRELLIS.2 pipeline loaded now has none of them.
+        v1 = pipelines.image_family != "trellis2"
+        if forward and v1 and pipelines.image_pipeline is not None and not stop() and not job_waiting():
             step = "warming the kernels"
             t = time.perf_counter()
             pipeline = pipelines.activate(pipelines.image_pipeline)

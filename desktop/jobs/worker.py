@@ -90,10 +90,12 @@ class Worker:
     def context(self, entry: Entry) -> JobContext:
         """What the job's step needs: its models on this device, its folder, progress, cancel, a kept result."""
         job, runner = entry.job, self.runner
+        # The job's image family's folder: the steps pick their family by it (trellis2_steps.by_family).
+        model_path = runner.models.folder_for(job.family) or runner.models.model_path
 
         def pipeline(which: str, progress) -> tuple:
             if which == "image":
-                return self.pipelines.image(job, progress), runner.models.model_path
+                return self.pipelines.image(job, progress, job.family), model_path
             return self.pipelines.text(job, which.split(":", 1)[1], progress)
 
         def folder() -> JobFolder:
@@ -104,7 +106,7 @@ class Worker:
         source = runner.get(job.source_id) if job.source_id else None
         if entry.source_result is None and entry.source_folder is not None:
             entry.source_result = entry.source_folder.read_result(self.device)
-        return JobContext(device=self.device, model_path=runner.models.model_path, outputs_dir=runner.outputs_dir,
+        return JobContext(device=self.device, model_path=model_path, outputs_dir=runner.outputs_dir,
                           pipeline=pipeline, background_remover=self.pipelines.background_remover, folder=folder,
                           cancelled=lambda: job.cancel_requested, keep=lambda result: runner.store_result(job, result),
                           lock=self.queue.lock, on_progress=runner.on_progress, source_result=entry.source_result,

@@ -15,9 +15,9 @@ from .batch_view import ROW_JS, BatchView, wire_batch
 from .download_row import EMPTY_LABEL, wire_download_row
 from .endpoints import ApiEndpoints
 from .expectations import MeshPreview, PromptTokens, text_size_control, wire_token_counts
-from .errors import error_html, form_error_html
+from .errors import error_class, error_html, form_error_html
 from .export_panel import NOTHING_PICKED, ExportPanel, wire_export_panel
-from .family_view import FamilyChoice, refuse_other_family, trellis2_formats, wire_family
+from .family_view import FamilyChoice, refuse_other_family, wire_family
 from .history import RELOADED_KNOBS, HistoryViews
 from .history_tab import EMPTY as HISTORY_EMPTY, HistoryTab, wire_history_tab
 from .knobs import KNOBS, PRESET_CHOICES_WITH_CUSTOM, start_note, wire_knobs
@@ -25,7 +25,7 @@ from .lazy import gr, load_gradio
 from .places import wire_places
 from .pagestate import TabResults, wire_busy, wire_idle, wire_tabs
 from .batch_view import status_html
-from .status import (POLL_S, device_line, hide_paths, idle_html, kept_files, md_escape, memory_line,
+from .status import (POLL_S, device_line, hide_paths, idle_html, kept_files, md_escape, memory_line, model_name,
                      message_html)
 from .values import (DESTINATION_KNOBS, MESH_TYPES, OTHER_KNOBS, PRESET_KNOBS, choice_labels,
                      collect_look, collect_work, destination_values, file_of, is_slider, page_lines, preset_values,
@@ -105,16 +105,16 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
 
     # ------------------------------------------------------------------ page
     def header_text(self) -> str:
-        """The page's title line: model, device (with its fast-path line: which renderer path it takes and,
-        if the slower one, why) and outputs folder."""
+        """The page's title line: model (by its name: its folder's full path is the log's), device (a GPU's
+        fast-path line: which renderer path it takes and, if the slower one, why) and outputs folder."""
         text = getattr(self.runner, "text_model", None)
-        text = f" · text model: `{text}`" if text else ""
+        text = f" · text model: `{model_name(text)}`" if text else ""
         memory = memory_line(self.runner.list())
         memory = f" · {md_escape(memory)}" if memory else ""
         return (f"# Trellis Desktop\nOne photo (or a prompt) in, a textured 3D model out. Model: "
-                f"{FAMILY_NAMES[self.family.running]} "
-                f"`{self.runner.model_path}`{text} · device: {device_line(self.runner.fast_paths())}{memory} · "
-                f"outputs: `{self.runner.outputs_dir}`")
+                f"{FAMILY_NAMES[self.family.running]} `{model_name(self.runner.model_path)}`"
+                f"{self.family.loaded_words()}{text} · "
+                f"device: {device_line(self.runner.fast_paths())}{memory} · outputs: `{self.runner.outputs_dir}`")
 
     def build(self):
         load_gradio()
@@ -124,7 +124,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
         # Controls whose choices depend on this machine (the text models installed).
         machine = {"text_model_size": text_size_control(getattr(self.runner, "text_model", None))}
         choice = self.family
-        machine.update(choice.overrides(d.formats))          # what the Model choice greys
+        machine.update(choice.overrides())                   # what the Model choice greys
 
         def place(where):
             # Every setting shown in this part of the page (settings_table.Ui), line by line.
@@ -259,12 +259,10 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
             # input, not change: loading a past job's settings sets the preset without re-applying it.
             self.refresh_knobs(preset.input(apply_preset, preset, knob_components, **quick))
 
-            def apply_destination(name, chosen):
+            def apply_destination(name):
                 values = destination_values(name, self.defaults)
-                if chosen == "trellis2":                 # its destinations' MP4 is v1's
-                    values["formats"] = trellis2_formats(values["formats"])
                 return [values[n] for n in DESTINATION_KNOBS]
-            self.refresh_knobs(k["destination"].input(apply_destination, [k["destination"], family],
+            self.refresh_knobs(k["destination"].input(apply_destination, k["destination"],
                                                       [k[n] for n in DESTINATION_KNOBS], **quick))
 
             # change: uploads, pastes and examples alike (and clearing the box resets the status).
@@ -331,7 +329,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
                 note = "no transparency: its background is removed when you generate (if ticked)"
         except (ValueError, TypeError, OSError) as err:       # said in the status box only (no toast)
             message = hide_paths(str(err), [source])
-            return error_html("huge_image" if "too large" in message else "bad_image", message, state="error")
+            return error_html(error_class("input", message), message, state="error")
         return message_html("ready", f"{name}: {img.width}×{img.height}, {note}. Press Generate.")
 
     def generate(self, data: dict, request):
@@ -415,8 +413,9 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
             name, source, prompt, image = collect_look(named["mesh"], named["look_prompt"], named["look_image"])
             self._checked_mesh(source, name)
             return [(name, lambda: runner.submit_variant(source, settings, prompt=prompt, image=image))]
-        refuse_other_family(runner, named.get("family"))            # an image job of the family the app runs
-        return [(name, lambda images=images: runner.submit(images, settings))
+        family = named.get("family") or None                       # the page's Model choice
+        refuse_other_family(runner, family)                         # one that is not installed: how to install it
+        return [(name, lambda images=images: runner.submit(images, settings, family=family))
                 for name, images in collect_work(mode, named["single"], named["multi"], named["batch"])]
 
     @staticmethod

@@ -11,6 +11,8 @@ from .names import DOWNLOAD_KINDS
 WORDS = {"glb": "GLB", "glb_lod1": "GLB, level of detail 1", "glb_lod2": "GLB, level of detail 2",
          "glb_lod3": "GLB, level of detail 3", "obj": "OBJ + material + texture (zip)", "usdz": "USDZ (Apple AR)",
          "stl": "STL (3D print)", "3mf": "3MF (3D print)", "ply": "PLY (Gaussian splats)", "mp4": "MP4 preview"}
+# A TRELLIS.2 job's own words where its file differs from v1's (its PLY is its mesh, not Gaussians).
+TRELLIS2_WORDS = {"ply": "PLY (mesh with vertex colours)"}
 # The button's word for each kind.
 SHORT = {"glb": "GLB", "obj": "OBJ (zip)", "usdz": "USDZ", "stl": "STL", "3mf": "3MF", "ply": "PLY",
          "mp4": "MP4", **{f"glb_lod{level}": f"GLB LOD {level}" for level in range(1, 4)}}
@@ -29,8 +31,9 @@ def download_choices(folder, named: dict) -> list:
     triangles."""
     report = folder.export_report() or {}
     lods = {f"glb_lod{i}": lod for i, lod in enumerate(report.get("lods") or [], start=1) if isinstance(lod, dict)}
+    own = TRELLIS2_WORDS if (folder.settings_record() or {}).get("family") == "trellis2" else {}
     out = []
-    for kind, words in WORDS.items():
+    for kind, words in {**WORDS, **own}.items():
         path = named.get(kind)
         if path is None:
             continue

@@ -103,8 +103,9 @@ class ApiEndpoints:
         if not image:
             raise gr.Error("give an image file (gradio_client: handle_file('photo.png'))")
         job_settings = self.api_settings(settings)
+        family = settings.get("model_family") if isinstance(settings, dict) else None   # checked by api_settings
         try:
-            job = self.runner.submit([image], job_settings)
+            job = self.runner.submit([image], job_settings, family=family or None)
         except (RuntimeError, ValueError) as err:     # the app is stopping; what its model cannot make (TRELLIS.2)
             raise gr.Error(f"cannot start a job: {err}") from None
         last = None

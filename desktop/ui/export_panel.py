@@ -2,8 +2,8 @@
 runs. An export takes the picked job's own settings with the page's Output settings on top: the file choices
 (destination, formats, triangles, placement) as the page shows them, and a quality knob (texture, bake views,
 preview) only where it was moved off the preset, so that on a CPU the job's lowered values stay lowered, as
-Generate's do (GenerationSettings.for_device). A TRELLIS.2 job's export is its PBR bake (no Gaussians: no PLY or
-preview video), said so."""
+Generate's do (GenerationSettings.for_device). A TRELLIS.2 job's export is its PBR bake (its PLY the baked mesh with
+vertex colours, its preview rendered again from that bake), said so."""
 from ..jobs.export_reuse import source_preview
 from ..jobs.progress import textured_files
 from ..settings import CPU_REASONS, EXPORT_FIELDS, GenerationSettings, device_changes
@@ -61,11 +61,10 @@ class ExportPanel:
             GenerationSettings.from_json(folder.settings_record())
         submitted = base.replace(**export_changes(page))
         used = submitted.for_device(self.runner.devices[0])
-        if family_of(folder.settings_record()) == "trellis2":     # as the runner takes it: ValueError for a PLY
-            from ..jobs.trellis2_steps import check_trellis2_settings
+        if family_of(folder.settings_record()) == "trellis2":     # as its steps take it; its preview is rendered
+            from ..jobs.trellis2_steps import trellis2_device_settings     # again from the new bake
 
-            submitted = check_trellis2_settings(submitted)[0]
-            used = submitted.replace(texture_size=submitted.for_device(self.runner.devices[0]).texture_size)
+            return submitted, trellis2_device_settings(submitted, self.runner.devices[0]), None
         # an export's result is its source's, and so is the preview it can take
         origin = self.runner.get(job.source_id) if job is not None and job.kind == "export" else job
         files = origin.files if origin is not None else folder.file_kinds()

@@ -1,49 +1,39 @@
 """The page's model choice: TRELLIS v1 or TRELLIS.2, with TRELLIS.2's pipeline type beside it, and what the choice
-changes on the page. The app runs the family of its model folder (api.families); the other family is offered only
-where it is installed, else the control is greyed with one line that says how to install it (the installer's
---trellis2 after Meta's DINOv3 licence: nothing is fetched behind the user's back). Generate refuses a family the
-app does not run with the command that starts it with that model.
+changes on the page. The page starts on the family of the app's model folder (api.families); the other family can be
+picked where it is installed (runner_families): its job loads it in place of the loaded one (that first job is slower
+by the load). Where TRELLIS.2 is not installed the control is greyed with one line that says how to install it (the
+installer's --trellis2 after Meta's DINOv3 licence: nothing is fetched behind the user's back); where TRELLIS v1 is
+not, with how to get it.
 
-With TRELLIS.2 chosen, what it cannot make or does not use is greyed, each with its reason beside it: the PLY and
-MP4 formats (it makes meshes with PBR materials, no Gaussians), the guidance, bake and preview knobs (its guidance
-is its pipeline's own; its textures come from its voxels' attributes, not from rendered views), several views of
-one object; and a new look from a photo when the app runs TRELLIS.2 (that needs a v1 image model)."""
+With TRELLIS.2 chosen, what it does not use is greyed, each with its reason beside it: the guidance and bake knobs
+(its guidance is its pipeline's own; its textures come from its voxels' attributes, not from rendered views), several
+views of one object; and a new look from a photo where TRELLIS v1 is not installed (that needs a v1 image model).
+Every format stays offered, the formats' help saying what PLY and MP4 are for TRELLIS.2 (its mesh with vertex colours,
+a lit turntable of its PBR material)."""
 import functools
 
-from ..api.families import FAMILY_NAMES, family_problem, install_line, runner_family, trellis2_here
+from ..api.families import (FAMILY_NAMES, family_problem, install_line, loaded_family, runner_families, runner_family,
+                             trellis2_here)
 from ..settings import SETTINGS
 from .lazy import gr
+from .pipeline_costs import costs_text
 
 FAMILY_CHOICES = [(name, family) for family, name in FAMILY_NAMES.items()]
-NO_GAUSSIANS = ("ply", "mp4")                 # the formats of v1's Gaussians
-NO_GAUSSIANS_CLASS = "td-no-gaussians"
 BAKE = "TRELLIS.2 bakes its PBR textures from its voxels' colours, metal and roughness, not from rendered views"
-PREVIEW = "TRELLIS.2 makes no preview video (it makes no Gaussians to turn)"
 # The settings TRELLIS.2 does not use, each with why (said beside its greyed control).
 NOT_FOR_TRELLIS2 = {
     "ss_cfg": "TRELLIS.2 uses its pipeline's own guidance", "slat_cfg": "TRELLIS.2 uses its pipeline's own guidance",
     "bake_mode": BAKE, "bake_views": BAKE, "bake_resolution": BAKE,
     "fill_holes": "TRELLIS.2's export always closes small holes",
-    "video_frames": PREVIEW, "video_resolution": PREVIEW,
     "multi_image_mode": "TRELLIS.2 takes one image",
 }
-FORMATS_REASON = ("TRELLIS.2 makes a mesh with PBR materials (colour, metal, roughness), not Gaussian splats: PLY and "
-                  "the MP4 preview are TRELLIS v1's")
+FORMATS_NOTE = ("TRELLIS.2 makes a mesh with PBR materials (colour, metal, roughness): its PLY is that mesh with "
+                "vertex colours, its MP4 a lit turntable of the material")
 MULTI_LABEL = "Views"
 MULTI_REASON = "Views (TRELLIS v1 only: TRELLIS.2 takes one image)"
 LOOK_LABEL = "... or from a photo"
-LOOK_REASON = "... or from a photo (needs a TRELLIS v1 image model: this app runs TRELLIS.2; a prompt works)"
-# PLY and MP4 greyed in the formats' choices while TRELLIS.2 is chosen (each choice's box is named by its value): the
-# box faded, the words struck through at full contrast (still readable), clicks ignored.
-CSS = "".join(f""".{NO_GAUSSIANS_CLASS} label:has(input[name={kind}]) {{pointer-events: none;
-  text-decoration: line-through;}}
-.{NO_GAUSSIANS_CLASS} label:has(input[name={kind}]) input {{opacity: 0.4;}}
-""" for kind in NO_GAUSSIANS)
-
-
-def trellis2_formats(formats) -> list:
-    """`formats` without what TRELLIS.2 cannot make."""
-    return [kind for kind in formats if kind not in NO_GAUSSIANS]
+LOOK_REASON = "... or from a photo (needs the TRELLIS v1 image model, not installed here; a prompt works)"
+LOAD_NOTE = "its first job loads it in place of the loaded model (slower by that load)"
 
 
 def with_reason(reason: str, name: str) -> str:
@@ -51,8 +41,8 @@ def with_reason(reason: str, name: str) -> str:
 
 
 class FamilyChoice:
-    """What the page offers: the family the app runs, and whether (and how) the other one can be chosen (read from
-    the runner and the models folder when first asked)."""
+    """What the page offers: the family the app starts on, and whether (and how) the other one can be picked (read
+    from the runner and the models folder when first asked)."""
 
     def __init__(self, runner):
         self.runner = runner
@@ -60,6 +50,11 @@ class FamilyChoice:
     @functools.cached_property
     def running(self) -> str:
         return runner_family(self.runner)
+
+    @functools.cached_property
+    def families(self) -> list:
+        """The families a job can ask for here: the app's own, and the other one where it is installed."""
+        return runner_families(self.runner)
 
     @functools.cached_property
     def trellis2(self):
@@ -74,39 +69,37 @@ class FamilyChoice:
 
     @property
     def open(self) -> bool:
-        """Both families can be picked (the other one is installed, or the app runs TRELLIS.2)."""
-        return self.installable_line is None
+        """Both families can be picked (the other one is installed)."""
+        return len(self.families) > 1
+
+    def loaded_words(self) -> str:
+        """The header's word on the family loaded now, where a job of the other one has switched it; else ""."""
+        loaded = loaded_family(self.runner)
+        return "" if loaded == self.running else f" (loaded now: {FAMILY_NAMES[loaded]}, for the last job)"
 
     def info(self) -> str:
-        if self.installable_line:
-            return self.installable_line
         if self.running == "trellis":
-            where = self.trellis2.model_dir
-            return (f"TRELLIS.2 is installed ({where}): start the app with --model {where} to generate with it; this "
-                    "app runs TRELLIS v1.")
-        return ("TRELLIS.2: a sharp mesh with PBR materials (colour, metal, roughness) from one image. TRELLIS v1 "
-                "needs the app started with its model (--model microsoft/TRELLIS-image-large).")
+            return self.installable_line or (f"TRELLIS.2 is installed ({self.trellis2.model_dir}): pick it to generate "
+                                             f"with it; {LOAD_NOTE}.")
+        text = "TRELLIS.2: a sharp mesh with PBR materials (colour, metal, roughness) from one image. "
+        if not self.open:
+            return text + family_unavailable_line("trellis")
+        return f"{text}TRELLIS v1 is installed too: pick it to generate with it; {LOAD_NOTE}."
 
-    def overrides(self, formats) -> dict:
-        """The page's controls as the running family opens them (`formats`: the app's default ones): setting name ->
-        setting_control overrides."""
-        out = {name: self.control_update(name, self.running) for name in (*NOT_FOR_TRELLIS2, "pipeline_type")}
-        out["formats"] = {**self.control_update("formats", self.running), "value": self.start_formats(formats)}
-        return out
+    def overrides(self) -> dict:
+        """The page's controls as the running family opens them: setting name -> setting_control overrides."""
+        return {name: self.control_update(name, self.running)
+                for name in (*NOT_FOR_TRELLIS2, "pipeline_type", "formats")}
 
     @staticmethod
-    def control_update(name: str, family: str, formats=None) -> dict:
-        """The properties of the control of setting `name` with `family` chosen (`formats`: the ticked ones)."""
+    def control_update(name: str, family: str) -> dict:
+        """The properties of the control of setting `name` with `family` chosen."""
         trellis2 = family == "trellis2"
         if name == "pipeline_type":
             info = SETTINGS[name].ui.info + ("" if trellis2 else " (TRELLIS v1 has one path)")
             return {"interactive": trellis2, "info": info}
         if name == "formats":
-            out = {"elem_classes": [NO_GAUSSIANS_CLASS] if trellis2 else [],
-                   "info": with_reason(FORMATS_REASON, name) if trellis2 else SETTINGS[name].ui.info}
-            if trellis2 and formats is not None:
-                out["value"] = trellis2_formats(formats)
-            return out
+            return {"info": with_reason(FORMATS_NOTE, name) if trellis2 else SETTINGS[name].ui.info}
         reason = NOT_FOR_TRELLIS2[name]
         return {"interactive": not trellis2, "info": with_reason(reason, name) if trellis2 else SETTINGS[name].ui.info}
 
@@ -117,15 +110,21 @@ class FamilyChoice:
         with gr.Row(elem_id="td-family-row"):
             family = gr.Radio(FAMILY_CHOICES, value=self.running, label="Model", elem_id="td-family", scale=2,
                               interactive=self.open, info=self.info())
-            k["pipeline_type"] = make_control("pipeline_type", {**self.control_update("pipeline_type", self.running),
-                                                                "scale": 1})
+            with gr.Column(scale=1, min_width=160):
+                k["pipeline_type"] = make_control("pipeline_type", self.control_update("pipeline_type", self.running))
+                # each type's time and memory here: a callable value is computed again at every page load
+                self.costs = gr.Markdown(self.costs_text, elem_id="td-pipeline-costs",
+                                         visible=self.running == "trellis2")
         return family
 
-    def start_formats(self, formats) -> list:
-        return trellis2_formats(formats) if self.running == "trellis2" else list(formats)
+    def costs_text(self) -> str:
+        """Each pipeline type's expected time and peak GPU memory on this app's device (pipeline_costs.py)."""
+        devices = getattr(self.runner, "devices", None) or ["cpu"]
+        return costs_text(self.runner.list(), devices[0])
 
     def look_label(self) -> str:
-        return LOOK_REASON if self.running == "trellis2" else LOOK_LABEL
+        """A new look from a photo runs TRELLIS v1's image model: greyed in words where it is not installed."""
+        return LOOK_LABEL if "trellis" in self.families else LOOK_REASON
 
     def multi_update(self, family: str) -> dict:
         return {"interactive": family != "trellis2", "label": MULTI_REASON if family == "trellis2" else MULTI_LABEL}
@@ -136,16 +135,26 @@ def wire_family(choice: FamilyChoice, family, k: dict, multi) -> None:
     concerns, each with its reason."""
     names = ["pipeline_type", *[n for n in NOT_FOR_TRELLIS2 if n in k]]
 
-    def changed(chosen, formats):
-        return [gr.update(**choice.control_update("formats", chosen, formats or [])),
+    def changed(chosen):
+        return [gr.update(**choice.control_update("formats", chosen)),
                 *[gr.update(**choice.control_update(n, chosen)) for n in names],
-                gr.update(**choice.multi_update(chosen))]
-    family.change(changed, [family, k["formats"]], [k["formats"], *[k[n] for n in names], multi],
+                gr.update(**choice.multi_update(chosen)), gr.update(visible=chosen == "trellis2")]
+    family.change(changed, [family], [k["formats"], *[k[n] for n in names], multi, choice.costs],
                   api_visibility="private", show_progress="hidden", concurrency_limit=None)
+    # a pick reads the costs again: the jobs finished since the page loaded count
+    k["pipeline_type"].change(choice.costs_text, None, choice.costs, api_visibility="private", show_progress="hidden",
+                              concurrency_limit=None)
+
+
+def family_unavailable_line(family: str) -> str:
+    """Why `family` cannot be picked here and how to install it (jobs.models.family_unavailable)."""
+    from ..jobs.models import family_unavailable
+
+    return family_unavailable(family)
 
 
 def refuse_other_family(runner, chosen) -> None:
-    """ValueError with what to do when the page's Model choice is not the family the app runs."""
+    """ValueError with what to do when the page's Model choice is a family that is not installed here."""
     problem = family_problem(runner, chosen)
     if problem:
         raise ValueError(problem)

@@ -8,7 +8,7 @@ from ..options import (DEFAULT_MODEL, add_memory_options, add_model_option, add_
 from ..settings import GenerationSettings
 from ..stopping import StopSignals
 from .app import CSS, EXAMPLES_DIR, TrellisApp
-from . import family_view, look
+from . import look
 from .lazy import load_gradio
 
 # gradio's queue looks for new events every millisecond (every 50 ms on Windows) and for progress every 10 ms: a
@@ -73,7 +73,7 @@ def launch(demo, runner, host: str, port: int, open_browser: bool = False) -> st
         _, url, _ = quiet_queue(demo.queue()).launch(
             server_name=host, server_port=port, inbrowser=open_browser, prevent_thread_lock=True, quiet=True,
             show_error=True, ssr_mode=False, allowed_paths=[str(runner.outputs_dir), str(EXAMPLES_DIR)],
-            css=CSS + look.CSS + family_view.CSS, head=look.HEAD, theme=look.page_theme(),
+            css=CSS + look.CSS, head=look.HEAD, theme=look.page_theme(),
             footer_links=["api", "gradio"])
     widen_listen_queue(getattr(demo, "server", None))
     return url or f"http://{host}:{port}/"

@@ -91,3 +91,20 @@ def test_an_unfinished_job_teaches_nothing_it_did_not_measure():
     tracker, _, _ = run_job(times, clock, SECONDS)
     assert not tracker.learned                             # the fixed weights until every stage is known
     assert times.knows(STAGES)
+
+
+def test_each_trellis2_pipeline_type_learns_its_own_stage_times(tmp_path):
+    from desktop.jobs.context import JobContext
+
+    times = StageTimes()
+    times.of("1536_cascade").record("shape_slat", 30.0, 12)
+    times.of("512").record("shape_slat", 1.2, 12)
+    assert times.of("512").expected("shape_slat") == 1.2 and times.of("1536_cascade").expected("shape_slat") == 30.0
+    assert times.expected("shape_slat") is None and set(times.kinds()) == {"512", "1536_cascade"}
+    assert times.of(None) is times
+    ctx = JobContext(device="cpu", model_path="m", outputs_dir=tmp_path, pipeline=None, background_remover=None,
+                     folder=None, cancelled=lambda: False, keep=None, stage_times=times)
+    for family, table in (("trellis2", times.of("512")), ("trellis", times)):
+        job = Job(id="j", inputs=[], settings=GenerationSettings(pipeline_type="512"))
+        job.family = family                       # the runner names the family that runs each image job
+        assert ctx.tracker(job, ["shape_slat"]).times is table, family

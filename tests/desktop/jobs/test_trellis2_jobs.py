@@ -1,6 +1,7 @@
 """TRELLIS.2 through the app's job path: the CLI picks the family from the model folder, the real JobRunner samples
-the tiny random-weight TRELLIS.2 pipeline and writes a PBR GLB and result.npz, `python -m desktop export` bakes it
-again from result.npz, and REST v1 takes `pipeline_type` (and refuses what TRELLIS.2 cannot make)."""
+the tiny random-weight TRELLIS.2 pipeline and writes a PBR GLB, a vertex-coloured PLY, a lit preview video and
+result.npz, `python -m desktop export` bakes it again from result.npz, and REST v1 takes `pipeline_type` (and refuses
+several images, which TRELLIS.2 cannot take)."""
 import base64
 import json
 import struct
@@ -8,9 +9,12 @@ import time
 from pathlib import Path
 
 import httpx
+import imageio_ffmpeg
 import numpy as np
 import pytest
+import trimesh
 from PIL import Image
+from tests.helpers.gltf import validate_gltf
 from tests.helpers.servers import LiveServer
 
 from desktop import cli, export_command
@@ -21,6 +25,7 @@ from desktop.settings import GenerationSettings
 from trellis.export import load_ovoxel_result
 from trellis.representations.ovoxel import MeshWithVoxel
 
+PREVIEW_FRAMES = 3
 # Cheap on a CPU: one step per flow, the 512 type, a small texture; the tiny mesh (isolated quads) is kept whole;
 # a seed whose tiny random-weight mesh unwraps into charts at both texture sizes.
 CHEAP = ["--device", "cpu", "--seed", "1022908287", "--steps", "1", "--pipeline-type", "512", "--texture-size", "64",
@@ -46,7 +51,8 @@ def made(tiny_trellis2_dir, tmp_path_factory):
     """One TRELLIS.2 job run by `python -m desktop generate` (in-process): its folder."""
     tmp = tmp_path_factory.mktemp("trellis2_job")
     code = cli.main([square(tmp / "in.png"), "--model", tiny_trellis2_dir, "-o", str(tmp / "out"),
-                     "--formats", "glb,obj", *CHEAP])
+                     "--formats", "glb,obj,ply,mp4", "--normal-map", "--set", f"video_frames={PREVIEW_FRAMES}",
+                     "--set", "video_resolution=32", *CHEAP])
     assert code == 0
     (folder,) = (tmp / "out").iterdir()
     return folder
@@ -58,10 +64,24 @@ def test_the_cli_runs_a_trellis2_folder_into_a_pbr_glb_and_result(made):
     material = glb_json(made / "model.glb")["materials"][0]
     pbr = material["pbrMetallicRoughness"]
     assert "baseColorTexture" in pbr and "metallicRoughnessTexture" in pbr
-    assert (made / "model.obj").is_file() and not (made / "model.ply").exists()
+    assert (made / "model.obj").is_file()
     ovoxel = load_ovoxel_result(made / "result.npz")
     assert isinstance(ovoxel, MeshWithVoxel) and ovoxel.res == 512 and ovoxel.attrs.shape[1] == 6
     assert int(ovoxel.faces.max()) < ovoxel.vertices.shape[0]
+
+
+def test_the_trellis2_jobs_glb_passes_the_khronos_validator_with_its_pbr_maps(made):
+    report = validate_gltf(made / "model.glb")
+    assert report["issues"]["numErrors"] == 0, report["issues"]["messages"][:5]
+    gltf = glb_json(made / "model.glb")
+    (primitive,) = gltf["meshes"][0]["primitives"]
+    material = gltf["materials"][primitive["material"]]
+    pbr = material["pbrMetallicRoughness"]
+    textures = [pbr["baseColorTexture"]["index"], pbr["metallicRoughnessTexture"]["index"],
+                material["normalTexture"]["index"]]
+    assert len(set(textures)) == 3 and all(0 <= t < len(gltf["textures"]) for t in textures)
+    assert {"POSITION", "NORMAL", "TANGENT", "TEXCOORD_0"} <= set(primitive["attributes"])
+    assert gltf["accessors"][primitive["attributes"]["TANGENT"]]["type"] == "VEC4"
 
 
 def test_export_command_bakes_a_trellis2_job_again_from_its_result(made, tmp_path):
@@ -76,15 +96,24 @@ def test_export_command_bakes_a_trellis2_job_again_from_its_result(made, tmp_pat
     assert not (folder / "result.npz").exists()
 
 
-def test_what_trellis2_cannot_make_is_refused_or_left_out_with_a_warning():
-    adapted, warning = check_trellis2_settings(GenerationSettings())     # the defaults: glb, ply, mp4
-    assert adapted.formats == ("glb",) and "PLY and MP4" in warning
-    with pytest.raises(ValueError, match="PLY cannot be made"):
-        check_trellis2_settings(GenerationSettings(formats=("glb", "ply")))
+def test_the_trellis2_jobs_ply_is_its_mesh_with_vertex_colours_and_its_preview_a_lit_turntable(made):
+    ply = trimesh.load(made / "model.ply", process=False)
+    assert len(ply.faces) > 0 and ply.visual.kind == "vertex"
+    colours = np.asarray(ply.visual.vertex_colors)
+    assert colours.shape == (len(ply.vertices), 4) and colours[:, :3].std() > 0      # the baked colours, not one
+    decoded = imageio_ffmpeg.read_frames(str(made / "preview.mp4"))
+    meta = next(decoded)
+    assert meta["codec"] == "h264" and meta["size"] == (32, 32)
+    frames = [np.frombuffer(frame, np.uint8).reshape(32, 32, 3) for frame in decoded]
+    assert len(frames) == PREVIEW_FRAMES and max(frame.max() for frame in frames) > 0
+    timings = json.loads((made / "timings.json").read_text())
+    assert "video" in json.dumps(timings) and "ply" in json.dumps(timings)
+
+
+def test_trellis2_makes_every_format_and_refuses_only_several_images():
+    assert check_trellis2_settings(GenerationSettings()) == (GenerationSettings(), None)   # glb, ply, mp4
     with pytest.raises(ValueError, match="takes one image"):
         check_trellis2_settings(GenerationSettings(formats=("glb",)), images=2)
-    assert check_trellis2_settings(GenerationSettings(formats=("stl",))) == (GenerationSettings(formats=("stl",)),
-                                                                             None)
 
 
 def test_the_cli_refuses_a_pipeline_type_for_v1_and_explains_an_unavailable_trellis2(tmp_path, monkeypatch,
@@ -110,7 +139,7 @@ def test_the_cli_refuses_a_pipeline_type_for_v1_and_explains_an_unavailable_trel
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_rest_takes_pipeline_type_and_refuses_gaussian_files_for_trellis2(tiny_trellis2_dir, tmp_path):
+def test_rest_takes_pipeline_type_and_refuses_several_images_for_trellis2(tiny_trellis2_dir, tmp_path):
     runner = JobRunner(tiny_trellis2_dir, tmp_path / "out", device="cpu")
     server = LiveServer(create_app(runner))
     image = Path(square(tmp_path / "in.png")).read_bytes()
@@ -122,8 +151,8 @@ def test_rest_takes_pipeline_type_and_refuses_gaussian_files_for_trellis2(tiny_t
                                                                                      "1536_cascade"}
             bad = c.post("/v1/jobs", json={**body, "pipeline_type": "2048"})
             assert bad.status_code == 422
-            ply = c.post("/v1/jobs", json={**body, "pipeline_type": "512", "formats": ["glb", "ply"]})
-            assert ply.status_code == 422 and "PLY cannot be made" in ply.text
+            two = c.post("/v1/jobs", json={"images": body["images"] * 2, "pipeline_type": "512"})
+            assert two.status_code == 422 and "takes one image" in two.text
             ok = c.post("/v1/jobs", json={**body, "pipeline_type": "512", "formats": ["glb"], "ss_steps": 1})
             assert ok.status_code == 202, ok.text
             job = runner.get(ok.json()["id"])

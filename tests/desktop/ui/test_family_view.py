@@ -1,8 +1,9 @@
 """The page's Model choice (desktop/ui/family_view.py) without a browser, on real runners of the tiny pipelines (no
-job runs): a TRELLIS.2 installed in the models folder is offered beside the TRELLIS v1 the app runs, with the command
-that starts the app with it, which Generate says when it is picked; an app on TRELLIS.2 greys what TRELLIS.2 does not
-use, each with its reason, and drops PLY and MP4 from the formats it starts with; gradio_client's /generate asking a
-v1 app without TRELLIS.2 for it is told how to install it. (In the browser: test_ui_newcomer.py where TRELLIS.2 is
+job runs): a TRELLIS.2 installed in the models folder can be picked beside the TRELLIS v1 the app runs (its first job
+loads it); an app on TRELLIS.2 greys what TRELLIS.2 does not use, each with its reason, and keeps every format (PLY and
+MP4 said for TRELLIS.2); there TRELLIS v1 can be picked where it is installed, else the choice is greyed with how to
+get it, and so is a new look from a photo; gradio_client's /generate asking a v1 app without TRELLIS.2 for it is told
+how to install it. (In the browser: test_ui_newcomer.py where TRELLIS.2 is
 absent, test_ui_trellis2.py on TRELLIS.2.)"""
 import os
 import shutil
@@ -10,8 +11,7 @@ import shutil
 import pytest
 
 from desktop.jobs import JobRunner
-from desktop.settings import GenerationSettings
-from desktop.ui.family_view import NOT_FOR_TRELLIS2, FamilyChoice, refuse_other_family
+from desktop.ui.family_view import LOOK_LABEL, LOOK_REASON, NOT_FOR_TRELLIS2, FamilyChoice, refuse_other_family
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def runner_on(tmp_path):
         r.shutdown(cancel=True, wait=True, timeout=30)
 
 
-def test_an_installed_trellis2_is_offered_with_the_command_that_starts_it(tiny_pipeline_dir, tiny_trellis2_dir,
+def test_an_installed_trellis2_can_be_picked_on_a_v1_app(tiny_pipeline_dir, tiny_trellis2_dir,
                                                                           runner_on, tmp_path, monkeypatch):
     models = tmp_path / "models"
     models.mkdir()
@@ -38,29 +38,43 @@ def test_an_installed_trellis2_is_offered_with_the_command_that_starts_it(tiny_p
     runner = runner_on(tiny_pipeline_dir)
     choice = FamilyChoice(runner)
     assert choice.running == "trellis" and choice.open
-    assert f"--model {models / 'TRELLIS.2-4B'}" in choice.info()
+    assert choice.families == ["trellis", "trellis2"] and choice.look_label() == LOOK_LABEL
+    info = choice.info()
+    assert str(models / "TRELLIS.2-4B") in info and "pick it" in info and "--model" not in info, info
+    assert "loads it in place of the loaded model" in info, info
     refuse_other_family(runner, "trellis")                             # the family it runs: no problem
-    with pytest.raises(ValueError, match="TRELLIS.2 is installed in .*start the server with --model"):
-        refuse_other_family(runner, "trellis2")
+    refuse_other_family(runner, "trellis2")                            # installed: its job switches the model
     # TRELLIS v1 chosen: its knobs open, the pipeline type greyed (v1 has one path), every format offered.
-    assert not choice.overrides(GenerationSettings().formats)["pipeline_type"]["interactive"]
-    assert choice.start_formats(("glb", "ply", "mp4")) == ["glb", "ply", "mp4"]
+    controls = choice.overrides()
+    assert not controls["pipeline_type"]["interactive"] and "TRELLIS.2" not in controls["formats"]["info"]
 
 
-def test_an_app_on_trellis2_greys_what_it_does_not_use(tiny_trellis2_dir, runner_on):
+def test_an_app_on_trellis2_greys_what_it_does_not_use(tiny_trellis2_dir, tiny_pipeline_dir, runner_on, tmp_path,
+                                                      monkeypatch):
+    monkeypatch.delenv("TRELLIS_DESKTOP_MODEL", raising=False)
+    monkeypatch.setenv("TRELLIS_MODEL_DIR", str(tmp_path / "models"))            # no TRELLIS v1 installed
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     runner = runner_on(tiny_trellis2_dir)
     choice = FamilyChoice(runner)
-    assert choice.running == "trellis2" and choice.open and "PBR" in choice.info()
-    controls = choice.overrides(GenerationSettings().formats)
+    assert choice.running == "trellis2" and not choice.open and choice.look_label() == LOOK_REASON
+    assert "PBR" in choice.info() and "TRELLIS v1 is not installed here" in choice.info()
+    controls = choice.overrides()
     for name in NOT_FOR_TRELLIS2:
         assert controls[name]["interactive"] is False and NOT_FOR_TRELLIS2[name] in controls[name]["info"], name
     assert controls["pipeline_type"]["interactive"] is True
-    assert controls["formats"]["value"] == ["glb"] and "not Gaussian splats" in controls["formats"]["info"]
+    # every format stays offered as the app's defaults tick them, its help saying what PLY and MP4 are here
+    assert "value" not in controls["formats"] and "vertex colours" in controls["formats"]["info"]
+    assert "video_frames" not in NOT_FOR_TRELLIS2 and "video_resolution" not in NOT_FOR_TRELLIS2
     with pytest.raises(ValueError, match="This server runs TRELLIS.2 .*--model microsoft/TRELLIS-image-large"):
         refuse_other_family(runner, "trellis")
     # Picking TRELLIS v1 on the page opens them again, with their own help.
     back = FamilyChoice.control_update("bake_views", "trellis")
     assert back["interactive"] is True and "TRELLIS.2" not in back["info"]
+    # With TRELLIS v1 installed (the launcher's $TRELLIS_DESKTOP_MODEL) it can be picked, and a look from a photo.
+    monkeypatch.setenv("TRELLIS_DESKTOP_MODEL", tiny_pipeline_dir)
+    choice = FamilyChoice(runner)
+    assert choice.open and choice.look_label() == LOOK_LABEL and "TRELLIS v1 is installed too" in choice.info()
+    refuse_other_family(runner, "trellis")
 
 
 def test_gradio_clients_trellis2_on_a_v1_app_without_it_says_how_to_install_it(tiny_pipeline_dir, runner_on,

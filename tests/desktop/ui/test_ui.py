@@ -44,9 +44,11 @@ def test_help_lists_the_options():
 @pytest.mark.slow
 def test_bad_files_then_generate(app, outputs, tmp_path):
     ui = app()
-    # The device line says which renderer path this device takes (trellis.fastpaths.describe).
+    # The header names the model and the device, not their internals: a CPU has one renderer path to speak of
+    # (a GPU's line says which it takes: trellis.fastpaths.describe); the model folder by its name.
     header = ui.page.wait_for_selector("#td-header:has-text('device: cpu')").inner_text()
-    assert "device: cpu (CPU: PyTorch paths (no GPU kernels))" in header, header
+    assert "device: cpu · outputs: " in header and "PyTorch" not in header and "VRAM" not in header, header
+    assert "Model: TRELLIS v1 tiny_pipeline" in header and "/tiny_pipeline" not in header, header
     # 1. A text file named .png: refused at upload and by Generate, with a visible message.
     fake = tmp_path / "notes.png"
     fake.write_text("this is not an image")
@@ -63,7 +65,7 @@ def test_bad_files_then_generate(app, outputs, tmp_path):
     Image.new("RGBA", (64, 64), (0, 0, 0, 0)).save(empty)
     ui.upload(str(empty))
     state, text = ui.wait_status(("error",), timeout=30)
-    assert "no foreground found" in text.lower()
+    assert text.startswith("This image is see-through: its transparency leaves no solid object."), text
     assert job_dirs(outputs) == []                          # a bad input leaves no folder behind
 
     # 3. The app still works: a real image with tiny settings, precision and offloading from the page.
@@ -266,6 +268,8 @@ def test_export_again_from_the_history_with_the_output_settings(app, outputs):
     assert state == "done", text
     (exported,) = set(job_dirs(outputs)) - before
     assert {"model.glb", "model.stl", "export.json"} <= {p.name for p in exported.iterdir()}
+    # its GLB's texture was baked from the tiny model's faint Gaussians, and says so (the print export below won't)
+    assert any("mostly transparent" in w for w in json.loads((exported / "timings.json").read_text())["warnings"])
     report = json.loads((exported / "export.json").read_text())
     assert abs(report["triangles"] - 5000) <= 250 and report["size_m"]["height"] == pytest.approx(1.8, abs=1e-5)
     record = json.loads((exported / "settings.json").read_text())
@@ -326,6 +330,24 @@ def test_export_again_from_the_history_with_the_output_settings(app, outputs):
     captions = [c.strip() for c in gallery.locator(".caption-label, figcaption, .caption").all_inner_texts()]
     assert captions[0].startswith("chair.png · done · export · 3D print · exported from chair.png of "), captions
     ui.shot("08-export-print.png")
+    # A print export bakes no texture, so it warns of none (its source's GLB export did bake one)
+    assert "mostly transparent" not in ui.page.inner_text("#td-status") + ui.page.inner_text("#td-info")
+    # At a phone's, a small window's and a desktop's width, the badge and the download row are on screen, whole, and
+    # say the same
+    button, choice = ui.page.locator("#td-download"), ui.page.locator("#td-dl-format")
+    for width in (390, 800, 1400):
+        ui.page.set_viewport_size({"width": width, "height": 900})
+        for element in (badge, choice, button):
+            element.scroll_into_view_if_needed()
+            box = element.bounding_box()
+            assert element.is_visible() and box and box["x"] >= 0 and box["x"] + box["width"] <= width + 1, (width, box)
+        assert ui.page.evaluate("() => document.documentElement.scrollWidth") <= width, width
+        assert badge.inner_text() == said and badge.evaluate("e => getComputedStyle(e).backgroundColor") == (
+            "rgb(220, 252, 231)" if facts else "rgb(254, 226, 226)")
+        assert button.inner_text().strip() == "Download STL" and button.is_enabled()
+        assert ui.offered() == ["stl", "3mf", "mp4"]
+        if width == 390:
+            ui.shot("08-export-print-390.png")
     ui.check_clean()
 
 
@@ -497,14 +519,15 @@ def test_inputs_messages_status_and_history(tmp_path):
     # The status box: one job (a line and a bar), several (a table).
     runner = SimpleNamespace(queue_position=lambda job_id: 1)
     running = Job(id="r" * 32, inputs=[], settings=GenerationSettings(), state=JobState.RUNNING)
-    running.progress = Progress("slat", 6, 12, 0.5, 75.0, 30.0, "")
+    running.progress = Progress("slat", 6, 12, 0.5, 75.0, 30.0, "", measured=True)
     html = ui.status_html([("a.png", running)], runner)
     assert 'data-state="running"' in html and "Sampling details · step 6/12 · 50% · ETA 1:15" in html
     assert "<progress" in html
     queued = Job(id="q" * 32, inputs=[], settings=GenerationSettings())
     html = ui.status_html([("a.png", running), ("<b>.png", queued)], runner)
     assert "0 of 2 finished: 1 running, 1 waiting" in html and "Waiting in the queue (1 job(s) ahead)" in html
-    # The whole batch's time left: the running job's 75 s, then the waiting one at its pace (30 + 75 s).
+    # The whole batch's time left: the running job's 75 s (from measured stage times), then the waiting one at its
+    # pace (30 + 75 s).
     assert "the whole batch: ETA 3:00" in html
     assert "&lt;b&gt;.png" in html                         # names are escaped
 

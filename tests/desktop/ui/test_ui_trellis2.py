@@ -1,13 +1,15 @@
-"""TRELLIS.2 in the browser app: the page on the tiny random-weight TRELLIS.2 pipeline (official layout, CPU),
-served from this process as `python -m desktop ui` serves it (desktop.ui.server.launch) with its model loading in
-the background as the app's warm-up does, driven by Playwright in headless Chromium (this folder's conftest.py).
+"""TRELLIS.2 in the browser app: the page of an app started on the tiny random-weight TRELLIS v1 pipeline, with the
+tiny TRELLIS.2 installed in its models folder (tests/helpers/model_folders.py), served from this process as `python
+-m desktop ui` serves it (desktop.ui.server.launch) with its model loading in the background as the app's warm-up
+does, driven by Playwright in headless Chromium (this folder's conftest.py).
 
-The Model choice says TRELLIS.2 with its pipeline type open; what TRELLIS.2 cannot make or does not use is greyed
-with its reason; a job from the page ends with a GLB whose material has a metallic-roughness texture (read by trimesh
-and from the GLB's JSON), shown in the 3D viewer; "Reuse this seed" brings the family and the pipeline type back with
-the seed; picking TRELLIS v1 is refused with what to do; Export again says it bakes PBR textures; gradio_client's
-/generate takes model_family and pipeline_type as REST does and refuses the other family. (The choice greyed with
-its install line where TRELLIS.2 is absent: test_ui_newcomer.py.)"""
+The Model choice says TRELLIS v1, TRELLIS.2 open beside it; picking TRELLIS.2 opens its pipeline type and the line of
+each type's expected time, and greys what TRELLIS.2 does not use with its reason, every format offered; a job from the
+page then runs TRELLIS.2 (its pipeline loaded in place of v1's, the header says so) and ends with a GLB whose material
+has a metallic-roughness texture (read by trimesh and from the GLB's JSON), shown in the 3D viewer; picking TRELLIS v1
+again opens its knobs; "Reuse this seed" brings the family and the pipeline type back with the seed; Export again says
+it bakes PBR textures; gradio_client's /generate takes model_family and pipeline_type as REST does. (The choice greyed
+with its install line where TRELLIS.2 is absent: test_ui_newcomer.py.)"""
 import io
 import json
 import struct
@@ -18,6 +20,7 @@ import pytest
 from PIL import Image
 
 from tests.helpers.gradio_app import FINISHED, Page, job_dirs
+from tests.helpers.model_folders import install_trellis2
 from tests.helpers.servers import free_port
 
 # Cheap on a CPU, as tests/desktop/jobs/test_trellis2_jobs.py runs it: one step per flow, the 512 type, a small
@@ -32,21 +35,24 @@ def outputs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(tiny_trellis2_dir, outputs):
+def served(tiny_pipeline_dir, tiny_trellis2_dir, outputs, tmp_path_factory):
+    """(the page's URL, its app): a TRELLIS v1 app with TRELLIS.2 installed in its models folder."""
     from desktop.jobs import JobRunner
     from desktop.ui import TrellisApp
     from desktop.ui.server import launch
 
-    runner = JobRunner(tiny_trellis2_dir, outputs, device="cpu")
-    runner.start_warmup()                   # the model loads while the page opens, as in the app
-    app = TrellisApp(runner)
-    demo = app.build()
-    try:
-        yield launch(demo, runner, "127.0.0.1", free_port())
-    finally:
-        runner.shutdown(cancel=True, wait=True, timeout=60)
-        demo.close()
-        app.close()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TRELLIS_MODEL_DIR", str(install_trellis2(tmp_path_factory.mktemp("models"), tiny_trellis2_dir)))
+        runner = JobRunner(tiny_pipeline_dir, outputs, device="cpu")
+        runner.start_warmup()               # the model loads while the page opens, as in the app
+        app = TrellisApp(runner)
+        demo = app.build()
+        try:
+            yield launch(demo, runner, "127.0.0.1", free_port()), app
+        finally:
+            runner.shutdown(cancel=True, wait=True, timeout=60)
+            demo.close()
+            app.close()
 
 
 @pytest.fixture(scope="module")
@@ -84,27 +90,36 @@ def queued_through_gradio_client(client, image) -> dict:
     return job
 
 
-def test_a_trellis2_job_from_the_page_ends_with_a_pbr_glb(browser, server, outputs, square, tmp_path):
+def test_a_trellis2_job_from_a_v1_page_ends_with_a_pbr_glb(browser, served, outputs, square, tmp_path):
     import trimesh
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
+    server, app = served
     ui = Page(browser, server)
     try:
-        # The Model choice: TRELLIS.2, with its pipeline type open; what it cannot make or use is greyed, with why.
-        assert ui.page.locator("#td-family input[value=trellis2]").is_checked()
-        assert "TRELLIS.2" in ui.page.inner_text("#td-header")
-        assert not disabled(ui, "#td-pipeline_type input")
+        # The Model choice: TRELLIS v1, TRELLIS.2 open beside it; picked, its pipeline type opens with each type's
+        # expected time, and what it does not use is greyed, with why.
+        assert ui.page.locator("#td-family input[value=trellis]").is_checked()
+        assert not ui.page.locator("#td-family input[value=trellis2]").is_disabled()
+        assert "TRELLIS v1" in ui.page.inner_text("#td-header")
+        assert disabled(ui, "#td-pipeline_type input") and not ui.page.locator("#td-pipeline-costs").is_visible()
+        ui.page.locator("#td-family label", has_text="TRELLIS.2").click()
+        ui.page.wait_for_function("() => !document.querySelector('#td-pipeline_type input').disabled")
+        ui.page.wait_for_selector("#td-pipeline-costs", state="visible")
         ui.open_settings()
         formats = ui.page.locator("#td-formats")
-        assert "not Gaussian splats" in formats.inner_text()
+        assert "vertex colours" in formats.inner_text()
         assert ui.page.locator("#td-formats input[name=glb]").is_checked()
-        for kind in ("ply", "mp4"):
-            box = formats.locator(f"label:has(input[name={kind}])")
-            assert not box.locator("input").is_checked()
-            assert box.evaluate("el => getComputedStyle(el).pointerEvents") == "none"
-        for name in ("bake_views", "ss_cfg", "video_frames"):
-            assert disabled(ui, f"#td-{name} input"), name
+        for kind in ("ply", "mp4"):           # offered for TRELLIS.2 too (tests/desktop/jobs: its files); unticked here
+            box = formats.locator(f"input[name={kind}]")
+            assert not box.is_disabled()
+            if box.is_checked():
+                box.click()
+            ui.page.wait_for_function(f"() => !document.querySelector('#td-formats input[name={kind}]').checked")
+        for name in ("bake_views", "ss_cfg"):
+            ui.page.wait_for_function(f"() => document.querySelector('#td-{name} input').disabled")
+        assert not disabled(ui, "#td-video_frames input")
         assert "TRELLIS.2 bakes its PBR textures" in ui.page.inner_text("#td-bake_views")
 
         # A job from the page; meanwhile gradio_client queues one with the family and the pipeline type.
@@ -139,16 +154,14 @@ def test_a_trellis2_job_from_the_page_ends_with_a_pbr_glb(browser, server, outpu
         ui.page.wait_for_selector("#td-model3d canvas", timeout=30000)
         assert "Model: TRELLIS.2, pipeline type 512" in ui.page.inner_text("#td-info")
         assert ui.offered() == ["glb"]
+        assert "(loaded now: TRELLIS.2, for the last job)" in app.header_text()      # loaded in place of v1's
 
-        # Picking TRELLIS v1 opens its knobs and greys the pipeline type; Generate refuses it with what to do.
+        # Picking TRELLIS v1 again opens its knobs and greys the pipeline type, its costs line gone.
         ui.choose("td-pipeline_type", "1024 cascade (default)")
         ui.page.locator("#td-family label", has_text="TRELLIS v1").click()
         ui.page.wait_for_function("() => !document.querySelector('#td-bake_views input').disabled")
         assert disabled(ui, "#td-pipeline_type input")
-        previous = ui.status()
-        ui.generate()
-        state, text = ui.wait_finished_after(previous, timeout=60)
-        assert state == "error" and "This server runs TRELLIS.2" in text and "--model" in text, text
+        ui.page.wait_for_selector("#td-pipeline-costs", state="hidden")
 
         # "Reuse this seed": the seed, the family and the pipeline type of the result shown.
         ui.page.locator("#td-seed input").fill("7")
@@ -164,13 +177,11 @@ def test_a_trellis2_job_from_the_page_ends_with_a_pbr_glb(browser, server, outpu
         assert "64² PNG PBR textures (colour, metallic-roughness)" in ui.page.inner_text("#td-export-plan")
         ui.check_clean()
 
-        # gradio_client refuses the other family and what TRELLIS.2 cannot make, before any job.
-        for bad, words in [({"model_family": "trellis"}, "This server runs TRELLIS.2"),
-                           ({"formats": ["glb", "ply"]}, "PLY cannot be made"),
-                           ({"pipeline_type": "2048"}, "settings.pipeline_type")]:
-            with pytest.raises(AppError) as err:
-                client.predict(handle_file(square), bad, api_name="/generate")
-            assert words in str(err.value), (bad, str(err.value))
+        # gradio_client refuses a pipeline type TRELLIS.2 does not have, before any job.
+        with pytest.raises(AppError) as err:
+            client.predict(handle_file(square), {"model_family": "trellis2", "pipeline_type": "2048"},
+                           api_name="/generate")
+        assert "settings.pipeline_type" in str(err.value), str(err.value)
         client.close()
     finally:
         ui.close()
