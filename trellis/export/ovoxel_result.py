@@ -2,9 +2,9 @@
 decoded, in one compressed ``.npz`` (``save_ovoxel_result`` / ``load_ovoxel_result``); an export from the loaded
 result is the export of the original, bit for bit.
 
-It holds what ``trellis.export.pbr.bake_ovoxel`` reads: the fine voxels' coordinates and PBR attributes (float32),
+It holds what ``trellis.export.pbr.bake_ovoxel`` reads: the fine voxels' coordinates and PBR attributes (float16 where exact, else float32),
 the grid resolution and the attribute layout (in the JSON header), and the dual-grid mesh the decoder made
-(vertices float32, faces int32). That mesh is kept rather than rebuilt: its vertices are the shape decoder's
+(vertices float32, faces in the narrowest exact integer type). That mesh is kept rather than rebuilt: its vertices are the shape decoder's
 per-voxel offsets, which the coordinates alone do not give, and it has one vertex per fine voxel, so it costs no
 more than the voxels themselves (never the reference's subdivided raw mesh).
 
@@ -49,19 +49,37 @@ def save_ovoxel_result(path, mesh: MeshWithVoxel, extra: dict | None = None) -> 
         raise ValueError("this O-Voxel mesh has no attributes (the texture decoder has not run): nothing to keep")
     if layout_record(mesh.layout) != layout_record(PBR_LAYOUT):
         raise ValueError(f"unexpected attribute layout {layout_record(mesh.layout)}")
-    faces = mesh.faces.detach().cpu().numpy()
-    arrays = {"coords": mesh.coords.detach().cpu().numpy().astype(np.int32),
-              "attrs": mesh.attrs.detach().float().cpu().numpy(),
+    arrays = {"coords": narrowest_int(mesh.coords.detach().cpu().numpy()),
+              "attrs": narrowest_float(mesh.attrs.detach().cpu().numpy()),
               "vertices": mesh.vertices.detach().float().cpu().numpy(),
-              "faces": faces.astype(np.int32) if faces.size == 0 or faces.max() < 2 ** 31 else faces}
+              "faces": narrowest_int(mesh.faces.detach().cpu().numpy())}
     header = {**(extra or {}), "format": OVOXEL_RESULT_FORMAT, "res": mesh.res, "layout": layout_record(mesh.layout)}
     arrays = {"header": np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8), **arrays}
-    # Deflated at level 1, as result_file's: most of the size for a fraction of the default level's time.
+    # Integers deflated at level 1 (they pack well, fast); floats stored: the decoders' values barely deflate
+    # and deflating them took most of the write.
     with zipfile.ZipFile(os.fspath(path), "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
         for name, a in arrays.items():
-            with z.open(name + ".npy", "w", force_zip64=True) as fh:
+            member = name + ".npy"
+            if a.dtype.kind == "f":
+                member = zipfile.ZipInfo(member, date_time=(1980, 1, 1, 0, 0, 0))
+                member.compress_type = zipfile.ZIP_STORED
+            with z.open(member, "w", force_zip64=True) as fh:
                 np.lib.format.write_array(fh, np.ascontiguousarray(a), allow_pickle=False)
     return os.fspath(path)
+
+
+def narrowest_int(a: np.ndarray) -> np.ndarray:
+    """`a` in the smallest of uint16 / int32 / int64 that holds its values exactly (the loader widens them)."""
+    if a.size == 0 or (a.min() >= 0 and a.max() < 2 ** 16):
+        return a.astype(np.uint16)
+    return a.astype(np.int32) if a.min() >= -2 ** 31 and a.max() < 2 ** 31 else a.astype(np.int64)
+
+
+def narrowest_float(a: np.ndarray) -> np.ndarray:
+    """`a` as float16 where every value survives the round trip (half-precision decoders' outputs), else float32."""
+    a32 = a.astype(np.float32)
+    a16 = a32.astype(np.float16)
+    return a16 if np.array_equal(a16.astype(np.float32), a32) else a32
 
 
 def check_ovoxel_result(path) -> tuple[dict, dict]:

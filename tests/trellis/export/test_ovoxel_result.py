@@ -35,6 +35,25 @@ def rewrite(src, dst, **members):
     return dst
 
 
+def test_half_precision_attributes_are_kept_in_half_and_floats_are_stored(tmp_path):
+    mesh = ovoxel(n=400)
+    mesh.attrs = mesh.attrs.half().float()              # what a half-precision decoder gives: exact in float16
+    path = save_ovoxel_result(tmp_path / "result.npz", mesh)
+    with zipfile.ZipFile(path) as z:
+        kinds = {i.filename: i.compress_type for i in z.infolist()}
+        dtypes = {n: np.lib.format.read_array(z.open(n)).dtype for n in ("attrs.npy", "coords.npy", "faces.npy")}
+    assert dtypes == {"attrs.npy": np.float16, "coords.npy": np.uint16, "faces.npy": np.uint16}, dtypes
+    assert kinds["attrs.npy"] == kinds["vertices.npy"] == zipfile.ZIP_STORED
+    assert kinds["coords.npy"] == kinds["faces.npy"] == zipfile.ZIP_DEFLATED
+    back = load_ovoxel_result(path)
+    for name in ("vertices", "faces", "coords", "attrs"):
+        assert torch.equal(getattr(back, name), getattr(mesh, name)), name
+    assert back.attrs.dtype == torch.float32 and back.coords.dtype == torch.int32
+    mesh.attrs[0, 0] = 0.1                              # not exact in float16: kept in float32
+    with zipfile.ZipFile(save_ovoxel_result(tmp_path / "b.npz", mesh)) as z:
+        assert np.lib.format.read_array(z.open("attrs.npy")).dtype == np.float32
+
+
 def header(**changes) -> np.ndarray:
     record = {"format": OVOXEL_RESULT_FORMAT, "res": 64,
               "layout": {"base_color": [0, 3], "metallic": [3, 4], "roughness": [4, 5], "alpha": [5, 6]}, **changes}
