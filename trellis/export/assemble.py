@@ -161,8 +161,14 @@ def make_glb_mesh(vertices, faces, uvs, texture_uint8, double_sided: bool = Fals
         if normals is None:
             raise ValueError("a normal map needs the vertex normals it was baked for (crease_angle=None writes none)")
         from .tangents import vertex_tangents
+        baked = getattr(pbr, "tangents", None) if split is not None else None
+        if baked is not None and len(baked) == len(v):
+            # the frames the map was baked in, of this very split (z up; placing scales and moves, keeps them)
+            tangents = np.concatenate([baked[:, :3] @ Z_UP_TO_Y_UP, baked[:, 3:]], 1).astype(np.float32)
+        else:
+            tangents = vertex_tangents(v, f, uv, normals @ Z_UP_TO_Y_UP)
         # in the file's axes (v is y up already): a rotation keeps the frames and their handedness
-        mesh.vertex_attributes[TANGENT] = vertex_tangents(v, f, uv, normals @ Z_UP_TO_Y_UP)
+        mesh.vertex_attributes[TANGENT] = tangents
         material.normalTexture = texture_image(normal_texture)
     return mesh
 
@@ -174,6 +180,13 @@ TANGENT = "TANGENT"
 
 def glb_bytes(mesh, **export_options) -> bytes:
     """Binary glTF of a mesh from ``make_glb_mesh`` (``export_options`` go to trimesh's GLB export)."""
+    material = getattr(getattr(mesh, "visual", None), "material", None)
+    if material is not None and not export_options.get("extension_webp"):
+        from .png import encode_side_by_side
+        images = (getattr(material, name, None) for name in
+                  ("baseColorTexture", "metallicRoughnessTexture", "normalTexture"))
+        # the ones trimesh saves as PNG (it keeps a JPEG a JPEG), encoded together before it saves them one by one
+        encode_side_by_side([img for img in images if getattr(img, "format", None) != "JPEG"])
     data = mesh.export(file_type="glb", **export_options)
     if TANGENT in getattr(mesh, "vertex_attributes", {}):
         data = rename_glb_attribute(data, "_" + TANGENT, TANGENT)

@@ -21,7 +21,8 @@ from PIL import Image
 
 from .concurrency import thread_pool
 
-__all__ = ["BAND_ROWS", "MAX_THREADS", "filter_rows", "encode_png", "FastPngImage", "fast_png_image"]
+__all__ = ["BAND_ROWS", "MAX_THREADS", "filter_rows", "encode_png", "FastPngImage", "fast_png_image",
+           "encode_side_by_side"]
 
 # Rows per band (the last takes the rest): fixed, so that a file's bytes depend on its pixels and level only, not on
 # the machine's cores; each join costs the next band its 32 KiB dictionary (a few hundred bytes per band).
@@ -152,3 +153,17 @@ def fast_png_image(img: Image.Image, level: int = 1) -> FastPngImage:
     img.__class__ = FastPngImage
     img.png_level = int(level)
     return img
+
+
+def encode_side_by_side(images) -> int:
+    """The PNG files of the ``FastPngImage``s among ``images`` (others and repeats skipped) at their ``png_level``,
+    encoded at once, one thread each (their bands share the cores instead of each image waiting for the last
+    one's), kept for their later saves; returns how many were encoded."""
+    todo = list({id(img): img for img in images if isinstance(img, FastPngImage)
+                 and img.mode in ("L", "RGB", "RGBA")}.values())
+    if len(todo) > 1:
+        with thread_pool(len(todo), "trellis-png-images") as pool:
+            list(pool.map(lambda img: img.png_bytes(), todo))
+    elif todo:
+        todo[0].png_bytes()
+    return len(todo)

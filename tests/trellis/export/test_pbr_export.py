@@ -84,6 +84,37 @@ def glb_samples(path, n: int = 4000, seed: int = 0):
     return np.stack([x, -z, y], 1), np.stack([s, 1 - t], 1), images
 
 
+def glb_attributes(path, *names) -> list:
+    """The primitive's accessors ``names`` ("indices" or attribute names) read straight from the GLB's buffer."""
+    data = Path(path).read_bytes()
+    doc = glb_json(path)
+    start = 20 + struct.unpack_from("<I", data, 12)[0] + 8
+    prim = doc["meshes"][0]["primitives"][0]
+    out = []
+    for name in names:
+        a = doc["accessors"][prim["indices"] if name == "indices" else prim["attributes"][name]]
+        view = doc["bufferViews"][a["bufferView"]]
+        dtype = {5126: np.float32, 5125: np.uint32, 5123: np.uint16}[a["componentType"]]
+        width = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}[a["type"]]
+        offset = start + view.get("byteOffset", 0) + a.get("byteOffset", 0)
+        out.append(np.frombuffer(data, dtype, a["count"] * width, offset).reshape(a["count"], width))
+    return out
+
+
+def test_the_glb_carries_the_tangents_its_normal_map_was_baked_in(exported):
+    from trellis.export.tangents import vertex_tangents
+    _, textured, path, _ = exported
+    faces, position, normal, uv, tangent = glb_attributes(path, "indices", "POSITION", "NORMAL", "TEXCOORD_0",
+                                                          "TANGENT")
+    baked = textured.pbr.tangents                                  # z up: (x, y, z) -> (x, z, -y) in the file
+    assert baked is not None and len(baked) == len(tangent)
+    np.testing.assert_array_equal(tangent, np.stack([baked[:, 0], baked[:, 2], -baked[:, 1], baked[:, 3]], 1))
+    # the frames the writer would make from the file's own arrays: the same, to rounding
+    own = vertex_tangents(position, faces.reshape(-1, 3), np.stack([uv[:, 0], 1 - uv[:, 1]], 1), normal)
+    same = ((own[:, :3] * tangent[:, :3]).sum(1) > 0.999) & (own[:, 3] == tangent[:, 3])
+    assert same.mean() > 0.99
+
+
 def texels(image, uv) -> np.ndarray:
     """Bilinear lookup of a PIL image at v-up uvs, in [0, 1]."""
     tex = torch.as_tensor(np.array(image), dtype=torch.float64) / 255

@@ -172,3 +172,18 @@ def test_png_bytes_are_encoded_once_per_level_and_survive_pickling():
     assert strong is not first and np.array_equal(decoded(strong), tex)
     back = pickle.loads(pickle.dumps(shared_mesh(tex)))
     assert back.png_texture().png_bytes() == first
+
+
+def test_images_encoded_side_by_side_keep_their_files_for_their_saves(monkeypatch):
+    a, b = texture_image(smooth_texture(64, seed=1)), texture_image(smooth_texture(64, seed=2))
+    plain = Image.fromarray(smooth_texture(64, seed=3))           # not a FastPngImage: left to its own save
+    encodes = []
+    real = png.encode_png
+    monkeypatch.setattr(png, "encode_png", lambda *args, **kwargs: encodes.append(1) or real(*args, **kwargs))
+    assert png.encode_side_by_side([a, b, a, plain, None]) == 2
+    assert len(encodes) == 2                                       # each image once, the repeat skipped
+    for img in (a, b):
+        out = io.BytesIO()
+        img.save(out, format="png")                                # as trimesh's GLB writer saves it
+        assert out.getvalue() == real(np.asarray(img), level=1)
+    assert len(encodes) == 2                                       # the saves took the files already made

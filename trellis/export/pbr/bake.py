@@ -23,7 +23,7 @@ from ..arrays import Progress, report
 from ..bake.inpaint import inpaint_texture
 from ..normals import DEFAULT_CREASE_ANGLE
 from ..uv.stats import uv_raster
-from .dense_normals import VertexFaces, dense_normals_at, tangent_space_normals, texel_frames
+from .dense_normals import VertexFaces, dense_normals_at, split_tangents, tangent_space_normals, texel_frames
 from .surface_grid import SurfaceGrid
 
 __all__ = ["PROJECT_CHUNK", "PbrTextures", "texel_points", "bake_pbr_textures"]
@@ -35,12 +35,14 @@ PROJECT_CHUNK = 1 << 18
 class PbrTextures(NamedTuple):
     """uint8 images, row 0 = top (texel of (u, v) at column u S, row (1 - v) S): ``base_color`` [S,S,3],
     ``alpha`` [S,S], ``metallic_roughness`` [S,S,3] (0, roughness, metallic), ``normal`` [S,S,3] tangent-space
-    or None; ``covered`` [S,S] bool: the texels inside a chart."""
+    or None; ``covered`` [S,S] bool: the texels inside a chart; ``tangents``: with ``normal``, the float32
+    [V',4] TANGENT (z up) of the normals' split that the normal map was baked in (``split_tangents``)."""
     base_color: np.ndarray
     alpha: np.ndarray
     metallic_roughness: np.ndarray
     normal: np.ndarray | None
     covered: np.ndarray
+    tangents: np.ndarray | None = None
 
 
 def texel_points(vertices: torch.Tensor, faces: torch.Tensor, uvs: torch.Tensor, size: int, cancel=None):
@@ -132,16 +134,18 @@ def bake_pbr_textures(mesh, dense_vertices: torch.Tensor, dense_faces: torch.Ten
     base, amr_u8 = images
     report(progress, "inpaint", 1, 1)
     mr = np.stack([np.zeros_like(amr_u8[..., 0]), amr_u8[..., 1], amr_u8[..., 2]], -1)
-    normal = None
+    normal = tangents = None
     if normal_map:
         check(cancel)
         report(progress, "normal_map", 0, 1)
-        shared = None if split is None else split.for_faces(faces, crease_angle)
-        frame = texel_frames(vertices, faces, uvs, face, bary, crease_angle, shared)
-        if dense_face is not None:
+        world = None
+        if dense_face is not None:             # before the frames: made while the split's thread may still run
             around = VertexFaces(dense_faces.long(), dense_vertices.shape[0])
             world = dense_normals_at(dense_vertices, dense_faces.long(), around, dense_face, dense_bary)
-        else:
+        shared = None if split is None else split.for_faces(faces, crease_angle)
+        shared, tangents = split_tangents(vertices, faces, uvs, crease_angle, shared)
+        frame = texel_frames(vertices, faces, uvs, face, bary, crease_angle, shared, tangents)
+        if world is None:
             world = frame[0]
         local = tangent_space_normals(world, frame)
         img = torch.zeros(s * s, 3, device=dev)
@@ -150,4 +154,4 @@ def bake_pbr_textures(mesh, dense_vertices: torch.Tensor, dense_faces: torch.Ten
         normal = inpaint_texture(((img + 1) / 2).reshape(s, s, 3), covered)
         report(progress, "normal_map", 1, 1)
     report(progress, "bake", 3, 3)
-    return PbrTextures(base, amr_u8[..., 0].copy(), mr, normal, covered.cpu().numpy())
+    return PbrTextures(base, amr_u8[..., 0].copy(), mr, normal, covered.cpu().numpy(), tangents)

@@ -15,9 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from ..bake.normal_map import corner_frames
-from ..normals import DEFAULT_CREASE_ANGLE
+from ..normals import DEFAULT_CREASE_ANGLE, split_vertex_normals
+from ..tangents import vertex_tangents
 
-__all__ = ["VertexFaces", "dense_corner_normals", "dense_normals_at", "texel_frames", "tangent_space_normals"]
+__all__ = ["VertexFaces", "dense_corner_normals", "dense_normals_at", "split_tangents", "texel_frames",
+           "tangent_space_normals"]
 
 
 class VertexFaces:
@@ -53,11 +55,28 @@ def dense_corner_normals(vertices: torch.Tensor, faces: torch.Tensor, around: Ve
     return F.normalize(out, dim=-1).reshape(-1, 3, 3)
 
 
+def split_tangents(vertices, faces, uvs, crease_angle: float = DEFAULT_CREASE_ANGLE, split=None):
+    """(split, tangents): the vertex normals split at ``crease_angle`` as the GLB writes them (``split``: that
+    split made already, ``normals.SharedSplit.value()``; else made here) and the float32 [V',4] TANGENT of that
+    split mesh (``vertex_tangents``, z up), the frames a normal map is baked in and the GLB then carries."""
+    v = np.asarray(vertices, np.float64).reshape(-1, 3)
+    uv = np.asarray(uvs, np.float64).reshape(-1, 2)
+    if split is None:
+        split = split_vertex_normals(v, np.asarray(faces, np.int64).reshape(-1, 3), crease_angle)
+    source, f2, normals = split
+    return split, vertex_tangents(v[source], f2, uv[source], normals)
+
+
 def texel_frames(vertices, faces, uvs, face: torch.Tensor, bary: torch.Tensor,
-                 crease_angle: float | None = DEFAULT_CREASE_ANGLE, split=None):
+                 crease_angle: float | None = DEFAULT_CREASE_ANGLE, split=None, tangents=None):
     """(normal, tangent, bitangent) [P,3] each, unit, of the low-poly mesh at texels on ``face`` [P] with
-    barycentrics ``bary`` [P,3]: the frame a viewer builds from the GLB's interpolated NORMAL and TANGENT."""
-    frames = corner_frames(vertices, faces, uvs, crease_angle, split)
+    barycentrics ``bary`` [P,3]: the frame a viewer builds from the GLB's interpolated NORMAL and TANGENT.
+    ``tangents``: ``split_tangents``' of ``split`` (the same frames as ``corner_frames``', not made again)."""
+    if tangents is not None and split is not None:
+        _, f2, normals = split
+        frames = {"normal": normals[f2], "tangent": np.asarray(tangents, np.float64)[f2]}
+    else:
+        frames = corner_frames(vertices, faces, uvs, crease_angle, split)
     dev = face.device
     cn = torch.as_tensor(frames["normal"], dtype=torch.float32, device=dev)[face]       # [P,3,3]
     ct = torch.as_tensor(frames["tangent"], dtype=torch.float32, device=dev)[face]      # [P,3,4]

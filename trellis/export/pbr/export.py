@@ -74,7 +74,8 @@ def bake_ovoxel(mesh, target_faces: int = DEFAULT_TARGET_FACES, texture_size: in
     info["pbr"] = {"alpha_mode": mode, "alpha_cutoff": cutoff, **facts}
     if normal_map:
         info["normal_map"] = {"crease_angle": crease_angle, "source": "dense mesh, closest point"}
-    maps = pbr_maps(textures.metallic_roughness, textures.alpha, mode, cutoff, double_sided=True)
+    maps = pbr_maps(textures.metallic_roughness, textures.alpha, mode, cutoff, double_sided=True,
+                    tangents=textures.tangents)
     return pbr_textured_mesh(prepared.vertices, prepared.faces, prepared.uvs, textures.base_color, info,
                              textures.normal, maps, split)
 

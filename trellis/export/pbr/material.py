@@ -14,12 +14,15 @@ ALPHA_MODES = ("OPAQUE", "MASK", "BLEND")
 
 class PbrMaps(NamedTuple):
     """``metallic_roughness`` uint8 [S,S,3] (R unused, G roughness, B metallic); ``alpha`` uint8 [S,S] (the base
-    colour's A, written unless ``alpha_mode`` is OPAQUE); ``alpha_cutoff`` for MASK; ``double_sided``."""
+    colour's A, written unless ``alpha_mode`` is OPAQUE); ``alpha_cutoff`` for MASK; ``double_sided``;
+    ``tangents``: float32 [V',4] TANGENT (z up) of the normals' split the normal map was baked in, written as they
+    are where a file has that very split (``assemble.make_glb_mesh``), or None."""
     metallic_roughness: np.ndarray
     alpha: np.ndarray | None
     alpha_mode: str = "OPAQUE"
     alpha_cutoff: float | None = None
     double_sided: bool = True
+    tangents: np.ndarray | None = None
 
     @property
     def writes_alpha(self) -> bool:
@@ -28,7 +31,7 @@ class PbrMaps(NamedTuple):
 
 
 def pbr_maps(metallic_roughness, alpha=None, alpha_mode: str = "OPAQUE", alpha_cutoff: float | None = None,
-             double_sided: bool = True) -> PbrMaps:
+             double_sided: bool = True, tangents=None) -> PbrMaps:
     """``PbrMaps`` with its arguments checked (shapes, dtypes, the mode)."""
     mr = np.asarray(metallic_roughness)
     if mr.dtype != np.uint8 or mr.ndim != 3 or mr.shape[2] != 3:
@@ -42,4 +45,7 @@ def pbr_maps(metallic_roughness, alpha=None, alpha_mode: str = "OPAQUE", alpha_c
         raise ValueError(f"alpha_mode {alpha_mode} needs the alpha image")
     if alpha_mode == "MASK" and alpha_cutoff is None:
         alpha_cutoff = 0.5
-    return PbrMaps(mr, a, alpha_mode, None if alpha_mode != "MASK" else float(alpha_cutoff), bool(double_sided))
+    t = None if tangents is None else np.asarray(tangents, np.float32)
+    if t is not None and (t.ndim != 2 or t.shape[1] != 4):
+        raise ValueError(f"tangents must be [V,4], got {t.shape}")
+    return PbrMaps(mr, a, alpha_mode, None if alpha_mode != "MASK" else float(alpha_cutoff), bool(double_sided), t)
