@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import importlib
+import signal
 import sys
 
 # command -> (module with a `main(argv) -> int`, what it is)
@@ -37,9 +38,19 @@ def keep_paths_printable(stream=None) -> None:
         stream.reconfigure(errors="trellis-printable-paths")
 
 
+def unblock_stop_signals() -> None:
+    """Let Ctrl-C and the other stop signals through: a parent that started this process with them blocked (the
+    mask is inherited) would leave them pending for ever, and every command stops cleanly on them."""
+    if hasattr(signal, "pthread_sigmask"):
+        from .stopping import stop_signal_numbers
+
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signal_numbers())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     keep_paths_printable()
+    unblock_stop_signals()
     parser = argparse.ArgumentParser(
         prog="python -m desktop", usage=f"python -m desktop {{{','.join(COMMANDS)}}} [options]",
         description="Trellis Desktop: turn a photo or a prompt into a 3D asset on your own GPU. "
