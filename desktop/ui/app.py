@@ -250,6 +250,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
 
             wire_knobs(self, k, preset, device_note, reuse_seed, history, info, family)
             wire_family(choice, family, k, multi)
+            demo.load(choice.costs_text, None, choice.costs, **page_only)      # not an API endpoint
 
             def apply_preset(name):
                 if name not in PRESETS:                      # "Custom": the knobs stay as they are

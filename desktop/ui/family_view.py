@@ -112,8 +112,8 @@ class FamilyChoice:
                               interactive=self.open, info=self.info())
             with gr.Column(scale=1, min_width=160):
                 k["pipeline_type"] = make_control("pipeline_type", self.control_update("pipeline_type", self.running))
-                # each type's time and memory here: a callable value is computed again at every page load
-                self.costs = gr.Markdown(self.costs_text, elem_id="td-pipeline-costs",
+                # each type's time and memory here, computed again at every page load (app.py's private load)
+                self.costs = gr.Markdown(self.costs_text(), elem_id="td-pipeline-costs",
                                          visible=self.running == "trellis2")
         return family
 
