@@ -193,3 +193,29 @@ def test_the_full_size_writer_uses_the_published_configs():
         assert (name, args) == (published["class_name_in_ckpt_json"], published["args"]), stem
     with pytest.raises(SystemExit):
         main(["unused", "--full-size"])                     # --full-size needs --trellis2
+
+
+@pytest.mark.parametrize("kind, res, flows", [
+    ("512", 512, ["shape_slat_flow_model_512", "tex_slat_flow_model_512"]),
+    ("1024", 1024, ["shape_slat_flow_model_1024", "tex_slat_flow_model_1024"]),
+    ("1536_cascade", 1536, ["shape_slat_flow_model_512", "shape_slat_flow_model_1024", "tex_slat_flow_model_1024"]),
+])
+def test_each_other_pipeline_type_runs_to_textured_meshes_on_its_grid(tiny_trellis2, kind, res, flows):
+    """512, 1024 and 1536_cascade end to end on the tiny pipeline (1024_cascade: the test above): each runs the
+    flows its type names, in order, and its mesh lies on that type's grid."""
+    pipe = tiny_trellis2
+    ran = []
+    hooks = [m.register_forward_pre_hook(lambda module, args, key=key: ran.append(key))
+             for key, m in pipe.models.items() if "slat_flow" in key]
+    arr = np.zeros((96, 80, 4), np.uint8)
+    arr[20:80, 15:65] = (90, 160, 220, 255)
+    one = {"steps": 1}
+    try:
+        (mesh,) = pipe.run(Image.fromarray(arr), seed=3, pipeline_type=kind, sparse_structure_sampler_params=one,
+                           shape_slat_sampler_params=one, tex_slat_sampler_params=one)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert list(dict.fromkeys(ran)) == flows
+    assert mesh.res == res and mesh.faces.shape[0] > 0 and mesh.attrs.shape == (mesh.coords.shape[0], 6)
+    assert int(mesh.coords.max()) < res and torch.isfinite(mesh.vertices).all() and torch.isfinite(mesh.attrs).all()
