@@ -30,10 +30,11 @@ def is_disk_full(err: BaseException) -> bool:
 
 
 def classify_failure(err: BaseException, outputs_dir, device: str, error_file: Optional[str] = None,
-                     vram_budget: Optional[float] = None) -> tuple:
+                     vram_budget: Optional[float] = None, stage: str = "") -> tuple:
     """(kind, user-facing message) for an exception that ended a job; `error_file`: where its details
     are written (an unexpected error's message points there), None when the job has no folder; `vram_budget`: the
-    job's VRAM budget in GiB (an out-of-memory error on a GPU then says it hit the budget)."""
+    job's VRAM budget in GiB (an out-of-memory error on a GPU then says it hit the budget); `stage`: where the job
+    was, in the user's words (an out-of-memory error names it)."""
     from trellis.pipelines import EmptyStructureError
     from trellis.pipelines.preprocess import BackgroundRemovalUnavailable
 
@@ -48,16 +49,17 @@ def classify_failure(err: BaseException, outputs_dir, device: str, error_file: O
     if isinstance(err, EmptyStructureError):
         return "empty", str(err)
     if is_oom(err):
+        where = f" while {stage}" if stage else ""
         if str(device).startswith("cuda") and vram_budget is not None:
-            return "oom", (f"out of GPU memory within the VRAM budget of {vram_budget:g} GiB (vram_budget, "
+            return "oom", (f"out of GPU memory{where} within the VRAM budget of {vram_budget:g} GiB (vram_budget, "
                            f"--vram-budget): raise the budget, or lower the texture size or the bake views, or "
                            f"leave the budget empty to use what the GPU has free. The memory was freed; the app "
                            f"keeps running.")
         if str(device).startswith("cuda"):
-            return "oom", ("out of GPU memory: try the low-vram preset (--preset low-vram), a smaller texture "
+            return "oom", (f"out of GPU memory{where}: try the low-vram preset (--preset low-vram), a smaller texture "
                            "size or fewer steps, and close other programs that use the GPU. The memory was freed; "
                            "the app keeps running.")
-        return "oom", ("out of memory: close other programs, or try the fast preset (--preset fast) or a smaller "
+        return "oom", (f"out of memory{where}: close other programs, or try the fast preset (--preset fast) or a smaller "
                        "texture size. The memory was freed; the app keeps running.")
     if is_disk_full(err):
         return "disk", (f"the outputs folder is full ({outputs_dir}): free some disk space there or choose "

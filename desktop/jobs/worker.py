@@ -133,8 +133,10 @@ class Worker:
         job = entry.job
         folder = JobFolder(job.out_dir) if job.out_dir else None
         error_file = str(folder.file("error")) if folder else None
+        at = job.progress
+        stage = at.label.lower() + (f" ({at.detail})" if at.detail else "") if at.stage not in ("queued", "done") else ""
         kind, message = classify_failure(err, self.runner.outputs_dir, self.device, error_file,
-                                         vram_budget=job.settings.vram_budget)
+                                         vram_budget=job.settings.vram_budget, stage=stage)
         if entry.interrupted and kind not in ("oom", "disk"):
             # Stopped by the app's shutdown (whatever the stop broke on the way, e.g. an encoder child).
             kind, message = "interrupted", entry.interrupted

@@ -132,6 +132,8 @@ def test_an_out_of_memory_error_names_the_budget(tmp_path):
     assert kind == "oom" and "budget" not in text and "low-vram" in text
     kind, text = classify_failure(err, tmp_path, "cpu", vram_budget=3.0)   # host memory: not the budget's
     assert "budget" not in text
+    kind, text = classify_failure(err, tmp_path, "cuda:0", vram_budget=8.0, stage="baking (closing holes)")
+    assert text.startswith("out of GPU memory while baking (closing holes) within the VRAM budget of 8 GiB")
     job = SimpleNamespace(error_kind="oom", error=text, device="cuda:0", settings=GenerationSettings(vram_budget=2.5))
     assert "VRAM budget of 2.5 GiB" in friendly_error(job)
     job.settings = GenerationSettings()
