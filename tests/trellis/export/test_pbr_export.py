@@ -253,6 +253,8 @@ def test_closest_points_equal_brute_force():
     q = q / q.norm(dim=1, keepdim=True) * (0.4 + 0.05 * torch.randn(n, 1, generator=g))
     q[:10] *= 0.1                                                  # far inside: found at a coarser level
     hit = SurfaceGrid(v, f).closest(q)
+    chunked = SurfaceGrid(v, f, list_chunk=7).closest(q)          # levels listed 7 faces at a time: the same
+    assert all(torch.equal(a, b) for a, b in zip(hit, chunked))
     tri = v[f]
     k = len(f)
     _, _, d = closest_on_triangles(q.repeat_interleave(k, 0), tri[:, 0].repeat(n, 1), tri[:, 1].repeat(n, 1),

@@ -18,10 +18,12 @@ import torch
 from ...core.callbacks import check
 from .triangle_distance import closest_on_triangles
 
-__all__ = ["CANDIDATE_CHUNK", "SurfaceHit", "SurfaceGrid"]
+__all__ = ["CANDIDATE_CHUNK", "LIST_CHUNK", "SurfaceHit", "SurfaceGrid"]
 
 # (point, triangle) pairs evaluated at once (~200 bytes of temporaries each).
 CANDIDATE_CHUNK = 1 << 22
+# Faces whose cells are listed at once when a level is built (~100 bytes of temporaries per listed cell).
+LIST_CHUNK = 1 << 20
 _BLOCK = torch.tensor([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=torch.long)
 
 
@@ -37,21 +39,35 @@ class SurfaceHit(NamedTuple):
 class _Level:
     """Triangles listed by the cells of side ``h`` their bounding boxes meet."""
 
-    def __init__(self, lo_box: torch.Tensor, hi_box: torch.Tensor, origin: torch.Tensor, h: float):
+    def __init__(self, lo_box: torch.Tensor, hi_box: torch.Tensor, origin: torch.Tensor, h: float,
+                 chunk: int = LIST_CHUNK):
         self.h, self.origin = h, origin
-        lo = torch.floor((lo_box - origin) / h).long()
-        hi = torch.floor((hi_box - origin) / h).long()
-        self.lo = lo.int()          # int32 (and the faces below): half the memory on a large mesh
-        self.dims = hi.amax(0) + 2
-        span = hi - lo + 1
+        self.lo = torch.floor((lo_box - origin) / h).int()      # int32 (and the faces below): half the memory
+        hi = torch.floor((hi_box - origin) / h).int()
+        self.dims = hi.amax(0).long() + 2
+        keys, faces = [], []
+        for a in range(0, len(self.lo), chunk):               # listed by chunks of faces: bounded temporaries
+            key, face = self._listed(self.lo[a:a + chunk], hi[a:a + chunk])
+            keys.append(key)
+            faces.append((face + a).int())
+        del hi
+        key = torch.cat(keys)
+        del keys
+        self.keys, order = torch.sort(key, stable=True)
+        del key
+        self.faces = torch.cat(faces)[order]
+
+    def _listed(self, lo: torch.Tensor, hi: torch.Tensor):
+        """(cell key, face row) of every cell each face's box [lo, hi] meets, face by face."""
+        span = (hi - lo + 1).long()
         count = span.prod(-1)
         face = torch.repeat_interleave(torch.arange(len(lo), device=lo.device), count)
         first = torch.cumsum(count, 0) - count
         r = torch.arange(face.shape[0], device=lo.device) - first[face]       # rank inside the face's box
         sy, sz = span[face, 1], span[face, 2]
-        cell = lo[face] + torch.stack([r // (sy * sz), (r // sz) % sy, r % sz], -1)
-        self.keys, order = torch.sort(self._key(cell))
-        self.faces = face[order].int()
+        corner = lo[face].long()
+        key = ((corner[:, 0] + r // (sy * sz)) * self.dims[1] + corner[:, 1] + (r // sz) % sy) * self.dims[2]
+        return key + corner[:, 2] + r % sz, face
 
     def _key(self, cell: torch.Tensor) -> torch.Tensor:
         return (cell[..., 0] * self.dims[1] + cell[..., 1]) * self.dims[2] + cell[..., 2]
@@ -82,7 +98,8 @@ class SurfaceGrid:
     first level's cell side (default the mean edge length: most points settle there, each against a few dozen
     triangles), ``levels``: how many doublings are searched after it."""
 
-    def __init__(self, vertices: torch.Tensor, faces: torch.Tensor, cell: float | None = None, levels: int = 4):
+    def __init__(self, vertices: torch.Tensor, faces: torch.Tensor, cell: float | None = None, levels: int = 4,
+                 list_chunk: int = LIST_CHUNK):
         if faces.ndim != 2 or faces.shape[1] != 3 or faces.shape[0] == 0:
             raise ValueError(f"SurfaceGrid needs a non-empty [F, 3] faces array, got {tuple(faces.shape)}")
         self.v = vertices.float()
@@ -93,12 +110,12 @@ class SurfaceGrid:
         self.cell = max(float(cell), 1e-9)
         self.lo_box, self.hi_box = corners.amin(1), corners.amax(1)
         self.origin = self.lo_box.amin(0) - 4 * self.cell * 2 ** levels
-        self.levels = int(levels)
+        self.levels, self.list_chunk = int(levels), int(list_chunk)
         self._built: dict[int, _Level] = {}
 
     def level(self, k: int) -> _Level:
         if k not in self._built:
-            self._built[k] = _Level(self.lo_box, self.hi_box, self.origin, self.cell * 2 ** k)
+            self._built[k] = _Level(self.lo_box, self.hi_box, self.origin, self.cell * 2 ** k, self.list_chunk)
         return self._built[k]
 
     def closest(self, points: torch.Tensor, cancel=None) -> SurfaceHit:
