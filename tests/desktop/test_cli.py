@@ -325,11 +325,17 @@ def test_a_pipe_as_input_is_a_usage_error_not_a_hang(tmp_path):
 def test_ctrl_c_cancels_cleanly_with_exit_130(tiny_pipeline_dir, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": ROOT}
-    # Started with Ctrl-C blocked, as a launcher (or a test runner's worker) may leave it: the app lets it through.
+    def as_from_a_terminal_but_blocked():
+        # Ctrl-C's default action, as a shell gives a command it runs in the foreground (a test run started in the
+        # background has it ignored, and Python then keeps ignoring it), but blocked, as a launcher may leave it:
+        # the app lets it through.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
     proc = subprocess.Popen([sys.executable, "-m", "desktop", "generate", rgba_blob(tmp_path / "a.png"), "-o", out,
                              "--model", tiny_pipeline_dir, "--steps", "500", "--formats", "ply"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}))
+                            preexec_fn=as_from_a_terminal_but_blocked)
     timer = threading.Timer(120, proc.kill)
     timer.start()
     seen = []
