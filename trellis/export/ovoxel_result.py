@@ -50,7 +50,7 @@ def save_ovoxel_result(path, mesh: MeshWithVoxel, extra: dict | None = None) -> 
     if layout_record(mesh.layout) != layout_record(PBR_LAYOUT):
         raise ValueError(f"unexpected attribute layout {layout_record(mesh.layout)}")
     arrays = {"coords": narrowest_int(mesh.coords.detach().cpu().numpy()),
-              "attrs": narrowest_float(mesh.attrs.detach().cpu().numpy()),
+              "attrs": narrowest_float(mesh.attrs.detach().float().cpu().numpy()),
               "vertices": mesh.vertices.detach().float().cpu().numpy(),
               "faces": narrowest_int(mesh.faces.detach().cpu().numpy())}
     header = {**(extra or {}), "format": OVOXEL_RESULT_FORMAT, "res": mesh.res, "layout": layout_record(mesh.layout)}
