@@ -22,11 +22,11 @@ from typing import Callable, Optional
 import torch
 
 from trellis.core.callbacks import Cancelled
+from trellis.export import Background
 
 from ..settings import GenerationSettings, device_change_warning
 from ..settings_table import MESH_FORMATS
 from . import queued
-from .background import Background
 from .export_reuse import link_preview, source_preview, without_preview
 from .budget import set_job_policy
 from .context import JobContext

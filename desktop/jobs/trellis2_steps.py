@@ -17,9 +17,10 @@ import contextlib
 import os
 import time
 
+from trellis.export import Background
+
 from ..settings import PRESETS, GenerationSettings, device_change_warning, preset_value
 from ..settings_table import MESH_FORMATS
-from .background import Background
 from .context import JobContext
 from .folder import JobFolder, atomic_path, jsonable
 from .job import InputError, Job

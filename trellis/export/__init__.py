@@ -21,7 +21,7 @@ pool), ``gate`` (side work held through the export's critical GPU stages), ``tem
 process), ``options`` (``ExportOptions``: every option of the export, typed). The names below load their stage on
 first use, so that importing this package (e.g. for ``temp_dirs`` at the app's start) stays light.
 """
-__all__ = ["to_glb", "to_obj", "bake_textured_mesh", "TexturedMesh", "ExportJob", "SideWork", "ExportOptions",
+__all__ = ["to_glb", "to_obj", "bake_textured_mesh", "TexturedMesh", "ExportJob", "SideWork", "Background", "ExportOptions",
            "DEFAULT_TEXTURE_SIZE", "warm_processes",
            "save_result", "load_result", "check_result", "DamagedResultError", "describe_export",
            "placed_shape_facts", "check_limits", "DESTINATION_LIMITS",
@@ -33,7 +33,7 @@ __all__ = ["to_glb", "to_obj", "bake_textured_mesh", "TexturedMesh", "ExportJob"
 
 # Names defined in the stage modules, loaded when first asked for (they import numpy, torch).
 _LAZY = {"to_glb": "schedule", "to_obj": "schedule", "bake_textured_mesh": "schedule",
-         "TexturedMesh": "textured", "ExportJob": "job", "SideWork": "job", "warm_processes": "job",
+         "TexturedMesh": "textured", "ExportJob": "job", "SideWork": "job", "Background": "concurrency", "warm_processes": "job",
          "ExportOptions": "options", "DEFAULT_TEXTURE_SIZE": "options",
          "save_result": "result_file", "load_result": "result_file", "check_result": "result_file",
          "DamagedResultError": "result_file", "describe_export": "report",

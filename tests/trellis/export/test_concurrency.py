@@ -22,7 +22,6 @@ APP_THREADS = {
     "desktop/jobs/worker.py": "each device's worker loop",
     "desktop/jobs/late.py": "a server's runner made while its port already answers",
     "desktop/jobs/warmup.py": "the warm-up beside the model load, before any job",
-    "desktop/jobs/background.py": "the job's writers beside its sampling (preprocessed images; a TRELLIS.2 result)",
 }
 # Calls that start a thread, a child process or a CUDA stream (the callee's dotted name, or its last part).
 STARTERS = {"threading.Thread", "Thread", "ThreadPoolExecutor", "ProcessPoolExecutor", "multiprocessing.Process",
