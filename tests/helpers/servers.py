@@ -29,15 +29,18 @@ def no_sleep(_seconds):
 
 
 class LiveServer:
-    """uvicorn serving `app` in a thread on a free port of 127.0.0.1."""
+    """uvicorn serving `app` in a thread on a free port of 127.0.0.1; `config`: a uvicorn.Config of it to serve
+    with instead of the plain one."""
 
-    def __init__(self, app):
+    def __init__(self, app, config=None):
         import uvicorn
 
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = config or uvicorn.Config(app, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
         self.thread.start()
         deadline = time.time() + 30

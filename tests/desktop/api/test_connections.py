@@ -11,34 +11,19 @@ import pytest
 from desktop.api import connections, create_app
 from desktop.api.connections import ConnectionLimits
 from desktop.jobs import JobRunner
+from tests.helpers.servers import LiveServer
 
 
-class GuardedServer:
+class GuardedServer(LiveServer):
     """The API app served as `python -m desktop api` serves it (connections.server_config), in a thread."""
 
     def __init__(self, app, limits: ConnectionLimits):
-        import uvicorn
-
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
         config = connections.server_config(app, limits, log_level="warning", lifespan="off")
         self.guard = config.http.guard                 # the server's count of open connections
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started:
-            assert time.time() < deadline and self.thread.is_alive(), "the server did not start"
-            time.sleep(0.02)
+        super().__init__(app, config)
 
     def connect(self) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=10)
-
-    def close(self):
-        self.server.should_exit = True
-        self.thread.join(15)
-        self.sock.close()
 
 
 def ping(server) -> tuple:
