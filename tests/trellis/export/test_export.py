@@ -39,6 +39,7 @@ NVIEWS = 24
 HELD_OUT = [(0.3, 0.1), (2.0, -0.5), (3.7, 0.7), (5.1, 0.25)]  # (yaw, pitch): not Hammersley views
 from tests.helpers.asset import make_gaussians, make_mesh, pattern
 from tests.helpers.gltf import glb_json, validate_gltf
+from tests.helpers.threads import one_thread  # noqa: F401 (autouse: one torch thread here)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -91,17 +92,6 @@ def compare(asset, render_fn):
 
 
 # ----------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # These workloads are thousands of small tensor ops. On a shared 2-core machine, 2 OpenMP
-    # threads made them 8-10x slower than 1 (spin-waiting while other processes hold the cores);
-    # on an idle one, 1 thread costs little.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

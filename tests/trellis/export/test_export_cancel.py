@@ -30,21 +30,13 @@ from trellis.export.uv.pack_bitmap import BITMAP_PARALLEL
 from trellis.export.uv.unwrap import unwrap_uv
 from trellis.tuning import tuned
 from trellis.utils.postprocessing_utils import to_glb, to_obj
+from tests.helpers.threads import one_thread  # noqa: F401 (autouse: one torch thread here)
 
 pytest.importorskip("trimesh")
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="child processes read from Linux's /proc")
 
 LANDS_WITHIN_S = 5.0
 SMALL = dict(texture_size=64, verbose=False, nviews=4, render_resolution=64, device="cpu")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # thousands of small tensor ops: on shared cores one thread is several times faster (test_export says why)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

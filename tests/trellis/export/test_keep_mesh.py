@@ -24,6 +24,7 @@ from trellis.export.keep_mesh import MAX_DEGENERATE_SHARE, MAX_OVERLAP_SHARE, UV
 from trellis.export.normals import split_vertex_normals
 from trellis.export.uv.stats import uv_raster
 from trellis.representations.voxels import used_in_unit_cube
+from tests.helpers.threads import one_thread  # noqa: F401 (autouse: one torch thread here)
 
 trimesh = pytest.importorskip("trimesh")
 
@@ -31,15 +32,6 @@ RES, TEXTURE, NVIEWS = 256, 256, 24
 CHEAP = dict(texture_size=64, nviews=4, render_resolution=64, device="cpu")
 SMALL = dict(texture_size=128, nviews=12, render_resolution=128, device="cpu")    # ~1 s a bake, most texels seen
 UV_ROUND_TRIP = 2.0 ** -23       # glTF stores 1 - v in float32 and trimesh flips it back: one rounding each way
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # thousands of small tensor ops: one thread is faster on a shared 2-core machine (see test_export)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def ellipsoid(n_lat: int = 24, n_lon: int = 48):

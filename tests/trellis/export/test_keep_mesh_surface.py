@@ -19,17 +19,10 @@ from trellis.export.bake.near_surface import (GaussianCells, bake_near_surface, 
                                               texel_frames)
 from trellis.export.uv.stats import uv_raster
 from trellis.representations.gaussian import quaternion_to_matrix
+from tests.helpers.threads import one_thread  # noqa: F401 (autouse: one torch thread here)
 
 SIZE = 128
 OFFSET = 1.5 / 64                  # the Gaussians' surface off the mesh: 1.5 voxels of the generation grid
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def ellipsoid(n_lat: int = 24, n_lon: int = 48):
