@@ -62,7 +62,8 @@ from .common import ApiError, BodyTimeout, ServerDefaults, error_responses, prob
 from .docs import add_docs_routes, register_schemas
 from .security import LOOPBACK_NAMES, BodyReadTimeout, CrossSiteGuard, is_loopback, origin_arg
 from .generations import add_generation_routes
-from .v1 import API_VERSION, add_job_routes, models
+from .v1 import API_VERSION, add_job_routes
+from .v1_schemas import models
 from ..mcp.endpoint import add_mcp_route
 from ..options import (LOCALHOST, add_memory_options, add_model_option, add_runner_options, add_server_options,
                        add_text_model_option, check_runner_args, apply_compile_option)

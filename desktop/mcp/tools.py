@@ -14,7 +14,8 @@ from typing import Annotated, Any, Callable, Literal, Optional
 from pydantic import Field
 
 from ..api.common import MAX_IMAGE_BYTES, MAX_IMAGES, ApiError, ServerDefaults, build_settings, decode_base64
-from ..api.v1 import MAX_MESH_UPLOAD, file_entries
+from ..api.v1 import file_entries
+from ..api.v1_schemas import MAX_MESH_UPLOAD
 from ..jobs.job import JobState, Progress
 from ..settings import DESTINATIONS, EXPORT_FIELDS, FORMATS, MAX_SEED, PRESETS, field_names
 

@@ -17,8 +17,10 @@ token itself is never read into a message, only whether one exists.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -69,9 +71,21 @@ def has_hf_token(environ=None) -> bool:
 
 
 def safetensors_ok(path: str) -> bool:
-    """The file exists and its header describes tensors that cover it exactly (a cut-off download fails)."""
-    if not os.path.isfile(path):
+    """The file exists and its header describes tensors that cover it exactly (a cut-off download fails). A file
+    unchanged since its last check (same path, size, modification time and inode) is not read again, so a caller
+    that asks on every request (a server's health answer) stays cheap and still sees a file appear, grow or go."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
         return False
+    if not stat.S_ISREG(info.st_mode):
+        return False
+    return safetensors_header_ok(os.path.abspath(path), info.st_size, info.st_mtime_ns, info.st_ino)
+
+
+@functools.lru_cache(maxsize=1024)
+def safetensors_header_ok(path: str, size: int, mtime_ns: int, inode: int) -> bool:
+    """safetensors_ok's read of the header, once per version of the file (the arguments after `path` are its key)."""
     from safetensors import safe_open
 
     try:

@@ -5,6 +5,7 @@ installed, the request is a 422 that says how to install it, and nothing is queu
 passes the family on the same way."""
 import base64
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from tests.helpers.spz_client import read_answer, send_request
 
 from desktop.api import create_app
 from desktop.jobs import JobRunner
+from trellis.pipelines.trellis2_availability import TRELLIS2_FOLDER, safetensors_header_ok
 
 TRELLIS2 = {"model_family": "trellis2", "pipeline_type": "512", "formats": ["stl"], "ss_steps": 1, "slat_steps": 1,
             "seed": 1022908287, "randomize_seed": False, "target_faces": 100000}
@@ -67,6 +69,39 @@ def test_rest_runs_a_trellis2_job_on_a_v1_server_and_refuses_one_not_installed(t
             assert detail["loc"] == ["body", "model_family"]
             assert "TRELLIS.2 is not available" in detail["msg"] and "--trellis2" in detail["msg"]
             assert len(runner.list()) == 2
+    finally:
+        server.close()
+        runner.shutdown(cancel=True, wait=True, timeout=60)
+
+
+def test_health_sees_trellis2_come_and_go_without_reading_an_unchanged_install_again(tiny_pipeline_dir,
+                                                                                    tiny_trellis2_dir, tmp_path,
+                                                                                    monkeypatch):
+    """GET /v1/health's `families` follows TRELLIS.2's files from one call to the next: a network cut off halfway
+    leaves it out, the same file completed brings it in, and it goes with the file; between changes, the install's
+    safetensors headers are not read again."""
+    models = tmp_path / "models"
+    folder = Path(shutil.copytree(tiny_trellis2_dir, models / TRELLIS2_FOLDER))
+    weights = folder / "ckpts" / "tex_dec_next_dc_f16c32_fp16.safetensors"
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[:len(whole) // 2])                  # a download stopped halfway
+    monkeypatch.setenv("TRELLIS_MODEL_DIR", str(models))
+    runner = JobRunner(tiny_pipeline_dir, tmp_path / "out", device="cpu")
+    server = LiveServer(create_app(runner))
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            def families():
+                return c.get("/v1/health").json()["families"]
+
+            assert families() == ["trellis"]
+            weights.write_bytes(whole)                            # the download finished
+            assert families() == ["trellis", "trellis2"]
+            read = safetensors_header_ok.cache_info()
+            assert families() == ["trellis", "trellis2"]
+            again = safetensors_header_ok.cache_info()
+            assert again.misses == read.misses and again.hits > read.hits      # every header answered from memory
+            weights.unlink()                                      # removed
+            assert families() == ["trellis"]
     finally:
         server.close()
         runner.shutdown(cancel=True, wait=True, timeout=60)
