@@ -241,7 +241,7 @@ ROWS: tuple = (
     Setting("target_faces", "int", None, "triangles in the exported mesh (instead of Simplify's fraction); none: "
             "use Simplify", lo=100, hi=2_000_000, optional=True, export=True,
             ui=Ui("output", "Target triangles (0: use Simplify)", preset=False,
-                  info="a triangle budget for the file, e.g. 50000 (games, web); 0 or empty: Simplify decides"),
+                  info="a triangle budget for the file, e.g. 50000 (games, web), used instead of Simplify's share"),
             cli=Cli("--target-faces")),
     Setting("normal_map", "bool", False, "bake a tangent-space normal map from the dense mesh into the GLB (the "
             "detail the decimation removed)", presets={"high": True}, destinations={"game": True}, export=True,

@@ -214,13 +214,14 @@ def test_no_import_cycle_inside_the_app():
 
 
 def test_the_stable_projectorz_endpoints_depend_on_the_api_one_way():
-    """desktop/api: common <- families <- v1, spz_params, spz_trellis2 <- spz, security <- docs <- server (never back;
-    v1 and spz know only common, the model families and StableProjectorz's names), openai_errors <- generations (the
-    OpenAI-style endpoint: common, v1, docs); connections (the HTTP protocol's limits, also the UI's) knows none."""
+    """desktop/api: common <- families <- v1_schemas <- v1, spz_params, spz_trellis2 <- spz, security <- docs <- server
+    (never back; v1 and spz know only common, the model families, v1's schemas and StableProjectorz's names),
+    openai_errors <- generations (the OpenAI-style endpoint: common, v1, docs); connections (the HTTP protocol's
+    limits, also the UI's) knows none."""
     graph = desktop_graph()
     api = {m for m in graph if m.startswith("desktop.api.")}
-    assert api == {f"desktop.api.{m}" for m in ("common", "families", "v1", "spz_params", "spz_trellis2", "spz",
-                                                "security", "docs", "server", "connections", "openai_errors",
+    assert api == {f"desktop.api.{m}" for m in ("common", "families", "v1_schemas", "v1", "spz_params", "spz_trellis2",
+                                                "spz", "security", "docs", "server", "connections", "openai_errors",
                                                 "generations")}
     assert not [d for d in graph["desktop.api.connections"] if d.startswith("desktop")]
     inside = {m: graph[m] & (api | {"desktop.api"}) for m in api}
@@ -228,7 +229,8 @@ def test_the_stable_projectorz_endpoints_depend_on_the_api_one_way():
     assert inside["desktop.api.common"] == set()
     assert inside["desktop.api.families"] <= {"desktop.api.common"}
     assert inside["desktop.api.spz_params"] == {"desktop.api.common"}
-    assert inside["desktop.api.v1"] == {"desktop.api.common", "desktop.api.families"}
+    assert inside["desktop.api.v1_schemas"] == {"desktop.api.common", "desktop.api.families"}
+    assert inside["desktop.api.v1"] == {"desktop.api.common", "desktop.api.families", "desktop.api.v1_schemas"}
     assert inside["desktop.api.spz_trellis2"] == {"desktop.api.common", "desktop.api.families"}
     assert inside["desktop.api.spz"] == {"desktop.api.common", "desktop.api.spz_params", "desktop.api.spz_trellis2"}
     assert inside["desktop.api.security"] <= {"desktop.api.common"}
@@ -242,12 +244,13 @@ def test_the_stable_projectorz_endpoints_depend_on_the_api_one_way():
 def test_the_ui_modules_import_in_their_stated_order():
     """desktop/ui: the building blocks (lazy, values, errors, names, download_row, history_list, warning_words) <-
     status <- what each pipeline type costs (pipeline_costs) <- the model choice (family_view) <- the page's parts
-    (knobs, expectations, look, pagestate, places, history, history_tab, batch_view, endpoints, export_panel) <- app <-
-    server (never back)."""
+    (knobs, expectations, look, pagestate, places, history, history_tab, batch_view, endpoints, export_panel,
+    output_layout) <- app <- server (never back)."""
     order = ["lazy", "values", "errors", "names", "download_row", "history_list", "warning_words", "status",
              "pipeline_costs", "family_view", "knobs",
              "expectations",
-             "look", "pagestate", "places", "history", "history_tab", "batch_view", "endpoints", "export_panel", "app",
+             "look", "pagestate", "places", "history", "history_tab", "batch_view", "endpoints", "export_panel",
+             "output_layout", "app",
              "server"]
     graph = desktop_graph()
     assert {m for m in graph if m.startswith("desktop.ui.")} == {f"desktop.ui.{m}" for m in order}

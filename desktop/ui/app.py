@@ -27,9 +27,9 @@ from .pagestate import TabResults, wire_busy, wire_idle, wire_tabs
 from .batch_view import status_html
 from .status import (POLL_S, device_line, hide_paths, idle_html, kept_files, md_escape, memory_line, model_name,
                      message_html)
-from .values import (DESTINATION_KNOBS, MESH_TYPES, OTHER_KNOBS, PRESET_KNOBS, choice_labels,
-                     collect_look, collect_work, destination_values, file_of, is_slider, page_lines, preset_values,
-                     settings_from_values)
+from .output_layout import placed_lines
+from .values import (DESTINATION_KNOBS, MESH_TYPES, OTHER_KNOBS, PRESET_KNOBS, choice_labels, collect_look,
+                     collect_work, destination_values, file_of, is_slider, preset_values, settings_from_values)
 
 ROOT = Path(__file__).resolve().parents[2]          # the repository
 AFTER_STATUS = 8        # Generate's outputs after the status box: seed, the result column's six, the history box
@@ -127,8 +127,8 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
         machine.update(choice.overrides())                   # what the Model choice greys
 
         def place(where):
-            # Every setting shown in this part of the page (settings_table.Ui), line by line.
-            for line in page_lines(where):
+            # Every setting shown in this part of the page (settings_table.Ui), line by line (output_layout.py).
+            for line in placed_lines(where):
                 with gr.Row() if len(line) > 1 else contextlib.nullcontext():
                     for row in (r for r in line if r.name not in k):      # placed already: the pipeline type
                         k[row.name] = setting_control(row, start[row.name] if row.name in start

@@ -9,6 +9,7 @@ import os
 import pytest
 
 from desktop.settings_table import ROWS
+from desktop.ui.output_layout import OUTPUT_SECTIONS
 from tests.helpers.gradio_app import EXAMPLES, FINISHED, SHOTS, Page, job_dirs
 from tests.helpers.page_audit import WIDTHS, shots_in_both_themes
 
@@ -39,6 +40,12 @@ def test_settings_speak_the_users_words(browser, server, outputs):
                 box = ui.page.locator(f"#{row.ui.elem_id or 'td-' + row.name}")
                 assert row.ui.info[:40] in " ".join(box.inner_text().split()), row.name
         assert "Gaussian splats (PLY)" in ui.page.inner_text("#td-formats")
+        # Output settings under sub-headings, Simplify beside Target triangles; both "0: ..." boxes show that 0.
+        shown = ui.page.eval_on_selector_all("#td-out-settings :is(.td-subheading:not(.td-subheading *), [id^=td-])",
+                                             "els => els.map(e => e.id.startsWith('td-') ? e.id : e.innerText.trim())")
+        assert shown == [item for title, lines in OUTPUT_SECTIONS for item in
+                         (title, *(f"td-{name}" for line in lines for name in line))], shown
+        assert [ui.page.locator(f"#td-{n} input").input_value() for n in ("target_faces", "height")] == ["0", "0"]
         assert range_of(ui, "td-ss_steps") == (4, 50) and range_of(ui, "td-ss_cfg") == (0, 15)
 
         # The CPU's changes are on the page before Generate, each with its reason.
