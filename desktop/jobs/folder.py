@@ -325,11 +325,11 @@ class JobFolder:
             gaussian.save_ply(tmp)
         return {"ply": str(self.file("ply"))}
 
-    def write_video(self, frames, fps: int, progress=None, cancel=None) -> dict:
+    def write_video(self, frames, fps: int, progress=None, cancel=None, count=None) -> dict:
         from trellis.utils.render_utils import save_video
 
         with atomic_path(self.file("mp4")) as tmp:
-            save_video(frames, tmp, fps=fps, progress=progress, cancel=cancel)
+            save_video(frames, tmp, fps=fps, progress=progress, cancel=cancel, count=count)
         return {"mp4": str(self.file("mp4"))}
 
     def write_mesh(self, kind: str, textured, format: str | None = None, **options) -> dict:

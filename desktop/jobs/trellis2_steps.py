@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 
 from trellis.export import Background
@@ -30,6 +31,8 @@ from .progress import textured_files
 from .sampling import sample_ovoxel
 from .steps import check_cancel, make_folder, prepared_images, ready, settings_record, write_preprocessed
 
+# Set once this process has made a lit preview: later ones run beside the mesh files (LitPreview).
+PREVIEWED = threading.Event()
 # The stages of a TRELLIS.2 generation before its files are written (the pipeline's progress names).
 TRELLIS2_STAGES = ["preprocess", "condition", "sparse_structure", "shape_slat", "tex_slat", "decode"]
 MADE_FROM_BAKE = (*MESH_FORMATS, "ply", "mp4")      # every file but result.npz comes from the PBR bake
@@ -200,15 +203,30 @@ def write_ovoxel_outputs(job: Job, folder: JobFolder, settings: GenerationSettin
                                        progress=lambda stage, done, total: progress("bake", done, total, stage),
                                        cancel=cancel)
             job.timings["export_bake_stages"] = jsonable(textured.info)
-            if fmt & set(MESH_FORMATS):
-                write_mesh_files(job, folder, settings, textured, progress, cancel=cancel)
-            if "ply" in fmt:
-                with timed(job, "ply"):
-                    progress("ply", 0, 1)
-                    job.files.update(write_mesh_ply(folder, settings, textured))
-                    progress("ply", 1, 1)
-            if "mp4" in fmt:
+            # the preview renders on the GPU while the mesh files are written on the CPU (from the process's second
+            # preview on: the first imports and compiles its kernels alone)
+            beside = "mp4" in fmt and PREVIEWED.is_set()
+            preview = start_lit_preview(job, folder, settings, textured, device, cancel) if beside else None
+            try:
+                if fmt & set(MESH_FORMATS):
+                    write_mesh_files(job, folder, settings, textured, progress, cancel=cancel)
+                if "ply" in fmt:
+                    with timed(job, "ply"):
+                        progress("ply", 0, 1)
+                        job.files.update(write_mesh_ply(folder, settings, textured))
+                        progress("ply", 1, 1)
+            except BaseException:
+                if preview is not None:        # no file of a failed job is written after it ends
+                    preview.stop()
+                raise
+            if preview is not None:
+                progress("video", 0, 1)
+                job.files.update(preview.result())
+                progress("encode", 1, 1)
+                job.timings.setdefault("export", {})["preview_beside"] = True
+            elif "mp4" in fmt:
                 job.files.update(write_lit_preview(job, folder, settings, textured, device, progress, cancel))
+                PREVIEWED.set()
         if kept is not None:
             job.files.update(kept.result())
             job.timings.setdefault("export", {})["result"] = kept.seconds
@@ -233,17 +251,45 @@ def write_mesh_ply(folder: JobFolder, settings: GenerationSettings, textured) ->
     return {"ply": str(folder.file("ply"))}
 
 
+class LitPreview:
+    """``write_lit_preview`` in a thread (silent: the files written meanwhile report the job's progress); ``result()``
+    waits for its files or raises its error, ``stop()`` cancels it and waits."""
+
+    def __init__(self, job: Job, folder: JobFolder, settings: GenerationSettings, textured, device: str, cancel):
+        self.stopped = threading.Event()
+
+        def asked():
+            return self.stopped.is_set() or bool(cancel is not None and cancel())
+        self.work = Background("trellis2-preview", lambda: write_lit_preview(
+            job, folder, settings, textured, device, lambda *a: None, asked))
+
+    def result(self) -> dict:
+        return self.work.result()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.work.join()
+
+
+def start_lit_preview(job: Job, folder: JobFolder, settings: GenerationSettings, textured, device: str,
+                      cancel) -> LitPreview:
+    """The lit preview started beside the caller's work; what it imports is imported here first (two threads
+    importing modules with native parts for the first time at once can deadlock)."""
+    import imageio_ffmpeg  # noqa: F401
+    import trellis.utils.pbr_video  # noqa: F401
+    import trellis.utils.render_utils  # noqa: F401
+    return LitPreview(job, folder, settings, textured, device, cancel)
+
+
 def write_lit_preview(job: Job, folder: JobFolder, settings: GenerationSettings, textured, device: str, progress,
                       cancel) -> dict:
-    """preview.mp4: the lit turntable of the baked PBR mesh, rendered on `device`, then encoded (timings["export"]:
-    "video", "encode" and both, "mp4"); its files."""
-    from trellis.utils.pbr_video import render_pbr_video
+    """preview.mp4: the lit turntable of the baked PBR mesh, each frame encoded (ffmpeg, its own process) while the
+    next renders on `device` (timings["export"]["mp4"]); its files."""
+    from trellis.utils.pbr_video import iter_pbr_video
 
     with timed(job, "mp4"):
-        with timed(job, "video"):
-            frames = render_pbr_video(textured, resolution=settings.video_resolution,
-                                      num_frames=settings.video_frames, device=device,
-                                      progress=lambda i, n: progress("video", i, n), cancel=cancel)
-        with timed(job, "encode"):
-            return folder.write_video(frames, settings.video_fps, cancel=cancel,
-                                      progress=lambda i, n: progress("encode", i, n))
+        frames = iter_pbr_video(textured, resolution=settings.video_resolution, num_frames=settings.video_frames,
+                                device=device, progress=lambda i, n: progress("video", i, n), cancel=cancel)
+        files = folder.write_video(frames, settings.video_fps, cancel=cancel, count=settings.video_frames)
+        progress("encode", 1, 1)             # the frames were encoded as they came: what is left is ffmpeg's end
+        return files

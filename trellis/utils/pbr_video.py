@@ -20,7 +20,7 @@ from ..renderers.cameras import image_size
 from ..renderers.pbr_view import PbrSurface, pbr_surface, render_pbr
 from .render_utils import video_cameras
 
-__all__ = ["surface_of", "render_pbr_frames", "render_pbr_video"]
+__all__ = ["surface_of", "iter_pbr_frames", "render_pbr_frames", "iter_pbr_video", "render_pbr_video"]
 
 
 def surface_of(textured, device="cpu", render_size: Optional[int] = None) -> PbrSurface:
@@ -46,35 +46,47 @@ def surface_of(textured, device="cpu", render_size: Optional[int] = None) -> Pbr
                        render_size=render_size)
 
 
-def render_pbr_frames(surface: PbrSurface, extrinsics: torch.Tensor, intrinsics: torch.Tensor, resolution,
-                      ssaa: int = 1, bg_color=(0.0, 0.0, 0.0), progress: StepProgress = None,
-                      cancel: CancelCheck = None) -> list:
-    """uint8 HxWx3 frames of `surface` from each camera (extrinsics [n,4,4], intrinsics [n,3,3]); ``progress(done,
-    n)`` after each frame, ``cancel`` checked before each (and inside the rasteriser)."""
+def iter_pbr_frames(surface: PbrSurface, extrinsics: torch.Tensor, intrinsics: torch.Tensor, resolution,
+                    ssaa: int = 1, bg_color=(0.0, 0.0, 0.0), progress: StepProgress = None,
+                    cancel: CancelCheck = None):
+    """uint8 HxWx3 frames of `surface` from each camera (extrinsics [n,4,4], intrinsics [n,3,3]), yielded as each is
+    drawn; ``progress(done, n)`` after each frame, ``cancel`` checked before each (and inside the rasteriser)."""
     n = extrinsics.shape[0]
-    frames = []
     for i in range(n):
         check(cancel)
         img = render_pbr(surface, extrinsics[i], intrinsics[i], resolution, ssaa=ssaa, bg_color=bg_color,
                          cancel=cancel)["color"]
         # uint8 on the device (exact: clamp, x255, truncate, as render_utils' colour frames), then a small copy
-        frames.append(img.clamp(0, 1).mul(255).to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy())
+        yield img.clamp(0, 1).mul(255).to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
         if progress is not None:
             progress(i + 1, n)
-    return frames
 
 
-def render_pbr_video(textured, resolution: int = 512, num_frames: int = 300, r: float = 2.0, fov: float = 40.0,
-                     bg_color=(0.0, 0.0, 0.0), ssaa: Optional[int] = None, device=None,
-                     progress: StepProgress = None, cancel: CancelCheck = None) -> list:
-    """Turntable frames (uint8 HxWx3) of a baked PBR mesh on ``render_video``'s orbit. `device`: where it renders
-    (default: CUDA when there is one); `ssaa`: supersampling per side (default 2 on a GPU, 1 on a CPU, where each
-    frame's pixels are the cost)."""
+def render_pbr_frames(surface: PbrSurface, extrinsics: torch.Tensor, intrinsics: torch.Tensor, resolution,
+                      ssaa: int = 1, bg_color=(0.0, 0.0, 0.0), progress: StepProgress = None,
+                      cancel: CancelCheck = None) -> list:
+    """``iter_pbr_frames``' frames, as a list."""
+    return list(iter_pbr_frames(surface, extrinsics, intrinsics, resolution, ssaa, bg_color, progress, cancel))
+
+
+def iter_pbr_video(textured, resolution: int = 512, num_frames: int = 300, r: float = 2.0, fov: float = 40.0,
+                   bg_color=(0.0, 0.0, 0.0), ssaa: Optional[int] = None, device=None,
+                   progress: StepProgress = None, cancel: CancelCheck = None):
+    """Turntable frames (uint8 HxWx3) of a baked PBR mesh on ``render_video``'s orbit, yielded as each is drawn (an
+    encoder takes each while the next renders). `device`: where it renders (default: CUDA when there is one);
+    `ssaa`: supersampling per side (default 2 on a GPU, 1 on a CPU, where each frame's pixels are the cost)."""
     if num_frames < 1:
         raise ValueError("num_frames must be >= 1")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ssaa = ssaa or (1 if device.type == "cpu" else 2)
     surface = surface_of(textured, device, render_size=max(image_size(resolution)) * ssaa)
     extrinsics, intrinsics = video_cameras(num_frames, r, fov)
-    return render_pbr_frames(surface, extrinsics.to(device), intrinsics.to(device), resolution, ssaa=ssaa,
-                             bg_color=bg_color, progress=progress, cancel=cancel)
+    return iter_pbr_frames(surface, extrinsics.to(device), intrinsics.to(device), resolution, ssaa=ssaa,
+                           bg_color=bg_color, progress=progress, cancel=cancel)
+
+
+def render_pbr_video(textured, resolution: int = 512, num_frames: int = 300, r: float = 2.0, fov: float = 40.0,
+                     bg_color=(0.0, 0.0, 0.0), ssaa: Optional[int] = None, device=None,
+                     progress: StepProgress = None, cancel: CancelCheck = None) -> list:
+    """``iter_pbr_video``'s frames, as a list."""
+    return list(iter_pbr_video(textured, resolution, num_frames, r, fov, bg_color, ssaa, device, progress, cancel))

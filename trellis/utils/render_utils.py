@@ -31,6 +31,7 @@ their chunks); a True from ``cancel()`` raises `trellis.core.callbacks.Cancelled
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import os
 from typing import Optional, Sequence
@@ -246,7 +247,7 @@ def _frame_rgb(frame) -> np.ndarray:
 
 
 def save_video(frames, path, fps: float = 30, crf: int | None = None, preset: str | None = None,
-               progress: StepProgress = None, cancel: CancelCheck = None) -> str:
+               progress: StepProgress = None, cancel: CancelCheck = None, count: int | None = None) -> str:
     """Write frames to an mp4 that plays in browsers and Unity.
 
     Encoding: H.264 (libx264, High profile), yuv420p 4:2:0 (the only chroma layout browsers and
@@ -255,18 +256,22 @@ def save_video(frames, path, fps: float = 30, crf: int | None = None, preset: st
     kB per 512² second), BT.709 matrix and tags, ``+faststart`` (the
     index is moved to the front so playback starts before the download ends). 4:2:0 needs even
     sizes: odd widths/heights are padded by repeating the last column/row. Frames: a list (or
-    iterable) of uint8 (or float [0,1]) HxWx3 arrays of one size; grey and RGBA are converted.
+    iterable) of uint8 (or float [0,1]) HxWx3 arrays of one size; grey and RGBA are converted. An iterator is
+    encoded as it yields (ffmpeg encodes while the next frame is made); ``count``: how many it yields, the total
+    ``progress(done, total)`` reports (default: ``len(frames)``).
     Returns the path. Raises ValueError for an empty frame list or mismatched sizes.
     """
     import imageio_ffmpeg
 
     crf = VIDEO_CRF if crf is None else crf            # the module's settings as they are at the call
     preset = VIDEO_PRESET if preset is None else preset
-    frames = list(frames)
-    if len(frames) == 0:
+    n = count if count is not None else (len(frames) if hasattr(frames, "__len__") else None)
+    frames = iter(frames)
+    head = next(frames, None)
+    if head is None:
         raise ValueError("save_video: no frames to write (the frame list is empty)")
     path = os.fspath(path)
-    first = _frame_rgb(frames[0])
+    first = _frame_rgb(head)
     h, w = first.shape[:2]
     if h < 1 or w < 1:
         raise ValueError(f"save_video: empty frame size {w}x{h}")
@@ -289,8 +294,7 @@ def save_video(frames, path, fps: float = 30, crf: int | None = None, preset: st
     writer.send(None)
     ok = False
     try:
-        n = len(frames)
-        for i, frame in enumerate(frames):
+        for i, frame in enumerate(itertools.chain([head], frames)):
             check(cancel)
             a = first if i == 0 else _frame_rgb(frame)
             if a.shape[:2] != (h, w):
@@ -299,7 +303,7 @@ def save_video(frames, path, fps: float = 30, crf: int | None = None, preset: st
                 a = np.pad(a, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
             writer.send(np.ascontiguousarray(a))
             if progress is not None:
-                progress(i + 1, n)
+                progress(i + 1, n if n is not None else i + 1)
         ok = True
     finally:
         writer.close()

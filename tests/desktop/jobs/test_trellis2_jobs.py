@@ -5,6 +5,7 @@ several images, which TRELLIS.2 cannot take)."""
 import base64
 import json
 import struct
+import threading
 import time
 from pathlib import Path
 
@@ -107,7 +108,7 @@ def test_the_trellis2_jobs_ply_is_its_mesh_with_vertex_colours_and_its_preview_a
     frames = [np.frombuffer(frame, np.uint8).reshape(32, 32, 3) for frame in decoded]
     assert len(frames) == PREVIEW_FRAMES and max(frame.max() for frame in frames) > 0
     timings = json.loads((made / "timings.json").read_text())
-    assert "video" in json.dumps(timings) and "ply" in json.dumps(timings)
+    assert "mp4" in timings["export"] and "ply" in timings["export"]
 
 
 def test_trellis2_makes_every_format_and_refuses_only_several_images():
@@ -164,3 +165,26 @@ def test_rest_takes_pipeline_type_and_refuses_several_images_for_trellis2(tiny_t
     deadline = time.time() + 60
     while not runner.stopped and time.time() < deadline:
         time.sleep(0.05)
+
+
+def test_a_later_preview_renders_beside_the_mesh_files_and_a_failed_file_stops_it(made, tmp_path, monkeypatch):
+    from desktop.jobs import trellis2_steps
+    from desktop.jobs.folder import JobFolder
+
+    args = [str(made), "--formats", "glb,mp4", "--texture-size", "64", "--device", "cpu", "-q",
+            "--set", f"video_frames={PREVIEW_FRAMES}", "--set", "video_resolution=32"]
+    for out in ("first", "second"):             # the first preview of a process is made alone, later ones beside
+        assert export_command.main([*args, "-o", str(tmp_path / out)]) == 0
+    (second,) = (tmp_path / "second").iterdir()
+    assert json.loads((second / "timings.json").read_text())["export"].get("preview_beside") is True
+    frames = list(imageio_ffmpeg.read_frames(str(second / "preview.mp4")))[1:]
+    assert len(frames) == PREVIEW_FRAMES
+
+    def broken(self, kind, textured, **options):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(JobFolder, "write_mesh", broken)
+    assert export_command.main([*args, "-o", str(tmp_path / "third")]) != 0
+    # the job ended with its preview stopped and waited for: nothing of it still runs
+    assert trellis2_steps.PREVIEWED.is_set()
+    assert not [t for t in threading.enumerate() if t.name == "trellis2-preview"]
+    assert not list((tmp_path / "third").rglob("*.glb"))

@@ -416,3 +416,18 @@ def test_uint8_frames_equal_the_reference_numpy_conversion():
     got = _to_uint8_image(x)
     assert got.dtype == np.uint8 and got.shape == (40, 50, 3) and got.flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(got, ref)
+
+
+def test_save_video_encodes_an_iterator_as_it_yields(tmp_path):
+    asked, reported = [], []
+
+    def frames():
+        for i in range(4):
+            asked.append(i)
+            yield np.full((16, 16, 3), 60 * i, np.uint8)
+    path = render_utils.save_video(frames(), tmp_path / "streamed.mp4", count=4,
+                                   progress=lambda done, total: reported.append((done, total, len(asked))))
+    # each frame went to the encoder before the next one was made, and the progress knew the count
+    assert reported == [(1, 4, 1), (2, 4, 2), (3, 4, 3), (4, 4, 4)]
+    _, decoded = decode(path)
+    assert len(decoded) == 4 and decoded[3].mean() > decoded[1].mean()
