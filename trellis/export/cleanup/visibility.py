@@ -82,8 +82,9 @@ def visibility_settings(vertices, faces, device=None, radius: float = 2.0,
     mesh's small faces (10th percentile of sqrt(2 x area)) span ``CPU_PIXELS_PER_SMALL_FACE``
     pixels at the centre of the views, and as many views as ``CPU_VISIBILITY_PIXELS`` pixels allow
     (at least ``CPU_VISIBILITY_MIN_VIEWS``, at most 1000; with the minimum count the resolution is
-    lowered to stay within the pixels). Cost on a CPU is about proportional to the pixels, so the
-    time is about the same whatever the mesh.
+    lowered to stay within the pixels). Cost on a CPU grows with the pixels and with views x faces (every view
+    sets up and scans every triangle): at the clean-up's floor of faces (``chain.VISIBILITY_MIN_FACES``) the
+    per-triangle work takes more of the time than the pixels do.
     """
     import torch
 
