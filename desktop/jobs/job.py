@@ -60,6 +60,7 @@ SUBSTAGE_LABELS = {
     "observe": "rendering views",
     "bake": "painting the texture",
     "reobserve": "rendering views again",
+    "resolve": "painting the texture again",
     "inpaint": "filling unseen texels",
     "normal_map": "baking the normal map",
     "assemble": "assembling the file",

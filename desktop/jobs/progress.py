@@ -1,8 +1,8 @@
 """A job's progress: (stage, step, total) reports -> the fraction of the whole job and an ETA.
 
 Each stage's share of the run time is what it took in this worker's earlier jobs (``stage_times.StageTimes``),
-scaled by how this job's finished stages compare with theirs; until every stage has been measured once, a rough
-share (STAGE_WEIGHTS) and elapsed / fraction."""
+scaled by how this job's finished stages compare with theirs once those were measured more than once; until every
+stage has been measured once, a rough share (STAGE_WEIGHTS) and elapsed / fraction."""
 from __future__ import annotations
 
 import threading
@@ -68,6 +68,7 @@ class ProgressTracker:
         # the learned times as this job starts (its own stages update them as they end, not its plan)
         self.plan = times.plan(self.order) if times is not None else {}
         self.learned = all(st in self.plan for st in self.order)
+        self.warm = times.warm(self.order) if times is not None else set()
         self.t0 = clock()
         self.substages: dict = {}
         self.current: Optional[str] = None     # the stage under way, its start and its step count
@@ -127,11 +128,15 @@ class ProgressTracker:
         total = sum(expected.values()) or 1.0
         before = sum(expected[s] for s in self.order[:idx])
         fraction = (before + expected[stage] * inner) / total
-        done = [s for s in self.order[:idx] if s in self.spans]
-        planned = sum(expected[s] for s in done)
+        # the median of the finished stages' own paces, against plans measured more than once: a first job's times
+        # (imports, compiles) or one stage's outlier do not rescale every stage after it
+        paces = sorted(self.spans[s] / expected[s] for s in self.order[:idx]
+                       if s in self.spans and s in self.warm and expected[s] > 0)
         pace = 1.0
-        if planned > 0:
-            pace = min(max(sum(self.spans[s] for s in done) / planned, PACE_LIMITS[0]), PACE_LIMITS[1])
+        if paces:
+            mid = len(paces) // 2
+            pace = paces[mid] if len(paces) % 2 else 0.5 * (paces[mid - 1] + paces[mid])
+            pace = min(max(pace, PACE_LIMITS[0]), PACE_LIMITS[1])
         left = expected[stage] * (1 - inner) + sum(expected[s] for s in self.order[idx + 1:])
         return fraction, left * pace
 

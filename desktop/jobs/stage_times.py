@@ -28,6 +28,7 @@ class StageTimes:
         self._lock = threading.Lock()
         self._per_step: dict[str, float] = {}     # stage -> seconds per step (its whole time for a 1-step stage)
         self._steps: dict[str, int] = {}          # stage -> the step count it last ran with
+        self._count: dict[str, int] = {}          # stage -> how many times it was measured
         self._kinds: dict[str, "StageTimes"] = {}  # kind -> the table of that kind's jobs
 
     def of(self, kind: Optional[str]) -> "StageTimes":
@@ -50,6 +51,7 @@ class StageTimes:
             old = self._per_step.get(stage)
             self._per_step[stage] = rate if old is None else NEWEST_WEIGHT * rate + (1 - NEWEST_WEIGHT) * old
             self._steps[stage] = steps
+            self._count[stage] = self._count.get(stage, 0) + 1
 
     def expected(self, stage: str, steps: Optional[int] = None) -> Optional[float]:
         """Seconds `stage` is expected to take with `steps` steps (None: as many as it last ran), None if it has
@@ -66,6 +68,11 @@ class StageTimes:
         wanted = set(stages)
         with self._lock:
             return {s: (self._per_step[s], self._steps[s]) for s in self._per_step if s.split("/")[0] in wanted}
+
+    def warm(self, stages) -> set:
+        """Those of `stages` measured more than once: their times are not only a first use's (imports, compiles)."""
+        with self._lock:
+            return {s for s in stages if self._count.get(s, 0) > 1}
 
     def knows(self, stages) -> bool:
         """Whether every one of `stages` has been measured."""

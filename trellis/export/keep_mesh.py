@@ -132,8 +132,8 @@ def bake_onto_mesh(app_rep, vertices, faces, uvs=None, options: ExportOptions | 
     ``render_resolution`` None choose by device: ``options.observation_settings``); ``kwargs``: changes to those.
     ``bake``: one of ``KEEP_MESH_BAKES`` (the views' options apply to "views", which also bakes where the normals
     saw under ``bake.coverage.MIN_OBSERVED_SHARE`` of the atlas: it bakes faint Gaussians again and says so).
-    ``progress(stage, done, total)`` hears "uv_unwrap" (new atlas), "observe", "bake", "reobserve", "inpaint";
-    ``cancel()`` returning True raises ``trellis.core.callbacks.Cancelled``."""
+    ``progress(stage, done, total)`` hears "uv_unwrap" (new atlas), "observe", "bake", "reobserve", "resolve",
+    "inpaint"; ``cancel()`` returning True raises ``trellis.core.callbacks.Cancelled``."""
     from .schedule import bake_uv_mesh
 
     unknown = sorted(set(kwargs) - set(BAKE_OPTIONS))

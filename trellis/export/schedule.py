@@ -20,9 +20,9 @@ quality and the time of each bake mode: docs/benchmarks/export.md#texture-bake. 
 one ``options.ExportOptions`` (or the same keywords).
 
 ``progress(stage, done, total)`` is called throughout (stages: the clean-up's own ones, then "uv_unwrap",
-"observe", "bake", "reobserve" (a bake done again), "inpaint" (fast mode), "normal_map" (with ``normal_map=True``),
-"assemble"); ``cancel()`` returning
-True raises ``trellis.core.callbacks.Cancelled`` between and inside stages.
+"observe", "bake", "reobserve" and "resolve" (a bake done again), "inpaint" (fast mode), "normal_map" (with
+``normal_map=True``), "assemble"); ``cancel()`` returning True raises ``trellis.core.callbacks.Cancelled`` between and
+inside stages.
 """
 from __future__ import annotations
 
@@ -342,7 +342,7 @@ def bake_uv_mesh(app_rep, vertices, faces, uvs, options: ExportOptions | None = 
     lambda_tv, cg_iterations, observation_scale, device, debug, verbose; ``kwargs``: changes to them). ``info`` (a
     dict) gets "observations", "observed_share" (and "bake_fallback"), per-stage seconds in "seconds", and with
     ``debug`` the texture before inpainting and its observed-texel mask. Progress stages: "observe", "bake",
-    "reobserve", "inpaint"."""
+    "reobserve", "resolve", "inpaint"."""
     o = ExportOptions.given(options, **kwargs)
     if o.normal_map:
         raise ValueError("bake_uv_mesh bakes no normal map: there is no denser mesh to take normals from")

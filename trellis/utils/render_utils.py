@@ -302,11 +302,14 @@ def save_video(frames, path, fps: float = 30, crf: int | None = None, preset: st
             if pad_h or pad_w:
                 a = np.pad(a, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
             writer.send(np.ascontiguousarray(a))
-            if progress is not None:
-                progress(i + 1, n if n is not None else i + 1)
+            sent = i + 1
+            if progress is not None and (n is None or sent < n):
+                progress(sent, n if n is not None else sent)
         ok = True
     finally:
         writer.close()
         if not ok and os.path.exists(path):
             os.remove(path)
+    if progress is not None:       # the last step once ffmpeg has finished the file (its buffered frames, the index)
+        progress(sent, n if n is not None else sent)
     return path

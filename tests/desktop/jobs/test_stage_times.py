@@ -73,14 +73,34 @@ def test_more_steps_take_longer_and_a_slower_job_says_so():
     eta, left = seen["slat"]
     assert eta == pytest.approx(left, rel=1e-6)
     # a busy machine: everything 1.5x slower; from the second stage on, the pace of the finished ones scales the rest
+    # (against stage times measured more than once: a first job's alone may be its imports' and compiles')
     times2, clock2 = StageTimes(), Clock()
-    run_job(times2, clock2, SECONDS)
+    for _ in range(2):
+        run_job(times2, clock2, SECONDS)
     slow = {k: v * 1.5 for k, v in SECONDS.items()}
     _, _, seen = run_job(times2, clock2, slow)
     for stage in ("slat", "bake/visibility", "bake/observe", "glb"):
         eta, left = seen[stage]
         assert eta == pytest.approx(left, rel=0.05), stage
     assert PACE_LIMITS[0] < 1 < PACE_LIMITS[1]
+
+
+def test_a_stage_slow_in_one_job_does_not_rescale_the_next_jobs_eta():
+    times, clock = StageTimes(), Clock()
+    run_job(times, clock, dict(SECONDS, preprocess=40.0))    # the first job's preprocess: its libraries' first use
+    _, _, seen = run_job(times, clock, SECONDS)
+    for stage in ("bake/simplify", "bake/observe", "glb"):   # the export's ETA is its own time, not a fifth of it
+        eta, left = seen[stage]
+        assert eta == pytest.approx(left, rel=0.05), stage
+    # a warm plan, then one job whose preprocess alone is slow (a large image): the median pace of the finished
+    # stages keeps the rest at their own times (their summed time would say 11 % slower)
+    times, clock = StageTimes(), Clock()
+    for _ in range(2):
+        run_job(times, clock, SECONDS)
+    _, _, seen = run_job(times, clock, dict(SECONDS, preprocess=12.0))
+    for stage in ("bake/observe", "glb"):
+        eta, left = seen[stage]
+        assert eta == pytest.approx(left, rel=0.05), stage
 
 
 def test_an_unfinished_job_teaches_nothing_it_did_not_measure():

@@ -208,9 +208,15 @@ def test_a_bake_that_observed_almost_nothing_is_done_again_from_fainter_pixels(s
 
     faint = surface_gaussians(opacity=0.08)
     tex, seen = first_bake(faint)
-    info = {}
-    again = rebake_if_unobserved(seen, faint, v, f, uv, SIZE, ext, intr, RES, info)
+    info, heard = {}, []
+    again = rebake_if_unobserved(seen, faint, v, f, uv, SIZE, ext, intr, RES, info,
+                                 progress=lambda stage, done, total: heard.append((stage, done, total)))
     assert again is not None, info
+    # every view observed again, then the new solve's own steps (its time is not the last view's)
+    stages = [stage for stage, _, _ in heard]
+    assert stages == sorted(stages, key=["reobserve", "resolve"].index) and heard[len(ext) - 1] == ("reobserve",
+                                                                                                      len(ext), len(ext))
+    assert heard[-1][0] == "resolve" and heard[-1][1] == heard[-1][2] > 0
     fallback = info["bake_fallback"]
     # Measured (CPU): 0 % observed, then 100 % at alpha > 0.05.
     assert fallback["observed_share_before"] < MIN_OBSERVED_SHARE and fallback["used"], info

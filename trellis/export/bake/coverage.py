@@ -69,7 +69,7 @@ def rebake_if_unobserved(observed, app_rep, vertices, faces, uvs, texture_size: 
 
     ``info`` gets "observed_share" (of the texture kept) and, when the bake was tried again, "bake_fallback":
     the first share, the fallback's, its settings, seconds and whether it was used. ``progress(stage, done,
-    total)`` hears "reobserve" per view."""
+    total)`` hears "reobserve" per view, then "resolve" per iteration of the new solve."""
     share = observed_share(observed, faces, uvs, texture_size, cancel=cancel)
     info["observed_share"] = round(share, 6)
     if share >= MIN_OBSERVED_SHARE:
@@ -87,7 +87,8 @@ def rebake_if_unobserved(observed, app_rep, vertices, faces, uvs, texture_size: 
         acc.add_view(color, mask, extrinsics[i], intrinsics[i], depth=depth, cancel=cancel)
         if progress is not None:
             progress("reobserve", i + 1, n)
-    texture, again = acc.solve(iterations=cg_iterations, cancel=cancel)
+    texture, again = acc.solve(iterations=cg_iterations, cancel=cancel,
+                               progress=None if progress is None else (lambda d, t: progress("resolve", d, t)))
     second = observed_share(again, faces, uvs, texture_size, cancel=cancel)
     used = second > share
     info["bake_fallback"] = {"observed_share_before": round(share, 6), "observed_share_after": round(second, 6),
