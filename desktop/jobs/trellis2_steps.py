@@ -29,7 +29,7 @@ from .mesh_files import face_target, placement, timed, write_mesh_files
 from .models import ignored_pipeline_type, model_family
 from .progress import textured_files
 from .sampling import sample_ovoxel
-from .steps import check_cancel, make_folder, prepared_images, ready, settings_record, write_preprocessed
+from .steps import check_cancel, make_folder, prepared_images, quiet, ready, settings_record, write_preprocessed
 
 # Set once this process has made a lit preview: later ones run beside the mesh files (LitPreview).
 PREVIEWED = threading.Event()
@@ -261,7 +261,7 @@ class LitPreview:
         def asked():
             return self.stopped.is_set() or bool(cancel is not None and cancel())
         self.work = Background("trellis2-preview", lambda: write_lit_preview(
-            job, folder, settings, textured, device, lambda *a: None, asked))
+            job, folder, settings, textured, device, quiet, asked))
 
     def result(self) -> dict:
         return self.work.result()
