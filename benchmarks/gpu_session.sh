@@ -60,8 +60,9 @@
 #   trellis2-app  trellis2_app_gpu.py: TRELLIS.2's whole app job (image -> PBR GLB + preview where the app makes one
 #               for TRELLIS.2) through the JobRunner, second jobs, balanced and low-VRAM under 6 / 8 GiB caps, per stage
 #               seconds and peak reserved memory, in the three columns; T2_TYPES= (default 1024_cascade; e.g.
-#               1024_cascade,512,1536_cascade), T2_FORMATS= (default glb,mp4), T2_DEADLINE= (s, default 520); one
-#               column alone: trellis2-app-triton, trellis2-app-windows, trellis2-app-off
+#               1024_cascade,512,1536_cascade), T2_PRESETS= (default balanced,low-vram), T2_FORMATS= (default
+#               glb,mp4), T2_DEADLINE= (s, default 520); one column alone: trellis2-app-triton,
+#               trellis2-app-windows, trellis2-app-off (e.g. T2_TYPES=1536_cascade T2_PRESETS=low-vram: the 8 GiB run)
 #   limits      e2e_gpu.py --limits 4,3,2.5,2 (issue 14: the whole job in a fresh process per memory cap;
 #               LIMITS=2 for other caps; each cap is a fresh process of ~45 s on the H100 host)
 # The lent H100/H200 image has torch, triton, numpy, scipy, scikit-image but not trimesh, fast-simplification,
@@ -226,7 +227,8 @@ import export_realistic_gpu as e; sys.exit(e.main(sys.argv[1:]))'
         trellis2-app|trellis2-app-triton|trellis2-app-windows|trellis2-app-off)
             # the app's whole TRELLIS.2 job per preset and type, the folder shared with the trellis2 step (/tmp)
             T2APP=(benchmarks/trellis2_app_gpu.py --folder /tmp/trellis2_full --types "${T2_TYPES:-1024_cascade}"
-                   --formats "${T2_FORMATS:-glb,mp4}" --runs 2 --deadline-s "${T2_DEADLINE:-520}" --commit "$COMMIT")
+                   --presets "${T2_PRESETS:-balanced,low-vram}" --formats "${T2_FORMATS:-glb,mp4}" --runs 2
+                   --deadline-s "${T2_DEADLINE:-520}" --commit "$COMMIT")
             if [ "$step" = trellis2-app ] || [ "$step" = trellis2-app-triton ]; then
                 run trellis2_app_triton "$PY" "${T2APP[@]}" --out "$OUT/trellis2_app_triton.json"
             fi
