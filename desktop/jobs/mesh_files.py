@@ -108,8 +108,7 @@ def write_mesh_files(job: Job, folder: JobFolder, settings: GenerationSettings, 
             progress(kind, 0, 1)
             job.files.update(folder.write_mesh(kind, textured, **options[kind]))
             progress(kind, 1, 1)
-        with _written_lock:
-            _written.add(kind)
+        note_written(kind)
     lods, refused = [], []
     if "glb" in kinds and settings.lods > 1 and not own:
         from trellis.export import LodTargetError, lod_meshes
@@ -133,17 +132,29 @@ def write_mesh_files(job: Job, folder: JobFolder, settings: GenerationSettings, 
         job.files.update(folder.write_json("report", export_report(textured, job.files, settings, lods, made, refused)))
 
 
-# The mesh formats this process has written: the first file of a format is written alone, as its writer imports
-# modules with native parts then (two threads importing those for the first time at once can deadlock); from then
-# on the writers run side by side, their texture encoders (zlib, libjpeg, libwebp) leaving the GIL to each other.
+# The kinds of file this process has written (the mesh formats, TRELLIS.2's lit preview): the first file of a kind
+# is written alone, as its writer imports modules with native parts then (two threads importing those for the first
+# time at once can deadlock); from then on the writers run side by side, their texture encoders (zlib, libjpeg,
+# libwebp) leaving the GIL to each other.
 _written: set = set()
 _written_lock = threading.Lock()
 
 
+def note_written(kind: str) -> None:
+    """A file of `kind` was written in this process: later ones may be written beside other work."""
+    with _written_lock:
+        _written.add(kind)
+
+
+def written_before(kinds: list) -> list:
+    """Of `kinds`, those this process has written before."""
+    with _written_lock:
+        return [kind for kind in kinds if kind in _written]
+
+
 def side_by_side(kinds: list) -> list:
     """Of `kinds`, those written side by side: every one this process has written before, when two or more are."""
-    with _written_lock:
-        known = [kind for kind in kinds if kind in _written]
+    known = written_before(kinds)
     return known if len(known) > 1 else []
 
 

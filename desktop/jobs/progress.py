@@ -5,6 +5,7 @@ scaled by how this job's finished stages compare with theirs once those were mea
 stage has been measured once, a rough share (STAGE_WEIGHTS) and elapsed / fraction."""
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from typing import Callable, Optional
@@ -130,13 +131,9 @@ class ProgressTracker:
         fraction = (before + expected[stage] * inner) / total
         # the median of the finished stages' own paces, against plans measured more than once: a first job's times
         # (imports, compiles) or one stage's outlier do not rescale every stage after it
-        paces = sorted(self.spans[s] / expected[s] for s in self.order[:idx]
-                       if s in self.spans and s in self.warm and expected[s] > 0)
-        pace = 1.0
-        if paces:
-            mid = len(paces) // 2
-            pace = paces[mid] if len(paces) % 2 else 0.5 * (paces[mid - 1] + paces[mid])
-            pace = min(max(pace, PACE_LIMITS[0]), PACE_LIMITS[1])
+        paces = [self.spans[s] / expected[s] for s in self.order[:idx]
+                 if s in self.spans and s in self.warm and expected[s] > 0]
+        pace = min(max(statistics.median(paces), PACE_LIMITS[0]), PACE_LIMITS[1]) if paces else 1.0
         left = expected[stage] * (1 - inner) + sum(expected[s] for s in self.order[idx + 1:])
         return fraction, left * pace
 

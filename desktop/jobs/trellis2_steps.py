@@ -25,14 +25,14 @@ from ..settings_table import MESH_FORMATS
 from .context import JobContext
 from .folder import JobFolder, atomic_path, jsonable
 from .job import InputError, Job
-from .mesh_files import face_target, placement, timed, write_mesh_files
+from .mesh_files import face_target, note_written, placement, timed, write_mesh_files, written_before
 from .models import ignored_pipeline_type, model_family
 from .progress import textured_files
 from .sampling import sample_ovoxel
 from .steps import check_cancel, make_folder, prepared_images, quiet, ready, settings_record, write_preprocessed
 
-# Set once this process has made a lit preview: later ones run beside the mesh files (LitPreview).
-PREVIEWED = threading.Event()
+# The lit preview's kind among the files this process has written (mesh_files.written_before).
+LIT_PREVIEW = "lit-preview"
 # The stages of a TRELLIS.2 generation before its files are written (the pipeline's progress names).
 TRELLIS2_STAGES = ["preprocess", "condition", "sparse_structure", "shape_slat", "tex_slat", "decode"]
 MADE_FROM_BAKE = (*MESH_FORMATS, "ply", "mp4")      # every file but result.npz comes from the PBR bake
@@ -205,7 +205,7 @@ def write_ovoxel_outputs(job: Job, folder: JobFolder, settings: GenerationSettin
             job.timings["export_bake_stages"] = jsonable(textured.info)
             # the preview renders on the GPU while the mesh files are written on the CPU (from the process's second
             # preview on: the first imports and compiles its kernels alone)
-            beside = "mp4" in fmt and PREVIEWED.is_set()
+            beside = "mp4" in fmt and bool(written_before([LIT_PREVIEW]))
             preview = start_lit_preview(job, folder, settings, textured, device, cancel) if beside else None
             try:
                 if fmt & set(MESH_FORMATS):
@@ -226,7 +226,7 @@ def write_ovoxel_outputs(job: Job, folder: JobFolder, settings: GenerationSettin
                 job.timings.setdefault("export", {})["preview_beside"] = True
             elif "mp4" in fmt:
                 job.files.update(write_lit_preview(job, folder, settings, textured, device, progress, cancel))
-                PREVIEWED.set()
+                note_written(LIT_PREVIEW)
         if kept is not None:
             job.files.update(kept.result())
             job.timings.setdefault("export", {})["result"] = kept.seconds

@@ -168,7 +168,7 @@ def test_rest_takes_pipeline_type_and_refuses_several_images_for_trellis2(tiny_t
 
 
 def test_a_later_preview_renders_beside_the_mesh_files_and_a_failed_file_stops_it(made, tmp_path, monkeypatch):
-    from desktop.jobs import trellis2_steps
+    from desktop.jobs import mesh_files, trellis2_steps
     from desktop.jobs.folder import JobFolder
 
     args = [str(made), "--formats", "glb,mp4", "--texture-size", "64", "--device", "cpu", "-q",
@@ -185,6 +185,6 @@ def test_a_later_preview_renders_beside_the_mesh_files_and_a_failed_file_stops_i
     monkeypatch.setattr(JobFolder, "write_mesh", broken)
     assert export_command.main([*args, "-o", str(tmp_path / "third")]) != 0
     # the job ended with its preview stopped and waited for: nothing of it still runs
-    assert trellis2_steps.PREVIEWED.is_set()
+    assert mesh_files.written_before([trellis2_steps.LIT_PREVIEW]) == [trellis2_steps.LIT_PREVIEW]
     assert not [t for t in threading.enumerate() if t.name == "trellis2-preview"]
     assert not list((tmp_path / "third").rglob("*.glb"))
