@@ -116,6 +116,7 @@ def job_row(job, wall: float) -> dict:
                          if s.get("peak_reserved_bytes") is not None else {})}
                      for s in (timings.get("pipeline") or {}).get("stages") or []]
     row["memory_policy"] = timings.get("memory_policy")
+    row["lean"] = timings.get("lean")
     files = {kind: Path(p) for kind, p in job.files.items() if isinstance(p, (str, os.PathLike))}
     row["files"] = {kind: p.stat().st_size for kind, p in files.items() if p.is_file()}
     if job.state == JobState.DONE and "glb" in files:
@@ -137,6 +138,7 @@ def line(name: str, row: dict) -> str:
     peak = row.get("peak_reserved_gib")
     head = f"{name}: {row['state']} {row['wall']:.2f} s wall, total {row.get('total')}, pipeline {row.get('pipeline')}"
     head += f", files {row.get('files_wall')}" + (f", peak reserved {peak:.2f} GiB" if peak is not None else "")
+    head += f", lean {row['lean']}" if row.get("lean") else ""
     return head + (f" ERROR {row['error']}" if "error" in row else "") + f"\n    {stages}"
 
 

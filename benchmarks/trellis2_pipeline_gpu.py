@@ -173,6 +173,7 @@ def one_run(pipe, image, kind: str, seed: int, device: torch.device) -> tuple[di
         row["peak_allocated_GiB"] = peaks["peak_allocated"] / GiB
         row["peak_reserved_GiB"] = peaks["peak_reserved"] / GiB
     row["cfg_batch"] = dict(pipe.last_cfg_batch)
+    row["lean"] = dict(pipe.last_lean)
     return row, meshes
 
 
@@ -321,7 +322,8 @@ def main(argv=None) -> int:
                 failed = f" {row['error']}" if "error" in row else ""
                 print(f"{config['name']} {kind} {'warm-up' if i < warmup else 'run'} {row['seconds']:.2f} s "
                       f"(chain {row['chain_seconds']:.2f} s), peak reserved "
-                      f"{row.get('peak_reserved_GiB', float('nan')):.2f} GiB{failed}\n    {stage_line(row)}", flush=True)
+                      f"{row.get('peak_reserved_GiB', float('nan')):.2f} GiB, lean {row['lean']}{failed}\n"
+                      f"    {stage_line(row)}", flush=True)
                 save()
             if ci == 0 and kind in exports and meshes and time.perf_counter() - started < args.deadline_s:
                 rows["export"] = export_glb(meshes[0], args.export_faces, args.export_texture)

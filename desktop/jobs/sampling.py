@@ -32,11 +32,18 @@ def sample(job: Job, pipeline, call: Callable, settings: GenerationSettings, pro
     try:
         outputs = call(formats=decode, progress=report, cancel=cancel, **sampler_params(settings, stage1))
     finally:
-        job.timings["pipeline"] = {"seconds": time.perf_counter() - t,
-                                   "stages": list(getattr(pipeline, "last_stats", []))}
-        job.timings["memory_policy"] = asdict(pipeline.memory_policy)
+        record_run(job, pipeline, t)
     return (outputs["gaussian"][0] if "gaussian" in outputs else None,
             outputs["mesh"][0] if "mesh" in outputs else None)
+
+
+def record_run(job: Job, pipeline, started: float) -> None:
+    """The pipeline call's seconds and stages, its memory policy and its flow stages' lean choices, in the job's
+    timings."""
+    job.timings["pipeline"] = {"seconds": time.perf_counter() - started,
+                               "stages": list(getattr(pipeline, "last_stats", []))}
+    job.timings["memory_policy"] = asdict(pipeline.memory_policy)
+    job.timings["lean"] = dict(getattr(pipeline, "last_lean", {}))
 
 
 def sample_ovoxel(job: Job, pipeline, image, settings: GenerationSettings, progress: Optional[Callable] = None,
@@ -53,7 +60,5 @@ def sample_ovoxel(job: Job, pipeline, image, settings: GenerationSettings, progr
                               shape_slat_sampler_params=detail, tex_slat_sampler_params=dict(detail),
                               progress=report, cancel=cancel)
     finally:
-        job.timings["pipeline"] = {"seconds": time.perf_counter() - t,
-                                   "stages": list(getattr(pipeline, "last_stats", []))}
-        job.timings["memory_policy"] = asdict(pipeline.memory_policy)
+        record_run(job, pipeline, t)
     return meshes[0]

@@ -76,6 +76,12 @@ def load_pipeline_parts(path: str, args: dict, search_dirs=(), device=None,
 # LEAN_BELOW_FREE_BYTES free as stage 2 starts (always on the CPU, where nothing is measured).
 LEAN_BELOW_FREE_BYTES = 3 * 2 ** 30
 
+# Lean mode also when the flow, once on the device, leaves less free than its stage's activations would take without
+# it: LEAN_ACTIVATION_MARGIN x batch items x tokens x flow_activation_bytes(flow). The LEAN_BELOW_FREE_BYTES rule alone
+# let TRELLIS.2's 1536 flow (45 k tokens a CFG item) run without it under an 8 GiB cap, where the allocator's
+# fragmentation then ran out of memory (docs/benchmarks/trellis2.md#low-vram).
+LEAN_ACTIVATION_MARGIN = 1.25
+
 # Batched CFG while offloading with cfg_batch left to "auto" (MemoryPolicy.cfg_batch None): decided per flow stage,
 # once the flow is on the device, from the memory then free (under any cap, plus the allocator's idle cache) against
 # the batch-2 activations of that stage's tokens: CFG_ACTIVATION_BYTES_PER_TOKEN per token and batch item (above
@@ -107,6 +113,20 @@ def cfg_batch_fits(tokens: int, free_bytes: int | None, lean: bool = False) -> b
     return free_bytes >= CFG_BATCH_MARGIN * 2 * tokens * CFG_ACTIVATION_BYTES_PER_TOKEN
 
 
+def flow_activation_bytes(flow) -> int:
+    """A SLat flow's activations per token and batch item outside lean mode, above its weights: its MLP's hidden
+    layer twice (the twin's linear, then its GELU) and eight rows of its width, in its torso's dtype. At or above
+    the measured peaks (docs/benchmarks/memory.md#cfg-batching, trellis2.md#the-networks-alone)."""
+    hidden = flow.blocks[0].mlp.mlp[0].out_features
+    return (2 * hidden + 8 * flow.model_channels) * flow.dtype.itemsize
+
+
+def activations_fit(tokens: int, batch: int, per_token: int, free_bytes: int | None) -> bool:
+    """Whether a flow stage's activations (``per_token`` bytes for each of ``tokens`` tokens and ``batch`` items,
+    times LEAN_ACTIVATION_MARGIN) fit in ``free_bytes`` (None: not measured, e.g. the CPU: yes). Pure."""
+    return free_bytes is None or free_bytes >= LEAN_ACTIVATION_MARGIN * batch * tokens * per_token
+
+
 class TrellisPipeline:
     COND_MODEL = "cond_model"        # the attribute that holds the conditioner (a subclass names its own)
     EMPTY_STRUCTURE_HINT = "a clearer input"
@@ -128,6 +148,7 @@ class TrellisPipeline:
         self._kept_graphs: dict[str, tuple] = {}
         self.last_stats: list[dict] = []
         self.last_cfg_batch: dict[str, bool] = {}    # per flow stage of the last run: CFG as one batch of 2
+        self.last_lean: dict[str, bool] = {}         # per SLat flow stage of the last run: lean mode
         for m in self._all_models().values():
             m.eval()
         self._apply_precision()
@@ -192,6 +213,14 @@ class TrellisPipeline:
             return False
         free = free_device_memory(self._device)
         return free is None or free < LEAN_BELOW_FREE_BYTES
+
+    def _lean_for_activations(self, stage: str, flow, noise, cfg_batch: bool) -> None:
+        """Lean mode on, with the flow on the device while offloading, when its stage's activations would not fit in
+        what is free (``activations_fit``); recorded in ``last_lean``."""
+        if not flow.lean and self._offloading() and isinstance(noise, SparseTensor):
+            rows = int(noise.feats.shape[0])            # every sample's tokens; a CFG batch doubles them
+            flow.lean = not activations_fit(rows, 2 if cfg_batch else 1, flow_activation_bytes(flow), self._free_now())
+        self.last_lean[stage] = bool(flow.lean)
 
     def _cfg_batch_for(self, flow, noise, policy: MemoryPolicy) -> bool:
         """The policy's CFG batching; when it is "auto" (``cfg_batch`` None) and the preset said no because the
@@ -294,6 +323,8 @@ class TrellisPipeline:
         policy = self.memory_policy
         with self._on_device(model_key) as flow:
             cfg_batch = self.last_cfg_batch[stage] = self._cfg_batch_for(flow, noise, policy)
+            if hasattr(flow, "lean"):
+                self._lean_for_activations(stage, flow, noise, cfg_batch)
             return sampler.sample(
                 flow, noise, **cond, **params, **sampler_kwargs, verbose=False, cancel=cancel,
                 cfg_batch=cfg_batch, cuda_graph=self._graphs_for(stage, model_key, flow, policy),

@@ -206,9 +206,15 @@ def test_offloading_auto_cfg_batches_each_stage_that_fits(tiny_pipeline_dir, mon
     assert base.cfg_batch_fits(int(tokens_1mb), 2 ** 20) and not base.cfg_batch_fits(int(tokens_1mb) + 1, 2 ** 20)
     assert base.cfg_batch_fits(10 ** 9, None)                         # nothing measured (CPU): batch
     assert not base.cfg_batch_fits(1, 2 ** 40, lean=True)
+    per = 1000                                         # lean once the flow is loaded: its activations against free
+    fit = base.LEAN_ACTIVATION_MARGIN * 2 * 10 * per
+    assert base.activations_fit(10, 2, per, int(fit)) and not base.activations_fit(10, 2, per, int(fit) - 1)
+    assert base.activations_fit(10, 1, per, int(fit) - 1) and base.activations_fit(10 ** 9, 2, per, None)
 
     p = TrellisImageTo3DPipeline.from_pretrained(tiny_pipeline_dir)
     ss, slat = p.models["sparse_structure_flow_model"], p.models["slat_flow_model"]
+    hidden, width = slat.blocks[0].mlp.mlp[0].out_features, slat.model_channels
+    assert base.flow_activation_bytes(slat) == (2 * hidden + 8 * width) * slat.dtype.itemsize
     dense = torch.zeros(1, ss.in_channels, ss.resolution, ss.resolution, ss.resolution)
     assert p._tokens(ss, dense) == (ss.resolution // ss.patch_size) ** 3
     coords = torch.tensor([[b, x, 0, 0] for b in range(2) for x in range(5)], dtype=torch.int32)
@@ -262,9 +268,11 @@ def test_offloading_auto_cfg_batches_each_stage_that_fits(tiny_pipeline_dir, mon
     monkeypatch.setattr(p, "_free_now", lambda: 0)
     seq = p.run(img, seed=3, formats=["gaussian"], preprocess_image=False, **FAST)["gaussian"][0].get_xyz
     assert p.last_cfg_batch == {"sparse_structure": False, "slat": False}
+    assert p.last_lean == {"slat": True}           # room before the flow loaded, none once it is on the device
     monkeypatch.setattr(p, "_free_now", lambda: 2 ** 40)
     bat = p.run(img, seed=3, formats=["gaussian"], preprocess_image=False, **FAST)["gaussian"][0].get_xyz
     assert p.last_cfg_batch == {"sparse_structure": True, "slat": True}
+    assert p.last_lean == {"slat": False}
     torch.testing.assert_close(bat, seq, atol=2e-3, rtol=0)
 
 
