@@ -5,7 +5,8 @@ superlinear in the size of a connected piece; the cuts only add seams where a ch
 boundary), packed for the texture size with a margin of ``padding`` texels (the default packs charts edge to
 edge, so bilinear lookups bleed between them) and without turning charts (a turn is a transpose: a mirror).
 xatlas holds the GIL, a call cannot be interrupted, and it crashes on some inputs, so it runs in a child
-Python process that is killed when the time budget is spent or the caller cancels.
+Python process that is killed when the time budget is spent or the caller cancels (``run_children``, which
+``xatlas_groups`` runs its children with as well).
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from ...core.callbacks import check
 from .. import processes
 from .winding import unmirror_charts
 
-__all__ = ["PIECE_FACES", "XATLAS_CHILD", "split_pieces", "xatlas_time_estimate", "xatlas_layout"]
+__all__ = ["PIECE_FACES", "XATLAS_CHILD", "split_pieces", "piece_order", "xatlas_time_estimate", "run_children",
+           "xatlas_layout"]
 
 # Faces per piece given to xatlas: the same texel use as the whole mesh in a fraction of the time
 # (docs/benchmarks/export.md#uv-unwrap).
@@ -82,6 +84,13 @@ def split_pieces(vertices: np.ndarray, faces: np.ndarray, piece_faces: int = PIE
     return piece
 
 
+def piece_order(piece: np.ndarray):
+    """(face order, piece starts): the faces sorted by piece id (stable), and where each piece begins in that
+    order (one more entry: the end), for ``split_pieces``'s ``piece``."""
+    order = np.argsort(piece, kind="stable")
+    return order, np.searchsorted(piece[order], np.arange(int(piece.max(initial=0)) + 2))
+
+
 def xatlas_time_estimate(num_faces: int) -> float:
     """Rough xatlas run time in seconds with the mesh cut into pieces (about linear in the faces, measured on 2
     CPU cores). CPUs differ several-fold, so this only skips hopeless cases; the budget is what bounds the
@@ -89,40 +98,59 @@ def xatlas_time_estimate(num_faces: int) -> float:
     return 1.0 * max(num_faces, 1) / 30000.0
 
 
-def xatlas_layout(v, f, budget, texture_size, padding, progress, cancel):
-    """(vertices, faces, uvs, vmapping) as ``unwrap_uv`` returns them, from xatlas in a child process; raises on
-    a failure, TimeoutError past ``budget`` seconds (the child is killed then, and on cancel)."""
-    start = time.monotonic()
-    estimate = max(xatlas_time_estimate(len(f)), 0.1)
-    with tempfile.TemporaryDirectory(prefix="trellis_uv_") as tmp:
-        src, dst = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
-        piece = split_pieces(v, f)
-        order = np.argsort(piece, kind="stable")
-        starts = np.searchsorted(piece[order], np.arange(int(piece.max()) + 2))
-        np.savez(src, vertices=v, faces=f[order].astype(np.uint32), starts=starts,
-                 resolution=int(texture_size), padding=int(padding))
-        # Same interpreter and environment (so xatlas is found wherever this process finds it),
-        # started in the temporary folder so that nothing in the caller's cwd shadows a module.
-        proc = processes.start(XATLAS_CHILD, (src, dst), tmp, keep_stderr=True)
-        if proc is None:
-            raise RuntimeError("xatlas: no child process can be started here")
-        try:
-            while proc.poll() is None:
-                check(cancel)
-                elapsed = time.monotonic() - start
-                if elapsed > budget:
-                    raise TimeoutError(f"xatlas ran past its {budget:.1f} s budget")
-                if progress is not None:
-                    progress(min(99, int(100 * elapsed / estimate)), 100)
-                time.sleep(0.02)
-        finally:
-            processes.stop(proc)
+def run_children(code, jobs, tmp, deadline, budget, progress, estimate, cancel, name="xatlas"):
+    """Start one child of ``code`` per job (its output file, then its other arguments; the input is ``tmp``'s
+    in.npz), wait for them all; their outputs in order, each read into a dict. Raises TimeoutError past ``deadline``
+    (``budget`` seconds after the start; ``name`` says who ran past it), ``Cancelled`` on cancel, RuntimeError when a
+    child fails (the others are stopped then); every child is stopped and reaped whichever way this ends."""
+    procs = []
+    try:
+        for dst, *args in jobs:
+            proc = processes.start(code, (os.path.join(tmp, "in.npz"), dst, *args), tmp, keep_stderr=True)
+            if proc is None:
+                raise RuntimeError("xatlas: no child process can be started here")
+            procs.append(proc)
+        start = deadline - budget
+        while any(p.poll() is None for p in procs):
+            if any(p.returncode not in (None, 0) for p in procs):
+                break                          # one failed: the others are stopped, its error raised below
+            check(cancel)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} ran past its {budget:.1f} s budget")
+            if progress is not None:
+                progress(min(99, int(100 * (time.monotonic() - start) / estimate)), 100)
+            time.sleep(0.02)
+    finally:
+        processes.stop_all(procs)
+    errors = []
+    for proc in procs:
         err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
         if proc.stderr:
             proc.stderr.close()
-        if proc.returncode != 0:
-            raise RuntimeError(f"xatlas exited with {proc.returncode}: {err.strip()[-500:]}")
-        out = np.load(dst)
+        if proc.returncode != 0:       # the children stopped here (SIGTERM) after one failed come last
+            errors.append((proc.returncode == -15, f"xatlas exited with {proc.returncode}: {err.strip()[-500:]}"))
+    if errors:
+        raise RuntimeError(min(errors)[1])
+    outs = []
+    for dst, *_ in jobs:
+        with np.load(dst) as out:          # read now: the folder goes with the caller's block
+            outs.append({key: out[key] for key in out.files})
+    return outs
+
+
+def xatlas_layout(v, f, budget, texture_size, padding, progress, cancel):
+    """(vertices, faces, uvs, vmapping) as ``unwrap_uv`` returns them, from xatlas in a child process; raises on
+    a failure, TimeoutError past ``budget`` seconds (the child is killed then, and on cancel)."""
+    deadline = time.monotonic() + float(budget)
+    estimate = max(xatlas_time_estimate(len(f)), 0.1)
+    with tempfile.TemporaryDirectory(prefix="trellis_uv_") as tmp:
+        order, starts = piece_order(split_pieces(v, f))
+        np.savez(os.path.join(tmp, "in.npz"), vertices=v, faces=f[order].astype(np.uint32), starts=starts,
+                 resolution=int(texture_size), padding=int(padding))
+        # Same interpreter and environment (so xatlas is found wherever this process finds it),
+        # started in the temporary folder so that nothing in the caller's cwd shadows a module.
+        out = run_children(XATLAS_CHILD, [(os.path.join(tmp, "out.npz"),)], tmp, deadline, float(budget), progress,
+                           estimate, cancel)[0]
         vmapping = out["vmapping"].astype(np.int64)
         new_faces = np.empty_like(f)
         new_faces[order] = out["faces"].astype(np.int64)  # back to the input face order

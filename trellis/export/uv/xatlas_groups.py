@@ -21,11 +21,10 @@ import time
 
 import numpy as np
 
-from ...core.callbacks import check
 from .. import processes
 from .pack_shelf import shelf_pack
 from .winding import unmirror_charts
-from .xatlas import split_pieces
+from .xatlas import piece_order, run_children, split_pieces
 
 __all__ = ["GROUP_FACES", "GROUP_MIN_FACES", "GROUP_FILL", "REPACK_MAX_CHARTS", "REPACK_MIN_FACES", "GROUPS_CHILD",
            "PACK_CHILD", "group_plan", "group_time_estimate", "group_layout"]
@@ -106,9 +105,7 @@ def group_plan(vertices: np.ndarray, faces: np.ndarray, group_faces: int = GROUP
     """(face order (sorted by piece), piece starts into it, group starts into the pieces): pieces as
     ``split_pieces`` cuts them (by median partitions), consecutive ones gathered into groups of about
     ``group_faces`` faces."""
-    piece = split_pieces(vertices, faces, partition=True)
-    order = np.argsort(piece, kind="stable")
-    starts = np.searchsorted(piece[order], np.arange(int(piece.max(initial=0)) + 2))
+    order, starts = piece_order(split_pieces(vertices, faces, partition=True))
     n = max(1, math.ceil(len(faces) / max(int(group_faces), 1)))
     cuts = np.searchsorted(starts, np.arange(1, n) * len(faces) / n)     # the piece nearest each even split
     groups = np.unique(np.concatenate([[0], cuts, [len(starts) - 1]]))
@@ -122,44 +119,6 @@ def group_time_estimate(num_faces: int, workers: int = None) -> float:
     workers = processes.usable_cores() if workers is None else max(int(workers), 1)
     groups = max(1, math.ceil(num_faces / GROUP_FACES))
     return math.ceil(groups / min(workers, groups)) * GROUP_FACES / 45000.0 + 0.3 + num_faces / 500000.0
-
-
-def _run_children(code, jobs, tmp, deadline, budget, progress, estimate, cancel):
-    """Start one child of ``code`` per job (its output file, then its other arguments), wait for them all; their
-    outputs in order."""
-    procs = []
-    try:
-        for dst, *args in jobs:
-            proc = processes.start(code, (os.path.join(tmp, "in.npz"), dst, *args), tmp, keep_stderr=True)
-            if proc is None:
-                raise RuntimeError("xatlas: no child process can be started here")
-            procs.append(proc)
-        start = deadline - budget
-        while any(p.poll() is None for p in procs):
-            if any(p.returncode not in (None, 0) for p in procs):
-                break                          # one failed: the others are stopped, its error raised below
-            check(cancel)
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"xatlas (in groups) ran past its {budget:.1f} s budget")
-            if progress is not None:
-                progress(min(99, int(100 * (time.monotonic() - start) / estimate)), 100)
-            time.sleep(0.02)
-    finally:
-        processes.stop_all(procs)
-    errors = []
-    for proc in procs:
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        if proc.stderr:
-            proc.stderr.close()
-        if proc.returncode != 0:       # the children stopped here (SIGTERM) after one failed come last
-            errors.append((proc.returncode == -15, f"xatlas exited with {proc.returncode}: {err.strip()[-500:]}"))
-    if errors:
-        raise RuntimeError(min(errors)[1])
-    outs = []
-    for dst, *_ in jobs:
-        with np.load(dst) as out:          # read now: the folder goes with the caller's block
-            outs.append({key: out[key] for key in out.files})
-    return outs
 
 
 def _tiles(group_uv, counts, size, pad, cancel):
@@ -210,7 +169,8 @@ def group_layout(v, f, budget, texture_size, padding, progress, cancel, workers:
         bounds = [ngroups * i // workers for i in range(workers + 1)]
         jobs = [(os.path.join(tmp, f"out{i}.npz"), bounds[i], bounds[i + 1]) for i in range(workers)
                 if bounds[i + 1] > bounds[i]]
-        outs = _run_children(GROUPS_CHILD, jobs, tmp, deadline, float(budget), progress, estimate, cancel)
+        outs = run_children(GROUPS_CHILD, jobs, tmp, deadline, float(budget), progress, estimate, cancel,
+                            name="xatlas (in groups)")
         counts = np.concatenate([o["counts"] for o in outs])
         if (counts[:, 4] != 1).any():
             raise RuntimeError(f"xatlas produced {counts[:, 4].tolist()} atlases for its groups")
@@ -225,8 +185,8 @@ def group_layout(v, f, budget, texture_size, padding, progress, cancel, workers:
             room = min(GROUP_MAX_RESOLUTION, 1 << max(int(math.ceil(math.log2(GROUP_ROOM * size))), 6))
             np.savez(os.path.join(tmp, "in.npz"), uvs=group_uv.astype(np.float32), faces=local.astype(np.uint32),
                      resolution=room, padding=pad)
-            out = _run_children(PACK_CHILD, [(os.path.join(tmp, "packed.npz"),)], tmp, deadline, float(budget),
-                                progress, estimate, cancel)[0]
+            out = run_children(PACK_CHILD, [(os.path.join(tmp, "packed.npz"),)], tmp, deadline, float(budget),
+                               progress, estimate, cancel, name="xatlas (in groups)")[0]
             if int(out["atlas_count"]) != 1 or out["faces"].shape != local.shape:
                 raise RuntimeError(f"xatlas packed the groups' charts into {int(out['atlas_count'])} atlases / "
                                    f"{out['faces'].shape} faces")
