@@ -6,24 +6,19 @@ one vertex (a PLY has no UVs to keep them apart), keeping the first copy's colou
 from __future__ import annotations
 
 import numpy as np
+import torch
 
+from ..bake.views import sample_texture
 from ..placement import place
 
 __all__ = ["vertex_colors", "save_vertex_color_ply"]
 
 
-def _bilinear(image: np.ndarray, uvs: np.ndarray) -> np.ndarray:
-    """float [N,C] lookups of uint8 `image` [T,T,C] (top row first) at `uvs` [N,2] (v up), edges clamped."""
-    h, w = image.shape[:2]
-    x = np.clip(uvs[:, 0] * w - 0.5, 0, w - 1)
-    y = np.clip((1 - uvs[:, 1]) * h - 0.5, 0, h - 1)
-    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
-    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    img = image.astype(np.float64).reshape(h, w, -1)
-    top = img[y0, x0] * (1 - fx) + img[y0, x1] * fx
-    bottom = img[y1, x0] * (1 - fx) + img[y1, x1] * fx
-    return top * (1 - fy) + bottom * fy
+def _lookup(image, uvs: torch.Tensor) -> np.ndarray:
+    """float64 [N,C] of uint8 ``image`` [T,T,C] at ``uvs`` [N,2]: the bake's own sampler (``sample_texture``: texel
+    centres at half-integers, v up over a top-row-first image, clamp to edge), in float64 so the uint8 rounding
+    after it does not move half-way values."""
+    return sample_texture(torch.as_tensor(np.asarray(image), dtype=torch.float64), uvs).numpy()
 
 
 def vertex_colors(textured) -> np.ndarray:
@@ -32,10 +27,13 @@ def vertex_colors(textured) -> np.ndarray:
     if textured.texture is None:
         raise ValueError("the mesh has no base colour texture (a geometry-only bake): no colours for a PLY")
     uvs = np.asarray(textured.uvs, np.float64).reshape(-1, 2)
-    rgb = _bilinear(np.asarray(textured.texture)[..., :3], uvs)
+    if not np.isfinite(uvs).all():
+        raise ValueError("the mesh has non-finite UVs: no colours for a PLY")
+    uv = torch.from_numpy(uvs)
+    rgb = _lookup(np.asarray(textured.texture)[..., :3], uv)
     pbr = getattr(textured, "pbr", None)
     if pbr is not None and pbr.writes_alpha:
-        alpha = _bilinear(np.asarray(pbr.alpha)[..., None], uvs)
+        alpha = _lookup(np.asarray(pbr.alpha)[..., None], uv)
     else:
         alpha = np.full((len(uvs), 1), 255.0)
     return np.clip(np.rint(np.concatenate([rgb, alpha], 1)), 0, 255).astype(np.uint8)
