@@ -3,10 +3,13 @@ tests/installer/ ...); tests/gpu/ holds what needs CUDA. What several test files
 ports, the browser app, small meshes, images and models) lives in tests/helpers/ and is imported by its full name
 (``from tests.helpers.servers import LiveServer``: pytest.ini puts the repository's root on the path); a test module
 never imports another one (tests/test_structure.py)."""
+import itertools
 import os
 import sys
 
 import pytest
+
+from desktop.state_dir import STATE_DIR_ENV
 
 # Under xdist, each worker's torch (and the servers and children it starts) gets its share of the cores: one OpenMP
 # pool per worker on every core would oversubscribe them, and its spinning threads slow each other's tests down.
@@ -25,6 +28,31 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "browser" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.browser)
+
+
+_STATE_DIRS = itertools.count()
+
+
+def fresh_state_dir(tmp_path_factory) -> str:
+    """A state folder of its own under the run's temp folder, not made until the app writes into it."""
+    return str(tmp_path_factory.getbasetemp() / "state" / str(next(_STATE_DIRS)))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def module_state_dir(tmp_path_factory):
+    """The app's per-user state folder (desktop.state_dir) of a module's shared runners and servers: a test never
+    reads or writes the real home's, and one module's learned stage times never reach another's first job."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(STATE_DIR_ENV, fresh_state_dir(tmp_path_factory))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def state_folder(module_state_dir, monkeypatch, tmp_path_factory):
+    """Each test's own state folder (apps it starts as children inherit it); returns its path (a str)."""
+    folder = fresh_state_dir(tmp_path_factory)
+    monkeypatch.setenv(STATE_DIR_ENV, folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from typing import Optional
 
 import torch
 
+from ..state_dir import state_dir
 from . import steps, trellis2_steps
 from .budget import job_memory
 from .context import JobContext
@@ -23,6 +24,7 @@ from .job import Job, JobState, Progress
 from .jobqueue import WARMUP, Entry
 from .models import DevicePipelines
 from .stage_times import StageTimes
+from .stage_times_file import FILE_NAME, StageTimesFile, device_key
 from .warmup import warm_up
 
 # A generation or export switches on the model family at its top (trellis2_steps): v1's steps are left as they are.
@@ -31,6 +33,16 @@ STEPS = {"generate": trellis2_steps.by_family(steps.generate), "export": trellis
 # The same steps of a generation or text job in two phases, for a batch: the first samples and returns the second, which
 # writes the files (a TRELLIS.2 generation is one phase: its first returns None).
 PHASES = {"generate": trellis2_steps.by_family(steps.generate_in_phases), "text": steps.text_in_phases}
+
+
+def gpu_name(device: str) -> Optional[str]:
+    """The model of the CUDA GPU `device` names ("NVIDIA H200"); None for another device or one it cannot tell."""
+    if not str(device).startswith("cuda"):
+        return None
+    try:
+        return torch.cuda.get_device_name(torch.device(device)) if torch.cuda.is_available() else None
+    except Exception:                     # no driver, a wrong index: the times are kept under "cuda" alone
+        return None
 
 
 class Worker:
@@ -45,6 +57,9 @@ class Worker:
         self.warming = False
         self.warmup_timings: dict = {}     # seconds of the last warm-up: load_model, warm_run
         self.stage_times = StageTimes()    # this device's measured stage times: the next job's ETA
+        # ... as the app's earlier runs on this device left them: its first job has an ETA too
+        self.stage_times_file = StageTimesFile(state_dir() / FILE_NAME, device_key(device, gpu_name(device)))
+        self.stage_times_file.load(self.stage_times)
         self.thread = threading.Thread(target=self.loop, name=name, daemon=True)
 
     @property
@@ -85,6 +100,7 @@ class Worker:
         if job.warnings:
             job.timings["warnings"] = list(job.warnings)
         self.write_timings(job)
+        self.stage_times_file.save(self.stage_times)     # a job that ended well: what it taught outlives the app
         self.finish(entry, JobState.DONE)
 
     def context(self, entry: Entry) -> JobContext:

@@ -132,6 +132,7 @@ def test_the_containerfile_runs_our_installer_as_a_user_under_an_init():
     assert c["ENTRYPOINT"][0].startswith('["/usr/bin/tini", "--",') and c["CMD"] == ['["api"]']
     assert "installer.container" in c["HEALTHCHECK"][0] and "health" in c["HEALTHCHECK"][0]
     assert c["VOLUME"] == ['["/app/.cache", "/outputs"]']
+    assert "TRELLIS_STATE_DIR=/app/.cache/state" in " ".join(c["ENV"])    # the learned ETA outlives the container
     assert not any(w in " ".join(c["RUN"]) for w in ("gcc", "build-essential", "nvcc", "cuda-toolkit"))
 
 
