@@ -77,9 +77,8 @@ def load_pipeline_parts(path: str, args: dict, search_dirs=(), device=None,
 LEAN_BELOW_FREE_BYTES = 3 * 2 ** 30
 
 # Lean mode also when the flow, once on the device, leaves less free than its stage's activations would take without
-# it: LEAN_ACTIVATION_MARGIN x batch items x tokens x flow_activation_bytes(flow). The LEAN_BELOW_FREE_BYTES rule alone
-# let TRELLIS.2's 1536 flow (45 k tokens a CFG item) run without it under an 8 GiB cap, where the allocator's
-# fragmentation then ran out of memory (docs/benchmarks/trellis2.md#low-vram).
+# it: LEAN_ACTIVATION_MARGIN x batch items x tokens x flow_activation_bytes(flow). The rule before the load alone misses
+# a large flow whose activations outgrow what its weights leave free (docs/benchmarks/trellis2.md#low-vram).
 LEAN_ACTIVATION_MARGIN = 1.25
 
 # Batched CFG while offloading with cfg_batch left to "auto" (MemoryPolicy.cfg_batch None): decided per flow stage,
