@@ -6,6 +6,7 @@ import contextlib
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from ..jobs import folder as job_folder
@@ -23,7 +24,7 @@ from .history_tab import EMPTY as HISTORY_EMPTY, HistoryTab, wire_history_tab
 from .knobs import KNOBS, PRESET_CHOICES_WITH_CUSTOM, start_note, wire_knobs
 from .lazy import gr, load_gradio
 from .places import wire_places
-from .pagestate import TabResults, wire_busy, wire_idle, wire_tabs
+from .pagestate import TabResults, buttons, wire_busy, wire_idle, wire_tabs
 from .batch_view import status_html
 from .status import (POLL_S, device_line, hide_paths, idle_html, kept_files, md_escape, memory_line, model_name,
                      message_html)
@@ -294,7 +295,10 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
 
             def on_cancel(request: gr.Request):
                 return self.cancel(request)
-            cancel.click(on_cancel, None, cancel, **quick)
+
+            def on_cancel_settled(request: gr.Request):
+                return self.cancel_settled(request)
+            cancel.click(on_cancel, None, cancel, **quick).then(on_cancel_settled, None, cancel, **quick)
 
             shown = [info, video, model3d, file_choice, download, files]
             wire_download_row(file_choice, download)
@@ -447,3 +451,16 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
         stopped = sum(self.runner.cancel(job_id) for job_id in ids)
         # Said on the button, not in a toast: the status box then says what the job kept.
         return gr.update(value="Cancelling…", interactive=False) if stopped else gr.update(interactive=False)
+
+    def cancel_settled(self, request, wait_s: float = 60.0):
+        """The Cancel button once the page's stopped jobs have ended (waited for up to `wait_s`): its label back,
+        whichever of this and the jobs' own end reaches the page last (the two are separate events)."""
+        session = getattr(request, "session_hash", None)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._active.get(session):
+                    break
+            time.sleep(POLL_S)
+        with self._lock:
+            return buttons(bool(self._active.get(session)))[1]
