@@ -29,7 +29,7 @@ import numpy as np
 from .concurrency import start_thread
 from .rows import row_norm
 
-__all__ = ["DEFAULT_CREASE_ANGLE", "face_normals", "corner_angles", "split_vertex_normals", "SharedSplit"]
+__all__ = ["DEFAULT_CREASE_ANGLE", "face_normals", "corner_angles", "split_vertex_normals", "point_ids", "SharedSplit"]
 
 DEFAULT_CREASE_ANGLE = 60.0   # degrees; see the module docstring
 
@@ -54,7 +54,7 @@ def corner_angles(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
         a = p[:, (k + 1) % 3] - p[:, k]
         b = p[:, (k + 2) % 3] - p[:, k]
         # atan2(|a x b|, a . b) stays accurate for angles near 0 and pi, unlike acos of the dot
-        out[:, k] = np.arctan2(np.linalg.norm(np.cross(a, b), axis=1), np.einsum("ij,ij->i", a, b))
+        out[:, k] = np.arctan2(row_norm(np.cross(a, b)), np.einsum("ij,ij->i", a, b))
     return out
 
 
@@ -76,8 +76,7 @@ def split_vertex_normals(vertices, faces, crease_angle: float = DEFAULT_CREASE_A
     weight = corner_angles(v, f) * has_area[:, None]
 
     # Welded ids: vertices at the same position are one point (the UV seams' copies).
-    _, point = np.unique(v, axis=0, return_inverse=True)
-    point = point.reshape(-1)
+    point = point_ids(v)
     fp = point[f]                                            # [F, 3] point of each corner
 
     # Half-edges (corner k -> corner k+1 of each face), keyed by their unordered point pair.
@@ -89,7 +88,7 @@ def split_vertex_normals(vertices, faces, crease_angle: float = DEFAULT_CREASE_A
     keep = pa != pb                                          # an edge of one point joins nothing
     ca, cb, pa, pb, face_of = ca[keep], cb[keep], pa[keep], pb[keep], face_of[keep]
     edge = np.minimum(pa, pb) * (int(point.max()) + 1) + np.maximum(pa, pb)
-    order = np.argsort(edge)
+    order = np.argsort(edge, kind="stable")        # the faces' order leaves runs that a merge sort uses
     edge = edge[order]
     starts = np.flatnonzero(np.r_[True, edge[1:] != edge[:-1]])
     counts = np.diff(np.r_[starts, len(edge)])
@@ -134,12 +133,60 @@ def split_vertex_normals(vertices, faces, crease_angle: float = DEFAULT_CREASE_A
         length[still] = 1.0
     group_normal = summed / length[:, None]
 
-    # Output vertices: one per (input vertex, group) pair in use.
-    key = f.reshape(-1) * n_groups + group
-    unique_key, inverse = np.unique(key, return_inverse=True)
-    source = unique_key // n_groups
-    normals = group_normal[unique_key % n_groups]
-    return source, inverse.reshape(n_faces, 3).astype(np.int64), normals
+    # Output vertices: one per (input vertex, group) pair in use, ordered by vertex, then group. Most groups
+    # hold one vertex: each group's pair with a vertex of its own, plus the few pairs of its corners at another
+    # vertex (UV seam copies), are every pair once; only those are sorted, not every corner's pair.
+    corner_vertex = f.reshape(-1)
+    some_vertex = np.empty(n_groups, np.int64)
+    some_vertex[group] = corner_vertex                       # one of its corners' vertices: which, does not matter
+    other = np.flatnonzero(corner_vertex != some_vertex[group])
+    other_key, other_pair = np.unique(corner_vertex[other] * n_groups + group[other], return_inverse=True)
+    key = np.concatenate([some_vertex * n_groups + np.arange(n_groups), other_key])
+    order = np.argsort(key)
+    rank = np.empty(len(key), np.int64)
+    rank[order] = np.arange(len(key))
+    index = rank[group]
+    index[other] = rank[n_groups + other_pair.reshape(-1)]
+    key = key[order]
+    return key // n_groups, index.reshape(n_faces, 3), group_normal[key % n_groups]
+
+
+def point_ids(vertices: np.ndarray) -> np.ndarray:
+    """[V] int64: for each vertex, the smallest index of a vertex at its position (rows compared with ``==``, as
+    ``np.unique(axis=0)`` compares them: -0.0 is 0.0, a NaN is no other row).
+
+    One sort of a 64-bit hash of each row, not a sort of whole rows: neighbours in that order with equal hashes
+    and equal rows are one point. Only runs of one hash that hold different rows (a collision) are sorted whole.
+    """
+    v = np.ascontiguousarray(vertices, dtype=np.float64).reshape(-1, 3)
+    n = len(v)
+    bits = (v + 0.0).view(np.uint64)                  # + 0.0: -0.0 takes 0.0's bits, as == makes them equal
+    h = bits[:, 0] * _MIX[0] ^ bits[:, 1] * _MIX[1] ^ bits[:, 2] * _MIX[2]
+    order = np.argsort(h)
+    h, s = h[order], v[order]
+    same_h = h[1:] == h[:-1]
+    same = same_h & (s[1:, 0] == s[:-1, 0]) & (s[1:, 1] == s[:-1, 1]) & (s[1:, 2] == s[:-1, 2])
+    ids = np.empty(n, np.int64)
+    if n:
+        ids[0] = 0
+        np.cumsum(~same, out=ids[1:])
+    mixed = same_h & ~same
+    if mixed.any():
+        run = np.concatenate([[0], np.cumsum(~same_h)])      # runs of one hash, in sorted order
+        whole = np.zeros(int(run[-1]) + 1, dtype=bool)
+        whole[run[1:][mixed]] = True
+        sel = whole[run]
+        _, sub = np.unique(s[sel], axis=0, return_inverse=True)
+        ids[sel] = n + sub.reshape(-1)
+    # Each point named by its first vertex: names in the vertices' order keep the mesh's locality for later sorts.
+    first = np.full(int(ids.max()) + 1 if n else 0, n, dtype=np.int64)
+    np.minimum.at(first, ids, order)
+    point = np.empty(n, np.int64)
+    point[order] = first[ids]
+    return point
+
+
+_MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9], dtype=np.uint64)  # odd: bijective
 
 
 class SharedSplit:

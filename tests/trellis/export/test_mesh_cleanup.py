@@ -830,6 +830,25 @@ def test_fill_random_holes_keeps_every_edge_two_manifold():
     assert fans > 0
 
 
+def test_boundary_half_edges_are_those_of_edges_one_face_uses():
+    """``boundary_with_faces`` (a sort of the edge keys, no edge table): in half-edge order, the half-edges whose
+    undirected edge the table counts once (an a->a edge never), also with duplicated, flipped and collapsed faces
+    and with a vertex count that is too small (keys that collide) or too large."""
+    from trellis.export.mesh_graph import edges
+    v, f = _sphere(2)
+    rng = np.random.default_rng(3)
+    f = f[rng.random(len(f)) > 0.2]
+    f = np.concatenate([f, f[:3], f[5:7, [0, 2, 1]], [[0, 0, 1], [2, 2, 2]]])
+    he = f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    for n in (len(v), len(v) + 5, len(v) // 2):
+        edge_of_he, _, count = edges(f, n)
+        keep = np.nonzero((count[edge_of_he] == 1) & (he[:, 0] != he[:, 1]))[0]
+        bnd, bnd_face = holes.boundary_with_faces(f, n)
+        assert len(keep) > 50
+        np.testing.assert_array_equal(bnd, he[keep])
+        np.testing.assert_array_equal(bnd_face, keep // 3)
+
+
 # ----------------------------------------------------------------------------- whole chain
 
 def test_clean_mesh_for_export_removes_inner_shell_and_reports_progress(monkeypatch):

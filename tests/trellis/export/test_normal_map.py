@@ -11,7 +11,7 @@ import trimesh
 from trellis.export.bake.normal_map import (angular_error, bake_normal_map, dense_normals_view, shading_normals,
                                             smooth_normals)
 from trellis.export.bake.observations import observation_cameras
-from trellis.export.tangents import vertex_tangents
+from trellis.export.tangents import corner_sums, vertex_tangents
 from trellis.renderers.cameras import orbit_cameras
 
 from tests.helpers.meshes import plane
@@ -28,6 +28,18 @@ def square(mirror_u: bool = False):
 
 def top_cameras():
     return orbit_cameras([0.0, 0.5, 1.5, 3.0, 4.5], [1.2, 1.0, 1.3, 1.1, 1.4])
+
+
+def test_corner_sums_are_add_at_bit_for_bit():
+    """The tangents' per-vertex sums add in np.add.at's order, corner by corner: the same bits (each vertex here
+    sums ~18 terms, so another order would show in the last bits)."""
+    rng = np.random.default_rng(1)
+    f = rng.integers(0, 50, (300, 3))
+    values, weight = rng.normal(size=(300, 3)), rng.random((300, 3))
+    expected = np.zeros((60, 3))                                      # 10 vertices no face uses
+    for k in range(3):
+        np.add.at(expected, f[:, k], values * weight[:, k:k + 1])
+    assert corner_sums(f, values, weight, 60).tobytes() == expected.tobytes()
 
 
 def test_tangents_follow_u_and_the_handedness_follows_v():

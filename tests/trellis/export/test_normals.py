@@ -218,6 +218,24 @@ def test_empty_mesh():
     assert source.shape == (0,) and new_f.shape == (0, 3) and normals.shape == (0, 3)
 
 
+@pytest.mark.parametrize("collide", [False, True])
+def test_welded_points_are_numpys_unique_rows_named_by_their_first_vertex(collide, monkeypatch):
+    """Rows equal under == (-0.0 is 0.0, a NaN equals nothing) share one id, their first vertex's; with every
+    row's hash made equal, the rows are told apart by the whole-row sort instead."""
+    from trellis.export import normals
+    if collide:
+        monkeypatch.setattr(normals, "_MIX", np.zeros(3, np.uint64))
+    rng = np.random.default_rng(0)
+    v = rng.integers(-2, 3, (400, 3)) / 2.0                   # a coarse grid: many rows repeat, many share x
+    v[rng.random(v.shape) < 0.2] *= -1.0
+    v[v == 0.0] *= rng.choice([1.0, -1.0], (v == 0.0).sum())   # zeros of both signs
+    v[rng.random(v.shape) < 0.02] = np.nan
+    _, label = np.unique(v, axis=0, return_inverse=True)
+    first = {}
+    expected = [first.setdefault(int(k), i) for i, k in enumerate(label.reshape(-1))]
+    np.testing.assert_array_equal(normals.point_ids(v), expected)
+
+
 # ----------------------------------------------------------------------------- in the files
 
 

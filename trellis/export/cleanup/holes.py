@@ -9,7 +9,7 @@ import numpy as np
 
 from ...core.callbacks import check as _check_cancel
 from ..arrays import Progress, output, report, to_numpy
-from ..mesh_graph import components, edges
+from ..mesh_graph import components
 from ..rows import row_max, row_min, row_norm, row_sum
 
 __all__ = ["PATCH_MAX_EDGES", "boundary_edges", "boundary_with_faces", "boundary_cycles", "fill_holes"]
@@ -27,8 +27,26 @@ def boundary_with_faces(f, n_vertices=None):
     if n_vertices is None:
         n_vertices = int(f.max()) + 1
     he = f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
-    edge_of_he, _, count = edges(f, n_vertices)
-    keep = np.nonzero((count[edge_of_he] == 1) & (he[:, 0] != he[:, 1]))[0]
+    n = np.int64(n_vertices)
+    key = row_min(he) * n + row_max(he)               # the undirected edge, as mesh_graph.edges keys it
+    # The keys that occur once, from a plain sort (no inverse of every half-edge, as the edge table would make).
+    s = np.sort(key, kind="stable")                  # a merge sort uses the runs the faces' order leaves
+    lone = np.ones(len(s), dtype=bool)
+    lone[1:] = s[1:] != s[:-1]
+    lone[:-1] &= s[:-1] != s[1:]
+    single = s[lone]
+    if len(single) == 0:
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
+    proper = he[:, 0] != he[:, 1]
+    if f.min() >= 0 and f.max() < n_vertices:
+        # Only half-edges between two ends of lone edges can be one: look up just those.
+        ends = np.zeros(n_vertices, dtype=bool)
+        ends[single // n] = True
+        ends[single % n] = True
+        proper &= ends[he[:, 0]] & ends[he[:, 1]]
+    cand = np.nonzero(proper)[0]
+    pos = np.minimum(np.searchsorted(single, key[cand]), len(single) - 1)
+    keep = cand[single[pos] == key[cand]]
     return he[keep], keep // 3
 
 
