@@ -57,9 +57,7 @@ class Worker:
         self.warming = False
         self.warmup_timings: dict = {}     # seconds of the last warm-up: load_model, warm_run
         self.stage_times = StageTimes()    # this device's measured stage times: the next job's ETA
-        # ... as the app's earlier runs on this device left them: its first job has an ETA too
-        self.stage_times_file = StageTimesFile(state_dir() / FILE_NAME, device_key(device, gpu_name(device)))
-        self.stage_times_file.load(self.stage_times)
+        self.stage_times_file: Optional[StageTimesFile] = None     # where they are kept (the thread's start)
         self.thread = threading.Thread(target=self.loop, name=name, daemon=True)
 
     @property
@@ -72,6 +70,10 @@ class Worker:
         if self.device.startswith("cuda") and torch.cuda.is_available():
             with contextlib.suppress(Exception):
                 torch.cuda.set_device(torch.device(self.device))
+        # ... as the app's earlier runs on this device left them, so its first job has an ETA too; read here, not in
+        # the constructor: naming the GPU starts CUDA, which the app's start need not wait for
+        self.stage_times_file = StageTimesFile(state_dir() / FILE_NAME, device_key(self.device, gpu_name(self.device)))
+        self.stage_times_file.load(self.stage_times)
         while True:
             entry = self.queue.take(self.device, lambda: self.warm_request is not None)
             if entry is None:
