@@ -28,6 +28,7 @@ import numpy as np
 
 from ..core.callbacks import check
 from .lod_targets import LodRefusal, LodTargetError, meets_target
+from .tangents import corner_sums
 from .textured import TexturedMesh
 
 __all__ = ["MIN_NORMAL_DOT", "MIN_QUALITY", "SEAM_WEIGHT", "SeamDecimator", "lod_meshes"]
@@ -153,9 +154,7 @@ def vertex_kinds(fw: np.ndarray, n: int, ends, seam, nonmanifold) -> np.ndarray:
 def vertex_normals(p: np.ndarray, fw: np.ndarray) -> np.ndarray:
     """[n,3] unit area-weighted normals of the welded vertices (zero where a vertex has no area around it)."""
     cross = np.cross(p[fw[:, 1]] - p[fw[:, 0]], p[fw[:, 2]] - p[fw[:, 0]])
-    n = np.zeros_like(p)
-    for k in range(3):
-        np.add.at(n, fw[:, k], cross)
+    n = corner_sums(fw, cross, None, len(p))
     return n / np.maximum(np.linalg.norm(n, axis=1), 1e-300)[:, None]
 
 
@@ -224,14 +223,12 @@ class SeamDecimator:
     @staticmethod
     def initial_quadrics(p, fw, table) -> np.ndarray:
         """Per welded vertex: its faces' planes weighted by area, plus the seam and boundary constraint planes."""
-        q = np.zeros((len(p), 10))
         a, b, c = p[fw[:, 0]], p[fw[:, 1]], p[fw[:, 2]]
         cross = np.cross(b - a, c - a)
         twice_area = np.linalg.norm(cross, axis=1)
         normal = cross / np.maximum(twice_area, 1e-300)[:, None]
         face_q = plane_quadrics(normal, a, twice_area / 2)
-        for k in range(3):
-            np.add.at(q, fw[:, k], face_q)
+        q = corner_sums(fw, face_q, None, len(p))
         ends, seam, _, face, edge = table
         side = seam[edge]
         # Per seam side: the plane through the edge, perpendicular to that side's face.

@@ -38,8 +38,9 @@ def _any_perpendicular(n: np.ndarray) -> np.ndarray:
     return t / np.maximum(row_norm(t)[:, None], 1e-30)
 
 
-def corner_sums(faces: np.ndarray, values: np.ndarray, weight: np.ndarray, n_vertices: int) -> np.ndarray:
-    """[V,3]: each vertex's sum of ``values[face] * weight[face, k]`` over the faces' corners k at it.
+def corner_sums(faces: np.ndarray, values: np.ndarray, weight: np.ndarray | None, n_vertices: int) -> np.ndarray:
+    """[V,C]: each vertex's sum of ``values[face] * weight[face, k]`` (``values`` [F,C]; no ``weight``: ``values[face]``)
+    over the faces' corners k at it.
 
     One ``np.bincount`` per coordinate over the corners laid out corner by corner (all first corners in face
     order, then the second, then the third): bincount adds in that element order, which is the order of
@@ -47,9 +48,10 @@ def corner_sums(faces: np.ndarray, values: np.ndarray, weight: np.ndarray, n_ver
     loop (docs/benchmarks/export.md#cpu-hot-spots-of-the-mesh-export).
     """
     at = faces.T.reshape(-1)
-    out = np.empty((n_vertices, 3))
-    for j in range(3):
-        out[:, j] = np.bincount(at, (weight.T * values[:, j]).reshape(-1), minlength=n_vertices)
+    out = np.empty((n_vertices, values.shape[1]))
+    for j in range(values.shape[1]):
+        per_corner = np.tile(values[:, j], 3) if weight is None else (weight.T * values[:, j]).reshape(-1)
+        out[:, j] = np.bincount(at, per_corner, minlength=n_vertices)
     return out
 
 

@@ -40,6 +40,11 @@ def test_corner_sums_are_add_at_bit_for_bit():
     for k in range(3):
         np.add.at(expected, f[:, k], values * weight[:, k:k + 1])
     assert corner_sums(f, values, weight, 60).tobytes() == expected.tobytes()
+    quadrics = rng.normal(size=(300, 10))                             # unweighted, any width (the LODs' quadrics)
+    expected = np.zeros((60, 10))
+    for k in range(3):
+        np.add.at(expected, f[:, k], quadrics)
+    assert corner_sums(f, quadrics, None, 60).tobytes() == expected.tobytes()
 
 
 def test_tangents_follow_u_and_the_handedness_follows_v():
