@@ -1,9 +1,7 @@
 """Model loading: the image and text pipelines loaded (and the text model fetched on its first use), for the job
 runner and the batch alike.
 
-    model_family(model)                      "trellis" or "trellis2": the family of a folder or hub repo
-    family_folder(family, model)             the folder a job of `family` loads: `model` (--model) or the installed one
-    family_unavailable(family)               why a family is not installed here and how to install it
+    (the families themselves, how a model folder is recognised and where each is installed: desktop/families)
     load_image_pipeline(model, device)       a folder or hub repo -> the image pipeline on `device` (ModelLoadError)
     load_text_pipeline(source, device)       the same for a text pipeline
     text_source(text_model, size)            which text pipeline a prompt of `size` uses
@@ -24,11 +22,9 @@ from typing import Callable, Optional
 
 from trellis.core.callbacks import Cancelled
 
-from ..options import MODEL_FAMILIES
+from ..families import FAMILIES, family_folder, family_of_model, get_family
 from .failures import is_disk_full, is_oom, model_load_message
 from .job import Job, ModelLoadError
-
-FAMILIES = tuple(MODEL_FAMILIES)               # "trellis" (TRELLIS v1), "trellis2" (TRELLIS.2)
 
 
 def text_repo(size: str) -> str:
@@ -52,109 +48,31 @@ def text_model_message(source: str, err: BaseException) -> str:
             f"copy (e.g. `hf download {source} --local-dir FOLDER`).")
 
 
-TRELLIS2_PIPELINE = "Trellis2ImageTo3DPipeline"      # pipeline.json's name of a TRELLIS.2 folder
-
-
 def model_family(model: str) -> str:
-    """"trellis2" for a TRELLIS.2 pipeline (a folder whose pipeline.json names it, or a hub repo named TRELLIS.2),
-    else "trellis" (v1; a folder that cannot be read is v1's, whose loader then says what is wrong). No download."""
-    import json
-
-    local = os.path.join(os.fspath(model), "pipeline.json")
-    if os.path.isfile(local):
-        try:
-            with open(local, encoding="utf-8") as f:
-                name = json.load(f).get("name")
-        except (OSError, ValueError, AttributeError):
-            return "trellis"
-        return "trellis2" if name == TRELLIS2_PIPELINE else "trellis"
-    return "trellis2" if "trellis.2" in os.fspath(model).lower() and not os.path.isdir(model) else "trellis"
-
-
-def family_folder(family: str, model: str) -> Optional[str]:
-    """The folder (or hub repo) a job of `family` loads: `model` (--model) where it is of that family, else where the
-    app installs that family; None where it is not installed here. Only files are looked at, nothing is loaded."""
-    if model_family(model) == family:
-        return os.fspath(model)
-    if family == "trellis2":
-        from trellis.pipelines.trellis2_availability import trellis2_availability
-
-        found = trellis2_availability()
-        return found.model_dir if found.available else None
-    return installed_v1()
-
-
-def installed_v1() -> Optional[str]:
-    """TRELLIS v1's image pipeline as the app installs it: $TRELLIS_DESKTOP_MODEL (the launcher's), its repo's folder
-    in the models folder ($TRELLIS_MODEL_DIR), or the Hugging Face cache's copy (then the repo id: the loader finds
-    it there); None where none of them holds one."""
-    from trellis.pipelines.background import default_model_dir
-    from trellis.pipelines.model_sources import local_repo_folders
-    from trellis.pipelines.trellis2_availability import cached
-
-    from ..options import DEFAULT_MODEL, default_model
-
-    root = os.environ.get("TRELLIS_MODEL_DIR") or str(default_model_dir().parent)
-    for folder in [default_model()] + local_repo_folders(DEFAULT_MODEL, [root]):
-        if os.path.isfile(os.path.join(folder, "pipeline.json")) and model_family(folder) == "trellis":
-            return folder
-    return DEFAULT_MODEL if cached(DEFAULT_MODEL, "pipeline.json") else None
-
-
-def family_unavailable(family: str) -> str:
-    """Why `family` cannot run here (family_folder found none) and how to install it, in one message."""
-    if family == "trellis2":
-        from trellis.pipelines.trellis2_availability import trellis2_availability
-
-        return trellis2_availability().message or "TRELLIS.2 is not installed here."
-    from ..options import DEFAULT_MODEL
-
-    return (f"TRELLIS v1 is not installed here: start the app with ./run.sh (Windows: run.bat), which downloads it, "
-            f"or with --model {DEFAULT_MODEL} (or a folder holding a copy of it).")
+    """The id of the family of a folder or hub repo (families.family_of_model)."""
+    return family_of_model(model).name
 
 
 def ignored_pipeline_type(job: Job) -> None:
-    """A TRELLIS v1 job given a TRELLIS.2 pipeline type other than its preset's (the fast and high presets set one):
-    the job says it was ignored. For "custom" settings, as GenerationSettings.for_device reads them: one the user set
-    other than the default, or one no preset gives."""
-    from ..settings import PRESETS, preset_value
-    from ..settings_table import DEFAULT_PIPELINE_TYPE
-
-    settings = job.settings
-    if settings.preset in PRESETS:
-        expected = {preset_value(settings.preset, "pipeline_type")}
-    elif "pipeline_type" in settings.explicit:
-        expected = {DEFAULT_PIPELINE_TYPE}
-    else:                                     # a preset's value kept when another control moved the page to custom
-        expected = {preset_value(p, "pipeline_type") for p in PRESETS}
-    if settings.pipeline_type not in expected:
-        job.warn(f"pipeline_type {settings.pipeline_type} is a TRELLIS.2 setting: this TRELLIS v1 model has one "
-                 "path and ignored it.")
+    """A v1 job's warning for a TRELLIS.2 setting: JobRunner.submit says it now (families.check), once."""
 
 
 def load_image_pipeline(model: str, device: str, on_model: Optional[Callable] = None):
     """The image pipeline of `model` (a folder or hub repo; either family) on `device`; ModelLoadError with what to
     do. `on_model`: the library's hook, called as each network is loaded."""
-    from trellis.pipelines import Trellis2ImageTo3DPipeline, TrellisImageTo3DPipeline
+    import trellis.pipelines
 
-    trellis2 = model_family(model) == "trellis2"
+    family = family_of_model(model)
     try:
-        cls = Trellis2ImageTo3DPipeline if trellis2 else TrellisImageTo3DPipeline
-        pipeline = cls.from_pretrained(model, device=device, on_model=on_model)
+        pipeline = getattr(trellis.pipelines, family.pipeline_class).from_pretrained(model, device=device,
+                                                                                    on_model=on_model)
     except Exception as err:
         if is_oom(err) or is_disk_full(err):
             raise
-        raise ModelLoadError(trellis2_unavailable(model, err) if trellis2 else model_load_message(model, err)) from err
+        # why the family's files cannot run here (TRELLIS.2: no DINOv3 token, files missing), else the loader's own
+        problem = family.load_problem(model)
+        raise ModelLoadError(problem or model_load_message(model, err)) from err
     return pipeline
-
-
-def trellis2_unavailable(model: str, err: BaseException) -> str:
-    """Why TRELLIS.2 at `model` cannot be loaded here and what to do (``trellis2_availability``: no DINOv3 token,
-    files missing), or the loader's own message where every file is in place."""
-    from trellis.pipelines.trellis2_availability import trellis2_availability
-
-    found = trellis2_availability(model if os.path.isdir(model) else None)
-    return found.message or model_load_message(model, err)
 
 
 def load_text_pipeline(source: str, device: str, fetch: Optional[Callable[[], Path]] = None) -> tuple:
@@ -203,7 +121,7 @@ class Models:
     def __init__(self, model_path: str, text_model: Optional[str] = None, image_factory: Optional[Callable] = None,
                  text_factory: Optional[Callable] = None):
         self.model_path = os.fspath(model_path)
-        self.family = model_family(self.model_path)          # "trellis" or "trellis2": which steps a job takes
+        self.family = family_of_model(self.model_path).name   # its family's id: which steps a job of none takes
         self.text_model = os.fspath(text_model) if text_model else None
         self.image_factory = image_factory or self.load_image
         self.text_factory = text_factory or self.load_text
@@ -213,7 +131,9 @@ class Models:
 
     def folder_for(self, family: Optional[str]) -> Optional[str]:
         """The folder a job of `family` (None: the model's own) loads, None where that family is not installed."""
-        return self.model_path if family in (None, self.family) else family_folder(family, self.model_path)
+        if family is None or get_family(family).name == self.family:
+            return self.model_path
+        return family_folder(family, self.model_path)
 
     def families(self) -> list:
         """The image families a job can run here: the model's own, and the other one where it is installed."""
@@ -253,7 +173,7 @@ class DevicePipelines:
         if family != self.models.family:
             folder = self.models.folder_for(family)
             if folder is None:
-                raise ModelLoadError(family_unavailable(family))
+                raise ModelLoadError(get_family(family).unavailable())
             self.image_pipeline = load_image_pipeline(folder, self.device, on_model)
         else:
             factory = self.models.image_factory
@@ -269,14 +189,14 @@ class DevicePipelines:
         family = family or self.models.family
         loaded = self.image_pipeline is not None and self.image_family == family
         if not loaded and family != self.models.family and self.models.folder_for(family) is None:
-            raise ModelLoadError(family_unavailable(family))
+            raise ModelLoadError(get_family(family).unavailable())
         switching = self.image_pipeline is not None and not loaded
         if switching:
             self.unload_image()
         if self.image_pipeline is None:
             # Said where the load is not the usual one-off: the user sees why this job waits.
             other = switching or family != self.models.family
-            progress("load", 0, 1, f"loading {MODEL_FAMILIES[family]} …" if other else "")
+            progress("load", 0, 1, f"loading {get_family(family).words} …" if other else "")
             t = time.perf_counter()
             self.load_image(family=family)
             job.timings["load_model"] = time.perf_counter() - t

@@ -14,7 +14,6 @@ folder that cannot be written (read-only, full) costs the next start its first E
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 import time
@@ -49,15 +48,7 @@ def device_key(device: str, gpu_name: Optional[str] = None) -> str:
 
 def read_entries(path: Path) -> tuple:
     """({device key: entry}, None) of the file at `path`; ({}, None) when there is none; ({}, what is wrong)."""
-    try:
-        size = os.path.getsize(path)
-    except FileNotFoundError:
-        return {}, None
-    except OSError as err:
-        return {}, f"cannot be read ({err.strerror or err})"
-    if size > MAX_BYTES:
-        return {}, f"is {size:,} bytes, far larger than the stage times it holds"
-    data, wrong = load_json(path)
+    data, wrong = load_json(path, MAX_BYTES, "the stage times it holds")
     if wrong or data is None:
         return {}, wrong
     if not isinstance(data, dict) or data.get("format") != FORMAT:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import importlib
-import json
 import os
 import threading
+
+from ..core.inputfile import MAX_CONFIG_BYTES, InputFileError, open_regular, read_json_file
 
 __all__ = ["SparseStructureFlowModel", "SparseStructureDecoder", "SLatFlowModel", "SLatGaussianDecoder",
            "SLatRadianceFieldDecoder", "SLatMeshDecoder", "MODEL_CLASSES", "from_pretrained", "from_config",
            "skipped_init", "load_weights", "WeightsFileError", "MissingWeightsFileError", "read_safetensors", "check_readable",
+           "safetensors_spans", "read_config_json",
            "load_on", "model_class", "is_trellis2_flow", "castable"]
 
 # Class name in a ckpt JSON -> module that defines it. Loaded lazily to keep `import trellis` light.
@@ -114,13 +116,15 @@ class MissingWeightsFileError(WeightsFileError, FileNotFoundError):
 
 
 def check_readable(path) -> None:
-    """Raise WeightsFileError unless `path` is a file that opens and reads (the real reason: missing,
-    permission denied, a folder, ...)."""
+    """Raise WeightsFileError unless `path` is a regular file that opens and reads (the real reason: missing,
+    permission denied, a folder, a pipe or a device: refused before it is opened, so a FIFO never blocks)."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             f.read(1)
     except FileNotFoundError:
         raise MissingWeightsFileError(path, "the file is missing", errno.ENOENT) from None
+    except InputFileError as err:
+        raise WeightsFileError(path, f"it {err.reason}") from None
     except OSError as err:
         raise WeightsFileError(path, err.strerror or str(err), err.errno) from None
 
@@ -130,15 +134,24 @@ def read_safetensors(path) -> dict:
     read (safetensors itself says "No such file or directory" for any file it cannot open)."""
     from safetensors.torch import load_file
 
-    from .device_load import tensor_spans
-
     check_readable(path)
-    with open(path, "rb") as f:
-        tensor_spans(f, path)          # names the tensor at fault in a damaged or cut-short file
+    safetensors_spans(path)            # names the tensor at fault in a damaged or cut-short file
     try:
         return load_file(path, device="cpu")
     except Exception as err:           # SafetensorError (truncated, corrupt header), OSError
         raise WeightsFileError(path, f"the file is damaged or incomplete ({err})") from None
+
+
+def safetensors_spans(path) -> dict:
+    """The tensors a .safetensors file's header lists, {name: (dtype, shape, start, end)}, its data not read.
+    WeightsFileError for a file that is not a regular one, or whose header is damaged, cut short or far too long."""
+    from .device_load import tensor_spans
+
+    try:
+        with open_regular(path) as f:
+            return tensor_spans(f, path)[0]
+    except InputFileError as err:
+        raise WeightsFileError(path, f"it {err.reason}") from None
 
 
 def castable(source, target) -> bool:
@@ -152,17 +165,16 @@ def load_weights(model, path: str, strict: bool = True, state: dict | None = Non
     """Copy a safetensors file (or `state`, its tensors already read) into `model` (each tensor cast to the
     parameter's dtype), strict keys. The state-dict entries a network computes itself (its `computed_buffers`,
     e.g. RoPE phases) are neither needed from the file nor read from it."""
-    state = read_safetensors(path) if state is None else state
     expected = model.state_dict()
     computed = set(getattr(model, "computed_buffers", ()))
+    if state is None:
+        if strict:                   # the header's names checked first: a file of other tensors is not read
+            check_names(model, path, safetensors_spans(path), expected, computed)
+        state = read_safetensors(path)
     if computed:
         state = {k: v for k, v in state.items() if k not in computed}
-    missing = sorted(set(expected) - set(state) - computed)
-    unexpected = sorted(set(state) - set(expected))
-    if strict and (missing or unexpected):
-        raise ValueError(f"{path} does not match {type(model).__name__}: "
-                         f"missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
-                         f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}")
+    if strict:
+        check_names(model, path, state, expected, computed)
     bad = [k for k in state if k in expected and tuple(state[k].shape) != tuple(expected[k].shape)]
     if bad:
         k = bad[0]
@@ -175,6 +187,22 @@ def load_weights(model, path: str, strict: bool = True, state: dict | None = Non
                          f"{str(expected[k].dtype).replace('torch.', '')} there (not a weights file of this network?)")
     model.load_state_dict(state, strict=strict and not computed)
     return model
+
+
+def check_names(model, path, names, expected: dict, computed: set) -> None:
+    """ValueError unless the tensor `names` of `path` are `model`'s state dict's (less the ones it computes)."""
+    missing = sorted(set(expected) - set(names) - computed)
+    unexpected = sorted(set(names) - set(expected) - computed)
+    if missing or unexpected:
+        raise ValueError(f"{path} does not match {type(model).__name__}: "
+                         f"missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
+                         f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}")
+
+
+def read_config_json(path) -> dict:
+    """A model's config (a ckpt JSON, a pipeline.json): a regular file of at most MAX_CONFIG_BYTES, nested no
+    deeper than MAX_JSON_DEPTH. InputFileError (an OSError and a ValueError) names the file and what is wrong."""
+    return read_json_file(path, MAX_CONFIG_BYTES, what="a model's config")
 
 
 def _resolve_files(path: str) -> tuple[str, str]:
@@ -206,8 +234,7 @@ def from_pretrained(path: str, device=None, **overrides):
     """
     config_file, weights_file = _resolve_files(path)
     check_readable(config_file)
-    with open(config_file, encoding="utf-8") as f:
-        config = json.load(f)
+    config = read_config_json(config_file)
     config = {"name": config["name"], "args": {**config["args"], **overrides}}
     return load_on(config, weights_file, device)
 

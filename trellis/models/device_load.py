@@ -17,12 +17,18 @@ import struct
 
 import torch
 
-__all__ = ["build_on", "read_safetensors_to", "tensor_spans", "SAFETENSORS_DTYPES", "CHUNK_BYTES"]
+__all__ = ["build_on", "read_safetensors_to", "tensor_spans", "SAFETENSORS_DTYPES", "CHUNK_BYTES", "MAX_HEADER_BYTES",
+           "MAX_TENSORS"]
 
 # The safetensors format's dtype names (its header's "dtype" field).
 SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
                       "U8": torch.uint8, "BOOL": torch.bool}
+# A network's header lists at most a few hundred tensors in ~120 KB (shared/spec/state_dict*): a file past these
+# bounds is damaged or hostile, refused before its header is parsed or its entries are walked (a million entries
+# would keep the loader busy for minutes).
+MAX_HEADER_BYTES = 8 * 2 ** 20
+MAX_TENSORS = 20_000
 # Bytes per staging buffer: large enough that each read and copy runs at full speed, small enough to pin at once.
 CHUNK_BYTES = 64 * 2 ** 20
 
@@ -46,6 +52,9 @@ def _header(f, path) -> tuple[dict, int, int]:
     n = struct.unpack("<Q", raw)[0]
     if n > size - 8:
         raise WeightsFileError(path, "the file is damaged or incomplete (its header is longer than the file)")
+    if n > MAX_HEADER_BYTES:
+        raise WeightsFileError(path, f"the file is damaged or not a network's weights (its header is {n:,} bytes; a "
+                                     f"network's is at most {MAX_HEADER_BYTES >> 20} MB)")
     try:
         header = json.loads(f.read(n))
     except (ValueError, UnicodeDecodeError) as err:
@@ -53,6 +62,9 @@ def _header(f, path) -> tuple[dict, int, int]:
     if not isinstance(header, dict):
         raise WeightsFileError(path, "the file is damaged or incomplete (its header is not a table of tensors)")
     header.pop("__metadata__", None)
+    if len(header) > MAX_TENSORS:
+        raise WeightsFileError(path, f"the file is damaged or not a network's weights (its header lists "
+                                     f"{len(header):,} tensors; a network has at most {MAX_TENSORS:,})")
     return header, 8 + n, size - 8 - n
 
 

@@ -2,7 +2,6 @@
 TRELLIS.2) and their memory policy."""
 from __future__ import annotations
 
-import json
 import os
 
 from . import samplers
@@ -23,10 +22,11 @@ _PIPELINES = {"TrellisImageTo3DPipeline": TrellisImageTo3DPipeline, "TrellisText
 
 def from_pretrained(path: str, **kwargs):
     """Read `name` from pipeline.json and build that pipeline, of either family (spec §12; TRELLIS.2 facts §2.2)."""
+    from ..models import read_config_json
     from .model_sources import resolve_pipeline_json
 
-    with open(resolve_pipeline_json(path), encoding="utf-8") as f:
-        name = json.load(f).get("name")
+    config = read_config_json(resolve_pipeline_json(path))
+    name = config.get("name") if isinstance(config, dict) else None
     if name not in _PIPELINES:
         raise ValueError(f"{os.path.join(path, 'pipeline.json')}: unknown pipeline {name!r}")
     return _PIPELINES[name].from_pretrained(path, **kwargs)

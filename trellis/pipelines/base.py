@@ -10,12 +10,12 @@ stage-1 noise drawn first, then one stage-2 noise row per voxel.
 from __future__ import annotations
 
 import contextlib
-import json
 from typing import Callable, Optional
 
 import torch
 
 from ..core.device import obtainable_device_memory
+from ..models import read_config_json
 from ..modules.sparse import SparseTensor
 from ..core.callbacks import CancelCheck, Cancelled, check
 from . import samplers
@@ -36,10 +36,10 @@ class EmptyStructureError(ValueError):
 
 
 def read_pipeline_config(path: str, name: str) -> dict:
-    with open(resolve_pipeline_json(path), encoding="utf-8") as f:
-        config = json.load(f)
-    if config.get("name") != name:
-        raise ValueError(f"{path}: pipeline.json describes {config.get('name')!r}, not {name}")
+    config = read_config_json(resolve_pipeline_json(path))
+    if not isinstance(config, dict) or config.get("name") != name:
+        described = config.get("name") if isinstance(config, dict) else type(config).__name__
+        raise ValueError(f"{path}: pipeline.json describes {described!r}, not {name}")
     return config
 
 

@@ -94,10 +94,7 @@ def load_model(root: str, value: str, dirs=(), device=None):
             f"({_short(err)}). Download {repo} (at least {stem}.json and .safetensors) and put it next to "
             f"{os.path.basename(os.path.normpath(root))} or in TRELLIS_MODEL_DIR as '{repo.split('/')[1]}', "
             f"or connect to the internet.") from None
-    import json
-
-    with open(config_file, encoding="utf-8") as f:
-        config = json.load(f)
+    config = model_zoo.read_config_json(config_file)
     return model_zoo.load_on(config, weights_file, device)
 
 

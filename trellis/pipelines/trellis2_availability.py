@@ -18,13 +18,13 @@ token itself is never read into a message, only whether one exists.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from ..models import read_config_json
 from ..models.dinov3 import DINOV3_REPO
 from .background import default_model_dir
 from .model_sources import local_repo_folders, search_dirs, split_repo_path
@@ -146,8 +146,7 @@ def refusal(root: str, name: str, dirs) -> Optional[str]:
     """The installer's record of the hub refusing access to `name` ("not_accepted", "token_refused"), or None."""
     for folder in local_repo_folders(name, search_dirs(root, dirs)):
         try:
-            with open(os.path.join(folder, ACCESS_RECORD), encoding="utf-8") as f:
-                status = json.load(f).get("status")
+            status = read_config_json(os.path.join(folder, ACCESS_RECORD)).get("status")
         except (OSError, ValueError, AttributeError):
             continue
         if status in ("not_accepted", "token_refused"):
@@ -172,8 +171,7 @@ def trellis2_availability(model: Optional[str] = None, search_dirs=(), environ=N
     dirs = [os.fspath(d) for d in search_dirs] + [models_root]
     missing, cond_name = [], DINOV3_REPO
     try:
-        with open(os.path.join(root, "pipeline.json"), encoding="utf-8") as f:
-            config = json.load(f)
+        config = read_config_json(os.path.join(root, "pipeline.json"))
         models = config["args"]["models"]
         if config.get("name") != "Trellis2ImageTo3DPipeline" or not isinstance(models, dict):
             raise ValueError
