@@ -1,4 +1,4 @@
-"""Timing of TRELLIS.2's lit preview video (``trellis.utils.pbr_video``): the turntable of a baked PBR mesh, rendered
+"""Timing of TRELLIS.2's lit preview video (``trellis.export.pbr.video``): the turntable of a baked PBR mesh, rendered
 frame by frame by our rasteriser and PBR shading, then encoded as the app's preview.mp4 is.
 
     python benchmarks/pbr_preview_gpu.py [--faces 500000] [--texture 2048] [--frames 120] [--resolution 512]
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trellis.export.tangents import vertex_tangents  # noqa: E402
 from trellis.renderers.pbr_view import pbr_surface  # noqa: E402
-from trellis.utils.pbr_video import render_pbr_frames  # noqa: E402
+from trellis.export.pbr.video import render_pbr_frames  # noqa: E402
 from trellis.utils.render_utils import save_video, video_cameras  # noqa: E402
 
 

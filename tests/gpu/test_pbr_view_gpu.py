@@ -1,4 +1,4 @@
-"""The lit PBR turntable on the GPU (trellis/renderers/pbr_view.py, trellis/utils/pbr_video.py): the same frames as on
+"""The lit PBR turntable on the GPU (trellis/renderers/pbr_view.py, trellis/export/pbr/video.py): the same frames as on
 the CPU (the rasteriser's face ids are bit-identical on every device and path; the shading is float32 arithmetic, so
 the colours agree within a few 8-bit steps on all but the odd edge pixel), with the fast paths on and off."""
 import numpy as np
@@ -8,8 +8,8 @@ import torch
 from tests.helpers.meshes import uv_sphere
 from trellis.export.tangents import vertex_tangents
 from trellis.renderers.pbr_view import pbr_surface
-from trellis.utils.pbr_video import render_pbr_frames
-from trellis.utils.render_utils import video_cameras
+from trellis.export.pbr.video import render_pbr_frames
+from trellis.renderers.cameras import video_cameras
 
 
 def gold_and_blue_sphere(device, size=256):

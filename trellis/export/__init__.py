@@ -12,17 +12,19 @@ scheduler: it starts the decimation early, so that it overlaps the caller's othe
 the caller's side work (``SideWork``) beside the bake (DESIGN.md: what overlaps what); ``result_file`` keeps a result
 (the Gaussians and the decoder mesh, exactly) for exporting it again later; ``keep_mesh`` bakes a look onto the
 user's own mesh, its vertices, faces and usable UVs kept; ``pbr`` exports TRELLIS.2's O-Voxel (``ovoxel_to_glb``,
-``bake_ovoxel``: base colour, alpha, metallic-roughness and normal maps sampled from its voxels, no views);
+``bake_ovoxel``: base colour, alpha, metallic-roughness and normal maps sampled from its voxels, no views; also
+``ExportJob``'s export where it is given one);
 ``shape_only`` is the clean-up alone, for files that hold no texture.
 
 Shared: ``mesh_graph`` (edges, the dual graph, components), ``arrays`` (conversions, progress), ``concurrency`` (the
 only module that starts threads, child processes and CUDA streams), ``processes`` (child processes and their warm
 pool), ``gate`` (side work held through the export's critical GPU stages), ``temp_dirs`` (temp folders owned by their
-process), ``options`` (``ExportOptions``: every option of the export, typed). The names below load their stage on
+process), ``options`` (``ExportOptions`` for v1, ``PbrOptions`` for TRELLIS.2: every option of the export, typed, with each
+family's defaults). The names below load their stage on
 first use, so that importing this package (e.g. for ``temp_dirs`` at the app's start) stays light.
 """
 __all__ = ["to_glb", "to_obj", "bake_textured_mesh", "TexturedMesh", "ExportJob", "SideWork", "Background", "ExportOptions",
-           "DEFAULT_TEXTURE_SIZE", "warm_processes",
+           "PbrOptions", "DEFAULT_TEXTURE_SIZE", "warm_processes",
            "save_result", "load_result", "check_result", "DamagedResultError", "describe_export",
            "placed_shape_facts", "check_limits", "DESTINATION_LIMITS",
            "face_budget", "lod_meshes", "LodTargetError", "bake_onto_mesh", "uv_usable", "bake_uv_mesh",
@@ -34,7 +36,7 @@ __all__ = ["to_glb", "to_obj", "bake_textured_mesh", "TexturedMesh", "ExportJob"
 # Names defined in the stage modules, loaded when first asked for (they import numpy, torch).
 _LAZY = {"to_glb": "schedule", "to_obj": "schedule", "bake_textured_mesh": "schedule",
          "TexturedMesh": "textured", "ExportJob": "job", "SideWork": "job", "Background": "concurrency", "warm_processes": "job",
-         "ExportOptions": "options", "DEFAULT_TEXTURE_SIZE": "options",
+         "ExportOptions": "options", "PbrOptions": "options", "DEFAULT_TEXTURE_SIZE": "options",
          "save_result": "result_file", "load_result": "result_file", "check_result": "result_file",
          "DamagedResultError": "result_file", "describe_export": "report",
          "placed_shape_facts": "report",

@@ -16,10 +16,19 @@ once. ``bake`` starts the side work due with the bake (the app's preview video: 
 without a texture (``texture=False``: ``shape_only.clean_shape``), or the look baked onto the given mesh as it is
 (``keep_mesh=True``: ``keep_mesh.bake_onto_mesh``). ``side_by_side`` writes the files from its result, one thread
 each. ``close`` (also on an error or a cancel) stops the side work, waits for it and ends the children.
+
+TRELLIS.2's O-Voxel (a ``MeshWithVoxel``) goes through the same scheduler with a ``PbrOptions``: its export is the
+PBR bake (``pbr.bake_ovoxel``; no early decimation: its reduction is a clustering on the mesh's device), and the
+caller's side work runs beside it as beside v1's:
+
+    with ExportJob(None, ovoxel, PbrOptions(texture_size=1024), beside=[SideWork("result", save)]) as export:
+        textured = export.bake()                                                # a PbrTexturedMesh
+        export.start_side(SideWork("preview", lambda stopped: video(textured, stopped), on_gpu=True))
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -29,7 +38,7 @@ from .cleanup import decimate, pieces
 from .cleanup.chain import first_reduction
 from .concurrency import Background, on_own_stream, run_together
 from .gate import GpuGate
-from .options import ExportOptions, mesh_arrays
+from .options import ExportOptions, PbrOptions, mesh_arrays
 from .schedule import Progress, bake_textured_mesh
 from .textured import TexturedMesh
 
@@ -42,17 +51,20 @@ class SideWork:
     ``trellis-<name>``: ``run(stopped)`` returns its value (``side_result``); ``stopped()`` says whether to stop now
     (the job failed, was cancelled or closed). ``on_gpu``: on a CUDA stream of its own, and ``stopped()`` waits while
     the export runs a stage on the job's critical GPU path (``gate``). ``with_bake``: started when the bake starts,
-    not at once."""
+    not at once. ``imports``: modules the work imports, imported in the caller's thread before it starts (two threads
+    importing modules with native parts for the first time at once can deadlock)."""
     name: str
     run: Callable[[Callable[[], bool]], Any]
     on_gpu: bool = False
     with_bake: bool = False
+    imports: tuple = ()
 
 
 class ExportJob:
     """The export of ``mesh`` (as ``bake_textured_mesh`` takes it; with ``keep_mesh``, an object with vertices,
-    faces and uvs; None: nothing to export, only the side work) and ``app_rep`` (the Gaussians) with ``options``
-    (``kwargs``: changes to them). ``early=False`` starts no decimation now (the whole export then runs in ``bake``;
+    faces and uvs; an O-Voxel, with ``PbrOptions``; None: nothing to export, only the side work) and ``app_rep``
+    (the Gaussians; None for an O-Voxel) with ``options`` (an ``ExportOptions``, or a ``PbrOptions`` where ``mesh``
+    is an O-Voxel; ``kwargs``: changes to them). ``early=False`` starts no decimation now (the whole export then runs in ``bake``;
     on a CPU that is better when there is no other work to overlap, as the decimation and the observation renders
     would compete for the same cores). ``beside``: the caller's ``SideWork``; ``cancel()``: the side work's stop, and
     the bake's unless ``bake`` is given its own."""
@@ -61,7 +73,10 @@ class ExportJob:
                  keep_mesh: bool = False, early: bool = True, beside=(), cancel=None, **kwargs):
         if "simplified" in kwargs:
             raise TypeError("ExportJob makes its own `simplified`; do not pass one")
-        self.options = ExportOptions.given(options, **kwargs)
+        self.pbr = isinstance(options, PbrOptions) or is_ovoxel(mesh)
+        if self.pbr and keep_mesh:
+            raise ValueError("an O-Voxel's export makes its own mesh: keep_mesh is for a TRELLIS v1 look")
+        self.options = (PbrOptions if self.pbr else ExportOptions).given(options, **kwargs)
         self.app_rep, self.mesh, self.texture, self.keep_mesh = app_rep, mesh, texture, keep_mesh
         self.cancel = cancel
         self.gate = GpuGate()
@@ -70,7 +85,7 @@ class ExportJob:
         self._side: dict = {}
         self._with_bake = [work for work in beside if work.with_bake]
         try:
-            if early and mesh is not None and texture and not keep_mesh:
+            if early and mesh is not None and texture and not keep_mesh and not self.pbr:
                 # kept on the mesh's device: a GPU merges and cuts it in milliseconds (``decimate._prepare``)
                 vertices, faces = mesh_arrays(mesh)
                 o = self.options
@@ -109,6 +124,10 @@ class ExportJob:
         from .shape_only import clean_shape
 
         o, mesh = self.options, self.mesh
+        if self.pbr:
+            from .pbr.export import bake_ovoxel
+
+            return bake_ovoxel(mesh, o, progress=report, cancel=cancel)
         if self.keep_mesh and not self.texture:       # the user's own vertices and faces, nothing cleaned up
             return clean_shape((mesh.vertices, mesh.faces), simplify=0, fill_holes=False, progress=report,
                                cancel=cancel)
@@ -131,13 +150,23 @@ class ExportJob:
         """Start ``work`` now (a name given twice is a ValueError)."""
         if work.name in self._side:
             raise ValueError(f"side work {work.name!r} is already started")
+        for module in work.imports:
+            importlib.import_module(module)
         if work.on_gpu:
-            device = self.options.device_for(self.app_rep)
+            device = self.device()
             gated = lambda: self.gate.stopped(self._stopped)        # noqa: E731
             fn = lambda: on_own_stream(device, lambda: work.run(gated))     # noqa: E731
         else:
             fn = lambda: work.run(self._stopped)     # noqa: E731
         self._side[work.name] = Background(f"trellis-{work.name}", fn)
+
+    def device(self):
+        """The torch device the export runs on: the O-Voxel's, else ``ExportOptions.device_for``'s."""
+        import torch
+
+        if self.pbr:
+            return torch.device("cpu") if self.mesh is None else torch.device(self.mesh.vertices.device)
+        return self.options.device_for(self.app_rep)
 
     def _stopped(self) -> bool:
         return self._stop.is_set() or (self.cancel is not None and self.cancel())
@@ -183,6 +212,15 @@ class ExportJob:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def is_ovoxel(mesh) -> bool:
+    """Whether ``mesh`` is TRELLIS.2's O-Voxel (a ``representations.ovoxel.MeshWithVoxel``)."""
+    if mesh is None:
+        return False
+    from ..representations.ovoxel import MeshWithVoxel
+
+    return isinstance(mesh, MeshWithVoxel)
 
 
 def warm_processes() -> int:

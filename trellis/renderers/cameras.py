@@ -87,3 +87,11 @@ def projection_opencv(intrinsics: torch.Tensor, near: float, far: float) -> torc
     p[..., 2, 3] = near * far / (near - far)
     p[..., 3, 2] = 1
     return p
+
+
+def video_cameras(num_frames: int = 300, r: float = 2.0, fov: float = 40.0):
+    """The render_video orbit (§14.2): yaw = linspace(0, 2 * 3.1415, n) (3.1415 as in the reference),
+    pitch = 0.25 + 0.5 * sin(yaw), radius r, fov in degrees. Returns (extrinsics, intrinsics)."""
+    yaws = torch.linspace(0, 2 * 3.1415, num_frames)
+    pitches = 0.25 + 0.5 * torch.sin(torch.linspace(0, 2 * 3.1415, num_frames))
+    return orbit_cameras(yaws, pitches, r, fov)

@@ -41,7 +41,7 @@ import torch
 
 from ..core.callbacks import CancelCheck, Cancelled, StepProgress, check
 from ..renderers import render
-from ..renderers.cameras import hammersley_sphere_views, image_size, orbit_cameras
+from ..renderers.cameras import hammersley_sphere_views, image_size, orbit_cameras, video_cameras
 from ..renderers.gaussian_render import render_gaussian_views
 from ..renderers.gaussian_views import free_memory, views_at_once
 from ..representations.gaussian import SH_C0, Gaussian
@@ -180,14 +180,6 @@ def render_frames(sample, extrinsics, intrinsics, options: Optional[dict] = None
         if bar is not None:
             bar.close()
     return out
-
-
-def video_cameras(num_frames: int = 300, r: float = 2.0, fov: float = 40.0):
-    """The render_video orbit (§14.2): yaw = linspace(0, 2 * 3.1415, n) (3.1415 as in the reference),
-    pitch = 0.25 + 0.5 * sin(yaw), radius r, fov in degrees. Returns (extrinsics, intrinsics)."""
-    yaws = torch.linspace(0, 2 * 3.1415, num_frames)
-    pitches = 0.25 + 0.5 * torch.sin(torch.linspace(0, 2 * 3.1415, num_frames))
-    return orbit_cameras(yaws, pitches, r, fov)
 
 
 def render_video(sample, resolution: int = 512, bg_color=(0, 0, 0), num_frames: int = 300, r: float = 2,

@@ -1,4 +1,4 @@
-"""The lit turntable of a baked PBR mesh (trellis/utils/pbr_video.py): render_video's orbit and frame count, the mesh
+"""The lit turntable of a baked PBR mesh (trellis/export/pbr/video.py): render_video's orbit and frame count, the mesh
 lit with the normals and tangents its GLB carries (a normal map changes the frames), cancel between frames, and clear
 errors for what cannot be rendered."""
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 from trellis.core.callbacks import Cancelled
 from trellis.export.pbr.material import pbr_maps
 from trellis.export.pbr.textured import pbr_textured_mesh
-from trellis.utils.pbr_video import render_pbr_video
+from trellis.export.pbr.video import render_pbr_video
 
 
 def standing_square(normal_texture=None, texture=None):

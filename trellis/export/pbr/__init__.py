@@ -9,23 +9,26 @@ module:
   textures, inpainted; the normal map from the dense mesh's normals (``dense_normals``);
 * ``alpha_mode`` (OPAQUE, MASK or BLEND from the baked alpha), ``material`` (the maps the GLB writer adds),
   ``textured`` (the result, a ``TexturedMesh`` with them);
-* ``export``: ``bake_ovoxel`` and ``ovoxel_to_glb``.
+* ``export``: ``bake_ovoxel`` and ``ovoxel_to_glb``, with a ``PbrOptions`` (``trellis.export.options``: the
+  family's defaults, the texture size's among them) or its keywords;
+* ``video``: the lit turntable of the baked mesh (the app's preview video).
 
 The names below load their module on first use (they import torch).
 """
 __all__ = ["bake_ovoxel", "ovoxel_to_glb", "prepare_ovoxel_mesh", "bake_pbr_textures", "PbrTexturedMesh",
            "PbrMaps", "choose_alpha_mode", "unify_orientation", "fill_small_holes", "SurfaceGrid",
-           "DEFAULT_TARGET_FACES", "DEFAULT_TEXTURE_SIZE", "MAX_HOLE_PERIMETER"]
+           "PbrOptions", "DEFAULT_TARGET_FACES", "MAX_HOLE_PERIMETER"]
 
-_LAZY = {"bake_ovoxel": "export", "ovoxel_to_glb": "export", "DEFAULT_TEXTURE_SIZE": "export",
-         "prepare_ovoxel_mesh": "prepare", "DEFAULT_TARGET_FACES": "prepare", "bake_pbr_textures": "bake",
+_LAZY = {"bake_ovoxel": "export", "ovoxel_to_glb": "export", "PbrOptions": "..options",
+         "prepare_ovoxel_mesh": "prepare", "DEFAULT_TARGET_FACES": "..options", "bake_pbr_textures": "bake",
          "PbrTexturedMesh": "textured", "PbrMaps": "material", "choose_alpha_mode": "alpha_mode",
-         "unify_orientation": "orientation", "fill_small_holes": "small_holes", "MAX_HOLE_PERIMETER": "small_holes",
+         "unify_orientation": "orientation", "fill_small_holes": "small_holes", "MAX_HOLE_PERIMETER": "..options",
          "SurfaceGrid": "surface_grid"}
 
 
 def __getattr__(name):
     if name in _LAZY:
         import importlib
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        module = _LAZY[name]
+        return getattr(importlib.import_module(module if module.startswith(".") else f".{module}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """O-Voxel -> PBR GLB in one call (TRELLIS2_FACTS.md §12, with our export's own tools; the module docs of
 ``prepare`` and ``bake`` say what each step does):
 
-    textured = bake_ovoxel(mesh_with_voxel, target_faces=500_000, texture_size=2048)     # a PbrTexturedMesh
+    textured = bake_ovoxel(mesh_with_voxel, PbrOptions(target_faces=500_000))   # or the same keywords: a PbrTexturedMesh
     textured.save("model.glb")                           # or .obj / .usdz / .stl / .3mf, with formats.write's options
     ovoxel_to_glb(mesh_with_voxel, "model.glb")          # both at once
 
@@ -21,34 +21,28 @@ import time
 from ...core.callbacks import check
 from ..arrays import Progress, report
 from ..assemble import NO_SPLIT_ANGLE
-from ..normals import DEFAULT_CREASE_ANGLE, SharedSplit
+from ..normals import SharedSplit
+from ..options import PbrOptions
 from .alpha_mode import choose_alpha_mode
 from .bake import bake_pbr_textures
 from .material import pbr_maps
-from .prepare import DEFAULT_TARGET_FACES, prepare_ovoxel_mesh
-from .small_holes import MAX_HOLE_PERIMETER
+from .prepare import prepare_ovoxel_mesh
 from .textured import PbrTexturedMesh, pbr_textured_mesh
 
-__all__ = ["DEFAULT_TEXTURE_SIZE", "bake_ovoxel", "ovoxel_to_glb"]
-
-DEFAULT_TEXTURE_SIZE = 2048         # the reference app's default
+__all__ = ["bake_ovoxel", "ovoxel_to_glb"]
 
 
-def bake_ovoxel(mesh, target_faces: int = DEFAULT_TARGET_FACES, texture_size: int = DEFAULT_TEXTURE_SIZE,
-                project: bool = True, normal_map: bool = True, crease_angle: float | None = DEFAULT_CREASE_ANGLE,
-                max_hole_perimeter: float = MAX_HOLE_PERIMETER, uv_method: str = "auto",
-                uv_time_budget_s: float = 10.0, progress: Progress = None, cancel=None,
-                verbose: bool = False) -> PbrTexturedMesh:
-    """A ``MeshWithVoxel`` (with its attributes) -> ``PbrTexturedMesh``: the mesh decimated to ``target_faces``
-    and unwrapped, its base colour, alpha, metallic-roughness (and with ``normal_map`` tangent-space normal)
-    textures at ``texture_size``², the material's alpha mode chosen from the baked alpha. ``project``: texels
-    sampled at the closest point of the dense mesh (else where they lie on the decimated one). ``info``: per-step
-    seconds ("seconds"), the preparation's record, "projection", "covered_share" and "pbr" (the alpha mode and
-    what decided it)."""
+def bake_ovoxel(mesh, options: PbrOptions | None = None, *, progress: Progress = None, cancel=None,
+                **changes) -> PbrTexturedMesh:
+    """A ``MeshWithVoxel`` (with its attributes) -> ``PbrTexturedMesh`` with ``options`` (``changes``: changes to
+    them, ``PbrOptions``' names): the mesh decimated to the options' face target and unwrapped, its base colour,
+    alpha, metallic-roughness (and with ``normal_map`` tangent-space normal) textures at ``texture_size``², the
+    material's alpha mode chosen from the baked alpha. ``project``: texels sampled at the closest point of the dense
+    mesh (else where they lie on the decimated one). ``info``: per-step seconds ("seconds"), the preparation's
+    record, "projection", "covered_share" and "pbr" (the alpha mode and what decided it)."""
+    o = PbrOptions.given(options, **changes)
     if mesh.attrs is None:
         raise ValueError("this O-Voxel mesh has no attributes (run the texture decoder before exporting)")
-    if int(texture_size) < 8:
-        raise ValueError(f"texture_size must be at least 8 (got {texture_size})")
     info: dict = {"seconds": {}}
     clock = [time.perf_counter()]
 
@@ -56,40 +50,40 @@ def bake_ovoxel(mesh, target_faces: int = DEFAULT_TARGET_FACES, texture_size: in
         now = time.perf_counter()
         info["seconds"][name] = round(now - clock[0], 3)
         clock[0] = now
-        if verbose:
+        if o.verbose:
             print(f"[ovoxel_to_glb] {name}: {info['seconds'][name]:.2f} s", flush=True)
 
-    prepared = prepare_ovoxel_mesh(mesh, target_faces, texture_size, max_hole_perimeter, uv_method,
-                                   uv_time_budget_s, progress, cancel, info)
+    target = o.face_target(int(mesh.faces.shape[0]))
+    prepared = prepare_ovoxel_mesh(mesh, target, o.texture_size, o.max_hole_perimeter, o.uv_method,
+                                   o.uv_time_budget_s, progress, cancel, info)
     lap("prepare")
     split = None
-    if crease_angle is not None and crease_angle < NO_SPLIT_ANGLE:
-        split = SharedSplit(prepared.vertices, prepared.faces, crease_angle).start()   # meanwhile, in a thread
+    if o.crease_angle is not None and o.crease_angle < NO_SPLIT_ANGLE:
+        split = SharedSplit(prepared.vertices, prepared.faces, o.crease_angle).start()   # meanwhile, in a thread
     textures = bake_pbr_textures(mesh, prepared.dense_vertices, prepared.dense_faces, prepared.vertices,
-                                 prepared.faces, prepared.uvs, texture_size, project, normal_map, crease_angle,
-                                 split, progress, cancel, info)
+                                 prepared.faces, prepared.uvs, o.texture_size, o.project, o.normal_map,
+                                 o.crease_angle, split, progress, cancel, info)
     lap("bake")
     check(cancel)
     mode, cutoff, facts = choose_alpha_mode(textures.alpha, textures.covered)
     info["pbr"] = {"alpha_mode": mode, "alpha_cutoff": cutoff, **facts}
-    if normal_map:
-        info["normal_map"] = {"crease_angle": crease_angle, "source": "dense mesh, closest point"}
+    if o.normal_map:
+        info["normal_map"] = {"crease_angle": o.crease_angle, "source": "dense mesh, closest point"}
     maps = pbr_maps(textures.metallic_roughness, textures.alpha, mode, cutoff, double_sided=True,
                     tangents=textures.tangents)
     return pbr_textured_mesh(prepared.vertices, prepared.faces, prepared.uvs, textures.base_color, info,
                              textures.normal, maps, split)
 
 
-def ovoxel_to_glb(mesh, path, target_faces: int = DEFAULT_TARGET_FACES, texture_size: int = DEFAULT_TEXTURE_SIZE,
-                  cancel=None, progress: Progress = None, **options) -> PbrTexturedMesh:
-    """``bake_ovoxel`` (``options``: its other keyword arguments) and the GLB written to ``path``
-    (``formats.write``: nothing is written when cancelled). Returns the ``PbrTexturedMesh``; its ``info`` holds
-    the export's record."""
+def ovoxel_to_glb(mesh, path, options: PbrOptions | None = None, *, cancel=None, progress: Progress = None,
+                  **changes) -> PbrTexturedMesh:
+    """``bake_ovoxel`` with ``options`` (``changes``: as there) and the GLB written to ``path`` (``formats.write``:
+    nothing is written when cancelled). Returns the ``PbrTexturedMesh``; its ``info`` holds the export's record."""
     from ..formats import write
 
-    textured = bake_ovoxel(mesh, target_faces, texture_size, progress=progress, cancel=cancel, **options)
-    crease = options.get("crease_angle", DEFAULT_CREASE_ANGLE)
+    o = PbrOptions.given(options, **changes)
+    textured = bake_ovoxel(mesh, o, progress=progress, cancel=cancel)
     report(progress, "assemble", 0, 1)
-    write(textured, path, "glb", crease_angle=crease, cancel=cancel)
+    write(textured, path, "glb", crease_angle=o.crease_angle, cancel=cancel)
     report(progress, "assemble", 1, 1)
     return textured

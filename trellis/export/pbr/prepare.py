@@ -13,15 +13,13 @@ import torch
 
 from ...core.callbacks import check
 from ..arrays import Progress, report
+from ..options import DEFAULT_TARGET_FACES, MAX_HOLE_PERIMETER, PbrOptions
 from ..uv.unwrap import unwrap_uv
 from .orientation import unify_orientation
 from .reduce import reduce_to_target
-from .small_holes import MAX_HOLE_PERIMETER
 from .sorting import unique_inverse
 
 __all__ = ["DEFAULT_TARGET_FACES", "PreparedMesh", "dense_mesh", "prepare_ovoxel_mesh"]
-
-DEFAULT_TARGET_FACES = 500_000      # the reference app's default decimation target (a face count)
 
 
 class PreparedMesh(NamedTuple):
@@ -46,7 +44,7 @@ def dense_mesh(mesh) -> tuple[torch.Tensor, torch.Tensor]:
     return v[used], inverse.reshape(-1, 3)
 
 
-def prepare_ovoxel_mesh(mesh, target_faces: int = DEFAULT_TARGET_FACES, texture_size: int = 2048,
+def prepare_ovoxel_mesh(mesh, target_faces: int = DEFAULT_TARGET_FACES, texture_size: int = PbrOptions.texture_size,
                         max_hole_perimeter: float = MAX_HOLE_PERIMETER, uv_method: str = "auto",
                         uv_time_budget_s: float = 10.0, progress: Progress = None, cancel=None,
                         info: dict | None = None) -> PreparedMesh:

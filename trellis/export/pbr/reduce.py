@@ -9,10 +9,15 @@
 2. ``small_holes``: holes up to the perimeter closed, on the reduced mesh (a hole below the cell has closed itself);
 3. where the patches took the count past the tolerance, the quadric decimation of the v1 clean-up
    (``cleanup.chain.clean_mesh_for_export`` without its hidden-face removal: the dual grid has no inner sheet) trims
-   the filled mesh to the target (a few per cent of its faces: one pass over the whole mesh);
+   the filled mesh to the target (a few per cent of its faces: one pass over the whole mesh); a trim that lands
+   outside the contract and farther from the target than the mesh before the patches (small closed pieces collapse
+   whole: a random-weight decoder's quads, two faces each, closed by two more) gives way to that mesh, holes open;
 4. only where the clustering cannot land within CONTRACT_TOLERANCE (a small mesh at a target of a few hundred faces,
    whose count jumps from one cell size to the next), the dense mesh hole-filled and decimated by that quadric
    decimation instead, kept if it lands closer.
+
+The result always has faces: the dense mesh's, clustered or as it is, is the floor every later step is measured
+against.
 """
 from __future__ import annotations
 
@@ -47,7 +52,7 @@ def reduce_to_target(vertices: torch.Tensor, faces: torch.Tensor, target: int, v
                      max_hole_perimeter: float = MAX_HOLE_PERIMETER, progress: Progress = None, cancel=None,
                      info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(vertices float32 [V,3], faces int64 [F,3], numpy) of the dense mesh (torch, any device) with ``target``
-    faces within CONTRACT_TOLERANCE (a mesh with fewer keeps its own); see the module docstring. ``voxel_size``:
+    faces within CONTRACT_TOLERANCE (a mesh with fewer keeps its own), never none; see the module docstring. ``voxel_size``:
     the O-Voxel's, the smallest clustering cell. ``info`` gets "cluster" (cell in voxels, tries, faces), "holes",
     "trim" (step 3's record), "quadric" (step 4's, and whether it was kept) and "seconds" per step."""
     info = {} if info is None else info
@@ -71,12 +76,18 @@ def reduce_to_target(vertices: torch.Tensor, faces: torch.Tensor, target: int, v
         report(progress, "cluster", 1, 1)
         lap("cluster")
     check(cancel)
+    unfilled = v, f
     v, f = fill_small_holes(v, f, max_hole_perimeter, progress, cancel, info.setdefault("holes", {}))
     lap("fill_holes")
     check(cancel)
     if f.shape[0] > target * (1 + TARGET_TOLERANCE):
+        trim = info.setdefault("trim", {})
         v_np, f_np = clean_mesh_for_export(v, f, fill_holes=False, target_faces=target, progress=progress,
-                                           cancel=cancel, info=info.setdefault("trim", {}))
+                                           cancel=cancel, info=trim)
+        off, before = _off(len(f_np), target), _off(int(unfilled[1].shape[0]), target)
+        trim["kept"] = bool(len(f_np) > 0 and (off <= CONTRACT_TOLERANCE or off <= before))
+        if not trim["kept"]:
+            v_np, f_np = output(unfilled[0].cpu().numpy(), unfilled[1].cpu().numpy())
         lap("trim")
     else:
         v_np, f_np = output(v.cpu().numpy(), f.cpu().numpy())
@@ -86,7 +97,7 @@ def reduce_to_target(vertices: torch.Tensor, faces: torch.Tensor, target: int, v
         hv, hf = fill_small_holes(dense_v, dense_f, max_hole_perimeter, None, cancel)
         qv, qf = clean_mesh_for_export(hv, hf, fill_holes=False, target_faces=target, progress=progress,
                                        cancel=cancel, info=info.setdefault("quadric", {}))
-        closer = _off(len(qf), target) < _off(len(f_np), target)
+        closer = len(qf) > 0 and _off(len(qf), target) < _off(len(f_np), target)
         info["quadric"]["kept"] = bool(closer)
         if closer:
             v_np, f_np = qv, qf

@@ -16,13 +16,13 @@ import torch
 
 from ...core.callbacks import check
 from ..arrays import Progress, report
+from ..options import MAX_HOLE_PERIMETER
 from ..cleanup.holes import boundary_cycles, boundary_with_faces, fill_holes
 from .orientation import unify_orientation
 from .sorting import unique_counts, unique_inverse
 
 __all__ = ["MAX_HOLE_PERIMETER", "boundary_vertex_mask", "fill_small_holes"]
 
-MAX_HOLE_PERIMETER = 0.03       # world units (the object spans 1), as the reference closes them
 
 
 def boundary_vertex_mask(faces: torch.Tensor, n_vertices: int) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """The lit turntable of a PBR textured mesh (``trellis.export.pbr.PbrTexturedMesh``, what TRELLIS.2's bake makes):
-the orbit and frame count of ``render_utils.render_video``, each frame drawn by ``renderers.pbr_view.render_pbr``.
+the orbit and frame count of ``render_utils.render_video`` (``renderers.cameras.video_cameras``), each frame drawn by
+``renderers.pbr_view.render_pbr``. The app's TRELLIS.2 preview video.
 
 The mesh is shaded with the normals its files carry (split at the crease angle its normal map was baked for) and,
 with a normal map, the glTF tangents of those normals (``export.tangents``), so the video shows the material as a
@@ -12,13 +13,12 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..core.callbacks import CancelCheck, StepProgress, check
-from ..export.assemble import with_normals
-from ..export.normals import DEFAULT_CREASE_ANGLE
-from ..export.tangents import vertex_tangents
-from ..renderers.cameras import image_size
-from ..renderers.pbr_view import PbrSurface, pbr_surface, render_pbr
-from .render_utils import video_cameras
+from ...core.callbacks import CancelCheck, StepProgress, check
+from ...renderers.cameras import image_size, video_cameras
+from ...renderers.pbr_view import PbrSurface, pbr_surface, render_pbr
+from ..assemble import with_normals
+from ..normals import DEFAULT_CREASE_ANGLE
+from ..tangents import vertex_tangents
 
 __all__ = ["surface_of", "iter_pbr_frames", "render_pbr_frames", "iter_pbr_video", "render_pbr_video"]
 
