@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import time
 
-from .options import (MODEL_FAMILIES, TerminalLine, add_model_family_option, add_model_option, add_runner_options,
+from .options import (TerminalLine, add_model_family_option, add_model_option, add_runner_options,
                       add_text_model_option, check_runner_args, default_model, format_clock)
 from .settings import (DEFAULT_PRESET, PRESETS, ROWS, GenerationSettings, check_prompt, device_change_warning,
                        field_names, parse_value)
@@ -301,17 +301,18 @@ def choose_family(parser, args) -> None:
     args.model = str(args.model)
     if wanted is None:
         return
-    from .jobs.models import family_folder, family_unavailable, model_family
+    from .families import family_folder, family_of_model, get_family
 
+    wanted = get_family(wanted)
     if given:
-        family = model_family(args.model)
-        if family != wanted:
-            parser.exit(EXIT_USAGE, f"error: --model {args.model} is a {MODEL_FAMILIES[family]} model but "
-                                    f"--model-family is {wanted}: give one of them, or both of one family\n")
+        family = family_of_model(args.model)
+        if family is not wanted:
+            parser.exit(EXIT_USAGE, f"error: --model {args.model} is a {family.words} model but "
+                                    f"--model-family is {wanted.name}: give one of them, or both of one family\n")
         return
     folder = family_folder(wanted, args.model)
     if folder is None:
-        parser.exit(EXIT_FAILED, f"error: {family_unavailable(wanted)}\n")
+        parser.exit(EXIT_FAILED, f"error: {wanted.unavailable()}\n")
     args.model = folder
 
 

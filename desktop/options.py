@@ -15,12 +15,10 @@ import os
 import re
 import sys
 
+from .families import FAMILIES, names_words
+from .families.trellis import MODEL_ENV, REPO as DEFAULT_MODEL       # noqa: F401 (the default of --model)
 from .settings import OFFLOADS, PRECISIONS
 
-DEFAULT_MODEL = "microsoft/TRELLIS-image-large"
-# The image model families, each with its name for people; a job names the one it wants (jobs.models.family_folder).
-MODEL_FAMILIES = {"trellis": "TRELLIS v1", "trellis2": "TRELLIS.2"}
-MODEL_ENV = "TRELLIS_DESKTOP_MODEL"          # the default of --model when set
 TEXT_MODEL_ENV = "TRELLIS_DESKTOP_TEXT_MODEL"  # the default of --text-model when set
 LOCALHOST = "127.0.0.1"
 WARMUP_ENV = "TRELLIS_DESKTOP_WARMUP"         # 0 / off / false / no: the servers start no background warm-up
@@ -66,9 +64,9 @@ def add_model_option(parser: argparse.ArgumentParser, metavar: str = "PATH_OR_RE
 
 
 def add_model_family_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-family", choices=list(MODEL_FAMILIES), default=None,
-                        help="the image model family: trellis (TRELLIS v1) or trellis2 (TRELLIS.2), each from the "
-                             "folder the app installs it in (default: the family of --model; both given must agree)")
+    parser.add_argument("--model-family", choices=list(FAMILIES), default=None,
+                        help=f"the image model family: {names_words()}, each from the folder the app installs it in "
+                             "(default: the family of --model; both given must agree)")
 
 
 def add_text_model_option(parser: argparse.ArgumentParser) -> None:

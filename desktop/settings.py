@@ -272,18 +272,28 @@ class GenerationSettings:
         the preset's; `device_changes` names what was lowered. Elsewhere: unchanged (self)."""
         if not str(device).startswith("cpu"):
             return self
-        changes = {}
-        for name, cpu_value in CPU_VALUES.items():
-            value = getattr(self, name)
-            if name in self.explicit:
-                continue
-            if self.preset in PRESETS:
-                preset_values = {preset_value(self.preset, name)}
-            else:                                                   # "custom"
-                preset_values = {preset_value(p, name) for p in PRESETS}
-            if value in preset_values and cpu_value < value:
-                changes[name] = cpu_value
+        changes = {name: cpu_value for name, cpu_value in CPU_VALUES.items()
+                   if self.from_preset_only(name) and cpu_value < getattr(self, name)}
         return dataclasses.replace(self, **changes) if changes else self
+
+    def from_preset_only(self, name: str) -> bool:
+        """`name` holds its preset's value and the user did not set it (for "custom" settings: a value some preset
+        gives it): a value the app may adapt (to a CPU, to a family's memory floor)."""
+        if name in self.explicit:
+            return False
+        presets = [self.preset] if self.preset in PRESETS else list(PRESETS)      # "custom": any preset's
+        return getattr(self, name) in {preset_value(p, name) for p in presets}
+
+    def given(self, name: str) -> bool:
+        """The user gave `name` a value of their own: one other than the preset's (for "custom" settings: one set
+        other than the default, or, kept from an earlier preset when another control moved, one no preset gives)."""
+        if self.preset in PRESETS:
+            expected = {preset_value(self.preset, name)}
+        elif name in self.explicit:
+            expected = {SETTINGS[name].default}
+        else:
+            expected = {preset_value(p, name) for p in PRESETS}
+        return getattr(self, name) not in expected
 
     def with_seed(self, rng: random.Random | None = None) -> "GenerationSettings":
         """The settings a job actually runs with: a drawn seed when randomize_seed, and randomize_seed

@@ -19,12 +19,14 @@ A row (Setting) holds:
     ui, cli, panel              the page's control, the CLI flag, the StableProjectorz panel input (None: none);
                                 ui.info is the page's one line of help (what it changes, what it costs)
 
-Nothing here imports more than the standard library.
+Nothing here imports more than the standard library (and the families' declarations, which import no more).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Optional
+
+from .families import FAMILIES, names_words
 
 # Largest seed: the reference demo's int32 range, so a seed from it can be typed in here.
 MAX_SEED = 2 ** 31 - 1
@@ -41,9 +43,9 @@ MULTI_IMAGE_MODES = ("stochastic", "multidiffusion")
 # here so that validating settings does not import torch.
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
 OFFLOADS = ("auto", "none", "model")
-# TRELLIS.2's pipeline types (trellis.pipelines.trellis2_cascade); TRELLIS v1 has one path and ignores the setting.
-PIPELINE_TYPES = ("512", "1024", "1024_cascade", "1536_cascade")
-DEFAULT_PIPELINE_TYPE = "1024_cascade"
+# The pipeline types of the families that have them (TRELLIS.2's; TRELLIS v1 has one path), as the families declare.
+PIPELINE_TYPES = tuple(dict.fromkeys(t for f in FAMILIES.values() for t in f.pipeline_types))
+DEFAULT_PIPELINE_TYPE = next(f.default_pipeline_type for f in FAMILIES.values() if f.pipeline_types)
 # The published text pipelines (microsoft/TRELLIS-text-<size>): text jobs and new looks from a prompt.
 TEXT_MODEL_SIZES = ("base", "large", "xlarge")
 DEFAULT_TEXT_MODEL_SIZE = "xlarge"

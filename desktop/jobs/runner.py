@@ -25,8 +25,9 @@ from . import queued, recovery, rerun
 from .folder import JobFolder
 from .job import Job, JobState, NoResultError, UnknownJobError
 from .jobqueue import Entry, JobQueue
-from .models import FAMILIES, Models
-from .trellis2_steps import check_trellis2_settings
+from ..families import check as family_check
+from ..families import FAMILIES, budget_floor, family_of_result, family_of_result_file, get_family
+from .models import Models
 from .warmup import warm_steps  # noqa: F401  (tests read it here)
 from .worker import Worker
 
@@ -116,14 +117,12 @@ class JobRunner:
         settings = settings or GenerationSettings()
         if not isinstance(settings, GenerationSettings):
             raise TypeError("settings must be a GenerationSettings")
-        family = family or self.models.family
-        if family not in FAMILIES:
-            raise ValueError(f"family must be one of {', '.join(FAMILIES)}, not {family!r}")
-        warning = None
-        if family == "trellis2":                             # what TRELLIS.2 cannot make is refused here
-            settings, warning = check_trellis2_settings(settings, len(images))
-        job = Job(id=uuid.uuid4().hex, inputs=images, settings=settings, keep_result=bool(keep_result), family=family)
-        if warning:
+        family = get_family(family or self.models.family)
+        # the one rule of every surface: what the family cannot make is refused, a setting it does not use warned of
+        settings, warnings = family_check(family, settings, len(images))
+        job = Job(id=uuid.uuid4().hex, inputs=images, settings=settings, keep_result=bool(keep_result),
+                  family=family.name)
+        for warning in warnings:
             job.warn(warning)
         self._enqueue(Entry(job))
         return job
@@ -145,12 +144,13 @@ class JobRunner:
             raise ValueError("a new look needs a prompt or an image (one of them, not both)")
         if mesh is None or (isinstance(mesh, tuple) and (len(mesh) != 2 or not isinstance(mesh[1], (bytes, bytearray)))):
             raise ValueError("a new look needs a 3-D model: a file path, or (file name, bytes)")
-        if image is not None and self.models.folder_for("trellis") is None:
-            raise ValueError("a new look from an image needs a TRELLIS v1 image model, which is not installed here "
-                             "(a new look from a prompt works)")
+        looks = next(f for f in FAMILIES.values() if f.new_looks_from_image)     # the image model a look runs
+        if image is not None and self.models.folder_for(looks.name) is None:
+            raise ValueError(f"a new look from an image needs a {looks.words} image model, which is not installed "
+                             "here (a new look from a prompt works)")
         job = Job(id=uuid.uuid4().hex, inputs=[] if image is None else [image], settings=self._checked(settings),
                   kind="variant", prompt=None if prompt is None else check_prompt(prompt), mesh=mesh,
-                  keep_result=bool(keep_result), family=None if image is None else "trellis")
+                  keep_result=bool(keep_result), family=None if image is None else looks.name)
         self._enqueue(Entry(job))
         return job
 
@@ -203,15 +203,12 @@ class JobRunner:
         if base is None:
             raise NoResultError(f"job {source_id} has no recorded settings to export with")
         settings = base.replace(**changes)
-        from trellis.export import is_ovoxel_result
-
-        ovoxel = "ovoxel" in (result or {}) or (source_folder is not None and
-                                                 is_ovoxel_result(source_folder.file("result")))
-        warning = None
-        if ovoxel:                                       # a TRELLIS.2 result: its VRAM budget at least its type's floor
-            settings, warning = check_trellis2_settings(settings)
+        # the family whose result this is (in memory, else its result.npz), and its memory floor for the export
+        family = (family_of_result(result) if result is not None
+                  else family_of_result_file(source_folder.file("result")))
+        settings, warning = budget_floor(family, settings)
         job = Job(id=uuid.uuid4().hex, inputs=list(source.inputs), settings=settings, kind="export",
-                  source_id=source_id, family="trellis2" if ovoxel else source.family)
+                  source_id=source_id, family=family.name)
         if warning:
             job.warn(warning)
         self._enqueue(Entry(job, device=source.device if result is not None else None, source_result=result,

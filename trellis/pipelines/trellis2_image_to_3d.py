@@ -30,6 +30,7 @@ from ..modules.sparse import SparseTensor
 from .base import EmptyStructureError, Progress, TrellisPipeline, read_pipeline_config
 from .memory import MemoryPolicy, StageTracker, naming_stage, release_device_memory
 from .trellis2_cascade import DECODER_UPSAMPLE, MAX_NUM_TOKENS, cascade_coords
+from .trellis2_cascade import PIPELINE_TYPES as TYPES
 from .trellis2_cascade import pipeline_type as type_named
 from .trellis2_loading import load_conditioner, load_trellis2_parts, validate_args
 
@@ -44,6 +45,12 @@ class Trellis2ImageTo3DPipeline(TrellisPipeline):
     # ~16 GB in the checkpoints' dtypes (five 1.3 B-parameter bf16 flows, fp16 decoders, fp32 DINOv3), plus the
     # largest stage's working set (the 1536 cascade's decoders). Below, offload "model" (memory.pick_preset).
     RESIDENT_BUDGETS = (24 * 2 ** 30, 44 * 2 ** 30)
+    # The pipeline's contract for its callers: its pipeline types (trellis2_cascade), the least VRAM budget (GiB) a
+    # run of each completes under on the low-VRAM path (the caps its measured peaks fit, docs/benchmarks/trellis2.md),
+    # and the progress stages of `run` in order (shape_slat twice in a cascade).
+    PIPELINE_TYPES = tuple(TYPES)
+    VRAM_FLOORS = {"512": 6.0, "1024": 6.0, "1024_cascade": 6.0, "1536_cascade": 8.0}
+    PROGRESS_STAGES = ("preprocess", "condition", "sparse_structure", "shape_slat", "tex_slat", "decode")
 
     def __init__(self, models: dict, samplers: dict, sampler_params: dict, shape_slat_normalization: dict,
                  tex_slat_normalization: dict, image_cond_model, default_pipeline_type: str = "1024_cascade",

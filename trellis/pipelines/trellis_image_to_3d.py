@@ -61,6 +61,11 @@ def load_image_cond_model(root: str, name: str, device=None):
 class TrellisImageTo3DPipeline(TrellisPipeline):
     COND_MODEL = "image_cond_model"
     EMPTY_STRUCTURE_HINT = "an image with a clearer, larger object"
+    # The pipeline's contract for its callers: one path (no pipeline types), no declared memory floor, and the
+    # progress stages of `run` in order.
+    PIPELINE_TYPES: tuple = ()
+    VRAM_FLOORS: dict = {}
+    PROGRESS_STAGES = ("preprocess", "condition", "sparse_structure", "slat", "decode")
 
     def __init__(self, models: dict, sparse_structure_sampler, slat_sampler, slat_normalization: dict,
                  image_cond_model, sparse_structure_sampler_params: dict | None = None,

@@ -1,25 +1,29 @@
-"""What a job's settings mean for the family that runs it, without running a job: a TRELLIS v1 job warns of an ignored
-TRELLIS.2 pipeline type only where it differs from what its preset sets (desktop/jobs/models.py
-ignored_pipeline_type); a TRELLIS.2 job's VRAM budget from a preset is raised to its pipeline type's floor, and one
-the user set below it is kept with a warning (desktop/jobs/trellis2_steps.py trellis2_budget), as the runner queues
-it (its settings are what the worker holds the job to)."""
+"""What a job's settings mean for the family that runs it, without running a job (desktop/families check, the rule
+JobRunner.submit applies): a TRELLIS v1 job warns of an ignored TRELLIS.2 pipeline type only where it differs from
+what its preset sets; a TRELLIS.2 job's VRAM budget from a preset is raised to its pipeline type's floor, and one the
+user set below it is kept with a warning, as the runner queues it (its settings are what the worker holds the job
+to)."""
 import dataclasses
 
 import pytest
 
+from desktop.families import FAMILIES, check
 from desktop.jobs import JobRunner
-from desktop.jobs.job import Job
-from desktop.jobs.models import ignored_pipeline_type
-from desktop.jobs.trellis2_steps import TRELLIS2_VRAM_FLOORS, check_trellis2_settings
 from desktop.settings import PRESETS, GenerationSettings
 from desktop.settings_table import PIPELINE_TYPES
 from tests.helpers.images import rgba_blob
 
+TRELLIS2_VRAM_FLOORS = FAMILIES["trellis2"].vram_floors
+
 
 def v1_warnings(settings: GenerationSettings) -> list:
-    job = Job(id="j", inputs=[], settings=settings)
-    ignored_pipeline_type(job)
-    return job.warnings
+    return check(FAMILIES["trellis"], settings)[1]
+
+
+def check_trellis2_settings(settings: GenerationSettings, images: int = 1) -> tuple:
+    used, warnings = check(FAMILIES["trellis2"], settings, images)
+    assert len(warnings) <= 1, warnings
+    return used, (warnings[0] if warnings else None)
 
 
 def test_a_v1_job_warns_of_a_pipeline_type_only_where_its_preset_does_not_set_it():
@@ -33,7 +37,7 @@ def test_a_v1_job_warns_of_a_pipeline_type_only_where_its_preset_does_not_set_it
                      GenerationSettings(preset="custom", pipeline_type="512", explicit={"pipeline_type"}),
                      GenerationSettings(preset="custom", pipeline_type="1024")):
         (text,) = v1_warnings(settings)
-        assert f"pipeline_type {settings.pipeline_type} is a TRELLIS.2 setting" in text, text
+        assert text.startswith(f"pipeline_type {settings.pipeline_type} is not used by TRELLIS v1: "), text
 
 
 def test_a_trellis2_job_on_the_low_vram_preset_gets_its_pipeline_types_floor():

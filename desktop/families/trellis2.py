@@ -1,0 +1,101 @@
+"""TRELLIS.2 (microsoft/TRELLIS.2-4B): a sharp mesh with PBR materials (base colour, metal, roughness, opacity) from
+one image, sampled as an O-Voxel at one of four pipeline types. Its PLY is that mesh with vertex colours and its
+preview a lit turntable of the material (it makes no Gaussians). It needs Meta's gated DINOv3 image encoder, so the
+app installs it only when asked (--trellis2, after the licence is accepted): nothing is fetched behind the user's
+back."""
+from __future__ import annotations
+
+from typing import Optional
+
+from . import Family
+
+REPO = "microsoft/TRELLIS.2-4B"                 # = trellis.pipelines.trellis2_availability.TRELLIS2_REPO
+INSTALL_COMMAND = "./run.sh --trellis2 (Windows: run.bat --trellis2)"
+# Trellis2ImageTo3DPipeline.PIPELINE_TYPES (a test keeps them equal; importing the library here would import torch).
+PIPELINE_TYPES = ("512", "1024", "1024_cascade", "1536_cascade")
+DEFAULT_PIPELINE_TYPE = "1024_cascade"
+# The least VRAM budget (GiB) a job of each pipeline type completes under on the low-VRAM path (families.check raises
+# a preset's budget to it): the caps its measured
+# peaks fit (docs/benchmarks/trellis2.md: 512 3.05 GiB and 1024_cascade 4.80 GiB under 6, 1536_cascade 7.40 GiB
+# under 8; 1024's one pass, its largest flow 5.0 GiB at 32 768 tokens, under 6 as its cascade). The pipeline class's
+# VRAM_FLOORS (a test keeps them equal).
+VRAM_FLOORS = {"512": 6.0, "1024": 6.0, "1024_cascade": 6.0, "1536_cascade": 8.0}
+BAKE = "TRELLIS.2 bakes its PBR textures from its voxels' colours, metal and roughness, not from rendered views"
+GUIDANCE = "TRELLIS.2 uses its pipeline's own guidance"
+
+
+def availability(model: Optional[str] = None):
+    """trellis2_availability (of `model`, else of the app's models folder): whether it could run, and why not."""
+    from trellis.pipelines.trellis2_availability import trellis2_availability
+
+    return trellis2_availability(model)
+
+
+def installed() -> Optional[str]:
+    found = availability()
+    return found.model_dir if found.available else None
+
+
+def unavailable() -> str:
+    return availability().message or "TRELLIS.2 is not installed here."
+
+
+def load_problem(model: str) -> Optional[str]:
+    """Why TRELLIS.2 at `model` cannot load here (no DINOv3 token, files missing), None where every file is there."""
+    import os
+
+    return availability(model if os.path.isdir(model) else None).message or None
+
+
+def owns_result_file(path) -> bool:
+    """A kept O-Voxel result (trellis.export.is_ovoxel_result: only the zip's directory is read)."""
+    from trellis.export import is_ovoxel_result
+
+    return is_ovoxel_result(path)
+
+
+def install_line(found=None) -> str:
+    """One line: how to install TRELLIS.2 (for an unavailable `found`, Trellis2Availability; None: this computer's):
+    the gated DINOv3 licence step (unless its files are here already) and the installer command."""
+    from trellis.pipelines.trellis2_availability import DINOV3_PAGE
+
+    found = found if found is not None else availability()
+    if found.reason == "missing_weights" and found.conditioner_dir is not None:
+        return (f"TRELLIS.2 is not installed completely here: run {INSTALL_COMMAND} to finish its download "
+                "(it resumes).")
+    why = {"dinov3_not_accepted": " (Hugging Face has not granted your account DINOv3 yet)",
+           "no_token": " (it needs a Hugging Face token)"}.get(found.reason, "")
+    return (f"TRELLIS.2 is not installed here{why}: accept Meta's DINOv3 licence at {DINOV3_PAGE} with your Hugging "
+            f"Face account, then run {INSTALL_COMMAND} with your token.")
+
+
+FAMILY = Family(
+    name="trellis2",
+    words="TRELLIS.2",
+    about="a sharp mesh with PBR materials (colour, metal, roughness) from one image",
+    pipeline_class="Trellis2ImageTo3DPipeline",
+    repos=(REPO,),
+    repo_marker="trellis.2",
+    peer_names=("trellis2-4b", "trellis.2-4b", "trellis.2", "trellis-2", "trellis2-image"),
+    pipeline_types=PIPELINE_TYPES,
+    default_pipeline_type=DEFAULT_PIPELINE_TYPE,
+    vram_floors=VRAM_FLOORS,
+    progress_stages=("preprocess", "condition", "sparse_structure", "shape_slat", "tex_slat", "decode"),
+    stage_words={"shape_slat": "Sampling the shape", "tex_slat": "Sampling the texture"},
+    ignores={"ss_cfg": GUIDANCE, "slat_cfg": GUIDANCE, "bake_mode": BAKE, "bake_views": BAKE, "bake_resolution": BAKE,
+             "fill_holes": "TRELLIS.2's export always closes small holes",
+             "multi_image_mode": "TRELLIS.2 takes one image"},
+    file_words={"ply": "PLY (mesh with vertex colours)", "mp4": "MP4 preview (a lit turntable of its PBR material)",
+                "result": "the O-Voxel, for exports after a restart"},
+    texture_size=1024,                      # the app's jobs bake 1024² as v1's do where the settings do not say
+    max_images=1,
+    result_key="ovoxel",
+    steps_module="desktop.jobs.trellis2_steps",
+    new_looks_from_image=False,
+    warm_run=False,
+    find_installed=installed,
+    unavailable_text=unavailable,
+    install_text=install_line,
+    load_problem=load_problem,
+    owns_result_file=owns_result_file,
+)
