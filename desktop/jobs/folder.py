@@ -53,6 +53,8 @@ def lod_kind(level: int) -> str:
         raise ValueError(f"no file kind for level of detail {level}")
     return kind
 OBJ_PARTS = ("model.obj", "model.mtl", "model.png")                 # what save_obj writes together
+# a PBR material's maps beside them, where the MTL names them (trellis.export.formats.material_maps)
+OBJ_MAPS = ("model_roughness.png", "model_metallic.png", "model_normal.png", "model_alpha.png")
 
 # <YYYYmmdd-HHMMSS>-<first 8 hex digits of the job id>: the folders JobRunner makes.
 JOB_DIR = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{8}$")
@@ -426,7 +428,7 @@ class JobFolder:
         """The OBJ and the material and texture beside it; [] when there is no OBJ."""
         if not (self.path / OBJ_PARTS[0]).is_file():
             return []
-        return [self.path / n for n in OBJ_PARTS if (self.path / n).is_file()]
+        return [self.path / n for n in OBJ_PARTS + OBJ_MAPS if (self.path / n).is_file()]
 
     def listed_files(self) -> list:
         """Its files for a download list: the known ones in FILE_KINDS order, then inputs and extra views."""

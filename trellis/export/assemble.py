@@ -238,12 +238,14 @@ def save_obj(vertices, faces, uvs, texture, path,
                            texture_image(texture))
 
 
-def write_obj_files(path, vertices, faces, uvs=None, normals=None, image=None, image_suffix: str = ".png") -> str:
+def write_obj_files(path, vertices, faces, uvs=None, normals=None, image=None, image_suffix: str = ".png",
+                    maps=()) -> str:
     """Write ``path`` (.obj) from arrays already in the file's axes and units; returns the OBJ path.
 
     With ``image`` (a PIL image, saved with its own ``encoderinfo``) and ``uvs`` also ``<stem>.mtl`` and
     ``<stem><image_suffix>``; without, a geometry-only OBJ that names no material. ``normals`` (one per
-    vertex) are optional.
+    vertex) are optional. ``maps``: the material's other maps (``formats.material_maps.ObjMap``: keywords, tag,
+    image, suffix), each saved as ``<stem><tag><suffix>`` and named by its keywords in the MTL.
     """
     path = os.fspath(path)
     folder, name = os.path.split(path)
@@ -254,11 +256,16 @@ def write_obj_files(path, vertices, faces, uvs=None, normals=None, image=None, i
     if textured:
         mtl_name, image_name = stem + ".mtl", stem + image_suffix
         image.save(os.path.join(folder, image_name))
+        lines = []
+        for keywords, tag, map_image, suffix in maps:
+            map_name = stem + tag + suffix
+            map_image.save(os.path.join(folder, map_name))
+            lines += [f"{keyword} {map_name}\n" for keyword in keywords]
         with open(os.path.join(folder, mtl_name), "w", encoding="ascii", newline="\n") as fh:
             fh.write("# Trellis Desktop\nnewmtl baked\n"
                      "Ka 1.000 1.000 1.000\nKd 1.000 1.000 1.000\nKs 0.000 0.000 0.000\n"
                      "d 1.0\nillum 1\n"
-                     f"map_Kd {image_name}\n")
+                     f"map_Kd {image_name}\n" + "".join(lines))
     with open(path, "w", encoding="ascii", newline="\n") as fh:
         fh.write(f"# Trellis Desktop\nmtllib {mtl_name}\no mesh\n" if textured else "# Trellis Desktop\no mesh\n")
         write_rows(fh, "v %.6f %.6f %.6f\n", vertices)

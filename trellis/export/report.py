@@ -79,15 +79,16 @@ def shell_count(faces) -> int:
 
 
 def file_bytes(kind: str, path: str) -> int:
-    """A file's size; an OBJ's with the material and texture written beside it."""
+    """A file's size; an OBJ's with the material, texture and the material's maps written beside it."""
     from .formats.gltf import SUFFIX
+    from .formats.material_maps import OBJ_MAP_TAGS
 
     total = os.path.getsize(path)
     if kind == "obj":
         stem = os.path.splitext(path)[0]
-        for suffix in (".mtl", *SUFFIX.values()):
-            if os.path.isfile(stem + suffix):
-                total += os.path.getsize(stem + suffix)
+        for name in {stem + tag + suffix for tag in ("", *OBJ_MAP_TAGS) for suffix in (".mtl", *SUFFIX.values())}:
+            if os.path.isfile(name):
+                total += os.path.getsize(name)
     return total
 
 

@@ -15,6 +15,7 @@ from PIL import Image
 
 from tests.helpers.asset import make_gaussians, make_mesh
 from tests.helpers.gltf import glb_json, validate_gltf
+from tests.helpers.usd import usd_problems
 from trellis.export import bake_textured_mesh
 from trellis.export.assemble import with_normals
 from trellis.export.formats import FORMATS, format_of, write
@@ -202,13 +203,6 @@ def test_3mf_names_its_unit_and_is_watertight(textured, tmp_path, units, unit, s
 
 
 # ---------------------------------------------------------------------------------------------------- USDZ
-
-def usd_problems(stage) -> list:
-    """(severity name, message) of every finding of all of usd-core's registered validators on ``stage``."""
-    from pxr import UsdValidation
-    context = UsdValidation.ValidationContext(UsdValidation.ValidationRegistry().GetOrLoadAllValidators())
-    return [(e.GetType().displayName, e.GetErrorAsString()) for e in context.Validate(stage)]
-
 
 def test_the_usd_validators_do_find_problems(textured, tmp_path):
     from pxr import Usd

@@ -14,7 +14,8 @@ format   what is in it                          up axis                        u
 =======  ====================================  ============================  ==================================
 glb      mesh, normals, UVs, PBR material with  y (glTF)                       metres (glTF)
          the texture as PNG, JPEG or WebP
-obj      + .mtl and .png/.jpg beside it         y by default, or z             ``units``: none in the file
+obj      + .mtl and .png/.jpg beside it (and    y by default, or z             ``units``: none in the file
+         the material's maps)
 stl      binary STL, geometry only              z by default, or y             ``units``: none in the file
 3mf      3MF core, geometry only                z by default (3MF's build      ``units``, named in the file
                                                 volume), or y                  (``unit="meter"|"millimeter"``)
@@ -43,9 +44,10 @@ Options (``placement`` has the exact rules):
   print solid, placing), so that a ``Cancelled`` leaves no file behind.
 
 A ``TexturedMesh`` baked with its normal map (``bake_textured_mesh(normal_map=True)``) carries it into the GLB, with
-the tangents it was baked in (``TANGENT``); OBJ, USDZ, STL and 3MF are written without it (OBJ has no standard for a
-tangent-space map, USD's preview surface builds its own tangents). A PBR export (``pbr.PbrTexturedMesh``, TRELLIS.2)
-carries its metallic-roughness map and its alpha into the GLB the same way; the other formats get its base colour.
+the tangents it was baked in (``TANGENT``), and into the OBJ and USDZ (whose readers make their own tangents). A PBR
+export (``pbr.PbrTexturedMesh``, TRELLIS.2) carries its metallic-roughness map and its alpha into the GLB the same
+way, and into the OBJ (the MTL's PBR extension) and the USDZ (``UsdPreviewSurface``'s metallic, roughness and
+opacity): ``material_maps`` says how. STL and 3MF are geometry only.
 
 FBX is not offered: no licence-clean package that installs from wheels on Windows writes it.
 """
@@ -124,12 +126,15 @@ def write(textured, path, format: str | None = None, *, height: float | None = N
         normal = None if geometry_only else textured.normal_map_for(crease_angle)
         return write_glb(path, vertices, faces, uvs, texture, normal_texture=normal, draco=draco, split=split,
                          pbr=getattr(textured, "pbr", None), **common)      # a PBR export's maps (pbr.textured)
-    if name == "obj":
-        from .gltf import write_obj
-        return write_obj(path, vertices, faces, uvs, texture, up=up, split=split, **common)
-    if name == "usdz":
+    if name in ("obj", "usdz"):
+        # the material's other maps, as each format carries them (material_maps)
+        maps = {} if geometry_only else dict(normal_texture=textured.normal_map_for(crease_angle),
+                                             pbr=getattr(textured, "pbr", None))
+        if name == "obj":
+            from .gltf import write_obj
+            return write_obj(path, vertices, faces, uvs, texture, up=up, split=split, **maps, **common)
         from .usdz import write_usdz
-        return write_usdz(path, vertices, faces, uvs, texture, split=split, **common)
+        return write_usdz(path, vertices, faces, uvs, texture, split=split, **maps, **common)
     from .print3d import write_3mf, write_stl
     if name == "stl":
         return write_stl(path, vertices, faces, up)

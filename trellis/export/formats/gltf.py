@@ -128,14 +128,20 @@ def write_glb(path, vertices, faces, uvs, texture, geometry_only: bool = False, 
 
 
 def write_obj(path, vertices, faces, uvs, texture, up: str = "y", geometry_only: bool = False,
-              texture_format: str = "png", crease_angle: float | None = DEFAULT_CREASE_ANGLE, split=None) -> str:
+              texture_format: str = "png", crease_angle: float | None = DEFAULT_CREASE_ANGLE, split=None,
+              normal_texture=None, pbr=None) -> str:
     """Write ``path`` (.obj; with a texture also ``<stem>.mtl`` and ``<stem>.png|.jpg``) from z-up placed
-    ``vertices``, turned to ``up`` (``split``: as ``glb_mesh``); returns the OBJ path."""
+    ``vertices``, turned to ``up`` (``split``: as ``glb_mesh``); ``normal_texture`` and ``pbr`` (the PBR maps)
+    add the MTL's maps of ``material_maps``. Returns the OBJ path."""
     if geometry_only:
         v, f, normals = plain_geometry(vertices, faces, crease_angle)
         return write_obj_files(path, turn_to(v, up), f, normals=None if normals is None else turn_to(normals, up))
     if texture_format not in OBJ_TEXTURE_FORMATS:
         raise ValueError(f"an OBJ texture is one of {OBJ_TEXTURE_FORMATS}, not {texture_format!r}")
+    from .material_maps import obj_maps
+    if normal_texture is not None and crease_angle is None:
+        raise ValueError("a normal map needs the vertex normals it was baked for (crease_angle=None writes none)")
     v, f, uv, normals = with_normals(vertices, faces, uvs, crease_angle, split)
     return write_obj_files(path, turn_to(v, up), f, uv, None if normals is None else turn_to(normals, up),
-                           encoded_texture(texture, texture_format), SUFFIX[texture_format])
+                           encoded_texture(texture, texture_format), SUFFIX[texture_format],
+                           obj_maps(pbr, normal_texture, texture_format))

@@ -1,7 +1,7 @@
 """A PBR export's result: a ``TexturedMesh`` (its ``texture`` the base colour, RGB, so that every writer, level of
 detail and report takes it as it is) that also carries the material's other maps (``pbr``, a ``material.PbrMaps``):
-its GLB gets them (``to_glb``, ``save_glb``, and ``save`` through ``formats.write``); OBJ and USDZ carry the base
-colour only."""
+its GLB gets them (``to_glb``, ``save_glb``, and ``save`` through ``formats.write``), and so do the OBJ and USDZ
+(``formats.material_maps``)."""
 from __future__ import annotations
 
 from ..normals import DEFAULT_CREASE_ANGLE
