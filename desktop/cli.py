@@ -280,6 +280,8 @@ def main(argv=None) -> int:
             parser.error(f"--prompt: {err}")
     settings = check_common_args(parser, args, inputs=args.images)
     choose_family(parser, args)
+    if args.images:
+        family_rule(parser, args, settings, images=1)               # each image is one job
 
     def image_job(image):
         return lambda runner: runner.submit([image], settings)
@@ -316,20 +318,24 @@ def choose_family(parser, args) -> None:
     args.model = folder
 
 
+def family_rule(parser, args, settings: GenerationSettings, images: int) -> None:
+    """The runner's one rule for the family of --model, before anything loads: what the family cannot make is a
+    usage error (exits 2); a setting it does not use is said as the job's warning at its end (as on every surface)."""
+    from .families import FamilyRefusal, check, family_of_model
+
+    try:
+        check(family_of_model(args.model), settings, images)
+    except FamilyRefusal as err:
+        parser.error(str(err))
+
+
 def model_problem(args):
-    """None when --model can run these jobs; else why not, one message: a TRELLIS.2 pipeline type given for a
-    TRELLIS v1 model, or a TRELLIS.2 model that cannot run here (no DINOv3, files missing)."""
-    from .jobs.models import model_family
+    """None when --model can run these jobs; else why not, one message: a model folder whose family cannot load here
+    (TRELLIS.2: no DINOv3, files missing)."""
+    from .families import family_of_model
 
-    family = model_family(args.model)
-    if family == "trellis" and getattr(args, flag_dest("--pipeline-type"), None) is not None:
-        return (f"--pipeline-type is a TRELLIS.2 setting, but {args.model} is a TRELLIS v1 model (one path, no "
-                "pipeline types); leave it out, or pass --model with a TRELLIS.2 folder")
-    if family == "trellis2" and args.images and os.path.isdir(args.model):
-        from trellis.pipelines.trellis2_availability import trellis2_availability
-
-        found = trellis2_availability(args.model)
-        return None if found.available else found.message
+    if args.images and os.path.isdir(args.model):
+        return family_of_model(args.model).load_problem(args.model)
     return None
 
 
@@ -362,14 +368,22 @@ def run_jobs(args, work: list, settings: GenerationSettings | None = None) -> in
         display.say(f"error: {err}")
         return EXIT_FAILED
     if settings is not None and runner.devices:
-        lowered = device_change_warning(settings, settings.for_device(runner.devices[0]))
+        from .families import family_of_model
+
+        # only what the jobs' family uses (TRELLIS.2 renders no bake views): images run --model's family
+        family = family_of_model(args.model) if getattr(args, "images", None) else None
+        lowered = device_change_warning(settings, settings.for_device(runner.devices[0]), family)
         if lowered and display.enabled:
             display.say(f"note: {lowered}")
     names = [name for name, _ in work]
     jobs = []
     failed = missed = 0
     try:
-        jobs = [submit(runner) for _, submit in work]
+        try:
+            jobs = [submit(runner) for _, submit in work]
+        except ValueError as err:                       # a refusal of the runner's rule: the options' fault
+            display.say(f"error: {err}")
+            return EXIT_USAGE
         pending = list(range(len(jobs)))
         model_failed = False
         while pending:

@@ -360,12 +360,12 @@ def device_changes(submitted: GenerationSettings, used: GenerationSettings) -> d
             if getattr(submitted, k) != getattr(used, k)}
 
 
-def device_change_warning(submitted: GenerationSettings, used: GenerationSettings) -> str | None:
+def device_change_warning(submitted: GenerationSettings, used: GenerationSettings, family=None) -> str | None:
     """The job's warning naming each setting `for_device` lowered that shapes a file the job writes, from -> to
-    and why; None when there is none."""
+    and why; None when there is none. `family` (a desktop.families Family): only the settings it uses."""
     parts = [f"{name} {was} -> {now} ({CPU_REASONS[name][0]})"
              for name, (was, now) in device_changes(submitted, used).items()
-             if set(CPU_REASONS[name][1]) & set(used.formats)]
+             if set(CPU_REASONS[name][1]) & set(used.formats) and (family is None or family.uses(name))]
     if not parts:
         return None
     return (f"Changed for the CPU, where the preset's values (sized for a GPU) would take minutes: {', '.join(parts)}. "

@@ -1,7 +1,7 @@
 """One batch worker: a device, the pipelines loaded on it once, and items made as the app's jobs, two at a time.
 
 `ItemWorker.process(task)` makes one item: the app's job of it (desktop/jobs: the same Job, JobContext, steps and
-settings.json, through the app worker's dispatch ``PHASES``, so that a TRELLIS.2 model's items take its steps) in a
+settings.json, through the app worker's dispatch ``family_step``, so that each item takes its family's steps) in a
 folder in OUT/.batch-work, then moved onto OUT/<name> (manifest.commit), or, for a worker that cannot see the outputs
 folder (a Ray node without the shared disk), its files returned as bytes. It is thread-safe and meant to be called
 from two threads at once (two local threads, or a Ray actor with max_concurrency=2): overlap.Overlap writes one item's
@@ -57,11 +57,12 @@ def item_memory(device: str, settings: GenerationSettings) -> dict:
 
 def item_job(task: dict):
     """The app's job of one item, as the runner's submit / submit_text makes it: the values the user set marked
-    (for_device never lowers those); for a TRELLIS.2 model, its settings checked (InputError for what it cannot
-    make). An image path that names a pipe or a device fails here: it would block the sampling, and every item
+    (for_device never lowers those); its settings checked for its model's family as the runner checks them (InputError
+    for what the family cannot make). An image path that names a pipe or a device fails here: it would block the sampling, and every item
     behind it."""
+    from ..families import FamilyRefusal, family_of_model
+    from ..families import check as family_check
     from ..jobs.job import InputError, Job
-    from ..jobs.models import model_family
 
     settings = dataclasses.replace(GenerationSettings.from_dict(task["settings"]),
                                    explicit=frozenset(task.get("explicit") or ()))
@@ -71,16 +72,14 @@ def item_job(task: dict):
     problem = special_file_problem(task["source"]) if data is None else None
     if problem:
         raise InputError(problem)
-    warning, family = None, model_family(task["model"])
-    if family == "trellis2":
-        from ..jobs.trellis2_steps import check_trellis2_settings
-
-        try:
-            settings, warning = check_trellis2_settings(settings)
-        except ValueError as err:
-            raise InputError(str(err)) from None
-    job = Job(id=uuid.uuid4().hex, inputs=[task["source"] if data is None else data], settings=settings, family=family)
-    if warning:
+    family = family_of_model(task["model"])
+    try:                                          # the runner's one rule (JobRunner.submit), for the item's family
+        settings, warnings = family_check(family, settings, 1)
+    except FamilyRefusal as err:
+        raise InputError(str(err)) from None
+    job = Job(id=uuid.uuid4().hex, inputs=[task["source"] if data is None else data], settings=settings,
+              family=family.name)
+    for warning in warnings:
         job.warn(warning)
     return job
 
@@ -161,11 +160,11 @@ class ItemWorker:
     def first_phase(self, task: dict, job, work):
         """The job's first phase (under the sampling's lock): the device held to the item's VRAM budget, then the
         app's steps up to the sampling. Returns the second phase (the files), or None."""
-        from ..jobs.worker import PHASES
+        from ..jobs.worker import family_step
 
         self.hold_budget(job.settings)
         job.device = self.device
-        return PHASES[job.kind](self.context(task, job, work), job)
+        return family_step(job, phases=True)(self.context(task, job, work), job)
 
     def context(self, task: dict, job, work):
         """The job's context: this worker's pipelines, the item's work folder (made already) and its entries of

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from ..families import get_family
 from .folder import JobFolder
 from .job import Job
 from .progress import ProgressTracker
@@ -38,8 +39,9 @@ class JobContext:
 
     def tracker(self, job: Job, stages: list) -> ProgressTracker:
         """The job's progress over `stages`: reports turned into its fraction and ETA (learned from the earlier jobs
-        of its kind: a TRELLIS.2 job's from those of its pipeline type)."""
+        of its kind: where the job's family has pipeline types, from those of its type)."""
         times = self.stage_times
-        if times is not None and getattr(job, "family", None) == "trellis2":
+        family = getattr(job, "family", None)
+        if times is not None and family and get_family(family).times_by_pipeline_type:
             times = times.of(job.settings.pipeline_type)
         return ProgressTracker(job, stages, self.lock, self.on_progress, times=times)

@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
+from ..families import FAMILIES
 from ..settings import GenerationSettings
 
 
@@ -44,6 +45,8 @@ STAGE_LABELS = {
     "3mf": "Writing 3MF",
     "usdz": "Writing USDZ",
     "done": "Done",
+    # each family's own stages in its words (TRELLIS.2's shape and texture flows)
+    **{stage: words for family in FAMILIES.values() for stage, words in family.stage_words.items()},
 }
 # The export's own sub-stages (trellis.export.schedule's and trellis.export.pbr.export's progress names) in the
 # user's words.
@@ -130,7 +133,7 @@ class Job:
     keep_result: bool = False         # keep the decoded result in memory for later exports
     prompt: Optional[str] = None      # text jobs, and variants described by a prompt
     mesh: object = None               # variant jobs: the 3-D model (path, or (name, bytes) of an upload)
-    family: Optional[str] = None      # generations: the image model family that runs it ("trellis", "trellis2")
+    family: Optional[str] = None      # generations and exports: the id of the image model family (desktop/families)
     warnings: list = field(default_factory=list)   # what the user should know about a finished job
     state: str = JobState.QUEUED
     progress: Progress = field(default_factory=Progress)

@@ -36,6 +36,7 @@ from typing import Optional
 
 from trellis.export import temp_dirs
 
+from ..families import FAMILIES
 from ..settings import GenerationSettings
 from . import queued
 from .folder import JOB_DIR, JobFolder, lock_path, release_lock, try_lock
@@ -251,7 +252,7 @@ def _job(jf: JobFolder, values: dict, damage: list, files: dict) -> Job:
     job = Job(id=job_id, inputs=inputs or [str(x) for x in listed], settings=_submitted(used, record), kind=kind,
               source_id=source, prompt=prompt, mesh=files.get("mesh"), out_dir=str(folder), files=files,
               used_settings=used, device=device, created=created, started=created,
-              family=record.get("family") if record.get("family") in ("trellis", "trellis2") else None)
+              family=record.get("family") if record.get("family") in FAMILIES else None)
     error, timings = values["error"], values["timings"]
     if damage:
         job.state, job.error_kind = JobState.FAILED, "damaged"

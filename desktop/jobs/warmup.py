@@ -11,6 +11,7 @@ from typing import Callable
 
 from trellis.core.callbacks import Cancelled
 
+from ..families import get_family
 from .failures import drop_tracebacks
 from .models import DevicePipelines
 
@@ -160,9 +161,9 @@ def warm_up(pipelines: DevicePipelines, request: tuple, stop: Callable[[], bool]
             # kernels, which pays for the sampling it slows (docs/benchmarks/app.md#launch-to-first-glb).
             threading.Thread(target=prepare_export, args=(device if forward else None, stop),
                              name="trellis-export-warm", daemon=True).start()
-        # The tiny run is TRELLIS v1's (its formats, renders): a TRELLIS.2 pipeline loaded now has none of them.
-        v1 = pipelines.image_family != "trellis2"
-        if forward and v1 and pipelines.image_pipeline is not None and not stop() and not job_waiting():
+        # The tiny run is TRELLIS v1's (its formats, renders): a family without them declares no warm run.
+        runs = get_family(pipelines.image_family or pipelines.models.family).warm_run
+        if forward and runs and pipelines.image_pipeline is not None and not stop() and not job_waiting():
             step = "warming the kernels"
             t = time.perf_counter()
             pipeline = pipelines.activate(pipelines.image_pipeline)

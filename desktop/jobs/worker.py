@@ -15,7 +15,8 @@ from typing import Optional
 import torch
 
 from ..state_dir import state_dir
-from . import steps, trellis2_steps
+from ..families import DEFAULT_FAMILY, get_family
+from . import steps
 from .budget import job_memory
 from .context import JobContext
 from .failures import classify_failure, drop_tracebacks
@@ -27,12 +28,25 @@ from .stage_times import StageTimes
 from .stage_times_file import FILE_NAME, StageTimesFile, device_key
 from .warmup import warm_up
 
-# A generation or export switches on the model family at its top (trellis2_steps): v1's steps are left as they are.
-STEPS = {"generate": trellis2_steps.by_family(steps.generate), "export": trellis2_steps.by_result(steps.export),
-         "text": steps.generate_text, "variant": steps.generate_variant}
+# The steps of the kinds no image family runs; a generation and an export take their family's (`family_step`).
+STEPS = {"text": steps.generate_text, "variant": steps.generate_variant}
+FAMILY_KINDS = ("generate", "export")
 # The same steps of a generation or text job in two phases, for a batch: the first samples and returns the second, which
-# writes the files (a TRELLIS.2 generation is one phase: its first returns None).
-PHASES = {"generate": trellis2_steps.by_family(steps.generate_in_phases), "text": steps.text_in_phases}
+# writes the files (a family's steps without a two-phase generation run it in one: its first phase returns None).
+PHASES = {"text": steps.text_in_phases}
+
+
+def family_step(job: Job, phases: bool = False):
+    """The step that runs `job`: of a generation or an export, its family's (families: each declares the module of
+    its steps); of another kind, the kind's own. `phases`: a batch's two-phase step."""
+    if job.kind not in FAMILY_KINDS:
+        return (PHASES if phases else STEPS)[job.kind]
+    import importlib
+
+    module = importlib.import_module(get_family(job.family or DEFAULT_FAMILY).steps_module)
+    if phases and job.kind == "generate":
+        return getattr(module, "generate_in_phases", module.generate)
+    return getattr(module, job.kind)
 
 
 def gpu_name(device: str) -> Optional[str]:
@@ -93,7 +107,7 @@ class Worker:
         t_start = time.perf_counter()
         try:
             with job_memory(self.device, job.settings, job.timings):
-                STEPS.get(job.kind, steps.generate)(self.context(entry), job)
+                family_step(job)(self.context(entry), job)
         except BaseException as err:
             self.fail(entry, err)
             return
@@ -108,7 +122,7 @@ class Worker:
     def context(self, entry: Entry) -> JobContext:
         """What the job's step needs: its models on this device, its folder, progress, cancel, a kept result."""
         job, runner = entry.job, self.runner
-        # The job's image family's folder: the steps pick their family by it (trellis2_steps.by_family).
+        # The folder of the job's image family (its steps are that family's: family_step).
         model_path = runner.models.folder_for(job.family) or runner.models.model_path
 
         def pipeline(which: str, progress) -> tuple:
