@@ -10,12 +10,18 @@ the preview endpoints and /generate's video serve it as they serve v1's; several
 """
 from __future__ import annotations
 
-from .common import ApiError
-from .families import FAMILIES, check_family, runner_families, runner_family
+from ..families import FAMILIES as REGISTRY
+from ..families import get_family, runner_families, runner_family
 from ..settings_table import PIPELINE_TYPES
+from .common import ApiError
+from .families import FAMILIES, check_family
 
 PANEL_NOTE = "TRELLIS.2: a mesh with PBR materials (its preview a lit turntable); the guidance dials are TRELLIS v1's"
-PANEL_FAMILIES = {"trellis": "TRELLIS-v1", "trellis2": "TRELLIS.2"}     # the dropdown's words (a space ends them)
+
+
+def panel_word(family) -> str:
+    """A family's words in the panel's dropdown (a space would end them there)."""
+    return family.words.replace(" ", "-")
 
 
 def request_family(body) -> object:
@@ -55,13 +61,13 @@ def panel_lines(runner, settings) -> str:
     can (defaulting to the server's own), a note and the pipeline type's dropdown (defaulting to `settings`' type);
     nothing where only TRELLIS v1 can."""
     families = runner_families(runner)
-    if "trellis2" not in families:
+    if not any(get_family(f).pipeline_types for f in families):      # no family here has pipeline types
         return ""
     choice = ""
     if len(families) > 1:
-        own = FAMILIES.index(runner_family(runner))
+        own = FAMILIES.index(runner_family(runner).name)
         choice = ("    dropdown code_name=(model_family) visible_name=(model) options=["
-                  + ",".join(PANEL_FAMILIES[f] for f in FAMILIES) + f"] default={own}\n")
+                  + ",".join(panel_word(f) for f in REGISTRY.values()) + f"] default={own}\n")
     default = PIPELINE_TYPES.index(settings.pipeline_type) if settings.pipeline_type in PIPELINE_TYPES else 0
     return (choice + "    header code_name=(trellis2_note) visible_name=(" + PANEL_NOTE + ") color=(200,200,200,1)\n"
             "    dropdown code_name=(pipeline_type) visible_name=(pipeline type) options=["
