@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from .families import FAMILIES
 from .settings import PRESETS, ROWS
 
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "SETTINGS.md"
@@ -42,6 +43,13 @@ def flag_text(row) -> str:
     return f"`{row.cli.flag}`"
 
 
+def families_text(row) -> str:
+    """Which image model families use a setting: "all", or those that do (each other family's reason in a note)."""
+    if len(row.families) == len(FAMILIES):
+        return "all"
+    return ", ".join(FAMILIES[name].words for name in row.families) or "none"
+
+
 def markdown() -> str:
     """The whole of docs/SETTINGS.md."""
     lines = ["# Generation settings",
@@ -50,10 +58,12 @@ def markdown() -> str:
              "`retexture`, `batch`; any setting also as `--set NAME=VALUE`) and the page name it. Written from "
              "`desktop/settings_table.py` by `python -m desktop.settings_docs`: edit the rows there, not this file. "
              "**Export**: an export of a kept result may change it without sampling again. **CPU**: the value a "
-             "CPU job uses instead of a preset's (a value you set yourself is kept).",
+             "CPU job uses instead of a preset's (a value you set yourself is kept). **Models**: the image model "
+             "families whose jobs use it (declared by each family in `desktop/families/`); a setting a job's family "
+             "does not use, given a value other than its preset's, is ignored with a warning on every surface.",
              "",
-             "| setting | accepts | default | presets | CPU | CLI | page | export | what it does |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| setting | accepts | default | presets | CPU | CLI | page | export | models | what it does |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in ROWS:
         presets = ", ".join(f"{name}: {shown(value)}" for name, value in row.presets.items())
         page = f"{row.ui.label} ({row.ui.place}" + (f"; slider {row.ui.ui_range[0]:g}..{row.ui.ui_range[1]:g}, typing "
@@ -61,9 +71,12 @@ def markdown() -> str:
             if row.ui else ""
         cells = [f"`{row.name}`", accepts(row), f"`{shown(row.default)}`", presets,
                  shown(row.cpu.value) if row.cpu else "", flag_text(row), page, "yes" if row.export else "",
-                 row.help]
+                 families_text(row), row.help]
         # A "|" inside a cell would end it.
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    ignored = [(family, name, why) for family in FAMILIES.values() for name, why in family.ignores.items()]
+    lines += ["", "What each model family does not use, and why:", ""]
+    lines += [f"- {family.words}: `{name}`: {why}" for family, name, why in ignored]
     return "\n".join(lines) + "\n"
 
 

@@ -18,6 +18,7 @@ A row (Setting) holds:
                                 without sampling again
     ui, cli, panel              the page's control, the CLI flag, the StableProjectorz panel input (None: none);
                                 ui.info is the page's one line of help (what it changes, what it costs)
+    families (read-only)        the image model families that use it (each family declares what it ignores, and why)
 
 Nothing here imports more than the standard library (and the families' declarations, which import no more).
 """
@@ -26,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Optional
 
-from .families import FAMILIES, names_words
+from .families import FAMILIES
 
 # Largest seed: the reference demo's int32 range, so a seed from it can be typed in here.
 MAX_SEED = 2 ** 31 - 1
@@ -142,6 +143,12 @@ class Setting:
     ui: Optional[Ui] = None
     cli: Optional[Cli] = None
     panel: Optional[Panel] = None
+
+    @property
+    def families(self) -> tuple:
+        """The ids of the image model families whose jobs use this setting (each family declares, with why, the
+        settings it does not use: desktop/families)."""
+        return tuple(name for name, family in FAMILIES.items() if family.uses(self.name))
 
 
 def text_size_labels() -> tuple:

@@ -98,3 +98,19 @@ def test_the_one_rule_warns_for_an_unused_setting_and_refuses_what_cannot_be_mad
     assert v2.uses("pipeline_type") and not v1.uses("pipeline_type") and v1.uses("bake_views")
     assert v2.why_not("ss_cfg") and v2.why_not("seed") == ""
     assert v2.vram_floor("1536_cascade") == 8.0 and v2.vram_floor() == 6.0 and v1.vram_floor() is None
+
+
+def test_the_settings_table_and_its_page_say_which_families_use_each_setting():
+    from desktop.settings import SETTINGS
+    from desktop.settings_docs import DOC_PATH
+
+    assert SETTINGS["pipeline_type"].families == ("trellis2",) and SETTINGS["bake_views"].families == ("trellis",)
+    assert SETTINGS["seed"].families == ("trellis", "trellis2")
+    for family in FAMILIES.values():
+        assert {row.name for row in SETTINGS.values() if family.name not in row.families} == set(family.ignores)
+    rows = {line.split(" | ")[0].strip("| `"): line for line in DOC_PATH.read_text(encoding="utf-8").splitlines()
+            if line.startswith("| `")}
+    assert " | TRELLIS.2 | " in rows["pipeline_type"] and " | TRELLIS v1 | " in rows["ss_cfg"]
+    assert " | all | " in rows["seed"]
+    text = DOC_PATH.read_text(encoding="utf-8")
+    assert all(why in text for family in FAMILIES.values() for why in family.ignores.values())
