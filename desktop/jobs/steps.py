@@ -336,12 +336,9 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
         beside.append(SideWork("kept-result", lambda stopped: folder.write_result(gaussian, mesh)))
     preview_beside = overlap and meshes and "mp4" in fmt
     if preview_beside:       # silent: the bake's progress is the job's
-        # What the preview imports is imported here first: two threads importing modules with native parts for the
-        # first time at once can deadlock (the bake imports its own meanwhile).
-        import imageio_ffmpeg  # noqa: F401
-        import trellis.utils.render_utils  # noqa: F401
         beside.append(SideWork("preview", lambda stopped: write_preview(job, folder, settings, gaussian, quiet,
-                                                                        stopped), on_gpu=True, with_bake=True))
+                                                                        stopped), on_gpu=True, with_bake=True,
+                               imports=("imageio_ffmpeg", "trellis.utils.render_utils")))
     # Started before the PLY and the preview video, so that the mesh's decimation (CPU, child processes) runs while
     # they are written (GPU); with neither to overlap, the bake does it all in turn.
     with timed(job, f"{stage}_start") if meshes else contextlib.nullcontext():

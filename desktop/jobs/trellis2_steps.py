@@ -8,31 +8,29 @@ Every file comes from the one ``PbrTexturedMesh`` that ``trellis.export.pbr.bake
 target and texture size: the mesh files by v1's writers (mesh_files.write_mesh_files: formats, levels of detail,
 export.json); model.ply as that mesh with per-vertex base colours (TRELLIS.2 makes no Gaussians: a PLY of a mesh
 model is its coloured mesh, ``trellis.export.pbr.vertex_ply``); preview.mp4 as a lit turntable of its PBR material
-on v1's camera path (``trellis.utils.pbr_video``). A job takes one image, and a VRAM budget of at least its pipeline
-type's floor where the preset set it (``check_trellis2_settings``).
+on v1's camera path (``trellis.export.pbr.video``). They are written through the library's scheduler as v1's are
+(``trellis.export.ExportJob`` with the job's ``PbrOptions``; result.npz and the preview as its ``SideWork``). A job
+takes one image, and a VRAM budget of at least its pipeline type's floor where the preset set it
+(``check_trellis2_settings``).
 """
 from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import time
-
-from trellis.export import Background
 
 from ..settings import PRESETS, GenerationSettings, device_change_warning, preset_value
 from ..settings_table import MESH_FORMATS
 from .context import JobContext
 from .folder import JobFolder, atomic_path, jsonable
 from .job import InputError, Job
-from .mesh_files import face_target, note_written, placement, timed, write_mesh_files, written_before
+from .mesh_files import destination, placement, timed, write_mesh_files
 from .models import ignored_pipeline_type, model_family
 from .progress import textured_files
 from .sampling import sample_ovoxel
-from .steps import check_cancel, make_folder, prepared_images, quiet, ready, settings_record, write_preprocessed
+from .steps import (check_cancel, make_folder, overlaps_files, prepared_images, quiet, ready, settings_record,
+                    write_preprocessed)
 
-# The lit preview's kind among the files this process has written (mesh_files.written_before).
-LIT_PREVIEW = "lit-preview"
 # The stages of a TRELLIS.2 generation before its files are written (the pipeline's progress names).
 TRELLIS2_STAGES = ["preprocess", "condition", "sparse_structure", "shape_slat", "tex_slat", "decode"]
 MADE_FROM_BAKE = (*MESH_FORMATS, "ply", "mp4")      # every file but result.npz comes from the PBR bake
@@ -132,7 +130,8 @@ def generate(ctx: JobContext, job: Job) -> None:
     if not ovoxel.success:
         raise InputError("TRELLIS.2 made no surface from this image: try another seed, or an image with a clearer, "
                          "larger object")
-    write_ovoxel_outputs(job, folder, settings, ovoxel, progress, ctx.cancelled, device=ctx.device, keep=True)
+    write_ovoxel_outputs(job, folder, settings, ovoxel, progress, ctx.cancelled, device=ctx.device, keep=True,
+                         overlap=overlaps_files(ctx.device))
     if job.keep_result:
         ctx.keep({"ovoxel": ovoxel})
 
@@ -146,7 +145,7 @@ def export(ctx: JobContext, job: Job) -> None:
     job.files.update(folder.copy_from(ctx.source_files))
     job.files.update(folder.write_settings(trellis2_record(job, settings, ctx.model_path, ctx.device, ctx.record)))
     write_ovoxel_outputs(job, folder, settings, ctx.source_result["ovoxel"], progress, ctx.cancelled,
-                         device=ctx.device)
+                         device=ctx.device, overlap=overlaps_files(ctx.device))
 
 
 def for_trellis2_device(job: Job, settings: GenerationSettings, device: str) -> GenerationSettings:
@@ -172,72 +171,79 @@ def trellis2_record(job: Job, settings: GenerationSettings, model: str, device: 
     return settings_record(job, settings, model, device, {"family": "trellis2", **(extra or {})})
 
 
-def bake_settings(settings: GenerationSettings, n_faces: int) -> dict:
-    """``bake_ovoxel``'s face target, texture size and normal map from the job's settings: the export studio's
-    target (or Simplify's share of the decoder mesh, within the destination's limit), as v1's bake takes them."""
-    from trellis.export import face_budget
+def pbr_options(settings: GenerationSettings):
+    """The library's ``PbrOptions`` of a job's settings: the face target (the export studio's target, or Simplify's
+    share of the decoder mesh; 0: every face), within the destination's limit, the texture size and the normal map,
+    as v1's ``mesh_files.export_options`` gives its ``ExportOptions``."""
+    from trellis.export import PbrOptions
 
-    target = face_target(settings, n_faces)             # the bake's clean-up keeps a mesh below it as it is
     # the PLY's vertex colours and the preview's material come from the texture too
     textured = textured_files(settings) or bool({"ply", "mp4"} & set(settings.formats))
-    return {"target_faces": target if target is not None else face_budget(n_faces, settings.simplify),
-            "texture_size": settings.texture_size if textured else UNSEEN_TEXTURE,
-            "normal_map": textured and settings.normal_map and "glb" in settings.formats and not settings.geometry_only}
+    return PbrOptions(target_faces=settings.target_faces, simplify=settings.simplify,
+                      destination=destination(settings),
+                      texture_size=settings.texture_size if textured else UNSEEN_TEXTURE,
+                      normal_map=textured and settings.normal_map and "glb" in settings.formats
+                      and not settings.geometry_only)
+
+
+# What the lit preview imports (``trellis.export.SideWork.imports``: imported before its thread starts).
+PREVIEW_IMPORTS = ("imageio_ffmpeg", "trellis.export.pbr.video", "trellis.utils.render_utils")
 
 
 def write_ovoxel_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, ovoxel, progress, cancel,
-                         device: str = "cpu", keep: bool = False) -> None:
-    """The files of one PBR bake of `ovoxel` (mesh files, PLY, preview video rendered on `device`); with `keep`,
-    result.npz (the O-Voxel, for exports after a restart) written in a thread meanwhile and removed again when the
-    job fails."""
-    from trellis.export import bake_ovoxel
+                         device: str = "cpu", keep: bool = False, overlap: bool = False) -> None:
+    """The files of one PBR bake of `ovoxel`, through the library's scheduler (``trellis.export.ExportJob`` with
+    ``pbr_options``) as ``steps.write_outputs`` writes v1's: with `keep`, result.npz (the O-Voxel, for exports after
+    a restart) as side work from the start, removed again when the job fails; the bake; with `overlap` (a GPU), the
+    preview video (rendered on `device`) as side work on its own stream while the mesh files (side by side) and the
+    PLY are written, else after them. The same files either way."""
+    from trellis.export import ExportJob, SideWork
 
     t0 = time.perf_counter()
     fmt = set(settings.formats)
-    kept = Background("trellis-kept-result", lambda: folder.write_ovoxel_result(
-        ovoxel, {"pipeline_type": settings.pipeline_type})) if keep else None
+    baked = bool(fmt & set(MADE_FROM_BAKE))
+    beside = []
+    if keep:            # compressed in a thread (zlib leaves the GIL) while the bake runs
+        beside.append(SideWork("kept-result", lambda stopped: folder.write_ovoxel_result(
+            ovoxel, {"pipeline_type": settings.pipeline_type})))
+    preview_beside = overlap and "mp4" in fmt and bool(fmt & {*MESH_FORMATS, "ply"})
+    export = ExportJob(None, ovoxel if baked else None, pbr_options(settings), beside=beside, cancel=cancel)
     try:
-        if fmt & set(MADE_FROM_BAKE):
+        textured = None
+        if baked:
             with timed(job, "bake"):
-                textured = bake_ovoxel(ovoxel, **bake_settings(settings, int(ovoxel.faces.shape[0])),
-                                       progress=lambda stage, done, total: progress("bake", done, total, stage),
-                                       cancel=cancel)
+                textured = export.bake(progress=lambda stage, done, total: progress("bake", done, total, stage))
             job.timings["export_bake_stages"] = jsonable(textured.info)
-            # the preview renders on the GPU while the mesh files are written on the CPU (from the process's second
-            # preview on: the first imports and compiles its kernels alone)
-            beside = "mp4" in fmt and bool(written_before([LIT_PREVIEW]))
-            preview = start_lit_preview(job, folder, settings, textured, device, cancel) if beside else None
-            try:
-                if fmt & set(MESH_FORMATS):
-                    write_mesh_files(job, folder, settings, textured, progress, cancel=cancel)
-                if "ply" in fmt:
-                    with timed(job, "ply"):
-                        progress("ply", 0, 1)
-                        job.files.update(write_mesh_ply(folder, settings, textured))
-                        progress("ply", 1, 1)
-            except BaseException:
-                if preview is not None:        # no file of a failed job is written after it ends
-                    preview.stop()
-                raise
-            if preview is not None:
+        if preview_beside:       # silent: the files' progress is the job's
+            export.start_side(SideWork("preview", lambda stopped: write_lit_preview(
+                job, folder, settings, textured, device, quiet, stopped), on_gpu=True, imports=PREVIEW_IMPORTS))
+        if fmt & set(MESH_FORMATS):
+            write_mesh_files(job, folder, settings, textured, progress, together=export if overlap else None,
+                             cancel=cancel)
+        if "ply" in fmt:
+            with timed(job, "ply"):
+                progress("ply", 0, 1)
+                job.files.update(write_mesh_ply(folder, settings, textured))
+                progress("ply", 1, 1)
+        if preview_beside:
+            if export.side_running("preview"):
                 progress("video", 0, 1)
-                job.files.update(preview.result())
-                progress("encode", 1, 1)
-                job.timings.setdefault("export", {})["preview_beside"] = True
-            elif "mp4" in fmt:
-                job.files.update(write_lit_preview(job, folder, settings, textured, device, progress, cancel))
-                note_written(LIT_PREVIEW)
-        if kept is not None:
-            job.files.update(kept.result())
-            job.timings.setdefault("export", {})["result"] = kept.seconds
-        job.timings.setdefault("export", {})["files_wall"] = time.perf_counter() - t0
+            job.files.update(export.side_result("preview"))
+            progress("encode", 1, 1)
+        elif "mp4" in fmt:
+            job.files.update(write_lit_preview(job, folder, settings, textured, device, progress, cancel))
+        if keep:
+            job.files.update(export.side_result("kept-result"))
+            job.timings.setdefault("export", {})["result"] = export.side_seconds("kept-result")
+        job.timings.setdefault("export", {}).update(files_wall=time.perf_counter() - t0, overlapped=preview_beside)
     except BaseException:
-        if kept is not None:                   # a failed or cancelled job keeps no result to export
-            kept.join()
-            for path in (kept.value_if_any() or {}).values():
-                with contextlib.suppress(OSError):
-                    os.remove(path)
+        export.close()                         # the preview stopped too, its partial mp4 gone (atomic_path)
+        for path in (export.side_value_if_any("kept-result") or {}).values():   # a failed job keeps no result
+            with contextlib.suppress(OSError):
+                os.remove(path)
         raise
+    finally:
+        export.close()
 
 
 def write_mesh_ply(folder: JobFolder, settings: GenerationSettings, textured) -> dict:
@@ -251,41 +257,11 @@ def write_mesh_ply(folder: JobFolder, settings: GenerationSettings, textured) ->
     return {"ply": str(folder.file("ply"))}
 
 
-class LitPreview:
-    """``write_lit_preview`` in a thread (silent: the files written meanwhile report the job's progress); ``result()``
-    waits for its files or raises its error, ``stop()`` cancels it and waits."""
-
-    def __init__(self, job: Job, folder: JobFolder, settings: GenerationSettings, textured, device: str, cancel):
-        self.stopped = threading.Event()
-
-        def asked():
-            return self.stopped.is_set() or bool(cancel is not None and cancel())
-        self.work = Background("trellis2-preview", lambda: write_lit_preview(
-            job, folder, settings, textured, device, quiet, asked))
-
-    def result(self) -> dict:
-        return self.work.result()
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.work.join()
-
-
-def start_lit_preview(job: Job, folder: JobFolder, settings: GenerationSettings, textured, device: str,
-                      cancel) -> LitPreview:
-    """The lit preview started beside the caller's work; what it imports is imported here first (two threads
-    importing modules with native parts for the first time at once can deadlock)."""
-    import imageio_ffmpeg  # noqa: F401
-    import trellis.utils.pbr_video  # noqa: F401
-    import trellis.utils.render_utils  # noqa: F401
-    return LitPreview(job, folder, settings, textured, device, cancel)
-
-
 def write_lit_preview(job: Job, folder: JobFolder, settings: GenerationSettings, textured, device: str, progress,
                       cancel) -> dict:
     """preview.mp4: the lit turntable of the baked PBR mesh, each frame encoded (ffmpeg, its own process) while the
     next renders on `device` (timings["export"]["mp4"]); its files."""
-    from trellis.utils.pbr_video import iter_pbr_video
+    from trellis.export.pbr.video import iter_pbr_video
 
     with timed(job, "mp4"):
         frames = iter_pbr_video(textured, resolution=settings.video_resolution, num_frames=settings.video_frames,
