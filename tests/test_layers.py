@@ -273,12 +273,12 @@ def test_only_the_job_folder_module_knows_the_folder_layout():
 
 
 def test_the_job_modules_import_in_their_stated_order():
-    """desktop/jobs: jsonio, limits, job <- folder, stage_times, stage_times_file, progress, failures, inputs, meshes <- queued <- recovery, rerun <-
-    context, sampling, models <- steps <- trellis2_steps <- warmup <- jobqueue <- worker <- runner (never back): the steps
+    """desktop/jobs: jsonio, limits, job <- folder, stage_times, stage_times_file, first_estimate, progress, failures, inputs, meshes <- queued <- recovery, rerun <-
+    context, sampling, models <- steps <- trellis2_steps <- warmup, overlap <- jobqueue <- worker <- runner (never back): the steps
     get a context and never reach the worker or the runner."""
-    order = ["jsonio", "limits", "job", "folder", "stage_times", "stage_times_file", "progress", "failures", "budget", "inputs",
+    order = ["jsonio", "limits", "job", "folder", "stage_times", "stage_times_file", "first_estimate", "progress", "failures", "budget", "inputs",
              "meshes", "queued", "recovery", "rerun", "context", "sampling", "models", "export_reuse", "mesh_files",
-             "steps", "trellis2_steps", "warmup",
+             "steps", "trellis2_steps", "warmup", "overlap",
              "jobqueue", "worker", "runner", "late"]
     graph = desktop_graph()
     assert {m for m in graph if m.startswith("desktop.jobs.")} == {f"desktop.jobs.{m}" for m in order}
@@ -294,11 +294,11 @@ def test_the_job_modules_import_in_their_stated_order():
 
 
 def test_the_batch_modules_import_in_their_stated_order_and_the_app_never_imports_them_or_ray():
-    """desktop/batch: files <- items, manifest, display <- overlap <- worker <- local, ray_pool <- driver <- command (never
+    """desktop/batch: files <- items, manifest, display <- worker (with desktop.jobs.overlap) <- local, ray_pool <- driver <- command (never
     back).
     Ray is optional: only batch/ray_pool imports it (and only with --ray); no other part of the app imports
     the batch package; the modules the command reads before its options are checked import no torch."""
-    order = ["files", "items", "manifest", "display", "overlap", "worker", "local", "ray_pool", "driver", "command"]
+    order = ["files", "items", "manifest", "display", "worker", "local", "ray_pool", "driver", "command"]
     graph = desktop_graph()
     assert {m for m in graph if m.startswith("desktop.batch.")} == {f"desktop.batch.{m}" for m in order}
     bad = [f"{m} imports {d}" for i, m in enumerate(order) for d in graph[f"desktop.batch.{m}"]

@@ -1,8 +1,13 @@
 """A job's progress: (stage, step, total) reports -> the fraction of the whole job and an ETA.
 
 Each stage's share of the run time is what it took in this worker's earlier jobs (``stage_times.StageTimes``),
-scaled by how this job's finished stages compare with theirs once those were measured more than once; until every
-stage has been measured once, a rough share (STAGE_WEIGHTS) and elapsed / fraction."""
+scaled by how this job's finished stages compare with theirs once those were measured more than once. A job whose
+stages this machine has never timed (its first) plans from the reference machine's times scaled by a short timed
+probe of this one (first_estimate.py), corrected by its own finished stages as it goes. Without a table of times
+(a job run outside a worker), a rough share (STAGE_WEIGHTS) and elapsed / fraction.
+
+A stage that runs several passes (a cascade's shape flow: its low- then its high-resolution pass) shows one step
+counter over all of them: "step 13/24", never a count that starts again."""
 from __future__ import annotations
 
 import statistics
@@ -25,6 +30,8 @@ MULTI_STEP = {"bake": 9, "shape": 5}     # simplify, visibility, remove_invisibl
 
 # How far this job's pace may scale the learned times (a larger mesh, a busy machine), slower and faster.
 PACE_LIMITS = (0.5, 2.0)
+# ... and the first estimate's (first_estimate.py): another model's size, another machine's proportions.
+FIRST_PACE_LIMITS = (0.2, 10.0)
 
 # The stages of a generation before its files are written.
 GENERATE_STAGES = ["preprocess", "condition", "sparse_structure", "slat", "decode"]
@@ -54,6 +61,25 @@ def export_stages(settings: GenerationSettings, overlap: bool = False) -> list:
     return ply + (mesh_stages + preview if overlap and meshes else preview + mesh_stages)
 
 
+def makes_normal_map(settings) -> bool:
+    """Whether a job with `settings` bakes a normal map (for its textured GLB)."""
+    return bool(getattr(settings, "normal_map", False)) and "glb" in settings.formats and textured_files(settings)
+
+
+def stage_passes(settings) -> dict:
+    """{stage: how many passes a generation with `settings` runs of it}: a cascade's shape flow runs twice (the
+    library's pipeline type says which types are cascades); every other stage once."""
+    kind = getattr(settings, "pipeline_type", None)
+    if not kind:
+        return {}
+    from trellis.pipelines.trellis2_cascade import pipeline_type
+
+    try:
+        return {"shape_slat": 2} if pipeline_type(kind).cascade else {}
+    except ValueError:
+        return {}
+
+
 class ProgressTracker:
     """Turns (stage, step, total) reports into the job's overall fraction and ETA. With `times` (the worker's
     ``StageTimes``), each stage's span (from its first report to the next stage's) is learned for later jobs, and
@@ -70,6 +96,18 @@ class ProgressTracker:
         self.plan = times.plan(self.order) if times is not None else {}
         self.learned = all(st in self.plan for st in self.order)
         self.warm = times.warm(self.order) if times is not None else set()
+        settings = job.used_settings or job.settings
+        # nothing learned here yet: the reference machine's times, scaled by this one's probe (first_estimate.py)
+        self.first = times is not None and not self.learned
+        if self.first:
+            from .first_estimate import first_plan
+
+            self.plan = {**first_plan(self.order, settings), **self.plan}
+        if "bake" in self.order and makes_normal_map(settings):
+            self._expect_normal_map()
+        self.passes = {st: n for st, n in stage_passes(settings).items() if st in self.order}
+        self.pass_no: dict = {}                # stage -> the pass under way (from 1) and its last step
+        self.last_step: dict = {}
         self.t0 = clock()
         self.substages: dict = {}
         self.current: Optional[str] = None     # the stage under way, its start and its step count
@@ -78,6 +116,17 @@ class ProgressTracker:
         self.spans: dict = {}                  # stage -> seconds it took in this job (finished stages)
         self.sub: Optional[str] = None         # the sub-stage under way ("bake/observe") and its start
         self.sub_started = 0.0
+
+    def _expect_normal_map(self) -> None:
+        """A bake that makes a normal map where the plan's bakes made none: it renders the dense mesh from the bake's
+        views and solves as the colour bake does, so it counts as those two sub-stages."""
+        if "bake/normal_map" in self.plan or "bake/observe" not in self.plan:
+            return
+        seconds = self.plan["bake/observe"][0] + self.plan.get("bake/bake", (0.0, 1))[0]
+        self.plan["bake/normal_map"] = (seconds, 1)
+        if "bake" in self.plan:
+            rate, steps = self.plan["bake"]
+            self.plan["bake"] = (rate + seconds / max(steps, 1), steps)
 
     def restart_clock(self) -> None:
         """After a model load: the load counts neither in the elapsed time nor in the stage under way."""
@@ -94,11 +143,12 @@ class ProgressTracker:
             self._end(now)
             self.current, self.started = stage, now
         if stage not in MULTI_STEP:
-            self.steps[stage] = max(int(total), 1)
+            self.steps[stage] = max(int(total), 1) * self.passes.get(stage, 1)
         elif message and f"{stage}/{message}" != self.sub:
             self._end_sub(now)
             self.sub, self.sub_started = f"{stage}/{message}", now
-        if stage == self.order[-1] and total and step >= total and stage not in MULTI_STEP:
+        last_pass = self.pass_no.get(stage, 1) >= self.passes.get(stage, 1)
+        if stage == self.order[-1] and total and step >= total and stage not in MULTI_STEP and last_pass:
             self._end(now)
             if self.times is not None:          # stages that never reported took no time of their own
                 for s in self.order:
@@ -132,13 +182,28 @@ class ProgressTracker:
         # the median of the finished stages' own paces, against plans measured more than once: a first job's times
         # (imports, compiles) or one stage's outlier do not rescale every stage after it
         paces = [self.spans[s] / expected[s] for s in self.order[:idx]
-                 if s in self.spans and s in self.warm and expected[s] > 0]
-        pace = min(max(statistics.median(paces), PACE_LIMITS[0]), PACE_LIMITS[1]) if paces else 1.0
+                 if s in self.spans and (s in self.warm or self.first) and expected[s] > 0]
+        lo, hi = FIRST_PACE_LIMITS if self.first else PACE_LIMITS
+        pace = min(max(statistics.median(paces), lo), hi) if paces else 1.0
         left = expected[stage] * (1 - inner) + sum(expected[s] for s in self.order[idx + 1:])
         return fraction, left * pace
 
+    def one_counter(self, stage: str, step: int, total: int) -> tuple:
+        """(step, total) over all of `stage`'s passes: a pass whose counter starts again after the last one ended
+        continues the count."""
+        passes = self.passes.get(stage, 1)
+        if passes == 1 or not total:
+            return step, total
+        done = self.pass_no.get(stage, 1)
+        if step < self.last_step.get(stage, 0) and done < passes:
+            done = self.pass_no[stage] = done + 1
+        self.pass_no.setdefault(stage, done)
+        self.last_step[stage] = step
+        return (done - 1) * total + step, passes * total
+
     def __call__(self, stage: str, step: int, total: int, message: str = "") -> None:
         now = self.clock()
+        step, total = self.one_counter(stage, step, total)
         self._advance(stage, step, total, message, now)
         inner = min(step, total) / total if total else 0.0
         if stage in MULTI_STEP and message:
@@ -147,14 +212,18 @@ class ProgressTracker:
             if message not in names:
                 names.append(message)
             subs = {k: rate for k, (rate, _) in self.plan.items() if k.startswith(stage + "/")}
-            if self.learned and subs:       # spread by the sub-stages' learned times
-                done = sum(subs.get(f"{stage}/{n}", 0.0) for n in names[:names.index(message)])
-                inner = min((done + subs.get(f"{stage}/{message}", 0.0) * inner) / sum(subs.values()), 1.0)
+            if (self.learned or self.first) and subs:       # spread by the sub-stages' learned times
+                # a sub-stage never timed here (a normal map the earlier bakes did not make) counts as an average one
+                typical = sum(subs.values()) / len(subs)
+                own = {n: subs.get(f"{stage}/{n}", typical) for n in names}
+                whole = sum(subs.values()) + sum(v for n, v in own.items() if f"{stage}/{n}" not in subs)
+                done = sum(own[n] for n in names[:names.index(message)])
+                inner = min((done + own[message] * inner) / whole, 1.0)
             else:
                 inner = (names.index(message) + inner) / max(MULTI_STEP[stage], len(names))
         elapsed = now - self.t0
         eta = None
-        if self.learned and stage in self.order:
+        if (self.learned or self.first) and stage in self.order:
             fraction, eta = self._from_times(stage, inner)
         elif stage in self.order:
             done = sum(self.weights[s] for s in self.order[:self.order.index(stage)])

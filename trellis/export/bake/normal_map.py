@@ -114,24 +114,32 @@ def bake_normal_map(dense_vertices, dense_faces, vertices, faces, uvs, texture_s
     dn = smooth_normals(dv, df)
     acc = TextureAccumulator(vertices, faces, uvs, texture_size, device=device)
     n_views = len(extrinsics)
+    # one counter over the whole bake: the views, the solve's iterations, then the frames, the tangent space and the
+    # inpainting (on a CPU the part after the views takes as long as the views: it must not sit at its last view)
+    total = n_views + cg_iterations + 3
+
+    def report(done: int) -> None:
+        if progress is not None:
+            progress("normal_map", min(done, total), total)
     for i in range(n_views):
         check(cancel)
         normals, mask, depth = dense_normals_view(dv, df, dn, extrinsics[i], intrinsics[i], resolution, cancel)
         acc.add_view((normals + 1) / 2, mask, extrinsics[i], intrinsics[i], depth=depth, cancel=cancel)
-        if progress is not None:
-            progress("normal_map", i + 1, n_views + 1)
-    encoded, observed = acc.solve(iterations=cg_iterations, cancel=cancel)
+        report(i + 1)
+    encoded, observed = acc.solve(iterations=cg_iterations, cancel=cancel,
+                                  progress=lambda d, t: report(n_views + round(d * cg_iterations / max(t, 1))))
     world = F.normalize(encoded * 2 - 1, dim=-1)
     check(cancel)
     frames = corner_frames(vertices, faces, uvs, crease_angle, split)
+    report(n_views + cg_iterations + 1)
     check(cancel)
     local, inside = _tangent_space(world, frames, faces, uvs, int(texture_size), cancel)
+    report(n_views + cg_iterations + 2)
     known = observed & inside
     if info is not None:
         info["normal_map_observed_share"] = float(known.sum()) / max(int(inside.sum()), 1)
     out = inpaint_texture((local + 1) / 2, known)
-    if progress is not None:
-        progress("normal_map", n_views + 1, n_views + 1)
+    report(total)
     return out
 
 

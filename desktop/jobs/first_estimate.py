@@ -1,0 +1,89 @@
+"""The ETA of a job whose stages this machine has never timed (its first job, with no stage times kept): each stage's
+seconds on the reference machine, scaled by how long a short timed probe takes here and now, and by the job's own
+settings (steps, views, frames, pixels).
+
+The probe is CPU work of the export's kind (a matrix product, a scatter-add, an element-wise pass: what the
+rasteriser, the bake's accumulator and the clean-up do), run once per process when the first such job starts
+(about a tenth of a second on the reference machine). A machine that is slower, or busier, takes as much longer for
+the probe as for the job, which a fixed table of seconds cannot know. The job's own stages then correct the rest as
+they finish (``progress.ProgressTracker``'s pace).
+"""
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from typing import Optional
+
+# The reference: the project's CPU runner (2 shared cores), the tiny pipeline's first job of a process at the
+# page's defaults lowered for a CPU (benchmarks/first_eta.py prints this table). Seconds per stage (per step for a
+# sampler, per frame for the preview), at the settings in REFERENCE_SETTINGS; and the probe's seconds then.
+REFERENCE_PROBE_S = 0.578
+REFERENCE_SECONDS = {"bake/bake": (4.523, 1), "bake/fill_holes": (0.133, 1), "bake/final_simplify": (0.4637, 1),
+                     "bake/inpaint": (0.9199, 1), "bake/observe": (70.95, 1), "bake/remove_invisible": (0.1187, 1),
+                     "bake/reobserve": (89.93, 1), "bake/resolve": (19.21, 1), "bake/simplify": (0.0436, 1),
+                     "bake/uv_unwrap": (3.333, 1), "bake/visibility": (88.43, 1), "condition": (1.173, 1), "decode":
+                     (1.021, 2), "encode": (0.0101, 60), "glb": (2.025, 1), "ply": (0.766, 1), "preprocess":
+                     (0.6942, 1), "slat": (0.1305, 12), "sparse_structure": (0.7616, 12), "video": (0.5372, 60)}
+REFERENCE_SETTINGS = {"bake_views": 24, "bake_resolution": 512, "texture_size": 512, "video_frames": 60,
+                      "video_resolution": 384}
+# A stage the reference never ran (a new one) counts as this many seconds there.
+UNKNOWN_STAGE_S = 1.0
+
+_lock = threading.Lock()
+_probe: Optional[float] = None
+
+
+def probe_seconds() -> float:
+    """The probe's seconds on this machine now (the median of three runs; measured once per process)."""
+    global _probe
+    with _lock:
+        if _probe is None:
+            _probe = statistics.median(_probe_once() for _ in range(3))
+        return _probe
+
+
+def _probe_once() -> float:
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(256, 256, generator=g)
+    index = torch.randint(0, 1 << 16, (1 << 18,), generator=g)
+    values = torch.rand(1 << 18, generator=g)
+    t = time.perf_counter()
+    for _ in range(4):
+        b = a @ a
+        out = torch.zeros(1 << 16).index_add_(0, index, values)
+        values = torch.sqrt(values * values + out[index] * 1e-6)
+        a = b / b.norm()
+    return time.perf_counter() - t
+
+
+def settings_scale(stage: str, settings) -> float:
+    """How much more work `stage` is with `settings` than with REFERENCE_SETTINGS (pixels, views, frames)."""
+    def ratio(name: str, power: int = 1) -> float:
+        value = getattr(settings, name, None)
+        return (float(value) / REFERENCE_SETTINGS[name]) ** power if value else 1.0
+    if stage == "bake/observe" or stage == "bake/reobserve":
+        return ratio("bake_views") * ratio("bake_resolution", 2)
+    if stage in ("bake/bake", "bake/resolve", "bake/inpaint", "bake/normal_map"):
+        return ratio("texture_size", 2)
+    if stage in ("video", "encode"):
+        return ratio("video_resolution", 2)
+    return 1.0
+
+
+def first_plan(stages, settings, probe: Optional[float] = None) -> dict:
+    """{stage: (seconds per step, steps)} of `stages` and the reference's sub-stages of them, as this machine is
+    expected to run them now: ProgressTracker's plan where nothing is learned."""
+    factor = (probe if probe is not None else probe_seconds()) / REFERENCE_PROBE_S
+    plan = {}
+    for name, (per_step, steps) in REFERENCE_SECONDS.items():
+        if name.split("/")[0] in stages:
+            plan[name] = (per_step * factor * settings_scale(name, settings), steps)
+    for stage in stages:
+        subs = [rate for name, (rate, _) in plan.items() if name.startswith(stage + "/")]
+        if subs:                # a stage of sub-stages (the bake) takes as long as they do at these settings
+            plan[stage] = (sum(subs), 1)
+        plan.setdefault(stage, (UNKNOWN_STAGE_S * factor, 1))
+    return plan
