@@ -16,15 +16,16 @@ import time
 from typing import Optional
 
 # The reference: the project's CPU runner (2 shared cores), the tiny pipeline's first job of a process at the
-# page's defaults lowered for a CPU (benchmarks/first_eta.py prints this table). Seconds per stage (per step for a
-# sampler, per frame for the preview), at the settings in REFERENCE_SETTINGS; and the probe's seconds then.
-REFERENCE_PROBE_S = 0.578
-REFERENCE_SECONDS = {"bake/bake": (4.523, 1), "bake/fill_holes": (0.133, 1), "bake/final_simplify": (0.4637, 1),
-                     "bake/inpaint": (0.9199, 1), "bake/observe": (70.95, 1), "bake/remove_invisible": (0.1187, 1),
-                     "bake/reobserve": (89.93, 1), "bake/resolve": (19.21, 1), "bake/simplify": (0.0436, 1),
-                     "bake/uv_unwrap": (3.333, 1), "bake/visibility": (88.43, 1), "condition": (1.173, 1), "decode":
-                     (1.021, 2), "encode": (0.0101, 60), "glb": (2.025, 1), "ply": (0.766, 1), "preprocess":
-                     (0.6942, 1), "slat": (0.1305, 12), "sparse_structure": (0.7616, 12), "video": (0.5372, 60)}
+# page's defaults lowered for a CPU (benchmarks/first_eta.py prints this table; here the geometric mean of two runs,
+# each scaled to a probe of REFERENCE_PROBE_S). Seconds per stage (per step for a sampler, per frame for the preview),
+# at the settings in REFERENCE_SETTINGS.
+REFERENCE_PROBE_S = 0.5
+REFERENCE_SECONDS = {"bake/bake": (3.949, 1), "bake/fill_holes": (0.173, 1), "bake/final_simplify": (0.7315, 1),
+                     "bake/inpaint": (1.624, 1), "bake/observe": (77.41, 1), "bake/remove_invisible": (0.1539, 1),
+                     "bake/reobserve": (97.66, 1), "bake/resolve": (28.81, 1), "bake/simplify": (0.1462, 1),
+                     "bake/uv_unwrap": (4.561, 1), "bake/visibility": (144.4, 1), "condition": (1.047, 1), "decode":
+                     (3.001, 2), "encode": (0.02401, 60), "glb": (3.332, 1), "ply": (1.549, 1), "preprocess":
+                     (0.8681, 1), "slat": (0.4281, 12), "sparse_structure": (0.6493, 12), "video": (1.011, 60)}
 REFERENCE_SETTINGS = {"bake_views": 24, "bake_resolution": 512, "texture_size": 512, "video_frames": 60,
                       "video_resolution": 384}
 # A stage the reference never ran (a new one) counts as this many seconds there.
