@@ -13,7 +13,7 @@ folder:
     app                the app's serial job: `python -m desktop generate` of --items jobs in one process
                        (app_gpu.job_command: the CLI's JobRunner, one job after the other)
     local1 / local2    `batch --gpus 0` / `--gpus 0,1`: one worker process per GPU, one item's files written while
-                       the next one samples (desktop/batch/overlap.py)
+                       the next one samples (desktop/jobs/overlap.py)
     local1-serial      `batch --gpus 0 --no-overlap`: one item at a time
     ray1 / ray2        `batch --ray local --workers 1 / 2`: a private Ray cluster on this machine (needs --ray)
 

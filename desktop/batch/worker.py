@@ -31,7 +31,7 @@ from pathlib import Path
 from ..settings import GenerationSettings
 from . import manifest
 from .files import special_file_problem
-from .overlap import Overlap
+from ..jobs.overlap import Overlap
 
 # Failures that another attempt cannot fix (the same input fails the same way).
 FINAL_KINDS = ("input", "empty", "model", "background_removal", "cancelled")

@@ -261,7 +261,7 @@ def write_lit_preview(job: Job, folder: JobFolder, settings: GenerationSettings,
                       cancel) -> dict:
     """preview.mp4: the lit turntable of the baked PBR mesh, each frame encoded (ffmpeg, its own process) while the
     next renders on `device` (timings["export"]["mp4"]); its files."""
-    from trellis.export.pbr.video import iter_pbr_video
+    from trellis.export import iter_pbr_video
 
     with timed(job, "mp4"):
         frames = iter_pbr_video(textured, resolution=settings.video_resolution, num_frames=settings.video_frames,

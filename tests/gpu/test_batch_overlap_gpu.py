@@ -1,4 +1,4 @@
-"""A batch worker's items side by side on a GPU (desktop/batch/overlap.py: the sampling on a CUDA stream of its own,
+"""A batch worker's items side by side on a GPU (desktop/jobs/overlap.py: the sampling on a CUDA stream of its own,
 the files on the default stream) make what the same items make one at a time: no item reads a half-made result or
 memory the other item's sampling took back. The tiny random-weight pipeline; two workers of one process, each
 loading it."""

@@ -24,7 +24,7 @@ family's defaults). The names below load their stage on
 first use, so that importing this package (e.g. for ``temp_dirs`` at the app's start) stays light.
 """
 __all__ = ["to_glb", "to_obj", "bake_textured_mesh", "TexturedMesh", "ExportJob", "SideWork", "Background", "ExportOptions",
-           "PbrOptions", "DEFAULT_TEXTURE_SIZE", "warm_processes",
+           "start_thread", "side_stream", "iter_pbr_video", "render_pbr_video", "PbrOptions", "DEFAULT_TEXTURE_SIZE", "warm_processes",
            "save_result", "load_result", "check_result", "DamagedResultError", "describe_export",
            "placed_shape_facts", "check_limits", "DESTINATION_LIMITS",
            "face_budget", "lod_meshes", "LodTargetError", "bake_onto_mesh", "uv_usable", "bake_uv_mesh",
@@ -36,6 +36,8 @@ __all__ = ["to_glb", "to_obj", "bake_textured_mesh", "TexturedMesh", "ExportJob"
 # Names defined in the stage modules, loaded when first asked for (they import numpy, torch).
 _LAZY = {"to_glb": "schedule", "to_obj": "schedule", "bake_textured_mesh": "schedule",
          "TexturedMesh": "textured", "ExportJob": "job", "SideWork": "job", "Background": "concurrency", "warm_processes": "job",
+         "start_thread": "concurrency", "side_stream": "concurrency", "iter_pbr_video": "pbr.video",
+         "render_pbr_video": "pbr.video",
          "ExportOptions": "options", "PbrOptions": "options", "DEFAULT_TEXTURE_SIZE": "options",
          "save_result": "result_file", "load_result": "result_file", "check_result": "result_file",
          "DamagedResultError": "result_file", "describe_export": "report",

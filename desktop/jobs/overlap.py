@@ -1,14 +1,15 @@
 """Two items side by side on one device: one item's files are written while the next one samples.
 
-An item is the app's job in two phases (desktop.jobs.worker.PHASES): the first (its input, the model, its folder, the
+An item is the app's job in two phases (worker.PHASES): the first (its input, the model, its folder, the
 sampling: the GPU's part) returns the second (its files: the export's clean-up, UV layout, bake and writers, mostly
 the CPU's, partly in child processes). `Overlap.run` takes the first phase under one lock and the second under
 another, and is called by two threads at once (a local worker's, or a Ray actor's two concurrent calls): while one
 item's files are written the next one samples, and an item that has sampled waits for the writer holding its
 result, so that at most one decoded result waits: two items' memory at most, never more.
 
-On a GPU the sampling runs on a CUDA stream of its own, and the files on the default stream, as in the app's job (the
-export's own threads and side streams are built around it). The writer's host waits (a render's sizes, a copy to the
+On a GPU the sampling runs on a CUDA stream of its own (started by the library's one starter,
+trellis.export.concurrency), and the files on the default stream, as in the app's job (the export's own threads and
+side streams are built around it). The writer's host waits (a render's sizes, a copy to the
 host) then wait for the export's kernels only, not for the sampling's queued ahead of them on one shared stream, and
 the sampling's for its own. Each phase's stream is synchronised at its end: the sampled result is complete before
 another stream or thread reads it, and the writer's reads of it are done before it is let go (its memory belongs to
@@ -37,7 +38,9 @@ class Overlap:
         if on_gpu(device):
             import torch
 
-            self.streams = (torch.cuda.Stream(torch.device(device)), torch.cuda.default_stream(torch.device(device)))
+            from trellis.export import side_stream
+
+            self.streams = (side_stream(device), torch.cuda.default_stream(torch.device(device)))
 
     def run(self, first: Callable[[], Optional[Callable[[], None]]], alone: bool = False) -> dict:
         """`first()` (an item's first phase, which returns its second or None: done), then its second; each under

@@ -1,4 +1,4 @@
-"""Two items side by side (desktop/batch/overlap.py), with real threads and phases that say when they run: one item's
+"""Two items side by side (desktop/jobs/overlap.py), with real threads and phases that say when they run: one item's
 files are written while the next one samples, an item that has sampled waits for the writer, an item with a VRAM
 budget runs alone, and a failing phase frees its lock for the next item."""
 import threading
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from desktop.batch.overlap import Overlap
+from desktop.jobs.overlap import Overlap
 
 WAIT_S = 10.0                  # liveness bound of each wait: a broken overlap fails, it does not hang
 
