@@ -19,6 +19,8 @@ second one when the first is done.
 Columns, seconds from the process start: server answers /ping; /v1/health says the model is loaded; the first and
 second GLB are written (the job is done); and each job from its submission. The server's own log lines of the
 warm-up (model load, kernel warm run) and each job's timings.json (load_model, pipeline, export) come with it.
+Each launch is written to --out and --md as it ends (a failed one under `failed`, with why), and an answer of the
+server that is not JSON is noted in its row (`answers_not_json`: status, type, body) instead of ending the run.
 """
 from __future__ import annotations
 
@@ -120,10 +122,22 @@ def one_launch(model: Path, outputs: Path, device: str, warmup: bool, submit_aft
     loaded = {}
     client = httpx.Client(base_url=url, timeout=600)
 
+    def answer(method: str, path: str, **kwargs):
+        """(status, JSON body or None) of a request; an answer that is not JSON is noted in the row, not fatal."""
+        r = client.request(method, path, **kwargs)
+        try:
+            return r.status_code, r.json()
+        except ValueError:
+            row.setdefault("answers_not_json", []).append(
+                {"s": round(time.perf_counter() - t0, 3), "request": f"{method} {path}", "status": r.status_code,
+                 "content_type": r.headers.get("content-type"), "body": r.text[:300]})
+            return r.status_code, None
+
     def health() -> None:
         if "model_loaded_s" not in loaded:
             try:
-                if client.get("/v1/health").json().get("model_loaded"):
+                _, info = answer("GET", "/v1/health")
+                if info and info.get("model_loaded"):
                     loaded["model_loaded_s"] = time.perf_counter() - t0
             except httpx.TransportError:
                 pass
@@ -145,11 +159,14 @@ def one_launch(model: Path, outputs: Path, device: str, warmup: bool, submit_aft
         image = base64.b64encode(IMAGE.read_bytes()).decode()
         for n in (1, 2):
             submitted = time.perf_counter()
-            r = client.post("/v1/jobs", json={"images": [image], **body})
-            if r.status_code != 202:
-                raise RuntimeError(f"job {n}: HTTP {r.status_code}: {r.text}")
-            job_id = r.json()["id"]
-            while (info := client.get(f"/v1/jobs/{job_id}").json())["state"] not in ("done", "failed", "cancelled"):
+            status, made = answer("POST", "/v1/jobs", json={"images": [image], **body})
+            if status != 202 or made is None:
+                raise RuntimeError(f"job {n}: HTTP {status}: {made}")
+            job_id = made["id"]
+            while True:
+                status, info = answer("GET", f"/v1/jobs/{job_id}")
+                if info is not None and status == 200 and info["state"] in ("done", "failed", "cancelled"):
+                    break
                 health()
                 time.sleep(POLL_S)
             done = time.perf_counter()
@@ -256,22 +273,39 @@ def main() -> int:
     rows = []
     env = bytecode_env(work, args.bytecode == "cached")
     discarded = []
+    failed = []
+
+    def save() -> None:
+        """The launches so far, written as each ends: a launch that fails (or a killed run) loses no other."""
+        result = {"meta": meta, "runs": rows, "discarded": discarded, "failed": failed}
+        Path(args.out or work / "launch_gpu.json").write_text(json.dumps(result, indent=2))
+        Path(args.md or work / "launch_gpu.md").write_text(markdown(rows, meta))
+
+    def launch(outputs: Path, warmup: bool, wait: float):
+        try:
+            return one_launch(model, outputs, args.device, warmup, wait, body, args.object, env)
+        except Exception as err:            # noted with its launch; the other launches still run
+            failed.append({"warmup": "on" if warmup else "off", "submit_after_s": wait,
+                           "error": f"{type(err).__name__}: {err}"})
+            print("FAILED:", json.dumps(failed[-1]), flush=True)
+            save()
+            return None
     if args.discard_first:
-        discarded.append(one_launch(model, work / "outputs-discarded", args.device, warmups[0] == "on", waits[0], body,
-                                    args.object, env))
-        print("discarded:", json.dumps(discarded[0]), flush=True)
+        row = launch(work / "outputs-discarded", warmups[0] == "on", waits[0])
+        if row is not None:
+            discarded.append(row)
+            print("discarded:", json.dumps(row), flush=True)
+            save()
     for wait in waits:
         for w in warmups:
-            outputs = work / f"outputs-warmup-{w}-after-{wait:g}"
-            row = one_launch(model, outputs, args.device, w == "on", wait, body, args.object, env)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    result = {"meta": meta, "runs": rows, "discarded": discarded}
-    Path(args.out or work / "launch_gpu.json").write_text(json.dumps(result, indent=2))
-    table = markdown(rows, meta)
-    Path(args.md or work / "launch_gpu.md").write_text(table)
-    print(table, flush=True)
-    return 0
+            row = launch(work / f"outputs-warmup-{w}-after-{wait:g}", w == "on", wait)
+            if row is not None:
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                save()
+    save()
+    print(markdown(rows, meta), flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

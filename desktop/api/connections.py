@@ -40,6 +40,10 @@ MAX_CONNECTIONS = 1024          # open connections in all, however high the open
 RETRY_AFTER_S = 5               # told to a connection refused for want of room
 LISTEN_QUEUE = 1024             # connections the kernel holds until accepted (asyncio accepts accept_batch() at once)
 YOUNG_S = 0.5                   # a new connection's time to have its request read before it may give way
+# A refused connection's answer is followed by this long of reading (and dropping) what the client still sends: a
+# socket closed with unread bytes resets the connection, and a reset can destroy the answer before the client reads it.
+LINGER_S = 2.0
+MAX_LINGERING = 256             # refused connections lingering at once; past them, closed at once (file descriptors)
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,21 @@ def widen_listen_queue(server) -> None:
                 pass
 
 
+def unread_bytes(transport) -> int:
+    """Bytes the client sent that the server has not read yet (FIONREAD), 0 where that cannot be told (Windows)."""
+    sock = transport.get_extra_info("socket")
+    try:
+        import array
+        import fcntl
+        import termios
+
+        count = array.array("i", [0])
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, count, True)
+        return count[0]
+    except (ImportError, AttributeError, OSError, ValueError):
+        return 0
+
+
 def answer(status: int, reason: str, message: str, retry_after: Optional[int] = None) -> bytes:
     """A whole HTTP/1.1 answer that closes its connection, its body JSON like the API's errors."""
     body = json.dumps({"detail": message}).encode()
@@ -118,6 +137,7 @@ class Connections:
         self.total = limits.total if limits.total is not None else connection_budget()
         self.by_client: dict = {}
         self.count = 0
+        self.lingering = 0              # refused connections reading out their request after the answer
 
     def admit(self, conn) -> bool:
         """Count `conn` in, making room when a limit is reached; False when no connection could give way. Over
@@ -172,29 +192,61 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_made(transport)
         self.peer = self.client[0] if self.client else "local"
         self.phase, self.phase_start, self.phase_bytes, self.timer = "headers", self.loop.time(), 0, None
+        self.served = 0                 # answers sent on this connection
+        self.lingering = False
         if not self.guard.admit(self):
             limits = self.guard.limits
-            self.transport.write(answer(503, "Service Unavailable", (
+            self.close_with(answer(503, "Service Unavailable", (
                 f"too many connections: at most {limits.per_client} from one address and {self.guard.total} in "
                 "all, each busy with a request; try again shortly"), retry_after=RETRY_AFTER_S))
-            self.phase = "busy"
-            self.transport.close()
             return
         self.arm()
+
+    def close_with(self, data: bytes) -> None:
+        """Send `data` (a whole answer) and close: the sending side at once, the connection after LINGER_S or the
+        client's own close, what it sends meanwhile read and dropped (see LINGER_S)."""
+        self.guard.remove(self)
+        self.disarm()
+        self.phase = "busy"
+        self.transport.write(data)
+        if self.guard.lingering >= MAX_LINGERING or not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.lingering = True
+        self.guard.lingering += 1
+        self.transport.write_eof()
+        self.timer = self.loop.call_later(LINGER_S, self.transport.close)
 
     def connection_lost(self, exc) -> None:
         self.guard.remove(self)
         self.disarm()
+        if self.lingering:
+            self.lingering = False
+            self.guard.lingering -= 1
         super().connection_lost(exc)
 
+    def eof_received(self):
+        if self.lingering:              # the client read the answer and closed: done
+            self.transport.close()
+        return super().eof_received()
+
     def data_received(self, data: bytes) -> None:
+        if self.lingering:              # the rest of a refused request: dropped
+            return
         self.phase_bytes += len(data)
         super().data_received(data)
         self.follow()
 
     def on_response_complete(self) -> None:
+        self.served += 1
         super().on_response_complete()
         self.follow()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes that are no HTTP request, in JSON like every other answer (its own is text)."""
+        self.transport.write(answer(400, "Bad Request", f"{msg.rstrip('.')}: send an HTTP/1.1 request"))
+        self.phase = "busy"
+        self.transport.close()
 
     def handle_websocket_upgrade(self, event) -> None:
         self.guard.remove(self)
@@ -204,8 +256,10 @@ class GuardedH11Protocol(H11Protocol):
 
     @property
     def young(self) -> bool:
-        """Opened (or answered) less than YOUNG_S ago and nothing read since: its request may be on its way."""
-        return self.phase == "headers" and not self.phase_bytes and self.loop.time() - self.phase_start < YOUNG_S
+        """Opened (or answered) less than YOUNG_S ago and nothing read since, or its request's bytes arrived and wait
+        to be read (a busy event loop reads late): its request is on its way."""
+        return self.phase == "headers" and not self.phase_bytes and (
+            self.loop.time() - self.phase_start < YOUNG_S or unread_bytes(self.transport) > 0)
 
     def give_way_rank(self, young: bool = False) -> Optional[tuple]:
         """None when this connection keeps its place; else its turn to give way to a new one (least first): one
@@ -265,6 +319,8 @@ class GuardedH11Protocol(H11Protocol):
             self.arm()
         elif when > now:                                        # bytes came meanwhile: the deadline moved
             self.timer = self.loop.call_at(when, self.expired)
+        elif self.phase == "headers" and not self.phase_bytes and unread_bytes(self.transport) > 0:
+            self.timer = self.loop.call_later(YOUNG_S, self.expired)   # sent in time, read late by a busy server
         else:
             self.cut()
 
@@ -281,21 +337,27 @@ class GuardedH11Protocol(H11Protocol):
     def give_way(self, status: int = 503, message: str = "") -> None:
         """Close now, telling a client that was sending a request why (`status`, `message`; by default: it made room
         for a new connection); the app still reading the request sees the client gone."""
-        sending = self.phase_bytes if self.phase == "headers" else self.phase == "body" and self.cycle is not None \
-            and not self.cycle.response_started
-        if sending and status == 408:
-            self.transport.write(answer(408, "Request Timeout", message))
-        elif sending:
-            self.transport.write(answer(503, "Service Unavailable", message or (
-                "too many connections from this address (or in all): this request, the slowest to arrive, made "
-                "room for a new one; send requests whole"), retry_after=RETRY_AFTER_S))
-        self.guard.remove(self)
-        self.disarm()
-        self.phase = "busy"
+        # A connection that has had no answer yet may have its request on the way (sent, not read): it is told why,
+        # never closed in silence; an idle one kept after its answers is closed as keep-alive connections are.
+        if self.phase == "headers":
+            partial = bool(self.phase_bytes) or unread_bytes(self.transport) > 0
+            sending = partial or not self.served
+        else:
+            partial = sending = self.phase == "body" and self.cycle is not None and not self.cycle.response_started
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.disconnected = True            # the app's sends go nowhere, its receive says disconnect
             self.cycle.message_event.set()
-        self.transport.close()
+        if status == 408 and partial:                 # a deadline: told when part of a request came
+            self.close_with(answer(408, "Request Timeout", message))
+        elif status != 408 and sending:
+            self.close_with(answer(503, "Service Unavailable", message or (
+                "too many connections from this address (or in all): this request, the slowest to arrive, made "
+                "room for a new one; send requests whole"), retry_after=RETRY_AFTER_S))
+        else:
+            self.guard.remove(self)
+            self.disarm()
+            self.phase = "busy"
+            self.transport.close()
 
 
 def guarded_protocol(limits: Optional[ConnectionLimits] = None) -> type:

@@ -2,7 +2,9 @@
 names), over the same job runner as the /v1 job API (mounted by server.py).
 
     {"prompt": "a red chair"} or {"image": "<base64 or data: URL>" | ["<view 1>", "<view 2>"]},
-    "model": any (this server runs its one model), "n": 1..MAX_N assets (seeds seed, seed+1, ...),
+    "model": a model family's name or a peer's name for it ("trellis2-4b": TRELLIS.2; GET /v1/health `families`
+    lists what runs here; another name is a 400 naming the known ones), "model_family" the same by its id,
+    "n": 1..MAX_N assets (seeds seed, seed+1, ...),
     "response_format": "url" (default) | "b64_json" | "glb" (or another format: the file itself, as Lemonade answers),
     "output_format": "glb" (default) | "ply" | "obj" | "stl" | "3mf" | "usdz" | "mp4",
     "async": false, "timeout": seconds to wait (default SYNC_TIMEOUT_S),
@@ -14,21 +16,24 @@ jobs (`{"created", "id", "object": "3d.generation", "model", "status", "data": [
 ...}]}`, an OBJ with its `companions`: the .mtl and textures it names); with "async": true (or `Prefer: respond-async`), or when `timeout` passes first, it is 202 with the job ids
 at once, and `GET /v1/3d/generations/{id}` answers the same envelope once they are done. The jobs are /v1 jobs:
 `GET /v1/jobs/{job_id}` shows their progress, `POST /v1/jobs/{job_id}/cancel` stops them. Errors are in the OpenAI
-shape (openai_errors.py), a bad request a 400.
+shape (openai_errors.py), a bad request a 400; a job that failed is answered with its error and the header
+`x-should-retry: false` (each retry would be a whole new generation; the `openai` package obeys it). A request sent
+again with the `Idempotency-Key` of an earlier one makes no new job (idempotency.py). LocalAI's path without /v1
+(`POST /3d/generations`) is the same endpoint.
 """
-import asyncio
-import base64
 import functools
 import os
 import re
-import time
 from typing import Literal, Optional, Union
 
-from .common import (ERROR_STATUS, MAX_IMAGE_BYTES, MAX_IMAGES, POLL_S, ApiError, api_state, build_settings,
+from .common import (MAX_IMAGE_BYTES, MAX_IMAGES, ApiError, api_state, build_settings,
                      check_images, decode_base64, form_schema, form_values, not_queued, parameter_fields, read_body,
                      upload_bytes, validate)
-from .openai_errors import OpenAIErrors, openai_error_responses
+from .generation_answer import NO_RETRY, default_output, envelope, failure, wait_jobs
+from .idempotency import REPLAYED, fingerprint, replayed_jobs, request_key
+from .openai_errors import openai_error_responses
 from .v1 import content_type
+from ..families import DEFAULT_FAMILY, FAMILIES, FAMILY_HELP, family_for_model_name, family_problem, runner_families
 from ..settings import FORMATS, MAX_PROMPT_CHARS, MAX_SEED, check_prompt
 
 MAX_N = 4                     # assets per request: each is a whole job
@@ -37,11 +42,13 @@ MAX_TIMEOUT_S = 3600.0
 RESPONSE_FORMATS = ("url", "b64_json")
 IMAGE_FIELDS = ("image", "image[]", "images")           # where a form's image files may come (OpenAI, PHP-style, ours)
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+ENDPOINT = "/v1/3d/generations"            # its Idempotency-Keys' scope (LocalAI's /3d/generations is the same)
 
-# Fields other servers take that have no counterpart here, and what to send instead.
+ONE_RESOLUTION = "this server samples at one resolution; choose a preset (fast, balanced, high, low-vram)"
+# Fields other servers take that have no counterpart here, and what to send instead (`quality` and `resolution`:
+# resolution_hint's words, which depend on the families the server runs).
 NO_COUNTERPART = {
-    "quality": "this server samples at one resolution; choose a preset (fast, balanced, high, low-vram)",
-    "resolution": "this server samples at one resolution; choose a preset (fast, balanced, high, low-vram)",
+    "quality": ONE_RESOLUTION, "resolution": ONE_RESOLUTION,
     "uv": "the texture atlas is always unwrapped; set bake_mode (fast, opt) or texture_size",
     "step": "set ss_steps (structure) and slat_steps (details)",
     "texture_steps": "set slat_steps", "cfg_scale": "set ss_cfg and slat_cfg",
@@ -51,9 +58,6 @@ NO_COUNTERPART = {
 }
 # LocalAI's `background` and Lemonade's `bg_removal` -> preprocess (background removal); None: the preset's.
 BACKGROUND = {"auto": None, "keep": False, "black": True, "white": True, "threshold": True, "birefnet": True}
-# A job's state as the envelope says it.
-STATUS = {"queued": "queued", "running": "in_progress", "done": "completed", "failed": "failed",
-          "cancelled": "cancelled"}
 
 
 def _build_models():
@@ -70,8 +74,10 @@ def _build_models():
                                                                         "URLs are not fetched")),
         images=(Optional[list[str]], Field(None, min_length=1, max_length=MAX_IMAGES,
                                            description="the /v1 job API's name for `image` (a list)")),
-        model=(Optional[str], Field(None, max_length=500, description="accepted for compatibility: this server "
-                                                                      "runs the model it was started with")),
+        model=(Optional[str], Field(None, max_length=500, description="the model family by its id or a peer's "
+                                                                      "name for it (trellis2-4b: TRELLIS.2); "
+                                                                      "default: the server's model")),
+        model_family=(Optional[str], Field(None, max_length=100, description=FAMILY_HELP)),
         n=(int, Field(1, ge=1, le=MAX_N, description="how many assets (one job each, seeds seed, seed+1, ...)")),
         response_format=(Literal[(*RESPONSE_FORMATS, *FORMATS)], Field(
             "url", description="url: download URLs on this server; b64_json: the files base64 in the answer; a file "
@@ -124,20 +130,78 @@ def models() -> dict:
 # The request
 # ---------------------------------------------------------------------------------------------
 
-def unknown_fields(body: dict, model) -> list:
+def resolution_hint(runner) -> str:
+    """What `quality` / `resolution` are told: the pipeline types where a family here samples at several, else that
+    the server samples at one."""
+    choices = [FAMILIES[name] for name in runner_families(runner) if FAMILIES[name].pipeline_types]
+    if not choices:
+        return ONE_RESOLUTION
+    return "; ".join(f"{f.words} chooses its resolution with pipeline_type ({', '.join(f.pipeline_types)}; "
+                     f"model_family {f.name})" for f in choices) + \
+        (f"; {DEFAULT_FAMILY.words} samples at one resolution: choose a preset (fast, balanced, high, low-vram)"
+         if not DEFAULT_FAMILY.pipeline_types else "")
+
+
+def unknown_fields(body: dict, model, runner=None) -> list:
     """Problems (400) for the fields the request model does not take (other servers' fields: what to send instead)."""
     known = set(model.model_fields) | {"async"}
     generic = "not a field of this endpoint: see /docs (every /v1 job setting is accepted under its own name)"
-    return [{"loc": ["body", k], "msg": NO_COUNTERPART.get(k, generic), "type": "extra_forbidden"}
+    words = dict(NO_COUNTERPART)
+    if runner is not None:
+        words["quality"] = words["resolution"] = resolution_hint(runner)
+    return [{"loc": ["body", k], "msg": words.get(k, generic), "type": "extra_forbidden"}
             for k in body if k not in known]
+
+
+def model_names(runner) -> str:
+    """The model names this server answers to, by family, for the 400 of an unknown `model`."""
+    here = runner_families(runner)
+    return "; ".join(f"{f.words}: {', '.join((f.name, *f.peer_names))}" + ("" if f.name in here else
+                                                                             " (not installed here)")
+                     for f in FAMILIES.values())
+
+
+def requested_family(req, runner, prompt) -> "str | None":
+    """The family id `model` / `model_family` ask for (None: the server's own); 400 naming the field for an unknown
+    model, two that disagree, a family that cannot run here (with how to install it) or one that takes no prompt."""
+    def bad(field: str, msg: str):
+        return ApiError(400, [{"loc": ["body", field], "msg": msg, "type": "value_error"}])
+    by_model = None
+    if req.model is not None and req.model.strip():
+        found = family_for_model_name(req.model)
+        own = str(runner.model_path)
+        if found is None and req.model.strip() not in (own, os.path.basename(own.rstrip("/\\"))):
+            raise bad("model", f"unknown model {req.model!r}: this server answers to {model_names(runner)} (or "
+                               "leave `model` out for its own model)")
+        by_model = found.name if found is not None else None
+    by_field = req.model_family or None
+    if by_field is not None and by_field not in FAMILIES:
+        raise bad("model_family", f"model_family must be one of {', '.join(FAMILIES)}, not {by_field!r}")
+    if by_model is not None and by_field is not None and by_model != by_field:
+        raise bad("model_family", f"model {req.model!r} is {FAMILIES[by_model].words}, model_family {by_field!r} "
+                                  f"is {FAMILIES[by_field].words}: give one of them")
+    wanted = by_field or by_model
+    field = "model_family" if by_field else "model"
+    if wanted is None:
+        return None
+    if prompt is not None:
+        if FAMILIES[wanted] is not DEFAULT_FAMILY:
+            raise bad(field, f"{FAMILIES[wanted].words} makes assets from an image; a prompt is made by the "
+                             "TRELLIS-text model: leave out model / model_family, or send an image")
+        return None
+    problem = family_problem(runner, wanted)
+    if problem:
+        raise bad(field, problem)
+    return wanted
 
 
 async def read_generation(request) -> tuple:
     """(validated request, image bytes, prompt or None) of a JSON or form body; 4xx with the reason."""
     model = models()["GenerationRequest"]
+    runner = api_state(request).runner
     kind, body = await read_body(request)
     if kind == "json":
-        problems = unknown_fields(body, model) if isinstance(body, dict) else []
+        problems = unknown_fields(body, model, runner) if isinstance(body, dict) else []
         if problems:
             raise ApiError(400, problems)
         req = validate(model, body, strict=True)
@@ -154,12 +218,12 @@ async def read_generation(request) -> tuple:
         if len(texts) > MAX_IMAGES:
             raise ApiError(400, [{"loc": ["body", "image"], "msg": f"at most {MAX_IMAGES} views of one object",
                                   "type": "too_long"}])
-        images = [decode_base64(t, f"image[{i}]") for i, t in enumerate(texts)]
+        images = [with_param(decode_base64, t, f"image[{i}]") for i, t in enumerate(texts)]
         if any(len(x) > MAX_IMAGE_BYTES for x in images):
             raise ApiError(413, f"an image is larger than {MAX_IMAGE_BYTES // 2 ** 20} MB")
     else:
         files = [v for field in IMAGE_FIELDS for v in body.get(field, [])]
-        problems = unknown_fields({k: v for k, v in body.items() if k not in IMAGE_FIELDS}, model)
+        problems = unknown_fields({k: v for k, v in body.items() if k not in IMAGE_FIELDS}, model, runner)
         if problems:
             raise ApiError(400, problems)
         if len(files) > MAX_IMAGES:
@@ -167,7 +231,12 @@ async def read_generation(request) -> tuple:
                                   "type": "too_long"}])
         values = form_values(body, skip=IMAGE_FIELDS)
         req = validate(model, {**values, **({"image": ["-"] * len(files)} if files else {})})
-        images = [await upload_bytes(v, f"image[{i}]") for i, v in enumerate(files)]
+        images = []
+        for i, v in enumerate(files):
+            try:
+                images.append(await upload_bytes(v, f"image[{i}]"))
+            except ApiError as err:
+                raise ApiError(err.http_status, err.detail, param="image") from None
     prompt = None
     if req.prompt is not None:
         try:
@@ -193,7 +262,7 @@ def generation_settings(req, state) -> tuple:
     if raw and req.n != 1:
         raise ApiError(400, [{"loc": ["body", "n"], "msg": f"response_format {wanted} answers one file: n must be 1 "
                               "(use url or b64_json for several)", "type": "value_error"}])
-    params = req.model_dump(include=set(parameter_fields()), exclude_none=True)
+    params = req.model_dump(include=set(parameter_fields()) - {"model_family"}, exclude_none=True)
     for field in ("background", "bg_removal"):
         value = BACKGROUND.get(getattr(req, field))
         if value is None:
@@ -208,124 +277,30 @@ def generation_settings(req, state) -> tuple:
     return settings, output, wanted
 
 
-def submit_jobs(runner, settings, n: int, images: list, prompt) -> list:
+def with_param(fn, *args):
+    """fn(*args), its ApiError naming the request field `image` (the OpenAI shape's `param`)."""
+    try:
+        return fn(*args)
+    except ApiError as err:
+        raise ApiError(err.http_status, err.detail, param="image") from None
+
+
+def submit_jobs(runner, settings, n: int, images: list, prompt, family=None) -> list:
     """n queued jobs (seeds seed, seed+1, ... when a seed was given); none when the queue refuses one (429)."""
     jobs = []
     try:
         for i in range(n):
             made = settings if settings.randomize_seed or i == 0 else \
                 settings.replace(seed=(settings.seed + i) % (MAX_SEED + 1))
-            jobs.append(runner.submit_text(prompt, made) if prompt is not None else runner.submit(images, made))
-    except RuntimeError as err:
+            jobs.append(runner.submit_text(prompt, made) if prompt is not None else
+                        runner.submit(images, made, family=family))
+    except (RuntimeError, ValueError) as err:
         for job in jobs:              # all or nothing: a client that retries after the 429 gets no duplicates
             runner.cancel(job.id)
+        if isinstance(err, ValueError):           # what the family cannot make (several views for TRELLIS.2)
+            raise ApiError(400, [{"loc": ["body", "image"], "msg": str(err), "type": "value_error"}]) from None
         raise not_queued(err) from None
     return jobs
-
-
-# ---------------------------------------------------------------------------------------------
-# The answer
-# ---------------------------------------------------------------------------------------------
-
-def overall_status(jobs: list) -> str:
-    states = {j.state for j in jobs}
-    for state in ("failed", "cancelled", "running", "queued"):
-        if state in states:
-            return STATUS[state]
-    return "completed"
-
-
-def _read(path: str) -> str:
-    with open(path, "rb") as f:
-        return base64.b64encode(f.read()).decode("ascii")
-
-
-async def item(job, output: str, response_format: str, base_url: str, missing: int = 500) -> dict:
-    """One `data` entry: the job's file of `output` (a URL, or base64), or where the job stands. A done job without
-    that file is answered with status `missing`."""
-    out = {"job_id": job.id, "status": STATUS[job.state], "seed": job.seed, "output_format": output}
-    if job.state != "done":
-        return {**out, "progress": int(round(100 * job.progress.fraction))}
-    path = job.files.get(output)
-    if path is None or not os.path.isfile(path):
-        made = ", ".join(sorted(k for k in job.files if k in FORMATS)) or "none"
-        raise ApiError(missing, f"job {job.id} has no {output} file (its files: {made}; GET /v1/jobs/{job.id})",
-                       job_id=job.id)
-    out.update({k: v for k, v in (await one_file(job, path, response_format, base_url)).items() if k != "name"})
-    if output == "obj":
-        out["companions"] = [await one_file(job, p, response_format, base_url) for p in obj_companions(path)]
-    return out
-
-
-async def one_file(job, path: str, response_format: str, base_url: str) -> dict:
-    """A file of the job's folder as a `data` entry holds it: its type and size, and its URL or its bytes."""
-    from starlette.concurrency import run_in_threadpool
-
-    name = os.path.basename(path)
-    out = {"name": name, "content_type": content_type(name), "size_bytes": os.path.getsize(path)}
-    if response_format == "b64_json":
-        out["b64_json"] = await run_in_threadpool(_read, path)
-    else:
-        out["url"] = f"{base_url}/v1/jobs/{job.id}/files/{name}"
-    return out
-
-
-def obj_companions(obj_path: str) -> list:
-    """The files beside an .obj that it names: its material libraries and the textures they name (plain names in
-    the same folder only; the folder's writer makes no others)."""
-    folder = os.path.dirname(obj_path)
-
-    def named(path: str, keys: tuple) -> list:
-        found = []
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) >= 2 and (parts[0] in keys or parts[0].startswith("map_")):
-                    name = parts[-1]
-                    if os.path.basename(name) == name and os.path.isfile(os.path.join(folder, name)):
-                        found.append(os.path.join(folder, name))
-        return found
-
-    libraries = named(obj_path, ("mtllib",))
-    textures = [t for lib in libraries for t in named(lib, ("norm", "bump", "disp"))]
-    return list(dict.fromkeys(libraries + textures))
-
-
-async def envelope(jobs: list, output: str, response_format: str, request, missing: int = 500) -> dict:
-    state = api_state(request)
-    first = jobs[0]
-    model = state.runner.text_model_for(first.settings.text_model_size) if first.kind == "text" else \
-        state.runner.model_path
-    base = str(request.base_url).rstrip("/")
-    return {"id": "-".join(j.id for j in jobs), "object": "3d.generation", "created": int(first.created),
-            "model": str(model), "status": overall_status(jobs), "output_format": output,
-            "data": [await item(j, output, response_format, base, missing) for j in jobs]}
-
-
-def failure(jobs: list) -> Optional[ApiError]:
-    """The error answer of the first job that failed or was cancelled (None when none did)."""
-    job = next((j for j in jobs if j.state in ("failed", "cancelled")), None)
-    if job is None:
-        return None
-    kind = job.error_kind or ("cancelled" if job.state == "cancelled" else "internal")
-    return ApiError(ERROR_STATUS.get(kind, 500), job.error or f"job {job.id} {job.state}", error_kind=kind,
-                    job_id=job.id)
-
-
-async def wait_jobs(jobs: list, timeout: float, request) -> bool:
-    """Until every job has ended (True), `timeout` seconds passed or the client went away (False)."""
-    deadline = time.monotonic() + timeout
-    while any(j.state not in ("done", "failed", "cancelled") for j in jobs):
-        if time.monotonic() >= deadline or await request.is_disconnected():
-            return False
-        await asyncio.sleep(POLL_S)
-    return True
-
-
-def default_output(job) -> str:
-    """The file a GET without output_format gives: the job's first mesh format (else its first)."""
-    formats = list((job.used_settings or job.settings).formats)
-    return next((f for f in formats if f != "mp4"), formats[0] if formats else "glb")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,7 +315,6 @@ def add_generation_routes(app) -> None:
     from .docs import register_schemas
 
     M = models()
-    app.add_middleware(OpenAIErrors)
     register_schemas(app, [M["GenerationRequest"]])
     errors = openai_error_responses(400, 401, 403, 408, 413, 415, 429, 499, 500, 503, 507)
     # Optional in the schema, as /v1/jobs's: generated clients of a required body of two content types fail to import.
@@ -353,6 +327,7 @@ def add_generation_routes(app) -> None:
               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Generation"}},
                           "application/octet-stream": binary, "model/gltf-binary": binary}}
 
+    @app.post("/3d/generations", include_in_schema=False)        # LocalAI's documented path (it serves both)
     @app.post("/v1/3d/generations", tags=["openai"], summary="Make 3-D assets (OpenAI-style, as LocalAI and Lemonade)",
               description=f"JSON (`prompt`, or `image`: base64, a list for several views) or a multipart form "
                           f"(files `image`), `n` (1..{MAX_N}), `response_format` url | b64_json | a file format, "
@@ -366,28 +341,42 @@ def add_generation_routes(app) -> None:
               openapi_extra={"requestBody": body})
     async def create_generation(request: Request):
         state = api_state(request)
+        key = request_key(request)
         req, images, prompt = await read_generation(request)
+        family = requested_family(req, state.runner, prompt)
         settings, output, response_format = generation_settings(req, state)
         if req.async_ and response_format not in RESPONSE_FORMATS:
             raise ApiError(400, [{"loc": ["body", "response_format"], "msg": "an async answer holds no file: use url "
                                   "or b64_json", "type": "value_error"}])
-        await check_images(images, settings.preprocess, [f"image[{i}]" for i in range(len(images))])
-        jobs = submit_jobs(state.runner, settings, req.n, images, prompt)
+        try:
+            await check_images(images, settings.preprocess, [f"image[{i}]" for i in range(len(images))])
+        except ApiError as err:
+            raise ApiError(err.http_status, err.detail, param="image") from None
+        asked = fingerprint(*images, prompt, family, req.model_dump(exclude={"image", "images", "timeout", "async_"}))
+        # No await from the look-up to the remember: a retry sent meanwhile cannot make a job of its own.
+        jobs = replayed_jobs(state, ENDPOINT, key, asked)
+        replay = REPLAYED if jobs is not None else {}
+        if jobs is None:
+            jobs = submit_jobs(state.runner, settings, req.n, images, prompt, family)
+            state.idempotency.remember(ENDPOINT, key, asked, [j.id for j in jobs])
         wants_async = req.async_ or "respond-async" in request.headers.get("prefer", "").lower()
         if wants_async or not await wait_jobs(jobs, req.timeout, request):
             gen = await envelope(jobs, output, "url", request)
-            return JSONResponse(gen, status_code=202, headers={"Location": f"/v1/3d/generations/{gen['id']}"})
+            return JSONResponse(gen, status_code=202, headers={"Location": f"/v1/3d/generations/{gen['id']}",
+                                                               **replay})
         err = failure(jobs)
         if err is not None:
             raise err
         if response_format not in RESPONSE_FORMATS:
             path = jobs[0].files.get(output)
             if path is None or not os.path.isfile(path):
-                raise ApiError(500, f"job {jobs[0].id} finished without writing its {output} file", job_id=jobs[0].id)
+                raise ApiError(500, f"job {jobs[0].id} finished without writing its {output} file", headers=NO_RETRY,
+                               job_id=jobs[0].id)
             return FileResponse(path, media_type=content_type(path), filename=os.path.basename(path),
-                                headers={"X-Job-Id": jobs[0].id})
-        return JSONResponse(await envelope(jobs, output, response_format, request))
+                                headers={"X-Job-Id": jobs[0].id, **replay})
+        return JSONResponse(await envelope(jobs, output, response_format, request), headers=replay)
 
+    @app.get("/3d/generations/{generation_id}", include_in_schema=False)
     @app.get("/v1/3d/generations/{generation_id}", tags=["openai"], summary="A generation: its status, then its files",
              description="`generation_id` is the `id` a POST answered (its job ids joined by '-'). The same envelope "
                          "as the POST: each job's progress while it runs, its file (url or b64_json) once done; a "

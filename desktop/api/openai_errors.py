@@ -1,12 +1,14 @@
-"""Errors in the OpenAI shape on the OpenAI-style endpoints (generations.py): `{"error": {"message", "type", "param",
-"code"}}`, the body those servers' clients read, whoever answered: the route itself, the token check, the cross-site
-guard, the body read timeout or the queue bound. The rest of the REST API keeps its `{"detail": ...}` answers.
+"""Error answers as JSON on every path (ErrorBodies): in the OpenAI shape on the OpenAI-style endpoints
+(generations.py): `{"error": {"message", "type", "param", "code"}}`, the body those servers' clients read, whoever
+answered: the route itself, the token check, the cross-site guard, the body read timeout or the queue bound. The rest of the REST API
+keeps its `{"detail": ...}` answers, and one that a framework part wrote as text (the Host check's "Invalid host
+header", CORS's refusal, ...) is sent as `{"detail": that text}`: a client parsing every answer as JSON never fails.
 """
 import functools
 import json
 from typing import Optional
 
-OPENAI_PATHS = "/v1/3d/"          # the paths whose error answers are rewritten
+OPENAI_PATHS = ("/v1/3d/", "/3d/")       # the paths whose error answers are in the OpenAI shape
 
 # The error's `type` by HTTP status (what the OpenAI API and its local imitators send); anything else 4xx:
 # invalid_request_error.
@@ -76,24 +78,32 @@ def openai_body(status: int, payload) -> tuple:
     return status, {"error": error}
 
 
-class OpenAIErrors:
-    """ASGI middleware: on OPENAI_PATHS, an answer of status 400 or more is sent in the OpenAI shape (openai_body; a
-    body that is not JSON becomes the message), its headers (Retry-After, WWW-Authenticate) kept. Other answers pass
-    through untouched, streamed."""
+def is_json(headers) -> bool:
+    ctype = next((v for k, v in headers if k.lower() == b"content-type"), b"").split(b";")[0].strip().lower()
+    return ctype == b"application/json" or ctype.endswith(b"+json")
+
+
+class ErrorBodies:
+    """ASGI middleware: an answer of status 400 or more is sent in the OpenAI shape on OPENAI_PATHS (openai_body; a
+    body that is not JSON becomes the message), and elsewhere as `{"detail": text}` when its body is not JSON; its
+    headers (Retry-After, WWW-Authenticate) kept. Other answers (and HEAD's, which have no body) pass through
+    untouched, streamed."""
 
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not scope["path"].startswith(OPENAI_PATHS):
+        if scope["type"] != "http" or scope["method"] == "HEAD":
             await self.app(scope, receive, send)
             return
+        openai = scope["path"].startswith(OPENAI_PATHS)
         held = None
         body = bytearray()
 
         async def rewrite(message):
             nonlocal held
-            if message["type"] == "http.response.start" and message["status"] >= 400:
+            if message["type"] == "http.response.start" and message["status"] >= 400 and (
+                    openai or not is_json(message.get("headers", []))):
                 held = message
                 return
             if held is None or message["type"] != "http.response.body":
@@ -103,10 +113,13 @@ class OpenAIErrors:
             if message.get("more_body", False):
                 return
             try:
-                payload = json.loads(bytes(body) or b"{}")
+                payload = json.loads(bytes(body)) if body else None
             except ValueError:
-                payload = {"detail": bytes(body).decode("utf-8", "replace")}
-            status, out = openai_body(held["status"], payload)
+                payload = None
+            if payload is None or not openai:
+                text = bytes(body).decode("utf-8", "replace").strip()
+                payload = {"detail": text or f"HTTP {held['status']}"}
+            status, out = openai_body(held["status"], payload) if openai else (held["status"], payload)
             data = json.dumps(out).encode("utf-8")
             headers = [(k, v) for k, v in held.get("headers", []) if k.lower() not in (b"content-length",
                                                                                          b"content-type")]
@@ -114,4 +127,3 @@ class OpenAIErrors:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": data})
         await self.app(scope, receive, rewrite)
-

@@ -62,6 +62,8 @@ from .common import ApiError, BodyTimeout, ServerDefaults, error_responses, prob
 from .docs import add_docs_routes, register_schemas
 from .security import LOOPBACK_NAMES, BodyReadTimeout, CrossSiteGuard, is_loopback, origin_arg
 from .generations import add_generation_routes
+from .idempotency import IdempotencyKeys
+from .openai_errors import ErrorBodies
 from .v1 import API_VERSION, add_job_routes
 from .v1_schemas import models
 from ..mcp.endpoint import add_mcp_route
@@ -89,6 +91,7 @@ class ApiState:
         self.token = token or None
         self.defaults = defaults or ServerDefaults()
         self.spz = spz.SpzSlot()
+        self.idempotency = IdempotencyKeys()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,7 +106,7 @@ def create_app(runner, token: Optional[str] = None, defaults: Optional[ServerDef
     server's own origin and `allowed_origins` (scheme://host[:port]), which also get CORS headers."""
     from fastapi import Depends, FastAPI, Request, Security
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response
+    from fastapi.responses import JSONResponse
     from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
     from starlette.middleware.cors import CORSMiddleware
     from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -151,8 +154,16 @@ def create_app(runner, token: Optional[str] = None, defaults: Optional[ServerDef
         return JSONResponse({"detail": err.detail, **err.extra}, status_code=err.http_status, headers=headers)
 
     @app.exception_handler(ClientDisconnect)
-    async def client_gone(request: Request, err: ClientDisconnect):      # cut by connections.py: nobody to answer
-        return Response(status_code=400)
+    async def client_gone(request: Request, err: ClientDisconnect):
+        # Mostly nobody reads it (connections.py cut the connection); JSON all the same, as every answer is.
+        return JSONResponse({"detail": "the request ended before its body was read whole: send it again"},
+                            status_code=400)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, err: Exception):
+        # Starlette's own answer would be the plain text "Internal Server Error"; the traceback goes to the log.
+        return JSONResponse({"detail": f"unexpected error ({type(err).__name__}): the server's log has the details",
+                             "error_kind": "internal"}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, err: RequestValidationError):
@@ -168,8 +179,9 @@ def create_app(runner, token: Optional[str] = None, defaults: Optional[ServerDef
 
     from ..jobs.late import LateRunner
 
-    if isinstance(runner, LateRunner):          # outermost: nothing else waits for the runner
+    if isinstance(runner, LateRunner):          # outermost but one: nothing else waits for the runner
         app.add_middleware(WaitForRunner, runner=runner)
+    app.add_middleware(ErrorBodies)             # outermost: every error answer JSON, whoever wrote it
     add_docs_routes(app)
     add_job_routes(app)
     spz.add_routes(app)

@@ -6,17 +6,22 @@ export_job (POST /v1/jobs/{id}/export), job_status (GET /v1/jobs/{id}), list_job
 /v1/jobs/{id}/cancel). Settings are the REST API's, by the same names. A tool that makes a job waits for it (unless
 `wait` is false), sending progress notifications when the client asked for them; a call the client cancels cancels
 its job. Results name the job's files as resource links (trellis://jobs/{job_id}/files/{name}, read with
-resources/read), never their bytes: with their local path and, over HTTP, their REST download URL.
+resources/read, which answers each file's own MIME type), never their bytes: with their local path and, over HTTP,
+their REST download URL (absolute, on the address the client reached; null over stdio, which has no URL).
+The image model family is chosen as on REST: `settings: {"model_family": "trellis2"}`, or the argument model_family.
 """
 import os
+import re
+import stat
 from typing import Annotated, Any, Callable, Literal, Optional
 
 from pydantic import Field
 
 from ..api.common import MAX_IMAGE_BYTES, MAX_IMAGES, ApiError, ServerDefaults, build_settings, decode_base64
-from ..api.v1 import file_entries
+from ..api.v1 import content_type, file_entries
 from ..api.v1_schemas import MAX_MESH_UPLOAD
 from ..jobs.job import JobState, Progress
+from ..families import FAMILY_HELP, family_problem
 from ..settings import DESTINATIONS, EXPORT_FIELDS, FORMATS, MAX_SEED, PRESETS, field_names
 
 FILE_URI = "trellis://jobs/{job_id}/files/{name}"
@@ -39,7 +44,8 @@ Seed = Annotated[Optional[int], Field(ge=0, le=MAX_SEED, description="seed (defa
 Destination = Annotated[Optional[Literal[tuple(DESTINATIONS)]], Field(description="web, game or print: that "
                                                                                   "destination's limits and files")]
 Settings = Annotated[Optional[dict[str, Any]], Field(description="any other setting by its REST API name: "
-                                                                 + ", ".join(field_names()))]
+                                                                 + ", ".join((*field_names(), "model_family")))]
+Family = Annotated[Optional[str], Field(description=FAMILY_HELP)]
 Wait = Annotated[bool, Field(description="wait for the job, with progress notifications (false: answer at once "
                                          "with its id; job_status follows it)")]
 
@@ -55,27 +61,43 @@ def tool_error(err: BaseException) -> ToolFailure:
     return ToolFailure(str(detail))
 
 
-def file_links(job) -> list:
-    """The job's files: name, kind, uri (resources/read), url (the REST download path), path, size, type."""
+FILE_NAME = re.compile(r"^trellis://jobs/[^/]+/files/([^/]+)$")
+
+
+def file_links(job, base_url: Optional[str] = None) -> list:
+    """The job's files: name, kind, uri (resources/read), url (the REST download URL on `base_url`; None without
+    one), path, size, type."""
     paths = {os.path.basename(p): p for p in dict(job.files).values()}
-    return [{**entry, "uri": FILE_URI.format(job_id=job.id, name=entry["name"]), "path": paths.get(entry["name"])}
+    return [{**entry, "uri": FILE_URI.format(job_id=job.id, name=entry["name"]), "path": paths.get(entry["name"]),
+             "url": base_url.rstrip("/") + entry["url"] if base_url else None}
             for entry in file_entries(job)]
 
 
-def job_summary(job, runner) -> dict:
+def base_url_of(ctx) -> Optional[str]:
+    """The REST server's address as the client reached it (the HTTP request of the call), None over stdio."""
+    try:
+        request = ctx.request_context.request
+    except (AttributeError, ValueError):
+        return None
+    return str(request.base_url) if request is not None and hasattr(request, "base_url") else None
+
+
+def job_summary(job, runner, base_url: Optional[str] = None) -> dict:
     p = job.progress
     return {"job_id": job.id, "kind": job.kind, "state": job.state, "stage": p.stage,
             "percent": int(round(100 * p.fraction)), "error": job.error, "error_kind": job.error_kind,
             "seed": job.seed, "prompt": job.prompt, "warnings": list(job.warnings), "out_dir": job.out_dir,
             "queue_position": runner.queue_position(job.id) if job.state == JobState.QUEUED else None,
-            "created": job.created, "files": file_links(job)}
+            "created": job.created, "files": file_links(job, base_url)}
 
 
-def job_result(job, runner):
-    """A tool's answer about one job: a line of text and a resource link per file; its summary structured."""
+def job_result(job, runner, base_url: Optional[str] = None, ended_is_error: bool = True):
+    """A tool's answer about one job: a line of text and a resource link per file; its summary structured. A failed
+    or cancelled job is an error result where the tool was to make something (`ended_is_error`), not where it only
+    reports on the job or cancelled it."""
     from mcp_types import CallToolResult, ResourceLink, TextContent
 
-    info = job_summary(job, runner)
+    info = job_summary(job, runner, base_url)
     if job.state == JobState.DONE:
         text = f"job {job.id} done: {', '.join(f['name'] for f in info['files'])}"
     elif job.state in JobState.FINISHED:
@@ -86,7 +108,7 @@ def job_result(job, runner):
                           size=f["size_bytes"], description=f"{f['kind']} of job {job.id}")
              for f in info["files"]] if job.state == JobState.DONE else []
     return CallToolResult(content=[TextContent(type="text", text=text), *links], structured_content=info,
-                          is_error=job.state in (JobState.FAILED, JobState.CANCELLED))
+                          is_error=ended_is_error and job.state in (JobState.FAILED, JobState.CANCELLED))
 
 
 async def follow(job, runner, ctx) -> None:
@@ -114,8 +136,39 @@ async def follow(job, runner, ctx) -> None:
             runner.cancel(job.id)
 
 
+def check_local_file(path: str, what: str) -> None:
+    """A ToolFailure with the reason unless `path` (the tool argument `what`) is a regular file on this computer:
+    missing, a folder, a FIFO or device (which would block a read, or never end it) are said as such."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise ToolFailure(f"{what} {path!r}: no such file") from None
+    except OSError as err:
+        raise ToolFailure(f"{what} {path!r}: cannot be read ({err.strerror or err})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ToolFailure(f"{what} {path!r} is a folder: give an image file in it")
+    if not stat.S_ISREG(info.st_mode):
+        raise ToolFailure(f"{what} {path!r} is not a regular file (a pipe, device or socket): give a file")
+
+
+def read_local_file(path: str, what: str, limit: int) -> bytes:
+    """The bytes of a regular file on this computer (check_local_file), at most `limit`; a ToolFailure with the reason
+    when it cannot be read."""
+    check_local_file(path, what)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as err:
+        raise ToolFailure(f"{what} {path!r}: cannot be read ({err.strerror or err})") from None
+    if len(data) > limit:
+        raise ToolFailure(f"{what} {path!r} is larger than {limit // 2 ** 20} MB")
+    if not data:
+        raise ToolFailure(f"{what} {path!r} is empty")
+    return data
+
+
 def read_inputs(images, paths, local_files: bool) -> list:
-    """Image inputs: bytes from base64, or paths on this computer (stdio only)."""
+    """Image inputs as bytes: from base64, or read from paths on this computer (stdio only)."""
     images, paths = images or [], paths or []
     if paths and not local_files:
         raise ToolFailure("image_path reads files on the server's computer, which only the stdio server does: send "
@@ -125,10 +178,7 @@ def read_inputs(images, paths, local_files: bool) -> list:
     out = [decode_base64(t, f"image_base64[{i}]") for i, t in enumerate(images)]
     if any(len(x) > MAX_IMAGE_BYTES for x in out):
         raise ToolFailure(f"an image is larger than {MAX_IMAGE_BYTES // 2 ** 20} MB")
-    for p in paths:
-        if not os.path.isfile(p):
-            raise ToolFailure(f"image_path {p!r}: no such file")
-    return out + [os.path.abspath(p) for p in paths]
+    return out + [read_local_file(p, "image_path", MAX_IMAGE_BYTES) for p in paths]
 
 
 def runner_getter(runner) -> Callable:
@@ -162,7 +212,18 @@ def build_server(get_runner: Callable, defaults: Optional[ServerDefaults] = None
     from ..jobs.jobqueue import QueueFullError
 
     defaults = defaults or ServerDefaults()
-    server = MCPServer("trellis-desktop", title="Trellis Desktop", instructions=INSTRUCTIONS, log_level="WARNING")
+
+    class Server(MCPServer):
+        async def read_resource(self, uri, context=None):
+            """The SDK's answer with each job file's own MIME type (a resource template declares one for all)."""
+            import dataclasses
+
+            out = await super().read_resource(uri, context)
+            found = FILE_NAME.match(str(uri))
+            if found is None or not isinstance(out, list):
+                return out
+            return [dataclasses.replace(c, mime_type=content_type(found.group(1))) for c in out]
+    server = Server("trellis-desktop", title="Trellis Desktop", instructions=INSTRUCTIONS, log_level="WARNING")
     makes = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
     reads = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
@@ -171,6 +232,21 @@ def build_server(get_runner: Callable, defaults: Optional[ServerDefaults] = None
             return build_settings({**(settings or {}), **{k: v for k, v in named.items() if v is not None}}, defaults)
         except ApiError as err:
             raise tool_error(err) from None
+
+    async def family_of(settings, model_family):
+        """(settings without model_family, the family asked for: the argument or settings' model_family; None: the
+        server's own); a ToolFailure naming what is wrong, and how to install a family that is not here."""
+        settings = dict(settings or {})
+        named = settings.pop("model_family", None)
+        if named is not None and model_family is not None and named != model_family:
+            raise ToolFailure(f"model_family {model_family!r} and settings.model_family {named!r} disagree: give one")
+        wanted = model_family if model_family is not None else named
+        if wanted is None:
+            return settings, None
+        problem = family_problem(await get_runner(), wanted)
+        if problem:
+            raise ToolFailure(problem)
+        return settings, wanted
 
     async def checked(fn, *args):
         try:
@@ -188,10 +264,11 @@ def build_server(get_runner: Callable, defaults: Optional[ServerDefaults] = None
             raise ToolFailure(str(err)) from None
         if wait:
             await follow(job, runner, ctx)
-        return job_result(job, runner)
+        return job_result(job, runner, base_url_of(ctx))
 
     def failures(fn):
-        """A tool whose ToolFailure / ApiError is the caller's error result, in words."""
+        """A tool whose ToolFailure / ApiError is the caller's error result, in words; its description (the
+        docstring) one paragraph, without the source's indentation."""
         import functools
 
         @functools.wraps(fn)
@@ -200,6 +277,7 @@ def build_server(get_runner: Callable, defaults: Optional[ServerDefaults] = None
                 return await fn(*args, **kwargs)
             except (ToolFailure, ApiError) as err:
                 raise ToolError(str(tool_error(err))) from None
+        wrapped.__doc__ = " ".join((fn.__doc__ or "").split())
         return wrapped
 
     @server.tool(annotations=makes)
@@ -208,18 +286,25 @@ def build_server(get_runner: Callable, defaults: Optional[ServerDefaults] = None
                               description="describe the object (text mode; its model downloads on first use)")] = None,
                           image_base64: Images = None, image_path: Paths = None, preset: Preset = None,
                           formats: Formats = None, seed: Seed = None, destination: Destination = None,
-                          settings: Settings = None, wait: Wait = True) -> CallToolResult:
+                          model_family: Family = None, settings: Settings = None,
+                          wait: Wait = True) -> CallToolResult:
         """Make a 3-D asset from a photo (several photos: views of one object) or from a text prompt. The answer
         links the files (model.glb, ...)."""
-        images = read_inputs(image_base64, image_path, local_files)
-        if (prompt is None) == (not images):
+        images = await anyio.to_thread.run_sync(read_inputs, image_base64, image_path, local_files)
+        if prompt is not None and images:
             raise ToolFailure("give a prompt or an image (image_base64 or image_path), not both")
+        if prompt is None and not images:
+            raise ToolFailure("give a prompt (text mode) or an image (image_base64 or image_path)")
+        settings, family = await family_of(settings, model_family)
+        if prompt is not None and family is not None:
+            raise ToolFailure("model_family chooses the image model: a prompt is made by the TRELLIS-text model "
+                              "(leave model_family out, or give an image)")
         made = settings_of(settings, preset=preset, formats=formats, seed=seed, destination=destination)
         for image in images:
             await checked(check_image, image, made.preprocess)
         if prompt is not None:
             return await run(lambda r: r.submit_text(prompt, made), wait, ctx)
-        return await run(lambda r: r.submit(images, made), wait, ctx)
+        return await run(lambda r: r.submit(images, made, family=family), wait, ctx)
 
     @server.tool(annotations=makes)
     @failures
@@ -240,9 +325,9 @@ def build_server(get_runner: Callable, defaults: Optional[ServerDefaults] = None
         if mesh_path is not None and not local_files:
             raise ToolFailure("mesh_path reads a file on the server's computer, which only the stdio server does: "
                               "send mesh_base64")
-        if mesh_path is not None and not os.path.isfile(mesh_path):
-            raise ToolFailure(f"mesh_path {mesh_path!r}: no such file")
-        images = read_inputs(image_base64, image_path, local_files)
+        if mesh_path is not None:
+            check_local_file(mesh_path, "mesh_path")
+        images = await anyio.to_thread.run_sync(read_inputs, image_base64, image_path, local_files)
         if (prompt is None) == (len(images) != 1):
             raise ToolFailure("a new look takes a prompt or exactly one image")
         mesh = os.path.abspath(mesh_path) if mesh_path is not None else \
@@ -273,28 +358,30 @@ def build_server(get_runner: Callable, defaults: Optional[ServerDefaults] = None
 
     @server.tool(annotations=reads)
     @failures
-    async def job_status(job_id: str) -> CallToolResult:
+    async def job_status(ctx: Context, job_id: str) -> CallToolResult:
         """Where a job stands (queued, running with its progress, done with its files, failed with the reason)."""
         runner = await get_runner()
         job = runner.get(job_id)
         if job is None:
             raise ToolFailure(f"no job {job_id!r} (list_jobs lists them)")
-        return job_result(job, runner)
+        return job_result(job, runner, base_url_of(ctx), ended_is_error=False)
 
     @server.tool(annotations=reads)
     @failures
-    async def list_jobs(limit: Annotated[int, Field(ge=1, le=LIST_MAX, description="how many, newest first")] = 10,
+    async def list_jobs(ctx: Context,
+                        limit: Annotated[int, Field(ge=1, le=LIST_MAX, description="how many, newest first")] = 10,
                         state: Annotated[Optional[Literal["queued", "running", "done", "failed", "cancelled"]],
                                          Field(description="only jobs in this state")] = None) -> dict[str, Any]:
         """The most recent jobs (this run's and the earlier ones in the outputs folder), newest first."""
         runner = await get_runner()
         jobs = [j for j in reversed(runner.list()) if state is None or j.state == state]
-        return {"total": len(jobs), "jobs": [job_summary(j, runner) for j in jobs[:limit]]}
+        base = base_url_of(ctx)
+        return {"total": len(jobs), "jobs": [job_summary(j, runner, base) for j in jobs[:limit]]}
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
                                              open_world_hint=False))
     @failures
-    async def cancel_job(job_id: str) -> CallToolResult:
+    async def cancel_job(ctx: Context, job_id: str) -> CallToolResult:
         """Cancel a queued or running job (a running one stops at its next step)."""
         runner = await get_runner()
         job = runner.get(job_id)
@@ -305,7 +392,7 @@ def build_server(get_runner: Callable, defaults: Optional[ServerDefaults] = None
         with anyio.move_on_after(CANCEL_WAIT_S):          # then answered as it stands: job_status follows it
             while job.state not in JobState.FINISHED:
                 await anyio.sleep(POLL_S)
-        return job_result(job, runner)
+        return job_result(job, runner, base_url_of(ctx), ended_is_error=False)        # the cancel worked
 
     @server.resource(FILE_URI, name="job file", mime_type="application/octet-stream",
                      description="a file of a job (model.glb, preview.mp4, ...), as its resource link names it")

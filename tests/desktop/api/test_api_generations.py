@@ -11,7 +11,7 @@ import pytest
 from desktop.api import create_app
 from desktop.jobs import JobRunner
 from tests.helpers.images import rgba_blob
-from tests.helpers.rest import FAST, TIMEOUT, b64, form, load_glb
+from tests.helpers.rest import FAST, TIMEOUT, b64, form, load_glb, wait_job
 from tests.helpers.servers import LiveServer
 
 TOKEN = "generations-token-0123"
@@ -86,8 +86,8 @@ def test_an_obj_as_b64_json_brings_its_material_and_texture(client, blob):
 
 def test_lemonade_request_answers_the_glb_itself(client, blob):
     # Lemonade's request: JSON, the file format as response_format, the mesh itself as the answer.
-    r = client.post("/v1/3d/generations", json={"model": "TRELLIS-3D", "image": b64(blob), "response_format": "glb",
-                                                **GLB_FAST, "seed": 42})
+    r = client.post("/v1/3d/generations", json={"model": "trellis-image-large", "image": b64(blob),
+                                                "response_format": "glb", **GLB_FAST, "seed": 42})
     assert r.status_code == 200 and r.headers["content-type"] == "model/gltf-binary", r.text[:300]
     assert client.get(f"/v1/jobs/{r.headers['x-job-id']}").json()["seed"] == 42
     load_glb(r.content)
@@ -126,8 +126,12 @@ def test_bad_requests_are_openai_errors_and_queue_nothing(live, client, runner, 
             ({"image": b64(blob), "response_format": "glb", "async": True}, "response_format", "holds no file"),
             ({"image": b64(blob), "texture_size": "big"}, "texture_size", "integer"),
             ({"image": "https://example.com/chair.png"}, "image", "fetches no URLs"),
-            ({"image": "not base64 at all!"}, None, "not valid base64"),
-            ({"image": b64(b"just some text")}, None, "not an image file"),
+            ({"image": "not base64 at all!"}, "image", "not valid base64"),
+            ({"image": b64(b"just some text")}, "image", "not an image file"),
+            ({"image": b64(blob), "model": "dall-e-3"}, "model", "trellis2-4b"),
+            ({"image": b64(blob), "model_family": "trellis3"}, "model_family", "trellis2"),
+            ({"image": b64(blob), "model": "trellis2-4b", "model_family": "trellis"}, "model_family", "give one"),
+            ({"prompt": "a chair", "model": "trellis2-4b"}, "model", "TRELLIS-text"),
             ({"image": b64(blob), "prompt": "a chair"}, None, "not both"),
             ({}, None, "give a `prompt`")]:
         error = error_of(client.post("/v1/3d/generations", json=body), 400)
@@ -136,7 +140,24 @@ def test_bad_requests_are_openai_errors_and_queue_nothing(live, client, runner, 
     assert error_of(client.post("/v1/3d/generations", content=b"x", headers={"content-type": "text/plain"}),
                     415)["code"] == "unsupported_media_type"
     assert error_of(client.get("/v1/3d/generations/" + "0" * 32), 404)["type"] == "invalid_request_error"
+    assert error_of(client.get("/3d/generations/" + "0" * 32), 404)["type"] == "invalid_request_error"
+    # A multipart file that is no image names its field too.
+    error = error_of(client.post("/v1/3d/generations", files=[("image", ("x.png", b"text", "image/png"))]), 400)
+    assert error["param"] == "image" and "not an image" in error["message"], error
     assert len(runner.list()) == before
+
+
+def test_localai_path_without_v1_and_the_seeds_of_queued_items(client, runner, blob):
+    # LocalAI documents POST /3d/generations (no /v1): the same endpoint; a queued item says the seed it was given.
+    r = client.post("/3d/generations", json={"image": b64(blob), "n": 2, "async": True, **LONG, "seed": 4})
+    assert r.status_code == 202, r.text
+    gen = r.json()
+    assert [d["seed"] for d in gen["data"]] == [4, 5] and gen["data"][1]["status"] == "queued", gen
+    assert client.get(f"/3d/generations/{gen['id']}").json()["id"] == gen["id"]
+    for item in gen["data"]:
+        client.post(f"/v1/jobs/{item['job_id']}/cancel")
+    for item in gen["data"]:
+        assert wait_job(client, item["job_id"])["state"] == "cancelled"
 
 
 # ------------------------------------------------------------------------------------------ /mcp
@@ -161,6 +182,7 @@ def test_mcp_over_http_with_the_sdk_client(live, runner, blob):
             jsonschema.Draft202012Validator.check_schema(tool.input_schema)
             if tool.output_schema is not None:
                 jsonschema.Draft202012Validator.check_schema(tool.output_schema)
+            assert "\n " not in tool.description and "  " not in tool.description, tool.description   # no indentation
             assert tool.description and all(p.get("description") for name, p in tool.input_schema["properties"]
                                              .items() if name not in ("job_id",)), tool.name
 
@@ -177,8 +199,12 @@ def test_mcp_over_http_with_the_sdk_client(live, runner, blob):
         [link] = [c for c in result.content if c.type == "resource_link" and c.name == "model.glb"]
         [contents] = (await mcp.read_resource(str(link.uri))).contents
         load_glb(base64.b64decode(contents.blob))
-        rest = next(f["url"] for f in info["files"] if f["name"] == "model.glb")
-        assert httpx.get(live.url + rest, headers=AUTH).content == base64.b64decode(contents.blob)
+        assert contents.mime_type == link.mime_type == "model/gltf-binary"
+        url = next(f["url"] for f in info["files"] if f["name"] == "model.glb")        # absolute: this server's
+        assert url.startswith(live.url + "/v1/jobs/") and httpx.get(url, headers=AUTH).content == \
+            base64.b64decode(contents.blob)
+        [png] = [c for c in result.content if c.type == "resource_link" and c.name.endswith(".png")][:1]
+        assert (await mcp.read_resource(str(png.uri))).contents[0].mime_type == "image/png"
 
         exported = await mcp.call_tool("export_job", {"job_id": info["job_id"], "formats": ["stl"]})
         assert exported.structured_content["state"] == "done", exported.content
@@ -190,7 +216,7 @@ def test_mcp_over_http_with_the_sdk_client(live, runner, blob):
                                                 "image_base64": [b64(blob)], "settings": LONG, "wait": False})
         assert look.structured_content["kind"] == "variant", look.content
         stopped = await mcp.call_tool("cancel_job", {"job_id": look.structured_content["job_id"]})
-        assert stopped.structured_content["state"] == "cancelled" and stopped.is_error
+        assert stopped.structured_content["state"] == "cancelled" and not stopped.is_error, stopped.content
 
         # A call the client cancels cancels its job.
         progress.clear()

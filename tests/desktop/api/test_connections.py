@@ -2,6 +2,7 @@
 protocol on 127.0.0.1 over the real app, and real sockets that never finish their headers or trickle a body.
 Deadlines are short here (the server's are seconds) so that the tests take about a second each."""
 import json
+import select
 import socket
 import threading
 import time
@@ -166,5 +167,49 @@ def test_deadlines_cut_slow_headers_and_bodies(runner):
         (code, body, seconds), = answers
         assert code == 408 and "too slowly" in json.loads(body)["detail"] and seconds < 5
         assert server.guard.count == 0
+    finally:
+        server.close()
+
+
+def test_every_refused_request_is_answered(runner):
+    """A request over the per-address limit gets its 503 + Retry-After, never a bare close: one whose bytes the server
+    has not read yet (a new connection of a busy server), and one refused whole while its large body is still being
+    sent (its answer is not lost to a reset: the server reads out the rest before closing)."""
+    limits = ConnectionLimits(header_timeout_s=30, body_grace_s=30, per_client=2)
+    server = GuardedServer(create_app(runner), limits)
+    try:
+        early = [server.connect() for _ in range(2)]           # connected, their requests not sent (or not read) yet
+        time.sleep(connections.YOUNG_S + 0.3)
+        late = server.connect()                                # over the limit: an earlier one makes room
+        given_way, _, _ = select.select(early, [], [], 10)     # (the server has read no request of theirs)
+        assert given_way, "no connection made room"
+        late.sendall(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        for c in early:                                        # their requests, sent now, each get an answer
+            c.sendall(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        codes = sorted(read_answer(c)[0] for c in [*early, late])
+        assert codes == [200, 200, 503], codes
+        for c in [*early, late]:
+            c.close()
+
+        # Two uploads hold both places (their bodies on time); a third, whole and large, is refused yet answered.
+        uploads = [server.connect() for _ in range(2)]
+        for c in uploads:
+            c.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 1000000\r\n\r\n" + b" " * 200_000)
+        deadline = time.time() + 10
+        while sum(p.phase == "body" for conns in list(server.guard.by_client.values()) for p in list(conns)) < 2:
+            assert time.time() < deadline
+            time.sleep(0.02)
+        body = b"{" + b" " * 4_000_000 + b"}"
+        with server.connect() as c:
+            try:
+                c.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            except OSError:
+                pass                                           # the answer came first: it is read below
+            code, answer = read_answer(c)
+        assert code == 503 and "too many connections" in json.loads(answer)["detail"], (code, answer[:200])
+        for c in uploads:
+            c.close()
     finally:
         server.close()
