@@ -216,13 +216,13 @@ def test_no_import_cycle_inside_the_app():
 def test_the_stable_projectorz_endpoints_depend_on_the_api_one_way():
     """desktop/api: common <- families <- v1_schemas <- v1, spz_params, spz_trellis2 <- spz, security <- docs <- server
     (never back; v1 and spz know only common, the model families, v1's schemas and StableProjectorz's names),
-    openai_errors <- generations (the OpenAI-style endpoint: common, v1, docs); connections (the HTTP protocol's
-    limits, also the UI's) knows none."""
+    openai_errors <- generations (the OpenAI-style endpoint: common, v1, docs, generation_answer); idempotency
+    (common only; v1 and generations use it); connections (the HTTP protocol's limits, also the UI's) knows none."""
     graph = desktop_graph()
     api = {m for m in graph if m.startswith("desktop.api.")}
     assert api == {f"desktop.api.{m}" for m in ("common", "families", "v1_schemas", "v1", "spz_params", "spz_trellis2",
                                                 "spz", "security", "docs", "server", "connections", "openai_errors",
-                                                "generations")}
+                                                "generations", "generation_answer", "idempotency")}
     assert not [d for d in graph["desktop.api.connections"] if d.startswith("desktop")]
     inside = {m: graph[m] & (api | {"desktop.api"}) for m in api}
     assert "desktop.api.spz" in inside["desktop.api.server"] and "desktop.api.v1" in inside["desktop.api.server"]
@@ -230,14 +230,18 @@ def test_the_stable_projectorz_endpoints_depend_on_the_api_one_way():
     assert inside["desktop.api.families"] <= {"desktop.api.common"}
     assert inside["desktop.api.spz_params"] == {"desktop.api.common"}
     assert inside["desktop.api.v1_schemas"] == {"desktop.api.common", "desktop.api.families"}
-    assert inside["desktop.api.v1"] == {"desktop.api.common", "desktop.api.families", "desktop.api.v1_schemas"}
+    assert inside["desktop.api.v1"] == {"desktop.api.common", "desktop.api.families", "desktop.api.v1_schemas",
+                                        "desktop.api.idempotency"}
+    assert inside["desktop.api.idempotency"] == {"desktop.api.common"}
+    assert inside["desktop.api.generation_answer"] <= {"desktop.api.common", "desktop.api.v1"}
     assert inside["desktop.api.spz_trellis2"] == {"desktop.api.common", "desktop.api.families"}
     assert inside["desktop.api.spz"] == {"desktop.api.common", "desktop.api.spz_params", "desktop.api.spz_trellis2"}
     assert inside["desktop.api.security"] <= {"desktop.api.common"}
     assert inside["desktop.api.docs"] <= {"desktop.api.common", "desktop.api.security"}
     assert inside["desktop.api.openai_errors"] == set()
     assert inside["desktop.api.generations"] <= {"desktop.api.common", "desktop.api.v1", "desktop.api.docs",
-                                                 "desktop.api.openai_errors"}
+                                                 "desktop.api.openai_errors", "desktop.api.generation_answer",
+                                                 "desktop.api.idempotency"}
     assert not [m for m in api if "desktop.api.server" in graph[m]]       # only the package re-exports it
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from .common import (MAX_IMAGE_BYTES, ApiError, api_state, binary_content, build_settings, check_images, decode_base64,
                      error_responses, form_schema, form_values, not_queued, read_body, upload_bytes, validate)
 from .families import check_family, loaded_family, runner_families
+from .idempotency import REPLAYED, fingerprint, replayed_jobs, request_key
 from .v1_schemas import MAX_MESH_UPLOAD, models
 from ..jobs.limits import job_limits
 from ..settings import PRESETS, check_prompt
@@ -190,6 +191,7 @@ def add_job_routes(app) -> None:
               responses=error_responses(400, 413, 415, 422, 429, 503))
     async def create_job(request: Request):
         state = api_state(request)
+        key = request_key(request)
         kind, body = await read_body(request)
         mesh = None
         if kind == "json":
@@ -222,6 +224,11 @@ def add_job_routes(app) -> None:
         await check_images(images, settings.preprocess, [f"images[{i}]" for i in range(len(images))])
         if mesh is not None:
             await check_mesh_upload(mesh)
+        asked = fingerprint(*images, *(mesh or ()), prompt, req.model_dump(exclude={"images", "mesh"}))
+        replay = replayed_jobs(state, "/v1/jobs", key, asked)          # a retry of a request that made its job
+        if replay is not None:
+            return JSONResponse(job_info(replay[0], state.runner), status_code=202,
+                                headers={"Location": f"/v1/jobs/{replay[0].id}", **REPLAYED})
         try:
             if mesh is not None:
                 job = state.runner.submit_variant(mesh, settings, prompt=prompt, image=images[0] if images else None,
@@ -234,6 +241,7 @@ def add_job_routes(app) -> None:
             raise not_queued(err) from None
         except ValueError as err:                   # what the server's model cannot take (several images for TRELLIS.2)
             raise ApiError(422, str(err)) from None
+        state.idempotency.remember("/v1/jobs", key, asked, [job.id])
         return JSONResponse(job_info(job, state.runner), status_code=202,
                             headers={"Location": f"/v1/jobs/{job.id}"})
 
