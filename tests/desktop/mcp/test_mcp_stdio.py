@@ -66,3 +66,39 @@ def test_stdio_server_generates_reports_progress_and_cancels(tiny_pipeline_dir, 
                for d in outputs.iterdir() if d.is_dir()}
     assert (folders[ids["done"]] / "model.glb").is_file()
     assert json.loads((folders[ids["cancelled"]] / "error.json").read_text())["state"] == "cancelled"
+
+
+def test_stdio_server_runs_trellis2_when_asked(tiny_pipeline_dir, tiny_trellis2_dir, tmp_path):
+    """A stdio server on the TRELLIS v1 model makes a TRELLIS.2 asset for `settings: {"model_family": "trellis2"}`
+    (TRELLIS.2 installed where the app looks); special files as image_path are refused with the reason."""
+    from mcp import Client, StdioServerParameters
+
+    from tests.helpers.model_folders import install_trellis2
+
+    image = rgba_blob(tmp_path / "blob.png")
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    env = {**os.environ, "TRELLIS_MODEL_DIR": str(install_trellis2(tmp_path / "models", tiny_trellis2_dir))}
+    params = StdioServerParameters(command=sys.executable, cwd=ROOT_DIR, env=env, args=[
+        "-m", "desktop", "mcp", "--model", tiny_pipeline_dir, "--outputs", str(tmp_path / "outputs"),
+        "--device", "cpu"])
+    t2 = {"model_family": "trellis2", "pipeline_type": "512", "formats": ["stl"], "ss_steps": 1, "slat_steps": 1,
+          "seed": 1022908287, "target_faces": 100000}
+
+    async def session():
+        async with Client(params, read_timeout_seconds=TIMEOUT) as mcp:
+            for path, words in [(str(fifo), "not a regular file"), ("/dev/zero", "not a regular file"),
+                                (str(tmp_path), "is a folder"), (str(tmp_path / "none.png"), "no such file")]:
+                bad = await mcp.call_tool("generate_3d", {"image_path": [path]})
+                assert bad.is_error and words in bad.content[0].text, (path, bad.content)
+            result = await mcp.call_tool("generate_3d", {"image_path": [image], "settings": t2})
+            info = result.structured_content
+            assert not result.is_error and info["state"] == "done", result.content
+            assert [f["url"] for f in info["files"]] == [None] * len(info["files"])      # stdio: no URL to give
+            settings = json.loads(Path(next(f["path"] for f in info["files"] if f["name"] == "settings.json"))
+                                  .read_text())
+            assert settings["family"] == "trellis2", settings
+            [stl] = [c for c in result.content if c.type == "resource_link" and c.name.endswith(".stl")]
+            [contents] = (await mcp.read_resource(str(stl.uri))).contents
+            assert contents.mime_type == "model/stl" and len(base64.b64decode(contents.blob)) > 84
+    anyio.run(session)
