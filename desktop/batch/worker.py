@@ -58,8 +58,8 @@ def item_memory(device: str, settings: GenerationSettings) -> dict:
 def item_job(task: dict):
     """The app's job of one item, as the runner's submit / submit_text makes it: the values the user set marked
     (for_device never lowers those); its settings checked for its model's family as the runner checks them (InputError
-    for what the family cannot make). An image path that names a pipe or a device fails here: it would block the sampling, and every item
-    behind it."""
+    for what the family cannot make). An image path that names a pipe or a device fails here: it would block the
+    sampling, and every item behind it."""
     from ..families import FamilyRefusal, family_of_model
     from ..families import check as family_check
     from ..jobs.job import InputError, Job

@@ -9,8 +9,9 @@
 
 Each worker loads the pipeline once, lazily, on its first job, and switches precision / offloading per
 job without reloading. A job of the other image family (`submit(..., family="trellis2")`, where TRELLIS.2 is
-installed) unloads it and loads that family's: one image pipeline is held at a time. A job's folder receives, as they are finished (each written atomically: a temp
-file then a rename, so a failure never leaves a half-written file): the input image(s),
+installed; the families and the rule for settings a family does not use: desktop/families) unloads it and loads that
+family's: one image pipeline is held at a time. A job's folder receives, as they are finished (each written
+atomically: a temp file then a rename, so a failure never leaves a half-written file): the input image(s),
 `settings.json` (every parameter and the seed actually used), `preprocessed.png`, `preview.mp4`,
 `model.ply`, `model.glb`, `model.obj` (+ `model.mtl`, `model.png`) as requested, and `timings.json`
 (or `error.json` when the job failed or was cancelled). The folder is made once the input image is

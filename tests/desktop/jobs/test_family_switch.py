@@ -103,5 +103,5 @@ def test_a_family_that_is_not_installed_fails_its_job_and_keeps_the_loaded_pipel
     assert "TRELLIS.2 is not available" in failed.error and "--trellis2" in failed.error
     assert not [w for w in failed.warnings if "pipeline_type" in w]    # TRELLIS.2's job: the pipeline type is its own
     assert worker.pipeline is loaded and runner.loaded_family == family
-    with pytest.raises(ValueError, match="family must be one of trellis, trellis2"):
+    with pytest.raises(ValueError, match=r"model_family must be trellis \(TRELLIS v1\) or trellis2 \(TRELLIS.2\)"):
         runner.submit([image], GenerationSettings(**V1), family="trellis3")

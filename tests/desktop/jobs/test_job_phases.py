@@ -1,4 +1,4 @@
-"""A generation job in two phases (steps.generate_in_phases, through the worker's dispatch PHASES, as a batch item
+"""A generation job in two phases (steps.generate_in_phases, through the worker's dispatch family_step, as a batch item
 runs it): the first samples and leaves the folder with its inputs and settings (the context's entries in them) only,
 the second writes the files. That they are the whole step's files: tests/desktop/batch/test_batch.py (a batch item
 against a runner's job). On the tiny random-weight pipeline (CPU)."""
@@ -10,7 +10,7 @@ import pytest
 from desktop.jobs.context import JobContext
 from desktop.jobs.folder import JobFolder
 from desktop.jobs.job import Job
-from desktop.jobs.worker import PHASES
+from desktop.jobs.worker import family_step
 from desktop.settings import GenerationSettings
 from tests.helpers.images import rgba_blob
 from trellis.pipelines import TrellisImageTo3DPipeline
@@ -39,7 +39,7 @@ def test_a_generation_in_two_phases_samples_first_then_writes_its_files(pipeline
     image = rgba_blob(tmp_path / "a.png")
     job = Job(id=uuid.uuid4().hex, inputs=[image], settings=GenerationSettings(**SMALL))
     entries = {"batch_item": {"name": "a", "key": "k", "kind": "image"}, "inputs": ["elsewhere/a.png"]}
-    rest = PHASES["generate"](run_context(pipeline, tmp_path / "phased", job, entries), job)
+    rest = family_step(job, phases=True)(run_context(pipeline, tmp_path / "phased", job, entries), job)
     folder = JobFolder(job.out_dir)
     assert sorted(p.name for p in folder.path.iterdir()) == ["input.png", "preprocessed.png", "settings.json"]
     assert {"preprocess", "pipeline", "memory_policy"} <= set(job.timings) and "export" not in job.timings
