@@ -61,10 +61,25 @@ def main(argv: list[str] | None = None) -> int:
     # The command is the first word that names one; everything else belongs to it.
     for i, word in enumerate(argv):
         if word in COMMANDS:
-            rest = argv[:i] + argv[i + 1:]
-            return importlib.import_module(COMMANDS[word][0]).main(rest)
+            return run_command(word, argv[:i] + argv[i + 1:])
     parser.parse_args(argv)      # no command: prints usage (or --help) and exits 2
     return 2
+
+
+def run_command(command: str, rest: list) -> int:
+    """`command`'s main(rest); an error it did not catch is said in one line with where its report was written
+    (desktop.crash_report) and exits 1; Ctrl-C that reaches here exits 130. Never a traceback."""
+    from .crash_report import EXIT_FAILED, install_thread_hook, said_in_one_line
+
+    install_thread_hook(command)
+    try:
+        return importlib.import_module(COMMANDS[command][0]).main(rest)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr, flush=True)
+        return 130
+    except Exception as err:             # noqa: BLE001  (the last resort: whatever it is, one line and a report)
+        print(said_in_one_line(command, err), file=sys.stderr, flush=True)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

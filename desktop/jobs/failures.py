@@ -12,6 +12,10 @@ from trellis.core.callbacks import Cancelled
 from ..options import DEFAULT_MODEL
 from .job import ERROR_KINDS, InputError, ModelLoadError  # noqa: F401  (ERROR_KINDS: the kinds classified here)
 
+# A decoder that gives NaN or out-of-range values (damaged weights, an fp16 overflow) leaves no surface to export.
+EMPTY_MESH = ("the model made an empty mesh (no faces): its mesh decoder gave no surface for this input. Try another "
+              "seed or image, or the fp32 precision (--precision fp32); if every job ends so, the model's files may "
+              "be damaged: download them again.")
 
 
 def is_oom(err: BaseException) -> bool:
@@ -48,6 +52,10 @@ def classify_failure(err: BaseException, outputs_dir, device: str, error_file: O
         return "input", f"bad input: {err}"
     if isinstance(err, EmptyStructureError):
         return "empty", str(err)
+    from trellis.export.empty_mesh import EmptyMeshError
+
+    if isinstance(err, EmptyMeshError):
+        return "empty", EMPTY_MESH
     if is_oom(err):
         where = f" while {stage}" if stage else ""
         if str(device).startswith("cuda") and vram_budget is not None:

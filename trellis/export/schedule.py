@@ -43,6 +43,7 @@ from .bake.least_squares import TextureAccumulator
 from .bake.observations import observation_cameras, render_observations, sharpening_scale
 from .bake.texture import bake_texture
 from .concurrency import Background
+from .empty_mesh import EmptyMeshError
 from .normals import SharedSplit
 from .options import DEFAULT_TEXTURE_SIZE, ExportOptions, mesh_arrays, observation_settings
 from .textured import TexturedMesh
@@ -304,7 +305,7 @@ def bake_textured_mesh(app_rep, mesh, options: ExportOptions | None = None, *, p
     check(cancel)
     vertices, faces = mesh_arrays(mesh, run.device)
     if faces.shape[0] == 0:
-        raise ValueError("to_glb: the mesh is empty (no faces)")
+        raise EmptyMeshError("to_glb: the mesh is empty (no faces)")
     info["input_faces"] = int(faces.shape[0])
     views = _Views(run)
     if uv_in_child(o, run.device):

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..core.callbacks import check
 from .cleanup.chain import clean_mesh_for_export
+from .empty_mesh import EmptyMeshError
 from .options import ExportOptions, mesh_arrays
 from .textured import TexturedMesh
 
@@ -31,7 +32,7 @@ def clean_shape(mesh, options: ExportOptions | None = None, *, progress=None, ca
     check(cancel)
     vertices, faces = mesh_arrays(mesh, o.device)
     if faces.shape[0] == 0:
-        raise ValueError("clean_shape: the mesh is empty (no faces)")
+        raise EmptyMeshError("clean_shape: the mesh is empty (no faces)")
     info["input_faces"] = int(faces.shape[0])
     target_faces = o.face_target(int(faces.shape[0]))
     if o.simplify > 0 or o.fill_holes or target_faces is not None:
