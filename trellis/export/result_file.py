@@ -116,10 +116,11 @@ def check_result(path) -> tuple[dict, dict, np.ndarray | None, np.ndarray | None
     return init_params, fields, vertices, faces.astype(np.int64)
 
 
-def read_members(path, members: dict = MEMBERS, optional: tuple = OPTIONAL) -> dict:
+def read_members(path, members: dict = MEMBERS, optional: tuple = OPTIONAL,
+                 max_ratio: float | None = MAX_PACKING_RATIO) -> dict:
     """{member name without .npy: array} of the zip at ``path``, each checked against its header and the zip's
     directory before it is unpacked. ``members`` / ``optional``: the layout expected (MEMBERS' form; default a
-    v1 result's)."""
+    v1 result's); ``max_ratio``: the packing ratio a large member may not pass (None: only the size cap)."""
     name = os.fspath(path)
     try:
         info = os.stat(name)                           # stat, not open: a pipe would block the reader
@@ -146,7 +147,7 @@ def read_members(path, members: dict = MEMBERS, optional: tuple = OPTIONAL) -> d
                 raise damaged(path, f"its zip directory lists {entries:,} members in {size:,} bytes, not a "
                                     f"result's {len(members)}")
             with zipfile.ZipFile(f) as z:
-                infos = member_infos(path, z.infolist(), members, optional)
+                infos = member_infos(path, z.infolist(), members, optional, max_ratio)
                 return {member: read_member(path, z, member, zi, members) for member, zi in infos.items()}
         except DamagedResultError:
             raise
@@ -172,7 +173,8 @@ def directory_size(f, size: int) -> tuple[int, int]:
     return entries, cd_bytes
 
 
-def member_infos(path, infos: list, members: dict = MEMBERS, optional: tuple = OPTIONAL) -> dict:
+def member_infos(path, infos: list, members: dict = MEMBERS, optional: tuple = OPTIONAL,
+                 max_ratio: float | None = MAX_PACKING_RATIO) -> dict:
     """{member: ZipInfo}: exactly the expected names, their unpacked sizes within the caps."""
     names = [zi.filename for zi in infos]
     if len(set(names)) != len(names):
@@ -191,7 +193,8 @@ def member_infos(path, infos: list, members: dict = MEMBERS, optional: tuple = O
     if total > MAX_RESULT_BYTES:
         raise damaged(path, f"its members unpack to {total:,} bytes, more than any result ({MAX_RESULT_BYTES:,})")
     for member, zi in by_name.items():
-        if zi.file_size > RATIO_CHECKED_BYTES and zi.file_size > MAX_PACKING_RATIO * max(zi.compress_size, 1):
+        if max_ratio is not None and zi.file_size > RATIO_CHECKED_BYTES \
+                and zi.file_size > max_ratio * max(zi.compress_size, 1):
             raise damaged(path, f"{member}.npy would unpack {zi.compress_size:,} bytes into {zi.file_size:,} "
                           "(a zip bomb, not data)")
     return by_name

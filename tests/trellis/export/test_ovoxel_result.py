@@ -1,15 +1,29 @@
-"""A TRELLIS.2 result.npz: the O-Voxel back bit for bit, and every damaged file refused with what is wrong."""
+"""A TRELLIS.2 result.npz: the O-Voxel back bit for bit in its compact layout (quads and split bits, integer
+steps for a light O-Voxel, exact floats otherwise), files of the first layout still read, the same GLB from the kept
+result as from the O-Voxel, and every damaged file refused with what is wrong."""
 import json
 import os
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.helpers.ovoxels import voxel_sphere
 from trellis.export import save_result
-from trellis.export.ovoxel_result import (OVOXEL_RESULT_FORMAT, DamagedResultError, check_ovoxel_result,
-                                          is_ovoxel_result, load_ovoxel_result, save_ovoxel_result)
+from trellis.export.ovoxel_codec import ATTR_STEPS, VERTEX_STEPS, byte_planes, same_bits
+from trellis.export.ovoxel_result import (
+    OVOXEL_RESULT_FORMAT,
+    OVOXEL_RESULT_FORMAT_1,
+    DamagedResultError,
+    check_ovoxel_result,
+    is_ovoxel_result,
+    light_ovoxel,
+    load_ovoxel_result,
+    save_ovoxel_result,
+)
+from trellis.export.pbr import ovoxel_to_glb
 from trellis.representations.gaussian import Gaussian
 from trellis.representations.ovoxel import MeshWithVoxel
 
@@ -35,33 +49,38 @@ def rewrite(src, dst, **members):
     return dst
 
 
+def members(path) -> dict:
+    with zipfile.ZipFile(path) as z:
+        return {i.filename: i.compress_type for i in z.infolist()}
+
+
 def test_half_precision_attributes_are_kept_in_half_and_floats_are_stored(tmp_path):
     mesh = ovoxel(n=400)
     mesh.attrs = mesh.attrs.half().float()              # what a half-precision decoder gives: exact in float16
     path = save_ovoxel_result(tmp_path / "result.npz", mesh)
-    with zipfile.ZipFile(path) as z:
-        kinds = {i.filename: i.compress_type for i in z.infolist()}
-        dtypes = {n: np.lib.format.read_array(z.open(n)).dtype for n in ("attrs.npy", "coords.npy", "faces.npy")}
-    assert dtypes == {"attrs.npy": np.float16, "coords.npy": np.uint16, "faces.npy": np.uint16}, dtypes
-    assert kinds["attrs.npy"] == kinds["vertices.npy"] == zipfile.ZIP_STORED
-    assert kinds["coords.npy"] == kinds["faces.npy"] == zipfile.ZIP_DEFLATED
+    head = check_ovoxel_result(path)[0]
+    assert head["attrs"] == {"codec": "float", "dtype": "float16"}
+    kinds = members(path)
+    assert kinds["attr_values.npy"] == zipfile.ZIP_STORED
+    assert kinds["coords.npy"] == kinds["face_rows.npy"] == kinds["vertex_codes.npy"] == zipfile.ZIP_DEFLATED
     back = load_ovoxel_result(path)
     for name in ("vertices", "faces", "coords", "attrs"):
         assert torch.equal(getattr(back, name), getattr(mesh, name)), name
     assert back.attrs.dtype == torch.float32 and back.coords.dtype == torch.int32
     mesh.attrs = mesh.attrs.bfloat16()                  # a bf16 decoder's (numpy has no bfloat16): float16 where exact
-    with zipfile.ZipFile(save_ovoxel_result(tmp_path / "c.npz", mesh)) as z:
-        assert np.lib.format.read_array(z.open("attrs.npy")).dtype == np.float16
+    assert check_ovoxel_result(save_ovoxel_result(tmp_path / "c.npz", mesh))[0]["attrs"]["dtype"] == "float16"
     assert torch.equal(load_ovoxel_result(tmp_path / "c.npz").attrs, mesh.attrs.float())
     mesh.attrs = mesh.attrs.float()
     mesh.attrs[0, 0] = 0.1                              # not exact in float16: kept in float32
-    with zipfile.ZipFile(save_ovoxel_result(tmp_path / "b.npz", mesh)) as z:
-        assert np.lib.format.read_array(z.open("attrs.npy")).dtype == np.float32
+    assert check_ovoxel_result(save_ovoxel_result(tmp_path / "b.npz", mesh))[0]["attrs"]["dtype"] == "float32"
 
 
-def header(**changes) -> np.ndarray:
-    record = {"format": OVOXEL_RESULT_FORMAT, "res": 64,
-              "layout": {"base_color": [0, 3], "metallic": [3, 4], "roughness": [4, 5], "alpha": [5, 6]}, **changes}
+def header(path=None, **changes) -> np.ndarray:
+    """The header of the result at `path` (else the first layout's of a 64^3 grid) with `changes` (None: removed)."""
+    record = check_ovoxel_result(path)[0] if path else {
+        "format": OVOXEL_RESULT_FORMAT_1, "res": 64,
+        "layout": {"base_color": [0, 3], "metallic": [3, 4], "roughness": [4, 5], "alpha": [5, 6]}}
+    record = {k: v for k, v in {**record, **changes}.items() if v is not None}
     return np.frombuffer(json.dumps(record).encode(), dtype=np.uint8)
 
 
@@ -89,6 +108,23 @@ def test_a_v1_result_or_another_file_is_not_taken_for_one(tmp_path):
         assert not is_ovoxel_result(tmp_path / "pipe")
 
 
+FIXTURE = Path(__file__).parents[2] / "data" / "ovoxel_result_v1.npz"     # written by the first layout's saver
+
+
+def test_a_result_of_the_first_layout_still_loads_exactly(tmp_path):
+    with np.load(FIXTURE) as z:
+        stored = {name: z[name] for name in ("coords", "attrs", "vertices", "faces")}
+        head = json.loads(z["header"].tobytes())
+    assert head["format"] == OVOXEL_RESULT_FORMAT_1 and is_ovoxel_result(FIXTURE)
+    back = load_ovoxel_result(FIXTURE)
+    for name, a in stored.items():
+        assert np.array_equal(getattr(back, name).numpy(), a), name
+    assert back.res == head["res"] == 24 and check_ovoxel_result(FIXTURE)[0]["pipeline_type"] == "512"
+    again = load_ovoxel_result(save_ovoxel_result(tmp_path / "again.npz", back))       # kept in today's layout
+    for name in ("vertices", "faces", "coords", "attrs"):
+        assert same_bits(getattr(again, name), getattr(back, name)), name
+
+
 @pytest.mark.parametrize("members, words", [
     ({"header": header(res=0)}, "grid resolution"),
     ({"header": header(format="trellis-result-1")}, "not a kept TRELLIS.2 result"),
@@ -100,8 +136,102 @@ def test_a_v1_result_or_another_file_is_not_taken_for_one(tmp_path):
     ({"attrs": np.zeros((40, 5), np.float32)}, "shape"),
     ({"vertices": None}, "vertices.npy missing"),
 ])
-def test_a_damaged_result_is_refused_with_what_is_wrong(tmp_path, members, words):
-    good = save_ovoxel_result(tmp_path / "good.npz", ovoxel())
+def test_a_damaged_result_of_the_first_layout_is_refused_with_what_is_wrong(tmp_path, members, words):
+    good = rewrite(FIXTURE, tmp_path / "good.npz", coords=ovoxel().coords.numpy(), attrs=ovoxel().attrs.numpy(),
+                   vertices=ovoxel().vertices.numpy(), faces=ovoxel().faces.numpy(), header=header())
+    load_ovoxel_result(good)
     bad = rewrite(good, tmp_path / "bad.npz", **members)
+    with pytest.raises(DamagedResultError, match=words):
+        load_ovoxel_result(bad)
+
+
+def bits_equal(a: MeshWithVoxel, b: MeshWithVoxel) -> None:
+    assert a.res == b.res and a.layout == b.layout
+    for name in ("vertices", "faces", "coords", "attrs"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and x.shape == y.shape, name
+        assert same_bits(x, y) if x.dtype == torch.float32 else torch.equal(x, y), name
+
+
+def test_a_dual_grid_mesh_keeps_its_quads_and_any_other_mesh_its_triangles(tmp_path):
+    sphere = voxel_sphere(32)
+    path = save_ovoxel_result(tmp_path / "sphere.npz", sphere)
+    head = check_ovoxel_result(path)[0]
+    assert head["format"] == OVOXEL_RESULT_FORMAT and head["voxels"] == sphere.coords.shape[0]
+    assert head["faces"]["codec"] == "quads" and 2 * head["faces"]["count"] == sphere.faces.shape[0]
+    bits_equal(load_ovoxel_result(path), sphere)
+    other = ovoxel()                                    # random faces: no quads
+    path = save_ovoxel_result(tmp_path / "other.npz", other)
+    assert check_ovoxel_result(path)[0]["faces"] == {"codec": "triangles", "count": 20, "dtype": "int16"}
+    bits_equal(load_ovoxel_result(path), other)
+
+
+def test_any_float_comes_back_bit_for_bit(tmp_path):
+    mesh = voxel_sphere(16)
+    v, a = mesh.vertices.clone(), mesh.attrs.clone()
+    v[0] = torch.tensor([-0.0, 0.0, 1e-38])             # signed zero, a subnormal's neighbour, beyond the voxel
+    v[1] = torch.tensor([3.0e5, -2.5e5, float(torch.finfo(torch.float32).tiny)])
+    a[0, :3] = torch.tensor([-0.0, 1e-30, -7.5])
+    mesh = MeshWithVoxel(v, mesh.faces, mesh.coords, mesh.res, a)
+    path = save_ovoxel_result(tmp_path / "odd.npz", mesh)
+    head = check_ovoxel_result(path)[0]
+    assert head["vertices"]["codec"] == "delta" and head["attrs"] == {"codec": "float", "dtype": "float32"}
+    bits_equal(load_ovoxel_result(path), mesh)
+
+
+def test_a_light_ovoxel_is_kept_in_small_integers_and_comes_back_exactly(tmp_path):
+    sphere = voxel_sphere(48)
+    light = light_ovoxel(sphere)
+    assert torch.equal(light.faces, sphere.faces) and torch.equal(light.coords, sphere.coords)
+    moved = ((light.vertices - sphere.vertices).abs().max() * sphere.res).item()
+    assert 0 < moved <= 0.5 / VERTEX_STEPS + 1e-6      # at most half a step of the voxel
+    assert 0 < (light.attrs - sphere.attrs).abs().max().item() <= 0.5 / ATTR_STEPS
+    exact = save_ovoxel_result(tmp_path / "exact.npz", sphere)
+    path = save_ovoxel_result(tmp_path / "light.npz", light)
+    head = check_ovoxel_result(path)[0]
+    assert head["vertices"] == {"codec": "dual", "steps": VERTEX_STEPS, "dtype": "int16"}
+    assert head["attrs"] == {"codec": "codes", "steps": ATTR_STEPS, "dtype": "int16"}
+    bits_equal(load_ovoxel_result(path), light)
+    assert os.path.getsize(path) * 3 < os.path.getsize(exact)
+    bits_equal(light_ovoxel(light), light)              # rounding twice changes nothing
+
+
+def test_the_glb_of_a_kept_result_is_the_glb_of_the_ovoxel_itself(tmp_path):
+    for name, mesh in (("exact", voxel_sphere(40)), ("light", light_ovoxel(voxel_sphere(40)))):
+        back = load_ovoxel_result(save_ovoxel_result(tmp_path / f"{name}.npz", mesh))
+        glbs = [ovoxel_to_glb(m, tmp_path / f"{name}{i}.glb", target_faces=2000, texture_size=64) and
+                (tmp_path / f"{name}{i}.glb").read_bytes() for i, m in enumerate((mesh, back))]
+        assert glbs[0] == glbs[1], name
+
+
+def quads_past_the_vertices(path, head, m):
+    """Quads whose last one starts past the vertices (the other members as saved)."""
+    rows = np.zeros((head["faces"]["count"], 4), np.int32)
+    rows[-1, 0] = m
+    return {"face_rows": byte_planes(rows), "header": header(path, faces={**head["faces"], "dtype": "int32"})}
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda p, h, m: {"header": header(p, voxels=m + 1)}, "header counts"),
+    (lambda p, h, m: {"header": header(p, faces={"codec": "edges", "count": 1, "dtype": "int16"})},
+     "faces' encoding"),
+    (lambda p, h, m: {"header": header(p, vertices={"codec": "dual", "steps": 0, "dtype": "int16"})},
+     "vertices' encoding"),
+    (lambda p, h, m: {"header": header(p, attrs={"codec": "float", "dtype": "float64"})}, "attrs' encoding"),
+    (lambda p, h, m: {"header": header(p, voxels=None)}, "voxel count"),
+    (lambda p, h, m: {"header": header(p, format=OVOXEL_RESULT_FORMAT_1)}, "not a kept TRELLIS.2 result of this"),
+    (lambda p, h, m: {"vertex_codes": byte_planes(np.zeros((m - 1, 3), np.int32))}, "do not match its header"),
+    (lambda p, h, m: {"splits": np.zeros(1, np.uint8)}, "do not match its header"),
+    (lambda p, h, m: {"attr_values": byte_planes(np.full((m, 6), np.nan, np.float32)),
+                      "header": header(p, attrs={"codec": "float", "dtype": "float32"})}, "NaN"),
+    (lambda p, h, m: {"coords": np.full((m, 3), 16, np.uint16)}, "outside the 16"),
+    (quads_past_the_vertices, "faces point past"),
+    (lambda p, h, m: {"splits": None}, "splits.npy missing"),
+])
+def test_a_damaged_result_is_refused_with_what_is_wrong(tmp_path, change, words):
+    mesh = voxel_sphere(16)
+    good = save_ovoxel_result(tmp_path / "good.npz", mesh)
+    load_ovoxel_result(good)
+    bad = rewrite(good, tmp_path / "bad.npz", **change(good, check_ovoxel_result(good)[0], mesh.coords.shape[0]))
     with pytest.raises(DamagedResultError, match=words):
         load_ovoxel_result(bad)

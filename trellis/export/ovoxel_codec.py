@@ -1,0 +1,218 @@
+"""Compact exact encodings of an O-Voxel's arrays for a kept TRELLIS.2 result (``ovoxel_result``). Each encoder
+returns None when its encoding would not give the same bits back; the result file then uses the next one.
+
+* faces: vertex rows relative to their neighbours' (small numbers that deflate well); a dual-grid mesh
+  (``representations.ovoxel.dual_grid``: faces in pairs, a quad's two triangles) as its quads and one split bit each.
+* vertices: dual vertices on a grid of 1 / ``steps`` voxel (``light_ovoxel``'s) as small integers, otherwise each
+  float's distance in representable floats from its voxel's centre (exact for any float32, -0.0 and NaN too).
+* attributes: multiples of 1 / ``steps`` (``light_ovoxel``'s) as small integers, otherwise float16 where exact,
+  else float32.
+
+``light_ovoxel`` rounds an O-Voxel onto those grids: an export from it and an export from its kept result are then
+the same bits, and the file is a fraction of the exact one's size."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..representations.ovoxel import MeshWithVoxel
+from ..representations.ovoxel.dual_grid import dual_vertices_world
+
+__all__ = ["VERTEX_STEPS", "ATTR_STEPS", "light_ovoxel", "encode_faces", "decode_faces", "encode_vertices",
+           "decode_vertices", "encode_attrs", "decode_attrs", "byte_planes", "from_byte_planes"]
+
+# 1/256 voxel: at 1024^3 a vertex moves by at most 1/524288 of the object; far below what the export's reduction keeps.
+VERTEX_STEPS = 256
+# 1/256: within half a level of the 8-bit textures the attributes are baked into.
+ATTR_STEPS = 256
+MAX_STEPS = 1 << 12                                   # a header asking for finer steps is not one of ours
+SAMPLE_ROWS = 4096
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal bit for bit (-0.0 is not 0.0: the files would differ)."""
+    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a.contiguous().view(torch.int32),
+                                                                      b.contiguous().view(torch.int32))
+
+
+def light_ovoxel(mesh: MeshWithVoxel, vertex_steps: int = VERTEX_STEPS, attr_steps: int = ATTR_STEPS) -> MeshWithVoxel:
+    """``mesh`` with its dual vertices rounded to 1 / ``vertex_steps`` voxel and its attributes to multiples of
+    1 / ``attr_steps`` (faces, coordinates and resolution unchanged), on its device: what an export and the kept
+    result both start from when the result is to be light."""
+    coords = mesh.coords
+    dual = (mesh.vertices.double() + 0.5) * mesh.res - coords.double()
+    codes = torch.round(dual * vertex_steps).to(torch.int32)
+    vertices = dual_vertices_world(coords, codes.float() / vertex_steps, 1.0 / mesh.res)
+    attrs = None if mesh.attrs is None else \
+        torch.round(mesh.attrs.double() * attr_steps).to(torch.int32).float() / attr_steps     # integers: no -0.0
+    return MeshWithVoxel(vertices, mesh.faces, coords, mesh.res, attrs, mesh.layout)
+
+
+# ------------------------------------------------------------------ faces
+
+
+def quad_faces(quads: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+    """int64 [2Q, 3]: each quad's two triangles as ``dual_grid.split_quads`` makes them, the split given."""
+    q0, q1, q2, q3 = quads.unbind(dim=1)
+    f = first[:, None]
+    t1 = torch.where(f, torch.stack([q0, q1, q2], 1), torch.stack([q0, q1, q3], 1))
+    t2 = torch.where(f, torch.stack([q0, q2, q3], 1), torch.stack([q3, q1, q2], 1))
+    return torch.stack([t1, t2], dim=1).reshape(-1, 3)
+
+
+def encode_faces(faces: torch.Tensor) -> tuple:
+    """(codec record, integer array, packed split bits): "quads" when the faces come in pairs that are a dual-grid
+    quad's two triangles (each quad's first voxel row from the previous one's, the other three from its first:
+    small numbers that deflate well; one bit for its split), else "triangles" (each face's first vertex from the
+    previous face's, the other two from its first)."""
+    f = faces.detach().cpu().long()
+    if f.shape[0] and f.shape[0] % 2 == 0:
+        t1, t2 = f[0::2], f[1::2]
+        first = t1[:, 0] == t2[:, 0]
+        q2 = torch.where(first, t1[:, 2], t2[:, 2])
+        q3 = torch.where(first, t2[:, 2], t1[:, 2])
+        quads = torch.stack([t1[:, 0], t1[:, 1], q2, q3], 1)
+        if torch.equal(quad_faces(quads, first), f):
+            return ({"codec": "quads", "count": int(quads.shape[0])}, relative_rows(quads.numpy()),
+                    np.packbits(first.numpy()))
+    return {"codec": "triangles", "count": int(f.shape[0])}, relative_rows(f.numpy()), np.zeros(0, np.uint8)
+
+
+def relative_rows(rows: np.ndarray) -> np.ndarray:
+    """[N, K] vertex rows as (first column's step from the row before, the others' offsets from the first)."""
+    out = np.empty_like(rows)
+    out[:, 0] = np.diff(rows[:, 0], prepend=0)
+    out[:, 1:] = rows[:, 1:] - rows[:, :1]
+    return narrowest_int(out)
+
+
+def absolute_rows(rel: np.ndarray) -> np.ndarray:
+    """``relative_rows``' inverse (int64)."""
+    rows = rel.astype(np.int64)
+    rows[:, 0] = np.cumsum(rows[:, 0])
+    rows[:, 1:] += rows[:, :1]
+    return rows
+
+
+def decode_faces(codec: dict, rel: np.ndarray, splits: np.ndarray) -> torch.Tensor:
+    """int64 [F, 3] of ``encode_faces``' record, integers and split bits (ValueError when they do not fit)."""
+    rows = torch.from_numpy(absolute_rows(rel))
+    if codec["codec"] == "triangles":
+        return rows
+    return quad_faces(rows, unpack_bits(splits, codec["count"]))
+
+
+def unpack_bits(packed: np.ndarray, count: int) -> torch.Tensor:
+    """bool [count] of np.packbits' bytes (ValueError when their number is not count's)."""
+    if packed.shape != ((count + 7) // 8,):
+        raise ValueError(f"{packed.shape[0]:,} bytes for {count:,} bits")
+    return torch.from_numpy(np.unpackbits(packed, count=count).astype(bool))
+
+
+# ------------------------------------------------------------------ vertices
+
+
+def ordered(bits: np.ndarray) -> np.ndarray:
+    """int32 of float32 bit patterns (int32), in the floats' order: consecutive floats are consecutive integers
+    (-0.0 is -1: it keeps its sign). Its own inverse."""
+    return bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
+
+
+def centres(coords: torch.Tensor, res: int) -> torch.Tensor:
+    """float32 [M, 3]: each voxel's centre in world units (where a vertex's distance is counted from)."""
+    return dual_vertices_world(coords, torch.full_like(coords, 0.5, dtype=torch.float32), 1.0 / res)
+
+
+def encode_vertices(coords: torch.Tensor, vertices: torch.Tensor, res: int, steps: int = VERTEX_STEPS) -> tuple:
+    """(codec record, integer array [M, 3]): "dual" (integer steps of 1/steps voxel: exact for ``light_ovoxel``'s
+    vertices) when that gives the same bits, else "delta" (each float's distance from its voxel's centre in
+    representable floats)."""
+    coords, vertices = coords.cpu(), vertices.detach().float().cpu()
+    sample = slice(0, SAMPLE_ROWS)          # an exact O-Voxel fails on its first rows: the whole check is skipped
+    if dual_codes(coords[sample], vertices[sample], res, steps) is not None:
+        codes = dual_codes(coords, vertices, res, steps)
+        if codes is not None:
+            return {"codec": "dual", "steps": steps}, codes
+    # int32 differences wrap around, and so does their sum on loading: exact whatever the values
+    delta = ordered(vertices.numpy().view(np.int32)) - ordered(centres(coords, res).numpy().view(np.int32))
+    return {"codec": "delta"}, narrowest_int(delta)
+
+
+def dual_codes(coords: torch.Tensor, vertices: torch.Tensor, res: int, steps: int) -> np.ndarray | None:
+    """int16 [M, 3]: the vertices as integer steps of 1/steps voxel from their voxels' corners, or None when
+    decoding those steps does not give the same bits."""
+    codes = torch.round(((vertices.double() + 0.5) * res - coords.double()) * steps)
+    if not bool((codes.abs() < 2 ** 15).all()):
+        return None
+    codes = codes.short().numpy()
+    back = decode_vertices({"codec": "dual", "steps": steps}, codes, coords, res)
+    return codes if same_bits(back, vertices) else None
+
+
+def decode_vertices(codec: dict, codes: np.ndarray, coords: torch.Tensor, res: int) -> torch.Tensor:
+    """float32 [M, 3] of ``encode_vertices``' record and integers."""
+    if codec["codec"] == "dual":
+        return dual_vertices_world(coords, torch.from_numpy(codes.astype(np.float32)) / codec["steps"], 1.0 / res)
+    base = ordered(centres(coords, res).numpy().view(np.int32))
+    return torch.from_numpy(ordered(base + codes.astype(np.int32)).view(np.float32))
+
+
+# ------------------------------------------------------------------ attributes
+
+
+def encode_attrs(attrs: torch.Tensor, steps: int = ATTR_STEPS) -> tuple:
+    """(codec record, array [M, C]): "codes" (integer multiples of 1/steps: ``light_ovoxel``'s) when exact, else
+    "float": float16 where every value survives the round trip, else float32."""
+    a = attrs.detach().float().cpu()
+    if attr_codes(a[:SAMPLE_ROWS], steps) is not None:
+        codes = attr_codes(a, steps)
+        if codes is not None:
+            return {"codec": "codes", "steps": steps}, codes
+    a16 = a.half()
+    if same_bits(a16[:SAMPLE_ROWS].float(), a[:SAMPLE_ROWS]) and same_bits(a16.float(), a):
+        return {"codec": "float"}, a16.numpy()
+    return {"codec": "float"}, a.numpy()
+
+
+def attr_codes(a: torch.Tensor, steps: int) -> np.ndarray | None:
+    """int16 [M, C]: the attributes as integer multiples of 1/steps, or None when they are not exactly that."""
+    codes = torch.round(a.double() * steps)
+    if not bool((codes.abs() < 2 ** 15).all()):
+        return None
+    codes = codes.short()
+    return codes.numpy() if same_bits(codes.float() / steps, a) else None
+
+
+def decode_attrs(codec: dict, values: np.ndarray) -> torch.Tensor:
+    """float32 [M, C] of ``encode_attrs``' record and array."""
+    if codec["codec"] == "codes":
+        return torch.from_numpy(values.astype(np.float32)) / codec["steps"]
+    return torch.from_numpy(values.astype(np.float32))
+
+
+# ------------------------------------------------------------------ storage
+
+
+def narrowest_int(a: np.ndarray) -> np.ndarray:
+    """``a`` in the smallest of int16 / int32 / int64 that holds its values exactly."""
+    for t in (np.int16, np.int32):
+        if a.size == 0 or (a.min() >= np.iinfo(t).min and a.max() <= np.iinfo(t).max):
+            return a.astype(t)
+    return a.astype(np.int64)
+
+
+def byte_planes(a: np.ndarray) -> np.ndarray:
+    """uint8 [itemsize * a.size]: the array's values channel by channel (column-major), then byte by byte: the
+    high bytes of nearby values sit together and deflate well."""
+    flat = np.asfortranarray(a).ravel(order="F")
+    return np.ascontiguousarray(flat.view(np.uint8).reshape(-1, a.dtype.itemsize).T).ravel()
+
+
+def from_byte_planes(planes: np.ndarray, dtype: np.dtype, shape: tuple) -> np.ndarray:
+    """The array ``byte_planes`` made (ValueError when the byte count is not the shape's)."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape))
+    if planes.shape != (n * dtype.itemsize,):
+        raise ValueError(f"{planes.shape[0]:,} bytes for {n:,} values of {dtype}")
+    flat = np.ascontiguousarray(planes.reshape(dtype.itemsize, n).T).view(dtype).ravel()
+    return flat.reshape(shape, order="F").copy()
