@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from ..jobs import folder as job_folder
-from ..api.families import FAMILY_NAMES
+from ..families import get_family
 from ..settings import DEFAULT_PRESET, PRESETS, SETTINGS, GenerationSettings, check_prompt, slider
 from .batch_view import ROW_JS, BatchView, wire_batch
 from .download_row import EMPTY_LABEL, wire_download_row
@@ -24,7 +24,7 @@ from .history_tab import EMPTY as HISTORY_EMPTY, HistoryTab, wire_history_tab
 from .knobs import KNOBS, PRESET_CHOICES_WITH_CUSTOM, start_note, wire_knobs
 from .lazy import gr, load_gradio
 from .places import wire_places
-from .pagestate import TabResults, buttons, wire_busy, wire_idle, wire_tabs
+from .pagestate import LABELS, TabResults, buttons, marked_previous, wire_busy, wire_idle, wire_tabs
 from .batch_view import status_html
 from .status import (POLL_S, device_line, hide_paths, idle_html, kept_files, md_escape, memory_line, model_name,
                      message_html)
@@ -113,7 +113,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
         memory = memory_line(self.runner.list())
         memory = f" · {md_escape(memory)}" if memory else ""
         return (f"# Trellis Desktop\nOne photo (or a prompt) in, a textured 3D model out. Model: "
-                f"{FAMILY_NAMES[self.family.running]} `{model_name(self.runner.model_path)}`"
+                f"{get_family(self.family.running).words} `{model_name(self.runner.model_path)}`"
                 f"{self.family.loaded_words()}{text} · "
                 f"device: {device_line(self.runner.fast_paths())}{memory} · outputs: `{self.runner.outputs_dir}`")
 
@@ -222,12 +222,12 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
                         place("memory")
                 with gr.Column(scale=1):
                     status = gr.HTML(idle_html(), elem_id="td-status", js_on_load=ROW_JS)     # batch_view
-                    video = gr.Video(label="Preview", autoplay=True, loop=True, height=300, interactive=False,
+                    video = gr.Video(label=LABELS["video"], autoplay=True, loop=True, height=300, interactive=False,
                                      elem_id="td-video")
-                    model3d = gr.Model3D(label="3D model (drag to turn, scroll to zoom)", height=400,
+                    model3d = gr.Model3D(label=LABELS["model"], height=400,
                                          elem_id="td-model3d")
                     with gr.Row():          # the job's files, each with its size: pick one, download it
-                        file_choice = gr.Radio([], value=None, label="File to download", interactive=False, scale=3,
+                        file_choice = gr.Radio([], value=None, label=LABELS["choice"], interactive=False, scale=3,
                                                elem_id="td-dl-format")
                         download = gr.DownloadButton(EMPTY_LABEL, interactive=False, scale=1, elem_id="td-download")
                     info = gr.Markdown("", elem_id="td-info")
@@ -245,9 +245,13 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
             quick = dict(page_only, concurrency_limit=None)
             knob_order = list(PRESET_KNOBS)
             knob_components = [k[n] for n in knob_order]
-            wire_tabs(self, [(tab_single, "single"), (tab_multi, "multi"), (tab_batch, "batch"), (tab_text, "text"),
-                             (tab_variant, "variant"), (tab_history, "history")],
-                      mode, [info, video, model3d, file_choice, download, files])
+            tab_list = [(tab_single, "single"), (tab_multi, "multi"), (tab_batch, "batch"), (tab_text, "text"),
+                        (tab_variant, "variant"), (tab_history, "history")]
+            wire_tabs(self, tab_list, mode, [info, video, model3d, file_choice, download, files])
+            # the Model choice where it applies: the image tabs (family_view.IMAGE_TABS)
+            for tab, name in tab_list:
+                tab.select(lambda chosen, name=name: choice.tab_update(name, chosen), family,
+                           [choice.row, choice.costs_box], **quick)
 
             wire_knobs(self, k, preset, device_note, reuse_seed, history, info, family)
             wire_family(choice, family, k, multi)
@@ -275,7 +279,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
 
             self._named = {"mode": mode, "single": single, "multi": multi, "batch": batch, "preset": preset,
                            "prompt": prompt, "mesh": mesh, "look_prompt": look_prompt, "look_image": look_image,
-                           "history": history, "family": family, **k}
+                           "history": history, "family": family, "shown_info": info, **k}
             results = [status, k["seed"], info, video, model3d, file_choice, download, files, history]
 
             wire_busy(generate, cancel, [generate, export_again])
@@ -304,15 +308,17 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
             wire_download_row(file_choice, download)
             wire_export_panel(self, export_note, history, preset, k)
             wire_history_tab(self, demo, tab_history, history_gallery, history_keys, history_empty, history, refresh,
-                             [status, *shown], [run, again])
+                             [status, *shown], [run, again], family)
             wire_batch(self, batch, status, batch_zip, mode, shown, history, [run])
             wire_places(self, demo, open_folder, copy_path, info)
-            history.input(self.show_history, history, [status, *shown], api_visibility="private",
+            history.input(self.show_picked, history, [status, *shown, family], api_visibility="private",
                           show_progress="minimal", concurrency_limit=4)
             # history.reuse_settings's answer: the preset, RELOADED_KNOBS' controls, then REUSED_INPUTS.
             settings_outputs = [preset, *[k[n] for n in RELOADED_KNOBS], tabs, mode, prompt, mesh, look_prompt,
                                 look_image, single, multi, family]
-            self.refresh_knobs(reuse.click(self.reuse_settings, history, settings_outputs, **quick))
+            reused = reuse.click(self.reuse_settings, history, settings_outputs, **quick)
+            self.refresh_knobs(reused)
+            reused.then(choice.tab_update, [mode, family], [choice.row, choice.costs_box], **quick)
             self._add_api_endpoints(examples[0] if examples else None)
         return demo
 
@@ -360,7 +366,8 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
         with self._lock:
             self._active.setdefault(session, []).extend(job.id for _, job in entries)
         single_job, mode = len(entries) == 1, named["mode"] or "single"
-        yield (status_html(entries, self.runner), *[skip] * AFTER_STATUS)      # the last result stays until a new one
+        # the last result stays until a new one, said to be the previous job's
+        yield (status_html(entries, self.runner), skip, *marked_previous(named.get("shown_info")), skip, skip)
         reported, last = set(), None
         try:
             while True:

@@ -4,6 +4,7 @@ chosen one under its download name (names.py). The choice's values are those dow
 """
 from pathlib import Path
 
+from ..families import family_of_record
 from .lazy import gr
 from .names import DOWNLOAD_KINDS
 
@@ -11,14 +12,15 @@ from .names import DOWNLOAD_KINDS
 WORDS = {"glb": "GLB", "glb_lod1": "GLB, level of detail 1", "glb_lod2": "GLB, level of detail 2",
          "glb_lod3": "GLB, level of detail 3", "obj": "OBJ + material + texture (zip)", "usdz": "USDZ (Apple AR)",
          "stl": "STL (3D print)", "3mf": "3MF (3D print)", "ply": "PLY (Gaussian splats)", "mp4": "MP4 preview"}
-# A TRELLIS.2 job's own words where its file differs from v1's (its PLY is its mesh, not Gaussians).
-TRELLIS2_WORDS = {"ply": "PLY (mesh with vertex colours)"}
+# The kinds whose words are the job's family's (a TRELLIS.2 PLY is its mesh, not Gaussians: Family.file_word).
+FAMILY_WORDED = ("ply",)
 # The button's word for each kind.
 SHORT = {"glb": "GLB", "obj": "OBJ (zip)", "usdz": "USDZ", "stl": "STL", "3mf": "3MF", "ply": "PLY",
          "mp4": "MP4", **{f"glb_lod{level}": f"GLB LOD {level}" for level in range(1, 4)}}
 # How a download copy's name ends, per kind (the longest endings first: "_lod1.glb" before ".glb").
 ENDINGS = sorted({**DOWNLOAD_KINDS, "obj": "_obj.zip"}.items(), key=lambda item: -len(item[1]))
 EMPTY_LABEL = "Download"
+CHOICE_LABEL = "File to download"
 
 
 def size_text(n: int) -> str:
@@ -31,7 +33,8 @@ def download_choices(folder, named: dict) -> list:
     triangles."""
     report = folder.export_report() or {}
     lods = {f"glb_lod{i}": lod for i, lod in enumerate(report.get("lods") or [], start=1) if isinstance(lod, dict)}
-    own = TRELLIS2_WORDS if (folder.settings_record() or {}).get("family") == "trellis2" else {}
+    family = family_of_record(folder.settings_record() or {})
+    own = {kind: family.file_word(kind) for kind in FAMILY_WORDED if family.file_word(kind)}
     out = []
     for kind, words in {**WORDS, **own}.items():
         path = named.get(kind)
@@ -64,8 +67,9 @@ def button_update(path):
 def row_updates(choices: list) -> tuple:
     """(the choice, the button) showing `choices` (download_choices), the first one chosen."""
     if not choices:
-        return gr.update(choices=[], value=None, interactive=False), button_update(None)
-    return gr.update(choices=choices, value=choices[0][1], interactive=True), button_update(choices[0][1])
+        return gr.update(choices=[], value=None, interactive=False, label=CHOICE_LABEL), button_update(None)
+    return (gr.update(choices=choices, value=choices[0][1], interactive=True, label=CHOICE_LABEL),
+            button_update(choices[0][1]))
 
 
 def no_downloads() -> tuple:

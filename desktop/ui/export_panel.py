@@ -8,7 +8,7 @@ from ..jobs.export_reuse import source_preview
 from ..jobs.progress import textured_files
 from ..settings import CPU_REASONS, EXPORT_FIELDS, GenerationSettings, device_changes
 from ..settings_table import MESH_FORMATS
-from .family_view import family_of
+from ..families import family_of_record
 from .history_list import DESTINATION_WORDS
 from .lazy import gr
 from .status import md_escape
@@ -61,10 +61,9 @@ class ExportPanel:
             GenerationSettings.from_json(folder.settings_record())
         submitted = base.replace(**export_changes(page))
         used = submitted.for_device(self.runner.devices[0])
-        if family_of(folder.settings_record()) == "trellis2":     # as its steps take it; its preview is rendered
-            from ..jobs.trellis2_steps import trellis2_device_settings     # again from the new bake
-
-            return submitted, trellis2_device_settings(submitted, self.runner.devices[0]), None
+        family = family_of_record(folder.settings_record())
+        if not family.uses("bake_views"):      # a bake from its own materials: its preview is rendered again from it
+            return submitted, family_device_settings(family, submitted, self.runner.devices[0]), None
         # an export's result is its source's, and so is the preview it can take
         origin = self.runner.get(job.source_id) if job is not None and job.kind == "export" else job
         files = origin.files if origin is not None else folder.file_kinds()
@@ -79,8 +78,15 @@ class ExportPanel:
             submitted, used, preview = self.export_plan(folder_name, page)
         except ValueError as err:
             return f"**Export again** cannot run yet: {md_escape(str(err))}"
-        return plan_text(submitted, used, preview is not None,
-                         pbr=family_of(self._job_folder(folder_name).settings_record()) == "trellis2")
+        family = family_of_record(self._job_folder(folder_name).settings_record())
+        return plan_text(submitted, used, preview is not None, pbr=not family.uses("bake_views"))
+
+
+def family_device_settings(family, settings: GenerationSettings, device: str) -> GenerationSettings:
+    """`settings` lowered for `device` where a job of `family` reads the value (a setting it ignores stays)."""
+    lowered = settings.for_device(device)
+    return settings.replace(**{name: getattr(lowered, name) for name in device_changes(settings, lowered)
+                               if family.uses(name)})
 
 
 def plan_text(submitted: GenerationSettings, used: GenerationSettings, preview_kept: bool, pbr: bool = False) -> str:

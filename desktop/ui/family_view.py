@@ -1,47 +1,55 @@
-"""The page's model choice: TRELLIS v1 or TRELLIS.2, with TRELLIS.2's pipeline type beside it, and what the choice
-changes on the page. The page starts on the family of the app's model folder (api.families); the other family can be
-picked where it is installed (runner_families): its job loads it in place of the loaded one (that first job is slower
-by the load). Where TRELLIS.2 is not installed the control is greyed with one line that says how to install it (the
-installer's --trellis2 after Meta's DINOv3 licence: nothing is fetched behind the user's back); where TRELLIS v1 is
-not, with how to get it.
+"""The page's model choice: one of the image model families (desktop.families: TRELLIS v1, TRELLIS.2), with the
+pipeline type beside it where the family has several, and what the choice changes on the page; every fact comes
+from the family registry, none is compared here. The choice shows on the image tabs only (Single image, Multiple
+views, Batch): prompts and new looks run their own models. The page starts on the family of the app's model folder;
+another family can be picked where it is installed (runner_families): its job loads it in place of the loaded one
+(that first job is slower by the load). Where a family is not installed the control is greyed with its install line
+(what it downloads and needs: nothing is fetched behind the user's back).
 
-With TRELLIS.2 chosen, what it does not use is greyed, each with its reason beside it: the guidance and bake knobs
-(its guidance is its pipeline's own; its textures come from its voxels' attributes, not from rendered views), several
-views of one object; and a new look from a photo where TRELLIS v1 is not installed (that needs a v1 image model).
-Every format stays offered, the formats' help saying what PLY and MP4 are for TRELLIS.2 (its mesh with vertex colours,
-a lit turntable of its PBR material)."""
+With a family chosen, what it does not use is greyed, each with its reason beside it (Family.why_not); several views
+where it takes one image; a new look from a photo where no installed family makes looks from photos. Every format
+stays offered, the formats' help saying what its PLY and MP4 are where they differ (Family.file_word)."""
 import functools
 
-from ..api.families import (FAMILY_NAMES, family_problem, install_line, loaded_family, runner_families, runner_family,
-                             trellis2_here)
+from ..families import (DEFAULT_FAMILY, FAMILIES, family_of_record, family_problem, get_family, loaded_family,
+                        runner_families, runner_family)
 from ..settings import SETTINGS
 from .lazy import gr
 from .pipeline_costs import costs_text
 
-FAMILY_CHOICES = [(name, family) for family, name in FAMILY_NAMES.items()]
-BAKE = "TRELLIS.2 bakes its PBR textures from its voxels' colours, metal and roughness, not from rendered views"
-# The settings TRELLIS.2 does not use, each with why (said beside its greyed control).
-NOT_FOR_TRELLIS2 = {
-    "ss_cfg": "TRELLIS.2 uses its pipeline's own guidance", "slat_cfg": "TRELLIS.2 uses its pipeline's own guidance",
-    "bake_mode": BAKE, "bake_views": BAKE, "bake_resolution": BAKE,
-    "fill_holes": "TRELLIS.2's export always closes small holes",
-    "multi_image_mode": "TRELLIS.2 takes one image",
-}
-FORMATS_NOTE = ("TRELLIS.2 makes a mesh with PBR materials (colour, metal, roughness): its PLY is that mesh with "
-                "vertex colours, its MP4 a lit turntable of the material")
+FAMILY_CHOICES = [(f.words, name) for name, f in FAMILIES.items()]
+# The settings some family does not use (each family says why: Family.why_not), greyed with that reason beside them.
+NOT_FOR_ALL = tuple(dict.fromkeys(n for f in FAMILIES.values() for n in f.ignores if n != "pipeline_type"))
 MULTI_LABEL = "Views"
-MULTI_REASON = "Views (TRELLIS v1 only: TRELLIS.2 takes one image)"
 LOOK_LABEL = "... or from a photo"
-LOOK_REASON = "... or from a photo (needs the TRELLIS v1 image model, not installed here; a prompt works)"
 LOAD_NOTE = "its first job loads it in place of the loaded model (slower by that load)"
+# The tabs whose jobs a family's image model runs: the Model choice shows there only (prompts and new looks run their
+# own models).
+IMAGE_TABS = ("single", "multi", "batch")
 
 
 def with_reason(reason: str, name: str) -> str:
     return f"{reason} · {SETTINGS[name].ui.info}"
 
 
+def several_views(family) -> bool:
+    """A job of `family` takes several views of one object."""
+    return get_family(family).max_images is None
+
+
+def multi_reason() -> str:
+    takes = " / ".join(f.words for f in FAMILIES.values() if f.max_images is None)
+    one = " and ".join(f.words for f in FAMILIES.values() if f.max_images is not None)
+    return f"Views ({takes} only: {one} takes one image)"
+
+
+def look_reason() -> str:
+    photo = " / ".join(f.words for f in FAMILIES.values() if f.new_looks_from_image)
+    return f"... or from a photo (needs the {photo} image model, not installed here; a prompt works)"
+
+
 class FamilyChoice:
-    """What the page offers: the family the app starts on, and whether (and how) the other one can be picked (read
+    """What the page offers: the family the app starts on, and whether (and how) another one can be picked (read
     from the runner and the models folder when first asked)."""
 
     def __init__(self, runner):
@@ -49,73 +57,91 @@ class FamilyChoice:
 
     @functools.cached_property
     def running(self) -> str:
-        return runner_family(self.runner)
+        return runner_family(self.runner).name
 
     @functools.cached_property
     def families(self) -> list:
-        """The families a job can ask for here: the app's own, and the other one where it is installed."""
+        """The families a job can ask for here: the app's own, and the others where they are installed."""
         return runner_families(self.runner)
 
-    @functools.cached_property
-    def trellis2(self):
-        """trellis2_availability where the app runs TRELLIS v1, else None."""
-        return trellis2_here() if self.running == "trellis" else None
+    @property
+    def missing(self) -> list:
+        """The families not installed here (each says how to install it, and what that costs)."""
+        return [f for name, f in FAMILIES.items() if name not in self.families]
 
     @property
     def installable_line(self):
-        """How to install TRELLIS.2 where it is not, else None."""
-        found = self.trellis2
-        return install_line(found) if found is not None and not found.available else None
+        """How to install the families that are not installed here, else None."""
+        lines = [f.install_line() for f in self.missing if f is not DEFAULT_FAMILY]
+        return " ".join(lines) or None
 
     @property
     def open(self) -> bool:
-        """Both families can be picked (the other one is installed)."""
+        """Several families can be picked (another one is installed)."""
         return len(self.families) > 1
 
     def loaded_words(self) -> str:
-        """The header's word on the family loaded now, where a job of the other one has switched it; else ""."""
+        """The header's word on the family loaded now, where a job of another one has switched it; else ""."""
         loaded = loaded_family(self.runner)
-        return "" if loaded == self.running else f" (loaded now: {FAMILY_NAMES[loaded]}, for the last job)"
+        return "" if loaded.name == self.running else f" (loaded now: {loaded.words}, for the last job)"
 
     def info(self) -> str:
-        if self.running == "trellis":
-            return self.installable_line or (f"TRELLIS.2 is installed ({self.trellis2.model_dir}): pick it to generate "
-                                             f"with it; {LOAD_NOTE}.")
-        text = "TRELLIS.2: a sharp mesh with PBR materials (colour, metal, roughness) from one image. "
-        if not self.open:
-            return text + family_unavailable_line("trellis")
-        return f"{text}TRELLIS v1 is installed too: pick it to generate with it; {LOAD_NOTE}."
+        own = get_family(self.running)
+        others = [get_family(n) for n in self.families if n != self.running]
+        if own is DEFAULT_FAMILY:
+            if others:
+                where = "; ".join(f"{f.words} is installed ({f.installed_folder()})" for f in others)
+                return f"{where}: pick it to generate with it; {LOAD_NOTE}."
+            return self.installable_line or ""
+        text = f"{own.words}: {own.about}. "
+        if not others:
+            return text + " ".join(f.unavailable() for f in self.missing)
+        return f"{text}{' and '.join(f.words for f in others)} is installed too: pick it to generate with it; {LOAD_NOTE}."
 
     def overrides(self) -> dict:
         """The page's controls as the running family opens them: setting name -> setting_control overrides."""
-        return {name: self.control_update(name, self.running)
-                for name in (*NOT_FOR_TRELLIS2, "pipeline_type", "formats")}
+        return {name: self.control_update(name, self.running) for name in (*NOT_FOR_ALL, "pipeline_type", "formats")}
 
     @staticmethod
     def control_update(name: str, family: str) -> dict:
         """The properties of the control of setting `name` with `family` chosen."""
-        trellis2 = family == "trellis2"
+        chosen = get_family(family)
+        info = SETTINGS[name].ui.info
         if name == "pipeline_type":
-            info = SETTINGS[name].ui.info + ("" if trellis2 else " (TRELLIS v1 has one path)")
-            return {"interactive": trellis2, "info": info}
+            return {"interactive": bool(chosen.pipeline_types),
+                    "info": info + ("" if chosen.pipeline_types else f" · {chosen.why_not(name)}")}
         if name == "formats":
-            return {"info": with_reason(FORMATS_NOTE, name) if trellis2 else SETTINGS[name].ui.info}
-        reason = NOT_FOR_TRELLIS2[name]
-        return {"interactive": not trellis2, "info": with_reason(reason, name) if trellis2 else SETTINGS[name].ui.info}
+            own = [chosen.file_word(k) for k in ("ply", "mp4") if chosen.file_word(k) != DEFAULT_FAMILY.file_word(k)]
+            return {"info": with_reason(f"{chosen.words} makes {chosen.about}: {'; '.join(own)}", name) if own else info}
+        if chosen.uses(name):
+            return {"interactive": True, "info": info}
+        return {"interactive": False, "info": with_reason(chosen.why_not(name), name)}
 
     # ------------------------------------------------------------------ page
     def controls(self, make_control, k: dict) -> object:
         """The Model choice and the pipeline type, side by side (`make_control(name, overrides)`: the page's control
-        of a setting); the pipeline type joins the page's setting controls `k`. Returns the Model choice."""
-        with gr.Row(elem_id="td-family-row"):
+        of a setting), shown on the image tabs only (``tab_update``); the pipeline type joins the page's setting
+        controls `k`, each type's time and memory folded below them. Returns the Model choice."""
+        with gr.Row(elem_id="td-family-row") as self.row:
             family = gr.Radio(FAMILY_CHOICES, value=self.running, label="Model", elem_id="td-family", scale=2,
                               interactive=self.open, info=self.info())
             with gr.Column(scale=1, min_width=160):
                 k["pipeline_type"] = make_control("pipeline_type", self.control_update("pipeline_type", self.running))
-                # each type's time and memory here, computed again at every page load (app.py's private load)
-                self.costs = gr.Markdown(self.costs_text(), elem_id="td-pipeline-costs",
-                                         visible=self.running == "trellis2")
+        # each type's time and memory here, computed again at every page load (app.py's private load); folded, so
+        # that Generate stays in view
+        with gr.Accordion("What each pipeline type costs here", open=False, elem_id="td-pipeline-costs-box",
+                          visible=self.costs_apply(self.running)) as self.costs_box:
+            self.costs = gr.Markdown(self.costs_text(), elem_id="td-pipeline-costs")
         return family
+
+    @staticmethod
+    def costs_apply(family: str) -> bool:
+        return bool(get_family(family).pipeline_types)
+
+    def tab_update(self, mode: str, chosen) -> tuple:
+        """(the Model row, the costs) on the tab of `mode`: shown on the image tabs only."""
+        here = mode in IMAGE_TABS
+        return gr.update(visible=here), gr.update(visible=here and self.costs_apply(chosen or self.running))
 
     def costs_text(self) -> str:
         """Each pipeline type's expected time and peak GPU memory on this app's device (pipeline_costs.py)."""
@@ -123,34 +149,29 @@ class FamilyChoice:
         return costs_text(self.runner.list(), devices[0])
 
     def look_label(self) -> str:
-        """A new look from a photo runs TRELLIS v1's image model: greyed in words where it is not installed."""
-        return LOOK_LABEL if "trellis" in self.families else LOOK_REASON
+        """A new look from a photo runs an image model that makes looks from photos: greyed in words where none is
+        installed."""
+        return LOOK_LABEL if any(get_family(n).new_looks_from_image for n in self.families) else look_reason()
 
     def multi_update(self, family: str) -> dict:
-        return {"interactive": family != "trellis2", "label": MULTI_REASON if family == "trellis2" else MULTI_LABEL}
+        views = several_views(family)
+        return {"interactive": views, "label": MULTI_LABEL if views else multi_reason()}
 
 
 def wire_family(choice: FamilyChoice, family, k: dict, multi) -> None:
-    """The Model choice's change (a click, "Use these settings", "Reuse this seed") opens or greys the controls it
-    concerns, each with its reason."""
-    names = ["pipeline_type", *[n for n in NOT_FOR_TRELLIS2 if n in k]]
+    """The Model choice's change (a click, "Use these settings", "Reuse this seed", a History card) opens or greys
+    the controls it concerns, each with its reason."""
+    names = ["pipeline_type", *[n for n in NOT_FOR_ALL if n in k]]
 
     def changed(chosen):
         return [gr.update(**choice.control_update("formats", chosen)),
                 *[gr.update(**choice.control_update(n, chosen)) for n in names],
-                gr.update(**choice.multi_update(chosen)), gr.update(visible=chosen == "trellis2")]
-    family.change(changed, [family], [k["formats"], *[k[n] for n in names], multi, choice.costs],
+                gr.update(**choice.multi_update(chosen)), gr.update(visible=choice.costs_apply(chosen))]
+    family.change(changed, [family], [k["formats"], *[k[n] for n in names], multi, choice.costs_box],
                   api_visibility="private", show_progress="hidden", concurrency_limit=None)
     # a pick reads the costs again: the jobs finished since the page loaded count
     k["pipeline_type"].change(choice.costs_text, None, choice.costs, api_visibility="private", show_progress="hidden",
                               concurrency_limit=None)
-
-
-def family_unavailable_line(family: str) -> str:
-    """Why `family` cannot be picked here and how to install it (jobs.models.family_unavailable)."""
-    from ..jobs.models import family_unavailable
-
-    return family_unavailable(family)
 
 
 def refuse_other_family(runner, chosen) -> None:
@@ -161,14 +182,6 @@ def refuse_other_family(runner, chosen) -> None:
 
 
 def family_of(record) -> str:
-    """The family of a job folder's settings.json record (v1's records name none)."""
-    family = record.get("family") if isinstance(record, dict) else None
-    return family if family in FAMILY_NAMES else "trellis"
+    """The family id of a job folder's settings.json record (records of TRELLIS v1 jobs may name none)."""
+    return family_of_record(record).name
 
-
-def model_words(record: dict) -> str | None:
-    """The result line's model, for a TRELLIS.2 job: 'TRELLIS.2, pipeline type 1024_cascade'; None for v1's."""
-    if family_of(record) != "trellis2":
-        return None
-    kind = (record.get("settings") or {}).get("pipeline_type")
-    return f"TRELLIS.2, pipeline type {kind}" if kind else "TRELLIS.2"

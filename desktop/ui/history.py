@@ -4,10 +4,11 @@ import os
 
 from ..jobs import folder as job_folder
 from .download_row import download_choices, no_downloads, row_updates
-from .family_view import family_of, model_words
-from .history_list import export_tag, job_words, source_words
+from .family_view import family_of
+from .history_list import card_model, export_tag, job_words, source_words
 from .lazy import gr
 from .names import downloads, input_copies
+from .pagestate import LABELS
 from ..settings import PRESETS, SETTINGS, GenerationSettings
 from .status import md_escape, message_html
 from .warning_words import page_warnings
@@ -17,6 +18,9 @@ from .values import OTHER_KNOBS, PRESET_KNOBS
 # leaves alone, the preset's knobs, then the text tab's own; app.py wires the click's outputs in this order.
 RELOADED_KNOBS = (*[n for n in OTHER_KNOBS if SETTINGS[n].ui.place != "text"], *PRESET_KNOBS,
                   *[n for n in OTHER_KNOBS if SETTINGS[n].ui.place == "text"])
+# The files the 3D view shows, the first one a job wrote: the GLB, else a level of detail, else the print's STL
+# (never a PLY: Gradio's splat viewer for Gaussians is heavy without a GPU; a 3MF or USDZ it cannot read).
+VIEWED = ("glb", "glb_lod1", "glb_lod2", "glb_lod3", "stl")
 # What follows them in the answer: the job's inputs and its tab (HistoryViews._reuse_inputs), then its model family.
 REUSED_INPUTS = ("tabs", "mode", "prompt", "mesh", "look_prompt", "look_image", "single", "multi", "family")
 
@@ -34,6 +38,13 @@ class HistoryViews:
         if err and err.get("error"):
             text += f": {err['error']}"
         return (message_html("history", text), *self._results(folder, warnings=True))   # the status has none
+
+    def show_picked(self, folder_name):
+        """show_history's answer and the Model choice set to the family of the job shown (its Output settings then
+        grey what that family does not use)."""
+        folder = self._job_folder(folder_name)
+        record = folder.settings_record() if folder else None
+        return (*self.show_history(folder_name), family_of(record) if isinstance(record, dict) else gr.skip())
 
     def reuse_settings(self, folder_name):
         """[preset, the value of each RELOADED_KNOBS control, *REUSED_INPUTS] of a past job: its settings.json (and its
@@ -86,16 +97,19 @@ class HistoryViews:
         return job_folder.find(self.runner.outputs_dir, name)
 
     def _empty_results(self) -> tuple:
-        return (None, None, *no_downloads(), None)          # video, model, file choice, download button, files
+        # video, model, file choice, download button, files
+        return (gr.update(value=None, label=LABELS["video"]), gr.update(value=None, label=LABELS["model"]),
+                *no_downloads(), None)
 
     def _results(self, folder, name: str | None = None, warnings: bool = False) -> tuple:
         """(info, video, model, file choice, download button, files) for a job folder (a JobFolder); the job's
         warnings in the info only with `warnings` (a job that ran in this page has them in its status box)."""
         # The browser gets the results under names of their own (names.py), the folder keeps model.glb & co.
         named = downloads(folder, self._tmp / "downloads")
-        glb, mp4 = (str(named[k]) if k in named else None for k in ("glb", "mp4"))
-        # The viewer shows the GLB only: Gradio's splat viewer for a PLY of Gaussians is heavy without a GPU.
-        return (result_info(folder, name, warnings), mp4, glb, *row_updates(download_choices(folder, named)),
+        mp4 = str(named["mp4"]) if "mp4" in named else None
+        shown = next((str(named[k]) for k in VIEWED if k in named), None)
+        return (result_info(folder, name, warnings), gr.update(value=mp4, label=LABELS["video"]),
+                gr.update(value=shown, label=LABELS["model"]), *row_updates(download_choices(folder, named)),
                 [str(p) for p in folder.listed_files()] or None)
 
 
@@ -118,9 +132,7 @@ def result_info(folder, name: str | None = None, warnings: bool = False) -> str:
                     f"{md_escape(source_words(folder.path.parent, record))} (not sampled again)")
     if "seed" in record:
         bits.append(f"**Seed used:** {record['seed']}")
-    model = model_words(record)
-    if model:
-        bits.append(f"**Model:** {md_escape(model)}")
+    bits.append(f"**Model:** {md_escape(card_model(record))}")
     if isinstance(timings.get("total"), (int, float)):
         bits.append(f"**{'Export time' if tag else 'Time'}:** {timings['total']:.1f} s")
     if s and tag is None:

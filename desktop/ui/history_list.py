@@ -40,9 +40,9 @@ def _stamp(name: str) -> float:
         return 0.0
 
 
-def caption(what: str, state: str, preset, seed, when: float) -> str:
-    """`chair.png · done · balanced · seed 219342469 · 11-25 10:33` (the parts given)."""
-    bits = [b for b in (what, state) if b]
+def caption(what: str, state: str, preset, seed, when: float, model: str = "") -> str:
+    """`chair.png · done · TRELLIS.2 · 512 · balanced · seed 219342469 · 11-25 10:33` (the parts given)."""
+    bits = [b for b in (what, state, model) if b]
     if isinstance(preset, str) and preset:
         bits.append(preset)
     if isinstance(seed, int) and not isinstance(seed, bool):
@@ -52,9 +52,9 @@ def caption(what: str, state: str, preset, seed, when: float) -> str:
     return " · ".join(bits)
 
 
-def thumbnail(dest: Path, state: str, image=None, text: str = "", band: str = "") -> str:
+def thumbnail(dest: Path, state: str, image=None, text: str = "", band: str = "", model: str = "") -> str:
     """A THUMB_PX² picture of `image` (a path; a card with `text` when it is missing or unreadable) under a band
-    saying `state` and `band` (preset and seed), written to `dest` once."""
+    saying `state` and the `model` that made it, then `band` (preset and seed), written to `dest` once."""
     if dest.is_file():
         return str(dest)
     from PIL import Image, ImageDraw, ImageFont, ImageOps
@@ -88,7 +88,7 @@ def thumbnail(dest: Path, state: str, image=None, text: str = "", band: str = ""
         for i, line in enumerate(lines[:7]):
             draw.text((8, BAND_PX + 8 + 17 * i), line, fill=(40, 40, 48), font=font)
     draw.rectangle((0, 0, THUMB_PX, BAND_PX), fill=STATE_COLOURS.get(state, (90, 90, 98)))
-    draw.text((8, 3), state, fill=(255, 255, 255), font=font)
+    draw.text((8, 3), f"{state} · {model}" if model else state, fill=(255, 255, 255), font=font)
     draw.text((8, 20), band, fill=(255, 255, 255), font=font)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.partial")
@@ -136,10 +136,22 @@ def job_words(path: Path, record: dict, tag: bool = True) -> str:
     return f"{what} of {time.strftime('%m-%d %H:%M', time.localtime(when))}" if when else what
 
 
+def card_model(record: dict) -> str:
+    """Which model made a job, for its card: its family and pipeline type ("TRELLIS.2 · 1024_cascade"), a prompt's
+    "TRELLIS v1 text"."""
+    from ..families import family_of_record
+
+    family = family_of_record(record)
+    kind = (record.get("settings") or {}).get("pipeline_type") if isinstance(record.get("settings"), dict) else None
+    words = f"{family.words} · {kind}" if family.pipeline_types and kind else family.words
+    return f"{words} text" if record.get("kind") == "text" else words
+
+
 def folder_entry(path: Path, running_dirs, thumbs: Path) -> Entry:
     folder = job_folder.JobFolder(path)
     record = folder.settings_record() or {}
     state = folder.state(running_dirs)
+    model = card_model(record)
     try:
         what = job_folder.describe_record(record)
     except (TypeError, ValueError):
@@ -153,11 +165,12 @@ def folder_entry(path: Path, running_dirs, thumbs: Path) -> Entry:
     tag = export_tag(record)
     if tag is not None:             # an export: its destination and its source instead of the sampling's preset
         origin = source_words(path.parent, record)
-        return Entry(path.name, caption(what, state, f"{tag} · exported from {origin}", None, when),
-                     thumbnail(thumbs / f"{path.name}-{state}-export.png", state, image, text, tag), when)
-    return Entry(path.name, caption(what, state, preset, seed, when),
-                 thumbnail(thumbs / f"{path.name}-{state}.png", state, image, text, caption("", "", preset, seed, 0)),
-                 when)
+        return Entry(path.name, caption(what, state, f"{tag} · exported from {origin}", None, when, model),
+                     thumbnail(thumbs / f"{path.name}-{state}-export.png", state, image, text, tag,
+                               model), when)
+    return Entry(path.name, caption(what, state, preset, seed, when, model),
+                 thumbnail(thumbs / f"{path.name}-{state}.png", state, image, text, caption("", "", preset, seed, 0),
+                           model), when)
 
 
 def memory_entry(job, thumbs: Path, message: str) -> Entry:

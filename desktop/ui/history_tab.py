@@ -22,24 +22,25 @@ class HistoryTab:
         return hide_paths(job_line(job, self.runner, warnings=False)[1], job.inputs)
 
     def pick_history(self, keys, evt, session=None) -> tuple:
-        """(the search box's value, status, info, video, model, file choice, download button, files) for the
-        picked thumbnail."""
+        """(the search box's value, status, info, video, model, file choice, download button, files, the Model
+        choice) for the picked thumbnail."""
         index = getattr(evt, "index", None)
         if isinstance(index, (list, tuple)):
             index = index[0]
         key = keys[index] if isinstance(index, int) and 0 <= index < len(keys or []) else None
         if key is None:
             return (gr.skip(), message_html("error", "That job is no longer listed; open the History tab again."),
-                    "", *self._empty_results())
+                    "", *self._empty_results(), gr.skip())
         if key.startswith(MEMORY_KEY):
             job = self.runner.get(key[len(MEMORY_KEY):])
             if job is None:
                 return (None, message_html("error", "That job is gone (the app was restarted)."), "",
-                        *self._empty_results())
+                        *self._empty_results(), gr.skip())
             state, text = job_line(job, self.runner, warnings=False)
             what = "This job ended before it wrote anything"
-            return (None, message_html(state, f"{what}: {hide_paths(text, job.inputs)}"), "", *self._empty_results())
-        shown = self.show_history(key)
+            return (None, message_html(state, f"{what}: {hide_paths(text, job.inputs)}"), "", *self._empty_results(),
+                    gr.skip())
+        shown = self.show_picked(key)
         remember = getattr(self, "remember_result", None)
         folder = self._job_folder(key)
         if remember is not None and folder is not None:          # the result column then follows the tab
@@ -47,9 +48,10 @@ class HistoryTab:
         return (key, *shown)
 
 
-def wire_history_tab(app, demo, tab, gallery, keys, empty_note, history, refresh, shown, ends) -> None:
+def wire_history_tab(app, demo, tab, gallery, keys, empty_note, history, refresh, shown, ends, family) -> None:
     """Fills the thumbnails on page load, when the tab is opened, on Refresh and after each job (`ends`: the events
-    of Generate and Export again); a click shows that job in `shown` (status, info, video, model, buttons, files)."""
+    of Generate and Export again); a click shows that job in `shown` (status, info, video, model, buttons, files)
+    and sets the Model choice (`family`) to the family that made it."""
     quick = dict(api_visibility="private", show_progress="hidden", concurrency_limit=None)
 
     def fill():
@@ -68,5 +70,5 @@ def wire_history_tab(app, demo, tab, gallery, keys, empty_note, history, refresh
 
     def on_pick(key_list, evt: gr.SelectData, request: gr.Request):
         return app.pick_history(key_list, evt, getattr(request, "session_hash", None))
-    gallery.select(on_pick, keys, [history, *shown], api_visibility="private", show_progress="minimal",
+    gallery.select(on_pick, keys, [history, *shown, family], api_visibility="private", show_progress="minimal",
                    concurrency_limit=4)

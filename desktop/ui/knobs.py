@@ -5,10 +5,9 @@ keeps the shown result's seed, with its model family and pipeline type (a seed m
 them)."""
 import html
 
-from ..api.families import FAMILY_NAMES
 from ..jobs import folder as job_folder
 from ..settings import CPU_REASONS, PRESETS, SETTINGS, GenerationSettings, device_changes, slider
-from .family_view import family_of
+from ..families import family_of_record
 from .lazy import gr
 from .values import APP_DEFAULTS, LABELS, OTHER_KNOBS, PRESET_CHOICES, PRESET_KNOBS, is_slider, preset_values, \
     settings_from_values
@@ -125,11 +124,13 @@ def wire_knobs(app, k: dict, preset, note, reuse_seed, history, info, family) ->
         if not isinstance(seed, int):
             gr.Warning("No result with a seed is shown yet: generate one, or pick a job in the History.")
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        chosen, kind = family_of(record), (record.get("settings") or {}).get("pipeline_type")
-        words = f" with {FAMILY_NAMES[chosen]}" + (f" ({kind})" if chosen == "trellis2" and kind else "")
+        family, kind = family_of_record(record), (record.get("settings") or {}).get("pipeline_type")
+        typed = bool(family.pipeline_types) and kind in family.pipeline_types
+        chosen = family.name
+        words = f" with {family.words}" + (f" ({kind})" if typed else "")
         gr.Info(f"Seed {seed} kept{words} (Randomize off): Generate with the same input and settings makes this model "
                 "again.")
-        return seed, False, chosen, kind if kind in SETTINGS["pipeline_type"].choices else gr.skip()
+        return seed, False, chosen, kind if typed else gr.skip()
     reuse_seed.click(reuse_this_seed, history, [k["seed"], k["randomize_seed"], family, k["pipeline_type"]], **quick)
     # Offered only beside a result (the result's line is empty until one is shown).
     info.change(lambda text: gr.update(visible=bool(text)), info, reuse_seed, **quick)

@@ -5,7 +5,25 @@ import threading
 from pathlib import Path
 
 from ..jobs import folder as job_folder
+from .download_row import CHOICE_LABEL
 from .lazy import gr
+
+
+# The result column's labels, and their words while a new job runs and the result shown is the previous job's.
+LABELS = {"video": "Preview", "model": "3D model (drag to turn, scroll to zoom)", "choice": CHOICE_LABEL}
+PREVIOUS = " (the previous job's: the new job's replaces it)"
+PREVIOUS_INFO = "**Shown: the previous job's result**, until the new job's replaces it. "
+
+
+def marked_previous(info_text) -> tuple:
+    """(info, video, 3D model, file choice, download button) saying that the result shown is the previous job's, as
+    a new job starts; skips where no result is shown."""
+    skip = gr.skip()
+    if not info_text or str(info_text).startswith(PREVIOUS_INFO):
+        return skip, skip, skip, skip, skip
+    return (PREVIOUS_INFO + str(info_text), gr.update(label=LABELS["video"] + PREVIOUS),
+            gr.update(label=LABELS["model"] + PREVIOUS), gr.update(label=LABELS["choice"] + PREVIOUS),
+            gr.update(label="Download the previous job's file"))
 
 
 def buttons(running: bool) -> tuple:

@@ -32,11 +32,14 @@ CPU_WORDS = ("On a CPU TRELLIS.2 is very slow: its 1.3-billion-parameter flows o
 def trellis2_job(job) -> bool:
     """A finished TRELLIS.2 generation with its timings (a job listed from an earlier run names no family: its
     sampling ran TRELLIS.2's texture flow, which v1 has not)."""
+    from ..families import FAMILIES, get_family
+
     pipeline = (job.timings or {}).get("pipeline") or {}
-    family = getattr(job, "family", None) or ("trellis2" if any(s.get("stage") == "tex_slat"
-                                                                for s in pipeline.get("stages") or []) else None)
-    return (job.state == "done" and job.finished is not None and job.kind == "generate" and family == "trellis2"
-            and "seconds" in pipeline)
+    stages = {s.get("stage") for s in pipeline.get("stages") or [] if isinstance(s, dict)}
+    family = get_family(job.family) if getattr(job, "family", None) else \
+        next((f for f in FAMILIES.values() if stages & set(f.stage_words)), None)
+    return (job.state == "done" and job.finished is not None and job.kind == "generate" and family is not None
+            and bool(family.pipeline_types) and "seconds" in pipeline)
 
 
 def last_jobs(jobs) -> dict:

@@ -3,7 +3,8 @@ is its mesh with vertex colours, a TRELLIS v1 job's PLY its Gaussian splats (rea
 import json
 
 from desktop.jobs.folder import JobFolder
-from desktop.ui.download_row import TRELLIS2_WORDS, WORDS, download_choices
+from desktop.families import get_family
+from desktop.ui.download_row import WORDS, download_choices
 
 
 def folder_of(tmp_path, name, record):
@@ -16,6 +17,6 @@ def folder_of(tmp_path, name, record):
 
 def test_a_trellis2_ply_is_offered_as_a_coloured_mesh_and_a_v1_ply_as_splats(tmp_path):
     (words, path), = download_choices(*folder_of(tmp_path, "t2", {"family": "trellis2", "settings": {}}))
-    assert words.startswith(TRELLIS2_WORDS["ply"] + " · ") and path.endswith("model.ply")
+    assert words.startswith(get_family("trellis2").file_word("ply") + " · ") and path.endswith("model.ply")
     (words, _), = download_choices(*folder_of(tmp_path, "v1", {"settings": {}}))
     assert words.startswith(WORDS["ply"] + " · ") and "Gaussian" in words

@@ -6,6 +6,7 @@ row offers the files it wrote."""
 from pathlib import Path
 
 import pytest
+import trimesh
 
 from desktop.jobs import JobRunner, JobState
 from desktop.jobs.folder import JobFolder
@@ -66,10 +67,12 @@ def test_an_export_from_the_page_keeps_the_cpu_lowered_values_and_says_what_it_u
     from desktop.ui.history_list import folder_entry
 
     entry = folder_entry(Path(job.out_dir), set(), Path(source.out_dir).parent.parent / "thumbs")
-    assert entry.caption.startswith("chair.png · done · export · exported from chair.png of "), entry.caption
+    assert entry.caption.startswith("chair.png · done · TRELLIS v1 · export · exported from chair.png of "), entry.caption
     assert Path(entry.thumb).is_file()
-    info, _, glb, choice, button, _ = app._results(JobFolder(job.out_dir))
+    info, _, viewed, choice, button, _ = app._results(JobFolder(job.out_dir))
     assert "**Export**, exported from chair\\.png of " in info and "Steps" not in info and "Export time" in info
-    assert glb is None and [label.split(" · ")[0] for label, _ in choice["choices"]] == ["STL (3D print)"]
+    # no GLB: the 3D view shows the print's STL, a real mesh trimesh reads
+    assert viewed["value"].endswith("_export.stl") and len(trimesh.load(viewed["value"]).faces) > 0
+    assert [label.split(" · ")[0] for label, _ in choice["choices"]] == ["STL (3D print)"]
     assert choice["value"] == choice["choices"][0][1] == button["value"] and button["label"] == "Download STL"
     assert Path(button["value"]).name.endswith("_export.stl")

@@ -11,7 +11,8 @@ import shutil
 import pytest
 
 from desktop.jobs import JobRunner
-from desktop.ui.family_view import LOOK_LABEL, LOOK_REASON, NOT_FOR_TRELLIS2, FamilyChoice, refuse_other_family
+from desktop.families import get_family
+from desktop.ui.family_view import LOOK_LABEL, NOT_FOR_ALL, FamilyChoice, look_reason, refuse_other_family
 
 
 @pytest.fixture
@@ -56,15 +57,16 @@ def test_an_app_on_trellis2_greys_what_it_does_not_use(tiny_trellis2_dir, tiny_p
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     runner = runner_on(tiny_trellis2_dir)
     choice = FamilyChoice(runner)
-    assert choice.running == "trellis2" and not choice.open and choice.look_label() == LOOK_REASON
+    assert choice.running == "trellis2" and not choice.open and choice.look_label() == look_reason()
     assert "PBR" in choice.info() and "TRELLIS v1 is not installed here" in choice.info()
     controls = choice.overrides()
-    for name in NOT_FOR_TRELLIS2:
-        assert controls[name]["interactive"] is False and NOT_FOR_TRELLIS2[name] in controls[name]["info"], name
+    trellis2 = get_family("trellis2")
+    for name in NOT_FOR_ALL:
+        assert controls[name]["interactive"] is False and trellis2.why_not(name) in controls[name]["info"], name
     assert controls["pipeline_type"]["interactive"] is True
     # every format stays offered as the app's defaults tick them, its help saying what PLY and MP4 are here
     assert "value" not in controls["formats"] and "vertex colours" in controls["formats"]["info"]
-    assert "video_frames" not in NOT_FOR_TRELLIS2 and "video_resolution" not in NOT_FOR_TRELLIS2
+    assert "video_frames" not in NOT_FOR_ALL and "video_resolution" not in NOT_FOR_ALL
     with pytest.raises(ValueError, match="This server runs TRELLIS.2 .*--model microsoft/TRELLIS-image-large"):
         refuse_other_family(runner, "trellis")
     # Picking TRELLIS v1 on the page opens them again, with their own help.

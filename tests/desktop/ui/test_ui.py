@@ -328,7 +328,7 @@ def test_export_again_from_the_history_with_the_output_settings(app, outputs):
     gallery = ui.page.locator("#td-history-gallery")
     gallery.get_by_text("export · 3D print", exact=False).first.wait_for(timeout=30000)
     captions = [c.strip() for c in gallery.locator(".caption-label, figcaption, .caption").all_inner_texts()]
-    assert captions[0].startswith("chair.png · done · export · 3D print · exported from chair.png of "), captions
+    assert captions[0].startswith("chair.png · done · TRELLIS v1 · export · 3D print · exported from chair.png of "), captions
     ui.shot("08-export-print.png")
     # A print export bakes no texture, so it warns of none (its source's GLB export did bake one)
     assert "mostly transparent" not in ui.page.inner_text("#td-status") + ui.page.inner_text("#td-info")
