@@ -18,6 +18,8 @@ import threading
 import time
 from typing import Callable, Optional
 
+from trellis.core.concurrency import start_thread
+
 # How long a stopping server waits for the running job to stop at its next step (a second signal
 # stops waiting).
 STOP_WAIT_S = 60.0
@@ -86,7 +88,7 @@ class StopSignals:
         if os.name == "nt":
             self._install_console_handler()
         # The runner is told from a thread: a signal handler may interrupt code that holds its lock.
-        threading.Thread(target=self._stop_jobs, name="trellis-stop", daemon=True).start()
+        start_thread(self._stop_jobs, "trellis-stop")
 
     def _install_console_handler(self) -> None:
         import ctypes

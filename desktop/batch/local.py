@@ -15,6 +15,8 @@ import queue
 import signal
 import threading
 
+from trellis.core.concurrency import start_process, start_thread
+
 # A worker slot that dies this often is not restarted again (a broken GPU, a driver that kills it).
 MAX_RESTARTS = 8
 PER_WORKER = 2          # items in flight per worker: one sampling, one exporting
@@ -43,9 +45,7 @@ def worker_main(conn, visible: str | None, device: str, threads: int, per_worker
                 except (OSError, EOFError):
                     os._exit(0)                          # the driver is gone
 
-    threads_ = [threading.Thread(target=serve, daemon=True) for _ in range(per_worker)]
-    for t in threads_:
-        t.start()
+    threads_ = [start_thread(serve, f"trellis-batch-serve-{i}") for i in range(per_worker)]
     while True:
         try:
             message = conn.recv()
@@ -104,9 +104,8 @@ class LocalPool:
 
     def _spawn(self, slot: _Slot) -> None:
         ours, theirs = self._ctx.Pipe()
-        slot.proc = self._ctx.Process(target=worker_main, args=(theirs, slot.visible, slot.device, self.threads, self.per_worker),
-                                      name=f"trellis-batch-{slot.label}", daemon=True)
-        slot.proc.start()
+        slot.proc = start_process(self._ctx, worker_main, (theirs, slot.visible, slot.device, self.threads,
+                                                           self.per_worker), f"trellis-batch-{slot.label}")
         theirs.close()
         slot.conn = ours
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Callable, Optional
 
+from trellis.core.concurrency import new_thread
+
 
 class RunnerNotStarted(RuntimeError):
     """The runner could not be made (its error is the cause)."""
@@ -31,7 +33,7 @@ class LateRunner:
         with self._lock:
             if self._thread is not None:
                 return
-            self._thread = threading.Thread(target=self._run, name="trellis-runner-start", daemon=True)
+            self._thread = new_thread(self._run, "trellis-runner-start")
         self._thread.start()
 
     @property

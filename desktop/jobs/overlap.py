@@ -7,8 +7,8 @@ another, and is called by two threads at once (a local worker's, or a Ray actor'
 item's files are written the next one samples, and an item that has sampled waits for the writer holding its
 result, so that at most one decoded result waits: two items' memory at most, never more.
 
-On a GPU the sampling runs on a CUDA stream of its own (started by the library's one starter,
-trellis.export.concurrency), and the files on the default stream, as in the app's job (the export's own threads and
+On a GPU the sampling runs on a CUDA stream of its own (started by the one starter,
+trellis.core.concurrency), and the files on the default stream, as in the app's job (the export's own threads and
 side streams are built around it). The writer's host waits (a render's sizes, a copy to the
 host) then wait for the export's kernels only, not for the sampling's queued ahead of them on one shared stream, and
 the sampling's for its own. Each phase's stream is synchronised at its end: the sampled result is complete before
@@ -38,7 +38,7 @@ class Overlap:
         if on_gpu(device):
             import torch
 
-            from trellis.export import side_stream
+            from trellis.core.concurrency import side_stream
 
             self.streams = (side_stream(device), torch.cuda.default_stream(torch.device(device)))
 

@@ -10,6 +10,7 @@ import time
 from typing import Callable
 
 from trellis.core.callbacks import Cancelled
+from trellis.core.concurrency import start_thread
 
 from ..families import get_family
 from .failures import drop_tracebacks
@@ -81,9 +82,7 @@ class GraphsBesideLoad:
                 self.made, done = None, f"graphs failed: {type(err).__name__}: {err}"
             print(f"device {device}: structure flow's {done} beside the load", file=sys.stderr, flush=True)
 
-        thread = threading.Thread(target=run, name="trellis-structure-graphs", daemon=True)
-        thread.start()
-        return thread
+        return start_thread(run, "trellis-structure-graphs")
 
 
 def warm_libraries_beside(device: str, precision: str, stop: Callable[[], bool]) -> threading.Thread | None:
@@ -112,9 +111,7 @@ def warm_libraries_beside(device: str, precision: str, stop: Callable[[], bool])
         print(f"device {device}: libraries warmed in {time.perf_counter() - t:.1f} s beside the load "
               f"({', '.join(f'{k} {v}' for k, v in steps.items())})", file=sys.stderr, flush=True)
 
-    thread = threading.Thread(target=run, name="trellis-first-use", daemon=True)
-    thread.start()
-    return thread
+    return start_thread(run, "trellis-first-use")
 
 
 def warm_up(pipelines: DevicePipelines, request: tuple, stop: Callable[[], bool],
@@ -159,8 +156,7 @@ def warm_up(pipelines: DevicePipelines, request: tuple, stop: Callable[[], bool]
             # kernels and libraries warmed up; after the load, which all of it would slow down (it shares the
             # interpreter, and forked children its memory). Beside a waiting job too: its export then meets warm
             # kernels, which pays for the sampling it slows (docs/benchmarks/app.md#launch-to-first-glb).
-            threading.Thread(target=prepare_export, args=(device if forward else None, stop),
-                             name="trellis-export-warm", daemon=True).start()
+            start_thread(prepare_export, "trellis-export-warm", args=(device if forward else None, stop))
         # The tiny run is TRELLIS v1's (its formats, renders): a family without them declares no warm run.
         runs = get_family(pipelines.image_family or pipelines.models.family).warm_run
         if forward and runs and pipelines.image_pipeline is not None and not stop() and not job_waiting():

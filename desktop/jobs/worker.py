@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import threading
 import time
 import traceback
 from typing import Optional
 
 import torch
+
+from trellis.core.concurrency import new_thread
 
 from ..state_dir import state_dir
 from ..families import DEFAULT_FAMILY, get_family
@@ -72,7 +73,7 @@ class Worker:
         self.warmup_timings: dict = {}     # seconds of the last warm-up: load_model, warm_run
         self.stage_times = StageTimes()    # this device's measured stage times: the next job's ETA
         self.stage_times_file: Optional[StageTimesFile] = None     # where they are kept (the thread's start)
-        self.thread = threading.Thread(target=self.loop, name=name, daemon=True)
+        self.thread = new_thread(self.loop, name)
 
     @property
     def pipeline(self):

@@ -5,8 +5,9 @@ import ipaddress
 import os
 import re
 import shutil
-import subprocess
 import sys
+
+from trellis.core.concurrency import open_detached
 
 from ..jobs import folder as job_folder
 from .lazy import gr
@@ -91,8 +92,7 @@ def open_folder(app, info, request) -> None:
         return
     try:
         # Not waited for: the file manager is the user's window from now on.
-        subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=os.name != "nt")
+        open_detached(command)
     except OSError as err:
         gr.Warning(f"Could not open the file manager ({err.strerror or err}). The folder: {folder.path}")
         return

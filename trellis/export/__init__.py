@@ -16,15 +16,15 @@ user's own mesh, its vertices, faces and usable UVs kept; ``pbr`` exports TRELLI
 ``ExportJob``'s export where it is given one);
 ``shape_only`` is the clean-up alone, for files that hold no texture.
 
-Shared: ``mesh_graph`` (edges, the dual graph, components), ``arrays`` (conversions, progress), ``concurrency`` (the
-only module that starts threads, child processes and CUDA streams), ``processes`` (child processes and their warm
-pool), ``gate`` (side work held through the export's critical GPU stages), ``temp_dirs`` (temp folders owned by their
-process), ``options`` (``ExportOptions`` for v1, ``PbrOptions`` for TRELLIS.2: every option of the export, typed, with each
-family's defaults). The names below load their stage on
-first use, so that importing this package (e.g. for ``temp_dirs`` at the app's start) stays light.
+Shared: ``mesh_graph`` (edges, the dual graph, components), ``arrays`` (conversions, progress), ``processes`` (child
+processes and their warm pool), ``gate`` (side work held through the export's critical GPU stages), ``temp_dirs``
+(temp folders owned by their process), ``options`` (``ExportOptions`` for v1, ``PbrOptions`` for TRELLIS.2: every
+option of the export, typed, with each family's defaults); threads, child processes and CUDA streams are started by
+``trellis.core.concurrency`` alone. The names below load their stage on first use, so that importing this package
+(e.g. for ``temp_dirs`` at the app's start) stays light.
 """
 __all__ = ["to_glb", "to_obj", "bake_textured_mesh", "TexturedMesh", "ExportJob", "SideWork", "Background", "ExportOptions",
-           "start_thread", "side_stream", "iter_pbr_video", "render_pbr_video", "PbrOptions", "DEFAULT_TEXTURE_SIZE", "warm_processes",
+           "iter_pbr_video", "render_pbr_video", "PbrOptions", "DEFAULT_TEXTURE_SIZE", "warm_processes",
            "save_result", "load_result", "check_result", "DamagedResultError", "describe_export",
            "placed_shape_facts", "check_limits", "DESTINATION_LIMITS",
            "face_budget", "lod_meshes", "LodTargetError", "bake_onto_mesh", "uv_usable", "bake_uv_mesh",
@@ -35,8 +35,8 @@ __all__ = ["to_glb", "to_obj", "bake_textured_mesh", "TexturedMesh", "ExportJob"
 
 # Names defined in the stage modules, loaded when first asked for (they import numpy, torch).
 _LAZY = {"to_glb": "schedule", "to_obj": "schedule", "bake_textured_mesh": "schedule",
-         "TexturedMesh": "textured", "ExportJob": "job", "SideWork": "job", "Background": "concurrency", "warm_processes": "job",
-         "start_thread": "concurrency", "side_stream": "concurrency", "iter_pbr_video": "pbr.video",
+         "TexturedMesh": "textured", "ExportJob": "job", "SideWork": "job", "Background": "..core.concurrency", "warm_processes": "job",
+         "iter_pbr_video": "pbr.video",
          "render_pbr_video": "pbr.video",
          "ExportOptions": "options", "PbrOptions": "options", "DEFAULT_TEXTURE_SIZE": "options",
          "save_result": "result_file", "load_result": "result_file", "check_result": "result_file",
@@ -56,5 +56,6 @@ _LAZY = {"to_glb": "schedule", "to_obj": "schedule", "bake_textured_mesh": "sche
 def __getattr__(name):
     if name in _LAZY:
         import importlib
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        module = _LAZY[name]          # "..core.x": a module of the bottom layer the export re-offers
+        return getattr(importlib.import_module(module if module.startswith(".") else f".{module}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -36,7 +36,7 @@ from typing import Any, Callable, Optional
 from . import processes
 from .cleanup import decimate, pieces
 from .cleanup.chain import first_reduction
-from .concurrency import Background, on_own_stream, run_together
+from ..core.concurrency import Background, on_own_stream, run_together
 from .gate import GpuGate
 from .options import ExportOptions, PbrOptions, mesh_arrays
 from .schedule import Progress, bake_textured_mesh
@@ -64,9 +64,9 @@ class ExportJob:
     """The export of ``mesh`` (as ``bake_textured_mesh`` takes it; with ``keep_mesh``, an object with vertices,
     faces and uvs; an O-Voxel, with ``PbrOptions``; None: nothing to export, only the side work) and ``app_rep``
     (the Gaussians; None for an O-Voxel) with ``options`` (an ``ExportOptions``, or a ``PbrOptions`` where ``mesh``
-    is an O-Voxel; ``kwargs``: changes to them). ``early=False`` starts no decimation now (the whole export then runs in ``bake``;
-    on a CPU that is better when there is no other work to overlap, as the decimation and the observation renders
-    would compete for the same cores). ``beside``: the caller's ``SideWork``; ``cancel()``: the side work's stop, and
+    is an O-Voxel; ``kwargs``: changes to them). ``early=False`` starts no decimation now (the whole export then runs
+    in ``bake``; on a CPU that is better when there is no other work to overlap, as the decimation and the
+    observation renders would compete for the same cores). ``beside``: the caller's ``SideWork``; ``cancel()``: the side work's stop, and
     the bake's unless ``bake`` is given its own."""
 
     def __init__(self, app_rep, mesh, options: Optional[ExportOptions] = None, *, texture: bool = True,

@@ -26,7 +26,7 @@ import threading
 
 import numpy as np
 
-from .concurrency import start_thread
+from ..core.concurrency import start_thread
 from .rows import row_norm
 
 __all__ = ["DEFAULT_CREASE_ANGLE", "face_normals", "corner_angles", "split_vertex_normals", "point_ids", "SharedSplit"]

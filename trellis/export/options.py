@@ -107,7 +107,7 @@ class PbrOptions(OptionRecord):
     ``job.ExportJob`` take one (or the same keywords). The face target is ``target_faces``, or with it None the share
     ``simplify`` leaves (0: every face of the decoder's mesh), lowered to ``destination``'s triangle limit."""
 
-    target_faces: Optional[int] = DEFAULT_TARGET_FACES     # faces of the exported mesh (a mesh with fewer keeps its own)
+    target_faces: Optional[int] = DEFAULT_TARGET_FACES     # faces in the file (a mesh with fewer keeps its own)
     simplify: float = 0.95                 # fraction of the faces removed where target_faces is None
     destination: Optional[str] = None      # report.DESTINATION_LIMITS' name: the faces kept within its limit
     texture_size: int = 2048               # texels per side of the PBR maps (the reference app's)

@@ -19,7 +19,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from .concurrency import thread_pool
+from ..core.concurrency import thread_pool
 
 __all__ = ["BAND_ROWS", "MAX_THREADS", "filter_rows", "encode_png", "FastPngImage", "fast_png_image",
            "encode_side_by_side"]

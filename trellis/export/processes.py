@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Iterable, Optional
 
-from .concurrency import start_child, start_thread
+from ..core.concurrency import start_child, start_thread
 
 __all__ = ["SAFE_PATH", "CHILD_HEAP", "CHILD_TRIM_S", "STOP_GRACE_S", "REAP_EVERY_S", "child_environment", "start",
            "stop", "stop_all", "served_child_code", "working_folder", "usable_cores", "take", "give_back",

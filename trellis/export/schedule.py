@@ -42,7 +42,7 @@ from .bake.inpaint import inpaint_texture
 from .bake.least_squares import TextureAccumulator
 from .bake.observations import observation_cameras, render_observations, sharpening_scale
 from .bake.texture import bake_texture
-from .concurrency import Background
+from ..core.concurrency import Background
 from .empty_mesh import EmptyMeshError
 from .normals import SharedSplit
 from .options import DEFAULT_TEXTURE_SIZE, ExportOptions, mesh_arrays, observation_settings

@@ -17,6 +17,8 @@ import struct
 
 import torch
 
+from ..core.concurrency import side_stream
+
 __all__ = ["build_on", "read_safetensors_to", "tensor_spans", "SAFETENSORS_DTYPES", "CHUNK_BYTES", "MAX_HEADER_BYTES",
            "MAX_TENSORS"]
 
@@ -111,7 +113,7 @@ def read_safetensors_to(path, device) -> dict:
     with open(path, "rb", buffering=0) as f:
         spans, start, size = tensor_spans(f, path)
         data = torch.empty(size, dtype=torch.uint8, device=device)
-        stream = torch.cuda.Stream(device)
+        stream = side_stream(device)
         chunk = min(CHUNK_BYTES, max(size, 1))
         staging = [torch.empty(chunk, dtype=torch.uint8, pin_memory=True) for _ in range(2)]
         copied = [None, None]

@@ -24,7 +24,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..arrays import Progress, output, report
-from ..concurrency import thread_pool
+from ...core.concurrency import thread_pool
 from .decimate import BackgroundSimplify, simplify_mesh
 from .hidden_faces import dual_graph, remove_invisible_faces
 from .holes import fill_holes as close_holes

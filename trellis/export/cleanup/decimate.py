@@ -15,7 +15,7 @@ import numpy as np
 from ...core.callbacks import check
 from .. import processes
 from ..arrays import Progress, output, report, to_numpy
-from ..concurrency import start_thread
+from ...core.concurrency import start_thread
 from .pieces import PIECE_SLACK, PieceDecimation, decimate_once, decimation_pieces, in_pieces
 from .weld import merge_duplicate_vertices, merge_duplicate_vertices_on_device, tidy_decimated
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import processes, temp_dirs
 from ..arrays import to_numpy
-from ..concurrency import side_stream
+from ...core.concurrency import side_stream
 from .cut import piece_arrays, shares, shifted_points, split_compact
 from .weld import (merge_duplicate_vertices, merge_duplicate_vertices_on_device, tidy_decimated,
                    tidy_decimated_on_device)

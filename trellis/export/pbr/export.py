@@ -1,7 +1,7 @@
 """O-Voxel -> PBR GLB in one call (TRELLIS2_FACTS.md §12, with our export's own tools; the module docs of
 ``prepare`` and ``bake`` say what each step does):
 
-    textured = bake_ovoxel(mesh_with_voxel, PbrOptions(target_faces=500_000))   # or the same keywords: a PbrTexturedMesh
+    textured = bake_ovoxel(mesh_with_voxel, PbrOptions(target_faces=500_000))   # or its keywords: a PbrTexturedMesh
     textured.save("model.glb")                           # or .obj / .usdz / .stl / .3mf, with formats.write's options
     ovoxel_to_glb(mesh_with_voxel, "model.glb")          # both at once
 

@@ -52,8 +52,8 @@ def reduce_to_target(vertices: torch.Tensor, faces: torch.Tensor, target: int, v
                      max_hole_perimeter: float = MAX_HOLE_PERIMETER, progress: Progress = None, cancel=None,
                      info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(vertices float32 [V,3], faces int64 [F,3], numpy) of the dense mesh (torch, any device) with ``target``
-    faces within CONTRACT_TOLERANCE (a mesh with fewer keeps its own), never none; see the module docstring. ``voxel_size``:
-    the O-Voxel's, the smallest clustering cell. ``info`` gets "cluster" (cell in voxels, tries, faces), "holes",
+    faces within CONTRACT_TOLERANCE (a mesh with fewer keeps its own), never none; see the module docstring.
+    ``voxel_size``: the O-Voxel's, the smallest clustering cell. ``info`` gets "cluster" (cell in voxels, tries, faces), "holes",
     "trim" (step 3's record), "quadric" (step 4's, and whether it was kept) and "seconds" per step."""
     info = {} if info is None else info
     seconds = info.setdefault("seconds", {})

@@ -20,7 +20,7 @@ import numpy as np
 
 from ...core.callbacks import CancelCheck, check
 from .. import processes
-from ..concurrency import thread_pool
+from ...core.concurrency import thread_pool
 from .masks import chart_masks, grow_mask
 from .orient import orient_charts
 from ..rows import block_any, row_min

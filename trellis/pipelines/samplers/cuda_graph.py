@@ -13,6 +13,7 @@ import weakref
 
 import torch
 
+from ...core.concurrency import side_stream
 from ...modules.sparse import SparseTensor
 
 # Models captured at least once in this process (GraphedFlow.EAGER_CALLS / WARM_EAGER_CALLS).
@@ -39,7 +40,7 @@ def capture(graph: "torch.cuda.CUDAGraph", pool, fn):
     device = torch.cuda.current_device()
     stream = _CAPTURE_STREAMS.get(device)
     if stream is None:
-        stream = _CAPTURE_STREAMS[device] = torch.cuda.Stream(device)
+        stream = _CAPTURE_STREAMS[device] = side_stream(device)
     current = torch.cuda.current_stream(device)
     stream.wait_stream(current)           # the captured work follows what is queued (on the GPU, no host wait)
     with torch.cuda.stream(stream):

@@ -1,33 +1,29 @@
-"""The export's concurrency has one home (``trellis.export.concurrency``, used by the scheduler ``job.ExportJob`` and
-the stages): no other module of ``trellis/export/`` or of the app's job steps (``desktop/jobs/``) starts a thread, a
-child process or a CUDA stream; the few app modules that start threads of their own, for work that is not the export,
-are listed with their reason. The check reads the source (calls, not strings: a child's code text may name
-``threading.Thread``) and is shown to catch a planted thread. And the primitives' contract: ``run_together`` waits
-for every call before it raises the first error in order."""
+"""Threads, child processes and CUDA streams have one home in the whole tree (``trellis.core.concurrency``, the
+library's bottom layer: the export's scheduler ``ExportJob`` and its stages, the model loader, the sampler and the app
+all ask it): no other module of ``trellis/`` or ``desktop/`` starts one. The check reads the source (calls, not
+strings: a child's code text may name ``threading.Thread``) and is shown to catch a planted thread, process and
+stream. And the primitives' contract: ``run_together`` waits for every call before it raises the first error in
+order."""
 import ast
+import multiprocessing
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from trellis.export.concurrency import Background, on_own_stream, run_together
+from trellis.core.concurrency import Background, new_thread, on_own_stream, run_together, start_process
 
-ROOT = Path(__file__).resolve().parents[3]
-SCANNED = ("trellis/export", "desktop/jobs")
+ROOT = Path(__file__).resolve().parents[1]
+SCANNED = ("trellis", "desktop")
 # The one module that starts them.
-HOME = "trellis/export/concurrency.py"
-# App modules that start threads for work other than the export, and why.
-APP_THREADS = {
-    "desktop/jobs/worker.py": "each device's worker loop",
-    "desktop/jobs/late.py": "a server's runner made while its port already answers",
-    "desktop/jobs/warmup.py": "the warm-up beside the model load, before any job",
-}
+HOME = "trellis/core/concurrency.py"
 # Calls that start a thread, a child process or a CUDA stream (the callee's dotted name, or its last part).
-STARTERS = {"threading.Thread", "Thread", "ThreadPoolExecutor", "ProcessPoolExecutor", "multiprocessing.Process",
-            "Process", "get_context", "multiprocessing.Pool", "Pool", "subprocess.Popen", "Popen", "subprocess.run",
-            "subprocess.call", "subprocess.check_call", "subprocess.check_output", "os.fork", "os.posix_spawn",
-            "torch.cuda.Stream", "cuda.Stream", "Stream"}
+STARTERS = {"subprocess.run", "subprocess.call", "subprocess.check_call", "subprocess.check_output", "os.fork",
+            "os.forkpty", "os.posix_spawn", "os.posix_spawnp", "os.spawnl", "os.spawnv", "os.system", "os.popen",
+            "_thread.start_new_thread", "asyncio.create_subprocess_exec", "asyncio.create_subprocess_shell",
+            "multiprocessing.Pool", "Pool"}
+LAST_PARTS = {"Thread", "Timer", "ThreadPool", "ThreadPoolExecutor", "ProcessPoolExecutor", "Process", "Popen", "Stream"}
 
 
 def dotted(node) -> str:
@@ -48,13 +44,12 @@ def starts(path: Path) -> list:
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
         if isinstance(node, ast.Call):
             name = dotted(node.func)
-            if name in STARTERS or name.rsplit(".", 1)[-1] in {"Thread", "ThreadPoolExecutor", "Popen"} \
-                    or name.endswith("cuda.Stream"):
+            if name in STARTERS or name.rsplit(".", 1)[-1] in LAST_PARTS:
                 found.append((node.lineno, name))
     return sorted(found)
 
 
-def violations(root: Path = ROOT, allowed=(HOME, *APP_THREADS)) -> list:
+def violations(root: Path = ROOT, allowed=(HOME,)) -> list:
     bad = []
     for top in SCANNED:
         for p in sorted((root / top).rglob("*.py")):
@@ -64,17 +59,16 @@ def violations(root: Path = ROOT, allowed=(HOME, *APP_THREADS)) -> list:
     return bad
 
 
-def test_only_the_scheduler_starts_threads_children_or_streams():
+def test_only_the_one_home_starts_threads_children_or_streams():
     bad = violations()
-    assert not bad, ("ask trellis.export.concurrency (through job.ExportJob's side work, or a primitive of its own) "
-                     "instead:\n" + "\n".join(bad))
+    assert not bad, ("ask trellis.core.concurrency (the export through trellis.export.ExportJob's side work, or a "
+                     "primitive of its own) instead:\n" + "\n".join(bad))
     assert starts(ROOT / HOME), "the check sees the home's own starts"
-    for path, why in APP_THREADS.items():
-        assert starts(ROOT / path) and why, f"{path} starts nothing now: remove it from APP_THREADS"
+    assert not (ROOT / "trellis/export/concurrency.py").exists() and not (ROOT / "desktop/batch/overlap.py").exists()
 
 
 def test_the_check_catches_a_planted_thread(tmp_path):
-    for top in SCANNED:
+    for top in ("trellis/export", "trellis/models", "desktop/jobs", "desktop/batch", "trellis/core"):
         (tmp_path / top).mkdir(parents=True)
     (tmp_path / "trellis/export/stage.py").write_text(
         "import threading\nfrom concurrent.futures import ThreadPoolExecutor\nimport subprocess, torch\n"
@@ -82,11 +76,16 @@ def test_the_check_catches_a_planted_thread(tmp_path):
         "def f():\n    threading.Thread(target=f).start()\n    ThreadPoolExecutor(2)\n"
         "    subprocess.Popen(['x'])\n    torch.cuda.Stream('cuda')\n")
     (tmp_path / "desktop/jobs/steps.py").write_text("from threading import Thread\nThread(target=print)\n")
-    (tmp_path / "trellis/export/concurrency.py").write_text("import threading\nthreading.Thread(target=print)\n")
+    (tmp_path / "desktop/batch/local.py").write_text("import multiprocessing as mp\nctx = mp.get_context('spawn')\n"
+                                                     "ctx.Process(target=print).start()\n")
+    (tmp_path / "trellis/models/load.py").write_text("import torch\ns = torch.cuda.Stream(0)\n")
+    (tmp_path / "trellis/core/concurrency.py").write_text("import threading\nthreading.Thread(target=print)\n")
     assert violations(tmp_path) == ["trellis/export/stage.py:6 threading.Thread(",
                                     "trellis/export/stage.py:7 ThreadPoolExecutor(",
                                     "trellis/export/stage.py:8 subprocess.Popen(",
-                                    "trellis/export/stage.py:9 torch.cuda.Stream(", "desktop/jobs/steps.py:2 Thread("]
+                                    "trellis/export/stage.py:9 torch.cuda.Stream(",
+                                    "trellis/models/load.py:2 torch.cuda.Stream(",
+                                    "desktop/batch/local.py:3 ctx.Process(", "desktop/jobs/steps.py:2 Thread("]
 
 
 def test_run_together_waits_for_every_call_before_it_raises_the_first_error():
@@ -116,3 +115,16 @@ def test_background_gives_its_value_or_raises_its_error_in_the_caller():
         bad.result()
     assert bad.value_if_any() is None
     assert on_own_stream("cpu", lambda: 7) == 7            # no stream off a GPU: the call itself
+
+
+def test_a_new_thread_waits_for_its_owner_and_a_process_starts_at_once():
+    box = []
+    thread = new_thread(box.append, "test-new-thread", args=(1,))
+    time.sleep(0.05)
+    assert box == [] and not thread.is_alive() and thread.daemon
+    thread.start()
+    thread.join()
+    assert box == [1]
+    proc = start_process(multiprocessing.get_context("spawn"), time.sleep, (0,), "test-process")
+    proc.join(60)
+    assert proc.name == "test-process" and proc.daemon and proc.exitcode == 0

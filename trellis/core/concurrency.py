@@ -1,9 +1,12 @@
-"""The export's only ways to run work beside other work: threads, child processes and CUDA streams.
+"""The only ways the library and the app run work beside other work: threads, child processes and CUDA streams.
 
-``job.ExportJob`` decides what overlaps what across a job's files; the stages ask here for the threads, children
-and streams of their own overlaps. Every one is started in this module (a structure test holds it), so that the
-schedule is read from its callers (trellis/export/DESIGN.md lists them). Light to import: the chart layout's child
-process imports modules that import this one, so torch is imported only where a stream is asked for.
+``trellis.export.ExportJob`` decides what overlaps what across a job's files; the export's stages, the model
+loader's copy stream, the sampler's capture stream and the app (its workers, batch, signals, file manager) ask here
+for the threads, children and streams of their own overlaps. Every one is started in this module (a structure test,
+tests/trellis/export/test_concurrency.py, scans all of trellis/ and desktop/), so that the schedule is read from its
+callers (trellis/export/DESIGN.md lists the export's). In the bottom layer, so that every layer can reach it. Light
+to import: the chart layout's child process imports modules that import this one, so torch is imported only where a
+stream is asked for.
 """
 from __future__ import annotations
 
@@ -13,13 +16,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, Callable, Optional
 
-__all__ = ["start_thread", "Background", "thread_pool", "run_together", "start_child", "side_stream",
-           "on_own_stream"]
+__all__ = ["start_thread", "new_thread", "Background", "thread_pool", "run_together", "start_child", "open_detached",
+           "start_process", "side_stream", "on_own_stream"]
 
 
-def start_thread(fn: Callable[[], Any], name: str) -> threading.Thread:
-    """``fn()`` in a daemon thread named ``name``, started now (``fn`` keeps its own errors and results)."""
-    thread = threading.Thread(target=fn, name=name, daemon=True)
+def new_thread(fn: Callable[..., Any], name: Optional[str] = None, args: tuple = ()) -> threading.Thread:
+    """A daemon thread that will run ``fn(*args)``, named ``name``, not started yet (its owner starts it)."""
+    return threading.Thread(target=fn, name=name, args=args, daemon=True)
+
+
+def start_thread(fn: Callable[..., Any], name: Optional[str] = None, args: tuple = ()) -> threading.Thread:
+    """``fn(*args)`` in a daemon thread named ``name``, started now (``fn`` keeps its own errors and results)."""
+    thread = new_thread(fn, name, args)
     thread.start()
     return thread
 
@@ -90,6 +98,23 @@ def start_child(argv: list, cwd: str, env: Optional[dict] = None, stdin: bool = 
     a pipe with ``keep_stderr``); OSError where it cannot start."""
     return subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE if keep_stderr else subprocess.DEVNULL)
+
+
+def open_detached(argv: list) -> subprocess.Popen:
+    """``argv`` started in a session of its own, never waited for (a window the user owns from then on, e.g. a file
+    manager); no stdin, its output discarded; OSError where it cannot start."""
+    import os
+
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=os.name != "nt")
+
+
+def start_process(context, target: Callable[..., Any], args: tuple, name: str):
+    """``target(*args)`` in a daemon child process of the ``multiprocessing`` ``context`` (e.g. "spawn"'s), named
+    ``name``, started now."""
+    proc = context.Process(target=target, args=args, name=name, daemon=True)
+    proc.start()
+    return proc
 
 
 def side_stream(device):
