@@ -205,15 +205,17 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
                                 # New files from the picked job with the Output settings, without sampling again.
                                 export_again = gr.Button("Export again", elem_id="td-export-again")
                             export_note = gr.Markdown(NOTHING_PICKED, elem_id="td-export-plan")   # export_panel
+                    # Generate right under the input, in view without scrolling on a laptop's screen; what it will
+                    # lower on this device beside it; the model and preset choices below (their defaults work)
+                    with gr.Row():
+                        generate = gr.Button("Generate", variant="primary", elem_id="td-generate")
+                        cancel = gr.Button("Cancel", interactive=False, elem_id="td-cancel")    # pagestate
+                    note = start_note(self, {n: start.get(n, getattr(d, n)) for n in KNOBS}, DEFAULT_PRESET)
+                    device_note = gr.HTML(note, visible=bool(note), elem_id="td-device-note")
                     family = choice.controls(lambda name, o: setting_control(SETTINGS[name], getattr(d, name), o), k)
                     preset = gr.Radio(PRESET_CHOICES_WITH_CUSTOM, value=DEFAULT_PRESET, label="Preset",
                                       elem_id="td-preset", info="Sets the knobs below (moving one makes it Custom); "
                                                                 "Low VRAM for GPUs with little memory")
-                    note = start_note(self, {n: start.get(n, getattr(d, n)) for n in KNOBS}, DEFAULT_PRESET)
-                    device_note = gr.HTML(note, visible=bool(note), elem_id="td-device-note")
-                    with gr.Row():
-                        generate = gr.Button("Generate", variant="primary", elem_id="td-generate")
-                        cancel = gr.Button("Cancel", interactive=False, elem_id="td-cancel")    # pagestate
                     with gr.Accordion("Generation settings", open=False, elem_id="td-gen-settings"):
                         place("generation")
                     with gr.Accordion("Output settings", open=False, elem_id="td-out-settings"):

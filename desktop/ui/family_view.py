@@ -15,7 +15,8 @@ from ..families import (DEFAULT_FAMILY, FAMILIES, family_of_record, family_probl
                         runner_families, runner_family)
 from ..settings import SETTINGS
 from .lazy import gr
-from .pipeline_costs import costs_text
+from .pipeline_costs import costs_text, install_cost
+from .status import model_name
 
 FAMILY_CHOICES = [(f.words, name) for name, f in FAMILIES.items()]
 # The settings some family does not use (each family says why: Family.why_not), greyed with that reason beside them.
@@ -72,7 +73,7 @@ class FamilyChoice:
     @property
     def installable_line(self):
         """How to install the families that are not installed here, else None."""
-        lines = [f.install_line() for f in self.missing if f is not DEFAULT_FAMILY]
+        lines = [f"{f.install_line()} {install_cost(f)}".strip() for f in self.missing if f is not DEFAULT_FAMILY]
         return " ".join(lines) or None
 
     @property
@@ -90,7 +91,8 @@ class FamilyChoice:
         others = [get_family(n) for n in self.families if n != self.running]
         if own is DEFAULT_FAMILY:
             if others:
-                where = "; ".join(f"{f.words} is installed ({f.installed_folder()})" for f in others)
+                where = "; ".join(f"{f.words} is installed ({model_name(f.installed_folder())} in your models "
+                                  "folder)" for f in others)
                 return f"{where}: pick it to generate with it; {LOAD_NOTE}."
             return self.installable_line or ""
         text = f"{own.words}: {own.about}. "

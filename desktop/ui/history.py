@@ -1,5 +1,6 @@
 """The history of the outputs folder in the page: listing the job folders, showing one, reusing its settings,
 and the result views (preview video, 3D view, downloads) of a finished or earlier job."""
+import html
 import os
 
 from ..jobs import folder as job_folder
@@ -10,8 +11,8 @@ from .lazy import gr
 from .names import downloads, input_copies
 from .pagestate import LABELS
 from ..settings import PRESETS, SETTINGS, GenerationSettings
-from .status import md_escape, message_html
-from .warning_words import page_warnings
+from ..jobs.limits import report_limits
+from .status import badge_html, md_escape, message_html, status_box, unsaid_warnings
 from .values import OTHER_KNOBS, PRESET_KNOBS
 
 # The page controls "Use these settings" sets, in the order of its answer (after the preset): the knobs a preset
@@ -37,7 +38,9 @@ class HistoryViews:
         err = folder.error()
         if err and err.get("error"):
             text += f": {err['error']}"
-        return (message_html("history", text), *self._results(folder, warnings=True))   # the status has none
+        # its destination's limits said once, in their badge (export_line leaves them out)
+        badge = badge_html(report_limits(folder.export_report() or {}))
+        return (status_box("history", html.escape(text) + badge), *self._results(folder, warnings=True))
 
     def show_picked(self, folder_name):
         """show_history's answer and the Model choice set to the family of the job shown (its Output settings then
@@ -140,13 +143,13 @@ def result_info(folder, name: str | None = None, warnings: bool = False) -> str:
     report = folder.export_report()
     if report:
         bits.append(export_line(report))
-    warned = page_warnings(timings.get("warnings")) if warnings else []
+    warned = unsaid_warnings(timings.get("warnings"), report_limits(report or {})) if warnings else []
     return " · ".join(bits) + "".join(f"\n\n⚠ {md_escape(w)}" for w in warned) + f"\n\nFolder: `{folder.path}`"
 
 
 def export_line(report: dict) -> str:
     """export.json in a few lines: triangles, the size in metres, watertight, the texture, each file's size, the
-    levels of detail, and the destination's limits (met, or why not)."""
+    levels of detail (the destination's limits are the status box's badge)."""
     try:
         size = report["size_m"]
         texture = report.get("texture") or {}
@@ -159,14 +162,10 @@ def export_line(report: dict) -> str:
         if report.get("draco"):
             parts.append("Draco")
         if report.get("lods"):
-            parts.append("LODs " + " / ".join("not made" if lod["triangles"] is None else str(lod["triangles"])
-                                              for lod in report["lods"]) + " triangles")
-        line = f"**Export:** {' · '.join(parts)} · {files}"
-        limits = report.get("limits")
-        if limits is not None:
-            where = md_escape(str(report.get("destination") or "the destination"))
-            line += (f"\n\n**{where}:** limits met" if limits["met"] else
-                     f"\n\n**{where}: limits not met:** " + "; ".join(md_escape(str(r)) for r in limits["reasons"]))
-        return line
+            parts.append(", ".join(f"LOD{i} " + ("not made" if lod["triangles"] is None else
+                                                 f"{lod['triangles']} triangles")
+                                   for i, lod in enumerate(report["lods"], start=1)))
+        # the destination's limits are the status box's badge (status.badge_html): said once
+        return f"**Export:** {' · '.join(parts)} · {files}"
     except (KeyError, TypeError, ValueError, AttributeError, IndexError):
         return "**Export:** (export.json cannot be read)"

@@ -7,7 +7,7 @@ import html
 
 from ..jobs import folder as job_folder
 from ..settings import CPU_REASONS, PRESETS, SETTINGS, GenerationSettings, device_changes, slider
-from ..families import family_of_record
+from ..families import family_of_record, get_family
 from .lazy import gr
 from .values import APP_DEFAULTS, LABELS, OTHER_KNOBS, PRESET_CHOICES, PRESET_KNOBS, is_slider, preset_values, \
     settings_from_values
@@ -67,8 +67,9 @@ def widened(name: str, value):
     return dict(minimum=min(lo, v), maximum=max(hi, v))
 
 
-def device_note(values: dict, preset, defaults: GenerationSettings, device: str) -> str:
-    """What Generate will lower on `device` (a CPU) from the knobs shown, each with why, as HTML; "" for none."""
+def device_note(values: dict, preset, defaults: GenerationSettings, device: str, family=None) -> str:
+    """What Generate will lower on `device` (a CPU) from the knobs shown, each with why, as HTML; "" for none. With
+    `family` (the Model choice), only what that family uses."""
     try:
         settings = settings_from_values(values, preset, defaults)
     except ValueError:                  # a half-typed number: the note waits for a value
@@ -76,7 +77,7 @@ def device_note(values: dict, preset, defaults: GenerationSettings, device: str)
     used = settings.for_device(device)
     parts = [f"<li>{html.escape(LABELS[name])}: <b>{now}</b> instead of {was} ({html.escape(CPU_REASONS[name][0])})</li>"
              for name, (was, now) in device_changes(settings, used).items()
-             if set(CPU_REASONS[name][1]) & set(used.formats)]
+             if set(CPU_REASONS[name][1]) & set(used.formats) and (family is None or get_family(family).uses(name))]
     if not parts:
         return ""
     return (f'<div class="td-device-note" data-changes="{len(parts)}">On this computer ({html.escape(device)}), '
@@ -97,20 +98,22 @@ def wire_knobs(app, k: dict, preset, note, reuse_seed, history, info, family) ->
     controls = [k[n] for n in KNOBS]
     device = first_device(app.runner)
 
-    def refresh(current, *raw):
+    def refresh(current, chosen, *raw):
         values = dict(zip(KNOBS, raw))
         now = preset_of(values, current, app.defaults)
-        text = device_note(values, now, app.defaults, device)
+        text = device_note(values, now, app.defaults, device, chosen or None)
         sliders = [widened(n, values[n]) for n in SLIDERS]
         return [now if now != current else gr.skip(), gr.update(value=text, visible=bool(text)),
                 *[gr.update(**w) if w else gr.skip() for w in sliders]]
     outputs = [preset, note, *[k[n] for n in SLIDERS]]
     for control in controls:
-        control.input(refresh, [preset, *controls], outputs, preprocess=False, trigger_mode="always_last",
+        control.input(refresh, [preset, family, *controls], outputs, preprocess=False, trigger_mode="always_last",
                       **quick).then(None, js=SYNC_RANGES, **quick)
+    # the note names only what the chosen model uses
+    family.change(refresh, [preset, family, *controls], outputs, preprocess=False, trigger_mode="always_last", **quick)
 
     def refresh_knobs(event):
-        return event.then(refresh, [preset, *controls], outputs, preprocess=False, **quick).then(
+        return event.then(refresh, [preset, family, *controls], outputs, preprocess=False, **quick).then(
             None, js=SYNC_RANGES, **quick)
     app.refresh_knobs = refresh_knobs
 
@@ -138,4 +141,4 @@ def wire_knobs(app, k: dict, preset, note, reuse_seed, history, info, family) ->
 
 def start_note(app, values: dict, preset) -> str:
     """The device note of the page as it opens."""
-    return device_note(values, preset, app.defaults, first_device(app.runner))
+    return device_note(values, preset, app.defaults, first_device(app.runner), app.family.running)

@@ -24,9 +24,25 @@ class Measured(NamedTuple):
 MEASURED_ON = "an H200"
 MEASURED = {"512": Measured(2.3, 17.7, 3.1), "1024_cascade": Measured(11.0, 20.3, 5.8),
             "1536_cascade": Measured(34.6, 24.4, 7.9)}
+# What installing the pipeline-typed family costs before its first job: its download (the TRELLIS.2-4B repo's 14.8 GB
+# and the DINOv3 ViT-L encoder's 1.2 GB).
+DOWNLOAD_GB = 16
 CPU_WORDS = ("On a CPU TRELLIS.2 is very slow: its 1.3-billion-parameter flows over some 20 000 voxels make a "
              "1024_cascade job likely an hour or more (an estimate from its size, not a measurement); it is made for "
              "a CUDA GPU.")
+
+
+def install_cost(family) -> str:
+    """What installing `family` costs and what it needs to run, said before the user installs it: its download and
+    GPU memory (MEASURED's peaks and its declared floors); "" for a family without pipeline types (installed with the
+    app)."""
+    if not family.pipeline_types:
+        return ""
+    resident = [m.resident_gib for m in MEASURED.values()]
+    floors = list(family.vram_floors.values()) or [m.offloaded_gib for m in MEASURED.values()]
+    return (f"Installing {family.words} downloads about {DOWNLOAD_GB} GB; it needs an NVIDIA GPU with about "
+            f"{min(resident):.0f}-{max(resident):.0f} GB of memory (every network resident), or {min(floors):g}-"
+            f"{max(floors):g} GB on the slower low-VRAM path; on a CPU a job takes an hour or more.")
 
 
 def trellis2_job(job) -> bool:

@@ -112,19 +112,61 @@ def kept_files(job) -> list:
     return [label for kind, label in KEPT_KINDS.items() if kind in files and os.path.isfile(files[kind])]
 
 
+# What to do about a missed destination limit (the export.json check's name, before any "."), in the page's words.
+LIMIT_FIXES = {
+    "lods_within": "raise {target_faces} or ask for fewer {lods} (Output settings), then press Export again",
+    "max_triangles": "lower {target_faces} (Output settings), then press Export again",
+    "faces_within": "set {target_faces} within the destination's limit (Output settings), then press Export again",
+    "max_bytes": "lower the {texture_size} or {target_faces}, or tick {draco} (Output settings), then press Export "
+                 "again",
+    "normal_map": "tick {normal_map} (Output settings), then press Export again",
+    **{name: "tick {print_ready} (Output settings) and press Export again, or generate with another seed"
+       for name in ("watertight", "outward", "shells", "flat_base", "max_surface_removed")},
+}
+# The job warnings that a missed limit's line says already (each said once, in the limits' badge).
+SAID_BY_LIMIT = {"lods_within": "Levels of detail not made"}
+
+
+def limit_fix(name: str) -> str:
+    from .values import LABELS
+
+    words = {k: f"<b>{html.escape(v.split(' (')[0])}</b>" for k, v in LABELS.items()}
+    return LIMIT_FIXES.get(name.split(".")[0], "").format(**words)
+
+
+def missed_checks(limits) -> list:
+    return [c for c in (limits or {}).get("checks") or [] if not c.get("met")]
+
+
+def unsaid_warnings(warnings, limits) -> list:
+    """`warnings` in the page's words, less those a missed limit of `limits` says already."""
+    said = {SAID_BY_LIMIT[c["limit"].split(".")[0]] for c in missed_checks(limits)
+            if c.get("limit", "").split(".")[0] in SAID_BY_LIMIT}
+    return [w for w in page_warnings(warnings) if not any(w.startswith(s) for s in said)]
+
+
 def warnings_html(job, state: str) -> str:
-    """A done job's warnings (a setting lowered for the device, a texture baked from little), one per line."""
-    items = [f"<li>Warning: {html.escape(w)}</li>" for w in page_warnings(getattr(job, "warnings", ()))] \
-        if state == "done" else []
+    """A done job's warnings (a setting lowered for the device, a texture baked from little), one per line; those its
+    limits' badge says already left out."""
+    from ..jobs.limits import job_limits
+
+    items = [f"<li>Warning: {html.escape(w)}</li>"
+             for w in unsaid_warnings(getattr(job, "warnings", ()), job_limits(job))] if state == "done" else []
     return f'<ul class="td-warnings">{"".join(items)}</ul>' if items else ""
 
 
 def limits_html(job, state: str) -> str:
-    """A done job's destination limits as a badge: green with the count met, or red with each limit missed and its
-    numbers (export.json's verdict, ``desktop.jobs.limits``); "" without a destination."""
-    from ..jobs.limits import job_limits, missed_limits
+    """A done job's destination limits as a badge (``badge_html``); "" without a destination."""
+    from ..jobs.limits import job_limits
 
-    limits = job_limits(job) if state == "done" else None
+    return badge_html(job_limits(job) if state == "done" else None)
+
+
+def badge_html(limits) -> str:
+    """Destination limits (``desktop.jobs.limits``: export.json's verdict) as a badge: green with the count met, or
+    red with each limit missed and its numbers, then what to do about them; "" for None."""
+    from ..jobs.limits import missed_limits
+
     if limits is None:
         return ""
     where = html.escape(str(limits["destination"] or "destination"))
@@ -134,8 +176,10 @@ def limits_html(job, state: str) -> str:
         return f'<p class="td-limits td-limits-met" data-limits="met">✔ {where}: {counted}limits met</p>'
     missed = missed_limits(limits)
     items = "".join(f"<li>{html.escape(m)}</li>" for m in missed)
+    fixes = list(dict.fromkeys(f for f in (limit_fix(c.get("limit", "")) for c in missed_checks(limits)) if f))
+    todo = f'<p class="td-fix">What to do: {"; or ".join(fixes)}.</p>' if fixes else ""
     return (f'<div class="td-limits td-limits-missed" data-limits="missed"><strong>✖ {where}: {len(missed)} of '
-            f'{total or len(missed)} limits missed</strong><ul>{items}</ul></div>')
+            f'{total or len(missed)} limits missed</strong><ul>{items}</ul>{todo}</div>')
 
 
 def job_status_html(job, runner) -> str:
