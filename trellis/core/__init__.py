@@ -2,5 +2,5 @@
 
 ``callbacks`` (cancel checks and progress callbacks), ``device`` (free / release / cap device memory),
 ``backends`` (which attention and sparse-conv implementation runs), ``lowdiscrepancy`` (Hammersley
-points). Nothing here imports from ``trellis``; tests/test_layers.py holds the package to that.
+points), ``concurrency`` (the one module that starts threads, child processes and CUDA streams). Nothing here imports from ``trellis``; tests/test_layers.py holds the package to that.
 """

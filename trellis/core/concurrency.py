@@ -3,7 +3,7 @@
 ``trellis.export.ExportJob`` decides what overlaps what across a job's files; the export's stages, the model
 loader's copy stream, the sampler's capture stream and the app (its workers, batch, signals, file manager) ask here
 for the threads, children and streams of their own overlaps. Every one is started in this module (a structure test,
-tests/trellis/export/test_concurrency.py, scans all of trellis/ and desktop/), so that the schedule is read from its
+tests/test_concurrency.py, scans all of trellis/ and desktop/), so that the schedule is read from its
 callers (trellis/export/DESIGN.md lists the export's). In the bottom layer, so that every layer can reach it. Light
 to import: the chart layout's child process imports modules that import this one, so torch is imported only where a
 stream is asked for.
