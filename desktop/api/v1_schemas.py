@@ -130,6 +130,15 @@ def _build_models():
         limit: int
         next_offset: Optional[int] = Field(description="the offset of the next page (null: this is the last)")
 
+    class FamilyInfo(BaseModel):
+        id: Literal[FAMILIES] = Field(description="what model_family names it")
+        words: str = Field(description="its name for people")
+        about: str = Field(description="what it makes, in one line")
+        pipeline_types: list[str] = Field(description="the pipeline types its jobs take (none: one path)")
+        default_pipeline_type: Optional[str]
+        unused_settings: list[str] = Field(description="settings its jobs do not use (given anyway: a warning)")
+        installed: bool = Field(description="a job may name it here (it is among `families`)")
+
     class Health(BaseModel):
         status: Literal["ok"]
         api_version: str
@@ -139,6 +148,8 @@ def _build_models():
                                                             "trellis2 (TRELLIS.2)")
         families: list[Literal[FAMILIES]] = Field(description="the families a job's model_family may name here: its "
                                                              "model folder's, and the other one where it is installed")
+        family_info: list[FamilyInfo] = Field(description="every model family the app knows, installed here or not: "
+                                                          "its words, pipeline types and the settings it does not use")
         text_model: Optional[str] = Field(description="the text pipeline for prompts (null: the published one of "
                                                       "each job's text_model_size, downloaded on first use)")
         model_loaded: bool

@@ -113,12 +113,23 @@ def pbr_glb(path) -> str:
 
 
 def test_the_clients_model_choice_reaches_the_server(live, image, monkeypatch, tmp_path):
-    """The panel's Model and Pipeline as form fields; TRELLIS.2 asked of this TRELLIS v1 server (TRELLIS.2 not
-    installed) is refused with what to do, before any job."""
-    assert client.model_fields("SERVER", "SERVER") == {}
-    assert client.model_fields("TRELLIS2", "512") == {"model_family": "trellis2", "pipeline_type": "512"}
-    assert client.model_fields("TRELLIS", "512") == {"model_family": "trellis"}       # v1 has one path
+    """The panel's Model and Pipeline as form fields, from the families the server lists (GET /v1/health's
+    family_info); TRELLIS.2 asked of this TRELLIS v1 server (TRELLIS.2 not installed) is refused with what to do,
+    before any job."""
     monkeypatch.setenv("TRELLIS_MODEL_DIR", str(tmp_path / "models"))
+    choices = client.Client(live.url).choices()
+    families = choices["family_info"]
+    assert choices["default"] and [(f["id"], f["installed"]) for f in families] == [("trellis", True),
+                                                                                   ("trellis2", False)]
+    assert [f["id"] for f in client.KNOWN_FAMILIES] == [f["id"] for f in families]
+    assert client.model_fields("SERVER", "SERVER", families) == {}
+    assert client.model_fields("TRELLIS2", "512", families) == {"model_family": "trellis2", "pipeline_type": "512"}
+    assert client.model_fields("TRELLIS", "512", families) == {"model_family": "trellis"}       # v1 has one path
+    assert client.model_fields("SERVER", "512", families) == {"pipeline_type": "512"}           # the server's rule
+    # a family the server adds is offered as it describes it, with its own pipeline types
+    more = [*families, {"id": "trellis3", "words": "TRELLIS 3", "pipeline_types": ["2048"]}]
+    assert client.model_fields("TRELLIS3", "2048", more) == {"model_family": "trellis3", "pipeline_type": "2048"}
+    assert client.model_fields("TRELLIS2", "2048", more) == {"model_family": "trellis2"}
     data = open(image, "rb").read()
     with pytest.raises(client.ApiProblem) as refused:
         client.Client(live.url).submit({**FAST_FIELDS, **client.model_fields("TRELLIS2", "512")},

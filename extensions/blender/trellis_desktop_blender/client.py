@@ -7,7 +7,9 @@ The API (desktop/api in the Trellis Desktop folder): `POST /v1/jobs` takes a mul
 `mesh`, text fields `prompt`, `preset`, `formats`, `target_faces`, `texture_size`, `keep_mesh`, `model_family`,
 `pipeline_type`, ...) and answers 202 with the job; `GET /v1/jobs/{id}` reports `state` (queued, running, done,
 failed, cancelled), `progress` (fraction, percent, label, step, total, eta_s), `error` and `files`; `POST /v1/jobs/{id}/cancel` cancels it;
-`GET /v1/presets` lists the presets. With a token the server wants `Authorization: Bearer TOKEN` on every request.
+`GET /v1/presets` lists the presets and `GET /v1/health` the model families (`family_info`: each one's id, words,
+pipeline types and whether it is installed there). With a token the server wants `Authorization: Bearer TOKEN` on
+every request.
 """
 import errno
 import http.client
@@ -27,10 +29,17 @@ import uuid
 DEFAULT_PORT = 7960                       # desktop/api/server.py's DEFAULT_PORT
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 ENDED = ("done", "failed", "cancelled")
-# The panel's model choice -> the API's model_family (a server runs one family and refuses the other, saying what
-# to do); TRELLIS.2's pipeline types (desktop/settings_table.py's PIPELINE_TYPES): the server refuses any other.
-MODEL_FAMILIES = {"TRELLIS": "trellis", "TRELLIS2": "trellis2"}
-PIPELINE_TYPES = ("512", "1024", "1024_cascade", "1536_cascade")
+# The model families the panel offers until the server is asked (GET /v1/health's family_info, read with the
+# presets, then replaces them with the server's own list), in the server's words. A family not installed there is
+# still offered: the server refuses its job with how to install it.
+KNOWN_FAMILIES = (
+    {"id": "trellis", "words": "TRELLIS v1", "about": "TRELLIS-image-large: a textured mesh", "pipeline_types": []},
+    {"id": "trellis2", "words": "TRELLIS.2", "about": "TRELLIS.2-4B: a sharper mesh with PBR materials (metal, "
+     "roughness)", "pipeline_types": ["512", "1024", "1024_cascade", "1536_cascade"]},
+)
+# What each pipeline type the panel may offer costs, in a word (a type the server adds is offered without one).
+PIPELINE_WORDS = {"512": "the fastest", "1024": "1024 in one pass", "1024_cascade": "512 refined to 1024: the "
+                  "reference's default", "1536_cascade": "the finest, slowest, most GPU memory"}
 START_SERVER = ("Start it in the Trellis Desktop folder: .venv/bin/python -m desktop api (Windows: "
                 ".venv\\Scripts\\python -m desktop api). Install the app first with ./run.sh (Linux, macOS) or "
                 "run.bat (Windows); those start the app's web page, the API server is started by that command")
@@ -105,13 +114,33 @@ def parse_fields(text: str) -> dict:
     return out
 
 
-def model_fields(model: str, pipeline_type: str) -> dict:
+def choice_id(family: dict) -> str:
+    """The panel's choice of a family (Blender's enum identifier): its API id in capitals ("TRELLIS2")."""
+    return str(family["id"]).upper()
+
+
+def chosen_family(model: str, families=None):
+    """The family (as family_info describes it) of the panel's choice `model`; None for "SERVER" (its own)."""
+    return next((f for f in families or KNOWN_FAMILIES if choice_id(f) == model), None)
+
+
+def pipeline_types(model: str, families=None) -> list:
+    """The pipeline types a job of the panel's choice takes: its family's (none: one path); for the server's own
+    model, every family's (the server's rule answers one its family does not use)."""
+    family = chosen_family(model, families)
+    every = [t for f in families or KNOWN_FAMILIES for t in f.get("pipeline_types") or ()]
+    return list(family.get("pipeline_types") or ()) if family is not None else list(dict.fromkeys(every))
+
+
+def model_fields(model: str, pipeline_type: str, families=None) -> dict:
     """The form fields of the panel's model choice ("SERVER": the server's own) and pipeline type ("SERVER": the
-    preset's); the pipeline type is TRELLIS.2's, so a TRELLIS v1 choice sends none."""
+    preset's), for the server's `families` (family_info; None: KNOWN_FAMILIES); a family with one path is sent
+    no pipeline type."""
     fields = {}
-    if model in MODEL_FAMILIES:
-        fields["model_family"] = MODEL_FAMILIES[model]
-    if pipeline_type in PIPELINE_TYPES and model != "TRELLIS":
+    family = chosen_family(model, families)
+    if family is not None:
+        fields["model_family"] = family["id"]
+    if pipeline_type in pipeline_types(model, families):
         fields["pipeline_type"] = pipeline_type
     return fields
 
@@ -215,6 +244,18 @@ class Client:
     def presets(self) -> dict:
         """GET /v1/presets: {'default': name, 'presets': {name: settings}}."""
         return self.json("GET", "/v1/presets")
+
+    def health(self) -> dict:
+        """GET /v1/health: the server's model, its families (`families`, `family_info`) and queue."""
+        return self.json("GET", "/v1/health")
+
+    def choices(self) -> dict:
+        """What the panel offers from this server: the presets (as `presets` gives them) and `family_info`, the
+        model families (None from a server that does not list them: the panel keeps KNOWN_FAMILIES)."""
+        found = self.presets()
+        info = self.health().get("family_info")
+        ok = isinstance(info, list) and all(isinstance(f, dict) and "id" in f for f in info) and info
+        return {**found, "family_info": info if ok else None}
 
     def submit(self, fields: dict, files: list) -> dict:
         body, ctype = encode_multipart(fields, files)

@@ -26,11 +26,30 @@ class Run:
         self.task, self.kind, self.target, self.location = task, kind, target, tuple(location)
 
 
+def model_items(families) -> list:
+    """The Model choice's items: the server's own, then each family (Blender enum items, stable numbers)."""
+    return [("SERVER", "Server's model", "whatever model the server runs", 0)] + [
+        (client.choice_id(f), f.get("words") or f["id"], (f.get("about") or "") + (
+            "" if f.get("installed", True) else " (not installed on the server: it says how to install it)"),
+         zlib.crc32(client.choice_id(f).encode()) & 0x7FFFFFFF) for f in families]
+
+
+def pipeline_items(families) -> list:
+    """The Pipeline choice's items: the preset's, then every pipeline type a family of the server takes."""
+    types = client.pipeline_types("SERVER", families)
+    return [("SERVER", "Preset's", "the server preset's pipeline type", 0)] + [
+        (t, t.replace("_", " "), client.PIPELINE_WORDS.get(t, ""), zlib.crc32(t.encode()) & 0x7FFFFFFF)
+        for t in types]
+
+
 class State:
     """The add-on's one job, the presets fetch, and the last outcome the panel shows."""
     run = None                      # Run
-    presets_call = None             # client.Call of GET /v1/presets
+    presets_call = None             # client.Call of GET /v1/presets and the families of GET /v1/health
     preset_items = [("SERVER", "Server default", "the server's default preset", 0)]
+    families = list(client.KNOWN_FAMILIES)      # the server's family_info once fetched
+    family_items = model_items(families)        # module-level lists: Blender keeps no copy of dynamic items
+    type_items = pipeline_items(families)
     last = ("INFO", "")             # (INFO | WARNING | ERROR, message)
     last_job = {}                   # the last job's final snapshot (state, job_id, message, ...)
 
@@ -59,7 +78,7 @@ def job_fields(settings) -> dict:
         fields["target_faces"] = str(settings.target_faces)
     if settings.texture_size:
         fields["texture_size"] = str(settings.texture_size)
-    fields.update(client.model_fields(settings.model_family, settings.pipeline_type))
+    fields.update(client.model_fields(settings.model_family, settings.pipeline_type, State.families))
     fields.update(client.parse_fields(settings.extra_fields))
     return fields
 
@@ -194,6 +213,9 @@ def take_presets(call) -> None:
         (name, name, f"the server's {name} preset: texture {s.get('texture_size')}, {s.get('ss_steps')} + "
                      f"{s.get('slat_steps')} steps", zlib.crc32(name.encode()) & 0x7FFFFFFF)
         for name, s in call.result.get("presets", {}).items()]
+    if call.result.get("family_info"):
+        State.families = call.result["family_info"]
+        State.family_items, State.type_items = model_items(State.families), pipeline_items(State.families)
     State.last = ("INFO", f"presets of {prefs().server_url}: {', '.join(call.result.get('presets', {}))}")
 
 
@@ -284,7 +306,7 @@ class TRELLIS_OT_cancel(Problems, bpy.types.Operator):
 
 
 class TRELLIS_OT_refresh_presets(Problems, bpy.types.Operator):
-    """Read the presets of the server (GET /v1/presets)"""
+    """Read the presets and the model families of the server (GET /v1/presets, GET /v1/health)"""
     bl_idname = "trellis.refresh_presets"
     bl_label = "Fetch Presets"
 
@@ -293,7 +315,7 @@ class TRELLIS_OT_refresh_presets(Problems, bpy.types.Operator):
             c = make_client()
         except client.ApiProblem as err:
             return self.fail(err.message)
-        State.presets_call = client.Call(c.presets)
+        State.presets_call = client.Call(c.choices)
         if not bpy.app.timers.is_registered(tick):
             bpy.app.timers.register(tick, first_interval=POLL_S, persistent=True)
         return {"FINISHED"}

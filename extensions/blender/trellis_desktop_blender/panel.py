@@ -13,6 +13,14 @@ def preset_items(self, context):
     return State.preset_items                 # a module-level list: Blender keeps no copy of dynamic items
 
 
+def family_items(self, context):
+    return State.family_items
+
+
+def type_items(self, context):
+    return State.type_items
+
+
 class TrellisPreferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
@@ -38,17 +46,12 @@ class TrellisSettings(bpy.types.PropertyGroup):
         name="Preset", items=preset_items,
         description="the server's presets (Fetch Presets reads them); the fields below override them")
     model_family: bpy.props.EnumProperty(
-        name="Model", default="SERVER", description="the model family a new model from an image is made with; the "
-        "server runs one (its --model folder) and says what to do when asked for the other",
-        items=[("SERVER", "Server's model", "whatever model the server runs"),
-               ("TRELLIS", "TRELLIS v1", "TRELLIS-image-large: a textured mesh"),
-               ("TRELLIS2", "TRELLIS.2", "TRELLIS.2-4B: a sharper mesh with PBR materials (metal, roughness)")])
+        name="Model", description="the model family a new model from an image is made with (Fetch Presets reads "
+        "the server's); the server runs its own and the others installed there, and says how to install one that "
+        "is not", items=family_items)
     pipeline_type: bpy.props.EnumProperty(
-        name="Pipeline", default="SERVER", description="TRELLIS.2's grid: finer is sharper, slower and needs more GPU "
-        "memory", items=[("SERVER", "Preset's", "the server preset's pipeline type"),
-                         ("512", "512", "the fastest"), ("1024", "1024", "1024 in one pass"),
-                         ("1024_cascade", "1024 cascade", "512 refined to 1024: the reference's default"),
-                         ("1536_cascade", "1536 cascade", "the finest, slowest, most GPU memory")])
+        name="Pipeline", description="the grid of a model family with pipeline types: finer is sharper, slower and "
+        "needs more GPU memory", items=type_items)
     target_faces: bpy.props.IntProperty(
         name="Target Faces", default=0, min=0, max=2_000_000,
         description="triangles of the new model (0: as the preset makes it; at least 100)")
@@ -87,7 +90,8 @@ class VIEW3D_PT_trellis(bpy.types.Panel):
         row.operator("trellis.refresh_presets", text="", icon="FILE_REFRESH")
         col.prop(settings, "model_family")
         row = col.row()
-        row.enabled = settings.model_family != "TRELLIS"          # TRELLIS v1 has one path
+        # a family with one path takes no pipeline type
+        row.enabled = bool(client.pipeline_types(settings.model_family, State.families))
         row.prop(settings, "pipeline_type")
         col.prop(settings, "target_faces")
         col.prop(settings, "texture_size")

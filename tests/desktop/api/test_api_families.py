@@ -33,6 +33,12 @@ def test_rest_runs_a_trellis2_job_on_a_v1_server_and_refuses_one_not_installed(t
         with httpx.Client(base_url=server.url, timeout=30) as c:
             health = c.get("/v1/health").json()
             assert health["model_family"] == "trellis" and health["families"] == ["trellis", "trellis2"]
+            # each family as the registry declares it, for clients that build their model choice from the server
+            info = {f["id"]: f for f in health["family_info"]}
+            assert list(info) == ["trellis", "trellis2"] and all(f["installed"] for f in info.values())
+            assert info["trellis2"]["pipeline_types"] == ["512", "1024", "1024_cascade", "1536_cascade"]
+            assert info["trellis"]["pipeline_types"] == [] and info["trellis"]["unused_settings"] == ["pipeline_type"]
+            assert info["trellis2"]["words"] == "TRELLIS.2" and "bake_views" in info["trellis2"]["unused_settings"]
             made = c.post("/v1/jobs", json={"images": [image], **TRELLIS2})
             assert made.status_code == 202, made.text
             assert made.json()["model_family"] == "trellis2"
@@ -62,7 +68,9 @@ def test_rest_runs_a_trellis2_job_on_a_v1_server_and_refuses_one_not_installed(t
             monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
             monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
             monkeypatch.setenv("TRELLIS_MODEL_DIR", str(tmp_path / "empty"))     # TRELLIS.2 is gone
-            assert c.get("/v1/health").json()["families"] == ["trellis"]
+            health = c.get("/v1/health").json()
+            assert health["families"] == ["trellis"]
+            assert [f["installed"] for f in health["family_info"]] == [True, False]
             refused = c.post("/v1/jobs", json={"images": [image], **TRELLIS2})
             assert refused.status_code == 422
             detail = refused.json()["detail"][0]
