@@ -47,3 +47,38 @@ def test_the_destination_lowers_the_face_target_to_its_limit():
     assert ExportOptions(destination="web", target_faces=5_000).face_target(10 ** 6) == 5_000
     assert ExportOptions(simplify=0.5).face_target(10 ** 6) is None
     assert ExportOptions(destination="print", target_faces=7).face_target(10 ** 6) == 7      # no triangle limit
+
+
+def test_each_family_declares_its_texture_size_once_on_its_record():
+    """TRELLIS v1's record defaults to the reference's to_glb texture, TRELLIS.2's to the reference app's; the PBR
+    package keeps no default of its own beside the record's."""
+    import trellis.export.pbr as pbr
+    from trellis.export import PbrOptions
+
+    assert ExportOptions().texture_size == 1024 and PbrOptions().texture_size == 2048
+    assert PbrOptions.texture_size == 2048 and pbr.PbrOptions is PbrOptions
+    with pytest.raises(AttributeError):
+        pbr.DEFAULT_TEXTURE_SIZE
+
+
+def test_the_pbr_options_are_typed_and_give_the_face_target():
+    from trellis.export import PbrOptions
+
+    o = PbrOptions.given(None, texture_size=64, target_faces=None, simplify=0.0)
+    assert o == PbrOptions(texture_size=64, target_faces=None, simplify=0.0)
+    with pytest.raises(TypeError, match="PbrOptions, not ExportOptions"):
+        PbrOptions.given(ExportOptions())
+    with pytest.raises(TypeError, match="nviews"):
+        PbrOptions.given(None, nviews=8)                 # v1's renders: no option of the PBR bake
+    with pytest.raises(ValueError, match="at least 8"):
+        PbrOptions(texture_size=4)
+    with pytest.raises(ValueError, match="simplify"):
+        PbrOptions(target_faces=None, simplify=1.0)
+    assert o.face_target(456) == 456                     # simplify 0: every face of the decoder's mesh
+    assert PbrOptions(target_faces=None, simplify=0.9).face_target(1000) == 100
+    assert PbrOptions(target_faces=300).face_target(1000) == 300
+    assert PbrOptions().face_target(1000) == 500_000     # the default target: a smaller mesh keeps its own
+    web = PbrOptions(target_faces=None, simplify=0.0, destination="web")
+    from trellis.export import DESTINATION_LIMITS
+    most = DESTINATION_LIMITS["web"]["max_triangles"]
+    assert web.face_target(most * 3) == most and web.face_target(most // 2) == most // 2

@@ -155,3 +155,27 @@ def test_the_normal_map_gives_back_the_bumps_the_reduced_mesh_lost():
     def degrees(a):
         return torch.rad2deg(torch.acos((a * truth).sum(-1).clamp(-1, 1))).median()
     assert degrees(mapped) < 5 and degrees(mapped) < 0.5 * degrees(normal)
+
+
+def scattered_quads(n: int, size: float = 0.004):
+    """``n`` small separate squares (two triangles each, open: a 4-edge hole each) on a grid 0.05 apart."""
+    corners = torch.tensor([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], dtype=torch.float32) * size
+    offsets = torch.stack([torch.arange(n) % 8, torch.arange(n) // 8, torch.zeros(n, dtype=torch.long)], 1) * 0.05
+    v = (offsets[:, None, :] + corners[None]).reshape(-1, 3)
+    base = torch.arange(n)[:, None] * 4
+    f = torch.cat([base + torch.tensor([0, 1, 2]), base + torch.tensor([0, 2, 3])], 1).reshape(-1, 3)
+    return v, f
+
+
+@pytest.mark.parametrize("target_share", [1.0, 0.99])
+def test_the_reduction_never_ends_with_no_faces(target_share):
+    """The tiny model's mesh of separate quads at a target of about its own faces (Simplify 0): closing each quad's
+    hole doubles the faces, and the trim back to the target collapses each closed piece whole; the mesh before the
+    patches is kept instead of none."""
+    v, f = scattered_quads(64)
+    target = int(len(f) * target_share)
+    info = {}
+    out_v, out_f = reduce_to_target(v, f, target, 1 / 512, info=info)
+    assert info["holes"]["holes_filled"] == 64
+    assert len(out_f) > 0 and abs(len(out_f) - target) <= CONTRACT_TOLERANCE * target, info
+    assert out_f.max() < len(out_v)
