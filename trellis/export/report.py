@@ -11,7 +11,7 @@ from .lod_targets import LOD_TOLERANCE, LodRefusal
 from .placement import bounds, place
 
 __all__ = ["DESTINATION_LIMITS", "describe_export", "check_limits", "is_watertight", "print_shape_facts",
-           "placed_shape_facts", "shell_count", "file_bytes", "lod_entries"]
+           "placed_shape_facts", "mesh_numbers", "shell_count", "file_bytes", "lod_entries", "PRINT_KINDS"]
 
 # What each destination's files must meet (the destinations' own published limits where they have them: Shopify's
 # 3D models take at most 15 MB; 100 k triangles is the e-commerce and 3D Commerce guidance for a web GLB). A print
@@ -25,6 +25,8 @@ DESTINATION_LIMITS = {
 }
 
 
+PRINT_KINDS = ("stl", "3mf")     # the files written from the print shape (``formats.print3d``)
+
 # What export.json says of a print repair (``print_solid``'s info): how, and how much of the surface it left out.
 REPAIR_KEYS = ("method", "parts_dropped", "area_dropped_share", "holes_filled", "cell_size")
 
@@ -36,9 +38,11 @@ def is_watertight(vertices, faces, solid: bool = False) -> bool:
 
 
 def print_shape_facts(vertices, faces, solid: bool = False) -> dict:
-    """{watertight, outward, shells, flat_base} of the shape the STL / 3MF are written with (``print3d.print_mesh``);
-    with ``solid`` also what making it print-ready did ({method, parts_dropped, area_dropped_share (the share of
-    the surface left out of the print), holes_filled, cell_size of a rebuild} under "print_repair")."""
+    """{watertight, outward, shells, flat_base, print_file} of the shape the STL / 3MF are written with
+    (``print3d.print_mesh``; "print_file": its triangles, vertices, size_m and base_m, as ``describe_export`` gives
+    them, of these z-up ``vertices`` in metres); with ``solid`` also what making it print-ready did ({method,
+    parts_dropped, area_dropped_share (the share of the surface left out of the print), holes_filled, cell_size of a
+    rebuild} under "print_repair")."""
     from .formats.print3d import print_mesh
     from .formats.print_solid import has_flat_base
     done = {}
@@ -49,13 +53,26 @@ def print_shape_facts(vertices, faces, solid: bool = False) -> dict:
     watertight = bool(shape.is_watertight)
     return {"watertight": watertight, "outward": watertight and bool(shape.is_winding_consistent)
             and float(shape.volume) > 0, "shells": shell_count(shape.faces),
-            "flat_base": bool(has_flat_base(shape.vertices, shape.faces)), **repair}
+            "flat_base": bool(has_flat_base(shape.vertices, shape.faces)),
+            "print_file": mesh_numbers(shape.vertices, shape.faces), **repair}
+
+
+def mesh_numbers(vertices, faces) -> dict:
+    """export.json's numbers of a mesh of z-up ``vertices`` in metres: triangles, vertices, size_m (width x, depth
+    y, height z) and base_m (its lowest z)."""
+    lo, hi = bounds(np.asarray(vertices))
+    size = hi - lo
+    return {"triangles": int(len(faces)), "vertices": int(len(vertices)),
+            "size_m": {"width": round(float(size[0]), 6), "depth": round(float(size[1]), 6),
+                       "height": round(float(size[2]), 6)},
+            "base_m": round(float(lo[2]), 6)}
 
 
 def placed_shape_facts(textured, height: float | None = None, pivot: str | None = None,
                        print_ready: bool = False) -> dict:
     """``print_shape_facts`` of ``textured`` placed as ``describe_export`` places it (the same arguments); a
-    print-ready shape is the very solid the STL and 3MF are written from (``formats.write``: made, then placed)."""
+    print-ready shape is the very solid the STL and 3MF are written from (``formats.write``: made, then placed), and
+    "print_file" the numbers of those files."""
     if not print_ready:
         return print_shape_facts(place(textured.vertices, height, pivot, "m"), textured.faces)
     from .formats.print_solid import print_solid
@@ -104,27 +121,30 @@ def describe_export(textured, files: dict, *, height: float | None = None, pivot
     ``lods_refused``: the ``lod_targets.LodRefusal`` of those refused; with ``limits`` (or a ``destination`` of
     ``DESTINATION_LIMITS``) also ``check_limits``' verdict. ``facts``: the print
     shape's facts for these arguments (``placed_shape_facts``) when the caller made them already, e.g. beside the
-    files."""
-    placed = place(textured.vertices, height, pivot, "m")
-    lo, hi = bounds(placed)
-    size = hi - lo
+    files. The triangles, vertices and size are those of the files: of the print solid where every mesh file is an
+    STL or 3MF made print-ready, else of ``textured``; each STL / 3MF entry names its own triangles."""
     texture = np.asarray(textured.texture)
     textured_files = not geometry_only and any(kind in files for kind in ("glb", "obj", "usdz"))
+    shape = placed_shape_facts(textured, height, pivot, print_ready) if facts is None else facts
+    mesh = mesh_numbers(place(textured.vertices, height, pivot, "m"), textured.faces)
+    printed = shape.get("print_file") or mesh
+    if print_ready and files and set(files) <= set(PRINT_KINDS):
+        mesh = printed              # the files written are the print solid's: the numbers are theirs
     out = {
         "destination": destination,
-        "triangles": int(len(textured.faces)),
-        "vertices": int(len(textured.vertices)),
+        "triangles": mesh["triangles"],
+        "vertices": mesh["vertices"],
         "target_faces": None if target_faces is None else int(target_faces),
         "texture": ({"size": [int(texture.shape[1]), int(texture.shape[0])], "format": texture_format,
                      "normal_map": textured.normal_texture is not None and "glb" in files}
                     if textured_files else None),
         "draco": bool(draco and "glb" in files),
-        "size_m": {"width": round(float(size[0]), 6), "depth": round(float(size[1]), 6),
-                   "height": round(float(size[2]), 6)},
-        "base_m": round(float(lo[2]), 6),
+        "size_m": mesh["size_m"],
+        "base_m": mesh["base_m"],
         "print_ready": bool(print_ready),
-        **(placed_shape_facts(textured, height, pivot, print_ready) if facts is None else facts),
-        "files": {kind: {"name": os.path.basename(path), "bytes": file_bytes(kind, path)}
+        **{k: v for k, v in shape.items() if k != "print_file"},
+        "files": {kind: {"name": os.path.basename(path), "bytes": file_bytes(kind, path),
+                         **({"triangles": printed["triangles"]} if kind in PRINT_KINDS else {})}
                   for kind, path in files.items()},
     }
     if lods or lods_refused:

@@ -136,6 +136,7 @@ def write(textured, path, format: str | None = None, *, height: float | None = N
         from .usdz import write_usdz
         return write_usdz(path, vertices, faces, uvs, texture, split=split, **maps, **common)
     from .print3d import write_3mf, write_stl
+    solid = print_ready                 # checked in the file's precision before it is written
     if name == "stl":
-        return write_stl(path, vertices, faces, up)
-    return write_3mf(path, vertices, faces, up, units)
+        return write_stl(path, vertices, faces, up, solid=solid)
+    return write_3mf(path, vertices, faces, up, units, solid=solid)

@@ -17,10 +17,12 @@ import io
 import os
 import zipfile
 
+import numpy as np
+
 from ..placement import turn_to
 from .gltf import welded
 
-__all__ = ["THREEMF_UNIT", "MODEL_PART", "print_mesh", "write_stl", "write_3mf", "with_unit"]
+__all__ = ["THREEMF_UNIT", "MODEL_PART", "print_mesh", "file_checked", "write_stl", "write_3mf", "with_unit"]
 
 THREEMF_UNIT = {"m": "meter", "mm": "millimeter"}     # our units -> the 3MF core specification's names
 MODEL_PART = "3D/3dmodel.model"       # where trimesh (and the specification's examples) put the model part
@@ -38,21 +40,37 @@ def print_mesh(vertices, faces, up: str = "z", solid: bool = False, info: dict |
     return trimesh.Trimesh(vertices=turn_to(v, up), faces=f, process=False)
 
 
-def write_stl(path, vertices, faces, up: str = "z") -> str:
-    """Write ``path`` as binary STL from z-up placed ``vertices`` turned to ``up``; returns the path."""
+def file_checked(mesh, solid: bool):
+    """``mesh``; for a print ``solid``, checked first as a reader of its file sees it (float32 points, equal ones
+    merged): no two of its vertices merge and no face is without area (``print_remesh.well_spaced`` keeps them
+    apart), else a ValueError, so that no such file is written."""
+    if solid:
+        import trimesh
+        points = np.asarray(mesh.vertices, dtype=np.float32)
+        seen = trimesh.Trimesh(vertices=points.astype(np.float64), faces=mesh.faces, process=False)
+        if len(np.unique(points, axis=0)) != len(points) or not seen.nondegenerate_faces().all():
+            raise ValueError("the print solid does not keep its faces in the file's precision (float32)")
+    return mesh
+
+
+def write_stl(path, vertices, faces, up: str = "z", solid: bool = False) -> str:
+    """Write ``path`` as binary STL from z-up placed ``vertices`` turned to ``up`` (``solid``: a print solid,
+    ``file_checked``); returns the path."""
     path = os.fspath(path)
-    data = print_mesh(vertices, faces, up).export(file_type="stl")
+    data = file_checked(print_mesh(vertices, faces, up), solid).export(file_type="stl")
     with open(path, "wb") as fh:
         fh.write(data)
     return path
 
 
-def write_3mf(path, vertices, faces, up: str = "z", units: str = "m") -> str:
-    """Write ``path`` as 3MF from z-up placed ``vertices`` (already in ``units``) turned to ``up``; returns it."""
+def write_3mf(path, vertices, faces, up: str = "z", units: str = "m", solid: bool = False) -> str:
+    """Write ``path`` as 3MF from z-up placed ``vertices`` (already in ``units``) turned to ``up`` (``solid``: as
+    ``write_stl``); returns it."""
     if units not in THREEMF_UNIT:
         raise ValueError(f"unknown units {units!r} (use one of {tuple(THREEMF_UNIT)})")
     path = os.fspath(path)
-    data = with_unit(print_mesh(vertices, faces, up).export(file_type="3mf"), THREEMF_UNIT[units])
+    data = with_unit(file_checked(print_mesh(vertices, faces, up), solid).export(file_type="3mf"),
+                     THREEMF_UNIT[units])
     with open(path, "wb") as fh:
         fh.write(data)
     return path

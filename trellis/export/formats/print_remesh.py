@@ -18,7 +18,9 @@ touching at a point): ``remesh_solid``, from cells.
    reference tetrahedron. The cells the surface passes through count as inside, so the new surface lies up to
    half a cell outside the old one; thin walls keep at least a cell's thickness. Where that makes more than
    ``max_faces`` faces, it is made again on fewer cells;
-6. **decimated** towards a face count, only as far as it stays one closed body (``decimated_body``).
+6. **decimated** towards a face count, only as far as it stays one closed body whose vertices and faces keep
+   ``SEPARATION`` apart (``decimated_body``, ``well_spaced``: the decimator can put two vertices at one point, which
+   a reader of the file merges).
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ import itertools
 import numpy as np
 
 __all__ = ["CELLS", "MIN_CELLS", "MAX_FACES", "DECIMATE_AGG", "CLOSE_STEPS", "KEEP_SHARE", "NEAREST", "EDGE_T_MIN",
-           "remesh_solid", "decimated_body", "cell_grid", "cells_of", "uncovered_share", "is_one_body", "solid_field",
+           "SEPARATION", "THIN", "remesh_solid", "decimated_body", "cell_grid", "cells_of", "uncovered_share", "well_spaced",
+           "merged_close", "is_one_body", "solid_field",
            "surface_samples", "closed", "kept_part", "surface_distance", "point_triangle_distance", "tetrahedra",
            "tetra_table", "marching_tetrahedra", "TETRA_TABLE", "KUHN"]
 
@@ -39,6 +42,10 @@ CLOSE_STEPS = (0, 1, 2, 4)     # closing radii tried in turn, in cells (4 closes
 KEEP_SHARE = 0.95    # the closing stops growing once the kept part holds this share of the surface
 NEAREST = 8          # samples whose faces are measured for each distance (the nearest face is among them)
 EDGE_T_MIN = 0.01    # a new vertex keeps this share of its edge away from either end: no two vertices coincide
+# the least distance, as a share of the largest extent, between two vertices of a print solid and from a face's corner
+# to its opposite edge: float32 (an STL's numbers) keeps 6e-8 of a number, so none merges or goes flat in the file
+SEPARATION = 1e-6
+THIN = 1e-7          # the least height of a face, as a share of the largest extent (a cut's sliver keeps more)
 
 
 def remesh_solid(vertices, faces, cells: int = CELLS, max_faces: int = MAX_FACES, target_faces: int | None = None,
@@ -76,7 +83,8 @@ def decimated_body(v, f, target: int):
     while target < 0.8 * len(f):
         dv, df = fast_simplification.simplify(v, f.astype(np.int32), target_count=target, agg=DECIMATE_AGG)
         dv, df = np.asarray(dv, dtype=np.float64), np.asarray(df, dtype=np.int64).reshape(-1, 3)
-        if is_one_body(dv, df):
+        dv, df = merged_close(dv, df)           # the decimator may leave two vertices (all but) at one point
+        if is_one_body(dv, df) and well_spaced(dv, df):
             return dv, df
         target *= 2
     return v, f
@@ -149,6 +157,50 @@ def uncovered_share(solid_v, solid_f, v, f, cells: int = CELLS) -> float:
     points, _, weight = surface_samples(v, f, h / 2)
     covered = near[tuple(cells_of(points, origin, h, shape).T)]
     return float(weight[~covered].sum() / weight.sum())
+
+
+def well_spaced(v, f, share: float = SEPARATION, thin: float = THIN) -> bool:
+    """Whether no two vertices of (``v``, ``f``) lie within ``share`` of its largest extent and no face is thinner
+    than ``thin`` of it (its smallest height): a reader that merges equal points (an STL's float32 ones) sees the
+    same faces, none of them without area."""
+    from scipy.spatial import cKDTree
+
+    v = np.asarray(v, dtype=np.float64)
+    f = np.asarray(f, dtype=np.int64).reshape(-1, 3)
+    if len(f) == 0:
+        return False
+    eps = share * float(np.ptp(v[f.reshape(-1)], axis=0).max())
+    if not eps > 0 or len(cKDTree(v).query_pairs(eps, output_type="ndarray")):
+        return False
+    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+    longest = np.maximum(np.maximum(np.linalg.norm(b - a, axis=1), np.linalg.norm(c - b, axis=1)),
+                         np.linalg.norm(a - c, axis=1))
+    return bool((np.linalg.norm(np.cross(b - a, c - a), axis=1) > (thin / share) * eps * longest).all())
+
+
+def merged_close(v, f, share: float = SEPARATION):
+    """(vertices, faces) of (``v``, ``f``) with the vertices within ``share`` of its largest extent of each other
+    merged into one (the first's position) and the faces that lost a corner so dropped: what a reader merging
+    equal points would make of them, done before it."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    from ..arrays import drop_unreferenced
+
+    v = np.asarray(v, dtype=np.float64)
+    f = np.asarray(f, dtype=np.int64).reshape(-1, 3)
+    eps = share * float(np.ptp(v[f.reshape(-1)], axis=0).max()) if len(f) else 0.0
+    pairs = cKDTree(v).query_pairs(eps, output_type="ndarray") if eps > 0 else np.zeros((0, 2), np.int64)
+    if len(pairs) == 0:
+        return v, f
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(v), len(v)))
+    label = connected_components(graph, directed=False)[1]
+    first = np.full(label.max() + 1, len(v), dtype=np.int64)
+    np.minimum.at(first, label, np.arange(len(v)))
+    g = first[label][f]
+    keep = (g[:, 0] != g[:, 1]) & (g[:, 1] != g[:, 2]) & (g[:, 2] != g[:, 0])
+    return drop_unreferenced(v, g[keep])
 
 
 def is_one_body(v, f) -> bool:

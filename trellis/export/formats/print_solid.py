@@ -31,12 +31,12 @@ from ..cleanup.holes import boundary_cycles, boundary_edges, fill_holes
 from ..mesh_graph import components
 from .gltf import welded
 from .print_cap import section_cap
-from .print_remesh import CELLS, is_one_body, remesh_solid, uncovered_share
+from .print_remesh import CELLS, is_one_body, merged_close, remesh_solid, uncovered_share, well_spaced
 
 __all__ = ["BASE_CUT", "BASE_CUT_MAX", "PLANE_GAP", "PLANE_REACH", "FLAT_TOL", "FLAT_SHARE", "DROP_OK",
-           "REBUILT_FACES", "print_solid", "array_digest", "solid_of", "closed_shell", "largest_body", "face_of_edge",
-           "has_flat_base", "face_areas", "flat_bottom", "signed_volume", "count_loops", "is_watertight",
-           "largest_shell", "cut_plane", "cut_below"]
+           "REBUILT_FACES", "print_solid", "array_digest", "solid_of", "with_base", "closed_shell", "largest_body",
+           "face_of_edge", "has_flat_base", "face_areas", "flat_bottom", "signed_volume", "count_loops",
+           "is_watertight", "largest_shell", "cut_plane", "cut_below"]
 
 BASE_CUT = 0.02       # share of the height cut off the bottom: enough to flatten a rounded underside
 BASE_CUT_MAX = 0.1    # the most cut off where a smaller cut leaves too small a foot (``has_flat_base``)
@@ -89,26 +89,51 @@ def solid_of(vertices, faces, base_cut: float, cells: int):
         raise ValueError("cannot make a solid of a mesh without faces")
     done = {"method": "as is"}
     sv, sf, done["parts_dropped"], done["holes_filled"] = closed_shell(v, f)
-    whole = is_one_body(sv, sf)
+    sv, sf = merged_close(sv, sf)
+    whole = is_one_body(sv, sf) and well_spaced(sv, sf)
     done["area_dropped_share"] = uncovered_share(sv, sf, v, f, cells) if done["parts_dropped"] else 0.0
+    rebuilt = None
+
+    def rebuild():
+        info = {"method": "rebuilt", "holes_filled": 0}
+        rv, rf = remesh_solid(v, f, cells, target_faces=max(len(f), REBUILT_FACES), info=info)
+        return rv, rf, info
+
     if not whole or done["area_dropped_share"] > DROP_OK:
-        rebuilt = {"method": "rebuilt", "holes_filled": 0}
-        rv, rf = remesh_solid(v, f, cells, target_faces=max(len(f), REBUILT_FACES), info=rebuilt)
-        if not whole or rebuilt["area_dropped_share"] < done["area_dropped_share"] - DROP_OK:
-            sv, sf, done = rv, rf, rebuilt
-    v, f = sv, sf
+        rebuilt = rebuild()
+        if not whole or rebuilt[2]["area_dropped_share"] < done["area_dropped_share"] - DROP_OK:
+            sv, sf, done = rebuilt
+    made = with_base(sv, sf, done, base_cut)
+    if made is None and done["method"] == "as is":       # the cut left no sound body: the rebuilt one instead
+        made = with_base(*(rebuilt or rebuild()), base_cut)
+    if made is None:
+        raise ValueError("could not make one closed body of this shape to print (its cut base left it open or "
+                         "with faces too thin for the file)")
+    return made
+
+
+def with_base(v, f, done: dict, base_cut: float):
+    """(vertices, faces, info) of the closed shell (``v``, ``f``) cut flat at its base (step 4 of the module doc),
+    ``done`` completed with the solid's facts; None where the result is not one closed body whose vertices and
+    faces keep ``print_remesh.SEPARATION`` apart."""
+    done = dict(done)
     zmin, zmax = float(v[:, 2].min()), float(v[:, 2].max())
     height = zmax - zmin
     if base_cut > 0 and height > 0:
         # Higher, up to BASE_CUT_MAX, where the section is too small a foot to stand on (a narrow underside);
-        # where none is large enough, the lowest cut.
+        # where none is large enough, the lowest cut; only cuts that leave a sound body count.
         tried = []
         for cut in [base_cut] + [c for c in np.arange(2, 6) * base_cut if c <= max(BASE_CUT_MAX, base_cut)]:
             z = cut_plane(v[:, 2], zmin + cut * height, PLANE_GAP * height, PLANE_REACH * base_cut * height)
-            tried.append((z, *largest_body(*cut_below(v, f, z))))
-            if has_flat_base(tried[-1][1], tried[-1][2]):
+            made = (z, *largest_body(*cut_below(v, f, z)))
+            if not (is_one_body(made[1], made[2]) and well_spaced(made[1], made[2])):
+                continue
+            tried.append(made)
+            if has_flat_base(made[1], made[2]):
                 break
         else:
+            if not tried:
+                return None
             tried.append(tried[0])
         base_z, v, f, n_cap, cut_off, share = tried[-1]
         if cut_off:
@@ -118,8 +143,10 @@ def solid_of(vertices, faces, base_cut: float, cells: int):
     else:
         base_z = zmin
         base_area = float(face_areas(v, f)[flat_bottom(v, f, FLAT_TOL * height)].sum())
-    done.update(watertight=is_watertight(v, f), bodies=1 if is_one_body(v, f) else 0, base_area=base_area,
-                base_z=float(base_z), cut_height=float(base_z - zmin))
+        if not (is_one_body(v, f) and well_spaced(v, f)):
+            return None
+    done.update(watertight=is_watertight(v, f), bodies=1, base_area=base_area, base_z=float(base_z),
+                cut_height=float(base_z - zmin))
     return v, f, done
 
 
