@@ -132,7 +132,7 @@ def write_mesh_files(job: Job, folder: JobFolder, settings: GenerationSettings, 
         job.files.update(folder.write_json("report", export_report(textured, job.files, settings, lods, made, refused)))
 
 
-# The kinds of file this process has written (the mesh formats, TRELLIS.2's lit preview): the first file of a kind
+# The kinds of mesh file this process has written: the first file of a kind
 # is written alone, as its writer imports modules with native parts then (two threads importing those for the first
 # time at once can deadlock); from then on the writers run side by side, their texture encoders (zlib, libjpeg,
 # libwebp) leaving the GIL to each other.
