@@ -14,7 +14,7 @@ moves, the last is the figure. The low-VRAM preset runs under the VRAM budget of
 own vram_budget setting: core.device.set_memory_budget while it runs, as the app holds it); the other presets run
 without one.
 
-`--formats`: asked for, then cut to what a TRELLIS.2 job accepts (``check_trellis2_settings`` per format: a preview
+`--formats`: asked for, then cut to what a TRELLIS.2 job accepts (``desktop.families.check`` per format: a preview
 video where the app makes one for TRELLIS.2), the JSON says which were asked and which ran.
 
 Per job: its state (or error), wall seconds, and from its timings.json the sampling stages (seconds, peak reserved
@@ -44,7 +44,7 @@ from trellis2_pipeline_gpu import TYPES, ensure_folder  # noqa: E402
 
 from desktop.jobs import JobRunner  # noqa: E402
 from desktop.jobs.job import JobState  # noqa: E402
-from desktop.jobs.trellis2_steps import check_trellis2_settings  # noqa: E402
+from desktop.families import FAMILIES, check  # noqa: E402
 from desktop.settings import PRESETS, GenerationSettings  # noqa: E402
 from trellis import fastpaths  # noqa: E402
 
@@ -61,7 +61,7 @@ def accepted_formats(asked: list) -> list:
     kept = []
     for kind in asked:
         try:
-            settings, _ = check_trellis2_settings(GenerationSettings(formats=(kind,)))
+            settings, _ = check(FAMILIES["trellis2"], GenerationSettings(formats=(kind,)))
         except ValueError:
             continue
         if kind in settings.formats:

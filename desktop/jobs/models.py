@@ -48,19 +48,10 @@ def text_model_message(source: str, err: BaseException) -> str:
             f"copy (e.g. `hf download {source} --local-dir FOLDER`).")
 
 
-# Names the page and the TRELLIS.2 steps still import from here while they move to desktop/families (then they go).
-def model_family(model: str) -> str:
-    """The id of the family of a folder or hub repo (families.family_of_model)."""
-    return family_of_model(model).name
-
-
+# A name the page still imports from here while it moves to desktop/families (then it goes).
 def family_unavailable(family: str) -> str:
     """Why `family` cannot run here and how to install it (Family.unavailable)."""
     return get_family(family).unavailable()
-
-
-def ignored_pipeline_type(job: Job) -> None:
-    """A v1 job's warning for a TRELLIS.2 setting: JobRunner.submit says it now (families.check), once."""
 
 
 def load_image_pipeline(model: str, device: str, on_model: Optional[Callable] = None):

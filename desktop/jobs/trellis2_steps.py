@@ -1,5 +1,5 @@
-"""The job steps of a TRELLIS.2 model (the runner's model folder is one: ``models.model_family``), beside v1's
-steps.py; the worker's generate and export steps switch family at their top (``by_family``, ``by_result``):
+"""The job steps of TRELLIS.2 (its family's steps module: desktop/families/trellis2.py), beside v1's steps.py; the
+worker runs a job's generate or export from its family's module (worker.family_step):
 
     generate: one image -> (model) -> job folder -> sample the O-Voxel -> PBR bake -> files, result.npz
     export:   a kept O-Voxel of an earlier job -> job folder -> PBR bake -> files
@@ -9,9 +9,8 @@ target and texture size: the mesh files by v1's writers (mesh_files.write_mesh_f
 export.json); model.ply as that mesh with per-vertex base colours (TRELLIS.2 makes no Gaussians: a PLY of a mesh
 model is its coloured mesh, ``trellis.export.pbr.vertex_ply``); preview.mp4 as a lit turntable of its PBR material
 on v1's camera path (``trellis.export.pbr.video``). They are written through the library's scheduler as v1's are
-(``trellis.export.ExportJob`` with the job's ``PbrOptions``; result.npz and the preview as its ``SideWork``). A job
-takes one image, and a VRAM budget of at least its pipeline type's floor where the preset set it
-(``check_trellis2_settings``).
+(``trellis.export.ExportJob`` with the job's ``PbrOptions``; result.npz and the preview as its ``SideWork``). What a
+job takes (one image, a VRAM budget of at least its pipeline type's floor) JobRunner.submit checked (families.check).
 """
 from __future__ import annotations
 
@@ -19,67 +18,21 @@ import contextlib
 import os
 import time
 
-from ..settings import PRESETS, GenerationSettings, device_change_warning, preset_value
+from ..families.trellis2 import FAMILY as TRELLIS2
+from ..settings import GenerationSettings, device_change_warning
 from ..settings_table import MESH_FORMATS
 from .context import JobContext
 from .folder import JobFolder, atomic_path, jsonable
 from .job import InputError, Job
 from .mesh_files import destination, placement, timed, write_mesh_files
-from .models import ignored_pipeline_type, model_family
 from .progress import textured_files
 from .sampling import sample_ovoxel
 from .steps import (check_cancel, make_folder, overlaps_files, prepared_images, quiet, ready, settings_record,
                     write_preprocessed)
 
-# The stages of a TRELLIS.2 generation before its files are written (the pipeline's progress names).
-TRELLIS2_STAGES = ["preprocess", "condition", "sparse_structure", "shape_slat", "tex_slat", "decode"]
 MADE_FROM_BAKE = (*MESH_FORMATS, "ply", "mp4")      # every file but result.npz comes from the PBR bake
 # The texture of a bake whose files hold none (STL, 3MF, geometry only): the smallest the bake takes.
 UNSEEN_TEXTURE = 8
-
-
-# The least VRAM budget (GiB) a TRELLIS.2 job of each pipeline type completes under on the low-VRAM path: the caps its
-# measured peaks fit (docs/benchmarks/trellis2.md: 512 3.05 GiB and 1024_cascade 4.80 GiB under 6, 1536_cascade
-# 7.40 GiB under 8; 1024's one pass, its largest flow 5.0 GiB at 32 768 tokens, under 6 as its cascade).
-TRELLIS2_VRAM_FLOORS = {"512": 6.0, "1024": 6.0, "1024_cascade": 6.0, "1536_cascade": 8.0}
-
-
-def check_trellis2_settings(settings: GenerationSettings, images: int = 1) -> tuple:
-    """(the settings a TRELLIS.2 job runs with, a warning or None); ValueError for what TRELLIS.2 cannot take:
-    several images of one object (a TRELLIS v1 feature). Every format is made, PLY and MP4 included; the VRAM
-    budget as ``trellis2_budget`` sets it."""
-    if images != 1:
-        raise ValueError(f"a TRELLIS.2 job takes one image ({images} given): several views of one object are a "
-                         "TRELLIS v1 feature")
-    return trellis2_budget(settings)
-
-
-def budget_from_preset(settings: GenerationSettings) -> bool:
-    """The VRAM budget is the preset's, not the user's (for "custom" settings: a value some preset gives it), as
-    GenerationSettings.for_device tells a preset's value."""
-    if "vram_budget" in settings.explicit:
-        return False
-    presets = [settings.preset] if settings.preset in PRESETS else list(PRESETS)
-    return settings.vram_budget in {preset_value(p, "vram_budget") for p in presets}
-
-
-def trellis2_budget(settings: GenerationSettings) -> tuple:
-    """(settings, warning or None): a VRAM budget below the pipeline type's floor (TRELLIS2_VRAM_FLOORS) raised to
-    it where the preset set it (the low-VRAM preset's is sized for TRELLIS v1); one the user set is kept, with a
-    warning that the job will likely run out of memory."""
-    budget, kind = settings.vram_budget, settings.pipeline_type
-    floor = TRELLIS2_VRAM_FLOORS[kind]
-    if budget is None or budget >= floor:
-        return settings, None
-    if budget_from_preset(settings):
-        whose = f"the {settings.preset} preset's" if settings.preset in PRESETS else "a preset's"
-        return settings.replace(vram_budget=floor), (
-            f"vram_budget {budget:g} -> {floor:g} GiB: {whose} {budget:g} GiB is sized for TRELLIS v1; TRELLIS.2's "
-            f"pipeline type {kind} needs about {floor:g} GiB. Set vram_budget yourself to keep another value.")
-    fits = [k for k, need in TRELLIS2_VRAM_FLOORS.items() if need <= budget]     # smaller types this budget takes
-    other = f", or pick pipeline type {fits[-1]}" if fits else ""
-    return settings, (f"vram_budget {budget:g} GiB is below the {floor:g} GiB TRELLIS.2's pipeline type {kind} needs: "
-                      f"the job will likely run out of GPU memory (raise vram_budget{other})")
 
 
 def trellis2_export_stages(settings: GenerationSettings) -> list:
@@ -91,28 +44,10 @@ def trellis2_export_stages(settings: GenerationSettings) -> list:
             + (["video", "encode"] if "mp4" in fmt else []))
 
 
-def by_family(v1_generate):
-    """The worker's generation step: this module's for a TRELLIS.2 job (its family, else its model's), else
-    `v1_generate` (which ignores a pipeline type, with a warning)."""
-    def generate_job(ctx: JobContext, job: Job) -> None:
-        if (job.family or model_family(ctx.model_path)) == "trellis2":
-            return generate(ctx, job)
-        ignored_pipeline_type(job)
-        return v1_generate(ctx, job)
-    return generate_job
-
-
-def by_result(v1_export):
-    """The worker's export step: this module's for a kept O-Voxel, else `v1_export`."""
-    def export_job(ctx: JobContext, job: Job) -> None:
-        return (export if "ovoxel" in (ctx.source_result or {}) else v1_export)(ctx, job)
-    return export_job
-
-
 def generate(ctx: JobContext, job: Job) -> None:
     """A TRELLIS.2 generation: the mesh files of `job.settings.formats` from the job's image."""
     settings = job.used_settings = for_trellis2_device(job, job.settings.with_seed(), ctx.device)
-    progress = ctx.tracker(job, TRELLIS2_STAGES + trellis2_export_stages(settings))
+    progress = ctx.tracker(job, [*TRELLIS2.progress_stages, *trellis2_export_stages(settings)])
     progress("preprocess", 0, 1)
     t = time.perf_counter()
     images = prepared_images(ctx, job, settings)
@@ -168,7 +103,7 @@ def trellis2_device_settings(settings: GenerationSettings, device: str) -> Gener
 
 def trellis2_record(job: Job, settings: GenerationSettings, model: str, device: str, extra=None) -> dict:
     """settings.json of a TRELLIS.2 job: v1's record, with the model family (`extra`: JobContext.record)."""
-    return settings_record(job, settings, model, device, {"family": "trellis2", **(extra or {})})
+    return settings_record(job, settings, model, device, {"family": TRELLIS2.name, **(extra or {})})
 
 
 def pbr_options(settings: GenerationSettings):

@@ -11,12 +11,6 @@ from desktop.families import FAMILIES
 ROOT = Path(ROOT_DIR)
 SCANNED = ("desktop", "extensions")
 REGISTRY = ("desktop", "families")
-# TO DO (the lead empties this list as the owners land): files of other helpers' tasks that still compare a family's
-# id while this registry is adopted: the page (desktop/ui/*) and the TRELLIS.2 job steps (the export schedule's
-# task). An entry that no longer compares must leave the list, so it only shrinks.
-NOT_YET = {
-    "desktop/jobs/trellis2_steps.py",
-}
 
 
 def literals(node):
@@ -49,12 +43,9 @@ def scanned_files():
 
 
 def test_no_family_id_is_compared_outside_the_registry():
-    found = {rel: comparisons(path.read_text(encoding="utf-8"), rel) for rel, path in scanned_files()}
-    found = {rel: lines for rel, lines in found.items() if lines}
-    wrong = [f"{rel}:{line}" for rel, lines in sorted(found.items()) if rel not in NOT_YET for line in lines]
+    wrong = [f"{rel}:{line}" for rel, path in scanned_files()
+             for line in comparisons(path.read_text(encoding="utf-8"), rel)]
     assert not wrong, "ask desktop.families instead of comparing a family's id:\n" + "\n".join(wrong)
-    stale = sorted(NOT_YET - set(found))
-    assert not stale, f"no longer compares a family's id: take it off NOT_YET: {stale}"
 
 
 def test_a_planted_comparison_is_found():

@@ -313,10 +313,10 @@ def test_a_batch_item_and_an_app_job_of_one_image_make_the_same_files(tiny_pipel
 
 def test_a_trellis2_item_is_checked_as_the_runner_checks_its_job(tmp_path):
     """A TRELLIS.2 model folder (its pipeline.json names the family): an item is the runner's job of it, checked as
-    the runner checks it (``check_trellis2_settings``): TRELLIS.2 makes every format, so the default files, PLY and
+    the runner checks it (``desktop.families.check``): TRELLIS.2 makes every format, so the default files, PLY and
     preview video included, stay as asked, with no warning."""
     from desktop.batch.worker import item_job
-    from desktop.jobs import trellis2_steps
+    from desktop.families import FAMILIES, check
     from desktop.settings import GenerationSettings
 
     model = tmp_path / "trellis2"
@@ -330,5 +330,5 @@ def test_a_trellis2_item_is_checked_as_the_runner_checks_its_job(tmp_path):
     job = item_job(task)
     assert job.settings.formats == ("glb", "ply", "mp4") and not job.warnings
     job = item_job({**task, "settings": GenerationSettings().to_dict()})
-    adapted, _ = trellis2_steps.check_trellis2_settings(GenerationSettings())
+    adapted, _ = check(FAMILIES["trellis2"], GenerationSettings())
     assert job.settings.formats == adapted.formats == GenerationSettings().formats and not job.warnings

@@ -20,7 +20,7 @@ from tests.helpers.servers import LiveServer
 from desktop import cli, export_command
 from desktop.api import create_app
 from desktop.jobs import JobRunner
-from desktop.jobs.trellis2_steps import check_trellis2_settings
+from desktop.families import FAMILIES, check
 from desktop.settings import GenerationSettings
 from trellis.export import load_ovoxel_result
 from trellis.representations.ovoxel import MeshWithVoxel
@@ -111,9 +111,9 @@ def test_the_trellis2_jobs_ply_is_its_mesh_with_vertex_colours_and_its_preview_a
 
 
 def test_trellis2_makes_every_format_and_refuses_only_several_images():
-    assert check_trellis2_settings(GenerationSettings()) == (GenerationSettings(), None)   # glb, ply, mp4
+    assert check(FAMILIES["trellis2"], GenerationSettings()) == (GenerationSettings(), [])   # glb, ply, mp4
     with pytest.raises(ValueError, match="takes one image"):
-        check_trellis2_settings(GenerationSettings(formats=("glb",)), images=2)
+        check(FAMILIES["trellis2"], GenerationSettings(formats=("glb",)), images=2)
 
 
 def test_the_cli_explains_an_unavailable_trellis2(tmp_path, monkeypatch, capsys):
