@@ -1,40 +1,12 @@
 """The API's side of the model families (desktop/families declares them): a client's `model_family` refused as a
-422 naming its field (REST v1, StableProjectorz), and the names the page's modules still read from here (ids and
-words, the runner's families as ids), each a view of the registry."""
+422 naming its field (REST v1, StableProjectorz), the ids as the schemas' choice, and GET /v1/health's
+`family_info`."""
 from __future__ import annotations
 
 from ..families import FAMILIES as REGISTRY
-from ..families import FAMILY_HELP, family_problem  # noqa: F401 (the schemas' help, the page's check)
-from ..families import loaded_family as loaded
-from ..families import runner_families  # noqa: F401
-from ..families import runner_family as running
+from ..families import FAMILY_HELP, family_problem, runner_families  # noqa: F401 (the schemas' help, v1, the page)
 
-FAMILY_NAMES = {name: f.words for name, f in REGISTRY.items()}       # id -> words
 FAMILIES = tuple(REGISTRY)                                            # the ids, v1 first (the schemas' Literal)
-
-
-def runner_family(runner) -> str:
-    """The id of the runner's own family (what a job naming none runs)."""
-    return running(runner).name
-
-
-def loaded_family(runner) -> str:
-    """The id of the family loaded now (a job of the other one switches it), else the runner's own."""
-    return loaded(runner).name
-
-
-def install_line(found) -> str:
-    """How to install TRELLIS.2 for an unavailable `found` (Trellis2Availability)."""
-    from ..families.trellis2 import install_line as line
-
-    return line(found)
-
-
-def trellis2_here():
-    """trellis2_availability of the app's models folder: whether TRELLIS.2 could run, and why not."""
-    from ..families.trellis2 import availability
-
-    return availability()
 
 
 def family_info(runner, installed=None) -> list:

@@ -14,9 +14,10 @@ from typing import Annotated, Literal
 
 from .common import (MAX_IMAGE_BYTES, ApiError, api_state, binary_content, build_settings, check_images, decode_base64,
                      error_responses, form_schema, form_values, not_queued, read_body, upload_bytes, validate)
-from .families import check_family, family_info, loaded_family, runner_families
+from .families import check_family, family_info, runner_families
 from .idempotency import REPLAYED, fingerprint, replayed_jobs, request_key
 from .v1_schemas import MAX_MESH_UPLOAD, models
+from ..families import loaded_family
 from ..jobs.limits import job_limits
 from ..settings import PRESETS, check_prompt
 
@@ -157,7 +158,7 @@ def add_job_routes(app) -> None:
         jobs = state.runner.list()
         families = runner_families(state.runner)
         return {"status": "ok", "api_version": API_VERSION, "model": state.runner.model_path,
-                "model_family": loaded_family(state.runner), "families": families,
+                "model_family": loaded_family(state.runner).name, "families": families,
                 "family_info": family_info(state.runner, families),
                 "text_model": state.runner.text_model,
                 "model_loaded": state.runner.model_loaded, "devices": list(state.runner.devices),
