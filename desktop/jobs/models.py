@@ -48,12 +48,6 @@ def text_model_message(source: str, err: BaseException) -> str:
             f"copy (e.g. `hf download {source} --local-dir FOLDER`).")
 
 
-# A name the page still imports from here while it moves to desktop/families (then it goes).
-def family_unavailable(family: str) -> str:
-    """Why `family` cannot run here and how to install it (Family.unavailable)."""
-    return get_family(family).unavailable()
-
-
 def load_image_pipeline(model: str, device: str, on_model: Optional[Callable] = None):
     """The image pipeline of `model` (a folder or hub repo; either family) on `device`; ModelLoadError with what to
     do. `on_model`: the library's hook, called as each network is loaded."""
