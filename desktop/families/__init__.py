@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Callable, Mapping, Optional
 
 __all__ = ["Family", "FamilyRefusal", "FAMILIES", "DEFAULT_FAMILY", "get_family", "family_of_model",
@@ -72,6 +73,13 @@ class Family:
     owns_result_file: Callable[[str], bool] = field(compare=False, repr=False, default=lambda path: False)
     # why the model at a path of this family cannot load here (files missing, no licence), None: the loader's words
     load_problem: Callable[[str], Optional[str]] = field(compare=False, repr=False, default=lambda model: None)
+
+    def __post_init__(self):
+        # a declaration is read on every surface: nobody may change it in place
+        for name in ("vram_floors", "stage_words", "ignores", "file_words"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+        for name in ("repos", "peer_names", "pipeline_types", "progress_stages"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
 
     def __str__(self) -> str:
         return self.name

@@ -114,3 +114,16 @@ def test_the_settings_table_and_its_page_say_which_families_use_each_setting():
     assert " | all | " in rows["seed"]
     text = DOC_PATH.read_text(encoding="utf-8")
     assert all(why in text for family in FAMILIES.values() for why in family.ignores.values())
+
+
+def test_a_declaration_cannot_be_changed_in_place():
+    import dataclasses
+
+    family = FAMILIES["trellis2"]
+    with pytest.raises(TypeError):
+        family.vram_floors["512"] = 1.0
+    with pytest.raises(TypeError):
+        family.ignores["seed"] = "no"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        family.words = "TRELLIS 2"
+    assert family.vram_floor("512") == 6.0 and family.uses("seed")
