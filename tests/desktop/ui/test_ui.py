@@ -324,6 +324,8 @@ def test_export_again_from_the_history_with_the_output_settings(app, outputs):
     timings = json.loads((printed / "timings.json").read_text())
     assert "bake" not in timings["export"] and "shape" in timings["export"], timings["export"]
     assert ui.offered() == ["stl", "3mf", "mp4"]
+    # no GLB: the 3D view shows the print's STL
+    ui.page.wait_for_selector("#td-model3d canvas", timeout=30000)
     # its History card is tagged with the destination and names its source (the gallery refills after each export)
     gallery = ui.page.locator("#td-history-gallery")
     gallery.get_by_text("export · 3D print", exact=False).first.wait_for(timeout=30000)

@@ -127,7 +127,7 @@ def test_the_page_reads_at_every_width_in_both_themes(app, browser, server):
     # Keyboard: a radio that has the focus shows it (dark theme still open).
     ui.page.locator("#td-generate").focus()
     for _ in range(12):
-        ui.page.keyboard.press("Shift+Tab")
+        ui.page.keyboard.press("Tab")                  # the preset comes after Generate
         if ui.page.evaluate("() => !!document.activeElement.closest('#td-preset')"):
             break
     assert ui.page.evaluate("() => document.activeElement.type") == "radio"
@@ -386,6 +386,12 @@ def test_trellis2_is_offered_greyed_with_how_to_install_it(app):
     text = " ".join(family.inner_text().split())
     assert "TRELLIS.2 is not installed" in text and "--trellis2" in text, text
     assert "https://huggingface.co/facebook/dinov3-vitl16-pretrain-lvd1689m" in text, text
+    # what installing it costs and what it needs, before the download
+    assert "downloads about 16 GB" in text and "NVIDIA GPU" in text and "low-VRAM path" in text, text
+    for width in (390, 800, 1366, 1400):
+        ui.page.set_viewport_size({"width": width, "height": 1000})
+        family.scroll_into_view_if_needed()
+        ui.shot(f"newcomer-trellis2-not-installed-{width}.png")
     assert ui.page.locator("#td-pipeline_type input").is_disabled()
     assert "TRELLIS v1 has one path" in ui.page.inner_text("#td-pipeline_type")
     ui.check_clean()

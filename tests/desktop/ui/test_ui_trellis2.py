@@ -4,7 +4,7 @@ tiny TRELLIS.2 installed in its models folder (tests/helpers/model_folders.py), 
 does, driven by Playwright in headless Chromium (this folder's conftest.py).
 
 The Model choice says TRELLIS v1, TRELLIS.2 open beside it; picking TRELLIS.2 opens its pipeline type and the line of
-each type's expected time, and greys what TRELLIS.2 does not use with its reason, every format offered; a job from the
+each type's expected time (folded), and greys what TRELLIS.2 does not use with its reason, every format offered; a job from the
 page then runs TRELLIS.2 (its pipeline loaded in place of v1's, the header says so) and ends with a GLB whose material
 has a metallic-roughness texture (read by trimesh and from the GLB's JSON), shown in the 3D viewer; picking TRELLIS v1
 again opens its knobs; "Reuse this seed" brings the family and the pipeline type back with the seed; Export again says
@@ -106,7 +106,7 @@ def test_a_trellis2_job_from_a_v1_page_ends_with_a_pbr_glb(browser, served, outp
         assert disabled(ui, "#td-pipeline_type input") and not ui.page.locator("#td-pipeline-costs").is_visible()
         ui.page.locator("#td-family label", has_text="TRELLIS.2").click()
         ui.page.wait_for_function("() => !document.querySelector('#td-pipeline_type input').disabled")
-        ui.page.wait_for_selector("#td-pipeline-costs", state="visible")
+        ui.page.wait_for_selector("#td-pipeline-costs-box", state="visible")
         ui.open_settings()
         formats = ui.page.locator("#td-formats")
         assert "vertex colours" in formats.inner_text()
@@ -152,7 +152,7 @@ def test_a_trellis2_job_from_a_v1_page_ends_with_a_pbr_glb(browser, served, outp
         assert material.metallicRoughnessTexture is not None and material.baseColorTexture is not None
         # Shown in the 3D viewer, and said in the result's line.
         ui.page.wait_for_selector("#td-model3d canvas", timeout=30000)
-        assert "Model: TRELLIS.2, pipeline type 512" in ui.page.inner_text("#td-info")
+        assert "Model: TRELLIS.2 · 512" in ui.page.inner_text("#td-info")
         assert ui.offered() == ["glb"]
         assert "(loaded now: TRELLIS.2, for the last job)" in app.header_text()      # loaded in place of v1's
 
@@ -161,7 +161,7 @@ def test_a_trellis2_job_from_a_v1_page_ends_with_a_pbr_glb(browser, served, outp
         ui.page.locator("#td-family label", has_text="TRELLIS v1").click()
         ui.page.wait_for_function("() => !document.querySelector('#td-bake_views input').disabled")
         assert disabled(ui, "#td-pipeline_type input")
-        ui.page.wait_for_selector("#td-pipeline-costs", state="hidden")
+        ui.page.wait_for_selector("#td-pipeline-costs-box", state="hidden")
 
         # "Reuse this seed": the seed, the family and the pipeline type of the result shown.
         ui.page.locator("#td-seed input").fill("7")
