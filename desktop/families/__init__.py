@@ -30,11 +30,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Callable, Mapping, Optional
 
-__all__ = ["Family", "FamilyRefusal", "FAMILIES", "DEFAULT_FAMILY", "get_family", "family_of_model",
-           "family_for_model_name", "family_of_record", "family_of_result", "family_of_result_file", "family_problem",
-           "check", "budget_floor",
-           "ignored_warning", "runner_family", "loaded_family", "runner_families", "family_names", "names_words",
-           "family_folder", "FAMILY_HELP"]
+__all__ = ["Family", "FamilyRefusal", "FAMILIES", "DEFAULT_FAMILY", "FAMILY_HELP", "get_family", "family_of_model",
+           "family_for_model_name", "family_of_record", "family_of_result", "family_of_result_file", "family_folder",
+           "family_problem", "check", "budget_floor", "ignored_warning", "runner_family", "loaded_family",
+           "runner_families", "names_words"]
 
 
 class FamilyRefusal(ValueError):
@@ -132,9 +131,6 @@ class Family:
         """One line: how to install this family here."""
         return self.install_text()
 
-    def owns_model(self, model) -> bool:
-        return family_of_model(model) is self
-
 
 def _families() -> dict:
     from . import trellis, trellis2
@@ -144,10 +140,6 @@ def _families() -> dict:
 
 FAMILIES: dict = _families()
 DEFAULT_FAMILY: Family = next(iter(FAMILIES.values()))
-
-
-def family_names() -> tuple:
-    return tuple(FAMILIES)
 
 
 def names_words() -> str:
