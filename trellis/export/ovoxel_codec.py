@@ -51,13 +51,13 @@ def light_ovoxel(mesh: MeshWithVoxel, vertex_steps: int = VERTEX_STEPS, attr_ste
 # ------------------------------------------------------------------ faces
 
 
-def quad_faces(quads: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+def quad_faces(quads: np.ndarray, first: np.ndarray) -> np.ndarray:
     """int64 [2Q, 3]: each quad's two triangles as ``dual_grid.split_quads`` makes them, the split given."""
-    q0, q1, q2, q3 = quads.unbind(dim=1)
-    f = first[:, None]
-    t1 = torch.where(f, torch.stack([q0, q1, q2], 1), torch.stack([q0, q1, q3], 1))
-    t2 = torch.where(f, torch.stack([q0, q2, q3], 1), torch.stack([q3, q1, q2], 1))
-    return torch.stack([t1, t2], dim=1).reshape(-1, 3)
+    q0, q1, q2, q3 = quads.T
+    out = np.empty((quads.shape[0], 2, 3), np.int64)
+    out[:, 0, 0], out[:, 0, 1], out[:, 0, 2] = q0, q1, np.where(first, q2, q3)
+    out[:, 1, 0], out[:, 1, 1], out[:, 1, 2] = np.where(first, q0, q3), np.where(first, q2, q1), np.where(first, q3, q2)
+    return out.reshape(-1, 3)
 
 
 def encode_faces(faces: torch.Tensor) -> tuple:
@@ -65,17 +65,15 @@ def encode_faces(faces: torch.Tensor) -> tuple:
     quad's two triangles (each quad's first voxel row from the previous one's, the other three from its first:
     small numbers that deflate well; one bit for its split), else "triangles" (each face's first vertex from the
     previous face's, the other two from its first)."""
-    f = faces.detach().cpu().long()
+    f = faces.detach().cpu().long().numpy()
     if f.shape[0] and f.shape[0] % 2 == 0:
-        t1, t2 = f[0::2], f[1::2]
-        first = t1[:, 0] == t2[:, 0]
-        q2 = torch.where(first, t1[:, 2], t2[:, 2])
-        q3 = torch.where(first, t2[:, 2], t1[:, 2])
-        quads = torch.stack([t1[:, 0], t1[:, 1], q2, q3], 1)
-        if torch.equal(quad_faces(quads, first), f):
-            return ({"codec": "quads", "count": int(quads.shape[0])}, relative_rows(quads.numpy()),
-                    np.packbits(first.numpy()))
-    return {"codec": "triangles", "count": int(f.shape[0])}, relative_rows(f.numpy()), np.zeros(0, np.uint8)
+        (a, b, c), (d, e, g) = f[0::2].T, f[1::2].T
+        first = d == a
+        # quad_faces' pairs: (q0 q1 q2)(q0 q2 q3) where the split is first, else (q0 q1 q3)(q3 q1 q2)
+        if bool(np.where(first, e == c, (d == c) & (e == b)).all()):
+            quads = np.stack([a, b, np.where(first, c, g), np.where(first, g, c)], 1)
+            return {"codec": "quads", "count": int(quads.shape[0])}, relative_rows(quads), np.packbits(first)
+    return {"codec": "triangles", "count": int(f.shape[0])}, relative_rows(f), np.zeros(0, np.uint8)
 
 
 def relative_rows(rows: np.ndarray) -> np.ndarray:
@@ -89,24 +87,24 @@ def relative_rows(rows: np.ndarray) -> np.ndarray:
 def absolute_rows(rel: np.ndarray) -> np.ndarray:
     """``relative_rows``' inverse (int64)."""
     rows = rel.astype(np.int64)
-    rows[:, 0] = np.cumsum(rows[:, 0])
+    np.cumsum(rows[:, 0], out=rows[:, 0])
     rows[:, 1:] += rows[:, :1]
     return rows
 
 
-def decode_faces(codec: dict, rel: np.ndarray, splits: np.ndarray) -> torch.Tensor:
+def decode_faces(codec: dict, rel: np.ndarray, splits: np.ndarray) -> np.ndarray:
     """int64 [F, 3] of ``encode_faces``' record, integers and split bits (ValueError when they do not fit)."""
-    rows = torch.from_numpy(absolute_rows(rel))
+    rows = absolute_rows(rel)
     if codec["codec"] == "triangles":
         return rows
     return quad_faces(rows, unpack_bits(splits, codec["count"]))
 
 
-def unpack_bits(packed: np.ndarray, count: int) -> torch.Tensor:
+def unpack_bits(packed: np.ndarray, count: int) -> np.ndarray:
     """bool [count] of np.packbits' bytes (ValueError when their number is not count's)."""
     if packed.shape != ((count + 7) // 8,):
         raise ValueError(f"{packed.shape[0]:,} bytes for {count:,} bits")
-    return torch.from_numpy(np.unpackbits(packed, count=count).astype(bool))
+    return np.unpackbits(packed, count=count).view(bool)
 
 
 # ------------------------------------------------------------------ vertices
@@ -202,17 +200,17 @@ def narrowest_int(a: np.ndarray) -> np.ndarray:
 
 
 def byte_planes(a: np.ndarray) -> np.ndarray:
-    """uint8 [itemsize * a.size]: the array's values channel by channel (column-major), then byte by byte: the
-    high bytes of nearby values sit together and deflate well."""
-    flat = np.asfortranarray(a).ravel(order="F")
-    return np.ascontiguousarray(flat.view(np.uint8).reshape(-1, a.dtype.itemsize).T).ravel()
+    """uint8 [itemsize * a.size] of a 2-D array: byte by byte, each byte channel by channel: the high bytes of
+    nearby values sit together and deflate well."""
+    m, c = a.shape
+    return np.ascontiguousarray(np.ascontiguousarray(a).view(np.uint8).reshape(m, c, a.dtype.itemsize)
+                                .transpose(2, 1, 0)).ravel()
 
 
-def from_byte_planes(planes: np.ndarray, dtype: np.dtype, shape: tuple) -> np.ndarray:
-    """The array ``byte_planes`` made (ValueError when the byte count is not the shape's)."""
+def from_byte_planes(planes: np.ndarray, dtype, shape: tuple) -> np.ndarray:
+    """The [M, C] array ``byte_planes`` made (ValueError when the byte count is not the shape's)."""
     dtype = np.dtype(dtype)
-    n = int(np.prod(shape))
-    if planes.shape != (n * dtype.itemsize,):
-        raise ValueError(f"{planes.shape[0]:,} bytes for {n:,} values of {dtype}")
-    flat = np.ascontiguousarray(planes.reshape(dtype.itemsize, n).T).view(dtype).ravel()
-    return flat.reshape(shape, order="F").copy()
+    m, c = shape
+    if planes.shape != (m * c * dtype.itemsize,):
+        raise ValueError(f"{planes.shape[0]:,} bytes for {m * c:,} values of {dtype}")
+    return np.ascontiguousarray(planes.reshape(dtype.itemsize, c, m).transpose(2, 1, 0)).view(dtype).reshape(m, c)

@@ -50,10 +50,11 @@ MAX_RES = 4096                                        # the finest published gri
 CHANNELS = max(s.stop for s in PBR_LAYOUT.values())
 MEMBERS_1 = {"header": ((), "u"), "coords": ((3,), "iu"), "attrs": ((CHANNELS,), "f"), "vertices": ((3,), "f"),
              "faces": ((3,), "iu")}
-# splits: packed bits; the others: byte planes of the dtype the header names for faces, vertices, attrs. No name
-# is the first layout's but the header's and coords': a member missing from either is named as such.
+# splits: packed bits; face_rows, vertex_codes and integer attr_values: byte planes of the dtype the header names;
+# float attr_values: the values (stored, not deflated). No name is the first layout's but the header's and coords':
+# a member missing from either is named as such.
 MEMBERS = {"header": ((), "u"), "coords": ((3,), "iu"), "face_rows": ((), "u"), "splits": ((), "u"),
-           "vertex_codes": ((), "u"), "attr_values": ((), "u")}
+           "vertex_codes": ((), "u"), "attr_values": ((), "uf")}
 # The integer and float types each encoding may declare (anything else is not one of ours).
 INTS = ("int16", "int32", "int64")
 DTYPES = {("faces", "quads"): INTS, ("faces", "triangles"): INTS,
@@ -85,7 +86,7 @@ def save_ovoxel_result(path, mesh: MeshWithVoxel, extra: dict | None = None) -> 
               # coordinates column by column: each column's runs deflate well
               "coords": np.asfortranarray(narrowest_int(coords.numpy())), "face_rows": codec.byte_planes(face_rows),
               "splits": splits, "vertex_codes": codec.byte_planes(vertex_codes),
-              "attr_values": codec.byte_planes(attr_values)}
+              "attr_values": attr_values.ravel() if attr_codec["codec"] == "float" else codec.byte_planes(attr_values)}
     # Integers deflated at level 1 (they pack well, fast); float attributes stored: the decoders' values barely
     # deflate and deflating them took most of the write.
     stored = {"attr_values"} if attr_codec["codec"] == "float" else set()
@@ -155,9 +156,16 @@ def decode_arrays(path, header: dict, arrays: dict) -> dict:
         if enc["codec"] == "triangles" and arrays["splits"].size:
             raise ValueError("splits.npy holds bits for faces that are not quads")
         with np.errstate(over="ignore"):               # wrapped sums of a damaged file fail the range check
-            faces = codec.decode_faces(enc, rows, arrays["splits"]).numpy()
+            faces = codec.decode_faces(enc, rows, arrays["splits"])
         vertex_codes = codec.from_byte_planes(arrays.pop("vertex_codes"), header["vertices"]["dtype"], (m, 3))
-        attr_values = codec.from_byte_planes(arrays.pop("attr_values"), header["attrs"]["dtype"], (m, CHANNELS))
+        attr_values = arrays.pop("attr_values")
+        if header["attrs"]["codec"] == "float":
+            if attr_values.dtype.name != header["attrs"]["dtype"] or attr_values.shape != (m * CHANNELS,):
+                raise ValueError(f"attr_values.npy holds {attr_values.shape[0]:,} {attr_values.dtype} values, not "
+                                 f"{m * CHANNELS:,} {header['attrs']['dtype']}")
+            attr_values = attr_values.reshape(m, CHANNELS)
+        else:
+            attr_values = codec.from_byte_planes(attr_values, header["attrs"]["dtype"], (m, CHANNELS))
     except ValueError as err:
         raise damaged(path, f"its arrays do not match its header ({err})") from None
     return {"faces": faces, "vertices": codec.decode_vertices(header["vertices"], vertex_codes, coords, res).numpy(),

@@ -217,8 +217,9 @@ def read_member(path, z: zipfile.ZipFile, member: str, zi: zipfile.ZipInfo, memb
         except (ValueError, SyntaxError, TypeError) as err:
             raise damaged(path, f"{where} is not an array file ({err})") from None
         if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in kinds \
-                or (dtype.kind == "f" and dtype.itemsize > 8) or (kinds == "u" and dtype.itemsize != 1):
-            want = {"f": "floats", "u": "bytes", "iu": "integers"}[kinds]
+                or (dtype.kind == "f" and dtype.itemsize > 8) or (dtype.kind == "u" and "i" not in kinds
+                                                               and dtype.itemsize != 1):
+            want = {"f": "floats", "u": "bytes", "iu": "integers", "uf": "bytes or floats"}[kinds]
             raise damaged(path, f"{where} holds {dtype} values, not {want}")
         if len(shape) != 1 + len(trailing) or tuple(shape[1:]) != trailing or any(n < 0 for n in shape):
             want = "[N" + "".join(f", {n}" for n in trailing) + "]"

@@ -160,6 +160,11 @@ def test_a_dual_grid_mesh_keeps_its_quads_and_any_other_mesh_its_triangles(tmp_p
     assert head["format"] == OVOXEL_RESULT_FORMAT and head["voxels"] == sphere.coords.shape[0]
     assert head["faces"]["codec"] == "quads" and 2 * head["faces"]["count"] == sphere.faces.shape[0]
     bits_equal(load_ovoxel_result(path), sphere)
+    swapped = voxel_sphere(16)                          # pairs of triangles that are not a quad's: kept as triangles
+    swapped.faces = swapped.faces[:, [1, 2, 0]]
+    path = save_ovoxel_result(tmp_path / "swapped.npz", swapped)
+    assert check_ovoxel_result(path)[0]["faces"]["codec"] == "triangles"
+    bits_equal(load_ovoxel_result(path), swapped)
     other = ovoxel()                                    # random faces: no quads
     path = save_ovoxel_result(tmp_path / "other.npz", other)
     assert check_ovoxel_result(path)[0]["faces"] == {"codec": "triangles", "count": 20, "dtype": "int16"}
@@ -222,11 +227,12 @@ def quads_past_the_vertices(path, head, m):
     (lambda p, h, m: {"header": header(p, format=OVOXEL_RESULT_FORMAT_1)}, "not a kept TRELLIS.2 result of this"),
     (lambda p, h, m: {"vertex_codes": byte_planes(np.zeros((m - 1, 3), np.int32))}, "do not match its header"),
     (lambda p, h, m: {"splits": np.zeros(1, np.uint8)}, "do not match its header"),
-    (lambda p, h, m: {"attr_values": byte_planes(np.full((m, 6), np.nan, np.float32)),
+    (lambda p, h, m: {"attr_values": np.full(m * 6, np.nan, np.float32),
                       "header": header(p, attrs={"codec": "float", "dtype": "float32"})}, "NaN"),
     (lambda p, h, m: {"coords": np.full((m, 3), 16, np.uint16)}, "outside the 16"),
     (quads_past_the_vertices, "faces point past"),
     (lambda p, h, m: {"splits": None}, "splits.npy missing"),
+    (lambda p, h, m: {"attr_values": np.zeros(m * 6, np.float16)}, "do not match its header"),
 ])
 def test_a_damaged_result_is_refused_with_what_is_wrong(tmp_path, change, words):
     mesh = voxel_sphere(16)
