@@ -58,8 +58,10 @@ CSS = """
 #td-status .td-limits-met {background: #dcfce7; color: #14532d;}
 #td-status .td-limits-missed {background: #fee2e2; color: #7f1d1d;}
 .td-jobs tr[data-state=failed] td {color: var(--td-error);}
-/* a long job in the history's search box ends in "…" before its chevron (drawn over the box's right end) */
-#td-history input[role=combobox] {padding-right: calc(var(--size-5) * 2); text-overflow: ellipsis;}
+/* a long choice (a job in the history's search box, a pipeline type) ends in "…" before its chevron (drawn over
+   the box's right end) */
+#td-history input[role=combobox], #td-pipeline_type input[role=combobox] {padding-right: calc(var(--size-5) * 2);
+                                                                         text-overflow: ellipsis;}
 /* a dropped image on a checkerboard: its transparent parts show as such, a see-through one is not a blank box */
 #td-single img {background: repeating-conic-gradient(#d4d4d8 0 25%, #fafafa 0 50%) 50% / 16px 16px;}
 /* what screen readers hear: the status box's state changes (look.py's script fills it) */
