@@ -114,7 +114,11 @@ class Progress:
 
     @property
     def label(self) -> str:
-        return STAGE_LABELS.get(self.stage, self.stage)
+        """The stage in users' words: a family's own stage in the words its registry entry declares, else the app's."""
+        from ..families import FAMILIES
+
+        own = next((w for w in (f.stage_word(self.stage) for f in FAMILIES.values()) if w), None)
+        return own or STAGE_LABELS.get(self.stage, self.stage)
 
     @property
     def detail(self) -> str:

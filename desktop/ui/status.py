@@ -61,14 +61,6 @@ def hide_paths(text: str, inputs) -> str:
     return text
 
 
-def stage_label(progress) -> str:
-    """A running job's stage in users' words: a family's own stage ("shape_slat") in that family's words
-    (desktop.families: Family.stage_word), every other in the app's (Progress.label)."""
-    from ..families import FAMILIES
-
-    return next((w for w in (f.stage_word(progress.stage) for f in FAMILIES.values()) if w), progress.label)
-
-
 def job_line(job, runner, warnings: bool = True) -> tuple:
     """(state, text) of one job for the status box (a finished job's warnings appended unless `warnings` is off)."""
     from ..jobs import JobState
@@ -79,7 +71,7 @@ def job_line(job, runner, warnings: bool = True) -> tuple:
         ahead = "" if pos is None else f" ({pos} job(s) ahead)" if pos else " (next)"
         return "queued", f"Waiting in the queue{ahead}"
     if job.state == JobState.RUNNING:
-        label = stage_label(p)
+        label = p.label           # users' words, a family's own stages in its registry's (Progress.label)
         parts = [label + ((" · " if label.endswith(")") else " (") + p.detail + ("" if label.endswith(")") else ")")
                           if p.detail else "")]
         if p.total > 1:

@@ -1,6 +1,6 @@
 """The status line of a running job in users' words: a family's own stages ("shape_slat", "tex_slat") in the words
 its registry entry declares, one step counter over a cascade's passes (the tracker's, desktop.jobs.progress), and a
-stage whose words end in brackets not followed by a second pair."""
+stage whose words end in brackets not followed by a second pair; a job's dict (REST, the CLI) says the same words."""
 import threading
 
 from desktop.families import FAMILIES
@@ -27,6 +27,7 @@ def test_a_cascade_reads_in_users_words_with_one_counter():
     words = {f.stage_word("shape_slat") for f in FAMILIES.values()} - {None}
     assert words and all(line.startswith(tuple(words)) for line in lines), lines
     assert "step 13/24" in lines[12] and "step 24/24" in lines[-1] and "shape_slat" not in " ".join(lines)
+    assert job.to_dict()["progress"]["label"] in words                # REST and the CLI read the same words
     tracker("tex_slat", 1, 12)
     assert "_" not in job_line(job, runner=None)[1].split(" · ")[0]
 
