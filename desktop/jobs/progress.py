@@ -1,9 +1,9 @@
 """A job's progress: (stage, step, total) reports -> the fraction of the whole job and an ETA.
 
 Each stage's share of the run time is what it took in this worker's earlier jobs (``stage_times.StageTimes``),
-scaled by how this job's finished stages compare with theirs once those were measured more than once. A job whose
-stages this machine has never timed (its first) plans from the reference machine's times scaled by a short timed
-probe of this one (first_estimate.py), corrected by its own finished stages as it goes. Without a table of times
+scaled by how this job's finished stages compare with theirs once those were measured more than once. A CPU job whose
+stages this machine has never timed (its first) plans from the reference CPU's times scaled by a short timed probe
+of this one (first_estimate.py), corrected by its own finished stages as it goes. Without a table of times
 (a job run outside a worker), a rough share (STAGE_WEIGHTS) and elapsed / fraction.
 
 A stage that runs several passes (a cascade's shape flow: its low- then its high-resolution pass) shows one step
@@ -97,8 +97,9 @@ class ProgressTracker:
         self.learned = all(st in self.plan for st in self.order)
         self.warm = times.warm(self.order) if times is not None else set()
         settings = job.used_settings or job.settings
-        # nothing learned here yet: the reference machine's times, scaled by this one's probe (first_estimate.py)
-        self.first = times is not None and not self.learned
+        # nothing learned here yet, on a CPU: the reference CPU's times, scaled by this one's probe (first_estimate.py);
+        # a GPU's first job keeps the rough shares (its speed does not follow a CPU probe)
+        self.first = times is not None and not self.learned and str(job.device or "cpu").startswith("cpu")
         if self.first:
             from .first_estimate import first_plan
 

@@ -73,6 +73,9 @@ def test_a_first_job_on_a_slower_machine_says_its_eta_within_2x(monkeypatch):
             seen()
     assert ratios and max(ratios) < 2.0, max(ratios)
     assert job.progress.fraction == pytest.approx(1.0)
+    # a GPU's first job: a CPU probe says nothing of its speed
+    gpu = Job(id="g", inputs=[], settings=settings, used_settings=settings, device="cuda:0")
+    assert not ProgressTracker(gpu, stages, threading.Lock(), times=StageTimes(), clock=clock).first
 
 
 def test_the_first_plan_follows_the_settings():
