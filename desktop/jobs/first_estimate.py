@@ -28,6 +28,8 @@ REFERENCE_SECONDS = {"bake/bake": (3.949, 1), "bake/fill_holes": (0.173, 1), "ba
                      (0.8681, 1), "slat": (0.4281, 12), "sparse_structure": (0.6493, 12), "video": (1.011, 60)}
 REFERENCE_SETTINGS = {"bake_views": 24, "bake_resolution": 512, "texture_size": 512, "video_frames": 60,
                       "video_resolution": 384}
+# The clean-up's sub-stages: a bake's first part, and the whole of "shape" (a file without a texture: STL, 3MF).
+CLEANUP = ("simplify", "visibility", "remove_invisible", "fill_holes", "final_simplify")
 # A stage the reference never ran (a new one) counts as this many seconds there.
 UNKNOWN_STAGE_S = 1.0
 
@@ -82,6 +84,8 @@ def first_plan(stages, settings, probe: Optional[float] = None) -> dict:
     for name, (per_step, steps) in REFERENCE_SECONDS.items():
         if name.split("/")[0] in stages:
             plan[name] = (per_step * factor * settings_scale(name, settings), steps)
+        if "shape" in stages and name.startswith("bake/") and name.split("/")[1] in CLEANUP:
+            plan["shape/" + name.split("/")[1]] = (per_step * factor, steps)
     for stage in stages:
         subs = [rate for name, (rate, _) in plan.items() if name.startswith(stage + "/")]
         if subs:                # a stage of sub-stages (the bake) takes as long as they do at these settings

@@ -86,6 +86,9 @@ def test_the_first_plan_follows_the_settings():
     assert large["bake/observe"][0] == pytest.approx(2 * small["bake/observe"][0])
     assert large["video"][0] == pytest.approx(4 * small["video"][0])
     assert settings_scale("slat", bigger) == 1.0
+    # a print export's clean-up alone ("shape") is planned as the bake's clean-up
+    printed = first_plan(["shape", "stl"], base, probe=REFERENCE_PROBE_S)
+    assert printed["shape/visibility"] == small["bake/visibility"] and printed["shape"][0] > printed["stl"][0]
     # twice as slow a probe: every stage twice as long
     slow = first_plan(stages, base, probe=2 * REFERENCE_PROBE_S)
     assert all(slow[s][0] == pytest.approx(2 * small[s][0]) for s in stages)
