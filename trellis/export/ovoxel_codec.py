@@ -51,13 +51,14 @@ def light_ovoxel(mesh: MeshWithVoxel, vertex_steps: int = VERTEX_STEPS, attr_ste
 # ------------------------------------------------------------------ faces
 
 
+# Corners of each quad's two triangles, by its split (row 1: the first split), as dual_grid.split_quads orders them.
+QUAD_CORNERS = np.array([[0, 1, 3, 3, 1, 2], [0, 1, 2, 0, 2, 3]])
+
+
 def quad_faces(quads: np.ndarray, first: np.ndarray) -> np.ndarray:
     """int64 [2Q, 3]: each quad's two triangles as ``dual_grid.split_quads`` makes them, the split given."""
-    q0, q1, q2, q3 = quads.T
-    out = np.empty((quads.shape[0], 2, 3), np.int64)
-    out[:, 0, 0], out[:, 0, 1], out[:, 0, 2] = q0, q1, np.where(first, q2, q3)
-    out[:, 1, 0], out[:, 1, 1], out[:, 1, 2] = np.where(first, q0, q3), np.where(first, q2, q1), np.where(first, q3, q2)
-    return out.reshape(-1, 3)
+    at = QUAD_CORNERS[first.view(np.uint8)] + (np.arange(quads.shape[0], dtype=np.int64) * 4)[:, None]
+    return quads.astype(np.int64, copy=False).ravel()[at].reshape(-1, 3)
 
 
 def encode_faces(faces: torch.Tensor) -> tuple:
@@ -139,7 +140,8 @@ def encode_vertices(coords: torch.Tensor, vertices: torch.Tensor, res: int, step
 def dual_codes(coords: torch.Tensor, vertices: torch.Tensor, res: int, steps: int) -> np.ndarray | None:
     """int16 [M, 3]: the vertices as integer steps of 1/steps voxel from their voxels' corners, or None when
     decoding those steps does not give the same bits."""
-    codes = torch.round(((vertices.double() + 0.5) * res - coords.double()) * steps)
+    # float32 finds the nearest step of any vertex near its voxel; the bits' comparison below decides
+    codes = torch.round(((vertices + 0.5) * res - coords.float()) * steps)
     if not bool((codes.abs() < 2 ** 15).all()):
         return None
     codes = codes.short().numpy()
@@ -174,7 +176,7 @@ def encode_attrs(attrs: torch.Tensor, steps: int = ATTR_STEPS) -> tuple:
 
 def attr_codes(a: torch.Tensor, steps: int) -> np.ndarray | None:
     """int16 [M, C]: the attributes as integer multiples of 1/steps, or None when they are not exactly that."""
-    codes = torch.round(a.double() * steps)
+    codes = torch.round(a * steps)
     if not bool((codes.abs() < 2 ** 15).all()):
         return None
     codes = codes.short()

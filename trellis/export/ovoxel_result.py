@@ -128,7 +128,7 @@ def check_ovoxel_result(path) -> tuple[dict, dict]:
         arrays.update(decode_arrays(path, header, arrays))
     with np.errstate(over="ignore"):                   # a float64 beyond float32's range becomes inf: refused
         for name in ("attrs", "vertices"):
-            arrays[name] = arrays[name].astype(np.float32)
+            arrays[name] = own(arrays[name], np.float32)
     for name in ("attrs", "vertices"):
         if not np.isfinite(arrays[name]).all():
             raise damaged(path, f"{name}.npy holds NaN or infinite values")
@@ -139,8 +139,15 @@ def check_ovoxel_result(path) -> tuple[dict, dict]:
         raise damaged(path, f"vertices.npy holds coordinates beyond {MAX_COORDINATE:g}")
     if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
         raise damaged(path, "the mesh's faces point past its vertices (faces.npy)")
-    arrays["faces"] = faces.astype(np.int64)
+    arrays["faces"] = own(faces, np.int64)
     return header, {name: arrays[name] for name in ("coords", "attrs", "vertices", "faces")}
+
+
+def own(a: np.ndarray, dtype) -> np.ndarray:
+    """``a`` as ``dtype``, C-ordered and writable (the zip's read-only buffers are copied; decoded arrays are not)."""
+    if a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable:
+        return a
+    return np.array(a, dtype=dtype, order="C")
 
 
 def decode_arrays(path, header: dict, arrays: dict) -> dict:
