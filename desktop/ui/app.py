@@ -72,7 +72,7 @@ def setting_control(row, value, overrides=None):
     if row.kind == "bool":
         return gr.Checkbox(value, **common)
     if row.kind == "choices":
-        return gr.CheckboxGroup(choice_labels(row.name), value=list(value), **common)
+        return gr.CheckboxGroup(choices or choice_labels(row.name), value=list(value), **common)
     if row.kind == "choice":
         return (gr.Dropdown if ui.widget == "dropdown" else gr.Radio)(choices or choice_labels(row.name), value=value,
                                                                       **common)

@@ -17,11 +17,14 @@ from ..settings import SETTINGS
 from .lazy import gr
 from .pipeline_costs import costs_text, install_cost
 from .status import model_name
+from .values import choice_labels
 
 FAMILY_CHOICES = [(f.words, name) for name, f in FAMILIES.items()]
 # The settings some family does not use (each family says why: Family.why_not), greyed with that reason beside them.
 NOT_FOR_ALL = tuple(dict.fromkeys(n for f in FAMILIES.values() for n in f.ignores if n != "pipeline_type"))
 MULTI_LABEL = "Views"
+# The formats whose tick box takes the chosen family's word for its file (Family.file_word).
+RENAMED = ("ply",)
 LOOK_LABEL = "... or from a photo"
 LOAD_NOTE = "its first job loads it in place of the loaded model (slower by that load)"
 # The tabs whose jobs a family's image model runs: the Model choice shows there only (prompts and new looks run their
@@ -114,7 +117,11 @@ class FamilyChoice:
                     "info": info + ("" if chosen.pipeline_types else f" · {chosen.why_not(name)}")}
         if name == "formats":
             own = [chosen.file_word(k) for k in ("ply", "mp4") if chosen.file_word(k) != DEFAULT_FAMILY.file_word(k)]
-            return {"info": with_reason(f"{chosen.words} makes {chosen.about}: {'; '.join(own)}", name) if own else info}
+            # the tick box of a file the family makes differently says what it is (a TRELLIS.2 PLY is a mesh)
+            choices = [(chosen.file_word(kind) if kind in RENAMED and chosen.file_word(kind) !=
+                        DEFAULT_FAMILY.file_word(kind) else label, kind) for label, kind in choice_labels(name)]
+            return {"info": with_reason(f"{chosen.words} makes {chosen.about}: {'; '.join(own)}", name) if own else info,
+                    "choices": choices}
         if chosen.uses(name):
             return {"interactive": True, "info": info}
         return {"interactive": False, "info": with_reason(chosen.why_not(name), name)}

@@ -68,6 +68,9 @@ def test_an_app_on_trellis2_greys_what_it_does_not_use(tiny_trellis2_dir, tiny_p
     assert controls["pipeline_type"]["interactive"] is True
     # every format stays offered as the app's defaults tick them, its help saying what PLY and MP4 are here
     assert "value" not in controls["formats"] and "vertex colours" in controls["formats"]["info"]
+    # its PLY's tick box says what that file is here: a mesh, not Gaussian splats
+    assert ("PLY (mesh with vertex colours)", "ply") in controls["formats"]["choices"]
+    assert ("Gaussian splats (PLY)", "ply") in FamilyChoice.control_update("formats", "trellis")["choices"]
     assert "video_frames" not in NOT_FOR_ALL and "video_resolution" not in NOT_FOR_ALL
     with pytest.raises(ValueError, match="This server runs TRELLIS.2 .*--model microsoft/TRELLIS-image-large"):
         refuse_other_family(runner, "trellis")

@@ -110,6 +110,8 @@ def test_a_trellis2_job_from_a_v1_page_ends_with_a_pbr_glb(browser, served, outp
         ui.open_settings()
         formats = ui.page.locator("#td-formats")
         assert "vertex colours" in formats.inner_text()
+        ui.page.wait_for_function("() => !document.querySelector('#td-formats').innerText.includes('Gaussian splats')")
+        assert "PLY (mesh with vertex colours)" in formats.locator("label").all_inner_texts()
         assert ui.page.locator("#td-formats input[name=glb]").is_checked()
         for kind in ("ply", "mp4"):           # offered for TRELLIS.2 too (tests/desktop/jobs: its files); unticked here
             box = formats.locator(f"input[name={kind}]")
