@@ -108,3 +108,18 @@ def test_gradio_clients_trellis2_on_a_v1_app_without_it_says_how_to_install_it(t
         assert app.api_settings({"model_family": "trellis", "pipeline_type": "512"}).pipeline_type == "512"
     finally:
         app.close()
+
+
+def test_the_cpu_note_names_only_what_the_chosen_model_uses():
+    """On a CPU the note above Generate lists what it lowers: with TRELLIS.2 chosen, not the bake's views and render
+    size, which TRELLIS.2 does not use (its job's own warning leaves them out too)."""
+    from desktop.settings import DEFAULT_PRESET, GenerationSettings
+    from desktop.ui.knobs import KNOBS, device_note
+    from desktop.ui.values import preset_values
+
+    defaults = GenerationSettings()
+    start = preset_values(DEFAULT_PRESET, defaults)
+    values = {n: start.get(n, getattr(defaults, n)) for n in KNOBS}
+    v1, t2 = (device_note(values, DEFAULT_PRESET, defaults, "cpu", family) for family in ("trellis", "trellis2"))
+    assert "Bake views" in v1 and "Bake render size" in v1
+    assert "Bake views" not in t2 and "Bake render size" not in t2 and "Texture size" in t2, t2
