@@ -293,6 +293,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
             # The header's memory line then names the finished job's budget and peak.
             run = generate.click(on_generate, set(self._named.values()), results, preprocess=False, **quick).then(
                 self.header_text, None, header, **quick)
+            run.then(choice.costs_text, None, choice.costs, **quick)         # a type just run says its own time
 
             def on_export_again(data: dict, request: gr.Request):
                 yield from self.generate({**data, mode: "export"}, request)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import NamedTuple, Optional
 
 from ..settings_table import PIPELINE_TYPES
+from .values import choice_labels
 
 GiB = 2 ** 30
 
@@ -119,9 +120,10 @@ def costs_text(jobs, device: str, resident_budget_gib: Optional[float] = None) -
     learned = last_jobs(jobs)
     where = f"{gpu[0]}, {gpu[1]:.0f} GiB" if gpu else ("the CPU" if str(device) == "cpu" else str(device))
     lines = [f"**Each pipeline type on this machine** ({where}):"]
-    if str(device) == "cpu":
+    if str(device) == "cpu" and not learned:       # a type run here says its own time instead
         lines.append(CPU_WORDS)
+    named = dict((kind, label) for label, kind in choice_labels("pipeline_type"))
     for kind in PIPELINE_TYPES:
         words = learned_words(learned[kind]) if kind in learned else measured_words(kind, gpu, resident_budget_gib)
-        lines.append(f"- `{kind}`: {words}")
+        lines.append(f"- {named.get(kind, kind)}: {words}")         # in the pipeline type's own words
     return "\n".join(lines)

@@ -27,12 +27,16 @@ def test_a_type_run_here_shows_its_last_job_and_the_others_the_measured_figures(
     assert set(last_jobs(jobs)) == {"512"}
     text = costs_text(jobs, "cpu", resident_budget_gib=24.0)
     lines = dict(line[2:].split(": ", 1) for line in text.splitlines() if line.startswith("- "))
-    assert list(lines) == ["`512`", "`1024`", "`1024_cascade`", "`1536_cascade`"]
-    assert lines["`512`"] == ("14 s the whole job (7 s sampling), peak 3.2 GiB (budget 6 GiB): your last job of "
-                              "this type")
-    assert lines["`1024`"] == "not measured yet"
-    assert f"about {MEASURED['1536_cascade'].chain_s:g} s sampling on {MEASURED_ON}" in lines["`1536_cascade`"]
-    assert "99 s" not in text and CPU_WORDS in text and "the CPU" in text.splitlines()[0]
+    # each type in the words of the pipeline type's choice beside it
+    assert list(lines) == ["512 (fastest)", "1024 (one pass)", "1024 cascade (default)", "1536 cascade (finest, slowest)"]
+    assert lines["512 (fastest)"] == ("14 s the whole job (7 s sampling), peak 3.2 GiB (budget 6 GiB): your last job "
+                                      "of this type")
+    assert lines["1024 (one pass)"] == "not measured yet"
+    assert f"about {MEASURED['1536_cascade'].chain_s:g} s sampling on {MEASURED_ON}" in lines[
+        "1536 cascade (finest, slowest)"]
+    # a type measured here says its own time: no estimate of "an hour or more" above it
+    assert "99 s" not in text and CPU_WORDS not in text and "the CPU" in text.splitlines()[0]
+    assert CPU_WORDS in costs_text([v1], "cpu", resident_budget_gib=24.0)
 
 
 def test_the_measured_peak_is_the_one_the_apps_memory_choice_gives_on_this_gpu():

@@ -157,6 +157,10 @@ def test_a_trellis2_job_from_a_v1_page_ends_with_a_pbr_glb(browser, served, outp
         assert "Model: TRELLIS.2 · 512" in ui.page.inner_text("#td-info")
         assert ui.offered() == ["glb"]
         assert "(loaded now: TRELLIS.2, for the last job)" in app.header_text()      # loaded in place of v1's
+        # the pipeline types' costs (folded) say this job's own time once it has ended, without a reload
+        ui.page.locator("#td-pipeline-costs-box .label-wrap").first.click()
+        ui.page.wait_for_function("() => document.querySelector('#td-pipeline-costs')?.textContent"
+                                  ".includes('your last job of this type')", timeout=30000)
 
         # Picking TRELLIS v1 again opens its knobs and greys the pipeline type, its costs line gone.
         ui.choose("td-pipeline_type", "1024 cascade (default)")
