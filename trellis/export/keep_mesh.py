@@ -35,7 +35,7 @@ from .options import ExportOptions
 from .textured import TexturedMesh
 
 __all__ = ["UV_RANGE_TOLERANCE", "DEGENERATE_DENSITY", "MAX_DEGENERATE_SHARE", "OVERLAP_RESOLUTION",
-           "MAX_OVERLAP_SHARE", "BAKE_OPTIONS", "KEEP_MESH_BAKES", "uv_usable", "bake_onto_mesh"]
+           "MAX_OVERLAP_SHARE", "CHECK_EVERY_FACES", "BAKE_OPTIONS", "KEEP_MESH_BAKES", "uv_usable", "bake_onto_mesh"]
 
 # How far past [0, 1] a UV may lie: exporters round border UVs a little past the edge; half a texel of a 1024²
 # texture, while a tiling or UDIM layout goes whole units past it.
@@ -53,6 +53,8 @@ OVERLAP_RESOLUTION = 512
 # faces): each such texel can hold one of their colours only. A few stacked details pass; a mirrored half
 # (50 %) or repeated parts do not.
 MAX_OVERLAP_SHARE = 0.05
+# Faces handled between two cancel checks in a pass over a large mesh: a fraction of a second of a CPU's work.
+CHECK_EVERY_FACES = 1 << 18
 # bake_onto_mesh's keyword arguments: the options (``options.ExportOptions``) that concern the unwrap (when the UVs
 # are replaced), the views and the bake (clean-up, normal maps and normals do not apply).
 BAKE_OPTIONS = ("texture_size", "bake_mode", "nviews", "render_resolution", "uv_time_budget_s", "uv_method", "steps",
@@ -62,12 +64,13 @@ BAKE_OPTIONS = ("texture_size", "bake_mode", "nviews", "render_resolution", "uv_
 KEEP_MESH_BAKES = ("normals", "views")
 
 
-def uv_usable(vertices, faces, uvs) -> tuple[bool, str, dict]:
+def uv_usable(vertices, faces, uvs, cancel=None) -> tuple[bool, str, dict]:
     """(usable, reason, stats): whether ``uvs`` [V,2] (one per vertex of ``vertices`` [V,3], ``faces`` [F,3])
     can carry one baked texture: present and finite, inside [0, 1] (``UV_RANGE_TOLERANCE``), few degenerate
     faces (``MAX_DEGENERATE_SHARE`` of the surface) and few overlaps (``MAX_OVERLAP_SHARE`` of the covered
     texels at ``OVERLAP_RESOLUTION``²). ``reason`` says what failed ("usable" otherwise); ``stats`` holds what
-    was measured: nonfinite, outside, uv_min, uv_max, degenerate_share, overlap_share, texel_use."""
+    was measured: nonfinite, outside, uv_min, uv_max, degenerate_share, overlap_share, texel_use. ``cancel()``
+    returning True raises ``Cancelled`` (asked between passes and between chunks of a large mesh's faces)."""
     from .uv.stats import texel_counts
 
     stats: dict = {}
@@ -82,10 +85,11 @@ def uv_usable(vertices, faces, uvs) -> tuple[bool, str, dict]:
         return False, "the mesh has no faces", stats
     if f.min() < 0 or f.max() >= len(v):
         raise ValueError("the mesh has faces that name vertices it does not have")
+    check(cancel)
     stats["nonfinite"] = int((~np.isfinite(uv)).any(axis=1).sum())
     if stats["nonfinite"]:
         return False, f"{stats['nonfinite']} UVs are not numbers (NaN or infinite)", stats
-    used = uv[np.unique(f)]
+    used = uv[_used_mask(f, len(v))]
     outside = ((used < -UV_RANGE_TOLERANCE) | (used > 1 + UV_RANGE_TOLERANCE)).any(axis=1)
     stats.update(outside=int(outside.sum()), uv_min=used.min(axis=0).round(6).tolist(),
                  uv_max=used.max(axis=0).round(6).tolist())
@@ -93,6 +97,7 @@ def uv_usable(vertices, faces, uvs) -> tuple[bool, str, dict]:
         (u0, v0), (u1, v1) = stats["uv_min"], stats["uv_max"]
         return False, (f"{stats['outside']} UVs lie outside [0, 1] (a tiling or UDIM layout: u {u0:g}..{u1:g}, "
                        f"v {v0:g}..{v1:g})"), stats
+    check(cancel)
     p, t = v[f], uv[f]
     area = 0.5 * np.linalg.norm(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), axis=1)
     uv_area = 0.5 * np.abs((t[:, 1, 0] - t[:, 0, 0]) * (t[:, 2, 1] - t[:, 0, 1])
@@ -105,7 +110,11 @@ def uv_usable(vertices, faces, uvs) -> tuple[bool, str, dict]:
     if stats["degenerate_share"] > MAX_DEGENERATE_SHARE:
         return False, (f"{stats['degenerate_share']:.1%} of the surface lies on faces with (almost) no UV area, "
                        f"more than {MAX_DEGENERATE_SHARE:.0%}"), stats
-    counts = texel_counts(f, uv, OVERLAP_RESOLUTION)
+    check(cancel)
+    counts = np.zeros((OVERLAP_RESOLUTION, OVERLAP_RESOLUTION), np.int32)
+    for start in range(0, len(f), CHECK_EVERY_FACES):          # counts add up over faces: the same in chunks
+        check(cancel)
+        counts += texel_counts(f[start:start + CHECK_EVERY_FACES], uv, OVERLAP_RESOLUTION)
     covered = int((counts > 0).sum())
     stats["texel_use"] = round(covered / OVERLAP_RESOLUTION ** 2, 6)
     stats["overlap_share"] = round(int((counts > 1).sum()) / max(covered, 1), 6)
@@ -152,12 +161,13 @@ def bake_onto_mesh(app_rep, vertices, faces, uvs=None, options: ExportOptions | 
 
     check(cancel)
     v_in, f_in = _checked_mesh(vertices, faces)
+    check(cancel)
     used, v_cube, f_cube = used_in_unit_cube(v_in, f_in)
     info.update(vertices=int(len(v_in)), faces=int(len(f_in)))
     lap("normalise")
     check(cancel)
 
-    ok, reason, info["uv_stats"] = uv_usable(v_in, f_in, uvs)
+    ok, reason, info["uv_stats"] = uv_usable(v_in, f_in, uvs, cancel)
     lap("uv_check")
     check(cancel)
     if ok:
@@ -175,9 +185,11 @@ def bake_onto_mesh(app_rep, vertices, faces, uvs=None, options: ExportOptions | 
             progress=None if progress is None else (lambda d, t: progress("uv_unwrap", d, t)))
         info["uv"] = f"new atlas: {reason}"
         info["uv_method"] = uv_info["method"]
+        check(cancel)
         out = (v_in[used[vmap]], f_new, uv_new)
         bake_mesh = (v_cube[vmap], f_new, uv_new)
         lap("uv_unwrap")
+        check(cancel)
 
     # the bake adds its observed share and stage seconds (and the views) to the same info
     texture = None
@@ -193,6 +205,13 @@ def bake_onto_mesh(app_rep, vertices, faces, uvs=None, options: ExportOptions | 
         views = dataclasses.replace(ExportOptions(), **{name: getattr(o, name) for name in BAKE_OPTIONS})
         texture = bake_uv_mesh(app_rep, *bake_mesh, views, progress=progress, cancel=cancel, info=info)
     return TexturedMesh(*out, texture, info)
+
+
+def _used_mask(faces: np.ndarray, n: int) -> np.ndarray:
+    """Which of `n` vertices the faces use, in their order (np.unique's rows, without sorting 3 F indices)."""
+    used = np.zeros(n, bool)
+    used[faces.reshape(-1)] = True
+    return used
 
 
 def _array(x, dtype):
@@ -217,7 +236,7 @@ def _checked_mesh(vertices, faces) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("the mesh has faces that name vertices it does not have")
     if not np.isfinite(v).all():
         raise ValueError("the mesh has vertices at infinity or NaN coordinates")
-    used = v[np.unique(f)]
+    used = v[_used_mask(f, len(v))]
     if np.ptp(used, axis=0).max() <= 0:
         raise ValueError("the mesh has no size: all its triangles sit in one point")
     return v, f

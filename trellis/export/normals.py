@@ -26,6 +26,7 @@ import threading
 
 import numpy as np
 
+from ..core.callbacks import check
 from ..core.concurrency import start_thread
 from .rows import row_norm
 
@@ -58,13 +59,14 @@ def corner_angles(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return out
 
 
-def split_vertex_normals(vertices, faces, crease_angle: float = DEFAULT_CREASE_ANGLE):
+def split_vertex_normals(vertices, faces, crease_angle: float = DEFAULT_CREASE_ANGLE, cancel=None):
     """Smooth vertex normals, split where faces meet at more than ``crease_angle`` degrees.
 
     Returns ``(source, new_faces, normals)``: output vertex ``i`` is input vertex ``source[i]`` (so
     positions and UVs are ``vertices[source]``, ``uvs[source]``), ``new_faces`` index the output
     vertices in the input's face order and winding, and ``normals`` [V', 3] are unit vectors.
-    ``source`` is sorted, so a mesh with no crease comes back with its vertices in their order.
+    ``source`` is sorted, so a mesh with no crease comes back with its vertices in their order. ``cancel()``
+    returning True raises ``Cancelled`` (asked between the passes, each a second's work for a million faces on a CPU).
     """
     v = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
     f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
@@ -76,8 +78,10 @@ def split_vertex_normals(vertices, faces, crease_angle: float = DEFAULT_CREASE_A
     weight = corner_angles(v, f) * has_area[:, None]
 
     # Welded ids: vertices at the same position are one point (the UV seams' copies).
+    check(cancel)
     point = point_ids(v)
     fp = point[f]                                            # [F, 3] point of each corner
+    check(cancel)
 
     # Half-edges (corner k -> corner k+1 of each face), keyed by their unordered point pair.
     corner = np.arange(3 * n_faces, dtype=np.int64).reshape(n_faces, 3)
@@ -89,6 +93,7 @@ def split_vertex_normals(vertices, faces, crease_angle: float = DEFAULT_CREASE_A
     ca, cb, pa, pb, face_of = ca[keep], cb[keep], pa[keep], pb[keep], face_of[keep]
     edge = np.minimum(pa, pb) * (int(point.max()) + 1) + np.maximum(pa, pb)
     order = np.argsort(edge, kind="stable")        # the faces' order leaves runs that a merge sort uses
+    check(cancel)
     edge = edge[order]
     starts = np.flatnonzero(np.r_[True, edge[1:] != edge[:-1]])
     counts = np.diff(np.r_[starts, len(edge)])
@@ -113,6 +118,7 @@ def split_vertex_normals(vertices, faces, crease_angle: float = DEFAULT_CREASE_A
     graph = coo_matrix((np.ones(len(joins), np.int8), (joins[:, 0], joins[:, 1])),
                        shape=(n_corners, n_corners))
     _, group = connected_components(graph, directed=False)
+    check(cancel)
 
     # Normal of each group: the angle-weighted sum of its faces' normals.
     n_groups = int(group.max()) + 1

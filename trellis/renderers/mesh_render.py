@@ -67,6 +67,9 @@ _HALF = _SUB // 2
 GUARD = 1 << 29  # max |fixed-point coordinate|; keeps every edge-function product below 2**62
 _INT64_MAX = torch.iinfo(torch.int64).max
 EMPTY_KEY = _INT64_MAX          # ``raster_keys`` of a pixel no triangle covers
+# Faces set up at once by the PyTorch set-up: a fraction of a second of a CPU's work between two cancel checks, and
+# big enough that a GPU runs each chunk's kernels at full width.
+SETUP_CHUNK_FACES = 1 << 16
 
 
 def _default_budget(device: torch.device) -> int:
@@ -103,19 +106,37 @@ def _screen_coords(vertices_clip: torch.Tensor, height: int, width: int, ndc_y_u
 
 
 def triangle_setup_torch(vertices_clip: torch.Tensor, faces: torch.Tensor, height: int, width: int,
-                         ndc_y_up: bool):
+                         ndc_y_up: bool, cancel=None):
     """Per-triangle integer edge equations, bounding boxes and the float depth plane, in PyTorch (the twin of the
     ``mesh_setup`` fast kernel, bit-identical): (coefs [F,3,3] int64: E'_k(dj, di) = A*dj + B*di + E0 at the
     candidate (j0 + dj, i0 + di), E0 zero for a skipped triangle; box [F,4] int64 (j0, i0, bw, bh); count [F] int64
     candidates, 0 for a skipped triangle; plane [F,3] float32 inverse depth g0 + gx*dj + gy*di). coefs, box and plane
-    are views of storage by column (each [:, k] contiguous), not contiguous themselves."""
+    are views of storage by column (each [:, k] contiguous), not contiguous themselves. The faces are set up
+    ``SETUP_CHUNK_FACES`` at a time (each triangle's numbers are its own), ``cancel`` checked before each chunk."""
     xy, w, vvalid = _screen_coords(vertices_clip, height, width, ndc_y_up)
     fixed = torch.where(vvalid[:, None], torch.round(xy * _SUB), torch.zeros_like(xy)).long()
-    # One contiguous column per corner and coordinate, and outputs stored by column: strided [F,3,2] slices, and the
-    # raster's copies of strided coefficient columns, each cost a pass over scattered memory on a CPU.
+    # One contiguous column per coordinate, and outputs stored by column: strided [F,3,2] slices, and the raster's
+    # copies of strided coefficient columns, each cost a pass over scattered memory on a CPU.
+    columns = (fixed[:, 0].contiguous(), fixed[:, 1].contiguous(), xy[:, 0].contiguous(), xy[:, 1].contiguous(), w,
+               vvalid)
+    n = faces.shape[0]
+    coefs = torch.empty(3, 3, n, dtype=torch.int64, device=fixed.device)      # [3,3,F], seen as [F,3,3]
+    box = torch.empty(4, n, dtype=torch.int64, device=fixed.device)
+    count = torch.empty(n, dtype=torch.int64, device=fixed.device)
+    plane = torch.empty(3, n, dtype=torch.float32, device=fixed.device)
+    for s in range(0, n, SETUP_CHUNK_FACES):
+        _check_cancel(cancel)
+        e = min(n, s + SETUP_CHUNK_FACES)
+        _setup_faces(columns, faces[s:e], height, width, coefs[:, :, s:e], box[:, s:e], count[s:e], plane[:, s:e])
+    return coefs.permute(2, 0, 1), box.T, count, plane.T
+
+
+def _setup_faces(columns, faces, height: int, width: int, coefs, box, count, plane) -> None:
+    """``triangle_setup_torch`` of some faces, written into its by-column outputs' slices for them."""
+    fx_all, fy_all, x_all, y_all, w, vvalid = columns
     corner = [faces[:, k].contiguous() for k in range(3)]
-    fx = [_take(fixed[:, 0].contiguous(), c) for c in corner]  # int64 fixed point
-    fy = [_take(fixed[:, 1].contiguous(), c) for c in corner]
+    fx = [_take(fx_all, c) for c in corner]  # int64 fixed point
+    fy = [_take(fy_all, c) for c in corner]
     valid = _take(vvalid, corner[0]) & _take(vvalid, corner[1]) & _take(vvalid, corner[2])
     area = (fx[1] - fx[0]) * (fy[2] - fy[0]) - (fy[1] - fy[0]) * (fx[2] - fx[0])
     valid &= area != 0
@@ -128,13 +149,12 @@ def triangle_setup_torch(vertices_clip: torch.Tensor, faces: torch.Tensor, heigh
     i1 = ((torch.maximum(torch.maximum(fy[0], fy[1]), fy[2]) - _HALF) // _SUB).clamp_(max=height - 1)
     bw = (j1 - j0 + 1).clamp_(min=0)
     bh = (i1 - i0 + 1).clamp_(min=0)
-    count = torch.where(valid, bw * bh, 0)
+    count.copy_(torch.where(valid, bw * bh, 0))
 
     # Edge k is opposite vertex k: from a = v[k+1] to b = v[k+2]. With s folding the winding in,
     # E'_k(p) = s * cross(b - a, p - a) + tie_k, inside iff E'_k > 0 for k = 0, 1, 2 (integers).
     # At pixel centres, in pixel indices (p = SUB * idx + HALF): E'_k(j, i) = A*j + B*i + C, re-anchored at the first
-    # candidate centre: E'_k(j0 + dj, i0 + di) = A*dj + B*di + E0. Stored [3,3,F] (columns contiguous), seen as [F,3,3].
-    coefs = torch.empty(3, 3, faces.shape[0], dtype=torch.int64, device=fixed.device)
+    # candidate centre: E'_k(j0 + dj, i0 + di) = A*dj + B*di + E0.
     for k in range(3):
         ax, ay, bx, by = fx[(k + 1) % 3], fy[(k + 1) % 3], fx[(k + 2) % 3], fy[(k + 2) % 3]
         dx, dy = bx - ax, by - ay
@@ -148,8 +168,8 @@ def triangle_setup_torch(vertices_clip: torch.Tensor, faces: torch.Tensor, heigh
 
     # Inverse view depth is affine in screen space: 1/w(p) = sum_k l_k(p) / w_k. Plane from the
     # unsnapped float64 vertices, anchored at the first candidate pixel centre (j0, i0).
-    px = [_take(xy[:, 0].contiguous(), c) for c in corner]
-    py = [_take(xy[:, 1].contiguous(), c) for c in corner]
+    px = [_take(x_all, c) for c in corner]
+    py = [_take(y_all, c) for c in corner]
     farea = (px[1] - px[0]) * (py[2] - py[0]) - (py[1] - py[0]) * (px[2] - px[0])
     farea = torch.where(farea == 0, torch.ones_like(farea), farea)
     ox = j0.to(torch.float64) + 0.5
@@ -164,8 +184,8 @@ def triangle_setup_torch(vertices_clip: torch.Tensor, faces: torch.Tensor, heigh
         g0 += (dx * (oy - ay) - dy * (ox - ax)) * scale
         gx += -dy * scale
         gy += dx * scale
-    plane = torch.stack([g0, gx, gy]).to(torch.float32).T
-    return coefs.permute(2, 0, 1), torch.stack([j0, i0, bw, bh]).T, count, plane
+    box.copy_(torch.stack([j0, i0, bw, bh]))
+    plane.copy_(torch.stack([g0, gx, gy]).to(torch.float32))
 
 
 def triangle_setup_buffers(vertices_clip: torch.Tensor, faces: torch.Tensor) -> tuple:
@@ -229,8 +249,11 @@ def raster_keys(vertices_clip: torch.Tensor, faces: torch.Tensor, height: int, w
     _check_cancel(cancel)
     if faces.shape[0] > 0 and hw > 0:
         # The set-up: one fused kernel where `fastpaths` allows (bit-identical), else its twin.
-        coefs, box, count, plane = fastpaths.dispatch("mesh_setup", device, triangle_setup_torch, vertices_clip,
-                                                      faces, height, width, ndc_y_up)
+        if device.type == "cpu":     # no fast kernel there: the twin, which checks cancel between chunks of faces
+            coefs, box, count, plane = triangle_setup_torch(vertices_clip, faces, height, width, ndc_y_up, cancel)
+        else:
+            coefs, box, count, plane = fastpaths.dispatch("mesh_setup", device, triangle_setup_torch, vertices_clip,
+                                                          faces, height, width, ndc_y_up)
         # The coverage + depth-test pass: a fast kernel where `fastpaths` allows (bit-identical keys),
         # else its twin `raster_keys_torch`. A kernel that fails mid-way leaves partial keys: reset them.
         fastpaths.dispatch("mesh_raster", device, raster_keys_torch, coefs, box, count, plane, keys, width,

@@ -80,7 +80,9 @@ def texel_frames(vertices, faces, uvs, texture_size: int, device=None, crease_an
 
     v = np.asarray(vertices, np.float64).reshape(-1, 3)
     f = np.asarray(faces, np.int64).reshape(-1, 3)
-    _, split_faces, corner_normals = split_vertex_normals(v, f, crease_angle)
+    check(cancel)
+    _, split_faces, corner_normals = split_vertex_normals(v, f, crease_angle, cancel=cancel)
+    check(cancel)                # each pass over a large mesh's faces is a second's work on a CPU
     dev = torch.device(device) if device is not None else torch.device("cpu")
     size = int(texture_size)
     face_id, bary = uv_raster(f, np.asarray(uvs, np.float32), size, dev, with_bary=True, cancel=cancel)
@@ -93,6 +95,7 @@ def texel_frames(vertices, faces, uvs, texture_size: int, device=None, crease_an
     point = (vt[ft[face]] * b[:, :, None]).sum(1)
     cn = torch.as_tensor(corner_normals, dtype=torch.float32, device=dev)[torch.as_tensor(split_faces, device=dev)]
     normal = torch.nn.functional.normalize((cn[face] * b[:, :, None]).sum(1), dim=-1)
+    check(cancel)
     tri = vt[ft]
     world = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]).norm(dim=-1) * 0.5
     t = torch.as_tensor(np.asarray(uvs, np.float64), dtype=torch.float64, device=dev)[ft] * size
@@ -325,6 +328,7 @@ def bake_near_surface(app_rep, vertices, faces, uvs, texture_size: int = 1024, d
     if gaussian_scale is None:
         tri = np.asarray(vertices, np.float64).reshape(-1, 3)[np.asarray(faces, np.int64).reshape(-1, 3)]
         area = 0.5 * float(np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1).sum())
+        check(cancel)
         factor = spacing_sharpening(app_rep, area)
     else:
         factor = float(gaussian_scale)

@@ -56,6 +56,7 @@ def chart_layout(vertices, faces, texture_size: int = DEFAULT_TEXTURE_SIZE, padd
     if len(f) == 0:
         return (v.astype(np.float32), f, np.zeros((len(v), 2), np.float32), np.arange(len(v)))
     n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    check(cancel)
     pairs = face_adjacency_pairs(f)
     check(cancel)
     axis, cls = _signed_axis_class(n)
