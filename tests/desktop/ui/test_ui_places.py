@@ -146,7 +146,7 @@ def test_history_tab_thumbnails_with_preset_seed_and_state(ui, outputs, tmp_path
     captions = [c.strip() for c in gallery.locator(".caption-label, figcaption, .caption").all_inner_texts()]
     assert captions[0].startswith("fake.png · failed"), captions          # newest first
     mug = next(c for c in captions if c.startswith("mug.png"))
-    assert mug.startswith("mug.png · done · custom") and f"seed {seed}" in mug, mug
+    assert mug.startswith("mug.png · done · TRELLIS v1 · custom") and f"seed {seed}" in mug, mug
     assert len(captions) == len(job_dirs(outputs)) + 1
     ui.shot("places-02-history-tab.png")
 
