@@ -456,7 +456,7 @@ def _report(display: ProgressDisplay, k: int, count: int, name: str, job, model_
         display.say(f"{head}: skipped (the model could not be loaded)" if model_failed else f"{head}: cancelled")
     else:
         display.say(f"{head}: FAILED: {job.error}")
-        if job.error_kind == "internal" and job.detail and "error.json" not in str(job.error):
+        if job.error_kind == "internal" and job.detail and not job.out_dir:
             from .crash_report import write_text_report      # no folder holds it: a report file, never a traceback
 
             display.say(f"{head}: the full report is in {write_text_report('job', job.detail)}")

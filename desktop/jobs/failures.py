@@ -52,7 +52,7 @@ def classify_failure(err: BaseException, outputs_dir, device: str, error_file: O
         return "input", f"bad input: {err}"
     if isinstance(err, EmptyStructureError):
         return "empty", str(err)
-    from trellis.export.empty_mesh import EmptyMeshError
+    from trellis.export import EmptyMeshError
 
     if isinstance(err, EmptyMeshError):
         return "empty", EMPTY_MESH

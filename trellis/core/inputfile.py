@@ -15,8 +15,8 @@ import os
 import re
 import stat
 
-__all__ = ["InputFileError", "NotRegularFileError", "FileTooLargeError", "MAX_JSON_DEPTH", "MAX_CONFIG_BYTES", "kind_of",
-           "open_regular", "read_regular", "json_depth", "load_json_text", "read_json_file"]
+__all__ = ["InputFileError", "NotRegularFileError", "FileTooLargeError", "MAX_JSON_DEPTH", "MAX_CONFIG_BYTES",
+           "kind_of", "open_regular", "read_regular", "json_depth", "load_json_text", "read_json_file"]
 
 # Nesting a JSON text may have before it is parsed: a job's records, a ckpt's args, a pipeline.json, a request body
 # need 2-5 levels; a deeper text is refused before the recursive parser sees it (whatever the recursion limit).

@@ -25,7 +25,7 @@ option of the export, typed, with each family's defaults); threads, child proces
 """
 __all__ = ["to_glb", "to_obj", "bake_textured_mesh", "TexturedMesh", "ExportJob", "SideWork", "Background", "ExportOptions",
            "iter_pbr_video", "render_pbr_video", "PbrOptions", "DEFAULT_TEXTURE_SIZE", "warm_processes",
-           "save_result", "load_result", "check_result", "DamagedResultError", "describe_export",
+           "save_result", "load_result", "check_result", "DamagedResultError", "EmptyMeshError", "describe_export",
            "placed_shape_facts", "check_limits", "DESTINATION_LIMITS",
            "face_budget", "lod_meshes", "LodTargetError", "bake_onto_mesh", "uv_usable", "bake_uv_mesh",
            "MIN_OBSERVED_SHARE", "observation_settings", "clean_shape",
@@ -40,7 +40,7 @@ _LAZY = {"to_glb": "schedule", "to_obj": "schedule", "bake_textured_mesh": "sche
          "render_pbr_video": "pbr.video",
          "ExportOptions": "options", "PbrOptions": "options", "DEFAULT_TEXTURE_SIZE": "options",
          "save_result": "result_file", "load_result": "result_file", "check_result": "result_file",
-         "DamagedResultError": "result_file", "describe_export": "report",
+         "DamagedResultError": "result_file", "EmptyMeshError": "empty_mesh", "describe_export": "report",
          "placed_shape_facts": "report",
          "check_limits": "report", "DESTINATION_LIMITS": "report", "face_budget": "cleanup.chain",
          "lod_meshes": "lods", "LodTargetError": "lod_targets", "bake_onto_mesh": "keep_mesh", "uv_usable": "keep_mesh", "bake_uv_mesh": "schedule",

@@ -12,9 +12,8 @@ from ..core.inputfile import MAX_CONFIG_BYTES, InputFileError, open_regular, rea
 
 __all__ = ["SparseStructureFlowModel", "SparseStructureDecoder", "SLatFlowModel", "SLatGaussianDecoder",
            "SLatRadianceFieldDecoder", "SLatMeshDecoder", "MODEL_CLASSES", "from_pretrained", "from_config",
-           "skipped_init", "load_weights", "WeightsFileError", "MissingWeightsFileError", "read_safetensors", "check_readable",
-           "safetensors_spans", "read_config_json",
-           "load_on", "model_class", "is_trellis2_flow", "castable"]
+           "skipped_init", "load_weights", "WeightsFileError", "MissingWeightsFileError", "read_safetensors",
+           "check_readable", "safetensors_spans", "read_config_json", "load_on", "model_class", "is_trellis2_flow", "castable"]
 
 # Class name in a ckpt JSON -> module that defines it. Loaded lazily to keep `import trellis` light.
 _CLASS_MODULES = {

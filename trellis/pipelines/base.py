@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import torch
 
 from ..core.device import obtainable_device_memory
+from ..core.module_cancel import checked_between_modules
 from ..models import read_config_json
 from ..modules.sparse import SparseTensor
 from ..core.callbacks import CancelCheck, Cancelled, check
@@ -377,7 +378,7 @@ class TrellisPipeline:
                 raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(DECODER_OF_FORMAT)}")
             check(cancel)
             stage = tracker.stage(f"decode_{fmt}") if tracker else contextlib.nullcontext()
-            with stage, self._on_device(DECODER_OF_FORMAT[fmt]) as decoder:
+            with stage, self._on_device(DECODER_OF_FORMAT[fmt]) as decoder, checked_between_modules(decoder, cancel):
                 out[fmt] = decoder(slat)
             if progress:
                 progress("decode", i + 1, len(formats))
