@@ -1,7 +1,8 @@
 """TRELLIS.2's kept result (result.npz) of the random-weight blob: its size, the seconds to write and to read it, and
 Export again (read + the PBR export of ``trellis.export.pbr.ovoxel_to_glb``), for the O-Voxel as decoded ("exact")
 and rounded by ``trellis.export.light_ovoxel`` ("light", where the code has it), and for the first layout ("first":
-every array as it is, floats stored, integers deflated; written here, read by the loader, which still reads it). Each
+every array as it is, floats stored, integers deflated; written by tests/helpers/ovoxel_first_layout.py, read by the
+loader, which still reads it). Each
 GLB made from the read file is compared byte for byte with the GLB of the O-Voxel it was written from.
 
     python benchmarks/trellis2_result_file.py [--folder /tmp/trellis2_full] [--runs 3] [--export-runs 2]
@@ -87,40 +88,14 @@ def make_ovoxel(a, device: torch.device, tokens: int):
     return random_blob(tokens, seed=a.seed).to(device), f"random_blob({tokens}, seed={a.seed})"
 
 
-def write_first_layout(path, mesh, extra: dict | None = None) -> str:
-    """result.npz in the first layout (trellis2-ovoxel-result-1): coordinates and faces in the narrowest integer type
-    (deflated, level 1), attributes float16 where exact else float32 and vertices float32 (both stored)."""
-    import zipfile
-
-    import numpy as np
-
-    def narrow(a):
-        if a.size == 0 or (a.min() >= 0 and a.max() < 2 ** 16):
-            return a.astype(np.uint16)
-        return a.astype(np.int32) if a.min() >= -2 ** 31 and a.max() < 2 ** 31 else a.astype(np.int64)
-
-    attrs = mesh.attrs.detach().float().cpu().numpy()
-    half = attrs.astype(np.float16)
-    arrays = {"coords": narrow(mesh.coords.detach().cpu().numpy()),
-              "attrs": half if np.array_equal(half.astype(np.float32), attrs) else attrs,
-              "vertices": mesh.vertices.detach().float().cpu().numpy(),
-              "faces": narrow(mesh.faces.detach().cpu().numpy())}
-    layout = {name: [s.start, s.stop] for name, s in mesh.layout.items()}
-    header = {**(extra or {}), "format": "trellis2-ovoxel-result-1", "res": mesh.res, "layout": layout}
-    arrays = {"header": np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8), **arrays}
-    with zipfile.ZipFile(os.fspath(path), "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
-        for name, a in arrays.items():
-            member = name + ".npy"
-            if a.dtype.kind == "f":
-                member = zipfile.ZipInfo(member, date_time=(1980, 1, 1, 0, 0, 0))
-                member.compress_type = zipfile.ZIP_STORED
-            with z.open(member, "w", force_zip64=True) as fh:
-                np.lib.format.write_array(fh, np.ascontiguousarray(a), allow_pickle=False)
-    return os.fspath(path)
-
-
 def writer(name: str):
-    return write_first_layout if name == "first" else save_ovoxel_result
+    """The first layout's writer (tests/helpers of this checkout) or the measured code's."""
+    if name != "first":
+        return save_ovoxel_result
+    sys.path.insert(0, str(HERE.parent))
+    from tests.helpers.ovoxel_first_layout import write_first_layout
+
+    return write_first_layout
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:
