@@ -40,11 +40,12 @@ def light_ovoxel(mesh: MeshWithVoxel, vertex_steps: int = VERTEX_STEPS, attr_ste
     1 / ``attr_steps`` (faces, coordinates and resolution unchanged), on its device: what an export and the kept
     result both start from when the result is to be light."""
     coords = mesh.coords
-    dual = (mesh.vertices.double() + 0.5) * mesh.res - coords.double()
+    # float32 (no double on the device): which step a value lands on only matters up to a tie, and any step is exact
+    dual = (mesh.vertices.float() + 0.5) * mesh.res - coords.float()
     codes = torch.round(dual * vertex_steps).to(torch.int32)
     vertices = dual_vertices_world(coords, codes.float() / vertex_steps, 1.0 / mesh.res)
     attrs = None if mesh.attrs is None else \
-        torch.round(mesh.attrs.double() * attr_steps).to(torch.int32).float() / attr_steps     # integers: no -0.0
+        torch.round(mesh.attrs.float() * attr_steps).to(torch.int32).float() / attr_steps     # integers: no -0.0
     return MeshWithVoxel(vertices, mesh.faces, coords, mesh.res, attrs, mesh.layout)
 
 

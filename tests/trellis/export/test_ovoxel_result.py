@@ -189,7 +189,7 @@ def test_a_light_ovoxel_is_kept_in_small_integers_and_comes_back_exactly(tmp_pat
     light = light_ovoxel(sphere)
     assert torch.equal(light.faces, sphere.faces) and torch.equal(light.coords, sphere.coords)
     moved = ((light.vertices - sphere.vertices).abs().max() * sphere.res).item()
-    assert 0 < moved <= 0.5 / VERTEX_STEPS + 1e-6      # at most half a step of the voxel
+    assert 0 < moved <= 0.5 / VERTEX_STEPS + 1e-5      # half a step of the voxel, and float32's rounding
     assert 0 < (light.attrs - sphere.attrs).abs().max().item() <= 0.5 / ATTR_STEPS
     exact = save_ovoxel_result(tmp_path / "exact.npz", sphere)
     path = save_ovoxel_result(tmp_path / "light.npz", light)
