@@ -25,12 +25,46 @@ def is_oom(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and ("out of memory" in text.lower() or "can't allocate memory" in text)
 
 
+# Free space under which a disk counts as the full one (a job's scratch files need more than this).
+NEARLY_FULL_BYTES = 8 * 2 ** 20
+# What a native library (USD, ffmpeg) says of a full disk in an error that is not an OSError.
+DISK_FULL_WORDS = (os.strerror(errno.ENOSPC), "No space left on device")
+
+
 def is_disk_full(err: BaseException) -> bool:
-    while err is not None:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
         if isinstance(err, OSError) and err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+            return True
+        if not isinstance(err, OSError) and any(words in str(err) for words in DISK_FULL_WORDS):
             return True
         err = err.__cause__ or err.__context__
     return False
+
+
+def full_temp_folder(err: BaseException, outputs_dir) -> Optional[str]:
+    """The system's temporary folder when it is the full one (a writer's scratch files go there; the error seldom
+    names the file): its disk has almost no room left and the outputs folder's has; else None."""
+    import tempfile
+
+    temp = tempfile.gettempdir()
+    return temp if nearly_full(temp) and not nearly_full(outputs_dir) else None
+
+
+def nearly_full(path) -> bool:
+    """Whether the disk of `path` (or of its nearest existing parent) has under NEARLY_FULL_BYTES free."""
+    import shutil
+
+    if not path:
+        return False
+    path = os.path.abspath(os.fspath(path))
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    try:
+        return shutil.disk_usage(path).free < NEARLY_FULL_BYTES
+    except OSError:
+        return False
 
 
 def classify_failure(err: BaseException, outputs_dir, device: str, error_file: Optional[str] = None,
@@ -70,6 +104,10 @@ def classify_failure(err: BaseException, outputs_dir, device: str, error_file: O
         return "oom", (f"out of memory{where}: close other programs, or try the fast preset (--preset fast) or a smaller "
                        "texture size. The memory was freed; the app keeps running.")
     if is_disk_full(err):
+        temp = full_temp_folder(err, outputs_dir)
+        if temp is not None:
+            return "disk", (f"the temporary folder is full ({temp}): free some disk space there, or point TMPDIR (TEMP "
+                            "on Windows) at a folder on a disk with room, then try again.")
         return "disk", (f"the outputs folder is full ({outputs_dir}): free some disk space there or choose "
                         "another outputs folder, then try again.")
     if isinstance(err, ModelLoadError):

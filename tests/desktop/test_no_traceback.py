@@ -140,14 +140,15 @@ def test_a_mesh_decoder_giving_nan_fails_as_an_empty_mesh(made, tmp_path):
     assert record["kind"] == "empty" and record["detail"] is None
 
 
-def tmpfs_prefix(tmp_path, free_kb: int):
-    """A private mount namespace where `tmp_path/disk` is a 3 MB tmpfs with `free_kb` left (root only)."""
+def tmpfs_prefix(tmp_path, free_kb: int, temp: bool = False):
+    """A private mount namespace where `tmp_path/disk` is a 3 MB tmpfs with `free_kb` left (root only); with `temp`,
+    it is the command's temporary folder (TMPDIR)."""
     if os.geteuid() != 0 or not (shutil.which("unshare") and shutil.which("mount") and shutil.which("fallocate")):
         pytest.skip("a tmpfs needs root with unshare, mount and fallocate")
     disk = tmp_path / "disk"
     disk.mkdir()
     script = (f'mount -t tmpfs -o size=3m tmpfs "$0" || exit 99; fallocate -l {3072 - free_kb}K "$0/fill" || exit 99; '
-              '"$@"; rc=$?; echo "LEFT: $(ls -A "$0/exp"/* 2>/dev/null | tr "\\n" " ")"; exit $rc')
+              + ('TMPDIR="$0" ' if temp else '') + '"$@"; rc=$?; echo "LEFT: $(ls -A "$0/exp"/* 2>/dev/null | tr "\\n" " ")"; exit $rc')
     prefix = ("unshare", "-m", "--propagation", "private", "sh", "-c", script, str(disk))
     probe = subprocess.run([*prefix, "true"], capture_output=True, text=True)
     if probe.returncode == 99:
@@ -166,6 +167,18 @@ def test_an_export_onto_a_full_disk_ends_promptly_and_clearly(made, tmp_path, fr
     assert time.monotonic() - start < 180
     left = proc.stdout.split("LEFT:")[-1].split()
     assert not any(name.endswith(".glb") for name in left), left               # no partial file
+
+
+@pytest.mark.slow
+def test_an_export_whose_temporary_folder_is_full_says_so(made, tmp_path):
+    # The USDZ writer's scratch files go to the temporary folder; USD reports the full disk in its own error type.
+    disk, prefix = tmpfs_prefix(tmp_path, 16, temp=True)
+    out = tmp_path / "out"
+    proc = desktop("export", made["folder"], "-o", out, "--formats", "usdz", "--texture-size", "64", "-q",
+                   prefix=prefix, timeout=240)
+    clear(proc, 1, f"the temporary folder is full ({disk.parent}): free some disk space there, or point TMPDIR")
+    assert "unexpected error" not in proc.stderr
+    assert not any(name.endswith(".usdz") for folder in job_folders(out) for name in os.listdir(folder))
 
 
 # ------------------------------------------------------------------------------------------ the last resort
