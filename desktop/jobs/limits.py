@@ -2,9 +2,10 @@
 surface alike: the CLI's lines and its `--strict` exit status, the API's `limits` field, the page's badge."""
 from __future__ import annotations
 
-import json
 import os
 import threading
+
+from .jsonio import load_json
 
 __all__ = ["job_limits", "report_limits", "missed_limits"]
 
@@ -28,11 +29,10 @@ def job_limits(job):
         hit = _CACHE.get(path)
     if hit is not None and hit[0] == key:
         return hit[1]
-    try:
-        with open(path, encoding="utf-8") as f:
-            limits = report_limits(json.load(f))
-    except (OSError, ValueError):
+    report, wrong = load_json(path)        # a regular file, bounded: a job folder's files are not trusted
+    if wrong or report is None:
         return None
+    limits = report_limits(report)
     with _CACHE_LOCK:
         if len(_CACHE) >= _CACHE_MAX:
             _CACHE.clear()

@@ -11,7 +11,6 @@ tensors are read. The tower stays in fp32 (it runs once per job), as DINOv2 does
 """
 from __future__ import annotations
 
-import json
 import os
 
 import torch
@@ -121,8 +120,11 @@ class ClipTextTransformer(nn.Module):
 def read_text_config(folder: str) -> dict:
     """The text tower's config from a folder's config.json (a CLIPConfig's `text_config`, or a CLIPTextConfig)."""
     path = os.path.join(folder, "config.json")
-    with open(path, encoding="utf-8") as f:
-        config = json.load(f)
+    from ..core.inputfile import MAX_CONFIG_BYTES, read_json_file
+
+    config = read_json_file(path, MAX_CONFIG_BYTES, what="a model's config")
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} is not a model's config (not a JSON object)")
     config = config.get("text_config", config) or {}
     return {k: config.get(k, v) for k, v in TEXT_CONFIG_DEFAULTS.items()}
 

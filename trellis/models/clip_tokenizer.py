@@ -8,11 +8,12 @@ identical. `tokenizer.json` is used when present; otherwise the tokenizer is ass
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
 import torch
+
+from ..core.inputfile import MAX_CONFIG_BYTES, read_json_file
 
 CONTEXT_LENGTH = 77
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
@@ -51,8 +52,8 @@ def _pad_token(folder: str) -> str:
     for name in ("special_tokens_map.json", "tokenizer_config.json"):
         path = os.path.join(folder, name)
         if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                pad = json.load(f).get("pad_token")
+            config = read_json_file(path, MAX_CONFIG_BYTES, what="a tokenizer's config")
+            pad = config.get("pad_token") if isinstance(config, dict) else None
             if isinstance(pad, dict):
                 pad = pad.get("content")
             if pad:

@@ -163,11 +163,10 @@ def save_image_conditioner(model: nn.Module, prefix) -> None:
 def load_image_conditioner(prefix, device=None) -> ImageConditioner:
     """Inverse of `save_image_conditioner` (strict: any key mismatch raises); on `device` (default the CPU), built
     and filled there (device_load)."""
-    from . import check_readable, read_safetensors
+    from . import check_readable, read_config_json, read_safetensors
 
     check_readable(f"{prefix}.json")
-    with open(f"{prefix}.json") as f:
-        config = json.load(f)
+    config = read_config_json(f"{prefix}.json")
     if config.get("name") != "DINOv2":
         raise ValueError(f"{prefix}.json: expected name 'DINOv2', got {config.get('name')!r}")
     model = _built(config["args"], device)

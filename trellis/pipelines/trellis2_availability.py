@@ -21,9 +21,9 @@ import functools
 import os
 import stat
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
+from ..core.inputfile import read_regular
 from ..models import read_config_json
 from ..models.dinov3 import DINOV3_REPO
 from .background import default_model_dir
@@ -37,6 +37,7 @@ TRELLIS2_FOLDER = "TRELLIS.2-4B"
 DINOV3_PAGE = f"https://huggingface.co/{DINOV3_REPO}"
 TOKENS_PAGE = "https://huggingface.co/settings/tokens"
 ACCESS_RECORD = ".trellis-access.json"
+TOKEN_MAX_BYTES = 64 * 1024            # a Hugging Face token is ~40 characters
 DOWNLOAD_HOW = "start Trellis Desktop with --trellis2 (./run.sh --trellis2; on Windows run.bat --trellis2)"
 LEFT_ALONE = "TRELLIS v1 works without it."
 SHOWN = 3                  # missing files named in a message; the rest are counted
@@ -63,9 +64,10 @@ def has_hf_token(environ=None) -> bool:
                   os.path.join(cache, "huggingface", "token")]
     for path in filter(None, candidates):
         try:
-            if Path(os.path.expanduser(path)).read_text(encoding="utf-8").strip():
+            # a regular file only, read no further than a token's size: a FIFO there must not block the app
+            if read_regular(os.path.expanduser(path), TOKEN_MAX_BYTES, "a token").decode("utf-8").strip():
                 return True
-        except (OSError, UnicodeDecodeError):
+        except (OSError, ValueError):
             continue
     return False
 

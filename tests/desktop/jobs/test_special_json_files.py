@@ -69,3 +69,14 @@ def test_a_stage_times_file_that_is_a_special_file_is_ignored_with_a_warning(tmp
     assert in_thread(5, kept.save, times) is True          # written anew, as a regular file in the link's place
     assert path.is_file() and not path.is_symlink()
     assert in_thread(5, StageTimesFile(path, "cpu").load, StageTimes()) is True
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero"])
+def test_an_export_json_that_is_a_special_file_gives_no_limits(tmp_path, kind):
+    from desktop.jobs.job import Job
+    from desktop.jobs.limits import job_limits
+    from desktop.settings import GenerationSettings
+
+    report = special(tmp_path, "export.json", kind)
+    job = Job(id="j", inputs=[], settings=GenerationSettings(), files={"report": str(report)})
+    assert in_thread(5, job_limits, job) is None

@@ -96,3 +96,21 @@ def test_a_header_of_many_empty_tensors_is_refused_fast(model, extra):
     else:                            # a few: the manifest's names refuse them before the data is read
         assert isinstance(err, ValueError) and "unexpected ['empty.0', 'empty.1'" in str(err), repr(err)
     assert took < 10, took
+
+
+def test_the_conditioners_config_and_a_token_file_as_fifos_do_not_block(model, tmp_path):
+    from trellis.models.image_conditioner import load_image_conditioner
+    from trellis.pipelines.trellis2_availability import has_hf_token
+
+    config = model / "ckpts" / "image_cond_dinov2_tiny.json"
+    os.remove(config)
+    os.mkfifo(config)
+    err, _ = ends_within(10, load_image_conditioner, str(model / "ckpts" / "image_cond_dinov2_tiny"))
+    assert isinstance(err, OSError) and "not a regular file (it is a pipe (FIFO))" in str(err), repr(err)
+    token = tmp_path / "token"
+    os.mkfifo(token)
+    found, _ = ends_within(10, has_hf_token, {"HF_TOKEN_PATH": str(token), "XDG_CACHE_HOME": str(tmp_path)})
+    assert found is False
+    token.unlink()
+    token.write_text("hf_abc\n")
+    assert has_hf_token({"HF_TOKEN_PATH": str(token), "XDG_CACHE_HOME": str(tmp_path)}) is True
