@@ -210,7 +210,7 @@ def _folder_instead(path):
 @pytest.mark.parametrize("damage, reason", [(_truncate, "the file is damaged or incomplete"),
                                             (_garbage_header, "the file is damaged or incomplete"),
                                             (os.remove, "the file is missing"),
-                                            (_folder_instead, "Is a directory")])
+                                            (_folder_instead, "it is not a regular file (it is a folder)")])
 def test_unreadable_weights_are_named_with_how_to_get_them_again(tiny_pipeline_dir, tmp_path, damage, reason):
     model = str(tmp_path / "model")
     target = _damaged_copy(tiny_pipeline_dir, model, damage)
