@@ -39,3 +39,20 @@ def test_a_cancel_inside_the_mesh_decoder_stops_it_at_its_next_layer(pipeline):
                        sparse_structure_sampler_params={"steps": 2}, slat_sampler_params={"steps": 2},
                        cancel=lambda: False)
     assert out["mesh"][0].vertices.shape[0] > 0
+
+
+def test_the_surface_extraction_stops_at_the_active_cancel():
+    import torch
+
+    from trellis.core.module_cancel import checked_between_modules
+    from trellis.representations.mesh.flexicubes import extract_mesh
+
+    res = 16
+    g = torch.Generator().manual_seed(0)
+    coords = torch.stack(torch.meshgrid(*[torch.arange(4, 12)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    feats = torch.randn(len(coords), 101, generator=g)
+    feats[:, :8] = (coords.float() - 8).norm(dim=1, keepdim=True) - 3          # a ball's signed distance
+    with checked_between_modules(torch.nn.Linear(1, 1), lambda: True), pytest.raises(Cancelled):
+        extract_mesh(coords, feats, res)
+    mesh = extract_mesh(coords, feats, res)             # no pass under way: nothing asks
+    assert mesh.faces.shape[0] > 0

@@ -15,6 +15,7 @@ from typing import Dict
 
 import torch
 
+from ...core.module_cancel import check_active
 from .mesh_extract_result import MeshExtractResult
 
 __all__ = ["extract_mesh", "load_tables", "block_sizes_for"]
@@ -272,6 +273,7 @@ def extract_mesh(coords: torch.Tensor, feats: torch.Tensor, res: int,
     vattr[U, 0] = 1.0
     vsdf = vattr[:, 0]
 
+    check_active()          # each step below is a pass over a 256^3 grid's touched vertices: seconds on a CPU
     # -- step 5: cubes. A surface cube needs an inside corner and untouched vertices are outside,
     # so the only candidates are the in-grid cubes around inside (touched) vertices. This includes
     # the boundary cubes that share a corner with a voxel without being one.
@@ -300,6 +302,7 @@ def extract_mesh(coords: torch.Tensor, feats: torch.Tensor, res: int,
     for k in tab["quad_first"].unique().tolist():
         outside |= (vsdf[rows[:, k].long()] > 0).to(torch.uint8) << k
 
+    check_active()
     # -- step 7: ambiguity (C16/C19), decided on the original cases of both cubes simultaneously.
     # A neighbour that is not a surface cube (incl. one not in `cube_keys`) never triggers.
     amb = (tab["check_table"][case, 0] == 1).nonzero().squeeze(1)
@@ -340,6 +343,7 @@ def extract_mesh(coords: torch.Tensor, feats: torch.Tensor, res: int,
     vgamma = vattr.new_empty(V)
     step = (1 - 1e-8) / (2 * res)
     for s0 in range(0, S, cube_block):
+        check_active()
         s1 = min(s0 + cube_block, S)
         # the block's weights: [B,21], rows of non-voxel cubes 0 (beta = alpha = 1, gamma = 0.5)
         wr = wrow[s0:s1]
@@ -393,6 +397,7 @@ def extract_mesh(coords: torch.Tensor, feats: torch.Tensor, res: int,
     key_dtype = torch.int32 if R1 ** 3 * 3 < 2 ** 31 else torch.long
     index_of = _cube_index(cube_keys, res)
     for s0 in range(0, S, cube_block):
+        check_active()
         s1 = min(s0 + cube_block, S)
         for axis in range(3):
             d, slot_of = tab["quad_d"][axis], tab["edge_slot"][:, tab["quad_e"][axis]].T   # [4,256]
