@@ -29,8 +29,8 @@ import itertools
 import numpy as np
 
 __all__ = ["CELLS", "MIN_CELLS", "MAX_FACES", "DECIMATE_AGG", "CLOSE_STEPS", "KEEP_SHARE", "NEAREST", "EDGE_T_MIN",
-           "SEPARATION", "THIN", "remesh_solid", "decimated_body", "cell_grid", "cells_of", "uncovered_share", "well_spaced",
-           "merged_close", "is_one_body", "solid_field",
+           "SEPARATION", "THIN", "remesh_solid", "decimated_body", "cell_grid", "cells_of", "uncovered_share",
+           "well_spaced", "merged_close", "is_one_body", "solid_field",
            "surface_samples", "closed", "kept_part", "surface_distance", "point_triangle_distance", "tetrahedra",
            "tetra_table", "marching_tetrahedra", "TETRA_TABLE", "KUHN"]
 
