@@ -134,12 +134,13 @@ def load_text_tower(folder: str) -> ClipTextTransformer:
     for key and shape for shape."""
     from safetensors import safe_open
 
-    from . import WeightsFileError, check_readable, skipped_init
+    from . import WeightsFileError, check_readable, safetensors_spans, skipped_init
 
     with skipped_init():                       # every weight is loaded below, strictly
         model = ClipTextTransformer(**read_text_config(folder))
     path = os.path.join(folder, "model.safetensors")
     check_readable(path)
+    safetensors_spans(path)                    # a header far too long or damaged is refused before safetensors reads it
     expected = model.state_dict()
     try:
         with safe_open(path, framework="pt", device="cpu") as f:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.inputfile import MAX_CONFIG_BYTES, read_json_file
+from ..core.inputfile import MAX_CONFIG_BYTES, open_regular, read_json_file
 
 CONTEXT_LENGTH = 77
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
@@ -82,10 +82,14 @@ class ClipTokenizer:
         from tokenizers import Tokenizer
 
         path = os.path.join(folder, "tokenizer.json")
+        vocab, merges = os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt")
         if os.path.exists(path):
+            open_regular(path).close()          # a FIFO or a device is refused here, not waited on by the reader
             tok = Tokenizer.from_file(path)
-        elif os.path.exists(os.path.join(folder, "vocab.json")) and os.path.exists(os.path.join(folder, "merges.txt")):
-            tok = build_clip_tokenizer(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"))
+        elif os.path.exists(vocab) and os.path.exists(merges):
+            for name in (vocab, merges):
+                open_regular(name).close()
+            tok = build_clip_tokenizer(vocab, merges)
         else:
             raise FileNotFoundError(f"{folder} has no CLIP tokenizer: expected tokenizer.json, or vocab.json and "
                                     f"merges.txt")

@@ -114,3 +114,12 @@ def test_the_conditioners_config_and_a_token_file_as_fifos_do_not_block(model, t
     token.unlink()
     token.write_text("hf_abc\n")
     assert has_hf_token({"HF_TOKEN_PATH": str(token), "XDG_CACHE_HOME": str(tmp_path)}) is True
+
+
+def test_a_fifo_tokenizer_file_is_refused_without_blocking(tmp_path):
+    from trellis.core.inputfile import NotRegularFileError
+    from trellis.models.clip_tokenizer import ClipTokenizer
+
+    os.mkfifo(tmp_path / "tokenizer.json")
+    err, _ = ends_within(10, ClipTokenizer.from_folder, str(tmp_path))
+    assert isinstance(err, NotRegularFileError) and "tokenizer.json is not a regular file" in str(err), repr(err)
