@@ -129,7 +129,8 @@ def write_mesh_files(job: Job, folder: JobFolder, settings: GenerationSettings, 
                 lods.append((share, lod, job.files[kind]))
     with timed(job, "report"):
         made = export.side_result(facts.name) if facts else None
-        job.files.update(folder.write_json("report", export_report(textured, job.files, settings, lods, made, refused)))
+        job.files.update(folder.write_json("report", export_report(textured, job.files, settings, lods, made, refused,
+                                                                   cancel)))
 
 
 # The kinds of mesh file this process has written: the first file of a kind
@@ -188,7 +189,7 @@ def shape_facts(textured, settings: GenerationSettings) -> dict:
 
 
 def export_report(textured, files: dict, settings: GenerationSettings, lods=(), facts: dict | None = None,
-                  refused=()) -> dict:
+                  refused=(), cancel=None) -> dict:
     """export.json: what the mesh files hold and, for a destination, whether they meet its limits
     (``trellis.export.describe_export``); `facts`: ``shape_facts`` made already; `refused`: the levels of detail
     refused (``trellis.export.lod_targets.LodRefusal``)."""
@@ -198,4 +199,4 @@ def export_report(textured, files: dict, settings: GenerationSettings, lods=(), 
                            target_faces=settings.target_faces, texture_format=settings.texture_format,
                            geometry_only=settings.geometry_only, draco=settings.draco,
                            print_ready=settings.print_ready, lods=list(lods), destination=destination(settings),
-                           facts=facts, lods_refused=list(refused), **placement(settings))
+                           facts=facts, lods_refused=list(refused), cancel=cancel, **placement(settings))

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from ..core.callbacks import check
 from .lod_targets import LOD_TOLERANCE, LodRefusal
 from .placement import bounds, place
 
@@ -37,23 +38,30 @@ def is_watertight(vertices, faces, solid: bool = False) -> bool:
     return print_shape_facts(vertices, faces, solid)["watertight"]
 
 
-def print_shape_facts(vertices, faces, solid: bool = False) -> dict:
+def print_shape_facts(vertices, faces, solid: bool = False, cancel=None) -> dict:
     """{watertight, outward, shells, flat_base, print_file} of the shape the STL / 3MF are written with
     (``print3d.print_mesh``; "print_file": its triangles, vertices, size_m and base_m, as ``describe_export`` gives
     them, of these z-up ``vertices`` in metres); with ``solid`` also what making it print-ready did ({method,
     parts_dropped, area_dropped_share (the share of the surface left out of the print), holes_filled, cell_size of a
-    rebuild} under "print_repair")."""
+    rebuild} under "print_repair"). ``cancel()`` returning True raises ``Cancelled`` between the passes (each a
+    second's work for a million faces on a CPU)."""
     from .formats.print3d import print_mesh
     from .formats.print_solid import has_flat_base
     done = {}
+    check(cancel)
     shape = print_mesh(vertices, faces, solid=solid, info=done)
     repair = {"print_repair": {k: done[k] for k in REPAIR_KEYS if k in done}} if solid else {}
     if not len(shape.faces):
         return {"watertight": False, "outward": False, "shells": 0, "flat_base": False, **repair}
+    check(cancel)
     watertight = bool(shape.is_watertight)
-    return {"watertight": watertight, "outward": watertight and bool(shape.is_winding_consistent)
-            and float(shape.volume) > 0, "shells": shell_count(shape.faces),
-            "flat_base": bool(has_flat_base(shape.vertices, shape.faces)),
+    check(cancel)
+    outward = watertight and bool(shape.is_winding_consistent) and float(shape.volume) > 0
+    check(cancel)
+    shells = shell_count(shape.faces)
+    check(cancel)
+    flat_base = bool(has_flat_base(shape.vertices, shape.faces))
+    return {"watertight": watertight, "outward": outward, "shells": shells, "flat_base": flat_base,
             "print_file": mesh_numbers(shape.vertices, shape.faces), **repair}
 
 
@@ -69,16 +77,16 @@ def mesh_numbers(vertices, faces) -> dict:
 
 
 def placed_shape_facts(textured, height: float | None = None, pivot: str | None = None,
-                       print_ready: bool = False) -> dict:
+                       print_ready: bool = False, cancel=None) -> dict:
     """``print_shape_facts`` of ``textured`` placed as ``describe_export`` places it (the same arguments); a
     print-ready shape is the very solid the STL and 3MF are written from (``formats.write``: made, then placed), and
     "print_file" the numbers of those files."""
     if not print_ready:
-        return print_shape_facts(place(textured.vertices, height, pivot, "m"), textured.faces)
+        return print_shape_facts(place(textured.vertices, height, pivot, "m"), textured.faces, cancel=cancel)
     from .formats.print_solid import print_solid
     done = {}
     v, f = print_solid(textured.vertices, textured.faces, info=done)
-    return {**print_shape_facts(place(v, height, pivot, "m"), f),
+    return {**print_shape_facts(place(v, height, pivot, "m"), f, cancel=cancel),
             "print_repair": {k: done[k] for k in REPAIR_KEYS if k in done}}
 
 
@@ -113,7 +121,7 @@ def describe_export(textured, files: dict, *, height: float | None = None, pivot
                     target_faces: int | None = None, limits: dict | None = None, texture_format: str = "png",
                     geometry_only: bool = False, draco: bool = False, print_ready: bool = False,
                     lods: list | None = None, destination: str | None = None, facts: dict | None = None,
-                    lods_refused: list | None = None) -> dict:
+                    lods_refused: list | None = None, cancel=None) -> dict:
     """``files``: {format: path} written from ``textured`` (a ``TexturedMesh``) with ``height`` / ``pivot`` and the
     other options named here (as ``formats.write`` took them). Triangles, vertices, the texture, the size in metres
     (width x, depth y, height z of the z-up object) and where its base is, the print shape's facts (watertight,
@@ -125,7 +133,7 @@ def describe_export(textured, files: dict, *, height: float | None = None, pivot
     STL or 3MF made print-ready, else of ``textured``; each STL / 3MF entry names its own triangles."""
     texture = np.asarray(textured.texture)
     textured_files = not geometry_only and any(kind in files for kind in ("glb", "obj", "usdz"))
-    shape = placed_shape_facts(textured, height, pivot, print_ready) if facts is None else facts
+    shape = placed_shape_facts(textured, height, pivot, print_ready, cancel) if facts is None else facts
     mesh = mesh_numbers(place(textured.vertices, height, pivot, "m"), textured.faces)
     printed = shape.get("print_file") or mesh
     if print_ready and files and set(files) <= set(PRINT_KINDS):

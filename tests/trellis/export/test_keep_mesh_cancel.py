@@ -116,3 +116,17 @@ def test_the_uv_check_of_a_large_mesh_asks_between_chunks(big, one_thread):
     assert max(polls.longest_gaps().values()) < LANDS_WITHIN_S, polls.where(LANDS_WITHIN_S)
     with pytest.raises(Cancelled):
         uv_usable(split_vertices, split_faces, uvs, cancel=lambda: True)
+
+
+def test_the_reports_shape_facts_of_a_large_mesh_ask_between_passes(big, one_thread):
+    # export.json's print facts (watertight, volume, bodies, base) come after the files: a cancel then lands too
+    from trellis.export.report import print_shape_facts
+
+    vertices, faces, _ = big
+    polls = Polls(clock=time.thread_time)
+    facts = print_shape_facts(vertices, faces, cancel=polls)
+    polls.times.append((polls.clock(), "end", "end"))
+    assert facts["watertight"] and facts["shells"] == 1
+    assert len(polls.times) >= 6 and max(polls.longest_gaps().values()) < LANDS_WITHIN_S, polls.where(LANDS_WITHIN_S)
+    with pytest.raises(Cancelled):
+        print_shape_facts(vertices, faces, cancel=lambda: True)
