@@ -1,0 +1,141 @@
+"""Triangle mesh -> O-Voxel, TRELLIS.2's flexible dual grid (TRELLIS2_TEXTURING_FACTS.md §5), in PyTorch.
+
+The mesh lies in the aabb [-0.5, 0.5]^3 (z up, as the texturing pipeline normalises it); R = resolution. Voxels
+exist around every grid edge the surface crosses (edge_scan); each gets one dual vertex, the box-constrained
+minimiser of its quadric (intersection + face + boundary + regularisation terms, qef / voxel_terms), and 3
+edge-crossing flags. Work is chunked (``chunk`` crossings or candidate boxes at a time) so memory stays bounded by
+the voxel table, about 130 bytes per voxel. Runs on any device; float64 by default.
+
+This is the PyTorch twin; a fused scan + scatter kernel would replace ``_crossing_table`` on the GPU.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from .dual_grid import flexible_dual_grid_to_mesh
+from .edge_scan import scan_axis
+from .lookup import VoxelLookup
+from .mesh_with_voxel import MeshWithVoxel
+from .qef import plane_quadrics, regularization_quadrics, solve_box
+from .voxel_terms import add_boundary_term, add_face_term, boundary_edges
+
+__all__ = ["OVoxelGrid", "mesh_to_ovoxel", "ovoxel_features", "ovoxel_mesh", "weld_vertices",
+           "FACE_WEIGHT", "BOUNDARY_WEIGHT", "REGULARIZATION"]
+
+# The texturing pipeline's call (the o-voxel Python wrapper's own defaults differ and are not used).
+FACE_WEIGHT, BOUNDARY_WEIGHT, REGULARIZATION = 1.0, 0.2, 1e-2
+# Boundary edges shorter than this (world units) have no direction.
+MIN_BOUNDARY_LENGTH = 1e-6
+DEFAULT_CHUNK = 1 << 20
+
+
+class OVoxelGrid(NamedTuple):
+    """coords int32 [N, 3] (x, y, z) on the R^3 grid, in the reference's creation order; dual_vertices float32
+    [N, 3] local, in [0, 1]^3 of their voxel (world = (coords + d) / R - 0.5); intersected bool [N, 3] (the a-flag
+    is the voxel's edge along a at its +ax0, +ax1 corner)."""
+    coords: torch.Tensor
+    dual_vertices: torch.Tensor
+    intersected: torch.Tensor
+
+
+def ovoxel_features(grid: OVoxelGrid) -> torch.Tensor:
+    """float32 [N, 6]: the shape encoder's input, [d - 0.5, flags - 0.5]."""
+    return torch.cat([grid.dual_vertices.float() - 0.5, grid.intersected.float() - 0.5], dim=1)
+
+
+def ovoxel_mesh(grid: OVoxelGrid, resolution: int, attrs: torch.Tensor | None = None) -> MeshWithVoxel:
+    """The MeshWithVoxel a perfect decoder would give for this grid: its dual-grid mesh (quads split by normal
+    alignment, as without predicted split weights), its voxels and optional per-voxel attributes."""
+    v, f = flexible_dual_grid_to_mesh(grid.coords, grid.dual_vertices, grid.intersected, None, resolution)
+    return MeshWithVoxel(v, f, grid.coords, resolution, attrs)
+
+
+def weld_vertices(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(unique positions, faces re-indexed onto them): vertices split at UV seams or hard edges become one."""
+    uniq, inverse = torch.unique(vertices, dim=0, return_inverse=True)
+    return uniq, inverse[faces.long()]
+
+
+class _Table:
+    """Voxels found so far, sorted by key: point sums, counts, quadric sums, flags and first creation event."""
+
+    def __init__(self, dtype, device):
+        self.keys = torch.zeros(0, dtype=torch.long, device=device)
+        self.psum = torch.zeros(0, 3, dtype=dtype, device=device)
+        self.count = torch.zeros(0, dtype=dtype, device=device)
+        self.q = torch.zeros(0, 10, dtype=dtype, device=device)
+        self.flags = torch.zeros(0, 3, dtype=torch.int32, device=device)
+        self.event = torch.zeros(0, dtype=torch.long, device=device)
+
+    def merge(self, keys, psum, count, q, flags, event):
+        uniq, inv = torch.unique(torch.cat([self.keys, keys]), return_inverse=True)
+        n = uniq.shape[0]
+
+        def add(old, new):
+            return old.new_zeros(n, *old.shape[1:]).index_add_(0, inv, torch.cat([old, new]))
+        self.psum, self.count, self.q = add(self.psum, psum), add(self.count, count), add(self.q, q)
+        self.flags = add(self.flags, flags)
+        big = torch.iinfo(torch.long).max
+        self.event = torch.full((n,), big, dtype=torch.long, device=keys.device).scatter_reduce_(
+            0, inv, torch.cat([self.event, event]), reduce="amin")
+        self.keys = uniq
+
+
+def _crossing_table(g: torch.Tensor, faces: torch.Tensor, plane_q: torch.Tensor, resolution: int, chunk: int):
+    tri = g[faces]
+    ids = torch.arange(faces.shape[0], device=g.device)
+    table = _Table(g.dtype, g.device)
+    r = resolution
+    for axis in range(3):
+        for cr in scan_axis(tri, ids, axis, r, chunk):
+            if cr.tri.numel() == 0:
+                continue
+            coords, flag, point = cr.voxels(r)
+            keys = ((coords[..., 0] * r + coords[..., 1]) * r + coords[..., 2]).reshape(-1)
+            h = cr.tri.shape[0]
+            flags = torch.zeros(h, 4, 3, dtype=torch.int32, device=g.device)
+            flags[:, :, axis] = flag.int()
+            event = (cr.event[:, None] * 4 + torch.arange(4, device=g.device)).reshape(-1)
+            table.merge(keys, point[:, None, :].expand(h, 4, 3).reshape(-1, 3),
+                        torch.ones(h * 4, dtype=g.dtype, device=g.device),
+                        plane_q[cr.tri][:, None, :].expand(h, 4, 10).reshape(-1, 10),
+                        flags.reshape(-1, 3), event)
+    return table
+
+
+@torch.no_grad()
+def mesh_to_ovoxel(vertices: torch.Tensor, faces: torch.Tensor, resolution: int, *,
+                   face_weight: float = FACE_WEIGHT, boundary_weight: float = BOUNDARY_WEIGHT,
+                   regularization: float = REGULARIZATION, weld: bool = True, chunk: int = DEFAULT_CHUNK,
+                   dtype: torch.dtype = torch.float64) -> OVoxelGrid:
+    """The O-Voxel of a triangle mesh (``vertices`` [V, 3] inside [-0.5, 0.5]^3, ``faces`` [F, 3]) at R^3.
+
+    ``weld``: boundary edges are found on positions (vertices split at seams are one); the reference finds them by
+    vertex index (``weld=False``), so a mesh split at UV seams gets boundary pulls along its seams there.
+    Runs on ``vertices``' device."""
+    if resolution < 2:
+        raise ValueError(f"resolution must be at least 2, got {resolution}")
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
+        raise ValueError("vertices must be [V, 3] and faces [F, 3]")
+    device = vertices.device
+    faces = faces.to(device).long()
+    g = (vertices.to(dtype) + 0.5) * resolution                                # grid units
+    plane_q = plane_quadrics(g[faces])
+    table = _crossing_table(g, faces, plane_q, resolution, chunk)
+    r = resolution
+    coords = torch.stack([table.keys // (r * r), (table.keys // r) % r, table.keys % r], dim=1)
+    q = table.q
+    if coords.shape[0]:
+        lookup = VoxelLookup(coords)
+        if face_weight > 0:
+            add_face_term(q, g[faces], plane_q, lookup, r, chunk)
+        if boundary_weight > 0:
+            bv, bf = weld_vertices(g, faces) if weld else (g, faces)
+            add_boundary_term(q, bv, boundary_edges(bf), lookup, boundary_weight, MIN_BOUNDARY_LENGTH * r, chunk)
+        q = q + regularization_quadrics(table.psum / table.count[:, None], regularization * table.count)
+    lo = coords.to(dtype)
+    x, _ = solve_box(q, lo, lo + 1)
+    order = torch.argsort(table.event)
+    return OVoxelGrid(coords[order].int(), (x - lo)[order].float(), (table.flags[order] > 0))
