@@ -84,19 +84,19 @@ def test_atlas_stats_counts_what_it_should():
     assert not overlapping_faces(square, uv, 64).any()
 
 
-def test_geometric_charts_past_their_budget_give_the_fast_layout(monkeypatch):
+def test_geometric_charts_past_their_budget_give_the_grouped_layout(monkeypatch):
     v, f = bumpy_sphere(3)
     with pytest.raises(TimeoutError):
         unwrap_uv(v, f, time_budget_s=1e-4, method="geometric")
     monkeypatch.setattr(uvx, "xatlas_layout", None)           # "auto" must not try xatlas after the budget
     info = {}
     vv, ff, uv, vm = unwrap_uv(v, f, time_budget_s=1e-4, info=info)
-    assert info["method"] == "charts" and ff.shape == f.shape
+    assert info["method"] == "grouped" and ff.shape == f.shape
     monkeypatch.setattr(geometric, "geometric_time_estimate", lambda n: 1e9)   # hopeless: not even started
     monkeypatch.setattr(geometric, "geometric_layout", None)
     monkeypatch.setattr(uvx, "xatlas_time_estimate", lambda n: 1e9)
     unwrap_uv(v, f, time_budget_s=1.0, info=info)
-    assert info["method"] == "charts"
+    assert info["method"] == "grouped"
 
 
 def test_chart_masks_hold_every_texel_a_triangle_touches():

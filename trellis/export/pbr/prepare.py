@@ -14,7 +14,7 @@ import torch
 from ...core.callbacks import check
 from ..arrays import Progress, report
 from ..options import DEFAULT_TARGET_FACES, MAX_HOLE_PERIMETER, PbrOptions
-from ..uv.unwrap import unwrap_uv
+from ..uv.unwrap import LOW_TEXEL_USE, unwrap_uv
 from .orientation import unify_orientation
 from .reduce import reduce_to_target
 from .sorting import unique_inverse
@@ -51,8 +51,10 @@ def prepare_ovoxel_mesh(mesh, target_faces: int = DEFAULT_TARGET_FACES, texture_
     """A ``MeshWithVoxel`` -> ``PreparedMesh`` (see the module docstring). ``target_faces``: faces of the exported
     mesh (the decimation's target; a mesh with fewer keeps its own). ``info`` gets "input_faces", "reduce"
     (``reduce_to_target``'s record), "decimated_faces", "faces", "orientation_flipped", "uv_method", "vertices",
-    "prepare_seconds" (the seconds of reduce's steps, "orient" and "uv_unwrap") and, where xatlas ran in groups,
-    "uv_groups" (``uv.xatlas_groups.group_layout``'s record)."""
+    "prepare_seconds" (the seconds of reduce's steps, "orient" and "uv_unwrap"), "texel_use" (the share of the
+    texture the UV charts cover), "warnings" (a list of sentences for the user: a texel use under
+    ``uv.unwrap.LOW_TEXEL_USE``) and, where xatlas ran in groups, "uv_groups" (``uv.xatlas_groups.group_layout``'s
+    record)."""
     info = {} if info is None else info
     if int(target_faces) < 1:
         raise ValueError(f"target_faces must be at least 1 (got {target_faces})")
@@ -80,6 +82,11 @@ def prepare_ovoxel_mesh(mesh, target_faces: int = DEFAULT_TARGET_FACES, texture_
                                    texture_size=texture_size, method=uv_method, info=uv_info)
     seconds["uv_unwrap"] = round(time.perf_counter() - t0, 3)
     info.update(faces=int(len(uv_f)), uv_method=uv_info.get("method"), vertices=int(len(uv_v)))
+    use = info["texel_use"] = uv_info["texel_use"]
+    if use < LOW_TEXEL_USE:
+        info.setdefault("warnings", []).append(
+            f"The UV layout covers only {100 * use:.0f} % of the {texture_size} x {texture_size} texture (method "
+            f"{uv_info.get('method')}): the textures hold less detail than they could.")
     if "xatlas_groups" in uv_info:
         info["uv_groups"] = uv_info["xatlas_groups"]
     return PreparedMesh(v, f, uv_v, uv_f, uvs)

@@ -19,7 +19,7 @@ import numpy as np
 from ..mesh_graph import components, face_adjacency_pairs
 from ..rows import row_max, row_min
 
-__all__ = ["atlas_stats", "chart_ids", "texel_counts", "row_spans", "centre_counts", "uv_raster", "uv_coverage"]
+__all__ = ["atlas_stats", "texel_use", "chart_ids", "texel_counts", "row_spans", "centre_counts", "uv_raster", "uv_coverage"]
 
 
 def chart_ids(faces: np.ndarray) -> np.ndarray:
@@ -80,6 +80,13 @@ def row_spans(faces, uvs, s: int, margin: float):
     c1 = np.clip(np.where(good, c1, -1), -1, s - 1)
     keep = good & (c1 >= c0)
     return tri[keep], rows[keep], c0[keep], c1[keep]
+
+
+def texel_use(faces, uvs, texture_size: int) -> float:
+    """The share of the ``texture_size``² texels whose centre lies in some triangle (``atlas_stats``' "texel_use")."""
+    if len(np.asarray(faces).reshape(-1, 3)) == 0:
+        return 0.0
+    return float((texel_counts(faces, uvs, texture_size) > 0).mean())
 
 
 def atlas_stats(faces, uvs, texture_size: int) -> dict:

@@ -5,8 +5,10 @@
   texture than xatlas, without single-triangle charts, in about the same time.
 * "xatlas" (``xatlas``): xatlas in a child process, the mesh cut into pieces, killed past its budget; on a large
   mesh whose one atlas would run past the budget, in groups of pieces, several children at once (``xatlas_groups``).
-* "charts" (``axis_charts``): charts projected onto the axis planes and shelf-packed, in a fraction of a
-  second; the fallback when the others fail or run out of time.
+* "grouped" (``grouped``): charts of faces facing one way, projected flat and shelf-packed, every step vectorised:
+  its time grows with the faces, it needs no budget; the fallback when the others fail or run out of time (half or
+  more of the texture in use where the single-face charts of "charts" used a few per cent).
+* "charts" (``axis_charts``): charts projected onto the axis planes and shelf-packed; only when asked for.
 
 UV convention (everything in this package, as in OBJ and trimesh): u to the right, v UP, the texel of
 (u, v) in a ``texture_size``-square image stored top row first is column u·S, row (1 − v)·S.
@@ -23,9 +25,11 @@ from ...core.callbacks import Cancelled, check
 from ..arrays import to_numpy
 from ..options import DEFAULT_TEXTURE_SIZE
 from . import axis_charts, geometric, xatlas, xatlas_groups
+from .grouped import grouped_layout
 from . import in_child as in_child_module
+from .stats import texel_use
 
-__all__ = ["AUTO_GEOMETRIC_MAX_FACES", "AUTO_GEOMETRIC_MAX_CHARTS", "xatlas_route", "unwrap_uv"]
+__all__ = ["AUTO_GEOMETRIC_MAX_FACES", "AUTO_GEOMETRIC_MAX_CHARTS", "LOW_TEXEL_USE", "xatlas_route", "unwrap_uv"]
 
 Progress = Optional[Callable[[int, int], None]]
 
@@ -35,6 +39,9 @@ AUTO_GEOMETRIC_MAX_FACES = 40_000
 # ... and with at most this many charts once flattened: each chart costs a packing placement, and a noisy mesh
 # falls apart into hundreds of small charts where xatlas is much faster.
 AUTO_GEOMETRIC_MAX_CHARTS = 300
+# Texel use (share of the texture's texels inside a chart) under which a layout is reported as wasteful: less than
+# half of the texture carries the surface.
+LOW_TEXEL_USE = 0.5
 
 
 def xatlas_route(num_faces: int, budget: float) -> Optional[str]:
@@ -64,23 +71,31 @@ def unwrap_uv(vertices, faces, time_budget_s: float = 10.0, progress: Progress =
 
     method "auto": first "geometric" within ``time_budget_s`` (checked between its steps; on meshes of up to
     ``AUTO_GEOMETRIC_MAX_FACES`` faces; skipped when its estimate exceeds the budget; a budget of 0 goes at once to
-    "charts"; left for xatlas once it has more than ``AUTO_GEOMETRIC_MAX_CHARTS`` charts); past its budget,
-    "charts"; then (or at once, on larger meshes) xatlas within ``time_budget_s`` (skipped at once when its estimated
+    "grouped"; left for xatlas once it has more than ``AUTO_GEOMETRIC_MAX_CHARTS`` charts); past its budget,
+    "grouped"; then (or at once, on larger meshes) xatlas within ``time_budget_s`` (skipped at once when its estimated
     time exceeds two budgets; in groups on a mesh of at least ``xatlas_groups.GROUP_MIN_FACES`` faces estimated
-    past one budget, skipped when the groups' estimate exceeds it), else the "charts" layout; "geometric" and
-    "xatlas" (no fallback, errors raise; xatlas's budget still applies and raises TimeoutError); "charts".
+    past one budget, skipped when the groups' estimate exceeds it), else the "grouped" layout; "geometric" and
+    "xatlas" (no fallback, errors raise; xatlas's budget still applies and raises TimeoutError); "grouped"; "charts".
     ``padding`` = margin between charts in texels of a ``texture_size`` texture.
     ``progress(done, total)`` is called with total 100; ``cancel()`` returning True raises ``Cancelled`` (the xatlas
-    child is killed). If ``info`` is a dict, it receives "method" ("geometric", "xatlas" or "charts") and "seconds"
+    child is killed). If ``info`` is a dict, it receives "method" ("geometric", "xatlas", "grouped" or "charts"),
+    "seconds", "texel_use" (``stats.texel_use`` at ``texture_size``; computed after "seconds")
     (and from the geometric layout its "phases" and "packings", ``geometric.geometric_layout``; from xatlas in groups
-    "xatlas_groups", ``xatlas_groups.group_layout``'s record).
+    "xatlas_groups", ``xatlas_groups.group_layout``'s record; from the grouped layout "grouped", its record).
     ``in_child``: the geometric layout runs in a warm child process (``in_child.layout_in_child``: the same result),
     so that work this process does meanwhile (GPU renders) and the layout do not share the GIL.
     """
-    start = time.monotonic()
     info = {} if info is None else info
+    out = _unwrap(vertices, faces, time_budget_s, progress, cancel, texture_size, padding, method, verbose, info,
+                  in_child)
+    info["texel_use"] = round(texel_use(out[1], out[2], texture_size), 4)
+    return out
+
+
+def _unwrap(vertices, faces, time_budget_s, progress, cancel, texture_size, padding, method, verbose, info, in_child):
+    start = time.monotonic()
     v, f = to_numpy(vertices, faces, np.float32)
-    if method not in ("auto", "geometric", "xatlas", "charts"):
+    if method not in ("auto", "geometric", "xatlas", "charts", "grouped"):
         raise ValueError(f"unknown unwrap method {method!r}")
     check(cancel)
     budget = float(time_budget_s)
@@ -100,10 +115,10 @@ def unwrap_uv(vertices, faces, time_budget_s: float = 10.0, progress: Progress =
             if method == "geometric" or _is_cancel(e):
                 raise
             if isinstance(e, TimeoutError):
-                method = "charts"       # the budget is spent: the fast layout, not xatlas as well
+                method = "grouped"      # the budget is spent: the layout without a budget, not xatlas as well
             if verbose:
                 print(f"[unwrap_uv] geometric charts failed ({e}); using the "
-                      f"{'chart layout' if method == 'charts' else 'xatlas'}")
+                      f"{'grouped layout' if method == 'grouped' else 'xatlas'}")
     if method in ("auto", "xatlas") and len(f) > 0:
         budget = float(time_budget_s)
         route = xatlas_route(len(f), budget) if method == "auto" else "whole"
@@ -123,11 +138,17 @@ def unwrap_uv(vertices, faces, time_budget_s: float = 10.0, progress: Progress =
                 if method == "xatlas" or _is_cancel(e):
                     raise
                 if verbose:
-                    print(f"[unwrap_uv] xatlas failed ({e}); using the chart layout")
+                    print(f"[unwrap_uv] xatlas failed ({e}); using the grouped layout")
         elif method == "xatlas":
             raise TimeoutError(f"xatlas estimated at {xatlas.xatlas_time_estimate(len(f)):.1f} s, budget {budget} s")
         elif verbose:
-            print(f"[unwrap_uv] xatlas skipped (budget {budget} s, {len(f)} faces); using the chart layout")
+            print(f"[unwrap_uv] xatlas skipped (budget {budget} s, {len(f)} faces); using the grouped layout")
+    if method != "charts":
+        record: dict = {}
+        out = grouped_layout(v, f, texture_size=texture_size, padding=padding, progress=progress,
+                             cancel=cancel, info=record)
+        info.update(method="grouped", seconds=time.monotonic() - start, grouped=record)
+        return out
     out = axis_charts.chart_layout(v, f, texture_size=texture_size, padding=padding, cancel=cancel)
     info.update(method="charts", seconds=time.monotonic() - start)
     if progress is not None:
