@@ -6,6 +6,7 @@ header", CORS's refusal, ...) is sent as `{"detail": that text}`: a client parsi
 """
 import functools
 import json
+import logging
 from typing import Optional
 
 OPENAI_PATHS = ("/v1/3d/", "/3d/")       # the paths whose error answers are in the OpenAI shape
@@ -99,6 +100,13 @@ class ErrorBodies:
         openai = scope["path"].startswith(OPENAI_PATHS)
         held = None
         body = bytearray()
+        ended = began = False
+
+        async def through(message):
+            nonlocal ended, began
+            began = True
+            await send(message)
+            ended = ended or (message["type"] == "http.response.body" and not message.get("more_body", False))
 
         async def rewrite(message):
             nonlocal held
@@ -107,7 +115,7 @@ class ErrorBodies:
                 held = message
                 return
             if held is None or message["type"] != "http.response.body":
-                await send(message)
+                await through(message)
                 return
             body.extend(message.get("body", b""))
             if message.get("more_body", False):
@@ -125,5 +133,20 @@ class ErrorBodies:
                                                                                          b"content-type")]
             headers += [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
             await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": data})
-        await self.app(scope, receive, rewrite)
+            await through({"type": "http.response.body", "body": data})
+        try:
+            await self.app(scope, receive, rewrite)
+        except Exception as err:
+            # Answered and logged here: raised on, Starlette's 500 would reach uvicorn with the error, and uvicorn
+            # closes the connection under the client's feet (a reset that can eat the answer itself).
+            logging.getLogger("uvicorn.error").exception("unexpected error in %s %s", scope["method"], scope["path"])
+            if held is not None or began:
+                if not ended:
+                    raise                # an answer under way cannot be mended: uvicorn cuts it
+                return
+            data = json.dumps({"detail": f"unexpected error ({type(err).__name__}): the server's log has the "
+                                         "details", "error_kind": "internal"}).encode("utf-8")
+            await rewrite({"type": "http.response.start", "status": 500,
+                           "headers": [(b"content-type", b"application/json"),
+                                       (b"content-length", str(len(data)).encode())]})
+            await rewrite({"type": "http.response.body", "body": data})

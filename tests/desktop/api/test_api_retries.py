@@ -121,6 +121,19 @@ def test_error_answers_are_json_whoever_writes_them(runner, tmp_path):
                 assert r.json()["detail"], r.text
             assert "RuntimeError" in c.get("/v1/test-failure").json()["detail"]
             assert c.delete("/v1/health").json()["detail"] == "Method Not Allowed"
+        # A handler's error leaves its connection open: the next request on it is answered (uvicorn closed it under
+        # the client's feet, a reset that could eat the 500 itself).
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(b"GET /v1/test-failure HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            first = b""
+            while b"error_kind" not in first and (chunk := s.recv(65536)):
+                first += chunk
+            assert first.startswith(b"HTTP/1.1 500") and b"connection: close" not in first.lower(), first
+            s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            second = b""
+            while chunk := s.recv(65536):
+                second += chunk
+            assert second.startswith(b"HTTP/1.1 200"), (first, second)
         # Bytes that are no HTTP request: uvicorn's own 400, as JSON.
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
             s.sendall(b"NOT HTTP AT ALL\r\n\r\n")
