@@ -3,7 +3,8 @@ benchmarks: the published shapes, which decide time and memory).
 
     python -m trellis.tools.tiny_pipeline --trellis2 OUT_DIR [--seed N] [--full-size]
 
-OUT_DIR gets `pipeline.json` (the official content, TRELLIS2_FACTS §2.2) and the nine `ckpts/<stem>.json` +
+OUT_DIR gets `pipeline.json` (the official content, TRELLIS2_FACTS §2.2), `texturing_pipeline.json` (the texturing
+pipeline's, TRELLIS2_TEXTURING_FACTS §2.2) and the nine `ckpts/<stem>.json` +
 `.safetensors` under their official stems with the official tensor names, in the files' dtypes (DiTs all bf16,
 SC-VAEs all fp16, §17). What the official pipeline.json finds in other repos is written inside OUT_DIR under the
 repo's path, which the loader tries first (`<dir>/<path>`), so nothing is downloaded:
@@ -202,4 +203,21 @@ def write_trellis2_pipeline(out_dir: str, seed: int = 0, full_size: bool = False
     }}
     with open(os.path.join(out_dir, "pipeline.json"), "w", encoding="utf-8") as f:
         json.dump(pipeline, f, indent=4)
+    write_texturing_config(out_dir, pipeline["args"])
     return out_dir
+
+
+def write_texturing_config(out_dir: str, image_args: dict) -> str:
+    """texturing_pipeline.json beside pipeline.json (TRELLIS2_TEXTURING_FACTS §2.2): the shape encoder, the
+    texture decoder and flows, the texture sampler, both normalisations, the conditioner."""
+    models = {key: image_args["models"][key] for key in
+              ("tex_slat_decoder", "tex_slat_flow_model_512", "tex_slat_flow_model_1024")}
+    config = {"name": "Trellis2TexturingPipeline", "args": {
+        "models": {"shape_slat_encoder": configs(False)["shape_slat_encoder"][0], **models},
+        **{key: image_args[key] for key in ("tex_slat_sampler", "shape_slat_normalization",
+                                           "tex_slat_normalization", "image_cond_model", "rembg_model")},
+    }}
+    path = os.path.join(out_dir, "texturing_pipeline.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=4)
+    return path
