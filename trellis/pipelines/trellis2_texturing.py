@@ -130,6 +130,9 @@ class Trellis2TexturingPipeline(Trellis2ImageTo3DPipeline):
         if int(resolution) < 16:
             raise ValueError(f"resolution must be at least 16 (the latent grid is R / 16), got {resolution}")
         resolution = int(resolution)
+        if self.flow_key(resolution) not in self.models:
+            raise ValueError(f"this TRELLIS.2 folder has no {self.flow_key(resolution)} (its config names none): "
+                             f"use another resolution or download the full model")
         user = read_user_mesh(mesh)
         frame = MeshFrame.of(user, up)
         internal = frame.internal(user.vertices)
