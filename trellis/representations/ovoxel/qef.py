@@ -65,13 +65,11 @@ def line_quadrics(v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
 
 
 def regularization_quadrics(mean_point: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """[N, 10]: weight * |x - mean_point|^2 as a quadric ([[I, -p], [-p^T, p.p]] scaled)."""
-    q = mean_point.new_zeros(mean_point.shape[0], 4, 4)
-    q[:, 0, 0] = q[:, 1, 1] = q[:, 2, 2] = 1
-    q[:, :3, 3] = -mean_point
-    q[:, 3, :3] = -mean_point
-    q[:, 3, 3] = (mean_point * mean_point).sum(-1)
-    return pack(q) * weight[:, None]
+    """[N, 10]: weight * |x - mean_point|^2 as a packed quadric ([[I, -p], [-p^T, p.p]] scaled)."""
+    p, w = mean_point, weight[:, None]
+    zero, one = torch.zeros_like(p[:, 0]), torch.ones_like(p[:, 0])
+    cols = [one, zero, zero, -p[:, 0], one, zero, -p[:, 1], one, -p[:, 2], (p * p).sum(-1)]   # PACKED order
+    return torch.stack(cols, dim=1) * w
 
 
 def quadric_energy(q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

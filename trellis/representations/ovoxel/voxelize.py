@@ -4,9 +4,10 @@ The mesh lies in the aabb [-0.5, 0.5]^3 (z up, as the texturing pipeline normali
 exist around every grid edge the surface crosses (edge_scan); each gets one dual vertex, the box-constrained
 minimiser of its quadric (intersection + face + boundary + regularisation terms, qef / voxel_terms), and 3
 edge-crossing flags. Work is chunked (``chunk`` crossings or candidate boxes at a time) so memory stays bounded by
-the voxel table, about 130 bytes per voxel. Runs on any device; float64 by default.
+the voxel table (about 150 bytes per voxel, float64) plus one chunk's temporaries. Runs on any device.
 
-This is the PyTorch twin; a fused scan + scatter kernel would replace ``_crossing_table`` on the GPU.
+This is the PyTorch twin; on the GPU a fused scan + scatter kernel would replace ``_crossing_table`` and the face
+term's candidate loop (``voxel_terms.add_face_term``).
 """
 from __future__ import annotations
 
@@ -58,51 +59,58 @@ def weld_vertices(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Te
     return uniq, inverse[faces.long()]
 
 
-class _Table:
-    """Voxels found so far, sorted by key: point sums, counts, quadric sums, flags and first creation event."""
+class _VoxelSet:
+    """Voxels found so far, sorted by key, with their flags and first creation event (pass 1 of the scan)."""
 
-    def __init__(self, dtype, device):
+    def __init__(self, device):
         self.keys = torch.zeros(0, dtype=torch.long, device=device)
-        self.psum = torch.zeros(0, 3, dtype=dtype, device=device)
-        self.count = torch.zeros(0, dtype=dtype, device=device)
-        self.q = torch.zeros(0, 10, dtype=dtype, device=device)
         self.flags = torch.zeros(0, 3, dtype=torch.int32, device=device)
         self.event = torch.zeros(0, dtype=torch.long, device=device)
 
-    def merge(self, keys, psum, count, q, flags, event):
+    def merge(self, keys, flags, event):
         uniq, inv = torch.unique(torch.cat([self.keys, keys]), return_inverse=True)
         n = uniq.shape[0]
-
-        def add(old, new):
-            return old.new_zeros(n, *old.shape[1:]).index_add_(0, inv, torch.cat([old, new]))
-        self.psum, self.count, self.q = add(self.psum, psum), add(self.count, count), add(self.q, q)
-        self.flags = add(self.flags, flags)
+        self.flags = self.flags.new_zeros(n, 3).index_add_(0, inv, torch.cat([self.flags, flags]))
         big = torch.iinfo(torch.long).max
         self.event = torch.full((n,), big, dtype=torch.long, device=keys.device).scatter_reduce_(
             0, inv, torch.cat([self.event, event]), reduce="amin")
         self.keys = uniq
 
 
-def _crossing_table(g: torch.Tensor, faces: torch.Tensor, plane_q: torch.Tensor, resolution: int, chunk: int):
-    tri = g[faces]
-    ids = torch.arange(faces.shape[0], device=g.device)
-    table = _Table(g.dtype, g.device)
-    r = resolution
+def _crossings(tri, r: int, chunk: int):
+    """(axis, Crossings, voxel keys [H, 4]) batch by batch, every axis."""
+    ids = torch.arange(tri.shape[0], device=tri.device)
     for axis in range(3):
         for cr in scan_axis(tri, ids, axis, r, chunk):
             if cr.tri.numel() == 0:
                 continue
             coords, flag, point = cr.voxels(r)
-            keys = ((coords[..., 0] * r + coords[..., 1]) * r + coords[..., 2]).reshape(-1)
-            h = cr.tri.shape[0]
-            flags = torch.zeros(h, 4, 3, dtype=torch.int32, device=g.device)
-            flags[:, :, axis] = flag.int()
-            event = (cr.event[:, None] * 4 + torch.arange(4, device=g.device)).reshape(-1)
-            table.merge(keys, point[:, None, :].expand(h, 4, 3).reshape(-1, 3),
-                        torch.ones(h * 4, dtype=g.dtype, device=g.device),
-                        plane_q[cr.tri][:, None, :].expand(h, 4, 10).reshape(-1, 10),
-                        flags.reshape(-1, 3), event)
-    return table
+            yield axis, cr, (coords[..., 0] * r + coords[..., 1]) * r + coords[..., 2], flag, point
+
+
+def _crossing_table(g: torch.Tensor, faces: torch.Tensor, plane_q: torch.Tensor, resolution: int, chunk: int):
+    """(voxel keys sorted, flags, first events, point sums, counts, intersection quadric sums). Two passes over
+    the crossings: the voxel set first (small records), then the sums straight into their rows (no merging of
+    the wide quadric records)."""
+    tri = g[faces]
+    found = _VoxelSet(g.device)
+    for axis, cr, keys, flag, _ in _crossings(tri, resolution, chunk):
+        flags = torch.zeros(*keys.shape, 3, dtype=torch.int32, device=g.device)
+        flags[:, :, axis] = flag.int()
+        event = cr.event[:, None] * 4 + torch.arange(4, device=g.device)
+        found.merge(keys.reshape(-1), flags.reshape(-1, 3), event.reshape(-1))
+    n = found.keys.shape[0]
+    psum = g.new_zeros(n, 3)
+    count = g.new_zeros(n)
+    q = g.new_zeros(n, 10)
+    for _, cr, keys, _, point in _crossings(tri, resolution, chunk):
+        rows = torch.searchsorted(found.keys, keys)                          # [H, 4]
+        tri_q, ones = plane_q[cr.tri], torch.ones_like(point[:, 0])
+        for d in range(4):
+            psum.index_add_(0, rows[:, d], point)
+            count.index_add_(0, rows[:, d], ones)
+            q.index_add_(0, rows[:, d], tri_q)
+    return found.keys, found.flags, found.event, psum, count, q
 
 
 @torch.no_grad()
@@ -123,10 +131,9 @@ def mesh_to_ovoxel(vertices: torch.Tensor, faces: torch.Tensor, resolution: int,
     faces = faces.to(device).long()
     g = (vertices.to(dtype) + 0.5) * resolution                                # grid units
     plane_q = plane_quadrics(g[faces])
-    table = _crossing_table(g, faces, plane_q, resolution, chunk)
+    keys, flags, event, psum, count, q = _crossing_table(g, faces, plane_q, resolution, chunk)
     r = resolution
-    coords = torch.stack([table.keys // (r * r), (table.keys // r) % r, table.keys % r], dim=1)
-    q = table.q
+    coords = torch.stack([keys // (r * r), (keys // r) % r, keys % r], dim=1)
     if coords.shape[0]:
         lookup = VoxelLookup(coords)
         if face_weight > 0:
@@ -134,8 +141,10 @@ def mesh_to_ovoxel(vertices: torch.Tensor, faces: torch.Tensor, resolution: int,
         if boundary_weight > 0:
             bv, bf = weld_vertices(g, faces) if weld else (g, faces)
             add_boundary_term(q, bv, boundary_edges(bf), lookup, boundary_weight, MIN_BOUNDARY_LENGTH * r, chunk)
-        q = q + regularization_quadrics(table.psum / table.count[:, None], regularization * table.count)
-    lo = coords.to(dtype)
-    x, _ = solve_box(q, lo, lo + 1)
-    order = torch.argsort(table.event)
-    return OVoxelGrid(coords[order].int(), (x - lo)[order].float(), (table.flags[order] > 0))
+        q += regularization_quadrics(psum / count[:, None], regularization * count)
+    dual = torch.empty(coords.shape[0], 3, dtype=torch.float32, device=device)
+    for a in range(0, coords.shape[0], chunk):                             # bounds the 4x4 unpacking
+        lo = coords[a:a + chunk].to(dtype)
+        dual[a:a + chunk] = (solve_box(q[a:a + chunk], lo, lo + 1)[0] - lo).float()
+    order = torch.argsort(event)
+    return OVoxelGrid(coords[order].int(), dual[order], flags[order] > 0)
