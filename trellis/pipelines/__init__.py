@@ -11,10 +11,11 @@ from .model_sources import ModelNotFoundError
 from .trellis_image_to_3d import TrellisImageTo3DPipeline
 from .trellis_text_to_3d import PromptTruncatedWarning, TrellisTextTo3DPipeline
 from .trellis2_image_to_3d import Trellis2ImageTo3DPipeline
+from .trellis2_texturing import Trellis2TexturingPipeline
 
 __all__ = ["samplers", "MemoryPolicy", "pick_preset", "EmptyStructureError", "ModelNotFoundError",
            "PromptTruncatedWarning", "TrellisImageTo3DPipeline", "TrellisTextTo3DPipeline", "Trellis2ImageTo3DPipeline",
-           "from_pretrained"]
+           "Trellis2TexturingPipeline", "from_pretrained"]
 
 _PIPELINES = {"TrellisImageTo3DPipeline": TrellisImageTo3DPipeline, "TrellisTextTo3DPipeline": TrellisTextTo3DPipeline,
               "Trellis2ImageTo3DPipeline": Trellis2ImageTo3DPipeline}

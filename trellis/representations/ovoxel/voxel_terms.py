@@ -70,7 +70,7 @@ def add_face_term(q: torch.Tensor, tri: torch.Tensor, plane_q: torch.Tensor, loo
         if ids.numel() == 0:
             continue
         wu, ww = hi[ids, u] - lo[ids, u] + 1, hi[ids, w] - lo[ids, w] + 1
-        for s, e in chunk_bounds(wu * ww, budget):
+        for s, e in chunk_bounds(wu * ww, max(1, budget // 4)):           # up to ~4 boxes per column
             t, c = expand((wu * ww)[s:e])
             f = ids[s:e][t]
             i, j = lo[f, u] + c // ww[s:e][t], lo[f, w] + c % ww[s:e][t]
