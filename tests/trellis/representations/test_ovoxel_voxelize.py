@@ -11,7 +11,8 @@ import trimesh
 from trellis.representations.ovoxel import (mesh_to_ovoxel, ovoxel_features, ovoxel_mesh, plane_quadrics, solve_box)
 from trellis.representations.ovoxel.qef import pack, regularization_quadrics, unpack
 from trellis.representations.ovoxel.lookup import VoxelLookup
-from trellis.representations.ovoxel.voxel_terms import add_face_term, box_overlaps_triangle, boundary_edges
+from trellis.representations.ovoxel.voxel_terms import (add_boundary_term, add_face_term, box_overlaps_triangle,
+                                                         boundary_edges)
 
 TRIANGLE = torch.tensor([[0.03, 0.03, 0.55], [0.95, 0.03, 0.55], [0.03, 0.95, 0.55]]) - 0.5
 
@@ -135,3 +136,18 @@ def test_tessellated_sphere_follows_the_rule_and_its_mesh_is_closed():
 def test_plane_quadric_of_a_degenerate_triangle_is_zero():
     tri = torch.tensor([[[0.0, 0, 0], [1, 1, 1], [2, 2, 2]]], dtype=torch.float64)
     assert torch.equal(plane_quadrics(tri), torch.zeros(1, 10, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("start, end, want", [
+    ((0.5, 0.5, 0.5), (2.5, 2.5, 0.5), [(0, 0, 0), (0, 1, 0), (1, 1, 0), (1, 2, 0), (2, 2, 0)]),
+    ((2.5, 2.5, 0.5), (0.5, 0.5, 0.5), [(2, 2, 0), (2, 1, 0), (1, 1, 0), (1, 0, 0), (0, 0, 0)]),
+    ((0.5, 0.5, 0.5), (0.5, 2.0, 0.5), [(0, 0, 0), (0, 1, 0), (0, 2, 0)]),
+])
+def test_boundary_walk_steps_the_later_axis_first_on_ties(start, end, want):
+    every = torch.tensor(list(itertools.product(range(4), repeat=3)))
+    q = torch.zeros(len(every), 10, dtype=torch.float64)
+    v = torch.tensor([start, end], dtype=torch.float64)
+    add_boundary_term(q, v, torch.tensor([[0, 1]]), VoxelLookup(every), 0.2, 1e-9, budget=5)
+    got = {tuple(c) for c, row in zip(every.tolist(), q) if row.abs().sum() > 0}
+    assert got == set(want)
+    assert (q.abs().sum(1) > 0).sum() == len(want)                   # each visited once
