@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 import trellis.models as models
-from trellis.export.pbr.onto_mesh import bake_pbr_onto_mesh
+from trellis.export.pbr.onto_mesh import NearestFilledVoxels, bake_pbr_onto_mesh
 from trellis.models.trellis2.sc_vae_blocks import SparseResBlockS2C3d, space_to_channel_plan
 from trellis.modules.sparse import SparseTensor
 from trellis.representations.ovoxel import MeshFrame, MeshWithVoxel, grid_sample_3d, read_user_mesh
@@ -92,3 +92,17 @@ def test_bake_round_trip_reads_the_voxel_attribute_at_each_vertex():
     np.testing.assert_allclose(out.pbr.metallic_roughness[row, col, 2] / 255.0, 0.3, atol=0.01)
     np.testing.assert_allclose(out.pbr.metallic_roughness[row, col, 1] / 255.0, want[:, 4], atol=0.03)
     assert out.pbr.alpha_mode == "OPAQUE"
+
+
+def test_a_point_with_no_voxel_around_takes_the_nearest_one_within_reach():
+    coords = torch.tensor([[5, 5, 5], [5, 9, 5]])
+    attrs = torch.tensor([[0.2, 0.4, 0.6, 1.0, 0.5, 1.0], [0.9, 0.9, 0.9, 0.0, 0.1, 1.0]])
+    res = 16
+    voxels = NearestFilledVoxels.of(MeshWithVoxel(torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long), coords,
+                                                  res, attrs))
+    world = (torch.tensor([[5.6, 5.5, 5.5], [8.5, 5.5, 5.5], [5.5, 12.5, 5.5], [14.5, 14.5, 14.5]]) / res) - 0.5
+    got = voxels.query_attrs(world)
+    torch.testing.assert_close(got[0], attrs[0])                      # trilinear as before
+    torch.testing.assert_close(got[1], attrs[0])                      # 3 voxels from the first
+    torch.testing.assert_close(got[2], attrs[1])                      # 3 from the second
+    assert torch.equal(got[3], torch.zeros(6))                        # nothing within reach

@@ -6,7 +6,8 @@ the model stay as they are, at the user's position, scale and up axis; only the 
     textured.save("chair.glb")         # one normal per vertex: the file keeps the vertices, faces and UVs
 
 Each texel's point on the mesh (in the voxels' internal frame) samples the voxel attributes trilinearly
-(``pbr.bake.bake_pbr_textures``, no projection: the voxels were made from this very surface); base colour,
+(``pbr.bake.bake_pbr_textures``, no projection: the voxels were made from this very surface; a point with no voxel
+around it takes the nearest one's, ``NearestFilledVoxels``); base colour,
 alpha, metallic and roughness become a base-colour texture and a glTF metallic-roughness texture; the alpha mode
 is the honest one (``alpha_mode``). UVs that cannot carry one texture (``keep_mesh.uv_usable``), or ``new_uvs``,
 get a new atlas (``uv.unwrap.unwrap_uv``), which splits vertices along its seams: only then do the vertices and
@@ -17,8 +18,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 
 from ...core.callbacks import check
+from ...representations.ovoxel import MeshWithVoxel, grid_sample_3d
 from ..assemble import NO_SPLIT_ANGLE
 from ..keep_mesh import uv_usable
 from .alpha_mode import choose_alpha_mode
@@ -26,7 +29,12 @@ from .bake import bake_pbr_textures
 from .material import pbr_maps
 from .textured import PbrTexturedMesh
 
-__all__ = ["KeptPbrMesh", "bake_onto_user_mesh", "bake_pbr_onto_mesh"]
+__all__ = ["FILL_RADIUS", "KeptPbrMesh", "NearestFilledVoxels", "bake_onto_user_mesh", "bake_pbr_onto_mesh"]
+
+# How far (voxels) a surface point with no voxel among its 8 trilinear neighbours looks for the nearest one: parts
+# thinner than a voxel that cross no grid edge make no voxel of their own (the reference bakes them black).
+FILL_RADIUS = 3
+_FILL_CHUNK = 1 << 12
 
 
 class KeptPbrMesh(PbrTexturedMesh):
@@ -42,6 +50,33 @@ class KeptPbrMesh(PbrTexturedMesh):
     def save(self, path, **options) -> str:
         options.setdefault("crease_angle", NO_SPLIT_ANGLE)
         return super().save(path, **options)
+
+
+class NearestFilledVoxels(MeshWithVoxel):
+    """A ``MeshWithVoxel`` whose trilinear ``query_attrs`` gives a point with no voxel among its 8 neighbours the
+    attributes of the nearest voxel within ``FILL_RADIUS`` (by centre distance; the first in offset order on ties)."""
+
+    @staticmethod
+    def of(mesh: MeshWithVoxel) -> "NearestFilledVoxels":
+        return NearestFilledVoxels(mesh.vertices, mesh.faces, mesh.coords, mesh.res, mesh.attrs, mesh.layout)
+
+    def query_attrs(self, points: torch.Tensor, mode: str = "trilinear") -> torch.Tensor:
+        q = (points.float() - self.origin) / self.voxel_size
+        with_ones = torch.cat([self.attrs.float(), torch.ones_like(self.attrs[:, :1], dtype=torch.float32)], 1)
+        out = grid_sample_3d(with_ones, self.coords, q, mode=mode, lookup=self.lookup())
+        missing = (out[:, -1] == 0).nonzero(as_tuple=True)[0]
+        if missing.numel():
+            r = torch.arange(-FILL_RADIUS, FILL_RADIUS + 1, device=q.device)
+            offsets = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+            offsets = offsets[torch.argsort((offsets.float() ** 2).sum(1), stable=True)]
+            for a in range(0, missing.numel(), _FILL_CHUNK):
+                rows = missing[a:a + _FILL_CHUNK]
+                idx = self.lookup().find(torch.floor(q[rows]).long()[:, None, :] + offsets)      # [m, K]
+                found = idx >= 0
+                first = found.float().argmax(dim=1)
+                hit = found.any(dim=1)
+                out[rows[hit], :-1] = self.attrs[idx[hit, first[hit]]].float()
+        return out[:, :-1]
 
 
 def bake_pbr_onto_mesh(voxels, vertices, faces, uvs, internal, texture_size: int = 2048, new_uvs: bool = False,
@@ -83,7 +118,7 @@ def bake_pbr_onto_mesh(voxels, vertices, faces, uvs, internal, texture_size: int
     seconds["uv"] = round(time.perf_counter() - t0, 3)
     check(cancel)
     t0 = time.perf_counter()
-    tex = bake_pbr_textures(voxels, None, None, *bake_mesh, texture_size=texture_size, project=False,
+    tex = bake_pbr_textures(NearestFilledVoxels.of(voxels), None, None, *bake_mesh, texture_size=texture_size, project=False,
                             normal_map=False, progress=progress, cancel=cancel, info=info)
     mode, cutoff, info["alpha"] = choose_alpha_mode(tex.alpha, tex.covered)
     maps = pbr_maps(tex.metallic_roughness, tex.alpha, mode, cutoff)
