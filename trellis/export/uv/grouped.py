@@ -25,12 +25,14 @@ from ..arrays import to_numpy
 from ..mesh_graph import components, face_adjacency_pairs
 from ..options import DEFAULT_TEXTURE_SIZE
 from .chart_mesh import unique_keys
-from .overlap import box_pairs, charts_that_may_overlap, signed_area
-from .pack_turned import chart_boxes, pack_turned
+from .overlap import overlapping_faces, signed_area
+from .sheet_test import chart_overlaps
+from .pack_skyline import pack_skyline
+from .pack_turned import chart_boxes
 
-__all__ = ["DIRECTIONS", "SMOOTH_RINGS", "MIN_LEAN", "SMALL_CHART_FACES", "MERGE_ROUNDS", "SPLIT_ROUNDS", "BOX_FILL",
-           "MAX_AREA_SHARE", "HALVE_ROUNDS", "HALVE_MIN_FACES", "halve_loose_charts",
-           "classify_faces", "merge_small_charts", "project_charts", "split_overlapping", "grouped_layout"]
+__all__ = ["DIRECTIONS", "SMOOTH_RINGS", "MIN_LEAN", "SMALL_CHART_FACES", "MERGE_ROUNDS", "BORDER_SWEEPS", "MERGE_LEAN", "SPLIT_ROUNDS", "BOX_FILL",
+           "MAX_AREA_SHARE", "HALVE_ROUNDS", "HALVE_MIN_FACES", "GUARD_ROUNDS", "halve_loose_charts",
+           "classify_faces", "merge_small_charts", "smooth_borders", "project_charts", "split_overlapping", "grouped_layout"]
 
 Progress = Optional[Callable[[int, int], None]]
 
@@ -39,8 +41,10 @@ _DIAG = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)],
 DIRECTIONS = np.concatenate([np.eye(3), -np.eye(3), _DIAG])
 SMOOTH_RINGS = 8            # rings of neighbours averaged into the normal that classes a face
 MIN_LEAN = 0.3              # cosine between a face's own normal and its chart's direction, at least
+MERGE_LEAN = 0.3            # ... for a face of a small chart joining a neighbour
 SMALL_CHART_FACES = 64      # charts below this many faces look for a neighbour to join
 MERGE_ROUNDS = 8
+BORDER_SWEEPS = 3
 SPLIT_ROUNDS = 10
 # Before packing, a chart filling less than BOX_FILL of its smallest box, or holding more than MAX_AREA_SHARE of the
 # flat area, is halved across its longer side (up to HALVE_ROUNDS times; charts of at least HALVE_MIN_FACES):
@@ -49,6 +53,7 @@ BOX_FILL = 0.6
 MAX_AREA_SHARE = 0.02
 HALVE_ROUNDS = 4
 HALVE_MIN_FACES = 16
+GUARD_ROUNDS = 2            # packings again after faces found sharing a texel (a gap in the tests before packing)
 
 
 def _frames(d):
@@ -127,6 +132,31 @@ def merge_small_charts(chart, cls, lean, pairs, min_faces=SMALL_CHART_FACES, rou
     return chart, cls
 
 
+def smooth_borders(chart, cls, lean, pairs, sweeps=BORDER_SWEEPS, min_lean=MIN_LEAN):
+    """(chart [F], class [F]) after ``sweeps`` sweeps in which a face with at least two of its edge neighbours in
+    one other chart moves there, where it leans toward that chart's direction by ``min_lean`` (ragged borders fill
+    their boxes badly); parts a move cut off become charts of their own."""
+    nf = len(chart)
+    for _ in range(sweeps):
+        k = int(chart.max()) + 1
+        ccls = np.zeros(k, np.int64)
+        ccls[chart] = cls
+        a = np.r_[pairs[:, 0], pairs[:, 1]]
+        b = chart[np.r_[pairs[:, 1], pairs[:, 0]]]
+        other = b != chart[a]
+        key, cnt = np.unique(a[other] * k + b[other], return_counts=True)
+        face, to = key // k, key % k
+        move = (cnt >= 2) & (lean[face, ccls[to]] >= min_lean)
+        if not move.any():
+            break
+        chart = chart.copy()
+        chart[face[move]] = to[move]
+        cls = ccls[chart]
+        same = chart[pairs[:, 0]] == chart[pairs[:, 1]]
+        chart = components(nf, pairs[same, 0], pairs[same, 1])[1]
+    return chart, cls
+
+
 def project_charts(v, f, chart, direction):
     """Corner coordinates [F,3,2] of each face projected along its chart's unit ``direction`` [K,3]
     (right-handed frames: faces leaning toward it keep their winding)."""
@@ -149,70 +179,6 @@ def _mean_directions(n_area, chart, cls, k, unit_n, min_lean):
     return np.where((worst >= min_lean)[:, None], mean, DIRECTIONS[ccls])
 
 
-def _self_overlaps(f, chart, tri, test):
-    """Bool per face: it overlaps another face of its chart, looked for in the charts ``test`` (bool per chart) that
-    ``charts_that_may_overlap`` does not clear. Faces sharing an edge with their third corners on its two sides do
-    not overlap; faces
-    around a vertex whose angles add up to more than a turn do, and are all counted; other pairs whose boxes meet
-    get the separating-axis test (a shared corner touches, it does not overlap)."""
-    out = np.zeros(len(f), bool)
-    sub = np.nonzero(test[chart])[0]
-    if len(sub) == 0:
-        return out
-    _, local = np.unique(chart[sub], return_inverse=True)
-    suspect = charts_that_may_overlap(f[sub], local, tri[sub])
-    sub = sub[suspect[local]]
-    if len(sub) == 0:
-        return out
-    t, fs, cs = tri[sub], f[sub], chart[sub]
-    nxt, prv = t[:, [1, 2, 0]] - t, t[:, [2, 0, 1]] - t
-    angle = np.abs(np.arctan2(nxt[..., 0] * prv[..., 1] - nxt[..., 1] * prv[..., 0],
-                              nxt[..., 0] * prv[..., 0] + nxt[..., 1] * prv[..., 1]))
-    keys, inv = unique_keys(cs[:, None] * (int(f.max()) + 1) + fs, (int(cs.max()) + 1) * (int(f.max()) + 1))
-    turn = np.bincount(inv, weights=angle.reshape(-1), minlength=len(keys))
-    out[sub[(turn[inv.reshape(-1, 3)] > 2 * np.pi + 1e-6).any(1)]] = True
-    pa, pb = box_pairs(t.min(1), t.max(1), cs)
-    eq = fs[pa][:, :, None] == fs[pb][:, None, :]
-    edge = eq.sum((1, 2)) == 2
-    apart = np.zeros(len(pa), bool)
-    apart[edge] = _opposite_sides(t[pa[edge]], t[pb[edge]], eq[edge])
-    pa, pb = pa[~apart], pb[~apart]
-    if len(pa):
-        hit = _meet(t[pa], t[pb])
-        out[sub[pa[hit]]] = True
-        out[sub[pb[hit]]] = True
-    return out
-
-
-def _opposite_sides(A, B, eq):
-    """Bool per pair of triangles [N,3,2] sharing an edge (``eq`` [N,3,3]: corner i of A is corner j of B): their
-    third corners lie strictly on opposite sides of it, so they cannot overlap."""
-    rows = np.arange(len(A))
-    ia = np.argmin(eq.any(2), axis=1)                     # A's corner off the shared edge
-    ib = np.argmin(eq.any(1), axis=1)
-    p, q = A[rows, (ia + 1) % 3], A[rows, (ia + 2) % 3]
-    d = q - p
-
-    def side(r):
-        return d[:, 0] * (r[:, 1] - p[:, 1]) - d[:, 1] * (r[:, 0] - p[:, 0])
-
-    return side(A[rows, ia]) * side(B[rows, ib]) < 0
-
-
-def _meet(A, B):
-    """Bool per pair of triangles [N,3,2]: their interiors meet (no edge normal of either separates them)."""
-    size = np.maximum(np.ptp(A, axis=1).max(1), np.ptp(B, axis=1).max(1))
-    apart = np.zeros(len(A), bool)
-    for X in (A, B):
-        for e in range(3):
-            d = X[:, (e + 1) % 3] - X[:, e]
-            nx, ny = -d[:, 1:2], d[:, 0:1]
-            ka, kb = A[..., 0] * nx + A[..., 1] * ny, B[..., 0] * nx + B[..., 1] * ny
-            slack = 1e-9 * size * np.hypot(nx[:, 0], ny[:, 0])
-            apart |= np.maximum(kb.min(1) - ka.max(1), ka.min(1) - kb.max(1)) >= -slack
-    return ~apart
-
-
 def _halves(chart, tri, sel, k):
     """Bool per face of ``sel``: in the upper half of its chart along the chart's longer side."""
     c = tri[sel].mean(1)
@@ -231,7 +197,7 @@ def _halves(chart, tri, sel, k):
 
 
 def split_overlapping(f, chart, tri, rounds=SPLIT_ROUNDS, pairs=None, cancel=None):
-    """(chart [F], number of rounds used): in charts whose flat triangles ``tri`` overlap (``chart_self_overlaps``)
+    """(chart [F], number of rounds used): in charts whose flat triangles ``tri`` overlap (``sheet_test``)
     the overlapping faces are cut out into charts of their own (a fold of the surface: its sheets part), or where
     they are most of their chart, it is cut at the median of its longer side; connected parts become charts, and
     only those holding a face found overlapping are tested again, up to ``rounds`` times; faces still overlapping after that become
@@ -241,7 +207,7 @@ def split_overlapping(f, chart, tri, rounds=SPLIT_ROUNDS, pairs=None, cancel=Non
     test = np.ones(int(chart.max()) + 1, bool)
     for used in range(rounds + 1):
         check(cancel)
-        bad = _self_overlaps(f, chart, tri, test)
+        bad = chart_overlaps(f, chart, tri, test)
         if not bad.any():
             return chart, used
         k = int(chart.max()) + 1
@@ -287,7 +253,9 @@ def halve_loose_charts(chart, tri, pairs, rounds=HALVE_ROUNDS):
 def grouped_layout(vertices, faces, texture_size: int = DEFAULT_TEXTURE_SIZE, padding: int = 2,
                    progress: Progress = None, cancel=None, info: Optional[dict] = None):
     """The grouped charts (module docstring). Same outputs as ``unwrap_uv``. A dict ``info`` receives "charts",
-    "split_rounds" and "phases" (seconds per step: "charts", "project", "split", "pack")."""
+    "split_rounds", "guard_faces" (faces found sharing a texel centre after packing, made charts of their own and
+    packed again, up to ``GUARD_ROUNDS`` times) and "phases" (seconds per step: "charts", "project", "split",
+    "pack")."""
     info = {} if info is None else info
     phases = info.setdefault("phases", {})
     mark = [time.perf_counter()]
@@ -310,16 +278,27 @@ def grouped_layout(vertices, faces, texture_size: int = DEFAULT_TEXTURE_SIZE, pa
     pairs = face_adjacency_pairs(f)
     check(cancel)
     cls, lean = classify_faces(unit_n, _smoothed(n_area, pairs, SMOOTH_RINGS))
-    chart, cls = merge_small_charts(_charts_of(cls, pairs, nf), cls, lean, pairs)
+    chart, cls = merge_small_charts(_charts_of(cls, pairs, nf), cls, lean, pairs, min_lean=MERGE_LEAN)
+    chart, cls = smooth_borders(chart, cls, lean, pairs, BORDER_SWEEPS)
+    chart, cls = merge_small_charts(chart, cls, lean, pairs, min_lean=MERGE_LEAN)
     lap("charts", 30)
     k = int(chart.max()) + 1
     direction = _mean_directions(n_area, chart, cls, k, unit_n, MIN_LEAN)
     tri = project_charts(v, f, chart, direction)
     lap("project", 40)
-    chart, rounds = split_overlapping(f, chart, tri, pairs=pairs, cancel=cancel)
+    # halved first: the overlap test then looks into the small charts around a fold, not into a whole large one
     chart = halve_loose_charts(chart, tri, pairs)
+    chart, rounds = split_overlapping(f, chart, tri, pairs=pairs, cancel=cancel)
     lap("split", 60)
-    corner_uv = pack_turned(tri, chart, int(texture_size), int(padding), cancel=cancel)
+    corners = np.arange(3 * nf).reshape(-1, 3)
+    for attempt in range(GUARD_ROUNDS + 1):
+        corner_uv = pack_skyline(tri, chart, int(texture_size), int(padding), cancel=cancel, info=info)
+        # what a bake sees: faces sharing a texel centre in the packed atlas (none expected) become one-face charts
+        bad = overlapping_faces(corners, corner_uv.reshape(-1, 2), int(texture_size))
+        info["guard_faces"] = info.get("guard_faces", 0) + int(bad.sum())
+        if not bad.any() or attempt == GUARD_ROUNDS:
+            break
+        chart = np.unique(np.where(bad, chart.max() + 1 + np.cumsum(bad), chart), return_inverse=True)[1]
     lap("pack", 95)
     # one output vertex per (chart, input vertex): duplicates along seams, shared inside a chart
     key = chart.astype(np.int64)[:, None] * len(v) + f

@@ -36,8 +36,8 @@ def chart_boxes(tri, chart, k):
         c, s = np.cos(a), np.sin(a)
         x = pts[:, 0::2] * c - pts[:, 1::2] * s
         y = pts[:, 0::2] * s + pts[:, 1::2] * c
-        w = np.maximum.reduceat(x.max(1), start) - np.minimum.reduceat(x.min(1), start)
-        h = np.maximum.reduceat(y.max(1), start) - np.minimum.reduceat(y.min(1), start)
+        w = np.maximum.reduceat(_most(x, np.maximum), start) - np.minimum.reduceat(_most(x, np.minimum), start)
+        h = np.maximum.reduceat(_most(y, np.maximum), start) - np.minimum.reduceat(_most(y, np.minimum), start)
         better = w * h < best_area
         best_area = np.where(better, w * h, best_area)
         best = np.where(better, a, best)
@@ -52,10 +52,15 @@ def chart_boxes(tri, chart, k):
     return q, lo, np.maximum(hi - lo, 1e-12)
 
 
+def _most(x, op):
+    """``op`` (np.maximum or np.minimum) of the three columns of ``x`` [N,3] (faster than a reduction along rows)."""
+    return op(op(x[:, 0], x[:, 1]), x[:, 2])
+
+
 def _bounds(q, order, start):
     p = q[order]
-    lo = np.stack([np.minimum.reduceat(p[..., i].min(1), start) for i in range(2)], 1)
-    hi = np.stack([np.maximum.reduceat(p[..., i].max(1), start) for i in range(2)], 1)
+    lo = np.stack([np.minimum.reduceat(_most(p[..., i], np.minimum), start) for i in range(2)], 1)
+    hi = np.stack([np.maximum.reduceat(_most(p[..., i], np.maximum), start) for i in range(2)], 1)
     return lo, hi
 
 
