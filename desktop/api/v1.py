@@ -12,6 +12,9 @@ step i/n, fraction, ETA, queue position); `GET /v1/jobs/{id}/files/{name}` downl
 import os
 from typing import Annotated, Literal
 
+from trellis.core import backends
+from trellis.tuning import TUNING
+
 from .common import (MAX_IMAGE_BYTES, ApiError, api_state, binary_content, build_settings, check_images, decode_base64,
                      error_responses, form_schema, form_values, not_queued, read_body, upload_bytes, validate)
 from .families import check_family, family_info, runner_families
@@ -162,7 +165,7 @@ def add_job_routes(app) -> None:
                 "family_info": family_info(state.runner, families),
                 "text_model": state.runner.text_model,
                 "model_loaded": state.runner.model_loaded, "devices": list(state.runner.devices),
-                "fast_paths": state.runner.fast_paths(),
+                "fast_paths": state.runner.fast_paths(), "attention": backends.describe_attention(TUNING.cudnn_min_tokens),
                 "queued": sum(j.state == JobState.QUEUED for j in jobs),
                 "running": sum(j.state == JobState.RUNNING for j in jobs), "auth_required": state.token is not None}
 

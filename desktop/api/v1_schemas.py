@@ -156,6 +156,9 @@ def _build_models():
         devices: list[str]
         fast_paths: dict[str, str] = Field(description="per device: whether the renderers' fast GPU kernels run "
                                                        "there and, on the slower PyTorch path, why")
+        attention: dict = Field(description="the attention kernels asked for (dense, varlen: backend and set_by, "
+                                            "\"default\" or the environment variable that chose it) and the auto "
+                                            "rule; each job's timings name the kernels each stage ran")
         queued: int
         running: int
         auth_required: bool

@@ -256,6 +256,11 @@ class JobRunner:
         """The fast-path line of every device, once, for the log of a starting server."""
         for dev, line in self.fast_paths().items():
             print(f"device {dev}: {line}", file=stream or sys.stderr, flush=True)
+        from trellis.core import backends
+
+        override = backends.attention_override_line()
+        if override:
+            print(override, file=stream or sys.stderr, flush=True)
 
     def start_warmup(self, precision: str = "auto", offload: str = "auto", forward: Optional[bool] = None) -> None:
         """Warm up in the background, now: every worker loads its pipeline and then (`forward`; default: on a

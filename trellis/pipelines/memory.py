@@ -19,6 +19,7 @@ import torch
 # The device-memory helpers live in the bottom layer; this module re-exports them for older callers.
 from ..core.device import (device_capability, free_device_memory, memory_budget, release_device_memory,
                            reset_peak_memory, set_memory_limit, usable_device_memory)
+from ..modules.attention import kernel_log
 
 __all__ = ["PRECISIONS", "OFFLOADS", "STRUCTURE_GRAPHS", "COMPILE_ENV", "compile_default", "RESIDENT_BUDGET_BYTES", "MemoryPolicy", "pick_preset", "precision_for",
            "FP32_MIN_GIB", "RESIDENT_BUDGET_FP32_BYTES", "StageStat", "StageTracker", "budget_policy",
@@ -242,6 +243,7 @@ class StageStat:
     seconds: float
     peak_allocated_bytes: int | None = None
     peak_reserved_bytes: int | None = None
+    attention: dict | None = None     # {kernel: {"calls", "why"}} of the stage's attention calls (kernel_log)
 
 
 @dataclass
@@ -259,11 +261,12 @@ class StageTracker:
             reset_peak_memory(self.device)            # a job's own peak window keeps what came before
         t0 = time.perf_counter()
         try:
-            yield
+            with kernel_log.recording() as kernels:
+                yield
         finally:
             if cuda:
                 torch.cuda.synchronize(self.device)
-            stat = StageStat(name, time.perf_counter() - t0)
+            stat = StageStat(name, time.perf_counter() - t0, attention=kernels or None)
             if cuda:
                 stat.peak_allocated_bytes = torch.cuda.max_memory_allocated(self.device)
                 stat.peak_reserved_bytes = torch.cuda.max_memory_reserved(self.device)

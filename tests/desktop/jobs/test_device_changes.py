@@ -201,3 +201,9 @@ def test_the_rest_job_lists_the_device_changes_in_its_warnings(client, tmp_path)
     assert len(change) == 1 and "bake_resolution 1024 -> 512 (" in change[0] and "texture_size" not in change[0]
     timings = client.get(f"/v1/jobs/{info['id']}/files/timings.json").json()
     assert timings["warnings"] == info["warnings"]
+    # each stage names the attention kernels it ran and why (the auto rule here; health says who chose)
+    ran = {s["stage"]: s["attention"] for s in timings["pipeline"]["stages"] if s.get("attention")}
+    assert {"sparse_structure", "slat"} <= set(ran), timings["pipeline"]["stages"]
+    assert all(k["why"] == "auto" and k["calls"] > 0 for kernels in ran.values() for k in kernels.values()), ran
+    health = client.get("/v1/health").json()["attention"]
+    assert health["dense"] == {"backend": "auto", "set_by": "default"} and "cuDNN" in health["rule"], health

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ... import fastpaths
 from ...core import backends
 from ...tuning import TUNING
+from . import kernel_log
 
 
 # ----------------------------------------------------------------------------------- availability
@@ -148,19 +149,24 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: 
     """q [B, Lq, H, D], k/v [B, Lk, H, D] -> [B, Lq, H, D]."""
     name = backend or backends.get("dense")
     if name == "naive":
+        kernel_log.note("naive", "dense")
         return _naive_dense(q, k, v)
     if name in ("auto", "cudnn") and _cudnn_wanted(name, q, q.shape[1]):   # "auto": long sequences only (above)
+        kernel_log.note("cudnn", "dense")
         return _sdpa_cudnn_first(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
     if name == "flash_attn" and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
         fa = _optional("flash_attn")
         if fa is not None:
+            kernel_log.note("flash_attn", "dense")
             return fa.flash_attn_func(q, k, v)
         _warn_fallback(name, "is not installed")
     if name == "xformers" and q.is_cuda:
         xops = _optional("xformers.ops")
         if xops is not None:
+            kernel_log.note("xformers", "dense")
             return xops.memory_efficient_attention(q, k, v)
         _warn_fallback(name, "is not installed")
+    kernel_log.note("sdpa", "dense")
     return _sdpa_dense(q, k, v)
 
 
@@ -361,8 +367,10 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths_
     name = resolve_varlen_backend(backend or backends.get("varlen"), q, lq.max)
     if name == "cudnn":
         if _uniform(lq) and _uniform(lk):
+            kernel_log.note("cudnn", "varlen")
             return _cudnn_uniform(q, k, v, lq, lk)
         name = "torch_varlen" if has_torch_varlen() else "sdpa"     # sequences of different lengths
+    kernel_log.note(name, "varlen")
     if name == "naive":
         return _naive_varlen(q, k, v, lq, lk)
     if name == "torch_varlen":
