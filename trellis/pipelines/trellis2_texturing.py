@@ -86,11 +86,11 @@ class Trellis2TexturingPipeline(Trellis2ImageTo3DPipeline):
 
     # ------------------------------------------------------------------ stages
     @torch.no_grad()
-    def voxelize_mesh(self, internal_vertices, faces, resolution: int):
+    def voxelize_mesh(self, internal_vertices, faces, resolution: int, cancel: CancelCheck = None):
         """The O-Voxel (``OVoxelGrid``) of the mesh in the internal frame, on the pipeline's device."""
         v = torch.as_tensor(internal_vertices, dtype=torch.float64, device=self._device)
         f = torch.as_tensor(faces, dtype=torch.int64, device=self._device)
-        grid = mesh_to_ovoxel(v, f, resolution)
+        grid = mesh_to_ovoxel(v, f, resolution, cancel=cancel)
         if grid.coords.shape[0] == 0:
             raise ValueError(f"the mesh crosses no edge of the {resolution}^3 grid (nothing to texture): "
                              f"use {self.EMPTY_STRUCTURE_HINT}")
@@ -154,7 +154,7 @@ class Trellis2TexturingPipeline(Trellis2ImageTo3DPipeline):
             done("condition")
             check(cancel)
             with stage("voxelize"):
-                grid = self.voxelize_mesh(internal, user.faces, resolution)
+                grid = self.voxelize_mesh(internal, user.faces, resolution, cancel)
             done("voxelize")
             check(cancel)
             with stage("encode"):

@@ -151,3 +151,16 @@ def test_boundary_walk_steps_the_later_axis_first_on_ties(start, end, want):
     got = {tuple(c) for c, row in zip(every.tolist(), q) if row.abs().sum() > 0}
     assert got == set(want)
     assert (q.abs().sum(1) > 0).sum() == len(want)                   # each visited once
+
+
+def test_a_cancel_stops_the_voxelisation_between_chunks():
+    from trellis.core.callbacks import Cancelled
+    mesh = trimesh.creation.icosphere(subdivisions=2, radius=0.45)
+    asked = []
+
+    def cancel():
+        asked.append(1)
+        return len(asked) > 3
+    with pytest.raises(Cancelled):
+        mesh_to_ovoxel(torch.tensor(mesh.vertices), torch.tensor(mesh.faces), 24, chunk=301, cancel=cancel)
+    assert len(asked) == 4

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ...core.callbacks import CancelCheck, check
 from .edge_scan import chunk_bounds, expand
 from .lookup import VoxelLookup
 from .qef import line_quadrics
@@ -56,7 +57,7 @@ def boxes_pass(plane: torch.Tensor, edges: torch.Tensor, normal: torch.Tensor, p
 
 
 def add_face_term(q: torch.Tensor, tri: torch.Tensor, plane_q: torch.Tensor, lookup: VoxelLookup, resolution: int,
-                  budget: int) -> None:
+                  budget: int, cancel: CancelCheck = None) -> None:
     """q [N, 10] += plane_q[f] for every (triangle f, existing voxel overlapping it); ``tri`` in grid units."""
     normal = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 1], dim=-1)
     lo = torch.floor(tri.amin(1)).long().clamp(0, resolution - 1)
@@ -71,6 +72,7 @@ def add_face_term(q: torch.Tensor, tri: torch.Tensor, plane_q: torch.Tensor, loo
             continue
         wu, ww = hi[ids, u] - lo[ids, u] + 1, hi[ids, w] - lo[ids, w] + 1
         for s, e in chunk_bounds(wu * ww, max(1, budget // 4)):           # up to ~4 boxes per column
+            check(cancel)
             t, c = expand((wu * ww)[s:e])
             f = ids[s:e][t]
             i, j = lo[f, u] + c // ww[s:e][t], lo[f, w] + c % ww[s:e][t]
@@ -101,7 +103,7 @@ def boundary_edges(faces: torch.Tensor) -> torch.Tensor:
 
 
 def add_boundary_term(q: torch.Tensor, vertices: torch.Tensor, edges: torch.Tensor, lookup: VoxelLookup,
-                      weight: float, min_length: float, budget: int) -> None:
+                      weight: float, min_length: float, budget: int, cancel: CancelCheck = None) -> None:
     """q [N, 10] += weight * line quadric for every (boundary edge, existing voxel its DDA walk visits);
     ``vertices`` in grid units, edges shorter than ``min_length`` (grid units) skipped."""
     a, b = vertices[edges[:, 0]], vertices[edges[:, 1]]
@@ -116,6 +118,7 @@ def add_boundary_term(q: torch.Tensor, vertices: torch.Tensor, edges: torch.Tens
     neg = torch.where(d < 0, start - torch.ceil(b).long() + 1, torch.zeros_like(start)).clamp(min=0)
     steps = pos + neg                                                          # per segment and axis
     for s, e in chunk_bounds(steps.sum(1) + 1, budget):
+        check(cancel)
         seg_parts, t_parts, axis_parts = [], [], []
         for axis in range(3):
             seg, j = expand(steps[s:e, axis])

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import torch
 
+from ...core.callbacks import CancelCheck, check
 from .dual_grid import flexible_dual_grid_to_mesh
 from .edge_scan import scan_axis
 from .lookup import VoxelLookup
@@ -77,24 +78,26 @@ class _VoxelSet:
         self.keys = uniq
 
 
-def _crossings(tri, r: int, chunk: int):
-    """(axis, Crossings, voxel keys [H, 4]) batch by batch, every axis."""
+def _crossings(tri, r: int, chunk: int, cancel: CancelCheck = None):
+    """(axis, Crossings, voxel keys [H, 4]) batch by batch, every axis; ``cancel`` asked between batches."""
     ids = torch.arange(tri.shape[0], device=tri.device)
     for axis in range(3):
         for cr in scan_axis(tri, ids, axis, r, chunk):
+            check(cancel)
             if cr.tri.numel() == 0:
                 continue
             coords, flag, point = cr.voxels(r)
             yield axis, cr, (coords[..., 0] * r + coords[..., 1]) * r + coords[..., 2], flag, point
 
 
-def _crossing_table(g: torch.Tensor, faces: torch.Tensor, plane_q: torch.Tensor, resolution: int, chunk: int):
+def _crossing_table(g: torch.Tensor, faces: torch.Tensor, plane_q: torch.Tensor, resolution: int, chunk: int,
+                    cancel: CancelCheck = None):
     """(voxel keys sorted, flags, first events, point sums, counts, intersection quadric sums). Two passes over
     the crossings: the voxel set first (small records), then the sums straight into their rows (no merging of
     the wide quadric records)."""
     tri = g[faces]
     found = _VoxelSet(g.device)
-    for axis, cr, keys, flag, _ in _crossings(tri, resolution, chunk):
+    for axis, cr, keys, flag, _ in _crossings(tri, resolution, chunk, cancel):
         flags = torch.zeros(*keys.shape, 3, dtype=torch.int32, device=g.device)
         flags[:, :, axis] = flag.int()
         event = cr.event[:, None] * 4 + torch.arange(4, device=g.device)
@@ -103,7 +106,7 @@ def _crossing_table(g: torch.Tensor, faces: torch.Tensor, plane_q: torch.Tensor,
     psum = g.new_zeros(n, 3)
     count = g.new_zeros(n)
     q = g.new_zeros(n, 10)
-    for _, cr, keys, _, point in _crossings(tri, resolution, chunk):
+    for _, cr, keys, _, point in _crossings(tri, resolution, chunk, cancel):
         rows = torch.searchsorted(found.keys, keys)                          # [H, 4]
         tri_q, ones = plane_q[cr.tri], torch.ones_like(point[:, 0])
         for d in range(4):
@@ -117,12 +120,12 @@ def _crossing_table(g: torch.Tensor, faces: torch.Tensor, plane_q: torch.Tensor,
 def mesh_to_ovoxel(vertices: torch.Tensor, faces: torch.Tensor, resolution: int, *,
                    face_weight: float = FACE_WEIGHT, boundary_weight: float = BOUNDARY_WEIGHT,
                    regularization: float = REGULARIZATION, weld: bool = True, chunk: int = DEFAULT_CHUNK,
-                   dtype: torch.dtype = torch.float64) -> OVoxelGrid:
+                   dtype: torch.dtype = torch.float64, cancel: CancelCheck = None) -> OVoxelGrid:
     """The O-Voxel of a triangle mesh (``vertices`` [V, 3] inside [-0.5, 0.5]^3, ``faces`` [F, 3]) at R^3.
 
     ``weld``: boundary edges are found on positions (vertices split at seams are one); the reference finds them by
     vertex index (``weld=False``), so a mesh split at UV seams gets boundary pulls along its seams there.
-    Runs on ``vertices``' device."""
+    Runs on ``vertices``' device; ``cancel()`` returning True raises ``Cancelled`` (asked between chunks)."""
     if resolution < 2:
         raise ValueError(f"resolution must be at least 2, got {resolution}")
     if vertices.ndim != 2 or vertices.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
@@ -131,19 +134,21 @@ def mesh_to_ovoxel(vertices: torch.Tensor, faces: torch.Tensor, resolution: int,
     faces = faces.to(device).long()
     g = (vertices.to(dtype) + 0.5) * resolution                                # grid units
     plane_q = plane_quadrics(g[faces])
-    keys, flags, event, psum, count, q = _crossing_table(g, faces, plane_q, resolution, chunk)
+    keys, flags, event, psum, count, q = _crossing_table(g, faces, plane_q, resolution, chunk, cancel)
     r = resolution
     coords = torch.stack([keys // (r * r), (keys // r) % r, keys % r], dim=1)
     if coords.shape[0]:
         lookup = VoxelLookup(coords)
         if face_weight > 0:
-            add_face_term(q, g[faces], plane_q, lookup, r, chunk)
+            add_face_term(q, g[faces], plane_q, lookup, r, chunk, cancel)
         if boundary_weight > 0:
             bv, bf = weld_vertices(g, faces) if weld else (g, faces)
-            add_boundary_term(q, bv, boundary_edges(bf), lookup, boundary_weight, MIN_BOUNDARY_LENGTH * r, chunk)
+            add_boundary_term(q, bv, boundary_edges(bf), lookup, boundary_weight, MIN_BOUNDARY_LENGTH * r, chunk,
+                              cancel)
         q += regularization_quadrics(psum / count[:, None], regularization * count)
     dual = torch.empty(coords.shape[0], 3, dtype=torch.float32, device=device)
     for a in range(0, coords.shape[0], chunk):                             # bounds the 4x4 unpacking
+        check(cancel)
         lo = coords[a:a + chunk].to(dtype)
         dual[a:a + chunk] = (solve_box(q[a:a + chunk], lo, lo + 1)[0] - lo).float()
     order = torch.argsort(event)
