@@ -65,16 +65,27 @@ def image():
     return img
 
 
+def _flow_calls(pipeline, key):
+    calls = []
+    handle = pipeline.models[key].register_forward_hook(lambda m, args, kw, out: calls.append(args[0].feats.clone()),
+                                                       with_kwargs=True)
+    return calls, handle
+
+
 @pytest.fixture(scope="module")
 def sphere_result(texturing, image):
     v, f, uv = uv_sphere()
-    result = texturing.run((v, f, uv), image, seed=7, resolution=RES, texture_size=TEX)
+    calls, handle = _flow_calls(texturing, "tex_slat_flow_model_1024")
+    try:
+        result = texturing.run((v, f, uv), image, seed=7, resolution=RES, texture_size=TEX)
+    finally:
+        handle.remove()
     assert isinstance(result, TexturedVoxels)
-    return (v, f, uv), bake_onto_user_mesh(result), result.voxels
+    return (v, f, uv), bake_onto_user_mesh(result), result.voxels, calls, result
 
 
 def test_the_user_mesh_comes_back_as_given_with_pbr_textures(sphere_result, tmp_path):
-    (v, f, uv), out, _ = sphere_result
+    (v, f, uv), out, _, _, _ = sphere_result
     assert isinstance(out, KeptPbrMesh) and out.info["uv"] == "kept"
     assert np.array_equal(out.faces, f) and np.array_equal(out.uvs, uv)
     assert out.texture.shape == (TEX, TEX, 3) and out.pbr.metallic_roughness.shape == (TEX, TEX, 3)
@@ -92,7 +103,7 @@ def test_the_user_mesh_comes_back_as_given_with_pbr_textures(sphere_result, tmp_
 
 
 def test_decoded_voxels_are_the_ovoxel_in_its_order(sphere_result):
-    (v, f, uv), out, voxels = sphere_result
+    (v, f, uv), out, voxels, _, _ = sphere_result
     frame = MeshFrame.of(read_user_mesh((v, f, uv)))
     grid = mesh_to_ovoxel(torch.as_tensor(frame.internal(v)), torch.as_tensor(f), RES)
     assert torch.equal(voxels.coords, grid.coords)
@@ -101,22 +112,10 @@ def test_decoded_voxels_are_the_ovoxel_in_its_order(sphere_result):
     assert out.info["voxels"] == grid.coords.shape[0]
 
 
-def _flow_calls(pipeline, key):
-    calls = []
-    handle = pipeline.models[key].register_forward_hook(lambda m, args, kw, out: calls.append(args[0].feats.clone()),
-                                                       with_kwargs=True)
-    return calls, handle
-
-
-def test_noise_is_the_seeded_cpu_draw_and_the_default_sampler_calls_the_flow_12_times(texturing, image):
-    v, f, uv = uv_sphere()
-    calls, handle = _flow_calls(texturing, "tex_slat_flow_model_1024")
-    try:
-        out = texturing.run((v, f, uv), image, seed=11, resolution=RES, texture_size=TEX)
-    finally:
-        handle.remove()
+def test_noise_is_the_seeded_cpu_draw_and_the_default_sampler_calls_the_flow_12_times(sphere_result):
+    _, out, _, calls, _ = sphere_result
     assert len(calls) == 12
-    torch.manual_seed(11)
+    torch.manual_seed(7)
     noise = torch.randn(out.info["tokens"], 32)
     assert torch.equal(calls[0][:, :32].float(), noise.to(calls[0].dtype).float())
 
@@ -138,19 +137,19 @@ def test_resolution_512_uses_the_512_flow_and_condition(texturing):
 
 
 def test_same_seed_same_textures(texturing, image, sphere_result):
-    (v, f, uv), first, _ = sphere_result
+    (v, f, uv), first, _, _, _ = sphere_result
     again = bake_onto_user_mesh(texturing.run((v, f, uv), image, seed=7, resolution=RES, texture_size=TEX))
     assert np.array_equal(first.texture, again.texture)
     assert np.array_equal(first.pbr.metallic_roughness, again.pbr.metallic_roughness)
 
 
-def test_new_uvs_when_asked_or_when_there_are_none(texturing, image, tmp_path):
-    v, f, uv = uv_sphere()
-    asked = bake_onto_user_mesh(texturing.run((v, f, uv), image, seed=3, resolution=RES, texture_size=TEX,
-                                              new_uvs=True))
+def test_new_uvs_when_asked_or_when_there_are_none(sphere_result, tmp_path):
+    (v, f, uv), _, _, _, result = sphere_result
+    asked = bake_onto_user_mesh(result, new_uvs=True)
     assert asked.info["uv"].startswith("new atlas")
-    none = bake_onto_user_mesh(texturing.run(trimesh.Trimesh(v, f, process=False), image, seed=3, resolution=RES,
-                                             texture_size=TEX))
+    bare = read_user_mesh(trimesh.Trimesh(v, f, process=False))
+    assert bare.uvs is None and np.array_equal(bare.vertices, v)
+    none = bake_onto_user_mesh(result._replace(mesh=bare))
     assert none.info["uv"] == "new atlas: the mesh has no UVs"
     for out in (asked, none):
         path = out.save(str(tmp_path / "new.glb"))
