@@ -2,7 +2,10 @@
 UV-mapped sphere placed off the origin + an image -> a GLB with the sphere's very positions, faces and UVs and a
 PBR material (Khronos validator: no error); the decoded voxels are the O-Voxel's, in its order; the noise is the
 seeded CPU draw; the sampler's call counts; the keep-my-mesh choices (new UVs only when asked or unusable)."""
+import json
+import shutil
 import struct
+import subprocess
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ from trellis.pipelines.trellis2_texturing import Trellis2TexturingPipeline
 from trellis.representations.ovoxel import MeshFrame, TexturedVoxels, mesh_to_ovoxel, read_user_mesh
 
 from tests.helpers.gltf import glb_json, validate_gltf
+from tests.helpers.repo import JS_DIR
 
 RES, TEX = 32, 64
 
@@ -51,6 +55,18 @@ def glb_attribute(path, name) -> np.ndarray:
     start = bin_start + view.get("byteOffset", 0) + acc.get("byteOffset", 0)
     width = {"VEC2": 2, "VEC3": 3}[acc["type"]]
     return np.frombuffer(data, np.float32, acc["count"] * width, start).reshape(-1, width)
+
+
+def uv_audit(path) -> dict:
+    """The Khronos asset auditor's UV counts and checks (tests/js/audit.js), by check name."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("Node.js is not installed: the Khronos asset auditor runs on it")
+    res = subprocess.run([node, str(JS_DIR / "audit.js"), str(path)], capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    return {"counts": report["counts"], **{item["name"]: item for item in report["items"]}}
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +116,8 @@ def test_the_user_mesh_comes_back_as_given_with_pbr_textures(sphere_result, tmp_
     material = glb_json(path)["materials"][0]["pbrMetallicRoughness"]
     assert "baseColorTexture" in material and "metallicRoughnessTexture" in material
     assert validate_gltf(path)["issues"]["numErrors"] == 0
+    audit = uv_audit(path)
+    assert audit["counts"]["invertedUvTriangles"] == 0 and audit["counts"]["overlappingUvs"] == 0
 
 
 def test_decoded_voxels_are_the_ovoxel_in_its_order(sphere_result):
@@ -157,3 +175,6 @@ def test_new_uvs_when_asked_or_when_there_are_none(sphere_result, tmp_path):
         assert back.faces.shape == f.shape                              # same triangles, vertices split at seams
         lo, hi = back.vertices.min(0), back.vertices.max(0)
         assert np.allclose(lo, v.min(0), atol=1e-6) and np.allclose(hi, v.max(0), atol=1e-6)
+        audit = uv_audit(path)
+        assert audit["counts"]["invertedUvTriangles"] == 0 and audit["counts"]["overlappingUvs"] == 0
+        assert audit["UVs in 0 to 1 Range"]["pass"] and audit["glTF Validator"]["pass"]
