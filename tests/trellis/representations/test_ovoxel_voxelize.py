@@ -21,6 +21,8 @@ def test_single_triangle_at_r8_matches_the_facts():
     grid = mesh_to_ovoxel(TRIANGLE, torch.tensor([[0, 1, 2]]), 8)
     got = {tuple(c) for c in grid.coords.tolist()}
     assert len(grid.coords) == 34
+    # creation order: row n = 1, column m = 1 makes its 4 voxels (x outer, y inner), m = 2 adds 2 more
+    assert grid.coords[:6].tolist() == [[0, 0, 4], [0, 1, 4], [1, 0, 4], [1, 1, 4], [2, 0, 4], [2, 1, 4]]
     assert got == {(a, b, 4) for a in range(7) for b in range(7) if max(a, 1) + max(b, 1) <= 7}
     assert not grid.intersected[:, :2].any()
     zflags = {tuple(c[:2]) for c, f in zip(grid.coords.tolist(), grid.intersected.tolist()) if f[2]}
