@@ -8,7 +8,11 @@ attributes sampled where each texel lies on the surface.
 3. The attributes there by trilinear ``grid_sample_3d`` of the voxel attribute volume (``MeshWithVoxel.query_attrs``).
 4. Base colour (RGB) and alpha, metallic and roughness (glTF's metallic-roughness layout: R unused 0, G roughness,
    B metallic), each x255 clipped to uint8 (rounded), the gutter and uncovered texels filled from the charts
-   (``bake.inpaint.inpaint_texture``, channel by channel, which is what the push-pull does).
+   (``bake.inpaint.inpaint_texture``, channel by channel, which is what the push-pull does). With ``fit_texels``
+   (the default) base colour and roughness are then fitted to the attributes at four sub-texel points as a
+   bilinear lookup reads them (``texel_fit``: edges finer than a texel stay where they are), and the texels the
+   fit did not reach filled again. Metallic stays point-sampled: its 0 / 1 borders, read against 0.5, sit where
+   the point samples put them, and the fit's overshoot moves them.
 5. With ``normal_map``, the dense mesh's normals in the low-poly tangent frames (``dense_normals``).
 """
 from __future__ import annotations
@@ -25,6 +29,7 @@ from ..normals import DEFAULT_CREASE_ANGLE
 from ..uv.stats import uv_raster
 from .dense_normals import VertexFaces, dense_normals_at, split_tangents, tangent_space_normals, texel_frames
 from .surface_grid import SurfaceGrid
+from .texel_fit import fit_bilinear, subsample_points
 
 __all__ = ["PROJECT_CHUNK", "PbrTextures", "texel_points", "bake_pbr_textures"]
 
@@ -87,15 +92,36 @@ def _channel(mesh, attrs: torch.Tensor, name: str, default: float) -> torch.Tens
     return attrs.new_full((attrs.shape[0], 1), default)
 
 
+def _fitted(mesh, v, f, uv, face, points, pix, base, amr_u8, s: int, info: dict):
+    """(base colour, alpha-roughness-metallic) uint8 images with base colour and roughness fitted to the attributes
+    at the sub-texel points (``texel_fit``), alpha and metallic as they were."""
+    sub = subsample_points(v, f, uv, face, points, s).reshape(-1, 3)
+    attrs = mesh.query_attrs(sub)
+    wanted = torch.cat([_channel(mesh, attrs, "base_color", 0.0), _channel(mesh, attrs, "roughness", 1.0)],
+                       1).clamp(0, 1)
+    dev = pix.device
+    start = torch.cat([torch.as_tensor(base, device=dev).reshape(-1, 3),
+                       torch.as_tensor(amr_u8, device=dev).reshape(-1, 3)[:, 1:2]], 1).float() / 255
+    texels, solved = fit_bilinear(start, pix, wanted, s)
+    texels = texels.clamp(0, 1).reshape(s, s, 4)
+    known = solved.reshape(s, s)
+    info["texel_fit"] = {"samples": int(sub.shape[0]), "solved_share": float(solved.float().mean())}
+    rgb = inpaint_texture(texels[..., :3], known)
+    rough = inpaint_texture(texels[..., 3:].expand(s, s, 3), known)
+    amr = amr_u8.copy()
+    amr[..., 1] = rough[..., 0]
+    return rgb, amr
+
+
 def bake_pbr_textures(mesh, dense_vertices: torch.Tensor, dense_faces: torch.Tensor, vertices, faces, uvs,
                       texture_size: int = 2048, project: bool = True, normal_map: bool = True,
                       crease_angle: float | None = DEFAULT_CREASE_ANGLE, split=None, progress: Progress = None,
-                      cancel=None, info: dict | None = None) -> PbrTextures:
+                      cancel=None, info: dict | None = None, fit_texels: bool = True) -> PbrTextures:
     """The textures of ``mesh`` (a ``MeshWithVoxel`` with attributes) on the unwrapped mesh ``vertices`` [V,3],
     ``faces`` [F,3], ``uvs`` [V,2] (numpy, z up, v up), projected onto the dense mesh (``dense_vertices``,
     ``dense_faces``: the decoder's mesh); see the module docstring. ``split``: the ``normals.SharedSplit``
     of these faces that the files' normals come from (made in its thread while the attributes are baked), or None.
-    ``info`` gets "covered_share" and "projection"."""
+    ``info`` gets "covered_share", "projection" and, with ``fit_texels``, "texel_fit"."""
     if mesh.attrs is None:
         raise ValueError("this O-Voxel mesh has no attributes (the texture decoder has not run)")
     if normal_map and crease_angle is None:
@@ -132,6 +158,9 @@ def bake_pbr_textures(mesh, dense_vertices: torch.Tensor, dense_faces: torch.Ten
         img[pix] = values.float().clamp(0, 1)
         images.append(inpaint_texture(img.reshape(s, s, 3), covered))
     base, amr_u8 = images
+    if fit_texels and pix.numel():
+        check(cancel)
+        base, amr_u8 = _fitted(mesh, v, f, uv, face, points, pix, base, amr_u8, s, info)
     report(progress, "inpaint", 1, 1)
     mr = np.stack([np.zeros_like(amr_u8[..., 0]), amr_u8[..., 1], amr_u8[..., 2]], -1)
     normal = tangents = None
