@@ -219,9 +219,12 @@ class SparseResBlockS2C3d(nn.Module):
         del h
         parent = SparseTensor(F.silu(self.norm2(packed.view(p, c_out))), parents)
         del packed
-        skip = torch.zeros(p, 8, c_in, dtype=torch.float32, device=x.device)
-        skip[row_parent, k] = x.feats.float()
-        skip = skip.view(p, c_out, 8 * c_in // c_out).mean(dim=2).to(x.dtype)
+        # Each group of 8 C_in / C_out skip channels lies within one child (C_out is a multiple of 8): the children's
+        # group means placed by k, not their whole inputs (a [P, 8, C_in] fp32 array at the fine levels).
+        g = 8 * c_in // c_out
+        skip = torch.zeros(p, 8, c_out // 8, dtype=torch.float32, device=x.device)
+        skip[row_parent, k] = x.feats.float().view(-1, c_out // 8, g).mean(dim=2)
+        skip = skip.view(p, c_out).to(x.dtype)
         out = self.conv2(parent)
         out.feats.add_(skip)
         return out
