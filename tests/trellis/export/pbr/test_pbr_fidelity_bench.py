@@ -1,5 +1,6 @@
 """benchmarks/pbr_fidelity.py's comparison: a GLB baked from a perfect O-Voxel scores close to what its voxels hold,
-and the same GLB with a wrong texture scores low (the measure can fail)."""
+and the same GLB with a wrong texture scores low (the measure can fail); the bake's texel fit keeps what the voxels
+hold better than point-sampled texels did."""
 import numpy as np
 import pytest
 import torch
@@ -49,7 +50,7 @@ def test_bake_scores_high_and_a_wrong_texture_low(sphere, tmp_path):
     v, f, uv, base, mr = read_glb(good)
     ok = surface_fidelity(v, f, uv, base, mr, mesh, shape, 20_000)
     assert ok["boundary_edges"] == 0
-    assert ok["vs_voxels"]["psnr"] > 24
+    assert ok["vs_voxels"]["psnr"] > 37.5            # texels fitted to the bilinear lookup (point-sampled: 35 dB)
     assert ok["vs_truth"]["psnr"] > ceiling["trilinear"]["psnr"] - 3
     assert ok["vs_truth"]["metal_wrong_pct"] < 5
     # the same mesh and layout with the colour shifted by 9 texels and metallic inverted
