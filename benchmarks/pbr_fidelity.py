@@ -4,6 +4,7 @@ with the truth on the surface.
     python benchmarks/pbr_fidelity.py [--res 512] [--shapes nut goblet torus bunny] [--settings balanced game]
     python benchmarks/pbr_fidelity.py --device cuda --res 512,1024 --out pbr_fidelity_gpu.json
     python benchmarks/pbr_fidelity.py --quick              # 128^3, two shapes, few samples: a minute on a CPU
+    python benchmarks/pbr_fidelity.py --point-texels       # the bake without its texel fit (before / after)
 
 Each shape of ``pbr_truth`` (closed, with known PBR fields) becomes the O-Voxel a perfect decoder would hand over
 (``pbr_truth.perfect_ovoxel``; cached under ``.cache/pbr_fidelity``), then per setting:
@@ -248,16 +249,23 @@ def main(argv=None) -> int:
     ap.add_argument("--no-cache", action="store_true", help="voxelise again (no .cache/pbr_fidelity)")
     ap.add_argument("--keep", default=None, help="folder to keep the GLBs in")
     ap.add_argument("--quick", action="store_true", help="128^3, nut and goblet, 50 k samples")
+    ap.add_argument("--point-texels", action="store_true",
+                    help="the bake without its texel fit (point-sampled texels: the bake before the fit)")
     ap.add_argument("--out", default=None, help="JSON file of the rows")
     a = ap.parse_args(argv)
     if a.quick:
         a.res, a.shapes, a.samples = "128", ["nut", "goblet"], 50_000
     device = torch.device(a.device)
+    if a.point_texels:
+        import functools
+
+        from trellis.export.pbr import bake as bake_module, export as export_module
+        export_module.bake_pbr_textures = functools.partial(bake_module.bake_pbr_textures, fit_texels=False)
     rows = []
     for res in [int(r) for r in str(a.res).split(",")]:
         for shape in a.shapes:
             rows.append(run_one(shape, res, a.settings, device, a.samples, not a.no_cache, a.keep))
-    record = {"commit": source_commit(), "device": str(device), "torch_threads": torch.get_num_threads(),
+    record = {"commit": source_commit(), "device": str(device), "texel_fit": not a.point_texels, "torch_threads": torch.get_num_threads(),
               "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
     if device.type == "cuda":
         record["gpu"] = torch.cuda.get_device_name(device)
