@@ -14,14 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import os
+import sys
 import time
 
 import numpy as np
 import torch
 import trimesh
 
-from trellis.representations.ovoxel import mesh_to_ovoxel
-from trellis.representations.ovoxel.voxelize import DEFAULT_CHUNK
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from trellis.representations.ovoxel import mesh_to_ovoxel  # noqa: E402
+from trellis.representations.ovoxel.voxelize import DEFAULT_CHUNK  # noqa: E402
 
 SPHERE_VOXELS_1024 = 4_940_816
 
@@ -49,6 +53,8 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=DEFAULT_CHUNK)
     a = ap.parse_args()
     device = torch.device(a.device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())     # the memory cap needs an index
     if device.type == "cuda" and a.limit_gib:
         total = torch.cuda.get_device_properties(device).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, a.limit_gib * 2 ** 30 / total), device)

@@ -418,6 +418,8 @@ class TrellisPipeline:
         """Run a generation so that a cancel or an out-of-memory leaves no activation behind."""
         tracker = StageTracker(self._device)
         failure = None
+        if bool(self._hosts) != self._offloading():
+            self._place_all()           # the policy resolves otherwise than at placement (a VRAM budget set since)
         try:
             return fn(*args, tracker=tracker, **kwargs)
         except (Cancelled, torch.OutOfMemoryError) as err:
