@@ -231,7 +231,7 @@ def run_one(shape_name: str, res: int, settings: list, device, samples: int, use
         got.update(export_s=round(export_s, 2), texel_use=round(info.get("covered_share", float("nan")), 4),
                    uv_method=info.get("uv_method"), seconds={**info.get("prepare_seconds", {}), **info["seconds"]},
                    target_faces=options.face_target(int(f.shape[0])), texture_size=options.texture_size,
-                   normal_map=options.normal_map)
+                   normal_map=options.normal_map, texel_fit=info.get("texel_fit"))
         row["settings"][name] = got
         print(f"  {name}: {got['faces']} faces, {got['texture']}², texel use {got['texel_use']:.3f} "
               f"({got['uv_method']}), vs truth {got['vs_truth']}, vs voxels {got['vs_voxels']}, boundary "
