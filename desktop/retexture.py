@@ -2,7 +2,9 @@
 3-D models you already have. Each model keeps its shape (its 64^3 surface voxels) and gets new surface detail
 and colours from the prompt (the text model) or the photo (the image model); stage 1 is skipped. By default the look
 is baked onto the model's own mesh (its vertices, faces, UVs, scale and pivot kept; --new-mesh: the shape is made
-again instead).
+again instead). `--model-family trellis2` makes the look from --image with TRELLIS.2's texturing pipeline: PBR
+materials (base colour, metallic, roughness) baked onto the model's own vertices, faces and UVs (--new-mesh: a new
+UV atlas instead of the model's own).
 
 One job (one sub-folder of OUT_DIR) per model, as `generate` makes them: input_mesh.<fmt>, settings.json,
 model.glb, model.ply, preview.mp4, ... Exit status as `generate`: 0 ok, 1 a job failed, 2 usage error (also a
@@ -14,7 +16,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from .cli import add_common_options, check_common_args, flag_dest, run_jobs
+from .cli import DefaultModel, add_common_options, check_common_args, choose_family, flag_dest, run_jobs
+from .options import default_model
 from .settings import DEFAULT_PRESET, PRESETS, check_prompt
 
 
@@ -34,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "first use)")
     look.add_argument("--image", metavar="PHOTO", help="a photo whose look the model takes (the image model)")
     add_common_options(p)
+    from .families import FAMILIES, looks_words
+
+    p.add_argument("--model-family", choices=list(FAMILIES), default=None,
+                   help=f"the model family that makes the look from --image: {looks_words()} (default: TRELLIS v1), "
+                        "from the folder the app installs it in unless --model names one of that family")
+    p.set_defaults(model=DefaultModel(default_model()))
     # The other name of --no-keep-mesh, as users say it.
     p.add_argument("--new-mesh", dest=flag_dest("--keep-mesh"), action="store_const", const=False,
                    default=argparse.SUPPRESS, help="make the shape again from the model's voxels (new topology and "
@@ -51,6 +60,13 @@ def main(argv=None) -> int:
         except ValueError as err:
             parser.error(f"--prompt: {err}")
     settings = check_common_args(parser, args, inputs=[*args.meshes, *([args.image] if args.image else [])])
+    from .families import FamilyRefusal, look_family
+
+    try:
+        look_family(args.model_family, from_prompt=prompt is not None)
+    except FamilyRefusal as err:
+        parser.error(f"--model-family: {err}")
+    choose_family(parser, args)                         # --model: that family's folder, or one that agrees
     from .jobs.job import InputError
     from .jobs.meshes import check_mesh
 
@@ -63,5 +79,6 @@ def main(argv=None) -> int:
         parser.error(f"--image: {args.image}: no such file")
 
     def variant(path):
-        return lambda runner: runner.submit_variant(os.path.abspath(path), settings, prompt=prompt, image=args.image)
+        return lambda runner: runner.submit_variant(os.path.abspath(path), settings, prompt=prompt, image=args.image,
+                                                    family=args.model_family)
     return run_jobs(args, [(os.path.basename(m) or m, variant(m)) for m in args.meshes])

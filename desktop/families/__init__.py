@@ -8,6 +8,7 @@ Blender add-on through REST) asks this registry; no other module compares a fami
     family_for_model_name(name)       the Family a peer's model name means ("trellis2-4b", ...), or None
     family_of_record(record)          the Family of a job folder's settings.json record (v1's name none)
     family_of_result(result)          the Family whose kept result `result` (a dict of arrays) is
+    look_family(wanted, from_prompt)  the Family that makes a new look on the user's mesh; FamilyRefusal where none
     family_problem(runner, wanted)    None when a job of `wanted` can run on `runner`, else what to do
     check(family, settings, images)   THE rule for settings a family cannot use (below)
     validation.validate()             every family declares every fact, consistently (the structure tests call it)
@@ -33,7 +34,7 @@ from typing import Callable, Mapping, Optional
 __all__ = ["Family", "FamilyRefusal", "FAMILIES", "DEFAULT_FAMILY", "FAMILY_HELP", "get_family", "family_of_model",
            "family_for_model_name", "family_of_record", "family_of_result", "family_of_result_file", "family_folder",
            "family_problem", "check", "budget_floor", "ignored_warning", "runner_family", "loaded_family",
-           "runner_families", "names_words"]
+           "runner_families", "names_words", "look_family", "looks_words"]
 
 
 class FamilyRefusal(ValueError):
@@ -63,8 +64,12 @@ class Family:
     max_images: Optional[int]              # images of one object a job takes (None: several views)
     result_key: str                        # the array its kept result is recognised by (result.npz, keep_result)
     steps_module: str                      # the module of its job steps: generate, generate_in_phases, export
-    new_looks_from_image: bool             # a new look from a photo runs this family's image model
+    new_looks_from_image: bool             # a new look from a photo on the user's mesh runs this family (`new_look`)
     warm_run: bool                         # the warm-up's tiny run uses its pipeline (v1's formats and renders)
+    new_looks_from_prompt: bool = False    # a new look from a prompt runs this family's text models
+    look_words: str = ""                   # what its new look gives the user's mesh ("colour", "PBR materials")
+    look_pipeline_class: str = ""          # the library pipeline of its new looks ("": its image pipeline's)
+    look_stages: tuple = ()                # a new look's stages before its files ((): v1's VARIANT_STAGES)
     find_installed: Callable[[], Optional[str]] = field(compare=False, repr=False, default=lambda: None)
     unavailable_text: Callable[[], str] = field(compare=False, repr=False, default=lambda: "")
     install_text: Callable[[], str] = field(compare=False, repr=False, default=lambda: "")
@@ -77,7 +82,7 @@ class Family:
         # a declaration is read on every surface: nobody may change it in place
         for name in ("vram_floors", "stage_words", "ignores", "file_words"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
-        for name in ("repos", "peer_names", "pipeline_types", "progress_stages"):
+        for name in ("repos", "peer_names", "pipeline_types", "progress_stages", "look_stages"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     def __str__(self) -> str:
@@ -148,10 +153,17 @@ def names_words() -> str:
     return ", ".join(items[:-1]) + " or " + items[-1] if len(items) > 1 else items[0]
 
 
+def looks_words() -> str:
+    """"trellis (colour) or trellis2 (PBR materials)": what each family's new look gives, for help and errors."""
+    items = [f"{f.name} ({f.look_words})" for f in FAMILIES.values() if f.new_looks_from_image]
+    return ", ".join(items[:-1]) + " or " + items[-1] if len(items) > 1 else items[0]
+
+
 FAMILY_HELP = (f"the model family an image job is for: {names_words()}; default: the family of the server's model "
                "folder. The other family runs too where it is installed (the server loads it in place of the one "
                "loaded: the job's progress says so); one that is not installed is refused with how to install it "
-               "(GET /v1/health: `families`). Not used by prompts (the TRELLIS-text models) and new looks")
+               "(GET /v1/health: `families`). Not used by prompts (the TRELLIS-text models). A new look from an image "
+               f"(retexture) takes it too: {looks_words()}; default {DEFAULT_FAMILY.name}")
 
 
 def get_family(name) -> Family:
@@ -162,6 +174,22 @@ def get_family(name) -> Family:
     if found is None:
         raise ValueError(f"model_family must be {names_words()}, not {name!r}")
     return found
+
+
+def look_family(wanted=None, from_prompt: bool = False) -> Family:
+    """The family that makes a new look on the user's own mesh: `wanted` (None or "": today's default, the first
+    family that makes looks from a photo, or from a prompt with `from_prompt`); FamilyRefusal with words for a family
+    that makes none, or none from a prompt (ValueError for an unknown id)."""
+    if wanted is None or wanted == "":
+        return next(f for f in FAMILIES.values() if (f.new_looks_from_prompt if from_prompt else f.new_looks_from_image))
+    family = get_family(wanted)
+    if from_prompt and not family.new_looks_from_prompt:
+        others = " / ".join(f.words for f in FAMILIES.values() if f.new_looks_from_prompt)
+        raise FamilyRefusal(f"a {family.words} new look takes an image, not a prompt: give an image (a new look from "
+                            f"a prompt is {others}'s)")
+    if not family.new_looks_from_image:
+        raise FamilyRefusal(f"{family.words} makes no new looks on your model: use model_family {looks_words()}")
+    return family
 
 
 def family_of_model(model) -> Family:

@@ -27,14 +27,19 @@ def validate(families=None) -> list:
         need(set(f.vram_floors) in (set(), set(f.pipeline_types)), "a VRAM floor per pipeline type")
         need(f.uses("pipeline_type") == bool(f.pipeline_types), "uses pipeline_type exactly when it has types")
         need(set(f.file_words) <= {*FORMATS, "result"}, "file words for file kinds")
-        need(bool(f.progress_stages) and set(f.stage_words) <= set(f.progress_stages), "stage words of its stages")
+        need(bool(f.progress_stages) and set(f.stage_words) <= {*f.progress_stages, *f.look_stages},
+             "stage words of its stages")
+        need(not f.new_looks_from_image or bool(f.look_words), "words for what its new look gives")
         need(f.texture_size > 0 and (f.max_images is None or f.max_images >= 1), "a texture size and image count")
         need(bool(f.result_key and f.steps_module), "its result key and steps")
         need(callable(f.find_installed) and callable(f.unavailable_text) and callable(f.install_text),
              "how it is found installed and installed")
     makers = [f.name for f in families.values() if f.new_looks_from_image]
-    if len(makers) != 1:
-        problems.append(f"one family makes new looks from a photo, not {makers}")
+    if not makers or makers[0] != next(iter(families)):
+        problems.append(f"the first (default) family makes new looks from a photo, not only {makers}")
+    prompts = [f.name for f in families.values() if f.new_looks_from_prompt]
+    if len(prompts) != 1:
+        problems.append(f"one family makes new looks from a prompt, not {prompts}")
     if not any(f.max_images is None for f in families.values()):
         problems.append("one family takes several views of one object")
     return problems

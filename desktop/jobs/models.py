@@ -66,6 +66,20 @@ def load_image_pipeline(model: str, device: str, on_model: Optional[Callable] = 
     return pipeline
 
 
+def load_look_pipeline(family, folder: str, device: str):
+    """The pipeline of `family`'s new looks (its `look_pipeline_class`) from `folder` on `device`; ModelLoadError with
+    what to do."""
+    import trellis.pipelines
+
+    family = get_family(family)
+    try:
+        return getattr(trellis.pipelines, family.look_pipeline_class).from_pretrained(folder, device=device)
+    except Exception as err:
+        if is_oom(err) or is_disk_full(err):
+            raise
+        raise ModelLoadError(family.load_problem(folder) or model_load_message(folder, err)) from err
+
+
 def load_text_pipeline(source: str, device: str, fetch: Optional[Callable[[], Path]] = None) -> tuple:
     """(the text pipeline of `source` (a folder or hub repo) on `device`, where it was loaded from); `fetch`, if
     given, first puts the files in a folder and gives it. ModelLoadError with what to do."""
@@ -155,6 +169,9 @@ class DevicePipelines:
         self.models, self.device = models, device
         self.image_pipeline, self.image_family = None, None
         self.text_pipeline, self.text_wanted, self.text_loaded_from = None, None, None
+        # a family's new-look pipeline (TRELLIS.2's texturing): it shares most networks with the image pipeline,
+        # so only one of the two is held at a time
+        self.look_pipeline, self.look_folder = None, None
 
     def load_image(self, on_model: Optional[Callable] = None, family: Optional[str] = None) -> None:
         """Load the image pipeline of `family` (None: the model's own) now (the warm-up; a job loads it through
@@ -182,6 +199,7 @@ class DevicePipelines:
         if not loaded and family != self.models.family and self.models.folder_for(family) is None:
             raise ModelLoadError(get_family(family).unavailable())
         switching = self.image_pipeline is not None and not loaded
+        self.unload_look()
         if switching:
             self.unload_image()
         if self.image_pipeline is None:
@@ -192,6 +210,28 @@ class DevicePipelines:
             self.load_image(family=family)
             job.timings["load_model"] = time.perf_counter() - t
         return self.activate(self.image_pipeline)
+
+    def look(self, job: Job, progress, family: str) -> tuple:
+        """(`family`'s new-look pipeline, its folder), loaded on first use (its seconds in the job's timings) from
+        where that family is installed; the image pipeline is unloaded first (the same large networks)."""
+        folder = self.models.folder_for(family)
+        if folder is None:
+            raise ModelLoadError(get_family(family).unavailable())
+        if self.look_pipeline is None or self.look_folder != folder:
+            self.unload_look()
+            if self.image_pipeline is not None:
+                self.unload_image()
+            progress("load", 0, 1, f"loading {get_family(family).words} ({get_family(family).look_words}) …")
+            t = time.perf_counter()
+            self.look_pipeline, self.look_folder = load_look_pipeline(family, folder, self.device), folder
+            job.timings["load_model"] = time.perf_counter() - t
+        return self.activate(self.look_pipeline), folder
+
+    def unload_look(self) -> None:
+        """Drop the new-look pipeline, if one is held, and give its memory back."""
+        if self.look_pipeline is not None:
+            self.look_pipeline, self.look_folder = None, None
+            self.free_memory()
 
     def unload_image(self) -> None:
         """Drop the image pipeline and give its memory back (the device's cached blocks included)."""
@@ -222,7 +262,7 @@ class DevicePipelines:
         if self.device.startswith("cuda"):
             import torch
 
-            for other in (self.image_pipeline, self.text_pipeline):
+            for other in (self.image_pipeline, self.text_pipeline, self.look_pipeline):
                 if other is not None and other is not pipeline and getattr(other, "device", None) is not None \
                         and other.device.type != "cpu":
                     other.to("cpu")

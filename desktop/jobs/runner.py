@@ -26,7 +26,7 @@ from .folder import JobFolder
 from .job import Job, JobState, NoResultError, UnknownJobError
 from .jobqueue import Entry, JobQueue
 from ..families import check as family_check
-from ..families import FAMILIES, budget_floor, family_of_result, family_of_result_file, get_family
+from ..families import FamilyRefusal, budget_floor, family_of_result, family_of_result_file, get_family, look_family
 from .models import Models
 from .warmup import warm_steps  # noqa: F401  (tests read it here)
 from .worker import Worker
@@ -136,21 +136,31 @@ class JobRunner:
         return job
 
     def submit_variant(self, mesh, settings: Optional[GenerationSettings] = None, prompt: Optional[str] = None,
-                       image=None, keep_result: bool = False) -> Job:
+                       image=None, keep_result: bool = False, family: Optional[str] = None) -> Job:
         """Queue a new-look job: `mesh` (a path, or (file name, bytes) of an upload) keeps its shape and gets the
-        look of `prompt` or of `image` (exactly one). The file is checked when the job starts (meshes.check_mesh;
-        callers that want to refuse a bad file at once call it first)."""
+        look of `prompt` or of `image` (exactly one). `family`: the model family that makes the look (None: TRELLIS
+        v1, colour; "trellis2": PBR materials from an image); a family that makes none, a prompt it cannot take or a
+        family not installed here is refused at once (FamilyRefusal / ValueError). The file is checked when the job
+        starts (meshes.check_mesh; callers that want to refuse a bad file at once call it first)."""
         if (prompt is None) == (image is None):
             raise ValueError("a new look needs a prompt or an image (one of them, not both)")
         if mesh is None or (isinstance(mesh, tuple) and (len(mesh) != 2 or not isinstance(mesh[1], (bytes, bytearray)))):
             raise ValueError("a new look needs a 3-D model: a file path, or (file name, bytes)")
-        looks = next(f for f in FAMILIES.values() if f.new_looks_from_image)     # the image model a look runs
+        looks = look_family(family, from_prompt=prompt is not None)     # the model family that makes the look
+        settings, warnings = self._checked(settings), []
         if image is not None and self.models.folder_for(looks.name) is None:
+            if family:
+                raise FamilyRefusal(f"a {looks.words} new look ({looks.look_words}) needs {looks.words}, which is "
+                                    f"not installed here: {looks.install_line()}")
             raise ValueError(f"a new look from an image needs a {looks.words} image model, which is not installed "
                              "here (a new look from a prompt works)")
-        job = Job(id=uuid.uuid4().hex, inputs=[] if image is None else [image], settings=self._checked(settings),
+        if family and image is not None:
+            settings, warnings = family_check(looks, settings, 1)
+        job = Job(id=uuid.uuid4().hex, inputs=[] if image is None else [image], settings=settings,
                   kind="variant", prompt=None if prompt is None else check_prompt(prompt), mesh=mesh,
                   keep_result=bool(keep_result), family=None if image is None else looks.name)
+        for warning in warnings:
+            job.warn(warning)
         self._enqueue(Entry(job))
         return job
 

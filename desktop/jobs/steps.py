@@ -153,6 +153,10 @@ def generate_variant(ctx: JobContext, job: Job) -> None:
     finish(ctx, job, folder, settings, gaussian, shape, progress, own_mesh=own)
 
 
+# A new look is the family's `variant` step (worker.family_step); v1's also takes a prompt.
+variant = generate_variant
+
+
 def export(ctx: JobContext, job: Job) -> None:
     """An export job: the files of `job.settings.formats` from the result of job.source_id (kept in memory, or read
     from its folder's result.npz)."""

@@ -29,9 +29,10 @@ from .stage_times import StageTimes
 from .stage_times_file import FILE_NAME, StageTimesFile, device_key
 from .warmup import warm_up
 
-# The steps of the kinds no image family runs; a generation and an export take their family's (`family_step`).
-STEPS = {"text": steps.generate_text, "variant": steps.generate_variant}
-FAMILY_KINDS = ("generate", "export")
+# The steps of the kinds no image family runs; a generation, an export and a new look take their family's
+# (`family_step`: a new look its module's `variant`; one from a prompt, of no family, v1's, which runs the text model).
+STEPS = {"text": steps.generate_text}
+FAMILY_KINDS = ("generate", "export", "variant")
 # The same steps of a generation or text job in two phases, for a batch: the first samples and returns the second, which
 # writes the files (a family's steps without a two-phase generation run it in one: its first phase returns None).
 PHASES = {"text": steps.text_in_phases}
@@ -129,6 +130,8 @@ class Worker:
         def pipeline(which: str, progress) -> tuple:
             if which == "image":
                 return self.pipelines.image(job, progress, job.family), model_path
+            if which == "look":             # the family's new-look pipeline (TRELLIS.2's texturing)
+                return self.pipelines.look(job, progress, job.family)
             return self.pipelines.text(job, which.split(":", 1)[1], progress)
 
         def folder() -> JobFolder:

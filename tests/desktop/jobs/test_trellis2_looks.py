@@ -1,0 +1,164 @@
+"""TRELLIS.2's new look (PBR materials on the user's own mesh) through the app, on the tiny random-weight TRELLIS.2
+folder: `python -m desktop retexture MESH --image IMG --model-family trellis2` (in-process) writes a GLB whose
+positions, faces and UVs equal the input's, with base-colour and metallic-roughness textures, that the Khronos
+validator passes and Blender imports with the maps wired to its Principled BSDF; the runner refuses what a family
+cannot make (a prompt with TRELLIS.2, a family not installed) in words; OBJ and PLY inputs keep their mesh too."""
+import json
+import os
+import shutil
+import subprocess
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+from desktop import retexture
+from desktop.families import FAMILIES, FamilyRefusal, look_family
+from desktop.jobs import JobRunner
+from desktop.jobs.trellis2_looks import RESOLUTION_ENV
+from tests.helpers.gltf import glb_json, validate_gltf
+from tests.helpers.images import rgba_blob
+
+# A 32^3 grid, one flow step and a 64 px texture: seconds on a CPU.
+CHEAP = ["--device", "cpu", "--steps", "1", "--texture-size", "64", "--formats", "glb,obj", "-q"]
+
+
+def uv_sphere(n_lon=12, n_lat=7, radius=1.5, centre=(4.0, -1.0, 2.5)):
+    """A latitude-longitude sphere (y up) placed off the origin, with its own UVs: the seam column and the pole rows
+    keep their own vertices, so every UV triangle is unfolded."""
+    lon, lat = np.linspace(0, 2 * np.pi, n_lon + 1), np.linspace(0, np.pi, n_lat + 1)
+    la, lo = np.meshgrid(lat, lon, indexing="ij")
+    v = np.stack([np.sin(la) * np.cos(lo), np.cos(la), -np.sin(la) * np.sin(lo)], -1).reshape(-1, 3)
+    v = (v * radius + centre).astype(np.float32).astype(np.float64)
+    uv = np.stack([lo / (2 * np.pi), 1 - la / np.pi], -1).reshape(-1, 2).astype(np.float32).astype(np.float64)
+    faces = []
+    for i in range(n_lat):
+        for j in range(n_lon):
+            a = i * (n_lon + 1) + j
+            b, c, d = a + 1, a + n_lon + 1, a + n_lon + 2
+            if i > 0:
+                faces.append([a, c, b])
+            if i < n_lat - 1:
+                faces.append([b, c, d])
+    return v, np.array(faces, np.int64), uv
+
+
+def glb_attribute(path, name) -> np.ndarray:
+    """The rows of the first primitive's attribute (or "indices") as the GLB stores them."""
+    data = Path(path).read_bytes()
+    doc = glb_json(path)
+    bin_start = 20 + struct.unpack_from("<I", data, 12)[0] + 8
+    primitive = doc["meshes"][0]["primitives"][0]
+    acc = doc["accessors"][primitive["indices"] if name == "indices" else primitive["attributes"][name]]
+    view = doc["bufferViews"][acc["bufferView"]]
+    start = bin_start + view.get("byteOffset", 0) + acc.get("byteOffset", 0)
+    width = {"SCALAR": 1, "VEC2": 2, "VEC3": 3}[acc["type"]]
+    dtype = {5126: np.float32, 5125: np.uint32, 5123: np.uint16}[acc["componentType"]]
+    return np.frombuffer(data, dtype, acc["count"] * width, start).reshape(-1, width)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("looks")
+    v, f, uv = uv_sphere()
+    mesh = trimesh.Trimesh(v, f, visual=trimesh.visual.TextureVisuals(uv=uv), process=False)
+    mesh.export(tmp / "sphere.glb")
+    mesh.export(tmp / "sphere.obj")
+    return {"tmp": tmp, "v": v, "f": f, "uv": uv, "glb": tmp / "sphere.glb", "obj": tmp / "sphere.obj",
+            "image": rgba_blob(tmp / "look.png")}
+
+
+@pytest.fixture(scope="module")
+def looked(inputs, tiny_trellis2_dir):
+    """The job folder of `retexture sphere.glb --image look.png --model-family trellis2` (the tiny folder as
+    --model): made once, each test reads what it checks."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv(RESOLUTION_ENV, "32")
+    try:
+        out = inputs["tmp"] / "out"
+        code = retexture.main([str(inputs["glb"]), "--image", str(inputs["image"]), "--model-family", "trellis2",
+                               "--model", tiny_trellis2_dir, "-o", str(out), *CHEAP])
+    finally:
+        mp.undo()
+    assert code == 0
+    (folder,) = out.iterdir()
+    return folder
+
+
+def test_the_look_keeps_the_positions_faces_and_uvs_and_has_pbr_textures(looked, inputs):
+    glb = looked / "model.glb"
+    # the file's float32 values are the input's: positions as written, UVs with glTF's v flip undone
+    assert np.array_equal(glb_attribute(glb, "POSITION"), inputs["v"].astype(np.float32))
+    assert np.array_equal(glb_attribute(glb, "indices").reshape(-1, 3).astype(np.int64), inputs["f"])
+    uv = glb_attribute(glb, "TEXCOORD_0")
+    assert np.array_equal(uv, np.stack([inputs["uv"][:, 0], 1 - inputs["uv"][:, 1]], -1).astype(np.float32))
+    back = trimesh.load(glb, process=False, force="mesh")
+    assert np.array_equal(back.vertices, inputs["v"].astype(np.float32)) and np.array_equal(back.faces, inputs["f"])
+    pbr = glb_json(glb)["materials"][0]["pbrMetallicRoughness"]
+    assert "baseColorTexture" in pbr and "metallicRoughnessTexture" in pbr
+    report = validate_gltf(glb)
+    assert report["issues"]["numErrors"] == 0, report["issues"]["messages"][:5]
+
+
+def test_the_job_folder_says_its_family_and_keeps_its_inputs(looked):
+    record = json.loads((looked / "settings.json").read_text())
+    assert record["family"] == "trellis2" and record["mesh"].endswith("sphere.glb") and record["resolution"] == 32
+    assert (looked / "input_mesh.glb").is_file() and (looked / "model.obj").is_file()
+    assert any(p.name.startswith("input") and p.suffix == ".png" for p in looked.iterdir())
+    timings = json.loads((looked / "timings.json").read_text())
+    assert timings["look"]["resolution"] == 32 and "bake" in timings["export"]
+    assert not (looked / "result.npz").exists()
+
+
+def test_the_registry_says_which_family_makes_which_look():
+    assert look_family() is FAMILIES["trellis"] and look_family(None, from_prompt=True) is FAMILIES["trellis"]
+    assert look_family("trellis2") is FAMILIES["trellis2"]
+    with pytest.raises(FamilyRefusal, match="takes an image, not a prompt"):
+        look_family("trellis2", from_prompt=True)
+    with pytest.raises(ValueError, match="model_family must be"):
+        look_family("nope")
+
+
+def test_the_runner_refuses_a_prompt_with_trellis2_and_trellis2_not_installed(inputs, tiny_pipeline_dir, tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.setenv("TRELLIS_MODEL_DIR", str(tmp_path / "no_models"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no_cache"))
+    with JobRunner(tiny_pipeline_dir, tmp_path / "out", device="cpu", recover=False) as runner:
+        with pytest.raises(FamilyRefusal, match="takes an image, not a prompt"):
+            runner.submit_variant(str(inputs["glb"]), prompt="a red chair", family="trellis2")
+        with pytest.raises(FamilyRefusal, match="not installed here"):
+            runner.submit_variant(str(inputs["glb"]), image=str(inputs["image"]), family="trellis2")
+        assert runner.list() == []
+
+
+def test_the_cli_refuses_a_prompt_with_trellis2_as_a_usage_error(inputs, tiny_trellis2_dir, capsys):
+    with pytest.raises(SystemExit) as stop:
+        retexture.main([str(inputs["glb"]), "--prompt", "a red chair", "--model-family", "trellis2", "--model",
+                        tiny_trellis2_dir, "-o", str(inputs["tmp"] / "never")])
+    assert stop.value.code == 2 and "takes an image, not a prompt" in capsys.readouterr().err
+    assert not (inputs["tmp"] / "never").exists()
+
+
+def test_blender_imports_the_look_with_its_maps_wired_to_the_principled_bsdf(looked, inputs):
+    blender = shutil.which("blender")
+    if blender is None:
+        pytest.fail("Blender is not installed: `./run.sh test` installs Debian's blender package (as root)")
+    script = Path(__file__).parents[2] / "trellis" / "export" / "blender_inspect.py"
+    # Blender's own Python with a plain environment (as the export tests run it)
+    env = {k: v for k, v in os.environ.items() if k in ("HOME", "LANG", "LC_ALL", "TMPDIR")}
+    env["PATH"] = os.pathsep.join([os.path.dirname(blender), "/usr/bin", "/bin"])
+    proc = subprocess.run([blender, "-b", "--factory-startup", "--python", str(script), "--",
+                           str(looked / "model.glb")], capture_output=True, text=True, timeout=300, env=env)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("INSPECT ")), None)
+    assert line is not None, proc.stdout[-2000:] + proc.stderr[-2000:]
+    seen = json.loads(line[len("INSPECT "):])
+    assert seen["meshes"][0]["faces"] == len(inputs["f"]) and seen["meshes"][0]["uv_maps"]
+    wired = seen["materials"][0]["inputs"]
+    assert wired["Base Color"] is not None and wired["Base Color"]["output"] == "Color"
+    assert seen["materials"][0]["base_color_image"] == [64, 64]
+    # glTF's metallic-roughness texture: blue channel -> Metallic, green -> Roughness, through a channel split
+    assert wired["Metallic"]["through"] == ["SEPARATE_COLOR.Blue"] and wired["Metallic"]["colorspace"] == "Non-Color"
+    assert wired["Roughness"]["through"] == ["SEPARATE_COLOR.Green"]
+    assert wired["Roughness"]["colorspace"] == "Non-Color" and wired["Base Color"]["colorspace"] == "sRGB"
