@@ -5,7 +5,8 @@ what it shares with the StableProjectorz endpoints comes from common.py).
 setting or a preset; or a `prompt` instead of images: text mode; or a 3-D model `mesh` (a multipart file part, GLB,
 glTF, OBJ, PLY or STL) plus a `prompt` or one image: a new look for that model, baked onto the model's own mesh — its
 vertices, faces, UVs, scale and pivot kept, a new UV atlas where it has no usable UVs — unless `keep_mesh` is false,
-which makes the shape again from the model's voxels) and answers 202 at once; `GET /v1/jobs/{id}` reports its state and progress (stage,
+which makes the shape again from the model's voxels; with `model_family` "trellis2" and one image, TRELLIS.2's PBR
+materials on that mesh) and answers 202 at once; `GET /v1/jobs/{id}` reports its state and progress (stage,
 step i/n, fraction, ETA, queue position); `GET /v1/jobs/{id}/files/{name}` downloads one of its files.
 """
 
@@ -237,8 +238,9 @@ def add_job_routes(app) -> None:
                                 headers={"Location": f"/v1/jobs/{replay[0].id}", **REPLAYED})
         try:
             if mesh is not None:
+                # model_family: which family makes the look (trellis2: PBR materials from the image)
                 job = state.runner.submit_variant(mesh, settings, prompt=prompt, image=images[0] if images else None,
-                                                  keep_result=req.keep_result)
+                                                  keep_result=req.keep_result, family=req.model_family)
             elif prompt is not None:
                 job = state.runner.submit_text(prompt, settings, keep_result=req.keep_result)
             else:

@@ -21,7 +21,7 @@ from ..api.common import MAX_IMAGE_BYTES, MAX_IMAGES, ApiError, ServerDefaults, 
 from ..api.v1 import content_type, file_entries
 from ..api.v1_schemas import MAX_MESH_UPLOAD
 from ..jobs.job import JobState, Progress
-from ..families import FAMILY_HELP, family_problem
+from ..families import FAMILY_HELP, family_problem, looks_words
 from ..settings import DESTINATIONS, EXPORT_FIELDS, FORMATS, MAX_SEED, PRESETS, field_names
 
 FILE_URI = "trellis://jobs/{job_id}/files/{name}"
@@ -46,6 +46,8 @@ Destination = Annotated[Optional[Literal[tuple(DESTINATIONS)]], Field(descriptio
 Settings = Annotated[Optional[dict[str, Any]], Field(description="any other setting by its REST API name: "
                                                                  + ", ".join((*field_names(), "model_family")))]
 Family = Annotated[Optional[str], Field(description=FAMILY_HELP)]
+LOOK_FAMILY_HELP = (f"the model family that makes the look: {looks_words()} (default: TRELLIS v1); TRELLIS.2 takes "
+                    "an image, not a prompt")
 Wait = Annotated[bool, Field(description="wait for the job, with progress notifications (false: answer at once "
                                          "with its id; job_status follows it)")]
 
@@ -318,8 +320,10 @@ def build_server(get_runner: Callable, defaults: Optional[ServerDefaults] = None
                        keep_mesh: Annotated[Optional[bool], Field(description="keep the model's own mesh and UVs "
                                                                               "(default true)")] = None,
                        preset: Preset = None, formats: Formats = None, seed: Seed = None,
+                       model_family: Annotated[Optional[str], Field(description=LOOK_FAMILY_HELP)] = None,
                        settings: Settings = None, wait: Wait = True) -> CallToolResult:
-        """Give a 3-D model a new look (texture) from a prompt or one image; its shape is kept."""
+        """Give a 3-D model a new look (texture) from a prompt or one image; its shape is kept (model_family
+        trellis2: PBR materials from the image)."""
         if (mesh_base64 is None) == (mesh_path is None):
             raise ToolFailure("give the 3-D model as mesh_base64 or mesh_path (one of them)")
         if mesh_path is not None and not local_files:
@@ -334,12 +338,13 @@ def build_server(get_runner: Callable, defaults: Optional[ServerDefaults] = None
             (mesh_name or "mesh", decode_base64(mesh_base64, "mesh_base64", "3-D model"))
         if isinstance(mesh, tuple) and len(mesh[1]) > MAX_MESH_UPLOAD:
             raise ToolFailure(f"the 3-D model is larger than {MAX_MESH_UPLOAD // 2 ** 20} MB: simplify it first")
+        settings, family = await family_of(settings, model_family)
         made = settings_of(settings, preset=preset, formats=formats, seed=seed, keep_mesh=keep_mesh)
         await checked(check_mesh, mesh)
         for image in images:
             await checked(check_image, image, made.preprocess)
-        return await run(lambda r: r.submit_variant(mesh, made, prompt=prompt, image=images[0] if images else None),
-                         wait, ctx)
+        return await run(lambda r: r.submit_variant(mesh, made, prompt=prompt, image=images[0] if images else None,
+                                                    family=family), wait, ctx)
 
     @server.tool(annotations=makes)
     @failures

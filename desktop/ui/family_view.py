@@ -12,7 +12,7 @@ stays offered, the formats' help saying what its PLY and MP4 are where they diff
 import functools
 
 from ..families import (DEFAULT_FAMILY, FAMILIES, family_of_record, family_problem, get_family, loaded_family,
-                        runner_families, runner_family)
+                        look_family, runner_families, runner_family)
 from ..settings import SETTINGS
 from .lazy import gr
 from .pipeline_costs import costs_text, install_cost
@@ -48,7 +48,7 @@ def multi_reason() -> str:
 
 
 def look_reason() -> str:
-    photo = " / ".join(f.words for f in FAMILIES.values() if f.new_looks_from_image)
+    photo = look_family().words          # the page's look from a photo runs the default look family
     return f"... or from a photo (needs the {photo} image model, not installed here; a prompt works)"
 
 
@@ -160,7 +160,7 @@ class FamilyChoice:
     def look_label(self) -> str:
         """A new look from a photo runs an image model that makes looks from photos: greyed in words where none is
         installed."""
-        return LOOK_LABEL if any(get_family(n).new_looks_from_image for n in self.families) else look_reason()
+        return LOOK_LABEL if look_family().name in self.families else look_reason()
 
     def multi_update(self, family: str) -> dict:
         views = several_views(family)
