@@ -63,6 +63,9 @@
 #               1024_cascade,512,1536_cascade), T2_PRESETS= (default balanced,low-vram), T2_FORMATS= (default
 #               glb,mp4), T2_DEADLINE= (s, default 520); one column alone: trellis2-app-triton,
 #               trellis2-app-windows, trellis2-app-off (e.g. T2_TYPES=1536_cascade T2_PRESETS=low-vram: the 8 GiB run)
+#   texturing   texturing_gpu.py: TRELLIS.2 texturing of a ~100 k-face sphere at R = 1024 (mesh in -> PBR GLB out) in the
+#               three columns, then a ~200 k-face one under an 8 GiB cap (Triton), and ovoxel_voxelize_gpu.py's
+#               voxelisation of it under that cap; the full-size folder shared with the trellis2 step (/tmp)
 #   limits      e2e_gpu.py --limits 4,3,2.5,2 (issue 14: the whole job in a fresh process per memory cap;
 #               LIMITS=2 for other caps; each cap is a fresh process of ~45 s on the H100 host)
 # The lent H100/H200 image has torch, triton, numpy, scipy, scikit-image but not trimesh, fast-simplification,
@@ -238,6 +241,14 @@ import export_realistic_gpu as e; sys.exit(e.main(sys.argv[1:]))'
             if [ "$step" = trellis2-app ] || [ "$step" = trellis2-app-off ]; then
                 run trellis2_app_off env TRELLIS_FAST_PATHS=off "$PY" "${T2APP[@]}" --out "$OUT/trellis2_app_off.json"
             fi ;;
+        texturing)
+            TEX=(benchmarks/texturing_gpu.py --device cuda --folder /tmp/trellis2_full --resolution 1024 --texture-size 2048)
+            run texturing_triton "$PY" "${TEX[@]}" --faces 100000 --runs 2
+            run texturing_windows "${WINDOWS[@]}" "$PY" "${TEX[@]}" --faces 100000 --runs 2
+            run texturing_off env TRELLIS_FAST_PATHS=off "$PY" "${TEX[@]}" --faces 100000 --runs 2
+            run texturing_cap8 "$PY" "${TEX[@]}" --faces 200000 --limit-gib 8 --runs 1
+            run voxelize_cap8 "$PY" benchmarks/ovoxel_voxelize_gpu.py --device cuda --faces 200000 --resolution 1024 \
+                --limit-gib 8 ;;
         limits)
             run limits "$PY" benchmarks/e2e_gpu.py --limits "${LIMITS:-4,3,2.5,2}" --commit "$COMMIT" --out "$OUT/limits.json" ;;
         launch)
