@@ -265,7 +265,8 @@ def main(argv=None) -> int:
     for res in [int(r) for r in str(a.res).split(",")]:
         for shape in a.shapes:
             rows.append(run_one(shape, res, a.settings, device, a.samples, not a.no_cache, a.keep))
-    record = {"commit": source_commit(), "device": str(device), "texel_fit": not a.point_texels, "torch_threads": torch.get_num_threads(),
+    record = {"commit": source_commit(), "device": str(device), "texel_fit": not a.point_texels,
+              "torch_threads": torch.get_num_threads(),
               "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
     if device.type == "cuda":
         record["gpu"] = torch.cuda.get_device_name(device)

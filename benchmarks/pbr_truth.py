@@ -8,7 +8,8 @@ A shape answers one question, ``closest(points) -> (closest surface points, insi
   segments thickened by ``GOBLET_WALL`` / 2, so the distance is exact (distance to the segments minus the half wall).
 - ``nut`` and ``bunny``: the closed meshes of ``realistic_objects.prepare_source`` (the pyvista CAD hex nut, the
   Stanford bunny with its base holes fanned shut), cut into triangles of at most 8 thousandths: the closest point
-  is the closest of the 8 triangles whose centroids are nearest (a KD-tree; exact point-triangle distance), inside by the angle-weighted pseudo-normal of the closest feature (face, edge or vertex), which is
+  is the closest of the 8 triangles whose centroids are nearest (a KD-tree; exact point-triangle distance),
+  inside by the angle-weighted pseudo-normal of the closest feature (face, edge or vertex), which is
   exact for a closed, consistently wound mesh.
 
 ``truth(points)`` is [N, 6] in the O-Voxel's layout (base colour 0:3, metallic 3, roughness 4, alpha 5): base colour

@@ -7,14 +7,16 @@ points a quarter texel off its centre (``SUBSAMPLES``: on the low-poly face's pl
 by the texel's own projection onto the dense mesh), and the texels are chosen to minimise the squared difference
 between the bilinear reading and those samples, plus ``DAMP``² times the squared change from the point-sampled
 texels (which keeps texels that few samples touch near their own value). The normal equations are solved by
-conjugate gradients from the point samples, in PyTorch on the texture's device. Texels just outside a chart that
+conjugate gradients from the point samples, in PyTorch on the texture's device (the readings are separable
+quarter-texel blends, so each product is a few shifted sums of whole images). Texels just outside a chart that
 the bilinear stencils reach are solved too (they are what a lookup at the chart's edge blends in).
 """
 from __future__ import annotations
 
 import torch
 
-__all__ = ["DAMP", "FIT_ITERATIONS", "SUBSAMPLES", "subsample_points", "fit_bilinear"]
+__all__ = ["DAMP", "FIT_ITERATIONS", "SUBSAMPLES", "subsample_points", "quarter_blend", "quarter_blend_t",
+           "fit_bilinear"]
 
 # Sub-texel sample offsets, in texels (x right, y down): the four quarter points of the texel.
 SUBSAMPLES = ((-0.25, -0.25), (0.25, -0.25), (-0.25, 0.25), (0.25, 0.25))
@@ -43,57 +45,73 @@ def subsample_points(vertices: torch.Tensor, faces: torch.Tensor, uvs: torch.Ten
     return torch.stack(out)
 
 
-def _stencil(pix: torch.Tensor, size: int):
-    """(texel index [4P, 4], weight [4P, 4]) of the bilinear reading at each sub-sample of texels ``pix``."""
-    row, col = pix // size, pix % size
-    idx, wts = [], []
-    for ox, oy in SUBSAMPLES:
-        x, y = col.float() + ox, row.float() + oy
-        x0, y0 = torch.floor(x), torch.floor(y)
-        fx, fy = x - x0, y - y0
-        x0, y0 = x0.long(), y0.long()
-        corners = []
-        weights = []
-        for dy, dx, w in ((0, 0, (1 - fx) * (1 - fy)), (0, 1, fx * (1 - fy)), (1, 0, (1 - fx) * fy), (1, 1, fx * fy)):
-            corners.append((y0 + dy).clamp(0, size - 1) * size + (x0 + dx).clamp(0, size - 1))
-            weights.append(w)
-        idx.append(torch.stack(corners, 1))
-        wts.append(torch.stack(weights, 1))
-    return torch.cat(idx), torch.cat(wts)
+def _shift(x: torch.Tensor, axis: int, step: int) -> torch.Tensor:
+    """x [S, S, C] read one texel over along ``axis`` (``step`` -1 or 1), the edge texel repeated (clamped)."""
+    x = x.movedim(axis, 0)
+    y = torch.cat([x[1:], x[-1:]]) if step > 0 else torch.cat([x[:1], x[:-1]])
+    return y.movedim(0, axis)
+
+
+def _shift_t(r: torch.Tensor, axis: int, step: int) -> torch.Tensor:
+    """The transpose of ``_shift``: each texel's value added where it was read from."""
+    r = r.movedim(axis, 0)
+    zero = torch.zeros_like(r[:1])
+    if step > 0:
+        z = torch.cat([zero, r[:-1]])
+        z[-1] += r[-1]
+    else:
+        z = torch.cat([r[1:], zero])
+        z[0] += r[0]
+    return z.movedim(0, axis)
+
+
+def quarter_blend(x, axis: int, off: float):
+    """A bilinear reading ``off`` (+-0.25) texel along ``axis`` from every texel centre: 3/4 own, 1/4 neighbour."""
+    return (1 - abs(off)) * x + abs(off) * _shift(x, axis, 1 if off > 0 else -1)
+
+
+def quarter_blend_t(r, axis: int, off: float):
+    return (1 - abs(off)) * r + abs(off) * _shift_t(r, axis, 1 if off > 0 else -1)
 
 
 def fit_bilinear(start: torch.Tensor, pix: torch.Tensor, samples: torch.Tensor, size: int,
                  damp: float = DAMP, iterations: int = FIT_ITERATIONS):
     """(texels [S*S, C], solved [S*S] bool): ``start`` [S*S, C] (the point-sampled texels, uncovered ones anything)
     refined so that bilinear readings at the sub-samples of texels ``pix`` [P] match ``samples`` [4P, C] (in
-    ``SUBSAMPLES`` order, then texel order); see the module docstring. Texels no stencil reaches are left as they
-    are (``solved`` False)."""
-    idx, w = _stencil(pix, size)
-    n = size * size
-    solved = torch.zeros(n, dtype=torch.bool, device=start.device)
-    solved[idx.reshape(-1)] = True
-    solved &= w.new_zeros(n).index_add_(0, idx.reshape(-1), w.reshape(-1)) > 0
-    x0 = start.float()
+    ``SUBSAMPLES`` order, then texel order); see the module docstring. Texels no reading reaches are left as they
+    are (``solved`` False). The readings are separable quarter-texel blends, so the products run on whole images."""
+    s, c = int(size), start.shape[1]
+    x0 = start.float().reshape(s, s, c)
+    covered = torch.zeros(s * s, 1, device=start.device)
+    covered[pix] = 1
+    covered = covered.reshape(s, s, 1)
+    wanted = []
+    for k in range(len(SUBSAMPLES)):
+        img = torch.zeros(s * s, c, device=start.device)
+        img[pix] = samples[k * len(pix):(k + 1) * len(pix)].float()
+        wanted.append(img.reshape(s, s, c))
 
-    def a_mul(x):                                                      # A x: bilinear readings [4P, C]
-        return (x[idx] * w[..., None]).sum(1)
+    def a_mul(x):                       # the readings at each offset (rows: y, axis 0; columns: x, axis 1)
+        return [covered * quarter_blend(quarter_blend(x, 1, ox), 0, oy) for ox, oy in SUBSAMPLES]
 
-    def at_mul(r):                                                     # A^T r: [S*S, C]
-        return x0.new_zeros(n, r.shape[1]).index_add_(0, idx.reshape(-1), (w[..., None] * r[:, None]).reshape(-1, r.shape[1]))
+    def at_mul(rs):
+        return sum(quarter_blend_t(quarter_blend_t(covered * r, 0, oy), 1, ox)
+                   for r, (ox, oy) in zip(rs, SUBSAMPLES))
 
+    solved = at_mul([covered.expand(s, s, 1)] * len(SUBSAMPLES))[..., 0] > 0
     lam = damp * damp
-    # solve (A^T A + lam I) d = A^T (b - A x0) for the change d (zero where no stencil reaches)
-    rhs = at_mul(samples.float() - a_mul(x0))
+    # solve (A^T A + lam I) d = A^T (b - A x0) for the change d (zero where no reading reaches)
+    r = at_mul([w - a for w, a in zip(wanted, a_mul(x0))])
     d = torch.zeros_like(x0)
-    r = rhs.clone()
     p = r.clone()
-    rr = (r * r).sum(0)
+    rr = (r * r).sum((0, 1))
     for _ in range(int(iterations)):
         ap = at_mul(a_mul(p)) + lam * p
-        alpha = rr / (p * ap).sum(0).clamp_min(1e-20)
+        alpha = rr / (p * ap).sum((0, 1)).clamp_min(1e-20)
         d += alpha * p
         r -= alpha * ap
-        rr_new = (r * r).sum(0)
+        rr_new = (r * r).sum((0, 1))
         p = r + (rr_new / rr.clamp_min(1e-20)) * p
         rr = rr_new
-    return torch.where(solved[:, None], x0 + d, x0), solved
+    out = torch.where(solved[..., None], x0 + d, x0)
+    return out.reshape(s * s, c), solved.reshape(-1)

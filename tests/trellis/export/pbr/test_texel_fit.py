@@ -64,3 +64,15 @@ def test_fitted_texels_keep_an_edge_sharper_than_point_samples():
     kept, _ = fit_bilinear(smooth.reshape(-1, 1), pix, ramp, s)
     inner = kept.reshape(s, s)[4:-4, 4:-4]                                  # off the clamped image border
     assert torch.allclose(inner, smooth[4:-4, 4:-4], atol=1e-3)
+
+
+def test_the_readings_transpose_is_their_adjoint():
+    from trellis.export.pbr.texel_fit import quarter_blend, quarter_blend_t
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(7, 7, 2, generator=g)
+    y = torch.rand(7, 7, 2, generator=g)
+    for axis in (0, 1):
+        for off in (-0.25, 0.25):
+            forward = (quarter_blend(x, axis, off) * y).sum()
+            assert torch.allclose(forward, (x * quarter_blend_t(y, axis, off)).sum(), atol=1e-5)
