@@ -15,12 +15,13 @@ import numpy as np
 
 from ...core.callbacks import CancelCheck, check
 from .pack_shelf import shelf_pack
-from .pack_turned import MAX_STRETCH, chart_boxes
+from .pack_turned import MAX_STRETCH, chart_boxes, pack_turned
 
-__all__ = ["SCALE_STEPS", "WIDE", "MAX_GAIN", "column_profiles", "skyline_layout", "pack_skyline"]
+__all__ = ["SCALE_STEPS", "WIDE", "CROWDED", "MAX_GAIN", "column_profiles", "skyline_layout", "pack_skyline"]
 
 SCALE_STEPS = 4             # layouts tried between the box packer's scale and MAX_GAIN times it (bisection)
 WIDE = 16                   # charts wider than this many columns are tried at every (width // WIDE)-th column
+CROWDED = 0.5               # charts x (one column and margins)² over this share of the texture: boxes at once
 MAX_GAIN = 1.3              # the skyline fits charts at most this much larger than the boxes would
 
 
@@ -78,8 +79,10 @@ def skyline_layout(local, chart, k, scale, size, pad, order, cancel: CancelCheck
 
 def pack_skyline(tri, chart, size: int, padding: int = 2, cancel: CancelCheck = None, info: dict | None = None):
     """Corner UVs [F,3,2] in [0,1] (v up) of flat charts ``tri`` [F,3,2] (world units; chart ids ``chart`` [F],
-    0..K-1 all used), packed into a ``size``² texture ``padding`` texels apart (module docstring). ``info`` gets
-    "scale_tries" (layouts made) and "box_scale" (the largest scale found against the box packer's)."""
+    0..K-1 all used), packed into a ``size``² texture ``padding`` texels apart (module docstring); where no skyline
+    layout fits (charts so many and small that their whole columns and margins overflow), by ``pack_turned``.
+    ``info`` gets "scale_tries" (layouts made), "box_scale" (the scale found against the box packer's) and
+    "packer" ("skyline" or "boxes")."""
     chart = np.asarray(chart, np.int64)
     k = int(chart.max()) + 1
     q, lo, ext = chart_boxes(np.asarray(tri, np.float64), chart, k)
@@ -93,6 +96,10 @@ def pack_skyline(tri, chart, size: int, padding: int = 2, cancel: CancelCheck = 
     area = 0.5 * np.abs((local[:, 1, 0] - local[:, 0, 0]) * (local[:, 2, 1] - local[:, 0, 1])
                         - (local[:, 1, 1] - local[:, 0, 1]) * (local[:, 2, 0] - local[:, 0, 0])).sum()
     s_hi = max(min(size / np.sqrt(max(area, 1e-30)), MAX_GAIN * s_lo), s_lo)
+    if k * (2 * pad + 1) ** 2 > CROWDED * size * size:   # whole columns with margins alone would fill the texture
+        if info is not None:
+            info.update(scale_tries=0, box_scale=1.0, packer="boxes")
+        return pack_turned(tri, chart, size, padding, cancel)
     order = np.lexsort((-ext[:, 0], -ext[:, 1]))          # tallest first, then widest
     best, best_s, tries = None, s_lo, 0
     lo_s, hi_s = s_lo, s_hi
@@ -111,9 +118,11 @@ def pack_skyline(tri, chart, size: int, padding: int = 2, cancel: CancelCheck = 
         best = skyline_layout(local, chart, k, best_s, size, pad, order, cancel)
         tries += 1
     if info is not None:
-        info.update(scale_tries=tries, box_scale=round(best_s / s_lo, 3) if s_lo > 0 else None)
+        info.update(scale_tries=tries, box_scale=round(best_s / s_lo, 3) if s_lo > 0 else None,
+                    packer="skyline" if best is not None else "boxes")
     if best is None:
-        raise RuntimeError("chart packing: the charts do not fit the texture")
+        # so many tiny charts that whole texel columns with margins do not fit: the boxes' fractional sizes do
+        return pack_turned(tri, chart, size, padding, cancel)
     at_x, at_y = best
     tx = local[..., 0] * best_s + at_x[chart, None] + pad
     ty = local[..., 1] * best_s + at_y[chart, None] + pad

@@ -1,5 +1,5 @@
 """Flat charts turned to their smallest box and shelf-packed (``pack_shelf``), every step vectorised over the charts:
-the grouped layout's packer (``grouped``), for thousands of charts where the bitmap packer places one at a time.
+the turn the skyline packer (``pack_skyline``) uses, and its packer where the charts are too many and small for it.
 
 Each chart is turned (a rotation, never a mirror, so faces keep their winding) by the angle of ``TURNS`` whose
 bounding box has the least area, then a quarter more when it stands taller than wide (shelves of low, wide boxes
