@@ -17,10 +17,11 @@ from ...core.callbacks import CancelCheck, check
 from .pack_shelf import shelf_pack
 from .pack_turned import MAX_STRETCH, chart_boxes, pack_turned
 
-__all__ = ["SCALE_STEPS", "WIDE", "CROWDED", "MAX_GAIN", "column_profiles", "skyline_layout", "pack_skyline"]
+__all__ = ["SCALE_STEPS", "WIDE", "MAX_CHARTS", "CROWDED", "MAX_GAIN", "column_profiles", "skyline_layout", "pack_skyline"]
 
 SCALE_STEPS = 4             # layouts tried between the box packer's scale and MAX_GAIN times it (bisection)
 WIDE = 16                   # charts wider than this many columns are tried at every (width // WIDE)-th column
+MAX_CHARTS = 20_000         # more charts than this: the box packer (vectorised)
 CROWDED = 0.5               # charts x (one column and margins)² over this share of the texture: boxes at once
 MAX_GAIN = 1.3              # the skyline fits charts at most this much larger than the boxes would
 
@@ -79,8 +80,9 @@ def skyline_layout(local, chart, k, scale, size, pad, order, cancel: CancelCheck
 
 def pack_skyline(tri, chart, size: int, padding: int = 2, cancel: CancelCheck = None, info: dict | None = None):
     """Corner UVs [F,3,2] in [0,1] (v up) of flat charts ``tri`` [F,3,2] (world units; chart ids ``chart`` [F],
-    0..K-1 all used), packed into a ``size``² texture ``padding`` texels apart (module docstring); where no skyline
-    layout fits (charts so many and small that their whole columns and margins overflow), by ``pack_turned``.
+    0..K-1 all used), packed into a ``size``² texture ``padding`` texels apart (module docstring); by ``pack_turned``
+    where no skyline layout fits (charts so many and small that their whole columns and margins overflow) or there
+    are more than ``MAX_CHARTS`` charts.
     ``info`` gets "scale_tries" (layouts made), "box_scale" (the scale found against the box packer's) and
     "packer" ("skyline" or "boxes")."""
     chart = np.asarray(chart, np.int64)
@@ -96,7 +98,9 @@ def pack_skyline(tri, chart, size: int, padding: int = 2, cancel: CancelCheck = 
     area = 0.5 * np.abs((local[:, 1, 0] - local[:, 0, 0]) * (local[:, 2, 1] - local[:, 0, 1])
                         - (local[:, 1, 1] - local[:, 0, 1]) * (local[:, 2, 0] - local[:, 0, 0])).sum()
     s_hi = max(min(size / np.sqrt(max(area, 1e-30)), MAX_GAIN * s_lo), s_lo)
-    if k * (2 * pad + 1) ** 2 > CROWDED * size * size:   # whole columns with margins alone would fill the texture
+    # whole columns with margins alone would fill the texture, or so many charts that placing them one by one (a
+    # Python step each, per scale tried) would take longer than the rest of the layout
+    if k * (2 * pad + 1) ** 2 > CROWDED * size * size or k > MAX_CHARTS:
         if info is not None:
             info.update(scale_tries=0, box_scale=1.0, packer="boxes")
         return pack_turned(tri, chart, size, padding, cancel)

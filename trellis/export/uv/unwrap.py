@@ -5,7 +5,7 @@
   texture than xatlas, without single-triangle charts, in about the same time.
 * "xatlas" (``xatlas``): xatlas in a child process, the mesh cut into pieces, killed past its budget; on a large
   mesh whose one atlas would run past the budget, in groups of pieces, several children at once (``xatlas_groups``).
-* "grouped" (``grouped``): charts of faces facing one way, projected flat and shelf-packed, every step vectorised:
+* "grouped" (``grouped``): charts of faces facing one way, projected flat, packed on a skyline, no per-face Python:
   its time grows with the faces, it needs no budget; the fallback when the others fail or run out of time (half or
   more of the texture in use where the single-face charts of "charts" used a few per cent).
 * "charts" (``axis_charts``): charts projected onto the axis planes and shelf-packed; only when asked for.
