@@ -282,7 +282,7 @@ def test_the_job_modules_import_in_their_stated_order():
     get a context and never reach the worker or the runner."""
     order = ["jsonio", "limits", "job", "folder", "stage_times", "stage_times_file", "first_estimate", "progress", "failures", "budget", "inputs",
              "meshes", "queued", "recovery", "rerun", "context", "sampling", "models", "export_reuse", "mesh_files",
-             "steps", "trellis2_steps", "warmup", "overlap",
+             "steps", "trellis2_steps", "trellis2_looks", "warmup", "overlap",
              "jobqueue", "worker", "runner", "late"]
     graph = desktop_graph()
     assert {m for m in graph if m.startswith("desktop.jobs.")} == {f"desktop.jobs.{m}" for m in order}

@@ -70,6 +70,7 @@ class Family:
     look_words: str = ""                   # what its new look gives the user's mesh ("colour", "PBR materials")
     look_pipeline_class: str = ""          # the library pipeline of its new looks ("": its image pipeline's)
     look_stages: tuple = ()                # a new look's stages before its files ((): v1's VARIANT_STAGES)
+    look_steps_module: str = ""            # the module of its new look's step `variant` ("": steps_module)
     find_installed: Callable[[], Optional[str]] = field(compare=False, repr=False, default=lambda: None)
     unavailable_text: Callable[[], str] = field(compare=False, repr=False, default=lambda: "")
     install_text: Callable[[], str] = field(compare=False, repr=False, default=lambda: "")

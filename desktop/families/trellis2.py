@@ -96,6 +96,7 @@ FAMILY = Family(
     warm_run=False,
     look_words="PBR materials",
     look_pipeline_class="Trellis2TexturingPipeline",
+    look_steps_module="desktop.jobs.trellis2_looks",
     # the texturing pipeline's stages (its own "voxelize" and "encode" renamed: those words mean others in the app)
     look_stages=("voxelize", "preprocess", "condition", "ovoxel", "shape_encode", "tex_slat", "decode"),
     find_installed=installed,

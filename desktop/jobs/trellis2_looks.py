@@ -109,7 +109,7 @@ def write_look_files(ctx: JobContext, job: Job, folder, settings: GenerationSett
     """The PBR bake onto the user's model (``bake_onto_user_mesh``), then the files the settings ask: the mesh
     formats written where and as large as the model was (the export studio's writers: GLB, OBJ and USDZ with their
     PBR maps), the PLY, the lit preview."""
-    from trellis.export.pbr.onto_mesh import bake_onto_user_mesh
+    from trellis.export import bake_onto_user_mesh
 
     fmt = set(settings.formats)
     with timed(job, "bake"):

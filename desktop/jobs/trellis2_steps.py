@@ -205,9 +205,3 @@ def write_lit_preview(job: Job, folder: JobFolder, settings: GenerationSettings,
         progress("encode", 1, 1)             # the frames were encoded as they came: what is left is ffmpeg's end
         return files
 
-
-def variant(ctx: JobContext, job: Job) -> None:
-    """A new look: PBR materials on the user's own mesh from one image (trellis2_looks.variant)."""
-    from .trellis2_looks import variant as new_look
-
-    new_look(ctx, job)

@@ -30,7 +30,7 @@ from .stage_times_file import FILE_NAME, StageTimesFile, device_key
 from .warmup import warm_up
 
 # The steps of the kinds no image family runs; a generation, an export and a new look take their family's
-# (`family_step`: a new look its module's `variant`; one from a prompt, of no family, v1's, which runs the text model).
+# (`family_step`: a new look its look module's `variant`; one from a prompt, of no family, v1's, which runs the text model).
 STEPS = {"text": steps.generate_text}
 FAMILY_KINDS = ("generate", "export", "variant")
 # The same steps of a generation or text job in two phases, for a batch: the first samples and returns the second, which
@@ -45,7 +45,9 @@ def family_step(job: Job, phases: bool = False):
         return (PHASES if phases else STEPS)[job.kind]
     import importlib
 
-    module = importlib.import_module(get_family(job.family or DEFAULT_FAMILY).steps_module)
+    family = get_family(job.family or DEFAULT_FAMILY)
+    module = importlib.import_module(family.look_steps_module or family.steps_module if job.kind == "variant"
+                                     else family.steps_module)
     if phases and job.kind == "generate":
         return getattr(module, "generate_in_phases", module.generate)
     return getattr(module, job.kind)

@@ -27,7 +27,7 @@ __all__ = ["to_glb", "to_obj", "bake_textured_mesh", "TexturedMesh", "ExportJob"
            "iter_pbr_video", "render_pbr_video", "PbrOptions", "DEFAULT_TEXTURE_SIZE", "warm_processes",
            "save_result", "load_result", "check_result", "DamagedResultError", "EmptyMeshError", "describe_export",
            "placed_shape_facts", "check_limits", "DESTINATION_LIMITS",
-           "face_budget", "lod_meshes", "LodTargetError", "bake_onto_mesh", "uv_usable", "bake_uv_mesh",
+           "face_budget", "lod_meshes", "LodTargetError", "bake_onto_mesh", "uv_usable", "bake_uv_mesh", "bake_onto_user_mesh",
            "MIN_OBSERVED_SHARE", "observation_settings", "clean_shape",
            "Z_UP_TO_Y_UP", "make_glb_mesh", "save_glb", "save_obj",
            "ovoxel_to_glb", "bake_ovoxel", "PbrTexturedMesh", "save_vertex_color_ply",
@@ -48,7 +48,7 @@ _LAZY = {"to_glb": "schedule", "to_obj": "schedule", "bake_textured_mesh": "sche
          "observation_settings": "options", "Z_UP_TO_Y_UP": "assemble", "make_glb_mesh": "assemble",
          "save_glb": "assemble", "save_obj": "assemble",
          "ovoxel_to_glb": "pbr.export", "bake_ovoxel": "pbr.export", "PbrTexturedMesh": "pbr.textured",
-         "save_vertex_color_ply": "pbr.vertex_ply",
+         "save_vertex_color_ply": "pbr.vertex_ply", "bake_onto_user_mesh": "pbr.onto_mesh",
          "save_ovoxel_result": "ovoxel_result", "load_ovoxel_result": "ovoxel_result",
          "check_ovoxel_result": "ovoxel_result", "is_ovoxel_result": "ovoxel_result"}
 
