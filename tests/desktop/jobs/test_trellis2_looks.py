@@ -76,6 +76,8 @@ def test_the_job_folder_says_its_family_and_keeps_its_inputs(looked):
     timings = json.loads((looked / "timings.json").read_text())
     assert timings["look"]["resolution"] == 32 and "bake" in timings["export"]
     assert not (looked / "result.npz").exists()
+    mtl = (looked / "model.mtl").read_text()                 # the OBJ carries the PBR maps too
+    assert "map_Pm model_metallic.png" in mtl and "map_Pr model_roughness.png" in mtl and "map_Kd" in mtl
 
 
 def test_the_registry_says_which_family_makes_which_look():
