@@ -85,11 +85,6 @@ def fit_bilinear(start: torch.Tensor, pix: torch.Tensor, samples: torch.Tensor, 
     covered = torch.zeros(s * s, 1, device=start.device)
     covered[pix] = 1
     covered = covered.reshape(s, s, 1)
-    wanted = []
-    for k in range(len(SUBSAMPLES)):
-        img = torch.zeros(s * s, c, device=start.device)
-        img[pix] = samples[k * len(pix):(k + 1) * len(pix)].float()
-        wanted.append(img.reshape(s, s, c))
 
     def a_mul(x):                       # the readings at each offset (rows: y, axis 0; columns: x, axis 1)
         return [covered * quarter_blend(quarter_blend(x, 1, ox), 0, oy) for ox, oy in SUBSAMPLES]
@@ -100,18 +95,28 @@ def fit_bilinear(start: torch.Tensor, pix: torch.Tensor, samples: torch.Tensor, 
 
     solved = at_mul([covered.expand(s, s, 1)] * len(SUBSAMPLES))[..., 0] > 0
     lam = damp * damp
-    # solve (A^T A + lam I) d = A^T (b - A x0) for the change d (zero where no reading reaches)
-    r = at_mul([w - a for w, a in zip(wanted, a_mul(x0))])
-    d = torch.zeros_like(x0)
-    p = r.clone()
-    rr = (r * r).sum((0, 1))
-    for _ in range(int(iterations)):
-        ap = at_mul(a_mul(p)) + lam * p
-        alpha = rr / (p * ap).sum((0, 1)).clamp_min(1e-20)
-        d += alpha * p
-        r -= alpha * ap
-        rr_new = (r * r).sum((0, 1))
-        p = r + (rr_new / rr.clamp_min(1e-20)) * p
-        rr = rr_new
-    out = torch.where(solved[..., None], x0 + d, x0)
+    out = x0.clone()
+    n = len(pix)
+    for ch in range(c):                 # a channel at a time: the temporaries of one image each
+        x = x0[..., ch:ch + 1]
+        wanted = []
+        for k in range(len(SUBSAMPLES)):
+            img = torch.zeros(s * s, 1, device=start.device)
+            img[pix] = samples[k * n:(k + 1) * n, ch:ch + 1].float()
+            wanted.append(img.reshape(s, s, 1))
+        # solve (A^T A + lam I) d = A^T (b - A x) for the change d (zero where no reading reaches)
+        r = at_mul([w - a for w, a in zip(wanted, a_mul(x))])
+        del wanted
+        d = torch.zeros_like(x)
+        p = r.clone()
+        rr = (r * r).sum()
+        for _ in range(int(iterations)):
+            ap = at_mul(a_mul(p)) + lam * p
+            alpha = rr / (p * ap).sum().clamp_min(1e-20)
+            d += alpha * p
+            r -= alpha * ap
+            rr_new = (r * r).sum()
+            p = r + (rr_new / rr.clamp_min(1e-20)) * p
+            rr = rr_new
+        out[..., ch:ch + 1] = torch.where(solved[..., None], x + d, x)
     return out.reshape(s * s, c), solved.reshape(-1)
