@@ -187,6 +187,8 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
                             look_image = gr.Image(label=choice.look_label(), type="filepath", image_mode=None,
                                                   sources=["upload", "clipboard"], height=200,
                                                   elem_id="td-look-image")
+                            look_model = gr.Radio(choice.look_choices(), value=choice.look_default(), label="Model",
+                                                  info=choice.look_info(), elem_id="td-look-model")
                             place("variant")
                         with gr.Tab("History", id="history") as tab_history:
                             # The jobs at the top of the tab, newest first; a click shows one (history_tab.py).
@@ -281,7 +283,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
 
             self._named = {"mode": mode, "single": single, "multi": multi, "batch": batch, "preset": preset,
                            "prompt": prompt, "mesh": mesh, "look_prompt": look_prompt, "look_image": look_image,
-                           "history": history, "family": family, "shown_info": info, **k}
+                           "look_model": look_model, "history": history, "family": family, "shown_info": info, **k}
             results = [status, k["seed"], info, video, model3d, file_choice, download, files, history]
 
             wire_busy(generate, cancel, [generate, export_again])
@@ -427,7 +429,9 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
         if mode == "variant":
             name, source, prompt, image = collect_look(named["mesh"], named["look_prompt"], named["look_image"])
             self._checked_mesh(source, name)
-            return [(name, lambda: runner.submit_variant(source, settings, prompt=prompt, image=image))]
+            family = named.get("look_model") if image is not None else None     # the tab's Model choice
+            return [(name, lambda: runner.submit_variant(source, settings, prompt=prompt, image=image,
+                                                         family=family or None))]
         family = named.get("family") or None                       # the page's Model choice
         refuse_other_family(runner, family)                         # one that is not installed: how to install it
         return [(name, lambda images=images: runner.submit(images, settings, family=family))

@@ -48,7 +48,7 @@ def multi_reason() -> str:
 
 
 def look_reason() -> str:
-    photo = look_family().words          # the page's look from a photo runs the default look family
+    photo = " / ".join(f.words for f in FAMILIES.values() if f.new_looks_from_image)
     return f"... or from a photo (needs the {photo} image model, not installed here; a prompt works)"
 
 
@@ -160,7 +160,23 @@ class FamilyChoice:
     def look_label(self) -> str:
         """A new look from a photo runs an image model that makes looks from photos: greyed in words where none is
         installed."""
-        return LOOK_LABEL if look_family().name in self.families else look_reason()
+        return LOOK_LABEL if self.look_choices() else look_reason()
+
+    def look_choices(self) -> list:
+        """The New look tab's Model choice: [(words, id)] of the installed families that make a look from a photo
+        (TRELLIS v1: colour, TRELLIS.2: PBR materials), the default look family first."""
+        return [(f"{f.words}: {f.look_words}", f.name) for f in FAMILIES.values()
+                if f.new_looks_from_image and f.name in self.families]
+
+    @staticmethod
+    def look_info() -> str:
+        prompt = look_family(None, from_prompt=True)
+        return f"what the look from a photo gives your model (a prompt's look is {prompt.words}'s {prompt.look_words})"
+
+    def look_default(self) -> str:
+        """The Model choice's first value: the default look family where installed, else the first that is."""
+        names = [name for _, name in self.look_choices()]
+        return look_family().name if look_family().name in names or not names else names[0]
 
     def multi_update(self, family: str) -> dict:
         views = several_views(family)

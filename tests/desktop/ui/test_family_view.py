@@ -12,7 +12,7 @@ import pytest
 
 from desktop.jobs import JobRunner
 from desktop.families import get_family
-from desktop.ui.family_view import LOOK_LABEL, NOT_FOR_ALL, FamilyChoice, look_reason, refuse_other_family
+from desktop.ui.family_view import LOOK_LABEL, NOT_FOR_ALL, FamilyChoice, refuse_other_family
 
 
 @pytest.fixture
@@ -40,6 +40,7 @@ def test_an_installed_trellis2_can_be_picked_on_a_v1_app(tiny_pipeline_dir, tiny
     choice = FamilyChoice(runner)
     assert choice.running == "trellis" and choice.open
     assert choice.families == ["trellis", "trellis2"] and choice.look_label() == LOOK_LABEL
+    assert [name for _, name in choice.look_choices()] == ["trellis", "trellis2"] and choice.look_default() == "trellis"
     info = choice.info()
     # the folder by its name: the machine's full path is the log's
     assert "TRELLIS.2-4B in your models folder" in info and str(models) not in info, info
@@ -59,7 +60,9 @@ def test_an_app_on_trellis2_greys_what_it_does_not_use(tiny_trellis2_dir, tiny_p
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     runner = runner_on(tiny_trellis2_dir)
     choice = FamilyChoice(runner)
-    assert choice.running == "trellis2" and not choice.open and choice.look_label() == look_reason()
+    assert choice.running == "trellis2" and not choice.open and choice.look_label() == LOOK_LABEL
+    # a look from a photo is TRELLIS.2's PBR materials here (the New look tab's Model choice)
+    assert choice.look_choices() == [("TRELLIS.2: PBR materials", "trellis2")] and choice.look_default() == "trellis2"
     assert "PBR" in choice.info() and "TRELLIS v1 is not installed here" in choice.info()
     controls = choice.overrides()
     trellis2 = get_family("trellis2")
