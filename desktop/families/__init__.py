@@ -182,7 +182,8 @@ def look_family(wanted=None, from_prompt: bool = False) -> Family:
     family that makes looks from a photo, or from a prompt with `from_prompt`); FamilyRefusal with words for a family
     that makes none, or none from a prompt (ValueError for an unknown id)."""
     if wanted is None or wanted == "":
-        return next(f for f in FAMILIES.values() if (f.new_looks_from_prompt if from_prompt else f.new_looks_from_image))
+        return next(f for f in FAMILIES.values()
+                    if (f.new_looks_from_prompt if from_prompt else f.new_looks_from_image))
     family = get_family(wanted)
     if from_prompt and not family.new_looks_from_prompt:
         others = " / ".join(f.words for f in FAMILIES.values() if f.new_looks_from_prompt)
