@@ -115,3 +115,22 @@ def test_auto_past_its_budget_ends_in_the_grouped_layout():
 def test_an_empty_mesh_lays_out_nothing():
     out = unwrap_uv(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64), method="grouped")
     assert out[1].shape == (0, 3) and out[2].shape == (0, 2)
+
+
+def test_a_shattering_surface_keeps_the_layout_that_gives_more_faces_a_texel():
+    import trimesh
+
+    from trellis.export.uv.stats import faces_with_texel
+    from trellis.export.uv.unwrap import GROUPED_MIN_FACES_WITH_TEXEL, unwrap_uv
+
+    m = trimesh.creation.icosphere(subdivisions=5)
+    rng = np.random.default_rng(0)
+    v = m.vertices * (1 + 0.2 * rng.standard_normal((len(m.vertices), 1)))    # a noise blob's folds everywhere
+    info: dict = {}
+    _, faces, uvs, _ = unwrap_uv(v, m.faces, time_budget_s=0.0, texture_size=128, info=info)
+    record = info["grouped"]
+    assert record["faces_with_texel"] < GROUPED_MIN_FACES_WITH_TEXEL        # so the axis charts were tried too
+    best = max(("grouped", record["faces_with_texel"]), ("charts", record["charts_faces_with_texel"]),
+               key=lambda kv: kv[1])
+    assert info["method"] == best[0]
+    assert faces_with_texel(faces, uvs, 128) == pytest.approx(best[1])

@@ -19,7 +19,7 @@ import numpy as np
 from ..mesh_graph import components, face_adjacency_pairs
 from ..rows import row_max, row_min
 
-__all__ = ["atlas_stats", "texel_use", "chart_ids", "texel_counts", "row_spans", "centre_counts", "uv_raster", "uv_coverage"]
+__all__ = ["atlas_stats", "texel_use", "faces_with_texel", "chart_ids", "texel_counts", "row_spans", "centre_counts", "uv_raster", "uv_coverage"]
 
 
 def chart_ids(faces: np.ndarray) -> np.ndarray:
@@ -38,6 +38,16 @@ def texel_counts(faces, uvs, texture_size: int, margin: float = 1e-4) -> np.ndar
     s = int(texture_size)
     _, rows, c0, c1 = row_spans(faces, uvs, s, margin)
     return centre_counts(rows, c0, c1, s)
+
+
+def faces_with_texel(faces, uvs, texture_size: int) -> float:
+    """The share of the faces that hold at least one texel centre (a face without one takes its colours from its
+    neighbours' texels: the bake cannot give it its own)."""
+    f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    if len(f) == 0:
+        return 1.0
+    tri = row_spans(f, uvs, int(texture_size), 1e-4)[0]
+    return float(len(np.unique(tri)) / len(f))
 
 
 def centre_counts(rows, c0, c1, s):

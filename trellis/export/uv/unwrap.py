@@ -27,12 +27,16 @@ from ..options import DEFAULT_TEXTURE_SIZE
 from . import axis_charts, geometric, xatlas, xatlas_groups
 from .grouped import grouped_layout
 from . import in_child as in_child_module
-from .stats import texel_use
+from .stats import faces_with_texel, texel_use
 
-__all__ = ["AUTO_GEOMETRIC_MAX_FACES", "AUTO_GEOMETRIC_MAX_CHARTS", "LOW_TEXEL_USE", "xatlas_route", "unwrap_uv"]
+__all__ = ["AUTO_GEOMETRIC_MAX_FACES", "AUTO_GEOMETRIC_MAX_CHARTS", "LOW_TEXEL_USE", "GROUPED_MIN_FACES_WITH_TEXEL",
+           "xatlas_route", "unwrap_uv"]
 
 Progress = Optional[Callable[[int, int], None]]
 
+# Below this share of faces holding a texel centre, the grouped layout is compared with the axis charts and the one
+# giving more faces their own texels is kept.
+GROUPED_MIN_FACES_WITH_TEXEL = 0.9
 # "auto" tries the geometric layout before xatlas on meshes of up to this many faces: the sizes it was measured
 # against xatlas on; larger ones keep xatlas until measured.
 AUTO_GEOMETRIC_MAX_FACES = 40_000
@@ -147,8 +151,20 @@ def _unwrap(vertices, faces, time_budget_s, progress, cancel, texture_size, padd
         record: dict = {}
         out = grouped_layout(v, f, texture_size=texture_size, padding=padding, progress=progress,
                              cancel=cancel, info=record)
-        info.update(method="grouped", seconds=time.monotonic() - start, grouped=record)
-        return out
+        share = record["faces_with_texel"] = faces_with_texel(out[1], out[2], texture_size)
+        if method == "grouped" or share >= GROUPED_MIN_FACES_WITH_TEXEL:
+            info.update(method="grouped", seconds=time.monotonic() - start, grouped=record)
+            return out
+        # A surface that shatters into single faces (a noisy one): the axis charts give more faces a texel there.
+        charts = axis_charts.chart_layout(v, f, texture_size=texture_size, padding=padding, cancel=cancel)
+        record["charts_faces_with_texel"] = faces_with_texel(charts[1], charts[2], texture_size)
+        if record["charts_faces_with_texel"] <= share:
+            info.update(method="grouped", seconds=time.monotonic() - start, grouped=record)
+            return out
+        info.update(method="charts", seconds=time.monotonic() - start, grouped=record)
+        if progress is not None:
+            progress(100, 100)
+        return charts
     out = axis_charts.chart_layout(v, f, texture_size=texture_size, padding=padding, cancel=cancel)
     info.update(method="charts", seconds=time.monotonic() - start)
     if progress is not None:
