@@ -1,6 +1,6 @@
 """TRELLIS.2's new look (PBR materials on the user's own mesh) through a live REST server on the tiny random-weight
 TRELLIS.2 folder (CPU, a 32^3 grid): POST /v1/jobs with `mesh` + one image + `model_family: "trellis2"`, and the MCP
-tool `new_look` with model_family (the `mcp` SDK's own client over streamable HTTP); both give a GLB with the input's
+tool `new_look` with model_family (the `mcp` SDK's own client over streamable HTTP); both, and the Blender add-on's Texture Selected fields through its client, give a GLB with the input's
 positions, faces and UVs and PBR maps; a prompt with TRELLIS.2 is refused in words (422, an error result)."""
 import base64
 
@@ -102,3 +102,22 @@ def test_mcp_new_look_with_model_family_trellis2(live, inputs):
     path = inputs["tmp"] / "mcp.glb"
     path.write_bytes(found["glb"])
     check_look(path, inputs)
+
+
+def test_the_blender_add_ons_texture_selected_fields_make_a_trellis2_look(live, inputs, tmp_path):
+    # What the add-on's Texture Selected sends with the panel's Model at TRELLIS.2 and an image (its client, without
+    # Blender): the mesh as a GLB, the image, keep_mesh and the model fields.
+    from extensions.blender.trellis_desktop_blender import client
+
+    fields = {"keep_mesh": "true", "mesh_name": "sphere.glb", "formats": "glb", "texture_size": "64",
+              "slat_steps": "1", **client.model_fields("TRELLIS2", "SERVER")}
+    assert fields["model_family"] == "trellis2"
+    files = [("mesh", "sphere.glb", inputs["glb"], "model/gltf-binary"),
+             ("images", "look.png", inputs["image"], "image/png")]
+    task = client.Task(client.Client(live.url + "/", token=TOKEN), fields, files, "sphere", poll_s=0.05,
+                       temp_root=str(tmp_path)).start()
+    task.thread.join(TIMEOUT)
+    snap = task.snapshot()
+    assert snap["finished"] and snap["state"] == "done", snap
+    check_look(snap["result_path"], inputs)
+    task.cleanup()
