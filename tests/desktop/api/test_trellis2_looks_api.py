@@ -1,7 +1,8 @@
 """TRELLIS.2's new look (PBR materials on the user's own mesh) through a live REST server on the tiny random-weight
-TRELLIS.2 folder (CPU, a 32^3 grid): POST /v1/jobs with `mesh` + one image + `model_family: "trellis2"`, and the MCP
-tool `new_look` with model_family (the `mcp` SDK's own client over streamable HTTP); both, and the Blender add-on's Texture Selected fields through its client, give a GLB with the input's
-positions, faces and UVs and PBR maps; a prompt with TRELLIS.2 is refused in words (422, an error result)."""
+TRELLIS.2 folder (CPU, a 32^3 grid): POST /v1/jobs with `mesh` + one image + `model_family: "trellis2"`, the MCP tool
+`new_look` with model_family (the `mcp` SDK's own client over streamable HTTP) and the Blender add-on's Texture
+Selected fields (through its client) each give a GLB with the input's positions, faces and UVs and PBR maps; a prompt
+with TRELLIS.2 is refused in words (422, an error result)."""
 import base64
 
 import anyio
