@@ -149,6 +149,8 @@ def write_ovoxel_outputs(job: Job, folder: JobFolder, settings: GenerationSettin
             with timed(job, "bake"):
                 textured = export.bake(progress=lambda stage, done, total: progress("bake", done, total, stage))
             job.timings["export_bake_stages"] = jsonable(textured.info)
+            for text in textured.info.get("warnings", ()):       # what the bake tells the user (a wasteful UV layout)
+                job.warn(text)
         if preview_beside:       # silent: the files' progress is the job's
             export.start_side(SideWork("preview", lambda stopped: write_lit_preview(
                 job, folder, settings, textured, device, quiet, stopped), on_gpu=True, imports=PREVIEW_IMPORTS))
