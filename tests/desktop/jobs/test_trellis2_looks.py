@@ -130,3 +130,34 @@ def test_blender_imports_the_look_with_its_maps_wired_to_the_principled_bsdf(loo
     assert wired["Metallic"]["through"] == ["SEPARATE_COLOR.Blue"] and wired["Metallic"]["colorspace"] == "Non-Color"
     assert wired["Roughness"]["through"] == ["SEPARATE_COLOR.Green"]
     assert wired["Roughness"]["colorspace"] == "Non-Color" and wired["Base Color"]["colorspace"] == "sRGB"
+
+
+def look_of(inputs, model, name, *options):
+    """The job folder of a TRELLIS.2 look of inputs[name] made by the CLI (in-process) with `options`."""
+    out = inputs["tmp"] / f"out-{name}{''.join(options)}"
+    mp = pytest.MonkeyPatch()
+    mp.setenv(RESOLUTION_ENV, "32")
+    try:
+        code = retexture.main([str(inputs[name]), "--image", str(inputs["image"]), "--model-family", "trellis2",
+                               "--model", model, "-o", str(out), *CHEAP, *options])
+    finally:
+        mp.undo()
+    assert code == 0
+    (folder,) = out.iterdir()
+    return folder
+
+
+def test_an_obj_keeps_its_mesh_and_new_mesh_asks_for_a_new_atlas(inputs, tiny_trellis2_dir):
+    kept = look_of(inputs, tiny_trellis2_dir, "obj")
+    glb = kept / "model.glb"
+    given = trimesh.load(inputs["obj"], process=False, force="mesh")        # the OBJ's text values, as read
+    assert np.array_equal(glb_attribute(glb, "POSITION"), given.vertices.astype(np.float32))
+    assert np.array_equal(glb_attribute(glb, "indices").reshape(-1, 3).astype(np.int64), given.faces)
+    assert json.loads((kept / "timings.json").read_text())["look_bake"]["uv"] == "kept"
+    # --new-mesh (keep_mesh off): a new UV atlas, asked for, so no warning; the same surface, split at its seams
+    atlas = look_of(inputs, tiny_trellis2_dir, "glb", "--new-mesh")
+    timings = json.loads((atlas / "timings.json").read_text())
+    assert timings["look_bake"]["uv"] == "new atlas: new UVs asked for" and not timings.get("warnings")
+    back = trimesh.load(atlas / "model.glb", process=False, force="mesh")
+    assert len(back.faces) == len(inputs["f"]) and len(back.vertices) >= len(inputs["v"])
+    assert set(map(tuple, np.round(back.vertices, 5))) <= set(map(tuple, np.round(inputs["v"], 5)))
