@@ -24,7 +24,8 @@ from ...core.callbacks import check
 from .sorting import count_distinct, first_of_each, unique_inverse
 
 __all__ = ["MAX_SEARCH_STEPS", "LOOSE_AFTER", "QUADRIC_CHUNK", "ClusterResult", "cell_keys", "clustered_faces",
-           "cluster_vertices", "cluster_to_faces"]
+           "cluster_vertices", "cluster_to_faces",
+           "representatives"]
 
 # Cell sizes tried by ``cluster_to_faces`` at most (it usually lands in two to four).
 MAX_SEARCH_STEPS = 12
@@ -74,10 +75,10 @@ def clustered_faces(cluster: torch.Tensor, faces: torch.Tensor, n_clusters: int)
     return cf[first_of_each(key)] if cf.shape[0] else cf
 
 
-def _representatives(vertices, faces, cluster, n_clusters, cell, origin):
+def representatives(vertices, faces, cluster, n_clusters, cell, origin):
     """[C,3] float32: per cluster the point minimising its faces' plane quadrics (area-weighted), regularised
     towards the cluster's mean (a flat or straight patch fixes the point across it, not along it), kept within half
-    a cell of its cell."""
+    a cell of its cell. ``cell``: one side for all, or a float64 [C,1] tensor of each cluster's own."""
     v = vertices.double()
     dev = v.device
     ones = torch.ones(v.shape[0], 1, dtype=torch.float64, device=dev)
@@ -147,7 +148,7 @@ def _assemble(v, f, t: _Try, origin):
     if t.count == 0:
         return v[:0], f[:0]
     cf = t.faces[first_of_each(t.keys)]
-    x = _representatives(v, f, t.cluster, t.n, t.cell, origin)
+    x = representatives(v, f, t.cluster, t.n, t.cell, origin)
     used, remap = unique_inverse(cf.reshape(-1))
     return x[used], remap.reshape(-1, 3)
 

@@ -16,6 +16,9 @@
    whose count jumps from one cell size to the next), the dense mesh hole-filled and decimated by that quadric
    decimation instead, kept if it lands closer.
 
+Each step's edge topology is recorded (``manifold.edge_counts``: boundary and non-manifold edges), the dense input's
+and the result's included, so the report says whether a closed input stayed closed.
+
 The result always has faces: the dense mesh's, clustered or as it is, is the floor every later step is measured
 against.
 """
@@ -30,6 +33,7 @@ from ...core.callbacks import check
 from ..arrays import Progress, output, report
 from ..cleanup.chain import clean_mesh_for_export
 from .cluster import cluster_to_faces
+from .manifold import edge_counts
 from .small_holes import MAX_HOLE_PERIMETER, fill_small_holes
 
 __all__ = ["TARGET_TOLERANCE", "LOOSE_TOLERANCE", "CONTRACT_TOLERANCE", "QUADRIC_MAX_FACES", "reduce_to_target"]
@@ -54,7 +58,8 @@ def reduce_to_target(vertices: torch.Tensor, faces: torch.Tensor, target: int, v
     """(vertices float32 [V,3], faces int64 [F,3], numpy) of the dense mesh (torch, any device) with ``target``
     faces within CONTRACT_TOLERANCE (a mesh with fewer keeps its own), never none; see the module docstring.
     ``voxel_size``: the O-Voxel's, the smallest clustering cell. ``info`` gets "cluster" (cell in voxels, tries, faces), "holes",
-    "trim" (step 3's record), "quadric" (step 4's, and whether it was kept) and "seconds" per step."""
+    "trim" (step 3's record), "quadric" (step 4's, and whether it was kept), "seconds" per step and "topology":
+    ``manifold.edge_counts`` of the dense "input", after "cluster" and "fill_holes", and of the "output"."""
     info = {} if info is None else info
     seconds = info.setdefault("seconds", {})
     clock = [time.perf_counter()]
@@ -67,6 +72,8 @@ def reduce_to_target(vertices: torch.Tensor, faces: torch.Tensor, target: int, v
     target = int(target)
     dense_v, dense_f = vertices.float(), faces.long()
     v, f = dense_v, dense_f
+    topology = info["topology"] = {"input": edge_counts(dense_f)}
+    lap("topology")
     if f.shape[0] > target:
         report(progress, "cluster", 0, 1)
         got = cluster_to_faces(v, f, target, TARGET_TOLERANCE, voxel_size, cancel=cancel, loose=LOOSE_TOLERANCE)
@@ -74,10 +81,12 @@ def reduce_to_target(vertices: torch.Tensor, faces: torch.Tensor, target: int, v
         info["cluster"] = {"cell_voxels": round(got.cell / voxel_size, 3), "tries": got.tries,
                            "faces": int(f.shape[0])}
         report(progress, "cluster", 1, 1)
+        topology["cluster"] = edge_counts(f)
         lap("cluster")
     check(cancel)
     unfilled = v, f
     v, f = fill_small_holes(v, f, max_hole_perimeter, progress, cancel, info.setdefault("holes", {}))
+    topology["fill_holes"] = edge_counts(f)
     lap("fill_holes")
     check(cancel)
     if f.shape[0] > target * (1 + TARGET_TOLERANCE):
@@ -102,4 +111,6 @@ def reduce_to_target(vertices: torch.Tensor, faces: torch.Tensor, target: int, v
         if closer:
             v_np, f_np = qv, qf
         lap("quadric")
+    topology["output"] = edge_counts(f_np)
+    lap("topology")
     return v_np, f_np

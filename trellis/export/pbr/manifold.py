@@ -1,0 +1,50 @@
+"""Edge topology of a triangle mesh, counted on the faces' device: boundary edges (used by one face) and
+non-manifold edges (used by three or more), the two numbers a closed 2-manifold has at zero. The PBR export's
+``reduce`` records them before and after each step, so its report says whether a closed input stayed closed; and
+``drop_nonmanifold_faces`` opens the fans a step made (the faces over an edge of three or more), for the hole filler
+to close again."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .sorting import unique_counts
+
+__all__ = ["edge_use", "edge_counts", "drop_nonmanifold_faces"]
+
+
+def _as_torch(faces) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(faces)) if isinstance(faces, np.ndarray) else faces
+
+
+def edge_use(faces) -> torch.Tensor:
+    """int64 [3F]: per half-edge (f[0]->f[1], f[1]->f[2], f[2]->f[0], face by face) how many faces use its
+    undirected edge."""
+    f = _as_torch(faces).long()
+    if f.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.int64, device=f.device)
+    he = f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    n = int(f.max()) + 1
+    key = torch.minimum(he[:, 0], he[:, 1]) * n + torch.maximum(he[:, 0], he[:, 1])
+    inverse, count = unique_counts(key)
+    return count[inverse]
+
+
+def edge_counts(faces) -> dict:
+    """{"boundary_edges", "nonmanifold_edges"} of a face array (torch or numpy [F,3]): 0 and 0 on a closed
+    2-manifold (degenerate faces count as they are)."""
+    use = edge_use(faces)
+    # each undirected edge appears use times among the half-edges: count it once
+    ones = use == 1
+    many = use >= 3
+    return {"boundary_edges": int(ones.sum()),
+            "nonmanifold_edges": int((1.0 / use[many].double()).sum().round()) if bool(many.any()) else 0}
+
+
+def drop_nonmanifold_faces(faces: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(faces without those having an edge used by three or more faces, how many were dropped)."""
+    f = _as_torch(faces)
+    if f.shape[0] == 0:
+        return f, 0
+    bad = (edge_use(f).reshape(-1, 3) >= 3).any(1)
+    return f[~bad], int(bad.sum())
