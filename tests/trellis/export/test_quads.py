@@ -1,0 +1,78 @@
+"""The quad remesher on small closed and open meshes: quads, target, manifold, closed stays closed, distance."""
+import numpy as np
+import pytest
+import trimesh
+
+from trellis.export.quads import (edge_counts, hausdorff_share, quads_from_pairs, read_polygon_obj, remesh_quads,
+                                  triangulate_quads)
+from trellis.export.quads.remesh import polygons_to_quads
+
+
+@pytest.mark.parametrize("shape,target", [("sphere", 1000), ("torus", 800)])
+def test_closed_shapes_become_clean_quads_near_the_target(shape, target):
+    mesh = trimesh.creation.icosphere(4) if shape == "sphere" else trimesh.creation.torus(1.0, 0.3)
+    assert edge_counts(mesh.faces)[1] == 0
+    result = remesh_quads(mesh.vertices, mesh.faces, target)
+    report = result.report
+    assert report.quad_share >= 0.95
+    assert abs(report.faces_made - target) <= 0.10 * target
+    assert report.non_manifold_edges == 0
+    assert report.boundary_edges == 0
+    assert report.hausdorff < 0.01
+    assert report.warnings == []
+    assert len(result.mesh.faces) == report.faces_made
+    # Every vertex used, positions in the source's frame.
+    assert np.unique(result.mesh.faces[result.mesh.faces >= 0]).size == len(result.mesh.vertices)
+    assert np.allclose(result.mesh.vertices.min(0), mesh.vertices.min(0), atol=0.05)
+
+
+def test_a_target_it_cannot_meet_is_warned_about():
+    mesh = trimesh.creation.icosphere(2)
+    report = remesh_quads(mesh.vertices, mesh.faces, 3).report
+    assert report.target_miss > 0.10
+    assert any("target" in w for w in report.warnings)
+
+
+def test_bad_target_is_refused():
+    mesh = trimesh.creation.icosphere(1)
+    with pytest.raises(ValueError):
+        remesh_quads(mesh.vertices, mesh.faces, 0)
+
+
+def test_edge_counts_find_holes_and_non_manifold_edges():
+    quads = np.array([[0, 1, 2, 3]])
+    assert edge_counts(quads) == (0, 4)
+    fin = np.array([[0, 1, 2, -1], [0, 1, 3, -1], [0, 1, 4, -1]])
+    non_manifold, boundary = edge_counts(fin)
+    assert non_manifold == 1 and boundary == 6
+
+
+def test_hausdorff_sees_a_moved_surface():
+    mesh = trimesh.creation.icosphere(3)
+    moved = mesh.vertices * 1.05
+    share = hausdorff_share(moved, mesh.faces, mesh.vertices, mesh.faces, samples=2000)
+    assert share == pytest.approx(0.05 / (2 * np.sqrt(3)), rel=0.1)  # radius 1 -> 1.05, box diagonal 2 sqrt 3
+    assert hausdorff_share(mesh.vertices, mesh.faces, mesh.vertices, mesh.faces, samples=2000) < 1e-9
+
+
+def test_triangulation_splits_along_the_shorter_diagonal_and_is_recoverable():
+    vertices = np.array([[0, 0, 0], [2, 0, 0], [3, 1, 0], [0, 1, 0], [5, 5, 0]], float)
+    faces = np.array([[0, 1, 2, 3], [1, 4, 2, -1]])
+    tris, quad_count = triangulate_quads(vertices, faces)
+    assert quad_count == 1 and len(tris) == 3
+    # 1-3 (length sqrt 5) is shorter than 0-2 (sqrt 10): both triangles hold the 1-3 diagonal.
+    assert {1, 3} <= set(tris[0]) and {1, 3} <= set(tris[1])
+    back = quads_from_pairs(tris, quad_count)
+    assert back[1].tolist() == [1, 4, 2, -1]
+    ring = back[0].tolist()
+    k = ring.index(0)
+    assert ring[k:] + ring[:k] == [0, 1, 2, 3]
+
+
+def test_polygon_obj_reading_and_ngon_split(tmp_path):
+    path = tmp_path / "p.obj"
+    path.write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nv -1 .5 0\nf 1//1 2//1 3//1 4//1 5//1\nf 1 2 3\n")
+    vertices, polygons = read_polygon_obj(str(path))
+    assert vertices.shape == (5, 3) and polygons == [[0, 1, 2, 3, 4], [0, 1, 2]]
+    faces = polygons_to_quads(polygons)
+    assert faces.tolist() == [[0, 1, 2, 3], [0, 3, 4, -1], [0, 1, 2, -1]]

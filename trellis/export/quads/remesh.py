@@ -1,0 +1,135 @@
+"""Quad remeshing through Instant Meshes (``pyinstantmeshes``, BSD-3-Clause): a triangle mesh in, a quad mesh out.
+
+``remesh_quads(vertices, faces, target_faces)`` returns a ``QuadRemesh``: the ``QuadMesh`` (faces ``(F, 4)``, a
+triangle's fourth index is -1) and its ``QuadReport`` (``measure``). The target counts faces of the result (quads).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .measure import QuadReport, measure_quads
+
+# Pure-quad mode extracts a quad-dominant mesh and splits every face of it once: about four faces per one asked.
+PURE_QUAD_SPLIT = 4
+# A second run, its ask scaled by what the first made, when the first missed the target by more than this share.
+RETRY_MISS = 0.05
+DEFAULT_CREASE_ANGLE = 30.0
+
+# The remesher prints its progress on the process's stdout; one redirection at a time.
+_STDOUT_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class QuadMesh:
+    """Polygons with at most four corners: ``faces[:, 3] == -1`` marks a triangle."""
+    vertices: np.ndarray
+    faces: np.ndarray
+
+    @property
+    def quad_mask(self) -> np.ndarray:
+        return self.faces[:, 3] >= 0
+
+    def polygons(self) -> list[list[int]]:
+        return [[int(i) for i in f if i >= 0] for f in self.faces]
+
+
+@dataclass(frozen=True)
+class QuadRemesh:
+    mesh: QuadMesh
+    report: QuadReport
+
+
+def _write_obj(path: str, vertices: np.ndarray, faces: np.ndarray) -> None:
+    with open(path, "w", encoding="ascii") as f:
+        f.write("".join(f"v {x:.9g} {y:.9g} {z:.9g}\n" for x, y, z in vertices.tolist()))
+        f.write("".join(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in faces.tolist()))
+
+
+def read_polygon_obj(path: str) -> tuple[np.ndarray, list[list[int]]]:
+    """Positions and polygons (0-based) of an OBJ; texture and normal indices are dropped."""
+    vertices, polygons = [], []
+    with open(path, encoding="ascii", errors="replace") as f:
+        for line in f:
+            if line.startswith("v "):
+                vertices.append([float(t) for t in line.split()[1:4]])
+            elif line.startswith("f "):
+                polygons.append([int(t.split("/")[0]) - 1 for t in line.split()[1:]])
+    return np.asarray(vertices, np.float64).reshape(-1, 3), polygons
+
+
+def polygons_to_quads(polygons: list[list[int]]) -> np.ndarray:
+    """Triangles and quads kept; an n-gon (n > 4) fanned into quads and at most one triangle."""
+    out = []
+    for poly in polygons:
+        if len(poly) < 3:
+            continue
+        if len(poly) <= 4:
+            out.append(poly + [-1] * (4 - len(poly)))
+            continue
+        first, rest = poly[0], poly[1:]
+        while len(rest) >= 3:
+            out.append([first, rest[0], rest[1], rest[2]])
+            rest = rest[2:]
+        if len(rest) == 2:
+            out.append([first, rest[0], rest[1], -1])
+    return np.asarray(out, np.int64).reshape(-1, 4)
+
+
+def _run_instant_meshes(vertices, faces, ask: int, crease_angle, boundaries: bool, pure_quad: bool):
+    import pyinstantmeshes
+    with tempfile.TemporaryDirectory(prefix="trellis_quads_") as tmp:
+        src, dst = os.path.join(tmp, "in.obj"), os.path.join(tmp, "out.obj")
+        _write_obj(src, vertices, faces)
+        with _STDOUT_LOCK:
+            sys.stdout.flush()
+            saved = os.dup(1)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, 1)
+                pyinstantmeshes.remesh_file(
+                    src, dst, target_face_count=int(ask),
+                    crease_angle=float(crease_angle) if crease_angle is not None else -1.0,
+                    align_to_boundaries=bool(boundaries), pure_quad=bool(pure_quad), deterministic=True)
+            finally:
+                os.dup2(saved, 1)
+                os.close(saved)
+                os.close(devnull)
+        out_v, polygons = read_polygon_obj(dst)
+    return QuadMesh(out_v.astype(np.float32), polygons_to_quads(polygons))
+
+
+def remesh_quads(vertices, faces, target_faces: int, *, crease_angle: float | None = DEFAULT_CREASE_ANGLE,
+                 boundaries: bool = True, pure_quad: bool = True, hausdorff_samples: int = 20000) -> QuadRemesh:
+    """Remesh a triangle mesh to about ``target_faces`` quads (all quads with ``pure_quad``, else quad-dominant).
+
+    ``crease_angle``: edges sharper than this (degrees) are kept as feature lines; None ignores features.
+    ``boundaries``: the quad field follows open boundaries, which stay where they are.
+    """
+    vertices = np.asarray(vertices, np.float64)
+    faces = np.asarray(faces, np.int64)
+    target = int(target_faces)
+    if target < 1 or len(faces) == 0:
+        raise ValueError(f"remesh_quads needs a positive target and a non-empty mesh (target {target}, "
+                         f"{len(faces)} faces)")
+    start = time.perf_counter()
+    split = PURE_QUAD_SPLIT if pure_quad else 1
+    ask = max(1, round(target / split))
+    mesh = _run_instant_meshes(vertices, faces, ask, crease_angle, boundaries, pure_quad)
+    made = len(mesh.faces)
+    if made and abs(made - target) > RETRY_MISS * target:
+        # The remesher's own count is approximate: scale the ask once by how far it landed.
+        second = _run_instant_meshes(vertices, faces, max(1, round(ask * target / made)), crease_angle,
+                                     boundaries, pure_quad)
+        if abs(len(second.faces) - target) < abs(made - target):
+            mesh = second
+    seconds = time.perf_counter() - start
+    report = measure_quads(mesh.vertices, mesh.faces, vertices, faces, target, seconds=seconds,
+                           samples=hausdorff_samples)
+    return QuadRemesh(mesh, report)

@@ -1,0 +1,46 @@
+"""A quad mesh as triangles for formats without quads (glTF, STL, 3MF), the quads recoverable.
+
+Quads come first, each as two consecutive triangles split along its shorter diagonal; the lone triangles follow.
+So triangles ``2 i`` and ``2 i + 1`` (``i < quad_count``) are quad ``i`` again: ``GLTF_EXTRAS`` names that layout.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# The glTF mesh's ``extras`` key that says how many leading triangle pairs are quads.
+GLTF_EXTRAS_KEY = "trellis_quads"
+
+
+def triangulate_quads(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, int]:
+    """(triangles (T, 3), quad_count): pairs for the quads first, along each quad's shorter diagonal."""
+    vertices = np.asarray(vertices, np.float64)
+    faces = np.asarray(faces, np.int64)
+    quads = faces[faces[:, 3] >= 0]
+    lone = faces[faces[:, 3] < 0][:, :3]
+    a, b, c, d = (quads[:, i] for i in range(4))
+    ac = np.linalg.norm(vertices[a] - vertices[c], axis=1)
+    bd = np.linalg.norm(vertices[b] - vertices[d], axis=1)
+    use_ac = (ac <= bd)[:, None]
+    first = np.where(use_ac, np.stack([a, b, c], 1), np.stack([a, b, d], 1))
+    second = np.where(use_ac, np.stack([a, c, d], 1), np.stack([b, c, d], 1))
+    pairs = np.stack([first, second], axis=1).reshape(-1, 3)
+    return np.concatenate([pairs, lone], axis=0), len(quads)
+
+
+def quads_from_pairs(triangles: np.ndarray, quad_count: int) -> np.ndarray:
+    """The inverse: each leading pair of triangles back into one quad (corner order kept around the quad)."""
+    tris = np.asarray(triangles, np.int64)
+    out = []
+    for i in range(quad_count):
+        t0, t1 = tris[2 * i].tolist(), tris[2 * i + 1].tolist()
+        lone = [v for v in t1 if v not in t0][0]
+        # Insert t1's extra corner between the two corners of t0 that t1 shares, in t0's winding.
+        for k in range(3):
+            u, w = t0[k], t0[(k + 1) % 3]
+            if u in t1 and w in t1:
+                out.append(t0[:k + 1] + [lone] + t0[k + 1:])
+                break
+    rest = tris[2 * quad_count:]
+    quads = np.asarray(out, np.int64).reshape(-1, 4)
+    rest4 = np.concatenate([rest, np.full((len(rest), 1), -1)], axis=1)
+    return np.concatenate([quads, rest4], axis=0)
