@@ -26,7 +26,8 @@ from .folder import JobFolder
 from .job import Job, JobState, NoResultError, UnknownJobError
 from .jobqueue import Entry, JobQueue
 from ..families import check as family_check
-from ..families import FamilyRefusal, budget_floor, family_of_result, family_of_result_file, get_family, look_family
+from ..families import (FAMILIES, FamilyRefusal, budget_floor, family_of_result, family_of_result_file, get_family,
+                        look_family)
 from .models import Models
 from .warmup import warm_steps  # noqa: F401  (tests read it here)
 from .worker import Worker
@@ -152,8 +153,10 @@ class JobRunner:
             if family:
                 raise FamilyRefusal(f"a {looks.words} new look ({looks.look_words}) needs {looks.words}, which is "
                                     f"not installed here: {looks.install_line()}")
+            others = "".join(f"; model_family {f.name} makes one with {f.look_words} here" for f in FAMILIES.values()
+                             if f.new_looks_from_image and f is not looks and self.models.folder_for(f.name))
             raise ValueError(f"a new look from an image needs a {looks.words} image model, which is not installed "
-                             "here (a new look from a prompt works)")
+                             f"here (a new look from a prompt works{others})")
         if family and image is not None:
             settings, warnings = family_check(looks, settings, 1)
         job = Job(id=uuid.uuid4().hex, inputs=[] if image is None else [image], settings=settings,

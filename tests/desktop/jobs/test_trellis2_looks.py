@@ -161,3 +161,13 @@ def test_an_obj_keeps_its_mesh_and_new_mesh_asks_for_a_new_atlas(inputs, tiny_tr
     back = trimesh.load(atlas / "model.glb", process=False, force="mesh")
     assert len(back.faces) == len(inputs["f"]) and len(back.vertices) >= len(inputs["v"])
     assert set(map(tuple, np.round(back.vertices, 5))) <= set(map(tuple, np.round(inputs["v"], 5)))
+
+
+def test_a_look_from_a_photo_without_v1_names_the_family_that_can(inputs, tiny_trellis2_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("TRELLIS_DESKTOP_MODEL", raising=False)
+    monkeypatch.setenv("TRELLIS_MODEL_DIR", str(tmp_path / "no_models"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no_cache"))
+    with JobRunner(tiny_trellis2_dir, tmp_path / "out", device="cpu", recover=False) as runner:
+        with pytest.raises(ValueError, match="needs a TRELLIS v1 image model.*model_family trellis2 makes one with "
+                                             "PBR materials here"):
+            runner.submit_variant(str(inputs["glb"]), image=str(inputs["image"]))
