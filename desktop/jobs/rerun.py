@@ -44,8 +44,9 @@ def rerun(runner, job_id: str) -> Job:
     if job.kind == "variant":
         if mesh is None or (job.prompt is None and not images):
             raise RerunError(f"job {job_id} cannot be run again: its 3-D model or its look is not recorded")
-        return runner.submit_variant(mesh, settings, prompt=job.prompt,
-                                     image=images[0] if job.prompt is None else None, keep_result=job.keep_result)
+        image = images[0] if job.prompt is None else None          # a look from a photo: the family that made it
+        return runner.submit_variant(mesh, settings, prompt=job.prompt, image=image, keep_result=job.keep_result,
+                                     family=job.family if image is not None else None)
     if not images:
         raise RerunError(f"job {job_id} cannot be run again: its input images are not recorded")
     return runner.submit(images, settings, keep_result=job.keep_result, family=job.family)

@@ -122,3 +122,18 @@ def test_the_blender_add_ons_texture_selected_fields_make_a_trellis2_look(live, 
     assert snap["finished"] and snap["state"] == "done", snap
     check_look(snap["result_path"], inputs)
     task.cleanup()
+
+
+def test_a_trellis2_look_run_again_is_a_trellis2_look(live, runner, inputs):
+    with httpx.Client(base_url=live.url, timeout=TIMEOUT, headers=AUTH) as client:
+        r = client.post("/v1/jobs", files=[("mesh", ("sphere.glb", inputs["glb"], "model/gltf-binary")),
+                                           ("images", ("look.png", inputs["image"], "image/png"))],
+                        data=form(model_family="trellis2", **CHEAP))
+        assert wait_job(client, r.json()["id"])["state"] == "done"
+        again = runner.rerun(r.json()["id"])
+        assert again.kind == "variant" and again.family == "trellis2"
+        info = wait_job(client, again.id)
+        assert info["state"] == "done" and info["model_family"] == "trellis2", info
+        path = inputs["tmp"] / "again.glb"
+        path.write_bytes(client.get(f"/v1/jobs/{again.id}/files/model.glb").content)
+        check_look(path, inputs)
