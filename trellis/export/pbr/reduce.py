@@ -6,15 +6,18 @@
    targets), and no stall on open sheets, specks or non-manifold fans, where an edge-collapse decimator stops far
    above the target (its pieces keep their open borders in place, and a random-weight decoder's mesh is mostly
    open border);
+   on an input that is closed (but for a few edges), the clusters are then split where they open or fold the surface
+   (``refine``: the two sides of a thin wall, folds), the cell rescaled to land on the target again;
 2. ``small_holes``: holes up to the perimeter closed, on the reduced mesh (a hole below the cell has closed itself);
 3. where the patches took the count past the tolerance, the quadric decimation of the v1 clean-up
    (``cleanup.chain.clean_mesh_for_export`` without its hidden-face removal: the dual grid has no inner sheet) trims
    the filled mesh to the target (a few per cent of its faces: one pass over the whole mesh); a trim that lands
    outside the contract and farther from the target than the mesh before the patches (small closed pieces collapse
-   whole: a random-weight decoder's quads, two faces each, closed by two more) gives way to that mesh, holes open;
+   whole: a random-weight decoder's quads, two faces each, closed by two more), or with more open or non-manifold
+   edges than it was given, gives way to that mesh;
 4. only where the clustering cannot land within CONTRACT_TOLERANCE (a small mesh at a target of a few hundred faces,
    whose count jumps from one cell size to the next), the dense mesh hole-filled and decimated by that quadric
-   decimation instead, kept if it lands closer.
+   decimation instead, kept if it lands closer with no more open or non-manifold edges.
 
 Each step's edge topology is recorded (``manifold.edge_counts``: boundary and non-manifold edges), the dense input's
 and the result's included, so the report says whether a closed input stayed closed.
@@ -34,9 +37,11 @@ from ..arrays import Progress, output, report
 from ..cleanup.chain import clean_mesh_for_export
 from .cluster import cluster_to_faces
 from .manifold import edge_counts
+from .refine import refine_to_faces
 from .small_holes import MAX_HOLE_PERIMETER, fill_small_holes
 
-__all__ = ["TARGET_TOLERANCE", "LOOSE_TOLERANCE", "CONTRACT_TOLERANCE", "QUADRIC_MAX_FACES", "reduce_to_target"]
+__all__ = ["TARGET_TOLERANCE", "LOOSE_TOLERANCE", "CONTRACT_TOLERANCE", "QUADRIC_MAX_FACES", "CLOSED_SHARE",
+           "reduce_to_target"]
 
 # The clustering's landing tolerance, inside the export's contract (the target +- CONTRACT_TOLERANCE), and what it
 # accepts after a few tries (``cluster.LOOSE_AFTER``) on a mesh whose count jumps between cell sizes.
@@ -46,6 +51,13 @@ CONTRACT_TOLERANCE = 0.05
 # Step 4 only for dense meshes up to this many faces (one quadric pass of about a second; a larger mesh's count
 # moves in small steps with the cell and lands).
 QUADRIC_MAX_FACES = 300_000
+# Inputs with at most this share of edges per face open or non-manifold count as closed: their clustering is refined
+# where it breaks them (``refine``); a decoder's open sheets are not (refining them would undo the reduction).
+CLOSED_SHARE = 1e-3
+
+
+def _bad(counts: dict) -> int:
+    return counts["boundary_edges"] + counts["nonmanifold_edges"]
 
 
 def _off(faces: int, target: int) -> float:
@@ -83,6 +95,13 @@ def reduce_to_target(vertices: torch.Tensor, faces: torch.Tensor, target: int, v
         report(progress, "cluster", 1, 1)
         topology["cluster"] = edge_counts(f)
         lap("cluster")
+        if got.cell > 0 and _bad(topology["cluster"]) and _bad(topology["input"]) <= CLOSED_SHARE * dense_f.shape[0]:
+            refined = info["refine"] = {}
+            v, f = refine_to_faces(dense_v, dense_f, got.cell, target, TARGET_TOLERANCE, voxel_size / 2,
+                                   cancel=cancel, info=refined)
+            refined.update(cell_voxels=round(refined.pop("cell") / voxel_size, 3), faces=int(f.shape[0]))
+            topology["refine"] = edge_counts(f)
+            lap("refine")
     check(cancel)
     unfilled = v, f
     v, f = fill_small_holes(v, f, max_hole_perimeter, progress, cancel, info.setdefault("holes", {}))
@@ -94,7 +113,9 @@ def reduce_to_target(vertices: torch.Tensor, faces: torch.Tensor, target: int, v
         v_np, f_np = clean_mesh_for_export(v, f, fill_holes=False, target_faces=target, progress=progress,
                                            cancel=cancel, info=trim)
         off, before = _off(len(f_np), target), _off(int(unfilled[1].shape[0]), target)
-        trim["kept"] = bool(len(f_np) > 0 and (off <= CONTRACT_TOLERANCE or off <= before))
+        # a trim that opens or folds the surface is no trim (the quadric decimator keeps no link condition)
+        trim["kept"] = bool(len(f_np) > 0 and (off <= CONTRACT_TOLERANCE or off <= before)
+                            and _bad(edge_counts(f_np)) <= _bad(topology["fill_holes"]))
         if not trim["kept"]:
             v_np, f_np = output(unfilled[0].cpu().numpy(), unfilled[1].cpu().numpy())
         lap("trim")
@@ -106,7 +127,8 @@ def reduce_to_target(vertices: torch.Tensor, faces: torch.Tensor, target: int, v
         hv, hf = fill_small_holes(dense_v, dense_f, max_hole_perimeter, None, cancel)
         qv, qf = clean_mesh_for_export(hv, hf, fill_holes=False, target_faces=target, progress=progress,
                                        cancel=cancel, info=info.setdefault("quadric", {}))
-        closer = len(qf) > 0 and _off(len(qf), target) < _off(len(f_np), target)
+        closer = (len(qf) > 0 and _off(len(qf), target) < _off(len(f_np), target)
+                  and _bad(edge_counts(qf)) <= _bad(edge_counts(f_np)))
         info["quadric"]["kept"] = bool(closer)
         if closer:
             v_np, f_np = qv, qf

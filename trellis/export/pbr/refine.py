@@ -2,7 +2,8 @@
 
 Grid clustering (``cluster``) merges whatever a cell holds: the two sides of a wall thinner than the cell, or a fold,
 become one cluster, and the faces over it leave edges used by one face (holes) or by three or more (fins). Here
-the clusters at the ends of every such edge are split (their vertices go to the grid of half the cell) and the
+a cell's vertices form one cluster per piece of the dense mesh inside the cell (so the two sides of a thin wall
+stay apart), and the clusters at the ends of every edge without two faces are split (their vertices go to the grid of half the cell) and the
 faces are made again, round after round, until every edge has two faces; a vertex whose cell would fall below
 ``min_cell`` becomes its own cluster (the dense mesh itself, locally). The dense mesh's own edges are the floor: a
 closed input's clustering therefore ends closed, with the coarse cells kept wherever they did no harm (the face
@@ -15,22 +16,38 @@ import torch
 from ...core.callbacks import check
 from .cluster import clustered_faces, representatives
 from .manifold import edge_use
-from .sorting import unique_inverse
+from .sorting import first_of_each, unique_inverse
 
-__all__ = ["MAX_ROUNDS", "refine_clusters"]
+__all__ = ["MAX_ROUNDS", "refine_clusters", "refine_to_faces"]
 
 # Rounds of splitting at most (each halves the cells at the bad edges; six take a cell of 8 voxels to a vertex each).
 MAX_ROUNDS = 12
 
 
-def _labels(v, level, alone, cell, origin):
+def _connected_in_cell(key, edges):
+    """Per vertex the smallest vertex index of its piece: the vertices joined by dense edges within one cell
+    (min-label propagation with pointer jumping, vectorised)."""
+    same = key[edges[:, 0]] == key[edges[:, 1]]
+    a, b = edges[same, 0], edges[same, 1]
+    comp = torch.arange(key.shape[0], device=key.device)
+    while True:
+        low = torch.minimum(comp[a], comp[b])
+        new = comp.clone().scatter_reduce_(0, a, low, "amin").scatter_reduce_(0, b, low, "amin")
+        new = new[new]
+        if torch.equal(new, comp):
+            return comp
+        comp = new
+
+
+def _labels(v, edges, level, alone, cell, origin):
     """(cluster per vertex, count, each cluster's cell side [C,1] float64, whether it is one vertex [C])."""
     size = cell / torch.pow(2.0, level.double())
     ijk = torch.floor((v.double() - origin.double()) / size[:, None]).long().clamp_(min=0)
     dims = int(ijk.max()) + 1 if ijk.numel() else 1
     key = ((level * dims + ijk[:, 0]) * dims + ijk[:, 1]) * dims + ijk[:, 2]
     key = torch.where(alone, -1 - torch.arange(v.shape[0], device=v.device), key)
-    _, label = unique_inverse(key)
+    # the two sides of a wall thinner than the cell share it but no edge inside it: separate clusters
+    _, label = unique_inverse(_connected_in_cell(key, edges))
     n = int(label.max()) + 1 if label.numel() else 0
     side = torch.zeros(n, 1, dtype=torch.float64, device=v.device).index_put_((label,), size[:, None])
     single = torch.zeros(n, dtype=torch.bool, device=v.device).index_put_((label,), alone)
@@ -47,10 +64,12 @@ def refine_clusters(vertices: torch.Tensor, faces: torch.Tensor, cell: float, mi
     origin = v.amin(0) if origin is None else origin.to(v)
     level = torch.zeros(v.shape[0], dtype=torch.int64, device=v.device)
     alone = torch.zeros(v.shape[0], dtype=torch.bool, device=v.device)
+    he = torch.sort(f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), dim=1)[0]
+    edges = he[first_of_each(he[:, 0] * v.shape[0] + he[:, 1])]
     rounds = 0
     while True:
         check(cancel)
-        label, n, side, single = _labels(v, level, alone, cell, origin)
+        label, n, side, single = _labels(v, edges, level, alone, cell, origin)
         cf = clustered_faces(label, f, n)
         if rounds >= MAX_ROUNDS or cf.shape[0] == 0:
             break
@@ -76,3 +95,26 @@ def refine_clusters(vertices: torch.Tensor, faces: torch.Tensor, cell: float, mi
     x = torch.where(single[:, None], v[first.clamp(max=v.shape[0] - 1)], x)
     used, remap = unique_inverse(cf.reshape(-1))
     return x[used], remap.reshape(-1, 3)
+
+
+def refine_to_faces(vertices: torch.Tensor, faces: torch.Tensor, cell: float, target: int, tolerance: float,
+                    min_cell: float, tries: int = 4, cancel=None, info: dict | None = None):
+    """``refine_clusters`` from the cell ``cell`` (where plain clustering landed on ``target``), the cell rescaled
+    until the refined count is within ``tolerance`` of ``target`` (the splits add faces), at most ``tries`` times;
+    the closest kept. ``info`` gets "tries", "cell" (the one kept) and that one's "rounds" and "split_vertices"."""
+    info = {} if info is None else info
+    best = None
+    for k in range(1, tries + 1):
+        step: dict = {}
+        got = refine_clusters(vertices, faces, cell, min_cell, cancel=cancel, info=step)
+        n = int(got[1].shape[0])
+        if best is None or abs(n - target) < abs(int(best[0][1].shape[0]) - target):
+            best = got, cell, step
+        info["tries"] = k
+        if abs(n - target) <= tolerance * target:
+            break
+        # a surface's count goes as 1 / cell^2
+        cell = cell * (n / target) ** 0.5 if n > 0 else cell / 2
+    (v, f), cell, step = best
+    info.update(cell=cell, **step)
+    return v, f
