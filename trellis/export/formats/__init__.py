@@ -49,6 +49,10 @@ export (``pbr.PbrTexturedMesh``, TRELLIS.2) carries its metallic-roughness map a
 way, and into the OBJ (the MTL's PBR extension) and the USDZ (``UsdPreviewSurface``'s metallic, roughness and
 opacity): ``material_maps`` says how. STL and 3MF are geometry only.
 
+A quad mesh (``quads``; its ``quad_pairs`` attribute) keeps its quads in the OBJ (``f a b c d``) and the USDZ
+(``faceVertexCounts`` of 4); the GLB holds them as consecutive triangle pairs named in the mesh's ``extras``
+(``quad_files``); STL and 3MF are triangles.
+
 FBX is not offered: no licence-clean package that installs from wheels on Windows writes it.
 """
 from __future__ import annotations
@@ -120,21 +124,31 @@ def write(textured, path, format: str | None = None, *, height: float | None = N
     # geometry-only files weld the seams first and make their own
     shared = getattr(textured, "split", None)
     split = shared.for_faces(faces, crease_angle) if shared is not None and textured_file else None
+    # a quad mesh (quads.triangulate_quads) holds its quads as leading triangle pairs: OBJ and USDZ write them back
+    quad_pairs = 0 if print_ready else int(getattr(textured, "quad_pairs", 0) or 0)
     check(cancel)                                  # the last chance: from here on the file is written
     if name == "glb":
         from .gltf import write_glb
         normal = None if geometry_only else textured.normal_map_for(crease_angle)
-        return write_glb(path, vertices, faces, uvs, texture, normal_texture=normal, draco=draco, split=split,
-                         pbr=getattr(textured, "pbr", None), **common)      # a PBR export's maps (pbr.textured)
+        out = write_glb(path, vertices, faces, uvs, texture, normal_texture=normal, draco=draco, split=split,
+                        pbr=getattr(textured, "pbr", None), **common)       # a PBR export's maps (pbr.textured)
+        if quad_pairs and not draco:          # Draco's encoder reorders the triangles: no pairs to name
+            from .quad_files import glb_with_quad_extras
+            glb_with_quad_extras(out, quad_pairs)
+        return out
     if name in ("obj", "usdz"):
         # the material's other maps, as each format carries them (material_maps)
         maps = {} if geometry_only else dict(normal_texture=textured.normal_map_for(crease_angle),
                                              pbr=getattr(textured, "pbr", None))
         if name == "obj":
             from .gltf import write_obj
-            return write_obj(path, vertices, faces, uvs, texture, up=up, split=split, **maps, **common)
+            out = write_obj(path, vertices, faces, uvs, texture, up=up, split=split, **maps, **common)
+            if quad_pairs:
+                from .quad_files import obj_with_quads
+                obj_with_quads(out, quad_pairs)
+            return out
         from .usdz import write_usdz
-        return write_usdz(path, vertices, faces, uvs, texture, split=split, **maps, **common)
+        return write_usdz(path, vertices, faces, uvs, texture, split=split, quad_pairs=quad_pairs, **maps, **common)
     from .print3d import write_3mf, write_stl
     solid = print_ready                 # checked in the file's precision before it is written
     if name == "stl":

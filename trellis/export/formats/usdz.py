@@ -43,10 +43,11 @@ ROOT_LAYER = "model.usdc"
 
 
 def write_usdz(path, vertices, faces, uvs, texture, geometry_only: bool = False, texture_format: str = "png",
-               crease_angle: float | None = DEFAULT_CREASE_ANGLE, split=None, normal_texture=None, pbr=None) -> str:
+               crease_angle: float | None = DEFAULT_CREASE_ANGLE, split=None, normal_texture=None, pbr=None,
+               quad_pairs: int = 0) -> str:
     """Write ``path`` (.usdz) from z-up placed ``vertices`` (metres; ``split``: the normals' split made already,
-    ``assemble.with_normals``; ``normal_texture``, ``pbr``: the material's other maps, module doc); returns the
-    path."""
+    ``assemble.with_normals``; ``normal_texture``, ``pbr``: the material's other maps, module doc; ``quad_pairs``:
+    leading triangle pairs written as quads, ``define_stage``); returns the path."""
     from pxr import Sdf, UsdUtils
     if not geometry_only and texture_format not in USDZ_TEXTURE_FORMATS:
         raise ValueError(f"a USDZ texture is one of {USDZ_TEXTURE_FORMATS}, not {texture_format!r}")
@@ -68,7 +69,8 @@ def write_usdz(path, vertices, faces, uvs, texture, geometry_only: bool = False,
             image = "texture" + suffix
             base.save(os.path.join(folder, image))
             maps = material_files(folder, texture_format, normal_texture, pbr)
-        define_stage(layer, turn_to(v, "y"), f, uv, None if normals is None else turn_to(normals, "y"), image, maps)
+        define_stage(layer, turn_to(v, "y"), f, uv, None if normals is None else turn_to(normals, "y"), image, maps,
+                     quad_pairs)
         if not UsdUtils.CreateNewARKitUsdzPackage(Sdf.AssetPath(layer), path):
             raise RuntimeError(f"usd-core could not package {path}")
     return path
@@ -99,10 +101,11 @@ def material_files(folder, texture_format: str, normal_texture=None, pbr=None) -
                    bool(pbr is not None and pbr.double_sided))
 
 
-def define_stage(layer_path, vertices, faces, uvs=None, normals=None, image=None, maps: UsdMaps | None = None) -> None:
+def define_stage(layer_path, vertices, faces, uvs=None, normals=None, image=None, maps: UsdMaps | None = None,
+                 quad_pairs: int = 0) -> None:
     """Write the stage of the module doc to ``layer_path`` from y-up ``vertices`` in metres; ``image`` is the
     texture's file name beside it (None: the plain material); ``maps``: the material's other files
-    (``material_files``)."""
+    (``material_files``); ``quad_pairs``: the leading triangle pairs that are quads (``quads.merge_pairs``)."""
     from pxr import Gf, Kind, Sdf, Usd, UsdGeom, UsdShade, Vt
     stage = Usd.Stage.CreateNew(os.fspath(layer_path))
     UsdGeom.SetStageUpAxis(stage, UsdGeom.Tokens.y)
@@ -115,8 +118,13 @@ def define_stage(layer_path, vertices, faces, uvs=None, normals=None, image=None
     f = np.ascontiguousarray(faces, dtype=np.int32).reshape(-1, 3)
     mesh = UsdGeom.Mesh.Define(stage, MESH)
     mesh.CreatePointsAttr(Vt.Vec3fArray.FromNumpy(v))
-    mesh.CreateFaceVertexCountsAttr(Vt.IntArray.FromNumpy(np.full(len(f), 3, dtype=np.int32)))
-    mesh.CreateFaceVertexIndicesAttr(Vt.IntArray.FromNumpy(f.ravel()))
+    if quad_pairs:
+        from ..quads.triangulate import merge_pairs
+        counts, flat = (a.astype(np.int32) for a in merge_pairs(f, quad_pairs))
+    else:
+        counts, flat = np.full(len(f), 3, dtype=np.int32), f.ravel()
+    mesh.CreateFaceVertexCountsAttr(Vt.IntArray.FromNumpy(counts))
+    mesh.CreateFaceVertexIndicesAttr(Vt.IntArray.FromNumpy(np.ascontiguousarray(flat)))
     mesh.CreateSubdivisionSchemeAttr(UsdGeom.Tokens.none)
     mesh.CreateExtentAttr(Vt.Vec3fArray([Gf.Vec3f(*map(float, v.min(axis=0))), Gf.Vec3f(*map(float, v.max(axis=0)))]))
     if maps is not None and maps.double_sided:

@@ -44,3 +44,35 @@ def quads_from_pairs(triangles: np.ndarray, quad_count: int) -> np.ndarray:
     quads = np.asarray(out, np.int64).reshape(-1, 4)
     rest4 = np.concatenate([rest, np.full((len(rest), 1), -1)], axis=1)
     return np.concatenate([quads, rest4], axis=0)
+
+
+def merge_pairs(triangles: np.ndarray, quad_count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(face sizes, flat corner indices) with each leading pair that shares an edge written as one quad.
+
+    A pair whose diagonal was cut (a UV seam or a normal crease gave its two triangles their own copies of the
+    diagonal's corners) stays two triangles: the file stays exact, the quad share it reports is what it holds.
+    """
+    tris = np.asarray(triangles, np.int64).reshape(-1, 3)
+    pairs = min(int(quad_count), len(tris) // 2)
+    sizes, flat = [], []
+    for i in range(pairs):
+        t0, t1 = tris[2 * i].tolist(), tris[2 * i + 1].tolist()
+        extra = [v for v in t1 if v not in t0]
+        quad = None
+        if len(extra) == 1 and len(set(t0)) == 3:
+            for k in range(3):
+                u, w = t0[k], t0[(k + 1) % 3]
+                # t1 holds the shared edge the other way round when both wind alike
+                if u in t1 and w in t1 and t1[(t1.index(w) + 1) % 3] == u:
+                    quad = t0[:k + 1] + extra + t0[k + 1:]
+                    break
+        if quad is None:
+            sizes += [3, 3]
+            flat += t0 + t1
+        else:
+            sizes.append(4)
+            flat += quad
+    rest = tris[2 * pairs:]
+    sizes += [3] * len(rest)
+    flat += rest.ravel().tolist()
+    return np.asarray(sizes, np.int64), np.asarray(flat, np.int64)
