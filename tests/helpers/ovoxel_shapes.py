@@ -56,11 +56,18 @@ def sdf_ovoxel(sdf, res: int = 64, attributes=pattern) -> MeshWithVoxel:
     voxel's one-voxel margin), edge flags where an edge's two corners differ. ``attributes(world points)`` -> [N, C]."""
     n = res + 1
     idx = torch.arange(n)
-    corners = torch.stack(torch.meshgrid(idx, idx, idx, indexing="ij"), -1).reshape(-1, 3)
-    inside = (sdf(corners.double() / res - 0.5) < 0).reshape(n, n, n)
+    plane = torch.stack(torch.meshgrid(idx, idx, indexing="ij"), -1).reshape(-1, 2).double() / res - 0.5
+    inside = torch.empty(n, n, n, dtype=torch.bool)
+    for x in range(n):                      # slab by slab: a 512^3 grid's corners at once would not fit
+        p = torch.cat([torch.full_like(plane[:, :1], x / res - 0.5), plane], 1)
+        inside[x] = (sdf(p) < 0).reshape(n, n)
     # a voxel is on the surface where its 8 corners disagree
-    cube = torch.stack([inside[a:a + res, b:b + res, c:c + res] for a in (0, 1) for b in (0, 1) for c in (0, 1)])
-    mixed = cube.any(0) & ~cube.all(0)
+    views = [inside[a:a + res, b:b + res, c:c + res] for a in (0, 1) for b in (0, 1) for c in (0, 1)]
+    some, every = views[0].clone(), views[0].clone()
+    for view in views[1:]:
+        some |= view
+        every &= view
+    mixed = some & ~every
     coords = torch.nonzero(mixed)
     centre = (coords.double() + 0.5) / res - 0.5
     surface = _project(sdf, centre)
