@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +172,22 @@ def test_a_look_from_a_photo_without_v1_names_the_family_that_can(inputs, tiny_t
         with pytest.raises(ValueError, match="needs a TRELLIS v1 image model.*model_family trellis2 makes one with "
                                              "PBR materials here"):
             runner.submit_variant(str(inputs["glb"]), image=str(inputs["image"]))
+
+
+def test_a_trellis2_look_is_cancelled_while_its_texture_flow_samples(inputs, tiny_trellis2_dir, tmp_path, monkeypatch):
+    from desktop.jobs import JobState
+    from desktop.settings import GenerationSettings
+
+    monkeypatch.setenv(RESOLUTION_ENV, "32")
+    settings = GenerationSettings(slat_steps=500, texture_size=64, formats=("glb",))
+    with JobRunner(tiny_trellis2_dir, tmp_path / "out", device="cpu", recover=False) as runner:
+        job = runner.submit_variant(str(inputs["glb"]), settings, image=str(inputs["image"]), family="trellis2")
+        deadline = time.time() + 120
+        while job.progress.stage != "tex_slat" and job.state not in JobState.FINISHED and time.time() < deadline:
+            time.sleep(0.01)
+        assert job.progress.stage == "tex_slat", (job.state, job.progress, job.error)
+        assert job.progress.label == "Sampling the texture"
+        assert runner.cancel(job.id)
+        job.wait(60)
+        assert job.state == JobState.CANCELLED and job.error_kind == "cancelled", (job.state, job.error)
+        assert not (Path(job.out_dir) / "model.glb").exists()
