@@ -2,7 +2,8 @@
 folder: `python -m desktop retexture MESH --image IMG --model-family trellis2` (in-process) writes a GLB whose
 positions, faces and UVs equal the input's, with base-colour and metallic-roughness textures, that the Khronos
 validator passes and Blender imports with the maps wired to its Principled BSDF; the runner refuses what a family
-cannot make (a prompt with TRELLIS.2, a family not installed) in words; OBJ and PLY inputs keep their mesh too."""
+cannot make (a prompt with TRELLIS.2, a family not installed) in words; the OBJ and USDZ files carry the PBR maps
+too; an OBJ input keeps its mesh; --new-mesh asks for a new atlas; cancel stops the texture flow."""
 import json
 import os
 import shutil
@@ -21,9 +22,10 @@ from desktop.jobs.trellis2_looks import RESOLUTION_ENV
 from tests.helpers.gltf import glb_json, validate_gltf
 from tests.helpers.images import rgba_blob
 from tests.helpers.looks import glb_attribute, uv_sphere
+from tests.helpers.usd import usd_problems
 
 # A 32^3 grid, one flow step and a 64 px texture: seconds on a CPU.
-CHEAP = ["--device", "cpu", "--steps", "1", "--texture-size", "64", "--formats", "glb,obj", "-q"]
+CHEAP = ["--device", "cpu", "--steps", "1", "--texture-size", "64", "--formats", "glb,obj,usdz", "-q"]
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +193,16 @@ def test_a_trellis2_look_is_cancelled_while_its_texture_flow_samples(inputs, tin
         job.wait(60)
         assert job.state == JobState.CANCELLED and job.error_kind == "cancelled", (job.state, job.error)
         assert not (Path(job.out_dir) / "model.glb").exists()
+
+
+def test_the_usdz_has_the_models_faces_and_its_pbr_maps_wired(looked, inputs):
+    from pxr import Usd, UsdGeom, UsdShade
+
+    stage = Usd.Stage.Open(str(looked / "model.usdz"))
+    mesh = UsdGeom.Mesh(stage.GetPrimAtPath("/Model/Mesh"))
+    assert len(mesh.GetFaceVertexCountsAttr().Get()) == len(inputs["f"])
+    surface = next(UsdShade.Shader(p) for p in stage.Traverse()
+                   if p.GetTypeName() == "Shader" and UsdShade.Shader(p).GetIdAttr().Get() == "UsdPreviewSurface")
+    fed = {i.GetBaseName(): [str(c.source.GetPath()) for c in i.GetConnectedSources()[0]] for i in surface.GetInputs()}
+    assert fed["diffuseColor"] and fed["metallic"] and fed["metallic"] == fed["roughness"] != fed["diffuseColor"]
+    assert [p for p in usd_problems(stage) if p[0] == "Error"] == []
