@@ -16,11 +16,13 @@ import numpy as np
 
 from .normals import DEFAULT_CREASE_ANGLE
 
-__all__ = ["DEFAULT_TEXTURE_SIZE", "BAKE_MODES", "ExportOptions", "PbrOptions", "DEFAULT_TARGET_FACES",
+__all__ = ["DEFAULT_TEXTURE_SIZE", "BAKE_MODES", "TOPOLOGIES", "ExportOptions", "PbrOptions", "DEFAULT_TARGET_FACES",
            "MAX_HOLE_PERIMETER", "GPU_OBSERVATIONS", "CPU_OBSERVATIONS", "observation_settings", "mesh_arrays"]
 
 DEFAULT_TEXTURE_SIZE = 1024     # texels per side of v1's baked texture (the reference's to_glb), ExportOptions'
 BAKE_MODES = ("fast", "opt")
+# The exported mesh's faces: the clean-up's triangles, or a quad remesh of that surface (quads.bake).
+TOPOLOGIES = ("triangles", "quads")
 DEFAULT_TARGET_FACES = 500_000  # an O-Voxel's decimation target (a face count: the reference app's), PbrOptions'
 MAX_HOLE_PERIMETER = 0.03       # world units (the object spans 1): the O-Voxel holes closed, as the reference does
 
@@ -54,6 +56,11 @@ def within_destination(n_faces: int, simplify: float, target_faces: Optional[int
     return most
 
 
+def check_topology(topology: str) -> None:
+    if topology not in TOPOLOGIES:
+        raise ValueError(f"unknown topology {topology!r} (use one of {TOPOLOGIES})")
+
+
 @dataclass(frozen=True)
 class ExportOptions(OptionRecord):
     """How a TRELLIS result is exported: the reference's ``to_glb`` arguments, then ours. ``to_glb`` / ``to_obj``
@@ -84,10 +91,12 @@ class ExportOptions(OptionRecord):
     destination: Optional[str] = None      # report.DESTINATION_LIMITS' name: the faces kept within its limit
     crease_angle: Optional[float] = DEFAULT_CREASE_ANGLE   # normals split at sharper edges (degrees); None: none
     normal_map: bool = False               # also bake a tangent-space normal map from the dense mesh
+    topology: str = "triangles"            # TOPOLOGIES; "quads": target_faces counts quads (no normal map yet)
 
     def __post_init__(self):
         if self.bake_mode not in BAKE_MODES:
             raise ValueError(f"unknown bake_mode {self.bake_mode!r} (use 'fast' or 'opt')")
+        check_topology(self.topology)
 
     def face_target(self, n_faces: int) -> Optional[int]:
         """The clean-up's ``target_faces`` for a mesh of ``n_faces`` faces: ``target_faces`` (None: ``simplify``'s
@@ -118,8 +127,10 @@ class PbrOptions(OptionRecord):
     uv_method: str = "auto"                # as ExportOptions' (uv.unwrap.unwrap_uv)
     uv_time_budget_s: float = 10.0         # the UV layouts' budget before the chart-layout fallback
     verbose: bool = False                  # each step's seconds printed
+    topology: str = "triangles"            # TOPOLOGIES; "quads": target_faces counts quads
 
     def __post_init__(self):
+        check_topology(self.topology)
         if int(self.texture_size) < 8:
             raise ValueError(f"texture_size must be at least 8 (got {self.texture_size})")
         if self.target_faces is not None and int(self.target_faces) < 1:

@@ -298,6 +298,9 @@ def bake_textured_mesh(app_rep, mesh, options: ExportOptions | None = None, *, p
     inpainting and its observed-texel mask). ``simplified``: a ``cleanup.decimate.BackgroundSimplify`` of this mesh
     started earlier (``job.ExportJob`` starts it)."""
     o = ExportOptions.given(options, **kwargs)
+    if o.topology == "quads":
+        from .quads.bake import bake_quads
+        return bake_quads(app_rep, mesh, o, progress=progress, cancel=cancel)
     if o.normal_map and o.crease_angle is None:
         raise ValueError("normal_map=True needs vertex normals (crease_angle=None writes none)")
     run = _Run(app_rep, o, progress, cancel, {"seconds": {}})

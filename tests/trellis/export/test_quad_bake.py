@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from trellis.export.quads import read_polygon_obj
-from trellis.export.quads.bake import bake_ovoxel_quads, bake_quads
+from trellis.export import ExportOptions, PbrOptions, bake_ovoxel, bake_textured_mesh
 
 from tests.helpers.asset import make_gaussians, make_mesh, pattern
 from tests.helpers.ovoxels import voxel_sphere
@@ -13,8 +13,8 @@ def test_v1_quads_carry_a_baked_colour_texture(tmp_path):
     import torch
     v, f = make_mesh(3)
     gaussians = make_gaussians(v, f, n=8000)
-    textured = bake_quads(gaussians, (v, f), target_faces=400, texture_size=64, nviews=8, render_resolution=128,
-                          fill_holes=False)
+    textured = bake_textured_mesh(gaussians, (v, f), topology="quads", target_faces=400, texture_size=64, nviews=8,
+                                  render_resolution=128, fill_holes=False)
     report = textured.info["quads"]
     assert report["quad_share"] >= 0.95 and abs(report["faces_made"] - 400) <= 40
     assert report["non_manifold_edges"] == 0 and report["boundary_edges"] == 0
@@ -40,7 +40,8 @@ def test_v1_quads_carry_a_baked_colour_texture(tmp_path):
 
 
 def test_trellis2_quads_carry_pbr_maps(tmp_path):
-    textured = bake_ovoxel_quads(voxel_sphere(32, cap=None), target_faces=300, texture_size=64, normal_map=False)
+    textured = bake_ovoxel(voxel_sphere(32, cap=None), topology="quads", target_faces=300, texture_size=64,
+                           normal_map=False)
     report = textured.info["quads"]
     assert report["quad_share"] >= 0.95 and abs(report["faces_made"] - 300) <= 30
     assert report["non_manifold_edges"] == 0 and report["boundary_edges"] == 0
@@ -48,3 +49,10 @@ def test_trellis2_quads_carry_pbr_maps(tmp_path):
     _, polygons = read_polygon_obj(textured.save(str(tmp_path / "t2.obj")))
     quads = sum(len(p) == 4 for p in polygons)
     assert 0.8 * report["quads"] <= quads <= textured.info["textured_quads"]
+
+
+def test_topology_is_checked():
+    for record in (ExportOptions, PbrOptions):
+        assert record().topology == "triangles"
+        with pytest.raises(ValueError, match="topology"):
+            record(topology="hexes")

@@ -43,6 +43,9 @@ def bake_ovoxel(mesh, options: PbrOptions | None = None, *, progress: Progress =
     o = PbrOptions.given(options, **changes)
     if mesh.attrs is None:
         raise ValueError("this O-Voxel mesh has no attributes (run the texture decoder before exporting)")
+    if o.topology == "quads":
+        from ..quads.bake import bake_ovoxel_quads
+        return bake_ovoxel_quads(mesh, o, progress=progress, cancel=cancel)
     info: dict = {"seconds": {}}
     clock = [time.perf_counter()]
 

@@ -85,6 +85,8 @@ def bake_quads(app_rep, mesh, options: ExportOptions | None = None, *, target_fa
     quad_mesh = _remeshed(v_np, f_np, target, feature_angle, info, cancel)
     v, f, uv, pairs = unwrap_quads(quad_mesh, o.texture_size, o.uv_method, o.uv_time_budget_s, cancel, info)
     check(cancel)
+    if o.normal_map:
+        info.setdefault("warnings", []).append("no normal map on a quad mesh yet: the file has the colour texture")
     views = dataclasses.replace(o, normal_map=False)
     texture = bake_uv_mesh(app_rep, v, f, uv, views, progress=progress, cancel=cancel, info=info)
     info["faces"] = int(len(f))
