@@ -252,6 +252,13 @@ ROWS: tuple = (
             ui=Ui("output", "Target triangles (0: use Simplify)", preset=False,
                   info="a triangle budget for the file, e.g. 50000 (games, web), used instead of Simplify's share"),
             cli=Cli("--target-faces")),
+    Setting("topology", "choice", "triangles", "faces of the mesh files: triangles, or quads (a quad remesh of the "
+            "surface with its texture baked again: OBJ and USDZ keep the quads, the GLB holds them as triangle "
+            "pairs; Target triangles then counts quads)", choices=("triangles", "quads"), export=True,
+            ui=Ui("output", "Topology", preset=False, labels=(("Triangles", "triangles"), ("Quads (for rigging, "
+                                                                                           "sculpting)", "quads")),
+                  info="quads: an even quad mesh artists can edit; the OBJ keeps the quads"),
+            cli=Cli("--topology")),
     Setting("normal_map", "bool", False, "bake a tangent-space normal map from the dense mesh into the GLB (the "
             "detail the decimation removed)", presets={"high": True}, destinations={"game": True}, export=True,
             ui=Ui("output", "Normal map (GLB)", info="the fine detail the simplification removed, as a normal map: "

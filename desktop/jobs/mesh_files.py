@@ -44,7 +44,7 @@ def export_options(settings: GenerationSettings):
     return ExportOptions(simplify=settings.simplify, fill_holes=settings.fill_holes,
                          texture_size=settings.texture_size, bake_mode=settings.bake_mode, nviews=settings.bake_views,
                          render_resolution=settings.bake_resolution, target_faces=settings.target_faces,
-                         destination=destination(settings),
+                         destination=destination(settings), topology=settings.topology,
                          normal_map=settings.normal_map and "glb" in settings.formats and not settings.geometry_only)
 
 

@@ -115,7 +115,7 @@ def pbr_options(settings: GenerationSettings):
     # the PLY's vertex colours and the preview's material come from the texture too
     textured = textured_files(settings) or bool({"ply", "mp4"} & set(settings.formats))
     return PbrOptions(target_faces=settings.target_faces, simplify=settings.simplify,
-                      destination=destination(settings),
+                      destination=destination(settings), topology=settings.topology,
                       texture_size=settings.texture_size if textured else UNSEEN_TEXTURE,
                       normal_map=textured and settings.normal_map and "glb" in settings.formats
                       and not settings.geometry_only)

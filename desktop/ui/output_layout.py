@@ -7,7 +7,7 @@ from .values import page_lines
 # (sub-heading, its lines of setting names): a line of two is one row of the page.
 OUTPUT_SECTIONS = (
     ("Destination and formats", (("destination",), ("formats",))),
-    ("Mesh", (("target_faces", "simplify"), ("fill_holes", "print_ready"), ("lods", "draco"))),
+    ("Mesh", (("target_faces", "simplify"), ("topology",), ("fill_holes", "print_ready"), ("lods", "draco"))),
     ("Texture", (("geometry_only", "normal_map"), ("texture_size", "texture_format"), ("bake_views", "bake_resolution"),
                  ("bake_mode",))),
     ("Placement", (("height", "pivot"), ("up", "units"))),

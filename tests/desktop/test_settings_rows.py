@@ -248,6 +248,6 @@ def test_one_flag_block_for_every_command():
     assert block(cli.build_parser()) == block(retexture.build_parser()) == block(command.build_parser())
     flags = re.findall(r"^  (--[a-z-]+)", block(cli.build_parser()), re.M)
     assert flags == ["--preset", "--settings", "--seed", "--steps", "--pipeline-type", "--simplify", "--texture-size", "--destination",
-                     "--formats", "--target-faces", "--normal-map", "--height", "--pivot", "--up", "--units",
+                     "--formats", "--target-faces", "--topology", "--normal-map", "--height", "--pivot", "--up", "--units",
                      "--geometry-only", "--texture-format", "--draco", "--lods", "--print-ready",
                      "--no-background-removal", "--vram-budget", "--keep-mesh", "--text-size", "--set"]
