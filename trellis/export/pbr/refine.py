@@ -11,22 +11,25 @@ count rises only around thin walls and folds). Each round is a few sorts on the 
 """
 from __future__ import annotations
 
+import numpy as np
+import scipy.sparse as sp
 import torch
+from scipy.sparse.csgraph import connected_components
 
 from ...core.callbacks import check
 from .cluster import clustered_faces, representatives
 from .manifold import edge_use
 from .sorting import first_of_each, unique_inverse
 
-__all__ = ["MAX_ROUNDS", "refine_clusters", "refine_to_faces"]
+__all__ = ["MAX_ROUNDS", "pieces_in_cell_torch", "pieces_in_cell", "refine_clusters", "refine_to_faces"]
 
 # Rounds of splitting at most (each halves the cells at the bad edges; six take a cell of 8 voxels to a vertex each).
 MAX_ROUNDS = 12
 
 
-def _connected_in_cell(key, edges):
+def pieces_in_cell_torch(key: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     """Per vertex the smallest vertex index of its piece: the vertices joined by dense edges within one cell
-    (min-label propagation with pointer jumping, vectorised)."""
+    (same ``key``), by min-label propagation with pointer jumping."""
     same = key[edges[:, 0]] == key[edges[:, 1]]
     a, b = edges[same, 0], edges[same, 1]
     comp = torch.arange(key.shape[0], device=key.device)
@@ -39,6 +42,18 @@ def _connected_in_cell(key, edges):
         comp = new
 
 
+def pieces_in_cell(key: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """``pieces_in_cell_torch``'s pieces (numbered differently: one id per piece) by scipy's connected components on
+    the CPU."""
+    if key.device.type != "cpu":
+        return pieces_in_cell_torch(key, edges)
+    same = (key[edges[:, 0]] == key[edges[:, 1]]).numpy()
+    e = edges.numpy()[same]
+    n = key.shape[0]
+    graph = sp.coo_matrix((np.ones(len(e), dtype=np.int8), (e[:, 0], e[:, 1])), shape=(n, n))
+    return torch.from_numpy(connected_components(graph, directed=False)[1].astype(np.int64))
+
+
 def _labels(v, edges, level, alone, cell, origin):
     """(cluster per vertex, count, each cluster's cell side [C,1] float64, whether it is one vertex [C])."""
     size = cell / torch.pow(2.0, level.double())
@@ -47,7 +62,7 @@ def _labels(v, edges, level, alone, cell, origin):
     key = ((level * dims + ijk[:, 0]) * dims + ijk[:, 1]) * dims + ijk[:, 2]
     key = torch.where(alone, -1 - torch.arange(v.shape[0], device=v.device), key)
     # the two sides of a wall thinner than the cell share it but no edge inside it: separate clusters
-    _, label = unique_inverse(_connected_in_cell(key, edges))
+    _, label = unique_inverse(pieces_in_cell(key, edges))
     n = int(label.max()) + 1 if label.numel() else 0
     side = torch.zeros(n, 1, dtype=torch.float64, device=v.device).index_put_((label,), size[:, None])
     single = torch.zeros(n, dtype=torch.bool, device=v.device).index_put_((label,), alone)

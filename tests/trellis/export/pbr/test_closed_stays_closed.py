@@ -82,3 +82,14 @@ def test_edge_counts_of_a_tetrahedron_and_its_variants():
     assert edge_counts(tet[:3]) == {"boundary_edges": 3, "nonmanifold_edges": 0}
     fin = np.concatenate([tet, [[0, 1, 4]]])
     assert edge_counts(torch.as_tensor(fin)) == {"boundary_edges": 2, "nonmanifold_edges": 1}
+
+
+def test_pieces_in_cell_twins_agree():
+    """The scipy pieces and their PyTorch twin split the cells alike (one id per piece, numbered differently)."""
+    from trellis.export.pbr.refine import pieces_in_cell, pieces_in_cell_torch
+    v, f = dense_mesh(shape("cup"))
+    key = torch.floor((v - v.amin(0)) / (4.0 * shape("cup").voxel_size)).long() @ torch.tensor([1 << 20, 1 << 10, 1])
+    edges = torch.unique(torch.sort(f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), dim=1)[0], dim=0)
+    a, b = pieces_in_cell(key, edges), pieces_in_cell_torch(key, edges)
+    pairs = torch.unique(torch.stack([a, b], 1), dim=0)
+    assert len(pairs) == len(torch.unique(a)) == len(torch.unique(b)) > len(torch.unique(key))
