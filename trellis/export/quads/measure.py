@@ -117,6 +117,31 @@ def distance_to_mesh(points: np.ndarray, vertices: np.ndarray, tris: np.ndarray)
                                    vertices[t[..., 2]]).min(axis=1)
 
 
+def closest_points(points: np.ndarray, vertices: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Each point's closest point on the triangles nearest it (by centroid, as ``distance_to_mesh``)."""
+    centroids = vertices[tris].mean(axis=1)
+    k = min(CANDIDATES, len(tris))
+    _, idx = cKDTree(centroids).query(points, k=k)
+    t = tris[np.asarray(idx).reshape(len(points), k)]
+    a, b, c = vertices[t[..., 0]], vertices[t[..., 1]], vertices[t[..., 2]]
+    p = points[:, None, :]
+    n = np.cross(b - a, c - a)
+    nn = np.einsum("...k,...k", n, n)
+    inside = nn > 1e-40
+    for u, w in ((a, b), (b, c), (c, a)):
+        inside &= np.einsum("...k,...k", np.cross(w - u, p - u), n) >= 0
+    on_plane = p - n * (np.einsum("...k,...k", p - a, n) / np.maximum(nn, 1e-40))[..., None]
+    best = np.where(inside[..., None], on_plane, a)
+    for u, w in ((a, b), (b, c), (c, a)):
+        uw = w - u
+        s = np.clip(np.einsum("...k,...k", p - u, uw) / np.maximum(np.einsum("...k,...k", uw, uw), 1e-30), 0, 1)
+        q = u + s[..., None] * uw
+        closer = ~inside & (np.linalg.norm(p - q, axis=-1) < np.linalg.norm(p - best, axis=-1))
+        best = np.where(closer[..., None], q, best)
+    pick = np.linalg.norm(p - best, axis=-1).argmin(axis=1)
+    return best[np.arange(len(points)), pick]
+
+
 def hausdorff_share(vertices_a, faces_a, vertices_b, faces_b, samples: int = 20000) -> float:
     """Symmetric Hausdorff distance between two surfaces (sampled), over the diagonal of B's bounding box."""
     va, vb = np.asarray(vertices_a, np.float64), np.asarray(vertices_b, np.float64)

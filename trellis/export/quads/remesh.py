@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .measure import QuadReport, measure_quads
+from .measure import QuadReport, closest_points, edge_counts, measure_quads
 
 # Pure-quad mode extracts a quad-dominant mesh and splits every face of it once: about four faces per one asked.
 PURE_QUAD_SPLIT = 4
@@ -105,12 +105,27 @@ def _run_instant_meshes(vertices, faces, ask: int, crease_angle, boundaries: boo
     return QuadMesh(out_v.astype(np.float32), polygons_to_quads(polygons))
 
 
+def _cleaner(mesh: QuadMesh, vertices, faces, ask: int, crease_angle, boundaries: bool, pure_quad: bool) -> QuadMesh:
+    """``mesh``, or where it has non-manifold edges or holes the source lacks, a run without feature lines when
+    that one is cleaner: the feature lines' extraction is what occasionally tears the quad graph."""
+    source_holes = edge_counts(faces)[1]
+    non_manifold, holes = edge_counts(mesh.faces)
+    if crease_angle is None or (non_manifold == 0 and holes <= source_holes):
+        return mesh
+    other = _run_instant_meshes(vertices, faces, ask, None, boundaries, pure_quad)
+    other_non_manifold, other_holes = edge_counts(other.faces)
+    if (other_non_manifold, max(other_holes - source_holes, 0)) < (non_manifold, holes - source_holes):
+        return other
+    return mesh
+
+
 def remesh_quads(vertices, faces, target_faces: int, *, crease_angle: float | None = DEFAULT_CREASE_ANGLE,
                  boundaries: bool = True, pure_quad: bool = True, hausdorff_samples: int = 20000) -> QuadRemesh:
     """Remesh a triangle mesh to about ``target_faces`` quads (all quads with ``pure_quad``, else quad-dominant).
 
     ``crease_angle``: edges sharper than this (degrees) are kept as feature lines; None ignores features.
-    ``boundaries``: the quad field follows open boundaries, which stay where they are.
+    ``boundaries``: the quad field follows open boundaries, which stay where they are. A result torn where the
+    source is not (non-manifold edges, new holes) is made again without feature lines when that is cleaner.
     """
     vertices = np.asarray(vertices, np.float64)
     faces = np.asarray(faces, np.int64)
@@ -129,6 +144,10 @@ def remesh_quads(vertices, faces, target_faces: int, *, crease_angle: float | No
                                      boundaries, pure_quad)
         if abs(len(second.faces) - target) < abs(made - target):
             mesh = second
+    mesh = _cleaner(mesh, vertices, faces, ask, crease_angle, boundaries, pure_quad)
+    # pure-quad mode's split puts new corners on chords of the surface: set every corner back onto it
+    snapped = closest_points(mesh.vertices.astype(np.float64), vertices, faces)
+    mesh = QuadMesh(snapped.astype(np.float32), mesh.faces)
     seconds = time.perf_counter() - start
     report = measure_quads(mesh.vertices, mesh.faces, vertices, faces, target, seconds=seconds,
                            samples=hausdorff_samples)
