@@ -60,5 +60,6 @@ for mat in bpy.data.materials:
     out["materials"].append(entry)
 for obj in bpy.data.objects:
     if obj.type == "MESH":
-        out["meshes"].append({"faces": len(obj.data.polygons), "uv_maps": [uv.name for uv in obj.data.uv_layers]})
+        out["meshes"].append({"faces": len(obj.data.polygons), "uv_maps": [uv.name for uv in obj.data.uv_layers],
+                              "quads": sum(len(p.vertices) == 4 for p in obj.data.polygons)})
 print("INSPECT " + json.dumps(out))
