@@ -18,9 +18,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from realistic_objects import prepare_source  # noqa: E402
+from realistic_objects import prepare_source
 
-from trellis.export.quads import edge_counts, remesh_quads  # noqa: E402
+from trellis.export.quads import edge_counts, remesh_quads
 
 
 def main(argv=None) -> int:

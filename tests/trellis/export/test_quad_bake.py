@@ -2,11 +2,10 @@
 import numpy as np
 import pytest
 
-from trellis.export.quads import read_polygon_obj
-from trellis.export import ExportOptions, PbrOptions, bake_ovoxel, bake_textured_mesh
-
 from tests.helpers.asset import make_gaussians, make_mesh, pattern
 from tests.helpers.ovoxels import voxel_sphere
+from trellis.export import ExportOptions, PbrOptions, bake_ovoxel, bake_textured_mesh
+from trellis.export.quads import read_polygon_obj
 
 
 def test_v1_quads_carry_a_baked_colour_texture(tmp_path):

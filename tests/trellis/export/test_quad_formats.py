@@ -4,12 +4,17 @@ import numpy as np
 import pytest
 import trimesh
 
-from trellis.export.formats.quad_files import obj_with_quads
-from trellis.export.quads import GLTF_EXTRAS_KEY, quads_from_pairs, read_polygon_obj, remesh_quads, triangulate_quads
-from trellis.export.textured import TexturedMesh
-
 from tests.helpers.gltf import glb_json, validate_gltf
 from tests.helpers.usd import usd_problems
+from trellis.export.formats.quad_files import obj_with_quads
+from trellis.export.quads import (
+    GLTF_EXTRAS_KEY,
+    quads_from_pairs,
+    read_polygon_obj,
+    remesh_quads,
+    triangulate_quads,
+)
+from trellis.export.textured import TexturedMesh
 
 
 @pytest.fixture(scope="module")

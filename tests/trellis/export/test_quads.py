@@ -3,8 +3,14 @@ import numpy as np
 import pytest
 import trimesh
 
-from trellis.export.quads import (edge_counts, hausdorff_share, quads_from_pairs, read_polygon_obj, remesh_quads,
-                                  triangulate_quads)
+from trellis.export.quads import (
+    edge_counts,
+    hausdorff_share,
+    quads_from_pairs,
+    read_polygon_obj,
+    remesh_quads,
+    triangulate_quads,
+)
 from trellis.export.quads.remesh import polygons_to_quads
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..quads.triangulate import GLTF_EXTRAS_KEY, merge_pairs
 
-__all__ = ["obj_with_quads", "glb_with_quad_extras"]
+__all__ = ["glb_with_quad_extras", "obj_with_quads"]
 
 GLB_MAGIC, JSON_CHUNK = 0x46546C67, 0x4E4F534A
 

@@ -2,8 +2,24 @@
 quad mesh as triangles for formats that have no quads."""
 from .measure import QuadReport, edge_counts, hausdorff_share, measure_quads
 from .remesh import QuadMesh, QuadRemesh, read_polygon_obj, remesh_quads
-from .triangulate import GLTF_EXTRAS_KEY, merge_pairs, quads_from_pairs, triangulate_quads
+from .triangulate import (
+           GLTF_EXTRAS_KEY,
+           merge_pairs,
+           quads_from_pairs,
+           triangulate_quads,
+)
 
-__all__ = ["remesh_quads", "QuadMesh", "QuadRemesh", "QuadReport", "measure_quads", "edge_counts",
-           "hausdorff_share", "read_polygon_obj", "triangulate_quads", "quads_from_pairs", "merge_pairs",
-           "GLTF_EXTRAS_KEY"]
+__all__ = [
+           "GLTF_EXTRAS_KEY",
+           "QuadMesh",
+           "QuadRemesh",
+           "QuadReport",
+           "edge_counts",
+           "hausdorff_share",
+           "measure_quads",
+           "merge_pairs",
+           "quads_from_pairs",
+           "read_polygon_obj",
+           "remesh_quads",
+           "triangulate_quads",
+]

@@ -24,7 +24,7 @@ from .remesh import DEFAULT_CREASE_ANGLE as FEATURE_ANGLE
 from .remesh import remesh_quads
 from .triangulate import merge_pairs, triangulate_quads
 
-__all__ = ["REMESH_INPUT_FACTOR", "quad_target", "unwrap_quads", "bake_quads", "bake_ovoxel_quads"]
+__all__ = ["REMESH_INPUT_FACTOR", "bake_ovoxel_quads", "bake_quads", "quad_target", "unwrap_quads"]
 
 # Triangles handed to the remesher per quad asked.
 REMESH_INPUT_FACTOR = 8
@@ -77,7 +77,7 @@ def bake_quads(app_rep, mesh, options: ExportOptions | None = None, *, target_fa
     o = ExportOptions.given(options, **changes)
     vertices, faces = mesh_arrays(mesh)
     target = int(target_faces) if target_faces is not None else quad_target(len(faces), o)
-    info: dict = {"seconds": {}, "input_faces": int(len(faces)), "topology": "quads"}
+    info: dict = {"seconds": {}, "input_faces": len(faces), "topology": "quads"}
     v_np, f_np = clean_mesh_for_export(vertices, faces, simplify=o.simplify, fill_holes=o.fill_holes,
                                        fill_holes_max_size=o.fill_holes_max_size, device=o.device,
                                        cancel=cancel, info=info.setdefault("cleanup", {}),
@@ -89,7 +89,7 @@ def bake_quads(app_rep, mesh, options: ExportOptions | None = None, *, target_fa
         info.setdefault("warnings", []).append("no normal map on a quad mesh yet: the file has the colour texture")
     views = dataclasses.replace(o, normal_map=False)
     texture = bake_uv_mesh(app_rep, v, f, uv, views, progress=progress, cancel=cancel, info=info)
-    info["faces"] = int(len(f))
+    info["faces"] = len(f)
     out = TexturedMesh(v, f, uv, texture, info)
     out.quad_pairs = pairs
     return out
@@ -128,7 +128,7 @@ def bake_ovoxel_quads(mesh, options: PbrOptions | None = None, *, target_faces: 
         info["normal_map"] = {"crease_angle": o.crease_angle, "source": "dense mesh, closest point"}
     maps = pbr_maps(textures.metallic_roughness, textures.alpha, mode, cutoff, double_sided=True,
                     tangents=textures.tangents)
-    info["faces"] = int(len(f))
+    info["faces"] = len(f)
     out = pbr_textured_mesh(v, f, uv, textures.base_color, info, textures.normal, maps, None)
     out.quad_pairs = pairs
     return out
