@@ -93,12 +93,15 @@ def test_stl_stays_triangles(quad_textured, tmp_path):
 
 def test_obj_pairs_cut_at_their_diagonal_stay_triangles(tmp_path):
     path = tmp_path / "cut.obj"
-    # a quad 0-1-2-3 whose second triangle has its own copies of the diagonal (a seam), then a real pair
-    path.write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nv 0 0 0\nv 1 1 0\nv 2 0 0\nv 2 1 0\n"
-                    "f 1 2 3\nf 5 6 4\nf 2 7 8\nf 2 8 3\n")
-    obj_with_quads(path, 2)
+    # a quad 0-1-2-3 whose second triangle has its own copies of the diagonal with other UVs (a seam), then a
+    # real pair, then a pair whose diagonal copies differ in their normals only (a crease): one quad
+    positions = "v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nv 0 0 0\nv 1 1 0\nv 2 0 0\nv 2 1 0\nv 2 1 0\nv 1 0 0\n"
+    uvs = "vt 0 0\nvt 1 0\nvt 1 1\nvt 0 1\nvt .5 .5\nvt .6 .6\nvt 2 0\nvt 2 1\nvt 2 1\nvt 1 0\n"
+    faces = "f 1/1 2/2 3/3\nf 5/5 6/6 4/4\nf 2/2 7/7 8/8\nf 2/2 8/8 3/3\nf 2/2 7/7 8/8\nf 10/10 9/9 3/3\n"
+    path.write_text(positions + uvs + faces)
+    obj_with_quads(path, 3)
     _, polygons = read_polygon_obj(str(path))
-    assert polygons == [[0, 1, 2], [4, 5, 3], [1, 6, 7, 2]]
+    assert polygons == [[0, 1, 2], [4, 5, 3], [1, 6, 7, 2], [1, 6, 7, 2]]
 
 
 def test_blender_imports_the_obj_as_quads(quad_textured, tmp_path):

@@ -13,7 +13,7 @@ import struct
 
 import numpy as np
 
-from ..quads.triangulate import GLTF_EXTRAS_KEY, merge_pairs
+from ..quads.triangulate import GLTF_EXTRAS_KEY, corner_keys, merge_pairs
 
 __all__ = ["glb_with_quad_extras", "obj_with_quads"]
 
@@ -22,7 +22,7 @@ GLB_MAGIC, JSON_CHUNK = 0x46546C67, 0x4E4F534A
 
 def obj_with_quads(path, quad_pairs: int) -> str:
     """Rewrite the ``f`` lines of the OBJ at ``path`` (one triangle a line, in face order) with its leading pairs
-    as quads where they share an edge; returns the path."""
+    as quads where they share an edge (the same positions and UVs); returns the path."""
     path = os.fspath(path)
     with open(path, encoding="ascii") as fh:
         lines = fh.read().split("\n")
@@ -30,12 +30,17 @@ def obj_with_quads(path, quad_pairs: int) -> str:
     if not face_rows or quad_pairs <= 0:
         return path
     corners = [lines[i].split()[1:] for i in face_rows]
-    # Each corner token (v/vt/vn) stands for one vertex: the writer gives all three the same index.
-    tokens, ids = np.unique(np.asarray(corners), return_inverse=True)
-    sizes, flat = merge_pairs(ids.reshape(-1, 3), quad_pairs)
+    # The writer gives a corner's v, vt and vn one index: the token stands for that vertex.
+    token_of = {int(t.split("/")[0]) - 1: t for row in corners for t in row}
+    tris = np.asarray([[int(t.split("/")[0]) - 1 for t in row] for row in corners], np.int64)
+    positions = [line.split()[1:4] for line in lines if line.startswith("v ")]
+    uvs = [line.split()[1:3] for line in lines if line.startswith("vt ")]
+    arrays = [np.asarray(positions, np.float64)] + ([np.asarray(uvs, np.float64)] if len(uvs) == len(positions) else [])
+    # copies of a corner made for its normals alone (a crease) still close a quad; those of a UV seam do not
+    sizes, flat = merge_pairs(tris, quad_pairs, corner_keys(*arrays))
     out, start = [], 0
     for size in sizes.tolist():
-        out.append("f " + " ".join(tokens[flat[start:start + size]].tolist()))
+        out.append("f " + " ".join(token_of[i] for i in flat[start:start + size].tolist()))
         start += size
     first, last = face_rows[0], face_rows[-1]
     kept = lines[:first] + [line for line in lines[first:last + 1] if not line.startswith("f ")] + lines[last + 1:]

@@ -120,7 +120,9 @@ def define_stage(layer_path, vertices, faces, uvs=None, normals=None, image=None
     mesh.CreatePointsAttr(Vt.Vec3fArray.FromNumpy(v))
     if quad_pairs:
         from ..quads.triangulate import merge_pairs
-        counts, flat = (a.astype(np.int32) for a in merge_pairs(f, quad_pairs))
+        from ..quads.triangulate import corner_keys
+        keys = corner_keys(v) if uvs is None else corner_keys(v, uvs)
+        counts, flat = (a.astype(np.int32) for a in merge_pairs(f, quad_pairs, keys))
     else:
         counts, flat = np.full(len(f), 3, dtype=np.int32), f.ravel()
     mesh.CreateFaceVertexCountsAttr(Vt.IntArray.FromNumpy(counts))

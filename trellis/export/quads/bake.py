@@ -22,7 +22,7 @@ from ...core.callbacks import check
 from ..options import ExportOptions, PbrOptions, mesh_arrays
 from .remesh import DEFAULT_CREASE_ANGLE as FEATURE_ANGLE
 from .remesh import remesh_quads
-from .triangulate import merge_pairs, triangulate_quads
+from .triangulate import corner_keys, merge_pairs, triangulate_quads
 
 __all__ = ["REMESH_INPUT_FACTOR", "bake_ovoxel_quads", "bake_quads", "quad_target", "unwrap_quads"]
 
@@ -51,7 +51,7 @@ def unwrap_quads(quad_mesh, texture_size: int, uv_method: str = "auto", time_bud
     if info is not None:
         info["uv_method"] = uv_info.get("method")
         # a chart seam through a quad's diagonal leaves it two triangles in the textured files
-        sizes, _ = merge_pairs(faces, quad_pairs)
+        sizes, _ = merge_pairs(faces, quad_pairs, corner_keys(v[vmap], uvs))
         info["textured_quads"] = int((sizes == 4).sum())
     return v[vmap], np.asarray(faces, np.int64), np.asarray(uvs, np.float32), quad_pairs
 

@@ -46,25 +46,37 @@ def quads_from_pairs(triangles: np.ndarray, quad_count: int) -> np.ndarray:
     return np.concatenate([quads, rest4], axis=0)
 
 
-def merge_pairs(triangles: np.ndarray, quad_count: int) -> tuple[np.ndarray, np.ndarray]:
-    """(face sizes, flat corner indices) with each leading pair that shares an edge written as one quad.
+def corner_keys(*arrays) -> np.ndarray:
+    """One id per vertex, equal where every array's row is equal (e.g. position and UV): copies of a corner that
+    differ only in what a file may vary per face (its normal) share an id."""
+    rows = np.concatenate([np.round(np.asarray(a, np.float64).reshape(len(a), -1), 6) for a in arrays], axis=1)
+    _, ids = np.unique(rows, axis=0, return_inverse=True)
+    return ids.reshape(-1)
 
-    A pair whose diagonal was cut (a UV seam or a normal crease gave its two triangles their own copies of the
-    diagonal's corners) stays two triangles: the file stays exact, the quad share it reports is what it holds.
+
+def merge_pairs(triangles: np.ndarray, quad_count: int, keys=None) -> tuple[np.ndarray, np.ndarray]:
+    """(face sizes, flat corner indices) with each leading pair that shares an edge written as one quad: its first
+    triangle's corners and the second's other corner.
+
+    ``keys`` (``corner_keys``; None: the indices themselves) say which corners are the same: a pair whose diagonal
+    was cut (a UV seam gave its triangles their own copies of the diagonal's corners) stays two triangles, so the
+    file stays exact and the quad share it reports is what it holds.
     """
     tris = np.asarray(triangles, np.int64).reshape(-1, 3)
+    ids = tris if keys is None else np.asarray(keys, np.int64)[tris]
     pairs = min(int(quad_count), len(tris) // 2)
     sizes, flat = [], []
     for i in range(pairs):
         t0, t1 = tris[2 * i].tolist(), tris[2 * i + 1].tolist()
-        extra = [v for v in t1 if v not in t0]
+        k0, k1 = ids[2 * i].tolist(), ids[2 * i + 1].tolist()
+        extra = [j for j in range(3) if k1[j] not in k0]
         quad = None
-        if len(extra) == 1 and len(set(t0)) == 3:
+        if len(extra) == 1 and len(set(k0)) == 3:
             for k in range(3):
-                u, w = t0[k], t0[(k + 1) % 3]
+                u, w = k0[k], k0[(k + 1) % 3]
                 # t1 holds the shared edge the other way round when both wind alike
-                if u in t1 and w in t1 and t1[(t1.index(w) + 1) % 3] == u:
-                    quad = t0[:k + 1] + extra + t0[k + 1:]
+                if u in k1 and w in k1 and k1[(k1.index(w) + 1) % 3] == u:
+                    quad = t0[:k + 1] + [t1[extra[0]]] + t0[k + 1:]
                     break
         if quad is None:
             sizes += [3, 3]
