@@ -30,7 +30,7 @@ def test_v1_quads_carry_a_baked_colour_texture(tmp_path):
     quads = sum(len(p) == 4 for p in polygons)
     # quads whose diagonal a UV seam crosses are written as their two triangles; the rest as quads
     assert quads == textured.info["textured_quads"] >= 0.8 * report["quads"]
-    # geometry only welds the UV seams: every quad comes back where no crease split cuts it
+    # geometry only welds the UV seams: every quad comes back
     _, polygons = read_polygon_obj(textured.save(str(tmp_path / "plain.obj"), geometry_only=True))
     assert sum(len(p) == 4 for p in polygons) == report["quads"]
 
