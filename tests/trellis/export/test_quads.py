@@ -82,3 +82,24 @@ def test_polygon_obj_reading_and_ngon_split(tmp_path):
     assert vertices.shape == (5, 3) and polygons == [[0, 1, 2, 3, 4], [0, 1, 2]]
     faces = polygons_to_quads(polygons)
     assert faces.tolist() == [[0, 1, 2, 3], [0, 3, 4, -1], [0, 1, 2, -1]]
+
+
+def test_a_quad_cut_by_a_seam_is_joined_where_its_triangle_fits():
+    from trellis.export.quads import merge_pairs
+    from trellis.export.quads.rejoin import rejoin_cut_quads
+    # a unit quad 0-1-2-3 whose second triangle (0, 2, 3) sits in its own chart (copies 4, 5, 6) far away in UV
+    v = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0], [1, 1, 0], [0, 1, 0]], np.float32)
+    uv = np.array([[.1, .1], [.3, .1], [.3, .3], [.1, .3], [.6, .6], [.8, .8], [.6, .8]], np.float32)
+    f = np.array([[0, 1, 2], [4, 5, 6]])
+    nv, nf, nuv, joined = rejoin_cut_quads(v, f, uv, 1, 64)
+    assert joined == 1
+    sizes, flat = merge_pairs(nf, 1)
+    assert sizes.tolist() == [4]
+    # the moved corner lands where the quad's own map puts it: (0, 1) -> (.1, .3)
+    assert np.allclose(nuv[nf[1]], [[.1, .1], [.3, .3], [.1, .3]], atol=1e-6)
+    # another chart just where the triangle would go: it stays where it was
+    v2 = np.concatenate([v, [[5, 5, 5], [6, 5, 5], [5, 6, 5]]]).astype(np.float32)
+    uv2 = np.concatenate([uv, [[.05, .32], [.2, .32], [.05, .45]]]).astype(np.float32)
+    f2 = np.array([[0, 1, 2], [4, 5, 6], [7, 8, 9]])
+    _, nf2, _, joined2 = rejoin_cut_quads(v2, f2, uv2, 1, 64)
+    assert joined2 == 0 and (nf2 == f2).all()

@@ -20,6 +20,7 @@ import numpy as np
 
 from ...core.callbacks import check
 from ..options import ExportOptions, PbrOptions, mesh_arrays
+from .rejoin import rejoin_cut_quads
 from .remesh import DEFAULT_CREASE_ANGLE as FEATURE_ANGLE
 from .remesh import remesh_quads
 from .triangulate import corner_keys, merge_pairs, triangulate_quads
@@ -48,12 +49,15 @@ def unwrap_quads(quad_mesh, texture_size: int, uv_method: str = "auto", time_bud
     uv_info: dict = {}
     _, faces, uvs, vmap = unwrap_uv(v, tris, time_budget_s=time_budget_s, cancel=cancel, texture_size=texture_size,
                                     method=uv_method, info=uv_info)
+    # quads a chart seam cut along their diagonal: the second triangle moved into the first one's chart where it fits
+    v, faces, uvs, joined = rejoin_cut_quads(v[vmap], faces, uvs, quad_pairs, texture_size)
     if info is not None:
         info["uv_method"] = uv_info.get("method")
-        # a chart seam through a quad's diagonal leaves it two triangles in the textured files
-        sizes, _ = merge_pairs(faces, quad_pairs, corner_keys(v[vmap], uvs))
+        info["quads_rejoined"] = joined
+        # a chart seam still through a quad's diagonal leaves it two triangles in the textured files
+        sizes, _ = merge_pairs(faces, quad_pairs, corner_keys(v, uvs))
         info["textured_quads"] = int((sizes == 4).sum())
-    return v[vmap], np.asarray(faces, np.int64), np.asarray(uvs, np.float32), quad_pairs
+    return v, np.asarray(faces, np.int64), np.asarray(uvs, np.float32), quad_pairs
 
 
 def _remeshed(vertices, faces, target: int, crease_angle, info: dict, cancel):
