@@ -2,7 +2,8 @@
 the base files (installer.weights), into the app's models folder where trellis.pipelines finds them by name:
 
     facebook/dinov3-vitl16-pretrain-lvd1689m -> models/dinov3-vitl16-pretrain-lvd1689m/  config.json, model.safetensors
-    microsoft/TRELLIS.2-4B                   -> models/TRELLIS.2-4B/  pipeline.json and every network it names
+    microsoft/TRELLIS.2-4B                   -> models/TRELLIS.2-4B/  pipeline.json and every network it names,
+                                                texturing_pipeline.json and the shape encoder it adds
     <owner>/TRELLIS-image-large/ckpts/<stem> -> models/TRELLIS-image-large/  the v1 structure decoder it borrows
                                                 (a base-install file, checked against weights_manifest.json)
 
@@ -145,11 +146,30 @@ def pipeline_file(models_dir: Path, endpoint: str, manifest: dict) -> WeightFile
                       models_dir / p["folder"] / "pipeline.json", None, headers=hf_headers(), verify=check)
 
 
+def texturing_file(models_dir: Path, endpoint: str, manifest: dict) -> WeightFile:
+    """texturing_pipeline.json: what TRELLIS.2 textures a user's own mesh with (its shape encoder besides the
+    image pipeline's texture networks)."""
+    p, t = manifest["pipeline"], manifest["texturing"]
+
+    def check(path: Path) -> str | None:
+        why = json_problem(path)
+        if why is not None:
+            return why
+        args = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(args.get("args", {}).get("models"), dict):
+            return f"is not a {t['name']} texturing_pipeline.json (no 'models' table)"
+        return None
+
+    return WeightFile(f"{p['folder']} {t['file']}", f"{p['folder']}/{t['file']}",
+                      hf_url(endpoint, p["repo"], p["revision"], t["file"]), models_dir / p["folder"] / t["file"],
+                      None, headers=hf_headers(), verify=check)
+
+
 def network_files(models_dir: Path, pipeline_json: dict, endpoint: str, manifest: dict,
-                  base_manifest: dict) -> list[WeightFile]:
+                  base_manifest: dict, conditioner: bool = True) -> list[WeightFile]:
     """Every network file pipeline.json names (its `models`), or WeightsError when it names one this app cannot
-    place or a conditioner other than the one it knows. `rembg_model` is never read: we remove backgrounds with
-    rembg's u2net (installer.weights), whatever the reference names there."""
+    place or (``conditioner``) a conditioner other than the one it knows. `rembg_model` is never read: we remove
+    backgrounds with rembg's u2net (installer.weights), whatever the reference names there."""
     p, args = manifest["pipeline"], pipeline_json.get("args", {})
     folder = models_dir / p["folder"]
     image_files = base_manifest["pipeline"]["files"]
@@ -180,7 +200,7 @@ def network_files(models_dir: Path, pipeline_json: dict, endpoint: str, manifest
                                     stem + ext), models_dir / name / (stem + ext), e["bytes"], e["sha256"],
                                     headers=hf_headers()))
     cond = (args.get("image_cond_model") or {}).get("args", {}).get("model_name")
-    if cond != manifest["conditioner"]["repo"]:
+    if conditioner and cond != manifest["conditioner"]["repo"]:
         raise WeightsError(f"{p['repo']}'s pipeline.json names the image encoder {cond!r}, not "
                            f"{manifest['conditioner']['repo']}: this app knows only that one.")
     return files
@@ -345,6 +365,16 @@ def ensure_trellis2(models_dir: Path, *, endpoint: str | None = None, token_file
         files = network_files(models_dir, json.loads(pipeline.dest.read_text(encoding="utf-8")), endpoint, manifest,
                               base_manifest)
         ensure(files, log=log, cache=cache, source_dir=source_dir, retries=retries, opener=opener, sleep=sleep,
+               stream=stream, hook=hook, headline=HEADLINE)
+        texturing = texturing_file(models_dir, endpoint, manifest)
+        ensure([texturing], log=log, cache=cache, source_dir=source_dir, retries=retries, opener=opener,
+               sleep=sleep, stream=stream, hook=hook, headline=HEADLINE)
+        # its other networks (the shape encoder); the image pipeline's texture networks are the same files
+        have = {wf.dest for wf in files}
+        extra = [wf for wf in network_files(models_dir, json.loads(texturing.dest.read_text(encoding="utf-8")),
+                                            endpoint, manifest, base_manifest, conditioner=False)
+                 if wf.dest not in have]
+        ensure(extra, log=log, cache=cache, source_dir=source_dir, retries=retries, opener=opener, sleep=sleep,
                stream=stream, hook=hook, headline=HEADLINE)
     except WeightsError as e:
         text = str(e)

@@ -201,8 +201,10 @@ def test_trellis2_only_with_a_token_the_hub_lets_in(tiny_trellis2_dir, tmp_path,
         sent = {p for p, a in server.auth if a == f"Bearer {GOOD}"}
         assert sent and all(p.startswith(DINO) for p in sent)          # the token went to DINOv3's files only
         fetched = {p for p, _ in server.requests}
-        assert fetched >= {p for p in t2_paths if "_enc_" not in p}
-        assert not any("_enc_" in p for p in fetched)                   # the training encoders are not fetched
+        shape_enc = "/ckpts/shape_enc_"             # texturing_pipeline.json's encoder: textures on a user's mesh
+        assert fetched >= {p for p in t2_paths if "_enc_" not in p or shape_enc in p}
+        assert any(p.endswith("/texturing_pipeline.json") for p in fetched)
+        assert not any("_enc_" in p and shape_enc not in p for p in fetched)   # the texture encoder: training only
         assert not any("rmbg" in p.lower() or "briaai" in p for p in fetched)   # pipeline.json's rembg_model: never
         saved = tmp_path / "user-hf" / "token"
         assert saved.read_text() == GOOD and str(saved) in said
@@ -215,6 +217,9 @@ def test_trellis2_only_with_a_token_the_hub_lets_in(tiny_trellis2_dir, tmp_path,
         from trellis.pipelines import Trellis2ImageTo3DPipeline
         pipeline = Trellis2ImageTo3DPipeline.from_pretrained(ready.model_dir)    # the loader finds all of it
         assert set(pipeline.models) >= {"sparse_structure_decoder", "tex_slat_flow_model_1024"}
+        from trellis.pipelines import Trellis2TexturingPipeline
+        texturing = Trellis2TexturingPipeline.from_pretrained(ready.model_dir)     # and the texturing one
+        assert "shape_slat_encoder" in texturing.models
 
         # A later start with --trellis2: all present and known good, nothing fetched again.
         n = len(server.requests)

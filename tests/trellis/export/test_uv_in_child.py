@@ -88,7 +88,7 @@ def test_the_child_errors_are_the_layout_errors(pool):
     # unwrap_uv's "auto" falls back from either as it does in this process
     info = {}
     unwrap_uv(v, f, texture_size=512, in_child=True, time_budget_s=1e-6, info=info)
-    assert info["method"] == "charts"
+    assert info["method"] == "grouped"
 
 
 def test_a_cancel_kills_the_child_and_leaves_no_folder(pool):

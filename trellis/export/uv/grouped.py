@@ -207,7 +207,7 @@ def split_overlapping(f, chart, tri, rounds=SPLIT_ROUNDS, pairs=None, cancel=Non
     test = np.ones(int(chart.max()) + 1, bool)
     for used in range(rounds + 1):
         check(cancel)
-        bad = chart_overlaps(f, chart, tri, test)
+        bad = chart_overlaps(f, chart, tri, test, cancel)
         if not bad.any():
             return chart, used
         k = int(chart.max()) + 1
@@ -228,14 +228,15 @@ def split_overlapping(f, chart, tri, rounds=SPLIT_ROUNDS, pairs=None, cancel=Non
     return chart, rounds
 
 
-def halve_loose_charts(chart, tri, pairs, rounds=HALVE_ROUNDS):
-    """Chart [F] after the halving of loose or very large charts (see ``BOX_FILL``)."""
+def halve_loose_charts(chart, tri, pairs, rounds=HALVE_ROUNDS, cancel=None):
+    """Chart [F] after the halving of loose or very large charts (see ``BOX_FILL``); ``cancel`` asked within each
+    round."""
     nf = len(chart)
     area = np.abs(signed_area(tri))
     total = max(float(area.sum()), 1e-300)
     for _ in range(rounds):
         k = int(chart.max()) + 1
-        _, _, ext = chart_boxes(tri, chart, k)
+        _, _, ext = chart_boxes(tri, chart, k, cancel)
         own = np.bincount(chart, weights=area, minlength=k)
         loose = ((own < BOX_FILL * ext[:, 0] * ext[:, 1]) | (own > MAX_AREA_SHARE * total)) \
             & (np.bincount(chart, minlength=k) >= HALVE_MIN_FACES)
@@ -244,6 +245,7 @@ def halve_loose_charts(chart, tri, pairs, rounds=HALVE_ROUNDS):
         sel = np.nonzero(loose[chart])[0]
         side = np.zeros(nf, bool)
         side[sel] = _halves(chart, tri, sel, k)
+        check(cancel)
         key = chart * 2 + side
         keep = key[pairs[:, 0]] == key[pairs[:, 1]]
         chart = components(nf, pairs[keep, 0], pairs[keep, 1])[1]
@@ -278,8 +280,11 @@ def grouped_layout(vertices, faces, texture_size: int = DEFAULT_TEXTURE_SIZE, pa
     pairs = face_adjacency_pairs(f)
     check(cancel)
     cls, lean = classify_faces(unit_n, _smoothed(n_area, pairs, SMOOTH_RINGS))
+    check(cancel)
     chart, cls = merge_small_charts(_charts_of(cls, pairs, nf), cls, lean, pairs, min_lean=MERGE_LEAN)
+    check(cancel)
     chart, cls = smooth_borders(chart, cls, lean, pairs, BORDER_SWEEPS)
+    check(cancel)
     chart, cls = merge_small_charts(chart, cls, lean, pairs, min_lean=MERGE_LEAN)
     lap("charts", 30)
     k = int(chart.max()) + 1
@@ -287,7 +292,7 @@ def grouped_layout(vertices, faces, texture_size: int = DEFAULT_TEXTURE_SIZE, pa
     tri = project_charts(v, f, chart, direction)
     lap("project", 40)
     # halved first: the overlap test then looks into the small charts around a fold, not into a whole large one
-    chart = halve_loose_charts(chart, tri, pairs)
+    chart = halve_loose_charts(chart, tri, pairs, cancel=cancel)
     chart, rounds = split_overlapping(f, chart, tri, pairs=pairs, cancel=cancel)
     lap("split", 60)
     corners = np.arange(3 * nf).reshape(-1, 3)

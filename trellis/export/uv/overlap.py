@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...core.callbacks import CancelCheck, check
 from .chart_mesh import unique_keys
 from .stats import centre_counts, row_spans, uv_coverage
 from ..rows import column_min, row_all, row_any, row_max, row_min
@@ -120,13 +121,14 @@ def overlapping_faces_exact(chart: np.ndarray, tri: np.ndarray, faces: np.ndarra
     return out
 
 
-def charts_that_may_overlap(faces, chart: np.ndarray, tri: np.ndarray, tol: float = 1e-6) -> np.ndarray:
+def charts_that_may_overlap(faces, chart: np.ndarray, tri: np.ndarray, tol: float = 1e-6,
+                            cancel: CancelCheck = None) -> np.ndarray:
     """Bool per chart: its flattening may run over itself. A chart is cleared when every triangle of it keeps
     its orientation, the angles around each of its inner vertices add up to one turn, those at its border
     vertices to less than one, and its border (edges of one of its faces only) neither crosses nor touches
     itself (border segments without a common vertex): a disc so flattened is one sheet. A chart with a
     half-edge in two of its faces (faces wound against each other, or three on one edge) is never cleared.
-    (``tol``: radians, and of the segments' size squared for the crossings.)"""
+    (``tol``: radians, and of the segments' size squared for the crossings; ``cancel`` asked between the passes.)"""
     f = np.asarray(faces, np.int64).reshape(-1, 3)
     chart = np.asarray(chart, np.int64)
     tri = np.asarray(tri, np.float64)
@@ -145,6 +147,7 @@ def charts_that_may_overlap(faces, chart: np.ndarray, tri: np.ndarray, tol: floa
     lo, hi = np.minimum(f, to), np.maximum(f, to)
     half = ((((chart[:, None] * nv + lo) * nv + hi) << 1) | (f > to)).reshape(-1)
     order = np.argsort(half)
+    check(cancel)
     ordered = half[order]
     same_edge = (ordered[1:] >> 1) == (ordered[:-1] >> 1)
     twice = np.zeros(len(half), bool)
@@ -160,7 +163,9 @@ def charts_that_may_overlap(faces, chart: np.ndarray, tri: np.ndarray, tol: floa
     nxt, prv = tri[:, [1, 2, 0]] - tri, tri[:, [2, 0, 1]] - tri
     angle = np.arctan2(nxt[..., 0] * prv[..., 1] - nxt[..., 1] * prv[..., 0],
                        nxt[..., 0] * prv[..., 0] + nxt[..., 1] * prv[..., 1])           # [F,3], at each corner
+    check(cancel)
     keys, inv = unique_keys(corner, k * nv)
+    check(cancel)
     turn = np.bincount(inv, weights=angle.reshape(-1), minlength=len(keys))
     # (chart, vertex) at either end of a border half-edge: its own corner and the face's next one
     inv = inv.reshape(-1, 3)
@@ -173,6 +178,7 @@ def charts_that_may_overlap(faces, chart: np.ndarray, tri: np.ndarray, tol: floa
     fi, ci = np.nonzero(border)
     p0, p1 = tri[fi, ci], tri[fi, (ci + 1) % 3]
     va, vb = f[fi, ci], to[fi, ci]
+    check(cancel)
     sa, sb = box_pairs(np.minimum(p0, p1), np.maximum(p0, p1), chart[fi])
     keep = (va[sa] != va[sb]) & (va[sa] != vb[sb]) & (vb[sa] != va[sb]) & (vb[sa] != vb[sb])
     sa, sb = sa[keep], sb[keep]

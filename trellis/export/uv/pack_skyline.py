@@ -87,7 +87,7 @@ def pack_skyline(tri, chart, size: int, padding: int = 2, cancel: CancelCheck = 
     "packer" ("skyline" or "boxes")."""
     chart = np.asarray(chart, np.int64)
     k = int(chart.max()) + 1
-    q, lo, ext = chart_boxes(np.asarray(tri, np.float64), chart, k)
+    q, lo, ext = chart_boxes(np.asarray(tri, np.float64), chart, k, cancel)
     local = q - lo[chart][:, None, :]
     pad = -(-int(padding) // 2)
     try:

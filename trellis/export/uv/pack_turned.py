@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...core.callbacks import CancelCheck
+from ...core.callbacks import CancelCheck, check
 from .pack_shelf import shelf_pack
 
 __all__ = ["TURNS", "MAX_STRETCH", "chart_boxes", "pack_turned"]
@@ -26,13 +26,14 @@ def _segments(chart, k):
     return order, start
 
 
-def chart_boxes(tri, chart, k):
+def chart_boxes(tri, chart, k, cancel: CancelCheck = None):
     """(turned corners [F,3,2], box low corner [K,2], box size [K,2]): each chart turned as the module docstring
-    says."""
+    says. ``cancel`` is asked between the turns tried (a pass over every face each)."""
     order, start = _segments(chart, k)
     pts = tri[order].reshape(len(order), 6)
     best_area, best = np.full(k, np.inf), np.zeros(k)
     for a in TURNS:
+        check(cancel)
         c, s = np.cos(a), np.sin(a)
         x = pts[:, 0::2] * c - pts[:, 1::2] * s
         y = pts[:, 0::2] * s + pts[:, 1::2] * c
@@ -70,7 +71,7 @@ def pack_turned(tri, chart, size: int, padding: int = 2, cancel: CancelCheck = N
     alone would overflow it: the bake's dilation still fills the gutters)."""
     chart = np.asarray(chart, np.int64)
     k = int(chart.max()) + 1
-    q, lo, ext = chart_boxes(np.asarray(tri, np.float64), chart, k)
+    q, lo, ext = chart_boxes(np.asarray(tri, np.float64), chart, k, cancel)
     half = -(-int(padding) // 2)                      # each box's own margin: two boxes are ``padding`` apart
     for pad in dict.fromkeys([half, min(half, 1), 0]):
         try:

@@ -13,20 +13,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...core.callbacks import CancelCheck, check
 from .chart_mesh import unique_keys
 from .overlap import box_pairs, charts_that_may_overlap
 
 __all__ = ["chart_overlaps", "not_discs"]
 
 
-def not_discs(f, chart, k):
-    """Bool per chart (of ``k``): its faces ``f`` do not make a disc (V - E + F != 1)."""
+def not_discs(f, chart, k, cancel: CancelCheck = None):
+    """Bool per chart (of ``k``): its faces ``f`` do not make a disc (V - E + F != 1); ``cancel`` asked between
+    the vertex and the edge counts."""
     nv = int(f.max()) + 1
     corners = chart[:, None] * nv + f
     v_keys = unique_keys(corners, k * nv)[0]
+    check(cancel)
     e = np.sort(np.stack([f, f[:, [1, 2, 0]]], -1), -1)                     # [F,3,2]
     ekey = (chart[:, None] * nv + e[..., 0]) * nv + e[..., 1]
-    e_keys = np.unique(ekey)
+    e_keys = np.sort(ekey, axis=None)              # distinct by hand: numpy's hashed unique is far slower here
+    e_keys = e_keys[np.r_[True, e_keys[1:] != e_keys[:-1]]]
     euler = (np.bincount(v_keys // nv, minlength=k) - np.bincount(e_keys // (nv * nv), minlength=k)
              + np.bincount(chart, minlength=k))
     return euler != 1
@@ -38,17 +42,22 @@ def _corner_turns(t):
                              nxt[..., 0] * prv[..., 0] + nxt[..., 1] * prv[..., 1]))
 
 
-def chart_overlaps(f, chart, tri, test):
+def chart_overlaps(f, chart, tri, test, cancel: CancelCheck = None):
     """Bool per face: it overlaps another face of its chart, looked for in the charts ``test`` (bool per chart);
-    see the module docstring. Faces around a corner whose angles add up to more than a turn are all counted."""
+    see the module docstring. Faces around a corner whose angles add up to more than a turn are all counted.
+    ``cancel`` is asked between the passes."""
     out = np.zeros(len(f), bool)
     sub = np.nonzero(test[chart])[0]
     if len(sub) == 0:
         return out
     _, local = np.unique(chart[sub], return_inverse=True)
     k = int(local.max()) + 1
-    suspect = charts_that_may_overlap(f[sub], local, tri[sub]) | not_discs(f[sub], local, k)
+    check(cancel)
+    suspect = charts_that_may_overlap(f[sub], local, tri[sub], cancel=cancel)
+    check(cancel)
+    suspect |= not_discs(f[sub], local, k, cancel)
     sub = sub[suspect[local]]
+    check(cancel)
     if len(sub) == 0:
         return out
     t, fs, cs = tri[sub], f[sub], chart[sub]
@@ -67,7 +76,9 @@ def chart_overlaps(f, chart, tri, test):
     good = (fans <= 1) & (turn <= 2 * np.pi + 1e-6) & (np.bincount(ek[ecount > 2] // len(keys), minlength=len(keys))
                                                          + np.bincount(ek[ecount > 2] % len(keys),
                                                                        minlength=len(keys)) == 0)
+    check(cancel)
     pa, pb = box_pairs(t.min(1), t.max(1), cs)
+    check(cancel)
     eq = fs[pa][:, :, None] == fs[pb][:, None, :]
     shared = eq.sum((1, 2))
     apart = np.zeros(len(pa), bool)
@@ -78,6 +89,7 @@ def chart_overlaps(f, chart, tri, test):
         ia = np.argmax(eq[one].any(2), axis=1)               # A's corner on the shared vertex
         apart[one] = good[inv[pa[one], ia]]
     pa, pb = pa[~apart], pb[~apart]
+    check(cancel)
     if len(pa):
         hit = _meet(t[pa], t[pb])
         out[sub[pa[hit]]] = True
