@@ -47,10 +47,11 @@ def record_run(job: Job, pipeline, started: float) -> None:
 
 
 def sample_ovoxel(job: Job, pipeline, image, settings: GenerationSettings, progress: Optional[Callable] = None,
-                  cancel: Optional[Callable[[], bool]] = None):
+                  cancel: Optional[Callable[[], bool]] = None, on_shape: Optional[Callable] = None):
     """The O-Voxel (``MeshWithVoxel``) of one TRELLIS.2 run on the prepared `image`: the job's seed, pipeline type
     and steps (stage 1's for the structure, stage 2's for the shape and texture flows; their guidance is the
-    pipeline's own, which differs from v1's); seconds and memory policy in the job's timings as ``sample``'s."""
+    pipeline's own, which differs from v1's); seconds and memory policy in the job's timings as ``sample``'s.
+    `on_shape`: the pipeline's (its meshes, before the texture flow)."""
     report = None if progress is None else (lambda stage, i, n: progress(stage, i, n))
     detail = {"steps": settings.slat_steps}
     t = time.perf_counter()
@@ -58,7 +59,7 @@ def sample_ovoxel(job: Job, pipeline, image, settings: GenerationSettings, progr
         meshes = pipeline.run(image, seed=settings.seed, pipeline_type=settings.pipeline_type, preprocess_image=False,
                               sparse_structure_sampler_params={"steps": settings.ss_steps},
                               shape_slat_sampler_params=detail, tex_slat_sampler_params=dict(detail),
-                              progress=report, cancel=cancel)
+                              progress=report, cancel=cancel, on_shape=on_shape)
     finally:
         record_run(job, pipeline, t)
     return meshes[0]

@@ -2,6 +2,7 @@
 worker runs a job's generate or export from its family's module (worker.family_step):
 
     generate: one image -> (model) -> job folder -> sample the O-Voxel -> PBR bake -> files, result.npz
+              (on a GPU the bake's mesh is prepared while the texture samples: ``EarlyShape``)
     export:   a kept O-Voxel of an earlier job -> job folder -> PBR bake -> files
 
 Every file comes from the one ``PbrTexturedMesh`` that ``trellis.export.pbr.bake_ovoxel`` makes with the job's face
@@ -59,16 +60,49 @@ def generate(ctx: JobContext, job: Job) -> None:
     folder = make_folder(ctx, job)
     folder.copy_inputs(job)
     job.files.update(folder.write_settings(trellis2_record(job, settings, model, ctx.device, ctx.record)))
-    with write_preprocessed(job, folder, images):
-        progress("preprocess", 1, 1)
-        ovoxel = sample_ovoxel(job, pipeline, images[0], settings, progress, ctx.cancelled)
-    if not ovoxel.success:
-        raise InputError("TRELLIS.2 made no surface from this image: try another seed, or an image with a clearer, "
-                         "larger object")
-    write_ovoxel_outputs(job, folder, settings, ovoxel, progress, ctx.cancelled, device=ctx.device, keep=True,
-                         overlap=overlaps_files(ctx.device))
+    early = EarlyShape(settings, ctx.cancelled) if prepares_early(settings, pipeline, ctx.device) else None
+    try:
+        with write_preprocessed(job, folder, images):
+            progress("preprocess", 1, 1)
+            ovoxel = sample_ovoxel(job, pipeline, images[0], settings, progress, ctx.cancelled,
+                                   on_shape=early.start if early is not None else None)
+        if not ovoxel.success:
+            raise InputError("TRELLIS.2 made no surface from this image: try another seed, or an image with a "
+                             "clearer, larger object")
+        write_ovoxel_outputs(job, folder, settings, ovoxel, progress, ctx.cancelled, device=ctx.device, keep=True,
+                             overlap=overlaps_files(ctx.device), prepared=early.prepared if early else None)
+    finally:
+        if early is not None:
+            early.close()
     if job.keep_result:
         ctx.keep({"ovoxel": ovoxel})
+
+
+def prepares_early(settings: GenerationSettings, pipeline, device: str) -> bool:
+    """Whether the bake's mesh is prepared while the texture samples (``EarlyShape``): on a GPU (a CPU's texture flow
+    wants every core), for a triangle bake, and without a VRAM budget (the decoded shape would be held through the
+    texture flow, on top of its peak)."""
+    return (overlaps_files(device) and bool(set(settings.formats) & set(MADE_FROM_BAKE))
+            and settings.topology == "triangles" and pipeline.memory_policy.offload == "none")
+
+
+class EarlyShape:
+    """The pipeline's ``on_shape`` for a job: the O-Voxel's mesh prepared for the bake with the job's
+    ``pbr_options`` (``trellis.export.pbr.EarlyPrepare``) while the texture samples; ``close`` stops it if the job
+    ends before its bake."""
+
+    def __init__(self, settings: GenerationSettings, cancel):
+        self.options, self.cancel, self.prepared = pbr_options(settings), cancel, None
+
+    def start(self, meshes: list) -> None:
+        from trellis.export.pbr import EarlyPrepare
+
+        if meshes and meshes[0].success:
+            self.prepared = EarlyPrepare(meshes[0], self.options, cancel=self.cancel)
+
+    def close(self) -> None:
+        if self.prepared is not None:
+            self.prepared.close()
 
 
 def export(ctx: JobContext, job: Job) -> None:
@@ -126,12 +160,13 @@ PREVIEW_IMPORTS = ("imageio_ffmpeg", "trellis.export.pbr.video", "trellis.utils.
 
 
 def write_ovoxel_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, ovoxel, progress, cancel,
-                         device: str = "cpu", keep: bool = False, overlap: bool = False) -> None:
+                         device: str = "cpu", keep: bool = False, overlap: bool = False, prepared=None) -> None:
     """The files of one PBR bake of `ovoxel`, through the library's scheduler (``trellis.export.ExportJob`` with
     ``pbr_options``) as ``steps.write_outputs`` writes v1's: with `keep`, result.npz (the O-Voxel, for exports after
     a restart) as side work from the start, removed again when the job fails; the bake; with `overlap` (a GPU), the
     preview video (rendered on `device`) as side work on its own stream while the mesh files (side by side) and the
-    PLY are written, else after them. The same files either way."""
+    PLY are written, else after them; `prepared`: the bake's mesh prepared while the texture sampled (``EarlyShape``).
+    The same files either way."""
     from trellis.export import ExportJob, SideWork
 
     t0 = time.perf_counter()
@@ -142,7 +177,8 @@ def write_ovoxel_outputs(job: Job, folder: JobFolder, settings: GenerationSettin
         beside.append(SideWork("kept-result", lambda stopped: folder.write_ovoxel_result(
             ovoxel, {"pipeline_type": settings.pipeline_type})))
     preview_beside = overlap and "mp4" in fmt and bool(fmt & {*MESH_FORMATS, "ply"})
-    export = ExportJob(None, ovoxel if baked else None, pbr_options(settings), beside=beside, cancel=cancel)
+    export = ExportJob(None, ovoxel if baked else None, pbr_options(settings), beside=beside, cancel=cancel,
+                       prepared=prepared if baked else None)
     try:
         textured = None
         if baked:

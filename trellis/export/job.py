@@ -67,10 +67,11 @@ class ExportJob:
     is an O-Voxel; ``kwargs``: changes to them). ``early=False`` starts no decimation now (the whole export then runs
     in ``bake``; on a CPU that is better when there is no other work to overlap, as the decimation and the
     observation renders would compete for the same cores). ``beside``: the caller's ``SideWork``; ``cancel()``: the side work's stop, and
-    the bake's unless ``bake`` is given its own."""
+    the bake's unless ``bake`` is given its own. ``prepared``: an O-Voxel's ``pbr.early.EarlyPrepare`` (its mesh made
+    ready while the texture sampled), used by the bake and stopped by ``close``."""
 
     def __init__(self, app_rep, mesh, options: Optional[ExportOptions] = None, *, texture: bool = True,
-                 keep_mesh: bool = False, early: bool = True, beside=(), cancel=None, **kwargs):
+                 keep_mesh: bool = False, early: bool = True, beside=(), cancel=None, prepared=None, **kwargs):
         if "simplified" in kwargs:
             raise TypeError("ExportJob makes its own `simplified`; do not pass one")
         self.pbr = isinstance(options, PbrOptions) or is_ovoxel(mesh)
@@ -78,6 +79,7 @@ class ExportJob:
             raise ValueError("an O-Voxel's export makes its own mesh: keep_mesh is for a TRELLIS v1 look")
         self.options = (PbrOptions if self.pbr else ExportOptions).given(options, **kwargs)
         self.app_rep, self.mesh, self.texture, self.keep_mesh = app_rep, mesh, texture, keep_mesh
+        self.prepared = prepared        # an O-Voxel's ``pbr.early.EarlyPrepare``, started while its texture sampled
         self.cancel = cancel
         self.gate = GpuGate()
         self.early = None             # the decimation started now, in child processes (None: not started)
@@ -127,7 +129,7 @@ class ExportJob:
         if self.pbr:
             from .pbr.export import bake_ovoxel
 
-            return bake_ovoxel(mesh, o, progress=report, cancel=cancel)
+            return bake_ovoxel(mesh, o, progress=report, cancel=cancel, prepared=self.prepared)
         if self.keep_mesh and not self.texture:       # the user's own vertices and faces, nothing cleaned up
             return clean_shape((mesh.vertices, mesh.faces), simplify=0, fill_holes=False, progress=report,
                                cancel=cancel)
@@ -206,6 +208,8 @@ class ExportJob:
         for work in self._side.values():
             work.join()
         self._end_early()
+        if self.prepared is not None:
+            self.prepared.close()
 
     def __enter__(self) -> "ExportJob":
         return self

@@ -281,15 +281,14 @@ class Trellis2ImageTo3DPipeline(TrellisPipeline):
             return decoder(tex_slat, guide_subs=subs)
 
     @torch.no_grad()
-    def to_meshes(self, shape_out: SparseTensor, tex: SparseTensor, res: int) -> list:
-        """Dual-grid meshes at `res` from the shape decoder's output, with the fine voxels' PBR attributes."""
-        from ..representations.ovoxel import pbr_attributes
-
+    def to_meshes(self, shape_out: SparseTensor, tex: SparseTensor | None, res: int) -> list:
+        """Dual-grid meshes at `res` from the shape decoder's output, with the fine voxels' PBR attributes (none
+        yet when `tex` is None: ``attach_attributes`` adds them)."""
         decoder = self.models["shape_slat_decoder"]     # its head's settings only: no weights are used here
         decoder.set_resolution(res)
         meshes = decoder.to_meshes(shape_out)
-        for mesh, rows in zip(meshes, tex.layout):
-            mesh.attrs = pbr_attributes(tex.feats[rows])
+        if tex is not None:
+            attach_attributes(meshes, tex)
         return meshes
 
     def _normalise(self, slat: SparseTensor, stats: dict) -> SparseTensor:
@@ -305,13 +304,16 @@ class Trellis2ImageTo3DPipeline(TrellisPipeline):
             max_num_tokens: int = MAX_NUM_TOKENS, sparse_structure_sampler_params: dict | None = None,
             shape_slat_sampler_params: dict | None = None, tex_slat_sampler_params: dict | None = None,
             preprocess_image: bool = True, return_latent: bool = False, progress: Progress = None,
-            cancel: CancelCheck = None):
+            cancel: CancelCheck = None, on_shape: Optional[Callable[[list], None]] = None):
         """One image -> [MeshWithVoxel] (one per sample); with `return_latent` also (shape latent, texture latent,
         res). `pipeline_type`: "512", "1024", "1024_cascade" or "1536_cascade" (default: pipeline.json's).
         `progress(stage, i, n)`: stages preprocess, condition, sparse_structure, shape_slat (twice in a cascade),
         tex_slat, decode. `last_stats` then holds each stage's seconds and peak memory: RUN_STAGES (a cascade's
-        shape pass as shape_slat_lr, upsample, shape_slat_hr). The reference's hole filling after meshing (facts
-        §11) is not done here."""
+        shape pass as shape_slat_lr, upsample, shape_slat_hr). `on_shape(meshes)`: the shape is decoded and meshed
+        before the texture flow (its outputs then held through it) and the meshes, without attributes yet, handed
+        over, so that the caller's work on the shape alone runs while the texture samples; the same objects get
+        their attributes and are returned, the same numbers as without. The reference's hole filling after
+        meshing (facts §11) is not done here."""
         kind = type_named(pipeline_type or self.default_pipeline_type)
         ss_params, shape_params, tex_params = (sparse_structure_sampler_params, shape_slat_sampler_params,
                                                tex_slat_sampler_params)
@@ -356,20 +358,34 @@ class Trellis2ImageTo3DPipeline(TrellisPipeline):
                                                    coords, shape_params, generator, progress, cancel)
             del coords
             drop_conditions(conds, kind, "shape_slat")
+            meshes = None
+            if on_shape is not None:
+                with stage("decode_shape"):
+                    out, subs = self.decode_shape(shape)
+                with stage("mesh"):
+                    meshes = self.to_meshes(out, None, res)
+                del out
+                on_shape(meshes)
+                check(cancel)
             with stage("tex_slat"):
                 tex = self.sample_tex_slat(conds[int(kind.tex)], f"tex_slat_flow_model_{kind.tex}", shape,
                                            tex_params, generator, progress, cancel)
             conds.clear()
             check(cancel)
-            with stage("decode_shape"):
-                out, subs = self.decode_shape(shape)
-            check(cancel)
+            if meshes is None:
+                with stage("decode_shape"):
+                    out, subs = self.decode_shape(shape)
+                check(cancel)
             with stage("decode_texture"):
                 attrs = self.decode_texture(tex, subs)
             del subs
-            with stage("mesh"):
-                meshes = self.to_meshes(out, attrs, res)
-            del out, attrs
+            if meshes is None:
+                with stage("mesh"):
+                    meshes = self.to_meshes(out, attrs, res)
+                del out
+            else:
+                attach_attributes(meshes, attrs)
+            del attrs
             if progress:
                 progress("decode", 1, 1)
             return (meshes, (shape, tex, res)) if return_latent else meshes
@@ -383,9 +399,18 @@ class Trellis2ImageTo3DPipeline(TrellisPipeline):
         return load_image(image)
 
 
-# The stages of run(), in order, as last_stats names them (a cascade's shape pass: lr, upsample, hr).
+# The stages of run(), in order, as last_stats names them (a cascade's shape pass: lr, upsample, hr; with on_shape,
+# decode_shape and mesh come before tex_slat).
 RUN_STAGES = ("preprocess", "condition", "sparse_structure", "structure_decode", "shape_slat_lr", "upsample",
               "shape_slat_hr", "shape_slat", "tex_slat", "decode_shape", "decode_texture", "mesh")
+
+
+def attach_attributes(meshes: list, tex: SparseTensor) -> None:
+    """Each mesh's fine voxels' PBR attributes (0.5 o + 0.5, §8) from the texture decoder's output `tex`."""
+    from ..representations.ovoxel import pbr_attributes
+
+    for mesh, rows in zip(meshes, tex.layout):
+        mesh.attrs = pbr_attributes(tex.feats[rows])
 
 
 def drop_conditions(conds: dict, kind, after: str) -> None:

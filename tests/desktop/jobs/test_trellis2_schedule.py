@@ -33,14 +33,18 @@ def ovoxel():
     return random_blob(40, latent=32, seed=3)
 
 
-def write(ovoxel, root, overlap: bool, progress=steps.quiet, **settings):
+def write(ovoxel, root, overlap: bool, progress=steps.quiet, early: bool = False, **settings):
     job = Job(id=uuid.uuid4().hex, inputs=[], settings=GenerationSettings(**{**SETTINGS, **settings}))
     folder = JobFolder.create(root, job)
     job.out_dir = str(folder.path)
+    shape = trellis2_steps.EarlyShape(job.settings, lambda: False)
+    if early:
+        shape.start([ovoxel])               # what the pipeline's on_shape does once the shape is decoded
     try:
         trellis2_steps.write_ovoxel_outputs(job, folder, job.settings, ovoxel, progress, lambda: False, device="cpu",
-                                            keep=True, overlap=overlap)
+                                            keep=True, overlap=overlap, prepared=shape.prepared)
     finally:
+        shape.close()
         folder.release()
     return job, folder
 
@@ -68,6 +72,16 @@ def test_the_scheduled_order_writes_the_serial_orders_files(ovoxel, tmp_path):
     # the preview is silent beside the files and waited for last
     assert reports[-1] == "encode" and reports.index("bake") < reports.index("glb") < reports.index("encode")
     assert not side_threads()
+
+
+def test_the_mesh_prepared_while_the_texture_samples_writes_the_serial_orders_files(ovoxel, tmp_path):
+    seq, _ = write(ovoxel, tmp_path / "seq", overlap=True)
+    early, _ = write(ovoxel, tmp_path / "early", overlap=True, early=True)
+    assert "prepare_early" in early.timings["export_bake_stages"]["seconds"]
+    assert "prepare_early" not in seq.timings["export_bake_stages"]["seconds"]
+    for kind in ("glb", "obj", "ply", "mp4"):
+        assert Path(seq.files[kind]).read_bytes() == Path(early.files[kind]).read_bytes(), kind
+    assert not [t for t in threading.enumerate() if t.name == "trellis-pbr-prepare"]
 
 
 def test_a_failed_mesh_file_stops_the_preview_and_keeps_no_result(ovoxel, tmp_path, monkeypatch):

@@ -3,7 +3,8 @@ module:
 
 * ``prepare``: the dual-grid mesh reduced to the face target (``reduce``: grid clustering, ``cluster``, with its
   int64 sorts in ``sorting``; small holes closed, ``small_holes``; a quadric trim), wound facing out
-  (``orientation``), UV-unwrapped;
+  (``orientation``), UV-unwrapped; ``early``: the same, started in a thread once the shape is decoded, while the
+  texture still samples;
 * ``bake``: the UV layout rasterised, each texel's point projected onto the dense mesh (``surface_grid`` over
   ``triangle_distance``), the voxel attributes sampled there into base colour, alpha and metallic-roughness
   textures, inpainted; the normal map from the dense mesh's normals (``dense_normals``);
@@ -15,12 +16,13 @@ module:
 
 The names below load their module on first use (they import torch).
 """
-__all__ = ["bake_ovoxel", "ovoxel_to_glb", "prepare_ovoxel_mesh", "bake_pbr_textures", "PbrTexturedMesh",
-           "PbrMaps", "choose_alpha_mode", "unify_orientation", "fill_small_holes", "SurfaceGrid",
+__all__ = ["bake_ovoxel", "ovoxel_to_glb", "prepare_ovoxel_mesh", "EarlyPrepare", "bake_pbr_textures",
+           "PbrTexturedMesh", "PbrMaps", "choose_alpha_mode", "unify_orientation", "fill_small_holes", "SurfaceGrid",
            "PbrOptions", "DEFAULT_TARGET_FACES", "MAX_HOLE_PERIMETER"]
 
 _LAZY = {"bake_ovoxel": "export", "ovoxel_to_glb": "export", "PbrOptions": "..options",
-         "prepare_ovoxel_mesh": "prepare", "DEFAULT_TARGET_FACES": "..options", "bake_pbr_textures": "bake",
+         "prepare_ovoxel_mesh": "prepare", "EarlyPrepare": "early", "DEFAULT_TARGET_FACES": "..options",
+         "bake_pbr_textures": "bake",
          "PbrTexturedMesh": "textured", "PbrMaps": "material", "choose_alpha_mode": "alpha_mode",
          "unify_orientation": "orientation", "fill_small_holes": "small_holes", "MAX_HOLE_PERIMETER": "..options",
          "SurfaceGrid": "surface_grid"}

@@ -33,13 +33,15 @@ __all__ = ["bake_ovoxel", "ovoxel_to_glb"]
 
 
 def bake_ovoxel(mesh, options: PbrOptions | None = None, *, progress: Progress = None, cancel=None,
-                **changes) -> PbrTexturedMesh:
+                prepared=None, **changes) -> PbrTexturedMesh:
     """A ``MeshWithVoxel`` (with its attributes) -> ``PbrTexturedMesh`` with ``options`` (``changes``: changes to
     them, ``PbrOptions``' names): the mesh decimated to the options' face target and unwrapped, its base colour,
     alpha, metallic-roughness (and with ``normal_map`` tangent-space normal) textures at ``texture_size``², the
     material's alpha mode chosen from the baked alpha. ``project``: texels sampled at the closest point of the dense
     mesh (else where they lie on the decimated one). ``info``: per-step seconds ("seconds"), the preparation's
-    record, "projection", "covered_share" and "pbr" (the alpha mode and what decided it)."""
+    record, "projection", "covered_share" and "pbr" (the alpha mode and what decided it). ``prepared``: an
+    ``early.EarlyPrepare`` of this mesh with these options, started while the texture sampled: its result is used
+    (waited for; "seconds" then holds "prepare" as the wait and "prepare_early" as its own run)."""
     o = PbrOptions.given(options, **changes)
     if mesh.attrs is None:
         raise ValueError("this O-Voxel mesh has no attributes (run the texture decoder before exporting)")
@@ -56,9 +58,16 @@ def bake_ovoxel(mesh, options: PbrOptions | None = None, *, progress: Progress =
         if o.verbose:
             print(f"[ovoxel_to_glb] {name}: {info['seconds'][name]:.2f} s", flush=True)
 
-    target = o.face_target(int(mesh.faces.shape[0]))
-    prepared = prepare_ovoxel_mesh(mesh, target, o.texture_size, o.max_hole_perimeter, o.uv_method,
-                                   o.uv_time_budget_s, progress, cancel, info)
+    if prepared is not None:
+        if not prepared.fits(mesh, o):
+            raise ValueError("the early preparation was made of another mesh or with other options")
+        prepared, early_info, ran = prepared.result()
+        info.update({k: v for k, v in early_info.items() if k != "seconds"})
+        info["seconds"]["prepare_early"] = round(ran, 3)
+    else:
+        target = o.face_target(int(mesh.faces.shape[0]))
+        prepared = prepare_ovoxel_mesh(mesh, target, o.texture_size, o.max_hole_perimeter, o.uv_method,
+                                       o.uv_time_budget_s, progress, cancel, info)
     lap("prepare")
     split = None
     if o.crease_angle is not None and o.crease_angle < NO_SPLIT_ANGLE:

@@ -47,19 +47,19 @@ def dense_mesh(mesh) -> tuple[torch.Tensor, torch.Tensor]:
 def prepare_ovoxel_mesh(mesh, target_faces: int = DEFAULT_TARGET_FACES, texture_size: int = PbrOptions.texture_size,
                         max_hole_perimeter: float = MAX_HOLE_PERIMETER, uv_method: str = "auto",
                         uv_time_budget_s: float = 10.0, progress: Progress = None, cancel=None,
-                        info: dict | None = None) -> PreparedMesh:
+                        info: dict | None = None, dense: tuple | None = None) -> PreparedMesh:
     """A ``MeshWithVoxel`` -> ``PreparedMesh`` (see the module docstring). ``target_faces``: faces of the exported
     mesh (the decimation's target; a mesh with fewer keeps its own). ``info`` gets "input_faces", "reduce"
     (``reduce_to_target``'s record), "decimated_faces", "faces", "orientation_flipped", "uv_method", "vertices",
     "prepare_seconds" (the seconds of reduce's steps, "orient" and "uv_unwrap"), "texel_use" (the share of the
     texture the UV charts cover), "warnings" (a list of sentences for the user: a texel use under
     ``uv.unwrap.LOW_TEXEL_USE``) and, where xatlas ran in groups, "uv_groups" (``uv.xatlas_groups.group_layout``'s
-    record)."""
+    record). ``dense``: ``dense_mesh(mesh)`` when the caller has it already."""
     info = {} if info is None else info
     if int(target_faces) < 1:
         raise ValueError(f"target_faces must be at least 1 (got {target_faces})")
     check(cancel)
-    v, f = dense_mesh(mesh)
+    v, f = dense_mesh(mesh) if dense is None else dense
     info["input_faces"] = int(f.shape[0])
     record = info.setdefault("reduce", {})
     v_np, f_np = reduce_to_target(v, f, int(target_faces), mesh.voxel_size, max_hole_perimeter, progress, cancel,
