@@ -88,14 +88,14 @@ def prepares_early(settings: GenerationSettings, pipeline, device: str) -> bool:
 
 class EarlyShape:
     """The pipeline's ``on_shape`` for a job: the O-Voxel's mesh prepared for the bake with the job's
-    ``pbr_options`` (``trellis.export.pbr.EarlyPrepare``) while the texture samples; ``close`` stops it if the job
+    ``pbr_options`` (``trellis.export.EarlyPrepare``) while the texture samples; ``close`` stops it if the job
     ends before its bake."""
 
     def __init__(self, settings: GenerationSettings, cancel):
         self.options, self.cancel, self.prepared = pbr_options(settings), cancel, None
 
     def start(self, meshes: list) -> None:
-        from trellis.export.pbr import EarlyPrepare
+        from trellis.export import EarlyPrepare
 
         if meshes and meshes[0].success:
             self.prepared = EarlyPrepare(meshes[0], self.options, cancel=self.cancel)

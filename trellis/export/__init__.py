@@ -30,7 +30,7 @@ __all__ = ["to_glb", "to_obj", "bake_textured_mesh", "TexturedMesh", "ExportJob"
            "face_budget", "lod_meshes", "LodTargetError", "bake_onto_mesh", "uv_usable", "bake_uv_mesh", "bake_onto_user_mesh",
            "MIN_OBSERVED_SHARE", "observation_settings", "clean_shape",
            "Z_UP_TO_Y_UP", "make_glb_mesh", "save_glb", "save_obj",
-           "ovoxel_to_glb", "bake_ovoxel", "PbrTexturedMesh", "save_vertex_color_ply",
+           "ovoxel_to_glb", "bake_ovoxel", "EarlyPrepare", "PbrTexturedMesh", "save_vertex_color_ply",
            "save_ovoxel_result", "load_ovoxel_result", "check_ovoxel_result", "is_ovoxel_result"]
 
 # Names defined in the stage modules, loaded when first asked for (they import numpy, torch).
@@ -47,7 +47,8 @@ _LAZY = {"to_glb": "schedule", "to_obj": "schedule", "bake_textured_mesh": "sche
          "MIN_OBSERVED_SHARE": "bake.coverage", "clean_shape": "shape_only",
          "observation_settings": "options", "Z_UP_TO_Y_UP": "assemble", "make_glb_mesh": "assemble",
          "save_glb": "assemble", "save_obj": "assemble",
-         "ovoxel_to_glb": "pbr.export", "bake_ovoxel": "pbr.export", "PbrTexturedMesh": "pbr.textured",
+         "ovoxel_to_glb": "pbr.export", "bake_ovoxel": "pbr.export", "EarlyPrepare": "pbr.early",
+         "PbrTexturedMesh": "pbr.textured",
          "save_vertex_color_ply": "pbr.vertex_ply", "bake_onto_user_mesh": "pbr.onto_mesh",
          "save_ovoxel_result": "ovoxel_result", "load_ovoxel_result": "ovoxel_result",
          "check_ovoxel_result": "ovoxel_result", "is_ovoxel_result": "ovoxel_result"}
