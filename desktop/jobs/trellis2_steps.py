@@ -34,6 +34,9 @@ from .steps import (check_cancel, make_folder, overlaps_files, prepared_images, 
 MADE_FROM_BAKE = (*MESH_FORMATS, "ply", "mp4")      # every file but result.npz comes from the PBR bake
 # The texture of a bake whose files hold none (STL, 3MF, geometry only): the smallest the bake takes.
 UNSEEN_TEXTURE = 8
+# The early preparation raises a job's peak memory (docs/benchmarks/trellis2.md, the app's whole job): a 24 GB card
+# keeps the serial order's peak.
+EARLY_MIN_GPU_GIB = 30
 
 
 def trellis2_export_stages(settings: GenerationSettings) -> list:
@@ -80,10 +83,14 @@ def generate(ctx: JobContext, job: Job) -> None:
 
 def prepares_early(settings: GenerationSettings, pipeline, device: str) -> bool:
     """Whether the bake's mesh is prepared while the texture samples (``EarlyShape``): on a GPU (a CPU's texture flow
-    wants every core), for a triangle bake, and without a VRAM budget (the decoded shape would be held through the
-    texture flow, on top of its peak)."""
-    return (overlaps_files(device) and bool(set(settings.formats) & set(MADE_FROM_BAKE))
-            and settings.topology == "triangles" and pipeline.memory_policy.offload == "none")
+    wants every core) of at least ``EARLY_MIN_GPU_GIB``, for a triangle bake, and without a VRAM budget (the decoded
+    shape and the preparation's memory are held through the texture flow, on top of its peak)."""
+    if not (str(device).startswith("cuda") and bool(set(settings.formats) & set(MADE_FROM_BAKE))
+            and settings.topology == "triangles" and pipeline.memory_policy.offload == "none"):
+        return False
+    import torch
+
+    return torch.cuda.get_device_properties(torch.device(device)).total_memory >= EARLY_MIN_GPU_GIB * 2 ** 30
 
 
 class EarlyShape:

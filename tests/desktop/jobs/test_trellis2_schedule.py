@@ -82,6 +82,8 @@ def test_the_mesh_prepared_while_the_texture_samples_writes_the_serial_orders_fi
     for kind in ("glb", "obj", "ply", "mp4"):
         assert Path(seq.files[kind]).read_bytes() == Path(early.files[kind]).read_bytes(), kind
     assert not [t for t in threading.enumerate() if t.name == "trellis-pbr-prepare"]
+    # the app's job does it on a GPU only (a CPU's texture flow wants every core)
+    assert not trellis2_steps.prepares_early(GenerationSettings(**SETTINGS), None, "cpu")
 
 
 def test_a_failed_mesh_file_stops_the_preview_and_keeps_no_result(ovoxel, tmp_path, monkeypatch):
