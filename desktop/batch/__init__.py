@@ -1,5 +1,6 @@
 """Batches: `python -m desktop batch INPUT -o OUT`, thousands of assets over every GPU of a machine or of a
-Ray cluster, resumable.
+Ray cluster, resumable. An item is an image, a prompt, or a new look of the user's own mesh (a list's `mesh` and
+`image` columns; its `model_family` picks TRELLIS v1's colour or TRELLIS.2's PBR materials), each the app's job.
 
     items.py      INPUT (folder, glob, .csv, .jsonl) -> items with stable names and per-item settings
     manifest.py   OUT/manifest.jsonl and the item folders: resume, exactly-once landing (one rename)

@@ -38,10 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
                f"Presets: {', '.join(PRESETS)} (default {DEFAULT_PRESET}).")
     p.add_argument("input", metavar="INPUT", help="a folder of images, a glob ('photos/*.jpg', quoted), or a .csv / "
                                                   ".jsonl list (an image path or a prompt per line, optional "
-                                                  "per-item settings)")
+                                                  "per-item settings; a `mesh` and an `image` column: a new look of "
+                                                  "that 3-D model, its `model_family` trellis or trellis2)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="outputs folder (created if missing)")
     add_model_option(p)
-    add_model_family_option(p)                  # the whole batch's: its image items all run that family
+    add_model_family_option(p)                  # the whole batch's: its items run that family unless they name one
     p.set_defaults(model=DefaultModel(default_model()))
     p.add_argument("--text-model", metavar="PATH_OR_REPO", default=None,
                    help="text pipeline for prompt items (default microsoft/TRELLIS-text-SIZE, SIZE from the "

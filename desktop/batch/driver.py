@@ -40,7 +40,7 @@ def plan(items: list, base: GenerationSettings, out_dir, log: mf.Manifest, say) 
     rng = random.SystemRandom()
     tasks, skipped, bad = [], [], []
     for item in items:
-        key = mf.source_key(item.kind, item.source)
+        key = mf.source_key(item.kind, item.identity())
         final = out_dir / item.name
         problem = mf.folder_problem(final, key)
         if problem is None:
@@ -69,10 +69,13 @@ def plan(items: list, base: GenerationSettings, out_dir, log: mf.Manifest, say) 
             old_key, old_seed = seeds.get(item.name, (None, None))
             seed = old_seed if old_key == key and isinstance(old_seed, int) else rng.randint(0, 2 ** 31 - 1)
             settings = settings.replace(seed=seed, randomize_seed=False)
-        log.append("planned", item=item.name, key=key, kind=item.kind, source=item.source, seed=settings.seed)
+        look = {"mesh": item.mesh} if item.mesh is not None else {}
+        asked = {"family": item.family} if item.family is not None else {}
+        log.append("planned", item=item.name, key=key, kind=item.kind, source=item.source, **look, **asked,
+                   seed=settings.seed)
         tasks.append({"id": item.name, "name": item.name, "kind": item.kind, "source": item.source, "key": key,
                       "settings": settings.to_dict(), "explicit": sorted(settings.explicit),
-                      "seed_was_random": seed_was_random, "attempt": 0})
+                      "seed_was_random": seed_was_random, "attempt": 0, **look, **asked})
     return tasks, skipped, bad
 
 

@@ -1,22 +1,31 @@
-"""A batch's input -> its items: one image or one prompt each, with a stable name and optional settings.
+"""A batch's input -> its items: one image, one prompt or one new look each, with a stable name and optional
+settings.
 
     INPUT is a folder        every image file in it (not its sub-folders), sorted by name
              a glob          e.g. 'photos/**/*.jpg' (quote it), every file it matches, sorted
              a .csv file     one item a row, cells separated by commas, semicolons or tabs (as spreadsheets
-                             save them): a header row names the columns, one of them `image` or `prompt`,
-                             optionally `name`, `preset` and any setting (e.g. `seed`, `texture_size`);
-                             without a header, one image path or prompt a line
+                             save them): a header row names the columns, one of them `image`, `prompt` or `mesh`,
+                             optionally `name`, `preset`, `model_family` and any setting (e.g. `seed`,
+                             `texture_size`); without a header, one image path or prompt a line
              a .jsonl file   one item a line: {"image": "a.png", "seed": 3} or {"prompt": "a red chair"},
-                             or a bare JSON string (image path or prompt)
+                             {"mesh": "chair.glb", "image": "oak.png", "model_family": "trellis2"}, or a bare JSON
+                             string (image path or prompt)
+
+An item with a `mesh` (the user's 3-D model: GLB, glTF, OBJ, PLY or STL) is a new look of that model from its
+`image` (a look from a prompt is retexture's, not a batch's): the model keeps its vertices, faces, UVs and place, as
+the app's New look keeps them. Its `model_family` (trellis: colour, trellis2: PBR materials) picks the family that makes the look;
+without one, the family of the batch's model (--model / --model-family). An image item's `model_family` runs that
+family in place of the batch's; a prompt item takes none (the TRELLIS-text models).
 
 A line without a header or key is an image when it ends with an image extension (a missing file then
-fails that item), otherwise a prompt. A first row that looks like a header (column names) but has no
-`image` or `prompt` column is refused, as is a header-less row of several cells starting with an image:
-they are mistakes, not prompts. Relative image paths in a list are relative to the list's folder. Only
-regular files are read: a list, or an image named in one, that is a pipe, socket, device or folder is
-refused without being opened. An item's name (its output folder) is its image's file name without
-extension, or the first words of its prompt, or its `name` column; repeated names get -2, -3, ... in input
-order, so a rerun of the same input gives every item the name it had. No torch here.
+fails that item), a mesh without an image (that item fails) when it ends with a 3-D model's, otherwise a prompt. A first row that looks like a header (column names) but has no
+`image`, `prompt` or `mesh` column is refused, as is a header-less row of several cells starting with an image:
+they are mistakes, not prompts. Relative image and mesh paths in a list are relative to the list's folder. Only
+regular files are read: a list, or an image or mesh named in one, that is a pipe, socket, device or folder is
+refused without being opened; a mesh that is not there fails its item (never the batch). An item's name (its
+output folder) is its image's file name without extension (a look's: its mesh's), or the first words of its prompt,
+or its `name` column; repeated names get -2, -3, ... in input order, so a rerun of the same input gives every item
+the name it had. No torch here.
 """
 from __future__ import annotations
 
@@ -28,6 +37,8 @@ import re
 from dataclasses import dataclass, field
 
 from .. import settings as settings_mod
+from ..families import FamilyRefusal, get_family, look_family
+from ..jobs.meshes import MESH_FORMATS
 from ..settings import DEFAULT_PRESET, PRESETS, SETTINGS, GenerationSettings, field_names, parse_value
 from .files import MAX_JSON_DEPTH, json_depth, load_json_text, read_regular, special_file_problem
 
@@ -41,8 +52,10 @@ SEPARATORS = {",": "commas", ";": "semicolons", "\t": "tabs"}
 COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 # Names the batch's own files use in the outputs folder (manifest.py).
 RESERVED_NAMES = {"manifest.jsonl", "summary.json"}
-# An item's settings columns besides the GenerationSettings fields.
-ITEM_KEYS = ("image", "prompt", "name", "preset")
+# An item's columns besides the GenerationSettings fields.
+ITEM_KEYS = ("image", "prompt", "mesh", "name", "preset", "model_family")
+# The columns of which a header row names at least one.
+SOURCE_KEYS = ("image", "prompt", "mesh")
 
 
 class BatchInputError(ValueError):
@@ -52,10 +65,16 @@ class BatchInputError(ValueError):
 @dataclass
 class Item:
     name: str                       # output folder name, unique in the batch
-    kind: str                       # "image" or "prompt"
-    source: str                     # absolute image path, or the prompt
+    kind: str                       # "image", "prompt" or "look" (a new look of the user's mesh)
+    source: str                     # absolute image path, or the prompt (a look's: what its look is taken from)
     changes: dict = field(default_factory=dict)     # per-item settings (field -> value), "preset" included
     problem: str | None = None      # why this item cannot run (bad settings, empty prompt): it fails at once
+    mesh: str | None = None         # a look's 3-D model: its absolute path
+    family: str | None = None       # the model family the item asked for (None: the batch's)
+
+    def identity(self) -> str:
+        """What the item is made from, as text (its source; a look's mesh too): its manifest key's input."""
+        return self.source if self.mesh is None else f"{self.mesh}\0{self.source}"
 
     def settings(self, base: GenerationSettings) -> GenerationSettings:
         """The batch's settings with this item's on top (a `preset` column starts from that preset)."""
@@ -136,11 +155,11 @@ def _csv_rows(path: str) -> list:
         # The separator under which the first row names the most known columns (then the most cells).
         delimiter = max(DELIMITERS, key=lambda d: (sum(_is_column(_column(c)) for c in heads[d]), len(heads[d])))
         head = [_column(c) for c in heads[delimiter]]
-        if "image" in head or "prompt" in head:
+        if any(k in head for k in SOURCE_KEYS):
             unknown = [c for c in head if c and not _is_column(c)]
             if unknown:
-                raise BatchInputError(f"{path}: unknown column(s) {', '.join(unknown)}; use image or prompt, name, "
-                                      f"preset and settings ({', '.join(field_names())})")
+                raise BatchInputError(f"{path}: unknown column(s) {', '.join(unknown)}; use image or prompt, mesh, "
+                                      f"name, preset, model_family and settings ({', '.join(field_names())})")
             table = list(_rows(text, delimiter))
             for n, r in enumerate(table[1:], 2):
                 if any(c.strip() for c in r[len(head):]):
@@ -153,8 +172,9 @@ def _csv_rows(path: str) -> list:
     cells = [c.strip() for c in heads[delimiter] if c.strip()]
     if any(_is_column(_column(c)) for c in cells) or (len(cells) > 1 and all(COLUMN_NAME.fullmatch(c) for c in cells)):
         raise BatchInputError(f"{path}: the first row ({', '.join(cells)}) is a header without an image or prompt "
-                              "column: name the column of image paths `image` (or the column of prompts `prompt`). "
-                              "A list without a header has one image path or prompt a line")
+                              "column (nor a mesh column): name the column of image paths `image` (or the column of "
+                              "prompts `prompt`; of 3-D models to give a new look, `mesh`). A list without a header "
+                              "has one image path or prompt a line")
     return _headerless_rows(path, text)
 
 
@@ -166,10 +186,12 @@ def _headerless_rows(path: str, text: str) -> list:
             continue
         for d in DELIMITERS:
             first, sep, rest = cell.partition(d)
-            if sep and rest.strip() and first.strip().strip('"').lower().endswith(IMAGE_EXTENSIONS):
+            first = first.strip().strip('"').lower()
+            if sep and rest.strip() and first.endswith(IMAGE_EXTENSIONS + MESH_FORMATS):
+                columns = "image" + d + "seed" if first.endswith(IMAGE_EXTENSIONS) else "mesh" + d + "image"
                 raise BatchInputError(f"{path}:{n}: several cells ({cell[:80]!r}, separated by {SEPARATORS[d]}) but "
                                       "the list has no header row: add a first row naming the columns, e.g. "
-                                      f"{'image' + d + 'seed'!r}")
+                                      f"{columns!r}")
         if len(cell) > 1 and cell[0] == cell[-1] == '"':
             quoted = next(csv.reader([cell]), [cell])
             cell = quoted[0] if len(quoted) == 1 else cell
@@ -202,32 +224,66 @@ def _item(row: dict, base_dir: str) -> Item:
     row = dict(row)
     bare = row.pop("", None)
     if bare is not None:
-        key = "image" if str(bare).lower().endswith(IMAGE_EXTENSIONS) else "prompt"
+        lower = str(bare).lower()
+        key = "image" if lower.endswith(IMAGE_EXTENSIONS) else "mesh" if lower.endswith(MESH_FORMATS) else "prompt"
         row[key] = bare
     name = row.pop("name", None)
+    mesh = row.pop("mesh", None)
+    family = row.pop("model_family", None)
     problem = None
     if "image" in row:
-        kind, source = "image", row.pop("image")
+        kind, (source, problem) = "image", _file(row.pop("image"), base_dir, "image", "an image file")
         row.pop("prompt", None)
-        if isinstance(source, str) and source.strip():
-            source = os.path.abspath(os.path.join(base_dir, os.path.expanduser(source)))
-            problem = special_file_problem(source)
-            problem = f"bad input: {problem}" if problem else None
-        else:
-            problem = f"bad item: image: expected a file path, got {source!r:.80}"
-            source = str(source)
     else:
         kind, source = "prompt", row.pop("prompt", "")
-    item = Item(name=str(name) if name else "", kind=kind, source=source if isinstance(source, str) else "")
+    if mesh is not None:
+        if kind == "prompt" and source == "":
+            problem = problem or ("bad item: a new look of a mesh is taken from an image: give its `image` column "
+                                  "too (the photo whose look the model takes)")
+        elif kind == "prompt":
+            problem = problem or ("bad item: a batch's new look is taken from an image, not a prompt: give an "
+                                  "`image` (a look from a prompt: python -m desktop retexture MESH --prompt TEXT)")
+        kind, (mesh, mesh_problem) = "look", _file(mesh, base_dir, "mesh", "a 3-D model file")
+        if mesh_problem is None and not os.path.lexists(mesh):
+            mesh_problem = f"bad input: {mesh}: no such file (the 3-D model this item gives a new look)"
+        problem = mesh_problem or problem
+    item = Item(name=str(name) if name else "", kind=kind, source=source if isinstance(source, str) else "",
+                mesh=mesh)
     try:
         if kind == "prompt":
             item.source = check_prompt(source)
+        item.family = _family(family, kind)
         item.changes = _settings_changes(row)
         item.settings(GenerationSettings.from_preset(DEFAULT_PRESET))     # validate now: fail this item only
     except (ValueError, TypeError) as err:
         item.problem = f"bad item: {err}"
     item.problem = problem or item.problem
     return item
+
+
+def _file(value, base_dir: str, column: str, what: str) -> tuple:
+    """(the absolute path a cell names, relative to the list's folder; the item's problem with it or None)."""
+    if not isinstance(value, str) or not value.strip():
+        return str(value), f"bad item: {column}: expected a file path, got {value!r:.80}"
+    path = os.path.abspath(os.path.join(base_dir, os.path.expanduser(value)))
+    problem = special_file_problem(path, what)
+    return path, f"bad input: {problem}" if problem else None
+
+
+def _family(value, kind: str):
+    """The family id an item's `model_family` names (None: the batch's); ValueError for one it cannot use."""
+    if value is None:
+        return None
+    family = get_family(value.strip() if isinstance(value, str) else value)
+    if kind == "prompt":
+        raise ValueError(f"model_family {family.name}: a prompt is made by the TRELLIS-text models, not an image model "
+                         "family; leave model_family out of prompt items")
+    if kind == "look":
+        try:
+            look_family(family.name)
+        except FamilyRefusal as err:
+            raise ValueError(f"model_family: {err}") from None
+    return family.name
 
 
 def _settings_changes(row: dict) -> dict:
@@ -263,8 +319,8 @@ def _name_items(items: list) -> list:
     for item in items:
         if item.name:
             base = clean_name(item.name)
-        elif item.kind == "image":
-            base = clean_name(os.path.splitext(os.path.basename(item.source))[0])
+        elif item.kind in ("image", "look"):
+            base = clean_name(os.path.splitext(os.path.basename(item.mesh or item.source))[0])
         else:
             base = clean_name("-".join(item.source.lower().split()[:8]))
         if base.lower() in RESERVED_NAMES:

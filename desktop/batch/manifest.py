@@ -44,7 +44,8 @@ ITEM_KEY = "batch_item"          # the entry of settings.json that says which ba
 
 
 def source_key(kind: str, source: str) -> str:
-    """What identifies an item's input across reruns (its kind and image path or prompt)."""
+    """What identifies an item's input across reruns (its kind and image path or prompt; a look's mesh path and
+    image path: items.Item.identity)."""
     # surrogateescape: a path's bytes that are not UTF-8 (kept by Python as surrogates) hash as those bytes
     return hashlib.sha256(f"{kind}\0{source}".encode("utf-8", "surrogateescape")).hexdigest()[:16]
 

@@ -3,8 +3,8 @@
 Imported only with `--ray` (Ray is an optional extra: requirements_ray.txt). Each actor asks Ray for one
 unit of `resource` ("GPU": Ray sets CUDA_VISIBLE_DEVICES to the GPU it gave; a custom resource stands in
 for GPUs in the tests) and makes two items at a time (max_concurrency=2: one samples while the other is
-exported, worker.ItemWorker). Image bytes travel through Ray's object store, so the workers need no
-access to the driver's files. Where a worker sees the driver's outputs folder (shared storage; checked by
+exported, worker.ItemWorker). Image bytes (and a look's mesh) travel through Ray's object store, so the workers
+need no access to the driver's files. Where a worker sees the driver's outputs folder (shared storage; checked by
 a probe file the driver writes), it moves the finished folder there itself; elsewhere it returns the
 files and the driver writes them. An actor that dies (killed, its node lost) fails its items with
 RayActorError: they go back to the queue, and a new actor is asked for in its place, wherever Ray finds
@@ -156,10 +156,14 @@ class RayPool:
 
         task = {**task, **self.common, "return_files": self._returns(actor)}
         data = None
-        if task["kind"] == "image":
+        if task["kind"] in ("image", "look"):
             if task["name"] not in self.data:
                 try:
-                    self.data[task["name"]] = ray.put(read_regular(task["source"], IMAGE_MAX_BYTES, "an image file"))
+                    image = read_regular(task["source"], IMAGE_MAX_BYTES, "an image file")
+                    # a look's mesh travels beside its image (the largest the app opens: meshes.MAX_MESH_BYTES)
+                    files = (image, read_regular(task["mesh"], IMAGE_MAX_BYTES, "a 3-D model file")) \
+                        if task["kind"] == "look" else image
+                    self.data[task["name"]] = ray.put(files)
                 except OSError:
                     self.data[task["name"]] = None        # the worker reports the problem as the item's
             data = self.data[task["name"]]

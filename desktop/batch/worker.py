@@ -8,10 +8,15 @@ from two threads at once (two local threads, or a Ray actor with max_concurrency
 files while the next one samples.
 
 A task is a plain dict (it crosses process boundaries):
-    name, kind ("image" | "prompt"), source (image path or prompt), data (the image's bytes, or None:
-    read the path), settings (GenerationSettings.to_dict(), the seed fixed), explicit (the settings the user set),
-    seed_was_random, key (manifest.source_key), model, text_model (None: the published one of the settings'
-    text_model_size), out (the outputs folder), return_files (True: return the files, write nothing in out)
+    name, kind ("image" | "prompt" | "look"), source (image path or prompt), mesh (a look's 3-D model path), family
+    (the model family the item asked for; absent: the family of `model`), data (the image's bytes, for a look
+    (image bytes, mesh bytes); None: read the paths), settings (GenerationSettings.to_dict(), the seed fixed), explicit
+    (the settings the user set), seed_was_random, key (manifest.source_key), model, text_model (None: the published
+    one of the settings' text_model_size), out (the outputs folder), return_files (True: return the files, write
+    nothing in out)
+
+A look item is the app's new-look job (the runner's submit_variant: kind "variant", the user's mesh kept) of its
+family's look step (TRELLIS v1: colour, TRELLIS.2: PBR materials); an image item may name the other family too.
 
 and the answer is a dict: state "done" | "failed", name, plus `duplicate` (another attempt had landed
 first), files (return_files), kind and error (failed), retry (whether another attempt may succeed),
@@ -56,29 +61,43 @@ def item_memory(device: str, settings: GenerationSettings) -> dict:
 
 
 def item_job(task: dict):
-    """The app's job of one item, as the runner's submit / submit_text makes it: the values the user set marked
-    (for_device never lowers those); its settings checked for its model's family as the runner checks them (InputError
-    for what the family cannot make). An image path that names a pipe or a device fails here: it would block the
-    sampling, and every item behind it."""
-    from ..families import FamilyRefusal, family_of_model
+    """The app's job of one item, as the runner's submit / submit_text / submit_variant makes it: the values the user
+    set marked (for_device never lowers those); its settings checked for its family as the runner checks them
+    (InputError for what the family cannot make, or a family not installed here: that item fails, not the batch). An
+    image or mesh path that names a pipe or a device fails here: it would block the sampling, and every item behind
+    it."""
+    from ..families import FamilyRefusal, family_folder, family_of_model, get_family, look_family
     from ..families import check as family_check
     from ..jobs.job import InputError, Job
 
     settings = dataclasses.replace(GenerationSettings.from_dict(task["settings"]),
                                    explicit=frozenset(task.get("explicit") or ()))
-    if task["kind"] != "image":
+    if task["kind"] == "prompt":
         return Job(id=uuid.uuid4().hex, inputs=[], settings=settings, kind="text", prompt=task["source"])
+    look = task["kind"] == "look"
     data = task.get("data")
-    problem = special_file_problem(task["source"]) if data is None else None
-    if problem:
-        raise InputError(problem)
-    family = family_of_model(task["model"])
+    image, mesh = (tuple(data) if look else (data, None)) if data is not None else (None, None)
+    for path, given, what in ((task["source"], image, "an image file"), (task.get("mesh"), mesh, "a 3-D model file")):
+        problem = special_file_problem(path, what) if path is not None and given is None else None
+        if problem:
+            raise InputError(problem)
     try:                                          # the runner's one rule (JobRunner.submit), for the item's family
+        wanted = task.get("family")
+        family = get_family(wanted) if wanted else family_of_model(task["model"])
+        if look:
+            family = look_family(family.name)
+        if family_folder(family, task["model"]) is None:
+            raise FamilyRefusal(f"a {family.words} new look ({family.look_words}) needs {family.words}, which is not "
+                                f"installed here: {family.install_line()}" if look else family.unavailable())
         settings, warnings = family_check(family, settings, 1)
     except FamilyRefusal as err:
         raise InputError(str(err)) from None
-    job = Job(id=uuid.uuid4().hex, inputs=[task["source"] if data is None else data], settings=settings,
-              family=family.name)
+    inputs = [task["source"] if image is None else image]
+    if look:                                      # a mesh sent as bytes keeps its path as its name (settings.json)
+        job = Job(id=uuid.uuid4().hex, inputs=inputs, settings=settings, kind="variant", family=family.name,
+                  mesh=task["mesh"] if mesh is None else (task["mesh"], mesh))
+    else:
+        job = Job(id=uuid.uuid4().hex, inputs=inputs, settings=settings, family=family.name)
     for warning in warnings:
         job.warn(warning)
     return job
@@ -86,11 +105,11 @@ def item_job(task: dict):
 
 def item_record(task: dict) -> dict:
     """settings.json's entries of a batch item besides its job's (JobContext.record): which item it is, whether its
-    seed was drawn (by the driver: the job's own settings hold it fixed) and, for an image, the path it came from (a
-    Ray worker is given its bytes)."""
+    seed was drawn (by the driver: the job's own settings hold it fixed) and, for an image or a look, the path its
+    image came from (a Ray worker is given its bytes; a look's step records its mesh's)."""
     record = {manifest.ITEM_KEY: {"name": task["name"], "key": task["key"], "kind": task["kind"]},
               "seed_was_random": bool(task.get("seed_was_random"))}
-    if task["kind"] == "image":
+    if task["kind"] in ("image", "look"):
         record["inputs"] = [task["source"]]
     return record
 
@@ -167,19 +186,24 @@ class ItemWorker:
         return family_step(job, phases=True)(self.context(task, job, work), job)
 
     def context(self, task: dict, job, work):
-        """The job's context: this worker's pipelines, the item's work folder (made already) and its entries of
-        settings.json; nothing is kept for exports and nothing cancels it (Ctrl-C stops the worker)."""
+        """The job's context: this worker's pipelines (of the job's family: item_job checked it is installed), the
+        item's work folder (made already) and its entries of settings.json; nothing is kept for exports and nothing
+        cancels it (Ctrl-C stops the worker)."""
+        from ..families import family_folder
         from ..jobs.context import JobContext
         from ..jobs.folder import JobFolder
 
         pipelines = self.pipelines(task)
+        model_path = family_folder(job.family, task["model"]) if job.family else task["model"]
 
         def pipeline(which: str, progress) -> tuple:
             if which == "image":
-                return pipelines.image(job, progress), task["model"]
+                return pipelines.image(job, progress, job.family), model_path
+            if which == "look":             # the family's new-look pipeline (TRELLIS.2's texturing)
+                return pipelines.look(job, progress, job.family)
             return pipelines.text(job, which.split(":", 1)[1], progress)
 
-        return JobContext(device=self.device, model_path=task["model"], outputs_dir=Path(work).parent,
+        return JobContext(device=self.device, model_path=model_path, outputs_dir=Path(work).parent,
                           pipeline=pipeline, background_remover=pipelines.background_remover,
                           folder=lambda: JobFolder(work), cancelled=_never, keep=lambda result: None,
                           record=item_record(task))
