@@ -117,10 +117,21 @@ def test_a_look_item_is_the_runners_new_look_job_and_a_family_not_installed_fail
         item_job({**task, "family": "trellis2"})
     with pytest.raises(InputError, match="is a folder, not a 3-D model file"):
         item_job({**task, "mesh": str(tmp_path)})
+    # an image item may name a family too; one not installed fails that item in the family's words
+    with pytest.raises(InputError, match="TRELLIS.2"):
+        item_job({**task, "kind": "image", "mesh": None, "family": "trellis2"})
+    assert item_job({**task, "kind": "image", "mesh": None}).kind == "generate"
+    # a look naming no family is made by the batch's model's (--model-family trellis2 makes --model that folder)
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "pipeline.json").write_text(json.dumps({"name": "Trellis2ImageTo3DPipeline", "args": {}}))
+    job = item_job({**task, "model": str(v2)})
+    assert (job.kind, job.family) == ("variant", "trellis2")
 
 
 # ------------------------------------------------------------------------------------------ end to end
 
+@pytest.mark.slow
 def test_a_batch_of_a_v1_look_a_trellis2_look_and_a_missing_mesh(tiny_pipeline_dir, tiny_trellis2_dir, tmp_path,
                                                                  monkeypatch, capsys):
     monkeypatch.setenv("TRELLIS_MODEL_DIR", str(install_trellis2(tmp_path / "models", tiny_trellis2_dir)))
@@ -172,6 +183,7 @@ def test_a_batch_of_a_v1_look_a_trellis2_look_and_a_missing_mesh(tiny_pipeline_d
     assert os.path.getsize(out / "vase" / "model.glb") > 0
 
 
+@pytest.mark.slow
 def test_a_look_sent_as_bytes_as_ray_sends_it_returns_its_files(tiny_pipeline_dir, tmp_path):
     """A worker that does not see the driver's files (a Ray node) is given a look's image and mesh as bytes and returns
     the item's files: the mesh copied from those bytes, kept in the GLB, its path recorded as the driver named it."""
@@ -198,5 +210,26 @@ def test_a_look_sent_as_bytes_as_ray_sends_it_returns_its_files(tiny_pipeline_di
     assert record["inputs"] == ["/driver/only/look.png"]
     landed = mf.commit(mf.write_files(out, "sphere", files), out / "sphere")
     assert landed and mf.folder_problem(out / "sphere", task["key"]) is None
+    assert np.array_equal(glb_attribute(out / "sphere" / "model.glb", "POSITION"), v.astype(np.float32))
+    assert np.array_equal(glb_attribute(out / "sphere" / "model.glb", "indices").reshape(-1, 3).astype(np.int64), f)
+
+
+@pytest.mark.slow
+def test_a_look_on_a_ray_cluster_is_sent_its_mesh_and_lands_once(tiny_pipeline_dir, tmp_path, monkeypatch, capsys):
+    """`--ray local --ray-output driver`: the look's image and mesh go through Ray's object store to the actor, whose
+    files come back to the driver, which lands the item's folder (the mesh kept)."""
+    pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")            # no token file written into the user's home
+    v, f = write_sphere(tmp_path / "sphere.glb")
+    rgba_blob(tmp_path / "look.png")
+    (tmp_path / "looks.jsonl").write_text('{"mesh": "sphere.glb", "image": "look.png", "model_family": "trellis"}\n')
+    out = tmp_path / "out"
+    code = command.main([str(tmp_path / "looks.jsonl"), "-o", str(out), "--model", tiny_pipeline_dir, "--ray", "local",
+                         "--ray-output", "driver", *CHEAP])
+    err = capsys.readouterr().err
+    assert code == command.EXIT_OK, err
+    (done,) = events(out, "done")
+    assert done["item"] == "sphere" and mf.folder_problem(out / "sphere", done["key"]) is None
+    assert (out / "sphere" / "input_mesh.glb").read_bytes() == (tmp_path / "sphere.glb").read_bytes()
     assert np.array_equal(glb_attribute(out / "sphere" / "model.glb", "POSITION"), v.astype(np.float32))
     assert np.array_equal(glb_attribute(out / "sphere" / "model.glb", "indices").reshape(-1, 3).astype(np.int64), f)
