@@ -82,3 +82,39 @@ def test_the_packed_form_is_each_sequences_own():
             assert torch.equal(out[sq:sq + nq], one)
         sq, sk = sq + nq, sk + nk
     assert torch.equal(quantised_varlen(pq, pk, pv, torch.tensor(parts_q), torch.tensor(parts_k)), out)
+
+
+def test_the_precision_switch_routes_both_kinds_and_is_the_processs_one_choice():
+    import threading
+
+    from trellis.modules.attention import attention_precision, varlen_attention
+    from trellis.modules.attention import kernel_log
+
+    q, k, v = qkv(6, lq=40, lk=40)
+    with kernel_log.recording() as log, attention_precision("8bit"):
+        assert torch.equal(dense_attention(q, k, v), quantised_dense(q, k, v))
+        assert torch.equal(varlen_attention(q[0], k[0], v[0], [15, 25], [20, 20]),
+                           quantised_varlen(q[0], k[0], v[0], [15, 25], [20, 20]))
+    assert {name: e["calls"] for name, e in log.items()} == {"8bit_twin": 2}
+    assert not torch.equal(dense_attention(q, k, v), quantised_dense(q, k, v))      # exact again after the block
+    with pytest.raises(ValueError, match="exact' or '8bit"):
+        with attention_precision("int4"):
+            pass
+    held, release = threading.Event(), threading.Event()
+
+    def other_run():
+        with attention_precision("8bit"):
+            held.set()
+            release.wait(10)
+    t = threading.Thread(target=other_run)
+    t.start()
+    held.wait(10)
+    try:
+        with pytest.raises(RuntimeError, match="must wait"):
+            with attention_precision("exact"):
+                pass
+        with attention_precision("8bit"):                   # the same choice may join
+            assert torch.equal(dense_attention(q, k, v), quantised_dense(q, k, v))
+    finally:
+        release.set()
+        t.join()

@@ -11,8 +11,10 @@ half-precision CPU kernels.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
+import threading
 import warnings
 from functools import lru_cache
 
@@ -23,6 +25,7 @@ from ... import fastpaths
 from ...core import backends
 from ...tuning import TUNING
 from . import kernel_log
+from .quantised import quantised_dense, quantised_varlen
 
 
 # ----------------------------------------------------------------------------------- availability
@@ -51,6 +54,36 @@ def _torch_varlen_fn():
 def _warn_fallback(name: str, why: str) -> None:
     warnings.warn(f"attention backend {name!r} {why}; using the built-in PyTorch path instead.",
                   RuntimeWarning, stacklevel=3)
+
+
+# -------------------------------------------------------------------------------------- 8-bit maths
+
+# "exact" or "8bit": the attention's arithmetic, process-wide while ``attention_precision`` holds it (a module
+# global: torch.compile guards on it, so compiled code never keeps the other choice).
+PRECISION = {"mode": "exact"}
+_PRECISION_LOCK = threading.Lock()
+_PRECISION_USERS = [0]
+
+
+@contextlib.contextmanager
+def attention_precision(mode: str):
+    """Attention in ``mode`` ("exact", or "8bit": ``quantised``'s maths, an approximation) within the block. Two
+    blocks at once must ask for the same mode (RuntimeError otherwise): the choice is the process's. A kept CUDA
+    graph replays the kernels it captured: whoever compares the modes runs without kept graphs."""
+    if mode not in ("exact", "8bit"):
+        raise ValueError(f"attention precision {mode!r}: 'exact' or '8bit'")
+    with _PRECISION_LOCK:
+        if _PRECISION_USERS[0] and PRECISION["mode"] != mode:
+            raise RuntimeError(f"attention runs {PRECISION['mode']} for another run now; {mode} must wait")
+        _PRECISION_USERS[0] += 1
+        PRECISION["mode"] = mode
+    try:
+        yield
+    finally:
+        with _PRECISION_LOCK:
+            _PRECISION_USERS[0] -= 1
+            if _PRECISION_USERS[0] == 0:
+                PRECISION["mode"] = "exact"
 
 
 # ------------------------------------------------------------------------------------------- dense
@@ -147,6 +180,9 @@ def _sdpa_cudnn_first(qt, kt, vt):
 
 def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str | None = None) -> torch.Tensor:
     """q [B, Lq, H, D], k/v [B, Lk, H, D] -> [B, Lq, H, D]."""
+    if PRECISION["mode"] == "8bit":
+        kernel_log.note("8bit_twin", "dense")
+        return quantised_dense(q, k, v)
     name = backend or backends.get("dense")
     if name == "naive":
         kernel_log.note("naive", "dense")
@@ -364,6 +400,9 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths_
     if q.shape[0] == 0:
         return q.clone()
     lq, lk = _as_seqlens(lengths_q, q.device), _as_seqlens(lengths_kv, q.device)
+    if PRECISION["mode"] == "8bit":
+        kernel_log.note("8bit_twin", "varlen")
+        return quantised_varlen(q, k, v, lq.host, lk.host)
     name = resolve_varlen_backend(backend or backends.get("varlen"), q, lq.max)
     if name == "cudnn":
         if _uniform(lq) and _uniform(lk):
