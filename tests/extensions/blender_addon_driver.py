@@ -130,6 +130,37 @@ def generate_prompt():
     return out
 
 
+def quad_job(location, **more):
+    """The panel's Topology "Quads": what the job was sent, and the faces of the object it adds."""
+    settings = use_fast(**more)
+    settings.topology, settings.target_faces = "QUADS", 300
+    settings.image_path = CONFIG["image"]
+    bpy.context.scene.cursor.location = location
+    fields = ops().job_fields(settings, ops().client.topology_fields(settings.topology))
+    before = set(bpy.data.objects)
+    assert bpy.ops.trellis.generate(source="IMAGE") == {"FINISHED"}
+    out = follow()
+    new = [o for o in bpy.data.objects if o not in before]
+    out["new"] = [{"name": o.name, "type": o.type, "location": list(o.matrix_world.translation),
+                   "faces": len(o.data.polygons) if o.type == "MESH" else 0,
+                   "quads": sum(len(p.vertices) == 4 for p in o.data.polygons) if o.type == "MESH" else 0,
+                   "uv_layers": [u.name for u in o.data.uv_layers] if o.type == "MESH" else [],
+                   "materials": material_report(o) if o.type == "MESH" else []} for o in new]
+    out["fields"] = fields
+    settings.topology, settings.target_faces = "TRIANGLES", 0
+    return out
+
+
+@scenario
+def generate_quads():
+    return quad_job((0.0, 6.0, 0.0))
+
+
+@scenario
+def generate_quads_geometry():
+    return quad_job((0.0, 9.0, 0.0), geometry_only="true")
+
+
 def texture_cube(keep_uvs: bool, source: str, location, **more):
     use_fast(**more)
     bpy.ops.mesh.primitive_cube_add(size=1.0, location=location, rotation=(0.3, 0.0, 0.5))
@@ -274,10 +305,10 @@ def upstream_image(socket):
 
 @scenario
 def pbr_import():
-    """A TRELLIS.2 GLB brought in as the add-on brings a result in (scene_io.import_glb, place_result): what feeds
+    """A TRELLIS.2 GLB brought in as the add-on brings a result in (scene_io.import_result, place_result): what feeds
     each input of its Principled BSDF."""
     scene_io = sys.modules[PKG + ".scene_io"]
-    objects = scene_io.import_glb(CONFIG["pbr_glb"])
+    objects = scene_io.import_result(CONFIG["pbr_glb"])
     meshes = scene_io.place_result(objects, (0.0, -6.0, 0.0), "Trellis trellis2")
     out = {"meshes": []}
     for obj in meshes:

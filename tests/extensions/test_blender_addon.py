@@ -86,6 +86,44 @@ def test_the_client_runs_a_job_to_its_glb_and_cleans_up(live, image, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def report_of(live, job_id: str) -> dict:
+    """The job's export record (timings.json's export_bake_stages; export_shape_stages without a texture)."""
+    timings = httpx.get(f"{live.url}/v1/jobs/{job_id}/files/timings.json").json()
+    return timings.get("export_bake_stages") or timings["export_shape_stages"]
+
+
+def face_sizes(obj_path) -> list:
+    return [len(line.split()) - 1 for line in open(obj_path, encoding="utf-8") if line.startswith("f ")]
+
+
+@pytest.mark.slow
+def test_the_clients_quads_choice_brings_the_obj_with_its_material(live, image, tmp_path):
+    """Topology "Quads": the job's topology setting is quads, and the result comes as the OBJ (its quads as the
+    export counted them) with the MTL and the image it names, in one folder."""
+    assert client.topology_fields("TRIANGLES") == {}
+    with pytest.raises(client.ApiProblem):
+        client.topology_fields("HEXES")
+    assert client.mtl_names("newmtl a\nKd 1 1 1\nmap_Kd model.png\nnorm -bm 1 ../x/model_normal.png\n") == \
+        ["model.png", "model_normal.png"]
+    fields = {**FAST_FIELDS, "target_faces": "300", **client.topology_fields("QUADS")}
+    data = open(image, "rb").read()
+    task = client.Task(client.Client(live.url), fields, [("images", "blob.png", data, "image/png")], "quads",
+                       poll_s=0.05, temp_root=str(tmp_path)).start()
+    task.thread.join(120)
+    snap = task.snapshot()
+    assert snap["finished"] and snap["state"] == "done", snap
+    folder = os.path.dirname(snap["result_path"])
+    assert sorted(os.listdir(folder)) == ["model.mtl", "model.obj", "model.png"]
+    sizes = face_sizes(snap["result_path"])
+    stages = report_of(live, snap["job_id"])
+    assert stages["topology"] == "quads" and stages["quads"]["quad_share"] >= 0.95
+    assert sum(n == 4 for n in sizes) == stages["textured_quads"] > 0
+    job = httpx.get(f"{live.url}/v1/jobs/{snap['job_id']}").json()
+    assert job["settings"]["topology"] == "quads" and job["settings"]["formats"] == ["obj"]
+    task.cleanup()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_client_cancels_a_running_job(live, image):
     data = open(image, "rb").read()
     task = client.Task(client.Client(live.url), {**FAST_FIELDS, "ss_steps": 500, "slat_steps": 500},
@@ -297,6 +335,27 @@ def test_a_model_from_a_prompt(blender_run):
     got = part(blender_run, "generate_prompt")
     meshes = [o for o in got["new"] if o["type"] == "MESH"]
     assert got["last"][0] == "INFO" and len(meshes) == 1 and meshes[0]["materials"][0]["images"] == [[64, 64]]
+
+
+@pytest.mark.slow
+def test_the_panels_quads_choice_adds_a_quad_model(blender_run, live):
+    """Topology "Quads" on the panel: the job asks quads and the object added at the cursor is the OBJ's, with every
+    quad the server wrote (textured: a UV seam through a quad's diagonal leaves it two triangles in the file), its UVs
+    and its packed texture; without a texture (geometry_only) at least 95 % of its faces are quads."""
+    got = part(blender_run, "generate_quads")
+    assert got["fields"]["topology"] == "quads" and got["fields"]["formats"] == "obj", got["fields"]
+    assert got["last"][0] == "INFO" and "faces quads" in got["last"][1], got["last"]
+    (mesh,) = [o for o in got["new"] if o["type"] == "MESH"]
+    assert mesh["name"].startswith("Trellis blob") and mesh["location"] == pytest.approx([0.0, 6.0, 0.0])
+    stages = report_of(live, got["job"]["job_id"])
+    assert mesh["quads"] == stages["textured_quads"] > 0 and stages["quads"]["quad_share"] >= 0.95, (mesh, stages)
+    assert mesh["uv_layers"] and mesh["materials"][0]["images"] == [[64, 64]] and all(mesh["materials"][0]["packed"])
+    job = httpx.get(f"{live.url}/v1/jobs/{got['job']['job_id']}").json()
+    assert job["state"] == "done" and job["settings"]["topology"] == "quads" and job["settings"]["target_faces"] == 300
+    plain = part(blender_run, "generate_quads_geometry")
+    (mesh,) = [o for o in plain["new"] if o["type"] == "MESH"]
+    stages = report_of(live, plain["job"]["job_id"])
+    assert mesh["faces"] == stages["quads"]["faces_made"] and mesh["quads"] >= 0.95 * mesh["faces"] > 0, mesh
 
 
 def texture_part(found: dict, name: str, live) -> dict:

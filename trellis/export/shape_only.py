@@ -25,8 +25,12 @@ def clean_shape(mesh, options: ExportOptions | None = None, *, progress=None, ca
     options that concern it (simplify, fill_holes, fill_holes_max_size, target_faces, destination; ``device``: where
     it runs, default the mesh's; ``kwargs``: changes to them), with no texture (None) and every vertex at UV (0, 0),
     so that its levels of detail see no seams; its ``info`` holds the clean-up's record ("cleanup"), "input_faces",
-    "faces" and "seconds". ``progress(stage, done, total)`` gets the clean-up's stages; ``cancel`` as ever."""
+    "faces" and "seconds". ``progress(stage, done, total)`` gets the clean-up's stages; ``cancel`` as ever. With
+    ``topology="quads"``: that surface remeshed to quads (``quads.bake.shape_quads``)."""
     o = ExportOptions.given(options, **kwargs)
+    if o.topology == "quads":
+        from .quads.bake import shape_quads
+        return shape_quads(mesh, o, progress=progress, cancel=cancel)
     started = time.perf_counter()
     info = {"seconds": {}, "texture": None}
     check(cancel)

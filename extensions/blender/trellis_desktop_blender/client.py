@@ -5,8 +5,8 @@ and is tested, in any Python.
 
 The API (desktop/api in the Trellis Desktop folder): `POST /v1/jobs` takes a multipart form (files `images` and
 `mesh`, text fields `prompt`, `preset`, `formats`, `target_faces`, `texture_size`, `keep_mesh`, `model_family`,
-`pipeline_type`, ...) and answers 202 with the job; `GET /v1/jobs/{id}` reports `state` (queued, running, done,
-failed, cancelled), `progress` (fraction, percent, label, step, total, eta_s), `error` and `files`; `POST /v1/jobs/{id}/cancel` cancels it;
+`pipeline_type`, `topology`, ...) and answers 202 with the job; `GET /v1/jobs/{id}` reports `state` (queued,
+running, done, failed, cancelled), `progress` (fraction, percent, label, step, total, eta_s), `error` and `files`; `POST /v1/jobs/{id}/cancel` cancels it;
 `GET /v1/presets` lists the presets and `GET /v1/health` the model families (`family_info`: each one's id, words,
 pipeline types and whether it is installed there). With a token the server wants `Authorization: Bearer TOKEN` on
 every request.
@@ -40,6 +40,9 @@ KNOWN_FAMILIES = (
 # What each pipeline type the panel may offer costs, in a word (a type the server adds is offered without one).
 PIPELINE_WORDS = {"512": "the fastest", "1024": "1024 in one pass", "1024_cascade": "512 refined to 1024: the "
                   "reference's default", "1536_cascade": "the finest, slowest, most GPU memory"}
+# The panel's Topology choice -> the job's `topology` setting. Quads come back as the OBJ (glTF holds only
+# triangles), whose MTL and the images it names are fetched beside it.
+TOPOLOGY_WORDS = {"TRIANGLES": "triangles", "QUADS": "quads"}
 START_SERVER = ("Start it in the Trellis Desktop folder: .venv/bin/python -m desktop api (Windows: "
                 ".venv\\Scripts\\python -m desktop api). Install the app first with ./run.sh (Linux, macOS) or "
                 "run.bat (Windows); those start the app's web page, the API server is started by that command")
@@ -143,6 +146,14 @@ def model_fields(model: str, pipeline_type: str, families=None) -> dict:
     if pipeline_type in pipeline_types(model, families):
         fields["pipeline_type"] = pipeline_type
     return fields
+
+
+def topology_fields(choice: str) -> dict:
+    """The form fields of the panel's Topology choice: none for triangles (the server's default), the setting and
+    the OBJ for quads."""
+    if choice not in TOPOLOGY_WORDS:
+        raise ApiProblem(f"unknown topology {choice!r} (one of {', '.join(TOPOLOGY_WORDS)})", "invalid")
+    return {"topology": "quads", "formats": "obj"} if choice == "QUADS" else {}
 
 
 def image_type(path: str) -> str:
@@ -286,9 +297,25 @@ def glb_file(job: dict):
         next((f for f in files if f.get("name") == "model.glb"), None)
 
 
+def obj_file(job: dict):
+    """The job's OBJ entry of `files` (model.obj), or None."""
+    return next((f for f in job.get("files") or [] if f.get("kind") == "obj"), None)
+
+
+def mtl_names(text: str) -> list:
+    """The files an MTL names (map_Kd, map_Pr, norm, ... : the last word of each such line)."""
+    names = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 2 and (words[0].lower().startswith("map_") or words[0].lower() in ("bump", "norm", "disp")):
+            names.append(os.path.basename(words[-1]))
+    return names
+
+
 class Task:
-    """One job run in a daemon thread: submit `fields` + `files`, poll until it ends, download its GLB into a
-    temporary folder. The main thread reads snapshot() (never blocks on the network) and calls cleanup() when it
+    """One job run in a daemon thread: submit `fields` + `files`, poll until it ends, download its result (the GLB;
+    for quads the OBJ with its MTL and images) into a temporary folder. The main thread reads snapshot() (never
+    blocks on the network) and calls cleanup() when it
     has used the file. cancel() asks the server to stop the job."""
 
     def __init__(self, client: Client, fields: dict, files: list, label: str, poll_s: float = 0.5,
@@ -352,6 +379,8 @@ class Task:
             kind = job.get("error_kind") or "failed"
             return {"state": "failed", "error_kind": kind,
                     "message": f"the job failed ({kind}): {job.get('error') or 'no reason given'}"}
+        if self.fields.get("topology") == "quads" and obj_file(job) is not None:
+            return self.download_obj(job)
         entry = glb_file(job)
         if entry is None:
             return {"state": "failed", "error_kind": "protocol",
@@ -361,6 +390,24 @@ class Task:
         folder = tempfile.mkdtemp(prefix="trellis_blender_", dir=self.temp_root)
         self.set(folder=folder)
         path = self.client.download(entry["url"], os.path.join(folder, "model.glb"))
+        return {"state": "done", "fraction": 1.0, "result_path": path, "message": "downloaded, adding it to the scene"}
+
+    def download_obj(self, job: dict) -> dict:
+        """The OBJ, its MTL and the images the MTL names, under their own names in one folder (the OBJ names its
+        MTL, the MTL its images, by file name)."""
+        entries = {f.get("name"): f for f in job.get("files") or []}
+        entry = obj_file(job)
+        self.set(state="downloading", message=f"downloading {entry['name']} ({entry.get('size_bytes', 0) // 1024} KB)")
+        folder = tempfile.mkdtemp(prefix="trellis_blender_", dir=self.temp_root)
+        self.set(folder=folder)
+        path = self.client.download(entry["url"], os.path.join(folder, os.path.basename(entry["name"])))
+        for mtl in [f for f in entries.values() if f.get("kind") == "mtl"]:
+            mtl_path = self.client.download(mtl["url"], os.path.join(folder, os.path.basename(mtl["name"])))
+            with open(mtl_path, encoding="utf-8", errors="replace") as f:
+                wanted = mtl_names(f.read())
+            for name in dict.fromkeys(wanted):
+                if name in entries:
+                    self.client.download(entries[name]["url"], os.path.join(folder, name))
         return {"state": "done", "fraction": 1.0, "result_path": path, "message": "downloaded, adding it to the scene"}
 
     def cleanup(self) -> None:

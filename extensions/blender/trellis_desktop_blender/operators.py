@@ -69,9 +69,10 @@ def make_client() -> client.Client:
     return c
 
 
-def job_fields(settings) -> dict:
-    """The form fields of the panel's settings (left out where the preset's value stands)."""
-    fields = {"formats": "glb"}
+def job_fields(settings, more: dict = None) -> dict:
+    """The form fields of the panel's settings (left out where the preset's value stands), with `more` (the
+    topology's) before the More Settings field, which has the last word."""
+    fields = {"formats": "glb", **(more or {})}
     if settings.preset not in ("SERVER", ""):         # "": a saved preset the server has not listed yet
         fields["preset"] = settings.preset
     if settings.target_faces:
@@ -161,11 +162,13 @@ def finish(run: Run, path: str) -> tuple:
         except RuntimeError:
             raise scene_io.LookRefused("the result arrived while Blender was not in Object Mode and could not "
                                        "switch to it: nothing was added; run the job again from Object Mode") from None
-    objects = scene_io.import_glb(path)
+    objects = scene_io.import_result(path)
     label = run.task.label
     if run.kind == "generate":
         meshes = scene_io.place_result(objects, run.location, f"Trellis {label}")
-        return "INFO", f"added {', '.join(o.name for o in meshes) or 'nothing'} at the 3D cursor"
+        faces = [len(p.vertices) for o in meshes for p in o.data.polygons]
+        shape = f" ({sum(n == 4 for n in faces)} of {len(faces)} faces quads)" if path.lower().endswith(".obj") else ""
+        return "INFO", f"added {', '.join(o.name for o in meshes) or 'nothing'} at the 3D cursor{shape}"
     obj = next((o for o in bpy.data.objects if o.as_pointer() == run.target[0]), None) \
         or bpy.data.objects.get(run.target[1])          # by pointer: a rename while the job ran is fine
     if obj is None or obj.type != "MESH":
@@ -244,7 +247,9 @@ class TRELLIS_OT_generate(Problems, bpy.types.Operator):
         settings = context.scene.trellis
         try:
             fields, files, label = look_source(settings, self.source)
-            task = client.Task(make_client(), {**job_fields(settings), **fields}, files, label)
+            # the topology is the generated mesh's: a texture job keeps the object's own faces
+            topology = client.topology_fields(settings.topology)
+            task = client.Task(make_client(), {**job_fields(settings, topology), **fields}, files, label)
         except client.ApiProblem as err:
             return self.fail(err.message)
         start(task, "generate", location=context.scene.cursor.location)

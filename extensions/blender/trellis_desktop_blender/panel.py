@@ -54,7 +54,14 @@ class TrellisSettings(bpy.types.PropertyGroup):
         "needs more GPU memory", items=type_items)
     target_faces: bpy.props.IntProperty(
         name="Target Faces", default=0, min=0, max=2_000_000,
-        description="triangles of the new model (0: as the preset makes it; at least 100)")
+        description="faces of the new model, triangles or quads as Topology says (0: as the preset makes it; at "
+        "least 100)")
+    topology: bpy.props.EnumProperty(
+        name="Topology", default="TRIANGLES",
+        description="the faces of a new model (a texture job keeps the object's own)",
+        items=[("TRIANGLES", "Triangles", "the generated triangle mesh, as a GLB", 0),
+               ("QUADS", "Quads", "a quad remesh for rigging, sculpting and editing, with its texture baked again; "
+                "it comes as an OBJ, whose faces stay quads", 1)])
     texture_size: bpy.props.IntProperty(
         name="Texture Size", default=0, min=0, max=8192, step=64,
         description="side of the texture in pixels (0: the preset's; 64 to 8192)")
@@ -94,6 +101,7 @@ class VIEW3D_PT_trellis(bpy.types.Panel):
         row.enabled = bool(client.pipeline_types(settings.model_family, State.families))
         row.prop(settings, "pipeline_type")
         col.prop(settings, "target_faces")
+        col.row().prop(settings, "topology", expand=True)
         col.prop(settings, "texture_size")
         col.prop(settings, "extra_fields", text="More")
 

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The scene side (bpy, main thread only): write the selected mesh as a GLB for the server, bring a result GLB
-in at the 3D cursor, or put a result's look (material, image texture and, where needed, UVs) on the object that
-was sent, leaving its mesh as it is."""
+(or, for quads, an OBJ) in at the 3D cursor, or put a result's look (material, image texture and, where needed,
+UVs) on the object that was sent, leaving its mesh as it is."""
 import bpy
 from mathutils import Vector
 
@@ -44,11 +44,18 @@ def export_mesh(obj, path: str) -> None:
         view_layer.objects.active = active
 
 
-def import_glb(path: str) -> list:
-    """The objects a GLB adds to the scene (Blender's glTF importer; images packed into the .blend)."""
+def import_result(path: str) -> list:
+    """The objects a GLB or an OBJ (a quad result: its faces stay quads) adds to the scene; images packed into the
+    .blend."""
     numpy_compat()
     before = set(bpy.data.objects)
-    bpy.ops.import_scene.gltf(filepath=path)
+    if path.lower().endswith(".obj"):
+        if hasattr(bpy.ops.wm, "obj_import"):
+            bpy.ops.wm.obj_import(filepath=path)       # Blender 3.2+: the OBJ's Y up becomes Blender's Z up
+        else:
+            bpy.ops.import_scene.obj(filepath=path)    # the older Python importer, with the same axes
+    else:
+        bpy.ops.import_scene.gltf(filepath=path)
     added = [o for o in bpy.data.objects if o not in before]
     for mat in {s.material for o in added for s in o.material_slots if s.material}:
         for image in texture_images(mat):

@@ -25,7 +25,7 @@ from .remesh import DEFAULT_CREASE_ANGLE as FEATURE_ANGLE
 from .remesh import remesh_quads
 from .triangulate import corner_keys, merge_pairs, triangulate_quads
 
-__all__ = ["REMESH_INPUT_FACTOR", "bake_ovoxel_quads", "bake_quads", "quad_target", "unwrap_quads"]
+__all__ = ["REMESH_INPUT_FACTOR", "bake_ovoxel_quads", "bake_quads", "quad_target", "shape_quads", "unwrap_quads"]
 
 # Triangles handed to the remesher per quad asked.
 REMESH_INPUT_FACTOR = 8
@@ -95,6 +95,30 @@ def bake_quads(app_rep, mesh, options: ExportOptions | None = None, *, target_fa
     texture = bake_uv_mesh(app_rep, v, f, uv, views, progress=progress, cancel=cancel, info=info)
     info["faces"] = len(f)
     out = TexturedMesh(v, f, uv, texture, info)
+    out.quad_pairs = pairs
+    return out
+
+
+def shape_quads(mesh, options: ExportOptions | None = None, *, target_faces: int | None = None,
+                feature_angle: float | None = FEATURE_ANGLE, progress=None, cancel=None, **changes):
+    """Files that hold no texture (geometry-only, STL, 3MF): the quad mesh of ``bake_quads`` alone, as
+    ``shape_only.clean_shape`` gives a triangle mesh: no UVs (every vertex at (0, 0)), no texture, nothing baked."""
+    from ..cleanup.chain import clean_mesh_for_export
+    from ..textured import TexturedMesh
+
+    o = ExportOptions.given(options, **changes)
+    vertices, faces = mesh_arrays(mesh)
+    target = int(target_faces) if target_faces is not None else quad_target(len(faces), o)
+    info: dict = {"seconds": {}, "input_faces": len(faces), "topology": "quads", "texture": None}
+    v_np, f_np = clean_mesh_for_export(vertices, faces, simplify=o.simplify, fill_holes=o.fill_holes,
+                                       fill_holes_max_size=o.fill_holes_max_size, device=o.device,
+                                       progress=progress, cancel=cancel, info=info.setdefault("cleanup", {}),
+                                       target_faces=min(len(faces), REMESH_INPUT_FACTOR * target))
+    quad_mesh = _remeshed(v_np, f_np, target, feature_angle, info, cancel)
+    tris, pairs = triangulate_quads(quad_mesh.vertices, quad_mesh.faces)
+    v = np.ascontiguousarray(quad_mesh.vertices, np.float32)
+    info["faces"] = len(tris)
+    out = TexturedMesh(v, np.ascontiguousarray(tris, np.int64), np.zeros((len(v), 2), np.float32), None, info)
     out.quad_pairs = pairs
     return out
 
