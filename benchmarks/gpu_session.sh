@@ -66,6 +66,8 @@
 #   texturing   texturing_gpu.py: TRELLIS.2 texturing of a ~100 k-face sphere at R = 1024 (mesh in -> PBR GLB out) in the
 #               three columns, then a ~200 k-face one under an 8 GiB cap (Triton), and ovoxel_voxelize_gpu.py's
 #               voxelisation of it under that cap; the full-size folder shared with the trellis2 step (/tmp)
+#   attention8  attention_8bit_error.py --device cuda --tokens 8192 --md: 8-bit attention's per-call error beside the
+#               bf16 noise floor and cuDNN vs FlashAttention-2 (docs/benchmarks/attention_8bit.md)
 #   limits      e2e_gpu.py --limits 4,3,2.5,2 (issue 14: the whole job in a fresh process per memory cap;
 #               LIMITS=2 for other caps; each cap is a fresh process of ~45 s on the H100 host)
 # The lent H100/H200 image has torch, triton, numpy, scipy, scikit-image but not trimesh, fast-simplification,
@@ -249,6 +251,8 @@ import export_realistic_gpu as e; sys.exit(e.main(sys.argv[1:]))'
             run texturing_cap8 "$PY" "${TEX[@]}" --faces 200000 --limit-gib 8 --runs 1
             run voxelize_cap8 "$PY" benchmarks/ovoxel_voxelize_gpu.py --device cuda --faces 200000 --resolution 1024 \
                 --limit-gib 8 ;;
+        attention8)
+            run attention8 "$PY" benchmarks/attention_8bit_error.py --device cuda --tokens 8192 --md ;;
         limits)
             run limits "$PY" benchmarks/e2e_gpu.py --limits "${LIMITS:-4,3,2.5,2}" --commit "$COMMIT" --out "$OUT/limits.json" ;;
         launch)
@@ -268,6 +272,6 @@ import export_realistic_gpu as e; sys.exit(e.main(sys.argv[1:]))'
                 --modes "$modes" --out "$OUT/batch_${modes//,/+}.json" ;;
         *)
             echo "unknown step: $step (objects tests conv cache export export-triton export-windows export-off fitted app preview normalmap views decimation" \
-                 "visibility profile chain columns ab e2e trellis2 trellis2-export trellis2-app limits launch firstjob budget batch)" >&2; exit 2 ;;
+                 "visibility profile chain columns ab e2e trellis2 trellis2-export trellis2-app texturing attention8 limits launch firstjob budget batch)" >&2; exit 2 ;;
     esac
 done
