@@ -44,7 +44,8 @@ class Trellis2TexturingPipeline(Trellis2ImageTo3DPipeline):
     # The resolutions the app offers (any R >= 16 runs; §3.2).
     RESOLUTIONS = (512, 1024, 1536)
     PIPELINE_TYPES = ()
-    # Least VRAM budget (GiB) per resolution: not measured yet (docs/benchmarks/ has no texturing row).
+    # Least VRAM budget (GiB) per pipeline type: none of its own; the app holds a look to its family's floors, which
+    # the texturing run at R = 1024 stays under (docs/benchmarks/texturing.md, the 8 GiB row).
     VRAM_FLOORS: dict = {}
     PROGRESS_STAGES = RUN_STAGES
     # Free memory from which "auto" keeps every network resident (half precision, fp32): two 1.3 B bf16 flows,
