@@ -49,18 +49,8 @@ def generate_in_phases(ctx: JobContext, job: Job) -> Callable[[], None]:
     second (the files: mostly the CPU's), which a batch runs beside the next item's first phase."""
     settings, progress = start(ctx, job, GENERATE_STAGES)
 
-    # 1. The input first: a bad image fails in a second, before the model is loaded and before
-    #    anything is written (a wrong file leaves no folder behind).
-    progress("preprocess", 0, 1)
-    t = time.perf_counter()
-    images = prepared_images(ctx, job, settings)
-    job.timings["preprocess"] = time.perf_counter() - t
-    check_cancel(ctx)
-
-    # 2. The model, once per worker; precision / offload switched per job without reloading.
-    t = time.perf_counter()
-    pipeline, model = ready(ctx, "image", settings, progress)
-    job.timings["ready"] = time.perf_counter() - t
+    # 1-2. The input, then the model (once per worker; precision / offload switched per job without reloading).
+    images, pipeline, model = images_then_model(ctx, job, settings, progress)
 
     # 3. The job folder: inputs and settings (the preprocessed image(s) are written while the model samples).
     t = time.perf_counter()
@@ -193,6 +183,31 @@ def start(ctx: JobContext, job: Job, stages: list) -> tuple:
 def check_cancel(ctx: JobContext) -> None:
     if ctx.cancelled():
         raise Cancelled()
+
+
+def images_then_model(ctx: JobContext, job: Job, settings: GenerationSettings, progress: ProgressTracker,
+                      which: str = "image") -> tuple:
+    """(the job's prepared images, the pipeline, the model): the input first, so that a bad image fails in a second,
+    before the model is loaded and before anything is written (a wrong file leaves no folder behind); then the
+    model `which` ready (``ready``). Their seconds in the job's timings ("preprocess", "ready")."""
+    progress("preprocess", 0, 1)
+    t = time.perf_counter()
+    images = prepared_images(ctx, job, settings)
+    job.timings["preprocess"] = time.perf_counter() - t
+    check_cancel(ctx)
+    t = time.perf_counter()
+    pipeline, model = ready(ctx, which, settings, progress)
+    job.timings["ready"] = time.perf_counter() - t
+    return images, pipeline, model
+
+
+def keep_no_result(export) -> None:
+    """A failed job keeps no result: ``export`` (an ``ExportJob``) closed, which stops its side work (a partial
+    preview goes with it: atomic_path), and the kept result's files, if it wrote them, removed."""
+    export.close()
+    for path in (export.side_value_if_any("kept-result") or {}).values():
+        with contextlib.suppress(OSError):
+            os.remove(path)
 
 
 def ready(ctx: JobContext, which: str, settings: GenerationSettings, progress: ProgressTracker) -> tuple:
@@ -374,10 +389,7 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
             job.timings.setdefault("export", {})["result"] = export.side_seconds("kept-result")
         job.timings.setdefault("export", {}).update(files_wall=time.perf_counter() - t0, overlapped=preview_beside)
     except BaseException:
-        export.close()                         # the preview stopped too, its partial mp4 gone (atomic_path)
-        for path in (export.side_value_if_any("kept-result") or {}).values():   # a failed job keeps no result
-            with contextlib.suppress(OSError):
-                os.remove(path)
+        keep_no_result(export)
         raise
     finally:
         export.close()

@@ -24,7 +24,7 @@ from .job import InputError, Job
 from .meshes import check_mesh
 from .mesh_files import timed, write_mesh_files
 from .sampling import record_run
-from .steps import (check_cancel, load_own_mesh, make_folder, prepared_images, ready, write_preprocessed)
+from .steps import check_cancel, images_then_model, load_own_mesh, make_folder, write_preprocessed
 from .trellis2_steps import (for_trellis2_device, trellis2_export_stages, trellis2_record, write_lit_preview,
                              write_mesh_ply)
 
@@ -69,14 +69,7 @@ def variant(ctx: JobContext, job: Job) -> None:
     progress("voxelize", 1, 1)
     check_cancel(ctx)
     resolution = look_resolution(settings)
-    progress("preprocess", 0, 1)
-    t = time.perf_counter()
-    images = prepared_images(ctx, job, settings)
-    job.timings["preprocess"] = time.perf_counter() - t
-    check_cancel(ctx)
-    t = time.perf_counter()
-    pipeline, model = ready(ctx, "look", settings, progress)
-    job.timings["ready"] = time.perf_counter() - t
+    images, pipeline, model = images_then_model(ctx, job, settings, progress, "look")
 
     # 2. The job folder: the 3-D model, the image, the settings (the family, the model's own name, the grid).
     folder = make_folder(ctx, job)

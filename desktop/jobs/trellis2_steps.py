@@ -15,8 +15,6 @@ job takes (one image, a VRAM budget of at least its pipeline type's floor) JobRu
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import time
 
 from ..families.trellis2 import FAMILY as TRELLIS2
@@ -28,8 +26,8 @@ from .job import InputError, Job
 from .mesh_files import destination, placement, timed, write_mesh_files
 from .progress import textured_files
 from .sampling import sample_ovoxel
-from .steps import (check_cancel, make_folder, overlaps_files, prepared_images, quiet, ready, settings_record,
-                    write_preprocessed)
+from .steps import (check_cancel, images_then_model, keep_no_result, make_folder, overlaps_files, quiet,
+                    settings_record, write_preprocessed)
 
 MADE_FROM_BAKE = (*MESH_FORMATS, "ply", "mp4")      # every file but result.npz comes from the PBR bake
 # The texture of a bake whose files hold none (STL, 3MF, geometry only): the smallest the bake takes.
@@ -52,14 +50,7 @@ def generate(ctx: JobContext, job: Job) -> None:
     """A TRELLIS.2 generation: the mesh files of `job.settings.formats` from the job's image."""
     settings = job.used_settings = for_trellis2_device(job, job.settings.with_seed(), ctx.device)
     progress = ctx.tracker(job, [*TRELLIS2.progress_stages, *trellis2_export_stages(settings)])
-    progress("preprocess", 0, 1)
-    t = time.perf_counter()
-    images = prepared_images(ctx, job, settings)
-    job.timings["preprocess"] = time.perf_counter() - t
-    check_cancel(ctx)
-    t = time.perf_counter()
-    pipeline, model = ready(ctx, "image", settings, progress)
-    job.timings["ready"] = time.perf_counter() - t
+    images, pipeline, model = images_then_model(ctx, job, settings, progress)
     folder = make_folder(ctx, job)
     folder.copy_inputs(job)
     job.files.update(folder.write_settings(trellis2_record(job, settings, model, ctx.device, ctx.record)))
@@ -217,10 +208,7 @@ def write_ovoxel_outputs(job: Job, folder: JobFolder, settings: GenerationSettin
             job.timings.setdefault("export", {})["result"] = export.side_seconds("kept-result")
         job.timings.setdefault("export", {}).update(files_wall=time.perf_counter() - t0, overlapped=preview_beside)
     except BaseException:
-        export.close()                         # the preview stopped too, its partial mp4 gone (atomic_path)
-        for path in (export.side_value_if_any("kept-result") or {}).values():   # a failed job keeps no result
-            with contextlib.suppress(OSError):
-                os.remove(path)
+        keep_no_result(export)
         raise
     finally:
         export.close()
