@@ -23,8 +23,8 @@ import torch
 from ...core.callbacks import check
 from .sorting import count_distinct, first_of_each, unique_inverse
 
-__all__ = ["MAX_SEARCH_STEPS", "LOOSE_AFTER", "QUADRIC_CHUNK", "ClusterResult", "cell_keys", "clustered_faces",
-           "cluster_vertices", "cluster_to_faces",
+__all__ = ["MAX_SEARCH_STEPS", "LOOSE_AFTER", "QUADRIC_CHUNK", "ClusterResult", "Clustering", "cell_keys",
+           "clustered_faces", "cluster_vertices", "cluster_to_faces", "search_cell",
            "representatives"]
 
 # Cell sizes tried by ``cluster_to_faces`` at most (it usually lands in two to four).
@@ -59,8 +59,12 @@ def cell_keys(vertices: torch.Tensor, cell: float, origin: torch.Tensor) -> tupl
 
 def _triangle_keys(cluster: torch.Tensor, faces: torch.Tensor, n_clusters: int):
     """(the faces over the clusters with three distinct clusters [K,3], one int64 key per set of three clusters)."""
-    cf = cluster[faces]
-    cf = cf[(cf[:, 0] != cf[:, 1]) & (cf[:, 1] != cf[:, 2]) & (cf[:, 2] != cf[:, 0])]
+    if cluster.device.type == "cpu":                 # numpy's gathers: several times torch's on the CPU
+        c = cluster.numpy()[faces.numpy()]
+        cf = torch.from_numpy(c[(c[:, 0] != c[:, 1]) & (c[:, 1] != c[:, 2]) & (c[:, 2] != c[:, 0])])
+    else:
+        cf = cluster[faces]
+        cf = cf[(cf[:, 0] != cf[:, 1]) & (cf[:, 1] != cf[:, 2]) & (cf[:, 2] != cf[:, 0])]
     s, _ = torch.sort(cf, dim=1)
     if n_clusters < (1 << 21):                       # three ids in one int64
         return cf, (s[:, 0] * n_clusters + s[:, 1]) * n_clusters + s[:, 2]
@@ -143,14 +147,40 @@ class _Try:
         self.count = count_distinct(self.keys)
 
 
+class Clustering:
+    """A counted cell size, its faces over the clusters made at once and its vertices placed when asked
+    (``vertices``): a caller that refines the clustering (``refine``) never needs them."""
+
+    def __init__(self, v, f, t: "_Try | None", origin, tries: int):
+        self._v, self._f, self._t, self._origin = v, f, t, origin
+        self.tries = tries
+        self.cell = t.cell if t is not None else 0.0
+        self._used = None
+        if t is None:                               # the mesh as it is
+            self.faces = f
+        elif t.count == 0:
+            self.faces = f[:0]
+        else:
+            used, remap = unique_inverse(t.faces[first_of_each(t.keys)].reshape(-1))
+            self._used, self.faces = used, remap.reshape(-1, 3)
+
+    def vertices(self) -> torch.Tensor:
+        """[C,3] float32: the clusters' points (``representatives``) the faces index."""
+        t = self._t
+        if t is None:
+            return self._v
+        if self._used is None:
+            return self._v[:0]
+        return representatives(self._v, self._f, t.cluster, t.n, t.cell, self._origin)[self._used]
+
+    def result(self) -> ClusterResult:
+        return ClusterResult(self.vertices(), self.faces, self.cell, self.tries)
+
+
 def _assemble(v, f, t: _Try, origin):
     """The clustered mesh of a counted try (its faces each once, its vertices placed, unused ones dropped)."""
-    if t.count == 0:
-        return v[:0], f[:0]
-    cf = t.faces[first_of_each(t.keys)]
-    x = representatives(v, f, t.cluster, t.n, t.cell, origin)
-    used, remap = unique_inverse(cf.reshape(-1))
-    return x[used], remap.reshape(-1, 3)
+    c = Clustering(v, f, t, origin, 0)
+    return c.vertices(), c.faces
 
 
 def cluster_to_faces(vertices: torch.Tensor, faces: torch.Tensor, target: int, tolerance: float = 0.04,
@@ -161,12 +191,18 @@ def cluster_to_faces(vertices: torch.Tensor, faces: torch.Tensor, target: int, t
     (``cell`` 0). The count is not smooth in the cell where the mesh has structure on the grid (a random-weight
     decoder's sheets one voxel thick, every 16 voxels, that a cell boundary cuts or not): ``loose`` ends such a
     search early."""
+    return search_cell(vertices, faces, target, tolerance, min_cell, cancel, loose).result()
+
+
+def search_cell(vertices: torch.Tensor, faces: torch.Tensor, target: int, tolerance: float = 0.04,
+                min_cell: float = 0.0, cancel=None, loose: float | None = None) -> Clustering:
+    """``cluster_to_faces``'s search, its vertices not placed yet (``Clustering.vertices``)."""
     v, f = vertices.float(), faces.long()
     n_faces = int(f.shape[0])
     if target < 1:
         raise ValueError(f"the face target must be at least 1 (got {target})")
     if n_faces <= target:
-        return ClusterResult(v, f, 0.0, 0)
+        return Clustering(v, f, None, None, 0)
     origin = v.amin(0)
     # a surface of F faces at its own edge length e: F(cell) ~ F (e / cell)^2; start from the mean edge
     edge = float((v[f[:, 1]] - v[f[:, 0]]).norm(dim=1).mean())
@@ -198,5 +234,4 @@ def cluster_to_faces(vertices: torch.Tensor, faces: torch.Tensor, target: int, t
                 below * 2 if below > 0 else above / 2)
         last, now = (cell, got), None
         cell = max(min_cell, guess, 1e-12)
-    out_v, out_f = _assemble(v, f, best, origin)
-    return ClusterResult(out_v, out_f, best.cell, tries)
+    return Clustering(v, f, best, origin, tries)

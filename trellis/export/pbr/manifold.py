@@ -8,13 +8,21 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .sorting import unique_counts
+from .sorting import distinct_counts, unique_counts
 
-__all__ = ["edge_use", "edge_counts", "drop_nonmanifold_faces"]
+__all__ = ["edge_keys", "edge_use", "edge_counts", "drop_nonmanifold_faces"]
 
 
 def _as_torch(faces) -> torch.Tensor:
     return torch.as_tensor(np.asarray(faces)) if isinstance(faces, np.ndarray) else faces
+
+
+def edge_keys(faces: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(int64 [3F]: per half-edge (f[0]->f[1], f[1]->f[2], f[2]->f[0], face by face) its undirected edge's key
+    min * n + max, n) of int64 faces [F,3] with at least one face; n is the vertex count the faces use."""
+    he = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    n = int(faces.max()) + 1
+    return torch.minimum(he[:, 0], he[:, 1]) * n + torch.maximum(he[:, 0], he[:, 1]), n
 
 
 def edge_use(faces) -> torch.Tensor:
@@ -23,22 +31,19 @@ def edge_use(faces) -> torch.Tensor:
     f = _as_torch(faces).long()
     if f.shape[0] == 0:
         return torch.zeros(0, dtype=torch.int64, device=f.device)
-    he = f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
-    n = int(f.max()) + 1
-    key = torch.minimum(he[:, 0], he[:, 1]) * n + torch.maximum(he[:, 0], he[:, 1])
-    inverse, count = unique_counts(key)
+    inverse, count = unique_counts(edge_keys(f)[0])
     return count[inverse]
 
 
 def edge_counts(faces) -> dict:
     """{"boundary_edges", "nonmanifold_edges"} of a face array (torch or numpy [F,3]): 0 and 0 on a closed
     2-manifold (degenerate faces count as they are)."""
-    use = edge_use(faces)
-    # each undirected edge appears use times among the half-edges: count it once
-    ones = use == 1
-    many = use >= 3
-    return {"boundary_edges": int(ones.sum()),
-            "nonmanifold_edges": int((1.0 / use[many].double()).sum().round()) if bool(many.any()) else 0}
+    f = _as_torch(faces).long()
+    if f.shape[0] == 0:
+        return {"boundary_edges": 0, "nonmanifold_edges": 0}
+    # per undirected edge how many half-edges have it (a sort: no per-half-edge inverse needed)
+    _, use = distinct_counts(edge_keys(f)[0])
+    return {"boundary_edges": int((use == 1).sum()), "nonmanifold_edges": int((use >= 3).sum())}
 
 
 def drop_nonmanifold_faces(faces: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -35,7 +35,7 @@ import torch
 from ...core.callbacks import check
 from ..arrays import Progress, output, report
 from ..cleanup.chain import clean_mesh_for_export
-from .cluster import cluster_to_faces
+from .cluster import search_cell
 from .manifold import edge_counts
 from .refine import refine_to_faces
 from .small_holes import MAX_HOLE_PERIMETER, fill_small_holes
@@ -88,14 +88,18 @@ def reduce_to_target(vertices: torch.Tensor, faces: torch.Tensor, target: int, v
     lap("topology")
     if f.shape[0] > target:
         report(progress, "cluster", 0, 1)
-        got = cluster_to_faces(v, f, target, TARGET_TOLERANCE, voxel_size, cancel=cancel, loose=LOOSE_TOLERANCE)
-        v, f = got.vertices, got.faces
+        got = search_cell(v, f, target, TARGET_TOLERANCE, voxel_size, cancel=cancel, loose=LOOSE_TOLERANCE)
+        f = got.faces
         info["cluster"] = {"cell_voxels": round(got.cell / voxel_size, 3), "tries": got.tries,
                            "faces": int(f.shape[0])}
-        report(progress, "cluster", 1, 1)
         topology["cluster"] = edge_counts(f)
+        refine = (got.cell > 0 and _bad(topology["cluster"])
+                  and _bad(topology["input"]) <= CLOSED_SHARE * dense_f.shape[0])
+        if not refine:                  # a refined clustering places its own vertices
+            v = got.vertices()
+        report(progress, "cluster", 1, 1)
         lap("cluster")
-        if got.cell > 0 and _bad(topology["cluster"]) and _bad(topology["input"]) <= CLOSED_SHARE * dense_f.shape[0]:
+        if refine:
             refined = info["refine"] = {}
             v, f = refine_to_faces(dense_v, dense_f, got.cell, target, TARGET_TOLERANCE, voxel_size / 2,
                                    cancel=cancel, info=refined)

@@ -11,6 +11,8 @@ count rises only around thin walls and folds). Each round is a few sorts on the 
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -19,9 +21,9 @@ from scipy.sparse.csgraph import connected_components
 from ...core.callbacks import check
 from .cluster import clustered_faces, representatives
 from .manifold import edge_use
-from .sorting import first_of_each, unique_inverse
+from .sorting import distinct_counts, unique_inverse
 
-__all__ = ["MAX_ROUNDS", "pieces_in_cell_torch", "pieces_in_cell", "refine_clusters", "refine_to_faces"]
+__all__ = ["MAX_ROUNDS", "pieces_in_cell_torch", "pieces_in_cell", "dense_edges", "refine_clusters", "refine_to_faces"]
 
 # Rounds of splitting at most (each halves the cells at the bad edges; six take a cell of 8 voxels to a vertex each).
 MAX_ROUNDS = 12
@@ -47,44 +49,62 @@ def pieces_in_cell(key: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     the CPU."""
     if key.device.type != "cpu":
         return pieces_in_cell_torch(key, edges)
-    same = (key[edges[:, 0]] == key[edges[:, 1]]).numpy()
-    e = edges.numpy()[same]
+    k, e = key.numpy(), edges.numpy()
+    a, b = e[:, 0], e[:, 1]
+    same = k[a] == k[b]                            # numpy's gathers: several times torch's on the CPU
+    a, b = a[same], b[same]
     n = key.shape[0]
-    graph = sp.coo_matrix((np.ones(len(e), dtype=np.int8), (e[:, 0], e[:, 1])), shape=(n, n))
+    if len(a) and not (a[1:] >= a[:-1]).all():
+        order = np.argsort(a, kind="stable")
+        a, b = a[order], b[order]
+    # the graph as CSR straight from the edges in row order (no COO conversion, which sorts again)
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(a, minlength=n), out=indptr[1:])
+    graph = sp.csr_array((np.ones(len(a)), b, indptr), shape=(n, n))
     return torch.from_numpy(connected_components(graph, directed=False)[1].astype(np.int64))
 
 
-def _labels(v, edges, level, alone, cell, origin):
-    """(cluster per vertex, count, each cluster's cell side [C,1] float64, whether it is one vertex [C])."""
+def _labels(rel, edges, level, alone, cell):
+    """(cluster per vertex, count, each cluster's cell side [C,1] float64, whether it is one vertex [C]);
+    ``rel``: the vertices less the grid's origin, float64."""
     size = cell / torch.pow(2.0, level.double())
-    ijk = torch.floor((v.double() - origin.double()) / size[:, None]).long().clamp_(min=0)
+    ijk = torch.floor(rel / size[:, None]).long().clamp_(min=0)
     dims = int(ijk.max()) + 1 if ijk.numel() else 1
     key = ((level * dims + ijk[:, 0]) * dims + ijk[:, 1]) * dims + ijk[:, 2]
-    key = torch.where(alone, -1 - torch.arange(v.shape[0], device=v.device), key)
+    key = torch.where(alone, -1 - torch.arange(rel.shape[0], device=rel.device), key)
     # the two sides of a wall thinner than the cell share it but no edge inside it: separate clusters
     _, label = unique_inverse(pieces_in_cell(key, edges))
     n = int(label.max()) + 1 if label.numel() else 0
-    side = torch.zeros(n, 1, dtype=torch.float64, device=v.device).index_put_((label,), size[:, None])
-    single = torch.zeros(n, dtype=torch.bool, device=v.device).index_put_((label,), alone)
+    side = torch.zeros(n, 1, dtype=torch.float64, device=rel.device).index_put_((label,), size[:, None])
+    single = torch.zeros(n, dtype=torch.bool, device=rel.device).index_put_((label,), alone)
     return label, n, side, single
 
 
-def refine_clusters(vertices: torch.Tensor, faces: torch.Tensor, cell: float, min_cell: float,
-                    origin: torch.Tensor | None = None, cancel=None, info: dict | None = None):
-    """(vertices [C,3] float32, faces [F,3] int64) of the mesh clustered on the grid of side ``cell`` from
-    ``origin`` (default the vertices' minimum) and refined at every edge without exactly two faces (see the module
-    docstring). ``info`` gets "rounds" and "split_vertices" (vertices moved to a finer cell)."""
-    info = {} if info is None else info
-    v, f = vertices.float(), faces.long()
-    origin = v.amin(0) if origin is None else origin.to(v)
+def dense_edges(faces: torch.Tensor, n_vertices: int) -> torch.Tensor:
+    """int64 [E,2]: each edge of the faces once (lower vertex first), in the order of its key."""
+    he = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    # decoded from the sorted distinct keys (the pieces do not depend on the edges' order)
+    key = distinct_counts(torch.minimum(he[:, 0], he[:, 1]) * n_vertices + torch.maximum(he[:, 0], he[:, 1]))[0]
+    return torch.stack([key // n_vertices, key % n_vertices], 1)
+
+
+class _Refined(NamedTuple):
+    label: torch.Tensor
+    n: int
+    side: torch.Tensor
+    single: torch.Tensor
+    faces: torch.Tensor
+
+
+def _refine(v, f, edges, cell, min_cell, origin, cancel, info) -> _Refined:
+    """The refined clusters and their faces (``refine_clusters`` before the vertices are placed)."""
     level = torch.zeros(v.shape[0], dtype=torch.int64, device=v.device)
     alone = torch.zeros(v.shape[0], dtype=torch.bool, device=v.device)
-    he = torch.sort(f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), dim=1)[0]
-    edges = he[first_of_each(he[:, 0] * v.shape[0] + he[:, 1])]
+    rel = v.double() - origin.double()             # the same every round
     rounds = 0
     while True:
         check(cancel)
-        label, n, side, single = _labels(v, edges, level, alone, cell, origin)
+        label, n, side, single = _labels(rel, edges, level, alone, cell)
         cf = clustered_faces(label, f, n)
         if rounds >= MAX_ROUNDS or cf.shape[0] == 0:
             break
@@ -101,15 +121,32 @@ def refine_clusters(vertices: torch.Tensor, faces: torch.Tensor, cell: float, mi
         level = level + split.long()
         alone = alone | (split & (cell / torch.pow(2.0, level.double()) < min_cell))
     info.update(rounds=rounds, split_vertices=int((level > 0).sum()))
-    if cf.shape[0] == 0:
+    return _Refined(label, n, side, single, cf)
+
+
+def _placed(v, f, r: _Refined, origin):
+    """(vertices, faces) of refined clusters: each cluster's point placed, the unused dropped."""
+    if r.faces.shape[0] == 0:
         return v[:0], f[:0]
-    x = representatives(v, f, label, n, side, origin)
+    x = representatives(v, f, r.label, r.n, r.side, origin)
     # a cluster of one vertex keeps it where it is (the dense surface)
-    first = torch.full((n,), v.shape[0], dtype=torch.int64, device=v.device).scatter_reduce_(
-        0, label, torch.arange(v.shape[0], device=v.device), "amin")
-    x = torch.where(single[:, None], v[first.clamp(max=v.shape[0] - 1)], x)
-    used, remap = unique_inverse(cf.reshape(-1))
+    first = torch.full((r.n,), v.shape[0], dtype=torch.int64, device=v.device).scatter_reduce_(
+        0, r.label, torch.arange(v.shape[0], device=v.device), "amin")
+    x = torch.where(r.single[:, None], v[first.clamp(max=v.shape[0] - 1)], x)
+    used, remap = unique_inverse(r.faces.reshape(-1))
     return x[used], remap.reshape(-1, 3)
+
+
+def refine_clusters(vertices: torch.Tensor, faces: torch.Tensor, cell: float, min_cell: float,
+                    origin: torch.Tensor | None = None, cancel=None, info: dict | None = None):
+    """(vertices [C,3] float32, faces [F,3] int64) of the mesh clustered on the grid of side ``cell`` from
+    ``origin`` (default the vertices' minimum) and refined at every edge without exactly two faces (see the module
+    docstring). ``info`` gets "rounds" and "split_vertices" (vertices moved to a finer cell)."""
+    info = {} if info is None else info
+    v, f = vertices.float(), faces.long()
+    origin = v.amin(0) if origin is None else origin.to(v)
+    got = _refine(v, f, dense_edges(f, v.shape[0]), cell, min_cell, origin, cancel, info)
+    return _placed(v, f, got, origin)
 
 
 def refine_to_faces(vertices: torch.Tensor, faces: torch.Tensor, cell: float, target: int, tolerance: float,
@@ -118,18 +155,22 @@ def refine_to_faces(vertices: torch.Tensor, faces: torch.Tensor, cell: float, ta
     until the refined count is within ``tolerance`` of ``target`` (the splits add faces), at most ``tries`` times;
     the closest kept. ``info`` gets "tries", "cell" (the one kept) and that one's "rounds" and "split_vertices"."""
     info = {} if info is None else info
+    v, f = vertices.float(), faces.long()
+    origin = v.amin(0)
+    edges = dense_edges(f, v.shape[0])              # the same for every try
     best = None
     for k in range(1, tries + 1):
         step: dict = {}
-        got = refine_clusters(vertices, faces, cell, min_cell, cancel=cancel, info=step)
-        n = int(got[1].shape[0])
-        if best is None or abs(n - target) < abs(int(best[0][1].shape[0]) - target):
+        got = _refine(v, f, edges, cell, min_cell, origin, cancel, step)
+        n = int(got.faces.shape[0])
+        if best is None or abs(n - target) < abs(int(best[0].faces.shape[0]) - target):
             best = got, cell, step
         info["tries"] = k
         if abs(n - target) <= tolerance * target:
             break
         # a surface's count goes as 1 / cell^2
         cell = cell * (n / target) ** 0.5 if n > 0 else cell / 2
-    (v, f), cell, step = best
+    got, cell, step = best
     info.update(cell=cell, **step)
-    return v, f
+    # only the kept try's vertices are placed (the quadric fit is the costliest pass)
+    return _placed(v, f, got, origin)

@@ -19,7 +19,7 @@ from ..arrays import Progress, report
 from ..options import MAX_HOLE_PERIMETER
 from ..cleanup.holes import boundary_cycles, boundary_with_faces, fill_holes
 from .orientation import unify_orientation
-from .sorting import unique_counts, unique_inverse
+from .sorting import distinct_counts, unique_inverse
 
 __all__ = ["MAX_HOLE_PERIMETER", "boundary_vertex_mask", "fill_small_holes"]
 
@@ -29,10 +29,12 @@ def boundary_vertex_mask(faces: torch.Tensor, n_vertices: int) -> torch.Tensor:
     """bool [V]: vertices on an edge that only one face uses (on the faces' device)."""
     he = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
     key = torch.minimum(he[:, 0], he[:, 1]) * n_vertices + torch.maximum(he[:, 0], he[:, 1])
-    inverse, count = unique_counts(key)
-    lone = he[count[inverse] == 1]
+    # the edges used once, from the sorted keys alone (no per-half-edge inverse): their two ends decoded
+    distinct, count = distinct_counts(key)
+    lone = distinct[count == 1]
     mask = torch.zeros(n_vertices, dtype=torch.bool, device=faces.device)
-    mask[lone.reshape(-1)] = True
+    mask[lone // n_vertices] = True
+    mask[lone % n_vertices] = True
     return mask
 
 
