@@ -14,6 +14,7 @@ COMMANDS = {
     "generate": ("desktop.cli", "command-line generator"),
     "retexture": ("desktop.retexture", "new looks for 3-D models"),
     "export": ("desktop.export_command", "other files from finished jobs, without sampling again"),
+    "verify-fast-paths": ("desktop.verify_fast_paths", "whether 8-bit attention changes your assets"),
     "batch": ("desktop.batch", "many images or prompts, over GPUs and Ray clusters"),
     "mcp": ("desktop.mcp", "MCP server for AI agents (stdio; --http: at /mcp of the REST API server)"),
 }
