@@ -12,6 +12,7 @@ Exit status: 0 every image was compared (whatever the verdicts), 1 the model cou
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -34,26 +35,39 @@ def build_parser() -> argparse.ArgumentParser:
         description="Make each image twice, with exact and with 8-bit attention (same model, seed and settings), "
                     "and say how far apart the two assets are: structure (voxel IoU), mesh (Chamfer, F-score) and "
                     "look (preview PSNR, SSIM), with a verdict per image.",
-        epilog="Verdict: 'same' when IoU >= 0.95, F-score >= 0.95, PSNR >= 30 dB and SSIM >= 0.95; 'close' when "
-               "IoU >= 0.80, F-score >= 0.80, PSNR >= 24 dB and SSIM >= 0.85; else 'differs' "
-               "(docs/benchmarks/attention_8bit.md). Exit status: 0 compared, 1 a run failed, 2 usage error.")
+        epilog=f"Verdict: 'same' when {needs('same')}; 'close' when {needs('close')}; else 'differs' "
+               "(docs/benchmarks/attention_8bit.md). Exit status: 0 every image compared, 1 a run failed, 2 usage "
+               "error.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, ...)")
     p.add_argument("--model", default=default_model(), metavar="DIR",
                    help="pipeline folder (TRELLIS v1 or TRELLIS.2) or Hugging Face repo (default: %(default)s)")
     p.add_argument("--device", type=device_arg, default=None, metavar="cpu|cuda[:N]",
                    help="where both runs go (default: cuda when there is a GPU, else cpu)")
-    p.add_argument("--seed", type=int, default=42, help="the seed of both runs (default %(default)s)")
+    p.add_argument("--seed", type=int, default=42, metavar="N", help="the seed of both runs (default %(default)s)")
     p.add_argument("--steps", type=positive, default=None, metavar="N",
                    help="sampling steps of every flow (default: the model's own)")
     p.add_argument("--pipeline-type", default=None, metavar="T",
-                   help="the pipeline type of a model that has several (TRELLIS.2: 512, 1024, 1024_cascade, "
-                        "1536_cascade; default: the model's)")
+                   help=f"the pipeline type of a model that has several ({pipeline_types_words()}; default: the "
+                        "model's)")
     p.add_argument("--frames", type=positive, default=None, metavar="N",
                    help="preview frames compared (default: 4 on a CPU, 8 on a GPU)")
     p.add_argument("--resolution", type=positive, default=None, metavar="PX",
                    help="side of the preview frames (default: 128 on a CPU, 512 on a GPU)")
     p.add_argument("--json", default=None, metavar="OUT", help="also write every measure to this JSON file")
     return p
+
+
+def needs(row: str) -> str:
+    """"IoU >= 0.95, F-score >= 0.95, ...": what a verdict needs, from the thresholds themselves."""
+    names = {"iou": "IoU", "fscore": "F-score", "psnr_db": "PSNR", "ssim": "SSIM"}
+    units = {"psnr_db": " dB"}
+    return ", ".join(f"{names[k]} >= {v:g}{units.get(k, '')}" for k, v in measures.THRESHOLDS[row].items())
+
+
+def pipeline_types_words() -> str:
+    from .families import FAMILIES
+
+    return "; ".join(f"{f.words}: {', '.join(f.pipeline_types)}" for f in FAMILIES.values() if f.pipeline_types)
 
 
 def positive(text: str) -> int:
@@ -235,6 +249,9 @@ def main(argv=None) -> int:
     kind = torch.device(args.device).type
     if kind == "cuda" and not torch.cuda.is_available():
         parser.error("--device: there is no CUDA GPU here; use --device cpu")
+    if kind == "cuda" and (torch.device(args.device).index or 0) >= torch.cuda.device_count():
+        parser.error(f"--device {args.device}: this computer has {torch.cuda.device_count()} GPU(s), "
+                     f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
     frames, side = PREVIEW[kind]
     side = args.resolution or side
     preview = (args.frames or frames, side, max(16, min(MAX_TEXTURE, 2 * side)))
@@ -249,24 +266,33 @@ def main(argv=None) -> int:
         say(f"error: {err}")
         return EXIT_FAILED
     # a kept CUDA graph or a compiled block would replay or fuse the exact kernels: both runs go eagerly
-    pipeline.set_memory_policy(cuda_graphs=False, compile=False)
+    policy = pipeline.set_memory_policy(cuda_graphs=False, compile=False)
+    if family.pipeline_types and args.pipeline_type is None:
+        args.pipeline_type = getattr(pipeline, "default_pipeline_type", None)
     report = {"model": args.model, "family": family.name, "family_words": family.words, "device": args.device,
               "seed": args.seed, "steps": args.steps, "pipeline_type": args.pipeline_type,
               "preview": {"frames": preview[0], "resolution": preview[1], "texture": preview[2]},
-              "structure": structure_words,
+              "structure": structure_words, "memory_policy": dataclasses.asdict(policy),
               "thresholds": measures.THRESHOLDS, "fscore_threshold_share": measures.FSCORE_SHARE, "images": []}
     for path in args.images:
         name = os.path.basename(path) or path
         try:
             image = prepare_image(path, remove_background=True)
-        except InputError as err:
-            say(f"{name}: error: {err}")
-            return EXIT_FAILED
-        say(f"{name}: exact attention ...")
-        exact = made(run, pipeline, image, args, preview)
-        say(f"{name}: 8-bit attention ...")
-        with attention_precision("8bit"):
-            fast = made(run, pipeline, image, args, preview)
+        except InputError as err:                      # background removal found no object
+            say(f"{name}: FAILED: {err}")
+            report["images"].append({"image": path, "error": str(err)})
+            continue
+        try:
+            say(f"{name}: exact attention ...")
+            exact = made(run, pipeline, image, args, preview)
+            say(f"{name}: 8-bit attention ...")
+            with attention_precision("8bit"):
+                fast = made(run, pipeline, image, args, preview)
+        except (ValueError, RuntimeError, MemoryError) as err:   # this image only: the others are still compared
+            words = run_failure(err)
+            say(f"{name}: FAILED: {words}")
+            report["images"].append({"image": path, "error": words})
+            continue
         found = compare(exact, fast)
         word, short = measures.verdict(found["structure"], found["mesh"], found["look"])
         entry = {"image": path, **found, "verdict": word, "verdict_words": measures.VERDICT_WORDS[word],
@@ -278,7 +304,22 @@ def main(argv=None) -> int:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
         say(f"measures written to {args.json}")
-    return EXIT_OK
+    return EXIT_FAILED if any("error" in item for item in report["images"]) else EXIT_OK
+
+
+def run_failure(err: BaseException) -> str:
+    """What went wrong in a run, with what to try; an error of no known kind is raised on (the entry point's last
+    resort reports it)."""
+    from trellis.pipelines.base import EmptyStructureError
+
+    from .jobs.failures import is_oom
+
+    if is_oom(err):
+        return ("out of memory: try a smaller --pipeline-type (512), fewer --frames or a smaller --resolution "
+                "(the 8-bit run's PyTorch twin holds each attention call's whole score matrix)")
+    if isinstance(err, EmptyStructureError):
+        return f"{err} (try another --seed, or an image with a clearer, larger object)"
+    raise err
 
 
 def say(text: str) -> None:

@@ -34,6 +34,7 @@ def verify(capsys, tmp_path, model, *extra):
                        ("look", ("psnr_db", "ssim", "worst_frame_ssim", "frames"))):
         assert set(keys) <= set(item[part]), (part, item[part])
     assert item["look"]["frames"] == 2 and report["seed"] == 7 and report["steps"] == 1
+    assert report["memory_policy"]["cuda_graphs"] is False and report["memory_policy"]["compile"] is False
     # the switch held: every attention call of the 8-bit run was the 8-bit maths, none of the exact run's
     exact, fast = item["kernels"]["exact"], item["kernels"]["8bit"]
     assert set(fast) == {"8bit_twin"} and "8bit_twin" not in exact
@@ -53,11 +54,13 @@ def test_v1_both_runs_compared_and_the_8bit_run_differs(capsys, tmp_path, tiny_p
     assert (item["verdict"] == "same") == (not item["short_of_same"])
 
 
-def test_trellis2_both_runs_compared_with_the_switch_on(capsys, tmp_path, tiny_trellis2_dir):
+def test_trellis2_both_runs_compared_and_the_8bit_run_differs(capsys, tmp_path, tiny_trellis2_dir):
     printed, report, item = verify(capsys, tmp_path, tiny_trellis2_dir, "--pipeline-type", "512")
     assert "TRELLIS.2, pipeline type 512" in printed and "MeshWithVoxel.coords" in report["structure"]
     assert report["pipeline_type"] == "512" and item["structure"]["grid"] == 512
     assert item["structure"]["exact_voxels"] > 0 and item["mesh"]["diagonal"] > 0
+    # at this seed the 8-bit run moves a few of the tiny model's voxels, and its mesh with them
+    assert item["structure"]["flipped"] > 0 and item["mesh"]["chamfer"] > 0
 
 
 def test_bad_inputs_exit_2_with_one_message(tmp_path, tiny_pipeline_dir, capsys):
@@ -77,6 +80,13 @@ def test_bad_inputs_exit_2_with_one_message(tmp_path, tiny_pipeline_dir, capsys)
             entry.main(["verify-fast-paths", *argv, "--device", "cpu"])
         err = capsys.readouterr()
         assert exited.value.code == 2 and words in err.err and err.out == "", (argv, err)
+    # a model folder whose files cannot load: exit 1 with what to do, no traceback
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "pipeline.json").write_text('{"name": "TrellisImageTo3DPipeline", "args": {}}')
+    assert entry.main(["verify-fast-paths", image, "--model", str(broken), "--device", "cpu"]) == 1
+    err = capsys.readouterr()
+    assert err.err.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in err.err and err.out == ""
     # the real command line: one usage line and the message, no traceback, nothing loaded
     proc = desktop("verify-fast-paths", str(tmp_path / "notes.png"), "--model", tiny_pipeline_dir, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stdout == "", proc.stderr
