@@ -36,7 +36,7 @@ from ...core.callbacks import check
 from ..arrays import Progress, output, report
 from ..cleanup.chain import clean_mesh_for_export
 from .cluster import search_cell
-from .manifold import edge_counts
+from .manifold import edge_counts, edge_table
 from .refine import refine_to_faces
 from .small_holes import MAX_HOLE_PERIMETER, fill_small_holes
 
@@ -84,7 +84,8 @@ def reduce_to_target(vertices: torch.Tensor, faces: torch.Tensor, target: int, v
     target = int(target)
     dense_v, dense_f = vertices.float(), faces.long()
     v, f = dense_v, dense_f
-    topology = info["topology"] = {"input": edge_counts(dense_f)}
+    dense_table = edge_table(dense_f)               # the refinement's dense edges as well
+    topology = info["topology"] = {"input": dense_table.counts()}
     lap("topology")
     if f.shape[0] > target:
         report(progress, "cluster", 0, 1)
@@ -102,7 +103,7 @@ def reduce_to_target(vertices: torch.Tensor, faces: torch.Tensor, target: int, v
         if refine:
             refined = info["refine"] = {}
             v, f = refine_to_faces(dense_v, dense_f, got.cell, target, TARGET_TOLERANCE, voxel_size / 2,
-                                   cancel=cancel, info=refined)
+                                   cancel=cancel, info=refined, edges=dense_table.pairs())
             refined.update(cell_voxels=round(refined.pop("cell") / voxel_size, 3), faces=int(f.shape[0]))
             topology["refine"] = edge_counts(f)
             lap("refine")

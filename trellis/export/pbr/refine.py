@@ -20,8 +20,8 @@ from scipy.sparse.csgraph import connected_components
 
 from ...core.callbacks import check
 from .cluster import clustered_faces, representatives
-from .manifold import edge_use
-from .sorting import distinct_counts, unique_inverse
+from .manifold import edge_table, edge_use
+from .sorting import unique_inverse
 
 __all__ = ["MAX_ROUNDS", "pieces_in_cell_torch", "pieces_in_cell", "dense_edges", "refine_clusters", "refine_to_faces"]
 
@@ -45,8 +45,8 @@ def pieces_in_cell_torch(key: torch.Tensor, edges: torch.Tensor) -> torch.Tensor
 
 
 def pieces_in_cell(key: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
-    """``pieces_in_cell_torch``'s pieces (numbered differently: one id per piece) by scipy's connected components on
-    the CPU."""
+    """``pieces_in_cell_torch``'s pieces (numbered differently: 0..K-1, one id per piece) by scipy's connected
+    components on the CPU."""
     if key.device.type != "cpu":
         return pieces_in_cell_torch(key, edges)
     k, e = key.numpy(), edges.numpy()
@@ -64,28 +64,31 @@ def pieces_in_cell(key: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(connected_components(graph, directed=False)[1].astype(np.int64))
 
 
-def _labels(rel, edges, level, alone, cell):
-    """(cluster per vertex, count, each cluster's cell side [C,1] float64, whether it is one vertex [C]);
-    ``rel``: the vertices less the grid's origin, float64."""
-    size = cell / torch.pow(2.0, level.double())
-    ijk = torch.floor(rel / size[:, None]).long().clamp_(min=0)
+def _labels(ijk, size, level, alone, edges):
+    """(cluster per vertex, count, each cluster's cell side [C,1] float64, whether it is one vertex [C]) of the
+    vertices in their cells (``ijk`` on the grid of side ``size`` at ``level``)."""
     dims = int(ijk.max()) + 1 if ijk.numel() else 1
     key = ((level * dims + ijk[:, 0]) * dims + ijk[:, 1]) * dims + ijk[:, 2]
-    key = torch.where(alone, -1 - torch.arange(rel.shape[0], device=rel.device), key)
+    key = torch.where(alone, -1 - torch.arange(ijk.shape[0], device=ijk.device), key)
     # the two sides of a wall thinner than the cell share it but no edge inside it: separate clusters
-    _, label = unique_inverse(pieces_in_cell(key, edges))
+    pieces = pieces_in_cell(key, edges)
+    # scipy's labels are 0..K-1 already (what numbering them again by value would give)
+    label = pieces if pieces.device.type == "cpu" else unique_inverse(pieces)[1]
     n = int(label.max()) + 1 if label.numel() else 0
-    side = torch.zeros(n, 1, dtype=torch.float64, device=rel.device).index_put_((label,), size[:, None])
-    single = torch.zeros(n, dtype=torch.bool, device=rel.device).index_put_((label,), alone)
+    side = torch.zeros(n, 1, dtype=torch.float64, device=ijk.device).index_put_((label,), size[:, None])
+    single = torch.zeros(n, dtype=torch.bool, device=ijk.device).index_put_((label,), alone)
     return label, n, side, single
 
 
-def dense_edges(faces: torch.Tensor, n_vertices: int) -> torch.Tensor:
-    """int64 [E,2]: each edge of the faces once (lower vertex first), in the order of its key."""
-    he = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
-    # decoded from the sorted distinct keys (the pieces do not depend on the edges' order)
-    key = distinct_counts(torch.minimum(he[:, 0], he[:, 1]) * n_vertices + torch.maximum(he[:, 0], he[:, 1]))[0]
-    return torch.stack([key // n_vertices, key % n_vertices], 1)
+def _cells(rel, size):
+    """int64 [V,3]: the grid cell of each vertex (``rel`` from the grid's origin, float64) of side ``size`` [V]."""
+    return torch.floor(rel / size[:, None]).long().clamp_(min=0)
+
+
+def dense_edges(faces: torch.Tensor) -> torch.Tensor:
+    """int64 [E,2]: each edge of the faces once (lower vertex first), in the order of its key (the pieces do not
+    depend on the edges' order)."""
+    return edge_table(faces).pairs()
 
 
 class _Refined(NamedTuple):
@@ -100,11 +103,13 @@ def _refine(v, f, edges, cell, min_cell, origin, cancel, info) -> _Refined:
     """The refined clusters and their faces (``refine_clusters`` before the vertices are placed)."""
     level = torch.zeros(v.shape[0], dtype=torch.int64, device=v.device)
     alone = torch.zeros(v.shape[0], dtype=torch.bool, device=v.device)
-    rel = v.double() - origin.double()             # the same every round
+    rel = v.double() - origin.double()
+    size = cell / torch.pow(2.0, level.double())
+    ijk = _cells(rel, size)
     rounds = 0
     while True:
         check(cancel)
-        label, n, side, single = _labels(rel, edges, level, alone, cell)
+        label, n, side, single = _labels(ijk, size, level, alone, edges)
         cf = clustered_faces(label, f, n)
         if rounds >= MAX_ROUNDS or cf.shape[0] == 0:
             break
@@ -119,7 +124,11 @@ def _refine(v, f, edges, cell, min_cell, origin, cancel, info) -> _Refined:
             break                                   # only the dense mesh's own edges are left
         rounds += 1
         level = level + split.long()
-        alone = alone | (split & (cell / torch.pow(2.0, level.double()) < min_cell))
+        # only the split vertices change cell: their sides and cells computed again
+        moved = torch.nonzero(split)[:, 0]
+        size[moved] = cell / torch.pow(2.0, level[moved].double())
+        ijk[moved] = _cells(rel[moved], size[moved])
+        alone = alone | (split & (size < min_cell))
     info.update(rounds=rounds, split_vertices=int((level > 0).sum()))
     return _Refined(label, n, side, single, cf)
 
@@ -145,19 +154,21 @@ def refine_clusters(vertices: torch.Tensor, faces: torch.Tensor, cell: float, mi
     info = {} if info is None else info
     v, f = vertices.float(), faces.long()
     origin = v.amin(0) if origin is None else origin.to(v)
-    got = _refine(v, f, dense_edges(f, v.shape[0]), cell, min_cell, origin, cancel, info)
+    got = _refine(v, f, dense_edges(f), cell, min_cell, origin, cancel, info)
     return _placed(v, f, got, origin)
 
 
 def refine_to_faces(vertices: torch.Tensor, faces: torch.Tensor, cell: float, target: int, tolerance: float,
-                    min_cell: float, tries: int = 4, cancel=None, info: dict | None = None):
+                    min_cell: float, tries: int = 4, cancel=None, info: dict | None = None,
+                    edges: torch.Tensor | None = None):
     """``refine_clusters`` from the cell ``cell`` (where plain clustering landed on ``target``), the cell rescaled
     until the refined count is within ``tolerance`` of ``target`` (the splits add faces), at most ``tries`` times;
-    the closest kept. ``info`` gets "tries", "cell" (the one kept) and that one's "rounds" and "split_vertices"."""
+    the closest kept. ``info`` gets "tries", "cell" (the one kept) and that one's "rounds" and "split_vertices".
+    ``edges``: ``dense_edges`` of the faces (any order) where the caller has them."""
     info = {} if info is None else info
     v, f = vertices.float(), faces.long()
     origin = v.amin(0)
-    edges = dense_edges(f, v.shape[0])              # the same for every try
+    edges = dense_edges(f) if edges is None else edges     # the same for every try
     best = None
     for k in range(1, tries + 1):
         step: dict = {}

@@ -18,6 +18,7 @@ from ...core.callbacks import check
 from ..arrays import Progress, report
 from ..options import MAX_HOLE_PERIMETER
 from ..cleanup.holes import boundary_cycles, boundary_with_faces, fill_holes
+from .manifold import edge_keys
 from .orientation import unify_orientation
 from .sorting import distinct_counts, unique_inverse
 
@@ -27,8 +28,7 @@ __all__ = ["MAX_HOLE_PERIMETER", "boundary_vertex_mask", "fill_small_holes"]
 
 def boundary_vertex_mask(faces: torch.Tensor, n_vertices: int) -> torch.Tensor:
     """bool [V]: vertices on an edge that only one face uses (on the faces' device)."""
-    he = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
-    key = torch.minimum(he[:, 0], he[:, 1]) * n_vertices + torch.maximum(he[:, 0], he[:, 1])
+    key, _ = edge_keys(faces, n_vertices)
     # the edges used once, from the sorted keys alone (no per-half-edge inverse): their two ends decoded
     distinct, count = distinct_counts(key)
     lone = distinct[count == 1]
