@@ -117,12 +117,14 @@ def distance_to_mesh(points: np.ndarray, vertices: np.ndarray, tris: np.ndarray)
                                    vertices[t[..., 2]]).min(axis=1)
 
 
-def closest_points(points: np.ndarray, vertices: np.ndarray, tris: np.ndarray) -> np.ndarray:
-    """Each point's closest point on the triangles nearest it (by centroid, as ``distance_to_mesh``)."""
+def closest_on_triangles(points: np.ndarray, vertices: np.ndarray, tris: np.ndarray):
+    """(closest points, triangle index, barycentric weights [N, 3]) of each point on the triangles nearest it (by
+    centroid, as ``distance_to_mesh``)."""
     centroids = vertices[tris].mean(axis=1)
     k = min(CANDIDATES, len(tris))
     _, idx = cKDTree(centroids).query(points, k=k)
-    t = tris[np.asarray(idx).reshape(len(points), k)]
+    idx = np.asarray(idx).reshape(len(points), k)
+    t = tris[idx]
     a, b, c = vertices[t[..., 0]], vertices[t[..., 1]], vertices[t[..., 2]]
     p = points[:, None, :]
     n = np.cross(b - a, c - a)
@@ -138,8 +140,23 @@ def closest_points(points: np.ndarray, vertices: np.ndarray, tris: np.ndarray) -
         q = u + s[..., None] * uw
         closer = ~inside & (np.linalg.norm(p - q, axis=-1) < np.linalg.norm(p - best, axis=-1))
         best = np.where(closer[..., None], q, best)
+    rows = np.arange(len(points))
     pick = np.linalg.norm(p - best, axis=-1).argmin(axis=1)
-    return best[np.arange(len(points)), pick]
+    closest, tri = best[rows, pick], idx[rows, pick]
+    corner_a, e0, e1 = a[rows, pick], b[rows, pick] - a[rows, pick], c[rows, pick] - a[rows, pick]
+    e2 = closest - corner_a
+    d00, d01, d11 = (e0 * e0).sum(1), (e0 * e1).sum(1), (e1 * e1).sum(1)
+    d20, d21 = (e2 * e0).sum(1), (e2 * e1).sum(1)
+    det = np.maximum(d00 * d11 - d01 * d01, 1e-30)
+    wb, wc = (d11 * d20 - d01 * d21) / det, (d00 * d21 - d01 * d20) / det
+    bary = np.clip(np.stack([1 - wb - wc, wb, wc], axis=1), 0, 1)
+    bary /= np.maximum(bary.sum(axis=1, keepdims=True), 1e-30)
+    return closest, tri, bary
+
+
+def closest_points(points: np.ndarray, vertices: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Each point's closest point on the triangles nearest it (by centroid, as ``distance_to_mesh``)."""
+    return closest_on_triangles(points, vertices, tris)[0]
 
 
 def hausdorff_share(vertices_a, faces_a, vertices_b, faces_b, samples: int = 20000) -> float:

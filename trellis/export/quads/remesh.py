@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .fit import fit_corners
 from .measure import QuadReport, closest_points, edge_counts, measure_quads
 
 # Pure-quad mode extracts a quad-dominant mesh and splits every face of it once: about four faces per one asked.
@@ -120,7 +121,8 @@ def _cleaner(mesh: QuadMesh, vertices, faces, ask: int, crease_angle, boundaries
 
 
 def remesh_quads(vertices, faces, target_faces: int, *, crease_angle: float | None = DEFAULT_CREASE_ANGLE,
-                 boundaries: bool = True, pure_quad: bool = True, hausdorff_samples: int = 20000) -> QuadRemesh:
+                 boundaries: bool = True, pure_quad: bool = True, fit: bool = True,
+                 hausdorff_samples: int = 20000) -> QuadRemesh:
     """Remesh a triangle mesh to about ``target_faces`` quads (all quads with ``pure_quad``, else quad-dominant).
 
     ``crease_angle``: edges sharper than this (degrees) are kept as feature lines; None ignores features.
@@ -147,6 +149,8 @@ def remesh_quads(vertices, faces, target_faces: int, *, crease_angle: float | No
     mesh = _cleaner(mesh, vertices, faces, ask, crease_angle, boundaries, pure_quad)
     # pure-quad mode's split puts new corners on chords of the surface: set every corner back onto it
     snapped = closest_points(mesh.vertices.astype(np.float64), vertices, faces)
+    if fit:
+        snapped = fit_corners(snapped, mesh.faces, vertices, faces)
     mesh = QuadMesh(snapped.astype(np.float32), mesh.faces)
     seconds = time.perf_counter() - start
     report = measure_quads(mesh.vertices, mesh.faces, vertices, faces, target, seconds=seconds,
