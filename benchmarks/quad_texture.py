@@ -9,8 +9,8 @@ export's PSNR minus the triangle export's (issue 78's goal: within 1 dB) (docs/b
     python benchmarks/quad_texture.py [--shapes bunny nut] [--device cuda]
     python benchmarks/quad_texture.py --device cpu --resolution 128 --gaussians 200000     # the CPU's run
 
-The bake's views follow the device (``options.observation_settings``: fewer and smaller on a CPU); the remesher
-runs on the CPU on every machine.
+On a CPU the bake's views are the library's for a CPU (``options.observation_settings``: 24 at 512²) instead of the
+preset's; the remesher runs on the CPU on every machine.
 """
 from __future__ import annotations
 
@@ -39,7 +39,10 @@ def export_options(topology: str, device: str, target_faces, texture_size):
         changes["target_faces"] = int(target_faces)
     if texture_size:
         changes["texture_size"] = int(texture_size)
-    return dataclasses.replace(job_options(GenerationSettings.from_preset("balanced", **changes)), device=device)
+    options = dataclasses.replace(job_options(GenerationSettings.from_preset("balanced", **changes)), device=device)
+    if device == "cpu":         # the library's views for a CPU (options.observation_settings), not a GPU's 1024²
+        options = dataclasses.replace(options, nviews=None, render_resolution=None)
+    return options
 
 
 def one_export(gaussian, mesh, options, device: str, resolution: int, views: int, view_res: int, folder: str):
@@ -74,7 +77,7 @@ def main(argv=None) -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {args.device}, "
           f"{time.strftime('%Y-%m-%d')}, commit {commit}; grid {args.resolution}^3, {args.gaussians} Gaussians, "
-          f"balanced preset, target {args.target_faces or 'the preset'}, quality at {args.views} views of "
+          f"balanced preset{' (CPU views)' if args.device == 'cpu' else ''}, texture {args.texture_size or 'the preset'}, target {args.target_faces or 'the preset'}, quality at {args.views} views of "
           f"{args.view_resolution}^2")
     print("| shape | topology | file triangles (quads; kept whole in the textured file) | texture | PSNR dB | SSIM | "
           "ideal on its atlas dB | export s |")
