@@ -77,7 +77,8 @@ def main(argv=None) -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {args.device}, "
           f"{time.strftime('%Y-%m-%d')}, commit {commit}; grid {args.resolution}^3, {args.gaussians} Gaussians, "
-          f"balanced preset{' (CPU views)' if args.device == 'cpu' else ''}, texture {args.texture_size or 'the preset'}, "
+          f"balanced preset{' (CPU views)' if args.device == 'cpu' else ''}, "
+          f"texture {args.texture_size or 'the preset'}, "
           f"target {args.target_faces or 'the preset'}, quality at {args.views} views of {args.view_resolution}^2")
     print("| shape | topology | file triangles (quads; kept whole in the textured file) | texture | PSNR dB | SSIM | "
           "ideal on its atlas dB | export s |")
