@@ -25,7 +25,7 @@ def edge_keys(faces: torch.Tensor, n: int | None = None) -> tuple[torch.Tensor, 
     faces use)."""
     n = int(faces.max()) + 1 if n is None else int(n)
     if faces.device.type == "cpu":                  # numpy: several times torch's gathers and temporaries here
-        f = faces.numpy()
+        f = faces.numpy().astype(np.int64, copy=False)
         key = np.empty((len(f), 3), dtype=np.int64)
         for j, (a, b) in enumerate(((0, 1), (1, 2), (2, 0))):
             np.multiply(np.minimum(f[:, a], f[:, b]), n, out=key[:, j])
