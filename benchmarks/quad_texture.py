@@ -51,9 +51,8 @@ def one_export(gaussian, mesh, options, device: str, resolution: int, views: int
     start = time.perf_counter()
     textured = bake_textured_mesh(gaussian, mesh, options)
     seconds = time.perf_counter() - start
-    path = textured.save(os.path.join(folder, f"{options.topology}.glb"))
-    with open(path, "rb") as f:
-        glb = f.read()
+    import trimesh
+    glb = trimesh.load(textured.save(os.path.join(folder, f"{options.topology}.glb")))      # the file, read back
     got = glb_quality(glb, device, views=views, resolution=view_res, pattern_res=resolution)
     ideal = glb_quality(glb, device, views=views, resolution=view_res, pattern_res=resolution,
                         texture=ideal_texture(glb, device, resolution))
