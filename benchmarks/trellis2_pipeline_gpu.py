@@ -15,7 +15,8 @@ preset); FAST "on" / "off" (TRELLIS_FAST_PATHS: the PyTorch twins only); CUDNN "
 sequence cuDNN rule off (trellis.tuning's TUNING.cudnn_min_tokens) or gives its threshold in tokens; @GIB holds the
 process to a VRAM budget of that many GiB (core.device.set_memory_budget: torch's per-process memory fraction),
 "auto" precision and offload then picked to fit it as the app does (memory.fit_budget); :TYPE+TYPE runs only those
-types in it. `--preset`, `--fast-paths` and `--vram-cap` build the list instead when `--configs` is not given.
+types in it; a last part "8bit" runs it with 8-bit attention (e.g. default/on/8bit). `--preset`, `--fast-paths` and
+`--vram-cap` build the list instead when `--configs` is not given.
 
 The first configuration first runs `--warmup` runs of each type (the first job: Triton / NVRTC compiles, cuDNN
 plans; every configuration with `--warmup-all`), then each configuration `--runs` runs per type, each with its own
@@ -51,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from trellis import fastpaths  # noqa: E402
+from trellis.modules.attention import attention_precision  # noqa: E402
 from trellis.core.device import memory_budget, peak_memory, set_memory_budget, start_peak_window  # noqa: E402
 from trellis.pipelines import EmptyStructureError  # noqa: E402
 from trellis.pipelines.memory import fit_budget  # noqa: E402
@@ -69,6 +71,9 @@ def parse_config(text: str) -> dict:
     head, _, only = text.strip().partition(":")
     spec, _, cap = head.partition("@")
     parts = spec.split("/")
+    attention = "exact"
+    if parts and parts[-1] == "8bit":
+        attention, parts = "8bit", parts[:-1]
     if len(parts) not in (2, 3) or parts[0] not in PRESETS or parts[1] not in ("on", "off"):
         raise ValueError(f"configuration {text!r}: expected PRESET/FAST[/CUDNN][@GIB][:TYPE+TYPE], PRESET one of "
                          f"{', '.join(PRESETS)}, FAST on or off")
@@ -79,7 +84,7 @@ def parse_config(text: str) -> dict:
     if len(parts) == 3:
         cudnn = None if parts[2] == "nocudnn" else int(parts[2])
     return {"name": text.strip(), "preset": parts[0], "fast": parts[1] == "on", "cudnn_min": cudnn,
-            "cap_gib": float(cap) if cap else None, "types": types}
+            "cap_gib": float(cap) if cap else None, "types": types, "attention": attention}
 
 
 def apply_config(pipe, config: dict, device: torch.device) -> dict:
@@ -149,8 +154,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def one_run(pipe, image, kind: str, seed: int, device: torch.device) -> tuple[dict, list]:
-    """One pipeline.run: its row (seconds, stages, peaks, sizes, or the error) and its meshes ([] on failure)."""
+def one_run(pipe, image, kind: str, seed: int, device: torch.device, attention: str = "exact") -> tuple[dict, list]:
+    """One pipeline.run (its attention "exact" or "8bit"): its row (seconds, stages, peaks, sizes, or the error) and
+    its meshes ([] on failure)."""
     if device.type == "cuda":
         start_peak_window(device)
     sync(device)
@@ -158,8 +164,9 @@ def one_run(pipe, image, kind: str, seed: int, device: torch.device) -> tuple[di
     row: dict = {"seed": seed}
     meshes = []
     try:
-        meshes, (shape, _, res) = pipe.run(image, seed=seed, pipeline_type=kind, preprocess_image=False,
-                                           return_latent=True)
+        with attention_precision(attention):
+            meshes, (shape, _, res) = pipe.run(image, seed=seed, pipeline_type=kind, preprocess_image=False,
+                                               return_latent=True)
         sync(device)
         row.update(seconds=time.perf_counter() - t0, res=res, latent_voxels=int(shape.coords.shape[0]),
                    fine_voxels=int(meshes[0].coords.shape[0]), faces=int(meshes[0].faces.shape[0]))
@@ -316,7 +323,7 @@ def main(argv=None) -> int:
                     rows["skipped"] = f"deadline of {args.deadline_s:g} s reached"
                     break
                 meshes = []                    # the last run's meshes go before the next run
-                row, meshes = one_run(pipe, image, kind, seed, device)
+                row, meshes = one_run(pipe, image, kind, seed, device, config["attention"])
                 seed += 1
                 rows["warmup" if i < warmup else "runs"].append(row)
                 failed = f" {row['error']}" if "error" in row else ""

@@ -135,11 +135,17 @@ KERNELS = {
         Kernel("flow_block", "triton", "trellis_triton.compiled_block", "flow_block",
                "trellis.modules.transformer.block_forward_torch"),
     ),
+    # 8-bit attention (per-block int8 Q.K^T, e4m3 P.V): only when the user asks for it (an approximation).
+    "attention_8bit": (
+        Kernel("attention_8bit", "triton", "trellis_triton.attention_8bit", "attention_8bit",
+               "trellis.modules.attention.quantised.attention_8bit_torch"),
+    ),
 }
 
-# Kernels asked for only when a setting wants them (flow_block: the memory policy's `compile`): one that cannot run
+# Kernels asked for only when a setting wants them (flow_block: the memory policy's `compile`; attention_8bit: the
+# 8-bit attention setting): one that cannot run
 # slows no default path, so ``status()["fast"]`` and ``describe()`` judge the others and name these apart.
-ON_DEMAND = frozenset({"flow_block"})
+ON_DEMAND = frozenset({"flow_block", "attention_8bit"})
 
 _override: Optional[bool] = None
 _disabled: dict = {}          # "name:backend" -> why it was switched off in this process

@@ -59,8 +59,11 @@ def test_trellis2_both_runs_compared_and_the_8bit_run_differs(capsys, tmp_path, 
     assert "TRELLIS.2, pipeline type 512" in printed and "MeshWithVoxel.coords" in report["structure"]
     assert report["pipeline_type"] == "512" and item["structure"]["grid"] == 512
     assert item["structure"]["exact_voxels"] > 0 and item["mesh"]["diagonal"] > 0
-    # at this seed the 8-bit run moves a few of the tiny model's voxels, and its mesh with them
-    assert item["structure"]["flipped"] > 0 and item["mesh"]["chamfer"] > 0
+    # every attention call of the 8-bit run took the 8-bit path, and its mesh moved (at this seed by less than a
+    # voxel: no voxel flipped)
+    assert set(item["kernels"]["8bit"]) == {"8bit_twin"} and "8bit_twin" not in item["kernels"]["exact"]
+    assert item["kernels"]["8bit"]["8bit_twin"] == sum(item["kernels"]["exact"].values()) > 0
+    assert item["mesh"]["chamfer"] > 0
 
 
 def test_bad_inputs_exit_2_with_one_message(tmp_path, tiny_pipeline_dir, capsys):

@@ -75,3 +75,18 @@ def test_graphs_and_the_context_cache_follow_each_jobs_condition(tiny_pipeline_d
     pipe.set_memory_policy(cuda_graphs=graphs)
     for cond, want in zip(conds, eager):
         assert torch.equal(slat(cond), want)
+
+
+def test_8bit_attention_runs_eagerly_and_keeps_no_graph(tiny_pipeline_dir):
+    """A graph replays the kernels it captured: under 8-bit attention no graph is kept or replayed, every attention
+    call takes the 8-bit kernel, and the exact run after it replays exact graphs again."""
+    from trellis.modules.attention import attention_precision, kernel_log
+
+    pipe = pipelines.from_pretrained(tiny_pipeline_dir).to("cuda")
+    pipe.set_memory_policy(precision="fp16", offload="none", cuda_graphs="structure")
+    cond = pipe.get_cond(_image(8))
+    with kernel_log.recording() as log, attention_precision("8bit"):
+        fast = structure_latent(pipe, cond, 1)
+    assert pipe._kept_graphs == {} and set(log) == {"8bit_triton"}
+    exact = structure_latent(pipe, cond, 1)
+    assert pipe._kept_graphs and not torch.equal(fast, exact)

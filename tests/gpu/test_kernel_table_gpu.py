@@ -18,7 +18,8 @@ Tolerances (the pairs' own files say why):
   twin's own error;
 * the block norms (fp16): the residual sums within one unit in the last place of max(1, |twin|) and equal on
   99.9 % of the elements; normalised outputs within two units, equal on 97 %; ``linear_gelu`` within three units;
-* ``flow_block`` (fp16, compiled vs eager): relative RMS below 1e-3.
+* ``flow_block`` (fp16, compiled vs eager): relative RMS below 1e-3;
+* ``attention_8bit``: relative RMS below 2e-3 (the same quantised inputs; only e4m3 rounding ties differ).
 """
 import math
 import sys
@@ -223,6 +224,18 @@ def case_flow_block(run):
 
 
 # The pair's name -> its case (tests/test_structure.py: one for every name of fastpaths.KERNELS, no more).
+def case_attention_8bit(run):
+    from trellis.modules.attention.quantised import quantised_varlen
+
+    g = torch.Generator(device=DEV).manual_seed(9)
+    lengths_q, lengths_kv = [300, 77], [129, 64]
+    q = torch.randn(sum(lengths_q), 12, 128, device=DEV, generator=g).bfloat16()
+    k, v = (torch.randn(sum(lengths_kv), 12, 128, device=DEV, generator=g).bfloat16() for _ in range(2))
+    kern = run(True, quantised_varlen, q, k, v, lengths_q, lengths_kv)
+    twin = run(False, quantised_varlen, q, k, v, lengths_q, lengths_kv)
+    assert rel_rms(kern, twin) < 2e-3           # test_attention_8bit_gpu.py says why
+
+
 CASES = {
     "gaussian_composite": case_gaussian_composite,
     "mesh_setup": case_mesh_setup,
@@ -233,6 +246,7 @@ CASES = {
     "gated_residual": case_gated_residual,
     "linear_gelu": case_linear_gelu,
     "flow_block": case_flow_block,
+    "attention_8bit": case_attention_8bit,
 }
 
 

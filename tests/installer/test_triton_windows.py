@@ -155,7 +155,7 @@ def test_fast_path_check_runs_our_renderers_and_records_the_path():
     assert result["fast"] is False and result["line"] == "CPU: PyTorch paths (no GPU kernels)"
     assert set(result["kernels"]) == {"gaussian_composite", "mesh_setup", "mesh_raster", "sparse_conv3d",
                                       "flow_block", "norm_modulate", "head_rms_norm", "gated_residual",
-                                      "linear_gelu"}
+                                      "linear_gelu", "attention_8bit"}
     assert all("CUDA only" in why for why in result["kernels"].values())
 
 

@@ -17,6 +17,7 @@ import torch
 from ..core.device import obtainable_device_memory
 from ..core.module_cancel import checked_between_modules
 from ..models import read_config_json
+from ..modules.attention import attention_mode
 from ..modules.sparse import SparseTensor
 from ..core.callbacks import CancelCheck, Cancelled, check
 from . import samplers
@@ -283,7 +284,10 @@ class TrellisPipeline:
         """What the sampler's ``cuda_graph`` gets: a ``GraphedFlow`` kept on the pipeline (policy True or
         "structure", a stage in ``KEPT_GRAPH_STAGES``, resident on CUDA, eager blocks), True (new graphs for this
         run: policy True, other stages) or False. A kept one is replaced when the weights it replays are no longer
-        the flow's (other addresses or dtypes)."""
+        the flow's (other addresses or dtypes). False under 8-bit attention: a graph replays the kernels it captured,
+        and the 8-bit path's per-call tables are not capturable."""
+        if attention_mode() != "exact":
+            return False
         if stage not in self.KEPT_GRAPH_STAGES or not policy.keeps_graphs(self._device):
             return policy.cuda_graphs is True and not policy.compile and self._device.type == "cuda"
         weights = flow_weights(flow)

@@ -86,6 +86,17 @@ def attention_precision(mode: str):
                 PRECISION["mode"] = "exact"
 
 
+def _eight_bit_name(q: torch.Tensor) -> str:
+    """The kernel log's name for the 8-bit path that runs ``q``: its kernel's ("8bit_triton") or its twin's."""
+    path = fastpaths.path_of("attention_8bit", q.device)
+    return "8bit_twin" if path == "pytorch" else f"8bit_{path}"
+
+
+def attention_mode() -> str:
+    """The attention's arithmetic now: "exact", or "8bit" while an ``attention_precision("8bit")`` block runs."""
+    return PRECISION["mode"]
+
+
 # ------------------------------------------------------------------------------------------- dense
 
 def _math_dtype(t: torch.Tensor) -> torch.dtype:
@@ -181,7 +192,7 @@ def _sdpa_cudnn_first(qt, kt, vt):
 def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str | None = None) -> torch.Tensor:
     """q [B, Lq, H, D], k/v [B, Lk, H, D] -> [B, Lq, H, D]."""
     if PRECISION["mode"] == "8bit":
-        kernel_log.note("8bit_twin", "dense")
+        kernel_log.note(_eight_bit_name(q), "dense")
         return quantised_dense(q, k, v)
     name = backend or backends.get("dense")
     if name == "naive":
@@ -401,7 +412,7 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths_
         return q.clone()
     lq, lk = _as_seqlens(lengths_q, q.device), _as_seqlens(lengths_kv, q.device)
     if PRECISION["mode"] == "8bit":
-        kernel_log.note("8bit_twin", "varlen")
+        kernel_log.note(_eight_bit_name(q), "varlen")
         return quantised_varlen(q, k, v, lq.host, lk.host)
     name = resolve_varlen_backend(backend or backends.get("varlen"), q, lq.max)
     if name == "cudnn":
