@@ -44,6 +44,8 @@ MULTI_IMAGE_MODES = ("stochastic", "multidiffusion")
 # here so that validating settings does not import torch.
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
 OFFLOADS = ("auto", "none", "model")
+# The modes trellis.modules.attention.attention_precision takes (a test keeps them equal).
+ATTENTIONS = ("exact", "8bit")
 # The pipeline types of the families that have them (TRELLIS.2's; TRELLIS v1 has one path), as the families declare.
 PIPELINE_TYPES = tuple(dict.fromkeys(t for f in FAMILIES.values() for t in f.pipeline_types))
 DEFAULT_PIPELINE_TYPE = next(f.default_pipeline_type for f in FAMILIES.values() if f.pipeline_types)
@@ -342,6 +344,20 @@ ROWS: tuple = (
             "it runs)", choices=OFFLOADS, presets={"low-vram": "model"},
             ui=Ui("memory", "GPU memory offloading", widget="dropdown",
                   info="model: each network on the GPU only while it runs")),
+    # An approximation with a cost on fast GPUs (docs/benchmarks/attention_8bit.md): never a default, in no preset. No
+    # CPU value: a CPU job keeps it (the 8-bit maths' PyTorch twin runs there, slower than exact), and a user's own
+    # value is never lowered anyway.
+    Setting("attention", "choice", "exact", "attention arithmetic of the sampling: exact, or 8bit (approximate "
+            "attention: int8 Q·K, fp8 P·V; the asset changes a little; slower than exact on data-centre GPUs, meant "
+            "for cards whose exact attention kernels are slow or missing; on a CPU several times slower than exact); "
+            "check it on your images with `python -m desktop verify-fast-paths`", choices=ATTENTIONS,
+            ui=Ui("memory", "Attention", labels=(("Exact", "exact"), ("8-bit (approximate)", "8bit")),
+                  info="8-bit: approximate attention (int8 Q·K, fp8 P·V): the asset changes a little; slower than "
+                       "exact on data-centre GPUs; check it on your images with `python -m desktop "
+                       "verify-fast-paths`"),
+            cli=Cli("--attention", "attention arithmetic: exact (default) or 8bit (approximate: int8 Q·K, fp8 P·V; the "
+                                   "asset changes a little; slower than exact on data-centre GPUs; check it with "
+                                   "`python -m desktop verify-fast-paths`)")),
     # Counts what PyTorch reserves (the CUDA context comes on top: trellis.core.device); the low-VRAM preset's whole
     # job fits 2 GiB (docs/benchmarks/memory.md), so its 2.5 leaves head room. An export may change it too.
     Setting("vram_budget", "float", None, "GPU memory the whole job may take, in GiB (what PyTorch reserves; the "

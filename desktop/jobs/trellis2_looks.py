@@ -23,7 +23,7 @@ from .context import JobContext
 from .job import InputError, Job
 from .meshes import check_mesh
 from .mesh_files import timed, write_mesh_files
-from .sampling import record_run
+from .sampling import sampling_block
 from .steps import check_cancel, images_then_model, load_own_mesh, make_folder, write_preprocessed
 from .trellis2_steps import (for_trellis2_device, trellis2_export_stages, trellis2_record, write_lit_preview,
                              write_mesh_ply)
@@ -84,16 +84,14 @@ def variant(ctx: JobContext, job: Job) -> None:
         progress(STAGE_NAMES.get(stage, stage), i, n)
     with write_preprocessed(job, folder, images):
         progress("preprocess", 1, 1)
-        t = time.perf_counter()
-        try:
-            result = pipeline.run((own.vertices, own.faces, own.uvs), images[0], seed=settings.seed,
-                                  tex_slat_sampler_params={"steps": settings.slat_steps}, preprocess_image=False,
-                                  resolution=resolution, texture_size=settings.texture_size, up="z",
-                                  new_uvs=not settings.keep_mesh, progress=report, cancel=ctx.cancelled)
-        except ValueError as err:            # a model the grid cannot hold (nothing to texture): the input's fault
-            raise InputError(str(err)) from None
-        finally:
-            record_run(job, pipeline, t)
+        with sampling_block(job, pipeline, settings, ctx.cancelled):
+            try:
+                result = pipeline.run((own.vertices, own.faces, own.uvs), images[0], seed=settings.seed,
+                                      tex_slat_sampler_params={"steps": settings.slat_steps}, preprocess_image=False,
+                                      resolution=resolution, texture_size=settings.texture_size, up="z",
+                                      new_uvs=not settings.keep_mesh, progress=report, cancel=ctx.cancelled)
+            except ValueError as err:        # a model the grid cannot hold (nothing to texture): the input's fault
+                raise InputError(str(err)) from None
     job.timings["look"] = {"resolution": resolution, **{k: v for k, v in result.info.items() if k != "frame"}}
     write_look_files(ctx, job, folder, settings, result, progress)
 

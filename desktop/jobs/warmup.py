@@ -4,6 +4,7 @@ picking an image. A job, cancel_warmup or shutdown cuts it short at its next ste
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -15,6 +16,7 @@ from trellis.core.concurrency import start_thread
 from ..families import get_family
 from .failures import drop_tracebacks
 from .models import DevicePipelines
+from .sampling import enter_attention
 
 _DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
@@ -58,7 +60,11 @@ class GraphsBesideLoad:
         t = time.perf_counter()
         flow = self.models["sparse_structure_flow_model"]
         shape = structure_graphs.condition_shape(self.models["image_cond_model"])
-        self.made = structure_graphs.capture(flow, shape, policy.dtype, cancel=stop)
+        with contextlib.ExitStack() as held:
+            # kept graphs replay what they captured: exact attention only, never waiting (the load would wait too)
+            if enter_attention(held, "exact", wait=False) is None:
+                return "graphs: not made (another job samples with 8-bit attention now)"
+            self.made = structure_graphs.capture(flow, shape, policy.dtype, cancel=stop)
         done = f"graphs {time.perf_counter() - t:.2f}"
         # then the stage's other first use, the occupancy decoder, where it arrives before the load ends
         # (docs/benchmarks/app.md#launch-to-first-glb: stage 1's first call shorter, its conv3d gone from the top)
@@ -246,9 +252,12 @@ def warm_run(pipeline, cancel=None) -> None:
     image = Image.fromarray(np.dstack([np.full((96, 96, 3), 160, np.uint8), disc]), "RGBA")
     steps = warm_steps(pipeline)
     try:
-        out = pipeline.run(image, seed=0, formats=["gaussian", "mesh"],
-                           sparse_structure_sampler_params={"steps": steps}, slat_sampler_params={"steps": steps},
-                           cancel=cancel)
+        # exact attention, the jobs' default: waits while another worker's job samples with 8-bit attention
+        with contextlib.ExitStack() as held:
+            enter_attention(held, "exact", cancel)
+            out = pipeline.run(image, seed=0, formats=["gaussian", "mesh"],
+                               sparse_structure_sampler_params={"steps": steps}, slat_sampler_params={"steps": steps},
+                               cancel=cancel)
     except EmptyStructureError:
         return
     for kind in ("gaussian", "mesh"):

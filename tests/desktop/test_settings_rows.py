@@ -250,4 +250,4 @@ def test_one_flag_block_for_every_command():
     assert flags == ["--preset", "--settings", "--seed", "--steps", "--pipeline-type", "--simplify", "--texture-size", "--destination",
                      "--formats", "--target-faces", "--topology", "--normal-map", "--height", "--pivot", "--up", "--units",
                      "--geometry-only", "--texture-format", "--draco", "--lods", "--print-ready",
-                     "--no-background-removal", "--vram-budget", "--keep-mesh", "--text-size", "--set"]
+                     "--no-background-removal", "--attention", "--vram-budget", "--keep-mesh", "--text-size", "--set"]
