@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ...core.callbacks import check
+from ...core.segment_sum import index_add_in_order_
 from ...tuning import TUNING
 from ..options import DEFAULT_TEXTURE_SIZE
 from .views import MeshViews, bilinear_taps
@@ -158,13 +159,13 @@ class TextureAccumulator:
         rows, cols, taps = bilinear_taps(uv, s)
         idx = rows * s + cols  # [P,4]
         wt = taps * wgt[:, None]
-        self.weight.index_add_(0, idx.reshape(-1), wt.reshape(-1))
-        self.rhs.index_add_(0, idx.reshape(-1), (wt[:, :, None] * c[:, None, :]).reshape(-1, 3))
+        index_add_in_order_(self.weight, idx.reshape(-1), wt.reshape(-1))
+        index_add_in_order_(self.rhs, idx.reshape(-1), (wt[:, :, None] * c[:, None, :]).reshape(-1, 3))
         for k in range(4):
             dr = rows - rows[:, k:k + 1]
             dc = cols - cols[:, k:k + 1]
             slot = idx[:, k:k + 1] * 9 + (dr + 1) * 3 + (dc + 1)
-            self.normal_eq.index_add_(0, slot.reshape(-1), (wt[:, k:k + 1] * taps).reshape(-1))
+            index_add_in_order_(self.normal_eq, slot.reshape(-1), (wt[:, k:k + 1] * taps).reshape(-1))
 
     def solve(self, iterations=30, anchor=0.01, smooth=None, progress: Progress = None, cancel=None):
         """Texture [S,S,3] float32 in [0,1] and the observed-texel mask [S,S] bool.

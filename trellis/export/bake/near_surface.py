@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ...core.callbacks import check
+from ...core.segment_sum import index_add_in_order_
 from ...renderers.gaussian_constants import ALPHA_MAX, ALPHA_MIN, T_MIN
 from ...representations.gaussian import SH_C0, quaternion_to_matrix
 
@@ -227,9 +228,9 @@ def _composite(row, alpha, h, color, rows: int, lo: float, hi: float):
     out_c = torch.zeros(rows, 3, device=alpha.device)
     out_a = torch.zeros(rows, device=alpha.device)
     out_h = torch.zeros(rows, device=alpha.device)
-    out_c.index_add_(0, row, color * w[:, None])
-    out_a.index_add_(0, row, w)
-    out_h.index_add_(0, row, h * w)
+    index_add_in_order_(out_c, row, color * w[:, None])
+    index_add_in_order_(out_a, row, w)
+    index_add_in_order_(out_h, row, h * w)
     return out_c, out_a, out_h
 
 

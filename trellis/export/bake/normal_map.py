@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ...core.callbacks import check
+from ...core.segment_sum import index_add_in_order_
 from ...renderers.mesh_render import interpolate, rasterize
 from ..normals import DEFAULT_CREASE_ANGLE, split_vertex_normals
 from ..tangents import vertex_tangents
@@ -41,7 +42,7 @@ def smooth_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     n = torch.cross(b - a, c - a, dim=-1)
     out = torch.zeros_like(vertices)
     for k in range(3):
-        out.index_add_(0, faces[:, k], n)
+        index_add_in_order_(out, faces[:, k], n)
     return F.normalize(out, dim=-1)
 
 

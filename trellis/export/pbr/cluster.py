@@ -21,6 +21,7 @@ from typing import NamedTuple
 import torch
 
 from ...core.callbacks import check
+from ...core.segment_sum import index_add_in_order_
 from .sorting import count_distinct, first_of_each, unique_inverse
 
 __all__ = ["MAX_SEARCH_STEPS", "LOOSE_AFTER", "QUADRIC_CHUNK", "ClusterResult", "Clustering", "cell_keys",
@@ -86,7 +87,8 @@ def representatives(vertices, faces, cluster, n_clusters, cell, origin):
     v = vertices.double()
     dev = v.device
     ones = torch.ones(v.shape[0], 1, dtype=torch.float64, device=dev)
-    mass = torch.zeros(n_clusters, 4, dtype=torch.float64, device=dev).index_add_(0, cluster, torch.cat([v, ones], 1))
+    mass = index_add_in_order_(torch.zeros(n_clusters, 4, dtype=torch.float64, device=dev), cluster,
+                               torch.cat([v, ones], 1))
     mean = mass[:, :3] / mass[:, 3:]
     acc = torch.zeros(n_clusters, 9, dtype=torch.float64, device=dev)
     for a in range(0, faces.shape[0], QUADRIC_CHUNK):
@@ -101,7 +103,7 @@ def representatives(vertices, faces, cluster, n_clusters, cell, origin):
         q = torch.stack([cx * cx, cx * cy, cx * cz, cy * cy, cy * cz, cz * cz,
                          d * cross[:, 0], d * cross[:, 1], d * cross[:, 2]], 1)
         for k in range(3):                              # each face's quadric to each corner's cluster
-            acc.index_add_(0, cluster[fc[:, k]], q)
+            index_add_in_order_(acc, cluster[fc[:, k]], q)
     axx, axy, axz, ayy, ayz, azz = acc[:, :6].unbind(1)
     # solve (A + lam I) s = b - A mean by the adjugate (closed form: no batched LAPACK call)
     lam = _FLAT * (axx + ayy + azz) / 3 + 1e-300

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...core.segment_sum import index_add_in_order_
 from ..bake.normal_map import corner_frames
 from ..normals import DEFAULT_CREASE_ANGLE, split_vertex_normals
 from ..tangents import vertex_tangents
@@ -51,7 +52,7 @@ def dense_corner_normals(vertices: torch.Tensor, faces: torch.Tensor, around: Ve
     ng = torch.cross(v[g[:, 1]] - v[g[:, 0]], v[g[:, 2]] - v[g[:, 0]], dim=-1)
     ref = own.repeat_interleave(3, dim=0)[slot]
     ng = torch.where(((ng * ref).sum(-1) < 0)[:, None], -ng, ng)
-    out = torch.zeros(corner_v.numel(), 3, device=v.device).index_add_(0, slot, ng)
+    out = index_add_in_order_(torch.zeros(corner_v.numel(), 3, device=v.device), slot, ng)
     return F.normalize(out, dim=-1).reshape(-1, 3, 3)
 
 
