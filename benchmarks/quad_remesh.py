@@ -2,7 +2,7 @@
 share, faces made vs asked, non-manifold and boundary edges, Hausdorff distance (share of the bounding-box
 diagonal) and seconds, one row per shape and target (docs/benchmarks/export.md#quad-remeshing).
 
-    python benchmarks/quad_remesh.py [--shapes bunny nut] [--targets 2000 10000]
+    python benchmarks/quad_remesh.py [--shapes bunny nut] [--targets 2000 10000] [--no-fit]
 
 The remesher (Instant Meshes) runs on the CPU whatever the device: no GPU command is needed.
 """
@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shapes", nargs="+", default=["bunny", "nut"])
     p.add_argument("--targets", nargs="+", type=int, default=[2000, 10000])
+    p.add_argument("--no-fit", action="store_true", help="corners only set onto the source (the fit's baseline)")
     args = p.parse_args(argv)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}, "
@@ -37,7 +38,7 @@ def main(argv=None) -> int:
         v, f = prepare_source(name)
         source_boundary = edge_counts(f)[1]
         for target in args.targets:
-            r = remesh_quads(v, f, target).report
+            r = remesh_quads(v, f, target, fit=not args.no_fit).report
             print(f"| {name} | {len(f)} ({source_boundary}) | {target} | {r.faces_made} | {100 * r.quad_share:.1f} % "
                   f"| {r.non_manifold_edges} | {r.boundary_edges} | {100 * r.hausdorff:.2f} % | {r.seconds:.2f} |",
                   flush=True)

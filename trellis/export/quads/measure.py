@@ -9,8 +9,13 @@ from scipy.spatial import cKDTree
 
 # A target missed by more than this share is reported.
 TARGET_TOLERANCE = 0.10
-# Triangles whose centroids are nearest to a query point, searched for its closest point.
+# Triangles whose centroids are nearest to a query point, tried first for its closest point.
 CANDIDATES = 16
+# Triangles reaching further than this many times the median from their centroid are split for the search.
+SPLIT_RATIO = 2.0
+MAX_PIECES = 400_000
+# Point-candidate pairs computed at once (memory).
+CHUNK = 400_000
 
 
 @dataclass(frozen=True)
@@ -22,7 +27,7 @@ class QuadReport:
     non_manifold_edges: int
     boundary_edges: int
     source_boundary_edges: int
-    hausdorff: float            # share of the source's bounding-box diagonal (an upper bound: sampled surfaces)
+    hausdorff: float            # share of the source's bounding-box diagonal (over sampled points of both)
     seconds: float
     warnings: list[str] = field(default_factory=list)
 
@@ -106,27 +111,38 @@ def point_triangle_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.n
     return np.where(inside, plane, edges)
 
 
-def distance_to_mesh(points: np.ndarray, vertices: np.ndarray, tris: np.ndarray) -> np.ndarray:
-    """Distance from each point to the triangles nearest it (by centroid): an upper bound of the true distance."""
-    centroids = vertices[tris].mean(axis=1)
-    k = min(CANDIDATES, len(tris))
-    _, idx = cKDTree(centroids).query(points, k=k)
-    idx = np.asarray(idx).reshape(len(points), k)
-    t = tris[idx]
-    return point_triangle_distance(points[:, None, :], vertices[t[..., 0]], vertices[t[..., 1]],
-                                   vertices[t[..., 2]]).min(axis=1)
+def _radius(corners: np.ndarray) -> np.ndarray:
+    """How far each triangle ([T, 3, 3] corners) reaches from its centroid."""
+    return np.linalg.norm(corners - corners.mean(axis=1, keepdims=True), axis=2).max(axis=1)
 
 
-def closest_on_triangles(points: np.ndarray, vertices: np.ndarray, tris: np.ndarray):
-    """(closest points, triangle index, barycentric weights [N, 3]) of each point on the triangles nearest it (by
-    centroid, as ``distance_to_mesh``)."""
-    centroids = vertices[tris].mean(axis=1)
-    k = min(CANDIDATES, len(tris))
-    _, idx = cKDTree(centroids).query(points, k=k)
-    idx = np.asarray(idx).reshape(len(points), k)
-    t = tris[idx]
-    a, b, c = vertices[t[..., 0]], vertices[t[..., 1]], vertices[t[..., 2]]
-    p = points[:, None, :]
+def even_pieces(vertices: np.ndarray, tris: np.ndarray):
+    """The triangles split at their edges' midpoints until none reaches much further from its centroid than the
+    typical one: (corners [M, 3, 3], owning triangle [M]). A search by nearest centroid needs triangles of similar
+    size; a long one (a filled hole's fan, a CAD face) would otherwise be missed by the points near it."""
+    corners = np.asarray(vertices, np.float64)[tris]
+    owner = np.arange(len(tris))
+    radius = _radius(corners)
+    if len(tris) == 0:
+        return corners, owner
+    # a piece's radius halves per split (four pieces): the limit is raised until the pieces stay within budget
+    limit = max(SPLIT_RATIO * float(np.median(radius)), 1e-12)
+    while np.sum(4.0 ** np.ceil(np.log2(np.maximum(radius / limit, 1.0)))) > max(MAX_PIECES, 2 * len(tris)):
+        limit *= 1.5
+    while True:
+        wide = radius > limit
+        if not wide.any():
+            return corners, owner
+        a, b, c = corners[wide, 0], corners[wide, 1], corners[wide, 2]
+        ab, bc, ca = (a + b) / 2, (b + c) / 2, (c + a) / 2
+        split = np.concatenate([np.stack(t, axis=1) for t in ((a, ab, ca), (ab, b, bc), (ca, bc, c), (ab, bc, ca))])
+        corners = np.concatenate([corners[~wide], split])
+        owner = np.concatenate([owner[~wide], np.tile(owner[wide], 4)])
+        radius = _radius(corners)
+
+
+def _closest_on_each(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """The closest point of each triangle (a, b, c: [N, K, 3]) to its row's point (p: [N, 1, 3])."""
     n = np.cross(b - a, c - a)
     nn = np.einsum("...k,...k", n, n)
     inside = nn > 1e-40
@@ -140,22 +156,67 @@ def closest_on_triangles(points: np.ndarray, vertices: np.ndarray, tris: np.ndar
         q = u + s[..., None] * uw
         closer = ~inside & (np.linalg.norm(p - q, axis=-1) < np.linalg.norm(p - best, axis=-1))
         best = np.where(closer[..., None], q, best)
-    rows = np.arange(len(points))
-    pick = np.linalg.norm(p - best, axis=-1).argmin(axis=1)
-    closest, tri = best[rows, pick], idx[rows, pick]
-    corner_a, e0, e1 = a[rows, pick], b[rows, pick] - a[rows, pick], c[rows, pick] - a[rows, pick]
-    e2 = closest - corner_a
-    d00, d01, d11 = (e0 * e0).sum(1), (e0 * e1).sum(1), (e1 * e1).sum(1)
-    d20, d21 = (e2 * e0).sum(1), (e2 * e1).sum(1)
-    det = np.maximum(d00 * d11 - d01 * d01, 1e-30)
-    wb, wc = (d11 * d20 - d01 * d21) / det, (d00 * d21 - d01 * d20) / det
-    bary = np.clip(np.stack([1 - wb - wc, wb, wc], axis=1), 0, 1)
-    bary /= np.maximum(bary.sum(axis=1, keepdims=True), 1e-30)
-    return closest, tri, bary
+    return best
+
+
+class NearestTriangles:
+    """Closest points on a fixed set of triangles, the search built once for many queries. The pieces nearest by
+    centroid are tried first; a point is settled once no other piece can be closer (its centroid lies further than
+    the best distance plus the widest piece's radius), the rest are asked again with more candidates: exact."""
+
+    def __init__(self, vertices: np.ndarray, tris: np.ndarray):
+        self.vertices = np.asarray(vertices, np.float64)
+        self.tris = np.asarray(tris, np.int64)
+        self.corners, self.owner = even_pieces(self.vertices, self.tris)
+        self.tree = cKDTree(self.corners.mean(axis=1))
+        self.widest = float(_radius(self.corners).max()) if len(self.corners) else 0.0
+
+    def closest(self, points: np.ndarray):
+        """(closest points, triangle index, barycentric weights [N, 3]) of each point."""
+        points = np.asarray(points, np.float64)
+        closest, piece = np.zeros_like(points), np.zeros(len(points), np.int64)
+        todo, k, count = np.arange(len(points)), CANDIDATES, len(self.corners)
+        while len(todo):
+            k = min(k, count)
+            left = []
+            for rows in np.array_split(todo, max(1, len(todo) * k // CHUNK)):
+                dist, idx = self.tree.query(points[rows], k=k)
+                idx, dist = np.asarray(idx).reshape(len(rows), k), np.asarray(dist).reshape(len(rows), k)
+                t = self.corners[idx]
+                p = points[rows][:, None, :]
+                best = _closest_on_each(p, t[..., 0, :], t[..., 1, :], t[..., 2, :])
+                gap = np.linalg.norm(p - best, axis=-1)
+                pick = gap.argmin(axis=1)
+                closest[rows] = best[np.arange(len(rows)), pick]
+                piece[rows] = idx[np.arange(len(rows)), pick]
+                left.append(rows[(dist[:, -1] - self.widest < gap.min(axis=1)) & (k < count)])
+            todo, k = np.concatenate(left), k * 4
+        tri = self.owner[piece]
+        v, f = self.vertices, self.tris
+        corner_a = v[f[tri, 0]]
+        e0, e1, e2 = v[f[tri, 1]] - corner_a, v[f[tri, 2]] - corner_a, closest - corner_a
+        d00, d01, d11 = (e0 * e0).sum(1), (e0 * e1).sum(1), (e1 * e1).sum(1)
+        d20, d21 = (e2 * e0).sum(1), (e2 * e1).sum(1)
+        det = np.maximum(d00 * d11 - d01 * d01, 1e-30)
+        wb, wc = (d11 * d20 - d01 * d21) / det, (d00 * d21 - d01 * d20) / det
+        bary = np.clip(np.stack([1 - wb - wc, wb, wc], axis=1), 0, 1)
+        bary /= np.maximum(bary.sum(axis=1, keepdims=True), 1e-30)
+        return closest, tri, bary
+
+
+def distance_to_mesh(points: np.ndarray, vertices: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Distance from each point to the triangles (exact, up to rounding)."""
+    points = np.asarray(points, np.float64)
+    return np.linalg.norm(points - NearestTriangles(vertices, tris).closest(points)[0], axis=1)
+
+
+def closest_on_triangles(points: np.ndarray, vertices: np.ndarray, tris: np.ndarray):
+    """(closest points, triangle index, barycentric weights [N, 3]) of each point on the triangles."""
+    return NearestTriangles(vertices, tris).closest(points)
 
 
 def closest_points(points: np.ndarray, vertices: np.ndarray, tris: np.ndarray) -> np.ndarray:
-    """Each point's closest point on the triangles nearest it (by centroid, as ``distance_to_mesh``)."""
+    """Each point's closest point on the triangles."""
     return closest_on_triangles(points, vertices, tris)[0]
 
 
