@@ -5,6 +5,7 @@ with the truth on the surface.
     python benchmarks/pbr_fidelity.py --device cuda --res 512,1024 --out pbr_fidelity_gpu.json
     python benchmarks/pbr_fidelity.py --quick              # 128^3, two shapes, few samples: a minute on a CPU
     python benchmarks/pbr_fidelity.py --point-texels       # the bake without its texel fit (before / after)
+    python benchmarks/pbr_fidelity.py --res 1024 --shapes nut --settings balanced --texture 1024 2048
 
 Each shape of ``pbr_truth`` (closed, with known PBR fields) becomes the O-Voxel a perfect decoder would hand over
 (``pbr_truth.perfect_ovoxel``; cached under ``.cache/pbr_fidelity``), then per setting:
@@ -22,10 +23,12 @@ Each shape of ``pbr_truth`` (closed, with known PBR fields) becomes the O-Voxel 
 
 Settings: "balanced" and "game" are the app's TRELLIS.2 job options (``desktop.jobs.trellis2_steps.pbr_options`` of
 the Balanced preset, and with the Game engine destination); "default" is ``PbrOptions()`` (500 k faces, 2048²).
+``--texture`` runs each setting at each given texture side instead of its own (rows keyed "balanced@2048").
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -208,7 +211,7 @@ def surface_fidelity(v, f, uv, base, mr, mesh: MeshWithVoxel, shape, n: int) -> 
 
 
 def run_one(shape_name: str, res: int, settings: list, device, samples: int, use_cache: bool = True,
-            keep_dir=None) -> dict:
+            keep_dir=None, textures=None) -> dict:
     from trellis.export.pbr import ovoxel_to_glb
 
     t0 = time.perf_counter()
@@ -219,23 +222,30 @@ def run_one(shape_name: str, res: int, settings: list, device, samples: int, use
            "voxels_hold": voxel_ceiling(mesh, shape, samples), "settings": {}}
     print(f"{shape_name} {res}^3: {facts['voxels']} voxels, {row['dense_faces']} faces, voxels hold "
           f"{row['voxels_hold']['trilinear']} ({time.perf_counter() - t0:.1f} s)", flush=True)
-    for name in settings:
+    runs = [(name, None) for name in settings] if not textures else [(n, t) for n in settings for t in textures]
+    for name, size in runs:
         options = pbr_settings(name)
+        if size:
+            options = dataclasses.replace(options, texture_size=int(size))
+            name = f"{name}@{size}"
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(keep_dir or tmp) / f"{shape_name}_{res}_{name}.glb"
             t1 = time.perf_counter()
             textured = ovoxel_to_glb(mesh, path, options)
             export_s = time.perf_counter() - t1
             info = textured.info
+            glb_bytes = path.stat().st_size
             got = glb_fidelity(path, mesh, shape, samples)
-        got.update(export_s=round(export_s, 2), texel_use=round(info.get("covered_share", float("nan")), 4),
+        got.update(export_s=round(export_s, 2), glb_bytes=glb_bytes,
+                   texel_use=round(info.get("covered_share", float("nan")), 4),
                    uv_method=info.get("uv_method"), seconds={**info.get("prepare_seconds", {}), **info["seconds"]},
                    target_faces=options.face_target(int(f.shape[0])), texture_size=options.texture_size,
                    normal_map=options.normal_map, texel_fit=info.get("texel_fit"))
         row["settings"][name] = got
         print(f"  {name}: {got['faces']} faces, {got['texture']}², texel use {got['texel_use']:.3f} "
               f"({got['uv_method']}), vs truth {got['vs_truth']}, vs voxels {got['vs_voxels']}, boundary "
-              f"{got['boundary_edges']}, non-manifold {got['nonmanifold_edges']}, {export_s:.1f} s", flush=True)
+              f"{got['boundary_edges']}, non-manifold {got['nonmanifold_edges']}, {export_s:.1f} s, "
+              f"{glb_bytes / 1e6:.1f} MB, stages {got['seconds']}", flush=True)
     return row
 
 
@@ -251,6 +261,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="128^3, nut and goblet, 50 k samples")
     ap.add_argument("--point-texels", action="store_true",
                     help="the bake without its texel fit (point-sampled texels: the bake before the fit)")
+    ap.add_argument("--texture", nargs="+", type=int, default=None,
+                    help="texture sides to run each setting at instead of its own (e.g. 1024 2048)")
     ap.add_argument("--out", default=None, help="JSON file of the rows")
     a = ap.parse_args(argv)
     if a.quick:
@@ -264,7 +276,7 @@ def main(argv=None) -> int:
     rows = []
     for res in [int(r) for r in str(a.res).split(",")]:
         for shape in a.shapes:
-            rows.append(run_one(shape, res, a.settings, device, a.samples, not a.no_cache, a.keep))
+            rows.append(run_one(shape, res, a.settings, device, a.samples, not a.no_cache, a.keep, a.texture))
     record = {"commit": source_commit(), "device": str(device), "texel_fit": not a.point_texels,
               "torch_threads": torch.get_num_threads(),
               "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}

@@ -49,6 +49,9 @@ ATTENTIONS = ("exact", "8bit")
 # The pipeline types of the families that have them (TRELLIS.2's; TRELLIS v1 has one path), as the families declare.
 PIPELINE_TYPES = tuple(dict.fromkeys(t for f in FAMILIES.values() for t in f.pipeline_types))
 DEFAULT_PIPELINE_TYPE = next(f.default_pipeline_type for f in FAMILIES.values() if f.pipeline_types)
+# What the families that size their texture by pipeline type bake where it is left at the default (as declared).
+FAMILY_TEXTURES = "; ".join(f"{f.words} bakes its pipeline type's: {f.texture_words()}" for f in FAMILIES.values()
+                            if f.texture_sizes)
 # The published text pipelines (microsoft/TRELLIS-text-<size>): text jobs and new looks from a prompt.
 TEXT_MODEL_SIZES = ("base", "large", "xlarge")
 DEFAULT_TEXT_MODEL_SIZE = "xlarge"
@@ -69,7 +72,7 @@ PRESET_LIST = (
     Preset("fast", "Fast", "quick look: fewer steps, a smaller texture and a shorter preview (TRELLIS.2: the 512 "
                            "grid)"),
     Preset("balanced", "Balanced", "the reference demo's defaults: 12 + 12 steps, guidance 7.5 / 3.0, 1024² "
-                                   "texture"),
+                                   "texture (TRELLIS.2: its pipeline type's, 2048² at 1024³)"),
     Preset("high", "High", "more sampling steps, a 2048² texture baked from the reference's 100 views (TRELLIS.2: "
                            "the 1536 cascade)"),
     Preset("low-vram", "Low VRAM", "small GPUs: each network on the GPU only while it runs, fp16 torsos"),
@@ -210,7 +213,9 @@ ROWS: tuple = (
             export=True, ui=Ui("output", "Fill holes (slow on a CPU)",
                                     info="removes hidden inner faces and closes small holes: a cleaner mesh; "
                                          "minutes on a CPU")),
-    Setting("texture_size", "int", 1024, "side of the GLB / OBJ texture in pixels", lo=64, hi=8192, step=64,
+    Setting("texture_size", "int", 1024, "side of the GLB / OBJ texture in pixels" + (
+            f" (at this default, unless you set it yourself, {FAMILY_TEXTURES})" if FAMILY_TEXTURES else ""),
+            lo=64, hi=8192, step=64,
             presets={"fast": 512, "high": 2048}, export=True,
             # On a CPU: 512² bake views cannot fill a 1024² texture with detail, and its solve costs 4x more.
             cpu=Cpu(512, "each doubling of the side takes about 4x as long to bake", ("glb", "obj")),

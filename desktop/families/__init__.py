@@ -11,6 +11,7 @@ Blender add-on through REST) asks this registry; no other module compares a fami
     look_family(wanted, from_prompt)  the Family that makes a new look on the user's mesh; FamilyRefusal where none
     family_problem(runner, wanted)    None when a job of `wanted` can run on `runner`, else what to do
     check(family, settings, images)   THE rule for settings a family cannot use (below)
+    job_texture_size(family, settings) the texture side its job bakes on a GPU (its pipeline type's where unsaid)
     validation.validate()             every family declares every fact, consistently (the structure tests call it)
 
 The one rule for a setting the chosen family cannot use, on every surface (all of them queue through
@@ -33,8 +34,8 @@ from typing import Callable, Mapping, Optional
 
 __all__ = ["Family", "FamilyRefusal", "FAMILIES", "DEFAULT_FAMILY", "FAMILY_HELP", "get_family", "family_of_model",
            "family_for_model_name", "family_of_record", "family_of_result", "family_of_result_file", "family_folder",
-           "family_problem", "check", "budget_floor", "ignored_warning", "runner_family", "loaded_family",
-           "runner_families", "names_words", "look_family", "looks_words"]
+           "family_problem", "check", "budget_floor", "job_texture_size", "ignored_warning", "runner_family",
+           "loaded_family", "runner_families", "names_words", "look_family", "looks_words"]
 
 
 class FamilyRefusal(ValueError):
@@ -60,7 +61,7 @@ class Family:
     stage_words: Mapping[str, str]         # its own stage names -> what progress shows
     ignores: Mapping[str, str]             # setting -> why this family does not use it
     file_words: Mapping[str, str]          # file kind (ply, mp4, result) -> what that file is, for this family
-    texture_size: int                      # the texture side of its jobs where the settings do not say
+    texture_size: int                      # = the settings table's texture_size default (a test keeps them equal)
     max_images: Optional[int]              # images of one object a job takes (None: several views)
     result_key: str                        # the array its kept result is recognised by (result.npz, keep_result)
     steps_module: str                      # the module of its job steps: generate, generate_in_phases, export
@@ -71,6 +72,8 @@ class Family:
     look_pipeline_class: str = ""          # the library pipeline of its new looks ("": its image pipeline's)
     look_stages: tuple = ()                # a new look's stages before its files ((): v1's VARIANT_STAGES)
     look_steps_module: str = ""            # the module of its new look's step `variant` ("": steps_module)
+    # pipeline type -> the texture side of its jobs where the settings do not say ({}: texture_size for every job)
+    texture_sizes: Mapping[str, int] = field(default_factory=dict)
     find_installed: Callable[[], Optional[str]] = field(compare=False, repr=False, default=lambda: None)
     unavailable_text: Callable[[], str] = field(compare=False, repr=False, default=lambda: "")
     install_text: Callable[[], str] = field(compare=False, repr=False, default=lambda: "")
@@ -81,7 +84,7 @@ class Family:
 
     def __post_init__(self):
         # a declaration is read on every surface: nobody may change it in place
-        for name in ("vram_floors", "stage_words", "ignores", "file_words"):
+        for name in ("vram_floors", "stage_words", "ignores", "file_words", "texture_sizes"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
         for name in ("repos", "peer_names", "pipeline_types", "progress_stages", "look_stages"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
@@ -109,6 +112,19 @@ class Family:
         if not self.vram_floors:
             return None
         return self.vram_floors[pipeline_type or self.default_pipeline_type]
+
+    def texture_for(self, pipeline_type: Optional[str] = None) -> int:
+        """The texture side of a job of `pipeline_type` (None or unknown: the default one) where the settings do not
+        say."""
+        kind = pipeline_type if pipeline_type in self.texture_sizes else self.default_pipeline_type
+        return self.texture_sizes.get(kind, self.texture_size)
+
+    def texture_words(self) -> str:
+        """Its jobs' texture sides by pipeline type, for people ("1024 at 512, 2048 at 1024 / 1024_cascade"); ""
+        where it declares none."""
+        sizes = sorted(set(self.texture_sizes.values()))
+        return ", ".join(f"{size} at {' / '.join(k for k, v in self.texture_sizes.items() if v == size)}"
+                         for size in sizes)
 
     def stage_word(self, stage: str) -> Optional[str]:
         """What progress shows for this family's own stage `stage` (None: the app's common words apply)."""
@@ -284,6 +300,17 @@ def budget_floor(family: Family, settings) -> tuple:
     other = f", or pick pipeline type {fits[-1]}" if fits else ""
     return settings, (f"vram_budget {have:g} GiB is below the {floor:g} GiB {family.words}'s pipeline type {kind} "
                       f"needs: the job will likely run out of GPU memory (raise vram_budget{other})")
+
+
+def job_texture_size(family, settings) -> int:
+    """The texture side a job of `family` bakes on a GPU with GenerationSettings `settings`: the settings' own where
+    the user set it or the preset names one, else the family's for the job's pipeline type (`Family.texture_for`)."""
+    from ..settings import PRESETS, SETTINGS       # here: the settings read the table, which reads this package
+
+    family = get_family(family)
+    said = ("texture_size" in settings.explicit or "texture_size" in PRESETS.get(settings.preset, {})
+            or settings.texture_size != SETTINGS["texture_size"].default)
+    return settings.texture_size if said else family.texture_for(settings.pipeline_type)
 
 
 # ---------------------------------------------------------------------- a runner's families

@@ -20,6 +20,8 @@ DEFAULT_PIPELINE_TYPE = "1024_cascade"
 # under 8; 1024's one pass, its largest flow 5.0 GiB at 32 768 tokens, under 6 as its cascade). The pipeline class's
 # VRAM_FLOORS (a test keeps them equal).
 VRAM_FLOORS = {"512": 6.0, "1024": 6.0, "1024_cascade": 6.0, "1536_cascade": 8.0}
+# 2048² keeps a 1024³ surface's colour within 1 dB of its voxels, 1024² a 512³ one's (docs/benchmarks/export.md)
+TEXTURE_SIZES = {"512": 1024, "1024": 2048, "1024_cascade": 2048, "1536_cascade": 2048}
 BAKE = "TRELLIS.2 bakes its PBR textures from its voxels' colours, metal and roughness, not from rendered views"
 GUIDANCE = "TRELLIS.2 uses its pipeline's own guidance"
 
@@ -88,7 +90,8 @@ FAMILY = Family(
              "multi_image_mode": "TRELLIS.2 takes one image"},
     file_words={"ply": "PLY (mesh with vertex colours)", "mp4": "MP4 preview (a lit turntable of its PBR material)",
                 "result": "the O-Voxel, for exports after a restart"},
-    texture_size=1024,                      # the app's jobs bake 1024² as v1's do where the settings do not say
+    texture_size=1024,                      # = settings_table's texture_size default (a test keeps them equal)
+    texture_sizes=TEXTURE_SIZES,            # its jobs' own, by pipeline type, where the settings do not say
     max_images=1,
     result_key="ovoxel",
     steps_module="desktop.jobs.trellis2_steps",

@@ -11,6 +11,7 @@ def validate(families=None) -> list:
     ignores exist, its pipeline types have floors, ids and peer names are unique."""
     families = FAMILIES if families is None else families
     names = {row.name for row in ROWS}
+    sizes = next(row for row in ROWS if row.name == "texture_size")
     problems, peers = [], {}
     for key, f in families.items():
         def need(ok, what, key=key):
@@ -31,6 +32,8 @@ def validate(families=None) -> list:
              "stage words of its stages")
         need(not f.new_looks_from_image or bool(f.look_words), "words for what its new look gives")
         need(f.texture_size > 0 and (f.max_images is None or f.max_images >= 1), "a texture size and image count")
+        need(set(f.texture_sizes) in (set(), set(f.pipeline_types)) and all(
+            sizes.lo <= v <= sizes.hi for v in f.texture_sizes.values()), "a texture size per pipeline type, or none")
         need(bool(f.result_key and f.steps_module), "its result key and steps")
         need(callable(f.find_installed) and callable(f.unavailable_text) and callable(f.install_text),
              "how it is found installed and installed")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 
+from ..families import job_texture_size
 from ..families.trellis2 import FAMILY as TRELLIS2
 from ..settings import GenerationSettings, device_change_warning
 from ..settings_table import MESH_FORMATS
@@ -117,20 +118,28 @@ def export(ctx: JobContext, job: Job) -> None:
 
 def for_trellis2_device(job: Job, settings: GenerationSettings, device: str) -> GenerationSettings:
     """`settings` as a TRELLIS.2 job runs them on `device` (``trellis2_device_settings``); a lowered value is a
-    warning."""
-    used = trellis2_device_settings(settings, device)
-    text = device_change_warning(settings, used)
+    warning (the family's own texture size is none: the user's value was not lowered)."""
+    text = device_change_warning(settings, trellis2_lowered(settings, device))
     if text:
         job.warn(text)
-    return used
+    return trellis2_device_settings(settings, device)
 
 
-def trellis2_device_settings(settings: GenerationSettings, device: str) -> GenerationSettings:
+def trellis2_lowered(settings: GenerationSettings, device: str) -> GenerationSettings:
     """`settings` lowered for `device` where it shapes a TRELLIS.2 job's files: of what a CPU lowers, the texture size
     and the preview video's frames and size (the bake renders are v1's)."""
     lowered = settings.for_device(device)
     return settings.replace(texture_size=lowered.texture_size, video_frames=lowered.video_frames,
                             video_resolution=lowered.video_resolution)
+
+
+def trellis2_device_settings(settings: GenerationSettings, device: str) -> GenerationSettings:
+    """The settings a TRELLIS.2 job runs with on `device`: ``trellis2_lowered``'s, and where the texture size was not
+    lowered, the family's for the pipeline type where the settings do not say (``families.job_texture_size``)."""
+    used = trellis2_lowered(settings, device)
+    if used.texture_size != settings.texture_size:
+        return used
+    return used.replace(texture_size=job_texture_size(TRELLIS2, settings))
 
 
 def trellis2_record(job: Job, settings: GenerationSettings, model: str, device: str, extra=None) -> dict:

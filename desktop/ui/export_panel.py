@@ -8,7 +8,7 @@ from ..jobs.export_reuse import source_preview
 from ..jobs.progress import textured_files
 from ..settings import CPU_REASONS, EXPORT_FIELDS, GenerationSettings, device_changes
 from ..settings_table import MESH_FORMATS
-from ..families import family_of_record
+from ..families import family_of_record, job_texture_size
 from .history_list import DESTINATION_WORDS
 from .lazy import gr
 from .status import md_escape
@@ -83,10 +83,12 @@ class ExportPanel:
 
 
 def family_device_settings(family, settings: GenerationSettings, device: str) -> GenerationSettings:
-    """`settings` lowered for `device` where a job of `family` reads the value (a setting it ignores stays)."""
+    """`settings` lowered for `device` where a job of `family` reads the value (a setting it ignores stays); a
+    texture size not lowered is the one the family's job bakes (``families.job_texture_size``)."""
     lowered = settings.for_device(device)
-    return settings.replace(**{name: getattr(lowered, name) for name in device_changes(settings, lowered)
-                               if family.uses(name)})
+    changes = {name: getattr(lowered, name) for name in device_changes(settings, lowered) if family.uses(name)}
+    changes.setdefault("texture_size", job_texture_size(family, settings))
+    return settings.replace(**changes)
 
 
 def plan_text(submitted: GenerationSettings, used: GenerationSettings, preview_kept: bool, pbr: bool = False) -> str:
@@ -120,8 +122,9 @@ def plan_text(submitted: GenerationSettings, used: GenerationSettings, preview_k
                      f"a preview of {used.video_frames} frames at {used.video_resolution} px")
     # the lowered values that shape a file it makes (the texture's none without a texture, the preview's none when kept)
     made = set(used.formats) - ({"glb", "obj"} if not textured else set()) - ({"mp4"} if preview_kept else set())
+    # only what the device lowered (a family's own larger texture is no lowering)
     lowered = [f"{LABELS.get(name, name)} {now} (not {was})" for name, (was, now) in
-               device_changes(submitted, used).items() if set(CPU_REASONS[name][1]) & made]
+               device_changes(submitted, used).items() if set(CPU_REASONS[name][1]) & made and now < was]
     tail = f" Lowered for this computer: {', '.join(lowered)}." if lowered else ""
     return f"{head}: {' · '.join(parts)}.{tail}"
 

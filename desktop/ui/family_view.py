@@ -105,7 +105,8 @@ class FamilyChoice:
 
     def overrides(self) -> dict:
         """The page's controls as the running family opens them: setting name -> setting_control overrides."""
-        return {name: self.control_update(name, self.running) for name in (*NOT_FOR_ALL, "pipeline_type", "formats")}
+        return {name: self.control_update(name, self.running)
+                for name in (*NOT_FOR_ALL, "pipeline_type", "formats", "texture_size")}
 
     @staticmethod
     def control_update(name: str, family: str) -> dict:
@@ -122,6 +123,10 @@ class FamilyChoice:
                         DEFAULT_FAMILY.file_word(kind) else label, kind) for label, kind in choice_labels(name)]
             return {"info": with_reason(f"{chosen.words} makes {chosen.about}: {'; '.join(own)}", name) if own else info,
                     "choices": choices}
+        if name == "texture_size" and chosen.texture_sizes:
+            # the slider's default is not what this family bakes at every pipeline type
+            return {"interactive": True, "info": f"{info} · {chosen.words} bakes its pipeline type's where this is "
+                                                 f"left at {SETTINGS[name].default}: {chosen.texture_words()}"}
         if chosen.uses(name):
             return {"interactive": True, "info": info}
         return {"interactive": False, "info": with_reason(chosen.why_not(name), name)}
@@ -186,7 +191,7 @@ class FamilyChoice:
 def wire_family(choice: FamilyChoice, family, k: dict, multi) -> None:
     """The Model choice's change (a click, "Use these settings", "Reuse this seed", a History card) opens or greys
     the controls it concerns, each with its reason."""
-    names = ["pipeline_type", *[n for n in NOT_FOR_ALL if n in k]]
+    names = ["pipeline_type", *[n for n in (*NOT_FOR_ALL, "texture_size") if n in k]]
 
     def changed(chosen):
         return [gr.update(**choice.control_update("formats", chosen)),
