@@ -216,11 +216,13 @@ ROWS: tuple = (
     Setting("texture_size", "int", 1024, "side of the GLB / OBJ texture in pixels" + (
             f" (at this default, unless you set it yourself, {FAMILY_TEXTURES})" if FAMILY_TEXTURES else ""),
             lo=64, hi=8192, step=64,
-            presets={"fast": 512, "high": 2048}, export=True,
+            # low-VRAM keeps 1024² for TRELLIS.2 too: its 6 / 8 GiB runs were measured with it
+            presets={"fast": 512, "high": 2048, "low-vram": 1024}, export=True,
             # On a CPU: 512² bake views cannot fill a 1024² texture with detail, and its solve costs 4x more.
             cpu=Cpu(512, "each doubling of the side takes about 4x as long to bake", ("glb", "obj")),
             ui=Ui("output", "Texture size (pixels)", ui_range=(256, 4096),
-                  info="sharper colours; each doubling takes about 4x as long to bake and a 4x bigger image"), cli=Cli("--texture-size", "texture side in pixels, GLB / OBJ"),
+                  info="sharper colours; each doubling takes about 4x as long to bake and a 4x bigger image"),
+            cli=Cli("--texture-size", "texture side in pixels, GLB / OBJ"),
             panel=Panel("texture_size", "texture size")),
     Setting("bake_mode", "choice", "fast", "texture baking: fast (least squares) or opt (optimiser, slower)",
             choices=BAKE_MODES, export=True,

@@ -45,8 +45,8 @@ def test_a_gpu_job_left_at_the_default_bakes_its_pipeline_types_side():
         for device in ("cuda", "cuda:1"):
             assert trellis2_device_settings(balanced(pipeline_type=kind), device).texture_size == side, kind
     assert trellis2_device_settings(balanced(), "cuda").texture_size == 2048                 # 1024_cascade
-    low = GenerationSettings.from_preset("low-vram")                                         # names no texture
-    assert trellis2_device_settings(low, "cuda").texture_size == 2048
+    low = GenerationSettings.from_preset("low-vram")       # names 1024²: its 6 / 8 GiB runs were measured with it
+    assert trellis2_device_settings(low, "cuda").texture_size == 1024
     # "custom" settings (the page moved another control) whose texture is still the default: the same
     custom = GenerationSettings(preset="custom", ss_steps=3, pipeline_type="512", explicit={"ss_steps"})
     assert trellis2_device_settings(custom, "cuda").texture_size == 1024
