@@ -266,7 +266,8 @@ ROWS: tuple = (
             "pairs; Target triangles then counts quads)", choices=("triangles", "quads"), export=True,
             ui=Ui("output", "Topology", preset=False, labels=(("Triangles", "triangles"), ("Quads (for rigging, "
                                                                                            "sculpting)", "quads")),
-                  info="quads: an even quad mesh artists can edit; the OBJ keeps the quads"),
+                  info="quads: an even quad mesh artists can edit; the OBJ keeps the quads; the remesh of a "
+                       "large mesh takes a minute or more"),
             cli=Cli("--topology")),
     Setting("normal_map", "bool", False, "bake a tangent-space normal map from the dense mesh into the GLB (the "
             "detail the decimation removed)", presets={"high": True}, destinations={"game": True}, export=True,
