@@ -130,7 +130,9 @@ def describe_export(textured, files: dict, *, height: float | None = None, pivot
     ``DESTINATION_LIMITS``) also ``check_limits``' verdict. ``facts``: the print
     shape's facts for these arguments (``placed_shape_facts``) when the caller made them already, e.g. beside the
     files. The triangles, vertices and size are those of the files: of the print solid where every mesh file is an
-    STL or 3MF made print-ready, else of ``textured``; each STL / 3MF entry names its own triangles."""
+    STL or 3MF made print-ready, else of ``textured``; each STL / 3MF entry names its own triangles. A quad mesh
+    (``quads.bake``) adds "quads": its ``QuadReport`` (quad share, faces made vs asked, non-manifold and boundary
+    edges, holes, distance to the source) with "textured_quads", the quads its textured files keep."""
     texture = np.asarray(textured.texture)
     textured_files = not geometry_only and any(kind in files for kind in ("glb", "obj", "usdz"))
     shape = placed_shape_facts(textured, height, pivot, print_ready, cancel) if facts is None else facts
@@ -155,6 +157,10 @@ def describe_export(textured, files: dict, *, height: float | None = None, pivot
                          **({"triangles": printed["triangles"]} if kind in PRINT_KINDS else {})}
                   for kind, path in files.items()},
     }
+    info = getattr(textured, "info", None) or {}
+    if "quads" in info:        # the quad remesh's own measure: quad share, faces made vs asked, edges, holes
+        kept = {"textured_quads": info["textured_quads"]} if "textured_quads" in info else {}
+        out["quads"] = {**info["quads"], **kept}
     if lods or lods_refused:
         out["lods"] = lod_entries(lods or [], lods_refused or [], len(textured.faces))
     if limits is None and destination is not None:

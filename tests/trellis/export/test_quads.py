@@ -103,3 +103,18 @@ def test_a_quad_cut_by_a_seam_is_joined_where_its_triangle_fits():
     f2 = np.array([[0, 1, 2], [4, 5, 6], [7, 8, 9]])
     _, nf2, _, joined2 = rejoin_cut_quads(v2, f2, uv2, 1, 64)
     assert joined2 == 0 and (nf2 == f2).all()
+
+
+def test_holes_are_the_open_boundary_loops_and_the_report_says_them():
+    from trellis.export.quads import measure_quads
+    from trellis.export.quads.measure import hole_count
+
+    grid = np.array([[4 * r + c, 4 * r + c + 1, 4 * r + c + 5, 4 * r + c + 4] for r in range(3) for c in range(3)])
+    assert hole_count(grid) == 1                                       # a sheet: its rim
+    assert hole_count(np.delete(grid, 4, axis=0)) == 2                 # the rim and the middle quad's hole
+    box = trimesh.creation.box()
+    assert hole_count(box.faces) == 0
+    open_box = box.faces[2:]                                           # one side's two triangles gone
+    report = measure_quads(box.vertices, np.pad(open_box, ((0, 0), (0, 1)), constant_values=-1), box.vertices,
+                           box.faces, len(open_box), samples=200)
+    assert report.as_dict()["holes"] == 1 and report.boundary_edges == 4

@@ -1,10 +1,12 @@
-"""What a quad remesh made, measured: quad share, faces made vs asked, non-manifold and boundary edges, and the
+"""What a quad remesh made, measured: quad share, faces made vs asked, non-manifold and boundary edges, holes, and the
 Hausdorff distance to the source as a share of its bounding-box diagonal; warnings where it falls short."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 # A target missed by more than this share is reported.
@@ -29,6 +31,7 @@ class QuadReport:
     source_boundary_edges: int
     hausdorff: float            # share of the source's bounding-box diagonal (over sampled points of both)
     seconds: float
+    holes: int = 0              # open boundary loops of the result (``hole_count``)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -43,7 +46,7 @@ class QuadReport:
         return {"faces_asked": self.faces_asked, "faces_made": self.faces_made, "quads": self.quads,
                 "triangles": self.triangles, "quad_share": round(self.quad_share, 4),
                 "non_manifold_edges": self.non_manifold_edges, "boundary_edges": self.boundary_edges,
-                "hausdorff": round(self.hausdorff, 6), "seconds": round(self.seconds, 3),
+                "holes": self.holes, "hausdorff": round(self.hausdorff, 6), "seconds": round(self.seconds, 3),
                 "warnings": list(self.warnings)}
 
 
@@ -67,6 +70,21 @@ def edge_counts(faces: np.ndarray) -> tuple[int, int]:
         return 0, 0
     _, counts = np.unique(edges, axis=0, return_counts=True)
     return int((counts > 2).sum()), int((counts == 1).sum())
+
+
+def hole_count(faces: np.ndarray) -> int:
+    """Open boundary loops: the boundary edges joined at their corners (two loops meeting at a corner count as one)."""
+    edges = polygon_edges(faces)
+    if len(edges) == 0:
+        return 0
+    unique, counts = np.unique(edges, axis=0, return_counts=True)
+    rim = unique[counts == 1]
+    if len(rim) == 0:
+        return 0
+    corners, pairs = np.unique(rim, return_inverse=True)
+    pairs = pairs.reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(corners), len(corners)))
+    return int(connected_components(graph, directed=False)[0])
 
 
 def fan_triangles(faces: np.ndarray) -> np.ndarray:
@@ -255,4 +273,4 @@ def measure_quads(vertices, faces, source_vertices, source_faces, faces_asked: i
     return QuadReport(faces_asked=int(faces_asked), faces_made=made, quads=quads, triangles=made - quads,
                       non_manifold_edges=non_manifold, boundary_edges=boundary,
                       source_boundary_edges=source_boundary, hausdorff=distance, seconds=float(seconds),
-                      warnings=warnings)
+                      holes=hole_count(faces) if boundary else 0, warnings=warnings)
