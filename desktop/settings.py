@@ -394,3 +394,14 @@ def check_prompt(prompt) -> str:
         raise ValueError(f"the prompt has {len(text):,} characters, more than the {MAX_PROMPT_CHARS:,} accepted; "
                          f"only its first ~77 words' worth of tokens is used anyway: shorten it")
     return text
+
+
+def job_texture_size(family, settings: GenerationSettings) -> int:
+    """The texture side a job of `family` (a Family or its name) bakes on a GPU with `settings`: the settings' own
+    where the user set it or the preset names one, else the family's for the job's pipeline type
+    (``Family.texture_for``)."""
+    from .families import get_family
+
+    said = ("texture_size" in settings.explicit or "texture_size" in PRESETS.get(settings.preset, {})
+            or settings.texture_size != SETTINGS["texture_size"].default)
+    return settings.texture_size if said else get_family(family).texture_for(settings.pipeline_type)

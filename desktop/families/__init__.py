@@ -11,7 +11,6 @@ Blender add-on through REST) asks this registry; no other module compares a fami
     look_family(wanted, from_prompt)  the Family that makes a new look on the user's mesh; FamilyRefusal where none
     family_problem(runner, wanted)    None when a job of `wanted` can run on `runner`, else what to do
     check(family, settings, images)   THE rule for settings a family cannot use (below)
-    job_texture_size(family, settings) the texture side its job bakes on a GPU (its pipeline type's where unsaid)
     validation.validate()             every family declares every fact, consistently (the structure tests call it)
 
 The one rule for a setting the chosen family cannot use, on every surface (all of them queue through
@@ -34,7 +33,7 @@ from typing import Callable, Mapping, Optional
 
 __all__ = ["Family", "FamilyRefusal", "FAMILIES", "DEFAULT_FAMILY", "FAMILY_HELP", "get_family", "family_of_model",
            "family_for_model_name", "family_of_record", "family_of_result", "family_of_result_file", "family_folder",
-           "family_problem", "check", "budget_floor", "job_texture_size", "ignored_warning", "runner_family",
+           "family_problem", "check", "budget_floor", "ignored_warning", "runner_family",
            "loaded_family", "runner_families", "names_words", "look_family", "looks_words"]
 
 
@@ -300,17 +299,6 @@ def budget_floor(family: Family, settings) -> tuple:
     other = f", or pick pipeline type {fits[-1]}" if fits else ""
     return settings, (f"vram_budget {have:g} GiB is below the {floor:g} GiB {family.words}'s pipeline type {kind} "
                       f"needs: the job will likely run out of GPU memory (raise vram_budget{other})")
-
-
-def job_texture_size(family, settings) -> int:
-    """The texture side a job of `family` bakes on a GPU with GenerationSettings `settings`: the settings' own where
-    the user set it or the preset names one, else the family's for the job's pipeline type (`Family.texture_for`)."""
-    from ..settings import PRESETS, SETTINGS       # here: the settings read the table, which reads this package
-
-    family = get_family(family)
-    said = ("texture_size" in settings.explicit or "texture_size" in PRESETS.get(settings.preset, {})
-            or settings.texture_size != SETTINGS["texture_size"].default)
-    return settings.texture_size if said else family.texture_for(settings.pipeline_type)
 
 
 # ---------------------------------------------------------------------- a runner's families

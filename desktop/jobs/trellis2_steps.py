@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import time
 
-from ..families import job_texture_size
 from ..families.trellis2 import FAMILY as TRELLIS2
-from ..settings import GenerationSettings, device_change_warning
+from ..settings import GenerationSettings, device_change_warning, job_texture_size
 from ..settings_table import MESH_FORMATS
 from .context import JobContext
 from .folder import JobFolder, atomic_path, jsonable
@@ -135,7 +134,7 @@ def trellis2_lowered(settings: GenerationSettings, device: str) -> GenerationSet
 
 def trellis2_device_settings(settings: GenerationSettings, device: str) -> GenerationSettings:
     """The settings a TRELLIS.2 job runs with on `device`: ``trellis2_lowered``'s, and where the texture size was not
-    lowered, the family's for the pipeline type where the settings do not say (``families.job_texture_size``)."""
+    lowered, the family's for the pipeline type where the settings do not say (``settings.job_texture_size``)."""
     used = trellis2_lowered(settings, device)
     if used.texture_size != settings.texture_size:
         return used

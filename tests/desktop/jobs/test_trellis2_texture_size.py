@@ -13,7 +13,8 @@ import numpy as np
 from PIL import Image
 
 from desktop import cli
-from desktop.families import FAMILIES, job_texture_size
+from desktop.families import FAMILIES
+from desktop.settings import job_texture_size
 from desktop.families.validation import validate
 from desktop.jobs.job import Job
 from desktop.jobs.trellis2_steps import for_trellis2_device, trellis2_device_settings
