@@ -78,11 +78,11 @@ def classify_failure(err: BaseException, outputs_dir, device: str, error_file: O
 
     if isinstance(err, Cancelled):
         return "cancelled", "cancelled"
-    from trellis.export import DamagedResultError
+    from trellis.export import DamagedResultError, QuadTargetError
     from trellis.representations.voxels import MeshInputError
 
     # A damaged result.npz is the export's input, whatever it would have run into (NaN, a claimed 12 TB array).
-    if isinstance(err, (InputError, MeshInputError, DamagedResultError)):
+    if isinstance(err, (InputError, MeshInputError, DamagedResultError, QuadTargetError)):
         return "input", f"bad input: {err}"
     if isinstance(err, EmptyStructureError):
         return "empty", str(err)

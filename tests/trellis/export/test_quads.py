@@ -118,3 +118,15 @@ def test_holes_are_the_open_boundary_loops_and_the_report_says_them():
     report = measure_quads(box.vertices, np.pad(open_box, ((0, 0), (0, 1)), constant_values=-1), box.vertices,
                            box.faces, len(open_box), samples=200)
     assert report.as_dict()["holes"] == 1 and report.boundary_edges == 4
+
+
+def test_a_target_too_small_for_the_shape_is_asked_again_larger_and_then_refused_clearly():
+    from desktop.jobs.failures import classify_failure
+    from trellis.export import QuadTargetError
+
+    mesh = trimesh.creation.icosphere(3)        # one quad asked: the remesher makes none at the first ask
+    report = remesh_quads(mesh.vertices, mesh.faces, 1).report
+    assert report.faces_made > 0 and any("target" in w for w in report.warnings)
+    kind, words = classify_failure(QuadTargetError("the quad remesh made no faces for 1 quads on this shape"), ".",
+                                   "cpu")
+    assert kind == "input" and words.startswith("bad input: the quad remesh made no faces")

@@ -1,7 +1,7 @@
 """Quad-dominant remeshing for the export (Instant Meshes through ``pyinstantmeshes``), its measurements, and the
 quad mesh as triangles for formats that have no quads."""
 from .measure import QuadReport, edge_counts, hausdorff_share, measure_quads
-from .remesh import QuadMesh, QuadRemesh, read_polygon_obj, remesh_quads
+from .remesh import QuadMesh, QuadRemesh, QuadTargetError, read_polygon_obj, remesh_quads
 from .triangulate import (
            GLTF_EXTRAS_KEY,
            merge_pairs,
@@ -14,6 +14,7 @@ __all__ = [
            "QuadMesh",
            "QuadRemesh",
            "QuadReport",
+           "QuadTargetError",
            "edge_counts",
            "hausdorff_share",
            "measure_quads",

@@ -21,6 +21,13 @@ from .measure import QuadReport, closest_points, edge_counts, measure_quads
 PURE_QUAD_SPLIT = 4
 # A second run, its ask scaled by what the first made, when the first missed the target by more than this share.
 RETRY_MISS = 0.05
+# A target too small for the shape makes the remesher return nothing: the ask grows this much, at most this often.
+EMPTY_GROWTH, EMPTY_TRIES = 4, 2
+
+
+class QuadTargetError(ValueError):
+    """The quad remesh made no faces at the asked target, even when asked for more: the target is too small for the
+    shape (the message says what to do)."""
 DEFAULT_CREASE_ANGLE = 30.0
 
 # The remesher prints its progress on the process's stdout; one redirection at a time.
@@ -140,11 +147,21 @@ def remesh_quads(vertices, faces, target_faces: int, *, crease_angle: float | No
     ask = max(1, round(target / split))
     mesh = _run_instant_meshes(vertices, faces, ask, crease_angle, boundaries, pure_quad)
     made = len(mesh.faces)
-    if made and abs(made - target) > RETRY_MISS * target:
+    for _ in range(EMPTY_TRIES):
+        if made:
+            break
+        ask *= EMPTY_GROWTH                 # too few quads for the shape: the report says how far it landed
+        mesh = _run_instant_meshes(vertices, faces, ask, crease_angle, boundaries, pure_quad)
+        made = len(mesh.faces)
+    if not made:
+        raise QuadTargetError(f"the quad remesh made no faces for {target} quads on this shape, even when asked for "
+                              f"{ask * split}: ask for more faces (Target triangles counts quads), or choose "
+                              "Triangles")
+    if abs(made - target) > RETRY_MISS * target:
         # The remesher's own count is approximate: scale the ask once by how far it landed.
         second = _run_instant_meshes(vertices, faces, max(1, round(ask * target / made)), crease_angle,
                                      boundaries, pure_quad)
-        if abs(len(second.faces) - target) < abs(made - target):
+        if len(second.faces) and abs(len(second.faces) - target) < abs(made - target):
             mesh = second
     mesh = _cleaner(mesh, vertices, faces, ask, crease_angle, boundaries, pure_quad)
     # pure-quad mode's split puts new corners on chords of the surface: set every corner back onto it
