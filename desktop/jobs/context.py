@@ -39,9 +39,15 @@ class JobContext:
 
     def tracker(self, job: Job, stages: list) -> ProgressTracker:
         """The job's progress over `stages`: reports turned into its fraction and ETA (learned from the earlier jobs
-        of its kind: where the job's family has pipeline types, from those of its type)."""
+        of its kind: where the job's family has pipeline types, from those of its type; an approximate attention
+        samples at another pace, so its jobs learn apart too)."""
         times = self.stage_times
         family = getattr(job, "family", None)
-        if times is not None and family and get_family(family).times_by_pipeline_type:
-            times = times.of(job.settings.pipeline_type)
+        parts = []
+        if family and get_family(family).times_by_pipeline_type:
+            parts.append(job.settings.pipeline_type)
+        if job.settings.attention != "exact":
+            parts.append(job.settings.attention)
+        if times is not None and parts:
+            times = times.of("/".join(parts))
         return ProgressTracker(job, stages, self.lock, self.on_progress, times=times)

@@ -128,3 +128,10 @@ def test_each_trellis2_pipeline_type_learns_its_own_stage_times(tmp_path):
         job = Job(id="j", inputs=[], settings=GenerationSettings(pipeline_type="512"))
         job.family = family                       # the runner names the family that runs each image job
         assert ctx.tracker(job, ["shape_slat"]).times is table, family
+    # 8-bit attention samples at another pace: its jobs learn into tables of their own, per type where there are types
+    for family, kind in (("trellis2", "512/8bit"), ("trellis", "8bit")):
+        job = Job(id="j", inputs=[], settings=GenerationSettings(pipeline_type="512", attention="8bit"))
+        job.family = family
+        assert ctx.tracker(job, ["shape_slat"]).times is times.of(kind), family
+    assert set(times.kinds()) == {"512", "1536_cascade", "512/8bit", "8bit"}
+
