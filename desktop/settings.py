@@ -405,3 +405,11 @@ def job_texture_size(family, settings: GenerationSettings) -> int:
     said = ("texture_size" in settings.explicit or "texture_size" in PRESETS.get(settings.preset, {})
             or settings.texture_size != SETTINGS["texture_size"].default)
     return settings.texture_size if said else get_family(family).texture_for(settings.pipeline_type)
+
+
+def with_job_texture(family, settings: GenerationSettings, used: GenerationSettings) -> GenerationSettings:
+    """`used` (`settings` as a device runs them) with the texture a job of `family` bakes: the device's where it
+    lowered it, else ``job_texture_size``'s."""
+    if used.texture_size != settings.texture_size:
+        return used
+    return used.replace(texture_size=job_texture_size(family, settings))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 
 from ..families.trellis2 import FAMILY as TRELLIS2
-from ..settings import GenerationSettings, device_change_warning, job_texture_size
+from ..settings import GenerationSettings, device_change_warning, with_job_texture
 from ..settings_table import MESH_FORMATS
 from .context import JobContext
 from .folder import JobFolder, atomic_path, jsonable
@@ -118,10 +118,11 @@ def export(ctx: JobContext, job: Job) -> None:
 def for_trellis2_device(job: Job, settings: GenerationSettings, device: str) -> GenerationSettings:
     """`settings` as a TRELLIS.2 job runs them on `device` (``trellis2_device_settings``); a lowered value is a
     warning (the family's own texture size is none: the user's value was not lowered)."""
-    text = device_change_warning(settings, trellis2_lowered(settings, device))
+    lowered = trellis2_lowered(settings, device)
+    text = device_change_warning(settings, lowered)
     if text:
         job.warn(text)
-    return trellis2_device_settings(settings, device)
+    return with_job_texture(TRELLIS2, settings, lowered)
 
 
 def trellis2_lowered(settings: GenerationSettings, device: str) -> GenerationSettings:
@@ -134,11 +135,8 @@ def trellis2_lowered(settings: GenerationSettings, device: str) -> GenerationSet
 
 def trellis2_device_settings(settings: GenerationSettings, device: str) -> GenerationSettings:
     """The settings a TRELLIS.2 job runs with on `device`: ``trellis2_lowered``'s, and where the texture size was not
-    lowered, the family's for the pipeline type where the settings do not say (``settings.job_texture_size``)."""
-    used = trellis2_lowered(settings, device)
-    if used.texture_size != settings.texture_size:
-        return used
-    return used.replace(texture_size=job_texture_size(TRELLIS2, settings))
+    lowered, the family's for the pipeline type where the settings do not say (``settings.with_job_texture``)."""
+    return with_job_texture(TRELLIS2, settings, trellis2_lowered(settings, device))
 
 
 def trellis2_record(job: Job, settings: GenerationSettings, model: str, device: str, extra=None) -> dict:

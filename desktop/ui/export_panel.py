@@ -6,7 +6,7 @@ Generate's do (GenerationSettings.for_device). A TRELLIS.2 job's export is its P
 vertex colours, its preview rendered again from that bake), said so."""
 from ..jobs.export_reuse import source_preview
 from ..jobs.progress import textured_files
-from ..settings import CPU_REASONS, EXPORT_FIELDS, GenerationSettings, device_changes, job_texture_size
+from ..settings import CPU_REASONS, EXPORT_FIELDS, GenerationSettings, device_changes, with_job_texture
 from ..settings_table import MESH_FORMATS
 from ..families import family_of_record
 from .history_list import DESTINATION_WORDS
@@ -84,11 +84,11 @@ class ExportPanel:
 
 def family_device_settings(family, settings: GenerationSettings, device: str) -> GenerationSettings:
     """`settings` lowered for `device` where a job of `family` reads the value (a setting it ignores stays); a
-    texture size not lowered is the one the family's job bakes (``settings.job_texture_size``)."""
+    texture size not lowered is the one the family's job bakes (``settings.with_job_texture``)."""
     lowered = settings.for_device(device)
-    changes = {name: getattr(lowered, name) for name in device_changes(settings, lowered) if family.uses(name)}
-    changes.setdefault("texture_size", job_texture_size(family, settings))
-    return settings.replace(**changes)
+    used = settings.replace(**{name: getattr(lowered, name) for name in device_changes(settings, lowered)
+                               if family.uses(name)})
+    return with_job_texture(family, settings, used)
 
 
 def plan_text(submitted: GenerationSettings, used: GenerationSettings, preview_kept: bool, pbr: bool = False) -> str:
