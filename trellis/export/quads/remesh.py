@@ -23,15 +23,15 @@ PURE_QUAD_SPLIT = 4
 RETRY_MISS = 0.05
 # A target too small for the shape makes the remesher return nothing: the ask grows this much, at most this often.
 EMPTY_GROWTH, EMPTY_TRIES = 4, 2
+DEFAULT_CREASE_ANGLE = 30.0
+
+# The remesher prints its progress on the process's stdout; one redirection at a time.
+_STDOUT_LOCK = threading.Lock()
 
 
 class QuadTargetError(ValueError):
     """The quad remesh made no faces at the asked target, even when asked for more: the target is too small for the
     shape (the message says what to do)."""
-DEFAULT_CREASE_ANGLE = 30.0
-
-# The remesher prints its progress on the process's stdout; one redirection at a time.
-_STDOUT_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
