@@ -21,7 +21,9 @@ return ``NotImplemented`` for inputs it does not handle (e.g. float64): the next
 runs and the kernel stays on. A kernel that fails to compile or launch warns once, is switched off for
 the rest of the process, and the call is redone by the next backend or the twin (after ``on_failure``
 has reset any in-place output), so a broken toolchain never breaks a render. Errors the twin would hit
-too (out of memory, cancel, Ctrl-C) are raised, not retried.
+too (out of memory, cancel, Ctrl-C) are raised, not retried. Which path answered is therefore known only after
+the call: ``with paths_taken() as taken:`` around calls gives ``{name: "triton" | "nvrtc" | "pytorch"}``, the path
+that answered each name's last dispatch in the block (this thread's), e.g. for the attention kernel log.
 
 One setting: the environment variable ``TRELLIS_FAST_PATHS`` (read at each call): ``on`` (default,
 every backend in order; also ``1``/``true``/``yes``/``auto``), ``off`` (also ``0``/``false``/``no``/
@@ -42,14 +44,15 @@ import os
 import sys
 import threading
 import warnings
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
 __all__ = ["KERNELS", "BACKENDS", "ENV_VAR", "enabled", "set_enabled", "usable", "reason_off", "dispatch",
-           "disable", "is_fatal", "status", "describe", "triton_importable", "path_of"]
+           "disable", "is_fatal", "status", "describe", "triton_importable", "path_of", "paths_taken"]
 
 ENV_VAR = "TRELLIS_FAST_PATHS"
 _OFF_VALUES = {"0", "off", "false", "no", "disable", "disabled", "pytorch"}
@@ -316,9 +319,35 @@ def is_fatal(err: BaseException) -> bool:
     return isinstance(err, (torch.OutOfMemoryError, Cancelled, KeyboardInterrupt))
 
 
+# The paths_taken() blocks open in this context: a ContextVar, so each thread (a job's worker) sees only its own.
+_TAKEN: ContextVar[tuple] = ContextVar("fastpaths_taken", default=())
+
+
+@contextlib.contextmanager
+def paths_taken() -> Iterator[dict]:
+    """Note which path answers the dispatches made in this block on this thread; yields ``{name: path}``, the
+    backend ("triton", "nvrtc") or "pytorch" (the twin) that returned the result of ``name``'s last dispatch (not
+    ``path_of``'s first choice: a kernel may decline the inputs or fail). Blocks nest: each open one is told.
+    Calls traced by torch.compile are not noted (a side effect there would break the graph)."""
+    taken: dict = {}
+    token = _TAKEN.set(_TAKEN.get() + (taken,))
+    try:
+        yield taken
+    finally:
+        _TAKEN.reset(token)
+
+
+def _answered(name: str, path: str) -> None:
+    if torch.compiler.is_compiling():
+        return
+    for taken in _TAKEN.get():
+        taken[name] = path
+
+
 def dispatch(name: str, device, twin: Callable, *args, on_failure: Optional[Callable[[], None]] = None,
              **kwargs):
-    """Run the first usable kernel of ``name`` with ``args``/``kwargs``, else (or after failures) ``twin``."""
+    """Run the first usable kernel of ``name`` with ``args``/``kwargs``, else (or after failures) ``twin``; the path
+    that answered is told to the open ``paths_taken`` blocks."""
     device = torch.device(device)
     for k in _usable_kernels(name, device):
         try:
@@ -333,6 +362,7 @@ def dispatch(name: str, device, twin: Callable, *args, on_failure: Optional[Call
             with torch.cuda.device(device) if switch else contextlib.nullcontext():
                 out = fn(*args, **kwargs)
             if out is not NotImplemented:
+                _answered(name, k.backend)
                 return out
         except Exception as err:
             if is_fatal(err):
@@ -340,7 +370,9 @@ def dispatch(name: str, device, twin: Callable, *args, on_failure: Optional[Call
             disable(k.key, err)
             if on_failure is not None:
                 on_failure()
-    return twin(*args, **kwargs)
+    out = twin(*args, **kwargs)
+    _answered(name, "pytorch")
+    return out
 
 
 def status(device=None) -> dict:

@@ -142,3 +142,55 @@ def test_the_real_kernel_packages_import_without_a_gpu():
         for k in kernels:
             assert callable(getattr(fastpaths._import_kernel_module(k.module), k.function))
     assert fastpaths.path_of("mesh_raster", "cpu") == "pytorch"
+
+
+def test_paths_taken_names_the_path_that_answered_not_the_first_choice(fake):
+    calls, mods = fake
+    assert fastpaths.dispatch("fake", "cuda", twin, 1) == "triton:1"          # no block open: nothing kept
+    with fastpaths.paths_taken() as taken:
+        fastpaths.dispatch("fake", "cuda", twin, 2)
+    assert taken == {"fake": "triton"}
+    mods["triton"].behaviour = "decline"                                      # the next backend answers
+    with fastpaths.paths_taken() as taken:
+        assert fastpaths.dispatch("fake", "cuda", twin, 3) == "nvrtc:3"
+    assert taken == {"fake": "nvrtc"} and fastpaths.path_of("fake", "cuda") == "triton"
+    mods["nvrtc"].behaviour = "decline"                                       # every kernel declines: the twin
+    with fastpaths.paths_taken() as outer:
+        with fastpaths.paths_taken() as inner:
+            assert fastpaths.dispatch("fake", "cuda", twin, 4) == "twin:4"
+        mods["triton"].behaviour = "ok"
+        fastpaths.dispatch("fake", "cuda", twin, 5)                           # the last dispatch of a name counts
+        assert inner == {"fake": "pytorch"} and outer == {"fake": "triton"}
+    assert not fastpaths._disabled
+
+
+def test_paths_taken_names_the_twin_after_a_kernel_fails(fake):
+    calls, mods = fake
+    mods["triton"].behaviour = mods["nvrtc"].behaviour = "fail"
+    with fastpaths.paths_taken() as taken, pytest.warns(RuntimeWarning, match="fake:(triton|nvrtc)"):
+        assert fastpaths.dispatch("fake", "cuda", twin, 6) == "twin:6"
+    assert taken == {"fake": "pytorch"} and calls == ["triton", "nvrtc"]
+    assert fastpaths.path_of("fake", "cuda") == "pytorch"
+
+
+def test_paths_taken_is_each_threads_own(fake):
+    """The app runs jobs on worker threads: a block sees its own thread's dispatches only."""
+    import threading
+
+    calls, mods = fake
+    mods["triton"].behaviour = "decline"
+    opened, dispatched, seen = threading.Event(), threading.Event(), {}
+
+    def worker():
+        with fastpaths.paths_taken() as mine:
+            opened.set()
+            dispatched.wait(10)                  # the main thread dispatches while this block is open
+            seen.update(mine)
+    t = threading.Thread(target=worker)
+    t.start()
+    opened.wait(10)
+    with fastpaths.paths_taken() as taken:
+        fastpaths.dispatch("fake", "cuda", twin, 7)
+    dispatched.set()
+    t.join(10)
+    assert taken == {"fake": "nvrtc"} and seen == {}

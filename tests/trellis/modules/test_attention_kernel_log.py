@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from trellis.modules.attention import kernel_log
@@ -59,3 +60,54 @@ def test_the_reference_variable_is_named_as_why_and_in_the_start_line():
                                     check=True, timeout=120).stdout)
     assert out["line"] is None and out["log"] == {"sdpa": {"calls": 2, "why": "auto"}}, out
     assert out["health"]["varlen"] == {"backend": "auto", "set_by": "default"}
+
+
+def test_8bit_calls_are_noted_under_the_path_that_answered(monkeypatch):
+    """The dispatcher's first choice for 8-bit attention is a kernel; when it declines the inputs (the Triton
+    kernel: heads narrower than 32) or fails (switched off, the call redone), the log names the twin that answered.
+    The kernel here is registered for the test (a real one cannot run on a CPU)."""
+    import types
+
+    from trellis import fastpaths
+    from trellis.modules.attention import attention_precision
+    from trellis.modules.attention.quantised import attention_8bit_torch
+
+    mod = types.ModuleType("test_attention_8bit_kernel")
+    mod.behaviour = "answer"
+
+    def kernel(*args):
+        if mod.behaviour == "decline":
+            return NotImplemented
+        if mod.behaviour == "fail":
+            raise RuntimeError("kernel launch failed")
+        return attention_8bit_torch(*args)          # the twin's result, answered by "the kernel"
+    mod.attention_8bit = kernel
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    monkeypatch.setitem(fastpaths.KERNELS, "attention_8bit", (
+        fastpaths.Kernel("attention_8bit", "triton", mod.__name__, "attention_8bit",
+                         "trellis.modules.attention.quantised.attention_8bit_torch"),))
+    monkeypatch.setattr(fastpaths, "_disabled", {})
+    monkeypatch.setattr(fastpaths, "_override", None)
+    monkeypatch.delenv(fastpaths.ENV_VAR, raising=False)
+    monkeypatch.setattr(fastpaths, "_backend_reason", lambda backend, device: None)
+    assert fastpaths.path_of("attention_8bit", "cpu") == "triton"
+
+    q = torch.randn(1, 8, 2, 16)
+    x = torch.randn(10, 2, 16)
+
+    def calls_noted():
+        with kernel_log.recording() as log, attention_precision("8bit"):
+            dense_attention(q, q, q)
+            varlen_attention(x, x, x, [4, 6], [4, 6])
+        return {name: e["calls"] for name, e in log.items()}
+
+    assert calls_noted() == {"8bit_triton": 2}
+    mod.behaviour = "decline"
+    assert calls_noted() == {"8bit_twin": 2} and fastpaths.path_of("attention_8bit", "cpu") == "triton"
+    mod.behaviour = "fail"
+    with kernel_log.recording() as log, attention_precision("8bit"), \
+            pytest.warns(RuntimeWarning, match="attention_8bit:triton"):
+        dense_attention(q, q, q)
+    assert {name: e["calls"] for name, e in log.items()} == {"8bit_twin": 1}
+    assert fastpaths.path_of("attention_8bit", "cpu") == "pytorch"      # switched off: the twin from now on
+    assert calls_noted() == {"8bit_twin": 2}

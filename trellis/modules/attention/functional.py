@@ -86,10 +86,20 @@ def attention_precision(mode: str):
                 PRECISION["mode"] = "exact"
 
 
-def _eight_bit_name(q: torch.Tensor) -> str:
-    """The kernel log's name for the 8-bit path that runs ``q``: its kernel's ("8bit_triton") or its twin's."""
-    path = fastpaths.path_of("attention_8bit", q.device)
+def _eight_bit_name(path: str) -> str:
+    """The kernel log's name for the 8-bit path that answered (a ``fastpaths`` path): "8bit_triton" or "8bit_twin"."""
     return "8bit_twin" if path == "pytorch" else f"8bit_{path}"
+
+
+def _eight_bit_logged(kind: str, run, *args) -> torch.Tensor:
+    """``run(*args)`` (an 8-bit call), noted in the kernel log under the path that answered it: the dispatcher's first
+    choice may decline the inputs (the Triton kernel: heads narrower than 32) or fail, and the next path answers."""
+    if torch.compiler.is_compiling():       # nothing is noted there (kernel_log.note): trace the call alone
+        return run(*args)
+    with fastpaths.paths_taken() as taken:
+        out = run(*args)
+    kernel_log.note(_eight_bit_name(taken.get("attention_8bit", "pytorch")), kind)
+    return out
 
 
 def attention_mode() -> str:
@@ -192,8 +202,7 @@ def _sdpa_cudnn_first(qt, kt, vt):
 def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str | None = None) -> torch.Tensor:
     """q [B, Lq, H, D], k/v [B, Lk, H, D] -> [B, Lq, H, D]."""
     if PRECISION["mode"] == "8bit":
-        kernel_log.note(_eight_bit_name(q), "dense")
-        return quantised_dense(q, k, v)
+        return _eight_bit_logged("dense", quantised_dense, q, k, v)
     name = backend or backends.get("dense")
     if name == "naive":
         kernel_log.note("naive", "dense")
@@ -412,8 +421,7 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths_
         return q.clone()
     lq, lk = _as_seqlens(lengths_q, q.device), _as_seqlens(lengths_kv, q.device)
     if PRECISION["mode"] == "8bit":
-        kernel_log.note(_eight_bit_name(q), "varlen")
-        return quantised_varlen(q, k, v, lq.host, lk.host)
+        return _eight_bit_logged("varlen", quantised_varlen, q, k, v, lq.host, lk.host)
     name = resolve_varlen_backend(backend or backends.get("varlen"), q, lq.max)
     if name == "cudnn":
         if _uniform(lq) and _uniform(lk):
