@@ -1,6 +1,7 @@
 """TRELLIS.2 fast and small on the GPU (tests/gpu: skipped without CUDA): the attention's long-sequence rule (cuDNN
 first from TUNING.cudnn_min_tokens query tokens) against FlashAttention-2, its twin; the SC-VAE's chunked C2S block
-against the whole block through the sparse-conv kernels, with a lower peak; a low-VRAM run that has each network on
+against the whole block through the sparse-conv kernels, with a lower peak, and whole where the GPU has room for it
+(its peak within ``whole_bytes``), chunked under a small VRAM budget; a low-VRAM run that has each network on
 the GPU only for its own stage; and an out-of-memory under a VRAM budget that names its stage and the budget.
 
 Tolerance, stated once: cuDNN and FlashAttention-2 accumulate in fp32 in different orders, so bf16 outputs differ by
@@ -88,12 +89,52 @@ def test_the_chunked_c2s_block_gives_the_whole_blocks_rows_with_a_lower_peak(mon
 
     whole, whole_peak = run()
     monkeypatch.setattr(SparseResBlockC2S3d, "CHUNK_ELEMENTS", 1 << 24)  # ~8 chunks of parents
+    monkeypatch.setattr(SparseResBlockC2S3d, "WHOLE_MEMORY_SHARE", 0.0)  # chunked however much memory is free
     monkeypatch.setattr(SparseResBlockC2S3d, "CHILD_MAP_BYTES", 1 << 24)  # conv2 by rows: the windowed kernel calls
     monkeypatch.setattr(SparseResBlockC2S3d, "CHILD_CHUNK", 1 << 17)
     chunked, chunked_peak = run()
     assert len(whole.coords) > len(xyz) and torch.equal(chunked.coords, whole.coords)
     torch.testing.assert_close(chunked.feats, whole.feats)
     assert chunked_peak < 0.8 * whole_peak, (chunked_peak, whole_peak)   # conv1's 8x output and the fp32 norm gone
+
+
+@torch.no_grad()
+def test_the_c2s_block_runs_whole_where_the_gpu_has_room_and_chunked_under_a_small_budget(monkeypatch):
+    from trellis.models.trellis2.sc_vae_blocks import SparseResBlockC2S3d
+
+    torch.manual_seed(0)
+    block = SparseResBlockC2S3d(128, 64).to(DEV).half().eval()
+    r = torch.arange(160, device=DEV, dtype=torch.float32) + 0.5 - 80
+    d = torch.sqrt(r[:, None, None] ** 2 + r[None, :, None] ** 2 + r[None, None, :] ** 2)
+    xyz = (torch.abs(d - 60) < 2.5).nonzero().int()
+    coords = torch.cat([torch.zeros(len(xyz), 1, dtype=torch.int32, device=DEV), xyz], 1)
+    feats = torch.randn(len(xyz), 128, device=DEV, generator=torch.Generator(device=DEV).manual_seed(1)).half()
+    monkeypatch.setattr(SparseResBlockC2S3d, "CHUNK_ELEMENTS", 1 << 24)      # this block is above it
+    calls = []
+    chunked = SparseResBlockC2S3d.forward_chunked
+    monkeypatch.setattr(SparseResBlockC2S3d, "forward_chunked",
+                        lambda self, *a: calls.append(1) or chunked(self, *a))
+
+    def run():
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        out, sub = block(SparseTensor(feats, coords))
+        torch.cuda.synchronize()
+        return out, int((sub.feats > 0).sum()), torch.cuda.max_memory_allocated() - base
+
+    whole, children, peak = run()
+    assert not calls                                      # room on this GPU: whole
+    assert peak <= block.whole_bytes(len(xyz), children, 2), (peak, block.whole_bytes(len(xyz), children, 2))
+    torch.cuda.empty_cache()
+    set_memory_budget(DEV, torch.cuda.memory_reserved() + block.whole_bytes(len(xyz), children, 2))
+    try:
+        small, _, _ = run()
+    finally:
+        set_memory_budget(DEV, None)
+    assert calls                                          # half of that room is too little: chunked
+    assert torch.equal(small.coords, whole.coords)
+    torch.testing.assert_close(small.feats, whole.feats)
 
 
 def object_image():

@@ -107,13 +107,16 @@ class SparseResBlockC2S3d(nn.Module):
     otherwise the caller passes them (the texture decoder follows the shape decoder's)."""
 
     # Above this many elements of conv1's output (8 C_out a parent; fp16: 512 MiB) the block runs chunk by chunk
-    # (``forward_chunked``): at millions of fine voxels conv1's output, the children's norm, conv2's neighbour map
-    # and the repeated skip were the decoders' peak. Above CHILD_MAP_BYTES of the children's whole neighbour map
-    # (108 bytes a child) conv2 runs by rows too, in chunks of CHILD_CHUNK children; below, it builds that map,
-    # which the next level's blocks then reuse.
+    # (``forward_chunked``) unless the GPU has room for it whole (``whole_fits``): at millions of fine voxels
+    # conv1's output, the children's norm, conv2's neighbour map and the repeated skip were the decoders' peak.
+    # Above CHILD_MAP_BYTES of the children's whole neighbour map (108 bytes a child) conv2 runs by rows too, in
+    # chunks of CHILD_CHUNK children; below, it builds that map, which the next level's blocks then reuse.
     CHUNK_ELEMENTS = 1 << 28
     CHILD_MAP_BYTES = 1 << 29
     CHILD_CHUNK = 1 << 18
+    # On a GPU the block still runs whole when its temporaries fit in this share of the memory the process can
+    # still get (under any VRAM budget): the chunks' row searches and host syncs cost more than the convs.
+    WHOLE_MEMORY_SHARE = 0.5
 
     def __init__(self, channels: int, out_channels: int, pred_subdiv: bool = True, use_checkpoint: bool = False):
         super().__init__()
@@ -148,7 +151,7 @@ class SparseResBlockC2S3d(nn.Module):
         subdiv = self.subdivision(x, subdiv)
         parent, k = subdivision_children(subdiv.feats)
         n, c_in, c_out = x.feats.shape[0], self.channels, self.out_channels
-        if n * 8 * c_out > self.CHUNK_ELEMENTS:
+        if n * 8 * c_out > self.CHUNK_ELEMENTS and not self.whole_fits(x, parent.shape[0]):
             return self.forward_chunked(x, parent, k), subdiv
         h = self.conv1(x.replace(F.silu(self.norm1(x.feats)))).feats
         h = h.view(n, 8, c_out)[parent, k]
@@ -159,6 +162,21 @@ class SparseResBlockC2S3d(nn.Module):
         skip = x.feats.view(n, 8, c_in // 8)[parent, k]
         out.feats.add_(skip.repeat_interleave(c_out // (c_in // 8), dim=1))
         return out, subdiv
+
+    def whole_bytes(self, n: int, m: int, element_size: int) -> int:
+        """What ``forward`` holds at most above its input for n parents and m children, rounded up: conv1's 8x
+        output, the fp32 norm of the input, the children's features, conv2's output and the skip, the children's
+        neighbour map and its dense lookup grid."""
+        c_in, c_out = self.channels, self.out_channels
+        return element_size * (n * 8 * c_out + 5 * n * c_in + 3 * m * c_out) + 200 * m + (1 << 27)
+
+    def whole_fits(self, x: SparseTensor, m: int) -> bool:
+        """Whether the whole block fits in WHOLE_MEMORY_SHARE of what x's GPU can still give (never on a CPU)."""
+        from ...core.device import obtainable_device_memory
+
+        room = obtainable_device_memory(x.device) if x.device.type == "cuda" else None
+        need = self.whole_bytes(x.feats.shape[0], m, x.feats.element_size())
+        return room is not None and need <= self.WHOLE_MEMORY_SHARE * room
 
     def forward_chunked(self, x: SparseTensor, parent: torch.Tensor, k: torch.Tensor) -> SparseTensor:
         """``forward``'s children, computed chunk by chunk with the same row-wise operations: conv1's rows for a
