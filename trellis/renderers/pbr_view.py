@@ -4,7 +4,7 @@ pbr_shading.py. Pure PyTorch, on the surface's device.
 
 ``pbr_surface`` takes the arrays a baked mesh holds (numpy or torch: vertices z up, UVs with v up, the textures
 uint8 with their top row first, as glTF images) and makes a ``PbrSurface`` of tensors once; ``render_pbr`` then
-draws it from any number of cameras. Textures larger than the render needs are first reduced by area averaging to
+draws it from any number of cameras (``render_pbr_views``: several in one pass). Textures larger than the render needs are first reduced by area averaging to
 the smallest power-of-two step that keeps about a texel per pixel: one fixed mip level, so the turntable's fine
 texture does not shimmer from frame to frame.
 """
@@ -20,7 +20,8 @@ from .cameras import image_size, projection_opencv
 from .mesh_render import interpolate, rasterize
 from .pbr_shading import apply_normal_map, linear_to_srgb, shade, srgb_to_linear
 
-__all__ = ["PbrSurface", "pbr_surface", "render_pbr", "ALPHA_MODES"]
+__all__ = ["PbrSurface", "pbr_surface", "render_pbr", "render_pbr_views", "views_at_once", "VIEW_PIXELS",
+           "ALPHA_MODES"]
 
 ALPHA_MODES = ("OPAQUE", "MASK", "BLEND")
 
@@ -97,6 +98,18 @@ def _sample(texture: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     return out[0, :, 0].T
 
 
+# Pixels (at the supersampled size) shaded in one pass of ``render_pbr_views``: a frame's hundreds of small kernels
+# cost more than its arithmetic on a GPU (8 views of 1024^2 a pass); a CPU's passes stay small in memory.
+VIEW_PIXELS = {"cuda": 1 << 23, "cpu": 1 << 20}
+
+
+def views_at_once(resolution, ssaa: int, device) -> int:
+    """How many views ``render_pbr_views`` shades in one pass on `device` at `resolution` x `ssaa`."""
+    height, width = image_size(resolution)
+    budget = VIEW_PIXELS.get(torch.device(device).type, VIEW_PIXELS["cpu"])
+    return max(1, budget // (height * width * ssaa * ssaa))
+
+
 def render_pbr(surface: PbrSurface, extrinsics: torch.Tensor, intrinsics: torch.Tensor, resolution,
                ssaa: int = 1, bg_color=(0.0, 0.0, 0.0), near: float = 0.1, far: float = 100.0,
                cancel=None) -> dict:
@@ -106,20 +119,39 @@ def render_pbr(surface: PbrSurface, extrinsics: torch.Tensor, intrinsics: torch.
     resolution * ssaa and reduced by area averaging in linear light. Both faces of a triangle are lit (the normal
     is turned towards the camera), as glTF's double-sided materials are; MASK drops texels below the cutoff, BLEND
     mixes the surface over the background with its alpha."""
+    out = render_pbr_views(surface, extrinsics.reshape(1, 4, 4), intrinsics.reshape(1, 3, 3), resolution, ssaa,
+                           bg_color, near, far, cancel)
+    return {"color": out["color"][0], "mask": out["mask"][0]}
+
+
+def render_pbr_views(surface: PbrSurface, extrinsics: torch.Tensor, intrinsics: torch.Tensor, resolution,
+                     ssaa: int = 1, bg_color=(0.0, 0.0, 0.0), near: float = 0.1, far: float = 100.0,
+                     cancel=None) -> dict:
+    """``render_pbr`` of K cameras (extrinsics [K,4,4], intrinsics [K,3,3]) in one pass: {"color": [K,3,H,W],
+    "mask": [K,1,H,W]}, each view the pixels ``render_pbr`` gives it (every step is per pixel or per view). Each view
+    is rasterised on its own; the covered pixels of all K are shaded together (``views_at_once`` sizes K)."""
     height, width = image_size(resolution)
     hs, ws = height * ssaa, width * ssaa
+    views = extrinsics.shape[0]
     device = surface.vertices.device
-    ext = extrinsics.reshape(4, 4).to(device=device, dtype=torch.float32)
-    full = projection_opencv(intrinsics.reshape(3, 3).to(device=device, dtype=torch.float32), near, far) @ ext
+    ext = extrinsics.reshape(views, 4, 4).to(device=device, dtype=torch.float32)
+    intr = intrinsics.reshape(views, 3, 3).to(device=device, dtype=torch.float32)
     v = surface.vertices
-    clip = torch.cat([v, torch.ones_like(v[:, :1])], -1) @ full.T
-    face_id, bary, _ = rasterize(clip, surface.faces, hs, ws, cancel=cancel)
-    check_cancel(cancel)
+    homogeneous = torch.cat([v, torch.ones_like(v[:, :1])], -1)
+    face_ids, barys = [], []
+    for i in range(views):
+        clip = homogeneous @ (projection_opencv(intr[i], near, far) @ ext[i]).T
+        face_id, bary, _ = rasterize(clip, surface.faces, hs, ws, cancel=cancel)
+        face_ids.append(face_id)
+        barys.append(bary)
+        check_cancel(cancel)
+    face_id, bary = torch.cat(face_ids), torch.cat(barys)          # the views stacked: [K*hs, ws]
+    del face_ids, barys
     flat = face_id.reshape(-1)
     pix = torch.nonzero(flat > 0)[:, 0]
     bg = srgb_to_linear(torch.tensor(bg_color, dtype=torch.float32, device=device).reshape(3))
-    color = bg.expand(hs * ws, 3).clone()
-    cover = torch.zeros(hs * ws, 1, device=device)
+    color = bg.expand(views * hs * ws, 3).clone()
+    cover = torch.zeros(views * hs * ws, 1, device=device)
     if pix.numel():
         attrs = [surface.vertices, surface.uvs, surface.normals]
         if surface.normal_map is not None:
@@ -127,8 +159,8 @@ def render_pbr(surface: PbrSurface, extrinsics: torch.Tensor, intrinsics: torch.
         table = torch.cat(attrs, -1)
         values = interpolate(table, face_id, bary, faces=surface.faces).reshape(-1, table.shape[1])[pix]
         pos, uv, normal = values[:, :3], values[:, 3:5], values[:, 5:8]
-        eye = torch.linalg.inv(ext)[:3, 3]
-        view = F.normalize(eye - pos, dim=-1)
+        eyes = torch.stack([torch.linalg.inv(ext[i])[:3, 3] for i in range(views)])
+        view = F.normalize(eyes[torch.div(pix, hs * ws, rounding_mode="floor")] - pos, dim=-1)
         # Double-sided: a face seen from behind is lit as its front (the normal map's frame turns with it).
         facing = torch.where((surface.face_normals[flat[pix] - 1] * view).sum(-1, keepdim=True) < 0, -1.0, 1.0)
         normal = F.normalize(normal, dim=-1) * facing
@@ -147,9 +179,9 @@ def render_pbr(surface: PbrSurface, extrinsics: torch.Tensor, intrinsics: torch.
                 alpha = (alpha >= surface.alpha_cutoff).to(alpha.dtype)
         color[pix] = torch.lerp(bg.expand_as(radiance), radiance, alpha)
         cover[pix] = alpha
-    img = color.reshape(hs, ws, 3).permute(2, 0, 1)
-    mask = cover.reshape(hs, ws, 1).permute(2, 0, 1)
+    img = color.reshape(views, hs, ws, 3).permute(0, 3, 1, 2)
+    mask = cover.reshape(views, hs, ws, 1).permute(0, 3, 1, 2)
     if ssaa > 1:
-        img = F.avg_pool2d(img[None], ssaa)[0]
-        mask = F.avg_pool2d(mask[None], ssaa)[0]
+        img = F.avg_pool2d(img, ssaa)
+        mask = F.avg_pool2d(mask, ssaa)
     return {"color": linear_to_srgb(img), "mask": mask}

@@ -1,8 +1,9 @@
 """The lit turntable of a baked PBR mesh (trellis/export/pbr/video.py): render_video's orbit and frame count, the mesh
-lit with the normals and tangents its GLB carries (a normal map changes the frames), cancel between frames, and clear
-errors for what cannot be rendered."""
+lit with the normals and tangents its GLB carries (a normal map changes the frames), frames drawn several at a time
+that are each camera's own pixels, cancel between passes, and clear errors for what cannot be rendered."""
 import numpy as np
 import pytest
+import torch
 
 from trellis.core.callbacks import Cancelled
 from trellis.export.pbr.material import pbr_maps
@@ -44,3 +45,22 @@ def test_progress_cancel_and_what_cannot_be_rendered():
         render_pbr_video(standing_square(), resolution=16, num_frames=0, device="cpu")
     with pytest.raises(ValueError, match="geometry-only"):
         render_pbr_video(standing_square()._replace(texture=None), resolution=16, num_frames=1, device="cpu")
+
+
+def test_frames_drawn_several_at_a_time_are_each_cameras_own_pixels(monkeypatch):
+    import trellis.renderers.pbr_view as pbr_view
+    from trellis.export.pbr.video import surface_of
+    from trellis.renderers.cameras import video_cameras
+
+    bumped = np.full((8, 8, 3), (128, 128, 255), np.uint8)
+    bumped[::2] = (128, 220, 200)
+    mesh = standing_square(bumped)
+    monkeypatch.setitem(pbr_view.VIEW_PIXELS, "cpu", 24 * 24 * 4 * 5)       # five 24-px views at ssaa 2 a pass
+    assert pbr_view.views_at_once(24, 2, "cpu") == 5
+    together = render_pbr_video(mesh, resolution=24, num_frames=7, ssaa=2, device="cpu")   # passes of 5 and 2
+    surface = surface_of(mesh, "cpu", render_size=48)
+    ext, intr = video_cameras(7, 2.0, 40.0)
+    for i, frame in enumerate(together):
+        alone = pbr_view.render_pbr(surface, ext[i], intr[i], 24, ssaa=2)["color"]
+        assert np.array_equal(frame, (alone.clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 0).numpy()), i
+    assert len({f.tobytes() for f in together}) == 7                                  # seven different frames

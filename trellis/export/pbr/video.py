@@ -1,6 +1,6 @@
 """The lit turntable of a PBR textured mesh (``trellis.export.pbr.PbrTexturedMesh``, what TRELLIS.2's bake makes):
-the orbit and frame count of ``render_utils.render_video`` (``renderers.cameras.video_cameras``), each frame drawn by
-``renderers.pbr_view.render_pbr``. The app's TRELLIS.2 preview video.
+the orbit and frame count of ``render_utils.render_video`` (``renderers.cameras.video_cameras``), the frames drawn
+by ``renderers.pbr_view.render_pbr_views`` several at a time. The app's TRELLIS.2 preview video.
 
 The mesh is shaded with the normals its files carry (split at the crease angle its normal map was baked for) and,
 with a normal map, the glTF tangents of those normals (``export.tangents``), so the video shows the material as a
@@ -15,7 +15,7 @@ import torch
 
 from ...core.callbacks import CancelCheck, StepProgress, check
 from ...renderers.cameras import image_size, video_cameras
-from ...renderers.pbr_view import PbrSurface, pbr_surface, render_pbr
+from ...renderers.pbr_view import PbrSurface, pbr_surface, render_pbr_views, views_at_once
 from ..assemble import with_normals
 from ..normals import DEFAULT_CREASE_ANGLE
 from ..tangents import vertex_tangents
@@ -49,17 +49,23 @@ def surface_of(textured, device="cpu", render_size: Optional[int] = None) -> Pbr
 def iter_pbr_frames(surface: PbrSurface, extrinsics: torch.Tensor, intrinsics: torch.Tensor, resolution,
                     ssaa: int = 1, bg_color=(0.0, 0.0, 0.0), progress: StepProgress = None,
                     cancel: CancelCheck = None):
-    """uint8 HxWx3 frames of `surface` from each camera (extrinsics [n,4,4], intrinsics [n,3,3]), yielded as each is
-    drawn; ``progress(done, n)`` after each frame, ``cancel`` checked before each (and inside the rasteriser)."""
+    """uint8 HxWx3 frames of `surface` from each camera (extrinsics [n,4,4], intrinsics [n,3,3]), yielded one by one
+    as each pass of ``views_at_once`` frames is drawn; ``progress(done, n)`` after each frame, ``cancel`` checked
+    before each pass (and inside the rasteriser)."""
     n = extrinsics.shape[0]
-    for i in range(n):
+    step = views_at_once(resolution, ssaa, surface.vertices.device)
+    for a in range(0, n, step):
         check(cancel)
-        img = render_pbr(surface, extrinsics[i], intrinsics[i], resolution, ssaa=ssaa, bg_color=bg_color,
-                         cancel=cancel)["color"]
-        # uint8 on the device (exact: clamp, x255, truncate, as render_utils' colour frames), then a small copy
-        yield img.clamp(0, 1).mul(255).to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
-        if progress is not None:
-            progress(i + 1, n)
+        b = min(a + step, n)
+        images = render_pbr_views(surface, extrinsics[a:b], intrinsics[a:b], resolution, ssaa=ssaa,
+                                  bg_color=bg_color, cancel=cancel)["color"]
+        # uint8 on the device (exact: clamp, x255, truncate, as render_utils' colour frames), then one small copy
+        frames = images.clamp(0, 1).mul(255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        del images
+        for i, frame in enumerate(frames, start=a):
+            yield frame
+            if progress is not None:
+                progress(i + 1, n)
 
 
 def render_pbr_frames(surface: PbrSurface, extrinsics: torch.Tensor, intrinsics: torch.Tensor, resolution,
