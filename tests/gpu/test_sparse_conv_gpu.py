@@ -8,6 +8,9 @@ Shapes: every 3x3x3 conv of the SLat flow and of the mesh decoder at the sizes a
 gives (64^3: 20 k sites, 32^3: ~4 k, 128^3: ~160 k, 256^3: ~1.3 M), on a subdivided shell like the
 decoders see, plus odd sizes (N not a multiple of a tile, C_in not a multiple of BLOCK_K, C_out below 16).
 
+Convs of 512 channels and more in and out go to the twin's gathered GEMM (the kernels decline them: faster
+there); the kernels are still checked on those shapes directly.
+
 Tolerance (stated once, used everywhere): the kernel and the twin both multiply the same rounded inputs
 and accumulate in fp32, then round once to the feature dtype. Against a float64 conv of those same
 inputs the kernel must be within ``eps * max|out|`` (at most one unit in the last place of the output's
@@ -29,7 +32,8 @@ import torch
 from trellis import fastpaths
 from trellis.core import backends
 from trellis.modules.sparse import SparseTensor
-from trellis.modules.sparse.conv import neighbour_map, submanifold_conv3d, submanifold_conv3d_torch
+from trellis.modules.sparse.conv import (gathered_gemm_wins, neighbour_map, submanifold_conv3d,
+                                         submanifold_conv3d_torch)
 from trellis.modules.sparse.spatial import downsample, subdivide
 
 DEV = "cuda"
@@ -67,10 +71,14 @@ def nvrtc_takes(x, c_in, c_out) -> bool:
 
 
 def kernel_and_twin(x, w, b, backend="triton", **kw):
-    """(the backend's kernel's output, the twin's). Through the dispatcher for Triton; the NVRTC module is
-    called directly so a decline cannot pass as the twin's numbers (it must decline exactly what
-    ``nvrtc_takes`` says it does not take)."""
+    """(the backend's kernel's output, the twin's). Through the dispatcher for Triton, except for the channels the
+    kernels leave to the twin's gathered GEMM (``gathered_gemm_wins``: the kernel itself is still checked there);
+    the NVRTC module is called directly so a decline cannot pass as the twin's numbers (it must decline exactly
+    what ``nvrtc_takes`` says it does not take)."""
     assert fastpaths.path_of("sparse_conv3d", DEV) == backend, fastpaths.reason_off("sparse_conv3d", DEV)
+    if backend == "triton" and gathered_gemm_wins(w.shape[-1], w.shape[0]):
+        module = fastpaths._import_kernel_module("trellis_triton.sparse_conv")
+        return module.implicit_gemm(x.feats, neighbour_map(x, 3), w, b, **kw), submanifold_conv3d_torch(x, w, b)
     if backend == "nvrtc":
         module = fastpaths._import_kernel_module("trellis_nvrtc.sparse_conv")
         kern = module.implicit_gemm(x.feats, neighbour_map(x, 3), w, b, **kw)
@@ -133,6 +141,17 @@ def test_kernel_equals_twin_on_the_networks_shapes(lvl, c_in, c_out, backend):
     x, w, b = conv_case(level(lvl), c_in, c_out, torch.float16, c_in + c_out)
     kern, twin = kernel_and_twin(x, w, b, backend)
     check_against_float64(x, w, b, kern, twin)
+
+
+def test_wide_convs_go_to_the_twins_gathered_gemm_and_the_rest_to_the_kernel(backend):
+    for c_in, c_out, expected in ((1024, 1024, "pytorch"), (512, 2048, "pytorch"), (256, 1024, backend),
+                                  (2048, 128, backend)):
+        x, w, b = conv_case(level("32"), c_in, c_out, torch.float16, 7)
+        with fastpaths.paths_taken() as taken:
+            out = submanifold_conv3d(x, w, b, backend="torch")
+        assert taken["sparse_conv3d"] == expected, (c_in, c_out, taken)
+        if expected == "pytorch":
+            assert torch.equal(out, submanifold_conv3d_torch(x, w, b))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])

@@ -300,15 +300,17 @@ def implicit_gemm(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, 
 
 def submanifold_conv3d(x, weight: torch.Tensor, bias: torch.Tensor | None):
     """Same arguments and result as ``trellis.modules.sparse.conv.submanifold_conv3d_torch``; ``NotImplemented``
-    for what the kernel does not take (see the module's doc), kernel size 1 (one GEMM already) and calls that
-    record gradients (no backward here; the twin has one)."""
+    for what the kernel does not take (see the module's doc), kernel size 1 (one GEMM already), channels where the
+    twin's gathered GEMM is faster (``conv.gathered_gemm_wins``) and calls that record gradients (no backward here;
+    the twin has one)."""
+    from trellis.modules.sparse.conv import gathered_gemm_wins, neighbour_map
+
     feats = x.feats
     if (feats.device.type != "cuda" or feats.dtype not in _HALF or feats.ndim != 2 or weight.ndim != 5
             or weight.device != feats.device or weight.shape[1] == 1
+            or gathered_gemm_wins(weight.shape[-1], weight.shape[0])
             or (bias is not None and bias.device != feats.device)
             or (torch.is_grad_enabled() and (feats.requires_grad or weight.requires_grad
                                              or (bias is not None and bias.requires_grad)))):
         return NotImplemented
-    from trellis.modules.sparse.conv import neighbour_map
-
     return implicit_gemm(feats, neighbour_map(x, weight.shape[1]), weight, bias)

@@ -201,16 +201,16 @@ def submanifold_conv3d(x, weight: torch.Tensor, bias: torch.Tensor | None) -> to
 
     Returns ``NotImplemented`` for what the kernel does not handle, so the dispatcher runs the next path:
     no Triton, tensors not on CUDA, float64 or mixed devices, kernel size 1 (the twin's matmul with the
-    reference's kernel-1 weight quirk is already one GEMM), or a call that records gradients (the kernel
-    has no backward; the twin does).
+    reference's kernel-1 weight quirk is already one GEMM), channels where the twin's gathered GEMM is faster
+    (``conv.gathered_gemm_wins``), or a call that records gradients (the kernel has no backward; the twin does).
     """
-    from trellis.modules.sparse.conv import neighbour_map
+    from trellis.modules.sparse.conv import gathered_gemm_wins, neighbour_map
 
     feats = x.feats
     if (not AVAILABLE or feats.device.type != "cuda" or feats.dtype not in _DTYPES or feats.ndim != 2
             or weight.ndim != 5 or weight.device != feats.device or weight.dtype not in _DTYPES
             or (bias is not None and (bias.device != feats.device or bias.dtype not in _DTYPES))
-            or weight.shape[1] == 1
+            or weight.shape[1] == 1 or gathered_gemm_wins(weight.shape[-1], weight.shape[0])
             or (torch.is_grad_enabled() and (feats.requires_grad or weight.requires_grad
                                              or (bias is not None and bias.requires_grad)))):
         return NotImplemented

@@ -111,6 +111,17 @@ def neighbour_map_rows(x: SparseTensor, kernel_size: int, start: int, stop: int)
     return _search_neighbours(x.coords[start:stop].long(), sorted_keys, order, kernel_offsets(kernel_size, x.device))
 
 
+# From this many input and output channels the twin's gathered rows times cuBLAS's GEMM beat the implicit-GEMM
+# kernels on a GPU (the GEMM is compute-bound there and runs near the card's peak; below, the gather's memory
+# traffic dominates): the kernels decline such convs (docs/benchmarks/trellis2.md#the-sc-vae-decoders).
+GEMM_CHANNELS = 512
+
+
+def gathered_gemm_wins(c_in: int, c_out: int) -> bool:
+    """Whether a 3^3 conv of these channels runs faster as the twin's gathered GEMM than in the fast kernels."""
+    return c_in >= GEMM_CHANNELS and c_out >= GEMM_CHANNELS
+
+
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
     # CPU half-precision GEMMs are slow and not always available; the GPU ones accumulate in fp32.
     return torch.float32 if t.device.type == "cpu" else t.dtype
