@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .measure import (
-    NearestTriangles,
-    closest_on_triangles,
-    fan_triangles,
-    sample_surface,
-)
+from .measure import closest_on_triangles, fan_triangles, sample_surface
+from .nearest import NearestTriangles
 
 # The gap weight's power in each round: low powers first settle the whole surface, high ones chase the largest gap.
 FIT_POWERS = (4.0, 6.0, 8.0, 8.0, 8.0, 8.0)
@@ -54,10 +50,11 @@ def _spread(num, den, tris, bary, gap, weight):
 
 
 def fit_corners(vertices, faces, source_vertices, source_faces, *, powers=FIT_POWERS, step: float = FIT_STEP,
-                samples: int = FIT_SAMPLES, seed: int = 0, return_gap: bool = False):
+                samples: int = FIT_SAMPLES, seed: int = 0, return_gap: bool = False,
+                source: NearestTriangles | None = None):
     """The quad mesh's ``vertices`` moved to lower the largest gap between its surface (``faces``, (F, 4) with -1
     for a triangle) and the source's; the input where no round lowers it. With ``return_gap``, also that largest
-    gap (absolute, over the fit's own samples)."""
+    gap (absolute, over the fit's own samples). ``source``: the source's search, where the caller built it."""
     qv = np.asarray(vertices, np.float64)
     src_v, src_f = np.asarray(source_vertices, np.float64), np.asarray(source_faces, np.int64)
     tris = fan_triangles(faces)
@@ -69,7 +66,7 @@ def fit_corners(vertices, faces, source_vertices, source_faces, *, powers=FIT_PO
     samples = min(int(samples), max(MIN_SAMPLES, SAMPLES_PER_TRIANGLE * len(tris)))
     corners = src_v if len(src_v) <= 2 * samples else src_v[rng.choice(len(src_v), 2 * samples, replace=False)]
     source_points = np.concatenate([corners, sample_surface(src_v, src_f, samples, seed=seed + 11)])
-    source = NearestTriangles(src_v, src_f)
+    source = source if source is not None else NearestTriangles(src_v, src_f)
     # the quads' points keep their triangle and weights while the corners move: every round reads the same points
     pick, qbary = _sample_with_weights(qv, tris, samples, rng)
     pick_tris = np.concatenate([tris[pick], np.stack([np.arange(len(qv))] * 3, axis=1)])

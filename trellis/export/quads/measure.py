@@ -7,17 +7,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from scipy.spatial import cKDTree
+
+from .nearest import NearestTriangles
 
 # A target missed by more than this share is reported.
 TARGET_TOLERANCE = 0.10
-# Triangles whose centroids are nearest to a query point, tried first for its closest point.
-CANDIDATES = 16
-# Triangles reaching further than this many times the median from their centroid are split for the search.
-SPLIT_RATIO = 2.0
-MAX_PIECES = 400_000
-# Point-candidate pairs computed at once (memory).
-CHUNK = 400_000
 
 
 @dataclass(frozen=True)
@@ -33,6 +27,8 @@ class QuadReport:
     seconds: float
     holes: int = 0              # open boundary loops of the result (``hole_count``)
     warnings: list[str] = field(default_factory=list)
+    # seconds of the remesh's stages: "remesh" (the remesher's runs), "snap", "fit", "measure"
+    stage_seconds: dict = field(default_factory=dict)
 
     @property
     def quad_share(self) -> float:
@@ -63,21 +59,26 @@ def polygon_edges(faces: np.ndarray) -> np.ndarray:
     return np.sort(edges, axis=1)
 
 
-def edge_counts(faces: np.ndarray) -> tuple[int, int]:
-    """(non-manifold edges: used by more than two faces, boundary edges: used by one)."""
+def edge_table(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct undirected edges [E, 2] in sorted order, how many face sides each is)."""
     edges = polygon_edges(faces)
     if len(edges) == 0:
-        return 0, 0
-    _, counts = np.unique(edges, axis=0, return_counts=True)
+        return edges, np.zeros(0, np.int64)
+    # one integer per edge: a sort of numbers, several times faster than numpy's unique rows
+    span = int(edges.max()) + 1
+    keys, counts = np.unique(edges[:, 0] * span + edges[:, 1], return_counts=True)
+    return np.stack([keys // span, keys % span], axis=1), counts
+
+
+def edge_counts(faces: np.ndarray) -> tuple[int, int]:
+    """(non-manifold edges: used by more than two faces, boundary edges: used by one)."""
+    counts = edge_table(faces)[1]
     return int((counts > 2).sum()), int((counts == 1).sum())
 
 
 def hole_count(faces: np.ndarray) -> int:
     """Open boundary loops: the boundary edges joined at their corners (two loops meeting at a corner count as one)."""
-    edges = polygon_edges(faces)
-    if len(edges) == 0:
-        return 0
-    unique, counts = np.unique(edges, axis=0, return_counts=True)
+    unique, counts = edge_table(faces)
     rim = unique[counts == 1]
     if len(rim) == 0:
         return 0
@@ -129,103 +130,9 @@ def point_triangle_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.n
     return np.where(inside, plane, edges)
 
 
-def _radius(corners: np.ndarray) -> np.ndarray:
-    """How far each triangle ([T, 3, 3] corners) reaches from its centroid."""
-    return np.linalg.norm(corners - corners.mean(axis=1, keepdims=True), axis=2).max(axis=1)
-
-
-def even_pieces(vertices: np.ndarray, tris: np.ndarray):
-    """The triangles split at their edges' midpoints until none reaches much further from its centroid than the
-    typical one: (corners [M, 3, 3], owning triangle [M]). A search by nearest centroid needs triangles of similar
-    size; a long one (a filled hole's fan, a CAD face) would otherwise be missed by the points near it."""
-    corners = np.asarray(vertices, np.float64)[tris]
-    owner = np.arange(len(tris))
-    radius = _radius(corners)
-    if len(tris) == 0:
-        return corners, owner
-    # a piece's radius halves per split (four pieces): the limit is raised until the pieces stay within budget
-    limit = max(SPLIT_RATIO * float(np.median(radius)), 1e-12)
-    while np.sum(4.0 ** np.ceil(np.log2(np.maximum(radius / limit, 1.0)))) > max(MAX_PIECES, 2 * len(tris)):
-        limit *= 1.5
-    while True:
-        wide = radius > limit
-        if not wide.any():
-            return corners, owner
-        a, b, c = corners[wide, 0], corners[wide, 1], corners[wide, 2]
-        ab, bc, ca = (a + b) / 2, (b + c) / 2, (c + a) / 2
-        split = np.concatenate([np.stack(t, axis=1) for t in ((a, ab, ca), (ab, b, bc), (ca, bc, c), (ab, bc, ca))])
-        corners = np.concatenate([corners[~wide], split])
-        owner = np.concatenate([owner[~wide], np.tile(owner[wide], 4)])
-        radius = _radius(corners)
-
-
-def _closest_on_each(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """The closest point of each triangle (a, b, c: [N, K, 3]) to its row's point (p: [N, 1, 3])."""
-    n = np.cross(b - a, c - a)
-    nn = np.einsum("...k,...k", n, n)
-    inside = nn > 1e-40
-    for u, w in ((a, b), (b, c), (c, a)):
-        inside &= np.einsum("...k,...k", np.cross(w - u, p - u), n) >= 0
-    on_plane = p - n * (np.einsum("...k,...k", p - a, n) / np.maximum(nn, 1e-40))[..., None]
-    best = np.where(inside[..., None], on_plane, a)
-    for u, w in ((a, b), (b, c), (c, a)):
-        uw = w - u
-        s = np.clip(np.einsum("...k,...k", p - u, uw) / np.maximum(np.einsum("...k,...k", uw, uw), 1e-30), 0, 1)
-        q = u + s[..., None] * uw
-        closer = ~inside & (np.linalg.norm(p - q, axis=-1) < np.linalg.norm(p - best, axis=-1))
-        best = np.where(closer[..., None], q, best)
-    return best
-
-
-class NearestTriangles:
-    """Closest points on a fixed set of triangles, the search built once for many queries. The pieces nearest by
-    centroid are tried first; a point is settled once no other piece can be closer (its centroid lies further than
-    the best distance plus the widest piece's radius), the rest are asked again with more candidates: exact."""
-
-    def __init__(self, vertices: np.ndarray, tris: np.ndarray):
-        self.vertices = np.asarray(vertices, np.float64)
-        self.tris = np.asarray(tris, np.int64)
-        self.corners, self.owner = even_pieces(self.vertices, self.tris)
-        self.tree = cKDTree(self.corners.mean(axis=1))
-        self.widest = float(_radius(self.corners).max()) if len(self.corners) else 0.0
-
-    def closest(self, points: np.ndarray):
-        """(closest points, triangle index, barycentric weights [N, 3]) of each point."""
-        points = np.asarray(points, np.float64)
-        closest, piece = np.zeros_like(points), np.zeros(len(points), np.int64)
-        todo, k, count = np.arange(len(points)), CANDIDATES, len(self.corners)
-        while len(todo):
-            k = min(k, count)
-            left = []
-            for rows in np.array_split(todo, max(1, len(todo) * k // CHUNK)):
-                dist, idx = self.tree.query(points[rows], k=k)
-                idx, dist = np.asarray(idx).reshape(len(rows), k), np.asarray(dist).reshape(len(rows), k)
-                t = self.corners[idx]
-                p = points[rows][:, None, :]
-                best = _closest_on_each(p, t[..., 0, :], t[..., 1, :], t[..., 2, :])
-                gap = np.linalg.norm(p - best, axis=-1)
-                pick = gap.argmin(axis=1)
-                closest[rows] = best[np.arange(len(rows)), pick]
-                piece[rows] = idx[np.arange(len(rows)), pick]
-                left.append(rows[(dist[:, -1] - self.widest < gap.min(axis=1)) & (k < count)])
-            todo, k = np.concatenate(left), k * 4
-        tri = self.owner[piece]
-        v, f = self.vertices, self.tris
-        corner_a = v[f[tri, 0]]
-        e0, e1, e2 = v[f[tri, 1]] - corner_a, v[f[tri, 2]] - corner_a, closest - corner_a
-        d00, d01, d11 = (e0 * e0).sum(1), (e0 * e1).sum(1), (e1 * e1).sum(1)
-        d20, d21 = (e2 * e0).sum(1), (e2 * e1).sum(1)
-        det = np.maximum(d00 * d11 - d01 * d01, 1e-30)
-        wb, wc = (d11 * d20 - d01 * d21) / det, (d00 * d21 - d01 * d20) / det
-        bary = np.clip(np.stack([1 - wb - wc, wb, wc], axis=1), 0, 1)
-        bary /= np.maximum(bary.sum(axis=1, keepdims=True), 1e-30)
-        return closest, tri, bary
-
-
 def distance_to_mesh(points: np.ndarray, vertices: np.ndarray, tris: np.ndarray) -> np.ndarray:
     """Distance from each point to the triangles (exact, up to rounding)."""
-    points = np.asarray(points, np.float64)
-    return np.linalg.norm(points - NearestTriangles(vertices, tris).closest(points)[0], axis=1)
+    return NearestTriangles(vertices, tris).distances(points)
 
 
 def closest_on_triangles(points: np.ndarray, vertices: np.ndarray, tris: np.ndarray):
@@ -238,8 +145,10 @@ def closest_points(points: np.ndarray, vertices: np.ndarray, tris: np.ndarray) -
     return closest_on_triangles(points, vertices, tris)[0]
 
 
-def hausdorff_share(vertices_a, faces_a, vertices_b, faces_b, samples: int = 20000) -> float:
-    """Symmetric Hausdorff distance between two surfaces (sampled), over the diagonal of B's bounding box."""
+def hausdorff_share(vertices_a, faces_a, vertices_b, faces_b, samples: int = 20000, *,
+                    search_b: NearestTriangles | None = None) -> float:
+    """Symmetric Hausdorff distance between two surfaces (sampled), over the diagonal of B's bounding box.
+    ``search_b``: B's search, where the caller has built it already (B's triangles, as ``fan_triangles``)."""
     va, vb = np.asarray(vertices_a, np.float64), np.asarray(vertices_b, np.float64)
     ta, tb = fan_triangles(faces_a), fan_triangles(faces_b)
     diagonal = float(np.linalg.norm(vb.max(axis=0) - vb.min(axis=0)))
@@ -247,17 +156,20 @@ def hausdorff_share(vertices_a, faces_a, vertices_b, faces_b, samples: int = 200
         return float("inf")
     pa = np.concatenate([va, sample_surface(va, ta, samples, seed=1)])
     pb = np.concatenate([vb, sample_surface(vb, tb, samples, seed=2)])
-    worst = max(distance_to_mesh(pa, vb, tb).max(), distance_to_mesh(pb, va, ta).max())
+    search_b = search_b if search_b is not None else NearestTriangles(vb, tb)
+    worst = max(search_b.distances(pa).max(), NearestTriangles(va, ta).distances(pb).max())
     return float(worst) / diagonal
 
 
 def measure_quads(vertices, faces, source_vertices, source_faces, faces_asked: int, *, seconds: float = 0.0,
-                  samples: int = 20000) -> QuadReport:
+                  samples: int = 20000, source: NearestTriangles | None = None) -> QuadReport:
+    """The report of a quad mesh against its source; ``source``: the source's search, where already built."""
     faces = np.asarray(faces, np.int64)
     quads = int((faces[:, 3] >= 0).sum()) if len(faces) else 0
     non_manifold, boundary = edge_counts(faces)
     _, source_boundary = edge_counts(np.asarray(source_faces, np.int64))
-    distance = hausdorff_share(vertices, faces, source_vertices, source_faces, samples) if len(faces) else 1.0
+    distance = (hausdorff_share(vertices, faces, source_vertices, source_faces, samples, search_b=source)
+                if len(faces) else 1.0)
     warnings = []
     made = len(faces)
     if abs(made - faces_asked) > TARGET_TOLERANCE * faces_asked:

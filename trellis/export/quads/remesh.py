@@ -10,12 +10,13 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .fit import fit_corners
-from .measure import QuadReport, closest_points, edge_counts, measure_quads
+from .measure import QuadReport, edge_counts, measure_quads
+from .nearest import NearestTriangles
 
 # Pure-quad mode extracts a quad-dominant mesh and splits every face of it once: about four faces per one asked.
 PURE_QUAD_SPLIT = 4
@@ -55,9 +56,10 @@ class QuadRemesh:
 
 
 def _write_obj(path: str, vertices: np.ndarray, faces: np.ndarray) -> None:
+    # one format for the whole file: the same text as a line at a time, in under half the time
     with open(path, "w", encoding="ascii") as f:
-        f.write("".join(f"v {x:.9g} {y:.9g} {z:.9g}\n" for x, y, z in vertices.tolist()))
-        f.write("".join(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in faces.tolist()))
+        f.write(("v %.9g %.9g %.9g\n" * len(vertices)) % tuple(np.ravel(vertices).tolist()))
+        f.write(("f %d %d %d\n" * len(faces)) % tuple((np.ravel(faces) + 1).tolist()))
 
 
 def read_polygon_obj(path: str) -> tuple[np.ndarray, list[list[int]]]:
@@ -164,12 +166,18 @@ def remesh_quads(vertices, faces, target_faces: int, *, crease_angle: float | No
         if len(second.faces) and abs(len(second.faces) - target) < abs(made - target):
             mesh = second
     mesh = _cleaner(mesh, vertices, faces, ask, crease_angle, boundaries, pure_quad)
+    stages = {"remesh": time.perf_counter() - start}
+    # the source's search, built once for the snap, the fit and the measure
+    source = NearestTriangles(vertices, faces)
     # pure-quad mode's split puts new corners on chords of the surface: set every corner back onto it
-    snapped = closest_points(mesh.vertices.astype(np.float64), vertices, faces)
+    snapped = source.closest(mesh.vertices.astype(np.float64))[0]
+    stages["snap"] = time.perf_counter() - start - sum(stages.values())
     if fit:
-        snapped = fit_corners(snapped, mesh.faces, vertices, faces)
+        snapped = fit_corners(snapped, mesh.faces, vertices, faces, source=source)
+        stages["fit"] = time.perf_counter() - start - sum(stages.values())
     mesh = QuadMesh(snapped.astype(np.float32), mesh.faces)
     seconds = time.perf_counter() - start
     report = measure_quads(mesh.vertices, mesh.faces, vertices, faces, target, seconds=seconds,
-                           samples=hausdorff_samples)
-    return QuadRemesh(mesh, report)
+                           samples=hausdorff_samples, source=source)
+    stages["measure"] = time.perf_counter() - start - seconds
+    return QuadRemesh(mesh, replace(report, stage_seconds=stages))
