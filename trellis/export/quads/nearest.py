@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-# The typical group holds every radius up to this times the median; each other group's radii lie within a factor.
+# The typical group holds every radius up to this times the median; each other group's radii lie within a factor
+# (docs/benchmarks/export.md#the-remeshs-speed-on-the-cpu).
 GROUP_FIRST = 1.5
 GROUP_FACTOR = 1.5
 # Pairs computed at once (the temporaries stay in the cache).
