@@ -68,22 +68,29 @@ def encode_faces(faces: torch.Tensor) -> tuple:
     small numbers that deflate well; one bit for its split), else "triangles" (each face's first vertex from the
     previous face's, the other two from its first)."""
     f = faces.detach().cpu().long().numpy()
+    if f.size and f.min() >= 0 and f.max() < 2 ** 31:
+        f = f.astype(np.int32)                       # half the bytes to read; no difference of two rows overflows
     if f.shape[0] and f.shape[0] % 2 == 0:
-        (a, b, c), (d, e, g) = f[0::2].T, f[1::2].T
+        a, b, c, d, e, g = f.reshape(-1, 6).T
         first = d == a
         # quad_faces' pairs: (q0 q1 q2)(q0 q2 q3) where the split is first, else (q0 q1 q3)(q3 q1 q2)
         if bool(np.where(first, e == c, (d == c) & (e == b)).all()):
-            quads = np.stack([a, b, np.where(first, c, g), np.where(first, g, c)], 1)
-            return {"codec": "quads", "count": int(quads.shape[0])}, relative_rows(quads), np.packbits(first)
-    return {"codec": "triangles", "count": int(f.shape[0])}, relative_rows(f), np.zeros(0, np.uint8)
+            quads = (a, b, np.where(first, c, g), np.where(first, g, c))
+            return {"codec": "quads", "count": int(a.shape[0])}, relative_rows(quads), np.packbits(first)
+    return {"codec": "triangles", "count": int(f.shape[0])}, relative_rows(tuple(f.T)), np.zeros(0, np.uint8)
 
 
-def relative_rows(rows: np.ndarray) -> np.ndarray:
-    """[N, K] vertex rows as (first column's step from the row before, the others' offsets from the first)."""
-    out = np.empty_like(rows)
-    out[:, 0] = np.diff(rows[:, 0], prepend=0)
-    out[:, 1:] = rows[:, 1:] - rows[:, :1]
-    return narrowest_int(out)
+def relative_rows(columns: tuple) -> np.ndarray:
+    """[N, K] vertex rows, given as their K columns, as (first column's step from the row before, the others' offsets
+    from the first), narrowest; column by column in memory (Fortran order: ``byte_planes`` reads it as it lies)."""
+    first = columns[0]
+    out = np.empty((len(columns), first.shape[0]), first.dtype)
+    if first.shape[0]:
+        out[0, 0] = first[0]
+        np.subtract(first[1:], first[:-1], out=out[0, 1:])
+    for k, column in enumerate(columns[1:], 1):
+        np.subtract(column, first, out=out[k])
+    return narrowest_int(out).T
 
 
 def absolute_rows(rel: np.ndarray) -> np.ndarray:
@@ -115,12 +122,16 @@ def unpack_bits(packed: np.ndarray, count: int) -> np.ndarray:
 def ordered(bits: np.ndarray) -> np.ndarray:
     """int32 of float32 bit patterns (int32), in the floats' order: consecutive floats are consecutive integers
     (-0.0 is -1: it keeps its sign). Its own inverse."""
-    return bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
+    out = bits >> 31
+    out &= np.int32(0x7FFFFFFF)
+    out ^= bits
+    return out
 
 
 def centres(coords: torch.Tensor, res: int) -> torch.Tensor:
     """float32 [M, 3]: each voxel's centre in world units (where a vertex's distance is counted from)."""
-    return dual_vertices_world(coords, torch.full_like(coords, 0.5, dtype=torch.float32), 1.0 / res)
+    # dual_vertices_world's sums and product for a dual vertex of 0.5, in place: the same floats in fewer passes
+    return coords.to(torch.float32, copy=True).add_(0.5).mul_(1.0 / res).add_(-0.5)
 
 
 def encode_vertices(coords: torch.Tensor, vertices: torch.Tensor, res: int, steps: int = VERTEX_STEPS) -> tuple:
@@ -134,7 +145,8 @@ def encode_vertices(coords: torch.Tensor, vertices: torch.Tensor, res: int, step
         if codes is not None:
             return {"codec": "dual", "steps": steps}, codes
     # int32 differences wrap around, and so does their sum on loading: exact whatever the values
-    delta = ordered(vertices.numpy().view(np.int32)) - ordered(centres(coords, res).numpy().view(np.int32))
+    delta = ordered(vertices.numpy().view(np.int32))
+    delta -= ordered(centres(coords, res).numpy().view(np.int32))
     return {"codec": "delta"}, narrowest_int(delta)
 
 
@@ -142,12 +154,22 @@ def dual_codes(coords: torch.Tensor, vertices: torch.Tensor, res: int, steps: in
     """int16 [M, 3]: the vertices as integer steps of 1/steps voxel from their voxels' corners, or None when
     decoding those steps does not give the same bits."""
     # float32 finds the nearest step of any vertex near its voxel; the bits' comparison below decides
-    codes = torch.round(((vertices + 0.5) * res - coords.float()) * steps)
-    if not bool((codes.abs() < 2 ** 15).all()):
+    corners = coords.float()
+    x = (vertices + 0.5).mul_(res).sub_(corners).mul_(steps).round_()
+    if not in_int16(x):
         return None
-    codes = codes.short().numpy()
-    back = decode_vertices({"codec": "dual", "steps": steps}, codes, coords, res)
+    codes = x.short().numpy()
+    # decode_vertices' operations in place on the codes' floats (a -0.0 adds to its corner as 0.0 does)
+    back = x.div_(steps).add_(corners).mul_(1.0 / res).add_(-0.5)
     return codes if same_bits(back, vertices) else None
+
+
+def in_int16(x: torch.Tensor) -> bool:
+    """Whether every value lies strictly within (-2^15, 2^15) (False for NaN)."""
+    if x.numel() == 0:
+        return True
+    low, high = torch.aminmax(x)
+    return bool(low > -2 ** 15) and bool(high < 2 ** 15)
 
 
 def decode_vertices(codec: dict, codes: np.ndarray, coords: torch.Tensor, res: int) -> torch.Tensor:
@@ -177,11 +199,12 @@ def encode_attrs(attrs: torch.Tensor, steps: int = ATTR_STEPS) -> tuple:
 
 def attr_codes(a: torch.Tensor, steps: int) -> np.ndarray | None:
     """int16 [M, C]: the attributes as integer multiples of 1/steps, or None when they are not exactly that."""
-    codes = torch.round(a * steps)
-    if not bool((codes.abs() < 2 ** 15).all()):
+    codes = (a * steps).round_()
+    if not in_int16(codes):
         return None
     codes = codes.short()
-    return codes.numpy() if same_bits(codes.float() / steps, a) else None
+    # from the integers, not the rounded floats: a -0.0 comes back as 0.0 and is refused
+    return codes.numpy() if same_bits(codes.float().div_(steps), a) else None
 
 
 def decode_attrs(codec: dict, values: np.ndarray) -> torch.Tensor:
@@ -195,19 +218,24 @@ def decode_attrs(codec: dict, values: np.ndarray) -> torch.Tensor:
 
 
 def narrowest_int(a: np.ndarray) -> np.ndarray:
-    """``a`` in the smallest of int16 / int32 / int64 that holds its values exactly."""
-    for t in (np.int16, np.int32):
-        if a.size == 0 or (a.min() >= np.iinfo(t).min and a.max() <= np.iinfo(t).max):
-            return a.astype(t)
-    return a.astype(np.int64)
+    """``a`` in the smallest of int16 / int32 / int64 that holds its values exactly (``a`` itself when it is that)."""
+    low, high = (int(a.min()), int(a.max())) if a.size else (0, 0)
+    for t in (np.int16, np.int32, np.int64):
+        if np.iinfo(t).min <= low and high <= np.iinfo(t).max:
+            return a.astype(t, copy=False)
+    return a.astype(np.int64, copy=False)
 
 
 def byte_planes(a: np.ndarray) -> np.ndarray:
     """uint8 [itemsize * a.size] of a 2-D array: byte by byte, each byte channel by channel: the high bytes of
     nearby values sit together and deflate well."""
     m, c = a.shape
-    return np.ascontiguousarray(np.ascontiguousarray(a).view(np.uint8).reshape(m, c, a.dtype.itemsize)
-                                .transpose(2, 1, 0)).ravel()
+    size = a.dtype.itemsize
+    if a.flags.f_contiguous and not a.flags.c_contiguous:     # channels apart in memory: one copy from them
+        planes = a.T.view(np.uint8).reshape(c, m, size).transpose(2, 0, 1)
+    else:
+        planes = np.ascontiguousarray(a).view(np.uint8).reshape(m, c, size).transpose(2, 1, 0)
+    return np.ascontiguousarray(planes).ravel()
 
 
 def from_byte_planes(planes: np.ndarray, dtype, shape: tuple) -> np.ndarray:

@@ -9,6 +9,9 @@ each) rebuilt on loading, vertices and attributes as small integers when they li
 O-Voxel rounded by it keeps a light file), else as exact floats. Files of the first layout (``..._FORMAT_1``: every
 array as it is) are still read.
 
+It is written as ``zipfile`` writes it member by member, byte for byte (``npz_writer``), each array encoded and
+deflated in a thread of its own.
+
 The file is input like any upload: it is read with ``result_file``'s guards (a regular file, a zip of exactly the
 expected members, each member's dtype and shape checked against its header and the zip's directory before it is
 unpacked, size and packing caps), then checked here: the header's format, resolution, layout and encodings, finite
@@ -23,9 +26,11 @@ import zipfile
 import numpy as np
 import torch
 
+from ..core.concurrency import run_together
 from ..representations.ovoxel import MeshWithVoxel
 from ..representations.ovoxel.head import PBR_LAYOUT
 from . import ovoxel_codec as codec
+from .npz_writer import pack, write_npz
 from .result_file import (
     MAX_COORDINATE,
     MAX_DIRECTORY_BYTES,
@@ -75,31 +80,43 @@ def save_ovoxel_result(path, mesh: MeshWithVoxel, extra: dict | None = None) -> 
     if layout_record(mesh.layout) != layout_record(PBR_LAYOUT):
         raise ValueError(f"unexpected attribute layout {layout_record(mesh.layout)}")
     coords = mesh.coords.detach().cpu()
-    face_codec, face_rows, splits = codec.encode_faces(mesh.faces)
-    vertex_codec, vertex_codes = codec.encode_vertices(coords, mesh.vertices, mesh.res)
-    attr_codec, attr_values = codec.encode_attrs(mesh.attrs)
+    # one thread per array (numpy, torch and zlib leave the GIL); the vertices' first: theirs is the longest deflate
+    packed = {key: value for key, value, _ in run_together({
+        "vertices": lambda: pack_vertices(coords, mesh.vertices, mesh.res),
+        "faces": lambda: pack_faces(mesh.faces),
+        "attrs": lambda: pack_attrs(mesh.attrs),
+        # coordinates column by column: each column's runs deflate well
+        "coords": lambda: pack("coords.npy", np.asfortranarray(narrowest_int(coords.numpy())))}, "ovoxel-result")}
+    (face_codec, face_members), (vertex_codec, vertex_member), (attr_codec, attr_member) = \
+        packed["faces"], packed["vertices"], packed["attrs"]
     header = {**(extra or {}), "format": OVOXEL_RESULT_FORMAT, "res": mesh.res, "layout": layout_record(mesh.layout),
-              "voxels": int(coords.shape[0]), "faces": {**face_codec, "dtype": face_rows.dtype.name},
-              "vertices": {**vertex_codec, "dtype": vertex_codes.dtype.name},
-              "attrs": {**attr_codec, "dtype": attr_values.dtype.name}}
-    arrays = {"header": np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8),
-              # coordinates column by column: each column's runs deflate well
-              "coords": np.asfortranarray(narrowest_int(coords.numpy())), "face_rows": codec.byte_planes(face_rows),
-              "splits": splits, "vertex_codes": codec.byte_planes(vertex_codes),
-              "attr_values": attr_values.ravel() if attr_codec["codec"] == "float" else codec.byte_planes(attr_values)}
-    # Integers deflated at level 1 (they pack well, fast); float attributes stored: the decoders' values barely
-    # deflate and deflating them took most of the write.
-    stored = {"attr_values"} if attr_codec["codec"] == "float" else set()
-    with zipfile.ZipFile(os.fspath(path), "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
-        for name, a in arrays.items():
-            member = name + ".npy"
-            if name in stored:
-                member = zipfile.ZipInfo(member, date_time=(1980, 1, 1, 0, 0, 0))
-                member.compress_type = zipfile.ZIP_STORED
-            with z.open(member, "w", force_zip64=True) as fh:
-                np.lib.format.write_array(fh, a if a.flags.f_contiguous and a.ndim > 1 else np.ascontiguousarray(a),
-                                          allow_pickle=False)
+              "voxels": int(coords.shape[0]), "faces": face_codec, "vertices": vertex_codec, "attrs": attr_codec}
+    header_member = pack("header.npy", np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8))
+    write_npz(os.fspath(path), [header_member, packed["coords"], *face_members, vertex_member, attr_member])
     return os.fspath(path)
+
+
+def pack_faces(faces: torch.Tensor) -> tuple:
+    """(the header's faces record, [face_rows, splits] packed): byte planes of the encoder's integers."""
+    face_codec, face_rows, splits = codec.encode_faces(faces)
+    return ({**face_codec, "dtype": face_rows.dtype.name},
+            [pack("face_rows.npy", codec.byte_planes(face_rows)), pack("splits.npy", splits)])
+
+
+def pack_vertices(coords: torch.Tensor, vertices: torch.Tensor, res: int) -> tuple:
+    """(the header's vertices record, vertex_codes packed): byte planes of the encoder's integers."""
+    vertex_codec, codes = codec.encode_vertices(coords, vertices, res)
+    return {**vertex_codec, "dtype": codes.dtype.name}, pack("vertex_codes.npy", codec.byte_planes(codes))
+
+
+def pack_attrs(attrs: torch.Tensor) -> tuple:
+    """(the header's attrs record, attr_values packed): integers as byte planes (deflated), floats as they are
+    (stored: the decoders' values barely deflate, and deflating them took most of the write)."""
+    attr_codec, values = codec.encode_attrs(attrs)
+    record = {**attr_codec, "dtype": values.dtype.name}
+    if attr_codec["codec"] == "float":
+        return record, pack("attr_values.npy", values.ravel(), level=None)
+    return record, pack("attr_values.npy", codec.byte_planes(values))
 
 
 def narrowest_int(a: np.ndarray) -> np.ndarray:

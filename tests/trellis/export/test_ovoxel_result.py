@@ -241,3 +241,45 @@ def test_a_damaged_result_is_refused_with_what_is_wrong(tmp_path, change, words)
     bad = rewrite(good, tmp_path / "bad.npz", **change(good, check_ovoxel_result(good)[0], mesh.coords.shape[0]))
     with pytest.raises(DamagedResultError, match=words):
         load_ovoxel_result(bad)
+
+
+def test_the_file_is_its_members_as_zipfile_writes_them(tmp_path):
+    for name, mesh in (("exact", voxel_sphere(24)), ("light", light_ovoxel(voxel_sphere(24))), ("triangles", ovoxel())):
+        path = Path(save_ovoxel_result(tmp_path / f"{name}.npz", mesh, {"pipeline_type": "512"}))
+        with zipfile.ZipFile(path) as z, np.load(path) as npz:
+            kinds = [(i.filename, i.compress_type) for i in z.infolist()]
+            arrays = {member: npz[member[:-4]] for member, _ in kinds}
+        assert [m for m, _ in kinds] == ["header.npy", "coords.npy", "face_rows.npy", "splits.npy", "vertex_codes.npy",
+                                         "attr_values.npy"]
+        with zipfile.ZipFile(tmp_path / "ref.npz", "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+            for member, kind in kinds:
+                if kind == zipfile.ZIP_STORED:
+                    member = zipfile.ZipInfo(member, date_time=(1980, 1, 1, 0, 0, 0))
+                    member.compress_type = zipfile.ZIP_STORED
+                with z.open(member, "w", force_zip64=True) as fh:
+                    np.lib.format.write_array(fh, arrays[getattr(member, "filename", member)])
+        assert (tmp_path / "ref.npz").read_bytes() == path.read_bytes(), name
+
+
+def flip(path, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def test_a_truncated_or_rotted_result_is_refused(tmp_path):
+    good = Path(save_ovoxel_result(tmp_path / "good.npz", voxel_sphere(16)))
+    with zipfile.ZipFile(good) as z:
+        infos = {i.filename: i for i in z.infolist()}
+    assert infos["attr_values.npy"].compress_type == zipfile.ZIP_STORED
+    for member in ("attr_values.npy", "vertex_codes.npy"):             # stored (only its CRC tells), deflated
+        zi = infos[member]
+        bad = tmp_path / f"rot-{member}.npz"
+        bad.write_bytes(good.read_bytes())
+        flip(bad, zi.header_offset + 30 + len(member) + 20 + zi.compress_size - 3)
+        with pytest.raises(DamagedResultError, match="not a readable zip"):
+            load_ovoxel_result(bad)
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size * 2 // 3])
+    with pytest.raises(DamagedResultError, match="not a readable zip"):
+        load_ovoxel_result(cut)
