@@ -113,31 +113,40 @@ def reduce_to_target(vertices: torch.Tensor, faces: torch.Tensor, target: int, v
     topology["fill_holes"] = edge_counts(f)
     lap("fill_holes")
     check(cancel)
+    counts = None                       # edge_counts(f_np) where known already (a second count is a CPU sort)
     if f.shape[0] > target * (1 + TARGET_TOLERANCE):
         trim = info.setdefault("trim", {})
         v_np, f_np = clean_mesh_for_export(v, f, fill_holes=False, target_faces=target, progress=progress,
                                            cancel=cancel, info=trim)
         off, before = _off(len(f_np), target), _off(int(unfilled[1].shape[0]), target)
         # a trim that opens or folds the surface is no trim (the quadric decimator keeps no link condition)
-        trim["kept"] = bool(len(f_np) > 0 and (off <= CONTRACT_TOLERANCE or off <= before)
-                            and _bad(edge_counts(f_np)) <= _bad(topology["fill_holes"]))
-        if not trim["kept"]:
+        kept = len(f_np) > 0 and (off <= CONTRACT_TOLERANCE or off <= before)
+        if kept:
+            counts = edge_counts(f_np)
+            kept = _bad(counts) <= _bad(topology["fill_holes"])
+        trim["kept"] = bool(kept)
+        if not kept:
+            counts = None
             v_np, f_np = output(unfilled[0].cpu().numpy(), unfilled[1].cpu().numpy())
         lap("trim")
     else:
         v_np, f_np = output(v.cpu().numpy(), f.cpu().numpy())
+        counts = dict(topology["fill_holes"])
     if (_off(len(f_np), target) > CONTRACT_TOLERANCE and dense_f.shape[0] > target
             and dense_f.shape[0] <= QUADRIC_MAX_FACES):
         check(cancel)
         hv, hf = fill_small_holes(dense_v, dense_f, max_hole_perimeter, None, cancel)
         qv, qf = clean_mesh_for_export(hv, hf, fill_holes=False, target_faces=target, progress=progress,
                                        cancel=cancel, info=info.setdefault("quadric", {}))
-        closer = (len(qf) > 0 and _off(len(qf), target) < _off(len(f_np), target)
-                  and _bad(edge_counts(qf)) <= _bad(edge_counts(f_np)))
+        closer = len(qf) > 0 and _off(len(qf), target) < _off(len(f_np), target)
+        if closer:
+            q_counts = edge_counts(qf)
+            counts = edge_counts(f_np) if counts is None else counts
+            closer = _bad(q_counts) <= _bad(counts)
         info["quadric"]["kept"] = bool(closer)
         if closer:
-            v_np, f_np = qv, qf
+            v_np, f_np, counts = qv, qf, q_counts
         lap("quadric")
-    topology["output"] = edge_counts(f_np)
+    topology["output"] = edge_counts(f_np) if counts is None else counts
     lap("topology")
     return v_np, f_np

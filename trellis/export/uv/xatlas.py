@@ -20,19 +20,22 @@ from ...core.callbacks import check
 from .. import processes
 from .winding import unmirror_charts
 
-__all__ = ["PIECE_FACES", "XATLAS_CHILD", "split_pieces", "piece_order", "xatlas_time_estimate", "run_children",
-           "xatlas_layout"]
+__all__ = ["PIECE_FACES", "XATLAS_CHILD", "split_pieces", "piece_order", "xatlas_time_estimate", "start_children",
+           "go", "run_children", "xatlas_layout"]
 
 # Faces per piece given to xatlas: the same texel use as the whole mesh in a fraction of the time
 # (docs/benchmarks/export.md#uv-unwrap).
 PIECE_FACES = 2000
 
 # Child process: load the pieces, run xatlas, save the result. Kept free of any trellis import so that
-# the child starts fast. Input: vertices, faces sorted by piece, piece start offsets. Output,
+# the child starts fast; started before its input is written, it imports meanwhile and reads it once a line (or the
+# end) comes on its stdin. Input: vertices, faces sorted by piece, piece start offsets. Output,
 # pieces concatenated in order: vmapping (input vertex of each output vertex), faces (indices into the
-# output vertices, in the sorted order) and uvs.
+# output vertices, in the sorted order) and uvs. It leaves by ``os._exit`` once its output is written: freeing the
+# atlas at a normal exit takes about a tenth of a second more.
 XATLAS_CHILD = r"""
-import sys, numpy as np, xatlas
+import os, sys, numpy as np, xatlas
+sys.stdin.readline()
 d = np.load(sys.argv[1])
 v, f, starts = d["vertices"], d["faces"], d["starts"]
 atlas = xatlas.Atlas()
@@ -52,8 +55,79 @@ for i, u in enumerate(used):
     vm.append(u[vmapping]); fs.append(faces.astype(np.int64) + base); uv.append(uvs); base += len(vmapping)
 np.savez(sys.argv[2], vmapping=np.concatenate(vm), faces=np.concatenate(fs), uvs=np.concatenate(uv),
          atlas_count=atlas.atlas_count)
+os._exit(0)
 """
 
+
+
+def _split_loop(centroid: np.ndarray, piece_faces: int, partition: bool) -> list:
+    """The pieces' face arrays, in their numbering: one piece halved at a time, the last one made first."""
+    pieces, done = [np.arange(len(centroid))], []
+    while pieces:
+        g = pieces.pop()
+        if len(g) <= piece_faces:
+            done.append(g)
+            continue
+        c = centroid[g]
+        axis = int(np.argmax(c.max(0) - c.min(0)))
+        half = len(g) // 2
+        order = g[np.argpartition(c[:, axis], half) if partition else np.argsort(c[:, axis], kind="stable")]
+        pieces += [order[:half], order[half:]]
+    return done
+
+
+def _split_levels(centroid: np.ndarray, piece_faces: int):
+    """``_split_loop``'s pieces (without ``partition``), every piece of a level halved at once: each piece's stable
+    sort along its axis is one integer sort of the level (piece, the centroid's rank along the piece's axis, the
+    face's place in its piece), distinct keys. None where those keys need more than 63 bits."""
+    n = len(centroid)
+    rank = np.empty((3, n), dtype=np.int64)
+    for axis in range(3):                      # equal coordinates share a rank: the stable sort keeps their order
+        rank[axis] = np.unique(centroid[:, axis], return_inverse=True)[1].reshape(-1)
+    rank_bits = max((n - 1).bit_length(), 1)
+    faces, starts, nodes = np.arange(n), np.array([0, n]), [0]
+    leaves, children, next_id = {}, {}, 1
+    while nodes:
+        size = np.diff(starts)
+        split = size > piece_faces
+        for node, s, e in zip(np.array(nodes)[~split], starts[:-1][~split], starts[1:][~split]):
+            leaves[int(node)] = faces[s:e]
+        if not split.any():
+            break
+        parts = [faces[s:e] for s, e in zip(starts[:-1][split], starts[1:][split])]
+        size = size[split]
+        nodes = [node for node, cut in zip(nodes, split) if cut]
+        faces = np.concatenate(parts)
+        starts = np.concatenate([[0], np.cumsum(size)])
+        piece_bits, place_bits = max((len(nodes) - 1).bit_length(), 1), max((len(faces) - 1).bit_length(), 1)
+        if piece_bits + rank_bits + place_bits > 63:
+            return None
+        c = centroid[faces]
+        axis = np.argmax(np.maximum.reduceat(c, starts[:-1], 0) - np.minimum.reduceat(c, starts[:-1], 0), axis=1)
+        piece = np.repeat(np.arange(len(nodes), dtype=np.int64), size)
+        key = (piece << np.int64(rank_bits)) | rank[np.repeat(axis, size), faces]
+        key <<= np.int64(place_bits)
+        key |= np.arange(len(faces), dtype=np.int64)
+        key.sort()                             # distinct keys: the stable order whatever the algorithm
+        faces = faces[key & np.int64((1 << place_bits) - 1)]
+        half = size // 2
+        starts = np.stack([starts[:-1], starts[:-1] + half], 1).reshape(-1)
+        starts = np.append(starts, len(faces))
+        kids = []
+        for node in nodes:
+            children[node] = (next_id, next_id + 1)
+            kids += children[node]
+            next_id += 2
+        nodes = kids
+    # numbered as the loop finishes them: depth first, the upper half first
+    done, stack = [], [0]
+    while stack:
+        node = stack.pop()
+        if node in leaves:
+            done.append(leaves[node])
+        else:
+            stack += children[node]
+    return done
 
 
 def split_pieces(vertices: np.ndarray, faces: np.ndarray, piece_faces: int = PIECE_FACES,
@@ -66,18 +140,9 @@ def split_pieces(vertices: np.ndarray, faces: np.ndarray, piece_faces: int = PIE
     pieces = [np.arange(n)]
     if n > piece_faces:
         centroid = vertices[faces].mean(1)
-        done = []
-        while pieces:
-            g = pieces.pop()
-            if len(g) <= piece_faces:
-                done.append(g)
-                continue
-            c = centroid[g]
-            axis = int(np.argmax(c.max(0) - c.min(0)))
-            half = len(g) // 2
-            order = g[np.argpartition(c[:, axis], half) if partition else np.argsort(c[:, axis], kind="stable")]
-            pieces += [order[:half], order[half:]]
-        pieces = done
+        pieces = None if partition else _split_levels(centroid, piece_faces)
+        if pieces is None:
+            pieces = _split_loop(centroid, piece_faces, partition)
     piece = np.empty(n, dtype=np.int64)
     for i, g in enumerate(pieces):
         piece[g] = i
@@ -98,18 +163,39 @@ def xatlas_time_estimate(num_faces: int) -> float:
     return 1.0 * max(num_faces, 1) / 30000.0
 
 
-def run_children(code, jobs, tmp, deadline, budget, progress, estimate, cancel, name="xatlas"):
+def start_children(code, jobs, tmp, procs: list, stdin: bool = False) -> list:
     """Start one child of ``code`` per job (its output file, then its other arguments; the input is ``tmp``'s
-    in.npz), wait for them all; their outputs in order, each read into a dict. Raises TimeoutError past ``deadline``
-    (``budget`` seconds after the start; ``name`` says who ran past it), ``Cancelled`` on cancel, RuntimeError when a
-    child fails (the others are stopped then); every child is stopped and reaped whichever way this ends."""
-    procs = []
+    in.npz) into ``procs`` (the caller stops them: ``processes.stop_all``); with ``stdin``, each with a pipe on its
+    stdin (``go``). RuntimeError where no child can start."""
+    for dst, *args in jobs:
+        proc = processes.start(code, (os.path.join(tmp, "in.npz"), dst, *args), tmp, keep_stderr=True, stdin=stdin)
+        if proc is None:
+            raise RuntimeError("xatlas: no child process can be started here")
+        procs.append(proc)
+    return procs
+
+
+def go(procs) -> None:
+    """A line on each child's stdin, then its end: children started by ``start_children(stdin=True)`` waiting for
+    their input read it now (one that has died meanwhile is found by ``run_children``)."""
+    for proc in procs:
+        try:
+            proc.stdin.write(b"\n")
+            proc.stdin.close()
+        except OSError:
+            pass
+
+
+def run_children(code, jobs, tmp, deadline, budget, progress, estimate, cancel, name="xatlas", procs=None):
+    """Start one child of ``code`` per job (``start_children``; ``procs``: those children, started already and
+    told to ``go``), wait for them all; their outputs in order, each read into a dict. Raises TimeoutError past
+    ``deadline`` (``budget`` seconds after the start; ``name`` says who ran past it), ``Cancelled`` on cancel,
+    RuntimeError when a child fails (the others are stopped then); every child is stopped and reaped whichever way
+    this ends."""
+    started, procs = procs is not None, [] if procs is None else procs
     try:
-        for dst, *args in jobs:
-            proc = processes.start(code, (os.path.join(tmp, "in.npz"), dst, *args), tmp, keep_stderr=True)
-            if proc is None:
-                raise RuntimeError("xatlas: no child process can be started here")
-            procs.append(proc)
+        if not started:
+            start_children(code, jobs, tmp, procs)
         start = deadline - budget
         while any(p.poll() is None for p in procs):
             if any(p.returncode not in (None, 0) for p in procs):
@@ -144,13 +230,21 @@ def xatlas_layout(v, f, budget, texture_size, padding, progress, cancel):
     deadline = time.monotonic() + float(budget)
     estimate = max(xatlas_time_estimate(len(f)), 0.1)
     with tempfile.TemporaryDirectory(prefix="trellis_uv_") as tmp:
-        order, starts = piece_order(split_pieces(v, f))
-        np.savez(os.path.join(tmp, "in.npz"), vertices=v, faces=f[order].astype(np.uint32), starts=starts,
-                 resolution=int(texture_size), padding=int(padding))
-        # Same interpreter and environment (so xatlas is found wherever this process finds it),
-        # started in the temporary folder so that nothing in the caller's cwd shadows a module.
-        out = run_children(XATLAS_CHILD, [(os.path.join(tmp, "out.npz"),)], tmp, deadline, float(budget), progress,
-                           estimate, cancel)[0]
+        jobs, procs = [(os.path.join(tmp, "out.npz"),)], []
+        try:
+            # Same interpreter and environment (so xatlas is found wherever this process finds it), started in the
+            # temporary folder so that nothing in the caller's cwd shadows a module; it imports while the pieces
+            # are cut and written.
+            start_children(XATLAS_CHILD, jobs, tmp, procs, stdin=True)
+            order, starts = piece_order(split_pieces(v, f))
+            np.savez(os.path.join(tmp, "in.npz"), vertices=v, faces=f[order].astype(np.uint32), starts=starts,
+                     resolution=int(texture_size), padding=int(padding))
+            go(procs)
+        except BaseException:
+            processes.stop_all(procs)
+            raise
+        out = run_children(XATLAS_CHILD, jobs, tmp, deadline, float(budget), progress, estimate, cancel,
+                           procs=procs)[0]
         vmapping = out["vmapping"].astype(np.int64)
         new_faces = np.empty_like(f)
         new_faces[order] = out["faces"].astype(np.int64)  # back to the input face order

@@ -55,9 +55,10 @@ REPACK_MIN_FACES = 10
 # of ``resolution`` texels (ample: xatlas packs a larger square faster; what its charts use is measured after).
 # Kept free of any trellis import so that it starts fast. Output, groups in order: vmapping (input vertex of each
 # output vertex), faces (output vertices, numbered from 0 in each group), uvs in the group's texels, and per group
-# its vertex and face counts, atlas size, atlas count and chart count.
+# its vertex and face counts, atlas size, atlas count and chart count. Both children leave by ``os._exit`` once their
+# output is written (freeing an atlas at a normal exit takes a tenth of a second or more).
 GROUPS_CHILD = r"""
-import sys, numpy as np, xatlas
+import os, sys, numpy as np, xatlas
 d = np.load(sys.argv[1])
 v, f, starts, groups = d["vertices"], d["faces"], d["starts"], d["groups"]
 first, last = int(sys.argv[3]), int(sys.argv[4])
@@ -82,12 +83,13 @@ for g in range(first, last):
     counts.append([nv, nf, atlas.width, atlas.height, atlas.atlas_count, atlas.chart_count])
 np.savez(sys.argv[2], vmapping=np.concatenate(vm), faces=np.concatenate(fs), uvs=np.concatenate(uv),
          counts=np.array(counts, dtype=np.int64).reshape(-1, 6))
+os._exit(0)
 """
 
 # Child process: the groups' charts (a UV mesh: each chart a connected piece of it, in texels of the common scale)
 # packed by xatlas as one atlas at that scale, in a square of ``resolution`` texels. Output as one group's.
 PACK_CHILD = r"""
-import sys, numpy as np, xatlas
+import os, sys, numpy as np, xatlas
 d = np.load(sys.argv[1])
 atlas = xatlas.Atlas()
 atlas.add_uv_mesh(d["uvs"], d["faces"])
@@ -98,6 +100,7 @@ atlas.generate(chart, pack)
 vmapping, faces, uvs = atlas[0]
 np.savez(sys.argv[2], vmapping=vmapping.astype(np.int64), faces=faces.astype(np.int64),
          uvs=uvs * np.array([atlas.width, atlas.height], dtype=np.float64), atlas_count=atlas.atlas_count)
+os._exit(0)
 """
 
 
