@@ -67,17 +67,25 @@ def test_long_sequences_take_cudnn_within_rounding_of_flash(kv):
     assert rel_rms(dense_attention(dq, dk, dv, backend="auto"), dense_attention(dq, dk, dv, backend="sdpa")) < 5e-3
 
 
-@torch.no_grad()
-def test_the_chunked_c2s_block_gives_the_whole_blocks_rows_with_a_lower_peak(monkeypatch):
+def c2s_case():
+    """A C2S block 128 -> 64 in fp16 and ~230 000 parents on a shell: (block, xyz, coords, feats)."""
     from trellis.models.trellis2.sc_vae_blocks import SparseResBlockC2S3d
 
     torch.manual_seed(0)
     block = SparseResBlockC2S3d(128, 64).to(DEV).half().eval()
     r = torch.arange(160, device=DEV, dtype=torch.float32) + 0.5 - 80
     d = torch.sqrt(r[:, None, None] ** 2 + r[None, :, None] ** 2 + r[None, None, :] ** 2)
-    xyz = (torch.abs(d - 60) < 2.5).nonzero().int()                     # ~230 000 parents on a shell
+    xyz = (torch.abs(d - 60) < 2.5).nonzero().int()
     coords = torch.cat([torch.zeros(len(xyz), 1, dtype=torch.int32, device=DEV), xyz], 1)
     feats = torch.randn(len(xyz), 128, device=DEV, generator=torch.Generator(device=DEV).manual_seed(1)).half()
+    return block, xyz, coords, feats
+
+
+@torch.no_grad()
+def test_the_chunked_c2s_block_gives_the_whole_blocks_rows_with_a_lower_peak(monkeypatch):
+    from trellis.models.trellis2.sc_vae_blocks import SparseResBlockC2S3d
+
+    block, xyz, coords, feats = c2s_case()
 
     def run():
         torch.cuda.synchronize()
@@ -102,13 +110,7 @@ def test_the_chunked_c2s_block_gives_the_whole_blocks_rows_with_a_lower_peak(mon
 def test_the_c2s_block_runs_whole_where_the_gpu_has_room_and_chunked_under_a_small_budget(monkeypatch):
     from trellis.models.trellis2.sc_vae_blocks import SparseResBlockC2S3d
 
-    torch.manual_seed(0)
-    block = SparseResBlockC2S3d(128, 64).to(DEV).half().eval()
-    r = torch.arange(160, device=DEV, dtype=torch.float32) + 0.5 - 80
-    d = torch.sqrt(r[:, None, None] ** 2 + r[None, :, None] ** 2 + r[None, None, :] ** 2)
-    xyz = (torch.abs(d - 60) < 2.5).nonzero().int()
-    coords = torch.cat([torch.zeros(len(xyz), 1, dtype=torch.int32, device=DEV), xyz], 1)
-    feats = torch.randn(len(xyz), 128, device=DEV, generator=torch.Generator(device=DEV).manual_seed(1)).half()
+    block, xyz, coords, feats = c2s_case()
     monkeypatch.setattr(SparseResBlockC2S3d, "CHUNK_ELEMENTS", 1 << 24)      # this block is above it
     calls = []
     chunked = SparseResBlockC2S3d.forward_chunked

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..key_order import sorted_and_order
+
 __all__ = ["unique_inverse", "unique_counts", "first_of_each", "count_distinct", "distinct_counts", "stable_order",
            "unique_inverse_torch", "unique_counts_torch", "first_of_each_torch", "count_distinct_torch",
            "distinct_counts_torch"]
@@ -52,21 +54,7 @@ def distinct_counts_torch(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
 def stable_order(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(``k`` sorted, the stable order that sorts it) of an int64 numpy array (see the module docstring)."""
-    n = len(k)
-    if n == 0:
-        return k.copy(), np.zeros(0, dtype=np.int64)
-    lo, hi = int(k.min()), int(k.max())
-    bits = max((n - 1).bit_length(), 1)
-    if (hi - lo).bit_length() + bits > 63:
-        order = np.argsort(k, kind="stable")
-        return k[order], order
-    packed = (k - np.int64(lo)) << np.int64(bits)
-    packed |= np.arange(n, dtype=np.int64)
-    packed.sort(kind="stable")
-    order = packed & np.int64((1 << bits) - 1)
-    packed >>= np.int64(bits)
-    packed += np.int64(lo)
-    return packed, order
+    return sorted_and_order(k, kind="stable")
 
 
 def _starts(sk: np.ndarray) -> np.ndarray:
