@@ -78,6 +78,8 @@ def settings_record(job, model_path: str, settings=None, device: Optional[str] =
     if job.family is not None:                  # the image model family that runs it (a rerun asks for it again)
         record["family"] = job.family
     record["created"] = datetime.fromtimestamp(job.created).isoformat(timespec="seconds")
+    if settings is not None and job.started:        # the history's order: jobs started within one second differ here
+        record["started"] = round(job.started, 6)
     if versions is not None:
         record["versions"] = dict(versions)
     record["settings"] = used.to_dict()

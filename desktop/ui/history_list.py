@@ -160,7 +160,9 @@ def folder_entry(path: Path, running_dirs, thumbs: Path) -> Entry:
     image = files.get("preprocessed") or files.get("input")
     text = record.get("prompt") if isinstance(record.get("prompt"), str) else what
     settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
-    when = _stamp(path.name)
+    started = record.get("started")
+    # the start time to the microsecond where the record has it (the folder's name has the second)
+    when = float(started) if isinstance(started, (int, float)) and not isinstance(started, bool) else _stamp(path.name)
     preset, seed = settings.get("preset"), record.get("seed")
     tag = export_tag(record)
     if tag is not None:             # an export: its destination and its source instead of the sampling's preset

@@ -113,7 +113,7 @@ def neighbour_map_rows(x: SparseTensor, kernel_size: int, start: int, stop: int)
 
 # From this many input and output channels the twin's gathered rows times cuBLAS's GEMM beat the implicit-GEMM
 # kernels on a GPU (the GEMM is compute-bound there and runs near the card's peak; below, the gather's memory
-# traffic dominates): the kernels decline such convs (docs/benchmarks/trellis2.md#the-sc-vae-decoders).
+# traffic dominates): the kernels decline such convs (docs/benchmarks/trellis2.md#the-sc-vae-decoders-whole-where-the-gpu-has-room).
 GEMM_CHANNELS = 512
 
 
