@@ -81,26 +81,27 @@ def c2s_case():
     return block, xyz, coords, feats
 
 
+def run_block(block, feats, coords):
+    """(the block's children, its subdivision logits, the peak allocated above what was allocated before)."""
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    out, sub = block(SparseTensor(feats, coords))
+    torch.cuda.synchronize()
+    return out, sub, torch.cuda.max_memory_allocated() - base
+
+
 @torch.no_grad()
 def test_the_chunked_c2s_block_gives_the_whole_blocks_rows_with_a_lower_peak(monkeypatch):
     from trellis.models.trellis2.sc_vae_blocks import SparseResBlockC2S3d
 
     block, xyz, coords, feats = c2s_case()
-
-    def run():
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        out, _ = block(SparseTensor(feats, coords))
-        torch.cuda.synchronize()
-        return out, torch.cuda.max_memory_allocated() - base
-
-    whole, whole_peak = run()
+    whole, _, whole_peak = run_block(block, feats, coords)
     monkeypatch.setattr(SparseResBlockC2S3d, "CHUNK_ELEMENTS", 1 << 24)  # ~8 chunks of parents
     monkeypatch.setattr(SparseResBlockC2S3d, "WHOLE_MEMORY_SHARE", 0.0)  # chunked however much memory is free
     monkeypatch.setattr(SparseResBlockC2S3d, "CHILD_MAP_BYTES", 1 << 24)  # conv2 by rows: the windowed kernel calls
     monkeypatch.setattr(SparseResBlockC2S3d, "CHILD_CHUNK", 1 << 17)
-    chunked, chunked_peak = run()
+    chunked, _, chunked_peak = run_block(block, feats, coords)
     assert len(whole.coords) > len(xyz) and torch.equal(chunked.coords, whole.coords)
     torch.testing.assert_close(chunked.feats, whole.feats)
     assert chunked_peak < 0.8 * whole_peak, (chunked_peak, whole_peak)   # conv1's 8x output and the fp32 norm gone
@@ -117,21 +118,14 @@ def test_the_c2s_block_runs_whole_where_the_gpu_has_room_and_chunked_under_a_sma
     monkeypatch.setattr(SparseResBlockC2S3d, "forward_chunked",
                         lambda self, *a: calls.append(1) or chunked(self, *a))
 
-    def run():
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        out, sub = block(SparseTensor(feats, coords))
-        torch.cuda.synchronize()
-        return out, int((sub.feats > 0).sum()), torch.cuda.max_memory_allocated() - base
-
-    whole, children, peak = run()
+    whole, sub, peak = run_block(block, feats, coords)
+    children = int((sub.feats > 0).sum())
     assert not calls                                      # room on this GPU: whole
     assert peak <= block.whole_bytes(len(xyz), children, 2), (peak, block.whole_bytes(len(xyz), children, 2))
     torch.cuda.empty_cache()
     set_memory_budget(DEV, torch.cuda.memory_reserved() + block.whole_bytes(len(xyz), children, 2))
     try:
-        small, _, _ = run()
+        small, _, _ = run_block(block, feats, coords)
     finally:
         set_memory_budget(DEV, None)
     assert calls                                          # half of that room is too little: chunked
