@@ -372,6 +372,8 @@ def job_summary(timings: dict) -> dict:
             row[key.replace("views_rendered_", "views_")] = stages[key]
     if "prepared_during_uv" in (stages.get("observations") or {}):
         row["views_prepared_during_uv"] = stages["observations"]["prepared_during_uv"]
+    if stages.get("prepare_seconds"):                     # the bake's mesh preparation's own steps
+        row["prepare_laps"] = stages["prepare_seconds"]
     if stages.get("seconds"):                             # every lap of the bake's clock, in order
         row["bake_laps"] = stages["seconds"]
     memory = timings.get("memory") or {}

@@ -6,9 +6,11 @@ the moment its shape is decoded, in a thread, while the texture flow still sampl
     textured = bake_ovoxel(meshes[0], options, prepared=early[0])      # waits for it; the same arrays as without
 
 The preparation reads the mesh's vertices, faces and voxel size only, never its attributes (which the texture
-decoder adds later to the same object), so the bake's result is the serial order's, bit for bit. On a GPU the
-dense mesh is taken in the sampling's thread and stream (whose work up to here is then complete), and the rest runs
-on a stream of its own, synchronised at its end (``core.concurrency.on_own_stream``). ``close`` stops it (an
+decoder adds later to the same object), so the bake's result is the serial order's, bit for bit. The dense mesh is
+taken and clustered (``reduce.cluster_stage``) in the sampling's thread and stream before the texture flow starts
+(on a GPU busy with that flow each of the clustering's syncs would wait for its kernels); the rest is CPU work in a
+thread (on a stream of its own for what still touches the GPU, synchronised at its end:
+``core.concurrency.on_own_stream``). ``close`` stops it (an
 error or a cancel of the job before the bake) and waits for it.
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ import threading
 from ...core.concurrency import Background, on_own_stream
 from ..options import PbrOptions
 from .prepare import PreparedMesh, dense_mesh, prepare_ovoxel_mesh
+from .reduce import cluster_stage
 
 __all__ = ["EarlyPrepare"]
 
@@ -38,13 +41,18 @@ class EarlyPrepare:
         stopped = lambda: self._stop.is_set() or (cancel is not None and cancel())     # noqa: E731
         dense = dense_mesh(mesh)                      # here: the sampling's stream has made the mesh
         device = dense[0].device
+        target = o.face_target(int(mesh.faces.shape[0]))
+        try:                # here too, on a GPU the sampling leaves idle a moment: alone, milliseconds
+            clustered = cluster_stage(*dense, target, mesh.voxel_size, cancel=stopped, info={})
+        except Exception:   # noqa: BLE001 (the thread's own reduction raises it again, from result())
+            clustered = None
         if device.type == "cuda":
             torch.cuda.current_stream(device).synchronize()
-        target = o.face_target(int(mesh.faces.shape[0]))
 
         def prepare() -> PreparedMesh:
             return prepare_ovoxel_mesh(mesh, target, o.texture_size, o.max_hole_perimeter, o.uv_method,
-                                       o.uv_time_budget_s, None, stopped, self.info, dense=dense)
+                                       o.uv_time_budget_s, None, stopped, self.info, dense=dense,
+                                       clustered=clustered)
         self._work = Background("trellis-pbr-prepare", lambda: on_own_stream(device, prepare))
 
     def fits(self, mesh, options: PbrOptions) -> bool:

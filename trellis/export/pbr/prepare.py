@@ -47,7 +47,7 @@ def dense_mesh(mesh) -> tuple[torch.Tensor, torch.Tensor]:
 def prepare_ovoxel_mesh(mesh, target_faces: int = DEFAULT_TARGET_FACES, texture_size: int = PbrOptions.texture_size,
                         max_hole_perimeter: float = MAX_HOLE_PERIMETER, uv_method: str = "auto",
                         uv_time_budget_s: float = 10.0, progress: Progress = None, cancel=None,
-                        info: dict | None = None, dense: tuple | None = None) -> PreparedMesh:
+                        info: dict | None = None, dense: tuple | None = None, clustered=None) -> PreparedMesh:
     """A ``MeshWithVoxel`` -> ``PreparedMesh`` (see the module docstring). ``target_faces``: faces of the exported
     mesh (the decimation's target; a mesh with fewer keeps its own). ``info`` gets "input_faces", "reduce"
     (``reduce_to_target``'s record), "decimated_faces", "faces", "orientation_flipped", "uv_method", "vertices",
@@ -63,7 +63,7 @@ def prepare_ovoxel_mesh(mesh, target_faces: int = DEFAULT_TARGET_FACES, texture_
     info["input_faces"] = int(f.shape[0])
     record = info.setdefault("reduce", {})
     v_np, f_np = reduce_to_target(v, f, int(target_faces), mesh.voxel_size, max_hole_perimeter, progress, cancel,
-                                  record)
+                                  record, clustered)
     seconds = info["prepare_seconds"] = dict(record["seconds"])
     if len(f_np) == 0:
         raise ValueError("the O-Voxel mesh has no faces left after decimation")

@@ -28,6 +28,7 @@ against.
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ from .refine import refine_to_faces
 from .small_holes import MAX_HOLE_PERIMETER, fill_small_holes
 
 __all__ = ["TARGET_TOLERANCE", "LOOSE_TOLERANCE", "CONTRACT_TOLERANCE", "QUADRIC_MAX_FACES", "CLOSED_SHARE",
-           "reduce_to_target"]
+           "Clustered", "cluster_stage", "reduce_to_target"]
 
 # The clustering's landing tolerance, inside the export's contract (the target +- CONTRACT_TOLERANCE), and what it
 # accepts after a few tries (``cluster.LOOSE_AFTER``) on a mesh whose count jumps between cell sizes.
@@ -64,15 +65,18 @@ def _off(faces: int, target: int) -> float:
     return abs(faces - target) / target
 
 
-def reduce_to_target(vertices: torch.Tensor, faces: torch.Tensor, target: int, voxel_size: float,
-                     max_hole_perimeter: float = MAX_HOLE_PERIMETER, progress: Progress = None, cancel=None,
-                     info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(vertices float32 [V,3], faces int64 [F,3], numpy) of the dense mesh (torch, any device) with ``target``
-    faces within CONTRACT_TOLERANCE (a mesh with fewer keeps its own), never none; see the module docstring.
-    ``voxel_size``: the O-Voxel's, the smallest clustering cell. ``info`` gets "cluster" (cell in voxels, tries, faces), "holes",
-    "trim" (step 3's record), "quadric" (step 4's, and whether it was kept), "seconds" per step and "topology":
-    ``manifold.edge_counts`` of the dense "input", after "cluster" and "fill_holes", and of the "output"."""
-    info = {} if info is None else info
+class Clustered(NamedTuple):
+    """Step 1's result (``cluster_stage``): the dense mesh as given, the clustered (or refined) mesh and the dense
+    mesh as CPU tensors for the later steps, and the record so far (``reduce_to_target``'s "info")."""
+    dense_vertices: torch.Tensor
+    dense_faces: torch.Tensor
+    vertices: torch.Tensor
+    faces: torch.Tensor
+    info: dict
+
+
+def _lapper(info: dict):
+    """A clock whose laps add their seconds to ``info["seconds"][name]``."""
     seconds = info.setdefault("seconds", {})
     clock = [time.perf_counter()]
 
@@ -80,7 +84,16 @@ def reduce_to_target(vertices: torch.Tensor, faces: torch.Tensor, target: int, v
         now = time.perf_counter()
         seconds[name] = round(seconds.get(name, 0.0) + now - clock[0], 3)
         clock[0] = now
+    return lap
 
+
+def cluster_stage(vertices: torch.Tensor, faces: torch.Tensor, target: int, voxel_size: float,
+                  progress: Progress = None, cancel=None, info: dict | None = None) -> Clustered:
+    """Step 1 of ``reduce_to_target`` on the mesh's device (the clustering, refined on a closed input), its result
+    then copied to the CPU: the later steps are many small passes over a mesh of about ``target`` faces, which on a
+    GPU the sampling keeps busy wait for its kernels at each of their syncs."""
+    info = {} if info is None else info
+    lap = _lapper(info)
     target = int(target)
     dense_v, dense_f = vertices.float(), faces.long()
     v, f = dense_v, dense_f
@@ -107,6 +120,29 @@ def reduce_to_target(vertices: torch.Tensor, faces: torch.Tensor, target: int, v
             refined.update(cell_voxels=round(refined.pop("cell") / voxel_size, 3), faces=int(f.shape[0]))
             topology["refine"] = edge_counts(f)
             lap("refine")
+    return Clustered(dense_v, dense_f, v.cpu(), f.cpu(), info)
+
+
+def reduce_to_target(vertices: torch.Tensor, faces: torch.Tensor, target: int, voxel_size: float,
+                     max_hole_perimeter: float = MAX_HOLE_PERIMETER, progress: Progress = None, cancel=None,
+                     info: dict | None = None, clustered: Clustered | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices float32 [V,3], faces int64 [F,3], numpy) of the dense mesh (torch, any device) with ``target``
+    faces within CONTRACT_TOLERANCE (a mesh with fewer keeps its own), never none; see the module docstring.
+    ``voxel_size``: the O-Voxel's, the smallest clustering cell. ``info`` gets "cluster" (cell in voxels, tries, faces), "holes",
+    "trim" (step 3's record), "quadric" (step 4's, and whether it was kept), "seconds" per step and "topology":
+    ``manifold.edge_counts`` of the dense "input", after "cluster" and "fill_holes", and of the "output".
+    ``clustered``: ``cluster_stage`` of this mesh and target, made already (its record is then this call's)."""
+    if clustered is None:
+        clustered = cluster_stage(vertices, faces, target, voxel_size, progress, cancel, info)
+    if info is None:
+        info = clustered.info
+    elif info is not clustered.info:
+        info.update(clustered.info)
+    lap = _lapper(info)
+    topology = info["topology"]
+    target = int(target)
+    dense_n = int(clustered.dense_faces.shape[0])
+    v, f = clustered.vertices, clustered.faces
     check(cancel)
     unfilled = v, f
     v, f = fill_small_holes(v, f, max_hole_perimeter, progress, cancel, info.setdefault("holes", {}))
@@ -127,15 +163,15 @@ def reduce_to_target(vertices: torch.Tensor, faces: torch.Tensor, target: int, v
         trim["kept"] = bool(kept)
         if not kept:
             counts = None
-            v_np, f_np = output(unfilled[0].cpu().numpy(), unfilled[1].cpu().numpy())
+            v_np, f_np = output(unfilled[0].numpy(), unfilled[1].numpy())
         lap("trim")
     else:
-        v_np, f_np = output(v.cpu().numpy(), f.cpu().numpy())
+        v_np, f_np = output(v.numpy(), f.numpy())
         counts = dict(topology["fill_holes"])
-    if (_off(len(f_np), target) > CONTRACT_TOLERANCE and dense_f.shape[0] > target
-            and dense_f.shape[0] <= QUADRIC_MAX_FACES):
+    if _off(len(f_np), target) > CONTRACT_TOLERANCE and target < dense_n <= QUADRIC_MAX_FACES:
         check(cancel)
-        hv, hf = fill_small_holes(dense_v, dense_f, max_hole_perimeter, None, cancel)
+        hv, hf = fill_small_holes(clustered.dense_vertices.cpu(), clustered.dense_faces.cpu(), max_hole_perimeter,
+                                  None, cancel)
         qv, qf = clean_mesh_for_export(hv, hf, fill_holes=False, target_faces=target, progress=progress,
                                        cancel=cancel, info=info.setdefault("quadric", {}))
         closer = len(qf) > 0 and _off(len(qf), target) < _off(len(f_np), target)
