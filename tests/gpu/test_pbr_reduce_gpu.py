@@ -8,7 +8,7 @@ import torch
 from tests.helpers.ovoxel_blobs import random_blob
 from trellis.export.cleanup.chain import clean_mesh_for_export
 from trellis.export.pbr.prepare import dense_mesh
-from trellis.export.pbr.reduce import cluster_stage, reduce_to_target
+from trellis.export.pbr.reduce import cluster_stage, finish_reduction, reduce_to_target
 from trellis.export.pbr.small_holes import fill_small_holes
 
 
@@ -29,6 +29,6 @@ def test_the_steps_after_the_clustering_give_the_same_arrays_on_the_gpu_and_the_
     for a, b in zip(on_cpu, on_gpu):
         assert a.dtype == b.dtype and np.array_equal(a, b)
     one = reduce_to_target(v, f, target, mesh.voxel_size)
-    apart = reduce_to_target(v, f, target, mesh.voxel_size, clustered=made)
+    apart = finish_reduction(made, target)
     for a, b in zip(one, apart):
         assert np.array_equal(a, b)

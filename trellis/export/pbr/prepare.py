@@ -16,7 +16,7 @@ from ..arrays import Progress, report
 from ..options import DEFAULT_TARGET_FACES, MAX_HOLE_PERIMETER, PbrOptions
 from ..uv.unwrap import LOW_TEXEL_USE, unwrap_uv
 from .orientation import unify_orientation
-from .reduce import reduce_to_target
+from .reduce import cluster_stage, finish_reduction
 from .sorting import unique_inverse
 
 __all__ = ["DEFAULT_TARGET_FACES", "PreparedMesh", "dense_mesh", "prepare_ovoxel_mesh"]
@@ -62,8 +62,9 @@ def prepare_ovoxel_mesh(mesh, target_faces: int = DEFAULT_TARGET_FACES, texture_
     v, f = dense_mesh(mesh) if dense is None else dense
     info["input_faces"] = int(f.shape[0])
     record = info.setdefault("reduce", {})
-    v_np, f_np = reduce_to_target(v, f, int(target_faces), mesh.voxel_size, max_hole_perimeter, progress, cancel,
-                                  record, clustered)
+    if clustered is None:
+        clustered = cluster_stage(v, f, int(target_faces), mesh.voxel_size, progress, cancel, record)
+    v_np, f_np = finish_reduction(clustered, int(target_faces), max_hole_perimeter, progress, cancel, record)
     seconds = info["prepare_seconds"] = dict(record["seconds"])
     if len(f_np) == 0:
         raise ValueError("the O-Voxel mesh has no faces left after decimation")

@@ -42,7 +42,7 @@ from .refine import refine_to_faces
 from .small_holes import MAX_HOLE_PERIMETER, fill_small_holes
 
 __all__ = ["TARGET_TOLERANCE", "LOOSE_TOLERANCE", "CONTRACT_TOLERANCE", "QUADRIC_MAX_FACES", "CLOSED_SHARE",
-           "Clustered", "cluster_stage", "reduce_to_target"]
+           "Clustered", "cluster_stage", "finish_reduction", "reduce_to_target"]
 
 # The clustering's landing tolerance, inside the export's contract (the target +- CONTRACT_TOLERANCE), and what it
 # accepts after a few tries (``cluster.LOOSE_AFTER``) on a mesh whose count jumps between cell sizes.
@@ -66,8 +66,8 @@ def _off(faces: int, target: int) -> float:
 
 
 class Clustered(NamedTuple):
-    """Step 1's result (``cluster_stage``): the dense mesh as given, the clustered (or refined) mesh and the dense
-    mesh as CPU tensors for the later steps, and the record so far (``reduce_to_target``'s "info")."""
+    """Step 1's result (``cluster_stage``): the dense mesh as given, the clustered (or refined) mesh as CPU tensors
+    and the record so far (``reduce_to_target``'s "info")."""
     dense_vertices: torch.Tensor
     dense_faces: torch.Tensor
     vertices: torch.Tensor
@@ -125,15 +125,20 @@ def cluster_stage(vertices: torch.Tensor, faces: torch.Tensor, target: int, voxe
 
 def reduce_to_target(vertices: torch.Tensor, faces: torch.Tensor, target: int, voxel_size: float,
                      max_hole_perimeter: float = MAX_HOLE_PERIMETER, progress: Progress = None, cancel=None,
-                     info: dict | None = None, clustered: Clustered | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(vertices float32 [V,3], faces int64 [F,3], numpy) of the dense mesh (torch, any device) with ``target``
     faces within CONTRACT_TOLERANCE (a mesh with fewer keeps its own), never none; see the module docstring.
     ``voxel_size``: the O-Voxel's, the smallest clustering cell. ``info`` gets "cluster" (cell in voxels, tries, faces), "holes",
     "trim" (step 3's record), "quadric" (step 4's, and whether it was kept), "seconds" per step and "topology":
-    ``manifold.edge_counts`` of the dense "input", after "cluster" and "fill_holes", and of the "output".
-    ``clustered``: ``cluster_stage`` of this mesh and target, made already (its record is then this call's)."""
-    if clustered is None:
-        clustered = cluster_stage(vertices, faces, target, voxel_size, progress, cancel, info)
+    ``manifold.edge_counts`` of the dense "input", after "cluster" and "fill_holes", and of the "output"."""
+    clustered = cluster_stage(vertices, faces, target, voxel_size, progress, cancel, info)
+    return finish_reduction(clustered, target, max_hole_perimeter, progress, cancel)
+
+
+def finish_reduction(clustered: Clustered, target: int, max_hole_perimeter: float = MAX_HOLE_PERIMETER,
+                     progress: Progress = None, cancel=None, info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 2-4 of ``reduce_to_target`` after its clustering (``cluster_stage``), on the CPU; ``info``: where the
+    record goes on (default: the clustering's own)."""
     if info is None:
         info = clustered.info
     elif info is not clustered.info:

@@ -14,7 +14,7 @@ from trellis.core.callbacks import Cancelled
 from trellis.export.pbr import SurfaceGrid, bake_ovoxel, ovoxel_to_glb
 from trellis.export.pbr.cluster import cluster_to_faces, cluster_vertices
 from trellis.export.pbr.prepare import dense_mesh
-from trellis.export.pbr.reduce import CONTRACT_TOLERANCE, cluster_stage, reduce_to_target
+from trellis.export.pbr.reduce import CONTRACT_TOLERANCE, cluster_stage, finish_reduction, reduce_to_target
 from trellis.export.pbr.sorting import (count_distinct, count_distinct_torch, first_of_each, first_of_each_torch,
                                        unique_counts, unique_counts_torch, unique_inverse, unique_inverse_torch)
 from trellis.representations.ovoxel import MeshWithVoxel, flexible_dual_grid_to_mesh
@@ -63,7 +63,7 @@ def test_the_sorting_helpers_equal_their_torch_twins():
 @pytest.mark.parametrize("target", [2400, 3000])
 def test_the_clustering_made_apart_gives_the_same_reduction_and_record(target):
     """``cluster_stage`` made first (as the early preparation makes it, in the sampling's thread) and handed to
-    ``reduce_to_target``: the same arrays and the same record as one call; the steps after it run on CPU tensors.
+    ``finish_reduction``: the same arrays and the same record as one call; the steps after it run on CPU tensors.
     At 2400 the clustering lands past its tolerance (within the loose one) and the quadric trim runs; at 3000 not."""
     mesh = random_blob(150, latent=32)
     v, f = dense_mesh(mesh)
@@ -72,7 +72,7 @@ def test_the_clustering_made_apart_gives_the_same_reduction_and_record(target):
     made = cluster_stage(v, f, target, mesh.voxel_size, info={})
     assert made.vertices.device.type == "cpu" and made.faces.device.type == "cpu"
     got: dict = {}
-    have = reduce_to_target(v, f, target, mesh.voxel_size, info=got, clustered=made)
+    have = finish_reduction(made, target, info=got)
     assert np.array_equal(want[0], have[0]) and np.array_equal(want[1], have[1])
     assert ("trim" in one) == (target == 2400), one
     strip = lambda d: {k: x for k, x in d.items() if k != "seconds"}      # noqa: E731
