@@ -26,11 +26,40 @@ def layer_norm32(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tenso
     return F.layer_norm(x.to(dt), shape, w, b, eps).to(x.dtype)
 
 
+def exact_in(dtype: torch.dtype, *tensors: torch.Tensor | None) -> tuple | None:
+    """``tensors`` cast to ``dtype`` where every value survives the cast exactly (None stays None), else None."""
+    cast = tuple(None if t is None else t.detach().to(dtype) for t in tensors)
+    for t, c in zip(tensors, cast):
+        if t is not None and not torch.equal(c.to(t.dtype), t.detach()):
+            return None
+    return cast
+
+
 class LayerNorm32(nn.LayerNorm):
     """LayerNorm over the last dim, computed in fp32 whatever the activation dtype."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight is not None and x.is_cuda and x.dtype in _HALF and not torch.compiler.is_compiling():
+            affine = self.half_affine(x.dtype)
+            if affine is not None:
+                # CUDA's layer norm reduces, normalises and applies a half weight and bias in fp32 and rounds once
+                # on the way out: the same numbers as the fp32 path where the half copies are exact (checkpoints
+                # keep these weights in fp16), without its three casts.
+                return F.layer_norm(x, x.shape[-1:], affine[0], affine[1], self.eps)
         return layer_norm32(x, self.weight, self.bias, self.eps)
+
+    def half_affine(self, dtype: torch.dtype) -> tuple | None:
+        """(weight, bias) in ``dtype`` if both are exact there, else None; kept until the parameters change."""
+        w, b = self.weight, self.bias
+        key = (dtype, w.device, w.data_ptr(), w._version,
+               None if b is None else (b.data_ptr(), b._version))
+        cached = getattr(self, "_half_affine", None)
+        if cached is None or cached[0] != key:
+            if w.is_cuda and torch.cuda.is_current_stream_capturing():
+                return None                 # the check reads the values back: not inside a CUDA graph's capture
+            cached = (key, exact_in(dtype, w, b))
+            self._half_affine = cached
+        return cached[1]
 
 
 class GroupNorm32(nn.GroupNorm):
