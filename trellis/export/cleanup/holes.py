@@ -272,7 +272,7 @@ def _patch_loops(v, f, bnd, bnd_face, succ, on, loop):
     return faces, np.unique(np.concatenate(failed))
 
 
-def fill_holes(vertices, faces, max_hole_edges: int, progress: Progress = None, cancel=None):
+def fill_holes(vertices, faces, max_hole_edges: int, progress: Progress = None, cancel=None, boundary=None):
     """Close every boundary loop with 3..``max_hole_edges`` edges (spec §15.2, MeshFix's role).
 
     Boundary edges are the edges used by exactly one face, oriented as in that face; they are
@@ -285,17 +285,18 @@ def fill_holes(vertices, faces, max_hole_edges: int, progress: Progress = None, 
     edge), one longer than PATCH_MAX_EDGES (the search is cubic in the length), and two loops that share two
     vertices and both picked the diagonal between them still get the centroid fan. The rim of a lone triangle
     is left open. Loops whose edges do not chain up consistently (mixed winding around the hole) are left open
-    too.
+    too. ``boundary``: (bnd, bnd_face, succ, cycle) as ``boundary_with_faces`` and ``boundary_cycles`` give them for
+    these faces, found already by the caller.
     """
     v, f = to_numpy(vertices, faces)
     stage, steps = "fill_holes", 3
     report(progress, stage, 0, steps)
     _check_cancel(cancel)
-    bnd, bnd_face = boundary_with_faces(f, len(v))
+    bnd, bnd_face = boundary_with_faces(f, len(v)) if boundary is None else boundary[:2]
     if len(bnd) == 0 or max_hole_edges < 3:
         report(progress, stage, steps, steps)
         return output(v, f)
-    succ, cycle = boundary_cycles(bnd, len(v))
+    succ, cycle = boundary_cycles(bnd, len(v)) if boundary is None else boundary[2:]
     report(progress, stage, 1, steps)
     _check_cancel(cancel)
 

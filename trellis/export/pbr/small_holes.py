@@ -39,15 +39,16 @@ def boundary_vertex_mask(faces: torch.Tensor, n_vertices: int) -> torch.Tensor:
 
 
 def _kept_loops(v, f, on_boundary, max_perimeter):
-    """(vertices of the loops to close (and of no other loop), their longest edge count, how many) of the ring
-    mesh."""
-    bnd, _ = boundary_with_faces(f, len(v))
+    """(vertices of the loops to close (and of no other loop), their longest edge count, how many, the ring mesh's
+    boundary as ``fill_holes`` takes it: bnd, bnd_face, succ, cycle) of the ring mesh."""
+    bnd, bnd_face = boundary_with_faces(f, len(v))
     if len(bnd) == 0:
-        return np.zeros(len(v), dtype=bool), 0, 0
-    _, cycle = boundary_cycles(bnd, len(v))
+        return np.zeros(len(v), dtype=bool), 0, 0, None
+    succ, cycle = boundary_cycles(bnd, len(v))
+    found = bnd, bnd_face, succ, cycle
     on = np.nonzero(cycle >= 0)[0]
     if len(on) == 0:
-        return np.zeros(len(v), dtype=bool), 0, 0
+        return np.zeros(len(v), dtype=bool), 0, 0, found
     _, loop = np.unique(cycle[on], return_inverse=True)
     n = int(loop.max()) + 1
     e = bnd[on]
@@ -58,7 +59,7 @@ def _kept_loops(v, f, on_boundary, max_perimeter):
     good = np.zeros(len(v), dtype=bool)
     good[e[keep[loop], 0]] = True
     good[e[~keep[loop], 0]] = False                                 # a vertex of two loops: only if both close
-    return good, int(length[keep].max()) if keep.any() else 0, int(keep.sum())
+    return good, int(length[keep].max()) if keep.any() else 0, int(keep.sum()), found
 
 
 def fill_small_holes(vertices: torch.Tensor, faces: torch.Tensor, max_perimeter: float = MAX_HOLE_PERIMETER,
@@ -81,13 +82,13 @@ def fill_small_holes(vertices: torch.Tensor, faces: torch.Tensor, max_perimeter:
     rv = vertices[used].double().cpu().numpy()
     rf = local.reshape(-1, 3).cpu().numpy()
     rf = unify_orientation(rv, rf, outward=False)
-    good, max_edges, holes = _kept_loops(rv, rf, on_boundary[used].cpu().numpy(), max_perimeter)
+    good, max_edges, holes, found = _kept_loops(rv, rf, on_boundary[used].cpu().numpy(), max_perimeter)
     report(progress, "fill_holes", 1, 2)
     check(cancel)
     if max_edges == 0:
         report(progress, "fill_holes", 2, 2)
         return vertices, faces
-    v2, f2 = fill_holes(rv, rf, max_edges, cancel=cancel)
+    v2, f2 = fill_holes(rv, rf, max_edges, cancel=cancel, boundary=found)
     patches = f2[len(rf):]
     old = patches < len(rv)
     ok = np.where(old, good[np.minimum(patches, len(rv) - 1)], True).all(1) & old.sum(1).astype(bool)
