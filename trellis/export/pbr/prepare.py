@@ -16,7 +16,7 @@ from ..arrays import Progress, report
 from ..options import DEFAULT_TARGET_FACES, MAX_HOLE_PERIMETER, PbrOptions
 from ..uv.unwrap import LOW_TEXEL_USE, unwrap_uv
 from .orientation import unify_orientation
-from .reduce import cluster_stage, finish_reduction
+from .reduce import Clustered, cluster_stage, finish_reduction
 from .sorting import unique_inverse
 
 __all__ = ["DEFAULT_TARGET_FACES", "PreparedMesh", "dense_mesh", "prepare_ovoxel_mesh"]
@@ -47,14 +47,16 @@ def dense_mesh(mesh) -> tuple[torch.Tensor, torch.Tensor]:
 def prepare_ovoxel_mesh(mesh, target_faces: int = DEFAULT_TARGET_FACES, texture_size: int = PbrOptions.texture_size,
                         max_hole_perimeter: float = MAX_HOLE_PERIMETER, uv_method: str = "auto",
                         uv_time_budget_s: float = 10.0, progress: Progress = None, cancel=None,
-                        info: dict | None = None, dense: tuple | None = None, clustered=None) -> PreparedMesh:
+                        info: dict | None = None, dense: tuple | None = None,
+                        clustered: Clustered | None = None) -> PreparedMesh:
     """A ``MeshWithVoxel`` -> ``PreparedMesh`` (see the module docstring). ``target_faces``: faces of the exported
     mesh (the decimation's target; a mesh with fewer keeps its own). ``info`` gets "input_faces", "reduce"
     (``reduce_to_target``'s record), "decimated_faces", "faces", "orientation_flipped", "uv_method", "vertices",
     "prepare_seconds" (the seconds of reduce's steps, "orient" and "uv_unwrap"), "texel_use" (the share of the
     texture the UV charts cover), "warnings" (a list of sentences for the user: a texel use under
     ``uv.unwrap.LOW_TEXEL_USE``) and, where xatlas ran in groups, "uv_groups" (``uv.xatlas_groups.group_layout``'s
-    record). ``dense``: ``dense_mesh(mesh)`` when the caller has it already."""
+    record). ``dense``: ``dense_mesh(mesh)`` when the caller has it already; ``clustered``: ``reduce.cluster_stage``
+    of it at this target, likewise (``early.EarlyPrepare`` makes it before the texture flow)."""
     info = {} if info is None else info
     if int(target_faces) < 1:
         raise ValueError(f"target_faces must be at least 1 (got {target_faces})")
