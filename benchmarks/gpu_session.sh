@@ -68,6 +68,9 @@
 #               voxelisation of it under that cap; the full-size folder shared with the trellis2 step (/tmp)
 #   attention8  attention_8bit_error.py --device cuda --tokens 8192 --md: 8-bit attention's per-call error beside the
 #               bf16 noise floor and cuDNN vs FlashAttention-2 (docs/benchmarks/attention_8bit.md)
+#   closed      pbr_closed.py --res 1024 --device cuda (sphere, torus, cup; the app's face target): the closed shapes'
+#               clustering and refinement on the GPU, which a TRELLIS.2 job runs in its sampling's thread before the
+#               texture flow (pbr.early), and the steps after them
 #   limits      e2e_gpu.py --limits 4,3,2.5,2 (issue 14: the whole job in a fresh process per memory cap;
 #               LIMITS=2 for other caps; each cap is a fresh process of ~45 s on the H100 host)
 # The lent H100/H200 image has torch, triton, numpy, scipy, scikit-image but not trimesh, fast-simplification,
@@ -253,6 +256,8 @@ import export_realistic_gpu as e; sys.exit(e.main(sys.argv[1:]))'
                 --limit-gib 8 ;;
         attention8)
             run attention8 "$PY" benchmarks/attention_8bit_error.py --device cuda --tokens 8192 --md ;;
+        closed)
+            run closed "$PY" benchmarks/pbr_closed.py --res 1024 --device cuda --shapes sphere torus cup --settings app ;;
         limits)
             run limits "$PY" benchmarks/e2e_gpu.py --limits "${LIMITS:-4,3,2.5,2}" --commit "$COMMIT" --out "$OUT/limits.json" ;;
         launch)
