@@ -112,6 +112,11 @@ class Progress:
     message: str = ""
     measured: bool = False         # eta_s comes from this machine's measured stage times, not a rough share
 
+    def __post_init__(self):
+        # a sum of shares can round past 1 (Python 3.12's sum() is compensated, a running total is not); the API's
+        # schema allows 0..1 only
+        self.fraction = min(max(float(self.fraction), 0.0), 1.0)
+
     @property
     def label(self) -> str:
         """The stage in users' words: a family's own stage in the words its registry entry declares, else the app's."""
