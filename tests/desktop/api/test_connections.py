@@ -112,7 +112,9 @@ def test_ping_answers_under_a_flood_of_half_sent_requests(runner):
             idle.append(c)
         for _ in range(5):
             seconds, code = ping(server)
-            assert code == 200 and seconds < 1.0, (code, seconds)
+            # a slot within YOUNG_S (0.5 s) and the answer: far under the 30 s a blocked slot would wait (2 s leaves room
+            # for a 2-core machine busy with the suite's other worker)
+            assert code == 200 and seconds < 2.0, (code, seconds)
         deadline = time.time() + 5                     # new connections over the limit stay until they are not young
         while server.guard.count > limits.per_client:
             assert time.time() < deadline, server.guard.count
