@@ -241,6 +241,23 @@ def test_neighbour_maps_on_the_gpu_equal_the_search():
         assert torch.equal(grid, conv._neighbour_map_search(coords, offsets.to(DEV)))
 
 
+def test_a_1024_level_neighbour_grid_equals_the_search():
+    """The dense grid a roomy GPU allows at the TRELLIS.2 decoders' finest level (``conv.grid_budget``): a thin shell
+    of ~2 M voxels in a 1024^3 box, every row of the map equal to the binary search's."""
+    from trellis.modules.sparse import conv
+    a = torch.arange(1024, device=DEV, dtype=torch.float32) + 0.5 - 512
+    d = torch.sqrt(a[:, None, None] ** 2 + a[None, :, None] ** 2 + a[None, None, :] ** 2)
+    xyz = ((d - 380).abs() < 0.9).nonzero()
+    del d
+    coords = torch.cat([torch.zeros(len(xyz), 1, dtype=torch.long, device=DEV), xyz], 1)
+    offsets = conv.kernel_offsets(3)
+    grid = conv._neighbour_map_grid(coords, offsets.tolist(), 1, budget=1 << 31)
+    assert grid is not None and len(coords) > 1_000_000
+    assert torch.equal(grid, conv._neighbour_map_search(coords, offsets.to(DEV)))
+    if conv.grid_budget(torch.device(DEV)) >= 1026 ** 3:         # a roomy card takes the grid in neighbour_map too
+        assert torch.equal(conv.neighbour_map(SparseTensor(torch.zeros(len(coords), 1, device=DEV), coords), 3), grid)
+
+
 def _mesh_decoder():
     config = json.loads(json.loads((MANIFESTS / "slat_decoder_mesh.json").read_text())["ckpt_json_text"])
     import trellis.models as models

@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from ... import fastpaths
 from ...core import backends
+from ...core.device import obtainable_device_memory
 from .tensor import COORD_LIMIT, SparseTensor, pack_keys
 
 # Largest gathered [n, k^3 * C_in] block of one GEMM, in elements (chunks rows to bound memory).
@@ -35,27 +36,42 @@ def kernel_offsets(kernel_size: int, device=None) -> torch.Tensor:
 def neighbour_map(x: SparseTensor, kernel_size: int) -> torch.Tensor:
     """int32 [N, k^3]: row index of the neighbour at each kernel offset, or N where there is none.
 
-    int32 halves the largest index tensor of the mesh decoder (1.3 M voxels x 27 offsets). Where the
-    sites' bounding box is small enough (the decoders' 256^3 level included) the rows are written into a
-    dense grid of that box and each offset is one gather; otherwise each offset is a binary search among
-    the sorted keys. Both give the same map."""
+    int32 halves the largest index tensor of the mesh decoder (1.3 M voxels x 27 offsets). Where a dense grid of
+    the sites' bounding box fits (``grid_budget``: on a GPU with room, the TRELLIS.2 decoders' 1024^3 level too) the
+    rows are written into it and the k^3 neighbours of a run of rows are one gather; otherwise each offset is a binary
+    search among the sorted keys. Both give the same map."""
     key = ("neighbour_map", kernel_size, x.device)
     nbr = x.cache.get(key)
     if nbr is not None:
         return nbr
     coords = x.coords.long()
-    nbr = _neighbour_map_grid(coords, kernel_offsets(kernel_size).tolist(), kernel_size // 2)
+    nbr = _neighbour_map_grid(coords, kernel_offsets(kernel_size).tolist(), kernel_size // 2,
+                              grid_budget(coords.device))
     if nbr is None:
         nbr = _neighbour_map_search(coords, kernel_offsets(kernel_size, x.device))
     x.cache[key] = nbr
     return nbr
 
 
-# Largest dense lookup grid, in cells (int32: 128 MiB); 258^3 (the 256^3 level with its border) fits.
+# Largest dense lookup grid, in cells (int32: 128 MiB), where no more is known to fit; 258^3 (the 256^3 level with
+# its border) fits.
 _GRID_BUDGET = 1 << 25
+# On a GPU the grid may take this share of what the process can still obtain: a gather per offset against a binary
+# search and a dozen passes over the keys (docs/benchmarks/trellis2.md#the-sc-vae-decoders-whole-where-the-gpu-has-room).
+GRID_MEMORY_SHARE = 0.125
+# Rows x offsets gathered at once from the grid (their int64 grid indices: 256 MiB).
+_GRID_GATHER = 1 << 25
 
 
-def _neighbour_map_grid(coords: torch.Tensor, offsets: list, r: int) -> torch.Tensor | None:
+def grid_budget(device: torch.device) -> int:
+    """Cells a dense neighbour grid may have on `device`: ``_GRID_BUDGET``, or on a GPU ``GRID_MEMORY_SHARE`` of the
+    memory this process can still obtain (under any VRAM budget) where that is more."""
+    free = obtainable_device_memory(device) if device.type == "cuda" else None
+    return max(_GRID_BUDGET, int(GRID_MEMORY_SHARE * free) // 4) if free else _GRID_BUDGET
+
+
+def _neighbour_map_grid(coords: torch.Tensor, offsets: list, r: int,
+                        budget: int | None = None) -> torch.Tensor | None:
     n = coords.shape[0]
     if n == 0:
         return None
@@ -63,15 +79,17 @@ def _neighbour_map_grid(coords: torch.Tensor, offsets: list, r: int) -> torch.Te
     extent = coords.amax(0) - lo
     lo[1:] -= r                     # a border of r cells: every site's k^3 box lies inside the grid
     dims = (extent + 1 + torch.tensor([0, 2 * r, 2 * r, 2 * r], device=coords.device)).tolist()
-    if dims[0] * dims[1] * dims[2] * dims[3] > _GRID_BUDGET:
+    if dims[0] * dims[1] * dims[2] * dims[3] > (_GRID_BUDGET if budget is None else budget):
         return None
     local = coords - lo
     lin = ((local[:, 0] * dims[1] + local[:, 1]) * dims[2] + local[:, 2]) * dims[3] + local[:, 3]
     grid = torch.full((dims[0] * dims[1] * dims[2] * dims[3],), n, dtype=torch.int32, device=coords.device)
     grid[lin] = torch.arange(n, dtype=torch.int32, device=coords.device)
+    deltas = torch.tensor([(dx * dims[2] + dy) * dims[3] + dz for dx, dy, dz in offsets], device=coords.device)
     nbr = torch.empty(n, len(offsets), dtype=torch.int32, device=coords.device)
-    for i, (dx, dy, dz) in enumerate(offsets):
-        nbr[:, i] = grid[lin + ((dx * dims[2] + dy) * dims[3] + dz)]
+    step = max(1, _GRID_GATHER // len(offsets))
+    for a in range(0, n, step):     # whole rows at a time: contiguous writes, one gather per run of rows
+        nbr[a:a + step] = grid[lin[a:a + step, None] + deltas]
     return nbr
 
 
