@@ -61,7 +61,8 @@
 #               for TRELLIS.2) through the JobRunner, second jobs, balanced and low-VRAM under 6 / 8 GiB caps, per stage
 #               seconds and peak reserved memory, in the three columns; T2_TYPES= (default 1024_cascade; e.g.
 #               1024_cascade,512,1536_cascade), T2_PRESETS= (default balanced,low-vram), T2_FORMATS= (default
-#               glb,mp4), T2_DEADLINE= (s, default 520); one column alone: trellis2-app-triton,
+#               glb,mp4), T2_DEADLINE= (s, default 520), T2_OBJECT= (default random; bunny, goblet, torus, nut: the
+#               files made from that realistic object's O-Voxel); one column alone: trellis2-app-triton,
 #               trellis2-app-windows, trellis2-app-off (e.g. T2_TYPES=1536_cascade T2_PRESETS=low-vram: the 8 GiB run)
 #   texturing   texturing_gpu.py: TRELLIS.2 texturing of a ~100 k-face sphere at R = 1024 (mesh in -> PBR GLB out) in the
 #               three columns, then a ~200 k-face one under an 8 GiB cap (Triton), and ovoxel_voxelize_gpu.py's
@@ -236,7 +237,7 @@ import export_realistic_gpu as e; sys.exit(e.main(sys.argv[1:]))'
             # the app's whole TRELLIS.2 job per preset and type, the folder shared with the trellis2 step (/tmp)
             T2APP=(benchmarks/trellis2_app_gpu.py --folder /tmp/trellis2_full --types "${T2_TYPES:-1024_cascade}"
                    --presets "${T2_PRESETS:-balanced,low-vram}" --formats "${T2_FORMATS:-glb,mp4}" --runs 2
-                   --deadline-s "${T2_DEADLINE:-520}" --commit "$COMMIT")
+                   --deadline-s "${T2_DEADLINE:-520}" --object "${T2_OBJECT:-random}" --commit "$COMMIT")
             if [ "$step" = trellis2-app ] || [ "$step" = trellis2-app-triton ]; then
                 run trellis2_app_triton "$PY" "${T2APP[@]}" --out "$OUT/trellis2_app_triton.json"
             fi

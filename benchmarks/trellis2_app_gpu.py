@@ -21,6 +21,12 @@ Per job: its state (or error), wall seconds, and from its timings.json the sampl
 GiB each), the files' parts (bake, glb, mp4, ...), the bake's own stages and the job's peak allocated / reserved
 memory; the GLB is read back (faces, PBR textures, normal map). The JSON is rewritten after every job, and no job
 starts past `--deadline-s`, so a command cut off at its time limit still leaves its results.
+
+`--object bunny|goblet|torus|nut`: every job's decoded shape is replaced by that object's O-Voxel (``pbr_fidelity``'s
+perfect decode of the truth shape at 1024^3, built on the GPU once and cached under .cache/, with its true colours),
+so the files are made from a realistic surface: random weights decode noisy sheets that fall apart into tens of
+thousands of UV charts, which a trained model's surfaces do not. The sampling, the decoders and the dual-grid meshing
+still run on the random structure (their time stays in the job); only their mesh is swapped. 1024^3 types only.
 """
 from __future__ import annotations
 
@@ -78,6 +84,40 @@ def parse_caps(text: str) -> dict:
             raise ValueError(f"--caps entry {part!r}: expected TYPE=GIB with TYPE one of {', '.join(TYPES)}")
         caps[kind] = float(gib)
     return caps
+
+
+OBJECTS = ("random", "bunny", "goblet", "torus", "nut")
+
+
+def swap_in_object(name: str, device: str) -> dict:
+    """From now on the TRELLIS.2 pipeline's meshes are `name`'s O-Voxel (see the module docstring): ``to_meshes``
+    still meshes the decoder's output (its time counts), then hands out a copy of the object, whose attributes
+    ``attach_attributes`` keeps. The object's facts."""
+    from pbr_fidelity import cached_ovoxel
+    from trellis.pipelines import trellis2_image_to_3d as t2
+    from trellis.representations.ovoxel import MeshWithVoxel
+
+    obj = cached_ovoxel(name, 1024, device)[0]
+    meshed, attach = t2.Trellis2ImageTo3DPipeline.to_meshes, t2.attach_attributes
+    swapped: set = set()
+
+    def to_meshes(self, shape_out, tex, res):
+        if res != obj.res:
+            raise ValueError(f"--object {name}: a {obj.res}^3 object, the job meshes at {res}^3")
+        n = len(meshed(self, shape_out, tex, res))
+        out = [MeshWithVoxel(obj.vertices.clone(), obj.faces.clone(), obj.coords.clone(), obj.res,
+                             obj.attrs.clone()) for _ in range(n)]
+        swapped.update(id(m) for m in out)
+        return out
+
+    def attach_attributes(meshes, tex):
+        if not all(id(m) in swapped for m in meshes):
+            attach(meshes, tex)
+
+    t2.Trellis2ImageTo3DPipeline.to_meshes = to_meshes
+    t2.attach_attributes = attach_attributes
+    return {"object": name, "faces": int(obj.faces.shape[0]), "voxels": int(obj.coords.shape[0]),
+            "res": int(obj.res)}
 
 
 def job_settings(preset: str, kind: str, formats: list, seed: int, cap, tiny: bool) -> GenerationSettings:
@@ -153,6 +193,8 @@ def main(argv=None) -> int:
     ap.add_argument("--formats", default="glb,mp4", help="asked for; cut to what a TRELLIS.2 job accepts")
     ap.add_argument("--runs", type=int, default=2, help="jobs per preset and type (the last is the figure)")
     ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--object", default="random", choices=OBJECTS,
+                    help="the shape the files are made from: the random weights' own, or a realistic object's")
     ap.add_argument("--deadline-s", type=float, default=540.0, help="no new job starts after this many seconds")
     ap.add_argument("--work", default=None, help="the jobs' outputs folder (default: a temporary one)")
     ap.add_argument("--out", default="trellis2_app_gpu.json")
@@ -186,7 +228,8 @@ def main(argv=None) -> int:
     info = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
             "python": platform.python_version(), "commit": commit, "date": time.strftime("%Y-%m-%d"),
             "tiny": args.tiny, "types": types, "presets": presets, "caps_gib": caps, "runs": args.runs,
-            "formats_asked": asked, "formats": formats, "fast_paths": fastpaths.describe(device), "jobs": []}
+            "formats_asked": asked, "formats": formats, "fast_paths": fastpaths.describe(device),
+            "object": args.object, "jobs": []}
     print(json.dumps({k: v for k, v in info.items() if k != "jobs"}), flush=True)
     if formats != asked:
         print(f"formats: {','.join(asked)} asked, a TRELLIS.2 job takes {','.join(formats)}", flush=True)
@@ -199,6 +242,9 @@ def main(argv=None) -> int:
 
     folder = ensure_folder(args.folder, args.tiny)
     info["folder"] = folder
+    if args.object != "random":
+        info["object"] = swap_in_object(args.object, device)
+        print(json.dumps(info["object"]), flush=True)
     image = str(test_image(work / "object.png"))
     runner = JobRunner(folder, work / "outputs", device=device)
     seed = TINY_SEED if args.tiny else args.seed
