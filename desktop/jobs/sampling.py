@@ -59,6 +59,19 @@ def sampling_block(job: Job, pipeline, settings: GenerationSettings,
             yield
         finally:
             record_run(job, pipeline, t)
+        if settings.attention == "8bit" and ran_8bit_twin(job.timings["pipeline"]["stages"]):
+            job.warn(TWIN_8BIT_WARNING)
+
+
+# Said when a job's 8-bit attention ran on its PyTorch twin: a user's choice for speed that made the job slower.
+TWIN_8BIT_WARNING = ("8-bit attention ran as PyTorch arithmetic here, without its kernel (that needs Triton on an "
+                     "NVIDIA GPU, with the fast paths on): slower than exact attention, and it still changes the "
+                     "asset a little. Exact attention is the faster choice on this computer.")
+
+
+def ran_8bit_twin(stages: list) -> bool:
+    """Whether any stage of a pipeline call's ``last_stats`` ran 8-bit attention calls on the twin."""
+    return any((stage.get("attention") or {}).get("8bit_twin", {}).get("calls", 0) for stage in stages)
 
 
 def sampler_params(settings: GenerationSettings, stage1: bool = True) -> dict:

@@ -16,7 +16,7 @@ from desktop import cli
 from desktop.api import create_app
 from desktop.jobs import JobRunner, JobState
 from desktop.jobs.job import Job
-from desktop.jobs.sampling import enter_attention, sampling_block
+from desktop.jobs.sampling import TWIN_8BIT_WARNING, enter_attention, sampling_block
 from desktop.jobs.warmup import warm_run
 from desktop.settings import GenerationSettings
 from desktop.settings_table import ATTENTIONS
@@ -65,6 +65,8 @@ def test_v1_jobs_run_the_attention_they_ask_for(pipe, tmp_path):
     assert mode == "8bit" and set(kernels) == {"8bit_twin"} and kernels["8bit_twin"] > 0, kernels
     mode, kernels = ran(exact)
     assert mode == "exact" and kernels and not any(k.startswith("8bit") for k in kernels), kernels
+    # the twin ran where the user asked for speed: said in the job's warnings (the exact job says nothing of it)
+    assert TWIN_8BIT_WARNING in eight.warnings and TWIN_8BIT_WARNING not in exact.warnings
     # as many calls either way: the same sampling, each call on the other arithmetic
     assert sum(kernels.values()) == ran(eight)[1]["8bit_twin"]
     record = json.loads((Path(eight.out_dir) / "settings.json").read_text())
@@ -79,6 +81,8 @@ def test_a_trellis2_job_runs_8bit_attention_when_asked(tiny_trellis2_dir, tmp_pa
     assert mode == "8bit" and set(kernels) == {"8bit_twin"} and kernels["8bit_twin"] > 0, kernels
     mode, kernels = ran(exact)
     assert mode == "exact" and kernels and not any(k.startswith("8bit") for k in kernels), kernels
+    # the twin ran where the user asked for speed: said in the job's warnings (the exact job says nothing of it)
+    assert TWIN_8BIT_WARNING in eight.warnings and TWIN_8BIT_WARNING not in exact.warnings
 
 
 def test_the_setting_has_the_librarys_modes_and_is_never_on_by_default():
