@@ -177,7 +177,8 @@ def test_an_out_of_memory_under_a_budget_names_the_stage_and_the_budget(offloade
     from trellis.pipelines.memory import StageOutOfMemoryError
 
     # 1 MiB: the first stage that needs new device memory fails (which one depends on what the allocator's cache
-    # already holds from earlier tests in this process).
+    # already holds from earlier tests in this process: emptied first, or a large cache serves the whole run).
+    torch.cuda.empty_cache()
     set_memory_budget(DEV, 1 << 20)
     try:
         with pytest.raises(StageOutOfMemoryError, match=r"in the (\w+) stage \(a VRAM budget of 1 MiB, "
