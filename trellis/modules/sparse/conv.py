@@ -59,8 +59,9 @@ _GRID_BUDGET = 1 << 25
 # On a GPU the grid may take this share of what the process can still obtain: a gather per offset against a binary
 # search and a dozen passes over the keys (docs/benchmarks/trellis2.md#the-sc-vae-decoders-whole-where-the-gpu-has-room).
 GRID_MEMORY_SHARE = 0.125
-# Rows x offsets gathered at once from the grid (their int64 grid indices: 256 MiB).
-_GRID_GATHER = 1 << 25
+# Rows x offsets gathered at once from the grid (their int64 grid indices: 32 MiB, about what one offset's pass over
+# a million rows held before; a Low VRAM budget has no room for more).
+_GRID_GATHER = 1 << 22
 
 
 def grid_budget(device: torch.device) -> int:
