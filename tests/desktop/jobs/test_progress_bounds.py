@@ -1,5 +1,6 @@
 """A job's fraction stays within 0..1, as the API's schema requires: shares summed two ways (Python 3.12's sum() is
-compensated, the tracker's running total is not) round past 1 at a stage's end, and GET /v1/jobs/{id} answered 500."""
+compensated, the tracker's running total is not) can round past 1 at a stage's end, where GET /v1/jobs/{id} would
+answer 500."""
 import threading
 
 from desktop.api.v1_schemas import models
