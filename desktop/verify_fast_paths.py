@@ -201,10 +201,9 @@ def made(run, pipeline, image, args, preview) -> Made:
     """One run of `image` (in whatever attention precision holds now) and what the comparison needs of it."""
     t = time.perf_counter()
     coords, res, vertices, faces, frames = run(pipeline, image, args, preview)
-    kernels: dict = {}
-    for stage in getattr(pipeline, "last_stats", None) or ():
-        for kernel, entry in ((stage.get("attention") if isinstance(stage, dict) else None) or {}).items():
-            kernels[kernel] = kernels.get(kernel, 0) + int(entry.get("calls", 0))
+    from trellis.modules.attention.kernel_log import calls_by_kernel
+
+    kernels = calls_by_kernel(getattr(pipeline, "last_stats", None))
     return Made(coords, int(res), as_numpy(vertices), as_numpy(faces), [as_numpy(f) for f in frames], kernels,
                 time.perf_counter() - t)
 

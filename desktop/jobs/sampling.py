@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Optional
 
 from trellis.core.callbacks import Cancelled
 from trellis.modules.attention import attention_mode, attention_precision
+from trellis.modules.attention.kernel_log import calls_by_kernel
 
 from ..settings import GenerationSettings
 from .job import Job
@@ -59,7 +60,7 @@ def sampling_block(job: Job, pipeline, settings: GenerationSettings,
             yield
         finally:
             record_run(job, pipeline, t)
-        if settings.attention == "8bit" and ran_8bit_twin(job.timings["pipeline"]["stages"]):
+        if settings.attention == "8bit" and calls_by_kernel(job.timings["pipeline"]["stages"]).get("8bit_twin"):
             job.warn(TWIN_8BIT_WARNING)
 
 
@@ -67,11 +68,6 @@ def sampling_block(job: Job, pipeline, settings: GenerationSettings,
 TWIN_8BIT_WARNING = ("8-bit attention ran as PyTorch arithmetic here, without its kernel (that needs Triton on an "
                      "NVIDIA GPU, with the fast paths on): slower than exact attention, and it still changes the "
                      "asset a little. Exact attention is the faster choice on this computer.")
-
-
-def ran_8bit_twin(stages: list) -> bool:
-    """Whether any stage of a pipeline call's ``last_stats`` ran 8-bit attention calls on the twin."""
-    return any((stage.get("attention") or {}).get("8bit_twin", {}).get("calls", 0) for stage in stages)
 
 
 def sampler_params(settings: GenerationSettings, stage1: bool = True) -> dict:

@@ -16,7 +16,7 @@ import torch
 
 from ...core import backends
 
-__all__ = ["note", "recording", "why"]
+__all__ = ["calls_by_kernel", "note", "recording", "why"]
 
 _OPEN: ContextVar[Optional[dict]] = ContextVar("attention_kernel_log", default=None)
 
@@ -50,3 +50,12 @@ def recording() -> Iterator[dict]:
     finally:
         _OPEN.reset(token)
 
+
+
+def calls_by_kernel(stages) -> dict:
+    """{kernel: calls} summed over a pipeline call's stage records (``last_stats``: each its "attention" log)."""
+    calls: dict = {}
+    for stage in stages or ():
+        for kernel, entry in ((stage.get("attention") if isinstance(stage, dict) else None) or {}).items():
+            calls[kernel] = calls.get(kernel, 0) + int(entry.get("calls", 0))
+    return calls
