@@ -221,7 +221,13 @@ class Page:
             if state in states:
                 return state, text
             time.sleep(0.05)
-        raise AssertionError(f"status never reached {states}; last: {self.status()}, seen: {seen}")
+        raise AssertionError(f"status never reached {states}; last: {self.status()}, seen: {seen}; "
+                             f"Generate: {self.generate_button()}")
+
+    def generate_button(self) -> dict:
+        """Generate's label and whether it takes a click (a failed wait says whether the page stayed busy)."""
+        return self.page.evaluate("() => { const g = document.querySelector('#td-generate');"
+                                  " return g && {label: g.innerText.trim(), disabled: g.disabled}; }")
 
     def wait_finished_after(self, previous, timeout=JOB_TIMEOUT, outputs=None, before=()):
         """(state, text) of the first finished status other than ``previous`` (the status before a job was
