@@ -1,16 +1,15 @@
 """Array conversions and progress reports shared by the export's stages (numpy in, float32 / int64 out)."""
 from __future__ import annotations
 
-from typing import Callable, Optional
 
 import numpy as np
 
-__all__ = ["Progress", "report", "to_numpy", "output", "drop_unreferenced"]
+from ..core.callbacks import StageProgress
 
-Progress = Optional[Callable[[str, int, int], None]]
+__all__ = ["report", "to_numpy", "output", "drop_unreferenced"]
 
 
-def report(progress: Progress, stage: str, i: int, n: int) -> None:
+def report(progress: StageProgress, stage: str, i: int, n: int) -> None:
     """``progress(stage, i, n)`` when a callback was given."""
     if progress is not None:
         progress(stage, i, n)

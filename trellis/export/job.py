@@ -33,13 +33,14 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from ..core.callbacks import StageProgress
 from . import processes
 from .cleanup import decimate, pieces
 from .cleanup.chain import first_reduction
 from ..core.concurrency import Background, on_own_stream, run_together
 from .gate import GpuGate
 from .options import ExportOptions, PbrOptions, mesh_arrays
-from .schedule import Progress, bake_textured_mesh
+from .schedule import bake_textured_mesh
 from .textured import TexturedMesh
 
 __all__ = ["SideWork", "ExportJob", "warm_processes"]
@@ -103,7 +104,7 @@ class ExportJob:
             raise
 
     # ------------------------------------------------------------------ the export
-    def bake(self, progress: Progress = None, cancel=None) -> Optional[TexturedMesh]:
+    def bake(self, progress: StageProgress = None, cancel=None) -> Optional[TexturedMesh]:
         """The side work due with the bake started, then the export (None when there is no mesh); the gate opens
         and the early decimation's children are released whatever happens."""
         cancel = self.cancel if cancel is None else cancel

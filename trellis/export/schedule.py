@@ -29,12 +29,11 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from typing import Callable, Optional
 
 import numpy as np
 import torch
 
-from ..core.callbacks import check
+from ..core.callbacks import StageProgress, check
 from ..tuning import TUNING
 from .assemble import NO_SPLIT_ANGLE
 from .bake.coverage import rebake_if_unobserved
@@ -52,7 +51,6 @@ from .uv import unwrap as uv_unwrap
 __all__ = ["HELD_VIEW_BYTES", "DEVICE_VIEW_MARGIN", "views_fit_on_device", "uv_in_child", "bake_textured_mesh",
            "bake_uv_mesh", "to_glb", "to_obj"]
 
-Progress = Optional[Callable[[str, int, int], None]]
 
 # Host memory the observation views rendered ahead of their use may take (~17 bytes per pixel each).
 HELD_VIEW_BYTES = 2 << 30
@@ -66,7 +64,7 @@ class _Run:
     """One bake's fixed inputs: the Gaussians, the options, the device, progress and cancel, and its record (``info``,
     with each stage's seconds in ``info["seconds"]``, printed with ``verbose``)."""
 
-    def __init__(self, app_rep, options: ExportOptions, progress: Progress, cancel, info: dict):
+    def __init__(self, app_rep, options: ExportOptions, progress: StageProgress, cancel, info: dict):
         self.app_rep, self.options, self.progress, self.cancel, self.info = app_rep, options, progress, cancel, info
         self.device = options.device_for(app_rep)
         info.setdefault("seconds", {})
@@ -289,7 +287,7 @@ def _bake(run: _Run, acc, prepared, views: _Views, v_np, f_np, uv_np):
     return _bake_opt(run, views, v_np, f_np, uv_np)
 
 
-def bake_textured_mesh(app_rep, mesh, options: ExportOptions | None = None, *, progress: Progress = None,
+def bake_textured_mesh(app_rep, mesh, options: ExportOptions | None = None, *, progress: StageProgress = None,
                        cancel=None, simplified=None, **kwargs) -> TexturedMesh:
     """Stages 1-4 of ``app_rep`` (the Gaussians) and ``mesh`` with ``options`` (``kwargs``: changes to them, the
     fields' names): a ``TexturedMesh`` (vertices [V,3] float32 z up, faces [F,3] int64, uvs [V,2] float32, texture
@@ -337,7 +335,7 @@ def bake_textured_mesh(app_rep, mesh, options: ExportOptions | None = None, *, p
     return out
 
 
-def bake_uv_mesh(app_rep, vertices, faces, uvs, options: ExportOptions | None = None, *, progress: Progress = None,
+def bake_uv_mesh(app_rep, vertices, faces, uvs, options: ExportOptions | None = None, *, progress: StageProgress = None,
                  cancel=None, info: dict | None = None, **kwargs) -> np.ndarray:
     """Stages 3-4 alone, for a mesh that keeps its geometry and its UVs (no clean-up, no unwrap): the uint8
     [S,S,3] texture of ``app_rep`` baked onto ``vertices`` [V,3] (in the Gaussians' frame), ``faces`` [F,3] and
@@ -345,7 +343,7 @@ def bake_uv_mesh(app_rep, vertices, faces, uvs, options: ExportOptions | None = 
     options that concern the views and the bake (texture_size, bake_mode, nviews, render_resolution, steps,
     lambda_tv, cg_iterations, observation_scale, device, debug, verbose; ``kwargs``: changes to them). ``info`` (a
     dict) gets "observations", "observed_share" (and "bake_fallback"), per-stage seconds in "seconds", and with
-    ``debug`` the texture before inpainting and its observed-texel mask. Progress stages: "observe", "bake",
+    ``debug`` the texture before inpainting and its observed-texel mask. StageProgress stages: "observe", "bake",
     "reobserve", "resolve", "inpaint"."""
     o = ExportOptions.given(options, **kwargs)
     if o.normal_map:
@@ -381,7 +379,7 @@ def _bake_normals(run: _Run, dense, clean, views: _Views, split=None):
 
 
 def to_glb(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes_max_size=0.04,
-           texture_size=DEFAULT_TEXTURE_SIZE, debug=False, verbose=True, bake_mode="fast", progress: Progress = None,
+           texture_size=DEFAULT_TEXTURE_SIZE, debug=False, verbose=True, bake_mode="fast", progress: StageProgress = None,
            cancel=None, **kwargs):
     """Textured ``trimesh.Trimesh`` of a TRELLIS result (the reference's signature; call ``.export("x.glb")``).
     Extras: ``bake_mode`` "fast" | "opt", ``progress``, ``cancel`` and the other fields of ``options.ExportOptions``
@@ -399,7 +397,7 @@ def to_glb(app_rep, mesh, simplify=0.95, fill_holes=True, fill_holes_max_size=0.
 
 
 def to_obj(app_rep, mesh, path, simplify=0.95, fill_holes=True, fill_holes_max_size=0.04,
-           texture_size=DEFAULT_TEXTURE_SIZE, debug=False, verbose=True, bake_mode="fast", progress: Progress = None,
+           texture_size=DEFAULT_TEXTURE_SIZE, debug=False, verbose=True, bake_mode="fast", progress: StageProgress = None,
            cancel=None, **kwargs) -> str:
     """Like ``to_glb`` but writes ``path`` (.obj) with ``<stem>.mtl`` and ``<stem>.png``; returns path."""
     o = ExportOptions.given(None, simplify=simplify, fill_holes=fill_holes, fill_holes_max_size=fill_holes_max_size,

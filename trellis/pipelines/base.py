@@ -19,7 +19,7 @@ from ..core.module_cancel import checked_between_modules
 from ..models import read_config_json
 from ..modules.attention import attention_mode
 from ..modules.sparse import SparseTensor
-from ..core.callbacks import CancelCheck, Cancelled, check
+from ..core.callbacks import CancelCheck, Cancelled, StageProgress, check
 from . import samplers
 from .memory import HostWeights, MemoryPolicy, StageTracker, free_device_memory, release_device_memory
 from .samplers.cuda_graph import GraphedFlow
@@ -30,7 +30,6 @@ DEFAULT_FORMATS = ("mesh", "gaussian", "radiance_field")
 DECODER_OF_FORMAT = {"mesh": "slat_decoder_mesh", "gaussian": "slat_decoder_gs", "radiance_field": "slat_decoder_rf"}
 REQUIRED_MODELS = ("sparse_structure_flow_model", "sparse_structure_decoder", "slat_flow_model")
 
-Progress = Optional[Callable[[str, int, int], None]]
 
 
 class EmptyStructureError(ValueError):
@@ -321,7 +320,7 @@ class TrellisPipeline:
 
     # ------------------------------------------------------------------ stages
     def _sample(self, stage: str, sampler, model_key: str, defaults: dict, noise, cond: dict,
-                sampler_params: dict | None, progress: Progress, cancel: CancelCheck, **sampler_kwargs):
+                sampler_params: dict | None, progress: StageProgress, cancel: CancelCheck, **sampler_kwargs):
         """Run one flow stage: pipeline.json params overridden by the caller's, memory policy applied."""
         params = {**defaults, **(sampler_params or {})}
         policy = self.memory_policy
@@ -337,7 +336,7 @@ class TrellisPipeline:
 
     @torch.no_grad()
     def sample_sparse_structure(self, cond: dict, num_samples: int = 1, sampler_params: dict | None = None,
-                                generator: torch.Generator | None = None, progress: Progress = None,
+                                generator: torch.Generator | None = None, progress: StageProgress = None,
                                 cancel: CancelCheck = None, **sampler_kwargs) -> torch.Tensor:
         """Stage 1: int32 coords [N, 4] = (batch, x, y, z) of the occupied voxels."""
         flow = self.models["sparse_structure_flow_model"]
@@ -359,7 +358,7 @@ class TrellisPipeline:
 
     @torch.no_grad()
     def sample_slat(self, cond: dict, coords: torch.Tensor, sampler_params: dict | None = None,
-                    generator: torch.Generator | None = None, progress: Progress = None,
+                    generator: torch.Generator | None = None, progress: StageProgress = None,
                     cancel: CancelCheck = None, **sampler_kwargs) -> SparseTensor:
         """Stage 2: the structured latent on `coords`, de-normalised (§11.5)."""
         flow = self.models["slat_flow_model"]
@@ -374,7 +373,7 @@ class TrellisPipeline:
         return slat * std + mean
 
     @torch.no_grad()
-    def decode_slat(self, slat: SparseTensor, formats=DEFAULT_FORMATS, progress: Progress = None,
+    def decode_slat(self, slat: SparseTensor, formats=DEFAULT_FORMATS, progress: StageProgress = None,
                     cancel: CancelCheck = None, tracker: StageTracker | None = None) -> dict:
         out = {}
         for i, fmt in enumerate(formats):

@@ -24,10 +24,10 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from ..core.callbacks import CancelCheck, check
+from ..core.callbacks import CancelCheck, StageProgress, check
 from ..core.device import memory_budget
 from ..modules.sparse import SparseTensor
-from .base import EmptyStructureError, Progress, TrellisPipeline, read_pipeline_config
+from .base import EmptyStructureError, TrellisPipeline, read_pipeline_config
 from .memory import MemoryPolicy, StageTracker, naming_stage, release_device_memory
 from .trellis2_cascade import DECODER_UPSAMPLE, MAX_NUM_TOKENS, cascade_coords
 from .trellis2_cascade import PIPELINE_TYPES as TYPES
@@ -172,7 +172,7 @@ class Trellis2ImageTo3DPipeline(TrellisPipeline):
     @torch.no_grad()
     def sample_sparse_structure(self, cond: dict, num_samples: int = 1, sampler_params: dict | None = None,
                                 generator: torch.Generator | None = None, ss_res: int = 64,
-                                progress: Progress = None, cancel: CancelCheck = None) -> torch.Tensor:
+                                progress: StageProgress = None, cancel: CancelCheck = None) -> torch.Tensor:
         """Stage 1: int32 coords [N, 4] (batch, x, y, z) of the occupied cells of the ss_res^3 grid (the decoder's
         64^3 occupancy, max-pooled when ss_res is smaller: a cell is occupied if any of its children is)."""
         z = self.sample_structure_latent(cond, num_samples, sampler_params, generator, progress, cancel)
@@ -181,7 +181,7 @@ class Trellis2ImageTo3DPipeline(TrellisPipeline):
 
     @torch.no_grad()
     def sample_structure_latent(self, cond: dict, num_samples: int = 1, sampler_params: dict | None = None,
-                                generator: torch.Generator | None = None, progress: Progress = None,
+                                generator: torch.Generator | None = None, progress: StageProgress = None,
                                 cancel: CancelCheck = None) -> torch.Tensor:
         """Stage 1's flow: the dense structure latent [B, C, R, R, R]."""
         flow = self.models["sparse_structure_flow_model"]
@@ -206,7 +206,7 @@ class Trellis2ImageTo3DPipeline(TrellisPipeline):
 
     @torch.no_grad()
     def sample_shape_slat(self, cond: dict, flow_key: str, coords: torch.Tensor, sampler_params: dict | None = None,
-                          generator: torch.Generator | None = None, progress: Progress = None,
+                          generator: torch.Generator | None = None, progress: StageProgress = None,
                           cancel: CancelCheck = None) -> SparseTensor:
         """A shape pass on `coords` with the flow `flow_key`, de-normalised (§3.1 step 5)."""
         flow = self.models[flow_key]
@@ -220,7 +220,7 @@ class Trellis2ImageTo3DPipeline(TrellisPipeline):
     @torch.no_grad()
     def sample_shape_slat_cascade(self, cond_lr: dict, cond_hr: dict, coords: torch.Tensor, ss_res: int, res: int,
                                   max_num_tokens: int = MAX_NUM_TOKENS, sampler_params: dict | None = None,
-                                  generator: torch.Generator | None = None, progress: Progress = None,
+                                  generator: torch.Generator | None = None, progress: StageProgress = None,
                                   cancel: CancelCheck = None) -> tuple[SparseTensor, int]:
         """§3.2: the 512 shape pass, its voxels up-sampled 16x by the shape decoder and re-quantised to the R/16
         grid (R lowered under the token cap), the 1024 shape pass there. Returns (shape latent, final R)."""
@@ -244,7 +244,7 @@ class Trellis2ImageTo3DPipeline(TrellisPipeline):
 
     @torch.no_grad()
     def sample_tex_slat(self, cond: dict, flow_key: str, shape_slat: SparseTensor, sampler_params: dict | None = None,
-                        generator: torch.Generator | None = None, progress: Progress = None,
+                        generator: torch.Generator | None = None, progress: StageProgress = None,
                         cancel: CancelCheck = None) -> SparseTensor:
         """§3.1 step 7: noise on the shape latent's voxels, the normalised shape latent appended at every step
         (noise first), de-normalised with the texture statistics."""
@@ -303,7 +303,7 @@ class Trellis2ImageTo3DPipeline(TrellisPipeline):
     def run(self, image, num_samples: int = 1, seed: int = 42, pipeline_type: str | None = None,
             max_num_tokens: int = MAX_NUM_TOKENS, sparse_structure_sampler_params: dict | None = None,
             shape_slat_sampler_params: dict | None = None, tex_slat_sampler_params: dict | None = None,
-            preprocess_image: bool = True, return_latent: bool = False, progress: Progress = None,
+            preprocess_image: bool = True, return_latent: bool = False, progress: StageProgress = None,
             cancel: CancelCheck = None, on_shape: Optional[Callable[[list], None]] = None):
         """One image -> [MeshWithVoxel] (one per sample); with `return_latent` also (shape latent, texture latent,
         res). `pipeline_type`: "512", "1024", "1024_cascade" or "1536_cascade" (default: pipeline.json's).

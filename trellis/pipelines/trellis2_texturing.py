@@ -23,11 +23,11 @@ from typing import Callable, Optional
 
 import torch
 
-from ..core.callbacks import CancelCheck, check
+from ..core.callbacks import CancelCheck, StageProgress, check
 from ..modules.sparse import SparseTensor
 from ..representations.ovoxel import (MeshFrame, MeshWithVoxel, TexturedVoxels, VoxelLookup, mesh_to_ovoxel,
                                       ovoxel_features, pbr_attributes, read_user_mesh)
-from .base import Progress, TrellisPipeline
+from .base import TrellisPipeline
 from .trellis2_image_to_3d import Trellis2ImageTo3DPipeline
 from .trellis2_loading import load_conditioner
 from .trellis2_texturing_config import load_texturing_parts, read_texturing_config
@@ -121,7 +121,7 @@ class Trellis2TexturingPipeline(Trellis2ImageTo3DPipeline):
     # ------------------------------------------------------------------ entry point
     def run(self, mesh, image, seed: int = 42, tex_slat_sampler_params: dict | None = None,
             preprocess_image: bool = True, resolution: int = 1024, texture_size: int = 2048, *, up: str = "y",
-            new_uvs: bool = False, progress: Progress = None, cancel: CancelCheck = None) -> TexturedVoxels:
+            new_uvs: bool = False, progress: StageProgress = None, cancel: CancelCheck = None) -> TexturedVoxels:
         """``mesh`` (a trimesh mesh or scene, a path, or (vertices, faces[, uvs])) + ``image`` -> a
         ``TexturedVoxels``: the user's mesh as given, its frame and the decoded O-Voxel (``MeshWithVoxel`` with its
         PBR attributes, internal frame, z up), for ``export.pbr.onto_mesh.bake_onto_user_mesh`` (``texture_size``

@@ -17,10 +17,10 @@ from typing import Callable, Optional
 
 import torch
 
-from .base import (DEFAULT_FORMATS, EmptyStructureError, Progress, TrellisPipeline, load_pipeline_parts,
+from .base import (DEFAULT_FORMATS, EmptyStructureError, TrellisPipeline, load_pipeline_parts,
                    read_pipeline_config, weights_device)
 from .memory import StageTracker
-from ..core.callbacks import CancelCheck
+from ..core.callbacks import CancelCheck, StageProgress
 
 __all__ = ["TrellisImageTo3DPipeline", "EmptyStructureError", "DEFAULT_FORMATS", "DINOV2_URL",
            "load_image_cond_model"]
@@ -125,7 +125,7 @@ class TrellisImageTo3DPipeline(TrellisPipeline):
         return {"cond": cond, "neg_cond": torch.zeros_like(cond)}
 
     # ------------------------------------------------------------------ entry points
-    def _cond_for(self, images, preprocess: bool, progress: Progress, tracker: StageTracker) -> dict:
+    def _cond_for(self, images, preprocess: bool, progress: StageProgress, tracker: StageTracker) -> dict:
         with tracker.stage("preprocess"):
             if preprocess:
                 images = [self.preprocess_image(img) for img in images]
@@ -143,7 +143,7 @@ class TrellisImageTo3DPipeline(TrellisPipeline):
 
     def run(self, image, num_samples: int = 1, seed: int = 42, sparse_structure_sampler_params: dict | None = None,
             slat_sampler_params: dict | None = None, formats=DEFAULT_FORMATS, preprocess_image: bool = True,
-            progress: Progress = None, cancel: CancelCheck = None) -> dict:
+            progress: StageProgress = None, cancel: CancelCheck = None) -> dict:
         """One image -> {'mesh': [MeshExtractResult], 'gaussian': [Gaussian], 'radiance_field': [Strivec]}."""
         def go(tracker):
             cond = self._cond_for([image], preprocess_image, progress, tracker)
@@ -154,7 +154,7 @@ class TrellisImageTo3DPipeline(TrellisPipeline):
     def run_multi_image(self, images, num_samples: int = 1, seed: int = 42,
                         sparse_structure_sampler_params: dict | None = None, slat_sampler_params: dict | None = None,
                         formats=DEFAULT_FORMATS, preprocess_image: bool = True, mode: str = "stochastic",
-                        progress: Progress = None, cancel: CancelCheck = None) -> dict:
+                        progress: StageProgress = None, cancel: CancelCheck = None) -> dict:
         """Several views of one object (§11.7): 'stochastic' uses view k mod K at step k, 'multidiffusion'
         averages the conditional velocities of all views."""
         if mode not in ("stochastic", "multidiffusion"):
@@ -178,7 +178,7 @@ class TrellisImageTo3DPipeline(TrellisPipeline):
         return self._guarded(go)
 
     def run_variant(self, mesh, image, num_samples: int = 1, seed: int = 42, slat_sampler_params: dict | None = None,
-                    formats=DEFAULT_FORMATS, preprocess_image: bool = True, progress: Progress = None,
+                    formats=DEFAULT_FORMATS, preprocess_image: bool = True, progress: StageProgress = None,
                     cancel: CancelCheck = None, up: str | None = None) -> dict:
         """A new look for an existing shape: stage 2 conditioned on `image`, on the voxels of `mesh` (a path
         to a GLB / OBJ / PLY / STL, a trimesh.Trimesh or Scene); stage 1 is skipped (text facts §5). `up`: the

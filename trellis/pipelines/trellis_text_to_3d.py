@@ -18,10 +18,10 @@ import warnings
 
 import torch
 
-from .base import DEFAULT_FORMATS, Progress, TrellisPipeline, load_pipeline_parts, read_pipeline_config
+from .base import DEFAULT_FORMATS, TrellisPipeline, load_pipeline_parts, read_pipeline_config
 from .memory import StageTracker
 from .model_sources import find_repo_folder
-from ..core.callbacks import CancelCheck
+from ..core.callbacks import CancelCheck, StageProgress
 
 __all__ = ["TrellisTextTo3DPipeline", "PromptTruncatedWarning", "load_text_cond_model"]
 
@@ -82,7 +82,7 @@ class TrellisTextTo3DPipeline(TrellisPipeline):
         """{'cond': the prompts' embeddings, 'neg_cond': the empty prompt's} (text facts §3)."""
         return {"cond": self.encode_text(prompts), "neg_cond": self._null_cond.to(self._device)}
 
-    def _cond_for(self, prompt: str, progress: Progress, tracker: StageTracker) -> dict:
+    def _cond_for(self, prompt: str, progress: StageProgress, tracker: StageTracker) -> dict:
         if not isinstance(prompt, str):
             raise TypeError(f"the prompt must be a string, got {type(prompt).__name__}")
         if not prompt.strip():
@@ -96,7 +96,7 @@ class TrellisTextTo3DPipeline(TrellisPipeline):
     # ------------------------------------------------------------------ entry points
     def run(self, prompt: str, num_samples: int = 1, seed: int = 42,
             sparse_structure_sampler_params: dict | None = None, slat_sampler_params: dict | None = None,
-            formats=DEFAULT_FORMATS, progress: Progress = None, cancel: CancelCheck = None) -> dict:
+            formats=DEFAULT_FORMATS, progress: StageProgress = None, cancel: CancelCheck = None) -> dict:
         """One prompt -> {'mesh': [MeshExtractResult], 'gaussian': [Gaussian], 'radiance_field': [Strivec]}."""
         def go(tracker):
             cond = self._cond_for(prompt, progress, tracker)
@@ -105,7 +105,7 @@ class TrellisTextTo3DPipeline(TrellisPipeline):
         return self._guarded(go)
 
     def run_variant(self, mesh, prompt: str, num_samples: int = 1, seed: int = 42,
-                    slat_sampler_params: dict | None = None, formats=DEFAULT_FORMATS, progress: Progress = None,
+                    slat_sampler_params: dict | None = None, formats=DEFAULT_FORMATS, progress: StageProgress = None,
                     cancel: CancelCheck = None, up: str | None = None) -> dict:
         """A new look for an existing shape: stage 2 conditioned on `prompt`, on the voxels of `mesh` (a path
         to a GLB / OBJ / PLY / STL, a trimesh.Trimesh or Scene); stage 1 is skipped (text facts §5). `up`: the

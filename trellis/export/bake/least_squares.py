@@ -15,12 +15,11 @@ docs/benchmarks/export.md#texture-bake).
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
-from ...core.callbacks import check
+from ...core.callbacks import StepProgress, check
 from ...core.segment_sum import index_add_in_order_
 from ...tuning import TUNING
 from ..options import DEFAULT_TEXTURE_SIZE
@@ -28,7 +27,6 @@ from .views import MeshViews, bilinear_taps
 
 __all__ = ["FOLD_BATCH_PIXELS", "TextureAccumulator"]
 
-Progress = Optional[Callable[[int, int], None]]
 
 # Pixels of prepared views folded in one batch on a GPU (``fold_views``; ~0.3 KB of temporaries each): a few dozen
 # kernels per batch instead of per view (docs/benchmarks/export.md#texture-bake).
@@ -104,7 +102,7 @@ class TextureAccumulator:
             raise RuntimeError("fold_view: no UVs yet (set_uvs)")
         self._fold_pixels(prepared, 1)
 
-    def fold_views(self, prepared: list, progress: Progress = None, cancel=None) -> None:
+    def fold_views(self, prepared: list, progress: StepProgress = None, cancel=None) -> None:
         """Fold the ``prepare_view`` results in ``prepared`` in order, each entry set to None once folded (its memory
         freed); ``progress(done, total)`` as they go. On a GPU views are folded in batches of up to FOLD_BATCH_PIXELS
         pixels: the same sums as folding them one by one, up to the order of the additions (a GPU's float atomics fix
@@ -167,7 +165,7 @@ class TextureAccumulator:
             slot = idx[:, k:k + 1] * 9 + (dr + 1) * 3 + (dc + 1)
             index_add_in_order_(self.normal_eq, slot.reshape(-1), (wt[:, k:k + 1] * taps).reshape(-1))
 
-    def solve(self, iterations=30, anchor=0.01, smooth=None, progress: Progress = None, cancel=None):
+    def solve(self, iterations=30, anchor=0.01, smooth=None, progress: StepProgress = None, cancel=None):
         """Texture [S,S,3] float32 in [0,1] and the observed-texel mask [S,S] bool.
 
         ``smooth`` weighs a Laplacian smoothness term (relative to the mean data weight per texel);

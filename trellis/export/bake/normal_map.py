@@ -13,13 +13,13 @@ neighbours. ``shading_normals`` renders what a viewer then shows, for the benchm
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...core.callbacks import check
+from ...core.callbacks import StageProgress, check
 from ...core.segment_sum import index_add_in_order_
 from ...renderers.mesh_render import interpolate, rasterize
 from ..normals import DEFAULT_CREASE_ANGLE, split_vertex_normals
@@ -32,7 +32,6 @@ from .views import sample_texture, view_clip
 __all__ = ["smooth_normals", "corner_frames", "bake_normal_map", "shading_normals", "dense_normals_view",
            "angular_error"]
 
-Progress = Optional[Callable[[str, int, int], None]]
 
 
 def smooth_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -103,7 +102,7 @@ def _frame(corner_n, corner_t, face_id, bary):
 
 def bake_normal_map(dense_vertices, dense_faces, vertices, faces, uvs, texture_size: int, extrinsics, intrinsics,
                     resolution: int, crease_angle: float | None = DEFAULT_CREASE_ANGLE, device=None, cancel=None,
-                    progress: Progress = None, cg_iterations: int = 30, info: Optional[dict] = None,
+                    progress: StageProgress = None, cg_iterations: int = 30, info: Optional[dict] = None,
                     split=None) -> np.ndarray:
     """uint8 [S,S,3]: the tangent-space normal map of the low-poly (``vertices``, ``faces``, ``uvs``: z up, v up)
     from the dense mesh, through the views (``extrinsics`` [N,4,4], ``intrinsics`` [N,3,3]) at ``resolution``².

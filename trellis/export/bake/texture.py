@@ -2,12 +2,11 @@
 (``least_squares``) or the reference's "opt" optimisation (``optimise``), then inpainted (``inpaint``)."""
 from __future__ import annotations
 
-from typing import Callable, Optional
 
 import numpy as np
 import torch
 
-from ...core.callbacks import check
+from ...core.callbacks import StepProgress, check
 from ..options import DEFAULT_TEXTURE_SIZE
 from .coverage import atlas_texels, texels_under
 from .inpaint import inpaint_texture
@@ -17,12 +16,11 @@ from .views import MeshViews
 
 __all__ = ["bake_texture"]
 
-Progress = Optional[Callable[[int, int], None]]
 
 
 def bake_texture(vertices, faces, uvs, observations, masks, extrinsics, intrinsics,
                  texture_size: int = DEFAULT_TEXTURE_SIZE, mode: str = "fast", lambda_tv: float = 0.01,
-                 steps: int = 2500, progress: Progress = None, cancel=None, *, depths=None,
+                 steps: int = 2500, progress: StepProgress = None, cancel=None, *, depths=None,
                  inpaint: bool = True, device=None, cg_iterations: int = 30, seed: int = 0, info=None):
     """Bake observations into a UV texture; returns uint8 [S,S,3] (row 0 = top); a dict ``info`` gets the
     observed texels ("observed_texels", bool [S,S]: some accepted pixel landed there; ``coverage``).

@@ -23,7 +23,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..arrays import Progress, output, report
+from ...core.callbacks import StageProgress
+from ..arrays import output, report
 from ...core.concurrency import thread_pool
 from .decimate import BackgroundSimplify, simplify_mesh
 from .hidden_faces import dual_graph, remove_invisible_faces
@@ -75,7 +76,7 @@ def first_reduction(n_faces: int, simplify: float = 0.95, fill_holes: bool = Tru
 
 def clean_mesh_for_export(vertices, faces, simplify: float = 0.95, fill_holes: bool = True,
                           fill_holes_max_size: float = 0.04, device=None,
-                          progress: Progress = None, cancel=None, simplified: Optional["BackgroundSimplify"] = None,
+                          progress: StageProgress = None, cancel=None, simplified: Optional["BackgroundSimplify"] = None,
                           info: Optional[dict] = None, while_waiting: Optional[Callable[[], None]] = None,
                           target_faces: Optional[int] = None, **visibility_kwargs):
     """Spec §15.1-§15.2 with the face budget kept: the result has ``face_budget(faces, simplify,

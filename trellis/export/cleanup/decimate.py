@@ -12,9 +12,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ...core.callbacks import check
+from ...core.callbacks import StageProgress, check
 from .. import processes
-from ..arrays import Progress, output, report, to_numpy
+from ..arrays import output, report, to_numpy
 from ...core.concurrency import start_thread
 from .pieces import PIECE_SLACK, PieceDecimation, decimate_once, decimation_pieces, in_pieces
 from .weld import merge_duplicate_vertices, merge_duplicate_vertices_on_device, tidy_decimated
@@ -55,7 +55,7 @@ def _finish(v, f, tidied: bool = False):
     return output(v, f) if tidied else output(*tidy_decimated(*to_numpy(v, f)))
 
 
-def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, cancel=None,
+def simplify_mesh(vertices, faces, reduction: float, progress: StageProgress = None, cancel=None,
                   pieces: Optional[int] = None, while_waiting: Optional[Callable[[], None]] = None,
                   info: Optional[dict] = None):
     """Quadric decimation removing the fraction ``reduction`` of the faces (0.95 keeps 5 %).
@@ -68,7 +68,7 @@ def simplify_mesh(vertices, faces, reduction: float, progress: Progress = None, 
     given, is called over and over (e.g. to render something on the GPU; keep each call short).
     Afterwards, faces that collapsed onto the same three vertices are cancelled
     (``weld.cancel_coincident_faces``). ``reduction <= 0`` returns the input unchanged (as float32 /
-    int64 arrays). Progress is reported per piece; cancel is checked between steps and while the
+    int64 arrays). StageProgress is reported per piece; cancel is checked between steps and while the
     children run (which it kills). ``info``, if a dict, receives "timeline" for a decimation in pieces:
     (seconds, event) from the children's start to the result (benchmarks/decimation.py --timeline).
     """
@@ -218,7 +218,7 @@ class BackgroundSimplify:
             return False
         return not self._ended.is_set()
 
-    def result(self, progress: Progress = None, cancel=None, while_waiting: Optional[Callable[[], None]] = None):
+    def result(self, progress: StageProgress = None, cancel=None, while_waiting: Optional[Callable[[], None]] = None):
         """(vertices float32 [V,3], faces int64 [F,3]) as ``simplify_mesh(vertices, faces, reduction)``.
         ``progress("simplify", percent, 100)`` about every 0.2 s while the children work (an estimate
         from the face count, ``simplify_time_estimate``), 100 when the result is in. ``while_waiting()``,

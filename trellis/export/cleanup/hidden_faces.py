@@ -8,8 +8,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 
-from ...core.callbacks import check as _check_cancel
-from ..arrays import Progress, drop_unreferenced, output, report, to_numpy
+from ...core.callbacks import StageProgress, check as _check_cancel
+from ..arrays import drop_unreferenced, output, report, to_numpy
 from ..mesh_graph import components, dual_arcs, edges
 from ..rows import row_norm
 
@@ -67,7 +67,7 @@ def dual_graph(vertices, faces) -> DualGraph:
 
 
 def remove_invisible_faces(vertices, faces, visibility, max_hole_size: float = 0.04,
-                           progress: Progress = None, cancel=None, graph: Optional[DualGraph] = None):
+                           progress: StageProgress = None, cancel=None, graph: Optional[DualGraph] = None):
     """Cut away hidden parts (inner shells) by an s-t minimum cut on the dual graph (§15.2).
 
     * Per connected component (faces joined by shared edges), "outer" faces have visibility
@@ -95,7 +95,7 @@ def remove_invisible_faces(vertices, faces, visibility, max_hole_size: float = 0
 
 
 def invisible_face_mask(vertices, faces, visibility, max_hole_size: float = 0.04,
-                        progress: Progress = None, cancel=None,
+                        progress: StageProgress = None, cancel=None,
                         details: Optional[dict] = None, graph: Optional[DualGraph] = None) -> np.ndarray:
     """The faces ``remove_invisible_faces`` removes, as a bool mask [F] (same arguments).
 

@@ -7,8 +7,8 @@ from typing import Optional
 
 import numpy as np
 
-from ...core.callbacks import check as _check_cancel
-from ..arrays import Progress, output, report, to_numpy
+from ...core.callbacks import StageProgress, check as _check_cancel
+from ..arrays import output, report, to_numpy
 from ..mesh_graph import components
 from ..rows import row_max, row_min, row_norm, row_sum
 
@@ -272,7 +272,7 @@ def _patch_loops(v, f, bnd, bnd_face, succ, on, loop):
     return faces, np.unique(np.concatenate(failed))
 
 
-def fill_holes(vertices, faces, max_hole_edges: int, progress: Progress = None, cancel=None, boundary=None):
+def fill_holes(vertices, faces, max_hole_edges: int, progress: StageProgress = None, cancel=None, boundary=None):
     """Close every boundary loop with 3..``max_hole_edges`` edges (spec §15.2, MeshFix's role).
 
     Boundary edges are the edges used by exactly one face, oriented as in that face; they are

@@ -19,8 +19,8 @@ from typing import Optional
 
 import numpy as np
 
-from ...core.callbacks import check as _check_cancel
-from ..arrays import Progress, report, to_numpy
+from ...core.callbacks import StageProgress, check as _check_cancel
+from ..arrays import report, to_numpy
 
 __all__ = ["REFERENCE_VISIBILITY_VIEWS", "REFERENCE_VISIBILITY_RESOLUTION", "DEFAULT_VISIBILITY_VIEWS",
            "DEFAULT_VISIBILITY_RESOLUTION", "FAST_VISIBILITY_VIEWS", "FAST_VISIBILITY_RESOLUTION",
@@ -110,7 +110,7 @@ def visibility_settings(vertices, faces, device=None, radius: float = 2.0,
 
 def face_visibility(vertices, faces, num_views: Optional[int] = None,
                     resolution: Optional[int] = None, device=None,
-                    progress: Progress = None, cancel=None, radius: float = 2.0,
+                    progress: StageProgress = None, cancel=None, radius: float = 2.0,
                     fov: float = 40.0, near: float = 1.0, far: float = 3.0,
                     pixel_budget: Optional[int] = None) -> np.ndarray:
     """Fraction of views in which each face owns at least one pixel, float32 [F].
@@ -121,7 +121,7 @@ def face_visibility(vertices, faces, num_views: Optional[int] = None,
     surface owns a pixel. ``num_views`` / ``resolution`` left at None are chosen by
     ``visibility_settings`` for the device: the reference's 1000 views at 1024x1024 on an
     accelerator, fewer and smaller views on a CPU (the module docstring; ``FAST_VISIBILITY_*`` is the
-    opt-in preset). Progress: ("visibility", views done, views)
+    opt-in preset). StageProgress: ("visibility", views done, views)
     after every rasterise call (about a second each on a CPU).
 
     Views are rendered as tiles of one atlas image per rasteriser call (``raster_keys``). Each tile has a

@@ -23,8 +23,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ...core.callbacks import check
-from ..arrays import Progress, report
+from ...core.callbacks import StageProgress, check
+from ..arrays import report
 from ..bake.inpaint import inpaint_texture
 from ..normals import DEFAULT_CREASE_ANGLE
 from ..uv.stats import uv_raster
@@ -118,7 +118,7 @@ def _fitted(mesh, v, f, uv, face, points, pix, base, amr_u8, s: int, info: dict)
 
 def bake_pbr_textures(mesh, dense_vertices: torch.Tensor, dense_faces: torch.Tensor, vertices, faces, uvs,
                       texture_size: int = 2048, project: bool = True, normal_map: bool = True,
-                      crease_angle: float | None = DEFAULT_CREASE_ANGLE, split=None, progress: Progress = None,
+                      crease_angle: float | None = DEFAULT_CREASE_ANGLE, split=None, progress: StageProgress = None,
                       cancel=None, info: dict | None = None, fit_texels: bool = True) -> PbrTextures:
     """The textures of ``mesh`` (a ``MeshWithVoxel`` with attributes) on the unwrapped mesh ``vertices`` [V,3],
     ``faces`` [F,3], ``uvs`` [V,2] (numpy, z up, v up), projected onto the dense mesh (``dense_vertices``,

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import time
 
-from ...core.callbacks import check
-from ..arrays import Progress, report
+from ...core.callbacks import StageProgress, check
+from ..arrays import report
 from ..assemble import NO_SPLIT_ANGLE
 from ..normals import SharedSplit
 from ..options import PbrOptions
@@ -32,7 +32,7 @@ from .textured import PbrTexturedMesh, pbr_textured_mesh
 __all__ = ["bake_ovoxel", "ovoxel_to_glb"]
 
 
-def bake_ovoxel(mesh, options: PbrOptions | None = None, *, progress: Progress = None, cancel=None,
+def bake_ovoxel(mesh, options: PbrOptions | None = None, *, progress: StageProgress = None, cancel=None,
                 prepared=None, **changes) -> PbrTexturedMesh:
     """A ``MeshWithVoxel`` (with its attributes) -> ``PbrTexturedMesh`` with ``options`` (``changes``: changes to
     them, ``PbrOptions``' names): the mesh decimated to the options' face target and unwrapped, its base colour,
@@ -87,7 +87,7 @@ def bake_ovoxel(mesh, options: PbrOptions | None = None, *, progress: Progress =
                              textures.normal, maps, split)
 
 
-def ovoxel_to_glb(mesh, path, options: PbrOptions | None = None, *, cancel=None, progress: Progress = None,
+def ovoxel_to_glb(mesh, path, options: PbrOptions | None = None, *, cancel=None, progress: StageProgress = None,
                   **changes) -> PbrTexturedMesh:
     """``bake_ovoxel`` with ``options`` (``changes``: as there) and the GLB written to ``path`` (``formats.write``:
     nothing is written when cancelled). Returns the ``PbrTexturedMesh``; its ``info`` holds the export's record."""

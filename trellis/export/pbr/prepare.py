@@ -11,8 +11,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ...core.callbacks import check
-from ..arrays import Progress, report
+from ...core.callbacks import StageProgress, check
+from ..arrays import report
 from ..options import DEFAULT_TARGET_FACES, MAX_HOLE_PERIMETER, PbrOptions
 from ..uv.unwrap import LOW_TEXEL_USE, unwrap_uv
 from .orientation import unify_orientation
@@ -46,7 +46,7 @@ def dense_mesh(mesh) -> tuple[torch.Tensor, torch.Tensor]:
 
 def prepare_ovoxel_mesh(mesh, target_faces: int = DEFAULT_TARGET_FACES, texture_size: int = PbrOptions.texture_size,
                         max_hole_perimeter: float = MAX_HOLE_PERIMETER, uv_method: str = "auto",
-                        uv_time_budget_s: float = 10.0, progress: Progress = None, cancel=None,
+                        uv_time_budget_s: float = 10.0, progress: StageProgress = None, cancel=None,
                         info: dict | None = None, dense: tuple | None = None,
                         clustered: Clustered | None = None) -> PreparedMesh:
     """A ``MeshWithVoxel`` -> ``PreparedMesh`` (see the module docstring). ``target_faces``: faces of the exported

@@ -33,8 +33,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ...core.callbacks import check
-from ..arrays import Progress, output, report
+from ...core.callbacks import StageProgress, check
+from ..arrays import output, report
 from ..cleanup.chain import clean_mesh_for_export
 from .cluster import search_cell
 from .manifold import edge_counts, edge_table
@@ -88,7 +88,7 @@ def _lapper(info: dict):
 
 
 def cluster_stage(vertices: torch.Tensor, faces: torch.Tensor, target: int, voxel_size: float,
-                  progress: Progress = None, cancel=None, info: dict | None = None) -> Clustered:
+                  progress: StageProgress = None, cancel=None, info: dict | None = None) -> Clustered:
     """Step 1 of ``reduce_to_target`` on the mesh's device (the clustering, refined on a closed input), its result
     then copied to the CPU: the later steps are many small passes over a mesh of about ``target`` faces, which on a
     GPU the sampling keeps busy wait for its kernels at each of their syncs."""
@@ -124,7 +124,7 @@ def cluster_stage(vertices: torch.Tensor, faces: torch.Tensor, target: int, voxe
 
 
 def reduce_to_target(vertices: torch.Tensor, faces: torch.Tensor, target: int, voxel_size: float,
-                     max_hole_perimeter: float = MAX_HOLE_PERIMETER, progress: Progress = None, cancel=None,
+                     max_hole_perimeter: float = MAX_HOLE_PERIMETER, progress: StageProgress = None, cancel=None,
                      info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(vertices float32 [V,3], faces int64 [F,3], numpy) of the dense mesh (torch, any device) with ``target``
     faces within CONTRACT_TOLERANCE (a mesh with fewer keeps its own), never none; see the module docstring.
@@ -136,7 +136,7 @@ def reduce_to_target(vertices: torch.Tensor, faces: torch.Tensor, target: int, v
 
 
 def finish_reduction(clustered: Clustered, target: int, max_hole_perimeter: float = MAX_HOLE_PERIMETER,
-                     progress: Progress = None, cancel=None, info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     progress: StageProgress = None, cancel=None, info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Steps 2-4 of ``reduce_to_target`` after its clustering (``cluster_stage``), on the CPU; ``info``: where the
     record goes on (default: the clustering's own)."""
     if info is None:

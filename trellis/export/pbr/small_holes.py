@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ...core.callbacks import check
-from ..arrays import Progress, report
+from ...core.callbacks import StageProgress, check
+from ..arrays import report
 from ..options import MAX_HOLE_PERIMETER
 from ..cleanup.holes import boundary_cycles, boundary_with_faces, fill_holes
 from .manifold import edge_keys
@@ -63,7 +63,7 @@ def _kept_loops(v, f, on_boundary, max_perimeter):
 
 
 def fill_small_holes(vertices: torch.Tensor, faces: torch.Tensor, max_perimeter: float = MAX_HOLE_PERIMETER,
-                     progress: Progress = None, cancel=None, info: dict | None = None):
+                     progress: StageProgress = None, cancel=None, info: dict | None = None):
     """(vertices, faces) on their device with every hole of perimeter up to ``max_perimeter`` closed (a patch
     of the hole's own vertices; a centroid fan where none fits adds one vertex). ``info`` gets "holes_filled"
     (the loops given to the filler) and "patch_faces"."""

@@ -9,11 +9,11 @@ import contextlib
 import os
 import threading
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
-from ...core.callbacks import check
+from ...core.callbacks import StepProgress, check
 from ..arrays import to_numpy
 from ..options import DEFAULT_TEXTURE_SIZE
 from . import lscm, overlap, pack_bitmap, segment
@@ -22,7 +22,6 @@ from .chart_mesh import ChartMesh, unique_keys
 __all__ = ["OVERLAP_RETRIES", "SINGLE_FACE_ROUNDS", "NOISY_SHARE", "geometric_time_estimate", "one_blas_thread",
            "geometric_layout", "run_queue_wait", "machine_ticks"]
 
-Progress = Optional[Callable[[int, int], None]]
 
 # Times the layout cuts faces found overlapping in the atlas out of their charts and packs again; faces still
 # overlapping after that become charts of one face each (up to SINGLE_FACE_ROUNDS times: packed at a slightly
@@ -76,7 +75,7 @@ def one_blas_thread():
                 _blas_limiter = None
 
 
-def geometric_layout(vertices, faces, texture_size: int = DEFAULT_TEXTURE_SIZE, padding: int = 2, progress: Progress = None,
+def geometric_layout(vertices, faces, texture_size: int = DEFAULT_TEXTURE_SIZE, padding: int = 2, progress: StepProgress = None,
                      cancel=None, time_budget_s: Optional[float] = None, max_charts: Optional[int] = None,
                      info: Optional[dict] = None):
     """Our charts: cut along the geometry, flattened by LSCM, packed by the bitmap packer (module docstring).

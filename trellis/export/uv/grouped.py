@@ -16,11 +16,11 @@ Time grows with the faces (sorts and sparse products, no per-face Python), so it
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
-from ...core.callbacks import check
+from ...core.callbacks import StepProgress, check
 from ..arrays import to_numpy
 from ..mesh_graph import components, face_adjacency_pairs
 from ..options import DEFAULT_TEXTURE_SIZE
@@ -34,7 +34,6 @@ __all__ = ["DIRECTIONS", "SMOOTH_RINGS", "MIN_LEAN", "SMALL_CHART_FACES", "MERGE
            "MAX_AREA_SHARE", "HALVE_ROUNDS", "HALVE_MIN_FACES", "GUARD_ROUNDS", "halve_loose_charts",
            "classify_faces", "merge_small_charts", "smooth_borders", "project_charts", "split_overlapping", "grouped_layout"]
 
-Progress = Optional[Callable[[int, int], None]]
 
 # The chart directions: the 6 axes and the 8 cube diagonals (a face is never more than ~35 degrees from one).
 _DIAG = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], np.float64) / np.sqrt(3.0)
@@ -253,7 +252,7 @@ def halve_loose_charts(chart, tri, pairs, rounds=HALVE_ROUNDS, cancel=None):
 
 
 def grouped_layout(vertices, faces, texture_size: int = DEFAULT_TEXTURE_SIZE, padding: int = 2,
-                   progress: Progress = None, cancel=None, info: Optional[dict] = None):
+                   progress: StepProgress = None, cancel=None, info: Optional[dict] = None):
     """The grouped charts (module docstring). Same outputs as ``unwrap_uv``. A dict ``info`` receives "charts",
     "split_rounds", "guard_faces" (faces found sharing a texel centre after packing, made charts of their own and
     packed again, up to ``GUARD_ROUNDS`` times) and "phases" (seconds per step: "charts", "project", "split",

@@ -17,11 +17,11 @@ The measurements behind the choice: docs/benchmarks/export.md#uv-unwrap.
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
-from ...core.callbacks import Cancelled, check
+from ...core.callbacks import Cancelled, StepProgress, check
 from ..arrays import to_numpy
 from ..options import DEFAULT_TEXTURE_SIZE
 from . import axis_charts, geometric, xatlas, xatlas_groups
@@ -32,7 +32,6 @@ from .stats import faces_with_texel, texel_use
 __all__ = ["AUTO_GEOMETRIC_MAX_FACES", "AUTO_GEOMETRIC_MAX_CHARTS", "LOW_TEXEL_USE", "GROUPED_MIN_FACES_WITH_TEXEL",
            "xatlas_route", "unwrap_uv"]
 
-Progress = Optional[Callable[[int, int], None]]
 
 # Below this share of faces holding a texel centre, the grouped layout is compared with the axis charts and the one
 # giving more faces their own texels is kept.
@@ -63,7 +62,7 @@ def _is_cancel(e: BaseException) -> bool:
     return isinstance(e, Cancelled)
 
 
-def unwrap_uv(vertices, faces, time_budget_s: float = 10.0, progress: Progress = None, cancel=None,
+def unwrap_uv(vertices, faces, time_budget_s: float = 10.0, progress: StepProgress = None, cancel=None,
               *, texture_size: int = DEFAULT_TEXTURE_SIZE, padding: int = 2, method: str = "auto",
               verbose: bool = False, info: Optional[dict] = None, in_child: bool = False):
     """Parametrise a triangle mesh into the unit square.
