@@ -11,7 +11,7 @@ from ..core.callbacks import check
 from .lod_targets import LOD_TOLERANCE, LodRefusal
 from .placement import bounds, place
 
-__all__ = ["DESTINATION_LIMITS", "describe_export", "check_limits", "is_watertight", "print_shape_facts",
+__all__ = ["DESTINATION_LIMITS", "describe_export", "check_limits", "print_shape_facts",
            "placed_shape_facts", "mesh_numbers", "shell_count", "file_bytes", "lod_entries", "PRINT_KINDS"]
 
 # What each destination's files must meet (the destinations' own published limits where they have them: Shopify's
@@ -30,12 +30,6 @@ PRINT_KINDS = ("stl", "3mf")     # the files written from the print shape (``for
 
 # What export.json says of a print repair (``print_solid``'s info): how, and how much of the surface it left out.
 REPAIR_KEYS = ("method", "parts_dropped", "area_dropped_share", "holes_filled", "cell_size")
-
-
-def is_watertight(vertices, faces, solid: bool = False) -> bool:
-    """Every edge of the shape as the STL / 3MF are written (UV seams welded; ``solid``: the print-ready shell)
-    has exactly two faces, consistently oriented (trimesh's test)."""
-    return print_shape_facts(vertices, faces, solid)["watertight"]
 
 
 def print_shape_facts(vertices, faces, solid: bool = False, cancel=None) -> dict:
