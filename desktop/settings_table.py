@@ -156,6 +156,12 @@ class Setting:
         return tuple(name for name, family in FAMILIES.items() if family.uses(self.name))
 
 
+def triangle_share(kept: float) -> str:
+    """A fraction of the mesh's triangles as people read it ("2.5 %"): the Simplify help and the Export-again line
+    name the same number."""
+    return f"{round(kept * 100, 2):g} %"
+
+
 def text_size_labels() -> tuple:
     return tuple((f"{size} (~{TEXT_SIZES_GB.get(size, '?')} GB)", size) for size in TEXT_MODEL_SIZES)
 
@@ -204,10 +210,11 @@ ROWS: tuple = (
             cli=Cli("--pipeline-type", "TRELLIS.2 model folders only: 512, 1024, 1024_cascade (default) or "
                                        "1536_cascade (finer: slower, more GPU memory)")),
     Setting("simplify", "float", 0.975, "fraction of the decoder mesh's triangles removed; the file gets the rest "
-            "(0.975: 2.5 %, about 18 k faces for a typical object; 0 keeps all)", lo=0.0, hi=0.99, step=0.005,
-            export=True, ui=Ui("output", "Simplify (share of triangles removed)",
-                               info="0.975 keeps 2.5 % of the triangles: a light file; lower keeps more detail, a "
-                                    "bigger file and a slower bake"),
+            f"(0.975: {triangle_share(1 - 0.975)}, about 18 k faces for a typical object; 0 keeps all)", lo=0.0,
+            hi=0.99, step=0.005, export=True, ui=Ui("output", "Simplify (share of triangles removed)",
+                                                    info=f"0.975 keeps {triangle_share(1 - 0.975)} of the triangles: "
+                                                         "a light file; lower keeps more detail, a bigger file and a "
+                                                         "slower bake"),
             cli=Cli("--simplify", "fraction of triangles removed"), panel=Panel("mesh_simplify", "mesh\\nsimplify", 3)),
     Setting("fill_holes", "bool", True, "remove hidden inner faces and close small holes (slow on a CPU)",
             export=True, ui=Ui("output", "Fill holes (slow on a CPU)",

@@ -7,7 +7,7 @@ vertex colours, its preview rendered again from that bake), said so."""
 from ..jobs.export_reuse import source_preview
 from ..jobs.progress import textured_files
 from ..settings import CPU_REASONS, EXPORT_FIELDS, GenerationSettings, device_changes, with_job_texture
-from ..settings_table import MESH_FORMATS
+from ..settings_table import MESH_FORMATS, triangle_share
 from ..families import family_of_record
 from .history_list import DESTINATION_WORDS
 from .lazy import gr
@@ -100,7 +100,7 @@ def plan_text(submitted: GenerationSettings, used: GenerationSettings, preview_k
     parts, textured = [], textured_files(used)
     if any(kind in used.formats for kind in MESH_FORMATS):
         parts.append(f"{used.target_faces:,} triangles" if used.target_faces else
-                     f"{1 - used.simplify:.0%} of the triangles")
+                     f"{triangle_share(1 - used.simplify)} of the triangles")
         if used.height:
             parts.append(f"{used.height:g} m tall")
         parts += [f"pivot {used.pivot}"] if used.pivot != "origin" else []
