@@ -50,12 +50,13 @@ class HistoryViews:
         return (*self.show_history(folder_name), family_of(record) if isinstance(record, dict) else gr.skip())
 
     def reuse_settings(self, folder_name):
-        """[preset, the value of each RELOADED_KNOBS control, *REUSED_INPUTS] of a past job: its settings.json (and its
-        model family) back in the page, randomize off so that its seed is the one used."""
+        """[preset, the value of each RELOADED_KNOBS control, *REUSED_INPUTS] of a past job: the settings it was asked
+        to run with (requested_settings, not a CPU's lowered ones) and its model family back in the page, randomize
+        off so that its seed is the one used."""
         folder = self._job_folder(folder_name)
         record = folder.settings_record() if folder else None
         try:
-            s = GenerationSettings.from_json(record)
+            s = requested_settings(record)
         except ValueError:
             gr.Warning("Pick a past job first (its settings.json could not be read).")
             return [gr.skip()] * (1 + len(RELOADED_KNOBS) + len(REUSED_INPUTS))
@@ -114,6 +115,21 @@ class HistoryViews:
         return (result_info(folder, name, warnings), gr.update(value=mp4, label=LABELS["video"]),
                 gr.update(value=shown, label=LABELS["model"]), *row_updates(download_choices(folder, named)),
                 [str(p) for p in folder.listed_files()] or None)
+
+
+def requested_settings(record) -> GenerationSettings:
+    """The settings a past job was asked to run with, and the seed it used: settings.json's settings with the values
+    the job ran with instead (a CPU's lowered ones, a family's own texture: changed_for_device's [asked, used]) put
+    back. ValueError: a record without readable settings."""
+    used = GenerationSettings.from_json(record)
+    changed = record.get("changed_for_device")
+    if not isinstance(changed, dict):
+        return used
+    try:
+        return used.replace(**{k: v[0] for k, v in changed.items()
+                               if k in SETTINGS and isinstance(v, list) and len(v) == 2})
+    except (ValueError, TypeError):         # an entry this version cannot read: the values the job ran with
+        return used
 
 
 def result_info(folder, name: str | None = None, warnings: bool = False) -> str:

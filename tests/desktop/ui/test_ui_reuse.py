@@ -113,3 +113,75 @@ def test_new_rows_are_reloaded_with_no_other_change(tmp_path):
     proc = run_child(__file__, str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "the new controls were reloaded" in proc.stdout
+
+
+@pytest.mark.parametrize("family, device", [("trellis", "cpu"), ("trellis2", "cpu"), ("trellis2", "cuda")])
+def test_use_these_settings_of_a_job_the_device_changed_gives_back_what_was_asked(tmp_path, family, device):
+    """A Balanced job that a CPU lowered (bake and preview sizes), or a TRELLIS.2 job whose texture is the family's
+    own: its settings.json as the job's step writes it, then "Use these settings" shows Balanced and its values,
+    which the knobs' check keeps as Balanced, and the seed the job used."""
+    import uuid
+
+    from desktop import ui
+    from desktop.jobs.folder import JobFolder
+    from desktop.jobs.job import Job
+    from desktop.jobs.steps import for_device, settings_record
+    from desktop.jobs.trellis2_steps import for_trellis2_device, trellis2_record
+    from desktop.settings import GenerationSettings
+    from desktop.ui.history import RELOADED_KNOBS
+    from desktop.ui.knobs import preset_of
+    from desktop.ui.values import preset_values, settings_from_values
+
+    defaults = GenerationSettings()
+    shown = {**{n: getattr(defaults, n) for n in RELOADED_KNOBS}, **preset_values("balanced", defaults)}
+    asked = settings_from_values(shown, "balanced", defaults)            # what the page's Generate sends
+    assert asked.preset == "balanced"
+    job = Job(id=uuid.uuid4().hex, inputs=["chair.png"], settings=asked, family=family)
+    if family == "trellis":
+        used = for_device(job, asked.with_seed(), device)
+        record = settings_record(job, used, "m", device)
+    else:
+        used = for_trellis2_device(job, asked.with_seed(), device)
+        record = trellis2_record(job, used, "m", device)
+    assert used.to_dict() != {**asked.to_dict(), "seed": used.seed, "randomize_seed": False}, "nothing was changed"
+    folder = JobFolder(tmp_path / "20260101-100000-aaaaaaaa")
+    folder.path.mkdir(parents=True)
+    folder.write_settings(record)
+
+    app = ui.TrellisApp(Recorder(tmp_path))
+    try:
+        answer = app.reuse_settings(folder.name)
+    finally:
+        app.close()
+    preset, values = answer[0], dict(zip(RELOADED_KNOBS, answer[1:1 + len(RELOADED_KNOBS)]))
+    assert preset == "balanced", preset
+    assert preset_of(values, preset, defaults) == "balanced"
+    assert {n: values[n] for n in shown if n != "seed"} == \
+        {n: v for n, v in {**asked.to_dict(), "randomize_seed": False}.items() if n in shown and n != "seed"}
+    assert values["seed"] == used.seed == record["seed"] and values["randomize_seed"] is False
+
+
+def test_use_these_settings_puts_back_what_changed_for_device_names(tmp_path):
+    """settings.json's changed_for_device ([asked, used] per setting) gives back the values asked for; an entry
+    this version does not know is left out, not the whole record."""
+    from desktop import ui
+    from desktop.jobs.folder import JobFolder
+    from desktop.settings import GenerationSettings
+    from desktop.ui.history import RELOADED_KNOBS
+
+    used = GenerationSettings(preset="balanced", seed=7, randomize_seed=False, bake_resolution=512,
+                              video_resolution=384)
+    folder = JobFolder(tmp_path / "20250101-100000-bbbbbbbb")
+    folder.path.mkdir(parents=True)
+    folder.write_settings({"job_id": "b" * 32, "kind": "image", "seed": 7, "device": "cpu",
+                           "settings": used.to_dict(),
+                           "changed_for_device": {"bake_resolution": [1024, 512], "video_resolution": [512, 384],
+                                                  "a_later_setting": [2, 1]}})
+    app = ui.TrellisApp(Recorder(tmp_path))
+    try:
+        answer = app.reuse_settings(folder.name)
+    finally:
+        app.close()
+    values = dict(zip(RELOADED_KNOBS, answer[1:1 + len(RELOADED_KNOBS)]))
+    assert answer[0] == "balanced"
+    assert (values["bake_resolution"], values["video_resolution"], values["seed"]) == (1024, 512, 7)
