@@ -85,11 +85,10 @@ def source_problem(folder: str, changes: dict):
 
 def result_problem(jf: JobFolder):
     """None when the folder's result.npz is one (every member checked as the export will read it), else why not."""
-    from trellis.export import DamagedResultError, check_result
-    from trellis.export import check_ovoxel_result, is_ovoxel_result
+    from trellis.export import DamagedResultError
 
     try:
-        (check_ovoxel_result if is_ovoxel_result(jf.file("result")) else check_result)(jf.file("result"))
+        jf.check_result()
     except DamagedResultError as err:
         return str(err)
     return None

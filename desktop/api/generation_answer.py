@@ -10,6 +10,7 @@ from typing import Optional
 
 from .common import ERROR_STATUS, POLL_S, ApiError, api_state
 from .v1 import content_type
+from ..families import get_family, runner_family
 from ..settings import FORMATS
 
 # The answer of an ended job: sending the request again would run a whole new generation (and fail alike). The
@@ -91,25 +92,35 @@ def obj_companions(obj_path: str) -> list:
     return list(dict.fromkeys(libraries + textures))
 
 
+def model_name(job, runner) -> str:
+    """The `model` an answer names for `job`: its family's public name (the first model name it answers to, as a
+    request sends it), a prompt's text model (a local folder by its name: no path of the server's)."""
+    if job.kind == "text":
+        source = os.fspath(runner.text_model_for(job.settings.text_model_size))
+        local = os.path.isabs(source) or os.path.isdir(source)
+        return os.path.basename(os.path.normpath(source)) if local else source
+    family = get_family(job.family) if job.family else runner_family(runner)
+    return family.peer_names[0]
+
+
 async def envelope(jobs: list, output: str, response_format: str, request, missing: int = 500) -> dict:
     state = api_state(request)
     first = jobs[0]
-    model = state.runner.text_model_for(first.settings.text_model_size) if first.kind == "text" else \
-        state.runner.model_path
     base = str(request.base_url).rstrip("/")
     return {"id": "-".join(j.id for j in jobs), "object": "3d.generation", "created": int(first.created),
-            "model": str(model), "status": overall_status(jobs), "output_format": output,
+            "model": model_name(first, state.runner), "status": overall_status(jobs), "output_format": output,
             "data": [await item(j, output, response_format, base, missing) for j in jobs]}
 
 
-def failure(jobs: list) -> Optional[ApiError]:
-    """The error answer of the first job that failed or was cancelled (None when none did)."""
+def failure(jobs: list, outputs_dir) -> Optional[ApiError]:
+    """The error answer of the first job that failed or was cancelled (None when none did); the runner's
+    `outputs_dir`: what its paths are named relative to."""
     job = next((j for j in jobs if j.state in ("failed", "cancelled")), None)
     if job is None:
         return None
     kind = job.error_kind or ("cancelled" if job.state == "cancelled" else "internal")
-    return ApiError(ERROR_STATUS.get(kind, 500), job.error or f"job {job.id} {job.state}", headers=NO_RETRY,
-                    error_kind=kind, job_id=job.id)
+    return ApiError(ERROR_STATUS.get(kind, 500), job.remote_error(outputs_dir) or f"job {job.id} {job.state}",
+                    headers=NO_RETRY, error_kind=kind, job_id=job.id)
 
 
 async def wait_jobs(jobs: list, timeout: float, request) -> bool:

@@ -114,7 +114,8 @@ def _build_models():
         id: str = Field(description="GET /v1/3d/generations/{id} answers this envelope again")
         object: Literal["3d.generation"]
         created: int
-        model: str
+        model: str = Field(description="what made it: its family's public name (trellis-image-large, trellis2-4b), "
+                                       "or a prompt's text model")
         status: str = Field(description="queued, in_progress, completed, failed or cancelled (of all its jobs)")
         output_format: str
         data: list[GenerationItem]
@@ -364,7 +365,7 @@ def add_generation_routes(app) -> None:
             gen = await envelope(jobs, output, "url", request)
             return JSONResponse(gen, status_code=202, headers={"Location": f"/v1/3d/generations/{gen['id']}",
                                                                **replay})
-        err = failure(jobs)
+        err = failure(jobs, state.runner.outputs_dir)
         if err is not None:
             raise err
         if response_format not in RESPONSE_FORMATS:
@@ -390,7 +391,7 @@ def add_generation_routes(app) -> None:
         jobs = [state.runner.get(i) if JOB_ID.match(i) else None for i in ids]
         if not ids or len(ids) > MAX_N or any(j is None for j in jobs):
             raise ApiError(404, f"no generation {generation_id!r}: give the `id` of a POST /v1/3d/generations answer")
-        err = failure(jobs)
+        err = failure(jobs, state.runner.outputs_dir)
         if err is not None:
             raise err
         return JSONResponse(await envelope(jobs, output_format or default_output(jobs[0]), response_format, request,

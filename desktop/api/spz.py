@@ -71,6 +71,7 @@ class SpzSlot:
         self.jobs: list = []         # recent jobs, newest last (downloads come from the newest done one)
         self.unanswered = None       # the job whose generation request has not been answered yet
         self.receiving = 0           # generation requests being read and checked (their job not queued yet)
+        self.outputs_dir = None      # the runner's outputs folder (an error names its files relative to it)
 
     def busy(self) -> bool:
         return self.job is not None and self.job.state in ("queued", "running")
@@ -91,7 +92,7 @@ class SpzSlot:
             self.preview_job = None
         if mode == "preview":
             self.preview_job = job
-        self.job, self.mode = job, mode
+        self.job, self.mode, self.outputs_dir = job, mode, runner.outputs_dir
         self.jobs = (self.jobs + [job])[-20:]
 
     def latest_with(self, kind: str):
@@ -204,7 +205,8 @@ async def _generation(request, mode: str, prepare):
                           else "generation complete: GET /download/model")
         return JSONResponse(out, background=sent)
     kind = job.error_kind or "internal"
-    return JSONResponse({"detail": job.error or kind, "status": "FAILED", "error_kind": kind, "job_id": job.id},
+    return JSONResponse({"detail": job.remote_error(state.runner.outputs_dir) or kind, "status": "FAILED",
+                         "error_kind": kind, "job_id": job.id},
                         status_code=ERROR_STATUS.get(kind, 500), background=sent)
 
 
@@ -227,7 +229,7 @@ def _status(slot) -> dict:
         out.update(status="PREVIEW_READY" if slot.mode == "preview" else "COMPLETE", progress=100,
                    message="preview ready" if slot.mode == "preview" else "generation complete")
     else:
-        out.update(status="FAILED", message=job.error or job.state)
+        out.update(status="FAILED", message=job.remote_error(slot.outputs_dir) or job.state)
     return out
 
 

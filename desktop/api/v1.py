@@ -70,7 +70,8 @@ def job_info(job, runner) -> dict:
     p["percent"] = int(round(100 * p["fraction"]))
     return {"id": job.id, "kind": job.kind, "source_id": job.source_id, "state": job.state,
             "queue_position": runner.queue_position(job.id) if job.state == "queued" else None,
-            "progress": p, "error": job.error, "error_kind": job.error_kind, "files": file_entries(job),
+            "progress": p, "error": job.remote_error(runner.outputs_dir), "error_kind": job.error_kind,
+            "files": file_entries(job),
             "settings": d["settings"], "seed": job.seed, "device": job.device, "out_dir": job.out_dir,
             "created": job.created, "started": job.started, "finished": job.finished,
             "keep_result": job.keep_result, "result_kept": job.result_kept, "prompt": job.prompt,

@@ -8,6 +8,7 @@ Blender add-on through REST) asks this registry; no other module compares a fami
     family_for_model_name(name)       the Family a peer's model name means ("trellis2-4b", ...), or None
     family_of_record(record)          the Family of a job folder's settings.json record (v1's name none)
     family_of_result(result)          the Family whose kept result `result` (a dict of arrays) is
+    family_of_result_file(path, rec)  the Family whose result.npz `path` is (its job's settings.json record first)
     look_family(wanted, from_prompt)  the Family that makes a new look on the user's mesh; FamilyRefusal where none
     family_problem(runner, wanted)    None when a job of `wanted` can run on `runner`, else what to do
     check(family, settings, images)   THE rule for settings a family cannot use (below)
@@ -52,7 +53,8 @@ class Family:
     pipeline_class: str                    # pipeline.json's "name" of its model folders
     repos: tuple                           # its published hub repos (the first is the one the installer fetches)
     repo_marker: str                       # lower-case words of a hub repo id of this family ("trellis.2")
-    peer_names: tuple                      # lower-case model names it answers to (OpenAI-style, LocalAI, MCP)
+    peer_names: tuple                      # lower-case model names it answers to (OpenAI-style, LocalAI, MCP); the
+                                           # first is its public name, the one answers give (never a folder)
     pipeline_types: tuple                  # the library pipeline class's PIPELINE_TYPES (() : one path)
     default_pipeline_type: Optional[str]
     vram_floors: Mapping[str, float]       # least VRAM budget (GiB) a job of each pipeline type completes under
@@ -248,9 +250,13 @@ def family_of_result(result) -> Family:
     return next((f for f in FAMILIES.values() if f.result_key in keys), DEFAULT_FAMILY)
 
 
-def family_of_result_file(path) -> Family:
-    """The family whose result.npz `path` is (only the file's directory is read; an unreadable one is v1's, whose
-    reader then says what is wrong with it)."""
+def family_of_result_file(path, record=None) -> Family:
+    """The family whose result.npz `path` is: the one its job's settings.json `record` names (the record of truth,
+    whatever the file holds); where it names none, the file's own (only its zip directory is read; an unreadable one
+    is v1's, whose reader then says what is wrong with it)."""
+    name = record.get("family") if isinstance(record, dict) else None
+    if isinstance(name, str) and name in FAMILIES:
+        return FAMILIES[name]
     return next((f for f in FAMILIES.values() if f is not DEFAULT_FAMILY and f.owns_result_file(path)),
                 DEFAULT_FAMILY)
 

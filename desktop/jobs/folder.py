@@ -310,14 +310,26 @@ class JobFolder:
             save_ovoxel_result(tmp, mesh, extra)
         return {"result": str(self.file("result"))}
 
+    def result_family(self):
+        """The family whose result.npz this is: the one settings.json names, else the file's (its members)."""
+        from ..families import family_of_result_file
+
+        return family_of_result_file(self.file("result"), self.settings_record())
+
+    def check_result(self) -> None:
+        """DamagedResultError (a ValueError) unless result.npz is a usable result of its family, every member checked
+        as `read_result` reads it."""
+        from trellis.export import check_ovoxel_result, check_result
+
+        (check_ovoxel_result if self.result_family().result_key == "ovoxel" else check_result)(self.file("result"))
+
     def read_result(self, device="cpu") -> dict:
-        """{"gaussian", "mesh"} (TRELLIS v1) or {"ovoxel"} (TRELLIS.2) from result.npz, on `device`;
+        """{"gaussian", "mesh"} (TRELLIS v1) or {"ovoxel"} (TRELLIS.2: `result_family`) from result.npz, on `device`;
         trellis.export.result_file.DamagedResultError (a ValueError, the job's input problem) when it is missing,
         not a file, or damaged."""
-        from trellis.export import load_result
-        from trellis.export import is_ovoxel_result, load_ovoxel_result
+        from trellis.export import load_ovoxel_result, load_result
 
-        if is_ovoxel_result(self.file("result")):
+        if self.result_family().result_key == "ovoxel":
             return {"ovoxel": load_ovoxel_result(self.file("result"), device=device)}
         gaussian, mesh = load_result(self.file("result"), device=device)
         return {"gaussian": gaussian, "mesh": mesh}

@@ -4,6 +4,7 @@ Plain data, no torch: the worker fills it in, the UI, API and CLI read it."""
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -193,11 +194,17 @@ class Job:
         """Block until the job is done, failed or cancelled; False on timeout."""
         return self._done.wait(timeout)
 
+    def remote_error(self, outputs_dir) -> Optional[str]:
+        """`error` as a client on another computer gets it: a path in the outputs folder `outputs_dir` (or beside
+        the job's own folder) named relative to it ("<job folder>/error.json"), none absolute."""
+        parent = os.path.dirname(os.fspath(self.out_dir).rstrip("/\\")) if self.out_dir else None
+        return relative_paths(self.error, [outputs_dir, parent])
+
     def to_dict(self) -> dict:
         p = asdict(self.progress)
         p["label"] = self.progress.label
         return {"id": self.id, "kind": self.kind, "source_id": self.source_id, "state": self.state,
-                "progress": p, "error": self.error,
+                "model_family": self.family, "progress": p, "error": self.error,
                 "error_kind": self.error_kind, "out_dir": self.out_dir,
                 "files": dict(self.files), "timings": _snapshot(self.timings), "device": self.device,
                 "inputs": [describe_input(x) for x in self.inputs], "prompt": self.prompt,
@@ -206,6 +213,19 @@ class Job:
                 "settings": (self.used_settings or self.settings).to_dict(), "seed": self.seed,
                 "created": self.created, "started": self.started, "finished": self.finished,
                 "keep_result": self.keep_result, "result_kept": self.result_kept}
+
+
+def relative_paths(text: Optional[str], folders) -> Optional[str]:
+    """`text` with each path inside one of `folders` named relative to that folder, and each folder named by its
+    last part: what it says without this computer's absolute paths."""
+    for folder in dict.fromkeys(os.fspath(f).rstrip("/\\") for f in folders if f):
+        if not text or not folder:
+            continue
+        # only where a path starts (not inside a longer one), and only a whole last part ("out", not "out2")
+        start = r"(?<![\w.~/\\-])" + re.escape(folder)
+        text = re.sub(start + r"[/\\]+", "", text)
+        text = re.sub(start + r"(?![\w-]|\.\w)", lambda _: os.path.basename(folder) or folder, text)
+    return text
 
 
 def describe_input(x) -> str:

@@ -26,8 +26,7 @@ from .folder import JobFolder
 from .job import Job, JobState, NoResultError, UnknownJobError
 from .jobqueue import Entry, JobQueue
 from ..families import check as family_check
-from ..families import (FAMILIES, FamilyRefusal, budget_floor, family_of_result, family_of_result_file, get_family,
-                        look_family)
+from ..families import FAMILIES, FamilyRefusal, budget_floor, family_of_result, get_family, look_family
 from .models import Models
 from .warmup import warm_steps  # noqa: F401  (tests read it here)
 from .worker import Worker
@@ -208,6 +207,11 @@ class JobRunner:
             if source.state != JobState.DONE:
                 raise NoResultError(f"job {source_id} is {source.state}: only a finished job can be exported")
             kept = JobFolder(Path(source.out_dir)) if source.out_dir else None
+            if kept is not None and kept.file("result").exists() and not kept.file("result").is_file():
+                # the export command's words (result_file.read_members'), without the path: REST answers them too
+                raise NoResultError(f"job {source_id} cannot be exported: its result.npz is not a usable kept "
+                                    "result: it is not a regular file (a folder, pipe, socket or device); run the job "
+                                    "again")
             if kept is None or not kept.file("result").is_file():
                 raise NoResultError(f"job {source_id} has no result to export: not in memory, and its folder keeps "
                                     "no result.npz (a job of an older version, or the file was removed); run the "
@@ -217,8 +221,7 @@ class JobRunner:
             raise NoResultError(f"job {source_id} has no recorded settings to export with")
         settings = base.replace(**changes)
         # the family whose result this is (in memory, else its result.npz), and its memory floor for the export
-        family = (family_of_result(result) if result is not None
-                  else family_of_result_file(source_folder.file("result")))
+        family = family_of_result(result) if result is not None else source_folder.result_family()
         settings, warning = budget_floor(family, settings)
         job = Job(id=uuid.uuid4().hex, inputs=list(source.inputs), settings=settings, kind="export",
                   source_id=source_id, family=family.name)

@@ -87,7 +87,8 @@ def base_url_of(ctx) -> Optional[str]:
 def job_summary(job, runner, base_url: Optional[str] = None) -> dict:
     p = job.progress
     return {"job_id": job.id, "kind": job.kind, "state": job.state, "stage": p.stage,
-            "percent": int(round(100 * p.fraction)), "error": job.error, "error_kind": job.error_kind,
+            "percent": int(round(100 * p.fraction)), "error": job.remote_error(runner.outputs_dir),
+            "error_kind": job.error_kind,
             "seed": job.seed, "prompt": job.prompt, "warnings": list(job.warnings), "out_dir": job.out_dir,
             "queue_position": runner.queue_position(job.id) if job.state == JobState.QUEUED else None,
             "created": job.created, "files": file_links(job, base_url)}
@@ -103,7 +104,7 @@ def job_result(job, runner, base_url: Optional[str] = None, ended_is_error: bool
     if job.state == JobState.DONE:
         text = f"job {job.id} done: {', '.join(f['name'] for f in info['files'])}"
     elif job.state in JobState.FINISHED:
-        text = f"job {job.id} {job.state}: {job.error or job.state}"
+        text = f"job {job.id} {job.state}: {info['error'] or job.state}"
     else:
         text = f"job {job.id} {job.state} ({info['percent']}%, {job.progress.label})"
     links = [ResourceLink(type="resource_link", uri=f["uri"], name=f["name"], mime_type=f["content_type"],

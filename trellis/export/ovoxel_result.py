@@ -31,6 +31,7 @@ from ..representations.ovoxel import MeshWithVoxel
 from ..representations.ovoxel.head import PBR_LAYOUT
 from . import ovoxel_codec as codec
 from .npz_writer import pack, write_npz
+from .result_file import MEMBERS as RESULT_MEMBERS  # TRELLIS v1's
 from .result_file import (
     MAX_COORDINATE,
     MAX_DIRECTORY_BYTES,
@@ -60,6 +61,8 @@ MEMBERS_1 = {"header": ((), "u"), "coords": ((3,), "iu"), "attrs": ((CHANNELS,),
 # a member missing from either is named as such.
 MEMBERS = {"header": ((), "u"), "coords": ((3,), "iu"), "face_rows": ((), "u"), "splits": ((), "u"),
            "vertex_codes": ((), "u"), "attr_values": ((), "uf")}
+# The members no TRELLIS v1 result has (either layout's): any one of them makes a file a TRELLIS.2 result.
+OWN_MEMBERS = frozenset(f"{m}.npy" for m in (*MEMBERS_1, *MEMBERS) if m not in RESULT_MEMBERS)
 # The integer and float types each encoding may declare (anything else is not one of ours).
 INTS = ("int16", "int32", "int64")
 DTYPES = {("faces", "quads"): INTS, ("faces", "triangles"): INTS,
@@ -256,7 +259,7 @@ def zip_names(path) -> list[str]:
 
 
 def is_ovoxel_result(path) -> bool:
-    """Whether ``path`` is a regular zip file whose members are a TRELLIS.2 result's (``coords.npy`` among them):
-    which reader a kept result needs. Only the zip's directory is read; anything unreadable is False (the v1
-    reader then says what is wrong with it)."""
-    return "coords.npy" in zip_names(path)
+    """Whether ``path`` is a regular zip file holding a member only a TRELLIS.2 result has (``OWN_MEMBERS``; one
+    missing ``coords.npy`` is still one, and its reader names what is missing): which reader a kept result needs.
+    Only the zip's directory is read; anything unreadable is False (the v1 reader then says what is wrong with it)."""
+    return not OWN_MEMBERS.isdisjoint(zip_names(path))

@@ -62,6 +62,7 @@ def test_sync_json_answers_the_glb_as_b64_json(client, blob):
     assert r.status_code == 200, r.text
     gen = r.json()
     assert gen["object"] == "3d.generation" and gen["status"] == "completed" and gen["output_format"] == "glb"
+    assert gen["model"] == "trellis-image-large"             # the family's public name, not the server's folder
     [item] = gen["data"]
     assert item["status"] == "completed" and item["seed"] == 1 and item["content_type"] == "model/gltf-binary"
     glb = base64.b64decode(item["b64_json"])
@@ -112,6 +113,20 @@ def test_multipart_past_its_timeout_answers_the_job_ids_then_urls(live, client, 
     load_glb(client.get(url).content)
     again = client.get(r.headers["location"], params={"response_format": "b64_json"}).json()
     assert base64.b64decode(again["data"][1]["b64_json"]) == client.get(url).content
+
+
+def test_a_prompts_model_is_its_text_models_name_never_a_folder_of_the_server(tiny_pipeline_dir, runner, tmp_path):
+    from desktop.api.generation_answer import model_name
+    from desktop.jobs import Job
+    from desktop.settings import GenerationSettings
+
+    job = Job(id="t" * 32, inputs=[], settings=GenerationSettings(text_model_size="base"), kind="text", prompt="a cup")
+    assert model_name(job, runner) == "microsoft/TRELLIS-text-base"
+    local = JobRunner(tiny_pipeline_dir, tmp_path / "out", device="cpu", text_model=str(tmp_path / "my-text-model"))
+    try:
+        assert model_name(job, local) == "my-text-model"
+    finally:
+        local.shutdown(cancel=True, wait=True, timeout=30)
 
 
 def test_bad_requests_are_openai_errors_and_queue_nothing(live, client, runner, blob):

@@ -34,6 +34,7 @@ def test_openai_style_and_mcp_over_http_run_trellis2(tiny_pipeline_dir, tiny_tre
             r = c.post("/v1/3d/generations", json={"model": "trellis2-4b", "image": image, "output_format": "stl",
                                                    "timeout": TIMEOUT, **T2})
             assert r.status_code == 200, r.text
+            assert r.json()["model"] == "trellis2-4b"        # the job's family's, on a server of TRELLIS v1
             [item] = r.json()["data"]
             stl = c.get(item["url"]).content
             assert item["status"] == "completed" and len(stl) == item["size_bytes"] > 84, item

@@ -84,9 +84,11 @@ def queued_through_gradio_client(client, image) -> dict:
         assert time.monotonic() < deadline and not call.done(), call.status()
         time.sleep(0.05)
     job = call.outputs()[0][0]
+    assert job["model_family"] == "trellis2", job                 # as REST's job says it
     client.predict(job["id"], api_name="/cancel")
     info, _, _ = call.result(timeout=120)
     assert info["state"] in FINISHED, info
+    assert client.predict(job["id"], api_name="/status")["model_family"] == "trellis2"
     return job
 
 
