@@ -25,6 +25,8 @@ def page_theme():
 
 CSS = """
 #td-header h1 {font-size: 1.6em; margin: 0 0 0.2em;}
+/* the Output settings' sub-headings: h2s under the page's h1 (heading order), at the size of Gradio's h4 */
+#td-out-settings .td-subheading h2 {font-size: 1.1em;}
 /* two columns side by side only where both have room */
 @media (max-width: 900px) {
   #td-main {flex-direction: column;}

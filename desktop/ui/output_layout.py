@@ -14,6 +14,9 @@ OUTPUT_SECTIONS = (
     ("Preview", (("video_frames", "video_resolution"),)),
 )
 HEADING_CLASS = "td-subheading"
+# The level under the page's h1 (the accordions' labels are no headings): a screen reader's outline skips none;
+# look.py draws them at the size they had as h4s.
+HEADING_LEVEL = 2
 
 
 def placed_lines(place: str):
@@ -27,7 +30,7 @@ def placed_lines(place: str):
     by_name = {row.name: row for line in lines for row in line}
     named = {name for _, section in OUTPUT_SECTIONS for line in section for name in line}
     for title, section in OUTPUT_SECTIONS:
-        gr.Markdown(f"#### {title}", elem_classes=HEADING_CLASS)
+        gr.Markdown(f"{'#' * HEADING_LEVEL} {title}", elem_classes=HEADING_CLASS)
         yield from ([by_name[name] for name in line] for line in section)
     yield from ([row for row in line if row.name not in named] for line in lines
                 if any(row.name not in named for row in line))

@@ -1,5 +1,5 @@
-"""Checks of the browser app's page at several widths: axe-core's serious and critical findings (tests/js) and
-screenshots in the light and the dark theme."""
+"""Checks of the browser app's page at several widths: axe-core's serious and critical findings and its heading
+order (tests/js), and screenshots in the light and the dark theme."""
 import os
 import time
 
@@ -13,22 +13,26 @@ WIDTHS = (800, 1024, 1400)
 # axe-core's findings (contrast, names, roles) follow the page's elements and theme, not the window's width, whose
 # layouts the screenshots at every width and the page-reads test's boxes check: one audit per theme, at this width.
 AUDIT_WIDTH = 1024
+# axe-core's rules failed whatever impact it gives them: heading-order is "moderate", yet a skipped level breaks the
+# outline a screen reader's user moves through.
+ALSO_FAILED = ("heading-order",)
 # Two frames drawn: the resize's layout and what its resize observers changed in it.
 SETTLED = "() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))"
 
 
 def audit(ui) -> list:
-    """axe-core's serious and critical violations of the page as it is now: [(rule, [element, ...])]."""
+    """axe-core's serious and critical violations of the page as it is now, and those of ALSO_FAILED's rules:
+    [(rule, [element, ...])]."""
     if not os.path.isfile(AXE):
         pytest.fail("axe-core is not installed: run `npm ci --prefix tests/js` (./run.sh test does this when npm is "
                     "on PATH)")
     if not ui.page.evaluate("() => typeof window.axe !== 'undefined'"):
         ui.page.add_script_tag(path=AXE)
-    found = ui.page.evaluate("""async () => {
+    found = ui.page.evaluate("""async (also) => {
         const result = await axe.run(document, {resultTypes: ['violations']});
-        return result.violations.filter(v => ['serious', 'critical'].includes(v.impact))
+        return result.violations.filter(v => ['serious', 'critical'].includes(v.impact) || also.includes(v.id))
                      .map(v => [v.id, v.nodes.map(n => n.target.join(' ') + ': ' + n.failureSummary)]);
-    }""")
+    }""", list(ALSO_FAILED))
     return found
 
 

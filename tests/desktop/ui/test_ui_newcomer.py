@@ -4,8 +4,9 @@ driven by Playwright in headless Chromium, as tests/desktop/ui/test_ui.py does. 
 without internet.
 
 - the page reads at any width: every mode reachable at 800 / 1024 / 1400 px, the columns stacked below 900 px,
-  an h1, visible keyboard focus, the status announced, Ctrl+Enter, and axe-core (tests/js) finding no serious or
-  critical violation in light and dark; screenshots of each in test-artifacts/ui/;
+  an h1 with the settings' sub-headings under it, visible keyboard focus, the status announced, Ctrl+Enter, and
+  axe-core (tests/js) finding no serious or critical violation nor a heading out of order in light and dark;
+  screenshots of each in test-artifacts/ui/;
 - state that does what it says: Generate and Cancel, the last result kept, a cancelled job's files, the result
   column per tab, "Use these settings" bringing back a job's images and tab, a server that stopped;
 - errors as a headline, an action (a button that does it) and folded details, never twice.
@@ -18,6 +19,7 @@ import time
 import pytest
 from PIL import Image
 
+from desktop.ui.output_layout import OUTPUT_SECTIONS
 from tests.helpers.gradio_app import (EXAMPLES, FINISHED, JOB_TIMEOUT, ROUND_TRIP_MS, Page, job_dirs, launch_app,
                                       running_app)
 from tests.helpers.page_audit import AUDIT_WIDTH, WIDTHS, audit, settled_audit
@@ -152,6 +154,29 @@ def test_the_page_reads_at_every_width_in_both_themes(app, browser, server):
         ui.check_clean()
     finally:
         ui.close()
+
+
+def test_the_settings_headings_come_under_the_page_title(app):
+    """The Output settings' sub-headings are the level under the page's h1 (axe-core's heading-order, which audit()
+    fails on), drawn as Gradio draws an h4 there."""
+    ui = app()
+    ui.open_settings()
+    assert audit(ui) == []
+    levels = ui.page.eval_on_selector_all("h1, h2, h3, h4, h5, h6",
+                                          "hs => hs.filter(h => h.offsetParent !== null).map(h => +h.tagName[1])")
+    assert levels == [1] + [2] * len(OUTPUT_SECTIONS), levels
+    # the sub-heading's look beside an h4 put in its place for a moment
+    looks = ui.page.evaluate("""() => {
+        const h = document.querySelector('#td-out-settings .td-subheading h2');
+        const h4 = document.createElement('h4');
+        h.parentElement.append(h4);
+        const look = (e) => { const s = getComputedStyle(e); return [s.fontSize, s.fontWeight, s.lineHeight, s.color]; };
+        const both = [look(h), look(h4)];
+        h4.remove();
+        return both;
+    }""")
+    assert looks[0] == looks[1], looks
+    ui.check_clean()
 
 
 # ------------------------------------------------------------------------------------------ item 2
