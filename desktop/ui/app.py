@@ -27,7 +27,7 @@ from .places import wire_places
 from .pagestate import LABELS, TabResults, buttons, marked_previous, wire_busy, wire_idle, wire_tabs
 from .batch_view import status_html
 from .status import (POLL_S, device_line, hide_paths, idle_html, kept_files, md_escape, memory_line, model_name,
-                     message_html)
+                     message_html, path_html)
 from .output_layout import placed_lines
 from .values import (DESTINATION_KNOBS, MESH_TYPES, OTHER_KNOBS, PRESET_KNOBS, choice_labels, collect_look,
                      collect_work, destination_values, file_of, is_slider, preset_values, settings_from_values)
@@ -107,7 +107,8 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
     # ------------------------------------------------------------------ page
     def header_text(self) -> str:
         """The page's title line: model (by its name: its folder's full path is the log's), device (a GPU's
-        fast-path line: which renderer path it takes and, if the slower one, why) and outputs folder."""
+        fast-path line: which renderer path it takes and, if the slower one, why) and outputs folder (~ for the home
+        folder, the whole path its tooltip)."""
         text = getattr(self.runner, "text_model", None)
         text = f" · text model: `{model_name(text)}`" if text else ""
         memory = memory_line(self.runner.list())
@@ -115,7 +116,8 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
         return (f"# Trellis Desktop\nOne photo (or a prompt) in, a textured 3D model out. Model: "
                 f"{get_family(self.family.running).words} `{model_name(self.runner.model_path)}`"
                 f"{self.family.loaded_words()}{text} · "
-                f"device: {device_line(self.runner.fast_paths())}{memory} · outputs: `{self.runner.outputs_dir}`")
+                f"device: {device_line(self.runner.fast_paths())}{memory} · "
+                f"outputs: {path_html(self.runner.outputs_dir)}")
 
     def build(self):
         load_gradio()

@@ -70,7 +70,8 @@ CSS = """
 .td-sr-only {position: absolute; width: 1px; height: 1px; padding: 0; margin: -1px; overflow: hidden;
              clip: rect(0, 0, 0, 0); white-space: nowrap; border: 0;}
 #td-status .td-stopped {border-color: var(--td-error);}
-#td-offline {position: fixed; top: 0; left: 0; right: 0; z-index: 1000; padding: 10px 16px; text-align: center;
+/* in the flow above the page (the title moves down under it, never behind it), and kept in view when scrolled */
+#td-offline {position: sticky; top: 0; z-index: 1000; padding: 10px 16px; text-align: center;
              background: #7f1d1d; color: #fff; font-weight: 600;}
 """
 

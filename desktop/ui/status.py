@@ -216,6 +216,23 @@ def model_name(model) -> str:
     return text
 
 
+def home_path(path) -> str:
+    """`path` as the page shows it: under the user's home folder as ~/..., elsewhere as it is."""
+    text, home = os.fspath(path), os.path.expanduser("~")
+    try:
+        inside = os.path.relpath(text, home)
+    except ValueError:                   # another drive (Windows)
+        return text
+    if not os.path.isabs(text) or inside == os.pardir or inside.startswith(os.pardir + os.sep):
+        return text
+    return "~" if inside == os.curdir else os.path.join("~", inside)
+
+
+def path_html(path) -> str:
+    """`path` in code type, shortened (home_path), with the whole path as its tooltip."""
+    return f'<code title="{html.escape(os.fspath(path))}">{html.escape(home_path(path))}</code>'
+
+
 def memory_line(jobs) -> str:
     """The VRAM budget and device memory of the last finished job that measured them (timings "memory", from
     desktop.jobs.budget), for the header: "VRAM budget 2.5 GiB · last job's peak 1.88 GiB reserved (1.77

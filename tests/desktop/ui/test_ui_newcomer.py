@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from desktop.ui.output_layout import OUTPUT_SECTIONS
+from desktop.ui.status import home_path
 from tests.helpers.gradio_app import (EXAMPLES, FINISHED, JOB_TIMEOUT, ROUND_TRIP_MS, Page, job_dirs, launch_app,
                                       running_app)
 from tests.helpers.page_audit import AUDIT_WIDTH, WIDTHS, audit, settled_audit
@@ -306,6 +307,10 @@ def test_a_server_that_stopped_is_said_so(browser, tiny_pipeline_dir, tmp_path):
     ui = None
     try:
         ui = Page(browser, url)
+        # The outputs folder in the header as people read it (~ for the home folder), the whole path its tooltip.
+        where = ui.page.locator("#td-header code[title]")
+        assert where.get_attribute("title") == str(tmp_path / "out")
+        assert where.inner_text() == home_path(tmp_path / "out")
         ui.tiny(**{"td-ss_steps": 100, "td-slat_steps": 100})
         ui.formats({"ply"})
         ui.upload(os.path.join(EXAMPLES, "mug.png"))
@@ -316,6 +321,16 @@ def test_a_server_that_stopped_is_said_so(browser, tiny_pipeline_dir, tmp_path):
         proc.wait(60)
         note = ui.page.wait_for_selector("#td-offline", timeout=30000)
         assert "The app has stopped" in note.inner_text() and note.get_attribute("role") == "alert"
+        # The page's title under the notice, not behind it: at the top of the page, and scrolled down the notice
+        # stays in view.
+        ui.page.evaluate("() => window.scrollTo(0, 0)")
+        banner, title = note.bounding_box(), ui.page.locator("#td-header h1").bounding_box()
+        assert title["y"] >= banner["y"] + banner["height"], (banner, title)
+        assert ui.page.evaluate("""() => {
+            const h = document.querySelector('#td-header h1'), r = h.getBoundingClientRect();
+            return h.contains(document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2)); }""")
+        ui.page.evaluate("() => window.scrollTo(0, document.body.scrollHeight)")
+        assert ui.page.evaluate("() => window.scrollY") > 0 and note.bounding_box()["y"] == 0
         # The job's end (interrupted) if the server could still send it, else the page's own "stopped": no frozen
         # progress bar either way.
         ui.page.wait_for_function("() => !['running', 'queued'].includes("
