@@ -367,6 +367,8 @@ def run_jobs(args, work: list, settings: GenerationSettings | None = None) -> in
     except (OSError, ValueError, RuntimeError) as err:
         display.say(f"error: {err}")
         return EXIT_FAILED
+    # each failure is reported below as it ends, and the inputs are the user's own files: no folder kept for one
+    runner.records.keep_failed = False
     if settings is not None and runner.devices:
         from .families import family_of_model
 
@@ -384,6 +386,9 @@ def run_jobs(args, work: list, settings: GenerationSettings | None = None) -> in
         except ValueError as err:                       # a refusal of the runner's rule: the options' fault
             display.say(f"error: {err}")
             return EXIT_USAGE
+        except RuntimeError as err:                     # not written down (a full disk): the jobs queued are cancelled
+            display.say(f"error: {err}")
+            return EXIT_FAILED
         pending = list(range(len(jobs)))
         model_failed = False
         while pending:

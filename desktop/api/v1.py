@@ -196,7 +196,7 @@ def add_job_routes(app) -> None:
                           "queue: poll GET /v1/jobs/{id}. The answer's Location header is that URL. A body is needed "
                           "(415 without one).",
               openapi_extra={"requestBody": request_body},
-              responses=error_responses(400, 413, 415, 422, 429, 503))
+              responses=error_responses(400, 413, 415, 422, 429, 503, 507))
     async def create_job(request: Request):
         state = api_state(request)
         key = request_key(request)
@@ -292,7 +292,7 @@ def add_job_routes(app) -> None:
                           "the export job with error_kind input.",
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                   "schema": {"$ref": "#/components/schemas/ExportRequest"}}}}},
-              responses=error_responses(400, 404, 409, 413, 415, 422, 429, 503))
+              responses=error_responses(400, 404, 409, 413, 415, 422, 429, 503, 507))
     async def export_job(job_id: str, request: Request):
         state = api_state(request)
         _, raw = await read_body(request, forms=False)          # 415 unless JSON, 422 when too deep
@@ -319,7 +319,7 @@ def add_job_routes(app) -> None:
               description="Queues a new job with the inputs and settings of an ended job (done, failed, cancelled, or "
                           "interrupted by a stop of the server, queued ones included) and the seed it used. 409 while "
                           "it is queued or running, for an export job, or when its folder is damaged.",
-              responses=error_responses(404, 409, 429, 503))
+              responses=error_responses(404, 409, 429, 503, 507))
     async def rerun_job(job_id: str, request: Request):
         from ..jobs import RerunError
 

@@ -4,11 +4,17 @@ A job waits in memory until a worker takes it, and its folder is made only once 
 that got an id (the API's 202) can still ask about it after any stop, the runner writes each job down as it
 accepts it: `<outputs>/.queue-<random>/<YYYYmmdd-HHMMSS>-<id8>/` (the time of submission), laid out as a job
 folder (settings.json naming the job and its settings; the inputs copied: input.png, ..., input_mesh.<ext>).
-Each runner has one `.queue-*` folder, owned by its process (trellis.export.temp_dirs: an OS lock that the OS
-drops when the process ends) and removed whenever it holds no record.
+A job that cannot be written down (a full disk, an outputs folder it may not write in) is refused
+(NotRecordedError), never run unrecorded. Each runner has one `.queue-*` folder, owned by its process
+(trellis.export.temp_dirs: an OS lock that the OS drops when the process ends) and removed whenever it holds no
+record.
 
-* The job's own folder holds its settings.json (it started), or it ends in this process first (failed on its
-  input, cancelled by the user): its record is removed.
+* The job's own folder holds its settings.json (it started), or the user cancelled it while it waited: its record
+  is removed.
+* It failed before making its folder (its input, its model, background removal, memory, the disk): the record gets
+  error.json with that failure (state failed, its error_kind) and moves into the outputs folder, a job folder like
+  any other, so that the failure is listed and the job run again after a restart too. Not with `keep_failed`
+  False (the CLI: it reports each failure as it ends, and its inputs are the user's own files): the record goes.
 * The app stops first (shutdown with a reason: Ctrl-C, SIGTERM, closing the window) and the job had not made
   its folder: the record gets error.json `state: interrupted` and moves into the outputs folder, a job folder
   like any other (listed, its files served, run again with one call: rerun.py).
@@ -21,6 +27,7 @@ drops when the process ends) and removed whenever it holds no record.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import sys
@@ -47,6 +54,34 @@ QUEUED_INTERRUPTED_MESSAGE = ("interrupted: the app stopped before this job coul
 
 def interrupted_message(how: str, job_id: str) -> str:
     return QUEUED_INTERRUPTED_MESSAGE.format(how=how, job_id=job_id)
+
+
+def interrupted_error(message: str) -> dict:
+    """error.json of a job the app stopped before it made its folder."""
+    return {"state": "interrupted", "error": message, "kind": "interrupted", "detail": None, "timings": {}}
+
+
+class NotRecordedError(RuntimeError):
+    """A job that could not be written down (queued.QueueRecords.add): refused, nothing queued. `error_kind` says
+    why in ERROR_KINDS' words ("disk"); every surface that submits answers it (the REST API: 507)."""
+
+    error_kind = "disk"
+
+    def __init__(self, message: str, folder: str):
+        super().__init__(message)
+        self.folder = folder
+
+
+def not_recorded_message(root: Path, err: OSError) -> str:
+    """What to do when a job cannot be written down in the outputs folder `root`."""
+    why = err.strerror or str(err)
+    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        fix = f"free some space on the disk of {root} (or start the app with another outputs folder)"
+    else:
+        fix = f"let this user write in {root} (or start the app with another outputs folder)"
+    return (f"the job was not queued: it could not be written down in the outputs folder {root} ({why}), and a job "
+            f"that is not written down would be lost by a stop of the app. Nothing was kept; {fix}, then submit it "
+            "again.")
 
 
 def record_name(job) -> str:
@@ -130,18 +165,19 @@ def _free_name(root: Path, name: str) -> Path:
     raise FileExistsError(f"no free folder name for {name} in {root}")
 
 
-def to_job_folder(record: Path, root: Path, message: str) -> Path:
-    """Make a record an interrupted job folder of `root` (error.json written, then the folder moved); the folder."""
-    JobFolder(record).write_error({"state": "interrupted", "error": message, "kind": "interrupted", "detail": None,
-                                   "timings": {}, "marked": datetime.now().isoformat(timespec="seconds")})
+def to_job_folder(record: Path, root: Path, error: dict) -> Path:
+    """Make a record a job folder of `root` that ended with `error` (error.json's entries: interrupted_error's, or a
+    failure's) written first, then the folder moved; the folder."""
+    JobFolder(record).write_error({**error, "marked": datetime.now().isoformat(timespec="seconds")})
     target = _free_name(root, record.name)
     os.rename(record, target)
     return target
 
 
 class QueueRecords:
-    """The records of one runner's accepted jobs (see the module doc). Never raises: a record that cannot be
-    written (a full disk) costs a warning, and the job runs all the same."""
+    """The records of one runner's accepted jobs (see the module doc). `add` raises NotRecordedError for a job it
+    cannot write down (a full disk); `ended` never raises (a record it cannot turn into a folder waits for the next
+    start)."""
 
     def __init__(self, outputs_dir, model_path: str):
         self.root = Path(outputs_dir)
@@ -151,9 +187,11 @@ class QueueRecords:
         self._records: dict = {}          # job id -> its record folder
         self._busy = 0                    # records being written or removed (the folder must stay meanwhile)
         self._made_root = False           # the outputs folder was made for a record: it goes when left empty
+        self.keep_failed = True           # a job failed before its folder keeps its record as that folder
 
     def add(self, job) -> None:
-        """Write `job` down: its settings and inputs, in a record folder made atomically."""
+        """Write `job` down: its settings and inputs, in a record folder made atomically. NotRecordedError (nothing
+        left behind) when it cannot be written: the caller must not queue it."""
         with self._lock:
             self._busy += 1
         try:
@@ -175,29 +213,31 @@ class QueueRecords:
             with self._lock:
                 self._records[job.id] = base / name
         except OSError as err:
-            print(f"warning: job {job.id} could not be written down in {self.root} ({err.strerror or err}); it is "
-                  "queued, but a stop of the app before it starts loses it", file=sys.stderr, flush=True)
+            raise NotRecordedError(not_recorded_message(self.root, err), str(self.root)) from None
         finally:
             with self._lock:
                 self._busy -= 1
             self._drop_if_empty()
 
-    def ended(self, job) -> None:
-        """`job` has its own folder now, or ended in this process: its record goes, unless the app stopped it
-        before it made its folder (error_kind "interrupted", no out_dir): then the record becomes that folder."""
+    def ended(self, job, failure: Optional[dict] = None) -> None:
+        """`job` has its own folder now, or ended in this process: its record goes, unless it ended before it made
+        its folder (no out_dir), stopped by the app (error_kind "interrupted") or with `failure` (its error.json's
+        entries) where `keep_failed`: then the record becomes that folder, and `job.out_dir` names it."""
         with self._lock:
             record = self._records.pop(job.id, None)
             self._busy += 1               # until its record is gone, another job's end must not drop the folder
         try:
-            if record is not None and job.error_kind == "interrupted" and not job.out_dir:
-                message = job.error or interrupted_message("the app stopped", job.id)
-                job.out_dir = str(to_job_folder(record, self.root, message))
+            kept = job.error_kind == "interrupted" or (failure is not None and self.keep_failed)
+            if record is not None and not job.out_dir and kept:
+                error = failure or interrupted_error(job.error or interrupted_message("the app stopped", job.id))
+                job.out_dir = str(to_job_folder(record, self.root, error))
                 job.files.update(JobFolder(job.out_dir).file_kinds())
             elif record is not None:
                 shutil.rmtree(record, ignore_errors=True)
         except OSError as err:             # the record stays where it is: the next start marks it
-            print(f"warning: job {job.id} could not be marked interrupted ({err.strerror or err}); the next start "
-                  "marks it", file=sys.stderr, flush=True)
+            print(f"warning: job {job.id} ended before its folder and its record could not become one "
+                  f"({err.strerror or err}); the next start makes it an interrupted job folder",
+                  file=sys.stderr, flush=True)
         finally:
             with self._lock:
                 self._busy -= 1
@@ -215,7 +255,7 @@ class QueueRecords:
             except OSError:
                 pass
             owned.remove()
-            if self._made_root:           # a job that failed before making its folder leaves no outputs folder
+            if self._made_root:           # jobs that left no folder of their own leave no outputs folder
                 with contextlib.suppress(OSError):
                     self.root.rmdir()     # only when empty
 
@@ -245,7 +285,8 @@ def recover(root: Path, entries: list, how: str) -> tuple:
                         or _has_folder(root, names, record):
                     continue              # a record cut short (never accepted), or its job made its folder
                 try:
-                    made.append(to_job_folder(record, root, interrupted_message(how, str(_job_id(record)))))
+                    made.append(to_job_folder(record, root,
+                                              interrupted_error(interrupted_message(how, str(_job_id(record))))))
                 except OSError:
                     kept += 1
         except OSError:

@@ -103,6 +103,7 @@ class Worker:
                 self.run(entry)
             except BaseException as err:       # never let the worker die
                 print(f"trellis worker: internal error on job {entry.job.id}: {err!r}", file=sys.stderr)
+                entry.job.error_kind = "internal"
                 self.finish(entry, JobState.FAILED, f"internal error: {err}")
 
     def run(self, entry: Entry) -> None:
@@ -155,9 +156,12 @@ class Worker:
         # Its final file is written: the folder is no longer this process's to finish.
         if entry.folder is not None:
             entry.folder.release()
-        if job.error_kind == "interrupted" and not job.out_dir:
-            job.error = error                 # stopped before its folder: its record becomes that folder
-        self.runner.records.ended(job)
+        failure = None
+        if not job.out_dir and (state == JobState.FAILED or job.error_kind == "interrupted"):
+            # Ended before its folder: its queue record becomes that folder, so a restart still lists and reruns it.
+            failure = {"state": "interrupted" if job.error_kind == "interrupted" else state, "error": error,
+                       "kind": job.error_kind or "internal", "detail": detail, "timings": jsonable(job.timings)}
+        self.runner.records.ended(job, failure)
         with self.queue.lock:
             job.state, job.error, job.detail = state, error, detail
             job.finished = time.time()

@@ -365,9 +365,10 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
             return
         try:
             entries = [(name, submit()) for name, submit in work]
-        except (RuntimeError, ValueError) as err:          # the runner is shutting down; a refused input
-            yield (error_html("stopping", str(err)) if isinstance(err, RuntimeError) else form_error_html(str(err)),
-                   *[skip] * AFTER_STATUS)
+        except (RuntimeError, ValueError) as err:     # the runner is shutting down or cannot write; a refused input
+            box = (form_error_html(str(err)) if not isinstance(err, RuntimeError) else
+                   error_html("disk_full" if getattr(err, "error_kind", None) == "disk" else "stopping", str(err)))
+            yield (box, *[skip] * AFTER_STATUS)
             return
         session = getattr(request, "session_hash", None)
         with self._lock:

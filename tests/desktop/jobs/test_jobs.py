@@ -245,12 +245,13 @@ def test_failures_keep_the_worker_alive(make_runner, image, shared_pipe, monkeyp
     assert kind == "oom" and message.startswith("out of GPU memory: try the low-vram preset")
     monkeypatch.undo()
 
-    # A text file: bad input, before anything is written.
+    # A text file: bad input, before its job made its folder (its queue record becomes that folder).
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
     bad = runner.submit([str(text)], fast())
     assert bad.wait(TIMEOUT) and bad.state == JobState.FAILED
-    assert bad.error.startswith("bad input:") and "not an image file" in bad.error and bad.out_dir is None
+    assert bad.error.startswith("bad input:") and "not an image file" in bad.error
+    assert all_files(bad.out_dir) == ["error.json", "input.txt", "settings.json"]
     assert bad.error_kind == "input"
 
     # A fully transparent image.

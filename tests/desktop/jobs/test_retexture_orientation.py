@@ -7,6 +7,7 @@ way), so a turn by 90 degrees or a flip shows. All on the tiny random-weight pip
 `python -m trellis.tools.tiny_pipeline --text`, on the CPU: the app's job runner end to end, output GLB
 included; the random decoder makes fragments, but they lie in the voxels the structure gave it.
 """
+import json
 import os
 import threading
 import time
@@ -220,7 +221,8 @@ def test_nested_shells_fail_the_job_at_once_before_the_model_loads(runner, tmp_p
     job = new_look(runner, str(path))
     assert time.perf_counter() - t < 10
     assert job.state == "failed" and job.error_kind == "input", (job.state, job.error)
-    assert "too large to voxelise" in job.error and job.out_dir is None
+    assert "too large to voxelise" in job.error
+    assert json.load(open(job.files["error"]))["kind"] == "input" and "mesh" in job.files    # kept to run again
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")

@@ -66,7 +66,10 @@ def test_bad_files_then_generate(app, outputs, tmp_path):
     ui.upload(str(empty))
     state, text = ui.wait_status(("error",), timeout=30)
     assert text.startswith("This image is see-through: its transparency leaves no solid object."), text
-    assert job_dirs(outputs) == []                          # a bad input leaves no folder behind
+    # the bad file's job is kept (failed, with its input and settings: seen and run again after a restart); the
+    # refused upload made no job
+    (kept,) = job_dirs(outputs)
+    assert json.loads((kept / "error.json").read_text())["kind"] == "input"
 
     # 3. The app still works: a real image with tiny settings, precision and offloading from the page.
     ui.upload(os.path.join(EXAMPLES, "sphere.png"))
@@ -89,7 +92,7 @@ def test_bad_files_then_generate(app, outputs, tmp_path):
     info = ui.page.inner_text("#td-info")
     seed = int(re.search(r"Seed used: (\d+)", info).group(1))
     assert ui.page.locator("#td-seed input").input_value() == str(seed)
-    (folder,) = job_dirs(outputs)
+    (folder,) = set(job_dirs(outputs)) - {kept}
     record = json.loads((folder / "settings.json").read_text())
     assert record["seed"] == seed
     s = record["settings"]
@@ -599,7 +602,10 @@ def test_missing_model_is_a_message_and_the_app_goes_on(tmp_path):
         rows = re.findall(r'<tr data-state="(\w+)"[^>]*><td>(?:<button[^>]*>)?(\w)\.png', final)
         assert rows[0] == ("failed", "a") and rows[-1] == ("cancelled", "c") and len(rows) == 3, rows
         assert {state for state, _ in rows} <= {"failed", "cancelled"}
-        assert not (tmp_path / "out").exists() and app._active == {}
+        # each failed job's record became its folder (kept, to run again); the cancelled ones left nothing
+        kept = sorted((tmp_path / "out").iterdir())
+        assert len(kept) == sum(state == "failed" for state, _ in rows) and app._active == {}
+        assert all(json.loads((k / "error.json").read_text())["kind"] == "model" for k in kept)
     finally:
         runner.shutdown(cancel=True, wait=True, timeout=30)
         app.close()
