@@ -43,11 +43,15 @@ class ApiError(Exception):
 
 def not_queued(err: RuntimeError) -> ApiError:
     """The answer to a job the runner would not queue: 429 with Retry-After when its queue is full
-    (jobqueue.QueueFullError: the server's --max-queued), else 503 (the runner is shutting down)."""
+    (jobqueue.QueueFullError: the server's --max-queued), 507 with error_kind disk when it could not be written down
+    (queued.NotRecordedError: the outputs folder's disk is full), else 503 (the runner is shutting down)."""
     from ..jobs.jobqueue import QueueFullError
+    from ..jobs.queued import NotRecordedError
 
     if isinstance(err, QueueFullError):
         return ApiError(429, str(err), headers={"Retry-After": str(err.retry_after_s)}, error_kind="queue_full")
+    if isinstance(err, NotRecordedError):
+        return ApiError(507, str(err), error_kind=err.error_kind)
     return ApiError(503, str(err))
 
 
