@@ -5,6 +5,7 @@ of a request, the OpenAPI pieces. Both import it; it imports neither, so they de
 import asyncio
 import base64
 import binascii
+import contextlib
 import functools
 import json
 import math
@@ -31,6 +32,14 @@ class BodyTimeout(_StarletteHTTPException):
 
     def __init__(self):
         super().__init__(408)
+
+
+class BodyTooLarge(_StarletteHTTPException):
+    """The request body grew past the server's limit while it was read (server.BodyLimit answers the 413). An
+    HTTPException so that FastAPI's own body parsing lets it through."""
+
+    def __init__(self):
+        super().__init__(413)
 
 
 class ApiError(Exception):
@@ -195,18 +204,48 @@ def decode_base64(text: str, where: str, what: str = "image") -> bytes:
 
 
 async def read_form(request) -> dict:
-    """The form fields of a multipart or urlencoded body: name -> list of str / UploadFile."""
+    """The form fields of a multipart or urlencoded body: name -> list of str / UploadFile. A multipart body must
+    reach its closing boundary (400 otherwise): one cut short would lose its last part without a word."""
+    from starlette.requests import ClientDisconnect
+
+    limits = {"max_files": MAX_IMAGES * 2, "max_fields": 200, "max_part_size": MAX_IMAGE_BYTES * 2}
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    parser = None
     try:
-        form = await request.form(max_files=MAX_IMAGES * 2, max_fields=200, max_part_size=MAX_IMAGE_BYTES * 2)
-    except BodyTimeout:
+        if ctype == "multipart/form-data":
+            async with contextlib.aclosing(request.stream()) as stream:
+                parser = whole_form_parser()(request.headers, stream, **limits)
+                form = await parser.parse()
+        else:
+            form = await request.form(**limits)
+    except (BodyTimeout, BodyTooLarge, ClientDisconnect):
         raise
     except Exception as err:          # malformed multipart, too many parts, ...
         detail = getattr(err, "detail", None) or getattr(err, "message", None) or str(err)
         raise ApiError(400, f"the form could not be read: {detail}") from None
+    if parser is not None and not parser.ended:
+        await form.close()
+        raise ApiError(400, "the form ends before its closing boundary: the upload was cut short (its last part "
+                            "is missing or incomplete); send the whole form again")
     out: dict = {}
     for key, value in form.multi_items():
         out.setdefault(key, []).append(value)
     return out
+
+
+@functools.cache
+def whole_form_parser():
+    """Starlette's multipart parser that tells whether the body reached its closing boundary (`ended`):
+    python-multipart calls on_end only there, and at the body's end accepts a form cut short as it stands."""
+    from starlette.formparsers import MultiPartParser
+
+    class WholeFormParser(MultiPartParser):
+        ended = False
+
+        def on_end(self) -> None:
+            super().on_end()
+            self.ended = True
+    return WholeFormParser
 
 
 async def read_body(request, forms: bool = True) -> tuple:

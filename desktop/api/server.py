@@ -39,18 +39,20 @@ Slow and many clients (connections.py): a request's headers must arrive within 1
 must average 4 KB/s after its first 30 s, one address holds at most 64 connections and all of them stay under the
 open-file limit (idle and half-sent connections give way to new ones); at most --max-queued jobs wait (429 past them).
 
-Status codes: 200 / 202 success; 400 unreadable body; 401 token missing or wrong; 403 cross-site request
-(see Security); 404 unknown job or file; 408 the headers or the body came too slowly, or the body stopped
-arriving (BODY_READ_TIMEOUT_S); 409 wrong state (e.g. cancelling a finished job); 413 body too large; 415 body
-not JSON or a form (/generate, /v1/jobs/{id}/export: not JSON); 422 invalid parameters (checked first, even while
-a generation runs; JSON numbers and booleans strictly typed) or an unusable image (not an image, damaged, too many
-pixels, fully transparent); 429 the job queue is full (Retry-After: seconds to wait); StableProjectorz family,
+Status codes: 200 / 202 success; 400 unreadable body (a form cut short before its closing boundary too); 401 token
+missing or wrong; 403 cross-site request (see Security); 404 unknown job or file; 408 the headers or the body came too
+slowly, or the body stopped arriving (BODY_READ_TIMEOUT_S); 409 wrong state (e.g. cancelling a finished job); 413 a
+body over MAX_BODY_BYTES (BodyLimit), an image or a 3-D model too large; 415 body not JSON or a form (/generate,
+/v1/jobs/{id}/export: not JSON); 422 invalid parameters (checked first, even while a generation runs; JSON numbers
+and booleans strictly typed) or an unusable image (not an image, damaged, too many pixels, fully transparent) or 3-D
+model (jobs.check_mesh); 429 the job queue is full (Retry-After: seconds to wait); StableProjectorz family,
 which answers when the job ends: 499 cancelled, 503 busy (a generation is already running), and the job's failure
 as a status (see ERROR_STATUS); 503 also when every connection a client may hold is busy with a request.
 """
 
 import argparse
 import contextlib
+import json
 import os
 import secrets
 import socket
@@ -58,7 +60,8 @@ import sys
 from typing import Optional
 
 from . import security, spz
-from .common import ApiError, BodyTimeout, ServerDefaults, error_responses, problem
+from .common import (MAX_IMAGE_BYTES, ApiError, BodyTimeout, BodyTooLarge, ServerDefaults, error_responses,
+                     problem)
 from .docs import add_docs_routes, register_schemas
 from .security import LOOPBACK_NAMES, BodyReadTimeout, CrossSiteGuard, is_loopback, origin_arg
 from .generations import add_generation_routes
@@ -75,7 +78,8 @@ from ..stopping import StopSignals
 DEFAULT_HOST = LOCALHOST
 DEFAULT_PORT = 7960
 
-MAX_BODY_BYTES = 256 * 1024 * 1024      # per request (413 above)
+# Per request (413 above: BodyLimit). Read from here at each request (tests patch it here).
+MAX_BODY_BYTES = 256 * 1024 * 1024
 # Jobs that may wait in the queue (429 past them). Each holds its inputs in memory until it runs, and at a minute or
 # so a job 32 are half an hour of work: a client with more should come back (Retry-After) rather than pile up.
 DEFAULT_MAX_QUEUED = 32
@@ -129,7 +133,7 @@ def create_app(runner, token: Optional[str] = None, defaults: Optional[ServerDef
         dependencies.append(Depends(require_token))
 
     app = FastAPI(
-        title="Trellis Desktop API", version=API_VERSION, max_body_size=MAX_BODY_BYTES, dependencies=dependencies,
+        title="Trellis Desktop API", version=API_VERSION, dependencies=dependencies,
         docs_url=None, redoc_url=None,                    # add_docs_routes: served from an installed package
         generate_unique_id_function=lambda route: route.name,      # operationId: create_job, get_file, ...
         responses=error_responses(401) if state.token else None,
@@ -139,7 +143,9 @@ def create_app(runner, token: Optional[str] = None, defaults: Optional[ServerDef
                     + ("Every endpoint needs the server's token (Bearer or X-API-Key)." if state.token else ""))
     app.state.api = state
     origins = [origin_arg(o) for o in allowed_origins or []]
-    # The last added runs first: Host check, body read timeout, CORS (preflights of allowed origins), the guard.
+    # The last added runs first: Host check, body read timeout, CORS (preflights of allowed origins), the guard, the
+    # body limit (inside ErrorBodies and CORS: its 413 in each family's shape, readable by allowed pages).
+    app.add_middleware(BodyLimit)
     app.add_middleware(CrossSiteGuard, allowed=origins, token=state.token)
     if origins:
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
@@ -190,6 +196,74 @@ def create_app(runner, token: Optional[str] = None, defaults: Optional[ServerDef
     register_schemas(app, [models()["JobRequest"], models()["ExportRequest"], *spz.referenced_models()])
     return app
 
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over MAX_BODY_BYTES is answered 413 in JSON, the limit stated, the connection
+    closed: at once, unread, when its Content-Length says so, else as soon as the bytes read pass the limit (a
+    chunked body), whatever the endpoint was doing with them. Starlette's own limit (FastAPI's max_body_size) answers
+    in plain text outside the app's error shapes and then fails the app's own answer, an error in the log."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = MAX_BODY_BYTES
+        declared = content_length(scope["headers"])
+        if declared is not None and declared > limit:
+            await too_large(send, limit, declared)
+            return
+        read, over, started = 0, False, False
+
+        async def counted():
+            nonlocal read, over
+            message = await receive()
+            if message["type"] == "http.request":
+                read += len(message.get("body", b""))
+                if read > limit:
+                    over = True
+                    raise BodyTooLarge()
+            return message
+
+        async def answer(message):
+            nonlocal started
+            if over and not started:
+                return              # the endpoint's answer to a body it could not read whole: the 413 replaces it
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+        try:
+            await self.app(scope, counted, answer)
+        except Exception:
+            if not over or started:
+                raise
+        if over and not started:
+            await too_large(send, limit)
+
+
+def content_length(headers) -> Optional[int]:
+    """A request's Content-Length; None without one (chunked) or when it is no number (h11 refuses those)."""
+    value = next((v for k, v in headers if k == b"content-length"), None)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+async def too_large(send, limit: int, declared: Optional[int] = None) -> None:
+    """The 413 of a body over `limit` bytes (`declared`: what its Content-Length said), closing the connection: the
+    rest of such a body is not worth reading."""
+    shown = f"{limit // 2 ** 20} MB" if limit >= 2 ** 20 else f"{limit:,} bytes"
+    said = f" (its Content-Length says {declared:,} bytes)" if declared is not None else ""
+    detail = (f"the request body is larger than the server's limit of {shown}{said}: send fewer or smaller "
+              f"images (each at most {MAX_IMAGE_BYTES // 2 ** 20} MB) or a smaller 3-D model")
+    data = json.dumps({"detail": detail}).encode("utf-8")
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": data})
 
 
 class WaitForRunner:
