@@ -12,7 +12,7 @@ from .names import downloads, input_copies
 from .pagestate import LABELS
 from ..settings import PRESETS, SETTINGS, GenerationSettings
 from ..jobs.limits import report_limits
-from .status import badge_html, md_escape, message_html, status_box, unsaid_warnings
+from .status import badge_html, hide_paths, md_escape, message_html, status_box, unsaid_warnings
 from .values import OTHER_KNOBS, PRESET_KNOBS
 
 # The page controls "Use these settings" sets, in the order of its answer (after the preset): the knobs a preset
@@ -36,8 +36,9 @@ class HistoryViews:
         state = folder.state(self._running_dirs())
         text = f"Showing {job_words(folder.path, folder.settings_record() or {})} ({state})"
         err = folder.error()
-        if err and err.get("error"):
-            text += f": {err['error']}"
+        if err and err.get("error"):                # upload paths (Gradio's temp folder) by their file names
+            inputs = (folder.settings_record() or {}).get("inputs")
+            text += f": {hide_paths(err['error'], inputs if isinstance(inputs, list) else [])}"
         # its destination's limits said once, in their badge (export_line leaves them out)
         badge = badge_html(report_limits(folder.export_report() or {}))
         return (status_box("history", html.escape(text) + badge), *self._results(folder, warnings=True))
