@@ -73,15 +73,16 @@ class NotRecordedError(RuntimeError):
 
 
 def not_recorded_message(root: Path, err: OSError) -> str:
-    """What to do when a job cannot be written down in the outputs folder `root`."""
+    """What to do when a job cannot be written down in the outputs folder `root` (a full disk in the words of a job
+    that fails on one: failures.classify)."""
     why = err.strerror or str(err)
     if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
-        fix = f"free some space on the disk of {root} (or start the app with another outputs folder)"
+        cause = f"the outputs folder is full ({root}): free some disk space there or choose another outputs folder"
     else:
-        fix = f"let this user write in {root} (or start the app with another outputs folder)"
-    return (f"the job was not queued: it could not be written down in the outputs folder {root} ({why}), and a job "
-            f"that is not written down would be lost by a stop of the app. Nothing was kept; {fix}, then submit it "
-            "again.")
+        cause = (f"it could not be written down in the outputs folder {root} ({why}): let this user write there or "
+                 "choose another outputs folder")
+    return (f"the job was not queued: {cause}, then submit it again. Nothing was kept (a job that is not written "
+            "down would be lost by a stop of the app).")
 
 
 def record_name(job) -> str:

@@ -17,5 +17,5 @@ def test_a_full_outputs_disk_at_submit_is_one_line_and_exit_1(tiny_pipeline_dir,
                      "--steps", "1", "-q"])
     err = capsys.readouterr().err
     assert code == cli.EXIT_FAILED and "Traceback" not in err, err
-    assert f"error: the job was not queued: it could not be written down in the outputs folder {out}" in err
+    assert f"error: the job was not queued: the outputs folder is full ({out}): free some disk space there" in err
     assert not out.exists() or list(out.iterdir()) == []

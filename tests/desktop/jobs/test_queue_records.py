@@ -136,8 +136,8 @@ def test_a_job_that_cannot_be_written_down_is_refused_and_leaves_nothing(tiny_pi
         with pytest.raises(queued.NotRecordedError) as refused:
             runner.submit([image], SMALL)
         assert refused.value.error_kind == "disk" and refused.value.folder == str(out)
-        assert f"could not be written down in the outputs folder {out} (No space left on device)" in str(refused.value)
-        assert "free some space on the disk of" in str(refused.value)
+        assert f"the outputs folder is full ({out}): free some disk space there" in str(refused.value)
+        assert "submit it again" in str(refused.value)
         assert runner.list() == [] and (not out.exists() or os.listdir(out) == [])
         monkeypatch.undo()
         job = runner.submit([image], SMALL)
