@@ -360,6 +360,18 @@ def device_changes(submitted: GenerationSettings, used: GenerationSettings) -> d
             if getattr(submitted, k) != getattr(used, k)}
 
 
+def submitted_settings(used: GenerationSettings, changed) -> GenerationSettings:
+    """`used` with the values the job was asked for put back: `changed` is settings.json's changed_for_device
+    ({field: [asked, used]}, device_changes' record); an entry this version cannot read is left as used."""
+    if not isinstance(changed, dict):
+        return used
+    try:
+        return used.replace(**{k: v[0] for k, v in changed.items()
+                               if k in SETTINGS and isinstance(v, list) and len(v) == 2})
+    except (ValueError, TypeError):
+        return used
+
+
 def device_change_warning(submitted: GenerationSettings, used: GenerationSettings, family=None) -> str | None:
     """The job's warning naming each setting `for_device` lowered that shapes a file the job writes, from -> to
     and why; None when there is none. `family` (a desktop.families Family): only the settings it uses."""

@@ -37,7 +37,7 @@ from typing import Optional
 from trellis.export import temp_dirs
 
 from ..families import FAMILIES
-from ..settings import GenerationSettings
+from ..settings import GenerationSettings, submitted_settings
 from . import queued
 from .folder import JOB_DIR, JobFolder, lock_path, release_lock, try_lock
 from .job import ERROR_KINDS, JOB_KINDS, Job, JobState, Progress
@@ -249,7 +249,7 @@ def _job(jf: JobFolder, values: dict, damage: list, files: dict) -> Job:
     prompt = record.get("prompt") if isinstance(record.get("prompt"), str) else None
     device = record.get("device") if isinstance(record.get("device"), str) else None
     listed = record.get("inputs") if isinstance(record.get("inputs"), list) else []
-    job = Job(id=job_id, inputs=inputs or [str(x) for x in listed], settings=_submitted(used, record), kind=kind,
+    job = Job(id=job_id, inputs=inputs or [str(x) for x in listed], settings=submitted_settings(used, record.get("changed_for_device")), kind=kind,
               source_id=source, prompt=prompt, mesh=files.get("mesh"), out_dir=str(folder), files=files,
               used_settings=used, device=device, created=created, started=created,
               family=record.get("family") if record.get("family") in FAMILIES else None)
@@ -292,15 +292,3 @@ def _created(record: dict, folder: Path) -> float:
         return folder.stat().st_mtime
     except OSError:
         return 0.0
-
-
-def _submitted(used: GenerationSettings, record: dict) -> GenerationSettings:
-    """The settings as submitted: `used` with the values the CPU replaced put back (settings.json's
-    changed_for_device), so that a job run again elsewhere gets what was asked."""
-    changed = record.get("changed_for_device")
-    if not isinstance(changed, dict):
-        return used
-    try:
-        return used.replace(**{k: v[0] for k, v in changed.items() if isinstance(v, list) and len(v) == 2})
-    except Exception:
-        return used

@@ -10,7 +10,7 @@ from .history_list import card_model, export_tag, job_words, source_words
 from .lazy import gr
 from .names import downloads, input_copies
 from .pagestate import LABELS
-from ..settings import PRESETS, SETTINGS, GenerationSettings
+from ..settings import PRESETS, SETTINGS, GenerationSettings, submitted_settings
 from ..jobs.limits import report_limits
 from .status import badge_html, hide_paths, md_escape, message_html, status_box, unsaid_warnings
 from .values import OTHER_KNOBS, PRESET_KNOBS
@@ -120,17 +120,9 @@ class HistoryViews:
 
 def requested_settings(record) -> GenerationSettings:
     """The settings a past job was asked to run with, and the seed it used: settings.json's settings with the values
-    the job ran with instead (a CPU's lowered ones, a family's own texture: changed_for_device's [asked, used]) put
-    back. ValueError: a record without readable settings."""
-    used = GenerationSettings.from_json(record)
-    changed = record.get("changed_for_device")
-    if not isinstance(changed, dict):
-        return used
-    try:
-        return used.replace(**{k: v[0] for k, v in changed.items()
-                               if k in SETTINGS and isinstance(v, list) and len(v) == 2})
-    except (ValueError, TypeError):         # an entry this version cannot read: the values the job ran with
-        return used
+    the job ran with instead (a CPU's lowered ones, a family's own texture) put back. ValueError: a record without
+    readable settings."""
+    return submitted_settings(GenerationSettings.from_json(record), record.get("changed_for_device"))
 
 
 def result_info(folder, name: str | None = None, warnings: bool = False) -> str:
