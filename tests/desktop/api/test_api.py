@@ -29,13 +29,6 @@ from tests.helpers.servers import LiveServer
 
 
 @pytest.fixture(scope="module")
-def runner(tiny_pipeline_dir, tmp_path_factory):
-    r = JobRunner(tiny_pipeline_dir, tmp_path_factory.mktemp("api_out"), device="cpu")
-    yield r
-    r.shutdown(cancel=True, wait=True, timeout=30)
-
-
-@pytest.fixture(scope="module")
 def live(runner):
     server = LiveServer(create_app(runner))
     yield server

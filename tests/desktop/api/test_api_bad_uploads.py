@@ -14,7 +14,6 @@ import pytest
 
 from desktop.api import connections, create_app
 from desktop.api import server as server_mod
-from desktop.jobs import JobRunner
 from tests.helpers.rest import FAST, TIMEOUT
 from tests.helpers.servers import LiveServer
 
@@ -25,13 +24,6 @@ FORM = f"multipart/form-data; boundary={BOUNDARY}"
 FORM_PATHS = {"/v1/jobs": "images", "/v1/3d/generations": "image", "/3d/generations": "image",
               "/generate_no_preview": "file", "/generate_preview": "file", "/generate_multi_no_preview": "file_list",
               "/generate_multi_preview": "file_list"}
-
-
-@pytest.fixture(scope="module")
-def runner(tiny_pipeline_dir, tmp_path_factory):
-    r = JobRunner(tiny_pipeline_dir, tmp_path_factory.mktemp("bad_uploads_out"), device="cpu")
-    yield r
-    r.shutdown(cancel=True, wait=True, timeout=30)
 
 
 @pytest.fixture(scope="module")

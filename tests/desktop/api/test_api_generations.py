@@ -23,13 +23,6 @@ TOOLS = {"generate_3d", "new_look", "export_job", "job_status", "list_jobs", "ca
 
 
 @pytest.fixture(scope="module")
-def runner(tiny_pipeline_dir, tmp_path_factory):
-    r = JobRunner(tiny_pipeline_dir, tmp_path_factory.mktemp("generations_out"), device="cpu")
-    yield r
-    r.shutdown(cancel=True, wait=True, timeout=30)
-
-
-@pytest.fixture(scope="module")
 def live(runner):
     server = LiveServer(create_app(runner, token=TOKEN))
     yield server

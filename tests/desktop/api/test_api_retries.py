@@ -27,13 +27,6 @@ def blob(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def runner(tiny_pipeline_dir, tmp_path_factory):
-    r = JobRunner(tiny_pipeline_dir, tmp_path_factory.mktemp("retries_out"), device="cpu")
-    yield r
-    r.shutdown(cancel=True, wait=True, timeout=30)
-
-
-@pytest.fixture(scope="module")
 def live(runner):
     server = LiveServer(create_app(runner))
     yield server

@@ -12,20 +12,12 @@ import pytest
 
 from desktop import api as api_mod
 from desktop.api import create_app
-from desktop.jobs import JobRunner
 from tests.helpers.rest import FAST, SPZ_FAST, TIMEOUT, b64, form, wait_job
 from tests.helpers.servers import LiveServer
 
 TOKEN = "security-token-0123456789"
 ALLOWED = "http://app.example:8080"
 EVIL = "http://evil.com"
-
-
-@pytest.fixture(scope="module")
-def runner(tiny_pipeline_dir, tmp_path_factory):
-    r = JobRunner(tiny_pipeline_dir, tmp_path_factory.mktemp("api_security_out"), device="cpu")
-    yield r
-    r.shutdown(cancel=True, wait=True, timeout=30)
 
 
 @pytest.fixture(scope="module")
