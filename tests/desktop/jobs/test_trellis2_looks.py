@@ -116,7 +116,7 @@ def test_blender_imports_the_look_with_its_maps_wired_to_the_principled_bsdf(loo
     blender = shutil.which("blender")
     if blender is None:
         pytest.fail("Blender is not installed: `./run.sh test` installs Debian's blender package (as root)")
-    script = Path(__file__).parents[2] / "trellis" / "export" / "blender_inspect.py"
+    script = Path(__file__).parents[2] / "helpers" / "blender_inspect.py"
     # Blender's own Python with a plain environment (as the export tests run it)
     env = {k: v for k, v in os.environ.items() if k in ("HOME", "LANG", "LC_ALL", "TMPDIR")}
     env["PATH"] = os.pathsep.join([os.path.dirname(blender), "/usr/bin", "/bin"])

@@ -5,7 +5,7 @@ The asset: a bumpy sphere (concave regions, self-occlusion) whose colour is a fu
 that colour. The GLB baked from the Gaussians is rendered (our rasteriser + its texture, loaded
 back from the file) and compared with the Gaussian renders at held-out views. Kept small for the
 CPU: 24 observation views at 256², texture 256², no simplification / hole filling (that is
-tests/trellis/export/test_mesh_cleanup.py's job; this file feeds to_glb a clean mesh).
+tests/trellis/export/cleanup/test_mesh_cleanup.py's job; this file feeds to_glb a clean mesh).
 """
 from __future__ import annotations
 

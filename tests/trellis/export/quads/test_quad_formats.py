@@ -115,7 +115,7 @@ def test_blender_imports_the_obj_as_quads(quad_textured, tmp_path):
         pytest.fail("Blender is not installed: `./run.sh test` installs Debian's blender package (as root)")
     textured, result = quad_textured
     path = textured.save(str(tmp_path / "q.obj"), crease_angle=None)
-    script = Path(__file__).with_name("blender_inspect.py")
+    script = Path(__file__).parents[3] / "helpers" / "blender_inspect.py"
     # Blender's own Python with a plain environment (as test_material_maps' Blender test)
     env = {k: v for k, v in os.environ.items() if k in ("HOME", "LANG", "LC_ALL", "TMPDIR")}
     env["PATH"] = os.pathsep.join([os.path.dirname(blender), "/usr/bin", "/bin"])

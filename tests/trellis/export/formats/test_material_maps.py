@@ -145,7 +145,7 @@ def test_blender_imports_the_obj_with_its_pbr_maps_wired(pbr_mesh, tmp_path):
     if blender is None:
         pytest.fail("Blender is not installed: `./run.sh test` installs Debian's blender package (as root)")
     path = write(pbr_mesh, tmp_path / "m.obj")
-    script = Path(__file__).with_name("blender_inspect.py")
+    script = Path(__file__).parents[3] / "helpers" / "blender_inspect.py"
     # Blender's own Python with a plain environment (see test_normal_map's Blender test)
     env = {k: v for k, v in os.environ.items() if k in ("HOME", "LANG", "LC_ALL", "TMPDIR")}
     env["PATH"] = os.pathsep.join([os.path.dirname(blender), "/usr/bin", "/bin"])

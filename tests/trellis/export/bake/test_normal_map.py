@@ -175,7 +175,7 @@ def test_blender_imports_the_glb_with_the_normal_map_bound_to_its_material(with_
     if blender is None:
         pytest.fail("Blender is not installed: `./run.sh test` installs Debian's blender package (as root)")
     path = with_map.save(tmp_path / "m.glb")
-    script = Path(__file__).with_name("blender_inspect.py")
+    script = Path(__file__).parents[3] / "helpers" / "blender_inspect.py"
     # Blender's own Python with a plain environment: it finds its home from the first python3.x on PATH, so a
     # pyenv or venv Python there would hide the system's packages (numpy) from it; the system's folders only.
     env = {k: v for k, v in os.environ.items() if k in ("HOME", "LANG", "LC_ALL", "TMPDIR")}
