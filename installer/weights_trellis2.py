@@ -10,7 +10,7 @@ the base files (installer.weights), into the app's models folder where trellis.p
 DINOv3 is gated under Meta's DINOv3 License: it needs a Hugging Face token (installer.hf_token) of an account that
 accepted the licence on the model's page. Its access is probed first with one small request, so a user without
 access downloads nothing and is told why; a refusal is recorded beside its files (never the token) for the app's
-availability check (trellis.pipelines.trellis2_availability). No sizes or sha256 of these files are published: each
+availability check (desktop.families.trellis2_availability). No sizes or sha256 of these files are published: each
 is checked for presence, .json files must parse, and a .safetensors header must describe tensors whose byte ranges
 tile the whole file. Nothing here can stop the app from starting: TRELLIS.2 is then reported as unavailable.
 """

@@ -18,7 +18,7 @@ def installed() -> Optional[str]:
     it there); None where none of them holds one."""
     from trellis.pipelines.background import default_model_dir
     from trellis.pipelines.model_sources import local_repo_folders
-    from trellis.pipelines.trellis2_availability import cached
+    from .trellis2_availability import cached
 
     from . import family_of_model
 

@@ -9,7 +9,7 @@ from typing import Optional
 
 from . import Family
 
-REPO = "microsoft/TRELLIS.2-4B"                 # = trellis.pipelines.trellis2_availability.TRELLIS2_REPO
+REPO = "microsoft/TRELLIS.2-4B"                 # = desktop.families.trellis2_availability.TRELLIS2_REPO
 INSTALL_COMMAND = "./run.sh --trellis2 (Windows: run.bat --trellis2)"
 # Trellis2ImageTo3DPipeline.PIPELINE_TYPES (a test keeps them equal; importing the library here would import torch).
 PIPELINE_TYPES = ("512", "1024", "1024_cascade", "1536_cascade")
@@ -28,7 +28,7 @@ GUIDANCE = "TRELLIS.2 uses its pipeline's own guidance"
 
 def availability(model: Optional[str] = None):
     """trellis2_availability (of `model`, else of the app's models folder): whether it could run, and why not."""
-    from trellis.pipelines.trellis2_availability import trellis2_availability
+    from .trellis2_availability import trellis2_availability
 
     return trellis2_availability(model)
 
@@ -59,7 +59,7 @@ def owns_result_file(path) -> bool:
 def install_line(found=None) -> str:
     """One line: how to install TRELLIS.2 (for an unavailable `found`, Trellis2Availability; None: this computer's):
     the gated DINOv3 licence step (unless its files are here already) and the installer command."""
-    from trellis.pipelines.trellis2_availability import DINOV3_PAGE
+    from .trellis2_availability import DINOV3_PAGE
 
     found = found if found is not None else availability()
     if found.reason == "missing_weights" and found.conditioner_dir is not None:

@@ -41,7 +41,7 @@ def test_the_library_pipeline_classes_declare_what_the_families_say():
 
 
 def test_the_settings_table_and_options_agree_with_the_families():
-    from trellis.pipelines.trellis2_availability import TRELLIS2_REPO
+    from desktop.families.trellis2_availability import TRELLIS2_REPO
 
     from desktop.options import DEFAULT_MODEL
     from desktop.settings import SETTINGS

@@ -140,7 +140,7 @@ def files_holding(root: Path, secret: str) -> list[Path]:
 
 
 def test_trellis2_only_with_a_token_the_hub_lets_in(tiny_trellis2_dir, tmp_path, monkeypatch, capsys):
-    from trellis.pipelines.trellis2_availability import ACCESS_RECORD, DINOV3_PAGE, TRELLIS2_FOLDER, \
+    from desktop.families.trellis2_availability import ACCESS_RECORD, DINOV3_PAGE, TRELLIS2_FOLDER, \
         trellis2_availability
 
     manifest = w2.load_trellis2_manifest()

@@ -17,7 +17,7 @@ from tests.helpers.spz_client import read_answer, send_request
 
 from desktop.api import create_app
 from desktop.jobs import JobRunner
-from trellis.pipelines.trellis2_availability import TRELLIS2_FOLDER, safetensors_header_ok
+from desktop.families.trellis2_availability import TRELLIS2_FOLDER, safetensors_header_ok
 
 TRELLIS2 = {"model_family": "trellis2", "pipeline_type": "512", "formats": ["stl"], "ss_steps": 1, "slat_steps": 1,
             "seed": 1022908287, "randomize_seed": False, "target_faces": 100000}

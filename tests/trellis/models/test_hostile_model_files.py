@@ -100,7 +100,7 @@ def test_a_header_of_many_empty_tensors_is_refused_fast(model, extra):
 
 def test_the_conditioners_config_and_a_token_file_as_fifos_do_not_block(model, tmp_path):
     from trellis.models.image_conditioner import load_image_conditioner
-    from trellis.pipelines.trellis2_availability import has_hf_token
+    from desktop.families.trellis2_availability import has_hf_token
 
     config = model / "ckpts" / "image_cond_dinov2_tiny.json"
     os.remove(config)

@@ -23,11 +23,11 @@ import stat
 from dataclasses import dataclass
 from typing import Optional
 
-from ..core.inputfile import read_regular
-from ..models import read_config_json
-from ..models.dinov3 import DINOV3_REPO
-from .background import default_model_dir
-from .model_sources import local_repo_folders, search_dirs, split_repo_path
+from trellis.core.inputfile import read_regular
+from trellis.models import read_config_json
+from trellis.models.dinov3 import DINOV3_REPO
+from trellis.pipelines.background import default_model_dir
+from trellis.pipelines.model_sources import local_repo_folders, search_dirs, split_repo_path
 
 __all__ = ["TRELLIS2_REPO", "TRELLIS2_FOLDER", "DINOV3_PAGE", "ACCESS_RECORD", "DOWNLOAD_HOW", "Trellis2Availability",
            "trellis2_availability", "has_hf_token"]

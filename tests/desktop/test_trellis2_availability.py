@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
-from trellis.pipelines.trellis2_availability import (ACCESS_RECORD, DINOV3_PAGE, TOKENS_PAGE, TRELLIS2_FOLDER,
+from desktop.families.trellis2_availability import (ACCESS_RECORD, DINOV3_PAGE, TOKENS_PAGE, TRELLIS2_FOLDER,
                                                      has_hf_token, trellis2_availability)
 
 DINO_FOLDER = "dinov3-vitl16-pretrain-lvd1689m"
