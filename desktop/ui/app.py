@@ -12,7 +12,7 @@ from pathlib import Path
 from ..jobs import folder as job_folder
 from ..families import get_family
 from ..settings import DEFAULT_PRESET, PRESETS, SETTINGS, GenerationSettings, check_prompt, slider
-from .batch_view import ROW_JS, BatchView, wire_batch
+from .batch_view import ROW_JS, BatchView, NotQueued, status_html, wire_batch
 from .download_row import EMPTY_LABEL, wire_download_row
 from .endpoints import ApiEndpoints
 from .expectations import MeshPreview, PromptTokens, text_size_control, wire_token_counts
@@ -25,7 +25,6 @@ from .knobs import KNOBS, PRESET_CHOICES_WITH_CUSTOM, start_note, wire_knobs
 from .lazy import gr, load_gradio
 from .places import wire_places
 from .pagestate import LABELS, TabResults, buttons, marked_previous, wire_busy, wire_idle, wire_tabs
-from .batch_view import status_html
 from .status import (POLL_S, device_line, hide_paths, idle_html, kept_files, md_escape, memory_line, model_name,
                      message_html, path_html)
 from .output_layout import placed_lines
@@ -83,6 +82,22 @@ def setting_control(row, value, overrides=None):
     # An optional number box shows "none" as 0 (values.settings_from_values reads it so): 0 must not look invalid.
     lo = 0 if row.optional and row.lo > 0 else row.lo
     return gr.Number(value, precision=0 if row.kind == "int" else None, minimum=lo, maximum=row.hi, **common)
+
+
+def refusal_class(err: RuntimeError) -> str:
+    """The ERROR_CLASSES key of a submit the runner refused: its disk is full (queued.NotRecordedError), else it is
+    stopping."""
+    return "disk_full" if getattr(err, "error_kind", None) == "disk" else "stopping"
+
+
+def refusal_html(not_queued: list) -> str:
+    """The status box of a Generate click none of whose items was queued (`not_queued`: [NotQueued], in order)."""
+    stopped = [item for item in not_queued if item.error is not None]
+    if stopped:                      # the runner refused (full disk, stopping): what to do first, in the page's words
+        return error_html(stopped[0].error, stopped[0].message)
+    if len(not_queued) == 1:
+        return form_error_html(not_queued[0].message)
+    return form_error_html("; ".join(f"{item.name}: {item.message}" for item in not_queued))
 
 
 class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, ExportPanel):
@@ -363,21 +378,32 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
         except ValueError as err:
             yield (form_error_html(str(err)), *[skip] * AFTER_STATUS)
             return
-        try:
-            entries = [(name, submit()) for name, submit in work]
-        except (RuntimeError, ValueError) as err:     # the runner is shutting down or cannot write; a refused input
-            box = (form_error_html(str(err)) if not isinstance(err, RuntimeError) else
-                   error_html("disk_full" if getattr(err, "error_kind", None) == "disk" else "stopping", str(err)))
-            yield (box, *[skip] * AFTER_STATUS)
-            return
         session = getattr(request, "session_hash", None)
-        with self._lock:
-            self._active.setdefault(session, []).extend(job.id for _, job in entries)
-        single_job, mode = len(entries) == 1, named["mode"] or "single"
-        # the last result stays until a new one, said to be the previous job's
-        yield (status_html(entries, self.runner), skip, *marked_previous(named.get("shown_info")), skip, skip)
-        reported, last = set(), None
+        entries, not_queued = [], []
         try:
+            for i, (name, submit) in enumerate(work):
+                try:
+                    job = submit()
+                except ValueError as err:        # this item's input refused: the others may still be fine
+                    not_queued.append(NotQueued(name, str(err)))
+                    continue
+                except RuntimeError as err:      # a full disk or a stopping runner: every later item would fail so
+                    cls = refusal_class(err)
+                    not_queued.append(NotQueued(name, str(err), cls))
+                    not_queued.extend(NotQueued(later, str(err), cls, after=name)
+                                      for later, _ in work[i + 1:])
+                    break
+                entries.append((name, job))
+                with self._lock:                 # tracked at once: Cancel stops it while the rest is submitted
+                    self._active.setdefault(session, []).append(job.id)
+            if not entries:
+                yield (refusal_html(not_queued), *[skip] * AFTER_STATUS)
+                return
+            single_job, mode = len(entries) == 1 and not not_queued, named["mode"] or "single"
+            # the last result stays until a new one, said to be the previous job's
+            yield (status_html(entries, self.runner, not_queued), skip, *marked_previous(named.get("shown_info")),
+                   skip, skip)
+            reported, last = set(), None
             while True:
                 for name, job in entries:
                     if job.state not in JobState.FINISHED or job.id in reported:
@@ -388,7 +414,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
                     if job.out_dir and (job.state == JobState.DONE or kept_files(job)):
                         here = self.remember_result(session, mode, job.out_dir, name if not single_job else None)
                         seed = job.seed if single_job and job.state == JobState.DONE else skip
-                        yield (status_html(entries, self.runner), seed,
+                        yield (status_html(entries, self.runner, not_queued), seed,
                                *(self._results(job_folder.JobFolder(job.out_dir), name if not single_job else None)
                                  if here else [skip] * (AFTER_STATUS - 2)),
                                gr.update(choices=self._history_choices(), value=Path(job.out_dir).name))
@@ -399,7 +425,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
                         if job.out_dir:          # a folder with error.json: listed in the history
                             yield (skip,) * AFTER_STATUS + (gr.update(choices=self._history_choices()),)
                 pending = [job for _, job in entries if job.state not in JobState.FINISHED]
-                text = status_html(entries, self.runner)
+                text = status_html(entries, self.runner, not_queued)
                 if text != last or not pending:
                     last = text
                     yield (text, *[skip] * AFTER_STATUS)

@@ -6,13 +6,14 @@ import os
 import re
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..jobs import folder as job_folder
 from ..options import format_clock
 from .lazy import gr
 from .names import download_stem
-from .errors import job_error
+from .errors import ERROR_CLASSES, job_error, short_text
 from .status import hide_paths, job_line, job_status_html, message_html, status_box
 
 # The status box's script (gr.HTML js_on_load): a click on a row, or Enter on its button, asks for that job.
@@ -185,11 +186,40 @@ def wire_batch(app, batch, status, zip_button, mode, shown, history, ends) -> No
         event.then(app.batch_download, [mode, status], zip_button, **quick)
 
 
-def status_html(entries: list, runner) -> str:
-    """entries: [(name, job)]. One job: its own status box; several: a table and an overall line."""
+@dataclass(frozen=True)
+class NotQueued:
+    """An item of a Generate click that was not queued: `error` is its ERROR_CLASSES key (None: its input was
+    refused, `message` then says why in the user's words); `after` names the item whose refusal ended the submitting
+    (this one was not tried, as it would have been refused the same way)."""
+    name: str
+    message: str
+    error: str | None = None
+    after: str | None = None
+
+
+def not_queued_row(item: NotQueued) -> str:
+    """A status table's row of an item that was not queued: no job, so nothing to click."""
+    if item.after is not None:
+        headline = ERROR_CLASSES[item.error].headline if item.error else item.message
+        text = f"Not queued (not tried after {item.after}): {headline[:1].lower()}{headline[1:]}"
+    elif item.error is None:
+        text = f"Not queued: {item.message}"
+    else:
+        words = short_text(item.error, item.message)
+        text = f"Not queued: {words[:1].lower()}{words[1:]}"
+    # the refusal's own words (the outputs folder's path) folded, as a failed job's
+    fold = (f'<details class="td-details"><summary>Details</summary><pre>{html.escape(item.message)}</pre></details>'
+            if item.error and item.after is None else "")
+    return (f'<tr data-state="not-queued" data-item="{html.escape(item.name)}"><td>{html.escape(item.name)}</td>'
+            f'<td>{html.escape(text)}{fold}</td></tr>')
+
+
+def status_html(entries: list, runner, not_queued: tuple = ()) -> str:
+    """entries: [(name, job)]; not_queued: [NotQueued] of the same click. One job: its own status box; several, or
+    items left out: a table and an overall line."""
     from ..jobs import JobState
 
-    if len(entries) == 1:
+    if len(entries) == 1 and not not_queued:
         return job_status_html(entries[0][1], runner)
     rows, states = [], []
     for i, (name, job) in enumerate(entries):
@@ -202,10 +232,16 @@ def status_html(entries: list, runner) -> str:
         rows.append(batch_row(i, name, job, state, f"{html.escape(text)}{fold}"))
     finished = sum(j.state in JobState.FINISHED for _, j in entries)
     ok = sum(j.state == JobState.DONE for _, j in entries)
-    overall = "running" if finished < len(entries) else ("done" if ok == len(entries) else
+    rows.extend(not_queued_row(item) for item in not_queued)
+    overall = "running" if finished < len(entries) else ("done" if ok == len(entries) and not not_queued else
                                                         "failed" if ok == 0 else "partial")
     fraction = sum(1.0 if j.state in JobState.FINISHED else j.progress.fraction for _, j in entries) / len(entries)
     head = batch_head([j for _, j in entries], states)
+    left_out = ""
+    if not_queued:
+        names = ", ".join(item.name for item in not_queued)
+        left_out = (f'<div class="td-line" data-not-queued="{len(not_queued)}">'
+                    f'{html.escape(f"Not queued: {names} (the rows below say why)")}</div>')
     bar = f'<progress max="100" value="{fraction * 100:.1f}"></progress>' if overall == "running" else ""
-    return status_box(overall, f'<div class="td-line">{html.escape(head)}</div>{bar}'
+    return status_box(overall, f'<div class="td-line">{html.escape(head)}</div>{left_out}{bar}'
                                f'<table class="td-jobs">{"".join(rows)}</table>')
