@@ -360,16 +360,25 @@ def device_changes(submitted: GenerationSettings, used: GenerationSettings) -> d
             if getattr(submitted, k) != getattr(used, k)}
 
 
-def submitted_settings(used: GenerationSettings, changed) -> GenerationSettings:
-    """`used` with the values the job was asked for put back: `changed` is settings.json's changed_for_device
-    ({field: [asked, used]}, device_changes' record); an entry this version cannot read is left as used."""
-    if not isinstance(changed, dict):
-        return used
+def submitted_settings(used: GenerationSettings, record) -> GenerationSettings:
+    """`used` with the values the job was asked for put back from its settings.json `record`: changed_for_device (a
+    device's lowered values) and changed_for_family (a family's memory floor), each {field: [asked, used]}; an entry
+    this version cannot read is left as used."""
+    asked = {}
+    for key in ("changed_for_device", "changed_for_family"):      # the family's asked value came first
+        changed = record.get(key) if isinstance(record, dict) else None
+        if isinstance(changed, dict):
+            asked.update({k: v[0] for k, v in changed.items() if k in SETTINGS and isinstance(v, list) and len(v) == 2})
     try:
-        return used.replace(**{k: v[0] for k, v in changed.items()
-                               if k in SETTINGS and isinstance(v, list) and len(v) == 2})
+        return used.replace(**asked) if asked else used
     except (ValueError, TypeError):
         return used
+
+
+def family_changes(asked: GenerationSettings, now: GenerationSettings) -> dict:
+    """{field: [asked value, value now]} of what a family's rule changed at submit (families.budget_floor)."""
+    a, b = asked.to_dict(), now.to_dict()
+    return {k: [a[k], b.get(k)] for k in a if a[k] != b.get(k)}
 
 
 def device_change_warning(submitted: GenerationSettings, used: GenerationSettings, family=None) -> str | None:

@@ -154,6 +154,7 @@ class Job:
     files: dict = field(default_factory=dict)     # kind -> absolute path
     timings: dict = field(default_factory=dict)
     used_settings: Optional[GenerationSettings] = None
+    asked_settings: Optional[GenerationSettings] = None    # as submitted, where the family's rule changed them
     device: Optional[str] = None
     created: float = field(default_factory=time.time)
     started: Optional[float] = None

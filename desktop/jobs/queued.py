@@ -40,7 +40,7 @@ from typing import Optional
 
 from trellis.export import temp_dirs
 
-from ..settings import device_changes
+from ..settings import device_changes, family_changes
 from .folder import JOB_DIR, MESH_INPUT, JobFolder, atomic_path, sniff_extension, write_atomic
 from .job import describe_input
 from .meshes import MESH_FORMATS
@@ -119,6 +119,8 @@ def settings_record(job, model_path: str, settings=None, device: Optional[str] =
     if versions is not None:
         record["versions"] = dict(versions)
     record["settings"] = used.to_dict()
+    if job.asked_settings is not None:
+        record["changed_for_family"] = family_changes(job.asked_settings, s)
     if settings is not None:
         changed = {k: list(v) for k, v in device_changes(s, settings).items()}
         if changed:

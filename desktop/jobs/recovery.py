@@ -249,8 +249,8 @@ def _job(jf: JobFolder, values: dict, damage: list, files: dict) -> Job:
     prompt = record.get("prompt") if isinstance(record.get("prompt"), str) else None
     device = record.get("device") if isinstance(record.get("device"), str) else None
     listed = record.get("inputs") if isinstance(record.get("inputs"), list) else []
-    job = Job(id=job_id, inputs=inputs or [str(x) for x in listed], settings=submitted_settings(used, record.get("changed_for_device")), kind=kind,
-              source_id=source, prompt=prompt, mesh=files.get("mesh"), out_dir=str(folder), files=files,
+    job = Job(id=job_id, inputs=inputs or [str(x) for x in listed], settings=submitted_settings(used, record),
+              kind=kind, source_id=source, prompt=prompt, mesh=files.get("mesh"), out_dir=str(folder), files=files,
               used_settings=used, device=device, created=created, started=created,
               family=record.get("family") if record.get("family") in FAMILIES else None)
     error, timings = values["error"], values["timings"]

@@ -119,9 +119,10 @@ class JobRunner:
             raise TypeError("settings must be a GenerationSettings")
         family = get_family(family or self.models.family)
         # the one rule of every surface: what the family cannot make is refused, a setting it does not use warned of
+        asked = settings
         settings, warnings = family_check(family, settings, len(images))
         job = Job(id=uuid.uuid4().hex, inputs=images, settings=settings, keep_result=bool(keep_result),
-                  family=family.name)
+                  family=family.name, asked_settings=asked if asked != settings else None)
         for warning in warnings:
             job.warn(warning)
         self._enqueue(Entry(job))
@@ -148,6 +149,7 @@ class JobRunner:
             raise ValueError("a new look needs a 3-D model: a file path, or (file name, bytes)")
         looks = look_family(family, from_prompt=prompt is not None)     # the model family that makes the look
         settings, warnings = self._checked(settings), []
+        asked = settings
         if image is not None and self.models.folder_for(looks.name) is None:
             if family:
                 raise FamilyRefusal(f"a {looks.words} new look ({looks.look_words}) needs {looks.words}, which is "
@@ -160,7 +162,8 @@ class JobRunner:
             settings, warnings = family_check(looks, settings, 1)
         job = Job(id=uuid.uuid4().hex, inputs=[] if image is None else [image], settings=settings,
                   kind="variant", prompt=None if prompt is None else check_prompt(prompt), mesh=mesh,
-                  keep_result=bool(keep_result), family=None if image is None else looks.name)
+                  keep_result=bool(keep_result), family=None if image is None else looks.name,
+                  asked_settings=asked if asked != settings else None)
         for warning in warnings:
             job.warn(warning)
         self._enqueue(Entry(job))

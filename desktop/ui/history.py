@@ -122,7 +122,7 @@ def requested_settings(record) -> GenerationSettings:
     """The settings a past job was asked to run with, and the seed it used: settings.json's settings with the values
     the job ran with instead (a CPU's lowered ones, a family's own texture) put back. ValueError: a record without
     readable settings."""
-    return submitted_settings(GenerationSettings.from_json(record), record.get("changed_for_device"))
+    return submitted_settings(GenerationSettings.from_json(record), record)
 
 
 def result_info(folder, name: str | None = None, warnings: bool = False) -> str:

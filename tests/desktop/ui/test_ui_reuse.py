@@ -185,3 +185,39 @@ def test_use_these_settings_puts_back_what_changed_for_device_names(tmp_path):
     values = dict(zip(RELOADED_KNOBS, answer[1:1 + len(RELOADED_KNOBS)]))
     assert answer[0] == "balanced"
     assert (values["bake_resolution"], values["video_resolution"], values["seed"]) == (1024, 512, 7)
+
+
+def test_a_trellis2_low_vram_job_reloads_as_low_vram_and_reruns_as_asked(tmp_path, tiny_trellis2_dir):
+    """TRELLIS.2 raises the Low VRAM preset's budget to its pipeline type's floor at submit (families.budget_floor):
+    the real job's settings.json keeps what was asked (changed_for_family), so "Use these settings" shows Low VRAM
+    with its own budget, and a job made again from the folder (recovery: a rerun) is asked the same."""
+    from desktop import ui
+    from desktop.jobs import JobRunner, JobState
+    from desktop.jobs.folder import JobFolder
+    from desktop.jobs.recovery import job_from_folder
+    from desktop.settings import GenerationSettings, preset_value
+    from desktop.ui.history import RELOADED_KNOBS
+    from desktop.ui.knobs import preset_of
+
+    asked = GenerationSettings.from_preset("low-vram", formats=["glb"])
+    runner = JobRunner(tiny_trellis2_dir, tmp_path / "out", device="cpu")
+    try:
+        job = runner.submit([str(Path(__file__).parents[3] / "assets" / "examples" / "chair.png")], asked,
+                            family="trellis2")
+        assert job.settings.vram_budget > asked.vram_budget == preset_value("low-vram", "vram_budget")
+        job.wait()
+        assert job.state == JobState.DONE, job.error
+        folder = JobFolder(Path(job.out_dir))
+        record = folder.settings_record()
+        assert record["changed_for_family"] == {"vram_budget": [asked.vram_budget, job.settings.vram_budget]}
+        app = ui.TrellisApp(runner)
+        try:
+            answer = app.reuse_settings(folder.name)
+        finally:
+            app.close()
+    finally:
+        runner.shutdown(cancel=True, wait=True, timeout=30)
+    values = dict(zip(RELOADED_KNOBS, answer[1:1 + len(RELOADED_KNOBS)]))
+    assert answer[0] == "low-vram" and values["vram_budget"] == asked.vram_budget, (answer[0], values["vram_budget"])
+    assert preset_of(values, "low-vram", GenerationSettings()) == "low-vram"
+    assert job_from_folder(folder.path).settings.vram_budget == asked.vram_budget
