@@ -12,7 +12,7 @@ from pathlib import Path
 from ..jobs import folder as job_folder
 from ..families import get_family
 from ..settings import DEFAULT_PRESET, PRESETS, SETTINGS, GenerationSettings, check_prompt, slider
-from .batch_view import ROW_JS, BatchView, NotQueued, status_html, wire_batch
+from .batch_view import ROW_JS, BatchView, refusal_html, status_html, submit_items, wire_batch
 from .download_row import EMPTY_LABEL, wire_download_row
 from .endpoints import ApiEndpoints
 from .expectations import MeshPreview, PromptTokens, text_size_control, wire_token_counts
@@ -82,22 +82,6 @@ def setting_control(row, value, overrides=None):
     # An optional number box shows "none" as 0 (values.settings_from_values reads it so): 0 must not look invalid.
     lo = 0 if row.optional and row.lo > 0 else row.lo
     return gr.Number(value, precision=0 if row.kind == "int" else None, minimum=lo, maximum=row.hi, **common)
-
-
-def refusal_class(err: RuntimeError) -> str:
-    """The ERROR_CLASSES key of a submit the runner refused: its disk is full (queued.NotRecordedError), else it is
-    stopping."""
-    return "disk_full" if getattr(err, "error_kind", None) == "disk" else "stopping"
-
-
-def refusal_html(not_queued: list) -> str:
-    """The status box of a Generate click none of whose items was queued (`not_queued`: [NotQueued], in order)."""
-    stopped = [item for item in not_queued if item.error is not None]
-    if stopped:                      # the runner refused (full disk, stopping): what to do first, in the page's words
-        return error_html(stopped[0].error, stopped[0].message)
-    if len(not_queued) == 1:
-        return form_error_html(not_queued[0].message)
-    return form_error_html("; ".join(f"{item.name}: {item.message}" for item in not_queued))
 
 
 class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, ExportPanel):
@@ -379,23 +363,14 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
             yield (form_error_html(str(err)), *[skip] * AFTER_STATUS)
             return
         session = getattr(request, "session_hash", None)
-        entries, not_queued = [], []
+        tracked = []
+
+        def queued(job):                         # tracked at once: Cancel stops it while the rest is submitted
+            tracked.append(job)
+            with self._lock:
+                self._active.setdefault(session, []).append(job.id)
         try:
-            for i, (name, submit) in enumerate(work):
-                try:
-                    job = submit()
-                except ValueError as err:        # this item's input refused: the others may still be fine
-                    not_queued.append(NotQueued(name, str(err)))
-                    continue
-                except RuntimeError as err:      # a full disk or a stopping runner: every later item would fail so
-                    cls = refusal_class(err)
-                    not_queued.append(NotQueued(name, str(err), cls))
-                    not_queued.extend(NotQueued(later, str(err), cls, after=name)
-                                      for later, _ in work[i + 1:])
-                    break
-                entries.append((name, job))
-                with self._lock:                 # tracked at once: Cancel stops it while the rest is submitted
-                    self._active.setdefault(session, []).append(job.id)
+            entries, not_queued = submit_items(work, queued)
             if not entries:
                 yield (refusal_html(not_queued), *[skip] * AFTER_STATUS)
                 return
@@ -437,7 +412,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
         finally:
             with self._lock:
                 ids = self._active.get(session, [])
-                for _, job in entries:
+                for job in tracked:
                     if job.id in ids:
                         ids.remove(job.id)
                 if not ids:

@@ -13,7 +13,7 @@ from ..jobs import folder as job_folder
 from ..options import format_clock
 from .lazy import gr
 from .names import download_stem
-from .errors import ERROR_CLASSES, job_error, short_text
+from .errors import ERROR_CLASSES, error_html, form_error_html, job_error, short_text
 from .status import hide_paths, job_line, job_status_html, message_html, status_box
 
 # The status box's script (gr.HTML js_on_load): a click on a row, or Enter on its button, asks for that job.
@@ -195,6 +195,37 @@ class NotQueued:
     message: str
     error: str | None = None
     after: str | None = None
+
+
+def submit_items(work: list, queued) -> tuple:
+    """([(name, job)], [NotQueued]) of a Generate click's `work` ([(name, submit() -> Job)]), `queued(job)` called as
+    each is queued. A refused input skips its item only; a RuntimeError (a full disk, a stopping runner) ends the
+    submitting, the later items listed as not tried: each would be refused the same way."""
+    entries, not_queued = [], []
+    for i, (name, submit) in enumerate(work):
+        try:
+            job = submit()
+        except ValueError as err:
+            not_queued.append(NotQueued(name, str(err)))
+            continue
+        except RuntimeError as err:
+            cls = "disk_full" if getattr(err, "error_kind", None) == "disk" else "stopping"
+            not_queued.append(NotQueued(name, str(err), cls))
+            not_queued.extend(NotQueued(later, str(err), cls, after=name) for later, _ in work[i + 1:])
+            break
+        entries.append((name, job))
+        queued(job)
+    return entries, not_queued
+
+
+def refusal_html(not_queued: list) -> str:
+    """The status box of a Generate click none of whose items was queued (`not_queued`: [NotQueued], in order)."""
+    stopped = [item for item in not_queued if item.error is not None]
+    if stopped:                      # the runner refused (full disk, stopping): what to do first, in the page's words
+        return error_html(stopped[0].error, stopped[0].message)
+    if len(not_queued) == 1:
+        return form_error_html(not_queued[0].message)
+    return form_error_html("; ".join(f"{item.name}: {item.message}" for item in not_queued))
 
 
 def not_queued_row(item: NotQueued) -> str:
