@@ -6,10 +6,13 @@ first bytes and its header (an OBJ: its v and f lines), before the model is load
 A file is refused (InputError, saying what to do) when it is empty, too large, an image or something else
 that is not a 3-D model, damaged, or when its header counts more triangles than the voxeliser accepts (a
 scan with 10 M faces is refused here at once instead of being loaded). Damaged includes a PLY shorter than its
-header's counts need and an OBJ with NaN or infinite coordinates or faces naming vertices it lacks: its v and f
-lines are scanned with numpy, quicker and far lighter than loading it as the job does. A glTF's count is what its
-scene graph places (trellis.representations.gltf_scene): 2 000 nodes reusing one mesh count 2 000 times, and a
-node hierarchy too deep, too large or no tree is refused with its numbers. The format comes from the
+header's counts need, and any format's NaN or infinite coordinates or faces naming vertices it lacks: an OBJ's
+v and f lines, a PLY's vertex and face rows, an STL's corners and the positions and indices of the meshes a glTF's
+scene places are read with numpy straight from the bytes, quicker and far lighter than loading the model as the
+job does. An OBJ line whose values are followed by a # comment is refused too (the job's loader cannot read it),
+and so is a face naming vertex 0 (OBJ counts from 1; the loader would quietly read it as vertex 1). A glTF's count
+is what its scene graph places (trellis.representations.gltf_scene): 2 000 nodes reusing one mesh count 2 000
+times, and a node hierarchy too deep, too large or no tree is refused with its numbers. The format comes from the
 bytes, not the name, so a GLB saved as model.obj still works. Loading and voxelising happen in the job
 (trellis.representations.voxels), whose MeshInputError is also an input error: a model whose surfaces
 would take too long to voxelise (voxels.MAX_WORK) is refused there, before the model is loaded. Only
@@ -133,7 +136,11 @@ def _claimed_faces(ext: str, head: bytes, data, path, name: str, size: int):
         if size != 84 + 50 * count:
             raise InputError(f"{name} is a damaged STL file: it says {count:,} triangles but holds {size:,} bytes "
                              f"(expected {84 + 50 * count:,}); export it again")
+        _check_stl(_stl_corners(_all(data, path), count), name)
         return count
+    if ext == ".stl":
+        _check_stl(_stl_text_corners(_all(data, path)), name)
+        return None
     if ext == ".ply":
         end = head.find(b"end_header")
         if end < 0:
@@ -142,16 +149,22 @@ def _claimed_faces(ext: str, head: bytes, data, path, name: str, size: int):
         faces = int(m.group(1)) if m else 0
         if faces <= max_faces():                    # too many: said as such below, whatever the size
             _check_ply_size(head, end, name, size)
+            _check_ply(_all(data, path), end, name)
         return faces
     if ext == ".glb":
         json_end = 20 + struct.unpack_from("<I", head, 12)[0] if len(head) >= 20 else 0
-        return _scene_faces(ext, head if json_end <= len(head) else _all(data, path), name)[1]
+        doc, faces = _scene_faces(ext, head if json_end <= len(head) else _all(data, path), name)
+        raw = _all(data, path)
+        _check_gltf(doc, _gltf_buffers(doc, raw, ext), name, "GLB")
+        return faces
     if ext == ".gltf":
-        doc, faces = _scene_faces(ext, _all(data, path), name)
+        raw = _all(data, path)
+        doc, faces = _scene_faces(ext, raw, name)
         external = [b.get("uri") for b in doc.get("buffers", []) if not str(b.get("uri", "")).startswith("data:")]
         if external and data is not None:
             raise InputError(f"{name} keeps its geometry in other files ({', '.join(map(str, external))}): upload "
                              f"the model as one .glb file instead")
+        _check_gltf(doc, _gltf_buffers(doc, raw, ext), name, "glTF")
         return faces
     if ext == ".obj":
         text = _all(data, path)
@@ -192,9 +205,18 @@ def _check_ply_size(head: bytes, end: int, name: str, size: int) -> None:
 def _check_obj(text: bytes, name: str) -> None:
     """InputError when an OBJ's vertices are not finite numbers or its faces name vertices it does not have (the
     loader would fail on them, or drop the faces, only in the job). Indices as the loader takes them: 1..n, or
-    negative from the end (-1 the last)."""
+    negative from the end (-1 the last); 0 is none of them. A comment after a line's values fails the loader."""
     import numpy as np
 
+    for hit in re.finditer(rb"#", text):           # few in a real file: only the lines holding one are looked at
+        start = text.rfind(b"\n", 0, hit.start()) + 1
+        if not re.match(rb"(?:v|vt|vn|f)[ \t]", text[start:start + 3]):
+            continue
+        stop = text.find(b"\n", start)
+        line = text[start:stop if stop >= 0 else None].decode("utf-8", "replace").strip()
+        number = text.count(b"\n", 0, start) + 1
+        raise InputError(f"{name} is an OBJ file the job cannot read: line {number:,} ({line[:60]!r}) has a # comment "
+                         f"after its values; put the comment on a line of its own or delete it")
     vertices = re.findall(rb"^v[ \t]+([^\n#]*)", text, re.M)
     faces = re.findall(rb"^f[ \t]+([^\n#]*)", text, re.M)
     try:
@@ -211,6 +233,9 @@ def _check_obj(text: bytes, name: str) -> None:
     if len(odd):
         raise InputError(f"{name} is a damaged OBJ file: a face names vertex {odd[0]:g}, not a whole number; export "
                          f"it again")
+    if (refs == 0).any():
+        raise InputError(f"{name} is a damaged OBJ file: a face names vertex 0, but OBJ counts vertices from 1 (-1 "
+                         f"for the last); export it again")
     wrong = refs[np.abs(refs) > len(vertices)]
     if len(wrong):
         have = f"{len(vertices):,} {'vertex' if len(vertices) == 1 else 'vertices'}"
@@ -228,3 +253,239 @@ def _scene_faces(ext: str, raw: bytes, name: str) -> tuple:
         return doc, gltf_scene.check_scene(doc, max_faces()).triangles
     except gltf_scene.GltfError as err:
         raise InputError(f"{name} {err}") from None
+
+
+# ------------------------------------------------------------------------------------------ geometry from the bytes
+
+# numpy's name of each PLY property type.
+PLY_NUMPY_TYPES = {"char": "i1", "uchar": "u1", "int8": "i1", "uint8": "u1", "short": "i2", "ushort": "u2",
+                   "int16": "i2", "uint16": "u2", "int": "i4", "uint": "u4", "int32": "i4", "uint32": "u4",
+                   "float": "f4", "float32": "f4", "double": "f8", "float64": "f8", "int64": "i8", "uint64": "u8"}
+# numpy's type of each glTF accessor componentType, and the values of each accessor type read here.
+GLTF_COMPONENTS = {5120: "i1", 5121: "u1", 5122: "<i2", 5123: "<u2", 5125: "<u4", 5126: "<f4"}
+GLTF_WIDTHS = {"SCALAR": 1, "VEC3": 3}
+
+
+def _not_finite(name: str, kind: str, rows: int, first: int, what: str = "vertices", at: str = "") -> InputError:
+    return InputError(f"{name} is a damaged {kind} file: {rows:,} of its {what} have coordinates that are not numbers "
+                      f"(NaN) or are infinite, the first is {what[:-1] if what != 'vertices' else 'vertex'} "
+                      f"{first:,}{at}; fix them or export it again")
+
+
+def _check_stl(corners, name: str) -> None:
+    """InputError when an STL triangle has a corner that is no finite point (the loader drops it, or fails)."""
+    import numpy as np
+
+    if corners is None or not len(corners):
+        return
+    bad = np.flatnonzero(~np.isfinite(corners).all(axis=1))
+    if len(bad):
+        raise _not_finite(name, "STL", len(bad), int(bad[0]) + 1, "triangles", " (counting from 1)")
+
+
+def _stl_corners(raw: bytes, count: int):
+    """[T, 9] corners of a binary STL (its size already checked against `count`)."""
+    import numpy as np
+
+    rows = np.dtype([("normal", "<f4", (3,)), ("corners", "<f4", (9,)), ("attribute", "<u2")])
+    return np.frombuffer(raw, rows, count=count, offset=84)["corners"]
+
+
+def _stl_text_corners(raw: bytes):
+    """[T, 9] corners of an ASCII STL's vertex lines; None when they do not parse as three points a triangle."""
+    import numpy as np
+
+    lines = re.findall(rb"^[ \t]*vertex[ \t]+([^\n]*)", raw, re.M)
+    try:
+        values = np.fromstring(b" ".join(lines), dtype=np.float64, sep=" ")
+    except ValueError:
+        return None                                 # text these numbers do not parse as: left to the loader
+    return values.reshape(-1, 9) if len(values) == 3 * len(lines) and len(lines) % 3 == 0 else None
+
+
+def _check_ply(raw: bytes, end: int, name: str) -> None:
+    """InputError when a PLY's vertices are not finite points or its faces name vertices it lacks (the loader drops
+    or fails on them; a negative index it would wrap to another vertex)."""
+    import numpy as np
+
+    xyz, faces = _ply_geometry(raw, end)
+    if xyz is not None:
+        bad = np.flatnonzero(~np.isfinite(xyz).all(axis=1))
+        if len(bad):
+            raise _not_finite(name, "PLY", len(bad), int(bad[0]), at=" (counting from 0, as PLY does)")
+    if xyz is not None and faces is not None and faces.size:
+        wrong = np.flatnonzero(((faces < 0) | (faces >= len(xyz))).any(axis=1))
+        if len(wrong):
+            row = faces[wrong[0]]
+            vertex = int(row[(row < 0) | (row >= len(xyz))][0])
+            have = f"{len(xyz):,} {'vertex' if len(xyz) == 1 else 'vertices'}"
+            raise InputError(f"{name} is a damaged PLY file: face {int(wrong[0]):,} names vertex {vertex:,}, but the "
+                             f"file has {have} (0 to {len(xyz) - 1:,}); export it again")
+
+
+def _ply_geometry(raw: bytes, end: int) -> tuple:
+    """([V, 3] x y z, [F, k] vertex indices) of a PLY whose elements up to its vertices and faces have rows of one
+    size (a face list of one length, k); None for what this reading does not cover, left to the loader."""
+    import numpy as np
+
+    lines = raw[:end].decode("latin-1").splitlines()
+    fmt = next((line.split()[1] for line in lines if line.split()[:1] == ["format"] and len(line.split()) > 1), "")
+    if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
+        return None, None
+    order = ">" if fmt == "binary_big_endian" else "<"
+    elements = []                                   # [name, rows, [(property, type, list count type or None)]]
+    for line in lines:
+        words = line.split()
+        if words[:1] == ["element"] and len(words) >= 3:
+            elements.append([words[1], int(words[2]), []])
+        elif words[:1] == ["property"] and elements:
+            listed = words[1:2] == ["list"]
+            if len(words) < (5 if listed else 3):
+                return None, None
+            kinds = words[2:4] if listed else [words[1], None]
+            if any(k is not None and k not in PLY_NUMPY_TYPES for k in kinds):
+                return None, None
+            elements[-1][2].append((words[-1], kinds[1], kinds[0]) if listed else (words[-1], kinds[0], None))
+    newline = raw.find(b"\n", end)
+    at = newline + 1
+    values = None
+    if fmt == "ascii":
+        try:
+            values = np.fromstring(raw[at:], dtype=np.float64, sep=" ")
+        except ValueError:
+            return None, None
+        at = 0
+    xyz = faces = None
+    for element, rows, props in elements:
+        if xyz is not None and faces is not None:
+            break
+        lists = [i for i, p in enumerate(props) if p[2] is not None]
+        if len(lists) > 1 or (lists and element != "face"):
+            return xyz, faces                       # rows of many sizes: not walked here
+        width = 0                                   # list length of this element's rows
+        if lists and rows:
+            before = props[:lists[0]]
+            if values is not None:
+                first = values[at + len(before)] if at + len(before) < len(values) else -1
+            else:
+                skip = sum(np.dtype(PLY_NUMPY_TYPES[t]).itemsize for _, t, _ in before)
+                kind = order + PLY_NUMPY_TYPES[props[lists[0]][2]]
+                first = np.frombuffer(raw, kind, 1, at + skip)[0] if at + skip < len(raw) else -1
+            width = int(first)
+            if width < 0 or first != width:
+                return xyz, faces
+        fields = []
+        for prop, kind, count_kind in props:
+            if count_kind is not None:
+                fields += [(" count", order + PLY_NUMPY_TYPES[count_kind]),
+                           (prop, order + PLY_NUMPY_TYPES[kind], (width,))]
+            else:
+                fields.append((prop, order + PLY_NUMPY_TYPES[kind]))
+        if values is not None:
+            per_row = len(props) + width
+            if at + rows * per_row > len(values):
+                return xyz, faces
+            table = values[at:at + rows * per_row].reshape(rows, per_row)
+            columns, c = {}, 0
+            for prop, _, count_kind in props:
+                n = 1 + width if count_kind is not None else 1
+                columns[prop] = table[:, c + (1 if count_kind else 0):c + n]
+                if count_kind is not None:
+                    columns[" count"] = table[:, c]
+                c += n
+            at += rows * per_row
+        else:
+            try:
+                dtype = np.dtype(fields)
+            except (TypeError, ValueError):         # two properties of one name: left to the loader
+                return xyz, faces
+            if at + rows * dtype.itemsize > len(raw):
+                return xyz, faces
+            table = np.frombuffer(raw, dtype, rows, at)
+            columns = {prop: table[prop].reshape(rows, -1) for prop in table.dtype.names}
+            at += rows * dtype.itemsize
+        if lists and rows and not (columns[" count"] == width).all():
+            return xyz, faces                       # faces of several sizes: not walked here
+        if element == "vertex" and all(k in columns for k in "xyz"):
+            xyz = np.concatenate([columns[k] for k in "xyz"], axis=1)
+        elif element == "face" and lists and props[lists[0]][0] in ("vertex_indices", "vertex_index"):
+            faces = columns[props[lists[0]][0]].astype(np.int64) if values is None else columns[props[lists[0]][0]]
+    return xyz, faces
+
+
+def _gltf_buffers(doc: dict, raw: bytes, ext: str) -> list:
+    """The bytes of each of a glTF's buffers that it holds (a GLB's BIN chunk, a data: URI); None for the others."""
+    import base64
+
+    buffers = []
+    for i, buffer in enumerate(doc.get("buffers", [])):
+        uri = buffer.get("uri")
+        found = None
+        if uri is None and ext == ".glb" and i == 0 and len(raw) >= 20:
+            start = 20 + struct.unpack_from("<I", raw, 12)[0]
+            if start + 8 <= len(raw) and raw[start + 4:start + 8] == b"BIN\x00":
+                length = struct.unpack_from("<I", raw, start)[0]
+                found = raw[start + 8:start + 8 + length]
+        elif isinstance(uri, str) and uri.startswith("data:") and ";base64," in uri[:200]:
+            try:
+                found = base64.b64decode(uri.split(",", 1)[1], validate=False)
+            except ValueError:
+                found = None
+        buffers.append(found)
+    return buffers
+
+
+def _check_gltf(doc: dict, buffers: list, name: str, kind: str) -> None:
+    """InputError when a mesh the scene places has positions that are not finite (the job refuses them) or triangles
+    naming vertices its part lacks; parts whose data is elsewhere, compressed or sparse are left to the loader."""
+    import numpy as np
+
+    nodes, scenes = doc.get("nodes", []), doc.get("scenes", [])
+    stack = list(scenes[doc.get("scene", 0)].get("nodes", [])) if scenes else []
+    placed = set()
+    while stack:                                    # a forest: gltf_scene.check_scene said so
+        node = nodes[stack.pop()]
+        if "mesh" in node:
+            placed.add(node["mesh"])
+        stack.extend(node.get("children", []))
+    for m in sorted(placed):
+        mesh = doc["meshes"][m]
+        label = f"mesh {m:,}" + (f" ({str(mesh['name'])[:40]!r})" if mesh.get("name") else "")
+        for primitive in mesh.get("primitives", []):
+            extensions = primitive.get("extensions")
+            if primitive.get("mode", 4) not in (4, 5) or "POSITION" not in primitive.get("attributes", {}) \
+                    or (isinstance(extensions, dict) and "KHR_draco_mesh_compression" in extensions):
+                continue                            # points, lines, fans or compressed: not the voxeliser's
+            count = doc["accessors"][primitive["attributes"]["POSITION"]].get("count", 0)
+            positions = _accessor(doc, buffers, primitive["attributes"]["POSITION"])
+            if positions is not None and positions.dtype.kind == "f":
+                bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
+                if len(bad):
+                    raise _not_finite(name, kind, len(bad), int(bad[0]), at=f" of {label} (counting from 0)")
+            indices = _accessor(doc, buffers, primitive["indices"]) if "indices" in primitive else None
+            if indices is not None and indices.size and int(indices.max()) >= count:
+                raise InputError(f"{name} is a damaged {kind} file: {label} has a triangle naming vertex "
+                                 f"{int(indices.max()):,}, but its part has {count:,} vertices (0 to {count - 1:,}); "
+                                 f"export it again")
+
+
+def _accessor(doc: dict, buffers: list, index: int):
+    """The values of a glTF accessor, read where its bufferView says (its stride too); None for an accessor that
+    is sparse, of a type not read here, or whose bytes the file does not hold."""
+    import numpy as np
+
+    accessor = doc["accessors"][index]
+    dtype = np.dtype(GLTF_COMPONENTS.get(accessor.get("componentType"), "V1"))
+    width = GLTF_WIDTHS.get(accessor.get("type"))
+    if "sparse" in accessor or "bufferView" not in accessor or dtype.kind == "V" or width is None:
+        return None
+    view = doc["bufferViews"][accessor["bufferView"]]
+    data = buffers[view["buffer"]] if view.get("buffer", -1) in range(len(buffers)) else None
+    count, row = accessor.get("count", 0), dtype.itemsize * width
+    stride = view.get("byteStride", row)
+    start = view.get("byteOffset", 0) + accessor.get("byteOffset", 0)
+    if data is None or not isinstance(stride, int) or stride < row or not count:
+        return None
+    if start + (count - 1) * stride + row > min(len(data), view.get("byteOffset", 0) + view.get("byteLength", 0)):
+        return None                                 # past its view: the loader says so
+    return np.ndarray((count, width), dtype, buffer=data, offset=start, strides=(stride, dtype.itemsize))
