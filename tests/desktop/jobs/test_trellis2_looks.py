@@ -5,9 +5,6 @@ validator passes and Blender imports with the maps wired to its Principled BSDF;
 cannot make (a prompt with TRELLIS.2, a family not installed) in words; the OBJ and USDZ files carry the PBR maps
 too; an OBJ input keeps its mesh; --new-mesh asks for a new atlas; cancel stops the texture flow."""
 import json
-import os
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -23,6 +20,7 @@ from tests.helpers.gltf import glb_json, validate_gltf
 from tests.helpers.images import rgba_blob
 from tests.helpers.looks import glb_attribute, uv_sphere
 from tests.helpers.usd import usd_problems
+from tests.helpers.blender import inspected
 
 # A 32^3 grid, one flow step and a 64 px texture: seconds on a CPU.
 CHEAP = ["--device", "cpu", "--steps", "1", "--texture-size", "64", "--formats", "glb,obj,usdz", "-q"]
@@ -113,18 +111,7 @@ def test_the_cli_refuses_a_prompt_with_trellis2_as_a_usage_error(inputs, tiny_tr
 
 
 def test_blender_imports_the_look_with_its_maps_wired_to_the_principled_bsdf(looked, inputs):
-    blender = shutil.which("blender")
-    if blender is None:
-        pytest.fail("Blender is not installed: `./run.sh test` installs Debian's blender package (as root)")
-    script = Path(__file__).parents[2] / "helpers" / "blender_inspect.py"
-    # Blender's own Python with a plain environment (as the export tests run it)
-    env = {k: v for k, v in os.environ.items() if k in ("HOME", "LANG", "LC_ALL", "TMPDIR")}
-    env["PATH"] = os.pathsep.join([os.path.dirname(blender), "/usr/bin", "/bin"])
-    proc = subprocess.run([blender, "-b", "--factory-startup", "--python", str(script), "--",
-                           str(looked / "model.glb")], capture_output=True, text=True, timeout=300, env=env)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("INSPECT ")), None)
-    assert line is not None, proc.stdout[-2000:] + proc.stderr[-2000:]
-    seen = json.loads(line[len("INSPECT "):])
+    seen = inspected(looked / "model.glb")
     assert seen["meshes"][0]["faces"] == len(inputs["f"]) and seen["meshes"][0]["uv_maps"]
     wired = seen["materials"][0]["inputs"]
     assert wired["Base Color"] is not None and wired["Base Color"]["output"] == "Color"

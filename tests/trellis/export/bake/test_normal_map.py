@@ -15,6 +15,7 @@ from trellis.export.tangents import corner_sums, vertex_tangents
 from trellis.renderers.cameras import orbit_cameras
 
 from tests.helpers.meshes import plane
+from tests.helpers.blender import inspected
 
 SIZE, RES, VIEWS = 64, 128, 12
 
@@ -165,26 +166,7 @@ def test_the_export_bakes_the_map_and_the_glb_carries_it_with_its_tangents(with_
 
 
 def test_blender_imports_the_glb_with_the_normal_map_bound_to_its_material(with_map, tmp_path):
-    import json
-    import os
-    import shutil
-    import subprocess
-    from pathlib import Path
-
-    blender = shutil.which("blender")
-    if blender is None:
-        pytest.fail("Blender is not installed: `./run.sh test` installs Debian's blender package (as root)")
-    path = with_map.save(tmp_path / "m.glb")
-    script = Path(__file__).parents[3] / "helpers" / "blender_inspect.py"
-    # Blender's own Python with a plain environment: it finds its home from the first python3.x on PATH, so a
-    # pyenv or venv Python there would hide the system's packages (numpy) from it; the system's folders only.
-    env = {k: v for k, v in os.environ.items() if k in ("HOME", "LANG", "LC_ALL", "TMPDIR")}
-    env["PATH"] = os.pathsep.join([os.path.dirname(blender), "/usr/bin", "/bin"])
-    proc = subprocess.run([blender, "-b", "--factory-startup", "--python", str(script), "--", str(path)],
-                          capture_output=True, text=True, timeout=300, env=env)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("INSPECT ")), None)
-    assert line is not None, proc.stdout[-2000:] + proc.stderr[-2000:]
-    seen = json.loads(line[len("INSPECT "):])
+    seen = inspected(with_map.save(tmp_path / "m.glb"))
     assert seen["meshes"] and seen["meshes"][0]["faces"] == len(with_map.faces) and seen["meshes"][0]["uv_maps"]
     material = seen["materials"][0]
     assert material["base_color_image"] == [64, 64]

@@ -4,10 +4,6 @@ UsdPreviewSurface's metallic, roughness, normal and opacity connected to texture
 package and hold the baked maps; Blender imports the OBJ with its Principled BSDF's Metallic, Roughness, Normal and
 Alpha fed by the map files. A material without alpha or normal map names neither; TRELLIS v1's colour-only files
 name none of them."""
-import json
-import os
-import shutil
-import subprocess
 import zipfile
 from io import BytesIO
 from pathlib import Path
@@ -18,6 +14,7 @@ from PIL import Image
 
 from tests.helpers.ovoxels import voxel_sphere
 from tests.helpers.usd import usd_problems
+from tests.helpers.blender import inspected
 from trellis.export.formats import write
 from trellis.export.pbr import bake_ovoxel
 from trellis.export.pbr.textured import pbr_textured_mesh
@@ -141,19 +138,7 @@ def test_v1_colour_only_files_name_no_other_map(tmp_path):
 
 
 def test_blender_imports_the_obj_with_its_pbr_maps_wired(pbr_mesh, tmp_path):
-    blender = shutil.which("blender")
-    if blender is None:
-        pytest.fail("Blender is not installed: `./run.sh test` installs Debian's blender package (as root)")
-    path = write(pbr_mesh, tmp_path / "m.obj")
-    script = Path(__file__).parents[3] / "helpers" / "blender_inspect.py"
-    # Blender's own Python with a plain environment (see test_normal_map's Blender test)
-    env = {k: v for k, v in os.environ.items() if k in ("HOME", "LANG", "LC_ALL", "TMPDIR")}
-    env["PATH"] = os.pathsep.join([os.path.dirname(blender), "/usr/bin", "/bin"])
-    proc = subprocess.run([blender, "-b", "--factory-startup", "--python", str(script), "--", str(path)],
-                          capture_output=True, text=True, timeout=300, env=env)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("INSPECT ")), None)
-    assert line is not None, proc.stdout[-2000:] + proc.stderr[-2000:]
-    seen = json.loads(line[len("INSPECT "):])
+    seen = inspected(write(pbr_mesh, tmp_path / "m.obj"))
     assert seen["meshes"][0]["faces"] == len(pbr_mesh.faces) and seen["meshes"][0]["uv_maps"]
     inputs = seen["materials"][0]["inputs"]
     assert {name: (src["file"], src["output"]) for name, src in inputs.items()} == {

@@ -6,6 +6,7 @@ import trimesh
 
 from tests.helpers.gltf import glb_json, validate_gltf
 from tests.helpers.usd import usd_problems
+from tests.helpers.blender import inspected
 from trellis.export.formats.quad_files import obj_with_quads
 from trellis.export.quads import (
     GLTF_EXTRAS_KEY,
@@ -105,23 +106,6 @@ def test_obj_pairs_cut_at_their_diagonal_stay_triangles(tmp_path):
 
 
 def test_blender_imports_the_obj_as_quads(quad_textured, tmp_path):
-    import json
-    import os
-    import shutil
-    import subprocess
-    from pathlib import Path
-    blender = shutil.which("blender")
-    if blender is None:
-        pytest.fail("Blender is not installed: `./run.sh test` installs Debian's blender package (as root)")
-    textured, result = quad_textured
-    path = textured.save(str(tmp_path / "q.obj"), crease_angle=None)
-    script = Path(__file__).parents[3] / "helpers" / "blender_inspect.py"
-    # Blender's own Python with a plain environment (as test_material_maps' Blender test)
-    env = {k: v for k, v in os.environ.items() if k in ("HOME", "LANG", "LC_ALL", "TMPDIR")}
-    env["PATH"] = os.pathsep.join([os.path.dirname(blender), "/usr/bin", "/bin"])
-    proc = subprocess.run([blender, "-b", "--factory-startup", "--python", str(script), "--", str(path)],
-                          capture_output=True, text=True, timeout=300, env=env)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("INSPECT ")), None)
-    assert line is not None, proc.stdout[-2000:] + proc.stderr[-2000:]
-    mesh = json.loads(line[len("INSPECT "):])["meshes"][0]
+    textured, _ = quad_textured
+    mesh = inspected(textured.save(str(tmp_path / "q.obj"), crease_angle=None))["meshes"][0]
     assert mesh["quads"] / mesh["faces"] >= 0.95 and mesh["uv_maps"]
