@@ -9,8 +9,8 @@ scan with 10 M faces is refused here at once instead of being loaded). Damaged i
 header's counts need, and any format's NaN or infinite coordinates or faces naming vertices it lacks: an OBJ's
 v and f lines, a PLY's vertex and face rows, an STL's corners and the positions and indices of the meshes a glTF's
 scene places are read with numpy straight from the bytes, quicker and far lighter than loading the model as the
-job does. An OBJ line whose values are followed by a # comment is refused too (the job's loader cannot read it),
-and so is a face naming vertex 0 (OBJ counts from 1; the loader would quietly read it as vertex 1). A glTF's count
+job does. An OBJ face naming vertex 0 is refused too (OBJ counts from 1; the loader would quietly read it as
+vertex 1); a # comment after a line's values is read as the comment it is. A glTF's count
 is what its scene graph places (trellis.representations.gltf_scene): 2 000 nodes reusing one mesh count 2 000
 times, and a node hierarchy too deep, too large or no tree is refused with its numbers. The format comes from the
 bytes, not the name, so a GLB saved as model.obj still works. Loading and voxelising happen in the job
@@ -205,18 +205,10 @@ def _check_ply_size(head: bytes, end: int, name: str, size: int) -> None:
 def _check_obj(text: bytes, name: str) -> None:
     """InputError when an OBJ's vertices are not finite numbers or its faces name vertices it does not have (the
     loader would fail on them, or drop the faces, only in the job). Indices as the loader takes them: 1..n, or
-    negative from the end (-1 the last); 0 is none of them. A comment after a line's values fails the loader."""
+    negative from the end (-1 the last); 0 is none of them. A comment after a line's values is no value (the loader
+    drops it too: mesh_input.without_trailing_comments)."""
     import numpy as np
 
-    for hit in re.finditer(rb"#", text):           # few in a real file: only the lines holding one are looked at
-        start = text.rfind(b"\n", 0, hit.start()) + 1
-        if not re.match(rb"(?:v|vt|vn|f)[ \t]", text[start:start + 3]):
-            continue
-        stop = text.find(b"\n", start)
-        line = text[start:stop if stop >= 0 else None].decode("utf-8", "replace").strip()
-        number = text.count(b"\n", 0, start) + 1
-        raise InputError(f"{name} is an OBJ file the job cannot read: line {number:,} ({line[:60]!r}) has a # comment "
-                         f"after its values; put the comment on a line of its own or delete it")
     vertices = re.findall(rb"^v[ \t]+([^\n#]*)", text, re.M)
     faces = re.findall(rb"^f[ \t]+([^\n#]*)", text, re.M)
     try:

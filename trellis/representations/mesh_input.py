@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat
 from typing import NamedTuple, Optional
 
@@ -156,6 +157,9 @@ def _read(source, file_type: str | None, as_is: bool = False):
         doc = checked_gltf(data, ext, name)
         if as_is and ext == ".glb":
             data = with_uv_materials(data, doc)
+    if ext == ".obj":
+        data = source.read() if data is None else data
+        data = without_trailing_comments(data.encode("utf-8") if isinstance(data, str) else data)
     stream = source if data is None else io.BytesIO(data)
     extra = {"skip_materials": True} if ext in (".glb", ".gltf", ".obj") and not as_is else {}
     if as_is:
@@ -167,6 +171,15 @@ def _read(source, file_type: str | None, as_is: bool = False):
     except Exception as err:       # trimesh raises many kinds on a damaged or mislabelled file
         raise MeshInputError(f"{name} cannot be read as a 3-D model ({type(err).__name__}: {err}); export it "
                              f"again as GLB, OBJ, PLY or STL") from None
+
+
+# A v / vt / vn / f line's values, then a # comment: trimesh reads the comment as values and fails.
+_TRAILING_COMMENT = re.compile(rb"^([ \t]*(?:v|vt|vn|f)[ \t][^#\n]*)#[^\n]*", re.M)
+
+
+def without_trailing_comments(data: bytes) -> bytes:
+    """An OBJ's bytes with the comments after a vertex's or a face's values removed (a comment ends its line)."""
+    return _TRAILING_COMMENT.sub(rb"\1", data) if b"#" in data else data
 
 
 def checked_gltf(data: bytes, ext: str, name: str = "the file") -> dict:
