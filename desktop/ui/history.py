@@ -2,6 +2,8 @@
 and the result views (preview video, 3D view, downloads) of a finished or earlier job."""
 import html
 import os
+import sys
+from pathlib import Path
 
 from ..jobs import folder as job_folder
 from .download_row import download_choices, no_downloads, row_updates
@@ -113,9 +115,33 @@ class HistoryViews:
         named = downloads(folder, self._tmp / "downloads")
         mp4 = str(named["mp4"]) if "mp4" in named else None
         shown = next((str(named[k]) for k in VIEWED if k in named), None)
+        if shown is not None and shown.endswith(".glb"):
+            shown = viewable_glb(shown, self._tmp / "viewer")
         return (result_info(folder, name, warnings), gr.update(value=mp4, label=LABELS["video"]),
                 gr.update(value=shown, label=LABELS["model"]), *row_updates(download_choices(folder, named)),
                 [str(p) for p in folder.listed_files()] or None)
+
+
+def viewable_glb(path: str, folder) -> str:
+    """A GLB the 3D view shows without the internet: a Draco-compressed one decoded into `folder` (Gradio's viewer
+    would fetch its Draco decoder from a CDN: offline, nothing is drawn), any other as it is."""
+    from trellis.export.formats.draco import EXTENSION, plain_glb, read_glb
+
+    try:
+        data = Path(path).read_bytes()
+        if EXTENSION not in read_glb(data)[0].get("extensionsUsed", []):
+            return path
+        stat = os.stat(path)
+        target = Path(folder) / f"{stat.st_mtime_ns:x}-{stat.st_size:x}" / os.path.basename(path)
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".part")
+            tmp.write_bytes(plain_glb(data))
+            os.replace(tmp, target)
+        return str(target)
+    except (OSError, ValueError, KeyError) as err:       # shown as written: online, the viewer decodes it itself
+        print(f"warning: the 3D view shows {os.path.basename(path)} as written ({err})", file=sys.stderr)
+        return path
 
 
 def requested_settings(record) -> GenerationSettings:

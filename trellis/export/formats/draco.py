@@ -32,7 +32,7 @@ import struct
 import numpy as np
 
 __all__ = ["EXTENSION", "POSITION_BITS", "UV_BITS", "NORMAL_BITS", "LEVEL", "ATTRIBUTES", "draco_glb",
-           "read_glb", "pack_glb", "accessor_array"]
+           "plain_glb", "read_glb", "pack_glb", "accessor_array"]
 
 EXTENSION = "KHR_draco_mesh_compression"
 # glTF-Transform's defaults for position, UV and normal bits; level 7 is draco_encoder's default
@@ -316,3 +316,72 @@ def draco_glb(data: bytes, *, position_bits: int = POSITION_BITS, uv_bits: int =
         if EXTENSION not in doc.setdefault(key, []):
             doc[key].append(EXTENSION)
     return pack_glb(doc, bytes(out_binary))
+
+
+def plain_glb(data: bytes) -> bytes:
+    """``data`` (a binary glTF) with every Draco-compressed primitive decoded back into plain accessors, for a
+    viewer without a Draco decoder of its own (a browser's that would fetch one from the internet); the Draco
+    buffers leave. A file without the extension comes back unchanged."""
+    import DracoPy
+
+    doc, binary = read_glb(data)
+    prims = [p for mesh in doc.get("meshes", []) for p in mesh.get("primitives", [])
+             if EXTENSION in p.get("extensions", {})]
+    if not prims:
+        return data
+    views, accessors = doc["bufferViews"], doc["accessors"]
+    meshes, filled = {}, {}               # Draco view -> its decode; accessor -> its new view (instances share)
+    out, new_views = bytearray(), []
+
+    def add_view(values: np.ndarray) -> int:
+        out.extend(b"\0" * (-len(out) % 4))
+        new_views.append({"buffer": 0, "byteOffset": len(out), "byteLength": values.nbytes})
+        out.extend(values.tobytes())
+        return len(new_views) - 1
+    for prim in prims:
+        ext = prim["extensions"].pop(EXTENSION)
+        if not prim["extensions"]:
+            del prim["extensions"]
+        if ext["bufferView"] not in meshes:
+            view = views[ext["bufferView"]]
+            start = view.get("byteOffset", 0)
+            mesh = DracoPy.decode(binary[start:start + view["byteLength"]])
+            meshes[ext["bufferView"]] = ({int(a["unique_id"]): np.asarray(a["data"], np.float32)
+                                          for a in mesh.attributes}, np.asarray(mesh.faces, np.uint32).reshape(-1))
+        by_id, faces = meshes[ext["bufferView"]]
+        arrays = {index: by_id[ext["attributes"][name]] for name, index in prim["attributes"].items()}
+        if "indices" in prim:
+            arrays[prim["indices"]] = faces
+        for index, values in arrays.items():
+            if index not in filled:
+                filled[index] = add_view(np.ascontiguousarray(values))
+                acc = accessors[index]
+                acc.update(bufferView=filled[index], byteOffset=0, count=len(values),
+                           componentType=UNSIGNED_INT if values.dtype == np.uint32 else FLOAT)
+    # Every other view keeps its bytes, moved behind the decoded ones; the Draco views leave.
+    draco_views = set(meshes)
+    kept = [i for i in range(len(views)) if i not in draco_views]
+    renumber = {old: len(new_views) + new for new, old in enumerate(kept)}
+    for i in kept:
+        view = dict(views[i])
+        if view.get("buffer", 0) == 0:
+            out.extend(b"\0" * (-len(out) % 4))
+            start = view.get("byteOffset", 0)
+            part = binary[start:start + view["byteLength"]]
+            view["byteOffset"] = len(out)
+            out.extend(part)
+        new_views.append(view)
+    # Images and the accessors not decoded here name the moved views; the decoded ones name their new views.
+    renumber_views({k: v for k, v in doc.items() if k not in ("bufferViews", "accessors")}, renumber)
+    for index, acc in enumerate(accessors):
+        if index not in filled and "bufferView" in acc:
+            acc["bufferView"] = renumber[acc["bufferView"]]
+    out.extend(b"\0" * (-len(out) % 4))
+    doc["bufferViews"] = new_views
+    doc["buffers"][0]["byteLength"] = len(out)
+    for key in ("extensionsUsed", "extensionsRequired"):
+        if key in doc:
+            doc[key] = [e for e in doc[key] if e != EXTENSION]
+            if not doc[key]:
+                del doc[key]
+    return pack_glb(doc, bytes(out))

@@ -2,6 +2,8 @@
 validator, by Google's draco3dgltf decoder (node, tests/js/draco_decode.js: an implementation other than the
 encoder's) and by DracoPy; compared with the arrays the writer was given."""
 
+import json
+
 import numpy as np
 import pytest
 import trimesh
@@ -11,7 +13,7 @@ from tests.helpers.asset import make_mesh
 from tests.helpers.gltf import draco_decode, glb_json, validate_gltf
 from trellis.core.axes import Z_UP_TO_Y_UP
 from trellis.export.assemble import glb_bytes, make_glb_mesh
-from trellis.export.formats.draco import EXTENSION, draco_glb, pack_glb, read_glb
+from trellis.export.formats.draco import EXTENSION, draco_glb, pack_glb, plain_glb, read_glb
 from trellis.export.formats.gltf import glb_mesh
 from trellis.export.uv.unwrap import unwrap_uv
 
@@ -319,3 +321,23 @@ def test_a_file_without_triangles_comes_back_unchanged():
     doc, _ = read_glb(data)
     assert [p.get("mode", 4) for m in doc["meshes"] for p in m["primitives"]] == [0]       # points
     assert draco_glb(data) == data
+
+
+def test_plain_glb_gives_a_viewer_the_decoded_geometry_without_the_extension(written, tmp_path):
+    """plain_glb (the page's 3D view of a Draco GLB: Gradio's viewer would fetch a decoder from the internet) is a
+    valid GLB without the extension whose accessors hold what DracoPy decodes, its texture kept."""
+    mesh, plain, packed = written
+    back = tmp_path / "back.glb"
+    back.write_bytes(plain_glb(packed.read_bytes()))
+    report = validate_gltf(back)
+    issues = report["issues"]
+    assert issues["numErrors"] == 0, [m for m in issues["messages"] if m["severity"] == 0]
+    doc = glb_json(back)
+    assert EXTENSION not in json.dumps(doc)
+    loaded = trimesh.load(back, force="mesh", process=False)
+    assert len(loaded.faces) == len(mesh.faces)
+    original = np.asarray(mesh.vertices)
+    drift = cKDTree(original).query(np.asarray(loaded.vertices))[0].max()      # each decoded vertex near one of ours
+    assert drift <= step(original, BITS["position_bits"]), drift
+    assert loaded.visual.material.baseColorTexture is not None
+    assert plain_glb(plain.read_bytes()) == plain.read_bytes()          # nothing to decode: unchanged
