@@ -139,8 +139,9 @@ def viewable_glb(path: str, folder) -> str:
             tmp.write_bytes(plain_glb(data))
             os.replace(tmp, target)
         return str(target)
-    except (OSError, ValueError, KeyError) as err:       # shown as written: online, the viewer decodes it itself
-        print(f"warning: the 3D view shows {os.path.basename(path)} as written ({err})", file=sys.stderr)
+    except Exception as err:     # a damaged file (DracoPy has errors of its own) is shown as written, as before
+        print(f"warning: the 3D view shows {os.path.basename(path)} as written ({type(err).__name__}: {err})",
+              file=sys.stderr)
         return path
 
 

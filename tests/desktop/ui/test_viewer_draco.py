@@ -29,3 +29,19 @@ def test_a_draco_glb_is_shown_decoded_and_a_plain_one_as_it_is(tmp_path):
     assert len(trimesh.load(shown, force="mesh").faces) == len(sphere.faces)
     made = (tmp_path / "viewer").rglob("*.glb")
     assert viewable_glb(str(packed), tmp_path / "viewer") == shown and len(list(made)) == 1      # made once
+
+
+def test_a_damaged_draco_glb_is_shown_as_written(tmp_path):
+    """A Draco buffer that does not decode (DracoPy raises its own error type): the view gets the file as it is."""
+    from trellis.export.formats.draco import pack_glb, read_glb
+
+    sphere = trimesh.creation.icosphere(subdivisions=1)
+    uv = np.zeros((len(sphere.vertices), 2))
+    doc, binary = read_glb(draco_glb(glb_bytes(glb_mesh(sphere.vertices, sphere.faces, uv,
+                                                        np.zeros((4, 4, 3), np.uint8)))))
+    view = doc["bufferViews"][doc["meshes"][0]["primitives"][0]["extensions"][EXTENSION]["bufferView"]]
+    start = view.get("byteOffset", 0)
+    broken = binary[:start] + b"\xff" * view["byteLength"] + binary[start + view["byteLength"]:]
+    path = tmp_path / "broken.glb"
+    path.write_bytes(pack_glb(doc, broken))
+    assert viewable_glb(str(path), tmp_path / "viewer") == str(path)
