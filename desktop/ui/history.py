@@ -125,19 +125,21 @@ class HistoryViews:
 def viewable_glb(path: str, folder) -> str:
     """A GLB the 3D view shows without the internet: a Draco-compressed one decoded into `folder` (Gradio's viewer
     would fetch its Draco decoder from a CDN: offline, nothing is drawn), any other as it is."""
-    from trellis.export.formats.draco import EXTENSION, plain_glb, read_glb
+    from trellis.export.formats import plain_glb
 
     try:
-        data = Path(path).read_bytes()
-        if EXTENSION not in read_glb(data)[0].get("extensionsUsed", []):
-            return path
         stat = os.stat(path)
         target = Path(folder) / f"{stat.st_mtime_ns:x}-{stat.st_size:x}" / os.path.basename(path)
-        if not target.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(target.name + ".part")
-            tmp.write_bytes(plain_glb(data))
-            os.replace(tmp, target)
+        if target.is_file():
+            return str(target)
+        data = Path(path).read_bytes()
+        plain = plain_glb(data)
+        if plain is data:                  # no Draco in it
+            return path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".part")
+        tmp.write_bytes(plain)
+        os.replace(tmp, target)
         return str(target)
     except Exception as err:     # a damaged file (DracoPy has errors of its own) is shown as written, as before
         print(f"warning: the 3D view shows {os.path.basename(path)} as written ({type(err).__name__}: {err})",

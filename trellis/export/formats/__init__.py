@@ -64,7 +64,7 @@ from ...core.callbacks import CancelCheck, check
 from ..normals import DEFAULT_CREASE_ANGLE
 from ..placement import UNITS, UP_AXES, place
 
-__all__ = ["FormatSpec", "FORMATS", "format_of", "write"]
+__all__ = ["FormatSpec", "FORMATS", "format_of", "write", "plain_glb"]
 
 
 class FormatSpec(NamedTuple):
@@ -154,3 +154,11 @@ def write(textured, path, format: str | None = None, *, height: float | None = N
     if name == "stl":
         return write_stl(path, vertices, faces, up, solid=solid)
     return write_3mf(path, vertices, faces, up, units, solid=solid)
+
+
+def plain_glb(data: bytes) -> bytes:
+    """A GLB's bytes with its Draco-compressed primitives decoded into plain accessors (draco.plain_glb); the same
+    object when it has none."""
+    from .draco import plain_glb as decoded
+
+    return decoded(data)
