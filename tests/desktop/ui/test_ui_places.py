@@ -161,7 +161,10 @@ def test_history_tab_thumbnails_with_preset_seed_and_state(ui, outputs, tmp_path
     assert ui.page.locator("#td-history input").input_value().endswith("mug.png · done")
     assert "ply" in ui.offered()
     gallery.locator(".thumbnail-item").first.click()                       # the failed one: its reason, no path
-    state, text = ui.wait_status(("history",), timeout=30)
+    ui.page.wait_for_function("() => (document.querySelector('#td-status') || {}).innerText?.includes('(failed)')",
+                              timeout=30000)               # the status read 'history' already: mug's
+    state, text = ui.status()
+    assert state == "history", state
     assert "(failed)" in text and "not an image file" in text and "fake.png" in text, text
     assert "gradio_tmp" not in text and str(tmp_path) not in text, text
     ui.shot("places-03-history-failed-job.png")
