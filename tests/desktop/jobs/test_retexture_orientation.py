@@ -170,7 +170,9 @@ def stands_as_the_lamp(glb_path) -> None:
     grids = {name: occupancy(vx.voxelize(mesh, resolution=TINY_RES, up=up), TINY_RES, grow=1)[cell]
              for name, mesh, up in (("standing", lamp_y_up(), "y"), ("on its back", lamp_y_up(), "z"),
                                     ("upside down", flipped, "y"))}
-    assert grids["standing"].mean() > 0.8, grids["standing"].mean()
+    # Most vertices lie in the standing lamp's (grown) cells; the share moves with the CPU's float rounding of the
+    # random decoder (0.80-0.99 seen), the flipped poses hold 0.1-0.56, so 0.7 still tells them apart.
+    assert grids["standing"].mean() > 0.7, grids["standing"].mean()
     # The poses share the post: what decides is where they differ (the base and the arm), so the vertices in
     # the standing lamp's cells that the other pose lacks must outnumber those in the other pose's own cells.
     for other in ("on its back", "upside down"):
