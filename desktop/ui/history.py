@@ -1,7 +1,9 @@
 """The history of the outputs folder in the page: listing the job folders, showing one, reusing its settings,
 and the result views (preview video, 3D view, downloads) of a finished or earlier job."""
 import html
+import json
 import os
+import struct
 import sys
 from pathlib import Path
 
@@ -26,6 +28,8 @@ RELOADED_KNOBS = (*[n for n in OTHER_KNOBS if SETTINGS[n].ui.place != "text"], *
 VIEWED = ("glb", "glb_lod1", "glb_lod2", "glb_lod3", "stl")
 # What follows them in the answer: the job's inputs and its tab (HistoryViews._reuse_inputs), then its model family.
 REUSED_INPUTS = ("tabs", "mode", "prompt", "mesh", "look_prompt", "look_image", "single", "multi", "family")
+# The glTF extension of Draco-compressed geometry, and the type of a GLB's JSON chunk ("JSON" little-endian).
+DRACO, GLB_JSON_CHUNK = "KHR_draco_mesh_compression", 0x4E4F534A
 
 
 class HistoryViews:
@@ -114,17 +118,22 @@ class HistoryViews:
         # The browser gets the results under names of their own (names.py), the folder keeps model.glb & co.
         named = downloads(folder, self._tmp / "downloads")
         mp4 = str(named["mp4"]) if "mp4" in named else None
-        shown = next((str(named[k]) for k in VIEWED if k in named), None)
+        kind = next((k for k in VIEWED if k in named), None)
+        shown = None if kind is None else str(named[kind])
         if shown is not None and shown.endswith(".glb"):
-            shown = viewable_glb(shown, self._tmp / "viewer")
+            # export.json says whether the job's GLB is Draco-compressed (its LODs: the file's JSON tells)
+            draco = (folder.export_report() or {}).get("draco") if kind == "glb" else None
+            shown = viewable_glb(shown, self._tmp / "viewer", draco if isinstance(draco, bool) else None)
         return (result_info(folder, name, warnings), gr.update(value=mp4, label=LABELS["video"]),
                 gr.update(value=shown, label=LABELS["model"]), *row_updates(download_choices(folder, named)),
                 [str(p) for p in folder.listed_files()] or None)
 
 
-def viewable_glb(path: str, folder) -> str:
+def viewable_glb(path: str, folder, draco: bool | None = None) -> str:
     """A GLB the 3D view shows without the internet: a Draco-compressed one decoded into `folder` (Gradio's viewer
-    would fetch its Draco decoder from a CDN: offline, nothing is drawn), any other as it is."""
+    would fetch its Draco decoder from a CDN: offline, nothing is drawn), any other as it is. `draco`: whether it is
+    Draco-compressed, when the caller knows (the job's export.json); None: its JSON chunk is read to tell (only a
+    Draco file is read whole)."""
     from trellis.export.formats import plain_glb
 
     try:
@@ -132,9 +141,11 @@ def viewable_glb(path: str, folder) -> str:
         target = Path(folder) / f"{stat.st_mtime_ns:x}-{stat.st_size:x}" / os.path.basename(path)
         if target.is_file():
             return str(target)
+        if not (glb_uses_draco(path) if draco is None else draco):
+            return path
         data = Path(path).read_bytes()
         plain = plain_glb(data)
-        if plain is data:                  # no Draco in it
+        if plain is data:                  # no Draco in it after all
             return path
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".part")
@@ -145,6 +156,29 @@ def viewable_glb(path: str, folder) -> str:
         print(f"warning: the 3D view shows {os.path.basename(path)} as written ({type(err).__name__}: {err})",
               file=sys.stderr)
         return path
+
+
+def glb_uses_draco(path) -> bool:
+    """Whether the binary glTF at `path` has Draco-compressed geometry, from its 12-byte header and JSON chunk only
+    (the binary chunk after them is never read). ValueError: not a binary glTF 2.0 whose first chunk is its JSON."""
+    with open(path, "rb") as f:
+        head = f.read(20)
+        if len(head) < 20:
+            raise ValueError("not a binary glTF 2.0 file (too short)")
+        magic, version, length, json_length, kind = struct.unpack("<4sIIII", head)
+        if magic != b"glTF" or version != 2 or kind != GLB_JSON_CHUNK or 20 + json_length > length:
+            raise ValueError("not a binary glTF 2.0 file whose first chunk is its JSON")
+        text = f.read(json_length)
+    if len(text) < json_length:
+        raise ValueError("a GLB cut short inside its JSON chunk")
+    doc = json.loads(text)
+    if not isinstance(doc, dict):
+        raise ValueError("a GLB whose JSON chunk is not an object")
+    listed = [*(doc.get("extensionsUsed") or []), *(doc.get("extensionsRequired") or [])]
+    # a primitive may carry the extension while the lists (wrongly) leave it out: the viewer would still decode it
+    primitives = [p for m in doc.get("meshes") or [] if isinstance(m, dict)
+                  for p in m.get("primitives") or [] if isinstance(p, dict)]
+    return DRACO in listed or any(DRACO in (p.get("extensions") or {}) for p in primitives)
 
 
 def requested_settings(record) -> GenerationSettings:
