@@ -8,8 +8,8 @@ that is not a 3-D model, damaged, or when its header counts more triangles than 
 scan with 10 M faces is refused here at once instead of being loaded). Damaged includes a PLY shorter than its
 header's counts need, and any format's NaN or infinite coordinates or faces naming vertices it lacks: an OBJ's
 v and f lines, a PLY's vertex and face rows, an STL's corners and the positions and indices of the meshes a glTF's
-scene places are read with numpy straight from the bytes, quicker and far lighter than loading the model as the
-job does. An OBJ face naming vertex 0 is refused too (OBJ counts from 1; the loader would quietly read it as
+scene places (gltf_scene.accessor_values, the library's one accessor reader) are read with numpy straight from the
+bytes, quicker and far lighter than loading the model as the job does. An OBJ face naming vertex 0 is refused too (OBJ counts from 1; the loader would quietly read it as
 vertex 1); a # comment after a line's values is read as the comment it is. A glTF's count
 is what its scene graph places (trellis.representations.gltf_scene): 2 000 nodes reusing one mesh count 2 000
 times, and a node hierarchy too deep, too large or no tree is refused with its numbers. The format comes from the
@@ -152,19 +152,22 @@ def _claimed_faces(ext: str, head: bytes, data, path, name: str, size: int):
             _check_ply(_all(data, path), end, name)
         return faces
     if ext == ".glb":
+        from trellis.representations.gltf_scene import file_buffers, glb_binary
+
         json_end = 20 + struct.unpack_from("<I", head, 12)[0] if len(head) >= 20 else 0
         doc, faces = _scene_faces(ext, head if json_end <= len(head) else _all(data, path), name)
-        raw = _all(data, path)
-        _check_gltf(doc, _gltf_buffers(doc, raw, ext), name, "GLB")
+        _check_gltf(doc, file_buffers(doc, glb_binary(_all(data, path))), name, "GLB")
         return faces
     if ext == ".gltf":
+        from trellis.representations.gltf_scene import file_buffers
+
         raw = _all(data, path)
         doc, faces = _scene_faces(ext, raw, name)
         external = [b.get("uri") for b in doc.get("buffers", []) if not str(b.get("uri", "")).startswith("data:")]
         if external and data is not None:
             raise InputError(f"{name} keeps its geometry in other files ({', '.join(map(str, external))}): upload "
                              f"the model as one .glb file instead")
-        _check_gltf(doc, _gltf_buffers(doc, raw, ext), name, "glTF")
+        _check_gltf(doc, file_buffers(doc, None), name, "glTF")
         return faces
     if ext == ".obj":
         text = _all(data, path)
@@ -253,9 +256,6 @@ def _scene_faces(ext: str, raw: bytes, name: str) -> tuple:
 PLY_NUMPY_TYPES = {"char": "i1", "uchar": "u1", "int8": "i1", "uint8": "u1", "short": "i2", "ushort": "u2",
                    "int16": "i2", "uint16": "u2", "int": "i4", "uint": "u4", "int32": "i4", "uint32": "u4",
                    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8", "int64": "i8", "uint64": "u8"}
-# numpy's type of each glTF accessor componentType, and the values of each accessor type read here.
-GLTF_COMPONENTS = {5120: "i1", 5121: "u1", 5122: "<i2", 5123: "<u2", 5125: "<u4", 5126: "<f4"}
-GLTF_WIDTHS = {"SCALAR": 1, "VEC3": 3}
 
 
 def _not_finite(name: str, kind: str, rows: int, first: int, what: str = "vertices", at: str = "") -> InputError:
@@ -405,42 +405,14 @@ def _ply_geometry(raw: bytes, end: int) -> tuple:
     return xyz, faces
 
 
-def _gltf_buffers(doc: dict, raw: bytes, ext: str) -> list:
-    """The bytes of each of a glTF's buffers that it holds (a GLB's BIN chunk, a data: URI); None for the others."""
-    import base64
-
-    buffers = []
-    for i, buffer in enumerate(doc.get("buffers", [])):
-        uri = buffer.get("uri")
-        found = None
-        if uri is None and ext == ".glb" and i == 0 and len(raw) >= 20:
-            start = 20 + struct.unpack_from("<I", raw, 12)[0]
-            if start + 8 <= len(raw) and raw[start + 4:start + 8] == b"BIN\x00":
-                length = struct.unpack_from("<I", raw, start)[0]
-                found = raw[start + 8:start + 8 + length]
-        elif isinstance(uri, str) and uri.startswith("data:") and ";base64," in uri[:200]:
-            try:
-                found = base64.b64decode(uri.split(",", 1)[1], validate=False)
-            except ValueError:
-                found = None
-        buffers.append(found)
-    return buffers
-
-
 def _check_gltf(doc: dict, buffers: list, name: str, kind: str) -> None:
     """InputError when a mesh the scene places has positions that are not finite (the job refuses them) or triangles
     naming vertices its part lacks; parts whose data is elsewhere, compressed or sparse are left to the loader."""
     import numpy as np
 
-    nodes, scenes = doc.get("nodes", []), doc.get("scenes", [])
-    stack = list(scenes[doc.get("scene", 0)].get("nodes", [])) if scenes else []
-    placed = set()
-    while stack:                                    # a forest: gltf_scene.check_scene said so
-        node = nodes[stack.pop()]
-        if "mesh" in node:
-            placed.add(node["mesh"])
-        stack.extend(node.get("children", []))
-    for m in sorted(placed):
+    from trellis.representations.gltf_scene import placed_meshes
+
+    for m in placed_meshes(doc):
         mesh = doc["meshes"][m]
         label = f"mesh {m:,}" + (f" ({str(mesh['name'])[:40]!r})" if mesh.get("name") else "")
         for primitive in mesh.get("primitives", []):
@@ -449,35 +421,26 @@ def _check_gltf(doc: dict, buffers: list, name: str, kind: str) -> None:
                     or (isinstance(extensions, dict) and "KHR_draco_mesh_compression" in extensions):
                 continue                            # points, lines, fans or compressed: not the voxeliser's
             count = doc["accessors"][primitive["attributes"]["POSITION"]].get("count", 0)
-            positions = _accessor(doc, buffers, primitive["attributes"]["POSITION"])
+            positions = _values(doc, buffers, primitive["attributes"]["POSITION"], "VEC3")
             if positions is not None and positions.dtype.kind == "f":
                 bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
                 if len(bad):
                     raise _not_finite(name, kind, len(bad), int(bad[0]), at=f" of {label} (counting from 0)")
-            indices = _accessor(doc, buffers, primitive["indices"]) if "indices" in primitive else None
+            indices = _values(doc, buffers, primitive["indices"], "SCALAR") if "indices" in primitive else None
             if indices is not None and indices.size and int(indices.max()) >= count:
                 raise InputError(f"{name} is a damaged {kind} file: {label} has a triangle naming vertex "
                                  f"{int(indices.max()):,}, but its part has {count:,} vertices (0 to {count - 1:,}); "
                                  f"export it again")
 
 
-def _accessor(doc: dict, buffers: list, index: int):
-    """The values of a glTF accessor, read where its bufferView says (its stride too); None for an accessor that
-    is sparse, of a type not read here, or whose bytes the file does not hold."""
-    import numpy as np
+def _values(doc: dict, buffers: list, index: int, kind: str):
+    """gltf_scene.accessor_values of an accessor of the type its slot takes (POSITION a VEC3, indices a SCALAR);
+    None for another type or what the reader leaves to the loader (sparse, another file's bytes, past its view)."""
+    from trellis.representations.gltf_scene import AccessorError, accessor_values
 
-    accessor = doc["accessors"][index]
-    dtype = np.dtype(GLTF_COMPONENTS.get(accessor.get("componentType"), "V1"))
-    width = GLTF_WIDTHS.get(accessor.get("type"))
-    if "sparse" in accessor or "bufferView" not in accessor or dtype.kind == "V" or width is None:
+    if doc["accessors"][index].get("type") != kind:
         return None
-    view = doc["bufferViews"][accessor["bufferView"]]
-    data = buffers[view["buffer"]] if view.get("buffer", -1) in range(len(buffers)) else None
-    count, row = accessor.get("count", 0), dtype.itemsize * width
-    stride = view.get("byteStride", row)
-    start = view.get("byteOffset", 0) + accessor.get("byteOffset", 0)
-    if data is None or not isinstance(stride, int) or stride < row or not count:
+    try:
+        return accessor_values(doc, buffers, index)
+    except AccessorError:
         return None
-    if start + (count - 1) * stride + row > min(len(data), view.get("byteOffset", 0) + view.get("byteLength", 0)):
-        return None                                 # past its view: the loader says so
-    return np.ndarray((count, width), dtype, buffer=data, offset=start, strides=(stride, dtype.itemsize))

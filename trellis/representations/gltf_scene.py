@@ -1,8 +1,14 @@
-"""What a glTF scene graph makes of its meshes, counted from the file's JSON before any geometry is built.
+"""What a glTF scene graph makes of its meshes, counted from the file's JSON before any geometry is built, and the
+one reader of its accessors' values that the library and the app share.
 
     doc = read_glb_json(data)                       # or read_json(text) for a .gltf
     count = check_scene(doc, max_triangles=4_000_000)
     count.triangles, count.nodes, count.depth       # what a reader would build, from the JSON alone
+
+    doc, binary = read_glb(data)                    # the JSON and the BIN chunk of a whole GLB
+    buffers = file_buffers(doc, binary)             # each buffer the file holds (None for another file's)
+    for m in placed_meshes(doc):                    # the meshes the scene places, each once
+        xyz = accessor_values(doc, buffers, doc["meshes"][m]["primitives"][0]["attributes"]["POSITION"])
 
 A glTF node places its mesh once more wherever it stands, so a file of a few hundred kB whose 2 000 nodes
 name one 20 k-triangle mesh is 41 M triangles once flattened. The counts here follow the scene graph the way a
@@ -14,15 +20,22 @@ The fields the walk reads are checked on the way (their JSON types, indices in r
 counts), so a malformed but parseable document gets a GltfError that names the field instead of an
 AttributeError or a KeyError deep inside a reader. The glTF 2.0 rules applied: the node hierarchy is a forest
 (one parent at most, no cycles, the scene's nodes are roots), primitives default to mode 4 (triangles).
+
+accessor_values reads an accessor where its bufferView says, its byteStride included, as a view of the buffer's
+bytes (no copy: a 100 MB GLB's positions are checked without a second 100 MB); normalized integers come back as the
+integers stored. What it does not read (sparse accessors, an accessor without a bufferView, an undefined type, a
+buffer in another file, values past their bufferView) raises AccessorError, which a lenient caller catches.
 """
 from __future__ import annotations
 
+import base64
 import json
 import struct
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "MAX_PARTS", "VERTICES_PER_TRIANGLE", "GltfError", "SceneCount", "check_scene",
-           "count_scene", "read_glb_json", "read_json"]
+__all__ = ["COMPONENT_TYPES", "MAX_DEPTH", "MAX_NODES", "MAX_PARTS", "VERTICES_PER_TRIANGLE", "WIDTHS",
+           "AccessorError", "GltfError", "SceneCount", "accessor_values", "check_scene", "count_scene", "file_buffers",
+           "glb_binary", "placed_meshes", "placed_nodes", "read_glb", "read_glb_json", "read_json"]
 
 # Nodes a file may declare: a large CAD assembly has a few thousand parts; a reader makes a graph entry for each.
 MAX_NODES = 10_000
@@ -39,11 +52,18 @@ _LISTS = ("accessors", "animations", "bufferViews", "buffers", "cameras", "image
           "nodes", "samplers", "scenes", "skins", "textures")
 _TRANSFORMS = {"matrix": 16, "translation": 3, "rotation": 4, "scale": 3}
 _TRIANGLE_MODES = (4, 5, 6)                     # triangles, strip, fan; 0-3 are points and lines
+# numpy's type of each accessor componentType (glTF stores little-endian), and the values of each accessor type.
+COMPONENT_TYPES = {5120: "i1", 5121: "u1", 5122: "<i2", 5123: "<u2", 5125: "<u4", 5126: "<f4"}
+WIDTHS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT2": 4, "MAT3": 9, "MAT4": 16}
 
 
 class GltfError(ValueError):
     """A glTF document that is malformed, or whose scene graph places more than is accepted; the message is a
     sentence that follows the file's name."""
+
+
+class AccessorError(ValueError):
+    """An accessor whose values accessor_values does not read; the message names it ("accessor 3 ...")."""
 
 
 class SceneCount(NamedTuple):
@@ -88,6 +108,81 @@ def read_glb_json(data: bytes) -> dict:
     return read_json(data[20:20 + length])
 
 
+def read_glb(data: bytes) -> tuple[dict, bytes]:
+    """(the JSON object, the BIN chunk or b"") of a whole GLB file: glTF 2.0 and as long as its header says;
+    GltfError otherwise."""
+    if len(data) >= 12 and data[:4] == b"glTF":
+        version, length = struct.unpack_from("<II", data, 4)
+        if version != 2:
+            raise GltfError(f"is not a binary glTF 2.0 file (its header says version {version}): export it again")
+        if length > len(data):
+            raise GltfError(f"is a damaged GLB file (its header says {length:,} bytes, the file holds {len(data):,}): "
+                            f"it was cut short; export it again")
+        data = data if length == len(data) else data[:length]
+    return read_glb_json(data), glb_binary(data) or b""
+
+
+def glb_binary(data: bytes) -> bytes | None:
+    """The BIN chunk of a GLB's bytes (the chunk after its JSON); None when it has none."""
+    if len(data) < 20:
+        return None
+    at = 20 + struct.unpack_from("<I", data, 12)[0]
+    if at + 8 > len(data) or data[at + 4:at + 8] != b"BIN\x00":
+        return None
+    return data[at + 8:at + 8 + struct.unpack_from("<I", data, at)[0]]
+
+
+def file_buffers(doc: dict, binary: bytes | None) -> list:
+    """The bytes of each of `doc`'s buffers that the file itself holds: a GLB's BIN chunk (`binary`; None for a
+    .gltf) as the first buffer when it has no uri, a data: URI's base64; None for a buffer kept in another file."""
+    found = []
+    for i, buffer in enumerate(doc.get("buffers", [])):
+        uri = buffer.get("uri")
+        data = None
+        if uri is None and i == 0:
+            data = binary
+        elif isinstance(uri, str) and uri.startswith("data:") and ";base64," in uri[:200]:
+            try:
+                data = base64.b64decode(uri.split(",", 1)[1], validate=False)
+            except ValueError:
+                data = None
+        found.append(data)
+    return found
+
+
+def accessor_values(doc: dict, buffers: list, index: int):
+    """Accessor `index` as a [count, width] numpy array of its component type, read from `buffers`
+    (file_buffers) where its bufferView says, byteStride included: a read-only view of the bytes, not a copy.
+    AccessorError when it is sparse, has no bufferView, has a componentType or type glTF does not define, reads a
+    buffer that is None or missing, has a byteStride shorter than its values, or runs past its bufferView."""
+    import numpy as np
+
+    accessor = doc["accessors"][index]
+    if "sparse" in accessor or "bufferView" not in accessor:
+        raise AccessorError(f"accessor {index} is sparse or has no data of its own (no bufferView)")
+    kind, width = COMPONENT_TYPES.get(accessor.get("componentType")), WIDTHS.get(accessor.get("type"))
+    if kind is None or width is None:
+        raise AccessorError(f"accessor {index} has componentType {accessor.get('componentType')!r} and type "
+                            f"{accessor.get('type')!r}, not a glTF 2.0 pair")
+    dtype = np.dtype(kind)
+    view = doc["bufferViews"][accessor["bufferView"]]
+    which = view.get("buffer", -1)
+    data = buffers[which] if isinstance(which, int) and 0 <= which < len(buffers) else None
+    if data is None:
+        raise AccessorError(f"accessor {index} reads buffer {which!r}, which this file does not hold")
+    count, row = accessor.get("count", 0), dtype.itemsize * width
+    stride = view.get("byteStride", row)
+    if not isinstance(stride, int) or stride < row:
+        raise AccessorError(f"accessor {index} has {row}-byte values but its bufferView's byteStride is {stride!r}")
+    if not count:
+        return np.zeros((0, width), dtype)
+    start = view.get("byteOffset", 0) + accessor.get("byteOffset", 0)
+    end = min(len(data), view.get("byteOffset", 0) + view.get("byteLength", 0))
+    if start + (count - 1) * stride + row > end:
+        raise AccessorError(f"accessor {index} runs past the end of its bufferView")
+    return np.ndarray((count, width), dtype, buffer=data, offset=start, strides=(stride, dtype.itemsize))
+
+
 # ------------------------------------------------------------------------------------------ counting
 
 def check_scene(doc: dict, max_triangles: int) -> SceneCount:
@@ -124,18 +219,34 @@ def count_scene(doc: dict) -> SceneCount:
         _objects(doc, key)
     nodes = doc.get("nodes", [])
     per_mesh = _mesh_counts(doc)
-    parent = _parents(nodes, len(per_mesh))
     placed, instances, depth = [0, 0, 0], 0, 0
-    stack = [(root, 1) for root in _roots(doc, parent)]
-    while stack:                                                # a forest by now: each node is met once
-        node, level = stack.pop()
+    for node, level in placed_nodes(doc):
         depth = max(depth, level)
         if "mesh" in nodes[node]:
             placed = [a + b for a, b in zip(placed, per_mesh[nodes[node]["mesh"]])]
             instances += 1
-        stack.extend((child, level + 1) for child in nodes[node].get("children", []))
     built = [sum(c[i] for c in per_mesh) for i in range(3)]
     return SceneCount(*placed, instances, len(nodes), depth, *built)
+
+
+def placed_nodes(doc: dict) -> Iterator[tuple]:
+    """(node, level) of each node the scene places (its roots at level 1, then their children, any order), walked
+    without recursion; GltfError first for malformed nodes or scenes or a node hierarchy that is no forest."""
+    for key in ("meshes", "nodes", "scenes"):
+        _objects(doc, key)
+    nodes = doc.get("nodes", [])
+    parent = _parents(nodes, len(doc.get("meshes", [])))
+    stack = [(root, 1) for root in _roots(doc, parent)]
+    while stack:                                                # a forest by now: each node is met once
+        node, level = stack.pop()
+        yield node, level
+        stack.extend((child, level + 1) for child in nodes[node].get("children", []))
+
+
+def placed_meshes(doc: dict) -> list:
+    """The indices of the meshes the scene places, in order, each once however many nodes place it."""
+    nodes = doc.get("nodes", [])
+    return sorted({nodes[node]["mesh"] for node, _ in placed_nodes(doc) if "mesh" in nodes[node]})
 
 
 def _mesh_counts(doc: dict) -> list:

@@ -31,8 +31,11 @@ import struct
 
 import numpy as np
 
+# read_glb is the shared GLB reader, named here too for the callers that read what draco_glb writes
+from ...representations.gltf_scene import COMPONENT_TYPES, accessor_values, read_glb
+
 __all__ = ["EXTENSION", "POSITION_BITS", "UV_BITS", "NORMAL_BITS", "LEVEL", "ATTRIBUTES", "draco_glb",
-           "plain_glb", "read_glb", "pack_glb", "accessor_array"]
+           "plain_glb", "read_glb", "pack_glb"]
 
 EXTENSION = "KHR_draco_mesh_compression"
 # glTF-Transform's defaults for position, UV and normal bits; level 7 is draco_encoder's default
@@ -41,28 +44,7 @@ ATTRIBUTES = ("POSITION", "NORMAL", "TEXCOORD_0", "TANGENT")       # what a comp
 DRACO_TYPES = {"POSITION": 0, "NORMAL": 1, "TEXCOORD_0": 3, "TANGENT": 4}    # Draco's GeometryAttribute types
 TRIANGLES = 4
 FLOAT, UNSIGNED_SHORT, UNSIGNED_INT = 5126, 5123, 5125
-COMPONENT_TYPES = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125: np.uint32,
-                   5126: np.float32}
-WIDTHS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT2": 4, "MAT3": 9, "MAT4": 16}
 JSON_CHUNK, BIN_CHUNK = 0x4E4F534A, 0x004E4942
-
-
-def read_glb(data: bytes) -> tuple[dict, bytes]:
-    """(the JSON document, the binary chunk or b"") of a binary glTF 2.0."""
-    magic, version, length = struct.unpack_from("<4sII", data, 0)
-    if magic != b"glTF" or version != 2 or length > len(data):
-        raise ValueError("not a binary glTF 2.0 file")
-    json_length, kind = struct.unpack_from("<II", data, 12)
-    if kind != JSON_CHUNK:
-        raise ValueError("a GLB's first chunk must be its JSON")
-    doc = json.loads(data[20:20 + json_length])
-    binary = b""
-    at = 20 + json_length
-    if at + 8 <= length:
-        bin_length, kind = struct.unpack_from("<II", data, at)
-        if kind == BIN_CHUNK:
-            binary = data[at + 8:at + 8 + bin_length]
-    return doc, binary
 
 
 def pack_glb(doc: dict, binary: bytes) -> bytes:
@@ -76,24 +58,10 @@ def pack_glb(doc: dict, binary: bytes) -> bytes:
     return struct.pack("<4sII", b"glTF", 2, 12 + len(chunks)) + chunks
 
 
-def accessor_array(doc: dict, binary: bytes, index: int) -> np.ndarray:
-    """Accessor ``index`` as a [count, width] array of its component type (from the GLB's own buffer)."""
-    acc = doc["accessors"][index]
-    if "sparse" in acc or "bufferView" not in acc:
-        raise ValueError(f"accessor {index} is sparse or has no data: Draco takes plain vertex and index arrays")
-    view = doc["bufferViews"][acc["bufferView"]]
-    if view.get("buffer", 0) != 0 or "uri" in doc["buffers"][0]:
-        raise ValueError(f"accessor {index} reads an external buffer: only the GLB's own buffer is read")
-    dtype = np.dtype(COMPONENT_TYPES[acc["componentType"]])
-    width, count = WIDTHS[acc["type"]], acc["count"]
-    start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
-    stride = view.get("byteStride", width * dtype.itemsize)
-    if count and start + stride * (count - 1) + width * dtype.itemsize > len(binary):
-        raise ValueError(f"accessor {index} runs past the end of the binary chunk")
-    raw = np.frombuffer(binary, dtype=np.uint8, count=stride * max(count - 1, 0) + width * dtype.itemsize
-                        if count else 0, offset=start)
-    rows = np.lib.stride_tricks.as_strided(raw, shape=(count, width * dtype.itemsize), strides=(stride, 1))
-    return np.ascontiguousarray(rows).view(dtype).reshape(count, width)
+def own_buffers(doc: dict, binary: bytes) -> list:
+    """The buffers accessor_values may read here: the GLB's own (its BIN chunk) alone, as it is the one buffer the
+    compressed file is written back into."""
+    return [None if "uri" in doc["buffers"][0] else binary]
 
 
 def check_bits(**bits) -> None:
@@ -121,15 +89,15 @@ def encoded_primitive(doc: dict, binary: bytes, prim: dict, position_bits: int, 
         raise ValueError("a primitive with morph targets cannot be Draco-compressed here")
     if "POSITION" not in attrs:
         raise ValueError("a triangle primitive without POSITION cannot be Draco-compressed")
-    data = {}
+    data, buffers = {}, own_buffers(doc, binary)
     for name, index in attrs.items():
         acc = doc["accessors"][index]
         if acc["componentType"] != FLOAT or acc.get("normalized"):
             raise ValueError(f"{name} must be float to be Draco-compressed here (accessor {index})")
-        data[name] = accessor_array(doc, binary, index)
+        data[name] = accessor_values(doc, buffers, index)
     count = len(data["POSITION"])
     if "indices" in prim:
-        faces = accessor_array(doc, binary, prim["indices"]).astype(np.int64).reshape(-1, 3)
+        faces = accessor_values(doc, buffers, prim["indices"]).astype(np.int64).reshape(-1, 3)
     else:
         faces = np.arange(count - count % 3, dtype=np.int64).reshape(-1, 3)
     if len(faces) == 0:
