@@ -62,13 +62,21 @@ def rows(status: str) -> list:
     return re.findall(r'<tr data-state="([\w-]+)"[^>]*><td>(?:<button[^>]*>)?(\w)\.png', status)
 
 
-def test_the_queued_job_is_followed_to_its_result_and_the_rest_say_the_disk_is_full(page, disk_fills, tmp_path):
+@pytest.fixture
+def cut_short(page, disk_fills, tmp_path, request):
+    """A Batch of a, b and c whose queue records fill the disk after a's: (app, outputs folder, session, the
+    handler's updates still to come, its first status box, the queued job's id)."""
     app, out = page
     disk_fills(1)
-    session = SimpleNamespace(session_hash="followed")
+    session = SimpleNamespace(session_hash=request.node.name)
     updates = click(app, tmp_path, "batch", "abc", session)
     status = next(updates)[0]
     [job_id] = JOB_ROW.findall(status)
+    return app, out, session, updates, status, job_id
+
+
+def test_the_queued_job_is_followed_to_its_result_and_the_rest_say_the_disk_is_full(cut_short):
+    app, out, session, updates, status, job_id = cut_short
     assert app.cancel_settled(session, wait_s=0)["interactive"]          # the page is busy with it: Cancel covers it
     assert rows(status) == [(rows(status)[0][0], "a"), ("not-queued", "b"), ("not-queued", "c")], status
     assert 'data-not-queued="2"' in status and "Not queued: b.png, c.png" in status
@@ -90,14 +98,10 @@ def test_the_queued_job_is_followed_to_its_result_and_the_rest_say_the_disk_is_f
     assert [p for p in out.iterdir() if p.is_dir()] == [JobFolder(folder).path]
 
 
-def test_cancel_stops_the_queued_job_of_a_batch_cut_short(page, disk_fills, tmp_path):
-    app, _ = page
-    disk_fills(1)
-    session = SimpleNamespace(session_hash="cancelled")
-    updates = click(app, tmp_path, "batch", "ab", session)
-    status = next(updates)[0]
+def test_cancel_stops_the_queued_job_of_a_batch_cut_short(cut_short):
+    app, _, session, updates, status, job_id = cut_short
     assert rows(status)[1] == ("not-queued", "b")
-    job = app.runner.get(JOB_ROW.findall(status)[0])
+    job = app.runner.get(job_id)
     assert app.cancel(session)["value"] == "Cancelling…"
     final = list(updates)[-1][0]
     assert job.state == "cancelled" and rows(final)[0] == ("cancelled", "a"), final
