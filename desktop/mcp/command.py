@@ -5,7 +5,8 @@
     python -m desktop mcp --http [the options of python -m desktop api: --host, --port, --token, ...]
 
 stdio: the agent's client starts this command and speaks JSON-RPC on its stdin and stdout (nothing else is written
-there: messages and logs go to stderr). The job runner runs in this process, its jobs written to the outputs folder
+there: messages and logs go to stderr); a line that is not a JSON-RPC message is answered with JSON-RPC's parse or
+invalid-request error (stdio.py). The job runner runs in this process, its jobs written to the outputs folder
 as the app's are (its History lists them); the model is loaded in the background at start (or by the first job with
 --no-warmup). When the client closes the connection (or on SIGINT, SIGTERM, SIGHUP), the running job stops at its
 next step and ends interrupted; exit status 0 (1: the runner could not start; 2: usage error).
@@ -67,6 +68,7 @@ def serve_stdio(args) -> int:
     from ..api.common import ServerDefaults
     from ..api.server import start_runner
     from ..jobs.late import LateRunner
+    from .stdio import run_checked_stdio
     from .tools import build_server, runner_getter
 
     failed = []
@@ -89,7 +91,7 @@ def serve_stdio(args) -> int:
         async with anyio.create_task_group() as tg:
             tg.start_soon(stop_on_signal, tg.cancel_scope, stopped)
             tg.start_soon(start_runner_soon)
-            await server.run_stdio_async()          # until the client closes stdin
+            await run_checked_stdio(server)         # until the client closes stdin
             tg.cancel_scope.cancel()
     try:
         anyio.run(serve)
