@@ -277,10 +277,10 @@ def test_only_the_job_folder_module_knows_the_folder_layout():
 
 
 def test_the_job_modules_import_in_their_stated_order():
-    """desktop/jobs: jsonio, limits, job <- folder, stage_times, stage_times_file, first_estimate, progress, failures, inputs, meshes <- queued <- recovery, rerun <-
+    """desktop/jobs: jsonio, limits, verdicts, job <- folder, stage_times, stage_times_file, first_estimate, progress, failures, inputs, meshes <- queued <- recovery, rerun <-
     context, sampling, models <- steps <- trellis2_steps <- warmup, overlap <- jobqueue <- worker <- runner (never back): the steps
     get a context and never reach the worker or the runner."""
-    order = ["jsonio", "limits", "job", "folder", "stage_times", "stage_times_file", "first_estimate", "progress", "failures", "budget", "inputs",
+    order = ["jsonio", "limits", "verdicts", "job", "folder", "stage_times", "stage_times_file", "first_estimate", "progress", "failures", "budget", "inputs",
              "meshes", "queued", "recovery", "rerun", "context", "sampling", "models", "export_reuse", "mesh_files",
              "steps", "trellis2_steps", "trellis2_looks", "warmup", "overlap",
              "jobqueue", "worker", "runner", "late"]
@@ -290,7 +290,8 @@ def test_the_job_modules_import_in_their_stated_order():
            if d.startswith("desktop.jobs.") and order.index(d.rsplit(".", 1)[1]) >= i]
     assert not bad, bad
     # The parts the UI reads at start-up (folder history) import no torch: `--help` stays instant.
-    light = {"desktop.jobs.jsonio", "desktop.jobs.limits", "desktop.jobs.job", "desktop.jobs.folder", "desktop.jobs.queued", "desktop.jobs.inputs", "desktop.jobs.meshes", "desktop.options",
+    light = {"desktop.jobs.jsonio", "desktop.jobs.limits", "desktop.jobs.job", "desktop.jobs.folder", "desktop.jobs.queued", "desktop.jobs.inputs", "desktop.jobs.meshes", "desktop.jobs.verdicts",
+             "desktop.options",
              "desktop.settings"}
     heavy = [f"{m} imports torch" for m in light for top, _ in imported_tops(ROOT / Path(*m.split("."))
                                                                           .with_suffix(".py")) if top == "torch"]

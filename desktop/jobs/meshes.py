@@ -26,12 +26,14 @@ import re
 import struct
 
 from .job import InputError
+from .verdicts import FileVerdicts
 
 MAX_MESH_BYTES = 256 * 1024 * 1024
 MESH_FORMATS = (".glb", ".gltf", ".obj", ".ply", ".stl")
 _IMAGE_MAGIC = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image",
                 b"BM": "a BMP image", b"II*\x00": "a TIFF image", b"MM\x00*": "a TIFF image"}
 _HEAD = 1 << 16          # bytes read to sniff a file and parse a PLY header
+VERDICTS = FileVerdicts(remembered=(InputError,))      # check_mesh's verdicts on the last few files
 # Bytes of each binary PLY property type (a list's count field is one of them too).
 PLY_TYPE_BYTES = {"char": 1, "uchar": 1, "int8": 1, "uint8": 1, "short": 2, "ushort": 2, "int16": 2, "uint16": 2,
                   "int": 4, "uint": 4, "int32": 4, "uint32": 4, "float": 4, "float32": 4, "double": 8, "float64": 8,
@@ -74,7 +76,15 @@ def _read(path, head=None) -> bytes:
 
 
 def check_mesh(source) -> str:
-    """The format (".glb", ...) of a 3-D model file; InputError when it cannot be used."""
+    """The format (".glb", ...) of a 3-D model file; InputError when it cannot be used. A path's verdict is
+    remembered for the file as it stands (verdicts.FileVerdicts): the page checks at upload and at Generate."""
+    if isinstance(source, tuple):
+        return check_mesh_now(source)
+    return VERDICTS.check(source, check_mesh_now, (max_faces(), MAX_MESH_BYTES))
+
+
+def check_mesh_now(source) -> str:
+    """check_mesh, reading the file whatever was said of it before."""
     name, data, path, size = read_source(source)
     if size == 0:
         raise InputError(f"{name} is empty (0 bytes)")

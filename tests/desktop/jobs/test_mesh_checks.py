@@ -190,3 +190,38 @@ def test_a_binary_ply_one_byte_short_is_damaged():
     data = trimesh.creation.box().export(file_type="ply", encoding="binary")
     with pytest.raises(InputError, match="at least 252 bytes of data, but 251 bytes follow the header"):
         check_mesh(("box.ply", data[:-1]))
+
+
+def test_a_files_verdict_is_remembered_until_the_file_changes(tmp_path, monkeypatch):
+    """The page checks a model at upload and again at Generate: the second check of the unchanged file reads none
+    of it; a file rewritten (new size) or touched (new modification time) is read and judged again."""
+    import os
+
+    from trellis.representations import mesh_input
+
+    reads = []
+    real = mesh_input.read_regular_file
+    monkeypatch.setattr(mesh_input, "read_regular_file", lambda path, *a, **k: reads.append(path) or real(path, *a, **k))
+    path = tmp_path / "triangle.obj"
+    path.write_bytes(TRIANGLE + b"f 1 2 3\n")
+
+    def checked(source=path):
+        reads.clear()
+        try:
+            return check_mesh(source), len(reads)
+        except InputError as err:
+            return str(err), len(reads)
+
+    ext, count = checked()
+    assert ext == ".obj" and count >= 1                          # read (its head, then the whole)...
+    assert checked() == (".obj", 0)                              # ...and not again
+    assert checked(str(path)) == (".obj", 0)                     # the same file by its name
+    path.write_bytes(TRIANGLE + b"v 0 nan 0\nf 1 2 3\n")         # rewritten: a new size
+    refusal, count = checked()
+    assert "the first is vertex 4" in refusal and count >= 1
+    assert checked() == (refusal, 0)                             # a refusal is remembered too
+    stamp = os.stat(path).st_mtime_ns
+    os.utime(path, ns=(stamp, stamp + 10 ** 9))                  # touched: same size, new modification time
+    assert checked()[0] == refusal and reads
+    assert checked(("triangle.obj", path.read_bytes())) == (refusal, 0)     # an upload's bytes: read, not a file
+    assert checked(("triangle.obj", TRIANGLE + b"f 1 2 3\n")) == (".obj", 0)
