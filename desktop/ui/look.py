@@ -184,6 +184,7 @@ SCRIPT = r"""
   // Feedback in view: a status the user's own action (a drop, a click, a key) brought within a few seconds is
   // scrolled into view when it is out of it (on a narrow window the status sits below every setting).
   let acted = 0, seenState = null, seenText = null;
+  const RESULT_STATES = ['done', 'partial', 'history'];
   ['pointerdown', 'keydown', 'change', 'drop', 'paste'].forEach((type) =>
     document.addEventListener(type, () => { acted = Date.now(); }, true));
   const follow = () => {
@@ -197,10 +198,15 @@ SCRIPT = r"""
     seenText = text;
     // a progress tick never moves the page, nor a job that ends long after its Generate
     if ((state === 'running' && !moved) || state === 'idle' || Date.now() - acted > 30000) return;
-    const line = first.getBoundingClientRect();
-    if (line.height === 0 || (line.top >= 0 && line.bottom <= window.innerHeight)) return;
-    const whole = box.getBoundingClientRect().height <= window.innerHeight;
-    (whole ? box : first).scrollIntoView({block: whole ? 'nearest' : 'start'});
+    const line = first.getBoundingClientRect(), view = window.innerHeight;
+    if (line.height === 0 || (line.top >= 0 && line.bottom <= view)) return;
+    const whole = box.getBoundingClientRect();
+    // the smallest move that shows the box (its headline where the box is taller than the window): never past it
+    const shown = whole.height <= view ? whole : line;
+    let move = shown.bottom > view ? shown.bottom - view : shown.top;
+    // a result (a History pick, a finished job) is the preview and 3D view under the box: the box goes to the top
+    if (RESULT_STATES.includes(state)) move = whole.top;
+    window.scrollBy({top: move, behavior: 'instant'});
   };
   new MutationObserver(() => { announce(); follow(); mend(); }).observe(document.documentElement,
     {subtree: true, childList: true, characterData: true, attributes: true, attributeFilter: ['tabindex']});
