@@ -21,9 +21,10 @@ import shutil
 import tempfile
 import time
 
+from .jobs.request import FieldNames, JobRequest, RequestError
 from .options import (TerminalLine, add_model_family_option, add_model_option, add_runner_options,
                       add_text_model_option, check_runner_args, default_model, format_clock)
-from .settings import (DEFAULT_PRESET, PRESETS, ROWS, GenerationSettings, check_prompt, device_change_warning,
+from .settings import (DEFAULT_PRESET, PRESETS, ROWS, GenerationSettings, device_change_warning,
                        field_names, parse_value)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LIMITS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -268,32 +269,42 @@ class ProgressDisplay(TerminalLine):
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)                      # exits with 2 on a usage error
-    if args.images and args.prompt:
-        parser.error("give images or --prompt, not both (one command makes one kind of job)")
-    if not args.images and not args.prompt:
-        parser.error("give one or more images, or --prompt TEXT")
-    prompts = []
-    for text in args.prompt:
-        try:
-            prompts.append(check_prompt(text))
-        except ValueError as err:
-            parser.error(f"--prompt: {err}")
+    requests = command_requests(parser, args)
     settings = check_common_args(parser, args, inputs=args.images)
     choose_family(parser, args)
     if args.images:
         family_rule(parser, args, settings, images=1)               # each image is one job
 
-    def image_job(image):
-        return lambda runner: runner.submit([image], settings)
-
-    def text_job(prompt):
-        return lambda runner: runner.submit_text(prompt, settings)
-    work = [(os.path.basename(x) or x, image_job(x)) for x in args.images]
-    work += [(f'"{p[:40]}…"' if len(p) > 40 else f'"{p}"', text_job(p)) for p in prompts]
+    def job(request):
+        return lambda runner: runner.submit_request(request.replace(settings=settings))
+    work = [(job_name(r), job(r)) for r in requests]
     problem = model_problem(args)
     if problem:
         parser.exit(EXIT_FAILED, f"error: {problem}\n")
     return run_jobs(args, work, settings)
+
+
+# The command's words for a request's inputs, in its messages.
+COMMAND_NAMES = FieldNames(images="one or more images", prompt="--prompt TEXT", mesh=None, family="--model-family")
+
+
+def command_requests(parser, args) -> list:
+    """The command's jobs: one per image, one per --prompt (images and prompts: one kind, not both); a usage error
+    (exit 2) says what is missing or wrong."""
+    whole = JobRequest(images=args.images, prompt=args.prompt[0] if args.prompt else None)
+    try:
+        whole.checked(COMMAND_NAMES)
+        return [JobRequest(images=[x]).checked(COMMAND_NAMES) for x in args.images] + \
+            [JobRequest(prompt=p).checked(COMMAND_NAMES) for p in args.prompt]
+    except RequestError as err:
+        parser.error(f"--prompt: {err}" if err.field == "prompt" else str(err))
+
+
+def job_name(request) -> str:
+    """What the progress lines call a job: its image's file name, or the start of its prompt in quotes."""
+    if request.images:
+        return os.path.basename(request.images[0]) or request.images[0]
+    return f'"{request.prompt[:40]}…"' if len(request.prompt) > 40 else f'"{request.prompt}"'
 
 
 def choose_family(parser, args) -> None:

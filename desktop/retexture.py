@@ -17,8 +17,12 @@ import argparse
 import os
 
 from .cli import DefaultModel, add_common_options, check_common_args, choose_family, flag_dest, run_jobs
+from .jobs.request import FieldNames, JobRequest, RequestError
 from .options import default_model
-from .settings import DEFAULT_PRESET, PRESETS, check_prompt
+from .settings import DEFAULT_PRESET, PRESETS
+
+# The command's words for a request's inputs, in its messages.
+NAMES = FieldNames(images="--image PHOTO", prompt="--prompt TEXT", mesh="MODEL", family="--model-family")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,17 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)                      # exits with 2 on a usage error
-    prompt = None
-    if args.prompt is not None:
-        try:
-            prompt = check_prompt(args.prompt)
-        except ValueError as err:
-            parser.error(f"--prompt: {err}")
+    try:                                                # one job per model, each its look
+        requests = [JobRequest(mesh=os.path.abspath(m), prompt=args.prompt, images=[args.image] if args.image else [],
+                               family=args.model_family).checked(NAMES) for m in args.meshes]
+    except RequestError as err:
+        parser.error(f"--prompt: {err}" if err.field == "prompt" else str(err))
     settings = check_common_args(parser, args, inputs=[*args.meshes, *([args.image] if args.image else [])])
     from .families import FamilyRefusal, look_family
 
     try:
-        look_family(args.model_family, from_prompt=prompt is not None)
+        look_family(args.model_family, from_prompt=args.prompt is not None)
     except FamilyRefusal as err:
         parser.error(f"--model-family: {err}")
     choose_family(parser, args)                         # --model: that family's folder, or one that agrees
@@ -78,7 +81,6 @@ def main(argv=None) -> int:
     if args.image is not None and not os.path.isfile(args.image):
         parser.error(f"--image: {args.image}: no such file")
 
-    def variant(path):
-        return lambda runner: runner.submit_variant(os.path.abspath(path), settings, prompt=prompt, image=args.image,
-                                                    family=args.model_family)
-    return run_jobs(args, [(os.path.basename(m) or m, variant(m)) for m in args.meshes])
+    def variant(request):
+        return lambda runner: runner.submit_request(request.replace(settings=settings))
+    return run_jobs(args, [(os.path.basename(m) or m, variant(r)) for m, r in zip(args.meshes, requests)])

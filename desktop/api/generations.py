@@ -34,7 +34,8 @@ from .idempotency import REPLAYED, fingerprint, replayed_jobs, request_key
 from .openai_errors import openai_error_responses
 from .v1 import content_type
 from ..families import DEFAULT_FAMILY, FAMILIES, FAMILY_HELP, family_for_model_name, family_problem, runner_families
-from ..settings import FORMATS, MAX_PROMPT_CHARS, MAX_SEED, check_prompt
+from ..jobs.request import FieldNames, JobRequest, RequestError
+from ..settings import FORMATS, MAX_PROMPT_CHARS, MAX_SEED
 
 MAX_N = 4                     # assets per request: each is a whole job
 SYNC_TIMEOUT_S = 600.0        # how long an answer waits for its jobs by default (then 202 with the job ids)
@@ -196,8 +197,13 @@ def requested_family(req, runner, prompt) -> "str | None":
     return wanted
 
 
+# This endpoint's words for a request's inputs, in its messages.
+GENERATION_NAMES = FieldNames(images="an `image` (a list: views of one object)", prompt="a `prompt`", mesh=None,
+                              family="model / model_family")
+
+
 async def read_generation(request) -> tuple:
-    """(validated request, image bytes, prompt or None) of a JSON or form body; 4xx with the reason."""
+    """(validated request, JobRequest of its image bytes or prompt) of a JSON or form body; 4xx with the reason."""
     model = models()["GenerationRequest"]
     runner = api_state(request).runner
     kind, body = await read_body(request)
@@ -238,16 +244,13 @@ async def read_generation(request) -> tuple:
                 images.append(await upload_bytes(v, f"image[{i}]"))
             except ApiError as err:
                 raise ApiError(err.http_status, err.detail, param="image") from None
-    prompt = None
-    if req.prompt is not None:
-        try:
-            prompt = check_prompt(req.prompt)
-        except ValueError as err:
+    try:
+        wanted = JobRequest(images=images, prompt=req.prompt).checked(GENERATION_NAMES)
+    except RequestError as err:
+        if err.field == "prompt":
             raise ApiError(400, [{"loc": ["body", "prompt"], "msg": str(err), "type": "value_error"}]) from None
-    if (prompt is None) == (not images):
-        raise ApiError(400, "give a `prompt` (an asset from text) or an `image` (from a photo; a list: views of one "
-                            "object)" + (", not both" if images else ""))
-    return req, images, prompt
+        raise ApiError(400, str(err)) from None
+    return req, wanted
 
 
 def generation_settings(req, state) -> tuple:
@@ -286,15 +289,15 @@ def with_param(fn, *args):
         raise ApiError(err.http_status, err.detail, param="image") from None
 
 
-def submit_jobs(runner, settings, n: int, images: list, prompt, family=None) -> list:
-    """n queued jobs (seeds seed, seed+1, ... when a seed was given); none when the queue refuses one (429)."""
-    jobs = []
+def submit_jobs(runner, wanted: JobRequest, n: int) -> list:
+    """n queued jobs of `wanted` (seeds seed, seed+1, ... when a seed was given); none when the queue refuses one
+    (429)."""
+    jobs, settings = [], wanted.settings
     try:
         for i in range(n):
             made = settings if settings.randomize_seed or i == 0 else \
                 settings.replace(seed=(settings.seed + i) % (MAX_SEED + 1))
-            jobs.append(runner.submit_text(prompt, made) if prompt is not None else
-                        runner.submit(images, made, family=family))
+            jobs.append(runner.submit_request(wanted.replace(settings=made)))
     except (RuntimeError, ValueError) as err:
         for job in jobs:              # all or nothing: a client that retries after the 429 gets no duplicates
             runner.cancel(job.id)
@@ -343,7 +346,8 @@ def add_generation_routes(app) -> None:
     async def create_generation(request: Request):
         state = api_state(request)
         key = request_key(request)
-        req, images, prompt = await read_generation(request)
+        req, wanted = await read_generation(request)
+        images, prompt = wanted.images, wanted.prompt
         family = requested_family(req, state.runner, prompt)
         settings, output, response_format = generation_settings(req, state)
         if req.async_ and response_format not in RESPONSE_FORMATS:
@@ -358,7 +362,7 @@ def add_generation_routes(app) -> None:
         jobs = replayed_jobs(state, ENDPOINT, key, asked)
         replay = REPLAYED if jobs is not None else {}
         if jobs is None:
-            jobs = submit_jobs(state.runner, settings, req.n, images, prompt, family)
+            jobs = submit_jobs(state.runner, wanted.replace(settings=settings, family=family), req.n)
             state.idempotency.remember(ENDPOINT, key, asked, [j.id for j in jobs])
         wants_async = req.async_ or "respond-async" in request.headers.get("prefer", "").lower()
         if wants_async or not await wait_jobs(jobs, req.timeout, request):

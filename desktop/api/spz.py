@@ -44,12 +44,13 @@ import asyncio
 import math
 import os
 import time
-from typing import Literal, Optional
+from typing import Literal
 
 from .common import (ERROR_STATUS, MAX_IMAGES, POLL_S, ApiError, api_state, binary_content, build_settings,
                      check_images, decode_base64, error_responses, form_schema, form_values, not_queued, problem,
                      read_body, upload_bytes, validate)
-from ..settings import ROWS, SETTINGS, check_prompt, check_value, normalise_choices, parse_value
+from ..jobs.request import FieldNames, JobRequest, RequestError
+from ..settings import ROWS, SETTINGS, check_value, normalise_choices, parse_value
 # StableProjectorz's names, the request schemas and the panel (re-exported here):
 from .spz_params import (ALIASES, STATUSES, SUPPORTED_OPERATIONS, check_operation, form_body,  # noqa: F401
                          panel_layout, referenced_models, spz_models, to_params)
@@ -71,7 +72,6 @@ class SpzSlot:
         self.jobs: list = []         # recent jobs, newest last (downloads come from the newest done one)
         self.unanswered = None       # the job whose generation request has not been answered yet
         self.receiving = 0           # generation requests being read and checked (their job not queued yet)
-        self.outputs_dir = None      # the runner's outputs folder (an error names its files relative to it)
 
     def busy(self) -> bool:
         return self.job is not None and self.job.state in ("queued", "running")
@@ -92,7 +92,7 @@ class SpzSlot:
             self.preview_job = None
         if mode == "preview":
             self.preview_job = job
-        self.job, self.mode, self.outputs_dir = job, mode, runner.outputs_dir
+        self.job, self.mode = job, mode
         self.jobs = (self.jobs + [job])[-20:]
 
     def latest_with(self, kind: str):
@@ -100,8 +100,8 @@ class SpzSlot:
 
 
 async def _form_request(request, model, multi: bool, runner) -> tuple:
-    """(validated model, image bytes, the model family it asks for or None) of a form endpoint (multipart, urlencoded
-    or JSON); 422 for a family that is not installed."""
+    """(validated model, JobRequest of its images and the model family it asks for) of a form endpoint (multipart,
+    urlencoded or JSON); 422 for a family that is not installed."""
     kind, body = await read_body(request)
     checked_family(runner, body, images=True)
     family = request_family(body)
@@ -126,25 +126,23 @@ async def _form_request(request, model, multi: bool, runner) -> tuple:
     for i, (value, field) in enumerate(sources):
         where = f"{field}[{i}]" if multi else field
         images.append(await upload_bytes(value, where))
-    return req, images, family
+    return req, JobRequest(images=images, family=family or None)
 
 
-async def _checked(state, req, images: list, mode: str, formats: tuple, prompt: Optional[str] = None,
-                   family: Optional[str] = None):
-    """Check a generation's settings and images (422); returns the function that queues its job (a text
-    job when `prompt` is given instead of images; an image job of the model `family`, None: the server's own)."""
+async def _checked(state, req, wanted: JobRequest, mode: str, formats: tuple):
+    """Check a generation's settings and images (422); returns the function that queues the job `wanted` (images of
+    the model family it names, None: the server's own; or a prompt)."""
     values = req.model_dump(exclude={"image_base64", "image_list_base64", "single_multi_img_input",
                                      "output_format", "skip_videos", "prompt", "generate_what"})
     params = to_params(values)
     params["formats"] = formats
     settings = build_settings(params, state.defaults)
-    await check_images(images, settings.preprocess, [f"image {i + 1}" for i in range(len(images))])
+    await check_images(wanted.images, settings.preprocess, [f"image {i + 1}" for i in range(len(wanted.images))])
+    wanted = wanted.replace(settings=settings, keep_result=(mode == "preview"))
 
     def submit():
         try:
-            if prompt is not None:
-                return state.runner.submit_text(prompt, settings, keep_result=(mode == "preview"))
-            return state.runner.submit(images, settings, keep_result=(mode == "preview"), family=family or None)
+            return state.runner.submit_request(wanted)
         except RuntimeError as err:
             raise not_queued(err) from None
         except ValueError as err:           # what the server's model cannot make (several views for TRELLIS.2)
@@ -152,24 +150,24 @@ async def _checked(state, req, images: list, mode: str, formats: tuple, prompt: 
     return submit
 
 
-def _json_generation(body) -> tuple:
-    """(images, prompt) of /generate's request: base64 images, or a prompt (text to 3D), not both."""
+def _json_generation(body, family) -> JobRequest:
+    """The job of /generate's request: base64 images, or a prompt (text to 3D), not both; 422 with the reason."""
     check_operation(body.generate_what)
     texts = body.single_multi_img_input or []
     prompt = body.prompt if body.prompt is not None and body.prompt.strip() else None
-    if prompt is not None and texts:
-        raise ApiError(422, "give images (single_multi_img_input) or a prompt, not both: clear the one not wanted")
-    if prompt is None and not texts:
-        raise ApiError(422, [{"loc": ["body", "single_multi_img_input"], "type": "missing", "msg": (
-            "no image: send one or more base64 images in single_multi_img_input"
-            + (", or a prompt" if body.prompt is not None else ""))}])
-    if prompt is not None:
-        try:
-            prompt = check_prompt(prompt)
-        except ValueError as err:
+    # the panel sends no prompt: its messages offer one only to a client that sent the field
+    names = FieldNames(images="one or more base64 images in single_multi_img_input",
+                       prompt="a prompt" if body.prompt is not None else None, mesh=None, family="model_family")
+    try:
+        wanted = JobRequest(images=texts, prompt=prompt, family=family).checked(names)
+    except RequestError as err:
+        if err.field == "prompt":
             raise ApiError(422, [{"loc": ["body", "prompt"], "msg": str(err), "type": "value_error"}]) from None
-    images = [decode_base64(t, f"single_multi_img_input[{i}]") for i, t in enumerate(texts)]
-    return images, prompt
+        if err.field == "images" or not (texts or prompt):
+            raise ApiError(422, [{"loc": ["body", "single_multi_img_input"], "type": "missing", "msg": str(err)}]) \
+                from None
+        raise ApiError(422, str(err)) from None
+    return wanted.replace(images=[decode_base64(t, f"single_multi_img_input[{i}]") for i, t in enumerate(texts)])
 
 
 async def _generation(request, mode: str, prepare):
@@ -210,7 +208,7 @@ async def _generation(request, mode: str, prepare):
                         status_code=ERROR_STATUS.get(kind, 500), background=sent)
 
 
-def _status(slot) -> dict:
+def _status(slot, runner) -> dict:
     job = slot.job
     if slot.receiving and not slot.busy() and not slot.answering():
         return {"status": "PROCESSING", "progress": 0, "message": "reading the generation request", "busy": False}
@@ -229,21 +227,21 @@ def _status(slot) -> dict:
         out.update(status="PREVIEW_READY" if slot.mode == "preview" else "COMPLETE", progress=100,
                    message="preview ready" if slot.mode == "preview" else "generation complete")
     else:
-        out.update(status="FAILED", message=job.remote_error(slot.outputs_dir) or job.state)
+        out.update(status="FAILED", message=job.remote_error(runner.outputs_dir) or job.state)
     return out
 
 
-async def settled_status(slot) -> dict:
+async def settled_status(slot, runner) -> dict:
     """/status's answer. A client may poll the moment it has sent /generate, and that poll may be read first: so an
     ended state (the previous job's COMPLETE or FAILED, or idle) is said only once STATUS_HOLD_S has passed without
     a generation request arriving; one that arrives meanwhile is reported (PROCESSING)."""
     job = slot.job
     deadline = time.monotonic() + STATUS_HOLD_S
-    while _status(slot)["status"] != "PROCESSING" and time.monotonic() < deadline:
+    while _status(slot, runner)["status"] != "PROCESSING" and time.monotonic() < deadline:
         if slot.receiving or slot.job is not job:
             break
         await asyncio.sleep(POLL_S / 5)
-    return _status(slot)
+    return _status(slot, runner)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,7 +341,8 @@ def add_routes(app) -> None:
 
     @app.get("/status", response_model=M["Status"], tags=tags, summary="The current (or last) generation")
     async def status(request: Request):
-        return await settled_status(api_state(request).spz)
+        state = api_state(request)
+        return await settled_status(state.spz, state.runner)
 
     def form_route(path: str, multi: bool, mode: str, summary: str):
         model = M["SpzMultiImageForm" if multi else "SpzImageForm"]
@@ -354,8 +353,8 @@ def add_routes(app) -> None:
                   openapi_extra={"requestBody": body}, name=path.strip("/"))
         async def generate(request: Request):
             async def prepare(state):
-                req, images, family = await _form_request(request, model, multi, state.runner)
-                return await _checked(state, req, images, mode, formats=formats, family=family)
+                req, wanted = await _form_request(request, model, multi, state.runner)
+                return await _checked(state, req, wanted, mode, formats=formats)
             return await _generation(request, mode, prepare)
 
     form_route("/generate_no_preview", False, "generate", "One image to a GLB")
@@ -374,9 +373,9 @@ def add_routes(app) -> None:
         async def prepare(state):
             _, raw = await read_body(request, forms=False)
             body = validate(GenerateRequest, pipeline_type_from_panel(raw), strict=True, whole_floats=True)
-            images, prompt = _json_generation(body)
-            checked_family(state.runner, raw, images=prompt is None)
-            return await _checked(state, body, images, "generate", prompt=prompt, family=request_family(raw),
+            wanted = _json_generation(body, request_family(raw))
+            checked_family(state.runner, raw, images=wanted.kind == "generate")
+            return await _checked(state, body, wanted, "generate",
                                   formats=("glb",) if body.skip_videos else ("glb", "mp4"))
         return await _generation(request, "generate", prepare)
 

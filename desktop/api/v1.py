@@ -23,7 +23,8 @@ from .idempotency import REPLAYED, fingerprint, replayed_jobs, request_key
 from .v1_schemas import MAX_MESH_UPLOAD, models
 from ..families import loaded_family
 from ..jobs.limits import job_limits
-from ..settings import PRESETS, check_prompt
+from ..jobs.request import FieldNames, JobRequest, RequestError
+from ..settings import PRESETS
 
 API_VERSION = "1"
 PAGE, MAX_PAGE = 100, 1000              # GET /v1/jobs: jobs per page by default and at most (each a few KB)
@@ -78,37 +79,19 @@ def job_info(job, runner) -> dict:
             "model_family": job.family, "warnings": list(job.warnings), "limits": job_limits(job)}
 
 
-def _prompt_problem(prompt) -> str:
+# REST v1's words for a request's inputs, in its messages.
+V1_NAMES = FieldNames(images="`images`", prompt="a `prompt`", mesh="`mesh`", family="`model_family`")
+
+
+def checked_request(request: JobRequest) -> JobRequest:
+    """`request` checked (its prompt stripped); 422 saying what is missing or wrong, a prompt's problem under its
+    field."""
     try:
-        check_prompt(prompt)
-    except ValueError as err:
-        return str(err)
-    return ""
-
-
-def _checked_prompt(prompt):
-    """The stripped prompt (None when not given); 422 when it is empty or not a prompt."""
-    if prompt is None:
-        return None
-    problem = _prompt_problem(prompt)
-    if problem:
-        raise ApiError(422, [{"loc": ["body", "prompt"], "msg": problem, "type": "value_error"}])
-    return check_prompt(prompt)
-
-
-def _check_combination(images: list, prompt, mesh) -> None:
-    """422 unless the job is one of: images; a prompt; a mesh with a prompt or one image."""
-    what = ("give `images` (an asset from photos), `prompt` (from text), or `mesh` with `prompt` or one image "
-            "(a new look for a 3-D model)")
-    if mesh is not None:
-        if prompt is not None and images:
-            raise ApiError(422, f"a new look takes a prompt or an image, not both; {what}")
-        if prompt is None and len(images) != 1:
-            raise ApiError(422, f"a new look for `mesh` needs a `prompt` or exactly one image; {what}")
-    elif prompt is not None and images:
-        raise ApiError(422, f"give images or a prompt, not both (a prompt with a 3-D model needs `mesh`); {what}")
-    elif prompt is None and not images:
-        raise ApiError(422, f"nothing to make: {what}")
+        return request.checked(V1_NAMES)
+    except RequestError as err:
+        if err.field == "prompt":
+            raise ApiError(422, [{"loc": ["body", "prompt"], "msg": str(err), "type": "value_error"}]) from None
+        raise ApiError(422, str(err)) from None
 
 
 async def mesh_upload(value, name=None) -> tuple:
@@ -155,7 +138,7 @@ def add_job_routes(app) -> None:
     from ..jobs import JobState, NoResultError, UnknownJobError
 
     M = models()
-    JobInfo, JobRequest, ExportRequest = M["JobInfo"], M["JobRequest"], M["ExportRequest"]
+    JobInfo, RequestModel, ExportRequest = M["JobInfo"], M["JobRequest"], M["ExportRequest"]
 
     @app.get("/v1/health", response_model=M["Health"], tags=["service"], summary="Server and queue state")
     async def health(request: Request):
@@ -182,7 +165,7 @@ def add_job_routes(app) -> None:
     request_body = {
         "required": False,
         "content": {
-            "multipart/form-data": {"schema": form_schema(JobRequest, {"images": "many", "mesh": "one"})},
+            "multipart/form-data": {"schema": form_schema(RequestModel, {"images": "many", "mesh": "one"})},
             "application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}},
         },
     }
@@ -203,7 +186,7 @@ def add_job_routes(app) -> None:
         kind, body = await read_body(request)
         mesh = None
         if kind == "json":
-            req = validate(JobRequest, body, strict=True)
+            req = validate(RequestModel, body, strict=True)
             images = [decode_base64(text, f"images[{i}]") for i, text in enumerate(req.images or [])]
             if any(len(x) > MAX_IMAGE_BYTES for x in images):
                 raise ApiError(413, f"an image is larger than {MAX_IMAGE_BYTES // 2 ** 20} MB")
@@ -212,9 +195,9 @@ def add_job_routes(app) -> None:
         else:
             files, meshes = body.get("images", []), body.get("mesh", [])
             if "prompt" in body and all(isinstance(v, str) and not v.strip() for v in body["prompt"]):
-                raise ApiError(422, [{"loc": ["body", "prompt"], "msg": _prompt_problem(""), "type": "value_error"}])
+                checked_request(JobRequest(prompt=""))          # a blank prompt: said as the prompt's problem
             # Validated with placeholders for the files (their count is checked here, their bytes below).
-            req = validate(JobRequest, {**form_values(body, skip=("images", "mesh")),
+            req = validate(RequestModel, {**form_values(body, skip=("images", "mesh")),
                                         **({"images": ["-"] * len(files)} if files else {}),
                                         **({"mesh": "-"} if meshes else {})})
             if len(meshes) > 1:
@@ -222,9 +205,10 @@ def add_job_routes(app) -> None:
             images = [await upload_bytes(v, f"images[{i}]") for i, v in enumerate(files)]
             if meshes:
                 mesh = await mesh_upload(meshes[0], req.mesh_name)
-        prompt = _checked_prompt(req.prompt)
-        _check_combination(images, prompt, mesh)
-        if prompt is None and mesh is None:                    # an image job: 422 when the server runs the other
+        wanted = checked_request(JobRequest(images=images, prompt=req.prompt, mesh=mesh, keep_result=req.keep_result,
+                                            family=req.model_family))
+        prompt = wanted.prompt
+        if wanted.kind == "generate":                        # an image job: 422 when the server runs the other
             check_family(state.runner, req.model_family)
         params = req.model_dump(exclude={"images", "keep_result", "prompt", "mesh", "mesh_name", "model_family"},
                                 exclude_none=True)
@@ -238,14 +222,8 @@ def add_job_routes(app) -> None:
             return JSONResponse(job_info(replay[0], state.runner), status_code=202,
                                 headers={"Location": f"/v1/jobs/{replay[0].id}", **REPLAYED})
         try:
-            if mesh is not None:
-                # model_family: which family makes the look (trellis2: PBR materials from the image)
-                job = state.runner.submit_variant(mesh, settings, prompt=prompt, image=images[0] if images else None,
-                                                  keep_result=req.keep_result, family=req.model_family)
-            elif prompt is not None:
-                job = state.runner.submit_text(prompt, settings, keep_result=req.keep_result)
-            else:
-                job = state.runner.submit(images, settings, keep_result=req.keep_result, family=req.model_family)
+            # a new look's model_family makes the look (trellis2: PBR materials from the image)
+            job = state.runner.submit_request(wanted.replace(settings=settings))
         except RuntimeError as err:
             raise not_queued(err) from None
         except ValueError as err:                   # what the server's model cannot take (several images for TRELLIS.2)

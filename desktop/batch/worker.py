@@ -15,7 +15,7 @@ A task is a plain dict (it crosses process boundaries):
     one of the settings' text_model_size), out (the outputs folder), return_files (True: return the files, write
     nothing in out)
 
-A look item is the app's new-look job (the runner's submit_variant: kind "variant", the user's mesh kept) of its
+A look item is the app's new-look job (the runner's JobRequest of kind "variant", the user's mesh kept) of its
 family's look step (TRELLIS v1: colour, TRELLIS.2: PBR materials); an image item may name the other family too.
 
 and the answer is a dict: state "done" | "failed", name, plus `duplicate` (another attempt had landed
@@ -61,7 +61,7 @@ def item_memory(device: str, settings: GenerationSettings) -> dict:
 
 
 def item_job(task: dict):
-    """The app's job of one item, as the runner's submit / submit_text / submit_variant makes it: the values the user
+    """The app's job of one item, as the runner's submit_request makes it (desktop/jobs/request.py): the values the user
     set marked (for_device never lowers those); its settings checked for its family as the runner checks them
     (InputError for what the family cannot make, or a family not installed here: that item fails, not the batch). An
     image or mesh path that names a pipe or a device fails here: it would block the sampling, and every item behind

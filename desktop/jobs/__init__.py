@@ -4,8 +4,12 @@
     job = runner.submit(["photo.png"], GenerationSettings.from_preset("fast"))
     job.wait()                 # or poll job.state / job.progress
     job.files["glb"]           # <outputs>/<YYYYmmdd-HHMMSS>-<id8>/model.glb
-    runner.submit_text("a red wooden chair", settings)                  # a prompt (the text model: lazily)
-    runner.submit_variant("chair.glb", settings, prompt="made of gold")  # a new look (or image=photo)
+    runner.submit_request(JobRequest(prompt="a red wooden chair", settings=settings))  # the text model: lazily
+    runner.submit_request(JobRequest(mesh="chair.glb", prompt="made of gold"))        # a new look (or images=photo)
+
+`JobRequest` (request.py) is what every surface asks for: its kind follows from what it holds (images, a prompt, a
+3-D model with a prompt or one image), and `request.checked(names)` says what is missing or wrong in the surface's
+own words; `runner.submit(images, ...)` is `submit_request` of an image job.
 
 Each worker loads the pipeline once, lazily, on its first job, and switches precision / offloading per
 job without reloading. A job of the other image family (`submit(..., family="trellis2")`, where TRELLIS.2 is
@@ -28,6 +32,7 @@ The package, one concern per module (each imports only those listed before it):
 
     jsonio.py    the job folder's JSON files written, and read back without trusting them
     job.py       Job, JobState, Progress, the error classes (plain data, no torch)
+    request.py   JobRequest: what a surface asks for (images, a prompt, a new look), its kind and what is wrong
     folder.py    the job folder: its file names, atomic writers, readers (history, recovery), the lock
     progress.py  stage weights -> the job's fraction and ETA
     failures.py  an exception -> (kind, message that says what to do)
@@ -54,6 +59,7 @@ import importlib
 _EXPORTS = {
     "job": ("JobState", "STAGE_LABELS", "ERROR_KINDS", "JOB_KINDS", "InputError", "ModelLoadError", "UnknownJobError",
             "NoResultError", "RerunError", "Progress", "Job"),
+    "request": ("JobRequest", "RequestError", "FieldNames", "REQUEST_KINDS"),
     "folder": ("JobFolder", "atomic_path", "write_atomic"),
     "progress": ("ProgressTracker", "export_stages"),
     "failures": ("classify_failure",),

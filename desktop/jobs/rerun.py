@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from .job import Job, JobState, NoResultError, RerunError, UnknownJobError
+from .request import JobRequest
 
 
 def rerun(runner, job_id: str) -> Job:
@@ -40,13 +41,14 @@ def rerun(runner, job_id: str) -> Job:
     if job.kind == "text":
         if not job.prompt:
             raise RerunError(f"job {job_id} cannot be run again: its prompt is not recorded")
-        return runner.submit_text(job.prompt, settings, keep_result=job.keep_result)
-    if job.kind == "variant":
+        request = JobRequest(prompt=job.prompt)
+    elif job.kind == "variant":
         if mesh is None or (job.prompt is None and not images):
             raise RerunError(f"job {job_id} cannot be run again: its 3-D model or its look is not recorded")
-        image = images[0] if job.prompt is None else None          # a look from a photo: the family that made it
-        return runner.submit_variant(mesh, settings, prompt=job.prompt, image=image, keep_result=job.keep_result,
-                                     family=job.family if image is not None else None)
-    if not images:
-        raise RerunError(f"job {job_id} cannot be run again: its input images are not recorded")
-    return runner.submit(images, settings, keep_result=job.keep_result, family=job.family)
+        photo = images[:1] if job.prompt is None else []          # a look from a photo: the family that made it
+        request = JobRequest(mesh=mesh, prompt=job.prompt, images=photo, family=job.family if photo else None)
+    else:
+        if not images:
+            raise RerunError(f"job {job_id} cannot be run again: its input images are not recorded")
+        request = JobRequest(images=images, family=job.family)
+    return runner.submit_request(request.replace(settings=settings, keep_result=job.keep_result))

@@ -1,4 +1,4 @@
-"""The runner: takes jobs (submit, submit_text, submit_variant, submit_export, rerun), keeps the decoded results
+"""The runner: takes jobs (submit_request, submit: images, submit_export, rerun), keeps the decoded results
 that later exports need, cancels, warms up and shuts down. Its queue (jobqueue.py) is served by one worker thread
 per device (worker.py), each loading its pipelines once, lazily (models.py), and running one job at a time
 through steps.py.
@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+from trellis.export import NOT_REGULAR_FILE
 
 from ..options import DEFAULT_MODEL
-from ..settings import EXPORT_FIELDS, GenerationSettings, check_prompt
+from ..settings import EXPORT_FIELDS, GenerationSettings
 from . import queued, recovery, rerun
 from .folder import JobFolder
 from .job import Job, JobState, NoResultError, UnknownJobError
 from .jobqueue import Entry, JobQueue
+from .request import JobRequest
 from ..families import check as family_check
 from ..families import FAMILIES, FamilyRefusal, budget_floor, family_of_result, get_family, look_family
 from .models import Models
@@ -107,49 +109,51 @@ class JobRunner:
     # ------------------------------------------------------------------ public API
     def submit(self, images, settings: Optional[GenerationSettings] = None, keep_result: bool = False,
                family: Optional[str] = None) -> Job:
-        """Queue one job: one image, or several views of one object. Returns at once. With
-        `keep_result`, the decoded result stays in memory after the job for `submit_export`. `family`: the image
-        model family that runs it, "trellis" or "trellis2" (None: the model's own); the other family's pipeline
-        replaces the loaded one when the job starts (the job fails with what to do where it is not installed)."""
-        images = list(images) if isinstance(images, (list, tuple)) else [images]
-        if not images:
-            raise ValueError("submit needs at least one image")
-        settings = settings or GenerationSettings()
-        if not isinstance(settings, GenerationSettings):
-            raise TypeError("settings must be a GenerationSettings")
-        family = get_family(family or self.models.family)
-        # the one rule of every surface: what the family cannot make is refused, a setting it does not use warned of
-        asked = settings
-        settings, warnings = family_check(family, settings, len(images))
-        job = Job(id=uuid.uuid4().hex, inputs=images, settings=settings, keep_result=bool(keep_result),
-                  family=family.name, asked_settings=asked if asked != settings else None)
-        for warning in warnings:
-            job.warn(warning)
+        """Queue an image job: one image, or several views of one object (`submit_request` of those images)."""
+        return self.submit_request(JobRequest(images=images, settings=settings, keep_result=keep_result,
+                                              family=family, kind="generate"))
+
+    def submit_request(self, request: JobRequest) -> Job:
+        """Queue the job `request` asks for (request.py: images, a prompt, or a new look for a 3-D model). Returns
+        at once. RequestError (a ValueError) says what is missing or wrong. With `keep_result`, the decoded result
+        stays in memory after the job for `submit_export`. An image job's `family`: "trellis" or "trellis2" (None:
+        the model's own); the other family's pipeline replaces the loaded one when the job starts (the job fails
+        with what to do where it is not installed). A new look's `family` makes the look (None: TRELLIS v1, colour;
+        "trellis2": PBR materials from an image); one that makes none, a prompt it cannot take or a family not
+        installed here is refused at once (FamilyRefusal / ValueError). Its file is checked when the job starts
+        (meshes.check_mesh; callers that want to refuse a bad file at once call it first)."""
+        request = request.checked()
+        settings = request.settings or GenerationSettings()
+        if request.kind == "text":
+            job = Job(id=uuid.uuid4().hex, inputs=[], settings=settings, kind="text", prompt=request.prompt,
+                      keep_result=request.keep_result)
+        elif request.kind == "variant":
+            job = self._variant_job(request, settings)
+        else:
+            family = get_family(request.family or self.models.family)
+            # the one rule of every surface: what the family cannot make is refused, a setting it does not use warned of
+            used, warnings = family_check(family, settings, len(request.images))
+            job = Job(id=uuid.uuid4().hex, inputs=list(request.images), settings=used, keep_result=request.keep_result,
+                      family=family.name, asked_settings=settings if settings != used else None)
+            for warning in warnings:
+                job.warn(warning)
         self._enqueue(Entry(job))
         return job
 
-    def submit_text(self, prompt: str, settings: Optional[GenerationSettings] = None,
-                    keep_result: bool = False) -> Job:
-        """Queue a text job (a prompt -> a 3-D asset). ValueError for an empty or absurd prompt."""
-        job = Job(id=uuid.uuid4().hex, inputs=[], settings=self._checked(settings), kind="text",
-                  prompt=check_prompt(prompt), keep_result=bool(keep_result))
-        self._enqueue(Entry(job))
-        return job
+    def submit_text(self, prompt: str, settings: Optional[GenerationSettings] = None, keep_result: bool = False) -> Job:
+        """`submit_request` of a prompt (the page's Generate still calls it)."""
+        return self.submit_request(JobRequest(prompt=prompt, settings=settings, keep_result=keep_result))
 
     def submit_variant(self, mesh, settings: Optional[GenerationSettings] = None, prompt: Optional[str] = None,
                        image=None, keep_result: bool = False, family: Optional[str] = None) -> Job:
-        """Queue a new-look job: `mesh` (a path, or (file name, bytes) of an upload) keeps its shape and gets the
-        look of `prompt` or of `image` (exactly one). `family`: the model family that makes the look (None: TRELLIS
-        v1, colour; "trellis2": PBR materials from an image); a family that makes none, a prompt it cannot take or a
-        family not installed here is refused at once (FamilyRefusal / ValueError). The file is checked when the job
-        starts (meshes.check_mesh; callers that want to refuse a bad file at once call it first)."""
-        if (prompt is None) == (image is None):
-            raise ValueError("a new look needs a prompt or an image (one of them, not both)")
-        if mesh is None or (isinstance(mesh, tuple) and (len(mesh) != 2 or not isinstance(mesh[1], (bytes, bytearray)))):
-            raise ValueError("a new look needs a 3-D model: a file path, or (file name, bytes)")
-        looks = look_family(family, from_prompt=prompt is not None)     # the model family that makes the look
-        settings, warnings = self._checked(settings), []
-        asked = settings
+        """`submit_request` of a new look (the page's Generate still calls it)."""
+        return self.submit_request(JobRequest(mesh=mesh, prompt=prompt, images=[] if image is None else [image],
+                                              settings=settings, keep_result=keep_result, family=family,
+                                              kind="variant"))
+
+    def _variant_job(self, request: JobRequest, settings: GenerationSettings) -> Job:
+        image, family = request.image, request.family
+        looks = look_family(family, from_prompt=image is None)     # the model family that makes the look
         if image is not None and self.models.folder_for(looks.name) is None:
             if family:
                 raise FamilyRefusal(f"a {looks.words} new look ({looks.look_words}) needs {looks.words}, which is "
@@ -158,23 +162,13 @@ class JobRunner:
                              if f.new_looks_from_image and f is not looks and self.models.folder_for(f.name))
             raise ValueError(f"a new look from an image needs a {looks.words} image model, which is not installed "
                              f"here (a new look from a prompt works{others})")
-        if family and image is not None:
-            settings, warnings = family_check(looks, settings, 1)
-        job = Job(id=uuid.uuid4().hex, inputs=[] if image is None else [image], settings=settings,
-                  kind="variant", prompt=None if prompt is None else check_prompt(prompt), mesh=mesh,
-                  keep_result=bool(keep_result), family=None if image is None else looks.name,
-                  asked_settings=asked if asked != settings else None)
+        used, warnings = family_check(looks, settings, 1) if family and image is not None else (settings, [])
+        job = Job(id=uuid.uuid4().hex, inputs=[] if image is None else [image], settings=used, kind="variant",
+                  prompt=request.prompt, mesh=request.mesh, keep_result=request.keep_result,
+                  family=None if image is None else looks.name, asked_settings=settings if settings != used else None)
         for warning in warnings:
             job.warn(warning)
-        self._enqueue(Entry(job))
         return job
-
-    @staticmethod
-    def _checked(settings) -> GenerationSettings:
-        settings = settings or GenerationSettings()
-        if not isinstance(settings, GenerationSettings):
-            raise TypeError("settings must be a GenerationSettings")
-        return settings
 
     def text_model_for(self, size: str) -> str:
         """The text pipeline a job of `size` uses: --text-model when given, else the published one of that size
@@ -210,12 +204,12 @@ class JobRunner:
             if source.state != JobState.DONE:
                 raise NoResultError(f"job {source_id} is {source.state}: only a finished job can be exported")
             kept = JobFolder(Path(source.out_dir)) if source.out_dir else None
-            if kept is not None and kept.file("result").exists() and not kept.file("result").is_file():
-                # the export command's words (result_file.read_members'), without the path: REST answers them too
-                raise NoResultError(f"job {source_id} cannot be exported: its result.npz is not a usable kept "
-                                    "result: it is not a regular file (a folder, pipe, socket or device); run the job "
-                                    "again")
-            if kept is None or not kept.file("result").is_file():
+            path = kept.file("result") if kept is not None else None
+            if path is None or not path.is_file():
+                if path is not None and path.exists():
+                    # the export command's words (result_file.read_members'), without the path: REST answers them too
+                    raise NoResultError(f"job {source_id} cannot be exported: its result.npz is not a usable kept "
+                                        f"result: {NOT_REGULAR_FILE}; run the job again")
                 raise NoResultError(f"job {source_id} has no result to export: not in memory, and its folder keeps "
                                     "no result.npz (a job of an older version, or the file was removed); run the "
                                     "job again")

@@ -10,6 +10,7 @@ resources/read, which answers each file's own MIME type), never their bytes: wit
 their REST download URL (absolute, on the address the client reached; null over stdio, which has no URL).
 The image model family is chosen as on REST: `settings: {"model_family": "trellis2"}`, or the argument model_family.
 """
+import dataclasses
 import os
 import re
 import stat
@@ -21,6 +22,7 @@ from ..api.common import MAX_IMAGE_BYTES, MAX_IMAGES, ApiError, ServerDefaults, 
 from ..api.v1 import content_type, file_entries
 from ..api.v1_schemas import MAX_MESH_UPLOAD
 from ..jobs.job import JobState, Progress
+from ..jobs.request import FieldNames, JobRequest, RequestError
 from ..families import FAMILY_HELP, family_problem, looks_words
 from ..settings import DESTINATIONS, EXPORT_FIELDS, FORMATS, MAX_SEED, PRESETS, field_names
 
@@ -61,6 +63,20 @@ def tool_error(err: BaseException) -> ToolFailure:
     if isinstance(detail, list):
         detail = "; ".join(str(p.get("msg", p)) for p in detail)
     return ToolFailure(str(detail))
+
+
+# The tools' words for a request's inputs, in their messages (generate_3d makes no new look).
+LOOK_NAMES = FieldNames(images="an image (image_base64 or image_path)", prompt="a prompt", mesh="the 3-D model",
+                        family="model_family")
+GENERATE_NAMES = dataclasses.replace(LOOK_NAMES, mesh=None)
+
+
+def requested(request: JobRequest, names: FieldNames) -> JobRequest:
+    """`request` checked (its prompt stripped); a ToolFailure saying what is missing or wrong."""
+    try:
+        return request.checked(names)
+    except RequestError as err:
+        raise ToolFailure(str(err)) from None
 
 
 FILE_NAME = re.compile(r"^trellis://jobs/[^/]+/files/([^/]+)$")
@@ -294,20 +310,12 @@ def build_server(get_runner: Callable, defaults: Optional[ServerDefaults] = None
         """Make a 3-D asset from a photo (several photos: views of one object) or from a text prompt. The answer
         links the files (model.glb, ...)."""
         images = await anyio.to_thread.run_sync(read_inputs, image_base64, image_path, local_files)
-        if prompt is not None and images:
-            raise ToolFailure("give a prompt or an image (image_base64 or image_path), not both")
-        if prompt is None and not images:
-            raise ToolFailure("give a prompt (text mode) or an image (image_base64 or image_path)")
         settings, family = await family_of(settings, model_family)
-        if prompt is not None and family is not None:
-            raise ToolFailure("model_family chooses the image model: a prompt is made by the TRELLIS-text model "
-                              "(leave model_family out, or give an image)")
+        wanted = requested(JobRequest(images=images, prompt=prompt, family=family), GENERATE_NAMES)
         made = settings_of(settings, preset=preset, formats=formats, seed=seed, destination=destination)
         for image in images:
             await checked(check_image, image, made.preprocess)
-        if prompt is not None:
-            return await run(lambda r: r.submit_text(prompt, made), wait, ctx)
-        return await run(lambda r: r.submit(images, made, family=family), wait, ctx)
+        return await run(lambda r: r.submit_request(wanted.replace(settings=made)), wait, ctx)
 
     @server.tool(annotations=makes)
     @failures
@@ -333,19 +341,17 @@ def build_server(get_runner: Callable, defaults: Optional[ServerDefaults] = None
         if mesh_path is not None:
             check_local_file(mesh_path, "mesh_path")
         images = await anyio.to_thread.run_sync(read_inputs, image_base64, image_path, local_files)
-        if (prompt is None) == (len(images) != 1):
-            raise ToolFailure("a new look takes a prompt or exactly one image")
         mesh = os.path.abspath(mesh_path) if mesh_path is not None else \
             (mesh_name or "mesh", decode_base64(mesh_base64, "mesh_base64", "3-D model"))
         if isinstance(mesh, tuple) and len(mesh[1]) > MAX_MESH_UPLOAD:
             raise ToolFailure(f"the 3-D model is larger than {MAX_MESH_UPLOAD // 2 ** 20} MB: simplify it first")
         settings, family = await family_of(settings, model_family)
+        wanted = requested(JobRequest(mesh=mesh, prompt=prompt, images=images, family=family), LOOK_NAMES)
         made = settings_of(settings, preset=preset, formats=formats, seed=seed, keep_mesh=keep_mesh)
         await checked(check_mesh, mesh)
         for image in images:
             await checked(check_image, image, made.preprocess)
-        return await run(lambda r: r.submit_variant(mesh, made, prompt=prompt, image=images[0] if images else None,
-                                                    family=family), wait, ctx)
+        return await run(lambda r: r.submit_request(wanted.replace(settings=made)), wait, ctx)
 
     @server.tool(annotations=makes)
     @failures

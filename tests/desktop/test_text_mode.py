@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from desktop.api import create_app
-from desktop.jobs import InputError, JobRunner, check_mesh
+from desktop.jobs import InputError, JobRequest, JobRunner, check_mesh
 from desktop.settings import GenerationSettings
 from tests.helpers.cli import desktop
 from tests.helpers.images import jpeg_bytes, rgba_blob
@@ -303,8 +303,8 @@ def test_text_model_downloaded_on_first_use_into_the_models_folder(tiny_text_mod
         runner = JobRunner(str(src / "TRELLIS-image-large"), tmp_path / "out", device="cpu",
                            on_progress=lambda job, p: stages.append((p.stage, p.message)))
         try:
-            job = runner.submit_text("a red chair", GenerationSettings(**{**FAST, "formats": ("ply",)},
-                                                                       randomize_seed=False))
+            settings = GenerationSettings(**{**FAST, "formats": ("ply",)}, randomize_seed=False)
+            job = runner.submit_request(JobRequest(prompt="a red chair", settings=settings))
             assert job.wait(120) and job.state == "done", job.error
         finally:
             runner.shutdown(cancel=True, wait=True, timeout=30)

@@ -18,5 +18,8 @@ class Recorder:
         self.submitted.append(settings)
         raise RuntimeError("recorded")
 
+    def submit_request(self, request):
+        return self.submit(list(request.images), request.settings)
+
     def submit_text(self, prompt, settings, **kw):
         return self.submit([prompt], settings)

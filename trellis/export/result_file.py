@@ -46,6 +46,10 @@ MEMBERS = {"header": ((), "u"), **{f"gaussian_{k}": (s, "f") for k, s in GAUSSIA
 OPTIONAL = ("vertices", "faces")        # both, or neither (a result decoded without its mesh)
 
 
+# Why a result.npz that is a folder, pipe, socket or device is refused (the app's export check says it too).
+NOT_REGULAR_FILE = "it is not a regular file (a folder, pipe, socket or device)"
+
+
 class DamagedResultError(ValueError):
     """A kept result (result.npz) that cannot be used: missing, not a regular file, not save_result's layout, or
     holding impossible values. The message names the file, what is wrong and what to do."""
@@ -129,7 +133,7 @@ def read_members(path, members: dict = MEMBERS, optional: tuple = OPTIONAL,
     except OSError as err:
         raise damaged(path, f"it cannot be read ({err.strerror or err})") from None
     if not stat.S_ISREG(info.st_mode):
-        raise damaged(path, "it is not a regular file (a folder, pipe, socket or device)")
+        raise damaged(path, NOT_REGULAR_FILE)
     if info.st_size > MAX_RESULT_BYTES:
         raise damaged(path, f"it is {info.st_size:,} bytes, more than any result ({MAX_RESULT_BYTES:,})")
     try:

@@ -37,8 +37,8 @@ class ExportRecorder:
         self.jobs[job.id] = job
         return job
 
-    def submit(self, images, settings, keep_result=False, **kw):
-        return self._done(settings, keep=keep_result)
+    def submit_request(self, request):
+        return self._done(request.settings, keep=request.keep_result)
 
     def submit_export(self, source_id, **changes):
         self.exports.append(changes)

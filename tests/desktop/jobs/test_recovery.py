@@ -314,7 +314,7 @@ def test_text_and_new_look_jobs_run_again_from_their_folders(tiny_text_models_di
     the same kind, prompt, 3-D model, photo and seed, so the same asset."""
     import trimesh
 
-    from desktop.jobs import JobRunner
+    from desktop.jobs import JobRequest, JobRunner
     from desktop.settings import GenerationSettings
     from tests.helpers.images import rgba_blob
 
@@ -329,8 +329,9 @@ def test_text_and_new_look_jobs_run_again_from_their_folders(tiny_text_models_di
                          text_model=os.path.join(tiny_text_models_dir, "TRELLIS-text-tiny"))
     first = runner()
     try:
-        made = [first.submit_text("a red chair", fast), first.submit_variant(str(rod), fast, prompt="made of gold"),
-                first.submit_variant(str(rod), fast, image=photo)]
+        made = [first.submit_request(JobRequest(prompt="a red chair", settings=fast)),
+                first.submit_request(JobRequest(mesh=str(rod), prompt="made of gold", settings=fast)),
+                first.submit_request(JobRequest(mesh=str(rod), images=photo, settings=fast))]
         assert all(j.wait(300) and j.state == "done" for j in made), [j.error for j in made]
     finally:
         first.shutdown(wait=True, timeout=60)

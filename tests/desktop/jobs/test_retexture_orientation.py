@@ -21,7 +21,7 @@ from tests.helpers.blocking import without_hanging
 from tests.helpers.meshes import nested_cubes, nested_cubes_stl
 
 import trellis.pipelines.base as pipeline_base
-from desktop.jobs import JobRunner
+from desktop.jobs import JobRequest, JobRunner
 from desktop.settings import GenerationSettings
 from trellis.core.callbacks import Cancelled
 from trellis.pipelines import TrellisTextTo3DPipeline
@@ -155,7 +155,8 @@ def structures(monkeypatch) -> list:
 
 def new_look(runner, mesh, keep_mesh=False):
     """A new look; by default with the shape made again (keep_mesh off), whose orientation these tests check."""
-    job = runner.submit_variant(mesh, GenerationSettings(**FAST, keep_mesh=keep_mesh), prompt="a brass lamp")
+    job = runner.submit_request(JobRequest(mesh=mesh, prompt="a brass lamp",
+                                            settings=GenerationSettings(**FAST, keep_mesh=keep_mesh)))
     assert job.wait(300), "the job did not end"
     return job
 

@@ -14,7 +14,7 @@ import trimesh
 
 from desktop import retexture
 from desktop.families import FAMILIES, FamilyRefusal, look_family
-from desktop.jobs import JobRunner
+from desktop.jobs import JobRequest, JobRunner
 from desktop.jobs.trellis2_looks import RESOLUTION_ENV
 from tests.helpers.gltf import glb_json, validate_gltf
 from tests.helpers.images import rgba_blob
@@ -96,9 +96,9 @@ def test_the_runner_refuses_a_prompt_with_trellis2_and_trellis2_not_installed(in
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no_cache"))
     with JobRunner(tiny_pipeline_dir, tmp_path / "out", device="cpu", recover=False) as runner:
         with pytest.raises(FamilyRefusal, match="takes an image, not a prompt"):
-            runner.submit_variant(str(inputs["glb"]), prompt="a red chair", family="trellis2")
+            runner.submit_request(JobRequest(mesh=str(inputs["glb"]), prompt="a red chair", family="trellis2"))
         with pytest.raises(FamilyRefusal, match="not installed here"):
-            runner.submit_variant(str(inputs["glb"]), image=str(inputs["image"]), family="trellis2")
+            runner.submit_request(JobRequest(mesh=str(inputs["glb"]), images=str(inputs["image"]), family="trellis2"))
         assert runner.list() == []
 
 
@@ -160,7 +160,7 @@ def test_a_look_from_a_photo_without_v1_names_the_family_that_can(inputs, tiny_t
     with JobRunner(tiny_trellis2_dir, tmp_path / "out", device="cpu", recover=False) as runner:
         with pytest.raises(ValueError, match="needs a TRELLIS v1 image model.*model_family trellis2 makes one with "
                                              "PBR materials here"):
-            runner.submit_variant(str(inputs["glb"]), image=str(inputs["image"]))
+            runner.submit_request(JobRequest(mesh=str(inputs["glb"]), images=str(inputs["image"])))
 
 
 def test_a_trellis2_look_is_cancelled_while_its_texture_flow_samples(inputs, tiny_trellis2_dir, tmp_path, monkeypatch):
@@ -170,7 +170,8 @@ def test_a_trellis2_look_is_cancelled_while_its_texture_flow_samples(inputs, tin
     monkeypatch.setenv(RESOLUTION_ENV, "32")
     settings = GenerationSettings(slat_steps=500, texture_size=64, formats=("glb",))
     with JobRunner(tiny_trellis2_dir, tmp_path / "out", device="cpu", recover=False) as runner:
-        job = runner.submit_variant(str(inputs["glb"]), settings, image=str(inputs["image"]), family="trellis2")
+        job = runner.submit_request(JobRequest(mesh=str(inputs["glb"]), images=str(inputs["image"]), settings=settings,
+                                            family="trellis2"))
         deadline = time.time() + 120
         while job.progress.stage != "tex_slat" and job.state not in JobState.FINISHED and time.time() < deadline:
             time.sleep(0.01)

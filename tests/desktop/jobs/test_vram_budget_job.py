@@ -51,7 +51,7 @@ def test_the_rest_api_takes_a_budget(tmp_path):
         raise RuntimeError("recorded")
     runner = SimpleNamespace(outputs_dir=tmp_path, model_path="m", text_model=None, list=lambda: [],
                              fast_paths=lambda: {"cpu": "CPU"}, submit=submit,
-                             submit_text=lambda prompt, settings, **kw: submit([prompt], settings))
+                             submit_request=lambda request: submit(list(request.images), request.settings))
     client = TestClient(create_app(runner, allowed_hosts=["testserver"]))
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     for model in ("JobRequest", "Settings", "ExportRequest"):

@@ -147,13 +147,13 @@ def test_missing_text_model_is_a_message_and_the_app_goes_on(tmp_path, tiny_pipe
     the job is kept in a folder of its own (its prompt and settings, to run again), and the same runner then still
     makes an image job."""
     from desktop import ui
-    from desktop.jobs import JobRunner
+    from desktop.jobs import JobRequest, JobRunner
     from desktop.settings import GenerationSettings
 
     runner = JobRunner(tiny_pipeline_dir, tmp_path / "out", device="cpu", text_model=str(tmp_path / "no-text-model"))
     try:
         settings = GenerationSettings(ss_steps=1, slat_steps=1, formats=("ply",))
-        job = runner.submit_text("a chair", settings)
+        job = runner.submit_request(JobRequest(prompt="a chair", settings=settings))
         assert job.wait(60) and job.error_kind == "model", job.error
         box = ui.status_html([('"a chair"', job)], runner)
         assert 'data-state="failed"' in box and "could not load the text model" in box.lower(), box
