@@ -10,7 +10,6 @@ so they never split one of its messages on stdout.
 import json
 import os
 import sys
-import threading
 from typing import Optional
 
 import anyio
@@ -20,6 +19,8 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 from mcp_types import JSONRPCError, JSONRPCNotification, jsonrpc_message_adapter
 from pydantic import ValidationError
+
+from trellis.core.concurrency import start_thread
 
 PARSE_ERROR, INVALID_REQUEST = -32700, -32600
 
@@ -101,7 +102,7 @@ class CheckedLines:
                 anyio.from_thread.run(send.aclose, token=token)
             except (RuntimeError, anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
                 return                          # the server (or its event loop) ended first
-        threading.Thread(target=read, name="MCP stdin", daemon=True).start()
+        start_thread(read, name="MCP stdin")
         return receive
 
 
