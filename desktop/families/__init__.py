@@ -75,6 +75,10 @@ class Family:
     look_steps_module: str = ""            # the module of its new look's step `variant` ("": steps_module)
     # pipeline type -> the texture side of its jobs where the settings do not say ({}: texture_size for every job)
     texture_sizes: Mapping[str, int] = field(default_factory=dict)
+    # pipeline type ("" for one path) -> {stage: (seconds per step, steps)} on first_times_device: what a job's ETA
+    # plans from before this machine timed its stages (desktop/jobs/first_estimate.py); {}: the app's CPU reference
+    first_times: Mapping[str, Mapping[str, tuple]] = field(default_factory=dict)
+    first_times_device: str = ""           # the device (and source) its first_times were measured on
     find_installed: Callable[[], Optional[str]] = field(compare=False, repr=False, default=lambda: None)
     unavailable_text: Callable[[], str] = field(compare=False, repr=False, default=lambda: "")
     install_text: Callable[[], str] = field(compare=False, repr=False, default=lambda: "")
@@ -87,6 +91,8 @@ class Family:
         # a declaration is read on every surface: nobody may change it in place
         for name in ("vram_floors", "stage_words", "ignores", "file_words", "texture_sizes"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+        object.__setattr__(self, "first_times", MappingProxyType(
+            {kind: MappingProxyType(dict(times)) for kind, times in self.first_times.items()}))
         for name in ("repos", "peer_names", "pipeline_types", "progress_stages", "look_stages"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
@@ -134,6 +140,18 @@ class Family:
     def file_word(self, kind: str) -> Optional[str]:
         """What this family's file of `kind` (ply, mp4, result) is; None where the app's common words apply."""
         return self.file_words.get(kind)
+
+    def first_times_of(self, pipeline_type: Optional[str] = None) -> Optional[Mapping[str, tuple]]:
+        """{stage: (seconds per step, steps)} of a job of `pipeline_type` on first_times_device (an unknown or no
+        type: the default one's); None where the family declares none."""
+        if not self.first_times:
+            return None
+        return self.first_times.get(pipeline_type or "", self.first_times.get(self.default_pipeline_type or ""))
+
+    def runs_stages(self, stages) -> bool:
+        """Whether a job over `stages` is one of this family's: a generation's or a new look's stages are all there."""
+        have = set(stages)
+        return any(ours and set(ours) <= have for ours in (self.progress_stages, self.look_stages))
 
     @property
     def times_by_pipeline_type(self) -> bool:

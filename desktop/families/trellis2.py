@@ -22,6 +22,46 @@ DEFAULT_PIPELINE_TYPE = "1024_cascade"
 VRAM_FLOORS = {"512": 6.0, "1024": 6.0, "1024_cascade": 6.0, "1536_cascade": 8.0}
 # 2048² keeps a 1024³ surface's colour within 1 dB of its voxels, 1024² a 512³ one's (docs/benchmarks/export.md)
 TEXTURE_SIZES = {"512": 1024, "1024": 2048, "1024_cascade": 2048, "1536_cascade": 2048}
+# What a first job plans from before this machine has timed a stage (desktop/jobs/first_estimate.py): the measured
+# figures of docs/benchmarks/trellis2.md (a test reads them there), seconds on one NVIDIA H200, full-size random
+# weights, Triton, every network resident, the second job of its process.
+FIRST_TIMES_DEVICE = ("one NVIDIA H200 (docs/benchmarks/trellis2.md: the chain per pipeline type at bf3ba90, the "
+                      "app's whole 1024_cascade job at 89038c6)")
+CHAIN_S = {"512": 2.30, "1024_cascade": 11.01, "1536_cascade": 34.62}      # "The chain, per pipeline type"
+# "Where 1024_cascade's 11.01 s go"
+CASCADE_PARTS_S = {"condition": 0.19, "structure flow": 0.60, "structure decode": 0.01, "shape flow 512": 0.89,
+                   "upsample": 0.10, "shape flow 1024": 5.38, "texture flow": 3.02, "shape decoder": 0.40,
+                   "texture decoder": 0.40, "mesh": 0.02}
+# "The app's whole job", Triton, Balanced, a realistic surface: whole job, sampling, files (wall: the MP4 is made
+# beside the bake) and each file's own seconds
+WHOLE_JOB_S = {"whole job": 12.79, "sampling": 11.01, "files": 1.73, "bake": 0.71, "mp4": 1.01, "glb": 0.28}
+PREVIEW_FRAMES = 120                            # that job's lit turntable
+
+
+def first_times() -> dict:
+    """{pipeline type: {stage: (seconds per step, steps)}} on FIRST_TIMES_DEVICE, at 12 steps a flow. Derived where
+    the doc has no figure: preprocess is the whole job less its sampling and files; 512 and 1536_cascade split their
+    chain as 1024_cascade's parts do; 1024 (no chain in the doc) is 1024_cascade less its 512 pass and upsample; every
+    type's files are the 1024_cascade job's (the only whole job measured); the MP4's encode is inside its figure."""
+    p = CASCADE_PARTS_S
+    cascade = {"condition": p["condition"], "sparse_structure": p["structure flow"] + p["structure decode"],
+               "shape_slat": p["shape flow 512"] + p["upsample"] + p["shape flow 1024"],
+               "tex_slat": p["texture flow"], "decode": p["shape decoder"] + p["texture decoder"] + p["mesh"]}
+    one_pass = {**cascade, "shape_slat": p["shape flow 1024"]}
+    w = WHOLE_JOB_S
+    files = {"preprocess": (w["whole job"] - w["sampling"] - w["files"], 1), "bake": (w["bake"], 1),
+             "glb": (w["glb"], 1), "video": (w["mp4"] / PREVIEW_FRAMES, PREVIEW_FRAMES), "encode": (0.0, 1)}
+    steps = {"sparse_structure": 12, "shape_slat": 12, "tex_slat": 12}
+    table = {}
+    for kind in PIPELINE_TYPES:
+        scale = CHAIN_S[kind] / CHAIN_S["1024_cascade"] if kind in CHAIN_S else 1.0
+        passes = {"shape_slat": 2} if kind.endswith("_cascade") else {}
+        seconds = {stage: s * scale for stage, s in (one_pass if kind == "1024" else cascade).items()}
+        table[kind] = {**files, **{stage: (s / (steps.get(stage, 1) * passes.get(stage, 1)),
+                                           steps.get(stage, 1) * passes.get(stage, 1)) for stage, s in seconds.items()}}
+    return table
+
+
 BAKE = "TRELLIS.2 bakes its PBR textures from its voxels' colours, metal and roughness, not from rendered views"
 GUIDANCE = "TRELLIS.2 uses its pipeline's own guidance"
 
@@ -92,6 +132,8 @@ FAMILY = Family(
                 "result": "the O-Voxel, for exports after a restart"},
     texture_size=1024,                      # = settings_table's texture_size default (a test keeps them equal)
     texture_sizes=TEXTURE_SIZES,            # its jobs' own, by pipeline type, where the settings do not say
+    first_times=first_times(),
+    first_times_device=FIRST_TIMES_DEVICE,
     max_images=1,
     result_key="ovoxel",
     steps_module="desktop.jobs.trellis2_steps",

@@ -34,6 +34,8 @@ def validate(families=None) -> list:
         need(f.texture_size > 0 and (f.max_images is None or f.max_images >= 1), "a texture size and image count")
         need(set(f.texture_sizes) in (set(), set(f.pipeline_types)) and all(
             sizes.lo <= v <= sizes.hi for v in f.texture_sizes.values()), "a texture size per pipeline type, or none")
+        need(set(f.first_times) <= (set(f.pipeline_types) or {""}) and bool(f.first_times_device) == bool(
+            f.first_times), "first-job stage times only of its pipeline types, with the device they were measured on")
         need(bool(f.result_key and f.steps_module), "its result key and steps")
         need(callable(f.find_installed) and callable(f.unavailable_text) and callable(f.install_text),
              "how it is found installed and installed")

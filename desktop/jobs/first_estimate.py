@@ -2,6 +2,9 @@
 seconds on the reference machine, scaled by how long a short timed probe takes here and now, and by the job's own
 settings (steps, views, frames, pixels).
 
+A family that declares stage times of its own (TRELLIS.2's, from an H200: its stages and proportions are not v1's)
+is planned from those, per pipeline type; every other job from the CPU reference below.
+
 The probe is CPU work of the export's kind (a matrix product, a scatter-add, an element-wise pass: what the
 rasteriser, the bake's accumulator and the clean-up do), run once per process when the first such job starts
 (about a tenth of a second on the reference machine). A machine that is slower, or busier, takes as much longer for
@@ -76,14 +79,30 @@ def settings_scale(stage: str, settings) -> float:
     return 1.0
 
 
+def reference_for(stages, settings) -> tuple:
+    """(the reference's {stage: (seconds per step, steps)}, whether its settings are REFERENCE_SETTINGS) of a job
+    over `stages`: the times its family declares for the job's pipeline type (measured on another device: see the
+    family's first_times_device), else the CPU reference above."""
+    from ..families import FAMILIES
+
+    for family in FAMILIES.values():
+        if family.first_times and family.runs_stages(stages):
+            return dict(family.first_times_of(getattr(settings, "pipeline_type", None))), False
+    return REFERENCE_SECONDS, True
+
+
 def first_plan(stages, settings, probe: Optional[float] = None) -> dict:
     """{stage: (seconds per step, steps)} of `stages` and the reference's sub-stages of them, as this machine is
-    expected to run them now: ProgressTracker's plan where nothing is learned."""
+    expected to run them now: ProgressTracker's plan where nothing is learned. A family's own reference, of another
+    device, is scaled by the same probe: what it brings is its stages' proportions, and the job's finished stages
+    correct its scale as for any first job."""
     factor = (probe if probe is not None else probe_seconds()) / REFERENCE_PROBE_S
+    reference, cpu_reference = reference_for(stages, settings)
     plan = {}
-    for name, (per_step, steps) in REFERENCE_SECONDS.items():
+    for name, (per_step, steps) in reference.items():
         if name.split("/")[0] in stages:
-            plan[name] = (per_step * factor * settings_scale(name, settings), steps)
+            scale = settings_scale(name, settings) if cpu_reference else 1.0
+            plan[name] = (per_step * factor * scale, steps)
         if "shape" in stages and name.startswith("bake/") and name.split("/")[1] in CLEANUP:
             plan["shape/" + name.split("/")[1]] = (per_step * factor, steps)
     for stage in stages:
