@@ -6,10 +6,8 @@ from cdn.babylonjs.com for a compressed file: history.viewable_glb hands it a de
 import io
 import json
 import os
-import shutil
 import struct
 import time
-from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
@@ -17,10 +15,9 @@ import pytest
 import trimesh
 from PIL import Image
 
-from desktop.settings import GenerationSettings
 from tests.helpers.gltf import glb_json
-from tests.helpers.gradio_app import EXAMPLES, ROUND_TRIP_MS, SHOTS
-from tests.helpers.servers import free_port
+from tests.helpers.gradio_app import ROUND_TRIP_MS, SHOTS
+from tests.helpers.page_jobs import app_in_process, finished_job
 from tests.helpers.viewer_console import unexpected_errors
 from trellis.export.assemble import glb_bytes
 from trellis.export.formats.draco import EXTENSION, draco_glb
@@ -34,43 +31,23 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost")
 def outputs(tmp_path_factory):
     """An outputs folder with one finished Web-destination job: a red sphere as a Draco-compressed model.glb."""
     out = tmp_path_factory.mktemp("draco_offline_outputs")
-    folder = out / JOB
-    folder.mkdir()
     sphere = trimesh.creation.icosphere(subdivisions=3)
     uv = np.stack([sphere.vertices[:, 0] * 0.5 + 0.5, sphere.vertices[:, 1] * 0.5 + 0.5], axis=1)
     texture = np.zeros((16, 16, 3), np.uint8)
     texture[...] = (220, 30, 30)                          # far from any background the viewer clears to
     data = draco_glb(glb_bytes(glb_mesh(sphere.vertices, sphere.faces, uv, texture)))
-    (folder / "model.glb").write_bytes(data)
+    report = {"destination": "web", "triangles": len(sphere.faces), "vertices": len(sphere.vertices), "draco": True,
+              "size_m": {"width": 2.0, "depth": 2.0, "height": 2.0}, "watertight": True,
+              "files": {"glb": {"name": "model.glb", "bytes": len(data)}}}
+    folder = finished_job(out, JOB, data, report, destination="web", draco=True, formats=["glb"])
     assert EXTENSION in glb_json(folder / "model.glb")["extensionsRequired"]
-    shutil.copyfile(Path(EXAMPLES) / "sphere.png", folder / "input.png")
-    settings = {**GenerationSettings().to_dict(), "destination": "web", "draco": True, "formats": ["glb"]}
-    (folder / "settings.json").write_text(json.dumps({"job_id": JOB[-8:], "seed": 7, "inputs": ["/x/sphere.png"],
-                                                      "settings": settings}))
-    (folder / "export.json").write_text(json.dumps({
-        "destination": "web", "triangles": len(sphere.faces), "vertices": len(sphere.vertices), "draco": True,
-        "size_m": {"width": 2.0, "depth": 2.0, "height": 2.0}, "watertight": True,
-        "files": {"glb": {"name": "model.glb", "bytes": len(data)}}}))
-    (folder / "timings.json").write_text(json.dumps({"total": 1.0}))
     return out
 
 
 @pytest.fixture(scope="module")
 def served(tiny_pipeline_dir, outputs):
-    """The page's URL: the app (its own server, in this process) over `outputs`."""
-    from desktop.jobs import JobRunner
-    from desktop.ui import TrellisApp
-    from desktop.ui.server import launch
-
-    runner = JobRunner(tiny_pipeline_dir, outputs, device="cpu")
-    app = TrellisApp(runner)
-    demo = app.build()
-    try:
-        yield launch(demo, runner, "127.0.0.1", free_port())
-    finally:
-        runner.shutdown(cancel=True, wait=True, timeout=60)
-        demo.close()
-        app.close()
+    with app_in_process(tiny_pipeline_dir, outputs) as url:
+        yield url
 
 
 def drawn_share(png: bytes) -> float:

@@ -2,17 +2,12 @@
 setting): after a user's action the page moves the least that brings the status box into view, never past it, and
 a History pick brings the box to the window's top with the result (preview, 3D view) under it. A real server over
 an outputs folder with one finished job, in Debian's headless Chromium (look.py's script)."""
-import json
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pytest
 import trimesh
 
-from desktop.settings import GenerationSettings
-from tests.helpers.gradio_app import EXAMPLES, ROUND_TRIP_MS, Page
-from tests.helpers.servers import free_port
+from tests.helpers.gradio_app import ROUND_TRIP_MS, Page
+from tests.helpers.page_jobs import app_in_process, finished_job
 from trellis.export.assemble import glb_bytes
 from trellis.export.formats.gltf import glb_mesh
 
@@ -26,34 +21,16 @@ BOX = "() => { const b = document.querySelector('#td-status [data-state]').getBo
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
     out = tmp_path_factory.mktemp("feedback_scroll_outputs")
-    folder = out / JOB
-    folder.mkdir()
     sphere = trimesh.creation.icosphere(subdivisions=2)
     uv = np.zeros((len(sphere.vertices), 2))
-    (folder / "model.glb").write_bytes(glb_bytes(glb_mesh(sphere.vertices, sphere.faces, uv,
-                                                          np.full((4, 4, 3), 180, np.uint8))))
-    shutil.copyfile(Path(EXAMPLES) / "sphere.png", folder / "input.png")
-    (folder / "settings.json").write_text(json.dumps({"job_id": JOB[-8:], "seed": 3, "inputs": ["/x/sphere.png"],
-                                                      "settings": GenerationSettings().to_dict()}))
-    (folder / "timings.json").write_text(json.dumps({"total": 1.0}))
+    finished_job(out, JOB, glb_bytes(glb_mesh(sphere.vertices, sphere.faces, uv, np.full((4, 4, 3), 180, np.uint8))))
     return out
 
 
 @pytest.fixture(scope="module")
 def served(tiny_pipeline_dir, outputs):
-    from desktop.jobs import JobRunner
-    from desktop.ui import TrellisApp
-    from desktop.ui.server import launch
-
-    runner = JobRunner(tiny_pipeline_dir, outputs, device="cpu")
-    app = TrellisApp(runner)
-    demo = app.build()
-    try:
-        yield launch(demo, runner, "127.0.0.1", free_port())
-    finally:
-        runner.shutdown(cancel=True, wait=True, timeout=60)
-        demo.close()
-        app.close()
+    with app_in_process(tiny_pipeline_dir, outputs) as url:
+        yield url
 
 
 @pytest.fixture
