@@ -141,7 +141,9 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
             demo.load(self.header_text, None, header, api_visibility="private", show_progress="hidden")
             if self.model_problem:
                 gr.Markdown(f"**Model not found.** {self.model_problem}", elem_id="td-banner")
-            mode = gr.State("single")
+            # the open tab's mode, held in the page (a tab's select sets it there at once: a server-held State
+            # could still be the previous tab's when Generate is pressed right after a tab switch)
+            mode = gr.Textbox("single", visible=False, elem_id="td-mode")
             with gr.Row(elem_id="td-main"):
                 with gr.Column(scale=1):
                     # wrap: every mode stays in view on a narrow window (no "..." menu)

@@ -1,6 +1,7 @@
 """Page state that does what it says: the result column follows the tab (each tab of a page shows the last result
 made from it, or an empty column; a result that arrives while another tab is open waits for its own tab), and
 Generate / Cancel show whether this page has a job running."""
+import json
 import threading
 from pathlib import Path
 
@@ -50,13 +51,15 @@ def wire_idle(generate, cancel, job_events) -> None:
 
 
 def wire_tabs(app, tabs, mode, column) -> None:
-    """`tabs`: [(tab, its mode)]: selecting one sets the mode and shows its last result in `column`."""
+    """`tabs`: [(tab, its mode)]: selecting one sets the mode in the page itself (no round trip that a Generate
+    pressed at once could overtake) and shows the tab's last result in `column`."""
     def handler(name):
         def on_tab(request: gr.Request):
-            return (name, *app.select_tab(name, getattr(request, "session_hash", None)))
+            return app.select_tab(name, getattr(request, "session_hash", None))
         return on_tab
     for tab, name in tabs:
-        tab.select(handler(name), None, [mode, *column], api_visibility="private", show_progress="hidden",
+        tab.select(None, None, mode, js=f"() => {json.dumps(name)}", api_visibility="private", show_progress="hidden")
+        tab.select(handler(name), None, column, api_visibility="private", show_progress="hidden",
                    concurrency_limit=None)
 
 
