@@ -25,8 +25,8 @@ TEXTURE_SIZES = {"512": 1024, "1024": 2048, "1024_cascade": 2048, "1536_cascade"
 # What a first job plans from before this machine has timed a stage (desktop/jobs/first_estimate.py): the measured
 # figures of docs/benchmarks/trellis2.md (a test reads them there), seconds on one NVIDIA H200, full-size random
 # weights, Triton, every network resident, the second job of its process.
-FIRST_TIMES_DEVICE = ("one NVIDIA H200 (docs/benchmarks/trellis2.md: the chain per pipeline type at bf3ba90, the "
-                      "app's whole 1024_cascade job at 89038c6)")
+FIRST_TIMES_DEVICE = ("one NVIDIA H200 (docs/benchmarks/trellis2.md: the chain per pipeline type, the app's whole "
+                      "1024_cascade job)")
 CHAIN_S = {"512": 2.30, "1024_cascade": 11.01, "1536_cascade": 34.62}      # "The chain, per pipeline type"
 # "Where 1024_cascade's 11.01 s go"
 CASCADE_PARTS_S = {"condition": 0.19, "structure flow": 0.60, "structure decode": 0.01, "shape flow 512": 0.89,
