@@ -140,17 +140,6 @@ class JobRunner:
         self._enqueue(Entry(job))
         return job
 
-    def submit_text(self, prompt: str, settings: Optional[GenerationSettings] = None, keep_result: bool = False) -> Job:
-        """`submit_request` of a prompt (the page's Generate still calls it)."""
-        return self.submit_request(JobRequest(prompt=prompt, settings=settings, keep_result=keep_result))
-
-    def submit_variant(self, mesh, settings: Optional[GenerationSettings] = None, prompt: Optional[str] = None,
-                       image=None, keep_result: bool = False, family: Optional[str] = None) -> Job:
-        """`submit_request` of a new look (the page's Generate still calls it)."""
-        return self.submit_request(JobRequest(mesh=mesh, prompt=prompt, images=[] if image is None else [image],
-                                              settings=settings, keep_result=keep_result, family=family,
-                                              kind="variant"))
-
     def _variant_job(self, request: JobRequest, settings: GenerationSettings) -> Job:
         image, family = request.image, request.family
         looks = look_family(family, from_prompt=image is None)     # the model family that makes the look

@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 from ..jobs import folder as job_folder
+from ..jobs.request import FieldNames, JobRequest
 from ..families import get_family
-from ..settings import DEFAULT_PRESET, PRESETS, SETTINGS, GenerationSettings, check_prompt, slider
+from ..settings import DEFAULT_PRESET, PRESETS, SETTINGS, GenerationSettings, slider
 from .batch_view import ROW_JS, BatchView, refusal_html, status_html, submit_items, wire_batch
 from .download_row import EMPTY_LABEL, wire_download_row
 from .endpoints import ApiEndpoints
@@ -34,6 +35,7 @@ from .values import (DESTINATION_KNOBS, MESH_TYPES, OTHER_KNOBS, PRESET_KNOBS, c
 ROOT = Path(__file__).resolve().parents[2]          # the repository
 AFTER_STATUS = 8        # Generate's outputs after the status box: seed, the result column's six, the history box
 EXAMPLES_DIR = ROOT / "assets" / "examples"
+PAGE_NAMES = FieldNames(images="an image", prompt="a prompt", mesh="a 3D model", family="the Model choice")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,18 +431,21 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
             raise ValueError("History shows what was made: pick a job and press Use these settings to make it again, "
                              "or open Single image, Multiple views, Batch, Text or New look to make something new.")
         if mode == "text":
-            prompt = check_prompt(named["prompt"] or "")
+            wanted = JobRequest(prompt=named["prompt"] or "", settings=settings, kind="text").checked(PAGE_NAMES)
+            prompt = wanted.prompt
             label = f'"{prompt[:40]}…"' if len(prompt) > 40 else f'"{prompt}"'
-            return [(label, lambda: runner.submit_text(prompt, settings))]
+            return [(label, lambda: runner.submit_request(wanted))]
         if mode == "variant":
             name, source, prompt, image = collect_look(named["mesh"], named["look_prompt"], named["look_image"])
             self._checked_mesh(source, name)
             family = named.get("look_model") if image is not None else None     # the tab's Model choice
-            return [(name, lambda: runner.submit_variant(source, settings, prompt=prompt, image=image,
-                                                         family=family or None))]
+            wanted = JobRequest(mesh=source, prompt=prompt, images=[] if image is None else [image], settings=settings,
+                                family=family, kind="variant").checked(PAGE_NAMES)
+            return [(name, lambda: runner.submit_request(wanted))]
         family = named.get("family") or None                       # the page's Model choice
         refuse_other_family(runner, family)                         # one that is not installed: how to install it
-        return [(name, lambda images=images: runner.submit(images, settings, family=family))
+        return [(name, lambda wanted=JobRequest(images=images, settings=settings, family=family, kind="generate"):
+                 runner.submit_request(wanted))
                 for name, images in collect_work(mode, named["single"], named["multi"], named["batch"])]
 
     @staticmethod

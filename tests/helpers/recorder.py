@@ -20,6 +20,3 @@ class Recorder:
 
     def submit_request(self, request):
         return self.submit(list(request.images), request.settings)
-
-    def submit_text(self, prompt, settings, **kw):
-        return self.submit([prompt], settings)
