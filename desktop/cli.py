@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import time
 
-from .jobs.request import FieldNames, JobRequest, RequestError
+from .jobs.request import FieldNames, JobRequest, RequestError, prompt_label
 from .options import (TerminalLine, add_model_family_option, add_model_option, add_runner_options,
                       add_text_model_option, check_runner_args, default_model, format_clock)
 from .settings import (DEFAULT_PRESET, PRESETS, ROWS, GenerationSettings, device_change_warning,
@@ -304,7 +304,7 @@ def job_name(request) -> str:
     """What the progress lines call a job: its image's file name, or the start of its prompt in quotes."""
     if request.images:
         return os.path.basename(request.images[0]) or request.images[0]
-    return f'"{request.prompt[:40]}…"' if len(request.prompt) > 40 else f'"{request.prompt}"'
+    return prompt_label(request.prompt)
 
 
 def choose_family(parser, args) -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .jsonio import MAX_JSON_BYTES, json_bytes, jsonable, load_json, read_json  # noqa: F401  (imported from here)
+from .request import prompt_label
 
 SETTINGS = "settings.json"
 TIMINGS = "timings.json"
@@ -507,7 +508,7 @@ def describe_record(record: dict) -> str:
         what += f" + {len(names) - 1}"
     prompt = record.get("prompt")
     if isinstance(prompt, str) and prompt:
-        what = f'"{prompt[:40]}…"' if len(prompt) > 40 else f'"{prompt}"'
+        what = prompt_label(prompt)
     mesh = record.get("mesh")
     if isinstance(mesh, str) and mesh:
         what = f"{os.path.basename(mesh)} → {what or '?'}"

@@ -149,6 +149,11 @@ class JobRequest:
                 f"{names.family}, or give an image")
 
 
+def prompt_label(prompt: str) -> str:
+    """What lists and progress lines call a job made from a prompt: its first 40 characters in quotes (… when cut)."""
+    return f'"{prompt[:40]}…"' if len(prompt) > 40 else f'"{prompt}"'
+
+
 def _prompt_problem(prompt) -> Optional[str]:
     try:
         check_prompt(prompt if prompt is not None else "")

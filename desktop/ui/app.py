@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from ..jobs import folder as job_folder
-from ..jobs.request import FieldNames, JobRequest
+from ..jobs.request import FieldNames, JobRequest, prompt_label
 from ..families import get_family
 from ..settings import DEFAULT_PRESET, PRESETS, SETTINGS, GenerationSettings, slider
 from .batch_view import ROW_JS, BatchView, refusal_html, status_html, submit_items, wire_batch
@@ -432,9 +432,7 @@ class TrellisApp(ApiEndpoints, HistoryViews, TabResults, HistoryTab, BatchView, 
                              "or open Single image, Multiple views, Batch, Text or New look to make something new.")
         if mode == "text":
             wanted = JobRequest(prompt=named["prompt"] or "", settings=settings, kind="text").checked(PAGE_NAMES)
-            prompt = wanted.prompt
-            label = f'"{prompt[:40]}…"' if len(prompt) > 40 else f'"{prompt}"'
-            return [(label, lambda: runner.submit_request(wanted))]
+            return [(prompt_label(wanted.prompt), lambda: runner.submit_request(wanted))]
         if mode == "variant":
             name, source, prompt, image = collect_look(named["mesh"], named["look_prompt"], named["look_image"])
             self._checked_mesh(source, name)

@@ -109,3 +109,16 @@ def test_the_runner_refuses_a_request_before_anything_is_written(tiny_pipeline_d
             runner.submit([])
         assert runner.list() == []
     assert not [p for p in out.rglob("*") if p.is_file()]
+
+
+def test_a_prompt_is_labelled_by_its_first_40_characters_in_quotes_on_every_surface():
+    from desktop import cli
+    from desktop.jobs.folder import describe_record
+    from desktop.jobs.request import prompt_label
+
+    short, long = "a red chair", "a tall wooden chair with a carved back and four legs"
+    assert prompt_label(short) == '"a red chair"'
+    assert prompt_label("x" * 40) == '"' + "x" * 40 + '"'
+    assert prompt_label(long) == f'"{long[:40]}…"'
+    assert cli.job_name(JobRequest(prompt=long)) == prompt_label(long)           # the command's progress lines
+    assert describe_record({"prompt": long}) == prompt_label(long)               # the history's list
