@@ -249,12 +249,12 @@ def test_the_ui_modules_import_in_their_stated_order():
     """desktop/ui: the building blocks (lazy, values, errors, names, download_row, history_list, warning_words) <-
     status <- what each pipeline type costs (pipeline_costs) <- the model choice (family_view) <- the page's parts
     (knobs, expectations, look, pagestate, places, history, history_tab, batch_view, endpoints, export_panel,
-    output_layout) <- app <- server (never back)."""
+    output_layout) <- the page's layout and its wiring (page_layout, page_events) <- app <- server (never back)."""
     order = ["lazy", "values", "errors", "names", "download_row", "history_list", "warning_words", "status",
              "pipeline_costs", "family_view", "knobs",
              "expectations",
              "look", "pagestate", "places", "history", "history_tab", "batch_view", "endpoints", "export_panel",
-             "output_layout", "app",
+             "output_layout", "page_layout", "page_events", "app",
              "server"]
     graph = desktop_graph()
     assert {m for m in graph if m.startswith("desktop.ui.")} == {f"desktop.ui.{m}" for m in order}

@@ -141,8 +141,8 @@ class FamilyChoice:
                               interactive=self.open, info=self.info())
             with gr.Column(scale=1, min_width=160):
                 k["pipeline_type"] = make_control("pipeline_type", self.control_update("pipeline_type", self.running))
-        # each type's time and memory here, computed again at every page load (app.py's private load); folded, so
-        # that Generate stays in view
+        # each type's time and memory here, computed again at every page load (page_events.py's private load);
+        # folded, so that Generate stays in view
         with gr.Accordion("What each pipeline type costs here", open=False, elem_id="td-pipeline-costs-box",
                           visible=self.costs_apply(self.running)) as self.costs_box:
             self.costs = gr.Markdown(self.costs_text(), elem_id="td-pipeline-costs")

@@ -20,7 +20,7 @@ from .status import badge_html, hide_paths, md_escape, message_html, status_box,
 from .values import OTHER_KNOBS, PRESET_KNOBS
 
 # The page controls "Use these settings" sets, in the order of its answer (after the preset): the knobs a preset
-# leaves alone, the preset's knobs, then the text tab's own; app.py wires the click's outputs in this order.
+# leaves alone, the preset's knobs, then the text tab's own; page_events.py wires the click's outputs in this order.
 RELOADED_KNOBS = (*[n for n in OTHER_KNOBS if SETTINGS[n].ui.place != "text"], *PRESET_KNOBS,
                   *[n for n in OTHER_KNOBS if SETTINGS[n].ui.place == "text"])
 # The files the 3D view shows, the first one a job wrote: the GLB, else a level of detail, else the print's STL
