@@ -78,7 +78,7 @@ def main() -> int:
     out = work / "outputs"
     argv = [str(image), "-o", str(out), "--model", str(model), "--device", "cpu", "--preset", args.preset,
             "--formats", "glb,ply,obj,mp4", "--seed", "3"]
-    settings = cli.build_settings(cli.build_parser().parse_args(argv))
+    settings = cli.settings_from_args(cli.build_parser().parse_args(argv))
 
     events = []        # (time, (stage, message, step, total)) of every progress report
     etas = []          # (time, fraction, eta_s) of every progress report

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import functools
 import os
 import shutil
 import tempfile
@@ -24,13 +23,10 @@ import time
 from .jobs.request import FieldNames, JobRequest, RequestError, prompt_label
 from .options import (TerminalLine, add_model_family_option, add_model_option, add_runner_options,
                       add_text_model_option, check_runner_args, default_model, format_clock)
-from .settings import (DEFAULT_PRESET, PRESETS, ROWS, GenerationSettings, device_change_warning,
-                       field_names, parse_value)
+from .setting_flags import add_settings_options, settings_from_args
+from .settings import DEFAULT_PRESET, PRESETS, GenerationSettings, device_change_warning
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LIMITS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-
-# A settings file is a few hundred bytes; anything this large is not one.
-SETTINGS_MAX_BYTES = 1 << 20
 
 # How long a Ctrl-C waits for the running job to stop at its next step.
 CANCEL_WAIT_S = 60.0
@@ -81,93 +77,6 @@ def add_strict_option(p: argparse.ArgumentParser) -> None:
                         "limit is printed either way, with its numbers)")
 
 
-def add_settings_options(p: argparse.ArgumentParser) -> None:
-    """The settings flags of every command that makes jobs (generate, retexture, batch): --preset, --settings,
-    one flag per setting whose row names one (settings_table.Cli), and --set KEY=VALUE for the others."""
-    group = p.add_argument_group("settings")
-    group.add_argument("--preset", choices=list(PRESETS), default=None,
-                       help=f"quality preset (default {DEFAULT_PRESET})")
-    group.add_argument("--settings", metavar="FILE", help="start from a settings file (e.g. a job's settings.json, "
-                                                          "to reproduce it); other options override it")
-    for flag, rows in setting_flags().items():
-        add_setting_flag(group, flag, rows)
-    group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help=f"any other setting, repeatable: {', '.join(field_names())}")
-
-
-def add_setting_flag(group, flag: str, rows: list) -> None:
-    """One setting's flag, as its rows say (also the export command's)."""
-    row = rows[0]
-    # Not given: no attribute at all, so that an optional setting's "none" differs from a flag left out.
-    kw = dict(dest=flag_dest(flag), default=argparse.SUPPRESS, help=flag_help(flag, rows))
-    if row.kind == "bool" and flag.startswith("--no-"):
-        kw.update(action="store_const", const=False)
-    elif row.kind == "bool":
-        kw.update(action=argparse.BooleanOptionalAction)
-    elif row.kind == "choice":
-        kw.update(choices=row.choices)
-    elif row.kind == "choices":
-        kw.update(metavar="LIST")
-    elif row.optional:
-        kw.update(type=functools.partial(flag_value, row.name), metavar="N|none")
-    else:
-        kw.update(type=int if row.kind == "int" else float, metavar="N" if row.kind == "int" else "F")
-    group.add_argument(flag, **kw)
-
-
-def setting_flags() -> dict:
-    """{flag: [rows it sets]} in the settings table's order (--steps sets both stages' steps)."""
-    flags = {}
-    for row in ROWS:
-        if row.cli is not None:
-            flags.setdefault(row.cli.flag, []).append(row)
-    return flags
-
-
-def flag_changes(args, allowed) -> dict:
-    """{setting: value} of the settings flags given and of --set KEY=VALUE (KEY one of `allowed`); ValueError
-    names a bad --set."""
-    changes = {}
-    given = vars(args)
-    for flag, rows in setting_flags().items():
-        if flag_dest(flag) in given:
-            changes.update(dict.fromkeys((row.name for row in rows), given[flag_dest(flag)]))
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in allowed:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(allowed)}")
-        try:
-            changes[key] = parse_value(key, value)
-        except ValueError as err:
-            raise ValueError(f"--set {item!r}: {err}") from None
-    return changes
-
-
-def flag_dest(flag: str) -> str:
-    return "setting_" + flag.removeprefix("--").replace("-", "_")
-
-
-def flag_help(flag: str, rows: list) -> str:
-    """The first row's CLI help (else its help line), with the range of a number and the default of a list."""
-    row = rows[0]
-    text = next((r.cli.help for r in rows if r.cli.help), None) or row.help
-    if row.kind in ("int", "float"):
-        pattern = "%d..%d" if row.kind == "int" else "%g..%g"
-        text += f" ({pattern % (row.lo, row.hi)}{' or none' if row.optional else ''})"
-    elif row.kind == "choices" and not row.cli.help:
-        text = f"comma-separated, from {','.join(row.choices)} (default {','.join(row.default)})"
-    return text.replace("%", "%%")
-
-
-def flag_value(name: str, text: str):
-    """argparse type of an optional number's flag: the number, or None for "none"."""
-    try:
-        return parse_value(name, text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
 def output_folder_problem(path: str):
     """None when the outputs folder `path` exists or can be created, and can be written; otherwise what is
     wrong and what to do. Checked by trying (a probe folder, removed at once), so read-only disks, ACLs
@@ -197,35 +106,6 @@ def output_folder_problem(path: str):
         where = path if existing == target else f"{path} (in {existing})"
         return f"cannot write to {where}: {err.strerror or err}; {fix}"
     return None
-
-
-def build_settings(args) -> GenerationSettings:
-    """The job settings from the parsed options. Raises ValueError with a readable message."""
-    if args.settings and args.preset:
-        raise ValueError("use either --settings or --preset, not both")
-    if args.settings:
-        try:
-            with open(args.settings, "rb") as f:
-                data = f.read(SETTINGS_MAX_BYTES + 1)
-        except OSError as err:
-            raise ValueError(f"--settings: cannot read {args.settings}: {err.strerror or err}") from None
-        what = "a settings file (e.g. a job's settings.json)"
-        if len(data) > SETTINGS_MAX_BYTES:
-            raise ValueError(f"--settings: {args.settings} is too large to be {what}")
-        try:
-            base = GenerationSettings.from_json(data.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise ValueError(f"--settings: {args.settings} is not {what}: it is not UTF-8 text") from None
-        except RecursionError:
-            raise ValueError(f"--settings: {args.settings} is not {what}: its JSON is nested too deeply") from None
-        except ValueError as err:
-            raise ValueError(f"--settings {args.settings}: {err}") from None
-    else:
-        base = GenerationSettings.from_preset(args.preset or DEFAULT_PRESET)
-    changes = flag_changes(args, field_names())
-    if "seed" in changes and "randomize_seed" not in changes:
-        changes["randomize_seed"] = False
-    return base.replace(**changes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,7 +233,7 @@ def model_problem(args):
 def check_common_args(parser, args, inputs=()) -> GenerationSettings:
     """The settings, and every usage error found before the model loads (exits 2)."""
     try:
-        settings = build_settings(args)
+        settings = settings_from_args(args)
     except ValueError as err:
         parser.error(str(err))                          # exits with 2
     check_runner_args(parser, args, outputs=None)   # -o is checked below

@@ -13,10 +13,11 @@ import argparse
 import os
 from pathlib import Path
 
-from .cli import add_setting_flag, add_strict_option, flag_changes, output_folder_problem, run_jobs, setting_flags
+from .cli import add_strict_option, output_folder_problem, run_jobs
 from .jobs.folder import JobFolder
 from .jobs.job import JobState, NoResultError, UnknownJobError
 from .options import add_model_option, add_runner_options, check_runner_args
+from .setting_flags import add_setting_flag, flag_changes, setting_flags
 from .settings import EXPORT_FIELDS, GenerationSettings
 
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 import argparse
 import os
 
-from .cli import DefaultModel, add_common_options, check_common_args, choose_family, flag_dest, run_jobs
+from .cli import DefaultModel, add_common_options, check_common_args, choose_family, run_jobs
 from .jobs.request import FieldNames, JobRequest, RequestError
 from .options import default_model
+from .setting_flags import flag_dest
 from .settings import DEFAULT_PRESET, PRESETS
 
 # The command's words for a request's inputs, in its messages.

@@ -339,6 +339,14 @@ class GenerationSettings:
 GenerationSettings = settings_dataclass(GenerationSettings, ROWS)
 
 
+def with_given(base: GenerationSettings, given: dict) -> GenerationSettings:
+    """`base` (a preset's or a settings file's) with the values a user gave on a command line or in a request: each
+    counts as set by them (`explicit`), and a seed given without randomize_seed means that seed."""
+    if "seed" in given and "randomize_seed" not in given:
+        given = {**given, "randomize_seed": False}
+    return base.replace(**given)
+
+
 def with_destination(changes: dict) -> dict:
     """`changes` with, under them, the values of the destination they name (if any)."""
     name = changes.get("destination")

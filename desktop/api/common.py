@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Optional, Union, get_args
 from starlette.exceptions import HTTPException as _StarletteHTTPException
 
 from ..jobs.jsonio import MAX_JSON_DEPTH, json_depth  # noqa: F401  (the API's names for them)
-from ..settings import DEFAULT_PRESET, PRESETS, ROWS, SETTINGS, GenerationSettings
+from ..settings import DEFAULT_PRESET, PRESETS, ROWS, SETTINGS, GenerationSettings, with_given
 
 MAX_IMAGES = 16                         # per job (several views of one object)
 MAX_IMAGE_BYTES = 64 * 1024 * 1024      # per image file
@@ -393,19 +393,18 @@ async def check_images(images: list, preprocess: bool, names: list) -> None:
 
 def build_settings(params: dict, defaults: ServerDefaults) -> GenerationSettings:
     """A job's settings: the preset (the server's by default), the server's precision / offload unless
-    the request or its preset sets them, then the request's own values. Invalid -> 422."""
+    the request or its preset sets them, then the request's own values (settings.with_given, as the CLI's
+    settings_from_args). Invalid -> 422."""
     params = {k: v for k, v in params.items() if v is not None}
     preset = params.pop("preset", None) or defaults.preset
     for name in ("precision", "offload", "vram_budget"):
         server = getattr(defaults, name)
         if name not in params and name not in PRESETS.get(preset, {}) and server not in ("auto", None):
             params[name] = server
-    if "seed" in params and "randomize_seed" not in params:
-        params["randomize_seed"] = False          # a seed given means: use it
     if "formats" in params:
         params["formats"] = tuple(params["formats"])
     try:
-        return GenerationSettings.from_preset(preset, **params)
+        return with_given(GenerationSettings.from_preset(preset), params)
     except ValueError as err:
         raise ApiError(422, str(err)) from None
 

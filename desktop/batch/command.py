@@ -15,9 +15,10 @@ import os
 import sys
 import time
 
-from ..cli import DefaultModel, add_settings_options, build_settings, choose_family, output_folder_problem
+from ..cli import DefaultModel, choose_family, output_folder_problem
 from ..options import (add_compile_option, add_model_family_option, add_model_option, apply_compile_option,
                        default_model, device_arg, gpus_arg)
+from ..setting_flags import add_settings_options, settings_from_args
 from ..settings import DEFAULT_PRESET, PRESETS
 from .display import BatchDisplay, summary_table
 from .items import BatchInputError, read_items
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     apply_compile_option(args)            # the workers (local processes, Ray actors) inherit it
     try:
-        base = build_settings(args)
+        base = settings_from_args(args)
     except ValueError as err:
         parser.error(str(err))
     if args.gpus and args.device:

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from desktop import cli
+from desktop import cli, setting_flags
 from desktop.options import format_clock
 from desktop.settings import GenerationSettings
 from tests.helpers.cli import SMALL, desktop, job_folders
@@ -271,7 +271,7 @@ def test_bad_settings_files_are_usage_errors(tmp_path):
              (b'{"bogus": 1}', "unknown setting(s) 'bogus'"),
              (b"\xff\xfe{}", "is not a settings file (e.g. a job's settings.json): it is not UTF-8 text"),
              (b"[" * 100_000 + b"]" * 100_000, "its JSON is nested too deeply"),
-             (b" " * (cli.SETTINGS_MAX_BYTES + 1), "is too large to be a settings file")]
+             (b" " * (setting_flags.SETTINGS_MAX_BYTES + 1), "is too large to be a settings file")]
     out = tmp_path / "out"
     for k, (content, message) in enumerate(cases):
         path = tmp_path / f"settings{k}.json"
@@ -362,24 +362,24 @@ def test_ctrl_c_cancels_cleanly_with_exit_130(tiny_pipeline_dir, tmp_path):
 
 def test_settings_from_options(tmp_path):
     parse = cli.build_parser().parse_args
-    s = cli.build_settings(parse(["a.png", "-o", "o", "--preset", "high", "--seed", "7", "--steps", "3",
-                                  "--formats", "obj,glb", "--no-background-removal", "--simplify", "0.5",
-                                  "--set", "video_fps=12", "--set", "fill-holes=no", "--set", "precision=bf16"]))
+    s = cli.settings_from_args(parse(["a.png", "-o", "o", "--preset", "high", "--seed", "7", "--steps", "3",
+                                      "--formats", "obj,glb", "--no-background-removal", "--simplify", "0.5",
+                                      "--set", "video_fps=12", "--set", "fill-holes=no", "--set", "precision=bf16"]))
     assert (s.preset, s.seed, s.randomize_seed, s.ss_steps, s.slat_steps) == ("high", 7, False, 3, 3)
     assert (s.formats, s.preprocess, s.simplify, s.video_fps, s.fill_holes, s.precision) == (
         ("glb", "obj"), False, 0.5, 12, False, "bf16")
     assert s.texture_size == 2048                                        # from the preset
-    assert cli.build_settings(parse(["a.png", "-o", "o"])) == GenerationSettings()
+    assert cli.settings_from_args(parse(["a.png", "-o", "o"])) == GenerationSettings()
 
     # Reproduce a job from its settings.json; options still override.
     record = tmp_path / "settings.json"
     record.write_text(json.dumps({"seed": 99, "settings": s.to_dict()}))
-    again = cli.build_settings(parse(["a.png", "-o", "o", "--settings", str(record), "--texture-size", "512"]))
+    again = cli.settings_from_args(parse(["a.png", "-o", "o", "--settings", str(record), "--texture-size", "512"]))
     assert again == s.replace(texture_size=512)
     with pytest.raises(ValueError, match="either"):
-        cli.build_settings(parse(["a.png", "-o", "o", "--settings", str(record), "--preset", "fast"]))
+        cli.settings_from_args(parse(["a.png", "-o", "o", "--settings", str(record), "--preset", "fast"]))
     with pytest.raises(ValueError, match="video_frames"):
-        cli.build_settings(parse(["a.png", "-o", "o", "--set", "video_frames=many"]))
+        cli.settings_from_args(parse(["a.png", "-o", "o", "--set", "video_frames=many"]))
     assert parse(["a.png", "-o", "o", "--gpus", "0,1"]).gpus == [0, 1]
 
 

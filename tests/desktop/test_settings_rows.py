@@ -87,10 +87,10 @@ def check_cli(out: Path) -> None:
         for flag in ("--dummy-faces", "--dummy-pivot", "--dummy-normal-map", "--no-dummy-normal-map", "--dummy-height"):
             assert flag in text, (parser.prog, flag)
         assert "(100..1000000 or none)" in text and "(0.01..100)" in text, parser.prog
-        s = cli.build_settings(parser.parse_args([*head, "-o", str(out), *FLAGS]))
+        s = cli.settings_from_args(parser.parse_args([*head, "-o", str(out), *FLAGS]))
         assert {k: getattr(s, k) for k in CHANGED} == CHANGED, parser.prog
-        s = cli.build_settings(parser.parse_args([*head, "-o", str(out), "--preset", "high", "--dummy-faces", "none",
-                                                  "--no-dummy-normal-map", "--set", "dummy_pivot=bottom"]))
+        s = cli.settings_from_args(parser.parse_args([*head, "-o", str(out), "--preset", "high", "--dummy-faces", "none",
+                                                      "--no-dummy-normal-map", "--set", "dummy_pivot=bottom"]))
         assert (s.dummy_faces, s.dummy_normal_map, s.dummy_pivot, s.dummy_height) == (None, False, "bottom", 2.0)
         assert {"dummy_faces", "dummy_normal_map", "dummy_pivot"} <= s.explicit
         with pytest.raises(SystemExit):

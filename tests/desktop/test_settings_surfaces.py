@@ -21,11 +21,11 @@ def extreme_settings(end: int) -> GenerationSettings:
 def test_the_cli_accepts_each_whole_range(tmp_path):
     parser = cli.build_parser()
     args = parser.parse_args(["x.png", "-o", str(tmp_path), "--texture-size", "8192", "--steps", "500"])
-    s = cli.build_settings(args)
+    s = cli.settings_from_args(args)
     assert (s.texture_size, s.ss_steps, s.slat_steps) == (number_range("texture_size")[1], 500, 500)
     args = parser.parse_args(["x.png", "-o", str(tmp_path), "--texture-size", str(number_range("texture_size")[1] + 1)])
     try:
-        cli.build_settings(args)
+        cli.settings_from_args(args)
     except ValueError as err:
         assert "texture_size" in str(err) and "out of range" in str(err)
     else:
@@ -79,3 +79,21 @@ def test_settings_from_any_surface_load_into_the_page_sliders(tmp_path):
             assert {n: getattr(s, n) for n in sliders} == {n: values[n] for n in sliders}
     finally:
         app.close()
+
+
+def test_the_cli_and_the_rest_api_give_the_same_settings_for_the_same_values(tmp_path):
+    """Both start from a preset and lay the given values on it (settings.with_given): a seed given means that seed,
+    and what was given counts as the user's (a CPU keeps it)."""
+    from desktop.settings import with_given
+
+    args = cli.build_parser().parse_args(["x.png", "-o", str(tmp_path), "--preset", "fast", "--seed", "7",
+                                          "--texture-size", "512", "--formats", "glb,obj"])
+    from_cli = cli.settings_from_args(args)
+    from_api = api_common.build_settings({"preset": "fast", "seed": 7, "texture_size": 512,
+                                          "formats": ["glb", "obj"]}, api_common.ServerDefaults())
+    assert from_cli == from_api
+    assert from_cli.explicit == from_api.explicit == {"seed", "randomize_seed", "texture_size", "formats"}
+    assert (from_cli.seed, from_cli.randomize_seed) == (7, False)
+    chosen = with_given(GenerationSettings(), {"seed": 3, "randomize_seed": True})      # stated: kept
+    assert (chosen.seed, chosen.randomize_seed, chosen.explicit) == (3, True, {"seed", "randomize_seed"})
+    assert with_given(GenerationSettings(), {}) == GenerationSettings()

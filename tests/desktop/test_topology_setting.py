@@ -15,7 +15,7 @@ def test_the_cli_takes_topology_quads(command, tmp_path):
     argv = [command, str(image), "--topology", "quads"] if command == "generate" else [command, str(tmp_path),
                                                                                       "--topology", "quads"]
     args = cli.build_parser().parse_args(argv)
-    assert cli.build_settings(args).topology == "quads"
+    assert cli.settings_from_args(args).topology == "quads"
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(argv[:-1] + ["hexes"])
 

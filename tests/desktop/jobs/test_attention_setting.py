@@ -101,8 +101,8 @@ def test_the_setting_has_the_librarys_modes_and_is_never_on_by_default():
 def test_the_cli_flag_takes_8bit_and_refuses_a_bad_value(tmp_path, capsys):
     parser = cli.build_parser()
     args = parser.parse_args(["x.png", "-o", str(tmp_path), "--attention", "8bit"])
-    assert cli.build_settings(args).attention == "8bit"
-    assert cli.build_settings(parser.parse_args(["x.png", "-o", str(tmp_path)])).attention == "exact"
+    assert cli.settings_from_args(args).attention == "8bit"
+    assert cli.settings_from_args(parser.parse_args(["x.png", "-o", str(tmp_path)])).attention == "exact"
     for bad, words in ((["--attention", "fast"], "invalid choice: 'fast'"),
                        (["--set", "attention=fp8"], "attention: 'fp8' is not one of exact, 8bit")):
         with pytest.raises(SystemExit) as stop:                  # the usage error: exit 2, one line

@@ -79,11 +79,11 @@ def test_each_surface_marks_what_the_user_set(tmp_path):
     from desktop.ui import preset_values, settings_from_values
 
     parse = cli.build_parser().parse_args
-    s = cli.build_settings(parse(["a.png", "-o", "o", "--texture-size", "1024", "--set", "video_frames=120"]))
+    s = cli.settings_from_args(parse(["a.png", "-o", "o", "--texture-size", "1024", "--set", "video_frames=120"]))
     assert s.explicit == {"texture_size", "video_frames"}
     record = tmp_path / "settings.json"
     record.write_text(json.dumps({"settings": GenerationSettings().to_dict()}))
-    assert cli.build_settings(parse(["a.png", "-o", "o", "--settings", str(record)])).explicit == frozenset()
+    assert cli.settings_from_args(parse(["a.png", "-o", "o", "--settings", str(record)])).explicit == frozenset()
 
     # REST / Gradio API: the request's fields (None = not sent).
     api = build_settings({"texture_size": 1024, "bake_views": None}, ServerDefaults())

@@ -30,10 +30,10 @@ def test_the_low_vram_preset_sets_a_budget_and_every_command_takes_one(tmp_path)
     assert budget_bytes(GenerationSettings(vram_budget=2.5)) == int(2.5 * GiB)
     for parser, head in [(cli.build_parser(), ["x.png"]), (retexture.build_parser(), ["m.glb", "--prompt", "p"]),
                          (command.build_parser(), ["photos"])]:
-        s = cli.build_settings(parser.parse_args([*head, "-o", str(tmp_path), "--vram-budget", "3"]))
+        s = cli.settings_from_args(parser.parse_args([*head, "-o", str(tmp_path), "--vram-budget", "3"]))
         assert s.vram_budget == 3.0 and "vram_budget" in s.explicit, parser.prog
-        s = cli.build_settings(parser.parse_args([*head, "-o", str(tmp_path), "--preset", "low-vram",
-                                                  "--vram-budget", "none"]))
+        s = cli.settings_from_args(parser.parse_args([*head, "-o", str(tmp_path), "--preset", "low-vram",
+                                                      "--vram-budget", "none"]))
         assert s.vram_budget is None, parser.prog
     with pytest.raises(ValueError, match="vram_budget: 0.5 is out of range"):
         GenerationSettings(vram_budget=0.5)
