@@ -67,6 +67,36 @@ def nearly_full(path) -> bool:
         return False
 
 
+# How a folder the job writes into can be taken away under it: removed (or moved), made read-only, locked.
+FOLDER_ERRNOS = (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def folder_lost(err: BaseException, outputs_dir) -> Optional[str]:
+    """The message for a file of the outputs folder that could not be written or read because its folder was
+    removed or made unwritable while the job ran (a user, a sync client or an antivirus did it; not the app's fault
+    and no full disk); None for any other error. Names the folder, not the hidden partial file being written."""
+    if not (isinstance(err, OSError) and isinstance(err.filename, (str, bytes, os.PathLike)) and outputs_dir) \
+            or err.errno not in FOLDER_ERRNOS:
+        return None
+    path = os.path.abspath(os.fsdecode(err.filename))
+    root = os.path.abspath(os.fspath(outputs_dir))
+    try:
+        if os.path.commonpath([path, root]) != root:
+            return None
+    except ValueError:                    # another drive (Windows)
+        return None
+    inner = os.path.relpath(os.path.dirname(path), root)
+    folder = root if inner == os.curdir else os.path.join(root, inner.split(os.sep)[0])   # the job's own folder
+    if not os.path.isdir(os.path.dirname(path)):
+        return (f"the job's folder {folder} was removed (or moved) while the job ran, so its files could not be "
+                "written: run the job again; other jobs are not affected.")
+    if err.errno == errno.ENOENT:
+        return None
+    return (f"cannot write the job's files in {folder} ({err.strerror or err}): the folder was made read-only or "
+            "another program holds it. Let this user write there (or choose another outputs folder), then run the "
+            "job again.")
+
+
 def classify_failure(err: BaseException, outputs_dir, device: str, error_file: Optional[str] = None,
                      vram_budget: Optional[float] = None, stage: str = "") -> tuple:
     """(kind, user-facing message) for an exception that ended a job; `error_file`: where its details
@@ -114,6 +144,9 @@ def classify_failure(err: BaseException, outputs_dir, device: str, error_file: O
         return "model", str(err)
     if isinstance(err, BackgroundRemovalUnavailable):
         return "background_removal", str(err)
+    lost = folder_lost(err, outputs_dir)
+    if lost is not None:
+        return "disk", lost
     if isinstance(err, OSError) and err.filename:
         return "internal", f"could not write or read {err.filename}: {err.strerror or err}"
     where = f" The details are in {error_file}." if error_file else ""
