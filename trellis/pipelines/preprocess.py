@@ -132,14 +132,14 @@ def _read_file(fp, source: str) -> Image.Image:
                 # Opened through the JPEG plugin directly: Pillow's generic size guard would refuse
                 # very large photos (e.g. 200 MP phone shots) that libjpeg can decode at 1/8 scale
                 # cheaply; our budget check below keeps memory bounded instead.
-                img = JpegImagePlugin.JpegImageFile(fp)
+                img = _decoded(lambda: JpegImagePlugin.JpegImageFile(fp), source)
             else:
-                img = Image.open(fp)
+                img = _decoded(lambda: Image.open(fp), source)
             with img:
                 _check_size(img.size, source)
                 if img.width * img.height > MAX_PIXELS:
                     _draft_into_budget(img, source)
-                img.load()
+                _decoded(img.load, source)
                 return _normalise(img, source=source)
     except Image.DecompressionBombError as e:
         raise ValueError(
@@ -158,6 +158,19 @@ def _read_file(fp, source: str) -> Image.Image:
         raise ValueError(
             f"{source} could not be decoded; the file looks damaged or truncated ({e}). "
             f"Re-export or re-download it, or use another {_READABLE} image."
+        ) from None
+
+
+def _decoded(step, source: str):
+    """step()'s result; a ValueError of Pillow's (a file it refuses to read on, e.g. a PNG whose compressed metadata
+    would unpack past its safety limit) said as this file's, with what to do."""
+    try:
+        return step()
+    except ValueError as e:
+        raise ValueError(
+            f"{source} could not be decoded ({e}): the file is damaged or holds more than an image (such as "
+            f"metadata too large to read safely). Re-export it without its metadata, or use another {_READABLE} "
+            "image."
         ) from None
 
 
