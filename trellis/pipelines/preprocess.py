@@ -109,6 +109,9 @@ def load_image(image: ImageInput) -> Image.Image:
         if path.is_dir():
             raise ValueError(f"{path} is a folder, not an image file. Pick one image file inside it.")
         with open(path, "rb") as fp:
+            if os.fstat(fp.fileno()).st_size == 0 and path.is_file():
+                raise ValueError(f"{path} is empty (0 bytes): a download or copy that did not finish? Use the "
+                                 f"image file itself (a {_READABLE} image).")
             return _read_file(fp, source=str(path))
     raise TypeError(
         f"Unsupported image input of type {type(image).__name__}: pass a PIL image, a numpy array, "
