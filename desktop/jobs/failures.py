@@ -88,8 +88,8 @@ def folder_lost(err: BaseException, outputs_dir) -> Optional[str]:
     inner = os.path.relpath(os.path.dirname(path), root)
     folder = root if inner == os.curdir else os.path.join(root, inner.split(os.sep)[0])   # the job's own folder
     if not os.path.isdir(os.path.dirname(path)):
-        return (f"the job's folder {folder} was removed (or moved) while the job ran, so its files could not be "
-                "written: run the job again; other jobs are not affected.")
+        return (f"the job's folder {folder} was removed (or moved) while the job ran, its input and settings with "
+                "it, so its files could not be written: submit the job again; other jobs are not affected.")
     if err.errno == errno.ENOENT:
         return None
     return (f"cannot write the job's files in {folder} ({err.strerror or err}): the folder was made read-only or "
