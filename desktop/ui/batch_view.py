@@ -13,7 +13,7 @@ from ..jobs import folder as job_folder
 from ..options import format_clock
 from .lazy import gr
 from .names import download_stem
-from .errors import ERROR_CLASSES, error_html, form_error_html, job_error, short_text
+from .errors import ERROR_CLASSES, error_class, error_html, form_error_html, job_error, short_text
 from .status import hide_paths, job_line, job_status_html, message_html, status_box
 
 # The status box's script (gr.HTML js_on_load): a click on a row, or Enter on its button, asks for that job.
@@ -209,7 +209,7 @@ def submit_items(work: list, queued) -> tuple:
             not_queued.append(NotQueued(name, str(err)))
             continue
         except RuntimeError as err:
-            cls = "disk_full" if getattr(err, "error_kind", None) == "disk" else "stopping"
+            cls = error_class("disk", str(err)) if getattr(err, "error_kind", None) == "disk" else "stopping"
             not_queued.append(NotQueued(name, str(err), cls))
             not_queued.extend(NotQueued(later, str(err), cls, after=name) for later, _ in work[i + 1:])
             break

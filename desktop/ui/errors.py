@@ -62,6 +62,10 @@ ERROR_CLASSES = {
         "The disk of the outputs folder is full.",
         "Free some disk space there (or restart the app with --outputs on another disk), then try again.",
         ("Try again", "retry")),
+    "folder_lost": ErrorClass(
+        "The outputs folder could not be written to: a job's folder was removed, or this app may not write there.",
+        "Let this app write in the outputs folder (or restart the app with --outputs on another folder), then "
+        "try again.", ("Try again", "retry")),
     "bad_image": ErrorClass(
         "This image cannot be used.",
         "Use another image: a PNG, JPEG, WebP, BMP, TIFF or GIF of one object."),
@@ -98,8 +102,8 @@ def error_class(kind: Optional[str], message: str, device: Optional[str] = None,
     text_model = job_kind == "text" or (job_kind == "variant" and bool(prompt)) or "text model" in text
     if kind == "oom":
         return "oom_gpu" if str(device or "").startswith("cuda") else "oom_cpu"
-    if kind == "disk":
-        return "disk_full"
+    if kind == "disk":                   # a full disk, or a folder removed or unwritable (jobs.failures.folder_lost)
+        return "disk_full" if "is full" in text else "folder_lost"
     if kind == "background_removal":
         return "offline_background" if "unavailable" in text or "download" in text else "background_failed"
     if kind == "input":

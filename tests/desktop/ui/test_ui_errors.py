@@ -164,6 +164,26 @@ def test_disk_full_says_where_and_retries(tmp_path):
     assert "--outputs" in fix and 'data-td-action="retry"' in fix and str(tmp_path) in details
 
 
+def test_a_folder_removed_or_unwritable_is_not_called_a_full_disk(tmp_path):
+    job = tmp_path / "20250101-000000-abcd1234"
+    job.mkdir()
+    unwritable = PermissionError(errno.EACCES, "Permission denied", str(job / ".model.partial-1a2b3c4d.glb"))
+    removed = FileNotFoundError(errno.ENOENT, "No such file or directory", str(tmp_path / "gone" / "model.glb"))
+    for err, words in [(unwritable, "Permission denied"), (removed, "was removed")]:
+        name, headline, fix, details, _ = shown(failed_job(err, tmp=str(tmp_path)))
+        assert name == "folder_lost" and "full" not in headline + fix, (name, headline)
+        assert "--outputs" in fix and 'data-td-action="retry"' in fix and words in details, details
+        assert "partial" not in details, details
+    from desktop.jobs.queued import NotRecordedError, not_recorded_message
+    from desktop.ui.batch_view import submit_items
+
+    def refused():                     # what the runner raises when the outputs folder refuses the queue record
+        raise NotRecordedError(not_recorded_message(tmp_path, PermissionError(errno.EACCES, "Permission denied")),
+                               str(tmp_path))
+    _, not_queued = submit_items([("chair.png", refused)], queued=lambda job: None)
+    assert [item.error for item in not_queued] == ["folder_lost"], not_queued
+
+
 def test_a_new_look_models_error_is_about_the_3d_model():
     err = InputError("photo.glb is a JPEG image, not a 3-D model (a photo can be the image the new look is taken from)")
     name, headline, *_ = shown(failed_job(err, kind="variant", prompt="gold"))
