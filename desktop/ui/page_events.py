@@ -76,7 +76,7 @@ def wire_jobs(app, page, named: set) -> tuple:
     results = [page.status, page.k["seed"], page.info, page.video, page.model3d, page.file_choice, page.download,
                page.files, page.history]
 
-    wire_busy(generate, cancel, [generate, page.export_again])        # before the job listeners (pagestate.py)
+    nudge = wire_busy(generate, cancel, [generate, page.export_again])   # before the job listeners (pagestate.py)
 
     def on_generate(data: dict, request: gr.Request):
         yield from app.generate(data, request)
@@ -90,7 +90,7 @@ def wire_jobs(app, page, named: set) -> tuple:
     def on_export_again(data: dict, request: gr.Request):
         yield from app.generate({**data, page.mode: "export"}, request)
     again = page.export_again.click(on_export_again, named, results, preprocess=False, **QUICK)
-    wire_idle(generate, cancel, [run, again])
+    wire_idle(generate, cancel, [run, again], nudge)
 
     def on_cancel(request: gr.Request):
         return app.cancel(request)

@@ -35,19 +35,33 @@ def buttons(running: bool) -> tuple:
     return gr.update(value="Generate", interactive=True), gr.update(value="Cancel", interactive=False)
 
 
-def wire_busy(generate, cancel, buttons_that_start) -> None:
-    """Each of `buttons_that_start` makes the page busy when clicked. Call it before their jobs' own listeners:
-    Gradio drops an update of a button from a listener registered after another of its clicks."""
+# While the page is busy it asks the server something every NUDGE_S seconds. Gradio's client can lose a job's answer:
+# the server ends the page's message stream once none of its events is pending, and when the page's next event (the
+# job, sent as the busy update ends) is answered before the page has read that end, the client counts the stream as
+# open, opens no new one, and the job's messages wait on the server (tests/desktop/ui/test_ui_busy_stream.py). Each
+# nudge is an event of its own: sent while the stream is closed, it opens a new one, which brings them.
+NUDGE_S = 2
+
+
+def wire_busy(generate, cancel, buttons_that_start):
+    """Each of `buttons_that_start` makes the page busy when clicked and starts the nudge (a gr.Timer, returned for
+    wire_idle). Call it before their jobs' own listeners: Gradio drops an update of a button from a listener
+    registered after another of its clicks."""
+    nudge = gr.Timer(NUDGE_S, active=False)
+    # "multiple": a nudge whose own answer waits does not hold back the next one
+    nudge.tick(lambda: None, None, None, api_visibility="private", show_progress="hidden", concurrency_limit=None,
+               trigger_mode="multiple")
     for button in buttons_that_start:
-        button.click(lambda: buttons(True), None, [generate, cancel], api_visibility="private",
-                     show_progress="hidden", concurrency_limit=None)
+        button.click(lambda: (*buttons(True), gr.update(active=True)), None, [generate, cancel, nudge],
+                     api_visibility="private", show_progress="hidden", concurrency_limit=None)
+    return nudge
 
 
-def wire_idle(generate, cancel, job_events) -> None:
-    """The page is idle again when each of `job_events` ends."""
+def wire_idle(generate, cancel, job_events, nudge) -> None:
+    """The page is idle again (and stops its nudge) when each of `job_events` ends."""
     for event in job_events:
-        event.then(lambda: buttons(False), None, [generate, cancel], api_visibility="private",
-                   show_progress="hidden", concurrency_limit=None)
+        event.then(lambda: (*buttons(False), gr.update(active=False)), None, [generate, cancel, nudge],
+                   api_visibility="private", show_progress="hidden", concurrency_limit=None)
 
 
 def wire_tabs(app, tabs, mode, column) -> None:

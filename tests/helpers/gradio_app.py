@@ -131,8 +131,10 @@ def job_dirs(outputs):
 class Page:
     """A fresh browser page on the app that records console errors and any request leaving this machine."""
 
-    def __init__(self, browser, url):
+    def __init__(self, browser, url, init_script=None):
         self.context = browser.new_context(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
+        if init_script:                 # run in the page before its own scripts (tests/helpers/late_stream_close.py)
+            self.context.add_init_script(init_script)
         self.page = self.context.new_page()
         self.errors, self.external = [], []
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
