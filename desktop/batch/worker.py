@@ -30,7 +30,6 @@ import shutil
 import socket
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 from ..settings import GenerationSettings
@@ -61,46 +60,42 @@ def item_memory(device: str, settings: GenerationSettings) -> dict:
 
 
 def item_job(task: dict):
-    """The app's job of one item, as the runner's submit_request makes it (desktop/jobs/request.py): the values the user
-    set marked (for_device never lowers those); its settings checked for its family as the runner checks them
-    (InputError for what the family cannot make, or a family not installed here: that item fails, not the batch). An
-    image or mesh path that names a pipe or a device fails here: it would block the sampling, and every item behind
-    it."""
-    from ..families import FamilyRefusal, family_folder, family_of_model, get_family, look_family
-    from ..families import check as family_check
-    from ..jobs.job import InputError, Job
+    """The app's job of one item, from the runner's own request -> job step (jobs.request.job_for): a prompt is a text
+    request, an image an image request, a look a new-look request of its mesh and image, each of the item's family
+    (none named: the family of `model`, for a look too); the values the user set marked (for_device never lowers
+    those). What its family cannot make, a family not installed here or a request that is wrong is an InputError: that
+    item fails, not the batch. An image or mesh path that names a pipe or a device fails here: it would block the
+    sampling, and every item behind it."""
+    from ..families import family_folder, family_of_model
+    from ..jobs.job import InputError
+    from ..jobs.request import JobRequest, job_for
 
     settings = dataclasses.replace(GenerationSettings.from_dict(task["settings"]),
                                    explicit=frozenset(task.get("explicit") or ()))
+    model = task["model"]
+    own = family_of_model(model).name
     if task["kind"] == "prompt":
-        return Job(id=uuid.uuid4().hex, inputs=[], settings=settings, kind="text", prompt=task["source"])
-    look = task["kind"] == "look"
-    data = task.get("data")
-    image, mesh = (tuple(data) if look else (data, None)) if data is not None else (None, None)
-    for path, given, what in ((task["source"], image, "an image file"), (task.get("mesh"), mesh, "a 3-D model file")):
-        problem = special_file_problem(path, what) if path is not None and given is None else None
-        if problem:
-            raise InputError(problem)
-    try:                                          # the runner's one rule (JobRunner.submit), for the item's family
-        wanted = task.get("family")
-        family = get_family(wanted) if wanted else family_of_model(task["model"])
-        if look:
-            family = look_family(family.name)
-        if family_folder(family, task["model"]) is None:
-            raise FamilyRefusal(f"a {family.words} new look ({family.look_words}) needs {family.words}, which is not "
-                                f"installed here: {family.install_line()}" if look else family.unavailable())
-        settings, warnings = family_check(family, settings, 1)
-    except FamilyRefusal as err:
-        raise InputError(str(err)) from None
-    inputs = [task["source"] if image is None else image]
-    if look:                                      # a mesh sent as bytes keeps its path as its name (settings.json)
-        job = Job(id=uuid.uuid4().hex, inputs=inputs, settings=settings, kind="variant", family=family.name,
-                  mesh=task["mesh"] if mesh is None else (task["mesh"], mesh))
+        request = JobRequest(prompt=task["source"], settings=settings, kind="text")
     else:
-        job = Job(id=uuid.uuid4().hex, inputs=inputs, settings=settings, family=family.name)
-    for warning in warnings:
-        job.warn(warning)
-    return job
+        look = task["kind"] == "look"
+        data = task.get("data")
+        image, mesh = (tuple(data) if look else (data, None)) if data is not None else (None, None)
+        paths = ((task["source"], image, "an image file"), (task.get("mesh"), mesh, "a 3-D model file"))
+        for path, given, what in paths:
+            problem = special_file_problem(path, what) if path is not None and given is None else None
+            if problem:
+                raise InputError(problem)
+        source = task["source"] if image is None else image
+        family = task.get("family") or own
+        if look:                                  # a mesh sent as bytes keeps its path as its name (settings.json)
+            request = JobRequest(images=[source], mesh=task["mesh"] if mesh is None else (task["mesh"], mesh),
+                                 settings=settings, family=family, kind="variant")
+        else:
+            request = JobRequest(images=[source], settings=settings, family=family, kind="generate")
+    try:
+        return job_for(request, lambda name: family_folder(name, model), own, refuse_not_installed=True)
+    except ValueError as err:                     # FamilyRefusal, RequestError: the item's input, never the batch's
+        raise InputError(str(err)) from None
 
 
 def item_record(task: dict) -> dict:

@@ -33,6 +33,7 @@ The package, one concern per module (each imports only those listed before it):
     jsonio.py    the job folder's JSON files written, and read back without trusting them
     job.py       Job, JobState, Progress, the error classes (plain data, no torch)
     request.py   JobRequest: what a surface asks for (images, a prompt, a new look), its kind and what is wrong
+                 job_for: the Job a request becomes, by the one family rule (the runner and the batch)
     folder.py    the job folder: its file names, atomic writers, readers (history, recovery), the lock
     progress.py  stage weights -> the job's fraction and ETA
     failures.py  an exception -> (kind, message that says what to do)

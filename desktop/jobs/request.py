@@ -7,15 +7,22 @@ own fields (`FieldNames`).
     text      a prompt (the TRELLIS-text model)
     variant   a new look: `mesh` (a path, or (file name, bytes) of an upload) keeps its shape and takes the look of
               the prompt or of one image; `family` chooses the family that makes a look from an image
+
+`job_for(request, folder_for, default_family)` makes the Job a request asks for, by the one family rule of every
+surface (what a family cannot make refused, a setting it does not use warned of, a memory floor applied): the runner's
+`submit_request` and the batch's items both take their jobs from it.
 """
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
-from ..families import get_family
+from ..families import FAMILIES, FamilyRefusal, get_family, look_family
+from ..families import check as family_check
 from ..settings import GenerationSettings, check_prompt
+from .job import Job
 
 REQUEST_KINDS = ("generate", "text", "variant")
 
@@ -147,6 +154,56 @@ class JobRequest:
             return None
         return (f"{family.words} makes assets from an image; a prompt is made by the TRELLIS-text model: leave out "
                 f"{names.family}, or give an image")
+
+
+def job_for(request: JobRequest, folder_for: Callable[[str], Optional[str]], default_family: str,
+            refuse_not_installed: bool = False) -> Job:
+    """The Job `request` asks for (checked first: RequestError). `folder_for(family id)` says where that family's model
+    is installed here (None: not installed); `default_family` is the family of an image job that names none. An image
+    job's settings pass its family's rule (FamilyRefusal for what it cannot make); one for a family not installed here
+    fails when it starts (the worker says how to install it), or, with `refuse_not_installed`, is refused here with the
+    family's own words (FamilyRefusal). A new look's family (None: the first that makes looks) must be installed for a
+    look from an image: FamilyRefusal where it was asked for, else ValueError naming the families that are."""
+    request = request.checked()
+    settings = request.settings or GenerationSettings()
+    if request.kind == "text":
+        return Job(id=uuid.uuid4().hex, inputs=[], settings=settings, kind="text", prompt=request.prompt,
+                   keep_result=request.keep_result)
+    if request.kind == "variant":
+        family, used, warnings = _look_rule(request, settings, folder_for)
+        inputs = [] if request.image is None else [request.image]
+        kind = dict(kind="variant", prompt=request.prompt, mesh=request.mesh)
+    else:
+        family = get_family(request.family or default_family)
+        if refuse_not_installed and folder_for(family.name) is None:
+            raise FamilyRefusal(family.unavailable())
+        used, warnings = family_check(family, settings, len(request.images))
+        inputs, kind = list(request.images), {}
+    job = Job(id=uuid.uuid4().hex, inputs=inputs, settings=used, keep_result=request.keep_result,
+              family=None if family is None else family.name, asked_settings=settings if settings != used else None,
+              **kind)
+    for warning in warnings:
+        job.warn(warning)
+    return job
+
+
+def _look_rule(request: JobRequest, settings: GenerationSettings, folder_for: Callable) -> tuple:
+    """(the family that makes a new look from an image, or None for one from a prompt; its settings; warnings)."""
+    image, wanted = request.image, request.family
+    looks = look_family(wanted, from_prompt=image is None)
+    if image is None:                           # a look from a prompt: the text models, no image family
+        return None, settings, []
+    if folder_for(looks.name) is None:
+        if wanted:
+            raise FamilyRefusal(f"a {looks.words} new look ({looks.look_words}) needs {looks.words}, which is not "
+                                f"installed here: {looks.install_line()}")
+        others = "".join(f"; model_family {f.name} makes one with {f.look_words} here" for f in FAMILIES.values()
+                         if f.new_looks_from_image and f is not looks and folder_for(f.name))
+        raise ValueError(f"a new look from an image needs a {looks.words} image model, which is not installed "
+                         f"here (a new look from a prompt works{others})")
+    if not wanted:                              # the default look keeps the settings as given, unwarned
+        return looks, settings, []
+    return (looks, *family_check(looks, settings, 1))
 
 
 def prompt_label(prompt: str) -> str:

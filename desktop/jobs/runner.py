@@ -26,9 +26,8 @@ from . import queued, recovery, rerun
 from .folder import JobFolder
 from .job import Job, JobState, NoResultError, UnknownJobError
 from .jobqueue import Entry, JobQueue
-from .request import JobRequest
-from ..families import check as family_check
-from ..families import FAMILIES, FamilyRefusal, budget_floor, family_of_result, get_family, look_family
+from .request import JobRequest, job_for
+from ..families import budget_floor, family_of_result
 from .models import Models
 from .warmup import warm_steps  # noqa: F401  (tests read it here)
 from .worker import Worker
@@ -121,42 +120,10 @@ class JobRunner:
         with what to do where it is not installed). A new look's `family` makes the look (None: TRELLIS v1, colour;
         "trellis2": PBR materials from an image); one that makes none, a prompt it cannot take or a family not
         installed here is refused at once (FamilyRefusal / ValueError). Its file is checked when the job starts
-        (meshes.check_mesh; callers that want to refuse a bad file at once call it first)."""
-        request = request.checked()
-        settings = request.settings or GenerationSettings()
-        if request.kind == "text":
-            job = Job(id=uuid.uuid4().hex, inputs=[], settings=settings, kind="text", prompt=request.prompt,
-                      keep_result=request.keep_result)
-        elif request.kind == "variant":
-            job = self._variant_job(request, settings)
-        else:
-            family = get_family(request.family or self.models.family)
-            # the one rule of every surface: what the family cannot make is refused, a setting it does not use warned of
-            used, warnings = family_check(family, settings, len(request.images))
-            job = Job(id=uuid.uuid4().hex, inputs=list(request.images), settings=used, keep_result=request.keep_result,
-                      family=family.name, asked_settings=settings if settings != used else None)
-            for warning in warnings:
-                job.warn(warning)
+        (meshes.check_mesh; callers that want to refuse a bad file at once call it first). The job is request.job_for's,
+        as a batch item's is."""
+        job = job_for(request, self.models.folder_for, self.models.family)
         self._enqueue(Entry(job))
-        return job
-
-    def _variant_job(self, request: JobRequest, settings: GenerationSettings) -> Job:
-        image, family = request.image, request.family
-        looks = look_family(family, from_prompt=image is None)     # the model family that makes the look
-        if image is not None and self.models.folder_for(looks.name) is None:
-            if family:
-                raise FamilyRefusal(f"a {looks.words} new look ({looks.look_words}) needs {looks.words}, which is "
-                                    f"not installed here: {looks.install_line()}")
-            others = "".join(f"; model_family {f.name} makes one with {f.look_words} here" for f in FAMILIES.values()
-                             if f.new_looks_from_image and f is not looks and self.models.folder_for(f.name))
-            raise ValueError(f"a new look from an image needs a {looks.words} image model, which is not installed "
-                             f"here (a new look from a prompt works{others})")
-        used, warnings = family_check(looks, settings, 1) if family and image is not None else (settings, [])
-        job = Job(id=uuid.uuid4().hex, inputs=[] if image is None else [image], settings=used, kind="variant",
-                  prompt=request.prompt, mesh=request.mesh, keep_result=request.keep_result,
-                  family=None if image is None else looks.name, asked_settings=settings if settings != used else None)
-        for warning in warnings:
-            job.warn(warning)
         return job
 
     def text_model_for(self, size: str) -> str:

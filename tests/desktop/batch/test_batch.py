@@ -333,3 +333,24 @@ def test_a_trellis2_item_is_checked_as_the_runner_checks_its_job(tmp_path):
     job = item_job({**task, "settings": GenerationSettings().to_dict()})
     adapted, _ = check(FAMILIES["trellis2"], GenerationSettings())
     assert job.settings.formats == adapted.formats == GenerationSettings().formats and not job.warnings
+
+
+def test_a_trellis2_item_whose_preset_budget_was_raised_records_what_was_asked(tmp_path):
+    """The runner's job keeps the settings asked for where the family's rule changed them (Job.asked_settings:
+    settings.json's changed_for_family, read back by "Use these settings" and a rerun); a batch item is the same job,
+    so a Low VRAM item on TRELLIS.2 records the preset's budget beside the floor it ran with, as the runner's does."""
+    from desktop.batch.worker import item_job
+    from desktop.jobs.queued import settings_record
+    from desktop.settings import GenerationSettings
+
+    model = tmp_path / "trellis2"
+    model.mkdir()
+    (model / "pipeline.json").write_text(json.dumps({"name": "Trellis2ImageTo3DPipeline"}))
+    image = rgba_blob(tmp_path / "a.png")
+    asked = GenerationSettings.from_preset("low-vram", seed=3)
+    job = item_job({"name": "a", "kind": "image", "source": image, "key": "k", "model": str(model),
+                    "out": str(tmp_path / "out"), "settings": asked.to_dict()})
+    assert job.asked_settings == asked and job.settings.vram_budget > asked.vram_budget
+    changed = {"vram_budget": [asked.vram_budget, job.settings.vram_budget]}
+    assert settings_record(job, str(model))["changed_for_family"] == changed
+    assert len(job.warnings) == 1 and "sized for TRELLIS v1" in job.warnings[0]

@@ -122,3 +122,38 @@ def test_a_prompt_is_labelled_by_its_first_40_characters_in_quotes_on_every_surf
     assert prompt_label(long) == f'"{long[:40]}…"'
     assert cli.job_name(JobRequest(prompt=long)) == prompt_label(long)           # the command's progress lines
     assert describe_record({"prompt": long}) == prompt_label(long)               # the history's list
+
+
+def test_job_for_applies_one_family_rule_for_the_runner_and_the_batch():
+    """request.job_for: the request -> Job step of JobRunner.submit_request and the batch's items. `folder_for` says
+    which families are installed (here only TRELLIS v1); the runner lets an image job for a family not installed fail
+    when it starts, the batch (refuse_not_installed) refuses it at once in the family's words."""
+    from desktop.families import FAMILIES, FamilyRefusal
+    from desktop.jobs.request import job_for
+
+    def v1_only(name):
+        return "/models/v1" if name == "trellis" else None
+
+    job = job_for(JobRequest(images=["a.png"]), v1_only, "trellis")
+    assert (job.kind, job.family, job.inputs, job.asked_settings) == ("generate", "trellis", ["a.png"], None)
+    assert job_for(JobRequest(images=["a.png"], family="trellis2"), v1_only, "trellis").family == "trellis2"
+    with pytest.raises(FamilyRefusal) as refused:
+        job_for(JobRequest(images=["a.png"], family="trellis2"), v1_only, "trellis", refuse_not_installed=True)
+    assert str(refused.value) == FAMILIES["trellis2"].unavailable()
+    text = job_for(JobRequest(prompt=" a chair ", keep_result=True), v1_only, "trellis")
+    assert (text.kind, text.prompt, text.family, text.inputs, text.keep_result) == ("text", "a chair", None, [], True)
+    # a new look: its mesh as given (a sent file keeps its name), its family installed or refused at once
+    look = job_for(JobRequest(mesh=("chair.glb", b"glTF"), images=[b"png"]), v1_only, "trellis2")
+    assert (look.kind, look.family, look.mesh, look.inputs) == ("variant", "trellis", ("chair.glb", b"glTF"), [b"png"])
+    gold = job_for(JobRequest(mesh="chair.glb", prompt="gold"), lambda name: None, "trellis")
+    assert (gold.kind, gold.family, gold.prompt, gold.inputs) == ("variant", None, "gold", [])
+    with pytest.raises(FamilyRefusal, match="TRELLIS.2 new look \\(PBR materials\\) needs TRELLIS.2, which is not "
+                                            "installed here"):
+        job_for(JobRequest(mesh="chair.glb", images=["a.png"], family="trellis2"), v1_only, "trellis")
+    with pytest.raises(ValueError) as missing:          # the default look's family: which ones are installed instead
+        job_for(JobRequest(mesh="chair.glb", images=["a.png"]), lambda name: name == "trellis2" or None, "trellis2")
+    assert not isinstance(missing.value, FamilyRefusal)
+    assert str(missing.value).endswith("(a new look from a prompt works; model_family trellis2 makes one with PBR "
+                                       "materials here)")
+    with pytest.raises(RequestError):
+        job_for(JobRequest(mesh="chair.glb"), v1_only, "trellis")
