@@ -121,6 +121,9 @@ def test_a_look_item_is_the_runners_new_look_job_and_a_family_not_installed_fail
     with pytest.raises(InputError, match="TRELLIS.2"):
         item_job({**task, "kind": "image", "mesh": None, "family": "trellis2"})
     assert item_job({**task, "kind": "image", "mesh": None}).kind == "generate"
+    # a family id no list would pass (items.py checks them) is still that item's input, not an internal error
+    with pytest.raises(InputError, match="model_family must be .*, not 'trellis3'"):
+        item_job({**task, "family": "trellis3"})
     # a look naming no family is made by the batch's model's (--model-family trellis2 makes --model that folder)
     v2 = tmp_path / "v2"
     v2.mkdir()
