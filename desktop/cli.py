@@ -332,6 +332,7 @@ def limits_verdict(job) -> tuple | None:
 
 def _report(display: ProgressDisplay, k: int, count: int, name: str, job, model_failed: bool = False) -> int:
     from .jobs import JobState
+    from .jobs.kept_sampling import kept_words
 
     head = f"[{k + 1}/{count}] {name}"
     if job.state == JobState.DONE:
@@ -348,10 +349,12 @@ def _report(display: ProgressDisplay, k: int, count: int, name: str, job, model_
         display.clear()
         print(job.out_dir, flush=True)
         return EXIT_LIMITS if verdict is not None and not verdict[0] else EXIT_OK
+    kept = kept_words(job, f"`python -m desktop export {job.out_dir}`")      # its sampling is on disk
     if job.state == JobState.CANCELLED:
-        display.say(f"{head}: skipped (the model could not be loaded)" if model_failed else f"{head}: cancelled")
+        display.say(f"{head}: skipped (the model could not be loaded)" if model_failed else
+                    f"{head}: cancelled" + (f". {kept}" if kept else ""))
     else:
-        display.say(f"{head}: FAILED: {job.error}")
+        display.say(f"{head}: FAILED: {job.error}" + (f" {kept}" if kept else ""))
         if job.error_kind == "internal" and job.detail and not job.out_dir:
             from .crash_report import write_text_report      # no folder holds it: a report file, never a traceback
 

@@ -1,11 +1,12 @@
 """`python -m desktop export JOB_FOLDER... [-o OUT_DIR] [export options]`: other files from jobs already made, without
 sampling again — another face count, normal map, size, pivot, format — from each job folder's result.npz (kept by
-every job), also after the app restarted. One new job folder per source under OUT_DIR (default: outputs, as
-`generate`'s), as `generate` makes them; the source's settings are kept except the export options given here. A
-destination's limits are said after each job (met, or a line per limit missed). Exit status as `generate`: 0 ok, 1
-a job failed, 2 usage error (an option out of range; a folder that is not a finished job's, or whose result.npz is
-missing or damaged: all checked before any job is submitted), 3 with --strict: a job's files miss a limit of their
-destination, 130 interrupted.
+every job), also after the app restarted. A job stopped or failed after its sampling (killed, a full disk, out of
+memory while its files were written) keeps its result.npz and is exported the same way. One new job folder per
+source under OUT_DIR (default: outputs, as `generate`'s), as `generate` makes them; the source's settings are kept
+except the export options given here. A destination's limits are said after each job (met, or a line per limit
+missed). Exit status as `generate`: 0 ok, 1 a job failed, 2 usage error (an option out of range; a folder that is
+not an ended job's, one whose sampling did not finish, or whose result.npz is missing or damaged: all checked before
+any job is submitted), 3 with --strict: a job's files miss a limit of their destination, 130 interrupted.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from .cli import add_strict_option, output_folder_problem, run_jobs
 from .jobs.folder import JobFolder
 from .jobs.job import JobState, NoResultError, UnknownJobError
+from .jobs.kept_sampling import export_refusal
 from .options import add_model_option, add_runner_options, check_runner_args
 from .setting_flags import add_setting_flag, flag_changes, setting_flags
 from .settings import EXPORT_FIELDS, GenerationSettings
@@ -25,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m desktop export",
         usage="python -m desktop export JOB_FOLDER... [-o OUT_DIR] [export options]",
-        description="Write other files from finished jobs without sampling again (their folders keep result.npz).",
+        description="Write other files from finished jobs, or jobs stopped after their sampling, without sampling again "
+                    "(their folders keep result.npz).",
         epilog="example: python -m desktop export outputs/20261125-101500-1a2b3c4d -o exports --formats glb,usdz "
                "--target-faces 5000 --height 1.8 --pivot bottom --normal-map. Exit status: 0 ok, 1 a job failed, "
                "2 usage error, 3 with --strict: a job's files miss a limit of their destination, 130 interrupted.")
@@ -74,8 +77,11 @@ def source_problem(folder: str, changes: dict):
     if not jf.is_final():
         return f"{folder} has not finished (it is still running, or was stopped before it ended); export it once " \
                "it is done"
-    if job.state != JobState.DONE:
-        return f"{folder} did not finish ({job.state}: {one_line(job.error)}); only a finished job can be exported"
+    if job.kind == "export" and job.state != JobState.DONE:
+        return f"{folder} did not finish ({job.state}: {one_line(job.error)}); export its source job's folder instead"
+    refusal = export_refusal(job)       # a job stopped after its sampling exports from its result.npz
+    if refusal:
+        return f"{folder}: {refusal} ({job.state}: {one_line(job.error)})"
     try:
         job.used_settings.replace(**changes)
     except ValueError as err:

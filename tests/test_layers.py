@@ -277,11 +277,11 @@ def test_only_the_job_folder_module_knows_the_folder_layout():
 
 
 def test_the_job_modules_import_in_their_stated_order():
-    """desktop/jobs: jsonio, limits, verdicts, job, request <- folder, stage_times, stage_times_file, first_estimate, progress, failures, inputs, meshes <- queued <- recovery, rerun <-
+    """desktop/jobs: jsonio, limits, verdicts, job, request <- folder, stage_times, stage_times_file, first_estimate, progress, failures, inputs, meshes, kept_sampling <- queued <- recovery, rerun <-
     context, sampling, models <- steps <- trellis2_steps <- warmup, overlap <- jobqueue <- worker <- runner (never back): the steps
     get a context and never reach the worker or the runner."""
     order = ["jsonio", "limits", "verdicts", "job", "request", "folder", "stage_times", "stage_times_file", "first_estimate", "progress", "failures", "budget", "inputs",
-             "meshes", "queued", "recovery", "rerun", "context", "sampling", "models", "export_reuse", "mesh_files",
+             "meshes", "kept_sampling", "queued", "recovery", "rerun", "context", "sampling", "models", "export_reuse", "mesh_files",
              "steps", "trellis2_steps", "trellis2_looks", "warmup", "overlap",
              "jobqueue", "worker", "runner", "late"]
     graph = desktop_graph()

@@ -22,6 +22,8 @@ from .families import check_family, family_info, runner_families
 from .idempotency import REPLAYED, fingerprint, replayed_jobs, request_key
 from .v1_schemas import MAX_MESH_UPLOAD, models
 from ..families import loaded_family
+from ..jobs.job import relative_paths
+from ..jobs.kept_sampling import with_kept_words
 from ..jobs.limits import job_limits
 from ..jobs.request import FieldNames, JobRequest, RequestError
 from ..settings import PRESETS
@@ -71,7 +73,8 @@ def job_info(job, runner) -> dict:
     p["percent"] = int(round(100 * p["fraction"]))
     return {"id": job.id, "kind": job.kind, "source_id": job.source_id, "state": job.state,
             "queue_position": runner.queue_position(job.id) if job.state == "queued" else None,
-            "progress": p, "error": job.remote_error(runner.outputs_dir), "error_kind": job.error_kind,
+            "progress": p, "error_kind": job.error_kind,
+            "error": with_kept_words(job.remote_error(runner.outputs_dir), job, f"POST /v1/jobs/{job.id}/export"),
             "files": file_entries(job),
             "settings": d["settings"], "seed": job.seed, "device": job.device, "out_dir": job.out_dir,
             "created": job.created, "started": job.started, "finished": job.finished,
@@ -121,6 +124,11 @@ async def check_mesh_upload(mesh: tuple) -> None:
         await run_in_threadpool(check_mesh, mesh)
     except InputError as err:
         raise ApiError(422, f"mesh: {err}") from None
+
+
+def parent_folder(job):
+    """The folder that holds the job's own folder (None when it made none)."""
+    return os.path.dirname(os.fspath(job.out_dir).rstrip("/\\")) if job.out_dir else None
 
 
 def find_job(state, job_id: str):
@@ -264,10 +272,12 @@ def add_job_routes(app) -> None:
     @app.post("/v1/jobs/{job_id}/export", status_code=202, response_model=JobInfo, tags=["jobs"],
               summary="Write other files from a job's kept result",
               description="Queues an export job that writes the requested files (e.g. a GLB with another "
-                          "texture size) from the decoded result of a finished job (kept in memory with "
-                          "keep_result, or read from its folder's result.npz), without sampling again. 409 when "
-                          "the job has not finished or its folder keeps no result.npz; a damaged result.npz fails "
-                          "the export job with error_kind input.",
+                          "texture size) from the decoded result of an ended job (kept in memory with "
+                          "keep_result, or read from its folder's result.npz: a finished job's, or one's that failed "
+                          "or was stopped after its sampling, whose error then says so), without sampling again. "
+                          "409 while the job is queued or running, or when its sampling did not finish or its "
+                          "folder keeps no result.npz; a damaged result.npz fails the export job with error_kind "
+                          "input.",
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                   "schema": {"$ref": "#/components/schemas/ExportRequest"}}}}},
               responses=error_responses(400, 404, 409, 413, 415, 422, 429, 503, 507))
@@ -302,13 +312,14 @@ def add_job_routes(app) -> None:
         from ..jobs import RerunError
 
         state = api_state(request)
-        find_job(state, job_id)
+        ended = find_job(state, job_id)
         try:
             job = await run_in_threadpool(state.runner.rerun, job_id)
         except UnknownJobError as err:
             raise ApiError(404, str(err)) from None
-        except RerunError as err:
-            raise ApiError(409, str(err), job_id=job_id) from None
+        except RerunError as err:      # the gone inputs named inside the outputs folder, not by this computer's paths
+            raise ApiError(409, relative_paths(str(err), [state.runner.outputs_dir, parent_folder(ended)]),
+                           job_id=job_id) from None
         except RuntimeError as err:
             raise not_queued(err) from None
         return JSONResponse(job_info(job, state.runner), status_code=202,

@@ -22,7 +22,7 @@ from trellis.export import NOT_REGULAR_FILE
 
 from ..options import DEFAULT_MODEL
 from ..settings import EXPORT_FIELDS, GenerationSettings
-from . import queued, recovery, rerun
+from . import kept_sampling, queued, recovery, rerun
 from .folder import JobFolder
 from .job import Job, JobState, NoResultError, UnknownJobError
 from .jobqueue import Entry, JobQueue
@@ -132,10 +132,11 @@ class JobRunner:
         return self.models.text_model_for(size)
 
     def submit_export(self, source_id: str, **changes) -> Job:
-        """Queue an export job: files written from the result of the finished job `source_id` — kept in memory
-        (keep_result), or else read from its folder's result.npz (any finished job, also of an earlier run) — with
+        """Queue an export job: files written from the result of the ended job `source_id` — kept in memory
+        (keep_result), or else read from its folder's result.npz (any finished job, also of an earlier run, and one
+        stopped or failed after its sampling: kept_sampling.py) — with
         the source's settings changed by `changes` (only the fields of EXPORT_FIELDS, e.g. formats,
-        texture_size, simplify). Raises UnknownJobError, NoResultError (the source is not done, or neither
+        texture_size, simplify). Raises UnknownJobError, NoResultError (the source has not ended, or neither
         memory nor its folder holds its result) or ValueError (a bad change)."""
         sampling = sorted(set(changes) - set(EXPORT_FIELDS))
         if sampling:
@@ -157,8 +158,9 @@ class JobRunner:
         source_id = source.id
         source_folder = None
         if result is None:
-            if source.state != JobState.DONE:
-                raise NoResultError(f"job {source_id} is {source.state}: only a finished job can be exported")
+            refusal = kept_sampling.export_refusal(source)    # a stopped job's finished sampling exports too
+            if refusal:
+                raise NoResultError(refusal)
             kept = JobFolder(Path(source.out_dir)) if source.out_dir else None
             path = kept.file("result") if kept is not None else None
             if path is None or not path.is_file():

@@ -14,7 +14,6 @@ sampling.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 from typing import Callable, Optional
@@ -201,13 +200,12 @@ def images_then_model(ctx: JobContext, job: Job, settings: GenerationSettings, p
     return images, pipeline, model
 
 
-def keep_no_result(export) -> None:
-    """A failed job keeps no result: ``export`` (an ``ExportJob``) closed, which stops its side work (a partial
-    preview goes with it: atomic_path), and the kept result's files, if it wrote them, removed."""
+def keep_finished_result(job: Job, export) -> None:
+    """A job that fails or stops while its files are written: ``export`` (an ``ExportJob``) closed, which stops its
+    side work (a partial preview goes with it: atomic_path) and waits for the kept result; result.npz, once written
+    whole, stays in the folder and in ``job.files``, so that an export makes the files without sampling again."""
     export.close()
-    for path in (export.side_value_if_any("kept-result") or {}).values():
-        with contextlib.suppress(OSError):
-            os.remove(path)
+    job.files.update(export.side_value_if_any("kept-result") or {})
 
 
 def ready(ctx: JobContext, which: str, settings: GenerationSettings, progress: ProgressTracker) -> tuple:
@@ -389,7 +387,7 @@ def write_outputs(job: Job, folder: JobFolder, settings: GenerationSettings, gau
             job.timings.setdefault("export", {})["result"] = export.side_seconds("kept-result")
         job.timings.setdefault("export", {}).update(files_wall=time.perf_counter() - t0, overlapped=preview_beside)
     except BaseException:
-        keep_no_result(export)
+        keep_finished_result(job, export)
         raise
     finally:
         export.close()

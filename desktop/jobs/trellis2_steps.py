@@ -26,7 +26,7 @@ from .job import InputError, Job
 from .mesh_files import destination, placement, timed, write_mesh_files
 from .progress import textured_files
 from .sampling import sample_ovoxel
-from .steps import (check_cancel, images_then_model, keep_no_result, make_folder, overlaps_files, quiet,
+from .steps import (check_cancel, images_then_model, keep_finished_result, make_folder, overlaps_files, quiet,
                     settings_record, write_preprocessed)
 
 MADE_FROM_BAKE = (*MESH_FORMATS, "ply", "mp4")      # every file but result.npz comes from the PBR bake
@@ -214,7 +214,7 @@ def write_ovoxel_outputs(job: Job, folder: JobFolder, settings: GenerationSettin
             job.timings.setdefault("export", {})["result"] = export.side_seconds("kept-result")
         job.timings.setdefault("export", {}).update(files_wall=time.perf_counter() - t0, overlapped=preview_beside)
     except BaseException:
-        keep_no_result(export)
+        keep_finished_result(job, export)
         raise
     finally:
         export.close()

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..jobs import folder as job_folder
+from ..jobs.kept_sampling import SAMPLING_KEPT
 from .download_row import download_choices, no_downloads, row_updates
 from .family_view import family_of
 from .history_list import card_model, export_tag, job_words, source_words
@@ -28,6 +29,8 @@ RELOADED_KNOBS = (*[n for n in OTHER_KNOBS if SETTINGS[n].ui.place != "text"], *
 VIEWED = ("glb", "glb_lod1", "glb_lod2", "glb_lod3", "stl")
 # What follows them in the answer: the job's inputs and its tab (HistoryViews._reuse_inputs), then its model family.
 REUSED_INPUTS = ("tabs", "mode", "prompt", "mesh", "look_prompt", "look_image", "single", "multi", "family")
+# A picked folder's states whose result.npz, when there, an export can use (kept_sampling.py).
+STOPPED_STATES = ("failed", "cancelled", "interrupted")
 # The glTF extension of Draco-compressed geometry, and the type of a GLB's JSON chunk ("JSON" little-endian).
 DRACO, GLB_JSON_CHUNK = "KHR_draco_mesh_compression", 0x4E4F534A
 
@@ -45,6 +48,9 @@ class HistoryViews:
         if err and err.get("error"):                # upload paths (Gradio's temp folder) by their file names
             inputs = (folder.settings_record() or {}).get("inputs")
             text += f": {hide_paths(err['error'], inputs if isinstance(inputs, list) else [])}"
+        if state in STOPPED_STATES and (folder.settings_record() or {}).get("kind") != "export" \
+                and folder.existing("result"):          # stopped after its sampling: Export again needs no sampling
+            text += " " + SAMPLING_KEPT.format(how="Export again")
         # its destination's limits said once, in their badge (export_line leaves them out)
         badge = badge_html(report_limits(folder.export_report() or {}))
         return (status_box("history", html.escape(text) + badge), *self._results(folder, warnings=True))

@@ -3,11 +3,14 @@ friendly error messages, and the device line of the header."""
 import html
 import os
 
+from ..jobs.kept_sampling import kept_words, with_kept_words
 from ..options import format_clock
 from .errors import error_html, is_about_mesh, job_error, short_text
 from .warning_words import page_warnings
 
 POLL_S = 0.3       # how often a running job's progress is re-read
+# How the page exports a job stopped after its sampling (kept_sampling.SAMPLING_KEPT's `how`).
+PAGE_EXPORT = "picking it in the History and pressing Export again"
 
 
 def status_box(state: str, body: str) -> str:
@@ -89,9 +92,11 @@ def job_line(job, runner, warnings: bool = True) -> tuple:
         kept = kept_files(job)
         # A job the app's stop ended is not one the user cancelled: say the app stopped.
         head = "Stopped with the app" if job.error_kind == "interrupted" else "Cancelled"
-        return "cancelled", f"{head}; shown: what it had written ({', '.join(kept)})" if kept else head
+        text = f"{head}; shown: what it had written ({', '.join(kept)})" if kept else head
+        words = kept_words(job, PAGE_EXPORT)       # its sampling is on disk: Export again makes its files
+        return "cancelled", f"{text}. {words}" if words else text
     name, message = job_error(job)
-    return "failed", short_text(name, hide_paths(message, job.inputs))
+    return "failed", with_kept_words(short_text(name, hide_paths(message, job.inputs)), job, PAGE_EXPORT)
 
 
 # A cancelled job's finished files the page can show, by kind, in the words of the status line.

@@ -139,6 +139,8 @@ def test_folders_that_cannot_be_exported_are_refused_before_any_job(made, tmp_pa
     import shutil
     import zipfile
 
+    from desktop import export_command
+
     def copy(name):
         folder = tmp_path / name
         shutil.copytree(made["folder"], folder)
@@ -174,5 +176,9 @@ def test_folders_that_cannot_be_exported_are_refused_before_any_job(made, tmp_pa
     failed = copy("failed")
     os.remove(failed / "timings.json")
     (failed / "error.json").write_text(json.dumps({"state": "failed", "kind": "oom", "error": "out of memory"}))
-    assert "did not finish (failed: out of memory)" in refused(capsys, failed, "-o", out)
+    # failed after its sampling (out of memory in the bake): its result.npz exports; without it, refused with why
+    assert export_command.source_problem(str(failed), {}) is None
+    os.remove(failed / "result.npz")
+    message = refused(capsys, failed, "-o", out)
+    assert "before its sampling finished" in message and "(failed: out of memory)" in message, message
     assert not os.path.exists(out)

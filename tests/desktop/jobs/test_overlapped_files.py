@@ -13,6 +13,7 @@ from desktop.jobs.job import Job
 from desktop.settings import GenerationSettings
 from tests.helpers.images import rgba_blob
 from trellis.core.callbacks import Cancelled
+from trellis.export import check_result
 from trellis.pipelines import TrellisImageTo3DPipeline
 
 SETTINGS = dict(seed=4, randomize_seed=False, formats=("glb", "ply", "obj", "mp4"), texture_size=256, bake_views=8,
@@ -87,7 +88,7 @@ def test_the_preview_is_waited_for_last_and_reports_no_stage_of_its_own(overlapp
 
 def test_a_cancel_while_both_run_leaves_no_partial_file_and_no_thread(result, tmp_path):
     """Cancelled at the bake's first report, while the preview renders (a long one): the job raises Cancelled, the
-    preview stops too, and the folder holds only finished files — no mp4, no partial file, no result.npz."""
+    preview stops too, and the folder holds only finished files — no mp4, no partial file; the result.npz, whole, stays."""
     seen = {}
 
     def cancel():
@@ -106,7 +107,10 @@ def test_a_cancel_while_both_run_leaves_no_partial_file_and_no_thread(result, tm
     folder, = [p for p in tmp_path.iterdir() if p.is_dir()]
     names = sorted(p.name for p in folder.iterdir())
     assert not [n for n in names if "partial" in n], names
-    assert "preview.mp4" not in names and not [n for n in names if n.endswith(".npz")], names
+    assert "preview.mp4" not in names, names
+    # the sampling's result, written whole before the stop, stays: an export makes the files without sampling again
+    assert names.count("result.npz") == 1 and not [n for n in names if n.endswith(".npz") and n != "result.npz"]
+    check_result(folder / "result.npz")
 
 
 def test_mesh_files_written_side_by_side_are_the_sequential_files(result, overlapped, tmp_path):

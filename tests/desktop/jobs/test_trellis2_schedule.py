@@ -1,7 +1,7 @@
 """TRELLIS.2's files are written by the library's scheduler (trellis.export.ExportJob with PbrOptions, result.npz
 and the lit preview as its SideWork), as v1's are: the scheduled order (the preview beside the mesh files, written
 side by side, what a GPU job does) gives the serial order's files byte for byte; a failed file stops the preview and
-keeps no result; and `python -m desktop export JOB --simplify 0` of a tiny TRELLIS.2 job, through the real CLI
+keeps the whole result.npz (an export makes the files from it); and `python -m desktop export JOB --simplify 0` of a tiny TRELLIS.2 job, through the real CLI
 process, writes a GLB that has faces."""
 import json
 import os
@@ -21,6 +21,7 @@ from desktop.jobs import steps, trellis2_steps
 from desktop.jobs.folder import JobFolder
 from desktop.jobs.job import Job
 from desktop.settings import GenerationSettings
+from trellis.export import check_ovoxel_result
 from tests.helpers.ovoxel_blobs import random_blob
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -86,7 +87,7 @@ def test_the_mesh_prepared_while_the_texture_samples_writes_the_serial_orders_fi
     assert not trellis2_steps.prepares_early(GenerationSettings(**SETTINGS), None, "cpu")
 
 
-def test_a_failed_mesh_file_stops_the_preview_and_keeps_no_result(ovoxel, tmp_path, monkeypatch):
+def test_a_failed_mesh_file_stops_the_preview_and_keeps_the_whole_result(ovoxel, tmp_path, monkeypatch):
     def broken(self, kind, textured, **options):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(JobFolder, "write_mesh", broken)
@@ -95,7 +96,10 @@ def test_a_failed_mesh_file_stops_the_preview_and_keeps_no_result(ovoxel, tmp_pa
     assert not side_threads()
     (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     names = sorted(p.name for p in folder.iterdir())
-    assert not [n for n in names if n.endswith((".glb", ".npz", ".mp4")) or "partial" in n], names
+    assert not [n for n in names if n.endswith((".glb", ".mp4")) or "partial" in n], names
+    # the sampling's result stays, whole: an export makes the files again without sampling
+    assert "result.npz" in names
+    check_ovoxel_result(folder / "result.npz")
 
 
 def test_the_trellis2_steps_start_no_thread_of_their_own():
