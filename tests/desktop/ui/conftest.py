@@ -1,9 +1,9 @@
 """The browser tests' shared fixtures: headless Chromium, and the app on the tiny pipeline (CPU) with pages on it.
-A test module that needs its own app (offline, on the text pipeline, with a stand-in file manager) defines its own
-`outputs` and `server`; `app` then opens pages on that one."""
+A module on the text pipeline asks for `text_server`; one that needs another app of its own (offline, with a stand-in
+file manager) defines its own `outputs` and `server`, and `app` then opens pages on that one."""
 import pytest
 
-from tests.helpers.gradio_app import Page, headless_chromium, running_app
+from tests.helpers.gradio_app import Page, headless_chromium, running_app, running_text_app
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +21,13 @@ def outputs(tmp_path_factory):
 def server(tiny_pipeline_dir, outputs, tmp_path_factory):
     """`python gradio_main.py` on a free port; yields its URL."""
     with running_app(tiny_pipeline_dir, outputs, tmp_path_factory) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def text_server(tiny_text_models_dir, outputs, tmp_path_factory):
+    """The app on the tiny text pipeline (`--text-model`) beside the tiny image pipeline; yields its URL."""
+    with running_text_app(tiny_text_models_dir, outputs, tmp_path_factory) as url:
         yield url
 
 

@@ -6,21 +6,9 @@ import os
 
 import pytest
 
-from tests.helpers.gradio_app import ROUND_TRIP_MS, Page, running_text_app
+from tests.helpers.gradio_app import ROUND_TRIP_MS, Page
 from tests.helpers.page_audit import WIDTHS, shots_in_both_themes
 from tests.helpers.repo import ROOT_DIR as ROOT
-
-
-@pytest.fixture(scope="module")
-def outputs(tmp_path_factory):
-    return tmp_path_factory.mktemp("ui_text_outputs")
-
-
-@pytest.fixture(scope="module")
-def server(tiny_text_models_dir, outputs, tmp_path_factory):
-    """The app on the tiny text pipeline, as in test_ui_text.py."""
-    with running_text_app(tiny_text_models_dir, outputs, tmp_path_factory) as url:
-        yield url
 
 
 LONG = " ".join(["a tall red wooden chair with a carved back"] * 12)
@@ -41,8 +29,8 @@ def drop_rod(ui, folder):
 
 
 @pytest.mark.slow
-def test_text_and_new_look_say_what_to_expect(browser, server, tmp_path):
-    ui = Page(browser, server)
+def test_text_and_new_look_say_what_to_expect(browser, text_server, tmp_path):
+    ui = Page(browser, text_server)
     try:
         ui.page.get_by_role("tab", name="Text").click()
         box = ui.page.locator("#td-prompt textarea")
@@ -75,7 +63,7 @@ def test_text_and_new_look_say_what_to_expect(browser, server, tmp_path):
         drop_rod(ui, str(tmp_path))
         ui.page.locator("#td-look-prompt textarea").fill(LONG)
         ui.page.wait_for_selector("#td-look-tokens .td-tokens[data-state=over]", timeout=ROUND_TRIP_MS)
-    shots_in_both_themes(browser, server, "23-new-look-expectations", prepare)
+    shots_in_both_themes(browser, text_server, "23-new-look-expectations", prepare)
     assert all(os.path.isfile(os.path.join(ROOT, "test-artifacts", "ui",
                                            f"23-new-look-expectations-{t}-{w}.png"))
                for t in ("light", "dark") for w in WIDTHS)

@@ -5,25 +5,14 @@ import json
 
 import pytest
 
-from tests.helpers.gradio_app import FINISHED, Page, job_dirs, running_text_app
+from tests.helpers.gradio_app import FINISHED, Page, job_dirs
 
 pytestmark = pytest.mark.filterwarnings("ignore::trellis.pipelines.trellis_text_to_3d.PromptTruncatedWarning")
 
 
-@pytest.fixture(scope="module")
-def outputs(tmp_path_factory):
-    return tmp_path_factory.mktemp("ui_tab_mode_outputs")
-
-
-@pytest.fixture(scope="module")
-def server(tiny_text_models_dir, outputs, tmp_path_factory):
-    with running_text_app(tiny_text_models_dir, outputs, tmp_path_factory) as url:
-        yield url
-
-
 @pytest.mark.slow
-def test_generate_right_after_a_tab_switch_runs_that_tab(browser, server, outputs):
-    ui = Page(browser, server)
+def test_generate_right_after_a_tab_switch_runs_that_tab(browser, text_server, outputs):
+    ui = Page(browser, text_server)
     try:
         ui.tiny()
         ui.formats({"glb"})

@@ -9,23 +9,12 @@ import re
 
 import pytest
 
-from tests.helpers.gradio_app import FINISHED, Page, job_dirs, running_text_app
+from tests.helpers.gradio_app import FINISHED, Page, job_dirs
 from tests.helpers.images import jpeg_bytes
 from tests.helpers.repo import ROOT_DIR as ROOT
 from tests.helpers.text_inputs import LONG_PROMPT, ply_claiming
 
 pytestmark = pytest.mark.filterwarnings("ignore::trellis.pipelines.trellis_text_to_3d.PromptTruncatedWarning")
-
-
-@pytest.fixture(scope="module")
-def outputs(tmp_path_factory):
-    return tmp_path_factory.mktemp("ui_text_outputs")
-
-
-@pytest.fixture(scope="module")
-def server(tiny_text_models_dir, outputs, tmp_path_factory):
-    with running_text_app(tiny_text_models_dir, outputs, tmp_path_factory) as url:
-        yield url
 
 
 def picked_in_history(ui, name, back_to):
@@ -37,10 +26,10 @@ def picked_in_history(ui, name, back_to):
 
 
 @pytest.mark.slow
-def test_text_and_new_look_tabs(browser, server, outputs, tmp_path):
+def test_text_and_new_look_tabs(browser, text_server, outputs, tmp_path):
     import trimesh
 
-    ui = Page(browser, server)
+    ui = Page(browser, text_server)
     try:
         ui.tiny()
         ui.formats({"glb", "mp4"})
