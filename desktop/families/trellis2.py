@@ -28,7 +28,7 @@ TEXTURE_SIZES = {"512": 1024, "1024": 2048, "1024_cascade": 2048, "1536_cascade"
 FIRST_TIMES_DEVICE = ("one NVIDIA H200 (docs/benchmarks/trellis2.md: the chain per pipeline type, the app's whole "
                       "1024_cascade job)")
 CHAIN_S = {"512": 2.30, "1024_cascade": 11.01, "1536_cascade": 34.62}      # "The chain, per pipeline type"
-# "Where 1024_cascade's 11.01 s go"
+# the doc's split of 1024_cascade's chain into its parts
 CASCADE_PARTS_S = {"condition": 0.19, "structure flow": 0.60, "structure decode": 0.01, "shape flow 512": 0.89,
                    "upsample": 0.10, "shape flow 1024": 5.38, "texture flow": 3.02, "shape decoder": 0.40,
                    "texture decoder": 0.40, "mesh": 0.02}
