@@ -1,7 +1,6 @@
 """The history of the outputs folder in the page: listing the job folders, showing one, reusing its settings,
 and the result views (preview video, 3D view, downloads) of a finished or earlier job."""
 import html
-import json
 import os
 import struct
 import sys
@@ -32,7 +31,7 @@ REUSED_INPUTS = ("tabs", "mode", "prompt", "mesh", "look_prompt", "look_image", 
 # A picked folder's states whose result.npz, when there, an export can use (kept_sampling.py).
 STOPPED_STATES = ("failed", "cancelled", "interrupted")
 # The glTF extension of Draco-compressed geometry, and the type of a GLB's JSON chunk ("JSON" little-endian).
-DRACO, GLB_JSON_CHUNK = "KHR_draco_mesh_compression", 0x4E4F534A
+DRACO = "KHR_draco_mesh_compression"
 
 
 class HistoryViews:
@@ -166,20 +165,14 @@ def viewable_glb(path: str, folder, draco: bool | None = None) -> str:
 
 def glb_uses_draco(path) -> bool:
     """Whether the binary glTF at `path` has Draco-compressed geometry, from its 12-byte header and JSON chunk only
-    (the binary chunk after them is never read). ValueError: not a binary glTF 2.0 whose first chunk is its JSON."""
+    (the binary chunk after them is never read). ValueError (gltf_scene.GltfError): not a GLB whose first chunk is
+    its JSON, or one cut short inside it."""
+    from trellis.representations import gltf_scene
+
     with open(path, "rb") as f:
         head = f.read(20)
-        if len(head) < 20:
-            raise ValueError("not a binary glTF 2.0 file (too short)")
-        magic, version, length, json_length, kind = struct.unpack("<4sIIII", head)
-        if magic != b"glTF" or version != 2 or kind != GLB_JSON_CHUNK or 20 + json_length > length:
-            raise ValueError("not a binary glTF 2.0 file whose first chunk is its JSON")
-        text = f.read(json_length)
-    if len(text) < json_length:
-        raise ValueError("a GLB cut short inside its JSON chunk")
-    doc = json.loads(text)
-    if not isinstance(doc, dict):
-        raise ValueError("a GLB whose JSON chunk is not an object")
+        json_length = struct.unpack_from("<I", head, 12)[0] if len(head) == 20 else 0
+        doc = gltf_scene.read_glb_json(head + f.read(json_length))
     listed = [*(doc.get("extensionsUsed") or []), *(doc.get("extensionsRequired") or [])]
     # a primitive may carry the extension while the lists (wrongly) leave it out: the viewer would still decode it
     primitives = [p for m in doc.get("meshes") or [] if isinstance(m, dict)
